@@ -1,0 +1,24 @@
+//! Subcommands. Each lives in its own file and returns the process exit code.
+
+mod parity;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "softprompt", version, about = "Prompt tuning for large frozen BERT and T5 models")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compare the engine with a PyTorch reference file (exit 0 pass, 1 fail, 2 unusable input)
+    Parity(parity::Args),
+}
+
+pub fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Parity(args) => parity::run(args),
+    }
+}

@@ -1,0 +1,301 @@
+//! Hugging Face `config.json` for BERT and T5 (v1.0, v1.1 / LM-adapted, flan), with the
+//! defaults transformers applies when a key is absent, and clear errors for what the engine
+//! does not support.
+
+use crate::cpu::activation::Act;
+use crate::error::{Error, Result};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub hidden_act: Act,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f64,
+    pub pad_token_id: usize,
+    /// the masked-LM decoder shares the word embeddings (transformers' default)
+    pub tie_word_embeddings: bool,
+}
+
+impl BertConfig {
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct T5Config {
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub d_kv: usize,
+    pub d_ff: usize,
+    pub num_layers: usize,
+    pub num_decoder_layers: usize,
+    pub num_heads: usize,
+    pub relative_attention_num_buckets: usize,
+    pub relative_attention_max_distance: usize,
+    pub layer_norm_epsilon: f64,
+    /// activation of the feed-forward (the gate's activation when gated)
+    pub dense_act: Act,
+    pub is_gated_act: bool,
+    /// decoder output multiplied by d_model^-0.5 before the LM head
+    pub scale_decoder_outputs: bool,
+    pub decoder_start_token_id: usize,
+    pub pad_token_id: usize,
+    pub eos_token_id: usize,
+}
+
+impl T5Config {
+    /// The width of q, k and v: num_heads * d_kv, which may differ from d_model.
+    pub fn inner_dim(&self) -> usize {
+        self.num_heads * self.d_kv
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModelConfig {
+    Bert(BertConfig),
+    T5(T5Config),
+}
+
+impl ModelConfig {
+    /// Reads `<dir>/config.json`.
+    pub fn load(dir: &Path) -> Result<ModelConfig> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        ModelConfig::parse(&text, &path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<ModelConfig> {
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
+        let cfg = Cfg {
+            v: &v,
+            path: path.to_path_buf(),
+        };
+        let model_type = cfg.str_opt("model_type")?.unwrap_or_default();
+        match model_type.as_str() {
+            "bert" => Ok(ModelConfig::Bert(parse_bert(&cfg)?)),
+            "t5" | "mt5" => Ok(ModelConfig::T5(parse_t5(&cfg)?)),
+            "" => Err(Error::config(path, "no `model_type`: expected \"bert\" or \"t5\"")),
+            other => Err(Error::config(
+                path,
+                format!("model_type \"{other}\" is not supported: expected \"bert\" or \"t5\""),
+            )),
+        }
+    }
+
+    pub fn arch(&self) -> &'static str {
+        match self {
+            ModelConfig::Bert(_) => "bert",
+            ModelConfig::T5(_) => "t5",
+        }
+    }
+
+    /// The width of the embeddings, which is the width of a prompt row.
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            ModelConfig::Bert(c) => c.hidden_size,
+            ModelConfig::T5(c) => c.d_model,
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            ModelConfig::Bert(c) => c.vocab_size,
+            ModelConfig::T5(c) => c.vocab_size,
+        }
+    }
+}
+
+struct Cfg<'a> {
+    v: &'a Value,
+    path: PathBuf,
+}
+
+impl Cfg<'_> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.v.get(key).filter(|x| !x.is_null())
+    }
+    fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(x) => x.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
+                Error::config(&self.path, format!("`{key}` must be a non-negative integer, got {x}"))
+            }),
+        }
+    }
+    fn usize(&self, key: &str) -> Result<usize> {
+        self.usize_opt(key)?
+            .ok_or_else(|| Error::config(&self.path, format!("missing `{key}` (a positive integer)")))
+    }
+    fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
+        Ok(self.usize_opt(key)?.unwrap_or(default))
+    }
+    fn positive(&self, key: &str, value: usize) -> Result<usize> {
+        if value == 0 {
+            Err(Error::config(&self.path, format!("`{key}` must be positive, got 0")))
+        } else {
+            Ok(value)
+        }
+    }
+    fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(x) => x
+                .as_f64()
+                .ok_or_else(|| Error::config(&self.path, format!("`{key}` must be a number, got {x}"))),
+        }
+    }
+    fn bool_opt(&self, key: &str) -> Result<Option<bool>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(x) => x
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| Error::config(&self.path, format!("`{key}` must be true or false, got {x}"))),
+        }
+    }
+    fn str_opt(&self, key: &str) -> Result<Option<String>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(x) => x
+                .as_str()
+                .map(|s| Some(s.to_string()))
+                .ok_or_else(|| Error::config(&self.path, format!("`{key}` must be a string, got {x}"))),
+        }
+    }
+    /// A token id that may be given as an integer or a list (eos_token_id: [1]).
+    fn token_id_or(&self, key: &str, default: usize) -> Result<usize> {
+        match self.get(key) {
+            Some(Value::Array(a)) if !a.is_empty() => a[0]
+                .as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| Error::config(&self.path, format!("`{key}` must hold integers"))),
+            _ => self.usize_or(key, default),
+        }
+    }
+}
+
+fn parse_bert(cfg: &Cfg) -> Result<BertConfig> {
+    let act_name = cfg.str_opt("hidden_act")?.unwrap_or_else(|| "gelu".into());
+    let hidden_act = Act::from_hf_name(&act_name).ok_or_else(|| {
+        Error::config(
+            &cfg.path,
+            format!("hidden_act \"{act_name}\" is not supported: expected one of {}", Act::SUPPORTED),
+        )
+    })?;
+    if let Some(kind) = cfg.str_opt("position_embedding_type")? {
+        if kind != "absolute" {
+            return Err(Error::config(
+                &cfg.path,
+                format!("position_embedding_type \"{kind}\" is not supported: expected \"absolute\""),
+            ));
+        }
+    }
+    if cfg.bool_opt("is_decoder")? == Some(true) {
+        return Err(Error::config(&cfg.path, "is_decoder: true is not supported: expected an encoder BERT"));
+    }
+    let c = BertConfig {
+        vocab_size: cfg.positive("vocab_size", cfg.usize("vocab_size")?)?,
+        hidden_size: cfg.positive("hidden_size", cfg.usize("hidden_size")?)?,
+        num_hidden_layers: cfg.usize("num_hidden_layers")?,
+        num_attention_heads: cfg.positive("num_attention_heads", cfg.usize("num_attention_heads")?)?,
+        intermediate_size: cfg.positive("intermediate_size", cfg.usize("intermediate_size")?)?,
+        hidden_act,
+        max_position_embeddings: cfg.usize_or("max_position_embeddings", 512)?,
+        type_vocab_size: cfg.usize_or("type_vocab_size", 2)?,
+        layer_norm_eps: cfg.f64_or("layer_norm_eps", 1e-12)?,
+        pad_token_id: cfg.usize_or("pad_token_id", 0)?,
+        tie_word_embeddings: cfg.bool_opt("tie_word_embeddings")?.unwrap_or(true),
+    };
+    if c.hidden_size % c.num_attention_heads != 0 {
+        return Err(Error::config(
+            &cfg.path,
+            format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                c.hidden_size, c.num_attention_heads
+            ),
+        ));
+    }
+    Ok(c)
+}
+
+/// transformers' rule: "gated-<act>" or "<act>"; "gated-gelu" means the tanh GELU.
+fn parse_feed_forward_proj(cfg: &Cfg, proj: &str) -> Result<(Act, bool)> {
+    let parts: Vec<&str> = proj.split('-').collect();
+    let bad = || {
+        Error::config(
+            &cfg.path,
+            format!(
+                "feed_forward_proj \"{proj}\" is not supported: expected \"relu\", \"gated-gelu\", \
+                 \"gated-silu\" or \"[gated-]<act>\" with <act> one of {}",
+                Act::SUPPORTED
+            ),
+        )
+    };
+    let (gated, name) = match parts.as_slice() {
+        [name] => (false, *name),
+        ["gated", name] => (true, *name),
+        _ => return Err(bad()),
+    };
+    let act = if proj == "gated-gelu" {
+        Act::GeluTanh
+    } else {
+        Act::from_hf_name(name).ok_or_else(bad)?
+    };
+    Ok((act, gated))
+}
+
+fn parse_t5(cfg: &Cfg) -> Result<T5Config> {
+    let proj = cfg.str_opt("feed_forward_proj")?.unwrap_or_else(|| "relu".into());
+    let (dense_act, is_gated_act) = parse_feed_forward_proj(cfg, &proj)?;
+    let num_layers = cfg.usize("num_layers")?;
+    // transformers 5 writes `scale_decoder_outputs`; older configs say it with
+    // `tie_word_embeddings` (false on v1.1); the original T5 always scaled.
+    let scale_decoder_outputs = match cfg.bool_opt("scale_decoder_outputs")? {
+        Some(s) => s,
+        None => cfg.bool_opt("tie_word_embeddings")?.unwrap_or(true),
+    };
+    let pad_token_id = cfg.usize_or("pad_token_id", 0)?;
+    let c = T5Config {
+        vocab_size: cfg.positive("vocab_size", cfg.usize("vocab_size")?)?,
+        d_model: cfg.positive("d_model", cfg.usize("d_model")?)?,
+        d_kv: cfg.positive("d_kv", cfg.usize("d_kv")?)?,
+        d_ff: cfg.positive("d_ff", cfg.usize("d_ff")?)?,
+        num_layers,
+        num_decoder_layers: cfg.usize_or("num_decoder_layers", num_layers)?,
+        num_heads: cfg.positive("num_heads", cfg.usize("num_heads")?)?,
+        relative_attention_num_buckets: cfg.positive(
+            "relative_attention_num_buckets",
+            cfg.usize_or("relative_attention_num_buckets", 32)?,
+        )?,
+        relative_attention_max_distance: cfg.usize_or("relative_attention_max_distance", 128)?,
+        layer_norm_epsilon: cfg.f64_or("layer_norm_epsilon", 1e-6)?,
+        dense_act,
+        is_gated_act,
+        scale_decoder_outputs,
+        decoder_start_token_id: cfg.usize_or("decoder_start_token_id", pad_token_id)?,
+        pad_token_id,
+        eos_token_id: cfg.token_id_or("eos_token_id", 1)?,
+    };
+    if c.relative_attention_num_buckets < 4 {
+        return Err(Error::config(
+            &cfg.path,
+            "relative_attention_num_buckets must be at least 4 (T5 halves it twice)",
+        ));
+    }
+    if c.relative_attention_max_distance <= c.relative_attention_num_buckets / 4 {
+        return Err(Error::config(
+            &cfg.path,
+            "relative_attention_max_distance must exceed a quarter of relative_attention_num_buckets",
+        ));
+    }
+    Ok(c)
+}

@@ -1,0 +1,95 @@
+//! Linear layers against frozen weights, stored as checkpoints store them: W (N, K), i.e.
+//! (out_features, in_features). Because no weight gradient exists, backward is dX only, and
+//! the forward input is never needed again.
+
+use super::real::Real;
+use gemm::Parallelism;
+
+fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
+    // Threading tiny products costs more than it saves.
+    if m * n * k < 32 * 32 * 32 {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(rayon::current_num_threads())
+    }
+}
+
+/// out (M, N) = inp (M, K) · W^T + bias (N).
+pub fn linear_fwd<F: Real>(
+    out: &mut [F],
+    inp: &[F],
+    w: &[F],
+    bias: Option<&[F]>,
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    debug_assert!(out.len() >= m * n && inp.len() >= m * k && w.len() >= n * k);
+    if let Some(bias) = bias {
+        for row in out[..m * n].chunks_mut(n) {
+            row.copy_from_slice(&bias[..n]);
+        }
+    }
+    // SAFETY: the slices hold at least M*N, M*K and N*K elements (checked by the callers'
+    // shape validation), and the strides below address exactly those row-major layouts.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            bias.is_some(),
+            inp.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            F::ONE,
+            F::ONE,
+            false,
+            false,
+            false,
+            parallelism(m, n, k),
+        );
+    }
+}
+
+/// dinp (M, K) = dout (M, N) · W (N, K), added into dinp when `accumulate`, else overwriting.
+pub fn linear_bwd<F: Real>(
+    dinp: &mut [F],
+    dout: &[F],
+    w: &[F],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
+    debug_assert!(dinp.len() >= m * k && dout.len() >= m * n && w.len() >= n * k);
+    // SAFETY: as in linear_fwd; W is read row-major (N, K) as the right operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            k,
+            n,
+            dinp.as_mut_ptr(),
+            1,
+            k as isize,
+            accumulate,
+            dout.as_ptr(),
+            1,
+            n as isize,
+            w.as_ptr(),
+            1,
+            k as isize,
+            F::ONE,
+            F::ONE,
+            false,
+            false,
+            false,
+            parallelism(m, k, n),
+        );
+    }
+}

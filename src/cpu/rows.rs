@@ -1,0 +1,55 @@
+//! Row selection and pooling: heads compute only the rows their loss reads.
+//!
+//! `gather_rows` overwrites; `scatter_rows_bwd` and `mean_pool_bwd` add into the residual
+//! gradient they return to.
+
+use super::real::Real;
+use rayon::prelude::*;
+
+/// out (M, C) = inp[idx[m]] for inp (N, C), idx (M).
+pub fn gather_rows<F: Real>(out: &mut [F], inp: &[F], idx: &[i32], c: usize) {
+    out.par_chunks_mut(c).zip(idx.par_iter()).for_each(|(dst, &r)| {
+        let r = r as usize;
+        dst.copy_from_slice(&inp[r * c..(r + 1) * c]);
+    });
+}
+
+/// dinp[idx[m]] += dout[m] for dout (M, C). Serial: indices may repeat.
+pub fn scatter_rows_bwd<F: Real>(dinp: &mut [F], dout: &[F], idx: &[i32], c: usize) {
+    for (src, &r) in dout.chunks(c).zip(idx) {
+        let r = r as usize;
+        for (d, &s) in dinp[r * c..(r + 1) * c].iter_mut().zip(src) {
+            *d += s;
+        }
+    }
+}
+
+/// out (B, C) = mean over the rows s of inp (B, T, C) with weight[b, s] != 0, i.e. a
+/// masked mean; `weight` (B, T) holds 1/count for pooled rows and 0 elsewhere.
+pub fn mean_pool_fwd<F: Real>(out: &mut [F], inp: &[F], weight: &[F], t: usize, c: usize) {
+    out.par_chunks_mut(c).enumerate().for_each(|(bi, dst)| {
+        dst.iter_mut().for_each(|x| *x = F::ZERO);
+        for s in 0..t {
+            let w = weight[bi * t + s];
+            if w != F::ZERO {
+                let row = &inp[(bi * t + s) * c..(bi * t + s + 1) * c];
+                for (d, &x) in dst.iter_mut().zip(row) {
+                    *d += w * x;
+                }
+            }
+        }
+    });
+}
+
+/// dinp (B, T, C) += weight[b, s] * dout[b] (B, C).
+pub fn mean_pool_bwd<F: Real>(dinp: &mut [F], dout: &[F], weight: &[F], t: usize, c: usize) {
+    dinp.par_chunks_mut(c).enumerate().for_each(|(row, dst)| {
+        let w = weight[row];
+        if w != F::ZERO {
+            let bi = row / t;
+            for (d, &g) in dst.iter_mut().zip(&dout[bi * c..(bi + 1) * c]) {
+                *d += w * g;
+            }
+        }
+    });
+}

@@ -1,0 +1,116 @@
+//! The one error type of the crate. Every message names the file, tensor or flag at fault and
+//! says what was expected, so a user can act on it without reading the source.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: {msg}")]
+    File { path: PathBuf, msg: String },
+
+    #[error("config {path}: {msg}")]
+    Config { path: PathBuf, msg: String },
+
+    #[error("tensor `{name}`: {msg}")]
+    Tensor { name: String, msg: String },
+
+    #[error("shape mismatch in {what}: expected {expected}, got {got}")]
+    Shape {
+        what: String,
+        expected: String,
+        got: String,
+    },
+
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
+    #[error("invalid argument {flag}: {msg}")]
+    Arg { flag: String, msg: String },
+
+    #[error("{path}:{line}: {msg}")]
+    Data {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
+
+    #[error("tokenizer {path}: {msg}")]
+    Tokenizer { path: PathBuf, msg: String },
+
+    #[error("device: {0}")]
+    Device(String),
+
+    #[error("kernel {kernel}: {msg}")]
+    Kernel { kernel: String, msg: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn file(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
+        Error::File {
+            path: path.as_ref().to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn config(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
+        Error::Config {
+            path: path.as_ref().to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn tensor(name: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Tensor {
+            name: name.into(),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn shape(what: impl Into<String>, expected: impl ToString, got: impl ToString) -> Self {
+        Error::Shape {
+            what: what.into(),
+            expected: expected.to_string(),
+            got: got.to_string(),
+        }
+    }
+
+    pub fn arg(flag: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Arg {
+            flag: flag.into(),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn data(path: impl AsRef<Path>, line: usize, msg: impl Into<String>) -> Self {
+        Error::Data {
+            path: path.as_ref().to_path_buf(),
+            line,
+            msg: msg.into(),
+        }
+    }
+}
+
+/// Checks a condition on sizes before any work is launched; returns a `Shape` error otherwise.
+pub fn ensure_len(what: &str, expected: usize, got: usize) -> Result<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(Error::shape(what, expected, got))
+    }
+}

@@ -1,0 +1,78 @@
+//! The memory accountant: every tensor a model keeps for backward is registered here, by
+//! name, when it is saved and released when backward consumes it. It reports the bytes held
+//! for backward now and at the peak, and it can prove that no linear layer's input is among
+//! them: the models report every buffer they feed to a linear layer, and a feed of a buffer
+//! that is held for backward is recorded. (Models save a tensor as soon as it is computed,
+//! before any use, so checking at feed time sees every overlap.)
+
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SavedTensor {
+    pub bytes: usize,
+    pub buf_id: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryAccountant {
+    live: BTreeMap<String, SavedTensor>,
+    held: usize,
+    peak: usize,
+    /// names of saved tensors that were also fed to a linear layer
+    violations: BTreeSet<String>,
+}
+
+impl MemoryAccountant {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a tensor kept for backward.
+    pub fn hold(&mut self, name: impl Into<String>, bytes: usize, buf_id: usize) {
+        let name = name.into();
+        if let Some(old) = self.live.insert(name, SavedTensor { bytes, buf_id }) {
+            self.held -= old.bytes;
+        }
+        self.held += bytes;
+        self.peak = self.peak.max(self.held);
+    }
+
+    /// Backward consumed the tensor.
+    pub fn release(&mut self, name: &str) {
+        if let Some(t) = self.live.remove(name) {
+            self.held -= t.bytes;
+        }
+    }
+
+    /// Records that a buffer was the input of a linear layer.
+    pub fn linear_input(&mut self, buf_id: usize) {
+        for (name, t) in &self.live {
+            if t.buf_id == buf_id {
+                self.violations.insert(name.clone());
+            }
+        }
+    }
+
+    pub fn held_bytes(&self) -> usize {
+        self.held
+    }
+
+    pub fn peak_bytes(&self) -> usize {
+        self.peak
+    }
+
+    pub fn live(&self) -> impl Iterator<Item = (&str, &SavedTensor)> {
+        self.live.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Saved tensors that were also the input of a linear layer (empty when linear inputs are
+    /// never kept, as with `--recompute none`).
+    pub fn saved_linear_inputs(&self) -> Vec<String> {
+        self.violations.iter().cloned().collect()
+    }
+
+    /// Starts a fresh step: forgets the peak and the findings, keeps nothing live.
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+}

@@ -1,0 +1,258 @@
+//! Heads compute only what the loss reads: the masked-LM head runs at the selected rows only
+//! (the labelled positions for `mlm`, the [MASK] positions for `pet`), and the PET decoder is
+//! restricted to the verbalizer rows. Each head runs forward and backward in one call, since
+//! its gradient is needed at once; it returns the loss and d loss / d hidden.
+
+use super::bert::Bert;
+use super::zeros;
+use crate::backend::{Backend, DType};
+use crate::cpu::loss::IGNORE_INDEX;
+use crate::error::{Error, Result};
+
+pub struct HeadOutput<B: Backend> {
+    /// mean cross-entropy over the rows whose target is not -100
+    pub loss: f64,
+    /// (M, V') logits of the selected rows, when asked for
+    pub logits: Option<Vec<f32>>,
+    /// (B, T, C) d loss / d hidden; zero except at the selected rows
+    pub dhidden: B::Buf,
+}
+
+/// Which output rows the masked-LM decoder computes.
+pub enum Decoder<'a> {
+    /// all V vocabulary rows
+    Vocab,
+    /// only these token ids (the verbalizer), in this order
+    Rows(&'a [i32]),
+}
+
+/// Runs BERT's masked-LM head at hidden rows `rows` (M indices into the B*T rows of `hidden`)
+/// against `targets` (M; -100 ignored; for `Decoder::Rows`, an index into the rows).
+pub fn mlm_head_fwd_bwd<B: Backend>(
+    be: &B,
+    bert: &Bert<B>,
+    hidden: &B::Buf,
+    rows: &[i32],
+    targets: &[i32],
+    decoder: Decoder,
+    keep_logits: bool,
+) -> Result<HeadOutput<B>> {
+    let (head, full_w) = bert.decoder_weight()?;
+    let (c, act, eps) = (bert.cfg.hidden_size, be.act_dtype(), bert.cfg.layer_norm_eps);
+    let m = rows.len();
+    crate::error::ensure_len("head targets", m, targets.len())?;
+    let restricted = match decoder {
+        Decoder::Vocab => None,
+        Decoder::Rows(ids) => {
+            crate::cpu::embedding::check_ids("verbalizer_ids", ids, bert.cfg.vocab_size)?;
+            let idx = be.upload_i32(ids)?;
+            let (mut w, mut b) = (zeros(be, act, ids.len() * c)?, zeros(be, act, ids.len())?);
+            be.gather_rows(&mut w, full_w, &idx, ids.len(), c)?;
+            be.gather_rows(&mut b, &head.bias, &idx, ids.len(), 1)?;
+            Some((w, b))
+        }
+    };
+    let (dec_w, dec_b) = match &restricted {
+        Some((w, b)) => (w, b),
+        None => (full_w, &head.bias),
+    };
+    let v = be.len(dec_b);
+    let count = targets.iter().filter(|&&t| t != IGNORE_INDEX).count();
+    let idx = be.upload_i32(rows)?;
+    let mut h = zeros(be, act, m * c)?;
+    be.gather_rows(&mut h, hidden, &idx, m, c)?;
+    let mut u = zeros(be, act, m * c)?;
+    be.linear_fwd(&mut u, &h, &head.dense_w, Some(&head.dense_b), m, c, c)?;
+    let mut g = zeros(be, act, m * c)?;
+    be.act_fwd(&mut g, &u, bert.cfg.hidden_act, m * c)?;
+    let (mut z, mut mean, mut rstd) = (zeros(be, act, m * c)?, zeros(be, DType::F32, m)?, zeros(be, DType::F32, m)?);
+    be.layernorm_fwd(&mut z, &mut mean, &mut rstd, &g, &head.ln_w, &head.ln_b, m, c, eps)?;
+    // logits in float32: the softmax over V must not round in bf16
+    let mut logits = zeros(be, DType::F32, m * v)?;
+    be.linear_fwd(&mut logits, &z, dec_w, Some(dec_b), m, c, v)?;
+    let kept = if keep_logits { Some(be.download(&logits)?) } else { None };
+    let mut losses = zeros(be, DType::F32, m)?;
+    let targets_buf = be.upload_i32(targets)?;
+    be.cross_entropy_fwd_bwd(&mut logits, &mut losses, &targets_buf, m, v, 1.0 / count.max(1) as f64)?;
+    let loss = be.download(&losses)?.iter().map(|&x| x as f64).sum::<f64>() / count.max(1) as f64;
+    let dlogits = logits;
+    let mut dz = zeros(be, act, m * c)?;
+    be.linear_bwd(&mut dz, &dlogits, dec_w, m, c, v, false)?;
+    let mut dg = zeros(be, act, m * c)?;
+    be.layernorm_bwd(&mut dg, &dz, &g, &head.ln_w, &mean, &rstd, m, c)?;
+    let mut du = zeros(be, act, m * c)?;
+    be.act_bwd(&mut du, &dg, &u, bert.cfg.hidden_act, m * c)?;
+    let mut dh = zeros(be, act, m * c)?;
+    be.linear_bwd(&mut dh, &du, &head.dense_w, m, c, c, false)?;
+    let mut dhidden = zeros(be, act, be.len(hidden))?;
+    be.scatter_rows_bwd(&mut dhidden, &dh, &idx, m, c)?;
+    Ok(HeadOutput { loss, logits: kept, dhidden })
+}
+
+/// Rows of the (B, P+T) hidden states for real-token position `s` of batch row `b`.
+pub fn token_row(b: usize, s: usize, p: usize, t: usize) -> i32 {
+    (b * (p + t) + p + s) as i32
+}
+
+/// `mlm`: logits at every real-token position (B*T rows), loss over labels != -100.
+pub fn mlm_rows(labels: &[i32], b: usize, t: usize, p: usize, all_rows: bool) -> (Vec<i32>, Vec<i32>) {
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for bi in 0..b {
+        for s in 0..t {
+            let label = labels[bi * t + s];
+            if all_rows || label != IGNORE_INDEX {
+                rows.push(token_row(bi, s, p, t));
+                targets.push(label);
+            }
+        }
+    }
+    (rows, targets)
+}
+
+/// `pet`: one row per example, at its [MASK] position.
+pub fn pet_rows(mask_positions: &[i32], b: usize, t: usize, p: usize) -> Result<Vec<i32>> {
+    crate::error::ensure_len("mask_positions", b, mask_positions.len())?;
+    mask_positions
+        .iter()
+        .enumerate()
+        .map(|(bi, &s)| {
+            if s < 0 || s as usize >= t {
+                Err(Error::tensor(
+                    "mask_positions",
+                    format!("row {bi}: position {s} is outside the {t} real-token positions"),
+                ))
+            } else {
+                Ok(token_row(bi, s as usize, p, t))
+            }
+        })
+        .collect()
+}
+
+/// How the `cls` task pools the hidden states of the real tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// the mean over the real (unpadded) tokens, prompt rows excluded
+    Mean,
+    /// the first real token ([CLS])
+    Cls,
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "mean" => Ok(Pooling::Mean),
+            "cls" => Ok(Pooling::Cls),
+            _ => Err(Error::arg("--pooling", format!("\"{s}\": expected \"mean\" or \"cls\""))),
+        }
+    }
+}
+
+/// (B, P+T) pooling weights: 1/count on the pooled rows, 0 elsewhere.
+pub fn pool_weights(mask: &[i32], b: usize, t: usize, p: usize, pooling: Pooling) -> Vec<f32> {
+    let mut w = vec![0.0f32; b * (p + t)];
+    for bi in 0..b {
+        let row = &mask[bi * t..(bi + 1) * t];
+        match pooling {
+            Pooling::Mean => {
+                let count = row.iter().filter(|&&m| m != 0).count().max(1);
+                for (s, &m) in row.iter().enumerate() {
+                    if m != 0 {
+                        w[bi * (p + t) + p + s] = 1.0 / count as f32;
+                    }
+                }
+            }
+            Pooling::Cls => w[bi * (p + t) + p] = 1.0,
+        }
+    }
+    w
+}
+
+/// A small linear classifier on pooled states, trained with the prompt (PEFT's SEQ_CLS
+/// keeps its classifier trainable). Float32 on the host: it is K x C numbers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClsHead {
+    pub k: usize,
+    pub c: usize,
+    pub weight: Vec<f32>, // (K, C)
+    pub bias: Vec<f32>,   // (K)
+}
+
+pub struct ClsOutput<B: Backend> {
+    pub loss: f64,
+    pub logits: Vec<f32>, // (B, K)
+    pub dhidden: B::Buf,  // (B, T, C)
+    pub dweight: Vec<f32>,
+    pub dbias: Vec<f32>,
+}
+
+impl ClsHead {
+    /// Trainable parameters of the head.
+    pub fn num_params(&self) -> usize {
+        self.weight.len() + self.bias.len()
+    }
+
+    /// logits (B, K) of pooled (B, C), on the host.
+    pub fn logits(&self, pooled: &[f32], b: usize) -> Vec<f32> {
+        let (k, c) = (self.k, self.c);
+        let mut out = vec![0.0f32; b * k];
+        for bi in 0..b {
+            for ki in 0..k {
+                let x = &pooled[bi * c..(bi + 1) * c];
+                let w = &self.weight[ki * c..(ki + 1) * c];
+                out[bi * k + ki] = self.bias[ki] + x.iter().zip(w).map(|(a, b)| a * b).sum::<f32>();
+            }
+        }
+        out
+    }
+
+    /// Pools `hidden`, runs the head and its cross-entropy against `labels` (B), and returns
+    /// the gradients of the head and of the hidden states. `pool_w` is (B, T).
+    pub fn fwd_bwd<B: Backend>(
+        &self,
+        be: &B,
+        hidden: &B::Buf,
+        pool_w: &B::Buf,
+        labels: &[i32],
+        b: usize,
+        t: usize,
+    ) -> Result<ClsOutput<B>> {
+        let (k, c) = (self.k, self.c);
+        crate::cpu::embedding::check_ids("class labels", labels, k)?;
+        let mut pooled_buf = zeros(be, be.act_dtype(), b * c)?;
+        be.mean_pool_fwd(&mut pooled_buf, hidden, pool_w, b, t, c)?;
+        let pooled = be.download(&pooled_buf)?;
+        let logits = self.logits(&pooled, b);
+        let mut dlogits = logits.clone();
+        let mut loss = 0.0f64;
+        for bi in 0..b {
+            let row = &mut dlogits[bi * k..(bi + 1) * k];
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f64 = row.iter().map(|&x| ((x - m) as f64).exp()).sum();
+            let target = labels[bi] as usize;
+            loss += sum.ln() - (row[target] - m) as f64;
+            for (j, x) in row.iter_mut().enumerate() {
+                let p = ((*x - m) as f64).exp() / sum;
+                *x = ((p - (j == target) as u8 as f64) / b as f64) as f32;
+            }
+        }
+        let mut dweight = vec![0.0f32; k * c];
+        let mut dbias = vec![0.0f32; k];
+        let mut dpooled = vec![0.0f32; b * c];
+        for bi in 0..b {
+            for ki in 0..k {
+                let g = dlogits[bi * k + ki];
+                dbias[ki] += g;
+                for ci in 0..c {
+                    dweight[ki * c + ci] += g * pooled[bi * c + ci];
+                    dpooled[bi * c + ci] += g * self.weight[ki * c + ci];
+                }
+            }
+        }
+        let dpooled = be.upload(be.act_dtype(), &dpooled)?;
+        let mut dhidden = zeros(be, be.act_dtype(), be.len(hidden))?;
+        be.mean_pool_bwd(&mut dhidden, &dpooled, pool_w, b, t, c)?;
+        Ok(ClsOutput { loss: loss / b as f64, logits, dhidden, dweight, dbias })
+    }
+}

@@ -1,0 +1,189 @@
+//! `softprompt parity`: runs a reference file's batch through the engine and compares every
+//! tensor it can produce with what PyTorch computed (`reference-format.md`).
+
+use crate::backend::Backend;
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::memory::MemoryAccountant;
+use crate::models::bert::{self, Bert};
+use crate::models::heads::{self, ClsHead, Decoder, Pooling};
+use crate::models::t5::{self, T5};
+use crate::models::Recompute;
+use crate::reference::{RefObjective, Reference};
+use crate::weights::{HostTensor, WeightStore};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One compared tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParityRow {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// ||got - want|| / ||want|| (scalars: |got - want| / max(|want|, 1e-6)); NaN when the
+    /// engine produced a non-finite value
+    pub rel_err: f64,
+    pub max_abs: f64,
+    pub tol: f64,
+}
+
+impl ParityRow {
+    pub fn passed(&self) -> bool {
+        self.rel_err.is_finite() && self.rel_err <= self.tol
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ParityReport {
+    pub rows: Vec<ParityRow>,
+    /// tensors of the reference that this engine does not compute
+    pub skipped: Vec<String>,
+}
+
+impl ParityReport {
+    pub fn passed(&self) -> bool {
+        self.rows.iter().all(|r| r.passed())
+    }
+
+    pub fn table(&self) -> String {
+        let mut s = format!("{:<28} {:<16} {:>10} {:>10} {:>8}  {}\n", "tensor", "shape", "rel_err", "max_abs", "tol", "status");
+        for r in &self.rows {
+            let status = if r.passed() { "ok" } else { "FAIL" };
+            s += &format!(
+                "{:<28} {:<16} {:>10.3e} {:>10.3e} {:>8.0e}  {}\n",
+                r.name,
+                format!("{:?}", r.shape),
+                r.rel_err,
+                r.max_abs,
+                r.tol,
+                status
+            );
+        }
+        for name in &self.skipped {
+            s += &format!("{name:<28} (not computed by the engine; skipped)\n");
+        }
+        s
+    }
+}
+
+/// Compares one tensor. `want` and `got` must have the same number of elements.
+pub fn compare(name: &str, got: &[f32], want: &HostTensor, tol: f64) -> Result<ParityRow> {
+    if got.len() != want.data.len() {
+        return Err(Error::shape(format!("reference tensor `{name}`"), format!("{} elements {:?}", want.data.len(), want.shape), format!("{} elements computed by the engine", got.len())));
+    }
+    let mut diff2 = 0.0f64;
+    let mut want2 = 0.0f64;
+    let mut max_abs = 0.0f64;
+    let mut finite = true;
+    for (&g, &w) in got.iter().zip(&want.data) {
+        finite &= g.is_finite();
+        let d = g as f64 - w as f64;
+        diff2 += d * d;
+        want2 += (w as f64) * (w as f64);
+        max_abs = max_abs.max(d.abs());
+    }
+    let rel_err = if !finite {
+        f64::NAN
+    } else if want.shape.is_empty() || want.data.len() == 1 {
+        diff2.sqrt() / (want.data[0].abs() as f64).max(1e-6)
+    } else {
+        diff2.sqrt() / want2.sqrt().max(1e-30)
+    };
+    Ok(ParityRow { name: name.to_string(), shape: want.shape.clone(), rel_err, max_abs, tol })
+}
+
+/// What the engine computed for a reference, by reference tensor name.
+pub type Outputs = BTreeMap<String, Vec<f32>>;
+
+/// Runs the reference on `be` with the model in `model_dir` and compares at `tol`.
+pub fn run<B: Backend>(be: &B, model_dir: &Path, reference: &Reference, tol: f64) -> Result<ParityReport> {
+    let cfg = ModelConfig::load(model_dir)?;
+    if reference.arch != cfg.arch() {
+        return Err(Error::file(&reference.path, format!("arch is {:?} but {} holds a {} model", reference.arch, model_dir.display(), cfg.arch())));
+    }
+    if reference.d() != cfg.hidden_size() {
+        return Err(Error::file(&reference.path, format!("the prompt is {} wide but the model's hidden size is {}", reference.d(), cfg.hidden_size())));
+    }
+    let store = WeightStore::open(model_dir)?;
+    let outputs = match cfg {
+        ModelConfig::Bert(c) => run_bert(be, &Bert::load(be, &store, c)?, reference)?,
+        ModelConfig::T5(c) => run_t5(be, &T5::load(be, &store, c)?, reference)?,
+    };
+    let mut report = ParityReport { rows: Vec::new(), skipped: Vec::new() };
+    for required in ["loss", "logits", "prompt_grad"] {
+        if !reference.expected.contains_key(required) {
+            return Err(Error::file(&reference.path, format!("missing the expected output `{required}`")));
+        }
+    }
+    for (name, want) in &reference.expected {
+        match outputs.get(name) {
+            Some(got) => report.rows.push(compare(name, got, want, tol)?),
+            None => report.skipped.push(name.clone()),
+        }
+    }
+    // the three required outputs first, the rest in name order
+    report.rows.sort_by_key(|r| (["loss", "logits", "prompt_grad"].iter().position(|n| *n == r.name).unwrap_or(3), natural_key(&r.name)));
+    Ok(report)
+}
+
+/// "hidden_states.10" sorts after "hidden_states.9".
+fn natural_key(name: &str) -> (String, usize) {
+    match name.rsplit_once('.') {
+        Some((stem, n)) if n.chars().all(|c| c.is_ascii_digit()) => (stem.to_string(), n.parse().unwrap_or(0)),
+        _ => (name.to_string(), 0),
+    }
+}
+
+fn run_bert<B: Backend>(be: &B, model: &Bert<B>, r: &Reference) -> Result<Outputs> {
+    let (b, t, p, c) = (r.batch.b, r.batch.t, r.p(), model.cfg.hidden_size);
+    let inputs = bert::upload_inputs(be, &model.cfg, &r.batch, p)?;
+    let prompt = be.upload(crate::backend::DType::F32, &r.prompt.data)?;
+    let mut acct = MemoryAccountant::new();
+    let mut hidden_states = Vec::new();
+    let (hidden, acts) = model.encoder_fwd(be, &mut acct, &prompt, &inputs, Recompute::None, Some(&mut hidden_states))?;
+    let mut out = Outputs::new();
+    let dhidden = match &r.objective {
+        RefObjective::Mlm { labels } => {
+            let (rows, targets) = heads::mlm_rows(labels, b, t, p, true);
+            let h = heads::mlm_head_fwd_bwd(be, model, &hidden, &rows, &targets, Decoder::Vocab, true)?;
+            out.insert("loss".into(), vec![h.loss as f32]);
+            out.insert("logits".into(), h.logits.unwrap_or_default());
+            h.dhidden
+        }
+        RefObjective::Pet { mask_positions, verbalizer_ids, class_labels } => {
+            let rows = heads::pet_rows(mask_positions, b, t, p)?;
+            let h = heads::mlm_head_fwd_bwd(be, model, &hidden, &rows, class_labels, Decoder::Rows(verbalizer_ids), true)?;
+            out.insert("loss".into(), vec![h.loss as f32]);
+            out.insert("logits".into(), h.logits.unwrap_or_default());
+            h.dhidden
+        }
+        RefObjective::Cls { head_weight, head_bias, class_labels, pooling } => {
+            let head = ClsHead { k: head_bias.len(), c, weight: head_weight.data.clone(), bias: head_bias.clone() };
+            crate::error::ensure_len("head_weight (K*d)", head.k * c, head.weight.len())?;
+            let pooling: Pooling = pooling.parse()?;
+            let pool_w = be.upload(be.act_dtype(), &heads::pool_weights(&r.batch.mask, b, t, p, pooling))?;
+            let h = head.fwd_bwd(be, &hidden, &pool_w, class_labels, b, p + t)?;
+            out.insert("loss".into(), vec![h.loss as f32]);
+            out.insert("logits".into(), h.logits);
+            out.insert("head_weight_grad".into(), h.dweight);
+            out.insert("head_bias_grad".into(), h.dbias);
+            h.dhidden
+        }
+        RefObjective::Seq2Seq { .. } => {
+            return Err(Error::Unsupported("objective seq2seq needs a T5 model, not BERT".into()))
+        }
+    };
+    let mut dprompt = be.zeros(crate::backend::DType::F32, p * c)?;
+    model.encoder_bwd(be, &mut acct, &mut dprompt, dhidden, acts, &inputs)?;
+    out.insert("prompt_grad".into(), be.download(&dprompt)?);
+    for (i, h) in hidden_states.into_iter().enumerate() {
+        out.insert(format!("hidden_states.{i}"), h);
+    }
+    Ok(out)
+}
+
+fn run_t5<B: Backend>(be: &B, model: &T5<B>, r: &Reference) -> Result<Outputs> {
+    let RefObjective::Seq2Seq { labels, l } = &r.objective else {
+        return Err(Error::Unsupported(format!("objective {} needs a BERT model, not T5", r.objective.name())));
+    };
+    t5::parity_outputs(be, model, &r.batch, &r.prompt.data, r.p(), labels, *l)
+}

@@ -1,0 +1,232 @@
+//! The prompt table: P trainable rows of width d, float32, on the host. Initialised RANDOM,
+//! TEXT, SAMPLE_VOCAB or CLASS_LABELS; saved and loaded in PEFT's layout
+//! (`adapter_config.json` + `adapter_model.safetensors` with the key `prompt_embeddings`), so
+//! prompts move between this engine and PEFT in both directions.
+
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use crate::tokenizer::Tokenizer;
+use crate::weights::{write_safetensors, HostTensor, TensorFile};
+use serde_json::{json, Value};
+use std::path::Path;
+
+pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+pub const PROMPT_KEY: &str = "prompt_embeddings";
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum PromptInit {
+    /// normal(0, std) rows; PEFT's RANDOM is nn.Embedding's default, std 1
+    Random { std: f64 },
+    /// the embeddings of the tokenized text (special tokens included), repeated and trimmed
+    Text(String),
+    /// embeddings of tokens drawn uniformly from the first `from_first` ids (Lester et al.
+    /// sample from the 5,000 most common tokens) or from the whole vocabulary
+    SampleVocab { from_first: Option<usize> },
+    /// the rows of the label words, then sampled vocabulary rows for the rest
+    ClassLabels { label_ids: Vec<i32>, from_first: Option<usize> },
+}
+
+impl PromptInit {
+    pub fn peft_name(&self) -> &'static str {
+        match self {
+            PromptInit::Random { .. } => "RANDOM",
+            PromptInit::Text(_) => "TEXT",
+            PromptInit::SampleVocab { .. } => "SAMPLE_VOCAB",
+            // PEFT has no CLASS_LABELS init; a saved prompt is just weights
+            PromptInit::ClassLabels { .. } => "RANDOM",
+        }
+    }
+}
+
+/// Where a loaded prompt came from, so that saving writes the same layout back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdapterLayout {
+    /// 1, or 2 for PEFT seq2seq adapters whose table holds P encoder rows then P decoder rows
+    pub num_transformer_submodules: usize,
+    /// the rows after the first P, kept unchanged (PEFT's decoder rows, unused by prompt tuning)
+    pub extra_rows: Vec<f32>,
+    /// the adapter_config.json that was loaded, rewritten on save with our updates
+    pub config: Option<Value>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromptTable {
+    pub p: usize,
+    pub d: usize,
+    /// (P, d) row-major
+    pub data: Vec<f32>,
+    pub init: String,
+    pub init_text: Option<String>,
+    pub layout: AdapterLayout,
+}
+
+impl PromptTable {
+    pub fn from_data(p: usize, d: usize, data: Vec<f32>) -> Result<PromptTable> {
+        crate::error::ensure_len("prompt (P*d)", p * d, data.len())?;
+        Ok(PromptTable {
+            p,
+            d,
+            data,
+            init: "RANDOM".into(),
+            init_text: None,
+            layout: AdapterLayout { num_transformer_submodules: 1, extra_rows: Vec::new(), config: None },
+        })
+    }
+
+    /// A new table of `p` rows; `word_embeddings` is the model's (V, d) input embedding table.
+    pub fn init(
+        p: usize,
+        init: &PromptInit,
+        word_embeddings: &HostTensor,
+        tokenizer: Option<&Tokenizer>,
+        rng: &mut Rng,
+    ) -> Result<PromptTable> {
+        if p == 0 {
+            return Err(Error::arg("--prompt-len", "the prompt needs at least one row"));
+        }
+        let (v, d) = (word_embeddings.shape[0], word_embeddings.shape[1]);
+        let rows = |ids: &[i32]| -> Vec<f32> {
+            ids.iter()
+                .flat_map(|&id| word_embeddings.data[id as usize * d..(id as usize + 1) * d].iter().copied())
+                .collect()
+        };
+        let sample = |rng: &mut Rng, n: usize, from_first: Option<usize>| -> Vec<i32> {
+            let limit = from_first.unwrap_or(v).min(v).max(1);
+            (0..n).map(|_| rng.below(limit as u64) as i32).collect()
+        };
+        let (data, text) = match init {
+            PromptInit::Random { std } => ((0..p * d).map(|_| (rng.normal() * std) as f32).collect(), None),
+            PromptInit::Text(text) => {
+                let tok = tokenizer.ok_or_else(|| Error::arg("--init text", "TEXT init needs the model's tokenizer.json"))?;
+                let ids = tok.encode(text, true)?;
+                if ids.is_empty() {
+                    return Err(Error::arg("--init-text", format!("{text:?} tokenizes to nothing")));
+                }
+                crate::cpu::embedding::check_ids("prompt init text", &ids, v)?;
+                // PEFT: repeat the ids until there are enough, then trim to P
+                let ids: Vec<i32> = ids.iter().copied().cycle().take(p).collect();
+                (rows(&ids), Some(text.clone()))
+            }
+            PromptInit::SampleVocab { from_first } => (rows(&sample(rng, p, *from_first)), None),
+            PromptInit::ClassLabels { label_ids, from_first } => {
+                crate::cpu::embedding::check_ids("class label tokens", label_ids, v)?;
+                let mut ids: Vec<i32> = label_ids.iter().copied().take(p).collect();
+                let rest = p - ids.len();
+                ids.extend(sample(rng, rest, *from_first));
+                (rows(&ids), None)
+            }
+        };
+        let mut table = PromptTable::from_data(p, d, data)?;
+        table.init = init.peft_name().into();
+        table.init_text = text;
+        Ok(table)
+    }
+
+    /// Loads a PEFT prompt-tuning adapter folder (ours or PEFT's). With
+    /// `num_transformer_submodules` 2 the table holds 2P rows and only the first P are used.
+    pub fn load_peft(dir: &Path) -> Result<PromptTable> {
+        let cfg_path = dir.join(ADAPTER_CONFIG);
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let cfg: Value = serde_json::from_str(&text).map_err(|e| Error::file(&cfg_path, format!("not valid JSON: {e}")))?;
+        let peft_type = cfg.get("peft_type").and_then(|v| v.as_str()).unwrap_or("");
+        if peft_type != "PROMPT_TUNING" {
+            return Err(Error::file(
+                &cfg_path,
+                format!("peft_type is {peft_type:?}: expected \"PROMPT_TUNING\" (prefix tuning, P-tuning and LoRA adapters are not prompt tables)"),
+            ));
+        }
+        let p = cfg.get("num_virtual_tokens").and_then(|v| v.as_u64()).ok_or_else(|| {
+            Error::file(&cfg_path, "missing `num_virtual_tokens` (a positive integer)")
+        })? as usize;
+        let subs = cfg.get("num_transformer_submodules").and_then(|v| v.as_u64()).unwrap_or(1) as usize;
+        if !(1..=2).contains(&subs) {
+            return Err(Error::file(&cfg_path, format!("num_transformer_submodules is {subs}: expected 1 or 2")));
+        }
+        let weights_path = dir.join(ADAPTER_WEIGHTS);
+        let file = TensorFile::read(&weights_path)?;
+        let table = file.floats.get(PROMPT_KEY).ok_or_else(|| {
+            Error::file(&weights_path, format!("missing the tensor `{PROMPT_KEY}`"))
+        })?;
+        let (rows, d) = match table.shape.as_slice() {
+            [r, d] => (*r, *d),
+            s => return Err(Error::file(&weights_path, format!("`{PROMPT_KEY}` has shape {s:?}: expected [rows, d]"))),
+        };
+        if rows != p * subs {
+            return Err(Error::file(
+                &weights_path,
+                format!("`{PROMPT_KEY}` has {rows} rows: expected num_virtual_tokens {p} x num_transformer_submodules {subs}"),
+            ));
+        }
+        if let Some(td) = cfg.get("token_dim").and_then(|v| v.as_u64()) {
+            if td as usize != d {
+                return Err(Error::file(&cfg_path, format!("token_dim {td} does not match the table width {d}")));
+            }
+        }
+        let init = cfg.get("prompt_tuning_init").and_then(|v| v.as_str()).unwrap_or("RANDOM").to_string();
+        let init_text = cfg.get("prompt_tuning_init_text").and_then(|v| v.as_str()).map(String::from);
+        Ok(PromptTable {
+            p,
+            d,
+            data: table.data[..p * d].to_vec(),
+            init,
+            init_text,
+            layout: AdapterLayout {
+                num_transformer_submodules: subs,
+                extra_rows: table.data[p * d..].to_vec(),
+                config: Some(cfg),
+            },
+        })
+    }
+
+    /// Writes the PEFT layout into `dir` (each file atomically). `info` supplies the model
+    /// facts PEFT records: task type, base model path, layers and heads.
+    pub fn save_peft(&self, dir: &Path, info: &AdapterInfo) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let subs = self.layout.num_transformer_submodules;
+        let mut table = self.data.clone();
+        table.extend_from_slice(&self.layout.extra_rows);
+        let rows = table.len() / self.d;
+        write_safetensors(&dir.join(ADAPTER_WEIGHTS), &[(PROMPT_KEY, vec![rows, self.d], &table)], None)?;
+        let mut cfg = self.layout.config.clone().unwrap_or_else(|| json!({}));
+        let fresh = json!({
+            "peft_type": "PROMPT_TUNING",
+            "task_type": info.task_type,
+            "num_virtual_tokens": self.p,
+            "token_dim": self.d,
+            "num_transformer_submodules": subs,
+            "num_attention_heads": info.num_attention_heads,
+            "num_layers": info.num_layers,
+            "prompt_tuning_init": self.init,
+            "prompt_tuning_init_text": self.init_text,
+            "tokenizer_name_or_path": info.tokenizer_name_or_path,
+            "base_model_name_or_path": info.base_model_name_or_path,
+            "inference_mode": true,
+            "revision": null,
+            "tokenizer_kwargs": null,
+            "modules_to_save": null,
+            "auto_mapping": null,
+        });
+        if let (Some(obj), Some(new)) = (cfg.as_object_mut(), fresh.as_object()) {
+            for (k, v) in new {
+                // keep what a loaded PEFT config says about its own model and task
+                let keep = obj.contains_key(k) && matches!(k.as_str(), "task_type" | "base_model_name_or_path" | "tokenizer_name_or_path" | "num_attention_heads" | "num_layers");
+                if !keep {
+                    obj.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        crate::fsutil::write_json_atomic(&dir.join(ADAPTER_CONFIG), &cfg)
+    }
+}
+
+/// Facts about the base model that PEFT's adapter_config.json records.
+#[derive(Clone, Debug, Default)]
+pub struct AdapterInfo {
+    /// "SEQ_2_SEQ_LM", "SEQ_CLS", "FEATURE_EXTRACTION", ...
+    pub task_type: Option<String>,
+    pub base_model_name_or_path: Option<String>,
+    pub tokenizer_name_or_path: Option<String>,
+    pub num_attention_heads: usize,
+    pub num_layers: usize,
+}

@@ -1,0 +1,253 @@
+//! Checkpoint loading: `model.safetensors` or a sharded `model.safetensors.index.json`, in
+//! f32, f16 or bf16, looked up by the checkpoint's own key names. Integer tensors (such as
+//! `embeddings.position_ids`) are not weights and are skipped.
+
+use crate::error::{Error, Result};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// A float tensor on the host, converted to f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        HostTensor { shape, data }
+    }
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+struct Shard {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+/// The float tensors of a checkpoint folder, by name, with the dtype each was stored in.
+pub struct WeightStore {
+    shards: Vec<Shard>,
+    /// name -> (shard index, stored dtype, shape)
+    index: BTreeMap<String, (usize, Dtype, Vec<usize>)>,
+}
+
+fn is_float(dtype: Dtype) -> bool {
+    matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64)
+}
+
+impl WeightStore {
+    /// Opens `dir/model.safetensors`, or the shards named by `dir/model.safetensors.index.json`.
+    pub fn open(dir: &Path) -> Result<WeightStore> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let files = if single.exists() {
+            vec![single]
+        } else if index.exists() {
+            shard_files(&index)?
+        } else {
+            return Err(Error::file(
+                dir,
+                "no model.safetensors or model.safetensors.index.json in this folder \
+                 (a Hugging Face model folder is expected)",
+            ));
+        };
+        WeightStore::from_files(&files)
+    }
+
+    pub fn from_files(files: &[PathBuf]) -> Result<WeightStore> {
+        let mut store = WeightStore {
+            shards: Vec::new(),
+            index: BTreeMap::new(),
+        };
+        for path in files {
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+                Error::file(path, format!("not a valid safetensors file (truncated or corrupt?): {e}"))
+            })?;
+            let shard = store.shards.len();
+            for (name, view) in st.tensors() {
+                if is_float(view.dtype()) {
+                    store
+                        .index
+                        .insert(name.clone(), (shard, view.dtype(), view.shape().to_vec()));
+                }
+            }
+            drop(st);
+            store.shards.push(Shard {
+                path: path.clone(),
+                bytes,
+            });
+        }
+        Ok(store)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(|s| s.as_str())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// (stored dtype, shape) of a tensor.
+    pub fn info(&self, name: &str) -> Option<(Dtype, &[usize])> {
+        self.index.get(name).map(|(_, d, s)| (*d, s.as_slice()))
+    }
+
+    /// Reads a tensor as f32, checking its shape.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
+        let (shard, _, stored_shape) = self.index.get(name).ok_or_else(|| {
+            Error::tensor(name, format!("missing from the checkpoint (expected shape {shape:?})"))
+        })?;
+        if stored_shape.as_slice() != shape {
+            return Err(Error::tensor(
+                name,
+                format!("has shape {stored_shape:?}, expected {shape:?} from config.json"),
+            ));
+        }
+        let shard = &self.shards[*shard];
+        let st = SafeTensors::deserialize(&shard.bytes)
+            .map_err(|e| Error::file(&shard.path, format!("not a valid safetensors file: {e}")))?;
+        let view = st
+            .tensor(name)
+            .map_err(|e| Error::tensor(name, format!("in {}: {e}", shard.path.display())))?;
+        let data = to_f32(view.dtype(), view.data())
+            .ok_or_else(|| Error::tensor(name, format!("dtype {:?} is not a float type", view.dtype())))?;
+        Ok(HostTensor::new(shape.to_vec(), data))
+    }
+}
+
+fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::file(index, format!("not valid JSON: {e}")))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::file(index, "missing the `weight_map` object"))?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<PathBuf> = Vec::new();
+    for (name, file) in map {
+        let file = file
+            .as_str()
+            .ok_or_else(|| Error::file(index, format!("weight_map[{name}] is not a file name")))?;
+        let path = dir.join(file);
+        if !files.contains(&path) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Converts little-endian f32/f16/bf16/f64 bytes to f32; None for non-float types.
+pub fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    let out = match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
+            .collect(),
+        _ => return None,
+    };
+    Some(out)
+}
+
+/// Reads every tensor of one safetensors file, floats as f32 and integers as i64, with the
+/// file's `__metadata__`. Used for reference files and adapters, which are small.
+pub struct TensorFile {
+    pub path: PathBuf,
+    pub metadata: HashMap<String, String>,
+    pub floats: HashMap<String, HostTensor>,
+    pub ints: HashMap<String, (Vec<usize>, Vec<i64>)>,
+}
+
+impl TensorFile {
+    pub fn read(path: &Path) -> Result<TensorFile> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+            Error::file(path, format!("not a valid safetensors file (truncated or corrupt?): {e}"))
+        })?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
+        let mut file = TensorFile {
+            path: path.to_path_buf(),
+            metadata: meta.metadata().clone().unwrap_or_default(),
+            floats: HashMap::new(),
+            ints: HashMap::new(),
+        };
+        for (name, view) in st.tensors() {
+            let shape = view.shape().to_vec();
+            if let Some(data) = to_f32(view.dtype(), view.data()) {
+                file.floats.insert(name, HostTensor::new(shape, data));
+            } else if let Some(data) = to_i64(view.dtype(), view.data()) {
+                file.ints.insert(name, (shape, data));
+            }
+        }
+        Ok(file)
+    }
+
+    pub fn float(&self, name: &str) -> Result<&HostTensor> {
+        self.floats.get(name).ok_or_else(|| {
+            Error::file(&self.path, format!("missing float tensor `{name}`"))
+        })
+    }
+
+    pub fn int(&self, name: &str) -> Result<&(Vec<usize>, Vec<i64>)> {
+        self.ints.get(name).ok_or_else(|| {
+            Error::file(&self.path, format!("missing integer tensor `{name}`"))
+        })
+    }
+}
+
+fn to_i64(dtype: Dtype, bytes: &[u8]) -> Option<Vec<i64>> {
+    let out = match dtype {
+        Dtype::I64 => bytes
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+            .collect(),
+        Dtype::I32 => bytes
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
+            .collect(),
+        Dtype::U8 | Dtype::BOOL => bytes.iter().map(|&b| b as i64).collect(),
+        Dtype::I8 => bytes.iter().map(|&b| b as i8 as i64).collect(),
+        _ => return None,
+    };
+    Some(out)
+}
+
+/// Writes tensors to `path` atomically: a temporary file in the same folder, then a rename,
+/// so a killed process never leaves a half-written file under the final name.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(&str, Vec<usize>, &[f32])],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
+                .map(|v| (name.to_string(), v))
+                .map_err(|e| Error::tensor(*name, format!("cannot serialize: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(views, metadata)
+        .map_err(|e| Error::file(path, format!("cannot serialize: {e}")))?;
+    crate::fsutil::write_atomic(path, &bytes)
+}
