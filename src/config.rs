@@ -255,7 +255,13 @@ fn parse_feed_forward_proj(cfg: &Cfg, proj: &str) -> Result<(Act, bool)> {
 
 fn parse_t5(cfg: &Cfg) -> Result<T5Config> {
     let proj = cfg.str_opt("feed_forward_proj")?.unwrap_or_else(|| "relu".into());
-    let (dense_act, is_gated_act) = parse_feed_forward_proj(cfg, &proj)?;
+    let (mut dense_act, is_gated_act) = parse_feed_forward_proj(cfg, &proj)?;
+    // transformers 5 keeps an explicit `dense_act_fn` over the one derived from the projection
+    if let Some(name) = cfg.str_opt("dense_act_fn")? {
+        dense_act = Act::from_hf_name(&name).ok_or_else(|| {
+            Error::config(&cfg.path, format!("dense_act_fn \"{name}\" is not supported: expected one of {}", Act::SUPPORTED))
+        })?;
+    }
     let num_layers = cfg.usize("num_layers")?;
     // transformers 5 writes `scale_decoder_outputs`; older configs say it with
     // `tie_word_embeddings` (false on v1.1); the original T5 always scaled.
@@ -291,10 +297,16 @@ fn parse_t5(cfg: &Cfg) -> Result<T5Config> {
             "relative_attention_num_buckets must be at least 4 (T5 halves it twice)",
         ));
     }
-    if c.relative_attention_max_distance <= c.relative_attention_num_buckets / 4 {
+    // the decoder's unidirectional buckets take log(max_distance / (num_buckets / 2)); at or
+    // below 1 the bucket function divides by zero or goes negative
+    if c.relative_attention_max_distance <= c.relative_attention_num_buckets / 2 {
         return Err(Error::config(
             &cfg.path,
-            "relative_attention_max_distance must exceed a quarter of relative_attention_num_buckets",
+            format!(
+                "relative_attention_max_distance {} must exceed half of relative_attention_num_buckets {} \
+                 (otherwise T5's bucket function is degenerate)",
+                c.relative_attention_max_distance, c.relative_attention_num_buckets
+            ),
         ));
     }
     Ok(c)
