@@ -39,6 +39,20 @@ impl Tokenizer {
         Ok(enc.get_ids().iter().map(|&i| i as i32).collect())
     }
 
+    /// Ids of `text` with special tokens, each token's byte span in `text`, and whether the
+    /// post-processor added it ([CLS], [SEP], </s>); added tokens have the span (0, 0).
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<i32>, Vec<(usize, usize)>, Vec<bool>)> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: format!("encoding {text:?}: {e}") })?;
+        Ok((
+            enc.get_ids().iter().map(|&i| i as i32).collect(),
+            enc.get_offsets().to_vec(),
+            enc.get_special_tokens_mask().iter().map(|&m| m != 0).collect(),
+        ))
+    }
+
     /// Ids and token types of a sentence pair (BERT's [CLS] a [SEP] b [SEP]).
     pub fn encode_pair(&self, a: &str, b: &str) -> Result<(Vec<i32>, Vec<i32>)> {
         let enc = self

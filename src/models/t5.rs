@@ -461,6 +461,41 @@ impl<B: Backend> T5<B> {
         Ok((loss * grad_scale, dy))
     }
 
+    /// Forward only, for rank classification: each row's cross-entropy (rows), 0 where the
+    /// label is -100, in the same row chunks as `lm_loss_fwd_bwd`. dec_out is (rows, C).
+    pub fn lm_row_losses(&self, be: &B, dec_out: &B::Buf, labels: &[i32], rows: usize) -> Result<Vec<f32>> {
+        crate::error::ensure_len("labels (rows)", rows, labels.len())?;
+        let mut out = Vec::with_capacity(rows);
+        for start in (0..rows).step_by(lm_chunk_rows(self.cfg.vocab_size, rows)) {
+            let m = lm_chunk_rows(self.cfg.vocab_size, rows).min(rows - start);
+            let idx: Vec<i32> = (start..start + m).map(|r| r as i32).collect();
+            let mut logits = self.lm_logits_buf(be, dec_out, &idx)?;
+            let targets = be.upload_i32(&labels[start..start + m])?;
+            let mut losses = zeros(be, DType::F32, m)?;
+            be.cross_entropy_fwd_bwd(&mut logits, &mut losses, &targets, m, self.cfg.vocab_size, 1.0)?;
+            out.extend(be.download(&losses)?);
+        }
+        Ok(out)
+    }
+
+    /// Forward only, for greedy decoding: (M, V) float32 logits at the decoder rows `idx`.
+    pub fn lm_logits(&self, be: &B, dec_out: &B::Buf, idx: &[i32]) -> Result<Vec<f32>> {
+        be.download(&self.lm_logits_buf(be, dec_out, idx)?)
+    }
+
+    /// (M, V) logits of the (scaled) decoder rows `idx` of dec_out.
+    fn lm_logits_buf(&self, be: &B, dec_out: &B::Buf, idx: &[i32]) -> Result<B::Buf> {
+        let (c, v, m) = (self.cfg.d_model, self.cfg.vocab_size, idx.len());
+        let scale = if self.cfg.scale_decoder_outputs { (c as f64).powf(-0.5) } else { 1.0 };
+        let idx = be.upload_i32(idx)?;
+        let mut h = zeros(be, be.act_dtype(), m * c)?;
+        be.gather_rows(&mut h, dec_out, &idx, m, c)?;
+        be.scale_inplace(&mut h, scale, m * c)?;
+        let mut logits = zeros(be, DType::F32, m * v)?;
+        be.linear_fwd(&mut logits, &h, self.lm_head_weight(), None, m, c, v)?;
+        Ok(logits)
+    }
+
     fn decoder_bwd(&self, be: &B, acct: &mut MemoryAccountant, denc_out: &mut B::Buf, ddec_out: B::Buf, acts: StackActs<B>, enc_out: &B::Buf, inp: &T5Inputs<B>) -> Result<()> {
         let ctx = StackCtx { name: "decoder", stack: &self.decoder, b: inp.b, tq: inp.l, mask: &inp.dec_mask, buckets: &inp.dec_buckets, causal: true, memory: Some((enc_out, &inp.enc_mask, inp.t())) };
         let _dy = self.stack_bwd(be, acct, Some(denc_out), ddec_out, acts, ctx)?;
