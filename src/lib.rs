@@ -17,6 +17,7 @@ pub mod prompt;
 pub mod reference;
 pub mod rng;
 pub mod tokenizer;
+pub mod train;
 pub mod weights;
 
 pub use backend::{Backend, DType};

@@ -1,0 +1,215 @@
+//! What a run leaves in its output folder, and how it comes back:
+//!
+//! - `checkpoint.safetensors`: everything a resumed run needs, in ONE file written
+//!   atomically (temporary file, then rename): the prompt, the head, the optimizer state, the
+//!   best prompt so far, and in the metadata the step, the epoch, the batch plan of the epoch
+//!   and the position in it, the RNG state, the best dev metric and a hash of the settings.
+//!   A run killed at any moment leaves the previous checkpoint or the new one, never a mix.
+//! - the prompt in PEFT's layout (`adapter_config.json`, `adapter_model.safetensors`), plus
+//!   `task.json` (the task: template, labels, verbalizer, ...) and, for `cls`,
+//!   `head.safetensors` (the K x d head). `eval` and `predict` read these. Each file is
+//!   written atomically; a resumed run writes them again.
+
+use super::task::TaskSpec;
+use crate::error::{Error, Result};
+use crate::models::heads::ClsHead;
+use crate::prompt::{AdapterInfo, PromptTable};
+use crate::rng::Rng;
+use crate::weights::{write_safetensors, TensorFile};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+pub const TASK_FILE: &str = "task.json";
+pub const HEAD_FILE: &str = "head.safetensors";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+const META_KEY: &str = "softprompt_checkpoint";
+pub const CHECKPOINT_FORMAT: u32 = 1;
+
+/// The scalar part of a checkpoint (stored as JSON in the safetensors metadata).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    pub format: u32,
+    /// optimizer steps taken
+    pub step: u64,
+    /// epochs started (the plan below belongs to epoch `epoch`, counted from 1)
+    pub epoch: u64,
+    /// this epoch's batches, as row indices of the training file
+    pub plan: Vec<Vec<u32>>,
+    /// the next batch of `plan` to run
+    pub pos: usize,
+    /// the data-order generator, after drawing `plan`
+    pub rng: Rng,
+    /// the best dev evaluation so far (by accuracy), and the step that reached it
+    pub best: Option<super::EvalMetrics>,
+    pub best_step: u64,
+    /// evaluations since the best one (early stopping)
+    pub evals_since_best: u32,
+    /// the run stopped (all steps done, or early stopping)
+    pub done: bool,
+    /// FNV-1a of `config`
+    pub config_hash: String,
+    /// the settings that shape the numbers; a resumed run must match them
+    pub config: Value,
+    /// rayon threads of the run (results are bit-identical for the same count)
+    pub threads: usize,
+}
+
+/// A checkpoint: the state and the named float tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub state: TrainState,
+    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl Checkpoint {
+    /// Writes `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let meta = serde_json::to_string(&self.state).map_err(|e| Error::file(path, format!("cannot serialize the state: {e}")))?;
+        let views: Vec<(&str, Vec<usize>, &[f32])> = self.tensors.iter().map(|(k, (s, d))| (k.as_str(), s.clone(), d.as_slice())).collect();
+        write_safetensors(path, &views, Some(HashMap::from([(META_KEY.to_string(), meta)])))
+    }
+
+    pub fn load(path: &Path) -> Result<Checkpoint> {
+        let file = TensorFile::read(path)?;
+        let meta = file.metadata.get(META_KEY).ok_or_else(|| Error::file(path, format!("not a softprompt checkpoint (no `{META_KEY}` metadata)")))?;
+        let state: TrainState = serde_json::from_str(meta).map_err(|e| Error::file(path, format!("unreadable checkpoint state: {e}")))?;
+        if state.format != CHECKPOINT_FORMAT {
+            return Err(Error::file(path, format!("checkpoint format {} is not {CHECKPOINT_FORMAT}: retrain, or use the softprompt that wrote it", state.format)));
+        }
+        let tensors = file.floats.into_iter().map(|(k, t)| (k, (t.shape, t.data))).collect();
+        Ok(Checkpoint { state, tensors })
+    }
+
+    pub fn get(&self, name: &str) -> Result<&[f32]> {
+        self.tensors.get(name).map(|(_, d)| d.as_slice()).ok_or_else(|| Error::tensor(name, "missing from the checkpoint"))
+    }
+}
+
+/// FNV-1a 64 of a string, as 16 hex digits.
+pub fn fnv1a(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The keys whose values differ between two settings objects.
+pub fn config_diff(a: &Value, b: &Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let (a, b) = (a.as_object().unwrap_or(&empty), b.as_object().unwrap_or(&empty));
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).map(|k| format!("{k}: {} -> {}", a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null))).collect()
+}
+
+/// A prompt folder as `eval` and `predict` read it.
+pub struct SavedPrompt {
+    pub prompt: PromptTable,
+    pub head: Option<ClsHead>,
+    /// from task.json; None for a folder written by PEFT
+    pub task: Option<TaskSpec>,
+    /// the model folder recorded in task.json
+    pub model: Option<PathBuf>,
+}
+
+/// Writes the prompt (PEFT layout), task.json and, for `cls`, head.safetensors into `dir`.
+/// `extra` is merged into task.json (step, dev metrics, ...).
+pub fn save_prompt_dir(dir: &Path, prompt: &PromptTable, head: Option<&ClsHead>, spec: &TaskSpec, model_dir: &Path, info: &AdapterInfo, extra: Value) -> Result<()> {
+    prompt.save_peft(dir, info)?;
+    if let Some(h) = head {
+        write_safetensors(&dir.join(HEAD_FILE), &[("weight", vec![h.k, h.c], &h.weight), ("bias", vec![h.k], &h.bias)], None)?;
+    }
+    let mut task = spec.to_json();
+    if let (Some(obj), Some(more)) = (task.as_object_mut(), extra.as_object()) {
+        obj.insert("format".into(), json!(1));
+        obj.insert("model".into(), json!(model_dir.display().to_string()));
+        obj.insert("num_virtual_tokens".into(), json!(prompt.p));
+        for (k, v) in more {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    crate::fsutil::write_json_atomic(&dir.join(TASK_FILE), &task)
+}
+
+/// Reads a prompt folder: ours (with task.json, and head.safetensors for `cls`) or PEFT's
+/// (adapter files only).
+pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
+    let prompt = PromptTable::load_peft(dir)?;
+    let task_path = dir.join(TASK_FILE);
+    let (task, model) = if task_path.exists() {
+        let text = std::fs::read_to_string(&task_path).map_err(|e| Error::io(&task_path, e))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| Error::file(&task_path, format!("not valid JSON: {e}")))?;
+        let model = v.get("model").and_then(|m| m.as_str()).map(PathBuf::from);
+        (Some(TaskSpec::from_json(&v, &task_path)?), model)
+    } else {
+        (None, None)
+    };
+    let head_path = dir.join(HEAD_FILE);
+    let head = if head_path.exists() {
+        let f = TensorFile::read(&head_path)?;
+        let w = f.float("weight")?;
+        let b = f.float("bias")?;
+        let (k, c) = match w.shape.as_slice() {
+            [k, c] => (*k, *c),
+            s => return Err(Error::file(&head_path, format!("`weight` has shape {s:?}: expected [labels, d]"))),
+        };
+        crate::error::ensure_len("head bias", k, b.data.len())?;
+        if c != prompt.d {
+            return Err(Error::file(&head_path, format!("the head is {c} wide but the prompt {}", prompt.d)));
+        }
+        Some(ClsHead { k, c, weight: w.data.clone(), bias: b.data.clone() })
+    } else {
+        None
+    };
+    Ok(SavedPrompt { prompt, head, task, model })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_round_trip_and_atomic_write() {
+        let dir = std::env::temp_dir().join(format!("sp_ckpt_{}", std::process::id()));
+        let path = dir.join(CHECKPOINT_FILE);
+        let mut rng = Rng::new(3);
+        rng.next_u64();
+        let config = json!({"lr": 0.3, "seed": 3});
+        let state = TrainState {
+            format: CHECKPOINT_FORMAT, step: 7, epoch: 2, plan: vec![vec![2, 0], vec![1]], pos: 1, rng,
+            best: Some(super::super::EvalMetrics { accuracy: 0.75, macro_f1: 0.7, examples: 8 }), best_step: 5, evals_since_best: 1, done: false,
+            config_hash: fnv1a(&config.to_string()), config, threads: 2,
+        };
+        let ck = Checkpoint { state, tensors: BTreeMap::from([("prompt".to_string(), (vec![2, 2], vec![1.0, -0.5, f32::MIN_POSITIVE, 3.25]))]) };
+        ck.save(&path).unwrap();
+        let back = Checkpoint::load(&path).unwrap();
+        assert_eq!(back, ck);
+        // the RNG continues the same stream
+        let (mut a, mut b) = (ck.state.rng.clone(), back.state.rng.clone());
+        assert_eq!(a.next_u64(), b.next_u64());
+        // nothing but the checkpoint is left in the folder: the temporary file was renamed
+        let names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, [CHECKPOINT_FILE]);
+        // a truncated file (what a non-atomic write killed mid-way leaves) is refused clearly
+        let bytes = std::fs::read(&path).unwrap();
+        let broken = dir.join("broken.safetensors");
+        std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+        let err = Checkpoint::load(&broken).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("truncated or corrupt"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn hash_and_diff() {
+        assert_eq!(fnv1a(""), "cbf29ce484222325");
+        assert_eq!(fnv1a("a"), "af63dc4c8601ec8c");
+        let d = config_diff(&json!({"lr": 0.3, "seed": 1}), &json!({"lr": 0.1, "seed": 1}));
+        assert_eq!(d, ["lr: 0.3 -> 0.1"]);
+    }
+}

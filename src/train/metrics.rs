@@ -1,0 +1,148 @@
+//! Accuracy and macro-F1, and the metrics log (JSON lines).
+
+use crate::error::Result;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Evaluation of one split.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EvalMetrics {
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub examples: usize,
+}
+
+impl EvalMetrics {
+    /// The `eval --json` object: exactly `accuracy`, `macro_f1` and `examples`.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({"accuracy": self.accuracy, "macro_f1": self.macro_f1, "examples": self.examples})
+    }
+}
+
+/// Accuracy and macro-F1 of predicted against gold class ids. As scikit-learn's
+/// `f1_score(average="macro")`, the mean runs over the classes that occur in gold or
+/// predictions, and a class with no true positive scores 0.
+///
+/// ```
+/// use softprompt::train::metrics::classification_metrics;
+/// // gold: a a b b c, pred: a b b b a
+/// let m = classification_metrics(&[0, 0, 1, 1, 2], &[0, 1, 1, 1, 0]);
+/// assert_eq!(m.accuracy, 0.6);
+/// // F1: a = 2·(1/2·1/2)/(1/2+1/2) = 0.5, b = 2·(2/3·1)/(2/3+1) = 0.8, c = 0
+/// assert!((m.macro_f1 - 1.3 / 3.0).abs() < 1e-12);
+/// ```
+pub fn classification_metrics(gold: &[usize], pred: &[usize]) -> EvalMetrics {
+    let n = gold.len().min(pred.len());
+    let k = gold.iter().chain(pred).copied().max().map_or(0, |m| m + 1);
+    let (mut tp, mut fp, mut fn_) = (vec![0usize; k], vec![0usize; k], vec![0usize; k]);
+    let mut correct = 0;
+    for (&g, &p) in gold.iter().zip(pred) {
+        if g == p {
+            tp[g] += 1;
+            correct += 1;
+        } else {
+            fp[p] += 1;
+            fn_[g] += 1;
+        }
+    }
+    let mut f1_sum = 0.0;
+    let mut classes = 0;
+    for c in 0..k {
+        if tp[c] + fp[c] + fn_[c] == 0 {
+            continue;
+        }
+        classes += 1;
+        let denom = 2 * tp[c] + fp[c] + fn_[c];
+        f1_sum += 2.0 * tp[c] as f64 / denom as f64;
+    }
+    EvalMetrics {
+        accuracy: if n == 0 { 0.0 } else { correct as f64 / n as f64 },
+        macro_f1: if classes == 0 { 0.0 } else { f1_sum / classes as f64 },
+        examples: n,
+    }
+}
+
+/// The metrics of a run, one JSON object per line. The whole file is rewritten atomically
+/// (temporary file, then rename) on every append, so it is never half-written.
+pub struct MetricsLog {
+    path: PathBuf,
+    lines: Vec<String>,
+}
+
+impl MetricsLog {
+    /// Starts a fresh log at `path`.
+    pub fn create(path: &Path) -> MetricsLog {
+        MetricsLog { path: path.to_path_buf(), lines: Vec::new() }
+    }
+
+    /// Reopens a log for a resumed run, keeping only the lines up to `step` (later ones are
+    /// recomputed by the resumed run).
+    pub fn resume(path: &Path, step: u64) -> Result<MetricsLog> {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<Value>(l)
+                    .ok()
+                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                    .is_some_and(|s| s <= step)
+            })
+            .map(String::from)
+            .collect();
+        let log = MetricsLog { path: path.to_path_buf(), lines };
+        log.flush()?;
+        Ok(log)
+    }
+
+    pub fn append(&mut self, v: &Value) -> Result<()> {
+        self.lines.push(v.to_string());
+        self.flush()
+    }
+
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
+    fn flush(&self) -> Result<()> {
+        let mut text = self.lines.join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        crate::fsutil::write_atomic(&self.path, text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macro_f1_skips_absent_classes_like_sklearn() {
+        // sklearn: f1_score([0,0,2,2], [0,2,2,2], average="macro") = (0.6667 + 0.8) / 2
+        let m = classification_metrics(&[0, 0, 2, 2], &[0, 2, 2, 2]);
+        assert!((m.macro_f1 - (2.0 / 3.0 + 0.8) / 2.0).abs() < 1e-12, "{m:?}");
+        assert_eq!(m.accuracy, 0.75);
+        assert_eq!(m.examples, 4);
+        let all_one = classification_metrics(&[0, 1, 1, 0], &[1, 1, 1, 1]);
+        assert!((all_one.macro_f1 - (0.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn log_resume_drops_later_steps() {
+        let dir = std::env::temp_dir().join(format!("sp_metrics_{}", std::process::id()));
+        let path = dir.join("metrics.jsonl");
+        let mut log = MetricsLog::create(&path);
+        for s in 1..=5u64 {
+            log.append(&serde_json::json!({"step": s, "loss": s as f64 / 10.0})).unwrap();
+        }
+        // a half-written line as a crash could leave with plain appends
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"step\": 6, \"lo");
+        std::fs::write(&path, text).unwrap();
+        let log = MetricsLog::resume(&path, 3).unwrap();
+        assert_eq!(log.lines().len(), 3);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{\"loss\":0.1,\"step\":1}\n{\"loss\":0.2,\"step\":2}\n{\"loss\":0.3,\"step\":3}\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,117 @@
+//! A frozen model folder ready for prompt tuning: config.json, the weights on the backend, and
+//! tokenizer.json.
+
+use crate::backend::Backend;
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::models::bert::Bert;
+use crate::models::t5::T5;
+use crate::prompt::{AdapterInfo, PromptInit, PromptTable};
+use crate::rng::Rng;
+use crate::tokenizer::Tokenizer;
+use crate::weights::{HostTensor, WeightStore};
+use std::path::{Path, PathBuf};
+
+/// The network behind a model folder.
+pub enum Arch<B: Backend> {
+    Bert(Bert<B>),
+    T5(T5<B>),
+}
+
+pub struct Model<B: Backend> {
+    pub dir: PathBuf,
+    pub arch: Arch<B>,
+    pub tokenizer: Tokenizer,
+}
+
+impl<B: Backend> Model<B> {
+    /// Loads a Hugging Face folder (BERT or T5) onto `be`.
+    ///
+    /// ```
+    /// use softprompt::{CpuBackend, train::Model};
+    /// let be = CpuBackend::<f32>::new();
+    /// let model = Model::load(&be, "tests/fixtures/bert_nohead".as_ref()).unwrap();
+    /// assert_eq!(model.hidden_size(), 36);
+    /// assert!(!model.has_mlm_head());
+    /// ```
+    pub fn load(be: &B, dir: &Path) -> Result<Model<B>> {
+        if !dir.is_dir() {
+            return Err(Error::file(dir, "not a folder: --model expects a Hugging Face model folder"));
+        }
+        let cfg = ModelConfig::load(dir)?;
+        let store = WeightStore::open(dir)?;
+        let arch = match cfg {
+            ModelConfig::Bert(c) => Arch::Bert(Bert::load(be, &store, c)?),
+            ModelConfig::T5(c) => Arch::T5(T5::load(be, &store, c)?),
+        };
+        let tokenizer = Tokenizer::load(dir)?;
+        Ok(Model { dir: dir.to_path_buf(), arch, tokenizer })
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        match &self.arch {
+            Arch::Bert(m) => m.cfg.hidden_size,
+            Arch::T5(m) => m.cfg.d_model,
+        }
+    }
+
+    pub fn arch_name(&self) -> &'static str {
+        match &self.arch {
+            Arch::Bert(_) => "bert",
+            Arch::T5(_) => "t5",
+        }
+    }
+
+    pub fn has_mlm_head(&self) -> bool {
+        matches!(&self.arch, Arch::Bert(m) if m.w.mlm_head.is_some())
+    }
+
+    /// Most real tokens a row may hold next to a prompt of `p` rows (BERT's position table).
+    pub fn max_tokens(&self, p: usize) -> Option<usize> {
+        match &self.arch {
+            Arch::Bert(m) => Some(m.cfg.max_position_embeddings.saturating_sub(p)),
+            Arch::T5(_) => None,
+        }
+    }
+
+    /// The (V, d) input embedding table, on the host (prompt initialisation reads it).
+    pub fn word_embeddings(&self, be: &B) -> Result<HostTensor> {
+        let (buf, v) = match &self.arch {
+            Arch::Bert(m) => (&m.w.word_embeddings, m.cfg.vocab_size),
+            Arch::T5(m) => (&m.shared, m.cfg.vocab_size),
+        };
+        let data = be.download(buf)?;
+        Ok(HostTensor::new(vec![v, self.hidden_size()], data))
+    }
+
+    /// A fresh prompt of `p` rows.
+    ///
+    /// ```
+    /// use softprompt::{CpuBackend, prompt::PromptInit, rng::Rng, train::Model};
+    /// let be = CpuBackend::<f32>::new();
+    /// let model = Model::load(&be, "tests/fixtures/bert_mlm".as_ref()).unwrap();
+    /// let init = PromptInit::Text("great movie".into());
+    /// let prompt = model.init_prompt(&be, 6, &init, &mut Rng::new(0)).unwrap();
+    /// assert_eq!((prompt.p, prompt.d), (6, 48));
+    /// assert_eq!(prompt.init, "TEXT");
+    /// ```
+    pub fn init_prompt(&self, be: &B, p: usize, init: &PromptInit, rng: &mut Rng) -> Result<PromptTable> {
+        PromptTable::init(p, init, &self.word_embeddings(be)?, Some(&self.tokenizer), rng)
+    }
+
+    /// What PEFT's adapter_config.json records about this model.
+    pub fn adapter_info(&self, task_type: &str) -> AdapterInfo {
+        let (heads, layers) = match &self.arch {
+            Arch::Bert(m) => (m.cfg.num_attention_heads, m.cfg.num_hidden_layers),
+            Arch::T5(m) => (m.cfg.num_heads, m.cfg.num_layers),
+        };
+        let name = Some(self.dir.display().to_string());
+        AdapterInfo {
+            task_type: Some(task_type.into()),
+            base_model_name_or_path: name.clone(),
+            tokenizer_name_or_path: name,
+            num_attention_heads: heads,
+            num_layers: layers,
+        }
+    }
+}
