@@ -1,6 +1,10 @@
 //! Subcommands. Each lives in its own file and returns the process exit code.
 
+mod common;
+mod eval;
 mod parity;
+mod predict;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -15,10 +19,19 @@ pub struct Cli {
 enum Command {
     /// Compare the engine with a PyTorch reference file (exit 0 pass, 1 fail, 2 unusable input)
     Parity(parity::Args),
+    /// Train a prompt on a data file (pet, cls or seq2seq), with dev evaluation and checkpoints
+    Train(Box<train::Args>),
+    /// Accuracy and macro-F1 of a saved prompt on labelled data (--json for one JSON object)
+    Eval(eval::Args),
+    /// One JSON line per input row: the predicted label and the per-label scores
+    Predict(predict::Args),
 }
 
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Parity(args) => parity::run(args),
+        Command::Train(args) => train::run(*args),
+        Command::Eval(args) => eval::run(args),
+        Command::Predict(args) => predict::run(args),
     }
 }

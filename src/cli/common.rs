@@ -1,0 +1,214 @@
+//! Flags shared by `train`, `eval` and `predict`: the device, the data fields and the task.
+
+use softprompt::models::heads::Pooling;
+use softprompt::train::data::{DataSpec, Dataset, Format};
+use softprompt::train::task::{parse_verbalizer, Decode, TaskKind, TaskSpec, TEXT_SLOT};
+use softprompt::train::Model;
+use softprompt::{Backend, Error, Result};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct DeviceArgs {
+    /// cpu, cuda or emu (only cpu is in this build)
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// CPU threads (0: all cores); the same count gives bit-identical results
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl DeviceArgs {
+    /// Checks the device and sets up the thread pool.
+    pub fn setup(&self) -> Result<()> {
+        match self.device.as_str() {
+            "cpu" => {}
+            "cuda" | "emu" => {
+                return Err(Error::Device(format!(
+                    "--device {}: not available in this build (the CUDA and emulator backends are not wired into train/eval/predict yet); use --device cpu",
+                    self.device
+                )))
+            }
+            other => return Err(Error::arg("--device", format!("\"{other}\": expected cpu, cuda or emu"))),
+        }
+        if self.threads > 0 {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(self.threads)
+                .build_global()
+                .map_err(|e| Error::arg("--threads", e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct DataArgs {
+    /// jsonl, tsv or csv (default: from the file extension)
+    #[arg(long)]
+    pub format: Option<String>,
+    /// the field (JSON key or column name) holding the text
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// the field holding the label (or the target text, with --free-targets)
+    #[arg(long, default_value = "label")]
+    pub label_field: String,
+}
+
+impl DataArgs {
+    pub fn load(&self, path: &Path, require_label: bool) -> Result<Dataset> {
+        let spec = DataSpec {
+            format: self.format.as_deref().map(str::parse::<Format>).transpose()?,
+            text_field: self.text_field.clone(),
+            label_field: self.label_field.clone(),
+            require_label,
+        };
+        Dataset::load(path, &spec)
+    }
+}
+
+/// Task flags. In `eval` and `predict` each one given overrides the prompt's task.json.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TaskArgs {
+    /// pet (BERT with a masked-LM head), cls (BERT, pooling + linear head) or seq2seq (T5);
+    /// default: from the model
+    #[arg(long)]
+    pub task: Option<String>,
+    /// the text around the input, with {text} once; pet also needs one [MASK],
+    /// e.g. "{text} It was [MASK]." or "[MASK]满意。{text}"
+    #[arg(long)]
+    pub template: Option<String>,
+    /// the labels in order, comma-separated (default: the verbalizer's, else the sorted
+    /// labels of the data)
+    #[arg(long)]
+    pub labels: Option<String>,
+    /// label=word pairs: pet's one-token words, or seq2seq's target texts, e.g.
+    /// positive=great,negative=terrible (or a JSON object)
+    #[arg(long)]
+    pub verbalizer: Option<String>,
+    /// cls pooling: mean or cls
+    #[arg(long)]
+    pub pooling: Option<String>,
+    /// seq2seq: the label field holds free target texts
+    #[arg(long)]
+    pub free_targets: bool,
+    /// tokens per row, special tokens included; longer texts are cut (and counted)
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    /// seq2seq: tokens per target
+    #[arg(long)]
+    pub max_target_len: Option<usize>,
+    /// seq2seq prediction: rank (score each label's target) or greedy
+    #[arg(long)]
+    pub decode: Option<String>,
+}
+
+impl TaskArgs {
+    /// The spec: `base` (task.json) or defaults for the model, with the given flags on top.
+    /// `data` supplies the labels when nothing else does.
+    /// `prompt_len` bounds the default max_len by the model's positions.
+    pub fn spec<B: Backend>(&self, base: Option<TaskSpec>, model: &Model<B>, data: Option<&Dataset>, prompt_len: usize) -> Result<TaskSpec> {
+        let kind: TaskKind = match (&self.task, &base) {
+            (Some(t), _) => t.parse()?,
+            (None, Some(b)) => b.kind,
+            (None, None) => match model.arch_name() {
+                "t5" => TaskKind::Seq2Seq,
+                _ if model.has_mlm_head() => TaskKind::Pet,
+                _ => TaskKind::Cls,
+            },
+        };
+        let mut spec = match base {
+            Some(b) if b.kind == kind => b,
+            _ => {
+                let mut s = TaskSpec::new(kind, &[]);
+                if let Some(limit) = model.max_tokens(prompt_len) {
+                    s.max_len = s.max_len.min(limit);
+                }
+                s
+            }
+        };
+        if let Some(t) = &self.template {
+            spec.template = t.clone();
+        }
+        if self.free_targets {
+            spec.free_targets = true;
+        }
+        if let Some(p) = &self.pooling {
+            spec.pooling = p.parse::<Pooling>()?;
+        }
+        if let Some(n) = self.max_len {
+            spec.max_len = n;
+        }
+        if let Some(n) = self.max_target_len {
+            spec.max_target_len = n;
+        }
+        if let Some(d) = &self.decode {
+            spec.decode = d.parse::<Decode>()?;
+        }
+        let verbalizer = self.verbalizer.as_deref().map(parse_verbalizer).transpose()?;
+        let labels: Option<Vec<String>> = self.labels.as_ref().map(|l| l.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
+        if spec.free_targets {
+            spec.labels.clear();
+            spec.label_words.clear();
+            return Ok(spec);
+        }
+        if let Some(labels) = labels {
+            spec.labels = labels;
+            spec.label_words.clear();
+        } else if let Some(v) = &verbalizer {
+            spec.labels = v.iter().map(|(l, _)| l.clone()).collect();
+            spec.label_words.clear();
+        } else if spec.labels.is_empty() {
+            let mut found: Vec<String> = data.map(|d| d.examples.iter().filter_map(|e| e.label.clone()).collect()).unwrap_or_default();
+            found.sort();
+            found.dedup();
+            spec.labels = found;
+            spec.label_words.clear();
+        }
+        if spec.kind != TaskKind::Cls {
+            match &verbalizer {
+                Some(v) => {
+                    spec.label_words = spec.labels.iter().map(|l| {
+                        v.iter().find(|(k, _)| k == l).map(|(_, w)| w.clone()).ok_or_else(|| Error::arg("--verbalizer", format!("no word for label {l:?}")))
+                    }).collect::<Result<_>>()?;
+                }
+                None if spec.label_words.len() != spec.labels.len() => spec.label_words = spec.labels.clone(),
+                None => {}
+            }
+        }
+        if !spec.template.contains(TEXT_SLOT) {
+            return Err(Error::arg("--template", format!("{:?} must hold {TEXT_SLOT}", spec.template)));
+        }
+        Ok(spec)
+    }
+}
+
+/// The model folder: the flag, else the one recorded with the prompt, else PEFT's
+/// base_model_name_or_path when it names a folder (as is, or next to the adapter).
+pub fn resolve_model(flag: Option<&Path>, recorded: Option<&Path>, adapter_dir: &Path, peft_base: Option<&str>) -> Result<PathBuf> {
+    if let Some(m) = flag {
+        return Ok(m.to_path_buf());
+    }
+    if let Some(m) = recorded.filter(|m| m.is_dir()) {
+        return Ok(m.to_path_buf());
+    }
+    if let Some(base) = peft_base {
+        let mut dir = Some(adapter_dir);
+        let mut tries = vec![PathBuf::from(base)];
+        while let Some(d) = dir {
+            tries.push(d.join(base));
+            dir = d.parent();
+        }
+        if let Some(found) = tries.into_iter().find(|p| p.join("config.json").is_file()) {
+            return Ok(found);
+        }
+    }
+    Err(Error::arg("--model", format!("{} does not say which model it belongs to: pass --model DIR", adapter_dir.display())))
+}
+
+/// Prints an error the way every subcommand does, and gives the exit code.
+pub fn fail(e: &Error) -> i32 {
+    eprintln!("error: {e}");
+    match e {
+        Error::Arg { .. } | Error::Data { .. } | Error::File { .. } | Error::Io { .. } | Error::Device(_) => 2,
+        _ => 1,
+    }
+}

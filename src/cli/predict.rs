@@ -1,0 +1,82 @@
+//! `softprompt predict`: one JSON line per input row, with the predicted label and the
+//! per-label scores.
+
+use super::common::{fail, DataArgs, DeviceArgs, TaskArgs};
+use super::eval::load;
+use serde_json::{json, Map, Value};
+use softprompt::train::predict_all;
+use softprompt::{Backend, CpuBackend, Error, Result};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// prompt folder (from `softprompt train`, or PEFT's with the task flags)
+    #[arg(long)]
+    prompt: PathBuf,
+    /// input rows (jsonl, tsv or csv); labels are not needed
+    #[arg(long)]
+    data: PathBuf,
+    /// model folder (default: the one recorded with the prompt)
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// write here instead of stdout (atomically)
+    #[arg(long)]
+    output: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[command(flatten)]
+    fields: DataArgs,
+    #[command(flatten)]
+    task: TaskArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+pub fn run(args: Args) -> i32 {
+    match args.device.setup().and_then(|_| predict(&CpuBackend::<f32>::new(), &args)) {
+        Ok(()) => 0,
+        Err(e) => fail(&e),
+    }
+}
+
+fn predict<B: Backend>(be: &B, a: &Args) -> Result<()> {
+    let mut data = a.fields.load(&a.data, false)?;
+    let l = load(be, &a.prompt, a.model.as_deref(), &a.task, Some(&data))?;
+    // predictions need no gold labels (and an unknown one must not stop them)
+    data.examples.iter_mut().for_each(|e| e.label = None);
+    let enc = l.task.encode(&l.model.tokenizer, &data)?;
+    let preds = predict_all(be, &l.model, &l.task, &l.params, &enc, a.batch_size)?;
+    let labels = &l.task.spec.labels;
+    let mut out = String::new();
+    for ((ex, row), p) in data.examples.iter().zip(&enc.rows).zip(&preds) {
+        let mut obj = Map::new();
+        obj.insert("line".into(), json!(ex.line));
+        obj.insert("text".into(), json!(ex.text));
+        if p.scores.is_empty() {
+            let text = l.model.tokenizer.decode(&p.ids, true)?;
+            let label = p.class.and_then(|c| labels.get(c)).cloned().unwrap_or_else(|| text.clone());
+            obj.insert("label".into(), json!(label));
+            obj.insert("output".into(), json!(text));
+            obj.insert("score".into(), json!(p.score));
+        } else {
+            let label = p.class.and_then(|c| labels.get(c)).cloned().unwrap_or_default();
+            obj.insert("label".into(), json!(label));
+            let scores: Map<String, Value> = labels.iter().zip(&p.scores).map(|(k, &s)| (k.clone(), json!(s))).collect();
+            obj.insert("scores".into(), Value::Object(scores));
+        }
+        if row.truncated {
+            obj.insert("truncated".into(), json!(true));
+        }
+        out.push_str(&Value::Object(obj).to_string());
+        out.push('\n');
+    }
+    match &a.output {
+        Some(path) => {
+            softprompt::fsutil::write_atomic(path, out.as_bytes())?;
+            eprintln!("wrote {} predictions to {} ({} truncated to {} tokens)", preds.len(), path.display(), enc.truncated, l.task.spec.max_len);
+        }
+        None => std::io::stdout().write_all(out.as_bytes()).map_err(|e| Error::io("stdout", e))?,
+    }
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! `softprompt train`: trains a prompt (and the `cls` head) on a data file, evaluating on a
+//! dev split as it goes, and writes the prompt, task.json, metrics and checkpoint into --out.
+
+use super::common::{fail, DataArgs, DeviceArgs, TaskArgs};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use softprompt::models::Recompute;
+use softprompt::prompt::PromptInit;
+use softprompt::train::checkpoint::CHECKPOINT_FILE;
+use softprompt::train::optim::{OptimConfig, OptimKind, Schedule, ScheduleKind};
+use softprompt::train::{Encoded, Event, Model, Task, TaskKind, TrainConfig, Trainer};
+use softprompt::{Backend, CpuBackend, Error, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Hugging Face model folder (BERT or T5)
+    #[arg(long)]
+    model: PathBuf,
+    /// training data (jsonl, tsv or csv)
+    #[arg(long)]
+    train: PathBuf,
+    /// dev split: evaluated every --eval-every steps; the best prompt is kept
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// test split: evaluated with dev (reported only) and with the kept prompt at the end
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// output folder: the prompt (PEFT layout), task.json, head, metrics.jsonl, checkpoint
+    #[arg(long)]
+    out: PathBuf,
+    /// continue from --out/checkpoint.safetensors if it exists (same flags needed)
+    #[arg(long)]
+    resume: bool,
+
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    task: TaskArgs,
+
+    /// prompt length P (virtual tokens)
+    #[arg(long, default_value_t = 20)]
+    prompt_len: usize,
+    /// random, text, sample-vocab or class-labels
+    #[arg(long, default_value = "random")]
+    init: String,
+    /// the text for --init text
+    #[arg(long)]
+    init_text: Option<String>,
+    /// standard deviation for --init random (PEFT: 1)
+    #[arg(long, default_value_t = 1.0)]
+    init_std: f64,
+    /// sample-vocab / class-labels: draw from the first N token ids only
+    #[arg(long)]
+    init_vocab_first: Option<usize>,
+
+    /// adamw, or adafactor (Lester et al.: constant 0.3, decay rate 0.8, no parameter
+    /// scaling, weight decay 1e-5)
+    #[arg(long, default_value = "adamw")]
+    optimizer: String,
+    /// learning rate (default: adamw 0.03, adafactor 0.3)
+    #[arg(long)]
+    lr: Option<f64>,
+    /// learning rate of the cls head (default: --lr)
+    #[arg(long)]
+    head_lr: Option<f64>,
+    /// weight decay (default: adamw 0.01, adafactor 1e-5)
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// adafactor: beta2_t = 1 - t^-decay_rate
+    #[arg(long, default_value_t = 0.8)]
+    decay_rate: f64,
+    /// constant or linear (default: adamw linear, adafactor constant)
+    #[arg(long)]
+    schedule: Option<String>,
+    /// linear warm-up steps
+    #[arg(long, default_value_t = 0)]
+    warmup_steps: u64,
+    /// clip the gradient norm (default: adamw 1.0, adafactor none); 0 disables
+    #[arg(long)]
+    max_grad_norm: Option<f64>,
+
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 64)]
+    eval_batch_size: usize,
+    #[arg(long, default_value_t = 1)]
+    epochs: u64,
+    /// total steps (overrides --epochs)
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// evaluate on dev every N steps (0: each epoch's end)
+    #[arg(long, default_value_t = 0)]
+    eval_every: u64,
+    /// stop after N evaluations without a better dev accuracy
+    #[arg(long)]
+    patience: Option<u32>,
+    /// checkpoint every N steps (and at the end)
+    #[arg(long, default_value_t = 50)]
+    save_every: u64,
+    /// a metrics line every N steps
+    #[arg(long, default_value_t = 10)]
+    log_every: u64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// none (keep activations) or layer (recompute each layer in backward)
+    #[arg(long, default_value = "none")]
+    recompute: String,
+    /// batches per length-sorted pool (1: no length bucketing)
+    #[arg(long, default_value_t = 50)]
+    bucket_pool: usize,
+    /// no progress bar
+    #[arg(long)]
+    no_progress: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+pub fn run(args: Args) -> i32 {
+    let result = args.device.setup().and_then(|_| train(&CpuBackend::<f32>::new(), &args));
+    match result {
+        Ok(()) => 0,
+        Err(e) => fail(&e),
+    }
+}
+
+fn optim_config(a: &Args) -> Result<OptimConfig> {
+    let kind: OptimKind = a.optimizer.parse()?;
+    let mut o = match kind {
+        OptimKind::AdamW => OptimConfig { max_grad_norm: Some(1.0), ..OptimConfig::adamw(0.03, 0.01) },
+        OptimKind::Adafactor => OptimConfig::lester(),
+    };
+    if let Some(lr) = a.lr {
+        o.lr = lr;
+    }
+    o.head_lr = a.head_lr;
+    if let Some(wd) = a.weight_decay {
+        o.weight_decay = wd;
+    }
+    o.decay_rate = a.decay_rate;
+    let sched = match &a.schedule {
+        Some(s) => s.parse()?,
+        None if kind == OptimKind::AdamW => ScheduleKind::Linear,
+        None => ScheduleKind::Constant,
+    };
+    o.schedule = Schedule { kind: sched, warmup: a.warmup_steps, total: 0 };
+    if let Some(n) = a.max_grad_norm {
+        o.max_grad_norm = (n > 0.0).then_some(n);
+    }
+    Ok(o)
+}
+
+fn prompt_init(a: &Args) -> Result<PromptInit> {
+    Ok(match a.init.as_str() {
+        "random" => PromptInit::Random { std: a.init_std },
+        "text" => PromptInit::Text(a.init_text.clone().ok_or_else(|| Error::arg("--init text", "needs --init-text \"...\""))?),
+        "sample-vocab" => PromptInit::SampleVocab { from_first: a.init_vocab_first },
+        "class-labels" => PromptInit::ClassLabels { label_ids: Vec::new(), from_first: a.init_vocab_first },
+        other => return Err(Error::arg("--init", format!("\"{other}\": expected random, text, sample-vocab or class-labels"))),
+    })
+}
+
+fn encode_split(task: &Task, model: &Model<impl Backend>, a: &Args, path: &Path, name: &str) -> Result<Encoded> {
+    let data = a.data.load(path, true)?;
+    let enc = task.encode(&model.tokenizer, &data)?;
+    println!(
+        "{name:<5} {}: {} rows, {} truncated to {} tokens{}",
+        path.display(),
+        enc.rows.len(),
+        enc.truncated,
+        task.spec.max_len,
+        if enc.truncated_targets > 0 { format!(", {} targets cut to {}", enc.truncated_targets, task.spec.max_target_len) } else { String::new() }
+    );
+    Ok(enc)
+}
+
+fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
+    let t0 = Instant::now();
+    let model = Model::load(be, &a.model)?;
+    let train_data = a.data.load(&a.train, true)?;
+    let spec = a.task.spec(None, &model, Some(&train_data), a.prompt_len)?;
+    let task = Task::new(spec, &model)?;
+    let s = &task.spec;
+    let what = match s.kind {
+        TaskKind::Pet => format!("pet, template {:?}, verbalizer {:?}", s.template, s.labels.iter().zip(&s.label_words).map(|(l, w)| format!("{l}={w}")).collect::<Vec<_>>()),
+        TaskKind::Cls => format!("cls, {:?} pooling, template {:?}, labels {:?}", s.pooling, s.template, s.labels),
+        TaskKind::Seq2Seq if s.free_targets => format!("seq2seq, free targets, template {:?}", s.template),
+        TaskKind::Seq2Seq => format!("seq2seq, template {:?}, targets {:?}", s.template, s.labels.iter().zip(&s.label_words).map(|(l, w)| format!("{l}={w}")).collect::<Vec<_>>()),
+    };
+    println!("model {} ({}, d {}) on {} | task {what}", a.model.display(), model.arch_name(), model.hidden_size(), be.name());
+    let train_enc = task.encode(&model.tokenizer, &train_data)?;
+    println!("train {}: {} rows, {} truncated to {} tokens", a.train.display(), train_enc.rows.len(), train_enc.truncated, s.max_len);
+    let dev = a.dev.as_ref().map(|p| encode_split(&task, &model, a, p, "dev")).transpose()?;
+    let test = a.test.as_ref().map(|p| encode_split(&task, &model, a, p, "test")).transpose()?;
+    let cfg = TrainConfig {
+        prompt_len: a.prompt_len,
+        init: prompt_init(a)?,
+        optim: optim_config(a)?,
+        batch_size: a.batch_size,
+        eval_batch_size: a.eval_batch_size,
+        epochs: a.epochs,
+        max_steps: a.max_steps,
+        eval_every: a.eval_every,
+        patience: a.patience,
+        save_every: a.save_every,
+        log_every: a.log_every,
+        seed: a.seed,
+        recompute: a.recompute.parse::<Recompute>()?,
+        bucket_pool: a.bucket_pool,
+        threads: rayon::current_num_threads(),
+    };
+    let resume = a.resume && a.out.join(CHECKPOINT_FILE).exists();
+    let mut trainer = if resume {
+        Trainer::resume(be, &model, &task, &train_enc, dev.as_ref(), test.as_ref(), cfg, &a.out)?
+    } else {
+        Trainer::new(be, &model, &task, &train_enc, dev.as_ref(), test.as_ref(), cfg, &a.out)?
+    };
+    let o = &trainer.cfg.optim;
+    println!(
+        "optimizer {} lr {} ({:?} schedule, warm-up {}), weight decay {}, clip {} | batch {}, seed {}, {} threads",
+        o.kind.name(), o.lr, o.schedule.kind, o.schedule.warmup, o.weight_decay,
+        o.max_grad_norm.map_or("none".into(), |n| n.to_string()), trainer.cfg.batch_size, trainer.cfg.seed, trainer.cfg.threads
+    );
+    let pb = ProgressBar::new(trainer.total_steps);
+    if a.no_progress {
+        pb.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    pb.set_style(
+        ProgressStyle::with_template("{bar:28.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < ETA {eta_precise}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let say = |pb: &ProgressBar, line: String| pb.suspend(|| println!("{line}"));
+    let (mut ema, mut tokens, mut steps) = (None::<f64>, 0usize, 0u64);
+    let mut window = (0.0f64, 0u64);
+    let run_start = Instant::now();
+    let summary = trainer.run(&mut |ev| match ev {
+        Event::Started { total_steps, steps_per_epoch, resumed_at, prompt_params, head_params } => {
+            pb.set_position(resumed_at.unwrap_or(0));
+            let (k, d) = (task.spec.labels.len(), model.hidden_size());
+            say(&pb, format!(
+                "trainable: prompt {} x {d} = {prompt_params}{} | {total_steps} steps ({steps_per_epoch} per epoch){}",
+                a.prompt_len,
+                if *head_params > 0 { format!(", head {k} x {d} + {k} = {head_params}") } else { String::new() },
+                resumed_at.map_or(String::new(), |s| format!(" | resumed at step {s}"))
+            ));
+        }
+        Event::Step(info) => {
+            ema = Some(ema.map_or(info.loss, |e| 0.95 * e + 0.05 * info.loss));
+            tokens += info.tokens;
+            steps += 1;
+            window.0 += info.loss;
+            window.1 += 1;
+            let secs = run_start.elapsed().as_secs_f64().max(1e-9);
+            pb.set_position(info.step);
+            pb.set_message(format!("loss {:.4} | {:.2} steps/s | {:.0} tok/s", ema.unwrap_or(0.0), steps as f64 / secs, tokens as f64 / secs));
+        }
+        Event::Eval { step, split, metrics, best } => {
+            let train_loss = if split == "dev" && window.1 > 0 { format!(" | train loss {:.4}", window.0 / window.1 as f64) } else { String::new() };
+            if split == "dev" {
+                window = (0.0, 0);
+            }
+            say(&pb, format!(
+                "step {step:>5} | {split:<4} accuracy {:.4} macro-F1 {:.4} ({} rows){}{train_loss} | {:.0}s",
+                metrics.accuracy, metrics.macro_f1, metrics.examples, if *best { " *best*" } else { "" }, t0.elapsed().as_secs_f64()
+            ));
+        }
+        Event::Saved { .. } => {}
+        Event::EarlyStop { step, best_step } => say(&pb, format!("early stop at step {step}: no better dev accuracy since step {best_step}")),
+    })?;
+    pb.finish_and_clear();
+    let best = summary.best_dev.map_or(String::new(), |m| format!(" | best dev accuracy {:.4} at step {}", m.accuracy, summary.best_step));
+    let test = summary.test.map_or(String::new(), |m| format!(" | test accuracy {:.4} macro-F1 {:.4}", m.accuracy, m.macro_f1));
+    println!("done: {} steps in {:.0}s{best}{test}", summary.steps, t0.elapsed().as_secs_f64());
+    println!("saved to {} (prompt: adapter_model.safetensors, task.json{}; checkpoint.safetensors, metrics.jsonl)", a.out.display(), if task.spec.kind == TaskKind::Cls { ", head.safetensors" } else { "" });
+    Ok(())
+}
