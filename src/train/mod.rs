@@ -24,6 +24,7 @@
 //! let model = Model::load(&be, "tests/fixtures/bert_mlm".as_ref()).unwrap();
 //! let mut spec = TaskSpec::new(TaskKind::Pet, &["negative", "positive"]);
 //! spec.label_words = vec!["bad".into(), "great".into()];
+//! spec.max_len = 48; // the fixture has 64 positions, and the prompt takes 4
 //! let task = Task::new(spec, &model).unwrap();
 //! let data = Dataset::parse("mem.jsonl".as_ref(),
 //!     "{\"text\": \"The movie was great.\", \"label\": \"positive\"}\n\

@@ -287,6 +287,7 @@ impl Task {
     /// let model = Model::load(&be, "tests/fixtures/bert_mlm".as_ref()).unwrap();
     /// let mut spec = TaskSpec::new(TaskKind::Pet, &["negative", "positive"]);
     /// spec.label_words = vec!["bad".into(), "great".into()];
+    /// spec.max_len = 48; // the fixture BERT has 64 positions
     /// let task = Task::new(spec.clone(), &model).unwrap();
     /// assert_eq!(task.verbalizer_ids.len(), 2);
     /// // a word of two pieces cannot be a verbalizer token
