@@ -254,6 +254,9 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
             pb.set_position(info.step);
             pb.set_message(format!("loss {:.4} | {:.2} steps/s | {:.0} tok/s", ema.unwrap_or(0.0), steps as f64 / secs, tokens as f64 / secs));
         }
+        Event::Eval { step, split, metrics, .. } if split.starts_with("test (kept") => {
+            say(&pb, format!("kept prompt (step {step}): test accuracy {:.4} macro-F1 {:.4} ({} rows)", metrics.accuracy, metrics.macro_f1, metrics.examples));
+        }
         Event::Eval { step, split, metrics, best } => {
             let train_loss = if split == "dev" && window.1 > 0 { format!(" | train loss {:.4}", window.0 / window.1 as f64) } else { String::new() };
             if split == "dev" {

@@ -44,6 +44,8 @@ pub struct TrainState {
     pub rng: Rng,
     /// the best dev evaluation so far (by accuracy), and the step that reached it
     pub best: Option<super::EvalMetrics>,
+    /// the test evaluation made at the best step, when a test split was given
+    pub best_test: Option<super::EvalMetrics>,
     pub best_step: u64,
     /// evaluations since the best one (early stopping)
     pub evals_since_best: u32,
@@ -183,7 +185,7 @@ mod tests {
         let config = json!({"lr": 0.3, "seed": 3});
         let state = TrainState {
             format: CHECKPOINT_FORMAT, step: 7, epoch: 2, plan: vec![vec![2, 0], vec![1]], pos: 1, rng,
-            best: Some(super::super::EvalMetrics { accuracy: 0.75, macro_f1: 0.7, examples: 8 }), best_step: 5, evals_since_best: 1, done: false,
+            best: Some(super::super::EvalMetrics { accuracy: 0.75, macro_f1: 0.7, examples: 8 }), best_test: None, best_step: 5, evals_since_best: 1, done: false,
             config_hash: fnv1a(&config.to_string()), config, threads: 2,
         };
         let ck = Checkpoint { state, tensors: BTreeMap::from([("prompt".to_string(), (vec![2, 2], vec![1.0, -0.5, f32::MIN_POSITIVE, 3.25]))]) };

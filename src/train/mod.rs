@@ -129,6 +129,50 @@ pub fn predict_all<B: Backend>(be: &B, model: &Model<B>, task: &Task, params: &P
     Ok(out.into_iter().flatten().collect())
 }
 
+/// The optimizer shapes for `params`: the prompt (P, d), then the `cls` head's weight
+/// (K, d) and bias (1, K), in the order `optimizer_step` passes them.
+pub fn optimizer_shapes<B: Backend>(params: &Params<B>) -> Vec<(&'static str, usize, usize, bool)> {
+    let mut shapes = vec![("prompt", params.p, params.d, false)];
+    if let Some(h) = &params.head {
+        shapes.push(("head.weight", h.k, h.c, true));
+        shapes.push(("head.bias", 1, h.k, true));
+    }
+    shapes
+}
+
+/// Clips the gradients to `max_grad_norm` (None: no clipping) and applies one optimizer
+/// update to the prompt and the head. Returns the prompt's learning rate and the gradient
+/// norm before clipping.
+pub fn optimizer_step<B: Backend>(be: &B, opt: &mut Optimizer<B>, params: &mut Params<B>, grads: Grads<B>, max_grad_norm: Option<f64>) -> Result<(f64, f64)> {
+    let mut gbufs = vec![grads.prompt];
+    let mut pbufs = vec![be.zeros(DType::F32, 0)?];
+    std::mem::swap(&mut pbufs[0], &mut params.prompt);
+    if let Some(h) = &params.head {
+        gbufs.push(be.upload(DType::F32, &grads.head_weight)?);
+        gbufs.push(be.upload(DType::F32, &grads.head_bias)?);
+        pbufs.push(be.upload(DType::F32, &h.weight)?);
+        pbufs.push(be.upload(DType::F32, &h.bias)?);
+    }
+    let outcome = clip_and_update(be, opt, &mut pbufs, &mut gbufs, max_grad_norm);
+    // the prompt goes back into `params` even when the update failed
+    let mut pbufs = pbufs.into_iter();
+    params.prompt = pbufs.next().ok_or_else(|| Error::Device("prompt buffer lost".into()))?;
+    let (lr, norm) = outcome?;
+    if let Some(h) = params.head.as_mut() {
+        h.weight = be.download(&pbufs.next().ok_or_else(|| Error::Device("head buffer lost".into()))?)?;
+        h.bias = be.download(&pbufs.next().ok_or_else(|| Error::Device("head buffer lost".into()))?)?;
+    }
+    Ok((lr, norm))
+}
+
+fn clip_and_update<B: Backend>(be: &B, opt: &mut Optimizer<B>, params: &mut [B::Buf], grads: &mut [B::Buf], max_grad_norm: Option<f64>) -> Result<(f64, f64)> {
+    let mut grefs: Vec<&mut B::Buf> = grads.iter_mut().collect();
+    let norm = optim::clip_grad_norm(be, &mut grefs, max_grad_norm)?;
+    let mut prefs: Vec<&mut B::Buf> = params.iter_mut().collect();
+    let grefs: Vec<&B::Buf> = grads.iter().collect();
+    Ok((opt.update(be, &mut prefs, &grefs)?, norm))
+}
+
 /// How the trainer runs. Everything here except `log_every` and `threads` shapes the numbers
 /// and goes into the checkpoint's settings hash.
 #[derive(Clone, Debug)]
@@ -287,12 +331,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let total_steps = cfg.max_steps.unwrap_or(cfg.epochs * steps_per_epoch);
         let mut cfg = cfg;
         cfg.optim.schedule.total = total_steps;
-        let mut shapes = vec![("prompt", params.p, params.d, false)];
-        if let Some(h) = &params.head {
-            shapes.push(("head.weight", h.k, h.c, true));
-            shapes.push(("head.bias", 1, h.k, true));
-        }
-        let mut opt = Optimizer::new(be, cfg.optim, &shapes)?;
+        let mut opt = Optimizer::new(be, cfg.optim, &optimizer_shapes(&params))?;
         let config = settings_json(&cfg, task, train, model, &table);
         let hash = checkpoint::fnv1a(&config.to_string());
         let lens = train.lens();
@@ -304,7 +343,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 let plan = data::epoch_plan(&lens, cfg.batch_size, cfg.bucket_pool, &mut rng);
                 let state = TrainState {
                     format: checkpoint::CHECKPOINT_FORMAT, step: 0, epoch: 1, plan, pos: 0, rng,
-                    best: None, best_step: 0, evals_since_best: 0, done: false,
+                    best: None, best_test: None, best_step: 0, evals_since_best: 0, done: false,
                     config_hash: hash, config, threads: cfg.threads,
                 };
                 (state, None, MetricsLog::create(&metrics_path), None)
@@ -356,30 +395,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         if !loss.is_finite() {
             return Err(Error::Device(format!("the loss is {loss} at step {}: lower --lr or set --max-grad-norm", self.state.step + 1)));
         }
-        let mut gbufs = vec![grads.prompt];
-        let mut pbufs = vec![be.zeros(DType::F32, 0)?];
-        std::mem::swap(&mut pbufs[0], &mut self.params.prompt);
-        if let Some(h) = &self.params.head {
-            gbufs.push(be.upload(DType::F32, &grads.head_weight)?);
-            gbufs.push(be.upload(DType::F32, &grads.head_bias)?);
-            pbufs.push(be.upload(DType::F32, &h.weight)?);
-            pbufs.push(be.upload(DType::F32, &h.bias)?);
-        }
-        let grad_norm = {
-            let mut refs: Vec<&mut B::Buf> = gbufs.iter_mut().collect();
-            optim::clip_grad_norm(be, &mut refs, self.cfg.optim.max_grad_norm)?
-        };
-        let lr = {
-            let mut prefs: Vec<&mut B::Buf> = pbufs.iter_mut().collect();
-            let grefs: Vec<&B::Buf> = gbufs.iter().collect();
-            self.opt.update(be, &mut prefs, &grefs)?
-        };
-        let mut pbufs = pbufs.into_iter();
-        self.params.prompt = pbufs.next().ok_or_else(|| Error::Device("prompt buffer lost".into()))?;
-        if let Some(h) = self.params.head.as_mut() {
-            h.weight = be.download(&pbufs.next().ok_or_else(|| Error::Device("head buffer lost".into()))?)?;
-            h.bias = be.download(&pbufs.next().ok_or_else(|| Error::Device("head buffer lost".into()))?)?;
-        }
+        let (lr, grad_norm) = optimizer_step(be, &mut self.opt, &mut self.params, grads, self.cfg.optim.max_grad_norm)?;
         self.state.step += 1;
         Ok(StepInfo { step: self.state.step, epoch: self.state.epoch, loss, lr, grad_norm, tokens: batch.real_tokens })
     }
@@ -441,13 +457,19 @@ impl<'a, B: Backend> Trainer<'a, B> {
         if early {
             on_event(&Event::EarlyStop { step: self.state.step, best_step: self.state.best_step });
         }
-        // the test split, scored with the prompt that was kept
+        // the test split, scored with the prompt that was kept (already done at its step
+        // when the run had a dev split)
         let test = match self.test {
             Some(t) => {
-                let kept = self.kept_params()?;
-                let m = evaluate(self.be, self.model, self.task, &kept, t, self.cfg.eval_batch_size)?.0;
-                on_event(&Event::Eval { step: self.state.best_step.max(if self.dev.is_none() { self.state.step } else { 0 }), split: "test (kept prompt)".into(), metrics: m, best: false });
-                self.log.append(&json!({"step": self.state.step, "split": "test", "prompt_step": self.state.best_step, "accuracy": m.accuracy, "macro_f1": m.macro_f1, "examples": m.examples}))?;
+                let m = match (self.dev, self.state.best_test) {
+                    (Some(_), Some(m)) => m,
+                    _ => {
+                        let kept = self.kept_params()?;
+                        evaluate(self.be, self.model, self.task, &kept, t, self.cfg.eval_batch_size)?.0
+                    }
+                };
+                let step = if self.dev.is_some() { self.state.best_step } else { self.state.step };
+                on_event(&Event::Eval { step, split: "test (kept prompt)".into(), metrics: m, best: false });
                 Some(m)
             }
             None => None,
@@ -488,6 +510,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
         on_event(&Event::Eval { step, split: "dev".into(), metrics: m, best: better });
         if let Some(t) = self.test {
             let tm = self.evaluate(t)?;
+            if better {
+                self.state.best_test = Some(tm);
+            }
             self.log.append(&json!({"step": step, "split": "test", "accuracy": tm.accuracy, "macro_f1": tm.macro_f1, "examples": tm.examples}))?;
             on_event(&Event::Eval { step, split: "test".into(), metrics: tm, best: false });
         }
