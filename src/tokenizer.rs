@@ -14,14 +14,20 @@ impl Tokenizer {
     pub fn load(dir: &Path) -> Result<Tokenizer> {
         let path = dir.join("tokenizer.json");
         if !path.exists() {
-            return Err(Error::file(&path, "missing: the model folder needs a tokenizer.json"));
+            return Err(Error::file(
+                &path,
+                "missing: the model folder needs a tokenizer.json",
+            ));
         }
-        let mut inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| Error::Tokenizer { path: path.clone(), msg: e.to_string() })?;
+        let mut inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| Error::Tokenizer {
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
         inner.with_padding(None);
-        inner
-            .with_truncation(None)
-            .map_err(|e| Error::Tokenizer { path: path.clone(), msg: e.to_string() })?;
+        inner.with_truncation(None).map_err(|e| Error::Tokenizer {
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
         Ok(Tokenizer { inner, path })
     }
 
@@ -35,7 +41,10 @@ impl Tokenizer {
         let enc = self
             .inner
             .encode(text, special)
-            .map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: format!("encoding {text:?}: {e}") })?;
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                msg: format!("encoding {text:?}: {e}"),
+            })?;
         Ok(enc.get_ids().iter().map(|&i| i as i32).collect())
     }
 
@@ -44,7 +53,10 @@ impl Tokenizer {
         let enc = self
             .inner
             .encode((a, b), true)
-            .map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: format!("encoding a pair: {e}") })?;
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                msg: format!("encoding a pair: {e}"),
+            })?;
         Ok((
             enc.get_ids().iter().map(|&i| i as i32).collect(),
             enc.get_type_ids().iter().map(|&i| i as i32).collect(),
@@ -59,7 +71,10 @@ impl Tokenizer {
         let ids: Vec<u32> = ids.iter().map(|&i| i.max(0) as u32).collect();
         self.inner
             .decode(&ids, skip_special)
-            .map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: format!("decoding: {e}") })
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                msg: format!("decoding: {e}"),
+            })
     }
 
     pub fn vocab_size(&self) -> usize {
