@@ -1,6 +1,7 @@
 //! Subcommands. Each lives in its own file and returns the process exit code.
 
 mod bench;
+mod inspect;
 mod parity;
 mod profile;
 
@@ -25,6 +26,8 @@ enum Command {
     Bench(bench::Args),
     /// Profile one step: a per-op time table
     Profile(profile::Args),
+    /// Show what the engine reads from a model folder or a saved prompt
+    Inspect(inspect::Args),
 }
 
 pub fn run(cli: Cli) -> i32 {
@@ -32,5 +35,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::Parity(args) => parity::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Profile(args) => profile::run(args),
+        Command::Inspect(args) => inspect::run(args),
     }
 }
