@@ -410,3 +410,23 @@ fn mlm_objective_on_a_model_without_head() {
     });
     expect_unusable(&model, &r, &["masked-LM head", "cls"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Degenerate sizes
+
+#[test]
+fn t5_with_an_empty_encoder_input() {
+    // no prompt rows and no tokens: the encoder has no position at all
+    let (_d, model, r) = broken_copy("t5_flan", "ref_seq2seq_random.safetensors");
+    edit_safetensors(&r, |t| {
+        for name in ["input_ids", "attention_mask"] {
+            let b = t[name].shape[0];
+            t.insert(name.into(), RawTensor::i64(vec![b, 0], &[]));
+        }
+        for name in ["prompt", "prompt_grad"] {
+            t.insert(name.into(), RawTensor::f32(vec![0, 24], &[]));
+        }
+    });
+    edit_reference_meta(&r, |m| m["num_virtual_tokens"] = 0.into());
+    expect_unusable(&model, &r, &["input_ids", "at least one"]);
+}

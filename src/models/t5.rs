@@ -174,6 +174,9 @@ pub fn upload_inputs<B: Backend>(be: &B, cfg: &T5Config, batch: &TokenBatch, p: 
     let dec_ids = shift_right(labels, batch.b, l, cfg.decoder_start_token_id as i32, cfg.pad_token_id as i32);
     crate::cpu::embedding::check_ids("decoder_input_ids (labels shifted right)", &dec_ids, cfg.vocab_size)?;
     let t = p + batch.t;
+    if t == 0 {
+        return Err(Error::tensor("input_ids", "the encoder needs at least one position (prompt rows plus tokens)"));
+    }
     let (nb, md) = (cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance);
     Ok(T5Inputs {
         b: batch.b,
