@@ -430,3 +430,12 @@ fn t5_with_an_empty_encoder_input() {
     edit_reference_meta(&r, |m| m["num_virtual_tokens"] = 0.into());
     expect_unusable(&model, &r, &["input_ids", "at least one"]);
 }
+#[test]
+fn pet_with_an_empty_verbalizer() {
+    let (_d, model, r) = broken_copy("bert_mlm", "ref_pet_random.safetensors");
+    edit_safetensors(&r, |t| {
+        t.insert("verbalizer_ids".into(), RawTensor::i64(vec![0], &[]));
+        t.insert("logits".into(), RawTensor::f32(vec![4, 0], &[]));
+    });
+    expect_unusable(&model, &r, &["verbalizer_ids", "at least one"]);
+}
