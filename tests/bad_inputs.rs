@@ -439,3 +439,76 @@ fn pet_with_an_empty_verbalizer() {
     });
     expect_unusable(&model, &r, &["verbalizer_ids", "at least one"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The backend checks buffers before it runs an op
+
+#[test]
+fn cpu_backend_rejects_bad_buffers() {
+    use softprompt::backend::{AttnDims, Backend, BiasRef, DType};
+    let be = CpuBackend::<f32>::new();
+    let check = |what: &str, r: softprompt::Result<()>, needle: &str| {
+        let msg = r.expect_err(what).to_string();
+        assert!(msg.contains(needle), "{what}: {msg}");
+    };
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let five = be.zeros(DType::F32, 5).unwrap();
+        let six = be.zeros(DType::F32, 6).unwrap();
+        let mut out = be.zeros(DType::F32, 6).unwrap();
+        // linear: the input needs M*K = 2*3 = 6 elements
+        check(
+            "short linear input",
+            be.linear_fwd(&mut out, &five, &six, None, 2, 3, 2),
+            "linear inp",
+        );
+        // a float buffer where ids are expected
+        check(
+            "float ids",
+            be.gather_rows(&mut out, &six, &five, 2, 3),
+            "I32",
+        );
+        // a row index outside the 2 rows of a (2, 3) table
+        let idx = be.upload_i32(&[0, 2]).unwrap();
+        check(
+            "row index",
+            be.gather_rows(&mut out, &six, &idx, 2, 3),
+            "row index",
+        );
+        // a bias bucket outside a (2 buckets, 1 head) table
+        let dims = AttnDims {
+            b: 1,
+            tq: 2,
+            tk: 2,
+            h: 1,
+            d: 3,
+        };
+        let table = be.zeros(DType::F32, 2).unwrap();
+        let buckets = be.upload_i32(&[0, 5, 1]).unwrap();
+        let mask = be.upload_i32(&[1, 1]).unwrap();
+        let mut lse = be.zeros(DType::F32, 2).unwrap();
+        let bias = Some(BiasRef {
+            table: &table,
+            buckets: &buckets,
+        });
+        check(
+            "bucket",
+            be.attention_fwd(
+                &mut out, &mut lse, &six, &six, &six, &mask, bias, false, 1.0, dims,
+            ),
+            "bias buckets",
+        );
+        // copies between buffers of different sizes, floats uploaded as I32
+        check("copy", be.copy(&mut out, &five), "copy");
+        check("upload", be.upload(DType::I32, &[1.0]).map(|_| ()), "I32");
+        // labels outside the vocabulary
+        let mut logits = be.zeros(DType::F32, 6).unwrap();
+        let mut losses = be.zeros(DType::F32, 2).unwrap();
+        let targets = be.upload_i32(&[1, 3]).unwrap();
+        check(
+            "labels",
+            be.cross_entropy_fwd_bwd(&mut logits, &mut losses, &targets, 2, 3, 1.0),
+            "labels",
+        );
+    }));
+    assert!(res.is_ok(), "the CPU backend panicked on a bad buffer");
+}
