@@ -188,3 +188,66 @@ fn binary_parity_rejects_unknown_device() {
         "{stderr}"
     );
 }
+
+/// Older BERT checkpoints spell LayerNorm parameters `gamma`/`beta` and may store the tied
+/// decoder (`cls.predictions.decoder.{weight,bias}`) explicitly: the same model, so the same
+/// parity.
+#[test]
+fn parity_with_legacy_bert_checkpoint_spellings() {
+    use common::{edit_safetensors, ScratchDir};
+    let scratch = ScratchDir::new("legacy");
+    let model = scratch.copy_model("bert_mlm", "bert_mlm");
+    edit_safetensors(&model.join("model.safetensors"), |t| {
+        let names: Vec<String> = t.keys().cloned().collect();
+        for name in names {
+            let new = name
+                .replace("LayerNorm.weight", "LayerNorm.gamma")
+                .replace("LayerNorm.bias", "LayerNorm.beta");
+            if new != name {
+                let v = t.remove(&name).unwrap();
+                t.insert(new, v);
+            }
+        }
+        let wte = t["bert.embeddings.word_embeddings.weight"].clone();
+        let bias = t["cls.predictions.bias"].clone();
+        t.insert("cls.predictions.decoder.weight".into(), wte);
+        t.insert("cls.predictions.decoder.bias".into(), bias);
+    });
+    let be = CpuBackend::<f32>::new();
+    for reference in ["ref_mlm_random.safetensors", "ref_pet_text.safetensors"] {
+        let r = Reference::read(&model.join(reference)).unwrap();
+        let report = parity::run(&be, &model, &r, TOL).unwrap();
+        assert!(report.passed(), "{reference}:\n{}", report.table());
+    }
+}
+
+/// `tie_word_embeddings: false` with an explicit `cls.predictions.decoder.weight`: the engine
+/// reads that matrix (a copy of the embeddings passes, a changed one fails); with ties on,
+/// the same changed matrix is ignored, as transformers does.
+#[test]
+fn untied_bert_decoder_weight_is_read() {
+    use common::{edit_safetensors, RawTensor, ScratchDir};
+    let be = CpuBackend::<f32>::new();
+    let run = |tie: bool, scale: f32| {
+        let scratch = ScratchDir::new("untied");
+        let model = scratch.copy_model("bert_mlm", "bert_mlm");
+        edit_safetensors(&model.join("model.safetensors"), |t| {
+            let wte = &t["bert.embeddings.word_embeddings.weight"];
+            let data: Vec<f32> = wte.as_f32().iter().map(|x| x * scale).collect();
+            t.insert(
+                "cls.predictions.decoder.weight".into(),
+                RawTensor::f32(wte.shape.clone(), &data),
+            );
+        });
+        let path = model.join("config.json");
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        cfg["tie_word_embeddings"] = tie.into();
+        std::fs::write(&path, cfg.to_string()).unwrap();
+        let r = Reference::read(&model.join("ref_mlm_random.safetensors")).unwrap();
+        parity::run(&be, &model, &r, TOL).unwrap().passed()
+    };
+    assert!(run(false, 1.0), "untied copy of the embeddings");
+    assert!(!run(false, 1.1), "untied decoder.weight must be used");
+    assert!(run(true, 1.1), "tied: decoder.weight must be ignored");
+}
