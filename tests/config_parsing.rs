@@ -43,6 +43,9 @@ fn t5_edited(base: &str, edit: impl FnOnce(&mut serde_json::Value)) -> T5Config 
     }
 }
 
+/// One config.json edit.
+type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+
 fn remove(v: &mut serde_json::Value, keys: &[&str]) {
     for k in keys {
         v.as_object_mut().unwrap().remove(*k);
@@ -206,7 +209,7 @@ fn t5_defaults_for_missing_keys() {
 
 #[test]
 fn t5_config_errors_name_the_key() {
-    let cases: Vec<(Box<dyn FnOnce(&mut serde_json::Value)>, &str)> = vec![
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|v| v["feed_forward_proj"] = "gated-mish".into()),
             "feed_forward_proj",
@@ -312,7 +315,7 @@ fn bert_defaults_and_errors() {
         ),
         (1e-12, Act::GeluErf, 512, 2, true)
     );
-    let cases: Vec<(Box<dyn FnOnce(&mut serde_json::Value)>, &str)> = vec![
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|v| v["hidden_act"] = "quick_gelu".into()),
             "hidden_act",

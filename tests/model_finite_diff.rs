@@ -61,12 +61,15 @@ fn directions(rng: &mut Rng, n: usize) -> Vec<Vec<f32>> {
     dirs
 }
 
+/// The loss at base + s·dir (base and dir as f32, the sum formed in f64).
+type LossAt<'a> = dyn FnMut(&[f32], f64, &[f32]) -> f64 + 'a;
+
 /// Checks d loss/d prompt along `directions` with central differences of `loss`.
 fn check_directions(
     name: &str,
     base: &[f32],
     grad: &[f64],
-    loss: &mut dyn FnMut(&[f32], f64, &[f32]) -> f64,
+    loss: &mut LossAt,
     tol: f64,
     rng: &mut Rng,
 ) {

@@ -160,6 +160,7 @@ pub fn central_difference(f: &mut dyn FnMut(&[f64]) -> f64, x: &[f64], dir: &[f6
 /// Checks an analytic gradient `grad` of the scalar `f` at `x` against central differences:
 /// every coordinate when there are at most `max_coords` of them (else that many coordinates
 /// drawn at random), then 4 random unit directions. Returns the worst error seen.
+#[allow(clippy::too_many_arguments)]
 pub fn check_gradient(
     name: &str,
     f: &mut dyn FnMut(&[f64]) -> f64,
