@@ -48,6 +48,12 @@ pub fn mlm_head_fwd_bwd<B: Backend>(
     let restricted = match decoder {
         Decoder::Vocab => None,
         Decoder::Rows(ids) => {
+            if ids.is_empty() {
+                return Err(Error::tensor(
+                    "verbalizer_ids",
+                    "the verbalizer needs at least one token id",
+                ));
+            }
             crate::cpu::embedding::check_ids("verbalizer_ids", ids, bert.cfg.vocab_size)?;
             let idx = be.upload_i32(ids)?;
             let (mut w, mut b) = (zeros(be, act, ids.len() * c)?, zeros(be, act, ids.len())?);

@@ -214,6 +214,12 @@ pub fn upload_inputs<B: Backend>(
         cfg.vocab_size,
     )?;
     let t = p + batch.t;
+    if t == 0 {
+        return Err(Error::tensor(
+            "input_ids",
+            "the encoder needs at least one position (prompt rows plus tokens)",
+        ));
+    }
     let (nb, md) = (
         cfg.relative_attention_num_buckets,
         cfg.relative_attention_max_distance,
