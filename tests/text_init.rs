@@ -5,6 +5,7 @@
 mod common;
 
 use common::{fixture, reference_files};
+use softprompt::weights::WeightSource;
 use softprompt::prompt::{PromptInit, PromptTable};
 use softprompt::reference::Reference;
 use softprompt::rng::Rng;
