@@ -205,7 +205,10 @@ def wrap_peft(model, args):
     torch.manual_seed(args.seed + 1)  # RANDOM init: nn.Embedding's N(0, 1)
     pm = get_peft_model(model, PromptTuningConfig(task_type=task, num_virtual_tokens=args.prompt,
                                                   prompt_tuning_init=PromptTuningInit.RANDOM))
-    pm.train() if args.recompute == "layer" else pm.eval()
+    if args.recompute == "layer":
+        pm.train()  # transformers checkpoints only in train mode; dropout is 0, so nothing else changes
+    else:
+        pm.eval()
     trainable = [n for n, q in pm.named_parameters() if q.requires_grad]
     assert trainable == [PROMPT_PARAM], trainable
     if arch == "t5":

@@ -112,6 +112,9 @@ impl<B: Backend> Backend for Profiler<B> {
     fn download(&self, buf: &B::Buf) -> Result<Vec<f32>> {
         self.time("download", || self.inner.download(buf))
     }
+    fn download_f64(&self, buf: &B::Buf) -> Result<Vec<f64>> {
+        self.time("download", || self.inner.download_f64(buf))
+    }
     fn copy(&self, dst: &mut B::Buf, src: &B::Buf) -> Result<()> {
         self.time("copy", || self.inner.copy(dst, src))
     }

@@ -5,11 +5,11 @@
 mod common;
 
 use common::{fixture, reference_files};
-use softprompt::weights::WeightSource;
 use softprompt::prompt::{PromptInit, PromptTable};
 use softprompt::reference::Reference;
 use softprompt::rng::Rng;
 use softprompt::tokenizer::Tokenizer;
+use softprompt::weights::WeightSource;
 use softprompt::weights::{HostTensor, WeightStore};
 use std::path::Path;
 

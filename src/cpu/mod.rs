@@ -198,6 +198,12 @@ impl<F: Real> Backend for CpuBackend<F> {
             Data::Int(v) => v.iter().map(|&x| x as f32).collect(),
         })
     }
+    fn download_f64(&self, buf: &CpuBuf<F>) -> Result<Vec<f64>> {
+        Ok(match &buf.data {
+            Data::Real(v) => v.iter().map(|x| x.to_f64()).collect(),
+            Data::Int(v) => v.iter().map(|&x| x as f64).collect(),
+        })
+    }
     fn copy(&self, dst: &mut CpuBuf<F>, src: &CpuBuf<F>) -> Result<()> {
         match (&mut dst.data, &src.data) {
             (Data::Real(d), Data::Real(s)) if d.len() == s.len() => d.copy_from_slice(s),

@@ -101,7 +101,7 @@ pub fn mlm_head_fwd_bwd<B: Backend>(
         v,
         1.0 / count.max(1) as f64,
     )?;
-    let loss = be.download(&losses)?.iter().map(|&x| x as f64).sum::<f64>() / count.max(1) as f64;
+    let loss = be.download_f64(&losses)?.iter().sum::<f64>() / count.max(1) as f64;
     let dlogits = logits;
     let mut dz = zeros(be, act, m * c)?;
     be.linear_bwd(&mut dz, &dlogits, dec_w, m, c, v, false)?;

@@ -53,6 +53,8 @@ pub struct T5<B: Backend> {
     pub lm_head: Option<B::Buf>,
     pub encoder: T5Stack<B>,
     pub decoder: T5Stack<B>,
+    /// bytes of float32 logits the LM loss may hold at once (it runs in row chunks)
+    pub lm_chunk_bytes: usize,
 }
 
 impl<B: Backend> T5<B> {
@@ -73,6 +75,7 @@ impl<B: Backend> T5<B> {
             lm_head,
             encoder: T5Stack::load(be, store, &cfg, "encoder", cfg.num_layers)?,
             decoder: T5Stack::load(be, store, &cfg, "decoder", cfg.num_decoder_layers)?,
+            lm_chunk_bytes: 64 << 20,
             cfg,
         })
     }
@@ -660,7 +663,7 @@ impl<B: Backend> T5<B> {
         be.copy(&mut y, dec_out)?;
         be.scale_inplace(&mut y, scale, rows * c)?;
         let mut dy = zeros(be, act, rows * c)?;
-        let chunk = lm_chunk_rows(v, rows);
+        let chunk = lm_chunk_rows(self.lm_chunk_bytes, v, rows);
         let mut loss = 0.0f64;
         let mut all_logits = Vec::new();
         for start in (0..rows).step_by(chunk) {
@@ -677,7 +680,7 @@ impl<B: Backend> T5<B> {
             let targets = be.upload_i32(&labels[start..start + m])?;
             let mut losses = zeros(be, DType::F32, m)?;
             be.cross_entropy_fwd_bwd(&mut logits, &mut losses, &targets, m, v, grad_scale)?;
-            loss += be.download(&losses)?.iter().map(|&x| x as f64).sum::<f64>();
+            loss += be.download_f64(&losses)?.iter().sum::<f64>();
             let mut dh = zeros(be, act, m * c)?;
             be.linear_bwd(&mut dh, &logits, self.lm_head_weight(), m, c, v, false)?;
             be.scatter_rows_bwd(&mut dy, &dh, &idx, m, c)?;
@@ -911,9 +914,9 @@ impl<B: Backend> T5<B> {
     }
 }
 
-/// Rows of decoder output per LM-head chunk: about 64 MB of float32 logits at a time.
-pub fn lm_chunk_rows(v: usize, rows: usize) -> usize {
-    ((64 << 20) / (4 * v.max(1))).clamp(1, rows.max(1))
+/// Rows of decoder output per LM-head chunk: `budget` bytes of float32 logits at a time.
+pub fn lm_chunk_rows(budget: usize, v: usize, rows: usize) -> usize {
+    (budget / (4 * v.max(1))).clamp(1, rows.max(1))
 }
 
 /// Everything `parity` compares for a seq2seq reference.
