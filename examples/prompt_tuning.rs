@@ -15,7 +15,9 @@ use softprompt::rng::Rng;
 use softprompt::train::checkpoint::save_prompt_dir;
 use softprompt::train::data::{epoch_plan, DataSpec, Dataset};
 use softprompt::train::optim::{OptimConfig, Optimizer};
-use softprompt::train::{evaluate, optimizer_shapes, optimizer_step, Grads, Model, Params, Task, TaskKind, TaskSpec};
+use softprompt::train::{
+    evaluate, optimizer_shapes, optimizer_step, Grads, Model, Params, Task, TaskKind, TaskSpec,
+};
 use softprompt::{models::Recompute, Backend, CpuBackend, Result};
 use std::path::{Path, PathBuf};
 
@@ -28,24 +30,44 @@ fn main() {
 
 /// A few sentences in words every fixture vocabulary knows.
 fn tiny_data(dev: bool) -> Dataset {
-    let (pos, neg) = (["great", "good", "funny", "lovely"], ["bad", "terrible", "boring", "dull"]);
-    let subjects = if dev { ["music", "comedy"] } else { ["movie", "film"] };
+    let (pos, neg) = (
+        ["great", "good", "funny", "lovely"],
+        ["bad", "terrible", "boring", "dull"],
+    );
+    let subjects = if dev {
+        ["music", "comedy"]
+    } else {
+        ["movie", "film"]
+    };
     let mut text = String::new();
     for s in subjects {
         for (p, n) in pos.iter().zip(neg) {
             for (word, label) in [(p, "positive"), (&n, "negative")] {
-                text += &format!("{{\"text\": \"the {s} was really {word}.\", \"label\": \"{label}\"}}\n");
+                text += &format!(
+                    "{{\"text\": \"the {s} was really {word}.\", \"label\": \"{label}\"}}\n"
+                );
             }
         }
     }
-    Dataset::parse(Path::new(if dev { "dev.jsonl" } else { "train.jsonl" }), &text, &DataSpec::default()).expect("valid rows")
+    Dataset::parse(
+        Path::new(if dev { "dev.jsonl" } else { "train.jsonl" }),
+        &text,
+        &DataSpec::default(),
+    )
+    .expect("valid rows")
 }
 
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let model_dir = PathBuf::from(args.first().map_or("tests/fixtures/bert_mlm", |s| s.as_str()));
+    let model_dir = PathBuf::from(
+        args.first()
+            .map_or("tests/fixtures/bert_mlm", |s| s.as_str()),
+    );
     let (train, dev) = match args.get(1) {
-        Some(d) => (Dataset::load(&Path::new(d).join("train.jsonl"), &DataSpec::default())?, Dataset::load(&Path::new(d).join("dev.jsonl"), &DataSpec::default())?),
+        Some(d) => (
+            Dataset::load(&Path::new(d).join("train.jsonl"), &DataSpec::default())?,
+            Dataset::load(&Path::new(d).join("dev.jsonl"), &DataSpec::default())?,
+        ),
         None => (tiny_data(false), tiny_data(true)),
     };
     let steps: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(40);
@@ -65,12 +87,29 @@ fn run() -> Result<()> {
     };
     spec.max_len = spec.max_len.min(model.max_tokens(p).unwrap_or(usize::MAX));
     let task = Task::new(spec, &model)?;
-    let (train, dev) = (task.encode(&model.tokenizer, &train)?, task.encode(&model.tokenizer, &dev)?);
+    let (train, dev) = (
+        task.encode(&model.tokenizer, &train)?,
+        task.encode(&model.tokenizer, &dev)?,
+    );
 
     // 3. a prompt of P rows initialised from text, and the cls head if the task has one
-    let table = model.init_prompt(&be, p, &PromptInit::Text("is this review positive or negative?".into()), &mut Rng::new(1))?;
-    let mut params = Params { prompt: be.upload(DType::F32, &table.data)?, p, d: table.d, head: task.new_head(table.d) };
-    let mut opt = Optimizer::new(&be, OptimConfig::adamw(0.05, 0.0), &optimizer_shapes(&params))?;
+    let table = model.init_prompt(
+        &be,
+        p,
+        &PromptInit::Text("is this review positive or negative?".into()),
+        &mut Rng::new(1),
+    )?;
+    let mut params = Params {
+        prompt: be.upload(DType::F32, &table.data)?,
+        p,
+        d: table.d,
+        head: task.new_head(table.d),
+    };
+    let mut opt = Optimizer::new(
+        &be,
+        OptimConfig::adamw(0.05, 0.0),
+        &optimizer_shapes(&params),
+    )?;
 
     // 4. the loop: deterministic bucketed batches, loss + prompt gradient, clipped update
     let mut rng = Rng::new(0);
@@ -95,7 +134,19 @@ fn run() -> Result<()> {
     let mut table = table;
     table.data = be.download(&params.prompt)?;
     let info = model.adapter_info(task.spec.kind.peft_task_type());
-    save_prompt_dir(&out, &table, params.head.as_ref(), &task.spec, &model.dir, &info, serde_json::json!({"step": steps}))?;
-    println!("saved to {}: try `softprompt eval --prompt {} --data <file.jsonl>`", out.display(), out.display());
+    save_prompt_dir(
+        &out,
+        &table,
+        params.head.as_ref(),
+        &task.spec,
+        &model.dir,
+        &info,
+        serde_json::json!({"step": steps}),
+    )?;
+    println!(
+        "saved to {}: try `softprompt eval --prompt {} --data <file.jsonl>`",
+        out.display(),
+        out.display()
+    );
     Ok(())
 }

@@ -62,6 +62,10 @@ pub trait Backend: Send + Sync {
     fn upload(&self, dtype: DType, data: &[f32]) -> Result<Self::Buf>;
     fn upload_i32(&self, data: &[i32]) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
+    /// Like `download`, at the backend's full precision (the f64 reference keeps its digits).
+    fn download_f64(&self, buf: &Self::Buf) -> Result<Vec<f64>> {
+        Ok(self.download(buf)?.into_iter().map(f64::from).collect())
+    }
     fn copy(&self, dst: &mut Self::Buf, src: &Self::Buf) -> Result<()>;
     fn memory(&self) -> MemStats;
     fn reset_peak(&self);

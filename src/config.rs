@@ -83,7 +83,10 @@ impl ModelConfig {
         match model_type.as_str() {
             "bert" => Ok(ModelConfig::Bert(parse_bert(&cfg)?)),
             "t5" | "mt5" => Ok(ModelConfig::T5(parse_t5(&cfg)?)),
-            "" => Err(Error::config(path, "no `model_type`: expected \"bert\" or \"t5\"")),
+            "" => Err(Error::config(
+                path,
+                "no `model_type`: expected \"bert\" or \"t5\"",
+            )),
             other => Err(Error::config(
                 path,
                 format!("model_type \"{other}\" is not supported: expected \"bert\" or \"t5\""),
@@ -127,20 +130,27 @@ impl Cfg<'_> {
         match self.get(key) {
             None => Ok(None),
             Some(x) => x.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
-                Error::config(&self.path, format!("`{key}` must be a non-negative integer, got {x}"))
+                Error::config(
+                    &self.path,
+                    format!("`{key}` must be a non-negative integer, got {x}"),
+                )
             }),
         }
     }
     fn usize(&self, key: &str) -> Result<usize> {
-        self.usize_opt(key)?
-            .ok_or_else(|| Error::config(&self.path, format!("missing `{key}` (a positive integer)")))
+        self.usize_opt(key)?.ok_or_else(|| {
+            Error::config(&self.path, format!("missing `{key}` (a positive integer)"))
+        })
     }
     fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
         Ok(self.usize_opt(key)?.unwrap_or(default))
     }
     fn positive(&self, key: &str, value: usize) -> Result<usize> {
         if value == 0 {
-            Err(Error::config(&self.path, format!("`{key}` must be positive, got 0")))
+            Err(Error::config(
+                &self.path,
+                format!("`{key}` must be positive, got 0"),
+            ))
         } else {
             Ok(value)
         }
@@ -148,27 +158,28 @@ impl Cfg<'_> {
     fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
         match self.get(key) {
             None => Ok(default),
-            Some(x) => x
-                .as_f64()
-                .ok_or_else(|| Error::config(&self.path, format!("`{key}` must be a number, got {x}"))),
+            Some(x) => x.as_f64().ok_or_else(|| {
+                Error::config(&self.path, format!("`{key}` must be a number, got {x}"))
+            }),
         }
     }
     fn bool_opt(&self, key: &str) -> Result<Option<bool>> {
         match self.get(key) {
             None => Ok(None),
-            Some(x) => x
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| Error::config(&self.path, format!("`{key}` must be true or false, got {x}"))),
+            Some(x) => x.as_bool().map(Some).ok_or_else(|| {
+                Error::config(
+                    &self.path,
+                    format!("`{key}` must be true or false, got {x}"),
+                )
+            }),
         }
     }
     fn str_opt(&self, key: &str) -> Result<Option<String>> {
         match self.get(key) {
             None => Ok(None),
-            Some(x) => x
-                .as_str()
-                .map(|s| Some(s.to_string()))
-                .ok_or_else(|| Error::config(&self.path, format!("`{key}` must be a string, got {x}"))),
+            Some(x) => x.as_str().map(|s| Some(s.to_string())).ok_or_else(|| {
+                Error::config(&self.path, format!("`{key}` must be a string, got {x}"))
+            }),
         }
     }
     /// A token id that may be given as an integer or a list (eos_token_id: [1]).
@@ -188,25 +199,34 @@ fn parse_bert(cfg: &Cfg) -> Result<BertConfig> {
     let hidden_act = Act::from_hf_name(&act_name).ok_or_else(|| {
         Error::config(
             &cfg.path,
-            format!("hidden_act \"{act_name}\" is not supported: expected one of {}", Act::SUPPORTED),
+            format!(
+                "hidden_act \"{act_name}\" is not supported: expected one of {}",
+                Act::SUPPORTED
+            ),
         )
     })?;
     if let Some(kind) = cfg.str_opt("position_embedding_type")? {
         if kind != "absolute" {
             return Err(Error::config(
                 &cfg.path,
-                format!("position_embedding_type \"{kind}\" is not supported: expected \"absolute\""),
+                format!(
+                    "position_embedding_type \"{kind}\" is not supported: expected \"absolute\""
+                ),
             ));
         }
     }
     if cfg.bool_opt("is_decoder")? == Some(true) {
-        return Err(Error::config(&cfg.path, "is_decoder: true is not supported: expected an encoder BERT"));
+        return Err(Error::config(
+            &cfg.path,
+            "is_decoder: true is not supported: expected an encoder BERT",
+        ));
     }
     let c = BertConfig {
         vocab_size: cfg.positive("vocab_size", cfg.usize("vocab_size")?)?,
         hidden_size: cfg.positive("hidden_size", cfg.usize("hidden_size")?)?,
         num_hidden_layers: cfg.usize("num_hidden_layers")?,
-        num_attention_heads: cfg.positive("num_attention_heads", cfg.usize("num_attention_heads")?)?,
+        num_attention_heads: cfg
+            .positive("num_attention_heads", cfg.usize("num_attention_heads")?)?,
         intermediate_size: cfg.positive("intermediate_size", cfg.usize("intermediate_size")?)?,
         hidden_act,
         max_position_embeddings: cfg.usize_or("max_position_embeddings", 512)?,
@@ -254,12 +274,20 @@ fn parse_feed_forward_proj(cfg: &Cfg, proj: &str) -> Result<(Act, bool)> {
 }
 
 fn parse_t5(cfg: &Cfg) -> Result<T5Config> {
-    let proj = cfg.str_opt("feed_forward_proj")?.unwrap_or_else(|| "relu".into());
+    let proj = cfg
+        .str_opt("feed_forward_proj")?
+        .unwrap_or_else(|| "relu".into());
     let (mut dense_act, is_gated_act) = parse_feed_forward_proj(cfg, &proj)?;
     // transformers 5 keeps an explicit `dense_act_fn` over the one derived from the projection
     if let Some(name) = cfg.str_opt("dense_act_fn")? {
         dense_act = Act::from_hf_name(&name).ok_or_else(|| {
-            Error::config(&cfg.path, format!("dense_act_fn \"{name}\" is not supported: expected one of {}", Act::SUPPORTED))
+            Error::config(
+                &cfg.path,
+                format!(
+                    "dense_act_fn \"{name}\" is not supported: expected one of {}",
+                    Act::SUPPORTED
+                ),
+            )
         })?;
     }
     let num_layers = cfg.usize("num_layers")?;

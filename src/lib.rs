@@ -6,6 +6,7 @@
 //! rows their loss reads. See `shared/docs/design.md` for the architecture.
 
 pub mod backend;
+pub mod bench;
 pub mod config;
 pub mod cpu;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod fsutil;
 pub mod memory;
 pub mod models;
 pub mod parity;
+pub mod profile;
 pub mod prompt;
 pub mod reference;
 pub mod rng;

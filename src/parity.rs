@@ -45,7 +45,10 @@ impl ParityReport {
     }
 
     pub fn table(&self) -> String {
-        let mut s = format!("{:<28} {:<16} {:>10} {:>10} {:>8}  {}\n", "tensor", "shape", "rel_err", "max_abs", "tol", "status");
+        let mut s = format!(
+            "{:<28} {:<16} {:>10} {:>10} {:>8}  {}\n",
+            "tensor", "shape", "rel_err", "max_abs", "tol", "status"
+        );
         for r in &self.rows {
             let status = if r.passed() { "ok" } else { "FAIL" };
             s += &format!(
@@ -68,7 +71,11 @@ impl ParityReport {
 /// Compares one tensor. `want` and `got` must have the same number of elements.
 pub fn compare(name: &str, got: &[f32], want: &HostTensor, tol: f64) -> Result<ParityRow> {
     if got.len() != want.data.len() {
-        return Err(Error::shape(format!("reference tensor `{name}`"), format!("{} elements {:?}", want.data.len(), want.shape), format!("{} elements computed by the engine", got.len())));
+        return Err(Error::shape(
+            format!("reference tensor `{name}`"),
+            format!("{} elements {:?}", want.data.len(), want.shape),
+            format!("{} elements computed by the engine", got.len()),
+        ));
     }
     let mut diff2 = 0.0f64;
     let mut want2 = 0.0f64;
@@ -88,30 +95,62 @@ pub fn compare(name: &str, got: &[f32], want: &HostTensor, tol: f64) -> Result<P
     } else {
         diff2.sqrt() / want2.sqrt().max(1e-30)
     };
-    Ok(ParityRow { name: name.to_string(), shape: want.shape.clone(), rel_err, max_abs, tol })
+    Ok(ParityRow {
+        name: name.to_string(),
+        shape: want.shape.clone(),
+        rel_err,
+        max_abs,
+        tol,
+    })
 }
 
 /// What the engine computed for a reference, by reference tensor name.
 pub type Outputs = BTreeMap<String, Vec<f32>>;
 
 /// Runs the reference on `be` with the model in `model_dir` and compares at `tol`.
-pub fn run<B: Backend>(be: &B, model_dir: &Path, reference: &Reference, tol: f64) -> Result<ParityReport> {
+pub fn run<B: Backend>(
+    be: &B,
+    model_dir: &Path,
+    reference: &Reference,
+    tol: f64,
+) -> Result<ParityReport> {
     let cfg = ModelConfig::load(model_dir)?;
     if reference.arch != cfg.arch() {
-        return Err(Error::file(&reference.path, format!("arch is {:?} but {} holds a {} model", reference.arch, model_dir.display(), cfg.arch())));
+        return Err(Error::file(
+            &reference.path,
+            format!(
+                "arch is {:?} but {} holds a {} model",
+                reference.arch,
+                model_dir.display(),
+                cfg.arch()
+            ),
+        ));
     }
     if reference.d() != cfg.hidden_size() {
-        return Err(Error::file(&reference.path, format!("the prompt is {} wide but the model's hidden size is {}", reference.d(), cfg.hidden_size())));
+        return Err(Error::file(
+            &reference.path,
+            format!(
+                "the prompt is {} wide but the model's hidden size is {}",
+                reference.d(),
+                cfg.hidden_size()
+            ),
+        ));
     }
     let store = WeightStore::open(model_dir)?;
     let outputs = match cfg {
         ModelConfig::Bert(c) => run_bert(be, &Bert::load(be, &store, c)?, reference)?,
         ModelConfig::T5(c) => run_t5(be, &T5::load(be, &store, c)?, reference)?,
     };
-    let mut report = ParityReport { rows: Vec::new(), skipped: Vec::new() };
+    let mut report = ParityReport {
+        rows: Vec::new(),
+        skipped: Vec::new(),
+    };
     for required in ["loss", "logits", "prompt_grad"] {
         if !reference.expected.contains_key(required) {
-            return Err(Error::file(&reference.path, format!("missing the expected output `{required}`")));
+            return Err(Error::file(
+                &reference.path,
+                format!("missing the expected output `{required}`"),
+            ));
         }
     }
     for (name, want) in &reference.expected {
@@ -121,14 +160,24 @@ pub fn run<B: Backend>(be: &B, model_dir: &Path, reference: &Reference, tol: f64
         }
     }
     // the three required outputs first, the rest in name order
-    report.rows.sort_by_key(|r| (["loss", "logits", "prompt_grad"].iter().position(|n| *n == r.name).unwrap_or(3), natural_key(&r.name)));
+    report.rows.sort_by_key(|r| {
+        (
+            ["loss", "logits", "prompt_grad"]
+                .iter()
+                .position(|n| *n == r.name)
+                .unwrap_or(3),
+            natural_key(&r.name),
+        )
+    });
     Ok(report)
 }
 
 /// "hidden_states.10" sorts after "hidden_states.9".
 fn natural_key(name: &str) -> (String, usize) {
     match name.rsplit_once('.') {
-        Some((stem, n)) if n.chars().all(|c| c.is_ascii_digit()) => (stem.to_string(), n.parse().unwrap_or(0)),
+        Some((stem, n)) if n.chars().all(|c| c.is_ascii_digit()) => {
+            (stem.to_string(), n.parse().unwrap_or(0))
+        }
         _ => (name.to_string(), 0),
     }
 }
@@ -139,28 +188,61 @@ fn run_bert<B: Backend>(be: &B, model: &Bert<B>, r: &Reference) -> Result<Output
     let prompt = be.upload(crate::backend::DType::F32, &r.prompt.data)?;
     let mut acct = MemoryAccountant::new();
     let mut hidden_states = Vec::new();
-    let (hidden, acts) = model.encoder_fwd(be, &mut acct, &prompt, &inputs, Recompute::None, Some(&mut hidden_states))?;
+    let (hidden, acts) = model.encoder_fwd(
+        be,
+        &mut acct,
+        &prompt,
+        &inputs,
+        Recompute::None,
+        Some(&mut hidden_states),
+    )?;
     let mut out = Outputs::new();
     let dhidden = match &r.objective {
         RefObjective::Mlm { labels } => {
             let (rows, targets) = heads::mlm_rows(labels, b, t, p, true);
-            let h = heads::mlm_head_fwd_bwd(be, model, &hidden, &rows, &targets, Decoder::Vocab, true)?;
+            let h =
+                heads::mlm_head_fwd_bwd(be, model, &hidden, &rows, &targets, Decoder::Vocab, true)?;
             out.insert("loss".into(), vec![h.loss as f32]);
             out.insert("logits".into(), h.logits.unwrap_or_default());
             h.dhidden
         }
-        RefObjective::Pet { mask_positions, verbalizer_ids, class_labels } => {
+        RefObjective::Pet {
+            mask_positions,
+            verbalizer_ids,
+            class_labels,
+        } => {
             let rows = heads::pet_rows(mask_positions, b, t, p)?;
-            let h = heads::mlm_head_fwd_bwd(be, model, &hidden, &rows, class_labels, Decoder::Rows(verbalizer_ids), true)?;
+            let h = heads::mlm_head_fwd_bwd(
+                be,
+                model,
+                &hidden,
+                &rows,
+                class_labels,
+                Decoder::Rows(verbalizer_ids),
+                true,
+            )?;
             out.insert("loss".into(), vec![h.loss as f32]);
             out.insert("logits".into(), h.logits.unwrap_or_default());
             h.dhidden
         }
-        RefObjective::Cls { head_weight, head_bias, class_labels, pooling } => {
-            let head = ClsHead { k: head_bias.len(), c, weight: head_weight.data.clone(), bias: head_bias.clone() };
+        RefObjective::Cls {
+            head_weight,
+            head_bias,
+            class_labels,
+            pooling,
+        } => {
+            let head = ClsHead {
+                k: head_bias.len(),
+                c,
+                weight: head_weight.data.clone(),
+                bias: head_bias.clone(),
+            };
             crate::error::ensure_len("head_weight (K*d)", head.k * c, head.weight.len())?;
             let pooling: Pooling = pooling.parse()?;
-            let pool_w = be.upload(be.act_dtype(), &heads::pool_weights(&r.batch.mask, b, t, p, pooling))?;
+            let pool_w = be.upload(
+                be.act_dtype(),
+                &heads::pool_weights(&r.batch.mask, b, t, p, pooling),
+            )?;
             let h = head.fwd_bwd(be, &hidden, &pool_w, class_labels, b, p + t)?;
             out.insert("loss".into(), vec![h.loss as f32]);
             out.insert("logits".into(), h.logits);
@@ -169,7 +251,9 @@ fn run_bert<B: Backend>(be: &B, model: &Bert<B>, r: &Reference) -> Result<Output
             h.dhidden
         }
         RefObjective::Seq2Seq { .. } => {
-            return Err(Error::Unsupported("objective seq2seq needs a T5 model, not BERT".into()))
+            return Err(Error::Unsupported(
+                "objective seq2seq needs a T5 model, not BERT".into(),
+            ))
         }
     };
     let mut dprompt = be.zeros(crate::backend::DType::F32, p * c)?;
@@ -183,7 +267,10 @@ fn run_bert<B: Backend>(be: &B, model: &Bert<B>, r: &Reference) -> Result<Output
 
 fn run_t5<B: Backend>(be: &B, model: &T5<B>, r: &Reference) -> Result<Outputs> {
     let RefObjective::Seq2Seq { labels, l } = &r.objective else {
-        return Err(Error::Unsupported(format!("objective {} needs a BERT model, not T5", r.objective.name())));
+        return Err(Error::Unsupported(format!(
+            "objective {} needs a BERT model, not T5",
+            r.objective.name()
+        )));
     };
     t5::parity_outputs(be, model, &r.batch, &r.prompt.data, r.p(), labels, *l)
 }

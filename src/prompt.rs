@@ -24,7 +24,10 @@ pub enum PromptInit {
     /// sample from the 5,000 most common tokens) or from the whole vocabulary
     SampleVocab { from_first: Option<usize> },
     /// the rows of the label words, then sampled vocabulary rows for the rest
-    ClassLabels { label_ids: Vec<i32>, from_first: Option<usize> },
+    ClassLabels {
+        label_ids: Vec<i32>,
+        from_first: Option<usize>,
+    },
 }
 
 impl PromptInit {
@@ -70,7 +73,11 @@ impl PromptTable {
             data,
             init: "RANDOM".into(),
             init_text: None,
-            layout: AdapterLayout { num_transformer_submodules: 1, extra_rows: Vec::new(), config: None },
+            layout: AdapterLayout {
+                num_transformer_submodules: 1,
+                extra_rows: Vec::new(),
+                config: None,
+            },
         })
     }
 
@@ -83,12 +90,19 @@ impl PromptTable {
         rng: &mut Rng,
     ) -> Result<PromptTable> {
         if p == 0 {
-            return Err(Error::arg("--prompt-len", "the prompt needs at least one row"));
+            return Err(Error::arg(
+                "--prompt-len",
+                "the prompt needs at least one row",
+            ));
         }
         let (v, d) = (word_embeddings.shape[0], word_embeddings.shape[1]);
         let rows = |ids: &[i32]| -> Vec<f32> {
             ids.iter()
-                .flat_map(|&id| word_embeddings.data[id as usize * d..(id as usize + 1) * d].iter().copied())
+                .flat_map(|&id| {
+                    word_embeddings.data[id as usize * d..(id as usize + 1) * d]
+                        .iter()
+                        .copied()
+                })
                 .collect()
         };
         let sample = |rng: &mut Rng, n: usize, from_first: Option<usize>| -> Vec<i32> {
@@ -96,12 +110,20 @@ impl PromptTable {
             (0..n).map(|_| rng.below(limit as u64) as i32).collect()
         };
         let (data, text) = match init {
-            PromptInit::Random { std } => ((0..p * d).map(|_| (rng.normal() * std) as f32).collect(), None),
+            PromptInit::Random { std } => (
+                (0..p * d).map(|_| (rng.normal() * std) as f32).collect(),
+                None,
+            ),
             PromptInit::Text(text) => {
-                let tok = tokenizer.ok_or_else(|| Error::arg("--init text", "TEXT init needs the model's tokenizer.json"))?;
+                let tok = tokenizer.ok_or_else(|| {
+                    Error::arg("--init text", "TEXT init needs the model's tokenizer.json")
+                })?;
                 let ids = tok.encode(text, true)?;
                 if ids.is_empty() {
-                    return Err(Error::arg("--init-text", format!("{text:?} tokenizes to nothing")));
+                    return Err(Error::arg(
+                        "--init-text",
+                        format!("{text:?} tokenizes to nothing"),
+                    ));
                 }
                 crate::cpu::embedding::check_ids("prompt init text", &ids, v)?;
                 // PEFT: repeat the ids until there are enough, then trim to P
@@ -109,7 +131,10 @@ impl PromptTable {
                 (rows(&ids), Some(text.clone()))
             }
             PromptInit::SampleVocab { from_first } => (rows(&sample(rng, p, *from_first)), None),
-            PromptInit::ClassLabels { label_ids, from_first } => {
+            PromptInit::ClassLabels {
+                label_ids,
+                from_first,
+            } => {
                 crate::cpu::embedding::check_ids("class label tokens", label_ids, v)?;
                 let mut ids: Vec<i32> = label_ids.iter().copied().take(p).collect();
                 let rest = p - ids.len();
@@ -128,7 +153,8 @@ impl PromptTable {
     pub fn load_peft(dir: &Path) -> Result<PromptTable> {
         let cfg_path = dir.join(ADAPTER_CONFIG);
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-        let cfg: Value = serde_json::from_str(&text).map_err(|e| Error::file(&cfg_path, format!("not valid JSON: {e}")))?;
+        let cfg: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::file(&cfg_path, format!("not valid JSON: {e}")))?;
         let peft_type = cfg.get("peft_type").and_then(|v| v.as_str()).unwrap_or("");
         if peft_type != "PROMPT_TUNING" {
             return Err(Error::file(
@@ -136,12 +162,24 @@ impl PromptTable {
                 format!("peft_type is {peft_type:?}: expected \"PROMPT_TUNING\" (prefix tuning, P-tuning and LoRA adapters are not prompt tables)"),
             ));
         }
-        let p = cfg.get("num_virtual_tokens").and_then(|v| v.as_u64()).ok_or_else(|| {
-            Error::file(&cfg_path, "missing `num_virtual_tokens` (a positive integer)")
-        })? as usize;
-        let subs = cfg.get("num_transformer_submodules").and_then(|v| v.as_u64()).unwrap_or(1) as usize;
+        let p = cfg
+            .get("num_virtual_tokens")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| {
+                Error::file(
+                    &cfg_path,
+                    "missing `num_virtual_tokens` (a positive integer)",
+                )
+            })? as usize;
+        let subs = cfg
+            .get("num_transformer_submodules")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(1) as usize;
         if !(1..=2).contains(&subs) {
-            return Err(Error::file(&cfg_path, format!("num_transformer_submodules is {subs}: expected 1 or 2")));
+            return Err(Error::file(
+                &cfg_path,
+                format!("num_transformer_submodules is {subs}: expected 1 or 2"),
+            ));
         }
         let weights_path = dir.join(ADAPTER_WEIGHTS);
         let file = TensorFile::read(&weights_path)?;
@@ -150,7 +188,12 @@ impl PromptTable {
         })?;
         let (rows, d) = match table.shape.as_slice() {
             [r, d] => (*r, *d),
-            s => return Err(Error::file(&weights_path, format!("`{PROMPT_KEY}` has shape {s:?}: expected [rows, d]"))),
+            s => {
+                return Err(Error::file(
+                    &weights_path,
+                    format!("`{PROMPT_KEY}` has shape {s:?}: expected [rows, d]"),
+                ))
+            }
         };
         if rows != p * subs {
             return Err(Error::file(
@@ -160,11 +203,21 @@ impl PromptTable {
         }
         if let Some(td) = cfg.get("token_dim").and_then(|v| v.as_u64()) {
             if td as usize != d {
-                return Err(Error::file(&cfg_path, format!("token_dim {td} does not match the table width {d}")));
+                return Err(Error::file(
+                    &cfg_path,
+                    format!("token_dim {td} does not match the table width {d}"),
+                ));
             }
         }
-        let init = cfg.get("prompt_tuning_init").and_then(|v| v.as_str()).unwrap_or("RANDOM").to_string();
-        let init_text = cfg.get("prompt_tuning_init_text").and_then(|v| v.as_str()).map(String::from);
+        let init = cfg
+            .get("prompt_tuning_init")
+            .and_then(|v| v.as_str())
+            .unwrap_or("RANDOM")
+            .to_string();
+        let init_text = cfg
+            .get("prompt_tuning_init_text")
+            .and_then(|v| v.as_str())
+            .map(String::from);
         Ok(PromptTable {
             p,
             d,
@@ -187,7 +240,11 @@ impl PromptTable {
         let mut table = self.data.clone();
         table.extend_from_slice(&self.layout.extra_rows);
         let rows = table.len() / self.d;
-        write_safetensors(&dir.join(ADAPTER_WEIGHTS), &[(PROMPT_KEY, vec![rows, self.d], &table)], None)?;
+        write_safetensors(
+            &dir.join(ADAPTER_WEIGHTS),
+            &[(PROMPT_KEY, vec![rows, self.d], &table)],
+            None,
+        )?;
         let mut cfg = self.layout.config.clone().unwrap_or_else(|| json!({}));
         let fresh = json!({
             "peft_type": "PROMPT_TUNING",
@@ -210,7 +267,15 @@ impl PromptTable {
         if let (Some(obj), Some(new)) = (cfg.as_object_mut(), fresh.as_object()) {
             for (k, v) in new {
                 // keep what a loaded PEFT config says about its own model and task
-                let keep = obj.contains_key(k) && matches!(k.as_str(), "task_type" | "base_model_name_or_path" | "tokenizer_name_or_path" | "num_attention_heads" | "num_layers");
+                let keep = obj.contains_key(k)
+                    && matches!(
+                        k.as_str(),
+                        "task_type"
+                            | "base_model_name_or_path"
+                            | "tokenizer_name_or_path"
+                            | "num_attention_heads"
+                            | "num_layers"
+                    );
                 if !keep {
                     obj.insert(k.clone(), v.clone());
                 }

@@ -15,12 +15,21 @@ pub enum RefObjective {
     /// labels (B, T), -100 ignored
     Mlm { labels: Vec<i32> },
     /// mask_positions (B), verbalizer_ids (C), class_labels (B)
-    Pet { mask_positions: Vec<i32>, verbalizer_ids: Vec<i32>, class_labels: Vec<i32> },
+    Pet {
+        mask_positions: Vec<i32>,
+        verbalizer_ids: Vec<i32>,
+        class_labels: Vec<i32>,
+    },
     /// labels (B, L), -100 ignored
     Seq2Seq { labels: Vec<i32>, l: usize },
     /// this engine's extension: pooled hidden state, then a linear head (K, d) trained with
     /// the prompt; pooling "mean" (over real tokens) or "cls" (the first real token)
-    Cls { head_weight: HostTensor, head_bias: Vec<f32>, class_labels: Vec<i32>, pooling: String },
+    Cls {
+        head_weight: HostTensor,
+        head_bias: Vec<f32>,
+        class_labels: Vec<i32>,
+        pooling: String,
+    },
 }
 
 impl RefObjective {
@@ -51,22 +60,34 @@ fn ints_2d(file: &TensorFile, name: &str) -> Result<(usize, usize, Vec<i32>)> {
     let (shape, data) = file.int(name)?;
     match shape.as_slice() {
         [a, b] => Ok((*a, *b, to_i32(&file.path, name, data)?)),
-        s => Err(Error::file(&file.path, format!("`{name}` has shape {s:?}: expected [B, T]"))),
+        s => Err(Error::file(
+            &file.path,
+            format!("`{name}` has shape {s:?}: expected [B, T]"),
+        )),
     }
 }
 
 fn ints_1d(file: &TensorFile, name: &str, len: Option<usize>) -> Result<Vec<i32>> {
     let (shape, data) = file.int(name)?;
     match (shape.as_slice(), len) {
-        ([n], Some(want)) if *n != want => Err(Error::file(&file.path, format!("`{name}` has {n} entries: expected {want}"))),
+        ([n], Some(want)) if *n != want => Err(Error::file(
+            &file.path,
+            format!("`{name}` has {n} entries: expected {want}"),
+        )),
         ([_], _) => to_i32(&file.path, name, data),
-        (s, _) => Err(Error::file(&file.path, format!("`{name}` has shape {s:?}: expected one dimension"))),
+        (s, _) => Err(Error::file(
+            &file.path,
+            format!("`{name}` has shape {s:?}: expected one dimension"),
+        )),
     }
 }
 
 fn to_i32(path: &Path, name: &str, data: &[i64]) -> Result<Vec<i32>> {
     data.iter()
-        .map(|&x| i32::try_from(x).map_err(|_| Error::file(path, format!("`{name}` holds {x}, outside i32"))))
+        .map(|&x| {
+            i32::try_from(x)
+                .map_err(|_| Error::file(path, format!("`{name}` holds {x}, outside i32")))
+        })
         .collect()
 }
 
@@ -74,28 +95,45 @@ impl Reference {
     pub fn read(path: &Path) -> Result<Reference> {
         let file = TensorFile::read(path)?;
         let meta_text = file.metadata.get("softprompt").ok_or_else(|| {
-            Error::file(path, "no `softprompt` metadata key: not a softprompt reference file (format 1)")
+            Error::file(
+                path,
+                "no `softprompt` metadata key: not a softprompt reference file (format 1)",
+            )
         })?;
-        let meta: Value = serde_json::from_str(meta_text)
-            .map_err(|e| Error::file(path, format!("the `softprompt` metadata is not JSON: {e}")))?;
+        let meta: Value = serde_json::from_str(meta_text).map_err(|e| {
+            Error::file(path, format!("the `softprompt` metadata is not JSON: {e}"))
+        })?;
         let format = meta.get("format").and_then(|v| v.as_u64()).unwrap_or(0);
         if format != FORMAT {
             return Err(Error::file(path, format!("reference format {format}: this engine reads format {FORMAT}; regenerate it with scripts/torch_reference.py")));
         }
-        let field = |k: &str| meta.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let field = |k: &str| {
+            meta.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
         let (arch, objective) = (field("arch"), field("objective"));
-        let p = meta.get("num_virtual_tokens").and_then(|v| v.as_u64()).ok_or_else(|| {
-            Error::file(path, "metadata lacks `num_virtual_tokens`")
-        })? as usize;
+        let p = meta
+            .get("num_virtual_tokens")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| Error::file(path, "metadata lacks `num_virtual_tokens`"))?
+            as usize;
         let (b, t, ids) = ints_2d(&file, "input_ids")?;
         let (mb, mt, mask) = ints_2d(&file, "attention_mask")?;
         if (mb, mt) != (b, t) {
-            return Err(Error::file(path, format!("attention_mask is [{mb}, {mt}]: expected [{b}, {t}] like input_ids")));
+            return Err(Error::file(
+                path,
+                format!("attention_mask is [{mb}, {mt}]: expected [{b}, {t}] like input_ids"),
+            ));
         }
         let type_ids = if file.ints.contains_key("token_type_ids") {
             let (tb, tt, types) = ints_2d(&file, "token_type_ids")?;
             if (tb, tt) != (b, t) {
-                return Err(Error::file(path, format!("token_type_ids is [{tb}, {tt}]: expected [{b}, {t}]")));
+                return Err(Error::file(
+                    path,
+                    format!("token_type_ids is [{tb}, {tt}]: expected [{b}, {t}]"),
+                ));
             }
             Some(types)
         } else {
@@ -103,13 +141,22 @@ impl Reference {
         };
         let prompt = file.float("prompt")?.clone();
         if prompt.shape.len() != 2 || prompt.shape[0] != p {
-            return Err(Error::file(path, format!("`prompt` has shape {:?}: expected [{p}, d] (num_virtual_tokens = {p})", prompt.shape)));
+            return Err(Error::file(
+                path,
+                format!(
+                    "`prompt` has shape {:?}: expected [{p}, d] (num_virtual_tokens = {p})",
+                    prompt.shape
+                ),
+            ));
         }
         let objective = match objective.as_str() {
             "mlm" => {
                 let (lb, lt, labels) = ints_2d(&file, "labels")?;
                 if (lb, lt) != (b, t) {
-                    return Err(Error::file(path, format!("labels is [{lb}, {lt}]: expected [{b}, {t}]")));
+                    return Err(Error::file(
+                        path,
+                        format!("labels is [{lb}, {lt}]: expected [{b}, {t}]"),
+                    ));
                 }
                 RefObjective::Mlm { labels }
             }
@@ -121,7 +168,10 @@ impl Reference {
             "seq2seq" => {
                 let (lb, l, labels) = ints_2d(&file, "labels")?;
                 if lb != b {
-                    return Err(Error::file(path, format!("labels has {lb} rows: expected {b}")));
+                    return Err(Error::file(
+                        path,
+                        format!("labels has {lb} rows: expected {b}"),
+                    ));
                 }
                 RefObjective::Seq2Seq { labels, l }
             }
@@ -131,12 +181,34 @@ impl Reference {
                     head_bias: file.float("head_bias")?.data.clone(),
                     head_weight,
                     class_labels: ints_1d(&file, "class_labels", Some(b))?,
-                    pooling: meta.get("pooling").and_then(|v| v.as_str()).unwrap_or("mean").to_string(),
+                    pooling: meta
+                        .get("pooling")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("mean")
+                        .to_string(),
                 }
             }
-            other => return Err(Error::file(path, format!("objective {other:?}: expected \"mlm\", \"pet\", \"seq2seq\" or \"cls\""))),
+            other => {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "objective {other:?}: expected \"mlm\", \"pet\", \"seq2seq\" or \"cls\""
+                    ),
+                ))
+            }
         };
-        let inputs = ["input_ids", "attention_mask", "token_type_ids", "prompt", "labels", "mask_positions", "verbalizer_ids", "class_labels", "head_weight", "head_bias"];
+        let inputs = [
+            "input_ids",
+            "attention_mask",
+            "token_type_ids",
+            "prompt",
+            "labels",
+            "mask_positions",
+            "verbalizer_ids",
+            "class_labels",
+            "head_weight",
+            "head_bias",
+        ];
         let expected = file
             .floats
             .iter()
@@ -148,7 +220,13 @@ impl Reference {
             arch,
             producer: field("producer"),
             metadata: meta,
-            batch: TokenBatch { b, t, ids, mask, type_ids },
+            batch: TokenBatch {
+                b,
+                t,
+                ids,
+                mask,
+                type_ids,
+            },
             prompt,
             objective,
             expected,

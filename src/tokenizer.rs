@@ -14,14 +14,20 @@ impl Tokenizer {
     pub fn load(dir: &Path) -> Result<Tokenizer> {
         let path = dir.join("tokenizer.json");
         if !path.exists() {
-            return Err(Error::file(&path, "missing: the model folder needs a tokenizer.json"));
+            return Err(Error::file(
+                &path,
+                "missing: the model folder needs a tokenizer.json",
+            ));
         }
-        let mut inner = tokenizers::Tokenizer::from_file(&path)
-            .map_err(|e| Error::Tokenizer { path: path.clone(), msg: e.to_string() })?;
+        let mut inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| Error::Tokenizer {
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
         inner.with_padding(None);
-        inner
-            .with_truncation(None)
-            .map_err(|e| Error::Tokenizer { path: path.clone(), msg: e.to_string() })?;
+        inner.with_truncation(None).map_err(|e| Error::Tokenizer {
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
         Ok(Tokenizer { inner, path })
     }
 
@@ -35,21 +41,33 @@ impl Tokenizer {
         let enc = self
             .inner
             .encode(text, special)
-            .map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: format!("encoding {text:?}: {e}") })?;
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                msg: format!("encoding {text:?}: {e}"),
+            })?;
         Ok(enc.get_ids().iter().map(|&i| i as i32).collect())
     }
 
     /// Ids of `text` with special tokens, each token's byte span in `text`, and whether the
     /// post-processor added it ([CLS], [SEP], </s>); added tokens have the span (0, 0).
-    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<i32>, Vec<(usize, usize)>, Vec<bool>)> {
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+    ) -> Result<(Vec<i32>, Vec<(usize, usize)>, Vec<bool>)> {
         let enc = self
             .inner
             .encode(text, true)
-            .map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: format!("encoding {text:?}: {e}") })?;
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                msg: format!("encoding {text:?}: {e}"),
+            })?;
         Ok((
             enc.get_ids().iter().map(|&i| i as i32).collect(),
             enc.get_offsets().to_vec(),
-            enc.get_special_tokens_mask().iter().map(|&m| m != 0).collect(),
+            enc.get_special_tokens_mask()
+                .iter()
+                .map(|&m| m != 0)
+                .collect(),
         ))
     }
 
@@ -58,7 +76,10 @@ impl Tokenizer {
         let enc = self
             .inner
             .encode((a, b), true)
-            .map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: format!("encoding a pair: {e}") })?;
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                msg: format!("encoding a pair: {e}"),
+            })?;
         Ok((
             enc.get_ids().iter().map(|&i| i as i32).collect(),
             enc.get_type_ids().iter().map(|&i| i as i32).collect(),
@@ -73,7 +94,10 @@ impl Tokenizer {
         let ids: Vec<u32> = ids.iter().map(|&i| i.max(0) as u32).collect();
         self.inner
             .decode(&ids, skip_special)
-            .map_err(|e| Error::Tokenizer { path: self.path.clone(), msg: format!("decoding: {e}") })
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                msg: format!("decoding: {e}"),
+            })
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -7,6 +7,14 @@ use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+/// Where model loaders read weights from: a checkpoint folder, or random weights for
+/// benchmarks of shapes nobody needs to download.
+pub trait WeightSource {
+    fn contains(&self, name: &str) -> bool;
+    /// The tensor as f32, checked against `shape`.
+    fn get(&self, name: &str, shape: &[usize]) -> Result<HostTensor>;
+}
+
 /// A float tensor on the host, converted to f32.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostTensor {
@@ -66,7 +74,10 @@ impl WeightStore {
         for path in files {
             let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
             let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-                Error::file(path, format!("not a valid safetensors file (truncated or corrupt?): {e}"))
+                Error::file(
+                    path,
+                    format!("not a valid safetensors file (truncated or corrupt?): {e}"),
+                )
             })?;
             let shard = store.shards.len();
             for (name, view) in st.tensors() {
@@ -89,19 +100,24 @@ impl WeightStore {
         self.index.keys().map(|s| s.as_str())
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(name)
-    }
-
     /// (stored dtype, shape) of a tensor.
     pub fn info(&self, name: &str) -> Option<(Dtype, &[usize])> {
         self.index.get(name).map(|(_, d, s)| (*d, s.as_slice()))
     }
+}
+
+impl WeightSource for WeightStore {
+    fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
 
     /// Reads a tensor as f32, checking its shape.
-    pub fn get(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
         let (shard, _, stored_shape) = self.index.get(name).ok_or_else(|| {
-            Error::tensor(name, format!("missing from the checkpoint (expected shape {shape:?})"))
+            Error::tensor(
+                name,
+                format!("missing from the checkpoint (expected shape {shape:?})"),
+            )
         })?;
         if stored_shape.as_slice() != shape {
             return Err(Error::tensor(
@@ -115,16 +131,66 @@ impl WeightStore {
         let view = st
             .tensor(name)
             .map_err(|e| Error::tensor(name, format!("in {}: {e}", shard.path.display())))?;
-        let data = to_f32(view.dtype(), view.data())
-            .ok_or_else(|| Error::tensor(name, format!("dtype {:?} is not a float type", view.dtype())))?;
+        let data = to_f32(view.dtype(), view.data()).ok_or_else(|| {
+            Error::tensor(
+                name,
+                format!("dtype {:?} is not a float type", view.dtype()),
+            )
+        })?;
+        Ok(HostTensor::new(shape.to_vec(), data))
+    }
+}
+
+/// Deterministic random weights for every name `present` accepts: N(0, std) for matrices,
+/// ones for norm scales, zeros for biases. Each tensor draws from its own stream, keyed by its
+/// name, so the values do not depend on load order.
+pub struct RandomWeights {
+    pub seed: u64,
+    pub std: f32,
+    pub present: Box<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+impl WeightSource for RandomWeights {
+    fn contains(&self, name: &str) -> bool {
+        (self.present)(name)
+    }
+
+    fn get(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
+        use rayon::prelude::*;
+        if !self.contains(name) {
+            return Err(Error::tensor(name, "not part of this random model"));
+        }
+        let n: usize = shape.iter().product();
+        let is_norm = name.ends_with("LayerNorm.weight") || name.ends_with("layer_norm.weight");
+        let data = if is_norm {
+            vec![1.0; n]
+        } else if name.ends_with("bias") {
+            vec![0.0; n]
+        } else {
+            let key = name
+                .bytes()
+                .fold(self.seed ^ 0xcbf2_9ce4_8422_2325, |h, b| {
+                    (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+                });
+            let mut data = vec![0.0f32; n];
+            data.par_chunks_mut(1 << 16)
+                .enumerate()
+                .for_each(|(i, chunk)| {
+                    let mut rng = crate::rng::Rng::new(key.wrapping_add(i as u64));
+                    chunk
+                        .iter_mut()
+                        .for_each(|x| *x = rng.normal() as f32 * self.std);
+                });
+            data
+        };
         Ok(HostTensor::new(shape.to_vec(), data))
     }
 }
 
 fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::file(index, format!("not valid JSON: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::file(index, format!("not valid JSON: {e}")))?;
     let map = v
         .get("weight_map")
         .and_then(|m| m.as_object())
@@ -181,7 +247,10 @@ impl TensorFile {
     pub fn read(path: &Path) -> Result<TensorFile> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
-            Error::file(path, format!("not a valid safetensors file (truncated or corrupt?): {e}"))
+            Error::file(
+                path,
+                format!("not a valid safetensors file (truncated or corrupt?): {e}"),
+            )
         })?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
@@ -203,15 +272,15 @@ impl TensorFile {
     }
 
     pub fn float(&self, name: &str) -> Result<&HostTensor> {
-        self.floats.get(name).ok_or_else(|| {
-            Error::file(&self.path, format!("missing float tensor `{name}`"))
-        })
+        self.floats
+            .get(name)
+            .ok_or_else(|| Error::file(&self.path, format!("missing float tensor `{name}`")))
     }
 
     pub fn int(&self, name: &str) -> Result<&(Vec<usize>, Vec<i64>)> {
-        self.ints.get(name).ok_or_else(|| {
-            Error::file(&self.path, format!("missing integer tensor `{name}`"))
-        })
+        self.ints
+            .get(name)
+            .ok_or_else(|| Error::file(&self.path, format!("missing integer tensor `{name}`")))
     }
 }
 
@@ -242,9 +311,13 @@ pub fn write_safetensors(
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
         .map(|(name, shape, data)| {
-            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
-                .map(|v| (name.to_string(), v))
-                .map_err(|e| Error::tensor(*name, format!("cannot serialize: {e}")))
+            safetensors::tensor::TensorView::new(
+                Dtype::F32,
+                shape.clone(),
+                bytemuck::cast_slice(data),
+            )
+            .map(|v| (name.to_string(), v))
+            .map_err(|e| Error::tensor(*name, format!("cannot serialize: {e}")))
         })
         .collect::<Result<_>>()?;
     let bytes = safetensors::serialize(views, metadata)

@@ -7,19 +7,25 @@ use softprompt::prompt::{PromptInit, PromptTable};
 use softprompt::train::checkpoint::{load_prompt_dir, Checkpoint};
 use softprompt::train::data::{DataSpec, Dataset};
 use softprompt::train::optim::OptimConfig;
-use softprompt::train::{evaluate, Event, Model, Params, Task, TaskKind, TaskSpec, TrainConfig, Trainer};
+use softprompt::train::{
+    evaluate, Event, Model, Params, Task, TaskKind, TaskSpec, TrainConfig, Trainer,
+};
 use softprompt::weights::TensorFile;
 use softprompt::{Backend, CpuBackend};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// A fresh folder for one test.
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("train_tests").join(name);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("train_tests")
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -30,7 +36,12 @@ fn sentiment_rows() -> Vec<(String, &'static str)> {
     let pos = ["great", "good", "fine", "funny", "lovely", "brilliant"];
     let neg = ["bad", "terrible", "awful", "boring", "dull", "slow"];
     let subjects = ["movie", "film", "story", "plot", "music", "comedy"];
-    let patterns = ["the {s} was {a}.", "a {a} {s}!", "this {s} is really {a}.", "i think the {s} was so {a}."];
+    let patterns = [
+        "the {s} was {a}.",
+        "a {a} {s}!",
+        "this {s} is really {a}.",
+        "i think the {s} was so {a}.",
+    ];
     let mut rows = Vec::new();
     let mut i = 0;
     for s in subjects {
@@ -45,7 +56,10 @@ fn sentiment_rows() -> Vec<(String, &'static str)> {
 }
 
 fn write_jsonl(path: &Path, rows: &[(String, &str)]) {
-    let text: String = rows.iter().map(|(t, l)| serde_json::json!({"text": t, "label": l}).to_string() + "\n").collect();
+    let text: String = rows
+        .iter()
+        .map(|(t, l)| serde_json::json!({"text": t, "label": l}).to_string() + "\n")
+        .collect();
     std::fs::write(path, text).unwrap();
 }
 
@@ -59,11 +73,20 @@ fn sentiment_files(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 fn softprompt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_softprompt")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "exit {:?}\nstdout:\n{}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -89,15 +112,27 @@ fn pet_scores_match_pytorch_reference() {
     spec.label_words = vec!["terrible".into(), "good".into()];
     spec.max_len = 35;
     let task = Task::new(spec, &model).unwrap();
-    let texts = ["Quite a pleasant surprise.", "The actors seemed tired and the jokes fell flat.", "The movie was great."];
+    let texts = [
+        "Quite a pleasant surprise.",
+        "The actors seemed tired and the jokes fell flat.",
+        "The movie was great.",
+    ];
     let labels = ["positive", "negative", "positive"]; // class_labels [1, 0, 1]
-    let jsonl: String = texts.iter().zip(labels).map(|(t, l)| serde_json::json!({"text": t, "label": l}).to_string() + "\n").collect();
+    let jsonl: String = texts
+        .iter()
+        .zip(labels)
+        .map(|(t, l)| serde_json::json!({"text": t, "label": l}).to_string() + "\n")
+        .collect();
     let data = Dataset::parse(Path::new("ref.jsonl"), &jsonl, &DataSpec::default()).unwrap();
     let enc = task.encode(&model.tokenizer, &data).unwrap();
     // the same ids, [MASK] positions and verbalizer as PyTorch's batch
     let (shape, ids) = reference.int("input_ids").unwrap();
     for (b, row) in enc.rows.iter().enumerate() {
-        let want: Vec<i32> = ids[b * shape[1]..(b + 1) * shape[1]].iter().map(|&x| x as i32).filter(|&x| x != 0).collect();
+        let want: Vec<i32> = ids[b * shape[1]..(b + 1) * shape[1]]
+            .iter()
+            .map(|&x| x as i32)
+            .filter(|&x| x != 0)
+            .collect();
         assert_eq!(row.ids, want, "row {b}");
     }
     let masks: Vec<usize> = enc.rows.iter().map(|r| r.mask_pos).collect();
@@ -105,7 +140,12 @@ fn pet_scores_match_pytorch_reference() {
     assert_eq!(task.verbalizer_ids, [57, 54]);
     // scores = log_softmax(PyTorch logits)
     let prompt = reference.float("prompt").unwrap();
-    let params = Params { prompt: be.upload(DType::F32, &prompt.data).unwrap(), p: prompt.shape[0], d: prompt.shape[1], head: None };
+    let params = Params {
+        prompt: be.upload(DType::F32, &prompt.data).unwrap(),
+        p: prompt.shape[0],
+        d: prompt.shape[1],
+        head: None,
+    };
     let batch = task.batch(&enc, &[0, 1, 2]);
     let scores = task.scores(&be, &model, &params, &batch).unwrap();
     let logits = &reference.float("logits").unwrap().data;
@@ -115,12 +155,29 @@ fn pet_scores_match_pytorch_reference() {
     }
     // the training loss is PyTorch's loss, and its gradient is PyTorch's prompt gradient
     let mut grads = softprompt::train::Grads::zeros(&be, &params).unwrap();
-    let loss = task.loss_and_grad(&be, &model, &params, &mut grads, &batch, softprompt::models::Recompute::None).unwrap();
+    let loss = task
+        .loss_and_grad(
+            &be,
+            &model,
+            &params,
+            &mut grads,
+            &batch,
+            softprompt::models::Recompute::None,
+        )
+        .unwrap();
     let want_loss = reference.float("loss").unwrap().data[0] as f64;
-    assert!(rel_err(loss, want_loss) < REL_TOL, "loss {loss} vs {want_loss}");
+    assert!(
+        rel_err(loss, want_loss) < REL_TOL,
+        "loss {loss} vs {want_loss}"
+    );
     let got = be.download(&grads.prompt).unwrap();
     let want = &reference.float("prompt_grad").unwrap().data;
-    let num: f64 = got.iter().zip(want.iter()).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
+    let num: f64 = got
+        .iter()
+        .zip(want.iter())
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
     let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
     assert!(num / den < REL_TOL, "prompt_grad rel err {}", num / den);
 }
@@ -138,22 +195,54 @@ fn peft_t5_adapter_predict_matches_pytorch_loss() {
         "In the end, the film is too long, too slow and far too pleased with itself, yet the music is lovely.",
         "Terrible plot.",
     ];
-    let targets = ["positive, great movie", "negative, boring story", "positive, lovely music but too slow", "negative"];
+    let targets = [
+        "positive, great movie",
+        "negative, boring story",
+        "positive, lovely music but too slow",
+        "negative",
+    ];
     let data = dir.join("rows.jsonl");
     let labels = ["t0", "t1", "t2", "t3"];
-    write_jsonl(&data, &texts.iter().zip(labels).map(|(t, l)| (t.to_string(), l)).collect::<Vec<_>>());
-    let verbalizer = serde_json::json!({"t0": targets[0], "t1": targets[1], "t2": targets[2], "t3": targets[3]}).to_string();
+    write_jsonl(
+        &data,
+        &texts
+            .iter()
+            .zip(labels)
+            .map(|(t, l)| (t.to_string(), l))
+            .collect::<Vec<_>>(),
+    );
+    let verbalizer =
+        serde_json::json!({"t0": targets[0], "t1": targets[1], "t2": targets[2], "t3": targets[3]})
+            .to_string();
     let adapter = fixture("t5_v1_0/peft_adapter_2sub");
-    let flags = ["--task", "seq2seq", "--template", "review: {text}", "--verbalizer", &verbalizer];
+    let flags = [
+        "--task",
+        "seq2seq",
+        "--template",
+        "review: {text}",
+        "--verbalizer",
+        &verbalizer,
+    ];
     let mut args = vec!["predict", "--prompt", s(&adapter), "--data", s(&data)];
     args.extend(flags);
     let out = ok(&softprompt(&args));
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 4);
-    let total: f64 = lines.iter().enumerate().map(|(i, v)| v["scores"][labels[i]].as_f64().unwrap()).sum();
+    let total: f64 = lines
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v["scores"][labels[i]].as_f64().unwrap())
+        .sum();
     let reference = TensorFile::read(&fixture("t5_v1_0/ref_seq2seq_text.safetensors")).unwrap();
     let want = reference.float("loss").unwrap().data[0] as f64;
-    assert!(rel_err(-total / 20.0, want) < REL_TOL, "mean NLL {} vs PyTorch loss {want}", -total / 20.0);
+    assert!(
+        rel_err(-total / 20.0, want) < REL_TOL,
+        "mean NLL {} vs PyTorch loss {want}",
+        -total / 20.0
+    );
     // every line carries the label and a score per label
     for v in &lines {
         assert!(labels.contains(&v["label"].as_str().unwrap()));
@@ -161,13 +250,24 @@ fn peft_t5_adapter_predict_matches_pytorch_loss() {
     }
     // eval --json on the same folder and flags: exactly the three keys, and the accuracy of
     // the predicted labels
-    let mut args = vec!["eval", "--json", "--prompt", s(&adapter), "--data", s(&data)];
+    let mut args = vec![
+        "eval",
+        "--json",
+        "--prompt",
+        s(&adapter),
+        "--data",
+        s(&data),
+    ];
     args.extend(flags);
     let v: serde_json::Value = serde_json::from_str(ok(&softprompt(&args)).trim()).unwrap();
     let mut keys: Vec<&String> = v.as_object().unwrap().keys().collect();
     keys.sort();
     assert_eq!(keys, ["accuracy", "examples", "macro_f1"]);
-    let correct = lines.iter().enumerate().filter(|(i, l)| l["label"] == labels[*i]).count();
+    let correct = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| l["label"] == labels[*i])
+        .count();
     assert_eq!(v["accuracy"].as_f64().unwrap(), correct as f64 / 4.0);
     assert_eq!(v["examples"], 4);
     // the 1-submodule adapter holds the same 7 rows: the same scores
@@ -184,7 +284,14 @@ fn peft_bert_adapter_eval_and_predict() {
     let dir = scratch("peft_bert");
     let (_, dev) = sentiment_files(&dir);
     let adapter = fixture("bert_mlm/peft_adapter");
-    let flags = ["--task", "pet", "--template", "{text} It was [MASK].", "--verbalizer", "positive=great,negative=bad"];
+    let flags = [
+        "--task",
+        "pet",
+        "--template",
+        "{text} It was [MASK].",
+        "--verbalizer",
+        "positive=great,negative=bad",
+    ];
     let mut args = vec!["eval", "--json", "--prompt", s(&adapter), "--data", s(&dev)];
     args.extend(flags);
     let v: serde_json::Value = serde_json::from_str(ok(&softprompt(&args)).trim()).unwrap();
@@ -192,9 +299,16 @@ fn peft_bert_adapter_eval_and_predict() {
     args.extend(flags);
     let preds = ok(&softprompt(&args));
     let gold: Vec<&str> = sentiment_rows()[36..].iter().map(|r| r.1).collect();
-    let lines: Vec<serde_json::Value> = preds.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = preds
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 12);
-    let correct = lines.iter().zip(&gold).filter(|(l, g)| l["label"] == **g).count();
+    let correct = lines
+        .iter()
+        .zip(&gold)
+        .filter(|(l, g)| l["label"] == **g)
+        .count();
     assert_eq!(v["accuracy"].as_f64().unwrap(), correct as f64 / 12.0);
     // the scores are log-probabilities over the two labels, and they are the library's
     let be = CpuBackend::<f32>::new();
@@ -204,12 +318,25 @@ fn peft_bert_adapter_eval_and_predict() {
     spec.max_len = 59; // 64 positions - 5 prompt rows, as the CLI chooses
     let task = Task::new(spec, &model).unwrap();
     let table = PromptTable::load_peft(&adapter).unwrap();
-    let params = Params { prompt: be.upload(DType::F32, &table.data).unwrap(), p: 5, d: 48, head: None };
-    let enc = task.encode(&model.tokenizer, &Dataset::load(&dev, &DataSpec::default()).unwrap()).unwrap();
+    let params = Params {
+        prompt: be.upload(DType::F32, &table.data).unwrap(),
+        p: 5,
+        d: 48,
+        head: None,
+    };
+    let enc = task
+        .encode(
+            &model.tokenizer,
+            &Dataset::load(&dev, &DataSpec::default()).unwrap(),
+        )
+        .unwrap();
     let (m, want) = evaluate(&be, &model, &task, &params, &enc, 64).unwrap();
     assert_eq!(m.accuracy, v["accuracy"].as_f64().unwrap());
     for (l, w) in lines.iter().zip(&want) {
-        let (p, n) = (l["scores"]["positive"].as_f64().unwrap(), l["scores"]["negative"].as_f64().unwrap());
+        let (p, n) = (
+            l["scores"]["positive"].as_f64().unwrap(),
+            l["scores"]["negative"].as_f64().unwrap(),
+        );
         assert!(((p.exp() + n.exp()) - 1.0).abs() < 1e-5);
         assert_eq!(p as f32, w.scores[0]);
         assert_eq!(n as f32, w.scores[1]);
@@ -228,26 +355,68 @@ fn cls_train_saves_head_and_eval_reproduces_dev() {
     let (train, dev) = sentiment_files(&dir);
     let out_dir = dir.join("out");
     let stdout = ok(&softprompt(&[
-        "train", "--model", s(&fixture("bert_nohead")), "--train", s(&train), "--dev", s(&dev), "--out", s(&out_dir),
-        "--task", "cls", "--prompt-len", "4", "--batch-size", "8", "--epochs", "6", "--eval-every", "5", "--lr", "0.05",
-        "--no-progress", "--threads", "2",
+        "train",
+        "--model",
+        s(&fixture("bert_nohead")),
+        "--train",
+        s(&train),
+        "--dev",
+        s(&dev),
+        "--out",
+        s(&out_dir),
+        "--task",
+        "cls",
+        "--prompt-len",
+        "4",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "6",
+        "--eval-every",
+        "5",
+        "--lr",
+        "0.05",
+        "--no-progress",
+        "--threads",
+        "2",
     ]));
     assert!(stdout.contains("head 2 x 36 + 2 = 74"), "{stdout}");
-    assert!(stdout.contains("trainable: prompt 4 x 36 = 144"), "{stdout}");
+    assert!(
+        stdout.contains("trainable: prompt 4 x 36 = 144"),
+        "{stdout}"
+    );
     let saved = load_prompt_dir(&out_dir).unwrap();
     let head = saved.head.unwrap();
     assert_eq!((head.k, head.c), (2, 36));
     assert!(head.weight.iter().any(|&w| w != 0.0));
-    let task: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("task.json")).unwrap()).unwrap();
+    let task: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("task.json")).unwrap()).unwrap();
     assert_eq!(task["task"], "cls");
     assert_eq!(task["labels"], serde_json::json!(["negative", "positive"]));
-    let v: serde_json::Value = serde_json::from_str(ok(&softprompt(&["eval", "--json", "--prompt", s(&out_dir), "--data", s(&dev)])).trim()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(
+        ok(&softprompt(&[
+            "eval",
+            "--json",
+            "--prompt",
+            s(&out_dir),
+            "--data",
+            s(&dev),
+        ]))
+        .trim(),
+    )
+    .unwrap();
     assert_eq!(v["accuracy"].as_f64(), task["dev_accuracy"].as_f64());
     assert_eq!(v["examples"], 12);
     // the loss went down: mean of the first and the last metrics lines
     let metrics = std::fs::read_to_string(out_dir.join("metrics.jsonl")).unwrap();
-    let losses: Vec<f64> = metrics.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64()).collect();
-    assert!(losses.len() >= 3 && losses[losses.len() - 1] < losses[0] * 0.9, "{losses:?}");
+    let losses: Vec<f64> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
+        .collect();
+    assert!(
+        losses.len() >= 3 && losses[losses.len() - 1] < losses[0] * 0.9,
+        "{losses:?}"
+    );
 }
 
 fn tiny_trainer_run(seed: u64, steps: u64) -> Vec<f64> {
@@ -258,7 +427,10 @@ fn tiny_trainer_run(seed: u64, steps: u64) -> Vec<f64> {
     spec.max_len = 50;
     let task = Task::new(spec, &model).unwrap();
     let rows = sentiment_rows();
-    let jsonl: String = rows.iter().map(|(t, l)| serde_json::json!({"text": t, "label": l}).to_string() + "\n").collect();
+    let jsonl: String = rows
+        .iter()
+        .map(|(t, l)| serde_json::json!({"text": t, "label": l}).to_string() + "\n")
+        .collect();
     let data = Dataset::parse(Path::new("mem.jsonl"), &jsonl, &DataSpec::default()).unwrap();
     let enc = task.encode(&model.tokenizer, &data).unwrap();
     let cfg = TrainConfig {
@@ -290,7 +462,10 @@ fn same_seed_same_loss_curve() {
     let a = tiny_trainer_run(11, 14);
     let b = tiny_trainer_run(11, 14);
     assert_eq!(a.len(), 14);
-    assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), b.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+    assert_eq!(
+        a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
     let c = tiny_trainer_run(12, 14);
     assert_ne!(a, c);
     // Lester's Adafactor at 0.3 learns this quickly
@@ -299,12 +474,50 @@ fn same_seed_same_loss_curve() {
     assert!(late < early, "{a:?}");
 }
 
-fn train_args<'a>(model: &'a str, train: &'a str, dev: &'a str, out: &'a str, steps: &'a str, lr: &'a str) -> Vec<&'a str> {
+fn train_args<'a>(
+    model: &'a str,
+    train: &'a str,
+    dev: &'a str,
+    out: &'a str,
+    steps: &'a str,
+    lr: &'a str,
+) -> Vec<&'a str> {
     vec![
-        "train", "--model", model, "--train", train, "--dev", dev, "--out", out, "--task", "pet",
-        "--verbalizer", "positive=great,negative=bad", "--prompt-len", "4", "--batch-size", "5",
-        "--max-steps", steps, "--eval-every", "25", "--save-every", "10", "--log-every", "5",
-        "--optimizer", "adamw", "--lr", lr, "--warmup-steps", "20", "--seed", "3", "--threads", "2",
+        "train",
+        "--model",
+        model,
+        "--train",
+        train,
+        "--dev",
+        dev,
+        "--out",
+        out,
+        "--task",
+        "pet",
+        "--verbalizer",
+        "positive=great,negative=bad",
+        "--prompt-len",
+        "4",
+        "--batch-size",
+        "5",
+        "--max-steps",
+        steps,
+        "--eval-every",
+        "25",
+        "--save-every",
+        "10",
+        "--log-every",
+        "5",
+        "--optimizer",
+        "adamw",
+        "--lr",
+        lr,
+        "--warmup-steps",
+        "20",
+        "--seed",
+        "3",
+        "--threads",
+        "2",
         "--no-progress",
     ]
 }
@@ -318,11 +531,25 @@ fn killed_run_resumes_bit_identically() {
     let model = fixture("bert_mlm");
     let steps = "600";
     let (full, cut) = (dir.join("full"), dir.join("cut"));
-    ok(&softprompt(&train_args(s(&model), s(&train), s(&dev), s(&full), steps, "0.05")));
+    ok(&softprompt(&train_args(
+        s(&model),
+        s(&train),
+        s(&dev),
+        s(&full),
+        steps,
+        "0.05",
+    )));
 
     // start, wait for a checkpoint past step 40, kill -9
     let mut child = Command::new(env!("CARGO_BIN_EXE_softprompt"))
-        .args(train_args(s(&model), s(&train), s(&dev), s(&cut), steps, "0.05"))
+        .args(train_args(
+            s(&model),
+            s(&train),
+            s(&dev),
+            s(&cut),
+            steps,
+            "0.05",
+        ))
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -342,27 +569,46 @@ fn killed_run_resumes_bit_identically() {
     child.wait().unwrap();
     // what the kill left is readable: the checkpoint and the exported prompt
     let ck = Checkpoint::load(&ckpt).unwrap();
-    assert!(!ck.state.done && ck.state.step >= killed_at && ck.state.step < 600, "step {}", ck.state.step);
+    assert!(
+        !ck.state.done && ck.state.step >= killed_at && ck.state.step < 600,
+        "step {}",
+        ck.state.step
+    );
     load_prompt_dir(&cut).unwrap();
 
     let mut args = train_args(s(&model), s(&train), s(&dev), s(&cut), steps, "0.05");
     args.push("--resume");
     let stdout = ok(&softprompt(&args));
-    assert!(stdout.contains(&format!("resumed at step {}", ck.state.step)) || stdout.contains("resumed at step"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("resumed at step {}", ck.state.step))
+            || stdout.contains("resumed at step"),
+        "{stdout}"
+    );
 
     for file in ["adapter_model.safetensors", "task.json"] {
-        assert_eq!(std::fs::read(full.join(file)).unwrap(), std::fs::read(cut.join(file)).unwrap(), "{file} differs");
+        assert_eq!(
+            std::fs::read(full.join(file)).unwrap(),
+            std::fs::read(cut.join(file)).unwrap(),
+            "{file} differs"
+        );
     }
-    let (a, b) = (Checkpoint::load(&full.join("checkpoint.safetensors")).unwrap(), Checkpoint::load(&ckpt).unwrap());
+    let (a, b) = (
+        Checkpoint::load(&full.join("checkpoint.safetensors")).unwrap(),
+        Checkpoint::load(&ckpt).unwrap(),
+    );
     assert_eq!(a.tensors, b.tensors);
     assert_eq!(a.state, b.state);
     assert_eq!(a.state.step, 600);
     // and the same loss curve in the metrics log
     let losses = |d: &Path| -> Vec<(u64, u64)> {
-        std::fs::read_to_string(d.join("metrics.jsonl")).unwrap().lines().filter_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).ok()?;
-            Some((v["step"].as_u64()?, v["loss"].as_f64()?.to_bits()))
-        }).collect()
+        std::fs::read_to_string(d.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                Some((v["step"].as_u64()?, v["loss"].as_f64()?.to_bits()))
+            })
+            .collect()
     };
     assert_eq!(losses(&full), losses(&cut));
     assert_eq!(losses(&full).len(), 120);
@@ -373,7 +619,10 @@ fn killed_run_resumes_bit_identically() {
     let out = softprompt(&args);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("other settings") && err.contains("lr: 0.05 -> 0.1"), "{err}");
+    assert!(
+        err.contains("other settings") && err.contains("lr: 0.05 -> 0.1"),
+        "{err}"
+    );
 }
 
 /// Data errors name the file and the line, and stop with exit code 2.
@@ -383,27 +632,82 @@ fn data_errors_name_file_and_line() {
     let (train, _) = sentiment_files(&dir);
     let model = fixture("bert_mlm");
     let run = |data: &Path, extra: &[&str]| -> String {
-        let mut args = vec!["train", "--model", s(&model), "--train", s(data), "--out", s(&dir), "--task", "pet", "--max-steps", "1", "--no-progress"];
+        let mut args = vec![
+            "train",
+            "--model",
+            s(&model),
+            "--train",
+            s(data),
+            "--out",
+            s(&dir),
+            "--task",
+            "pet",
+            "--max-steps",
+            "1",
+            "--no-progress",
+        ];
         args.extend(extra);
         let out = softprompt(&args);
-        assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let bad = dir.join("bad.jsonl");
     std::fs::write(&bad, "{\"text\": \"the movie was great.\", \"label\": \"positive\"}\n{\"text\": \"meh.\", \"label\": \"neutral\"}\n").unwrap();
-    let err = run(&bad, &["--labels", "negative,positive", "--verbalizer", "positive=great,negative=bad"]);
-    assert!(err.contains(&format!("{}:2: unknown label \"neutral\"", bad.display())), "{err}");
-    std::fs::write(&bad, "{\"text\": \"the movie was great.\", \"label\": \"positive\"}\n{\"text\": \"meh.\"\n").unwrap();
+    let err = run(
+        &bad,
+        &[
+            "--labels",
+            "negative,positive",
+            "--verbalizer",
+            "positive=great,negative=bad",
+        ],
+    );
+    assert!(
+        err.contains(&format!("{}:2: unknown label \"neutral\"", bad.display())),
+        "{err}"
+    );
+    std::fs::write(
+        &bad,
+        "{\"text\": \"the movie was great.\", \"label\": \"positive\"}\n{\"text\": \"meh.\"\n",
+    )
+    .unwrap();
     assert!(run(&bad, &[]).contains(&format!("{}:2: malformed line", bad.display())));
     let tsv = dir.join("bad.tsv");
     std::fs::write(&tsv, "sentence\tlabel\nthe movie was great.\tpositive\n").unwrap();
     assert!(run(&tsv, &[]).contains(&format!("{}:1: missing field \"text\"", tsv.display())));
-    assert!(run(&tsv, &["--text-field", "sentence", "--verbalizer", "positive=great,negative=wonderful"]).contains("\"wonderful\" tokenizes to 2 pieces"));
+    assert!(run(
+        &tsv,
+        &[
+            "--text-field",
+            "sentence",
+            "--verbalizer",
+            "positive=great,negative=wonderful"
+        ]
+    )
+    .contains("\"wonderful\" tokenizes to 2 pieces"));
     let empty = dir.join("empty.csv");
     std::fs::write(&empty, "").unwrap();
-    assert!(run(&empty, &[]).contains(&format!("{}:1: the file holds no examples", empty.display())));
+    assert!(run(&empty, &[]).contains(&format!(
+        "{}:1: the file holds no examples",
+        empty.display()
+    )));
     // the device flag: only the CPU exists in this build
-    let out = softprompt(&["train", "--model", s(&model), "--train", s(&train), "--out", s(&dir), "--device", "cuda"]);
+    let out = softprompt(&[
+        "train",
+        "--model",
+        s(&model),
+        "--train",
+        s(&train),
+        "--out",
+        s(&dir),
+        "--device",
+        "cuda",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not available in this build"));
 }
@@ -424,7 +728,10 @@ fn templates_truncation_and_mask() {
     assert_eq!(enc.truncated, 1);
     let tok = &model.tokenizer;
     // [CLS] [MASK] , the movie was great . [SEP]: 9 ids, not cut
-    assert_eq!(enc.rows[0].ids, tok.encode("[MASK] , the movie was great.", true).unwrap());
+    assert_eq!(
+        enc.rows[0].ids,
+        tok.encode("[MASK] , the movie was great.", true).unwrap()
+    );
     assert!(!enc.rows[0].truncated);
     // the second row keeps [CLS] [MASK] , and [SEP] around the first 5 text tokens
     let mut want = tok.encode("[MASK] , the film was so so", true).unwrap();
@@ -433,19 +740,58 @@ fn templates_truncation_and_mask() {
     assert!(enc.rows[1].truncated);
     assert_eq!((enc.rows[0].mask_pos, enc.rows[1].mask_pos), (1, 1));
     // wrong templates
-    for (template, msg) in [("{text}", "[MASK] exactly once"), ("[MASK] [MASK] {text}", "[MASK] exactly once"), ("no slot [MASK]", "{text} exactly once")] {
-        let err = Task::new(TaskSpec { template: template.into(), ..spec.clone() }, &model).unwrap_err().to_string();
+    for (template, msg) in [
+        ("{text}", "[MASK] exactly once"),
+        ("[MASK] [MASK] {text}", "[MASK] exactly once"),
+        ("no slot [MASK]", "{text} exactly once"),
+    ] {
+        let err = Task::new(
+            TaskSpec {
+                template: template.into(),
+                ..spec.clone()
+            },
+            &model,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains(msg), "{template}: {err}");
     }
-    let err = Task::new(TaskSpec { kind: TaskKind::Cls, template: "{text} [MASK]".into(), ..spec.clone() }, &model).unwrap_err().to_string();
+    let err = Task::new(
+        TaskSpec {
+            kind: TaskKind::Cls,
+            template: "{text} [MASK]".into(),
+            ..spec.clone()
+        },
+        &model,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("pet only"), "{err}");
-    let err = Task::new(TaskSpec { max_len: 3, ..spec.clone() }, &model).and_then(|t| t.encode(tok, &data)).unwrap_err().to_string();
-    assert!(err.starts_with("t.jsonl:1: ") && err.contains("cannot hold the template"), "{err}");
+    let err = Task::new(
+        TaskSpec {
+            max_len: 3,
+            ..spec.clone()
+        },
+        &model,
+    )
+    .and_then(|t| t.encode(tok, &data))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("t.jsonl:1: ") && err.contains("cannot hold the template"),
+        "{err}"
+    );
     // a head-less BERT cannot do pet; a T5 cannot do cls
     let nohead = Model::load(&be, &fixture("bert_nohead")).unwrap();
-    assert!(Task::new(spec.clone(), &nohead).unwrap_err().to_string().contains("use --task cls"));
+    assert!(Task::new(spec.clone(), &nohead)
+        .unwrap_err()
+        .to_string()
+        .contains("use --task cls"));
     let t5 = Model::load(&be, &fixture("t5_flan")).unwrap();
-    assert!(Task::new(TaskSpec::new(TaskKind::Cls, &["a", "b"]), &t5).unwrap_err().to_string().contains("--task seq2seq"));
+    assert!(Task::new(TaskSpec::new(TaskKind::Cls, &["a", "b"]), &t5)
+        .unwrap_err()
+        .to_string()
+        .contains("--task seq2seq"));
 }
 
 /// seq2seq on a T5 fixture with the same flags as the main job: it trains (the loss falls),
@@ -456,20 +802,78 @@ fn seq2seq_on_t5_fixture() {
     let (train, dev) = sentiment_files(&dir);
     let out_dir = dir.join("out");
     let stdout = ok(&softprompt(&[
-        "train", "--model", s(&fixture("t5_flan")), "--train", s(&train), "--dev", s(&dev), "--out", s(&out_dir),
-        "--task", "seq2seq", "--template", "review: {text}", "--prompt-len", "6", "--init", "class-labels",
-        "--optimizer", "adafactor", "--batch-size", "6", "--epochs", "4", "--eval-every", "6", "--no-progress", "--threads", "2",
+        "train",
+        "--model",
+        s(&fixture("t5_flan")),
+        "--train",
+        s(&train),
+        "--dev",
+        s(&dev),
+        "--out",
+        s(&out_dir),
+        "--task",
+        "seq2seq",
+        "--template",
+        "review: {text}",
+        "--prompt-len",
+        "6",
+        "--init",
+        "class-labels",
+        "--optimizer",
+        "adafactor",
+        "--batch-size",
+        "6",
+        "--epochs",
+        "4",
+        "--eval-every",
+        "6",
+        "--no-progress",
+        "--threads",
+        "2",
     ]));
-    assert!(stdout.contains("targets [\"negative=negative\", \"positive=positive\"]"), "{stdout}");
+    assert!(
+        stdout.contains("targets [\"negative=negative\", \"positive=positive\"]"),
+        "{stdout}"
+    );
     let metrics = std::fs::read_to_string(out_dir.join("metrics.jsonl")).unwrap();
-    let losses: Vec<f64> = metrics.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64()).collect();
+    let losses: Vec<f64> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
+        .collect();
     assert!(losses.len() == 2 && losses[1] < losses[0], "{losses:?}");
-    let v: serde_json::Value = serde_json::from_str(ok(&softprompt(&["eval", "--json", "--prompt", s(&out_dir), "--data", s(&dev)])).trim()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(
+        ok(&softprompt(&[
+            "eval",
+            "--json",
+            "--prompt",
+            s(&out_dir),
+            "--data",
+            s(&dev),
+        ]))
+        .trim(),
+    )
+    .unwrap();
     assert_eq!(v["examples"], 12);
-    let adapter: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("adapter_config.json")).unwrap()).unwrap();
+    let adapter: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(adapter["task_type"], "SEQ_2_SEQ_LM");
     assert_eq!(adapter["num_virtual_tokens"], 6);
-    let greedy = ok(&softprompt(&["predict", "--prompt", s(&out_dir), "--data", s(&dev), "--decode", "greedy", "--max-target-len", "4"]));
+    let greedy = ok(&softprompt(&[
+        "predict",
+        "--prompt",
+        s(&out_dir),
+        "--data",
+        s(&dev),
+        "--decode",
+        "greedy",
+        "--max-target-len",
+        "4",
+    ]));
     let first: serde_json::Value = serde_json::from_str(greedy.lines().next().unwrap()).unwrap();
-    assert!(first["output"].is_string() && first["score"].as_f64().unwrap() < 0.0, "{first}");
+    assert!(
+        first["output"].is_string() && first["score"].as_f64().unwrap() < 0.0,
+        "{first}"
+    );
 }

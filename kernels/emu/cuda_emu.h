@@ -41,8 +41,9 @@ enum emu_status {
 const char* emu_last_error(void);
 // Seed of the scheduling order and block order (default: $SOFTPROMPT_EMU_SEED, else 1).
 void emu_set_seed(unsigned long long seed);
-// Stack bytes per fiber for launches that start after the call (default: 64 KiB, 256 KiB
-// under AddressSanitizer, or $SOFTPROMPT_EMU_STACK_KB).
+// Stack bytes per fiber for launches that start after the call; 0 restores the default
+// ($SOFTPROMPT_EMU_STACK_KB, else 64 KiB, or 256 KiB under AddressSanitizer, whose reports
+// run on the fiber's stack). A kernel that overflows its stack hits a guard page (SIGSEGV).
 void emu_set_stack_size(size_t bytes);
 }
 

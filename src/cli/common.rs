@@ -56,7 +56,11 @@ pub struct DataArgs {
 impl DataArgs {
     pub fn load(&self, path: &Path, require_label: bool) -> Result<Dataset> {
         let spec = DataSpec {
-            format: self.format.as_deref().map(str::parse::<Format>).transpose()?,
+            format: self
+                .format
+                .as_deref()
+                .map(str::parse::<Format>)
+                .transpose()?,
             text_field: self.text_field.clone(),
             label_field: self.label_field.clone(),
             require_label,
@@ -105,7 +109,13 @@ impl TaskArgs {
     /// The spec: `base` (task.json) or defaults for the model, with the given flags on top.
     /// `data` supplies the labels when nothing else does.
     /// `prompt_len` bounds the default max_len by the model's positions.
-    pub fn spec<B: Backend>(&self, base: Option<TaskSpec>, model: &Model<B>, data: Option<&Dataset>, prompt_len: usize) -> Result<TaskSpec> {
+    pub fn spec<B: Backend>(
+        &self,
+        base: Option<TaskSpec>,
+        model: &Model<B>,
+        data: Option<&Dataset>,
+        prompt_len: usize,
+    ) -> Result<TaskSpec> {
         let kind: TaskKind = match (&self.task, &base) {
             (Some(t), _) => t.parse()?,
             (None, Some(b)) => b.kind,
@@ -143,8 +153,17 @@ impl TaskArgs {
         if let Some(d) = &self.decode {
             spec.decode = d.parse::<Decode>()?;
         }
-        let verbalizer = self.verbalizer.as_deref().map(parse_verbalizer).transpose()?;
-        let labels: Option<Vec<String>> = self.labels.as_ref().map(|l| l.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
+        let verbalizer = self
+            .verbalizer
+            .as_deref()
+            .map(parse_verbalizer)
+            .transpose()?;
+        let labels: Option<Vec<String>> = self.labels.as_ref().map(|l| {
+            l.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        });
         if spec.free_targets {
             spec.labels.clear();
             spec.label_words.clear();
@@ -157,7 +176,9 @@ impl TaskArgs {
             spec.labels = v.iter().map(|(l, _)| l.clone()).collect();
             spec.label_words.clear();
         } else if spec.labels.is_empty() {
-            let mut found: Vec<String> = data.map(|d| d.examples.iter().filter_map(|e| e.label.clone()).collect()).unwrap_or_default();
+            let mut found: Vec<String> = data
+                .map(|d| d.examples.iter().filter_map(|e| e.label.clone()).collect())
+                .unwrap_or_default();
             found.sort();
             found.dedup();
             spec.labels = found;
@@ -166,16 +187,30 @@ impl TaskArgs {
         if spec.kind != TaskKind::Cls {
             match &verbalizer {
                 Some(v) => {
-                    spec.label_words = spec.labels.iter().map(|l| {
-                        v.iter().find(|(k, _)| k == l).map(|(_, w)| w.clone()).ok_or_else(|| Error::arg("--verbalizer", format!("no word for label {l:?}")))
-                    }).collect::<Result<_>>()?;
+                    spec.label_words = spec
+                        .labels
+                        .iter()
+                        .map(|l| {
+                            v.iter()
+                                .find(|(k, _)| k == l)
+                                .map(|(_, w)| w.clone())
+                                .ok_or_else(|| {
+                                    Error::arg("--verbalizer", format!("no word for label {l:?}"))
+                                })
+                        })
+                        .collect::<Result<_>>()?;
                 }
-                None if spec.label_words.len() != spec.labels.len() => spec.label_words = spec.labels.clone(),
+                None if spec.label_words.len() != spec.labels.len() => {
+                    spec.label_words = spec.labels.clone()
+                }
                 None => {}
             }
         }
         if !spec.template.contains(TEXT_SLOT) {
-            return Err(Error::arg("--template", format!("{:?} must hold {TEXT_SLOT}", spec.template)));
+            return Err(Error::arg(
+                "--template",
+                format!("{:?} must hold {TEXT_SLOT}", spec.template),
+            ));
         }
         Ok(spec)
     }
@@ -183,7 +218,12 @@ impl TaskArgs {
 
 /// The model folder: the flag, else the one recorded with the prompt, else PEFT's
 /// base_model_name_or_path when it names a folder (as is, or next to the adapter).
-pub fn resolve_model(flag: Option<&Path>, recorded: Option<&Path>, adapter_dir: &Path, peft_base: Option<&str>) -> Result<PathBuf> {
+pub fn resolve_model(
+    flag: Option<&Path>,
+    recorded: Option<&Path>,
+    adapter_dir: &Path,
+    peft_base: Option<&str>,
+) -> Result<PathBuf> {
     if let Some(m) = flag {
         return Ok(m.to_path_buf());
     }
@@ -201,14 +241,24 @@ pub fn resolve_model(flag: Option<&Path>, recorded: Option<&Path>, adapter_dir: 
             return Ok(found);
         }
     }
-    Err(Error::arg("--model", format!("{} does not say which model it belongs to: pass --model DIR", adapter_dir.display())))
+    Err(Error::arg(
+        "--model",
+        format!(
+            "{} does not say which model it belongs to: pass --model DIR",
+            adapter_dir.display()
+        ),
+    ))
 }
 
 /// Prints an error the way every subcommand does, and gives the exit code.
 pub fn fail(e: &Error) -> i32 {
     eprintln!("error: {e}");
     match e {
-        Error::Arg { .. } | Error::Data { .. } | Error::File { .. } | Error::Io { .. } | Error::Device(_) => 2,
+        Error::Arg { .. }
+        | Error::Data { .. }
+        | Error::File { .. }
+        | Error::Io { .. }
+        | Error::Device(_) => 2,
         _ => 1,
     }
 }

@@ -31,7 +31,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> i32 {
-    match args.device.setup().and_then(|_| eval(&CpuBackend::<f32>::new(), &args)) {
+    match args
+        .device
+        .setup()
+        .and_then(|_| eval(&CpuBackend::<f32>::new(), &args))
+    {
         Ok(()) => 0,
         Err(e) => fail(&e),
     }
@@ -44,20 +48,53 @@ pub struct Loaded<B: Backend> {
     pub params: Params<B>,
 }
 
-pub fn load<B: Backend>(be: &B, prompt: &std::path::Path, model_flag: Option<&std::path::Path>, task_args: &TaskArgs, data: Option<&softprompt::train::data::Dataset>) -> Result<Loaded<B>> {
+pub fn load<B: Backend>(
+    be: &B,
+    prompt: &std::path::Path,
+    model_flag: Option<&std::path::Path>,
+    task_args: &TaskArgs,
+    data: Option<&softprompt::train::data::Dataset>,
+) -> Result<Loaded<B>> {
     let saved = softprompt::train::checkpoint::load_prompt_dir(prompt)?;
-    let peft_base = saved.prompt.layout.config.as_ref().and_then(|c| c.get("base_model_name_or_path")).and_then(|v| v.as_str()).map(String::from);
-    let model_dir = resolve_model(model_flag, saved.model.as_deref(), prompt, peft_base.as_deref())?;
+    let peft_base = saved
+        .prompt
+        .layout
+        .config
+        .as_ref()
+        .and_then(|c| c.get("base_model_name_or_path"))
+        .and_then(|v| v.as_str())
+        .map(String::from);
+    let model_dir = resolve_model(
+        model_flag,
+        saved.model.as_deref(),
+        prompt,
+        peft_base.as_deref(),
+    )?;
     let model = Model::load(be, &model_dir)?;
     if saved.prompt.d != model.hidden_size() {
-        return Err(softprompt::Error::file(prompt, format!("the prompt is {} wide but {} has hidden size {}", saved.prompt.d, model_dir.display(), model.hidden_size())));
+        return Err(softprompt::Error::file(
+            prompt,
+            format!(
+                "the prompt is {} wide but {} has hidden size {}",
+                saved.prompt.d,
+                model_dir.display(),
+                model.hidden_size()
+            ),
+        ));
     }
     let spec = task_args.spec(saved.task.clone(), &model, data, saved.prompt.p)?;
     if saved.task.is_none() {
         eprintln!(
             "note: {} has no task.json (a PEFT folder?): task {}, template {:?}, labels {:?}{}",
-            prompt.display(), spec.kind.name(), spec.template, spec.labels,
-            if spec.label_words.is_empty() { String::new() } else { format!(", words {:?}", spec.label_words) }
+            prompt.display(),
+            spec.kind.name(),
+            spec.template,
+            spec.labels,
+            if spec.label_words.is_empty() {
+                String::new()
+            } else {
+                format!(", words {:?}", spec.label_words)
+            }
         );
     }
     let task = Task::new(spec, &model)?;
@@ -67,8 +104,17 @@ pub fn load<B: Backend>(be: &B, prompt: &std::path::Path, model_flag: Option<&st
         (Some(fresh), Some(h)) => return Err(softprompt::Error::file(prompt.join("head.safetensors"), format!("the head has {} labels but the task {}", h.k, fresh.k))),
         (Some(_), None) => return Err(softprompt::Error::file(prompt, "--task cls needs the classifier head (head.safetensors) trained with the prompt; this folder has none")),
     };
-    let params = Params { prompt: be.upload(DType::F32, &saved.prompt.data)?, p: saved.prompt.p, d: saved.prompt.d, head };
-    Ok(Loaded { model, task, params })
+    let params = Params {
+        prompt: be.upload(DType::F32, &saved.prompt.data)?,
+        p: saved.prompt.p,
+        d: saved.prompt.d,
+        head,
+    };
+    Ok(Loaded {
+        model,
+        task,
+        params,
+    })
 }
 
 fn eval<B: Backend>(be: &B, a: &Args) -> Result<()> {
@@ -81,7 +127,12 @@ fn eval<B: Backend>(be: &B, a: &Args) -> Result<()> {
     } else {
         println!(
             "{}: accuracy {:.4} macro-F1 {:.4} ({} examples, {} truncated to {} tokens)",
-            a.data.display(), m.accuracy, m.macro_f1, m.examples, enc.truncated, l.task.spec.max_len
+            a.data.display(),
+            m.accuracy,
+            m.macro_f1,
+            m.examples,
+            enc.truncated,
+            l.task.spec.max_len
         );
     }
     Ok(())

@@ -1,15 +1,22 @@
 //! Subcommands. Each lives in its own file and returns the process exit code.
 
+mod bench;
 mod common;
 mod eval;
+mod inspect;
 mod parity;
 mod predict;
+mod profile;
 mod train;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "softprompt", version, about = "Prompt tuning for large frozen BERT and T5 models")]
+#[command(
+    name = "softprompt",
+    version,
+    about = "Prompt tuning for large frozen BERT and T5 models"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,6 +26,12 @@ pub struct Cli {
 enum Command {
     /// Compare the engine with a PyTorch reference file (exit 0 pass, 1 fail, 2 unusable input)
     Parity(parity::Args),
+    /// Time one prompt-tuning step on preset shapes with random weights
+    Bench(bench::Args),
+    /// Profile one step: a per-op time table
+    Profile(profile::Args),
+    /// Show what the engine reads from a model folder or a saved prompt
+    Inspect(inspect::Args),
     /// Train a prompt on a data file (pet, cls or seq2seq), with dev evaluation and checkpoints
     Train(Box<train::Args>),
     /// Accuracy and macro-F1 of a saved prompt on labelled data (--json for one JSON object)
@@ -30,6 +43,9 @@ enum Command {
 pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Parity(args) => parity::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Profile(args) => profile::run(args),
+        Command::Inspect(args) => inspect::run(args),
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),

@@ -28,12 +28,26 @@ pub fn run(args: Args) -> i32 {
         }
     };
     let result = match args.device.as_str() {
-        "cpu" => parity::run(&CpuBackend::<f32>::new(), &args.model, &reference, args.tol.unwrap_or(1e-4)),
-        other => Err(softprompt::Error::arg("--device", format!("\"{other}\": expected cpu, emu or cuda"))),
+        "cpu" => parity::run(
+            &CpuBackend::<f32>::new(),
+            &args.model,
+            &reference,
+            args.tol.unwrap_or(1e-4),
+        ),
+        other => Err(softprompt::Error::arg(
+            "--device",
+            format!("\"{other}\": expected cpu, emu or cuda"),
+        )),
     };
     match result {
         Ok(report) => {
-            println!("reference {} ({}, {}, P = {})", args.reference.display(), reference.arch, reference.objective.name(), reference.p());
+            println!(
+                "reference {} ({}, {}, P = {})",
+                args.reference.display(),
+                reference.arch,
+                reference.objective.name(),
+                reference.p()
+            );
             print!("{}", report.table());
             if report.passed() {
                 println!("PASS");

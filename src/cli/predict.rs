@@ -34,7 +34,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> i32 {
-    match args.device.setup().and_then(|_| predict(&CpuBackend::<f32>::new(), &args)) {
+    match args
+        .device
+        .setup()
+        .and_then(|_| predict(&CpuBackend::<f32>::new(), &args))
+    {
         Ok(()) => 0,
         Err(e) => fail(&e),
     }
@@ -55,14 +59,26 @@ fn predict<B: Backend>(be: &B, a: &Args) -> Result<()> {
         obj.insert("text".into(), json!(ex.text));
         if p.scores.is_empty() {
             let text = l.model.tokenizer.decode(&p.ids, true)?;
-            let label = p.class.and_then(|c| labels.get(c)).cloned().unwrap_or_else(|| text.clone());
+            let label = p
+                .class
+                .and_then(|c| labels.get(c))
+                .cloned()
+                .unwrap_or_else(|| text.clone());
             obj.insert("label".into(), json!(label));
             obj.insert("output".into(), json!(text));
             obj.insert("score".into(), json!(p.score));
         } else {
-            let label = p.class.and_then(|c| labels.get(c)).cloned().unwrap_or_default();
+            let label = p
+                .class
+                .and_then(|c| labels.get(c))
+                .cloned()
+                .unwrap_or_default();
             obj.insert("label".into(), json!(label));
-            let scores: Map<String, Value> = labels.iter().zip(&p.scores).map(|(k, &s)| (k.clone(), json!(s))).collect();
+            let scores: Map<String, Value> = labels
+                .iter()
+                .zip(&p.scores)
+                .map(|(k, &s)| (k.clone(), json!(s)))
+                .collect();
             obj.insert("scores".into(), Value::Object(scores));
         }
         if row.truncated {
@@ -74,9 +90,17 @@ fn predict<B: Backend>(be: &B, a: &Args) -> Result<()> {
     match &a.output {
         Some(path) => {
             softprompt::fsutil::write_atomic(path, out.as_bytes())?;
-            eprintln!("wrote {} predictions to {} ({} truncated to {} tokens)", preds.len(), path.display(), enc.truncated, l.task.spec.max_len);
+            eprintln!(
+                "wrote {} predictions to {} ({} truncated to {} tokens)",
+                preds.len(),
+                path.display(),
+                enc.truncated,
+                l.task.spec.max_len
+            );
         }
-        None => std::io::stdout().write_all(out.as_bytes()).map_err(|e| Error::io("stdout", e))?,
+        None => std::io::stdout()
+            .write_all(out.as_bytes())
+            .map_err(|e| Error::io("stdout", e))?,
     }
     Ok(())
 }

@@ -117,7 +117,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> i32 {
-    let result = args.device.setup().and_then(|_| train(&CpuBackend::<f32>::new(), &args));
+    let result = args
+        .device
+        .setup()
+        .and_then(|_| train(&CpuBackend::<f32>::new(), &args));
     match result {
         Ok(()) => 0,
         Err(e) => fail(&e),
@@ -127,7 +130,10 @@ pub fn run(args: Args) -> i32 {
 fn optim_config(a: &Args) -> Result<OptimConfig> {
     let kind: OptimKind = a.optimizer.parse()?;
     let mut o = match kind {
-        OptimKind::AdamW => OptimConfig { max_grad_norm: Some(1.0), ..OptimConfig::adamw(0.03, 0.01) },
+        OptimKind::AdamW => OptimConfig {
+            max_grad_norm: Some(1.0),
+            ..OptimConfig::adamw(0.03, 0.01)
+        },
         OptimKind::Adafactor => OptimConfig::lester(),
     };
     if let Some(lr) = a.lr {
@@ -143,7 +149,11 @@ fn optim_config(a: &Args) -> Result<OptimConfig> {
         None if kind == OptimKind::AdamW => ScheduleKind::Linear,
         None => ScheduleKind::Constant,
     };
-    o.schedule = Schedule { kind: sched, warmup: a.warmup_steps, total: 0 };
+    o.schedule = Schedule {
+        kind: sched,
+        warmup: a.warmup_steps,
+        total: 0,
+    };
     if let Some(n) = a.max_grad_norm {
         o.max_grad_norm = (n > 0.0).then_some(n);
     }
@@ -153,14 +163,34 @@ fn optim_config(a: &Args) -> Result<OptimConfig> {
 fn prompt_init(a: &Args) -> Result<PromptInit> {
     Ok(match a.init.as_str() {
         "random" => PromptInit::Random { std: a.init_std },
-        "text" => PromptInit::Text(a.init_text.clone().ok_or_else(|| Error::arg("--init text", "needs --init-text \"...\""))?),
-        "sample-vocab" => PromptInit::SampleVocab { from_first: a.init_vocab_first },
-        "class-labels" => PromptInit::ClassLabels { label_ids: Vec::new(), from_first: a.init_vocab_first },
-        other => return Err(Error::arg("--init", format!("\"{other}\": expected random, text, sample-vocab or class-labels"))),
+        "text" => PromptInit::Text(
+            a.init_text
+                .clone()
+                .ok_or_else(|| Error::arg("--init text", "needs --init-text \"...\""))?,
+        ),
+        "sample-vocab" => PromptInit::SampleVocab {
+            from_first: a.init_vocab_first,
+        },
+        "class-labels" => PromptInit::ClassLabels {
+            label_ids: Vec::new(),
+            from_first: a.init_vocab_first,
+        },
+        other => {
+            return Err(Error::arg(
+                "--init",
+                format!("\"{other}\": expected random, text, sample-vocab or class-labels"),
+            ))
+        }
     })
 }
 
-fn encode_split(task: &Task, model: &Model<impl Backend>, a: &Args, path: &Path, name: &str) -> Result<Encoded> {
+fn encode_split(
+    task: &Task,
+    model: &Model<impl Backend>,
+    a: &Args,
+    path: &Path,
+    name: &str,
+) -> Result<Encoded> {
     let data = a.data.load(path, true)?;
     let enc = task.encode(&model.tokenizer, &data)?;
     println!(
@@ -169,7 +199,14 @@ fn encode_split(task: &Task, model: &Model<impl Backend>, a: &Args, path: &Path,
         enc.rows.len(),
         enc.truncated,
         task.spec.max_len,
-        if enc.truncated_targets > 0 { format!(", {} targets cut to {}", enc.truncated_targets, task.spec.max_target_len) } else { String::new() }
+        if enc.truncated_targets > 0 {
+            format!(
+                ", {} targets cut to {}",
+                enc.truncated_targets, task.spec.max_target_len
+            )
+        } else {
+            String::new()
+        }
     );
     Ok(enc)
 }
@@ -182,16 +219,57 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
     let task = Task::new(spec, &model)?;
     let s = &task.spec;
     let what = match s.kind {
-        TaskKind::Pet => format!("pet, template {:?}, verbalizer {:?}", s.template, s.labels.iter().zip(&s.label_words).map(|(l, w)| format!("{l}={w}")).collect::<Vec<_>>()),
-        TaskKind::Cls => format!("cls, {:?} pooling, template {:?}, labels {:?}", s.pooling, s.template, s.labels),
-        TaskKind::Seq2Seq if s.free_targets => format!("seq2seq, free targets, template {:?}", s.template),
-        TaskKind::Seq2Seq => format!("seq2seq, template {:?}, targets {:?}", s.template, s.labels.iter().zip(&s.label_words).map(|(l, w)| format!("{l}={w}")).collect::<Vec<_>>()),
+        TaskKind::Pet => format!(
+            "pet, template {:?}, verbalizer {:?}",
+            s.template,
+            s.labels
+                .iter()
+                .zip(&s.label_words)
+                .map(|(l, w)| format!("{l}={w}"))
+                .collect::<Vec<_>>()
+        ),
+        TaskKind::Cls => format!(
+            "cls, {:?} pooling, template {:?}, labels {:?}",
+            s.pooling, s.template, s.labels
+        ),
+        TaskKind::Seq2Seq if s.free_targets => {
+            format!("seq2seq, free targets, template {:?}", s.template)
+        }
+        TaskKind::Seq2Seq => format!(
+            "seq2seq, template {:?}, targets {:?}",
+            s.template,
+            s.labels
+                .iter()
+                .zip(&s.label_words)
+                .map(|(l, w)| format!("{l}={w}"))
+                .collect::<Vec<_>>()
+        ),
     };
-    println!("model {} ({}, d {}) on {} | task {what}", a.model.display(), model.arch_name(), model.hidden_size(), be.name());
+    println!(
+        "model {} ({}, d {}) on {} | task {what}",
+        a.model.display(),
+        model.arch_name(),
+        model.hidden_size(),
+        be.name()
+    );
     let train_enc = task.encode(&model.tokenizer, &train_data)?;
-    println!("train {}: {} rows, {} truncated to {} tokens", a.train.display(), train_enc.rows.len(), train_enc.truncated, s.max_len);
-    let dev = a.dev.as_ref().map(|p| encode_split(&task, &model, a, p, "dev")).transpose()?;
-    let test = a.test.as_ref().map(|p| encode_split(&task, &model, a, p, "test")).transpose()?;
+    println!(
+        "train {}: {} rows, {} truncated to {} tokens",
+        a.train.display(),
+        train_enc.rows.len(),
+        train_enc.truncated,
+        s.max_len
+    );
+    let dev = a
+        .dev
+        .as_ref()
+        .map(|p| encode_split(&task, &model, a, p, "dev"))
+        .transpose()?;
+    let test = a
+        .test
+        .as_ref()
+        .map(|p| encode_split(&task, &model, a, p, "test"))
+        .transpose()?;
     let cfg = TrainConfig {
         prompt_len: a.prompt_len,
         init: prompt_init(a)?,
@@ -211,9 +289,27 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
     };
     let resume = a.resume && a.out.join(CHECKPOINT_FILE).exists();
     let mut trainer = if resume {
-        Trainer::resume(be, &model, &task, &train_enc, dev.as_ref(), test.as_ref(), cfg, &a.out)?
+        Trainer::resume(
+            be,
+            &model,
+            &task,
+            &train_enc,
+            dev.as_ref(),
+            test.as_ref(),
+            cfg,
+            &a.out,
+        )?
     } else {
-        Trainer::new(be, &model, &task, &train_enc, dev.as_ref(), test.as_ref(), cfg, &a.out)?
+        Trainer::new(
+            be,
+            &model,
+            &task,
+            &train_enc,
+            dev.as_ref(),
+            test.as_ref(),
+            cfg,
+            &a.out,
+        )?
     };
     let o = &trainer.cfg.optim;
     println!(
@@ -226,8 +322,10 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
         pb.set_draw_target(ProgressDrawTarget::hidden());
     }
     pb.set_style(
-        ProgressStyle::with_template("{bar:28.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < ETA {eta_precise}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{bar:28.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < ETA {eta_precise}]",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let say = |pb: &ProgressBar, line: String| pb.suspend(|| println!("{line}"));
     let (mut ema, mut tokens, mut steps) = (None::<f64>, 0usize, 0u64);
@@ -271,9 +369,23 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
         Event::EarlyStop { step, best_step } => say(&pb, format!("early stop at step {step}: no better dev accuracy since step {best_step}")),
     })?;
     pb.finish_and_clear();
-    let best = summary.best_dev.map_or(String::new(), |m| format!(" | best dev accuracy {:.4} at step {}", m.accuracy, summary.best_step));
-    let test = summary.test.map_or(String::new(), |m| format!(" | test accuracy {:.4} macro-F1 {:.4}", m.accuracy, m.macro_f1));
-    println!("done: {} steps in {:.0}s{best}{test}", summary.steps, t0.elapsed().as_secs_f64());
+    let best = summary.best_dev.map_or(String::new(), |m| {
+        format!(
+            " | best dev accuracy {:.4} at step {}",
+            m.accuracy, summary.best_step
+        )
+    });
+    let test = summary.test.map_or(String::new(), |m| {
+        format!(
+            " | test accuracy {:.4} macro-F1 {:.4}",
+            m.accuracy, m.macro_f1
+        )
+    });
+    println!(
+        "done: {} steps in {:.0}s{best}{test}",
+        summary.steps,
+        t0.elapsed().as_secs_f64()
+    );
     println!("saved to {} (prompt: adapter_model.safetensors, task.json{}; checkpoint.safetensors, metrics.jsonl)", a.out.display(), if task.spec.kind == TaskKind::Cls { ", head.safetensors" } else { "" });
     Ok(())
 }

@@ -43,7 +43,8 @@ impl Act {
         let half = F::from_f64(0.5);
         match self {
             Act::GeluErf => {
-                let cdf = half * (F::ONE + (x * F::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf());
+                let cdf =
+                    half * (F::ONE + (x * F::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf());
                 let pdf = (-half * x * x).exp() * F::from_f64(0.398_942_280_401_432_7);
                 (x * cdf, cdf + x * pdf)
             }

@@ -2,10 +2,15 @@
 //! T5's relative position bias read from the frozen (buckets, H) table.
 //!
 //! Nothing of size Tq×Tk is ever stored: forward saves only the log-sum-exp per query row,
-//! and backward recomputes each row of probabilities from it. Because D_i = Σ_j P_ij dP_ij
-//! equals dO_i·O_i, backward does not need the forward output either.
+//! and backward recomputes the probabilities from it, a block of query rows at a time (a
+//! transient (block, Tk) tile per head in flight). Because D_i = Σ_j P_ij dP_ij equals
+//! dO_i·O_i, backward does not need the forward output either.
 //! Backward overwrites dq, dk and dv.
+//!
+//! Each (batch, head) pair is one independent task; within it the products are small GEMMs
+//! on strided views of the (B, T, H, D) tensors, so nothing is transposed or copied.
 
+use super::matmul::{gemm_strided, Mat};
 use super::real::Real;
 use rayon::prelude::*;
 
@@ -74,40 +79,50 @@ pub fn bucket_lookup(
         .collect()
 }
 
-struct Head<F> {
-    q: Vec<F>, // (Tq, D)
-    k: Vec<F>, // (Tk, D)
-    v: Vec<F>, // (Tk, D)
-}
+/// Query rows per tile: big enough for efficient GEMMs, small enough that a (QBLOCK, Tk)
+/// tile per thread stays in cache for the usual lengths.
+const QBLOCK: usize = 64;
 
-fn gather_head<F: Real>(src: &[F], bi: usize, hi: usize, t: usize, dims: &AttnDims) -> Vec<F> {
-    let (h, d) = (dims.h, dims.d);
-    let mut dst = Vec::with_capacity(t * d);
-    for s in 0..t {
-        let off = ((bi * t + s) * h + hi) * d;
-        dst.extend_from_slice(&src[off..off + d]);
-    }
-    dst
-}
+/// A raw pointer that may cross threads: every task writes a disjoint (batch, head) region.
+#[derive(Clone, Copy)]
+struct SendPtr<F>(*mut F);
+unsafe impl<F> Send for SendPtr<F> {}
+unsafe impl<F> Sync for SendPtr<F> {}
 
-fn scatter_head<F: Real>(dst: &mut [F], src: &[F], bi: usize, hi: usize, t: usize, dims: &AttnDims) {
-    let (h, d) = (dims.h, dims.d);
-    for s in 0..t {
-        let off = ((bi * t + s) * h + hi) * d;
-        dst[off..off + d].copy_from_slice(&src[s * d..(s + 1) * d]);
+impl<F> SendPtr<F> {
+    // a method, so closures capture the wrapper rather than its raw field
+    fn get(self) -> *const F {
+        self.0
     }
 }
 
-fn dot<F: Real>(a: &[F], b: &[F]) -> F {
-    a.iter().zip(b).map(|(&x, &y)| x * y).sum()
+/// The (T, D) matrix of head `hi` in batch row `bi` of a (B, T, H, D) tensor.
+fn head_mat<F>(base: *const F, bi: usize, hi: usize, t: usize, dims: &AttnDims) -> Mat<F> {
+    let off = (bi * t * dims.h + hi) * dims.d;
+    // SAFETY (pointer arithmetic only): the offset is inside the tensor for bi < B, hi < H.
+    Mat {
+        ptr: base.wrapping_add(off),
+        rs: (dims.h * dims.d) as isize,
+        cs: 1,
+    }
 }
 
-/// Fills `scores` (Tk) with the logits of query row i; masked keys get -inf.
+fn transpose<F>(m: Mat<F>) -> Mat<F> {
+    Mat {
+        ptr: m.ptr,
+        rs: m.cs,
+        cs: m.rs,
+    }
+}
+
+/// scores (rows, Tk) = scale · q_blk · kᵀ + bias, with masked keys at -inf.
 #[allow(clippy::too_many_arguments)]
-fn score_row<F: Real>(
+fn score_tile<F: Real>(
     scores: &mut [F],
-    head: &Head<F>,
-    i: usize,
+    q: Mat<F>,
+    k: Mat<F>,
+    i0: usize,
+    rows: usize,
     bi: usize,
     hi: usize,
     key_mask: &[i32],
@@ -116,20 +131,39 @@ fn score_row<F: Real>(
     scale: F,
     dims: &AttnDims,
 ) {
-    let d = dims.d;
-    let qi = &head.q[i * d..(i + 1) * d];
-    for (j, s) in scores.iter_mut().enumerate() {
-        let visible = key_mask[bi * dims.tk + j] != 0 && !(causal && j > i);
-        *s = if visible {
-            let mut x = scale * dot(qi, &head.k[j * d..(j + 1) * d]);
-            if let Some(pb) = bias {
-                let bucket = pb.buckets[j + dims.tq - 1 - i] as usize;
-                x += pb.table[bucket * dims.h + hi];
-            }
-            x
-        } else {
-            F::neg_infinity()
-        };
+    let tk = dims.tk;
+    let q_blk = Mat {
+        ptr: q.ptr.wrapping_offset(i0 as isize * q.rs),
+        ..q
+    };
+    // SAFETY: q_blk spans rows i0..i0+rows of this head, k all Tk rows; scores is (rows, Tk).
+    unsafe {
+        gemm_strided(
+            rows,
+            tk,
+            dims.d,
+            scores.as_mut_ptr(),
+            tk as isize,
+            q_blk,
+            transpose(k),
+            false,
+        )
+    };
+    for r in 0..rows {
+        let i = i0 + r;
+        let row = &mut scores[r * tk..(r + 1) * tk];
+        for (j, s) in row.iter_mut().enumerate() {
+            let visible = key_mask[bi * tk + j] != 0 && !(causal && j > i);
+            *s = if visible {
+                let mut x = scale * *s;
+                if let Some(pb) = bias {
+                    x += pb.table[pb.buckets[j + dims.tq - 1 - i] as usize * dims.h + hi];
+                }
+                x
+            } else {
+                F::neg_infinity()
+            };
+        }
     }
 }
 
@@ -148,53 +182,67 @@ pub fn attention_fwd<F: Real>(
     scale: f64,
     dims: AttnDims,
 ) {
-    let AttnDims { b, tq, tk, h, d } = dims;
+    let AttnDims { b, tq, tk, h, .. } = dims;
     let scale = F::from_f64(scale);
-    let per_head: Vec<(Vec<F>, Vec<F>)> = (0..b * h)
-        .into_par_iter()
-        .map(|bh| {
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    lse.par_chunks_mut(tq)
+        .take(b * h)
+        .enumerate()
+        .for_each(|(bh, lse_bh)| {
             let (bi, hi) = (bh / h, bh % h);
-            let head = Head {
-                q: gather_head(q, bi, hi, tq, &dims),
-                k: gather_head(k, bi, hi, tk, &dims),
-                v: gather_head(v, bi, hi, tk, &dims),
-            };
-            let mut o = vec![F::ZERO; tq * d];
-            let mut l = vec![F::ZERO; tq];
-            let mut scores = vec![F::ZERO; tk];
-            for i in 0..tq {
-                score_row(&mut scores, &head, i, bi, hi, key_mask, bias.as_ref(), causal, scale, &dims);
-                let m = scores.iter().copied().fold(F::neg_infinity(), F::max);
-                if !m.is_finite() {
-                    l[i] = F::neg_infinity();
-                    continue;
-                }
-                let mut sum = F::ZERO;
-                let oi = &mut o[i * d..(i + 1) * d];
-                for j in 0..tk {
-                    let p = (scores[j] - m).exp();
-                    sum += p;
-                    if p != F::ZERO {
-                        for (acc, &vj) in oi.iter_mut().zip(&head.v[j * d..(j + 1) * d]) {
-                            *acc += p * vj;
-                        }
+            let (qm, km, vm) = (
+                head_mat(q.as_ptr(), bi, hi, tq, &dims),
+                head_mat(k.as_ptr(), bi, hi, tk, &dims),
+                head_mat(v.as_ptr(), bi, hi, tk, &dims),
+            );
+            let om = head_mat(out_ptr.get(), bi, hi, tq, &dims);
+            let mut p = vec![F::ZERO; QBLOCK.min(tq) * tk];
+            for i0 in (0..tq).step_by(QBLOCK) {
+                let rows = QBLOCK.min(tq - i0);
+                let p = &mut p[..rows * tk];
+                score_tile(
+                    p,
+                    qm,
+                    km,
+                    i0,
+                    rows,
+                    bi,
+                    hi,
+                    key_mask,
+                    bias.as_ref(),
+                    causal,
+                    scale,
+                    &dims,
+                );
+                for (r, row) in p.chunks_mut(tk).enumerate() {
+                    let m = row.iter().copied().fold(F::neg_infinity(), F::max);
+                    if !m.is_finite() {
+                        row.iter_mut().for_each(|x| *x = F::ZERO);
+                        lse_bh[i0 + r] = F::neg_infinity();
+                        continue;
                     }
+                    let mut sum = F::ZERO;
+                    for x in row.iter_mut() {
+                        *x = (*x - m).exp();
+                        sum += *x;
+                    }
+                    let inv = F::ONE / sum;
+                    row.iter_mut().for_each(|x| *x *= inv);
+                    lse_bh[i0 + r] = m + sum.ln();
                 }
-                let inv = F::ONE / sum;
-                oi.iter_mut().for_each(|x| *x *= inv);
-                l[i] = m + sum.ln();
+                let dst = om.ptr.wrapping_offset(i0 as isize * om.rs) as *mut F;
+                let p_mat = Mat {
+                    ptr: p.as_ptr(),
+                    rs: tk as isize,
+                    cs: 1,
+                };
+                // SAFETY: this task alone writes rows i0..i0+rows of head (bi, hi) of `out`.
+                unsafe { gemm_strided(rows, dims.d, tk, dst, om.rs, p_mat, vm, false) };
             }
-            (o, l)
-        })
-        .collect();
-    for (bh, (o, l)) in per_head.iter().enumerate() {
-        let (bi, hi) = (bh / h, bh % h);
-        scatter_head(out, o, bi, hi, tq, &dims);
-        lse[bh * tq..(bh + 1) * tq].copy_from_slice(l);
-    }
+        });
 }
 
-/// dq, dk, dv from dout, recomputing each probability row from q, k and the saved lse.
+/// dq, dk, dv from dout, recomputing the probabilities from q, k and the saved lse.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bwd<F: Real>(
     dq: &mut [F],
@@ -213,53 +261,117 @@ pub fn attention_bwd<F: Real>(
 ) {
     let AttnDims { b, tq, tk, h, d } = dims;
     let scale = F::from_f64(scale);
-    let per_head: Vec<[Vec<F>; 3]> = (0..b * h)
-        .into_par_iter()
-        .map(|bh| {
-            let (bi, hi) = (bh / h, bh % h);
-            let head = Head {
-                q: gather_head(q, bi, hi, tq, &dims),
-                k: gather_head(k, bi, hi, tk, &dims),
-                v: gather_head(v, bi, hi, tk, &dims),
+    dk.iter_mut().for_each(|x| *x = F::ZERO);
+    dv.iter_mut().for_each(|x| *x = F::ZERO);
+    let ptrs = (
+        SendPtr(dq.as_mut_ptr()),
+        SendPtr(dk.as_mut_ptr()),
+        SendPtr(dv.as_mut_ptr()),
+    );
+    (0..b * h).into_par_iter().for_each(|bh| {
+        let (bi, hi) = (bh / h, bh % h);
+        let (qm, km, vm) = (
+            head_mat(q.as_ptr(), bi, hi, tq, &dims),
+            head_mat(k.as_ptr(), bi, hi, tk, &dims),
+            head_mat(v.as_ptr(), bi, hi, tk, &dims),
+        );
+        let dom = head_mat(dout.as_ptr(), bi, hi, tq, &dims);
+        let dqm = head_mat(ptrs.0.get(), bi, hi, tq, &dims);
+        let dkm = head_mat(ptrs.1.get(), bi, hi, tk, &dims);
+        let dvm = head_mat(ptrs.2.get(), bi, hi, tk, &dims);
+        let lse_bh = &lse[bh * tq..(bh + 1) * tq];
+        let mut p = vec![F::ZERO; QBLOCK.min(tq) * tk];
+        let mut ds = vec![F::ZERO; QBLOCK.min(tq) * tk];
+        for i0 in (0..tq).step_by(QBLOCK) {
+            let rows = QBLOCK.min(tq - i0);
+            let (p, ds) = (&mut p[..rows * tk], &mut ds[..rows * tk]);
+            score_tile(
+                p,
+                qm,
+                km,
+                i0,
+                rows,
+                bi,
+                hi,
+                key_mask,
+                bias.as_ref(),
+                causal,
+                scale,
+                &dims,
+            );
+            for (r, row) in p.chunks_mut(tk).enumerate() {
+                let l = lse_bh[i0 + r];
+                row.iter_mut().for_each(|x| {
+                    *x = if l.is_finite() {
+                        (*x - l).exp()
+                    } else {
+                        F::ZERO
+                    }
+                });
+            }
+            let do_blk = Mat {
+                ptr: dom.ptr.wrapping_offset(i0 as isize * dom.rs),
+                ..dom
             };
-            let dout_h = gather_head(dout, bi, hi, tq, &dims);
-            let (mut dq_h, mut dk_h, mut dv_h) =
-                (vec![F::ZERO; tq * d], vec![F::ZERO; tk * d], vec![F::ZERO; tk * d]);
-            let mut p = vec![F::ZERO; tk];
-            let mut dp = vec![F::ZERO; tk];
-            for i in 0..tq {
-                let l = lse[bh * tq + i];
-                if !l.is_finite() {
-                    continue;
-                }
-                score_row(&mut p, &head, i, bi, hi, key_mask, bias.as_ref(), causal, scale, &dims);
-                let doi = &dout_h[i * d..(i + 1) * d];
-                let mut big_d = F::ZERO;
-                for j in 0..tk {
-                    p[j] = (p[j] - l).exp();
-                    dp[j] = if p[j] != F::ZERO { dot(doi, &head.v[j * d..(j + 1) * d]) } else { F::ZERO };
-                    big_d += p[j] * dp[j];
-                }
-                let qi = &head.q[i * d..(i + 1) * d];
-                for j in 0..tk {
-                    if p[j] == F::ZERO {
-                        continue;
-                    }
-                    let ds = p[j] * (dp[j] - big_d) * scale;
-                    for x in 0..d {
-                        dq_h[i * d + x] += ds * head.k[j * d + x];
-                        dk_h[j * d + x] += ds * qi[x];
-                        dv_h[j * d + x] += p[j] * doi[x];
-                    }
+            // dP (rows, Tk) = dO_blk · Vᵀ
+            // SAFETY: reads of this head's rows; ds is a local (rows, Tk) buffer.
+            unsafe {
+                gemm_strided(
+                    rows,
+                    tk,
+                    d,
+                    ds.as_mut_ptr(),
+                    tk as isize,
+                    do_blk,
+                    transpose(vm),
+                    false,
+                )
+            };
+            for (prow, dsrow) in p.chunks(tk).zip(ds.chunks_mut(tk)) {
+                let big_d: F = prow.iter().zip(dsrow.iter()).map(|(&a, &b)| a * b).sum();
+                for (x, &pj) in dsrow.iter_mut().zip(prow) {
+                    *x = pj * (*x - big_d) * scale;
                 }
             }
-            [dq_h, dk_h, dv_h]
-        })
-        .collect();
-    for (bh, [dq_h, dk_h, dv_h]) in per_head.iter().enumerate() {
-        let (bi, hi) = (bh / h, bh % h);
-        scatter_head(dq, dq_h, bi, hi, tq, &dims);
-        scatter_head(dk, dk_h, bi, hi, tk, &dims);
-        scatter_head(dv, dv_h, bi, hi, tk, &dims);
-    }
+            let p_mat = Mat {
+                ptr: p.as_ptr(),
+                rs: tk as isize,
+                cs: 1,
+            };
+            let ds_mat = Mat {
+                ptr: ds.as_ptr(),
+                rs: tk as isize,
+                cs: 1,
+            };
+            let q_blk = Mat {
+                ptr: qm.ptr.wrapping_offset(i0 as isize * qm.rs),
+                ..qm
+            };
+            // SAFETY: this task alone writes head (bi, hi) of dq, dk and dv.
+            unsafe {
+                let dq_dst = dqm.ptr.wrapping_offset(i0 as isize * dqm.rs) as *mut F;
+                gemm_strided(rows, d, tk, dq_dst, dqm.rs, ds_mat, km, false);
+                gemm_strided(
+                    tk,
+                    d,
+                    rows,
+                    dkm.ptr as *mut F,
+                    dkm.rs,
+                    transpose(ds_mat),
+                    q_blk,
+                    true,
+                );
+                gemm_strided(
+                    tk,
+                    d,
+                    rows,
+                    dvm.ptr as *mut F,
+                    dvm.rs,
+                    transpose(p_mat),
+                    do_blk,
+                    true,
+                );
+            }
+        }
+    });
 }

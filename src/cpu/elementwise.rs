@@ -13,7 +13,9 @@ pub fn add_fwd<F: Real>(out: &mut [F], a: &[F], b: &[F]) {
 
 /// acc (N) += a.
 pub fn add_inplace<F: Real>(acc: &mut [F], a: &[F]) {
-    acc.par_iter_mut().zip(a.par_iter()).for_each(|(o, &x)| *o += x);
+    acc.par_iter_mut()
+        .zip(a.par_iter())
+        .for_each(|(o, &x)| *o += x);
 }
 
 /// x (N) *= s.

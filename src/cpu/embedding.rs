@@ -95,7 +95,10 @@ pub fn check_ids(name: &str, ids: &[i32], rows: usize) -> Result<()> {
         None => Ok(()),
         Some(i) => Err(Error::tensor(
             name,
-            format!("id {} at flat index {i} is outside the table of {rows} rows", ids[i]),
+            format!(
+                "id {} at flat index {i} is outside the table of {rows} rows",
+                ids[i]
+            ),
         )),
     }
 }

@@ -93,3 +93,50 @@ pub fn linear_bwd<F: Real>(
         );
     }
 }
+
+/// A strided matrix operand: element (r, c) at `ptr[r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<F> {
+    pub ptr: *const F,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+/// dst (M, N) (+)= lhs (M, K) · rhs (K, N), single-threaded: the callers parallelise over
+/// independent problems. dst is row-major with row stride `dst_rs`.
+///
+/// SAFETY: the caller guarantees every addressed element lies inside a live allocation and
+/// that no other thread writes the addressed part of `dst` concurrently.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_strided<F: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut F,
+    dst_rs: isize,
+    lhs: Mat<F>,
+    rhs: Mat<F>,
+    accumulate: bool,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs,
+        accumulate,
+        lhs.ptr,
+        lhs.cs,
+        lhs.rs,
+        rhs.ptr,
+        rhs.cs,
+        rhs.rs,
+        F::ONE,
+        F::ONE,
+        false,
+        false,
+        false,
+        Parallelism::None,
+    );
+}

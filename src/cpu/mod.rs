@@ -132,7 +132,11 @@ fn ints<'a, F: Real>(buf: &'a CpuBuf<F>, what: &str, len: usize) -> Result<&'a [
     }
 }
 
-fn opt_real<'a, F: Real>(buf: Option<&'a CpuBuf<F>>, what: &str, len: usize) -> Result<Option<&'a [F]>> {
+fn opt_real<'a, F: Real>(
+    buf: Option<&'a CpuBuf<F>>,
+    what: &str,
+    len: usize,
+) -> Result<Option<&'a [F]>> {
     buf.map(|b| real(b, what, len)).transpose()
 }
 
@@ -175,9 +179,15 @@ impl<F: Real> Backend for CpuBackend<F> {
     }
     fn upload(&self, dtype: DType, data: &[f32]) -> Result<CpuBuf<F>> {
         if dtype == DType::I32 {
-            return Err(Error::tensor("upload", "float data cannot be uploaded as I32"));
+            return Err(Error::tensor(
+                "upload",
+                "float data cannot be uploaded as I32",
+            ));
         }
-        Ok(self.wrap(Data::Real(data.iter().map(|&x| F::from_f32(x)).collect()), dtype))
+        Ok(self.wrap(
+            Data::Real(data.iter().map(|&x| F::from_f32(x)).collect()),
+            dtype,
+        ))
     }
     fn upload_i32(&self, data: &[i32]) -> Result<CpuBuf<F>> {
         Ok(self.wrap(Data::Int(data.to_vec()), DType::I32))
@@ -186,6 +196,12 @@ impl<F: Real> Backend for CpuBackend<F> {
         Ok(match &buf.data {
             Data::Real(v) => v.iter().map(|x| x.to_f32()).collect(),
             Data::Int(v) => v.iter().map(|&x| x as f32).collect(),
+        })
+    }
+    fn download_f64(&self, buf: &CpuBuf<F>) -> Result<Vec<f64>> {
+        Ok(match &buf.data {
+            Data::Real(v) => v.iter().map(|x| x.to_f64()).collect(),
+            Data::Int(v) => v.iter().map(|&x| x as f64).collect(),
         })
     }
     fn copy(&self, dst: &mut CpuBuf<F>, src: &CpuBuf<F>) -> Result<()> {
@@ -231,7 +247,9 @@ impl<F: Real> Backend for CpuBackend<F> {
         p: usize,
         c: usize,
     ) -> Result<()> {
-        let type_ids = type_ids.map(|x| ints(x, "token_type_ids", b * t)).transpose()?;
+        let type_ids = type_ids
+            .map(|x| ints(x, "token_type_ids", b * t))
+            .transpose()?;
         embedding::embedding_fwd(
             real_mut(out, "embedding out", b * (p + t) * c)?,
             real(prompt, "prompt", p * c)?,
@@ -563,7 +581,12 @@ impl<F: Real> Backend for CpuBackend<F> {
         let rows_in = dinp.len() / c.max(1);
         check_rows("row index", idx, rows_in)?;
         let n = dinp.len();
-        rows::scatter_rows_bwd(real_mut(dinp, "scatter dinp", n)?, real(dout, "scatter dout", m * c)?, idx, c);
+        rows::scatter_rows_bwd(
+            real_mut(dinp, "scatter dinp", n)?,
+            real(dout, "scatter dout", m * c)?,
+            idx,
+            c,
+        );
         Ok(())
     }
     fn mean_pool_fwd(
@@ -604,7 +627,11 @@ impl<F: Real> Backend for CpuBackend<F> {
     }
 
     fn add_fwd(&self, out: &mut CpuBuf<F>, a: &CpuBuf<F>, b: &CpuBuf<F>, n: usize) -> Result<()> {
-        elementwise::add_fwd(real_mut(out, "add out", n)?, real(a, "add a", n)?, real(b, "add b", n)?);
+        elementwise::add_fwd(
+            real_mut(out, "add out", n)?,
+            real(a, "add a", n)?,
+            real(b, "add b", n)?,
+        );
         Ok(())
     }
     fn add_inplace(&self, acc: &mut CpuBuf<F>, a: &CpuBuf<F>, n: usize) -> Result<()> {

@@ -7,14 +7,7 @@ use super::real::Real;
 use rayon::prelude::*;
 
 /// out (N, C) = inp * rstd * w, with rstd = 1/sqrt(mean(inp^2) + eps) saved (N).
-pub fn rmsnorm_fwd<F: Real>(
-    out: &mut [F],
-    rstd: &mut [F],
-    inp: &[F],
-    w: &[F],
-    c: usize,
-    eps: f64,
-) {
+pub fn rmsnorm_fwd<F: Real>(out: &mut [F], rstd: &mut [F], inp: &[F], w: &[F], c: usize, eps: f64) {
     let inv_c = F::from_f64(1.0 / c as f64);
     out.par_chunks_mut(c)
         .zip(rstd.par_iter_mut())
@@ -30,14 +23,7 @@ pub fn rmsnorm_fwd<F: Real>(
 }
 
 /// dinp (N, C) += RMS-norm backward of dout (N, C).
-pub fn rmsnorm_bwd<F: Real>(
-    dinp: &mut [F],
-    dout: &[F],
-    inp: &[F],
-    w: &[F],
-    rstd: &[F],
-    c: usize,
-) {
+pub fn rmsnorm_bwd<F: Real>(dinp: &mut [F], dout: &[F], inp: &[F], w: &[F], rstd: &[F], c: usize) {
     let inv_c = F::from_f64(1.0 / c as f64);
     dinp.par_chunks_mut(c)
         .zip(dout.par_chunks(c))

@@ -8,10 +8,12 @@ use rayon::prelude::*;
 
 /// out (M, C) = inp[idx[m]] for inp (N, C), idx (M).
 pub fn gather_rows<F: Real>(out: &mut [F], inp: &[F], idx: &[i32], c: usize) {
-    out.par_chunks_mut(c).zip(idx.par_iter()).for_each(|(dst, &r)| {
-        let r = r as usize;
-        dst.copy_from_slice(&inp[r * c..(r + 1) * c]);
-    });
+    out.par_chunks_mut(c)
+        .zip(idx.par_iter())
+        .for_each(|(dst, &r)| {
+            let r = r as usize;
+            dst.copy_from_slice(&inp[r * c..(r + 1) * c]);
+        });
 }
 
 /// dinp[idx[m]] += dout[m] for dout (M, C). Serial: indices may repeat.

@@ -9,7 +9,7 @@ use crate::backend::{AttnDims, Backend, DType};
 use crate::config::BertConfig;
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::weights::WeightStore;
+use crate::weights::WeightSource;
 
 /// One encoder layer, named after the checkpoint keys under `encoder.layer.{l}.`.
 pub struct BertLayerWeights<B: Backend> {
@@ -60,7 +60,7 @@ pub struct Bert<B: Backend> {
 /// Resolves checkpoint names with or without the `bert.` prefix, and the old
 /// `LayerNorm.gamma/beta` spelling.
 struct Names<'a> {
-    store: &'a WeightStore,
+    store: &'a dyn WeightSource,
     prefix: &'static str,
 }
 
@@ -85,7 +85,12 @@ impl<B: Backend> BertLayerWeights<B> {
     fn load(be: &B, n: &Names, cfg: &BertConfig, l: usize) -> Result<Self> {
         let (c, i) = (cfg.hidden_size, cfg.intermediate_size);
         let get = |key: &str, shape: &[usize]| {
-            load(be, n.store, &n.resolve(&format!("encoder.layer.{l}.{key}")), shape)
+            load(
+                be,
+                n.store,
+                &n.resolve(&format!("encoder.layer.{l}.{key}")),
+                shape,
+            )
         };
         Ok(BertLayerWeights {
             query_w: get("attention.self.query.weight", &[c, c])?,
@@ -110,20 +115,28 @@ impl<B: Backend> BertLayerWeights<B> {
 
 impl<B: Backend> BertMlmHead<B> {
     /// None when the folder has no `cls.predictions.transform.dense.weight` (encoder only).
-    fn load(be: &B, store: &WeightStore, cfg: &BertConfig) -> Result<Option<Self>> {
-        let n = Names { store, prefix: "cls.predictions." };
+    fn load(be: &B, store: &dyn WeightSource, cfg: &BertConfig) -> Result<Option<Self>> {
+        let n = Names {
+            store,
+            prefix: "cls.predictions.",
+        };
         if !store.contains(&n.resolve("transform.dense.weight")) {
             return Ok(None);
         }
         let (c, v) = (cfg.hidden_size, cfg.vocab_size);
         let get = |key: &str, shape: &[usize]| load(be, store, &n.resolve(key), shape);
-        let decoder_w = if !cfg.tie_word_embeddings && store.contains("cls.predictions.decoder.weight") {
-            Some(get("decoder.weight", &[v, c])?)
-        } else {
-            None
-        };
+        let decoder_w =
+            if !cfg.tie_word_embeddings && store.contains("cls.predictions.decoder.weight") {
+                Some(get("decoder.weight", &[v, c])?)
+            } else {
+                None
+            };
         // transformers ties decoder.bias to cls.predictions.bias; either name may be saved
-        let bias_key = if store.contains("cls.predictions.bias") { "bias" } else { "decoder.bias" };
+        let bias_key = if store.contains("cls.predictions.bias") {
+            "bias"
+        } else {
+            "decoder.bias"
+        };
         Ok(Some(BertMlmHead {
             dense_w: get("transform.dense.weight", &[c, c])?,
             dense_b: get("transform.dense.bias", &[c])?,
@@ -136,8 +149,12 @@ impl<B: Backend> BertMlmHead<B> {
 }
 
 impl<B: Backend> Bert<B> {
-    pub fn load(be: &B, store: &WeightStore, cfg: BertConfig) -> Result<Self> {
-        let prefix = if store.contains("bert.embeddings.word_embeddings.weight") { "bert." } else { "" };
+    pub fn load(be: &B, store: &dyn WeightSource, cfg: BertConfig) -> Result<Self> {
+        let prefix = if store.contains("bert.embeddings.word_embeddings.weight") {
+            "bert."
+        } else {
+            ""
+        };
         let n = Names { store, prefix };
         let c = cfg.hidden_size;
         let get = |key: &str, shape: &[usize]| load(be, store, &n.resolve(key), shape);
@@ -184,7 +201,11 @@ pub fn prompt_key_mask(batch: &TokenBatch, p: usize) -> Vec<i32> {
     let mut mask = Vec::with_capacity(batch.b * (p + batch.t));
     for bi in 0..batch.b {
         mask.extend(std::iter::repeat(1).take(p));
-        mask.extend(batch.mask[bi * batch.t..(bi + 1) * batch.t].iter().map(|&m| (m != 0) as i32));
+        mask.extend(
+            batch.mask[bi * batch.t..(bi + 1) * batch.t]
+                .iter()
+                .map(|&m| (m != 0) as i32),
+        );
     }
     mask
 }
@@ -265,7 +286,17 @@ impl<B: Backend> Bert<B> {
         hold(be, acct, "emb.in".into(), &emb_in);
         let (mut emb_mean, mut emb_rstd) = (zeros(be, DType::F32, n)?, zeros(be, DType::F32, n)?);
         let mut x = zeros(be, act, n * c)?;
-        be.layernorm_fwd(&mut x, &mut emb_mean, &mut emb_rstd, &emb_in, &w.emb_ln_w, &w.emb_ln_b, n, c, self.cfg.layer_norm_eps)?;
+        be.layernorm_fwd(
+            &mut x,
+            &mut emb_mean,
+            &mut emb_rstd,
+            &emb_in,
+            &w.emb_ln_w,
+            &w.emb_ln_b,
+            n,
+            c,
+            self.cfg.layer_norm_eps,
+        )?;
         hold(be, acct, "emb.mean".into(), &emb_mean);
         hold(be, acct, "emb.rstd".into(), &emb_rstd);
         let mut layers = Vec::with_capacity(w.layers.len());
@@ -276,7 +307,12 @@ impl<B: Backend> Bert<B> {
             let (out, saved) = match recompute {
                 Recompute::None => {
                     let (out, acts) = self.layer_fwd(be, acct, l, &x, inp, true)?;
-                    (out, Saved::Full(acts.ok_or_else(|| Error::Device("layer state missing".into()))?))
+                    (
+                        out,
+                        Saved::Full(
+                            acts.ok_or_else(|| Error::Device("layer state missing".into()))?,
+                        ),
+                    )
                 }
                 Recompute::Layer => {
                     hold(be, acct, format!("layer.{l}.input"), &x);
@@ -290,7 +326,15 @@ impl<B: Backend> Bert<B> {
         if let Some(cap) = capture {
             cap.push(be.download(&x)?);
         }
-        Ok((x, BertActs { emb_in, emb_mean, emb_rstd, layers }))
+        Ok((
+            x,
+            BertActs {
+                emb_in,
+                emb_mean,
+                emb_rstd,
+                layers,
+            },
+        ))
     }
 
     /// One post-LN layer; returns its output (B, T, C) and, when `save`, its saved state.
@@ -305,31 +349,117 @@ impl<B: Backend> Bert<B> {
     ) -> Result<(B::Buf, Option<BertLayerActs<B>>)> {
         let lw = &self.w.layers[l];
         let dims = self.dims(inp);
-        let (n, c, i, eps) = (inp.b * inp.t(), self.cfg.hidden_size, self.cfg.intermediate_size, self.cfg.layer_norm_eps);
+        let (n, c, i, eps) = (
+            inp.b * inp.t(),
+            self.cfg.hidden_size,
+            self.cfg.intermediate_size,
+            self.cfg.layer_norm_eps,
+        );
         let (act, h) = (be.act_dtype(), self.cfg.num_attention_heads);
         let scale = 1.0 / (dims.d as f64).sqrt();
         let q = linear(be, acct, x, &lw.query_w, Some(&lw.query_b), n, c, c)?;
         let k = linear(be, acct, x, &lw.key_w, Some(&lw.key_b), n, c, c)?;
         let v = linear(be, acct, x, &lw.value_w, Some(&lw.value_b), n, c, c)?;
-        let (mut ctx, mut lse) = (zeros(be, act, n * c)?, zeros(be, DType::F32, inp.b * h * inp.t())?);
-        be.attention_fwd(&mut ctx, &mut lse, &q, &k, &v, &inp.key_mask, None, false, scale, dims)?;
-        let attn_out = linear(be, acct, &ctx, &lw.attn_out_w, Some(&lw.attn_out_b), n, c, c)?;
+        let (mut ctx, mut lse) = (
+            zeros(be, act, n * c)?,
+            zeros(be, DType::F32, inp.b * h * inp.t())?,
+        );
+        be.attention_fwd(
+            &mut ctx,
+            &mut lse,
+            &q,
+            &k,
+            &v,
+            &inp.key_mask,
+            None,
+            false,
+            scale,
+            dims,
+        )?;
+        let attn_out = linear(
+            be,
+            acct,
+            &ctx,
+            &lw.attn_out_w,
+            Some(&lw.attn_out_b),
+            n,
+            c,
+            c,
+        )?;
         let mut ln1_in = zeros(be, act, n * c)?;
         be.add_fwd(&mut ln1_in, x, &attn_out, n * c)?;
-        let (mut ln1_out, mut ln1_mean, mut ln1_rstd) = (zeros(be, act, n * c)?, zeros(be, DType::F32, n)?, zeros(be, DType::F32, n)?);
-        be.layernorm_fwd(&mut ln1_out, &mut ln1_mean, &mut ln1_rstd, &ln1_in, &lw.ln1_w, &lw.ln1_b, n, c, eps)?;
-        let ffn_pre = linear(be, acct, &ln1_out, &lw.ffn_in_w, Some(&lw.ffn_in_b), n, c, i)?;
+        let (mut ln1_out, mut ln1_mean, mut ln1_rstd) = (
+            zeros(be, act, n * c)?,
+            zeros(be, DType::F32, n)?,
+            zeros(be, DType::F32, n)?,
+        );
+        be.layernorm_fwd(
+            &mut ln1_out,
+            &mut ln1_mean,
+            &mut ln1_rstd,
+            &ln1_in,
+            &lw.ln1_w,
+            &lw.ln1_b,
+            n,
+            c,
+            eps,
+        )?;
+        let ffn_pre = linear(
+            be,
+            acct,
+            &ln1_out,
+            &lw.ffn_in_w,
+            Some(&lw.ffn_in_b),
+            n,
+            c,
+            i,
+        )?;
         let mut ffn_act = zeros(be, act, n * i)?;
         be.act_fwd(&mut ffn_act, &ffn_pre, self.cfg.hidden_act, n * i)?;
-        let ffn_out = linear(be, acct, &ffn_act, &lw.ffn_out_w, Some(&lw.ffn_out_b), n, i, c)?;
+        let ffn_out = linear(
+            be,
+            acct,
+            &ffn_act,
+            &lw.ffn_out_w,
+            Some(&lw.ffn_out_b),
+            n,
+            i,
+            c,
+        )?;
         let mut ln2_in = zeros(be, act, n * c)?;
         be.add_fwd(&mut ln2_in, &ln1_out, &ffn_out, n * c)?;
-        let (mut out, mut ln2_mean, mut ln2_rstd) = (zeros(be, act, n * c)?, zeros(be, DType::F32, n)?, zeros(be, DType::F32, n)?);
-        be.layernorm_fwd(&mut out, &mut ln2_mean, &mut ln2_rstd, &ln2_in, &lw.ln2_w, &lw.ln2_b, n, c, eps)?;
+        let (mut out, mut ln2_mean, mut ln2_rstd) = (
+            zeros(be, act, n * c)?,
+            zeros(be, DType::F32, n)?,
+            zeros(be, DType::F32, n)?,
+        );
+        be.layernorm_fwd(
+            &mut out,
+            &mut ln2_mean,
+            &mut ln2_rstd,
+            &ln2_in,
+            &lw.ln2_w,
+            &lw.ln2_b,
+            n,
+            c,
+            eps,
+        )?;
         if !save {
             return Ok((out, None));
         }
-        let acts = BertLayerActs { q, k, v, lse, ln1_in, ln1_mean, ln1_rstd, ffn_pre, ln2_in, ln2_mean, ln2_rstd };
+        let acts = BertLayerActs {
+            q,
+            k,
+            v,
+            lse,
+            ln1_in,
+            ln1_mean,
+            ln1_rstd,
+            ffn_pre,
+            ln2_in,
+            ln2_mean,
+            ln2_rstd,
+        };
         for (name, buf) in LAYER_ACT_NAMES.iter().zip(acts.bufs()) {
             hold(be, acct, format!("layer.{l}.{name}"), buf);
         }
@@ -363,7 +493,16 @@ impl<B: Backend> Bert<B> {
             }
         }
         let mut demb = zeros(be, be.act_dtype(), n * c)?;
-        be.layernorm_bwd(&mut demb, &dx, &acts.emb_in, &self.w.emb_ln_w, &acts.emb_mean, &acts.emb_rstd, n, c)?;
+        be.layernorm_bwd(
+            &mut demb,
+            &dx,
+            &acts.emb_in,
+            &self.w.emb_ln_w,
+            &acts.emb_mean,
+            &acts.emb_rstd,
+            n,
+            c,
+        )?;
         for name in ["emb.in", "emb.mean", "emb.rstd"] {
             acct.release(name);
         }
@@ -371,27 +510,80 @@ impl<B: Backend> Bert<B> {
     }
 
     /// dx (B, T, C) from dout (B, T, C): layer_fwd's ops in exact reverse.
-    fn layer_bwd(&self, be: &B, dout: &B::Buf, a: &BertLayerActs<B>, l: usize, inp: &BertInputs<B>) -> Result<B::Buf> {
+    fn layer_bwd(
+        &self,
+        be: &B,
+        dout: &B::Buf,
+        a: &BertLayerActs<B>,
+        l: usize,
+        inp: &BertInputs<B>,
+    ) -> Result<B::Buf> {
         let lw = &self.w.layers[l];
         let dims = self.dims(inp);
-        let (n, c, i) = (inp.b * inp.t(), self.cfg.hidden_size, self.cfg.intermediate_size);
+        let (n, c, i) = (
+            inp.b * inp.t(),
+            self.cfg.hidden_size,
+            self.cfg.intermediate_size,
+        );
         let act = be.act_dtype();
         let scale = 1.0 / (dims.d as f64).sqrt();
         let mut d_ln2_in = zeros(be, act, n * c)?;
-        be.layernorm_bwd(&mut d_ln2_in, dout, &a.ln2_in, &lw.ln2_w, &a.ln2_mean, &a.ln2_rstd, n, c)?;
+        be.layernorm_bwd(
+            &mut d_ln2_in,
+            dout,
+            &a.ln2_in,
+            &lw.ln2_w,
+            &a.ln2_mean,
+            &a.ln2_rstd,
+            n,
+            c,
+        )?;
         let mut d_ffn_act = zeros(be, act, n * i)?;
         be.linear_bwd(&mut d_ffn_act, &d_ln2_in, &lw.ffn_out_w, n, i, c, false)?;
         let mut d_ffn_pre = zeros(be, act, n * i)?;
-        be.act_bwd(&mut d_ffn_pre, &d_ffn_act, &a.ffn_pre, self.cfg.hidden_act, n * i)?;
+        be.act_bwd(
+            &mut d_ffn_pre,
+            &d_ffn_act,
+            &a.ffn_pre,
+            self.cfg.hidden_act,
+            n * i,
+        )?;
         // the residual: d ln1_out = d ln2_in + d ffn_pre · W_in, accumulated in place
         let mut d_ln1_out = d_ln2_in;
         be.linear_bwd(&mut d_ln1_out, &d_ffn_pre, &lw.ffn_in_w, n, c, i, true)?;
         let mut d_ln1_in = zeros(be, act, n * c)?;
-        be.layernorm_bwd(&mut d_ln1_in, &d_ln1_out, &a.ln1_in, &lw.ln1_w, &a.ln1_mean, &a.ln1_rstd, n, c)?;
+        be.layernorm_bwd(
+            &mut d_ln1_in,
+            &d_ln1_out,
+            &a.ln1_in,
+            &lw.ln1_w,
+            &a.ln1_mean,
+            &a.ln1_rstd,
+            n,
+            c,
+        )?;
         let mut d_ctx = zeros(be, act, n * c)?;
         be.linear_bwd(&mut d_ctx, &d_ln1_in, &lw.attn_out_w, n, c, c, false)?;
-        let (mut dq, mut dk, mut dv) = (zeros(be, act, n * c)?, zeros(be, act, n * c)?, zeros(be, act, n * c)?);
-        be.attention_bwd(&mut dq, &mut dk, &mut dv, &d_ctx, &a.q, &a.k, &a.v, &a.lse, &inp.key_mask, None, false, scale, dims)?;
+        let (mut dq, mut dk, mut dv) = (
+            zeros(be, act, n * c)?,
+            zeros(be, act, n * c)?,
+            zeros(be, act, n * c)?,
+        );
+        be.attention_bwd(
+            &mut dq,
+            &mut dk,
+            &mut dv,
+            &d_ctx,
+            &a.q,
+            &a.k,
+            &a.v,
+            &a.lse,
+            &inp.key_mask,
+            None,
+            false,
+            scale,
+            dims,
+        )?;
         // the residual: dx = d ln1_in + dq·Wq + dk·Wk + dv·Wv
         let mut dx = d_ln1_in;
         be.linear_bwd(&mut dx, &dq, &lw.query_w, n, c, c, true)?;
@@ -409,21 +601,38 @@ impl<B: Backend> Bert<B> {
                     .into(),
             )
         })?;
-        Ok((head, head.decoder_w.as_ref().unwrap_or(&self.w.word_embeddings)))
+        Ok((
+            head,
+            head.decoder_w.as_ref().unwrap_or(&self.w.word_embeddings),
+        ))
     }
 }
 
 impl<B: Backend> BertLayerActs<B> {
     fn bufs(&self) -> [&B::Buf; 11] {
         [
-            &self.q, &self.k, &self.v, &self.lse, &self.ln1_in, &self.ln1_mean, &self.ln1_rstd,
-            &self.ffn_pre, &self.ln2_in, &self.ln2_mean, &self.ln2_rstd,
+            &self.q,
+            &self.k,
+            &self.v,
+            &self.lse,
+            &self.ln1_in,
+            &self.ln1_mean,
+            &self.ln1_rstd,
+            &self.ffn_pre,
+            &self.ln2_in,
+            &self.ln2_mean,
+            &self.ln2_rstd,
         ]
     }
 }
 
 /// Uploads a host batch for a prompt of `p` rows, checking ids against the tables.
-pub fn upload_inputs<B: Backend>(be: &B, cfg: &BertConfig, batch: &TokenBatch, p: usize) -> Result<BertInputs<B>> {
+pub fn upload_inputs<B: Backend>(
+    be: &B,
+    cfg: &BertConfig,
+    batch: &TokenBatch,
+    p: usize,
+) -> Result<BertInputs<B>> {
     batch.check()?;
     crate::cpu::embedding::check_ids("input_ids", &batch.ids, cfg.vocab_size)?;
     if let Some(types) = &batch.type_ids {
@@ -441,7 +650,11 @@ pub fn upload_inputs<B: Backend>(be: &B, cfg: &BertConfig, batch: &TokenBatch, p
         tokens: batch.t,
         p,
         ids: be.upload_i32(&batch.ids)?,
-        type_ids: batch.type_ids.as_ref().map(|t| be.upload_i32(t)).transpose()?,
+        type_ids: batch
+            .type_ids
+            .as_ref()
+            .map(|t| be.upload_i32(t))
+            .transpose()?,
         key_mask: be.upload_i32(&prompt_key_mask(batch, p))?,
     })
 }

@@ -38,12 +38,22 @@ pub fn mlm_head_fwd_bwd<B: Backend>(
     keep_logits: bool,
 ) -> Result<HeadOutput<B>> {
     let (head, full_w) = bert.decoder_weight()?;
-    let (c, act, eps) = (bert.cfg.hidden_size, be.act_dtype(), bert.cfg.layer_norm_eps);
+    let (c, act, eps) = (
+        bert.cfg.hidden_size,
+        be.act_dtype(),
+        bert.cfg.layer_norm_eps,
+    );
     let m = rows.len();
     crate::error::ensure_len("head targets", m, targets.len())?;
     let restricted = match decoder {
         Decoder::Vocab => None,
         Decoder::Rows(ids) => {
+            if ids.is_empty() {
+                return Err(Error::tensor(
+                    "verbalizer_ids",
+                    "the verbalizer needs at least one token id",
+                ));
+            }
             crate::cpu::embedding::check_ids("verbalizer_ids", ids, bert.cfg.vocab_size)?;
             let idx = be.upload_i32(ids)?;
             let (mut w, mut b) = (zeros(be, act, ids.len() * c)?, zeros(be, act, ids.len())?);
@@ -65,16 +75,33 @@ pub fn mlm_head_fwd_bwd<B: Backend>(
     be.linear_fwd(&mut u, &h, &head.dense_w, Some(&head.dense_b), m, c, c)?;
     let mut g = zeros(be, act, m * c)?;
     be.act_fwd(&mut g, &u, bert.cfg.hidden_act, m * c)?;
-    let (mut z, mut mean, mut rstd) = (zeros(be, act, m * c)?, zeros(be, DType::F32, m)?, zeros(be, DType::F32, m)?);
-    be.layernorm_fwd(&mut z, &mut mean, &mut rstd, &g, &head.ln_w, &head.ln_b, m, c, eps)?;
+    let (mut z, mut mean, mut rstd) = (
+        zeros(be, act, m * c)?,
+        zeros(be, DType::F32, m)?,
+        zeros(be, DType::F32, m)?,
+    );
+    be.layernorm_fwd(
+        &mut z, &mut mean, &mut rstd, &g, &head.ln_w, &head.ln_b, m, c, eps,
+    )?;
     // logits in float32: the softmax over V must not round in bf16
     let mut logits = zeros(be, DType::F32, m * v)?;
     be.linear_fwd(&mut logits, &z, dec_w, Some(dec_b), m, c, v)?;
-    let kept = if keep_logits { Some(be.download(&logits)?) } else { None };
+    let kept = if keep_logits {
+        Some(be.download(&logits)?)
+    } else {
+        None
+    };
     let mut losses = zeros(be, DType::F32, m)?;
     let targets_buf = be.upload_i32(targets)?;
-    be.cross_entropy_fwd_bwd(&mut logits, &mut losses, &targets_buf, m, v, 1.0 / count.max(1) as f64)?;
-    let loss = be.download(&losses)?.iter().map(|&x| x as f64).sum::<f64>() / count.max(1) as f64;
+    be.cross_entropy_fwd_bwd(
+        &mut logits,
+        &mut losses,
+        &targets_buf,
+        m,
+        v,
+        1.0 / count.max(1) as f64,
+    )?;
+    let loss = be.download_f64(&losses)?.iter().sum::<f64>() / count.max(1) as f64;
     let dlogits = logits;
     let mut dz = zeros(be, act, m * c)?;
     be.linear_bwd(&mut dz, &dlogits, dec_w, m, c, v, false)?;
@@ -86,7 +113,11 @@ pub fn mlm_head_fwd_bwd<B: Backend>(
     be.linear_bwd(&mut dh, &du, &head.dense_w, m, c, c, false)?;
     let mut dhidden = zeros(be, act, be.len(hidden))?;
     be.scatter_rows_bwd(&mut dhidden, &dh, &idx, m, c)?;
-    Ok(HeadOutput { loss, logits: kept, dhidden })
+    Ok(HeadOutput {
+        loss,
+        logits: kept,
+        dhidden,
+    })
 }
 
 /// Rows of the (B, P+T) hidden states for real-token position `s` of batch row `b`.
@@ -95,7 +126,13 @@ pub fn token_row(b: usize, s: usize, p: usize, t: usize) -> i32 {
 }
 
 /// `mlm`: logits at every real-token position (B*T rows), loss over labels != -100.
-pub fn mlm_rows(labels: &[i32], b: usize, t: usize, p: usize, all_rows: bool) -> (Vec<i32>, Vec<i32>) {
+pub fn mlm_rows(
+    labels: &[i32],
+    b: usize,
+    t: usize,
+    p: usize,
+    all_rows: bool,
+) -> (Vec<i32>, Vec<i32>) {
     let mut rows = Vec::new();
     let mut targets = Vec::new();
     for bi in 0..b {
@@ -144,7 +181,10 @@ impl std::str::FromStr for Pooling {
         match s {
             "mean" => Ok(Pooling::Mean),
             "cls" => Ok(Pooling::Cls),
-            _ => Err(Error::arg("--pooling", format!("\"{s}\": expected \"mean\" or \"cls\""))),
+            _ => Err(Error::arg(
+                "--pooling",
+                format!("\"{s}\": expected \"mean\" or \"cls\""),
+            )),
         }
     }
 }
@@ -253,6 +293,12 @@ impl ClsHead {
         let dpooled = be.upload(be.act_dtype(), &dpooled)?;
         let mut dhidden = zeros(be, be.act_dtype(), be.len(hidden))?;
         be.mean_pool_bwd(&mut dhidden, &dpooled, pool_w, b, t, c)?;
-        Ok(ClsOutput { loss: loss / b as f64, logits, dhidden, dweight, dbias })
+        Ok(ClsOutput {
+            loss: loss / b as f64,
+            logits,
+            dhidden,
+            dweight,
+            dbias,
+        })
     }
 }

@@ -8,7 +8,7 @@ pub mod t5;
 use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::weights::WeightStore;
+use crate::weights::WeightSource;
 
 /// What to keep for backward.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,7 +27,10 @@ impl std::str::FromStr for Recompute {
         match s {
             "none" => Ok(Recompute::None),
             "layer" => Ok(Recompute::Layer),
-            _ => Err(Error::arg("--recompute", format!("\"{s}\": expected \"none\" or \"layer\""))),
+            _ => Err(Error::arg(
+                "--recompute",
+                format!("\"{s}\": expected \"none\" or \"layer\""),
+            )),
         }
     }
 }
@@ -93,7 +96,12 @@ pub(crate) fn linear<B: Backend>(
 }
 
 /// Loads one tensor to the device in the backend's weight dtype.
-pub(crate) fn load<B: Backend>(be: &B, store: &WeightStore, name: &str, shape: &[usize]) -> Result<B::Buf> {
+pub(crate) fn load<B: Backend>(
+    be: &B,
+    store: &dyn WeightSource,
+    name: &str,
+    shape: &[usize],
+) -> Result<B::Buf> {
     let t = store.get(name, shape)?;
     be.upload(be.act_dtype(), &t.data)
 }

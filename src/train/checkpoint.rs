@@ -69,24 +69,46 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Writes `path` atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let meta = serde_json::to_string(&self.state).map_err(|e| Error::file(path, format!("cannot serialize the state: {e}")))?;
-        let views: Vec<(&str, Vec<usize>, &[f32])> = self.tensors.iter().map(|(k, (s, d))| (k.as_str(), s.clone(), d.as_slice())).collect();
-        write_safetensors(path, &views, Some(HashMap::from([(META_KEY.to_string(), meta)])))
+        let meta = serde_json::to_string(&self.state)
+            .map_err(|e| Error::file(path, format!("cannot serialize the state: {e}")))?;
+        let views: Vec<(&str, Vec<usize>, &[f32])> = self
+            .tensors
+            .iter()
+            .map(|(k, (s, d))| (k.as_str(), s.clone(), d.as_slice()))
+            .collect();
+        write_safetensors(
+            path,
+            &views,
+            Some(HashMap::from([(META_KEY.to_string(), meta)])),
+        )
     }
 
     pub fn load(path: &Path) -> Result<Checkpoint> {
         let file = TensorFile::read(path)?;
-        let meta = file.metadata.get(META_KEY).ok_or_else(|| Error::file(path, format!("not a softprompt checkpoint (no `{META_KEY}` metadata)")))?;
-        let state: TrainState = serde_json::from_str(meta).map_err(|e| Error::file(path, format!("unreadable checkpoint state: {e}")))?;
+        let meta = file.metadata.get(META_KEY).ok_or_else(|| {
+            Error::file(
+                path,
+                format!("not a softprompt checkpoint (no `{META_KEY}` metadata)"),
+            )
+        })?;
+        let state: TrainState = serde_json::from_str(meta)
+            .map_err(|e| Error::file(path, format!("unreadable checkpoint state: {e}")))?;
         if state.format != CHECKPOINT_FORMAT {
             return Err(Error::file(path, format!("checkpoint format {} is not {CHECKPOINT_FORMAT}: retrain, or use the softprompt that wrote it", state.format)));
         }
-        let tensors = file.floats.into_iter().map(|(k, t)| (k, (t.shape, t.data))).collect();
+        let tensors = file
+            .floats
+            .into_iter()
+            .map(|(k, t)| (k, (t.shape, t.data)))
+            .collect();
         Ok(Checkpoint { state, tensors })
     }
 
     pub fn get(&self, name: &str) -> Result<&[f32]> {
-        self.tensors.get(name).map(|(_, d)| d.as_slice()).ok_or_else(|| Error::tensor(name, "missing from the checkpoint"))
+        self.tensors
+            .get(name)
+            .map(|(_, d)| d.as_slice())
+            .ok_or_else(|| Error::tensor(name, "missing from the checkpoint"))
     }
 }
 
@@ -103,11 +125,23 @@ pub fn fnv1a(text: &str) -> String {
 /// The keys whose values differ between two settings objects.
 pub fn config_diff(a: &Value, b: &Value) -> Vec<String> {
     let empty = serde_json::Map::new();
-    let (a, b) = (a.as_object().unwrap_or(&empty), b.as_object().unwrap_or(&empty));
+    let (a, b) = (
+        a.as_object().unwrap_or(&empty),
+        b.as_object().unwrap_or(&empty),
+    );
     let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
     keys.sort();
     keys.dedup();
-    keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).map(|k| format!("{k}: {} -> {}", a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null))).collect()
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            format!(
+                "{k}: {} -> {}",
+                a.get(k).unwrap_or(&Value::Null),
+                b.get(k).unwrap_or(&Value::Null)
+            )
+        })
+        .collect()
 }
 
 /// A prompt folder as `eval` and `predict` read it.
@@ -122,10 +156,25 @@ pub struct SavedPrompt {
 
 /// Writes the prompt (PEFT layout), task.json and, for `cls`, head.safetensors into `dir`.
 /// `extra` is merged into task.json (step, dev metrics, ...).
-pub fn save_prompt_dir(dir: &Path, prompt: &PromptTable, head: Option<&ClsHead>, spec: &TaskSpec, model_dir: &Path, info: &AdapterInfo, extra: Value) -> Result<()> {
+pub fn save_prompt_dir(
+    dir: &Path,
+    prompt: &PromptTable,
+    head: Option<&ClsHead>,
+    spec: &TaskSpec,
+    model_dir: &Path,
+    info: &AdapterInfo,
+    extra: Value,
+) -> Result<()> {
     prompt.save_peft(dir, info)?;
     if let Some(h) = head {
-        write_safetensors(&dir.join(HEAD_FILE), &[("weight", vec![h.k, h.c], &h.weight), ("bias", vec![h.k], &h.bias)], None)?;
+        write_safetensors(
+            &dir.join(HEAD_FILE),
+            &[
+                ("weight", vec![h.k, h.c], &h.weight),
+                ("bias", vec![h.k], &h.bias),
+            ],
+            None,
+        )?;
     }
     let mut task = spec.to_json();
     if let (Some(obj), Some(more)) = (task.as_object_mut(), extra.as_object()) {
@@ -146,7 +195,8 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
     let task_path = dir.join(TASK_FILE);
     let (task, model) = if task_path.exists() {
         let text = std::fs::read_to_string(&task_path).map_err(|e| Error::io(&task_path, e))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| Error::file(&task_path, format!("not valid JSON: {e}")))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::file(&task_path, format!("not valid JSON: {e}")))?;
         let model = v.get("model").and_then(|m| m.as_str()).map(PathBuf::from);
         (Some(TaskSpec::from_json(&v, &task_path)?), model)
     } else {
@@ -159,17 +209,35 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
         let b = f.float("bias")?;
         let (k, c) = match w.shape.as_slice() {
             [k, c] => (*k, *c),
-            s => return Err(Error::file(&head_path, format!("`weight` has shape {s:?}: expected [labels, d]"))),
+            s => {
+                return Err(Error::file(
+                    &head_path,
+                    format!("`weight` has shape {s:?}: expected [labels, d]"),
+                ))
+            }
         };
         crate::error::ensure_len("head bias", k, b.data.len())?;
         if c != prompt.d {
-            return Err(Error::file(&head_path, format!("the head is {c} wide but the prompt {}", prompt.d)));
+            return Err(Error::file(
+                &head_path,
+                format!("the head is {c} wide but the prompt {}", prompt.d),
+            ));
         }
-        Some(ClsHead { k, c, weight: w.data.clone(), bias: b.data.clone() })
+        Some(ClsHead {
+            k,
+            c,
+            weight: w.data.clone(),
+            bias: b.data.clone(),
+        })
     } else {
         None
     };
-    Ok(SavedPrompt { prompt, head, task, model })
+    Ok(SavedPrompt {
+        prompt,
+        head,
+        task,
+        model,
+    })
 }
 
 #[cfg(test)]
@@ -184,11 +252,32 @@ mod tests {
         rng.next_u64();
         let config = json!({"lr": 0.3, "seed": 3});
         let state = TrainState {
-            format: CHECKPOINT_FORMAT, step: 7, epoch: 2, plan: vec![vec![2, 0], vec![1]], pos: 1, rng,
-            best: Some(super::super::EvalMetrics { accuracy: 0.75, macro_f1: 0.7, examples: 8 }), best_test: None, best_step: 5, evals_since_best: 1, done: false,
-            config_hash: fnv1a(&config.to_string()), config, threads: 2,
+            format: CHECKPOINT_FORMAT,
+            step: 7,
+            epoch: 2,
+            plan: vec![vec![2, 0], vec![1]],
+            pos: 1,
+            rng,
+            best: Some(super::super::EvalMetrics {
+                accuracy: 0.75,
+                macro_f1: 0.7,
+                examples: 8,
+            }),
+            best_test: None,
+            best_step: 5,
+            evals_since_best: 1,
+            done: false,
+            config_hash: fnv1a(&config.to_string()),
+            config,
+            threads: 2,
         };
-        let ck = Checkpoint { state, tensors: BTreeMap::from([("prompt".to_string(), (vec![2, 2], vec![1.0, -0.5, f32::MIN_POSITIVE, 3.25]))]) };
+        let ck = Checkpoint {
+            state,
+            tensors: BTreeMap::from([(
+                "prompt".to_string(),
+                (vec![2, 2], vec![1.0, -0.5, f32::MIN_POSITIVE, 3.25]),
+            )]),
+        };
         ck.save(&path).unwrap();
         let back = Checkpoint::load(&path).unwrap();
         assert_eq!(back, ck);
@@ -196,13 +285,19 @@ mod tests {
         let (mut a, mut b) = (ck.state.rng.clone(), back.state.rng.clone());
         assert_eq!(a.next_u64(), b.next_u64());
         // nothing but the checkpoint is left in the folder: the temporary file was renamed
-        let names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(names, [CHECKPOINT_FILE]);
         // a truncated file (what a non-atomic write killed mid-way leaves) is refused clearly
         let bytes = std::fs::read(&path).unwrap();
         let broken = dir.join("broken.safetensors");
         std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
-        let err = Checkpoint::load(&broken).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = Checkpoint::load(&broken)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("truncated or corrupt"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -211,7 +306,10 @@ mod tests {
     fn hash_and_diff() {
         assert_eq!(fnv1a(""), "cbf29ce484222325");
         assert_eq!(fnv1a("a"), "af63dc4c8601ec8c");
-        let d = config_diff(&json!({"lr": 0.3, "seed": 1}), &json!({"lr": 0.1, "seed": 1}));
+        let d = config_diff(
+            &json!({"lr": 0.3, "seed": 1}),
+            &json!({"lr": 0.1, "seed": 1}),
+        );
         assert_eq!(d, ["lr: 0.3 -> 0.1"]);
     }
 }

@@ -27,7 +27,10 @@ impl std::str::FromStr for Format {
             "jsonl" | "json" => Ok(Format::Jsonl),
             "tsv" => Ok(Format::Tsv),
             "csv" => Ok(Format::Csv),
-            _ => Err(Error::arg("--format", format!("\"{s}\": expected jsonl, tsv or csv"))),
+            _ => Err(Error::arg(
+                "--format",
+                format!("\"{s}\": expected jsonl, tsv or csv"),
+            )),
         }
     }
 }
@@ -35,12 +38,19 @@ impl std::str::FromStr for Format {
 impl Format {
     /// The format named by the file's extension (.jsonl/.json, .tsv, .csv).
     pub fn from_path(path: &Path) -> Result<Format> {
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         match ext.as_str() {
             "jsonl" | "json" | "ndjson" => Ok(Format::Jsonl),
             "tsv" => Ok(Format::Tsv),
             "csv" => Ok(Format::Csv),
-            _ => Err(Error::file(path, "cannot tell the format from the extension: pass --format jsonl, tsv or csv")),
+            _ => Err(Error::file(
+                path,
+                "cannot tell the format from the extension: pass --format jsonl, tsv or csv",
+            )),
         }
     }
 }
@@ -58,7 +68,12 @@ pub struct DataSpec {
 
 impl Default for DataSpec {
     fn default() -> Self {
-        DataSpec { format: None, text_field: "text".into(), label_field: "label".into(), require_label: true }
+        DataSpec {
+            format: None,
+            text_field: "text".into(),
+            label_field: "label".into(),
+            require_label: true,
+        }
     }
 }
 
@@ -109,9 +124,19 @@ impl Dataset {
         let examples = match format {
             Format::Jsonl => parse_jsonl(path, text, spec)?,
             Format::Tsv => {
-                let records = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| {
-                    Ok((i + 1, l.trim_end_matches('\r').split('\t').map(String::from).collect()))
-                });
+                let records = text
+                    .lines()
+                    .enumerate()
+                    .filter(|(_, l)| !l.trim().is_empty())
+                    .map(|(i, l)| {
+                        Ok((
+                            i + 1,
+                            l.trim_end_matches('\r')
+                                .split('\t')
+                                .map(String::from)
+                                .collect(),
+                        ))
+                    });
                 parse_table(path, records, spec)?
             }
             Format::Csv => parse_table(path, csv_records(path, text)?.into_iter().map(Ok), spec)?,
@@ -119,7 +144,10 @@ impl Dataset {
         if examples.is_empty() {
             return Err(Error::data(path, 1, "the file holds no examples"));
         }
-        Ok(Dataset { path: path.to_path_buf(), examples })
+        Ok(Dataset {
+            path: path.to_path_buf(),
+            examples,
+        })
     }
 }
 
@@ -132,23 +160,52 @@ fn parse_jsonl(path: &Path, text: &str, spec: &DataSpec) -> Result<Vec<Example>>
         }
         let v: serde_json::Value = serde_json::from_str(line)
             .map_err(|e| Error::data(path, n, format!("malformed line: not valid JSON ({e})")))?;
-        let obj = v.as_object().ok_or_else(|| Error::data(path, n, "malformed line: expected a JSON object"))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| Error::data(path, n, "malformed line: expected a JSON object"))?;
         let field = |name: &str| -> Result<Option<String>> {
             match obj.get(name) {
                 None | Some(serde_json::Value::Null) => Ok(None),
                 Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-                Some(x @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => Ok(Some(x.to_string())),
-                Some(_) => Err(Error::data(path, n, format!("field \"{name}\" must be a string, number or boolean"))),
+                Some(x @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
+                    Ok(Some(x.to_string()))
+                }
+                Some(_) => Err(Error::data(
+                    path,
+                    n,
+                    format!("field \"{name}\" must be a string, number or boolean"),
+                )),
             }
         };
         let keys = || obj.keys().cloned().collect::<Vec<_>>().join(", ");
-        let text = field(&spec.text_field)?
-            .ok_or_else(|| Error::data(path, n, format!("missing field \"{}\" (fields: {}); set it with --text-field", spec.text_field, keys())))?;
+        let text = field(&spec.text_field)?.ok_or_else(|| {
+            Error::data(
+                path,
+                n,
+                format!(
+                    "missing field \"{}\" (fields: {}); set it with --text-field",
+                    spec.text_field,
+                    keys()
+                ),
+            )
+        })?;
         let label = field(&spec.label_field)?;
         if label.is_none() && spec.require_label {
-            return Err(Error::data(path, n, format!("missing field \"{}\" (fields: {}); set it with --label-field", spec.label_field, keys())));
+            return Err(Error::data(
+                path,
+                n,
+                format!(
+                    "missing field \"{}\" (fields: {}); set it with --label-field",
+                    spec.label_field,
+                    keys()
+                ),
+            ));
         }
-        out.push(Example { text, label, line: n });
+        out.push(Example {
+            text,
+            label,
+            line: n,
+        });
     }
     Ok(out)
 }
@@ -161,7 +218,13 @@ fn parse_table(
 ) -> Result<Vec<Example>> {
     let (hline, header) = match records.next() {
         Some(r) => r?,
-        None => return Err(Error::data(path, 1, "the file holds no examples (not even a header line)")),
+        None => {
+            return Err(Error::data(
+                path,
+                1,
+                "the file holds no examples (not even a header line)",
+            ))
+        }
     };
     let col = |name: &str, flag: &str| -> Result<Option<usize>> {
         match header.iter().position(|h| h.trim() == name) {
@@ -170,7 +233,10 @@ fn parse_table(
             None => Err(Error::data(
                 path,
                 hline,
-                format!("missing field \"{name}\": the header names {:?}; set it with {flag}", header),
+                format!(
+                    "missing field \"{name}\": the header names {:?}; set it with {flag}",
+                    header
+                ),
             )),
         }
     };
@@ -183,14 +249,26 @@ fn parse_table(
             return Err(Error::data(
                 path,
                 n,
-                format!("malformed line: {} fields, but the header has {}", fields.len(), header.len()),
+                format!(
+                    "malformed line: {} fields, but the header has {}",
+                    fields.len(),
+                    header.len()
+                ),
             ));
         }
         let label = label_col.map(|c| fields[c].clone());
         if spec.require_label && label.as_deref().map_or(true, |l| l.is_empty()) {
-            return Err(Error::data(path, n, format!("missing field \"{}\": the value is empty", spec.label_field)));
+            return Err(Error::data(
+                path,
+                n,
+                format!("missing field \"{}\": the value is empty", spec.label_field),
+            ));
         }
-        out.push(Example { text: fields[text_col].clone(), label, line: n });
+        out.push(Example {
+            text: fields[text_col].clone(),
+            label,
+            line: n,
+        });
     }
     Ok(out)
 }
@@ -210,7 +288,11 @@ fn csv_records(path: &Path, text: &str) -> Result<Vec<(usize, Vec<String>)>> {
         loop {
             let Some(ch) = chars.next() else {
                 if quoted {
-                    return Err(Error::data(path, start, "malformed line: a quoted field is not closed"));
+                    return Err(Error::data(
+                        path,
+                        start,
+                        "malformed line: a quoted field is not closed",
+                    ));
                 }
                 break;
             };
@@ -234,7 +316,13 @@ fn csv_records(path: &Path, text: &str) -> Result<Vec<(usize, Vec<String>)>> {
                     quoted = true;
                     was_quoted = true;
                 }
-                '"' => return Err(Error::data(path, line, "malformed line: a quote inside an unquoted field")),
+                '"' => {
+                    return Err(Error::data(
+                        path,
+                        line,
+                        "malformed line: a quote inside an unquoted field",
+                    ))
+                }
                 ',' => {
                     fields.push(std::mem::take(&mut field));
                     was_quoted = false;
@@ -245,7 +333,11 @@ fn csv_records(path: &Path, text: &str) -> Result<Vec<(usize, Vec<String>)>> {
                     break;
                 }
                 c if was_quoted => {
-                    return Err(Error::data(path, line, format!("malformed line: {c:?} after a closing quote")))
+                    return Err(Error::data(
+                        path,
+                        line,
+                        format!("malformed line: {c:?} after a closing quote"),
+                    ))
                 }
                 c => field.push(c),
             }
@@ -298,49 +390,129 @@ mod tests {
     #[test]
     fn jsonl_errors_name_file_and_line() {
         let p = Path::new("d/train.jsonl");
-        let err = Dataset::parse(p, "{\"text\":\"a\",\"label\":\"x\"}\n\n{\"text\": \"b\"\n", &spec()).unwrap_err();
-        assert!(err.to_string().starts_with("d/train.jsonl:3: malformed line"), "{err}");
-        let err = Dataset::parse(p, "{\"text\":\"a\",\"label\":\"x\"}\n{\"txt\":\"b\",\"label\":\"y\"}\n", &spec()).unwrap_err();
-        assert!(err.to_string().starts_with("d/train.jsonl:2: missing field \"text\""), "{err}");
+        let err = Dataset::parse(
+            p,
+            "{\"text\":\"a\",\"label\":\"x\"}\n\n{\"text\": \"b\"\n",
+            &spec(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("d/train.jsonl:3: malformed line"),
+            "{err}"
+        );
+        let err = Dataset::parse(
+            p,
+            "{\"text\":\"a\",\"label\":\"x\"}\n{\"txt\":\"b\",\"label\":\"y\"}\n",
+            &spec(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("d/train.jsonl:2: missing field \"text\""),
+            "{err}"
+        );
         let err = Dataset::parse(p, "{\"text\":\"a\"}\n", &spec()).unwrap_err();
-        assert!(err.to_string().starts_with("d/train.jsonl:1: missing field \"label\""), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("d/train.jsonl:1: missing field \"label\""),
+            "{err}"
+        );
         let err = Dataset::parse(p, "\n  \n", &spec()).unwrap_err();
-        assert_eq!(err.to_string(), "d/train.jsonl:1: the file holds no examples");
+        assert_eq!(
+            err.to_string(),
+            "d/train.jsonl:1: the file holds no examples"
+        );
         let err = Dataset::parse(p, "[1, 2]\n", &spec()).unwrap_err();
-        assert!(err.to_string().contains(":1: malformed line: expected a JSON object"), "{err}");
+        assert!(
+            err.to_string()
+                .contains(":1: malformed line: expected a JSON object"),
+            "{err}"
+        );
     }
 
     #[test]
     fn jsonl_fields_settable_and_numeric_labels() {
-        let s = DataSpec { text_field: "sentence".into(), label_field: "y".into(), ..spec() };
-        let d = Dataset::parse(Path::new("x.jsonl"), "{\"sentence\":\"ok\",\"y\":1}\n{\"sentence\":\"no\",\"y\":0}\n", &s).unwrap();
+        let s = DataSpec {
+            text_field: "sentence".into(),
+            label_field: "y".into(),
+            ..spec()
+        };
+        let d = Dataset::parse(
+            Path::new("x.jsonl"),
+            "{\"sentence\":\"ok\",\"y\":1}\n{\"sentence\":\"no\",\"y\":0}\n",
+            &s,
+        )
+        .unwrap();
         assert_eq!(d.examples[0].label.as_deref(), Some("1"));
         assert_eq!(d.examples[1].text, "no");
-        let p = DataSpec { require_label: false, ..spec() };
+        let p = DataSpec {
+            require_label: false,
+            ..spec()
+        };
         let d = Dataset::parse(Path::new("x.jsonl"), "{\"text\":\"only text\"}\n", &p).unwrap();
         assert_eq!(d.examples[0].label, None);
     }
 
     #[test]
     fn tsv_and_csv() {
-        let d = Dataset::parse(Path::new("a.tsv"), "label\ttext\npositive\tgood, fine\nnegative\tbad\n", &spec()).unwrap();
+        let d = Dataset::parse(
+            Path::new("a.tsv"),
+            "label\ttext\npositive\tgood, fine\nnegative\tbad\n",
+            &spec(),
+        )
+        .unwrap();
         assert_eq!(d.examples.len(), 2);
         assert_eq!(d.examples[0].text, "good, fine");
         assert_eq!(d.examples[1].line, 3);
-        let err = Dataset::parse(Path::new("a.tsv"), "label\ttext\npositive\tgood\textra\n", &spec()).unwrap_err();
-        assert_eq!(err.to_string(), "a.tsv:2: malformed line: 3 fields, but the header has 2");
-        let err = Dataset::parse(Path::new("a.tsv"), "y\ttext\npositive\tgood\n", &spec()).unwrap_err();
-        assert!(err.to_string().starts_with("a.tsv:1: missing field \"label\""), "{err}");
+        let err = Dataset::parse(
+            Path::new("a.tsv"),
+            "label\ttext\npositive\tgood\textra\n",
+            &spec(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a.tsv:2: malformed line: 3 fields, but the header has 2"
+        );
+        let err =
+            Dataset::parse(Path::new("a.tsv"), "y\ttext\npositive\tgood\n", &spec()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("a.tsv:1: missing field \"label\""),
+            "{err}"
+        );
         let csv = "text,label\n\"He said \"\"wow\"\"\",positive\n\"two\nlines\",negative\n\nplain,negative\n";
         let d = Dataset::parse(Path::new("a.csv"), csv, &spec()).unwrap();
-        assert_eq!(d.examples.iter().map(|e| e.text.as_str()).collect::<Vec<_>>(), ["He said \"wow\"", "two\nlines", "plain"]);
-        assert_eq!(d.examples.iter().map(|e| e.line).collect::<Vec<_>>(), [2, 3, 6]);
-        let err = Dataset::parse(Path::new("a.csv"), "text,label\n\"open,positive\n", &spec()).unwrap_err();
-        assert_eq!(err.to_string(), "a.csv:2: malformed line: a quoted field is not closed");
+        assert_eq!(
+            d.examples
+                .iter()
+                .map(|e| e.text.as_str())
+                .collect::<Vec<_>>(),
+            ["He said \"wow\"", "two\nlines", "plain"]
+        );
+        assert_eq!(
+            d.examples.iter().map(|e| e.line).collect::<Vec<_>>(),
+            [2, 3, 6]
+        );
+        let err = Dataset::parse(Path::new("a.csv"), "text,label\n\"open,positive\n", &spec())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a.csv:2: malformed line: a quoted field is not closed"
+        );
         let err = Dataset::parse(Path::new("a.csv"), "text,label\nfine,\n", &spec()).unwrap_err();
-        assert!(err.to_string().starts_with("a.csv:2: missing field \"label\""), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("a.csv:2: missing field \"label\""),
+            "{err}"
+        );
         let err = Dataset::parse(Path::new("a.csv"), "", &spec()).unwrap_err();
-        assert!(err.to_string().starts_with("a.csv:1: the file holds no examples"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("a.csv:1: the file holds no examples"),
+            "{err}"
+        );
         let err = Dataset::parse(Path::new("a.txt"), "x", &spec()).unwrap_err();
         assert!(err.to_string().contains("--format"), "{err}");
     }
@@ -358,12 +530,19 @@ mod tests {
         assert_eq!(all, (0..100).collect::<Vec<_>>());
         // bucketing: the padding of the plan is well below that of random batches
         let pad = |plan: &[Vec<u32>]| -> usize {
-            plan.iter().map(|b| {
-                let m = b.iter().map(|&i| lens[i as usize]).max().unwrap();
-                b.iter().map(|&i| m - lens[i as usize]).sum::<usize>()
-            }).sum()
+            plan.iter()
+                .map(|b| {
+                    let m = b.iter().map(|&i| lens[i as usize]).max().unwrap();
+                    b.iter().map(|&i| m - lens[i as usize]).sum::<usize>()
+                })
+                .sum()
         };
         let random = epoch_plan(&lens, 8, 1, &mut Rng::new(7));
-        assert!(pad(&a) * 2 < pad(&random), "{} vs {}", pad(&a), pad(&random));
+        assert!(
+            pad(&a) * 2 < pad(&random),
+            "{} vs {}",
+            pad(&a),
+            pad(&random)
+        );
     }
 }

@@ -56,8 +56,16 @@ pub fn classification_metrics(gold: &[usize], pred: &[usize]) -> EvalMetrics {
         f1_sum += 2.0 * tp[c] as f64 / denom as f64;
     }
     EvalMetrics {
-        accuracy: if n == 0 { 0.0 } else { correct as f64 / n as f64 },
-        macro_f1: if classes == 0 { 0.0 } else { f1_sum / classes as f64 },
+        accuracy: if n == 0 {
+            0.0
+        } else {
+            correct as f64 / n as f64
+        },
+        macro_f1: if classes == 0 {
+            0.0
+        } else {
+            f1_sum / classes as f64
+        },
         examples: n,
     }
 }
@@ -72,7 +80,10 @@ pub struct MetricsLog {
 impl MetricsLog {
     /// Starts a fresh log at `path`.
     pub fn create(path: &Path) -> MetricsLog {
-        MetricsLog { path: path.to_path_buf(), lines: Vec::new() }
+        MetricsLog {
+            path: path.to_path_buf(),
+            lines: Vec::new(),
+        }
     }
 
     /// Reopens a log for a resumed run, keeping only the lines up to `step` (later ones are
@@ -89,7 +100,10 @@ impl MetricsLog {
             })
             .map(String::from)
             .collect();
-        let log = MetricsLog { path: path.to_path_buf(), lines };
+        let log = MetricsLog {
+            path: path.to_path_buf(),
+            lines,
+        };
         log.flush()?;
         Ok(log)
     }
@@ -120,7 +134,10 @@ mod tests {
     fn macro_f1_skips_absent_classes_like_sklearn() {
         // sklearn: f1_score([0,0,2,2], [0,2,2,2], average="macro") = (0.6667 + 0.8) / 2
         let m = classification_metrics(&[0, 0, 2, 2], &[0, 2, 2, 2]);
-        assert!((m.macro_f1 - (2.0 / 3.0 + 0.8) / 2.0).abs() < 1e-12, "{m:?}");
+        assert!(
+            (m.macro_f1 - (2.0 / 3.0 + 0.8) / 2.0).abs() < 1e-12,
+            "{m:?}"
+        );
         assert_eq!(m.accuracy, 0.75);
         assert_eq!(m.examples, 4);
         let all_one = classification_metrics(&[0, 1, 1, 0], &[1, 1, 1, 1]);
@@ -133,7 +150,8 @@ mod tests {
         let path = dir.join("metrics.jsonl");
         let mut log = MetricsLog::create(&path);
         for s in 1..=5u64 {
-            log.append(&serde_json::json!({"step": s, "loss": s as f64 / 10.0})).unwrap();
+            log.append(&serde_json::json!({"step": s, "loss": s as f64 / 10.0}))
+                .unwrap();
         }
         // a half-written line as a crash could leave with plain appends
         let mut text = std::fs::read_to_string(&path).unwrap();
@@ -142,7 +160,10 @@ mod tests {
         let log = MetricsLog::resume(&path, 3).unwrap();
         assert_eq!(log.lines().len(), 3);
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text, "{\"loss\":0.1,\"step\":1}\n{\"loss\":0.2,\"step\":2}\n{\"loss\":0.3,\"step\":3}\n");
+        assert_eq!(
+            text,
+            "{\"loss\":0.1,\"step\":1}\n{\"loss\":0.2,\"step\":2}\n{\"loss\":0.3,\"step\":3}\n"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

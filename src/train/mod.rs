@@ -82,7 +82,14 @@ use std::time::Instant;
 /// Scores every row of `enc` (in length order, `batch_size` rows at a time) and returns the
 /// metrics against the gold labels with the predictions in file order. Rows without a label
 /// are predicted but not counted.
-pub fn evaluate<B: Backend>(be: &B, model: &Model<B>, task: &Task, params: &Params<B>, enc: &Encoded, batch_size: usize) -> Result<(EvalMetrics, Vec<Prediction>)> {
+pub fn evaluate<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    task: &Task,
+    params: &Params<B>,
+    enc: &Encoded,
+    batch_size: usize,
+) -> Result<(EvalMetrics, Vec<Prediction>)> {
     let preds = predict_all(be, model, task, params, enc, batch_size)?;
     let (mut gold, mut pred) = (Vec::new(), Vec::new());
     if task.spec.free_targets {
@@ -116,7 +123,14 @@ pub fn evaluate<B: Backend>(be: &B, model: &Model<B>, task: &Task, params: &Para
 }
 
 /// Predictions for every row of `enc`, in file order (batched in length order).
-pub fn predict_all<B: Backend>(be: &B, model: &Model<B>, task: &Task, params: &Params<B>, enc: &Encoded, batch_size: usize) -> Result<Vec<Prediction>> {
+pub fn predict_all<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    task: &Task,
+    params: &Params<B>,
+    enc: &Encoded,
+    batch_size: usize,
+) -> Result<Vec<Prediction>> {
     let mut order: Vec<u32> = (0..enc.rows.len() as u32).collect();
     order.sort_by_key(|&i| enc.rows[i as usize].ids.len());
     let mut out: Vec<Option<Prediction>> = vec![None; enc.rows.len()];
@@ -143,7 +157,13 @@ pub fn optimizer_shapes<B: Backend>(params: &Params<B>) -> Vec<(&'static str, us
 /// Clips the gradients to `max_grad_norm` (None: no clipping) and applies one optimizer
 /// update to the prompt and the head. Returns the prompt's learning rate and the gradient
 /// norm before clipping.
-pub fn optimizer_step<B: Backend>(be: &B, opt: &mut Optimizer<B>, params: &mut Params<B>, grads: Grads<B>, max_grad_norm: Option<f64>) -> Result<(f64, f64)> {
+pub fn optimizer_step<B: Backend>(
+    be: &B,
+    opt: &mut Optimizer<B>,
+    params: &mut Params<B>,
+    grads: Grads<B>,
+    max_grad_norm: Option<f64>,
+) -> Result<(f64, f64)> {
     let mut gbufs = vec![grads.prompt];
     let mut pbufs = vec![be.zeros(DType::F32, 0)?];
     std::mem::swap(&mut pbufs[0], &mut params.prompt);
@@ -156,16 +176,32 @@ pub fn optimizer_step<B: Backend>(be: &B, opt: &mut Optimizer<B>, params: &mut P
     let outcome = clip_and_update(be, opt, &mut pbufs, &mut gbufs, max_grad_norm);
     // the prompt goes back into `params` even when the update failed
     let mut pbufs = pbufs.into_iter();
-    params.prompt = pbufs.next().ok_or_else(|| Error::Device("prompt buffer lost".into()))?;
+    params.prompt = pbufs
+        .next()
+        .ok_or_else(|| Error::Device("prompt buffer lost".into()))?;
     let (lr, norm) = outcome?;
     if let Some(h) = params.head.as_mut() {
-        h.weight = be.download(&pbufs.next().ok_or_else(|| Error::Device("head buffer lost".into()))?)?;
-        h.bias = be.download(&pbufs.next().ok_or_else(|| Error::Device("head buffer lost".into()))?)?;
+        h.weight = be.download(
+            &pbufs
+                .next()
+                .ok_or_else(|| Error::Device("head buffer lost".into()))?,
+        )?;
+        h.bias = be.download(
+            &pbufs
+                .next()
+                .ok_or_else(|| Error::Device("head buffer lost".into()))?,
+        )?;
     }
     Ok((lr, norm))
 }
 
-fn clip_and_update<B: Backend>(be: &B, opt: &mut Optimizer<B>, params: &mut [B::Buf], grads: &mut [B::Buf], max_grad_norm: Option<f64>) -> Result<(f64, f64)> {
+fn clip_and_update<B: Backend>(
+    be: &B,
+    opt: &mut Optimizer<B>,
+    params: &mut [B::Buf],
+    grads: &mut [B::Buf],
+    max_grad_norm: Option<f64>,
+) -> Result<(f64, f64)> {
     let mut grefs: Vec<&mut B::Buf> = grads.iter_mut().collect();
     let norm = optim::clip_grad_norm(be, &mut grefs, max_grad_norm)?;
     let mut prefs: Vec<&mut B::Buf> = params.iter_mut().collect();
@@ -226,11 +262,28 @@ impl Default for TrainConfig {
 /// What the trainer reports as it goes.
 #[derive(Clone, Debug)]
 pub enum Event {
-    Started { total_steps: u64, steps_per_epoch: u64, resumed_at: Option<u64>, prompt_params: usize, head_params: usize },
+    Started {
+        total_steps: u64,
+        steps_per_epoch: u64,
+        resumed_at: Option<u64>,
+        prompt_params: usize,
+        head_params: usize,
+    },
     Step(StepInfo),
-    Eval { step: u64, split: String, metrics: EvalMetrics, best: bool },
-    Saved { step: u64, path: PathBuf },
-    EarlyStop { step: u64, best_step: u64 },
+    Eval {
+        step: u64,
+        split: String,
+        metrics: EvalMetrics,
+        best: bool,
+    },
+    Saved {
+        step: u64,
+        path: PathBuf,
+    },
+    EarlyStop {
+        step: u64,
+        best_step: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -282,43 +335,121 @@ pub struct Trainer<'a, B: Backend> {
 impl<'a, B: Backend> Trainer<'a, B> {
     /// A fresh run: initialises the prompt (and head) from `cfg.seed`.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(be: &'a B, model: &'a Model<B>, task: &'a Task, train: &'a Encoded, dev: Option<&'a Encoded>, test: Option<&'a Encoded>, cfg: TrainConfig, out: &Path) -> Result<Self> {
+    pub fn new(
+        be: &'a B,
+        model: &'a Model<B>,
+        task: &'a Task,
+        train: &'a Encoded,
+        dev: Option<&'a Encoded>,
+        test: Option<&'a Encoded>,
+        cfg: TrainConfig,
+        out: &Path,
+    ) -> Result<Self> {
         let init = match &cfg.init {
-            PromptInit::ClassLabels { from_first, .. } => PromptInit::ClassLabels { label_ids: task.label_token_ids(&model.tokenizer)?, from_first: *from_first },
+            PromptInit::ClassLabels { from_first, .. } => PromptInit::ClassLabels {
+                label_ids: task.label_token_ids(&model.tokenizer)?,
+                from_first: *from_first,
+            },
             other => other.clone(),
         };
         // separate streams: the prompt's init, and the data order
         let mut init_rng = Rng::new(cfg.seed ^ 0x5052_4f4d_5054_u64);
         let table = model.init_prompt(be, cfg.prompt_len, &init, &mut init_rng)?;
-        let params = Params { prompt: be.upload(DType::F32, &table.data)?, p: table.p, d: table.d, head: task.new_head(table.d) };
-        Self::build(be, model, task, train, dev, test, cfg, out, params, table, None)
+        let params = Params {
+            prompt: be.upload(DType::F32, &table.data)?,
+            p: table.p,
+            d: table.d,
+            head: task.new_head(table.d),
+        };
+        Self::build(
+            be, model, task, train, dev, test, cfg, out, params, table, None,
+        )
     }
 
     /// Continues the run whose checkpoint is in `out`, bit for bit. Fails when the settings
     /// differ from the checkpoint's, naming them.
     #[allow(clippy::too_many_arguments)]
-    pub fn resume(be: &'a B, model: &'a Model<B>, task: &'a Task, train: &'a Encoded, dev: Option<&'a Encoded>, test: Option<&'a Encoded>, cfg: TrainConfig, out: &Path) -> Result<Self> {
+    pub fn resume(
+        be: &'a B,
+        model: &'a Model<B>,
+        task: &'a Task,
+        train: &'a Encoded,
+        dev: Option<&'a Encoded>,
+        test: Option<&'a Encoded>,
+        cfg: TrainConfig,
+        out: &Path,
+    ) -> Result<Self> {
         let path = out.join(CHECKPOINT_FILE);
         let ck = Checkpoint::load(&path)?;
         let prompt = ck.get("prompt")?.to_vec();
         let d = model.hidden_size();
         if prompt.len() != cfg.prompt_len * d {
-            return Err(Error::file(&path, format!("the prompt holds {} values, expected P {} x d {d}", prompt.len(), cfg.prompt_len)));
+            return Err(Error::file(
+                &path,
+                format!(
+                    "the prompt holds {} values, expected P {} x d {d}",
+                    prompt.len(),
+                    cfg.prompt_len
+                ),
+            ));
         }
         let mut table = PromptTable::from_data(cfg.prompt_len, d, prompt.clone())?;
-        table.init = ck.state.config.get("init").and_then(|v| v.as_str()).unwrap_or("RANDOM").to_string();
-        table.init_text = ck.state.config.get("init_text").and_then(|v| v.as_str()).map(String::from);
-        let head = task.new_head(d).map(|mut h| -> Result<ClsHead> {
-            h.weight = ck.get("head.weight")?.to_vec();
-            h.bias = ck.get("head.bias")?.to_vec();
-            Ok(h)
-        }).transpose()?;
-        let params = Params { prompt: be.upload(DType::F32, &prompt)?, p: cfg.prompt_len, d, head };
-        Self::build(be, model, task, train, dev, test, cfg, out, params, table, Some(ck))
+        table.init = ck
+            .state
+            .config
+            .get("init")
+            .and_then(|v| v.as_str())
+            .unwrap_or("RANDOM")
+            .to_string();
+        table.init_text = ck
+            .state
+            .config
+            .get("init_text")
+            .and_then(|v| v.as_str())
+            .map(String::from);
+        let head = task
+            .new_head(d)
+            .map(|mut h| -> Result<ClsHead> {
+                h.weight = ck.get("head.weight")?.to_vec();
+                h.bias = ck.get("head.bias")?.to_vec();
+                Ok(h)
+            })
+            .transpose()?;
+        let params = Params {
+            prompt: be.upload(DType::F32, &prompt)?,
+            p: cfg.prompt_len,
+            d,
+            head,
+        };
+        Self::build(
+            be,
+            model,
+            task,
+            train,
+            dev,
+            test,
+            cfg,
+            out,
+            params,
+            table,
+            Some(ck),
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn build(be: &'a B, model: &'a Model<B>, task: &'a Task, train: &'a Encoded, dev: Option<&'a Encoded>, test: Option<&'a Encoded>, cfg: TrainConfig, out: &Path, params: Params<B>, table: PromptTable, ck: Option<Checkpoint>) -> Result<Self> {
+    fn build(
+        be: &'a B,
+        model: &'a Model<B>,
+        task: &'a Task,
+        train: &'a Encoded,
+        dev: Option<&'a Encoded>,
+        test: Option<&'a Encoded>,
+        cfg: TrainConfig,
+        out: &Path,
+        params: Params<B>,
+        table: PromptTable,
+        ck: Option<Checkpoint>,
+    ) -> Result<Self> {
         if train.rows.is_empty() {
             return Err(Error::data(&train.path, 1, "no training rows"));
         }
@@ -342,9 +473,20 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 let mut rng = Rng::new(cfg.seed);
                 let plan = data::epoch_plan(&lens, cfg.batch_size, cfg.bucket_pool, &mut rng);
                 let state = TrainState {
-                    format: checkpoint::CHECKPOINT_FORMAT, step: 0, epoch: 1, plan, pos: 0, rng,
-                    best: None, best_test: None, best_step: 0, evals_since_best: 0, done: false,
-                    config_hash: hash, config, threads: cfg.threads,
+                    format: checkpoint::CHECKPOINT_FORMAT,
+                    step: 0,
+                    epoch: 1,
+                    plan,
+                    pos: 0,
+                    rng,
+                    best: None,
+                    best_test: None,
+                    best_step: 0,
+                    evals_since_best: 0,
+                    done: false,
+                    config_hash: hash,
+                    config,
+                    threads: cfg.threads,
                 };
                 (state, None, MetricsLog::create(&metrics_path), None)
             }
@@ -356,9 +498,17 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 opt.load_state(be, ck.state.step, &|n| ck.get(n).map(|d| d.to_vec()))?;
                 let best = match ck.tensors.get("best.prompt") {
                     Some((_, p)) => {
-                        let head = params.head.as_ref().map(|h| -> Result<ClsHead> {
-                            Ok(ClsHead { weight: ck.get("best.head.weight")?.to_vec(), bias: ck.get("best.head.bias")?.to_vec(), ..h.clone() })
-                        }).transpose()?;
+                        let head = params
+                            .head
+                            .as_ref()
+                            .map(|h| -> Result<ClsHead> {
+                                Ok(ClsHead {
+                                    weight: ck.get("best.head.weight")?.to_vec(),
+                                    bias: ck.get("best.head.bias")?.to_vec(),
+                                    ..h.clone()
+                                })
+                            })
+                            .transpose()?;
                         Some((p.clone(), head))
                     }
                     None => None,
@@ -369,14 +519,34 @@ impl<'a, B: Backend> Trainer<'a, B> {
             }
         };
         Ok(Trainer {
-            be, model, task, train, dev, test, cfg, out: out.to_path_buf(), params, table, opt, state, best, log,
-            total_steps, steps_per_epoch, lens, resumed_at, window: (0.0, 0, 0, Instant::now()),
+            be,
+            model,
+            task,
+            train,
+            dev,
+            test,
+            cfg,
+            out: out.to_path_buf(),
+            params,
+            table,
+            opt,
+            state,
+            best,
+            log,
+            total_steps,
+            steps_per_epoch,
+            lens,
+            resumed_at,
+            window: (0.0, 0, 0, Instant::now()),
         })
     }
 
     /// Trainable parameters: the prompt's, and the head's.
     pub fn trainable(&self) -> (usize, usize) {
-        (self.params.p * self.params.d, self.params.head.as_ref().map_or(0, |h| h.num_params()))
+        (
+            self.params.p * self.params.d,
+            self.params.head.as_ref().map_or(0, |h| h.num_params()),
+        )
     }
 
     /// One optimizer step on the next batch of the plan.
@@ -384,25 +554,61 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let be = self.be;
         if self.state.pos >= self.state.plan.len() {
             self.state.epoch += 1;
-            self.state.plan = data::epoch_plan(&self.lens, self.cfg.batch_size, self.cfg.bucket_pool, &mut self.state.rng);
+            self.state.plan = data::epoch_plan(
+                &self.lens,
+                self.cfg.batch_size,
+                self.cfg.bucket_pool,
+                &mut self.state.rng,
+            );
             self.state.pos = 0;
         }
         let rows = self.state.plan[self.state.pos].clone();
         self.state.pos += 1;
         let batch = self.task.batch(self.train, &rows);
         let mut grads = Grads::zeros(be, &self.params)?;
-        let loss = self.task.loss_and_grad(be, self.model, &self.params, &mut grads, &batch, self.cfg.recompute)?;
+        let loss = self.task.loss_and_grad(
+            be,
+            self.model,
+            &self.params,
+            &mut grads,
+            &batch,
+            self.cfg.recompute,
+        )?;
         if !loss.is_finite() {
-            return Err(Error::Device(format!("the loss is {loss} at step {}: lower --lr or set --max-grad-norm", self.state.step + 1)));
+            return Err(Error::Device(format!(
+                "the loss is {loss} at step {}: lower --lr or set --max-grad-norm",
+                self.state.step + 1
+            )));
         }
-        let (lr, grad_norm) = optimizer_step(be, &mut self.opt, &mut self.params, grads, self.cfg.optim.max_grad_norm)?;
+        let (lr, grad_norm) = optimizer_step(
+            be,
+            &mut self.opt,
+            &mut self.params,
+            grads,
+            self.cfg.optim.max_grad_norm,
+        )?;
         self.state.step += 1;
-        Ok(StepInfo { step: self.state.step, epoch: self.state.epoch, loss, lr, grad_norm, tokens: batch.real_tokens })
+        Ok(StepInfo {
+            step: self.state.step,
+            epoch: self.state.epoch,
+            loss,
+            lr,
+            grad_norm,
+            tokens: batch.real_tokens,
+        })
     }
 
     /// Evaluates the current prompt on `enc`.
     pub fn evaluate(&self, enc: &Encoded) -> Result<EvalMetrics> {
-        Ok(evaluate(self.be, self.model, self.task, &self.params, enc, self.cfg.eval_batch_size)?.0)
+        Ok(evaluate(
+            self.be,
+            self.model,
+            self.task,
+            &self.params,
+            enc,
+            self.cfg.eval_batch_size,
+        )?
+        .0)
     }
 
     fn is_eval_step(&self) -> bool {
@@ -417,7 +623,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// Runs to the end (all steps, or early stopping), reporting through `on_event`.
     pub fn run(&mut self, on_event: &mut dyn FnMut(&Event)) -> Result<Summary> {
         let (pp, hp) = self.trainable();
-        on_event(&Event::Started { total_steps: self.total_steps, steps_per_epoch: self.steps_per_epoch, resumed_at: self.resumed_at, prompt_params: pp, head_params: hp });
+        on_event(&Event::Started {
+            total_steps: self.total_steps,
+            steps_per_epoch: self.steps_per_epoch,
+            resumed_at: self.resumed_at,
+            prompt_params: pp,
+            head_params: hp,
+        });
         if self.resumed_at.is_some() {
             // the exported prompt may be older than the checkpoint if a run died in between
             self.export()?;
@@ -443,19 +655,27 @@ impl<'a, B: Backend> Trainer<'a, B> {
             if last {
                 self.state.done = true;
             }
-            if self.state.done || (self.cfg.save_every > 0 && self.state.step % self.cfg.save_every == 0) {
+            if self.state.done
+                || (self.cfg.save_every > 0 && self.state.step % self.cfg.save_every == 0)
+            {
                 if self.state.done || self.dev.is_none() {
                     self.export()?;
                 }
                 self.save_checkpoint()?;
-                on_event(&Event::Saved { step: self.state.step, path: self.out.join(CHECKPOINT_FILE) });
+                on_event(&Event::Saved {
+                    step: self.state.step,
+                    path: self.out.join(CHECKPOINT_FILE),
+                });
             }
         }
         if self.state.step == 0 {
             self.export()?;
         }
         if early {
-            on_event(&Event::EarlyStop { step: self.state.step, best_step: self.state.best_step });
+            on_event(&Event::EarlyStop {
+                step: self.state.step,
+                best_step: self.state.best_step,
+            });
         }
         // the test split, scored with the prompt that was kept (already done at its step
         // when the run had a dev split)
@@ -465,16 +685,39 @@ impl<'a, B: Backend> Trainer<'a, B> {
                     (Some(_), Some(m)) => m,
                     _ => {
                         let kept = self.kept_params()?;
-                        evaluate(self.be, self.model, self.task, &kept, t, self.cfg.eval_batch_size)?.0
+                        evaluate(
+                            self.be,
+                            self.model,
+                            self.task,
+                            &kept,
+                            t,
+                            self.cfg.eval_batch_size,
+                        )?
+                        .0
                     }
                 };
-                let step = if self.dev.is_some() { self.state.best_step } else { self.state.step };
-                on_event(&Event::Eval { step, split: "test (kept prompt)".into(), metrics: m, best: false });
+                let step = if self.dev.is_some() {
+                    self.state.best_step
+                } else {
+                    self.state.step
+                };
+                on_event(&Event::Eval {
+                    step,
+                    split: "test (kept prompt)".into(),
+                    metrics: m,
+                    best: false,
+                });
                 Some(m)
             }
             None => None,
         };
-        Ok(Summary { steps: self.state.step, best_step: self.state.best_step, best_dev: self.state.best, test, early_stopped: early })
+        Ok(Summary {
+            steps: self.state.step,
+            best_step: self.state.best_step,
+            best_dev: self.state.best,
+            test,
+            early_stopped: early,
+        })
     }
 
     fn log_line(&mut self, info: &StepInfo) -> Result<()> {
@@ -501,31 +744,55 @@ impl<'a, B: Backend> Trainer<'a, B> {
             self.state.best = Some(m);
             self.state.best_step = step;
             self.state.evals_since_best = 0;
-            self.best = Some((self.be.download(&self.params.prompt)?, self.params.head.clone()));
+            self.best = Some((
+                self.be.download(&self.params.prompt)?,
+                self.params.head.clone(),
+            ));
             self.export()?;
         } else {
             self.state.evals_since_best += 1;
         }
         self.log.append(&json!({"step": step, "split": "dev", "accuracy": m.accuracy, "macro_f1": m.macro_f1, "examples": m.examples, "best": better}))?;
-        on_event(&Event::Eval { step, split: "dev".into(), metrics: m, best: better });
+        on_event(&Event::Eval {
+            step,
+            split: "dev".into(),
+            metrics: m,
+            best: better,
+        });
         if let Some(t) = self.test {
             let tm = self.evaluate(t)?;
             if better {
                 self.state.best_test = Some(tm);
             }
             self.log.append(&json!({"step": step, "split": "test", "accuracy": tm.accuracy, "macro_f1": tm.macro_f1, "examples": tm.examples}))?;
-            on_event(&Event::Eval { step, split: "test".into(), metrics: tm, best: false });
+            on_event(&Event::Eval {
+                step,
+                split: "test".into(),
+                metrics: tm,
+                best: false,
+            });
         }
-        Ok(self.cfg.patience.is_some_and(|p| self.state.evals_since_best >= p))
+        Ok(self
+            .cfg
+            .patience
+            .is_some_and(|p| self.state.evals_since_best >= p))
     }
 
     /// The prompt that is kept: the best on dev, or the current one without a dev split.
     fn kept_params(&self) -> Result<Params<B>> {
         let (prompt, head) = match (&self.best, self.dev) {
             (Some((p, h)), Some(_)) => (p.clone(), h.clone()),
-            _ => (self.be.download(&self.params.prompt)?, self.params.head.clone()),
+            _ => (
+                self.be.download(&self.params.prompt)?,
+                self.params.head.clone(),
+            ),
         };
-        Ok(Params { prompt: self.be.upload(DType::F32, &prompt)?, p: self.params.p, d: self.params.d, head })
+        Ok(Params {
+            prompt: self.be.upload(DType::F32, &prompt)?,
+            p: self.params.p,
+            d: self.params.d,
+            head,
+        })
     }
 
     /// Writes the kept prompt into the output folder (PEFT files, task.json, head).
@@ -538,14 +805,30 @@ impl<'a, B: Backend> Trainer<'a, B> {
             "dev_accuracy": self.state.best.map(|m| m.accuracy),
             "seed": self.cfg.seed,
         });
-        checkpoint::save_prompt_dir(&self.out, &table, kept.head.as_ref(), &self.task.spec, &self.model.dir, &self.model.adapter_info(self.task.spec.kind.peft_task_type()), extra)
+        checkpoint::save_prompt_dir(
+            &self.out,
+            &table,
+            kept.head.as_ref(),
+            &self.task.spec,
+            &self.model.dir,
+            &self
+                .model
+                .adapter_info(self.task.spec.kind.peft_task_type()),
+            extra,
+        )
     }
 
     /// Writes `checkpoint.safetensors` atomically.
     pub fn save_checkpoint(&self) -> Result<()> {
         let be = self.be;
         let mut tensors = BTreeMap::new();
-        tensors.insert("prompt".to_string(), (vec![self.params.p, self.params.d], be.download(&self.params.prompt)?));
+        tensors.insert(
+            "prompt".to_string(),
+            (
+                vec![self.params.p, self.params.d],
+                be.download(&self.params.prompt)?,
+            ),
+        );
         if let Some(h) = &self.params.head {
             tensors.insert("head.weight".into(), (vec![h.k, h.c], h.weight.clone()));
             tensors.insert("head.bias".into(), (vec![h.k], h.bias.clone()));
@@ -554,23 +837,42 @@ impl<'a, B: Backend> Trainer<'a, B> {
             tensors.insert(name, (shape, data));
         }
         if let Some((p, h)) = &self.best {
-            tensors.insert("best.prompt".into(), (vec![self.params.p, self.params.d], p.clone()));
+            tensors.insert(
+                "best.prompt".into(),
+                (vec![self.params.p, self.params.d], p.clone()),
+            );
             if let Some(h) = h {
-                tensors.insert("best.head.weight".into(), (vec![h.k, h.c], h.weight.clone()));
+                tensors.insert(
+                    "best.head.weight".into(),
+                    (vec![h.k, h.c], h.weight.clone()),
+                );
                 tensors.insert("best.head.bias".into(), (vec![h.k], h.bias.clone()));
             }
         }
-        Checkpoint { state: self.state.clone(), tensors }.save(&self.out.join(CHECKPOINT_FILE))
+        Checkpoint {
+            state: self.state.clone(),
+            tensors,
+        }
+        .save(&self.out.join(CHECKPOINT_FILE))
     }
 }
 
 /// The settings that shape the numbers, as one JSON object (hashed into checkpoints).
-fn settings_json<B: Backend>(cfg: &TrainConfig, task: &Task, train: &Encoded, model: &Model<B>, table: &PromptTable) -> Value {
+fn settings_json<B: Backend>(
+    cfg: &TrainConfig,
+    task: &Task,
+    train: &Encoded,
+    model: &Model<B>,
+    table: &PromptTable,
+) -> Value {
     let o = &cfg.optim;
     // the training rows themselves, so that a changed file is noticed
     let mut rows = String::new();
     for r in &train.rows {
-        rows.push_str(&format!("{:?}{:?}{:?}{};", r.ids, r.label, r.target, r.mask_pos));
+        rows.push_str(&format!(
+            "{:?}{:?}{:?}{};",
+            r.ids, r.label, r.target, r.mask_pos
+        ));
     }
     json!({
         "model": model.dir.display().to_string(),

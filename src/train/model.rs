@@ -36,7 +36,10 @@ impl<B: Backend> Model<B> {
     /// ```
     pub fn load(be: &B, dir: &Path) -> Result<Model<B>> {
         if !dir.is_dir() {
-            return Err(Error::file(dir, "not a folder: --model expects a Hugging Face model folder"));
+            return Err(Error::file(
+                dir,
+                "not a folder: --model expects a Hugging Face model folder",
+            ));
         }
         let cfg = ModelConfig::load(dir)?;
         let store = WeightStore::open(dir)?;
@@ -45,7 +48,11 @@ impl<B: Backend> Model<B> {
             ModelConfig::T5(c) => Arch::T5(T5::load(be, &store, c)?),
         };
         let tokenizer = Tokenizer::load(dir)?;
-        Ok(Model { dir: dir.to_path_buf(), arch, tokenizer })
+        Ok(Model {
+            dir: dir.to_path_buf(),
+            arch,
+            tokenizer,
+        })
     }
 
     pub fn hidden_size(&self) -> usize {
@@ -95,8 +102,20 @@ impl<B: Backend> Model<B> {
     /// assert_eq!((prompt.p, prompt.d), (6, 48));
     /// assert_eq!(prompt.init, "TEXT");
     /// ```
-    pub fn init_prompt(&self, be: &B, p: usize, init: &PromptInit, rng: &mut Rng) -> Result<PromptTable> {
-        PromptTable::init(p, init, &self.word_embeddings(be)?, Some(&self.tokenizer), rng)
+    pub fn init_prompt(
+        &self,
+        be: &B,
+        p: usize,
+        init: &PromptInit,
+        rng: &mut Rng,
+    ) -> Result<PromptTable> {
+        PromptTable::init(
+            p,
+            init,
+            &self.word_embeddings(be)?,
+            Some(&self.tokenizer),
+            rng,
+        )
     }
 
     /// What PEFT's adapter_config.json records about this model.

@@ -22,7 +22,10 @@ impl std::str::FromStr for OptimKind {
         match s {
             "adamw" => Ok(OptimKind::AdamW),
             "adafactor" => Ok(OptimKind::Adafactor),
-            _ => Err(Error::arg("--optimizer", format!("\"{s}\": expected adamw or adafactor"))),
+            _ => Err(Error::arg(
+                "--optimizer",
+                format!("\"{s}\": expected adamw or adafactor"),
+            )),
         }
     }
 }
@@ -48,7 +51,10 @@ impl std::str::FromStr for ScheduleKind {
         match s {
             "constant" => Ok(ScheduleKind::Constant),
             "linear" => Ok(ScheduleKind::Linear),
-            _ => Err(Error::arg("--schedule", format!("\"{s}\": expected constant or linear"))),
+            _ => Err(Error::arg(
+                "--schedule",
+                format!("\"{s}\": expected constant or linear"),
+            )),
         }
     }
 }
@@ -125,7 +131,11 @@ impl OptimConfig {
             eps: 1e-8,
             decay_rate: 0.8,
             clip_threshold: 1.0,
-            schedule: Schedule { kind: ScheduleKind::Constant, warmup: 0, total: 0 },
+            schedule: Schedule {
+                kind: ScheduleKind::Constant,
+                warmup: 0,
+                total: 0,
+            },
             max_grad_norm: None,
         }
     }
@@ -133,11 +143,21 @@ impl OptimConfig {
     /// Lester et al.'s Adafactor: constant 0.3, decay rate 0.8, no parameter scaling, weight
     /// decay 1e-5, update clipping 1.0.
     pub fn lester() -> OptimConfig {
-        OptimConfig { kind: OptimKind::Adafactor, lr: 0.3, weight_decay: 1e-5, eps: 1e-30, ..OptimConfig::adamw(0.3, 1e-5) }
+        OptimConfig {
+            kind: OptimKind::Adafactor,
+            lr: 0.3,
+            weight_decay: 1e-5,
+            eps: 1e-30,
+            ..OptimConfig::adamw(0.3, 1e-5)
+        }
     }
 
     pub fn lr_at(&self, step: u64, head: bool) -> f64 {
-        let base = if head { self.head_lr.unwrap_or(self.lr) } else { self.lr };
+        let base = if head {
+            self.head_lr.unwrap_or(self.lr)
+        } else {
+            self.lr
+        };
         base * self.schedule.factor(step)
     }
 }
@@ -165,7 +185,11 @@ pub struct Optimizer<B: Backend> {
 
 impl<B: Backend> Optimizer<B> {
     /// State for tensors (name, rows, cols, is_head).
-    pub fn new(be: &B, cfg: OptimConfig, shapes: &[(&str, usize, usize, bool)]) -> Result<Optimizer<B>> {
+    pub fn new(
+        be: &B,
+        cfg: OptimConfig,
+        shapes: &[(&str, usize, usize, bool)],
+    ) -> Result<Optimizer<B>> {
         let slots = shapes
             .iter()
             .map(|&(name, rows, cols, head)| {
@@ -173,17 +197,32 @@ impl<B: Backend> Optimizer<B> {
                     OptimKind::AdamW => (rows * cols, rows * cols),
                     OptimKind::Adafactor => (rows, cols),
                 };
-                Ok(Slot { name: name.into(), rows, cols, s1: be.zeros(DType::F32, n1)?, s2: be.zeros(DType::F32, n2)?, head })
+                Ok(Slot {
+                    name: name.into(),
+                    rows,
+                    cols,
+                    s1: be.zeros(DType::F32, n1)?,
+                    s2: be.zeros(DType::F32, n2)?,
+                    head,
+                })
             })
             .collect::<Result<_>>()?;
-        Ok(Optimizer { cfg, slots, step: 0 })
+        Ok(Optimizer {
+            cfg,
+            slots,
+            step: 0,
+        })
     }
 
     /// One update of `params[i]` with `grads[i]` (same order as the shapes given to `new`).
     /// Returns the prompt's learning rate at this step.
     pub fn update(&mut self, be: &B, params: &mut [&mut B::Buf], grads: &[&B::Buf]) -> Result<f64> {
         if params.len() != self.slots.len() || grads.len() != self.slots.len() {
-            return Err(Error::shape("optimizer tensors", self.slots.len(), params.len()));
+            return Err(Error::shape(
+                "optimizer tensors",
+                self.slots.len(),
+                params.len(),
+            ));
         }
         self.step += 1;
         let step = self.step;
@@ -191,11 +230,23 @@ impl<B: Backend> Optimizer<B> {
             let lr = self.cfg.lr_at(step, slot.head);
             match self.cfg.kind {
                 OptimKind::AdamW => {
-                    let hp = AdamWHyper { lr, beta1: self.cfg.beta1, beta2: self.cfg.beta2, eps: self.cfg.eps, weight_decay: self.cfg.weight_decay };
+                    let hp = AdamWHyper {
+                        lr,
+                        beta1: self.cfg.beta1,
+                        beta2: self.cfg.beta2,
+                        eps: self.cfg.eps,
+                        weight_decay: self.cfg.weight_decay,
+                    };
                     be.adamw_update(p, g, &mut slot.s1, &mut slot.s2, &hp, step)?;
                 }
                 OptimKind::Adafactor => {
-                    let hp = AdafactorHyper { lr, decay_rate: -self.cfg.decay_rate, eps: self.cfg.eps, clip_threshold: self.cfg.clip_threshold, weight_decay: self.cfg.weight_decay };
+                    let hp = AdafactorHyper {
+                        lr,
+                        decay_rate: -self.cfg.decay_rate,
+                        eps: self.cfg.eps,
+                        clip_threshold: self.cfg.clip_threshold,
+                        weight_decay: self.cfg.weight_decay,
+                    };
                     be.adafactor_update(p, g, &mut slot.s1, &mut slot.s2, &hp, step)?;
                 }
             }
@@ -218,7 +269,12 @@ impl<B: Backend> Optimizer<B> {
     }
 
     /// Restores what `state` wrote; `get` looks a tensor up by name.
-    pub fn load_state(&mut self, be: &B, step: u64, get: &dyn Fn(&str) -> Result<Vec<f32>>) -> Result<()> {
+    pub fn load_state(
+        &mut self,
+        be: &B,
+        step: u64,
+        get: &dyn Fn(&str) -> Result<Vec<f32>>,
+    ) -> Result<()> {
         let (a, b) = self.state_names();
         for s in &mut self.slots {
             for (suffix, buf) in [(a, &mut s.s1), (b, &mut s.s2)] {
@@ -243,10 +299,18 @@ impl<B: Backend> Optimizer<B> {
 /// Clips the global L2 norm of `grads` to `max_norm` as PyTorch's `clip_grad_norm_` does
 /// (scale by max_norm / (norm + 1e-6) when that is below 1). Returns the norm before
 /// clipping, summed in f64 in a fixed order.
-pub fn clip_grad_norm<B: Backend>(be: &B, grads: &mut [&mut B::Buf], max_norm: Option<f64>) -> Result<f64> {
+pub fn clip_grad_norm<B: Backend>(
+    be: &B,
+    grads: &mut [&mut B::Buf],
+    max_norm: Option<f64>,
+) -> Result<f64> {
     let mut sum = 0.0f64;
     for g in grads.iter() {
-        sum += be.download(g)?.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+        sum += be
+            .download(g)?
+            .iter()
+            .map(|&x| (x as f64) * (x as f64))
+            .sum::<f64>();
     }
     let norm = sum.sqrt();
     if let Some(max) = max_norm {
@@ -269,13 +333,25 @@ mod tests {
     #[test]
     fn schedules_match_transformers() {
         // transformers: lr_lambda(s) for s = step - 1
-        let c = Schedule { kind: ScheduleKind::Constant, warmup: 4, total: 100 };
+        let c = Schedule {
+            kind: ScheduleKind::Constant,
+            warmup: 4,
+            total: 100,
+        };
         let got: Vec<f64> = (1..=7).map(|s| c.factor(s)).collect();
         assert_eq!(got, [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]);
-        let l = Schedule { kind: ScheduleKind::Linear, warmup: 0, total: 4 };
+        let l = Schedule {
+            kind: ScheduleKind::Linear,
+            warmup: 0,
+            total: 4,
+        };
         let got: Vec<f64> = (1..=6).map(|s| l.factor(s)).collect();
         assert_eq!(got, [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]);
-        let l = Schedule { kind: ScheduleKind::Linear, warmup: 2, total: 6 };
+        let l = Schedule {
+            kind: ScheduleKind::Linear,
+            warmup: 2,
+            total: 6,
+        };
         let got: Vec<f64> = (1..=7).map(|s| l.factor(s)).collect();
         assert_eq!(got, [0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0]);
     }
@@ -291,7 +367,8 @@ mod tests {
         let p0 = [1.0f32, 2.0, -1.0, 0.5, 0.25, -2.0];
         let mut p = be.upload(DType::F32, &p0).unwrap();
         let gb = be.upload(DType::F32, &g).unwrap();
-        let mut opt = Optimizer::new(&be, OptimConfig::lester(), &[("prompt", 2, 3, false)]).unwrap();
+        let mut opt =
+            Optimizer::new(&be, OptimConfig::lester(), &[("prompt", 2, 3, false)]).unwrap();
         opt.update(&be, &mut [&mut p], &[&gb]).unwrap();
         // by hand, in f64
         let gg: Vec<f64> = g.iter().map(|&x| x as f64).collect();
@@ -314,21 +391,37 @@ mod tests {
             assert!((a - b).abs() <= 1e-6, "{got:?} vs {want:?}");
         }
         assert!((rms - 1.1141890766951397).abs() < 1e-7, "{rms}"); // from f32 gradients
-        // transformers' own Adafactor (torch 2.15, transformers 5.24), two steps:
-        //   p = Parameter([[1, 2, -1], [0.5, 0.25, -2]])
-        //   opt = Adafactor([p], lr=0.3, eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8,
-        //                   beta1=None, weight_decay=1e-5, scale_parameter=False,
-        //                   relative_step=False, warmup_init=False)
-        //   grads [[.1, -.2, .3], [.4, 0, -.5]] then [[.05, .1, -.3], [.2, -.1, .5]]
-        let torch1 = [0.8705610036849976f32, 2.533672571182251, -1.2745723724365234, 0.19745534658432007, 0.2499992549419403, -1.7325811386108398];
-        let torch2 = [0.7749955058097839f32, 2.1815624237060547, -0.9686734676361084, -0.025946468114852905, 0.4557795822620392, -2.0305356979370117];
+                                                                   // transformers' own Adafactor (torch 2.15, transformers 5.24), two steps:
+                                                                   //   p = Parameter([[1, 2, -1], [0.5, 0.25, -2]])
+                                                                   //   opt = Adafactor([p], lr=0.3, eps=(1e-30, 1e-3), clip_threshold=1.0, decay_rate=-0.8,
+                                                                   //                   beta1=None, weight_decay=1e-5, scale_parameter=False,
+                                                                   //                   relative_step=False, warmup_init=False)
+                                                                   //   grads [[.1, -.2, .3], [.4, 0, -.5]] then [[.05, .1, -.3], [.2, -.1, .5]]
+        let torch1 = [
+            0.8705610036849976f32,
+            2.533672571182251,
+            -1.2745723724365234,
+            0.19745534658432007,
+            0.2499992549419403,
+            -1.7325811386108398,
+        ];
+        let torch2 = [
+            0.7749955058097839f32,
+            2.1815624237060547,
+            -0.9686734676361084,
+            -0.025946468114852905,
+            0.4557795822620392,
+            -2.0305356979370117,
+        ];
         for (a, b) in got.iter().zip(&torch1) {
             assert!((a - b).abs() <= 1e-6, "{got:?} vs {torch1:?}");
         }
         let st = opt.state(&be).unwrap();
         assert_eq!(st[0].0, "opt.prompt.row");
         assert!((st[0].2[1] as f64 - row[1]).abs() < 1e-8); // stored in f32
-        let g2 = be.upload(DType::F32, &[0.05, 0.1, -0.3, 0.2, -0.1, 0.5]).unwrap();
+        let g2 = be
+            .upload(DType::F32, &[0.05, 0.1, -0.3, 0.2, -0.1, 0.5])
+            .unwrap();
         opt.update(&be, &mut [&mut p], &[&g2]).unwrap();
         let got = be.download(&p).unwrap();
         for (a, b) in got.iter().zip(&torch2) {
@@ -346,7 +439,10 @@ mod tests {
         let a = be.download(&a).unwrap();
         assert!((a[0] - 0.6).abs() < 1e-6, "{a:?}");
         let mut c = be.upload(DType::F32, &[0.3]).unwrap();
-        assert_eq!(clip_grad_norm(&be, &mut [&mut c], Some(1.0)).unwrap(), 0.30000001192092896);
+        assert_eq!(
+            clip_grad_norm(&be, &mut [&mut c], Some(1.0)).unwrap(),
+            0.30000001192092896
+        );
         assert_eq!(be.download(&c).unwrap(), [0.3]);
     }
 }

@@ -56,7 +56,10 @@ impl std::str::FromStr for TaskKind {
             "pet" => Ok(TaskKind::Pet),
             "cls" => Ok(TaskKind::Cls),
             "seq2seq" => Ok(TaskKind::Seq2Seq),
-            _ => Err(Error::arg("--task", format!("\"{s}\": expected pet, cls or seq2seq"))),
+            _ => Err(Error::arg(
+                "--task",
+                format!("\"{s}\": expected pet, cls or seq2seq"),
+            )),
         }
     }
 }
@@ -76,7 +79,10 @@ impl std::str::FromStr for Decode {
         match s {
             "rank" => Ok(Decode::Rank),
             "greedy" => Ok(Decode::Greedy),
-            _ => Err(Error::arg("--decode", format!("\"{s}\": expected rank or greedy"))),
+            _ => Err(Error::arg(
+                "--decode",
+                format!("\"{s}\": expected rank or greedy"),
+            )),
         }
     }
 }
@@ -108,9 +114,17 @@ impl TaskSpec {
     pub fn new(kind: TaskKind, labels: &[&str]) -> TaskSpec {
         TaskSpec {
             kind,
-            template: if kind == TaskKind::Pet { format!("{TEXT_SLOT} It was {MASK_SLOT}.") } else { TEXT_SLOT.into() },
+            template: if kind == TaskKind::Pet {
+                format!("{TEXT_SLOT} It was {MASK_SLOT}.")
+            } else {
+                TEXT_SLOT.into()
+            },
             labels: labels.iter().map(|s| s.to_string()).collect(),
-            label_words: if kind == TaskKind::Cls { Vec::new() } else { labels.iter().map(|s| s.to_string()).collect() },
+            label_words: if kind == TaskKind::Cls {
+                Vec::new()
+            } else {
+                labels.iter().map(|s| s.to_string()).collect()
+            },
             pooling: Pooling::Mean,
             free_targets: false,
             max_len: 128,
@@ -121,7 +135,12 @@ impl TaskSpec {
 
     /// The `task.json` object.
     pub fn to_json(&self) -> Value {
-        let verbalizer: Vec<Value> = self.labels.iter().zip(&self.label_words).map(|(l, w)| json!([l, w])).collect();
+        let verbalizer: Vec<Value> = self
+            .labels
+            .iter()
+            .zip(&self.label_words)
+            .map(|(l, w)| json!([l, w]))
+            .collect();
         json!({
             "task": self.kind.name(),
             "template": self.template,
@@ -138,18 +157,43 @@ impl TaskSpec {
     /// Reads the object written by `to_json`; `path` is for messages.
     pub fn from_json(v: &Value, path: &Path) -> Result<TaskSpec> {
         let s = |k: &str| -> Result<String> {
-            v.get(k).and_then(|x| x.as_str()).map(String::from).ok_or_else(|| Error::file(path, format!("missing string `{k}`")))
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .map(String::from)
+                .ok_or_else(|| Error::file(path, format!("missing string `{k}`")))
         };
         let n = |k: &str| -> Result<usize> {
-            v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize).ok_or_else(|| Error::file(path, format!("missing integer `{k}`")))
+            v.get(k)
+                .and_then(|x| x.as_u64())
+                .map(|x| x as usize)
+                .ok_or_else(|| Error::file(path, format!("missing integer `{k}`")))
         };
-        let labels: Vec<String> = v.get("labels").and_then(|x| x.as_array()).ok_or_else(|| Error::file(path, "missing list `labels`"))?
-            .iter().map(|x| x.as_str().map(String::from).ok_or_else(|| Error::file(path, "`labels` must hold strings"))).collect::<Result<_>>()?;
+        let labels: Vec<String> = v
+            .get("labels")
+            .and_then(|x| x.as_array())
+            .ok_or_else(|| Error::file(path, "missing list `labels`"))?
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| Error::file(path, "`labels` must hold strings"))
+            })
+            .collect::<Result<_>>()?;
         let mut label_words = Vec::new();
-        for pair in v.get("verbalizer").and_then(|x| x.as_array()).cloned().unwrap_or_default() {
+        for pair in v
+            .get("verbalizer")
+            .and_then(|x| x.as_array())
+            .cloned()
+            .unwrap_or_default()
+        {
             match pair.as_array().map(|p| p.as_slice()) {
                 Some([Value::String(_), Value::String(w)]) => label_words.push(w.clone()),
-                _ => return Err(Error::file(path, "`verbalizer` must hold [label, word] pairs")),
+                _ => {
+                    return Err(Error::file(
+                        path,
+                        "`verbalizer` must hold [label, word] pairs",
+                    ))
+                }
             }
         }
         Ok(TaskSpec {
@@ -158,7 +202,10 @@ impl TaskSpec {
             labels,
             label_words,
             pooling: s("pooling")?.parse()?,
-            free_targets: v.get("free_targets").and_then(|x| x.as_bool()).unwrap_or(false),
+            free_targets: v
+                .get("free_targets")
+                .and_then(|x| x.as_bool())
+                .unwrap_or(false),
             max_len: n("max_len")?,
             max_target_len: n("max_target_len")?,
             decode: s("decode")?.parse()?,
@@ -167,7 +214,11 @@ impl TaskSpec {
 
     /// Number of classes (0 with free targets).
     pub fn k(&self) -> usize {
-        if self.free_targets { 0 } else { self.labels.len() }
+        if self.free_targets {
+            0
+        } else {
+            self.labels.len()
+        }
     }
 }
 
@@ -179,17 +230,30 @@ pub fn parse_verbalizer(s: &str) -> Result<Vec<(String, String)>> {
         let v: serde_json::Map<String, Value> = serde_json::from_str(s)
             .map_err(|e| Error::arg("--verbalizer", format!("not a valid JSON object: {e}")))?;
         // serde_json's map is sorted; recover the order of appearance from the text
-        let mut pairs: Vec<(usize, String, String)> = v.iter().map(|(k, w)| {
-            let pos = s.find(&serde_json::to_string(k).unwrap_or_default()).unwrap_or(usize::MAX);
-            (pos, k.clone(), w.as_str().unwrap_or_default().to_string())
-        }).collect();
+        let mut pairs: Vec<(usize, String, String)> = v
+            .iter()
+            .map(|(k, w)| {
+                let pos = s
+                    .find(&serde_json::to_string(k).unwrap_or_default())
+                    .unwrap_or(usize::MAX);
+                (pos, k.clone(), w.as_str().unwrap_or_default().to_string())
+            })
+            .collect();
         pairs.sort();
         return Ok(pairs.into_iter().map(|(_, k, w)| (k, w)).collect());
     }
-    s.split(',').filter(|p| !p.trim().is_empty()).map(|pair| match pair.split_once('=') {
-        Some((l, w)) if !l.trim().is_empty() && !w.trim().is_empty() => Ok((l.trim().to_string(), w.trim().to_string())),
-        _ => Err(Error::arg("--verbalizer", format!("\"{pair}\": expected label=word, e.g. positive=great,negative=terrible"))),
-    }).collect()
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((l, w)) if !l.trim().is_empty() && !w.trim().is_empty() => {
+                Ok((l.trim().to_string(), w.trim().to_string()))
+            }
+            _ => Err(Error::arg(
+                "--verbalizer",
+                format!("\"{pair}\": expected label=word, e.g. positive=great,negative=terrible"),
+            )),
+        })
+        .collect()
 }
 
 /// One encoded row.
@@ -257,8 +321,15 @@ pub struct Grads<B: Backend> {
 
 impl<B: Backend> Grads<B> {
     pub fn zeros(be: &B, params: &Params<B>) -> Result<Grads<B>> {
-        let (kw, kb) = params.head.as_ref().map_or((0, 0), |h| (h.weight.len(), h.bias.len()));
-        Ok(Grads { prompt: be.zeros(DType::F32, params.p * params.d)?, head_weight: vec![0.0; kw], head_bias: vec![0.0; kb] })
+        let (kw, kb) = params
+            .head
+            .as_ref()
+            .map_or((0, 0), |h| (h.weight.len(), h.bias.len()));
+        Ok(Grads {
+            prompt: be.zeros(DType::F32, params.p * params.d)?,
+            head_weight: vec![0.0; kw],
+            head_bias: vec![0.0; kb],
+        })
     }
 }
 
@@ -299,18 +370,36 @@ impl Task {
         let tok = &model.tokenizer;
         match (spec.kind, &model.arch) {
             (TaskKind::Pet, Arch::Bert(_)) if !model.has_mlm_head() => {
-                return Err(Error::arg("--task pet", format!("{} has no masked-LM head (cls.predictions.*): use --task cls", model.dir.display())))
+                return Err(Error::arg(
+                    "--task pet",
+                    format!(
+                        "{} has no masked-LM head (cls.predictions.*): use --task cls",
+                        model.dir.display()
+                    ),
+                ))
             }
             (TaskKind::Pet | TaskKind::Cls, Arch::T5(_)) => {
-                return Err(Error::arg("--task", format!("{} is a T5 model: use --task seq2seq", model.dir.display())))
+                return Err(Error::arg(
+                    "--task",
+                    format!("{} is a T5 model: use --task seq2seq", model.dir.display()),
+                ))
             }
             (TaskKind::Seq2Seq, Arch::Bert(_)) => {
-                return Err(Error::arg("--task seq2seq", format!("{} is a BERT model: use --task pet or cls", model.dir.display())))
+                return Err(Error::arg(
+                    "--task seq2seq",
+                    format!(
+                        "{} is a BERT model: use --task pet or cls",
+                        model.dir.display()
+                    ),
+                ))
             }
             _ => {}
         }
         if spec.template.matches(TEXT_SLOT).count() != 1 {
-            return Err(Error::arg("--template", format!("{:?} must hold {TEXT_SLOT} exactly once", spec.template)));
+            return Err(Error::arg(
+                "--template",
+                format!("{:?} must hold {TEXT_SLOT} exactly once", spec.template),
+            ));
         }
         let masks = spec.template.matches(MASK_SLOT).count();
         let mut mask_id = None;
@@ -323,22 +412,40 @@ impl Task {
             template = template.replace(MASK_SLOT, &token);
             mask_id = Some(id);
         } else if masks != 0 {
-            return Err(Error::arg("--template", format!("{MASK_SLOT} is for --task pet only ({:?})", spec.template)));
+            return Err(Error::arg(
+                "--template",
+                format!("{MASK_SLOT} is for --task pet only ({:?})", spec.template),
+            ));
         }
-        let (before, after) = template.split_once(TEXT_SLOT).map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or_default();
+        let (before, after) = template
+            .split_once(TEXT_SLOT)
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .unwrap_or_default();
         if spec.max_len < 2 {
             return Err(Error::arg("--max-len", "must be at least 2"));
         }
         if let Some(limit) = model.max_tokens(0) {
             if spec.max_len > limit {
-                return Err(Error::arg("--max-len", format!("{} exceeds the model's {limit} positions", spec.max_len)));
+                return Err(Error::arg(
+                    "--max-len",
+                    format!("{} exceeds the model's {limit} positions", spec.max_len),
+                ));
             }
         }
         let (pad_id, eos_id) = match &model.arch {
             Arch::Bert(m) => (m.cfg.pad_token_id as i32, -1),
             Arch::T5(m) => (m.cfg.pad_token_id as i32, m.cfg.eos_token_id as i32),
         };
-        let mut task = Task { before, after, mask_id, verbalizer_ids: Vec::new(), label_targets: Vec::new(), pad_id, eos_id, spec };
+        let mut task = Task {
+            before,
+            after,
+            mask_id,
+            verbalizer_ids: Vec::new(),
+            label_targets: Vec::new(),
+            pad_id,
+            eos_id,
+            spec,
+        };
         task.resolve_labels(tok)?;
         Ok(task)
     }
@@ -347,12 +454,21 @@ impl Task {
         let spec = &self.spec;
         if spec.free_targets {
             if spec.kind != TaskKind::Seq2Seq {
-                return Err(Error::arg("--free-targets", "only --task seq2seq has free targets"));
+                return Err(Error::arg(
+                    "--free-targets",
+                    "only --task seq2seq has free targets",
+                ));
             }
             return Ok(());
         }
         if spec.labels.len() < 2 {
-            return Err(Error::arg("--labels", format!("a classifier needs at least 2 labels, got {:?}", spec.labels)));
+            return Err(Error::arg(
+                "--labels",
+                format!(
+                    "a classifier needs at least 2 labels, got {:?}",
+                    spec.labels
+                ),
+            ));
         }
         for (i, l) in spec.labels.iter().enumerate() {
             if spec.labels[..i].contains(l) {
@@ -363,14 +479,24 @@ impl Task {
             return Ok(());
         }
         if spec.label_words.len() != spec.labels.len() {
-            return Err(Error::arg("--verbalizer", format!("{} labels but {} label words", spec.labels.len(), spec.label_words.len())));
+            return Err(Error::arg(
+                "--verbalizer",
+                format!(
+                    "{} labels but {} label words",
+                    spec.labels.len(),
+                    spec.label_words.len()
+                ),
+            ));
         }
         for (label, word) in spec.labels.iter().zip(&spec.label_words) {
             match spec.kind {
                 TaskKind::Pet => {
                     let ids = tok.encode(word, false)?;
                     if ids.len() != 1 {
-                        let pieces: Vec<String> = ids.iter().map(|&i| tok.decode(&[i], false).unwrap_or_default()).collect();
+                        let pieces: Vec<String> = ids
+                            .iter()
+                            .map(|&i| tok.decode(&[i], false).unwrap_or_default())
+                            .collect();
                         return Err(Error::arg(
                             "--verbalizer",
                             format!("label {label:?}: the word {word:?} tokenizes to {} pieces {pieces:?}; a PET verbalizer word must be a single token", ids.len()),
@@ -394,9 +520,11 @@ impl Task {
     pub fn label_token_ids(&self, tok: &Tokenizer) -> Result<Vec<i32>> {
         match self.spec.kind {
             TaskKind::Pet => Ok(self.verbalizer_ids.clone()),
-            TaskKind::Seq2Seq if !self.spec.free_targets => {
-                Ok(self.label_targets.iter().flat_map(|t| t.iter().copied().filter(|&i| i != self.eos_id)).collect())
-            }
+            TaskKind::Seq2Seq if !self.spec.free_targets => Ok(self
+                .label_targets
+                .iter()
+                .flat_map(|t| t.iter().copied().filter(|&i| i != self.eos_id))
+                .collect()),
             _ => {
                 let mut ids = Vec::new();
                 for l in &self.spec.labels {
@@ -410,12 +538,24 @@ impl Task {
     /// Encodes every row: fills the template, tokenizes, cuts the text to max_len, and maps the
     /// label. An unknown label is an error naming the file and line.
     pub fn encode(&self, tok: &Tokenizer, data: &super::data::Dataset) -> Result<Encoded> {
-        let mut enc = Encoded { path: data.path.clone(), rows: Vec::with_capacity(data.examples.len()), truncated: 0, truncated_targets: 0 };
+        let mut enc = Encoded {
+            path: data.path.clone(),
+            rows: Vec::with_capacity(data.examples.len()),
+            truncated: 0,
+            truncated_targets: 0,
+        };
         for ex in &data.examples {
             let at = |e: Error| Error::data(&data.path, ex.line, e.to_string());
             let (ids, mask_pos, cut) = self.encode_text(tok, &ex.text).map_err(at)?;
             enc.truncated += cut as usize;
-            let mut row = Row { ids, mask_pos, label: None, target: Vec::new(), line: ex.line, truncated: cut };
+            let mut row = Row {
+                ids,
+                mask_pos,
+                label: None,
+                target: Vec::new(),
+                line: ex.line,
+                truncated: cut,
+            };
             if let Some(label) = &ex.label {
                 if self.spec.free_targets {
                     let mut t = tok.encode(label, true).map_err(at)?;
@@ -455,17 +595,35 @@ impl Task {
             if text_tokens.len() < excess {
                 return Err(Error::arg("--max-len", format!("{} tokens cannot hold the template and special tokens ({} tokens without the text)", self.spec.max_len, ids.len() - text_tokens.len())));
             }
-            let drop: std::collections::BTreeSet<usize> = text_tokens[text_tokens.len() - excess..].iter().copied().collect();
+            let drop: std::collections::BTreeSet<usize> = text_tokens[text_tokens.len() - excess..]
+                .iter()
+                .copied()
+                .collect();
             cut = true;
-            ids.iter().enumerate().filter(|(i, _)| !drop.contains(i)).map(|(_, &id)| id).collect()
+            ids.iter()
+                .enumerate()
+                .filter(|(i, _)| !drop.contains(i))
+                .map(|(_, &id)| id)
+                .collect()
         } else {
             ids
         };
         let mut mask_pos = 0;
         if let Some(m) = self.mask_id {
-            let found: Vec<usize> = ids.iter().enumerate().filter(|(_, &id)| id == m).map(|(i, _)| i).collect();
+            let found: Vec<usize> = ids
+                .iter()
+                .enumerate()
+                .filter(|(_, &id)| id == m)
+                .map(|(i, _)| i)
+                .collect();
             if found.len() != 1 {
-                return Err(Error::arg("--template", format!("the row has {} mask tokens after filling the template: expected exactly 1", found.len())));
+                return Err(Error::arg(
+                    "--template",
+                    format!(
+                        "the row has {} mask tokens after filling the template: expected exactly 1",
+                        found.len()
+                    ),
+                ));
             }
             mask_pos = found[0];
         }
@@ -475,10 +633,25 @@ impl Task {
     /// A right-padded batch of `rows` (indices into `enc`).
     pub fn batch(&self, enc: &Encoded, rows: &[u32]) -> Batch {
         let b = rows.len();
-        let t = rows.iter().map(|&i| enc.rows[i as usize].ids.len()).max().unwrap_or(1).max(1);
-        let l = rows.iter().map(|&i| enc.rows[i as usize].target.len()).max().unwrap_or(0);
+        let t = rows
+            .iter()
+            .map(|&i| enc.rows[i as usize].ids.len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let l = rows
+            .iter()
+            .map(|&i| enc.rows[i as usize].target.len())
+            .max()
+            .unwrap_or(0);
         let mut batch = Batch {
-            tokens: TokenBatch { b, t, ids: vec![self.pad_id; b * t], mask: vec![0; b * t], type_ids: None },
+            tokens: TokenBatch {
+                b,
+                t,
+                ids: vec![self.pad_id; b * t],
+                mask: vec![0; b * t],
+                type_ids: None,
+            },
             mask_pos: Vec::with_capacity(b),
             labels: Vec::with_capacity(b),
             targets: vec![crate::cpu::loss::IGNORE_INDEX; b * l],
@@ -488,9 +661,14 @@ impl Task {
         for (bi, &i) in rows.iter().enumerate() {
             let row = &enc.rows[i as usize];
             batch.tokens.ids[bi * t..bi * t + row.ids.len()].copy_from_slice(&row.ids);
-            batch.tokens.mask[bi * t..bi * t + row.ids.len()].iter_mut().for_each(|m| *m = 1);
+            batch.tokens.mask[bi * t..bi * t + row.ids.len()]
+                .iter_mut()
+                .for_each(|m| *m = 1);
             batch.mask_pos.push(row.mask_pos as i32);
-            batch.labels.push(row.label.map_or(crate::cpu::loss::IGNORE_INDEX, |k| k as i32));
+            batch.labels.push(
+                row.label
+                    .map_or(crate::cpu::loss::IGNORE_INDEX, |k| k as i32),
+            );
             batch.targets[bi * l..bi * l + row.target.len()].copy_from_slice(&row.target);
             batch.real_tokens += row.ids.len() + row.target.len();
         }
@@ -501,27 +679,54 @@ impl Task {
     pub fn new_head(&self, d: usize) -> Option<ClsHead> {
         (self.spec.kind == TaskKind::Cls).then(|| {
             let k = self.spec.labels.len();
-            ClsHead { k, c: d, weight: vec![0.0; k * d], bias: vec![0.0; k] }
+            ClsHead {
+                k,
+                c: d,
+                weight: vec![0.0; k * d],
+                bias: vec![0.0; k],
+            }
         })
     }
 
     /// Forward and backward of one batch: returns the mean loss, adds d loss / d prompt into
     /// `grads.prompt` and writes the head's gradients.
-    pub fn loss_and_grad<B: Backend>(&self, be: &B, model: &Model<B>, params: &Params<B>, grads: &mut Grads<B>, batch: &Batch, recompute: Recompute) -> Result<f64> {
+    pub fn loss_and_grad<B: Backend>(
+        &self,
+        be: &B,
+        model: &Model<B>,
+        params: &Params<B>,
+        grads: &mut Grads<B>,
+        batch: &Batch,
+        recompute: Recompute,
+    ) -> Result<f64> {
         let (b, t, p) = (batch.tokens.b, batch.tokens.t, params.p);
         let mut acct = MemoryAccountant::new();
         match (&model.arch, self.spec.kind) {
             (Arch::Bert(m), TaskKind::Pet | TaskKind::Cls) => {
                 let inp = bert::upload_inputs(be, &m.cfg, &batch.tokens, p)?;
-                let (hidden, acts) = m.encoder_fwd(be, &mut acct, &params.prompt, &inp, recompute, None)?;
+                let (hidden, acts) =
+                    m.encoder_fwd(be, &mut acct, &params.prompt, &inp, recompute, None)?;
                 let (loss, dhidden) = if self.spec.kind == TaskKind::Pet {
                     check_labels(&batch.labels)?;
                     let rows = heads::pet_rows(&batch.mask_pos, b, t, p)?;
-                    let h = heads::mlm_head_fwd_bwd(be, m, &hidden, &rows, &batch.labels, Decoder::Rows(&self.verbalizer_ids), false)?;
+                    let h = heads::mlm_head_fwd_bwd(
+                        be,
+                        m,
+                        &hidden,
+                        &rows,
+                        &batch.labels,
+                        Decoder::Rows(&self.verbalizer_ids),
+                        false,
+                    )?;
                     (h.loss, h.dhidden)
                 } else {
-                    let head = params.head.as_ref().ok_or_else(|| Error::arg("--task cls", "the classifier head is missing"))?;
-                    let pool_w = be.upload(be.act_dtype(), &heads::pool_weights(&batch.tokens.mask, b, t, p, self.spec.pooling))?;
+                    let head = params.head.as_ref().ok_or_else(|| {
+                        Error::arg("--task cls", "the classifier head is missing")
+                    })?;
+                    let pool_w = be.upload(
+                        be.act_dtype(),
+                        &heads::pool_weights(&batch.tokens.mask, b, t, p, self.spec.pooling),
+                    )?;
                     let h = head.fwd_bwd(be, &hidden, &pool_w, &batch.labels, b, p + t)?;
                     grads.head_weight = h.dweight;
                     grads.head_bias = h.dbias;
@@ -533,32 +738,71 @@ impl Task {
             }
             (Arch::T5(m), TaskKind::Seq2Seq) => {
                 if batch.l == 0 {
-                    return Err(Error::arg("--task seq2seq", "training needs targets: the batch has none"));
+                    return Err(Error::arg(
+                        "--task seq2seq",
+                        "training needs targets: the batch has none",
+                    ));
                 }
                 let inp = t5::upload_inputs(be, &m.cfg, &batch.tokens, p, &batch.targets, batch.l)?;
-                m.train_step(be, &mut acct, &mut grads.prompt, &params.prompt, &inp, &batch.targets, recompute, None)
+                m.train_step(
+                    be,
+                    &mut acct,
+                    &mut grads.prompt,
+                    &params.prompt,
+                    &inp,
+                    &batch.targets,
+                    recompute,
+                    None,
+                )
             }
-            _ => Err(Error::arg("--task", format!("{} does not fit a {} model", self.spec.kind.name(), model.arch_name()))),
+            _ => Err(Error::arg(
+                "--task",
+                format!(
+                    "{} does not fit a {} model",
+                    self.spec.kind.name(),
+                    model.arch_name()
+                ),
+            )),
         }
     }
 
     /// Per-label scores (B, K): log-probabilities over the labels (`pet`, `cls`), or each
     /// label target's log-likelihood (`seq2seq`, rank classification). Forward only.
-    pub fn scores<B: Backend>(&self, be: &B, model: &Model<B>, params: &Params<B>, batch: &Batch) -> Result<Vec<f32>> {
+    pub fn scores<B: Backend>(
+        &self,
+        be: &B,
+        model: &Model<B>,
+        params: &Params<B>,
+        batch: &Batch,
+    ) -> Result<Vec<f32>> {
         let (b, t, p) = (batch.tokens.b, batch.tokens.t, params.p);
         let mut acct = MemoryAccountant::new();
         match (&model.arch, self.spec.kind) {
             (Arch::Bert(m), TaskKind::Pet | TaskKind::Cls) => {
                 let inp = bert::upload_inputs(be, &m.cfg, &batch.tokens, p)?;
-                let (hidden, _acts) = m.encoder_fwd(be, &mut acct, &params.prompt, &inp, Recompute::Layer, None)?;
+                let (hidden, _acts) =
+                    m.encoder_fwd(be, &mut acct, &params.prompt, &inp, Recompute::Layer, None)?;
                 let logits = if self.spec.kind == TaskKind::Pet {
                     let rows = heads::pet_rows(&batch.mask_pos, b, t, p)?;
-                    let h = heads::mlm_head_fwd_bwd(be, m, &hidden, &rows, &vec![0; b], Decoder::Rows(&self.verbalizer_ids), true)?;
+                    let h = heads::mlm_head_fwd_bwd(
+                        be,
+                        m,
+                        &hidden,
+                        &rows,
+                        &vec![0; b],
+                        Decoder::Rows(&self.verbalizer_ids),
+                        true,
+                    )?;
                     h.logits.unwrap_or_default()
                 } else {
-                    let head = params.head.as_ref().ok_or_else(|| Error::arg("--task cls", "the classifier head is missing"))?;
+                    let head = params.head.as_ref().ok_or_else(|| {
+                        Error::arg("--task cls", "the classifier head is missing")
+                    })?;
                     let c = m.cfg.hidden_size;
-                    let pool_w = be.upload(be.act_dtype(), &heads::pool_weights(&batch.tokens.mask, b, t, p, self.spec.pooling))?;
+                    let pool_w = be.upload(
+                        be.act_dtype(),
+                        &heads::pool_weights(&batch.tokens.mask, b, t, p, self.spec.pooling),
+                    )?;
                     let mut pooled = be.zeros(be.act_dtype(), b * c)?;
                     be.mean_pool_fwd(&mut pooled, &hidden, &pool_w, b, p + t, c)?;
                     head.logits(&be.download(&pooled)?, b)
@@ -567,7 +811,10 @@ impl Task {
             }
             (Arch::T5(m), TaskKind::Seq2Seq) => {
                 if self.spec.free_targets {
-                    return Err(Error::arg("--free-targets", "free targets have no label scores: use greedy decoding"));
+                    return Err(Error::arg(
+                        "--free-targets",
+                        "free targets have no label scores: use greedy decoding",
+                    ));
                 }
                 let k = self.label_targets.len();
                 let mut scores = vec![0.0f32; b * k];
@@ -577,26 +824,58 @@ impl Task {
                     let labels: Vec<i32> = (0..b).flat_map(|_| target.iter().copied()).collect();
                     let inp = t5::upload_inputs(be, &m.cfg, &batch.tokens, p, &labels, l)?;
                     if enc_out.is_none() {
-                        enc_out = Some(m.encoder_fwd(be, &mut acct, &params.prompt, &inp, Recompute::Layer, None)?.0);
+                        enc_out = Some(
+                            m.encoder_fwd(
+                                be,
+                                &mut acct,
+                                &params.prompt,
+                                &inp,
+                                Recompute::Layer,
+                                None,
+                            )?
+                            .0,
+                        );
                     }
-                    let enc = enc_out.as_ref().ok_or_else(|| Error::Device("encoder output missing".into()))?;
-                    let (dec_out, _acts) = m.decoder_fwd(be, &mut acct, enc, &inp, Recompute::Layer, None)?;
+                    let enc = enc_out
+                        .as_ref()
+                        .ok_or_else(|| Error::Device("encoder output missing".into()))?;
+                    let (dec_out, _acts) =
+                        m.decoder_fwd(be, &mut acct, enc, &inp, Recompute::Layer, None)?;
                     let losses = m.lm_row_losses(be, &dec_out, &labels, b * l)?;
                     for bi in 0..b {
-                        scores[bi * k + ki] = -losses[bi * l..(bi + 1) * l].iter().map(|&x| x as f64).sum::<f64>() as f32;
+                        scores[bi * k + ki] = -losses[bi * l..(bi + 1) * l]
+                            .iter()
+                            .map(|&x| x as f64)
+                            .sum::<f64>() as f32;
                     }
                 }
                 Ok(scores)
             }
-            _ => Err(Error::arg("--task", format!("{} does not fit a {} model", self.spec.kind.name(), model.arch_name()))),
+            _ => Err(Error::arg(
+                "--task",
+                format!(
+                    "{} does not fit a {} model",
+                    self.spec.kind.name(),
+                    model.arch_name()
+                ),
+            )),
         }
     }
 
     /// `seq2seq`: greedy decoding of at most max_target_len tokens per row; returns the ids
     /// (ending with </s> when it was produced) and their summed log-probability.
-    pub fn greedy<B: Backend>(&self, be: &B, model: &Model<B>, params: &Params<B>, batch: &Batch) -> Result<Vec<(Vec<i32>, f32)>> {
+    pub fn greedy<B: Backend>(
+        &self,
+        be: &B,
+        model: &Model<B>,
+        params: &Params<B>,
+        batch: &Batch,
+    ) -> Result<Vec<(Vec<i32>, f32)>> {
         let Arch::T5(m) = &model.arch else {
-            return Err(Error::arg("--decode greedy", "greedy decoding needs a T5 model"));
+            return Err(Error::arg(
+                "--decode greedy",
+                "greedy decoding needs a T5 model",
+            ));
         };
         let (b, p, v) = (batch.tokens.b, params.p, m.cfg.vocab_size);
         let mut acct = MemoryAccountant::new();
@@ -612,10 +891,16 @@ impl Task {
             }
             let inp = t5::upload_inputs(be, &m.cfg, &batch.tokens, p, &labels, l)?;
             if enc_out.is_none() {
-                enc_out = Some(m.encoder_fwd(be, &mut acct, &params.prompt, &inp, Recompute::Layer, None)?.0);
+                enc_out = Some(
+                    m.encoder_fwd(be, &mut acct, &params.prompt, &inp, Recompute::Layer, None)?
+                        .0,
+                );
             }
-            let enc = enc_out.as_ref().ok_or_else(|| Error::Device("encoder output missing".into()))?;
-            let (dec_out, _acts) = m.decoder_fwd(be, &mut acct, enc, &inp, Recompute::Layer, None)?;
+            let enc = enc_out
+                .as_ref()
+                .ok_or_else(|| Error::Device("encoder output missing".into()))?;
+            let (dec_out, _acts) =
+                m.decoder_fwd(be, &mut acct, enc, &inp, Recompute::Layer, None)?;
             let idx: Vec<i32> = (0..b).map(|bi| (bi * l + step) as i32).collect();
             let logits = m.lm_logits(be, &dec_out, &idx)?;
             for bi in 0..b {
@@ -637,20 +922,44 @@ impl Task {
 
     /// Predictions for a batch: the class index per row (rank or argmax) with its scores, or
     /// for free targets the decoded ids.
-    pub fn predict<B: Backend>(&self, be: &B, model: &Model<B>, params: &Params<B>, batch: &Batch) -> Result<Vec<Prediction>> {
-        if self.spec.free_targets || (self.spec.kind == TaskKind::Seq2Seq && self.spec.decode == Decode::Greedy) {
+    pub fn predict<B: Backend>(
+        &self,
+        be: &B,
+        model: &Model<B>,
+        params: &Params<B>,
+        batch: &Batch,
+    ) -> Result<Vec<Prediction>> {
+        if self.spec.free_targets
+            || (self.spec.kind == TaskKind::Seq2Seq && self.spec.decode == Decode::Greedy)
+        {
             let decoded = self.greedy(be, model, params, batch)?;
-            return Ok(decoded.into_iter().map(|(ids, logp)| {
-                let class = self.label_targets.iter().position(|t| *t == ids);
-                Prediction { class, scores: Vec::new(), ids, score: logp }
-            }).collect());
+            return Ok(decoded
+                .into_iter()
+                .map(|(ids, logp)| {
+                    let class = self.label_targets.iter().position(|t| *t == ids);
+                    Prediction {
+                        class,
+                        scores: Vec::new(),
+                        ids,
+                        score: logp,
+                    }
+                })
+                .collect());
         }
         let k = self.spec.labels.len();
         let scores = self.scores(be, model, params, batch)?;
-        Ok(scores.chunks(k).map(|s| {
-            let c = argmax(s);
-            Prediction { class: Some(c), scores: s.to_vec(), ids: Vec::new(), score: s[c] }
-        }).collect())
+        Ok(scores
+            .chunks(k)
+            .map(|s| {
+                let c = argmax(s);
+                Prediction {
+                    class: Some(c),
+                    scores: s.to_vec(),
+                    ids: Vec::new(),
+                    score: s[c],
+                }
+            })
+            .collect())
     }
 
     /// The class of row `i` for scoring (free targets: None).
@@ -678,23 +987,32 @@ fn mask_token(tok: &Tokenizer) -> Result<(String, i32)> {
             return Ok((t.to_string(), id));
         }
     }
-    Err(Error::file(tok.path(), "the tokenizer has no mask token ([MASK] or <mask>)"))
+    Err(Error::file(
+        tok.path(),
+        "the tokenizer has no mask token ([MASK] or <mask>)",
+    ))
 }
 
 fn check_labels(labels: &[i32]) -> Result<()> {
     if labels.iter().any(|&l| l < 0) {
-        return Err(Error::arg("training data", "every training row needs a label"));
+        return Err(Error::arg(
+            "training data",
+            "every training row needs a label",
+        ));
     }
     Ok(())
 }
 
 /// Row-wise log-softmax of (rows, k) logits, in f64.
 pub fn log_softmax_rows(logits: &[f32], k: usize) -> Vec<f32> {
-    logits.chunks(k.max(1)).flat_map(|row| {
-        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
-        row.iter().map(move |&x| (x as f64 - lse) as f32)
-    }).collect()
+    logits
+        .chunks(k.max(1))
+        .flat_map(|row| {
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+            row.iter().map(move |&x| (x as f64 - lse) as f32)
+        })
+        .collect()
 }
 
 /// Index of the largest value, the first on ties.

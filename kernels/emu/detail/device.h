@@ -56,7 +56,7 @@ unsigned long long to_payload(T v) {
 template <class T>
 T from_payload(unsigned long long p) {
   T v;
-  std::memcpy(&v, &p, sizeof(T));
+  std::memcpy(static_cast<void*>(&v), &p, sizeof(T));
   return v;
 }
 
@@ -187,7 +187,7 @@ T atomic_update(T* address, Op op) {
 
 #define EMU_ATOMIC(name, T, expr)                                                               \
   inline T name(T* address, T val) {                                                           \
-    return emu::detail::atomic_update(address, [val](T old) -> T { return expr; });           \
+    return emu::detail::atomic_update(address, [val]([[maybe_unused]] T old) -> T { return expr; });         \
   }
 EMU_ATOMIC(atomicAdd, int, old + val)
 EMU_ATOMIC(atomicAdd, unsigned int, old + val)
@@ -250,7 +250,7 @@ template <class T> void __stcs(T* p, T v) { *p = v; }
 template <class T> void __stwt(T* p, T v) { *p = v; }
 
 // Shared memory. rewrite.py turns each `__shared__` declaration into one of these macros
-// (README.md: "The __shared__ rewrite"). A declaration's storage lives in the block's arena;
+// (README.md: "The build step"). A declaration's storage lives in the block's arena;
 // the static `site` is only an address that names the declaration, so every thread of the
 // block that executes it gets the same storage, and the next block gets fresh, poisoned bytes.
 namespace emu::detail {
@@ -270,12 +270,14 @@ unbounded<T>& extern_shared(size_t align, const char* func) {
 }
 }  // namespace emu::detail
 
-// `__func__` also makes a namespace-scope __shared__ a compile error instead of a static
-// initializer that would run outside any launch.
+// A namespace-scope __shared__ would become a static initializer running outside any launch;
+// the static_assert turns it into a compile error instead (__builtin_FUNCTION() is "" there).
 #define EMU_SHARED(name, align, ...)                                                           \
+  static_assert(__builtin_FUNCTION()[0] != '\0', "__shared__ declared outside a function");   \
   static char emu_shared_site_##name;                                                          \
   auto& name = ::emu::detail::shared_var<__VA_ARGS__>(&emu_shared_site_##name, align, #name,   \
                                                       __func__)
 #define EMU_EXTERN_SHARED(name, align, ...)                                                    \
+  static_assert(__builtin_FUNCTION()[0] != '\0', "__shared__ declared outside a function");   \
   ::emu::detail::unbounded<__VA_ARGS__>& name =                                                \
       ::emu::detail::extern_shared<__VA_ARGS__>(align, __func__)

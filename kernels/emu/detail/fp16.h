@@ -125,6 +125,8 @@ class Float16 {
 
   static Float16 from_double(double d) { return Float16(d); }
 
+  // A double holds every product exactly, and rounds sums and quotients finely enough
+  // (53 >= 2 * 11 + 2 bits) that rounding it once more gives the correctly rounded result.
   friend Float16 operator+(const Float16& a, const Float16& b) { return from_double(double(float(a)) + float(b)); }
   friend Float16 operator-(const Float16& a, const Float16& b) { return from_double(double(float(a)) - float(b)); }
   friend Float16 operator*(const Float16& a, const Float16& b) { return from_double(double(float(a)) * float(b)); }
@@ -197,6 +199,7 @@ inline __half2 __float2half2_rn(float a) { return {__half(a), __half(a)}; }
 inline __half2 __floats2half2_rn(float a, float b) { return {__half(a), __half(b)}; }
 inline __half2 __float22half2_rn(float2 a) { return {__half(a.x), __half(a.y)}; }
 inline float2 __half22float2(__half2 a) { return {float(a.x), float(a.y)}; }
+inline __half2 make_half2(__half x, __half y) { return {x, y}; }
 
 inline __nv_bfloat16 __float2bfloat16(float a) { return __nv_bfloat16(a); }
 inline __nv_bfloat16 __float2bfloat16_rn(float a) { return __nv_bfloat16(a); }
@@ -211,6 +214,7 @@ inline __nv_bfloat162 __float2bfloat162_rn(float a) { return {__nv_bfloat16(a), 
 inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) { return {__nv_bfloat16(a), __nv_bfloat16(b)}; }
 inline __nv_bfloat162 __float22bfloat162_rn(float2 a) { return {__nv_bfloat16(a.x), __nv_bfloat16(a.y)}; }
 inline float2 __bfloat1622float2(__nv_bfloat162 a) { return {float(a.x), float(a.y)}; }
+inline __nv_bfloat162 make_bfloat162(__nv_bfloat16 x, __nv_bfloat16 y) { return {x, y}; }
 
 // Intrinsics that exist with the same name for both formats.
 #define EMU_FLOAT16_INTRINSICS(T, T2, NAME)                                                  \

@@ -44,10 +44,13 @@ void invoke([[maybe_unused]] void** args) {
 // The generated wrapper TU puts a kernel file between these two. The anonymous namespace
 // gives each file's helpers (kernels/common.cuh included by several files, __device__
 // globals) internal linkage, as NVRTC's one-module-per-file compilation does, so they never
-// collide at link time. Helpers a file does not use would warn, hence the pragma.
+// collide at link time. The pragmas silence what NVRTC does not warn about either: helpers a
+// file does not use, unsigned threadIdx compared with int, unused kernel parameters.
 #define EMU_KERNELS_BEGIN                                                                      \
   _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wunused-function\"")      \
-      _Pragma("GCC diagnostic ignored \"-Wunused-variable\"") namespace {
+      _Pragma("GCC diagnostic ignored \"-Wunused-variable\"")                                 \
+          _Pragma("GCC diagnostic ignored \"-Wsign-compare\"")                                \
+              _Pragma("GCC diagnostic ignored \"-Wunused-parameter\"") namespace {
 #define EMU_KERNELS_END                                                                        \
   }                                                                                            \
   _Pragma("GCC diagnostic pop")

@@ -1,3 +1,0 @@
-// Stand-in for CUDA's cuda.h under the CPU emulator: everything lives in cuda_emu.h.
-#pragma once
-#include "../cuda_emu.h"

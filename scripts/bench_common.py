@@ -1,0 +1,142 @@
+"""Benchmark presets and the FLOP count shared by `softprompt bench` and scripts/bench_torch.py.
+
+Stdlib only. The Rust side (`softprompt bench`) copies PRESETS, `tokens_per_step`,
+`mlm_labels_per_row` and `step_flops` exactly, so that both tools print comparable
+`tokens_per_s` and `tflops` for the same flags.
+
+Presets are the shapes of the public checkpoints (weights are random in the benchmark):
+- bert-*: BERT (gelu, absolute positions, max 512, 2 token types, vocab 30522, tied MLM decoder).
+- t5-*: T5 v1.1 (gated-gelu FFN, untied lm_head, no decoder-output scaling, 32 relative-position
+  buckets, max distance 128, vocab 32128).
+"""
+
+# ------------------------------------------------------------------------------------------------
+# Presets
+# ------------------------------------------------------------------------------------------------
+
+BERT_VOCAB = 30522
+T5_VOCAB = 32128
+
+# layers / decoder_layers: transformer blocks; hidden: model width C; heads x head_dim: attention
+# width A (= C for BERT); ff: FFN inner width (BERT intermediate I, T5 d_ff F).
+PRESETS = {
+    "bert-base": dict(arch="bert", layers=12, decoder_layers=0, hidden=768, heads=12, head_dim=64, ff=3072,
+                      vocab=BERT_VOCAB),
+    "bert-large": dict(arch="bert", layers=24, decoder_layers=0, hidden=1024, heads=16, head_dim=64, ff=4096,
+                       vocab=BERT_VOCAB),
+    "t5-base": dict(arch="t5", layers=12, decoder_layers=12, hidden=768, heads=12, head_dim=64, ff=2048,
+                    vocab=T5_VOCAB),
+    "t5-large": dict(arch="t5", layers=24, decoder_layers=24, hidden=1024, heads=16, head_dim=64, ff=2816,
+                     vocab=T5_VOCAB),
+    "t5-xl": dict(arch="t5", layers=24, decoder_layers=24, hidden=2048, heads=32, head_dim=64, ff=5120,
+                  vocab=T5_VOCAB),
+    "t5-xxl": dict(arch="t5", layers=24, decoder_layers=24, hidden=4096, heads=64, head_dim=64, ff=10240,
+                   vocab=T5_VOCAB),
+}
+
+BERT_MAX_POSITIONS = 512
+BERT_TYPE_VOCAB = 2
+T5_BUCKETS = 32
+T5_MAX_DISTANCE = 128
+
+# PET: the loss reads the MLM head at one [MASK] row per example (position T // 2 of the real
+# tokens), over this many verbalizer rows of the vocabulary.
+PET_VERBALIZERS = 2
+
+
+def shapes(preset):
+    """The `shapes` object of the JSON output."""
+    p = PRESETS[preset]
+    return {k: p[k] for k in ("layers", "decoder_layers", "hidden", "heads", "head_dim", "ff", "vocab")}
+
+
+def pet_mask_position(seq):
+    """Index of the [MASK] token among the T real tokens (the prompt comes before them)."""
+    return seq // 2
+
+
+def mlm_labels_per_row(seq):
+    """Labelled positions per example for `--objective mlm`: 15% of T, rounded half up, at least 1."""
+    return max(1, (15 * seq + 50) // 100)
+
+
+def tokens_per_step(preset, batch, seq, prompt, target_len):
+    """Tokens processed per step: B*(P+T) for BERT; B*(P+T) + B*L for T5 (encoder + decoder rows)."""
+    n = batch * (prompt + seq)
+    if PRESETS[preset]["arch"] == "t5":
+        n += batch * target_len
+    return n
+
+
+# ------------------------------------------------------------------------------------------------
+# FLOPs
+# ------------------------------------------------------------------------------------------------
+
+
+def _linear(rows, k, n):
+    """FLOPs of one frozen linear layer (k inputs -> n outputs) over `rows` rows, forward plus
+    backward: 2 FLOPs per multiply-add, and backward computes only the input gradient
+    dX = dY . W^T (no weight gradient), which costs as much as the forward. 4 * rows * k * n."""
+    return 4 * rows * k * n
+
+
+def _attention(batch, tq, tk, width):
+    """FLOPs of one attention call: 12 * B * Tq * Tk * (heads * head_dim).
+    Forward QK^T and PV: 2 + 2 per (q, k, channel); backward dP = dO V^T, dV = P^T dO, dQ = dS K,
+    dK = dS^T Q: 8. Causal attention is counted full (no halving); the softmax is not counted."""
+    return 12 * batch * tq * tk * width
+
+
+def step_flops(preset, batch, seq, prompt, target_len=8, objective="pet"):
+    """Useful FLOPs of one prompt-tuning step (forward + backward to the prompt), as an int.
+
+    This counts what the task needs, identically for every implementation. Each tool divides it
+    by its own step time (`tflops` = step_flops / step_seconds / 1e12). Work an implementation
+    does beyond this (e.g. PyTorch evaluating the full-vocabulary MLM head at every row for PET)
+    is not credited. Not counted: embeddings, norms, activations, softmax, loss, bias adds.
+
+    BERT (C hidden, I intermediate, V vocab, N = B*(P+T) rows, S = P+T):
+      per layer: q, k, v, o (C x C each) and FFN (C x I, I x C) over N rows; attention(B, S, S, C).
+      head, objective `pet`: B mask rows x (dense C x C + verbalizer C x 2).
+      head, objective `mlm`: B * mlm_labels_per_row(T) rows x (dense C x C + decoder C x V).
+    T5 (C = d_model, A = heads * d_kv, F = d_ff, V vocab, Ne = B*(P+T), Nd = B*L, S = P+T):
+      encoder per layer over Ne rows: q, k, v (C x A), o (A x C), gated FFN 2 x (C x F) + (F x C);
+        attention(B, S, S, A).
+      decoder per layer: self q, k, v, o and cross q, o over Nd rows; cross k, v (C x A each) over
+        Ne rows; gated FFN over Nd rows; self attention(B, L, L, A); cross attention(B, L, S, A).
+      LM head C x V over Nd rows.
+    """
+    p = PRESETS[preset]
+    C, H, D, F, V = p["hidden"], p["heads"], p["head_dim"], p["ff"], p["vocab"]
+    A = H * D
+    S = prompt + seq
+    ne = batch * S
+    flops = 0
+    if p["arch"] == "bert":
+        per_layer = 4 * _linear(ne, C, C) + _linear(ne, C, F) + _linear(ne, F, C) + _attention(batch, S, S, C)
+        flops += p["layers"] * per_layer
+        if objective == "pet":
+            flops += _linear(batch, C, C) + _linear(batch, C, PET_VERBALIZERS)
+        elif objective == "mlm":
+            m = batch * mlm_labels_per_row(seq)
+            flops += _linear(m, C, C) + _linear(m, C, V)
+        else:
+            raise ValueError(f"unknown BERT objective {objective!r} (expected pet or mlm)")
+    else:
+        L = target_len
+        nd = batch * L
+        enc = (3 * _linear(ne, C, A) + _linear(ne, A, C) + 2 * _linear(ne, C, F) + _linear(ne, F, C)
+               + _attention(batch, S, S, A))
+        dec = (3 * _linear(nd, C, A) + _linear(nd, A, C)                          # self q, k, v, o
+               + _linear(nd, C, A) + _linear(nd, A, C) + 2 * _linear(ne, C, A)  # cross q, o; k, v
+               + 2 * _linear(nd, C, F) + _linear(nd, F, C)                         # gated FFN
+               + _attention(batch, L, L, A) + _attention(batch, L, S, A))
+        flops += p["layers"] * enc + p["decoder_layers"] * dec + _linear(nd, C, V)
+    return flops
+
+
+if __name__ == "__main__":  # quick look: python3 scripts/bench_common.py
+    for name in PRESETS:
+        f = step_flops(name, 8, 128, 20, 8)
+        print(f"{name:11s} B=8 T=128 P=20 L=8: {f / 1e12:8.3f} TFLOP/step, "
+              f"{tokens_per_step(name, 8, 128, 20, 8)} tokens/step")

@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# Run `softprompt bench` and scripts/bench_torch.py (PyTorch + PEFT) on one preset with the same
+# flags, save both JSON outputs, and print them side by side with the ratios softprompt / PyTorch.
+#
+# usage: scripts/compare.sh PRESET [options] [bench flags...]
+#   bench flags   passed to both tools: --batch B --seq T --target-len L --prompt P --device cpu|cuda
+#                 --recompute none|layer --objective pet|mlm --steps N --warmup N (see bench_torch.py)
+#   --out DIR     where the JSON files and logs go (default: <repo>/bench/tmp)
+#   --no-eager    PyTorch with SDPA attention only (default: SDPA, then eager)
+#   --attn LIST   PyTorch attention implementations to run, comma-separated (e.g. sdpa,eager)
+#   --threads N   torch.set_num_threads for PyTorch (softprompt picks its own threads)
+#
+# Environment:
+#   SOFTPROMPT  the softprompt binary (default <repo>/target/release/softprompt)
+#   PYTHON      a Python with torch, transformers and peft (default: python3 if it has them,
+#               else /work/venv/bin/python)
+#
+# Output files, TAG = PRESET plus the flags: DIR/TAG.softprompt.json, DIR/TAG.torch-<attn>.json and
+# a .log with each tool's stderr. Ratios are softprompt / PyTorch: below 1 means softprompt is
+# faster (step_ms) or smaller (memory); tokens/s and TFLOP/s above 1 mean softprompt is faster.
+# "peak - base" is peak_bytes minus rss_baseline_bytes on the CPU (the step's working memory) and
+# peak_bytes minus weights_bytes on the GPU.
+#
+# Exit status: 0 when every run succeeded; 1 when softprompt failed (nothing else is run), or when
+# a PyTorch run failed (the table is still printed, with the failure in that column); 2 on usage
+# errors.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+
+die() { echo "compare.sh: $1" >&2; exit "${2:-1}"; }
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+
+[[ $# -ge 1 ]] || { usage >&2; exit 2; }
+case $1 in -h | --help) usage; exit 0 ;; -*) die "the first argument must be the preset" 2 ;; esac
+preset=$1
+shift
+
+out="$repo/bench/tmp"
+attns="sdpa,eager"
+threads=()
+common=()
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --out) [[ $# -ge 2 ]] || die "--out needs a directory" 2; out=$2; shift 2 ;;
+        --no-eager) attns="sdpa"; shift ;;
+        --attn) [[ $# -ge 2 ]] || die "--attn needs a list" 2; attns=$2; shift 2 ;;
+        --threads) [[ $# -ge 2 ]] || die "--threads needs a number" 2; threads=(--threads "$2"); shift 2 ;;
+        --json) shift ;;  # always on
+        --preset) die "give the preset as the first argument, not with --preset" 2 ;;
+        -h | --help) usage; exit 0 ;;
+        *) common+=("$1"); shift ;;
+    esac
+done
+
+softprompt=${SOFTPROMPT:-$repo/target/release/softprompt}
+[[ -x $softprompt ]] || die "softprompt binary '$softprompt' is missing or not executable (cargo build --release, or set SOFTPROMPT)"
+
+if [[ -n ${PYTHON:-} ]]; then
+    python=$PYTHON
+elif python3 -c 'import torch, transformers, peft' 2>/dev/null; then
+    python=python3
+elif [[ -x /work/venv/bin/python ]]; then
+    python=/work/venv/bin/python
+else
+    die "no Python with torch, transformers and peft found; set PYTHON"
+fi
+command -v python3 >/dev/null || die "python3 (stdlib only) is needed for the table"
+
+mkdir -p "$out"
+tag=$preset
+for a in ${common[@]+"${common[@]}"}; do tag+="_${a#--}"; done
+tag=$(printf '%s' "$tag" | tr -c 'A-Za-z0-9._=-' '_')
+
+# run NAME JSON LOG CMD...: run one tool, keep its stdout as JSON and stderr as LOG. Returns its status.
+run() {
+    local name=$1 json=$2 log=$3
+    shift 3
+    { printf '+'; printf ' %q' "$@"; printf ' > %s\n' "$json"; } >&2
+    local rc=0
+    "$@" >"$json.tmp" 2>"$log" || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        echo "compare.sh: $name failed with status $rc; last lines of $log:" >&2
+        tail -n 15 "$log" | sed 's/^/    /' >&2
+        mv -f "$json.tmp" "$json.failed"
+        return "$rc"
+    fi
+    if ! python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert isinstance(d, dict)' "$json.tmp" 2>/dev/null; then
+        echo "compare.sh: $name printed no JSON object on stdout (kept in $json.failed)" >&2
+        mv -f "$json.tmp" "$json.failed"
+        return 1
+    fi
+    mv -f "$json.tmp" "$json"
+    rm -f "$json.failed"
+}
+
+sp_json="$out/$tag.softprompt.json"
+rm -f "$sp_json"
+run softprompt "$sp_json" "$out/$tag.softprompt.log" \
+    "$softprompt" bench --preset "$preset" ${common[@]+"${common[@]}"} --json ||
+    die "softprompt bench failed; PyTorch was not run"
+
+status=0
+torch_files=()
+IFS=, read -r -a attn_list <<<"$attns"
+for attn in "${attn_list[@]}"; do
+    j="$out/$tag.torch-$attn.json"
+    rm -f "$j"
+    run "pytorch ($attn)" "$j" "$out/$tag.torch-$attn.log" \
+        "$python" "$here/bench_torch.py" --preset "$preset" ${common[@]+"${common[@]}"} --attn "$attn" \
+        ${threads[@]+"${threads[@]}"} --json || status=1
+    torch_files+=("$attn=$j")
+done
+
+python3 - "$sp_json" "${torch_files[@]}" <<'EOF' || status=1
+"""Print softprompt and the PyTorch runs side by side, with ratios softprompt / PyTorch."""
+import json
+import os
+import sys
+
+sp = json.load(open(sys.argv[1]))
+torch_runs = []
+for arg in sys.argv[2:]:
+    attn, path = arg.split("=", 1)
+    torch_runs.append((attn, json.load(open(path)) if os.path.exists(path) else None))
+
+REQUIRED = ("step_ms", "tokens_per_s", "tflops", "saved_bytes", "peak_bytes", "device")
+SAME = ("preset", "batch", "seq", "target_len", "prompt", "recompute", "objective")
+problems = []
+for name, d in [("softprompt", sp)] + [("pytorch " + a, d) for a, d in torch_runs if d is not None]:
+    missing = [k for k in REQUIRED if k not in d]
+    if missing:
+        problems.append(f"{name}: missing keys {', '.join(missing)}")
+for attn, d in torch_runs:
+    if d is None:
+        continue
+    keys = [k for k in SAME if not (k == "objective" and str(sp.get("preset")).startswith("t5"))]  # T5: seq2seq
+    diff = [f"{k} {sp.get(k)!r} vs {d.get(k)!r}" for k in keys if k in sp and sp.get(k) != d.get(k)]
+    if diff:
+        problems.append(f"softprompt and pytorch {attn} ran different workloads: " + "; ".join(diff))
+if problems:
+    sys.exit("compare.sh: " + "\n  ".join(problems))
+
+
+def flops(d):  # implied FLOPs per step; the two tools must count the same (bench_common.step_flops)
+    return d["tflops"] * 1e12 * d["step_ms"] / 1e3
+
+
+for attn, d in torch_runs:
+    if d is not None and sp["tflops"] > 0 and d["tflops"] > 0 and abs(flops(sp) / flops(d) - 1) > 0.005:
+        print(f"warning: the FLOPs per step differ: softprompt {flops(sp):.4g}, pytorch {attn} {flops(d):.4g} "
+              "(see scripts/bench_common.py step_flops)", file=sys.stderr)
+
+
+def above_base(d):
+    if d.get("rss_baseline_bytes") is not None:
+        return d["peak_bytes"] - d["rss_baseline_bytes"]
+    if d.get("weights_bytes") is not None and str(d.get("device", "")).startswith("cuda"):
+        return d["peak_bytes"] - d["weights_bytes"]
+    return None
+
+
+MB = 1e6
+ROWS = [  # label, getter, format
+    ("step_ms", lambda d: d["step_ms"], "{:.1f}"),
+    ("tokens/s", lambda d: d["tokens_per_s"], "{:.0f}"),
+    ("TFLOP/s", lambda d: d["tflops"], "{:.3f}"),
+    ("saved MB", lambda d: d["saved_bytes"] / MB, "{:.1f}"),
+    ("peak MB", lambda d: d["peak_bytes"] / MB, "{:.0f}"),
+    ("peak - base MB", lambda d: None if above_base(d) is None else above_base(d) / MB, "{:.0f}"),
+]
+
+header = ["", "softprompt"]
+for attn, d in torch_runs:
+    header += [f"pytorch {attn}", "ratio"]
+table = [header]
+for label, get, fmt in ROWS:
+    v = get(sp)
+    row = [label, "-" if v is None else fmt.format(v)]
+    for attn, d in torch_runs:
+        if d is None:
+            row += ["FAILED", "-"]
+            continue
+        w = get(d)
+        row.append("-" if w is None else fmt.format(w))
+        row.append("-" if v is None or w is None or w == 0 else f"{v / w:.3f}")
+    table.append(row)
+
+shape = f"B={sp['batch']} T={sp['seq']} P={sp['prompt']}"
+shape += f" L={sp['target_len']}" if str(sp["preset"]).startswith("t5") else f" {sp.get('objective', '')}"
+print(f"{sp['preset']} {shape} recompute={sp.get('recompute')}")
+print(f"  softprompt: {sp['device']}, {sp.get('dtype', '?')}")
+for attn, d in torch_runs:
+    if d is not None:
+        v = d.get("versions", {})
+        print(f"  pytorch {attn}: {d['device']}, {d.get('dtype', '?')}, torch {v.get('torch')}, "
+              f"transformers {v.get('transformers')}, peft {v.get('peft')}")
+widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+for r in table:
+    print("  " + r[0].ljust(widths[0]) + "".join("  " + c.rjust(w) for c, w in zip(r[1:], widths[1:])))
+print("  ratio = softprompt / pytorch (time, memory: lower is better; tokens/s, TFLOP/s: higher is better)")
+EOF
+
+echo "results: $out/$tag.*.json" >&2
+[[ $status -eq 0 ]] || echo "compare.sh: some runs failed (see above)" >&2
+exit "$status"

@@ -1,0 +1,418 @@
+//! `softprompt bench`: one prompt-tuning step (forward + backward to the prompt) on preset
+//! shapes with random frozen weights, so nothing needs downloading. The same presets, flags,
+//! workload, FLOP count and JSON keys as `scripts/bench_torch.py`, so the two compare.
+
+use crate::backend::{Backend, DType};
+use crate::config::{BertConfig, T5Config};
+use crate::cpu::activation::Act;
+use crate::error::{Error, Result};
+use crate::memory::MemoryAccountant;
+use crate::models::bert::{self, Bert};
+use crate::models::heads::{self, Decoder};
+use crate::models::t5::{self, T5};
+use crate::models::{Recompute, TokenBatch};
+use crate::rng::Rng;
+use crate::weights::RandomWeights;
+use serde_json::{json, Value};
+use std::time::Instant;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Preset {
+    Bert(BertConfig),
+    T5(T5Config),
+}
+
+pub const PRESETS: &str = "bert-base, bert-large, t5-base, t5-large, t5-xl, t5-xxl";
+
+fn bert_preset(layers: usize, hidden: usize, heads: usize, inter: usize) -> Preset {
+    Preset::Bert(BertConfig {
+        vocab_size: 30522,
+        hidden_size: hidden,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        intermediate_size: inter,
+        hidden_act: Act::GeluErf,
+        max_position_embeddings: 512,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+        pad_token_id: 0,
+        tie_word_embeddings: true,
+    })
+}
+
+/// T5 v1.1 shapes: gated-gelu, untied LM head, no output scaling.
+fn t5_preset(d_model: usize, heads: usize, d_ff: usize, layers: usize) -> Preset {
+    Preset::T5(T5Config {
+        vocab_size: 32128,
+        d_model,
+        d_kv: 64,
+        d_ff,
+        num_layers: layers,
+        num_decoder_layers: layers,
+        num_heads: heads,
+        relative_attention_num_buckets: 32,
+        relative_attention_max_distance: 128,
+        layer_norm_epsilon: 1e-6,
+        dense_act: Act::GeluTanh,
+        is_gated_act: true,
+        scale_decoder_outputs: false,
+        decoder_start_token_id: 0,
+        pad_token_id: 0,
+        eos_token_id: 1,
+    })
+}
+
+impl Preset {
+    pub fn by_name(name: &str) -> Result<Preset> {
+        Ok(match name {
+            "bert-base" => bert_preset(12, 768, 12, 3072),
+            "bert-large" => bert_preset(24, 1024, 16, 4096),
+            "t5-base" => t5_preset(768, 12, 2048, 12),
+            "t5-large" => t5_preset(1024, 16, 2816, 24),
+            "t5-xl" => t5_preset(2048, 32, 5120, 24),
+            "t5-xxl" => t5_preset(4096, 64, 10240, 24),
+            other => {
+                return Err(Error::arg(
+                    "--preset",
+                    format!("\"{other}\": expected one of {PRESETS}"),
+                ))
+            }
+        })
+    }
+
+    /// The same preset with fewer layers: the check against the reference runs on this.
+    pub fn truncated(&self, layers: usize) -> Preset {
+        match self.clone() {
+            Preset::Bert(mut c) => {
+                c.num_hidden_layers = c.num_hidden_layers.min(layers);
+                Preset::Bert(c)
+            }
+            Preset::T5(mut c) => {
+                c.num_layers = c.num_layers.min(layers);
+                c.num_decoder_layers = c.num_decoder_layers.min(layers);
+                Preset::T5(c)
+            }
+        }
+    }
+
+    pub fn shapes(&self) -> Value {
+        match self {
+            Preset::Bert(c) => {
+                json!({"layers": c.num_hidden_layers, "decoder_layers": 0, "hidden": c.hidden_size,
+                "heads": c.num_attention_heads, "head_dim": c.head_dim(), "ff": c.intermediate_size, "vocab": c.vocab_size})
+            }
+            Preset::T5(c) => {
+                json!({"layers": c.num_layers, "decoder_layers": c.num_decoder_layers, "hidden": c.d_model,
+                "heads": c.num_heads, "head_dim": c.d_kv, "ff": c.d_ff, "vocab": c.vocab_size})
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workload {
+    pub batch: usize,
+    /// real tokens per row, prompt excluded
+    pub seq: usize,
+    /// T5 decoder length
+    pub target_len: usize,
+    pub prompt: usize,
+    pub recompute: Recompute,
+    /// BERT: "pet" or "mlm"
+    pub objective: String,
+}
+
+/// Tokens per step: B·(P+T), plus B·L through a T5 decoder.
+pub fn tokens_per_step(preset: &Preset, w: &Workload) -> usize {
+    let enc = w.batch * (w.prompt + w.seq);
+    match preset {
+        Preset::Bert(_) => enc,
+        Preset::T5(_) => enc + w.batch * w.target_len,
+    }
+}
+
+/// FLOPs of one step, the convention `scripts/bench_torch.py` shares: 2 per multiply-add,
+/// forward plus input-gradient backward = 2× forward, over the linear layers the task needs
+/// (heads only at the rows the loss reads), plus 12·B·Tq·Tk·A per attention call (4 forward,
+/// 8 backward), causal counted in full.
+pub fn flops_per_step(preset: &Preset, w: &Workload) -> f64 {
+    let b = w.batch as f64;
+    let t = (w.prompt + w.seq) as f64;
+    let lin = |rows: f64, k: usize, n: usize| 4.0 * rows * k as f64 * n as f64;
+    let attn = |tq: f64, tk: f64, a: usize| 12.0 * b * tq * tk * a as f64;
+    match preset {
+        Preset::Bert(c) => {
+            let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
+            let rows = b * t;
+            let layer = 4.0 * lin(rows, h, h) + lin(rows, h, i) + lin(rows, i, h) + attn(t, t, h);
+            let head = if w.objective == "mlm" {
+                let labelled = (0.15 * w.seq as f64).round().max(1.0) * b;
+                lin(labelled, h, h) + lin(labelled, h, v)
+            } else {
+                lin(b, h, h) + lin(b, h, 2)
+            };
+            c.num_hidden_layers as f64 * layer + head
+        }
+        Preset::T5(c) => {
+            let (d, a, f, v) = (c.d_model, c.inner_dim(), c.d_ff, c.vocab_size);
+            let l = w.target_len as f64;
+            let (enc_rows, dec_rows) = (b * t, b * l);
+            let ffn = |rows: f64| if c.is_gated_act { 2.0 * lin(rows, d, f) } else { lin(rows, d, f) } + lin(rows, f, d);
+            let enc_layer =
+                3.0 * lin(enc_rows, d, a) + lin(enc_rows, a, d) + ffn(enc_rows) + attn(t, t, a);
+            let dec_layer = 3.0 * lin(dec_rows, d, a)
+                + lin(dec_rows, a, d)
+                + attn(l, l, a)
+                + lin(dec_rows, d, a)
+                + lin(dec_rows, a, d)
+                + 2.0 * lin(enc_rows, d, a)
+                + attn(l, t, a)
+                + ffn(dec_rows);
+            c.num_layers as f64 * enc_layer
+                + c.num_decoder_layers as f64 * dec_layer
+                + lin(dec_rows, d, v)
+        }
+    }
+}
+
+/// A benchmark model with random weights on a backend.
+pub enum BenchModel<B: Backend> {
+    Bert(Bert<B>),
+    T5(T5<B>),
+}
+
+impl<B: Backend> BenchModel<B> {
+    pub fn random(be: &B, preset: &Preset, seed: u64) -> Result<Self> {
+        Ok(match preset {
+            Preset::Bert(c) => {
+                // a BertForMaskedLM with the decoder tied to the word embeddings
+                let w = RandomWeights {
+                    seed,
+                    std: 0.02,
+                    present: Box::new(|n: &str| !n.starts_with("cls.predictions.decoder")),
+                };
+                BenchModel::Bert(Bert::load(be, &w, c.clone())?)
+            }
+            Preset::T5(c) => {
+                let w = RandomWeights {
+                    seed,
+                    std: 0.02,
+                    present: Box::new(|n: &str| !n.contains("embed_tokens")),
+                };
+                BenchModel::T5(T5::load(be, &w, c.clone())?)
+            }
+        })
+    }
+}
+
+/// The batch of one step: full-length random rows; PET masks at T/2 with two verbalizer ids;
+/// MLM labels on 15% of the positions; T5 random labels (B, L).
+pub struct BenchBatch {
+    pub tokens: TokenBatch,
+    pub labels: Vec<i32>,
+    pub prompt: Vec<f32>,
+}
+
+pub fn bench_batch(preset: &Preset, w: &Workload, seed: u64) -> BenchBatch {
+    let mut rng = Rng::new(seed);
+    let (vocab, d) = match preset {
+        Preset::Bert(c) => (c.vocab_size, c.hidden_size),
+        Preset::T5(c) => (c.vocab_size, c.d_model),
+    };
+    let n = w.batch * w.seq;
+    let ids = (0..n)
+        .map(|_| 1 + rng.below(vocab as u64 - 1) as i32)
+        .collect();
+    let labels = match preset {
+        Preset::T5(_) => (0..w.batch * w.target_len)
+            .map(|_| rng.below(vocab as u64) as i32)
+            .collect(),
+        Preset::Bert(_) if w.objective == "mlm" => (0..n)
+            .map(|_| {
+                if rng.uniform() < 0.15 {
+                    rng.below(vocab as u64) as i32
+                } else {
+                    -100
+                }
+            })
+            .collect(),
+        Preset::Bert(_) => (0..w.batch).map(|_| rng.below(2) as i32).collect(),
+    };
+    let prompt = (0..w.prompt * d).map(|_| rng.normal() as f32).collect();
+    BenchBatch {
+        tokens: TokenBatch {
+            b: w.batch,
+            t: w.seq,
+            ids,
+            mask: vec![1; n],
+            type_ids: None,
+        },
+        labels,
+        prompt,
+    }
+}
+
+/// One forward + backward; returns the loss, d loss / d prompt, and the bytes held for
+/// backward at the accountant's peak.
+pub fn step<B: Backend>(
+    be: &B,
+    model: &BenchModel<B>,
+    batch: &BenchBatch,
+    w: &Workload,
+) -> Result<(f64, Vec<f32>, usize)> {
+    let mut acct = MemoryAccountant::new();
+    let prompt = be.upload(DType::F32, &batch.prompt)?;
+    let (b, t, p) = (w.batch, w.seq, w.prompt);
+    let (loss, dprompt) = match model {
+        BenchModel::Bert(m) => {
+            let inputs = bert::upload_inputs(be, &m.cfg, &batch.tokens, p)?;
+            let (hidden, acts) =
+                m.encoder_fwd(be, &mut acct, &prompt, &inputs, w.recompute, None)?;
+            let head = if w.objective == "mlm" {
+                let (rows, targets) = heads::mlm_rows(&batch.labels, b, t, p, false);
+                heads::mlm_head_fwd_bwd(be, m, &hidden, &rows, &targets, Decoder::Vocab, false)?
+            } else {
+                let rows = heads::pet_rows(&vec![(t / 2) as i32; b], b, t, p)?;
+                heads::mlm_head_fwd_bwd(
+                    be,
+                    m,
+                    &hidden,
+                    &rows,
+                    &batch.labels,
+                    Decoder::Rows(&[1000, 2000]),
+                    false,
+                )?
+            };
+            drop(hidden);
+            let mut dprompt = be.zeros(DType::F32, p * m.cfg.hidden_size)?;
+            m.encoder_bwd(be, &mut acct, &mut dprompt, head.dhidden, acts, &inputs)?;
+            (head.loss, dprompt)
+        }
+        BenchModel::T5(m) => {
+            let inputs =
+                t5::upload_inputs(be, &m.cfg, &batch.tokens, p, &batch.labels, w.target_len)?;
+            let mut dprompt = be.zeros(DType::F32, p * m.cfg.d_model)?;
+            let loss = m.train_step(
+                be,
+                &mut acct,
+                &mut dprompt,
+                &prompt,
+                &inputs,
+                &batch.labels,
+                w.recompute,
+                None,
+            )?;
+            (loss, dprompt)
+        }
+    };
+    be.synchronize()?;
+    Ok((loss, be.download(&dprompt)?, acct.peak_bytes()))
+}
+
+/// Relative L2 distance, as `parity` measures it.
+pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w as f64).powi(2))
+        .sum();
+    let den: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
+    (num / den.max(1e-300)).sqrt()
+}
+
+/// Runs the step on a 2-layer copy of the preset on `be` and on the float64 CPU reference,
+/// and fails unless loss and prompt gradient agree within `tol`.
+pub fn check_against_reference<B: Backend>(
+    be: &B,
+    preset: &Preset,
+    w: &Workload,
+    tol: f64,
+) -> Result<Value> {
+    let small = preset.truncated(2);
+    let mut w = w.clone();
+    w.batch = w.batch.min(2);
+    let batch = bench_batch(&small, &w, 7);
+    let reference = crate::cpu::CpuBackend::<f64>::new();
+    let (want_loss, want_grad, _) = step(
+        &reference,
+        &BenchModel::random(&reference, &small, 1)?,
+        &batch,
+        &w,
+    )?;
+    let (got_loss, got_grad, _) = step(be, &BenchModel::random(be, &small, 1)?, &batch, &w)?;
+    let loss_err = (got_loss - want_loss).abs() / want_loss.abs().max(1e-6);
+    let grad_err = rel_err(&got_grad, &want_grad);
+    if !(loss_err <= tol && grad_err <= tol) {
+        return Err(Error::Device(format!(
+            "{}: the 2-layer check against the float64 CPU reference failed: loss rel err {loss_err:.3e}, prompt_grad rel err {grad_err:.3e} (tolerance {tol:e}); not timing a wrong engine",
+            be.name()
+        )));
+    }
+    Ok(
+        json!({"layers": 2, "batch": w.batch, "loss_rel_err": loss_err, "prompt_grad_rel_err": grad_err, "tol": tol}),
+    )
+}
+
+/// Times `steps` steps after `warmup` and returns the JSON report.
+pub fn run<B: Backend>(
+    be: &B,
+    preset_name: &str,
+    w: &Workload,
+    steps: usize,
+    warmup: usize,
+    tol: f64,
+) -> Result<Value> {
+    let preset = Preset::by_name(preset_name)?;
+    if let (Preset::Bert(_), obj) = (&preset, w.objective.as_str()) {
+        if obj != "pet" && obj != "mlm" {
+            return Err(Error::arg(
+                "--objective",
+                format!("\"{obj}\": expected pet or mlm"),
+            ));
+        }
+    }
+    let check = check_against_reference(be, &preset, w, tol)?;
+    let live_before = be.memory().live_bytes;
+    let model = BenchModel::random(be, &preset, 1)?;
+    let weights_bytes = be.memory().live_bytes - live_before;
+    let batch = bench_batch(&preset, w, 3);
+    let mut times = Vec::new();
+    let mut saved = 0;
+    let mut loss = 0.0;
+    be.reset_peak();
+    for i in 0..warmup + steps.max(1) {
+        let start = Instant::now();
+        let (l, _, held) = step(be, &model, &batch, w)?;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        if i >= warmup {
+            times.push(ms);
+        }
+        saved = held;
+        loss = l;
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let step_ms = times[times.len() / 2];
+    let tokens = tokens_per_step(&preset, w);
+    let flops = flops_per_step(&preset, w);
+    Ok(json!({
+        "impl": "softprompt",
+        "device": be.name(),
+        "dtype": format!("{:?}", be.act_dtype()).to_lowercase(),
+        "preset": preset_name,
+        "batch": w.batch, "seq": w.seq, "target_len": w.target_len, "prompt": w.prompt,
+        "recompute": match w.recompute { Recompute::None => "none", Recompute::Layer => "layer" },
+        "objective": match preset { Preset::Bert(_) => w.objective.as_str(), Preset::T5(_) => "seq2seq" },
+        "shapes": preset.shapes(),
+        "steps": steps, "warmup": warmup,
+        "step_ms": step_ms,
+        "step_ms_all": times,
+        "tokens_per_s": tokens as f64 / (step_ms / 1e3),
+        "tflops": flops / (step_ms / 1e3) / 1e12,
+        "flops_per_step": flops,
+        "saved_bytes": saved,
+        "peak_bytes": be.memory().peak_bytes,
+        "weights_bytes": weights_bytes,
+        "loss": loss,
+        "check": check,
+    }))
+}

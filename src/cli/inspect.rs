@@ -1,0 +1,80 @@
+use softprompt::config::ModelConfig;
+use softprompt::weights::{WeightSource, WeightStore};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Hugging Face model folder, or a PEFT prompt-tuning adapter folder
+    path: PathBuf,
+    /// List every tensor
+    #[arg(long)]
+    tensors: bool,
+}
+
+/// Prints what the engine makes of a model folder (or a saved prompt): the parsed config,
+/// the heads it found, the parameter count, and optionally every tensor.
+pub fn run(args: Args) -> i32 {
+    match inspect(&args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+fn inspect(args: &Args) -> softprompt::Result<()> {
+    if args.path.join(softprompt::prompt::ADAPTER_CONFIG).exists() {
+        let p = softprompt::prompt::PromptTable::load_peft(&args.path)?;
+        println!(
+            "prompt adapter {}: P = {}, d = {}, init {}, num_transformer_submodules {}",
+            args.path.display(),
+            p.p,
+            p.d,
+            p.init,
+            p.layout.num_transformer_submodules
+        );
+        let norm = (p.data.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / p.p as f64).sqrt();
+        println!("mean row norm {norm:.4}");
+        return Ok(());
+    }
+    let cfg = ModelConfig::load(&args.path)?;
+    let store = WeightStore::open(&args.path)?;
+    println!("{}: {:#?}", args.path.display(), cfg);
+    let mut params = 0usize;
+    for name in store.names() {
+        if let Some((dtype, shape)) = store.info(name) {
+            params += shape.iter().product::<usize>();
+            if args.tensors {
+                println!("  {name:<72} {dtype:?} {shape:?}");
+            }
+        }
+    }
+    let heads = match &cfg {
+        ModelConfig::Bert(_) => {
+            let mlm = store.contains("cls.predictions.transform.dense.weight")
+                || store.contains("cls.predictions.bias");
+            if mlm {
+                "masked-LM head (tasks mlm, pet, cls)"
+            } else {
+                "no masked-LM head (task cls)"
+            }
+        }
+        ModelConfig::T5(_) => {
+            if store.contains("lm_head.weight") {
+                "untied lm_head (task seq2seq)"
+            } else {
+                "LM head tied to shared.weight (task seq2seq)"
+            }
+        }
+    };
+    println!("{params} float parameters; {heads}");
+    match softprompt::tokenizer::Tokenizer::load(&args.path) {
+        Ok(t) => println!(
+            "tokenizer.json: {} tokens (padding and truncation switched off)",
+            t.vocab_size()
+        ),
+        Err(e) => println!("tokenizer: {e}"),
+    }
+    Ok(())
+}

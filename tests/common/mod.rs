@@ -1,0 +1,417 @@
+//! Helpers shared by the integration tests: one comparison (`assert_close`), central finite
+//! differences, fixture paths, a scratch folder, safetensors rewriting, and an f64-exact
+//! download for `CpuBackend<f64>`.
+//!
+//! Every test binary includes this module with `mod common;` and uses only part of it.
+#![allow(dead_code)]
+
+use softprompt::backend::{Backend, DType};
+use softprompt::rng::Rng;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+// ---------------------------------------------------------------------------------------------
+// Comparison
+
+/// Compares `got` with `want` element by element. Passes when
+/// `max_i |got_i - want_i| <= tol * max_i |want_i|` (the max-abs error relative to the largest
+/// expected magnitude, so that tiny expected entries do not dominate) and every value is
+/// finite. On failure it prints the max abs and relative error, where the worst element sits,
+/// and the first few pairs, then panics.
+pub fn assert_close<A: Copy + Into<f64>, B: Copy + Into<f64>>(
+    name: &str,
+    got: &[A],
+    want: &[B],
+    tol: f64,
+) {
+    let report = compare(got, want);
+    let ok = report.len_ok && report.finite && report.max_abs <= tol * report.scale;
+    if !ok || std::env::var_os("SOFTPROMPT_TEST_VERBOSE").is_some() {
+        eprintln!("{name}: {}", report.describe(got, want, tol));
+    }
+    assert!(
+        ok,
+        "{name}: not close (tol {tol:e}): {}",
+        report.describe(got, want, tol)
+    );
+}
+
+/// The error of `got` against `want`, as `assert_close` measures it: max abs error divided by
+/// the largest |want| (0 when both are exactly equal).
+pub fn rel_err<A: Copy + Into<f64>, B: Copy + Into<f64>>(got: &[A], want: &[B]) -> f64 {
+    let r = compare(got, want);
+    if r.max_abs == 0.0 {
+        0.0
+    } else {
+        r.max_abs / r.scale
+    }
+}
+
+struct Report {
+    len_ok: bool,
+    finite: bool,
+    max_abs: f64,
+    worst: usize,
+    scale: f64,
+}
+
+fn compare<A: Copy + Into<f64>, B: Copy + Into<f64>>(got: &[A], want: &[B]) -> Report {
+    let mut r = Report {
+        len_ok: got.len() == want.len(),
+        finite: true,
+        max_abs: 0.0,
+        worst: 0,
+        scale: 0.0,
+    };
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let (g, w): (f64, f64) = (g.into(), w.into());
+        r.finite &= g.is_finite() && w.is_finite();
+        r.scale = r.scale.max(w.abs());
+        let d = (g - w).abs();
+        if d > r.max_abs || d.is_nan() {
+            r.max_abs = d;
+            r.worst = i;
+        }
+    }
+    r
+}
+
+impl Report {
+    fn describe<A: Copy + Into<f64>, B: Copy + Into<f64>>(
+        &self,
+        got: &[A],
+        want: &[B],
+        tol: f64,
+    ) -> String {
+        if !self.len_ok {
+            return format!(
+                "length mismatch: got {} values, want {}",
+                got.len(),
+                want.len()
+            );
+        }
+        let pair = |i: usize| -> String {
+            let (g, w): (f64, f64) = (got[i].into(), want[i].into());
+            format!("[{i}] got {g:.10e} want {w:.10e}")
+        };
+        let rel = if self.scale > 0.0 {
+            self.max_abs / self.scale
+        } else {
+            self.max_abs
+        };
+        let (gw, ww): (f64, f64) = if got.is_empty() {
+            (0.0, 0.0)
+        } else {
+            (got[self.worst].into(), want[self.worst].into())
+        };
+        let elem_rel = (gw - ww).abs() / ww.abs().max(f64::MIN_POSITIVE);
+        let first: Vec<String> = (0..got.len().min(4)).map(pair).collect();
+        format!(
+            "{} values, max abs err {:.3e} at [{}] (got {:.10e}, want {:.10e}, elementwise rel {:.3e}); \
+             rel err {:.3e} (max abs / max |want| = {:.3e}; tol {:.1e}){}; first pairs: {}",
+            got.len(),
+            self.max_abs,
+            self.worst,
+            gw,
+            ww,
+            elem_rel,
+            rel,
+            self.scale,
+            tol,
+            if self.finite { "" } else { "; NON-FINITE VALUES" },
+            first.join(", ")
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random data
+
+pub fn normals(rng: &mut Rng, n: usize, std: f64) -> Vec<f64> {
+    (0..n).map(|_| rng.normal() * std).collect()
+}
+
+pub fn uniforms(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+    (0..n).map(|_| lo + (hi - lo) * rng.uniform()).collect()
+}
+
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// A random unit vector.
+pub fn unit_direction(rng: &mut Rng, n: usize) -> Vec<f64> {
+    let v = normals(rng, n, 1.0);
+    let norm = dot(&v, &v).sqrt();
+    v.into_iter().map(|x| x / norm).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finite differences
+
+/// Central difference of `f` at `x` along `dir` with step `h`.
+pub fn central_difference(f: &mut dyn FnMut(&[f64]) -> f64, x: &[f64], dir: &[f64], h: f64) -> f64 {
+    let plus: Vec<f64> = x.iter().zip(dir).map(|(a, d)| a + h * d).collect();
+    let minus: Vec<f64> = x.iter().zip(dir).map(|(a, d)| a - h * d).collect();
+    (f(&plus) - f(&minus)) / (2.0 * h)
+}
+
+/// Checks an analytic gradient `grad` of the scalar `f` at `x` against central differences:
+/// every coordinate when there are at most `max_coords` of them (else that many coordinates
+/// drawn at random), then 4 random unit directions. Returns the worst error seen.
+#[allow(clippy::too_many_arguments)]
+pub fn check_gradient(
+    name: &str,
+    f: &mut dyn FnMut(&[f64]) -> f64,
+    x: &[f64],
+    grad: &[f64],
+    h: f64,
+    tol: f64,
+    rng: &mut Rng,
+    max_coords: usize,
+) -> f64 {
+    assert_eq!(x.len(), grad.len(), "{name}: gradient length");
+    let coords: Vec<usize> = if x.len() <= max_coords {
+        (0..x.len()).collect()
+    } else {
+        (0..max_coords)
+            .map(|_| rng.below(x.len() as u64) as usize)
+            .collect()
+    };
+    let mut fd = Vec::with_capacity(coords.len());
+    let mut an = Vec::with_capacity(coords.len());
+    let mut e = vec![0.0; x.len()];
+    for &i in &coords {
+        e[i] = 1.0;
+        fd.push(central_difference(f, x, &e, h));
+        an.push(grad[i]);
+        e[i] = 0.0;
+    }
+    assert_close(
+        &format!("{name}: {} coordinates", coords.len()),
+        &an,
+        &fd,
+        tol,
+    );
+    let mut fd_dir = Vec::new();
+    let mut an_dir = Vec::new();
+    for _ in 0..4 {
+        let d = unit_direction(rng, x.len());
+        fd_dir.push(central_difference(f, x, &d, h));
+        an_dir.push(dot(grad, &d));
+    }
+    assert_close(
+        &format!("{name}: 4 random directions"),
+        &an_dir,
+        &fd_dir,
+        tol,
+    );
+    rel_err(&an, &fd).max(rel_err(&an_dir, &fd_dir))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures and scratch space
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    fixtures().join(rel)
+}
+
+/// Every `tests/fixtures/*/ref_*.safetensors`, as (model folder, reference file), sorted.
+pub fn reference_files() -> Vec<(PathBuf, PathBuf)> {
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(fixtures()).expect("tests/fixtures") {
+        let dir = dir.expect("fixture entry").path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&dir).expect("fixture folder") {
+            let f = f.expect("fixture file").path();
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("ref_") && name.ends_with(".safetensors") {
+                out.push((dir.clone(), f));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A fresh folder under the system temp dir, removed (with its contents) on drop.
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    pub fn new(tag: &str) -> ScratchDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "softprompt-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create scratch dir");
+        ScratchDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A copy of a fixture model folder (files only, no subfolders) under `name`.
+    pub fn copy_model(&self, fixture_dir: &str, name: &str) -> PathBuf {
+        let dst = self.0.join(name);
+        std::fs::create_dir_all(&dst).expect("create model copy");
+        for f in std::fs::read_dir(fixture(fixture_dir)).expect("fixture folder") {
+            let f = f.expect("entry").path();
+            if f.is_file() {
+                std::fs::copy(&f, dst.join(f.file_name().unwrap())).expect("copy fixture file");
+            }
+        }
+        dst
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Safetensors rewriting (any dtype), for building broken inputs
+
+/// One tensor of a safetensors file: dtype, shape and raw little-endian bytes.
+#[derive(Clone, Debug)]
+pub struct RawTensor {
+    pub dtype: safetensors::Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+impl RawTensor {
+    pub fn f32(shape: Vec<usize>, data: &[f32]) -> RawTensor {
+        RawTensor {
+            dtype: safetensors::Dtype::F32,
+            shape,
+            bytes: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+    pub fn i64(shape: Vec<usize>, data: &[i64]) -> RawTensor {
+        RawTensor {
+            dtype: safetensors::Dtype::I64,
+            shape,
+            bytes: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+    pub fn as_i64(&self) -> Vec<i64> {
+        assert_eq!(self.dtype, safetensors::Dtype::I64);
+        self.bytes
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    }
+    pub fn as_f32(&self) -> Vec<f32> {
+        assert_eq!(self.dtype, safetensors::Dtype::F32);
+        self.bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    }
+}
+
+/// Tensors and `__metadata__` of a safetensors file.
+pub fn read_raw(path: &Path) -> (HashMap<String, RawTensor>, Option<HashMap<String, String>>) {
+    let bytes = std::fs::read(path).expect("read safetensors");
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("safetensors header");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            (
+                name,
+                RawTensor {
+                    dtype: v.dtype(),
+                    shape: v.shape().to_vec(),
+                    bytes: v.data().to_vec(),
+                },
+            )
+        })
+        .collect();
+    (tensors, meta.metadata().clone())
+}
+
+pub fn write_raw(
+    path: &Path,
+    tensors: &HashMap<String, RawTensor>,
+    meta: Option<HashMap<String, String>>,
+) {
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(k, t)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
+                    .expect("view"),
+            )
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, meta).expect("serialize");
+    std::fs::write(path, bytes).expect("write safetensors");
+}
+
+/// Rewrites a safetensors file in place through `edit`, keeping its metadata.
+pub fn edit_safetensors(path: &Path, edit: impl FnOnce(&mut HashMap<String, RawTensor>)) {
+    let (mut tensors, meta) = read_raw(path);
+    edit(&mut tensors);
+    write_raw(path, &tensors, meta);
+}
+
+/// Rewrites the `softprompt` metadata JSON of a reference file in place.
+pub fn edit_reference_meta(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let (tensors, meta) = read_raw(path);
+    let mut meta = meta.expect("reference metadata");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&meta["softprompt"]).expect("softprompt json");
+    edit(&mut v);
+    meta.insert("softprompt".into(), v.to_string());
+    write_raw(path, &tensors, Some(meta));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend helpers
+
+/// The full-precision contents of a buffer. `Backend::download` rounds to f32; on
+/// `CpuBackend<f64>` this recovers the f64 values as hi + lo, where hi is the f32 download and
+/// lo the f32 download of (buf - hi), computed on the backend in f64 (exact by Sterbenz). The
+/// result carries ~48 significant bits, plenty for finite differences in f64.
+pub fn download_f64<B: Backend>(be: &B, buf: &B::Buf) -> Vec<f64> {
+    let hi = be.download(buf).expect("download");
+    let mut diff = be.upload(DType::F32, &hi).expect("upload");
+    let n = hi.len();
+    be.scale_inplace(&mut diff, -1.0, n).expect("scale");
+    be.add_inplace(&mut diff, buf, n).expect("add");
+    let lo = be.download(&diff).expect("download");
+    hi.iter()
+        .zip(&lo)
+        .map(|(&h, &l)| h as f64 + l as f64)
+        .collect()
+}
+
+/// A float buffer holding base + s * dir, computed on the backend (in f64 on
+/// `CpuBackend<f64>`), with base and dir given as f32.
+pub fn upload_axpy<B: Backend>(be: &B, base: &[f32], s: f64, dir: &[f32]) -> B::Buf {
+    let n = base.len();
+    let mut x = be.upload(DType::F32, base).expect("upload");
+    let mut d = be.upload(DType::F32, dir).expect("upload");
+    be.scale_inplace(&mut d, s, n).expect("scale");
+    be.add_inplace(&mut x, &d, n).expect("add");
+    x
+}

@@ -1,0 +1,253 @@
+//! Parity on every committed fixture at 1e-4, through the library and through the binary.
+
+mod common;
+
+use common::{fixture, reference_files};
+use softprompt::parity;
+use softprompt::reference::Reference;
+use softprompt::CpuBackend;
+use std::process::Command;
+
+/// A float32 CPU run passes at 1e-4 (reference-format.md).
+const TOL: f64 = 1e-4;
+
+#[test]
+fn parity_passes_on_every_committed_fixture() {
+    let be = CpuBackend::<f32>::new();
+    let files = reference_files();
+    // 4 bert_mlm + 4 bert_mlm_bf16_sharded + 2 bert_nohead + 3 × 2 T5 (README table)
+    assert_eq!(files.len(), 16, "reference files found: {files:?}");
+    let mut failures = Vec::new();
+    for (dir, file) in &files {
+        let r = Reference::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let report =
+            parity::run(&be, dir, &r, TOL).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let names: Vec<&str> = report.rows.iter().map(|row| row.name.as_str()).collect();
+        // the three required rows come first, in this order
+        assert_eq!(
+            &names[..3],
+            ["loss", "logits", "prompt_grad"],
+            "{}",
+            file.display()
+        );
+        // everything the reference holds is computed: hidden states included
+        assert!(
+            report.skipped.is_empty(),
+            "{}: skipped {:?}",
+            file.display(),
+            report.skipped
+        );
+        let hidden = names
+            .iter()
+            .filter(|n| n.contains("hidden_states."))
+            .count();
+        assert!(
+            hidden >= 3,
+            "{}: only {hidden} hidden-state rows",
+            file.display()
+        );
+        if r.objective.name() == "cls" {
+            assert!(names.contains(&"head_weight_grad") && names.contains(&"head_bias_grad"));
+        }
+        for row in &report.rows {
+            assert_eq!(row.tol, TOL);
+            assert!(
+                row.rel_err.is_finite(),
+                "{}: {} not finite",
+                file.display(),
+                row.name
+            );
+        }
+        if !report.passed() {
+            failures.push(format!("{}\n{}", file.display(), report.table()));
+        }
+        if std::env::var_os("SOFTPROMPT_TEST_VERBOSE").is_some() {
+            eprintln!("{}\n{}", file.display(), report.table());
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "parity failures:\n{}",
+        failures.join("\n")
+    );
+}
+
+fn run_parity_binary(model: &str, reference: &str, extra: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .arg("parity")
+        .arg("--model")
+        .arg(fixture(model))
+        .arg("--reference")
+        .arg(fixture(reference))
+        .args(extra)
+        .output()
+        .expect("run softprompt");
+    (
+        out.status.code().expect("exit code"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The table row of `name` in the binary's output: (shape, [rel_err, max_abs, tol, status]).
+fn table_row<'a>(stdout: &'a str, name: &str) -> (&'a str, Vec<&'a str>) {
+    let line = stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no `{name}` row in:\n{stdout}"));
+    let (open, close) = (
+        line.find('[').expect("shape"),
+        line.find(']').expect("shape"),
+    );
+    (
+        &line[open..=close],
+        line[close + 1..].split_whitespace().collect(),
+    )
+}
+
+fn check_passing_table(stdout: &str, stderr: &str, code: i32, shapes: &[(&str, &str)]) {
+    assert_eq!(code, 0, "exit code; stdout:\n{stdout}\nstderr:\n{stderr}");
+    let header = stdout.lines().nth(1).unwrap_or("");
+    for col in ["tensor", "shape", "rel_err", "max_abs", "tol", "status"] {
+        assert!(header.contains(col), "header lacks {col}: {header}");
+    }
+    for (name, shape) in shapes {
+        let (got_shape, cols) = table_row(stdout, name);
+        assert_eq!(got_shape, *shape, "{name} shape");
+        let rel: f64 = cols[0].parse().expect("rel_err is a number");
+        assert!(rel <= TOL, "{name}: {rel}");
+        assert_eq!(cols.last(), Some(&"ok"), "{name} status");
+    }
+    assert!(!stdout.contains("FAIL"));
+    assert_eq!(stdout.lines().last(), Some("PASS"));
+}
+
+#[test]
+fn binary_parity_bert_passes_with_table() {
+    let (code, stdout, stderr) =
+        run_parity_binary("bert_mlm", "bert_mlm/ref_pet_text.safetensors", &[]);
+    assert!(
+        stdout.starts_with("reference ") && stdout.contains("(bert, pet, P = 7)"),
+        "{stdout}"
+    );
+    check_passing_table(
+        &stdout,
+        &stderr,
+        code,
+        &[
+            ("loss", "[]"),
+            ("logits", "[4, 3]"),
+            ("prompt_grad", "[7, 48]"),
+            ("hidden_states.2", "[4, 29, 48]"),
+        ],
+    );
+}
+
+#[test]
+fn binary_parity_t5_passes_with_table() {
+    let (code, stdout, stderr) =
+        run_parity_binary("t5_v1_1", "t5_v1_1/ref_seq2seq_random.safetensors", &[]);
+    assert!(stdout.contains("(t5, seq2seq, P = 7)"), "{stdout}");
+    check_passing_table(
+        &stdout,
+        &stderr,
+        code,
+        &[
+            ("loss", "[]"),
+            ("logits", "[4, 8, 176]"),
+            ("prompt_grad", "[7, 40]"),
+            ("encoder_hidden_states.2", "[4, 36, 40]"),
+            ("decoder_hidden_states.3", "[4, 8, 40]"),
+        ],
+    );
+}
+
+#[test]
+fn binary_parity_exits_1_when_a_tensor_fails() {
+    // no float32 engine matches PyTorch to 1e-15 on every tensor
+    let (code, stdout, _) = run_parity_binary(
+        "t5_flan",
+        "t5_flan/ref_seq2seq_random.safetensors",
+        &["--tol", "1e-15"],
+    );
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("FAIL"), "{stdout}");
+    assert_eq!(stdout.lines().last(), Some("FAIL"));
+}
+
+#[test]
+fn binary_parity_rejects_unknown_device() {
+    let (code, stdout, stderr) = run_parity_binary(
+        "bert_mlm",
+        "bert_mlm/ref_mlm_random.safetensors",
+        &["--device", "tpu"],
+    );
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("--device") && stderr.contains("tpu"),
+        "{stderr}"
+    );
+}
+
+/// Older BERT checkpoints spell LayerNorm parameters `gamma`/`beta` and may store the tied
+/// decoder (`cls.predictions.decoder.{weight,bias}`) explicitly: the same model, so the same
+/// parity.
+#[test]
+fn parity_with_legacy_bert_checkpoint_spellings() {
+    use common::{edit_safetensors, ScratchDir};
+    let scratch = ScratchDir::new("legacy");
+    let model = scratch.copy_model("bert_mlm", "bert_mlm");
+    edit_safetensors(&model.join("model.safetensors"), |t| {
+        let names: Vec<String> = t.keys().cloned().collect();
+        for name in names {
+            let new = name
+                .replace("LayerNorm.weight", "LayerNorm.gamma")
+                .replace("LayerNorm.bias", "LayerNorm.beta");
+            if new != name {
+                let v = t.remove(&name).unwrap();
+                t.insert(new, v);
+            }
+        }
+        let wte = t["bert.embeddings.word_embeddings.weight"].clone();
+        let bias = t["cls.predictions.bias"].clone();
+        t.insert("cls.predictions.decoder.weight".into(), wte);
+        t.insert("cls.predictions.decoder.bias".into(), bias);
+    });
+    let be = CpuBackend::<f32>::new();
+    for reference in ["ref_mlm_random.safetensors", "ref_pet_text.safetensors"] {
+        let r = Reference::read(&model.join(reference)).unwrap();
+        let report = parity::run(&be, &model, &r, TOL).unwrap();
+        assert!(report.passed(), "{reference}:\n{}", report.table());
+    }
+}
+
+/// `tie_word_embeddings: false` with an explicit `cls.predictions.decoder.weight`: the engine
+/// reads that matrix (a copy of the embeddings passes, a changed one fails); with ties on,
+/// the same changed matrix is ignored, as transformers does.
+#[test]
+fn untied_bert_decoder_weight_is_read() {
+    use common::{edit_safetensors, RawTensor, ScratchDir};
+    let be = CpuBackend::<f32>::new();
+    let run = |tie: bool, scale: f32| {
+        let scratch = ScratchDir::new("untied");
+        let model = scratch.copy_model("bert_mlm", "bert_mlm");
+        edit_safetensors(&model.join("model.safetensors"), |t| {
+            let wte = &t["bert.embeddings.word_embeddings.weight"];
+            let data: Vec<f32> = wte.as_f32().iter().map(|x| x * scale).collect();
+            t.insert(
+                "cls.predictions.decoder.weight".into(),
+                RawTensor::f32(wte.shape.clone(), &data),
+            );
+        });
+        let path = model.join("config.json");
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        cfg["tie_word_embeddings"] = tie.into();
+        std::fs::write(&path, cfg.to_string()).unwrap();
+        let r = Reference::read(&model.join("ref_mlm_random.safetensors")).unwrap();
+        parity::run(&be, &model, &r, TOL).unwrap().passed()
+    };
+    assert!(run(false, 1.0), "untied copy of the embeddings");
+    assert!(!run(false, 1.1), "untied decoder.weight must be used");
+    assert!(run(true, 1.1), "tied: decoder.weight must be ignored");
+}
