@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: fetch the assets if they are missing, build, train a 16-row prompt (with the
+# The main job: fetch the assets if they are missing, build, train a 12-row prompt (with the
 # cls task's linear head) on all-MiniLM-L6-v2 for the English movie-review sentences on the
 # CPU, printing dev/test accuracy as it goes, then score the saved prompt on the test split
 # with `softprompt eval --json`.
@@ -21,9 +21,9 @@ built=$(date +%s)
   --test assets/sentiment_en/test.jsonl \
   --out "$OUT" \
   --task cls --pooling mean \
-  --prompt-len 16 --init text --init-text "Is this movie review positive or negative?" \
+  --prompt-len 12 --init text --init-text "Is this movie review positive or negative?" \
   --optimizer adamw --lr 0.03 --schedule linear \
-  --batch-size 32 --max-steps 150 --eval-every 50 --seed 0 \
+  --batch-size 32 --max-steps 120 --eval-every 40 --seed 0 \
   --resume "$@"
 echo "== softprompt eval --json --prompt $OUT --data assets/sentiment_en/test.jsonl"
 ./target/release/softprompt eval --prompt "$OUT" --data assets/sentiment_en/test.jsonl --json

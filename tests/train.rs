@@ -393,6 +393,13 @@ fn cls_train_saves_head_and_eval_reproduces_dev() {
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("task.json")).unwrap()).unwrap();
     assert_eq!(task["task"], "cls");
     assert_eq!(task["labels"], serde_json::json!(["negative", "positive"]));
+    // PEFT loads the prompt onto a BertModel (FEATURE_EXTRACTION asks for no classifier)
+    let adapter: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(adapter["task_type"], "FEATURE_EXTRACTION");
+    assert_eq!(adapter["peft_type"], "PROMPT_TUNING");
     let v: serde_json::Value = serde_json::from_str(
         ok(&softprompt(&[
             "eval",
@@ -739,6 +746,29 @@ fn templates_truncation_and_mask() {
     assert_eq!(enc.rows[1].ids, std::mem::take(&mut want));
     assert!(enc.rows[1].truncated);
     assert_eq!((enc.rows[0].mask_pos, enc.rows[1].mask_pos), (1, 1));
+    // PET's Chinese pattern: [MASK] first, then the text
+    let zh = Task::new(
+        TaskSpec {
+            template: "[MASK]满意。{text}".into(),
+            max_len: 40,
+            ..spec.clone()
+        },
+        &model,
+    )
+    .unwrap();
+    let data_zh = Dataset::parse(
+        Path::new("zh.jsonl"),
+        "{\"text\": \"很好的电影\", \"label\": \"positive\"}\n",
+        &DataSpec::default(),
+    )
+    .unwrap();
+    let row = &zh.encode(tok, &data_zh).unwrap().rows[0];
+    assert_eq!(row.ids, tok.encode("[MASK]满意。很好的电影", true).unwrap());
+    assert_eq!(row.ids.len(), 11); // [CLS] [MASK] 满 意 。 很 好 的 电 影 [SEP], one piece per character
+    assert_eq!(
+        (row.mask_pos, row.ids[1]),
+        (1, tok.token_to_id("[MASK]").unwrap())
+    );
     // wrong templates
     for (template, msg) in [
         ("{text}", "[MASK] exactly once"),

@@ -39,11 +39,13 @@ impl TaskKind {
         }
     }
 
-    /// PEFT's task_type for adapter_config.json.
+    /// PEFT's task_type for adapter_config.json. `pet` and `cls` prompts say
+    /// FEATURE_EXTRACTION: PEFT then loads them onto any BERT (BertForMaskedLM for `pet`,
+    /// BertModel for `cls`) without asking for a classifier of its own; the `cls` head is in
+    /// head.safetensors.
     pub fn peft_task_type(self) -> &'static str {
         match self {
-            TaskKind::Pet => "TOKEN_CLS",
-            TaskKind::Cls => "SEQ_CLS",
+            TaskKind::Pet | TaskKind::Cls => "FEATURE_EXTRACTION",
             TaskKind::Seq2Seq => "SEQ_2_SEQ_LM",
         }
     }
