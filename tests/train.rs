@@ -907,3 +907,156 @@ fn seq2seq_on_t5_fixture() {
         "{first}"
     );
 }
+
+/// Early stopping: with a learning rate of 0 the dev accuracy never improves, so a patience of
+/// 2 stops the run at the third evaluation; the kept prompt is the first one.
+#[test]
+fn early_stopping_and_sample_vocab_init() {
+    let be = CpuBackend::<f32>::new();
+    let model = Model::load(&be, &fixture("bert_nohead")).unwrap();
+    let task = Task::new(
+        TaskSpec {
+            max_len: 40,
+            ..TaskSpec::new(TaskKind::Cls, &["negative", "positive"])
+        },
+        &model,
+    )
+    .unwrap();
+    let rows = sentiment_rows();
+    let jsonl: String = rows
+        .iter()
+        .map(|(t, l)| serde_json::json!({"text": t, "label": l}).to_string() + "\n")
+        .collect();
+    let enc = task
+        .encode(
+            &model.tokenizer,
+            &Dataset::parse(Path::new("m.jsonl"), &jsonl, &DataSpec::default()).unwrap(),
+        )
+        .unwrap();
+    let cfg = TrainConfig {
+        prompt_len: 3,
+        init: PromptInit::SampleVocab {
+            from_first: Some(10),
+        },
+        optim: OptimConfig::adamw(0.0, 0.0),
+        batch_size: 8,
+        max_steps: Some(100),
+        eval_every: 5,
+        patience: Some(2),
+        save_every: 0,
+        log_every: 0,
+        ..TrainConfig::default()
+    };
+    let out = scratch("early_stop");
+    let mut t = Trainer::new(&be, &model, &task, &enc, Some(&enc), None, cfg, &out).unwrap();
+    // SAMPLE_VOCAB from the first 10 ids: every prompt row is one of those embedding rows
+    let emb = model.word_embeddings(&be).unwrap();
+    let prompt = be.download(&t.params.prompt).unwrap();
+    for row in prompt.chunks(36) {
+        assert!((0..10).any(|id| emb.data[id * 36..(id + 1) * 36] == *row));
+    }
+    let mut evals = Vec::new();
+    let summary = t
+        .run(&mut |e| {
+            if let Event::Eval { step, best, .. } = e {
+                evals.push((*step, *best))
+            }
+        })
+        .unwrap();
+    assert!(summary.early_stopped);
+    assert_eq!(summary.steps, 15);
+    assert_eq!(evals, [(5, true), (10, false), (15, false)]);
+    assert_eq!(summary.best_step, 5);
+    let task_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("task.json")).unwrap()).unwrap();
+    assert_eq!(task_json["step"], 5);
+}
+
+/// seq2seq with free targets: the label field is the target text; evaluation decodes
+/// greedily and counts exact matches, and predict prints the decoded text.
+#[test]
+fn seq2seq_free_targets() {
+    let dir = scratch("free");
+    let rows: Vec<(String, &str)> = sentiment_rows()
+        .into_iter()
+        .map(|(t, l)| {
+            (
+                t,
+                if l == "positive" {
+                    "great movie"
+                } else {
+                    "bad movie"
+                },
+            )
+        })
+        .collect();
+    let (train, dev) = (dir.join("train.jsonl"), dir.join("dev.jsonl"));
+    write_jsonl(&train, &rows[..36]);
+    write_jsonl(&dev, &rows[36..]);
+    let out_dir = dir.join("out");
+    let stdout = ok(&softprompt(&[
+        "train",
+        "--model",
+        s(&fixture("t5_v1_1")),
+        "--train",
+        s(&train),
+        "--dev",
+        s(&dev),
+        "--out",
+        s(&out_dir),
+        "--task",
+        "seq2seq",
+        "--free-targets",
+        "--max-target-len",
+        "6",
+        "--prompt-len",
+        "4",
+        "--optimizer",
+        "adafactor",
+        "--batch-size",
+        "6",
+        "--max-steps",
+        "12",
+        "--eval-every",
+        "6",
+        "--no-progress",
+        "--threads",
+        "2",
+    ]));
+    assert!(stdout.contains("free targets"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(
+        ok(&softprompt(&[
+            "eval",
+            "--json",
+            "--prompt",
+            s(&out_dir),
+            "--data",
+            s(&dev),
+        ]))
+        .trim(),
+    )
+    .unwrap();
+    let preds = ok(&softprompt(&[
+        "predict",
+        "--prompt",
+        s(&out_dir),
+        "--data",
+        s(&dev),
+    ]));
+    let lines: Vec<serde_json::Value> = preds
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 12);
+    // exact-match accuracy of the decoded texts is what eval reports
+    let hits = lines
+        .iter()
+        .zip(&rows[36..])
+        .filter(|(l, r)| l["output"] == r.1)
+        .count();
+    assert_eq!(v["accuracy"].as_f64().unwrap(), hits as f64 / 12.0);
+    for l in &lines {
+        assert_eq!(l["label"], l["output"]);
+        assert!(l["score"].as_f64().unwrap() <= 0.0);
+    }
+}

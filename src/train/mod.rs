@@ -16,7 +16,9 @@
 //! ```
 //! use softprompt::{Backend, CpuBackend, backend::DType, rng::Rng, prompt::PromptInit};
 //! use softprompt::models::Recompute;
-//! use softprompt::train::{Model, Task, TaskSpec, TaskKind, Params, Grads, evaluate};
+//! use softprompt::train::{Model, Task, TaskSpec, TaskKind, Params, Grads, evaluate, predict_all};
+//! use softprompt::train::{optimizer_shapes, optimizer_step};
+//! use softprompt::train::checkpoint::{save_prompt_dir, load_prompt_dir};
 //! use softprompt::train::data::{Dataset, DataSpec};
 //! use softprompt::train::optim::{OptimConfig, Optimizer};
 //!
@@ -41,9 +43,10 @@
 //! let loss = task.loss_and_grad(&be, &model, &params, &mut grads, &batch, Recompute::None).unwrap();
 //! assert!(loss > 0.0);
 //!
-//! // one AdamW step, then the loss is lower
-//! let mut opt = Optimizer::new(&be, OptimConfig::adamw(0.05, 0.0), &[("prompt", 4, 48, false)]).unwrap();
-//! opt.update(&be, &mut [&mut params.prompt], &[&grads.prompt]).unwrap();
+//! // one AdamW step (clipped to norm 1), then the loss is lower
+//! let mut opt = Optimizer::new(&be, OptimConfig::adamw(0.05, 0.0), &optimizer_shapes(&params)).unwrap();
+//! let (lr, grad_norm) = optimizer_step(&be, &mut opt, &mut params, grads, Some(1.0)).unwrap();
+//! assert!(lr == 0.05 && grad_norm > 0.0);
 //! let mut g2 = Grads::zeros(&be, &params).unwrap();
 //! let loss2 = task.loss_and_grad(&be, &model, &params, &mut g2, &batch, Recompute::None).unwrap();
 //! assert!(loss2 < loss, "{loss2} >= {loss}");
@@ -52,6 +55,18 @@
 //! let (metrics, preds) = evaluate(&be, &model, &task, &params, &enc, 8).unwrap();
 //! assert_eq!(metrics.examples, 2);
 //! assert_eq!(preds[0].scores.len(), 2);
+//!
+//! // save (PEFT layout + task.json), load again, and predict the same
+//! let out = std::env::temp_dir().join(format!("sp_doc_prompt_{}", std::process::id()));
+//! let mut saved = table.clone();
+//! saved.data = be.download(&params.prompt).unwrap();
+//! let info = model.adapter_info(task.spec.kind.peft_task_type());
+//! save_prompt_dir(&out, &saved, None, &task.spec, &model.dir, &info, serde_json::json!({})).unwrap();
+//! let back = load_prompt_dir(&out).unwrap();
+//! assert_eq!(back.prompt.data, saved.data);
+//! assert_eq!(back.task.as_ref(), Some(&task.spec));
+//! let reloaded = Params { prompt: be.upload(DType::F32, &back.prompt.data).unwrap(), p: 4, d: 48, head: back.head };
+//! assert_eq!(predict_all(&be, &model, &task, &reloaded, &enc, 8).unwrap(), preds);
 //! ```
 
 pub mod checkpoint;
