@@ -4,6 +4,16 @@
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
+/// Token ids with where each came from in the text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenSpans {
+    pub ids: Vec<i32>,
+    /// byte span of each token in the text ((0, 0) for added special tokens)
+    pub offsets: Vec<(usize, usize)>,
+    /// added by the post-processor ([CLS], [SEP], </s>)
+    pub special: Vec<bool>,
+}
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     path: PathBuf,
@@ -49,11 +59,8 @@ impl Tokenizer {
     }
 
     /// Ids of `text` with special tokens, each token's byte span in `text`, and whether the
-    /// post-processor added it ([CLS], [SEP], </s>); added tokens have the span (0, 0).
-    pub fn encode_with_offsets(
-        &self,
-        text: &str,
-    ) -> Result<(Vec<i32>, Vec<(usize, usize)>, Vec<bool>)> {
+    /// post-processor added it ([CLS], [SEP], </s>).
+    pub fn encode_with_offsets(&self, text: &str) -> Result<TokenSpans> {
         let enc = self
             .inner
             .encode(text, true)
@@ -61,14 +68,15 @@ impl Tokenizer {
                 path: self.path.clone(),
                 msg: format!("encoding {text:?}: {e}"),
             })?;
-        Ok((
-            enc.get_ids().iter().map(|&i| i as i32).collect(),
-            enc.get_offsets().to_vec(),
-            enc.get_special_tokens_mask()
+        Ok(TokenSpans {
+            ids: enc.get_ids().iter().map(|&i| i as i32).collect(),
+            offsets: enc.get_offsets().to_vec(),
+            special: enc
+                .get_special_tokens_mask()
                 .iter()
                 .map(|&m| m != 0)
                 .collect(),
-        ))
+        })
     }
 
     /// Ids and token types of a sentence pair (BERT's [CLS] a [SEP] b [SEP]).

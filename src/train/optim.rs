@@ -162,6 +162,9 @@ impl OptimConfig {
     }
 }
 
+/// A named host tensor: (name, shape, values).
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 /// One trainable tensor's optimizer state: AdamW's (m, v) of the tensor's size, or
 /// Adafactor's factored (row (R), col (C)) second moments. Vectors count as (1, N).
 pub struct Slot<B: Backend> {
@@ -256,7 +259,7 @@ impl<B: Backend> Optimizer<B> {
 
     /// The state as named host tensors, for checkpoints: `opt.<name>.m`/`.v` (AdamW) or
     /// `opt.<name>.row`/`.col` (Adafactor).
-    pub fn state(&self, be: &B) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn state(&self, be: &B) -> Result<Vec<NamedTensor>> {
         let (a, b) = self.state_names();
         let mut out = Vec::new();
         for s in &self.slots {
@@ -361,6 +364,7 @@ mod tests {
     /// warmup_init=False, beta1=None, decay_rate=-0.8, clip_threshold=1.0):
     /// step 1: beta2t = 1 - 1^-0.8 = 0, so row = mean_c(g^2 + 1e-30), col = mean_r(g^2 + 1e-30).
     #[test]
+    #[allow(clippy::excessive_precision)] // PyTorch's printed values, kept as printed
     fn adafactor_step_by_hand() {
         let be = CpuBackend::<f32>::new();
         let g = [0.1f32, -0.2, 0.3, 0.4, 0.0, -0.5];

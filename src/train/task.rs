@@ -426,6 +426,9 @@ impl Task {
         if spec.max_len < 2 {
             return Err(Error::arg("--max-len", "must be at least 2"));
         }
+        if spec.kind == TaskKind::Seq2Seq && spec.max_target_len < 1 {
+            return Err(Error::arg("--max-target-len", "must be at least 1"));
+        }
         if let Some(limit) = model.max_tokens(0) {
             if spec.max_len > limit {
                 return Err(Error::arg(
@@ -586,7 +589,11 @@ impl Task {
     /// (ids, [MASK] index, truncated) of one text.
     fn encode_text(&self, tok: &Tokenizer, text: &str) -> Result<(Vec<i32>, usize, bool)> {
         let full = format!("{}{}{}", self.before, text, self.after);
-        let (ids, offsets, special) = tok.encode_with_offsets(&full)?;
+        let crate::tokenizer::TokenSpans {
+            ids,
+            offsets,
+            special,
+        } = tok.encode_with_offsets(&full)?;
         let span = (self.before.len(), self.before.len() + text.len());
         let mut cut = false;
         let ids = if ids.len() > self.spec.max_len {
