@@ -14,11 +14,12 @@
 // key_mask[b, j] != 0 and (!causal or j <= i). A query row that sees no key gets out = 0 and
 // lse = -inf, and contributes nothing to any gradient.
 //
-// Launches (ATTENTION.md): 128 threads; forward and attention_bwd_dq take grid
-// (ceil(Tq / 64), H, B), attention_bwd_dkdv takes (ceil(Tk / 64), H, B); dynamic shared memory
-// from attn_smem_bytes below. Backward runs attention_bwd_dq (which writes delta) and then
-// attention_bwd_dkdv; both overwrite their outputs, and no atomics are used, so every result
-// is deterministic. D <= 128.
+// Entry points: attention_fwd, attention_bwd_dq, attention_bwd_dkdv for D <= 64, and the same
+// with a _d128 suffix for 64 < D <= 128 (identical signatures and launch configuration; only the
+// register arrays differ). Launches (ATTENTION.md): 128 threads; forward and bwd_dq take grid
+// (ceil(Tq / 64), H, B), bwd_dkdv takes (ceil(Tk / 64), H, B); dynamic shared memory from
+// attn_smem_bytes below. Backward runs bwd_dq (which also writes delta) and then bwd_dkdv; both
+// overwrite their outputs and use no atomics, so every result is deterministic.
 #include <cuda_bf16.h>
 #include <mma.h>
 
@@ -59,7 +60,7 @@ struct AttnSmem {
   }
 };
 
-__device__ __forceinline__ int attn_round16(int d) { return (d + 15) & ~15; }
+__host__ __device__ __forceinline__ int attn_round16(int d) { return (d + 15) & ~15; }
 
 // Loads rows [row0, row0 + 64) of head h, batch b, of a (B, T, H, D) tensor into a 64 x ldt
 // tile. Rows >= T, columns >= D, and (when mask is given) rows whose key_mask is 0 become 0,
@@ -89,11 +90,10 @@ __device__ void attn_load_tile(bf16* tile, const bf16* __restrict__ src, const i
   }
 }
 
-// Fills the per-tile tables for query tile i0 and key tile j0 (all threads, then a barrier):
-// bias_s[t] = log2(e) * bias of relative position j - i = j0 - i0 + t - 63 (t < 127; 0 without
-// a table or outside the valid range), so element (query i, key j) reads
-// bias_s[(j - j0) - (i - i0) + 63]; key_s[c] = key j0 + c exists and is not padded.
-// Returns whether any key of the tile is visible (the caller's barrier).
+// The bias window of query tile i0 and key tile j0 (threads 0..126; the caller's barrier
+// follows): bias_s[t] = log2(e) * bias of relative position j - i = j0 - i0 + t - 63 (0 without
+// a table, or where that position is out of range), so element (query i, key j) of the tile
+// reads bias_s[(j - j0) - (i - i0) + 63]. 127 table reads per tile pair instead of 4096.
 __device__ void attn_fill_bias(float* bias_s, const bf16* __restrict__ bias_table,
                                const int* __restrict__ buckets, int i0, int j0, int Tq, int Tk, int H,
                                int h) {
@@ -321,28 +321,28 @@ __device__ __forceinline__ void attn_fwd_body(unsigned char* attn_smem, bf16* __
 
 // D <= 64. 4 blocks per SM fit its shared memory (55 KB at D = 64), so cap the registers to match.
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 4)
-attention_fwd(bf16* __restrict__ out,                 // (B, Tq, H, D)
-              float* __restrict__ lse,                // (B, H, Tq)
-              const bf16* __restrict__ q,             // (B, Tq, H, D)
-              const bf16* __restrict__ k,             // (B, Tk, H, D)
-              const bf16* __restrict__ v,             // (B, Tk, H, D)
-              const int* __restrict__ key_mask,       // (B, Tk)
-              const bf16* __restrict__ bias_table,    // (num_buckets, H) or NULL
-              const int* __restrict__ buckets,        // (Tq + Tk - 1) or NULL
+attention_fwd(bf16* __restrict__ out,               // (B, Tq, H, D)
+              float* __restrict__ lse,              // (B, H, Tq)
+              const bf16* __restrict__ q,           // (B, Tq, H, D)
+              const bf16* __restrict__ k,           // (B, Tk, H, D)
+              const bf16* __restrict__ v,           // (B, Tk, H, D)
+              const int* __restrict__ key_mask,     // (B, Tk)
+              const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
+              const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
               int causal, float scale, int B, int Tq, int Tk, int H, int D) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
   attn_fwd_body<4>(attn_smem, out, lse, q, k, v, key_mask, bias_table, buckets, causal, scale, B, Tq, Tk, H, D);
 }
 // 64 < D <= 128
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
-attention_fwd_d128(bf16* __restrict__ out,                 // (B, Tq, H, D)
-                   float* __restrict__ lse,                // (B, H, Tq)
-                   const bf16* __restrict__ q,             // (B, Tq, H, D)
-                   const bf16* __restrict__ k,             // (B, Tk, H, D)
-                   const bf16* __restrict__ v,             // (B, Tk, H, D)
-                   const int* __restrict__ key_mask,       // (B, Tk)
-                   const bf16* __restrict__ bias_table,    // (num_buckets, H) or NULL
-                   const int* __restrict__ buckets,        // (Tq + Tk - 1) or NULL
+attention_fwd_d128(bf16* __restrict__ out,               // (B, Tq, H, D)
+                   float* __restrict__ lse,              // (B, H, Tq)
+                   const bf16* __restrict__ q,           // (B, Tq, H, D)
+                   const bf16* __restrict__ k,           // (B, Tk, H, D)
+                   const bf16* __restrict__ v,           // (B, Tk, H, D)
+                   const int* __restrict__ key_mask,     // (B, Tk)
+                   const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
+                   const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
                    int causal, float scale, int B, int Tq, int Tk, int H, int D) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
   attn_fwd_body<8>(attn_smem, out, lse, q, k, v, key_mask, bias_table, buckets, causal, scale, B, Tq, Tk, H, D);
