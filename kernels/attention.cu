@@ -169,7 +169,7 @@ __device__ void attn_store_rows(bf16* __restrict__ dst, const attn_acc (&acc)[NF
   const bool vec = (D % 8 == 0) && ((reinterpret_cast<unsigned long long>(dst) & 15ull) == 0);
   bf16* out = dst + ((static_cast<size_t>(b) * T + t) * H + h) * D;
   for (int g = 0; g < NF; g += 4) {  // 64 columns at a time
-    __syncwarp();
+    __syncwarp();  // earlier reads of the staging tile (softmax, previous group) are done
 #pragma unroll
     for (int f = 0; f < NFM; ++f)
       if (f >= g && f < g + 4 && f < NF)
@@ -193,7 +193,6 @@ __device__ void attn_store_rows(bf16* __restrict__ dst, const attn_acc (&acc)[NF
       }
     }
   }
-  __syncwarp();
 }
 
 // Bytes of dynamic shared memory for head dim D: forward (kind 0), bwd_dq (1), bwd_dkdv (2).
