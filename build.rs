@@ -150,7 +150,7 @@ fn write_table(out: &Path, files: &[KernelFile], nvrtc_status: &str) -> Result<(
         let _ = writeln!(s, "    fn emu_launch_{k}(grid: *const u32, block: *const u32, smem: usize, args: *mut *mut std::ffi::c_void) -> i32;");
     }
     s += "}\n/// The emulator's launch functions, indexed like KERNELS.\n#[cfg(feature = \"emu\")]\n";
-    s += "pub const EMU_LAUNCH: &[super::EmuLaunchFn] = &[\n";
+    s += "pub const EMU_LAUNCH: &[EmuLaunchFn] = &[\n";
     for (k, _) in &all {
         let _ = writeln!(s, "    emu_launch_{k},");
     }

@@ -16,6 +16,7 @@ const FORM: &str = "[extern] __shared__ [__align__(N)] TYPE NAME[DIM]...;  (one 
 
 struct Patterns {
     shared: Regex,
+    pragma_unroll: Regex,
     declaration: Regex,
     align: Regex,
     kernel: Regex,
@@ -26,6 +27,9 @@ fn patterns() -> &'static Patterns {
     static P: OnceLock<Patterns> = OnceLock::new();
     P.get_or_init(|| Patterns {
         shared: Regex::new(r"\b__shared__\b").expect("valid regex"),
+        // g++ warns about `#pragma unroll [N]` (and -Wunknown-pragmas cannot be silenced by a
+        // diagnostic pragma before GCC 13), so it becomes a comment.
+        pragma_unroll: Regex::new(r"^\s*#\s*pragma\s+unroll\b").expect("valid regex"),
         declaration: Regex::new(concat!(
             r"^(?P<indent>\s*)(?P<extern>extern\s+)?(?P<qualifiers>(?:(?:static|volatile)\s+)*)",
             r"__shared__\s+(?P<type>(?:[^;=\[\],<>]|<[^;=\[\]<>]*>)*?)\s*\b(?P<name>[A-Za-z_]\w*)\s*",
@@ -42,14 +46,17 @@ fn patterns() -> &'static Patterns {
     })
 }
 
-/// `line` (without its newline) with its `__shared__` declaration rewritten; `location`
-/// ("file:line") names it in errors.
+/// `line` (without its newline) with its `__shared__` declaration rewritten, or commented
+/// out if it is a `#pragma unroll`; `location` ("file:line") names it in errors.
 pub fn rewrite_line(line: &str, location: &str) -> Result<String, String> {
     let p = patterns();
     let (code, comment) = match line.find("//") {
         Some(i) => (&line[..i], &line[i..]),
         None => (line, ""),
     };
+    if p.pragma_unroll.is_match(code) {
+        return Ok(format!("//{line}"));
+    }
     if !p.shared.is_match(code) {
         return Ok(line.to_string());
     }

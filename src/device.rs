@@ -47,18 +47,19 @@ impl DeviceKind {
     }
 }
 
-/// What a command runs on any backend.
+/// What a command runs on any backend (it receives the backend by value, so it can wrap it,
+/// as `profile` does).
 pub trait WithBackend {
     type Output;
-    fn run<B: Backend>(self, be: &B) -> Result<Self::Output>;
+    fn run<B: Backend>(self, be: B) -> Result<Self::Output>;
 }
 
 /// Builds the backend `kind` names and runs `job` on it.
 pub fn with_backend<J: WithBackend>(kind: DeviceKind, job: J) -> Result<J::Output> {
     match kind {
-        DeviceKind::Cpu => job.run(&CpuBackend::<f32>::new()),
-        DeviceKind::Cuda(n) => job.run(&CudaBackend::cuda(n)?),
-        DeviceKind::Emu => job.run(&emu_backend()?),
+        DeviceKind::Cpu => job.run(CpuBackend::<f32>::new()),
+        DeviceKind::Cuda(n) => job.run(CudaBackend::cuda(n)?),
+        DeviceKind::Emu => job.run(emu_backend()?),
     }
 }
 

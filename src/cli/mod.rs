@@ -1,6 +1,7 @@
 //! Subcommands. Each lives in its own file and returns the process exit code.
 
 mod bench;
+mod kernels;
 mod parity;
 mod profile;
 
@@ -25,6 +26,8 @@ enum Command {
     Bench(bench::Args),
     /// Profile one step: a per-op time table
     Profile(profile::Args),
+    /// Compile every CUDA kernel with NVRTC and print its resources (the CI compile gate)
+    Kernels(kernels::Args),
 }
 
 pub fn run(cli: Cli) -> i32 {
@@ -32,5 +35,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::Parity(args) => parity::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Profile(args) => profile::run(args),
+        Command::Kernels(args) => kernels::run(args),
     }
 }

@@ -43,6 +43,15 @@ fn extern_declarations() {
 }
 
 #[test]
+fn pragma_unroll_becomes_a_comment() {
+    check("#pragma unroll", "//#pragma unroll");
+    check("    #  pragma unroll 8  // inner", "//    #  pragma unroll 8  // inner");
+    for line in ["#pragma once", "#pragma unroller", "// #pragma unroll", "x = \"#pragma unroll\";"] {
+        check(line, line);
+    }
+}
+
+#[test]
 fn lines_without_declarations_are_unchanged() {
     for line in ["float x = 1;", "// __shared__ float buf[4];", "int my__shared__x;", ""] {
         check(line, line);

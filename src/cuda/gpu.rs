@@ -78,6 +78,7 @@ impl Gpu {
             .map_err(driver_err("compute capability"))?;
         let arch = format!("sm_{major}{minor}");
         let functions = load_kernels(&arch)?;
+        raise_smem_limits(&functions)?;
         let handle = cudarc::cublas::result::create_handle()
             .map_err(|e| Error::Device(format!("cublasCreate: {e:?}")))?;
         let name = ctx.name().unwrap_or_else(|_| "GPU".into());
@@ -203,6 +204,28 @@ impl Gpu {
         }
         Ok(())
     }
+}
+
+/// The attention kernels use more than the default 48 KB of dynamic shared memory.
+fn raise_smem_limits(functions: &[sys::CUfunction]) -> Result<()> {
+    for (i, &(name, file)) in kernels::KERNELS.iter().enumerate() {
+        if !name.starts_with("attention") {
+            continue;
+        }
+        // SAFETY: a function handle loaded from a live module.
+        unsafe {
+            result::function::set_function_attribute(
+                functions[i],
+                sys::CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                super::attention::MAX_DYNAMIC_SMEM as i32,
+            )
+        }
+        .map_err(|e| Error::Kernel {
+            kernel: format!("{name} (kernels/{file})"),
+            msg: format!("cannot raise its dynamic shared memory limit: {e:?}"),
+        })?;
+    }
+    Ok(())
 }
 
 /// Compiles (or reads from the cache) every kernel file, loads the modules and looks up every
