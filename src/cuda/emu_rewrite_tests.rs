@@ -76,16 +76,18 @@ fn unsupported_forms_are_errors() {
     }
 }
 
-const SOURCE: &str = "#include <cuda_bf16.h>\r\n\
-// extern \"C\" __global__ void commented_out(float* x) {}\n\
-extern \"C\" __global__ void __launch_bounds__(256) first(float* y) {\n\
-  __shared__ float s[32];\n\
-}\n\
-extern \"C\" __global__ void\n\
-second(const float* __restrict__ x,\n\
-       int n) {}\n\
-extern \"C\" __global__ void __launch_bounds__(128, 2) third() {}\n\
-__device__ void helper() {}\n";
+const SOURCE: &str = concat!(
+    "#include <cuda_bf16.h>\r\n",
+    "// extern \"C\" __global__ void commented_out(float* x) {}\n",
+    "extern \"C\" __global__ void __launch_bounds__(256) first(float* y) {\n",
+    "  __shared__ float s[32];\n",
+    "}\n",
+    "extern \"C\" __global__ void\n",
+    "second(const float* __restrict__ x,\n",
+    "       int n) {}\n",
+    "extern \"C\" __global__ void __launch_bounds__(128, 2) third() {}\n",
+    "__device__ void helper() {}\n",
+);
 
 #[test]
 fn rewrite_keeps_line_numbers() {
