@@ -199,7 +199,10 @@ fn build_emu(root: &Path, out: &Path, files: &[KernelFile]) -> Result<(), String
         .files(&wrappers);
     if std::env::var("SOFTPROMPT_EMU_ASAN").as_deref() == Ok("1") {
         b.flag("-fsanitize=address").flag("-fno-omit-frame-pointer");
+        // the runtime must come in whatever linker rustc uses (rust-lld drops the driver's
+        // implicit -lasan), so name the library too
         println!("cargo:rustc-link-arg=-fsanitize=address");
+        println!("cargo:rustc-link-lib=dylib=asan");
     }
     b.try_compile("softprompt_emu").map_err(|e| e.to_string())
 }
