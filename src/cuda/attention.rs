@@ -7,7 +7,7 @@
 use super::kernels::{k, KernelId};
 use super::launch::{int, Args, Cfg};
 use super::{arg, ints, CudaBackend, CudaBuf};
-use crate::backend::{AttnDims, Backend, BiasRef, DType};
+use crate::backend::{AttnDims, BiasRef, DType};
 use crate::cpu::embedding::check_ids;
 use crate::error::{Error, Result};
 
@@ -154,7 +154,8 @@ pub fn attention_bwd(
     let bf = DType::BF16;
     let (table, buckets) = bias_args(bias, &dims)?;
     let (q_len, kv_len) = (b * tq * h * d, b * tk * h * d);
-    let delta = be.zeros(DType::F32, b * h * tq)?;
+    // every element is written by attention_bwd_dq before attention_bwd_dkdv reads it
+    let delta = be.alloc(DType::F32, b * h * tq)?;
     let (dout_p, q_p, k_p, v_p) = (
         arg(dout, "attention dout", bf, q_len)?,
         arg(q, "attention q", bf, q_len)?,
