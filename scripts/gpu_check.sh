@@ -27,6 +27,8 @@ for l in sys.stdin:
     rm -rf .gpu && mkdir -p .gpu
     cp target/release/softprompt .gpu/softprompt
     cp "$test_bin" .gpu/cuda_kernels
+    # debug info would take the pair past the 64 MiB a device call may carry
+    strip --strip-debug .gpu/softprompt .gpu/cuda_kernels
     git rev-parse --short HEAD > .gpu/commit
     ls -la .gpu
 }
