@@ -2,6 +2,7 @@
 
 mod bench;
 mod inspect;
+mod kernels;
 mod parity;
 mod profile;
 
@@ -28,6 +29,8 @@ enum Command {
     Profile(profile::Args),
     /// Show what the engine reads from a model folder or a saved prompt
     Inspect(inspect::Args),
+    /// Compile every CUDA kernel with NVRTC and print its resources (the CI compile gate)
+    Kernels(kernels::Args),
 }
 
 pub fn run(cli: Cli) -> i32 {
@@ -36,5 +39,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::Bench(args) => bench::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Kernels(args) => kernels::run(args),
     }
 }
