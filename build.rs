@@ -113,7 +113,12 @@ fn nvrtc_check(files: &[KernelFile]) -> Result<String, String> {
     for f in files.iter().filter(|f| f.name.ends_with(".cu")) {
         nvrtc
             .compile(&f.name, &f.text, &headers, &opts)
-            .map_err(|log| format!("kernels/{} failed to compile with NVRTC ({}):\n{log}", f.name, nvrtc.lib_path))?;
+            .map_err(|log| {
+                format!(
+                    "kernels/{} failed to compile with NVRTC ({}):\n{log}",
+                    f.name, nvrtc.lib_path
+                )
+            })?;
     }
     Ok(format!("compiled for sm_90 with {}", nvrtc.lib_path))
 }
@@ -127,7 +132,12 @@ fn write_table(out: &Path, files: &[KernelFile], nvrtc_status: &str) -> Result<(
     s += "/// (file name, source) of every kernels/*.cu and *.cuh.\n";
     s += "pub const SOURCES: &[(&str, &str)] = &[\n";
     for f in files {
-        let _ = writeln!(s, "    ({:?}, include_str!({:?})),", f.name, f.path.display().to_string());
+        let _ = writeln!(
+            s,
+            "    ({:?}, include_str!({:?})),",
+            f.name,
+            f.path.display().to_string()
+        );
     }
     s += "];\n/// Every `extern \"C\" __global__` kernel: (name, file), in file order.\n";
     s += "pub const KERNELS: &[(&str, &str)] = &[\n";
@@ -141,10 +151,17 @@ fn write_table(out: &Path, files: &[KernelFile], nvrtc_status: &str) -> Result<(
     s += "];\n/// Kernel ids, one constant per kernel: a launcher naming a missing kernel does not compile.\n";
     s += "pub mod k {\n    use super::KernelId;\n";
     for (i, (k, _)) in all.iter().enumerate() {
-        let _ = writeln!(s, "    pub const {}: KernelId = KernelId({i});", const_name(k));
+        let _ = writeln!(
+            s,
+            "    pub const {}: KernelId = KernelId({i});",
+            const_name(k)
+        );
     }
     s += "}\n";
-    let _ = writeln!(s, "/// What build.rs did with NVRTC.\npub const BUILD_NVRTC: &str = {nvrtc_status:?};");
+    let _ = writeln!(
+        s,
+        "/// What build.rs did with NVRTC.\npub const BUILD_NVRTC: &str = {nvrtc_status:?};"
+    );
     s += "#[cfg(feature = \"emu\")]\nextern \"C\" {\n";
     for (k, _) in &all {
         let _ = writeln!(s, "    fn emu_launch_{k}(grid: *const u32, block: *const u32, smem: usize, args: *mut *mut std::ffi::c_void) -> i32;");

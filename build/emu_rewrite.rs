@@ -12,7 +12,8 @@
 use regex::Regex;
 use std::sync::OnceLock;
 
-const FORM: &str = "[extern] __shared__ [__align__(N)] TYPE NAME[DIM]...;  (one declaration per line)";
+const FORM: &str =
+    "[extern] __shared__ [__align__(N)] TYPE NAME[DIM]...;  (one declaration per line)";
 
 struct Patterns {
     shared: Regex,

@@ -85,8 +85,14 @@ impl Nvrtc {
         let cstr = |s: &str| CString::new(s).map_err(|e| e.to_string());
         let src = cstr(source)?;
         let cname = cstr(name)?;
-        let hdr_src: Vec<CString> = headers.iter().map(|h| cstr(&h.1)).collect::<Result<_, _>>()?;
-        let hdr_name: Vec<CString> = headers.iter().map(|h| cstr(&h.0)).collect::<Result<_, _>>()?;
+        let hdr_src: Vec<CString> = headers
+            .iter()
+            .map(|h| cstr(&h.1))
+            .collect::<Result<_, _>>()?;
+        let hdr_name: Vec<CString> = headers
+            .iter()
+            .map(|h| cstr(&h.0))
+            .collect::<Result<_, _>>()?;
         let hs: Vec<*const c_char> = hdr_src.iter().map(|s| s.as_ptr()).collect();
         let hn: Vec<*const c_char> = hdr_name.iter().map(|s| s.as_ptr()).collect();
         let opts: Vec<CString> = options.iter().map(|o| cstr(o)).collect::<Result<_, _>>()?;
@@ -124,7 +130,9 @@ impl Nvrtc {
             get_log(prog, log.as_mut_ptr() as *mut c_char);
             destroy(&mut prog);
             if rc != 0 {
-                let log = String::from_utf8_lossy(&log).trim_end_matches('\0').to_string();
+                let log = String::from_utf8_lossy(&log)
+                    .trim_end_matches('\0')
+                    .to_string();
                 return Err(log);
             }
         }

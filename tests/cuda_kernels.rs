@@ -72,11 +72,17 @@ fn assert_close_scaled(name: &str, got: &[f32], want: &[f32], tol: f64, scale: f
 }
 
 fn bf16_round(x: &[f32]) -> Vec<f32> {
-    x.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect()
+    x.iter()
+        .map(|&v| half::bf16::from_f32(v).to_f32())
+        .collect()
 }
 
 fn randn(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
-    bf16_round(&(0..n).map(|_| rng.normal() as f32 * scale).collect::<Vec<_>>())
+    bf16_round(
+        &(0..n)
+            .map(|_| rng.normal() as f32 * scale)
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// The same data on both backends: bf16 (or float32) on the device, float32 on the CPU.
@@ -137,20 +143,54 @@ fn check_layernorm(be: &CudaBackend) {
     let mut rng = Rng::new(11);
     for (n, c) in ROW_SHAPES {
         // shifted, so the mean is not ~0; rounded again so both sides see the same values
-        let x = s.up(BF, &bf16_round(&randn(&mut rng, n * c, 2.0).iter().map(|v| v + 0.5).collect::<Vec<_>>()));
+        let x = s.up(
+            BF,
+            &bf16_round(
+                &randn(&mut rng, n * c, 2.0)
+                    .iter()
+                    .map(|v| v + 0.5)
+                    .collect::<Vec<_>>(),
+            ),
+        );
         let w = s.up(BF, &randn(&mut rng, c, 1.0));
         let bias = s.up(BF, &randn(&mut rng, c, 1.0));
         let (mut out, mut mean, mut rstd) = (s.out(BF, n * c), s.out(F32, n), s.out(F32, n));
-        be.layernorm_fwd(&mut out.0, &mut mean.0, &mut rstd.0, &x.0, &w.0, &bias.0, n, c, 1e-5).unwrap();
-        s.cpu.layernorm_fwd(&mut out.1, &mut mean.1, &mut rstd.1, &x.1, &w.1, &bias.1, n, c, 1e-5).unwrap();
+        be.layernorm_fwd(
+            &mut out.0,
+            &mut mean.0,
+            &mut rstd.0,
+            &x.0,
+            &w.0,
+            &bias.0,
+            n,
+            c,
+            1e-5,
+        )
+        .unwrap();
+        s.cpu
+            .layernorm_fwd(
+                &mut out.1,
+                &mut mean.1,
+                &mut rstd.1,
+                &x.1,
+                &w.1,
+                &bias.1,
+                n,
+                c,
+                1e-5,
+            )
+            .unwrap();
         s.check(&format!("layernorm_fwd out {n}x{c}"), &out, BF16_OUT);
         // the mean of zero-mean-ish data cancels: measured against the inputs' scale (2)
         s.check_scaled(&format!("layernorm_fwd mean {n}x{c}"), &mean, F32_OUT, 2.0);
         s.check(&format!("layernorm_fwd rstd {n}x{c}"), &rstd, F32_OUT);
         let dy = s.up(BF, &randn(&mut rng, n * c, 1.0));
         let mut dx = s.out(BF, n * c);
-        be.layernorm_bwd(&mut dx.0, &dy.0, &x.0, &w.0, &mean.0, &rstd.0, n, c).unwrap();
-        s.cpu.layernorm_bwd(&mut dx.1, &dy.1, &x.1, &w.1, &mean.1, &rstd.1, n, c).unwrap();
+        be.layernorm_bwd(&mut dx.0, &dy.0, &x.0, &w.0, &mean.0, &rstd.0, n, c)
+            .unwrap();
+        s.cpu
+            .layernorm_bwd(&mut dx.1, &dy.1, &x.1, &w.1, &mean.1, &rstd.1, n, c)
+            .unwrap();
         s.check(&format!("layernorm_bwd {n}x{c}"), &dx, BF16_OUT);
     }
 }
@@ -162,15 +202,21 @@ fn check_rmsnorm(be: &CudaBackend) {
         let x = s.up(BF, &randn(&mut rng, n * c, 2.0));
         let w = s.up(BF, &randn(&mut rng, c, 1.0));
         let (mut out, mut rstd) = (s.out(BF, n * c), s.out(F32, n));
-        be.rmsnorm_fwd(&mut out.0, &mut rstd.0, &x.0, &w.0, n, c, 1e-6).unwrap();
-        s.cpu.rmsnorm_fwd(&mut out.1, &mut rstd.1, &x.1, &w.1, n, c, 1e-6).unwrap();
+        be.rmsnorm_fwd(&mut out.0, &mut rstd.0, &x.0, &w.0, n, c, 1e-6)
+            .unwrap();
+        s.cpu
+            .rmsnorm_fwd(&mut out.1, &mut rstd.1, &x.1, &w.1, n, c, 1e-6)
+            .unwrap();
         s.check(&format!("rmsnorm_fwd out {n}x{c}"), &out, BF16_OUT);
         s.check(&format!("rmsnorm_fwd rstd {n}x{c}"), &rstd, F32_OUT);
         let dy = s.up(BF, &randn(&mut rng, n * c, 1.0));
         // backward adds: start from a random residual gradient
         let mut dx = s.up(BF, &randn(&mut rng, n * c, 1.0));
-        be.rmsnorm_bwd(&mut dx.0, &dy.0, &x.0, &w.0, &rstd.0, n, c).unwrap();
-        s.cpu.rmsnorm_bwd(&mut dx.1, &dy.1, &x.1, &w.1, &rstd.1, n, c).unwrap();
+        be.rmsnorm_bwd(&mut dx.0, &dy.0, &x.0, &w.0, &rstd.0, n, c)
+            .unwrap();
+        s.cpu
+            .rmsnorm_bwd(&mut dx.1, &dy.1, &x.1, &w.1, &rstd.1, n, c)
+            .unwrap();
         s.check(&format!("rmsnorm_bwd {n}x{c}"), &dx, BF16_OUT);
     }
 }
@@ -199,8 +245,11 @@ fn check_activations(be: &CudaBackend) {
             s.cpu.gated_act_fwd(&mut g.1, &x.1, &lin.1, act, n).unwrap();
             s.check(&format!("gated_act_fwd {act:?} n={n}"), &g, BF16_OUT);
             let (mut dg, mut dl) = (s.out(BF, n), s.out(BF, n));
-            be.gated_act_bwd(&mut dg.0, &mut dl.0, &dy.0, &x.0, &lin.0, act, n).unwrap();
-            s.cpu.gated_act_bwd(&mut dg.1, &mut dl.1, &dy.1, &x.1, &lin.1, act, n).unwrap();
+            be.gated_act_bwd(&mut dg.0, &mut dl.0, &dy.0, &x.0, &lin.0, act, n)
+                .unwrap();
+            s.cpu
+                .gated_act_bwd(&mut dg.1, &mut dl.1, &dy.1, &x.1, &lin.1, act, n)
+                .unwrap();
             s.check(&format!("gated_act_bwd dgate {act:?} n={n}"), &dg, BF16_OUT);
             s.check(&format!("gated_act_bwd dlin {act:?} n={n}"), &dl, BF16_OUT);
         }
@@ -230,7 +279,11 @@ fn check_elementwise(be: &CudaBackend) {
         s.cpu.add_inplace(&mut acc.1, &af.1, n).unwrap();
         be.scale_inplace(&mut acc.0, -1.5, n).unwrap();
         s.cpu.scale_inplace(&mut acc.1, -1.5, n).unwrap();
-        s.check(&format!("add_inplace_f32, scale_inplace_f32 n={n}"), &acc, 1e-6);
+        s.check(
+            &format!("add_inplace_f32, scale_inplace_f32 n={n}"),
+            &acc,
+            1e-6,
+        );
     }
 }
 
@@ -238,29 +291,90 @@ fn check_embedding(be: &CudaBackend) {
     let s = Pair::new(be);
     let mut rng = Rng::new(15);
     // (B, T, P, C, BERT tables?)
-    for (b, t, p, c, bert) in [(2, 1, 3, 12, true), (3, 7, 5, 36, true), (2, 97, 0, 40, false), (1, 129, 20, 64, false), (2, 7, 3, 36, false)] {
+    for (b, t, p, c, bert) in [
+        (2, 1, 3, 12, true),
+        (3, 7, 5, 36, true),
+        (2, 97, 0, 40, false),
+        (1, 129, 20, 64, false),
+        (2, 7, 3, 36, false),
+    ] {
         let v = 139;
         let wte = s.up(BF, &randn(&mut rng, v * c, 1.0));
         let wpe = s.up(BF, &randn(&mut rng, (p + t + 3) * c, 1.0));
         let wtt = s.up(BF, &randn(&mut rng, 2 * c, 1.0));
-        let prompt = s.up(F32, &(0..p * c).map(|_| rng.normal() as f32).collect::<Vec<_>>());
-        let ids = s.ints(&(0..b * t).map(|_| rng.below(v as u64) as i32).collect::<Vec<_>>());
+        let prompt = s.up(
+            F32,
+            &(0..p * c).map(|_| rng.normal() as f32).collect::<Vec<_>>(),
+        );
+        let ids = s.ints(
+            &(0..b * t)
+                .map(|_| rng.below(v as u64) as i32)
+                .collect::<Vec<_>>(),
+        );
         let types = s.ints(&(0..b * t).map(|_| rng.below(2) as i32).collect::<Vec<_>>());
         let mut out = s.out(BF, b * (p + t) * c);
         if bert {
-            be.embedding_fwd(&mut out.0, &prompt.0, &wte.0, Some(&wpe.0), Some(&wtt.0), &ids.0, Some(&types.0), b, t, p, c).unwrap();
-            s.cpu.embedding_fwd(&mut out.1, &prompt.1, &wte.1, Some(&wpe.1), Some(&wtt.1), &ids.1, Some(&types.1), b, t, p, c).unwrap();
+            be.embedding_fwd(
+                &mut out.0,
+                &prompt.0,
+                &wte.0,
+                Some(&wpe.0),
+                Some(&wtt.0),
+                &ids.0,
+                Some(&types.0),
+                b,
+                t,
+                p,
+                c,
+            )
+            .unwrap();
+            s.cpu
+                .embedding_fwd(
+                    &mut out.1,
+                    &prompt.1,
+                    &wte.1,
+                    Some(&wpe.1),
+                    Some(&wtt.1),
+                    &ids.1,
+                    Some(&types.1),
+                    b,
+                    t,
+                    p,
+                    c,
+                )
+                .unwrap();
         } else {
-            be.embedding_fwd(&mut out.0, &prompt.0, &wte.0, None, None, &ids.0, None, b, t, p, c).unwrap();
-            s.cpu.embedding_fwd(&mut out.1, &prompt.1, &wte.1, None, None, &ids.1, None, b, t, p, c).unwrap();
+            be.embedding_fwd(
+                &mut out.0, &prompt.0, &wte.0, None, None, &ids.0, None, b, t, p, c,
+            )
+            .unwrap();
+            s.cpu
+                .embedding_fwd(
+                    &mut out.1, &prompt.1, &wte.1, None, None, &ids.1, None, b, t, p, c,
+                )
+                .unwrap();
         }
-        s.check(&format!("embedding_fwd B{b} T{t} P{p} C{c} bert={bert}"), &out, BF16_OUT);
+        s.check(
+            &format!("embedding_fwd B{b} T{t} P{p} C{c} bert={bert}"),
+            &out,
+            BF16_OUT,
+        );
         let dout = s.up(BF, &randn(&mut rng, b * (p + t) * c, 1.0));
-        let mut dprompt = s.up(F32, &(0..p * c).map(|_| rng.normal() as f32).collect::<Vec<_>>());
-        be.prompt_grad_bwd(&mut dprompt.0, &dout.0, b, t, p, c).unwrap();
-        s.cpu.prompt_grad_bwd(&mut dprompt.1, &dout.1, b, t, p, c).unwrap();
+        let mut dprompt = s.up(
+            F32,
+            &(0..p * c).map(|_| rng.normal() as f32).collect::<Vec<_>>(),
+        );
+        be.prompt_grad_bwd(&mut dprompt.0, &dout.0, b, t, p, c)
+            .unwrap();
+        s.cpu
+            .prompt_grad_bwd(&mut dprompt.1, &dout.1, b, t, p, c)
+            .unwrap();
         if p > 0 {
-            s.check(&format!("prompt_grad_bwd B{b} T{t} P{p} C{c}"), &dprompt, F32_OUT);
+            s.check(
+                &format!("prompt_grad_bwd B{b} T{t} P{p} C{c}"),
+                &dprompt,
+                F32_OUT,
+            );
         }
     }
 }
@@ -278,8 +392,11 @@ fn check_rows(be: &CudaBackend) {
         s.check(&format!("gather_rows N{n} M{m} C{c}"), &out, 1e-7);
         let dout = s.up(BF, &randn(&mut rng, m * c, 1.0));
         let mut dinp = s.up(BF, &randn(&mut rng, n * c, 1.0));
-        be.scatter_rows_bwd(&mut dinp.0, &dout.0, &idx.0, m, c).unwrap();
-        s.cpu.scatter_rows_bwd(&mut dinp.1, &dout.1, &idx.1, m, c).unwrap();
+        be.scatter_rows_bwd(&mut dinp.0, &dout.0, &idx.0, m, c)
+            .unwrap();
+        s.cpu
+            .scatter_rows_bwd(&mut dinp.1, &dout.1, &idx.1, m, c)
+            .unwrap();
         s.check(&format!("scatter_rows_bwd N{n} M{m} C{c}"), &dinp, BF16_OUT);
     }
     // mean pooling over padded rows: weight 1/count on real rows, 0 on padding and prompt
@@ -295,12 +412,17 @@ fn check_rows(be: &CudaBackend) {
         let inp = s.up(BF, &randn(&mut rng, b * t * c, 1.0));
         let mut out = s.out(BF, b * c);
         be.mean_pool_fwd(&mut out.0, &inp.0, &w.0, b, t, c).unwrap();
-        s.cpu.mean_pool_fwd(&mut out.1, &inp.1, &w.1, b, t, c).unwrap();
+        s.cpu
+            .mean_pool_fwd(&mut out.1, &inp.1, &w.1, b, t, c)
+            .unwrap();
         s.check(&format!("mean_pool_fwd B{b} T{t} C{c}"), &out, BF16_OUT);
         let dout = s.up(BF, &randn(&mut rng, b * c, 1.0));
         let mut dinp = s.up(BF, &randn(&mut rng, b * t * c, 1.0));
-        be.mean_pool_bwd(&mut dinp.0, &dout.0, &w.0, b, t, c).unwrap();
-        s.cpu.mean_pool_bwd(&mut dinp.1, &dout.1, &w.1, b, t, c).unwrap();
+        be.mean_pool_bwd(&mut dinp.0, &dout.0, &w.0, b, t, c)
+            .unwrap();
+        s.cpu
+            .mean_pool_bwd(&mut dinp.1, &dout.1, &w.1, b, t, c)
+            .unwrap();
         s.check(&format!("mean_pool_bwd B{b} T{t} C{c}"), &dinp, BF16_OUT);
     }
 }
@@ -317,10 +439,21 @@ fn check_loss(be: &CudaBackend) {
         let targets = s.ints(&targets);
         let mut lg = s.up(F32, &logits);
         let mut losses = s.out(F32, m);
-        be.cross_entropy_fwd_bwd(&mut lg.0, &mut losses.0, &targets.0, m, v, 0.25).unwrap();
-        s.cpu.cross_entropy_fwd_bwd(&mut lg.1, &mut losses.1, &targets.1, m, v, 0.25).unwrap();
-        s.check(&format!("cross_entropy_fwd_bwd losses M{m} V{v}"), &losses, F32_OUT);
-        s.check(&format!("cross_entropy_fwd_bwd dlogits M{m} V{v}"), &lg, F32_OUT);
+        be.cross_entropy_fwd_bwd(&mut lg.0, &mut losses.0, &targets.0, m, v, 0.25)
+            .unwrap();
+        s.cpu
+            .cross_entropy_fwd_bwd(&mut lg.1, &mut losses.1, &targets.1, m, v, 0.25)
+            .unwrap();
+        s.check(
+            &format!("cross_entropy_fwd_bwd losses M{m} V{v}"),
+            &losses,
+            F32_OUT,
+        );
+        s.check(
+            &format!("cross_entropy_fwd_bwd dlogits M{m} V{v}"),
+            &lg,
+            F32_OUT,
+        );
     }
 }
 
@@ -335,9 +468,23 @@ fn check_linear(be: &CudaBackend) {
             let mut out = s.out(dtype, m * n);
             let b = with_bias.then_some(&bias.0);
             be.linear_fwd(&mut out.0, &x.0, &w.0, b, m, k, n).unwrap();
-            s.cpu.linear_fwd(&mut out.1, &x.1, &w.1, with_bias.then_some(&bias.1), m, k, n).unwrap();
+            s.cpu
+                .linear_fwd(
+                    &mut out.1,
+                    &x.1,
+                    &w.1,
+                    with_bias.then_some(&bias.1),
+                    m,
+                    k,
+                    n,
+                )
+                .unwrap();
             let tol = if dtype == BF { BF16_OUT } else { F32_OUT };
-            s.check(&format!("linear_fwd M{m} K{k} N{n} {dtype:?} bias={with_bias}"), &out, tol);
+            s.check(
+                &format!("linear_fwd M{m} K{k} N{n} {dtype:?} bias={with_bias}"),
+                &out,
+                tol,
+            );
         }
         for (dtype, accumulate) in [(BF, false), (BF, true), (F32, false), (F32, true)] {
             let dout_data = randn(&mut rng, m * n, 1.0);
@@ -348,11 +495,26 @@ fn check_linear(be: &CudaBackend) {
                 let exact: Vec<f32> = (0..m * n).map(|_| rng.normal() as f32).collect();
                 s.up(F32, &exact)
             };
-            let mut dx = if accumulate { s.up(BF, &randn(&mut rng, m * k, 1.0)) } else { s.out(BF, m * k) };
-            be.linear_bwd(&mut dx.0, &dout.0, &w.0, m, k, n, accumulate).unwrap();
-            s.cpu.linear_bwd(&mut dx.1, &dout.1, &w.1, m, k, n, accumulate).unwrap();
-            let tol = if dtype == BF { BF16_OUT } else { BF16_GEMM_F32_DOUT };
-            s.check(&format!("linear_bwd M{m} K{k} N{n} dout {dtype:?} acc={accumulate}"), &dx, tol);
+            let mut dx = if accumulate {
+                s.up(BF, &randn(&mut rng, m * k, 1.0))
+            } else {
+                s.out(BF, m * k)
+            };
+            be.linear_bwd(&mut dx.0, &dout.0, &w.0, m, k, n, accumulate)
+                .unwrap();
+            s.cpu
+                .linear_bwd(&mut dx.1, &dout.1, &w.1, m, k, n, accumulate)
+                .unwrap();
+            let tol = if dtype == BF {
+                BF16_OUT
+            } else {
+                BF16_GEMM_F32_DOUT
+            };
+            s.check(
+                &format!("linear_bwd M{m} K{k} N{n} dout {dtype:?} acc={accumulate}"),
+                &dx,
+                tol,
+            );
         }
     }
 }
@@ -360,28 +522,56 @@ fn check_linear(be: &CudaBackend) {
 fn check_optimizers(be: &CudaBackend) {
     let s = Pair::new(be);
     let mut rng = Rng::new(19);
-    let hp = AdamWHyper { lr: 0.3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
+    let hp = AdamWHyper {
+        lr: 0.3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+    };
     let n = 7 * 129;
     let mut param = s.up(F32, &randn(&mut rng, n, 1.0));
     let (mut m, mut v) = (s.up(F32, &vec![0.0; n]), s.up(F32, &vec![0.0; n]));
     for step in 1..=3 {
-        let g = s.up(F32, &(0..n).map(|_| rng.normal() as f32).collect::<Vec<_>>());
-        be.adamw_update(&mut param.0, &g.0, &mut m.0, &mut v.0, &hp, step).unwrap();
-        s.cpu.adamw_update(&mut param.1, &g.1, &mut m.1, &mut v.1, &hp, step).unwrap();
+        let g = s.up(
+            F32,
+            &(0..n).map(|_| rng.normal() as f32).collect::<Vec<_>>(),
+        );
+        be.adamw_update(&mut param.0, &g.0, &mut m.0, &mut v.0, &hp, step)
+            .unwrap();
+        s.cpu
+            .adamw_update(&mut param.1, &g.1, &mut m.1, &mut v.1, &hp, step)
+            .unwrap();
     }
     s.check("adamw_update param", &param, F64_STATE);
     s.check("adamw_update m", &m, F64_STATE);
     s.check("adamw_update v", &v, F64_STATE);
-    let hp = AdafactorHyper { lr: 0.3, decay_rate: -0.8, eps: 1e-30, clip_threshold: 1.0, weight_decay: 1e-5 };
+    let hp = AdafactorHyper {
+        lr: 0.3,
+        decay_rate: -0.8,
+        eps: 1e-30,
+        clip_threshold: 1.0,
+        weight_decay: 1e-5,
+    };
     for (r, c) in [(1, 8), (7, 36), (20, 1030)] {
         let mut param = s.up(F32, &randn(&mut rng, r * c, 1.0));
         let (mut row, mut col) = (s.up(F32, &vec![0.0; r]), s.up(F32, &vec![0.0; c]));
         for step in 1..=3 {
-            let g = s.up(F32, &(0..r * c).map(|_| rng.normal() as f32).collect::<Vec<_>>());
-            be.adafactor_update(&mut param.0, &g.0, &mut row.0, &mut col.0, &hp, step).unwrap();
-            s.cpu.adafactor_update(&mut param.1, &g.1, &mut row.1, &mut col.1, &hp, step).unwrap();
+            let g = s.up(
+                F32,
+                &(0..r * c).map(|_| rng.normal() as f32).collect::<Vec<_>>(),
+            );
+            be.adafactor_update(&mut param.0, &g.0, &mut row.0, &mut col.0, &hp, step)
+                .unwrap();
+            s.cpu
+                .adafactor_update(&mut param.1, &g.1, &mut row.1, &mut col.1, &hp, step)
+                .unwrap();
         }
-        s.check(&format!("adafactor_update param {r}x{c}"), &param, F64_STATE);
+        s.check(
+            &format!("adafactor_update param {r}x{c}"),
+            &param,
+            F64_STATE,
+        );
         s.check(&format!("adafactor_update row {r}x{c}"), &row, F64_STATE);
         s.check(&format!("adafactor_update col {r}x{c}"), &col, F64_STATE);
     }
@@ -392,13 +582,22 @@ fn check_errors(be: &CudaBackend) {
     let ids = be.upload_i32(&[0, 5, 200]).unwrap();
     let inp = be.upload(BF, &[0.0; 10 * 4]).unwrap();
     let mut out = be.zeros(BF, 3 * 4).unwrap();
-    let e = be.gather_rows(&mut out, &inp, &ids, 3, 4).unwrap_err().to_string();
+    let e = be
+        .gather_rows(&mut out, &inp, &ids, 3, 4)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("200") && e.contains("10 rows"), "{e}");
     let mut small = be.zeros(BF, 5).unwrap();
-    let e = be.act_fwd(&mut small, &inp, Act::Relu, 40).unwrap_err().to_string();
+    let e = be
+        .act_fwd(&mut small, &inp, Act::Relu, 40)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("act out"), "{e}");
     let f = be.zeros(F32, 40).unwrap();
-    let e = be.act_fwd(&mut out, &f, Act::Relu, 12).unwrap_err().to_string();
+    let e = be
+        .act_fwd(&mut out, &f, Act::Relu, 12)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("expected BF16"), "{e}");
 }
 
@@ -414,7 +613,9 @@ macro_rules! test_device {
             #[test]
             fn cuda() {
                 match softprompt::cuda::probe_cuda() {
-                    Ok(()) => super::$body(&softprompt::cuda::CudaBackend::cuda(0).expect("CUDA device")),
+                    Ok(()) => {
+                        super::$body(&softprompt::cuda::CudaBackend::cuda(0).expect("CUDA device"))
+                    }
                     Err(e) => println!("skipped: no CUDA device ({e})"),
                 }
             }
@@ -440,8 +641,16 @@ test_device!(attention, check_attention);
 fn every_kernel_is_exercised() {
     let be = CudaBackend::emu().expect("emu device");
     for check in [
-        check_layernorm, check_rmsnorm, check_activations, check_elementwise, check_embedding,
-        check_rows, check_loss, check_linear, check_optimizers, check_attention,
+        check_layernorm,
+        check_rmsnorm,
+        check_activations,
+        check_elementwise,
+        check_embedding,
+        check_rows,
+        check_loss,
+        check_linear,
+        check_optimizers,
+        check_attention,
     ] {
         check(&be);
     }
@@ -481,26 +690,83 @@ fn check_attention(be: &CudaBackend) {
         let k = s.up(BF, &randn(&mut rng, b * tk * h * d, 1.0));
         let v = s.up(BF, &randn(&mut rng, b * tk * h * d, 1.0));
         // batch row 1 keeps only its first half of the keys (at least one)
-        let mask: Vec<i32> = (0..b * tk).map(|i| (i / tk == 0 || i % tk <= tk / 2) as i32).collect();
+        let mask: Vec<i32> = (0..b * tk)
+            .map(|i| (i / tk == 0 || i % tk <= tk / 2) as i32)
+            .collect();
         let mask = s.ints(&mask);
         let buckets = 8;
         let table = s.up(BF, &randn(&mut rng, buckets * h, 1.0));
         let lookup = softprompt::cpu::attention::bucket_lookup(tq, tk, !causal, buckets, 20);
         let lookup = s.ints(&lookup);
-        let bias = || with_bias.then(|| softprompt::backend::BiasRef { table: &table.0, buckets: &lookup.0 });
-        let cpu_bias = with_bias.then(|| softprompt::backend::BiasRef { table: &table.1, buckets: &lookup.1 });
-        let scale = if with_bias { 1.0 } else { 1.0 / (d as f64).sqrt() };
+        let bias = || {
+            with_bias.then(|| softprompt::backend::BiasRef {
+                table: &table.0,
+                buckets: &lookup.0,
+            })
+        };
+        let cpu_bias = with_bias.then(|| softprompt::backend::BiasRef {
+            table: &table.1,
+            buckets: &lookup.1,
+        });
+        let scale = if with_bias {
+            1.0
+        } else {
+            1.0 / (d as f64).sqrt()
+        };
         let name = format!("B{b} Tq{tq} Tk{tk} H{h} D{d} bias={with_bias} causal={causal}");
         let (mut out, mut lse) = (s.out(BF, b * tq * h * d), s.out(F32, b * h * tq));
-        be.attention_fwd(&mut out.0, &mut lse.0, &q.0, &k.0, &v.0, &mask.0, bias(), causal, scale, dims).unwrap();
-        s.cpu.attention_fwd(&mut out.1, &mut lse.1, &q.1, &k.1, &v.1, &mask.1, cpu_bias, causal, scale, dims).unwrap();
+        be.attention_fwd(
+            &mut out.0,
+            &mut lse.0,
+            &q.0,
+            &k.0,
+            &v.0,
+            &mask.0,
+            bias(),
+            causal,
+            scale,
+            dims,
+        )
+        .unwrap();
+        s.cpu
+            .attention_fwd(
+                &mut out.1, &mut lse.1, &q.1, &k.1, &v.1, &mask.1, cpu_bias, causal, scale, dims,
+            )
+            .unwrap();
         s.check(&format!("attention_fwd out {name}"), &out, ATTN);
         s.check(&format!("attention_fwd lse {name}"), &lse, F32_OUT);
         let dout = s.up(BF, &randn(&mut rng, b * tq * h * d, 1.0));
-        let (mut dq, mut dk, mut dv) = (s.out(BF, b * tq * h * d), s.out(BF, b * tk * h * d), s.out(BF, b * tk * h * d));
-        let cpu_bias = with_bias.then(|| softprompt::backend::BiasRef { table: &table.1, buckets: &lookup.1 });
-        be.attention_bwd(&mut dq.0, &mut dk.0, &mut dv.0, &dout.0, &q.0, &k.0, &v.0, &lse.0, &mask.0, bias(), causal, scale, dims).unwrap();
-        s.cpu.attention_bwd(&mut dq.1, &mut dk.1, &mut dv.1, &dout.1, &q.1, &k.1, &v.1, &lse.1, &mask.1, cpu_bias, causal, scale, dims).unwrap();
+        let (mut dq, mut dk, mut dv) = (
+            s.out(BF, b * tq * h * d),
+            s.out(BF, b * tk * h * d),
+            s.out(BF, b * tk * h * d),
+        );
+        let cpu_bias = with_bias.then(|| softprompt::backend::BiasRef {
+            table: &table.1,
+            buckets: &lookup.1,
+        });
+        be.attention_bwd(
+            &mut dq.0,
+            &mut dk.0,
+            &mut dv.0,
+            &dout.0,
+            &q.0,
+            &k.0,
+            &v.0,
+            &lse.0,
+            &mask.0,
+            bias(),
+            causal,
+            scale,
+            dims,
+        )
+        .unwrap();
+        s.cpu
+            .attention_bwd(
+                &mut dq.1, &mut dk.1, &mut dv.1, &dout.1, &q.1, &k.1, &v.1, &lse.1, &mask.1,
+                cpu_bias, causal, scale, dims,
+            )
+            .unwrap();
         s.check(&format!("attention_bwd dq {name}"), &dq, ATTN);
         s.check(&format!("attention_bwd dk {name}"), &dk, ATTN);
         s.check(&format!("attention_bwd dv {name}"), &dv, ATTN);

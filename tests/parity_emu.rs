@@ -23,11 +23,36 @@ const TORCH_BF16: &[(&str, f64, f64, f64)] = &[
     ("bert_mlm/ref_mlm_text", 1.60e-03, 1.59e-02, 3.88e-02),
     ("bert_mlm/ref_pet_random", 2.21e-03, 1.37e-02, 6.55e-02),
     ("bert_mlm/ref_pet_text", 5.28e-03, 2.29e-02, 2.25e-02),
-    ("bert_mlm_bf16_sharded/ref_mlm_random", 3.35e-03, 1.19e-02, 2.35e-02),
-    ("bert_mlm_bf16_sharded/ref_mlm_text", 8.67e-03, 1.42e-02, 1.44e-02),
-    ("bert_mlm_bf16_sharded/ref_pet_random", 2.40e-02, 3.08e-02, 6.20e-02),
-    ("bert_mlm_bf16_sharded/ref_pet_text", 1.24e-02, 1.01e-02, 1.46e-02),
-    ("bert_nohead/ref_cls_random_mean", 4.40e-03, 1.43e-02, 2.93e-02),
+    (
+        "bert_mlm_bf16_sharded/ref_mlm_random",
+        3.35e-03,
+        1.19e-02,
+        2.35e-02,
+    ),
+    (
+        "bert_mlm_bf16_sharded/ref_mlm_text",
+        8.67e-03,
+        1.42e-02,
+        1.44e-02,
+    ),
+    (
+        "bert_mlm_bf16_sharded/ref_pet_random",
+        2.40e-02,
+        3.08e-02,
+        6.20e-02,
+    ),
+    (
+        "bert_mlm_bf16_sharded/ref_pet_text",
+        1.24e-02,
+        1.01e-02,
+        1.46e-02,
+    ),
+    (
+        "bert_nohead/ref_cls_random_mean",
+        4.40e-03,
+        1.43e-02,
+        2.93e-02,
+    ),
     ("bert_nohead/ref_cls_text_cls", 1.52e-02, 1.93e-02, 3.03e-02),
     ("t5_flan/ref_seq2seq_random", 2.81e-03, 3.08e-02, 1.25e-01),
     ("t5_flan/ref_seq2seq_text", 2.35e-03, 3.68e-02, 1.13e-01),
@@ -40,12 +65,24 @@ const TORCH_BF16: &[(&str, f64, f64, f64)] = &[
 fn fixtures() -> Vec<(PathBuf, PathBuf)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut out = Vec::new();
-    for model in std::fs::read_dir(&root).expect("fixtures").flatten().map(|e| e.path()) {
+    for model in std::fs::read_dir(&root)
+        .expect("fixtures")
+        .flatten()
+        .map(|e| e.path())
+    {
         if !model.is_dir() {
             continue;
         }
-        for f in std::fs::read_dir(&model).expect("folder").flatten().map(|e| e.path()) {
-            let name = f.file_name().unwrap_or_default().to_string_lossy().to_string();
+        for f in std::fs::read_dir(&model)
+            .expect("folder")
+            .flatten()
+            .map(|e| e.path())
+        {
+            let name = f
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
             if name.starts_with("ref_") && name.ends_with(".safetensors") {
                 out.push((model.clone(), f));
             }
@@ -95,5 +132,8 @@ fn parity_emu_on_every_fixture() {
             failed.push(label);
         }
     }
-    assert!(failed.is_empty(), "parity --device emu failed on {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "parity --device emu failed on {failed:?}"
+    );
 }

@@ -23,7 +23,9 @@ pub fn run(args: Args) -> i32 {
         );
         return 2;
     }
-    let version = nvrtc::nvrtc_version().map(|(a, b)| format!("{a}.{b}")).unwrap_or_default();
+    let version = nvrtc::nvrtc_version()
+        .map(|(a, b)| format!("{a}.{b}"))
+        .unwrap_or_default();
     let report = match nvrtc::resource_report(&args.arch) {
         Ok(r) => r,
         Err(e) => {
@@ -39,18 +41,32 @@ pub fn run(args: Args) -> i32 {
     if args.json {
         let rows: Vec<_> = report
             .iter()
-            .map(|r| serde_json::json!({"kernel": r.kernel, "file": r.file, "registers": r.registers,
+            .map(|r| {
+                serde_json::json!({"kernel": r.kernel, "file": r.file, "registers": r.registers,
                 "smem_bytes": r.smem_bytes, "stack_bytes": r.stack_bytes,
-                "spill_stores": r.spill_stores, "spill_loads": r.spill_loads}))
+                "spill_stores": r.spill_stores, "spill_loads": r.spill_loads})
+            })
             .collect();
-        println!("{}", serde_json::json!({"nvrtc": version, "arch": args.arch, "kernels": rows, "spilled": spilled}));
+        println!(
+            "{}",
+            serde_json::json!({"nvrtc": version, "arch": args.arch, "kernels": rows, "spilled": spilled})
+        );
     } else {
         println!("NVRTC {version}, {}: {} kernels", args.arch, report.len());
-        println!("{:<26} {:<16} {:>5} {:>10} {:>6} {:>13}", "kernel", "file", "regs", "smem(B)", "stack", "spill st/ld");
+        println!(
+            "{:<26} {:<16} {:>5} {:>10} {:>6} {:>13}",
+            "kernel", "file", "regs", "smem(B)", "stack", "spill st/ld"
+        );
         for r in &report {
             println!(
                 "{:<26} {:<16} {:>5} {:>10} {:>6} {:>6}/{:<6}",
-                r.kernel, r.file, r.registers, r.smem_bytes, r.stack_bytes, r.spill_stores, r.spill_loads
+                r.kernel,
+                r.file,
+                r.registers,
+                r.smem_bytes,
+                r.stack_bytes,
+                r.spill_stores,
+                r.spill_loads
             );
         }
     }

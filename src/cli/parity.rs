@@ -29,14 +29,18 @@ struct Job<'a> {
 impl WithBackend for Job<'_> {
     type Output = (String, ParityReport);
     fn run<B: Backend>(self, be: B) -> softprompt::Result<Self::Output> {
-        Ok((be.name(), parity::run(&be, self.model, self.reference, self.tol)?))
+        Ok((
+            be.name(),
+            parity::run(&be, self.model, self.reference, self.tol)?,
+        ))
     }
 }
 
 pub fn run(args: Args) -> i32 {
-    let prepared = args.device.parse::<DeviceKind>().and_then(|kind| {
-        Reference::read(&args.reference).map(|r| (kind, r))
-    });
+    let prepared = args
+        .device
+        .parse::<DeviceKind>()
+        .and_then(|kind| Reference::read(&args.reference).map(|r| (kind, r)));
     let (kind, reference) = match prepared {
         Ok(x) => x,
         Err(e) => {

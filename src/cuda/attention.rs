@@ -34,7 +34,11 @@ fn smem_bytes(kind: usize, d: usize) -> u32 {
 fn entry_points(d: usize) -> Result<[KernelId; 3]> {
     match d {
         1..=64 => Ok([k::ATTENTION_FWD, k::ATTENTION_BWD_DQ, k::ATTENTION_BWD_DKDV]),
-        65..=128 => Ok([k::ATTENTION_FWD_D128, k::ATTENTION_BWD_DQ_D128, k::ATTENTION_BWD_DKDV_D128]),
+        65..=128 => Ok([
+            k::ATTENTION_FWD_D128,
+            k::ATTENTION_BWD_DQ_D128,
+            k::ATTENTION_BWD_DKDV_D128,
+        ]),
         _ => Err(Error::Unsupported(format!(
             "attention head dim {d}: the fused kernels take 1 ..= 128"
         ))),
@@ -44,10 +48,18 @@ fn entry_points(d: usize) -> Result<[KernelId; 3]> {
 /// The launch configuration over `rows` (Tq or Tk) tiles, H, B.
 fn cfg(rows: usize, dims: &AttnDims, kind: usize) -> Result<Cfg> {
     if dims.h > 65_535 || dims.b > 65_535 {
-        return Err(Error::shape("attention heads and batch (grid y, z)", "<= 65535", format!("H {} B {}", dims.h, dims.b)));
+        return Err(Error::shape(
+            "attention heads and batch (grid y, z)",
+            "<= 65535",
+            format!("H {} B {}", dims.h, dims.b),
+        ));
     }
     Ok(Cfg {
-        grid: [super::launch::grid_x("attention tiles", rows.div_ceil(TILE))?, dims.h as u32, dims.b as u32],
+        grid: [
+            super::launch::grid_x("attention tiles", rows.div_ceil(TILE))?,
+            dims.h as u32,
+            dims.b as u32,
+        ],
         block: [THREADS, 1, 1],
         smem: smem_bytes(kind, dims.d),
     })
@@ -77,7 +89,11 @@ fn sizes(args: Args, causal: bool, scale: f64, dims: &AttnDims) -> Result<Args> 
 
 fn check_dims(dims: &AttnDims) -> Result<()> {
     if dims.tq == 0 || dims.tk == 0 || dims.b == 0 || dims.h == 0 {
-        return Err(Error::shape("attention (B, Tq, Tk, H)", "all >= 1", format!("{dims:?}")));
+        return Err(Error::shape(
+            "attention (B, Tq, Tk, H)",
+            "all >= 1",
+            format!("{dims:?}"),
+        ));
     }
     Ok(())
 }
@@ -175,7 +191,11 @@ pub fn attention_bwd(
         .ptr(mask_p)
         .ptr(table)
         .ptr(buckets);
-    be.dev.launch(bwd_dq, cfg(tq, &dims, 1)?, sizes(args, causal, scale, &dims)?)?;
+    be.dev.launch(
+        bwd_dq,
+        cfg(tq, &dims, 1)?,
+        sizes(args, causal, scale, &dims)?,
+    )?;
     let args = Args::new()
         .ptr(arg(dk, "attention dk", bf, kv_len)?)
         .ptr(arg(dv, "attention dv", bf, kv_len)?)
@@ -188,7 +208,11 @@ pub fn attention_bwd(
         .ptr(mask_p)
         .ptr(table)
         .ptr(buckets);
-    be.dev.launch(bwd_dkdv, cfg(tk, &dims, 2)?, sizes(args, causal, scale, &dims)?)
+    be.dev.launch(
+        bwd_dkdv,
+        cfg(tk, &dims, 2)?,
+        sizes(args, causal, scale, &dims)?,
+    )
 }
 
 #[cfg(test)]
@@ -196,7 +220,13 @@ mod tests {
     /// The table of kernels/ATTENTION.md.
     #[test]
     fn shared_memory_matches_the_launch_plan() {
-        for (d, want) in [(8, [37888, 58368, 67584]), (12, [37888, 58368, 67584]), (32, [44032, 66560, 75776]), (64, [56320, 82944, 92160]), (128, [80896, 115712, 124928])] {
+        for (d, want) in [
+            (8, [37888, 58368, 67584]),
+            (12, [37888, 58368, 67584]),
+            (32, [44032, 66560, 75776]),
+            (64, [56320, 82944, 92160]),
+            (128, [80896, 115712, 124928]),
+        ] {
             let got: Vec<u32> = (0..3).map(|kind| super::smem_bytes(kind, d)).collect();
             assert_eq!(got, want, "D = {d}");
         }

@@ -36,7 +36,12 @@ pub fn add_inplace(dev: &Device, acc: &mut CudaBuf, a: &CudaBuf, n: usize) -> Re
     let (kernel, items) = match dt {
         DType::BF16 => (k::ADD_INPLACE, n.div_ceil(8)),
         DType::F32 => (k::ADD_INPLACE_F32, n),
-        other => return Err(Error::tensor("add acc", format!("{other:?} is not a float type"))),
+        other => {
+            return Err(Error::tensor(
+                "add acc",
+                format!("{other:?} is not a float type"),
+            ))
+        }
     };
     let args = Args::new()
         .ptr(arg(acc, "add acc", dt, n)?)
@@ -56,7 +61,12 @@ pub fn scale_inplace(dev: &Device, x: &mut CudaBuf, s: f64, n: usize) -> Result<
     let (kernel, items) = match dt {
         DType::BF16 => (k::SCALE_INPLACE, n.div_ceil(8)),
         DType::F32 => (k::SCALE_INPLACE_F32, n),
-        other => return Err(Error::tensor("scale x", format!("{other:?} is not a float type"))),
+        other => {
+            return Err(Error::tensor(
+                "scale x",
+                format!("{other:?} is not a float type"),
+            ))
+        }
     };
     let args = Args::new()
         .ptr(arg(x, "scale x", dt, n)?)

@@ -3,7 +3,7 @@
 
 use super::device::Device;
 use super::kernels::k;
-use super::launch::{int, row_threads, stride_blocks, grid_x, Args, Cfg, STRIDE_THREADS};
+use super::launch::{grid_x, int, row_threads, stride_blocks, Args, Cfg, STRIDE_THREADS};
 use super::{arg, ints, opt_arg, CudaBuf};
 use crate::backend::DType;
 use crate::cpu::embedding::check_ids;

@@ -70,7 +70,8 @@ unsafe fn write_f32(addr: u64, data: &[f32], dtype: DType) {
 pub fn gemm(g: &Gemm) -> Result<()> {
     let (rows_a, cols_a) = if g.trans_a { (g.k, g.m) } else { (g.m, g.k) };
     let (rows_b, cols_b) = if g.trans_b { (g.n, g.k) } else { (g.k, g.n) };
-    let span = |rows: usize, cols: usize, ld: usize| if cols == 0 { 0 } else { (cols - 1) * ld + rows };
+    let span =
+        |rows: usize, cols: usize, ld: usize| if cols == 0 { 0 } else { (cols - 1) * ld + rows };
     // SAFETY: the launcher checked each buffer's length against these spans (gemm.rs).
     unsafe {
         let a = read_f32(g.a, span(rows_a, cols_a, g.lda), g.ab_type);
@@ -119,7 +120,9 @@ pub fn alloc(bytes: usize) -> Result<u64> {
     // SAFETY: the layout has a non-zero size.
     let p = unsafe { std::alloc::alloc(layout) };
     if p.is_null() {
-        return Err(Error::Device(format!("emu: out of host memory allocating {bytes} bytes")));
+        return Err(Error::Device(format!(
+            "emu: out of host memory allocating {bytes} bytes"
+        )));
     }
     Ok(p as u64)
 }

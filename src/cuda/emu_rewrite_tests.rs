@@ -12,7 +12,10 @@ fn check(src: &str, want: &str) {
 
 #[test]
 fn static_declarations() {
-    check("  __shared__ float buf[256];", "  EMU_SHARED(buf, 0, float[256]);");
+    check(
+        "  __shared__ float buf[256];",
+        "  EMU_SHARED(buf, 0, float[256]);",
+    );
     check("__shared__ float total;", "EMU_SHARED(total, 0, float);");
     check(
         "\t__shared__ float tile[TILE][TILE + 1];  // padded",
@@ -26,7 +29,10 @@ fn static_declarations() {
         "__shared__ Pair<float, int> p[4];",
         "EMU_SHARED(p, 0, Pair<float, int>[4]);",
     );
-    check("volatile __shared__ int flag;", "EMU_SHARED(flag, 0, volatile int);");
+    check(
+        "volatile __shared__ int flag;",
+        "EMU_SHARED(flag, 0, volatile int);",
+    );
     check(
         "static __shared__ unsigned int bins[16]; int x = 0;",
         "EMU_SHARED(bins, 0, unsigned int[16]); int x = 0;",
@@ -35,7 +41,10 @@ fn static_declarations() {
 
 #[test]
 fn extern_declarations() {
-    check("extern __shared__ float smem[];", "EMU_EXTERN_SHARED(smem, 0, float);");
+    check(
+        "extern __shared__ float smem[];",
+        "EMU_EXTERN_SHARED(smem, 0, float);",
+    );
     check(
         "    extern __shared__ __align__(16) unsigned char smem_raw[];",
         "    EMU_EXTERN_SHARED(smem_raw, 16, unsigned char);",
@@ -45,15 +54,28 @@ fn extern_declarations() {
 #[test]
 fn pragma_unroll_becomes_a_comment() {
     check("#pragma unroll", "//#pragma unroll");
-    check("    #  pragma unroll 8  // inner", "//    #  pragma unroll 8  // inner");
-    for line in ["#pragma once", "#pragma unroller", "// #pragma unroll", "x = \"#pragma unroll\";"] {
+    check(
+        "    #  pragma unroll 8  // inner",
+        "//    #  pragma unroll 8  // inner",
+    );
+    for line in [
+        "#pragma once",
+        "#pragma unroller",
+        "// #pragma unroll",
+        "x = \"#pragma unroll\";",
+    ] {
         check(line, line);
     }
 }
 
 #[test]
 fn lines_without_declarations_are_unchanged() {
-    for line in ["float x = 1;", "// __shared__ float buf[4];", "int my__shared__x;", ""] {
+    for line in [
+        "float x = 1;",
+        "// __shared__ float buf[4];",
+        "int my__shared__x;",
+        "",
+    ] {
         check(line, line);
     }
 }

@@ -44,9 +44,12 @@ pub fn probe(ordinal: usize) -> Result<()> {
                 .into(),
         ));
     }
-    let count = CudaContext::device_count().map_err(driver_err("no CUDA device: cuInit/cuDeviceGetCount"))?;
+    let count = CudaContext::device_count()
+        .map_err(driver_err("no CUDA device: cuInit/cuDeviceGetCount"))?;
     if count <= 0 {
-        return Err(Error::Device("no CUDA device: the driver reports 0 devices".into()));
+        return Err(Error::Device(
+            "no CUDA device: the driver reports 0 devices".into(),
+        ));
     }
     if ordinal >= count as usize {
         return Err(Error::Device(format!(
@@ -93,7 +96,9 @@ impl Gpu {
     }
 
     fn bind(&self) -> Result<()> {
-        self.ctx.bind_to_thread().map_err(driver_err("bind context"))
+        self.ctx
+            .bind_to_thread()
+            .map_err(driver_err("bind context"))
     }
 
     pub fn alloc(&self, bytes: usize) -> Result<u64> {

@@ -82,13 +82,8 @@ pub const STRIDE_THREADS: u32 = 256;
 
 /// A size as the kernels' `int`, or an error naming it.
 pub fn int(what: &str, v: usize) -> Result<i32> {
-    i32::try_from(v).map_err(|_| {
-        Error::shape(
-            what,
-            format!("at most {} (a kernel int)", i32::MAX),
-            v,
-        )
-    })
+    i32::try_from(v)
+        .map_err(|_| Error::shape(what, format!("at most {} (a kernel int)", i32::MAX), v))
 }
 
 /// A grid dimension (at most 2^31 - 1 blocks in x).

@@ -38,7 +38,11 @@ pub fn layernorm_fwd(
     if n == 0 {
         return Ok(());
     }
-    dev.launch(k::LAYERNORM_FWD, Cfg::linear(grid_x("layernorm rows", n)?, row_threads(c)), args)
+    dev.launch(
+        k::LAYERNORM_FWD,
+        Cfg::linear(grid_x("layernorm rows", n)?, row_threads(c)),
+        args,
+    )
 }
 
 // extern "C" __global__ void layernorm_bwd(bf16* dinp, const bf16* dout, const bf16* inp,
@@ -69,5 +73,9 @@ pub fn layernorm_bwd(
     if n == 0 {
         return Ok(());
     }
-    dev.launch(k::LAYERNORM_BWD, Cfg::linear(grid_x("layernorm rows", n)?, row_threads(c)), args)
+    dev.launch(
+        k::LAYERNORM_BWD,
+        Cfg::linear(grid_x("layernorm rows", n)?, row_threads(c)),
+        args,
+    )
 }

@@ -46,5 +46,9 @@ pub fn cross_entropy_fwd_bwd(
         return Ok(());
     }
     let threads = (v.div_ceil(8).div_ceil(32) * 32).clamp(32, 1024) as u32;
-    dev.launch(k::CROSS_ENTROPY_FWD_BWD, Cfg::linear(grid_x("loss rows", m)?, threads), args)
+    dev.launch(
+        k::CROSS_ENTROPY_FWD_BWD,
+        Cfg::linear(grid_x("loss rows", m)?, threads),
+        args,
+    )
 }

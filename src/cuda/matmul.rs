@@ -15,7 +15,14 @@ use crate::error::{Error, Result};
 // extern "C" __global__ void linear_bias_fill(bf16* out, const bf16* bias, int m, int n);
 // extern "C" __global__ void linear_bias_fill_f32(float* out, const bf16* bias, int m, int n);
 /// out (M, N) = bias (N) on every row. Grid-stride.
-fn bias_fill(be: &CudaBackend, out: u64, out_type: DType, bias: u64, m: usize, n: usize) -> Result<()> {
+fn bias_fill(
+    be: &CudaBackend,
+    out: u64,
+    out_type: DType,
+    bias: u64,
+    m: usize,
+    n: usize,
+) -> Result<()> {
     let kernel = match out_type {
         DType::BF16 => k::LINEAR_BIAS_FILL,
         _ => k::LINEAR_BIAS_FILL_F32,
@@ -25,7 +32,11 @@ fn bias_fill(be: &CudaBackend, out: u64, out_type: DType, bias: u64, m: usize, n
         .ptr(bias)
         .i32(int("rows", m)?)
         .i32(int("out features", n)?);
-    be.dev.launch(kernel, Cfg::linear(stride_blocks(m * n), STRIDE_THREADS), args)
+    be.dev.launch(
+        kernel,
+        Cfg::linear(stride_blocks(m * n), STRIDE_THREADS),
+        args,
+    )
 }
 
 /// out (M, N) = inp (M, K) · Wᵀ (+ bias (N)); inp, W, bias bf16; out bf16, or float32 for
@@ -98,8 +109,11 @@ pub fn linear_bwd(
             rounded = be.zeros(bf, m * n)?;
             let args = Args::new().ptr(rounded.ptr()).ptr(src).i64((m * n) as i64);
             if m * n > 0 {
-                be.dev
-                    .launch(k::CAST_F32_BF16, Cfg::linear(stride_blocks(m * n), STRIDE_THREADS), args)?;
+                be.dev.launch(
+                    k::CAST_F32_BF16,
+                    Cfg::linear(stride_blocks(m * n), STRIDE_THREADS),
+                    args,
+                )?;
             }
             rounded.ptr()
         }
@@ -138,7 +152,14 @@ fn float_type(buf: &CudaBuf, what: &str) -> Result<DType> {
 
 /// cuBLAS takes int sizes.
 fn check_int_sizes(g: &Gemm) -> Result<()> {
-    for (what, v) in [("m", g.m), ("n", g.n), ("k", g.k), ("lda", g.lda), ("ldb", g.ldb), ("ldc", g.ldc)] {
+    for (what, v) in [
+        ("m", g.m),
+        ("n", g.n),
+        ("k", g.k),
+        ("lda", g.lda),
+        ("ldb", g.ldb),
+        ("ldc", g.ldc),
+    ] {
         int(&format!("GEMM {what}"), v)?;
     }
     Ok(())

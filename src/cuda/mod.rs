@@ -32,7 +32,6 @@ pub mod nvrtc;
 pub mod optimizer;
 pub mod rmsnorm;
 pub mod rows;
-mod sha256;
 
 #[cfg(test)]
 mod emu_rewrite_tests;
@@ -73,7 +72,10 @@ pub(crate) fn arg(buf: &CudaBuf, what: &str, dtype: DType, len: usize) -> Result
     if buf.dtype != dtype {
         return Err(Error::tensor(
             what,
-            format!("expected {dtype:?} on the CUDA backend, got {:?}", buf.dtype),
+            format!(
+                "expected {dtype:?} on the CUDA backend, got {:?}",
+                buf.dtype
+            ),
         ));
     }
     if buf.len < len {
@@ -119,7 +121,9 @@ impl CudaBackend {
     /// The emulator: host memory, the same launchers and kernels, run on the CPU.
     #[cfg(feature = "emu")]
     pub fn emu() -> Result<Self> {
-        Ok(CudaBackend { dev: Device::emu()? })
+        Ok(CudaBackend {
+            dev: Device::emu()?,
+        })
     }
 
     /// (kernel name, launches so far) for every kernel.
@@ -194,7 +198,10 @@ impl Backend for CudaBackend {
     }
     fn upload(&self, dtype: DType, data: &[f32]) -> Result<CudaBuf> {
         if dtype == DType::I32 {
-            return Err(Error::tensor("upload", "float data cannot be uploaded as I32"));
+            return Err(Error::tensor(
+                "upload",
+                "float data cannot be uploaded as I32",
+            ));
         }
         let buf = self.alloc(dtype, data.len())?;
         // SAFETY: the bytes fill exactly the allocation just made.
@@ -257,7 +264,9 @@ impl Backend for CudaBackend {
         p: usize,
         c: usize,
     ) -> Result<()> {
-        embedding::embedding_fwd(&self.dev, out, prompt, wte, wpe, wtt, ids, type_ids, b, t, p, c)
+        embedding::embedding_fwd(
+            &self.dev, out, prompt, wte, wpe, wtt, ids, type_ids, b, t, p, c,
+        )
     }
     fn prompt_grad_bwd(
         &self,

@@ -8,7 +8,6 @@
 mod options;
 
 use super::kernels;
-use super::sha256::sha256_hex;
 use crate::error::{Error, Result};
 use cudarc::nvrtc::sys;
 use std::ffi::{c_char, CString};
@@ -73,11 +72,7 @@ pub fn include_dir() -> Result<PathBuf> {
 }
 
 /// Compiles one kernel file; a failure names the file and carries NVRTC's log.
-pub fn compile_file(
-    file: &'static str,
-    source: &str,
-    opts: &[String],
-) -> Result<Compiled> {
+pub fn compile_file(file: &'static str, source: &str, opts: &[String]) -> Result<Compiled> {
     let fail = |msg: String| Error::Kernel {
         kernel: format!("kernels/{file}"),
         msg,
@@ -167,7 +162,9 @@ fn cache_key(file: &str, source: &str, opts: &[String], arch: &str) -> Result<St
         text += &format!("{n}\n{s}\n");
     }
     text += &format!("{}\n{arch}\nnvrtc {major}.{minor}\n", opts.join(" "));
-    Ok(sha256_hex(text.as_bytes()))
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Every kernel file compiled for `arch`, from the disk cache where possible. A cache that
@@ -266,10 +263,18 @@ ptxas info    : Used 13 registers, used 0 barriers\n";
         let r = parse_ptxas_report("layernorm.cu", log);
         assert_eq!(r.len(), 2);
         assert_eq!(
-            (r[0].kernel.as_str(), r[0].registers, r[0].smem_bytes, r[0].stack_bytes),
+            (
+                r[0].kernel.as_str(),
+                r[0].registers,
+                r[0].smem_bytes,
+                r[0].stack_bytes
+            ),
             ("layernorm_fwd", 40, 128, 16)
         );
         assert_eq!((r[0].spill_stores, r[0].spill_loads), (4, 8));
-        assert_eq!((r[1].kernel.as_str(), r[1].registers, r[1].smem_bytes), ("k2", 13, 0));
+        assert_eq!(
+            (r[1].kernel.as_str(), r[1].registers, r[1].smem_bytes),
+            ("k2", 13, 0)
+        );
     }
 }

@@ -40,7 +40,11 @@ pub fn adamw_update(
     if n == 0 {
         return Ok(());
     }
-    dev.launch(k::ADAMW_UPDATE, Cfg::linear(stride_blocks(n), STRIDE_THREADS), args)
+    dev.launch(
+        k::ADAMW_UPDATE,
+        Cfg::linear(stride_blocks(n), STRIDE_THREADS),
+        args,
+    )
 }
 
 // extern "C" __global__ void adafactor_update(float* param, const float* grad, float* row,

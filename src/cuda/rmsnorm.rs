@@ -34,7 +34,11 @@ pub fn rmsnorm_fwd(
     if n == 0 {
         return Ok(());
     }
-    dev.launch(k::RMSNORM_FWD, Cfg::linear(grid_x("rmsnorm rows", n)?, row_threads(c)), args)
+    dev.launch(
+        k::RMSNORM_FWD,
+        Cfg::linear(grid_x("rmsnorm rows", n)?, row_threads(c)),
+        args,
+    )
 }
 
 // extern "C" __global__ void rmsnorm_bwd(bf16* dinp, const bf16* dout, const bf16* inp,
@@ -63,5 +67,9 @@ pub fn rmsnorm_bwd(
     if n == 0 {
         return Ok(());
     }
-    dev.launch(k::RMSNORM_BWD, Cfg::linear(grid_x("rmsnorm rows", n)?, row_threads(c)), args)
+    dev.launch(
+        k::RMSNORM_BWD,
+        Cfg::linear(grid_x("rmsnorm rows", n)?, row_threads(c)),
+        args,
+    )
 }

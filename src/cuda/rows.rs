@@ -32,7 +32,11 @@ pub fn gather_rows(
     if m == 0 || c == 0 {
         return Ok(());
     }
-    dev.launch(k::GATHER_ROWS, Cfg::linear(grid_x("gather rows", m)?, row_threads(c)), args)
+    dev.launch(
+        k::GATHER_ROWS,
+        Cfg::linear(grid_x("gather rows", m)?, row_threads(c)),
+        args,
+    )
 }
 
 /// Splits 0..M into consecutive runs whose indices are distinct: each run is one launch in
@@ -143,7 +147,11 @@ pub fn mean_pool_bwd(
     if b * t == 0 || c == 0 {
         return Ok(());
     }
-    dev.launch(k::MEAN_POOL_BWD, Cfg::linear(grid_x("pool rows", b * t)?, row_threads(c)), args)
+    dev.launch(
+        k::MEAN_POOL_BWD,
+        Cfg::linear(grid_x("pool rows", b * t)?, row_threads(c)),
+        args,
+    )
 }
 
 #[cfg(test)]
@@ -151,7 +159,10 @@ mod tests {
     #[test]
     fn runs_of_distinct_indices() {
         assert_eq!(super::distinct_runs(&[3, 1, 2]), vec![(0, 3)]);
-        assert_eq!(super::distinct_runs(&[3, 1, 3, 3, 2]), vec![(0, 2), (2, 3), (3, 5)]);
+        assert_eq!(
+            super::distinct_runs(&[3, 1, 3, 3, 2]),
+            vec![(0, 2), (2, 3), (3, 5)]
+        );
         assert_eq!(super::distinct_runs(&[]), vec![]);
     }
 }
