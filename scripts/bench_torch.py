@@ -28,6 +28,9 @@ Measurements:
 - step_ms: median over `--steps` timed steps, after `--warmup` untimed steps and one untimed
   step that counts saved tensors (the counting hooks add Python overhead, so they are never on
   a timed step). On the GPU each step is bracketed by torch.cuda.synchronize().
+  `step_cpu_ms` is the median CPU time of the process per step (all threads). On a shared,
+  loaded CPU, a run with `--threads 1` has step_cpu_ms close to what step_ms would be on an idle
+  core, while step_ms also counts the time the process waited for a core.
 - saved_bytes: the bytes that autograd holds for backward at the end of the forward pass (loss
   computed, backward not started). Every tensor that autograd saves during the forward goes
   through torch.autograd.graph.saved_tensors_hooks; the pack hook keeps a weak reference. At the
@@ -47,7 +50,9 @@ Measurements:
   before the first step (weights + runtime), so peak_bytes - rss_baseline_bytes is the step's
   working memory. `peak_reset` says whether the reset worked.
 - peak_bytes, GPU: torch.cuda.max_memory_allocated() over the timed steps (peak stats reset just
-  before them); includes the weights, see `weights_bytes`. `forward_retained_bytes` is the
+  before them); includes the weights: `weights_bytes` (both devices) is the size of every
+  parameter and buffer storage of the PEFT model, each counted once (the frozen weights plus the
+  small prompt table). `forward_retained_bytes` is the
   growth of memory_allocated() across the counted forward (a cross-check of saved_bytes that also
   includes the loss and whatever else the forward leaves alive).
 - tokens_per_s and tflops use scripts/bench_common.py (tokens_per_step, step_flops), which the
@@ -472,13 +477,14 @@ def main(argv=None):
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, cpu_times = [], []
     for _ in range(args.steps):
         sync(device)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         step()
         sync(device)
         times.append((time.perf_counter() - t) * 1e3)
+        cpu_times.append((time.process_time() - c) * 1e3)
 
     step_ms = statistics.median(times)
     tokens = bc.tokens_per_step(args.preset, args.batch, args.seq, args.prompt, args.target_len)
@@ -500,6 +506,7 @@ def main(argv=None):
         "warmup": args.warmup,
         "step_ms": step_ms,
         "step_ms_all": times,
+        "step_cpu_ms": statistics.median(cpu_times),
         "tokens_per_step": tokens,
         "tokens_per_s": tokens / (step_ms / 1e3),
         "flops_per_step": flops,

@@ -253,13 +253,13 @@ pub fn bench_batch(preset: &Preset, w: &Workload, seed: u64) -> BenchBatch {
 }
 
 /// One forward + backward; returns the loss, d loss / d prompt, and the bytes held for
-/// backward at the accountant's peak.
+/// backward: when the forward pass ended, and at the accountant's peak.
 pub fn step<B: Backend>(
     be: &B,
     model: &BenchModel<B>,
     batch: &BenchBatch,
     w: &Workload,
-) -> Result<(f64, Vec<f32>, usize)> {
+) -> Result<(f64, Vec<f32>, (usize, usize))> {
     let mut acct = MemoryAccountant::new();
     let prompt = be.upload(DType::F32, &batch.prompt)?;
     let (b, t, p) = (w.batch, w.seq, w.prompt);
@@ -306,7 +306,11 @@ pub fn step<B: Backend>(
         }
     };
     be.synchronize()?;
-    Ok((loss, be.download(&dprompt)?, acct.peak_bytes()))
+    Ok((
+        loss,
+        be.download(&dprompt)?,
+        (acct.held_after_forward(), acct.peak_bytes()),
+    ))
 }
 
 /// Relative L2 distance, as `parity` measures it.
@@ -377,7 +381,7 @@ pub fn run<B: Backend>(
     let weights_bytes = be.memory().live_bytes - live_before;
     let batch = bench_batch(&preset, w, 3);
     let mut times = Vec::new();
-    let mut saved = 0;
+    let (mut saved, mut saved_peak) = (0, 0);
     let mut loss = 0.0;
     be.reset_peak();
     for i in 0..warmup + steps.max(1) {
@@ -387,7 +391,7 @@ pub fn run<B: Backend>(
         if i >= warmup {
             times.push(ms);
         }
-        saved = held;
+        (saved, saved_peak) = held;
         loss = l;
     }
     times.sort_by(|a, b| a.total_cmp(b));
@@ -410,6 +414,7 @@ pub fn run<B: Backend>(
         "tflops": flops / (step_ms / 1e3) / 1e12,
         "flops_per_step": flops,
         "saved_bytes": saved,
+        "saved_peak_bytes": saved_peak,
         "peak_bytes": be.memory().peak_bytes,
         "weights_bytes": weights_bytes,
         "loss": loss,

@@ -9,6 +9,8 @@ pub mod backend;
 pub mod bench;
 pub mod config;
 pub mod cpu;
+pub mod cuda;
+pub mod device;
 pub mod error;
 pub mod fsutil;
 pub mod memory;

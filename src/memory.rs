@@ -20,6 +20,8 @@ pub struct MemoryAccountant {
     peak: usize,
     /// names of saved tensors that were also fed to a linear layer
     violations: BTreeSet<String>,
+    /// bytes held when the forward pass ended: what a framework reports as saved for backward
+    after_forward: usize,
 }
 
 impl MemoryAccountant {
@@ -51,6 +53,17 @@ impl MemoryAccountant {
                 self.violations.insert(name.clone());
             }
         }
+    }
+
+    /// Marks the end of the forward pass (the models call this).
+    pub fn end_forward(&mut self) {
+        self.after_forward = self.held;
+    }
+
+    /// Bytes held for backward when the forward pass ended. Under `Recompute::Layer` the
+    /// peak is higher: one layer's state is rebuilt at a time during backward.
+    pub fn held_after_forward(&self) -> usize {
+        self.after_forward
     }
 
     pub fn held_bytes(&self) -> usize {

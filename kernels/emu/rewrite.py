@@ -18,6 +18,9 @@ import re
 import sys
 
 SHARED = re.compile(r"\b__shared__\b")
+# `#pragma unroll [N]`: g++ warns about it (and -Wunknown-pragmas cannot be silenced by a
+# diagnostic pragma before GCC 13), so it becomes a comment.
+PRAGMA_UNROLL = re.compile(r"^\s*#\s*pragma\s+unroll\b")
 DECLARATION = re.compile(
     r"^(?P<indent>\s*)(?P<extern>extern\s+)?(?P<qualifiers>(?:(?:static|volatile)\s+)*)"
     r"__shared__\s+(?P<type>(?:[^;=\[\],<>]|<[^;=\[\]<>]*>)*?)\s*\b(?P<name>[A-Za-z_]\w*)\s*"
@@ -37,8 +40,11 @@ class RewriteError(Exception):
 
 
 def rewrite_line(line, where):
-    """Returns `line` (without its newline) with its __shared__ declaration rewritten."""
+    """Returns `line` (without its newline) with its __shared__ declaration rewritten, or
+    commented out if it is a `#pragma unroll`."""
     code, slashes, comment = line.partition("//")
+    if PRAGMA_UNROLL.match(code):
+        return "//" + line
     if not SHARED.search(code):
         return line
     m = DECLARATION.match(code)

@@ -371,6 +371,11 @@ class Engine {
     return arena_ + kDynamicOffset;
   }
 
+  // An error found by device-side code of the emulator (detail/wmma.h): fails the launch.
+  [[noreturn]] void device_error(int status, const char* message) {
+    fail(status, "%s", message);
+  }
+
   [[noreturn]] void thread_main(Fiber& f) {
 #ifdef EMU_ASAN
     __sanitizer_finish_switch_fiber(nullptr, &scheduler_stack_, &scheduler_stack_bytes_);
@@ -843,6 +848,10 @@ unsigned int block_sync(int predicate, const char* file, int line) {
 void* shared_alloc(const void* site, size_t bytes, size_t align, const char* name,
                    const char* func) {
   return current_engine("__shared__").shared_alloc(site, bytes, align, name, func);
+}
+
+void device_error(int status, const char* message) {
+  current_engine("device_error").device_error(status, message);
 }
 
 void* dynamic_shared(size_t align, const char* func) {

@@ -1,5 +1,6 @@
+use softprompt::backend::Backend;
 use softprompt::bench::{self, Workload};
-use softprompt::CpuBackend;
+use softprompt::device::{with_backend, DeviceKind, WithBackend};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -17,7 +18,7 @@ pub struct Args {
     /// Prompt rows P
     #[arg(long, default_value_t = 20)]
     prompt: usize,
-    /// cpu or cuda
+    /// cpu, cuda or emu (a build with --features emu; for checks, not timing)
     #[arg(long, default_value = "cpu")]
     device: String,
     /// none (keep nonlinear state) or layer (keep layer inputs, recompute in backward)
@@ -36,9 +37,28 @@ pub struct Args {
     json: bool,
 }
 
+struct Job<'a> {
+    preset: &'a str,
+    w: Workload,
+    steps: usize,
+    warmup: usize,
+    tol: f64,
+}
+
+impl WithBackend for Job<'_> {
+    type Output = serde_json::Value;
+    fn run<B: Backend>(self, be: B) -> softprompt::Result<Self::Output> {
+        bench::run(&be, self.preset, &self.w, self.steps, self.warmup, self.tol)
+    }
+}
+
 pub fn run(args: Args) -> i32 {
-    let recompute = match args.recompute.parse() {
-        Ok(r) => r,
+    let parsed = args
+        .recompute
+        .parse()
+        .and_then(|r| args.device.parse::<DeviceKind>().map(|d| (r, d)));
+    let (recompute, kind) = match parsed {
+        Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e}");
             return 2;
@@ -52,20 +72,14 @@ pub fn run(args: Args) -> i32 {
         recompute,
         objective: args.objective.clone(),
     };
-    let result = match args.device.as_str() {
-        "cpu" => bench::run(
-            &CpuBackend::<f32>::new(),
-            &args.preset,
-            &w,
-            args.steps,
-            args.warmup,
-            1e-4,
-        ),
-        other => Err(softprompt::Error::arg(
-            "--device",
-            format!("\"{other}\": expected cpu or cuda"),
-        )),
+    let job = Job {
+        preset: &args.preset,
+        w,
+        steps: args.steps,
+        warmup: args.warmup,
+        tol: kind.default_tol(),
     };
+    let result = with_backend(kind, job);
     match result {
         Ok(report) if args.json => {
             println!("{report}");

@@ -4,6 +4,7 @@ mod bench;
 mod common;
 mod eval;
 mod inspect;
+mod kernels;
 mod parity;
 mod predict;
 mod profile;
@@ -38,6 +39,8 @@ enum Command {
     Eval(eval::Args),
     /// One JSON line per input row: the predicted label and the per-label scores
     Predict(predict::Args),
+    /// Compile every CUDA kernel with NVRTC and print its resources (the CI compile gate)
+    Kernels(kernels::Args),
 }
 
 pub fn run(cli: Cli) -> i32 {
@@ -49,5 +52,6 @@ pub fn run(cli: Cli) -> i32 {
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Kernels(args) => kernels::run(args),
     }
 }

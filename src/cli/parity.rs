@@ -1,6 +1,7 @@
-use softprompt::parity;
+use softprompt::backend::Backend;
+use softprompt::device::{with_backend, DeviceKind, WithBackend};
+use softprompt::parity::{self, ParityReport};
 use softprompt::reference::Reference;
-use softprompt::CpuBackend;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -11,38 +12,51 @@ pub struct Args {
     /// Reference file written by scripts/torch_reference.py (format 1)
     #[arg(long)]
     reference: PathBuf,
-    /// cpu, emu or cuda
+    /// cpu, emu (a build with --features emu) or cuda
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Relative L2 tolerance (default 1e-4 in float32, 2e-2 in bf16)
+    /// Relative L2 tolerance (default 1e-4 in float32 on the CPU, 2e-2 in bf16 on cuda/emu)
     #[arg(long)]
     tol: Option<f64>,
 }
 
+struct Job<'a> {
+    model: &'a std::path::Path,
+    reference: &'a Reference,
+    tol: f64,
+}
+
+impl WithBackend for Job<'_> {
+    type Output = (String, ParityReport);
+    fn run<B: Backend>(self, be: B) -> softprompt::Result<Self::Output> {
+        Ok((
+            be.name(),
+            parity::run(&be, self.model, self.reference, self.tol)?,
+        ))
+    }
+}
+
 pub fn run(args: Args) -> i32 {
-    let reference = match Reference::read(&args.reference) {
-        Ok(r) => r,
+    let prepared = args
+        .device
+        .parse::<DeviceKind>()
+        .and_then(|kind| Reference::read(&args.reference).map(|r| (kind, r)));
+    let (kind, reference) = match prepared {
+        Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e}");
             return 2;
         }
     };
-    let result = match args.device.as_str() {
-        "cpu" => parity::run(
-            &CpuBackend::<f32>::new(),
-            &args.model,
-            &reference,
-            args.tol.unwrap_or(1e-4),
-        ),
-        other => Err(softprompt::Error::arg(
-            "--device",
-            format!("\"{other}\": expected cpu, emu or cuda"),
-        )),
+    let job = Job {
+        model: &args.model,
+        reference: &reference,
+        tol: args.tol.unwrap_or(kind.default_tol()),
     };
-    match result {
-        Ok(report) => {
+    match with_backend(kind, job) {
+        Ok((device, report)) => {
             println!(
-                "reference {} ({}, {}, P = {})",
+                "reference {} ({}, {}, P = {}) on {device}",
                 args.reference.display(),
                 reference.arch,
                 reference.objective.name(),

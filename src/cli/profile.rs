@@ -1,6 +1,7 @@
+use softprompt::backend::Backend;
 use softprompt::bench::{self, BenchModel, Preset, Workload};
+use softprompt::device::{with_backend, DeviceKind, WithBackend};
 use softprompt::profile::Profiler;
-use softprompt::CpuBackend;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -15,13 +16,31 @@ pub struct Args {
     target_len: usize,
     #[arg(long, default_value_t = 20)]
     prompt: usize,
-    /// cpu or cuda
+    /// cpu, cuda or emu (a build with --features emu)
     #[arg(long, default_value = "cpu")]
     device: String,
     #[arg(long, default_value = "none")]
     recompute: String,
     #[arg(long, default_value = "pet")]
     objective: String,
+}
+
+struct Job {
+    preset: Preset,
+    w: Workload,
+}
+
+impl WithBackend for Job {
+    type Output = String;
+    fn run<B: Backend>(self, inner: B) -> softprompt::Result<String> {
+        let be = Profiler::new(inner);
+        let model = BenchModel::random(&be, &self.preset, 1)?;
+        let batch = bench::bench_batch(&self.preset, &self.w, 3);
+        bench::step(&be, &model, &batch, &self.w)?;
+        be.reset();
+        bench::step(&be, &model, &batch, &self.w)?;
+        Ok(be.table())
+    }
 }
 
 /// One warm-up step, then one profiled step; prints the per-op table.
@@ -36,21 +55,8 @@ pub fn run(args: Args) -> i32 {
             objective: args.objective.clone(),
         };
         let preset = Preset::by_name(&args.preset)?;
-        match args.device.as_str() {
-            "cpu" => {
-                let be = Profiler::new(CpuBackend::<f32>::new());
-                let model = BenchModel::random(&be, &preset, 1)?;
-                let batch = bench::bench_batch(&preset, &w, 3);
-                bench::step(&be, &model, &batch, &w)?;
-                be.reset();
-                bench::step(&be, &model, &batch, &w)?;
-                Ok(be.table())
-            }
-            other => Err(softprompt::Error::arg(
-                "--device",
-                format!("\"{other}\": expected cpu or cuda"),
-            )),
-        }
+        let kind: DeviceKind = args.device.parse()?;
+        with_backend(kind, Job { preset, w })
     })();
     match result {
         Ok(table) => {

@@ -38,60 +38,95 @@ impl Act {
         }
     }
 
-    /// f(x) and f'(x).
-    pub fn eval<F: Real>(self, x: F) -> (F, F) {
+    /// f(x).
+    #[inline(always)]
+    pub fn value<F: Real>(self, x: F) -> F {
         let half = F::from_f64(0.5);
         match self {
             Act::GeluErf => {
-                let cdf =
-                    half * (F::ONE + (x * F::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf());
-                let pdf = (-half * x * x).exp() * F::from_f64(0.398_942_280_401_432_7);
-                (x * cdf, cdf + x * pdf)
+                half * x * (F::ONE + (x * F::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf())
             }
             Act::GeluTanh => {
-                let k = F::from_f64(0.797_884_560_802_865_4); // sqrt(2/pi)
-                let a = F::from_f64(0.044715);
-                let inner = k * (x + a * x * x * x);
-                let th = inner.tanh();
-                let dinner = k * (F::ONE + F::from_f64(3.0) * a * x * x);
-                let y = half * x * (F::ONE + th);
-                let dy = half * (F::ONE + th) + half * x * (F::ONE - th * th) * dinner;
-                (y, dy)
+                let inner = F::from_f64(SQRT_2_OVER_PI) * (x + F::from_f64(0.044715) * x * x * x);
+                half * x * (F::ONE + inner.tanh())
             }
             Act::Relu => {
                 if x > F::ZERO {
-                    (x, F::ONE)
+                    x
                 } else {
-                    (F::ZERO, F::ZERO)
+                    F::ZERO
+                }
+            }
+            Act::Silu => x / (F::ONE + (-x).exp()),
+        }
+    }
+
+    /// f'(x).
+    #[inline(always)]
+    pub fn grad<F: Real>(self, x: F) -> F {
+        let half = F::from_f64(0.5);
+        match self {
+            Act::GeluErf => {
+                // one exp serves both terms: erf's own and the density's
+                let (erf, gauss) =
+                    (x * F::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf_and_gauss();
+                half * (F::ONE + erf) + x * gauss * F::from_f64(0.398_942_280_401_432_7)
+            }
+            Act::GeluTanh => {
+                let (k, a) = (F::from_f64(SQRT_2_OVER_PI), F::from_f64(0.044715));
+                let th = (k * (x + a * x * x * x)).tanh();
+                let dinner = k * (F::ONE + F::from_f64(3.0) * a * x * x);
+                half * (F::ONE + th) + half * x * (F::ONE - th * th) * dinner
+            }
+            Act::Relu => {
+                if x > F::ZERO {
+                    F::ONE
+                } else {
+                    F::ZERO
                 }
             }
             Act::Silu => {
                 let s = F::ONE / (F::ONE + (-x).exp());
-                (x * s, s * (F::ONE + x * (F::ONE - s)))
+                s * (F::ONE + x * (F::ONE - s))
             }
         }
     }
 }
 
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+
+/// Elementwise work in chunks: per-element rayon splitting costs more than the math.
+const CHUNK: usize = 4096;
+
 /// out (N) = act(inp (N)).
 pub fn act_fwd<F: Real>(out: &mut [F], inp: &[F], act: Act) {
-    out.par_iter_mut()
-        .zip(inp.par_iter())
-        .for_each(|(y, &x)| *y = act.eval(x).0);
+    out.par_chunks_mut(CHUNK)
+        .zip(inp.par_chunks(CHUNK))
+        .for_each(|(y, x)| {
+            y.iter_mut().zip(x).for_each(|(y, &x)| *y = act.value(x));
+        });
 }
 
 /// dinp (N) = dout * act'(inp).
 pub fn act_bwd<F: Real>(dinp: &mut [F], dout: &[F], inp: &[F], act: Act) {
-    dinp.par_iter_mut()
-        .zip(dout.par_iter().zip(inp.par_iter()))
-        .for_each(|(dx, (&dy, &x))| *dx = dy * act.eval(x).1);
+    dinp.par_chunks_mut(CHUNK)
+        .zip(dout.par_chunks(CHUNK).zip(inp.par_chunks(CHUNK)))
+        .for_each(|(dx, (dy, x))| {
+            dx.iter_mut()
+                .zip(dy.iter().zip(x))
+                .for_each(|(dx, (&dy, &x))| *dx = dy * act.grad(x));
+        });
 }
 
 /// out (N) = act(gate) * lin: T5's gated feed-forward (wi_0 goes through act, wi_1 does not).
 pub fn gated_act_fwd<F: Real>(out: &mut [F], gate: &[F], lin: &[F], act: Act) {
-    out.par_iter_mut()
-        .zip(gate.par_iter().zip(lin.par_iter()))
-        .for_each(|(y, (&g, &l))| *y = act.eval(g).0 * l);
+    out.par_chunks_mut(CHUNK)
+        .zip(gate.par_chunks(CHUNK).zip(lin.par_chunks(CHUNK)))
+        .for_each(|(y, (g, l))| {
+            for i in 0..y.len() {
+                y[i] = act.value(g[i]) * l[i];
+            }
+        });
 }
 
 /// dgate = dout * act'(gate) * lin, dlin = dout * act(gate).
@@ -104,12 +139,16 @@ pub fn gated_act_bwd<F: Real>(
     act: Act,
 ) {
     dgate
-        .par_iter_mut()
-        .zip(dlin.par_iter_mut())
-        .zip(dout.par_iter().zip(gate.par_iter().zip(lin.par_iter())))
-        .for_each(|((dg, dl), (&dy, (&g, &l)))| {
-            let (f, df) = act.eval(g);
-            *dg = dy * df * l;
-            *dl = dy * f;
+        .par_chunks_mut(CHUNK)
+        .zip(dlin.par_chunks_mut(CHUNK))
+        .zip(
+            dout.par_chunks(CHUNK)
+                .zip(gate.par_chunks(CHUNK).zip(lin.par_chunks(CHUNK))),
+        )
+        .for_each(|((dg, dl), (dy, (g, l)))| {
+            for i in 0..dg.len() {
+                dg[i] = dy[i] * act.grad(g[i]) * l[i];
+                dl[i] = dy[i] * act.value(g[i]);
+            }
         });
 }

@@ -326,6 +326,7 @@ impl<B: Backend> Bert<B> {
         if let Some(cap) = capture {
             cap.push(be.download(&x)?);
         }
+        acct.end_forward();
         Ok((
             x,
             BertActs {

@@ -355,6 +355,7 @@ impl<B: Backend> T5<B> {
             self.encoder_fwd(be, acct, prompt, inp, recompute, capture.as_deref_mut())?;
         let (dec_out, dec_acts) =
             self.decoder_fwd(be, acct, &enc_out, inp, recompute, capture.as_deref_mut())?;
+        acct.end_forward();
         let (loss, ddec_out) =
             self.lm_loss_fwd_bwd(be, &dec_out, labels, inp.b * inp.l, capture.as_deref_mut())?;
         drop(dec_out);

@@ -22,6 +22,7 @@ enum class WarpKind : unsigned char {
   Ballot, Any, All,
   ReduceAdd, ReduceMinS, ReduceMaxS, ReduceMinU, ReduceMaxU, ReduceAnd, ReduceOr, ReduceXor,
   Sync, ActiveMask,
+  WmmaLoad, WmmaStore, WmmaMma,  // nvcuda::wmma (detail/wmma.h): full-warp rendezvous
 };
 
 // One lane's side of a warp-synchronous intrinsic. `b` and `c` are the operands of PTX's

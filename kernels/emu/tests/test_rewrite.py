@@ -31,6 +31,12 @@ class RewriteLine(unittest.TestCase):
         self.check("    extern __shared__ __align__(16) unsigned char smem_raw[];",
                    "    EMU_EXTERN_SHARED(smem_raw, 16, unsigned char);")
 
+    def test_pragma_unroll_becomes_a_comment(self):
+        self.check("#pragma unroll", "//#pragma unroll")
+        self.check("    #  pragma unroll 8  // inner", "//    #  pragma unroll 8  // inner")
+        for line in ["#pragma once", "#pragma unroller", "// #pragma unroll", 'x = "#pragma unroll";']:
+            self.check(line, line)
+
     def test_lines_without_declarations_are_unchanged(self):
         for line in ["float x = 1;", "// __shared__ float buf[4];", "int my__shared__x;", ""]:
             self.check(line, line)

@@ -1,0 +1,591 @@
+// Fused attention, forward and backward, with key padding, an optional causal mask, and T5's
+// relative position bias read inside the kernel from the frozen (num_buckets, H) table.
+// bf16 storage, float accumulation, tensor cores through nvcuda::wmma (bf16 16x16x16).
+// Nothing of size Tq x Tk is ever stored: forward saves the log-sum-exp per query row, and
+// backward recomputes the probabilities from it, one 64 x 64 tile at a time.
+//
+// Reference: src/cpu/attention.rs (same names, same argument order). Design, tiling and the
+// launch plan that src/cuda/attention.rs follows: kernels/ATTENTION.md.
+//
+// Shapes: q, out, dq, dout: (B, Tq, H, D) bf16; k, v, dk, dv: (B, Tk, H, D) bf16;
+// lse, delta: (B, H, Tq) float; key_mask: (B, Tk) int (0 = padded key);
+// bias_table: (num_buckets, H) bf16 or NULL; buckets: (Tq + Tk - 1) int or NULL, the bucket of
+// the relative position j - i stored at index j - i + Tq - 1. Key j is visible to query i iff
+// key_mask[b, j] != 0 and (!causal or j <= i). A query row that sees no key gets out = 0 and
+// lse = -inf, and contributes nothing to any gradient.
+//
+// Entry points: attention_fwd, attention_bwd_dq, attention_bwd_dkdv for D <= 64, and the same
+// with a _d128 suffix for 64 < D <= 128 (identical signatures and launch configuration; only the
+// register arrays differ). Launches (ATTENTION.md): 128 threads; forward and bwd_dq take grid
+// (ceil(Tq / 64), H, B), bwd_dkdv takes (ceil(Tk / 64), H, B); dynamic shared memory from
+// attn_smem_bytes below. Backward runs bwd_dq (which also writes delta) and then bwd_dkdv; both
+// overwrite their outputs and use no atomics, so every result is deterministic.
+#include <cuda_bf16.h>
+#include <mma.h>
+
+namespace wmma = nvcuda::wmma;
+typedef __nv_bfloat16 bf16;
+
+#define ATTN_THREADS 128  // 4 warps
+#define ATTN_WARPS 4
+#define ATTN_BM 64        // query rows per tile: 16 per warp
+#define ATTN_BN 64        // key rows per tile
+#define ATTN_SLD (ATTN_BN + 4)         // floats per row of a warp's 16 x 64 staging tile
+#define ATTN_PLD (ATTN_BN + 8)         // bf16 per row of a warp's 16 x 64 operand tile
+#define ATTN_LOG2E 1.4426950408889634f
+#define ATTN_LN2 0.6931471805599453f
+#define ATTN_NEG_INF (-__int_as_float(0x7f800000))
+#define ATTN_FULL 0xffffffffu
+
+typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> attn_acc;
+typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> attn_a;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> attn_b_row;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> attn_b_col;
+
+static_assert(attn_acc::num_elements == 8, "a float 16x16 accumulator holds 8 elements per lane");
+
+// Shared memory, carved in this order; every region is a multiple of 128 bytes:
+//   tiles:  n_tiles x 64 rows x (Dp + 8) bf16     (Q, K, V, dO: Dp = D rounded up to 16)
+//   stage:  n_stage x 4 warps x 16 x ATTN_SLD float (S, dP as stored from the accumulators)
+//   ops:    n_ops   x 4 warps x 16 x ATTN_PLD bf16  (P, dS as operands of the next product)
+//   small:  2048 bytes (bias window, key flags, per-row statistics)
+// forward: 3 tiles, 1 stage, 1 ops; bwd_dq: 4, 2, 1; bwd_dkdv: 4, 2, 2.
+struct AttnSmem {
+  unsigned char* p;
+  template <class T>
+  __device__ T* take(unsigned bytes) {
+    T* r = reinterpret_cast<T*>(p);
+    p += (bytes + 127u) & ~127u;
+    return r;
+  }
+};
+
+__host__ __device__ __forceinline__ int attn_round16(int d) { return (d + 15) & ~15; }
+
+// Loads rows [row0, row0 + 64) of head h, batch b, of a (B, T, H, D) tensor into a 64 x ldt
+// tile. Rows >= T, columns >= D, and (when mask is given) rows whose key_mask is 0 become 0,
+// so padded keys contribute exact zeros whatever their contents.
+__device__ void attn_load_tile(bf16* tile, const bf16* __restrict__ src, const int* __restrict__ mask,
+                               int b, int h, int row0, int T, int H, int D, int Dp, int ldt) {
+  const size_t stride = static_cast<size_t>(H) * D;
+  const bf16* base = src + (static_cast<size_t>(b) * T * H + h) * D;
+  const bool vec = (D % 8 == 0) && ((reinterpret_cast<unsigned long long>(src) & 15ull) == 0);
+  if (vec) {
+    const int cpr = Dp / 8;  // 16-byte chunks per row
+    for (int c = threadIdx.x; c < ATTN_BN * cpr; c += ATTN_THREADS) {
+      const int r = c / cpr, col = (c % cpr) * 8, t = row0 + r;
+      uint4 val = make_uint4(0u, 0u, 0u, 0u);
+      if (t < T && col < D && (mask == nullptr || mask[static_cast<size_t>(b) * T + t] != 0))
+        val = *reinterpret_cast<const uint4*>(base + t * stride + col);
+      *reinterpret_cast<uint4*>(tile + r * ldt + col) = val;
+    }
+  } else {
+    for (int e = threadIdx.x; e < ATTN_BN * Dp; e += ATTN_THREADS) {
+      const int r = e / Dp, col = e % Dp, t = row0 + r;
+      bf16 val = __float2bfloat16(0.0f);
+      if (t < T && col < D && (mask == nullptr || mask[static_cast<size_t>(b) * T + t] != 0))
+        val = base[t * stride + col];
+      tile[r * ldt + col] = val;
+    }
+  }
+}
+
+// The bias window of query tile i0 and key tile j0 (threads 0..126; the caller's barrier
+// follows): bias_s[t] = log2(e) * bias of relative position j - i = j0 - i0 + t - 63 (0 without
+// a table, or where that position is out of range), so element (query i, key j) of the tile
+// reads bias_s[(j - j0) - (i - i0) + 63]. 127 table reads per tile pair instead of 4096.
+__device__ void attn_fill_bias(float* bias_s, const bf16* __restrict__ bias_table,
+                               const int* __restrict__ buckets, int i0, int j0, int Tq, int Tk, int H,
+                               int h) {
+  const int t = threadIdx.x;
+  if (t < ATTN_BM + ATTN_BN - 1) {
+    const int idx = j0 - i0 + t - (ATTN_BM - 1) + Tq - 1;  // index into buckets
+    float val = 0.0f;
+    if (bias_table != nullptr && idx >= 0 && idx < Tq + Tk - 1)
+      val = __bfloat162float(bias_table[buckets[idx] * H + h]) * ATTN_LOG2E;
+    bias_s[t] = val;
+  }
+}
+
+__device__ __forceinline__ int attn_key_flag(const int* __restrict__ key_mask, int b, int j, int Tk) {
+  return j < Tk && key_mask[static_cast<size_t>(b) * Tk + j] != 0;
+}
+
+// stage (16 x 64 floats, ld ATTN_SLD) = A (16 x Dp, ld lda) times the transpose of Bm
+// (64 x Dp, ld ldb): stage[r][n] = sum_k A[r][k] * Bm[n][k].
+__device__ __forceinline__ void attn_abt(float* stage, const bf16* A, int lda, const bf16* Bm, int ldb,
+                                         int NF) {
+  attn_acc acc[4];
+#pragma unroll
+  for (int n = 0; n < 4; ++n) wmma::fill_fragment(acc[n], 0.0f);
+  for (int kf = 0; kf < NF; ++kf) {
+    attn_a a;
+    wmma::load_matrix_sync(a, A + kf * 16, lda);
+#pragma unroll
+    for (int n = 0; n < 4; ++n) {
+      attn_b_col bt;
+      wmma::load_matrix_sync(bt, Bm + n * 16 * ldb + kf * 16, ldb);
+      wmma::mma_sync(acc[n], a, bt, acc[n]);
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < 4; ++n) wmma::store_matrix_sync(stage + n * 16, acc[n], ATTN_SLD, wmma::mem_row_major);
+}
+
+// acc[f] += Op (16 x 64 bf16, ld ATTN_PLD) times columns 16f..16f+15 of Bm (64 x Dp, ld ldb).
+// NFM is the kernel's compile-time bound on NF (register arrays need constant indices).
+template <int NFM>
+__device__ __forceinline__ void attn_ab_accumulate(attn_acc (&acc)[NFM], const bf16* Op, const bf16* Bm,
+                                                   int ldb, int NF) {
+#pragma unroll 1
+  for (int kk = 0; kk < 4; ++kk) {
+    attn_a a;
+    wmma::load_matrix_sync(a, Op + kk * 16, ATTN_PLD);
+#pragma unroll
+    for (int f = 0; f < NFM; ++f) {
+      if (f < NF) {
+        attn_b_row bm;
+        wmma::load_matrix_sync(bm, Bm + kk * 16 * ldb + f * 16, ldb);
+        wmma::mma_sync(acc[f], a, bm, acc[f]);
+      }
+    }
+  }
+}
+
+__device__ __forceinline__ unsigned attn_pack(float a, float b) {
+  __nv_bfloat162 p = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<unsigned*>(&p);
+}
+
+// Writes a warp's 16 x D accumulator rows (acc[f] = columns 16f..16f+15), each row r scaled by
+// row_scale[r] when given, to rows row0 + r < T of head h, batch b, of a (B, T, H, D) bf16
+// tensor, through the warp's staging tile.
+template <int NFM>
+__device__ void attn_store_rows(bf16* __restrict__ dst, const attn_acc (&acc)[NFM], float* stage,
+                                const float* row_scale, int b, int h, int row0, int T, int H, int D,
+                                int NF) {
+  const int lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
+  const int t = row0 + r;
+  const bool vec = (D % 8 == 0) && ((reinterpret_cast<unsigned long long>(dst) & 15ull) == 0);
+  bf16* out = dst + ((static_cast<size_t>(b) * T + t) * H + h) * D;
+  for (int g = 0; g < NF; g += 4) {  // 64 columns at a time
+    __syncwarp();  // earlier reads of the staging tile (softmax, previous group) are done
+#pragma unroll
+    for (int f = 0; f < NFM; ++f)
+      if (f >= g && f < g + 4 && f < NF)
+        wmma::store_matrix_sync(stage + (f - g) * 16, acc[f], ATTN_SLD, wmma::mem_row_major);
+    __syncwarp();
+    if (t < T) {
+      const float s = row_scale != nullptr ? row_scale[r] : 1.0f;
+      const float* src = stage + r * ATTN_SLD;
+      const int c_end = min(64, D - g * 16);
+      if (vec) {
+        for (int c = half * 8; c < c_end; c += 16) {
+          uint4 w;
+          w.x = attn_pack(src[c] * s, src[c + 1] * s);
+          w.y = attn_pack(src[c + 2] * s, src[c + 3] * s);
+          w.z = attn_pack(src[c + 4] * s, src[c + 5] * s);
+          w.w = attn_pack(src[c + 6] * s, src[c + 7] * s);
+          *reinterpret_cast<uint4*>(out + g * 16 + c) = w;
+        }
+      } else {
+        for (int c = half; c < c_end; c += 2) out[g * 16 + c] = __float2bfloat16(src[c] * s);
+      }
+    }
+  }
+}
+
+// Bytes of dynamic shared memory for head dim D: forward (kind 0), bwd_dq (1), bwd_dkdv (2).
+// ATTENTION.md gives the same formula for the launcher.
+__host__ __device__ __forceinline__ unsigned attn_smem_bytes(int kind, int D) {
+  const unsigned tile = 64u * (attn_round16(D) + 8) * 2u;
+  const unsigned stage = ATTN_WARPS * 16u * ATTN_SLD * 4u, ops = ATTN_WARPS * 16u * ATTN_PLD * 2u;
+  const unsigned small = 2048u;
+  if (kind == 0) return 3 * tile + stage + ops + small;
+  if (kind == 1) return 4 * tile + 2 * stage + ops + small;
+  return 4 * tile + 2 * stage + 2 * ops + small;
+}
+
+// out = softmax(scale * q k^T + bias + mask) v, lse = log-sum-exp per query row (natural log).
+// grid (ceil(Tq / 64), H, B), block 128, dynamic smem attn_smem_bytes(0, D).
+// Each warp owns 16 query rows and keeps their output in registers (online softmax in base 2).
+template <int NFM>
+__device__ __forceinline__ void attn_fwd_body(unsigned char* attn_smem, bf16* __restrict__ out,
+                                              float* __restrict__ lse, const bf16* __restrict__ q,
+                                              const bf16* __restrict__ k, const bf16* __restrict__ v,
+                                              const int* __restrict__ key_mask,
+                                              const bf16* __restrict__ bias_table,
+                                              const int* __restrict__ buckets, int causal, float scale,
+                                              int B, int Tq, int Tk, int H, int D) {
+  if (D < 1 || D > 16 * NFM) return;  // the launcher checks D and picks the entry point
+  const int Dp = attn_round16(D), NF = Dp / 16, ldt = Dp + 8;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
+  const int h = blockIdx.y, b = blockIdx.z;
+  // Causal tiles late in the sequence do the most work: start them first.
+  const int i0 = (causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x) * ATTN_BM;
+  const int il = warp * 16 + r, i = i0 + il;  // this lane's query row (with its partner lane)
+
+  AttnSmem sm{attn_smem};
+  bf16* Qs = sm.take<bf16>(ATTN_BM * ldt * 2);
+  bf16* Ks = sm.take<bf16>(ATTN_BN * ldt * 2);
+  bf16* Vs = sm.take<bf16>(ATTN_BN * ldt * 2);
+  float* Ss = sm.take<float>(ATTN_WARPS * 16 * ATTN_SLD * 4) + warp * 16 * ATTN_SLD;
+  bf16* Ps = sm.take<bf16>(ATTN_WARPS * 16 * ATTN_PLD * 2) + warp * 16 * ATTN_PLD;
+  float* bias_s = sm.take<float>(128 * 4);
+  int* key_s = sm.take<int>(ATTN_BN * 4);
+  float* rows_s = sm.take<float>(ATTN_WARPS * 16 * 4) + warp * 16;
+
+  // The accumulator's element-to-row mapping is unspecified: learn it from a matrix of row
+  // numbers, packed as 8 x 4 bits.
+  for (int e = lane; e < 256; e += 32) Ss[(e >> 4) * ATTN_SLD + (e & 15)] = static_cast<float>(e >> 4);
+  __syncwarp();
+  unsigned rowpack = 0;
+  {
+    attn_acc rows;
+    wmma::load_matrix_sync(rows, Ss, ATTN_SLD, wmma::mem_row_major);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) rowpack |= static_cast<unsigned>(rows.x[e]) << (4 * e);
+  }
+
+  attn_load_tile(Qs, q, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
+  const bool warp_live = i0 + warp * 16 < Tq;
+  const float sl2 = scale * ATTN_LOG2E;
+  float m_run = ATTN_NEG_INF, l_run = 0.0f;  // running max (base 2) and sum of this row
+  attn_acc o[NFM];
+#pragma unroll
+  for (int f = 0; f < NFM; ++f) wmma::fill_fragment(o[f], 0.0f);
+
+  const int kend = causal ? min(Tk, i0 + ATTN_BM) : Tk;
+  for (int j0 = 0; j0 < kend; j0 += ATTN_BN) {
+    __syncthreads();  // the previous tile's K, V and tables are no longer read
+    attn_load_tile(Ks, k, key_mask, b, h, j0, Tk, H, D, Dp, ldt);
+    attn_load_tile(Vs, v, key_mask, b, h, j0, Tk, H, D, Dp, ldt);
+    attn_fill_bias(bias_s, bias_table, buckets, i0, j0, Tq, Tk, H, h);
+    int flag = 0;
+    if (threadIdx.x < ATTN_BN) key_s[threadIdx.x] = flag = attn_key_flag(key_mask, b, j0 + threadIdx.x, Tk);
+    if (!__syncthreads_or(flag)) continue;  // every key of this tile is padded
+    if (!warp_live) continue;
+
+    attn_abt(Ss, Qs + warp * 16 * ldt, ldt, Ks, ldt, NF);
+    __syncwarp();
+    // Row il: this lane takes columns half, half + 2, ..., its partner the others.
+    float x[32];
+    float mx = ATTN_NEG_INF;
+#pragma unroll
+    for (int jj = 0; jj < 32; ++jj) {
+      const int c = 2 * jj + half;
+      const bool vis = key_s[c] != 0 && !(causal && j0 + c > i);
+      x[jj] = vis ? Ss[r * ATTN_SLD + c] * sl2 + bias_s[c - il + ATTN_BM - 1] : ATTN_NEG_INF;
+      mx = fmaxf(mx, x[jj]);
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(ATTN_FULL, mx, 1));
+    const float m_new = fmaxf(m_run, mx);
+    const bool any = m_new != ATTN_NEG_INF;  // else every key so far is hidden from this row
+    const float alpha = any ? exp2f(m_run - m_new) : 1.0f;
+    float sum = 0.0f;
+#pragma unroll
+    for (int jj = 0; jj < 32; ++jj) {
+      const float p = any ? exp2f(x[jj] - m_new) : 0.0f;
+      sum += p;
+      Ps[r * ATTN_PLD + 2 * jj + half] = __float2bfloat16(p);
+    }
+    sum += __shfl_xor_sync(ATTN_FULL, sum, 1);
+    l_run = l_run * alpha + sum;
+    m_run = m_new;
+    if (half == 0) rows_s[r] = alpha;
+    __syncwarp();
+    float al[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) al[e] = rows_s[(rowpack >> (4 * e)) & 15u];
+#pragma unroll
+    for (int f = 0; f < NFM; ++f)
+      if (f < NF) {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) o[f].x[e] *= al[e];
+      }
+    attn_ab_accumulate(o, Ps, Vs, ldt, NF);
+  }
+
+  if (warp_live) {
+    __syncwarp();
+    if (half == 0) {
+      rows_s[r] = l_run > 0.0f ? 1.0f / l_run : 0.0f;
+      if (i < Tq)
+        lse[(static_cast<size_t>(b) * H + h) * Tq + i] =
+            l_run > 0.0f ? (m_run + log2f(l_run)) * ATTN_LN2 : ATTN_NEG_INF;
+    }
+    attn_store_rows(out, o, Ss, rows_s, b, h, i0 + warp * 16, Tq, H, D, NF);
+  }
+}
+
+// D <= 64. 4 blocks per SM fit its shared memory (55 KB at D = 64), so cap the registers to match.
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 4)
+attention_fwd(bf16* __restrict__ out,               // (B, Tq, H, D)
+              float* __restrict__ lse,              // (B, H, Tq)
+              const bf16* __restrict__ q,           // (B, Tq, H, D)
+              const bf16* __restrict__ k,           // (B, Tk, H, D)
+              const bf16* __restrict__ v,           // (B, Tk, H, D)
+              const int* __restrict__ key_mask,     // (B, Tk)
+              const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
+              const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
+              int causal, float scale, int B, int Tq, int Tk, int H, int D) {
+  extern __shared__ __align__(128) unsigned char attn_smem[];
+  attn_fwd_body<4>(attn_smem, out, lse, q, k, v, key_mask, bias_table, buckets, causal, scale, B, Tq, Tk, H, D);
+}
+// 64 < D <= 128
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
+attention_fwd_d128(bf16* __restrict__ out,               // (B, Tq, H, D)
+                   float* __restrict__ lse,              // (B, H, Tq)
+                   const bf16* __restrict__ q,           // (B, Tq, H, D)
+                   const bf16* __restrict__ k,           // (B, Tk, H, D)
+                   const bf16* __restrict__ v,           // (B, Tk, H, D)
+                   const int* __restrict__ key_mask,     // (B, Tk)
+                   const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
+                   const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
+                   int causal, float scale, int B, int Tq, int Tk, int H, int D) {
+  extern __shared__ __align__(128) unsigned char attn_smem[];
+  attn_fwd_body<8>(attn_smem, out, lse, q, k, v, key_mask, bias_table, buckets, causal, scale, B, Tq, Tk, H, D);
+}
+
+// dq, and delta = sum_j P_ij dP_ij per query row (saved for attention_bwd_dkdv).
+// grid (ceil(Tq / 64), H, B), block 128, dynamic smem attn_smem_bytes(1, D).
+// Each warp owns 16 query rows; two passes over the key tiles: the first sums delta, the
+// second forms dS = P (dP - delta) scale and accumulates dq = dS k in registers.
+template <int NFM>
+__device__ __forceinline__ void attn_bwd_dq_body(unsigned char* attn_smem, bf16* __restrict__ dq,
+                                                 float* __restrict__ delta, const bf16* __restrict__ dout,
+                                                 const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                                 const bf16* __restrict__ v, const float* __restrict__ lse,
+                                                 const int* __restrict__ key_mask,
+                                                 const bf16* __restrict__ bias_table,
+                                                 const int* __restrict__ buckets, int causal, float scale,
+                                                 int B, int Tq, int Tk, int H, int D) {
+  if (D < 1 || D > 16 * NFM) return;  // the launcher checks D and picks the entry point
+  const int Dp = attn_round16(D), NF = Dp / 16, ldt = Dp + 8;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int i0 = (causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x) * ATTN_BM;
+  const int il = warp * 16 + r, i = i0 + il;
+
+  AttnSmem sm{attn_smem};
+  bf16* Qs = sm.take<bf16>(ATTN_BM * ldt * 2);
+  bf16* dOs = sm.take<bf16>(ATTN_BM * ldt * 2);
+  bf16* Ks = sm.take<bf16>(ATTN_BN * ldt * 2);
+  bf16* Vs = sm.take<bf16>(ATTN_BN * ldt * 2);
+  float* Ss = sm.take<float>(ATTN_WARPS * 16 * ATTN_SLD * 4) + warp * 16 * ATTN_SLD;
+  float* dPs = sm.take<float>(ATTN_WARPS * 16 * ATTN_SLD * 4) + warp * 16 * ATTN_SLD;
+  bf16* dSs = sm.take<bf16>(ATTN_WARPS * 16 * ATTN_PLD * 2) + warp * 16 * ATTN_PLD;
+  float* bias_s = sm.take<float>(128 * 4);
+  int* key_s = sm.take<int>(ATTN_BN * 4);
+
+  attn_load_tile(Qs, q, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
+  attn_load_tile(dOs, dout, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
+  const bool warp_live = i0 + warp * 16 < Tq;
+  const float sl2 = scale * ATTN_LOG2E;
+  const size_t row_stat = (static_cast<size_t>(b) * H + h) * Tq + i;
+  const float lse2 = i < Tq ? lse[row_stat] * ATTN_LOG2E : ATTN_NEG_INF;
+  const bool row_live = lse2 != ATTN_NEG_INF;  // else the row sees no key: P = 0
+  float drow = 0.0f;
+  attn_acc acc[NFM];
+#pragma unroll
+  for (int f = 0; f < NFM; ++f) wmma::fill_fragment(acc[f], 0.0f);
+
+  const int kend = causal ? min(Tk, i0 + ATTN_BM) : Tk;
+  for (int pass = 0; pass < 2; ++pass) {
+    float dsum = 0.0f;
+    for (int j0 = 0; j0 < kend; j0 += ATTN_BN) {
+      __syncthreads();
+      attn_load_tile(Ks, k, key_mask, b, h, j0, Tk, H, D, Dp, ldt);
+      attn_load_tile(Vs, v, key_mask, b, h, j0, Tk, H, D, Dp, ldt);
+      attn_fill_bias(bias_s, bias_table, buckets, i0, j0, Tq, Tk, H, h);
+      int flag = 0;
+      if (threadIdx.x < ATTN_BN) key_s[threadIdx.x] = flag = attn_key_flag(key_mask, b, j0 + threadIdx.x, Tk);
+      if (!__syncthreads_or(flag)) continue;
+      if (!warp_live) continue;
+
+      attn_abt(Ss, Qs + warp * 16 * ldt, ldt, Ks, ldt, NF);
+      attn_abt(dPs, dOs + warp * 16 * ldt, ldt, Vs, ldt, NF);
+      __syncwarp();
+#pragma unroll 8
+      for (int jj = 0; jj < 32; ++jj) {
+        const int c = 2 * jj + half;
+        const bool vis = row_live && key_s[c] != 0 && !(causal && j0 + c > i);
+        const float p =
+            vis ? exp2f(Ss[r * ATTN_SLD + c] * sl2 + bias_s[c - il + ATTN_BM - 1] - lse2) : 0.0f;
+        const float dp = dPs[r * ATTN_SLD + c];
+        if (pass == 0) dsum += p * dp;
+        else dSs[r * ATTN_PLD + c] = __float2bfloat16(p * (dp - drow) * scale);
+      }
+      if (pass == 1) {
+        __syncwarp();
+        attn_ab_accumulate(acc, dSs, Ks, ldt, NF);
+      }
+    }
+    if (pass == 0) {
+      drow = dsum + __shfl_xor_sync(ATTN_FULL, dsum, 1);
+      if (half == 0 && i < Tq) delta[row_stat] = drow;
+    }
+  }
+  if (warp_live) attn_store_rows(dq, acc, Ss, nullptr, b, h, i0 + warp * 16, Tq, H, D, NF);
+}
+
+// D <= 64
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
+attention_bwd_dq(bf16* __restrict__ dq,                // (B, Tq, H, D)
+                 float* __restrict__ delta,            // (B, H, Tq)
+                 const bf16* __restrict__ dout,        // (B, Tq, H, D)
+                 const bf16* __restrict__ q,           // (B, Tq, H, D)
+                 const bf16* __restrict__ k,           // (B, Tk, H, D)
+                 const bf16* __restrict__ v,           // (B, Tk, H, D)
+                 const float* __restrict__ lse,        // (B, H, Tq)
+                 const int* __restrict__ key_mask,     // (B, Tk)
+                 const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
+                 const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
+                 int causal, float scale, int B, int Tq, int Tk, int H, int D) {
+  extern __shared__ __align__(128) unsigned char attn_smem[];
+  attn_bwd_dq_body<4>(attn_smem, dq, delta, dout, q, k, v, lse, key_mask, bias_table, buckets, causal, scale, B, Tq, Tk, H, D);
+}
+// 64 < D <= 128
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
+attention_bwd_dq_d128(bf16* __restrict__ dq,                // (B, Tq, H, D)
+                      float* __restrict__ delta,            // (B, H, Tq)
+                      const bf16* __restrict__ dout,        // (B, Tq, H, D)
+                      const bf16* __restrict__ q,           // (B, Tq, H, D)
+                      const bf16* __restrict__ k,           // (B, Tk, H, D)
+                      const bf16* __restrict__ v,           // (B, Tk, H, D)
+                      const float* __restrict__ lse,        // (B, H, Tq)
+                      const int* __restrict__ key_mask,     // (B, Tk)
+                      const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
+                      const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
+                      int causal, float scale, int B, int Tq, int Tk, int H, int D) {
+  extern __shared__ __align__(128) unsigned char attn_smem[];
+  attn_bwd_dq_body<8>(attn_smem, dq, delta, dout, q, k, v, lse, key_mask, bias_table, buckets, causal, scale, B, Tq, Tk, H, D);
+}
+
+// dk = dS^T q and dv = P^T dout for one tile of 64 keys, recomputing P from lse and using the
+// delta written by attention_bwd_dq.
+// grid (ceil(Tk / 64), H, B), block 128, dynamic smem attn_smem_bytes(2, D).
+// Each warp owns 16 keys and keeps their dk and dv in registers while the block walks the
+// query tiles.
+template <int NFM>
+__device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf16* __restrict__ dk,
+                                                   bf16* __restrict__ dv, const bf16* __restrict__ dout,
+                                                   const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                                   const bf16* __restrict__ v, const float* __restrict__ lse,
+                                                   const float* __restrict__ delta,
+                                                   const int* __restrict__ key_mask,
+                                                   const bf16* __restrict__ bias_table,
+                                                   const int* __restrict__ buckets, int causal, float scale,
+                                                   int B, int Tq, int Tk, int H, int D) {
+  if (D < 1 || D > 16 * NFM) return;  // the launcher checks D and picks the entry point
+  const int Dp = attn_round16(D), NF = Dp / 16, ldt = Dp + 8;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
+  const int h = blockIdx.y, b = blockIdx.z;
+  const int j0 = blockIdx.x * ATTN_BN;
+  const int jl = warp * 16 + r, j = j0 + jl;  // this lane's key (with its partner lane)
+
+  AttnSmem sm{attn_smem};
+  bf16* Ks = sm.take<bf16>(ATTN_BN * ldt * 2);
+  bf16* Vs = sm.take<bf16>(ATTN_BN * ldt * 2);
+  bf16* Qs = sm.take<bf16>(ATTN_BM * ldt * 2);
+  bf16* dOs = sm.take<bf16>(ATTN_BM * ldt * 2);
+  float* Ss = sm.take<float>(ATTN_WARPS * 16 * ATTN_SLD * 4) + warp * 16 * ATTN_SLD;
+  float* dPs = sm.take<float>(ATTN_WARPS * 16 * ATTN_SLD * 4) + warp * 16 * ATTN_SLD;
+  bf16* Pb = sm.take<bf16>(ATTN_WARPS * 16 * ATTN_PLD * 2) + warp * 16 * ATTN_PLD;
+  bf16* dSb = sm.take<bf16>(ATTN_WARPS * 16 * ATTN_PLD * 2) + warp * 16 * ATTN_PLD;
+  float* bias_s = sm.take<float>(128 * 4);
+  int* key_s = sm.take<int>(ATTN_BN * 4);
+  float* lse_s = sm.take<float>(ATTN_BM * 4);    // log2(e) * lse of the tile's queries
+  float* delta_s = sm.take<float>(ATTN_BM * 4);  // delta of the tile's queries
+
+  attn_load_tile(Ks, k, key_mask, b, h, j0, Tk, H, D, Dp, ldt);
+  attn_load_tile(Vs, v, key_mask, b, h, j0, Tk, H, D, Dp, ldt);
+  int flag = 0;
+  if (threadIdx.x < ATTN_BN) key_s[threadIdx.x] = flag = attn_key_flag(key_mask, b, j0 + threadIdx.x, Tk);
+  const bool any_key = __syncthreads_or(flag);
+  const bool warp_live = j0 + warp * 16 < Tk;
+  const bool key_live = key_s[jl] != 0;
+  const float sl2 = scale * ATTN_LOG2E;
+  attn_acc dk_acc[NFM], dv_acc[NFM];
+#pragma unroll
+  for (int f = 0; f < NFM; ++f) {
+    wmma::fill_fragment(dk_acc[f], 0.0f);
+    wmma::fill_fragment(dv_acc[f], 0.0f);
+  }
+
+  // Causal: queries before j0 see none of these keys.
+  const int istart = (causal && any_key) ? j0 / ATTN_BM * ATTN_BM : 0;
+  const int iend = any_key ? Tq : 0;
+  for (int i0 = istart; i0 < iend; i0 += ATTN_BM) {
+    __syncthreads();
+    attn_load_tile(Qs, q, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
+    attn_load_tile(dOs, dout, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
+    attn_fill_bias(bias_s, bias_table, buckets, i0, j0, Tq, Tk, H, h);
+    if (threadIdx.x < ATTN_BM) {
+      const int iq = i0 + threadIdx.x;
+      const size_t at = (static_cast<size_t>(b) * H + h) * Tq + iq;
+      lse_s[threadIdx.x] = iq < Tq ? lse[at] * ATTN_LOG2E : ATTN_NEG_INF;
+      delta_s[threadIdx.x] = iq < Tq ? delta[at] : 0.0f;
+    }
+    __syncthreads();
+    if (!warp_live) continue;
+
+    attn_abt(Ss, Ks + warp * 16 * ldt, ldt, Qs, ldt, NF);    // S^T: 16 keys x 64 queries
+    attn_abt(dPs, Vs + warp * 16 * ldt, ldt, dOs, ldt, NF);  // dP^T
+    __syncwarp();
+#pragma unroll 8
+    for (int jj = 0; jj < 32; ++jj) {
+      const int c = 2 * jj + half, iq = i0 + c;
+      const float l2 = lse_s[c];
+      const bool vis = key_live && l2 != ATTN_NEG_INF && !(causal && j > iq);
+      const float p =
+          vis ? exp2f(Ss[r * ATTN_SLD + c] * sl2 + bias_s[jl - c + ATTN_BM - 1] - l2) : 0.0f;
+      const float ds = p * (dPs[r * ATTN_SLD + c] - delta_s[c]) * scale;
+      Pb[r * ATTN_PLD + c] = __float2bfloat16(p);
+      dSb[r * ATTN_PLD + c] = __float2bfloat16(ds);
+    }
+    __syncwarp();
+    attn_ab_accumulate(dv_acc, Pb, dOs, ldt, NF);
+    attn_ab_accumulate(dk_acc, dSb, Qs, ldt, NF);
+  }
+
+  if (warp_live) {
+    attn_store_rows(dk, dk_acc, Ss, nullptr, b, h, j0 + warp * 16, Tk, H, D, NF);
+    attn_store_rows(dv, dv_acc, Ss, nullptr, b, h, j0 + warp * 16, Tk, H, D, NF);
+  }
+}
+
+// D <= 64
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
+attention_bwd_dkdv(bf16* __restrict__ dk,                // (B, Tk, H, D)
+                   bf16* __restrict__ dv,                // (B, Tk, H, D)
+                   const bf16* __restrict__ dout,        // (B, Tq, H, D)
+                   const bf16* __restrict__ q,           // (B, Tq, H, D)
+                   const bf16* __restrict__ k,           // (B, Tk, H, D)
+                   const bf16* __restrict__ v,           // (B, Tk, H, D)
+                   const float* __restrict__ lse,        // (B, H, Tq)
+                   const float* __restrict__ delta,      // (B, H, Tq)
+                   const int* __restrict__ key_mask,     // (B, Tk)
+                   const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
+                   const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
+                   int causal, float scale, int B, int Tq, int Tk, int H, int D) {
+  extern __shared__ __align__(128) unsigned char attn_smem[];
+  attn_bwd_dkdv_body<4>(attn_smem, dk, dv, dout, q, k, v, lse, delta, key_mask, bias_table, buckets, causal, scale, B, Tq, Tk, H, D);
+}
+// 64 < D <= 128
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
+attention_bwd_dkdv_d128(bf16* __restrict__ dk,                // (B, Tk, H, D)
+                        bf16* __restrict__ dv,                // (B, Tk, H, D)
+                        const bf16* __restrict__ dout,        // (B, Tq, H, D)
+                        const bf16* __restrict__ q,           // (B, Tq, H, D)
+                        const bf16* __restrict__ k,           // (B, Tk, H, D)
+                        const bf16* __restrict__ v,           // (B, Tk, H, D)
+                        const float* __restrict__ lse,        // (B, H, Tq)
+                        const float* __restrict__ delta,      // (B, H, Tq)
+                        const int* __restrict__ key_mask,     // (B, Tk)
+                        const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
+                        const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
+                        int causal, float scale, int B, int Tq, int Tk, int H, int D) {
+  extern __shared__ __align__(128) unsigned char attn_smem[];
+  attn_bwd_dkdv_body<8>(attn_smem, dk, dv, dout, q, k, v, lse, delta, key_mask, bias_table, buckets, causal, scale, B, Tq, Tk, H, D);
+}

@@ -1,0 +1,49 @@
+// Residual additions and scalings (src/cpu/elementwise.rs). bf16 for activations, and
+// float32 variants (`_f32`) for the prompt gradient. Grid-stride, 8 bf16 per thread per step.
+// Launch configuration: src/cuda/elementwise.rs.
+#include "common.cuh"
+
+// out (N) = a + b.
+extern "C" __global__ void add_fwd(bf16* out, const bf16* a, const bf16* b, long long n) {
+  GRID_STRIDE(j, (n + VEC - 1) / VEC) {
+    float x[VEC], y[VEC];
+    load8(x, a, j * VEC, n);
+    load8(y, b, j * VEC, n);
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) x[e] += y[e];
+    store8(out, j * VEC, n, x);
+  }
+}
+
+// acc (N) += a.
+extern "C" __global__ void add_inplace(bf16* acc, const bf16* a, long long n) {
+  GRID_STRIDE(j, (n + VEC - 1) / VEC) {
+    float x[VEC], y[VEC];
+    load8(x, acc, j * VEC, n);
+    load8(y, a, j * VEC, n);
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) x[e] += y[e];
+    store8(acc, j * VEC, n, x);
+  }
+}
+
+// x (N) *= s.
+extern "C" __global__ void scale_inplace(bf16* x, float s, long long n) {
+  GRID_STRIDE(j, (n + VEC - 1) / VEC) {
+    float v[VEC];
+    load8(v, x, j * VEC, n);
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) v[e] *= s;
+    store8(x, j * VEC, n, v);
+  }
+}
+
+// acc (N) f32 += a f32.
+extern "C" __global__ void add_inplace_f32(float* acc, const float* a, long long n) {
+  GRID_STRIDE(i, n) acc[i] += a[i];
+}
+
+// x (N) f32 *= s.
+extern "C" __global__ void scale_inplace_f32(float* x, float s, long long n) {
+  GRID_STRIDE(i, n) x[i] *= s;
+}

@@ -1,0 +1,82 @@
+//! `softprompt kernels`: the CI compile gate. Compiles every kernel file with NVRTC for the
+//! given architecture (the options the engine uses at start-up, plus `-Xptxas -v`), prints
+//! registers, shared memory, stack frame and spills per kernel, and fails on a compile error
+//! or on any spill. Needs NVRTC and CUDA headers, not a GPU (scripts/nvrtc_check.sh).
+
+use softprompt::cuda::nvrtc;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Target architecture
+    #[arg(long, default_value = "sm_90")]
+    arch: String,
+    /// Print one JSON object instead of the table
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> i32 {
+    if !nvrtc::nvrtc_present() {
+        eprintln!(
+            "error: NVRTC not found: put the folder of libnvrtc.so.13 (the nvidia-cuda-nvrtc wheel's \
+             nvidia/cu13/lib) on LD_LIBRARY_PATH (scripts/nvrtc_check.sh does this)"
+        );
+        return 2;
+    }
+    let version = nvrtc::nvrtc_version()
+        .map(|(a, b)| format!("{a}.{b}"))
+        .unwrap_or_default();
+    let report = match nvrtc::resource_report(&args.arch) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let spilled: Vec<&str> = report
+        .iter()
+        .filter(|r| r.spill_stores > 0 || r.spill_loads > 0)
+        .map(|r| r.kernel.as_str())
+        .collect();
+    if args.json {
+        let rows: Vec<_> = report
+            .iter()
+            .map(|r| {
+                serde_json::json!({"kernel": r.kernel, "file": r.file, "registers": r.registers,
+                "smem_bytes": r.smem_bytes, "stack_bytes": r.stack_bytes,
+                "spill_stores": r.spill_stores, "spill_loads": r.spill_loads})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"nvrtc": version, "arch": args.arch, "kernels": rows, "spilled": spilled})
+        );
+    } else {
+        println!("NVRTC {version}, {}: {} kernels", args.arch, report.len());
+        println!(
+            "{:<26} {:<16} {:>5} {:>10} {:>6} {:>13}",
+            "kernel", "file", "regs", "smem(B)", "stack", "spill st/ld"
+        );
+        for r in &report {
+            println!(
+                "{:<26} {:<16} {:>5} {:>10} {:>6} {:>6}/{:<6}",
+                r.kernel,
+                r.file,
+                r.registers,
+                r.smem_bytes,
+                r.stack_bytes,
+                r.spill_stores,
+                r.spill_loads
+            );
+        }
+    }
+    if spilled.is_empty() {
+        if !args.json {
+            println!("ok: every kernel compiles for {} without spills", args.arch);
+        }
+        0
+    } else {
+        eprintln!("error: register spills in {spilled:?}");
+        1
+    }
+}

@@ -1,0 +1,106 @@
+//! Launchers of kernels/activation.cu (reference: src/cpu/activation.rs). All overwrite
+//! their outputs. Grid-stride over chunks of 8 elements, `act` passed as `Act::id()`.
+
+use super::device::Device;
+use super::kernels::k;
+use super::launch::{stride_blocks, Args, Cfg, STRIDE_THREADS};
+use super::{arg, CudaBuf};
+use crate::backend::DType;
+use crate::cpu::activation::Act;
+use crate::error::Result;
+
+fn cfg(n: usize) -> Cfg {
+    Cfg::linear(stride_blocks(n.div_ceil(8)), STRIDE_THREADS)
+}
+
+// extern "C" __global__ void act_fwd(bf16* out, const bf16* inp, int act, long long n);
+/// out (N) = act(inp (N)).
+pub fn act_fwd(dev: &Device, out: &mut CudaBuf, inp: &CudaBuf, act: Act, n: usize) -> Result<()> {
+    let bf = DType::BF16;
+    let args = Args::new()
+        .ptr(arg(out, "act out", bf, n)?)
+        .ptr(arg(inp, "act inp", bf, n)?)
+        .i32(act.id())
+        .i64(n as i64);
+    if n == 0 {
+        return Ok(());
+    }
+    dev.launch(k::ACT_FWD, cfg(n), args)
+}
+
+// extern "C" __global__ void act_bwd(bf16* dinp, const bf16* dout, const bf16* inp, int act,
+//     long long n);
+/// dinp (N) = dout * act'(inp).
+pub fn act_bwd(
+    dev: &Device,
+    dinp: &mut CudaBuf,
+    dout: &CudaBuf,
+    inp: &CudaBuf,
+    act: Act,
+    n: usize,
+) -> Result<()> {
+    let bf = DType::BF16;
+    let args = Args::new()
+        .ptr(arg(dinp, "act dinp", bf, n)?)
+        .ptr(arg(dout, "act dout", bf, n)?)
+        .ptr(arg(inp, "act inp", bf, n)?)
+        .i32(act.id())
+        .i64(n as i64);
+    if n == 0 {
+        return Ok(());
+    }
+    dev.launch(k::ACT_BWD, cfg(n), args)
+}
+
+// extern "C" __global__ void gated_act_fwd(bf16* out, const bf16* gate, const bf16* lin,
+//     int act, long long n);
+/// out (N) = act(gate) * lin.
+pub fn gated_act_fwd(
+    dev: &Device,
+    out: &mut CudaBuf,
+    gate: &CudaBuf,
+    lin: &CudaBuf,
+    act: Act,
+    n: usize,
+) -> Result<()> {
+    let bf = DType::BF16;
+    let args = Args::new()
+        .ptr(arg(out, "gated out", bf, n)?)
+        .ptr(arg(gate, "gated gate", bf, n)?)
+        .ptr(arg(lin, "gated lin", bf, n)?)
+        .i32(act.id())
+        .i64(n as i64);
+    if n == 0 {
+        return Ok(());
+    }
+    dev.launch(k::GATED_ACT_FWD, cfg(n), args)
+}
+
+// extern "C" __global__ void gated_act_bwd(bf16* dgate, bf16* dlin, const bf16* dout,
+//     const bf16* gate, const bf16* lin, int act, long long n);
+/// dgate = dout * act'(gate) * lin, dlin = dout * act(gate).
+#[allow(clippy::too_many_arguments)]
+pub fn gated_act_bwd(
+    dev: &Device,
+    dgate: &mut CudaBuf,
+    dlin: &mut CudaBuf,
+    dout: &CudaBuf,
+    gate: &CudaBuf,
+    lin: &CudaBuf,
+    act: Act,
+    n: usize,
+) -> Result<()> {
+    let bf = DType::BF16;
+    let args = Args::new()
+        .ptr(arg(dgate, "gated dgate", bf, n)?)
+        .ptr(arg(dlin, "gated dlin", bf, n)?)
+        .ptr(arg(dout, "gated dout", bf, n)?)
+        .ptr(arg(gate, "gated gate", bf, n)?)
+        .ptr(arg(lin, "gated lin", bf, n)?)
+        .i32(act.id())
+        .i64(n as i64);
+    if n == 0 {
+        return Ok(());
+    }
+    dev.launch(k::GATED_ACT_BWD, cfg(n), args)
+}

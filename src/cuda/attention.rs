@@ -1,0 +1,235 @@
+//! Launchers of kernels/attention.cu (reference: src/cpu/attention.rs), following the launch
+//! plan of kernels/ATTENTION.md: 128 threads per block, 64-row tiles, one (batch, head) pair
+//! per grid row, the D ≤ 64 or the D ≤ 128 entry points, and the dynamic shared memory of
+//! `attn_smem_bytes`. Backward overwrites dq, dk, dv: `attention_bwd_dq` (which also writes
+//! the `delta` scratch), then `attention_bwd_dkdv`, on the same stream.
+
+use super::kernels::{k, KernelId};
+use super::launch::{int, Args, Cfg};
+use super::{arg, ints, CudaBackend, CudaBuf};
+use crate::backend::{AttnDims, BiasRef, DType};
+use crate::cpu::embedding::check_ids;
+use crate::error::{Error, Result};
+
+const THREADS: u32 = 128;
+const TILE: usize = 64;
+
+/// The largest dynamic shared memory any attention launch uses (bwd_dkdv at D = 128); the
+/// `cuda` device raises each attention kernel's limit to it at start-up (above the default
+/// 48 KB; an H200 allows 227 KB).
+pub const MAX_DYNAMIC_SMEM: u32 = 124_928;
+
+/// ATTENTION.md's formula: forward (kind 0), bwd_dq (1), bwd_dkdv (2).
+fn smem_bytes(kind: usize, d: usize) -> u32 {
+    let tile = 64 * (d.div_ceil(16) * 16 + 8) * 2;
+    let (stage, ops, small) = (4 * 16 * 68 * 4, 4 * 16 * 72 * 2, 2048);
+    (match kind {
+        0 => 3 * tile + stage + ops + small,
+        1 => 4 * tile + 2 * stage + ops + small,
+        _ => 4 * tile + 2 * stage + 2 * ops + small,
+    }) as u32
+}
+
+/// Kernels for `d`: (forward, bwd_dq, bwd_dkdv).
+fn entry_points(d: usize) -> Result<[KernelId; 3]> {
+    match d {
+        1..=64 => Ok([k::ATTENTION_FWD, k::ATTENTION_BWD_DQ, k::ATTENTION_BWD_DKDV]),
+        65..=128 => Ok([
+            k::ATTENTION_FWD_D128,
+            k::ATTENTION_BWD_DQ_D128,
+            k::ATTENTION_BWD_DKDV_D128,
+        ]),
+        _ => Err(Error::Unsupported(format!(
+            "attention head dim {d}: the fused kernels take 1 ..= 128"
+        ))),
+    }
+}
+
+/// The launch configuration over `rows` (Tq or Tk) tiles, H, B.
+fn cfg(rows: usize, dims: &AttnDims, kind: usize) -> Result<Cfg> {
+    if dims.h > 65_535 || dims.b > 65_535 {
+        return Err(Error::shape(
+            "attention heads and batch (grid y, z)",
+            "<= 65535",
+            format!("H {} B {}", dims.h, dims.b),
+        ));
+    }
+    Ok(Cfg {
+        grid: [
+            super::launch::grid_x("attention tiles", rows.div_ceil(TILE))?,
+            dims.h as u32,
+            dims.b as u32,
+        ],
+        block: [THREADS, 1, 1],
+        smem: smem_bytes(kind, dims.d),
+    })
+}
+
+/// Device pointers of the bias table and bucket lookup (0, 0 without bias), with every
+/// bucket checked against the table's rows.
+fn bias_args(bias: Option<BiasRef<'_, CudaBuf>>, dims: &AttnDims) -> Result<(u64, u64)> {
+    let Some(bias) = bias else { return Ok((0, 0)) };
+    let table = arg(bias.table, "relative_attention_bias", DType::BF16, dims.h)?;
+    let (host, buckets) = ints(bias.buckets, "bias buckets", dims.tq + dims.tk - 1)?;
+    check_ids("bias buckets", host, bias.table.len() / dims.h.max(1))?;
+    Ok((table, buckets))
+}
+
+/// The trailing scalars every attention kernel takes.
+fn sizes(args: Args, causal: bool, scale: f64, dims: &AttnDims) -> Result<Args> {
+    Ok(args
+        .i32(causal as i32)
+        .f32(scale as f32)
+        .i32(int("batch", dims.b)?)
+        .i32(int("query length", dims.tq)?)
+        .i32(int("key length", dims.tk)?)
+        .i32(int("heads", dims.h)?)
+        .i32(int("head dim", dims.d)?))
+}
+
+fn check_dims(dims: &AttnDims) -> Result<()> {
+    if dims.tq == 0 || dims.tk == 0 || dims.b == 0 || dims.h == 0 {
+        return Err(Error::shape(
+            "attention (B, Tq, Tk, H)",
+            "all >= 1",
+            format!("{dims:?}"),
+        ));
+    }
+    Ok(())
+}
+
+// extern "C" __global__ void attention_fwd(bf16* out, float* lse, const bf16* q,
+//     const bf16* k, const bf16* v, const int* key_mask, const bf16* bias_table,
+//     const int* buckets, int causal, float scale, int B, int Tq, int Tk, int H, int D);
+// (attention_fwd_d128: the same, for 64 < D <= 128)
+/// out (B, Tq, H, D) bf16 and lse (B, H, Tq) f32 from q (B, Tq, H, D), k, v (B, Tk, H, D),
+/// key_mask (B, Tk). grid (ceil(Tq/64), H, B), 128 threads.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_fwd(
+    be: &CudaBackend,
+    out: &mut CudaBuf,
+    lse: &mut CudaBuf,
+    q: &CudaBuf,
+    kk: &CudaBuf,
+    v: &CudaBuf,
+    key_mask: &CudaBuf,
+    bias: Option<BiasRef<'_, CudaBuf>>,
+    causal: bool,
+    scale: f64,
+    dims: AttnDims,
+) -> Result<()> {
+    let AttnDims { b, tq, tk, h, d } = dims;
+    check_dims(&dims)?;
+    let [fwd, _, _] = entry_points(d)?;
+    let bf = DType::BF16;
+    let (table, buckets) = bias_args(bias, &dims)?;
+    let args = Args::new()
+        .ptr(arg(out, "attention out", bf, b * tq * h * d)?)
+        .ptr(arg(lse, "attention lse", DType::F32, b * h * tq)?)
+        .ptr(arg(q, "attention q", bf, b * tq * h * d)?)
+        .ptr(arg(kk, "attention k", bf, b * tk * h * d)?)
+        .ptr(arg(v, "attention v", bf, b * tk * h * d)?)
+        .ptr(ints(key_mask, "attention key mask", b * tk)?.1)
+        .ptr(table)
+        .ptr(buckets);
+    let args = sizes(args, causal, scale, &dims)?;
+    be.dev.launch(fwd, cfg(tq, &dims, 0)?, args)
+}
+
+// extern "C" __global__ void attention_bwd_dq(bf16* dq, float* delta, const bf16* dout,
+//     const bf16* q, const bf16* k, const bf16* v, const float* lse, const int* key_mask,
+//     const bf16* bias_table, const int* buckets, int causal, float scale,
+//     int B, int Tq, int Tk, int H, int D);
+// extern "C" __global__ void attention_bwd_dkdv(bf16* dk, bf16* dv, const bf16* dout,
+//     const bf16* q, const bf16* k, const bf16* v, const float* lse, const float* delta,
+//     const int* key_mask, const bf16* bias_table, const int* buckets, int causal,
+//     float scale, int B, int Tq, int Tk, int H, int D);
+// (the _d128 entry points: the same, for 64 < D <= 128)
+/// dq (B, Tq, H, D), dk, dv (B, Tk, H, D), overwriting, from dout, q, k, v and the saved lse.
+/// `delta` (B, H, Tq) f32 is scratch written by the first launch and read by the second.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd(
+    be: &CudaBackend,
+    dq: &mut CudaBuf,
+    dk: &mut CudaBuf,
+    dv: &mut CudaBuf,
+    dout: &CudaBuf,
+    q: &CudaBuf,
+    kk: &CudaBuf,
+    v: &CudaBuf,
+    lse: &CudaBuf,
+    key_mask: &CudaBuf,
+    bias: Option<BiasRef<'_, CudaBuf>>,
+    causal: bool,
+    scale: f64,
+    dims: AttnDims,
+) -> Result<()> {
+    let AttnDims { b, tq, tk, h, d } = dims;
+    check_dims(&dims)?;
+    let [_, bwd_dq, bwd_dkdv] = entry_points(d)?;
+    let bf = DType::BF16;
+    let (table, buckets) = bias_args(bias, &dims)?;
+    let (q_len, kv_len) = (b * tq * h * d, b * tk * h * d);
+    // every element is written by attention_bwd_dq before attention_bwd_dkdv reads it
+    let delta = be.alloc(DType::F32, b * h * tq)?;
+    let (dout_p, q_p, k_p, v_p) = (
+        arg(dout, "attention dout", bf, q_len)?,
+        arg(q, "attention q", bf, q_len)?,
+        arg(kk, "attention k", bf, kv_len)?,
+        arg(v, "attention v", bf, kv_len)?,
+    );
+    let lse_p = arg(lse, "attention lse", DType::F32, b * h * tq)?;
+    let mask_p = ints(key_mask, "attention key mask", b * tk)?.1;
+    let args = Args::new()
+        .ptr(arg(dq, "attention dq", bf, q_len)?)
+        .ptr(delta.ptr())
+        .ptr(dout_p)
+        .ptr(q_p)
+        .ptr(k_p)
+        .ptr(v_p)
+        .ptr(lse_p)
+        .ptr(mask_p)
+        .ptr(table)
+        .ptr(buckets);
+    be.dev.launch(
+        bwd_dq,
+        cfg(tq, &dims, 1)?,
+        sizes(args, causal, scale, &dims)?,
+    )?;
+    let args = Args::new()
+        .ptr(arg(dk, "attention dk", bf, kv_len)?)
+        .ptr(arg(dv, "attention dv", bf, kv_len)?)
+        .ptr(dout_p)
+        .ptr(q_p)
+        .ptr(k_p)
+        .ptr(v_p)
+        .ptr(lse_p)
+        .ptr(delta.ptr())
+        .ptr(mask_p)
+        .ptr(table)
+        .ptr(buckets);
+    be.dev.launch(
+        bwd_dkdv,
+        cfg(tk, &dims, 2)?,
+        sizes(args, causal, scale, &dims)?,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    /// The table of kernels/ATTENTION.md.
+    #[test]
+    fn shared_memory_matches_the_launch_plan() {
+        for (d, want) in [
+            (8, [37888, 58368, 67584]),
+            (12, [37888, 58368, 67584]),
+            (32, [44032, 66560, 75776]),
+            (64, [56320, 82944, 92160]),
+            (128, [80896, 115712, 124928]),
+        ] {
+            let got: Vec<u32> = (0..3).map(|kind| super::smem_bytes(kind, d)).collect();
+            assert_eq!(got, want, "D = {d}");
+        }
+        assert_eq!(super::smem_bytes(2, 128), super::MAX_DYNAMIC_SMEM);
+    }
+}

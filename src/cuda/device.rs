@@ -1,0 +1,224 @@
+//! One device abstraction with two kinds: `Cuda` (a GPU through cudarc) and `Emu` (host memory
+//! and the CPU emulator). The launchers call `launch` and `gemm` without knowing which.
+//! `SOFTPROMPT_SYNC=1` synchronises after every launch and names the op that failed.
+
+use super::gemm::Gemm;
+use super::gpu::Gpu;
+use super::kernels::KernelId;
+use super::launch::{Args, Cfg};
+use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub enum Kind {
+    Cuda(Gpu),
+    #[cfg(feature = "emu")]
+    Emu,
+}
+
+pub struct Device {
+    pub kind: Kind,
+    sync_each: bool,
+    live: AtomicUsize,
+    peak: AtomicUsize,
+    /// launches per kernel (indexed like KERNELS), for the test that every kernel runs
+    launches: Vec<AtomicUsize>,
+}
+
+/// A device allocation (or, under `emu`, a 256-byte-aligned host allocation); freed on drop.
+pub struct Storage {
+    pub ptr: u64,
+    pub bytes: usize,
+    dev: Arc<Device>,
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if self.bytes == 0 {
+            return;
+        }
+        self.dev.live.fetch_sub(self.bytes, Ordering::Relaxed);
+        // SAFETY: allocated by this device with this size, freed once, here.
+        unsafe {
+            match &self.dev.kind {
+                Kind::Cuda(g) => g.free(self.ptr),
+                #[cfg(feature = "emu")]
+                Kind::Emu => super::emu::free(self.ptr, self.bytes),
+            }
+        }
+    }
+}
+
+fn sync_from_env() -> bool {
+    std::env::var("SOFTPROMPT_SYNC").as_deref() == Ok("1")
+}
+
+impl Device {
+    pub fn cuda(ordinal: usize) -> Result<Arc<Device>> {
+        Ok(Arc::new(Device::with_kind(Kind::Cuda(Gpu::new(ordinal)?))))
+    }
+
+    #[cfg(feature = "emu")]
+    pub fn emu() -> Result<Arc<Device>> {
+        Ok(Arc::new(Device::with_kind(Kind::Emu)))
+    }
+
+    fn with_kind(kind: Kind) -> Device {
+        Device {
+            kind,
+            sync_each: sync_from_env(),
+            live: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            launches: super::kernels::KERNELS
+                .iter()
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match &self.kind {
+            Kind::Cuda(g) => g.name.clone(),
+            #[cfg(feature = "emu")]
+            Kind::Emu => "emu".into(),
+        }
+    }
+
+    pub fn alloc(self: &Arc<Self>, bytes: usize) -> Result<Storage> {
+        let ptr = if bytes == 0 {
+            0
+        } else {
+            match &self.kind {
+                Kind::Cuda(g) => g.alloc(bytes)?,
+                #[cfg(feature = "emu")]
+                Kind::Emu => super::emu::alloc(bytes)?,
+            }
+        };
+        let now = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        Ok(Storage {
+            ptr,
+            bytes,
+            dev: self.clone(),
+        })
+    }
+
+    /// (kernel name, launches so far) for every kernel of the table.
+    pub fn launch_counts(&self) -> Vec<(&'static str, usize)> {
+        super::kernels::KERNELS
+            .iter()
+            .zip(&self.launches)
+            .map(|((name, _), n)| (*name, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    pub fn live_bytes(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+    pub fn peak_bytes(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+    pub fn reset_peak(&self) {
+        self.peak.store(self.live_bytes(), Ordering::Relaxed);
+    }
+
+    /// SAFETY (copies): the device ranges lie inside live allocations of this device.
+    pub unsafe fn htod(&self, dst: u64, src: &[u8]) -> Result<()> {
+        if src.is_empty() {
+            return Ok(());
+        }
+        match &self.kind {
+            Kind::Cuda(g) => g.htod(dst, src),
+            #[cfg(feature = "emu")]
+            Kind::Emu => {
+                std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len());
+                Ok(())
+            }
+        }
+    }
+    pub unsafe fn dtoh(&self, dst: &mut [u8], src: u64) -> Result<()> {
+        if dst.is_empty() {
+            return Ok(());
+        }
+        match &self.kind {
+            Kind::Cuda(g) => g.dtoh(dst, src),
+            #[cfg(feature = "emu")]
+            Kind::Emu => {
+                std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len());
+                Ok(())
+            }
+        }
+    }
+    pub unsafe fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        match &self.kind {
+            Kind::Cuda(g) => g.dtod(dst, src, bytes),
+            #[cfg(feature = "emu")]
+            Kind::Emu => {
+                std::ptr::copy(src as *const u8, dst as *mut u8, bytes);
+                Ok(())
+            }
+        }
+    }
+    pub unsafe fn memset0(&self, dst: u64, bytes: usize) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        match &self.kind {
+            Kind::Cuda(g) => g.memset0(dst, bytes),
+            #[cfg(feature = "emu")]
+            Kind::Emu => {
+                std::ptr::write_bytes(dst as *mut u8, 0, bytes);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn synchronize(&self) -> Result<()> {
+        match &self.kind {
+            Kind::Cuda(g) => g.synchronize(),
+            #[cfg(feature = "emu")]
+            Kind::Emu => Ok(()),
+        }
+    }
+
+    /// Launches `k` with the packed `args`. The launcher has checked every size and pointer,
+    /// so the arguments match the kernel's signature and every access stays in bounds.
+    pub fn launch(&self, k: KernelId, cfg: Cfg, mut args: Args) -> Result<()> {
+        let mut ptrs = args.pointers();
+        let launched = match &self.kind {
+            // SAFETY: see above; the pointer array outlives the (synchronous) launch call.
+            Kind::Cuda(g) => unsafe { g.launch(k, &cfg, &mut ptrs) },
+            #[cfg(feature = "emu")]
+            Kind::Emu => super::emu::launch(k, &cfg, &mut ptrs),
+        };
+        launched?;
+        self.launches[k.0].fetch_add(1, Ordering::Relaxed);
+        if self.sync_each {
+            self.synchronize().map_err(|e| Error::Kernel {
+                kernel: format!("{} (kernels/{})", k.name(), k.file()),
+                msg: format!("failed (SOFTPROMPT_SYNC=1): {e}"),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// SAFETY: the operands lie inside live allocations (checked by the caller).
+    pub unsafe fn gemm(&self, g: &Gemm, op: &str) -> Result<()> {
+        let done = match &self.kind {
+            Kind::Cuda(gpu) => gpu.gemm(g),
+            #[cfg(feature = "emu")]
+            Kind::Emu => super::emu::gemm(g),
+        };
+        done?;
+        if self.sync_each {
+            self.synchronize().map_err(|e| Error::Kernel {
+                kernel: format!("{op} (cuBLAS GEMM)"),
+                msg: format!("failed (SOFTPROMPT_SYNC=1): {e}"),
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,81 @@
+//! Launchers of kernels/layernorm.cu (reference: src/cpu/layernorm.rs). Backward overwrites
+//! `dinp`. One block per row, 32..256 threads by row width.
+
+use super::device::Device;
+use super::kernels::k;
+use super::launch::{grid_x, int, row_threads, Args, Cfg};
+use super::{arg, CudaBuf};
+use crate::backend::DType;
+use crate::error::Result;
+
+// extern "C" __global__ void layernorm_fwd(bf16* out, float* mean, float* rstd,
+//     const bf16* inp, const bf16* w, const bf16* bias, int n, int c, float eps);
+/// out (N, C) bf16, mean and rstd (N) f32 from inp (N, C).
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_fwd(
+    dev: &Device,
+    out: &mut CudaBuf,
+    mean: &mut CudaBuf,
+    rstd: &mut CudaBuf,
+    inp: &CudaBuf,
+    w: &CudaBuf,
+    bias: &CudaBuf,
+    n: usize,
+    c: usize,
+    eps: f64,
+) -> Result<()> {
+    let bf = DType::BF16;
+    let args = Args::new()
+        .ptr(arg(out, "layernorm out", bf, n * c)?)
+        .ptr(arg(mean, "layernorm mean", DType::F32, n)?)
+        .ptr(arg(rstd, "layernorm rstd", DType::F32, n)?)
+        .ptr(arg(inp, "layernorm inp", bf, n * c)?)
+        .ptr(arg(w, "layernorm weight", bf, c)?)
+        .ptr(arg(bias, "layernorm bias", bf, c)?)
+        .i32(int("rows", n)?)
+        .i32(int("hidden size", c)?)
+        .f32(eps as f32);
+    if n == 0 {
+        return Ok(());
+    }
+    dev.launch(
+        k::LAYERNORM_FWD,
+        Cfg::linear(grid_x("layernorm rows", n)?, row_threads(c)),
+        args,
+    )
+}
+
+// extern "C" __global__ void layernorm_bwd(bf16* dinp, const bf16* dout, const bf16* inp,
+//     const bf16* w, const float* mean, const float* rstd, int n, int c);
+/// dinp (N, C) = LayerNorm backward of dout (N, C), overwriting.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_bwd(
+    dev: &Device,
+    dinp: &mut CudaBuf,
+    dout: &CudaBuf,
+    inp: &CudaBuf,
+    w: &CudaBuf,
+    mean: &CudaBuf,
+    rstd: &CudaBuf,
+    n: usize,
+    c: usize,
+) -> Result<()> {
+    let bf = DType::BF16;
+    let args = Args::new()
+        .ptr(arg(dinp, "layernorm dinp", bf, n * c)?)
+        .ptr(arg(dout, "layernorm dout", bf, n * c)?)
+        .ptr(arg(inp, "layernorm inp", bf, n * c)?)
+        .ptr(arg(w, "layernorm weight", bf, c)?)
+        .ptr(arg(mean, "layernorm mean", DType::F32, n)?)
+        .ptr(arg(rstd, "layernorm rstd", DType::F32, n)?)
+        .i32(int("rows", n)?)
+        .i32(int("hidden size", c)?);
+    if n == 0 {
+        return Ok(());
+    }
+    dev.launch(
+        k::LAYERNORM_BWD,
+        Cfg::linear(grid_x("layernorm rows", n)?, row_threads(c)),
+        args,
+    )
+}

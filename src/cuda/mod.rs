@@ -1,0 +1,520 @@
+//! The CUDA backend: hand-written kernels (kernels/*.cu) compiled by NVRTC at start-up,
+//! GEMMs through cuBLAS, and the `emu` device that runs the very same launchers and kernels
+//! on the host through the CPU emulator (kernels/emu) for tests.
+//!
+//! Dtypes (see backend.rs): weights and activations are bf16 (`act_dtype()`); the prompt,
+//! its gradient, the optimizer state, norm statistics, attention log-sum-exps, logits and
+//! losses are float32; ids, masks and labels are I32. Every kernel accumulates in float32.
+//! An op given another dtype combination than the models use returns an error naming it.
+//!
+//! I32 buffers are never written by a kernel, so each keeps a host mirror of its values: the
+//! launchers check indices (token ids, row indices, labels) on the host before any launch,
+//! exactly as the CPU backend does, without a device round trip.
+//!
+//! Each op family has its launchers in `src/cuda/<op>.rs`, next to `kernels/<op>.cu` and the
+//! reference `src/cpu/<op>.rs`, with the same names and argument order.
+
+pub mod activation;
+pub mod attention;
+pub mod device;
+pub mod elementwise;
+pub mod embedding;
+#[cfg(feature = "emu")]
+mod emu;
+pub mod gemm;
+mod gpu;
+pub mod kernels;
+pub mod launch;
+pub mod layernorm;
+pub mod loss;
+pub mod matmul;
+pub mod nvrtc;
+pub mod optimizer;
+pub mod rmsnorm;
+pub mod rows;
+
+#[cfg(test)]
+mod emu_rewrite_tests;
+
+use crate::backend::{AttnDims, Backend, BiasRef, DType, MemStats};
+use crate::cpu::activation::Act;
+use crate::cpu::optimizer::{AdafactorHyper, AdamWHyper};
+use crate::error::{Error, Result};
+use device::{Device, Storage};
+use std::sync::Arc;
+
+/// A buffer on the device: `len` elements of `dtype` at `storage.ptr`.
+pub struct CudaBuf {
+    storage: Storage,
+    len: usize,
+    dtype: DType,
+    /// the values of an I32 buffer, kept on the host for index checks
+    host_i32: Option<Vec<i32>>,
+}
+
+impl CudaBuf {
+    pub fn ptr(&self) -> u64 {
+        self.storage.ptr
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+}
+
+/// The device pointer of `buf`, after checking its dtype and that it holds at least `len`.
+pub(crate) fn arg(buf: &CudaBuf, what: &str, dtype: DType, len: usize) -> Result<u64> {
+    if buf.dtype != dtype {
+        return Err(Error::tensor(
+            what,
+            format!(
+                "expected {dtype:?} on the CUDA backend, got {:?}",
+                buf.dtype
+            ),
+        ));
+    }
+    if buf.len < len {
+        return Err(Error::shape(what, format!(">= {len} elements"), buf.len));
+    }
+    Ok(buf.ptr())
+}
+
+/// As `arg`, 0 (a null pointer for the kernel) when absent.
+pub(crate) fn opt_arg(buf: Option<&CudaBuf>, what: &str, dtype: DType, len: usize) -> Result<u64> {
+    buf.map_or(Ok(0), |b| arg(b, what, dtype, len))
+}
+
+/// The host mirror of an I32 buffer's first `len` values, and its device pointer.
+pub(crate) fn ints<'a>(buf: &'a CudaBuf, what: &str, len: usize) -> Result<(&'a [i32], u64)> {
+    let ptr = arg(buf, what, DType::I32, len)?;
+    let host = buf
+        .host_i32
+        .as_ref()
+        .ok_or_else(|| Error::tensor(what, "I32 buffer without its host copy"))?;
+    Ok((&host[..len], ptr))
+}
+
+pub struct CudaBackend {
+    pub(crate) dev: Arc<Device>,
+}
+
+/// Ok when a GPU can be used (driver, device, NVRTC and cuBLAS present); else the reason,
+/// starting "no CUDA device" when there is none. Starts nothing.
+pub fn probe_cuda() -> Result<()> {
+    gpu::probe(0)
+}
+
+impl CudaBackend {
+    /// GPU `ordinal`: fails with a clear message when there is no driver or device, and when
+    /// a kernel does not compile (naming the .cu file and NVRTC's log).
+    pub fn cuda(ordinal: usize) -> Result<Self> {
+        Ok(CudaBackend {
+            dev: Device::cuda(ordinal)?,
+        })
+    }
+
+    /// The emulator: host memory, the same launchers and kernels, run on the CPU.
+    #[cfg(feature = "emu")]
+    pub fn emu() -> Result<Self> {
+        Ok(CudaBackend {
+            dev: Device::emu()?,
+        })
+    }
+
+    /// (kernel name, launches so far) for every kernel.
+    pub fn launch_counts(&self) -> Vec<(&'static str, usize)> {
+        self.dev.launch_counts()
+    }
+
+    fn alloc(&self, dtype: DType, len: usize) -> Result<CudaBuf> {
+        let storage = self.dev.alloc(len * dtype.size())?;
+        Ok(CudaBuf {
+            storage,
+            len,
+            dtype,
+            host_i32: (dtype == DType::I32).then(|| vec![0; len]),
+        })
+    }
+}
+
+/// Host f32 values as the bytes of `dtype`.
+fn encode(dtype: DType, data: &[f32]) -> Vec<u8> {
+    match dtype {
+        DType::BF16 => data
+            .iter()
+            .flat_map(|&x| half::bf16::from_f32(x).to_bits().to_le_bytes())
+            .collect(),
+        _ => bytemuck::cast_slice(data).to_vec(),
+    }
+}
+
+fn decode(dtype: DType, bytes: &[u8]) -> Vec<f32> {
+    match dtype {
+        DType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
+            .collect(),
+        _ => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    }
+}
+
+impl Backend for CudaBackend {
+    type Buf = CudaBuf;
+
+    fn name(&self) -> String {
+        self.dev.name()
+    }
+    fn act_dtype(&self) -> DType {
+        DType::BF16
+    }
+    fn len(&self, buf: &CudaBuf) -> usize {
+        buf.len
+    }
+    fn dtype(&self, buf: &CudaBuf) -> DType {
+        buf.dtype
+    }
+    fn buf_id(&self, buf: &CudaBuf) -> usize {
+        // a zero-length buffer has no address; its struct's address is unique while it lives
+        if buf.storage.ptr == 0 {
+            buf as *const CudaBuf as usize
+        } else {
+            buf.storage.ptr as usize
+        }
+    }
+
+    fn zeros(&self, dtype: DType, len: usize) -> Result<CudaBuf> {
+        let buf = self.alloc(dtype, len)?;
+        // SAFETY: the whole allocation just made.
+        unsafe { self.dev.memset0(buf.ptr(), buf.storage.bytes)? };
+        Ok(buf)
+    }
+    fn upload(&self, dtype: DType, data: &[f32]) -> Result<CudaBuf> {
+        if dtype == DType::I32 {
+            return Err(Error::tensor(
+                "upload",
+                "float data cannot be uploaded as I32",
+            ));
+        }
+        let buf = self.alloc(dtype, data.len())?;
+        // SAFETY: the bytes fill exactly the allocation just made.
+        unsafe { self.dev.htod(buf.ptr(), &encode(dtype, data))? };
+        Ok(buf)
+    }
+    fn upload_i32(&self, data: &[i32]) -> Result<CudaBuf> {
+        let mut buf = self.alloc(DType::I32, data.len())?;
+        // SAFETY: as upload.
+        unsafe { self.dev.htod(buf.ptr(), bytemuck::cast_slice(data))? };
+        buf.host_i32 = Some(data.to_vec());
+        Ok(buf)
+    }
+    fn download(&self, buf: &CudaBuf) -> Result<Vec<f32>> {
+        if let Some(h) = &buf.host_i32 {
+            return Ok(h.iter().map(|&x| x as f32).collect());
+        }
+        let mut bytes = vec![0u8; buf.storage.bytes];
+        // SAFETY: the whole allocation.
+        unsafe { self.dev.dtoh(&mut bytes, buf.ptr())? };
+        Ok(decode(buf.dtype, &bytes))
+    }
+    fn copy(&self, dst: &mut CudaBuf, src: &CudaBuf) -> Result<()> {
+        if dst.len != src.len || dst.dtype != src.dtype {
+            return Err(Error::shape(
+                "copy",
+                format!("{} elements of {:?}", dst.len, dst.dtype),
+                format!("{} elements of {:?}", src.len, src.dtype),
+            ));
+        }
+        // SAFETY: both allocations hold exactly these bytes.
+        unsafe { self.dev.dtod(dst.ptr(), src.ptr(), src.storage.bytes)? };
+        dst.host_i32 = src.host_i32.clone();
+        Ok(())
+    }
+    fn memory(&self) -> MemStats {
+        MemStats {
+            live_bytes: self.dev.live_bytes(),
+            peak_bytes: self.dev.peak_bytes(),
+        }
+    }
+    fn reset_peak(&self) {
+        self.dev.reset_peak()
+    }
+    fn synchronize(&self) -> Result<()> {
+        self.dev.synchronize()
+    }
+
+    fn embedding_fwd(
+        &self,
+        out: &mut CudaBuf,
+        prompt: &CudaBuf,
+        wte: &CudaBuf,
+        wpe: Option<&CudaBuf>,
+        wtt: Option<&CudaBuf>,
+        ids: &CudaBuf,
+        type_ids: Option<&CudaBuf>,
+        b: usize,
+        t: usize,
+        p: usize,
+        c: usize,
+    ) -> Result<()> {
+        embedding::embedding_fwd(
+            &self.dev, out, prompt, wte, wpe, wtt, ids, type_ids, b, t, p, c,
+        )
+    }
+    fn prompt_grad_bwd(
+        &self,
+        dprompt: &mut CudaBuf,
+        dout: &CudaBuf,
+        b: usize,
+        t: usize,
+        p: usize,
+        c: usize,
+    ) -> Result<()> {
+        embedding::prompt_grad_bwd(&self.dev, dprompt, dout, b, t, p, c)
+    }
+
+    fn layernorm_fwd(
+        &self,
+        out: &mut CudaBuf,
+        mean: &mut CudaBuf,
+        rstd: &mut CudaBuf,
+        inp: &CudaBuf,
+        w: &CudaBuf,
+        bias: &CudaBuf,
+        n: usize,
+        c: usize,
+        eps: f64,
+    ) -> Result<()> {
+        layernorm::layernorm_fwd(&self.dev, out, mean, rstd, inp, w, bias, n, c, eps)
+    }
+    fn layernorm_bwd(
+        &self,
+        dinp: &mut CudaBuf,
+        dout: &CudaBuf,
+        inp: &CudaBuf,
+        w: &CudaBuf,
+        mean: &CudaBuf,
+        rstd: &CudaBuf,
+        n: usize,
+        c: usize,
+    ) -> Result<()> {
+        layernorm::layernorm_bwd(&self.dev, dinp, dout, inp, w, mean, rstd, n, c)
+    }
+
+    fn rmsnorm_fwd(
+        &self,
+        out: &mut CudaBuf,
+        rstd: &mut CudaBuf,
+        inp: &CudaBuf,
+        w: &CudaBuf,
+        n: usize,
+        c: usize,
+        eps: f64,
+    ) -> Result<()> {
+        rmsnorm::rmsnorm_fwd(&self.dev, out, rstd, inp, w, n, c, eps)
+    }
+    fn rmsnorm_bwd(
+        &self,
+        dinp: &mut CudaBuf,
+        dout: &CudaBuf,
+        inp: &CudaBuf,
+        w: &CudaBuf,
+        rstd: &CudaBuf,
+        n: usize,
+        c: usize,
+    ) -> Result<()> {
+        rmsnorm::rmsnorm_bwd(&self.dev, dinp, dout, inp, w, rstd, n, c)
+    }
+
+    fn linear_fwd(
+        &self,
+        out: &mut CudaBuf,
+        inp: &CudaBuf,
+        w: &CudaBuf,
+        bias: Option<&CudaBuf>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
+        matmul::linear_fwd(self, out, inp, w, bias, m, k, n)
+    }
+    fn linear_bwd(
+        &self,
+        dinp: &mut CudaBuf,
+        dout: &CudaBuf,
+        w: &CudaBuf,
+        m: usize,
+        k: usize,
+        n: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        matmul::linear_bwd(self, dinp, dout, w, m, k, n, accumulate)
+    }
+
+    fn act_fwd(&self, out: &mut CudaBuf, inp: &CudaBuf, act: Act, n: usize) -> Result<()> {
+        activation::act_fwd(&self.dev, out, inp, act, n)
+    }
+    fn act_bwd(
+        &self,
+        dinp: &mut CudaBuf,
+        dout: &CudaBuf,
+        inp: &CudaBuf,
+        act: Act,
+        n: usize,
+    ) -> Result<()> {
+        activation::act_bwd(&self.dev, dinp, dout, inp, act, n)
+    }
+    fn gated_act_fwd(
+        &self,
+        out: &mut CudaBuf,
+        gate: &CudaBuf,
+        lin: &CudaBuf,
+        act: Act,
+        n: usize,
+    ) -> Result<()> {
+        activation::gated_act_fwd(&self.dev, out, gate, lin, act, n)
+    }
+    fn gated_act_bwd(
+        &self,
+        dgate: &mut CudaBuf,
+        dlin: &mut CudaBuf,
+        dout: &CudaBuf,
+        gate: &CudaBuf,
+        lin: &CudaBuf,
+        act: Act,
+        n: usize,
+    ) -> Result<()> {
+        activation::gated_act_bwd(&self.dev, dgate, dlin, dout, gate, lin, act, n)
+    }
+
+    fn attention_fwd(
+        &self,
+        out: &mut CudaBuf,
+        lse: &mut CudaBuf,
+        q: &CudaBuf,
+        k: &CudaBuf,
+        v: &CudaBuf,
+        key_mask: &CudaBuf,
+        bias: Option<BiasRef<'_, CudaBuf>>,
+        causal: bool,
+        scale: f64,
+        dims: AttnDims,
+    ) -> Result<()> {
+        attention::attention_fwd(self, out, lse, q, k, v, key_mask, bias, causal, scale, dims)
+    }
+    fn attention_bwd(
+        &self,
+        dq: &mut CudaBuf,
+        dk: &mut CudaBuf,
+        dv: &mut CudaBuf,
+        dout: &CudaBuf,
+        q: &CudaBuf,
+        k: &CudaBuf,
+        v: &CudaBuf,
+        lse: &CudaBuf,
+        key_mask: &CudaBuf,
+        bias: Option<BiasRef<'_, CudaBuf>>,
+        causal: bool,
+        scale: f64,
+        dims: AttnDims,
+    ) -> Result<()> {
+        attention::attention_bwd(
+            self, dq, dk, dv, dout, q, k, v, lse, key_mask, bias, causal, scale, dims,
+        )
+    }
+
+    fn cross_entropy_fwd_bwd(
+        &self,
+        logits: &mut CudaBuf,
+        losses: &mut CudaBuf,
+        targets: &CudaBuf,
+        m: usize,
+        v: usize,
+        grad_scale: f64,
+    ) -> Result<()> {
+        loss::cross_entropy_fwd_bwd(&self.dev, logits, losses, targets, m, v, grad_scale)
+    }
+
+    fn gather_rows(
+        &self,
+        out: &mut CudaBuf,
+        inp: &CudaBuf,
+        idx: &CudaBuf,
+        m: usize,
+        c: usize,
+    ) -> Result<()> {
+        rows::gather_rows(&self.dev, out, inp, idx, m, c)
+    }
+    fn scatter_rows_bwd(
+        &self,
+        dinp: &mut CudaBuf,
+        dout: &CudaBuf,
+        idx: &CudaBuf,
+        m: usize,
+        c: usize,
+    ) -> Result<()> {
+        rows::scatter_rows_bwd(&self.dev, dinp, dout, idx, m, c)
+    }
+    fn mean_pool_fwd(
+        &self,
+        out: &mut CudaBuf,
+        inp: &CudaBuf,
+        weight: &CudaBuf,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()> {
+        rows::mean_pool_fwd(&self.dev, out, inp, weight, b, t, c)
+    }
+    fn mean_pool_bwd(
+        &self,
+        dinp: &mut CudaBuf,
+        dout: &CudaBuf,
+        weight: &CudaBuf,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()> {
+        rows::mean_pool_bwd(&self.dev, dinp, dout, weight, b, t, c)
+    }
+
+    fn add_fwd(&self, out: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, n: usize) -> Result<()> {
+        elementwise::add_fwd(&self.dev, out, a, b, n)
+    }
+    fn add_inplace(&self, acc: &mut CudaBuf, a: &CudaBuf, n: usize) -> Result<()> {
+        elementwise::add_inplace(&self.dev, acc, a, n)
+    }
+    fn scale_inplace(&self, x: &mut CudaBuf, s: f64, n: usize) -> Result<()> {
+        elementwise::scale_inplace(&self.dev, x, s, n)
+    }
+
+    fn adamw_update(
+        &self,
+        param: &mut CudaBuf,
+        grad: &CudaBuf,
+        m: &mut CudaBuf,
+        v: &mut CudaBuf,
+        hp: &AdamWHyper,
+        step: u64,
+    ) -> Result<()> {
+        optimizer::adamw_update(&self.dev, param, grad, m, v, hp, step)
+    }
+    fn adafactor_update(
+        &self,
+        param: &mut CudaBuf,
+        grad: &CudaBuf,
+        row: &mut CudaBuf,
+        col: &mut CudaBuf,
+        hp: &AdafactorHyper,
+        step: u64,
+    ) -> Result<()> {
+        optimizer::adafactor_update(&self.dev, param, grad, row, col, hp, step)
+    }
+}
