@@ -98,9 +98,13 @@ fn predict<B: Backend>(be: &B, a: &Args) -> Result<()> {
                 l.task.spec.max_len
             );
         }
-        None => std::io::stdout()
-            .write_all(out.as_bytes())
-            .map_err(|e| Error::io("stdout", e))?,
+        None => match std::io::stdout().write_all(out.as_bytes()) {
+            // a closed pipe (`| head`) is the reader's choice, not an error
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(Error::io("stdout", e))
+            }
+            _ => {}
+        },
     }
     Ok(())
 }
