@@ -1,5 +1,6 @@
 //! Flags shared by `train`, `eval` and `predict`: the device, the data fields and the task.
 
+use softprompt::device::DeviceKind;
 use softprompt::models::heads::Pooling;
 use softprompt::train::data::{DataSpec, Dataset, Format};
 use softprompt::train::task::{parse_verbalizer, Decode, TaskKind, TaskSpec, TEXT_SLOT};
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct DeviceArgs {
-    /// cpu, cuda or emu (only cpu is in this build)
+    /// cpu, cuda (cuda:N) or emu (the CUDA kernels on the CPU emulator; build with --features emu)
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// CPU threads (0: all cores); the same count gives bit-identical results
@@ -18,25 +19,16 @@ pub struct DeviceArgs {
 }
 
 impl DeviceArgs {
-    /// Checks the device and sets up the thread pool.
-    pub fn setup(&self) -> Result<()> {
-        match self.device.as_str() {
-            "cpu" => {}
-            "cuda" | "emu" => {
-                return Err(Error::Device(format!(
-                    "--device {}: not available in this build (the CUDA and emulator backends are not wired into train/eval/predict yet); use --device cpu",
-                    self.device
-                )))
-            }
-            other => return Err(Error::arg("--device", format!("\"{other}\": expected cpu, cuda or emu"))),
-        }
+    /// Parses the device and sets up the thread pool.
+    pub fn setup(&self) -> Result<DeviceKind> {
+        let kind: DeviceKind = self.device.parse()?;
         if self.threads > 0 {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(self.threads)
                 .build_global()
                 .map_err(|e| Error::arg("--threads", e.to_string()))?;
         }
-        Ok(())
+        Ok(kind)
     }
 }
 

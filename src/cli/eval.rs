@@ -1,8 +1,9 @@
 //! `softprompt eval`: accuracy and macro-F1 of a saved prompt on a labelled file.
 
 use super::common::{fail, resolve_model, DataArgs, DeviceArgs, TaskArgs};
+use softprompt::device::{with_backend, WithBackend};
 use softprompt::train::{evaluate, Model, Params, Task};
-use softprompt::{backend::DType, Backend, CpuBackend, Result};
+use softprompt::{backend::DType, Backend, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -34,7 +35,7 @@ pub fn run(args: Args) -> i32 {
     match args
         .device
         .setup()
-        .and_then(|_| eval(&CpuBackend::<f32>::new(), &args))
+        .and_then(|kind| with_backend(kind, Job(&args)))
     {
         Ok(()) => 0,
         Err(e) => fail(&e),
@@ -136,4 +137,13 @@ fn eval<B: Backend>(be: &B, a: &Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+struct Job<'a>(&'a Args);
+
+impl WithBackend for Job<'_> {
+    type Output = ();
+    fn run<B: Backend>(self, be: B) -> Result<()> {
+        eval(&be, self.0)
+    }
 }

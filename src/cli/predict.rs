@@ -4,8 +4,9 @@
 use super::common::{fail, DataArgs, DeviceArgs, TaskArgs};
 use super::eval::load;
 use serde_json::{json, Map, Value};
+use softprompt::device::{with_backend, WithBackend};
 use softprompt::train::predict_all;
-use softprompt::{Backend, CpuBackend, Error, Result};
+use softprompt::{Backend, Error, Result};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -37,7 +38,7 @@ pub fn run(args: Args) -> i32 {
     match args
         .device
         .setup()
-        .and_then(|_| predict(&CpuBackend::<f32>::new(), &args))
+        .and_then(|kind| with_backend(kind, Job(&args)))
     {
         Ok(()) => 0,
         Err(e) => fail(&e),
@@ -107,4 +108,13 @@ fn predict<B: Backend>(be: &B, a: &Args) -> Result<()> {
         },
     }
     Ok(())
+}
+
+struct Job<'a>(&'a Args);
+
+impl WithBackend for Job<'_> {
+    type Output = ();
+    fn run<B: Backend>(self, be: B) -> Result<()> {
+        predict(&be, self.0)
+    }
 }

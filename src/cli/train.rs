@@ -3,12 +3,13 @@
 
 use super::common::{fail, DataArgs, DeviceArgs, TaskArgs};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use softprompt::device::{with_backend, WithBackend};
 use softprompt::models::Recompute;
 use softprompt::prompt::PromptInit;
 use softprompt::train::checkpoint::CHECKPOINT_FILE;
 use softprompt::train::optim::{OptimConfig, OptimKind, Schedule, ScheduleKind};
 use softprompt::train::{Encoded, Event, Model, Task, TaskKind, TrainConfig, Trainer};
-use softprompt::{Backend, CpuBackend, Error, Result};
+use softprompt::{Backend, Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -120,7 +121,7 @@ pub fn run(args: Args) -> i32 {
     let result = args
         .device
         .setup()
-        .and_then(|_| train(&CpuBackend::<f32>::new(), &args));
+        .and_then(|kind| with_backend(kind, Job(&args)));
     match result {
         Ok(()) => 0,
         Err(e) => fail(&e),
@@ -388,4 +389,13 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
     );
     println!("saved to {} (prompt: adapter_model.safetensors, task.json{}; checkpoint.safetensors, metrics.jsonl)", a.out.display(), if task.spec.kind == TaskKind::Cls { ", head.safetensors" } else { "" });
     Ok(())
+}
+
+struct Job<'a>(&'a Args);
+
+impl WithBackend for Job<'_> {
+    type Output = ();
+    fn run<B: Backend>(self, be: B) -> Result<()> {
+        train(&be, self.0)
+    }
 }
