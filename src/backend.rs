@@ -46,6 +46,14 @@ pub struct BiasRef<'a, Buf> {
     pub buckets: &'a Buf,
 }
 
+/// Device time of one kernel (or GEMM) summed over a profiled region.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    pub name: String,
+    pub calls: u64,
+    pub ms: f64,
+}
+
 pub trait Backend: Send + Sync {
     type Buf: Send + Sync;
 
@@ -70,6 +78,16 @@ pub trait Backend: Send + Sync {
     fn memory(&self) -> MemStats;
     fn reset_peak(&self);
     fn synchronize(&self) -> Result<()>;
+    /// Starts timing every kernel launch (CUDA events on a GPU). Backends without kernels
+    /// ignore it.
+    fn kernel_profile_start(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Ends the region started by `kernel_profile_start`: time per kernel, largest first
+    /// (empty where there are no kernels).
+    fn kernel_profile_stop(&self) -> Result<Vec<KernelTime>> {
+        Ok(Vec::new())
+    }
 
     // embedding (src/cpu/embedding.rs)
     #[allow(clippy::too_many_arguments)]

@@ -2,7 +2,7 @@
 //! synchronous, so wall time per call is its cost; on a GPU the decorator synchronises after
 //! each launch, which serialises the stream but attributes time to the right op.
 
-use crate::backend::{AttnDims, Backend, BiasRef, DType, MemStats};
+use crate::backend::{AttnDims, Backend, BiasRef, DType, KernelTime, MemStats};
 use crate::cpu::activation::Act;
 use crate::cpu::optimizer::{AdafactorHyper, AdamWHyper};
 use crate::error::Result;
@@ -123,6 +123,12 @@ impl<B: Backend> Backend for Profiler<B> {
     }
     fn reset_peak(&self) {
         self.inner.reset_peak()
+    }
+    fn kernel_profile_start(&self) -> Result<()> {
+        self.inner.kernel_profile_start()
+    }
+    fn kernel_profile_stop(&self) -> Result<Vec<KernelTime>> {
+        self.inner.kernel_profile_stop()
     }
     fn synchronize(&self) -> Result<()> {
         self.time("synchronize", || self.inner.synchronize())

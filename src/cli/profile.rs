@@ -38,12 +38,44 @@ impl WithBackend for Job {
         let batch = bench::bench_batch(&self.preset, &self.w, 3);
         bench::step(&be, &model, &batch, &self.w)?;
         be.reset();
+        be.kernel_profile_start()?;
+        let _range = softprompt::cuda::nvtx::Range::push("softprompt step");
         bench::step(&be, &model, &batch, &self.w)?;
-        Ok(be.table())
+        let kernels = be.kernel_profile_stop()?;
+        let mut out = format!(
+            "per op ({}; each op synchronised):\n{}",
+            be.name(),
+            be.table()
+        );
+        if !kernels.is_empty() {
+            out += &kernel_table(&kernels);
+        }
+        Ok(out)
     }
 }
 
-/// One warm-up step, then one profiled step; prints the per-op table.
+/// Device time per kernel, from CUDA events on a GPU (host clock under emu).
+fn kernel_table(rows: &[softprompt::backend::KernelTime]) -> String {
+    let total: f64 = rows.iter().map(|r| r.ms).sum();
+    let mut s = format!(
+        "\nper kernel (device time):\n{:<36} {:>7} {:>11} {:>10} {:>7}\n",
+        "kernel", "calls", "total ms", "mean us", "share"
+    );
+    for r in rows {
+        s += &format!(
+            "{:<36} {:>7} {:>11.3} {:>10.1} {:>6.1}%\n",
+            r.name,
+            r.calls,
+            r.ms,
+            1e3 * r.ms / r.calls.max(1) as f64,
+            100.0 * r.ms / total.max(1e-12)
+        );
+    }
+    s + &format!("{:<36} {:>7} {:>11.3}\n", "total", "", total)
+}
+
+/// One warm-up step, then one profiled step: a per-op table (every backend) and a per-kernel
+/// table (CUDA events on a GPU), inside an NVTX range for nsys and ncu.
 pub fn run(args: Args) -> i32 {
     let result = (|| {
         let w = Workload {

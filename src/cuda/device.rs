@@ -6,9 +6,12 @@ use super::gemm::Gemm;
 use super::gpu::Gpu;
 use super::kernels::KernelId;
 use super::launch::{Args, Cfg};
+use super::timing::{self, Span, Stamp};
+use crate::backend::KernelTime;
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 pub enum Kind {
     Cuda(Gpu),
@@ -23,6 +26,8 @@ pub struct Device {
     peak: AtomicUsize,
     /// launches per kernel (indexed like KERNELS), for the test that every kernel runs
     launches: Vec<AtomicUsize>,
+    /// the spans of a profiled region (`kernel_profile_start`), None when not profiling
+    profile: Mutex<Option<Vec<Span>>>,
 }
 
 /// A device allocation (or, under `emu`, a 256-byte-aligned host allocation); freed on drop.
@@ -73,7 +78,61 @@ impl Device {
                 .iter()
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
+            profile: Mutex::new(None),
         }
+    }
+
+    fn profiling(&self) -> bool {
+        self.profile.lock().map(|p| p.is_some()).unwrap_or(false)
+    }
+
+    fn stamp(&self) -> Result<Stamp> {
+        match &self.kind {
+            Kind::Cuda(g) => g.stamp(),
+            #[cfg(feature = "emu")]
+            Kind::Emu => Ok(Stamp::Host(Instant::now())),
+        }
+    }
+
+    /// Runs `work`, recording it as a span named `name` when profiling.
+    fn timed(&self, name: &str, work: impl FnOnce() -> Result<()>) -> Result<()> {
+        if !self.profiling() {
+            return work();
+        }
+        let start = self.stamp()?;
+        work()?;
+        let end = self.stamp()?;
+        if let Ok(mut p) = self.profile.lock() {
+            if let Some(spans) = p.as_mut() {
+                spans.push(Span {
+                    name: name.to_string(),
+                    start,
+                    end,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn profile_start(&self) -> Result<()> {
+        self.synchronize()?;
+        let mut p = self
+            .profile
+            .lock()
+            .map_err(|_| Error::Device("profile lock poisoned".into()))?;
+        *p = Some(Vec::new());
+        Ok(())
+    }
+
+    pub fn profile_stop(&self) -> Result<Vec<KernelTime>> {
+        self.synchronize()?;
+        let spans = self
+            .profile
+            .lock()
+            .map_err(|_| Error::Device("profile lock poisoned".into()))?
+            .take()
+            .unwrap_or_default();
+        timing::summarize(spans)
     }
 
     pub fn name(&self) -> String {
@@ -188,13 +247,12 @@ impl Device {
     /// so the arguments match the kernel's signature and every access stays in bounds.
     pub fn launch(&self, k: KernelId, cfg: Cfg, mut args: Args) -> Result<()> {
         let mut ptrs = args.pointers();
-        let launched = match &self.kind {
+        self.timed(k.name(), || match &self.kind {
             // SAFETY: see above; the pointer array outlives the (synchronous) launch call.
             Kind::Cuda(g) => unsafe { g.launch(k, &cfg, &mut ptrs) },
             #[cfg(feature = "emu")]
             Kind::Emu => super::emu::launch(k, &cfg, &mut ptrs),
-        };
-        launched?;
+        })?;
         self.launches[k.0].fetch_add(1, Ordering::Relaxed);
         if self.sync_each {
             self.synchronize().map_err(|e| Error::Kernel {
@@ -207,12 +265,11 @@ impl Device {
 
     /// SAFETY: the operands lie inside live allocations (checked by the caller).
     pub unsafe fn gemm(&self, g: &Gemm, op: &str) -> Result<()> {
-        let done = match &self.kind {
+        self.timed(&format!("gemm ({op})"), || match &self.kind {
             Kind::Cuda(gpu) => gpu.gemm(g),
             #[cfg(feature = "emu")]
             Kind::Emu => super::emu::gemm(g),
-        };
-        done?;
+        })?;
         if self.sync_each {
             self.synchronize().map_err(|e| Error::Kernel {
                 kernel: format!("{op} (cuBLAS GEMM)"),

@@ -143,6 +143,12 @@ impl Gpu {
         result::memset_d8_sync(dst, 0, bytes).map_err(driver_err("cuMemsetD8"))
     }
 
+    /// A CUDA event recorded now on the default stream.
+    pub fn stamp(&self) -> Result<super::timing::Stamp> {
+        self.bind()?;
+        super::timing::event_stamp()
+    }
+
     pub fn synchronize(&self) -> Result<()> {
         self.bind()?;
         self.ctx.synchronize().map_err(driver_err("synchronize"))

@@ -29,14 +29,16 @@ pub mod layernorm;
 pub mod loss;
 pub mod matmul;
 pub mod nvrtc;
+pub mod nvtx;
 pub mod optimizer;
 pub mod rmsnorm;
 pub mod rows;
+mod timing;
 
 #[cfg(test)]
 mod emu_rewrite_tests;
 
-use crate::backend::{AttnDims, Backend, BiasRef, DType, MemStats};
+use crate::backend::{AttnDims, Backend, BiasRef, DType, KernelTime, MemStats};
 use crate::cpu::activation::Act;
 use crate::cpu::optimizer::{AdafactorHyper, AdamWHyper};
 use crate::error::{Error, Result};
@@ -248,6 +250,12 @@ impl Backend for CudaBackend {
     }
     fn synchronize(&self) -> Result<()> {
         self.dev.synchronize()
+    }
+    fn kernel_profile_start(&self) -> Result<()> {
+        self.dev.profile_start()
+    }
+    fn kernel_profile_stop(&self) -> Result<Vec<KernelTime>> {
+        self.dev.profile_stop()
     }
 
     fn embedding_fwd(
