@@ -1,32 +1,12 @@
+use super::common::WorkloadArgs;
 use softprompt::backend::Backend;
 use softprompt::bench::{self, Workload};
-use softprompt::device::{with_backend, DeviceKind, WithBackend};
+use softprompt::device::{with_backend, WithBackend};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// bert-base, bert-large, t5-base, t5-large, t5-xl or t5-xxl (random frozen weights)
-    #[arg(long)]
-    preset: String,
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
-    /// Real tokens per row (the prompt comes on top)
-    #[arg(long, default_value_t = 128)]
-    seq: usize,
-    /// T5 decoder length
-    #[arg(long, default_value_t = 8)]
-    target_len: usize,
-    /// Prompt rows P
-    #[arg(long, default_value_t = 20)]
-    prompt: usize,
-    /// cpu, cuda or emu (a build with --features emu; for checks, not timing)
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// none (keep nonlinear state) or layer (keep layer inputs, recompute in backward)
-    #[arg(long, default_value = "none")]
-    recompute: String,
-    /// BERT objective: pet or mlm
-    #[arg(long, default_value = "pet")]
-    objective: String,
+    #[command(flatten)]
+    workload: WorkloadArgs,
     /// Timed steps (the median is reported)
     #[arg(long, default_value_t = 5)]
     steps: usize,
@@ -53,27 +33,15 @@ impl WithBackend for Job<'_> {
 }
 
 pub fn run(args: Args) -> i32 {
-    let parsed = args
-        .recompute
-        .parse()
-        .and_then(|r| args.device.parse::<DeviceKind>().map(|d| (r, d)));
-    let (recompute, kind) = match parsed {
+    let (kind, w) = match args.workload.parse() {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e}");
             return 2;
         }
     };
-    let w = Workload {
-        batch: args.batch,
-        seq: args.seq,
-        target_len: args.target_len,
-        prompt: args.prompt,
-        recompute,
-        objective: args.objective.clone(),
-    };
     let job = Job {
-        preset: &args.preset,
+        preset: &args.workload.preset,
         w,
         steps: args.steps,
         warmup: args.warmup,
@@ -88,7 +56,7 @@ pub fn run(args: Args) -> i32 {
         Ok(r) => {
             println!(
                 "{} on {}: {:.1} ms/step, {:.0} tokens/s, {:.3} TFLOP/s, {:.1} MB held for backward, {:.1} MB peak ({:.1} MB weights)",
-                args.preset,
+                args.workload.preset,
                 r["device"].as_str().unwrap_or("?"),
                 r["step_ms"].as_f64().unwrap_or(0.0),
                 r["tokens_per_s"].as_f64().unwrap_or(0.0),

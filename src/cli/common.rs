@@ -254,3 +254,46 @@ pub fn fail(e: &Error) -> i32 {
         _ => 1,
     }
 }
+
+/// The workload flags `bench` and `profile` share (the same as scripts/bench_torch.py's).
+#[derive(clap::Args, Clone, Debug)]
+pub struct WorkloadArgs {
+    /// bert-base, bert-large, t5-base, t5-large, t5-xl or t5-xxl (random frozen weights)
+    #[arg(long)]
+    pub preset: String,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Real tokens per row (the prompt comes on top)
+    #[arg(long, default_value_t = 128)]
+    pub seq: usize,
+    /// T5 decoder length
+    #[arg(long, default_value_t = 8)]
+    pub target_len: usize,
+    /// Prompt rows P
+    #[arg(long, default_value_t = 20)]
+    pub prompt: usize,
+    /// cpu, cuda or emu (a build with --features emu; for checks, not timing)
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// none (keep nonlinear state) or layer (keep layer inputs, recompute in backward)
+    #[arg(long, default_value = "none")]
+    pub recompute: String,
+    /// BERT objective: pet or mlm
+    #[arg(long, default_value = "pet")]
+    pub objective: String,
+}
+
+impl WorkloadArgs {
+    /// The device and the workload these flags describe.
+    pub fn parse(&self) -> Result<(DeviceKind, softprompt::bench::Workload)> {
+        let w = softprompt::bench::Workload {
+            batch: self.batch,
+            seq: self.seq,
+            target_len: self.target_len,
+            prompt: self.prompt,
+            recompute: self.recompute.parse()?,
+            objective: self.objective.clone(),
+        };
+        Ok((self.device.parse()?, w))
+    }
+}

@@ -1,28 +1,13 @@
+use super::common::WorkloadArgs;
 use softprompt::backend::Backend;
 use softprompt::bench::{self, BenchModel, Preset, Workload};
-use softprompt::device::{with_backend, DeviceKind, WithBackend};
+use softprompt::device::{with_backend, WithBackend};
 use softprompt::profile::Profiler;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// bert-base, bert-large, t5-base, t5-large, t5-xl or t5-xxl (random frozen weights)
-    #[arg(long)]
-    preset: String,
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
-    #[arg(long, default_value_t = 128)]
-    seq: usize,
-    #[arg(long, default_value_t = 8)]
-    target_len: usize,
-    #[arg(long, default_value_t = 20)]
-    prompt: usize,
-    /// cpu, cuda or emu (a build with --features emu)
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    #[arg(long, default_value = "none")]
-    recompute: String,
-    #[arg(long, default_value = "pet")]
-    objective: String,
+    #[command(flatten)]
+    workload: WorkloadArgs,
 }
 
 struct Job {
@@ -77,19 +62,10 @@ fn kernel_table(rows: &[softprompt::backend::KernelTime]) -> String {
 /// One warm-up step, then one profiled step: a per-op table (every backend) and a per-kernel
 /// table (CUDA events on a GPU), inside an NVTX range for nsys and ncu.
 pub fn run(args: Args) -> i32 {
-    let result = (|| {
-        let w = Workload {
-            batch: args.batch,
-            seq: args.seq,
-            target_len: args.target_len,
-            prompt: args.prompt,
-            recompute: args.recompute.parse()?,
-            objective: args.objective.clone(),
-        };
-        let preset = Preset::by_name(&args.preset)?;
-        let kind: DeviceKind = args.device.parse()?;
+    let result = args.workload.parse().and_then(|(kind, w)| {
+        let preset = Preset::by_name(&args.workload.preset)?;
         with_backend(kind, Job { preset, w })
-    })();
+    });
     match result {
         Ok(table) => {
             print!("{table}");
