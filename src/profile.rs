@@ -30,7 +30,9 @@ impl<B: Backend> Profiler<B> {
         }
     }
 
+    /// Runs one op (and the synchronisation after it) inside an NVTX range named after it.
     fn time<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let _range = crate::cuda::nvtx::Range::push(op);
         let start = Instant::now();
         let out = f()?;
         self.inner.synchronize()?;

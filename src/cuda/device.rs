@@ -265,7 +265,10 @@ impl Device {
 
     /// SAFETY: the operands lie inside live allocations (checked by the caller).
     pub unsafe fn gemm(&self, g: &Gemm, op: &str) -> Result<()> {
-        self.timed(&format!("gemm ({op})"), || match &self.kind {
+        let name = format!("gemm ({op})");
+        // nsys names kernels itself, but a cuBLAS kernel's name does not say which GEMM it is
+        let _range = super::nvtx::enabled().then(|| super::nvtx::Range::push(&name));
+        self.timed(&name, || match &self.kind {
             Kind::Cuda(gpu) => gpu.gemm(g),
             #[cfg(feature = "emu")]
             Kind::Emu => super::emu::gemm(g),

@@ -81,6 +81,7 @@ pub use model::{Arch, Model};
 pub use task::{Batch, Decode, Encoded, Grads, Params, Prediction, Task, TaskKind, TaskSpec};
 
 use crate::backend::{Backend, DType};
+use crate::cuda::nvtx;
 use crate::error::{Error, Result};
 use crate::models::heads::ClsHead;
 use crate::models::Recompute;
@@ -567,6 +568,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// One optimizer step on the next batch of the plan.
     pub fn step(&mut self) -> Result<StepInfo> {
         let be = self.be;
+        let step = self.state.step + 1;
+        let _range = nvtx::enabled().then(|| nvtx::Range::push(&format!("train step {step}")));
         if self.state.pos >= self.state.plan.len() {
             self.state.epoch += 1;
             self.state.plan = data::epoch_plan(
