@@ -148,6 +148,9 @@ pub struct RandomWeights {
     pub seed: u64,
     pub std: f32,
     pub present: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    /// round every value to bf16, so that a float reference and a bf16 device hold the same
+    /// weights
+    pub bf16: bool,
 }
 
 impl WeightSource for RandomWeights {
@@ -181,6 +184,13 @@ impl WeightSource for RandomWeights {
                         .iter_mut()
                         .for_each(|x| *x = rng.normal() as f32 * self.std);
                 });
+            data
+        };
+        let data = if self.bf16 {
+            data.into_iter()
+                .map(|x| half::bf16::from_f32(x).to_f32())
+                .collect()
+        } else {
             data
         };
         Ok(HostTensor::new(shape.to_vec(), data))

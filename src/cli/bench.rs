@@ -22,13 +22,12 @@ struct Job<'a> {
     w: Workload,
     steps: usize,
     warmup: usize,
-    tol: f64,
 }
 
 impl WithBackend for Job<'_> {
     type Output = serde_json::Value;
     fn run<B: Backend>(self, be: B) -> softprompt::Result<Self::Output> {
-        bench::run(&be, self.preset, &self.w, self.steps, self.warmup, self.tol)
+        bench::run(&be, self.preset, &self.w, self.steps, self.warmup)
     }
 }
 
@@ -45,7 +44,6 @@ pub fn run(args: Args) -> i32 {
         w,
         steps: args.steps,
         warmup: args.warmup,
-        tol: kind.default_tol(),
     };
     let result = with_backend(kind, job);
     match result {
