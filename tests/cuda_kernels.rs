@@ -699,12 +699,12 @@ fn check_attention(be: &CudaBackend) {
         let lookup = softprompt::cpu::attention::bucket_lookup(tq, tk, !causal, buckets, 20);
         let lookup = s.ints(&lookup);
         let bias = || {
-            with_bias.then(|| softprompt::backend::BiasRef {
+            with_bias.then_some(softprompt::backend::BiasRef {
                 table: &table.0,
                 buckets: &lookup.0,
             })
         };
-        let cpu_bias = with_bias.then(|| softprompt::backend::BiasRef {
+        let cpu_bias = with_bias.then_some(softprompt::backend::BiasRef {
             table: &table.1,
             buckets: &lookup.1,
         });
@@ -741,7 +741,7 @@ fn check_attention(be: &CudaBackend) {
             s.out(BF, b * tk * h * d),
             s.out(BF, b * tk * h * d),
         );
-        let cpu_bias = with_bias.then(|| softprompt::backend::BiasRef {
+        let cpu_bias = with_bias.then_some(softprompt::backend::BiasRef {
             table: &table.1,
             buckets: &lookup.1,
         });

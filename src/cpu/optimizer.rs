@@ -63,13 +63,13 @@ pub fn adafactor_update<F: Real>(
     let (r, c) = (row.len(), col.len());
     let beta2t = 1.0 - (step as f64).powf(hp.decay_rate);
     let sq = |i: usize| grad[i].to_f64() * grad[i].to_f64() + hp.eps;
-    for ri in 0..r {
+    for (ri, x) in row.iter_mut().enumerate() {
         let mean = (0..c).map(|ci| sq(ri * c + ci)).sum::<f64>() / c as f64;
-        row[ri] = F::from_f64(beta2t * row[ri].to_f64() + (1.0 - beta2t) * mean);
+        *x = F::from_f64(beta2t * x.to_f64() + (1.0 - beta2t) * mean);
     }
-    for ci in 0..c {
+    for (ci, x) in col.iter_mut().enumerate() {
         let mean = (0..r).map(|ri| sq(ri * c + ci)).sum::<f64>() / r as f64;
-        col[ci] = F::from_f64(beta2t * col[ci].to_f64() + (1.0 - beta2t) * mean);
+        *x = F::from_f64(beta2t * x.to_f64() + (1.0 - beta2t) * mean);
     }
     let row_mean = row.iter().map(|x| x.to_f64()).sum::<f64>() / r as f64;
     let mut update: Vec<f64> = (0..r * c)

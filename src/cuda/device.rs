@@ -181,7 +181,8 @@ impl Device {
         self.peak.store(self.live_bytes(), Ordering::Relaxed);
     }
 
-    /// SAFETY (copies): the device ranges lie inside live allocations of this device.
+    /// # Safety
+    /// (all copies) The device ranges lie inside live allocations of this device.
     pub unsafe fn htod(&self, dst: u64, src: &[u8]) -> Result<()> {
         if src.is_empty() {
             return Ok(());
@@ -195,6 +196,8 @@ impl Device {
             }
         }
     }
+    /// # Safety
+    /// As for `htod`.
     pub unsafe fn dtoh(&self, dst: &mut [u8], src: u64) -> Result<()> {
         if dst.is_empty() {
             return Ok(());
@@ -208,6 +211,8 @@ impl Device {
             }
         }
     }
+    /// # Safety
+    /// As for `htod`.
     pub unsafe fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<()> {
         if bytes == 0 {
             return Ok(());
@@ -221,6 +226,8 @@ impl Device {
             }
         }
     }
+    /// # Safety
+    /// As for `htod`.
     pub unsafe fn memset0(&self, dst: u64, bytes: usize) -> Result<()> {
         if bytes == 0 {
             return Ok(());
@@ -263,7 +270,8 @@ impl Device {
         Ok(())
     }
 
-    /// SAFETY: the operands lie inside live allocations (checked by the caller).
+    /// # Safety
+    /// The operands lie inside live allocations (checked by the caller).
     pub unsafe fn gemm(&self, g: &Gemm, op: &str) -> Result<()> {
         let name = format!("gemm ({op})");
         // nsys names kernels itself, but a cuBLAS kernel's name does not say which GEMM it is

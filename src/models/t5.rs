@@ -357,7 +357,7 @@ impl<B: Backend> T5<B> {
             self.decoder_fwd(be, acct, &enc_out, inp, recompute, capture.as_deref_mut())?;
         acct.end_forward();
         let (loss, ddec_out) =
-            self.lm_loss_fwd_bwd(be, &dec_out, labels, inp.b * inp.l, capture.as_deref_mut())?;
+            self.lm_loss_fwd_bwd(be, &dec_out, labels, inp.b * inp.l, capture)?;
         drop(dec_out);
         let mut denc_out = zeros(be, be.act_dtype(), be.len(&enc_out))?;
         self.decoder_bwd(be, acct, &mut denc_out, ddec_out, dec_acts, &enc_out, inp)?;
@@ -649,7 +649,7 @@ impl<B: Backend> T5<B> {
         dec_out: &B::Buf,
         labels: &[i32],
         rows: usize,
-        mut capture: Option<&mut Outputs>,
+        capture: Option<&mut Outputs>,
     ) -> Result<(f64, B::Buf)> {
         let (c, v) = (self.cfg.d_model, self.cfg.vocab_size);
         let act = be.act_dtype();
@@ -687,7 +687,7 @@ impl<B: Backend> T5<B> {
             be.scatter_rows_bwd(&mut dy, &dh, &idx, m, c)?;
         }
         be.scale_inplace(&mut dy, scale, rows * c)?;
-        if let Some(cap) = capture.as_deref_mut() {
+        if let Some(cap) = capture {
             cap.insert("logits".into(), all_logits);
         }
         Ok((loss * grad_scale, dy))
@@ -749,6 +749,7 @@ impl<B: Backend> T5<B> {
         Ok(logits)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn decoder_bwd(
         &self,
         be: &B,
