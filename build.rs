@@ -110,17 +110,24 @@ fn nvrtc_check(files: &[KernelFile]) -> Result<String, String> {
         .map(|f| (f.name.clone(), f.text.clone()))
         .collect();
     let opts = nvrtc_options::nvrtc_options("sm_90", &nvrtc.include.to_string_lossy());
+    let mut opts_f32 = opts.clone();
+    opts_f32.push(nvrtc_options::F32_BUILD.to_string());
     for f in files.iter().filter(|f| f.name.ends_with(".cu")) {
-        nvrtc
-            .compile(&f.name, &f.text, &headers, &opts)
-            .map_err(|log| {
-                format!(
-                    "kernels/{} failed to compile with NVRTC ({}):\n{log}",
-                    f.name, nvrtc.lib_path
-                )
-            })?;
+        for (build, o) in [("bf16", &opts), ("float32", &opts_f32)] {
+            nvrtc
+                .compile(&f.name, &f.text, &headers, o)
+                .map_err(|log| {
+                    format!(
+                        "kernels/{} ({build} build) failed to compile with NVRTC ({}):\n{log}",
+                        f.name, nvrtc.lib_path
+                    )
+                })?;
+        }
     }
-    Ok(format!("compiled for sm_90 with {}", nvrtc.lib_path))
+    Ok(format!(
+        "compiled for sm_90 (bf16 and float32 builds) with {}",
+        nvrtc.lib_path
+    ))
 }
 
 fn const_name(kernel: &str) -> String {
@@ -166,10 +173,18 @@ fn write_table(out: &Path, files: &[KernelFile], nvrtc_status: &str) -> Result<(
     for (k, _) in &all {
         let _ = writeln!(s, "    fn emu_launch_{k}(grid: *const u32, block: *const u32, smem: usize, args: *mut *mut std::ffi::c_void) -> i32;");
     }
+    for (k, _) in &all {
+        let _ = writeln!(s, "    fn emu32_launch_{k}(grid: *const u32, block: *const u32, smem: usize, args: *mut *mut std::ffi::c_void) -> i32;");
+    }
     s += "}\n/// The emulator's launch functions, indexed like KERNELS.\n#[cfg(feature = \"emu\")]\n";
     s += "pub const EMU_LAUNCH: &[EmuLaunchFn] = &[\n";
     for (k, _) in &all {
         let _ = writeln!(s, "    emu_launch_{k},");
+    }
+    s += "];\n/// The same for the float32 build.\n#[cfg(feature = \"emu\")]\n";
+    s += "pub const EMU_LAUNCH_F32: &[EmuLaunchFn] = &[\n";
+    for (k, _) in &all {
+        let _ = writeln!(s, "    emu32_launch_{k},");
     }
     s += "];\n";
     write_if_changed(&out.join("kernels.rs"), &s)
@@ -201,6 +216,9 @@ fn build_emu(root: &Path, out: &Path, files: &[KernelFile]) -> Result<(), String
         if let Some(stem) = f.name.strip_suffix(".cu") {
             let w = gen.join(format!("{stem}.emu.cpp"));
             write_if_changed(&w, &emu_rewrite::wrapper(&abs, &f.name, &f.kernels))?;
+            wrappers.push(w);
+            let w = gen.join(format!("{stem}.f32.emu.cpp"));
+            write_if_changed(&w, &emu_rewrite::wrapper_f32(&abs, &f.name, &f.kernels))?;
             wrappers.push(w);
         }
     }

@@ -141,3 +141,27 @@ pub fn wrapper(source_path: &str, include_name: &str, kernels: &[String]) -> Str
     }
     s
 }
+
+/// The wrapper translation unit of one kernel file's float32 build: `SOFTPROMPT_F32` defined
+/// before the file, and `emu32_launch_<kernel>` exported for each of its kernels. Each kernel
+/// is renamed `emu32_<kernel>` first: `extern "C"` names are global even inside the
+/// anonymous namespace, and the bf16 build already defines them.
+pub fn wrapper_f32(source_path: &str, include_name: &str, kernels: &[String]) -> String {
+    let mut s = format!(
+        "// Generated from {source_path} (float32 build) for the CPU emulator; do not edit.\n\
+         #define SOFTPROMPT_F32 1\n\
+         #include \"cuda_emu.h\"\n"
+    );
+    for k in kernels {
+        s += &format!("#define {k} emu32_{k}\n");
+    }
+    s += &format!(
+        "EMU_KERNELS_BEGIN\n\
+         #include \"kernels/{include_name}\"\n\
+         EMU_KERNELS_END\n"
+    );
+    for k in kernels {
+        s += &format!("EMU_EXPORT_F32({k})\n");
+    }
+    s
+}

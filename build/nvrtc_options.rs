@@ -9,3 +9,6 @@ pub fn nvrtc_options(arch: &str, include: &str) -> Vec<String> {
         format!("--include-path={include}"),
     ]
 }
+
+/// The option that selects a kernel file's float32 build (kernels/common.cuh's `store_t`).
+pub const F32_BUILD: &str = "-DSOFTPROMPT_F32";

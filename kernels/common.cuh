@@ -6,6 +6,15 @@
 
 typedef __nv_bfloat16 bf16;
 
+// The storage type of weights and activations: bf16, or float32 in the float32 build
+// (NVRTC and the emulator compile every file both ways; -DSOFTPROMPT_F32 selects this one).
+// The prompt, its gradient, optimizer state and statistics are float32 in both.
+#ifdef SOFTPROMPT_F32
+typedef float store_t;
+#else
+typedef bf16 store_t;
+#endif
+
 __device__ __forceinline__ float ld(const bf16* p, long long i) { return __bfloat162float(p[i]); }
 __device__ __forceinline__ float ld(const float* p, long long i) { return p[i]; }
 __device__ __forceinline__ void st(bf16* p, long long i, float x) { p[i] = __float2bfloat16(x); }
@@ -46,6 +55,30 @@ __device__ __forceinline__ void store8(bf16* p, long long i0, long long n, const
 #pragma unroll
     for (int e = 0; e < VEC; ++e)
       if (i0 + e < n) p[i0 + e] = __float2bfloat16(in[e]);
+  }
+}
+
+// The float32 build's load8/store8: two 16-byte accesses when aligned, else scalar ones.
+__device__ __forceinline__ void load8(float out[VEC], const float* p, long long i0, long long n) {
+  if (i0 + VEC <= n && aligned16(p + i0)) {
+    const float4 a = *reinterpret_cast<const float4*>(p + i0);
+    const float4 b = *reinterpret_cast<const float4*>(p + i0 + 4);
+    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
+    out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+  } else {
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) out[e] = i0 + e < n ? p[i0 + e] : 0.0f;
+  }
+}
+
+__device__ __forceinline__ void store8(float* p, long long i0, long long n, const float in[VEC]) {
+  if (i0 + VEC <= n && aligned16(p + i0)) {
+    *reinterpret_cast<float4*>(p + i0) = make_float4(in[0], in[1], in[2], in[3]);
+    *reinterpret_cast<float4*>(p + i0 + 4) = make_float4(in[4], in[5], in[6], in[7]);
+  } else {
+#pragma unroll
+    for (int e = 0; e < VEC; ++e)
+      if (i0 + e < n) p[i0 + e] = in[e];
   }
 }
 

@@ -4,7 +4,7 @@
 #include "common.cuh"
 
 // out (N) = a + b.
-extern "C" __global__ void add_fwd(bf16* out, const bf16* a, const bf16* b, long long n) {
+extern "C" __global__ void add_fwd(store_t* out, const store_t* a, const store_t* b, long long n) {
   GRID_STRIDE(j, (n + VEC - 1) / VEC) {
     float x[VEC], y[VEC];
     load8(x, a, j * VEC, n);
@@ -16,7 +16,7 @@ extern "C" __global__ void add_fwd(bf16* out, const bf16* a, const bf16* b, long
 }
 
 // acc (N) += a.
-extern "C" __global__ void add_inplace(bf16* acc, const bf16* a, long long n) {
+extern "C" __global__ void add_inplace(store_t* acc, const store_t* a, long long n) {
   GRID_STRIDE(j, (n + VEC - 1) / VEC) {
     float x[VEC], y[VEC];
     load8(x, acc, j * VEC, n);
@@ -28,7 +28,7 @@ extern "C" __global__ void add_inplace(bf16* acc, const bf16* a, long long n) {
 }
 
 // x (N) *= s.
-extern "C" __global__ void scale_inplace(bf16* x, float s, long long n) {
+extern "C" __global__ void scale_inplace(store_t* x, float s, long long n) {
   GRID_STRIDE(j, (n + VEC - 1) / VEC) {
     float v[VEC];
     load8(v, x, j * VEC, n);

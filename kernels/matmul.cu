@@ -4,19 +4,19 @@
 #include "common.cuh"
 
 // out (M, N) bf16 = bias (N) on every row: the GEMM then adds inp·Wᵀ with beta = 1.
-extern "C" __global__ void linear_bias_fill(bf16* out, const bf16* bias, int m, int n) {
+extern "C" __global__ void linear_bias_fill(store_t* out, const store_t* bias, int m, int n) {
   const long long total = (long long)m * n;
   GRID_STRIDE(i, total) out[i] = bias[i % n];
 }
 
 // out (M, N) f32 = bias (N) on every row (the float32 logits of the heads).
-extern "C" __global__ void linear_bias_fill_f32(float* out, const bf16* bias, int m, int n) {
+extern "C" __global__ void linear_bias_fill_f32(float* out, const store_t* bias, int m, int n) {
   const long long total = (long long)m * n;
-  GRID_STRIDE(i, total) out[i] = __bfloat162float(bias[i % n]);
+  GRID_STRIDE(i, total) out[i] = ld(bias, i % n);
 }
 
 // out (N) bf16 = inp (N) f32 rounded to nearest: a float32 gradient (d logits) becomes a bf16
 // GEMM operand for linear_bwd.
-extern "C" __global__ void cast_f32_bf16(bf16* out, const float* inp, long long n) {
-  GRID_STRIDE(i, n) out[i] = __float2bfloat16(inp[i]);
+extern "C" __global__ void cast_f32_bf16(store_t* out, const float* inp, long long n) {
+  GRID_STRIDE(i, n) st(out, i, inp[i]);
 }

@@ -3,7 +3,7 @@
 #include "common.cuh"
 
 // out (M, C) = inp[idx[m]] for inp (N, C), idx (M). One block per output row.
-extern "C" __global__ void gather_rows(bf16* out, const bf16* inp, const int* idx, int m, int c) {
+extern "C" __global__ void gather_rows(store_t* out, const store_t* inp, const int* idx, int m, int c) {
   const long long row = blockIdx.x, src = idx[row];
   for (int i = threadIdx.x * VEC; i < c; i += blockDim.x * VEC) {
     float v[VEC];
@@ -15,7 +15,7 @@ extern "C" __global__ void gather_rows(bf16* out, const bf16* inp, const int* id
 // dinp[idx[m]] += dout[m] for dout (M, C). The indices of one launch are distinct (the
 // launcher splits a list with repeats into runs without), so blocks never share a row and
 // the sum order is the reference's.
-extern "C" __global__ void scatter_rows_bwd(bf16* dinp, const bf16* dout, const int* idx, int m,
+extern "C" __global__ void scatter_rows_bwd(store_t* dinp, const store_t* dout, const int* idx, int m,
                                             int c) {
   const long long row = blockIdx.x, dst = idx[row];
   for (int i = threadIdx.x * VEC; i < c; i += blockDim.x * VEC) {
@@ -31,7 +31,7 @@ extern "C" __global__ void scatter_rows_bwd(bf16* dinp, const bf16* dout, const 
 // out (B, C) = sum over s of weight[b, s] * inp[b, s] for inp (B, T, C), weight (B, T): a
 // masked mean (weight holds 1/count on pooled rows, 0 elsewhere). grid (B, C / blockDim);
 // one thread per output column walks the T rows, so a warp reads 32 consecutive columns.
-extern "C" __global__ void mean_pool_fwd(bf16* out, const bf16* inp, const bf16* weight, int b,
+extern "C" __global__ void mean_pool_fwd(store_t* out, const store_t* inp, const store_t* weight, int b,
                                          int t, int c) {
   const long long bi = blockIdx.x;
   const int col = blockIdx.y * blockDim.x + threadIdx.x;
@@ -45,7 +45,7 @@ extern "C" __global__ void mean_pool_fwd(bf16* out, const bf16* inp, const bf16*
 }
 
 // dinp (B, T, C) += weight[b, s] * dout[b] (B, C). One block per (b, s) row.
-extern "C" __global__ void mean_pool_bwd(bf16* dinp, const bf16* dout, const bf16* weight, int b,
+extern "C" __global__ void mean_pool_bwd(store_t* dinp, const store_t* dout, const store_t* weight, int b,
                                          int t, int c) {
   const long long row = blockIdx.x, bi = row / t;
   const float w = ld(weight, row);

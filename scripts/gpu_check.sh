@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for a lent H200 (well inside 10 minutes): the resource report of every kernel
-# compiled by the machine's own NVRTC, the kernel tests and `parity --device cuda` on every
-# fixture, and `softprompt bench` beside scripts/bench_torch.py on the same GPU. Writes
+# compiled by the machine's own NVRTC, the kernel tests (bf16 and float32 builds) and `parity
+# --device cuda` on every fixture (bf16, and --precision f32 at 1e-4), and `softprompt bench` beside scripts/bench_torch.py on the same GPU. Writes
 # bench/results/<date>-<commit>.json plus a short table.
 #
 # The device machine has no Rust toolchain and no network, so the binaries are built here:
@@ -37,7 +37,7 @@ for l in sys.stdin:
 # there (/usr/local/cuda), else from the Python wheels next to PyTorch.
 cuda_env() {
     local cu13=""
-    cu13=$(python3 -c 'import nvidia, os
+    cu13=$("${PYTHON:-python3}" -c 'import nvidia, os
 for p in nvidia.__path__:
     d = os.path.join(p, "cu13")
     if os.path.isdir(os.path.join(d, "lib")): print(d); break' 2>/dev/null || true)
@@ -56,24 +56,36 @@ for p in nvidia.__path__:
 }
 
 run() {
-    local out=${OUT:-bench/tmp/gpu_check} bin=.gpu/softprompt
+    local out=${OUT:-bench/tmp/gpu_check} bin=.gpu/softprompt dev=cuda tdev=cuda
+    local py=${PYTHON:-python3}
+    # GPU_CHECK_DRY=1: every step on a machine without a GPU (the emu device from an emu build
+    # in target/release, PyTorch on the CPU, tiny shapes), to try this script before a session
+    # with a device; its numbers mean nothing.
+    local dry=${GPU_CHECK_DRY:-0}
+    if [ "$dry" = 1 ]; then
+        bin=target/release/softprompt dev=emu tdev=cpu out=${OUT:-bench/tmp/gpu_check_dry}
+    fi
     mkdir -p "$out"
     local commit date results
     commit=$(cat .gpu/commit 2>/dev/null || echo unknown)
     date=$(date -u +%Y-%m-%d)
     results="$out/$date-$commit.json"
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+    if [ "$dry" = 1 ]; then
+        echo "dry run on $(hostname): emu device, PyTorch on the CPU" | tee "$out/gpu.txt"
+    else
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+    fi
     cuda_env | tee "$out/env.txt"
     local status=0
     echo "== kernels: NVRTC resource report (sm_90)"
     timeout 120 "$bin" kernels --arch sm_90 --json > "$out/kernels.json" 2> "$out/kernels.err" || status=1
     timeout 120 "$bin" kernels --arch sm_90 2>&1 | tail -40
     echo "== kernel tests on the GPU"
-    SOFTPROMPT_SYNC=1 timeout 240 .gpu/cuda_kernels cuda --test-threads 1 --nocapture > "$out/kernel_tests.log" 2>&1 || status=1
+    SOFTPROMPT_SYNC=1 timeout 240 .gpu/cuda_kernels "$dev" --test-threads 1 --nocapture > "$out/kernel_tests.log" 2>&1 || status=1
     grep -E "^(FAIL|test |test result)" "$out/kernel_tests.log" | tail -30
-    echo "== parity --device cuda"
+    echo "== parity --device cuda (bf16; tests/parity_emu.rs's tolerances)"
     : > "$out/parity.log"
-    for ref in tests/fixtures/*/ref_*.safetensors; do
+    for ref in tests/fixtures/*/ref_*.safetensors tests/fixtures/realistic/*/ref_*.safetensors; do
         local model tol; model=$(dirname "$ref")
         # the per-fixture tolerance of tests/parity_emu.rs: max(2e-2, 2x PyTorch's bf16 error)
         tol=$(python3 - "$ref" <<'PY'
@@ -86,15 +98,26 @@ for m in re.finditer(r'\("([^"]+)", ([-\d.e]+), ([-\d.e]+), ([-\d.e]+)\)', open(
 print(max(2e-2, 2 * worst))
 PY
 )
-        if timeout 60 "$bin" parity --device cuda --tol "$tol" --model "$model" --reference "$ref" >> "$out/parity.log" 2>&1; then
+        if timeout 60 "$bin" parity --device "$dev" --tol "$tol" --model "$model" --reference "$ref" >> "$out/parity.log" 2>&1; then
             echo "PASS $ref"
         else
             echo "FAIL $ref"; status=1
         fi
     done
+    echo "== parity --device cuda --precision f32 (float32 kernels and GEMMs, at 1e-4)"
+    for ref in tests/fixtures/*/ref_*.safetensors tests/fixtures/realistic/*/ref_*.safetensors; do
+        if timeout 60 "$bin" parity --device "$dev" --precision f32 --model "$(dirname "$ref")" --reference "$ref" >> "$out/parity.log" 2>&1; then
+            echo "PASS f32 $ref"
+        else
+            echo "FAIL f32 $ref"; status=1
+        fi
+    done
     echo "== bf16 GEMM ceiling (cuBLAS through torch, 8192^3, median of 20)"
-    timeout 60 python3 - > "$out/gemm_ceiling.json" 2>> "$out/bench.err" <<'PY' || status=1
-import json, torch
+    timeout 60 "$py" - "$tdev" > "$out/gemm_ceiling.json" 2>> "$out/bench.err" <<'PY' || status=1
+import json, sys, torch
+if sys.argv[1] != "cuda":
+    print(json.dumps({"gemm": "skipped: dry run", "tflops": float("nan")}))
+    raise SystemExit
 n = 8192
 a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
 b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
@@ -117,19 +140,25 @@ PY
         [ -n "$spec" ] || continue
         if [[ $impls == *s* ]]; then
             # shellcheck disable=SC2086
-            timeout "$limit" "$bin" bench --preset $spec --device cuda --steps 3 --warmup 1 --json >> "$out/bench.jsonl" 2>> "$out/bench.err" || status=1
+            timeout "$limit" "$bin" bench --preset $spec --device "$dev" --steps 3 --warmup 1 --json >> "$out/bench.jsonl" 2>> "$out/bench.err" || status=1
         fi
         if [[ $impls == *t* ]]; then
             # shellcheck disable=SC2086
-            timeout "$limit" python3 scripts/bench_torch.py --preset $spec --device cuda --attn sdpa --steps 3 --warmup 1 --json >> "$out/bench.jsonl" 2>> "$out/bench.err" || status=1
+            timeout "$limit" "$py" scripts/bench_torch.py --preset $spec --device "$tdev" --attn sdpa --steps 3 --warmup 1 --json >> "$out/bench.jsonl" 2>> "$out/bench.err" || status=1
         fi
-    done <<SPECS
+    done < <(if [ "$dry" = 1 ]; then cat <<DRY
+bert-base --batch 1 --seq 8 --prompt 2|st|120
+t5-base --batch 1 --seq 8 --target-len 2 --prompt 2|st|120
+t5-base --batch 1 --seq 8 --target-len 2 --prompt 2 --recompute layer|st|120
+DRY
+    else cat <<SPECS
 bert-base --batch 32 --seq 128|st|60
 $target|st|150
 $target --recompute layer|st|150
 t5-xxl --batch 32 --seq 512 --target-len 16 --prompt 100 --recompute layer|s|200
 SPECS
-    python3 - "$out" "$results" "$commit" <<'PY'
+    fi)
+    "$py" - "$out" "$results" "$commit" <<'PY'
 import json, sys, os
 out, results, commit = sys.argv[1:4]
 def load(name):
@@ -137,11 +166,14 @@ def load(name):
         return json.load(open(os.path.join(out, name)))
     except Exception as e:
         return {"error": str(e)}
-bench = []
-for line in open(os.path.join(out, "bench.jsonl")):
-    line = line.strip()
-    if line.startswith("{"):
-        bench.append(json.loads(line))
+# one JSON document per run: softprompt prints one line, bench_torch.py an indented block
+bench, text, pos, dec = [], open(os.path.join(out, "bench.jsonl")).read(), 0, json.JSONDecoder()
+while (start := text.find("{", pos)) >= 0:
+    try:
+        doc, pos = dec.raw_decode(text, start)
+        bench.append(doc)
+    except json.JSONDecodeError:
+        pos = start + 1
 doc = {"commit": commit, "gpu": open(os.path.join(out, "gpu.txt")).read().strip(),
        "kernels": load("kernels.json"), "gemm_ceiling": load("gemm_ceiling.json"), "bench": bench,
        "parity_log": open(os.path.join(out, "parity.log")).read()[-20000:]}
@@ -153,6 +185,21 @@ for r in bench:
     print(f"{r.get('impl','?'):<13} {r.get('preset','?'):<8} {r.get('batch',0):>3} {r.get('recompute','?'):>9} "
           f"{r.get('step_ms',0):>9.2f} {r.get('tokens_per_s',0):>10.0f} {r.get('tflops',0):>8.2f} "
           f"{r.get('tflops',0) / ceiling:>7.1%} {r.get('peak_bytes',0)/1e6:>9.1f}")
+# the targets of bench/README.md: softprompt over PyTorch + PEFT on the same preset and batch
+def key(r, rec=None):
+    return (r.get("preset"), r.get("batch"), r.get("seq"), rec or r.get("recompute"))
+torch_runs = {key(r): r for r in bench if r.get("impl") == "pytorch+peft"}
+print(f"\n{'softprompt / PyTorch':<30} {'throughput':>10} {'peak':>6} {'peak vs torch none':>19}")
+for r in bench:
+    t = torch_runs.get(key(r))
+    if r.get("impl") != "softprompt" or t is None:
+        continue
+    none = torch_runs.get(key(r, "none"), {})
+    ratio = lambda a, b: a / b if a and b else float("nan")
+    print(f"{r['preset'] + ' B' + str(r['batch']) + ' ' + r['recompute']:<30} "
+          f"{ratio(r.get('tokens_per_s'), t.get('tokens_per_s')):>10.2f} "
+          f"{ratio(r.get('peak_bytes'), t.get('peak_bytes')):>6.2f} "
+          f"{ratio(r.get('peak_bytes'), none.get('peak_bytes')):>19.2f}")
 print("wrote", results)
 PY
     return $status

@@ -294,17 +294,32 @@ def check_and_write_tokenization(folder, arch, extra_texts=()):
 # --------------------------------------------------------------------------------------------
 
 
-def randomize_(model, seed, arch, emb_std=0.3, lin_gain=1.6, qk_gain=None, rel_std=0.8, lm_head_std=0.25):
-    """Overwrite every parameter with seeded random values. Norm scales = 1 + 0.2 N(0,1);
-    every bias (linear, LayerNorm, MLM head) = 0.1 N(0,1); linear weights N(0, gain/sqrt(fan_in))."""
+# --weights realistic (random configs only): variance-preserving layers and small biases, the
+# scale of trained checkpoints, where a bf16 engine is expected to hold 2e-2. The default
+# ("harsh") amplifies every layer by its gain so that float32 parity at 1e-4 catches small
+# semantic slips; it also makes prompt gradients too sensitive for bf16 weights.
+REALISTIC = {"bert": dict(emb_std=0.05, lin_gain=1.0, norm_std=0.05, bias_std=0.02),
+             "t5": dict(emb_std=1.0, lin_gain=1.0, qk_gain=1.0, rel_std=0.5, lm_head_std=0.2, norm_std=0.05)}
+WEIGHTS = "harsh"
+
+
+def randomize_(model, seed, arch, emb_std=0.3, lin_gain=1.6, qk_gain=None, rel_std=0.8, lm_head_std=0.25,
+               norm_std=0.2, bias_std=0.1):
+    """Overwrite every parameter with seeded random values. Norm scales = 1 + norm_std N(0,1);
+    every bias (linear, LayerNorm, MLM head) = bias_std N(0,1); linear weights N(0, gain/sqrt(fan_in))."""
+    if WEIGHTS == "realistic":
+        kw = dict(emb_std=emb_std, lin_gain=lin_gain, qk_gain=qk_gain, rel_std=rel_std, lm_head_std=lm_head_std,
+                  norm_std=norm_std, bias_std=bias_std)
+        kw.update(REALISTIC[arch])
+        emb_std, lin_gain, qk_gain, rel_std, lm_head_std, norm_std, bias_std = kw.values()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             shape = p.shape
             if name.endswith("LayerNorm.weight") or name.endswith("layer_norm.weight"):
-                val = 1.0 + 0.2 * torch.randn(shape, generator=g)
+                val = 1.0 + norm_std * torch.randn(shape, generator=g)
             elif name.endswith(".bias") or name.endswith("predictions.bias"):
-                val = 0.1 * torch.randn(shape, generator=g)
+                val = bias_std * torch.randn(shape, generator=g)
             elif "relative_attention_bias" in name:
                 val = rel_std * torch.randn(shape, generator=g)
             elif name == "lm_head.weight":
@@ -315,9 +330,13 @@ def randomize_(model, seed, arch, emb_std=0.3, lin_gain=1.6, qk_gain=None, rel_s
                 gain = lin_gain
                 if qk_gain is not None and (name.endswith(".q.weight") or name.endswith(".k.weight")):
                     gain = qk_gain
+                if WEIGHTS == "realistic" and name.endswith(".q.weight"):
+                    gain /= math.sqrt(model.config.d_kv)  # T5 folds attention's 1/sqrt(d_kv) into q
                 val = gain / math.sqrt(shape[1]) * torch.randn(shape, generator=g)
             else:
                 raise ValueError(f"unhandled parameter {name} {tuple(shape)}")
+            if WEIGHTS == "realistic":  # bf16 values, as bf16 checkpoints (flan-t5, t5 v1.1) hold them
+                val = val.to(torch.bfloat16).to(torch.float32)
             p.copy_(val)
 
 
@@ -1008,7 +1027,9 @@ def _build_fixtures(out):
 # --------------------------------------------------------------------------------------------
 
 
-def build_random_configs(out, n, seed):
+def build_random_configs(out, n, seed, wide=1):
+    """wide=k: head dims and d_model k times the fixtures' tiny ones, feed-forward 2k times."""
+    ff_mult = 1 if wide == 1 else 2 * wide
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
     cwd = os.getcwd()
@@ -1019,8 +1040,8 @@ def build_random_configs(out, n, seed):
         for i in range(n):
             # BERT
             heads = rng.choice([1, 3, 5])
-            hd = rng.choice([8, 12, 16])
-            cfg = dict(hidden=heads * hd, heads=heads, inter=rng.choice([40, 56, 72, 88]),
+            hd = rng.choice([8, 12, 16]) * wide
+            cfg = dict(hidden=heads * hd, heads=heads, inter=rng.choice([40, 56, 72, 88]) * ff_mult,
                        layers=rng.choice([1, 2, 3]), max_pos=64, act=rng.choice(["gelu", "relu", "gelu_new"]),
                        eps=rng.choice([1e-12, 1e-5, 1e-3]))
             name = f"bert_rand_{i}"
@@ -1038,11 +1059,11 @@ def build_random_configs(out, n, seed):
             summary.append({"name": name, **cfg, "maker": maker.__name__, "P": P})
             # T5
             heads = rng.choice([1, 3, 5])
-            dkv = rng.choice([8, 12, 16])
-            d_model = rng.choice([x for x in [24, 32, 40, 48] if x != heads * dkv])
+            dkv = rng.choice([8, 12, 16]) * wide
+            d_model = rng.choice([x * wide for x in [24, 32, 40, 48] if x * wide != heads * dkv])
             tied = rng.random() < 0.5
             ff = rng.choice(["relu", "gated-gelu", "gated-silu", "gelu_new", "gated-relu"])
-            c = dict(d_model=d_model, heads=heads, d_kv=dkv, d_ff=rng.choice([32, 48, 64]),
+            c = dict(d_model=d_model, heads=heads, d_kv=dkv, d_ff=rng.choice([32, 48, 64]) * ff_mult,
                      layers=rng.choice([1, 2, 3]), dec_layers=rng.choice([1, 2, 3]),
                      buckets=rng.choice([8, 16, 32]), max_distance=rng.choice([10, 16, 20, 40, 128]),
                      eps=rng.choice([1e-6, 1e-3]), ff=ff, tied=tied)
@@ -1058,7 +1079,7 @@ def build_random_configs(out, n, seed):
             t5_reference(folder, f"{name}/ref_seq2seq_text.safetensors", "TEXT", P, bt, 7 * i + 4,
                          init_text=T5_TEXT_INIT_LONG)
             summary.append({"name": name, **c, "P": P, "config_spelling": spelling})
-        write_json("random_configs.json", {"seed": seed, "n": n, "producer": PRODUCER, "configs": summary})
+        write_json("random_configs.json", {"seed": seed, "n": n, "weights": WEIGHTS, "producer": PRODUCER, "configs": summary})
         return [s["name"] for s in summary]
     finally:
         os.chdir(cwd)
@@ -1456,6 +1477,11 @@ def main():
     ap.add_argument("--random-configs", type=int, default=0, metavar="N",
                     help="write N random BERT and N random T5 configs with references to --out")
     ap.add_argument("--seed", type=int, default=1234, help="seed for --random-configs")
+    ap.add_argument("--wide", type=int, default=1, metavar="K",
+                    help="--random-configs: head dims and d_model K times wider, feed-forward 2K times")
+    ap.add_argument("--weights", choices=["harsh", "realistic"], default="harsh",
+                    help="weight scale for --random-configs: harsh (the fixtures' default, gain 1.5-1.6 per "
+                    "layer, for float32 parity) or realistic (variance-preserving, for bf16 parity)")
     ap.add_argument("--sha", action="store_true", help="print sha256 of every written file")
     args = ap.parse_args()
     out = os.path.abspath(args.out)
@@ -1463,7 +1489,9 @@ def main():
         self_check(out, FD_CASES)
         return
     if args.random_configs:
-        names = build_random_configs(out, args.random_configs, args.seed)
+        global WEIGHTS
+        WEIGHTS = args.weights
+        names = build_random_configs(out, args.random_configs, args.seed, args.wide)
         log(f"wrote {len(names)} random models to {out}")
         if args.self_check:
             fd = {f"{n}/ref_seq2seq_random.safetensors" for n in names[:2]} | {f"{n}/ref_mlm_random.safetensors" for n in names[:2]}

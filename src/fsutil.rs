@@ -18,6 +18,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     let tmp = temp_name(path);
+    remove_stale_temps(path);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -38,9 +39,72 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Removes what earlier writers of `path` killed mid-write left: `.{name}.{pid}.tmp` files
+/// whose process no longer runs. Linux only (a process is alive while /proc/{pid} exists);
+/// anything unreadable is left alone.
+fn remove_stale_temps(path: &Path) {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let pid = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 pub fn write_json_atomic(path: &Path, value: &serde_json::Value) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::file(path, format!("cannot serialize JSON: {e}")))?;
     text.push('\n');
     write_atomic(path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_write_removes_temps_of_dead_writers_only() {
+        let dir = std::env::temp_dir().join(format!("softprompt-fsutil-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out.json");
+        // pid 4194304 is above Linux's largest (2^22), so never a running process
+        let dead = dir.join(".out.json.4194304.tmp");
+        let alive = dir.join(format!(
+            ".out.json.{}.tmp",
+            std::os::unix::process::parent_id()
+        ));
+        let other = dir.join(".other.json.4194304.tmp");
+        for f in [&dead, &alive, &other] {
+            std::fs::write(f, b"partial").unwrap();
+        }
+        write_atomic(&path, b"{}").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+        assert!(!dead.exists(), "the dead writer's temp is gone");
+        assert!(alive.exists(), "a running writer's temp stays");
+        assert!(other.exists(), "another file's temp stays");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -1,23 +1,41 @@
 //! `parity --device emu` on every fixture: the whole model through the CUDA launchers and
 //! kernels, run by the emulator, against the float32 PyTorch references.
 //!
-//! Tolerance, per fixture: max(2e-2, twice PyTorch's own bf16 error), flash-attention's rule.
-//! PyTorch's bf16 error (TORCH_BF16 below, from `scripts/bf16_baseline.py --rust`) is the
-//! independent implementation of scripts/torch_reference.py run with bf16 weights and
-//! activations against the same float32 reference. These fixtures are tiny random models
-//! whose prompt gradients are sensitive: rounding only the frozen weights to bf16 (float32
-//! everywhere else) already moves prompt_grad by up to 8.7e-2, and PyTorch in bf16 is off by
-//! up to 2.6e-1, so 2e-2 alone is below what any bf16 engine reaches on them. The engine must
-//! stay within twice PyTorch's error on every fixture, and within 2e-2 wherever PyTorch is.
+//! Two sets, two rules:
+//! - `tests/fixtures/realistic/`: unseen random configs from `torch_reference.py
+//!   --random-configs --weights realistic` (variance-preserving layers, bf16-exact weights as
+//!   bf16 checkpoints hold them). Every tensor passes at 2e-2 (reference-format.md's bf16 bar),
+//!   with one exception: the prompt gradient of a ReLU model, held to 2e-2 or twice PyTorch's
+//!   own bf16 error. A ReLU's gradient is a step function of its input, so bf16 forward
+//!   rounding flips a few masks and moves the prompt gradient by several percent; PyTorch in
+//!   bf16 misses 2e-2 on these as well (kernels/PRECISION.md). Here: the ReLU T5 t5_rand_0, 5.4%
+//!   and 2.1% (PyTorch: 5.1% and 3.7%); the other ten files are within 2e-2.
+//! - the harsh fixtures (`tests/fixtures/<model>/`): gains of 1.5-1.6 per layer, built to make
+//!   float32 parity at 1e-4 catch small semantic slips. Rounding only their weights to bf16
+//!   already moves prompt_grad by up to 8.7e-2, and PyTorch in bf16 is off by up to 2.6e-1, so
+//!   each is held to max(2e-2, twice PyTorch's own bf16 error), flash-attention's rule.
+//!
+//! - every file of both sets with `--precision f32` (the float32 build of every kernel and
+//!   float32 GEMMs, through the same launchers): reference-format.md's float32 bar, 1e-4, the
+//!   whole CUDA path checked as tightly as the CPU backend. Measured: at most 4.3e-6.
+//!
+//! PyTorch's bf16 error (the tables below, from `scripts/bf16_baseline.py --rust`, `--dir
+//! tests/fixtures/realistic` for the second) is the independent implementation of
+//! scripts/torch_reference.py run with bf16 weights and activations against the same float32
+//! reference. `kernels/PRECISION.md` measures where the bf16 error comes from.
 
 #![cfg(feature = "emu")]
 
-use softprompt::cuda::CudaBackend;
-use softprompt::parity;
-use softprompt::reference::Reference;
-use std::path::{Path, PathBuf};
+mod common;
 
-/// (fixture, PyTorch bf16 relative error of loss, logits, prompt_grad).
+use common::{realistic_reference_files, reference_files};
+use softprompt::backend::DType;
+use softprompt::cuda::CudaBackend;
+use softprompt::parity::{self, ParityReport};
+use softprompt::reference::Reference;
+use std::path::Path;
+
+/// (fixture, PyTorch bf16 relative error of loss, logits, prompt_grad), harsh fixtures.
 const TORCH_BF16: &[(&str, f64, f64, f64)] = &[
     ("bert_mlm/ref_mlm_random", 2.82e-04, 2.26e-02, 5.40e-02),
     ("bert_mlm/ref_mlm_text", 1.60e-03, 1.59e-02, 3.88e-02),
@@ -62,78 +80,179 @@ const TORCH_BF16: &[(&str, f64, f64, f64)] = &[
     ("t5_v1_1/ref_seq2seq_text", 6.34e-03, 6.91e-02, 2.57e-01),
 ];
 
-fn fixtures() -> Vec<(PathBuf, PathBuf)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let mut out = Vec::new();
-    for model in std::fs::read_dir(&root)
-        .expect("fixtures")
-        .flatten()
-        .map(|e| e.path())
-    {
-        if !model.is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(&model)
-            .expect("folder")
-            .flatten()
-            .map(|e| e.path())
-        {
-            let name = f
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .to_string();
-            if name.starts_with("ref_") && name.ends_with(".safetensors") {
-                out.push((model.clone(), f));
-            }
-        }
+/// The same for the realistic-scale set.
+const TORCH_BF16_REALISTIC: &[(&str, f64, f64, f64)] = &[
+    ("bert_rand_0/ref_mlm_random", 2.95e-03, 7.65e-03, 1.50e-02),
+    ("bert_rand_0/ref_pet_text", 1.37e-03, 1.04e-02, 5.87e-03),
+    ("bert_rand_1/ref_mlm_random", 3.52e-03, 8.20e-03, 1.36e-02),
+    ("bert_rand_1/ref_pet_text", 7.50e-04, 3.30e-03, 1.50e-02),
+    ("bert_rand_2/ref_mlm_random", 4.37e-04, 8.57e-03, 1.97e-02),
+    ("bert_rand_2/ref_pet_text", 6.05e-03, 1.10e-02, 1.99e-02),
+    ("t5_rand_0/ref_seq2seq_random", 1.38e-03, 8.73e-03, 5.06e-02),
+    ("t5_rand_0/ref_seq2seq_text", 2.85e-03, 8.83e-03, 3.73e-02),
+    ("t5_rand_1/ref_seq2seq_random", 2.57e-03, 7.93e-03, 1.88e-02),
+    ("t5_rand_1/ref_seq2seq_text", 2.06e-03, 7.71e-03, 1.94e-02),
+    ("t5_rand_2/ref_seq2seq_random", 1.64e-03, 1.29e-02, 3.16e-02),
+    ("t5_rand_2/ref_seq2seq_text", 3.90e-04, 1.40e-02, 3.00e-02),
+];
+
+/// "model/ref_stem" of a reference file, as the tables name it.
+fn label(model: &Path, file: &Path) -> String {
+    format!(
+        "{}/{}",
+        model.file_name().unwrap_or_default().to_string_lossy(),
+        file.file_stem().unwrap_or_default().to_string_lossy()
+    )
+}
+
+fn rel_err(report: &ParityReport, name: &str) -> f64 {
+    report
+        .rows
+        .iter()
+        .find(|r| r.name == name)
+        .map_or(f64::NAN, |r| r.rel_err)
+}
+
+fn print_header() {
+    println!(
+        "{:<40} {:>9} {:>9} {:>9} {:>10} {:>8}",
+        "fixture", "loss", "logits", "prompt_g", "torch_pg", "tol"
+    );
+}
+
+fn print_row(label: &str, report: &ParityReport, torch_pg: f64, tol: f64, ok: bool) {
+    println!(
+        "{label:<40} {:>9.2e} {:>9.2e} {:>9.2e} {:>10.2e} {:>8.1e} {}",
+        rel_err(report, "loss"),
+        rel_err(report, "logits"),
+        rel_err(report, "prompt_grad"),
+        torch_pg,
+        tol,
+        if ok { "ok" } else { "FAIL" }
+    );
+    if !ok {
+        print!("{}", report.table());
     }
-    out.sort();
-    out
 }
 
 #[test]
 fn parity_emu_on_every_fixture() {
     let emu = CudaBackend::emu().expect("emu device");
+    let files = reference_files();
+    assert_eq!(files.len(), TORCH_BF16.len());
     let mut failed = Vec::new();
-    println!(
-        "{:<40} {:>9} {:>9} {:>9} {:>10} {:>8}",
-        "fixture", "loss", "logits", "prompt_g", "torch_pg", "tol"
-    );
-    for (model, file) in fixtures() {
+    print_header();
+    for (model, file) in files {
         let reference = Reference::read(&file).expect("reference");
-        let label = format!(
-            "{}/{}",
-            model.file_name().unwrap_or_default().to_string_lossy(),
-            file.file_stem().unwrap_or_default().to_string_lossy()
-        );
-        let torch = TORCH_BF16.iter().find(|r| r.0 == label);
-        let torch_worst = torch.map_or(0.0, |r| r.1.max(r.2).max(r.3));
-        let tol = (2.0 * torch_worst).max(2e-2);
+        let label = label(&model, &file);
+        let torch = TORCH_BF16
+            .iter()
+            .find(|r| r.0 == label)
+            .unwrap_or_else(|| panic!("{label}: no PyTorch bf16 row"));
+        let tol = (2.0 * torch.1.max(torch.2).max(torch.3)).max(2e-2);
         let report = parity::run(&emu, &model, &reference, tol).expect("parity on emu");
-        let err = |name: &str| {
-            report
-                .rows
-                .iter()
-                .find(|r| r.name == name)
-                .map_or(f64::NAN, |r| r.rel_err)
-        };
-        println!(
-            "{label:<40} {:>9.2e} {:>9.2e} {:>9.2e} {:>10.2e} {:>8.1e} {}",
-            err("loss"),
-            err("logits"),
-            err("prompt_grad"),
-            torch.map_or(f64::NAN, |r| r.3),
-            tol,
-            if report.passed() { "ok" } else { "FAIL" }
-        );
+        print_row(&label, &report, torch.3, tol, report.passed());
         if !report.passed() {
-            print!("{}", report.table());
             failed.push(label);
         }
     }
     assert!(
         failed.is_empty(),
         "parity --device emu failed on {failed:?}"
+    );
+}
+
+/// Activation of each realistic-scale model, from the generator's random_configs.json.
+fn realistic_activations() -> Vec<(String, String)> {
+    let path = common::fixtures().join("realistic/random_configs.json");
+    let text = std::fs::read_to_string(&path).expect("realistic/random_configs.json");
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("random_configs.json");
+    doc["configs"]
+        .as_array()
+        .expect("configs")
+        .iter()
+        .map(|c| {
+            let act = c
+                .get("act")
+                .or_else(|| c.get("ff"))
+                .and_then(|a| a.as_str());
+            (
+                c["name"].as_str().unwrap_or_default().to_string(),
+                act.unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn parity_emu_at_2e2_on_the_realistic_scale_set() {
+    let emu = CudaBackend::emu().expect("emu device");
+    let files = realistic_reference_files();
+    assert_eq!(files.len(), TORCH_BF16_REALISTIC.len());
+    let acts = realistic_activations();
+    let mut failed = Vec::new();
+    print_header();
+    for (model, file) in files {
+        let reference = Reference::read(&file).expect("reference");
+        let label = label(&model, &file);
+        let torch = TORCH_BF16_REALISTIC
+            .iter()
+            .find(|r| r.0 == label)
+            .unwrap_or_else(|| panic!("{label}: no PyTorch bf16 row"));
+        let name = model.file_name().unwrap_or_default().to_string_lossy();
+        let act = &acts
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("{name}: not in random_configs.json"))
+            .1;
+        let report = parity::run(&emu, &model, &reference, 2e-2).expect("parity on emu");
+        // a ReLU's gradient is a step of its input: PyTorch's bf16 run misses too (module doc)
+        let pg_tol = if act.contains("relu") {
+            (2.0 * torch.3).max(2e-2)
+        } else {
+            2e-2
+        };
+        let ok = report
+            .rows
+            .iter()
+            .all(|r| r.passed() || (r.name == "prompt_grad" && r.rel_err <= pg_tol));
+        print_row(&label, &report, torch.3, pg_tol, ok);
+        if !ok {
+            failed.push(label);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "parity --device emu failed on {failed:?}"
+    );
+}
+
+#[test]
+fn parity_emu_f32_at_1e4_on_every_fixture() {
+    let emu = CudaBackend::emu_with(DType::F32).expect("emu device, float32 build");
+    let files: Vec<_> = reference_files()
+        .into_iter()
+        .chain(realistic_reference_files())
+        .collect();
+    assert_eq!(files.len(), TORCH_BF16.len() + TORCH_BF16_REALISTIC.len());
+    let mut failed = Vec::new();
+    for (model, file) in files {
+        let reference = Reference::read(&file).expect("reference");
+        let report = parity::run(&emu, &model, &reference, 1e-4).expect("parity on emu f32");
+        let worst = report
+            .rows
+            .iter()
+            .max_by(|a, b| a.rel_err.total_cmp(&b.rel_err))
+            .map_or(String::new(), |r| format!("{} {:.2e}", r.name, r.rel_err));
+        println!("{:<40} worst {worst}", label(&model, &file));
+        assert!(report.skipped.is_empty(), "{}", file.display());
+        if !report.passed() {
+            print!("{}", report.table());
+            failed.push(label(&model, &file));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "parity --device emu --precision f32 failed on {failed:?}"
     );
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{fixture, reference_files};
+use common::{fixture, realistic_reference_files, reference_files};
 use softprompt::parity;
 use softprompt::reference::Reference;
 use softprompt::CpuBackend;
@@ -70,6 +70,22 @@ fn parity_passes_on_every_committed_fixture() {
         "parity failures:\n{}",
         failures.join("\n")
     );
+}
+
+/// The realistic-scale set (unseen random configs, bf16-exact weights) at 1e-4 on the CPU:
+/// the bf16 acceptance set of tests/parity_emu.rs is first a valid float32 reference.
+#[test]
+fn parity_passes_on_the_realistic_scale_set() {
+    let be = CpuBackend::<f32>::new();
+    let files = realistic_reference_files();
+    assert_eq!(files.len(), 12, "reference files found: {files:?}");
+    for (dir, file) in &files {
+        let r = Reference::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let report =
+            parity::run(&be, dir, &r, TOL).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(report.skipped.is_empty(), "{}", file.display());
+        assert!(report.passed(), "{}\n{}", file.display(), report.table());
+    }
 }
 
 fn run_parity_binary(model: &str, reference: &str, extra: &[&str]) -> (i32, String, String) {
@@ -187,6 +203,34 @@ fn binary_parity_rejects_unknown_device() {
         stderr.contains("--device") && stderr.contains("tpu"),
         "{stderr}"
     );
+}
+
+#[test]
+fn binary_parity_rejects_unknown_precision() {
+    let (code, stdout, stderr) = run_parity_binary(
+        "bert_mlm",
+        "bert_mlm/ref_mlm_random.safetensors",
+        &["--precision", "fp8"],
+    );
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("--precision") && stderr.contains("fp8") && stderr.contains("bf16 or f32"),
+        "{stderr}"
+    );
+}
+
+/// The CPU computes in float32 whatever `--precision` says, and passes at float32's 1e-4.
+#[test]
+fn binary_parity_on_cpu_takes_either_precision() {
+    for precision in ["bf16", "f32"] {
+        let (code, stdout, stderr) = run_parity_binary(
+            "t5_v1_0",
+            "t5_v1_0/ref_seq2seq_text.safetensors",
+            &["--precision", precision],
+        );
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        assert!(stdout.contains("1e-4"), "{stdout}");
+    }
 }
 
 /// Older BERT checkpoints spell LayerNorm parameters `gamma`/`beta` and may store the tied

@@ -529,6 +529,40 @@ fn train_args<'a>(
     ]
 }
 
+/// Resuming with another thread count than the checkpoint's still runs, and says that the
+/// result will not be bit-identical.
+#[test]
+fn resume_with_other_threads_warns() {
+    let dir = scratch("threads");
+    let (train, dev) = sentiment_files(&dir);
+    let model = fixture("bert_mlm");
+    let out = dir.join("out");
+    let args = train_args(s(&model), s(&train), s(&dev), s(&out), "20", "0.05");
+    ok(&softprompt(&args));
+    // as if the run had stopped at its last checkpoint, trained with `threads` threads
+    let path = out.join("checkpoint.safetensors");
+    let mut resume = args.clone();
+    resume.push("--resume");
+    let resume_from = |threads: usize| {
+        let mut ck = Checkpoint::load(&path).unwrap();
+        ck.state.threads = threads;
+        ck.state.done = false;
+        ck.save(&path).unwrap();
+        ok(&softprompt(&resume))
+    };
+    let same = resume_from(2);
+    assert!(
+        same.contains("resumed at step") && !same.contains("warning"),
+        "{same}"
+    );
+    let other = resume_from(7);
+    assert!(
+        other.contains("trained with 7 threads and this run uses 2")
+            && other.contains("--threads 7"),
+        "{other}"
+    );
+}
+
 /// A run killed with SIGKILL mid-way resumes from its last checkpoint and ends with the same
 /// prompt, bit for bit, as an uninterrupted run with the same seed.
 #[test]

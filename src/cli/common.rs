@@ -13,6 +13,10 @@ pub struct DeviceArgs {
     /// cpu, cuda (cuda:N) or emu (the CUDA kernels on the CPU emulator; build with --features emu)
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Weights and activations on cuda and emu: bf16, or f32 (float32 kernels and GEMMs, for
+    /// exact checks); the CPU always computes in float32
+    #[arg(long, default_value = "bf16")]
+    pub precision: String,
     /// CPU threads (0: all cores); the same count gives bit-identical results
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -21,7 +25,7 @@ pub struct DeviceArgs {
 impl DeviceArgs {
     /// Parses the device and sets up the thread pool.
     pub fn setup(&self) -> Result<DeviceKind> {
-        let kind: DeviceKind = self.device.parse()?;
+        let kind = DeviceKind::parse(&self.device, &self.precision)?;
         if self.threads > 0 {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(self.threads)
@@ -275,6 +279,9 @@ pub struct WorkloadArgs {
     /// cpu, cuda or emu (a build with --features emu; for checks, not timing)
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Weights and activations on cuda and emu: bf16, or f32 (float32 kernels and GEMMs)
+    #[arg(long, default_value = "bf16")]
+    pub precision: String,
     /// none (keep nonlinear state) or layer (keep layer inputs, recompute in backward)
     #[arg(long, default_value = "none")]
     pub recompute: String,
@@ -294,6 +301,6 @@ impl WorkloadArgs {
             recompute: self.recompute.parse()?,
             objective: self.objective.clone(),
         };
-        Ok((self.device.parse()?, w))
+        Ok((DeviceKind::parse(&self.device, &self.precision)?, w))
     }
 }

@@ -54,12 +54,12 @@ pub fn run(args: Args) -> i32 {
     } else {
         println!("NVRTC {version}, {}: {} kernels", args.arch, report.len());
         println!(
-            "{:<26} {:<16} {:>5} {:>10} {:>6} {:>13}",
+            "{:<26} {:<20} {:>5} {:>10} {:>6} {:>13}",
             "kernel", "file", "regs", "smem(B)", "stack", "spill st/ld"
         );
         for r in &report {
             println!(
-                "{:<26} {:<16} {:>5} {:>10} {:>6} {:>6}/{:<6}",
+                "{:<26} {:<20} {:>5} {:>10} {:>6} {:>6}/{:<6}",
                 r.kernel,
                 r.file,
                 r.registers,

@@ -15,7 +15,12 @@ pub struct Args {
     /// cpu, emu (a build with --features emu) or cuda
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Relative L2 tolerance (default 1e-4 in float32 on the CPU, 2e-2 in bf16 on cuda/emu)
+    /// Weights and activations on cuda and emu: bf16, or f32 (the float32 build of every
+    /// kernel and float32 GEMMs: the whole CUDA path checked at float32's 1e-4)
+    #[arg(long, default_value = "bf16")]
+    precision: String,
+    /// Relative L2 tolerance (default 1e-4 in float32, on the CPU or with --precision f32;
+    /// 2e-2 in bf16 on cuda/emu)
     #[arg(long)]
     tol: Option<f64>,
 }
@@ -37,9 +42,7 @@ impl WithBackend for Job<'_> {
 }
 
 pub fn run(args: Args) -> i32 {
-    let prepared = args
-        .device
-        .parse::<DeviceKind>()
+    let prepared = DeviceKind::parse(&args.device, &args.precision)
         .and_then(|kind| Reference::read(&args.reference).map(|r| (kind, r)));
     let (kind, reference) = match prepared {
         Ok(x) => x,

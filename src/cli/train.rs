@@ -333,8 +333,14 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
     let mut window = (0.0f64, 0u64);
     let run_start = Instant::now();
     let summary = trainer.run(&mut |ev| match ev {
-        Event::Started { total_steps, steps_per_epoch, resumed_at, prompt_params, head_params } => {
+        Event::Started { total_steps, steps_per_epoch, resumed_at, threads_changed, prompt_params, head_params } => {
             pb.set_position(resumed_at.unwrap_or(0));
+            if let Some((was, now)) = threads_changed {
+                say(&pb, format!(
+                    "warning: the checkpoint was trained with {was} threads and this run uses {now}: \
+                     the result will not be bit-identical to an uninterrupted run (resume with --threads {was} for that)"
+                ));
+            }
             let (k, d) = (task.spec.labels.len(), model.hidden_size());
             say(&pb, format!(
                 "trainable: prompt {} x {d} = {prompt_params}{} | {total_steps} steps ({steps_per_epoch} per epoch){}",

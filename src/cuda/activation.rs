@@ -5,7 +5,6 @@ use super::device::Device;
 use super::kernels::k;
 use super::launch::{stride_blocks, Args, Cfg, STRIDE_THREADS};
 use super::{arg, CudaBuf};
-use crate::backend::DType;
 use crate::cpu::activation::Act;
 use crate::error::Result;
 
@@ -13,13 +12,13 @@ fn cfg(n: usize) -> Cfg {
     Cfg::linear(stride_blocks(n.div_ceil(8)), STRIDE_THREADS)
 }
 
-// extern "C" __global__ void act_fwd(bf16* out, const bf16* inp, int act, long long n);
+// extern "C" __global__ void act_fwd(store_t* out, const store_t* inp, int act, long long n);
 /// out (N) = act(inp (N)).
 pub fn act_fwd(dev: &Device, out: &mut CudaBuf, inp: &CudaBuf, act: Act, n: usize) -> Result<()> {
-    let bf = DType::BF16;
+    let store = dev.store;
     let args = Args::new()
-        .ptr(arg(out, "act out", bf, n)?)
-        .ptr(arg(inp, "act inp", bf, n)?)
+        .ptr(arg(out, "act out", store, n)?)
+        .ptr(arg(inp, "act inp", store, n)?)
         .i32(act.id())
         .i64(n as i64);
     if n == 0 {
@@ -28,7 +27,7 @@ pub fn act_fwd(dev: &Device, out: &mut CudaBuf, inp: &CudaBuf, act: Act, n: usiz
     dev.launch(k::ACT_FWD, cfg(n), args)
 }
 
-// extern "C" __global__ void act_bwd(bf16* dinp, const bf16* dout, const bf16* inp, int act,
+// extern "C" __global__ void act_bwd(store_t* dinp, const store_t* dout, const store_t* inp, int act,
 //     long long n);
 /// dinp (N) = dout * act'(inp).
 pub fn act_bwd(
@@ -39,11 +38,11 @@ pub fn act_bwd(
     act: Act,
     n: usize,
 ) -> Result<()> {
-    let bf = DType::BF16;
+    let store = dev.store;
     let args = Args::new()
-        .ptr(arg(dinp, "act dinp", bf, n)?)
-        .ptr(arg(dout, "act dout", bf, n)?)
-        .ptr(arg(inp, "act inp", bf, n)?)
+        .ptr(arg(dinp, "act dinp", store, n)?)
+        .ptr(arg(dout, "act dout", store, n)?)
+        .ptr(arg(inp, "act inp", store, n)?)
         .i32(act.id())
         .i64(n as i64);
     if n == 0 {
@@ -52,7 +51,7 @@ pub fn act_bwd(
     dev.launch(k::ACT_BWD, cfg(n), args)
 }
 
-// extern "C" __global__ void gated_act_fwd(bf16* out, const bf16* gate, const bf16* lin,
+// extern "C" __global__ void gated_act_fwd(store_t* out, const store_t* gate, const store_t* lin,
 //     int act, long long n);
 /// out (N) = act(gate) * lin.
 pub fn gated_act_fwd(
@@ -63,11 +62,11 @@ pub fn gated_act_fwd(
     act: Act,
     n: usize,
 ) -> Result<()> {
-    let bf = DType::BF16;
+    let store = dev.store;
     let args = Args::new()
-        .ptr(arg(out, "gated out", bf, n)?)
-        .ptr(arg(gate, "gated gate", bf, n)?)
-        .ptr(arg(lin, "gated lin", bf, n)?)
+        .ptr(arg(out, "gated out", store, n)?)
+        .ptr(arg(gate, "gated gate", store, n)?)
+        .ptr(arg(lin, "gated lin", store, n)?)
         .i32(act.id())
         .i64(n as i64);
     if n == 0 {
@@ -76,8 +75,8 @@ pub fn gated_act_fwd(
     dev.launch(k::GATED_ACT_FWD, cfg(n), args)
 }
 
-// extern "C" __global__ void gated_act_bwd(bf16* dgate, bf16* dlin, const bf16* dout,
-//     const bf16* gate, const bf16* lin, int act, long long n);
+// extern "C" __global__ void gated_act_bwd(store_t* dgate, store_t* dlin, const store_t* dout,
+//     const store_t* gate, const store_t* lin, int act, long long n);
 /// dgate = dout * act'(gate) * lin, dlin = dout * act(gate).
 #[allow(clippy::too_many_arguments)]
 pub fn gated_act_bwd(
@@ -90,13 +89,13 @@ pub fn gated_act_bwd(
     act: Act,
     n: usize,
 ) -> Result<()> {
-    let bf = DType::BF16;
+    let store = dev.store;
     let args = Args::new()
-        .ptr(arg(dgate, "gated dgate", bf, n)?)
-        .ptr(arg(dlin, "gated dlin", bf, n)?)
-        .ptr(arg(dout, "gated dout", bf, n)?)
-        .ptr(arg(gate, "gated gate", bf, n)?)
-        .ptr(arg(lin, "gated lin", bf, n)?)
+        .ptr(arg(dgate, "gated dgate", store, n)?)
+        .ptr(arg(dlin, "gated dlin", store, n)?)
+        .ptr(arg(dout, "gated dout", store, n)?)
+        .ptr(arg(gate, "gated gate", store, n)?)
+        .ptr(arg(lin, "gated lin", store, n)?)
         .i32(act.id())
         .i64(n as i64);
     if n == 0 {

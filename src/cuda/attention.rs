@@ -67,9 +67,13 @@ fn cfg(rows: usize, dims: &AttnDims, kind: usize) -> Result<Cfg> {
 
 /// Device pointers of the bias table and bucket lookup (0, 0 without bias), with every
 /// bucket checked against the table's rows.
-fn bias_args(bias: Option<BiasRef<'_, CudaBuf>>, dims: &AttnDims) -> Result<(u64, u64)> {
+fn bias_args(
+    bias: Option<BiasRef<'_, CudaBuf>>,
+    store: DType,
+    dims: &AttnDims,
+) -> Result<(u64, u64)> {
     let Some(bias) = bias else { return Ok((0, 0)) };
-    let table = arg(bias.table, "relative_attention_bias", DType::BF16, dims.h)?;
+    let table = arg(bias.table, "relative_attention_bias", store, dims.h)?;
     let (host, buckets) = ints(bias.buckets, "bias buckets", dims.tq + dims.tk - 1)?;
     check_ids("bias buckets", host, bias.table.len() / dims.h.max(1))?;
     Ok((table, buckets))
@@ -98,8 +102,8 @@ fn check_dims(dims: &AttnDims) -> Result<()> {
     Ok(())
 }
 
-// extern "C" __global__ void attention_fwd(bf16* out, float* lse, const bf16* q,
-//     const bf16* k, const bf16* v, const int* key_mask, const bf16* bias_table,
+// extern "C" __global__ void attention_fwd(store_t* out, float* lse, const store_t* q,
+//     const store_t* k, const store_t* v, const int* key_mask, const store_t* bias_table,
 //     const int* buckets, int causal, float scale, int B, int Tq, int Tk, int H, int D);
 // (attention_fwd_d128: the same, for 64 < D <= 128)
 /// out (B, Tq, H, D) bf16 and lse (B, H, Tq) f32 from q (B, Tq, H, D), k, v (B, Tk, H, D),
@@ -121,14 +125,14 @@ pub fn attention_fwd(
     let AttnDims { b, tq, tk, h, d } = dims;
     check_dims(&dims)?;
     let [fwd, _, _] = entry_points(d)?;
-    let bf = DType::BF16;
-    let (table, buckets) = bias_args(bias, &dims)?;
+    let store = be.store();
+    let (table, buckets) = bias_args(bias, be.store(), &dims)?;
     let args = Args::new()
-        .ptr(arg(out, "attention out", bf, b * tq * h * d)?)
+        .ptr(arg(out, "attention out", store, b * tq * h * d)?)
         .ptr(arg(lse, "attention lse", DType::F32, b * h * tq)?)
-        .ptr(arg(q, "attention q", bf, b * tq * h * d)?)
-        .ptr(arg(kk, "attention k", bf, b * tk * h * d)?)
-        .ptr(arg(v, "attention v", bf, b * tk * h * d)?)
+        .ptr(arg(q, "attention q", store, b * tq * h * d)?)
+        .ptr(arg(kk, "attention k", store, b * tk * h * d)?)
+        .ptr(arg(v, "attention v", store, b * tk * h * d)?)
         .ptr(ints(key_mask, "attention key mask", b * tk)?.1)
         .ptr(table)
         .ptr(buckets);
@@ -136,13 +140,13 @@ pub fn attention_fwd(
     be.dev.launch(fwd, cfg(tq, &dims, 0)?, args)
 }
 
-// extern "C" __global__ void attention_bwd_dq(bf16* dq, float* delta, const bf16* dout,
-//     const bf16* q, const bf16* k, const bf16* v, const float* lse, const int* key_mask,
-//     const bf16* bias_table, const int* buckets, int causal, float scale,
+// extern "C" __global__ void attention_bwd_dq(store_t* dq, float* delta, const store_t* dout,
+//     const store_t* q, const store_t* k, const store_t* v, const float* lse, const int* key_mask,
+//     const store_t* bias_table, const int* buckets, int causal, float scale,
 //     int B, int Tq, int Tk, int H, int D);
-// extern "C" __global__ void attention_bwd_dkdv(bf16* dk, bf16* dv, const bf16* dout,
-//     const bf16* q, const bf16* k, const bf16* v, const float* lse, const float* delta,
-//     const int* key_mask, const bf16* bias_table, const int* buckets, int causal,
+// extern "C" __global__ void attention_bwd_dkdv(store_t* dk, store_t* dv, const store_t* dout,
+//     const store_t* q, const store_t* k, const store_t* v, const float* lse, const float* delta,
+//     const int* key_mask, const store_t* bias_table, const int* buckets, int causal,
 //     float scale, int B, int Tq, int Tk, int H, int D);
 // (the _d128 entry points: the same, for 64 < D <= 128)
 /// dq (B, Tq, H, D), dk, dv (B, Tk, H, D), overwriting, from dout, q, k, v and the saved lse.
@@ -167,21 +171,21 @@ pub fn attention_bwd(
     let AttnDims { b, tq, tk, h, d } = dims;
     check_dims(&dims)?;
     let [_, bwd_dq, bwd_dkdv] = entry_points(d)?;
-    let bf = DType::BF16;
-    let (table, buckets) = bias_args(bias, &dims)?;
+    let store = be.store();
+    let (table, buckets) = bias_args(bias, be.store(), &dims)?;
     let (q_len, kv_len) = (b * tq * h * d, b * tk * h * d);
     // every element is written by attention_bwd_dq before attention_bwd_dkdv reads it
     let delta = be.alloc(DType::F32, b * h * tq)?;
     let (dout_p, q_p, k_p, v_p) = (
-        arg(dout, "attention dout", bf, q_len)?,
-        arg(q, "attention q", bf, q_len)?,
-        arg(kk, "attention k", bf, kv_len)?,
-        arg(v, "attention v", bf, kv_len)?,
+        arg(dout, "attention dout", store, q_len)?,
+        arg(q, "attention q", store, q_len)?,
+        arg(kk, "attention k", store, kv_len)?,
+        arg(v, "attention v", store, kv_len)?,
     );
     let lse_p = arg(lse, "attention lse", DType::F32, b * h * tq)?;
     let mask_p = ints(key_mask, "attention key mask", b * tk)?.1;
     let args = Args::new()
-        .ptr(arg(dq, "attention dq", bf, q_len)?)
+        .ptr(arg(dq, "attention dq", store, q_len)?)
         .ptr(delta.ptr())
         .ptr(dout_p)
         .ptr(q_p)
@@ -197,8 +201,8 @@ pub fn attention_bwd(
         sizes(args, causal, scale, &dims)?,
     )?;
     let args = Args::new()
-        .ptr(arg(dk, "attention dk", bf, kv_len)?)
-        .ptr(arg(dv, "attention dv", bf, kv_len)?)
+        .ptr(arg(dk, "attention dk", store, kv_len)?)
+        .ptr(arg(dv, "attention dv", store, kv_len)?)
         .ptr(dout_p)
         .ptr(q_p)
         .ptr(k_p)

@@ -3,7 +3,7 @@
 //! ones. `add_inplace` adds; the others overwrite.
 
 use super::device::Device;
-use super::kernels::k;
+use super::kernels::{k, KernelId};
 use super::launch::{stride_blocks, Args, Cfg, STRIDE_THREADS};
 use super::{arg, CudaBuf};
 use crate::backend::DType;
@@ -13,14 +13,14 @@ fn cfg(items: usize) -> Cfg {
     Cfg::linear(stride_blocks(items), STRIDE_THREADS)
 }
 
-// extern "C" __global__ void add_fwd(bf16* out, const bf16* a, const bf16* b, long long n);
+// extern "C" __global__ void add_fwd(store_t* out, const store_t* a, const store_t* b, long long n);
 /// out (N) = a + b, bf16.
 pub fn add_fwd(dev: &Device, out: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, n: usize) -> Result<()> {
-    let bf = DType::BF16;
+    let store = dev.store;
     let args = Args::new()
-        .ptr(arg(out, "add out", bf, n)?)
-        .ptr(arg(a, "add a", bf, n)?)
-        .ptr(arg(b, "add b", bf, n)?)
+        .ptr(arg(out, "add out", store, n)?)
+        .ptr(arg(a, "add a", store, n)?)
+        .ptr(arg(b, "add b", store, n)?)
         .i64(n as i64);
     if n == 0 {
         return Ok(());
@@ -28,21 +28,12 @@ pub fn add_fwd(dev: &Device, out: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, n: usi
     dev.launch(k::ADD_FWD, cfg(n.div_ceil(8)), args)
 }
 
-// extern "C" __global__ void add_inplace(bf16* acc, const bf16* a, long long n);
+// extern "C" __global__ void add_inplace(store_t* acc, const store_t* a, long long n);
 // extern "C" __global__ void add_inplace_f32(float* acc, const float* a, long long n);
 /// acc (N) += a, bf16 or float32 (both the same dtype).
 pub fn add_inplace(dev: &Device, acc: &mut CudaBuf, a: &CudaBuf, n: usize) -> Result<()> {
     let dt = acc.dtype();
-    let (kernel, items) = match dt {
-        DType::BF16 => (k::ADD_INPLACE, n.div_ceil(8)),
-        DType::F32 => (k::ADD_INPLACE_F32, n),
-        other => {
-            return Err(Error::tensor(
-                "add acc",
-                format!("{other:?} is not a float type"),
-            ))
-        }
-    };
+    let (kernel, items) = pick(dev, dt, "add acc", k::ADD_INPLACE, k::ADD_INPLACE_F32, n)?;
     let args = Args::new()
         .ptr(arg(acc, "add acc", dt, n)?)
         .ptr(arg(a, "add a", dt, n)?)
@@ -53,21 +44,19 @@ pub fn add_inplace(dev: &Device, acc: &mut CudaBuf, a: &CudaBuf, n: usize) -> Re
     dev.launch(kernel, cfg(items), args)
 }
 
-// extern "C" __global__ void scale_inplace(bf16* x, float s, long long n);
+// extern "C" __global__ void scale_inplace(store_t* x, float s, long long n);
 // extern "C" __global__ void scale_inplace_f32(float* x, float s, long long n);
 /// x (N) *= s, bf16 or float32.
 pub fn scale_inplace(dev: &Device, x: &mut CudaBuf, s: f64, n: usize) -> Result<()> {
     let dt = x.dtype();
-    let (kernel, items) = match dt {
-        DType::BF16 => (k::SCALE_INPLACE, n.div_ceil(8)),
-        DType::F32 => (k::SCALE_INPLACE_F32, n),
-        other => {
-            return Err(Error::tensor(
-                "scale x",
-                format!("{other:?} is not a float type"),
-            ))
-        }
-    };
+    let (kernel, items) = pick(
+        dev,
+        dt,
+        "scale x",
+        k::SCALE_INPLACE,
+        k::SCALE_INPLACE_F32,
+        n,
+    )?;
     let args = Args::new()
         .ptr(arg(x, "scale x", dt, n)?)
         .f32(s as f32)
@@ -76,4 +65,26 @@ pub fn scale_inplace(dev: &Device, x: &mut CudaBuf, s: f64, n: usize) -> Result<
         return Ok(());
     }
     dev.launch(kernel, cfg(items), args)
+}
+
+/// The storage-typed kernel (8 elements per thread) for buffers of the device's storage type,
+/// the `_f32` one (one element per thread) for other float32 buffers (the prompt gradient).
+fn pick(
+    dev: &Device,
+    dt: DType,
+    what: &str,
+    store_kernel: KernelId,
+    f32_kernel: KernelId,
+    n: usize,
+) -> Result<(KernelId, usize)> {
+    if dt == dev.store {
+        Ok((store_kernel, n.div_ceil(8)))
+    } else if dt == DType::F32 {
+        Ok((f32_kernel, n))
+    } else {
+        Err(Error::tensor(
+            what,
+            format!("expected {:?} or F32, got {dt:?}", dev.store),
+        ))
+    }
 }

@@ -9,8 +9,8 @@ use crate::backend::DType;
 use crate::cpu::embedding::check_ids;
 use crate::error::{Error, Result};
 
-// extern "C" __global__ void embedding_fwd(bf16* out, const float* prompt, const bf16* wte,
-//     const bf16* wpe, const bf16* wtt, const int* ids, const int* type_ids,
+// extern "C" __global__ void embedding_fwd(store_t* out, const float* prompt, const store_t* wte,
+//     const store_t* wpe, const store_t* wtt, const int* ids, const int* type_ids,
 //     int b, int t, int p, int c);
 /// out (B, P+T, C) bf16 = prompt (P, C) f32 ⧺ wte[ids] (B, T, C), plus wpe and wtt rows when
 /// given. One block per output row.
@@ -29,7 +29,7 @@ pub fn embedding_fwd(
     p: usize,
     c: usize,
 ) -> Result<()> {
-    let (tt, bf) = (p + t, DType::BF16);
+    let (tt, store) = (p + t, dev.store);
     let rows_of = |buf: &CudaBuf| buf.len() / c.max(1);
     let (id_host, id_ptr) = ints(ids, "input_ids", b * t)?;
     check_ids("input_ids", id_host, rows_of(wte))?;
@@ -54,11 +54,11 @@ pub fn embedding_fwd(
         return Err(Error::tensor("token type embeddings", "empty table"));
     }
     let args = Args::new()
-        .ptr(arg(out, "embedding out", bf, b * tt * c)?)
+        .ptr(arg(out, "embedding out", store, b * tt * c)?)
         .ptr(arg(prompt, "prompt", DType::F32, p * c)?)
-        .ptr(arg(wte, "word embeddings", bf, 0)?)
-        .ptr(opt_arg(wpe, "position embeddings", bf, tt * c)?)
-        .ptr(opt_arg(wtt, "token type embeddings", bf, c)?)
+        .ptr(arg(wte, "word embeddings", store, 0)?)
+        .ptr(opt_arg(wpe, "position embeddings", store, tt * c)?)
+        .ptr(opt_arg(wtt, "token type embeddings", store, c)?)
         .ptr(id_ptr)
         .ptr(type_ptr)
         .i32(int("batch", b)?)
@@ -72,7 +72,7 @@ pub fn embedding_fwd(
     dev.launch(k::EMBEDDING_FWD, cfg, args)
 }
 
-// extern "C" __global__ void prompt_grad_bwd(float* dprompt, const bf16* dout, int b, int t,
+// extern "C" __global__ void prompt_grad_bwd(float* dprompt, const store_t* dout, int b, int t,
 //     int p, int c);
 /// dprompt (P, C) f32 += Σ_b dout[b, 0..P] with dout (B, P+T, C) bf16. Grid-stride over P*C.
 pub fn prompt_grad_bwd(
@@ -86,7 +86,7 @@ pub fn prompt_grad_bwd(
 ) -> Result<()> {
     let args = Args::new()
         .ptr(arg(dprompt, "prompt grad", DType::F32, p * c)?)
-        .ptr(arg(dout, "embedding grad", DType::BF16, b * (p + t) * c)?)
+        .ptr(arg(dout, "embedding grad", dev.store, b * (p + t) * c)?)
         .i32(int("batch", b)?)
         .i32(int("tokens", t)?)
         .i32(int("prompt rows", p)?)

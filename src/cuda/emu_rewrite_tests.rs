@@ -4,7 +4,7 @@
 #[path = "../../build/emu_rewrite.rs"]
 mod emu_rewrite;
 
-use emu_rewrite::{kernel_names, rewrite, rewrite_line, wrapper};
+use emu_rewrite::{kernel_names, rewrite, rewrite_line, wrapper, wrapper_f32};
 
 fn check(src: &str, want: &str) {
     assert_eq!(rewrite_line(src, "t.cu:1").as_deref(), Ok(want), "{src}");
@@ -143,5 +143,22 @@ fn writes_the_wrapper() {
          EMU_KERNELS_END\n\
          EMU_EXPORT(first)\n\
          EMU_EXPORT(second)\n"
+    );
+}
+
+#[test]
+fn writes_the_float32_wrapper() {
+    assert_eq!(
+        wrapper_f32("/k/op.cu", "op.cu", &["first".into(), "second".into()]),
+        "// Generated from /k/op.cu (float32 build) for the CPU emulator; do not edit.\n\
+         #define SOFTPROMPT_F32 1\n\
+         #include \"cuda_emu.h\"\n\
+         #define first emu32_first\n\
+         #define second emu32_second\n\
+         EMU_KERNELS_BEGIN\n\
+         #include \"kernels/op.cu\"\n\
+         EMU_KERNELS_END\n\
+         EMU_EXPORT_F32(first)\n\
+         EMU_EXPORT_F32(second)\n"
     );
 }

@@ -73,14 +73,16 @@ pub fn probe(ordinal: usize) -> Result<()> {
 }
 
 impl Gpu {
-    pub fn new(ordinal: usize) -> Result<Gpu> {
+    /// GPU `ordinal` with every kernel compiled for `store` (bf16, or F32 for the float32
+    /// build).
+    pub fn new(ordinal: usize, store: DType) -> Result<Gpu> {
         probe(ordinal)?;
         let ctx = CudaContext::new(ordinal).map_err(driver_err("cuda context"))?;
         let (major, minor) = ctx
             .compute_capability()
             .map_err(driver_err("compute capability"))?;
         let arch = format!("sm_{major}{minor}");
-        let functions = load_kernels(&arch)?;
+        let functions = load_kernels(&arch, store)?;
         raise_smem_limits(&functions)?;
         let handle = cudarc::cublas::result::create_handle()
             .map_err(|e| Error::Device(format!("cublasCreate: {e:?}")))?;
@@ -241,9 +243,9 @@ fn raise_smem_limits(functions: &[sys::CUfunction]) -> Result<()> {
 
 /// Compiles (or reads from the cache) every kernel file, loads the modules and looks up every
 /// kernel of the table; any failure names the .cu file.
-fn load_kernels(arch: &str) -> Result<Vec<sys::CUfunction>> {
+fn load_kernels(arch: &str, store: DType) -> Result<Vec<sys::CUfunction>> {
     let mut modules = BTreeMap::new();
-    for c in nvrtc::compile_all(arch)? {
+    for c in nvrtc::compile_all(arch, store)? {
         // SAFETY: a CUBIN image produced by NVRTC for this device's architecture.
         let module = unsafe { result::module::load_data(c.cubin.as_ptr() as *const c_void) }
             .map_err(|e| Error::Kernel {

@@ -8,8 +8,8 @@ use super::{arg, CudaBuf};
 use crate::backend::DType;
 use crate::error::Result;
 
-// extern "C" __global__ void layernorm_fwd(bf16* out, float* mean, float* rstd,
-//     const bf16* inp, const bf16* w, const bf16* bias, int n, int c, float eps);
+// extern "C" __global__ void layernorm_fwd(store_t* out, float* mean, float* rstd,
+//     const store_t* inp, const store_t* w, const store_t* bias, int n, int c, float eps);
 /// out (N, C) bf16, mean and rstd (N) f32 from inp (N, C).
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_fwd(
@@ -24,14 +24,14 @@ pub fn layernorm_fwd(
     c: usize,
     eps: f64,
 ) -> Result<()> {
-    let bf = DType::BF16;
+    let store = dev.store;
     let args = Args::new()
-        .ptr(arg(out, "layernorm out", bf, n * c)?)
+        .ptr(arg(out, "layernorm out", store, n * c)?)
         .ptr(arg(mean, "layernorm mean", DType::F32, n)?)
         .ptr(arg(rstd, "layernorm rstd", DType::F32, n)?)
-        .ptr(arg(inp, "layernorm inp", bf, n * c)?)
-        .ptr(arg(w, "layernorm weight", bf, c)?)
-        .ptr(arg(bias, "layernorm bias", bf, c)?)
+        .ptr(arg(inp, "layernorm inp", store, n * c)?)
+        .ptr(arg(w, "layernorm weight", store, c)?)
+        .ptr(arg(bias, "layernorm bias", store, c)?)
         .i32(int("rows", n)?)
         .i32(int("hidden size", c)?)
         .f32(eps as f32);
@@ -45,8 +45,8 @@ pub fn layernorm_fwd(
     )
 }
 
-// extern "C" __global__ void layernorm_bwd(bf16* dinp, const bf16* dout, const bf16* inp,
-//     const bf16* w, const float* mean, const float* rstd, int n, int c);
+// extern "C" __global__ void layernorm_bwd(store_t* dinp, const store_t* dout, const store_t* inp,
+//     const store_t* w, const float* mean, const float* rstd, int n, int c);
 /// dinp (N, C) = LayerNorm backward of dout (N, C), overwriting.
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_bwd(
@@ -60,12 +60,12 @@ pub fn layernorm_bwd(
     n: usize,
     c: usize,
 ) -> Result<()> {
-    let bf = DType::BF16;
+    let store = dev.store;
     let args = Args::new()
-        .ptr(arg(dinp, "layernorm dinp", bf, n * c)?)
-        .ptr(arg(dout, "layernorm dout", bf, n * c)?)
-        .ptr(arg(inp, "layernorm inp", bf, n * c)?)
-        .ptr(arg(w, "layernorm weight", bf, c)?)
+        .ptr(arg(dinp, "layernorm dinp", store, n * c)?)
+        .ptr(arg(dout, "layernorm dout", store, n * c)?)
+        .ptr(arg(inp, "layernorm inp", store, n * c)?)
+        .ptr(arg(w, "layernorm weight", store, c)?)
         .ptr(arg(mean, "layernorm mean", DType::F32, n)?)
         .ptr(arg(rstd, "layernorm rstd", DType::F32, n)?)
         .i32(int("rows", n)?)

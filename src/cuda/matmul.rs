@@ -12,8 +12,8 @@ use super::{arg, opt_arg, CudaBackend, CudaBuf};
 use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
 
-// extern "C" __global__ void linear_bias_fill(bf16* out, const bf16* bias, int m, int n);
-// extern "C" __global__ void linear_bias_fill_f32(float* out, const bf16* bias, int m, int n);
+// extern "C" __global__ void linear_bias_fill(store_t* out, const store_t* bias, int m, int n);
+// extern "C" __global__ void linear_bias_fill_f32(float* out, const store_t* bias, int m, int n);
 /// out (M, N) = bias (N) on every row. Grid-stride.
 fn bias_fill(
     be: &CudaBackend,
@@ -23,9 +23,10 @@ fn bias_fill(
     m: usize,
     n: usize,
 ) -> Result<()> {
-    let kernel = match out_type {
-        DType::BF16 => k::LINEAR_BIAS_FILL,
-        _ => k::LINEAR_BIAS_FILL_F32,
+    let kernel = if out_type == be.store() {
+        k::LINEAR_BIAS_FILL
+    } else {
+        k::LINEAR_BIAS_FILL_F32
     };
     let args = Args::new()
         .ptr(out)
@@ -52,12 +53,12 @@ pub fn linear_fwd(
     k: usize,
     n: usize,
 ) -> Result<()> {
-    let bf = DType::BF16;
+    let store = be.store();
     let out_type = float_type(out, "linear out")?;
     let out_ptr = arg(out, "linear out", out_type, m * n)?;
-    let inp_ptr = arg(inp, "linear inp", bf, m * k)?;
-    let w_ptr = arg(w, "linear weight", bf, n * k)?;
-    let bias_ptr = opt_arg(bias, "linear bias", bf, n)?;
+    let inp_ptr = arg(inp, "linear inp", store, m * k)?;
+    let w_ptr = arg(w, "linear weight", store, n * k)?;
+    let bias_ptr = opt_arg(bias, "linear bias", store, n)?;
     if m * n == 0 {
         return Ok(());
     }
@@ -77,7 +78,7 @@ pub fn linear_fwd(
         c: out_ptr,
         ldc: n,
         beta: if bias.is_some() { 1.0 } else { 0.0 },
-        ab_type: bf,
+        ab_type: store,
         c_type: out_type,
     };
     check_int_sizes(&g)?;
@@ -85,7 +86,7 @@ pub fn linear_fwd(
     unsafe { be.dev.gemm(&g, "linear_fwd") }
 }
 
-// extern "C" __global__ void cast_f32_bf16(bf16* out, const float* inp, long long n);
+// extern "C" __global__ void cast_f32_bf16(store_t* out, const float* inp, long long n);
 /// dinp (M, K) (+)= dout (M, N) · W (N, K); dinp and W bf16; dout bf16, or float32 (d logits,
 /// rounded to bf16 first, as a bf16 GEMM operand).
 #[allow(clippy::too_many_arguments)]
@@ -99,14 +100,14 @@ pub fn linear_bwd(
     n: usize,
     accumulate: bool,
 ) -> Result<()> {
-    let bf = DType::BF16;
-    let dinp_ptr = arg(dinp, "linear dinp", bf, m * k)?;
-    let w_ptr = arg(w, "linear weight", bf, n * k)?;
+    let store = be.store();
+    let dinp_ptr = arg(dinp, "linear dinp", store, m * k)?;
+    let w_ptr = arg(w, "linear weight", store, n * k)?;
     let rounded;
     let dout_ptr = match float_type(dout, "linear dout")? {
-        DType::F32 => {
+        DType::F32 if store != DType::F32 => {
             let src = arg(dout, "linear dout", DType::F32, m * n)?;
-            rounded = be.zeros(bf, m * n)?;
+            rounded = be.zeros(store, m * n)?;
             let args = Args::new().ptr(rounded.ptr()).ptr(src).i64((m * n) as i64);
             if m * n > 0 {
                 be.dev.launch(
@@ -117,7 +118,7 @@ pub fn linear_bwd(
             }
             rounded.ptr()
         }
-        _ => arg(dout, "linear dout", bf, m * n)?,
+        _ => arg(dout, "linear dout", store, m * n)?,
     };
     if m * k == 0 {
         return Ok(());
@@ -135,8 +136,8 @@ pub fn linear_bwd(
         c: dinp_ptr,
         ldc: k,
         beta: if accumulate { 1.0 } else { 0.0 },
-        ab_type: bf,
-        c_type: bf,
+        ab_type: store,
+        c_type: store,
     };
     check_int_sizes(&g)?;
     // SAFETY: every operand was checked against its span above.

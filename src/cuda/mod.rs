@@ -2,7 +2,9 @@
 //! GEMMs through cuBLAS, and the `emu` device that runs the very same launchers and kernels
 //! on the host through the CPU emulator (kernels/emu) for tests.
 //!
-//! Dtypes (see backend.rs): weights and activations are bf16 (`act_dtype()`); the prompt,
+//! Dtypes (see backend.rs): weights and activations are bf16 (`act_dtype()`; float32 on a
+//! device made with `cuda_with`/`emu_with(DType::F32)`, which runs the float32 build of every
+//! kernel); the prompt,
 //! its gradient, the optimizer state, norm statistics, attention log-sum-exps, logits and
 //! losses are float32; ids, masks and labels are I32. Every kernel accumulates in float32.
 //! An op given another dtype combination than the models use returns an error naming it.
@@ -115,17 +117,35 @@ impl CudaBackend {
     /// GPU `ordinal`: fails with a clear message when there is no driver or device, and when
     /// a kernel does not compile (naming the .cu file and NVRTC's log).
     pub fn cuda(ordinal: usize) -> Result<Self> {
+        Self::cuda_with(ordinal, DType::BF16)
+    }
+
+    /// GPU `ordinal` storing weights and activations as `store`: BF16 (the engine), or F32,
+    /// the float32 build of every kernel and float32 GEMMs, for exact checks of the whole
+    /// CUDA path against float32 references (twice the memory, no tensor cores).
+    pub fn cuda_with(ordinal: usize, store: DType) -> Result<Self> {
         Ok(CudaBackend {
-            dev: Device::cuda(ordinal)?,
+            dev: Device::cuda(ordinal, store)?,
         })
     }
 
     /// The emulator: host memory, the same launchers and kernels, run on the CPU.
     #[cfg(feature = "emu")]
     pub fn emu() -> Result<Self> {
+        Self::emu_with(DType::BF16)
+    }
+
+    /// The emulator with weights and activations stored as `store` (see `cuda_with`).
+    #[cfg(feature = "emu")]
+    pub fn emu_with(store: DType) -> Result<Self> {
         Ok(CudaBackend {
-            dev: Device::emu()?,
+            dev: Device::emu(store)?,
         })
+    }
+
+    /// The storage type of weights and activations (`act_dtype`).
+    pub(crate) fn store(&self) -> DType {
+        self.dev.store
     }
 
     /// (kernel name, launches so far) for every kernel.
@@ -175,7 +195,7 @@ impl Backend for CudaBackend {
         self.dev.name()
     }
     fn act_dtype(&self) -> DType {
-        DType::BF16
+        self.dev.store
     }
     fn len(&self, buf: &CudaBuf) -> usize {
         buf.len

@@ -8,6 +8,7 @@
 mod options;
 
 use super::kernels;
+use crate::backend::DType;
 use crate::error::{Error, Result};
 use cudarc::nvrtc::sys;
 use std::ffi::{c_char, CString};
@@ -136,9 +137,13 @@ unsafe fn program_cubin(prog: sys::nvrtcProgram) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// The options for `arch` ("sm_90"); `verbose` adds ptxas's resource report.
-pub fn options(arch: &str, verbose: bool) -> Result<Vec<String>> {
+/// The options for `arch` ("sm_90") and the storage type of weights and activations (bf16,
+/// or F32 for the float32 build); `verbose` adds ptxas's resource report.
+pub fn options(arch: &str, store: DType, verbose: bool) -> Result<Vec<String>> {
     let mut o = options::nvrtc_options(arch, &include_dir()?.to_string_lossy());
+    if store == DType::F32 {
+        o.push(options::F32_BUILD.into());
+    }
     if verbose {
         o.push("-Xptxas".into());
         o.push("-v".into());
@@ -169,8 +174,8 @@ fn cache_key(file: &str, source: &str, opts: &[String], arch: &str) -> Result<St
 
 /// Every kernel file compiled for `arch`, from the disk cache where possible. A cache that
 /// cannot be read or written is skipped (compiling again is always correct).
-pub fn compile_all(arch: &str) -> Result<Vec<Compiled>> {
-    let opts = options(arch, false)?;
+pub fn compile_all(arch: &str, store: DType) -> Result<Vec<Compiled>> {
+    let opts = options(arch, store, false)?;
     let dir = cache_dir();
     kernels::files()
         .map(|(file, source)| {
@@ -235,13 +240,16 @@ pub fn parse_ptxas_report(file: &str, log: &str) -> Vec<Resources> {
     out
 }
 
-/// The compile gate: every kernel file for `arch` with the resource report, no cache.
+/// The compile gate: every kernel file for `arch` with the resource report, no cache, in both
+/// builds; the float32 build's rows name their file "<file> (f32)".
 pub fn resource_report(arch: &str) -> Result<Vec<Resources>> {
-    let opts = options(arch, true)?;
     let mut all = Vec::new();
-    for (file, source) in kernels::files() {
-        let c = compile_file(file, source, &opts)?;
-        all.extend(parse_ptxas_report(file, &c.log));
+    for (store, suffix) in [(DType::BF16, ""), (DType::F32, " (f32)")] {
+        let opts = options(arch, store, true)?;
+        for (file, source) in kernels::files() {
+            let c = compile_file(file, source, &opts)?;
+            all.extend(parse_ptxas_report(&format!("{file}{suffix}"), &c.log));
+        }
     }
     Ok(all)
 }

@@ -5,11 +5,10 @@ use super::device::Device;
 use super::kernels::k;
 use super::launch::{grid_x, int, row_threads, Args, Cfg};
 use super::{arg, ints, CudaBuf};
-use crate::backend::DType;
 use crate::cpu::embedding::check_ids;
 use crate::error::Result;
 
-// extern "C" __global__ void gather_rows(bf16* out, const bf16* inp, const int* idx, int m,
+// extern "C" __global__ void gather_rows(store_t* out, const store_t* inp, const int* idx, int m,
 //     int c);
 /// out (M, C) = inp[idx[m]] for inp (N, C). One block per output row.
 pub fn gather_rows(
@@ -20,12 +19,12 @@ pub fn gather_rows(
     m: usize,
     c: usize,
 ) -> Result<()> {
-    let bf = DType::BF16;
+    let store = dev.store;
     let (host, idx_ptr) = ints(idx, "row index", m)?;
     check_ids("row index", host, inp.len() / c.max(1))?;
     let args = Args::new()
-        .ptr(arg(out, "gather out", bf, m * c)?)
-        .ptr(arg(inp, "gather inp", bf, 0)?)
+        .ptr(arg(out, "gather out", store, m * c)?)
+        .ptr(arg(inp, "gather inp", store, 0)?)
         .ptr(idx_ptr)
         .i32(int("rows", m)?)
         .i32(int("row width", c)?);
@@ -59,7 +58,7 @@ fn distinct_runs(idx: &[i32]) -> Vec<(usize, usize)> {
     runs
 }
 
-// extern "C" __global__ void scatter_rows_bwd(bf16* dinp, const bf16* dout, const int* idx,
+// extern "C" __global__ void scatter_rows_bwd(store_t* dinp, const store_t* dout, const int* idx,
 //     int m, int c);
 /// dinp[idx[m]] += dout[m] for dout (M, C). One block per row of a run of distinct indices.
 pub fn scatter_rows_bwd(
@@ -70,18 +69,18 @@ pub fn scatter_rows_bwd(
     m: usize,
     c: usize,
 ) -> Result<()> {
-    let bf = DType::BF16;
+    let store = dev.store;
     let (host, idx_ptr) = ints(idx, "row index", m)?;
     check_ids("row index", host, dinp.len() / c.max(1))?;
-    let dinp_ptr = arg(dinp, "scatter dinp", bf, 0)?;
-    let dout_ptr = arg(dout, "scatter dout", bf, m * c)?;
+    let dinp_ptr = arg(dinp, "scatter dinp", store, 0)?;
+    let dout_ptr = arg(dout, "scatter dout", store, m * c)?;
     if c == 0 {
         return Ok(());
     }
     for (start, end) in distinct_runs(host) {
         let args = Args::new()
             .ptr(dinp_ptr)
-            .ptr(dout_ptr + (start * c * 2) as u64)
+            .ptr(dout_ptr + (start * c * store.size()) as u64)
             .ptr(idx_ptr + (start * 4) as u64)
             .i32(int("rows", end - start)?)
             .i32(int("row width", c)?);
@@ -91,7 +90,7 @@ pub fn scatter_rows_bwd(
     Ok(())
 }
 
-// extern "C" __global__ void mean_pool_fwd(bf16* out, const bf16* inp, const bf16* weight,
+// extern "C" __global__ void mean_pool_fwd(store_t* out, const store_t* inp, const store_t* weight,
 //     int b, int t, int c);
 /// out (B, C) = Σ_s weight[b, s] · inp[b, s] for inp (B, T, C), weight (B, T).
 /// grid (B, C/256), one thread per output column.
@@ -104,11 +103,11 @@ pub fn mean_pool_fwd(
     t: usize,
     c: usize,
 ) -> Result<()> {
-    let bf = DType::BF16;
+    let store = dev.store;
     let args = Args::new()
-        .ptr(arg(out, "pool out", bf, b * c)?)
-        .ptr(arg(inp, "pool inp", bf, b * t * c)?)
-        .ptr(arg(weight, "pool weight", bf, b * t)?)
+        .ptr(arg(out, "pool out", store, b * c)?)
+        .ptr(arg(inp, "pool inp", store, b * t * c)?)
+        .ptr(arg(weight, "pool weight", store, b * t)?)
         .i32(int("batch", b)?)
         .i32(int("rows", t)?)
         .i32(int("hidden size", c)?);
@@ -124,7 +123,7 @@ pub fn mean_pool_fwd(
     dev.launch(k::MEAN_POOL_FWD, cfg, args)
 }
 
-// extern "C" __global__ void mean_pool_bwd(bf16* dinp, const bf16* dout, const bf16* weight,
+// extern "C" __global__ void mean_pool_bwd(store_t* dinp, const store_t* dout, const store_t* weight,
 //     int b, int t, int c);
 /// dinp (B, T, C) += weight[b, s] · dout[b] (B, C). One block per (b, s) row.
 pub fn mean_pool_bwd(
@@ -136,11 +135,11 @@ pub fn mean_pool_bwd(
     t: usize,
     c: usize,
 ) -> Result<()> {
-    let bf = DType::BF16;
+    let store = dev.store;
     let args = Args::new()
-        .ptr(arg(dinp, "pool dinp", bf, b * t * c)?)
-        .ptr(arg(dout, "pool dout", bf, b * c)?)
-        .ptr(arg(weight, "pool weight", bf, b * t)?)
+        .ptr(arg(dinp, "pool dinp", store, b * t * c)?)
+        .ptr(arg(dout, "pool dout", store, b * c)?)
+        .ptr(arg(weight, "pool weight", store, b * t)?)
         .i32(int("batch", b)?)
         .i32(int("rows", t)?)
         .i32(int("hidden size", c)?);

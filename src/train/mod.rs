@@ -282,6 +282,9 @@ pub enum Event {
         total_steps: u64,
         steps_per_epoch: u64,
         resumed_at: Option<u64>,
+        /// on resume, the threads the checkpoint was trained with, when they differ from this
+        /// run's: the result is then not bit-identical to an uninterrupted run
+        threads_changed: Option<(usize, usize)>,
         prompt_params: usize,
         head_params: usize,
     },
@@ -641,10 +644,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// Runs to the end (all steps, or early stopping), reporting through `on_event`.
     pub fn run(&mut self, on_event: &mut dyn FnMut(&Event)) -> Result<Summary> {
         let (pp, hp) = self.trainable();
+        let threads_changed = (self.resumed_at.is_some() && self.state.threads != self.cfg.threads)
+            .then_some((self.state.threads, self.cfg.threads));
+        // later checkpoints record the count that wrote them
+        self.state.threads = self.cfg.threads;
         on_event(&Event::Started {
             total_steps: self.total_steps,
             steps_per_epoch: self.steps_per_epoch,
             resumed_at: self.resumed_at,
+            threads_changed,
             prompt_params: pp,
             head_params: hp,
         });

@@ -225,8 +225,19 @@ pub fn fixture(rel: &str) -> PathBuf {
 
 /// Every `tests/fixtures/*/ref_*.safetensors`, as (model folder, reference file), sorted.
 pub fn reference_files() -> Vec<(PathBuf, PathBuf)> {
+    reference_files_in(&fixtures())
+}
+
+/// The realistic-scale set, `tests/fixtures/realistic/*/ref_*.safetensors` (unseen random
+/// configs with variance-preserving bf16 weights; tests/fixtures/README.md).
+pub fn realistic_reference_files() -> Vec<(PathBuf, PathBuf)> {
+    reference_files_in(&fixtures().join("realistic"))
+}
+
+/// Every `root/*/ref_*.safetensors`, as (model folder, reference file), sorted.
+pub fn reference_files_in(root: &Path) -> Vec<(PathBuf, PathBuf)> {
     let mut out = Vec::new();
-    for dir in std::fs::read_dir(fixtures()).expect("tests/fixtures") {
+    for dir in std::fs::read_dir(root).expect("fixture root") {
         let dir = dir.expect("fixture entry").path();
         if !dir.is_dir() {
             continue;

@@ -33,13 +33,16 @@ void invoke([[maybe_unused]] void** args) {
 
 }  // namespace emu::detail
 
-#define EMU_EXPORT(kernel)                                                                     \
-  extern "C" int emu_launch_##kernel(const unsigned grid[3], const unsigned block[3],          \
-                                     size_t dynamic_smem_bytes, void** args) {                 \
+#define EMU_EXPORT_NAMED(kernel, symbol)                                                       \
+  extern "C" int symbol(const unsigned grid[3], const unsigned block[3],                       \
+                        size_t dynamic_smem_bytes, void** args) {                              \
     return ::emu::detail::launch(#kernel, &::emu::detail::invoke<kernel>,                      \
                                  ::emu::detail::Kernel<decltype(&kernel)>::num_params, grid,    \
                                  block, dynamic_smem_bytes, args);                             \
   }
+#define EMU_EXPORT(kernel) EMU_EXPORT_NAMED(kernel, emu_launch_##kernel)
+// The float32 build of a kernel file (compiled with SOFTPROMPT_F32 defined).
+#define EMU_EXPORT_F32(kernel) EMU_EXPORT_NAMED(kernel, emu32_launch_##kernel)
 
 // The generated wrapper TU puts a kernel file between these two. The anonymous namespace
 // gives each file's helpers (kernels/common.cuh included by several files, __device__

@@ -1,0 +1,163 @@
+// Fused attention for the float32 build (-DSOFTPROMPT_F32; attention.cu includes this file
+// instead of its tensor-core body). Same entry points, signatures, semantics and launch plan:
+// grid (ceil(rows / 64), H, B), 128 threads, and attention.cu's dynamic shared memory, which
+// these kernels leave unused. One thread per query row (forward, bwd_dq) or key row
+// (bwd_dkdv) runs plain float32 loops: no tensor cores, nothing of size Tq x Tk stored, no
+// atomics. It exists for exact checks of the whole CUDA path (`--precision f32`), not speed.
+//
+// Shapes: q, out, dq, dout: (B, Tq, H, D); k, v, dk, dv: (B, Tk, H, D); lse, delta:
+// (B, H, Tq); key_mask: (B, Tk); bias_table: (num_buckets, H) or NULL; buckets: (Tq + Tk - 1)
+// or NULL. s_ij = scale * q_i . k_j + bias[buckets[j - i + Tq - 1], h].
+#pragma once
+#include "common.cuh"
+
+#define ATTN32_ROWS 64  // rows per block: attention.cu's tile height
+#define ATTN32_NEG_INF (-__int_as_float(0x7f800000))
+
+struct Attn32 {
+  const float *q, *k, *v, *bias_table;
+  const int *key_mask, *buckets;
+  int causal;
+  float scale;
+  int B, Tq, Tk, H, D, b, h;
+
+  __device__ long long q_row(int i) const { return (((long long)b * Tq + i) * H + h) * D; }
+  __device__ long long k_row(int j) const { return (((long long)b * Tk + j) * H + h) * D; }
+  __device__ long long stat(int i) const { return ((long long)b * H + h) * Tq + i; }
+  __device__ bool visible(int i, int j) const {
+    return key_mask[(long long)b * Tk + j] != 0 && (!causal || j <= i);
+  }
+  __device__ float score(int i, int j) const {
+    const float *qi = q + q_row(i), *kj = k + k_row(j);
+    float s = 0.0f;
+    for (int d = 0; d < D; ++d) s += qi[d] * kj[d];
+    s *= scale;
+    if (bias_table) s += bias_table[(long long)buckets[j - i + Tq - 1] * H + h];
+    return s;
+  }
+  // row_i(a) . row_j(c): dout_i . v_j in backward
+  __device__ float dot(const float* a, long long ra, const float* c, long long rc) const {
+    float s = 0.0f;
+    for (int d = 0; d < D; ++d) s += a[ra + d] * c[rc + d];
+    return s;
+  }
+};
+
+#define ATTN32_MAKE(rows)                                                                  \
+  const Attn32 a{q, k, v, bias_table, key_mask, buckets, causal, scale, B, Tq, Tk, H, D, \
+                 (int)blockIdx.z, (int)blockIdx.y};                                       \
+  const int r = blockIdx.x * ATTN32_ROWS + threadIdx.x;                                   \
+  if (threadIdx.x >= ATTN32_ROWS || r >= (rows)) return;
+
+// out_i = sum_j softmax_j(s_ij) v_j over visible keys; lse_i = log sum_j exp(s_ij), or
+// out_i = 0 and lse_i = -inf when no key is visible.
+__device__ void attn32_fwd(float* out, float* lse, const float* q, const float* k, const float* v,
+                           const int* key_mask, const float* bias_table, const int* buckets,
+                           int causal, float scale, int B, int Tq, int Tk, int H, int D) {
+  ATTN32_MAKE(Tq)
+  const int i = r;
+  float* oi = out + a.q_row(i);
+  for (int d = 0; d < D; ++d) oi[d] = 0.0f;
+  float m = ATTN32_NEG_INF;
+  for (int j = 0; j < Tk; ++j)
+    if (a.visible(i, j)) m = fmaxf(m, a.score(i, j));
+  if (m == ATTN32_NEG_INF) {
+    lse[a.stat(i)] = ATTN32_NEG_INF;
+    return;
+  }
+  float sum = 0.0f;
+  for (int j = 0; j < Tk; ++j)
+    if (a.visible(i, j)) sum += expf(a.score(i, j) - m);
+  const float l = m + logf(sum);
+  for (int j = 0; j < Tk; ++j) {
+    if (!a.visible(i, j)) continue;
+    const float p = expf(a.score(i, j) - l);
+    const float* vj = v + a.k_row(j);
+    for (int d = 0; d < D; ++d) oi[d] += p * vj[d];
+  }
+  lse[a.stat(i)] = l;
+}
+
+// delta_i = sum_j P_ij dP_ij with dP_ij = dout_i . v_j; dq_i = sum_j P_ij (dP_ij - delta_i)
+// scale k_j. Overwrites dq and delta.
+__device__ void attn32_bwd_dq(float* dq, float* delta, const float* dout, const float* q,
+                              const float* k, const float* v, const float* lse, const int* key_mask,
+                              const float* bias_table, const int* buckets, int causal, float scale,
+                              int B, int Tq, int Tk, int H, int D) {
+  ATTN32_MAKE(Tq)
+  const int i = r;
+  float* dqi = dq + a.q_row(i);
+  for (int d = 0; d < D; ++d) dqi[d] = 0.0f;
+  const float l = lse[a.stat(i)];
+  float dl = 0.0f;
+  if (l != ATTN32_NEG_INF) {
+    for (int j = 0; j < Tk; ++j)
+      if (a.visible(i, j)) dl += expf(a.score(i, j) - l) * a.dot(dout, a.q_row(i), v, a.k_row(j));
+    for (int j = 0; j < Tk; ++j) {
+      if (!a.visible(i, j)) continue;
+      const float p = expf(a.score(i, j) - l);
+      const float ds = p * (a.dot(dout, a.q_row(i), v, a.k_row(j)) - dl) * scale;
+      const float* kj = k + a.k_row(j);
+      for (int d = 0; d < D; ++d) dqi[d] += ds * kj[d];
+    }
+  }
+  delta[a.stat(i)] = dl;
+}
+
+// dv_j = sum_i P_ij dout_i; dk_j = sum_i P_ij (dP_ij - delta_i) scale q_i, over the queries
+// that see key j. Overwrites dk and dv.
+__device__ void attn32_bwd_dkdv(float* dk, float* dv, const float* dout, const float* q,
+                                const float* k, const float* v, const float* lse,
+                                const float* delta, const int* key_mask, const float* bias_table,
+                                const int* buckets, int causal, float scale, int B, int Tq, int Tk,
+                                int H, int D) {
+  ATTN32_MAKE(Tk)
+  const int j = r;
+  float *dkj = dk + a.k_row(j), *dvj = dv + a.k_row(j);
+  for (int d = 0; d < D; ++d) dkj[d] = dvj[d] = 0.0f;
+  for (int i = 0; i < Tq; ++i) {
+    const float l = lse[a.stat(i)];
+    if (!a.visible(i, j) || l == ATTN32_NEG_INF) continue;
+    const float p = expf(a.score(i, j) - l);
+    const float ds = p * (a.dot(dout, a.q_row(i), v, a.k_row(j)) - delta[a.stat(i)]) * scale;
+    const float *doi = dout + a.q_row(i), *qi = q + a.q_row(i);
+    for (int d = 0; d < D; ++d) {
+      dvj[d] += p * doi[d];
+      dkj[d] += ds * qi[d];
+    }
+  }
+}
+
+// The six entry points of attention.cu; the _d128 ones are the same loops.
+#define ATTN32_FWD(name)                                                                         \
+  extern "C" __global__ void name(float* out, float* lse, const float* q, const float* k,       \
+                                  const float* v, const int* key_mask, const float* bias_table, \
+                                  const int* buckets, int causal, float scale, int B, int Tq,   \
+                                  int Tk, int H, int D) {                                       \
+    attn32_fwd(out, lse, q, k, v, key_mask, bias_table, buckets, causal, scale, B, Tq, Tk, H, D); \
+  }
+#define ATTN32_BWD_DQ(name)                                                                      \
+  extern "C" __global__ void name(float* dq, float* delta, const float* dout, const float* q,   \
+                                  const float* k, const float* v, const float* lse,             \
+                                  const int* key_mask, const float* bias_table,                 \
+                                  const int* buckets, int causal, float scale, int B, int Tq,   \
+                                  int Tk, int H, int D) {                                       \
+    attn32_bwd_dq(dq, delta, dout, q, k, v, lse, key_mask, bias_table, buckets, causal, scale, B, \
+                  Tq, Tk, H, D);                                                                \
+  }
+#define ATTN32_BWD_DKDV(name)                                                                    \
+  extern "C" __global__ void name(float* dk, float* dv, const float* dout, const float* q,      \
+                                  const float* k, const float* v, const float* lse,             \
+                                  const float* delta, const int* key_mask,                      \
+                                  const float* bias_table, const int* buckets, int causal,      \
+                                  float scale, int B, int Tq, int Tk, int H, int D) {           \
+    attn32_bwd_dkdv(dk, dv, dout, q, k, v, lse, delta, key_mask, bias_table, buckets, causal,   \
+                    scale, B, Tq, Tk, H, D);                                                    \
+  }
+
+ATTN32_FWD(attention_fwd)
+ATTN32_FWD(attention_fwd_d128)
+ATTN32_BWD_DQ(attention_bwd_dq)
+ATTN32_BWD_DQ(attention_bwd_dq_d128)
+ATTN32_BWD_DKDV(attention_bwd_dkdv)
+ATTN32_BWD_DKDV(attention_bwd_dkdv_d128)
