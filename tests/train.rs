@@ -529,6 +529,103 @@ fn train_args<'a>(
     ]
 }
 
+/// Training through the CUDA launchers and the float32 build of every kernel (emulated) gives
+/// the CPU backend's prompt to float32 rounding: the optimizer, the loss heads and every
+/// backward kernel agree step after step, not only in one parity step. The bf16 engine lands
+/// near it.
+#[cfg(feature = "emu")]
+#[test]
+fn emu_f32_training_matches_the_cpu() {
+    let dir = scratch("emu_f32");
+    let (train, dev) = sentiment_files(&dir);
+    let model = fixture("bert_mlm");
+    let prompt = |device: &str, precision: &str| -> Vec<f32> {
+        let out = dir.join(format!("{device}_{precision}"));
+        let mut args = train_args(s(&model), s(&train), s(&dev), s(&out), "12", "0.05");
+        args.extend(["--device", device, "--precision", precision]);
+        ok(&softprompt(&args));
+        load_prompt_dir(&out).unwrap().prompt.data
+    };
+    let cpu = prompt("cpu", "f32");
+    let f32_err = rel_l2(&prompt("emu", "f32"), &cpu);
+    assert!(f32_err < 1e-5, "emu --precision f32 vs cpu: {f32_err:.2e}");
+    let bf16_err = rel_l2(&prompt("emu", "bf16"), &cpu);
+    assert!(
+        bf16_err < 2e-2,
+        "emu --precision bf16 vs cpu: {bf16_err:.2e}"
+    );
+    println!(
+        "BERT pet, AdamW, 12 steps, prompt vs cpu: emu f32 {f32_err:.2e}, bf16 {bf16_err:.2e}"
+    );
+
+    // T5 seq2seq with Adafactor, on a realistic-scale model (the harsh fixtures amplify
+    // float32's own rounding differences over the steps)
+    let model = fixture("realistic/t5_rand_2");
+    let t5_prompt = |device: &str, precision: &str| -> Vec<f32> {
+        let out = dir.join(format!("t5_{device}_{precision}"));
+        ok(&softprompt(&[
+            "train",
+            "--model",
+            s(&model),
+            "--train",
+            s(&train),
+            "--dev",
+            s(&dev),
+            "--out",
+            s(&out),
+            "--task",
+            "seq2seq",
+            "--verbalizer",
+            "positive=great,negative=terrible",
+            "--prompt-len",
+            "3",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "8",
+            "--eval-every",
+            "4",
+            "--optimizer",
+            "adafactor",
+            "--seed",
+            "3",
+            "--threads",
+            "2",
+            "--no-progress",
+            "--device",
+            device,
+            "--precision",
+            precision,
+        ]));
+        load_prompt_dir(&out).unwrap().prompt.data
+    };
+    let cpu = t5_prompt("cpu", "f32");
+    let f32_err = rel_l2(&t5_prompt("emu", "f32"), &cpu);
+    assert!(
+        f32_err < 1e-5,
+        "T5: emu --precision f32 vs cpu: {f32_err:.2e}"
+    );
+    let bf16_err = rel_l2(&t5_prompt("emu", "bf16"), &cpu);
+    assert!(
+        bf16_err < 5e-2,
+        "T5: emu --precision bf16 vs cpu: {bf16_err:.2e}"
+    );
+    println!(
+        "T5 seq2seq, Adafactor, 8 steps, prompt vs cpu: emu f32 {f32_err:.2e}, bf16 {bf16_err:.2e}"
+    );
+}
+
+#[cfg(feature = "emu")]
+fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+        .sum();
+    let den: f64 = want.iter().map(|&b| (b as f64).powi(2)).sum();
+    (num / den).sqrt()
+}
+
 /// Resuming with another thread count than the checkpoint's still runs, and says that the
 /// result will not be bit-identical.
 #[test]
