@@ -15,6 +15,8 @@ cu13=$("$venv/bin/python" -c 'import nvidia, os
 for p in nvidia.__path__:
     d = os.path.join(p, "cu13")
     if os.path.exists(os.path.join(d, "lib", "libnvrtc.so.13")): print(d); break')
+# NVRTC_INSTALL_ONLY=1: just the wheels (scripts/gpu_check.sh prepare takes their headers)
+[ "${NVRTC_INSTALL_ONLY:-0}" = 1 ] && exit 0
 export LD_LIBRARY_PATH="$cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export SOFTPROMPT_CUDA_INCLUDE="$cu13/include"
 cargo run --release --locked --quiet -- kernels --arch sm_90

@@ -639,6 +639,24 @@ fn check_errors(be: &CudaBackend) {
         .unwrap_err()
         .to_string();
     assert!(e.contains(&format!("expected {:?}", st.dt)), "{e}");
+    // a linear output of neither the storage type nor F32 (I32; BF16 in the float32 build,
+    // where filling its bias as float32 would write past its end)
+    let wrong = if st.dt == F32 {
+        DType::BF16
+    } else {
+        DType::I32
+    };
+    let mut bad_out = be.zeros(wrong, 3 * 4).unwrap();
+    let w = be.upload(st.dt, &[0.0; 4 * 4]).unwrap();
+    let bias = be.upload(st.dt, &[0.0; 4]).unwrap();
+    let e = be
+        .linear_fwd(&mut bad_out, &inp, &w, Some(&bias), 3, 4, 4)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("linear out") && e.contains(&format!("got {wrong:?}")),
+        "{e}"
+    );
 }
 
 /// Runs `body` on the emulator (with `--features emu`) and on GPU 0 when there is one.
@@ -761,15 +779,23 @@ fn check_attention(be: &CudaBackend) {
         (2, 7, 129, 3, 12, false, false),
         (2, 129, 7, 2, 64, false, false),
         (1, 33, 33, 2, 128, true, false),
+        // bias with a scale other than 1; batch row 1 sees no key at all (out 0, lse -inf)
+        (2, 7, 7, 3, 16, true, false),
+        (2, 97, 65, 2, 64, false, false),
     ];
-    for (b, tq, tk, h, d, with_bias, causal) in cases {
+    for (case, (b, tq, tk, h, d, with_bias, causal)) in cases.into_iter().enumerate() {
+        let (extra_scale, row1_blind) = match case {
+            9 => (0.5, false),
+            10 => (1.0, true),
+            _ => (1.0, false),
+        };
         let dims = softprompt::backend::AttnDims { b, tq, tk, h, d };
         let q = s.up(st.dt, &randn(&mut rng, b * tq * h * d, 1.0));
         let k = s.up(st.dt, &randn(&mut rng, b * tk * h * d, 1.0));
         let v = s.up(st.dt, &randn(&mut rng, b * tk * h * d, 1.0));
-        // batch row 1 keeps only its first half of the keys (at least one)
+        // batch row 1 keeps only its first half of the keys (at least one), or none
         let mask: Vec<i32> = (0..b * tk)
-            .map(|i| (i / tk == 0 || i % tk <= tk / 2) as i32)
+            .map(|i| (i / tk == 0 || (!row1_blind && i % tk <= tk / 2)) as i32)
             .collect();
         let mask = s.ints(&mask);
         let buckets = 8;
@@ -786,12 +812,15 @@ fn check_attention(be: &CudaBackend) {
             table: &table.1,
             buckets: &lookup.1,
         });
-        let scale = if with_bias {
-            1.0
-        } else {
-            1.0 / (d as f64).sqrt()
-        };
-        let name = format!("B{b} Tq{tq} Tk{tk} H{h} D{d} bias={with_bias} causal={causal}");
+        let scale = extra_scale
+            * if with_bias {
+                1.0
+            } else {
+                1.0 / (d as f64).sqrt()
+            };
+        let name = format!(
+            "B{b} Tq{tq} Tk{tk} H{h} D{d} bias={with_bias} causal={causal} scale={scale:.3} blind={row1_blind}"
+        );
         let (mut out, mut lse) = (s.out(st.dt, b * tq * h * d), s.out(F32, b * h * tq));
         be.attention_fwd(
             &mut out.0,
@@ -812,7 +841,33 @@ fn check_attention(be: &CudaBackend) {
             )
             .unwrap();
         s.check(&format!("attention_fwd out {name}"), &out, st.attn);
-        s.check(&format!("attention_fwd lse {name}"), &lse, F32_OUT);
+        // a query row that sees no key has lse -inf on both sides; the rest is compared
+        let (got, want) = (
+            s.gpu.download(&lse.0).unwrap(),
+            s.cpu.download(&lse.1).unwrap(),
+        );
+        let blind = |x: &f32| *x == f32::NEG_INFINITY;
+        assert_eq!(
+            got.iter().map(blind).collect::<Vec<_>>(),
+            want.iter().map(blind).collect::<Vec<_>>(),
+            "attention_fwd lse {name}: rows without a visible key"
+        );
+        assert_eq!(
+            got.iter().filter(|x| blind(x)).count(),
+            if row1_blind { h * tq } else { 0 },
+            "{name}"
+        );
+        let finite = |v: Vec<f32>| -> Vec<f32> {
+            v.into_iter()
+                .map(|x| if x == f32::NEG_INFINITY { 0.0 } else { x })
+                .collect()
+        };
+        assert_close(
+            &format!("attention_fwd lse {name}"),
+            &finite(got),
+            &finite(want),
+            F32_OUT,
+        );
         let dout = s.up(st.dt, &randn(&mut rng, b * tq * h * d, 1.0));
         let (mut dq, mut dk, mut dv) = (
             s.out(st.dt, b * tq * h * d),

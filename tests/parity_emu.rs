@@ -1,7 +1,7 @@
 //! `parity --device emu` on every fixture: the whole model through the CUDA launchers and
 //! kernels, run by the emulator, against the float32 PyTorch references.
 //!
-//! Two sets, two rules:
+//! Two sets, three rules:
 //! - `tests/fixtures/realistic/`: unseen random configs from `torch_reference.py
 //!   --random-configs --weights realistic` (variance-preserving layers, bf16-exact weights as
 //!   bf16 checkpoints hold them). Every tensor passes at 2e-2 (reference-format.md's bf16 bar),
@@ -14,7 +14,6 @@
 //!   float32 parity at 1e-4 catch small semantic slips. Rounding only their weights to bf16
 //!   already moves prompt_grad by up to 8.7e-2, and PyTorch in bf16 is off by up to 2.6e-1, so
 //!   each is held to max(2e-2, twice PyTorch's own bf16 error), flash-attention's rule.
-//!
 //! - every file of both sets with `--precision f32` (the float32 build of every kernel and
 //!   float32 GEMMs, through the same launchers): reference-format.md's float32 bar, 1e-4, the
 //!   whole CUDA path checked as tightly as the CPU backend. Measured: at most 4.3e-6.
@@ -80,7 +79,7 @@ const TORCH_BF16: &[(&str, f64, f64, f64)] = &[
     ("t5_v1_1/ref_seq2seq_text", 6.34e-03, 6.91e-02, 2.57e-01),
 ];
 
-/// The same for the realistic-scale set.
+/// The same for the realistic-weight-scale set.
 const TORCH_BF16_REALISTIC: &[(&str, f64, f64, f64)] = &[
     ("bert_rand_0/ref_mlm_random", 2.95e-03, 7.65e-03, 1.50e-02),
     ("bert_rand_0/ref_pet_text", 1.37e-03, 1.04e-02, 5.87e-03),
@@ -162,7 +161,7 @@ fn parity_emu_on_every_fixture() {
     );
 }
 
-/// Activation of each realistic-scale model, from the generator's random_configs.json.
+/// Activation of each realistic-weight-scale model, from the generator's random_configs.json.
 fn realistic_activations() -> Vec<(String, String)> {
     let path = common::fixtures().join("realistic/random_configs.json");
     let text = std::fs::read_to_string(&path).expect("realistic/random_configs.json");
@@ -206,6 +205,11 @@ fn parity_emu_at_2e2_on_the_realistic_scale_set() {
             .unwrap_or_else(|| panic!("{name}: not in random_configs.json"))
             .1;
         let report = parity::run(&emu, &model, &reference, 2e-2).expect("parity on emu");
+        assert!(
+            report.skipped.is_empty(),
+            "{label}: skipped {:?}",
+            report.skipped
+        );
         // a ReLU's gradient is a step of its input: PyTorch's bf16 run misses too (module doc)
         let pg_tol = if act.contains("relu") {
             (2.0 * torch.3).max(2e-2)

@@ -72,7 +72,7 @@ fn parity_passes_on_every_committed_fixture() {
     );
 }
 
-/// The realistic-scale set (unseen random configs, bf16-exact weights) at 1e-4 on the CPU:
+/// The realistic-weight-scale set (unseen random configs, bf16-exact weights) at 1e-4 on the CPU:
 /// the bf16 acceptance set of tests/parity_emu.rs is first a valid float32 reference.
 #[test]
 fn parity_passes_on_the_realistic_scale_set() {

@@ -558,7 +558,7 @@ fn emu_f32_training_matches_the_cpu() {
         "BERT pet, AdamW, 12 steps, prompt vs cpu: emu f32 {f32_err:.2e}, bf16 {bf16_err:.2e}"
     );
 
-    // T5 seq2seq with Adafactor, on a realistic-scale model (the harsh fixtures amplify
+    // T5 seq2seq with Adafactor, on a realistic-weight-scale model (the harsh fixtures amplify
     // float32's own rounding differences over the steps)
     let model = fixture("realistic/t5_rand_2");
     let t5_prompt = |device: &str, precision: &str| -> Vec<f32> {

@@ -40,8 +40,8 @@ fn bias_fill(
     )
 }
 
-/// out (M, N) = inp (M, K) · Wᵀ (+ bias (N)); inp, W, bias bf16; out bf16, or float32 for
-/// the heads' logits.
+/// out (M, N) = inp (M, K) · Wᵀ (+ bias (N)); inp, W, bias in the storage type (bf16, or
+/// float32 in the float32 build); out in the storage type, or float32 for the heads' logits.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_fwd(
     be: &CudaBackend,
@@ -54,7 +54,18 @@ pub fn linear_fwd(
     n: usize,
 ) -> Result<()> {
     let store = be.store();
-    let out_type = float_type(out, "linear out")?;
+    let out_type = out.dtype();
+    if out_type != store && out_type != DType::F32 {
+        let want = if store == DType::F32 {
+            "F32"
+        } else {
+            "BF16 or F32"
+        };
+        return Err(Error::tensor(
+            "linear out",
+            format!("expected {want}, got {out_type:?}"),
+        ));
+    }
     let out_ptr = arg(out, "linear out", out_type, m * n)?;
     let inp_ptr = arg(inp, "linear inp", store, m * k)?;
     let w_ptr = arg(w, "linear weight", store, n * k)?;
@@ -87,8 +98,9 @@ pub fn linear_fwd(
 }
 
 // extern "C" __global__ void cast_f32_bf16(store_t* out, const float* inp, long long n);
-/// dinp (M, K) (+)= dout (M, N) · W (N, K); dinp and W bf16; dout bf16, or float32 (d logits,
-/// rounded to bf16 first, as a bf16 GEMM operand).
+/// dinp (M, K) (+)= dout (M, N) · W (N, K); dinp and W in the storage type; dout in the
+/// storage type, or float32 (d logits, rounded to bf16 first, as a bf16 GEMM operand; used as
+/// it is in the float32 build).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_bwd(
     be: &CudaBackend,

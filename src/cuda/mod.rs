@@ -192,7 +192,10 @@ impl Backend for CudaBackend {
     type Buf = CudaBuf;
 
     fn name(&self) -> String {
-        self.dev.name()
+        match self.dev.store {
+            DType::F32 => format!("{} (float32 build)", self.dev.name()),
+            _ => self.dev.name(),
+        }
     }
     fn act_dtype(&self) -> DType {
         self.dev.store

@@ -282,8 +282,8 @@ pub enum Event {
         total_steps: u64,
         steps_per_epoch: u64,
         resumed_at: Option<u64>,
-        /// on resume, the threads the checkpoint was trained with, when they differ from this
-        /// run's: the result is then not bit-identical to an uninterrupted run
+        /// on resume on the CPU or emu, the threads the checkpoint was trained with and this
+        /// run's, when they differ: the result is then not bit-identical to an uninterrupted run
         threads_changed: Option<(usize, usize)>,
         prompt_params: usize,
         head_params: usize,
@@ -644,8 +644,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// Runs to the end (all steps, or early stopping), reporting through `on_event`.
     pub fn run(&mut self, on_event: &mut dyn FnMut(&Event)) -> Result<Summary> {
         let (pp, hp) = self.trainable();
-        let threads_changed = (self.resumed_at.is_some() && self.state.threads != self.cfg.threads)
-            .then_some((self.state.threads, self.cfg.threads));
+        // on a GPU the host's thread count does not enter the numbers
+        let on_gpu = self.be.name().starts_with("cuda");
+        let threads_changed =
+            (self.resumed_at.is_some() && !on_gpu && self.state.threads != self.cfg.threads)
+                .then_some((self.state.threads, self.cfg.threads));
         // later checkpoints record the count that wrote them
         self.state.threads = self.cfg.threads;
         on_event(&Event::Started {

@@ -228,7 +228,7 @@ pub fn reference_files() -> Vec<(PathBuf, PathBuf)> {
     reference_files_in(&fixtures())
 }
 
-/// The realistic-scale set, `tests/fixtures/realistic/*/ref_*.safetensors` (unseen random
+/// The realistic-weight-scale set, `tests/fixtures/realistic/*/ref_*.safetensors` (unseen random
 /// configs with variance-preserving bf16 weights; tests/fixtures/README.md).
 pub fn realistic_reference_files() -> Vec<(PathBuf, PathBuf)> {
     reference_files_in(&fixtures().join("realistic"))
