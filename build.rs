@@ -110,10 +110,14 @@ fn nvrtc_check(files: &[KernelFile]) -> Result<String, String> {
         .map(|f| (f.name.clone(), f.text.clone()))
         .collect();
     let opts = nvrtc_options::nvrtc_options("sm_90", &nvrtc.include.to_string_lossy());
-    let mut opts_f32 = opts.clone();
-    opts_f32.push(nvrtc_options::F32_BUILD.to_string());
+    let mut builds = vec![("bf16", opts.clone())];
+    for (label, define, _) in nvrtc_options::VARIANT_BUILDS {
+        let mut o = opts.clone();
+        o.push(format!("-D{define}"));
+        builds.push((label, o));
+    }
     for f in files.iter().filter(|f| f.name.ends_with(".cu")) {
-        for (build, o) in [("bf16", &opts), ("float32", &opts_f32)] {
+        for (build, o) in &builds {
             nvrtc
                 .compile(&f.name, &f.text, &headers, o)
                 .map_err(|log| {
@@ -125,7 +129,7 @@ fn nvrtc_check(files: &[KernelFile]) -> Result<String, String> {
         }
     }
     Ok(format!(
-        "compiled for sm_90 (bf16 and float32 builds) with {}",
+        "compiled for sm_90 (bf16, float32 and mixed builds) with {}",
         nvrtc.lib_path
     ))
 }
@@ -173,20 +177,28 @@ fn write_table(out: &Path, files: &[KernelFile], nvrtc_status: &str) -> Result<(
     for (k, _) in &all {
         let _ = writeln!(s, "    fn emu_launch_{k}(grid: *const u32, block: *const u32, smem: usize, args: *mut *mut std::ffi::c_void) -> i32;");
     }
-    for (k, _) in &all {
-        let _ = writeln!(s, "    fn emu32_launch_{k}(grid: *const u32, block: *const u32, smem: usize, args: *mut *mut std::ffi::c_void) -> i32;");
+    for (_, _, prefix) in nvrtc_options::VARIANT_BUILDS {
+        for (k, _) in &all {
+            let _ = writeln!(s, "    fn {prefix}_launch_{k}(grid: *const u32, block: *const u32, smem: usize, args: *mut *mut std::ffi::c_void) -> i32;");
+        }
     }
     s += "}\n/// The emulator's launch functions, indexed like KERNELS.\n#[cfg(feature = \"emu\")]\n";
     s += "pub const EMU_LAUNCH: &[EmuLaunchFn] = &[\n";
     for (k, _) in &all {
         let _ = writeln!(s, "    emu_launch_{k},");
     }
-    s += "];\n/// The same for the float32 build.\n#[cfg(feature = \"emu\")]\n";
-    s += "pub const EMU_LAUNCH_F32: &[EmuLaunchFn] = &[\n";
-    for (k, _) in &all {
-        let _ = writeln!(s, "    emu32_launch_{k},");
-    }
     s += "];\n";
+    for (label, _, prefix) in nvrtc_options::VARIANT_BUILDS {
+        let _ = writeln!(
+            s,
+            "/// The same for the {label} build.\n#[cfg(feature = \"emu\")]\npub const EMU_LAUNCH_{}: &[EmuLaunchFn] = &[",
+            label.to_uppercase()
+        );
+        for (k, _) in &all {
+            let _ = writeln!(s, "    {prefix}_launch_{k},");
+        }
+        s += "];\n";
+    }
     write_if_changed(&out.join("kernels.rs"), &s)
 }
 
@@ -217,9 +229,12 @@ fn build_emu(root: &Path, out: &Path, files: &[KernelFile]) -> Result<(), String
             let w = gen.join(format!("{stem}.emu.cpp"));
             write_if_changed(&w, &emu_rewrite::wrapper(&abs, &f.name, &f.kernels))?;
             wrappers.push(w);
-            let w = gen.join(format!("{stem}.f32.emu.cpp"));
-            write_if_changed(&w, &emu_rewrite::wrapper_f32(&abs, &f.name, &f.kernels))?;
-            wrappers.push(w);
+            for v in nvrtc_options::VARIANT_BUILDS {
+                let w = gen.join(format!("{stem}.{}.emu.cpp", v.2));
+                let text = emu_rewrite::wrapper_variant(&abs, &f.name, &f.kernels, v);
+                write_if_changed(&w, &text)?;
+                wrappers.push(w);
+            }
         }
     }
     let mut b = cc::Build::new();

@@ -142,18 +142,24 @@ pub fn wrapper(source_path: &str, include_name: &str, kernels: &[String]) -> Str
     s
 }
 
-/// The wrapper translation unit of one kernel file's float32 build: `SOFTPROMPT_F32` defined
-/// before the file, and `emu32_launch_<kernel>` exported for each of its kernels. Each kernel
-/// is renamed `emu32_<kernel>` first: `extern "C"` names are global even inside the
-/// anonymous namespace, and the bf16 build already defines them.
-pub fn wrapper_f32(source_path: &str, include_name: &str, kernels: &[String]) -> String {
+/// The wrapper translation unit of one kernel file in another build than bf16 (the float32
+/// and mixed builds, `nvrtc_options::VARIANT_BUILDS`): `define` set before the file, and
+/// `<prefix>_launch_<kernel>` exported for each of its kernels. Each kernel is renamed
+/// `<prefix>_<kernel>` first: `extern "C"` names are global even inside the anonymous
+/// namespace, and the bf16 build already defines them.
+pub fn wrapper_variant(
+    source_path: &str,
+    include_name: &str,
+    kernels: &[String],
+    (label, define, prefix): (&str, &str, &str),
+) -> String {
     let mut s = format!(
-        "// Generated from {source_path} (float32 build) for the CPU emulator; do not edit.\n\
-         #define SOFTPROMPT_F32 1\n\
+        "// Generated from {source_path} ({label} build) for the CPU emulator; do not edit.\n\
+         #define {define} 1\n\
          #include \"cuda_emu.h\"\n"
     );
     for k in kernels {
-        s += &format!("#define {k} emu32_{k}\n");
+        s += &format!("#define {k} {prefix}_{k}\n");
     }
     s += &format!(
         "EMU_KERNELS_BEGIN\n\
@@ -161,7 +167,7 @@ pub fn wrapper_f32(source_path: &str, include_name: &str, kernels: &[String]) ->
          EMU_KERNELS_END\n"
     );
     for k in kernels {
-        s += &format!("EMU_EXPORT_F32({k})\n");
+        s += &format!("EMU_EXPORT_NAMED({k}, {prefix}_launch_{k})\n");
     }
     s
 }

@@ -10,5 +10,9 @@ pub fn nvrtc_options(arch: &str, include: &str) -> Vec<String> {
     ]
 }
 
-/// The option that selects a kernel file's float32 build (kernels/common.cuh's `store_t`).
-pub const F32_BUILD: &str = "-DSOFTPROMPT_F32";
+/// The builds besides the default bf16 one (kernels/common.cuh's `w_t` and `act_t`):
+/// (name, the macro that selects it, the prefix of the emulator's exported names).
+pub const VARIANT_BUILDS: [(&str, &str, &str); 2] = [
+    ("float32", "SOFTPROMPT_F32", "emu32"),
+    ("mixed", "SOFTPROMPT_MIXED", "emumx"),
+];

@@ -29,7 +29,7 @@ __device__ __forceinline__ float2 act_eval(int act, float x) {
 }
 
 // out (N) = act(inp (N)).
-extern "C" __global__ void act_fwd(store_t* out, const store_t* inp, int act, long long n) {
+extern "C" __global__ void act_fwd(act_t* out, const act_t* inp, int act, long long n) {
   GRID_STRIDE(j, (n + VEC - 1) / VEC) {
     float x[VEC];
     load8(x, inp, j * VEC, n);
@@ -40,7 +40,7 @@ extern "C" __global__ void act_fwd(store_t* out, const store_t* inp, int act, lo
 }
 
 // dinp (N) = dout * act'(inp), overwriting.
-extern "C" __global__ void act_bwd(store_t* dinp, const store_t* dout, const store_t* inp, int act,
+extern "C" __global__ void act_bwd(act_t* dinp, const act_t* dout, const act_t* inp, int act,
                                    long long n) {
   GRID_STRIDE(j, (n + VEC - 1) / VEC) {
     float x[VEC], g[VEC];
@@ -53,7 +53,7 @@ extern "C" __global__ void act_bwd(store_t* dinp, const store_t* dout, const sto
 }
 
 // out (N) = act(gate) * lin: T5's gated feed-forward.
-extern "C" __global__ void gated_act_fwd(store_t* out, const store_t* gate, const store_t* lin, int act,
+extern "C" __global__ void gated_act_fwd(act_t* out, const act_t* gate, const act_t* lin, int act,
                                          long long n) {
   GRID_STRIDE(j, (n + VEC - 1) / VEC) {
     float g[VEC], l[VEC];
@@ -66,8 +66,8 @@ extern "C" __global__ void gated_act_fwd(store_t* out, const store_t* gate, cons
 }
 
 // dgate = dout * act'(gate) * lin, dlin = dout * act(gate), both overwriting.
-extern "C" __global__ void gated_act_bwd(store_t* dgate, store_t* dlin, const store_t* dout,
-                                         const store_t* gate, const store_t* lin, int act,
+extern "C" __global__ void gated_act_bwd(act_t* dgate, act_t* dlin, const act_t* dout,
+                                         const act_t* gate, const act_t* lin, int act,
                                          long long n) {
   GRID_STRIDE(j, (n + VEC - 1) / VEC) {
     float dy[VEC], g[VEC], l[VEC], dl[VEC];

@@ -14,8 +14,9 @@
 // key_mask[b, j] != 0 and (!causal or j <= i). A query row that sees no key gets out = 0 and
 // lse = -inf, and contributes nothing to any gradient.
 //
-// The float32 build (-DSOFTPROMPT_F32) takes the same entry points, signatures and launches
-// from attention_f32.cuh instead: plain float32 loops, no tensor cores, for exact checks.
+// The builds with float32 activations (float32, -DSOFTPROMPT_F32, and mixed,
+// -DSOFTPROMPT_MIXED; see common.cuh) take the same entry points, signatures and launches
+// from attention_f32.cuh instead: plain float32 loops, no tensor cores.
 //
 // Entry points: attention_fwd, attention_bwd_dq, attention_bwd_dkdv for D <= 64, and the same
 // with a _d128 suffix for 64 < D <= 128 (identical signatures and launch configuration; only the
@@ -23,15 +24,14 @@
 // (ceil(Tq / 64), H, B), bwd_dkdv takes (ceil(Tk / 64), H, B); dynamic shared memory from
 // attn_smem_bytes below. Backward runs bwd_dq (which also writes delta) and then bwd_dkdv; both
 // overwrite their outputs and use no atomics, so every result is deterministic.
-#include <cuda_bf16.h>
+#include "common.cuh"
 
-#ifdef SOFTPROMPT_F32
+#ifdef SOFTPROMPT_ACT_F32
 #include "attention_f32.cuh"
 #else
 #include <mma.h>
 
 namespace wmma = nvcuda::wmma;
-typedef __nv_bfloat16 bf16;
 
 #define ATTN_THREADS 128  // 4 warps
 #define ATTN_WARPS 4
@@ -596,4 +596,4 @@ attention_bwd_dkdv_d128(bf16* __restrict__ dk,                // (B, Tk, H, D)
   extern __shared__ __align__(128) unsigned char attn_smem[];
   attn_bwd_dkdv_body<8>(attn_smem, dk, dv, dout, q, k, v, lse, delta, key_mask, bias_table, buckets, causal, scale, B, Tq, Tk, H, D);
 }
-#endif  // SOFTPROMPT_F32
+#endif  // SOFTPROMPT_ACT_F32

@@ -1,9 +1,10 @@
-// Fused attention for the float32 build (-DSOFTPROMPT_F32; attention.cu includes this file
-// instead of its tensor-core body). Same entry points, signatures, semantics and launch plan:
+// Fused attention for the builds with float32 activations (float32, -DSOFTPROMPT_F32, and
+// mixed, -DSOFTPROMPT_MIXED; attention.cu includes this file instead of its tensor-core body). Same entry points, signatures, semantics and launch plan:
 // grid (ceil(rows / 64), H, B), 128 threads, and attention.cu's dynamic shared memory, which
 // these kernels leave unused. One thread per query row (forward, bwd_dq) or key row
 // (bwd_dkdv) runs plain float32 loops: no tensor cores, nothing of size Tq x Tk stored, no
-// atomics. It exists for exact checks of the whole CUDA path (`--precision f32`), not speed.
+// atomics. It exists for accuracy (`--precision f32` and `mixed`), not speed. The bias table is
+// a weight (w_t: bf16 in the mixed build).
 //
 // Shapes: q, out, dq, dout: (B, Tq, H, D); k, v, dk, dv: (B, Tk, H, D); lse, delta:
 // (B, H, Tq); key_mask: (B, Tk); bias_table: (num_buckets, H) or NULL; buckets: (Tq + Tk - 1)
@@ -15,7 +16,8 @@
 #define ATTN32_NEG_INF (-__int_as_float(0x7f800000))
 
 struct Attn32 {
-  const float *q, *k, *v, *bias_table;
+  const float *q, *k, *v;
+  const w_t* bias_table;
   const int *key_mask, *buckets;
   int causal;
   float scale;
@@ -32,7 +34,7 @@ struct Attn32 {
     float s = 0.0f;
     for (int d = 0; d < D; ++d) s += qi[d] * kj[d];
     s *= scale;
-    if (bias_table) s += bias_table[(long long)buckets[j - i + Tq - 1] * H + h];
+    if (bias_table) s += ld(bias_table, (long long)buckets[j - i + Tq - 1] * H + h);
     return s;
   }
   // row_i(a) . row_j(c): dout_i . v_j in backward
@@ -52,7 +54,7 @@ struct Attn32 {
 // out_i = sum_j softmax_j(s_ij) v_j over visible keys; lse_i = log sum_j exp(s_ij), or
 // out_i = 0 and lse_i = -inf when no key is visible.
 __device__ void attn32_fwd(float* out, float* lse, const float* q, const float* k, const float* v,
-                           const int* key_mask, const float* bias_table, const int* buckets,
+                           const int* key_mask, const w_t* bias_table, const int* buckets,
                            int causal, float scale, int B, int Tq, int Tk, int H, int D) {
   ATTN32_MAKE(Tq)
   const int i = r;
@@ -82,7 +84,7 @@ __device__ void attn32_fwd(float* out, float* lse, const float* q, const float* 
 // scale k_j. Overwrites dq and delta.
 __device__ void attn32_bwd_dq(float* dq, float* delta, const float* dout, const float* q,
                               const float* k, const float* v, const float* lse, const int* key_mask,
-                              const float* bias_table, const int* buckets, int causal, float scale,
+                              const w_t* bias_table, const int* buckets, int causal, float scale,
                               int B, int Tq, int Tk, int H, int D) {
   ATTN32_MAKE(Tq)
   const int i = r;
@@ -108,7 +110,7 @@ __device__ void attn32_bwd_dq(float* dq, float* delta, const float* dout, const 
 // that see key j. Overwrites dk and dv.
 __device__ void attn32_bwd_dkdv(float* dk, float* dv, const float* dout, const float* q,
                                 const float* k, const float* v, const float* lse,
-                                const float* delta, const int* key_mask, const float* bias_table,
+                                const float* delta, const int* key_mask, const w_t* bias_table,
                                 const int* buckets, int causal, float scale, int B, int Tq, int Tk,
                                 int H, int D) {
   ATTN32_MAKE(Tk)
@@ -131,7 +133,7 @@ __device__ void attn32_bwd_dkdv(float* dk, float* dv, const float* dout, const f
 // The six entry points of attention.cu; the _d128 ones are the same loops.
 #define ATTN32_FWD(name)                                                                         \
   extern "C" __global__ void name(float* out, float* lse, const float* q, const float* k,       \
-                                  const float* v, const int* key_mask, const float* bias_table, \
+                                  const float* v, const int* key_mask, const w_t* bias_table, \
                                   const int* buckets, int causal, float scale, int B, int Tq,   \
                                   int Tk, int H, int D) {                                       \
     attn32_fwd(out, lse, q, k, v, key_mask, bias_table, buckets, causal, scale, B, Tq, Tk, H, D); \
@@ -139,7 +141,7 @@ __device__ void attn32_bwd_dkdv(float* dk, float* dv, const float* dout, const f
 #define ATTN32_BWD_DQ(name)                                                                      \
   extern "C" __global__ void name(float* dq, float* delta, const float* dout, const float* q,   \
                                   const float* k, const float* v, const float* lse,             \
-                                  const int* key_mask, const float* bias_table,                 \
+                                  const int* key_mask, const w_t* bias_table,                 \
                                   const int* buckets, int causal, float scale, int B, int Tq,   \
                                   int Tk, int H, int D) {                                       \
     attn32_bwd_dq(dq, delta, dout, q, k, v, lse, key_mask, bias_table, buckets, causal, scale, B, \
@@ -149,7 +151,7 @@ __device__ void attn32_bwd_dkdv(float* dk, float* dv, const float* dout, const f
   extern "C" __global__ void name(float* dk, float* dv, const float* dout, const float* q,      \
                                   const float* k, const float* v, const float* lse,             \
                                   const float* delta, const int* key_mask,                      \
-                                  const float* bias_table, const int* buckets, int causal,      \
+                                  const w_t* bias_table, const int* buckets, int causal,      \
                                   float scale, int B, int Tq, int Tk, int H, int D) {           \
     attn32_bwd_dkdv(dk, dv, dout, q, k, v, lse, delta, key_mask, bias_table, buckets, causal,   \
                     scale, B, Tq, Tk, H, D);                                                    \

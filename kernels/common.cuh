@@ -6,13 +6,25 @@
 
 typedef __nv_bfloat16 bf16;
 
-// The storage type of weights and activations: bf16, or float32 in the float32 build
-// (NVRTC and the emulator compile every file both ways; -DSOFTPROMPT_F32 selects this one).
-// The prompt, its gradient, optimizer state and statistics are float32 in both.
-#ifdef SOFTPROMPT_F32
-typedef float store_t;
+// The storage types of the three builds (NVRTC and the emulator compile every file in each;
+// src/backend.rs `Precision` names them). The prompt, its gradient, optimizer state and
+// statistics are float32 in all three.
+//   bf16 (default):              weights w_t and activations act_t in bf16
+//   float32 (-DSOFTPROMPT_F32):  both float32, for exact checks of the whole CUDA path
+//   mixed (-DSOFTPROMPT_MIXED):  weights bf16, activations float32: a forward pass accurate
+//                                enough that no ReLU mask flips on bf16 rounding
+// SOFTPROMPT_ACT_F32 marks the two builds whose activations are float32.
+#if defined(SOFTPROMPT_F32)
+typedef float w_t;
+typedef float act_t;
+#define SOFTPROMPT_ACT_F32 1
+#elif defined(SOFTPROMPT_MIXED)
+typedef bf16 w_t;
+typedef float act_t;
+#define SOFTPROMPT_ACT_F32 1
 #else
-typedef bf16 store_t;
+typedef bf16 w_t;
+typedef bf16 act_t;
 #endif
 
 __device__ __forceinline__ float ld(const bf16* p, long long i) { return __bfloat162float(p[i]); }

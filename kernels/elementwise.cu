@@ -4,7 +4,7 @@
 #include "common.cuh"
 
 // out (N) = a + b.
-extern "C" __global__ void add_fwd(store_t* out, const store_t* a, const store_t* b, long long n) {
+extern "C" __global__ void add_fwd(act_t* out, const act_t* a, const act_t* b, long long n) {
   GRID_STRIDE(j, (n + VEC - 1) / VEC) {
     float x[VEC], y[VEC];
     load8(x, a, j * VEC, n);
@@ -16,7 +16,7 @@ extern "C" __global__ void add_fwd(store_t* out, const store_t* a, const store_t
 }
 
 // acc (N) += a.
-extern "C" __global__ void add_inplace(store_t* acc, const store_t* a, long long n) {
+extern "C" __global__ void add_inplace(act_t* acc, const act_t* a, long long n) {
   GRID_STRIDE(j, (n + VEC - 1) / VEC) {
     float x[VEC], y[VEC];
     load8(x, acc, j * VEC, n);
@@ -28,7 +28,7 @@ extern "C" __global__ void add_inplace(store_t* acc, const store_t* a, long long
 }
 
 // x (N) *= s.
-extern "C" __global__ void scale_inplace(store_t* x, float s, long long n) {
+extern "C" __global__ void scale_inplace(act_t* x, float s, long long n) {
   GRID_STRIDE(j, (n + VEC - 1) / VEC) {
     float v[VEC];
     load8(v, x, j * VEC, n);

@@ -5,8 +5,8 @@
 // out (B, P+T, C) bf16 = concat(prompt (P, C) f32, wte[ids] (B, T, C)) + wpe[s] + wtt[type].
 // wpe, wtt, type_ids may be null (T5); prompt rows take token type 0. One block per row
 // (grid.x = B*(P+T)); each thread handles 8 consecutive columns at a time.
-extern "C" __global__ void embedding_fwd(store_t* out, const float* prompt, const store_t* wte,
-                                         const store_t* wpe, const store_t* wtt, const int* ids,
+extern "C" __global__ void embedding_fwd(act_t* out, const float* prompt, const w_t* wte,
+                                         const w_t* wpe, const w_t* wtt, const int* ids,
                                          const int* type_ids, int b, int t, int p, int c) {
   const int row = blockIdx.x, tt = p + t;
   const int bi = row / tt, s = row % tt;
@@ -31,7 +31,7 @@ extern "C" __global__ void embedding_fwd(store_t* out, const float* prompt, cons
 
 // dprompt (P, C) f32 += sum over the batch of dout[:, 0..P, :] (B, P+T, C) bf16. One thread
 // per prompt element sums the B rows in order: deterministic, no atomics (B is small).
-extern "C" __global__ void prompt_grad_bwd(float* dprompt, const store_t* dout, int b, int t, int p,
+extern "C" __global__ void prompt_grad_bwd(float* dprompt, const act_t* dout, int b, int t, int p,
                                            int c) {
   const long long n = (long long)p * c, tt = p + t;
   GRID_STRIDE(i, n) {

@@ -5,12 +5,12 @@
 // out (N, C) bf16 = (inp - mean) * rstd * w + bias; mean, rstd (N) f32 saved for backward.
 // Two passes over the row (mean, then the centred variance) as the reference does: the
 // one-pass E[x²] - E[x]² loses digits when |mean| >> std.
-extern "C" __global__ void layernorm_fwd(store_t* out, float* mean, float* rstd, const store_t* inp,
-                                         const store_t* w, const store_t* bias, int n, int c,
+extern "C" __global__ void layernorm_fwd(act_t* out, float* mean, float* rstd, const act_t* inp,
+                                         const w_t* w, const w_t* bias, int n, int c,
                                          float eps) {
   __shared__ float scratch[32];
   const long long row = blockIdx.x;
-  const store_t* x = inp + row * c;
+  const act_t* x = inp + row * c;
   float s = 0.0f;
   for (int i = threadIdx.x * VEC; i < c; i += blockDim.x * VEC) {
     float v[VEC];
@@ -44,12 +44,12 @@ extern "C" __global__ void layernorm_fwd(store_t* out, float* mean, float* rstd,
 
 // dinp (N, C) bf16 = LayerNorm backward of dout (N, C), overwriting:
 // dx = (dy*w - mean(dy*w) - xhat * mean(dy*w*xhat)) * rstd.
-extern "C" __global__ void layernorm_bwd(store_t* dinp, const store_t* dout, const store_t* inp,
-                                         const store_t* w, const float* mean, const float* rstd,
+extern "C" __global__ void layernorm_bwd(act_t* dinp, const act_t* dout, const act_t* inp,
+                                         const w_t* w, const float* mean, const float* rstd,
                                          int n, int c) {
   __shared__ float scratch[32];
   const long long row = blockIdx.x;
-  const store_t *x = inp + row * c, *dy = dout + row * c;
+  const act_t *x = inp + row * c, *dy = dout + row * c;
   const float mu = mean[row], rs = rstd[row];
   float sg = 0.0f, sgx = 0.0f;
   for (int i = threadIdx.x * VEC; i < c; i += blockDim.x * VEC) {

@@ -3,11 +3,11 @@
 #include "common.cuh"
 
 // out (N, C) bf16 = inp * rstd * w, rstd = 1/sqrt(mean(inp²) + eps) saved (N) f32.
-extern "C" __global__ void rmsnorm_fwd(store_t* out, float* rstd, const store_t* inp, const store_t* w,
+extern "C" __global__ void rmsnorm_fwd(act_t* out, float* rstd, const act_t* inp, const w_t* w,
                                        int n, int c, float eps) {
   __shared__ float scratch[32];
   const long long row = blockIdx.x;
-  const store_t* x = inp + row * c;
+  const act_t* x = inp + row * c;
   float ss = 0.0f;
   for (int i = threadIdx.x * VEC; i < c; i += blockDim.x * VEC) {
     float v[VEC];
@@ -30,11 +30,11 @@ extern "C" __global__ void rmsnorm_fwd(store_t* out, float* rstd, const store_t*
 // dinp (N, C) bf16 += RMS-norm backward of dout (N, C): it adds, because T5's norm input is
 // the residual stream whose gradient already holds the skip path.
 // dx += dy*w*rstd - x * rstd³ * mean(dy*w*x).
-extern "C" __global__ void rmsnorm_bwd(store_t* dinp, const store_t* dout, const store_t* inp,
-                                       const store_t* w, const float* rstd, int n, int c) {
+extern "C" __global__ void rmsnorm_bwd(act_t* dinp, const act_t* dout, const act_t* inp,
+                                       const w_t* w, const float* rstd, int n, int c) {
   __shared__ float scratch[32];
   const long long row = blockIdx.x;
-  const store_t *x = inp + row * c, *dy = dout + row * c;
+  const act_t *x = inp + row * c, *dy = dout + row * c;
   const float rs = rstd[row];
   float dot = 0.0f;
   for (int i = threadIdx.x * VEC; i < c; i += blockDim.x * VEC) {

@@ -3,7 +3,8 @@
 #include "common.cuh"
 
 // out (M, C) = inp[idx[m]] for inp (N, C), idx (M). One block per output row.
-extern "C" __global__ void gather_rows(store_t* out, const store_t* inp, const int* idx, int m, int c) {
+template <typename T>
+__device__ __forceinline__ void gather_row(T* out, const T* inp, const int* idx, int c) {
   const long long row = blockIdx.x, src = idx[row];
   for (int i = threadIdx.x * VEC; i < c; i += blockDim.x * VEC) {
     float v[VEC];
@@ -12,10 +13,20 @@ extern "C" __global__ void gather_rows(store_t* out, const store_t* inp, const i
   }
 }
 
+extern "C" __global__ void gather_rows(act_t* out, const act_t* inp, const int* idx, int m, int c) {
+  gather_row(out, inp, idx, c);
+}
+
+// The same for rows of a weight (w_t): the verbalizer rows of the PET decoder. A twin of
+// gather_rows in the builds whose weights and activations share a type.
+extern "C" __global__ void gather_rows_w(w_t* out, const w_t* inp, const int* idx, int m, int c) {
+  gather_row(out, inp, idx, c);
+}
+
 // dinp[idx[m]] += dout[m] for dout (M, C). The indices of one launch are distinct (the
 // launcher splits a list with repeats into runs without), so blocks never share a row and
 // the sum order is the reference's.
-extern "C" __global__ void scatter_rows_bwd(store_t* dinp, const store_t* dout, const int* idx, int m,
+extern "C" __global__ void scatter_rows_bwd(act_t* dinp, const act_t* dout, const int* idx, int m,
                                             int c) {
   const long long row = blockIdx.x, dst = idx[row];
   for (int i = threadIdx.x * VEC; i < c; i += blockDim.x * VEC) {
@@ -31,7 +42,7 @@ extern "C" __global__ void scatter_rows_bwd(store_t* dinp, const store_t* dout, 
 // out (B, C) = sum over s of weight[b, s] * inp[b, s] for inp (B, T, C), weight (B, T): a
 // masked mean (weight holds 1/count on pooled rows, 0 elsewhere). grid (B, C / blockDim);
 // one thread per output column walks the T rows, so a warp reads 32 consecutive columns.
-extern "C" __global__ void mean_pool_fwd(store_t* out, const store_t* inp, const store_t* weight, int b,
+extern "C" __global__ void mean_pool_fwd(act_t* out, const act_t* inp, const act_t* weight, int b,
                                          int t, int c) {
   const long long bi = blockIdx.x;
   const int col = blockIdx.y * blockDim.x + threadIdx.x;
@@ -45,7 +56,7 @@ extern "C" __global__ void mean_pool_fwd(store_t* out, const store_t* inp, const
 }
 
 // dinp (B, T, C) += weight[b, s] * dout[b] (B, C). One block per (b, s) row.
-extern "C" __global__ void mean_pool_bwd(store_t* dinp, const store_t* dout, const store_t* weight, int b,
+extern "C" __global__ void mean_pool_bwd(act_t* dinp, const act_t* dout, const act_t* weight, int b,
                                          int t, int c) {
   const long long row = blockIdx.x, bi = row / t;
   const float w = ld(weight, row);

@@ -6,7 +6,8 @@ error beside PyTorch's own bf16 error and torch.autocast's (scripts/bf16_baselin
 
 The summary counts the files within reference-format.md's 2e-2 bar, split by activation:
 a ReLU's gradient is a step function of its input, so bf16 forward rounding flips some of
-its masks, and ReLU models miss more often (kernels/PRECISION.md).
+its masks, and ReLU models miss more often (kernels/PRECISION.md). The last column runs the
+mixed build (`--precision mixed`: bf16 weights, float32 activations) on every file.
 
     cargo build --release --features emu
     /work/venv/bin/python scripts/bf16_sweep.py --configs 8 --seed 777 --out /tmp/sweep
@@ -28,10 +29,10 @@ ROW = re.compile(r"^(\S+)\s+\[[^\]]*\]\s+(\S+)\s")
 BAR = 2e-2
 
 
-def engine_errors(binary, device, model, ref):
+def engine_errors(binary, device, model, ref, precision="bf16"):
     """{tensor: rel_err} from the parity table (exit 1 on a failed tensor is expected)."""
-    p = subprocess.run([binary, "parity", "--model", model, "--reference", ref, "--device", device],
-                       capture_output=True, text=True)
+    p = subprocess.run([binary, "parity", "--model", model, "--reference", ref, "--device", device,
+                        "--precision", precision], capture_output=True, text=True)
     if p.returncode not in (0, 1):
         raise SystemExit(f"parity failed to run on {ref}: {p.stderr.strip()}")
     rows = {}
@@ -57,7 +58,8 @@ def main():
         tr.build_random_configs(args.out, args.configs, args.seed, args.wide)
     configs = {c["name"]: c for c in json.load(open(os.path.join(args.out, "random_configs.json")))["configs"]}
     torch.manual_seed(0)
-    print(f"{'file':<36} {'act':<11} {'worst other':>11} {'engine pg':>10} {'torch pg':>9} {'autocast pg':>11}")
+    print(f"{'file':<36} {'act':<11} {'worst other':>11} {'engine pg':>10} {'torch pg':>9} {'autocast pg':>11}"
+          f" {'mixed worst':>11}")
     tally = {}
     for name in sorted(configs):
         c = configs[name]
@@ -68,18 +70,22 @@ def main():
             other = max(v for k, v in eng.items() if k != "prompt_grad")
             torch_pg = bb.errors(path)["prompt_grad"]
             auto_pg = bb.errors(path, autocast=True)["prompt_grad"]
+            mixed = max(engine_errors(args.bin, args.device, os.path.join(args.out, name), path, "mixed").values())
             print(f"{name + '/' + ref[:-12]:<36} {act:<11} {other:>11.2e} {eng['prompt_grad']:>10.2e} "
-                  f"{torch_pg:>9.2e} {auto_pg:>11.2e}")
+                  f"{torch_pg:>9.2e} {auto_pg:>11.2e} {mixed:>11.2e}")
             kind = "relu" if "relu" in act else "smooth"
-            t = tally.setdefault(kind, [0, 0, 0, 0, 0])
+            t = tally.setdefault(kind, [0, 0, 0, 0, 0, 0, 0.0])
             t[0] += 1
             t[1] += other <= BAR
             t[2] += eng["prompt_grad"] <= BAR
             t[3] += torch_pg <= BAR
             t[4] += auto_pg <= BAR
-    print(f"\nwithin {BAR:g}: files | engine, all other tensors | engine pg | PyTorch bf16 pg | autocast pg")
+            t[5] += mixed <= BAR
+            t[6] = max(t[6], mixed)
+    print(f"\nwithin {BAR:g}: files | engine, all other tensors | engine pg | PyTorch bf16 pg | autocast pg"
+          " | --precision mixed, every tensor (worst)")
     for kind, t in sorted(tally.items()):
-        print(f"  {kind:<7} {t[0]:>3} | {t[1]:>3} | {t[2]:>3} | {t[3]:>3} | {t[4]:>3}")
+        print(f"  {kind:<7} {t[0]:>3} | {t[1]:>3} | {t[2]:>3} | {t[3]:>3} | {t[4]:>3} | {t[5]:>3} ({t[6]:.1e})")
 
 
 if __name__ == "__main__":

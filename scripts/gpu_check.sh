@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for a lent H200 (well inside 10 minutes): the resource report of every kernel
-# compiled by the machine's own NVRTC, the kernel tests (bf16 and float32 builds), `parity
-# --device cuda` on every fixture in bf16 and on the 16 harsh ones with --precision f32 at 1e-4,
+# compiled by the machine's own NVRTC, the kernel tests (bf16, float32 and mixed builds), `parity
+# --device cuda` on every fixture in bf16, on the 16 harsh ones with --precision f32 at 1e-4 and
+# on the 12 realistic ones with --precision mixed at 1e-3,
 # and `softprompt bench` beside scripts/bench_torch.py on the same GPU. Writes
 # bench/results/<date>-<commit>.json plus a short table.
 #
@@ -88,7 +89,7 @@ run() {
     echo "== kernels: NVRTC resource report (sm_90)"
     timeout 120 "$bin" kernels --arch sm_90 --json > "$out/kernels.json" 2> "$out/kernels.err" || status=1
     timeout 120 "$bin" kernels --arch sm_90 2>&1 | tail -40
-    echo "== kernel tests on the $dev device (bf16 and float32 builds)"
+    echo "== kernel tests on the $dev device (bf16, float32 and mixed builds)"
     if [ "$dry" = 1 ]; then
         # .gpu/cuda_kernels is built without the emulator; the emu tests need the emu build
         timeout 600 cargo test --release --locked --features emu --test cuda_kernels -- emu --nocapture > "$out/kernel_tests.log" 2>&1 || status=1
@@ -122,7 +123,7 @@ else:
     print(max(2e-2, 2 * max(row)))
 PY
 )
-        if timeout 60 "$bin" parity --device "$dev" --tol "$tol" --model "$model" --reference "$ref" >> "$out/parity.log" 2>&1; then
+        if timeout 60 "$bin" parity --device "$dev" --precision bf16 --tol "$tol" --model "$model" --reference "$ref" >> "$out/parity.log" 2>&1; then
             echo "PASS $ref"
         else
             echo "FAIL $ref"; status=1
@@ -135,6 +136,15 @@ PY
             echo "PASS f32 $ref"
         else
             echo "FAIL f32 $ref"; status=1
+        fi
+    done
+    # bf16-exact weights: tests/parity_emu.rs's MIXED_REALISTIC_TOL, ReLU models included
+    echo "== parity --device $dev --precision mixed (bf16 weights, float32 activations, at 1e-3)"
+    for ref in tests/fixtures/realistic/*/ref_*.safetensors; do
+        if timeout 60 "$bin" parity --device "$dev" --precision mixed --tol 1e-3 --model "$(dirname "$ref")" --reference "$ref" >> "$out/parity.log" 2>&1; then
+            echo "PASS mixed $ref"
+        else
+            echo "FAIL mixed $ref"; status=1
         fi
     done
     echo "== bf16 GEMM ceiling (cuBLAS through torch, 8192^3, median of 20)"
@@ -175,9 +185,12 @@ PY
 bert-base --batch 1 --seq 8 --prompt 2|st|120
 t5-base --batch 1 --seq 8 --target-len 2 --prompt 2|st|120
 t5-base --batch 1 --seq 8 --target-len 2 --prompt 2 --recompute layer|st|120
+t5-base --batch 1 --seq 8 --target-len 2 --prompt 2 --precision mixed|s|120
 DRY
     else cat <<SPECS
 bert-base --batch 32 --seq 128|st|60
+t5-base --batch 8 --seq 256 --target-len 16 --prompt 100|st|60
+t5-base --batch 8 --seq 256 --target-len 16 --prompt 100 --precision mixed|s|90
 $target|st|150
 $target --recompute layer|st|150
 t5-xxl --batch 32 --seq 512 --target-len 16 --prompt 100 --recompute layer|s|200
@@ -205,9 +218,13 @@ doc = {"commit": commit, "gpu": open(os.path.join(out, "gpu.txt")).read().strip(
 json.dump(doc, open(results, "w"), indent=1)
 ceiling = doc["gemm_ceiling"].get("tflops") or float("nan")
 print(f"bf16 GEMM ceiling: {ceiling:.0f} TFLOP/s")
-print(f"{'impl':<13} {'preset':<8} {'B':>3} {'recompute':>9} {'step_ms':>9} {'tokens/s':>10} {'TFLOP/s':>8} {'of ceil':>7} {'peak MB':>9}")
+print(f"{'impl':<17} {'preset':<8} {'B':>3} {'recompute':>9} {'step_ms':>9} {'tokens/s':>10} {'TFLOP/s':>8} {'of ceil':>7} {'peak MB':>9}")
+def impl(r):
+    # the mixed build (bf16 weights, float32 activations) beside the bf16 engine
+    mixed = r.get("dtype") == "f32" and r.get("weights_dtype") == "bf16"
+    return r.get("impl", "?") + ("-mixed" if mixed else "")
 for r in bench:
-    print(f"{r.get('impl','?'):<13} {r.get('preset','?'):<8} {r.get('batch',0):>3} {r.get('recompute','?'):>9} "
+    print(f"{impl(r):<17} {r.get('preset','?'):<8} {r.get('batch',0):>3} {r.get('recompute','?'):>9} "
           f"{r.get('step_ms',0):>9.2f} {r.get('tokens_per_s',0):>10.0f} {r.get('tflops',0):>8.2f} "
           f"{r.get('tflops',0) / ceiling:>7.1%} {r.get('peak_bytes',0)/1e6:>9.1f}")
 # the targets of bench/README.md: softprompt over PyTorch + PEFT on the same preset and batch
@@ -221,7 +238,7 @@ for r in bench:
         continue
     none = torch_runs.get(key(r, "none"), {})
     ratio = lambda a, b: a / b if a and b else float("nan")
-    print(f"{r['preset'] + ' B' + str(r['batch']) + ' ' + r['recompute']:<30} "
+    print(f"{r['preset'] + ' B' + str(r['batch']) + ' ' + r['recompute'] + impl(r)[10:]:<30} "
           f"{ratio(r.get('tokens_per_s'), t.get('tokens_per_s')):>10.2f} "
           f"{ratio(r.get('peak_bytes'), t.get('peak_bytes')):>6.2f} "
           f"{ratio(r.get('peak_bytes'), none.get('peak_bytes')):>19.2f}")

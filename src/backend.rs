@@ -2,8 +2,9 @@
 //! reference), `cuda` (NVRTC kernels and cuBLAS on a GPU) and `emu` (the same launchers and
 //! `.cu` sources, run on the host by the CUDA emulator, for tests).
 //!
-//! Buffers are opaque: weights and activations are stored in `act_dtype()` (f32 on the CPU,
-//! bf16 on a GPU); the prompt, its gradient, optimizer state, norm statistics and attention
+//! Buffers are opaque: frozen weights are stored in `weight_dtype()` and activations in
+//! `act_dtype()` (f32 on the CPU; on a GPU as its `Precision` says, bf16 for both by
+//! default); the prompt, its gradient, optimizer state, norm statistics and attention
 //! log-sum-exps are always float32 (`DType::F32`); token ids, masks and labels are `I32`.
 //!
 //! Every op takes outputs first, then gradients, then inputs, then saved state, then sizes.
@@ -28,6 +29,47 @@ impl DType {
         match self {
             DType::F32 | DType::I32 => 4,
             DType::BF16 => 2,
+        }
+    }
+}
+
+/// How a CUDA device (`cuda`, `emu`) stores frozen weights and activations, and so which build
+/// of the kernels it runs (`--precision`; kernels/common.cuh, kernels/PRECISION.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// bf16 weights and activations, tensor cores everywhere: the engine.
+    Bf16,
+    /// float32 weights and activations, no tensor cores: exact checks of the whole CUDA path.
+    F32,
+    /// bf16 weights, float32 activations; each GEMM runs twice on bf16 tensor cores (the
+    /// activation split into bf16 hi + lo), attention in float32 loops. A forward pass that
+    /// accurate keeps ReLU masks where float32 puts them.
+    Mixed,
+}
+
+impl Precision {
+    /// The storage type of frozen weights.
+    pub fn weights(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 | Precision::Mixed => DType::BF16,
+        }
+    }
+
+    /// The storage type of activations and their gradients.
+    pub fn acts(self) -> DType {
+        match self {
+            Precision::Bf16 => DType::BF16,
+            Precision::F32 | Precision::Mixed => DType::F32,
+        }
+    }
+
+    /// The `--precision` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Bf16 => "bf16",
+            Precision::F32 => "f32",
+            Precision::Mixed => "mixed",
         }
     }
 }
@@ -59,8 +101,12 @@ pub trait Backend: Send + Sync {
 
     /// A name for reports: "cpu", "emu", "cuda:0 NVIDIA H200".
     fn name(&self) -> String;
-    /// The storage type of weights and activations.
+    /// The storage type of activations (and of weights, unless `weight_dtype` says otherwise).
     fn act_dtype(&self) -> DType;
+    /// The storage type of frozen weights.
+    fn weight_dtype(&self) -> DType {
+        self.act_dtype()
+    }
     fn len(&self, buf: &Self::Buf) -> usize;
     fn dtype(&self, buf: &Self::Buf) -> DType;
     /// A stable identity of the storage, used by the memory accountant's checks.

@@ -93,6 +93,9 @@ impl<B: Backend> Backend for Profiler<B> {
     fn act_dtype(&self) -> DType {
         self.inner.act_dtype()
     }
+    fn weight_dtype(&self) -> DType {
+        self.inner.weight_dtype()
+    }
     fn len(&self, buf: &B::Buf) -> usize {
         self.inner.len(buf)
     }

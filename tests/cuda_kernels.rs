@@ -8,7 +8,7 @@
 //! a kernel overwrites are poisoned with NaN first, so an element it fails to write fails the
 //! check. Outputs that a kernel adds into start from random values.
 
-use softprompt::backend::{Backend, DType};
+use softprompt::backend::{Backend, DType, Precision};
 use softprompt::cpu::activation::Act;
 use softprompt::cpu::optimizer::{AdafactorHyper, AdamWHyper};
 use softprompt::cuda::CudaBackend;
@@ -79,6 +79,17 @@ fn bf16_round(x: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// Unit normals for an activation: all float32 digits where activations are float32, rounded
+/// to bf16 where they are bf16.
+fn act_data(st: &Store, rng: &mut Rng, n: usize) -> Vec<f32> {
+    let x: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+    if st.dt == F32 {
+        x
+    } else {
+        bf16_round(&x)
+    }
+}
+
 fn randn(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
     bf16_round(
         &(0..n)
@@ -133,12 +144,14 @@ impl<'a> Pair<'a> {
     }
 }
 
-/// The device's storage type of weights and activations, the other float type, and the
-/// tolerances that go with the storage: the bf16 ones above, or F32_OUT throughout for the
-/// float32 build (the same float32 math as the reference; only summation order differs).
+/// The device's storage type of activations, the other float type, the storage type of
+/// weights, and the tolerances that go with the storage: the bf16 ones above, or F32_OUT
+/// throughout for the float32 and mixed builds (float32 activations; the weights are
+/// bf16-exact here, so only summation order and the mixed GEMMs' split operands differ).
 struct Store {
     dt: DType,
     other: DType,
+    w: DType,
     out: f64,
     gemm_f32_dout: f64,
     attn: f64,
@@ -150,6 +163,7 @@ impl Store {
             DType::BF16 => Store {
                 dt: DType::BF16,
                 other: F32,
+                w: DType::BF16,
                 out: BF16_OUT,
                 gemm_f32_dout: BF16_GEMM_F32_DOUT,
                 attn: BF16_ATTN,
@@ -157,6 +171,7 @@ impl Store {
             _ => Store {
                 dt: F32,
                 other: DType::BF16,
+                w: be.weight_dtype(),
                 out: F32_OUT,
                 gemm_f32_dout: F32_OUT,
                 attn: F32_OUT,
@@ -185,8 +200,8 @@ fn check_layernorm(be: &CudaBackend) {
                     .collect::<Vec<_>>(),
             ),
         );
-        let w = s.up(st.dt, &randn(&mut rng, c, 1.0));
-        let bias = s.up(st.dt, &randn(&mut rng, c, 1.0));
+        let w = s.up(st.w, &randn(&mut rng, c, 1.0));
+        let bias = s.up(st.w, &randn(&mut rng, c, 1.0));
         let (mut out, mut mean, mut rstd) = (s.out(st.dt, n * c), s.out(F32, n), s.out(F32, n));
         be.layernorm_fwd(
             &mut out.0,
@@ -234,7 +249,7 @@ fn check_rmsnorm(be: &CudaBackend) {
     let mut rng = Rng::new(12);
     for (n, c) in ROW_SHAPES {
         let x = s.up(st.dt, &randn(&mut rng, n * c, 2.0));
-        let w = s.up(st.dt, &randn(&mut rng, c, 1.0));
+        let w = s.up(st.w, &randn(&mut rng, c, 1.0));
         let (mut out, mut rstd) = (s.out(st.dt, n * c), s.out(F32, n));
         be.rmsnorm_fwd(&mut out.0, &mut rstd.0, &x.0, &w.0, n, c, 1e-6)
             .unwrap();
@@ -336,9 +351,9 @@ fn check_embedding(be: &CudaBackend) {
         (2, 7, 3, 36, false),
     ] {
         let v = 139;
-        let wte = s.up(st.dt, &randn(&mut rng, v * c, 1.0));
-        let wpe = s.up(st.dt, &randn(&mut rng, (p + t + 3) * c, 1.0));
-        let wtt = s.up(st.dt, &randn(&mut rng, 2 * c, 1.0));
+        let wte = s.up(st.w, &randn(&mut rng, v * c, 1.0));
+        let wpe = s.up(st.w, &randn(&mut rng, (p + t + 3) * c, 1.0));
+        let wtt = s.up(st.w, &randn(&mut rng, 2 * c, 1.0));
         let prompt = s.up(
             F32,
             &(0..p * c).map(|_| rng.normal() as f32).collect::<Vec<_>>(),
@@ -428,6 +443,20 @@ fn check_rows(be: &CudaBackend) {
         be.gather_rows(&mut out.0, &inp.0, &idx.0, m, c).unwrap();
         s.cpu.gather_rows(&mut out.1, &inp.1, &idx.1, m, c).unwrap();
         s.check(&format!("gather_rows N{n} M{m} C{c}"), &out, 1e-7);
+        if st.w != st.dt {
+            // rows of a weight (the PET decoder's verbalizer rows): gather_rows_w
+            let table = s.up(st.w, &randn(&mut rng, n * c, 1.0));
+            let mut rows = s.out(st.w, m * c);
+            be.gather_rows(&mut rows.0, &table.0, &idx.0, m, c).unwrap();
+            s.cpu
+                .gather_rows(&mut rows.1, &table.1, &idx.1, m, c)
+                .unwrap();
+            s.check(
+                &format!("gather_rows (weights) N{n} M{m} C{c}"),
+                &rows,
+                1e-7,
+            );
+        }
         let dout = s.up(st.dt, &randn(&mut rng, m * c, 1.0));
         let mut dinp = s.up(st.dt, &randn(&mut rng, n * c, 1.0));
         be.scatter_rows_bwd(&mut dinp.0, &dout.0, &idx.0, m, c)
@@ -500,9 +529,11 @@ fn check_linear(be: &CudaBackend) {
     let s = Pair::new(be);
     let mut rng = Rng::new(18);
     for (m, k, n) in [(1, 8, 12), (7, 36, 40), (97, 64, 139), (129, 40, 36)] {
-        let x = s.up(st.dt, &randn(&mut rng, m * k, 1.0));
-        let w = s.up(st.dt, &randn(&mut rng, n * k, 0.2));
-        let bias = s.up(st.dt, &randn(&mut rng, n, 1.0));
+        // float32 activations keep all their digits, so the mixed build's hi + lo split is
+        // tested (bf16-exact ones would leave lo = 0)
+        let x = s.up(st.dt, &act_data(&st, &mut rng, m * k));
+        let w = s.up(st.w, &randn(&mut rng, n * k, 0.2));
+        let bias = s.up(st.w, &randn(&mut rng, n, 1.0));
         for (dtype, with_bias) in [(st.dt, true), (st.dt, false), (F32, true), (F32, false)] {
             let mut out = s.out(dtype, m * n);
             let b = with_bias.then_some(&bias.0);
@@ -526,7 +557,7 @@ fn check_linear(be: &CudaBackend) {
             );
         }
         for (dtype, accumulate) in [(st.dt, false), (st.dt, true), (F32, false), (F32, true)] {
-            let dout_data = randn(&mut rng, m * n, 1.0);
+            let dout_data = act_data(&st, &mut rng, m * n);
             let dout = if dtype == st.dt {
                 s.up(st.dt, &dout_data)
             } else {
@@ -639,16 +670,16 @@ fn check_errors(be: &CudaBackend) {
         .unwrap_err()
         .to_string();
     assert!(e.contains(&format!("expected {:?}", st.dt)), "{e}");
-    // a linear output of neither the storage type nor F32 (I32; BF16 in the float32 build,
-    // where filling its bias as float32 would write past its end)
+    // a linear output of neither the storage type nor F32 (I32; BF16 where activations are
+    // float32, where filling its bias as float32 would write past its end)
     let wrong = if st.dt == F32 {
         DType::BF16
     } else {
         DType::I32
     };
     let mut bad_out = be.zeros(wrong, 3 * 4).unwrap();
-    let w = be.upload(st.dt, &[0.0; 4 * 4]).unwrap();
-    let bias = be.upload(st.dt, &[0.0; 4]).unwrap();
+    let w = be.upload(st.w, &[0.0; 4 * 4]).unwrap();
+    let bias = be.upload(st.w, &[0.0; 4]).unwrap();
     let e = be
         .linear_fwd(&mut bad_out, &inp, &w, Some(&bias), 3, 4, 4)
         .unwrap_err()
@@ -659,10 +690,21 @@ fn check_errors(be: &CudaBackend) {
     );
 }
 
-/// Runs `body` on the emulator (with `--features emu`) and on GPU 0 when there is one.
+/// Runs `body` on GPU 0 in the `precision` build, or prints that it was skipped.
+fn on_gpu(precision: Precision, body: fn(&CudaBackend)) {
+    match softprompt::cuda::probe_cuda() {
+        Ok(()) => body(&CudaBackend::cuda_with(0, precision).expect("CUDA device")),
+        Err(e) => println!("skipped: no CUDA device ({e})"),
+    }
+}
+
+/// Runs `body` on the emulator (with `--features emu`) and on GPU 0 when there is one, in
+/// each build of the kernels (bf16, float32, mixed).
 macro_rules! test_device {
     ($name:ident, $body:ident) => {
         mod $name {
+            #[allow(unused_imports)]
+            use softprompt::backend::Precision;
             #[cfg(feature = "emu")]
             #[test]
             fn emu() {
@@ -671,8 +713,14 @@ macro_rules! test_device {
             #[cfg(feature = "emu")]
             #[test]
             fn emu_f32() {
-                let be = softprompt::cuda::CudaBackend::emu_with(softprompt::backend::DType::F32);
+                let be = softprompt::cuda::CudaBackend::emu_with(Precision::F32);
                 super::$body(&be.expect("emu device, float32 build"));
+            }
+            #[cfg(feature = "emu")]
+            #[test]
+            fn emu_mixed() {
+                let be = softprompt::cuda::CudaBackend::emu_with(Precision::Mixed);
+                super::$body(&be.expect("emu device, mixed build"));
             }
             #[test]
             fn cuda() {
@@ -685,16 +733,11 @@ macro_rules! test_device {
             }
             #[test]
             fn cuda_f32() {
-                match softprompt::cuda::probe_cuda() {
-                    Ok(()) => super::$body(
-                        &softprompt::cuda::CudaBackend::cuda_with(
-                            0,
-                            softprompt::backend::DType::F32,
-                        )
-                        .expect("CUDA device, float32 build"),
-                    ),
-                    Err(e) => println!("skipped: no CUDA device ({e})"),
-                }
+                super::on_gpu(Precision::F32, super::$body);
+            }
+            #[test]
+            fn cuda_mixed() {
+                super::on_gpu(Precision::Mixed, super::$body);
             }
         }
     };
@@ -712,20 +755,29 @@ test_device!(optimizer, check_optimizers);
 test_device!(errors, check_errors);
 test_device!(attention, check_attention);
 
-/// Every `__global__` kernel of kernels/ runs in at least one check above, in both builds.
+/// Every `__global__` kernel of kernels/ runs in the checks above, in every build that
+/// calls it.
 #[cfg(feature = "emu")]
 #[test]
 fn every_kernel_is_exercised() {
-    every_kernel_is_exercised_on(&CudaBackend::emu().expect("emu device"), &[]);
-    // In the float32 build these are twins of the storage-typed kernels (add_inplace,
-    // scale_inplace, linear_bias_fill, a copy), which the launchers call instead.
+    // Only the mixed build splits float32 activations into bf16 GEMM operands, and only there
+    // do weights (gather_rows_w) and activations (gather_rows) differ in type.
+    let mixed_only = ["split_bf16", "gather_rows_w"];
+    let bf16 = CudaBackend::emu().expect("emu device");
+    every_kernel_is_exercised_on(&bf16, &mixed_only);
+    // With float32 activations these are twins of the storage-typed kernels (add_inplace,
+    // scale_inplace, linear_bias_fill), which the launchers call instead; and the float32
+    // build's GEMM operands need no rounding at all.
     let twins = [
         "add_inplace_f32",
         "scale_inplace_f32",
         "linear_bias_fill_f32",
         "cast_f32_bf16",
     ];
-    every_kernel_is_exercised_on(&CudaBackend::emu_with(F32).expect("emu, float32"), &twins);
+    let f32_build = CudaBackend::emu_with(Precision::F32).expect("emu, float32");
+    every_kernel_is_exercised_on(&f32_build, &[&twins[..], &mixed_only].concat());
+    let mixed = CudaBackend::emu_with(Precision::Mixed).expect("emu, mixed");
+    every_kernel_is_exercised_on(&mixed, &twins);
 }
 
 #[cfg(feature = "emu")]
@@ -799,7 +851,7 @@ fn check_attention(be: &CudaBackend) {
             .collect();
         let mask = s.ints(&mask);
         let buckets = 8;
-        let table = s.up(st.dt, &randn(&mut rng, buckets * h, 1.0));
+        let table = s.up(st.w, &randn(&mut rng, buckets * h, 1.0));
         let lookup = softprompt::cpu::attention::bucket_lookup(tq, tk, !causal, buckets, 20);
         let lookup = s.ints(&lookup);
         let bias = || {

@@ -214,15 +214,17 @@ fn binary_parity_rejects_unknown_precision() {
     );
     assert_eq!(code, 2, "{stdout}{stderr}");
     assert!(
-        stderr.contains("--precision") && stderr.contains("fp8") && stderr.contains("bf16 or f32"),
+        stderr.contains("--precision")
+            && stderr.contains("fp8")
+            && stderr.contains("bf16, f32 or mixed"),
         "{stderr}"
     );
 }
 
 /// The CPU computes in float32 whatever `--precision` says, and passes at float32's 1e-4.
 #[test]
-fn binary_parity_on_cpu_takes_either_precision() {
-    for precision in ["bf16", "f32"] {
+fn binary_parity_on_cpu_takes_any_precision() {
+    for precision in ["bf16", "f32", "mixed", "auto"] {
         let (code, stdout, stderr) = run_parity_binary(
             "t5_v1_0",
             "t5_v1_0/ref_seq2seq_text.safetensors",

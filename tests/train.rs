@@ -560,9 +560,9 @@ fn emu_f32_training_matches_the_cpu() {
 
     // T5 seq2seq with Adafactor, on a realistic-weight-scale model (the harsh fixtures amplify
     // float32's own rounding differences over the steps)
-    let model = fixture("realistic/t5_rand_2");
-    let t5_prompt = |device: &str, precision: &str| -> Vec<f32> {
-        let out = dir.join(format!("t5_{device}_{precision}"));
+    let t5_prompt = |name: &str, device: &str, precision: &str| -> Vec<f32> {
+        let model = fixture(&format!("realistic/{name}"));
+        let out = dir.join(format!("{name}_{device}_{precision}"));
         ok(&softprompt(&[
             "train",
             "--model",
@@ -599,19 +599,32 @@ fn emu_f32_training_matches_the_cpu() {
         ]));
         load_prompt_dir(&out).unwrap().prompt.data
     };
-    let cpu = t5_prompt("cpu", "f32");
-    let f32_err = rel_l2(&t5_prompt("emu", "f32"), &cpu);
+    let cpu = t5_prompt("t5_rand_2", "cpu", "f32");
+    let f32_err = rel_l2(&t5_prompt("t5_rand_2", "emu", "f32"), &cpu);
     assert!(
         f32_err < 1e-5,
         "T5: emu --precision f32 vs cpu: {f32_err:.2e}"
     );
-    let bf16_err = rel_l2(&t5_prompt("emu", "bf16"), &cpu);
+    let bf16_err = rel_l2(&t5_prompt("t5_rand_2", "emu", "bf16"), &cpu);
     assert!(
         bf16_err < 5e-2,
         "T5: emu --precision bf16 vs cpu: {bf16_err:.2e}"
     );
     println!(
         "T5 seq2seq, Adafactor, 8 steps, prompt vs cpu: emu f32 {f32_err:.2e}, bf16 {bf16_err:.2e}"
+    );
+
+    // a ReLU T5 (bf16-exact weights): the mixed build keeps float32's ReLU masks, so its
+    // prompt follows the CPU's through training, where the bf16 build's drifts
+    let cpu = t5_prompt("t5_rand_0", "cpu", "f32");
+    let mixed_err = rel_l2(&t5_prompt("t5_rand_0", "emu", "mixed"), &cpu);
+    let bf16_err = rel_l2(&t5_prompt("t5_rand_0", "emu", "bf16"), &cpu);
+    println!(
+        "ReLU T5, Adafactor, 8 steps, prompt vs cpu: emu mixed {mixed_err:.2e}, bf16 {bf16_err:.2e}"
+    );
+    assert!(
+        mixed_err < 1e-4,
+        "ReLU T5: emu --precision mixed vs cpu: {mixed_err:.2e}"
     );
 }
 

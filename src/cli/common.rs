@@ -13,8 +13,9 @@ pub struct DeviceArgs {
     /// cpu, cuda (cuda:N) or emu (the CUDA kernels on the CPU emulator; build with --features emu)
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Weights and activations on cuda and emu: bf16, or f32 (float32 kernels and GEMMs, for
-    /// exact checks); the CPU always computes in float32
+    /// Weights and activations on cuda and emu: bf16; f32 (float32 kernels and GEMMs, for
+    /// exact checks); or mixed (bf16 weights, float32 activations: exact ReLU masks). The
+    /// CPU always computes in float32
     #[arg(long, default_value = "bf16")]
     pub precision: String,
     /// CPU threads (0: all cores); the same count gives bit-identical results
@@ -279,7 +280,8 @@ pub struct WorkloadArgs {
     /// cpu, cuda or emu (a build with --features emu; for checks, not timing)
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Weights and activations on cuda and emu: bf16, or f32 (float32 kernels and GEMMs)
+    /// Weights and activations on cuda and emu: bf16, f32 (float32 kernels and GEMMs), or
+    /// mixed (bf16 weights, float32 activations)
     #[arg(long, default_value = "bf16")]
     pub precision: String,
     /// none (keep nonlinear state) or layer (keep layer inputs, recompute in backward)

@@ -12,7 +12,7 @@ fn cfg(n: usize) -> Cfg {
     Cfg::linear(stride_blocks(n.div_ceil(8)), STRIDE_THREADS)
 }
 
-// extern "C" __global__ void act_fwd(store_t* out, const store_t* inp, int act, long long n);
+// extern "C" __global__ void act_fwd(act_t* out, const act_t* inp, int act, long long n);
 /// out (N) = act(inp (N)).
 pub fn act_fwd(dev: &Device, out: &mut CudaBuf, inp: &CudaBuf, act: Act, n: usize) -> Result<()> {
     let store = dev.store;
@@ -27,7 +27,7 @@ pub fn act_fwd(dev: &Device, out: &mut CudaBuf, inp: &CudaBuf, act: Act, n: usiz
     dev.launch(k::ACT_FWD, cfg(n), args)
 }
 
-// extern "C" __global__ void act_bwd(store_t* dinp, const store_t* dout, const store_t* inp, int act,
+// extern "C" __global__ void act_bwd(act_t* dinp, const act_t* dout, const act_t* inp, int act,
 //     long long n);
 /// dinp (N) = dout * act'(inp).
 pub fn act_bwd(
@@ -51,7 +51,7 @@ pub fn act_bwd(
     dev.launch(k::ACT_BWD, cfg(n), args)
 }
 
-// extern "C" __global__ void gated_act_fwd(store_t* out, const store_t* gate, const store_t* lin,
+// extern "C" __global__ void gated_act_fwd(act_t* out, const act_t* gate, const act_t* lin,
 //     int act, long long n);
 /// out (N) = act(gate) * lin.
 pub fn gated_act_fwd(
@@ -75,8 +75,8 @@ pub fn gated_act_fwd(
     dev.launch(k::GATED_ACT_FWD, cfg(n), args)
 }
 
-// extern "C" __global__ void gated_act_bwd(store_t* dgate, store_t* dlin, const store_t* dout,
-//     const store_t* gate, const store_t* lin, int act, long long n);
+// extern "C" __global__ void gated_act_bwd(act_t* dgate, act_t* dlin, const act_t* dout,
+//     const act_t* gate, const act_t* lin, int act, long long n);
 /// dgate = dout * act'(gate) * lin, dlin = dout * act(gate).
 #[allow(clippy::too_many_arguments)]
 pub fn gated_act_bwd(

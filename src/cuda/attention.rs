@@ -69,11 +69,11 @@ fn cfg(rows: usize, dims: &AttnDims, kind: usize) -> Result<Cfg> {
 /// bucket checked against the table's rows.
 fn bias_args(
     bias: Option<BiasRef<'_, CudaBuf>>,
-    store: DType,
+    weights: DType,
     dims: &AttnDims,
 ) -> Result<(u64, u64)> {
     let Some(bias) = bias else { return Ok((0, 0)) };
-    let table = arg(bias.table, "relative_attention_bias", store, dims.h)?;
+    let table = arg(bias.table, "relative_attention_bias", weights, dims.h)?;
     let (host, buckets) = ints(bias.buckets, "bias buckets", dims.tq + dims.tk - 1)?;
     check_ids("bias buckets", host, bias.table.len() / dims.h.max(1))?;
     Ok((table, buckets))
@@ -102,8 +102,8 @@ fn check_dims(dims: &AttnDims) -> Result<()> {
     Ok(())
 }
 
-// extern "C" __global__ void attention_fwd(store_t* out, float* lse, const store_t* q,
-//     const store_t* k, const store_t* v, const int* key_mask, const store_t* bias_table,
+// extern "C" __global__ void attention_fwd(act_t* out, float* lse, const act_t* q,
+//     const act_t* k, const act_t* v, const int* key_mask, const w_t* bias_table,
 //     const int* buckets, int causal, float scale, int B, int Tq, int Tk, int H, int D);
 // (attention_fwd_d128: the same, for 64 < D <= 128)
 /// out (B, Tq, H, D) bf16 and lse (B, H, Tq) f32 from q (B, Tq, H, D), k, v (B, Tk, H, D),
@@ -126,7 +126,7 @@ pub fn attention_fwd(
     check_dims(&dims)?;
     let [fwd, _, _] = entry_points(d)?;
     let store = be.store();
-    let (table, buckets) = bias_args(bias, be.store(), &dims)?;
+    let (table, buckets) = bias_args(bias, be.weights(), &dims)?;
     let args = Args::new()
         .ptr(arg(out, "attention out", store, b * tq * h * d)?)
         .ptr(arg(lse, "attention lse", DType::F32, b * h * tq)?)
@@ -140,13 +140,13 @@ pub fn attention_fwd(
     be.dev.launch(fwd, cfg(tq, &dims, 0)?, args)
 }
 
-// extern "C" __global__ void attention_bwd_dq(store_t* dq, float* delta, const store_t* dout,
-//     const store_t* q, const store_t* k, const store_t* v, const float* lse, const int* key_mask,
-//     const store_t* bias_table, const int* buckets, int causal, float scale,
+// extern "C" __global__ void attention_bwd_dq(act_t* dq, float* delta, const act_t* dout,
+//     const act_t* q, const act_t* k, const act_t* v, const float* lse, const int* key_mask,
+//     const w_t* bias_table, const int* buckets, int causal, float scale,
 //     int B, int Tq, int Tk, int H, int D);
-// extern "C" __global__ void attention_bwd_dkdv(store_t* dk, store_t* dv, const store_t* dout,
-//     const store_t* q, const store_t* k, const store_t* v, const float* lse, const float* delta,
-//     const int* key_mask, const store_t* bias_table, const int* buckets, int causal,
+// extern "C" __global__ void attention_bwd_dkdv(act_t* dk, act_t* dv, const act_t* dout,
+//     const act_t* q, const act_t* k, const act_t* v, const float* lse, const float* delta,
+//     const int* key_mask, const w_t* bias_table, const int* buckets, int causal,
 //     float scale, int B, int Tq, int Tk, int H, int D);
 // (the _d128 entry points: the same, for 64 < D <= 128)
 /// dq (B, Tq, H, D), dk, dv (B, Tk, H, D), overwriting, from dout, q, k, v and the saved lse.
@@ -172,7 +172,7 @@ pub fn attention_bwd(
     check_dims(&dims)?;
     let [_, bwd_dq, bwd_dkdv] = entry_points(d)?;
     let store = be.store();
-    let (table, buckets) = bias_args(bias, be.store(), &dims)?;
+    let (table, buckets) = bias_args(bias, be.weights(), &dims)?;
     let (q_len, kv_len) = (b * tq * h * d, b * tk * h * d);
     // every element is written by attention_bwd_dq before attention_bwd_dkdv reads it
     let delta = be.alloc(DType::F32, b * h * tq)?;

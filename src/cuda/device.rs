@@ -7,7 +7,7 @@ use super::gpu::Gpu;
 use super::kernels::KernelId;
 use super::launch::{Args, Cfg};
 use super::timing::{self, Span, Stamp};
-use crate::backend::{DType, KernelTime};
+use crate::backend::{DType, KernelTime, Precision};
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,9 +22,12 @@ pub enum Kind {
 
 pub struct Device {
     pub kind: Kind,
-    /// the storage type of weights and activations: BF16, or F32 (the float32 build of every
-    /// kernel, for exact checks)
+    /// which build of the kernels runs, and so how weights and activations are stored
+    pub precision: Precision,
+    /// the storage type of activations (`precision.acts()`)
     pub store: DType,
+    /// the storage type of frozen weights (`precision.weights()`)
+    pub weights: DType,
     sync_each: bool,
     live: AtomicUsize,
     peak: AtomicUsize,
@@ -58,37 +61,29 @@ impl Drop for Storage {
     }
 }
 
-fn check_store(store: DType) -> Result<DType> {
-    match store {
-        DType::BF16 | DType::F32 => Ok(store),
-        DType::I32 => Err(Error::Unsupported(
-            "weights and activations are stored in bf16 or float32, not I32".into(),
-        )),
-    }
-}
-
 fn sync_from_env() -> bool {
     std::env::var("SOFTPROMPT_SYNC").as_deref() == Ok("1")
 }
 
 impl Device {
-    pub fn cuda(ordinal: usize, store: DType) -> Result<Arc<Device>> {
-        let store = check_store(store)?;
+    pub fn cuda(ordinal: usize, precision: Precision) -> Result<Arc<Device>> {
         Ok(Arc::new(Device::with_kind(
-            Kind::Cuda(Gpu::new(ordinal, store)?),
-            store,
+            Kind::Cuda(Gpu::new(ordinal, precision)?),
+            precision,
         )))
     }
 
     #[cfg(feature = "emu")]
-    pub fn emu(store: DType) -> Result<Arc<Device>> {
-        Ok(Arc::new(Device::with_kind(Kind::Emu, check_store(store)?)))
+    pub fn emu(precision: Precision) -> Result<Arc<Device>> {
+        Ok(Arc::new(Device::with_kind(Kind::Emu, precision)))
     }
 
-    fn with_kind(kind: Kind, store: DType) -> Device {
+    fn with_kind(kind: Kind, precision: Precision) -> Device {
         Device {
             kind,
-            store,
+            precision,
+            store: precision.acts(),
+            weights: precision.weights(),
             sync_each: sync_from_env(),
             live: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
@@ -276,7 +271,7 @@ impl Device {
             // SAFETY: see above; the pointer array outlives the (synchronous) launch call.
             Kind::Cuda(g) => unsafe { g.launch(k, &cfg, &mut ptrs) },
             #[cfg(feature = "emu")]
-            Kind::Emu => super::emu::launch(k, self.store, &cfg, &mut ptrs),
+            Kind::Emu => super::emu::launch(k, self.precision, &cfg, &mut ptrs),
         })?;
         self.launches[k.0].fetch_add(1, Ordering::Relaxed);
         if self.sync_each {

@@ -13,7 +13,7 @@ fn cfg(items: usize) -> Cfg {
     Cfg::linear(stride_blocks(items), STRIDE_THREADS)
 }
 
-// extern "C" __global__ void add_fwd(store_t* out, const store_t* a, const store_t* b, long long n);
+// extern "C" __global__ void add_fwd(act_t* out, const act_t* a, const act_t* b, long long n);
 /// out (N) = a + b, bf16.
 pub fn add_fwd(dev: &Device, out: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, n: usize) -> Result<()> {
     let store = dev.store;
@@ -28,7 +28,7 @@ pub fn add_fwd(dev: &Device, out: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, n: usi
     dev.launch(k::ADD_FWD, cfg(n.div_ceil(8)), args)
 }
 
-// extern "C" __global__ void add_inplace(store_t* acc, const store_t* a, long long n);
+// extern "C" __global__ void add_inplace(act_t* acc, const act_t* a, long long n);
 // extern "C" __global__ void add_inplace_f32(float* acc, const float* a, long long n);
 /// acc (N) += a, bf16 or float32 (both the same dtype).
 pub fn add_inplace(dev: &Device, acc: &mut CudaBuf, a: &CudaBuf, n: usize) -> Result<()> {
@@ -44,7 +44,7 @@ pub fn add_inplace(dev: &Device, acc: &mut CudaBuf, a: &CudaBuf, n: usize) -> Re
     dev.launch(kernel, cfg(items), args)
 }
 
-// extern "C" __global__ void scale_inplace(store_t* x, float s, long long n);
+// extern "C" __global__ void scale_inplace(act_t* x, float s, long long n);
 // extern "C" __global__ void scale_inplace_f32(float* x, float s, long long n);
 /// x (N) *= s, bf16 or float32.
 pub fn scale_inplace(dev: &Device, x: &mut CudaBuf, s: f64, n: usize) -> Result<()> {

@@ -9,8 +9,8 @@ use crate::backend::DType;
 use crate::cpu::embedding::check_ids;
 use crate::error::{Error, Result};
 
-// extern "C" __global__ void embedding_fwd(store_t* out, const float* prompt, const store_t* wte,
-//     const store_t* wpe, const store_t* wtt, const int* ids, const int* type_ids,
+// extern "C" __global__ void embedding_fwd(act_t* out, const float* prompt, const w_t* wte,
+//     const w_t* wpe, const w_t* wtt, const int* ids, const int* type_ids,
 //     int b, int t, int p, int c);
 /// out (B, P+T, C) bf16 = prompt (P, C) f32 ⧺ wte[ids] (B, T, C), plus wpe and wtt rows when
 /// given. One block per output row.
@@ -56,9 +56,9 @@ pub fn embedding_fwd(
     let args = Args::new()
         .ptr(arg(out, "embedding out", store, b * tt * c)?)
         .ptr(arg(prompt, "prompt", DType::F32, p * c)?)
-        .ptr(arg(wte, "word embeddings", store, 0)?)
-        .ptr(opt_arg(wpe, "position embeddings", store, tt * c)?)
-        .ptr(opt_arg(wtt, "token type embeddings", store, c)?)
+        .ptr(arg(wte, "word embeddings", dev.weights, 0)?)
+        .ptr(opt_arg(wpe, "position embeddings", dev.weights, tt * c)?)
+        .ptr(opt_arg(wtt, "token type embeddings", dev.weights, c)?)
         .ptr(id_ptr)
         .ptr(type_ptr)
         .i32(int("batch", b)?)
@@ -72,7 +72,7 @@ pub fn embedding_fwd(
     dev.launch(k::EMBEDDING_FWD, cfg, args)
 }
 
-// extern "C" __global__ void prompt_grad_bwd(float* dprompt, const store_t* dout, int b, int t,
+// extern "C" __global__ void prompt_grad_bwd(float* dprompt, const act_t* dout, int b, int t,
 //     int p, int c);
 /// dprompt (P, C) f32 += Σ_b dout[b, 0..P] with dout (B, P+T, C) bf16. Grid-stride over P*C.
 pub fn prompt_grad_bwd(

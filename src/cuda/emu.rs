@@ -1,12 +1,12 @@
 //! The `emu` device: memory on the host, each launch run by the CPU emulator of the CUDA
-//! execution model (kernels/emu), through the same argument arrays as `cuda`, in the bf16 or
-//! the float32 build of the kernels. GEMMs run in the CPU backend's GEMM on float32 copies of
+//! execution model (kernels/emu), through the same argument arrays as `cuda`, in the bf16,
+//! float32 or mixed build of the kernels. GEMMs run in the CPU backend's GEMM on float32 copies of
 //! the operands, rounded once on the way out where C is bf16.
 
 use super::gemm::Gemm;
-use super::kernels::{KernelId, EMU_LAUNCH, EMU_LAUNCH_F32};
+use super::kernels::{KernelId, EMU_LAUNCH, EMU_LAUNCH_FLOAT32, EMU_LAUNCH_MIXED};
 use super::launch::Cfg;
-use crate::backend::DType;
+use crate::backend::{DType, Precision};
 use crate::error::{Error, Result};
 use std::ffi::{c_char, c_void, CStr};
 
@@ -16,10 +16,16 @@ extern "C" {
 
 /// Runs one launch to completion; a failed launch (divergent barrier, bad warp mask, shared
 /// memory overflow, bad configuration) names the kernel and the emulator's message.
-pub fn launch(k: KernelId, store: DType, cfg: &Cfg, args: &mut [*mut c_void]) -> Result<()> {
-    let f = match store {
-        DType::F32 => EMU_LAUNCH_F32[k.0],
-        _ => EMU_LAUNCH[k.0],
+pub fn launch(
+    k: KernelId,
+    precision: Precision,
+    cfg: &Cfg,
+    args: &mut [*mut c_void],
+) -> Result<()> {
+    let f = match precision {
+        Precision::Bf16 => EMU_LAUNCH[k.0],
+        Precision::F32 => EMU_LAUNCH_FLOAT32[k.0],
+        Precision::Mixed => EMU_LAUNCH_MIXED[k.0],
     };
     // SAFETY: `args` holds one pointer per kernel parameter, each to a value of the
     // parameter's type (launch.rs); device pointers are live host allocations (Storage).

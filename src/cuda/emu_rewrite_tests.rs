@@ -4,7 +4,7 @@
 #[path = "../../build/emu_rewrite.rs"]
 mod emu_rewrite;
 
-use emu_rewrite::{kernel_names, rewrite, rewrite_line, wrapper, wrapper_f32};
+use emu_rewrite::{kernel_names, rewrite, rewrite_line, wrapper, wrapper_variant};
 
 fn check(src: &str, want: &str) {
     assert_eq!(rewrite_line(src, "t.cu:1").as_deref(), Ok(want), "{src}");
@@ -149,7 +149,12 @@ fn writes_the_wrapper() {
 #[test]
 fn writes_the_float32_wrapper() {
     assert_eq!(
-        wrapper_f32("/k/op.cu", "op.cu", &["first".into(), "second".into()]),
+        wrapper_variant(
+            "/k/op.cu",
+            "op.cu",
+            &["first".into(), "second".into()],
+            ("float32", "SOFTPROMPT_F32", "emu32")
+        ),
         "// Generated from /k/op.cu (float32 build) for the CPU emulator; do not edit.\n\
          #define SOFTPROMPT_F32 1\n\
          #include \"cuda_emu.h\"\n\
@@ -158,7 +163,7 @@ fn writes_the_float32_wrapper() {
          EMU_KERNELS_BEGIN\n\
          #include \"kernels/op.cu\"\n\
          EMU_KERNELS_END\n\
-         EMU_EXPORT_F32(first)\n\
-         EMU_EXPORT_F32(second)\n"
+         EMU_EXPORT_NAMED(first, emu32_launch_first)\n\
+         EMU_EXPORT_NAMED(second, emu32_launch_second)\n"
     );
 }

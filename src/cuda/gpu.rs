@@ -6,7 +6,7 @@ use super::gemm::Gemm;
 use super::kernels::{self, KernelId};
 use super::launch::Cfg;
 use super::nvrtc;
-use crate::backend::DType;
+use crate::backend::{DType, Precision};
 use crate::error::{Error, Result};
 use cudarc::cublas::sys as cublas;
 use cudarc::driver::{result, sys, CudaContext};
@@ -73,16 +73,15 @@ pub fn probe(ordinal: usize) -> Result<()> {
 }
 
 impl Gpu {
-    /// GPU `ordinal` with every kernel compiled for `store` (bf16, or F32 for the float32
-    /// build).
-    pub fn new(ordinal: usize, store: DType) -> Result<Gpu> {
+    /// GPU `ordinal` with every kernel compiled in the `precision` build.
+    pub fn new(ordinal: usize, precision: Precision) -> Result<Gpu> {
         probe(ordinal)?;
         let ctx = CudaContext::new(ordinal).map_err(driver_err("cuda context"))?;
         let (major, minor) = ctx
             .compute_capability()
             .map_err(driver_err("compute capability"))?;
         let arch = format!("sm_{major}{minor}");
-        let functions = load_kernels(&arch, store)?;
+        let functions = load_kernels(&arch, precision)?;
         raise_smem_limits(&functions)?;
         let handle = cudarc::cublas::result::create_handle()
             .map_err(|e| Error::Device(format!("cublasCreate: {e:?}")))?;
@@ -243,9 +242,9 @@ fn raise_smem_limits(functions: &[sys::CUfunction]) -> Result<()> {
 
 /// Compiles (or reads from the cache) every kernel file, loads the modules and looks up every
 /// kernel of the table; any failure names the .cu file.
-fn load_kernels(arch: &str, store: DType) -> Result<Vec<sys::CUfunction>> {
+fn load_kernels(arch: &str, precision: Precision) -> Result<Vec<sys::CUfunction>> {
     let mut modules = BTreeMap::new();
-    for c in nvrtc::compile_all(arch, store)? {
+    for c in nvrtc::compile_all(arch, precision)? {
         // SAFETY: a CUBIN image produced by NVRTC for this device's architecture.
         let module = unsafe { result::module::load_data(c.cubin.as_ptr() as *const c_void) }
             .map_err(|e| Error::Kernel {

@@ -8,8 +8,8 @@ use super::{arg, CudaBuf};
 use crate::backend::DType;
 use crate::error::Result;
 
-// extern "C" __global__ void layernorm_fwd(store_t* out, float* mean, float* rstd,
-//     const store_t* inp, const store_t* w, const store_t* bias, int n, int c, float eps);
+// extern "C" __global__ void layernorm_fwd(act_t* out, float* mean, float* rstd,
+//     const act_t* inp, const w_t* w, const w_t* bias, int n, int c, float eps);
 /// out (N, C) bf16, mean and rstd (N) f32 from inp (N, C).
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_fwd(
@@ -30,8 +30,8 @@ pub fn layernorm_fwd(
         .ptr(arg(mean, "layernorm mean", DType::F32, n)?)
         .ptr(arg(rstd, "layernorm rstd", DType::F32, n)?)
         .ptr(arg(inp, "layernorm inp", store, n * c)?)
-        .ptr(arg(w, "layernorm weight", store, c)?)
-        .ptr(arg(bias, "layernorm bias", store, c)?)
+        .ptr(arg(w, "layernorm weight", dev.weights, c)?)
+        .ptr(arg(bias, "layernorm bias", dev.weights, c)?)
         .i32(int("rows", n)?)
         .i32(int("hidden size", c)?)
         .f32(eps as f32);
@@ -45,8 +45,8 @@ pub fn layernorm_fwd(
     )
 }
 
-// extern "C" __global__ void layernorm_bwd(store_t* dinp, const store_t* dout, const store_t* inp,
-//     const store_t* w, const float* mean, const float* rstd, int n, int c);
+// extern "C" __global__ void layernorm_bwd(act_t* dinp, const act_t* dout, const act_t* inp,
+//     const w_t* w, const float* mean, const float* rstd, int n, int c);
 /// dinp (N, C) = LayerNorm backward of dout (N, C), overwriting.
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_bwd(
@@ -65,7 +65,7 @@ pub fn layernorm_bwd(
         .ptr(arg(dinp, "layernorm dinp", store, n * c)?)
         .ptr(arg(dout, "layernorm dout", store, n * c)?)
         .ptr(arg(inp, "layernorm inp", store, n * c)?)
-        .ptr(arg(w, "layernorm weight", store, c)?)
+        .ptr(arg(w, "layernorm weight", dev.weights, c)?)
         .ptr(arg(mean, "layernorm mean", DType::F32, n)?)
         .ptr(arg(rstd, "layernorm rstd", DType::F32, n)?)
         .i32(int("rows", n)?)

@@ -1,6 +1,7 @@
 //! Launchers of the linear layers (reference: src/cpu/matmul.rs): W (N, K) as checkpoints
-//! store it, bf16 operands, float32 compute, through cuBLAS on a GPU and the CPU GEMM under
-//! `emu`; the helper kernels of kernels/matmul.cu fill the bias and round a float32 gradient.
+//! store it, operands in the weights' type (bf16, or float32 in the float32 build), float32
+//! compute, through cuBLAS on a GPU and the CPU GEMM under `emu`; the helper kernels of
+//! kernels/matmul.cu fill the bias and turn float32 activations into bf16 operands.
 //!
 //! Row-major X (r, c) is column-major Xᵀ, so out = inp·Wᵀ is the column-major
 //! outᵀ (N, M) = op_T(W) · inp, and dinp = dout·W is dinpᵀ (K, M) = W · doutᵀ.
@@ -9,11 +10,11 @@ use super::gemm::Gemm;
 use super::kernels::k;
 use super::launch::{int, stride_blocks, Args, Cfg, STRIDE_THREADS};
 use super::{arg, opt_arg, CudaBackend, CudaBuf};
-use crate::backend::{Backend, DType};
+use crate::backend::{Backend, DType, Precision};
 use crate::error::{Error, Result};
 
-// extern "C" __global__ void linear_bias_fill(store_t* out, const store_t* bias, int m, int n);
-// extern "C" __global__ void linear_bias_fill_f32(float* out, const store_t* bias, int m, int n);
+// extern "C" __global__ void linear_bias_fill(act_t* out, const w_t* bias, int m, int n);
+// extern "C" __global__ void linear_bias_fill_f32(float* out, const w_t* bias, int m, int n);
 /// out (M, N) = bias (N) on every row. Grid-stride.
 fn bias_fill(
     be: &CudaBackend,
@@ -40,8 +41,70 @@ fn bias_fill(
     )
 }
 
-/// out (M, N) = inp (M, K) · Wᵀ (+ bias (N)); inp, W, bias in the storage type (bf16, or
-/// float32 in the float32 build); out in the storage type, or float32 for the heads' logits.
+/// The GEMM operand that stands for `len` activations (or gradients) at `ptr` of type
+/// `dtype`, as one or more parts in the weights' type whose sum is the operand: one part when
+/// the types already agree; a float32 gradient rounded to bf16 in the bf16 build (d logits);
+/// float32 split into bf16 hi + lo in the mixed build, so that the product keeps about 16
+/// bits of the activations' mantissa rather than 8 (kernels/matmul.cu `split_bf16`).
+struct Operand {
+    parts: Vec<u64>,
+    _scratch: Vec<CudaBuf>,
+}
+
+// extern "C" __global__ void cast_f32_bf16(act_t* out, const float* inp, long long n);
+// extern "C" __global__ void split_bf16(bf16* hi, bf16* lo, const float* inp, long long n);
+fn operand(be: &CudaBackend, ptr: u64, dtype: DType, len: usize) -> Result<Operand> {
+    let weights = be.weights();
+    if dtype == weights {
+        return Ok(Operand {
+            parts: vec![ptr],
+            _scratch: Vec::new(),
+        });
+    }
+    let cfg = Cfg::linear(stride_blocks(len), STRIDE_THREADS);
+    let scratch = if be.precision() == Precision::Mixed {
+        let (hi, lo) = (be.zeros(weights, len)?, be.zeros(weights, len)?);
+        if len > 0 {
+            let args = Args::new()
+                .ptr(hi.ptr())
+                .ptr(lo.ptr())
+                .ptr(ptr)
+                .i64(len as i64);
+            be.dev.launch(k::SPLIT_BF16, cfg, args)?;
+        }
+        vec![hi, lo]
+    } else {
+        let rounded = be.zeros(weights, len)?;
+        if len > 0 {
+            let args = Args::new().ptr(rounded.ptr()).ptr(ptr).i64(len as i64);
+            be.dev.launch(k::CAST_F32_BF16, cfg, args)?;
+        }
+        vec![rounded]
+    };
+    Ok(Operand {
+        parts: scratch.iter().map(CudaBuf::ptr).collect(),
+        _scratch: scratch,
+    })
+}
+
+/// Runs `g` once per part of `b`: C = A·part0 (+ beta·C), then C += A·part for the rest.
+fn gemm_parts(be: &CudaBackend, g: Gemm, b: &Operand, name: &str) -> Result<()> {
+    check_int_sizes(&g)?;
+    for (i, &part) in b.parts.iter().enumerate() {
+        let g = Gemm {
+            b: part,
+            beta: if i == 0 { g.beta } else { 1.0 },
+            ..g
+        };
+        // SAFETY: the launcher checked every operand against its span, and each part has
+        // the length of the operand it stands for.
+        unsafe { be.dev.gemm(&g, name)? };
+    }
+    Ok(())
+}
+
+/// out (M, N) = inp (M, K) · Wᵀ (+ bias (N)); inp in the activations' type, W and bias in
+/// the weights' type; out in the activations' type, or float32 for the heads' logits.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_fwd(
     be: &CudaBackend,
@@ -53,7 +116,7 @@ pub fn linear_fwd(
     k: usize,
     n: usize,
 ) -> Result<()> {
-    let store = be.store();
+    let (store, weights) = (be.store(), be.weights());
     let out_type = out.dtype();
     if out_type != store && out_type != DType::F32 {
         let want = if store == DType::F32 {
@@ -68,14 +131,15 @@ pub fn linear_fwd(
     }
     let out_ptr = arg(out, "linear out", out_type, m * n)?;
     let inp_ptr = arg(inp, "linear inp", store, m * k)?;
-    let w_ptr = arg(w, "linear weight", store, n * k)?;
-    let bias_ptr = opt_arg(bias, "linear bias", store, n)?;
+    let w_ptr = arg(w, "linear weight", weights, n * k)?;
+    let bias_ptr = opt_arg(bias, "linear bias", weights, n)?;
     if m * n == 0 {
         return Ok(());
     }
     if bias.is_some() {
         bias_fill(be, out_ptr, out_type, bias_ptr, m, n)?;
     }
+    let inp_parts = operand(be, inp_ptr, store, m * k)?;
     let g = Gemm {
         trans_a: true,
         trans_b: false,
@@ -84,23 +148,20 @@ pub fn linear_fwd(
         k,
         a: w_ptr,
         lda: k.max(1),
-        b: inp_ptr,
+        b: 0,
         ldb: k.max(1),
         c: out_ptr,
         ldc: n,
         beta: if bias.is_some() { 1.0 } else { 0.0 },
-        ab_type: store,
+        ab_type: weights,
         c_type: out_type,
     };
-    check_int_sizes(&g)?;
-    // SAFETY: every operand was checked against its span above.
-    unsafe { be.dev.gemm(&g, "linear_fwd") }
+    gemm_parts(be, g, &inp_parts, "linear_fwd")
 }
 
-// extern "C" __global__ void cast_f32_bf16(store_t* out, const float* inp, long long n);
-/// dinp (M, K) (+)= dout (M, N) · W (N, K); dinp and W in the storage type; dout in the
-/// storage type, or float32 (d logits, rounded to bf16 first, as a bf16 GEMM operand; used as
-/// it is in the float32 build).
+/// dinp (M, K) (+)= dout (M, N) · W (N, K); dinp in the activations' type, W in the weights'
+/// type; dout in the activations' type, or float32 (d logits). A dout of another type than
+/// W becomes a GEMM operand as `operand` says.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_bwd(
     be: &CudaBackend,
@@ -112,29 +173,21 @@ pub fn linear_bwd(
     n: usize,
     accumulate: bool,
 ) -> Result<()> {
-    let store = be.store();
+    let (store, weights) = (be.store(), be.weights());
     let dinp_ptr = arg(dinp, "linear dinp", store, m * k)?;
-    let w_ptr = arg(w, "linear weight", store, n * k)?;
-    let rounded;
-    let dout_ptr = match float_type(dout, "linear dout")? {
-        DType::F32 if store != DType::F32 => {
-            let src = arg(dout, "linear dout", DType::F32, m * n)?;
-            rounded = be.zeros(store, m * n)?;
-            let args = Args::new().ptr(rounded.ptr()).ptr(src).i64((m * n) as i64);
-            if m * n > 0 {
-                be.dev.launch(
-                    k::CAST_F32_BF16,
-                    Cfg::linear(stride_blocks(m * n), STRIDE_THREADS),
-                    args,
-                )?;
-            }
-            rounded.ptr()
-        }
-        _ => arg(dout, "linear dout", store, m * n)?,
-    };
+    let w_ptr = arg(w, "linear weight", weights, n * k)?;
+    let dout_type = float_type(dout, "linear dout")?;
+    if dout_type != store && dout_type != DType::F32 {
+        return Err(Error::tensor(
+            "linear dout",
+            format!("expected {store:?} or F32, got {dout_type:?}"),
+        ));
+    }
+    let dout_ptr = arg(dout, "linear dout", dout_type, m * n)?;
     if m * k == 0 {
         return Ok(());
     }
+    let dout_parts = operand(be, dout_ptr, dout_type, m * n)?;
     let g = Gemm {
         trans_a: false,
         trans_b: false,
@@ -143,17 +196,15 @@ pub fn linear_bwd(
         k: n,
         a: w_ptr,
         lda: k,
-        b: dout_ptr,
+        b: 0,
         ldb: n.max(1),
         c: dinp_ptr,
         ldc: k,
         beta: if accumulate { 1.0 } else { 0.0 },
-        ab_type: store,
+        ab_type: weights,
         c_type: store,
     };
-    check_int_sizes(&g)?;
-    // SAFETY: every operand was checked against its span above.
-    unsafe { be.dev.gemm(&g, "linear_bwd") }
+    gemm_parts(be, g, &dout_parts, "linear_bwd")
 }
 
 fn float_type(buf: &CudaBuf, what: &str) -> Result<DType> {

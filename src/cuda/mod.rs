@@ -2,11 +2,12 @@
 //! GEMMs through cuBLAS, and the `emu` device that runs the very same launchers and kernels
 //! on the host through the CPU emulator (kernels/emu) for tests.
 //!
-//! Dtypes (see backend.rs): weights and activations are bf16 (`act_dtype()`; float32 on a
-//! device made with `cuda_with`/`emu_with(DType::F32)`, which runs the float32 build of every
-//! kernel); the prompt,
-//! its gradient, the optimizer state, norm statistics, attention log-sum-exps, logits and
-//! losses are float32; ids, masks and labels are I32. Every kernel accumulates in float32.
+//! Dtypes (see backend.rs): weights (`weight_dtype()`) and activations (`act_dtype()`) are
+//! bf16 in the default build; `cuda_with`/`emu_with(Precision::F32)` runs the float32 build
+//! of every kernel (both float32), `Precision::Mixed` the mixed build (bf16 weights, float32
+//! activations). The prompt, its gradient, the optimizer state, norm statistics, attention
+//! log-sum-exps, logits and losses are float32; ids, masks and labels are I32. Every kernel
+//! accumulates in float32.
 //! An op given another dtype combination than the models use returns an error naming it.
 //!
 //! I32 buffers are never written by a kernel, so each keeps a host mirror of its values: the
@@ -40,7 +41,7 @@ mod timing;
 #[cfg(test)]
 mod emu_rewrite_tests;
 
-use crate::backend::{AttnDims, Backend, BiasRef, DType, KernelTime, MemStats};
+use crate::backend::{AttnDims, Backend, BiasRef, DType, KernelTime, MemStats, Precision};
 use crate::cpu::activation::Act;
 use crate::cpu::optimizer::{AdafactorHyper, AdamWHyper};
 use crate::error::{Error, Result};
@@ -117,35 +118,45 @@ impl CudaBackend {
     /// GPU `ordinal`: fails with a clear message when there is no driver or device, and when
     /// a kernel does not compile (naming the .cu file and NVRTC's log).
     pub fn cuda(ordinal: usize) -> Result<Self> {
-        Self::cuda_with(ordinal, DType::BF16)
+        Self::cuda_with(ordinal, Precision::Bf16)
     }
 
-    /// GPU `ordinal` storing weights and activations as `store`: BF16 (the engine), or F32,
-    /// the float32 build of every kernel and float32 GEMMs, for exact checks of the whole
-    /// CUDA path against float32 references (twice the memory, no tensor cores).
-    pub fn cuda_with(ordinal: usize, store: DType) -> Result<Self> {
+    /// GPU `ordinal` running the kernels' `precision` build: `Bf16` (the engine); `F32`, float32
+    /// everywhere, for exact checks of the whole CUDA path against float32 references (twice
+    /// the memory, no tensor cores); or `Mixed`, bf16 weights and float32 activations.
+    pub fn cuda_with(ordinal: usize, precision: Precision) -> Result<Self> {
         Ok(CudaBackend {
-            dev: Device::cuda(ordinal, store)?,
+            dev: Device::cuda(ordinal, precision)?,
         })
     }
 
     /// The emulator: host memory, the same launchers and kernels, run on the CPU.
     #[cfg(feature = "emu")]
     pub fn emu() -> Result<Self> {
-        Self::emu_with(DType::BF16)
+        Self::emu_with(Precision::Bf16)
     }
 
-    /// The emulator with weights and activations stored as `store` (see `cuda_with`).
+    /// The emulator running the kernels' `precision` build (see `cuda_with`).
     #[cfg(feature = "emu")]
-    pub fn emu_with(store: DType) -> Result<Self> {
+    pub fn emu_with(precision: Precision) -> Result<Self> {
         Ok(CudaBackend {
-            dev: Device::emu(store)?,
+            dev: Device::emu(precision)?,
         })
     }
 
-    /// The storage type of weights and activations (`act_dtype`).
+    /// The storage type of activations (`act_dtype`).
     pub(crate) fn store(&self) -> DType {
         self.dev.store
+    }
+
+    /// The storage type of frozen weights (`weight_dtype`).
+    pub(crate) fn weights(&self) -> DType {
+        self.dev.weights
+    }
+
+    /// Which build of the kernels runs.
+    pub fn precision(&self) -> Precision {
+        self.dev.precision
     }
 
     /// (kernel name, launches so far) for every kernel.
@@ -192,13 +203,17 @@ impl Backend for CudaBackend {
     type Buf = CudaBuf;
 
     fn name(&self) -> String {
-        match self.dev.store {
-            DType::F32 => format!("{} (float32 build)", self.dev.name()),
-            _ => self.dev.name(),
+        match self.dev.precision {
+            Precision::Bf16 => self.dev.name(),
+            Precision::F32 => format!("{} (float32 build)", self.dev.name()),
+            Precision::Mixed => format!("{} (mixed build)", self.dev.name()),
         }
     }
     fn act_dtype(&self) -> DType {
         self.dev.store
+    }
+    fn weight_dtype(&self) -> DType {
+        self.dev.weights
     }
     fn len(&self, buf: &CudaBuf) -> usize {
         buf.len

@@ -8,7 +8,7 @@
 mod options;
 
 use super::kernels;
-use crate::backend::DType;
+use crate::backend::Precision;
 use crate::error::{Error, Result};
 use cudarc::nvrtc::sys;
 use std::ffi::{c_char, CString};
@@ -137,12 +137,12 @@ unsafe fn program_cubin(prog: sys::nvrtcProgram) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// The options for `arch` ("sm_90") and the storage type of weights and activations (bf16,
-/// or F32 for the float32 build); `verbose` adds ptxas's resource report.
-pub fn options(arch: &str, store: DType, verbose: bool) -> Result<Vec<String>> {
+/// The options for `arch` ("sm_90") and the `precision` build of the kernels; `verbose` adds
+/// ptxas's resource report.
+pub fn options(arch: &str, precision: Precision, verbose: bool) -> Result<Vec<String>> {
     let mut o = options::nvrtc_options(arch, &include_dir()?.to_string_lossy());
-    if store == DType::F32 {
-        o.push(options::F32_BUILD.into());
+    if let Some(define) = build_define(precision) {
+        o.push(format!("-D{define}"));
     }
     if verbose {
         o.push("-Xptxas".into());
@@ -174,8 +174,8 @@ fn cache_key(file: &str, source: &str, opts: &[String], arch: &str) -> Result<St
 
 /// Every kernel file compiled for `arch`, from the disk cache where possible. A cache that
 /// cannot be read or written is skipped (compiling again is always correct).
-pub fn compile_all(arch: &str, store: DType) -> Result<Vec<Compiled>> {
-    let opts = options(arch, store, false)?;
+pub fn compile_all(arch: &str, precision: Precision) -> Result<Vec<Compiled>> {
+    let opts = options(arch, precision, false)?;
     let dir = cache_dir();
     kernels::files()
         .map(|(file, source)| {
@@ -240,12 +240,29 @@ pub fn parse_ptxas_report(file: &str, log: &str) -> Vec<Resources> {
     out
 }
 
-/// The compile gate: every kernel file for `arch` with the resource report, no cache, in both
-/// builds; the float32 build's rows name their file "<file> (f32)".
+/// The macro that selects the `precision` build (none for bf16).
+fn build_define(precision: Precision) -> Option<&'static str> {
+    let label = match precision {
+        Precision::Bf16 => return None,
+        Precision::F32 => "float32",
+        Precision::Mixed => "mixed",
+    };
+    options::VARIANT_BUILDS
+        .iter()
+        .find(|(l, _, _)| *l == label)
+        .map(|(_, define, _)| *define)
+}
+
+/// The compile gate: every kernel file for `arch` with the resource report, no cache, in all
+/// three builds; the other builds' rows name their file "<file> (f32)" and "<file> (mixed)".
 pub fn resource_report(arch: &str) -> Result<Vec<Resources>> {
     let mut all = Vec::new();
-    for (store, suffix) in [(DType::BF16, ""), (DType::F32, " (f32)")] {
-        let opts = options(arch, store, true)?;
+    for (precision, suffix) in [
+        (Precision::Bf16, ""),
+        (Precision::F32, " (f32)"),
+        (Precision::Mixed, " (mixed)"),
+    ] {
+        let opts = options(arch, precision, true)?;
         for (file, source) in kernels::files() {
             let c = compile_file(file, source, &opts)?;
             all.extend(parse_ptxas_report(&format!("{file}{suffix}"), &c.log));

@@ -8,8 +8,8 @@ use super::{arg, CudaBuf};
 use crate::backend::DType;
 use crate::error::Result;
 
-// extern "C" __global__ void rmsnorm_fwd(store_t* out, float* rstd, const store_t* inp,
-//     const store_t* w, int n, int c, float eps);
+// extern "C" __global__ void rmsnorm_fwd(act_t* out, float* rstd, const act_t* inp,
+//     const w_t* w, int n, int c, float eps);
 /// out (N, C) bf16 and rstd (N) f32 from inp (N, C).
 #[allow(clippy::too_many_arguments)]
 pub fn rmsnorm_fwd(
@@ -27,7 +27,7 @@ pub fn rmsnorm_fwd(
         .ptr(arg(out, "rmsnorm out", store, n * c)?)
         .ptr(arg(rstd, "rmsnorm rstd", DType::F32, n)?)
         .ptr(arg(inp, "rmsnorm inp", store, n * c)?)
-        .ptr(arg(w, "rmsnorm weight", store, c)?)
+        .ptr(arg(w, "rmsnorm weight", dev.weights, c)?)
         .i32(int("rows", n)?)
         .i32(int("hidden size", c)?)
         .f32(eps as f32);
@@ -41,8 +41,8 @@ pub fn rmsnorm_fwd(
     )
 }
 
-// extern "C" __global__ void rmsnorm_bwd(store_t* dinp, const store_t* dout, const store_t* inp,
-//     const store_t* w, const float* rstd, int n, int c);
+// extern "C" __global__ void rmsnorm_bwd(act_t* dinp, const act_t* dout, const act_t* inp,
+//     const w_t* w, const float* rstd, int n, int c);
 /// dinp (N, C) += RMS-norm backward of dout (N, C).
 #[allow(clippy::too_many_arguments)]
 pub fn rmsnorm_bwd(
@@ -60,7 +60,7 @@ pub fn rmsnorm_bwd(
         .ptr(arg(dinp, "rmsnorm dinp", store, n * c)?)
         .ptr(arg(dout, "rmsnorm dout", store, n * c)?)
         .ptr(arg(inp, "rmsnorm inp", store, n * c)?)
-        .ptr(arg(w, "rmsnorm weight", store, c)?)
+        .ptr(arg(w, "rmsnorm weight", dev.weights, c)?)
         .ptr(arg(rstd, "rmsnorm rstd", DType::F32, n)?)
         .i32(int("rows", n)?)
         .i32(int("hidden size", c)?);

@@ -8,9 +8,12 @@ use super::{arg, ints, CudaBuf};
 use crate::cpu::embedding::check_ids;
 use crate::error::Result;
 
-// extern "C" __global__ void gather_rows(store_t* out, const store_t* inp, const int* idx, int m,
+// extern "C" __global__ void gather_rows(act_t* out, const act_t* inp, const int* idx, int m,
 //     int c);
-/// out (M, C) = inp[idx[m]] for inp (N, C). One block per output row.
+// extern "C" __global__ void gather_rows_w(w_t* out, const w_t* inp, const int* idx, int m,
+//     int c);
+/// out (M, C) = inp[idx[m]] for inp (N, C), activations or (where their type differs) weights.
+/// One block per output row.
 pub fn gather_rows(
     dev: &Device,
     out: &mut CudaBuf,
@@ -19,12 +22,16 @@ pub fn gather_rows(
     m: usize,
     c: usize,
 ) -> Result<()> {
-    let store = dev.store;
+    let (kernel, dtype) = if inp.dtype() == dev.weights && dev.weights != dev.store {
+        (k::GATHER_ROWS_W, dev.weights)
+    } else {
+        (k::GATHER_ROWS, dev.store)
+    };
     let (host, idx_ptr) = ints(idx, "row index", m)?;
     check_ids("row index", host, inp.len() / c.max(1))?;
     let args = Args::new()
-        .ptr(arg(out, "gather out", store, m * c)?)
-        .ptr(arg(inp, "gather inp", store, 0)?)
+        .ptr(arg(out, "gather out", dtype, m * c)?)
+        .ptr(arg(inp, "gather inp", dtype, 0)?)
         .ptr(idx_ptr)
         .i32(int("rows", m)?)
         .i32(int("row width", c)?);
@@ -32,7 +39,7 @@ pub fn gather_rows(
         return Ok(());
     }
     dev.launch(
-        k::GATHER_ROWS,
+        kernel,
         Cfg::linear(grid_x("gather rows", m)?, row_threads(c)),
         args,
     )
@@ -58,7 +65,7 @@ fn distinct_runs(idx: &[i32]) -> Vec<(usize, usize)> {
     runs
 }
 
-// extern "C" __global__ void scatter_rows_bwd(store_t* dinp, const store_t* dout, const int* idx,
+// extern "C" __global__ void scatter_rows_bwd(act_t* dinp, const act_t* dout, const int* idx,
 //     int m, int c);
 /// dinp[idx[m]] += dout[m] for dout (M, C). One block per row of a run of distinct indices.
 pub fn scatter_rows_bwd(
@@ -90,7 +97,7 @@ pub fn scatter_rows_bwd(
     Ok(())
 }
 
-// extern "C" __global__ void mean_pool_fwd(store_t* out, const store_t* inp, const store_t* weight,
+// extern "C" __global__ void mean_pool_fwd(act_t* out, const act_t* inp, const act_t* weight,
 //     int b, int t, int c);
 /// out (B, C) = Σ_s weight[b, s] · inp[b, s] for inp (B, T, C), weight (B, T).
 /// grid (B, C/256), one thread per output column.
@@ -123,7 +130,7 @@ pub fn mean_pool_fwd(
     dev.launch(k::MEAN_POOL_FWD, cfg, args)
 }
 
-// extern "C" __global__ void mean_pool_bwd(store_t* dinp, const store_t* dout, const store_t* weight,
+// extern "C" __global__ void mean_pool_bwd(act_t* dinp, const act_t* dout, const act_t* weight,
 //     int b, int t, int c);
 /// dinp (B, T, C) += weight[b, s] · dout[b] (B, C). One block per (b, s) row.
 pub fn mean_pool_bwd(

@@ -56,7 +56,8 @@ pub fn mlm_head_fwd_bwd<B: Backend>(
             }
             crate::cpu::embedding::check_ids("verbalizer_ids", ids, bert.cfg.vocab_size)?;
             let idx = be.upload_i32(ids)?;
-            let (mut w, mut b) = (zeros(be, act, ids.len() * c)?, zeros(be, act, ids.len())?);
+            let wt = be.weight_dtype();
+            let (mut w, mut b) = (zeros(be, wt, ids.len() * c)?, zeros(be, wt, ids.len())?);
             be.gather_rows(&mut w, full_w, &idx, ids.len(), c)?;
             be.gather_rows(&mut b, &head.bias, &idx, ids.len(), 1)?;
             Some((w, b))

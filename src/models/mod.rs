@@ -103,5 +103,5 @@ pub(crate) fn load<B: Backend>(
     shape: &[usize],
 ) -> Result<B::Buf> {
     let t = store.get(name, shape)?;
-    be.upload(be.act_dtype(), &t.data)
+    be.upload(be.weight_dtype(), &t.data)
 }

@@ -41,8 +41,8 @@ void invoke([[maybe_unused]] void** args) {
                                  block, dynamic_smem_bytes, args);                             \
   }
 #define EMU_EXPORT(kernel) EMU_EXPORT_NAMED(kernel, emu_launch_##kernel)
-// The float32 build of a kernel file (compiled with SOFTPROMPT_F32 defined).
-#define EMU_EXPORT_F32(kernel) EMU_EXPORT_NAMED(kernel, emu32_launch_##kernel)
+// The other builds of a kernel file (float32, mixed) export with EMU_EXPORT_NAMED under their
+// own prefix (build/emu_rewrite.rs `wrapper_variant`).
 
 // The generated wrapper TU puts a kernel file between these two. The anonymous namespace
 // gives each file's helpers (kernels/common.cuh included by several files, __device__
