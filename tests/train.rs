@@ -639,10 +639,10 @@ fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
     (num / den).sqrt()
 }
 
-/// Resuming with another thread count than the checkpoint's still runs, and says that the
-/// result will not be bit-identical.
+/// Resuming with another thread count, or on another device or build of the kernels, than
+/// the checkpoint's still runs, and says that the result will not be the same.
 #[test]
-fn resume_with_other_threads_warns() {
+fn resume_with_other_threads_or_device_warns() {
     let dir = scratch("threads");
     let (train, dev) = sentiment_files(&dir);
     let model = fixture("bert_mlm");
@@ -653,23 +653,33 @@ fn resume_with_other_threads_warns() {
     let path = out.join("checkpoint.safetensors");
     let mut resume = args.clone();
     resume.push("--resume");
-    let resume_from = |threads: usize| {
+    let resume_from = |threads: usize, device: Option<&str>| {
         let mut ck = Checkpoint::load(&path).unwrap();
+        assert_eq!(ck.state.device, "cpu", "the device that wrote it");
         ck.state.threads = threads;
+        if let Some(d) = device {
+            ck.state.device = d.into();
+        }
         ck.state.done = false;
         ck.save(&path).unwrap();
         ok(&softprompt(&resume))
     };
-    let same = resume_from(2);
+    let same = resume_from(2, None);
     assert!(
         same.contains("resumed at step") && !same.contains("warning"),
         "{same}"
     );
-    let other = resume_from(7);
+    let other = resume_from(7, None);
     assert!(
         other.contains("trained with 7 threads and this run uses 2")
             && other.contains("--threads 7"),
         "{other}"
+    );
+    let moved = resume_from(2, Some("emu (mixed build)"));
+    assert!(
+        moved.contains("trained on emu (mixed build) and this run uses cpu")
+            && !moved.contains("threads and this run"),
+        "{moved}"
     );
 }
 

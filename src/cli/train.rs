@@ -333,8 +333,14 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
     let mut window = (0.0f64, 0u64);
     let run_start = Instant::now();
     let summary = trainer.run(&mut |ev| match ev {
-        Event::Started { total_steps, steps_per_epoch, resumed_at, threads_changed, prompt_params, head_params } => {
+        Event::Started { total_steps, steps_per_epoch, resumed_at, threads_changed, device_changed, prompt_params, head_params } => {
             pb.set_position(resumed_at.unwrap_or(0));
+            if let Some((was, now)) = device_changed {
+                say(&pb, format!(
+                    "warning: the checkpoint was trained on {was} and this run uses {now}: the numbers \
+                     round differently from here on, so the result will differ from an uninterrupted run"
+                ));
+            }
             if let Some((was, now)) = threads_changed {
                 say(&pb, format!(
                     "warning: the checkpoint was trained with {was} threads and this run uses {now}: \

@@ -57,6 +57,10 @@ pub struct TrainState {
     pub config: Value,
     /// rayon threads of the run (results are bit-identical for the same count)
     pub threads: usize,
+    /// the device that wrote it, as `Backend::name` gives it ("cpu", "emu (mixed build)",
+    /// "cuda:0 NVIDIA H200"); empty in checkpoints written before it was recorded
+    #[serde(default)]
+    pub device: String,
 }
 
 /// A checkpoint: the state and the named float tensors.
@@ -270,6 +274,7 @@ mod tests {
             config_hash: fnv1a(&config.to_string()),
             config,
             threads: 2,
+            device: "cpu".into(),
         };
         let ck = Checkpoint {
             state,

@@ -285,6 +285,9 @@ pub enum Event {
         /// on resume on the CPU or emu, the threads the checkpoint was trained with and this
         /// run's, when they differ: the result is then not bit-identical to an uninterrupted run
         threads_changed: Option<(usize, usize)>,
+        /// on resume, the device (and build of the kernels) the checkpoint was trained on and
+        /// this run's, when they differ: the numbers then follow another rounding
+        device_changed: Option<(String, String)>,
         prompt_params: usize,
         head_params: usize,
     },
@@ -506,6 +509,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                     config_hash: hash,
                     config,
                     threads: cfg.threads,
+                    device: String::new(),
                 };
                 (state, None, MetricsLog::create(&metrics_path), None)
             }
@@ -649,13 +653,20 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let threads_changed =
             (self.resumed_at.is_some() && !on_gpu && self.state.threads != self.cfg.threads)
                 .then_some((self.state.threads, self.cfg.threads));
-        // later checkpoints record the count that wrote them
+        let device = self.be.name();
+        let device_changed = (self.resumed_at.is_some()
+            && !self.state.device.is_empty()
+            && self.state.device != device)
+            .then(|| (self.state.device.clone(), device.clone()));
+        // later checkpoints record the count and the device that wrote them
         self.state.threads = self.cfg.threads;
+        self.state.device = device;
         on_event(&Event::Started {
             total_steps: self.total_steps,
             steps_per_epoch: self.steps_per_epoch,
             resumed_at: self.resumed_at,
             threads_changed,
+            device_changed,
             prompt_params: pp,
             head_params: hp,
         });
