@@ -12,7 +12,7 @@ typedef __nv_bfloat16 bf16;
 //   bf16 (default):              weights w_t and activations act_t in bf16
 //   float32 (-DSOFTPROMPT_F32):  both float32, for exact checks of the whole CUDA path
 //   mixed (-DSOFTPROMPT_MIXED):  weights bf16, activations float32: a forward pass accurate
-//                                enough that no ReLU mask flips on bf16 rounding
+//                                enough that ReLU masks stay where float32 puts them
 // SOFTPROMPT_ACT_F32 marks the two builds whose activations are float32.
 #if defined(SOFTPROMPT_F32)
 typedef float w_t;

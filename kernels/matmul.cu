@@ -16,12 +16,12 @@ extern "C" __global__ void linear_bias_fill_f32(float* out, const w_t* bias, int
 }
 
 // out (N) bf16 = inp (N) f32 rounded to nearest: a float32 gradient (d logits) becomes a bf16
-// GEMM operand for linear_bwd.
-extern "C" __global__ void cast_f32_bf16(act_t* out, const float* inp, long long n) {
+// GEMM operand for linear_bwd in the bf16 build.
+extern "C" __global__ void cast_f32_bf16(bf16* out, const float* inp, long long n) {
   GRID_STRIDE(i, n) st(out, i, inp[i]);
 }
 
-// hi, lo (N) bf16 with hi + lo = inp (N) f32 to about 2^-17 relative: the mixed build's
+// hi, lo (N) bf16 with hi + lo = inp (N) f32 to 2^-16 relative at worst: the mixed build's
 // float32 activations (and gradients) become two bf16 GEMM operands, and the GEMM runs twice
 // on bf16 tensor cores (W·hi, then W·lo accumulated in float32). One rounding of the
 // activations to bf16 would flip ReLU masks near zero; the pair keeps 16 bits of mantissa.

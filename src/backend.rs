@@ -101,12 +101,12 @@ pub trait Backend: Send + Sync {
 
     /// A name for reports: "cpu", "emu", "cuda:0 NVIDIA H200".
     fn name(&self) -> String;
-    /// The storage type of activations (and of weights, unless `weight_dtype` says otherwise).
+    /// The storage type of activations.
     fn act_dtype(&self) -> DType;
-    /// The storage type of frozen weights.
-    fn weight_dtype(&self) -> DType {
-        self.act_dtype()
-    }
+    /// The storage type of frozen weights. Required, with no default: a wrapper that forgot
+    /// to pass it on would upload weights in the activations' type, which only the mixed
+    /// build tells apart.
+    fn weight_dtype(&self) -> DType;
     fn len(&self, buf: &Self::Buf) -> usize;
     fn dtype(&self, buf: &Self::Buf) -> DType;
     /// A stable identity of the storage, used by the memory accountant's checks.

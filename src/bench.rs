@@ -340,7 +340,7 @@ pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
 /// weights) differs from float64 by 5%, and two bf16 engines that round in different places
 /// (the emulated kernels and that CPU simulation) by 3.4%; BERT stays under 1%. So 1e-1: it
 /// still fails on a wrong engine, whose errors are of order 1. The mixed build (float32
-/// activations, bf16 weights, GEMM operands split into bf16 hi + lo, each good to 2^-17)
+/// activations, bf16 weights, GEMM operands split into bf16 hi + lo, each good to 2^-16)
 /// sits between: 1e-3.
 pub fn check_tol(activations: DType, weights: DType) -> f64 {
     match (activations, weights) {

@@ -114,33 +114,7 @@ pub fn run<B: Backend>(
     reference: &Reference,
     tol: f64,
 ) -> Result<ParityReport> {
-    let cfg = ModelConfig::load(model_dir)?;
-    if reference.arch != cfg.arch() {
-        return Err(Error::file(
-            &reference.path,
-            format!(
-                "arch is {:?} but {} holds a {} model",
-                reference.arch,
-                model_dir.display(),
-                cfg.arch()
-            ),
-        ));
-    }
-    if reference.d() != cfg.hidden_size() {
-        return Err(Error::file(
-            &reference.path,
-            format!(
-                "the prompt is {} wide but the model's hidden size is {}",
-                reference.d(),
-                cfg.hidden_size()
-            ),
-        ));
-    }
-    let store = WeightStore::open(model_dir)?;
-    let outputs = match cfg {
-        ModelConfig::Bert(c) => run_bert(be, &Bert::load(be, &store, c)?, reference)?,
-        ModelConfig::T5(c) => run_t5(be, &T5::load(be, &store, c)?, reference)?,
-    };
+    let outputs = outputs(be, model_dir, reference)?;
     let mut report = ParityReport {
         rows: Vec::new(),
         skipped: Vec::new(),
@@ -170,6 +144,38 @@ pub fn run<B: Backend>(
         )
     });
     Ok(report)
+}
+
+/// What the engine on `be` computes for the reference's batch and prompt with the model in
+/// `model_dir`: the tensors of the reference's expected outputs that it produces.
+pub fn outputs<B: Backend>(be: &B, model_dir: &Path, reference: &Reference) -> Result<Outputs> {
+    let cfg = ModelConfig::load(model_dir)?;
+    if reference.arch != cfg.arch() {
+        return Err(Error::file(
+            &reference.path,
+            format!(
+                "arch is {:?} but {} holds a {} model",
+                reference.arch,
+                model_dir.display(),
+                cfg.arch()
+            ),
+        ));
+    }
+    if reference.d() != cfg.hidden_size() {
+        return Err(Error::file(
+            &reference.path,
+            format!(
+                "the prompt is {} wide but the model's hidden size is {}",
+                reference.d(),
+                cfg.hidden_size()
+            ),
+        ));
+    }
+    let store = WeightStore::open(model_dir)?;
+    match cfg {
+        ModelConfig::Bert(c) => run_bert(be, &Bert::load(be, &store, c)?, reference),
+        ModelConfig::T5(c) => run_t5(be, &T5::load(be, &store, c)?, reference),
+    }
 }
 
 /// "hidden_states.10" sorts after "hidden_states.9".

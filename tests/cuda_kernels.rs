@@ -684,8 +684,19 @@ fn check_errors(be: &CudaBackend) {
         .linear_fwd(&mut bad_out, &inp, &w, Some(&bias), 3, 4, 4)
         .unwrap_err()
         .to_string();
+    let want = if st.dt == F32 { "F32" } else { "BF16 or F32" };
     assert!(
-        e.contains("linear out") && e.contains(&format!("got {wrong:?}")),
+        e.contains("linear out") && e.contains(&format!("expected {want}, got {wrong:?}")),
+        "{e}"
+    );
+    // the same for a gradient into linear_bwd
+    let mut dx = be.zeros(st.dt, 3 * 4).unwrap();
+    let e = be
+        .linear_bwd(&mut dx, &bad_out, &w, 3, 4, 4, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("linear dout") && e.contains(&format!("expected {want}, got {wrong:?}")),
         "{e}"
     );
 }

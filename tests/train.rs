@@ -626,6 +626,12 @@ fn emu_f32_training_matches_the_cpu() {
         mixed_err < 1e-4,
         "ReLU T5: emu --precision mixed vs cpu: {mixed_err:.2e}"
     );
+    // the model is one whose masks bf16 flips (measured 3.5e-2), so the mixed build's
+    // agreement above is not for want of masks near zero
+    assert!(
+        bf16_err > 1e-2,
+        "ReLU T5: emu --precision bf16 vs cpu: {bf16_err:.2e}"
+    );
 }
 
 #[cfg(feature = "emu")]

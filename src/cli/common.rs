@@ -14,7 +14,7 @@ pub struct DeviceArgs {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Weights and activations on cuda and emu: bf16; f32 (float32 kernels and GEMMs, for
-    /// exact checks); or mixed (bf16 weights, float32 activations: exact ReLU masks). The
+    /// exact checks); or mixed (bf16 weights, float32 activations: ReLU masks as in float32). The
     /// CPU always computes in float32
     #[arg(long, default_value = "bf16")]
     pub precision: String,

@@ -157,6 +157,9 @@ impl<F: Real> Backend for CpuBackend<F> {
     fn act_dtype(&self) -> DType {
         DType::F32
     }
+    fn weight_dtype(&self) -> DType {
+        DType::F32
+    }
     fn len(&self, buf: &CpuBuf<F>) -> usize {
         buf.len()
     }

@@ -84,7 +84,7 @@ fn pick(
     } else {
         Err(Error::tensor(
             what,
-            format!("expected {:?} or F32, got {dt:?}", dev.store),
+            format!("expected {}, got {dt:?}", super::store_or_f32(dev.store)),
         ))
     }
 }

@@ -9,8 +9,8 @@
 use super::gemm::Gemm;
 use super::kernels::k;
 use super::launch::{int, stride_blocks, Args, Cfg, STRIDE_THREADS};
-use super::{arg, opt_arg, CudaBackend, CudaBuf};
-use crate::backend::{Backend, DType, Precision};
+use super::{arg, opt_arg, store_or_f32, CudaBackend, CudaBuf};
+use crate::backend::{DType, Precision};
 use crate::error::{Error, Result};
 
 // extern "C" __global__ void linear_bias_fill(act_t* out, const w_t* bias, int m, int n);
@@ -51,7 +51,7 @@ struct Operand {
     _scratch: Vec<CudaBuf>,
 }
 
-// extern "C" __global__ void cast_f32_bf16(act_t* out, const float* inp, long long n);
+// extern "C" __global__ void cast_f32_bf16(bf16* out, const float* inp, long long n);
 // extern "C" __global__ void split_bf16(bf16* hi, bf16* lo, const float* inp, long long n);
 fn operand(be: &CudaBackend, ptr: u64, dtype: DType, len: usize) -> Result<Operand> {
     let weights = be.weights();
@@ -63,7 +63,8 @@ fn operand(be: &CudaBackend, ptr: u64, dtype: DType, len: usize) -> Result<Opera
     }
     let cfg = Cfg::linear(stride_blocks(len), STRIDE_THREADS);
     let scratch = if be.precision() == Precision::Mixed {
-        let (hi, lo) = (be.zeros(weights, len)?, be.zeros(weights, len)?);
+        // both written whole by the kernel: no memset
+        let (hi, lo) = (be.alloc(weights, len)?, be.alloc(weights, len)?);
         if len > 0 {
             let args = Args::new()
                 .ptr(hi.ptr())
@@ -74,7 +75,7 @@ fn operand(be: &CudaBackend, ptr: u64, dtype: DType, len: usize) -> Result<Opera
         }
         vec![hi, lo]
     } else {
-        let rounded = be.zeros(weights, len)?;
+        let rounded = be.alloc(weights, len)?;
         if len > 0 {
             let args = Args::new().ptr(rounded.ptr()).ptr(ptr).i64(len as i64);
             be.dev.launch(k::CAST_F32_BF16, cfg, args)?;
@@ -118,17 +119,7 @@ pub fn linear_fwd(
 ) -> Result<()> {
     let (store, weights) = (be.store(), be.weights());
     let out_type = out.dtype();
-    if out_type != store && out_type != DType::F32 {
-        let want = if store == DType::F32 {
-            "F32"
-        } else {
-            "BF16 or F32"
-        };
-        return Err(Error::tensor(
-            "linear out",
-            format!("expected {want}, got {out_type:?}"),
-        ));
-    }
+    check_store_or_f32(out_type, store, "linear out")?;
     let out_ptr = arg(out, "linear out", out_type, m * n)?;
     let inp_ptr = arg(inp, "linear inp", store, m * k)?;
     let w_ptr = arg(w, "linear weight", weights, n * k)?;
@@ -176,13 +167,8 @@ pub fn linear_bwd(
     let (store, weights) = (be.store(), be.weights());
     let dinp_ptr = arg(dinp, "linear dinp", store, m * k)?;
     let w_ptr = arg(w, "linear weight", weights, n * k)?;
-    let dout_type = float_type(dout, "linear dout")?;
-    if dout_type != store && dout_type != DType::F32 {
-        return Err(Error::tensor(
-            "linear dout",
-            format!("expected {store:?} or F32, got {dout_type:?}"),
-        ));
-    }
+    let dout_type = dout.dtype();
+    check_store_or_f32(dout_type, store, "linear dout")?;
     let dout_ptr = arg(dout, "linear dout", dout_type, m * n)?;
     if m * k == 0 {
         return Ok(());
@@ -207,11 +193,15 @@ pub fn linear_bwd(
     gemm_parts(be, g, &dout_parts, "linear_bwd")
 }
 
-fn float_type(buf: &CudaBuf, what: &str) -> Result<DType> {
-    match buf.dtype() {
-        DType::I32 => Err(Error::tensor(what, "expected BF16 or F32, got I32")),
-        d => Ok(d),
+/// Outputs and gradients of the linear layers come in the activations' type or in float32.
+fn check_store_or_f32(dtype: DType, store: DType, what: &str) -> Result<()> {
+    if dtype == store || dtype == DType::F32 {
+        return Ok(());
     }
+    Err(Error::tensor(
+        what,
+        format!("expected {}, got {dtype:?}", store_or_f32(store)),
+    ))
 }
 
 /// cuBLAS takes int sizes.

@@ -104,6 +104,16 @@ pub(crate) fn ints<'a>(buf: &'a CudaBuf, what: &str, len: usize) -> Result<(&'a 
     Ok((&host[..len], ptr))
 }
 
+/// "BF16 or F32", or "F32" where activations are float32: what a buffer that may be either
+/// the activations' type or float32 accepts.
+pub(crate) fn store_or_f32(store: DType) -> &'static str {
+    if store == DType::F32 {
+        "F32"
+    } else {
+        "BF16 or F32"
+    }
+}
+
 pub struct CudaBackend {
     pub(crate) dev: Arc<Device>,
 }
