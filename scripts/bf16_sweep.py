@@ -11,6 +11,9 @@ mixed build (`--precision mixed`: bf16 weights, float32 activations) on every fi
 
     cargo build --release --features emu
     /work/venv/bin/python scripts/bf16_sweep.py --configs 8 --seed 777 --out /tmp/sweep
+
+kernels/PRECISION.md's table comes from `--configs 12 --seed 9001`, `--configs 8 --seed 777`,
+`--configs 8 --seed 9001 --wide 4` and `--configs 4 --seed 4242 --deep 4`.
 """
 import argparse
 import json
@@ -49,13 +52,14 @@ def main():
     ap.add_argument("--configs", type=int, default=8, help="N: random BERT and T5 configs each")
     ap.add_argument("--seed", type=int, default=777)
     ap.add_argument("--wide", type=int, default=1, help="K: widths K times the fixtures' (feed-forward 2K)")
+    ap.add_argument("--deep", type=int, default=1, help="K: K times the layers (1-3 times K)")
     ap.add_argument("--out", default="/tmp/softprompt-bf16-sweep")
     ap.add_argument("--device", default="emu", help="emu or cuda")
     ap.add_argument("--bin", default=os.path.join(here, "target", "release", "softprompt"))
     args = ap.parse_args()
     tr.WEIGHTS = "realistic"
     with tr.quiet():
-        tr.build_random_configs(args.out, args.configs, args.seed, args.wide)
+        tr.build_random_configs(args.out, args.configs, args.seed, args.wide, args.deep)
     configs = {c["name"]: c for c in json.load(open(os.path.join(args.out, "random_configs.json")))["configs"]}
     torch.manual_seed(0)
     print(f"{'file':<36} {'act':<11} {'worst other':>11} {'engine pg':>10} {'torch pg':>9} {'autocast pg':>11}"

@@ -1027,8 +1027,9 @@ def _build_fixtures(out):
 # --------------------------------------------------------------------------------------------
 
 
-def build_random_configs(out, n, seed, wide=1):
-    """wide=k: head dims and d_model k times the fixtures' tiny ones, feed-forward 2k times."""
+def build_random_configs(out, n, seed, wide=1, deep=1):
+    """wide=k: head dims and d_model k times the fixtures' tiny ones, feed-forward 2k times.
+    deep=k: k times the layers (the same draws, so k = 1 writes the same files as before)."""
     ff_mult = 1 if wide == 1 else 2 * wide
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
@@ -1042,7 +1043,7 @@ def build_random_configs(out, n, seed, wide=1):
             heads = rng.choice([1, 3, 5])
             hd = rng.choice([8, 12, 16]) * wide
             cfg = dict(hidden=heads * hd, heads=heads, inter=rng.choice([40, 56, 72, 88]) * ff_mult,
-                       layers=rng.choice([1, 2, 3]), max_pos=64, act=rng.choice(["gelu", "relu", "gelu_new"]),
+                       layers=rng.choice([1, 2, 3]) * deep, max_pos=64, act=rng.choice(["gelu", "relu", "gelu_new"]),
                        eps=rng.choice([1e-12, 1e-5, 1e-3]))
             name = f"bert_rand_{i}"
             rows = rng.sample(SENTENCES[:10], 3)
@@ -1064,7 +1065,7 @@ def build_random_configs(out, n, seed, wide=1):
             tied = rng.random() < 0.5
             ff = rng.choice(["relu", "gated-gelu", "gated-silu", "gelu_new", "gated-relu"])
             c = dict(d_model=d_model, heads=heads, d_kv=dkv, d_ff=rng.choice([32, 48, 64]) * ff_mult,
-                     layers=rng.choice([1, 2, 3]), dec_layers=rng.choice([1, 2, 3]),
+                     layers=rng.choice([1, 2, 3]) * deep, dec_layers=rng.choice([1, 2, 3]) * deep,
                      buckets=rng.choice([8, 16, 32]), max_distance=rng.choice([10, 16, 20, 40, 128]),
                      eps=rng.choice([1e-6, 1e-3]), ff=ff, tied=tied)
             c["max_distance"] = max(c["max_distance"], c["buckets"] // 2 + 1)
@@ -1479,6 +1480,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1234, help="seed for --random-configs")
     ap.add_argument("--wide", type=int, default=1, metavar="K",
                     help="--random-configs: head dims and d_model K times wider, feed-forward 2K times")
+    ap.add_argument("--deep", type=int, default=1, metavar="K",
+                    help="--random-configs: K times the layers (1-3 encoder and decoder layers times K)")
     ap.add_argument("--weights", choices=["harsh", "realistic"], default="harsh",
                     help="weight scale for --random-configs: harsh (the fixtures' default, gain 1.5-1.6 per "
                     "layer, for float32 parity) or realistic (variance-preserving, for bf16 parity)")
@@ -1491,7 +1494,7 @@ def main():
     if args.random_configs:
         global WEIGHTS
         WEIGHTS = args.weights
-        names = build_random_configs(out, args.random_configs, args.seed, args.wide)
+        names = build_random_configs(out, args.random_configs, args.seed, args.wide, args.deep)
         log(f"wrote {len(names)} random models to {out}")
         if args.self_check:
             fd = {f"{n}/ref_seq2seq_random.safetensors" for n in names[:2]} | {f"{n}/ref_mlm_random.safetensors" for n in names[:2]}

@@ -65,14 +65,6 @@ pub enum ModelConfig {
 }
 
 impl ModelConfig {
-    /// The feed-forward activation (T5: the gated one's gate activation).
-    pub fn activation(&self) -> Act {
-        match self {
-            ModelConfig::Bert(c) => c.hidden_act,
-            ModelConfig::T5(c) => c.dense_act,
-        }
-    }
-
     /// Reads `<dir>/config.json`.
     pub fn load(dir: &Path) -> Result<ModelConfig> {
         let path = dir.join("config.json");

@@ -224,7 +224,7 @@ fn binary_parity_rejects_unknown_precision() {
 /// The CPU computes in float32 whatever `--precision` says, and passes at float32's 1e-4.
 #[test]
 fn binary_parity_on_cpu_takes_any_precision() {
-    for precision in ["bf16", "f32", "mixed", "auto"] {
+    for precision in ["bf16", "f32", "mixed"] {
         let (code, stdout, stderr) = run_parity_binary(
             "t5_v1_0",
             "t5_v1_0/ref_seq2seq_text.safetensors",
