@@ -9,7 +9,8 @@
 # The device machine has no Rust toolchain and no network, so the binaries are built here:
 #   scripts/gpu_check.sh prepare     # here: release binary + kernel test binary into .gpu/
 #   scripts/gpu_check.sh run         # there, from the repository root, with .gpu carried
-# (the device tool: run(command="bash scripts/gpu_check.sh run", carry=[".gpu"], timeout_s=540))
+# (the device tool: run(command="bash scripts/gpu_check.sh run", carry=[".gpu"], timeout_s=540);
+# bench lines that would run past GPU_CHECK_BUDGET, 480 s, are skipped and say so)
 # then, here, copy the results file it left under $OUT into bench/results/ and commit it.
 # The binaries link only glibc (2.36 here; the device image is newer), libcuda, NVRTC and
 # cuBLAS are loaded at run time from the device's CUDA install or its Python wheels.
@@ -86,6 +87,11 @@ run() {
     cuda_env > "$out/env.txt"
     cat "$out/env.txt"
     local status=0
+    # the device tool stops the command at its timeout_s (540 below) and the results file is
+    # written last: bench lines that could run past this budget (seconds from here, with room
+    # for the rest) are skipped, so that it always is
+    local budget=${GPU_CHECK_BUDGET:-480}
+    local start=$SECONDS
     echo "== kernels: NVRTC resource report (sm_90)"
     timeout 120 "$bin" kernels --arch sm_90 --json > "$out/kernels.json" 2> "$out/kernels.err" || status=1
     cat "$out/kernels.err"
@@ -187,6 +193,12 @@ PY
     local target="t5-xl --batch 32 --seq 512 --target-len 16 --prompt 100"
     while IFS='|' read -r spec impls limit; do
         [ -n "$spec" ] || continue
+        local runs=1
+        [[ $impls == *t* && $impls == *s* ]] && runs=2
+        if (( SECONDS - start + runs * limit > budget )); then
+            echo "skipped (the ${budget} s budget leaves $(( budget - SECONDS + start )) s): $spec" | tee -a "$out/bench.err"
+            continue
+        fi
         if [[ $impls == *s* ]]; then
             # shellcheck disable=SC2086
             timeout "$limit" "$bin" bench --preset $spec --device "$dev" --steps 3 --warmup 1 --json >> "$out/bench.jsonl" 2>> "$out/bench.err" || status=1
