@@ -1,5 +1,6 @@
 // Fused attention for the builds with float32 activations (float32, -DSOFTPROMPT_F32, and
-// mixed, -DSOFTPROMPT_MIXED; attention.cu includes this file instead of its tensor-core body). Same entry points, signatures, semantics and launch plan:
+// mixed, -DSOFTPROMPT_MIXED; attention.cu includes this file instead of its tensor-core
+// body). Same entry points, signatures, semantics and launch plan:
 // grid (ceil(rows / 64), H, B), 128 threads, and attention.cu's dynamic shared memory, which
 // these kernels leave unused. One thread per query row (forward, bwd_dq) or key row
 // (bwd_dkdv) runs plain float32 loops: no tensor cores, nothing of size Tq x Tk stored, no
@@ -133,7 +134,7 @@ __device__ void attn32_bwd_dkdv(float* dk, float* dv, const float* dout, const f
 // The six entry points of attention.cu; the _d128 ones are the same loops.
 #define ATTN32_FWD(name)                                                                         \
   extern "C" __global__ void name(float* out, float* lse, const float* q, const float* k,       \
-                                  const float* v, const int* key_mask, const w_t* bias_table, \
+                                  const float* v, const int* key_mask, const w_t* bias_table,   \
                                   const int* buckets, int causal, float scale, int B, int Tq,   \
                                   int Tk, int H, int D) {                                       \
     attn32_fwd(out, lse, q, k, v, key_mask, bias_table, buckets, causal, scale, B, Tq, Tk, H, D); \
@@ -141,7 +142,7 @@ __device__ void attn32_bwd_dkdv(float* dk, float* dv, const float* dout, const f
 #define ATTN32_BWD_DQ(name)                                                                      \
   extern "C" __global__ void name(float* dq, float* delta, const float* dout, const float* q,   \
                                   const float* k, const float* v, const float* lse,             \
-                                  const int* key_mask, const w_t* bias_table,                 \
+                                  const int* key_mask, const w_t* bias_table,                   \
                                   const int* buckets, int causal, float scale, int B, int Tq,   \
                                   int Tk, int H, int D) {                                       \
     attn32_bwd_dq(dq, delta, dout, q, k, v, lse, key_mask, bias_table, buckets, causal, scale, B, \
@@ -151,7 +152,7 @@ __device__ void attn32_bwd_dkdv(float* dk, float* dv, const float* dout, const f
   extern "C" __global__ void name(float* dk, float* dv, const float* dout, const float* q,      \
                                   const float* k, const float* v, const float* lse,             \
                                   const float* delta, const int* key_mask,                      \
-                                  const w_t* bias_table, const int* buckets, int causal,      \
+                                  const w_t* bias_table, const int* buckets, int causal,        \
                                   float scale, int B, int Tq, int Tk, int H, int D) {           \
     attn32_bwd_dkdv(dk, dv, dout, q, k, v, lse, delta, key_mask, bias_table, buckets, causal,   \
                     scale, B, Tq, Tk, H, D);                                                    \

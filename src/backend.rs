@@ -63,15 +63,6 @@ impl Precision {
             Precision::F32 | Precision::Mixed => DType::F32,
         }
     }
-
-    /// The `--precision` value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::Bf16 => "bf16",
-            Precision::F32 => "f32",
-            Precision::Mixed => "mixed",
-        }
-    }
 }
 
 /// Bytes the backend's allocator holds now and at its peak since the last reset.

@@ -219,15 +219,13 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
     let spec = a.task.spec(None, &model, Some(&train_data), a.prompt_len)?;
     let task = Task::new(spec, &model)?;
     let s = &task.spec;
+    let label_words: Vec<String> = (s.labels.iter().zip(&s.label_words))
+        .map(|(l, w)| format!("{l}={w}"))
+        .collect();
     let what = match s.kind {
         TaskKind::Pet => format!(
             "pet, template {:?}, verbalizer {:?}",
-            s.template,
-            s.labels
-                .iter()
-                .zip(&s.label_words)
-                .map(|(l, w)| format!("{l}={w}"))
-                .collect::<Vec<_>>()
+            s.template, label_words
         ),
         TaskKind::Cls => format!(
             "cls, {:?} pooling, template {:?}, labels {:?}",
@@ -238,12 +236,7 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
         }
         TaskKind::Seq2Seq => format!(
             "seq2seq, template {:?}, targets {:?}",
-            s.template,
-            s.labels
-                .iter()
-                .zip(&s.label_words)
-                .map(|(l, w)| format!("{l}={w}"))
-                .collect::<Vec<_>>()
+            s.template, label_words
         ),
     };
     println!(

@@ -15,7 +15,7 @@ fn cfg(n: usize) -> Cfg {
 // extern "C" __global__ void act_fwd(act_t* out, const act_t* inp, int act, long long n);
 /// out (N) = act(inp (N)).
 pub fn act_fwd(dev: &Device, out: &mut CudaBuf, inp: &CudaBuf, act: Act, n: usize) -> Result<()> {
-    let store = dev.store;
+    let store = dev.store();
     let args = Args::new()
         .ptr(arg(out, "act out", store, n)?)
         .ptr(arg(inp, "act inp", store, n)?)
@@ -38,7 +38,7 @@ pub fn act_bwd(
     act: Act,
     n: usize,
 ) -> Result<()> {
-    let store = dev.store;
+    let store = dev.store();
     let args = Args::new()
         .ptr(arg(dinp, "act dinp", store, n)?)
         .ptr(arg(dout, "act dout", store, n)?)
@@ -62,7 +62,7 @@ pub fn gated_act_fwd(
     act: Act,
     n: usize,
 ) -> Result<()> {
-    let store = dev.store;
+    let store = dev.store();
     let args = Args::new()
         .ptr(arg(out, "gated out", store, n)?)
         .ptr(arg(gate, "gated gate", store, n)?)
@@ -89,7 +89,7 @@ pub fn gated_act_bwd(
     act: Act,
     n: usize,
 ) -> Result<()> {
-    let store = dev.store;
+    let store = dev.store();
     let args = Args::new()
         .ptr(arg(dgate, "gated dgate", store, n)?)
         .ptr(arg(dlin, "gated dlin", store, n)?)

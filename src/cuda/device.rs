@@ -24,10 +24,6 @@ pub struct Device {
     pub kind: Kind,
     /// which build of the kernels runs, and so how weights and activations are stored
     pub precision: Precision,
-    /// the storage type of activations (`precision.acts()`)
-    pub store: DType,
-    /// the storage type of frozen weights (`precision.weights()`)
-    pub weights: DType,
     sync_each: bool,
     live: AtomicUsize,
     peak: AtomicUsize,
@@ -82,8 +78,6 @@ impl Device {
         Device {
             kind,
             precision,
-            store: precision.acts(),
-            weights: precision.weights(),
             sync_each: sync_from_env(),
             live: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
@@ -93,6 +87,16 @@ impl Device {
                 .collect(),
             profile: Mutex::new(None),
         }
+    }
+
+    /// The storage type of activations.
+    pub fn store(&self) -> DType {
+        self.precision.acts()
+    }
+
+    /// The storage type of frozen weights.
+    pub fn weights(&self) -> DType {
+        self.precision.weights()
     }
 
     fn profiling(&self) -> bool {

@@ -16,7 +16,7 @@ fn cfg(items: usize) -> Cfg {
 // extern "C" __global__ void add_fwd(act_t* out, const act_t* a, const act_t* b, long long n);
 /// out (N) = a + b, bf16.
 pub fn add_fwd(dev: &Device, out: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, n: usize) -> Result<()> {
-    let store = dev.store;
+    let store = dev.store();
     let args = Args::new()
         .ptr(arg(out, "add out", store, n)?)
         .ptr(arg(a, "add a", store, n)?)
@@ -77,14 +77,14 @@ fn pick(
     f32_kernel: KernelId,
     n: usize,
 ) -> Result<(KernelId, usize)> {
-    if dt == dev.store {
+    if dt == dev.store() {
         Ok((store_kernel, n.div_ceil(8)))
     } else if dt == DType::F32 {
         Ok((f32_kernel, n))
     } else {
         Err(Error::tensor(
             what,
-            format!("expected {}, got {dt:?}", super::store_or_f32(dev.store)),
+            format!("expected {}, got {dt:?}", super::store_or_f32(dev.store())),
         ))
     }
 }

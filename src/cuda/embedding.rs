@@ -29,7 +29,7 @@ pub fn embedding_fwd(
     p: usize,
     c: usize,
 ) -> Result<()> {
-    let (tt, store) = (p + t, dev.store);
+    let (tt, store) = (p + t, dev.store());
     let rows_of = |buf: &CudaBuf| buf.len() / c.max(1);
     let (id_host, id_ptr) = ints(ids, "input_ids", b * t)?;
     check_ids("input_ids", id_host, rows_of(wte))?;
@@ -56,9 +56,9 @@ pub fn embedding_fwd(
     let args = Args::new()
         .ptr(arg(out, "embedding out", store, b * tt * c)?)
         .ptr(arg(prompt, "prompt", DType::F32, p * c)?)
-        .ptr(arg(wte, "word embeddings", dev.weights, 0)?)
-        .ptr(opt_arg(wpe, "position embeddings", dev.weights, tt * c)?)
-        .ptr(opt_arg(wtt, "token type embeddings", dev.weights, c)?)
+        .ptr(arg(wte, "word embeddings", dev.weights(), 0)?)
+        .ptr(opt_arg(wpe, "position embeddings", dev.weights(), tt * c)?)
+        .ptr(opt_arg(wtt, "token type embeddings", dev.weights(), c)?)
         .ptr(id_ptr)
         .ptr(type_ptr)
         .i32(int("batch", b)?)
@@ -86,7 +86,7 @@ pub fn prompt_grad_bwd(
 ) -> Result<()> {
     let args = Args::new()
         .ptr(arg(dprompt, "prompt grad", DType::F32, p * c)?)
-        .ptr(arg(dout, "embedding grad", dev.store, b * (p + t) * c)?)
+        .ptr(arg(dout, "embedding grad", dev.store(), b * (p + t) * c)?)
         .i32(int("batch", b)?)
         .i32(int("tokens", t)?)
         .i32(int("prompt rows", p)?)

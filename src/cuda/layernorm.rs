@@ -24,14 +24,14 @@ pub fn layernorm_fwd(
     c: usize,
     eps: f64,
 ) -> Result<()> {
-    let store = dev.store;
+    let store = dev.store();
     let args = Args::new()
         .ptr(arg(out, "layernorm out", store, n * c)?)
         .ptr(arg(mean, "layernorm mean", DType::F32, n)?)
         .ptr(arg(rstd, "layernorm rstd", DType::F32, n)?)
         .ptr(arg(inp, "layernorm inp", store, n * c)?)
-        .ptr(arg(w, "layernorm weight", dev.weights, c)?)
-        .ptr(arg(bias, "layernorm bias", dev.weights, c)?)
+        .ptr(arg(w, "layernorm weight", dev.weights(), c)?)
+        .ptr(arg(bias, "layernorm bias", dev.weights(), c)?)
         .i32(int("rows", n)?)
         .i32(int("hidden size", c)?)
         .f32(eps as f32);
@@ -60,12 +60,12 @@ pub fn layernorm_bwd(
     n: usize,
     c: usize,
 ) -> Result<()> {
-    let store = dev.store;
+    let store = dev.store();
     let args = Args::new()
         .ptr(arg(dinp, "layernorm dinp", store, n * c)?)
         .ptr(arg(dout, "layernorm dout", store, n * c)?)
         .ptr(arg(inp, "layernorm inp", store, n * c)?)
-        .ptr(arg(w, "layernorm weight", dev.weights, c)?)
+        .ptr(arg(w, "layernorm weight", dev.weights(), c)?)
         .ptr(arg(mean, "layernorm mean", DType::F32, n)?)
         .ptr(arg(rstd, "layernorm rstd", DType::F32, n)?)
         .i32(int("rows", n)?)

@@ -156,12 +156,12 @@ impl CudaBackend {
 
     /// The storage type of activations (`act_dtype`).
     pub(crate) fn store(&self) -> DType {
-        self.dev.store
+        self.dev.store()
     }
 
     /// The storage type of frozen weights (`weight_dtype`).
     pub(crate) fn weights(&self) -> DType {
-        self.dev.weights
+        self.dev.weights()
     }
 
     /// Which build of the kernels runs.
@@ -220,10 +220,10 @@ impl Backend for CudaBackend {
         }
     }
     fn act_dtype(&self) -> DType {
-        self.dev.store
+        self.dev.store()
     }
     fn weight_dtype(&self) -> DType {
-        self.dev.weights
+        self.dev.weights()
     }
     fn len(&self, buf: &CudaBuf) -> usize {
         buf.len

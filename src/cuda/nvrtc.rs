@@ -242,15 +242,12 @@ pub fn parse_ptxas_report(file: &str, log: &str) -> Vec<Resources> {
 
 /// The macro that selects the `precision` build (none for bf16).
 fn build_define(precision: Precision) -> Option<&'static str> {
-    let label = match precision {
-        Precision::Bf16 => return None,
-        Precision::F32 => "float32",
-        Precision::Mixed => "mixed",
-    };
-    options::VARIANT_BUILDS
-        .iter()
-        .find(|(l, _, _)| *l == label)
-        .map(|(_, define, _)| *define)
+    let [(_, f32_define, _), (_, mixed_define, _)] = options::VARIANT_BUILDS;
+    match precision {
+        Precision::Bf16 => None,
+        Precision::F32 => Some(f32_define),
+        Precision::Mixed => Some(mixed_define),
+    }
 }
 
 /// The compile gate: every kernel file for `arch` with the resource report, no cache, in all

@@ -22,12 +22,12 @@ pub fn rmsnorm_fwd(
     c: usize,
     eps: f64,
 ) -> Result<()> {
-    let store = dev.store;
+    let store = dev.store();
     let args = Args::new()
         .ptr(arg(out, "rmsnorm out", store, n * c)?)
         .ptr(arg(rstd, "rmsnorm rstd", DType::F32, n)?)
         .ptr(arg(inp, "rmsnorm inp", store, n * c)?)
-        .ptr(arg(w, "rmsnorm weight", dev.weights, c)?)
+        .ptr(arg(w, "rmsnorm weight", dev.weights(), c)?)
         .i32(int("rows", n)?)
         .i32(int("hidden size", c)?)
         .f32(eps as f32);
@@ -55,12 +55,12 @@ pub fn rmsnorm_bwd(
     n: usize,
     c: usize,
 ) -> Result<()> {
-    let store = dev.store;
+    let store = dev.store();
     let args = Args::new()
         .ptr(arg(dinp, "rmsnorm dinp", store, n * c)?)
         .ptr(arg(dout, "rmsnorm dout", store, n * c)?)
         .ptr(arg(inp, "rmsnorm inp", store, n * c)?)
-        .ptr(arg(w, "rmsnorm weight", dev.weights, c)?)
+        .ptr(arg(w, "rmsnorm weight", dev.weights(), c)?)
         .ptr(arg(rstd, "rmsnorm rstd", DType::F32, n)?)
         .i32(int("rows", n)?)
         .i32(int("hidden size", c)?);

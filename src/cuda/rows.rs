@@ -22,10 +22,10 @@ pub fn gather_rows(
     m: usize,
     c: usize,
 ) -> Result<()> {
-    let (kernel, dtype) = if inp.dtype() == dev.weights && dev.weights != dev.store {
-        (k::GATHER_ROWS_W, dev.weights)
+    let (kernel, dtype) = if inp.dtype() == dev.weights() && dev.weights() != dev.store() {
+        (k::GATHER_ROWS_W, dev.weights())
     } else {
-        (k::GATHER_ROWS, dev.store)
+        (k::GATHER_ROWS, dev.store())
     };
     let (host, idx_ptr) = ints(idx, "row index", m)?;
     check_ids("row index", host, inp.len() / c.max(1))?;
@@ -76,7 +76,7 @@ pub fn scatter_rows_bwd(
     m: usize,
     c: usize,
 ) -> Result<()> {
-    let store = dev.store;
+    let store = dev.store();
     let (host, idx_ptr) = ints(idx, "row index", m)?;
     check_ids("row index", host, dinp.len() / c.max(1))?;
     let dinp_ptr = arg(dinp, "scatter dinp", store, 0)?;
@@ -110,7 +110,7 @@ pub fn mean_pool_fwd(
     t: usize,
     c: usize,
 ) -> Result<()> {
-    let store = dev.store;
+    let store = dev.store();
     let args = Args::new()
         .ptr(arg(out, "pool out", store, b * c)?)
         .ptr(arg(inp, "pool inp", store, b * t * c)?)
@@ -142,7 +142,7 @@ pub fn mean_pool_bwd(
     t: usize,
     c: usize,
 ) -> Result<()> {
-    let store = dev.store;
+    let store = dev.store();
     let args = Args::new()
         .ptr(arg(dinp, "pool dinp", store, b * t * c)?)
         .ptr(arg(dout, "pool dout", store, b * c)?)

@@ -352,6 +352,25 @@ pub struct Task {
 }
 
 impl Task {
+    /// The error for a task that the model's architecture cannot run.
+    fn mismatch<B: Backend>(&self, model: &Model<B>) -> Error {
+        Error::arg(
+            "--task",
+            format!(
+                "{} does not fit a {} model",
+                self.spec.kind.name(),
+                model.arch_name()
+            ),
+        )
+    }
+
+    /// `cls`: the (B, P+T) pooling weights of a batch, on the device.
+    fn pool_weights<B: Backend>(&self, be: &B, batch: &Batch, p: usize) -> Result<B::Buf> {
+        let (b, t) = (batch.tokens.b, batch.tokens.t);
+        let w = heads::pool_weights(&batch.tokens.mask, b, t, p, self.spec.pooling);
+        be.upload(be.act_dtype(), &w)
+    }
+
     /// Checks the spec against the model and resolves its tokens.
     ///
     /// ```
@@ -729,13 +748,8 @@ impl Task {
                     )?;
                     (h.loss, h.dhidden)
                 } else {
-                    let head = params.head.as_ref().ok_or_else(|| {
-                        Error::arg("--task cls", "the classifier head is missing")
-                    })?;
-                    let pool_w = be.upload(
-                        be.act_dtype(),
-                        &heads::pool_weights(&batch.tokens.mask, b, t, p, self.spec.pooling),
-                    )?;
+                    let head = cls_head(params)?;
+                    let pool_w = self.pool_weights(be, batch, p)?;
                     let h = head.fwd_bwd(be, &hidden, &pool_w, &batch.labels, b, p + t)?;
                     grads.head_weight = h.dweight;
                     grads.head_bias = h.dbias;
@@ -764,14 +778,7 @@ impl Task {
                     None,
                 )
             }
-            _ => Err(Error::arg(
-                "--task",
-                format!(
-                    "{} does not fit a {} model",
-                    self.spec.kind.name(),
-                    model.arch_name()
-                ),
-            )),
+            _ => Err(self.mismatch(model)),
         }
     }
 
@@ -804,14 +811,9 @@ impl Task {
                     )?;
                     h.logits.unwrap_or_default()
                 } else {
-                    let head = params.head.as_ref().ok_or_else(|| {
-                        Error::arg("--task cls", "the classifier head is missing")
-                    })?;
+                    let head = cls_head(params)?;
                     let c = m.cfg.hidden_size;
-                    let pool_w = be.upload(
-                        be.act_dtype(),
-                        &heads::pool_weights(&batch.tokens.mask, b, t, p, self.spec.pooling),
-                    )?;
+                    let pool_w = self.pool_weights(be, batch, p)?;
                     let mut pooled = be.zeros(be.act_dtype(), b * c)?;
                     be.mean_pool_fwd(&mut pooled, &hidden, &pool_w, b, p + t, c)?;
                     head.logits(&be.download(&pooled)?, b)
@@ -860,14 +862,7 @@ impl Task {
                 }
                 Ok(scores)
             }
-            _ => Err(Error::arg(
-                "--task",
-                format!(
-                    "{} does not fit a {} model",
-                    self.spec.kind.name(),
-                    model.arch_name()
-                ),
-            )),
+            _ => Err(self.mismatch(model)),
         }
     }
 
@@ -1033,4 +1028,12 @@ pub fn argmax(xs: &[f32]) -> usize {
         }
     }
     best
+}
+
+/// `cls`: the trained classifier head.
+fn cls_head<B: Backend>(params: &Params<B>) -> Result<&crate::models::heads::ClsHead> {
+    params
+        .head
+        .as_ref()
+        .ok_or_else(|| Error::arg("--task cls", "the classifier head is missing"))
 }
