@@ -9,6 +9,7 @@
 //!
 //! Arguments: MODEL_DIR [DATA_DIR with train.jsonl and dev.jsonl] [STEPS].
 
+use softprompt::backend::traits::*;
 use softprompt::backend::DType;
 use softprompt::prompt::PromptInit;
 use softprompt::rng::Rng;
@@ -18,7 +19,7 @@ use softprompt::train::optim::{OptimConfig, Optimizer};
 use softprompt::train::{
     evaluate, optimizer_shapes, optimizer_step, Grads, Model, Params, Task, TaskKind, TaskSpec,
 };
-use softprompt::{models::Recompute, Backend, CpuBackend, Result};
+use softprompt::{models::Recompute, CpuBackend, Result};
 use std::path::{Path, PathBuf};
 
 fn main() {

@@ -39,16 +39,17 @@ extern "C" __global__ void act_fwd(act_t* out, const act_t* inp, int act, long l
   }
 }
 
-// dinp (N) = dout * act'(inp), overwriting.
+// dinp (N) += dout * act'(inp).
 extern "C" __global__ void act_bwd(act_t* dinp, const act_t* dout, const act_t* inp, int act,
                                    long long n) {
   GRID_STRIDE(j, (n + VEC - 1) / VEC) {
-    float x[VEC], g[VEC];
+    float x[VEC], g[VEC], acc[VEC];
     load8(x, inp, j * VEC, n);
     load8(g, dout, j * VEC, n);
+    load8(acc, dinp, j * VEC, n);
 #pragma unroll
-    for (int e = 0; e < VEC; ++e) g[e] *= act_eval(act, x[e]).y;
-    store8(dinp, j * VEC, n, g);
+    for (int e = 0; e < VEC; ++e) acc[e] += g[e] * act_eval(act, x[e]).y;
+    store8(dinp, j * VEC, n, acc);
   }
 }
 
@@ -65,22 +66,24 @@ extern "C" __global__ void gated_act_fwd(act_t* out, const act_t* gate, const ac
   }
 }
 
-// dgate = dout * act'(gate) * lin, dlin = dout * act(gate), both overwriting.
+// dgate += dout * act'(gate) * lin, dlin += dout * act(gate).
 extern "C" __global__ void gated_act_bwd(act_t* dgate, act_t* dlin, const act_t* dout,
                                          const act_t* gate, const act_t* lin, int act,
                                          long long n) {
   GRID_STRIDE(j, (n + VEC - 1) / VEC) {
-    float dy[VEC], g[VEC], l[VEC], dl[VEC];
+    float dy[VEC], g[VEC], l[VEC], dg[VEC], dl[VEC];
     load8(dy, dout, j * VEC, n);
     load8(g, gate, j * VEC, n);
     load8(l, lin, j * VEC, n);
+    load8(dg, dgate, j * VEC, n);
+    load8(dl, dlin, j * VEC, n);
 #pragma unroll
     for (int e = 0; e < VEC; ++e) {
       const float2 f = act_eval(act, g[e]);
-      g[e] = dy[e] * f.y * l[e];
-      dl[e] = dy[e] * f.x;
+      dg[e] += dy[e] * f.y * l[e];
+      dl[e] += dy[e] * f.x;
     }
-    store8(dgate, j * VEC, n, g);
+    store8(dgate, j * VEC, n, dg);
     store8(dlin, j * VEC, n, dl);
   }
 }

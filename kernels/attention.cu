@@ -23,7 +23,8 @@
 // register arrays differ). Launches (ATTENTION.md): 128 threads; forward and bwd_dq take grid
 // (ceil(Tq / 64), H, B), bwd_dkdv takes (ceil(Tk / 64), H, B); dynamic shared memory from
 // attn_smem_bytes below. Backward runs bwd_dq (which also writes delta) and then bwd_dkdv; both
-// overwrite their outputs and use no atomics, so every result is deterministic.
+// add into their outputs (each element by one thread, once) and use no atomics, so every
+// result is deterministic.
 #include "common.cuh"
 
 #ifdef SOFTPROMPT_ACT_F32
@@ -166,8 +167,9 @@ __device__ __forceinline__ unsigned attn_pack(float a, float b) {
 
 // Writes a warp's 16 x D accumulator rows (acc[f] = columns 16f..16f+15), each row r scaled by
 // row_scale[r] when given, to rows row0 + r < T of head h, batch b, of a (B, T, H, D) bf16
-// tensor, through the warp's staging tile.
-template <int NFM>
+// tensor, through the warp's staging tile. ADD adds them to what the rows hold (backward's
+// gradients, src/backend/mod.rs); else they overwrite (forward's output).
+template <int NFM, bool ADD>
 __device__ void attn_store_rows(bf16* __restrict__ dst, const attn_acc (&acc)[NFM], float* stage,
                                 const float* row_scale, int b, int h, int row0, int T, int H, int D,
                                 int NF) {
@@ -188,15 +190,26 @@ __device__ void attn_store_rows(bf16* __restrict__ dst, const attn_acc (&acc)[NF
       const int c_end = min(64, D - g * 16);
       if (vec) {
         for (int c = half * 8; c < c_end; c += 16) {
+          float y[8];
+#pragma unroll
+          for (int e = 0; e < 8; ++e) y[e] = src[c + e] * s;
+          if (ADD) {
+            const bf16x8 old = *reinterpret_cast<const bf16x8*>(out + g * 16 + c);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) y[e] += __bfloat162float(old.v[e]);
+          }
           uint4 w;
-          w.x = attn_pack(src[c] * s, src[c + 1] * s);
-          w.y = attn_pack(src[c + 2] * s, src[c + 3] * s);
-          w.z = attn_pack(src[c + 4] * s, src[c + 5] * s);
-          w.w = attn_pack(src[c + 6] * s, src[c + 7] * s);
+          w.x = attn_pack(y[0], y[1]);
+          w.y = attn_pack(y[2], y[3]);
+          w.z = attn_pack(y[4], y[5]);
+          w.w = attn_pack(y[6], y[7]);
           *reinterpret_cast<uint4*>(out + g * 16 + c) = w;
         }
       } else {
-        for (int c = half; c < c_end; c += 2) out[g * 16 + c] = __float2bfloat16(src[c] * s);
+        for (int c = half; c < c_end; c += 2) {
+          const float y = src[c] * s + (ADD ? __bfloat162float(out[g * 16 + c]) : 0.0f);
+          out[g * 16 + c] = __float2bfloat16(y);
+        }
       }
     }
   }
@@ -321,7 +334,7 @@ __device__ __forceinline__ void attn_fwd_body(unsigned char* attn_smem, bf16* __
         lse[(static_cast<size_t>(b) * H + h) * Tq + i] =
             l_run > 0.0f ? (m_run + log2f(l_run)) * ATTN_LN2 : ATTN_NEG_INF;
     }
-    attn_store_rows(out, o, Ss, rows_s, b, h, i0 + warp * 16, Tq, H, D, NF);
+    attn_store_rows<NFM, false>(out, o, Ss, rows_s, b, h, i0 + warp * 16, Tq, H, D, NF);
   }
 }
 
@@ -433,7 +446,7 @@ __device__ __forceinline__ void attn_bwd_dq_body(unsigned char* attn_smem, bf16*
       if (half == 0 && i < Tq) delta[row_stat] = drow;
     }
   }
-  if (warp_live) attn_store_rows(dq, acc, Ss, nullptr, b, h, i0 + warp * 16, Tq, H, D, NF);
+  if (warp_live) attn_store_rows<NFM, true>(dq, acc, Ss, nullptr, b, h, i0 + warp * 16, Tq, H, D, NF);
 }
 
 // D <= 64
@@ -557,8 +570,8 @@ __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf1
   }
 
   if (warp_live) {
-    attn_store_rows(dk, dk_acc, Ss, nullptr, b, h, j0 + warp * 16, Tk, H, D, NF);
-    attn_store_rows(dv, dv_acc, Ss, nullptr, b, h, j0 + warp * 16, Tk, H, D, NF);
+    attn_store_rows<NFM, true>(dk, dk_acc, Ss, nullptr, b, h, j0 + warp * 16, Tk, H, D, NF);
+    attn_store_rows<NFM, true>(dv, dv_acc, Ss, nullptr, b, h, j0 + warp * 16, Tk, H, D, NF);
   }
 }
 

@@ -82,7 +82,7 @@ __device__ void attn32_fwd(float* out, float* lse, const float* q, const float* 
 }
 
 // delta_i = sum_j P_ij dP_ij with dP_ij = dout_i . v_j; dq_i = sum_j P_ij (dP_ij - delta_i)
-// scale k_j. Overwrites dq and delta.
+// scale k_j. Adds into dq; overwrites delta.
 __device__ void attn32_bwd_dq(float* dq, float* delta, const float* dout, const float* q,
                               const float* k, const float* v, const float* lse, const int* key_mask,
                               const w_t* bias_table, const int* buckets, int causal, float scale,
@@ -90,7 +90,6 @@ __device__ void attn32_bwd_dq(float* dq, float* delta, const float* dout, const 
   ATTN32_MAKE(Tq)
   const int i = r;
   float* dqi = dq + a.q_row(i);
-  for (int d = 0; d < D; ++d) dqi[d] = 0.0f;
   const float l = lse[a.stat(i)];
   float dl = 0.0f;
   if (l != ATTN32_NEG_INF) {
@@ -108,7 +107,7 @@ __device__ void attn32_bwd_dq(float* dq, float* delta, const float* dout, const 
 }
 
 // dv_j = sum_i P_ij dout_i; dk_j = sum_i P_ij (dP_ij - delta_i) scale q_i, over the queries
-// that see key j. Overwrites dk and dv.
+// that see key j. Adds into dk and dv.
 __device__ void attn32_bwd_dkdv(float* dk, float* dv, const float* dout, const float* q,
                                 const float* k, const float* v, const float* lse,
                                 const float* delta, const int* key_mask, const w_t* bias_table,
@@ -117,7 +116,6 @@ __device__ void attn32_bwd_dkdv(float* dk, float* dv, const float* dout, const f
   ATTN32_MAKE(Tk)
   const int j = r;
   float *dkj = dk + a.k_row(j), *dvj = dv + a.k_row(j);
-  for (int d = 0; d < D; ++d) dkj[d] = dvj[d] = 0.0f;
   for (int i = 0; i < Tq; ++i) {
     const float l = lse[a.stat(i)];
     if (!a.visible(i, j) || l == ATTN32_NEG_INF) continue;

@@ -47,3 +47,26 @@ extern "C" __global__ void add_inplace_f32(float* acc, const float* a, long long
 extern "C" __global__ void scale_inplace_f32(float* x, float s, long long n) {
   GRID_STRIDE(i, n) x[i] *= s;
 }
+
+// out[0] (double) = sum of x[i]^2 over x (N) f32: the gradient norm. One block walks the
+// whole buffer in a fixed order and reduces in double, so the result is the same on every run
+// (the clipping coefficient, and so training, stays deterministic); launch 1 x 1024 threads.
+extern "C" __global__ void sum_squares_f32(double* out, const float* x, long long n) {
+  __shared__ double scratch[32];
+  double acc = 0.0;
+  for (long long i = threadIdx.x; i < n; i += blockDim.x) {
+    const double v = x[i];
+    acc += v * v;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  if (lane == 0) scratch[warp] = acc;
+  __syncthreads();
+  if (warp == 0) {
+    acc = lane < warps ? scratch[lane] : 0.0;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0) out[0] = acc;
+  }
+}

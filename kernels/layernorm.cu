@@ -42,7 +42,7 @@ extern "C" __global__ void layernorm_fwd(act_t* out, float* mean, float* rstd, c
   }
 }
 
-// dinp (N, C) bf16 = LayerNorm backward of dout (N, C), overwriting:
+// dinp (N, C) += LayerNorm backward of dout (N, C):
 // dx = (dy*w - mean(dy*w) - xhat * mean(dy*w*xhat)) * rstd.
 extern "C" __global__ void layernorm_bwd(act_t* dinp, const act_t* dout, const act_t* inp,
                                          const w_t* w, const float* mean, const float* rstd,
@@ -66,12 +66,14 @@ extern "C" __global__ void layernorm_bwd(act_t* dinp, const act_t* dout, const a
   const float mean_g = block_sum(sg, scratch) / c;
   const float mean_gx = block_sum(sgx, scratch) / c;
   for (int i = threadIdx.x * VEC; i < c; i += blockDim.x * VEC) {
-    float v[VEC], g[VEC], wv[VEC];
+    float v[VEC], g[VEC], wv[VEC], acc[VEC];
     load8(v, x, i, c);
     load8(g, dy, i, c);
     load8(wv, w, i, c);
+    load8(acc, dinp + row * c, i, c);
 #pragma unroll
-    for (int e = 0; e < VEC; ++e) v[e] = (g[e] * wv[e] - mean_g - (v[e] - mu) * rs * mean_gx) * rs;
-    store8(dinp + row * c, i, c, v);
+    for (int e = 0; e < VEC; ++e)
+      acc[e] += (g[e] * wv[e] - mean_g - (v[e] - mu) * rs * mean_gx) * rs;
+    store8(dinp + row * c, i, c, acc);
   }
 }

@@ -2,9 +2,9 @@
 //! shapes with random frozen weights, so nothing needs downloading. The same presets, flags,
 //! workload, FLOP count and JSON keys as `scripts/bench_torch.py`, so the two compare.
 
+use crate::backend::Act;
 use crate::backend::{Backend, DType};
 use crate::config::{BertConfig, T5Config};
-use crate::cpu::activation::Act;
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::bert::{self, Bert};

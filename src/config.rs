@@ -2,7 +2,7 @@
 //! defaults transformers applies when a key is absent, and clear errors for what the engine
 //! does not support.
 
-use crate::cpu::activation::Act;
+use crate::backend::Act;
 use crate::error::{Error, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -15,8 +15,8 @@ pub mod error;
 pub mod fsutil;
 pub mod memory;
 pub mod models;
+pub mod nvtx;
 pub mod parity;
-pub mod profile;
 pub mod prompt;
 pub mod reference;
 pub mod rng;
@@ -24,6 +24,6 @@ pub mod tokenizer;
 pub mod train;
 pub mod weights;
 
-pub use backend::{Backend, DType};
+pub use backend::{Backend, DType, Storage};
 pub use cpu::CpuBackend;
 pub use error::{Error, Result};

@@ -125,7 +125,7 @@ impl PromptTable {
                         format!("{text:?} tokenizes to nothing"),
                     ));
                 }
-                crate::cpu::embedding::check_ids("prompt init text", &ids, v)?;
+                crate::backend::check_ids("prompt init text", &ids, v)?;
                 // PEFT: repeat the ids until there are enough, then trim to P
                 let ids: Vec<i32> = ids.iter().copied().cycle().take(p).collect();
                 (rows(&ids), Some(text.clone()))
@@ -135,7 +135,7 @@ impl PromptTable {
                 label_ids,
                 from_first,
             } => {
-                crate::cpu::embedding::check_ids("class label tokens", label_ids, v)?;
+                crate::backend::check_ids("class label tokens", label_ids, v)?;
                 let mut ids: Vec<i32> = label_ids.iter().copied().take(p).collect();
                 let rest = p - ids.len();
                 ids.extend(sample(rng, rest, *from_first));

@@ -445,7 +445,8 @@ fn pet_with_an_empty_verbalizer() {
 
 #[test]
 fn cpu_backend_rejects_bad_buffers() {
-    use softprompt::backend::{AttnDims, Backend, BiasRef, DType};
+    use softprompt::backend::traits::*;
+    use softprompt::backend::{AttnDims, BiasRef, DType};
     let be = CpuBackend::<f32>::new();
     let check = |what: &str, r: softprompt::Result<()>, needle: &str| {
         let msg = r.expect_err(what).to_string();

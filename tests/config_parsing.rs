@@ -6,8 +6,8 @@
 mod common;
 
 use common::fixture;
+use softprompt::backend::Act;
 use softprompt::config::{BertConfig, ModelConfig, T5Config};
-use softprompt::cpu::activation::Act;
 use std::path::Path;
 
 fn t5(folder: &str) -> T5Config {

@@ -5,12 +5,14 @@
 //!
 //! Inputs are drawn fresh (seeded) for every check, rounded to bf16 on the host, and handed
 //! to both backends, so the reference sees exactly the values the kernel sees. Outputs that
-//! a kernel overwrites are poisoned with NaN first, so an element it fails to write fails the
-//! check. Outputs that a kernel adds into start from random values.
+//! a kernel overwrites (forward) are poisoned with NaN first, so an element it fails to write
+//! fails the check. Gradients, which every backward adds into (src/backend/mod.rs), start
+//! from random values (`Pair::grad`), so a backward that overwrote would fail too.
 
-use softprompt::backend::{Backend, DType, Precision};
-use softprompt::cpu::activation::Act;
-use softprompt::cpu::optimizer::{AdafactorHyper, AdamWHyper};
+use softprompt::backend::traits::*;
+use softprompt::backend::Act;
+use softprompt::backend::{AdafactorHyper, AdamWHyper};
+use softprompt::backend::{DType, Precision};
 use softprompt::cuda::CudaBackend;
 use softprompt::rng::Rng;
 use softprompt::CpuBackend;
@@ -125,6 +127,11 @@ impl<'a> Pair<'a> {
             self.cpu.upload_i32(data).expect("upload"),
         )
     }
+    /// An input gradient a backward adds into: the same random values (scale 0.25, small
+    /// beside the gradients so the check stays sensitive to them) on both sides.
+    fn grad(&self, dtype: DType, n: usize, rng: &mut Rng) -> Bufs {
+        self.up(dtype, &randn(rng, n, 0.25))
+    }
     /// An output the kernel overwrites: NaN on the device, zeros on the CPU.
     fn out(&self, dtype: DType, n: usize) -> Bufs {
         (
@@ -233,7 +240,7 @@ fn check_layernorm(be: &CudaBackend) {
         s.check_scaled(&format!("layernorm_fwd mean {n}x{c}"), &mean, F32_OUT, 2.0);
         s.check(&format!("layernorm_fwd rstd {n}x{c}"), &rstd, F32_OUT);
         let dy = s.up(st.dt, &randn(&mut rng, n * c, 1.0));
-        let mut dx = s.out(st.dt, n * c);
+        let mut dx = s.grad(st.dt, n * c, &mut rng);
         be.layernorm_bwd(&mut dx.0, &dy.0, &x.0, &w.0, &mean.0, &rstd.0, n, c)
             .unwrap();
         s.cpu
@@ -286,7 +293,7 @@ fn check_activations(be: &CudaBackend) {
             be.act_fwd(&mut y.0, &x.0, act, n).unwrap();
             s.cpu.act_fwd(&mut y.1, &x.1, act, n).unwrap();
             s.check(&format!("act_fwd {act:?} n={n}"), &y, st.out);
-            let mut dx = s.out(st.dt, n);
+            let mut dx = s.grad(st.dt, n, &mut rng);
             be.act_bwd(&mut dx.0, &dy.0, &x.0, act, n).unwrap();
             s.cpu.act_bwd(&mut dx.1, &dy.1, &x.1, act, n).unwrap();
             s.check(&format!("act_bwd {act:?} n={n}"), &dx, st.out);
@@ -294,7 +301,7 @@ fn check_activations(be: &CudaBackend) {
             be.gated_act_fwd(&mut g.0, &x.0, &lin.0, act, n).unwrap();
             s.cpu.gated_act_fwd(&mut g.1, &x.1, &lin.1, act, n).unwrap();
             s.check(&format!("gated_act_fwd {act:?} n={n}"), &g, st.out);
-            let (mut dg, mut dl) = (s.out(st.dt, n), s.out(st.dt, n));
+            let (mut dg, mut dl) = (s.grad(st.dt, n, &mut rng), s.grad(st.dt, n, &mut rng));
             be.gated_act_bwd(&mut dg.0, &mut dl.0, &dy.0, &x.0, &lin.0, act, n)
                 .unwrap();
             s.cpu
@@ -335,6 +342,12 @@ fn check_elementwise(be: &CudaBackend) {
             &acc,
             1e-6,
         );
+        // the gradient norm: one double reduced on the device against the f64 host sum
+        let got = be.sum_squares(&acc.0, n).unwrap();
+        let want = s.cpu.sum_squares(&acc.1, n).unwrap();
+        let rel = (got - want).abs() / want.max(1e-300);
+        println!("sum_squares n={n}: {got} vs {want}, rel {rel:.2e}");
+        assert!(rel < 1e-12, "sum_squares n={n}: {got} vs {want}");
     }
 }
 
@@ -556,7 +569,8 @@ fn check_linear(be: &CudaBackend) {
                 tol,
             );
         }
-        for (dtype, accumulate) in [(st.dt, false), (st.dt, true), (F32, false), (F32, true)] {
+        // backward adds: from zeros (as the models call it) and from a random gradient
+        for (dtype, start) in [(st.dt, 0.0), (st.dt, 1.0), (F32, 0.0), (F32, 1.0)] {
             let dout_data = act_data(&st, &mut rng, m * n);
             let dout = if dtype == st.dt {
                 s.up(st.dt, &dout_data)
@@ -565,23 +579,16 @@ fn check_linear(be: &CudaBackend) {
                 let exact: Vec<f32> = (0..m * n).map(|_| rng.normal() as f32).collect();
                 s.up(F32, &exact)
             };
-            let mut dx = if accumulate {
-                s.up(st.dt, &randn(&mut rng, m * k, 1.0))
-            } else {
-                s.out(st.dt, m * k)
-            };
-            be.linear_bwd(&mut dx.0, &dout.0, &w.0, m, k, n, accumulate)
-                .unwrap();
-            s.cpu
-                .linear_bwd(&mut dx.1, &dout.1, &w.1, m, k, n, accumulate)
-                .unwrap();
+            let mut dx = s.up(st.dt, &randn(&mut rng, m * k, start));
+            be.linear_bwd(&mut dx.0, &dout.0, &w.0, m, k, n).unwrap();
+            s.cpu.linear_bwd(&mut dx.1, &dout.1, &w.1, m, k, n).unwrap();
             let tol = if dtype == st.dt {
                 st.out
             } else {
                 st.gemm_f32_dout
             };
             s.check(
-                &format!("linear_bwd M{m} K{k} N{n} dout {dtype:?} acc={accumulate}"),
+                &format!("linear_bwd M{m} K{k} N{n} dout {dtype:?} start {start}"),
                 &dx,
                 tol,
             );
@@ -692,7 +699,7 @@ fn check_errors(be: &CudaBackend) {
     // the same for a gradient into linear_bwd
     let mut dx = be.zeros(st.dt, 3 * 4).unwrap();
     let e = be
-        .linear_bwd(&mut dx, &bad_out, &w, 3, 4, 4, false)
+        .linear_bwd(&mut dx, &bad_out, &w, 3, 4, 4)
         .unwrap_err()
         .to_string();
     assert!(
@@ -863,7 +870,7 @@ fn check_attention(be: &CudaBackend) {
         let mask = s.ints(&mask);
         let buckets = 8;
         let table = s.up(st.w, &randn(&mut rng, buckets * h, 1.0));
-        let lookup = softprompt::cpu::attention::bucket_lookup(tq, tk, !causal, buckets, 20);
+        let lookup = softprompt::backend::attention::bucket_lookup(tq, tk, !causal, buckets, 20);
         let lookup = s.ints(&lookup);
         let bias = || {
             with_bias.then_some(softprompt::backend::BiasRef {
@@ -933,9 +940,9 @@ fn check_attention(be: &CudaBackend) {
         );
         let dout = s.up(st.dt, &randn(&mut rng, b * tq * h * d, 1.0));
         let (mut dq, mut dk, mut dv) = (
-            s.out(st.dt, b * tq * h * d),
-            s.out(st.dt, b * tk * h * d),
-            s.out(st.dt, b * tk * h * d),
+            s.grad(st.dt, b * tq * h * d, &mut rng),
+            s.grad(st.dt, b * tk * h * d, &mut rng),
+            s.grad(st.dt, b * tk * h * d, &mut rng),
         );
         let cpu_bias = with_bias.then_some(softprompt::backend::BiasRef {
             table: &table.1,

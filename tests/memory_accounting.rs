@@ -15,7 +15,8 @@
 mod common;
 
 use common::fixture;
-use softprompt::backend::{Backend, DType};
+use softprompt::backend::traits::*;
+use softprompt::backend::DType;
 use softprompt::config::{BertConfig, ModelConfig, T5Config};
 use softprompt::cpu::CpuBackend;
 use softprompt::memory::MemoryAccountant;

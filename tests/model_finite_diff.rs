@@ -15,7 +15,8 @@
 mod common;
 
 use common::{assert_close, download_f64, fixture, unit_direction, upload_axpy};
-use softprompt::backend::{Backend, DType};
+use softprompt::backend::traits::*;
+use softprompt::backend::DType;
 use softprompt::config::ModelConfig;
 use softprompt::cpu::CpuBackend;
 use softprompt::memory::MemoryAccountant;
@@ -145,7 +146,7 @@ impl BertCase {
     }
 
     /// The engine's d loss / d prompt and its (f32-rounded) loss.
-    fn grad(&self, prompt: &<Be as Backend>::Buf, recompute: Recompute) -> (Vec<f64>, f64) {
+    fn grad(&self, prompt: &<Be as Storage>::Buf, recompute: Recompute) -> (Vec<f64>, f64) {
         let (be, m, r) = (&self.be, &self.model, &self.r);
         let (b, t, p, c) = (r.batch.b, r.batch.t, r.p(), m.cfg.hidden_size);
         let mut acct = MemoryAccountant::new();
@@ -195,7 +196,7 @@ impl BertCase {
     }
 
     /// The loss in f64: the engine's encoder, then the head's forward with backend ops.
-    fn loss(&self, prompt: &<Be as Backend>::Buf) -> f64 {
+    fn loss(&self, prompt: &<Be as Storage>::Buf) -> f64 {
         let (be, m, r) = (&self.be, &self.model, &self.r);
         let (b, t, p, c) = (r.batch.b, r.batch.t, r.p(), m.cfg.hidden_size);
         let mut acct = MemoryAccountant::new();
@@ -247,7 +248,7 @@ impl BertCase {
     /// restricted to the verbalizer rows when given.
     fn mlm_loss(
         &self,
-        hidden: &<Be as Backend>::Buf,
+        hidden: &<Be as Storage>::Buf,
         rows: &[i32],
         targets: &[i32],
         verbalizer: Option<&[i32]>,
@@ -400,7 +401,7 @@ fn t5_case(folder: &str, reference: &str) -> T5Case {
 }
 
 impl T5Case {
-    fn grad(&self, prompt: &<Be as Backend>::Buf) -> (Vec<f64>, f64) {
+    fn grad(&self, prompt: &<Be as Storage>::Buf) -> (Vec<f64>, f64) {
         let mut acct = MemoryAccountant::new();
         let mut dprompt = self
             .be
@@ -423,7 +424,7 @@ impl T5Case {
     }
 
     /// The engine's encoder and decoder, then the LM head and mean cross-entropy in f64.
-    fn loss(&self, prompt: &<Be as Backend>::Buf) -> f64 {
+    fn loss(&self, prompt: &<Be as Storage>::Buf) -> f64 {
         let (be, m) = (&self.be, &self.model);
         let mut acct = MemoryAccountant::new();
         let (enc, _ea) = m

@@ -4,11 +4,12 @@
 //! `child_workload` (below) in a fresh copy of this test binary with its own environment.
 //! The fake logs every push, pop and mark to `$FAKE_NVTX_LOG`.
 
+use softprompt::backend::profile::Profiler;
+use softprompt::backend::traits::*;
 use softprompt::backend::DType;
-use softprompt::cuda::nvtx;
-use softprompt::profile::Profiler;
+use softprompt::nvtx;
 use softprompt::train::{Event, Model, Task, TaskKind, TaskSpec, TrainConfig, Trainer};
-use softprompt::{Backend, CpuBackend};
+use softprompt::CpuBackend;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

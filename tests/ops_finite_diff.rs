@@ -11,11 +11,11 @@
 mod common;
 
 use common::{assert_close, check_gradient, normals, uniforms};
-use softprompt::cpu::activation::{self, Act};
-use softprompt::cpu::attention::{
-    attention_bwd, attention_fwd, bucket_lookup, relative_position_bucket, AttnDims, PositionBias,
-};
-use softprompt::cpu::loss::{cross_entropy_fwd_bwd, IGNORE_INDEX};
+use softprompt::backend::attention::{bucket_lookup, relative_position_bucket};
+use softprompt::backend::{Act, AttnDims, IGNORE_INDEX};
+use softprompt::cpu::activation;
+use softprompt::cpu::attention::{attention_bwd, attention_fwd, PositionBias};
+use softprompt::cpu::loss::cross_entropy_fwd_bwd;
 use softprompt::cpu::{embedding, layernorm, matmul, rmsnorm, rows};
 use softprompt::rng::Rng;
 
@@ -222,7 +222,8 @@ fn layernorm_case(n: usize, c: usize, eps: f64, seed: u64) {
     }
     assert_close(&format!("{name}: forward"), &out, &want, tol("forward"));
     // backward overwrites dinp
-    let mut dinp = vec![f64::NAN; n * c];
+    // backward adds into its input gradient (src/backend/mod.rs)
+    let mut dinp = vec![0.0; n * c];
     layernorm::layernorm_bwd(&mut dinp, &r, &x, &w, &mean, &rstd, c);
     let mut f = |x: &[f64]| sum_prod(&r, &fwd(x).0);
     check_gradient(&name, &mut f, &x, &dinp, H, tol("layernorm"), &mut rng, 300);
@@ -243,7 +244,7 @@ fn layernorm_single_channel_is_constant() {
     let (mut out, mut mean, mut rstd) = ([0.0; 2], [0.0; 2], [0.0; 2]);
     layernorm::layernorm_fwd(&mut out, &mut mean, &mut rstd, &x, &w, &b, 1, 1e-12);
     assert_eq!(out, [0.25, 0.25]);
-    let mut dinp = [f64::NAN; 2];
+    let mut dinp = [0.0; 2];
     layernorm::layernorm_bwd(&mut dinp, &[1.0, -4.0], &x, &w, &mean, &rstd, 1);
     assert_eq!(dinp, [0.0, 0.0]);
 }
@@ -322,12 +323,12 @@ fn linear_case(m: usize, k: usize, n: usize, seed: u64) {
             tol("forward"),
         );
     }
-    // accumulate = false overwrites; accumulate = true adds
-    let mut dinp = vec![f64::NAN; m * k];
-    matmul::linear_bwd(&mut dinp, &r, &w, m, k, n, false);
+    // backward adds: from zeros, and from a random gradient
+    let mut dinp = vec![0.0; m * k];
+    matmul::linear_bwd(&mut dinp, &r, &w, m, k, n);
     let pre = normals(&mut rng, m * k, 1.0);
     let mut acc = pre.clone();
-    matmul::linear_bwd(&mut acc, &r, &w, m, k, n, true);
+    matmul::linear_bwd(&mut acc, &r, &w, m, k, n);
     let added: Vec<f64> = acc.iter().zip(&pre).map(|(a, p)| a - p).collect();
     assert_close(
         &format!("{name}: accumulate"),
@@ -379,7 +380,7 @@ fn activation_backward_matches_finite_differences() {
             activation::act_fwd(&mut out, x, act);
             out
         };
-        let mut dinp = vec![f64::NAN; n];
+        let mut dinp = vec![0.0; n];
         activation::act_bwd(&mut dinp, &r, &x, act);
         let mut f = |x: &[f64]| sum_prod(&r, &fwd(x));
         check_gradient(
@@ -445,7 +446,7 @@ fn gated_activation_backward_matches_finite_differences() {
             &want,
             tol("forward"),
         );
-        let (mut dgate, mut dlin) = (vec![f64::NAN; n], vec![f64::NAN; n]);
+        let (mut dgate, mut dlin) = (vec![0.0; n], vec![0.0; n]);
         activation::gated_act_bwd(&mut dgate, &mut dlin, &r, &gate, &lin, act);
         let grad: Vec<f64> = dgate.iter().chain(&dlin).copied().collect();
         let mut f = |gl: &[f64]| sum_prod(&r, &fwd(gl));
@@ -611,7 +612,7 @@ fn attention_case(case: AttnCase, seed: u64) {
     );
     // backward overwrites dq, dk, dv
     let r = normals(&mut rng, nq, 1.0);
-    let (mut dq, mut dk, mut dv) = (vec![f64::NAN; nq], vec![f64::NAN; nk], vec![f64::NAN; nk]);
+    let (mut dq, mut dk, mut dv) = (vec![0.0; nq], vec![0.0; nk], vec![0.0; nk]);
     attention_bwd(
         &mut dq,
         &mut dk,
@@ -936,7 +937,7 @@ fn attention_fully_masked_keys() {
     // query 1 sees key 1 only: its output is exactly v[1]
     assert_close("query 1 = v[key 1]", &out[16..32], &v[16..32], 1e-15);
     let r = normals(&mut rng, n, 1.0);
-    let (mut dq, mut dk, mut dv) = (vec![f64::NAN; n], vec![f64::NAN; n], vec![f64::NAN; n]);
+    let (mut dq, mut dk, mut dv) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
     attention_bwd(
         &mut dq, &mut dk, &mut dv, &r, &q, &k, &v, &lse, &mask, None, true, 1.0, dims,
     );

@@ -5,7 +5,7 @@
 mod common;
 
 use common::fixture;
-use softprompt::cpu::attention::{bucket_lookup, relative_position_bucket};
+use softprompt::backend::attention::{bucket_lookup, relative_position_bucket};
 use softprompt::weights::TensorFile;
 
 struct Table {

@@ -5,7 +5,8 @@
 mod common;
 
 use common::{assert_close, fixture};
-use softprompt::backend::{Backend, DType};
+use softprompt::backend::traits::*;
+use softprompt::backend::DType;
 use softprompt::config::ModelConfig;
 use softprompt::memory::MemoryAccountant;
 use softprompt::models::t5::{self, T5};

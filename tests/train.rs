@@ -2,6 +2,7 @@
 //! generated data sets: PyTorch numbers for the PET and seq2seq scores, PEFT-saved prompts,
 //! the CLI's outputs, determinism, and resume after SIGKILL.
 
+use softprompt::backend::traits::*;
 use softprompt::backend::DType;
 use softprompt::prompt::{PromptInit, PromptTable};
 use softprompt::train::checkpoint::{load_prompt_dir, Checkpoint};
@@ -11,7 +12,7 @@ use softprompt::train::{
     evaluate, Event, Model, Params, Task, TaskKind, TaskSpec, TrainConfig, Trainer,
 };
 use softprompt::weights::TensorFile;
-use softprompt::{Backend, CpuBackend};
+use softprompt::CpuBackend;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

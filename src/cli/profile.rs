@@ -1,8 +1,9 @@
 use super::common::WorkloadArgs;
+use softprompt::backend::profile::Profiler;
 use softprompt::backend::Backend;
+use softprompt::backend::Storage;
 use softprompt::bench::{self, BenchModel, Preset, Workload};
 use softprompt::device::{with_backend, WithBackend};
-use softprompt::profile::Profiler;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,7 +25,7 @@ impl WithBackend for Job {
         bench::step(&be, &model, &batch, &self.w)?;
         be.reset();
         be.kernel_profile_start()?;
-        let _range = softprompt::cuda::nvtx::Range::push("softprompt step");
+        let _range = softprompt::nvtx::Range::push("softprompt step");
         bench::step(&be, &model, &batch, &self.w)?;
         let kernels = be.kernel_profile_stop()?;
         let mut out = format!(

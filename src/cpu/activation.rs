@@ -1,43 +1,14 @@
 //! Activation family: GELU (erf and tanh), ReLU, SiLU, and T5's gated variants.
-//! Backward overwrites its outputs: each activation's input gradient is a fresh tensor.
+//! Backward adds into its input gradients (src/backend/mod.rs). `Act` itself is declared in
+//! src/backend/activation.rs; its scalar math, `value` and `grad`, lives here.
 
 use super::real::Real;
+use super::{real, real_mut, CpuBackend, CpuBuf};
+use crate::backend::{Act, ActivationOps};
+use crate::error::Result;
 use rayon::prelude::*;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Act {
-    /// exact GELU, x * Phi(x) (`gelu` in transformers)
-    GeluErf,
-    /// tanh approximation (`gelu_new`, `gelu_pytorch_tanh`)
-    GeluTanh,
-    Relu,
-    /// x * sigmoid(x) (`silu`, `swish`)
-    Silu,
-}
-
 impl Act {
-    /// Maps a transformers `hidden_act` / T5 `dense_act_fn` name.
-    pub fn from_hf_name(name: &str) -> Option<Act> {
-        match name {
-            "gelu" => Some(Act::GeluErf),
-            "gelu_new" | "gelu_pytorch_tanh" => Some(Act::GeluTanh),
-            "relu" => Some(Act::Relu),
-            "silu" | "swish" => Some(Act::Silu),
-            _ => None,
-        }
-    }
-
-    pub const SUPPORTED: &'static str = "gelu, gelu_new, gelu_pytorch_tanh, relu, silu, swish";
-
-    pub fn id(self) -> i32 {
-        match self {
-            Act::GeluErf => 0,
-            Act::GeluTanh => 1,
-            Act::Relu => 2,
-            Act::Silu => 3,
-        }
-    }
-
     /// f(x).
     #[inline(always)]
     pub fn value<F: Real>(self, x: F) -> F {
@@ -107,14 +78,14 @@ pub fn act_fwd<F: Real>(out: &mut [F], inp: &[F], act: Act) {
         });
 }
 
-/// dinp (N) = dout * act'(inp).
+/// dinp (N) += dout * act'(inp).
 pub fn act_bwd<F: Real>(dinp: &mut [F], dout: &[F], inp: &[F], act: Act) {
     dinp.par_chunks_mut(CHUNK)
         .zip(dout.par_chunks(CHUNK).zip(inp.par_chunks(CHUNK)))
         .for_each(|(dx, (dy, x))| {
             dx.iter_mut()
                 .zip(dy.iter().zip(x))
-                .for_each(|(dx, (&dy, &x))| *dx = dy * act.grad(x));
+                .for_each(|(dx, (&dy, &x))| *dx += dy * act.grad(x));
         });
 }
 
@@ -129,7 +100,7 @@ pub fn gated_act_fwd<F: Real>(out: &mut [F], gate: &[F], lin: &[F], act: Act) {
         });
 }
 
-/// dgate = dout * act'(gate) * lin, dlin = dout * act(gate).
+/// dgate += dout * act'(gate) * lin, dlin += dout * act(gate).
 pub fn gated_act_bwd<F: Real>(
     dgate: &mut [F],
     dlin: &mut [F],
@@ -147,8 +118,70 @@ pub fn gated_act_bwd<F: Real>(
         )
         .for_each(|((dg, dl), (dy, (g, l)))| {
             for i in 0..dg.len() {
-                dg[i] = dy[i] * act.grad(g[i]) * l[i];
-                dl[i] = dy[i] * act.value(g[i]);
+                dg[i] += dy[i] * act.grad(g[i]) * l[i];
+                dl[i] += dy[i] * act.value(g[i]);
             }
         });
+}
+
+impl<F: Real> ActivationOps for CpuBackend<F> {
+    fn act_fwd(&self, out: &mut CpuBuf<F>, inp: &CpuBuf<F>, act: Act, n: usize) -> Result<()> {
+        act_fwd(real_mut(out, "act out", n)?, real(inp, "act inp", n)?, act);
+        Ok(())
+    }
+
+    fn act_bwd(
+        &self,
+        dinp: &mut CpuBuf<F>,
+        dout: &CpuBuf<F>,
+        inp: &CpuBuf<F>,
+        act: Act,
+        n: usize,
+    ) -> Result<()> {
+        act_bwd(
+            real_mut(dinp, "act dinp", n)?,
+            real(dout, "act dout", n)?,
+            real(inp, "act inp", n)?,
+            act,
+        );
+        Ok(())
+    }
+
+    fn gated_act_fwd(
+        &self,
+        out: &mut CpuBuf<F>,
+        gate: &CpuBuf<F>,
+        lin: &CpuBuf<F>,
+        act: Act,
+        n: usize,
+    ) -> Result<()> {
+        gated_act_fwd(
+            real_mut(out, "gated out", n)?,
+            real(gate, "gated gate", n)?,
+            real(lin, "gated lin", n)?,
+            act,
+        );
+        Ok(())
+    }
+
+    fn gated_act_bwd(
+        &self,
+        dgate: &mut CpuBuf<F>,
+        dlin: &mut CpuBuf<F>,
+        dout: &CpuBuf<F>,
+        gate: &CpuBuf<F>,
+        lin: &CpuBuf<F>,
+        act: Act,
+        n: usize,
+    ) -> Result<()> {
+        gated_act_bwd(
+            real_mut(dgate, "gated dgate", n)?,
+            real_mut(dlin, "gated dlin", n)?,
+            real(dout, "gated dout", n)?,
+            real(gate, "gated gate", n)?,
+            real(lin, "gated lin", n)?,
+            act,
+        );
+        Ok(())
+    }
 }

@@ -5,24 +5,17 @@
 //! and backward recomputes the probabilities from it, a block of query rows at a time (a
 //! transient (block, Tk) tile per head in flight). Because D_i = Σ_j P_ij dP_ij equals
 //! dO_i·O_i, backward does not need the forward output either.
-//! Backward overwrites dq, dk and dv.
+//! Backward adds into dq, dk and dv (src/backend/mod.rs).
 //!
 //! Each (batch, head) pair is one independent task; within it the products are small GEMMs
 //! on strided views of the (B, T, H, D) tensors, so nothing is transposed or copied.
 
 use super::matmul::{gemm_strided, Mat};
 use super::real::Real;
+use super::{check_rows, ints, real, real_mut, CpuBackend, CpuBuf};
+use crate::backend::{AttentionOps, AttnDims, BiasRef};
+use crate::error::Result;
 use rayon::prelude::*;
-
-/// q, out, dq: (B, Tq, H, D); k, v, dk, dv: (B, Tk, H, D); lse: (B, H, Tq); key_mask: (B, Tk).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AttnDims {
-    pub b: usize,
-    pub tq: usize,
-    pub tk: usize,
-    pub h: usize,
-    pub d: usize,
-}
 
 /// T5's relative position bias, never expanded to (H, Tq, Tk).
 #[derive(Clone, Copy, Debug)]
@@ -31,52 +24,6 @@ pub struct PositionBias<'a, F> {
     pub table: &'a [F],
     /// (Tq + Tk - 1): the bucket of relative position j - i, stored at index j - i + Tq - 1
     pub buckets: &'a [i32],
-}
-
-/// T5's bucketing of a relative position (memory position minus query position), exactly as
-/// transformers' `T5Attention._relative_position_bucket`, including its float32 logarithm.
-pub fn relative_position_bucket(
-    relative_position: i64,
-    bidirectional: bool,
-    num_buckets: usize,
-    max_distance: usize,
-) -> usize {
-    let mut num_buckets = num_buckets as i64;
-    let mut bucket = 0i64;
-    let distance = if bidirectional {
-        num_buckets /= 2;
-        if relative_position > 0 {
-            bucket += num_buckets;
-        }
-        relative_position.abs()
-    } else {
-        (-relative_position).max(0)
-    };
-    let max_exact = num_buckets / 2;
-    if distance < max_exact {
-        return (bucket + distance) as usize;
-    }
-    // float32 throughout, as torch computes it on a float tensor with Python scalars
-    let ratio = (distance as f32 / max_exact as f32).ln();
-    let scale = (max_distance as f64 / max_exact as f64).ln() as f32;
-    let large = max_exact + (ratio / scale * (num_buckets - max_exact) as f32) as i64;
-    (bucket + large.min(num_buckets - 1)) as usize
-}
-
-/// The (Tq + Tk - 1) bucket lookup that `PositionBias::buckets` expects.
-pub fn bucket_lookup(
-    tq: usize,
-    tk: usize,
-    bidirectional: bool,
-    num_buckets: usize,
-    max_distance: usize,
-) -> Vec<i32> {
-    (0..tq + tk - 1)
-        .map(|idx| {
-            let rel = idx as i64 - (tq as i64 - 1);
-            relative_position_bucket(rel, bidirectional, num_buckets, max_distance) as i32
-        })
-        .collect()
 }
 
 /// Query rows per tile: big enough for efficient GEMMs, small enough that a (QBLOCK, Tk)
@@ -242,7 +189,7 @@ pub fn attention_fwd<F: Real>(
         });
 }
 
-/// dq, dk, dv from dout, recomputing the probabilities from q, k and the saved lse.
+/// dq, dk, dv += their gradients from dout, recomputing the probabilities from q, k and the saved lse.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bwd<F: Real>(
     dq: &mut [F],
@@ -261,8 +208,6 @@ pub fn attention_bwd<F: Real>(
 ) {
     let AttnDims { b, tq, tk, h, d } = dims;
     let scale = F::from_f64(scale);
-    dk.iter_mut().for_each(|x| *x = F::ZERO);
-    dv.iter_mut().for_each(|x| *x = F::ZERO);
     let ptrs = (
         SendPtr(dq.as_mut_ptr()),
         SendPtr(dk.as_mut_ptr()),
@@ -350,7 +295,7 @@ pub fn attention_bwd<F: Real>(
             // SAFETY: this task alone writes head (bi, hi) of dq, dk and dv.
             unsafe {
                 let dq_dst = dqm.ptr.wrapping_offset(i0 as isize * dqm.rs) as *mut F;
-                gemm_strided(rows, d, tk, dq_dst, dqm.rs, ds_mat, km, false);
+                gemm_strided(rows, d, tk, dq_dst, dqm.rs, ds_mat, km, true);
                 gemm_strided(
                     tk,
                     d,
@@ -374,4 +319,84 @@ pub fn attention_bwd<F: Real>(
             }
         }
     });
+}
+
+impl<F: Real> AttentionOps for CpuBackend<F> {
+    fn attention_fwd(
+        &self,
+        out: &mut CpuBuf<F>,
+        lse: &mut CpuBuf<F>,
+        q: &CpuBuf<F>,
+        k: &CpuBuf<F>,
+        v: &CpuBuf<F>,
+        key_mask: &CpuBuf<F>,
+        bias: Option<BiasRef<'_, CpuBuf<F>>>,
+        causal: bool,
+        scale: f64,
+        dims: AttnDims,
+    ) -> Result<()> {
+        let AttnDims { b, tq, tk, h, d } = dims;
+        let bias = cpu_bias(bias, &dims)?;
+        attention_fwd(
+            real_mut(out, "attention out", b * tq * h * d)?,
+            real_mut(lse, "attention lse", b * h * tq)?,
+            real(q, "attention q", b * tq * h * d)?,
+            real(k, "attention k", b * tk * h * d)?,
+            real(v, "attention v", b * tk * h * d)?,
+            ints(key_mask, "attention key mask", b * tk)?,
+            bias,
+            causal,
+            scale,
+            dims,
+        );
+        Ok(())
+    }
+
+    fn attention_bwd(
+        &self,
+        dq: &mut CpuBuf<F>,
+        dk: &mut CpuBuf<F>,
+        dv: &mut CpuBuf<F>,
+        dout: &CpuBuf<F>,
+        q: &CpuBuf<F>,
+        k: &CpuBuf<F>,
+        v: &CpuBuf<F>,
+        lse: &CpuBuf<F>,
+        key_mask: &CpuBuf<F>,
+        bias: Option<BiasRef<'_, CpuBuf<F>>>,
+        causal: bool,
+        scale: f64,
+        dims: AttnDims,
+    ) -> Result<()> {
+        let AttnDims { b, tq, tk, h, d } = dims;
+        let bias = cpu_bias(bias, &dims)?;
+        attention_bwd(
+            real_mut(dq, "attention dq", b * tq * h * d)?,
+            real_mut(dk, "attention dk", b * tk * h * d)?,
+            real_mut(dv, "attention dv", b * tk * h * d)?,
+            real(dout, "attention dout", b * tq * h * d)?,
+            real(q, "attention q", b * tq * h * d)?,
+            real(k, "attention k", b * tk * h * d)?,
+            real(v, "attention v", b * tk * h * d)?,
+            real(lse, "attention lse", b * h * tq)?,
+            ints(key_mask, "attention key mask", b * tk)?,
+            bias,
+            causal,
+            scale,
+            dims,
+        );
+        Ok(())
+    }
+}
+
+fn cpu_bias<'a, F: Real>(
+    bias: Option<BiasRef<'a, CpuBuf<F>>>,
+    dims: &AttnDims,
+) -> Result<Option<PositionBias<'a, F>>> {
+    let Some(bias) = bias else { return Ok(None) };
+    let buckets = ints(bias.buckets, "bias buckets", dims.tq + dims.tk - 1)?;
+    let table = real(bias.table, "relative_attention_bias", bias.table.len())?;
+    let rows = table.len() / dims.h.max(1);
+    check_rows("bias buckets", buckets, rows)?;
+    Ok(Some(PositionBias { table, buckets }))
 }

@@ -5,6 +5,8 @@
 //! micro-batches.
 
 use super::real::Real;
+use super::{ints, opt_real, real, real_mut, CpuBackend, CpuBuf};
+use crate::backend::{check_ids, EmbeddingOps};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
@@ -89,16 +91,56 @@ fn add_row<F: Real>(dst: &mut [F], src: &[F]) {
     }
 }
 
-/// Every id must index a row of its table; checked on the host before any lookup.
-pub fn check_ids(name: &str, ids: &[i32], rows: usize) -> Result<()> {
-    match ids.iter().position(|&id| id < 0 || id as usize >= rows) {
-        None => Ok(()),
-        Some(i) => Err(Error::tensor(
-            name,
-            format!(
-                "id {} at flat index {i} is outside the table of {rows} rows",
-                ids[i]
-            ),
-        )),
+impl<F: Real> EmbeddingOps for CpuBackend<F> {
+    fn embedding_fwd(
+        &self,
+        out: &mut CpuBuf<F>,
+        prompt: &CpuBuf<F>,
+        wte: &CpuBuf<F>,
+        wpe: Option<&CpuBuf<F>>,
+        wtt: Option<&CpuBuf<F>>,
+        ids: &CpuBuf<F>,
+        type_ids: Option<&CpuBuf<F>>,
+        b: usize,
+        t: usize,
+        p: usize,
+        c: usize,
+    ) -> Result<()> {
+        let type_ids = type_ids
+            .map(|x| ints(x, "token_type_ids", b * t))
+            .transpose()?;
+        embedding_fwd(
+            real_mut(out, "embedding out", b * (p + t) * c)?,
+            real(prompt, "prompt", p * c)?,
+            real(wte, "word embeddings", wte.len())?,
+            opt_real(wpe, "position embeddings", wpe.map_or(0, |x| x.len()))?,
+            opt_real(wtt, "token type embeddings", wtt.map_or(0, |x| x.len()))?,
+            ints(ids, "input_ids", b * t)?,
+            type_ids,
+            b,
+            t,
+            p,
+            c,
+        )
+    }
+
+    fn prompt_grad_bwd(
+        &self,
+        dprompt: &mut CpuBuf<F>,
+        dout: &CpuBuf<F>,
+        b: usize,
+        t: usize,
+        p: usize,
+        c: usize,
+    ) -> Result<()> {
+        prompt_grad_bwd(
+            real_mut(dprompt, "prompt grad", p * c)?,
+            real(dout, "embedding grad", b * (p + t) * c)?,
+            b,
+            t,
+            p,
+            c,
+        );
+        Ok(())
     }
 }

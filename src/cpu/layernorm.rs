@@ -1,9 +1,11 @@
 //! LayerNorm (BERT), forward and backward.
 //!
-//! Accumulation contract: `layernorm_bwd` overwrites `dinp`: in BERT's post-LN blocks the
-//! norm's input gradient starts the residual gradient of the block below.
+//! Accumulation contract (src/backend/mod.rs): `layernorm_bwd` adds into `dinp`.
 
 use super::real::Real;
+use super::{real, real_mut, CpuBackend, CpuBuf};
+use crate::backend::LayerNormOps;
+use crate::error::Result;
 use rayon::prelude::*;
 
 /// out (N, C) = (inp - mean) * rstd * w + b; mean, rstd (N) are saved for backward.
@@ -34,7 +36,7 @@ pub fn layernorm_fwd<F: Real>(
         });
 }
 
-/// dinp (N, C) = LayerNorm backward of dout (N, C), from the saved input and statistics.
+/// dinp (N, C) += LayerNorm backward of dout (N, C), from the saved input and statistics.
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_bwd<F: Real>(
     dinp: &mut [F],
@@ -62,7 +64,57 @@ pub fn layernorm_bwd<F: Real>(
             mean_gx *= inv_c;
             for i in 0..c {
                 let xhat = (x[i] - mu) * rs;
-                dx[i] = (dy[i] * w[i] - mean_g - xhat * mean_gx) * rs;
+                dx[i] += (dy[i] * w[i] - mean_g - xhat * mean_gx) * rs;
             }
         });
+}
+
+impl<F: Real> LayerNormOps for CpuBackend<F> {
+    fn layernorm_fwd(
+        &self,
+        out: &mut CpuBuf<F>,
+        mean: &mut CpuBuf<F>,
+        rstd: &mut CpuBuf<F>,
+        inp: &CpuBuf<F>,
+        w: &CpuBuf<F>,
+        bias: &CpuBuf<F>,
+        n: usize,
+        c: usize,
+        eps: f64,
+    ) -> Result<()> {
+        layernorm_fwd(
+            real_mut(out, "layernorm out", n * c)?,
+            real_mut(mean, "layernorm mean", n)?,
+            real_mut(rstd, "layernorm rstd", n)?,
+            real(inp, "layernorm inp", n * c)?,
+            real(w, "layernorm weight", c)?,
+            real(bias, "layernorm bias", c)?,
+            c,
+            eps,
+        );
+        Ok(())
+    }
+
+    fn layernorm_bwd(
+        &self,
+        dinp: &mut CpuBuf<F>,
+        dout: &CpuBuf<F>,
+        inp: &CpuBuf<F>,
+        w: &CpuBuf<F>,
+        mean: &CpuBuf<F>,
+        rstd: &CpuBuf<F>,
+        n: usize,
+        c: usize,
+    ) -> Result<()> {
+        layernorm_bwd(
+            real_mut(dinp, "layernorm dinp", n * c)?,
+            real(dout, "layernorm dout", n * c)?,
+            real(inp, "layernorm inp", n * c)?,
+            real(w, "layernorm weight", c)?,
+            real(mean, "layernorm mean", n)?,
+            real(rstd, "layernorm rstd", n)?,
+            c,
+        );
+        Ok(())
+    }
 }

@@ -3,11 +3,11 @@
 //! (rows, V) chunk is the only logits storage at any time.
 
 use super::real::Real;
-use crate::error::{Error, Result};
+use super::{ints, real_mut, CpuBackend, CpuBuf};
+use crate::backend::loss::check_targets;
+use crate::backend::{LossOps, IGNORE_INDEX};
+use crate::error::Result;
 use rayon::prelude::*;
-
-/// The label value that contributes no loss, as in PyTorch.
-pub const IGNORE_INDEX: i32 = -100;
 
 /// In: `logits` (M, V). Out: the same buffer holds d loss / d logits = (softmax - onehot) *
 /// grad_scale; `losses` (M) holds each row's cross-entropy (0 for ignored rows, whose gradient
@@ -49,18 +49,22 @@ pub fn cross_entropy_fwd_bwd<F: Real>(
     Ok(())
 }
 
-fn check_targets(targets: &[i32], v: usize) -> Result<()> {
-    match targets
-        .iter()
-        .position(|&t| t != IGNORE_INDEX && (t < 0 || t as usize >= v))
-    {
-        None => Ok(()),
-        Some(i) => Err(Error::tensor(
-            "labels",
-            format!(
-                "label {} at index {i} is outside 0..{v} (and is not the ignore index -100)",
-                targets[i]
-            ),
-        )),
+impl<F: Real> LossOps for CpuBackend<F> {
+    fn cross_entropy_fwd_bwd(
+        &self,
+        logits: &mut CpuBuf<F>,
+        losses: &mut CpuBuf<F>,
+        targets: &CpuBuf<F>,
+        m: usize,
+        v: usize,
+        grad_scale: f64,
+    ) -> Result<()> {
+        cross_entropy_fwd_bwd(
+            real_mut(logits, "logits", m * v)?,
+            real_mut(losses, "losses", m)?,
+            ints(targets, "targets", m)?,
+            v,
+            grad_scale,
+        )
     }
 }

@@ -3,6 +3,9 @@
 //! the forward input is never needed again.
 
 use super::real::Real;
+use super::{opt_real, real, real_mut, CpuBackend, CpuBuf};
+use crate::backend::MatmulOps;
+use crate::error::Result;
 use gemm::Parallelism;
 
 fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
@@ -57,16 +60,8 @@ pub fn linear_fwd<F: Real>(
     }
 }
 
-/// dinp (M, K) = dout (M, N) · W (N, K), added into dinp when `accumulate`, else overwriting.
-pub fn linear_bwd<F: Real>(
-    dinp: &mut [F],
-    dout: &[F],
-    w: &[F],
-    m: usize,
-    k: usize,
-    n: usize,
-    accumulate: bool,
-) {
+/// dinp (M, K) += dout (M, N) · W (N, K).
+pub fn linear_bwd<F: Real>(dinp: &mut [F], dout: &[F], w: &[F], m: usize, k: usize, n: usize) {
     debug_assert!(dinp.len() >= m * k && dout.len() >= m * n && w.len() >= n * k);
     // SAFETY: as in linear_fwd; W is read row-major (N, K) as the right operand.
     unsafe {
@@ -77,7 +72,7 @@ pub fn linear_bwd<F: Real>(
             dinp.as_mut_ptr(),
             1,
             k as isize,
-            accumulate,
+            true,
             dout.as_ptr(),
             1,
             n as isize,
@@ -139,4 +134,48 @@ pub(crate) unsafe fn gemm_strided<F: Real>(
         false,
         Parallelism::None,
     );
+}
+
+impl<F: Real> MatmulOps for CpuBackend<F> {
+    fn linear_fwd(
+        &self,
+        out: &mut CpuBuf<F>,
+        inp: &CpuBuf<F>,
+        w: &CpuBuf<F>,
+        bias: Option<&CpuBuf<F>>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
+        linear_fwd(
+            real_mut(out, "linear out", m * n)?,
+            real(inp, "linear inp", m * k)?,
+            real(w, "linear weight", n * k)?,
+            opt_real(bias, "linear bias", n)?,
+            m,
+            k,
+            n,
+        );
+        Ok(())
+    }
+
+    fn linear_bwd(
+        &self,
+        dinp: &mut CpuBuf<F>,
+        dout: &CpuBuf<F>,
+        w: &CpuBuf<F>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
+        linear_bwd(
+            real_mut(dinp, "linear dinp", m * k)?,
+            real(dout, "linear dout", m * n)?,
+            real(w, "linear weight", n * k)?,
+            m,
+            k,
+            n,
+        );
+        Ok(())
+    }
 }

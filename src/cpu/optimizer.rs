@@ -3,15 +3,9 @@
 //! is float32 whatever the device.
 
 use super::real::Real;
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamWHyper {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-}
+use super::{real, real_mut, CpuBackend, CpuBuf};
+use crate::backend::{AdafactorHyper, AdamWHyper, OptimizerOps};
+use crate::error::{Error, Result};
 
 /// One AdamW step (decoupled weight decay, bias-corrected moments); `step` counts from 1.
 /// param, grad, m, v: (N).
@@ -37,17 +31,6 @@ pub fn adamw_update<F: Real>(
         v[i] = F::from_f64(vi);
         param[i] = F::from_f64(p);
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdafactorHyper {
-    pub lr: f64,
-    /// exponent of the second-moment decay, beta2_t = 1 - t^decay_rate (Lester: -0.8)
-    pub decay_rate: f64,
-    /// regulariser added to grad^2 (transformers' eps[0], 1e-30)
-    pub eps: f64,
-    pub clip_threshold: f64,
-    pub weight_decay: f64,
 }
 
 /// One factored Adafactor step without first moment and without parameter scaling, for a
@@ -87,5 +70,52 @@ pub fn adafactor_update<F: Real>(
         let mut x = p.to_f64();
         x -= x * hp.weight_decay * hp.lr;
         *p = F::from_f64(x - u);
+    }
+}
+
+impl<F: Real> OptimizerOps for CpuBackend<F> {
+    fn adamw_update(
+        &self,
+        param: &mut CpuBuf<F>,
+        grad: &CpuBuf<F>,
+        m: &mut CpuBuf<F>,
+        v: &mut CpuBuf<F>,
+        hp: &AdamWHyper,
+        step: u64,
+    ) -> Result<()> {
+        let n = param.len();
+        adamw_update(
+            real_mut(param, "param", n)?,
+            real(grad, "grad", n)?,
+            real_mut(m, "adam m", n)?,
+            real_mut(v, "adam v", n)?,
+            hp,
+            step,
+        );
+        Ok(())
+    }
+
+    fn adafactor_update(
+        &self,
+        param: &mut CpuBuf<F>,
+        grad: &CpuBuf<F>,
+        row: &mut CpuBuf<F>,
+        col: &mut CpuBuf<F>,
+        hp: &AdafactorHyper,
+        step: u64,
+    ) -> Result<()> {
+        let (n, r, c) = (param.len(), row.len(), col.len());
+        if r * c != n {
+            return Err(Error::shape("adafactor factors", n, format!("{r} x {c}")));
+        }
+        adafactor_update(
+            real_mut(param, "param", n)?,
+            real(grad, "grad", n)?,
+            real_mut(row, "adafactor row", r)?,
+            real_mut(col, "adafactor col", c)?,
+            hp,
+            step,
+        );
+        Ok(())
     }
 }

@@ -4,6 +4,9 @@
 //! input is the residual stream, whose gradient already holds the skip path.
 
 use super::real::Real;
+use super::{real, real_mut, CpuBackend, CpuBuf};
+use crate::backend::RmsNormOps;
+use crate::error::Result;
 use rayon::prelude::*;
 
 /// out (N, C) = inp * rstd * w, with rstd = 1/sqrt(mean(inp^2) + eps) saved (N).
@@ -36,4 +39,48 @@ pub fn rmsnorm_bwd<F: Real>(dinp: &mut [F], dout: &[F], inp: &[F], w: &[F], rstd
                 dx[i] += dy[i] * w[i] * rs - x[i] * k;
             }
         });
+}
+
+impl<F: Real> RmsNormOps for CpuBackend<F> {
+    fn rmsnorm_fwd(
+        &self,
+        out: &mut CpuBuf<F>,
+        rstd: &mut CpuBuf<F>,
+        inp: &CpuBuf<F>,
+        w: &CpuBuf<F>,
+        n: usize,
+        c: usize,
+        eps: f64,
+    ) -> Result<()> {
+        rmsnorm_fwd(
+            real_mut(out, "rmsnorm out", n * c)?,
+            real_mut(rstd, "rmsnorm rstd", n)?,
+            real(inp, "rmsnorm inp", n * c)?,
+            real(w, "rmsnorm weight", c)?,
+            c,
+            eps,
+        );
+        Ok(())
+    }
+
+    fn rmsnorm_bwd(
+        &self,
+        dinp: &mut CpuBuf<F>,
+        dout: &CpuBuf<F>,
+        inp: &CpuBuf<F>,
+        w: &CpuBuf<F>,
+        rstd: &CpuBuf<F>,
+        n: usize,
+        c: usize,
+    ) -> Result<()> {
+        rmsnorm_bwd(
+            real_mut(dinp, "rmsnorm dinp", n * c)?,
+            real(dout, "rmsnorm dout", n * c)?,
+            real(inp, "rmsnorm inp", n * c)?,
+            real(w, "rmsnorm weight", c)?,
+            real(rstd, "rmsnorm rstd", n)?,
+            c,
+        );
+        Ok(())
+    }
 }

@@ -4,6 +4,9 @@
 //! gradient they return to.
 
 use super::real::Real;
+use super::{check_rows, ints, real, real_mut, CpuBackend, CpuBuf};
+use crate::backend::RowOps;
+use crate::error::Result;
 use rayon::prelude::*;
 
 /// out (M, C) = inp[idx[m]] for inp (N, C), idx (M).
@@ -54,4 +57,80 @@ pub fn mean_pool_bwd<F: Real>(dinp: &mut [F], dout: &[F], weight: &[F], t: usize
             }
         }
     });
+}
+
+impl<F: Real> RowOps for CpuBackend<F> {
+    fn gather_rows(
+        &self,
+        out: &mut CpuBuf<F>,
+        inp: &CpuBuf<F>,
+        idx: &CpuBuf<F>,
+        m: usize,
+        c: usize,
+    ) -> Result<()> {
+        let idx = ints(idx, "row index", m)?;
+        let inp = real(inp, "gather inp", inp.len())?;
+        check_rows("row index", idx, inp.len() / c.max(1))?;
+        gather_rows(real_mut(out, "gather out", m * c)?, inp, idx, c);
+        Ok(())
+    }
+
+    fn scatter_rows_bwd(
+        &self,
+        dinp: &mut CpuBuf<F>,
+        dout: &CpuBuf<F>,
+        idx: &CpuBuf<F>,
+        m: usize,
+        c: usize,
+    ) -> Result<()> {
+        let idx = ints(idx, "row index", m)?;
+        let rows_in = dinp.len() / c.max(1);
+        check_rows("row index", idx, rows_in)?;
+        let n = dinp.len();
+        scatter_rows_bwd(
+            real_mut(dinp, "scatter dinp", n)?,
+            real(dout, "scatter dout", m * c)?,
+            idx,
+            c,
+        );
+        Ok(())
+    }
+
+    fn mean_pool_fwd(
+        &self,
+        out: &mut CpuBuf<F>,
+        inp: &CpuBuf<F>,
+        weight: &CpuBuf<F>,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()> {
+        mean_pool_fwd(
+            real_mut(out, "pool out", b * c)?,
+            real(inp, "pool inp", b * t * c)?,
+            real(weight, "pool weight", b * t)?,
+            t,
+            c,
+        );
+        Ok(())
+    }
+
+    fn mean_pool_bwd(
+        &self,
+        dinp: &mut CpuBuf<F>,
+        dout: &CpuBuf<F>,
+        weight: &CpuBuf<F>,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()> {
+        mean_pool_bwd(
+            real_mut(dinp, "pool dinp", b * t * c)?,
+            real(dout, "pool dout", b * c)?,
+            real(weight, "pool weight", b * t)?,
+            t,
+            c,
+        );
+        Ok(())
+    }
 }

@@ -1,14 +1,13 @@
 //! Launchers of kernels/attention.cu (reference: src/cpu/attention.rs), following the launch
 //! plan of kernels/ATTENTION.md: 128 threads per block, 64-row tiles, one (batch, head) pair
 //! per grid row, the D ≤ 64 or the D ≤ 128 entry points, and the dynamic shared memory of
-//! `attn_smem_bytes`. Backward overwrites dq, dk, dv: `attention_bwd_dq` (which also writes
+//! `attn_smem_bytes`. Backward adds into dq, dk, dv: `attention_bwd_dq` (which also writes
 //! the `delta` scratch), then `attention_bwd_dkdv`, on the same stream.
 
 use super::kernels::{k, KernelId};
 use super::launch::{int, Args, Cfg};
 use super::{arg, ints, CudaBackend, CudaBuf};
-use crate::backend::{AttnDims, BiasRef, DType};
-use crate::cpu::embedding::check_ids;
+use crate::backend::{check_ids, AttentionOps, AttnDims, BiasRef, DType};
 use crate::error::{Error, Result};
 
 const THREADS: u32 = 128;
@@ -102,121 +101,125 @@ fn check_dims(dims: &AttnDims) -> Result<()> {
     Ok(())
 }
 
-// extern "C" __global__ void attention_fwd(act_t* out, float* lse, const act_t* q,
-//     const act_t* k, const act_t* v, const int* key_mask, const w_t* bias_table,
-//     const int* buckets, int causal, float scale, int B, int Tq, int Tk, int H, int D);
-// (attention_fwd_d128: the same, for 64 < D <= 128)
-/// out (B, Tq, H, D) bf16 and lse (B, H, Tq) f32 from q (B, Tq, H, D), k, v (B, Tk, H, D),
-/// key_mask (B, Tk). grid (ceil(Tq/64), H, B), 128 threads.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_fwd(
-    be: &CudaBackend,
-    out: &mut CudaBuf,
-    lse: &mut CudaBuf,
-    q: &CudaBuf,
-    kk: &CudaBuf,
-    v: &CudaBuf,
-    key_mask: &CudaBuf,
-    bias: Option<BiasRef<'_, CudaBuf>>,
-    causal: bool,
-    scale: f64,
-    dims: AttnDims,
-) -> Result<()> {
-    let AttnDims { b, tq, tk, h, d } = dims;
-    check_dims(&dims)?;
-    let [fwd, _, _] = entry_points(d)?;
-    let store = be.store();
-    let (table, buckets) = bias_args(bias, be.weights(), &dims)?;
-    let args = Args::new()
-        .ptr(arg(out, "attention out", store, b * tq * h * d)?)
-        .ptr(arg(lse, "attention lse", DType::F32, b * h * tq)?)
-        .ptr(arg(q, "attention q", store, b * tq * h * d)?)
-        .ptr(arg(kk, "attention k", store, b * tk * h * d)?)
-        .ptr(arg(v, "attention v", store, b * tk * h * d)?)
-        .ptr(ints(key_mask, "attention key mask", b * tk)?.1)
-        .ptr(table)
-        .ptr(buckets);
-    let args = sizes(args, causal, scale, &dims)?;
-    be.dev.launch(fwd, cfg(tq, &dims, 0)?, args)
-}
+impl AttentionOps for CudaBackend {
+    // extern "C" __global__ void attention_fwd(act_t* out, float* lse, const act_t* q,
+    //     const act_t* k, const act_t* v, const int* key_mask, const w_t* bias_table,
+    //     const int* buckets, int causal, float scale, int B, int Tq, int Tk, int H, int D);
+    // (attention_fwd_d128: the same, for 64 < D <= 128)
+    /// out (B, Tq, H, D) bf16 and lse (B, H, Tq) f32 from q (B, Tq, H, D), k, v (B, Tk, H, D),
+    /// key_mask (B, Tk). grid (ceil(Tq/64), H, B), 128 threads.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_fwd(
+        &self,
+        out: &mut CudaBuf,
+        lse: &mut CudaBuf,
+        q: &CudaBuf,
+        kk: &CudaBuf,
+        v: &CudaBuf,
+        key_mask: &CudaBuf,
+        bias: Option<BiasRef<'_, CudaBuf>>,
+        causal: bool,
+        scale: f64,
+        dims: AttnDims,
+    ) -> Result<()> {
+        let be = self;
+        let AttnDims { b, tq, tk, h, d } = dims;
+        check_dims(&dims)?;
+        let [fwd, _, _] = entry_points(d)?;
+        let store = be.store();
+        let (table, buckets) = bias_args(bias, be.weights(), &dims)?;
+        let args = Args::new()
+            .ptr(arg(out, "attention out", store, b * tq * h * d)?)
+            .ptr(arg(lse, "attention lse", DType::F32, b * h * tq)?)
+            .ptr(arg(q, "attention q", store, b * tq * h * d)?)
+            .ptr(arg(kk, "attention k", store, b * tk * h * d)?)
+            .ptr(arg(v, "attention v", store, b * tk * h * d)?)
+            .ptr(ints(key_mask, "attention key mask", b * tk)?.1)
+            .ptr(table)
+            .ptr(buckets);
+        let args = sizes(args, causal, scale, &dims)?;
+        be.dev.launch(fwd, cfg(tq, &dims, 0)?, args)
+    }
 
-// extern "C" __global__ void attention_bwd_dq(act_t* dq, float* delta, const act_t* dout,
-//     const act_t* q, const act_t* k, const act_t* v, const float* lse, const int* key_mask,
-//     const w_t* bias_table, const int* buckets, int causal, float scale,
-//     int B, int Tq, int Tk, int H, int D);
-// extern "C" __global__ void attention_bwd_dkdv(act_t* dk, act_t* dv, const act_t* dout,
-//     const act_t* q, const act_t* k, const act_t* v, const float* lse, const float* delta,
-//     const int* key_mask, const w_t* bias_table, const int* buckets, int causal,
-//     float scale, int B, int Tq, int Tk, int H, int D);
-// (the _d128 entry points: the same, for 64 < D <= 128)
-/// dq (B, Tq, H, D), dk, dv (B, Tk, H, D), overwriting, from dout, q, k, v and the saved lse.
-/// `delta` (B, H, Tq) f32 is scratch written by the first launch and read by the second.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_bwd(
-    be: &CudaBackend,
-    dq: &mut CudaBuf,
-    dk: &mut CudaBuf,
-    dv: &mut CudaBuf,
-    dout: &CudaBuf,
-    q: &CudaBuf,
-    kk: &CudaBuf,
-    v: &CudaBuf,
-    lse: &CudaBuf,
-    key_mask: &CudaBuf,
-    bias: Option<BiasRef<'_, CudaBuf>>,
-    causal: bool,
-    scale: f64,
-    dims: AttnDims,
-) -> Result<()> {
-    let AttnDims { b, tq, tk, h, d } = dims;
-    check_dims(&dims)?;
-    let [_, bwd_dq, bwd_dkdv] = entry_points(d)?;
-    let store = be.store();
-    let (table, buckets) = bias_args(bias, be.weights(), &dims)?;
-    let (q_len, kv_len) = (b * tq * h * d, b * tk * h * d);
-    // every element is written by attention_bwd_dq before attention_bwd_dkdv reads it
-    let delta = be.alloc(DType::F32, b * h * tq)?;
-    let (dout_p, q_p, k_p, v_p) = (
-        arg(dout, "attention dout", store, q_len)?,
-        arg(q, "attention q", store, q_len)?,
-        arg(kk, "attention k", store, kv_len)?,
-        arg(v, "attention v", store, kv_len)?,
-    );
-    let lse_p = arg(lse, "attention lse", DType::F32, b * h * tq)?;
-    let mask_p = ints(key_mask, "attention key mask", b * tk)?.1;
-    let args = Args::new()
-        .ptr(arg(dq, "attention dq", store, q_len)?)
-        .ptr(delta.ptr())
-        .ptr(dout_p)
-        .ptr(q_p)
-        .ptr(k_p)
-        .ptr(v_p)
-        .ptr(lse_p)
-        .ptr(mask_p)
-        .ptr(table)
-        .ptr(buckets);
-    be.dev.launch(
-        bwd_dq,
-        cfg(tq, &dims, 1)?,
-        sizes(args, causal, scale, &dims)?,
-    )?;
-    let args = Args::new()
-        .ptr(arg(dk, "attention dk", store, kv_len)?)
-        .ptr(arg(dv, "attention dv", store, kv_len)?)
-        .ptr(dout_p)
-        .ptr(q_p)
-        .ptr(k_p)
-        .ptr(v_p)
-        .ptr(lse_p)
-        .ptr(delta.ptr())
-        .ptr(mask_p)
-        .ptr(table)
-        .ptr(buckets);
-    be.dev.launch(
-        bwd_dkdv,
-        cfg(tk, &dims, 2)?,
-        sizes(args, causal, scale, &dims)?,
-    )
+    // extern "C" __global__ void attention_bwd_dq(act_t* dq, float* delta, const act_t* dout,
+    //     const act_t* q, const act_t* k, const act_t* v, const float* lse, const int* key_mask,
+    //     const w_t* bias_table, const int* buckets, int causal, float scale,
+    //     int B, int Tq, int Tk, int H, int D);
+    // extern "C" __global__ void attention_bwd_dkdv(act_t* dk, act_t* dv, const act_t* dout,
+    //     const act_t* q, const act_t* k, const act_t* v, const float* lse, const float* delta,
+    //     const int* key_mask, const w_t* bias_table, const int* buckets, int causal,
+    //     float scale, int B, int Tq, int Tk, int H, int D);
+    // (the _d128 entry points: the same, for 64 < D <= 128)
+    /// dq (B, Tq, H, D), dk, dv (B, Tk, H, D) += their gradients from dout, q, k, v and the saved lse.
+    /// `delta` (B, H, Tq) f32 is scratch written by the first launch and read by the second.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_bwd(
+        &self,
+        dq: &mut CudaBuf,
+        dk: &mut CudaBuf,
+        dv: &mut CudaBuf,
+        dout: &CudaBuf,
+        q: &CudaBuf,
+        kk: &CudaBuf,
+        v: &CudaBuf,
+        lse: &CudaBuf,
+        key_mask: &CudaBuf,
+        bias: Option<BiasRef<'_, CudaBuf>>,
+        causal: bool,
+        scale: f64,
+        dims: AttnDims,
+    ) -> Result<()> {
+        let be = self;
+        let AttnDims { b, tq, tk, h, d } = dims;
+        check_dims(&dims)?;
+        let [_, bwd_dq, bwd_dkdv] = entry_points(d)?;
+        let store = be.store();
+        let (table, buckets) = bias_args(bias, be.weights(), &dims)?;
+        let (q_len, kv_len) = (b * tq * h * d, b * tk * h * d);
+        // every element is written by attention_bwd_dq before attention_bwd_dkdv reads it
+        let delta = be.alloc(DType::F32, b * h * tq)?;
+        let (dout_p, q_p, k_p, v_p) = (
+            arg(dout, "attention dout", store, q_len)?,
+            arg(q, "attention q", store, q_len)?,
+            arg(kk, "attention k", store, kv_len)?,
+            arg(v, "attention v", store, kv_len)?,
+        );
+        let lse_p = arg(lse, "attention lse", DType::F32, b * h * tq)?;
+        let mask_p = ints(key_mask, "attention key mask", b * tk)?.1;
+        let args = Args::new()
+            .ptr(arg(dq, "attention dq", store, q_len)?)
+            .ptr(delta.ptr())
+            .ptr(dout_p)
+            .ptr(q_p)
+            .ptr(k_p)
+            .ptr(v_p)
+            .ptr(lse_p)
+            .ptr(mask_p)
+            .ptr(table)
+            .ptr(buckets);
+        be.dev.launch(
+            bwd_dq,
+            cfg(tq, &dims, 1)?,
+            sizes(args, causal, scale, &dims)?,
+        )?;
+        let args = Args::new()
+            .ptr(arg(dk, "attention dk", store, kv_len)?)
+            .ptr(arg(dv, "attention dv", store, kv_len)?)
+            .ptr(dout_p)
+            .ptr(q_p)
+            .ptr(k_p)
+            .ptr(v_p)
+            .ptr(lse_p)
+            .ptr(delta.ptr())
+            .ptr(mask_p)
+            .ptr(table)
+            .ptr(buckets);
+        be.dev.launch(
+            bwd_dkdv,
+            cfg(tk, &dims, 2)?,
+            sizes(args, causal, scale, &dims)?,
+        )
+    }
 }
 
 #[cfg(test)]

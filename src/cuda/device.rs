@@ -7,7 +7,7 @@ use super::gpu::Gpu;
 use super::kernels::KernelId;
 use super::launch::{Args, Cfg};
 use super::timing::{self, Span, Stamp};
-use crate::backend::{DType, KernelTime, Precision};
+use crate::backend::{DType, DeviceKind, KernelTime, Precision};
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,13 +34,13 @@ pub struct Device {
 }
 
 /// A device allocation (or, under `emu`, a 256-byte-aligned host allocation); freed on drop.
-pub struct Storage {
+pub struct DevMem {
     pub ptr: u64,
     pub bytes: usize,
     dev: Arc<Device>,
 }
 
-impl Drop for Storage {
+impl Drop for DevMem {
     fn drop(&mut self) {
         if self.bytes == 0 {
             return;
@@ -160,7 +160,16 @@ impl Device {
         }
     }
 
-    pub fn alloc(self: &Arc<Self>, bytes: usize) -> Result<Storage> {
+    /// What kind of device this is, with the build of the kernels it runs.
+    pub fn device_kind(&self) -> DeviceKind {
+        match &self.kind {
+            Kind::Cuda(g) => DeviceKind::Cuda(g.ordinal, self.precision),
+            #[cfg(feature = "emu")]
+            Kind::Emu => DeviceKind::Emu(self.precision),
+        }
+    }
+
+    pub fn alloc(self: &Arc<Self>, bytes: usize) -> Result<DevMem> {
         let ptr = if bytes == 0 {
             0
         } else {
@@ -172,7 +181,7 @@ impl Device {
         };
         let now = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.peak.fetch_max(now, Ordering::Relaxed);
-        Ok(Storage {
+        Ok(DevMem {
             ptr,
             bytes,
             dev: self.clone(),
@@ -292,7 +301,7 @@ impl Device {
     pub unsafe fn gemm(&self, g: &Gemm, op: &str) -> Result<()> {
         let name = format!("gemm ({op})");
         // nsys names kernels itself, but a cuBLAS kernel's name does not say which GEMM it is
-        let _range = super::nvtx::enabled().then(|| super::nvtx::Range::push(&name));
+        let _range = crate::nvtx::enabled().then(|| crate::nvtx::Range::push(&name));
         self.timed(&name, || match &self.kind {
             Kind::Cuda(gpu) => gpu.gemm(g),
             #[cfg(feature = "emu")]

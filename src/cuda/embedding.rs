@@ -1,99 +1,101 @@
 //! Launchers of kernels/embedding.cu (reference: src/cpu/embedding.rs). Forward overwrites
 //! `out`; the prompt-row gradient adds into `dprompt`.
 
-use super::device::Device;
 use super::kernels::k;
 use super::launch::{grid_x, int, row_threads, stride_blocks, Args, Cfg, STRIDE_THREADS};
-use super::{arg, ints, opt_arg, CudaBuf};
-use crate::backend::DType;
-use crate::cpu::embedding::check_ids;
+use super::{arg, ints, opt_arg, CudaBackend, CudaBuf};
+use crate::backend::{check_ids, DType, EmbeddingOps};
 use crate::error::{Error, Result};
 
-// extern "C" __global__ void embedding_fwd(act_t* out, const float* prompt, const w_t* wte,
-//     const w_t* wpe, const w_t* wtt, const int* ids, const int* type_ids,
-//     int b, int t, int p, int c);
-/// out (B, P+T, C) bf16 = prompt (P, C) f32 ⧺ wte[ids] (B, T, C), plus wpe and wtt rows when
-/// given. One block per output row.
-#[allow(clippy::too_many_arguments)]
-pub fn embedding_fwd(
-    dev: &Device,
-    out: &mut CudaBuf,
-    prompt: &CudaBuf,
-    wte: &CudaBuf,
-    wpe: Option<&CudaBuf>,
-    wtt: Option<&CudaBuf>,
-    ids: &CudaBuf,
-    type_ids: Option<&CudaBuf>,
-    b: usize,
-    t: usize,
-    p: usize,
-    c: usize,
-) -> Result<()> {
-    let (tt, store) = (p + t, dev.store());
-    let rows_of = |buf: &CudaBuf| buf.len() / c.max(1);
-    let (id_host, id_ptr) = ints(ids, "input_ids", b * t)?;
-    check_ids("input_ids", id_host, rows_of(wte))?;
-    let type_ptr = match (type_ids, wtt) {
-        (Some(types), Some(wtt)) => {
-            let (host, ptr) = ints(types, "token_type_ids", b * t)?;
-            check_ids("token_type_ids", host, rows_of(wtt))?;
-            ptr
+impl EmbeddingOps for CudaBackend {
+    // extern "C" __global__ void embedding_fwd(act_t* out, const float* prompt, const w_t* wte,
+    //     const w_t* wpe, const w_t* wtt, const int* ids, const int* type_ids,
+    //     int b, int t, int p, int c);
+    /// out (B, P+T, C) bf16 = prompt (P, C) f32 ⧺ wte[ids] (B, T, C), plus wpe and wtt rows when
+    /// given. One block per output row.
+    #[allow(clippy::too_many_arguments)]
+    fn embedding_fwd(
+        &self,
+        out: &mut CudaBuf,
+        prompt: &CudaBuf,
+        wte: &CudaBuf,
+        wpe: Option<&CudaBuf>,
+        wtt: Option<&CudaBuf>,
+        ids: &CudaBuf,
+        type_ids: Option<&CudaBuf>,
+        b: usize,
+        t: usize,
+        p: usize,
+        c: usize,
+    ) -> Result<()> {
+        let dev = &self.dev;
+        let (tt, store) = (p + t, dev.store());
+        let rows_of = |buf: &CudaBuf| buf.len() / c.max(1);
+        let (id_host, id_ptr) = ints(ids, "input_ids", b * t)?;
+        check_ids("input_ids", id_host, rows_of(wte))?;
+        let type_ptr = match (type_ids, wtt) {
+            (Some(types), Some(wtt)) => {
+                let (host, ptr) = ints(types, "token_type_ids", b * t)?;
+                check_ids("token_type_ids", host, rows_of(wtt))?;
+                ptr
+            }
+            _ => 0,
+        };
+        if let Some(wpe) = wpe {
+            if rows_of(wpe) < tt {
+                return Err(Error::shape(
+                    "position embeddings (max_position_embeddings must cover P + T)",
+                    format!(">= {tt} rows"),
+                    rows_of(wpe),
+                ));
+            }
         }
-        _ => 0,
-    };
-    if let Some(wpe) = wpe {
-        if rows_of(wpe) < tt {
-            return Err(Error::shape(
-                "position embeddings (max_position_embeddings must cover P + T)",
-                format!(">= {tt} rows"),
-                rows_of(wpe),
-            ));
+        if wtt.is_some_and(|w| rows_of(w) == 0) {
+            return Err(Error::tensor("token type embeddings", "empty table"));
         }
+        let args = Args::new()
+            .ptr(arg(out, "embedding out", store, b * tt * c)?)
+            .ptr(arg(prompt, "prompt", DType::F32, p * c)?)
+            .ptr(arg(wte, "word embeddings", dev.weights(), 0)?)
+            .ptr(opt_arg(wpe, "position embeddings", dev.weights(), tt * c)?)
+            .ptr(opt_arg(wtt, "token type embeddings", dev.weights(), c)?)
+            .ptr(id_ptr)
+            .ptr(type_ptr)
+            .i32(int("batch", b)?)
+            .i32(int("tokens", t)?)
+            .i32(int("prompt rows", p)?)
+            .i32(int("hidden size", c)?);
+        if b * tt == 0 || c == 0 {
+            return Ok(());
+        }
+        let cfg = Cfg::linear(grid_x("embedding rows", b * tt)?, row_threads(c));
+        dev.launch(k::EMBEDDING_FWD, cfg, args)
     }
-    if wtt.is_some_and(|w| rows_of(w) == 0) {
-        return Err(Error::tensor("token type embeddings", "empty table"));
-    }
-    let args = Args::new()
-        .ptr(arg(out, "embedding out", store, b * tt * c)?)
-        .ptr(arg(prompt, "prompt", DType::F32, p * c)?)
-        .ptr(arg(wte, "word embeddings", dev.weights(), 0)?)
-        .ptr(opt_arg(wpe, "position embeddings", dev.weights(), tt * c)?)
-        .ptr(opt_arg(wtt, "token type embeddings", dev.weights(), c)?)
-        .ptr(id_ptr)
-        .ptr(type_ptr)
-        .i32(int("batch", b)?)
-        .i32(int("tokens", t)?)
-        .i32(int("prompt rows", p)?)
-        .i32(int("hidden size", c)?);
-    if b * tt == 0 || c == 0 {
-        return Ok(());
-    }
-    let cfg = Cfg::linear(grid_x("embedding rows", b * tt)?, row_threads(c));
-    dev.launch(k::EMBEDDING_FWD, cfg, args)
-}
 
-// extern "C" __global__ void prompt_grad_bwd(float* dprompt, const act_t* dout, int b, int t,
-//     int p, int c);
-/// dprompt (P, C) f32 += Σ_b dout[b, 0..P] with dout (B, P+T, C) bf16. Grid-stride over P*C.
-pub fn prompt_grad_bwd(
-    dev: &Device,
-    dprompt: &mut CudaBuf,
-    dout: &CudaBuf,
-    b: usize,
-    t: usize,
-    p: usize,
-    c: usize,
-) -> Result<()> {
-    let args = Args::new()
-        .ptr(arg(dprompt, "prompt grad", DType::F32, p * c)?)
-        .ptr(arg(dout, "embedding grad", dev.store(), b * (p + t) * c)?)
-        .i32(int("batch", b)?)
-        .i32(int("tokens", t)?)
-        .i32(int("prompt rows", p)?)
-        .i32(int("hidden size", c)?);
-    if p * c == 0 {
-        return Ok(());
+    // extern "C" __global__ void prompt_grad_bwd(float* dprompt, const act_t* dout, int b, int t,
+    //     int p, int c);
+    /// dprompt (P, C) f32 += Σ_b dout[b, 0..P] with dout (B, P+T, C) bf16. Grid-stride over P*C.
+    fn prompt_grad_bwd(
+        &self,
+        dprompt: &mut CudaBuf,
+        dout: &CudaBuf,
+        b: usize,
+        t: usize,
+        p: usize,
+        c: usize,
+    ) -> Result<()> {
+        let dev = &self.dev;
+        let args = Args::new()
+            .ptr(arg(dprompt, "prompt grad", DType::F32, p * c)?)
+            .ptr(arg(dout, "embedding grad", dev.store(), b * (p + t) * c)?)
+            .i32(int("batch", b)?)
+            .i32(int("tokens", t)?)
+            .i32(int("prompt rows", p)?)
+            .i32(int("hidden size", c)?);
+        if p * c == 0 {
+            return Ok(());
+        }
+        let cfg = Cfg::linear(stride_blocks(p * c), STRIDE_THREADS);
+        dev.launch(k::PROMPT_GRAD_BWD, cfg, args)
     }
-    let cfg = Cfg::linear(stride_blocks(p * c), STRIDE_THREADS);
-    dev.launch(k::PROMPT_GRAD_BWD, cfg, args)
 }

@@ -28,7 +28,7 @@ pub fn launch(
         Precision::Mixed => EMU_LAUNCH_MIXED[k.0],
     };
     // SAFETY: `args` holds one pointer per kernel parameter, each to a value of the
-    // parameter's type (launch.rs); device pointers are live host allocations (Storage).
+    // parameter's type (launch.rs); device pointers are live host allocations (DevMem).
     let rc = unsafe {
         f(
             cfg.grid.as_ptr(),

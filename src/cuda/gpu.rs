@@ -21,6 +21,7 @@ pub struct Gpu {
     async_alloc: bool,
     pub name: String,
     pub arch: String,
+    pub ordinal: usize,
 }
 
 // SAFETY: the raw handles are used only after binding the context to the calling thread, and
@@ -93,6 +94,7 @@ impl Gpu {
             cublas: handle,
             name: format!("cuda:{ordinal} {name}"),
             arch,
+            ordinal,
         })
     }
 

@@ -10,7 +10,7 @@ use super::gemm::Gemm;
 use super::kernels::k;
 use super::launch::{int, stride_blocks, Args, Cfg, STRIDE_THREADS};
 use super::{arg, opt_arg, store_or_f32, CudaBackend, CudaBuf};
-use crate::backend::{DType, Precision};
+use crate::backend::{DType, MatmulOps, Precision};
 use crate::error::{Error, Result};
 
 // extern "C" __global__ void linear_bias_fill(act_t* out, const w_t* bias, int m, int n);
@@ -104,95 +104,6 @@ fn gemm_parts(be: &CudaBackend, g: Gemm, b: &Operand, name: &str) -> Result<()> 
     Ok(())
 }
 
-/// out (M, N) = inp (M, K) · Wᵀ (+ bias (N)); inp in the activations' type, W and bias in
-/// the weights' type; out in the activations' type, or float32 for the heads' logits.
-#[allow(clippy::too_many_arguments)]
-pub fn linear_fwd(
-    be: &CudaBackend,
-    out: &mut CudaBuf,
-    inp: &CudaBuf,
-    w: &CudaBuf,
-    bias: Option<&CudaBuf>,
-    m: usize,
-    k: usize,
-    n: usize,
-) -> Result<()> {
-    let (store, weights) = (be.store(), be.weights());
-    let out_type = out.dtype();
-    check_store_or_f32(out_type, store, "linear out")?;
-    let out_ptr = arg(out, "linear out", out_type, m * n)?;
-    let inp_ptr = arg(inp, "linear inp", store, m * k)?;
-    let w_ptr = arg(w, "linear weight", weights, n * k)?;
-    let bias_ptr = opt_arg(bias, "linear bias", weights, n)?;
-    if m * n == 0 {
-        return Ok(());
-    }
-    if bias.is_some() {
-        bias_fill(be, out_ptr, out_type, bias_ptr, m, n)?;
-    }
-    let inp_parts = operand(be, inp_ptr, store, m * k)?;
-    let g = Gemm {
-        trans_a: true,
-        trans_b: false,
-        m: n,
-        n: m,
-        k,
-        a: w_ptr,
-        lda: k.max(1),
-        b: 0,
-        ldb: k.max(1),
-        c: out_ptr,
-        ldc: n,
-        beta: if bias.is_some() { 1.0 } else { 0.0 },
-        ab_type: weights,
-        c_type: out_type,
-    };
-    gemm_parts(be, g, &inp_parts, "linear_fwd")
-}
-
-/// dinp (M, K) (+)= dout (M, N) · W (N, K); dinp in the activations' type, W in the weights'
-/// type; dout in the activations' type, or float32 (d logits). A dout of another type than
-/// W becomes a GEMM operand as `operand` says.
-#[allow(clippy::too_many_arguments)]
-pub fn linear_bwd(
-    be: &CudaBackend,
-    dinp: &mut CudaBuf,
-    dout: &CudaBuf,
-    w: &CudaBuf,
-    m: usize,
-    k: usize,
-    n: usize,
-    accumulate: bool,
-) -> Result<()> {
-    let (store, weights) = (be.store(), be.weights());
-    let dinp_ptr = arg(dinp, "linear dinp", store, m * k)?;
-    let w_ptr = arg(w, "linear weight", weights, n * k)?;
-    let dout_type = dout.dtype();
-    check_store_or_f32(dout_type, store, "linear dout")?;
-    let dout_ptr = arg(dout, "linear dout", dout_type, m * n)?;
-    if m * k == 0 {
-        return Ok(());
-    }
-    let dout_parts = operand(be, dout_ptr, dout_type, m * n)?;
-    let g = Gemm {
-        trans_a: false,
-        trans_b: false,
-        m: k,
-        n: m,
-        k: n,
-        a: w_ptr,
-        lda: k,
-        b: 0,
-        ldb: n.max(1),
-        c: dinp_ptr,
-        ldc: k,
-        beta: if accumulate { 1.0 } else { 0.0 },
-        ab_type: weights,
-        c_type: store,
-    };
-    gemm_parts(be, g, &dout_parts, "linear_bwd")
-}
-
 /// Outputs and gradients of the linear layers come in the activations' type or in float32.
 fn check_store_or_f32(dtype: DType, store: DType, what: &str) -> Result<()> {
     if dtype == store || dtype == DType::F32 {
@@ -217,4 +128,96 @@ fn check_int_sizes(g: &Gemm) -> Result<()> {
         int(&format!("GEMM {what}"), v)?;
     }
     Ok(())
+}
+
+impl MatmulOps for CudaBackend {
+    /// out (M, N) = inp (M, K) · Wᵀ (+ bias (N)); inp in the activations' type, W and bias in
+    /// the weights' type; out in the activations' type, or float32 for the heads' logits.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_fwd(
+        &self,
+        out: &mut CudaBuf,
+        inp: &CudaBuf,
+        w: &CudaBuf,
+        bias: Option<&CudaBuf>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
+        let be = self;
+        let (store, weights) = (be.store(), be.weights());
+        let out_type = out.dtype();
+        check_store_or_f32(out_type, store, "linear out")?;
+        let out_ptr = arg(out, "linear out", out_type, m * n)?;
+        let inp_ptr = arg(inp, "linear inp", store, m * k)?;
+        let w_ptr = arg(w, "linear weight", weights, n * k)?;
+        let bias_ptr = opt_arg(bias, "linear bias", weights, n)?;
+        if m * n == 0 {
+            return Ok(());
+        }
+        if bias.is_some() {
+            bias_fill(be, out_ptr, out_type, bias_ptr, m, n)?;
+        }
+        let inp_parts = operand(be, inp_ptr, store, m * k)?;
+        let g = Gemm {
+            trans_a: true,
+            trans_b: false,
+            m: n,
+            n: m,
+            k,
+            a: w_ptr,
+            lda: k.max(1),
+            b: 0,
+            ldb: k.max(1),
+            c: out_ptr,
+            ldc: n,
+            beta: if bias.is_some() { 1.0 } else { 0.0 },
+            ab_type: weights,
+            c_type: out_type,
+        };
+        gemm_parts(be, g, &inp_parts, "linear_fwd")
+    }
+
+    /// dinp (M, K) += dout (M, N) · W (N, K); dinp in the activations' type, W in the weights'
+    /// type; dout in the activations' type, or float32 (d logits). A dout of another type than
+    /// W becomes a GEMM operand as `operand` says.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_bwd(
+        &self,
+        dinp: &mut CudaBuf,
+        dout: &CudaBuf,
+        w: &CudaBuf,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
+        let be = self;
+        let (store, weights) = (be.store(), be.weights());
+        let dinp_ptr = arg(dinp, "linear dinp", store, m * k)?;
+        let w_ptr = arg(w, "linear weight", weights, n * k)?;
+        let dout_type = dout.dtype();
+        check_store_or_f32(dout_type, store, "linear dout")?;
+        let dout_ptr = arg(dout, "linear dout", dout_type, m * n)?;
+        if m * k == 0 {
+            return Ok(());
+        }
+        let dout_parts = operand(be, dout_ptr, dout_type, m * n)?;
+        let g = Gemm {
+            trans_a: false,
+            trans_b: false,
+            m: k,
+            n: m,
+            k: n,
+            a: w_ptr,
+            lda: k,
+            b: 0,
+            ldb: n.max(1),
+            c: dinp_ptr,
+            ldc: k,
+            beta: 1.0,
+            ab_type: weights,
+            c_type: store,
+        };
+        gemm_parts(be, g, &dout_parts, "linear_bwd")
+    }
 }

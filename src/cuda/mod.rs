@@ -32,7 +32,6 @@ pub mod layernorm;
 pub mod loss;
 pub mod matmul;
 pub mod nvrtc;
-pub mod nvtx;
 pub mod optimizer;
 pub mod rmsnorm;
 pub mod rows;
@@ -41,16 +40,14 @@ mod timing;
 #[cfg(test)]
 mod emu_rewrite_tests;
 
-use crate::backend::{AttnDims, Backend, BiasRef, DType, KernelTime, MemStats, Precision};
-use crate::cpu::activation::Act;
-use crate::cpu::optimizer::{AdafactorHyper, AdamWHyper};
+use crate::backend::{DType, DeviceKind, KernelTime, MemStats, Precision, Storage};
 use crate::error::{Error, Result};
-use device::{Device, Storage};
+use device::{DevMem, Device};
 use std::sync::Arc;
 
 /// A buffer on the device: `len` elements of `dtype` at `storage.ptr`.
 pub struct CudaBuf {
-    storage: Storage,
+    storage: DevMem,
     len: usize,
     dtype: DType,
     /// the values of an I32 buffer, kept on the host for index checks
@@ -209,7 +206,7 @@ fn decode(dtype: DType, bytes: &[u8]) -> Vec<f32> {
     }
 }
 
-impl Backend for CudaBackend {
+impl Storage for CudaBackend {
     type Buf = CudaBuf;
 
     fn name(&self) -> String {
@@ -218,6 +215,9 @@ impl Backend for CudaBackend {
             Precision::F32 => format!("{} (float32 build)", self.dev.name()),
             Precision::Mixed => format!("{} (mixed build)", self.dev.name()),
         }
+    }
+    fn device(&self) -> DeviceKind {
+        self.dev.device_kind()
     }
     fn act_dtype(&self) -> DType {
         self.dev.store()
@@ -304,273 +304,5 @@ impl Backend for CudaBackend {
     }
     fn kernel_profile_stop(&self) -> Result<Vec<KernelTime>> {
         self.dev.profile_stop()
-    }
-
-    fn embedding_fwd(
-        &self,
-        out: &mut CudaBuf,
-        prompt: &CudaBuf,
-        wte: &CudaBuf,
-        wpe: Option<&CudaBuf>,
-        wtt: Option<&CudaBuf>,
-        ids: &CudaBuf,
-        type_ids: Option<&CudaBuf>,
-        b: usize,
-        t: usize,
-        p: usize,
-        c: usize,
-    ) -> Result<()> {
-        embedding::embedding_fwd(
-            &self.dev, out, prompt, wte, wpe, wtt, ids, type_ids, b, t, p, c,
-        )
-    }
-    fn prompt_grad_bwd(
-        &self,
-        dprompt: &mut CudaBuf,
-        dout: &CudaBuf,
-        b: usize,
-        t: usize,
-        p: usize,
-        c: usize,
-    ) -> Result<()> {
-        embedding::prompt_grad_bwd(&self.dev, dprompt, dout, b, t, p, c)
-    }
-
-    fn layernorm_fwd(
-        &self,
-        out: &mut CudaBuf,
-        mean: &mut CudaBuf,
-        rstd: &mut CudaBuf,
-        inp: &CudaBuf,
-        w: &CudaBuf,
-        bias: &CudaBuf,
-        n: usize,
-        c: usize,
-        eps: f64,
-    ) -> Result<()> {
-        layernorm::layernorm_fwd(&self.dev, out, mean, rstd, inp, w, bias, n, c, eps)
-    }
-    fn layernorm_bwd(
-        &self,
-        dinp: &mut CudaBuf,
-        dout: &CudaBuf,
-        inp: &CudaBuf,
-        w: &CudaBuf,
-        mean: &CudaBuf,
-        rstd: &CudaBuf,
-        n: usize,
-        c: usize,
-    ) -> Result<()> {
-        layernorm::layernorm_bwd(&self.dev, dinp, dout, inp, w, mean, rstd, n, c)
-    }
-
-    fn rmsnorm_fwd(
-        &self,
-        out: &mut CudaBuf,
-        rstd: &mut CudaBuf,
-        inp: &CudaBuf,
-        w: &CudaBuf,
-        n: usize,
-        c: usize,
-        eps: f64,
-    ) -> Result<()> {
-        rmsnorm::rmsnorm_fwd(&self.dev, out, rstd, inp, w, n, c, eps)
-    }
-    fn rmsnorm_bwd(
-        &self,
-        dinp: &mut CudaBuf,
-        dout: &CudaBuf,
-        inp: &CudaBuf,
-        w: &CudaBuf,
-        rstd: &CudaBuf,
-        n: usize,
-        c: usize,
-    ) -> Result<()> {
-        rmsnorm::rmsnorm_bwd(&self.dev, dinp, dout, inp, w, rstd, n, c)
-    }
-
-    fn linear_fwd(
-        &self,
-        out: &mut CudaBuf,
-        inp: &CudaBuf,
-        w: &CudaBuf,
-        bias: Option<&CudaBuf>,
-        m: usize,
-        k: usize,
-        n: usize,
-    ) -> Result<()> {
-        matmul::linear_fwd(self, out, inp, w, bias, m, k, n)
-    }
-    fn linear_bwd(
-        &self,
-        dinp: &mut CudaBuf,
-        dout: &CudaBuf,
-        w: &CudaBuf,
-        m: usize,
-        k: usize,
-        n: usize,
-        accumulate: bool,
-    ) -> Result<()> {
-        matmul::linear_bwd(self, dinp, dout, w, m, k, n, accumulate)
-    }
-
-    fn act_fwd(&self, out: &mut CudaBuf, inp: &CudaBuf, act: Act, n: usize) -> Result<()> {
-        activation::act_fwd(&self.dev, out, inp, act, n)
-    }
-    fn act_bwd(
-        &self,
-        dinp: &mut CudaBuf,
-        dout: &CudaBuf,
-        inp: &CudaBuf,
-        act: Act,
-        n: usize,
-    ) -> Result<()> {
-        activation::act_bwd(&self.dev, dinp, dout, inp, act, n)
-    }
-    fn gated_act_fwd(
-        &self,
-        out: &mut CudaBuf,
-        gate: &CudaBuf,
-        lin: &CudaBuf,
-        act: Act,
-        n: usize,
-    ) -> Result<()> {
-        activation::gated_act_fwd(&self.dev, out, gate, lin, act, n)
-    }
-    fn gated_act_bwd(
-        &self,
-        dgate: &mut CudaBuf,
-        dlin: &mut CudaBuf,
-        dout: &CudaBuf,
-        gate: &CudaBuf,
-        lin: &CudaBuf,
-        act: Act,
-        n: usize,
-    ) -> Result<()> {
-        activation::gated_act_bwd(&self.dev, dgate, dlin, dout, gate, lin, act, n)
-    }
-
-    fn attention_fwd(
-        &self,
-        out: &mut CudaBuf,
-        lse: &mut CudaBuf,
-        q: &CudaBuf,
-        k: &CudaBuf,
-        v: &CudaBuf,
-        key_mask: &CudaBuf,
-        bias: Option<BiasRef<'_, CudaBuf>>,
-        causal: bool,
-        scale: f64,
-        dims: AttnDims,
-    ) -> Result<()> {
-        attention::attention_fwd(self, out, lse, q, k, v, key_mask, bias, causal, scale, dims)
-    }
-    fn attention_bwd(
-        &self,
-        dq: &mut CudaBuf,
-        dk: &mut CudaBuf,
-        dv: &mut CudaBuf,
-        dout: &CudaBuf,
-        q: &CudaBuf,
-        k: &CudaBuf,
-        v: &CudaBuf,
-        lse: &CudaBuf,
-        key_mask: &CudaBuf,
-        bias: Option<BiasRef<'_, CudaBuf>>,
-        causal: bool,
-        scale: f64,
-        dims: AttnDims,
-    ) -> Result<()> {
-        attention::attention_bwd(
-            self, dq, dk, dv, dout, q, k, v, lse, key_mask, bias, causal, scale, dims,
-        )
-    }
-
-    fn cross_entropy_fwd_bwd(
-        &self,
-        logits: &mut CudaBuf,
-        losses: &mut CudaBuf,
-        targets: &CudaBuf,
-        m: usize,
-        v: usize,
-        grad_scale: f64,
-    ) -> Result<()> {
-        loss::cross_entropy_fwd_bwd(&self.dev, logits, losses, targets, m, v, grad_scale)
-    }
-
-    fn gather_rows(
-        &self,
-        out: &mut CudaBuf,
-        inp: &CudaBuf,
-        idx: &CudaBuf,
-        m: usize,
-        c: usize,
-    ) -> Result<()> {
-        rows::gather_rows(&self.dev, out, inp, idx, m, c)
-    }
-    fn scatter_rows_bwd(
-        &self,
-        dinp: &mut CudaBuf,
-        dout: &CudaBuf,
-        idx: &CudaBuf,
-        m: usize,
-        c: usize,
-    ) -> Result<()> {
-        rows::scatter_rows_bwd(&self.dev, dinp, dout, idx, m, c)
-    }
-    fn mean_pool_fwd(
-        &self,
-        out: &mut CudaBuf,
-        inp: &CudaBuf,
-        weight: &CudaBuf,
-        b: usize,
-        t: usize,
-        c: usize,
-    ) -> Result<()> {
-        rows::mean_pool_fwd(&self.dev, out, inp, weight, b, t, c)
-    }
-    fn mean_pool_bwd(
-        &self,
-        dinp: &mut CudaBuf,
-        dout: &CudaBuf,
-        weight: &CudaBuf,
-        b: usize,
-        t: usize,
-        c: usize,
-    ) -> Result<()> {
-        rows::mean_pool_bwd(&self.dev, dinp, dout, weight, b, t, c)
-    }
-
-    fn add_fwd(&self, out: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, n: usize) -> Result<()> {
-        elementwise::add_fwd(&self.dev, out, a, b, n)
-    }
-    fn add_inplace(&self, acc: &mut CudaBuf, a: &CudaBuf, n: usize) -> Result<()> {
-        elementwise::add_inplace(&self.dev, acc, a, n)
-    }
-    fn scale_inplace(&self, x: &mut CudaBuf, s: f64, n: usize) -> Result<()> {
-        elementwise::scale_inplace(&self.dev, x, s, n)
-    }
-
-    fn adamw_update(
-        &self,
-        param: &mut CudaBuf,
-        grad: &CudaBuf,
-        m: &mut CudaBuf,
-        v: &mut CudaBuf,
-        hp: &AdamWHyper,
-        step: u64,
-    ) -> Result<()> {
-        optimizer::adamw_update(&self.dev, param, grad, m, v, hp, step)
-    }
-    fn adafactor_update(
-        &self,
-        param: &mut CudaBuf,
-        grad: &CudaBuf,
-        row: &mut CudaBuf,
-        col: &mut CudaBuf,
-        hp: &AdafactorHyper,
-        step: u64,
-    ) -> Result<()> {
-        optimizer::adafactor_update(&self.dev, param, grad, row, col, hp, step)
     }
 }

@@ -540,7 +540,7 @@ impl<B: Backend> Bert<B> {
             c,
         )?;
         let mut d_ffn_act = zeros(be, act, n * i)?;
-        be.linear_bwd(&mut d_ffn_act, &d_ln2_in, &lw.ffn_out_w, n, i, c, false)?;
+        be.linear_bwd(&mut d_ffn_act, &d_ln2_in, &lw.ffn_out_w, n, i, c)?;
         let mut d_ffn_pre = zeros(be, act, n * i)?;
         be.act_bwd(
             &mut d_ffn_pre,
@@ -551,7 +551,7 @@ impl<B: Backend> Bert<B> {
         )?;
         // the residual: d ln1_out = d ln2_in + d ffn_pre · W_in, accumulated in place
         let mut d_ln1_out = d_ln2_in;
-        be.linear_bwd(&mut d_ln1_out, &d_ffn_pre, &lw.ffn_in_w, n, c, i, true)?;
+        be.linear_bwd(&mut d_ln1_out, &d_ffn_pre, &lw.ffn_in_w, n, c, i)?;
         let mut d_ln1_in = zeros(be, act, n * c)?;
         be.layernorm_bwd(
             &mut d_ln1_in,
@@ -564,7 +564,7 @@ impl<B: Backend> Bert<B> {
             c,
         )?;
         let mut d_ctx = zeros(be, act, n * c)?;
-        be.linear_bwd(&mut d_ctx, &d_ln1_in, &lw.attn_out_w, n, c, c, false)?;
+        be.linear_bwd(&mut d_ctx, &d_ln1_in, &lw.attn_out_w, n, c, c)?;
         let (mut dq, mut dk, mut dv) = (
             zeros(be, act, n * c)?,
             zeros(be, act, n * c)?,
@@ -587,9 +587,9 @@ impl<B: Backend> Bert<B> {
         )?;
         // the residual: dx = d ln1_in + dq·Wq + dk·Wk + dv·Wv
         let mut dx = d_ln1_in;
-        be.linear_bwd(&mut dx, &dq, &lw.query_w, n, c, c, true)?;
-        be.linear_bwd(&mut dx, &dk, &lw.key_w, n, c, c, true)?;
-        be.linear_bwd(&mut dx, &dv, &lw.value_w, n, c, c, true)?;
+        be.linear_bwd(&mut dx, &dq, &lw.query_w, n, c, c)?;
+        be.linear_bwd(&mut dx, &dk, &lw.key_w, n, c, c)?;
+        be.linear_bwd(&mut dx, &dv, &lw.value_w, n, c, c)?;
         Ok(dx)
     }
 
@@ -635,9 +635,9 @@ pub fn upload_inputs<B: Backend>(
     p: usize,
 ) -> Result<BertInputs<B>> {
     batch.check()?;
-    crate::cpu::embedding::check_ids("input_ids", &batch.ids, cfg.vocab_size)?;
+    crate::backend::check_ids("input_ids", &batch.ids, cfg.vocab_size)?;
     if let Some(types) = &batch.type_ids {
-        crate::cpu::embedding::check_ids("token_type_ids", types, cfg.type_vocab_size)?;
+        crate::backend::check_ids("token_type_ids", types, cfg.type_vocab_size)?;
     }
     if p + batch.t > cfg.max_position_embeddings {
         return Err(Error::shape(

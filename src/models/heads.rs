@@ -5,8 +5,8 @@
 
 use super::bert::Bert;
 use super::zeros;
+use crate::backend::IGNORE_INDEX;
 use crate::backend::{Backend, DType};
-use crate::cpu::loss::IGNORE_INDEX;
 use crate::error::{Error, Result};
 
 pub struct HeadOutput<B: Backend> {
@@ -54,7 +54,7 @@ pub fn mlm_head_fwd_bwd<B: Backend>(
                     "the verbalizer needs at least one token id",
                 ));
             }
-            crate::cpu::embedding::check_ids("verbalizer_ids", ids, bert.cfg.vocab_size)?;
+            crate::backend::check_ids("verbalizer_ids", ids, bert.cfg.vocab_size)?;
             let idx = be.upload_i32(ids)?;
             let wt = be.weight_dtype();
             let (mut w, mut b) = (zeros(be, wt, ids.len() * c)?, zeros(be, wt, ids.len())?);
@@ -105,13 +105,13 @@ pub fn mlm_head_fwd_bwd<B: Backend>(
     let loss = be.download_f64(&losses)?.iter().sum::<f64>() / count.max(1) as f64;
     let dlogits = logits;
     let mut dz = zeros(be, act, m * c)?;
-    be.linear_bwd(&mut dz, &dlogits, dec_w, m, c, v, false)?;
+    be.linear_bwd(&mut dz, &dlogits, dec_w, m, c, v)?;
     let mut dg = zeros(be, act, m * c)?;
     be.layernorm_bwd(&mut dg, &dz, &g, &head.ln_w, &mean, &rstd, m, c)?;
     let mut du = zeros(be, act, m * c)?;
     be.act_bwd(&mut du, &dg, &u, bert.cfg.hidden_act, m * c)?;
     let mut dh = zeros(be, act, m * c)?;
-    be.linear_bwd(&mut dh, &du, &head.dense_w, m, c, c, false)?;
+    be.linear_bwd(&mut dh, &du, &head.dense_w, m, c, c)?;
     let mut dhidden = zeros(be, act, be.len(hidden))?;
     be.scatter_rows_bwd(&mut dhidden, &dh, &idx, m, c)?;
     Ok(HeadOutput {
@@ -260,7 +260,7 @@ impl ClsHead {
         t: usize,
     ) -> Result<ClsOutput<B>> {
         let (k, c) = (self.k, self.c);
-        crate::cpu::embedding::check_ids("class labels", labels, k)?;
+        crate::backend::check_ids("class labels", labels, k)?;
         let mut pooled_buf = zeros(be, be.act_dtype(), b * c)?;
         be.mean_pool_fwd(&mut pooled_buf, hidden, pool_w, b, t, c)?;
         let pooled = be.download(&pooled_buf)?;

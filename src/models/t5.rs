@@ -7,10 +7,10 @@
 //! (the inner width), F = d_ff, V vocab.
 
 use super::{hold, linear, load, zeros, Recompute, TokenBatch};
+use crate::backend::attention::bucket_lookup;
+use crate::backend::IGNORE_INDEX;
 use crate::backend::{AttnDims, Backend, BiasRef, DType};
 use crate::config::T5Config;
-use crate::cpu::attention::bucket_lookup;
-use crate::cpu::loss::IGNORE_INDEX;
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::parity::Outputs;
@@ -203,7 +203,7 @@ pub fn upload_inputs<B: Backend>(
             "the decoder needs at least one target position",
         ));
     }
-    crate::cpu::embedding::check_ids("input_ids", &batch.ids, cfg.vocab_size)?;
+    crate::backend::check_ids("input_ids", &batch.ids, cfg.vocab_size)?;
     let dec_ids = shift_right(
         labels,
         batch.b,
@@ -211,7 +211,7 @@ pub fn upload_inputs<B: Backend>(
         cfg.decoder_start_token_id as i32,
         cfg.pad_token_id as i32,
     );
-    crate::cpu::embedding::check_ids(
+    crate::backend::check_ids(
         "decoder_input_ids (labels shifted right)",
         &dec_ids,
         cfg.vocab_size,
@@ -683,7 +683,7 @@ impl<B: Backend> T5<B> {
             be.cross_entropy_fwd_bwd(&mut logits, &mut losses, &targets, m, v, grad_scale)?;
             loss += be.download_f64(&losses)?.iter().sum::<f64>();
             let mut dh = zeros(be, act, m * c)?;
-            be.linear_bwd(&mut dh, &logits, self.lm_head_weight(), m, c, v, false)?;
+            be.linear_bwd(&mut dh, &logits, self.lm_head_weight(), m, c, v)?;
             be.scatter_rows_bwd(&mut dy, &dh, &idx, m, c)?;
         }
         be.scale_inplace(&mut dy, scale, rows * c)?;
@@ -855,7 +855,7 @@ impl<B: Backend> T5<B> {
         let act = be.act_dtype();
         // feed-forward
         let mut dg = zeros(be, act, n * f)?;
-        be.linear_bwd(&mut dg, dx, &w.ffn.wo, n, f, c, false)?;
+        be.linear_bwd(&mut dg, dx, &w.ffn.wo, n, f, c)?;
         let mut dpre = zeros(be, act, n * f)?;
         let mut dh = zeros(be, act, n * c)?;
         match (&a.ffn_lin, &w.ffn.wi_1) {
@@ -870,12 +870,12 @@ impl<B: Backend> T5<B> {
                     self.cfg.dense_act,
                     n * f,
                 )?;
-                be.linear_bwd(&mut dh, &dlin, wi_1, n, c, f, false)?;
-                be.linear_bwd(&mut dh, &dpre, &w.ffn.wi, n, c, f, true)?;
+                be.linear_bwd(&mut dh, &dlin, wi_1, n, c, f)?;
+                be.linear_bwd(&mut dh, &dpre, &w.ffn.wi, n, c, f)?;
             }
             _ => {
                 be.act_bwd(&mut dpre, &dg, &a.ffn_pre, self.cfg.dense_act, n * f)?;
-                be.linear_bwd(&mut dh, &dpre, &w.ffn.wi, n, c, f, false)?;
+                be.linear_bwd(&mut dh, &dpre, &w.ffn.wi, n, c, f)?;
             }
         }
         be.rmsnorm_bwd(dx, &dh, &a.ffn_in, &w.ffn_ln, &a.ffn_rstd, n, c)?;
@@ -951,7 +951,7 @@ impl<B: Backend> T5<B> {
         let act = be.act_dtype();
         let dims = self.attn_dims(b, tq, tk);
         let mut dctx = zeros(be, act, b * tq * at)?;
-        be.linear_bwd(&mut dctx, dout, &w.o, b * tq, at, c, false)?;
+        be.linear_bwd(&mut dctx, dout, &w.o, b * tq, at, c)?;
         let (mut dq, mut dk, mut dv) = (
             zeros(be, act, b * tq * at)?,
             zeros(be, act, b * tk * at)?,
@@ -961,13 +961,13 @@ impl<B: Backend> T5<B> {
             &mut dq, &mut dk, &mut dv, &dctx, &a.q, &a.k, &a.v, &a.lse, mask, bias, causal, 1.0,
             dims,
         )?;
-        be.linear_bwd(dhq, &dq, &w.q, b * tq, c, at, false)?;
+        be.linear_bwd(dhq, &dq, &w.q, b * tq, c, at)?;
         let dkv = match dhkv {
             Some(d) => d,
             None => dhq,
         };
-        be.linear_bwd(dkv, &dk, &w.k, b * tk, c, at, true)?;
-        be.linear_bwd(dkv, &dv, &w.v, b * tk, c, at, true)?;
+        be.linear_bwd(dkv, &dk, &w.k, b * tk, c, at)?;
+        be.linear_bwd(dkv, &dv, &w.v, b * tk, c, at)?;
         Ok(())
     }
 }

@@ -14,7 +14,7 @@
 //! One training step by hand, on the committed PET fixture:
 //!
 //! ```
-//! use softprompt::{Backend, CpuBackend, backend::DType, rng::Rng, prompt::PromptInit};
+//! use softprompt::{CpuBackend, backend::DType, backend::traits::*, rng::Rng, prompt::PromptInit};
 //! use softprompt::models::Recompute;
 //! use softprompt::train::{Model, Task, TaskSpec, TaskKind, Params, Grads, evaluate, predict_all};
 //! use softprompt::train::{optimizer_shapes, optimizer_step};
@@ -81,10 +81,10 @@ pub use model::{Arch, Model};
 pub use task::{Batch, Decode, Encoded, Grads, Params, Prediction, Task, TaskKind, TaskSpec};
 
 use crate::backend::{Backend, DType};
-use crate::cuda::nvtx;
 use crate::error::{Error, Result};
 use crate::models::heads::ClsHead;
 use crate::models::Recompute;
+use crate::nvtx;
 use crate::prompt::{PromptInit, PromptTable};
 use crate::rng::Rng;
 use checkpoint::{Checkpoint, TrainState, CHECKPOINT_FILE, METRICS_FILE};

@@ -6,8 +6,8 @@
 //! rate 0.3, second-moment decay exponent 0.8 (beta2_t = 1 - t^-0.8), no first moment, no
 //! parameter scaling, update clipping at RMS 1, weight decay 1e-5.
 
+use crate::backend::{AdafactorHyper, AdamWHyper};
 use crate::backend::{Backend, DType};
-use crate::cpu::optimizer::{AdafactorHyper, AdamWHyper};
 use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -301,7 +301,7 @@ impl<B: Backend> Optimizer<B> {
 
 /// Clips the global L2 norm of `grads` to `max_norm` as PyTorch's `clip_grad_norm_` does
 /// (scale by max_norm / (norm + 1e-6) when that is below 1). Returns the norm before
-/// clipping, summed in f64 in a fixed order.
+/// clipping, summed in f64 in a fixed order on the device; one scalar per tensor comes back.
 pub fn clip_grad_norm<B: Backend>(
     be: &B,
     grads: &mut [&mut B::Buf],
@@ -309,11 +309,7 @@ pub fn clip_grad_norm<B: Backend>(
 ) -> Result<f64> {
     let mut sum = 0.0f64;
     for g in grads.iter() {
-        sum += be
-            .download(g)?
-            .iter()
-            .map(|&x| (x as f64) * (x as f64))
-            .sum::<f64>();
+        sum += be.sum_squares(g, be.len(g))?;
     }
     let norm = sum.sqrt();
     if let Some(max) = max_norm {
@@ -331,6 +327,7 @@ pub fn clip_grad_norm<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::traits::*;
     use crate::CpuBackend;
 
     #[test]

@@ -682,7 +682,7 @@ impl Task {
             },
             mask_pos: Vec::with_capacity(b),
             labels: Vec::with_capacity(b),
-            targets: vec![crate::cpu::loss::IGNORE_INDEX; b * l],
+            targets: vec![crate::backend::IGNORE_INDEX; b * l],
             l,
             real_tokens: 0,
         };
@@ -693,10 +693,9 @@ impl Task {
                 .iter_mut()
                 .for_each(|m| *m = 1);
             batch.mask_pos.push(row.mask_pos as i32);
-            batch.labels.push(
-                row.label
-                    .map_or(crate::cpu::loss::IGNORE_INDEX, |k| k as i32),
-            );
+            batch
+                .labels
+                .push(row.label.map_or(crate::backend::IGNORE_INDEX, |k| k as i32));
             batch.targets[bi * l..bi * l + row.target.len()].copy_from_slice(&row.target);
             batch.real_tokens += row.ids.len() + row.target.len();
         }

@@ -1,0 +1,34 @@
+//! Linear layers against frozen weights: reference src/cpu/matmul.rs, kernels
+//! kernels/matmul.cu (bias fill, operand casts; the products run in cuBLAS), launchers
+//! src/cuda/matmul.rs. W is (N, K), (out_features, in_features), as checkpoints store it.
+//! No weight gradient exists, so backward is dX only and the forward input is never saved.
+
+use crate::error::Result;
+
+op_family! {
+    /// Products with a frozen weight.
+    pub trait MatmulOps {
+        /// out (M, N) = inp (M, K) · Wᵀ + bias (N). `out` may be F32 where activations are
+        /// bf16 (the heads' logits).
+        fn linear_fwd(
+            &self,
+            out: &mut Self::Buf,
+            inp: &Self::Buf,
+            w: &Self::Buf,
+            bias: Option<&Self::Buf>,
+            m: usize,
+            k: usize,
+            n: usize,
+        ) -> Result<()>;
+        /// dinp (M, K) += dout (M, N) · W. `dout` may be F32 (d logits).
+        fn linear_bwd(
+            &self,
+            dinp: &mut Self::Buf,
+            dout: &Self::Buf,
+            w: &Self::Buf,
+            m: usize,
+            k: usize,
+            n: usize,
+        ) -> Result<()>;
+    }
+}
