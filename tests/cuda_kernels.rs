@@ -507,6 +507,60 @@ fn check_rows(be: &CudaBackend) {
     }
 }
 
+/// The trainable `cls` head: logits, the softmax cross-entropy gradient and the backward into
+/// the head's float32 weight and bias and the pooled states, with K of 1, 2, 3 and 7 and
+/// widths that are not multiples of 8.
+fn check_head(be: &CudaBackend) {
+    let st = Store::of(be);
+    let s = Pair::new(be);
+    let mut rng = Rng::new(20);
+    for (b, k, c) in [
+        (1, 2, 8),
+        (7, 3, 36),
+        (32, 2, 384),
+        (5, 7, 2100),
+        (3, 1, 12),
+    ] {
+        let pooled = s.up(st.dt, &randn(&mut rng, b * c, 1.0));
+        let weight = s.up(F32, &randn(&mut rng, k * c, 0.1));
+        let bias = s.up(F32, &randn(&mut rng, k, 0.5));
+        let labels: Vec<i32> = (0..b).map(|_| rng.below(k as u64) as i32).collect();
+        let labels = s.ints(&labels);
+        let name = format!("B{b} K{k} C{c}");
+        let mut logits = s.out(F32, b * k);
+        be.cls_head_fwd(&mut logits.0, &pooled.0, &weight.0, &bias.0, b, k, c)
+            .unwrap();
+        s.cpu
+            .cls_head_fwd(&mut logits.1, &pooled.1, &weight.1, &bias.1, b, k, c)
+            .unwrap();
+        s.check(&format!("cls_head_fwd {name}"), &logits, F32_OUT);
+        let mut dlogits = s.out(F32, b * k);
+        be.cls_xent_bwd(&mut dlogits.0, &logits.0, &labels.0, b, k)
+            .unwrap();
+        // the reference reads the device's logits, so only the softmax is compared
+        let dev_logits = s.up(F32, &be.download(&logits.0).unwrap());
+        s.cpu
+            .cls_xent_bwd(&mut dlogits.1, &dev_logits.1, &labels.1, b, k)
+            .unwrap();
+        s.check(&format!("cls_xent_bwd {name}"), &dlogits, 1e-6);
+        let dl = s.up(F32, &be.download(&dlogits.0).unwrap());
+        let (mut dw, mut db) = (s.grad(F32, k * c, &mut rng), s.grad(F32, k, &mut rng));
+        let mut dp = s.grad(st.dt, b * c, &mut rng);
+        be.cls_head_bwd(
+            &mut dw.0, &mut db.0, &mut dp.0, &dl.0, &pooled.0, &weight.0, b, k, c,
+        )
+        .unwrap();
+        s.cpu
+            .cls_head_bwd(
+                &mut dw.1, &mut db.1, &mut dp.1, &dl.1, &pooled.1, &weight.1, b, k, c,
+            )
+            .unwrap();
+        s.check(&format!("cls_head_bwd dweight {name}"), &dw, F32_OUT);
+        s.check(&format!("cls_head_bwd dbias {name}"), &db, F32_OUT);
+        s.check(&format!("cls_head_bwd dpooled {name}"), &dp, st.out);
+    }
+}
+
 fn check_loss(be: &CudaBackend) {
     let s = Pair::new(be);
     let mut rng = Rng::new(17);
@@ -768,6 +822,7 @@ test_device!(elementwise, check_elementwise);
 test_device!(embedding, check_embedding);
 test_device!(rows, check_rows);
 test_device!(loss, check_loss);
+test_device!(head, check_head);
 test_device!(matmul, check_linear);
 test_device!(optimizer, check_optimizers);
 test_device!(errors, check_errors);
@@ -808,6 +863,7 @@ fn every_kernel_is_exercised_on(be: &CudaBackend, unused: &[&str]) {
         check_embedding,
         check_rows,
         check_loss,
+        check_head,
         check_linear,
         check_optimizers,
         check_attention,

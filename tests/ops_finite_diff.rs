@@ -15,6 +15,7 @@ use softprompt::backend::attention::{bucket_lookup, relative_position_bucket};
 use softprompt::backend::{Act, AttnDims, IGNORE_INDEX};
 use softprompt::cpu::activation;
 use softprompt::cpu::attention::{attention_bwd, attention_fwd, PositionBias};
+use softprompt::cpu::head;
 use softprompt::cpu::loss::cross_entropy_fwd_bwd;
 use softprompt::cpu::{embedding, layernorm, matmul, rmsnorm, rows};
 use softprompt::rng::Rng;
@@ -39,6 +40,7 @@ const TOL: &[(&str, f64)] = &[
     ("attention", 1e-6),     // observed 5.5e-9 (T = 97)
     ("cross_entropy", 1e-5), // observed 1.3e-8, with logits offset by 1000 (|f| ~ 1e3)
     ("rows", 1e-8),          // observed 9.4e-11 (gather/scatter/mean: linear)
+    ("head", 1e-7),          // observed 2.1e-10 (the cls head: weight, bias, pooled states)
     ("forward", 1e-12),      // naive f64 forward references, no FD: observed ≤ 1e-15
 ];
 
@@ -1132,4 +1134,72 @@ fn mean_pool_matches_finite_differences() {
         &mut rng,
         400,
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// the cls head: cls_head_fwd, cls_xent_bwd, cls_head_bwd against finite differences of the
+// mean cross-entropy in f64, for the weight, the bias and the pooled states
+
+fn head_case(b: usize, k: usize, c: usize, seed: u64) {
+    let name = format!("cls head B{b} K{k} C{c}");
+    let mut rng = Rng::new(seed);
+    let pooled = normals(&mut rng, b * c, 1.0);
+    let weight = normals(&mut rng, k * c, 1.0 / (c as f64).sqrt());
+    let bias = normals(&mut rng, k, 0.5);
+    let labels = rand_ids(&mut rng, b, k);
+    let loss = |pooled: &[f64], weight: &[f64], bias: &[f64]| {
+        let mut logits = vec![0.0; b * k];
+        head::cls_head_fwd(&mut logits, pooled, weight, bias, k, c);
+        let mut total = 0.0;
+        for (row, &t) in logits.chunks(k).zip(&labels) {
+            let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = row.iter().map(|x| (x - m).exp()).sum();
+            total += sum.ln() + m - row[t as usize];
+        }
+        total / b as f64
+    };
+    let mut logits = vec![0.0; b * k];
+    head::cls_head_fwd(&mut logits, &pooled, &weight, &bias, k, c);
+    let mut dlogits = vec![f64::NAN; b * k];
+    head::cls_xent_bwd(&mut dlogits, &logits, &labels, k);
+    let (mut dw, mut db, mut dp) = (vec![0.0; k * c], vec![0.0; k], vec![0.0; b * c]);
+    head::cls_head_bwd(&mut dw, &mut db, &mut dp, &dlogits, &pooled, &weight, k, c);
+    let t = tol("head");
+    check_gradient(
+        &format!("{name} dweight"),
+        &mut |w| loss(&pooled, w, &bias),
+        &weight,
+        &dw,
+        H,
+        t,
+        &mut rng,
+        100,
+    );
+    check_gradient(
+        &format!("{name} dbias"),
+        &mut |bb| loss(&pooled, &weight, bb),
+        &bias,
+        &db,
+        H,
+        t,
+        &mut rng,
+        100,
+    );
+    check_gradient(
+        &format!("{name} dpooled"),
+        &mut |p| loss(p, &weight, &bias),
+        &pooled,
+        &dp,
+        H,
+        t,
+        &mut rng,
+        100,
+    );
+}
+
+#[test]
+fn cls_head_matches_finite_differences() {
+    head_case(1, 2, 5, 60);
+    head_case(7, 3, 13, 61);
+    head_case(4, 5, 9, 62);
 }

@@ -59,6 +59,7 @@ pub mod activation;
 pub mod attention;
 pub mod elementwise;
 pub mod embedding;
+pub mod head;
 pub mod layernorm;
 pub mod loss;
 pub mod matmul;
@@ -71,6 +72,7 @@ pub use activation::{Act, ActivationOps};
 pub use attention::{AttentionOps, AttnDims, BiasRef};
 pub use elementwise::ElementwiseOps;
 pub use embedding::{check_ids, EmbeddingOps};
+pub use head::HeadOps;
 pub use layernorm::LayerNormOps;
 pub use loss::{LossOps, IGNORE_INDEX};
 pub use matmul::MatmulOps;
@@ -84,8 +86,8 @@ use crate::error::{Error, Result};
 /// `use softprompt::backend::traits::*;` (generic code bounded by `Backend` needs none).
 pub mod traits {
     pub use super::{
-        ActivationOps, AttentionOps, Backend, ElementwiseOps, EmbeddingOps, LayerNormOps, LossOps,
-        MatmulOps, OptimizerOps, RmsNormOps, RowOps, Storage,
+        ActivationOps, AttentionOps, Backend, ElementwiseOps, EmbeddingOps, HeadOps, LayerNormOps,
+        LossOps, MatmulOps, OptimizerOps, RmsNormOps, RowOps, Storage,
     };
 }
 
@@ -285,6 +287,7 @@ pub trait Backend:
     + ActivationOps
     + AttentionOps
     + LossOps
+    + HeadOps
     + RowOps
     + ElementwiseOps
     + OptimizerOps
@@ -300,6 +303,7 @@ impl<T> Backend for T where
         + ActivationOps
         + AttentionOps
         + LossOps
+        + HeadOps
         + RowOps
         + ElementwiseOps
         + OptimizerOps

@@ -26,6 +26,7 @@ pub mod embedding;
 mod emu;
 pub mod gemm;
 mod gpu;
+pub mod head;
 pub mod kernels;
 pub mod launch;
 pub mod layernorm;
