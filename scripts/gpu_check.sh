@@ -112,9 +112,9 @@ PY
     echo "== kernel tests on the $dev device (bf16, float32 and mixed builds)"
     if [ "$dry" = 1 ]; then
         # .gpu/cuda_kernels is built without the emulator; the emu tests need the emu build
-        timeout 600 cargo test --release --locked --features emu --test cuda_kernels -- emu --nocapture > "$out/kernel_tests.log" 2>&1 || status=1
+        SOFTPROMPT_TEST_VERBOSE=1 timeout 600 cargo test --release --locked --features emu --test cuda_kernels -- emu --nocapture > "$out/kernel_tests.log" 2>&1 || status=1
     else
-        SOFTPROMPT_SYNC=1 timeout 240 .gpu/cuda_kernels cuda --test-threads 1 --nocapture > "$out/kernel_tests.log" 2>&1 || status=1
+        SOFTPROMPT_SYNC=1 SOFTPROMPT_TEST_VERBOSE=1 timeout 240 .gpu/cuda_kernels cuda --test-threads 1 --nocapture > "$out/kernel_tests.log" 2>&1 || status=1
     fi
     grep -E "^(FAIL|test |test result)" "$out/kernel_tests.log" | tail -30
     if ! grep -qE "^test result: ok\. [1-9]" "$out/kernel_tests.log"; then

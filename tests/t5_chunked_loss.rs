@@ -64,9 +64,11 @@ fn chunked_lm_loss_matches_one_chunk() {
         5
     );
     let (got_loss, got_grad) = loss_and_grad(&model, &be, &r);
+    // relative L2 (`softprompt::closeness`): chunking changes no number here, observed 0 for
+    // both (in either measure: the gradient's tolerance was first set on max abs / max |want|)
     assert_close("loss", &[got_loss], &[want_loss], 1e-12);
     assert_close("prompt_grad", &got_grad, &want_grad, 1e-12);
-    // and both agree with PyTorch
+    // and both agree with PyTorch's float32 loss: observed 3.5e-8
     assert_close(
         "loss vs pytorch",
         &[got_loss],

@@ -4,6 +4,7 @@
 
 use softprompt::backend::traits::*;
 use softprompt::backend::DType;
+use softprompt::closeness::{Closeness, SCALAR_FLOOR, TENSOR_FLOOR};
 use softprompt::prompt::{PromptInit, PromptTable};
 use softprompt::train::checkpoint::{load_prompt_dir, Checkpoint};
 use softprompt::train::data::{DataSpec, Dataset};
@@ -97,8 +98,14 @@ fn s(p: &Path) -> &str {
 
 const REL_TOL: f64 = 1e-4; // reference-format.md: a float32 CPU run passes at 1e-4
 
+/// The reference format's measure of a scalar: |got − want| / max(|want|, 1e-6).
 fn rel_err(got: f64, want: f64) -> f64 {
-    (got - want).abs() / want.abs().max(1e-6)
+    Closeness::of(&[got], &[want], SCALAR_FLOOR).rel_err
+}
+
+/// The reference format's measure of a tensor: ‖got − want‖ / ‖want‖.
+fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    Closeness::of(got, want, TENSOR_FLOOR).rel_err
 }
 
 /// PET on bert_mlm_bf16_sharded: the template "{text} It was [MASK]." in one segment gives
@@ -173,14 +180,8 @@ fn pet_scores_match_pytorch_reference() {
     );
     let got = be.download(&grads.prompt).unwrap();
     let want = &reference.float("prompt_grad").unwrap().data;
-    let num: f64 = got
-        .iter()
-        .zip(want.iter())
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
-    assert!(num / den < REL_TOL, "prompt_grad rel err {}", num / den);
+    let err = rel_l2(&got, want);
+    assert!(err < REL_TOL, "prompt_grad rel err {err}");
 }
 
 /// The T5 adapter that PEFT saved (2 submodules: 14 rows, the first 7 used), scored by
@@ -633,17 +634,6 @@ fn emu_f32_training_matches_the_cpu() {
         bf16_err > 1e-2,
         "ReLU T5: emu --precision bf16 vs cpu: {bf16_err:.2e}"
     );
-}
-
-#[cfg(feature = "emu")]
-fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-        .sum();
-    let den: f64 = want.iter().map(|&b| (b as f64).powi(2)).sum();
-    (num / den).sqrt()
 }
 
 /// Resuming with another thread count, or on another device or build of the kernels, than

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use softprompt::backend::{Backend, DType};
+use softprompt::closeness::{Closeness, TENSOR_FLOOR};
 use softprompt::rng::Rng;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,115 +14,42 @@ use std::path::{Path, PathBuf};
 // ---------------------------------------------------------------------------------------------
 // Comparison
 
-/// Compares `got` with `want` element by element. Passes when
-/// `max_i |got_i - want_i| <= tol * max_i |want_i|` (the max-abs error relative to the largest
-/// expected magnitude, so that tiny expected entries do not dominate) and every value is
-/// finite. On failure it prints the max abs and relative error, where the worst element sits,
-/// and the first few pairs, then panics.
+/// Compares `got` with `want` in the crate's one measure, `softprompt::closeness`: passes when
+/// the relative L2 error ‖got − want‖ / max(‖want‖, 1e-30) is at most `tol`, the lengths
+/// match and every value is finite. A failure prints the max abs and relative error, where
+/// the worst element sits and the first few pairs, then panics; SOFTPROMPT_TEST_VERBOSE=1
+/// prints every comparison. Returns the relative error.
 pub fn assert_close<A: Copy + Into<f64>, B: Copy + Into<f64>>(
     name: &str,
     got: &[A],
     want: &[B],
     tol: f64,
-) {
-    let report = compare(got, want);
-    let ok = report.len_ok && report.finite && report.max_abs <= tol * report.scale;
+) -> f64 {
+    assert_close_floor(name, got, want, tol, TENSOR_FLOOR)
+}
+
+/// As `assert_close`, with `floor` under ‖want‖ instead of 1e-30: the data's scale·√n for a
+/// result that can cancel to near zero, or 1 for a scalar measured absolutely below 1.
+pub fn assert_close_floor<A: Copy + Into<f64>, B: Copy + Into<f64>>(
+    name: &str,
+    got: &[A],
+    want: &[B],
+    tol: f64,
+    floor: f64,
+) -> f64 {
+    let c = Closeness::of(got, want, floor);
+    let ok = c.within(tol);
     if !ok || std::env::var_os("SOFTPROMPT_TEST_VERBOSE").is_some() {
-        eprintln!("{name}: {}", report.describe(got, want, tol));
+        let status = if ok { "ok  " } else { "FAIL" };
+        println!("{status} {name}: {} (tol {tol:.0e})", c.describe(got, want));
     }
-    assert!(
-        ok,
-        "{name}: not close (tol {tol:e}): {}",
-        report.describe(got, want, tol)
-    );
+    assert!(ok, "{name}: rel err {:.3e} above tol {tol:.0e}", c.rel_err);
+    c.rel_err
 }
 
-/// The error of `got` against `want`, as `assert_close` measures it: max abs error divided by
-/// the largest |want| (0 when both are exactly equal).
+/// The error of `got` against `want`, as `assert_close` measures it.
 pub fn rel_err<A: Copy + Into<f64>, B: Copy + Into<f64>>(got: &[A], want: &[B]) -> f64 {
-    let r = compare(got, want);
-    if r.max_abs == 0.0 {
-        0.0
-    } else {
-        r.max_abs / r.scale
-    }
-}
-
-struct Report {
-    len_ok: bool,
-    finite: bool,
-    max_abs: f64,
-    worst: usize,
-    scale: f64,
-}
-
-fn compare<A: Copy + Into<f64>, B: Copy + Into<f64>>(got: &[A], want: &[B]) -> Report {
-    let mut r = Report {
-        len_ok: got.len() == want.len(),
-        finite: true,
-        max_abs: 0.0,
-        worst: 0,
-        scale: 0.0,
-    };
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let (g, w): (f64, f64) = (g.into(), w.into());
-        r.finite &= g.is_finite() && w.is_finite();
-        r.scale = r.scale.max(w.abs());
-        let d = (g - w).abs();
-        if d > r.max_abs || d.is_nan() {
-            r.max_abs = d;
-            r.worst = i;
-        }
-    }
-    r
-}
-
-impl Report {
-    fn describe<A: Copy + Into<f64>, B: Copy + Into<f64>>(
-        &self,
-        got: &[A],
-        want: &[B],
-        tol: f64,
-    ) -> String {
-        if !self.len_ok {
-            return format!(
-                "length mismatch: got {} values, want {}",
-                got.len(),
-                want.len()
-            );
-        }
-        let pair = |i: usize| -> String {
-            let (g, w): (f64, f64) = (got[i].into(), want[i].into());
-            format!("[{i}] got {g:.10e} want {w:.10e}")
-        };
-        let rel = if self.scale > 0.0 {
-            self.max_abs / self.scale
-        } else {
-            self.max_abs
-        };
-        let (gw, ww): (f64, f64) = if got.is_empty() {
-            (0.0, 0.0)
-        } else {
-            (got[self.worst].into(), want[self.worst].into())
-        };
-        let elem_rel = (gw - ww).abs() / ww.abs().max(f64::MIN_POSITIVE);
-        let first: Vec<String> = (0..got.len().min(4)).map(pair).collect();
-        format!(
-            "{} values, max abs err {:.3e} at [{}] (got {:.10e}, want {:.10e}, elementwise rel {:.3e}); \
-             rel err {:.3e} (max abs / max |want| = {:.3e}; tol {:.1e}){}; first pairs: {}",
-            got.len(),
-            self.max_abs,
-            self.worst,
-            gw,
-            ww,
-            elem_rel,
-            rel,
-            self.scale,
-            tol,
-            if self.finite { "" } else { "; NON-FINITE VALUES" },
-            first.join(", ")
-        )
-    }
+    Closeness::of(got, want, TENSOR_FLOOR).rel_err
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -188,7 +116,7 @@ pub fn check_gradient(
         an.push(grad[i]);
         e[i] = 0.0;
     }
-    assert_close(
+    let coords_err = assert_close(
         &format!("{name}: {} coordinates", coords.len()),
         &an,
         &fd,
@@ -201,13 +129,13 @@ pub fn check_gradient(
         fd_dir.push(central_difference(f, x, &d, h));
         an_dir.push(dot(grad, &d));
     }
-    assert_close(
+    let dirs_err = assert_close(
         &format!("{name}: 4 random directions"),
         &an_dir,
         &fd_dir,
         tol,
     );
-    rel_err(&an, &fd).max(rel_err(&an_dir, &fd_dir))
+    coords_err.max(dirs_err)
 }
 
 // ---------------------------------------------------------------------------------------------
