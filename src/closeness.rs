@@ -163,16 +163,21 @@ impl Closeness {
             "{n} values, rel err {:.3e} (‖got − want‖ {:.3e} / max(‖want‖ {:.3e}, floor {:.0e}))",
             self.rel_err, self.diff_norm, self.want_norm, self.floor
         );
+        if let Some(i) = self.first_non_finite {
+            let _ = write!(s, ", NON-FINITE at {}", pair(i));
+        }
         if n > 0 {
+            let skipped = if self.finite() {
+                ""
+            } else {
+                " (NaN differences skipped)"
+            };
             let _ = write!(
                 s,
-                ", max abs err {:.3e} at {}",
+                ", max abs err{skipped} {:.3e} at {}",
                 self.max_abs,
                 pair(self.worst)
             );
-        }
-        if let Some(i) = self.first_non_finite {
-            let _ = write!(s, ", NON-FINITE at {}", pair(i));
         }
         let first: Vec<String> = (0..n.min(FIRST_PAIRS)).map(pair).collect();
         let _ = write!(s, "; first pairs: {}", first.join(", "));
