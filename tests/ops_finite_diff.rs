@@ -229,7 +229,6 @@ fn layernorm_case(n: usize, c: usize, eps: f64, seed: u64) {
         }
     }
     assert_close(&format!("{name}: forward"), &out, &want, tol("forward"));
-    // backward overwrites dinp
     // backward adds into its input gradient (src/backend/mod.rs)
     let mut dinp = vec![0.0; n * c];
     layernorm::layernorm_bwd(&mut dinp, &r, &x, &w, &mean, &rstd, c);
