@@ -8,10 +8,9 @@ use crate::memory::MemoryAccountant;
 use crate::models::bert::{self, Bert};
 use crate::models::heads::{self, ClsHead, Decoder, Pooling};
 use crate::models::t5::{self, T5};
-use crate::models::Recompute;
+use crate::models::{Capture, Recompute};
 use crate::reference::{RefObjective, Reference};
 use crate::weights::{HostTensor, WeightStore};
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// One compared tensor.
@@ -104,9 +103,6 @@ pub fn compare(name: &str, got: &[f32], want: &HostTensor, tol: f64) -> Result<P
     })
 }
 
-/// What the engine computed for a reference, by reference tensor name.
-pub type Outputs = BTreeMap<String, Vec<f32>>;
-
 /// Runs the reference on `be` with the model in `model_dir` and compares at `tol`.
 pub fn run<B: Backend>(
     be: &B,
@@ -148,7 +144,7 @@ pub fn run<B: Backend>(
 
 /// What the engine on `be` computes for the reference's batch and prompt with the model in
 /// `model_dir`: the tensors of the reference's expected outputs that it produces.
-pub fn outputs<B: Backend>(be: &B, model_dir: &Path, reference: &Reference) -> Result<Outputs> {
+pub fn outputs<B: Backend>(be: &B, model_dir: &Path, reference: &Reference) -> Result<Capture> {
     let cfg = ModelConfig::load(model_dir)?;
     if reference.arch != cfg.arch() {
         return Err(Error::file(
@@ -188,21 +184,20 @@ fn natural_key(name: &str) -> (String, usize) {
     }
 }
 
-fn run_bert<B: Backend>(be: &B, model: &Bert<B>, r: &Reference) -> Result<Outputs> {
+fn run_bert<B: Backend>(be: &B, model: &Bert<B>, r: &Reference) -> Result<Capture> {
     let (b, t, p, c) = (r.batch.b, r.batch.t, r.p(), model.cfg.hidden_size);
     let inputs = bert::upload_inputs(be, &model.cfg, &r.batch, p)?;
     let prompt = be.upload(crate::backend::DType::F32, &r.prompt.data)?;
     let mut acct = MemoryAccountant::new();
-    let mut hidden_states = Vec::new();
+    let mut out = Capture::new();
     let (hidden, acts) = model.encoder_fwd(
         be,
         &mut acct,
         &prompt,
         &inputs,
         Recompute::None,
-        Some(&mut hidden_states),
+        Some(&mut out),
     )?;
-    let mut out = Outputs::new();
     let dhidden = match &r.objective {
         RefObjective::Mlm { labels } => {
             let (rows, targets) = heads::mlm_rows(labels, b, t, p, true);
@@ -265,18 +260,33 @@ fn run_bert<B: Backend>(be: &B, model: &Bert<B>, r: &Reference) -> Result<Output
     let mut dprompt = be.zeros(crate::backend::DType::F32, p * c)?;
     model.encoder_bwd(be, &mut acct, &mut dprompt, dhidden, acts, &inputs)?;
     out.insert("prompt_grad".into(), be.download(&dprompt)?);
-    for (i, h) in hidden_states.into_iter().enumerate() {
-        out.insert(format!("hidden_states.{i}"), h);
-    }
     Ok(out)
 }
 
-fn run_t5<B: Backend>(be: &B, model: &T5<B>, r: &Reference) -> Result<Outputs> {
+fn run_t5<B: Backend>(be: &B, model: &T5<B>, r: &Reference) -> Result<Capture> {
     let RefObjective::Seq2Seq { labels, l } = &r.objective else {
         return Err(Error::Unsupported(format!(
             "objective {} needs a BERT model, not T5",
             r.objective.name()
         )));
     };
-    t5::parity_outputs(be, model, &r.batch, &r.prompt.data, r.p(), labels, *l)
+    let p = r.p();
+    let inp = t5::upload_inputs(be, &model.cfg, &r.batch, p, labels, *l)?;
+    let prompt = be.upload(crate::backend::DType::F32, &r.prompt.data)?;
+    let mut dprompt = be.zeros(crate::backend::DType::F32, p * model.cfg.d_model)?;
+    let mut acct = MemoryAccountant::new();
+    let mut out = Capture::new();
+    let loss = model.train_step(
+        be,
+        &mut acct,
+        &mut dprompt,
+        &prompt,
+        &inp,
+        labels,
+        Recompute::None,
+        Some(&mut out),
+    )?;
+    out.insert("loss".into(), vec![loss as f32]);
+    out.insert("prompt_grad".into(), be.download(&dprompt)?);
+    Ok(out)
 }

@@ -4,7 +4,7 @@
 //! with PEFT's prompt placement: the P prompt rows take positions 0..P-1 and token type 0.
 //! Sizes: B batch, T = P + tokens, C hidden, H heads, D = C/H, I intermediate, V vocab.
 
-use super::{hold, linear, load, zeros, Recompute, TokenBatch};
+use super::{hold, linear, load, zeros, Capture, Recompute, TokenBatch};
 use crate::backend::{AttnDims, Backend, DType};
 use crate::config::BertConfig;
 use crate::error::{Error, Result};
@@ -255,7 +255,7 @@ impl<B: Backend> Bert<B> {
         }
     }
 
-    /// hidden (B, T, C) and the saved state. `capture` receives `hidden_states` as
+    /// hidden (B, T, C) and the saved state. `capture` receives `hidden_states.{i}` as
     /// transformers' `output_hidden_states` does: the embedding output, then each layer's.
     pub fn encoder_fwd(
         &self,
@@ -264,7 +264,7 @@ impl<B: Backend> Bert<B> {
         prompt: &B::Buf,
         inp: &BertInputs<B>,
         recompute: Recompute,
-        mut capture: Option<&mut Vec<Vec<f32>>>,
+        mut capture: Option<&mut Capture>,
     ) -> Result<(B::Buf, BertActs<B>)> {
         let (b, t, p, c) = (inp.b, inp.t(), inp.p, self.cfg.hidden_size);
         let (n, act) = (b * t, be.act_dtype());
@@ -302,7 +302,7 @@ impl<B: Backend> Bert<B> {
         let mut layers = Vec::with_capacity(w.layers.len());
         for l in 0..w.layers.len() {
             if let Some(cap) = capture.as_deref_mut() {
-                cap.push(be.download(&x)?);
+                cap.insert(format!("hidden_states.{l}"), be.download(&x)?);
             }
             let (out, saved) = match recompute {
                 Recompute::None => {
@@ -324,7 +324,10 @@ impl<B: Backend> Bert<B> {
             x = out;
         }
         if let Some(cap) = capture {
-            cap.push(be.download(&x)?);
+            cap.insert(
+                format!("hidden_states.{}", w.layers.len()),
+                be.download(&x)?,
+            );
         }
         acct.end_forward();
         Ok((

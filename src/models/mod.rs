@@ -10,6 +10,10 @@ use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::weights::WeightSource;
 
+/// Tensors a forward records for `parity`, named as the reference names them
+/// (`hidden_states.{i}`, `encoder_hidden_states.{l}`, `logits`, ...), in float32 on the host.
+pub type Capture = std::collections::BTreeMap<String, Vec<f32>>;
+
 /// What to keep for backward.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Recompute {

@@ -6,14 +6,13 @@
 //! Sizes: B batch, T = P + encoder tokens, L decoder length, C = d_model, A = num_heads·d_kv
 //! (the inner width), F = d_ff, V vocab.
 
-use super::{hold, linear, load, zeros, Recompute, TokenBatch};
+use super::{hold, linear, load, zeros, Capture, Recompute, TokenBatch};
 use crate::backend::{AttnDims, Backend, BiasRef, DType};
 use crate::config::T5Config;
 use crate::cpu::attention::bucket_lookup;
 use crate::cpu::loss::IGNORE_INDEX;
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::parity::Outputs;
 use crate::weights::WeightSource;
 
 /// q, k, v (A, C) and o (C, A): `SelfAttention.*` or `EncDecAttention.*`, no biases.
@@ -349,7 +348,7 @@ impl<B: Backend> T5<B> {
         inp: &T5Inputs<B>,
         labels: &[i32],
         recompute: Recompute,
-        mut capture: Option<&mut Outputs>,
+        mut capture: Option<&mut Capture>,
     ) -> Result<f64> {
         let (enc_out, enc_acts) =
             self.encoder_fwd(be, acct, prompt, inp, recompute, capture.as_deref_mut())?;
@@ -374,7 +373,7 @@ impl<B: Backend> T5<B> {
         prompt: &B::Buf,
         inp: &T5Inputs<B>,
         recompute: Recompute,
-        capture: Option<&mut Outputs>,
+        capture: Option<&mut Capture>,
     ) -> Result<(B::Buf, StackActs<B>)> {
         let (b, t, c) = (inp.b, inp.t(), self.cfg.d_model);
         let mut x = zeros(be, be.act_dtype(), b * t * c)?;
@@ -412,7 +411,7 @@ impl<B: Backend> T5<B> {
         enc_out: &B::Buf,
         inp: &T5Inputs<B>,
         recompute: Recompute,
-        capture: Option<&mut Outputs>,
+        capture: Option<&mut Capture>,
     ) -> Result<(B::Buf, StackActs<B>)> {
         let (b, l, c) = (inp.b, inp.l, self.cfg.d_model);
         let no_prompt = zeros(be, DType::F32, 0)?;
@@ -450,7 +449,7 @@ impl<B: Backend> T5<B> {
         mut x: B::Buf,
         ctx: StackCtx<B>,
         recompute: Recompute,
-        mut capture: Option<&mut Outputs>,
+        mut capture: Option<&mut Capture>,
     ) -> Result<(B::Buf, StackActs<B>)> {
         let n = ctx.b * ctx.tq;
         let c = self.cfg.d_model;
@@ -649,7 +648,7 @@ impl<B: Backend> T5<B> {
         dec_out: &B::Buf,
         labels: &[i32],
         rows: usize,
-        capture: Option<&mut Outputs>,
+        capture: Option<&mut Capture>,
     ) -> Result<(f64, B::Buf)> {
         let (c, v) = (self.cfg.d_model, self.cfg.vocab_size);
         let act = be.act_dtype();
@@ -975,34 +974,4 @@ impl<B: Backend> T5<B> {
 /// Rows of decoder output per LM-head chunk: `budget` bytes of float32 logits at a time.
 pub fn lm_chunk_rows(budget: usize, v: usize, rows: usize) -> usize {
     (budget / (4 * v.max(1))).clamp(1, rows.max(1))
-}
-
-/// Everything `parity` compares for a seq2seq reference.
-pub fn parity_outputs<B: Backend>(
-    be: &B,
-    model: &T5<B>,
-    batch: &TokenBatch,
-    prompt: &[f32],
-    p: usize,
-    labels: &[i32],
-    l: usize,
-) -> Result<Outputs> {
-    let inp = upload_inputs(be, &model.cfg, batch, p, labels, l)?;
-    let prompt = be.upload(DType::F32, prompt)?;
-    let mut dprompt = be.zeros(DType::F32, p * model.cfg.d_model)?;
-    let mut acct = MemoryAccountant::new();
-    let mut out = Outputs::new();
-    let loss = model.train_step(
-        be,
-        &mut acct,
-        &mut dprompt,
-        &prompt,
-        &inp,
-        labels,
-        Recompute::None,
-        Some(&mut out),
-    )?;
-    out.insert("loss".into(), vec![loss as f32]);
-    out.insert("prompt_grad".into(), be.download(&dprompt)?);
-    Ok(out)
 }

@@ -10,6 +10,7 @@
 //!   `head.safetensors` (the K x d head). `eval` and `predict` read these. Each file is
 //!   written atomically; a resumed run writes them again.
 
+use super::metrics::EvalMetrics;
 use super::task::TaskSpec;
 use crate::error::{Error, Result};
 use crate::models::heads::ClsHead;
@@ -43,9 +44,9 @@ pub struct TrainState {
     /// the data-order generator, after drawing `plan`
     pub rng: Rng,
     /// the best dev evaluation so far (by accuracy), and the step that reached it
-    pub best: Option<super::EvalMetrics>,
+    pub best: Option<EvalMetrics>,
     /// the test evaluation made at the best step, when a test split was given
-    pub best_test: Option<super::EvalMetrics>,
+    pub best_test: Option<EvalMetrics>,
     pub best_step: u64,
     /// evaluations since the best one (early stopping)
     pub evals_since_best: u32,
