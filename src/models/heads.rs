@@ -4,7 +4,7 @@
 //! its gradient is needed at once; it returns the loss and d loss / d hidden.
 
 use super::bert::Bert;
-use super::zeros;
+use super::common::zeros;
 use crate::backend::{Backend, DType};
 use crate::cpu::loss::IGNORE_INDEX;
 use crate::error::{Error, Result};
