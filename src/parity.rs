@@ -1,14 +1,12 @@
 //! `softprompt parity`: runs a reference file's batch through the engine and compares every
 //! tensor it can produce with what PyTorch computed (`reference-format.md`).
 
-use crate::backend::Backend;
+use crate::backend::{Backend, DType};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::bert::{self, Bert};
-use crate::models::heads::{self, ClsHead, Decoder, Pooling};
-use crate::models::t5::{self, T5};
-use crate::models::{Capture, Recompute};
+use crate::models::heads::ClsHead;
+use crate::models::{Capture, Model, Objective, Recompute};
 use crate::reference::{RefObjective, Reference};
 use crate::weights::{HostTensor, WeightStore};
 use std::path::Path;
@@ -167,11 +165,8 @@ pub fn outputs<B: Backend>(be: &B, model_dir: &Path, reference: &Reference) -> R
             ),
         ));
     }
-    let store = WeightStore::open(model_dir)?;
-    match cfg {
-        ModelConfig::Bert(c) => run_bert(be, &Bert::load(be, &store, c)?, reference),
-        ModelConfig::T5(c) => run_t5(be, &T5::load(be, &store, c)?, reference),
-    }
+    let model = Model::from_config(be, &WeightStore::open(model_dir)?, cfg)?;
+    step_outputs(be, &model, reference)
 }
 
 /// "hidden_states.10" sorts after "hidden_states.9".
@@ -184,109 +179,62 @@ fn natural_key(name: &str) -> (String, usize) {
     }
 }
 
-fn run_bert<B: Backend>(be: &B, model: &Bert<B>, r: &Reference) -> Result<Capture> {
-    let (b, t, p, c) = (r.batch.b, r.batch.t, r.p(), model.cfg.hidden_size);
-    let inputs = bert::upload_inputs(be, &model.cfg, &r.batch, p)?;
-    let prompt = be.upload(crate::backend::DType::F32, &r.prompt.data)?;
-    let mut acct = MemoryAccountant::new();
-    let mut out = Capture::new();
-    let (hidden, acts) = model.encoder_fwd(
-        be,
-        &mut acct,
-        &prompt,
-        &inputs,
-        Recompute::None,
-        Some(&mut out),
-    )?;
-    let dhidden = match &r.objective {
-        RefObjective::Mlm { labels } => {
-            let (rows, targets) = heads::mlm_rows(labels, b, t, p, true);
-            let h =
-                heads::mlm_head_fwd_bwd(be, model, &hidden, &rows, &targets, Decoder::Vocab, true)?;
-            out.insert("loss".into(), vec![h.loss as f32]);
-            out.insert("logits".into(), h.logits.unwrap_or_default());
-            h.dhidden
-        }
+/// One training step on the reference's batch, prompt and objective, with a capture.
+fn step_outputs<B: Backend>(be: &B, model: &Model<B>, r: &Reference) -> Result<Capture> {
+    let (p, c) = (r.p(), model.hidden_size());
+    // the cls head outlives the objective that borrows it
+    let head;
+    let objective = match &r.objective {
+        RefObjective::Mlm { labels } => Objective::Mlm { labels },
         RefObjective::Pet {
             mask_positions,
             verbalizer_ids,
             class_labels,
-        } => {
-            let rows = heads::pet_rows(mask_positions, b, t, p)?;
-            let h = heads::mlm_head_fwd_bwd(
-                be,
-                model,
-                &hidden,
-                &rows,
-                class_labels,
-                Decoder::Rows(verbalizer_ids),
-                true,
-            )?;
-            out.insert("loss".into(), vec![h.loss as f32]);
-            out.insert("logits".into(), h.logits.unwrap_or_default());
-            h.dhidden
-        }
+        } => Objective::Pet {
+            mask_positions,
+            verbalizer_ids,
+            labels: class_labels,
+        },
         RefObjective::Cls {
             head_weight,
             head_bias,
             class_labels,
             pooling,
         } => {
-            let head = ClsHead {
+            head = ClsHead {
                 k: head_bias.len(),
                 c,
                 weight: head_weight.data.clone(),
                 bias: head_bias.clone(),
             };
             crate::error::ensure_len("head_weight (K*d)", head.k * c, head.weight.len())?;
-            let pooling: Pooling = pooling.parse()?;
-            let pool_w = be.upload(
-                be.act_dtype(),
-                &heads::pool_weights(&r.batch.mask, b, t, p, pooling),
-            )?;
-            let h = head.fwd_bwd(be, &hidden, &pool_w, class_labels, b, p + t)?;
-            out.insert("loss".into(), vec![h.loss as f32]);
-            out.insert("logits".into(), h.logits);
-            out.insert("head_weight_grad".into(), h.dweight);
-            out.insert("head_bias_grad".into(), h.dbias);
-            h.dhidden
+            Objective::Cls {
+                head: &head,
+                pooling: pooling.parse()?,
+                labels: class_labels,
+            }
         }
-        RefObjective::Seq2Seq { .. } => {
-            return Err(Error::Unsupported(
-                "objective seq2seq needs a T5 model, not BERT".into(),
-            ))
-        }
+        RefObjective::Seq2Seq { labels, l } => Objective::Seq2Seq { labels, l: *l },
     };
-    let mut dprompt = be.zeros(crate::backend::DType::F32, p * c)?;
-    model.encoder_bwd(be, &mut acct, &mut dprompt, dhidden, acts, &inputs)?;
-    out.insert("prompt_grad".into(), be.download(&dprompt)?);
-    Ok(out)
-}
-
-fn run_t5<B: Backend>(be: &B, model: &T5<B>, r: &Reference) -> Result<Capture> {
-    let RefObjective::Seq2Seq { labels, l } = &r.objective else {
-        return Err(Error::Unsupported(format!(
-            "objective {} needs a BERT model, not T5",
-            r.objective.name()
-        )));
-    };
-    let p = r.p();
-    let inp = t5::upload_inputs(be, &model.cfg, &r.batch, p, labels, *l)?;
-    let prompt = be.upload(crate::backend::DType::F32, &r.prompt.data)?;
-    let mut dprompt = be.zeros(crate::backend::DType::F32, p * model.cfg.d_model)?;
-    let mut acct = MemoryAccountant::new();
+    let prompt = be.upload(DType::F32, &r.prompt.data)?;
+    let mut dprompt = be.zeros(DType::F32, p * c)?;
     let mut out = Capture::new();
-    let loss = model.train_step(
+    let step = model.train_step(
         be,
-        &mut acct,
+        &mut MemoryAccountant::new(),
         &mut dprompt,
         &prompt,
-        &inp,
-        labels,
+        &r.batch,
+        p,
+        &objective,
         Recompute::None,
         Some(&mut out),
     )?;
-    out.insert("loss".into(), vec![loss as f32]);
+    out.insert("loss".into(), vec![step.loss as f32]);
     out.insert("prompt_grad".into(), be.download(&dprompt)?);
+    if let Some((dweight, dbias)) = step.head_grads {
+        out.insert("head_weight_grad".into(), dweight);
+        out.insert("head_bias_grad".into(), dbias);
+    }
     Ok(out)
 }

@@ -210,6 +210,18 @@ pub fn pool_weights(mask: &[i32], b: usize, t: usize, p: usize, pooling: Pooling
     w
 }
 
+/// `pool_weights` on the device, in the activation type.
+pub fn upload_pool_weights<B: Backend>(
+    be: &B,
+    mask: &[i32],
+    b: usize,
+    t: usize,
+    p: usize,
+    pooling: Pooling,
+) -> Result<B::Buf> {
+    be.upload(be.act_dtype(), &pool_weights(mask, b, t, p, pooling))
+}
+
 /// A small linear classifier on pooled states, trained with the prompt (PEFT's SEQ_CLS
 /// keeps its classifier trainable). Float32 on the host: it is K x C numbers.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,5 +1,6 @@
 //! The models, each written once against the `Backend` trait: forward one op per line, and
-//! backward the same ops in exact reverse order.
+//! backward the same ops in exact reverse order. [`Model`] holds either; its `train_step` is
+//! the one training step that training, `parity` and `bench` all run.
 //!
 //! This file only declares and re-exports: the files below import the file that defines a
 //! name, never this one, so that no import runs in a circle.
@@ -7,6 +8,10 @@
 pub mod bert;
 mod common;
 pub mod heads;
+mod model;
+mod objective;
 pub mod t5;
 
 pub use common::{Capture, Recompute, TokenBatch};
+pub use model::Model;
+pub use objective::{Objective, StepOutput};

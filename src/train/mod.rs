@@ -77,7 +77,7 @@ pub mod optim;
 pub mod task;
 
 pub use metrics::EvalMetrics;
-pub use model::{Arch, Model};
+pub use model::Model;
 pub use task::{Batch, Decode, Encoded, Grads, Params, Prediction, Task, TaskKind, TaskSpec};
 
 use crate::backend::{Backend, DType};

@@ -10,12 +10,14 @@
 //!   rank the label targets by log-likelihood (Lester et al.'s rank classification); greedy
 //!   decoding is there for free targets.
 
-use super::model::{Arch, Model};
+use super::model::Model;
 use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
+use crate::models::bert::{self, Bert};
 use crate::models::heads::{self, ClsHead, Decoder, Pooling};
-use crate::models::{bert, t5, Recompute, TokenBatch};
+use crate::models::t5::{self, T5};
+use crate::models::{Model as Net, Objective, Recompute, TokenBatch};
 use crate::tokenizer::Tokenizer;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -352,25 +354,6 @@ pub struct Task {
 }
 
 impl Task {
-    /// The error for a task that the model's architecture cannot run.
-    fn mismatch<B: Backend>(&self, model: &Model<B>) -> Error {
-        Error::arg(
-            "--task",
-            format!(
-                "{} does not fit a {} model",
-                self.spec.kind.name(),
-                model.arch_name()
-            ),
-        )
-    }
-
-    /// `cls`: the (B, P+T) pooling weights of a batch, on the device.
-    fn pool_weights<B: Backend>(&self, be: &B, batch: &Batch, p: usize) -> Result<B::Buf> {
-        let (b, t) = (batch.tokens.b, batch.tokens.t);
-        let w = heads::pool_weights(&batch.tokens.mask, b, t, p, self.spec.pooling);
-        be.upload(be.act_dtype(), &w)
-    }
-
     /// Checks the spec against the model and resolves its tokens.
     ///
     /// ```
@@ -389,33 +372,7 @@ impl Task {
     /// ```
     pub fn new<B: Backend>(spec: TaskSpec, model: &Model<B>) -> Result<Task> {
         let tok = &model.tokenizer;
-        match (spec.kind, &model.arch) {
-            (TaskKind::Pet, Arch::Bert(_)) if !model.has_mlm_head() => {
-                return Err(Error::arg(
-                    "--task pet",
-                    format!(
-                        "{} has no masked-LM head (cls.predictions.*): use --task cls",
-                        model.dir.display()
-                    ),
-                ))
-            }
-            (TaskKind::Pet | TaskKind::Cls, Arch::T5(_)) => {
-                return Err(Error::arg(
-                    "--task",
-                    format!("{} is a T5 model: use --task seq2seq", model.dir.display()),
-                ))
-            }
-            (TaskKind::Seq2Seq, Arch::Bert(_)) => {
-                return Err(Error::arg(
-                    "--task seq2seq",
-                    format!(
-                        "{} is a BERT model: use --task pet or cls",
-                        model.dir.display()
-                    ),
-                ))
-            }
-            _ => {}
-        }
+        job(spec.kind, model)?;
         if spec.template.matches(TEXT_SLOT).count() != 1 {
             return Err(Error::arg(
                 "--template",
@@ -456,9 +413,9 @@ impl Task {
                 ));
             }
         }
-        let (pad_id, eos_id) = match &model.arch {
-            Arch::Bert(m) => (m.cfg.pad_token_id as i32, -1),
-            Arch::T5(m) => (m.cfg.pad_token_id as i32, m.cfg.eos_token_id as i32),
+        let (pad_id, eos_id) = match &model.net {
+            Net::Bert(m) => (m.cfg.pad_token_id as i32, -1),
+            Net::T5(m) => (m.cfg.pad_token_id as i32, m.cfg.eos_token_id as i32),
         };
         let mut task = Task {
             before,
@@ -727,59 +684,50 @@ impl Task {
         batch: &Batch,
         recompute: Recompute,
     ) -> Result<f64> {
-        let (b, t, p) = (batch.tokens.b, batch.tokens.t, params.p);
-        let mut acct = MemoryAccountant::new();
-        match (&model.arch, self.spec.kind) {
-            (Arch::Bert(m), TaskKind::Pet | TaskKind::Cls) => {
-                let inp = bert::upload_inputs(be, &m.cfg, &batch.tokens, p)?;
-                let (hidden, acts) =
-                    m.encoder_fwd(be, &mut acct, &params.prompt, &inp, recompute, None)?;
-                let (loss, dhidden) = if self.spec.kind == TaskKind::Pet {
-                    check_labels(&batch.labels)?;
-                    let rows = heads::pet_rows(&batch.mask_pos, b, t, p)?;
-                    let h = heads::mlm_head_fwd_bwd(
-                        be,
-                        m,
-                        &hidden,
-                        &rows,
-                        &batch.labels,
-                        Decoder::Rows(&self.verbalizer_ids),
-                        false,
-                    )?;
-                    (h.loss, h.dhidden)
-                } else {
-                    let head = cls_head(params)?;
-                    let pool_w = self.pool_weights(be, batch, p)?;
-                    let h = head.fwd_bwd(be, &hidden, &pool_w, &batch.labels, b, p + t)?;
-                    grads.head_weight = h.dweight;
-                    grads.head_bias = h.dbias;
-                    (h.loss, h.dhidden)
-                };
-                drop(hidden);
-                m.encoder_bwd(be, &mut acct, &mut grads.prompt, dhidden, acts, &inp)?;
-                Ok(loss)
+        let objective = match job(self.spec.kind, model)? {
+            Job::Pet(_) => {
+                check_labels(&batch.labels)?;
+                Objective::Pet {
+                    mask_positions: &batch.mask_pos,
+                    verbalizer_ids: &self.verbalizer_ids,
+                    labels: &batch.labels,
+                }
             }
-            (Arch::T5(m), TaskKind::Seq2Seq) => {
+            Job::Cls(_) => Objective::Cls {
+                head: cls_head(params)?,
+                pooling: self.spec.pooling,
+                labels: &batch.labels,
+            },
+            Job::Seq2Seq(_) => {
                 if batch.l == 0 {
                     return Err(Error::arg(
                         "--task seq2seq",
                         "training needs targets: the batch has none",
                     ));
                 }
-                let inp = t5::upload_inputs(be, &m.cfg, &batch.tokens, p, &batch.targets, batch.l)?;
-                m.train_step(
-                    be,
-                    &mut acct,
-                    &mut grads.prompt,
-                    &params.prompt,
-                    &inp,
-                    &batch.targets,
-                    recompute,
-                    None,
-                )
+                Objective::Seq2Seq {
+                    labels: &batch.targets,
+                    l: batch.l,
+                }
             }
-            _ => Err(self.mismatch(model)),
+        };
+        let mut acct = MemoryAccountant::new();
+        let out = model.net.train_step(
+            be,
+            &mut acct,
+            &mut grads.prompt,
+            &params.prompt,
+            &batch.tokens,
+            params.p,
+            &objective,
+            recompute,
+            None,
+        )?;
+        if let Some((weight, bias)) = out.head_grads {
+            grads.head_weight = weight;
+            grads.head_bias = bias;
         }
+        Ok(out.loss)
     }
 
     /// Per-label scores (B, K): log-probabilities over the labels (`pet`, `cls`), or each
@@ -791,79 +739,92 @@ impl Task {
         params: &Params<B>,
         batch: &Batch,
     ) -> Result<Vec<f32>> {
+        match job(self.spec.kind, model)? {
+            Job::Pet(m) | Job::Cls(m) => self.class_scores(be, m, params, batch),
+            Job::Seq2Seq(m) => self.rank_scores(be, m, params, batch),
+        }
+    }
+
+    /// `pet` and `cls`: log-probabilities over the labels (B, K).
+    fn class_scores<B: Backend>(
+        &self,
+        be: &B,
+        m: &Bert<B>,
+        params: &Params<B>,
+        batch: &Batch,
+    ) -> Result<Vec<f32>> {
         let (b, t, p) = (batch.tokens.b, batch.tokens.t, params.p);
         let mut acct = MemoryAccountant::new();
-        match (&model.arch, self.spec.kind) {
-            (Arch::Bert(m), TaskKind::Pet | TaskKind::Cls) => {
-                let inp = bert::upload_inputs(be, &m.cfg, &batch.tokens, p)?;
-                let (hidden, _acts) =
-                    m.encoder_fwd(be, &mut acct, &params.prompt, &inp, Recompute::Layer, None)?;
-                let logits = if self.spec.kind == TaskKind::Pet {
-                    let rows = heads::pet_rows(&batch.mask_pos, b, t, p)?;
-                    let h = heads::mlm_head_fwd_bwd(
-                        be,
-                        m,
-                        &hidden,
-                        &rows,
-                        &vec![0; b],
-                        Decoder::Rows(&self.verbalizer_ids),
-                        true,
-                    )?;
-                    h.logits.unwrap_or_default()
-                } else {
-                    let head = cls_head(params)?;
-                    let c = m.cfg.hidden_size;
-                    let pool_w = self.pool_weights(be, batch, p)?;
-                    let mut pooled = be.zeros(be.act_dtype(), b * c)?;
-                    be.mean_pool_fwd(&mut pooled, &hidden, &pool_w, b, p + t, c)?;
-                    head.logits(&be.download(&pooled)?, b)
-                };
-                Ok(log_softmax_rows(&logits, self.spec.labels.len()))
-            }
-            (Arch::T5(m), TaskKind::Seq2Seq) => {
-                if self.spec.free_targets {
-                    return Err(Error::arg(
-                        "--free-targets",
-                        "free targets have no label scores: use greedy decoding",
-                    ));
-                }
-                let k = self.label_targets.len();
-                let mut scores = vec![0.0f32; b * k];
-                let mut enc_out = None;
-                for (ki, target) in self.label_targets.iter().enumerate() {
-                    let l = target.len();
-                    let labels: Vec<i32> = (0..b).flat_map(|_| target.iter().copied()).collect();
-                    let inp = t5::upload_inputs(be, &m.cfg, &batch.tokens, p, &labels, l)?;
-                    if enc_out.is_none() {
-                        enc_out = Some(
-                            m.encoder_fwd(
-                                be,
-                                &mut acct,
-                                &params.prompt,
-                                &inp,
-                                Recompute::Layer,
-                                None,
-                            )?
-                            .0,
-                        );
-                    }
-                    let enc = enc_out
-                        .as_ref()
-                        .ok_or_else(|| Error::Device("encoder output missing".into()))?;
-                    let (dec_out, _acts) =
-                        m.decoder_fwd(be, &mut acct, enc, &inp, Recompute::Layer, None)?;
-                    let losses = m.lm_row_losses(be, &dec_out, &labels, b * l)?;
-                    for bi in 0..b {
-                        scores[bi * k + ki] = -losses[bi * l..(bi + 1) * l]
-                            .iter()
-                            .map(|&x| x as f64)
-                            .sum::<f64>() as f32;
-                    }
-                }
-                Ok(scores)
-            }
-            _ => Err(self.mismatch(model)),
+        let inp = bert::upload_inputs(be, &m.cfg, &batch.tokens, p)?;
+        let (hidden, _acts) =
+            m.encoder_fwd(be, &mut acct, &params.prompt, &inp, Recompute::Layer, None)?;
+        let logits = if self.spec.kind == TaskKind::Pet {
+            let rows = heads::pet_rows(&batch.mask_pos, b, t, p)?;
+            let h = heads::mlm_head_fwd_bwd(
+                be,
+                m,
+                &hidden,
+                &rows,
+                &vec![0; b],
+                Decoder::Rows(&self.verbalizer_ids),
+                true,
+            )?;
+            h.logits.unwrap_or_default()
+        } else {
+            let head = cls_head(params)?;
+            let c = m.cfg.hidden_size;
+            let pool_w =
+                heads::upload_pool_weights(be, &batch.tokens.mask, b, t, p, self.spec.pooling)?;
+            let mut pooled = be.zeros(be.act_dtype(), b * c)?;
+            be.mean_pool_fwd(&mut pooled, &hidden, &pool_w, b, p + t, c)?;
+            head.logits(&be.download(&pooled)?, b)
+        };
+        Ok(log_softmax_rows(&logits, self.spec.labels.len()))
+    }
+
+    /// `seq2seq`: each label target's log-likelihood (B, K), for rank classification.
+    fn rank_scores<B: Backend>(
+        &self,
+        be: &B,
+        m: &T5<B>,
+        params: &Params<B>,
+        batch: &Batch,
+    ) -> Result<Vec<f32>> {
+        let (b, p) = (batch.tokens.b, params.p);
+        let mut acct = MemoryAccountant::new();
+        if self.spec.free_targets {
+            return Err(Error::arg(
+                "--free-targets",
+                "free targets have no label scores: use greedy decoding",
+            ));
         }
+        let k = self.label_targets.len();
+        let mut scores = vec![0.0f32; b * k];
+        let mut enc_out = None;
+        for (ki, target) in self.label_targets.iter().enumerate() {
+            let l = target.len();
+            let labels: Vec<i32> = (0..b).flat_map(|_| target.iter().copied()).collect();
+            let inp = t5::upload_inputs(be, &m.cfg, &batch.tokens, p, &labels, l)?;
+            if enc_out.is_none() {
+                enc_out = Some(
+                    m.encoder_fwd(be, &mut acct, &params.prompt, &inp, Recompute::Layer, None)?
+                        .0,
+                );
+            }
+            let enc = enc_out
+                .as_ref()
+                .ok_or_else(|| Error::Device("encoder output missing".into()))?;
+            let (dec_out, _acts) =
+                m.decoder_fwd(be, &mut acct, enc, &inp, Recompute::Layer, None)?;
+            let losses = m.lm_row_losses(be, &dec_out, &labels, b * l)?;
+            for bi in 0..b {
+                scores[bi * k + ki] = -losses[bi * l..(bi + 1) * l]
+                    .iter()
+                    .map(|&x| x as f64)
+                    .sum::<f64>() as f32;
+            }
+        }
+        Ok(scores)
     }
 
     /// `seq2seq`: greedy decoding of at most max_target_len tokens per row; returns the ids
@@ -875,7 +836,7 @@ impl Task {
         params: &Params<B>,
         batch: &Batch,
     ) -> Result<Vec<(Vec<i32>, f32)>> {
-        let Arch::T5(m) = &model.arch else {
+        let Net::T5(m) = &model.net else {
             return Err(Error::arg(
                 "--decode greedy",
                 "greedy decoding needs a T5 model",
@@ -969,6 +930,41 @@ impl Task {
     /// The class of row `i` for scoring (free targets: None).
     pub fn gold(&self, row: &Row) -> Option<usize> {
         row.label
+    }
+}
+
+/// The model behind a task: BERT runs `pet` and `cls`, T5 runs `seq2seq`.
+enum Job<'m, B: Backend> {
+    Pet(&'m Bert<B>),
+    Cls(&'m Bert<B>),
+    Seq2Seq(&'m T5<B>),
+}
+
+/// The model × task match, written once: the model that runs `kind`, or an error that says
+/// which task fits instead.
+fn job<B: Backend>(kind: TaskKind, model: &Model<B>) -> Result<Job<'_, B>> {
+    match (kind, &model.net) {
+        (TaskKind::Pet, Net::Bert(_)) if !model.has_mlm_head() => Err(Error::arg(
+            "--task pet",
+            format!(
+                "{} has no masked-LM head (cls.predictions.*): use --task cls",
+                model.dir.display()
+            ),
+        )),
+        (TaskKind::Pet, Net::Bert(m)) => Ok(Job::Pet(m)),
+        (TaskKind::Cls, Net::Bert(m)) => Ok(Job::Cls(m)),
+        (TaskKind::Seq2Seq, Net::T5(m)) => Ok(Job::Seq2Seq(m)),
+        (TaskKind::Pet | TaskKind::Cls, Net::T5(_)) => Err(Error::arg(
+            "--task",
+            format!("{} is a T5 model: use --task seq2seq", model.dir.display()),
+        )),
+        (TaskKind::Seq2Seq, Net::Bert(_)) => Err(Error::arg(
+            "--task seq2seq",
+            format!(
+                "{} is a BERT model: use --task pet or cls",
+                model.dir.display()
+            ),
+        )),
     }
 }
 

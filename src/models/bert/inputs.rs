@@ -14,6 +14,8 @@ pub struct BertInputs<B: Backend> {
     pub ids: B::Buf,              // (B, tokens) I32
     pub type_ids: Option<B::Buf>, // (B, tokens) I32
     pub key_mask: B::Buf,         // (B, P + tokens) I32, prompt rows always 1
+    /// (B, tokens) the host's attention mask: the cls head pools by it
+    pub mask: Vec<i32>,
 }
 
 impl<B: Backend> BertInputs<B> {
@@ -52,5 +54,6 @@ pub fn upload_inputs<B: Backend>(
             .map(|t| be.upload_i32(t))
             .transpose()?,
         key_mask: be.upload_i32(&prompt_key_mask(batch, p))?,
+        mask: batch.mask.clone(),
     })
 }

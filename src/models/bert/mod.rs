@@ -6,6 +6,7 @@
 
 mod encoder;
 mod inputs;
+mod step;
 mod weights;
 
 pub use encoder::{BertActs, BertLayerActs};
