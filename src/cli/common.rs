@@ -3,7 +3,7 @@
 use softprompt::device::DeviceKind;
 use softprompt::models::heads::Pooling;
 use softprompt::train::data::{DataSpec, Dataset, Format};
-use softprompt::train::task::{parse_verbalizer, Decode, TaskKind, TaskSpec, TEXT_SLOT};
+use softprompt::train::spec::{parse_verbalizer, Decode, TaskKind, TaskSpec, TEXT_SLOT};
 use softprompt::train::Model;
 use softprompt::{Backend, Error, Result};
 use std::path::{Path, PathBuf};

@@ -47,21 +47,7 @@ pub fn mlm_head_fwd_bwd<B: Backend>(
     crate::error::ensure_len("head targets", m, targets.len())?;
     let restricted = match decoder {
         Decoder::Vocab => None,
-        Decoder::Rows(ids) => {
-            if ids.is_empty() {
-                return Err(Error::tensor(
-                    "verbalizer_ids",
-                    "the verbalizer needs at least one token id",
-                ));
-            }
-            crate::cpu::embedding::check_ids("verbalizer_ids", ids, bert.cfg.vocab_size)?;
-            let idx = be.upload_i32(ids)?;
-            let wt = be.weight_dtype();
-            let (mut w, mut b) = (zeros(be, wt, ids.len() * c)?, zeros(be, wt, ids.len())?);
-            be.gather_rows(&mut w, full_w, &idx, ids.len(), c)?;
-            be.gather_rows(&mut b, &head.bias, &idx, ids.len(), 1)?;
-            Some((w, b))
-        }
+        Decoder::Rows(ids) => Some(verbalizer_rows(be, bert, ids)?),
     };
     let (dec_w, dec_b) = match &restricted {
         Some((w, b)) => (w, b),
@@ -119,6 +105,25 @@ pub fn mlm_head_fwd_bwd<B: Backend>(
         logits: kept,
         dhidden,
     })
+}
+
+/// The decoder weight (V', C) and bias (V') restricted to the verbalizer ids (V'), in order.
+fn verbalizer_rows<B: Backend>(be: &B, bert: &Bert<B>, ids: &[i32]) -> Result<(B::Buf, B::Buf)> {
+    let (head, full_w) = bert.decoder_weight()?;
+    let c = bert.cfg.hidden_size;
+    if ids.is_empty() {
+        return Err(Error::tensor(
+            "verbalizer_ids",
+            "the verbalizer needs at least one token id",
+        ));
+    }
+    crate::cpu::embedding::check_ids("verbalizer_ids", ids, bert.cfg.vocab_size)?;
+    let idx = be.upload_i32(ids)?;
+    let wt = be.weight_dtype();
+    let (mut w, mut b) = (zeros(be, wt, ids.len() * c)?, zeros(be, wt, ids.len())?);
+    be.gather_rows(&mut w, full_w, &idx, ids.len(), c)?;
+    be.gather_rows(&mut b, &head.bias, &idx, ids.len(), 1)?;
+    Ok((w, b))
 }
 
 /// Rows of the (B, P+T) hidden states for real-token position `s` of batch row `b`.

@@ -11,7 +11,7 @@
 //!   written atomically; a resumed run writes them again.
 
 use super::metrics::EvalMetrics;
-use super::task::TaskSpec;
+use super::spec::TaskSpec;
 use crate::error::{Error, Result};
 use crate::models::heads::ClsHead;
 use crate::prompt::{AdapterInfo, PromptTable};
