@@ -8,9 +8,9 @@ use crate::memory::MemoryAccountant;
 use crate::models::common::{zeros, Capture, Recompute};
 
 impl<B: Backend> T5<B> {
-    /// Full forward and backward of one batch: the loss, d loss / d prompt added into
-    /// `dprompt`, and the per-row losses. `capture` collects hidden states and logits for
-    /// parity.
+    /// Full forward and backward of one batch against `labels` (B, L): returns the mean loss
+    /// and adds d loss / d prompt into `dprompt` (P, C). `capture` collects hidden states and
+    /// logits for parity.
     #[allow(clippy::too_many_arguments)]
     pub fn train_step(
         &self,
