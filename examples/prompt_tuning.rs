@@ -104,7 +104,7 @@ fn run() -> Result<()> {
         prompt: be.upload(DType::F32, &table.data)?,
         p,
         d: table.d,
-        head: task.new_head(table.d),
+        head: task.new_head(table.d).map(|h| h.upload(&be)).transpose()?,
     };
     let mut opt = Optimizer::new(
         &be,
@@ -135,10 +135,11 @@ fn run() -> Result<()> {
     let mut table = table;
     table.data = be.download(&params.prompt)?;
     let info = model.adapter_info(task.spec.kind.peft_task_type());
+    let head = params.head.as_ref().map(|h| h.download(&be)).transpose()?;
     save_prompt_dir(
         &out,
         &table,
-        params.head.as_ref(),
+        head.as_ref(),
         &task.spec,
         &model.dir,
         &info,

@@ -2,17 +2,13 @@
 //! shapes with random frozen weights, so nothing needs downloading. The same presets, flags,
 //! workload, FLOP count and JSON keys as `scripts/bench_torch.py`, so the two compare.
 
-use crate::backend::Act;
-use crate::backend::{Backend, DType};
-use crate::config::{BertConfig, T5Config};
+use crate::backend::{Act, Backend, DType};
+use crate::closeness::{Closeness, TENSOR_FLOOR};
+use crate::config::{BertConfig, ModelConfig, T5Config};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::bert::{self, Bert};
-use crate::models::heads::{self, Decoder};
-use crate::models::t5::{self, T5};
-use crate::models::{Recompute, TokenBatch};
+use crate::models::{Model, Objective, Recompute, TokenBatch};
 use crate::rng::Rng;
-use crate::weights::RandomWeights;
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -92,6 +88,14 @@ impl Preset {
                 c.num_decoder_layers = c.num_decoder_layers.min(layers);
                 Preset::T5(c)
             }
+        }
+    }
+
+    /// The preset's model config, for `Model::random`.
+    pub fn config(&self) -> ModelConfig {
+        match self.clone() {
+            Preset::Bert(c) => ModelConfig::Bert(c),
+            Preset::T5(c) => ModelConfig::T5(c),
         }
     }
 
@@ -175,46 +179,6 @@ pub fn flops_per_step(preset: &Preset, w: &Workload) -> f64 {
     }
 }
 
-/// A benchmark model with random weights on a backend.
-pub enum BenchModel<B: Backend> {
-    Bert(Bert<B>),
-    T5(T5<B>),
-}
-
-impl<B: Backend> BenchModel<B> {
-    /// Random weights in the backend's storage type.
-    pub fn random(be: &B, preset: &Preset, seed: u64) -> Result<Self> {
-        Self::random_as(be, preset, seed, be.weight_dtype())
-    }
-
-    /// Random weights that `storage` represents exactly (bf16 values on a float backend make
-    /// it a reference for a bf16 device).
-    pub fn random_as(be: &B, preset: &Preset, seed: u64, storage: DType) -> Result<Self> {
-        let bf16 = storage == DType::BF16;
-        Ok(match preset {
-            Preset::Bert(c) => {
-                // a BertForMaskedLM with the decoder tied to the word embeddings
-                let w = RandomWeights {
-                    seed,
-                    std: 0.02,
-                    present: Box::new(|n: &str| !n.starts_with("cls.predictions.decoder")),
-                    bf16,
-                };
-                BenchModel::Bert(Bert::load(be, &w, c.clone())?)
-            }
-            Preset::T5(c) => {
-                let w = RandomWeights {
-                    seed,
-                    std: 0.02,
-                    present: Box::new(|n: &str| !n.contains("embed_tokens")),
-                    bf16,
-                };
-                BenchModel::T5(T5::load(be, &w, c.clone())?)
-            }
-        })
-    }
-}
-
 /// The batch of one step: full-length random rows; PET masks at T/2 with two verbalizer ids;
 /// MLM labels on 15% of the positions; T5 random labels (B, L).
 pub struct BenchBatch {
@@ -266,72 +230,51 @@ pub fn bench_batch(preset: &Preset, w: &Workload, seed: u64) -> BenchBatch {
 /// backward: when the forward pass ended, and at the accountant's peak.
 pub fn step<B: Backend>(
     be: &B,
-    model: &BenchModel<B>,
+    model: &Model<B>,
     batch: &BenchBatch,
     w: &Workload,
 ) -> Result<(f64, Vec<f32>, (usize, usize))> {
     let mut acct = MemoryAccountant::new();
     let prompt = be.upload(DType::F32, &batch.prompt)?;
     let (b, t, p) = (w.batch, w.seq, w.prompt);
-    let (loss, dprompt) = match model {
-        BenchModel::Bert(m) => {
-            let inputs = bert::upload_inputs(be, &m.cfg, &batch.tokens, p)?;
-            let (hidden, acts) =
-                m.encoder_fwd(be, &mut acct, &prompt, &inputs, w.recompute, None)?;
-            let head = if w.objective == "mlm" {
-                let (rows, targets) = heads::mlm_rows(&batch.labels, b, t, p, false);
-                heads::mlm_head_fwd_bwd(be, m, &hidden, &rows, &targets, Decoder::Vocab, false)?
-            } else {
-                let rows = heads::pet_rows(&vec![(t / 2) as i32; b], b, t, p)?;
-                heads::mlm_head_fwd_bwd(
-                    be,
-                    m,
-                    &hidden,
-                    &rows,
-                    &batch.labels,
-                    Decoder::Rows(&[1000, 2000]),
-                    false,
-                )?
-            };
-            drop(hidden);
-            let mut dprompt = be.zeros(DType::F32, p * m.cfg.hidden_size)?;
-            m.encoder_bwd(be, &mut acct, &mut dprompt, head.dhidden, acts, &inputs)?;
-            (head.loss, dprompt)
-        }
-        BenchModel::T5(m) => {
-            let inputs =
-                t5::upload_inputs(be, &m.cfg, &batch.tokens, p, &batch.labels, w.target_len)?;
-            let mut dprompt = be.zeros(DType::F32, p * m.cfg.d_model)?;
-            let loss = m.train_step(
-                be,
-                &mut acct,
-                &mut dprompt,
-                &prompt,
-                &inputs,
-                &batch.labels,
-                w.recompute,
-                None,
-            )?;
-            (loss, dprompt)
-        }
+    let mask_positions = vec![(t / 2) as i32; b];
+    let objective = match model {
+        Model::T5(_) => Objective::Seq2Seq {
+            labels: &batch.labels,
+            l: w.target_len,
+        },
+        Model::Bert(_) if w.objective == "mlm" => Objective::Mlm {
+            labels: &batch.labels,
+        },
+        Model::Bert(_) => Objective::Pet {
+            mask_positions: &mask_positions,
+            verbalizer_ids: &[1000, 2000],
+            labels: &batch.labels,
+        },
     };
+    let mut dprompt = be.zeros(DType::F32, p * model.hidden_size())?;
+    let out = model.train_step(
+        be,
+        &mut acct,
+        &mut dprompt,
+        &prompt,
+        &batch.tokens,
+        p,
+        &objective,
+        w.recompute,
+        None,
+    )?;
     be.synchronize()?;
     Ok((
-        loss,
+        out.loss,
         be.download(&dprompt)?,
         (acct.held_after_forward(), acct.peak_bytes()),
     ))
 }
 
-/// Relative L2 distance, as `parity` measures it.
+/// Relative L2 distance (`closeness`), as `parity` measures it.
 pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(&g, &w)| (g as f64 - w as f64).powi(2))
-        .sum();
-    let den: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
-    (num / den.max(1e-300)).sqrt()
+    Closeness::of(got, want, TENSOR_FLOOR).rel_err
 }
 
 /// The tolerance of the pre-timing check. float32 agrees with float64 to rounding. bf16
@@ -364,14 +307,14 @@ pub fn check_against_reference<B: Backend>(
     let mut w = w.clone();
     w.batch = w.batch.min(2);
     let batch = bench_batch(&small, &w, 7);
-    let reference = crate::cpu::CpuBackend::<f64>::new();
+    let reference = crate::device::reference_f64();
     let (want_loss, want_grad, _) = step(
         &reference,
-        &BenchModel::random_as(&reference, &small, 1, be.weight_dtype())?,
+        &Model::random_as(&reference, &small.config(), 1, be.weight_dtype())?,
         &batch,
         &w,
     )?;
-    let (got_loss, got_grad, _) = step(be, &BenchModel::random(be, &small, 1)?, &batch, &w)?;
+    let (got_loss, got_grad, _) = step(be, &Model::random(be, &small.config(), 1)?, &batch, &w)?;
     let loss_err = (got_loss - want_loss).abs() / want_loss.abs().max(1e-6);
     let grad_err = rel_err(&got_grad, &want_grad);
     if !(loss_err <= tol && grad_err <= tol) {
@@ -405,7 +348,7 @@ pub fn run<B: Backend>(
     }
     let check = check_against_reference(be, &preset, w, tol)?;
     let live_before = be.memory().live_bytes;
-    let model = BenchModel::random(be, &preset, 1)?;
+    let model = Model::random(be, &preset.config(), 1)?;
     let weights_bytes = be.memory().live_bytes - live_before;
     let batch = bench_batch(&preset, w, 3);
     let mut times = Vec::new();

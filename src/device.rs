@@ -13,6 +13,12 @@ use crate::cpu::CpuBackend;
 use crate::cuda::CudaBackend;
 use crate::error::Result;
 
+/// The float64 CPU backend: the reference that `bench` checks an engine against before
+/// timing it (gradient checks run the same op code in double precision).
+pub fn reference_f64() -> impl Backend {
+    CpuBackend::<f64>::new()
+}
+
 /// What a command runs on any backend (it receives the backend by value, so it can wrap it,
 /// as `profile` does).
 pub trait WithBackend {

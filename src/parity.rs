@@ -1,17 +1,15 @@
 //! `softprompt parity`: runs a reference file's batch through the engine and compares every
 //! tensor it can produce with what PyTorch computed (`reference-format.md`).
 
-use crate::backend::Backend;
+use crate::backend::{Backend, DType};
+use crate::closeness::{reference_floor, Closeness};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::bert::{self, Bert};
-use crate::models::heads::{self, ClsHead, Decoder, Pooling};
-use crate::models::t5::{self, T5};
-use crate::models::Recompute;
+use crate::models::cls_head::HostClsHead;
+use crate::models::{Capture, Model, Objective, Recompute};
 use crate::reference::{RefObjective, Reference};
 use crate::weights::{HostTensor, WeightStore};
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// One compared tensor.
@@ -77,35 +75,15 @@ pub fn compare(name: &str, got: &[f32], want: &HostTensor, tol: f64) -> Result<P
             format!("{} elements computed by the engine", got.len()),
         ));
     }
-    let mut diff2 = 0.0f64;
-    let mut want2 = 0.0f64;
-    let mut max_abs = 0.0f64;
-    let mut finite = true;
-    for (&g, &w) in got.iter().zip(&want.data) {
-        finite &= g.is_finite();
-        let d = g as f64 - w as f64;
-        diff2 += d * d;
-        want2 += (w as f64) * (w as f64);
-        max_abs = max_abs.max(d.abs());
-    }
-    let rel_err = if !finite {
-        f64::NAN
-    } else if want.shape.is_empty() || want.data.len() == 1 {
-        diff2.sqrt() / (want.data[0].abs() as f64).max(1e-6)
-    } else {
-        diff2.sqrt() / want2.sqrt().max(1e-30)
-    };
+    let c = Closeness::of(got, &want.data, reference_floor(want.data.len()));
     Ok(ParityRow {
         name: name.to_string(),
         shape: want.shape.clone(),
-        rel_err,
-        max_abs,
+        rel_err: c.rel_err,
+        max_abs: c.max_abs,
         tol,
     })
 }
-
-/// What the engine computed for a reference, by reference tensor name.
-pub type Outputs = BTreeMap<String, Vec<f32>>;
 
 /// Runs the reference on `be` with the model in `model_dir` and compares at `tol`.
 pub fn run<B: Backend>(
@@ -148,7 +126,7 @@ pub fn run<B: Backend>(
 
 /// What the engine on `be` computes for the reference's batch and prompt with the model in
 /// `model_dir`: the tensors of the reference's expected outputs that it produces.
-pub fn outputs<B: Backend>(be: &B, model_dir: &Path, reference: &Reference) -> Result<Outputs> {
+pub fn outputs<B: Backend>(be: &B, model_dir: &Path, reference: &Reference) -> Result<Capture> {
     let cfg = ModelConfig::load(model_dir)?;
     if reference.arch != cfg.arch() {
         return Err(Error::file(
@@ -171,11 +149,8 @@ pub fn outputs<B: Backend>(be: &B, model_dir: &Path, reference: &Reference) -> R
             ),
         ));
     }
-    let store = WeightStore::open(model_dir)?;
-    match cfg {
-        ModelConfig::Bert(c) => run_bert(be, &Bert::load(be, &store, c)?, reference),
-        ModelConfig::T5(c) => run_t5(be, &T5::load(be, &store, c)?, reference),
-    }
+    let model = Model::from_config(be, &WeightStore::open(model_dir)?, cfg)?;
+    step_outputs(be, &model, reference)
 }
 
 /// "hidden_states.10" sorts after "hidden_states.9".
@@ -188,95 +163,67 @@ fn natural_key(name: &str) -> (String, usize) {
     }
 }
 
-fn run_bert<B: Backend>(be: &B, model: &Bert<B>, r: &Reference) -> Result<Outputs> {
-    let (b, t, p, c) = (r.batch.b, r.batch.t, r.p(), model.cfg.hidden_size);
-    let inputs = bert::upload_inputs(be, &model.cfg, &r.batch, p)?;
-    let prompt = be.upload(crate::backend::DType::F32, &r.prompt.data)?;
-    let mut acct = MemoryAccountant::new();
-    let mut hidden_states = Vec::new();
-    let (hidden, acts) = model.encoder_fwd(
-        be,
-        &mut acct,
-        &prompt,
-        &inputs,
-        Recompute::None,
-        Some(&mut hidden_states),
-    )?;
-    let mut out = Outputs::new();
-    let dhidden = match &r.objective {
-        RefObjective::Mlm { labels } => {
-            let (rows, targets) = heads::mlm_rows(labels, b, t, p, true);
-            let h =
-                heads::mlm_head_fwd_bwd(be, model, &hidden, &rows, &targets, Decoder::Vocab, true)?;
-            out.insert("loss".into(), vec![h.loss as f32]);
-            out.insert("logits".into(), h.logits.unwrap_or_default());
-            h.dhidden
-        }
+/// One training step on the reference's batch, prompt and objective, with a capture.
+fn step_outputs<B: Backend>(be: &B, model: &Model<B>, r: &Reference) -> Result<Capture> {
+    let (p, c) = (r.p(), model.hidden_size());
+    // the cls head outlives the objective that borrows it
+    let head;
+    let objective = match &r.objective {
+        RefObjective::Mlm { labels } => Objective::Mlm { labels },
         RefObjective::Pet {
             mask_positions,
             verbalizer_ids,
             class_labels,
-        } => {
-            let rows = heads::pet_rows(mask_positions, b, t, p)?;
-            let h = heads::mlm_head_fwd_bwd(
-                be,
-                model,
-                &hidden,
-                &rows,
-                class_labels,
-                Decoder::Rows(verbalizer_ids),
-                true,
-            )?;
-            out.insert("loss".into(), vec![h.loss as f32]);
-            out.insert("logits".into(), h.logits.unwrap_or_default());
-            h.dhidden
-        }
+        } => Objective::Pet {
+            mask_positions,
+            verbalizer_ids,
+            labels: class_labels,
+        },
         RefObjective::Cls {
             head_weight,
             head_bias,
             class_labels,
             pooling,
         } => {
-            let head = ClsHead {
+            crate::error::ensure_len(
+                "head_weight (K*d)",
+                head_bias.len() * c,
+                head_weight.data.len(),
+            )?;
+            head = HostClsHead {
                 k: head_bias.len(),
                 c,
                 weight: head_weight.data.clone(),
                 bias: head_bias.clone(),
-            };
-            crate::error::ensure_len("head_weight (K*d)", head.k * c, head.weight.len())?;
-            let pooling: Pooling = pooling.parse()?;
-            let pool_w = be.upload(
-                be.act_dtype(),
-                &heads::pool_weights(&r.batch.mask, b, t, p, pooling),
-            )?;
-            let h = head.fwd_bwd(be, &hidden, &pool_w, class_labels, b, p + t)?;
-            out.insert("loss".into(), vec![h.loss as f32]);
-            out.insert("logits".into(), h.logits);
-            out.insert("head_weight_grad".into(), h.dweight);
-            out.insert("head_bias_grad".into(), h.dbias);
-            h.dhidden
+            }
+            .upload(be)?;
+            Objective::Cls {
+                head: &head,
+                pooling: pooling.parse()?,
+                labels: class_labels,
+            }
         }
-        RefObjective::Seq2Seq { .. } => {
-            return Err(Error::Unsupported(
-                "objective seq2seq needs a T5 model, not BERT".into(),
-            ))
-        }
+        RefObjective::Seq2Seq { labels, l } => Objective::Seq2Seq { labels, l: *l },
     };
-    let mut dprompt = be.zeros(crate::backend::DType::F32, p * c)?;
-    model.encoder_bwd(be, &mut acct, &mut dprompt, dhidden, acts, &inputs)?;
+    let prompt = be.upload(DType::F32, &r.prompt.data)?;
+    let mut dprompt = be.zeros(DType::F32, p * c)?;
+    let mut out = Capture::new();
+    let step = model.train_step(
+        be,
+        &mut MemoryAccountant::new(),
+        &mut dprompt,
+        &prompt,
+        &r.batch,
+        p,
+        &objective,
+        Recompute::None,
+        Some(&mut out),
+    )?;
+    out.insert("loss".into(), vec![step.loss as f32]);
     out.insert("prompt_grad".into(), be.download(&dprompt)?);
-    for (i, h) in hidden_states.into_iter().enumerate() {
-        out.insert(format!("hidden_states.{i}"), h);
+    if let Some(dhead) = step.head_grads {
+        out.insert("head_weight_grad".into(), be.download(&dhead.weight)?);
+        out.insert("head_bias_grad".into(), be.download(&dhead.bias)?);
     }
     Ok(out)
-}
-
-fn run_t5<B: Backend>(be: &B, model: &T5<B>, r: &Reference) -> Result<Outputs> {
-    let RefObjective::Seq2Seq { labels, l } = &r.objective else {
-        return Err(Error::Unsupported(format!(
-            "objective {} needs a BERT model, not T5",
-            r.objective.name()
-        )));
-    };
-    t5::parity_outputs(be, model, &r.batch, &r.prompt.data, r.p(), labels, *l)
 }

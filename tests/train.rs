@@ -157,7 +157,7 @@ fn pet_scores_match_pytorch_reference() {
     let batch = task.batch(&enc, &[0, 1, 2]);
     let scores = task.scores(&be, &model, &params, &batch).unwrap();
     let logits = &reference.float("logits").unwrap().data;
-    let want = softprompt::train::task::log_softmax_rows(logits, 2);
+    let want = softprompt::train::decode::log_softmax_rows(logits, 2);
     for (g, w) in scores.iter().zip(&want) {
         assert!((g - w).abs() < 1e-4, "{scores:?} vs {want:?}");
     }

@@ -3,7 +3,7 @@
 use softprompt::device::DeviceKind;
 use softprompt::models::heads::Pooling;
 use softprompt::train::data::{DataSpec, Dataset, Format};
-use softprompt::train::task::{parse_verbalizer, Decode, TaskKind, TaskSpec, TEXT_SLOT};
+use softprompt::train::spec::{parse_verbalizer, Decode, TaskKind, TaskSpec, TEXT_SLOT};
 use softprompt::train::Model;
 use softprompt::{Backend, Error, Result};
 use std::path::{Path, PathBuf};
@@ -113,6 +113,39 @@ impl TaskArgs {
         data: Option<&Dataset>,
         prompt_len: usize,
     ) -> Result<TaskSpec> {
+        let mut spec = self.base_spec(base, model, prompt_len)?;
+        self.apply_flags(&mut spec)?;
+        let verbalizer = self
+            .verbalizer
+            .as_deref()
+            .map(parse_verbalizer)
+            .transpose()?;
+        if spec.free_targets {
+            spec.labels.clear();
+            spec.label_words.clear();
+            return Ok(spec);
+        }
+        self.set_labels(&mut spec, verbalizer.as_deref(), data);
+        if spec.kind != TaskKind::Cls {
+            set_label_words(&mut spec, verbalizer.as_deref())?;
+        }
+        if !spec.template.contains(TEXT_SLOT) {
+            return Err(Error::arg(
+                "--template",
+                format!("{:?} must hold {TEXT_SLOT}", spec.template),
+            ));
+        }
+        Ok(spec)
+    }
+
+    /// `base` when it is of the asked task, else the defaults of the task the flag or the
+    /// model names.
+    fn base_spec<B: Backend>(
+        &self,
+        base: Option<TaskSpec>,
+        model: &Model<B>,
+        prompt_len: usize,
+    ) -> Result<TaskSpec> {
         let kind: TaskKind = match (&self.task, &base) {
             (Some(t), _) => t.parse()?,
             (None, Some(b)) => b.kind,
@@ -122,7 +155,7 @@ impl TaskArgs {
                 _ => TaskKind::Cls,
             },
         };
-        let mut spec = match base {
+        Ok(match base {
             Some(b) if b.kind == kind => b,
             _ => {
                 let mut s = TaskSpec::new(kind, &[]);
@@ -131,7 +164,11 @@ impl TaskArgs {
                 }
                 s
             }
-        };
+        })
+    }
+
+    /// The flags that set one field each.
+    fn apply_flags(&self, spec: &mut TaskSpec) -> Result<()> {
         if let Some(t) = &self.template {
             spec.template = t.clone();
         }
@@ -150,26 +187,26 @@ impl TaskArgs {
         if let Some(d) = &self.decode {
             spec.decode = d.parse::<Decode>()?;
         }
-        let verbalizer = self
-            .verbalizer
-            .as_deref()
-            .map(parse_verbalizer)
-            .transpose()?;
+        Ok(())
+    }
+
+    /// The labels: --labels, else the verbalizer's, else the spec's, else those of `data`.
+    fn set_labels(
+        &self,
+        spec: &mut TaskSpec,
+        verbalizer: Option<&[(String, String)]>,
+        data: Option<&Dataset>,
+    ) {
         let labels: Option<Vec<String>> = self.labels.as_ref().map(|l| {
             l.split(',')
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect()
         });
-        if spec.free_targets {
-            spec.labels.clear();
-            spec.label_words.clear();
-            return Ok(spec);
-        }
         if let Some(labels) = labels {
             spec.labels = labels;
             spec.label_words.clear();
-        } else if let Some(v) = &verbalizer {
+        } else if let Some(v) = verbalizer {
             spec.labels = v.iter().map(|(l, _)| l.clone()).collect();
             spec.label_words.clear();
         } else if spec.labels.is_empty() {
@@ -181,36 +218,32 @@ impl TaskArgs {
             spec.labels = found;
             spec.label_words.clear();
         }
-        if spec.kind != TaskKind::Cls {
-            match &verbalizer {
-                Some(v) => {
-                    spec.label_words = spec
-                        .labels
-                        .iter()
-                        .map(|l| {
-                            v.iter()
-                                .find(|(k, _)| k == l)
-                                .map(|(_, w)| w.clone())
-                                .ok_or_else(|| {
-                                    Error::arg("--verbalizer", format!("no word for label {l:?}"))
-                                })
-                        })
-                        .collect::<Result<_>>()?;
-                }
-                None if spec.label_words.len() != spec.labels.len() => {
-                    spec.label_words = spec.labels.clone()
-                }
-                None => {}
-            }
-        }
-        if !spec.template.contains(TEXT_SLOT) {
-            return Err(Error::arg(
-                "--template",
-                format!("{:?} must hold {TEXT_SLOT}", spec.template),
-            ));
-        }
-        Ok(spec)
     }
+}
+
+/// `pet` and `seq2seq`: each label's word from the verbalizer, or the label itself.
+fn set_label_words(spec: &mut TaskSpec, verbalizer: Option<&[(String, String)]>) -> Result<()> {
+    match verbalizer {
+        Some(v) => {
+            spec.label_words = spec
+                .labels
+                .iter()
+                .map(|l| {
+                    v.iter()
+                        .find(|(k, _)| k == l)
+                        .map(|(_, w)| w.clone())
+                        .ok_or_else(|| {
+                            Error::arg("--verbalizer", format!("no word for label {l:?}"))
+                        })
+                })
+                .collect::<Result<_>>()?;
+        }
+        None if spec.label_words.len() != spec.labels.len() => {
+            spec.label_words = spec.labels.clone()
+        }
+        None => {}
+    }
+    Ok(())
 }
 
 /// The model folder: the flag, else the one recorded with the prompt, else PEFT's

@@ -109,7 +109,7 @@ pub fn load<B: Backend>(
         prompt: be.upload(DType::F32, &saved.prompt.data)?,
         p: saved.prompt.p,
         d: saved.prompt.d,
-        head,
+        head: head.map(|h| h.upload(be)).transpose()?,
     };
     Ok(Loaded {
         model,

@@ -2,8 +2,9 @@ use super::common::WorkloadArgs;
 use softprompt::backend::profile::Profiler;
 use softprompt::backend::Backend;
 use softprompt::backend::Storage;
-use softprompt::bench::{self, BenchModel, Preset, Workload};
+use softprompt::bench::{self, Preset, Workload};
 use softprompt::device::{with_backend, WithBackend};
+use softprompt::models::Model;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,7 +21,7 @@ impl WithBackend for Job {
     type Output = String;
     fn run<B: Backend>(self, inner: B) -> softprompt::Result<String> {
         let be = Profiler::new(inner);
-        let model = BenchModel::random(&be, &self.preset, 1)?;
+        let model = Model::random(&be, &self.preset.config(), 1)?;
         let batch = bench::bench_batch(&self.preset, &self.w, 3);
         bench::step(&be, &model, &batch, &self.w)?;
         be.reset();

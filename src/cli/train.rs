@@ -8,7 +8,9 @@ use softprompt::models::Recompute;
 use softprompt::prompt::PromptInit;
 use softprompt::train::checkpoint::CHECKPOINT_FILE;
 use softprompt::train::optim::{OptimConfig, OptimKind, Schedule, ScheduleKind};
-use softprompt::train::{Encoded, Event, Model, Task, TaskKind, TrainConfig, Trainer};
+use softprompt::train::{
+    Encoded, Event, Model, Summary, Task, TaskKind, TaskSpec, TrainConfig, Trainer,
+};
 use softprompt::{Backend, Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -212,17 +214,12 @@ fn encode_split(
     Ok(enc)
 }
 
-fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
-    let t0 = Instant::now();
-    let model = Model::load(be, &a.model)?;
-    let train_data = a.data.load(&a.train, true)?;
-    let spec = a.task.spec(None, &model, Some(&train_data), a.prompt_len)?;
-    let task = Task::new(spec, &model)?;
-    let s = &task.spec;
+/// The task line's description: kind, template and the labels' words or targets.
+fn describe(s: &TaskSpec) -> String {
     let label_words: Vec<String> = (s.labels.iter().zip(&s.label_words))
         .map(|(l, w)| format!("{l}={w}"))
         .collect();
-    let what = match s.kind {
+    match s.kind {
         TaskKind::Pet => format!(
             "pet, template {:?}, verbalizer {:?}",
             s.template, label_words
@@ -238,33 +235,11 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
             "seq2seq, template {:?}, targets {:?}",
             s.template, label_words
         ),
-    };
-    println!(
-        "model {} ({}, d {}) on {} | task {what}",
-        a.model.display(),
-        model.arch_name(),
-        model.hidden_size(),
-        be.name()
-    );
-    let train_enc = task.encode(&model.tokenizer, &train_data)?;
-    println!(
-        "train {}: {} rows, {} truncated to {} tokens",
-        a.train.display(),
-        train_enc.rows.len(),
-        train_enc.truncated,
-        s.max_len
-    );
-    let dev = a
-        .dev
-        .as_ref()
-        .map(|p| encode_split(&task, &model, a, p, "dev"))
-        .transpose()?;
-    let test = a
-        .test
-        .as_ref()
-        .map(|p| encode_split(&task, &model, a, p, "test"))
-        .transpose()?;
-    let cfg = TrainConfig {
+    }
+}
+
+fn train_config(a: &Args) -> Result<TrainConfig> {
+    Ok(TrainConfig {
         prompt_len: a.prompt_len,
         init: prompt_init(a)?,
         optim: optim_config(a)?,
@@ -280,7 +255,42 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
         recompute: a.recompute.parse::<Recompute>()?,
         bucket_pool: a.bucket_pool,
         threads: rayon::current_num_threads(),
-    };
+    })
+}
+
+fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
+    let t0 = Instant::now();
+    let model = Model::load(be, &a.model)?;
+    let train_data = a.data.load(&a.train, true)?;
+    let spec = a.task.spec(None, &model, Some(&train_data), a.prompt_len)?;
+    let task = Task::new(spec, &model)?;
+    println!(
+        "model {} ({}, d {}) on {} | task {}",
+        a.model.display(),
+        model.arch_name(),
+        model.hidden_size(),
+        be.name(),
+        describe(&task.spec)
+    );
+    let train_enc = task.encode(&model.tokenizer, &train_data)?;
+    println!(
+        "train {}: {} rows, {} truncated to {} tokens",
+        a.train.display(),
+        train_enc.rows.len(),
+        train_enc.truncated,
+        task.spec.max_len
+    );
+    let dev = a
+        .dev
+        .as_ref()
+        .map(|p| encode_split(&task, &model, a, p, "dev"))
+        .transpose()?;
+    let test = a
+        .test
+        .as_ref()
+        .map(|p| encode_split(&task, &model, a, p, "test"))
+        .transpose()?;
+    let cfg = train_config(a)?;
     let resume = a.resume && a.out.join(CHECKPOINT_FILE).exists();
     let mut trainer = if resume {
         Trainer::resume(
@@ -311,70 +321,21 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
         o.kind.name(), o.lr, o.schedule.kind, o.schedule.warmup, o.weight_decay,
         o.max_grad_norm.map_or("none".into(), |n| n.to_string()), trainer.cfg.batch_size, trainer.cfg.seed, trainer.cfg.threads
     );
-    let pb = ProgressBar::new(trainer.total_steps);
-    if a.no_progress {
-        pb.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    pb.set_style(
-        ProgressStyle::with_template(
-            "{bar:28.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < ETA {eta_precise}]",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let mut progress = Progress::new(
+        a,
+        trainer.total_steps,
+        t0,
+        task.spec.labels.len(),
+        model.hidden_size(),
     );
-    let say = |pb: &ProgressBar, line: String| pb.suspend(|| println!("{line}"));
-    let (mut ema, mut tokens, mut steps) = (None::<f64>, 0usize, 0u64);
-    let mut window = (0.0f64, 0u64);
-    let run_start = Instant::now();
-    let summary = trainer.run(&mut |ev| match ev {
-        Event::Started { total_steps, steps_per_epoch, resumed_at, threads_changed, device_changed, prompt_params, head_params } => {
-            pb.set_position(resumed_at.unwrap_or(0));
-            if let Some((was, now)) = device_changed {
-                say(&pb, format!(
-                    "warning: the checkpoint was trained on {was} and this run uses {now}: the numbers \
-                     round differently from here on, so the result will differ from an uninterrupted run"
-                ));
-            }
-            if let Some((was, now)) = threads_changed {
-                say(&pb, format!(
-                    "warning: the checkpoint was trained with {was} threads and this run uses {now}: \
-                     the result will not be bit-identical to an uninterrupted run (resume with --threads {was} for that)"
-                ));
-            }
-            let (k, d) = (task.spec.labels.len(), model.hidden_size());
-            say(&pb, format!(
-                "trainable: prompt {} x {d} = {prompt_params}{} | {total_steps} steps ({steps_per_epoch} per epoch){}",
-                a.prompt_len,
-                if *head_params > 0 { format!(", head {k} x {d} + {k} = {head_params}") } else { String::new() },
-                resumed_at.map_or(String::new(), |s| format!(" | resumed at step {s}"))
-            ));
-        }
-        Event::Step(info) => {
-            ema = Some(ema.map_or(info.loss, |e| 0.95 * e + 0.05 * info.loss));
-            tokens += info.tokens;
-            steps += 1;
-            window.0 += info.loss;
-            window.1 += 1;
-            let secs = run_start.elapsed().as_secs_f64().max(1e-9);
-            pb.set_position(info.step);
-            pb.set_message(format!("loss {:.4} | {:.2} steps/s | {:.0} tok/s", ema.unwrap_or(0.0), steps as f64 / secs, tokens as f64 / secs));
-        }
-        Event::Eval { step, split, metrics, .. } if split.starts_with("test (kept") => {
-            say(&pb, format!("kept prompt (step {step}): test accuracy {:.4} macro-F1 {:.4} ({} rows)", metrics.accuracy, metrics.macro_f1, metrics.examples));
-        }
-        Event::Eval { step, split, metrics, best } => {
-            let train_loss = if split == "dev" && window.1 > 0 { format!(" | train loss {:.4}", window.0 / window.1 as f64) } else { String::new() };
-            if split == "dev" {
-                window = (0.0, 0);
-            }
-            say(&pb, format!(
-                "step {step:>5} | {split:<4} accuracy {:.4} macro-F1 {:.4} ({} rows){}{train_loss} | {:.0}s",
-                metrics.accuracy, metrics.macro_f1, metrics.examples, if *best { " *best*" } else { "" }, t0.elapsed().as_secs_f64()
-            ));
-        }
-        Event::Saved { .. } => {}
-        Event::EarlyStop { step, best_step } => say(&pb, format!("early stop at step {step}: no better dev accuracy since step {best_step}")),
-    })?;
-    pb.finish_and_clear();
+    let summary = trainer.run(&mut |ev| progress.on_event(ev))?;
+    progress.pb.finish_and_clear();
+    print_summary(&summary, t0, a, &task);
+    Ok(())
+}
+
+/// The last lines: the steps, the best dev and the test accuracy, and what was saved.
+fn print_summary(summary: &Summary, t0: Instant, a: &Args, task: &Task) {
     let best = summary.best_dev.map_or(String::new(), |m| {
         format!(
             " | best dev accuracy {:.4} at step {}",
@@ -393,7 +354,147 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     println!("saved to {} (prompt: adapter_model.safetensors, task.json{}; checkpoint.safetensors, metrics.jsonl)", a.out.display(), if task.spec.kind == TaskKind::Cls { ", head.safetensors" } else { "" });
-    Ok(())
+}
+
+/// The progress bar, and the lines printed above it as the trainer reports.
+struct Progress {
+    pb: ProgressBar,
+    /// the command's start: evaluation lines print the seconds since
+    t0: Instant,
+    /// the loop's start: steps/s and tokens/s count from here
+    run_start: Instant,
+    /// the loss's moving average, and the steps and tokens so far
+    ema: Option<f64>,
+    tokens: usize,
+    steps: u64,
+    /// the train loss summed since the last dev evaluation, and its steps
+    window: (f64, u64),
+    /// prompt rows, classes and hidden size, for the `trainable` line
+    prompt_len: usize,
+    k: usize,
+    d: usize,
+}
+
+impl Progress {
+    fn new(a: &Args, total_steps: u64, t0: Instant, k: usize, d: usize) -> Progress {
+        let pb = ProgressBar::new(total_steps);
+        if a.no_progress {
+            pb.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{bar:28.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < ETA {eta_precise}]",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Progress {
+            pb,
+            t0,
+            run_start: Instant::now(),
+            ema: None,
+            tokens: 0,
+            steps: 0,
+            window: (0.0, 0),
+            prompt_len: a.prompt_len,
+            k,
+            d,
+        }
+    }
+
+    fn say(&self, line: String) {
+        self.pb.suspend(|| println!("{line}"));
+    }
+
+    /// The lines at the start: warnings about a resumed run, then what trains.
+    fn started(&self, ev: &Event) {
+        let Event::Started {
+            total_steps,
+            steps_per_epoch,
+            resumed_at,
+            threads_changed,
+            device_changed,
+            prompt_params,
+            head_params,
+        } = ev
+        else {
+            return;
+        };
+        let (k, d) = (self.k, self.d);
+        self.pb.set_position(resumed_at.unwrap_or(0));
+        if let Some((was, now)) = device_changed {
+            self.say(format!(
+                "warning: the checkpoint was trained on {was} and this run uses {now}: the numbers \
+                 round differently from here on, so the result will differ from an uninterrupted run"
+            ));
+        }
+        if let Some((was, now)) = threads_changed {
+            self.say(format!(
+                "warning: the checkpoint was trained with {was} threads and this run uses {now}: \
+                 the result will not be bit-identical to an uninterrupted run (resume with --threads {was} for that)"
+            ));
+        }
+        self.say(format!(
+            "trainable: prompt {} x {d} = {prompt_params}{} | {total_steps} steps ({steps_per_epoch} per epoch){}",
+            self.prompt_len,
+            if *head_params > 0 { format!(", head {k} x {d} + {k} = {head_params}") } else { String::new() },
+            resumed_at.map_or(String::new(), |s| format!(" | resumed at step {s}"))
+        ));
+    }
+
+    fn on_event(&mut self, ev: &Event) {
+        match ev {
+            Event::Started { .. } => self.started(ev),
+            Event::Step(info) => {
+                self.ema = Some(self.ema.map_or(info.loss, |e| 0.95 * e + 0.05 * info.loss));
+                self.tokens += info.tokens;
+                self.steps += 1;
+                self.window.0 += info.loss;
+                self.window.1 += 1;
+                let secs = self.run_start.elapsed().as_secs_f64().max(1e-9);
+                self.pb.set_position(info.step);
+                self.pb.set_message(format!(
+                    "loss {:.4} | {:.2} steps/s | {:.0} tok/s",
+                    self.ema.unwrap_or(0.0),
+                    self.steps as f64 / secs,
+                    self.tokens as f64 / secs
+                ));
+            }
+            Event::Eval {
+                step,
+                split,
+                metrics,
+                ..
+            } if split.starts_with("test (kept") => {
+                self.say(format!(
+                    "kept prompt (step {step}): test accuracy {:.4} macro-F1 {:.4} ({} rows)",
+                    metrics.accuracy, metrics.macro_f1, metrics.examples
+                ));
+            }
+            Event::Eval {
+                step,
+                split,
+                metrics,
+                best,
+            } => {
+                let train_loss = if split == "dev" && self.window.1 > 0 {
+                    format!(" | train loss {:.4}", self.window.0 / self.window.1 as f64)
+                } else {
+                    String::new()
+                };
+                if split == "dev" {
+                    self.window = (0.0, 0);
+                }
+                self.say(format!(
+                    "step {step:>5} | {split:<4} accuracy {:.4} macro-F1 {:.4} ({} rows){}{train_loss} | {:.0}s",
+                    metrics.accuracy, metrics.macro_f1, metrics.examples, if *best { " *best*" } else { "" }, self.t0.elapsed().as_secs_f64()
+                ));
+            }
+            Event::Saved { .. } => {}
+            Event::EarlyStop { step, best_step } => self.say(format!(
+                "early stop at step {step}: no better dev accuracy since step {best_step}"
+            )),
+        }
+    }
 }
 
 struct Job<'a>(&'a Args);

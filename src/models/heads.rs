@@ -4,7 +4,7 @@
 //! its gradient is needed at once; it returns the loss and d loss / d hidden.
 
 use super::bert::Bert;
-use super::zeros;
+use super::common::zeros;
 use crate::backend::IGNORE_INDEX;
 use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
@@ -47,21 +47,7 @@ pub fn mlm_head_fwd_bwd<B: Backend>(
     crate::error::ensure_len("head targets", m, targets.len())?;
     let restricted = match decoder {
         Decoder::Vocab => None,
-        Decoder::Rows(ids) => {
-            if ids.is_empty() {
-                return Err(Error::tensor(
-                    "verbalizer_ids",
-                    "the verbalizer needs at least one token id",
-                ));
-            }
-            crate::backend::check_ids("verbalizer_ids", ids, bert.cfg.vocab_size)?;
-            let idx = be.upload_i32(ids)?;
-            let wt = be.weight_dtype();
-            let (mut w, mut b) = (zeros(be, wt, ids.len() * c)?, zeros(be, wt, ids.len())?);
-            be.gather_rows(&mut w, full_w, &idx, ids.len(), c)?;
-            be.gather_rows(&mut b, &head.bias, &idx, ids.len(), 1)?;
-            Some((w, b))
-        }
+        Decoder::Rows(ids) => Some(verbalizer_rows(be, bert, ids)?),
     };
     let (dec_w, dec_b) = match &restricted {
         Some((w, b)) => (w, b),
@@ -119,6 +105,25 @@ pub fn mlm_head_fwd_bwd<B: Backend>(
         logits: kept,
         dhidden,
     })
+}
+
+/// The decoder weight (V', C) and bias (V') restricted to the verbalizer ids (V'), in order.
+fn verbalizer_rows<B: Backend>(be: &B, bert: &Bert<B>, ids: &[i32]) -> Result<(B::Buf, B::Buf)> {
+    let (head, full_w) = bert.decoder_weight()?;
+    let c = bert.cfg.hidden_size;
+    if ids.is_empty() {
+        return Err(Error::tensor(
+            "verbalizer_ids",
+            "the verbalizer needs at least one token id",
+        ));
+    }
+    crate::backend::check_ids("verbalizer_ids", ids, bert.cfg.vocab_size)?;
+    let idx = be.upload_i32(ids)?;
+    let wt = be.weight_dtype();
+    let (mut w, mut b) = (zeros(be, wt, ids.len() * c)?, zeros(be, wt, ids.len())?);
+    be.gather_rows(&mut w, full_w, &idx, ids.len(), c)?;
+    be.gather_rows(&mut b, &head.bias, &idx, ids.len(), 1)?;
+    Ok((w, b))
 }
 
 /// Rows of the (B, P+T) hidden states for real-token position `s` of batch row `b`.
@@ -210,96 +215,14 @@ pub fn pool_weights(mask: &[i32], b: usize, t: usize, p: usize, pooling: Pooling
     w
 }
 
-/// A small linear classifier on pooled states, trained with the prompt (PEFT's SEQ_CLS
-/// keeps its classifier trainable). Float32 on the host: it is K x C numbers.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ClsHead {
-    pub k: usize,
-    pub c: usize,
-    pub weight: Vec<f32>, // (K, C)
-    pub bias: Vec<f32>,   // (K)
-}
-
-pub struct ClsOutput<B: Backend> {
-    pub loss: f64,
-    pub logits: Vec<f32>, // (B, K)
-    pub dhidden: B::Buf,  // (B, T, C)
-    pub dweight: Vec<f32>,
-    pub dbias: Vec<f32>,
-}
-
-impl ClsHead {
-    /// Trainable parameters of the head.
-    pub fn num_params(&self) -> usize {
-        self.weight.len() + self.bias.len()
-    }
-
-    /// logits (B, K) of pooled (B, C), on the host.
-    pub fn logits(&self, pooled: &[f32], b: usize) -> Vec<f32> {
-        let (k, c) = (self.k, self.c);
-        let mut out = vec![0.0f32; b * k];
-        for bi in 0..b {
-            for ki in 0..k {
-                let x = &pooled[bi * c..(bi + 1) * c];
-                let w = &self.weight[ki * c..(ki + 1) * c];
-                out[bi * k + ki] = self.bias[ki] + x.iter().zip(w).map(|(a, b)| a * b).sum::<f32>();
-            }
-        }
-        out
-    }
-
-    /// Pools `hidden`, runs the head and its cross-entropy against `labels` (B), and returns
-    /// the gradients of the head and of the hidden states. `pool_w` is (B, T).
-    pub fn fwd_bwd<B: Backend>(
-        &self,
-        be: &B,
-        hidden: &B::Buf,
-        pool_w: &B::Buf,
-        labels: &[i32],
-        b: usize,
-        t: usize,
-    ) -> Result<ClsOutput<B>> {
-        let (k, c) = (self.k, self.c);
-        crate::backend::check_ids("class labels", labels, k)?;
-        let mut pooled_buf = zeros(be, be.act_dtype(), b * c)?;
-        be.mean_pool_fwd(&mut pooled_buf, hidden, pool_w, b, t, c)?;
-        let pooled = be.download(&pooled_buf)?;
-        let logits = self.logits(&pooled, b);
-        let mut dlogits = logits.clone();
-        let mut loss = 0.0f64;
-        for bi in 0..b {
-            let row = &mut dlogits[bi * k..(bi + 1) * k];
-            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f64 = row.iter().map(|&x| ((x - m) as f64).exp()).sum();
-            let target = labels[bi] as usize;
-            loss += sum.ln() - (row[target] - m) as f64;
-            for (j, x) in row.iter_mut().enumerate() {
-                let p = ((*x - m) as f64).exp() / sum;
-                *x = ((p - (j == target) as u8 as f64) / b as f64) as f32;
-            }
-        }
-        let mut dweight = vec![0.0f32; k * c];
-        let mut dbias = vec![0.0f32; k];
-        let mut dpooled = vec![0.0f32; b * c];
-        for bi in 0..b {
-            for ki in 0..k {
-                let g = dlogits[bi * k + ki];
-                dbias[ki] += g;
-                for ci in 0..c {
-                    dweight[ki * c + ci] += g * pooled[bi * c + ci];
-                    dpooled[bi * c + ci] += g * self.weight[ki * c + ci];
-                }
-            }
-        }
-        let dpooled = be.upload(be.act_dtype(), &dpooled)?;
-        let mut dhidden = zeros(be, be.act_dtype(), be.len(hidden))?;
-        be.mean_pool_bwd(&mut dhidden, &dpooled, pool_w, b, t, c)?;
-        Ok(ClsOutput {
-            loss: loss / b as f64,
-            logits,
-            dhidden,
-            dweight,
-            dbias,
-        })
-    }
+/// `pool_weights` on the device, in the activation type.
+pub fn upload_pool_weights<B: Backend>(
+    be: &B,
+    mask: &[i32],
+    b: usize,
+    t: usize,
+    p: usize,
+    pooling: Pooling,
+) -> Result<B::Buf> {
+    be.upload(be.act_dtype(), &pool_weights(mask, b, t, p, pooling))
 }

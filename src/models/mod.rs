@@ -1,107 +1,18 @@
 //! The models, each written once against the `Backend` trait: forward one op per line, and
-//! backward the same ops in exact reverse order.
+//! backward the same ops in exact reverse order. [`Model`] holds either; its `train_step` is
+//! the one training step that training, `parity` and `bench` all run.
+//!
+//! This file only declares and re-exports: the files below import the file that defines a
+//! name, never this one, so that no import runs in a circle.
 
 pub mod bert;
+pub mod cls_head;
+mod common;
 pub mod heads;
+mod model;
+mod objective;
 pub mod t5;
 
-use crate::backend::{Backend, DType};
-use crate::error::{Error, Result};
-use crate::memory::MemoryAccountant;
-use crate::weights::WeightSource;
-
-/// What to keep for backward.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Recompute {
-    /// Keep the minimal set: nonlinear state only (norm inputs and statistics, activation
-    /// inputs, attention q/k/v and log-sum-exp). No linear input, no Tq×Tk matrix.
-    #[default]
-    None,
-    /// Keep only each layer's input; rerun the layer's forward during backward.
-    Layer,
-}
-
-impl std::str::FromStr for Recompute {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "none" => Ok(Recompute::None),
-            "layer" => Ok(Recompute::Layer),
-            _ => Err(Error::arg(
-                "--recompute",
-                format!("\"{s}\": expected \"none\" or \"layer\""),
-            )),
-        }
-    }
-}
-
-/// A batch of token ids on the host, right-padded: ids, mask, token types (B, T).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TokenBatch {
-    pub b: usize,
-    pub t: usize,
-    pub ids: Vec<i32>,
-    /// 1 for a real token, 0 for padding
-    pub mask: Vec<i32>,
-    pub type_ids: Option<Vec<i32>>,
-}
-
-impl TokenBatch {
-    /// Number of real tokens in row `bi`.
-    pub fn row_len(&self, bi: usize) -> usize {
-        self.mask[bi * self.t..(bi + 1) * self.t]
-            .iter()
-            .filter(|&&m| m != 0)
-            .count()
-    }
-
-    pub fn check(&self) -> Result<()> {
-        let n = self.b * self.t;
-        crate::error::ensure_len("input_ids", n, self.ids.len())?;
-        crate::error::ensure_len("attention_mask", n, self.mask.len())?;
-        if let Some(types) = &self.type_ids {
-            crate::error::ensure_len("token_type_ids", n, types.len())?;
-        }
-        Ok(())
-    }
-}
-
-/// Allocates a zeroed buffer.
-pub(crate) fn zeros<B: Backend>(be: &B, dtype: DType, len: usize) -> Result<B::Buf> {
-    be.zeros(dtype, len)
-}
-
-/// Registers a tensor kept for backward with the accountant.
-pub(crate) fn hold<B: Backend>(be: &B, acct: &mut MemoryAccountant, name: String, buf: &B::Buf) {
-    let bytes = be.len(buf) * be.dtype(buf).size();
-    acct.hold(name, bytes, be.buf_id(buf));
-}
-
-/// out (M, N) = inp (M, K) · W^T + bias, reporting the input to the accountant.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn linear<B: Backend>(
-    be: &B,
-    acct: &mut MemoryAccountant,
-    inp: &B::Buf,
-    w: &B::Buf,
-    bias: Option<&B::Buf>,
-    m: usize,
-    k: usize,
-    n: usize,
-) -> Result<B::Buf> {
-    acct.linear_input(be.buf_id(inp));
-    let mut out = be.zeros(be.act_dtype(), m * n)?;
-    be.linear_fwd(&mut out, inp, w, bias, m, k, n)?;
-    Ok(out)
-}
-
-/// Loads one tensor to the device in the backend's weight dtype.
-pub(crate) fn load<B: Backend>(
-    be: &B,
-    store: &dyn WeightSource,
-    name: &str,
-    shape: &[usize],
-) -> Result<B::Buf> {
-    let t = store.get(name, shape)?;
-    be.upload(be.weight_dtype(), &t.data)
-}
+pub use common::{Capture, Recompute, TokenBatch};
+pub use model::Model;
+pub use objective::{Objective, StepOutput};

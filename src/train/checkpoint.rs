@@ -10,9 +10,10 @@
 //!   `head.safetensors` (the K x d head). `eval` and `predict` read these. Each file is
 //!   written atomically; a resumed run writes them again.
 
-use super::task::TaskSpec;
+use super::metrics::EvalMetrics;
+use super::spec::TaskSpec;
 use crate::error::{Error, Result};
-use crate::models::heads::ClsHead;
+use crate::models::cls_head::HostClsHead;
 use crate::prompt::{AdapterInfo, PromptTable};
 use crate::rng::Rng;
 use crate::weights::{write_safetensors, TensorFile};
@@ -43,9 +44,9 @@ pub struct TrainState {
     /// the data-order generator, after drawing `plan`
     pub rng: Rng,
     /// the best dev evaluation so far (by accuracy), and the step that reached it
-    pub best: Option<super::EvalMetrics>,
+    pub best: Option<EvalMetrics>,
     /// the test evaluation made at the best step, when a test split was given
-    pub best_test: Option<super::EvalMetrics>,
+    pub best_test: Option<EvalMetrics>,
     pub best_step: u64,
     /// evaluations since the best one (early stopping)
     pub evals_since_best: u32,
@@ -151,7 +152,7 @@ pub fn config_diff(a: &Value, b: &Value) -> Vec<String> {
 /// A prompt folder as `eval` and `predict` read it.
 pub struct SavedPrompt {
     pub prompt: PromptTable,
-    pub head: Option<ClsHead>,
+    pub head: Option<HostClsHead>,
     /// from task.json; None for a folder written by PEFT
     pub task: Option<TaskSpec>,
     /// the model folder recorded in task.json
@@ -163,7 +164,7 @@ pub struct SavedPrompt {
 pub fn save_prompt_dir(
     dir: &Path,
     prompt: &PromptTable,
-    head: Option<&ClsHead>,
+    head: Option<&HostClsHead>,
     spec: &TaskSpec,
     model_dir: &Path,
     info: &AdapterInfo,
@@ -227,7 +228,7 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
                 format!("the head is {c} wide but the prompt {}", prompt.d),
             ));
         }
-        Some(ClsHead {
+        Some(HostClsHead {
             k,
             c,
             weight: w.data.clone(),

@@ -2,25 +2,18 @@
 //! tokenizer.json.
 
 use crate::backend::Backend;
-use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::models::bert::Bert;
-use crate::models::t5::T5;
+use crate::models;
 use crate::prompt::{AdapterInfo, PromptInit, PromptTable};
 use crate::rng::Rng;
 use crate::tokenizer::Tokenizer;
-use crate::weights::{HostTensor, WeightStore};
+use crate::weights::HostTensor;
 use std::path::{Path, PathBuf};
-
-/// The network behind a model folder.
-pub enum Arch<B: Backend> {
-    Bert(Bert<B>),
-    T5(T5<B>),
-}
 
 pub struct Model<B: Backend> {
     pub dir: PathBuf,
-    pub arch: Arch<B>,
+    /// the network behind the folder
+    pub net: models::Model<B>,
     pub tokenizer: Tokenizer,
 }
 
@@ -41,54 +34,35 @@ impl<B: Backend> Model<B> {
                 "not a folder: --model expects a Hugging Face model folder",
             ));
         }
-        let cfg = ModelConfig::load(dir)?;
-        let store = WeightStore::open(dir)?;
-        let arch = match cfg {
-            ModelConfig::Bert(c) => Arch::Bert(Bert::load(be, &store, c)?),
-            ModelConfig::T5(c) => Arch::T5(T5::load(be, &store, c)?),
-        };
+        let net = models::Model::load(be, dir)?;
         let tokenizer = Tokenizer::load(dir)?;
         Ok(Model {
             dir: dir.to_path_buf(),
-            arch,
+            net,
             tokenizer,
         })
     }
 
     pub fn hidden_size(&self) -> usize {
-        match &self.arch {
-            Arch::Bert(m) => m.cfg.hidden_size,
-            Arch::T5(m) => m.cfg.d_model,
-        }
+        self.net.hidden_size()
     }
 
     pub fn arch_name(&self) -> &'static str {
-        match &self.arch {
-            Arch::Bert(_) => "bert",
-            Arch::T5(_) => "t5",
-        }
+        self.net.arch_name()
     }
 
     pub fn has_mlm_head(&self) -> bool {
-        matches!(&self.arch, Arch::Bert(m) if m.w.mlm_head.is_some())
+        self.net.has_mlm_head()
     }
 
     /// Most real tokens a row may hold next to a prompt of `p` rows (BERT's position table).
     pub fn max_tokens(&self, p: usize) -> Option<usize> {
-        match &self.arch {
-            Arch::Bert(m) => Some(m.cfg.max_position_embeddings.saturating_sub(p)),
-            Arch::T5(_) => None,
-        }
+        self.net.max_tokens(p)
     }
 
     /// The (V, d) input embedding table, on the host (prompt initialisation reads it).
     pub fn word_embeddings(&self, be: &B) -> Result<HostTensor> {
-        let (buf, v) = match &self.arch {
-            Arch::Bert(m) => (&m.w.word_embeddings, m.cfg.vocab_size),
-            Arch::T5(m) => (&m.shared, m.cfg.vocab_size),
-        };
-        let data = be.download(buf)?;
-        Ok(HostTensor::new(vec![v, self.hidden_size()], data))
+        self.net.word_embeddings(be)
     }
 
     /// A fresh prompt of `p` rows.
@@ -120,10 +94,7 @@ impl<B: Backend> Model<B> {
 
     /// What PEFT's adapter_config.json records about this model.
     pub fn adapter_info(&self, task_type: &str) -> AdapterInfo {
-        let (heads, layers) = match &self.arch {
-            Arch::Bert(m) => (m.cfg.num_attention_heads, m.cfg.num_hidden_layers),
-            Arch::T5(m) => (m.cfg.num_heads, m.cfg.num_layers),
-        };
+        let (heads, layers) = self.net.heads_and_layers();
         let name = Some(self.dir.display().to_string());
         AdapterInfo {
             task_type: Some(task_type.into()),

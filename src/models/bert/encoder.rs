@@ -1,0 +1,414 @@
+//! The encoder: each layer's forward and backward side by side, then the whole stack's.
+//! Sizes: B batch, T = P + tokens, C hidden, H heads, I intermediate.
+
+use super::inputs::BertInputs;
+use super::weights::Bert;
+use crate::backend::{AttnDims, Backend, DType};
+use crate::error::{Error, Result};
+use crate::memory::MemoryAccountant;
+use crate::models::common::{hold, linear, zeros, Capture, Recompute};
+
+/// What one layer keeps for backward under `Recompute::None`.
+pub struct BertLayerActs<B: Backend> {
+    q: B::Buf,        // (B, T, C)  attention input
+    k: B::Buf,        // (B, T, C)
+    v: B::Buf,        // (B, T, C)
+    lse: B::Buf,      // (B, H, T)  F32
+    ln1_in: B::Buf,   // (B, T, C)  x + attention output
+    ln1_mean: B::Buf, // (B, T)     F32
+    ln1_rstd: B::Buf, // (B, T)     F32
+    ffn_pre: B::Buf,  // (B, T, I)  activation input
+    ln2_in: B::Buf,   // (B, T, C)  ln1 output + ffn output
+    ln2_mean: B::Buf, // (B, T)     F32
+    ln2_rstd: B::Buf, // (B, T)     F32
+}
+
+const LAYER_ACT_NAMES: [&str; 11] = [
+    "q", "k", "v", "lse", "ln1_in", "ln1_mean", "ln1_rstd", "ffn_pre", "ln2_in", "ln2_mean",
+    "ln2_rstd",
+];
+
+impl<B: Backend> BertLayerActs<B> {
+    fn bufs(&self) -> [&B::Buf; 11] {
+        [
+            &self.q,
+            &self.k,
+            &self.v,
+            &self.lse,
+            &self.ln1_in,
+            &self.ln1_mean,
+            &self.ln1_rstd,
+            &self.ffn_pre,
+            &self.ln2_in,
+            &self.ln2_mean,
+            &self.ln2_rstd,
+        ]
+    }
+}
+
+enum Saved<B: Backend> {
+    Full(BertLayerActs<B>),
+    /// (B, T, C) the layer input, under `Recompute::Layer`
+    Input(B::Buf),
+}
+
+/// Everything the encoder keeps for backward.
+pub struct BertActs<B: Backend> {
+    emb_in: B::Buf,   // (B, T, C)  word + position + type, before the LayerNorm
+    emb_mean: B::Buf, // (B, T)     F32
+    emb_rstd: B::Buf, // (B, T)     F32
+    layers: Vec<Saved<B>>,
+}
+
+impl<B: Backend> Bert<B> {
+    fn dims(&self, inp: &BertInputs<B>) -> AttnDims {
+        AttnDims {
+            b: inp.b,
+            tq: inp.t(),
+            tk: inp.t(),
+            h: self.cfg.num_attention_heads,
+            d: self.cfg.head_dim(),
+        }
+    }
+
+    /// One post-LN layer; returns its output (B, T, C) and, when `save`, its saved state.
+    fn layer_fwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        l: usize,
+        x: &B::Buf,
+        inp: &BertInputs<B>,
+        save: bool,
+    ) -> Result<(B::Buf, Option<BertLayerActs<B>>)> {
+        let lw = &self.w.layers[l];
+        let dims = self.dims(inp);
+        let (n, c, i, eps) = (
+            inp.b * inp.t(),
+            self.cfg.hidden_size,
+            self.cfg.intermediate_size,
+            self.cfg.layer_norm_eps,
+        );
+        let (act, h) = (be.act_dtype(), self.cfg.num_attention_heads);
+        let scale = 1.0 / (dims.d as f64).sqrt();
+        let q = linear(be, acct, x, &lw.query_w, Some(&lw.query_b), n, c, c)?;
+        let k = linear(be, acct, x, &lw.key_w, Some(&lw.key_b), n, c, c)?;
+        let v = linear(be, acct, x, &lw.value_w, Some(&lw.value_b), n, c, c)?;
+        let (mut ctx, mut lse) = (
+            zeros(be, act, n * c)?,
+            zeros(be, DType::F32, inp.b * h * inp.t())?,
+        );
+        be.attention_fwd(
+            &mut ctx,
+            &mut lse,
+            &q,
+            &k,
+            &v,
+            &inp.key_mask,
+            None,
+            false,
+            scale,
+            dims,
+        )?;
+        let attn_out = linear(
+            be,
+            acct,
+            &ctx,
+            &lw.attn_out_w,
+            Some(&lw.attn_out_b),
+            n,
+            c,
+            c,
+        )?;
+        let mut ln1_in = zeros(be, act, n * c)?;
+        be.add_fwd(&mut ln1_in, x, &attn_out, n * c)?;
+        let (mut ln1_out, mut ln1_mean, mut ln1_rstd) = (
+            zeros(be, act, n * c)?,
+            zeros(be, DType::F32, n)?,
+            zeros(be, DType::F32, n)?,
+        );
+        be.layernorm_fwd(
+            &mut ln1_out,
+            &mut ln1_mean,
+            &mut ln1_rstd,
+            &ln1_in,
+            &lw.ln1_w,
+            &lw.ln1_b,
+            n,
+            c,
+            eps,
+        )?;
+        let ffn_pre = linear(
+            be,
+            acct,
+            &ln1_out,
+            &lw.ffn_in_w,
+            Some(&lw.ffn_in_b),
+            n,
+            c,
+            i,
+        )?;
+        let mut ffn_act = zeros(be, act, n * i)?;
+        be.act_fwd(&mut ffn_act, &ffn_pre, self.cfg.hidden_act, n * i)?;
+        let ffn_out = linear(
+            be,
+            acct,
+            &ffn_act,
+            &lw.ffn_out_w,
+            Some(&lw.ffn_out_b),
+            n,
+            i,
+            c,
+        )?;
+        let mut ln2_in = zeros(be, act, n * c)?;
+        be.add_fwd(&mut ln2_in, &ln1_out, &ffn_out, n * c)?;
+        let (mut out, mut ln2_mean, mut ln2_rstd) = (
+            zeros(be, act, n * c)?,
+            zeros(be, DType::F32, n)?,
+            zeros(be, DType::F32, n)?,
+        );
+        be.layernorm_fwd(
+            &mut out,
+            &mut ln2_mean,
+            &mut ln2_rstd,
+            &ln2_in,
+            &lw.ln2_w,
+            &lw.ln2_b,
+            n,
+            c,
+            eps,
+        )?;
+        if !save {
+            return Ok((out, None));
+        }
+        let acts = BertLayerActs {
+            q,
+            k,
+            v,
+            lse,
+            ln1_in,
+            ln1_mean,
+            ln1_rstd,
+            ffn_pre,
+            ln2_in,
+            ln2_mean,
+            ln2_rstd,
+        };
+        for (name, buf) in LAYER_ACT_NAMES.iter().zip(acts.bufs()) {
+            hold(be, acct, format!("layer.{l}.{name}"), buf);
+        }
+        Ok((out, Some(acts)))
+    }
+
+    /// dx (B, T, C) from dout (B, T, C): layer_fwd's ops in exact reverse.
+    fn layer_bwd(
+        &self,
+        be: &B,
+        dout: &B::Buf,
+        a: &BertLayerActs<B>,
+        l: usize,
+        inp: &BertInputs<B>,
+    ) -> Result<B::Buf> {
+        let lw = &self.w.layers[l];
+        let dims = self.dims(inp);
+        let (n, c, i) = (
+            inp.b * inp.t(),
+            self.cfg.hidden_size,
+            self.cfg.intermediate_size,
+        );
+        let act = be.act_dtype();
+        let scale = 1.0 / (dims.d as f64).sqrt();
+        let mut d_ln2_in = zeros(be, act, n * c)?;
+        be.layernorm_bwd(
+            &mut d_ln2_in,
+            dout,
+            &a.ln2_in,
+            &lw.ln2_w,
+            &a.ln2_mean,
+            &a.ln2_rstd,
+            n,
+            c,
+        )?;
+        let mut d_ffn_act = zeros(be, act, n * i)?;
+        be.linear_bwd(&mut d_ffn_act, &d_ln2_in, &lw.ffn_out_w, n, i, c)?;
+        let mut d_ffn_pre = zeros(be, act, n * i)?;
+        be.act_bwd(
+            &mut d_ffn_pre,
+            &d_ffn_act,
+            &a.ffn_pre,
+            self.cfg.hidden_act,
+            n * i,
+        )?;
+        // the residual: d ln1_out = d ln2_in + d ffn_pre · W_in, accumulated in place
+        let mut d_ln1_out = d_ln2_in;
+        be.linear_bwd(&mut d_ln1_out, &d_ffn_pre, &lw.ffn_in_w, n, c, i)?;
+        let mut d_ln1_in = zeros(be, act, n * c)?;
+        be.layernorm_bwd(
+            &mut d_ln1_in,
+            &d_ln1_out,
+            &a.ln1_in,
+            &lw.ln1_w,
+            &a.ln1_mean,
+            &a.ln1_rstd,
+            n,
+            c,
+        )?;
+        let mut d_ctx = zeros(be, act, n * c)?;
+        be.linear_bwd(&mut d_ctx, &d_ln1_in, &lw.attn_out_w, n, c, c)?;
+        let (mut dq, mut dk, mut dv) = (
+            zeros(be, act, n * c)?,
+            zeros(be, act, n * c)?,
+            zeros(be, act, n * c)?,
+        );
+        be.attention_bwd(
+            &mut dq,
+            &mut dk,
+            &mut dv,
+            &d_ctx,
+            &a.q,
+            &a.k,
+            &a.v,
+            &a.lse,
+            &inp.key_mask,
+            None,
+            false,
+            scale,
+            dims,
+        )?;
+        // the residual: dx = d ln1_in + dq·Wq + dk·Wk + dv·Wv
+        let mut dx = d_ln1_in;
+        be.linear_bwd(&mut dx, &dq, &lw.query_w, n, c, c)?;
+        be.linear_bwd(&mut dx, &dk, &lw.key_w, n, c, c)?;
+        be.linear_bwd(&mut dx, &dv, &lw.value_w, n, c, c)?;
+        Ok(dx)
+    }
+
+    /// hidden (B, T, C) and the saved state. `capture` receives `hidden_states.{i}` as
+    /// transformers' `output_hidden_states` does: the embedding output, then each layer's.
+    pub fn encoder_fwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        prompt: &B::Buf,
+        inp: &BertInputs<B>,
+        recompute: Recompute,
+        mut capture: Option<&mut Capture>,
+    ) -> Result<(B::Buf, BertActs<B>)> {
+        let (b, t, p, c) = (inp.b, inp.t(), inp.p, self.cfg.hidden_size);
+        let (n, act) = (b * t, be.act_dtype());
+        let w = &self.w;
+        let mut emb_in = zeros(be, act, n * c)?;
+        be.embedding_fwd(
+            &mut emb_in,
+            prompt,
+            &w.word_embeddings,
+            Some(&w.position_embeddings),
+            Some(&w.token_type_embeddings),
+            &inp.ids,
+            inp.type_ids.as_ref(),
+            b,
+            inp.tokens,
+            p,
+            c,
+        )?;
+        hold(be, acct, "emb.in".into(), &emb_in);
+        let (mut emb_mean, mut emb_rstd) = (zeros(be, DType::F32, n)?, zeros(be, DType::F32, n)?);
+        let mut x = zeros(be, act, n * c)?;
+        be.layernorm_fwd(
+            &mut x,
+            &mut emb_mean,
+            &mut emb_rstd,
+            &emb_in,
+            &w.emb_ln_w,
+            &w.emb_ln_b,
+            n,
+            c,
+            self.cfg.layer_norm_eps,
+        )?;
+        hold(be, acct, "emb.mean".into(), &emb_mean);
+        hold(be, acct, "emb.rstd".into(), &emb_rstd);
+        let mut layers = Vec::with_capacity(w.layers.len());
+        for l in 0..w.layers.len() {
+            if let Some(cap) = capture.as_deref_mut() {
+                cap.insert(format!("hidden_states.{l}"), be.download(&x)?);
+            }
+            let (out, saved) = match recompute {
+                Recompute::None => {
+                    let (out, acts) = self.layer_fwd(be, acct, l, &x, inp, true)?;
+                    (
+                        out,
+                        Saved::Full(
+                            acts.ok_or_else(|| Error::Device("layer state missing".into()))?,
+                        ),
+                    )
+                }
+                Recompute::Layer => {
+                    hold(be, acct, format!("layer.{l}.input"), &x);
+                    let (out, _) = self.layer_fwd(be, acct, l, &x, inp, false)?;
+                    (out, Saved::Input(x))
+                }
+            };
+            layers.push(saved);
+            x = out;
+        }
+        if let Some(cap) = capture {
+            cap.insert(
+                format!("hidden_states.{}", w.layers.len()),
+                be.download(&x)?,
+            );
+        }
+        acct.end_forward();
+        Ok((
+            x,
+            BertActs {
+                emb_in,
+                emb_mean,
+                emb_rstd,
+                layers,
+            },
+        ))
+    }
+
+    /// dprompt (P, C) += d loss / d prompt, from dhidden (B, T, C). Consumes the saved state.
+    pub fn encoder_bwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        dprompt: &mut B::Buf,
+        dhidden: B::Buf,
+        acts: BertActs<B>,
+        inp: &BertInputs<B>,
+    ) -> Result<()> {
+        let (n, c) = (inp.b * inp.t(), self.cfg.hidden_size);
+        let mut dx = dhidden;
+        for (l, saved) in acts.layers.into_iter().enumerate().rev() {
+            let layer_acts = match saved {
+                Saved::Full(a) => a,
+                Saved::Input(x) => {
+                    let (_, a) = self.layer_fwd(be, acct, l, &x, inp, true)?;
+                    acct.release(&format!("layer.{l}.input"));
+                    a.ok_or_else(|| Error::Device("layer state missing".into()))?
+                }
+            };
+            dx = self.layer_bwd(be, &dx, &layer_acts, l, inp)?;
+            for name in LAYER_ACT_NAMES {
+                acct.release(&format!("layer.{l}.{name}"));
+            }
+        }
+        let mut demb = zeros(be, be.act_dtype(), n * c)?;
+        be.layernorm_bwd(
+            &mut demb,
+            &dx,
+            &acts.emb_in,
+            &self.w.emb_ln_w,
+            &acts.emb_mean,
+            &acts.emb_rstd,
+            n,
+            c,
+        )?;
+        for name in ["emb.in", "emb.mean", "emb.rstd"] {
+            acct.release(name);
+        }
+        be.prompt_grad_bwd(dprompt, &demb, inp.b, inp.tokens, inp.p, c)
+    }
+}

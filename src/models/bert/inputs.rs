@@ -1,0 +1,59 @@
+//! The batch on the device, with the P prompt rows in front.
+
+use crate::backend::Backend;
+use crate::config::BertConfig;
+use crate::error::{Error, Result};
+use crate::models::common::{prompt_key_mask, TokenBatch};
+
+/// The batch on the device, with the prompt counted in: T = P + tokens.
+pub struct BertInputs<B: Backend> {
+    pub b: usize,
+    /// real-token positions per row (the batch's padded length)
+    pub tokens: usize,
+    pub p: usize,
+    pub ids: B::Buf,              // (B, tokens) I32
+    pub type_ids: Option<B::Buf>, // (B, tokens) I32
+    pub key_mask: B::Buf,         // (B, P + tokens) I32, prompt rows always 1
+    /// (B, tokens) the host's attention mask: the cls head pools by it
+    pub mask: Vec<i32>,
+}
+
+impl<B: Backend> BertInputs<B> {
+    pub fn t(&self) -> usize {
+        self.p + self.tokens
+    }
+}
+
+/// Uploads a host batch for a prompt of `p` rows, checking ids against the tables.
+pub fn upload_inputs<B: Backend>(
+    be: &B,
+    cfg: &BertConfig,
+    batch: &TokenBatch,
+    p: usize,
+) -> Result<BertInputs<B>> {
+    batch.check()?;
+    crate::backend::check_ids("input_ids", &batch.ids, cfg.vocab_size)?;
+    if let Some(types) = &batch.type_ids {
+        crate::backend::check_ids("token_type_ids", types, cfg.type_vocab_size)?;
+    }
+    if p + batch.t > cfg.max_position_embeddings {
+        return Err(Error::shape(
+            "prompt + tokens (BERT max_position_embeddings)",
+            format!("<= {}", cfg.max_position_embeddings),
+            format!("{} + {}", p, batch.t),
+        ));
+    }
+    Ok(BertInputs {
+        b: batch.b,
+        tokens: batch.t,
+        p,
+        ids: be.upload_i32(&batch.ids)?,
+        type_ids: batch
+            .type_ids
+            .as_ref()
+            .map(|t| be.upload_i32(t))
+            .transpose()?,
+        key_mask: be.upload_i32(&prompt_key_mask(batch, p))?,
+        mask: batch.mask.clone(),
+    })
+}

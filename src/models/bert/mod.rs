@@ -1,0 +1,14 @@
+//! BERT (post-LN encoder) with the prompt rows in front of the input embeddings.
+//!
+//! Mirrors transformers' `modeling_bert.py` (BertEmbeddings, BertLayer, BertLMPredictionHead)
+//! with PEFT's prompt placement: the P prompt rows take positions 0..P-1 and token type 0.
+//! Sizes: B batch, T = P + tokens, C hidden, H heads, D = C/H, I intermediate, V vocab.
+
+mod encoder;
+mod inputs;
+mod step;
+mod weights;
+
+pub use encoder::{BertActs, BertLayerActs};
+pub use inputs::{upload_inputs, BertInputs};
+pub use weights::{Bert, BertLayerWeights, BertMlmHead, BertWeights};

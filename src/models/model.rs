@@ -1,0 +1,139 @@
+//! One enum over the models, so that training, `parity` and `bench` load, size and step every
+//! model the same way.
+
+use super::bert::{self, Bert};
+use super::common::{Capture, Recompute, TokenBatch};
+use super::objective::{Objective, StepOutput};
+use super::t5::{self, T5};
+use crate::backend::{Backend, DType};
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::memory::MemoryAccountant;
+use crate::weights::{HostTensor, RandomWeights, WeightSource, WeightStore};
+use std::path::Path;
+
+/// A frozen network on a backend.
+pub enum Model<B: Backend> {
+    Bert(Bert<B>),
+    T5(T5<B>),
+}
+
+impl<B: Backend> Model<B> {
+    /// Loads `config.json` and the weights of a Hugging Face folder onto `be`.
+    pub fn load(be: &B, dir: &Path) -> Result<Self> {
+        let cfg = ModelConfig::load(dir)?;
+        Self::from_config(be, &WeightStore::open(dir)?, cfg)
+    }
+
+    /// The network `cfg` describes, with its weights read from `store`.
+    pub fn from_config(be: &B, store: &dyn WeightSource, cfg: ModelConfig) -> Result<Self> {
+        Ok(match cfg {
+            ModelConfig::Bert(c) => Model::Bert(Bert::load(be, store, c)?),
+            ModelConfig::T5(c) => Model::T5(T5::load(be, store, c)?),
+        })
+    }
+
+    /// Random weights in the backend's storage type.
+    pub fn random(be: &B, cfg: &ModelConfig, seed: u64) -> Result<Self> {
+        Self::random_as(be, cfg, seed, be.weight_dtype())
+    }
+
+    /// Random weights that `storage` represents exactly (bf16 values on a float backend make
+    /// it a reference for a bf16 device): a BertForMaskedLM with the decoder tied to the word
+    /// embeddings, or a T5 whose stacks read `shared`.
+    pub fn random_as(be: &B, cfg: &ModelConfig, seed: u64, storage: DType) -> Result<Self> {
+        let present: Box<dyn Fn(&str) -> bool + Send + Sync> = match cfg {
+            ModelConfig::Bert(_) => Box::new(|n: &str| !n.starts_with("cls.predictions.decoder")),
+            ModelConfig::T5(_) => Box::new(|n: &str| !n.contains("embed_tokens")),
+        };
+        let w = RandomWeights {
+            seed,
+            std: 0.02,
+            present,
+            bf16: storage == DType::BF16,
+        };
+        Self::from_config(be, &w, cfg.clone())
+    }
+
+    /// One forward and backward of `batch` behind a prompt of `p` rows: adds d loss / d prompt
+    /// into `dprompt` (P, C) and returns the loss. `capture` collects the hidden states and
+    /// logits for `parity`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_step(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        dprompt: &mut B::Buf,
+        prompt: &B::Buf,
+        batch: &TokenBatch,
+        p: usize,
+        objective: &Objective<B>,
+        recompute: Recompute,
+        capture: Option<&mut Capture>,
+    ) -> Result<StepOutput<B>> {
+        match self {
+            Model::Bert(m) => {
+                let inp = bert::upload_inputs(be, &m.cfg, batch, p)?;
+                m.train_step(
+                    be, acct, dprompt, prompt, &inp, objective, recompute, capture,
+                )
+            }
+            Model::T5(m) => {
+                let Objective::Seq2Seq { labels, l } = *objective else {
+                    return Err(objective.unsupported());
+                };
+                let inp = t5::upload_inputs(be, &m.cfg, batch, p, labels, l)?;
+                let loss =
+                    m.train_step(be, acct, dprompt, prompt, &inp, labels, recompute, capture)?;
+                Ok(StepOutput {
+                    loss,
+                    head_grads: None,
+                })
+            }
+        }
+    }
+
+    pub fn arch_name(&self) -> &'static str {
+        match self {
+            Model::Bert(_) => "bert",
+            Model::T5(_) => "t5",
+        }
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Model::Bert(m) => m.cfg.hidden_size,
+            Model::T5(m) => m.cfg.d_model,
+        }
+    }
+
+    pub fn has_mlm_head(&self) -> bool {
+        matches!(self, Model::Bert(m) if m.w.mlm_head.is_some())
+    }
+
+    /// Most real tokens a row may hold next to a prompt of `p` rows (BERT's position table).
+    pub fn max_tokens(&self, p: usize) -> Option<usize> {
+        match self {
+            Model::Bert(m) => Some(m.cfg.max_position_embeddings.saturating_sub(p)),
+            Model::T5(_) => None,
+        }
+    }
+
+    /// (attention heads, layers), as PEFT's adapter_config.json records them.
+    pub fn heads_and_layers(&self) -> (usize, usize) {
+        match self {
+            Model::Bert(m) => (m.cfg.num_attention_heads, m.cfg.num_hidden_layers),
+            Model::T5(m) => (m.cfg.num_heads, m.cfg.num_layers),
+        }
+    }
+
+    /// The (V, C) input embedding table, on the host (prompt initialisation reads it).
+    pub fn word_embeddings(&self, be: &B) -> Result<HostTensor> {
+        let (buf, v) = match self {
+            Model::Bert(m) => (&m.w.word_embeddings, m.cfg.vocab_size),
+            Model::T5(m) => (&m.shared, m.cfg.vocab_size),
+        };
+        let data = be.download(buf)?;
+        Ok(HostTensor::new(vec![v, self.hidden_size()], data))
+    }
+}

@@ -1,0 +1,360 @@
+//! One block of either stack: its attention sub-layers and its feed-forward, each forward
+//! beside its backward, which runs the same ops in exact reverse.
+
+use super::weights::{T5AttnWeights, T5Stack, T5};
+use crate::backend::{AttnDims, Backend, BiasRef, DType};
+use crate::error::Result;
+use crate::memory::MemoryAccountant;
+use crate::models::common::{hold, linear, zeros};
+
+/// One attention sub-layer's saved state.
+pub struct AttnActs<B: Backend> {
+    q: B::Buf,   // (B, Tq, A)
+    k: B::Buf,   // (B, Tk, A)
+    v: B::Buf,   // (B, Tk, A)
+    lse: B::Buf, // (B, H, Tq) F32
+}
+
+/// What one block keeps for backward under `Recompute::None`.
+pub struct T5BlockActs<B: Backend> {
+    attn_in: B::Buf,   // (B, Tq, C)  block input = rms-norm input
+    attn_rstd: B::Buf, // (B, Tq)     F32
+    attn: AttnActs<B>,
+    /// decoder: (cross-attention rms-norm input (B, L, C), its rstd (B, L), cross-attention state)
+    cross: Option<(B::Buf, B::Buf, AttnActs<B>)>,
+    ffn_in: B::Buf,          // (B, Tq, C)  rms-norm input
+    ffn_rstd: B::Buf,        // (B, Tq)     F32
+    ffn_pre: B::Buf,         // (B, Tq, F)  activation input (the gate when gated)
+    ffn_lin: Option<B::Buf>, // (B, Tq, F) the ungated branch
+}
+
+impl<B: Backend> T5BlockActs<B> {
+    pub(super) fn named(&self) -> Vec<(&'static str, &B::Buf)> {
+        let mut v = vec![
+            ("attn_in", &self.attn_in),
+            ("attn_rstd", &self.attn_rstd),
+            ("q", &self.attn.q),
+            ("k", &self.attn.k),
+            ("v", &self.attn.v),
+            ("lse", &self.attn.lse),
+            ("ffn_in", &self.ffn_in),
+            ("ffn_rstd", &self.ffn_rstd),
+            ("ffn_pre", &self.ffn_pre),
+        ];
+        if let Some(lin) = &self.ffn_lin {
+            v.push(("ffn_lin", lin));
+        }
+        if let Some((x, r, a)) = &self.cross {
+            v.extend([
+                ("cross_in", x),
+                ("cross_rstd", r),
+                ("cross_q", &a.q),
+                ("cross_k", &a.k),
+                ("cross_v", &a.v),
+                ("cross_lse", &a.lse),
+            ]);
+        }
+        v
+    }
+}
+
+/// Which stack a block belongs to, with what its attention reads.
+pub(super) struct StackCtx<'a, B: Backend> {
+    pub(super) name: &'static str,
+    pub(super) stack: &'a T5Stack<B>,
+    pub(super) b: usize,
+    pub(super) tq: usize,
+    pub(super) mask: &'a B::Buf,
+    pub(super) buckets: &'a B::Buf,
+    pub(super) causal: bool,
+    /// decoder: the encoder output (B, T, C), its key mask (B, T), and T
+    pub(super) memory: Option<(&'a B::Buf, &'a B::Buf, usize)>,
+}
+
+// by hand: a derive would require B: Copy
+impl<B: Backend> Clone for StackCtx<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: Backend> Copy for StackCtx<'_, B> {}
+
+impl<B: Backend> T5<B> {
+    fn attn_dims(&self, b: usize, tq: usize, tk: usize) -> AttnDims {
+        AttnDims {
+            b,
+            tq,
+            tk,
+            h: self.cfg.num_heads,
+            d: self.cfg.d_kv,
+        }
+    }
+
+    /// out (B, Tq, C) = o(attention(q(hq), k(hkv), v(hkv))), keeping q, k, v and lse.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_fwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        w: &T5AttnWeights<B>,
+        hq: &B::Buf,
+        hkv: &B::Buf,
+        mask: &B::Buf,
+        bias: Option<BiasRef<B::Buf>>,
+        causal: bool,
+        b: usize,
+        tq: usize,
+        tk: usize,
+    ) -> Result<(B::Buf, AttnActs<B>)> {
+        let (c, a) = (self.cfg.d_model, self.cfg.inner_dim());
+        let dims = self.attn_dims(b, tq, tk);
+        let q = linear(be, acct, hq, &w.q, None, b * tq, c, a)?;
+        let k = linear(be, acct, hkv, &w.k, None, b * tk, c, a)?;
+        let v = linear(be, acct, hkv, &w.v, None, b * tk, c, a)?;
+        let (mut ctx, mut lse) = (
+            zeros(be, be.act_dtype(), b * tq * a)?,
+            zeros(be, DType::F32, b * dims.h * tq)?,
+        );
+        be.attention_fwd(
+            &mut ctx, &mut lse, &q, &k, &v, mask, bias, causal, 1.0, dims,
+        )?;
+        let out = linear(be, acct, &ctx, &w.o, None, b * tq, a, c)?;
+        Ok((out, AttnActs { q, k, v, lse }))
+    }
+
+    /// dhq (B, Tq, C) = d of the query input; d of the key/value input is added into `dhkv`
+    /// (cross-attention's memory) or, when None, into dhq (self-attention).
+    #[allow(clippy::too_many_arguments)]
+    fn attention_bwd(
+        &self,
+        be: &B,
+        dhq: &mut B::Buf,
+        dhkv: Option<&mut B::Buf>,
+        w: &T5AttnWeights<B>,
+        a: &AttnActs<B>,
+        dout: &B::Buf,
+        mask: &B::Buf,
+        bias: Option<BiasRef<B::Buf>>,
+        causal: bool,
+        b: usize,
+        tq: usize,
+        tk: usize,
+    ) -> Result<()> {
+        let (c, at) = (self.cfg.d_model, self.cfg.inner_dim());
+        let act = be.act_dtype();
+        let dims = self.attn_dims(b, tq, tk);
+        let mut dctx = zeros(be, act, b * tq * at)?;
+        be.linear_bwd(&mut dctx, dout, &w.o, b * tq, at, c)?;
+        let (mut dq, mut dk, mut dv) = (
+            zeros(be, act, b * tq * at)?,
+            zeros(be, act, b * tk * at)?,
+            zeros(be, act, b * tk * at)?,
+        );
+        be.attention_bwd(
+            &mut dq, &mut dk, &mut dv, &dctx, &a.q, &a.k, &a.v, &a.lse, mask, bias, causal, 1.0,
+            dims,
+        )?;
+        be.linear_bwd(dhq, &dq, &w.q, b * tq, c, at)?;
+        let dkv = match dhkv {
+            Some(d) => d,
+            None => dhq,
+        };
+        be.linear_bwd(dkv, &dk, &w.k, b * tk, c, at)?;
+        be.linear_bwd(dkv, &dv, &w.v, b * tk, c, at)?;
+        Ok(())
+    }
+
+    /// One pre-norm block on x (B, Tq, C), which it takes over as the residual stream.
+    pub(super) fn block_fwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        l: usize,
+        x: B::Buf,
+        ctx: StackCtx<B>,
+        save: bool,
+    ) -> Result<(B::Buf, Option<T5BlockActs<B>>)> {
+        let w = &ctx.stack.blocks[l];
+        let (n, c, eps) = (
+            ctx.b * ctx.tq,
+            self.cfg.d_model,
+            self.cfg.layer_norm_epsilon,
+        );
+        let act = be.act_dtype();
+        // self-attention: x1 = x + o(attn(rms(x)))
+        let attn_in = x;
+        if save {
+            hold(be, acct, format!("{}.{l}.attn_in", ctx.name), &attn_in);
+        }
+        let (mut h, mut attn_rstd) = (zeros(be, act, n * c)?, zeros(be, DType::F32, n)?);
+        be.rmsnorm_fwd(&mut h, &mut attn_rstd, &attn_in, &w.attn_ln, n, c, eps)?;
+        let bias = BiasRef {
+            table: &ctx.stack.rel_bias,
+            buckets: ctx.buckets,
+        };
+        let (attn_out, attn) = self.attention_fwd(
+            be,
+            acct,
+            &w.attn,
+            &h,
+            &h,
+            ctx.mask,
+            Some(bias),
+            ctx.causal,
+            ctx.b,
+            ctx.tq,
+            ctx.tq,
+        )?;
+        let mut x1 = zeros(be, act, n * c)?;
+        be.add_fwd(&mut x1, &attn_in, &attn_out, n * c)?;
+        // cross-attention (decoder): x2 = x1 + o(attn(rms(x1), memory))
+        let (x2, cross) = match (&w.cross, ctx.memory) {
+            (Some((cross_ln, cross_w)), Some((memory, mem_mask, tk))) => {
+                if save {
+                    hold(be, acct, format!("{}.{l}.cross_in", ctx.name), &x1);
+                }
+                let (mut h, mut rstd) = (zeros(be, act, n * c)?, zeros(be, DType::F32, n)?);
+                be.rmsnorm_fwd(&mut h, &mut rstd, &x1, cross_ln, n, c, eps)?;
+                let (out, a) = self.attention_fwd(
+                    be, acct, cross_w, &h, memory, mem_mask, None, false, ctx.b, ctx.tq, tk,
+                )?;
+                let mut x2 = zeros(be, act, n * c)?;
+                be.add_fwd(&mut x2, &x1, &out, n * c)?;
+                (x2, Some((x1, rstd, a)))
+            }
+            _ => (x1, None),
+        };
+        // feed-forward: out = x2 + wo(act(wi_0 h) * wi_1 h) or x2 + wo(act(wi h))
+        let ffn_in = x2;
+        if save {
+            hold(be, acct, format!("{}.{l}.ffn_in", ctx.name), &ffn_in);
+        }
+        let (mut h, mut ffn_rstd) = (zeros(be, act, n * c)?, zeros(be, DType::F32, n)?);
+        be.rmsnorm_fwd(&mut h, &mut ffn_rstd, &ffn_in, &w.ffn_ln, n, c, eps)?;
+        let f = self.cfg.d_ff;
+        let ffn_pre = linear(be, acct, &h, &w.ffn.wi, None, n, c, f)?;
+        let ffn_lin = w
+            .ffn
+            .wi_1
+            .as_ref()
+            .map(|wi_1| linear(be, acct, &h, wi_1, None, n, c, f))
+            .transpose()?;
+        let mut g = zeros(be, act, n * f)?;
+        match &ffn_lin {
+            Some(lin) => be.gated_act_fwd(&mut g, &ffn_pre, lin, self.cfg.dense_act, n * f)?,
+            None => be.act_fwd(&mut g, &ffn_pre, self.cfg.dense_act, n * f)?,
+        }
+        let ffn_out = linear(be, acct, &g, &w.ffn.wo, None, n, f, c)?;
+        let mut out = zeros(be, act, n * c)?;
+        be.add_fwd(&mut out, &ffn_in, &ffn_out, n * c)?;
+        if !save {
+            return Ok((out, None));
+        }
+        let acts = T5BlockActs {
+            attn_in,
+            attn_rstd,
+            attn,
+            cross,
+            ffn_in,
+            ffn_rstd,
+            ffn_pre,
+            ffn_lin,
+        };
+        for (name, buf) in acts.named() {
+            if !matches!(name, "attn_in" | "cross_in" | "ffn_in") {
+                hold(be, acct, format!("{}.{l}.{name}", ctx.name), buf);
+            }
+        }
+        Ok((out, Some(acts)))
+    }
+
+    /// dx (B, Tq, C) holds d block output on entry and d block input on exit (the residual
+    /// stream accumulates in place); block_fwd's ops in exact reverse.
+    pub(super) fn block_bwd(
+        &self,
+        be: &B,
+        dx: &mut B::Buf,
+        dmemory: Option<&mut B::Buf>,
+        a: &T5BlockActs<B>,
+        l: usize,
+        ctx: StackCtx<B>,
+    ) -> Result<()> {
+        let w = &ctx.stack.blocks[l];
+        let (n, c, f) = (ctx.b * ctx.tq, self.cfg.d_model, self.cfg.d_ff);
+        let act = be.act_dtype();
+        // feed-forward
+        let mut dg = zeros(be, act, n * f)?;
+        be.linear_bwd(&mut dg, dx, &w.ffn.wo, n, f, c)?;
+        let mut dpre = zeros(be, act, n * f)?;
+        let mut dh = zeros(be, act, n * c)?;
+        match (&a.ffn_lin, &w.ffn.wi_1) {
+            (Some(lin), Some(wi_1)) => {
+                let mut dlin = zeros(be, act, n * f)?;
+                be.gated_act_bwd(
+                    &mut dpre,
+                    &mut dlin,
+                    &dg,
+                    &a.ffn_pre,
+                    lin,
+                    self.cfg.dense_act,
+                    n * f,
+                )?;
+                be.linear_bwd(&mut dh, &dlin, wi_1, n, c, f)?;
+                be.linear_bwd(&mut dh, &dpre, &w.ffn.wi, n, c, f)?;
+            }
+            _ => {
+                be.act_bwd(&mut dpre, &dg, &a.ffn_pre, self.cfg.dense_act, n * f)?;
+                be.linear_bwd(&mut dh, &dpre, &w.ffn.wi, n, c, f)?;
+            }
+        }
+        be.rmsnorm_bwd(dx, &dh, &a.ffn_in, &w.ffn_ln, &a.ffn_rstd, n, c)?;
+        // cross-attention
+        if let (
+            Some((cross_in, cross_rstd, cross)),
+            Some((cross_ln, cross_w)),
+            Some((memory, mem_mask, tk)),
+            Some(dmem),
+        ) = (&a.cross, &w.cross, ctx.memory, dmemory)
+        {
+            let mut dh = zeros(be, act, n * c)?;
+            self.attention_bwd(
+                be,
+                &mut dh,
+                Some(dmem),
+                cross_w,
+                cross,
+                dx,
+                mem_mask,
+                None,
+                false,
+                ctx.b,
+                ctx.tq,
+                tk,
+            )?;
+            let _ = memory;
+            be.rmsnorm_bwd(dx, &dh, cross_in, cross_ln, cross_rstd, n, c)?;
+        }
+        // self-attention
+        let mut dh = zeros(be, act, n * c)?;
+        let bias = BiasRef {
+            table: &ctx.stack.rel_bias,
+            buckets: ctx.buckets,
+        };
+        self.attention_bwd(
+            be,
+            &mut dh,
+            None,
+            &w.attn,
+            &a.attn,
+            dx,
+            ctx.mask,
+            Some(bias),
+            ctx.causal,
+            ctx.b,
+            ctx.tq,
+            ctx.tq,
+        )?;
+        be.rmsnorm_bwd(dx, &dh, &a.attn_in, &w.attn_ln, &a.attn_rstd, n, c)?;
+        Ok(())
+    }
+}

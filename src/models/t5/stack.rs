@@ -1,0 +1,245 @@
+//! A stack (the encoder or the decoder): embeddings, the blocks and the final norm, forward
+//! beside backward, which runs the blocks in exact reverse.
+
+use super::block::{StackCtx, T5BlockActs};
+use super::inputs::T5Inputs;
+use super::weights::T5;
+use crate::backend::{Backend, DType};
+use crate::error::{Error, Result};
+use crate::memory::MemoryAccountant;
+use crate::models::common::{hold, zeros, Capture, Recompute};
+
+enum Saved<B: Backend> {
+    Full(T5BlockActs<B>),
+    Input(B::Buf),
+}
+
+/// A stack's saved state: its blocks, and the final norm's input and rstd.
+pub struct StackActs<B: Backend> {
+    blocks: Vec<Saved<B>>,
+    final_in: B::Buf,   // (B, Tq, C)
+    final_rstd: B::Buf, // (B, Tq) F32
+}
+
+impl<B: Backend> T5<B> {
+    /// The encoder's blocks: bidirectional self-attention over the prompt and the tokens.
+    fn encoder_ctx<'a>(&'a self, inp: &'a T5Inputs<B>) -> StackCtx<'a, B> {
+        StackCtx {
+            name: "encoder",
+            stack: &self.encoder,
+            b: inp.b,
+            tq: inp.t(),
+            mask: &inp.enc_mask,
+            buckets: &inp.enc_buckets,
+            causal: false,
+            memory: None,
+        }
+    }
+
+    /// The decoder's blocks: causal self-attention, and cross-attention over `enc_out`.
+    fn decoder_ctx<'a>(&'a self, inp: &'a T5Inputs<B>, enc_out: &'a B::Buf) -> StackCtx<'a, B> {
+        StackCtx {
+            name: "decoder",
+            stack: &self.decoder,
+            b: inp.b,
+            tq: inp.l,
+            mask: &inp.dec_mask,
+            buckets: &inp.dec_buckets,
+            causal: true,
+            memory: Some((enc_out, &inp.enc_mask, inp.t())),
+        }
+    }
+
+    fn stack_fwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        mut x: B::Buf,
+        ctx: StackCtx<B>,
+        recompute: Recompute,
+        mut capture: Option<&mut Capture>,
+    ) -> Result<(B::Buf, StackActs<B>)> {
+        let n = ctx.b * ctx.tq;
+        let c = self.cfg.d_model;
+        let mut blocks = Vec::with_capacity(ctx.stack.blocks.len());
+        for l in 0..ctx.stack.blocks.len() {
+            if let Some(cap) = capture.as_deref_mut() {
+                cap.insert(format!("{}_hidden_states.{l}", ctx.name), be.download(&x)?);
+            }
+            let saved = match recompute {
+                Recompute::None => {
+                    let (out, acts) = self.block_fwd(be, acct, l, x, ctx, true)?;
+                    x = out;
+                    Saved::Full(acts.ok_or_else(|| Error::Device("block state missing".into()))?)
+                }
+                Recompute::Layer => {
+                    let mut input = zeros(be, be.act_dtype(), n * c)?;
+                    be.copy(&mut input, &x)?;
+                    hold(be, acct, format!("{}.{l}.input", ctx.name), &input);
+                    x = self.block_fwd(be, acct, l, x, ctx, false)?.0;
+                    Saved::Input(input)
+                }
+            };
+            blocks.push(saved);
+        }
+        let final_in = x;
+        hold(be, acct, format!("{}.final_in", ctx.name), &final_in);
+        let (mut out, mut final_rstd) =
+            (zeros(be, be.act_dtype(), n * c)?, zeros(be, DType::F32, n)?);
+        be.rmsnorm_fwd(
+            &mut out,
+            &mut final_rstd,
+            &final_in,
+            &ctx.stack.final_ln,
+            n,
+            c,
+            self.cfg.layer_norm_epsilon,
+        )?;
+        hold(be, acct, format!("{}.final_rstd", ctx.name), &final_rstd);
+        if let Some(cap) = capture {
+            cap.insert(
+                format!("{}_hidden_states.{}", ctx.name, ctx.stack.blocks.len()),
+                be.download(&out)?,
+            );
+        }
+        Ok((
+            out,
+            StackActs {
+                blocks,
+                final_in,
+                final_rstd,
+            },
+        ))
+    }
+
+    /// d stack input from d stack output; the decoder also adds into d memory.
+    fn stack_bwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        mut dmemory: Option<&mut B::Buf>,
+        dout: B::Buf,
+        acts: StackActs<B>,
+        ctx: StackCtx<B>,
+    ) -> Result<B::Buf> {
+        let (n, c) = (ctx.b * ctx.tq, self.cfg.d_model);
+        let mut dx = zeros(be, be.act_dtype(), n * c)?;
+        be.rmsnorm_bwd(
+            &mut dx,
+            &dout,
+            &acts.final_in,
+            &ctx.stack.final_ln,
+            &acts.final_rstd,
+            n,
+            c,
+        )?;
+        acct.release(&format!("{}.final_in", ctx.name));
+        acct.release(&format!("{}.final_rstd", ctx.name));
+        drop(acts.final_in);
+        for (l, saved) in acts.blocks.into_iter().enumerate().rev() {
+            let block_acts = match saved {
+                Saved::Full(a) => a,
+                Saved::Input(x) => {
+                    acct.release(&format!("{}.{l}.input", ctx.name));
+                    self.block_fwd(be, acct, l, x, ctx, true)?
+                        .1
+                        .ok_or_else(|| Error::Device("block state missing".into()))?
+                }
+            };
+            self.block_bwd(be, &mut dx, dmemory.as_deref_mut(), &block_acts, l, ctx)?;
+            for (name, _) in block_acts.named() {
+                acct.release(&format!("{}.{l}.{name}", ctx.name));
+            }
+        }
+        Ok(dx)
+    }
+
+    /// The encoder: prompt ⧺ shared[ids] → blocks → final norm; returns (B, T, C).
+    pub fn encoder_fwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        prompt: &B::Buf,
+        inp: &T5Inputs<B>,
+        recompute: Recompute,
+        capture: Option<&mut Capture>,
+    ) -> Result<(B::Buf, StackActs<B>)> {
+        let (b, t, c) = (inp.b, inp.t(), self.cfg.d_model);
+        let mut x = zeros(be, be.act_dtype(), b * t * c)?;
+        be.embedding_fwd(
+            &mut x,
+            prompt,
+            &self.shared,
+            None,
+            None,
+            &inp.ids,
+            None,
+            b,
+            inp.tokens,
+            inp.p,
+            c,
+        )?;
+        let ctx = self.encoder_ctx(inp);
+        self.stack_fwd(be, acct, x, ctx, recompute, capture)
+    }
+
+    pub(super) fn encoder_bwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        dprompt: &mut B::Buf,
+        denc_out: B::Buf,
+        acts: StackActs<B>,
+        inp: &T5Inputs<B>,
+    ) -> Result<()> {
+        let ctx = self.encoder_ctx(inp);
+        let dx = self.stack_bwd(be, acct, None, denc_out, acts, ctx)?;
+        be.prompt_grad_bwd(dprompt, &dx, inp.b, inp.tokens, inp.p, self.cfg.d_model)
+    }
+
+    /// The decoder over `enc_out` (B, T, C): shared[dec_ids] → blocks → final norm (B, L, C).
+    pub fn decoder_fwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        enc_out: &B::Buf,
+        inp: &T5Inputs<B>,
+        recompute: Recompute,
+        capture: Option<&mut Capture>,
+    ) -> Result<(B::Buf, StackActs<B>)> {
+        let (b, l, c) = (inp.b, inp.l, self.cfg.d_model);
+        let no_prompt = zeros(be, DType::F32, 0)?;
+        let mut y = zeros(be, be.act_dtype(), b * l * c)?;
+        be.embedding_fwd(
+            &mut y,
+            &no_prompt,
+            &self.shared,
+            None,
+            None,
+            &inp.dec_ids,
+            None,
+            b,
+            l,
+            0,
+            c,
+        )?;
+        let ctx = self.decoder_ctx(inp, enc_out);
+        self.stack_fwd(be, acct, y, ctx, recompute, capture)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn decoder_bwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        denc_out: &mut B::Buf,
+        ddec_out: B::Buf,
+        acts: StackActs<B>,
+        enc_out: &B::Buf,
+        inp: &T5Inputs<B>,
+    ) -> Result<()> {
+        let ctx = self.decoder_ctx(inp, enc_out);
+        let _dy = self.stack_bwd(be, acct, Some(denc_out), ddec_out, acts, ctx)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,254 @@
+//! Scores and predictions, forward only: per-label log-probabilities (`pet`, `cls`), rank
+//! classification and greedy decoding (`seq2seq`).
+
+use super::encode::Batch;
+use super::model::Model;
+use super::spec::{Decode, TaskKind};
+use super::step::{cls_head, Params};
+use super::task::{job, Job, Task};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::memory::MemoryAccountant;
+use crate::models::bert::{self, Bert};
+use crate::models::heads::{self, Decoder};
+use crate::models::t5::{self, T5Inputs, T5};
+use crate::models::{Model as Net, Recompute};
+
+impl Task {
+    /// Per-label scores (B, K): log-probabilities over the labels (`pet`, `cls`), or each
+    /// label target's log-likelihood (`seq2seq`, rank classification). Forward only.
+    pub fn scores<B: Backend>(
+        &self,
+        be: &B,
+        model: &Model<B>,
+        params: &Params<B>,
+        batch: &Batch,
+    ) -> Result<Vec<f32>> {
+        match job(self.spec.kind, model)? {
+            Job::Pet(m) | Job::Cls(m) => self.class_scores(be, m, params, batch),
+            Job::Seq2Seq(m) => self.rank_scores(be, m, params, batch),
+        }
+    }
+
+    /// `pet` and `cls`: log-probabilities over the labels (B, K).
+    fn class_scores<B: Backend>(
+        &self,
+        be: &B,
+        m: &Bert<B>,
+        params: &Params<B>,
+        batch: &Batch,
+    ) -> Result<Vec<f32>> {
+        let (b, t, p) = (batch.tokens.b, batch.tokens.t, params.p);
+        let mut acct = MemoryAccountant::new();
+        let inp = bert::upload_inputs(be, &m.cfg, &batch.tokens, p)?;
+        let (hidden, _acts) =
+            m.encoder_fwd(be, &mut acct, &params.prompt, &inp, Recompute::Layer, None)?;
+        let logits = if self.spec.kind == TaskKind::Pet {
+            let rows = heads::pet_rows(&batch.mask_pos, b, t, p)?;
+            let h = heads::mlm_head_fwd_bwd(
+                be,
+                m,
+                &hidden,
+                &rows,
+                &vec![0; b],
+                Decoder::Rows(&self.verbalizer_ids),
+                true,
+            )?;
+            h.logits.unwrap_or_default()
+        } else {
+            let head = cls_head(params)?;
+            let c = m.cfg.hidden_size;
+            let pool_w =
+                heads::upload_pool_weights(be, &batch.tokens.mask, b, t, p, self.spec.pooling)?;
+            let mut pooled = be.zeros(be.act_dtype(), b * c)?;
+            be.mean_pool_fwd(&mut pooled, &hidden, &pool_w, b, p + t, c)?;
+            be.download(&head.logits(be, &pooled, b)?)?
+        };
+        Ok(log_softmax_rows(&logits, self.spec.labels.len()))
+    }
+
+    /// `seq2seq`: each label target's log-likelihood (B, K), for rank classification.
+    fn rank_scores<B: Backend>(
+        &self,
+        be: &B,
+        m: &T5<B>,
+        params: &Params<B>,
+        batch: &Batch,
+    ) -> Result<Vec<f32>> {
+        if self.spec.free_targets {
+            return Err(Error::arg(
+                "--free-targets",
+                "free targets have no label scores: use greedy decoding",
+            ));
+        }
+        let (b, p) = (batch.tokens.b, params.p);
+        let mut acct = MemoryAccountant::new();
+        let k = self.label_targets.len();
+        let mut scores = vec![0.0f32; b * k];
+        let mut enc_out = None;
+        for (ki, target) in self.label_targets.iter().enumerate() {
+            let l = target.len();
+            let labels: Vec<i32> = (0..b).flat_map(|_| target.iter().copied()).collect();
+            let inp = t5::upload_inputs(be, &m.cfg, &batch.tokens, p, &labels, l)?;
+            let enc = encoder_once(&mut enc_out, be, m, &mut acct, &params.prompt, &inp)?;
+            let (dec_out, _acts) =
+                m.decoder_fwd(be, &mut acct, enc, &inp, Recompute::Layer, None)?;
+            let losses = m.lm_row_losses(be, &dec_out, &labels, b * l)?;
+            for bi in 0..b {
+                scores[bi * k + ki] = -losses[bi * l..(bi + 1) * l]
+                    .iter()
+                    .map(|&x| x as f64)
+                    .sum::<f64>() as f32;
+            }
+        }
+        Ok(scores)
+    }
+
+    /// `seq2seq`: greedy decoding of at most max_target_len tokens per row; returns the ids
+    /// (ending with </s> when it was produced) and their summed log-probability.
+    pub fn greedy<B: Backend>(
+        &self,
+        be: &B,
+        model: &Model<B>,
+        params: &Params<B>,
+        batch: &Batch,
+    ) -> Result<Vec<(Vec<i32>, f32)>> {
+        let Net::T5(m) = &model.net else {
+            return Err(Error::arg(
+                "--decode greedy",
+                "greedy decoding needs a T5 model",
+            ));
+        };
+        let (b, p, v) = (batch.tokens.b, params.p, m.cfg.vocab_size);
+        let mut acct = MemoryAccountant::new();
+        let mut out: Vec<(Vec<i32>, f32)> = vec![(Vec::new(), 0.0); b];
+        let mut done = vec![false; b];
+        let mut enc_out = None;
+        for step in 0..self.spec.max_target_len.max(1) {
+            let l = step + 1;
+            // labels whose right shift is [start, generated...]
+            let mut labels = vec![self.pad_id; b * l];
+            for (bi, (ids, _)) in out.iter().enumerate() {
+                labels[bi * l..bi * l + ids.len()].copy_from_slice(ids);
+            }
+            let inp = t5::upload_inputs(be, &m.cfg, &batch.tokens, p, &labels, l)?;
+            let enc = encoder_once(&mut enc_out, be, m, &mut acct, &params.prompt, &inp)?;
+            let (dec_out, _acts) =
+                m.decoder_fwd(be, &mut acct, enc, &inp, Recompute::Layer, None)?;
+            let idx: Vec<i32> = (0..b).map(|bi| (bi * l + step) as i32).collect();
+            let logits = m.lm_logits(be, &dec_out, &idx)?;
+            for bi in 0..b {
+                if done[bi] {
+                    continue;
+                }
+                let row = &logits[bi * v..(bi + 1) * v];
+                let best = argmax(row);
+                out[bi].0.push(best as i32);
+                out[bi].1 += log_softmax_rows(row, v)[best];
+                done[bi] = best as i32 == self.eos_id;
+            }
+            if done.iter().all(|&d| d) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Predictions for a batch: the class index per row (rank or argmax) with its scores, or
+    /// for free targets the decoded ids.
+    pub fn predict<B: Backend>(
+        &self,
+        be: &B,
+        model: &Model<B>,
+        params: &Params<B>,
+        batch: &Batch,
+    ) -> Result<Vec<Prediction>> {
+        if self.spec.free_targets
+            || (self.spec.kind == TaskKind::Seq2Seq && self.spec.decode == Decode::Greedy)
+        {
+            let decoded = self.greedy(be, model, params, batch)?;
+            return Ok(decoded
+                .into_iter()
+                .map(|(ids, logp)| {
+                    let class = self.label_targets.iter().position(|t| *t == ids);
+                    Prediction {
+                        class,
+                        scores: Vec::new(),
+                        ids,
+                        score: logp,
+                    }
+                })
+                .collect());
+        }
+        let k = self.spec.labels.len();
+        let scores = self.scores(be, model, params, batch)?;
+        Ok(scores
+            .chunks(k)
+            .map(|s| {
+                let c = argmax(s);
+                Prediction {
+                    class: Some(c),
+                    scores: s.to_vec(),
+                    ids: Vec::new(),
+                    score: s[c],
+                }
+            })
+            .collect())
+    }
+}
+
+/// `seq2seq`: the encoder output (B, T, C) of `inp`, computed on the first call and kept in
+/// `slot`: the encoder input does not change between the decoder passes of one batch.
+fn encoder_once<'s, B: Backend>(
+    slot: &'s mut Option<B::Buf>,
+    be: &B,
+    m: &T5<B>,
+    acct: &mut MemoryAccountant,
+    prompt: &B::Buf,
+    inp: &T5Inputs<B>,
+) -> Result<&'s B::Buf> {
+    if slot.is_none() {
+        *slot = Some(
+            m.encoder_fwd(be, acct, prompt, inp, Recompute::Layer, None)?
+                .0,
+        );
+    }
+    slot.as_ref()
+        .ok_or_else(|| Error::Device("encoder output missing".into()))
+}
+
+/// One row's prediction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    /// the predicted class (greedy decoding: the label whose target was produced, if any)
+    pub class: Option<usize>,
+    /// per-label scores (log-probabilities or log-likelihoods); empty for greedy decoding
+    pub scores: Vec<f32>,
+    /// greedy decoding: the generated ids
+    pub ids: Vec<i32>,
+    /// the score of the prediction
+    pub score: f32,
+}
+
+/// Row-wise log-softmax of (rows, k) logits, in f64.
+pub fn log_softmax_rows(logits: &[f32], k: usize) -> Vec<f32> {
+    logits
+        .chunks(k.max(1))
+        .flat_map(|row| {
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+            row.iter().map(move |&x| (x as f64 - lse) as f32)
+        })
+        .collect()
+}
+
+/// Index of the largest value, the first on ties.
+pub fn argmax(xs: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        if x > xs[best] {
+            best = i;
+        }
+    }
+    best
+}

@@ -1,0 +1,208 @@
+//! Rows and batches: a data file's rows through the template and the tokenizer, cut to
+//! `max_len`, and right-padded batches of them.
+
+use super::data::Dataset;
+use super::task::Task;
+use crate::backend::IGNORE_INDEX;
+use crate::error::{Error, Result};
+use crate::models::TokenBatch;
+use crate::tokenizer::{TokenSpans, Tokenizer};
+use std::path::PathBuf;
+
+/// One encoded row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// token ids with the model's special tokens, at most max_len
+    pub ids: Vec<i32>,
+    /// `pet`: index of [MASK] in `ids`
+    pub mask_pos: usize,
+    /// class index (None: no label, or free targets)
+    pub label: Option<usize>,
+    /// `seq2seq`: the target ids (</s> included), empty when unknown
+    pub target: Vec<i32>,
+    pub line: usize,
+    /// the text was cut to max_len
+    pub truncated: bool,
+}
+
+/// An encoded data file.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    pub path: PathBuf,
+    pub rows: Vec<Row>,
+    /// rows whose text was cut to max_len
+    pub truncated: usize,
+    /// free targets cut to max_target_len
+    pub truncated_targets: usize,
+}
+
+impl Encoded {
+    pub fn lens(&self) -> Vec<usize> {
+        self.rows.iter().map(|r| r.ids.len()).collect()
+    }
+}
+
+/// A right-padded batch ready for a model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    pub tokens: TokenBatch,
+    /// (B) `pet`: [MASK] index per row
+    pub mask_pos: Vec<i32>,
+    /// (B) class index per row, -100 when unknown
+    pub labels: Vec<i32>,
+    /// (B, L) `seq2seq` targets, -100 padded; empty otherwise
+    pub targets: Vec<i32>,
+    pub l: usize,
+    /// real tokens in the batch (input plus target), for tokens/s
+    pub real_tokens: usize,
+}
+
+impl Task {
+    /// Encodes every row: fills the template, tokenizes, cuts the text to max_len, and maps the
+    /// label. An unknown label is an error naming the file and line.
+    pub fn encode(&self, tok: &Tokenizer, data: &Dataset) -> Result<Encoded> {
+        let mut enc = Encoded {
+            path: data.path.clone(),
+            rows: Vec::with_capacity(data.examples.len()),
+            truncated: 0,
+            truncated_targets: 0,
+        };
+        for ex in &data.examples {
+            let at = |e: Error| Error::data(&data.path, ex.line, e.to_string());
+            let (ids, mask_pos, cut) = self.encode_text(tok, &ex.text).map_err(at)?;
+            enc.truncated += cut as usize;
+            let mut row = Row {
+                ids,
+                mask_pos,
+                label: None,
+                target: Vec::new(),
+                line: ex.line,
+                truncated: cut,
+            };
+            if let Some(label) = &ex.label {
+                if self.spec.free_targets {
+                    let mut t = tok.encode(label, true).map_err(at)?;
+                    if t.len() > self.spec.max_target_len {
+                        let last = *t.last().unwrap_or(&self.eos_id);
+                        t.truncate(self.spec.max_target_len - 1);
+                        t.push(last);
+                        enc.truncated_targets += 1;
+                    }
+                    row.target = t;
+                } else {
+                    let k = self.spec.labels.iter().position(|l| l == label).ok_or_else(|| {
+                        Error::data(&data.path, ex.line, format!("unknown label {label:?}: expected one of {:?} (set them with --labels)", self.spec.labels))
+                    })?;
+                    row.label = Some(k);
+                    if let Some(t) = self.label_targets.get(k) {
+                        row.target = t.clone();
+                    }
+                }
+            }
+            enc.rows.push(row);
+        }
+        Ok(enc)
+    }
+
+    /// (ids, [MASK] index, truncated) of one text.
+    fn encode_text(&self, tok: &Tokenizer, text: &str) -> Result<(Vec<i32>, usize, bool)> {
+        let full = format!("{}{}{}", self.before, text, self.after);
+        let TokenSpans {
+            ids,
+            offsets,
+            special,
+        } = tok.encode_with_offsets(&full)?;
+        let span = (self.before.len(), self.before.len() + text.len());
+        let mut cut = false;
+        let ids = if ids.len() > self.spec.max_len {
+            let excess = ids.len() - self.spec.max_len;
+            let text_tokens: Vec<usize> = (0..ids.len())
+                .filter(|&i| !special[i] && offsets[i].0 < span.1 && offsets[i].1 > span.0)
+                .collect();
+            if text_tokens.len() < excess {
+                return Err(Error::arg("--max-len", format!("{} tokens cannot hold the template and special tokens ({} tokens without the text)", self.spec.max_len, ids.len() - text_tokens.len())));
+            }
+            let drop: std::collections::BTreeSet<usize> = text_tokens[text_tokens.len() - excess..]
+                .iter()
+                .copied()
+                .collect();
+            cut = true;
+            ids.iter()
+                .enumerate()
+                .filter(|(i, _)| !drop.contains(i))
+                .map(|(_, &id)| id)
+                .collect()
+        } else {
+            ids
+        };
+        let mut mask_pos = 0;
+        if let Some(m) = self.mask_id {
+            let found: Vec<usize> = ids
+                .iter()
+                .enumerate()
+                .filter(|(_, &id)| id == m)
+                .map(|(i, _)| i)
+                .collect();
+            if found.len() != 1 {
+                return Err(Error::arg(
+                    "--template",
+                    format!(
+                        "the row has {} mask tokens after filling the template: expected exactly 1",
+                        found.len()
+                    ),
+                ));
+            }
+            mask_pos = found[0];
+        }
+        Ok((ids, mask_pos, cut))
+    }
+
+    /// A right-padded batch of `rows` (indices into `enc`).
+    pub fn batch(&self, enc: &Encoded, rows: &[u32]) -> Batch {
+        let b = rows.len();
+        let t = rows
+            .iter()
+            .map(|&i| enc.rows[i as usize].ids.len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let l = rows
+            .iter()
+            .map(|&i| enc.rows[i as usize].target.len())
+            .max()
+            .unwrap_or(0);
+        let mut batch = Batch {
+            tokens: TokenBatch {
+                b,
+                t,
+                ids: vec![self.pad_id; b * t],
+                mask: vec![0; b * t],
+                type_ids: None,
+            },
+            mask_pos: Vec::with_capacity(b),
+            labels: Vec::with_capacity(b),
+            targets: vec![IGNORE_INDEX; b * l],
+            l,
+            real_tokens: 0,
+        };
+        for (bi, &i) in rows.iter().enumerate() {
+            let row = &enc.rows[i as usize];
+            batch.tokens.ids[bi * t..bi * t + row.ids.len()].copy_from_slice(&row.ids);
+            batch.tokens.mask[bi * t..bi * t + row.ids.len()]
+                .iter_mut()
+                .for_each(|m| *m = 1);
+            batch.mask_pos.push(row.mask_pos as i32);
+            batch
+                .labels
+                .push(row.label.map_or(IGNORE_INDEX, |k| k as i32));
+            batch.targets[bi * l..bi * l + row.target.len()].copy_from_slice(&row.target);
+            batch.real_tokens += row.ids.len() + row.target.len();
+        }
+        batch
+    }
+
+    /// The class of row `i` for scoring (free targets: None).
+    pub fn gold(&self, row: &Row) -> Option<usize> {
+        row.label
+    }
+}

@@ -1,0 +1,75 @@
+//! Evaluation and prediction over a whole encoded file, batched in length order.
+
+use super::decode::Prediction;
+use super::encode::Encoded;
+use super::metrics::{self, EvalMetrics};
+use super::model::Model;
+use super::step::Params;
+use super::task::Task;
+use crate::backend::Backend;
+use crate::error::Result;
+use std::collections::BTreeMap;
+
+/// Scores every row of `enc` (in length order, `batch_size` rows at a time) and returns the
+/// metrics against the gold labels with the predictions in file order. Rows without a label
+/// are predicted but not counted.
+pub fn evaluate<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    task: &Task,
+    params: &Params<B>,
+    enc: &Encoded,
+    batch_size: usize,
+) -> Result<(EvalMetrics, Vec<Prediction>)> {
+    let preds = predict_all(be, model, task, params, enc, batch_size)?;
+    let (mut gold, mut pred) = (Vec::new(), Vec::new());
+    if task.spec.free_targets {
+        // exact match of the generated target; classes are the distinct target texts
+        let mut ids: BTreeMap<Vec<i32>, usize> = BTreeMap::new();
+        for (row, p) in enc.rows.iter().zip(&preds) {
+            if row.target.is_empty() {
+                continue;
+            }
+            let n = ids.len();
+            gold.push(*ids.entry(row.target.clone()).or_insert(n));
+            let n = ids.len();
+            pred.push(*ids.entry(p.ids.clone()).or_insert(n));
+        }
+    } else {
+        for (row, p) in enc.rows.iter().zip(&preds) {
+            if let Some(g) = row.label {
+                gold.push(g);
+                // greedy output that is no label's target counts as wrong
+                pred.push(p.class.unwrap_or(usize::MAX / 2));
+            }
+        }
+        let k = task.spec.labels.len();
+        for p in pred.iter_mut() {
+            if *p >= k {
+                *p = k; // one extra "none of the labels" class
+            }
+        }
+    }
+    Ok((metrics::classification_metrics(&gold, &pred), preds))
+}
+
+/// Predictions for every row of `enc`, in file order (batched in length order).
+pub fn predict_all<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    task: &Task,
+    params: &Params<B>,
+    enc: &Encoded,
+    batch_size: usize,
+) -> Result<Vec<Prediction>> {
+    let mut order: Vec<u32> = (0..enc.rows.len() as u32).collect();
+    order.sort_by_key(|&i| enc.rows[i as usize].ids.len());
+    let mut out: Vec<Option<Prediction>> = vec![None; enc.rows.len()];
+    for chunk in order.chunks(batch_size.max(1)) {
+        let batch = task.batch(enc, chunk);
+        for (&i, p) in chunk.iter().zip(task.predict(be, model, params, &batch)?) {
+            out[i as usize] = Some(p);
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}

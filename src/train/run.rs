@@ -1,0 +1,365 @@
+//! The training loop: one optimizer step per batch of the plan, evaluation on the dev split,
+//! the best prompt kept and exported, checkpoints written atomically.
+
+use super::checkpoint::{self, Checkpoint, CHECKPOINT_FILE};
+use super::data;
+use super::encode::Encoded;
+use super::eval::evaluate;
+use super::metrics::EvalMetrics;
+use super::step::{Grads, Params};
+use super::trainer::{Event, StepInfo, Summary, Trainer};
+use super::update::optimizer_step;
+use crate::backend::{Backend, DType};
+use crate::error::{Error, Result};
+use crate::models::cls_head::HostClsHead;
+use crate::nvtx;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+impl<B: Backend> Trainer<'_, B> {
+    /// One optimizer step on the next batch of the plan.
+    pub fn step(&mut self) -> Result<StepInfo> {
+        let be = self.be;
+        let step = self.state.step + 1;
+        let _range = nvtx::enabled().then(|| nvtx::Range::push(&format!("train step {step}")));
+        if self.state.pos >= self.state.plan.len() {
+            self.state.epoch += 1;
+            self.state.plan = data::epoch_plan(
+                &self.lens,
+                self.cfg.batch_size,
+                self.cfg.bucket_pool,
+                &mut self.state.rng,
+            );
+            self.state.pos = 0;
+        }
+        let rows = self.state.plan[self.state.pos].clone();
+        self.state.pos += 1;
+        let batch = self.task.batch(self.train, &rows);
+        let mut grads = Grads::zeros(be, &self.params)?;
+        let loss = self.task.loss_and_grad(
+            be,
+            self.model,
+            &self.params,
+            &mut grads,
+            &batch,
+            self.cfg.recompute,
+        )?;
+        if !loss.is_finite() {
+            return Err(Error::Device(format!(
+                "the loss is {loss} at step {}: lower --lr or set --max-grad-norm",
+                self.state.step + 1
+            )));
+        }
+        let (lr, grad_norm) = optimizer_step(
+            be,
+            &mut self.opt,
+            &mut self.params,
+            grads,
+            self.cfg.optim.max_grad_norm,
+        )?;
+        self.state.step += 1;
+        Ok(StepInfo {
+            step: self.state.step,
+            epoch: self.state.epoch,
+            loss,
+            lr,
+            grad_norm,
+            tokens: batch.real_tokens,
+        })
+    }
+
+    /// Evaluates the current prompt on `enc`.
+    pub fn evaluate(&self, enc: &Encoded) -> Result<EvalMetrics> {
+        Ok(evaluate(
+            self.be,
+            self.model,
+            self.task,
+            &self.params,
+            enc,
+            self.cfg.eval_batch_size,
+        )?
+        .0)
+    }
+
+    fn is_eval_step(&self) -> bool {
+        let s = self.state.step;
+        if self.cfg.eval_every > 0 {
+            s % self.cfg.eval_every == 0
+        } else {
+            s % self.steps_per_epoch == 0
+        }
+    }
+
+    /// Runs to the end (all steps, or early stopping), reporting through `on_event`.
+    pub fn run(&mut self, on_event: &mut dyn FnMut(&Event)) -> Result<Summary> {
+        on_event(&self.start());
+        if self.resumed_at.is_some() {
+            // the exported prompt may be older than the checkpoint if a run died in between
+            self.export()?;
+        }
+        self.window = (0.0, 0, 0, Instant::now());
+        let mut early = false;
+        while !self.state.done && self.state.step < self.total_steps {
+            let info = self.step()?;
+            self.window.0 += info.loss;
+            self.window.1 += 1;
+            self.window.2 += info.tokens;
+            on_event(&Event::Step(info.clone()));
+            if self.cfg.log_every > 0 && info.step % self.cfg.log_every == 0 {
+                self.log_line(&info)?;
+            }
+            early = self.end_step(on_event)?;
+        }
+        if self.state.step == 0 {
+            self.export()?;
+        }
+        if early {
+            on_event(&Event::EarlyStop {
+                step: self.state.step,
+                best_step: self.state.best_step,
+            });
+        }
+        let test = self.final_test(on_event)?;
+        Ok(Summary {
+            steps: self.state.step,
+            best_step: self.state.best_step,
+            best_dev: self.state.best,
+            test,
+            early_stopped: early,
+        })
+    }
+
+    /// The `Started` event. Records this run's thread count and device in the state, so that
+    /// later checkpoints name what wrote them.
+    fn start(&mut self) -> Event {
+        let (pp, hp) = self.trainable();
+        // on a GPU the host's thread count does not enter the numbers
+        let on_gpu = self.be.device().is_gpu();
+        let threads_changed =
+            (self.resumed_at.is_some() && !on_gpu && self.state.threads != self.cfg.threads)
+                .then_some((self.state.threads, self.cfg.threads));
+        let device = self.be.name();
+        let device_changed = (self.resumed_at.is_some()
+            && !self.state.device.is_empty()
+            && self.state.device != device)
+            .then(|| (self.state.device.clone(), device.clone()));
+        self.state.threads = self.cfg.threads;
+        self.state.device = device;
+        Event::Started {
+            total_steps: self.total_steps,
+            steps_per_epoch: self.steps_per_epoch,
+            resumed_at: self.resumed_at,
+            threads_changed,
+            device_changed,
+            prompt_params: pp,
+            head_params: hp,
+        }
+    }
+
+    /// Evaluates, exports and checkpoints when the step just taken calls for it. Returns true
+    /// when early stopping triggers.
+    fn end_step(&mut self, on_event: &mut dyn FnMut(&Event)) -> Result<bool> {
+        let mut early = false;
+        let last = self.state.step == self.total_steps;
+        if self.is_eval_step() || last {
+            early = self.eval_and_keep(on_event)?;
+            if early {
+                self.state.done = true;
+            }
+        }
+        if last {
+            self.state.done = true;
+        }
+        if self.state.done
+            || (self.cfg.save_every > 0 && self.state.step % self.cfg.save_every == 0)
+        {
+            if self.state.done || self.dev.is_none() {
+                self.export()?;
+            }
+            self.save_checkpoint()?;
+            on_event(&Event::Saved {
+                step: self.state.step,
+                path: self.out.join(CHECKPOINT_FILE),
+            });
+        }
+        Ok(early)
+    }
+
+    /// The test split, scored with the prompt that was kept (already done at its step when the
+    /// run had a dev split).
+    fn final_test(&self, on_event: &mut dyn FnMut(&Event)) -> Result<Option<EvalMetrics>> {
+        let Some(t) = self.test else {
+            return Ok(None);
+        };
+        let m = match (self.dev, self.state.best_test) {
+            (Some(_), Some(m)) => m,
+            _ => {
+                let kept = self.kept_params()?;
+                evaluate(
+                    self.be,
+                    self.model,
+                    self.task,
+                    &kept,
+                    t,
+                    self.cfg.eval_batch_size,
+                )?
+                .0
+            }
+        };
+        let step = if self.dev.is_some() {
+            self.state.best_step
+        } else {
+            self.state.step
+        };
+        on_event(&Event::Eval {
+            step,
+            split: "test (kept prompt)".into(),
+            metrics: m,
+            best: false,
+        });
+        Ok(Some(m))
+    }
+
+    fn log_line(&mut self, info: &StepInfo) -> Result<()> {
+        let (sum, n, tokens, t0) = self.window;
+        let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        self.log.append(&json!({
+            "step": info.step, "epoch": info.epoch, "loss": sum / n.max(1) as f64, "lr": info.lr,
+            "grad_norm": info.grad_norm, "steps_per_s": n as f64 / secs, "tokens_per_s": tokens as f64 / secs,
+        }))?;
+        self.window = (0.0, 0, 0, Instant::now());
+        Ok(())
+    }
+
+    /// Dev (and test) evaluation at this step; keeps the prompt when dev accuracy improves.
+    /// Returns true when early stopping triggers.
+    fn eval_and_keep(&mut self, on_event: &mut dyn FnMut(&Event)) -> Result<bool> {
+        let step = self.state.step;
+        let Some(dev) = self.dev else {
+            return Ok(false);
+        };
+        let m = self.evaluate(dev)?;
+        let better = self.state.best.map_or(true, |b| m.accuracy > b.accuracy);
+        if better {
+            self.state.best = Some(m);
+            self.state.best_step = step;
+            self.state.evals_since_best = 0;
+            self.best = Some(self.current()?);
+            self.export()?;
+        } else {
+            self.state.evals_since_best += 1;
+        }
+        self.log.append(&json!({"step": step, "split": "dev", "accuracy": m.accuracy, "macro_f1": m.macro_f1, "examples": m.examples, "best": better}))?;
+        on_event(&Event::Eval {
+            step,
+            split: "dev".into(),
+            metrics: m,
+            best: better,
+        });
+        if let Some(t) = self.test {
+            let tm = self.evaluate(t)?;
+            if better {
+                self.state.best_test = Some(tm);
+            }
+            self.log.append(&json!({"step": step, "split": "test", "accuracy": tm.accuracy, "macro_f1": tm.macro_f1, "examples": tm.examples}))?;
+            on_event(&Event::Eval {
+                step,
+                split: "test".into(),
+                metrics: tm,
+                best: false,
+            });
+        }
+        Ok(self
+            .cfg
+            .patience
+            .is_some_and(|p| self.state.evals_since_best >= p))
+    }
+
+    /// The prompt and head now, on the host.
+    fn current(&self) -> Result<(Vec<f32>, Option<HostClsHead>)> {
+        let head = self.params.head.as_ref().map(|h| h.download(self.be));
+        Ok((self.be.download(&self.params.prompt)?, head.transpose()?))
+    }
+
+    /// The prompt that is kept: the best on dev, or the current one without a dev split.
+    fn kept(&self) -> Result<(Vec<f32>, Option<HostClsHead>)> {
+        match (&self.best, self.dev) {
+            (Some(best), Some(_)) => Ok(best.clone()),
+            _ => self.current(),
+        }
+    }
+
+    /// The kept prompt and head on the device.
+    fn kept_params(&self) -> Result<Params<B>> {
+        let (prompt, head) = self.kept()?;
+        Ok(Params {
+            prompt: self.be.upload(DType::F32, &prompt)?,
+            p: self.params.p,
+            d: self.params.d,
+            head: head.map(|h| h.upload(self.be)).transpose()?,
+        })
+    }
+
+    /// Writes the kept prompt into the output folder (PEFT files, task.json, head).
+    pub fn export(&mut self) -> Result<()> {
+        let (prompt, head) = self.kept()?;
+        let mut table = self.table.clone();
+        table.data = prompt;
+        let extra = json!({
+            "step": if self.dev.is_some() && self.best.is_some() { self.state.best_step } else { self.state.step },
+            "dev_accuracy": self.state.best.map(|m| m.accuracy),
+            "seed": self.cfg.seed,
+        });
+        checkpoint::save_prompt_dir(
+            &self.out,
+            &table,
+            head.as_ref(),
+            &self.task.spec,
+            &self.model.dir,
+            &self
+                .model
+                .adapter_info(self.task.spec.kind.peft_task_type()),
+            extra,
+        )
+    }
+
+    /// Writes `checkpoint.safetensors` atomically.
+    pub fn save_checkpoint(&self) -> Result<()> {
+        let be = self.be;
+        let mut tensors = BTreeMap::new();
+        tensors.insert(
+            "prompt".to_string(),
+            (
+                vec![self.params.p, self.params.d],
+                be.download(&self.params.prompt)?,
+            ),
+        );
+        if let Some(h) = &self.params.head {
+            let h = h.download(be)?;
+            tensors.insert("head.weight".into(), (vec![h.k, h.c], h.weight));
+            tensors.insert("head.bias".into(), (vec![h.k], h.bias));
+        }
+        for (name, shape, data) in self.opt.state(be)? {
+            tensors.insert(name, (shape, data));
+        }
+        if let Some((p, h)) = &self.best {
+            tensors.insert(
+                "best.prompt".into(),
+                (vec![self.params.p, self.params.d], p.clone()),
+            );
+            if let Some(h) = h {
+                tensors.insert(
+                    "best.head.weight".into(),
+                    (vec![h.k, h.c], h.weight.clone()),
+                );
+                tensors.insert("best.head.bias".into(), (vec![h.k], h.bias.clone()));
+            }
+        }
+        Checkpoint {
+            state: self.state.clone(),
+            tensors,
+        }
+        .save(&self.out.join(CHECKPOINT_FILE))
+    }
+}

@@ -1,0 +1,246 @@
+//! What defines a task, independent of the tokenizer: its kind, template, labels and their
+//! words, and how it predicts; `task.json` holds it next to a prompt. Also `--verbalizer`
+//! parsing.
+
+use crate::error::{Error, Result};
+use crate::models::heads::Pooling;
+use serde_json::{json, Value};
+use std::path::Path;
+
+pub const TEXT_SLOT: &str = "{text}";
+pub const MASK_SLOT: &str = "[MASK]";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskKind {
+    Pet,
+    Cls,
+    Seq2Seq,
+}
+
+impl TaskKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Pet => "pet",
+            TaskKind::Cls => "cls",
+            TaskKind::Seq2Seq => "seq2seq",
+        }
+    }
+
+    /// PEFT's task_type for adapter_config.json. `pet` and `cls` prompts say
+    /// FEATURE_EXTRACTION: PEFT then loads them onto any BERT (BertForMaskedLM for `pet`,
+    /// BertModel for `cls`) without asking for a classifier of its own; the `cls` head is in
+    /// head.safetensors.
+    pub fn peft_task_type(self) -> &'static str {
+        match self {
+            TaskKind::Pet | TaskKind::Cls => "FEATURE_EXTRACTION",
+            TaskKind::Seq2Seq => "SEQ_2_SEQ_LM",
+        }
+    }
+}
+
+impl std::str::FromStr for TaskKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "pet" => Ok(TaskKind::Pet),
+            "cls" => Ok(TaskKind::Cls),
+            "seq2seq" => Ok(TaskKind::Seq2Seq),
+            _ => Err(Error::arg(
+                "--task",
+                format!("\"{s}\": expected pet, cls or seq2seq"),
+            )),
+        }
+    }
+}
+
+/// How `seq2seq` predicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decode {
+    /// score every label's target text, pick the most likely
+    Rank,
+    /// generate token by token, taking the most likely each time
+    Greedy,
+}
+
+impl std::str::FromStr for Decode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "rank" => Ok(Decode::Rank),
+            "greedy" => Ok(Decode::Greedy),
+            _ => Err(Error::arg(
+                "--decode",
+                format!("\"{s}\": expected rank or greedy"),
+            )),
+        }
+    }
+}
+
+/// Everything that defines a task, independent of the tokenizer; saved as `task.json` next
+/// to a prompt so that `eval` and `predict` need no task flags.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskSpec {
+    pub kind: TaskKind,
+    /// `{text}` with optional words around it; for `pet` also exactly one `[MASK]`
+    pub template: String,
+    /// class names in score order; empty with free targets
+    pub labels: Vec<String>,
+    /// per label: the verbalizer word (`pet`) or the target text (`seq2seq`); unused by `cls`
+    pub label_words: Vec<String>,
+    pub pooling: Pooling,
+    /// `seq2seq`: the label field is the target text itself
+    pub free_targets: bool,
+    /// tokens per row, specials included; longer rows lose the end of their text
+    pub max_len: usize,
+    /// `seq2seq`: tokens per target, </s> included
+    pub max_target_len: usize,
+    pub decode: Decode,
+}
+
+impl TaskSpec {
+    /// A spec with the usual defaults: PET's `{text} It was [MASK].`, labels as their own
+    /// words, mean pooling, 128 tokens, rank classification.
+    pub fn new(kind: TaskKind, labels: &[&str]) -> TaskSpec {
+        TaskSpec {
+            kind,
+            template: if kind == TaskKind::Pet {
+                format!("{TEXT_SLOT} It was {MASK_SLOT}.")
+            } else {
+                TEXT_SLOT.into()
+            },
+            labels: labels.iter().map(|s| s.to_string()).collect(),
+            label_words: if kind == TaskKind::Cls {
+                Vec::new()
+            } else {
+                labels.iter().map(|s| s.to_string()).collect()
+            },
+            pooling: Pooling::Mean,
+            free_targets: false,
+            max_len: 128,
+            max_target_len: 32,
+            decode: Decode::Rank,
+        }
+    }
+
+    /// The `task.json` object.
+    pub fn to_json(&self) -> Value {
+        let verbalizer: Vec<Value> = self
+            .labels
+            .iter()
+            .zip(&self.label_words)
+            .map(|(l, w)| json!([l, w]))
+            .collect();
+        json!({
+            "task": self.kind.name(),
+            "template": self.template,
+            "labels": self.labels,
+            "verbalizer": verbalizer,
+            "pooling": match self.pooling { Pooling::Mean => "mean", Pooling::Cls => "cls" },
+            "free_targets": self.free_targets,
+            "max_len": self.max_len,
+            "max_target_len": self.max_target_len,
+            "decode": match self.decode { Decode::Rank => "rank", Decode::Greedy => "greedy" },
+        })
+    }
+
+    /// Reads the object written by `to_json`; `path` is for messages.
+    pub fn from_json(v: &Value, path: &Path) -> Result<TaskSpec> {
+        let s = |k: &str| -> Result<String> {
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .map(String::from)
+                .ok_or_else(|| Error::file(path, format!("missing string `{k}`")))
+        };
+        let n = |k: &str| -> Result<usize> {
+            v.get(k)
+                .and_then(|x| x.as_u64())
+                .map(|x| x as usize)
+                .ok_or_else(|| Error::file(path, format!("missing integer `{k}`")))
+        };
+        let labels: Vec<String> = v
+            .get("labels")
+            .and_then(|x| x.as_array())
+            .ok_or_else(|| Error::file(path, "missing list `labels`"))?
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| Error::file(path, "`labels` must hold strings"))
+            })
+            .collect::<Result<_>>()?;
+        let mut label_words = Vec::new();
+        for pair in v
+            .get("verbalizer")
+            .and_then(|x| x.as_array())
+            .cloned()
+            .unwrap_or_default()
+        {
+            match pair.as_array().map(|p| p.as_slice()) {
+                Some([Value::String(_), Value::String(w)]) => label_words.push(w.clone()),
+                _ => {
+                    return Err(Error::file(
+                        path,
+                        "`verbalizer` must hold [label, word] pairs",
+                    ))
+                }
+            }
+        }
+        Ok(TaskSpec {
+            kind: s("task")?.parse()?,
+            template: s("template")?,
+            labels,
+            label_words,
+            pooling: s("pooling")?.parse()?,
+            free_targets: v
+                .get("free_targets")
+                .and_then(|x| x.as_bool())
+                .unwrap_or(false),
+            max_len: n("max_len")?,
+            max_target_len: n("max_target_len")?,
+            decode: s("decode")?.parse()?,
+        })
+    }
+
+    /// Number of classes (0 with free targets).
+    pub fn k(&self) -> usize {
+        if self.free_targets {
+            0
+        } else {
+            self.labels.len()
+        }
+    }
+}
+
+/// Parses `--verbalizer`: `label=word,label=word`, or a JSON object `{"label": "word"}` when
+/// words hold commas. Keeps the order given.
+pub fn parse_verbalizer(s: &str) -> Result<Vec<(String, String)>> {
+    let s = s.trim();
+    if s.starts_with('{') {
+        let v: serde_json::Map<String, Value> = serde_json::from_str(s)
+            .map_err(|e| Error::arg("--verbalizer", format!("not a valid JSON object: {e}")))?;
+        // serde_json's map is sorted; recover the order of appearance from the text
+        let mut pairs: Vec<(usize, String, String)> = v
+            .iter()
+            .map(|(k, w)| {
+                let pos = s
+                    .find(&serde_json::to_string(k).unwrap_or_default())
+                    .unwrap_or(usize::MAX);
+                (pos, k.clone(), w.as_str().unwrap_or_default().to_string())
+            })
+            .collect();
+        pairs.sort();
+        return Ok(pairs.into_iter().map(|(_, k, w)| (k, w)).collect());
+    }
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((l, w)) if !l.trim().is_empty() && !w.trim().is_empty() => {
+                Ok((l.trim().to_string(), w.trim().to_string()))
+            }
+            _ => Err(Error::arg(
+                "--verbalizer",
+                format!("\"{pair}\": expected label=word, e.g. positive=great,negative=terrible"),
+            )),
+        })
+        .collect()
+}

@@ -1,0 +1,121 @@
+//! The trainable state and one batch's loss and gradient: the task chooses the objective, the
+//! model runs its one training step.
+
+use super::encode::Batch;
+use super::model::Model;
+use super::spec::TaskKind;
+use super::task::{job, Job, Task};
+use crate::backend::{Backend, DType};
+use crate::error::{Error, Result};
+use crate::memory::MemoryAccountant;
+use crate::models::cls_head::{ClsHead, HostClsHead};
+use crate::models::{Objective, Recompute};
+
+/// The trainable state: the prompt (P, d) on the backend, and the `cls` head.
+pub struct Params<B: Backend> {
+    pub prompt: B::Buf,
+    pub p: usize,
+    pub d: usize,
+    pub head: Option<ClsHead<B>>,
+}
+
+/// Gradients of `Params`: the prompt's is added into (zero it first), the head's replaced by
+/// each step's.
+pub struct Grads<B: Backend> {
+    pub prompt: B::Buf,
+    pub head: Option<ClsHead<B>>,
+}
+
+impl<B: Backend> Grads<B> {
+    pub fn zeros(be: &B, params: &Params<B>) -> Result<Grads<B>> {
+        Ok(Grads {
+            prompt: be.zeros(DType::F32, params.p * params.d)?,
+            head: params
+                .head
+                .as_ref()
+                .map(|h| ClsHead::zeros(be, h.k, h.c))
+                .transpose()?,
+        })
+    }
+}
+
+impl Task {
+    /// A fresh `cls` head (zeros: plain softmax regression at the start), None for other tasks.
+    pub fn new_head(&self, d: usize) -> Option<HostClsHead> {
+        (self.spec.kind == TaskKind::Cls).then(|| HostClsHead::zeros(self.spec.labels.len(), d))
+    }
+
+    /// Forward and backward of one batch: returns the mean loss, adds d loss / d prompt into
+    /// `grads.prompt` and writes the head's gradients.
+    pub fn loss_and_grad<B: Backend>(
+        &self,
+        be: &B,
+        model: &Model<B>,
+        params: &Params<B>,
+        grads: &mut Grads<B>,
+        batch: &Batch,
+        recompute: Recompute,
+    ) -> Result<f64> {
+        let objective = match job(self.spec.kind, model)? {
+            Job::Pet(_) => {
+                check_labels(&batch.labels)?;
+                Objective::Pet {
+                    mask_positions: &batch.mask_pos,
+                    verbalizer_ids: &self.verbalizer_ids,
+                    labels: &batch.labels,
+                }
+            }
+            Job::Cls(_) => Objective::Cls {
+                head: cls_head(params)?,
+                pooling: self.spec.pooling,
+                labels: &batch.labels,
+            },
+            Job::Seq2Seq(_) => {
+                if batch.l == 0 {
+                    return Err(Error::arg(
+                        "--task seq2seq",
+                        "training needs targets: the batch has none",
+                    ));
+                }
+                Objective::Seq2Seq {
+                    labels: &batch.targets,
+                    l: batch.l,
+                }
+            }
+        };
+        let mut acct = MemoryAccountant::new();
+        let out = model.net.train_step(
+            be,
+            &mut acct,
+            &mut grads.prompt,
+            &params.prompt,
+            &batch.tokens,
+            params.p,
+            &objective,
+            recompute,
+            None,
+        )?;
+        if out.head_grads.is_some() {
+            grads.head = out.head_grads;
+        }
+        Ok(out.loss)
+    }
+}
+
+fn check_labels(labels: &[i32]) -> Result<()> {
+    if labels.iter().any(|&l| l < 0) {
+        return Err(Error::arg(
+            "training data",
+            "every training row needs a label",
+        ));
+    }
+    Ok(())
+}
+
+/// `cls`: the trained classifier head.
+pub(super) fn cls_head<B: Backend>(params: &Params<B>) -> Result<&ClsHead<B>> {
+    params
+        .head
+        .as_ref()
+        .ok_or_else(|| Error::arg("--task cls", "the classifier head is missing"))
+}
