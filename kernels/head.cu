@@ -21,7 +21,7 @@ extern "C" __global__ void cls_head_fwd(float* logits, const act_t* pooled, cons
 
 // dlogits (B, K) = (softmax(logits) - onehot(labels)) / B, the softmax in double precision.
 // One thread per row.
-extern "C" __global__ void cls_xent_bwd(float* dlogits, const float* logits, const int* labels,
+extern "C" __global__ void cls_xent_grad(float* dlogits, const float* logits, const int* labels,
                                         int b, int k) {
   GRID_STRIDE(bi, (long long)b) {
     const float* row = logits + bi * k;

@@ -56,6 +56,123 @@ pub struct Reference {
     pub expected: BTreeMap<String, HostTensor>,
 }
 
+/// The tensors a reference file holds as inputs; every other float tensor is an expected
+/// output.
+const INPUTS: [&str; 10] = [
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+    "prompt",
+    "labels",
+    "mask_positions",
+    "verbalizer_ids",
+    "class_labels",
+    "head_weight",
+    "head_bias",
+];
+
+/// The `softprompt` metadata, checked to be JSON of this format.
+fn read_meta(path: &Path, file: &TensorFile) -> Result<Value> {
+    let meta_text = file.metadata.get("softprompt").ok_or_else(|| {
+        Error::file(
+            path,
+            "no `softprompt` metadata key: not a softprompt reference file (format 1)",
+        )
+    })?;
+    let meta: Value = serde_json::from_str(meta_text)
+        .map_err(|e| Error::file(path, format!("the `softprompt` metadata is not JSON: {e}")))?;
+    let format = meta.get("format").and_then(|v| v.as_u64()).unwrap_or(0);
+    if format != FORMAT {
+        return Err(Error::file(path, format!("reference format {format}: this engine reads format {FORMAT}; regenerate it with scripts/torch_reference.py")));
+    }
+    Ok(meta)
+}
+
+/// input_ids, attention_mask and token_type_ids, all (B, T).
+fn read_batch(path: &Path, file: &TensorFile) -> Result<TokenBatch> {
+    let (b, t, ids) = ints_2d(file, "input_ids")?;
+    let (mb, mt, mask) = ints_2d(file, "attention_mask")?;
+    if (mb, mt) != (b, t) {
+        return Err(Error::file(
+            path,
+            format!("attention_mask is [{mb}, {mt}]: expected [{b}, {t}] like input_ids"),
+        ));
+    }
+    let type_ids = if file.ints.contains_key("token_type_ids") {
+        let (tb, tt, types) = ints_2d(file, "token_type_ids")?;
+        if (tb, tt) != (b, t) {
+            return Err(Error::file(
+                path,
+                format!("token_type_ids is [{tb}, {tt}]: expected [{b}, {t}]"),
+            ));
+        }
+        Some(types)
+    } else {
+        None
+    };
+    Ok(TokenBatch {
+        b,
+        t,
+        ids,
+        mask,
+        type_ids,
+    })
+}
+
+/// The objective's own tensors, checked against the batch's (B, T).
+fn read_objective(
+    path: &Path,
+    file: &TensorFile,
+    meta: &Value,
+    objective: &str,
+    batch: &TokenBatch,
+) -> Result<RefObjective> {
+    let (b, t) = (batch.b, batch.t);
+    Ok(match objective {
+        "mlm" => {
+            let (lb, lt, labels) = ints_2d(file, "labels")?;
+            if (lb, lt) != (b, t) {
+                return Err(Error::file(
+                    path,
+                    format!("labels is [{lb}, {lt}]: expected [{b}, {t}]"),
+                ));
+            }
+            RefObjective::Mlm { labels }
+        }
+        "pet" => RefObjective::Pet {
+            mask_positions: ints_1d(file, "mask_positions", Some(b))?,
+            verbalizer_ids: ints_1d(file, "verbalizer_ids", None)?,
+            class_labels: ints_1d(file, "class_labels", Some(b))?,
+        },
+        "seq2seq" => {
+            let (lb, l, labels) = ints_2d(file, "labels")?;
+            if lb != b {
+                return Err(Error::file(
+                    path,
+                    format!("labels has {lb} rows: expected {b}"),
+                ));
+            }
+            RefObjective::Seq2Seq { labels, l }
+        }
+        "cls" => RefObjective::Cls {
+            head_bias: file.float("head_bias")?.data.clone(),
+            head_weight: file.float("head_weight")?.clone(),
+            class_labels: ints_1d(file, "class_labels", Some(b))?,
+            pooling: meta
+                .get("pooling")
+                .and_then(|v| v.as_str())
+                .unwrap_or("mean")
+                .to_string(),
+        },
+        other => {
+            return Err(Error::file(
+                path,
+                format!("objective {other:?}: expected \"mlm\", \"pet\", \"seq2seq\" or \"cls\""),
+            ))
+        }
+    })
+}
+
 fn ints_2d(file: &TensorFile, name: &str) -> Result<(usize, usize, Vec<i32>)> {
     let (shape, data) = file.int(name)?;
     match shape.as_slice() {
@@ -94,51 +211,19 @@ fn to_i32(path: &Path, name: &str, data: &[i64]) -> Result<Vec<i32>> {
 impl Reference {
     pub fn read(path: &Path) -> Result<Reference> {
         let file = TensorFile::read(path)?;
-        let meta_text = file.metadata.get("softprompt").ok_or_else(|| {
-            Error::file(
-                path,
-                "no `softprompt` metadata key: not a softprompt reference file (format 1)",
-            )
-        })?;
-        let meta: Value = serde_json::from_str(meta_text).map_err(|e| {
-            Error::file(path, format!("the `softprompt` metadata is not JSON: {e}"))
-        })?;
-        let format = meta.get("format").and_then(|v| v.as_u64()).unwrap_or(0);
-        if format != FORMAT {
-            return Err(Error::file(path, format!("reference format {format}: this engine reads format {FORMAT}; regenerate it with scripts/torch_reference.py")));
-        }
+        let meta = read_meta(path, &file)?;
         let field = |k: &str| {
             meta.get(k)
                 .and_then(|v| v.as_str())
                 .unwrap_or("")
                 .to_string()
         };
-        let (arch, objective) = (field("arch"), field("objective"));
         let p = meta
             .get("num_virtual_tokens")
             .and_then(|v| v.as_u64())
             .ok_or_else(|| Error::file(path, "metadata lacks `num_virtual_tokens`"))?
             as usize;
-        let (b, t, ids) = ints_2d(&file, "input_ids")?;
-        let (mb, mt, mask) = ints_2d(&file, "attention_mask")?;
-        if (mb, mt) != (b, t) {
-            return Err(Error::file(
-                path,
-                format!("attention_mask is [{mb}, {mt}]: expected [{b}, {t}] like input_ids"),
-            ));
-        }
-        let type_ids = if file.ints.contains_key("token_type_ids") {
-            let (tb, tt, types) = ints_2d(&file, "token_type_ids")?;
-            if (tb, tt) != (b, t) {
-                return Err(Error::file(
-                    path,
-                    format!("token_type_ids is [{tb}, {tt}]: expected [{b}, {t}]"),
-                ));
-            }
-            Some(types)
-        } else {
-            None
-        };
+        let batch = read_batch(path, &file)?;
         let prompt = file.float("prompt")?.clone();
         if prompt.shape.len() != 2 || prompt.shape[0] != p {
             return Err(Error::file(
@@ -149,84 +234,19 @@ impl Reference {
                 ),
             ));
         }
-        let objective = match objective.as_str() {
-            "mlm" => {
-                let (lb, lt, labels) = ints_2d(&file, "labels")?;
-                if (lb, lt) != (b, t) {
-                    return Err(Error::file(
-                        path,
-                        format!("labels is [{lb}, {lt}]: expected [{b}, {t}]"),
-                    ));
-                }
-                RefObjective::Mlm { labels }
-            }
-            "pet" => RefObjective::Pet {
-                mask_positions: ints_1d(&file, "mask_positions", Some(b))?,
-                verbalizer_ids: ints_1d(&file, "verbalizer_ids", None)?,
-                class_labels: ints_1d(&file, "class_labels", Some(b))?,
-            },
-            "seq2seq" => {
-                let (lb, l, labels) = ints_2d(&file, "labels")?;
-                if lb != b {
-                    return Err(Error::file(
-                        path,
-                        format!("labels has {lb} rows: expected {b}"),
-                    ));
-                }
-                RefObjective::Seq2Seq { labels, l }
-            }
-            "cls" => {
-                let head_weight = file.float("head_weight")?.clone();
-                RefObjective::Cls {
-                    head_bias: file.float("head_bias")?.data.clone(),
-                    head_weight,
-                    class_labels: ints_1d(&file, "class_labels", Some(b))?,
-                    pooling: meta
-                        .get("pooling")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("mean")
-                        .to_string(),
-                }
-            }
-            other => {
-                return Err(Error::file(
-                    path,
-                    format!(
-                        "objective {other:?}: expected \"mlm\", \"pet\", \"seq2seq\" or \"cls\""
-                    ),
-                ))
-            }
-        };
-        let inputs = [
-            "input_ids",
-            "attention_mask",
-            "token_type_ids",
-            "prompt",
-            "labels",
-            "mask_positions",
-            "verbalizer_ids",
-            "class_labels",
-            "head_weight",
-            "head_bias",
-        ];
+        let objective = read_objective(path, &file, &meta, &field("objective"), &batch)?;
         let expected = file
             .floats
             .iter()
-            .filter(|(k, _)| !inputs.contains(&k.as_str()))
+            .filter(|(k, _)| !INPUTS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         Ok(Reference {
             path: path.to_path_buf(),
-            arch,
+            arch: field("arch"),
             producer: field("producer"),
             metadata: meta,
-            batch: TokenBatch {
-                b,
-                t,
-                ids,
-                mask,
-                type_ids,
-            },
+            batch,
             prompt,
             objective,
             expected,

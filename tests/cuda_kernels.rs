@@ -511,15 +511,15 @@ fn check_head(be: &CudaBackend) {
             .unwrap();
         s.check(&format!("cls_head_fwd {name}"), &logits, F32_OUT);
         let mut dlogits = s.out(F32, b * k);
-        be.cls_xent_bwd(&mut dlogits.0, &logits.0, &labels.0, b, k)
+        be.cls_xent_grad(&mut dlogits.0, &logits.0, &labels.0, b, k)
             .unwrap();
         // the reference reads the device's logits, so only the softmax is compared: 1e-6,
         // observed 0
         let dev_logits = s.up(F32, &be.download(&logits.0).unwrap());
         s.cpu
-            .cls_xent_bwd(&mut dlogits.1, &dev_logits.1, &labels.1, b, k)
+            .cls_xent_grad(&mut dlogits.1, &dev_logits.1, &labels.1, b, k)
             .unwrap();
-        s.check(&format!("cls_xent_bwd {name}"), &dlogits, 1e-6);
+        s.check(&format!("cls_xent_grad {name}"), &dlogits, 1e-6);
         let dl = s.up(F32, &be.download(&dlogits.0).unwrap());
         let (mut dw, mut db) = (s.grad(F32, k * c, &mut rng), s.grad(F32, k, &mut rng));
         let mut dp = s.grad(st.dt, b * c, &mut rng);

@@ -1145,7 +1145,7 @@ fn mean_pool_matches_finite_differences() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// the cls head: cls_head_fwd, cls_xent_bwd, cls_head_bwd against finite differences of the
+// the cls head: cls_head_fwd, cls_xent_grad, cls_head_bwd against finite differences of the
 // mean cross-entropy in f64, for the weight, the bias and the pooled states
 
 fn head_case(b: usize, k: usize, c: usize, seed: u64) {
@@ -1169,7 +1169,7 @@ fn head_case(b: usize, k: usize, c: usize, seed: u64) {
     let mut logits = vec![0.0; b * k];
     head::cls_head_fwd(&mut logits, &pooled, &weight, &bias, k, c);
     let mut dlogits = vec![f64::NAN; b * k];
-    head::cls_xent_bwd(&mut dlogits, &logits, &labels, k);
+    head::cls_xent_grad(&mut dlogits, &logits, &labels, k);
     let (mut dw, mut db, mut dp) = (vec![0.0; k * c], vec![0.0; k], vec![0.0; b * c]);
     head::cls_head_bwd(&mut dw, &mut db, &mut dp, &dlogits, &pooled, &weight, k, c);
     let t = tol("head");

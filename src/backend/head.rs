@@ -11,7 +11,7 @@
 use crate::error::Result;
 
 /// The row's max and Σ exp(x - max) in double precision: what the head's softmax, its
-/// gradient (`cls_xent_bwd`) and the loss reported on the host (`cls_loss`) all start from.
+/// gradient (`cls_xent_grad`) and the loss reported on the host (`cls_loss`) all start from.
 pub fn softmax_stats(row: &[f32]) -> (f32, f64) {
     let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum = row.iter().map(|&x| ((x - m) as f64).exp()).sum::<f64>();
@@ -44,8 +44,9 @@ op_family! {
             c: usize,
         ) -> Result<()>;
         /// dlogits (B, K) F32 = (softmax(logits) - onehot(labels)) / B: the gradient of the
-        /// mean cross-entropy. Overwrites: it is the loss's output, not an input gradient.
-        fn cls_xent_bwd(
+        /// mean cross-entropy, which starts the backward pass. Overwrites, like
+        /// `cross_entropy_fwd_bwd`: it is the loss's output, not an input gradient.
+        fn cls_xent_grad(
             &self,
             dlogits: &mut Self::Buf,
             logits: &Self::Buf,

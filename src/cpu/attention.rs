@@ -189,6 +189,61 @@ pub fn attention_fwd<F: Real>(
         });
 }
 
+/// For query rows i0..i0+rows of head (bi, hi): p (rows, Tk) = the probabilities, recomputed
+/// from the saved lse, and ds (rows, Tk) = dS = P ∘ (dP − D) · scale, with dP = dO·Vᵀ and
+/// D_i = Σ_j P_ij dP_ij.
+#[allow(clippy::too_many_arguments)]
+fn probs_and_dscores<F: Real>(
+    p: &mut [F],
+    ds: &mut [F],
+    qm: Mat<F>,
+    km: Mat<F>,
+    vm: Mat<F>,
+    do_blk: Mat<F>,
+    lse_blk: &[F],
+    i0: usize,
+    (bi, hi): (usize, usize),
+    key_mask: &[i32],
+    bias: Option<&PositionBias<F>>,
+    causal: bool,
+    scale: F,
+    dims: &AttnDims,
+) {
+    let (tk, d, rows) = (dims.tk, dims.d, lse_blk.len());
+    score_tile(
+        p, qm, km, i0, rows, bi, hi, key_mask, bias, causal, scale, dims,
+    );
+    for (row, &l) in p.chunks_mut(tk).zip(lse_blk) {
+        row.iter_mut().for_each(|x| {
+            *x = if l.is_finite() {
+                (*x - l).exp()
+            } else {
+                F::ZERO
+            }
+        });
+    }
+    // dP (rows, Tk) = dO_blk · Vᵀ
+    // SAFETY: reads of this head's rows; ds is a local (rows, Tk) buffer.
+    unsafe {
+        gemm_strided(
+            rows,
+            tk,
+            d,
+            ds.as_mut_ptr(),
+            tk as isize,
+            do_blk,
+            transpose(vm),
+            false,
+        )
+    };
+    for (prow, dsrow) in p.chunks(tk).zip(ds.chunks_mut(tk)) {
+        let big_d: F = prow.iter().zip(dsrow.iter()).map(|(&a, &b)| a * b).sum();
+        for (x, &pj) in dsrow.iter_mut().zip(prow) {
+            *x = pj * (*x - big_d) * scale;
+        }
+    }
+}
+
 /// dq, dk, dv += their gradients from dout, recomputing the probabilities from q, k and the saved lse.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bwd<F: Real>(
@@ -230,54 +285,27 @@ pub fn attention_bwd<F: Real>(
         for i0 in (0..tq).step_by(QBLOCK) {
             let rows = QBLOCK.min(tq - i0);
             let (p, ds) = (&mut p[..rows * tk], &mut ds[..rows * tk]);
-            score_tile(
+            let do_blk = Mat {
+                ptr: dom.ptr.wrapping_offset(i0 as isize * dom.rs),
+                ..dom
+            };
+            let (lse_blk, head) = (&lse_bh[i0..i0 + rows], (bi, hi));
+            probs_and_dscores(
                 p,
+                ds,
                 qm,
                 km,
+                vm,
+                do_blk,
+                lse_blk,
                 i0,
-                rows,
-                bi,
-                hi,
+                head,
                 key_mask,
                 bias.as_ref(),
                 causal,
                 scale,
                 &dims,
             );
-            for (r, row) in p.chunks_mut(tk).enumerate() {
-                let l = lse_bh[i0 + r];
-                row.iter_mut().for_each(|x| {
-                    *x = if l.is_finite() {
-                        (*x - l).exp()
-                    } else {
-                        F::ZERO
-                    }
-                });
-            }
-            let do_blk = Mat {
-                ptr: dom.ptr.wrapping_offset(i0 as isize * dom.rs),
-                ..dom
-            };
-            // dP (rows, Tk) = dO_blk · Vᵀ
-            // SAFETY: reads of this head's rows; ds is a local (rows, Tk) buffer.
-            unsafe {
-                gemm_strided(
-                    rows,
-                    tk,
-                    d,
-                    ds.as_mut_ptr(),
-                    tk as isize,
-                    do_blk,
-                    transpose(vm),
-                    false,
-                )
-            };
-            for (prow, dsrow) in p.chunks(tk).zip(ds.chunks_mut(tk)) {
-                let big_d: F = prow.iter().zip(dsrow.iter()).map(|(&a, &b)| a * b).sum();
-                for (x, &pj) in dsrow.iter_mut().zip(prow) {
-                    *x = pj * (*x - big_d) * scale;
-                }
-            }
             let p_mat = Mat {
                 ptr: p.as_ptr(),
                 rs: tk as isize,

@@ -3,7 +3,7 @@
 //! dot products summed over C in order with the bias added last, the softmax in double
 //! precision, and the backward looping over b, then k, then c.
 //!
-//! Accumulation contract: `cls_head_fwd` and `cls_xent_bwd` overwrite; `cls_head_bwd` adds
+//! Accumulation contract: `cls_head_fwd` and `cls_xent_grad` overwrite; `cls_head_bwd` adds
 //! into dweight, dbias and dpooled.
 
 use super::real::Real;
@@ -29,7 +29,7 @@ pub fn cls_head_fwd<F: Real>(
 }
 
 /// dlogits (B, K) = (softmax(logits) - onehot(labels)) / B, the softmax in double precision.
-pub fn cls_xent_bwd<F: Real>(dlogits: &mut [F], logits: &[F], labels: &[i32], k: usize) {
+pub fn cls_xent_grad<F: Real>(dlogits: &mut [F], logits: &[F], labels: &[i32], k: usize) {
     let b = labels.len() as f64;
     for ((drow, row), &t) in dlogits.chunks_mut(k).zip(logits.chunks(k)).zip(labels) {
         let m = row.iter().copied().fold(F::neg_infinity(), F::max);
@@ -94,7 +94,7 @@ impl<F: Real> HeadOps for CpuBackend<F> {
         Ok(())
     }
 
-    fn cls_xent_bwd(
+    fn cls_xent_grad(
         &self,
         dlogits: &mut CpuBuf<F>,
         logits: &CpuBuf<F>,
@@ -104,7 +104,7 @@ impl<F: Real> HeadOps for CpuBackend<F> {
     ) -> Result<()> {
         let labels = ints(labels, "class labels", b)?;
         check_ids("class labels", labels, k)?;
-        cls_xent_bwd(
+        cls_xent_grad(
             real_mut(dlogits, "head dlogits", b * k)?,
             real(logits, "head logits", b * k)?,
             labels,

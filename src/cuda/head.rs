@@ -39,10 +39,10 @@ impl HeadOps for CudaBackend {
         self.dev.launch(k::CLS_HEAD_FWD, cfg(b * k), args)
     }
 
-    // extern "C" __global__ void cls_xent_bwd(float* dlogits, const float* logits,
+    // extern "C" __global__ void cls_xent_grad(float* dlogits, const float* logits,
     //     const int* labels, int b, int k);
     /// dlogits (B, K) = (softmax(logits) - onehot(labels)) / B; labels checked on the host.
-    fn cls_xent_bwd(
+    fn cls_xent_grad(
         &self,
         dlogits: &mut CudaBuf,
         logits: &CudaBuf,
@@ -61,7 +61,7 @@ impl HeadOps for CudaBackend {
         if b * k == 0 {
             return Ok(());
         }
-        self.dev.launch(k::CLS_XENT_BWD, cfg(b), args)
+        self.dev.launch(k::CLS_XENT_GRAD, cfg(b), args)
     }
 
     // extern "C" __global__ void cls_head_bwd(float* dweight, float* dbias, act_t* dpooled,

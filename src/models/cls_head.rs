@@ -124,7 +124,7 @@ impl<B: Backend> ClsHead<B> {
         be.mean_pool_fwd(&mut pooled, hidden, pool_w, b, t, c)?;
         let logits = self.logits(be, &pooled, b)?;
         let mut dlogits = zeros(be, DType::F32, b * k)?;
-        be.cls_xent_bwd(&mut dlogits, &logits, &labels_buf, b, k)?;
+        be.cls_xent_grad(&mut dlogits, &logits, &labels_buf, b, k)?;
         let mut dhead = ClsHead::zeros(be, k, c)?;
         let mut dpooled = zeros(be, act, b * c)?;
         be.cls_head_bwd(
