@@ -83,44 +83,33 @@ pub use rmsnorm::RmsNormOps;
 pub use rows::RowOps;
 pub use storage::{DType, DeviceKind, KernelTime, MemStats, Precision, Storage};
 
-/// Every backend trait, for code that calls ops on a concrete backend type:
-/// `use softprompt::backend::traits::*;` (generic code bounded by `Backend` needs none).
-pub mod traits {
-    pub use super::{
-        ActivationOps, AttentionOps, Backend, ElementwiseOps, EmbeddingOps, HeadOps, LayerNormOps,
-        LossOps, MatmulOps, OptimizerOps, RmsNormOps, RowOps, Storage,
+/// `Backend`, the union of `Storage` and the op families listed once, and `traits`, which
+/// re-exports them all.
+macro_rules! backend_union {
+    ($($family:ident),* $(,)?) => {
+        /// Every op family over one storage: what the models are written against.
+        pub trait Backend: Storage $(+ $family)* {}
+
+        impl<T: Storage $(+ $family)*> Backend for T {}
+
+        /// Every backend trait, for code that calls ops on a concrete backend type:
+        /// `use softprompt::backend::traits::*;` (generic code bounded by `Backend` needs none).
+        pub mod traits {
+            pub use super::{Backend, Storage, $($family),*};
+        }
     };
 }
 
-/// Every op family over one storage: what the models are written against.
-pub trait Backend:
-    Storage
-    + EmbeddingOps
-    + LayerNormOps
-    + RmsNormOps
-    + MatmulOps
-    + ActivationOps
-    + AttentionOps
-    + LossOps
-    + HeadOps
-    + RowOps
-    + ElementwiseOps
-    + OptimizerOps
-{
-}
-
-impl<T> Backend for T where
-    T: Storage
-        + EmbeddingOps
-        + LayerNormOps
-        + RmsNormOps
-        + MatmulOps
-        + ActivationOps
-        + AttentionOps
-        + LossOps
-        + HeadOps
-        + RowOps
-        + ElementwiseOps
-        + OptimizerOps
-{
-}
+backend_union!(
+    EmbeddingOps,
+    LayerNormOps,
+    RmsNormOps,
+    MatmulOps,
+    ActivationOps,
+    AttentionOps,
+    LossOps,
+    HeadOps,
+    RowOps,
+    ElementwiseOps,
+    OptimizerOps,
+);
