@@ -113,6 +113,9 @@ impl TaskArgs {
         data: Option<&Dataset>,
         prompt_len: usize,
     ) -> Result<TaskSpec> {
+        // first, so that a prompt too long for the model is named as such (the default
+        // --max-len below is what room the prompt leaves)
+        model.check_lengths(prompt_len, None)?;
         let mut spec = self.base_spec(base, model, prompt_len)?;
         self.apply_flags(&mut spec)?;
         let verbalizer = self

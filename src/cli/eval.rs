@@ -99,6 +99,7 @@ pub fn load<B: Backend>(
         );
     }
     let task = Task::new(spec, &model)?;
+    model.check_lengths(saved.prompt.p, Some(task.spec.max_len))?;
     let head = match (task.new_head(model.hidden_size()), saved.head) {
         (None, _) => None,
         (Some(fresh), Some(h)) if h.k == fresh.k => Some(h),

@@ -115,6 +115,66 @@ impl Checkpoint {
             .map(|(_, d)| d.as_slice())
             .ok_or_else(|| Error::tensor(name, "missing from the checkpoint"))
     }
+
+    /// Tensor `name`, which must have `shape` (`dims` names the dimensions for the message)
+    /// and hold finite values only.
+    pub fn get_shaped(&self, name: &str, shape: &[usize], dims: &str) -> Result<&[f32]> {
+        let (stored, data) = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::tensor(name, format!("missing from {CHECKPOINT_FILE}")))?;
+        if stored.as_slice() != shape || data.len() != shape.iter().product::<usize>() {
+            return Err(Error::tensor(
+                name,
+                format!(
+                    "in {CHECKPOINT_FILE} has shape {stored:?}, expected {shape:?} ({dims}) for \
+                     this model and task: the checkpoint belongs to another run or is corrupt"
+                ),
+            ));
+        }
+        if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+            return Err(Error::tensor(
+                name,
+                format!("in {CHECKPOINT_FILE} holds a non-finite value at flat index {i}"),
+            ));
+        }
+        Ok(data)
+    }
+}
+
+impl TrainState {
+    /// Checks what the loop indexes with: the batch plan's row indices against the `rows` of
+    /// the training file, the position in the plan, the epoch and the step counts.
+    pub fn check(&self, path: &Path, rows: usize) -> Result<()> {
+        let bad = |msg: String| {
+            Err(Error::file(
+                path,
+                format!("{msg}: the checkpoint is corrupt"),
+            ))
+        };
+        if let Some(i) = self.plan.iter().flatten().find(|&&i| i as usize >= rows) {
+            return bad(format!(
+                "the batch plan names row {i}, but the training file has {rows} rows"
+            ));
+        }
+        if self.plan.iter().any(|b| b.is_empty()) {
+            return bad("the batch plan holds an empty batch".into());
+        }
+        if self.pos > self.plan.len() {
+            return bad(format!(
+                "the position {} is past the plan's {} batches",
+                self.pos,
+                self.plan.len()
+            ));
+        }
+        if self.epoch == 0 || self.best_step > self.step {
+            return bad(format!(
+                "epoch {} / best step {} of step {} are inconsistent",
+                self.epoch, self.best_step, self.step
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// FNV-1a 64 of a string, as 16 hex digits.

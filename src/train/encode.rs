@@ -157,20 +157,23 @@ impl Task {
         Ok((ids, mask_pos, cut))
     }
 
-    /// A right-padded batch of `rows` (indices into `enc`).
-    pub fn batch(&self, enc: &Encoded, rows: &[u32]) -> Batch {
-        let b = rows.len();
-        let t = rows
+    /// A right-padded batch of `rows` (indices into `enc`); an index past `enc` is an error.
+    pub fn batch(&self, enc: &Encoded, rows: &[u32]) -> Result<Batch> {
+        let picked: Vec<&Row> = rows
             .iter()
-            .map(|&i| enc.rows[i as usize].ids.len())
-            .max()
-            .unwrap_or(1)
-            .max(1);
-        let l = rows
-            .iter()
-            .map(|&i| enc.rows[i as usize].target.len())
-            .max()
-            .unwrap_or(0);
+            .map(|&i| {
+                enc.rows.get(i as usize).ok_or_else(|| {
+                    Error::data(
+                        &enc.path,
+                        0,
+                        format!("batch row {i} is past the {} encoded rows", enc.rows.len()),
+                    )
+                })
+            })
+            .collect::<Result<_>>()?;
+        let b = picked.len();
+        let t = picked.iter().map(|r| r.ids.len()).max().unwrap_or(1).max(1);
+        let l = picked.iter().map(|r| r.target.len()).max().unwrap_or(0);
         let mut batch = Batch {
             tokens: TokenBatch {
                 b,
@@ -185,20 +188,25 @@ impl Task {
             l,
             real_tokens: 0,
         };
-        for (bi, &i) in rows.iter().enumerate() {
-            let row = &enc.rows[i as usize];
-            batch.tokens.ids[bi * t..bi * t + row.ids.len()].copy_from_slice(&row.ids);
-            batch.tokens.mask[bi * t..bi * t + row.ids.len()]
-                .iter_mut()
-                .for_each(|m| *m = 1);
+        // every row fits: t and l are the maxima over the rows
+        for (bi, row) in picked.iter().enumerate() {
+            let (n, m) = (row.ids.len(), row.target.len());
+            if let Some(ids) = batch.tokens.ids.get_mut(bi * t..bi * t + n) {
+                ids.copy_from_slice(&row.ids);
+            }
+            if let Some(mask) = batch.tokens.mask.get_mut(bi * t..bi * t + n) {
+                mask.fill(1);
+            }
+            if let Some(targets) = batch.targets.get_mut(bi * l..bi * l + m) {
+                targets.copy_from_slice(&row.target);
+            }
             batch.mask_pos.push(row.mask_pos as i32);
             batch
                 .labels
                 .push(row.label.map_or(IGNORE_INDEX, |k| k as i32));
-            batch.targets[bi * l..bi * l + row.target.len()].copy_from_slice(&row.target);
-            batch.real_tokens += row.ids.len() + row.target.len();
+            batch.real_tokens += n + m;
         }
-        batch
+        Ok(batch)
     }
 
     /// The class of row `i` for scoring (free targets: None).

@@ -33,9 +33,14 @@ impl<B: Backend> Trainer<'_, B> {
             );
             self.state.pos = 0;
         }
-        let rows = self.state.plan[self.state.pos].clone();
+        let rows = self
+            .state
+            .plan
+            .get(self.state.pos)
+            .cloned()
+            .ok_or_else(|| Error::Device(format!("step {step}: the batch plan ran out")))?;
         self.state.pos += 1;
-        let batch = self.task.batch(self.train, &rows);
+        let batch = self.task.batch(self.train, &rows)?;
         let mut grads = Grads::zeros(be, &self.params)?;
         let loss = self.task.loss_and_grad(
             be,
@@ -46,10 +51,7 @@ impl<B: Backend> Trainer<'_, B> {
             self.cfg.recompute,
         )?;
         if !loss.is_finite() {
-            return Err(Error::Device(format!(
-                "the loss is {loss} at step {}: lower --lr or set --max-grad-norm",
-                self.state.step + 1
-            )));
+            return Err(self.diverged(step, format!("the loss is {loss}")));
         }
         let (lr, grad_norm) = optimizer_step(
             be,
@@ -57,7 +59,11 @@ impl<B: Backend> Trainer<'_, B> {
             &mut self.params,
             grads,
             self.cfg.optim.max_grad_norm,
-        )?;
+        )
+        .map_err(|e| match e {
+            Error::NonFinite(what) => self.diverged(step, what),
+            e => e,
+        })?;
         self.state.step += 1;
         Ok(StepInfo {
             step: self.state.step,
@@ -67,6 +73,19 @@ impl<B: Backend> Trainer<'_, B> {
             grad_norm,
             tokens: batch.real_tokens,
         })
+    }
+
+    /// The error that stops a run whose numbers stopped being finite at `step`: what is on
+    /// disk is from before it, and stays.
+    fn diverged(&self, step: u64, what: String) -> Error {
+        let kept = match self.saved_step {
+            Some(s) => format!("{} still holds step {s}", CHECKPOINT_FILE),
+            None => "nothing was saved".into(),
+        };
+        Error::Device(format!(
+            "{what} at step {step}, so the run stops ({kept}): lower --lr, set --max-grad-norm, \
+             or check the data"
+        ))
     }
 
     /// Evaluates the current prompt on `enc`.
@@ -97,6 +116,11 @@ impl<B: Backend> Trainer<'_, B> {
         if self.resumed_at.is_some() {
             // the exported prompt may be older than the checkpoint if a run died in between
             self.export()?;
+        } else if self.saved_step.is_none() {
+            // a checkpoint from the first moment: every folder a run has written into can be
+            // resumed (from step 0 it continues exactly as a fresh run)
+            self.save_checkpoint()?;
+            self.saved_step = Some(self.state.step);
         }
         self.window = (0.0, 0, 0, Instant::now());
         let mut early = false;
@@ -178,6 +202,7 @@ impl<B: Backend> Trainer<'_, B> {
                 self.export()?;
             }
             self.save_checkpoint()?;
+            self.saved_step = Some(self.state.step);
             on_event(&Event::Saved {
                 step: self.state.step,
                 path: self.out.join(CHECKPOINT_FILE),
@@ -304,6 +329,12 @@ impl<B: Backend> Trainer<'_, B> {
     /// Writes the kept prompt into the output folder (PEFT files, task.json, head).
     pub fn export(&mut self) -> Result<()> {
         let (prompt, head) = self.kept()?;
+        // a non-finite prompt never replaces the last good one
+        check_finite(self.state.step, "prompt", &prompt)?;
+        if let Some(h) = &head {
+            check_finite(self.state.step, "head.weight", &h.weight)?;
+            check_finite(self.state.step, "head.bias", &h.bias)?;
+        }
         let mut table = self.table.clone();
         table.data = prompt;
         let extra = json!({
@@ -356,10 +387,24 @@ impl<B: Backend> Trainer<'_, B> {
                 tensors.insert("best.head.bias".into(), (vec![h.k], h.bias.clone()));
             }
         }
+        // a non-finite value never replaces the last good checkpoint
+        for (name, (_, data)) in &tensors {
+            check_finite(self.state.step, name, data)?;
+        }
         Checkpoint {
             state: self.state.clone(),
             tensors,
         }
         .save(&self.out.join(CHECKPOINT_FILE))
+    }
+}
+
+/// Fails with `Error::NonFinite` when `data` holds NaN or ±inf.
+fn check_finite(step: u64, name: &str, data: &[f32]) -> Result<()> {
+    match data.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::NonFinite(format!(
+            "`{name}` holds a non-finite value (flat index {i}) at step {step}; nothing was written"
+        ))),
     }
 }

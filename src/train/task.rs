@@ -87,14 +87,7 @@ impl Task {
         if spec.kind == TaskKind::Seq2Seq && spec.max_target_len < 1 {
             return Err(Error::arg("--max-target-len", "must be at least 1"));
         }
-        if let Some(limit) = model.max_tokens(0) {
-            if spec.max_len > limit {
-                return Err(Error::arg(
-                    "--max-len",
-                    format!("{} exceeds the model's {limit} positions", spec.max_len),
-                ));
-            }
-        }
+        model.check_lengths(0, Some(spec.max_len))?;
         let (pad_id, eos_id) = match &model.net {
             Net::Bert(m) => (m.cfg.pad_token_id as i32, -1),
             Net::T5(m) => (m.cfg.pad_token_id as i32, m.cfg.eos_token_id as i32),
