@@ -265,7 +265,7 @@ fn parse_bert(cfg: &Cfg) -> Result<BertConfig> {
         tie_word_embeddings: cfg.bool_opt("tie_word_embeddings")?.unwrap_or(true),
     };
     check_token_ids(cfg, c.vocab_size, &[("pad_token_id", c.pad_token_id)])?;
-    if c.hidden_size % c.num_attention_heads != 0 {
+    if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
         return Err(Error::config(
             &cfg.path,
             format!(

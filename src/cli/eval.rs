@@ -65,12 +65,13 @@ pub fn load<B: Backend>(
         .and_then(|c| c.get("base_model_name_or_path"))
         .and_then(|v| v.as_str())
         .map(String::from);
-    let model_dir = resolve_model(
-        model_flag,
-        saved.model.as_deref(),
-        prompt,
-        peft_base.as_deref(),
-    )?;
+    let recorded: Vec<std::path::PathBuf> = saved
+        .model_abs
+        .iter()
+        .chain(&saved.model)
+        .cloned()
+        .collect();
+    let model_dir = resolve_model(model_flag, &recorded, prompt, peft_base.as_deref())?;
     let model = Model::load(be, &model_dir)?;
     if saved.prompt.d != model.hidden_size() {
         return Err(softprompt::Error::file(

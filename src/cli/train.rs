@@ -182,7 +182,7 @@ fn prompt_init(a: &Args) -> Result<PromptInit> {
             from_first: a.init_vocab_first,
         },
         "class-labels" => PromptInit::ClassLabels {
-            label_ids: Vec::new(),
+            labels: Vec::new(),
             from_first: a.init_vocab_first,
         },
         other => {
@@ -302,6 +302,14 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
         .map(|p| encode_split(&task, &model, a, p, "test"))
         .transpose()?;
     let cfg = train_config(a)?;
+    if matches!(cfg.init, PromptInit::ClassLabels { .. }) && task.spec.labels.len() > a.prompt_len {
+        eprintln!(
+            "warning: --init class-labels: {} labels but --prompt-len {}: the labels {:?} get no prompt row",
+            task.spec.labels.len(),
+            a.prompt_len,
+            task.spec.labels.iter().skip(a.prompt_len).collect::<Vec<_>>()
+        );
+    }
     let resume = a.resume && a.out.join(CHECKPOINT_FILE).exists();
     let mut trainer = if resume {
         Trainer::resume(

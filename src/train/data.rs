@@ -281,7 +281,7 @@ fn parse_table(
             ));
         }
         let label = label_col.map(|c| fields[c].clone());
-        if spec.require_label && label.as_deref().map_or(true, |l| l.is_empty()) {
+        if spec.require_label && label.as_deref().is_none_or(|l| l.is_empty()) {
             return Err(Error::data(
                 path,
                 n,

@@ -105,7 +105,33 @@ impl Task {
     }
 
     /// (ids, [MASK] index, truncated) of one text.
+    ///
+    /// A long text is tokenized by its first words only, so that a huge line costs no more
+    /// than a long row: a prefix cut right after a whitespace character holds whole words,
+    /// and the pre-tokenizers (BERT's, T5's Metaspace) split at whitespace with char-local
+    /// normalizers, so its tokens are the first tokens of the whole text. When the prefix's
+    /// row is cut (more tokens than `max_len`), the kept tokens are those of the whole text;
+    /// otherwise the prefix grows fourfold until it is, or until it is the whole text.
     fn encode_text(&self, tok: &Tokenizer, text: &str) -> Result<(Vec<i32>, usize, bool)> {
+        let mut budget = self.spec.max_len.saturating_mul(64).max(4096);
+        while budget < text.len() {
+            let Some(prefix) = whitespace_prefix(text, budget) else {
+                break;
+            };
+            if prefix.len() >= text.len() {
+                break;
+            }
+            let row = self.encode_whole(tok, prefix)?;
+            if row.2 {
+                return Ok(row);
+            }
+            budget = budget.saturating_mul(4);
+        }
+        self.encode_whole(tok, text)
+    }
+
+    /// (ids, [MASK] index, truncated) of one text, tokenized whole.
+    fn encode_whole(&self, tok: &Tokenizer, text: &str) -> Result<(Vec<i32>, usize, bool)> {
         let full = format!("{}{}{}", self.before, text, self.after);
         let TokenSpans {
             ids,
@@ -213,4 +239,22 @@ impl Task {
     pub fn gold(&self, row: &Row) -> Option<usize> {
         row.label
     }
+}
+
+/// The longest prefix of `text` of at most `budget` bytes that ends with a whitespace
+/// character, else the shortest longer one; None when `text` has no whitespace at all.
+fn whitespace_prefix(text: &str, budget: usize) -> Option<&str> {
+    let mut at = budget.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let (head, tail) = text.split_at(at);
+    let end = match head.char_indices().rev().find(|(_, c)| c.is_whitespace()) {
+        Some((i, c)) => i + c.len_utf8(),
+        None => {
+            let (i, c) = tail.char_indices().find(|(_, c)| c.is_whitespace())?;
+            at + i + c.len_utf8()
+        }
+    };
+    text.get(..end)
 }

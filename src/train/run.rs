@@ -104,9 +104,9 @@ impl<B: Backend> Trainer<'_, B> {
     fn is_eval_step(&self) -> bool {
         let s = self.state.step;
         if self.cfg.eval_every > 0 {
-            s % self.cfg.eval_every == 0
+            s.is_multiple_of(self.cfg.eval_every)
         } else {
-            s % self.steps_per_epoch == 0
+            s.is_multiple_of(self.steps_per_epoch)
         }
     }
 
@@ -122,13 +122,15 @@ impl<B: Backend> Trainer<'_, B> {
             self.save_checkpoint()?;
             self.saved_step = Some(self.state.step);
         }
-        self.window = (0.0, 0, 0, Instant::now());
+        // a resumed run keeps the checkpoint's window (the losses since the last line)
+        self.window_start = Instant::now();
         let mut early = false;
         while !self.state.done && self.state.step < self.total_steps {
             let info = self.step()?;
-            self.window.0 += info.loss;
-            self.window.1 += 1;
-            self.window.2 += info.tokens;
+            let w = &mut self.state.log_window;
+            w.loss_sum_bits = (f64::from_bits(w.loss_sum_bits) + info.loss).to_bits();
+            w.steps += 1;
+            w.tokens += info.tokens as u64;
             on_event(&Event::Step(info.clone()));
             if self.cfg.log_every > 0 && info.step % self.cfg.log_every == 0 {
                 self.log_line(&info)?;
@@ -196,7 +198,7 @@ impl<B: Backend> Trainer<'_, B> {
             self.state.done = true;
         }
         if self.state.done
-            || (self.cfg.save_every > 0 && self.state.step % self.cfg.save_every == 0)
+            || (self.cfg.save_every > 0 && self.state.step.is_multiple_of(self.cfg.save_every))
         {
             if self.state.done || self.dev.is_none() {
                 self.export()?;
@@ -247,13 +249,15 @@ impl<B: Backend> Trainer<'_, B> {
     }
 
     fn log_line(&mut self, info: &StepInfo) -> Result<()> {
-        let (sum, n, tokens, t0) = self.window;
-        let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        let w = self.state.log_window;
+        let (sum, n, tokens) = (f64::from_bits(w.loss_sum_bits), w.steps, w.tokens);
+        let secs = self.window_start.elapsed().as_secs_f64().max(1e-9);
         self.log.append(&json!({
             "step": info.step, "epoch": info.epoch, "loss": sum / n.max(1) as f64, "lr": info.lr,
             "grad_norm": info.grad_norm, "steps_per_s": n as f64 / secs, "tokens_per_s": tokens as f64 / secs,
         }))?;
-        self.window = (0.0, 0, 0, Instant::now());
+        self.state.log_window = Default::default();
+        self.window_start = Instant::now();
         Ok(())
     }
 
@@ -265,7 +269,7 @@ impl<B: Backend> Trainer<'_, B> {
             return Ok(false);
         };
         let m = self.evaluate(dev)?;
-        let better = self.state.best.map_or(true, |b| m.accuracy > b.accuracy);
+        let better = self.state.best.is_none_or(|b| m.accuracy > b.accuracy);
         if better {
             self.state.best = Some(m);
             self.state.best_step = step;
@@ -337,11 +341,18 @@ impl<B: Backend> Trainer<'_, B> {
         }
         let mut table = self.table.clone();
         table.data = prompt;
-        let extra = json!({
+        let mut extra = json!({
             "step": if self.dev.is_some() && self.best.is_some() { self.state.best_step } else { self.state.step },
             "dev_accuracy": self.state.best.map(|m| m.accuracy),
             "seed": self.cfg.seed,
         });
+        // the real init (adapter_config.json keeps a value PEFT accepts)
+        if let (Some(e), Some(r)) = (
+            extra.as_object_mut(),
+            self.cfg.init.record(self.params.p).as_object(),
+        ) {
+            e.extend(r.clone());
+        }
         checkpoint::save_prompt_dir(
             &self.out,
             &table,

@@ -67,9 +67,10 @@ impl TrainConfig {
         at_least_1("--batch-size", self.batch_size as u64)?;
         at_least_1("--eval-batch-size", self.eval_batch_size as u64)?;
         at_least_1("--bucket-pool", self.bucket_pool as u64)?;
-        match self.max_steps {
-            Some(n) => at_least_1("--max-steps", n)?,
-            None => at_least_1("--epochs", self.epochs)?,
+        // --epochs 0 is nonsense even when --max-steps overrides it
+        at_least_1("--epochs", self.epochs)?;
+        if let Some(n) = self.max_steps {
+            at_least_1("--max-steps", n)?;
         }
         if let Some(p) = self.patience {
             at_least_1("--patience", p as u64)?;
@@ -184,8 +185,8 @@ pub struct Trainer<'a, B: Backend> {
     pub steps_per_epoch: u64,
     pub(super) lens: Vec<usize>,
     pub(super) resumed_at: Option<u64>,
-    /// for the metrics line: losses and tokens since the last line, and when it started
-    pub(super) window: (f64, usize, usize, Instant),
+    /// when the steps of the metrics line under way (`state.log_window`) started
+    pub(super) window_start: Instant,
     /// the step of the checkpoint on disk (None: none written by this trainer or resumed)
     pub(super) saved_step: Option<u64>,
     /// the output folder's lock, held while the trainer lives
@@ -206,13 +207,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
         out: &Path,
     ) -> Result<Self> {
         precheck(be, model, task, train, [dev, test], &cfg)?;
-        let init = match &cfg.init {
-            PromptInit::ClassLabels { from_first, .. } => PromptInit::ClassLabels {
-                label_ids: task.label_token_ids(&model.tokenizer)?,
-                from_first: *from_first,
-            },
-            other => other.clone(),
-        };
+        let mut cfg = cfg;
+        cfg.init = resolve_init(&cfg.init, task, model)?;
+        let init = cfg.init.clone();
         // separate streams: the prompt's init, and the data order
         let mut init_rng = Rng::new(cfg.seed ^ 0x5052_4f4d_5054_u64);
         let table = model.init_prompt(be, cfg.prompt_len, &init, &mut init_rng)?;
@@ -241,6 +238,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
         out: &Path,
     ) -> Result<Self> {
         precheck(be, model, task, train, [dev, test], &cfg)?;
+        let mut cfg = cfg;
+        cfg.init = resolve_init(&cfg.init, task, model)?;
         let path = out.join(CHECKPOINT_FILE);
         let ck = Checkpoint::load(&path)?;
         // the settings that fix the tensors' shapes first, so that a checkpoint of another
@@ -373,7 +372,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             steps_per_epoch,
             lens,
             resumed_at,
-            window: (0.0, 0, 0, Instant::now()),
+            window_start: Instant::now(),
             saved_step: resumed_at,
             _lock: lock,
         })
@@ -391,6 +390,21 @@ impl<'a, B: Backend> Trainer<'a, B> {
 /// Everything that can be checked before a byte is allocated or written: the settings'
 /// ranges, flags that would do nothing, the prompt and rows against the model's positions,
 /// and the memory of a training and an evaluation step against the machine's.
+/// The init with what it needs from the task filled in: class labels' token ids.
+fn resolve_init<B: Backend>(
+    init: &PromptInit,
+    task: &Task,
+    model: &Model<B>,
+) -> Result<PromptInit> {
+    Ok(match init {
+        PromptInit::ClassLabels { from_first, .. } => PromptInit::ClassLabels {
+            labels: task.class_label_pieces(&model.tokenizer)?,
+            from_first: *from_first,
+        },
+        other => other.clone(),
+    })
+}
+
 fn precheck<B: Backend>(
     be: &B,
     model: &Model<B>,
@@ -464,6 +478,7 @@ fn fresh_state(cfg: &TrainConfig, lens: &[usize], config: Value, hash: String) -
         config,
         threads: cfg.threads,
         device: String::new(),
+        log_window: Default::default(),
     }
 }
 
