@@ -29,10 +29,19 @@ impl Tokenizer {
                 "missing: the model folder needs a tokenizer.json",
             ));
         }
-        let mut inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| Error::Tokenizer {
-            path: path.clone(),
-            msg: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+            check_templates(&v).map_err(|msg| Error::Tokenizer {
+                path: path.clone(),
+                msg,
+            })?;
+        }
+        let mut inner = text
+            .parse::<tokenizers::Tokenizer>()
+            .map_err(|e| Error::Tokenizer {
+                path: path.clone(),
+                msg: e.to_string(),
+            })?;
         inner.with_padding(None);
         inner.with_truncation(None).map_err(|e| Error::Tokenizer {
             path: path.clone(),
@@ -115,5 +124,32 @@ impl Tokenizer {
 
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+}
+
+/// The `tokenizers` crate reads a TemplateProcessing post-processor without checking that its
+/// templates' special tokens are defined, and then panics on the first encode: check it here.
+fn check_templates(v: &serde_json::Value) -> std::result::Result<(), String> {
+    match v {
+        serde_json::Value::Object(o) => {
+            if o.get("type").and_then(|t| t.as_str()) == Some("TemplateProcessing") {
+                let defined = o.get("special_tokens").and_then(|s| s.as_object());
+                for key in ["single", "pair"] {
+                    let pieces = o.get(key).and_then(|p| p.as_array());
+                    for piece in pieces.into_iter().flatten() {
+                        let Some(id) = piece.pointer("/SpecialToken/id") else {
+                            continue;
+                        };
+                        let name = id.as_str().unwrap_or_default();
+                        if !defined.is_some_and(|d| d.contains_key(name)) {
+                            return Err(format!("the post_processor's `{key}` template uses the special token {id} that its `special_tokens` does not define"));
+                        }
+                    }
+                }
+            }
+            o.values().try_for_each(check_templates)
+        }
+        serde_json::Value::Array(a) => a.iter().try_for_each(check_templates),
+        _ => Ok(()),
     }
 }

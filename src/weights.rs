@@ -233,6 +233,19 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
         let file = file
             .as_str()
             .ok_or_else(|| Error::file(index, format!("weight_map[{name}] is not a file name")))?;
+        // a shard is a file of this folder: no other folder, no device, no `..`
+        let mut parts = Path::new(file).components();
+        if !matches!(
+            (parts.next(), parts.next()),
+            (Some(std::path::Component::Normal(_)), None)
+        ) {
+            return Err(Error::file(
+                index,
+                format!(
+                    "weight_map[{name}] is {file:?}: expected the name of a file in this folder"
+                ),
+            ));
+        }
         let path = dir.join(file);
         if !files.contains(&path) {
             files.push(path);

@@ -84,28 +84,10 @@ fn refused(out: &Output, needles: &[&str]) -> String {
 
 /// A few-step PET training command on `model` into `out` (extra flags appended).
 fn train_args<'a>(model: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "train",
-        "--model",
-        s(model),
-        "--train",
-        s_static(corpus("data/train.jsonl")),
-        "--out",
-        s(out),
-        "--task",
-        "pet",
-        "--verbalizer",
-        "positive=great,negative=bad",
-        "--prompt-len",
-        "3",
-        "--batch-size",
-        "4",
-        "--max-steps",
-        "2",
-        "--no-progress",
-        "--threads",
-        "1",
-    ];
+    let mut args: Vec<&str> = common::tiny_pet_train_args(model, out)
+        .into_iter()
+        .map(|a| &*Box::leak(a.into_boxed_str()))
+        .collect();
     args.extend_from_slice(extra);
     args
 }
@@ -835,4 +817,41 @@ fn every_corpus_case_has_a_test() {
             assert!(source.contains(&call), "no test calls {call}");
         }
     }
+}
+
+/// A run whose loss turns NaN stops with an error naming the step (it used to exit 0 with an
+/// all-NaN prompt); the last good checkpoint and prompt stay on disk, finite.
+#[test]
+fn diverging_run_stops_and_keeps_the_last_good_files() {
+    let dir = ScratchDir::new("diverge");
+    let out = dir.path().join("out");
+    let model = fixture("bert_mlm");
+    let mut args = train_args(
+        &model,
+        &out,
+        &["--lr", "1e38", "--max-grad-norm", "0", "--save-every", "1"],
+    );
+    args[16] = "6";
+    let out_run = softprompt(&args);
+    let stderr = String::from_utf8_lossy(&out_run.stderr);
+    assert_eq!(out_run.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let re = regex::Regex::new(
+        r"at step (\d+), so the run stops \(checkpoint.safetensors still holds step (\d+)\)",
+    )
+    .expect("regex");
+    let caps = re.captures(&stderr).unwrap_or_else(|| panic!("{stderr}"));
+    let (bad, kept): (u64, u64) = (
+        caps[1].parse().expect("step"),
+        caps[2].parse().expect("step"),
+    );
+    assert!(bad < 6 && kept + 1 == bad, "{stderr}");
+    let ck = Checkpoint::load(&out.join("checkpoint.safetensors")).expect("checkpoint");
+    assert_eq!(ck.state.step, kept);
+    assert!(ck
+        .tensors
+        .values()
+        .all(|(_, d)| d.iter().all(|x| x.is_finite())));
+    let prompt = softprompt::prompt::PromptTable::load_peft(&out).expect("prompt");
+    assert!(prompt.data.iter().all(|x| x.is_finite()));
 }

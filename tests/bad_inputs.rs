@@ -513,3 +513,23 @@ fn cpu_backend_rejects_bad_buffers() {
     }));
     assert!(res.is_ok(), "the CPU backend panicked on a bad buffer");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Expected tensors of the right size but the wrong shape (only the element count used to be
+// compared, and these passed)
+
+#[test]
+fn expected_tensors_with_swapped_dimensions() {
+    for name in ["logits", "prompt_grad"] {
+        let (_d, model, r) = broken_copy("bert_mlm", "ref_pet_random.safetensors");
+        edit_safetensors(&r, |t| {
+            let mut swapped = t[name].clone();
+            swapped.shape.reverse();
+            t.insert(name.into(), swapped);
+        });
+        let (rows, cols) = if name == "logits" { (4, 3) } else { (3, 48) };
+        let want = format!("[{rows}, {cols}]");
+        let got = format!("[{cols}, {rows}]");
+        expect_unusable(&model, &r, &[name, &want, &got]);
+    }
+}

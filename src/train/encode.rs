@@ -258,3 +258,64 @@ fn whitespace_prefix(text: &str, budget: usize) -> Option<&str> {
     };
     text.get(..end)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::{Model, TaskKind, TaskSpec};
+    use crate::CpuBackend;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+
+    /// Cutting a long text by words before tokenizing keeps exactly the tokens (and the cut
+    /// flag) of tokenizing it whole, for BERT's WordPiece and T5's SentencePiece, on texts of
+    /// words, CJK, accents and runs of odd whitespace (fixed seed).
+    #[test]
+    fn cut_by_words_keeps_the_tokens_of_the_whole_text() {
+        let be = CpuBackend::<f32>::new();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let word = prop_oneof![
+            "[a-z]{1,9}",
+            Just("很好".to_string()),
+            Just("café".to_string()),
+            Just("e\u{301}".to_string()),
+            Just("it's!".to_string()),
+            "\\PC{1,3}",
+        ];
+        let sep = prop_oneof![
+            Just(" "),
+            Just("\n"),
+            Just("\t "),
+            Just("\u{3000}"),
+            Just("  ")
+        ];
+        let text = (prop::collection::vec((word, sep), 1..40), 1usize..600).prop_map(|(ws, n)| {
+            let t: String = ws.into_iter().map(|(w, s)| format!("{w}{s}")).collect();
+            t.repeat(n)
+        });
+        for (name, kind, max_len) in [
+            ("bert_mlm", TaskKind::Pet, 9),
+            ("t5_flan", TaskKind::Seq2Seq, 40),
+        ] {
+            let model = Model::load(&be, &dir.join(name)).expect("fixture model");
+            let mut spec = TaskSpec::new(kind, &["negative", "positive"]);
+            spec.label_words = vec!["bad".into(), "great".into()];
+            spec.max_len = max_len;
+            let task = Task::new(spec, &model).expect("task");
+            let config = Config {
+                cases: 48,
+                failure_persistence: None,
+                ..Config::default()
+            };
+            let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]);
+            TestRunner::new_with_rng(config, rng)
+                .run(&text, |t| {
+                    let cut = task.encode_text(&model.tokenizer, &t).expect("cut");
+                    let whole = task.encode_whole(&model.tokenizer, &t).expect("whole");
+                    prop_assert_eq!(cut, whole);
+                    Ok(())
+                })
+                .expect("the cut changed the tokens");
+        }
+    }
+}

@@ -82,7 +82,7 @@ impl<B: Backend> Trainer<'_, B> {
             Some(s) => format!("{} still holds step {s}", CHECKPOINT_FILE),
             None => "nothing was saved".into(),
         };
-        Error::Device(format!(
+        Error::NonFinite(format!(
             "{what} at step {step}, so the run stops ({kept}): lower --lr, set --max-grad-norm, \
              or check the data"
         ))

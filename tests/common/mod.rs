@@ -191,6 +191,42 @@ pub fn reference_files_in(root: &Path) -> Vec<(PathBuf, PathBuf)> {
     out
 }
 
+/// `softprompt train` of a 2-step PET run with a 3-row prompt on `model` into `out`, on the
+/// bad-input corpus' training file (tests/bad_inputs/data/train.jsonl): the arguments, in the
+/// order the bad-input tests index them (task at 8, verbalizer at 10, prompt length at 12,
+/// batch size at 14, steps at 16).
+pub fn tiny_pet_train_args(model: &Path, out: &Path) -> Vec<String> {
+    let train = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/train.jsonl");
+    let path = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    let mut args: Vec<String> = ["train", "--model"].map(String::from).to_vec();
+    args.extend([
+        path(model),
+        "--train".into(),
+        path(&train),
+        "--out".into(),
+        path(out),
+    ]);
+    args.extend(
+        [
+            "--task",
+            "pet",
+            "--verbalizer",
+            "positive=great,negative=bad",
+            "--prompt-len",
+            "3",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "2",
+            "--no-progress",
+            "--threads",
+            "1",
+        ]
+        .map(String::from),
+    );
+    args
+}
+
 /// A fresh folder under the system temp dir, removed (with its contents) on drop.
 pub struct ScratchDir(pub PathBuf);
 
