@@ -1,6 +1,12 @@
 //! Hugging Face `config.json` for BERT and T5 (v1.0, v1.1 / LM-adapted, flan), with the
 //! defaults transformers applies when a key is absent, and clear errors for what the engine
 //! does not support.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use crate::backend::Act;
 use crate::error::{Error, Result};

@@ -1,5 +1,11 @@
 //! `softprompt parity`: runs a reference file's batch through the engine and compares every
 //! tensor it can produce with what PyTorch computed (`reference-format.md`).
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use crate::backend::{Backend, DType};
 use crate::closeness::{reference_floor, Closeness};

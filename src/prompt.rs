@@ -2,6 +2,12 @@
 //! TEXT, SAMPLE_VOCAB or CLASS_LABELS; saved and loaded in PEFT's layout
 //! (`adapter_config.json` + `adapter_model.safetensors` with the key `prompt_embeddings`), so
 //! prompts move between this engine and PEFT in both directions.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -126,11 +132,21 @@ impl PromptTable {
                 "the prompt needs at least one row",
             ));
         }
-        let (v, d) = (word_embeddings.shape[0], word_embeddings.shape[1]);
+        let &[v, d] = word_embeddings.shape.as_slice() else {
+            return Err(Error::tensor(
+                "word embeddings",
+                format!("has shape {:?}: expected [vocab, d]", word_embeddings.shape),
+            ));
+        };
+        // every id is checked against v before it gets here (check_ids)
         let rows = |ids: &[i32]| -> Vec<f32> {
             ids.iter()
                 .flat_map(|&id| {
-                    word_embeddings.data[id as usize * d..(id as usize + 1) * d]
+                    let at = id.max(0) as usize * d;
+                    word_embeddings
+                        .data
+                        .get(at..at + d)
+                        .unwrap_or_default()
                         .iter()
                         .copied()
                 })
@@ -259,12 +275,12 @@ impl PromptTable {
         Ok(PromptTable {
             p,
             d,
-            data: table.data[..p * d].to_vec(),
+            data: table.data.get(..p * d).unwrap_or_default().to_vec(),
             init,
             init_text,
             layout: AdapterLayout {
                 num_transformer_submodules: subs,
-                extra_rows: table.data[p * d..].to_vec(),
+                extra_rows: table.data.get(p * d..).unwrap_or_default().to_vec(),
                 config: Some(cfg),
             },
         })

@@ -1,5 +1,11 @@
 //! Reference files, format 1 (`shared/docs/reference-format.md`): one safetensors file with
 //! a batch, a prompt, and what PyTorch + PEFT computed for them.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use crate::error::{Error, Result};
 use crate::models::TokenBatch;
@@ -225,7 +231,7 @@ impl Reference {
             as usize;
         let batch = read_batch(path, &file)?;
         let prompt = file.float("prompt")?.clone();
-        if prompt.shape.len() != 2 || prompt.shape[0] != p {
+        if prompt.shape.len() != 2 || prompt.shape.first() != Some(&p) {
             return Err(Error::file(
                 path,
                 format!(
@@ -254,10 +260,10 @@ impl Reference {
     }
 
     pub fn p(&self) -> usize {
-        self.prompt.shape[0]
+        self.prompt.shape.first().copied().unwrap_or(0)
     }
 
     pub fn d(&self) -> usize {
-        self.prompt.shape[1]
+        self.prompt.shape.get(1).copied().unwrap_or(0)
     }
 }

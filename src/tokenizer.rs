@@ -1,5 +1,11 @@
 //! `tokenizer.json` through the `tokenizers` crate, with any padding or truncation baked into
 //! the file switched off: the engine pads batches itself and reports truncation explicitly.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,12 @@
 //! Checkpoint loading: `model.safetensors` or a sharded `model.safetensors.index.json`, in
 //! f32, f16 or bf16, looked up by the checkpoint's own key names. Integer tensors (such as
 //! `embeddings.position_ids`) are not weights and are skipped.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use crate::error::{Error, Result};
 use safetensors::{Dtype, SafeTensors};

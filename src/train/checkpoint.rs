@@ -9,6 +9,12 @@
 //!   `task.json` (the task: template, labels, verbalizer, ...) and, for `cls`,
 //!   `head.safetensors` (the K x d head). `eval` and `predict` read these. Each file is
 //!   written atomically; a resumed run writes them again.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use super::metrics::EvalMetrics;
 use super::spec::TaskSpec;

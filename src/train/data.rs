@@ -4,6 +4,12 @@
 //! Every error names the file and the line (1-based) at fault: a malformed line, a missing
 //! field, an empty file; an unknown label is reported the same way when a task encodes the
 //! rows (see `task.rs`).
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -280,7 +286,8 @@ fn parse_table(
                 ),
             ));
         }
-        let label = label_col.map(|c| fields[c].clone());
+        // every record has the header's width (checked above), so the columns exist
+        let label = label_col.and_then(|c| fields.get(c).cloned());
         if spec.require_label && label.as_deref().is_none_or(|l| l.is_empty()) {
             return Err(Error::data(
                 path,
@@ -289,7 +296,7 @@ fn parse_table(
             ));
         }
         out.push(Example {
-            text: fields[text_col].clone(),
+            text: fields.get(text_col).cloned().unwrap_or_default(),
             label,
             line: n,
         });
@@ -367,7 +374,10 @@ fn csv_records(path: &Path, text: &str) -> Result<Vec<(usize, Vec<String>)>> {
             }
         }
         fields.push(field);
-        if !(fields.len() == 1 && fields[0].trim().is_empty() && !was_quoted) {
+        if !(fields.len() == 1
+            && fields.first().is_some_and(|f| f.trim().is_empty())
+            && !was_quoted)
+        {
             out.push((start, fields));
         }
     }

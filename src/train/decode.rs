@@ -1,5 +1,11 @@
 //! Scores and predictions, forward only: per-label log-probabilities (`pet`, `cls`), rank
 //! classification and greedy decoding (`seq2seq`).
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use super::encode::Batch;
 use super::model::Model;
@@ -94,11 +100,11 @@ impl Task {
             let (dec_out, _acts) =
                 m.decoder_fwd(be, &mut acct, enc, &inp, Recompute::Layer, None)?;
             let losses = m.lm_row_losses(be, &dec_out, &labels, b * l)?;
-            for bi in 0..b {
-                scores[bi * k + ki] = -losses[bi * l..(bi + 1) * l]
-                    .iter()
-                    .map(|&x| x as f64)
-                    .sum::<f64>() as f32;
+            // row bi's score for label ki: minus the summed loss of its l target tokens
+            for (row, losses) in scores.chunks_mut(k).zip(losses.chunks(l.max(1))) {
+                if let Some(s) = row.get_mut(ki) {
+                    *s = -losses.iter().map(|&x| x as f64).sum::<f64>() as f32;
+                }
             }
         }
         Ok(scores)
@@ -128,8 +134,10 @@ impl Task {
             let l = step + 1;
             // labels whose right shift is [start, generated...]
             let mut labels = vec![self.pad_id; b * l];
-            for (bi, (ids, _)) in out.iter().enumerate() {
-                labels[bi * l..bi * l + ids.len()].copy_from_slice(ids);
+            for (row, (ids, _)) in labels.chunks_mut(l).zip(&out) {
+                if let Some(dst) = row.get_mut(..ids.len()) {
+                    dst.copy_from_slice(ids);
+                }
             }
             let inp = t5::upload_inputs(be, &m.cfg, &batch.tokens, p, &labels, l)?;
             let enc = encoder_once(&mut enc_out, be, m, &mut acct, &params.prompt, &inp)?;
@@ -137,15 +145,18 @@ impl Task {
                 m.decoder_fwd(be, &mut acct, enc, &inp, Recompute::Layer, None)?;
             let idx: Vec<i32> = (0..b).map(|bi| (bi * l + step) as i32).collect();
             let logits = m.lm_logits(be, &dec_out, &idx)?;
-            for bi in 0..b {
-                if done[bi] {
+            for ((row, (ids, score)), done) in logits.chunks(v.max(1)).zip(&mut out).zip(&mut done)
+            {
+                if *done {
                     continue;
                 }
-                let row = &logits[bi * v..(bi + 1) * v];
                 let best = argmax(row);
-                out[bi].0.push(best as i32);
-                out[bi].1 += log_softmax_rows(row, v)[best];
-                done[bi] = best as i32 == self.eos_id;
+                ids.push(best as i32);
+                *score += log_softmax_rows(row, v)
+                    .get(best)
+                    .copied()
+                    .unwrap_or(f32::NAN);
+                *done = best as i32 == self.eos_id;
             }
             if done.iter().all(|&d| d) {
                 break;
@@ -190,7 +201,7 @@ impl Task {
                     class: Some(c),
                     scores: s.to_vec(),
                     ids: Vec::new(),
-                    score: s[c],
+                    score: s.get(c).copied().unwrap_or(f32::NAN),
                 }
             })
             .collect())
@@ -244,11 +255,11 @@ pub fn log_softmax_rows(logits: &[f32], k: usize) -> Vec<f32> {
 
 /// Index of the largest value, the first on ties.
 pub fn argmax(xs: &[f32]) -> usize {
-    let mut best = 0;
+    let mut best = (0, f32::NEG_INFINITY);
     for (i, &x) in xs.iter().enumerate() {
-        if x > xs[best] {
-            best = i;
+        if x > best.1 || i == 0 {
+            best = (i, x);
         }
     }
-    best
+    best.0
 }

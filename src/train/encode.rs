@@ -1,5 +1,11 @@
 //! Rows and batches: a data file's rows through the template and the tokenizer, cut to
 //! `max_len`, and right-padded batches of them.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use super::data::Dataset;
 use super::task::Task;
@@ -143,13 +149,17 @@ impl Task {
         let ids = if ids.len() > self.spec.max_len {
             let excess = ids.len() - self.spec.max_len;
             let text_tokens: Vec<usize> = (0..ids.len())
-                .filter(|&i| !special[i] && offsets[i].0 < span.1 && offsets[i].1 > span.0)
+                .filter(|&i| {
+                    let inside = offsets.get(i).is_some_and(|o| o.0 < span.1 && o.1 > span.0);
+                    inside && special.get(i) == Some(&false)
+                })
                 .collect();
             if text_tokens.len() < excess {
                 return Err(Error::arg("--max-len", format!("{} tokens cannot hold the template and special tokens ({} tokens without the text)", self.spec.max_len, ids.len() - text_tokens.len())));
             }
-            let drop: std::collections::BTreeSet<usize> = text_tokens[text_tokens.len() - excess..]
+            let drop: std::collections::BTreeSet<usize> = text_tokens
                 .iter()
+                .skip(text_tokens.len() - excess)
                 .copied()
                 .collect();
             cut = true;
@@ -169,7 +179,7 @@ impl Task {
                 .filter(|(_, &id)| id == m)
                 .map(|(i, _)| i)
                 .collect();
-            if found.len() != 1 {
+            let &[at] = found.as_slice() else {
                 return Err(Error::arg(
                     "--template",
                     format!(
@@ -177,8 +187,8 @@ impl Task {
                         found.len()
                     ),
                 ));
-            }
-            mask_pos = found[0];
+            };
+            mask_pos = at;
         }
         Ok((ids, mask_pos, cut))
     }

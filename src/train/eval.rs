@@ -1,4 +1,10 @@
 //! Evaluation and prediction over a whole encoded file, batched in length order.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use super::decode::Prediction;
 use super::encode::Encoded;

@@ -1,4 +1,10 @@
 //! Accuracy and macro-F1, and the metrics log (JSON lines).
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use crate::error::Result;
 use serde_json::Value;
@@ -34,26 +40,32 @@ impl EvalMetrics {
 pub fn classification_metrics(gold: &[usize], pred: &[usize]) -> EvalMetrics {
     let n = gold.len().min(pred.len());
     let k = gold.iter().chain(pred).copied().max().map_or(0, |m| m + 1);
-    let (mut tp, mut fp, mut fn_) = (vec![0usize; k], vec![0usize; k], vec![0usize; k]);
+    // (tp, fp, fn) per class; k bounds every class seen, so `get_mut` always finds it
+    let mut counts = vec![(0usize, 0usize, 0usize); k];
     let mut correct = 0;
     for (&g, &p) in gold.iter().zip(pred) {
         if g == p {
-            tp[g] += 1;
+            if let Some(c) = counts.get_mut(g) {
+                c.0 += 1;
+            }
             correct += 1;
         } else {
-            fp[p] += 1;
-            fn_[g] += 1;
+            if let Some(c) = counts.get_mut(p) {
+                c.1 += 1;
+            }
+            if let Some(c) = counts.get_mut(g) {
+                c.2 += 1;
+            }
         }
     }
     let mut f1_sum = 0.0;
     let mut classes = 0;
-    for c in 0..k {
-        if tp[c] + fp[c] + fn_[c] == 0 {
+    for &(tp, fp, fn_) in &counts {
+        if tp + fp + fn_ == 0 {
             continue;
         }
         classes += 1;
-        let denom = 2 * tp[c] + fp[c] + fn_[c];
-        f1_sum += 2.0 * tp[c] as f64 / denom as f64;
+        f1_sum += 2.0 * tp as f64 / (2 * tp + fp + fn_) as f64;
     }
     EvalMetrics {
         accuracy: if n == 0 {

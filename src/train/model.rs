@@ -1,5 +1,11 @@
 //! A frozen model folder ready for prompt tuning: config.json, the weights on the backend, and
 //! tokenizer.json.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};

@@ -5,6 +5,12 @@
 //! Adafactor is set up as Lester et al. (2021) used it for prompt tuning: constant learning
 //! rate 0.3, second-moment decay exponent 0.8 (beta2_t = 1 - t^-0.8), no first moment, no
 //! parameter scaling, update clipping at RMS 1, weight decay 1e-5.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use crate::backend::{AdafactorHyper, AdamWHyper};
 use crate::backend::{Backend, DType};

@@ -1,6 +1,12 @@
 //! The output folder of a training run: an exclusive lock while a run writes into it, with
 //! the holder's pid inside so that a second run can name it, and what an earlier run left
 //! there, so that nothing a user has is replaced without being asked.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use super::checkpoint::{Checkpoint, CHECKPOINT_FILE, HEAD_FILE, METRICS_FILE, TASK_FILE};
 use crate::error::{Error, Result};

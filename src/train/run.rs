@@ -1,5 +1,11 @@
 //! The training loop: one optimizer step per batch of the plan, evaluation on the dev split,
 //! the best prompt kept and exported, checkpoints written atomically.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use super::checkpoint::{self, Checkpoint, CHECKPOINT_FILE};
 use super::data;

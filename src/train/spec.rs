@@ -1,6 +1,12 @@
 //! What defines a task, independent of the tokenizer: its kind, template, labels and their
 //! words, and how it predicts; `task.json` holds it next to a prompt. Also `--verbalizer`
 //! parsing.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use crate::error::{Error, Result};
 use crate::models::heads::Pooling;

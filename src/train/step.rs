@@ -1,5 +1,11 @@
 //! The trainable state and one batch's loss and gradient: the task chooses the objective, the
 //! model runs its one training step.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use super::encode::Batch;
 use super::model::Model;

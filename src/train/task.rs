@@ -9,6 +9,12 @@
 //! - `seq2seq` (T5): each label maps to a target text, or the data gives free targets. Scores
 //!   rank the label targets by log-likelihood (Lester et al.'s rank classification); greedy
 //!   decoding is there for free targets.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use super::model::Model;
 use super::spec::{TaskKind, TaskSpec, MASK_SLOT, TEXT_SLOT};
@@ -127,7 +133,7 @@ impl Task {
             ));
         }
         for (i, l) in spec.labels.iter().enumerate() {
-            if spec.labels[..i].contains(l) {
+            if spec.labels.iter().take(i).any(|x| x == l) {
                 return Err(Error::arg("--labels", format!("label {l:?} appears twice")));
             }
         }

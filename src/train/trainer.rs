@@ -1,5 +1,11 @@
 //! The trainer: its settings, the events it reports, and how a run starts, fresh or from its
 //! checkpoint. The loop itself is in `run.rs`.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use super::checkpoint::{self, Checkpoint, TrainState, CHECKPOINT_FILE, METRICS_FILE};
 use super::data;

@@ -1,6 +1,12 @@
 //! The optimizer step over the trainable state: the prompt and the `cls` head's weight and
 //! bias, all on the device, pass to the optimizer as one list, are clipped and updated
 //! together, and go back into `Params`.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use super::optim::{self, Optimizer};
 use super::step::{Grads, Params};
