@@ -138,7 +138,8 @@ impl Tokenizer {
 fn check_templates(v: &serde_json::Value) -> std::result::Result<(), String> {
     match v {
         serde_json::Value::Object(o) => {
-            if o.get("type").and_then(|t| t.as_str()) == Some("TemplateProcessing") {
+            // TemplateProcessing is read untagged: any object with templates is one
+            if o.contains_key("single") || o.contains_key("pair") {
                 let defined = o.get("special_tokens").and_then(|s| s.as_object());
                 for key in ["single", "pair"] {
                     let pieces = o.get(key).and_then(|p| p.as_array());
