@@ -92,6 +92,9 @@ def main():
             "eval_every_without_dev": [["--eval-every", "5"], "--eval-every"],
             "prompt_len_huge": [["--prompt-len", "10000000"], "--prompt-len"],
             "max_len_huge": [["--max-len", "1000000000"], "--max-len"],
+            "threads_huge": [["--threads", "100000"], "--threads"],
+            "init_vocab_first_0": [["--init", "sample-vocab", "--init-vocab-first", "0"], "--init-vocab-first"],
+            "verbalizer_word_not_a_string": [["--verbalizer", "{\"positive\": 3, \"negative\": \"bad\"}"], "--verbalizer"],
         },
     }
     write("cases.json", json.dumps(cases, indent=1, sort_keys=True) + "\n")

@@ -41,8 +41,17 @@ fn softprompt(args: &[&str]) -> Output {
     softprompt_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
 }
 
+/// The binary under test: this build's, or SOFTPROMPT_BIN (to show that an older build fails
+/// these cases).
+fn binary() -> PathBuf {
+    std::env::var_os("SOFTPROMPT_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_softprompt")),
+        PathBuf::from,
+    )
+}
+
 fn softprompt_in(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_softprompt"))
+    Command::new(binary())
         .current_dir(cwd)
         .args(args)
         .output()
@@ -296,6 +305,18 @@ fn flag_prompt_len_huge() {
 #[test]
 fn flag_max_len_huge() {
     flag_case("max_len_huge");
+}
+#[test]
+fn flag_threads_huge() {
+    flag_case("threads_huge");
+}
+#[test]
+fn flag_init_vocab_first_0() {
+    flag_case("init_vocab_first_0");
+}
+#[test]
+fn flag_verbalizer_word_not_a_string() {
+    flag_case("verbalizer_word_not_a_string");
 }
 
 /// BERT: a prompt longer than the position table names --prompt-len and the table (it used to

@@ -27,6 +27,17 @@ impl DeviceArgs {
     /// Parses the device and sets up the thread pool.
     pub fn setup(&self) -> Result<DeviceKind> {
         let kind = DeviceKind::parse(&self.device, &self.precision)?;
+        // more threads than this is a typo, and spawning them would hang the machine
+        const MAX_THREADS: usize = 1024;
+        if self.threads > MAX_THREADS {
+            return Err(Error::arg(
+                "--threads",
+                format!(
+                    "{} is out of range: expected 0 (all cores) to {MAX_THREADS}",
+                    self.threads
+                ),
+            ));
+        }
         if self.threads > 0 {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(self.threads)

@@ -266,9 +266,15 @@ pub fn parse_verbalizer(s: &str) -> Result<Vec<(String, String)>> {
                 let pos = s
                     .find(&serde_json::to_string(k).unwrap_or_default())
                     .unwrap_or(usize::MAX);
-                (pos, k.clone(), w.as_str().unwrap_or_default().to_string())
+                let word = w.as_str().ok_or_else(|| {
+                    Error::arg(
+                        "--verbalizer",
+                        format!("label {k:?}: the word must be a string, got {w}"),
+                    )
+                })?;
+                Ok((pos, k.clone(), word.to_string()))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         pairs.sort();
         return Ok(pairs.into_iter().map(|(_, k, w)| (k, w)).collect());
     }

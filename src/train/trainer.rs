@@ -81,6 +81,16 @@ impl TrainConfig {
         if let Some(p) = self.patience {
             at_least_1("--patience", p as u64)?;
         }
+        if let PromptInit::SampleVocab {
+            from_first: Some(n),
+        }
+        | PromptInit::ClassLabels {
+            from_first: Some(n),
+            ..
+        } = self.init
+        {
+            at_least_1("--init-vocab-first", n as u64)?;
+        }
         if let PromptInit::Random { std } = self.init {
             if !(std.is_finite() && std >= 0.0) {
                 return Err(Error::arg(
