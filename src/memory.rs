@@ -91,8 +91,19 @@ impl MemoryAccountant {
 }
 
 /// The host memory available to a new allocation (Linux's MemAvailable), or None where the
-/// system does not say.
+/// system does not say. `SOFTPROMPT_HOST_MEMORY` (bytes) lowers it, so that a test can
+/// reach the limit without filling the machine.
 pub fn host_available_bytes() -> Option<u64> {
+    let cap = std::env::var("SOFTPROMPT_HOST_MEMORY")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    match (system_available_bytes(), cap) {
+        (Some(a), Some(c)) => Some(a.min(c)),
+        (a, c) => a.or(c),
+    }
+}
+
+fn system_available_bytes() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -876,3 +876,22 @@ fn diverging_run_stops_and_keeps_the_last_good_files() {
     let prompt = softprompt::prompt::PromptTable::load_peft(&out).expect("prompt");
     assert!(prompt.data.iter().all(|x| x.is_finite()));
 }
+
+/// A step that would need more memory than the machine has is refused before anything is
+/// allocated, naming --batch-size (it used to abort on a failed allocation).
+#[test]
+fn step_memory_is_checked_before_allocating() {
+    let dir = ScratchDir::new("step_memory");
+    let out = dir.path().join("out");
+    let t5 = fixture("t5_flan");
+    let mut args = train_args(&t5, &out, &[]);
+    args[8] = "seq2seq";
+    args[10] = "positive=good,negative=bad";
+    let o = Command::new(binary())
+        .args(&args)
+        .env("SOFTPROMPT_HOST_MEMORY", "100000")
+        .output()
+        .expect("run");
+    refused(&o, &["--batch-size", "GB available"]);
+    assert!(!out.join("checkpoint.safetensors").exists());
+}

@@ -129,6 +129,8 @@ impl TaskArgs {
         model.check_lengths(prompt_len, None)?;
         let mut spec = self.base_spec(base, model, prompt_len)?;
         self.apply_flags(&mut spec)?;
+        // --max-len next to this prompt (Task::new checks it alone, not knowing the prompt)
+        model.check_lengths(prompt_len, Some(spec.max_len))?;
         let verbalizer = self
             .verbalizer
             .as_deref()
