@@ -251,7 +251,8 @@ fn flag_case(name: &str) {
         }
     }
     args.extend_from_slice(&extra);
-    refused(&softprompt(&args), &[flag]);
+    // an argument error naming the flag, not a later failure that mentions it
+    refused(&softprompt(&args), &[&format!("invalid argument {flag}")]);
     assert!(
         !out.join("checkpoint.safetensors").exists(),
         "{name} wrote a checkpoint"
