@@ -15,6 +15,7 @@ pub mod optimizer;
 pub mod real;
 pub mod rmsnorm;
 pub mod rows;
+pub mod simd;
 
 use crate::backend::{DType, DeviceKind, MemStats, Storage};
 use crate::error::{Error, Result};
