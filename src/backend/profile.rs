@@ -111,6 +111,9 @@ impl<B: Storage> Storage for Profiler<B> {
     fn zeros(&self, dtype: DType, len: usize) -> Result<B::Buf> {
         self.time("zeros", || self.inner.zeros(dtype, len))
     }
+    fn output(&self, dtype: DType, len: usize) -> Result<B::Buf> {
+        self.time("output", || self.inner.output(dtype, len))
+    }
     fn upload(&self, dtype: DType, data: &[f32]) -> Result<B::Buf> {
         self.time("upload", || self.inner.upload(dtype, data))
     }

@@ -166,6 +166,11 @@ pub trait Storage: Send + Sync {
     fn buf_id(&self, buf: &Self::Buf) -> usize;
 
     fn zeros(&self, dtype: DType, len: usize) -> Result<Self::Buf>;
+    /// A buffer for an op to overwrite whole (a forward op's output): its contents are
+    /// unspecified, so nothing is spent zeroing it. Never hand it to a backward op, which adds.
+    fn output(&self, dtype: DType, len: usize) -> Result<Self::Buf> {
+        self.zeros(dtype, len)
+    }
     fn upload(&self, dtype: DType, data: &[f32]) -> Result<Self::Buf>;
     fn upload_i32(&self, data: &[i32]) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
