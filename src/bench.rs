@@ -389,6 +389,11 @@ pub fn run<B: Backend>(
     Ok(json!({
         "impl": "softprompt",
         "device": be.name(),
+        "cpu": crate::ceiling::cpu_model(),
+        "cpu_kernels": match be.device() {
+            crate::backend::DeviceKind::Cpu => json!(crate::cpu::gemm_path::kernels_id()),
+            _ => Value::Null,
+        },
         "dtype": format!("{:?}", be.act_dtype()).to_lowercase(),
         "weights_dtype": format!("{:?}", be.weight_dtype()).to_lowercase(),
         "preset": preset_name,

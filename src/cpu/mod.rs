@@ -7,6 +7,7 @@ pub mod activation;
 pub mod attention;
 pub mod elementwise;
 pub mod embedding;
+pub mod gemm_path;
 pub mod head;
 pub mod layernorm;
 pub mod loss;

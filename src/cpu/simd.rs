@@ -777,3 +777,54 @@ dispatch!(
 pub fn exp_slice(isa: Isa, x: &mut [f32]) {
     exp_sub(isa, x, 0.0);
 }
+
+/// Runs `iters` rounds of independent fused multiply-adds on the instruction set's widest
+/// registers (16 chains, more than the FMA units' latency × throughput) and returns the
+/// floating-point operations done (2 per lane per FMA) and a value that keeps the work alive.
+/// The ceiling benchmark's measure of the FMA peak.
+pub fn fma_loop(isa: Isa, iters: usize) -> (f64, f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[inline(always)]
+        unsafe fn chains<S: Lanes>(iters: usize) -> f32 {
+            let (a, b) = (S::splat(0.999_999), S::splat(1e-7));
+            let mut acc = [S::splat(1.0); 16];
+            for _ in 0..iters {
+                for x in acc.iter_mut() {
+                    *x = S::fma(*x, a, b);
+                }
+            }
+            let mut s = S::splat(0.0);
+            for x in acc {
+                s = S::add(s, x);
+            }
+            S::sum(s)
+        }
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512(iters: usize) -> f32 {
+            chains::<Avx512>(iters)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(iters: usize) -> f32 {
+            chains::<Avx2>(iters)
+        }
+        let per = (iters * 16 * 2) as f64;
+        match isa {
+            // SAFETY: as in `dispatch!`: the feature is checked here.
+            Isa::Avx512 if is_x86_feature_detected!("avx512f") => {
+                return (per * 16.0, unsafe { avx512(iters) })
+            }
+            Isa::Avx2 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") => {
+                return (per * 8.0, unsafe { avx2(iters) })
+            }
+            _ => {}
+        }
+    }
+    let mut acc = [1.0f32; 16];
+    for _ in 0..iters {
+        for x in acc.iter_mut() {
+            *x = x.mul_add(0.999_999, 1e-7);
+        }
+    }
+    ((iters * 16 * 2) as f64, acc.iter().sum())
+}
