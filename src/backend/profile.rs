@@ -124,6 +124,9 @@ impl<B: Storage> Storage for Profiler<B> {
     fn device(&self) -> DeviceKind {
         self.inner.device()
     }
+    fn kernels(&self) -> String {
+        self.inner.kernels()
+    }
     fn act_dtype(&self) -> DType {
         self.inner.act_dtype()
     }
