@@ -21,11 +21,26 @@ pub struct DeviceArgs {
     /// CPU threads (0: all cores); the same count gives bit-identical results
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// The CPU's GEMM path: gemm (the default), or openblas in a build with that feature
+    /// (also SOFTPROMPT_GEMM); the same path gives bit-identical results
+    #[arg(long)]
+    pub gemm: Option<String>,
+}
+
+/// `--gemm`: selects the CPU's GEMM path for this process.
+pub fn select_gemm(flag: Option<&str>) -> Result<()> {
+    match flag {
+        Some(s) => {
+            softprompt::cpu::gemm_path::select(softprompt::cpu::gemm_path::GemmPath::parse(s)?)
+        }
+        None => Ok(()),
+    }
 }
 
 impl DeviceArgs {
     /// Parses the device and sets up the thread pool.
     pub fn setup(&self) -> Result<DeviceKind> {
+        select_gemm(self.gemm.as_deref())?;
         let kind = DeviceKind::parse(&self.device, &self.precision)?;
         if self.threads > 0 {
             rayon::ThreadPoolBuilder::new()
@@ -323,11 +338,15 @@ pub struct WorkloadArgs {
     /// BERT objective: pet or mlm
     #[arg(long, default_value = "pet")]
     pub objective: String,
+    /// The CPU's GEMM path: gemm (the default), or openblas in a build with that feature
+    #[arg(long)]
+    pub gemm: Option<String>,
 }
 
 impl WorkloadArgs {
     /// The device and the workload these flags describe.
     pub fn parse(&self) -> Result<(DeviceKind, softprompt::bench::Workload)> {
+        select_gemm(self.gemm.as_deref())?;
         let w = softprompt::bench::Workload {
             batch: self.batch,
             seq: self.seq,

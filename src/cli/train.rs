@@ -215,6 +215,14 @@ fn encode_split(
 }
 
 /// The task line's description: kind, template and the labels' words or targets.
+/// "cpu (kernels gemm/avx512)": the device, and the CPU kernels that shape its results.
+fn on_device<B: Backend>(be: &B) -> String {
+    match be.kernels() {
+        k if k.is_empty() => be.name(),
+        k => format!("{} (kernels {k})", be.name()),
+    }
+}
+
 fn describe(s: &TaskSpec) -> String {
     let label_words: Vec<String> = (s.labels.iter().zip(&s.label_words))
         .map(|(l, w)| format!("{l}={w}"))
@@ -269,7 +277,7 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
         a.model.display(),
         model.arch_name(),
         model.hidden_size(),
-        be.name(),
+        on_device(be),
         describe(&task.spec)
     );
     let train_enc = task.encode(&model.tokenizer, &train_data)?;
@@ -413,6 +421,7 @@ impl Progress {
             resumed_at,
             threads_changed,
             device_changed,
+            kernels_changed,
             prompt_params,
             head_params,
         } = ev
@@ -425,6 +434,15 @@ impl Progress {
             self.say(format!(
                 "warning: the checkpoint was trained on {was} and this run uses {now}: the numbers \
                  round differently from here on, so the result will differ from an uninterrupted run"
+            ));
+        }
+        if let Some((was, now)) = kernels_changed {
+            // "gemm/avx512": the GEMM path, then the SIMD instruction set
+            let (gemm, isa) = was.split_once('/').unwrap_or((was.as_str(), "?"));
+            self.say(format!(
+                "warning: the checkpoint was trained with the CPU kernels {was} and this run uses {now}: \
+                 the result will not be bit-identical to an uninterrupted run (resume with --gemm {gemm} \
+                 and SOFTPROMPT_SIMD={isa} for that)"
             ));
         }
         if let Some((was, now)) = threads_changed {

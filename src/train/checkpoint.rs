@@ -62,6 +62,10 @@ pub struct TrainState {
     /// "cuda:0 NVIDIA H200"); empty in checkpoints written before it was recorded
     #[serde(default)]
     pub device: String,
+    /// the CPU kernels that wrote it, as `Storage::kernels` gives them ("gemm/avx512"); empty
+    /// on a GPU and in checkpoints written before they were recorded
+    #[serde(default)]
+    pub kernels: String,
 }
 
 /// A checkpoint: the state and the named float tensors.
@@ -276,6 +280,7 @@ mod tests {
             config,
             threads: 2,
             device: "cpu".into(),
+            kernels: "gemm/avx2".into(),
         };
         let ck = Checkpoint {
             state,
