@@ -14,6 +14,7 @@ pub mod matmul;
 pub mod optimizer;
 pub mod real;
 pub mod rmsnorm;
+pub mod rope;
 pub mod rows;
 
 use crate::backend::{DType, DeviceKind, MemStats, Storage};
