@@ -98,6 +98,10 @@ impl Task {
         let (pad_id, eos_id) = match &model.net {
             Net::Bert(m) => (m.cfg.pad_token_id as i32, -1),
             Net::T5(m) => (m.cfg.pad_token_id as i32, m.cfg.eos_token_id as i32),
+            Net::Bloom(m) | Net::Llama(m) => (
+                m.cfg.pad_token_id.unwrap_or(0) as i32,
+                m.cfg.eos_token_ids.first().map_or(-1, |&e| e as i32),
+            ),
         };
         let mut task = Task {
             before,
@@ -223,6 +227,13 @@ pub(super) fn job<B: Backend>(kind: TaskKind, model: &Model<B>) -> Result<Job<'_
         (TaskKind::Pet | TaskKind::Cls, Net::T5(_)) => Err(Error::arg(
             "--task",
             format!("{} is a T5 model: use --task seq2seq", model.dir.display()),
+        )),
+        (_, Net::Bloom(_) | Net::Llama(_)) => Err(Error::arg(
+            "--task",
+            format!(
+                "{} is a decoder-only model: the pet, cls and seq2seq tasks need BERT or T5",
+                model.dir.display()
+            ),
         )),
         (TaskKind::Seq2Seq, Net::Bert(_)) => Err(Error::arg(
             "--task seq2seq",
