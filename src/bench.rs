@@ -251,6 +251,9 @@ pub fn step<B: Backend>(
             verbalizer_ids: &[1000, 2000],
             labels: &batch.labels,
         },
+        Model::Bloom(_) | Model::Llama(_) => Objective::Causal {
+            labels: &batch.labels,
+        },
     };
     let mut dprompt = be.zeros(DType::F32, p * model.hidden_size())?;
     let out = model.train_step(

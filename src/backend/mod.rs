@@ -70,11 +70,12 @@ pub mod matmul;
 pub mod optimizer;
 pub mod profile;
 pub mod rmsnorm;
+pub mod rope;
 pub mod rows;
 pub mod storage;
 
 pub use activation::{Act, ActivationOps};
-pub use attention::{AttentionOps, AttnDims, BiasRef};
+pub use attention::{alibi_slope, AttentionOps, AttnBias, AttnDims, BiasRef};
 pub use elementwise::ElementwiseOps;
 pub use embedding::{check_ids, EmbeddingOps};
 pub use head::HeadOps;
@@ -83,6 +84,7 @@ pub use loss::{LossOps, IGNORE_INDEX};
 pub use matmul::MatmulOps;
 pub use optimizer::{AdafactorHyper, AdamWHyper, OptimizerOps};
 pub use rmsnorm::RmsNormOps;
+pub use rope::RopeOps;
 pub use rows::RowOps;
 pub use storage::{DType, DeviceKind, KernelTime, MemStats, Precision, Storage};
 
@@ -107,6 +109,7 @@ backend_union!(
     EmbeddingOps,
     LayerNormOps,
     RmsNormOps,
+    RopeOps,
     MatmulOps,
     ActivationOps,
     AttentionOps,

@@ -84,8 +84,9 @@ impl DataArgs {
 /// Task flags. In `eval` and `predict` each one given overrides the prompt's task.json.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct TaskArgs {
-    /// pet (BERT with a masked-LM head), cls (BERT, pooling + linear head) or seq2seq (T5);
-    /// default: from the model
+    /// pet (BERT with a masked-LM head), cls (BERT, pooling + linear head), seq2seq (T5) or
+    /// causal (BLOOM, Llama, Mistral, Qwen2: the target text follows the template); default:
+    /// from the model
     #[arg(long)]
     pub task: Option<String>,
     /// the text around the input, with {text} once; pet also needs one [MASK],
@@ -96,23 +97,23 @@ pub struct TaskArgs {
     /// labels of the data)
     #[arg(long)]
     pub labels: Option<String>,
-    /// label=word pairs: pet's one-token words, or seq2seq's target texts, e.g.
+    /// label=word pairs: pet's one-token words, or seq2seq's and causal's target texts, e.g.
     /// positive=great,negative=terrible (or a JSON object)
     #[arg(long)]
     pub verbalizer: Option<String>,
     /// cls pooling: mean or cls
     #[arg(long)]
     pub pooling: Option<String>,
-    /// seq2seq: the label field holds free target texts
+    /// seq2seq, causal: the label field holds free target texts
     #[arg(long)]
     pub free_targets: bool,
     /// tokens per row, special tokens included; longer texts are cut (and counted)
     #[arg(long)]
     pub max_len: Option<usize>,
-    /// seq2seq: tokens per target
+    /// seq2seq, causal: tokens per target (causal: the most tokens generated)
     #[arg(long)]
     pub max_target_len: Option<usize>,
-    /// seq2seq prediction: rank (score each label's target) or greedy
+    /// seq2seq and causal prediction: rank (score each label's target) or greedy
     #[arg(long)]
     pub decode: Option<String>,
 }
@@ -166,6 +167,7 @@ impl TaskArgs {
             (None, Some(b)) => b.kind,
             (None, None) => match model.arch_name() {
                 "t5" => TaskKind::Seq2Seq,
+                "bloom" | "llama" => TaskKind::Causal,
                 _ if model.has_mlm_head() => TaskKind::Pet,
                 _ => TaskKind::Cls,
             },

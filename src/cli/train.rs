@@ -236,12 +236,14 @@ fn describe(s: &TaskSpec) -> String {
             "cls, {:?} pooling, template {:?}, labels {:?}",
             s.pooling, s.template, s.labels
         ),
-        TaskKind::Seq2Seq if s.free_targets => {
-            format!("seq2seq, free targets, template {:?}", s.template)
+        TaskKind::Seq2Seq | TaskKind::Causal if s.free_targets => {
+            format!("{}, free targets, template {:?}", s.kind.name(), s.template)
         }
-        TaskKind::Seq2Seq => format!(
-            "seq2seq, template {:?}, targets {:?}",
-            s.template, label_words
+        TaskKind::Seq2Seq | TaskKind::Causal => format!(
+            "{}, template {:?}, targets {:?}",
+            s.kind.name(),
+            s.template,
+            label_words
         ),
     }
 }

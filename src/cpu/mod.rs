@@ -15,6 +15,7 @@ pub mod matmul;
 pub mod optimizer;
 pub mod real;
 pub mod rmsnorm;
+pub mod rope;
 pub mod rows;
 pub mod simd;
 

@@ -35,6 +35,7 @@ pub mod matmul;
 pub mod nvrtc;
 pub mod optimizer;
 pub mod rmsnorm;
+pub mod rope;
 pub mod rows;
 mod timing;
 

@@ -9,12 +9,16 @@
 //! - `seq2seq` (T5): each label maps to a target text, or the data gives free targets. Scores
 //!   rank the label targets by log-likelihood (Lester et al.'s rank classification); greedy
 //!   decoding is there for free targets.
+//! - `causal` (BLOOM, Llama): the target text follows the filled template, as in PEFT's causal
+//!   LM guide; the loss covers the target tokens only. Rank classification as for `seq2seq`,
+//!   and greedy generation with the KV cache for free targets.
 
 use super::model::Model;
 use super::spec::{TaskKind, TaskSpec, MASK_SLOT, TEXT_SLOT};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::models::bert::Bert;
+use crate::models::decoder::Decoder;
 use crate::models::t5::T5;
 use crate::models::Model as Net;
 use crate::tokenizer::Tokenizer;
@@ -29,7 +33,7 @@ pub struct Task {
     pub(super) mask_id: Option<i32>,
     /// `pet`: one token per label
     pub verbalizer_ids: Vec<i32>,
-    /// `seq2seq`: target ids per label, </s> included
+    /// `seq2seq`, `causal`: target ids per label, the end-of-sequence token included
     pub label_targets: Vec<Vec<i32>>,
     pub(super) pad_id: i32,
     pub(super) eos_id: i32,
@@ -84,7 +88,7 @@ impl Task {
         if spec.max_len < 2 {
             return Err(Error::arg("--max-len", "must be at least 2"));
         }
-        if spec.kind == TaskKind::Seq2Seq && spec.max_target_len < 1 {
+        if spec.kind.has_targets() && spec.max_target_len < 1 {
             return Err(Error::arg("--max-target-len", "must be at least 1"));
         }
         if let Some(limit) = model.max_tokens(0) {
@@ -98,6 +102,10 @@ impl Task {
         let (pad_id, eos_id) = match &model.net {
             Net::Bert(m) => (m.cfg.pad_token_id as i32, -1),
             Net::T5(m) => (m.cfg.pad_token_id as i32, m.cfg.eos_token_id as i32),
+            Net::Bloom(m) | Net::Llama(m) => (
+                m.cfg.pad_token_id.unwrap_or(0) as i32,
+                m.cfg.eos_token_ids.first().map_or(-1, |&e| e as i32),
+            ),
         };
         let mut task = Task {
             before,
@@ -116,10 +124,10 @@ impl Task {
     fn resolve_labels(&mut self, tok: &Tokenizer) -> Result<()> {
         let spec = &self.spec;
         if spec.free_targets {
-            if spec.kind != TaskKind::Seq2Seq {
+            if !spec.kind.has_targets() {
                 return Err(Error::arg(
                     "--free-targets",
-                    "only --task seq2seq has free targets",
+                    "only --task seq2seq and --task causal have free targets",
                 ));
             }
             return Ok(());
@@ -168,7 +176,7 @@ impl Task {
                     self.verbalizer_ids.push(ids[0]);
                 }
                 _ => {
-                    let ids = tok.encode(word, true)?;
+                    let ids = self.target_ids(tok, word)?;
                     if ids.len() > spec.max_target_len {
                         return Err(Error::arg("--verbalizer", format!("label {label:?}: the target {word:?} has {} tokens, more than --max-target-len {}", ids.len(), spec.max_target_len)));
                     }
@@ -179,11 +187,24 @@ impl Task {
         Ok(())
     }
 
+    /// A target text's ids: T5's tokenizer appends </s>; a causal LM's target is the text
+    /// without special tokens, then the end-of-sequence token (so that generation stops).
+    pub(super) fn target_ids(&self, tok: &Tokenizer, text: &str) -> Result<Vec<i32>> {
+        if self.spec.kind != TaskKind::Causal {
+            return tok.encode(text, true);
+        }
+        let mut ids = tok.encode(text, false)?;
+        if self.eos_id >= 0 {
+            ids.push(self.eos_id);
+        }
+        Ok(ids)
+    }
+
     /// Token ids that stand for the labels, for CLASS_LABELS initialisation.
     pub fn label_token_ids(&self, tok: &Tokenizer) -> Result<Vec<i32>> {
         match self.spec.kind {
             TaskKind::Pet => Ok(self.verbalizer_ids.clone()),
-            TaskKind::Seq2Seq if !self.spec.free_targets => Ok(self
+            TaskKind::Seq2Seq | TaskKind::Causal if !self.spec.free_targets => Ok(self
                 .label_targets
                 .iter()
                 .flat_map(|t| t.iter().copied().filter(|&i| i != self.eos_id))
@@ -199,11 +220,13 @@ impl Task {
     }
 }
 
-/// The model behind a task: BERT runs `pet` and `cls`, T5 runs `seq2seq`.
+/// The model behind a task: BERT runs `pet` and `cls`, T5 runs `seq2seq`, BLOOM and Llama
+/// run `causal`.
 pub(super) enum Job<'m, B: Backend> {
     Pet(&'m Bert<B>),
     Cls(&'m Bert<B>),
     Seq2Seq(&'m T5<B>),
+    Causal(&'m Decoder<B>),
 }
 
 /// The model × task match, written once: the model that runs `kind`, or an error that says
@@ -220,12 +243,20 @@ pub(super) fn job<B: Backend>(kind: TaskKind, model: &Model<B>) -> Result<Job<'_
         (TaskKind::Pet, Net::Bert(m)) => Ok(Job::Pet(m)),
         (TaskKind::Cls, Net::Bert(m)) => Ok(Job::Cls(m)),
         (TaskKind::Seq2Seq, Net::T5(m)) => Ok(Job::Seq2Seq(m)),
-        (TaskKind::Pet | TaskKind::Cls, Net::T5(_)) => Err(Error::arg(
+        (TaskKind::Causal, Net::Bloom(m) | Net::Llama(m)) => Ok(Job::Causal(m)),
+        (_, Net::T5(_)) => Err(Error::arg(
             "--task",
             format!("{} is a T5 model: use --task seq2seq", model.dir.display()),
         )),
-        (TaskKind::Seq2Seq, Net::Bert(_)) => Err(Error::arg(
-            "--task seq2seq",
+        (_, Net::Bloom(_) | Net::Llama(_)) => Err(Error::arg(
+            "--task",
+            format!(
+                "{} is a decoder-only model: use --task causal",
+                model.dir.display()
+            ),
+        )),
+        (TaskKind::Seq2Seq | TaskKind::Causal, Net::Bert(_)) => Err(Error::arg(
+            "--task",
             format!(
                 "{} is a BERT model: use --task pet or cls",
                 model.dir.display()

@@ -67,6 +67,7 @@ impl<B: Backend> Bert<B> {
             tq: inp.t(),
             tk: inp.t(),
             h: self.cfg.num_attention_heads,
+            hkv: self.cfg.num_attention_heads,
             d: self.cfg.head_dim(),
         }
     }

@@ -2,7 +2,7 @@
 //! beside its backward, which runs the same ops in exact reverse.
 
 use super::weights::{T5AttnWeights, T5Stack, T5};
-use crate::backend::{AttnDims, Backend, BiasRef, DType};
+use crate::backend::{AttnBias, AttnDims, Backend, BiasRef, DType};
 use crate::error::Result;
 use crate::memory::MemoryAccountant;
 use crate::models::common::{hold, linear, output, zeros};
@@ -86,6 +86,7 @@ impl<B: Backend> T5<B> {
             tq,
             tk,
             h: self.cfg.num_heads,
+            hkv: self.cfg.num_heads,
             d: self.cfg.d_kv,
         }
     }
@@ -115,6 +116,7 @@ impl<B: Backend> T5<B> {
             output(be, be.act_dtype(), b * tq * a)?,
             output(be, DType::F32, b * dims.h * tq)?,
         );
+        let bias = bias.map(AttnBias::Relative);
         be.attention_fwd(
             &mut ctx, &mut lse, &q, &k, &v, mask, bias, causal, 1.0, dims,
         )?;
@@ -150,6 +152,7 @@ impl<B: Backend> T5<B> {
             zeros(be, act, b * tk * at)?,
             zeros(be, act, b * tk * at)?,
         );
+        let bias = bias.map(AttnBias::Relative);
         be.attention_bwd(
             &mut dq, &mut dk, &mut dv, &dctx, &a.q, &a.k, &a.v, &a.lse, mask, bias, causal, 1.0,
             dims,
