@@ -154,7 +154,7 @@ fn pet_scores_match_pytorch_reference() {
         d: prompt.shape[1],
         head: None,
     };
-    let batch = task.batch(&enc, &[0, 1, 2]);
+    let batch = task.batch(&enc, &[0, 1, 2]).unwrap();
     let scores = task.scores(&be, &model, &params, &batch).unwrap();
     let logits = &reference.float("logits").unwrap().data;
     let want = softprompt::train::decode::log_softmax_rows(logits, 2);

@@ -8,6 +8,7 @@ use softprompt::models::Recompute;
 use softprompt::prompt::PromptInit;
 use softprompt::train::checkpoint::CHECKPOINT_FILE;
 use softprompt::train::optim::{OptimConfig, OptimKind, Schedule, ScheduleKind};
+use softprompt::train::outdir;
 use softprompt::train::{
     Encoded, Event, Model, Summary, Task, TaskKind, TaskSpec, TrainConfig, Trainer,
 };
@@ -32,9 +33,14 @@ pub struct Args {
     /// output folder: the prompt (PEFT layout), task.json, head, metrics.jsonl, checkpoint
     #[arg(long)]
     out: PathBuf,
-    /// continue from --out/checkpoint.safetensors if it exists (same flags needed)
-    #[arg(long)]
+    /// continue from --out/checkpoint.safetensors if it exists (same flags needed); a
+    /// finished run is re-scored
+    #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// replace the run already in --out (its prompt, head, task.json, metrics and
+    /// checkpoint; nothing else) instead of refusing
+    #[arg(long)]
+    overwrite: bool,
 
     #[command(flatten)]
     data: DataArgs,
@@ -158,7 +164,8 @@ fn optim_config(a: &Args) -> Result<OptimConfig> {
         total: 0,
     };
     if let Some(n) = a.max_grad_norm {
-        o.max_grad_norm = (n > 0.0).then_some(n);
+        // 0 turns clipping off; NaN and negatives reach `OptimConfig::validate`
+        o.max_grad_norm = (n != 0.0).then_some(n);
     }
     Ok(o)
 }
@@ -175,7 +182,7 @@ fn prompt_init(a: &Args) -> Result<PromptInit> {
             from_first: a.init_vocab_first,
         },
         "class-labels" => PromptInit::ClassLabels {
-            label_ids: Vec::new(),
+            labels: Vec::new(),
             from_first: a.init_vocab_first,
         },
         other => {
@@ -265,11 +272,15 @@ fn train_config(a: &Args) -> Result<TrainConfig> {
         recompute: a.recompute.parse::<Recompute>()?,
         bucket_pool: a.bucket_pool,
         threads: rayon::current_num_threads(),
+        overwrite: a.overwrite,
     })
 }
 
 fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
     let t0 = Instant::now();
+    // a busy or occupied --out fails before anything loads (the trainer checks again, and
+    // holds the lock for good)
+    outdir::precheck(&a.out, a.resume, a.overwrite)?;
     let model = Model::load(be, &a.model)?;
     let train_data = a.data.load(&a.train, true)?;
     let spec = a.task.spec(None, &model, Some(&train_data), a.prompt_len)?;
@@ -301,6 +312,14 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
         .map(|p| encode_split(&task, &model, a, p, "test"))
         .transpose()?;
     let cfg = train_config(a)?;
+    if matches!(cfg.init, PromptInit::ClassLabels { .. }) && task.spec.labels.len() > a.prompt_len {
+        eprintln!(
+            "warning: --init class-labels: {} labels but --prompt-len {}: the labels {:?} get no prompt row",
+            task.spec.labels.len(),
+            a.prompt_len,
+            task.spec.labels.iter().skip(a.prompt_len).collect::<Vec<_>>()
+        );
+    }
     let resume = a.resume && a.out.join(CHECKPOINT_FILE).exists();
     let mut trainer = if resume {
         Trainer::resume(

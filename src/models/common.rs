@@ -70,7 +70,7 @@ impl TokenBatch {
 pub fn prompt_key_mask(batch: &TokenBatch, p: usize) -> Vec<i32> {
     let mut mask = Vec::with_capacity(batch.b * (p + batch.t));
     for bi in 0..batch.b {
-        mask.extend(std::iter::repeat(1).take(p));
+        mask.extend(std::iter::repeat_n(1, p));
         mask.extend(
             batch.mask[bi * batch.t..(bi + 1) * batch.t]
                 .iter()
