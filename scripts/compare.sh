@@ -22,7 +22,8 @@
 # a .log with each tool's stderr; with --rounds, each round's files carry .rN and the files
 # without it hold the medians (step_ms, tokens/s and TFLOP/s; the rest from the median round)
 # with every round's step_ms in step_ms_rounds. The table's header names the CPU and the load
-# average before and after. Ratios are softprompt / PyTorch: below 1 means softprompt is
+# average before and after; its "cpu ms/step" row, each tool's process CPU time per step (all
+# threads, spinning included), leaves out the time spent waiting for a core on a busy machine. Ratios are softprompt / PyTorch: below 1 means softprompt is
 # faster (step_ms) or smaller (memory); tokens/s and TFLOP/s above 1 mean softprompt is faster.
 # "peak - base" is peak_bytes minus rss_baseline_bytes on the CPU (the step's working memory) and
 # peak_bytes minus weights_bytes on the GPU.
@@ -138,7 +139,7 @@ import json, sys
 runs = [json.load(open(f)) for f in sys.argv[2:]]
 runs.sort(key=lambda d: d["step_ms"])
 mid = dict(runs[len(runs) // 2])
-for key in ("step_ms", "tokens_per_s", "tflops", "cpu_ms"):
+for key in ("step_ms", "tokens_per_s", "tflops", "cpu_ms", "step_cpu_ms"):
     vals = sorted(d[key] for d in runs if isinstance(d.get(key), (int, float)))
     if vals:
         mid[key] = vals[len(vals) // 2]
@@ -207,6 +208,8 @@ MB = 1e6
 ROWS = [  # label, getter, format
     ("step_ms", lambda d: d["step_ms"], "{:.1f}"),
     ("rounds' step_ms", lambda d: "/".join(f"{x:.0f}" for x in d["step_ms_rounds"]) if "step_ms_rounds" in d else None, "{}"),
+    # the process's CPU time per step, all threads: what a loaded machine's waits leave out
+    ("cpu ms/step", lambda d: d.get("cpu_ms", d.get("step_cpu_ms")), "{:.0f}"),
     ("tokens/s", lambda d: d["tokens_per_s"], "{:.0f}"),
     ("TFLOP/s", lambda d: d["tflops"], "{:.3f}"),
     ("saved MB", lambda d: d["saved_bytes"] / MB, "{:.1f}"),
