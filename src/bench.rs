@@ -392,10 +392,10 @@ pub fn run<B: Backend>(
     Ok(json!({
         "impl": "softprompt",
         "device": be.name(),
-        "cpu": crate::ceiling::cpu_model(),
-        "cpu_kernels": match be.device() {
-            crate::backend::DeviceKind::Cpu => json!(crate::cpu::gemm_path::kernels_id()),
-            _ => Value::Null,
+        "cpu": crate::device::cpu_model(),
+        "cpu_kernels": match be.kernels() {
+            k if k.is_empty() => Value::Null,
+            k => json!(k),
         },
         "dtype": format!("{:?}", be.act_dtype()).to_lowercase(),
         "weights_dtype": format!("{:?}", be.weight_dtype()).to_lowercase(),

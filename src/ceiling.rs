@@ -1,8 +1,8 @@
 //! `softprompt bench --ceiling`: what this machine can do, to judge the engine against.
 //!
 //! - The float32 FMA peak: every rayon thread at once runs independent fused multiply-adds on
-//!   the widest registers the CPU has (`cpu::simd::fma_loop`); the best of three runs.
-//! - Each GEMM path of this build (`cpu::gemm_path`) on the frozen-weight products of one
+//!   the widest registers the CPU has (`device::simd::fma_loop`); the best of three runs.
+//! - Each GEMM path of this build (`device::gemm_path`) on the frozen-weight products of one
 //!   step of a preset (`step_gemms`), forward (out = x·Wᵀ) and backward (dx += dy·W), the
 //!   best of a few runs each; and the step's rate over all of them, FLOP-weighted (total
 //!   FLOPs over total time), as a share of the peak.
@@ -10,8 +10,9 @@
 //! `softprompt profile` reports the step's measured GEMM rate against the same peak.
 
 use crate::bench::{Preset, Workload};
-use crate::cpu::gemm_path::{self, GemmPath};
-use crate::cpu::simd::{self, Isa};
+use crate::device::cpu_model;
+use crate::device::gemm_path::{self, GemmPath};
+use crate::device::simd::{self, Isa};
 use crate::rng::Rng;
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -213,24 +214,4 @@ pub fn text(r: &Value) -> String {
         }
     }
     s
-}
-
-/// The CPU's model name (Linux: /proc/cpuinfo), with its vendor, family and model numbers.
-pub fn cpu_model() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |key: &str| {
-        info.lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split(':').nth(1))
-            .map(|v| v.trim().to_string())
-    };
-    match field("model name") {
-        Some(name) => format!(
-            "{name} ({}, family {}, model {})",
-            field("vendor_id").unwrap_or_default(),
-            field("cpu family").unwrap_or_default(),
-            field("model\t").unwrap_or_default()
-        ),
-        None => std::env::consts::ARCH.to_string(),
-    }
 }

@@ -30,9 +30,9 @@ pub struct DeviceArgs {
 /// `--gemm`: selects the CPU's GEMM path for this process.
 pub fn select_gemm(flag: Option<&str>) -> Result<()> {
     match flag {
-        Some(s) => {
-            softprompt::cpu::gemm_path::select(softprompt::cpu::gemm_path::GemmPath::parse(s)?)
-        }
+        Some(s) => softprompt::device::gemm_path::select(
+            softprompt::device::gemm_path::GemmPath::parse(s)?,
+        ),
         None => Ok(()),
     }
 }

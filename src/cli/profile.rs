@@ -52,7 +52,7 @@ fn gemm_share<B: Backend>(be: &Profiler<B>) -> String {
     format!(
         "\nGEMMs (linear_fwd + linear_bwd, {} path): {:.1} GFLOP in {:.1} ms = {:.1} GFLOP/s, {:.0}% of the step; \
          {:.0}% of the float32 FMA peak {:.1} GFLOP/s ({}, {} threads, measured now)\n",
-        softprompt::cpu::gemm_path::selected().name(),
+        softprompt::device::gemm_path::selected().name(),
         flops / 1e9,
         secs * 1e3,
         rate,
