@@ -1,5 +1,7 @@
-// Fused attention, forward and backward, with key padding, an optional causal mask, and T5's
-// relative position bias read inside the kernel from the frozen (num_buckets, H) table.
+// Fused attention, forward and backward, with key padding, an optional causal mask, grouped-query
+// attention (query head h reads key/value head h / (H / Hkv), in place), and a position bias
+// computed inside the kernel: T5's relative bias read from the frozen (num_buckets, H) table, or
+// ALiBi from the head index alone (attn_alibi_slope in common.cuh).
 // bf16 storage, float accumulation, tensor cores through nvcuda::wmma (bf16 16x16x16).
 // Nothing of size Tq x Tk is ever stored: forward saves the log-sum-exp per query row, and
 // backward recomputes the probabilities from it, one 64 x 64 tile at a time.
@@ -7,12 +9,14 @@
 // Reference: src/cpu/attention.rs (same names, same argument order). Design, tiling and the
 // launch plan that src/cuda/attention.rs follows: kernels/ATTENTION.md.
 //
-// Shapes: q, out, dq, dout: (B, Tq, H, D) bf16; k, v, dk, dv: (B, Tk, H, D) bf16;
+// Shapes: q, out, dq, dout: (B, Tq, H, D) bf16; k, v, dk, dv: (B, Tk, Hkv, D) bf16;
 // lse, delta: (B, H, Tq) float; key_mask: (B, Tk) int (0 = padded key);
 // bias_table: (num_buckets, H) bf16 or NULL; buckets: (Tq + Tk - 1) int or NULL, the bucket of
-// the relative position j - i stored at index j - i + Tq - 1. Key j is visible to query i iff
-// key_mask[b, j] != 0 and (!causal or j <= i). A query row that sees no key gets out = 0 and
-// lse = -inf, and contributes nothing to any gradient.
+// the relative position j - i stored at index j - i + Tq - 1; alibi: 1 adds
+// slope_h * (j - i - (Tk - Tq)) instead (no table). Positions are aligned at the end: query i
+// sits at i + Tk - Tq. Key j is visible to query i iff key_mask[b, j] != 0 and
+// (!causal or j <= i + Tk - Tq). A query row that sees no key gets out = 0 and lse = -inf, and
+// contributes nothing to any gradient.
 //
 // The builds with float32 activations (float32, -DSOFTPROMPT_F32, and mixed,
 // -DSOFTPROMPT_MIXED; see common.cuh) take the same entry points, signatures and launches
@@ -22,9 +26,10 @@
 // with a _d128 suffix for 64 < D <= 128 (identical signatures and launch configuration; only the
 // register arrays differ). Launches (ATTENTION.md): 128 threads; forward and bwd_dq take grid
 // (ceil(Tq / 64), H, B), bwd_dkdv takes (ceil(Tk / 64), H, B); dynamic shared memory from
-// attn_smem_bytes below. Backward runs bwd_dq (which also writes delta) and then bwd_dkdv; both
-// add into their outputs (each element by one thread, once) and use no atomics, so every
-// result is deterministic.
+// attn_smem_bytes below. Backward runs bwd_dq (which also writes delta) and then bwd_dkdv, whose
+// grid is (ceil(Tk / 64), Hkv, B): each block walks the H / Hkv query heads of its key/value
+// head in turn. Both add into their outputs (each element by one thread, once) and use no
+// atomics, so every result is deterministic.
 #include "common.cuh"
 
 #ifdef SOFTPROMPT_ACT_F32
@@ -100,16 +105,24 @@ __device__ void attn_load_tile(bf16* tile, const bf16* __restrict__ src, const i
 
 // The bias window of query tile i0 and key tile j0 (threads 0..126; the caller's barrier
 // follows): bias_s[t] = log2(e) * bias of relative position j - i = j0 - i0 + t - 63 (0 without
-// a table, or where that position is out of range), so element (query i, key j) of the tile
-// reads bias_s[(j - j0) - (i - i0) + 63]. 127 table reads per tile pair instead of 4096.
+// a bias, or where that position is out of the table's range), so element (query i, key j) of
+// the tile reads bias_s[(j - j0) - (i - i0) + 63]. 127 table reads (or slopes) per tile pair
+// instead of 4096; ALiBi's window is slope_h * (j - i - (Tk - Tq)). The causal mask depends on
+// j - i alone too (hidden when j - i > Tk - Tq): the window holds -inf there, so the score
+// loops test key padding only.
 __device__ void attn_fill_bias(float* bias_s, const bf16* __restrict__ bias_table,
-                               const int* __restrict__ buckets, int i0, int j0, int Tq, int Tk, int H,
-                               int h) {
+                               const int* __restrict__ buckets, int alibi, int causal, int i0,
+                               int j0, int Tq, int Tk, int H, int h) {
   const int t = threadIdx.x;
   if (t < ATTN_BM + ATTN_BN - 1) {
-    const int idx = j0 - i0 + t - (ATTN_BM - 1) + Tq - 1;  // index into buckets
+    const int rel = j0 - i0 + t - (ATTN_BM - 1);  // j - i
+    const int idx = rel + Tq - 1;                  // index into buckets
     float val = 0.0f;
-    if (bias_table != nullptr && idx >= 0 && idx < Tq + Tk - 1)
+    if (causal && rel > Tk - Tq)
+      val = ATTN_NEG_INF;
+    else if (alibi)
+      val = attn_alibi_slope(h, H) * static_cast<float>(rel - (Tk - Tq)) * ATTN_LOG2E;
+    else if (bias_table != nullptr && idx >= 0 && idx < Tq + Tk - 1)
       val = __bfloat162float(bias_table[buckets[idx] * H + h]) * ATTN_LOG2E;
     bias_s[t] = val;
   }
@@ -235,12 +248,13 @@ __device__ __forceinline__ void attn_fwd_body(unsigned char* attn_smem, bf16* __
                                               const bf16* __restrict__ k, const bf16* __restrict__ v,
                                               const int* __restrict__ key_mask,
                                               const bf16* __restrict__ bias_table,
-                                              const int* __restrict__ buckets, int causal, float scale,
-                                              int B, int Tq, int Tk, int H, int D) {
+                                              const int* __restrict__ buckets, int alibi, int causal,
+                                              float scale, int B, int Tq, int Tk, int H, int Hkv,
+                                              int D) {
   if (D < 1 || D > 16 * NFM) return;  // the launcher checks D and picks the entry point
   const int Dp = attn_round16(D), NF = Dp / 16, ldt = Dp + 8;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
-  const int h = blockIdx.y, b = blockIdx.z;
+  const int h = blockIdx.y, b = blockIdx.z, kvh = h / (H / Hkv);
   // Causal tiles late in the sequence do the most work: start them first.
   const int i0 = (causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x) * ATTN_BM;
   const int il = warp * 16 + r, i = i0 + il;  // this lane's query row (with its partner lane)
@@ -275,12 +289,13 @@ __device__ __forceinline__ void attn_fwd_body(unsigned char* attn_smem, bf16* __
 #pragma unroll
   for (int f = 0; f < NFM; ++f) wmma::fill_fragment(o[f], 0.0f);
 
-  const int kend = causal ? min(Tk, i0 + ATTN_BM) : Tk;
-  for (int j0 = 0; j0 < kend; j0 += ATTN_BN) {
+  // Causal: keys after the tile's last query are hidden (the bound is evaluated in the loop
+  // condition rather than kept in a register: attention_fwd sits at its 128-register cap).
+  for (int j0 = 0; j0 < (causal ? min(Tk, i0 + ATTN_BM + Tk - Tq) : Tk); j0 += ATTN_BN) {
     __syncthreads();  // the previous tile's K, V and tables are no longer read
-    attn_load_tile(Ks, k, key_mask, b, h, j0, Tk, H, D, Dp, ldt);
-    attn_load_tile(Vs, v, key_mask, b, h, j0, Tk, H, D, Dp, ldt);
-    attn_fill_bias(bias_s, bias_table, buckets, i0, j0, Tq, Tk, H, h);
+    attn_load_tile(Ks, k, key_mask, b, kvh, j0, Tk, Hkv, D, Dp, ldt);
+    attn_load_tile(Vs, v, key_mask, b, kvh, j0, Tk, Hkv, D, Dp, ldt);
+    attn_fill_bias(bias_s, bias_table, buckets, alibi, causal, i0, j0, Tq, Tk, H, h);
     int flag = 0;
     if (threadIdx.x < ATTN_BN) key_s[threadIdx.x] = flag = attn_key_flag(key_mask, b, j0 + threadIdx.x, Tk);
     if (!__syncthreads_or(flag)) continue;  // every key of this tile is padded
@@ -294,7 +309,7 @@ __device__ __forceinline__ void attn_fwd_body(unsigned char* attn_smem, bf16* __
 #pragma unroll
     for (int jj = 0; jj < 32; ++jj) {
       const int c = 2 * jj + half;
-      const bool vis = key_s[c] != 0 && !(causal && j0 + c > i);
+      const bool vis = key_s[c] != 0;  // the causal mask is in the bias window
       x[jj] = vis ? Ss[r * ATTN_SLD + c] * sl2 + bias_s[c - il + ATTN_BM - 1] : ATTN_NEG_INF;
       mx = fmaxf(mx, x[jj]);
     }
@@ -343,28 +358,30 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 4)
 attention_fwd(bf16* __restrict__ out,               // (B, Tq, H, D)
               float* __restrict__ lse,              // (B, H, Tq)
               const bf16* __restrict__ q,           // (B, Tq, H, D)
-              const bf16* __restrict__ k,           // (B, Tk, H, D)
-              const bf16* __restrict__ v,           // (B, Tk, H, D)
+              const bf16* __restrict__ k,           // (B, Tk, Hkv, D)
+              const bf16* __restrict__ v,           // (B, Tk, Hkv, D)
               const int* __restrict__ key_mask,     // (B, Tk)
               const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
               const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
-              int causal, float scale, int B, int Tq, int Tk, int H, int D) {
+              int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
+              int Hkv, int D) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_fwd_body<4>(attn_smem, out, lse, q, k, v, key_mask, bias_table, buckets, causal, scale, B, Tq, Tk, H, D);
+  attn_fwd_body<4>(attn_smem, out, lse, q, k, v, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
 }
 // 64 < D <= 128
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
 attention_fwd_d128(bf16* __restrict__ out,               // (B, Tq, H, D)
                    float* __restrict__ lse,              // (B, H, Tq)
                    const bf16* __restrict__ q,           // (B, Tq, H, D)
-                   const bf16* __restrict__ k,           // (B, Tk, H, D)
-                   const bf16* __restrict__ v,           // (B, Tk, H, D)
+                   const bf16* __restrict__ k,           // (B, Tk, Hkv, D)
+                   const bf16* __restrict__ v,           // (B, Tk, Hkv, D)
                    const int* __restrict__ key_mask,     // (B, Tk)
                    const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
                    const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
-                   int causal, float scale, int B, int Tq, int Tk, int H, int D) {
+                   int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
+                   int Hkv, int D) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_fwd_body<8>(attn_smem, out, lse, q, k, v, key_mask, bias_table, buckets, causal, scale, B, Tq, Tk, H, D);
+  attn_fwd_body<8>(attn_smem, out, lse, q, k, v, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
 }
 
 // dq, and delta = sum_j P_ij dP_ij per query row (saved for attention_bwd_dkdv).
@@ -378,12 +395,13 @@ __device__ __forceinline__ void attn_bwd_dq_body(unsigned char* attn_smem, bf16*
                                                  const bf16* __restrict__ v, const float* __restrict__ lse,
                                                  const int* __restrict__ key_mask,
                                                  const bf16* __restrict__ bias_table,
-                                                 const int* __restrict__ buckets, int causal, float scale,
-                                                 int B, int Tq, int Tk, int H, int D) {
+                                                 const int* __restrict__ buckets, int alibi, int causal,
+                                                 float scale, int B, int Tq, int Tk, int H, int Hkv,
+                                                 int D) {
   if (D < 1 || D > 16 * NFM) return;  // the launcher checks D and picks the entry point
   const int Dp = attn_round16(D), NF = Dp / 16, ldt = Dp + 8;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
-  const int h = blockIdx.y, b = blockIdx.z;
+  const int h = blockIdx.y, b = blockIdx.z, kvh = h / (H / Hkv);
   const int i0 = (causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x) * ATTN_BM;
   const int il = warp * 16 + r, i = i0 + il;
 
@@ -410,14 +428,14 @@ __device__ __forceinline__ void attn_bwd_dq_body(unsigned char* attn_smem, bf16*
 #pragma unroll
   for (int f = 0; f < NFM; ++f) wmma::fill_fragment(acc[f], 0.0f);
 
-  const int kend = causal ? min(Tk, i0 + ATTN_BM) : Tk;
+  const int kend = causal ? min(Tk, i0 + ATTN_BM + Tk - Tq) : Tk;
   for (int pass = 0; pass < 2; ++pass) {
     float dsum = 0.0f;
     for (int j0 = 0; j0 < kend; j0 += ATTN_BN) {
       __syncthreads();
-      attn_load_tile(Ks, k, key_mask, b, h, j0, Tk, H, D, Dp, ldt);
-      attn_load_tile(Vs, v, key_mask, b, h, j0, Tk, H, D, Dp, ldt);
-      attn_fill_bias(bias_s, bias_table, buckets, i0, j0, Tq, Tk, H, h);
+      attn_load_tile(Ks, k, key_mask, b, kvh, j0, Tk, Hkv, D, Dp, ldt);
+      attn_load_tile(Vs, v, key_mask, b, kvh, j0, Tk, Hkv, D, Dp, ldt);
+      attn_fill_bias(bias_s, bias_table, buckets, alibi, causal, i0, j0, Tq, Tk, H, h);
       int flag = 0;
       if (threadIdx.x < ATTN_BN) key_s[threadIdx.x] = flag = attn_key_flag(key_mask, b, j0 + threadIdx.x, Tk);
       if (!__syncthreads_or(flag)) continue;
@@ -429,7 +447,7 @@ __device__ __forceinline__ void attn_bwd_dq_body(unsigned char* attn_smem, bf16*
 #pragma unroll 8
       for (int jj = 0; jj < 32; ++jj) {
         const int c = 2 * jj + half;
-        const bool vis = row_live && key_s[c] != 0 && !(causal && j0 + c > i);
+        const bool vis = row_live && key_s[c] != 0;  // the causal mask is in the bias window
         const float p =
             vis ? exp2f(Ss[r * ATTN_SLD + c] * sl2 + bias_s[c - il + ATTN_BM - 1] - lse2) : 0.0f;
         const float dp = dPs[r * ATTN_SLD + c];
@@ -455,15 +473,16 @@ attention_bwd_dq(bf16* __restrict__ dq,                // (B, Tq, H, D)
                  float* __restrict__ delta,            // (B, H, Tq)
                  const bf16* __restrict__ dout,        // (B, Tq, H, D)
                  const bf16* __restrict__ q,           // (B, Tq, H, D)
-                 const bf16* __restrict__ k,           // (B, Tk, H, D)
-                 const bf16* __restrict__ v,           // (B, Tk, H, D)
+                 const bf16* __restrict__ k,           // (B, Tk, Hkv, D)
+                 const bf16* __restrict__ v,           // (B, Tk, Hkv, D)
                  const float* __restrict__ lse,        // (B, H, Tq)
                  const int* __restrict__ key_mask,     // (B, Tk)
                  const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
                  const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
-                 int causal, float scale, int B, int Tq, int Tk, int H, int D) {
+                 int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
+                 int Hkv, int D) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dq_body<4>(attn_smem, dq, delta, dout, q, k, v, lse, key_mask, bias_table, buckets, causal, scale, B, Tq, Tk, H, D);
+  attn_bwd_dq_body<4>(attn_smem, dq, delta, dout, q, k, v, lse, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
 }
 // 64 < D <= 128
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
@@ -471,20 +490,21 @@ attention_bwd_dq_d128(bf16* __restrict__ dq,                // (B, Tq, H, D)
                       float* __restrict__ delta,            // (B, H, Tq)
                       const bf16* __restrict__ dout,        // (B, Tq, H, D)
                       const bf16* __restrict__ q,           // (B, Tq, H, D)
-                      const bf16* __restrict__ k,           // (B, Tk, H, D)
-                      const bf16* __restrict__ v,           // (B, Tk, H, D)
+                      const bf16* __restrict__ k,           // (B, Tk, Hkv, D)
+                      const bf16* __restrict__ v,           // (B, Tk, Hkv, D)
                       const float* __restrict__ lse,        // (B, H, Tq)
                       const int* __restrict__ key_mask,     // (B, Tk)
                       const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
                       const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
-                      int causal, float scale, int B, int Tq, int Tk, int H, int D) {
+                      int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
+                      int Hkv, int D) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dq_body<8>(attn_smem, dq, delta, dout, q, k, v, lse, key_mask, bias_table, buckets, causal, scale, B, Tq, Tk, H, D);
+  attn_bwd_dq_body<8>(attn_smem, dq, delta, dout, q, k, v, lse, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
 }
 
-// dk = dS^T q and dv = P^T dout for one tile of 64 keys, recomputing P from lse and using the
-// delta written by attention_bwd_dq.
-// grid (ceil(Tk / 64), H, B), block 128, dynamic smem attn_smem_bytes(2, D).
+// dk = dS^T q and dv = P^T dout for one tile of 64 keys, summed over the H / Hkv query heads that
+// read them, recomputing P from lse and using the delta written by attention_bwd_dq.
+// grid (ceil(Tk / 64), Hkv, B), block 128, dynamic smem attn_smem_bytes(2, D).
 // Each warp owns 16 keys and keeps their dk and dv in registers while the block walks the
 // query tiles.
 template <int NFM>
@@ -495,12 +515,13 @@ __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf1
                                                    const float* __restrict__ delta,
                                                    const int* __restrict__ key_mask,
                                                    const bf16* __restrict__ bias_table,
-                                                   const int* __restrict__ buckets, int causal, float scale,
-                                                   int B, int Tq, int Tk, int H, int D) {
+                                                   const int* __restrict__ buckets, int alibi, int causal,
+                                                   float scale, int B, int Tq, int Tk, int H, int Hkv,
+                                                   int D) {
   if (D < 1 || D > 16 * NFM) return;  // the launcher checks D and picks the entry point
   const int Dp = attn_round16(D), NF = Dp / 16, ldt = Dp + 8;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
-  const int h = blockIdx.y, b = blockIdx.z;
+  const int kvh = blockIdx.y, b = blockIdx.z, G = H / Hkv;
   const int j0 = blockIdx.x * ATTN_BN;
   const int jl = warp * 16 + r, j = j0 + jl;  // this lane's key (with its partner lane)
 
@@ -518,8 +539,8 @@ __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf1
   float* lse_s = sm.take<float>(ATTN_BM * 4);    // log2(e) * lse of the tile's queries
   float* delta_s = sm.take<float>(ATTN_BM * 4);  // delta of the tile's queries
 
-  attn_load_tile(Ks, k, key_mask, b, h, j0, Tk, H, D, Dp, ldt);
-  attn_load_tile(Vs, v, key_mask, b, h, j0, Tk, H, D, Dp, ldt);
+  attn_load_tile(Ks, k, key_mask, b, kvh, j0, Tk, Hkv, D, Dp, ldt);
+  attn_load_tile(Vs, v, key_mask, b, kvh, j0, Tk, Hkv, D, Dp, ldt);
   int flag = 0;
   if (threadIdx.x < ATTN_BN) key_s[threadIdx.x] = flag = attn_key_flag(key_mask, b, j0 + threadIdx.x, Tk);
   const bool any_key = __syncthreads_or(flag);
@@ -533,14 +554,16 @@ __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf1
     wmma::fill_fragment(dv_acc[f], 0.0f);
   }
 
-  // Causal: queries before j0 see none of these keys.
-  const int istart = (causal && any_key) ? j0 / ATTN_BM * ATTN_BM : 0;
+  // Causal: queries before j0 - (Tk - Tq) see none of these keys.
+  const int istart = (causal && any_key) ? max(0, j0 - (Tk - Tq)) / ATTN_BM * ATTN_BM : 0;
   const int iend = any_key ? Tq : 0;
+  // the query heads that read this key/value head, one after the other
+  for (int h = kvh * G; h < (kvh + 1) * G; ++h)
   for (int i0 = istart; i0 < iend; i0 += ATTN_BM) {
     __syncthreads();
     attn_load_tile(Qs, q, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
     attn_load_tile(dOs, dout, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
-    attn_fill_bias(bias_s, bias_table, buckets, i0, j0, Tq, Tk, H, h);
+    attn_fill_bias(bias_s, bias_table, buckets, alibi, causal, i0, j0, Tq, Tk, H, h);
     if (threadIdx.x < ATTN_BM) {
       const int iq = i0 + threadIdx.x;
       const size_t at = (static_cast<size_t>(b) * H + h) * Tq + iq;
@@ -555,9 +578,9 @@ __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf1
     __syncwarp();
 #pragma unroll 8
     for (int jj = 0; jj < 32; ++jj) {
-      const int c = 2 * jj + half, iq = i0 + c;
+      const int c = 2 * jj + half;
       const float l2 = lse_s[c];
-      const bool vis = key_live && l2 != ATTN_NEG_INF && !(causal && j > iq);
+      const bool vis = key_live && l2 != ATTN_NEG_INF;  // the causal mask is in the bias window
       const float p =
           vis ? exp2f(Ss[r * ATTN_SLD + c] * sl2 + bias_s[jl - c + ATTN_BM - 1] - l2) : 0.0f;
       const float ds = p * (dPs[r * ATTN_SLD + c] - delta_s[c]) * scale;
@@ -570,43 +593,140 @@ __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf1
   }
 
   if (warp_live) {
-    attn_store_rows<NFM, true>(dk, dk_acc, Ss, nullptr, b, h, j0 + warp * 16, Tk, H, D, NF);
-    attn_store_rows<NFM, true>(dv, dv_acc, Ss, nullptr, b, h, j0 + warp * 16, Tk, H, D, NF);
+    attn_store_rows<NFM, true>(dk, dk_acc, Ss, nullptr, b, kvh, j0 + warp * 16, Tk, Hkv, D, NF);
+    attn_store_rows<NFM, true>(dv, dv_acc, Ss, nullptr, b, kvh, j0 + warp * 16, Tk, Hkv, D, NF);
   }
 }
 
 // D <= 64
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
-attention_bwd_dkdv(bf16* __restrict__ dk,                // (B, Tk, H, D)
-                   bf16* __restrict__ dv,                // (B, Tk, H, D)
+attention_bwd_dkdv(bf16* __restrict__ dk,                // (B, Tk, Hkv, D)
+                   bf16* __restrict__ dv,                // (B, Tk, Hkv, D)
                    const bf16* __restrict__ dout,        // (B, Tq, H, D)
                    const bf16* __restrict__ q,           // (B, Tq, H, D)
-                   const bf16* __restrict__ k,           // (B, Tk, H, D)
-                   const bf16* __restrict__ v,           // (B, Tk, H, D)
+                   const bf16* __restrict__ k,           // (B, Tk, Hkv, D)
+                   const bf16* __restrict__ v,           // (B, Tk, Hkv, D)
                    const float* __restrict__ lse,        // (B, H, Tq)
                    const float* __restrict__ delta,      // (B, H, Tq)
                    const int* __restrict__ key_mask,     // (B, Tk)
                    const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
                    const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
-                   int causal, float scale, int B, int Tq, int Tk, int H, int D) {
+                   int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
+                   int Hkv, int D) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dkdv_body<4>(attn_smem, dk, dv, dout, q, k, v, lse, delta, key_mask, bias_table, buckets, causal, scale, B, Tq, Tk, H, D);
+  attn_bwd_dkdv_body<4>(attn_smem, dk, dv, dout, q, k, v, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
 }
 // 64 < D <= 128
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
-attention_bwd_dkdv_d128(bf16* __restrict__ dk,                // (B, Tk, H, D)
-                        bf16* __restrict__ dv,                // (B, Tk, H, D)
+attention_bwd_dkdv_d128(bf16* __restrict__ dk,                // (B, Tk, Hkv, D)
+                        bf16* __restrict__ dv,                // (B, Tk, Hkv, D)
                         const bf16* __restrict__ dout,        // (B, Tq, H, D)
                         const bf16* __restrict__ q,           // (B, Tq, H, D)
-                        const bf16* __restrict__ k,           // (B, Tk, H, D)
-                        const bf16* __restrict__ v,           // (B, Tk, H, D)
+                        const bf16* __restrict__ k,           // (B, Tk, Hkv, D)
+                        const bf16* __restrict__ v,           // (B, Tk, Hkv, D)
                         const float* __restrict__ lse,        // (B, H, Tq)
                         const float* __restrict__ delta,      // (B, H, Tq)
                         const int* __restrict__ key_mask,     // (B, Tk)
                         const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
                         const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
-                        int causal, float scale, int B, int Tq, int Tk, int H, int D) {
+                        int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
+                        int Hkv, int D) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dkdv_body<8>(attn_smem, dk, dv, dout, q, k, v, lse, delta, key_mask, bias_table, buckets, causal, scale, B, Tq, Tk, H, D);
+  attn_bwd_dkdv_body<8>(attn_smem, dk, dv, dout, q, k, v, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
 }
 #endif  // SOFTPROMPT_ACT_F32
+
+// The KV-cache decode step of generation (all three builds): one new query per batch row
+// against the first Tk rows of the caches, without any Tq x Tk storage.
+// out, q: (B, H, D); k, v: (B, Tmax, Hkv, D); key_mask: (B, Tmax) (0 = padded key). The query
+// sits at position Tk - 1 and so sees every cached key; alibi adds slope_h * (j - (Tk - 1)).
+// grid (Hkv, B), block 128 (4 warps); each block serves the G = H / Hkv query heads of one
+// key/value head, so each cached row is read once per step, in chunks of DEC_KC keys with an
+// online softmax. Dynamic shared memory attn_decode_smem_bytes(G, D) (src/cuda/attention.rs).
+#define DEC_KC 64
+#define DEC_WARPS 4
+
+extern "C" __global__ void
+attention_decode(act_t* __restrict__ out,            // (B, H, D)
+                 const act_t* __restrict__ q,        // (B, H, D)
+                 const act_t* __restrict__ k,        // (B, Tmax, Hkv, D)
+                 const act_t* __restrict__ v,        // (B, Tmax, Hkv, D)
+                 const int* __restrict__ key_mask,   // (B, Tmax)
+                 int alibi, float scale, int B, int Tk, int Tmax, int H, int Hkv, int D) {
+  extern __shared__ __align__(16) float dec_smem[];
+  const int kvh = blockIdx.x, b = blockIdx.y, G = H / Hkv;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  float* qs = dec_smem;        // (G, D) the queries
+  float* os = qs + G * D;      // (G, D) unnormalised outputs
+  float* ps = os + G * D;      // (G, DEC_KC) scores, then probabilities, of the chunk
+  float* ms = ps + G * DEC_KC;  // (G) running max
+  float* ls = ms + G;          // (G) running sum
+  float* al = ls + G;          // (G) rescale of the chunk
+  for (int e = threadIdx.x; e < G * D; e += blockDim.x) {
+    qs[e] = ld(q, (static_cast<long long>(b) * H + kvh * G) * D + e);
+    os[e] = 0.0f;
+  }
+  for (int g = threadIdx.x; g < G; g += blockDim.x) {
+    ms[g] = __int_as_float(0xff800000);
+    ls[g] = 0.0f;
+  }
+  const long long row0 = static_cast<long long>(b) * Tmax;
+  for (int c0 = 0; c0 < Tk; c0 += DEC_KC) {
+    const int n = min(DEC_KC, Tk - c0);
+    __syncthreads();  // q, the previous chunk's probabilities and rescales are settled
+    // scores: one warp per key, the G heads in turn
+    for (int jj = warp; jj < n; jj += DEC_WARPS) {
+      const int j = c0 + jj;
+      const bool vis = key_mask[row0 + j] != 0;
+      const long long kr = ((row0 + j) * Hkv + kvh) * D;
+      for (int g = 0; g < G; ++g) {
+        float s = 0.0f;
+        for (int d = lane; d < D; d += 32) s += qs[g * D + d] * ld(k, kr + d);
+        s = warp_sum(s);
+        if (lane == 0) {
+          const float bias = alibi ? attn_alibi_slope(kvh * G + g, H) * static_cast<float>(j - (Tk - 1)) : 0.0f;
+          ps[g * DEC_KC + jj] = vis ? s * scale + bias : __int_as_float(0xff800000);
+        }
+      }
+    }
+    __syncthreads();
+    // the online softmax of each head over the chunk: one warp per head
+    for (int g = warp; g < G; g += DEC_WARPS) {
+      float mx = __int_as_float(0xff800000);
+      for (int jj = lane; jj < n; jj += 32) mx = fmaxf(mx, ps[g * DEC_KC + jj]);
+      mx = warp_max(mx);
+      const float m_old = ms[g], m_new = fmaxf(m_old, mx);
+      const bool any = m_new != __int_as_float(0xff800000);
+      float sum = 0.0f;
+      for (int jj = lane; jj < n; jj += 32) {
+        const float p = any ? expf(ps[g * DEC_KC + jj] - m_new) : 0.0f;
+        ps[g * DEC_KC + jj] = p;
+        sum += p;
+      }
+      sum = warp_sum(sum);
+      __syncwarp();
+      if (lane == 0) {
+        const float alpha = (any && m_old != __int_as_float(0xff800000)) ? expf(m_old - m_new) : (any ? 0.0f : 1.0f);
+        al[g] = alpha;
+        ls[g] = ls[g] * alpha + sum;
+        ms[g] = m_new;
+      }
+    }
+    __syncthreads();
+    // os = os * alpha + P V over the chunk: one thread per (head, column)
+    for (int e = threadIdx.x; e < G * D; e += blockDim.x) {
+      const int g = e / D, d = e % D;
+      float acc = os[e] * al[g];
+      for (int jj = 0; jj < n; ++jj) {
+        const float p = ps[g * DEC_KC + jj];
+        if (p != 0.0f) acc += p * ld(v, ((row0 + c0 + jj) * Hkv + kvh) * D + d);
+      }
+      os[e] = acc;
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < G * D; e += blockDim.x) {
+    const int g = e / D;
+    st(out, (static_cast<long long>(b) * H + kvh * G) * D + e, ls[g] > 0.0f ? os[e] / ls[g] : 0.0f);
+  }
+}

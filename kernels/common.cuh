@@ -129,6 +129,15 @@ __device__ __forceinline__ float block_max(float x, float* scratch) {
   return warp_max(x);
 }
 
+// ALiBi's slope of head h of H (BLOOM's rule; src/backend/attention.rs `alibi_slope`): with n
+// the largest power of two up to H, 2^(-8(h+1)/n) for the first n heads, then
+// 2^(-4(2(h-n)+1)/n) for the rest.
+__device__ __forceinline__ float attn_alibi_slope(int h, int H) {
+  const int n = 1 << (31 - __clz(H));
+  return h < n ? exp2f(-8.0f * static_cast<float>(h + 1) / static_cast<float>(n))
+               : exp2f(-4.0f * static_cast<float>(2 * (h - n) + 1) / static_cast<float>(n));
+}
+
 // Grid-stride loop over [0, n).
 #define GRID_STRIDE(i, n)                                                          \
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \

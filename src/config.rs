@@ -1,4 +1,5 @@
-//! Hugging Face `config.json` for BERT and T5 (v1.0, v1.1 / LM-adapted, flan), with the
+//! Hugging Face `config.json` for BERT, T5 (v1.0, v1.1 / LM-adapted, flan) and the decoder-only
+//! language models (BLOOM; Llama 2/3, Mistral and Qwen2, which load as `llama`), with the
 //! defaults transformers applies when a key is absent, and clear errors for what the engine
 //! does not support.
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
@@ -8,6 +9,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+use crate::backend::rope::Llama3Scaling;
 use crate::backend::Act;
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -68,6 +70,10 @@ impl T5Config {
 pub enum ModelConfig {
     Bert(BertConfig),
     T5(T5Config),
+    /// `BloomForCausalLM`
+    Bloom(DecoderConfig),
+    /// `LlamaForCausalLM` and the configs of its shape: Mistral, Qwen2
+    Llama(DecoderConfig),
 }
 
 impl ModelConfig {
@@ -89,13 +95,15 @@ impl ModelConfig {
         match model_type.as_str() {
             "bert" => Ok(ModelConfig::Bert(parse_bert(&cfg)?)),
             "t5" | "mt5" => Ok(ModelConfig::T5(parse_t5(&cfg)?)),
+            "bloom" => Ok(ModelConfig::Bloom(parse_bloom(&cfg)?)),
+            "llama" | "mistral" | "qwen2" => Ok(ModelConfig::Llama(parse_llama(&cfg, &model_type)?)),
             "" => Err(Error::config(
                 path,
-                "no `model_type`: expected \"bert\" or \"t5\"",
+                format!("no `model_type`: expected one of {SUPPORTED_MODEL_TYPES}"),
             )),
             other => Err(Error::config(
                 path,
-                format!("model_type \"{other}\" is not supported: expected \"bert\" or \"t5\""),
+                format!("model_type \"{other}\" is not supported: expected one of {SUPPORTED_MODEL_TYPES}"),
             )),
         }
     }
@@ -104,6 +112,8 @@ impl ModelConfig {
         match self {
             ModelConfig::Bert(_) => "bert",
             ModelConfig::T5(_) => "t5",
+            ModelConfig::Bloom(_) => "bloom",
+            ModelConfig::Llama(_) => "llama",
         }
     }
 
@@ -112,6 +122,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Bert(c) => c.hidden_size,
             ModelConfig::T5(c) => c.d_model,
+            ModelConfig::Bloom(c) | ModelConfig::Llama(c) => c.hidden_size,
         }
     }
 
@@ -119,6 +130,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Bert(c) => c.vocab_size,
             ModelConfig::T5(c) => c.vocab_size,
+            ModelConfig::Bloom(c) | ModelConfig::Llama(c) => c.vocab_size,
         }
     }
 }
@@ -394,4 +406,290 @@ fn parse_t5(cfg: &Cfg) -> Result<T5Config> {
         ));
     }
     Ok(c)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoder-only language models
+
+const SUPPORTED_MODEL_TYPES: &str =
+    "\"bert\", \"t5\", \"bloom\", \"llama\", \"mistral\" or \"qwen2\"";
+
+/// The position encoding of a decoder-only model.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Positions {
+    /// BLOOM: ALiBi slopes from the head count, nothing to load
+    Alibi,
+    /// the Llama family: rotary embeddings with base `theta`, optionally Llama 3's scaling
+    /// (`rope_type: "llama3"`) or linear scaling (`rope_type: "linear"`: positions / factor)
+    Rope {
+        theta: f64,
+        llama3: Option<Llama3Scaling>,
+        linear_factor: Option<f64>,
+    },
+}
+
+/// A decoder-only language model, normalised from BLOOM's or the Llama family's config.json.
+/// BLOOM: LayerNorm (with the embedding LayerNorm), fused interleaved query_key_value with
+/// biases, tanh GELU MLP of width 4·hidden, ALiBi. The Llama family: RMSNorm, separate
+/// q/k/v/o projections (biases: Qwen2's q, k, v; Llama's `attention_bias`), a gated MLP
+/// (SwiGLU), RoPE, grouped-query attention.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecoderConfig {
+    /// "bloom", "llama", "mistral" or "qwen2"
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    /// key/value heads (grouped-query attention); num_heads without GQA
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub intermediate_size: usize,
+    /// LayerNorm's (BLOOM) or RMSNorm's epsilon
+    pub norm_eps: f64,
+    /// the MLP's activation (the gate's, in the Llama family)
+    pub act: Act,
+    pub positions: Positions,
+    /// biases on the q, k and v projections
+    pub qkv_bias: bool,
+    /// bias on the output projection
+    pub o_bias: bool,
+    /// biases in the MLP (always in BLOOM)
+    pub mlp_bias: bool,
+    /// the LM head reads the input embeddings when the checkpoint has no `lm_head.weight`
+    pub tie_word_embeddings: bool,
+    /// the attention window of Mistral and Qwen2 configs that use one (None: full attention)
+    pub sliding_window: Option<usize>,
+    pub bos_token_id: Option<usize>,
+    /// the tokens that end generation (a list in Llama 3.1 instruct configs)
+    pub eos_token_ids: Vec<usize>,
+    pub pad_token_id: Option<usize>,
+}
+
+impl DecoderConfig {
+    /// BLOOM (LayerNorm, ALiBi) rather than the Llama family (RMSNorm, RoPE).
+    pub fn is_bloom(&self) -> bool {
+        self.model_type == "bloom"
+    }
+    /// Width of the query projection: num_heads · head_dim (may differ from hidden_size).
+    pub fn q_width(&self) -> usize {
+        self.num_heads * self.head_dim
+    }
+    /// Width of the key and value projections: num_kv_heads · head_dim.
+    pub fn kv_width(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+}
+
+impl Cfg<'_> {
+    /// The first of `keys` present, as a positive integer; an error naming them all when none is.
+    fn usize_any(&self, keys: &[&str]) -> Result<usize> {
+        for k in keys {
+            if let Some(v) = self.usize_opt(k)? {
+                return self.positive(k, v);
+            }
+        }
+        Err(Error::config(
+            &self.path,
+            format!("missing `{}` (a positive integer)", keys.join("` or `")),
+        ))
+    }
+
+    /// A token id or a list of them (Llama 3.1's eos_token_id).
+    fn token_ids(&self, key: &str) -> Result<Vec<usize>> {
+        match self.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| {
+                    x.as_u64().map(|n| n as usize).ok_or_else(|| {
+                        Error::config(&self.path, format!("`{key}` must hold integers, got {x}"))
+                    })
+                })
+                .collect(),
+            Some(_) => Ok(vec![self.usize(key)?]),
+        }
+    }
+}
+
+fn parse_bloom(cfg: &Cfg) -> Result<DecoderConfig> {
+    if cfg.bool_opt("apply_residual_connection_post_layernorm")? == Some(true) {
+        return Err(Error::config(
+            &cfg.path,
+            "apply_residual_connection_post_layernorm: true is not supported: expected false \
+             (every released BLOOM)",
+        ));
+    }
+    let hidden = cfg.usize_any(&["n_embed", "hidden_size"])?;
+    let heads = cfg.usize_any(&["num_attention_heads", "n_head"])?;
+    if hidden % heads != 0 {
+        return Err(Error::config(
+            &cfg.path,
+            format!("n_embed {hidden} is not a multiple of num_attention_heads {heads}"),
+        ));
+    }
+    Ok(DecoderConfig {
+        model_type: "bloom".into(),
+        vocab_size: cfg.positive("vocab_size", cfg.usize_or("vocab_size", 250880)?)?,
+        hidden_size: hidden,
+        num_layers: cfg.usize_any(&["n_layer", "num_hidden_layers"])?,
+        num_heads: heads,
+        num_kv_heads: heads,
+        head_dim: hidden / heads,
+        // transformers' BloomMLP is 4 · hidden wide whatever `n_inner` says
+        intermediate_size: 4 * hidden,
+        norm_eps: cfg.f64_or("layer_norm_epsilon", 1e-5)?,
+        act: Act::GeluTanh,
+        positions: Positions::Alibi,
+        qkv_bias: true,
+        o_bias: true,
+        mlp_bias: true,
+        tie_word_embeddings: cfg.bool_opt("tie_word_embeddings")?.unwrap_or(true),
+        sliding_window: None,
+        bos_token_id: Some(cfg.usize_or("bos_token_id", 1)?),
+        eos_token_ids: match cfg.token_ids("eos_token_id")? {
+            ids if ids.is_empty() => vec![2],
+            ids => ids,
+        },
+        pad_token_id: Some(cfg.usize_or("pad_token_id", 3)?),
+    })
+}
+
+/// `rope_parameters` (transformers 5) or `rope_scaling` + `rope_theta` (earlier configs).
+fn parse_rope(cfg: &Cfg) -> Result<Positions> {
+    let params = cfg
+        .get("rope_parameters")
+        .or_else(|| cfg.get("rope_scaling"))
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()));
+    let sub = Cfg {
+        v: &params,
+        path: cfg.path.clone(),
+    };
+    let theta = match sub.get("rope_theta") {
+        Some(_) => sub.f64_or("rope_theta", 10000.0)?,
+        None => cfg.f64_or("rope_theta", 10000.0)?,
+    };
+    if sub.f64_or("partial_rotary_factor", 1.0)? != 1.0
+        || cfg.f64_or("partial_rotary_factor", 1.0)? != 1.0
+    {
+        return Err(Error::config(
+            &cfg.path,
+            "partial_rotary_factor other than 1 is not supported",
+        ));
+    }
+    let kind = sub
+        .str_opt("rope_type")?
+        .or(sub.str_opt("type")?)
+        .unwrap_or_else(|| "default".into());
+    let need = |k: &str| -> Result<f64> {
+        sub.get(k).and_then(|x| x.as_f64()).ok_or_else(|| {
+            Error::config(
+                &cfg.path,
+                format!("rope scaling \"{kind}\" needs a number `{k}`"),
+            )
+        })
+    };
+    Ok(match kind.as_str() {
+        "default" => Positions::Rope {
+            theta,
+            llama3: None,
+            linear_factor: None,
+        },
+        "linear" => Positions::Rope {
+            theta,
+            llama3: None,
+            linear_factor: Some(need("factor")?),
+        },
+        "llama3" => Positions::Rope {
+            theta,
+            llama3: Some(Llama3Scaling {
+                factor: need("factor")?,
+                low_freq_factor: need("low_freq_factor")?,
+                high_freq_factor: need("high_freq_factor")?,
+                original_max_position_embeddings: need("original_max_position_embeddings")?,
+            }),
+            linear_factor: None,
+        },
+        other => {
+            return Err(Error::config(
+                &cfg.path,
+                format!(
+                    "rope type \"{other}\" is not supported: expected default, linear or llama3"
+                ),
+            ))
+        }
+    })
+}
+
+/// Llama 2/3, Mistral and Qwen2: the same shape with different defaults.
+fn parse_llama(cfg: &Cfg, model_type: &str) -> Result<DecoderConfig> {
+    let hidden = cfg.usize_any(&["hidden_size"])?;
+    let heads = cfg.usize_any(&["num_attention_heads"])?;
+    let kv_heads = cfg.usize_opt("num_key_value_heads")?.unwrap_or(heads);
+    let kv_heads = cfg.positive("num_key_value_heads", kv_heads)?;
+    if heads % kv_heads != 0 {
+        return Err(Error::config(
+            &cfg.path,
+            format!(
+                "num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
+            ),
+        ));
+    }
+    let head_dim = match cfg.usize_opt("head_dim")? {
+        Some(d) => cfg.positive("head_dim", d)?,
+        None if hidden % heads == 0 => hidden / heads,
+        None => {
+            return Err(Error::config(
+                &cfg.path,
+                format!("hidden_size {hidden} is not a multiple of num_attention_heads {heads} and there is no `head_dim`"),
+            ))
+        }
+    };
+    if head_dim % 2 != 0 {
+        return Err(Error::config(
+            &cfg.path,
+            format!("head_dim {head_dim} must be even for rotary embeddings"),
+        ));
+    }
+    let act_name = cfg.str_opt("hidden_act")?.unwrap_or_else(|| "silu".into());
+    let act = Act::from_hf_name(&act_name).ok_or_else(|| {
+        Error::config(
+            &cfg.path,
+            format!(
+                "hidden_act \"{act_name}\" is not supported: expected one of {}",
+                Act::SUPPORTED
+            ),
+        )
+    })?;
+    let qwen2 = model_type == "qwen2";
+    let attention_bias = cfg.bool_opt("attention_bias")?.unwrap_or(false);
+    // Mistral uses its window when one is set; Qwen2 only with use_sliding_window
+    let window = cfg.usize_opt("sliding_window")?;
+    let sliding_window = match model_type {
+        "mistral" => window,
+        "qwen2" if cfg.bool_opt("use_sliding_window")? == Some(true) => window,
+        _ => None,
+    };
+    Ok(DecoderConfig {
+        model_type: model_type.into(),
+        vocab_size: cfg.usize_any(&["vocab_size"])?,
+        hidden_size: hidden,
+        num_layers: cfg.usize_any(&["num_hidden_layers"])?,
+        num_heads: heads,
+        num_kv_heads: kv_heads,
+        head_dim,
+        intermediate_size: cfg.usize_any(&["intermediate_size"])?,
+        norm_eps: cfg.f64_or("rms_norm_eps", 1e-6)?,
+        act,
+        positions: parse_rope(cfg)?,
+        qkv_bias: qwen2 || attention_bias,
+        o_bias: attention_bias,
+        mlp_bias: cfg.bool_opt("mlp_bias")?.unwrap_or(false),
+        tie_word_embeddings: cfg.bool_opt("tie_word_embeddings")?.unwrap_or(false),
+        sliding_window,
+        bos_token_id: cfg.usize_opt("bos_token_id")?,
+        eos_token_ids: cfg.token_ids("eos_token_id")?,
+        pad_token_id: cfg.usize_opt("pad_token_id")?,
+    })
 }

@@ -10,6 +10,9 @@
 pub use crate::backend::DeviceKind;
 use crate::backend::{Backend, Precision};
 use crate::cpu::CpuBackend;
+/// The CPU backend's GEMM paths (`--gemm`) and SIMD sets, for the commands and the ceiling
+/// benchmark: the one door to them outside `cpu/`.
+pub use crate::cpu::{gemm_path, simd};
 use crate::cuda::CudaBackend;
 use crate::error::Result;
 
@@ -47,4 +50,24 @@ fn emu_backend(_precision: Precision) -> Result<CudaBackend> {
          with `cargo build --release --features emu`"
             .into(),
     ))
+}
+
+/// The CPU's model name (Linux: /proc/cpuinfo), with its vendor, family and model numbers.
+pub fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|v| v.trim().to_string())
+    };
+    match field("model name") {
+        Some(name) => format!(
+            "{name} ({}, family {}, model {})",
+            field("vendor_id").unwrap_or_default(),
+            field("cpu family").unwrap_or_default(),
+            field("model\t").unwrap_or_default()
+        ),
+        None => std::env::consts::ARCH.to_string(),
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod ceiling;
 pub mod closeness;
 pub mod config;
 pub mod cpu;

@@ -149,19 +149,20 @@ pub fn run<B: Backend>(
     reference: &Reference,
     tol: f64,
 ) -> Result<ParityReport> {
+    let required = reference.objective.required();
+    for name in required {
+        if !reference.expected.contains_key(*name) {
+            return Err(Error::file(
+                &reference.path,
+                format!("missing the expected output `{name}`"),
+            ));
+        }
+    }
     let outputs = outputs(be, model_dir, reference)?;
     let mut report = ParityReport {
         rows: Vec::new(),
         skipped: Vec::new(),
     };
-    for required in ["loss", "logits", "prompt_grad"] {
-        if !reference.expected.contains_key(required) {
-            return Err(Error::file(
-                &reference.path,
-                format!("missing the expected output `{required}`"),
-            ));
-        }
-    }
     for (name, want) in &reference.expected {
         match outputs.get(name) {
             Some(got) => {
@@ -171,13 +172,16 @@ pub fn run<B: Backend>(
             None => report.skipped.push(name.clone()),
         }
     }
-    // the three required outputs first, the rest in name order
+    if let RefObjective::Generate { generated_ids, .. } = &reference.objective {
+        report.rows.push(compare_ids(&outputs, generated_ids)?);
+    }
+    // the required outputs first, the rest in name order
     report.rows.sort_by_key(|r| {
         (
-            ["loss", "logits", "prompt_grad"]
+            required
                 .iter()
                 .position(|n| *n == r.name)
-                .unwrap_or(3),
+                .unwrap_or(required.len()),
             natural_key(&r.name),
         )
     });
@@ -211,6 +215,27 @@ pub fn outputs<B: Backend>(be: &B, model_dir: &Path, reference: &Reference) -> R
     }
     let model = Model::from_config(be, &WeightStore::open(model_dir)?, cfg)?;
     step_outputs(be, &model, reference)
+}
+
+/// The generated tokens against the reference's, exactly: `rel_err` is the fraction of tokens
+/// that differ, and the tolerance 0.
+fn compare_ids(outputs: &Capture, want: &[i32]) -> Result<ParityRow> {
+    let got = outputs
+        .get("generated_ids")
+        .ok_or_else(|| Error::Device("generated ids missing".into()))?;
+    crate::error::ensure_len("generated_ids", want.len(), got.len())?;
+    let wrong = got
+        .iter()
+        .zip(want)
+        .filter(|(g, w)| **g as i32 != **w)
+        .count();
+    Ok(ParityRow {
+        name: "generated_ids".into(),
+        shape: vec![want.len()],
+        rel_err: wrong as f64 / want.len().max(1) as f64,
+        max_abs: wrong as f64,
+        tol: 0.0,
+    })
 }
 
 /// "hidden_states.10" sorts after "hidden_states.9".
@@ -264,6 +289,10 @@ fn step_outputs<B: Backend>(be: &B, model: &Model<B>, r: &Reference) -> Result<C
             }
         }
         RefObjective::Seq2Seq { labels, l } => Objective::Seq2Seq { labels, l: *l },
+        RefObjective::Causal { labels } => Objective::Causal { labels },
+        RefObjective::Generate { max_new_tokens, .. } => {
+            return generate_outputs(be, model, r, *max_new_tokens)
+        }
     };
     let prompt = be.upload(DType::F32, &r.prompt.data)?;
     let mut dprompt = be.zeros(DType::F32, p * c)?;
@@ -285,5 +314,54 @@ fn step_outputs<B: Backend>(be: &B, model: &Model<B>, r: &Reference) -> Result<C
         out.insert("head_weight_grad".into(), be.download(&dhead.weight)?);
         out.insert("head_bias_grad".into(), be.download(&dhead.bias)?);
     }
+    Ok(out)
+}
+
+/// Greedy generation of the reference's rows (their real tokens, in one left-padded batch with
+/// a KV cache) behind its prompt: `generated_ids` (B, N) and `generated_logits` (B, N, V).
+fn generate_outputs<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    r: &Reference,
+    max_new_tokens: usize,
+) -> Result<Capture> {
+    let decoder = model.decoder().ok_or_else(|| {
+        Error::Unsupported(format!(
+            "objective generate needs a decoder-only model, not {}",
+            model.arch_name()
+        ))
+    })?;
+    let t = r.batch.t;
+    // the real tokens of each (B, T) row
+    let rows: Vec<Vec<i32>> = r
+        .batch
+        .ids
+        .chunks(t.max(1))
+        .zip(r.batch.mask.chunks(t.max(1)))
+        .take(r.batch.b)
+        .map(|(ids, mask)| {
+            ids.iter()
+                .zip(mask)
+                .filter(|(_, &m)| m != 0)
+                .map(|(&i, _)| i)
+                .collect()
+        })
+        .collect();
+    let prompt = be.upload(DType::F32, &r.prompt.data)?;
+    let opts = crate::models::decoder::GenerateOptions {
+        max_new_tokens,
+        keep_logits: true,
+        ..Default::default()
+    };
+    let g = decoder.generate(be, &prompt, r.p(), &rows, &opts)?;
+    let mut out = Capture::new();
+    out.insert(
+        "generated_ids".into(),
+        g.ids.iter().flatten().map(|&i| i as f32).collect(),
+    );
+    out.insert(
+        "generated_logits".into(),
+        g.logits.iter().flatten().flatten().copied().collect(),
+    );
     Ok(out)
 }

@@ -36,6 +36,14 @@ pub enum RefObjective {
         class_labels: Vec<i32>,
         pooling: String,
     },
+    /// decoder-only LMs: labels (B, T), -100 ignored, with PEFT's P labels of -100 in front
+    Causal { labels: Vec<i32> },
+    /// greedy generation of `max_new_tokens` per row, each row alone from its real tokens
+    /// behind the prompt: the tokens (B, N) (the logits (B, N, V) are an expected output)
+    Generate {
+        generated_ids: Vec<i32>,
+        max_new_tokens: usize,
+    },
 }
 
 impl RefObjective {
@@ -45,6 +53,16 @@ impl RefObjective {
             RefObjective::Pet { .. } => "pet",
             RefObjective::Seq2Seq { .. } => "seq2seq",
             RefObjective::Cls { .. } => "cls",
+            RefObjective::Causal { .. } => "causal",
+            RefObjective::Generate { .. } => "generate",
+        }
+    }
+
+    /// The expected outputs every reference of this objective holds.
+    pub fn required(&self) -> &'static [&'static str] {
+        match self {
+            RefObjective::Generate { .. } => &["generated_logits"],
+            _ => &["loss", "logits", "prompt_grad"],
         }
     }
 }
@@ -135,7 +153,7 @@ fn read_objective(
 ) -> Result<RefObjective> {
     let (b, t) = (batch.b, batch.t);
     Ok(match objective {
-        "mlm" => {
+        "mlm" | "causal" => {
             let (lb, lt, labels) = ints_2d(file, "labels")?;
             if (lb, lt) != (b, t) {
                 return Err(Error::file(
@@ -143,7 +161,36 @@ fn read_objective(
                     format!("labels is [{lb}, {lt}]: expected [{b}, {t}]"),
                 ));
             }
-            RefObjective::Mlm { labels }
+            if objective == "mlm" {
+                RefObjective::Mlm { labels }
+            } else {
+                RefObjective::Causal { labels }
+            }
+        }
+        "generate" => {
+            let (gb, n, generated_ids) = ints_2d(file, "generated_ids")?;
+            if gb != b {
+                return Err(Error::file(
+                    path,
+                    format!("generated_ids has {gb} rows: expected {b}"),
+                ));
+            }
+            if meta.get("max_new_tokens").and_then(|v| v.as_u64()) != Some(n as u64) {
+                return Err(Error::file(
+                    path,
+                    format!("metadata `max_new_tokens` must say {n}, the width of generated_ids"),
+                ));
+            }
+            if meta.get("eos_token_id").is_some_and(|v| !v.is_null()) {
+                return Err(Error::Unsupported(format!(
+                    "{}: generation references with an eos_token_id (this engine checks fixed-length ones)",
+                    path.display()
+                )));
+            }
+            RefObjective::Generate {
+                generated_ids,
+                max_new_tokens: n,
+            }
         }
         "pet" => RefObjective::Pet {
             mask_positions: ints_1d(file, "mask_positions", Some(b))?,
@@ -173,7 +220,7 @@ fn read_objective(
         other => {
             return Err(Error::file(
                 path,
-                format!("objective {other:?}: expected \"mlm\", \"pet\", \"seq2seq\" or \"cls\""),
+                format!("objective {other:?}: expected \"mlm\", \"pet\", \"seq2seq\", \"cls\", \"causal\" or \"generate\""),
             ))
         }
     })

@@ -192,7 +192,10 @@ impl WeightSource for RandomWeights {
             return Err(Error::tensor(name, "not part of this random model"));
         }
         let n: usize = shape.iter().product();
-        let is_norm = name.ends_with("LayerNorm.weight") || name.ends_with("layer_norm.weight");
+        // BERT's `LayerNorm`, T5's `layer_norm`, BLOOM's `*layernorm` and `ln_f`, Llama's `*norm`
+        let is_norm = name.ends_with("LayerNorm.weight")
+            || name.ends_with("norm.weight")
+            || name.ends_with("ln_f.weight");
         let data = if is_norm {
             vec![1.0; n]
         } else if name.ends_with("bias") {

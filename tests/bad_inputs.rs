@@ -446,7 +446,7 @@ fn pet_with_an_empty_verbalizer() {
 #[test]
 fn cpu_backend_rejects_bad_buffers() {
     use softprompt::backend::traits::*;
-    use softprompt::backend::{AttnDims, BiasRef, DType};
+    use softprompt::backend::{AttnBias, AttnDims, BiasRef, DType};
     let be = CpuBackend::<f32>::new();
     let check = |what: &str, r: softprompt::Result<()>, needle: &str| {
         let msg = r.expect_err(what).to_string();
@@ -481,16 +481,17 @@ fn cpu_backend_rejects_bad_buffers() {
             tq: 2,
             tk: 2,
             h: 1,
+            hkv: 1,
             d: 3,
         };
         let table = be.zeros(DType::F32, 2).unwrap();
         let buckets = be.upload_i32(&[0, 5, 1]).unwrap();
         let mask = be.upload_i32(&[1, 1]).unwrap();
         let mut lse = be.zeros(DType::F32, 2).unwrap();
-        let bias = Some(BiasRef {
+        let bias = Some(AttnBias::Relative(BiasRef {
             table: &table,
             buckets: &buckets,
-        });
+        }));
         check(
             "bucket",
             be.attention_fwd(

@@ -6,8 +6,9 @@
 mod common;
 
 use common::fixture;
+use softprompt::backend::rope::Llama3Scaling;
 use softprompt::backend::Act;
-use softprompt::config::{BertConfig, ModelConfig, T5Config};
+use softprompt::config::{BertConfig, DecoderConfig, ModelConfig, Positions, T5Config};
 use std::path::Path;
 
 fn t5(folder: &str) -> T5Config {
@@ -338,6 +339,190 @@ fn bert_defaults_and_errors() {
     ];
     for (edit, key) in cases {
         let err = parse_edited("bert_mlm", edit).expect_err(key).to_string();
+        assert!(
+            err.contains(key) && err.contains("edited/config.json"),
+            "{key}: {err}"
+        );
+    }
+}
+
+fn decoder(folder: &str) -> DecoderConfig {
+    match ModelConfig::load(&fixture(folder)).unwrap() {
+        ModelConfig::Bloom(c) | ModelConfig::Llama(c) => c,
+        other => panic!("{folder}: {other:?}"),
+    }
+}
+
+fn decoder_edited(base: &str, edit: impl FnOnce(&mut serde_json::Value)) -> DecoderConfig {
+    match parse_edited(base, edit).unwrap() {
+        ModelConfig::Bloom(c) | ModelConfig::Llama(c) => c,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn decoder_fixture_configs() {
+    // BLOOM spelled like the Hub bloom-560m: n_embed, n_layer, no hidden_size
+    let c = decoder("bloom");
+    assert!(matches!(
+        ModelConfig::load(&fixture("bloom")).unwrap(),
+        ModelConfig::Bloom(_)
+    ));
+    assert_eq!(
+        (
+            c.hidden_size,
+            c.num_layers,
+            c.num_heads,
+            c.num_kv_heads,
+            c.head_dim
+        ),
+        (48, 2, 6, 6, 8)
+    );
+    assert_eq!(
+        (c.intermediate_size, c.norm_eps, c.act),
+        (192, 1e-3, Act::GeluTanh)
+    );
+    assert_eq!(c.positions, Positions::Alibi);
+    assert!(c.qkv_bias && c.o_bias && c.mlp_bias && c.tie_word_embeddings);
+    assert_eq!(
+        (c.bos_token_id, c.eos_token_ids.clone(), c.pad_token_id),
+        (Some(1), vec![2], Some(3))
+    );
+    // Llama 3.2 spelling: rope_scaling llama3 + rope_theta, GQA, untied
+    let c = decoder("llama");
+    assert_eq!(
+        (
+            c.hidden_size,
+            c.num_heads,
+            c.num_kv_heads,
+            c.head_dim,
+            c.intermediate_size
+        ),
+        (48, 4, 2, 12, 80)
+    );
+    let scaling = Llama3Scaling {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 256.0,
+    };
+    assert_eq!(
+        c.positions,
+        Positions::Rope {
+            theta: 1e4,
+            llama3: Some(scaling),
+            linear_factor: None
+        }
+    );
+    assert!(!c.qkv_bias && !c.o_bias && !c.mlp_bias && !c.tie_word_embeddings);
+    assert_eq!((c.act, c.norm_eps), (Act::Silu, 1e-3));
+    // Qwen2 as transformers 5 writes it: rope_parameters, q/k/v biases, tied, one kv head
+    let c = decoder("qwen2");
+    assert!(c.qkv_bias && !c.o_bias && c.tie_word_embeddings);
+    assert_eq!((c.num_heads, c.num_kv_heads, c.head_dim), (5, 1, 8));
+    assert_eq!(c.sliding_window, None, "use_sliding_window: false");
+    // Mistral: explicit head_dim 12 != 32 / 4
+    let c = decoder("mistral");
+    assert_eq!(
+        (c.hidden_size, c.num_heads, c.head_dim, c.q_width()),
+        (32, 4, 12, 48)
+    );
+    assert!(matches!(c.positions, Positions::Rope { theta, .. } if theta == 1000.0));
+    assert_eq!(c.eos_token_ids, Vec::<usize>::new());
+}
+
+#[test]
+fn decoder_defaults_and_variants() {
+    // Llama 3.1 instruct: a list of end tokens; no num_key_value_heads: one per head
+    let c = decoder_edited("llama", |v| {
+        v["eos_token_id"] = serde_json::json!([1, 7, 9]);
+        remove(v, &["num_key_value_heads", "head_dim", "rms_norm_eps"]);
+    });
+    assert_eq!(c.eos_token_ids, vec![1, 7, 9]);
+    assert_eq!((c.num_kv_heads, c.head_dim, c.norm_eps), (4, 12, 1e-6));
+    // Llama 2: no rope_scaling, attention_bias on every projection
+    let c = decoder_edited("llama", |v| {
+        remove(v, &["rope_scaling"]);
+        v["attention_bias"] = true.into();
+    });
+    assert!(matches!(
+        c.positions,
+        Positions::Rope {
+            llama3: None,
+            linear_factor: None,
+            ..
+        }
+    ));
+    assert!(c.qkv_bias && c.o_bias);
+    // linear scaling, the older `type` key
+    let c = decoder_edited("llama", |v| {
+        v["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 2.0});
+    });
+    assert!(matches!(c.positions, Positions::Rope { linear_factor: Some(f), .. } if f == 2.0));
+    // a Mistral window applies; Qwen2's only with use_sliding_window
+    let c = decoder_edited("mistral", |v| v["sliding_window"] = 4096.into());
+    assert_eq!(c.sliding_window, Some(4096));
+    let c = decoder_edited("qwen2", |v| v["sliding_window"] = 64.into());
+    assert_eq!(c.sliding_window, None);
+    let c = decoder_edited("qwen2", |v| {
+        v["sliding_window"] = 64.into();
+        v["use_sliding_window"] = true.into();
+    });
+    assert_eq!(c.sliding_window, Some(64));
+}
+
+#[test]
+fn decoder_config_errors_name_the_key() {
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "llama",
+            Box::new(|v| {
+                v["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0})
+            }),
+            "yarn",
+        ),
+        (
+            "llama",
+            Box::new(|v| {
+                v["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0})
+            }),
+            "low_freq_factor",
+        ),
+        (
+            "llama",
+            Box::new(|v| v["num_key_value_heads"] = 3.into()),
+            "num_key_value_heads",
+        ),
+        (
+            "llama",
+            Box::new(|v| v["hidden_act"] = "relu2".into()),
+            "hidden_act",
+        ),
+        (
+            "llama",
+            Box::new(|v| v["partial_rotary_factor"] = 0.5.into()),
+            "partial_rotary_factor",
+        ),
+        ("llama", Box::new(|v| v["head_dim"] = 7.into()), "head_dim"),
+        (
+            "bloom",
+            Box::new(|v| v["apply_residual_connection_post_layernorm"] = true.into()),
+            "apply_residual_connection_post_layernorm",
+        ),
+        ("bloom", Box::new(|v| remove(v, &["n_embed"])), "n_embed"),
+        (
+            "bloom",
+            Box::new(|v| v["num_attention_heads"] = 5.into()),
+            "num_attention_heads",
+        ),
+        (
+            "qwen2",
+            Box::new(|v| v["model_type"] = "gemma".into()),
+            "model_type",
+        ),
+    ];
+    for (base, edit, key) in cases {
+        let err = parse_edited(base, edit).expect_err(key).to_string();
         assert!(
             err.contains(key) && err.contains("edited/config.json"),
             "{key}: {err}"

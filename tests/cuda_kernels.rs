@@ -15,6 +15,7 @@ use common::{assert_close, assert_close_floor};
 use softprompt::backend::traits::*;
 use softprompt::backend::Act;
 use softprompt::backend::{AdafactorHyper, AdamWHyper};
+use softprompt::backend::{AttnBias, BiasRef};
 use softprompt::backend::{DType, Precision};
 use softprompt::cuda::CudaBackend;
 use softprompt::rng::Rng;
@@ -804,6 +805,8 @@ test_device!(matmul, check_linear);
 test_device!(optimizer, check_optimizers);
 test_device!(errors, check_errors);
 test_device!(attention, check_attention);
+test_device!(attention_decode, check_attention_decode);
+test_device!(rope, check_rope);
 
 /// Every `__global__` kernel of kernels/ runs in the checks above, in every build that
 /// calls it.
@@ -844,6 +847,8 @@ fn every_kernel_is_exercised_on(be: &CudaBackend, unused: &[&str]) {
         check_linear,
         check_optimizers,
         check_attention,
+        check_attention_decode,
+        check_rope,
     ] {
         check(be);
     }
@@ -864,7 +869,8 @@ fn every_kernel_is_exercised_on(be: &CudaBackend, unused: &[&str]) {
 
 /// Fused attention (kernels/attention.cu, both entry-point sets) against the CPU reference:
 /// T of 1, 7, 97, 129 with head dims 8, 12, 16, 64 (and 128 for the `_d128` kernels), batch
-/// row 1 padded, T5's bias from the table, causal, and cross attention with Tq != Tk.
+/// row 1 padded, T5's bias from the table, ALiBi, grouped-query heads (Hkv < H), causal (with
+/// Tk > Tq: the queries at the end), and cross attention with Tq != Tk.
 /// Tolerance BF16_ATTN: ATTENTION.md measured at most 2.7e-3 against float64 (bf16 outputs, and P
 /// and dS as bf16 tensor-core operands); 5e-3 as there. Observed here on the emulator: 2.8e-3
 /// (attention_bwd dq), 2.1e-3 forward; lse (F32_OUT) 8.8e-8.
@@ -872,31 +878,48 @@ fn check_attention(be: &CudaBackend) {
     let st = Store::of(be);
     let s = Pair::new(be);
     let mut rng = Rng::new(20);
+    // bias: 0 none, 1 T5's table, 2 ALiBi
     let cases = [
-        // (B, Tq, Tk, H, D, bias, causal)
-        (2, 1, 1, 3, 8, false, false),
-        (2, 7, 7, 3, 12, true, false),
-        (2, 97, 97, 2, 16, false, true),
-        (2, 129, 129, 2, 64, true, false),
-        (2, 7, 7, 2, 64, true, true),
-        (2, 97, 97, 3, 12, true, true),
-        (2, 7, 129, 3, 12, false, false),
-        (2, 129, 7, 2, 64, false, false),
-        (1, 33, 33, 2, 128, true, false),
+        // (B, Tq, Tk, H, Hkv, D, bias, causal)
+        (2, 1, 1, 3, 3, 8, 0, false),
+        (2, 7, 7, 3, 3, 12, 1, false),
+        (2, 97, 97, 2, 2, 16, 0, true),
+        (2, 129, 129, 2, 2, 64, 1, false),
+        (2, 7, 7, 2, 2, 64, 1, true),
+        (2, 97, 97, 3, 3, 12, 1, true),
+        (2, 7, 129, 3, 3, 12, 0, false),
+        (2, 129, 7, 2, 2, 64, 0, false),
+        (1, 33, 33, 2, 2, 128, 1, false),
         // bias with a scale other than 1; batch row 1 sees no key at all (out 0, lse -inf)
-        (2, 7, 7, 3, 16, true, false),
-        (2, 97, 65, 2, 64, false, false),
+        (2, 7, 7, 3, 3, 16, 1, false),
+        (2, 97, 65, 2, 2, 64, 0, false),
+        // decoder-only models: ALiBi over 6 heads (BLOOM), grouped-query heads (Llama, Qwen2),
+        // causal with the queries at the end of more keys (prefix keys, a cache), D 128
+        (2, 97, 97, 6, 6, 8, 2, true),
+        (2, 129, 129, 4, 2, 12, 0, true),
+        (2, 7, 7, 5, 1, 16, 0, true),
+        (2, 33, 97, 4, 2, 64, 2, true),
+        (1, 65, 130, 4, 1, 128, 0, true),
+        (2, 70, 7, 2, 1, 8, 2, true),
     ];
-    for (case, (b, tq, tk, h, d, with_bias, causal)) in cases.into_iter().enumerate() {
+    for (case, (b, tq, tk, h, hkv, d, bias_kind, causal)) in cases.into_iter().enumerate() {
+        let with_bias = bias_kind == 1;
         let (extra_scale, row1_blind) = match case {
             9 => (0.5, false),
             10 => (1.0, true),
             _ => (1.0, false),
         };
-        let dims = softprompt::backend::AttnDims { b, tq, tk, h, d };
+        let dims = softprompt::backend::AttnDims {
+            b,
+            tq,
+            tk,
+            h,
+            hkv,
+            d,
+        };
         let q = s.up(st.dt, &randn(&mut rng, b * tq * h * d, 1.0));
-        let k = s.up(st.dt, &randn(&mut rng, b * tk * h * d, 1.0));
-        let v = s.up(st.dt, &randn(&mut rng, b * tk * h * d, 1.0));
+        let k = s.up(st.dt, &randn(&mut rng, b * tk * hkv * d, 1.0));
+        let v = s.up(st.dt, &randn(&mut rng, b * tk * hkv * d, 1.0));
         // batch row 1 keeps only its first half of the keys (at least one), or none
         let mask: Vec<i32> = (0..b * tk)
             .map(|i| (i / tk == 0 || (!row1_blind && i % tk <= tk / 2)) as i32)
@@ -906,16 +929,22 @@ fn check_attention(be: &CudaBackend) {
         let table = s.up(st.w, &randn(&mut rng, buckets * h, 1.0));
         let lookup = softprompt::backend::attention::bucket_lookup(tq, tk, !causal, buckets, 20);
         let lookup = s.ints(&lookup);
-        let bias = || {
-            with_bias.then_some(softprompt::backend::BiasRef {
+        let bias = || match bias_kind {
+            1 => Some(AttnBias::Relative(BiasRef {
                 table: &table.0,
                 buckets: &lookup.0,
-            })
+            })),
+            2 => Some(AttnBias::Alibi),
+            _ => None,
         };
-        let cpu_bias = with_bias.then_some(softprompt::backend::BiasRef {
-            table: &table.1,
-            buckets: &lookup.1,
-        });
+        let cpu_bias = match bias_kind {
+            1 => Some(AttnBias::Relative(BiasRef {
+                table: &table.1,
+                buckets: &lookup.1,
+            })),
+            2 => Some(AttnBias::Alibi),
+            _ => None,
+        };
         let scale = extra_scale
             * if with_bias {
                 1.0
@@ -923,7 +952,7 @@ fn check_attention(be: &CudaBackend) {
                 1.0 / (d as f64).sqrt()
             };
         let name = format!(
-            "B{b} Tq{tq} Tk{tk} H{h} D{d} bias={with_bias} causal={causal} scale={scale:.3} blind={row1_blind}"
+            "B{b} Tq{tq} Tk{tk} H{h} Hkv{hkv} D{d} bias={bias_kind} causal={causal} scale={scale:.3} blind={row1_blind}"
         );
         let (mut out, mut lse) = (s.out(st.dt, b * tq * h * d), s.out(F32, b * h * tq));
         be.attention_fwd(
@@ -956,9 +985,11 @@ fn check_attention(be: &CudaBackend) {
             want.iter().map(blind).collect::<Vec<_>>(),
             "attention_fwd lse {name}: rows without a visible key"
         );
+        // rows blind by the causal mask: queries before the first key (Tq > Tk)
+        let early = if causal { tq.saturating_sub(tk) } else { 0 };
         assert_eq!(
             got.iter().filter(|x| blind(x)).count(),
-            if row1_blind { h * tq } else { 0 },
+            if row1_blind { h * tq } else { b * h * early },
             "{name}"
         );
         let finite = |v: Vec<f32>| -> Vec<f32> {
@@ -975,13 +1006,17 @@ fn check_attention(be: &CudaBackend) {
         let dout = s.up(st.dt, &randn(&mut rng, b * tq * h * d, 1.0));
         let (mut dq, mut dk, mut dv) = (
             s.grad(st.dt, b * tq * h * d, &mut rng),
-            s.grad(st.dt, b * tk * h * d, &mut rng),
-            s.grad(st.dt, b * tk * h * d, &mut rng),
+            s.grad(st.dt, b * tk * hkv * d, &mut rng),
+            s.grad(st.dt, b * tk * hkv * d, &mut rng),
         );
-        let cpu_bias = with_bias.then_some(softprompt::backend::BiasRef {
-            table: &table.1,
-            buckets: &lookup.1,
-        });
+        let cpu_bias = match bias_kind {
+            1 => Some(AttnBias::Relative(BiasRef {
+                table: &table.1,
+                buckets: &lookup.1,
+            })),
+            2 => Some(AttnBias::Alibi),
+            _ => None,
+        };
         be.attention_bwd(
             &mut dq.0,
             &mut dk.0,
@@ -1007,5 +1042,99 @@ fn check_attention(be: &CudaBackend) {
         s.check(&format!("attention_bwd dq {name}"), &dq, st.attn);
         s.check(&format!("attention_bwd dk {name}"), &dk, st.attn);
         s.check(&format!("attention_bwd dv {name}"), &dv, st.attn);
+    }
+}
+
+/// The KV-cache decode step (kernels/attention.cu `attention_decode`) against the CPU
+/// reference: caches longer than the keys read (Tk < Tmax), left padding in row 1, one and
+/// several chunks of 64 keys, grouped heads, ALiBi, head dims 8 to 128.
+fn check_attention_decode(be: &CudaBackend) {
+    let st = Store::of(be);
+    let s = Pair::new(be);
+    let mut rng = Rng::new(21);
+    // (B, Tk, Tmax, H, Hkv, D, alibi)
+    for (b, tk, tmax, h, hkv, d, alibi) in [
+        (2, 1, 4, 3, 3, 8, false),
+        (2, 29, 40, 6, 6, 8, true),
+        (3, 97, 97, 4, 2, 12, false),
+        (2, 130, 150, 5, 1, 64, true),
+        (1, 65, 70, 8, 2, 128, false),
+    ] {
+        let dims = softprompt::backend::AttnDims {
+            b,
+            tq: 1,
+            tk,
+            h,
+            hkv,
+            d,
+        };
+        let q = s.up(st.dt, &randn(&mut rng, b * h * d, 1.0));
+        let k = s.up(st.dt, &randn(&mut rng, b * tmax * hkv * d, 1.0));
+        let v = s.up(st.dt, &randn(&mut rng, b * tmax * hkv * d, 1.0));
+        // row 1 starts with 3 padded keys (left padding), min(3, Tk - 1) of them
+        let pads = 3.min(tk - 1);
+        let mask: Vec<i32> = (0..b * tmax)
+            .map(|i| (i / tmax != 1 || i % tmax >= pads) as i32)
+            .collect();
+        let mask = s.ints(&mask);
+        let mut out = s.out(st.dt, b * h * d);
+        let scale = 1.0 / (d as f64).sqrt();
+        let bias = alibi.then_some(AttnBias::Alibi);
+        be.attention_decode(
+            &mut out.0, &q.0, &k.0, &v.0, &mask.0, bias, scale, dims, tmax,
+        )
+        .unwrap();
+        let bias = alibi.then_some(AttnBias::Alibi);
+        s.cpu
+            .attention_decode(
+                &mut out.1, &q.1, &k.1, &v.1, &mask.1, bias, scale, dims, tmax,
+            )
+            .unwrap();
+        s.check(
+            &format!("attention_decode B{b} Tk{tk} Tmax{tmax} H{h} Hkv{hkv} D{d} alibi={alibi}"),
+            &out,
+            st.attn,
+        );
+    }
+}
+
+/// RoPE forward and backward in place (kernels/rope.cu): head dims 8 to 128, positions that
+/// start late (left padding) and reach 700, Llama 3's frequencies.
+fn check_rope(be: &CudaBackend) {
+    use softprompt::backend::rope::{rope_inv_freq, Llama3Scaling};
+    let st = Store::of(be);
+    let s = Pair::new(be);
+    let mut rng = Rng::new(22);
+    let scaling = Llama3Scaling {
+        factor: 32.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 8192.0,
+    };
+    for (b, t, h, d, llama3) in [
+        (1, 1, 1, 8, false),
+        (2, 7, 3, 12, true),
+        (2, 97, 2, 64, false),
+        (1, 129, 4, 128, true),
+    ] {
+        let inv = rope_inv_freq(d, 500000.0, llama3.then_some(scaling));
+        let inv = s.up(F32, &inv);
+        let pos: Vec<i32> = (0..b * t)
+            .map(|r| ((r % t) * (1 + r / t) * 5) as i32)
+            .collect();
+        let pos = s.ints(&pos);
+        let name = format!("B{b} T{t} H{h} D{d} llama3={llama3}");
+        let mut x = s.up(st.dt, &act_data(&st, &mut rng, b * t * h * d));
+        be.rope_fwd(&mut x.0, &inv.0, &pos.0, b, t, h, d).unwrap();
+        s.cpu
+            .rope_fwd(&mut x.1, &inv.1, &pos.1, b, t, h, d)
+            .unwrap();
+        s.check(&format!("rope_fwd {name}"), &x, st.out);
+        let mut dx = s.up(st.dt, &act_data(&st, &mut rng, b * t * h * d));
+        be.rope_bwd(&mut dx.0, &inv.0, &pos.0, b, t, h, d).unwrap();
+        s.cpu
+            .rope_bwd(&mut dx.1, &inv.1, &pos.1, b, t, h, d)
+            .unwrap();
+        s.check(&format!("rope_bwd {name}"), &dx, st.out);
     }
 }

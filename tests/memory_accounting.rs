@@ -17,7 +17,7 @@ mod common;
 use common::fixture;
 use softprompt::backend::traits::*;
 use softprompt::backend::DType;
-use softprompt::config::{BertConfig, ModelConfig, T5Config};
+use softprompt::config::{BertConfig, DecoderConfig, ModelConfig, T5Config};
 use softprompt::cpu::CpuBackend;
 use softprompt::memory::MemoryAccountant;
 use softprompt::models::bert::{self, Bert, BertInputs};
@@ -431,4 +431,101 @@ fn t5_saved_state_matches_formula() {
     check_t5("t5_v1_0", "ref_seq2seq_random.safetensors");
     check_t5("t5_v1_1", "ref_seq2seq_text.safetensors");
     check_t5("t5_flan", "ref_seq2seq_random.safetensors");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoder-only language models
+
+/// Bytes one decoder layer holds under `Recompute::None` (N = B·S rows): both norms' inputs
+/// (N·C each) and statistics (rstd, and LayerNorm's mean: N each), q (N·H·D), k and v
+/// (N·Hkv·D each), the log-sum-exp (B·H·S), and the MLP's activation input (N·I; the gated
+/// MLP also its up branch).
+fn decoder_layer_bytes(cfg: &DecoderConfig, b: usize, s: usize) -> usize {
+    let n = b * s;
+    let stats = if cfg.is_bloom() { 2 } else { 1 };
+    let mlp = if cfg.is_bloom() { 1 } else { 2 };
+    F32 * (2 * n * cfg.hidden_size
+        + 2 * stats * n
+        + n * cfg.q_width()
+        + 2 * n * cfg.kv_width()
+        + b * cfg.num_heads * s
+        + mlp * n * cfg.intermediate_size)
+}
+
+/// The final norm's input and statistics, and BLOOM's embedding LayerNorm state.
+fn decoder_outer_bytes(cfg: &DecoderConfig, b: usize, s: usize) -> usize {
+    let n = b * s;
+    let norm = n * cfg.hidden_size + if cfg.is_bloom() { 2 * n } else { n };
+    F32 * if cfg.is_bloom() { 2 * norm } else { norm }
+}
+
+fn check_decoder(folder: &str) {
+    use softprompt::models::{Model, Objective};
+    let be = Be::new();
+    let dir = fixture(folder);
+    let cfg = match ModelConfig::load(&dir).unwrap() {
+        ModelConfig::Bloom(c) | ModelConfig::Llama(c) => c,
+        other => panic!("{folder}: not a decoder ({other:?})"),
+    };
+    let model = Model::load(&be, &dir).unwrap();
+    let r = Reference::read(&dir.join("ref_causal_random.safetensors")).unwrap();
+    let RefObjective::Causal { labels } = &r.objective else {
+        panic!("not causal")
+    };
+    let (b, p) = (r.batch.b, r.p());
+    let s = p + r.batch.t;
+    let prompt = be.upload(DType::F32, &r.prompt.data).unwrap();
+    let mut results = Vec::new();
+    for recompute in [Recompute::None, Recompute::Layer] {
+        let live_before = be.memory().live_bytes;
+        let mut acct = MemoryAccountant::new();
+        let mut dprompt = be.zeros(DType::F32, p * cfg.hidden_size).unwrap();
+        let out = model
+            .train_step(
+                &be,
+                &mut acct,
+                &mut dprompt,
+                &prompt,
+                &r.batch,
+                p,
+                &Objective::Causal { labels },
+                recompute,
+                None,
+            )
+            .unwrap();
+        let layers = cfg.num_layers
+            * match recompute {
+                Recompute::None => decoder_layer_bytes(&cfg, b, s),
+                Recompute::Layer => F32 * b * s * cfg.hidden_size,
+            };
+        assert_eq!(
+            acct.held_after_forward(),
+            layers + decoder_outer_bytes(&cfg, b, s),
+            "{folder} {recompute:?}: bytes held after forward"
+        );
+        if recompute == Recompute::None {
+            assert!(
+                acct.saved_linear_inputs().is_empty(),
+                "{folder}: saved linear inputs {:?}",
+                acct.saved_linear_inputs()
+            );
+        }
+        assert_eq!(acct.held_bytes(), 0, "{folder} {recompute:?}: released");
+        assert_eq!(live_names(&acct), BTreeSet::new());
+        let grad = be.download(&dprompt).unwrap();
+        drop(dprompt);
+        assert_eq!(be.memory().live_bytes, live_before, "{folder}: leaked");
+        results.push((out.loss, grad));
+    }
+    assert_eq!(
+        results[0], results[1],
+        "{folder}: recompute changes the numbers"
+    );
+}
+
+#[test]
+fn decoder_saved_state_matches_formula() {
+    check_decoder("bloom");
+    check_decoder("llama");
+    check_decoder("mistral");
 }

@@ -202,7 +202,9 @@ impl BertCase {
                     .expect("cls head");
                 (h.loss, h.dhidden)
             }
-            RefObjective::Seq2Seq { .. } => unreachable!(),
+            RefObjective::Seq2Seq { .. }
+            | RefObjective::Causal { .. }
+            | RefObjective::Generate { .. } => unreachable!(),
         };
         let mut dprompt = be.zeros(DType::F32, p * c).expect("zeros");
         m.encoder_bwd(be, &mut acct, &mut dprompt, dhidden, acts, &self.inputs)
@@ -255,7 +257,9 @@ impl BertCase {
                 }
                 loss / b as f64
             }
-            RefObjective::Seq2Seq { .. } => unreachable!(),
+            RefObjective::Seq2Seq { .. }
+            | RefObjective::Causal { .. }
+            | RefObjective::Generate { .. } => unreachable!(),
         }
     }
 
@@ -517,4 +521,75 @@ fn t5_v1_1_prompt_gradient() {
 #[test]
 fn t5_flan_prompt_gradient() {
     check_t5("t5_flan", "ref_seq2seq_text.safetensors", 13);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoder-only language models
+
+/// A decoder-only fixture: the loss comes from the engine's own training step, whose losses
+/// are read back at full precision (`download_f64`), so no loss is rewritten here.
+fn check_decoder(folder: &str, reference: &str, seed: u64) {
+    use softprompt::models::{Model, Objective};
+    let name = format!("{folder}/{reference}");
+    let be = Be::new();
+    let dir = fixture(folder);
+    let model = Model::load(&be, &dir).unwrap();
+    let r = Reference::read(&dir.join(reference)).unwrap();
+    let RefObjective::Causal { labels } = &r.objective else {
+        panic!("{name}: not a causal reference")
+    };
+    let objective = Objective::Causal { labels };
+    let (p, c) = (r.p(), r.d());
+    let step = |prompt: &<Be as softprompt::backend::Storage>::Buf| {
+        let mut dprompt = be.zeros(DType::F32, p * c).unwrap();
+        let out = model
+            .train_step(
+                &be,
+                &mut MemoryAccountant::new(),
+                &mut dprompt,
+                prompt,
+                &r.batch,
+                p,
+                &objective,
+                Recompute::None,
+                None,
+            )
+            .unwrap();
+        (out.loss, download_f64(&be, &dprompt))
+    };
+    let base = r.prompt.data.clone();
+    let (loss, grad) = step(&be.upload(DType::F32, &base).unwrap());
+    assert_close(
+        &format!("{name}: f64 loss vs PyTorch"),
+        &[loss],
+        &[r.expected["loss"].data[0]],
+        TOL_LOSS_VS_TORCH,
+    );
+    assert_close(
+        &format!("{name}: f64 prompt grad vs PyTorch f32"),
+        &grad,
+        &r.expected["prompt_grad"].data,
+        TOL_VS_TORCH,
+    );
+    let mut rng = Rng::new(seed);
+    let mut loss_at = |base: &[f32], s: f64, d: &[f32]| step(&upload_axpy(&be, base, s, d)).0;
+    check_directions(&name, &base, &grad, &mut loss_at, TOL_F64, &mut rng);
+}
+
+#[test]
+fn bloom_prompt_gradient() {
+    // ALiBi over 6 heads, the embedding LayerNorm, tanh GELU, tied head
+    check_decoder("bloom", "ref_causal_random.safetensors", 21);
+}
+
+#[test]
+fn llama_prompt_gradient() {
+    // RoPE with Llama 3 scaling, 4 heads over 2 key/value heads, SwiGLU, untied head
+    check_decoder("llama", "ref_causal_text.safetensors", 22);
+}
+
+#[test]
+fn qwen2_prompt_gradient() {
+    // q/k/v biases, one key/value head for 5, tied head
+    check_decoder("qwen2", "ref_causal_random.safetensors", 23);
 }

@@ -12,9 +12,9 @@ mod common;
 
 use common::{assert_close, assert_close_floor, check_gradient, normals, uniforms};
 use softprompt::backend::attention::{bucket_lookup, relative_position_bucket};
-use softprompt::backend::{Act, AttnDims, IGNORE_INDEX};
+use softprompt::backend::{alibi_slope, Act, AttnDims, IGNORE_INDEX};
 use softprompt::cpu::activation;
-use softprompt::cpu::attention::{attention_bwd, attention_fwd, PositionBias};
+use softprompt::cpu::attention::{attention_bwd, attention_fwd, Bias, PositionBias};
 use softprompt::cpu::head;
 use softprompt::cpu::loss::cross_entropy_fwd_bwd;
 use softprompt::cpu::{embedding, layernorm, matmul, rmsnorm, rows};
@@ -489,6 +489,8 @@ struct AttnCase {
     causal: bool,
     scale: f64,
     bias: Option<BiasCfg>,
+    /// ALiBi instead of a table (`bias` None)
+    alibi: bool,
     max_coords: usize,
 }
 
@@ -503,7 +505,15 @@ fn naive_attention(
     table: &[f64],
     case: &AttnCase,
 ) -> (Vec<f64>, Vec<f64>) {
-    let AttnDims { b, tq, tk, h, d } = case.dims;
+    let AttnDims {
+        b,
+        tq,
+        tk,
+        h,
+        hkv,
+        d,
+    } = case.dims;
+    let off = tk as i64 - tq as i64;
     let mut out = vec![0.0; b * tq * h * d];
     let mut lse = vec![0.0; b * h * tq];
     for bi in 0..b {
@@ -511,16 +521,22 @@ fn naive_attention(
             for i in 0..tq {
                 let mut scores = Vec::new();
                 for j in 0..tk {
-                    if mask[bi * tk + j] == 0 || (case.causal && j > i) {
+                    // key j and query i sit at positions j and i + Tk - Tq
+                    let rel = j as i64 - i as i64 - off;
+                    if mask[bi * tk + j] == 0 || (case.causal && rel > 0) {
                         continue;
                     }
+                    let kvh = hi / (h / hkv);
                     let qi = &q[((bi * tq + i) * h + hi) * d..][..d];
-                    let kj = &k[((bi * tk + j) * h + hi) * d..][..d];
+                    let kj = &k[((bi * tk + j) * hkv + kvh) * d..][..d];
                     let mut s = case.scale * sum_prod(qi, kj);
                     if let Some(bc) = case.bias {
                         let bucket =
                             relative_position_bucket(j as i64 - i as i64, bc.bidir, bc.nb, bc.md);
                         s += table[bucket * h + hi];
+                    }
+                    if case.alibi {
+                        s += alibi_slope(hi, h) * rel as f64;
                     }
                     scores.push((j, s));
                 }
@@ -538,7 +554,7 @@ fn naive_attention(
                     let p = (s - m).exp() / z;
                     for x in 0..d {
                         out[((bi * tq + i) * h + hi) * d + x] +=
-                            p * v[((bi * tk + j) * h + hi) * d + x];
+                            p * v[((bi * tk + j) * hkv + hi / (h / hkv)) * d + x];
                     }
                 }
             }
@@ -548,10 +564,20 @@ fn naive_attention(
 }
 
 fn attention_case(case: AttnCase, seed: u64) {
-    let AttnDims { b, tq, tk, h, d } = case.dims;
-    let name = format!("attention {} B{b} Tq{tq} Tk{tk} H{h} D{d}", case.name);
+    let AttnDims {
+        b,
+        tq,
+        tk,
+        h,
+        hkv,
+        d,
+    } = case.dims;
+    let name = format!(
+        "attention {} B{b} Tq{tq} Tk{tk} H{h} Hkv{hkv} D{d}",
+        case.name
+    );
     let mut rng = Rng::new(seed);
-    let (nq, nk) = (b * tq * h * d, b * tk * h * d);
+    let (nq, nk) = (b * tq * h * d, b * tk * hkv * d);
     let qkv = normals(&mut rng, nq + 2 * nk, 1.0);
     let mask: Vec<i32> = (0..b * tk)
         .map(|i| ((i % tk) < case.key_len[i / tk]) as i32)
@@ -565,9 +591,14 @@ fn attention_case(case: AttnCase, seed: u64) {
         .map(|bc| bucket_lookup(tq, tk, bc.bidir, bc.nb, bc.md))
         .unwrap_or_default();
     let bias = || {
-        case.bias.map(|_| PositionBias {
-            table: &table[..],
-            buckets: &buckets[..],
+        if case.alibi {
+            return Some(Bias::Alibi);
+        }
+        case.bias.map(|_| {
+            Bias::Relative(PositionBias {
+                table: &table[..],
+                buckets: &buckets[..],
+            })
         })
     };
     let fwd = |qkv: &[f64]| {
@@ -652,7 +683,7 @@ fn attention_case(case: AttnCase, seed: u64) {
                 "{name}: masked row dq"
             );
             assert!(
-                dk[bi * tk * h * d..(bi + 1) * tk * h * d]
+                dk[bi * tk * hkv * d..(bi + 1) * tk * hkv * d]
                     .iter()
                     .all(|&x| x == 0.0),
                 "{name}: masked row dk"
@@ -662,7 +693,7 @@ fn attention_case(case: AttnCase, seed: u64) {
     // padded keys receive no gradient
     for bi in 0..b {
         for j in case.key_len[bi]..tk {
-            let range = (bi * tk + j) * h * d..(bi * tk + j + 1) * h * d;
+            let range = (bi * tk + j) * hkv * d..(bi * tk + j + 1) * hkv * d;
             assert!(
                 dk[range.clone()]
                     .iter()
@@ -692,6 +723,7 @@ fn attention_bert_key_padding() {
         tq: 7,
         tk: 7,
         h: 3,
+        hkv: 3,
         d: 12,
     };
     attention_case(
@@ -702,6 +734,7 @@ fn attention_bert_key_padding() {
             causal: false,
             scale: 1.0 / 12f64.sqrt(),
             bias: None,
+            alibi: false,
             max_coords: 600,
         },
         50,
@@ -715,6 +748,7 @@ fn attention_single_token() {
         tq: 1,
         tk: 1,
         h: 2,
+        hkv: 2,
         d: 8,
     };
     attention_case(
@@ -725,6 +759,7 @@ fn attention_single_token() {
             causal: false,
             scale: 1.0 / 8f64.sqrt(),
             bias: None,
+            alibi: false,
             max_coords: 600,
         },
         51,
@@ -741,6 +776,7 @@ fn attention_single_token() {
                 md: 20,
                 bidir: false,
             }),
+            alibi: false,
             max_coords: 600,
         },
         52,
@@ -754,6 +790,7 @@ fn attention_long_sequence_with_padding() {
         tq: 97,
         tk: 97,
         h: 1,
+        hkv: 1,
         d: 16,
     };
     attention_case(
@@ -764,6 +801,7 @@ fn attention_long_sequence_with_padding() {
             causal: false,
             scale: 0.25,
             bias: None,
+            alibi: false,
             max_coords: 150,
         },
         53,
@@ -778,6 +816,7 @@ fn attention_t5_relative_bias_bidirectional() {
         tq: 29,
         tk: 29,
         h: 3,
+        hkv: 3,
         d: 8,
     };
     attention_case(
@@ -792,6 +831,7 @@ fn attention_t5_relative_bias_bidirectional() {
                 md: 12,
                 bidir: true,
             }),
+            alibi: false,
             max_coords: 250,
         },
         54,
@@ -805,6 +845,7 @@ fn attention_t5_causal_with_bias() {
         tq: 9,
         tk: 9,
         h: 3,
+        hkv: 3,
         d: 12,
     };
     attention_case(
@@ -819,6 +860,7 @@ fn attention_t5_causal_with_bias() {
                 md: 16,
                 bidir: false,
             }),
+            alibi: false,
             max_coords: 400,
         },
         55,
@@ -829,6 +871,7 @@ fn attention_t5_causal_with_bias() {
         tq: 97,
         tk: 97,
         h: 3,
+        hkv: 3,
         d: 8,
     };
     attention_case(
@@ -839,6 +882,7 @@ fn attention_t5_causal_with_bias() {
             causal: true,
             scale: 1.0 / 8f64.sqrt(),
             bias: None,
+            alibi: false,
             max_coords: 150,
         },
         56,
@@ -853,6 +897,7 @@ fn attention_cross_tq_ne_tk() {
         tq: 5,
         tk: 13,
         h: 3,
+        hkv: 3,
         d: 12,
     };
     attention_case(
@@ -863,6 +908,7 @@ fn attention_cross_tq_ne_tk() {
             causal: false,
             scale: 1.0,
             bias: None,
+            alibi: false,
             max_coords: 500,
         },
         57,
@@ -873,6 +919,7 @@ fn attention_cross_tq_ne_tk() {
         tq: 7,
         tk: 12,
         h: 2,
+        hkv: 2,
         d: 16,
     };
     attention_case(
@@ -887,6 +934,7 @@ fn attention_cross_tq_ne_tk() {
                 md: 20,
                 bidir: true,
             }),
+            alibi: false,
             max_coords: 500,
         },
         58,
@@ -901,6 +949,7 @@ fn attention_fully_masked_keys() {
         tq: 7,
         tk: 7,
         h: 3,
+        hkv: 3,
         d: 8,
     };
     attention_case(
@@ -915,6 +964,7 @@ fn attention_fully_masked_keys() {
                 md: 20,
                 bidir: true,
             }),
+            alibi: false,
             max_coords: 500,
         },
         59,
@@ -925,6 +975,7 @@ fn attention_fully_masked_keys() {
         tq: 6,
         tk: 6,
         h: 2,
+        hkv: 2,
         d: 8,
     };
     let mut rng = Rng::new(60);
@@ -957,6 +1008,240 @@ fn attention_fully_masked_keys() {
             && dk[..16].iter().all(|&x| x == 0.0)
             && dv[..16].iter().all(|&x| x == 0.0)
     );
+}
+
+#[test]
+fn attention_grouped_query_heads() {
+    // 6 query heads over 2 key/value heads (Llama's GQA), causal, padded keys; and one
+    // key/value head for 5 query heads (Qwen2 fixture's multi-query attention)
+    let dims = AttnDims {
+        b: 2,
+        tq: 9,
+        tk: 9,
+        h: 6,
+        hkv: 2,
+        d: 8,
+    };
+    attention_case(
+        AttnCase {
+            name: "gqa causal",
+            dims,
+            key_len: vec![9, 6],
+            causal: true,
+            scale: 1.0 / 8f64.sqrt(),
+            bias: None,
+            alibi: false,
+            max_coords: 400,
+        },
+        61,
+    );
+    let dims = AttnDims {
+        b: 1,
+        tq: 7,
+        tk: 7,
+        h: 5,
+        hkv: 1,
+        d: 8,
+    };
+    attention_case(
+        AttnCase {
+            name: "mqa",
+            dims,
+            key_len: vec![7],
+            causal: true,
+            scale: 1.0 / 8f64.sqrt(),
+            bias: None,
+            alibi: false,
+            max_coords: 400,
+        },
+        62,
+    );
+}
+
+#[test]
+fn attention_alibi() {
+    // BLOOM: 6 heads (not a power of two: the slopes of 4 heads, then every other of 8)
+    let dims = AttnDims {
+        b: 2,
+        tq: 11,
+        tk: 11,
+        h: 6,
+        hkv: 6,
+        d: 8,
+    };
+    attention_case(
+        AttnCase {
+            name: "alibi causal",
+            dims,
+            key_len: vec![11, 7],
+            causal: true,
+            scale: 1.0 / 8f64.sqrt(),
+            bias: None,
+            alibi: true,
+            max_coords: 400,
+        },
+        63,
+    );
+}
+
+#[test]
+fn attention_causal_with_more_keys_than_queries() {
+    // positions aligned at the end: the 5 queries are the last 5 of 12 keys (a cache, prefix
+    // keys), with ALiBi over grouped heads; and more queries than keys (early rows see nothing)
+    let dims = AttnDims {
+        b: 2,
+        tq: 5,
+        tk: 12,
+        h: 4,
+        hkv: 2,
+        d: 8,
+    };
+    attention_case(
+        AttnCase {
+            name: "causal Tk > Tq alibi",
+            dims,
+            key_len: vec![12, 9],
+            causal: true,
+            scale: 1.0 / 8f64.sqrt(),
+            bias: None,
+            alibi: true,
+            max_coords: 400,
+        },
+        64,
+    );
+    let dims = AttnDims {
+        b: 1,
+        tq: 8,
+        tk: 5,
+        h: 2,
+        hkv: 2,
+        d: 8,
+    };
+    attention_case(
+        AttnCase {
+            name: "causal Tq > Tk",
+            dims,
+            key_len: vec![5],
+            causal: true,
+            scale: 1.0 / 8f64.sqrt(),
+            bias: None,
+            alibi: false,
+            max_coords: 400,
+        },
+        65,
+    );
+}
+
+#[test]
+fn alibi_slopes_follow_bloom() {
+    // the fixture's 6 heads: 2^-2, 2^-4, 2^-6, 2^-8, then 2^-1, 2^-3 (tests/fixtures/README.md)
+    let want = [0.25, 0.0625, 0.015625, 0.00390625, 0.5, 0.125];
+    for (h, w) in want.iter().enumerate() {
+        assert_eq!(alibi_slope(h, 6), *w, "head {h}");
+    }
+    // 16 heads (bloom-560m): 2^(-(h+1)/2)
+    for h in 0..16 {
+        assert!((alibi_slope(h, 16) - 2f64.powf(-(h as f64 + 1.0) / 2.0)).abs() < 1e-15);
+    }
+}
+
+/// The decode step equals the last row of a causal attention over the same keys.
+#[test]
+fn attention_decode_matches_causal_attention() {
+    use softprompt::cpu::attention::attention_decode;
+    let (b, tk, tmax, h, hkv, d) = (2, 9, 13, 6, 3, 8);
+    let mut rng = Rng::new(66);
+    let k = normals(&mut rng, b * tmax * hkv * d, 1.0);
+    let v = normals(&mut rng, b * tmax * hkv * d, 1.0);
+    let q = normals(&mut rng, b * h * d, 1.0);
+    // row 1 has two padded keys at the front (left padding)
+    let mask: Vec<i32> = (0..b * tmax)
+        .map(|i| (i / tmax == 0 || i % tmax >= 2) as i32)
+        .collect();
+    for alibi in [false, true] {
+        let dims = AttnDims {
+            b,
+            tq: 1,
+            tk,
+            h,
+            hkv,
+            d,
+        };
+        let mut out = vec![f64::NAN; b * h * d];
+        attention_decode(&mut out, &q, &k, &v, &mask, alibi, 0.3, dims, tmax);
+        // the same through attention_fwd over the first Tk rows, query at the end
+        let take = |x: &[f64]| -> Vec<f64> {
+            (0..b)
+                .flat_map(|bi| x[bi * tmax * hkv * d..][..tk * hkv * d].to_vec())
+                .collect()
+        };
+        let kmask: Vec<i32> = (0..b)
+            .flat_map(|bi| mask[bi * tmax..][..tk].to_vec())
+            .collect();
+        let mut want = vec![f64::NAN; b * h * d];
+        let mut lse = vec![0.0; b * h];
+        let bias = alibi.then_some(Bias::Alibi);
+        attention_fwd(
+            &mut want,
+            &mut lse,
+            &q,
+            &take(&k),
+            &take(&v),
+            &kmask,
+            bias,
+            true,
+            0.3,
+            dims,
+        );
+        assert_close(&format!("decode alibi={alibi}"), &out, &want, 1e-13);
+    }
+}
+
+/// RoPE: forward against the rotate_half formula, and backward (the transpose) against finite
+/// differences, at positions that are not 0..T (a left-padded row).
+#[test]
+fn rope_forward_and_backward() {
+    use softprompt::backend::rope::{rope_inv_freq, Llama3Scaling};
+    use softprompt::cpu::rope::{rope_bwd, rope_fwd};
+    let (b, t, h, d) = (2, 5, 3, 8);
+    let scaling = Llama3Scaling {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 16.0,
+    };
+    let inv: Vec<f64> = rope_inv_freq(d, 10000.0, Some(scaling))
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let pos: Vec<i32> = vec![0, 1, 2, 3, 4, 0, 0, 7, 8, 30];
+    let mut rng = Rng::new(67);
+    let x = normals(&mut rng, b * t * h * d, 1.0);
+    let mut y = x.clone();
+    rope_fwd(&mut y, &inv, &pos, h, d);
+    let half = d / 2;
+    let mut want = vec![0.0; x.len()];
+    for (r, &p) in pos.iter().enumerate() {
+        for hi in 0..h {
+            let base = (r * h + hi) * d;
+            for i in 0..half {
+                let f = p as f64 * inv[i];
+                let (a, c) = (x[base + i], x[base + i + half]);
+                want[base + i] = a * f.cos() - c * f.sin();
+                want[base + i + half] = c * f.cos() + a * f.sin();
+            }
+        }
+    }
+    assert_close("rope_fwd", &y, &want, 1e-14);
+    let r = normals(&mut rng, x.len(), 1.0);
+    let mut grad = r.clone();
+    rope_bwd(&mut grad, &inv, &pos, h, d);
+    let mut f = |x: &[f64]| {
+        let mut y = x.to_vec();
+        rope_fwd(&mut y, &inv, &pos, h, d);
+        sum_prod(&r, &y)
+    };
+    check_gradient("rope", &mut f, &x, &grad, H, tol("attention"), &mut rng, 60);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,21 +15,19 @@ const TOL: f64 = 1e-4;
 fn parity_passes_on_every_committed_fixture() {
     let be = CpuBackend::<f32>::new();
     let files = reference_files();
-    // 4 bert_mlm + 4 bert_mlm_bf16_sharded + 2 bert_nohead + 3 × 2 T5 (README table)
-    assert_eq!(files.len(), 16, "reference files found: {files:?}");
+    // 4 bert_mlm + 4 bert_mlm_bf16_sharded + 2 bert_nohead + 3 × 2 T5 (README table), and
+    // causal random, causal text and generate for bloom, llama and qwen2, mistral without
+    // the text one (the decoder-only table)
+    assert_eq!(files.len(), 16 + 11, "reference files found: {files:?}");
     let mut failures = Vec::new();
     for (dir, file) in &files {
         let r = Reference::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let report =
             parity::run(&be, dir, &r, TOL).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let names: Vec<&str> = report.rows.iter().map(|row| row.name.as_str()).collect();
-        // the three required rows come first, in this order
-        assert_eq!(
-            &names[..3],
-            ["loss", "logits", "prompt_grad"],
-            "{}",
-            file.display()
-        );
+        // the required rows come first, in this order
+        let required = r.objective.required();
+        assert_eq!(&names[..required.len()], required, "{}", file.display());
         // everything the reference holds is computed: hidden states included
         assert!(
             report.skipped.is_empty(),
@@ -41,16 +39,28 @@ fn parity_passes_on_every_committed_fixture() {
             .iter()
             .filter(|n| n.contains("hidden_states."))
             .count();
+        // the decoder-only text and generate references hold no hidden states
+        let holds_hidden = r.expected.keys().any(|k| k.contains("hidden_states."));
         assert!(
-            hidden >= 3,
+            hidden >= 3 || !holds_hidden,
             "{}: only {hidden} hidden-state rows",
             file.display()
         );
         if r.objective.name() == "cls" {
             assert!(names.contains(&"head_weight_grad") && names.contains(&"head_bias_grad"));
         }
+        if r.objective.name() == "generate" {
+            assert!(names.contains(&"generated_ids"), "{}", file.display());
+        }
         for row in &report.rows {
-            assert_eq!(row.tol, TOL);
+            assert_eq!(
+                row.tol,
+                if row.name == "generated_ids" {
+                    0.0
+                } else {
+                    TOL
+                }
+            );
             assert!(
                 row.rel_err.is_finite(),
                 "{}: {} not finite",
@@ -296,4 +306,103 @@ fn untied_bert_decoder_weight_is_read() {
     assert!(run(false, 1.0), "untied copy of the embeddings");
     assert!(!run(false, 1.1), "untied decoder.weight must be used");
     assert!(run(true, 1.1), "tied: decoder.weight must be ignored");
+}
+
+/// Decoder-only checkpoints are spelled several ways: BLOOM with or without `transformer.`
+/// (bloom-560m has none) and with a stored copy of the tied head; Llama-family keys without
+/// `model.`; a config that says tied while the checkpoint holds its own `lm_head.weight` (as
+/// transformers 5 does, the stored head is used). Same model, same parity.
+#[test]
+fn parity_with_decoder_checkpoint_spellings() {
+    use common::{edit_safetensors, ScratchDir};
+    let be = CpuBackend::<f32>::new();
+    let scratch = ScratchDir::new("decoder-spellings");
+    let bloom = scratch.copy_model("bloom", "bloom_prefixed");
+    edit_safetensors(&bloom.join("model.safetensors"), |t| {
+        let names: Vec<String> = t.keys().cloned().collect();
+        for name in names {
+            let v = t.remove(&name).unwrap();
+            t.insert(format!("transformer.{name}"), v);
+        }
+        let wte = t["transformer.word_embeddings.weight"].clone();
+        t.insert("lm_head.weight".into(), wte);
+    });
+    let llama = scratch.copy_model("llama", "llama_unprefixed");
+    edit_safetensors(&llama.join("model.safetensors"), |t| {
+        let names: Vec<String> = t.keys().cloned().collect();
+        for name in names {
+            if let Some(short) = name.strip_prefix("model.") {
+                let v = t.remove(&name).unwrap();
+                t.insert(short.to_string(), v);
+            }
+        }
+    });
+    let config = llama.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    cfg["tie_word_embeddings"] = true.into();
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    for (model, reference) in [
+        (&bloom, "ref_causal_random.safetensors"),
+        (&bloom, "ref_generate_random.safetensors"),
+        (&llama, "ref_causal_text.safetensors"),
+        (&llama, "ref_generate_random.safetensors"),
+    ] {
+        let r = Reference::read(&model.join(reference)).unwrap();
+        let report = parity::run(&be, model, &r, TOL).unwrap();
+        assert!(report.passed(), "{reference}:\n{}", report.table());
+    }
+}
+
+/// A config that says the head is not tied, over a checkpoint without `lm_head.weight`: an
+/// error naming the tensor, not a silent tie.
+#[test]
+fn untied_decoder_without_lm_head_is_an_error() {
+    use common::ScratchDir;
+    let scratch = ScratchDir::new("untied-decoder");
+    let qwen = scratch.copy_model("qwen2", "qwen2");
+    let config = qwen.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    cfg["tie_word_embeddings"] = false.into();
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    let r = Reference::read(&qwen.join("ref_causal_random.safetensors")).unwrap();
+    let Err(err) = parity::run(&CpuBackend::<f32>::new(), &qwen, &r, TOL) else {
+        panic!("no lm_head.weight: the run must fail");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("lm_head.weight") && err.contains("tie_word_embeddings"),
+        "{err}"
+    );
+}
+
+#[test]
+fn binary_parity_decoder_passes_with_table() {
+    let (code, stdout, stderr) =
+        run_parity_binary("llama", "llama/ref_causal_random.safetensors", &[]);
+    assert!(stdout.contains("(llama, causal, P = 5)"), "{stdout}");
+    check_passing_table(
+        &stdout,
+        &stderr,
+        code,
+        &[
+            ("loss", "[]"),
+            ("logits", "[3, 25, 304]"),
+            ("prompt_grad", "[5, 48]"),
+            ("hidden_states.2", "[3, 30, 48]"),
+        ],
+    );
+    let (code, stdout, stderr) =
+        run_parity_binary("bloom", "bloom/ref_generate_random.safetensors", &[]);
+    assert!(stdout.contains("(bloom, generate, P = 4)"), "{stdout}");
+    check_passing_table(
+        &stdout,
+        &stderr,
+        code,
+        &[
+            ("generated_logits", "[3, 8, 304]"),
+            ("generated_ids", "[24]"),
+        ],
+    );
 }

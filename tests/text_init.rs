@@ -13,13 +13,16 @@ use softprompt::weights::WeightSource;
 use softprompt::weights::{HostTensor, WeightStore};
 use std::path::Path;
 
-/// The model's input embedding table: BERT word embeddings (with or without `bert.`), T5 `shared`.
+/// The model's input embedding table: BERT word embeddings (with or without `bert.`), T5
+/// `shared`, BLOOM's `word_embeddings`, the Llama family's `embed_tokens`.
 fn word_embeddings(dir: &Path) -> HostTensor {
     let store = WeightStore::open(dir).unwrap();
     let name = [
         "bert.embeddings.word_embeddings.weight",
         "embeddings.word_embeddings.weight",
         "shared.weight",
+        "word_embeddings.weight",
+        "model.embed_tokens.weight",
     ]
     .into_iter()
     .find(|n| store.contains(n))
@@ -60,8 +63,9 @@ fn text_init_reproduces_every_text_fixture() {
             file.display()
         );
     }
-    // one per folder except bert_mlm and bert_mlm_bf16_sharded, which have two each
-    assert_eq!(seen, 8);
+    // one per folder except bert_mlm and bert_mlm_bf16_sharded, which have two each, and
+    // mistral, which has none
+    assert_eq!(seen, 11);
 }
 
 #[test]

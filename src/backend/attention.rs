@@ -1,18 +1,76 @@
 //! Attention stem: fused attention forward and backward with key padding, an optional causal
-//! mask and T5's relative position bias read from the frozen (buckets, H) table; nothing of
-//! size Tq×Tk is stored. Reference src/cpu/attention.rs, kernels kernels/attention.cu (and
-//! attention_f32.cuh), launchers src/cuda/attention.rs.
+//! mask, grouped-query attention (Hkv key/value heads read in place by H/Hkv query heads each,
+//! never repeated), and a position bias computed inside the op: T5's relative bias read from
+//! the frozen (buckets, H) table, or ALiBi from the head index alone; nothing of size Tq×Tk
+//! is stored. Also the KV-cache decode step of generation. Reference src/cpu/attention.rs,
+//! kernels kernels/attention.cu (and attention_f32.cuh), launchers src/cuda/attention.rs.
+//!
+//! Positions: query i and key j of a (Tq, Tk) attention sit at i + (Tk − Tq) and j, aligned at
+//! the end (the last query is the last key). With Tq = Tk that is i and j; with Tk > Tq the
+//! queries are the last Tq of the sequence (a KV cache, prefix keys). `causal` hides key j
+//! from query i when j > i + (Tk − Tq).
 
 use crate::error::Result;
 
-/// q, out, dq: (B, Tq, H, D); k, v, dk, dv: (B, Tk, H, D); lse: (B, H, Tq); key_mask: (B, Tk).
+/// q, out, dq: (B, Tq, H, D); k, v, dk, dv: (B, Tk, Hkv, D); lse: (B, H, Tq); key_mask:
+/// (B, Tk). Query head h reads key/value head h / (H / Hkv); Hkv divides H (Hkv = H: plain
+/// multi-head attention).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttnDims {
     pub b: usize,
     pub tq: usize,
     pub tk: usize,
     pub h: usize,
+    pub hkv: usize,
     pub d: usize,
+}
+
+impl AttnDims {
+    /// Query heads per key/value head.
+    pub fn group(&self) -> usize {
+        self.h / self.hkv.max(1)
+    }
+
+    /// Checks that Hkv divides H, naming the two.
+    pub fn check_heads(&self) -> crate::error::Result<()> {
+        if self.hkv == 0 || !self.h.is_multiple_of(self.hkv) {
+            return Err(crate::error::Error::shape(
+                "attention heads (H query heads over Hkv key/value heads)",
+                "Hkv >= 1 dividing H",
+                format!("H {} Hkv {}", self.h, self.hkv),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The position bias an attention adds to its scores.
+pub enum AttnBias<'a, Buf> {
+    /// T5's relative position bias, from its frozen table.
+    Relative(BiasRef<'a, Buf>),
+    /// ALiBi (Press et al., as BLOOM applies it): slope_h · (key position − query position),
+    /// the slopes computed from H alone (`alibi_slope`), no table and no (H, Tq, Tk) tensor.
+    Alibi,
+}
+
+// by hand: a derive would ask `Buf: Clone`, and only references are copied
+impl<Buf> Clone for AttnBias<'_, Buf> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<Buf> Copy for AttnBias<'_, Buf> {}
+
+/// ALiBi's slope of head `h` of `heads`, BLOOM's rule: with n the largest power of two up to
+/// `heads`, 2^(−8(h+1)/n) for the first n heads, then 2^(−4(2(h−n)+1)/n) (every other slope of
+/// the 2n-head sequence) for the rest.
+pub fn alibi_slope(h: usize, heads: usize) -> f64 {
+    let n = 1usize << (usize::BITS - 1 - heads.max(1).leading_zeros());
+    if h < n {
+        (-8.0 * (h + 1) as f64 / n as f64).exp2()
+    } else {
+        (-4.0 * (2 * (h - n) + 1) as f64 / n as f64).exp2()
+    }
 }
 
 /// T5's relative position bias as the kernels read it: the frozen (buckets, H) table and the
@@ -78,6 +136,28 @@ pub fn bucket_lookup(
         .collect()
 }
 
+/// The decode step's own limits: one query, a cache that holds Tk rows, no relative bias.
+pub fn check_decode<Buf>(
+    dims: &AttnDims,
+    tmax: usize,
+    bias: Option<&AttnBias<'_, Buf>>,
+) -> crate::error::Result<()> {
+    dims.check_heads()?;
+    if dims.tq != 1 || dims.tk == 0 || dims.tk > tmax {
+        return Err(crate::error::Error::shape(
+            "attention_decode (Tq, Tk, Tmax)",
+            "Tq = 1 and 1 <= Tk <= Tmax",
+            format!("Tq {} Tk {} Tmax {tmax}", dims.tq, dims.tk),
+        ));
+    }
+    if matches!(bias, Some(AttnBias::Relative(_))) {
+        return Err(crate::error::Error::Unsupported(
+            "attention_decode with a relative position bias (T5 decodes without a cache)".into(),
+        ));
+    }
+    Ok(())
+}
+
 op_family! {
     /// Fused multi-head attention.
     pub trait AttentionOps {
@@ -91,7 +171,7 @@ op_family! {
             k: &Self::Buf,
             v: &Self::Buf,
             key_mask: &Self::Buf,
-            bias: Option<BiasRef<'_, Self::Buf>>,
+            bias: Option<AttnBias<'_, Self::Buf>>,
             causal: bool,
             scale: f64,
             dims: AttnDims,
@@ -108,10 +188,27 @@ op_family! {
             v: &Self::Buf,
             lse: &Self::Buf,
             key_mask: &Self::Buf,
-            bias: Option<BiasRef<'_, Self::Buf>>,
+            bias: Option<AttnBias<'_, Self::Buf>>,
             causal: bool,
             scale: f64,
             dims: AttnDims,
+        ) -> Result<()>;
+        /// The KV-cache decode step: out (B, H, D) = attention of one new query per row,
+        /// q (B, H, D), over the first Tk = `dims.tk` entries of the caches k, v (B, Tmax,
+        /// Hkv, D) (`dims.tq` must be 1; the query sits at position Tk − 1 and so sees them
+        /// all), keys whose key_mask (B, Tmax) is 0 hidden. No relative bias (T5 does not
+        /// decode with a cache); ALiBi as in attention_fwd. Forward only.
+        fn attention_decode(
+            &self,
+            out: &mut Self::Buf,
+            q: &Self::Buf,
+            k: &Self::Buf,
+            v: &Self::Buf,
+            key_mask: &Self::Buf,
+            bias: Option<AttnBias<'_, Self::Buf>>,
+            scale: f64,
+            dims: AttnDims,
+            tmax: usize,
         ) -> Result<()>;
     }
 }

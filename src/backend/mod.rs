@@ -25,14 +25,16 @@
 
 /// Declares one op family: its trait (every op returns `Result`), and its forwarding through
 /// `profile::Profiler`, which times each op under its own name. Writing the signature once
-/// here is what keeps the profiler and the trait from drifting apart.
+/// here is what keeps the profiler and the trait from drifting apart. An op may end in
+/// `= flops(expr)`, its floating-point operations in terms of its arguments (2 per
+/// multiply-add), which the profiler adds up to report a rate.
 macro_rules! op_family {
     (
         $(#[$doc:meta])*
         pub trait $family:ident {
             $(
                 $(#[$op_doc:meta])*
-                fn $op:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> Result<$ret:ty>;
+                fn $op:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> Result<$ret:ty> $(= flops($flops:expr))?;
             )*
         }
     ) => {
@@ -49,7 +51,8 @@ macro_rules! op_family {
             $(
                 #[allow(clippy::too_many_arguments)]
                 fn $op(&self $(, $arg: $ty)*) -> Result<$ret> {
-                    self.time(stringify!($op), || self.inner.$op($($arg),*))
+                    let flops: f64 = 0.0 $(+ ($flops) as f64)?;
+                    self.time_flops(stringify!($op), flops, || self.inner.$op($($arg),*))
                 }
             )*
         }
@@ -67,11 +70,12 @@ pub mod matmul;
 pub mod optimizer;
 pub mod profile;
 pub mod rmsnorm;
+pub mod rope;
 pub mod rows;
 pub mod storage;
 
 pub use activation::{Act, ActivationOps};
-pub use attention::{AttentionOps, AttnDims, BiasRef};
+pub use attention::{alibi_slope, AttentionOps, AttnBias, AttnDims, BiasRef};
 pub use elementwise::ElementwiseOps;
 pub use embedding::{check_ids, EmbeddingOps};
 pub use head::HeadOps;
@@ -80,6 +84,7 @@ pub use loss::{LossOps, IGNORE_INDEX};
 pub use matmul::MatmulOps;
 pub use optimizer::{AdafactorHyper, AdamWHyper, OptimizerOps};
 pub use rmsnorm::RmsNormOps;
+pub use rope::RopeOps;
 pub use rows::RowOps;
 pub use storage::{DType, DeviceKind, KernelTime, MemStats, Precision, Storage};
 
@@ -104,6 +109,7 @@ backend_union!(
     EmbeddingOps,
     LayerNormOps,
     RmsNormOps,
+    RopeOps,
     MatmulOps,
     ActivationOps,
     AttentionOps,

@@ -21,11 +21,26 @@ pub struct DeviceArgs {
     /// CPU threads (0: all cores); the same count gives bit-identical results
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// The CPU's GEMM path: gemm (the default), or openblas in a build with that feature
+    /// (also SOFTPROMPT_GEMM); the same path gives bit-identical results
+    #[arg(long)]
+    pub gemm: Option<String>,
+}
+
+/// `--gemm`: selects the CPU's GEMM path for this process.
+pub fn select_gemm(flag: Option<&str>) -> Result<()> {
+    match flag {
+        Some(s) => softprompt::device::gemm_path::select(
+            softprompt::device::gemm_path::GemmPath::parse(s)?,
+        ),
+        None => Ok(()),
+    }
 }
 
 impl DeviceArgs {
     /// Parses the device and sets up the thread pool.
     pub fn setup(&self) -> Result<DeviceKind> {
+        select_gemm(self.gemm.as_deref())?;
         let kind = DeviceKind::parse(&self.device, &self.precision)?;
         // more threads than this is a typo, and spawning them would hang the machine
         const MAX_THREADS: usize = 1024;
@@ -80,8 +95,9 @@ impl DataArgs {
 /// Task flags. In `eval` and `predict` each one given overrides the prompt's task.json.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct TaskArgs {
-    /// pet (BERT with a masked-LM head), cls (BERT, pooling + linear head) or seq2seq (T5);
-    /// default: from the model
+    /// pet (BERT with a masked-LM head), cls (BERT, pooling + linear head), seq2seq (T5) or
+    /// causal (BLOOM, Llama, Mistral, Qwen2: the target text follows the template); default:
+    /// from the model
     #[arg(long)]
     pub task: Option<String>,
     /// the text around the input, with {text} once; pet also needs one [MASK],
@@ -92,23 +108,23 @@ pub struct TaskArgs {
     /// labels of the data)
     #[arg(long)]
     pub labels: Option<String>,
-    /// label=word pairs: pet's one-token words, or seq2seq's target texts, e.g.
+    /// label=word pairs: pet's one-token words, or seq2seq's and causal's target texts, e.g.
     /// positive=great,negative=terrible (or a JSON object)
     #[arg(long)]
     pub verbalizer: Option<String>,
     /// cls pooling: mean or cls
     #[arg(long)]
     pub pooling: Option<String>,
-    /// seq2seq: the label field holds free target texts
+    /// seq2seq, causal: the label field holds free target texts
     #[arg(long)]
     pub free_targets: bool,
     /// tokens per row, special tokens included; longer texts are cut (and counted)
     #[arg(long)]
     pub max_len: Option<usize>,
-    /// seq2seq: tokens per target
+    /// seq2seq, causal: tokens per target (causal: the most tokens generated)
     #[arg(long)]
     pub max_target_len: Option<usize>,
-    /// seq2seq prediction: rank (score each label's target) or greedy
+    /// seq2seq and causal prediction: rank (score each label's target) or greedy
     #[arg(long)]
     pub decode: Option<String>,
 }
@@ -167,6 +183,7 @@ impl TaskArgs {
             (None, Some(b)) => b.kind,
             (None, None) => match model.arch_name() {
                 "t5" => TaskKind::Seq2Seq,
+                "bloom" | "llama" => TaskKind::Causal,
                 _ if model.has_mlm_head() => TaskKind::Pet,
                 _ => TaskKind::Cls,
             },
@@ -382,11 +399,15 @@ pub struct WorkloadArgs {
     /// BERT objective: pet or mlm
     #[arg(long, default_value = "pet")]
     pub objective: String,
+    /// The CPU's GEMM path: gemm (the default), or openblas in a build with that feature
+    #[arg(long)]
+    pub gemm: Option<String>,
 }
 
 impl WorkloadArgs {
     /// The device and the workload these flags describe.
     pub fn parse(&self) -> Result<(DeviceKind, softprompt::bench::Workload)> {
+        select_gemm(self.gemm.as_deref())?;
         let w = softprompt::bench::Workload {
             batch: self.batch,
             seq: self.seq,

@@ -67,6 +67,13 @@ fn inspect(args: &Args) -> softprompt::Result<()> {
                 "LM head tied to shared.weight (task seq2seq)"
             }
         }
+        ModelConfig::Bloom(_) | ModelConfig::Llama(_) => {
+            if store.contains("lm_head.weight") {
+                "untied lm_head (task causal)"
+            } else {
+                "LM head tied to the input embeddings (task causal)"
+            }
+        }
     };
     println!("{params} float parameters; {heads}");
     match softprompt::tokenizer::Tokenizer::load(&args.path) {

@@ -222,6 +222,14 @@ fn encode_split(
 }
 
 /// The task line's description: kind, template and the labels' words or targets.
+/// "cpu (kernels gemm/avx512)": the device, and the CPU kernels that shape its results.
+fn on_device<B: Backend>(be: &B) -> String {
+    match be.kernels() {
+        k if k.is_empty() => be.name(),
+        k => format!("{} (kernels {k})", be.name()),
+    }
+}
+
 fn describe(s: &TaskSpec) -> String {
     let label_words: Vec<String> = (s.labels.iter().zip(&s.label_words))
         .map(|(l, w)| format!("{l}={w}"))
@@ -235,12 +243,14 @@ fn describe(s: &TaskSpec) -> String {
             "cls, {:?} pooling, template {:?}, labels {:?}",
             s.pooling, s.template, s.labels
         ),
-        TaskKind::Seq2Seq if s.free_targets => {
-            format!("seq2seq, free targets, template {:?}", s.template)
+        TaskKind::Seq2Seq | TaskKind::Causal if s.free_targets => {
+            format!("{}, free targets, template {:?}", s.kind.name(), s.template)
         }
-        TaskKind::Seq2Seq => format!(
-            "seq2seq, template {:?}, targets {:?}",
-            s.template, label_words
+        TaskKind::Seq2Seq | TaskKind::Causal => format!(
+            "{}, template {:?}, targets {:?}",
+            s.kind.name(),
+            s.template,
+            label_words
         ),
     }
 }
@@ -280,7 +290,7 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
         a.model.display(),
         model.arch_name(),
         model.hidden_size(),
-        be.name(),
+        on_device(be),
         describe(&task.spec)
     );
     let train_enc = task.encode(&model.tokenizer, &train_data)?;
@@ -432,6 +442,7 @@ impl Progress {
             resumed_at,
             threads_changed,
             device_changed,
+            kernels_changed,
             prompt_params,
             head_params,
         } = ev
@@ -444,6 +455,15 @@ impl Progress {
             self.say(format!(
                 "warning: the checkpoint was trained on {was} and this run uses {now}: the numbers \
                  round differently from here on, so the result will differ from an uninterrupted run"
+            ));
+        }
+        if let Some((was, now)) = kernels_changed {
+            // "gemm/avx512": the GEMM path, then the SIMD instruction set
+            let (gemm, isa) = was.split_once('/').unwrap_or((was.as_str(), "?"));
+            self.say(format!(
+                "warning: the checkpoint was trained with the CPU kernels {was} and this run uses {now}: \
+                 the result will not be bit-identical to an uninterrupted run (resume with --gemm {gemm} \
+                 and SOFTPROMPT_SIMD={isa} for that)"
             ));
         }
         if let Some((was, now)) = threads_changed {

@@ -1,13 +1,15 @@
 //! Launchers of kernels/attention.cu (reference: src/cpu/attention.rs), following the launch
 //! plan of kernels/ATTENTION.md: 128 threads per block, 64-row tiles, one (batch, head) pair
-//! per grid row, the D ≤ 64 or the D ≤ 128 entry points, and the dynamic shared memory of
-//! `attn_smem_bytes`. Backward adds into dq, dk, dv: `attention_bwd_dq` (which also writes
-//! the `delta` scratch), then `attention_bwd_dkdv`, on the same stream.
+//! per grid row (key/value heads for `attention_bwd_dkdv`), the D ≤ 64 or the D ≤ 128 entry
+//! points, and the dynamic shared memory of `attn_smem_bytes`. Backward adds into dq, dk, dv:
+//! `attention_bwd_dq` (which also writes the `delta` scratch), then `attention_bwd_dkdv`, on
+//! the same stream. The decode step, `attention_decode`, takes one block per (key/value head,
+//! batch row).
 
 use super::kernels::{k, KernelId};
 use super::launch::{int, Args, Cfg};
 use super::{arg, ints, CudaBackend, CudaBuf};
-use crate::backend::{check_ids, AttentionOps, AttnDims, BiasRef, DType};
+use crate::backend::{check_ids, AttentionOps, AttnBias, AttnDims, DType};
 use crate::error::{Error, Result};
 
 const THREADS: u32 = 128;
@@ -44,9 +46,9 @@ fn entry_points(d: usize) -> Result<[KernelId; 3]> {
     }
 }
 
-/// The launch configuration over `rows` (Tq or Tk) tiles, H, B.
-fn cfg(rows: usize, dims: &AttnDims, kind: usize) -> Result<Cfg> {
-    if dims.h > 65_535 || dims.b > 65_535 {
+/// The launch configuration over `rows` (Tq or Tk) tiles, `heads` (H, or Hkv for bwd_dkdv), B.
+fn cfg(rows: usize, heads: usize, dims: &AttnDims, kind: usize) -> Result<Cfg> {
+    if heads > 65_535 || dims.b > 65_535 {
         return Err(Error::shape(
             "attention heads and batch (grid y, z)",
             "<= 65535",
@@ -56,7 +58,7 @@ fn cfg(rows: usize, dims: &AttnDims, kind: usize) -> Result<Cfg> {
     Ok(Cfg {
         grid: [
             super::launch::grid_x("attention tiles", rows.div_ceil(TILE))?,
-            dims.h as u32,
+            heads as u32,
             dims.b as u32,
         ],
         block: [THREADS, 1, 1],
@@ -64,29 +66,35 @@ fn cfg(rows: usize, dims: &AttnDims, kind: usize) -> Result<Cfg> {
     })
 }
 
-/// Device pointers of the bias table and bucket lookup (0, 0 without bias), with every
-/// bucket checked against the table's rows.
+/// Device pointers of the bias table and bucket lookup (0, 0 without a table), with every
+/// bucket checked against the table's rows, and the ALiBi flag.
 fn bias_args(
-    bias: Option<BiasRef<'_, CudaBuf>>,
+    bias: Option<AttnBias<'_, CudaBuf>>,
     weights: DType,
     dims: &AttnDims,
-) -> Result<(u64, u64)> {
-    let Some(bias) = bias else { return Ok((0, 0)) };
+) -> Result<(u64, u64, i32)> {
+    let bias = match bias {
+        None => return Ok((0, 0, 0)),
+        Some(AttnBias::Alibi) => return Ok((0, 0, 1)),
+        Some(AttnBias::Relative(bias)) => bias,
+    };
     let table = arg(bias.table, "relative_attention_bias", weights, dims.h)?;
     let (host, buckets) = ints(bias.buckets, "bias buckets", dims.tq + dims.tk - 1)?;
     check_ids("bias buckets", host, bias.table.len() / dims.h.max(1))?;
-    Ok((table, buckets))
+    Ok((table, buckets, 0))
 }
 
 /// The trailing scalars every attention kernel takes.
-fn sizes(args: Args, causal: bool, scale: f64, dims: &AttnDims) -> Result<Args> {
+fn sizes(args: Args, alibi: i32, causal: bool, scale: f64, dims: &AttnDims) -> Result<Args> {
     Ok(args
+        .i32(alibi)
         .i32(causal as i32)
         .f32(scale as f32)
         .i32(int("batch", dims.b)?)
         .i32(int("query length", dims.tq)?)
         .i32(int("key length", dims.tk)?)
         .i32(int("heads", dims.h)?)
+        .i32(int("key/value heads", dims.hkv)?)
         .i32(int("head dim", dims.d)?))
 }
 
@@ -98,15 +106,25 @@ fn check_dims(dims: &AttnDims) -> Result<()> {
             format!("{dims:?}"),
         ));
     }
-    Ok(())
+    dims.check_heads()
+}
+
+/// Keys per chunk of `attention_decode` (DEC_KC in kernels/attention.cu).
+const DECODE_CHUNK: usize = 64;
+
+/// Dynamic shared memory of `attention_decode`: the G queries and outputs (G, D), a chunk's
+/// scores (G, DEC_KC) and three statistics per head, all float.
+fn decode_smem_bytes(g: usize, d: usize) -> usize {
+    4 * (2 * g * d + g * DECODE_CHUNK + 3 * g)
 }
 
 impl AttentionOps for CudaBackend {
     // extern "C" __global__ void attention_fwd(act_t* out, float* lse, const act_t* q,
     //     const act_t* k, const act_t* v, const int* key_mask, const w_t* bias_table,
-    //     const int* buckets, int causal, float scale, int B, int Tq, int Tk, int H, int D);
+    //     const int* buckets, int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
+    //     int Hkv, int D);
     // (attention_fwd_d128: the same, for 64 < D <= 128)
-    /// out (B, Tq, H, D) bf16 and lse (B, H, Tq) f32 from q (B, Tq, H, D), k, v (B, Tk, H, D),
+    /// out (B, Tq, H, D) bf16 and lse (B, H, Tq) f32 from q (B, Tq, H, D), k, v (B, Tk, Hkv, D),
     /// key_mask (B, Tk). grid (ceil(Tq/64), H, B), 128 threads.
     #[allow(clippy::too_many_arguments)]
     fn attention_fwd(
@@ -117,40 +135,48 @@ impl AttentionOps for CudaBackend {
         kk: &CudaBuf,
         v: &CudaBuf,
         key_mask: &CudaBuf,
-        bias: Option<BiasRef<'_, CudaBuf>>,
+        bias: Option<AttnBias<'_, CudaBuf>>,
         causal: bool,
         scale: f64,
         dims: AttnDims,
     ) -> Result<()> {
         let be = self;
-        let AttnDims { b, tq, tk, h, d } = dims;
+        let AttnDims {
+            b,
+            tq,
+            tk,
+            h,
+            hkv,
+            d,
+        } = dims;
         check_dims(&dims)?;
         let [fwd, _, _] = entry_points(d)?;
         let store = be.store();
-        let (table, buckets) = bias_args(bias, be.weights(), &dims)?;
+        let (table, buckets, alibi) = bias_args(bias, be.weights(), &dims)?;
         let args = Args::new()
             .ptr(arg(out, "attention out", store, b * tq * h * d)?)
             .ptr(arg(lse, "attention lse", DType::F32, b * h * tq)?)
             .ptr(arg(q, "attention q", store, b * tq * h * d)?)
-            .ptr(arg(kk, "attention k", store, b * tk * h * d)?)
-            .ptr(arg(v, "attention v", store, b * tk * h * d)?)
+            .ptr(arg(kk, "attention k", store, b * tk * hkv * d)?)
+            .ptr(arg(v, "attention v", store, b * tk * hkv * d)?)
             .ptr(ints(key_mask, "attention key mask", b * tk)?.1)
             .ptr(table)
             .ptr(buckets);
-        let args = sizes(args, causal, scale, &dims)?;
-        be.dev.launch(fwd, cfg(tq, &dims, 0)?, args)
+        let args = sizes(args, alibi, causal, scale, &dims)?;
+        be.dev.launch(fwd, cfg(tq, h, &dims, 0)?, args)
     }
 
     // extern "C" __global__ void attention_bwd_dq(act_t* dq, float* delta, const act_t* dout,
     //     const act_t* q, const act_t* k, const act_t* v, const float* lse, const int* key_mask,
-    //     const w_t* bias_table, const int* buckets, int causal, float scale,
-    //     int B, int Tq, int Tk, int H, int D);
+    //     const w_t* bias_table, const int* buckets, int alibi, int causal, float scale,
+    //     int B, int Tq, int Tk, int H, int Hkv, int D);
     // extern "C" __global__ void attention_bwd_dkdv(act_t* dk, act_t* dv, const act_t* dout,
     //     const act_t* q, const act_t* k, const act_t* v, const float* lse, const float* delta,
-    //     const int* key_mask, const w_t* bias_table, const int* buckets, int causal,
-    //     float scale, int B, int Tq, int Tk, int H, int D);
+    //     const int* key_mask, const w_t* bias_table, const int* buckets, int alibi, int causal,
+    //     float scale, int B, int Tq, int Tk, int H, int Hkv, int D);
     // (the _d128 entry points: the same, for 64 < D <= 128)
-    /// dq (B, Tq, H, D), dk, dv (B, Tk, H, D) += their gradients from dout, q, k, v and the saved lse.
+    /// dq (B, Tq, H, D), dk, dv (B, Tk, Hkv, D) += their gradients from dout, q, k, v and the
+    /// saved lse.
     /// `delta` (B, H, Tq) f32 is scratch written by the first launch and read by the second.
     #[allow(clippy::too_many_arguments)]
     fn attention_bwd(
@@ -164,18 +190,25 @@ impl AttentionOps for CudaBackend {
         v: &CudaBuf,
         lse: &CudaBuf,
         key_mask: &CudaBuf,
-        bias: Option<BiasRef<'_, CudaBuf>>,
+        bias: Option<AttnBias<'_, CudaBuf>>,
         causal: bool,
         scale: f64,
         dims: AttnDims,
     ) -> Result<()> {
         let be = self;
-        let AttnDims { b, tq, tk, h, d } = dims;
+        let AttnDims {
+            b,
+            tq,
+            tk,
+            h,
+            hkv,
+            d,
+        } = dims;
         check_dims(&dims)?;
         let [_, bwd_dq, bwd_dkdv] = entry_points(d)?;
         let store = be.store();
-        let (table, buckets) = bias_args(bias, be.weights(), &dims)?;
-        let (q_len, kv_len) = (b * tq * h * d, b * tk * h * d);
+        let (table, buckets, alibi) = bias_args(bias, be.weights(), &dims)?;
+        let (q_len, kv_len) = (b * tq * h * d, b * tk * hkv * d);
         // every element is written by attention_bwd_dq before attention_bwd_dkdv reads it
         let delta = be.alloc(DType::F32, b * h * tq)?;
         let (dout_p, q_p, k_p, v_p) = (
@@ -199,8 +232,8 @@ impl AttentionOps for CudaBackend {
             .ptr(buckets);
         be.dev.launch(
             bwd_dq,
-            cfg(tq, &dims, 1)?,
-            sizes(args, causal, scale, &dims)?,
+            cfg(tq, h, &dims, 1)?,
+            sizes(args, alibi, causal, scale, &dims)?,
         )?;
         let args = Args::new()
             .ptr(arg(dk, "attention dk", store, kv_len)?)
@@ -216,9 +249,75 @@ impl AttentionOps for CudaBackend {
             .ptr(buckets);
         be.dev.launch(
             bwd_dkdv,
-            cfg(tk, &dims, 2)?,
-            sizes(args, causal, scale, &dims)?,
+            cfg(tk, hkv, &dims, 2)?,
+            sizes(args, alibi, causal, scale, &dims)?,
         )
+    }
+
+    // extern "C" __global__ void attention_decode(act_t* out, const act_t* q, const act_t* k,
+    //     const act_t* v, const int* key_mask, int alibi, float scale, int B, int Tk, int Tmax,
+    //     int H, int Hkv, int D);
+    /// out (B, H, D) from q (B, H, D) over the first Tk rows of the caches k, v (B, Tmax, Hkv,
+    /// D) and key_mask (B, Tmax). grid (Hkv, B), 128 threads, `decode_smem_bytes` of dynamic
+    /// shared memory.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_decode(
+        &self,
+        out: &mut CudaBuf,
+        q: &CudaBuf,
+        kk: &CudaBuf,
+        v: &CudaBuf,
+        key_mask: &CudaBuf,
+        bias: Option<AttnBias<'_, CudaBuf>>,
+        scale: f64,
+        dims: AttnDims,
+        tmax: usize,
+    ) -> Result<()> {
+        let AttnDims {
+            b, tk, h, hkv, d, ..
+        } = dims;
+        check_dims(&dims)?;
+        crate::backend::attention::check_decode(&dims, tmax, bias.as_ref())?;
+        let smem = decode_smem_bytes(dims.group(), d);
+        if smem > MAX_DYNAMIC_SMEM as usize || hkv > 65_535 || b > 65_535 {
+            return Err(Error::shape(
+                "attention_decode (H / Hkv query heads of D per block, Hkv, B)",
+                format!("(H/Hkv)·D small enough for {MAX_DYNAMIC_SMEM} bytes of shared memory, Hkv and B <= 65535"),
+                format!("H/Hkv {} D {d} Hkv {hkv} B {b}", dims.group()),
+            ));
+        }
+        let store = self.store();
+        let alibi = matches!(bias, Some(AttnBias::Alibi)) as i32;
+        let args = Args::new()
+            .ptr(arg(out, "attention_decode out", store, b * h * d)?)
+            .ptr(arg(q, "attention_decode q", store, b * h * d)?)
+            .ptr(arg(
+                kk,
+                "attention_decode k cache",
+                store,
+                b * tmax * hkv * d,
+            )?)
+            .ptr(arg(
+                v,
+                "attention_decode v cache",
+                store,
+                b * tmax * hkv * d,
+            )?)
+            .ptr(ints(key_mask, "attention_decode key mask", b * tmax)?.1)
+            .i32(alibi)
+            .f32(scale as f32)
+            .i32(int("batch", b)?)
+            .i32(int("cache length", tk)?)
+            .i32(int("cache capacity", tmax)?)
+            .i32(int("heads", h)?)
+            .i32(int("key/value heads", hkv)?)
+            .i32(int("head dim", d)?);
+        let cfg = Cfg {
+            grid: [hkv as u32, b as u32, 1],
+            block: [THREADS, 1, 1],
+            smem: smem as u32,
+        };
+        self.dev.launch(k::ATTENTION_DECODE, cfg, args)
     }
 }
 

@@ -35,6 +35,7 @@ pub mod matmul;
 pub mod nvrtc;
 pub mod optimizer;
 pub mod rmsnorm;
+pub mod rope;
 pub mod rows;
 mod timing;
 
@@ -246,6 +247,9 @@ impl Storage for CudaBackend {
         // SAFETY: the whole allocation just made.
         unsafe { self.dev.memset0(buf.ptr(), buf.storage.bytes)? };
         Ok(buf)
+    }
+    fn output(&self, dtype: DType, len: usize) -> Result<CudaBuf> {
+        self.alloc(dtype, len)
     }
     fn upload(&self, dtype: DType, data: &[f32]) -> Result<CudaBuf> {
         if dtype == DType::I32 {

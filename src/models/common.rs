@@ -85,6 +85,11 @@ pub(crate) fn zeros<B: Backend>(be: &B, dtype: DType, len: usize) -> Result<B::B
     be.zeros(dtype, len)
 }
 
+/// Allocates a buffer the next op overwrites whole (`Storage::output`): not zeroed.
+pub(crate) fn output<B: Backend>(be: &B, dtype: DType, len: usize) -> Result<B::Buf> {
+    be.output(dtype, len)
+}
+
 /// Registers a tensor kept for backward with the accountant.
 pub(crate) fn hold<B: Backend>(be: &B, acct: &mut MemoryAccountant, name: String, buf: &B::Buf) {
     let bytes = be.len(buf) * be.dtype(buf).size();
@@ -104,7 +109,7 @@ pub(crate) fn linear<B: Backend>(
     n: usize,
 ) -> Result<B::Buf> {
     acct.linear_input(be.buf_id(inp));
-    let mut out = be.zeros(be.act_dtype(), m * n)?;
+    let mut out = be.output(be.act_dtype(), m * n)?;
     be.linear_fwd(&mut out, inp, w, bias, m, k, n)?;
     Ok(out)
 }

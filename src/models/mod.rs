@@ -6,9 +6,13 @@
 //! name, never this one, so that no import runs in a circle.
 
 pub mod bert;
+pub mod bloom;
 pub mod cls_head;
 mod common;
+pub mod decoder;
 pub mod heads;
+pub mod llama;
+pub mod lm_head;
 mod model;
 mod objective;
 pub mod t5;

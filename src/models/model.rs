@@ -3,6 +3,7 @@
 
 use super::bert::{self, Bert};
 use super::common::{Capture, Recompute, TokenBatch};
+use super::decoder::Decoder;
 use super::objective::{Objective, StepOutput};
 use super::t5::{self, T5};
 use crate::backend::{Backend, DType};
@@ -16,6 +17,10 @@ use std::path::Path;
 pub enum Model<B: Backend> {
     Bert(Bert<B>),
     T5(T5<B>),
+    /// `BloomForCausalLM`
+    Bloom(Decoder<B>),
+    /// `LlamaForCausalLM`, Mistral, Qwen2
+    Llama(Decoder<B>),
 }
 
 impl<B: Backend> Model<B> {
@@ -30,6 +35,8 @@ impl<B: Backend> Model<B> {
         Ok(match cfg {
             ModelConfig::Bert(c) => Model::Bert(Bert::load(be, store, c)?),
             ModelConfig::T5(c) => Model::T5(T5::load(be, store, c)?),
+            ModelConfig::Bloom(c) => Model::Bloom(super::bloom::load(be, store, c)?),
+            ModelConfig::Llama(c) => Model::Llama(super::llama::load(be, store, c)?),
         })
     }
 
@@ -40,11 +47,16 @@ impl<B: Backend> Model<B> {
 
     /// Random weights that `storage` represents exactly (bf16 values on a float backend make
     /// it a reference for a bf16 device): a BertForMaskedLM with the decoder tied to the word
-    /// embeddings, or a T5 whose stacks read `shared`.
+    /// embeddings, a T5 whose stacks read `shared`, or a decoder-only LM whose head is its own
+    /// `lm_head.weight` unless the config ties it.
     pub fn random_as(be: &B, cfg: &ModelConfig, seed: u64, storage: DType) -> Result<Self> {
         let present: Box<dyn Fn(&str) -> bool + Send + Sync> = match cfg {
             ModelConfig::Bert(_) => Box::new(|n: &str| !n.starts_with("cls.predictions.decoder")),
             ModelConfig::T5(_) => Box::new(|n: &str| !n.contains("embed_tokens")),
+            ModelConfig::Bloom(c) | ModelConfig::Llama(c) => {
+                let tied = c.tie_word_embeddings;
+                Box::new(move |n: &str| !(tied && n == "lm_head.weight"))
+            }
         };
         let w = RandomWeights {
             seed,
@@ -80,7 +92,7 @@ impl<B: Backend> Model<B> {
             }
             Model::T5(m) => {
                 let Objective::Seq2Seq { labels, l } = *objective else {
-                    return Err(objective.unsupported());
+                    return Err(objective.unsupported("T5"));
                 };
                 let inp = t5::upload_inputs(be, &m.cfg, batch, p, labels, l)?;
                 let loss =
@@ -90,6 +102,25 @@ impl<B: Backend> Model<B> {
                     head_grads: None,
                 })
             }
+            Model::Bloom(m) | Model::Llama(m) => {
+                let Objective::Causal { labels } = *objective else {
+                    return Err(objective.unsupported(self.arch_name()));
+                };
+                let inp = m.upload_inputs(be, batch, p, Some(labels))?;
+                let loss = m.train_step(be, acct, dprompt, prompt, &inp, recompute, capture)?;
+                Ok(StepOutput {
+                    loss,
+                    head_grads: None,
+                })
+            }
+        }
+    }
+
+    /// The decoder-only model behind `Bloom` and `Llama`, if this is one.
+    pub fn decoder(&self) -> Option<&Decoder<B>> {
+        match self {
+            Model::Bloom(m) | Model::Llama(m) => Some(m),
+            _ => None,
         }
     }
 
@@ -97,6 +128,8 @@ impl<B: Backend> Model<B> {
         match self {
             Model::Bert(_) => "bert",
             Model::T5(_) => "t5",
+            Model::Bloom(_) => "bloom",
+            Model::Llama(_) => "llama",
         }
     }
 
@@ -104,6 +137,7 @@ impl<B: Backend> Model<B> {
         match self {
             Model::Bert(m) => m.cfg.hidden_size,
             Model::T5(m) => m.cfg.d_model,
+            Model::Bloom(m) | Model::Llama(m) => m.cfg.hidden_size,
         }
     }
 
@@ -116,6 +150,7 @@ impl<B: Backend> Model<B> {
         match self {
             Model::Bert(m) => Some(m.cfg.max_position_embeddings.saturating_sub(p)),
             Model::T5(_) => None,
+            Model::Bloom(m) | Model::Llama(m) => m.cfg.sliding_window.map(|w| w.saturating_sub(p)),
         }
     }
 
@@ -124,6 +159,7 @@ impl<B: Backend> Model<B> {
         match self {
             Model::Bert(m) => (m.cfg.num_attention_heads, m.cfg.num_hidden_layers),
             Model::T5(m) => (m.cfg.num_heads, m.cfg.num_layers),
+            Model::Bloom(m) | Model::Llama(m) => (m.cfg.num_heads, m.cfg.num_layers),
         }
     }
 
@@ -132,6 +168,7 @@ impl<B: Backend> Model<B> {
         let (buf, v) = match self {
             Model::Bert(m) => (&m.w.word_embeddings, m.cfg.vocab_size),
             Model::T5(m) => (&m.shared, m.cfg.vocab_size),
+            Model::Bloom(m) | Model::Llama(m) => (&m.w.embed, m.cfg.vocab_size),
         };
         let data = be.download(buf)?;
         Ok(HostTensor::new(vec![v, self.hidden_size()], data))

@@ -6,7 +6,8 @@ use crate::backend::Backend;
 use crate::error::Error;
 
 /// The loss of a training step, one variant per head. BERT runs `Mlm`, `Pet` and `Cls`; T5
-/// runs `Seq2Seq`. Sizes: B batch, T real-token positions, L decoder length.
+/// runs `Seq2Seq`; the decoder-only models (BLOOM, Llama) run `Causal`. Sizes: B batch, T
+/// real-token positions, L decoder length.
 pub enum Objective<'a, B: Backend> {
     /// The masked-LM head over the whole vocabulary: `labels` (B, T), -100 where unlabelled.
     Mlm { labels: &'a [i32] },
@@ -25,6 +26,9 @@ pub enum Objective<'a, B: Backend> {
     },
     /// The decoder's cross-entropy against `labels` (B, L), -100 ignored.
     Seq2Seq { labels: &'a [i32], l: usize },
+    /// A causal LM's next-token cross-entropy against `labels` (B, T), -100 ignored, with P
+    /// labels of -100 in front (PEFT's CAUSAL_LM: the last prompt row predicts label 0).
+    Causal { labels: &'a [i32] },
 }
 
 // by hand: a derive would ask `B: Copy`, and only references are copied
@@ -43,20 +47,21 @@ impl<B: Backend> Objective<'_, B> {
             Objective::Pet { .. } => "pet",
             Objective::Cls { .. } => "cls",
             Objective::Seq2Seq { .. } => "seq2seq",
+            Objective::Causal { .. } => "causal",
         }
     }
 
-    /// The error for a model that has no head for this objective.
-    pub(crate) fn unsupported(&self) -> Error {
-        match self {
-            Objective::Seq2Seq { .. } => {
-                Error::Unsupported("objective seq2seq needs a T5 model, not BERT".into())
-            }
-            other => Error::Unsupported(format!(
-                "objective {} needs a BERT model, not T5",
-                other.name()
-            )),
-        }
+    /// The error for a model (`arch`) that has no head for this objective.
+    pub(crate) fn unsupported(&self, arch: &str) -> Error {
+        let needs = match self {
+            Objective::Seq2Seq { .. } => "a T5 model",
+            Objective::Causal { .. } => "a decoder-only model (BLOOM, Llama)",
+            _ => "a BERT model",
+        };
+        Error::Unsupported(format!(
+            "objective {} needs {needs}, not {arch}",
+            self.name()
+        ))
     }
 }
 

@@ -68,6 +68,10 @@ pub struct TrainState {
     /// "cuda:0 NVIDIA H200"); empty in checkpoints written before it was recorded
     #[serde(default)]
     pub device: String,
+    /// the CPU kernels that wrote it, as `Storage::kernels` gives them ("gemm/avx512"); empty
+    /// on a GPU and in checkpoints written before they were recorded
+    #[serde(default)]
+    pub kernels: String,
     /// the steps since the last metrics line, so that a resumed run's next line averages the
     /// same steps as the uninterrupted run's
     #[serde(default)]
@@ -402,6 +406,7 @@ mod tests {
             config,
             threads: 2,
             device: "cpu".into(),
+            kernels: "gemm/avx2".into(),
             log_window: LogWindow {
                 loss_sum_bits: 0.1f64.to_bits(),
                 steps: 3,

@@ -30,9 +30,16 @@ impl Task {
         params: &Params<B>,
         batch: &Batch,
     ) -> Result<Vec<f32>> {
+        if self.spec.free_targets {
+            return Err(Error::arg(
+                "--free-targets",
+                "free targets have no label scores: use greedy decoding",
+            ));
+        }
         match job(self.spec.kind, model)? {
             Job::Pet(m) | Job::Cls(m) => self.class_scores(be, m, params, batch),
             Job::Seq2Seq(m) => self.rank_scores(be, m, params, batch),
+            Job::Causal(m) => self.causal_rank_scores(be, m, params, batch),
         }
     }
 
@@ -81,12 +88,6 @@ impl Task {
         params: &Params<B>,
         batch: &Batch,
     ) -> Result<Vec<f32>> {
-        if self.spec.free_targets {
-            return Err(Error::arg(
-                "--free-targets",
-                "free targets have no label scores: use greedy decoding",
-            ));
-        }
         let (b, p) = (batch.tokens.b, params.p);
         let mut acct = MemoryAccountant::new();
         let k = self.label_targets.len();
@@ -110,7 +111,8 @@ impl Task {
         Ok(scores)
     }
 
-    /// `seq2seq`: greedy decoding of at most max_target_len tokens per row; returns the ids
+    /// `seq2seq` and `causal`: greedy decoding of at most max_target_len tokens per row
+    /// (`causal`: with the KV cache, `causal.rs`); returns the ids
     /// (ending with </s> when it was produced) and their summed log-probability.
     pub fn greedy<B: Backend>(
         &self,
@@ -119,11 +121,15 @@ impl Task {
         params: &Params<B>,
         batch: &Batch,
     ) -> Result<Vec<(Vec<i32>, f32)>> {
-        let Net::T5(m) = &model.net else {
-            return Err(Error::arg(
-                "--decode greedy",
-                "greedy decoding needs a T5 model",
-            ));
+        let m = match &model.net {
+            Net::T5(m) => m,
+            Net::Bloom(d) | Net::Llama(d) => return self.causal_greedy(be, d, params, batch),
+            Net::Bert(_) => {
+                return Err(Error::arg(
+                    "--decode greedy",
+                    "greedy decoding needs a T5 or a decoder-only model",
+                ))
+            }
         };
         let (b, p, v) = (batch.tokens.b, params.p, m.cfg.vocab_size);
         let mut acct = MemoryAccountant::new();
@@ -175,7 +181,7 @@ impl Task {
         batch: &Batch,
     ) -> Result<Vec<Prediction>> {
         if self.spec.free_targets
-            || (self.spec.kind == TaskKind::Seq2Seq && self.spec.decode == Decode::Greedy)
+            || (self.spec.kind.has_targets() && self.spec.decode == Decode::Greedy)
         {
             let decoded = self.greedy(be, model, params, batch)?;
             return Ok(decoded

@@ -56,7 +56,8 @@ pub struct Batch {
     pub mask_pos: Vec<i32>,
     /// (B) class index per row, -100 when unknown
     pub labels: Vec<i32>,
-    /// (B, L) `seq2seq` targets, -100 padded; empty otherwise
+    /// (B, L) `seq2seq` and `causal` targets, -100 padded; empty otherwise (`causal` appends
+    /// them to the row's tokens: `causal::joined`)
     pub targets: Vec<i32>,
     pub l: usize,
     /// real tokens in the batch (input plus target), for tokens/s
@@ -87,7 +88,7 @@ impl Task {
             };
             if let Some(label) = &ex.label {
                 if self.spec.free_targets {
-                    let mut t = tok.encode(label, true).map_err(at)?;
+                    let mut t = self.target_ids(tok, label).map_err(at)?;
                     if t.len() > self.spec.max_target_len {
                         let last = *t.last().unwrap_or(&self.eos_id);
                         t.truncate(self.spec.max_target_len - 1);

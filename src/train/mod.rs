@@ -76,6 +76,7 @@
 //! predictions) → `eval`; `update` (the optimizer step); `trainer` (settings, start and resume)
 //! → `run` (the loop).
 
+pub mod causal;
 pub mod checkpoint;
 pub mod data;
 pub mod decode;

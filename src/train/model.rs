@@ -181,6 +181,14 @@ impl<B: Backend> Model<B> {
                 act * rows * (tokens * enc + target_len * dec)
                     + 4 * rows * target_len * c.vocab_size as u128
             }
+            // the gated MLP keeps gate, up and their product: 4 rows of the feed-forward
+            models::Model::Bloom(m) | models::Model::Llama(m) => {
+                let c = &m.cfg;
+                let per_token =
+                    c.num_layers as u128 * (12 * c.hidden_size + 4 * c.intermediate_size) as u128;
+                act * rows * tokens * (per_token + 4 * c.hidden_size as u128)
+                    + 4 * rows * target_len * c.vocab_size as u128
+            }
         }
     }
 

@@ -162,8 +162,8 @@ impl<B: Backend> Trainer<'_, B> {
         })
     }
 
-    /// The `Started` event. Records this run's thread count and device in the state, so that
-    /// later checkpoints name what wrote them.
+    /// The `Started` event. Records this run's thread count, device and CPU kernels in the
+    /// state, so that later checkpoints name what wrote them.
     fn start(&mut self) -> Event {
         let (pp, hp) = self.trainable();
         // on a GPU the host's thread count does not enter the numbers
@@ -176,14 +176,23 @@ impl<B: Backend> Trainer<'_, B> {
             && !self.state.device.is_empty()
             && self.state.device != device)
             .then(|| (self.state.device.clone(), device.clone()));
+        // another device already says that the rounding changes
+        let kernels = self.be.kernels();
+        let kernels_changed = (self.resumed_at.is_some()
+            && device_changed.is_none()
+            && !self.state.kernels.is_empty()
+            && self.state.kernels != kernels)
+            .then(|| (self.state.kernels.clone(), kernels.clone()));
         self.state.threads = self.cfg.threads;
         self.state.device = device;
+        self.state.kernels = kernels;
         Event::Started {
             total_steps: self.total_steps,
             steps_per_epoch: self.steps_per_epoch,
             resumed_at: self.resumed_at,
             threads_changed,
             device_changed,
+            kernels_changed,
             prompt_params: pp,
             head_params: hp,
         }

@@ -21,6 +21,8 @@ pub enum TaskKind {
     Pet,
     Cls,
     Seq2Seq,
+    /// decoder-only LMs (BLOOM, Llama): the target text follows the filled template
+    Causal,
 }
 
 impl TaskKind {
@@ -29,7 +31,13 @@ impl TaskKind {
             TaskKind::Pet => "pet",
             TaskKind::Cls => "cls",
             TaskKind::Seq2Seq => "seq2seq",
+            TaskKind::Causal => "causal",
         }
+    }
+
+    /// Whether the task has target texts (per label, or free): `seq2seq` and `causal`.
+    pub fn has_targets(self) -> bool {
+        matches!(self, TaskKind::Seq2Seq | TaskKind::Causal)
     }
 
     /// PEFT's task_type for adapter_config.json. `pet` and `cls` prompts say
@@ -40,6 +48,7 @@ impl TaskKind {
         match self {
             TaskKind::Pet | TaskKind::Cls => "FEATURE_EXTRACTION",
             TaskKind::Seq2Seq => "SEQ_2_SEQ_LM",
+            TaskKind::Causal => "CAUSAL_LM",
         }
     }
 }
@@ -51,15 +60,16 @@ impl std::str::FromStr for TaskKind {
             "pet" => Ok(TaskKind::Pet),
             "cls" => Ok(TaskKind::Cls),
             "seq2seq" => Ok(TaskKind::Seq2Seq),
+            "causal" => Ok(TaskKind::Causal),
             _ => Err(Error::arg(
                 "--task",
-                format!("\"{s}\": expected pet, cls or seq2seq"),
+                format!("\"{s}\": expected pet, cls, seq2seq or causal"),
             )),
         }
     }
 }
 
-/// How `seq2seq` predicts.
+/// How `seq2seq` and `causal` predict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decode {
     /// score every label's target text, pick the most likely
@@ -91,14 +101,15 @@ pub struct TaskSpec {
     pub template: String,
     /// class names in score order; empty with free targets
     pub labels: Vec<String>,
-    /// per label: the verbalizer word (`pet`) or the target text (`seq2seq`); unused by `cls`
+    /// per label: the verbalizer word (`pet`) or the target text (`seq2seq`, `causal`); unused
+    /// by `cls`
     pub label_words: Vec<String>,
     pub pooling: Pooling,
-    /// `seq2seq`: the label field is the target text itself
+    /// `seq2seq`, `causal`: the label field is the target text itself
     pub free_targets: bool,
     /// tokens per row, specials included; longer rows lose the end of their text
     pub max_len: usize,
-    /// `seq2seq`: tokens per target, </s> included
+    /// `seq2seq`, `causal`: tokens per target, the end-of-sequence token included
     pub max_target_len: usize,
     pub decode: Decode,
 }

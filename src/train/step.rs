@@ -15,7 +15,7 @@ use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::cls_head::{ClsHead, HostClsHead};
-use crate::models::{Objective, Recompute};
+use crate::models::{Objective, Recompute, TokenBatch};
 
 /// The trainable state: the prompt (P, d) on the backend, and the `cls` head.
 pub struct Params<B: Backend> {
@@ -62,31 +62,37 @@ impl Task {
         batch: &Batch,
         recompute: Recompute,
     ) -> Result<f64> {
-        let objective = match job(self.spec.kind, model)? {
+        let joined;
+        let (tokens, objective) = match job(self.spec.kind, model)? {
             Job::Pet(_) => {
                 check_labels(&batch.labels)?;
-                Objective::Pet {
+                let objective = Objective::Pet {
                     mask_positions: &batch.mask_pos,
                     verbalizer_ids: &self.verbalizer_ids,
                     labels: &batch.labels,
-                }
+                };
+                (&batch.tokens, objective)
             }
-            Job::Cls(_) => Objective::Cls {
-                head: cls_head(params)?,
-                pooling: self.spec.pooling,
-                labels: &batch.labels,
-            },
+            Job::Cls(_) => {
+                let objective = Objective::Cls {
+                    head: cls_head(params)?,
+                    pooling: self.spec.pooling,
+                    labels: &batch.labels,
+                };
+                (&batch.tokens, objective)
+            }
             Job::Seq2Seq(_) => {
-                if batch.l == 0 {
-                    return Err(Error::arg(
-                        "--task seq2seq",
-                        "training needs targets: the batch has none",
-                    ));
-                }
-                Objective::Seq2Seq {
+                check_targets(batch, "--task seq2seq")?;
+                let objective = Objective::Seq2Seq {
                     labels: &batch.targets,
                     l: batch.l,
-                }
+                };
+                (&batch.tokens, objective)
+            }
+            Job::Causal(_) => {
+                check_targets(batch, "--task causal")?;
+                joined = joined_batch(batch, self.pad_id);
+                (&joined.0, Objective::Causal { labels: &joined.1 })
             }
         };
         let mut acct = MemoryAccountant::new();
@@ -95,7 +101,7 @@ impl Task {
             &mut acct,
             &mut grads.prompt,
             &params.prompt,
-            &batch.tokens,
+            tokens,
             params.p,
             &objective,
             recompute,
@@ -106,6 +112,21 @@ impl Task {
         }
         Ok(out.loss)
     }
+}
+
+/// `causal`: each row's tokens followed by its target, and the labels on the target.
+fn joined_batch(batch: &Batch, pad: i32) -> (TokenBatch, Vec<i32>) {
+    super::causal::joined(&batch.tokens, &batch.targets, batch.l, pad)
+}
+
+fn check_targets(batch: &Batch, flag: &str) -> Result<()> {
+    if batch.l == 0 {
+        return Err(Error::arg(
+            flag,
+            "training needs targets: the batch has none",
+        ));
+    }
+    Ok(())
 }
 
 fn check_labels(labels: &[i32]) -> Result<()> {

@@ -9,6 +9,9 @@
 //! - `seq2seq` (T5): each label maps to a target text, or the data gives free targets. Scores
 //!   rank the label targets by log-likelihood (Lester et al.'s rank classification); greedy
 //!   decoding is there for free targets.
+//! - `causal` (BLOOM, Llama): the target text follows the filled template, as in PEFT's causal
+//!   LM guide; the loss covers the target tokens only. Rank classification as for `seq2seq`,
+//!   and greedy generation with the KV cache for free targets.
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
 // expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
 #![cfg_attr(
@@ -21,6 +24,7 @@ use super::spec::{TaskKind, TaskSpec, MASK_SLOT, TEXT_SLOT};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::models::bert::Bert;
+use crate::models::decoder::Decoder;
 use crate::models::t5::T5;
 use crate::models::Model as Net;
 use crate::tokenizer::Tokenizer;
@@ -35,7 +39,7 @@ pub struct Task {
     pub(super) mask_id: Option<i32>,
     /// `pet`: one token per label
     pub verbalizer_ids: Vec<i32>,
-    /// `seq2seq`: target ids per label, </s> included
+    /// `seq2seq`, `causal`: target ids per label, the end-of-sequence token included
     pub label_targets: Vec<Vec<i32>>,
     pub(super) pad_id: i32,
     pub(super) eos_id: i32,
@@ -90,13 +94,17 @@ impl Task {
         if spec.max_len < 2 {
             return Err(Error::arg("--max-len", "must be at least 2"));
         }
-        if spec.kind == TaskKind::Seq2Seq && spec.max_target_len < 1 {
+        if spec.kind.has_targets() && spec.max_target_len < 1 {
             return Err(Error::arg("--max-target-len", "must be at least 1"));
         }
         model.check_lengths(0, Some(spec.max_len))?;
         let (pad_id, eos_id) = match &model.net {
             Net::Bert(m) => (m.cfg.pad_token_id as i32, -1),
             Net::T5(m) => (m.cfg.pad_token_id as i32, m.cfg.eos_token_id as i32),
+            Net::Bloom(m) | Net::Llama(m) => (
+                m.cfg.pad_token_id.unwrap_or(0) as i32,
+                m.cfg.eos_token_ids.first().map_or(-1, |&e| e as i32),
+            ),
         };
         let mut task = Task {
             before,
@@ -115,10 +123,10 @@ impl Task {
     fn resolve_labels(&mut self, tok: &Tokenizer) -> Result<()> {
         let spec = &self.spec;
         if spec.free_targets {
-            if spec.kind != TaskKind::Seq2Seq {
+            if !spec.kind.has_targets() {
                 return Err(Error::arg(
                     "--free-targets",
-                    "only --task seq2seq has free targets",
+                    "only --task seq2seq and --task causal have free targets",
                 ));
             }
             return Ok(());
@@ -173,7 +181,7 @@ impl Task {
                     self.verbalizer_ids.push(id);
                 }
                 _ => {
-                    let ids = tok.encode(word, true)?;
+                    let ids = self.target_ids(tok, word)?;
                     if ids.len() > spec.max_target_len {
                         return Err(Error::arg("--verbalizer", format!("label {label:?}: the target {word:?} has {} tokens, more than --max-target-len {}", ids.len(), spec.max_target_len)));
                     }
@@ -187,8 +195,21 @@ impl Task {
         Ok(())
     }
 
+    /// A target text's ids: T5's tokenizer appends </s>; a causal LM's target is the text
+    /// without special tokens, then the end-of-sequence token (so that generation stops).
+    pub(super) fn target_ids(&self, tok: &Tokenizer, text: &str) -> Result<Vec<i32>> {
+        if self.spec.kind != TaskKind::Causal {
+            return tok.encode(text, true);
+        }
+        let mut ids = tok.encode(text, false)?;
+        if self.eos_id >= 0 {
+            ids.push(self.eos_id);
+        }
+        Ok(ids)
+    }
+
     /// Each label with the token ids of the word that stands for it, for CLASS_LABELS
-    /// initialisation: pet's verbalizer token, seq2seq's target (without </s>), else the
+    /// initialisation: pet's verbalizer token, seq2seq's and causal's target (without the end token), else the
     /// label's own pieces.
     pub fn class_label_pieces(&self, tok: &Tokenizer) -> Result<Vec<(String, Vec<i32>)>> {
         let spec = &self.spec;
@@ -196,11 +217,11 @@ impl Task {
         for (i, label) in spec.labels.iter().enumerate() {
             let ids = match spec.kind {
                 TaskKind::Pet => self.verbalizer_ids.get(i).map(|&id| vec![id]),
-                TaskKind::Seq2Seq => self
+                TaskKind::Seq2Seq | TaskKind::Causal if !spec.free_targets => self
                     .label_targets
                     .get(i)
                     .map(|t| t.iter().copied().filter(|&id| id != self.eos_id).collect()),
-                TaskKind::Cls => None,
+                TaskKind::Cls | TaskKind::Seq2Seq | TaskKind::Causal => None,
             };
             let ids = match ids {
                 Some(ids) => ids,
@@ -212,11 +233,13 @@ impl Task {
     }
 }
 
-/// The model behind a task: BERT runs `pet` and `cls`, T5 runs `seq2seq`.
+/// The model behind a task: BERT runs `pet` and `cls`, T5 runs `seq2seq`, BLOOM and Llama
+/// run `causal`.
 pub(super) enum Job<'m, B: Backend> {
     Pet(&'m Bert<B>),
     Cls(&'m Bert<B>),
     Seq2Seq(&'m T5<B>),
+    Causal(&'m Decoder<B>),
 }
 
 /// The model × task match, written once: the model that runs `kind`, or an error that says
@@ -233,12 +256,20 @@ pub(super) fn job<B: Backend>(kind: TaskKind, model: &Model<B>) -> Result<Job<'_
         (TaskKind::Pet, Net::Bert(m)) => Ok(Job::Pet(m)),
         (TaskKind::Cls, Net::Bert(m)) => Ok(Job::Cls(m)),
         (TaskKind::Seq2Seq, Net::T5(m)) => Ok(Job::Seq2Seq(m)),
-        (TaskKind::Pet | TaskKind::Cls, Net::T5(_)) => Err(Error::arg(
+        (TaskKind::Causal, Net::Bloom(m) | Net::Llama(m)) => Ok(Job::Causal(m)),
+        (_, Net::T5(_)) => Err(Error::arg(
             "--task",
             format!("{} is a T5 model: use --task seq2seq", model.dir.display()),
         )),
-        (TaskKind::Seq2Seq, Net::Bert(_)) => Err(Error::arg(
-            "--task seq2seq",
+        (_, Net::Bloom(_) | Net::Llama(_)) => Err(Error::arg(
+            "--task",
+            format!(
+                "{} is a decoder-only model: use --task causal",
+                model.dir.display()
+            ),
+        )),
+        (TaskKind::Seq2Seq | TaskKind::Causal, Net::Bert(_)) => Err(Error::arg(
+            "--task",
             format!(
                 "{} is a BERT model: use --task pet or cls",
                 model.dir.display()

@@ -139,6 +139,10 @@ pub enum Event {
         /// on resume, the device (and build of the kernels) the checkpoint was trained on and
         /// this run's, when they differ: the numbers then follow another rounding
         device_changed: Option<(String, String)>,
+        /// on resume on the same device, the CPU kernels (GEMM path and SIMD set) the
+        /// checkpoint was trained with and this run's, when they differ: the numbers then
+        /// follow another rounding
+        kernels_changed: Option<(String, String)>,
         prompt_params: usize,
         head_params: usize,
     },
@@ -494,6 +498,7 @@ fn fresh_state(cfg: &TrainConfig, lens: &[usize], config: Value, hash: String) -
         config,
         threads: cfg.threads,
         device: String::new(),
+        kernels: String::new(),
         log_window: Default::default(),
     }
 }

@@ -151,18 +151,31 @@ pub fn fixture(rel: &str) -> PathBuf {
     fixtures().join(rel)
 }
 
-/// Every `tests/fixtures/*/ref_*.safetensors` of a BERT or T5 model folder, as (model folder,
-/// reference file), sorted. The decoder-only folders (bloom, llama, qwen2, mistral) and
-/// `deep/` hold references the engine does not run yet (issues #15 and #16).
+/// Every `tests/fixtures/*/ref_*.safetensors` of a model folder (BERT, T5, and the decoder-only
+/// bloom, llama, qwen2, mistral), as (model folder, reference file), sorted. `deep/` holds
+/// the deep-prompt references the engine does not run yet (issue #15).
 pub fn reference_files() -> Vec<(PathBuf, PathBuf)> {
     reference_files_in(&fixtures())
         .into_iter()
         .filter(|(dir, _)| {
             let config = std::fs::read_to_string(dir.join("config.json")).unwrap_or_default();
             let v: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
-            matches!(v["model_type"].as_str(), Some("bert" | "t5"))
+            matches!(
+                v["model_type"].as_str(),
+                Some("bert" | "t5" | "bloom" | "llama" | "qwen2" | "mistral")
+            )
         })
         .collect()
+}
+
+/// Whether `dir` holds a decoder-only model (its references: `causal`, `generate`).
+pub fn is_decoder(dir: &Path) -> bool {
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
+    matches!(
+        v["model_type"].as_str(),
+        Some("bloom" | "llama" | "qwen2" | "mistral")
+    )
 }
 
 /// The realistic-weight-scale set, `tests/fixtures/realistic/*/ref_*.safetensors` (unseen random

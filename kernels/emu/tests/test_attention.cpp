@@ -9,9 +9,11 @@
 //                          over twice the worst of these measured over the whole matrix (~4e-3).
 //   lse              1e-5  float arithmetic on exact bf16 products: measured errors are ~1e-7.
 //   delta            1e-4  float scratch sum_j P dP, checked too because dk depends on it.
-// Rows that see no key are checked exactly: out = 0, lse = -inf, dq = 0. Every output starts
-// as NaN, so an element left unwritten fails, and padded key rows of k and v hold NaN, which
-// the kernels must never read into a result.
+// Rows that see no key are checked exactly: out = 0, lse = -inf, dq = 0. Forward outputs and
+// scratch start as NaN, so an element left unwritten fails; the gradients start at zero, since
+// backward adds into them (src/backend/mod.rs; tests/cuda_kernels.rs starts them from random
+// values). Padded key rows of k and v hold NaN, which the kernels must never read into a
+// result.
 #include <algorithm>
 #include <chrono>
 #include <limits>
@@ -182,12 +184,13 @@ Errors run_case(const Case& c, unsigned seed, Outputs* keep = nullptr) {
         }
       }
 
-  // kernels, every output poisoned first
-  std::vector<bf16> out(nq, bf16(nan)), dq(nq, bf16(nan)), dk(nk, bf16(nan)), dv(nk, bf16(nan));
+  // kernels: forward outputs poisoned first; the gradients start at zero, since backward adds
+  // into them (src/backend/mod.rs)
+  std::vector<bf16> out(nq, bf16(nan)), dq(nq, bf16(0.0f)), dk(nk, bf16(0.0f)), dv(nk, bf16(0.0f));
   std::vector<float> lse(lse_r.size(), nan), delta(lse_r.size(), nan);
   const bf16* table_p = bias ? table.data() : nullptr;
   const int* buckets_p = bias ? buckets.data() : nullptr;
-  const int causal = c.causal;
+  const int causal = c.causal, no_alibi = 0;  // (ALiBi and Hkv < H: tests/cuda_kernels.rs)
   const bool wide = D > 64;  // the _d128 entry points take 64 < D <= 128
   const LaunchFn fwd = wide ? emu_launch_attention_fwd_d128 : emu_launch_attention_fwd;
   const LaunchFn bwd_dq = wide ? emu_launch_attention_bwd_dq_d128 : emu_launch_attention_bwd_dq;
@@ -196,19 +199,20 @@ Errors run_case(const Case& c, unsigned seed, Outputs* keep = nullptr) {
   int rc = launch(fwd, grid_q, block, smem_bytes(0, D), out.data(), lse.data(),
                   static_cast<const bf16*>(q.data()), static_cast<const bf16*>(k.data()),
                   static_cast<const bf16*>(v.data()), static_cast<const int*>(c.mask.data()), table_p, buckets_p,
-                  causal, scale, B, Tq, Tk, H, D);
+                  no_alibi, causal, scale, B, Tq, Tk, H, H, D);
   CHECK_MSG(rc == EMU_OK, "%s: attention_fwd: %s", c.name.c_str(), emu_last_error());
   rc = launch(bwd_dq, grid_q, block, smem_bytes(1, D), dq.data(), delta.data(),
               static_cast<const bf16*>(dout.data()), static_cast<const bf16*>(q.data()),
               static_cast<const bf16*>(k.data()), static_cast<const bf16*>(v.data()),
               static_cast<const float*>(lse.data()), static_cast<const int*>(c.mask.data()), table_p, buckets_p,
-              causal, scale, B, Tq, Tk, H, D);
+              no_alibi, causal, scale, B, Tq, Tk, H, H, D);
   CHECK_MSG(rc == EMU_OK, "%s: attention_bwd_dq: %s", c.name.c_str(), emu_last_error());
   rc = launch(bwd_dkdv, grid_k, block, smem_bytes(2, D), dk.data(), dv.data(),
               static_cast<const bf16*>(dout.data()), static_cast<const bf16*>(q.data()),
               static_cast<const bf16*>(k.data()), static_cast<const bf16*>(v.data()),
               static_cast<const float*>(lse.data()), static_cast<const float*>(delta.data()),
-              static_cast<const int*>(c.mask.data()), table_p, buckets_p, causal, scale, B, Tq, Tk, H, D);
+              static_cast<const int*>(c.mask.data()), table_p, buckets_p, no_alibi, causal, scale, B, Tq, Tk, H, H,
+              D);
   CHECK_MSG(rc == EMU_OK, "%s: attention_bwd_dkdv: %s", c.name.c_str(), emu_last_error());
 
   if (keep) *keep = Outputs{out, dq, dk, dv, lse, delta};

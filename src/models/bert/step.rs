@@ -72,7 +72,9 @@ impl<B: Backend> Bert<B> {
                 let h = head.fwd_bwd(be, &hidden, &pool_w, labels, b, p + t)?;
                 (h.loss, Some(h.logits), h.dhidden, Some(h.dhead))
             }
-            Objective::Seq2Seq { .. } => return Err(objective.unsupported()),
+            Objective::Seq2Seq { .. } | Objective::Causal { .. } => {
+                return Err(objective.unsupported("BERT"))
+            }
         };
         if let (Some(cap), Some(logits)) = (capture, logits) {
             cap.insert("logits".into(), logits);

@@ -1,0 +1,111 @@
+//! The batch on the device for training and scoring: right-padded rows with the P prompt rows
+//! in front (PEFT's CAUSAL_LM placement: prompt at positions 0..P-1, real tokens at
+//! P..P+T-1 in every row, key mask `cat(ones(P), attention_mask)`), and the causal-LM targets.
+
+use super::weights::Decoder;
+use crate::backend::{Backend, IGNORE_INDEX};
+use crate::error::{Error, Result};
+use crate::models::common::{prompt_key_mask, TokenBatch};
+
+/// The batch on the device. S = P + tokens positions per row.
+pub struct DecoderInputs<B: Backend> {
+    pub b: usize,
+    /// real-token positions per row (the batch's padded length)
+    pub tokens: usize,
+    pub p: usize,
+    pub ids: B::Buf,      // (B, tokens) I32
+    pub key_mask: B::Buf, // (B, S) I32, prompt columns 1
+    /// (B, S) I32 RoPE positions 0..S-1; None with ALiBi
+    pub pos: Option<B::Buf>,
+    /// flat rows of (B, S) whose next token is a target, and those targets (host)
+    pub rows: Vec<i32>,
+    pub targets: Vec<i32>,
+}
+
+impl<B: Backend> DecoderInputs<B> {
+    pub fn s(&self) -> usize {
+        self.p + self.tokens
+    }
+}
+
+/// PEFT's CAUSAL_LM loss rows: labels (B, T) get P labels of -100 in front, and position s of
+/// the P+T predicts label s+1 (transformers' shift). So the last prompt row predicts label 0,
+/// real token t predicts label t+1, and the last position predicts nothing. Returns the flat
+/// rows of (B, P+T) that predict a label, and those labels, in row order.
+pub fn causal_targets(labels: &[i32], b: usize, t: usize, p: usize) -> (Vec<i32>, Vec<i32>) {
+    let s = p + t;
+    let (mut rows, mut targets) = (Vec::new(), Vec::new());
+    for bi in 0..b {
+        for ti in 0..t {
+            let label = labels[bi * t + ti];
+            // label ti sits at position p + ti and is predicted by the position before it
+            if label != IGNORE_INDEX && p + ti >= 1 {
+                rows.push((bi * s + p + ti - 1) as i32);
+                targets.push(label);
+            }
+        }
+    }
+    (rows, targets)
+}
+
+impl<B: Backend> Decoder<B> {
+    /// Uploads a right-padded batch behind a prompt of `p` rows, with causal-LM `labels`
+    /// (B, T) (-100 ignored) or none (forward only).
+    pub fn upload_inputs(
+        &self,
+        be: &B,
+        batch: &TokenBatch,
+        p: usize,
+        labels: Option<&[i32]>,
+    ) -> Result<DecoderInputs<B>> {
+        batch.check()?;
+        crate::backend::check_ids("input_ids", &batch.ids, self.cfg.vocab_size)?;
+        let s = p + batch.t;
+        self.check_length(s)?;
+        let (rows, targets) = match labels {
+            Some(labels) => {
+                crate::error::ensure_len("labels (B*T)", batch.b * batch.t, labels.len())?;
+                crate::backend::loss::check_targets(labels, self.cfg.vocab_size)?;
+                causal_targets(labels, batch.b, batch.t, p)
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        let pos = self
+            .inv_freq
+            .as_ref()
+            .map(|_| {
+                let pos: Vec<i32> = (0..batch.b).flat_map(|_| 0..s as i32).collect();
+                be.upload_i32(&pos)
+            })
+            .transpose()?;
+        Ok(DecoderInputs {
+            b: batch.b,
+            tokens: batch.t,
+            p,
+            ids: be.upload_i32(&batch.ids)?,
+            key_mask: be.upload_i32(&prompt_key_mask(batch, p))?,
+            pos,
+            rows,
+            targets,
+        })
+    }
+
+    /// Rejects sequences the model cannot attend over as configured: empty ones, and ones
+    /// longer than a sliding attention window (which this engine does not implement).
+    pub fn check_length(&self, s: usize) -> Result<()> {
+        if s == 0 {
+            return Err(Error::tensor(
+                "input_ids",
+                "the model needs at least one position (prompt rows plus tokens)",
+            ));
+        }
+        if let Some(w) = self.cfg.sliding_window {
+            if s > w {
+                return Err(Error::Unsupported(format!(
+                    "{s} positions with sliding_window {w}: sequences longer than the attention window"
+                )));
+            }
+        }
+        Ok(())
+    }
+}

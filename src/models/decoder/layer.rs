@@ -1,0 +1,394 @@
+//! One decoder layer, pre-norm: x + o(attention(q, k, v of norm(x))), then + mlp(norm(·)); the
+//! forward beside the backward, which runs the same ops in exact reverse. Sizes: N = B·S rows,
+//! C hidden, H heads over Hkv key/value heads of D, I the MLP width.
+//!
+//! Accumulation: the layer's backward takes d output in `dx` and leaves d input there (the
+//! residual stream accumulates in place; both norms' backward add into it).
+
+use super::inputs::DecoderInputs;
+use super::weights::{Decoder, DecoderLayerWeights, Mlp, Norm};
+use crate::backend::{AttnBias, AttnDims, Backend, DType};
+use crate::error::{Error, Result};
+use crate::memory::MemoryAccountant;
+use crate::models::common::{hold, linear, zeros};
+
+/// What a norm keeps for backward: its input and statistics.
+pub struct NormActs<B: Backend> {
+    pub(super) inp: B::Buf,          // (N, C)
+    pub(super) mean: Option<B::Buf>, // (N) F32, LayerNorm only
+    pub(super) rstd: B::Buf,         // (N) F32
+}
+
+impl<B: Backend> NormActs<B> {
+    pub(super) fn named(&self, prefix: &str) -> Vec<(String, &B::Buf)> {
+        let mut v = vec![
+            (format!("{prefix}_in"), &self.inp),
+            (format!("{prefix}_rstd"), &self.rstd),
+        ];
+        if let Some(m) = &self.mean {
+            v.push((format!("{prefix}_mean"), m));
+        }
+        v
+    }
+}
+
+impl<B: Backend> Norm<B> {
+    /// out (N, C) = norm(x); takes x as the saved input.
+    pub(super) fn fwd(
+        &self,
+        be: &B,
+        x: B::Buf,
+        n: usize,
+        c: usize,
+        eps: f64,
+    ) -> Result<(B::Buf, NormActs<B>)> {
+        let mut out = zeros(be, be.act_dtype(), n * c)?;
+        let mut rstd = zeros(be, DType::F32, n)?;
+        let mean = match self {
+            Norm::Layer { w, b } => {
+                let mut mean = zeros(be, DType::F32, n)?;
+                be.layernorm_fwd(&mut out, &mut mean, &mut rstd, &x, w, b, n, c, eps)?;
+                Some(mean)
+            }
+            Norm::Rms { w } => {
+                be.rmsnorm_fwd(&mut out, &mut rstd, &x, w, n, c, eps)?;
+                None
+            }
+        };
+        Ok((out, NormActs { inp: x, mean, rstd }))
+    }
+
+    /// dx (N, C) += the norm's backward of dout (N, C).
+    pub(super) fn bwd(
+        &self,
+        be: &B,
+        dx: &mut B::Buf,
+        dout: &B::Buf,
+        a: &NormActs<B>,
+        n: usize,
+        c: usize,
+    ) -> Result<()> {
+        match self {
+            Norm::Layer { w, .. } => {
+                let mean = a
+                    .mean
+                    .as_ref()
+                    .ok_or_else(|| Error::Device("layernorm mean missing".into()))?;
+                be.layernorm_bwd(dx, dout, &a.inp, w, mean, &a.rstd, n, c)
+            }
+            Norm::Rms { w } => be.rmsnorm_bwd(dx, dout, &a.inp, w, &a.rstd, n, c),
+        }
+    }
+}
+
+/// What a layer's forward keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Keep {
+    /// nothing (a forward under `Recompute::Layer`, scoring)
+    Nothing,
+    /// the state for backward
+    State,
+    /// the rotated keys and values, for a KV cache
+    KeyValues,
+}
+
+/// What a layer's forward kept.
+pub(super) enum Kept<B: Backend> {
+    Nothing,
+    State(DecoderLayerActs<B>),
+    /// k, v (N, Hkv·D), k rotated
+    KeyValues(B::Buf, B::Buf),
+}
+
+/// What one layer keeps for backward under `Recompute::None`: the nonlinear state only.
+pub struct DecoderLayerActs<B: Backend> {
+    attn_norm: NormActs<B>, // the layer input (N, C) and its statistics
+    q: B::Buf,              // (N, H·D) rotated
+    k: B::Buf,              // (N, Hkv·D) rotated
+    v: B::Buf,              // (N, Hkv·D)
+    lse: B::Buf,            // (B, H, S) F32
+    mlp_norm: NormActs<B>,  // x + attention (N, C) and its statistics
+    mlp_pre: B::Buf,        // (N, I) the activation's input (the gate when gated)
+    mlp_up: Option<B::Buf>, // (N, I) the gated MLP's up branch
+}
+
+impl<B: Backend> DecoderLayerActs<B> {
+    /// Every saved tensor by name, as the memory accountant knows them.
+    pub(super) fn named(&self) -> Vec<(String, &B::Buf)> {
+        let mut v = self.attn_norm.named("attn_norm");
+        v.extend([
+            ("q".to_string(), &self.q),
+            ("k".to_string(), &self.k),
+            ("v".to_string(), &self.v),
+            ("lse".to_string(), &self.lse),
+            ("mlp_pre".to_string(), &self.mlp_pre),
+        ]);
+        v.extend(self.mlp_norm.named("mlp_norm"));
+        if let Some(up) = &self.mlp_up {
+            v.push(("mlp_up".to_string(), up));
+        }
+        v
+    }
+}
+
+impl<B: Backend> Decoder<B> {
+    /// Attention over (B, S) with the prompt in front: causal, H over Hkv heads.
+    pub(super) fn attn_dims(&self, b: usize, tq: usize, tk: usize) -> AttnDims {
+        AttnDims {
+            b,
+            tq,
+            tk,
+            h: self.cfg.num_heads,
+            hkv: self.cfg.num_kv_heads,
+            d: self.cfg.head_dim,
+        }
+    }
+
+    /// ALiBi for BLOOM, none for RoPE models (their positions are in q and k).
+    pub(super) fn attn_bias(&self) -> Option<AttnBias<'_, B::Buf>> {
+        self.inv_freq.is_none().then_some(AttnBias::Alibi)
+    }
+
+    pub(super) fn attn_scale(&self) -> f64 {
+        1.0 / (self.cfg.head_dim as f64).sqrt()
+    }
+
+    /// Rotates x (B, S, heads, D) in place at positions `pos` (B, S); nothing with ALiBi.
+    pub(super) fn rope(
+        &self,
+        be: &B,
+        x: &mut B::Buf,
+        pos: Option<&B::Buf>,
+        (b, s, heads): (usize, usize, usize),
+        backward: bool,
+    ) -> Result<()> {
+        let (Some(inv), Some(pos)) = (&self.inv_freq, pos) else {
+            return Ok(());
+        };
+        let d = self.cfg.head_dim;
+        if backward {
+            be.rope_bwd(x, inv, pos, b, s, heads, d)
+        } else {
+            be.rope_fwd(x, inv, pos, b, s, heads, d)
+        }
+    }
+
+    /// q (N, H·D), k, v (N, Hkv·D) of the normed rows h (N, C), q and k rotated at `pos`
+    /// (B, S): the projections every forward shares (training, prefill, the decode step).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn qkv_fwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        w: &DecoderLayerWeights<B>,
+        h: &B::Buf,
+        pos: Option<&B::Buf>,
+        b: usize,
+        s: usize,
+    ) -> Result<(B::Buf, B::Buf, B::Buf)> {
+        let (n, c) = (b * s, self.cfg.hidden_size);
+        let (qw, kvw) = (self.cfg.q_width(), self.cfg.kv_width());
+        let mut q = linear(be, acct, h, &w.q.w, w.q.b.as_ref(), n, c, qw)?;
+        let mut k = linear(be, acct, h, &w.k.w, w.k.b.as_ref(), n, c, kvw)?;
+        let v = linear(be, acct, h, &w.v.w, w.v.b.as_ref(), n, c, kvw)?;
+        self.rope(be, &mut q, pos, (b, s, self.cfg.num_heads), false)?;
+        self.rope(be, &mut k, pos, (b, s, self.cfg.num_kv_heads), false)?;
+        Ok((q, k, v))
+    }
+
+    /// The MLP half of a layer on x1 (N, C), which it takes over: out = x1 + mlp(norm(x1)),
+    /// the norm's state, the activation's input (the gate) and the gated MLP's up branch.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn mlp_fwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        w: &DecoderLayerWeights<B>,
+        x1: B::Buf,
+        n: usize,
+    ) -> Result<(B::Buf, NormActs<B>, B::Buf, Option<B::Buf>)> {
+        let (c, i, act) = (
+            self.cfg.hidden_size,
+            self.cfg.intermediate_size,
+            be.act_dtype(),
+        );
+        // out = x1 + down(act(up h2)) or x1 + down(act(gate h2) · up h2), h2 = norm(x1)
+        let (h2, mlp_norm) = w.mlp_norm.fwd(be, x1, n, c, self.cfg.norm_eps)?;
+        let mut g = zeros(be, act, n * i)?;
+        let (pre, up_branch, down) = match &w.mlp {
+            Mlp::Plain { up, down } => {
+                let pre = linear(be, acct, &h2, &up.w, up.b.as_ref(), n, c, i)?;
+                be.act_fwd(&mut g, &pre, self.act(), n * i)?;
+                (pre, None, down)
+            }
+            Mlp::Gated { gate, up, down } => {
+                let pre = linear(be, acct, &h2, &gate.w, gate.b.as_ref(), n, c, i)?;
+                let lin = linear(be, acct, &h2, &up.w, up.b.as_ref(), n, c, i)?;
+                be.gated_act_fwd(&mut g, &pre, &lin, self.act(), n * i)?;
+                (pre, Some(lin), down)
+            }
+        };
+        drop(h2);
+        let mlp_out = linear(be, acct, &g, &down.w, down.b.as_ref(), n, i, c)?;
+        let mut out = zeros(be, act, n * c)?;
+        be.add_fwd(&mut out, &mlp_norm.inp, &mlp_out, n * c)?;
+        Ok((out, mlp_norm, pre, up_branch))
+    }
+
+    /// One layer on x (N, C), which it takes over as the residual stream: its output and what
+    /// `keep` asks for (the saved state for backward, or the rotated keys and values for a
+    /// KV cache).
+    pub(super) fn layer_fwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        l: usize,
+        x: B::Buf,
+        inp: &DecoderInputs<B>,
+        keep: Keep,
+    ) -> Result<(B::Buf, Kept<B>)> {
+        let w = &self.w.layers[l];
+        let (b, s) = (inp.b, inp.s());
+        let (n, c, qw) = (b * s, self.cfg.hidden_size, self.cfg.q_width());
+        let act = be.act_dtype();
+        // attention: x1 = x + o(attention(rope(q h), rope(k h), v h)), h = norm(x)
+        let (h, attn_norm) = w.attn_norm.fwd(be, x, n, c, self.cfg.norm_eps)?;
+        let (q, k, v) = self.qkv_fwd(be, acct, w, &h, inp.pos.as_ref(), b, s)?;
+        drop(h);
+        let dims = self.attn_dims(b, s, s);
+        let (mut ctx, mut lse) = (
+            zeros(be, act, n * qw)?,
+            zeros(be, DType::F32, b * dims.h * s)?,
+        );
+        be.attention_fwd(
+            &mut ctx,
+            &mut lse,
+            &q,
+            &k,
+            &v,
+            &inp.key_mask,
+            self.attn_bias(),
+            true,
+            self.attn_scale(),
+            dims,
+        )?;
+        let attn_out = linear(be, acct, &ctx, &w.o.w, w.o.b.as_ref(), n, qw, c)?;
+        drop(ctx);
+        let mut x1 = zeros(be, act, n * c)?;
+        be.add_fwd(&mut x1, &attn_norm.inp, &attn_out, n * c)?;
+        drop(attn_out);
+        let (out, mlp_norm, mlp_pre, mlp_up) = self.mlp_fwd(be, acct, w, x1, n)?;
+        let kept = match keep {
+            Keep::Nothing => Kept::Nothing,
+            Keep::KeyValues => Kept::KeyValues(k, v),
+            Keep::State => {
+                let acts = DecoderLayerActs {
+                    attn_norm,
+                    q,
+                    k,
+                    v,
+                    lse,
+                    mlp_norm,
+                    mlp_pre,
+                    mlp_up,
+                };
+                for (name, buf) in acts.named() {
+                    hold(be, acct, format!("layer.{l}.{name}"), buf);
+                }
+                Kept::State(acts)
+            }
+        };
+        Ok((out, kept))
+    }
+
+    /// dx (N, C) holds d layer output on entry and d layer input on exit: layer_fwd's ops in
+    /// exact reverse.
+    pub(super) fn layer_bwd(
+        &self,
+        be: &B,
+        dx: &mut B::Buf,
+        a: &DecoderLayerActs<B>,
+        l: usize,
+        inp: &DecoderInputs<B>,
+    ) -> Result<()> {
+        let w: &DecoderLayerWeights<B> = &self.w.layers[l];
+        let (b, s) = (inp.b, inp.s());
+        let (n, c, i) = (b * s, self.cfg.hidden_size, self.cfg.intermediate_size);
+        let (qw, kvw, act) = (self.cfg.q_width(), self.cfg.kv_width(), be.act_dtype());
+        // MLP
+        let down = match &w.mlp {
+            Mlp::Plain { down, .. } | Mlp::Gated { down, .. } => down,
+        };
+        let mut dg = zeros(be, act, n * i)?;
+        be.linear_bwd(&mut dg, dx, &down.w, n, i, c)?;
+        let mut dh2 = zeros(be, act, n * c)?;
+        let mut dpre = zeros(be, act, n * i)?;
+        match (&w.mlp, &a.mlp_up) {
+            (Mlp::Gated { gate, up, .. }, Some(lin)) => {
+                let mut dlin = zeros(be, act, n * i)?;
+                be.gated_act_bwd(
+                    &mut dpre,
+                    &mut dlin,
+                    &dg,
+                    &a.mlp_pre,
+                    lin,
+                    self.act(),
+                    n * i,
+                )?;
+                be.linear_bwd(&mut dh2, &dlin, &up.w, n, c, i)?;
+                be.linear_bwd(&mut dh2, &dpre, &gate.w, n, c, i)?;
+            }
+            (Mlp::Plain { up, .. }, _) | (Mlp::Gated { up, .. }, None) => {
+                be.act_bwd(&mut dpre, &dg, &a.mlp_pre, self.act(), n * i)?;
+                be.linear_bwd(&mut dh2, &dpre, &up.w, n, c, i)?;
+            }
+        }
+        drop((dg, dpre));
+        w.mlp_norm.bwd(be, dx, &dh2, &a.mlp_norm, n, c)?;
+        drop(dh2);
+        // attention
+        let mut dctx = zeros(be, act, n * qw)?;
+        be.linear_bwd(&mut dctx, dx, &w.o.w, n, qw, c)?;
+        let dims = self.attn_dims(b, s, s);
+        let (mut dq, mut dk, mut dv) = (
+            zeros(be, act, n * qw)?,
+            zeros(be, act, n * kvw)?,
+            zeros(be, act, n * kvw)?,
+        );
+        be.attention_bwd(
+            &mut dq,
+            &mut dk,
+            &mut dv,
+            &dctx,
+            &a.q,
+            &a.k,
+            &a.v,
+            &a.lse,
+            &inp.key_mask,
+            self.attn_bias(),
+            true,
+            self.attn_scale(),
+            dims,
+        )?;
+        drop(dctx);
+        self.rope(
+            be,
+            &mut dk,
+            inp.pos.as_ref(),
+            (b, s, self.cfg.num_kv_heads),
+            true,
+        )?;
+        self.rope(
+            be,
+            &mut dq,
+            inp.pos.as_ref(),
+            (b, s, self.cfg.num_heads),
+            true,
+        )?;
+        let mut dh = zeros(be, act, n * c)?;
+        be.linear_bwd(&mut dh, &dv, &w.v.w, n, c, kvw)?;
+        be.linear_bwd(&mut dh, &dk, &w.k.w, n, c, kvw)?;
+        be.linear_bwd(&mut dh, &dq, &w.q.w, n, c, qw)?;
+        w.attn_norm.bwd(be, dx, &dh, &a.attn_norm, n, c)
+    }
+}

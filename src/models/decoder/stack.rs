@@ -1,0 +1,202 @@
+//! The whole stack: the input embedding with the prompt in front (and BLOOM's embedding
+//! LayerNorm), the layers and the final norm; forward beside backward, which runs the layers in
+//! exact reverse and ends at the prompt rows' gradient.
+
+use super::inputs::DecoderInputs;
+use super::layer::{DecoderLayerActs, Keep, Kept, NormActs};
+use super::weights::Decoder;
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::memory::MemoryAccountant;
+use crate::models::common::{hold, zeros, Capture, Recompute};
+
+enum Saved<B: Backend> {
+    Full(DecoderLayerActs<B>),
+    /// (N, C) the layer input, under `Recompute::Layer`
+    Input(B::Buf),
+}
+
+/// Everything the stack keeps for backward.
+pub struct DecoderActs<B: Backend> {
+    /// BLOOM: the embedding output (N, C) and its LayerNorm statistics
+    embed_norm: Option<NormActs<B>>,
+    layers: Vec<Saved<B>>,
+    final_norm: NormActs<B>, // the last layer's output (N, C) and its statistics
+}
+
+impl<B: Backend> Decoder<B> {
+    /// hidden (B·S, C) after the final norm, and the saved state. `capture` receives
+    /// `hidden_states.{i}` as transformers outputs them: the input embeddings (BLOOM: after
+    /// the embedding LayerNorm), each layer's input, and last the final norm's output.
+    pub fn stack_fwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        prompt: &B::Buf,
+        inp: &DecoderInputs<B>,
+        recompute: Recompute,
+        mut capture: Option<&mut Capture>,
+    ) -> Result<(B::Buf, DecoderActs<B>)> {
+        let (n, c, eps) = (inp.b * inp.s(), self.cfg.hidden_size, self.cfg.norm_eps);
+        let x = self.embed(be, prompt, &inp.ids, inp.b, inp.tokens, inp.p)?;
+        let (mut x, embed_norm) = self.embed_norm_fwd(be, x, n)?;
+        if let Some(a) = &embed_norm {
+            for (name, buf) in a.named("embed_norm") {
+                hold(be, acct, name, buf);
+            }
+        }
+        let layers = self.layers_fwd(be, acct, &mut x, inp, recompute, capture.as_deref_mut())?;
+        let (out, final_norm) = self.w.final_norm.fwd(be, x, n, c, eps)?;
+        for (name, buf) in final_norm.named("final_norm") {
+            hold(be, acct, name, buf);
+        }
+        if let Some(cap) = capture {
+            cap.insert(
+                format!("hidden_states.{}", self.w.layers.len()),
+                be.download(&out)?,
+            );
+        }
+        Ok((
+            out,
+            DecoderActs {
+                embed_norm,
+                layers,
+                final_norm,
+            },
+        ))
+    }
+
+    /// out (B, P+T, C) = concat(prompt (P, C), embed[ids] (B, T, C)) along the sequence.
+    pub(super) fn embed(
+        &self,
+        be: &B,
+        prompt: &B::Buf,
+        ids: &B::Buf,
+        b: usize,
+        t: usize,
+        p: usize,
+    ) -> Result<B::Buf> {
+        let c = self.cfg.hidden_size;
+        let mut x = zeros(be, be.act_dtype(), b * (p + t) * c)?;
+        be.embedding_fwd(
+            &mut x,
+            prompt,
+            &self.w.embed,
+            None,
+            None,
+            ids,
+            None,
+            b,
+            t,
+            p,
+            c,
+        )?;
+        Ok(x)
+    }
+
+    /// BLOOM's embedding LayerNorm over x (N, C), which it takes over (with its state); x
+    /// unchanged for the Llama family.
+    pub(super) fn embed_norm_fwd(
+        &self,
+        be: &B,
+        x: B::Buf,
+        n: usize,
+    ) -> Result<(B::Buf, Option<NormActs<B>>)> {
+        match &self.w.embed_norm {
+            Some(norm) => {
+                let (out, acts) = norm.fwd(be, x, n, self.cfg.hidden_size, self.cfg.norm_eps)?;
+                Ok((out, Some(acts)))
+            }
+            None => Ok((x, None)),
+        }
+    }
+
+    /// The layers over x (N, C), in place; what each keeps for backward.
+    fn layers_fwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        x: &mut B::Buf,
+        inp: &DecoderInputs<B>,
+        recompute: Recompute,
+        mut capture: Option<&mut Capture>,
+    ) -> Result<Vec<Saved<B>>> {
+        let n = inp.b * inp.s() * self.cfg.hidden_size;
+        let mut layers = Vec::with_capacity(self.w.layers.len());
+        for l in 0..self.w.layers.len() {
+            if let Some(cap) = capture.as_deref_mut() {
+                cap.insert(format!("hidden_states.{l}"), be.download(x)?);
+            }
+            let input = std::mem::replace(x, zeros(be, be.act_dtype(), 0)?);
+            let saved = match recompute {
+                Recompute::None => {
+                    let (out, kept) = self.layer_fwd(be, acct, l, input, inp, Keep::State)?;
+                    *x = out;
+                    Saved::Full(state(kept)?)
+                }
+                Recompute::Layer => {
+                    let mut keep = zeros(be, be.act_dtype(), n)?;
+                    be.copy(&mut keep, &input)?;
+                    hold(be, acct, format!("layer.{l}.input"), &keep);
+                    *x = self.layer_fwd(be, acct, l, input, inp, Keep::Nothing)?.0;
+                    Saved::Input(keep)
+                }
+            };
+            layers.push(saved);
+        }
+        Ok(layers)
+    }
+
+    /// dprompt (P, C) += d loss / d prompt from dhidden (B·S, C). Consumes the saved state.
+    pub fn stack_bwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        dprompt: &mut B::Buf,
+        dhidden: B::Buf,
+        acts: DecoderActs<B>,
+        inp: &DecoderInputs<B>,
+    ) -> Result<()> {
+        let (n, c) = (inp.b * inp.s(), self.cfg.hidden_size);
+        let mut dx = zeros(be, be.act_dtype(), n * c)?;
+        self.w
+            .final_norm
+            .bwd(be, &mut dx, &dhidden, &acts.final_norm, n, c)?;
+        drop(dhidden);
+        release(acct, "final_norm", &acts.final_norm);
+        drop(acts.final_norm);
+        for (l, saved) in acts.layers.into_iter().enumerate().rev() {
+            let layer_acts = match saved {
+                Saved::Full(a) => a,
+                Saved::Input(x) => {
+                    acct.release(&format!("layer.{l}.input"));
+                    state(self.layer_fwd(be, acct, l, x, inp, Keep::State)?.1)?
+                }
+            };
+            self.layer_bwd(be, &mut dx, &layer_acts, l, inp)?;
+            for (name, _) in layer_acts.named() {
+                acct.release(&format!("layer.{l}.{name}"));
+            }
+        }
+        if let (Some(norm), Some(a)) = (&self.w.embed_norm, &acts.embed_norm) {
+            let mut demb = zeros(be, be.act_dtype(), n * c)?;
+            norm.bwd(be, &mut demb, &dx, a, n, c)?;
+            release(acct, "embed_norm", a);
+            dx = demb;
+        }
+        be.prompt_grad_bwd(dprompt, &dx, inp.b, inp.tokens, inp.p, c)
+    }
+}
+
+fn release<B: Backend>(acct: &mut MemoryAccountant, prefix: &str, a: &NormActs<B>) {
+    for (name, _) in a.named(prefix) {
+        acct.release(&name);
+    }
+}
+
+fn state<B: Backend>(kept: Kept<B>) -> Result<DecoderLayerActs<B>> {
+    match kept {
+        Kept::State(a) => Ok(a),
+        _ => Err(Error::Device("layer state missing".into())),
+    }
+}

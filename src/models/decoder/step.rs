@@ -1,0 +1,71 @@
+//! The whole training step of a causal LM: the stack forward, the LM head's cross-entropy at
+//! the target rows only (forward and backward in one call, in row chunks), the stack backward.
+
+use super::inputs::DecoderInputs;
+use super::weights::Decoder;
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::memory::MemoryAccountant;
+use crate::models::common::{Capture, Recompute};
+use crate::models::lm_head::LmHead;
+
+impl<B: Backend> Decoder<B> {
+    /// The LM head: `lm_head.weight` or the tied input embeddings.
+    pub(crate) fn head(&self) -> LmHead<'_, B> {
+        LmHead {
+            w: self.lm_head_weight(),
+            c: self.cfg.hidden_size,
+            v: self.cfg.vocab_size,
+            scale: 1.0,
+            budget: self.lm_chunk_bytes,
+        }
+    }
+
+    /// Full forward and backward of one batch against its causal-LM targets (`inp.rows`,
+    /// `inp.targets`): returns the mean loss over the targets and adds d loss / d prompt into
+    /// `dprompt` (P, C). `capture` collects the hidden states and the logits at every
+    /// real-token position (B, T, V) for parity; without it only the target rows reach the head.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_step(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        dprompt: &mut B::Buf,
+        prompt: &B::Buf,
+        inp: &DecoderInputs<B>,
+        recompute: Recompute,
+        mut capture: Option<&mut Capture>,
+    ) -> Result<f64> {
+        let (hidden, acts) =
+            self.stack_fwd(be, acct, prompt, inp, recompute, capture.as_deref_mut())?;
+        acct.end_forward();
+        if let Some(cap) = capture {
+            cap.insert("logits".into(), self.token_logits(be, &hidden, inp)?);
+        }
+        let count = inp.targets.len();
+        let grad_scale = 1.0 / count.max(1) as f64;
+        let n = inp.b * inp.s();
+        let (loss, dhidden) =
+            self.head()
+                .loss_fwd_bwd(be, &hidden, n, &inp.rows, &inp.targets, grad_scale, None)?;
+        drop(hidden);
+        self.stack_bwd(be, acct, dprompt, dhidden, acts, inp)?;
+        Ok(loss * grad_scale)
+    }
+
+    /// (B, T, V) float32 logits at every real-token position (the prompt rows excluded), as
+    /// PEFT's output holds them after `[:, P:]`; in row chunks, on the host.
+    fn token_logits(&self, be: &B, hidden: &B::Buf, inp: &DecoderInputs<B>) -> Result<Vec<f32>> {
+        let s = inp.s();
+        let rows: Vec<i32> = (0..inp.b)
+            .flat_map(|bi| (inp.p..s).map(move |t| (bi * s + t) as i32))
+            .collect();
+        let head = self.head();
+        let chunk = crate::models::lm_head::lm_chunk_rows(head.budget, head.v, rows.len());
+        let mut out = Vec::with_capacity(rows.len() * head.v);
+        for part in rows.chunks(chunk) {
+            out.extend(be.download(&head.logits(be, hidden, part)?)?);
+        }
+        Ok(out)
+    }
+}

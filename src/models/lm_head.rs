@@ -1,0 +1,111 @@
+//! The language-model head and its cross-entropy at chosen rows of the final hidden states, in
+//! row chunks, so that no (rows, V) float32 logits tensor larger than a chunk ever exists and
+//! only the rows a loss reads are computed (T5's decoder rows, a causal LM's target rows).
+//! Vocabularies of 128k–250k make the full logits the largest tensor of a step otherwise.
+
+use crate::backend::{Backend, DType};
+use crate::error::Result;
+use crate::models::common::zeros;
+
+/// Rows per LM-head chunk: `budget` bytes of float32 logits at a time.
+pub fn lm_chunk_rows(budget: usize, v: usize, rows: usize) -> usize {
+    (budget / (4 * v.max(1))).clamp(1, rows.max(1))
+}
+
+/// The head: weight (V, C), the scale applied to the hidden rows before it (T5 v1.0's
+/// d_model^-0.5; 1 elsewhere), and the chunk budget in bytes.
+#[derive(Clone, Copy)]
+pub(crate) struct LmHead<'a, B: Backend> {
+    pub w: &'a B::Buf,
+    pub c: usize,
+    pub v: usize,
+    pub scale: f64,
+    pub budget: usize,
+}
+
+impl<B: Backend> LmHead<'_, B> {
+    /// (M, C) = scale · hidden[idx]: the chunk's rows of hidden (N, C).
+    fn gather(&self, be: &B, hidden: &B::Buf, idx: &B::Buf, m: usize) -> Result<B::Buf> {
+        let mut h = zeros(be, be.act_dtype(), m * self.c)?;
+        be.gather_rows(&mut h, hidden, idx, m, self.c)?;
+        if self.scale != 1.0 {
+            be.scale_inplace(&mut h, self.scale, m * self.c)?;
+        }
+        Ok(h)
+    }
+
+    /// (M, V) float32 logits at rows `rows` of hidden (N, C), in one chunk.
+    pub fn logits(&self, be: &B, hidden: &B::Buf, rows: &[i32]) -> Result<B::Buf> {
+        let m = rows.len();
+        let h = self.gather(be, hidden, &be.upload_i32(rows)?, m)?;
+        let mut logits = zeros(be, DType::F32, m * self.v)?;
+        be.linear_fwd(&mut logits, &h, self.w, None, m, self.c, self.v)?;
+        Ok(logits)
+    }
+
+    /// Mean-scaled cross-entropy at `rows` of hidden (N, C) against `targets` (-100 ignored),
+    /// forward and backward in row chunks: returns the summed loss of the rows and
+    /// d loss / d hidden (N, C) = grad_scale · d Σ loss, zero on the rows not read. With
+    /// `capture`, the logits of every row are appended to it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss_fwd_bwd(
+        &self,
+        be: &B,
+        hidden: &B::Buf,
+        n: usize,
+        rows: &[i32],
+        targets: &[i32],
+        grad_scale: f64,
+        mut capture: Option<&mut Vec<f32>>,
+    ) -> Result<(f64, B::Buf)> {
+        crate::error::ensure_len("LM head targets", rows.len(), targets.len())?;
+        let (c, v) = (self.c, self.v);
+        let mut dhidden = zeros(be, be.act_dtype(), n * c)?;
+        let chunk = lm_chunk_rows(self.budget, v, rows.len());
+        let mut loss = 0.0f64;
+        for (rows, targets) in rows.chunks(chunk).zip(targets.chunks(chunk)) {
+            let m = rows.len();
+            let idx = be.upload_i32(rows)?;
+            let h = self.gather(be, hidden, &idx, m)?;
+            let mut logits = zeros(be, DType::F32, m * v)?;
+            be.linear_fwd(&mut logits, &h, self.w, None, m, c, v)?;
+            if let Some(cap) = capture.as_deref_mut() {
+                cap.extend(be.download(&logits)?);
+            }
+            let targets = be.upload_i32(targets)?;
+            let mut losses = zeros(be, DType::F32, m)?;
+            be.cross_entropy_fwd_bwd(&mut logits, &mut losses, &targets, m, v, grad_scale)?;
+            loss += be.download_f64(&losses)?.iter().sum::<f64>();
+            let mut dh = zeros(be, be.act_dtype(), m * c)?;
+            be.linear_bwd(&mut dh, &logits, self.w, m, c, v)?;
+            if self.scale != 1.0 {
+                be.scale_inplace(&mut dh, self.scale, m * c)?;
+            }
+            be.scatter_rows_bwd(&mut dhidden, &dh, &idx, m, c)?;
+        }
+        Ok((loss, dhidden))
+    }
+
+    /// Forward only: each row's cross-entropy (0 where the target is -100), in the same
+    /// chunks, for rank classification.
+    pub fn row_losses(
+        &self,
+        be: &B,
+        hidden: &B::Buf,
+        rows: &[i32],
+        targets: &[i32],
+    ) -> Result<Vec<f32>> {
+        crate::error::ensure_len("LM head targets", rows.len(), targets.len())?;
+        let chunk = lm_chunk_rows(self.budget, self.v, rows.len());
+        let mut out = Vec::with_capacity(rows.len());
+        for (rows, targets) in rows.chunks(chunk).zip(targets.chunks(chunk)) {
+            let m = rows.len();
+            let mut logits = self.logits(be, hidden, rows)?;
+            let targets = be.upload_i32(targets)?;
+            let mut losses = zeros(be, DType::F32, m)?;
+            be.cross_entropy_fwd_bwd(&mut logits, &mut losses, &targets, m, self.v, 1.0)?;
+            out.extend(be.download(&losses)?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,338 @@
+//! `--task causal` against the PyTorch + PEFT decoder-only references: the task builds
+//! PEFT's causal-LM row (the filled template, then the target, labels on the target only),
+//! and its rank score and training loss on that row are what PyTorch's logits give.
+
+use softprompt::backend::traits::*;
+use softprompt::backend::DType;
+use softprompt::closeness::{Closeness, SCALAR_FLOOR};
+use softprompt::train::data::{DataSpec, Dataset};
+use softprompt::train::{Grads, Model, Params, Task, TaskKind, TaskSpec};
+use softprompt::weights::TensorFile;
+use softprompt::CpuBackend;
+use std::path::{Path, PathBuf};
+
+const REL_TOL: f64 = 1e-4;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Row 0 of every `ref_causal_text` is "Tweet : Great movie. Label : positive" with labels on
+/// " positive" only, as PEFT's guide builds it. The task (template "Tweet : {text} Label :",
+/// target " positive") gives the same ids and labels plus the end-of-sequence token it appends;
+/// its score for the gold label is the sum of PyTorch's log-probabilities of those tokens
+/// (the reference's logits at the positions before them), and its loss their mean.
+#[test]
+fn causal_task_rebuilds_peft_rows_and_scores_them_as_pytorch() {
+    let be = CpuBackend::<f32>::new();
+    for name in ["bloom", "llama", "qwen2"] {
+        let dir = fixture(name);
+        let model = Model::load(&be, &dir).unwrap();
+        let reference = TensorFile::read(&dir.join("ref_causal_text.safetensors")).unwrap();
+        let mut spec = TaskSpec::new(TaskKind::Causal, &["negative", "positive"]);
+        spec.template = "Tweet : {text} Label :".into();
+        spec.label_words = vec![" negative".into(), " positive".into()];
+        spec.max_target_len = 8;
+        let task = Task::new(spec, &model).unwrap();
+        let jsonl = serde_json::json!({"text": "Great movie.", "label": "positive"}).to_string();
+        let data = Dataset::parse(Path::new("row.jsonl"), &jsonl, &DataSpec::default()).unwrap();
+        let enc = task.encode(&model.tokenizer, &data).unwrap();
+        let batch = task.batch(&enc, &[0]).unwrap();
+        let (joined, labels) =
+            softprompt::train::causal::joined(&batch.tokens, &batch.targets, batch.l, 0);
+        // PyTorch's row 0: its real ids and labels
+        let (shape, ids) = reference.int("input_ids").unwrap();
+        let t = shape[1];
+        let (_, mask) = reference.int("attention_mask").unwrap();
+        let (_, ref_labels) = reference.int("labels").unwrap();
+        let n = mask[..t].iter().filter(|&&m| m != 0).count();
+        let want_ids: Vec<i32> = ids[..n].iter().map(|&x| x as i32).collect();
+        let want_labels: Vec<i32> = ref_labels[..n].iter().map(|&x| x as i32).collect();
+        let eos = *enc.rows[0].target.last().unwrap();
+        assert_eq!(joined.ids[..n], want_ids[..], "{name}: ids");
+        assert_eq!(joined.ids.len(), n + 1, "{name}: one token (EOS) appended");
+        assert_eq!(joined.ids[n], eos, "{name}");
+        assert_eq!(labels[..n], want_labels[..], "{name}: labels");
+        assert_eq!(labels[n], eos, "{name}");
+        // the gold target's log-likelihood from PyTorch's logits (B, T, V): token at position
+        // j is predicted by position j - 1
+        let logits = reference.float("logits").unwrap();
+        let v = logits.shape[2];
+        let targets: Vec<(usize, i32)> = labels
+            .iter()
+            .enumerate()
+            .filter(|(_, &l)| l >= 0)
+            .map(|(j, &l)| (j, l))
+            .collect();
+        let want_score: f64 = targets
+            .iter()
+            .map(|&(j, id)| {
+                let row = &logits.data[(j - 1) * v..j * v];
+                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let lse = m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+                row[id as usize] as f64 - lse
+            })
+            .sum();
+        let prompt = reference.float("prompt").unwrap();
+        let params = Params {
+            prompt: be.upload(DType::F32, &prompt.data).unwrap(),
+            p: prompt.shape[0],
+            d: prompt.shape[1],
+            head: None,
+        };
+        let scores = task.scores(&be, &model, &params, &batch).unwrap();
+        let err = Closeness::of(&[scores[1] as f64], &[want_score], SCALAR_FLOOR).rel_err;
+        assert!(err < REL_TOL, "{name}: score {} vs {want_score}", scores[1]);
+        assert!(
+            scores[0].is_finite() && scores[0] < 0.0,
+            "{name}: {scores:?}"
+        );
+        let mut grads = Grads::zeros(&be, &params).unwrap();
+        let loss = task
+            .loss_and_grad(
+                &be,
+                &model,
+                &params,
+                &mut grads,
+                &batch,
+                softprompt::models::Recompute::None,
+            )
+            .unwrap();
+        let want_loss = -want_score / targets.len() as f64;
+        let err = Closeness::of(&[loss], &[want_loss], SCALAR_FLOOR).rel_err;
+        assert!(err < REL_TOL, "{name}: loss {loss} vs {want_loss}");
+        let g = be.download(&grads.prompt).unwrap();
+        assert!(g.iter().any(|&x| x != 0.0) && g.iter().all(|x| x.is_finite()));
+    }
+}
+
+/// The task refuses what a decoder-only model cannot do, and a decoder-only model refuses
+/// the other tasks, each naming the flag.
+#[test]
+fn causal_task_model_mismatch_errors() {
+    let be = CpuBackend::<f32>::new();
+    let bloom = Model::load(&be, &fixture("bloom")).unwrap();
+    let err = Task::new(TaskSpec::new(TaskKind::Pet, &["a", "b"]), &bloom)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--task causal"), "{err}");
+    let t5 = Model::load(&be, &fixture("t5_v1_0")).unwrap();
+    let err = Task::new(TaskSpec::new(TaskKind::Causal, &["a", "b"]), &t5)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--task seq2seq"), "{err}");
+}
+
+/// Greedy generation in one left-padded batch gives, row for row, the tokens of generating
+/// each row alone, and the same logits at every step (the prompt sits right before each row's
+/// first real token, so the pads change nothing).
+#[test]
+fn batched_generation_equals_each_row_alone() {
+    use softprompt::models::decoder::GenerateOptions;
+    let be = CpuBackend::<f32>::new();
+    for name in ["bloom", "llama", "qwen2"] {
+        let dir = fixture(name);
+        let model = Model::load(&be, &dir).unwrap();
+        let m = model.net.decoder().unwrap();
+        let reference = TensorFile::read(&dir.join("ref_generate_random.safetensors")).unwrap();
+        let prompt = reference.float("prompt").unwrap();
+        let p = prompt.shape[0];
+        let prompt = be.upload(DType::F32, &prompt.data).unwrap();
+        let rows: Vec<Vec<i32>> = [
+            "Tweet : Great movie. Label :",
+            "a dull plot",
+            "Tweet : the music was lovely and the story slow. Label :",
+        ]
+        .iter()
+        .map(|t| model.tokenizer.encode(t, true).unwrap())
+        .collect();
+        let opts = GenerateOptions {
+            max_new_tokens: 6,
+            keep_logits: true,
+            ..Default::default()
+        };
+        let batched = m.generate(&be, &prompt, p, &rows, &opts).unwrap();
+        for (bi, row) in rows.iter().enumerate() {
+            let alone = m
+                .generate(&be, &prompt, p, std::slice::from_ref(row), &opts)
+                .unwrap();
+            assert_eq!(batched.ids[bi], alone.ids[0], "{name} row {bi}");
+            assert_eq!(batched.ids[bi].len(), 6);
+            let got: Vec<f32> = batched.logits[bi].concat();
+            let want: Vec<f32> = alone.logits[0].concat();
+            let err = Closeness::of(&got, &want, softprompt::closeness::TENSOR_FLOOR).rel_err;
+            assert!(err < 1e-5, "{name} row {bi}: logits rel err {err}");
+        }
+    }
+}
+
+fn softprompt(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Tweets with a complaint label, PEFT's guide in miniature (RAFT twitter_complaints).
+fn tweet_files(dir: &Path) -> (PathBuf, PathBuf) {
+    let (good, bad) = (
+        ["great", "lovely", "fast", "kind", "fine", "nice"],
+        ["late", "broken", "rude", "slow", "lost", "wrong"],
+    );
+    let things = ["my order", "the train", "the service", "my bag"];
+    let mut rows = String::new();
+    for (i, thing) in things.iter().cycle().take(24).enumerate() {
+        let (word, label) = if i % 2 == 0 {
+            (good[i % 6], "no complaint")
+        } else {
+            (bad[i % 6], "complaint")
+        };
+        let text = format!("{thing} was {word} today");
+        rows += &(serde_json::json!({"text": text, "label": label}).to_string() + "\n");
+    }
+    let lines: Vec<&str> = rows.lines().collect();
+    let (train, dev) = (dir.join("train.jsonl"), dir.join("dev.jsonl"));
+    std::fs::write(&train, lines[..18].join("\n")).unwrap();
+    std::fs::write(&dev, lines[18..].join("\n")).unwrap();
+    (train, dev)
+}
+
+/// `--task causal` through the command line on the BLOOM fixture: training lowers the loss,
+/// the adapter says CAUSAL_LM, eval ranks the label targets, predict ranks and generates
+/// (the greedy output of a label's target maps back to that label), and free targets train
+/// and generate too.
+#[test]
+fn causal_task_command_line() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("causal_cli");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (train, dev) = tweet_files(&dir);
+    let model = fixture("bloom");
+    for free in [false, true] {
+        let out_dir = dir.join(if free { "free" } else { "labels" });
+        let mut args = vec![
+            "train",
+            "--model",
+            model.to_str().unwrap(),
+            "--train",
+            train.to_str().unwrap(),
+            "--dev",
+            dev.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--task",
+            "causal",
+            "--template",
+            "Tweet text : {text} Label : ",
+            "--prompt-len",
+            "6",
+            "--batch-size",
+            "6",
+            "--epochs",
+            "4",
+            "--eval-every",
+            "6",
+            "--log-every",
+            "2",
+            "--lr",
+            "0.05",
+            "--max-target-len",
+            "16",
+            "--no-progress",
+            "--threads",
+            "2",
+        ];
+        if free {
+            args.push("--free-targets");
+        }
+        let stdout = ok(&softprompt(&args));
+        assert!(stdout.contains("causal, "), "{stdout}");
+        let metrics = std::fs::read_to_string(out_dir.join("metrics.jsonl")).unwrap();
+        let losses: Vec<f64> = metrics
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
+            .collect();
+        assert!(
+            losses.len() >= 2 && losses.last() < losses.first(),
+            "{losses:?}"
+        );
+        let adapter: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out_dir.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(adapter["task_type"], "CAUSAL_LM");
+        assert_eq!(adapter["num_transformer_submodules"], 1);
+        let prompt_dir = out_dir.to_str().unwrap();
+        let v: serde_json::Value = serde_json::from_str(
+            ok(&softprompt(&[
+                "eval",
+                "--json",
+                "--prompt",
+                prompt_dir,
+                "--data",
+                dev.to_str().unwrap(),
+            ]))
+            .trim(),
+        )
+        .unwrap();
+        assert_eq!(v["examples"], 6, "{v}");
+        let greedy = ok(&softprompt(&[
+            "predict",
+            "--prompt",
+            prompt_dir,
+            "--data",
+            dev.to_str().unwrap(),
+            "--decode",
+            "greedy",
+        ]));
+        let lines: Vec<serde_json::Value> = greedy
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 6);
+        for l in &lines {
+            assert!(
+                l["output"].is_string() && l["score"].as_f64().unwrap() <= 0.0,
+                "{l}"
+            );
+            // an output that is a label's target is reported as that label
+            let out = l["output"].as_str().unwrap();
+            if out == "complaint" || out == "no complaint" {
+                assert_eq!(l["label"], out);
+            }
+        }
+        if !free {
+            let ranked = ok(&softprompt(&[
+                "predict",
+                "--prompt",
+                prompt_dir,
+                "--data",
+                dev.to_str().unwrap(),
+            ]));
+            for line in ranked.lines() {
+                let l: serde_json::Value = serde_json::from_str(line).unwrap();
+                let s = &l["scores"];
+                let (c, n) = (
+                    s["complaint"].as_f64().unwrap(),
+                    s["no complaint"].as_f64().unwrap(),
+                );
+                assert!(c < 0.0 && n < 0.0, "{l}");
+                let want = if c > n { "complaint" } else { "no complaint" };
+                assert_eq!(l["label"], want, "{l}");
+            }
+        }
+    }
+}
