@@ -216,8 +216,7 @@ bert-base --batch 1 --seq 8 --prompt 2|st|120
 t5-base --batch 1 --seq 8 --target-len 2 --prompt 2|st|120
 t5-base --batch 1 --seq 8 --target-len 2 --prompt 2 --recompute layer|st|120
 t5-base --batch 1 --seq 8 --target-len 2 --prompt 2 --precision mixed|s|120
-bloom-560m --batch 1 --seq 8 --target-len 2 --prompt 2|st|120
-llama-3.2-1b --batch 1 --seq 8 --target-len 2 --prompt 2|s|120
+bloom-560m --batch 1 --seq 8 --target-len 2 --prompt 2|s|180
 DRY
     else cat <<SPECS
 bert-base --batch 32 --seq 128|st|60
