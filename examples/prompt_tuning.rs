@@ -120,7 +120,7 @@ fn run() -> Result<()> {
             plan = epoch_plan(&train.lens(), 16, 8, &mut rng);
             plan.reverse(); // pop() from the end = the plan's order
         }
-        let batch = task.batch(&train, &plan.pop().unwrap_or_default());
+        let batch = task.batch(&train, &plan.pop().unwrap_or_default())?;
         let mut grads = Grads::zeros(&be, &params)?;
         let loss = task.loss_and_grad(&be, &model, &params, &mut grads, &batch, Recompute::None)?;
         let (lr, norm) = optimizer_step(&be, &mut opt, &mut params, grads, Some(1.0))?;

@@ -9,6 +9,9 @@
 #   --no-eager    PyTorch with SDPA attention only (default: SDPA, then eager)
 #   --attn LIST   PyTorch attention implementations to run, comma-separated (e.g. sdpa,eager)
 #   --threads N   torch.set_num_threads for PyTorch (softprompt picks its own threads)
+#   --rounds N    run the tools N times, interleaved (softprompt, then each PyTorch run, then
+#                 again), and report each one's median step time (default 1); on a machine
+#                 shared with other jobs, interleaving exposes both tools to the same load
 #
 # Environment:
 #   SOFTPROMPT  the softprompt binary (default <repo>/target/release/softprompt)
@@ -16,7 +19,10 @@
 #               else /work/venv/bin/python)
 #
 # Output files, TAG = PRESET plus the flags: DIR/TAG.softprompt.json, DIR/TAG.torch-<attn>.json and
-# a .log with each tool's stderr. Ratios are softprompt / PyTorch: below 1 means softprompt is
+# a .log with each tool's stderr; with --rounds, each round's files carry .rN and the files
+# without it hold the medians (step_ms, tokens/s and TFLOP/s; the rest from the median round)
+# with every round's step_ms in step_ms_rounds. The table's header names the CPU and the load
+# average before and after. Ratios are softprompt / PyTorch: below 1 means softprompt is
 # faster (step_ms) or smaller (memory); tokens/s and TFLOP/s above 1 mean softprompt is faster.
 # "peak - base" is peak_bytes minus rss_baseline_bytes on the CPU (the step's working memory) and
 # peak_bytes minus weights_bytes on the GPU.
@@ -39,6 +45,7 @@ shift
 
 out="$repo/bench/tmp"
 attns="sdpa,eager"
+rounds=1
 threads=()
 common=()
 while [[ $# -gt 0 ]]; do
@@ -47,6 +54,7 @@ while [[ $# -gt 0 ]]; do
         --no-eager) attns="sdpa"; shift ;;
         --attn) [[ $# -ge 2 ]] || die "--attn needs a list" 2; attns=$2; shift 2 ;;
         --threads) [[ $# -ge 2 ]] || die "--threads needs a number" 2; threads=(--threads "$2"); shift 2 ;;
+        --rounds) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || die "--rounds needs a positive number" 2; rounds=$2; shift 2 ;;
         --json) shift ;;  # always on
         --preset) die "give the preset as the first argument, not with --preset" 2 ;;
         -h | --help) usage; exit 0 ;;
@@ -95,23 +103,57 @@ run() {
     rm -f "$json.failed"
 }
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 sp_json="$out/$tag.softprompt.json"
 rm -f "$sp_json"
-run softprompt "$sp_json" "$out/$tag.softprompt.log" \
-    "$softprompt" bench --preset "$preset" ${common[@]+"${common[@]}"} --json ||
-    die "softprompt bench failed; PyTorch was not run"
-
 status=0
-torch_files=()
 IFS=, read -r -a attn_list <<<"$attns"
-for attn in "${attn_list[@]}"; do
-    j="$out/$tag.torch-$attn.json"
-    rm -f "$j"
-    run "pytorch ($attn)" "$j" "$out/$tag.torch-$attn.log" \
-        "$python" "$here/bench_torch.py" --preset "$preset" ${common[@]+"${common[@]}"} --attn "$attn" \
-        ${threads[@]+"${threads[@]}"} --json || status=1
-    torch_files+=("$attn=$j")
+suffix() { [[ $rounds -eq 1 ]] && echo "" || echo ".r$1"; }
+for ((r = 1; r <= rounds; r++)); do
+    s=$(suffix "$r")
+    run softprompt "$out/$tag$s.softprompt.json" "$out/$tag$s.softprompt.log" \
+        "$softprompt" bench --preset "$preset" ${common[@]+"${common[@]}"} --json ||
+        die "softprompt bench failed; PyTorch was not run"
+    for attn in "${attn_list[@]}"; do
+        j="$out/$tag$s.torch-$attn.json"
+        rm -f "$j"
+        run "pytorch ($attn)" "$j" "$out/$tag$s.torch-$attn.log" \
+            "$python" "$here/bench_torch.py" --preset "$preset" ${common[@]+"${common[@]}"} --attn "$attn" \
+            ${threads[@]+"${threads[@]}"} --json || status=1
+    done
 done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+
+# median NAME: DIR/TAG.NAME.json from the rounds' DIR/TAG.rN.NAME.json (nothing to do for one round)
+median() {
+    [[ $rounds -eq 1 ]] && return 0
+    local files=()
+    for ((r = 1; r <= rounds; r++)); do
+        [[ -f "$out/$tag.r$r.$1.json" ]] && files+=("$out/$tag.r$r.$1.json")
+    done
+    rm -f "$out/$tag.$1.json"
+    [[ ${#files[@]} -gt 0 ]] || return 0
+    python3 - "$out/$tag.$1.json" "${files[@]}" <<'PY'
+import json, sys
+runs = [json.load(open(f)) for f in sys.argv[2:]]
+runs.sort(key=lambda d: d["step_ms"])
+mid = dict(runs[len(runs) // 2])
+for key in ("step_ms", "tokens_per_s", "tflops", "cpu_ms"):
+    vals = sorted(d[key] for d in runs if isinstance(d.get(key), (int, float)))
+    if vals:
+        mid[key] = vals[len(vals) // 2]
+mid["step_ms_rounds"] = [d["step_ms"] for d in runs]
+mid["rounds"] = len(runs)
+json.dump(mid, open(sys.argv[1], "w"))
+PY
+}
+median softprompt
+torch_files=()
+for attn in "${attn_list[@]}"; do
+    median "torch-$attn"
+    torch_files+=("$attn=$out/$tag.torch-$attn.json")
+done
+export COMPARE_LOAD="load average ${load_before} before, ${load_after} after; ${rounds} round(s), interleaved, medians"
 
 python3 - "$sp_json" "${torch_files[@]}" <<'EOF' || status=1
 """Print softprompt and the PyTorch runs side by side, with ratios softprompt / PyTorch."""
@@ -164,6 +206,7 @@ def above_base(d):
 MB = 1e6
 ROWS = [  # label, getter, format
     ("step_ms", lambda d: d["step_ms"], "{:.1f}"),
+    ("rounds' step_ms", lambda d: "/".join(f"{x:.0f}" for x in d["step_ms_rounds"]) if "step_ms_rounds" in d else None, "{}"),
     ("tokens/s", lambda d: d["tokens_per_s"], "{:.0f}"),
     ("TFLOP/s", lambda d: d["tflops"], "{:.3f}"),
     ("saved MB", lambda d: d["saved_bytes"] / MB, "{:.1f}"),
@@ -184,13 +227,15 @@ for label, get, fmt in ROWS:
             continue
         w = get(d)
         row.append("-" if w is None else fmt.format(w))
-        row.append("-" if v is None or w is None or w == 0 else f"{v / w:.3f}")
+        numeric = isinstance(v, (int, float)) and isinstance(w, (int, float))
+        row.append("-" if not numeric or w == 0 else f"{v / w:.3f}")
     table.append(row)
 
 shape = f"B={sp['batch']} T={sp['seq']} P={sp['prompt']}"
 shape += f" L={sp['target_len']}" if str(sp["preset"]).startswith("t5") else f" {sp.get('objective', '')}"
 print(f"{sp['preset']} {shape} recompute={sp.get('recompute')}")
-print(f"  softprompt: {sp['device']}, {sp.get('dtype', '?')}")
+print(f"  cpu: {sp.get('cpu', '?')}; {os.environ.get('COMPARE_LOAD', '')}")
+print(f"  softprompt: {sp['device']}, {sp.get('dtype', '?')}, cpu kernels {sp.get('cpu_kernels') or '-'}")
 for attn, d in torch_runs:
     if d is not None:
         v = d.get("versions", {})

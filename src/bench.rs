@@ -347,6 +347,18 @@ pub fn check_against_reference<B: Backend>(
     )
 }
 
+/// CPU seconds this process has used, all threads (Linux: /proc/self/stat, 10 ms ticks);
+/// None elsewhere. Beside wall time it shows the work a step did on a machine shared with
+/// other jobs, whose load stretches wall time but not this.
+pub fn process_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // the fields after the command name, which is in parentheses and may hold spaces
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let (utime, stime): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    Some((utime + stime) / 100.0)
+}
+
 /// Times `steps` steps after `warmup` and returns the JSON report.
 pub fn run<B: Backend>(
     be: &B,
@@ -384,27 +396,37 @@ pub fn run<B: Backend>(
     let model = Model::random(be, &preset.config(), 1)?;
     let weights_bytes = be.memory().live_bytes - live_before;
     let batch = bench_batch(&preset, w, 3);
-    let mut times = Vec::new();
+    let (mut times, mut cpu_times) = (Vec::new(), Vec::new());
     let (mut saved, mut saved_peak) = (0, 0);
     let mut loss = 0.0;
     be.reset_peak();
     for i in 0..warmup + steps.max(1) {
-        let start = Instant::now();
+        let (start, cpu_start) = (Instant::now(), process_cpu_secs());
         let (l, _, held) = step(be, &model, &batch, w)?;
         let ms = start.elapsed().as_secs_f64() * 1e3;
         if i >= warmup {
             times.push(ms);
+            if let (Some(a), Some(b)) = (cpu_start, process_cpu_secs()) {
+                cpu_times.push((b - a) * 1e3);
+            }
         }
         (saved, saved_peak) = held;
         loss = l;
     }
     times.sort_by(|a, b| a.total_cmp(b));
     let step_ms = times[times.len() / 2];
+    cpu_times.sort_by(|a, b| a.total_cmp(b));
+    let cpu_ms = cpu_times.get(cpu_times.len() / 2).copied();
     let tokens = tokens_per_step(&preset, w);
     let flops = flops_per_step(&preset, w);
     Ok(json!({
         "impl": "softprompt",
         "device": be.name(),
+        "cpu": crate::ceiling::cpu_model(),
+        "cpu_kernels": match be.device() {
+            crate::backend::DeviceKind::Cpu => json!(crate::cpu::gemm_path::kernels_id()),
+            _ => Value::Null,
+        },
         "dtype": format!("{:?}", be.act_dtype()).to_lowercase(),
         "weights_dtype": format!("{:?}", be.weight_dtype()).to_lowercase(),
         "preset": preset_name,
@@ -415,6 +437,7 @@ pub fn run<B: Backend>(
         "steps": steps, "warmup": warmup,
         "step_ms": step_ms,
         "step_ms_all": times,
+        "cpu_ms": cpu_ms,
         "tokens_per_s": tokens as f64 / (step_ms / 1e3),
         "tflops": flops / (step_ms / 1e3) / 1e12,
         "flops_per_step": flops,

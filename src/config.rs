@@ -141,12 +141,22 @@ impl Cfg<'_> {
     fn usize_opt(&self, key: &str) -> Result<Option<usize>> {
         match self.get(key) {
             None => Ok(None),
-            Some(x) => x.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
-                Error::config(
+            Some(x) => match x.as_u64() {
+                // sizes and token ids travel as i32 on the device; a larger value is a typo
+                // (and would overflow the products of sizes further on)
+                Some(n) if n <= i32::MAX as u64 => Ok(Some(n as usize)),
+                Some(n) => Err(Error::config(
+                    &self.path,
+                    format!(
+                        "`{key}` is {n}: more than this engine supports ({})",
+                        i32::MAX
+                    ),
+                )),
+                None => Err(Error::config(
                     &self.path,
                     format!("`{key}` must be a non-negative integer, got {x}"),
-                )
-            }),
+                )),
+            },
         }
     }
     fn usize(&self, key: &str) -> Result<usize> {
@@ -175,6 +185,19 @@ impl Cfg<'_> {
             }),
         }
     }
+    /// A layer-norm epsilon: finite and positive (a negative one turns the variance of a
+    /// constant row negative and every loss NaN).
+    fn epsilon_or(&self, key: &str, default: f64) -> Result<f64> {
+        let eps = self.f64_or(key, default)?;
+        if eps.is_finite() && eps > 0.0 {
+            Ok(eps)
+        } else {
+            Err(Error::config(
+                &self.path,
+                format!("`{key}` must be a small positive number (such as 1e-12), got {eps}"),
+            ))
+        }
+    }
     fn bool_opt(&self, key: &str) -> Result<Option<bool>> {
         match self.get(key) {
             None => Ok(None),
@@ -197,8 +220,10 @@ impl Cfg<'_> {
     /// A token id that may be given as an integer or a list (eos_token_id: [1]).
     fn token_id_or(&self, key: &str, default: usize) -> Result<usize> {
         match self.get(key) {
-            Some(Value::Array(a)) if !a.is_empty() => a[0]
-                .as_u64()
+            Some(Value::Array(a)) if !a.is_empty() => a
+                .first()
+                .and_then(Value::as_u64)
+                .filter(|&n| n <= i32::MAX as u64)
                 .map(|n| n as usize)
                 .ok_or_else(|| Error::config(&self.path, format!("`{key}` must hold integers"))),
             _ => self.usize_or(key, default),
@@ -241,13 +266,18 @@ fn parse_bert(cfg: &Cfg) -> Result<BertConfig> {
             .positive("num_attention_heads", cfg.usize("num_attention_heads")?)?,
         intermediate_size: cfg.positive("intermediate_size", cfg.usize("intermediate_size")?)?,
         hidden_act,
-        max_position_embeddings: cfg.usize_or("max_position_embeddings", 512)?,
-        type_vocab_size: cfg.usize_or("type_vocab_size", 2)?,
-        layer_norm_eps: cfg.f64_or("layer_norm_eps", 1e-12)?,
+        max_position_embeddings: cfg.positive(
+            "max_position_embeddings",
+            cfg.usize_or("max_position_embeddings", 512)?,
+        )?,
+        // every row adds token type 0's embedding, so the table needs a row
+        type_vocab_size: cfg.positive("type_vocab_size", cfg.usize_or("type_vocab_size", 2)?)?,
+        layer_norm_eps: cfg.epsilon_or("layer_norm_eps", 1e-12)?,
         pad_token_id: cfg.usize_or("pad_token_id", 0)?,
         tie_word_embeddings: cfg.bool_opt("tie_word_embeddings")?.unwrap_or(true),
     };
-    if c.hidden_size % c.num_attention_heads != 0 {
+    check_token_ids(cfg, c.vocab_size, &[("pad_token_id", c.pad_token_id)])?;
+    if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
         return Err(Error::config(
             &cfg.path,
             format!(
@@ -257,6 +287,17 @@ fn parse_bert(cfg: &Cfg) -> Result<BertConfig> {
         ));
     }
     Ok(c)
+}
+
+/// Special token ids must be rows of the embedding table.
+fn check_token_ids(cfg: &Cfg, vocab_size: usize, ids: &[(&str, usize)]) -> Result<()> {
+    match ids.iter().find(|(_, id)| *id >= vocab_size) {
+        Some((key, id)) => Err(Error::config(
+            &cfg.path,
+            format!("`{key}` is {id}, outside the vocabulary (vocab_size {vocab_size})"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// transformers' rule: "gated-<act>" or "<act>"; "gated-gelu" means the tanh GELU.
@@ -323,7 +364,7 @@ fn parse_t5(cfg: &Cfg) -> Result<T5Config> {
             cfg.usize_or("relative_attention_num_buckets", 32)?,
         )?,
         relative_attention_max_distance: cfg.usize_or("relative_attention_max_distance", 128)?,
-        layer_norm_epsilon: cfg.f64_or("layer_norm_epsilon", 1e-6)?,
+        layer_norm_epsilon: cfg.epsilon_or("layer_norm_epsilon", 1e-6)?,
         dense_act,
         is_gated_act,
         scale_decoder_outputs,
@@ -331,6 +372,15 @@ fn parse_t5(cfg: &Cfg) -> Result<T5Config> {
         pad_token_id,
         eos_token_id: cfg.token_id_or("eos_token_id", 1)?,
     };
+    check_token_ids(
+        cfg,
+        c.vocab_size,
+        &[
+            ("pad_token_id", c.pad_token_id),
+            ("eos_token_id", c.eos_token_id),
+            ("decoder_start_token_id", c.decoder_start_token_id),
+        ],
+    )?;
     if c.relative_attention_num_buckets < 4 {
         return Err(Error::config(
             &cfg.path,

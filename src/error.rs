@@ -49,6 +49,10 @@ pub enum Error {
 
     #[error("kernel {kernel}: {msg}")]
     Kernel { kernel: String, msg: String },
+
+    /// A loss, gradient or parameter stopped being finite (the trainer names the step).
+    #[error("{0}")]
+    NonFinite(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

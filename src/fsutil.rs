@@ -72,6 +72,14 @@ fn remove_stale_temps(path: &Path) {
     }
 }
 
+/// Whether `a` and `b` name the same existing file (through links and relative paths too).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 pub fn write_json_atomic(path: &Path, value: &serde_json::Value) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::file(path, format!("cannot serialize JSON: {e}")))?;

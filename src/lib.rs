@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod bench;
 pub mod bench_decoder;
+pub mod ceiling;
 pub mod closeness;
 pub mod config;
 pub mod cpu;

@@ -89,3 +89,12 @@ impl MemoryAccountant {
         *self = Self::default();
     }
 }
+
+/// The host memory available to a new allocation (Linux's MemAvailable), or None where the
+/// system does not say.
+pub fn host_available_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
+}

@@ -85,6 +85,57 @@ pub fn compare(name: &str, got: &[f32], want: &HostTensor, tol: f64) -> Result<P
     })
 }
 
+/// The shape the engine gives output `name` of reference `r`, `len` elements long (the
+/// vocabulary of MLM and seq2seq logits comes from `len`); None for a name whose layout the
+/// engine does not fix.
+pub fn engine_shape(r: &Reference, name: &str, len: usize) -> Option<Vec<usize>> {
+    let (b, t, p, d) = (r.batch.b, r.batch.t, r.p(), r.d());
+    let per = |rows: usize| len.checked_div(rows).unwrap_or(0);
+    let seq2seq_l = match &r.objective {
+        RefObjective::Seq2Seq { l, .. } => Some(*l),
+        _ => None,
+    };
+    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+    Some(match (name, stem, &r.objective) {
+        ("loss", _, _) => vec![],
+        ("prompt_grad", _, _) => vec![p, d],
+        ("logits", _, RefObjective::Pet { verbalizer_ids, .. }) => vec![b, verbalizer_ids.len()],
+        ("logits", _, RefObjective::Cls { head_bias, .. }) => vec![b, head_bias.len()],
+        ("logits", _, RefObjective::Mlm { .. }) => vec![b, t, per(b * t)],
+        ("logits", _, RefObjective::Seq2Seq { l, .. }) => vec![b, *l, per(b * l)],
+        ("head_weight_grad", _, RefObjective::Cls { head_weight, .. }) => head_weight.shape.clone(),
+        ("head_bias_grad", _, RefObjective::Cls { head_bias, .. }) => vec![head_bias.len()],
+        (_, "hidden_states" | "encoder_hidden_states", _) => vec![b, p + t, d],
+        (_, "decoder_hidden_states", _) => vec![b, seq2seq_l?, d],
+        _ => return None,
+    })
+}
+
+/// A reference tensor must have the engine's shape, not only its element count: `[3, 4]`
+/// logits against the engine's `[4, 3]` compare element by element against the wrong ones.
+fn check_shape(r: &Reference, name: &str, len: usize, want: &HostTensor) -> Result<()> {
+    let Some(shape) = engine_shape(r, name, len) else {
+        return Ok(());
+    };
+    // a scalar may be stored as [] or [1]
+    let same = want.shape == shape || (shape.is_empty() && want.shape == [1]);
+    if same {
+        return Ok(());
+    }
+    Err(Error::file(
+        &r.path,
+        format!(
+            "tensor `{name}` has shape {:?}, but the engine computes {shape:?} for this batch \
+             (B {}, T {}, P {}, d {}): the reference was written for another layout",
+            want.shape,
+            r.batch.b,
+            r.batch.t,
+            r.p(),
+            r.d()
+        ),
+    ))
+}
+
 /// Runs the reference on `be` with the model in `model_dir` and compares at `tol`.
 pub fn run<B: Backend>(
     be: &B,
@@ -108,7 +159,10 @@ pub fn run<B: Backend>(
     };
     for (name, want) in &reference.expected {
         match outputs.get(name) {
-            Some(got) => report.rows.push(compare(name, got, want, tol)?),
+            Some(got) => {
+                check_shape(reference, name, got.len(), want)?;
+                report.rows.push(compare(name, got, want, tol)?)
+            }
             None => report.skipped.push(name.clone()),
         }
     }

@@ -23,9 +23,13 @@ pub enum PromptInit {
     /// embeddings of tokens drawn uniformly from the first `from_first` ids (Lester et al.
     /// sample from the 5,000 most common tokens) or from the whole vocabulary
     SampleVocab { from_first: Option<usize> },
-    /// the rows of the label words, then sampled vocabulary rows for the rest
+    /// google-research/prompt-tuning's class-label init (`prompts.from_embedded_list` over
+    /// `from_sample_of_embeddings`): P sampled vocabulary rows, then row i is the mean
+    /// embedding of label i's pieces (one row per label, however many pieces it has); labels
+    /// past P are left out (`ClassLabels::dropped` names them, for a warning)
     ClassLabels {
-        label_ids: Vec<i32>,
+        /// per label: its name and the ids of its word's pieces
+        labels: Vec<(String, Vec<i32>)>,
         from_first: Option<usize>,
     },
 }
@@ -36,8 +40,35 @@ impl PromptInit {
             PromptInit::Random { .. } => "RANDOM",
             PromptInit::Text(_) => "TEXT",
             PromptInit::SampleVocab { .. } => "SAMPLE_VOCAB",
-            // PEFT has no CLASS_LABELS init; a saved prompt is just weights
+            // PEFT has no CLASS_LABELS init and refuses a value it does not know; a saved
+            // prompt is just weights, and task.json records the real init (`record`)
             PromptInit::ClassLabels { .. } => "RANDOM",
+        }
+    }
+
+    /// What task.json records about the init: its real name, and for class labels the
+    /// labels whose words gave rows.
+    pub fn record(&self, p: usize) -> Value {
+        match self {
+            PromptInit::Random { std } => json!({"init": "random", "init_std": std}),
+            PromptInit::Text(t) => json!({"init": "text", "init_text": t}),
+            PromptInit::SampleVocab { from_first } => {
+                json!({"init": "sample-vocab", "init_vocab_first": from_first})
+            }
+            PromptInit::ClassLabels { labels, from_first } => {
+                let used: Vec<&str> = labels.iter().take(p).map(|(l, _)| l.as_str()).collect();
+                json!({"init": "class-labels", "init_labels": used, "init_vocab_first": from_first})
+            }
+        }
+    }
+
+    /// Class labels that a prompt of `p` rows has no row for.
+    pub fn dropped(&self, p: usize) -> Vec<String> {
+        match self {
+            PromptInit::ClassLabels { labels, .. } => {
+                labels.iter().skip(p).map(|(l, _)| l.clone()).collect()
+            }
+            _ => Vec::new(),
         }
     }
 }
@@ -131,15 +162,22 @@ impl PromptTable {
                 (rows(&ids), Some(text.clone()))
             }
             PromptInit::SampleVocab { from_first } => (rows(&sample(rng, p, *from_first)), None),
-            PromptInit::ClassLabels {
-                label_ids,
-                from_first,
-            } => {
-                crate::backend::check_ids("class label tokens", label_ids, v)?;
-                let mut ids: Vec<i32> = label_ids.iter().copied().take(p).collect();
-                let rest = p - ids.len();
-                ids.extend(sample(rng, rest, *from_first));
-                (rows(&ids), None)
+            PromptInit::ClassLabels { labels, from_first } => {
+                // sampled rows first (as prompt-tuning's initializer draws them), then each
+                // label's mean piece embedding over row i
+                let mut data = rows(&sample(rng, p, *from_first));
+                for ((label, ids), row) in labels.iter().zip(data.chunks_exact_mut(d)) {
+                    crate::backend::check_ids(&format!("class label {label:?}"), ids, v)?;
+                    if ids.is_empty() {
+                        return Err(Error::arg(
+                            "--init class-labels",
+                            format!("label {label:?} tokenizes to nothing"),
+                        ));
+                    }
+                    let mean = mean_rows(&rows(ids), d, ids.len());
+                    row.copy_from_slice(&mean);
+                }
+                (data, None)
             }
         };
         let mut table = PromptTable::from_data(p, d, data)?;
@@ -294,4 +332,15 @@ pub struct AdapterInfo {
     pub tokenizer_name_or_path: Option<String>,
     pub num_attention_heads: usize,
     pub num_layers: usize,
+}
+
+/// The mean of `n` rows of width `d` (row-major), summed in f64.
+fn mean_rows(data: &[f32], d: usize, n: usize) -> Vec<f32> {
+    let mut acc = vec![0f64; d];
+    for row in data.chunks_exact(d) {
+        for (a, &x) in acc.iter_mut().zip(row) {
+            *a += x as f64;
+        }
+    }
+    acc.iter().map(|&a| (a / n.max(1) as f64) as f32).collect()
 }

@@ -98,6 +98,11 @@ impl Tokenizer {
         self.inner.token_to_id(token).map(|i| i as i32)
     }
 
+    /// The unknown token's id ([UNK] or <unk>), if the vocabulary has one.
+    pub fn unk_id(&self) -> Option<i32> {
+        ["[UNK]", "<unk>"].iter().find_map(|t| self.token_to_id(t))
+    }
+
     pub fn decode(&self, ids: &[i32], skip_special: bool) -> Result<String> {
         let ids: Vec<u32> = ids.iter().map(|&i| i.max(0) as u32).collect();
         self.inner

@@ -125,7 +125,10 @@ impl WeightSource for WeightStore {
                 format!("has shape {stored_shape:?}, expected {shape:?} from config.json"),
             ));
         }
-        let shard = &self.shards[*shard];
+        let shard = self
+            .shards
+            .get(*shard)
+            .ok_or_else(|| Error::tensor(name, "indexed in a shard that was not read"))?;
         let st = SafeTensors::deserialize(&shard.bytes)
             .map_err(|e| Error::file(&shard.path, format!("not a valid safetensors file: {e}")))?;
         let view = st
@@ -137,7 +140,26 @@ impl WeightSource for WeightStore {
                 format!("dtype {:?} is not a float type", view.dtype()),
             )
         })?;
+        check_finite(name, &data, &shard.path)?;
         Ok(HostTensor::new(shape.to_vec(), data))
+    }
+}
+
+/// A weight that holds NaN or ±inf would train into a NaN prompt without a word: refuse it
+/// at load, naming the tensor, the first bad element and the file.
+fn check_finite(name: &str, data: &[f32], path: &Path) -> Result<()> {
+    let bad = data.iter().filter(|x| !x.is_finite()).count();
+    match data.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::tensor(
+            name,
+            format!(
+                "holds {bad} non-finite value(s) ({} at flat index {i}) in {}: the checkpoint is \
+                 corrupt or was saved after a diverged run",
+                data.get(i).copied().unwrap_or(f32::NAN),
+                path.display()
+            ),
+        )),
     }
 }
 
@@ -226,25 +248,27 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
 /// Converts little-endian f32/f16/bf16/f64 bytes to f32; None for non-float types.
 pub fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
     let out = match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        Dtype::F32 => le_chunks(bytes).map(f32::from_le_bytes).collect(),
+        Dtype::F16 => le_chunks(bytes)
+            .map(|b| half::f16::from_le_bytes(b).to_f32())
             .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+        Dtype::BF16 => le_chunks(bytes)
+            .map(|b| half::bf16::from_le_bytes(b).to_f32())
             .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::F64 => bytes
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
+        Dtype::F64 => le_chunks(bytes)
+            .map(|b| f64::from_le_bytes(b) as f32)
             .collect(),
         _ => return None,
     };
     Some(out)
+}
+
+/// The little-endian N-byte values of `bytes` (safetensors has checked that the length is a
+/// multiple of N).
+fn le_chunks<const N: usize>(bytes: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
+    bytes
+        .chunks_exact(N)
+        .map(|b| <[u8; N]>::try_from(b).unwrap_or([0; N]))
 }
 
 /// Reads every tensor of one safetensors file, floats as f32 and integers as i64, with the
@@ -299,13 +323,9 @@ impl TensorFile {
 
 fn to_i64(dtype: Dtype, bytes: &[u8]) -> Option<Vec<i64>> {
     let out = match dtype {
-        Dtype::I64 => bytes
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-            .collect(),
-        Dtype::I32 => bytes
-            .chunks_exact(4)
-            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
+        Dtype::I64 => le_chunks(bytes).map(i64::from_le_bytes).collect(),
+        Dtype::I32 => le_chunks(bytes)
+            .map(|b| i32::from_le_bytes(b) as i64)
             .collect(),
         Dtype::U8 | Dtype::BOOL => bytes.iter().map(|&b| b as i64).collect(),
         Dtype::I8 => bytes.iter().map(|&b| b as i8 as i64).collect(),

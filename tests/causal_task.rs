@@ -39,7 +39,7 @@ fn causal_task_rebuilds_peft_rows_and_scores_them_as_pytorch() {
         let jsonl = serde_json::json!({"text": "Great movie.", "label": "positive"}).to_string();
         let data = Dataset::parse(Path::new("row.jsonl"), &jsonl, &DataSpec::default()).unwrap();
         let enc = task.encode(&model.tokenizer, &data).unwrap();
-        let batch = task.batch(&enc, &[0]);
+        let batch = task.batch(&enc, &[0]).unwrap();
         let (joined, labels) =
             softprompt::train::causal::joined(&batch.tokens, &batch.targets, batch.l, 0);
         // PyTorch's row 0: its real ids and labels

@@ -154,7 +154,7 @@ fn pet_scores_match_pytorch_reference() {
         d: prompt.shape[1],
         head: None,
     };
-    let batch = task.batch(&enc, &[0, 1, 2]);
+    let batch = task.batch(&enc, &[0, 1, 2]).unwrap();
     let scores = task.scores(&be, &model, &params, &batch).unwrap();
     let logits = &reference.float("logits").unwrap().data;
     let want = softprompt::train::decode::log_softmax_rows(logits, 2);
@@ -636,8 +636,9 @@ fn emu_f32_training_matches_the_cpu() {
     );
 }
 
-/// Resuming with another thread count, or on another device or build of the kernels, than
-/// the checkpoint's still runs, and says that the result will not be the same.
+/// Resuming with another thread count, on another device or build of the kernels, or with
+/// other CPU kernels (GEMM path, SIMD set) than the checkpoint's still runs, and says that the
+/// result will not be the same.
 #[test]
 fn resume_with_other_threads_or_device_warns() {
     let dir = scratch("threads");
@@ -650,29 +651,45 @@ fn resume_with_other_threads_or_device_warns() {
     let path = out.join("checkpoint.safetensors");
     let mut resume = args.clone();
     resume.push("--resume");
-    let resume_from = |threads: usize, device: Option<&str>| {
+    let wrote = Checkpoint::load(&path).unwrap().state.kernels;
+    assert!(
+        wrote.starts_with("gemm/"),
+        "the CPU kernels that wrote it: {wrote:?}"
+    );
+    let resume_from = |threads: usize, device: Option<&str>, kernels: Option<&str>| {
         let mut ck = Checkpoint::load(&path).unwrap();
         assert_eq!(ck.state.device, "cpu", "the device that wrote it");
         ck.state.threads = threads;
         if let Some(d) = device {
             ck.state.device = d.into();
         }
+        // a resume that takes no step writes no checkpoint: set what the test does not vary
+        ck.state.kernels = kernels.unwrap_or(&wrote).into();
         ck.state.done = false;
         ck.save(&path).unwrap();
         ok(&softprompt(&resume))
     };
-    let same = resume_from(2, None);
+    let same = resume_from(2, None, None);
     assert!(
-        same.contains("resumed at step") && !same.contains("warning"),
+        same.contains("resumed at step")
+            && same.contains("on cpu (kernels gemm/")
+            && !same.contains("warning"),
         "{same}"
     );
-    let other = resume_from(7, None);
+    let other = resume_from(7, None, None);
     assert!(
         other.contains("trained with 7 threads and this run uses 2")
             && other.contains("--threads 7"),
         "{other}"
     );
-    let moved = resume_from(2, Some("emu (mixed build)"));
+    let blas = resume_from(2, None, Some("openblas/scalar"));
+    assert!(
+        blas.contains("trained with the CPU kernels openblas/scalar and this run uses gemm/")
+            && blas.contains("--gemm openblas and SOFTPROMPT_SIMD=scalar")
+            && !blas.contains("trained on"),
+        "{blas}"
+    );
+    let moved = resume_from(2, Some("emu (mixed build)"), None);
     assert!(
         moved.contains("trained on emu (mixed build) and this run uses cpu")
             && !moved.contains("threads and this run"),

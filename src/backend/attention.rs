@@ -33,7 +33,7 @@ impl AttnDims {
 
     /// Checks that Hkv divides H, naming the two.
     pub fn check_heads(&self) -> crate::error::Result<()> {
-        if self.hkv == 0 || self.h % self.hkv != 0 {
+        if self.hkv == 0 || !self.h.is_multiple_of(self.hkv) {
             return Err(crate::error::Error::shape(
                 "attention heads (H query heads over Hkv key/value heads)",
                 "Hkv >= 1 dividing H",

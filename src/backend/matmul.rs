@@ -19,7 +19,7 @@ op_family! {
             m: usize,
             k: usize,
             n: usize,
-        ) -> Result<()>;
+        ) -> Result<()> = flops(2 * m * k * n);
         /// dinp (M, K) += dout (M, N) · W. `dout` may be F32 (d logits).
         fn linear_bwd(
             &self,
@@ -29,6 +29,6 @@ op_family! {
             m: usize,
             k: usize,
             n: usize,
-        ) -> Result<()>;
+        ) -> Result<()> = flops(2 * m * k * n);
     }
 }

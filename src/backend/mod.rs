@@ -25,14 +25,16 @@
 
 /// Declares one op family: its trait (every op returns `Result`), and its forwarding through
 /// `profile::Profiler`, which times each op under its own name. Writing the signature once
-/// here is what keeps the profiler and the trait from drifting apart.
+/// here is what keeps the profiler and the trait from drifting apart. An op may end in
+/// `= flops(expr)`, its floating-point operations in terms of its arguments (2 per
+/// multiply-add), which the profiler adds up to report a rate.
 macro_rules! op_family {
     (
         $(#[$doc:meta])*
         pub trait $family:ident {
             $(
                 $(#[$op_doc:meta])*
-                fn $op:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> Result<$ret:ty>;
+                fn $op:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> Result<$ret:ty> $(= flops($flops:expr))?;
             )*
         }
     ) => {
@@ -49,7 +51,8 @@ macro_rules! op_family {
             $(
                 #[allow(clippy::too_many_arguments)]
                 fn $op(&self $(, $arg: $ty)*) -> Result<$ret> {
-                    self.time(stringify!($op), || self.inner.$op($($arg),*))
+                    let flops: f64 = 0.0 $(+ ($flops) as f64)?;
+                    self.time_flops(stringify!($op), flops, || self.inner.$op($($arg),*))
                 }
             )*
         }

@@ -13,6 +13,8 @@ use std::time::Instant;
 pub struct OpStats {
     pub calls: u64,
     pub seconds: f64,
+    /// floating-point operations, for the ops that declare them (the GEMMs, attention)
+    pub flops: f64,
 }
 
 pub struct Profiler<B: Storage> {
@@ -30,6 +32,16 @@ impl<B: Storage> Profiler<B> {
 
     /// Runs one op (and the synchronisation after it) inside an NVTX range named after it.
     pub(crate) fn time<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.time_flops(op, 0.0, f)
+    }
+
+    /// As `time`, adding `flops` to the op's count.
+    pub(crate) fn time_flops<T>(
+        &self,
+        op: &'static str,
+        flops: f64,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
         let _range = crate::nvtx::Range::push(op);
         let start = Instant::now();
         let out = f()?;
@@ -39,6 +51,7 @@ impl<B: Storage> Profiler<B> {
             let s = stats.entry(op).or_default();
             s.calls += 1;
             s.seconds += secs;
+            s.flops += flops;
         }
         Ok(out)
     }
@@ -60,25 +73,43 @@ impl<B: Storage> Profiler<B> {
         }
     }
 
-    /// A text table: op, calls, total ms, share of the total.
+    /// A text table: op, calls, total ms, share of the total, and GFLOP/s for the ops that
+    /// count their work.
     pub fn table(&self) -> String {
         let rows = self.report();
         let total: f64 = rows.iter().map(|r| r.1.seconds).sum();
         let mut s = format!(
-            "{:<24} {:>7} {:>11} {:>7}\n",
-            "op", "calls", "total ms", "share"
+            "{:<24} {:>7} {:>11} {:>7} {:>9}\n",
+            "op", "calls", "total ms", "share", "GFLOP/s"
         );
         for (op, st) in &rows {
+            let rate = if st.flops > 0.0 {
+                format!("{:.1}", st.flops / st.seconds.max(1e-12) / 1e9)
+            } else {
+                String::new()
+            };
             s += &format!(
-                "{:<24} {:>7} {:>11.2} {:>6.1}%\n",
+                "{:<24} {:>7} {:>11.2} {:>6.1}% {:>9}\n",
                 op,
                 st.calls,
                 st.seconds * 1e3,
-                100.0 * st.seconds / total.max(1e-12)
+                100.0 * st.seconds / total.max(1e-12),
+                rate
             );
         }
         s += &format!("{:<24} {:>7} {:>11.2}\n", "total", "", total * 1e3);
         s
+    }
+
+    /// (flops, seconds, share of the profiled time) summed over the ops named in `ops`.
+    pub fn sum_of(&self, ops: &[&str]) -> (f64, f64, f64) {
+        let rows = self.report();
+        let total: f64 = rows.iter().map(|r| r.1.seconds).sum();
+        let (f, t) = rows
+            .iter()
+            .filter(|r| ops.contains(&r.0))
+            .fold((0.0, 0.0), |(f, t), r| (f + r.1.flops, t + r.1.seconds));
+        (f, t, t / total.max(1e-12))
     }
 }
 
@@ -92,6 +123,9 @@ impl<B: Storage> Storage for Profiler<B> {
     }
     fn device(&self) -> DeviceKind {
         self.inner.device()
+    }
+    fn kernels(&self) -> String {
+        self.inner.kernels()
     }
     fn act_dtype(&self) -> DType {
         self.inner.act_dtype()
@@ -110,6 +144,9 @@ impl<B: Storage> Storage for Profiler<B> {
     }
     fn zeros(&self, dtype: DType, len: usize) -> Result<B::Buf> {
         self.time("zeros", || self.inner.zeros(dtype, len))
+    }
+    fn output(&self, dtype: DType, len: usize) -> Result<B::Buf> {
+        self.time("output", || self.inner.output(dtype, len))
     }
     fn upload(&self, dtype: DType, data: &[f32]) -> Result<B::Buf> {
         self.time("upload", || self.inner.upload(dtype, data))

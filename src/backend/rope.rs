@@ -60,7 +60,7 @@ impl Llama3Scaling {
 
 /// Checks a rotary embedding's sizes: D even, inv_freq (D/2), positions (B, T).
 pub fn check_rope(head_dim: usize) -> Result<()> {
-    if head_dim % 2 != 0 {
+    if !head_dim.is_multiple_of(2) {
         return Err(Error::shape("rope head dim", "an even number", head_dim));
     }
     Ok(())

@@ -154,6 +154,13 @@ pub trait Storage: Send + Sync {
     fn name(&self) -> String;
     /// What kind of device this is.
     fn device(&self) -> DeviceKind;
+    /// What shapes the last bits of the results besides the device and the thread count: on
+    /// the float32 CPU, the GEMM path and the SIMD instruction set ("gemm/avx512",
+    /// cpu/gemm_path.rs); empty where nothing does. Printed at start and recorded in
+    /// checkpoints, so a resume on other kernels warns.
+    fn kernels(&self) -> String {
+        String::new()
+    }
     /// The storage type of activations.
     fn act_dtype(&self) -> DType;
     /// The storage type of frozen weights. Required, with no default: a wrapper that forgot
@@ -166,6 +173,11 @@ pub trait Storage: Send + Sync {
     fn buf_id(&self, buf: &Self::Buf) -> usize;
 
     fn zeros(&self, dtype: DType, len: usize) -> Result<Self::Buf>;
+    /// A buffer for an op to overwrite whole (a forward op's output): its contents are
+    /// unspecified, so nothing is spent zeroing it. Never hand it to a backward op, which adds.
+    fn output(&self, dtype: DType, len: usize) -> Result<Self::Buf> {
+        self.zeros(dtype, len)
+    }
     fn upload(&self, dtype: DType, data: &[f32]) -> Result<Self::Buf>;
     fn upload_i32(&self, data: &[i32]) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;

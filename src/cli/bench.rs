@@ -15,6 +15,10 @@ pub struct Args {
     /// Print one JSON object
     #[arg(long)]
     json: bool,
+    /// Measure this machine's ceiling instead of a step: the float32 FMA peak and every GEMM
+    /// path of this build on the preset's frozen-weight products (CPU)
+    #[arg(long)]
+    ceiling: bool,
 }
 
 struct Job<'a> {
@@ -39,6 +43,22 @@ pub fn run(args: Args) -> i32 {
             return 2;
         }
     };
+    if args.ceiling {
+        return match softprompt::ceiling::run(&args.workload.preset, &w, 3) {
+            Ok(r) if args.json => {
+                println!("{r}");
+                0
+            }
+            Ok(r) => {
+                print!("{}", softprompt::ceiling::text(&r));
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        };
+    }
     let job = Job {
         preset: &args.workload.preset,
         w,
@@ -53,9 +73,10 @@ pub fn run(args: Args) -> i32 {
         }
         Ok(r) => {
             println!(
-                "{} on {}: {:.1} ms/step, {:.0} tokens/s, {:.3} TFLOP/s, {:.1} MB held for backward, {:.1} MB peak ({:.1} MB weights)",
+                "{} on {} (GEMM {}): {:.1} ms/step, {:.0} tokens/s, {:.3} TFLOP/s, {:.1} MB held for backward, {:.1} MB peak ({:.1} MB weights)",
                 args.workload.preset,
                 r["device"].as_str().unwrap_or("?"),
+                r["cpu_kernels"].as_str().unwrap_or("-"),
                 r["step_ms"].as_f64().unwrap_or(0.0),
                 r["tokens_per_s"].as_f64().unwrap_or(0.0),
                 r["tflops"].as_f64().unwrap_or(0.0),

@@ -21,11 +21,26 @@ pub struct DeviceArgs {
     /// CPU threads (0: all cores); the same count gives bit-identical results
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// The CPU's GEMM path: gemm (the default), or openblas in a build with that feature
+    /// (also SOFTPROMPT_GEMM); the same path gives bit-identical results
+    #[arg(long)]
+    pub gemm: Option<String>,
+}
+
+/// `--gemm`: selects the CPU's GEMM path for this process.
+pub fn select_gemm(flag: Option<&str>) -> Result<()> {
+    match flag {
+        Some(s) => {
+            softprompt::cpu::gemm_path::select(softprompt::cpu::gemm_path::GemmPath::parse(s)?)
+        }
+        None => Ok(()),
+    }
 }
 
 impl DeviceArgs {
     /// Parses the device and sets up the thread pool.
     pub fn setup(&self) -> Result<DeviceKind> {
+        select_gemm(self.gemm.as_deref())?;
         let kind = DeviceKind::parse(&self.device, &self.precision)?;
         if self.threads > 0 {
             rayon::ThreadPoolBuilder::new()
@@ -114,6 +129,9 @@ impl TaskArgs {
         data: Option<&Dataset>,
         prompt_len: usize,
     ) -> Result<TaskSpec> {
+        // first, so that a prompt too long for the model is named as such (the default
+        // --max-len below is what room the prompt leaves)
+        model.check_lengths(prompt_len, None)?;
         let mut spec = self.base_spec(base, model, prompt_len)?;
         self.apply_flags(&mut spec)?;
         let verbalizer = self
@@ -126,7 +144,7 @@ impl TaskArgs {
             spec.label_words.clear();
             return Ok(spec);
         }
-        self.set_labels(&mut spec, verbalizer.as_deref(), data);
+        self.set_labels(&mut spec, verbalizer.as_deref(), data)?;
         if spec.kind != TaskKind::Cls {
             set_label_words(&mut spec, verbalizer.as_deref())?;
         }
@@ -198,7 +216,7 @@ impl TaskArgs {
         spec: &mut TaskSpec,
         verbalizer: Option<&[(String, String)]>,
         data: Option<&Dataset>,
-    ) {
+    ) -> Result<()> {
         let labels: Option<Vec<String>> = self.labels.as_ref().map(|l| {
             l.split(',')
                 .map(|s| s.trim().to_string())
@@ -209,6 +227,31 @@ impl TaskArgs {
             spec.labels = labels;
             spec.label_words.clear();
         } else if let Some(v) = verbalizer {
+            // the verbalizer gives the labels: one it lacks is its fault, not --labels'
+            if let Some(ex) = data.and_then(|d| {
+                d.examples.iter().find(|e| {
+                    e.label.as_ref().is_some_and(|l| {
+                        spec.kind != TaskKind::Cls && !v.iter().any(|(k, _)| k == l)
+                    })
+                })
+            }) {
+                let label = ex.label.clone().unwrap_or_default();
+                return Err(Error::arg(
+                    "--verbalizer",
+                    format!(
+                        "has no word for the label {label:?} ({}:{}): add {label}=WORD",
+                        data.map(|d| d.path.display().to_string())
+                            .unwrap_or_default(),
+                        ex.line
+                    ),
+                ));
+            }
+            if v.len() < 2 {
+                return Err(Error::arg(
+                    "--verbalizer",
+                    format!("gives {} label(s); a classifier needs at least 2", v.len()),
+                ));
+            }
             spec.labels = v.iter().map(|(l, _)| l.clone()).collect();
             spec.label_words.clear();
         } else if spec.labels.is_empty() {
@@ -220,6 +263,7 @@ impl TaskArgs {
             spec.labels = found;
             spec.label_words.clear();
         }
+        Ok(())
     }
 }
 
@@ -248,37 +292,49 @@ fn set_label_words(spec: &mut TaskSpec, verbalizer: Option<&[(String, String)]>)
     Ok(())
 }
 
-/// The model folder: the flag, else the one recorded with the prompt, else PEFT's
-/// base_model_name_or_path when it names a folder (as is, or next to the adapter).
+/// The model folder: the flag, else the first of `recorded` (the places task.json points
+/// at) that holds a config.json, else PEFT's base_model_name_or_path when it names a
+/// folder (as is, or next to the adapter or a folder above it). The error lists every path
+/// tried.
 pub fn resolve_model(
     flag: Option<&Path>,
-    recorded: Option<&Path>,
+    recorded: &[PathBuf],
     adapter_dir: &Path,
     peft_base: Option<&str>,
 ) -> Result<PathBuf> {
     if let Some(m) = flag {
         return Ok(m.to_path_buf());
     }
-    if let Some(m) = recorded.filter(|m| m.is_dir()) {
-        return Ok(m.to_path_buf());
-    }
+    let mut tries: Vec<PathBuf> = Vec::new();
+    tries.extend(recorded.iter().cloned());
     if let Some(base) = peft_base {
+        tries.push(PathBuf::from(base));
         let mut dir = Some(adapter_dir);
-        let mut tries = vec![PathBuf::from(base)];
         while let Some(d) = dir {
             tries.push(d.join(base));
             dir = d.parent();
         }
-        if let Some(found) = tries.into_iter().find(|p| p.join("config.json").is_file()) {
-            return Ok(found);
-        }
     }
+    let mut seen = std::collections::HashSet::new();
+    tries.retain(|p| seen.insert(p.clone()));
+    if let Some(found) = tries.iter().find(|p| p.join("config.json").is_file()) {
+        return Ok(found.clone());
+    }
+    let tried: Vec<String> = tries.iter().map(|p| p.display().to_string()).collect();
     Err(Error::arg(
         "--model",
-        format!(
-            "{} does not say which model it belongs to: pass --model DIR",
-            adapter_dir.display()
-        ),
+        if tried.is_empty() {
+            format!(
+                "{} does not say which model it belongs to: pass --model DIR",
+                adapter_dir.display()
+            )
+        } else {
+            format!(
+                "no model folder (with a config.json) for {} at {}: pass --model DIR",
+                adapter_dir.display(),
+                tried.join(", ")
+            )
+        },
     ))
 }
 
@@ -286,10 +342,15 @@ pub fn resolve_model(
 pub fn fail(e: &Error) -> i32 {
     eprintln!("error: {e}");
     match e {
+        // what the user handed us (flags, files, models) is at fault
         Error::Arg { .. }
         | Error::Data { .. }
         | Error::File { .. }
         | Error::Io { .. }
+        | Error::Config { .. }
+        | Error::Tensor { .. }
+        | Error::Tokenizer { .. }
+        | Error::Unsupported(_)
         | Error::Device(_) => 2,
         _ => 1,
     }
@@ -327,11 +388,15 @@ pub struct WorkloadArgs {
     /// BERT objective: pet or mlm
     #[arg(long, default_value = "pet")]
     pub objective: String,
+    /// The CPU's GEMM path: gemm (the default), or openblas in a build with that feature
+    #[arg(long)]
+    pub gemm: Option<String>,
 }
 
 impl WorkloadArgs {
     /// The device and the workload these flags describe.
     pub fn parse(&self) -> Result<(DeviceKind, softprompt::bench::Workload)> {
+        select_gemm(self.gemm.as_deref())?;
         let w = softprompt::bench::Workload {
             batch: self.batch,
             seq: self.seq,

@@ -65,12 +65,13 @@ pub fn load<B: Backend>(
         .and_then(|c| c.get("base_model_name_or_path"))
         .and_then(|v| v.as_str())
         .map(String::from);
-    let model_dir = resolve_model(
-        model_flag,
-        saved.model.as_deref(),
-        prompt,
-        peft_base.as_deref(),
-    )?;
+    let recorded: Vec<std::path::PathBuf> = saved
+        .model_abs
+        .iter()
+        .chain(&saved.model)
+        .cloned()
+        .collect();
+    let model_dir = resolve_model(model_flag, &recorded, prompt, peft_base.as_deref())?;
     let model = Model::load(be, &model_dir)?;
     if saved.prompt.d != model.hidden_size() {
         return Err(softprompt::Error::file(
@@ -99,6 +100,7 @@ pub fn load<B: Backend>(
         );
     }
     let task = Task::new(spec, &model)?;
+    model.check_lengths(saved.prompt.p, Some(task.spec.max_len))?;
     let head = match (task.new_head(model.hidden_size()), saved.head) {
         (None, _) => None,
         (Some(fresh), Some(h)) if h.k == fresh.k => Some(h),

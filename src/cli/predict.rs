@@ -8,7 +8,7 @@ use softprompt::device::{with_backend, WithBackend};
 use softprompt::train::predict_all;
 use softprompt::{Backend, Error, Result};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -45,9 +45,43 @@ pub fn run(args: Args) -> i32 {
     }
 }
 
+/// `--output` must not replace a file the command reads: the data, the prompt's files or the
+/// model's.
+fn check_output(a: &Args, model_dir: &Path) -> Result<()> {
+    let Some(out) = &a.output else {
+        return Ok(());
+    };
+    let mut inputs = vec![(a.data.clone(), "the --data file")];
+    for (dir, what) in [
+        (a.prompt.as_path(), "a file of the --prompt folder"),
+        (model_dir, "a file of the model folder"),
+    ] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            inputs.extend(entries.flatten().map(|e| (e.path(), what)));
+        }
+    }
+    match inputs
+        .iter()
+        .find(|(p, _)| softprompt::fsutil::same_file(out, p))
+    {
+        Some((p, what)) => Err(Error::arg(
+            "--output",
+            format!(
+                "{} is {what} ({}), which this command reads: write the predictions to another file",
+                out.display(),
+                p.display()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn predict<B: Backend>(be: &B, a: &Args) -> Result<()> {
+    // before anything runs (the model folder is checked again once it is known)
+    check_output(a, &a.prompt)?;
     let mut data = a.fields.load(&a.data, false)?;
     let l = load(be, &a.prompt, a.model.as_deref(), &a.task, Some(&data))?;
+    check_output(a, &l.model.dir)?;
     // predictions need no gold labels (and an unknown one must not stop them)
     data.examples.iter_mut().for_each(|e| e.label = None);
     let enc = l.task.encode(&l.model.tokenizer, &data)?;

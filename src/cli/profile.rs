@@ -37,8 +37,31 @@ impl WithBackend for Job {
         if !kernels.is_empty() {
             out += &kernel_table(&kernels);
         }
+        if be.device() == softprompt::backend::DeviceKind::Cpu {
+            out += &gemm_share(&be);
+        }
         Ok(out)
     }
+}
+
+/// The step's frozen-weight GEMMs against this machine's FMA peak, measured now.
+fn gemm_share<B: Backend>(be: &Profiler<B>) -> String {
+    let (flops, secs, share) = be.sum_of(&["linear_fwd", "linear_bwd"]);
+    let peak = softprompt::ceiling::fma_peak(0.3);
+    let rate = flops / secs.max(1e-12) / 1e9;
+    format!(
+        "\nGEMMs (linear_fwd + linear_bwd, {} path): {:.1} GFLOP in {:.1} ms = {:.1} GFLOP/s, {:.0}% of the step; \
+         {:.0}% of the float32 FMA peak {:.1} GFLOP/s ({}, {} threads, measured now)\n",
+        softprompt::cpu::gemm_path::selected().name(),
+        flops / 1e9,
+        secs * 1e3,
+        rate,
+        100.0 * share,
+        100.0 * rate / peak.gflops,
+        peak.gflops,
+        peak.isa.name(),
+        peak.threads
+    )
 }
 
 /// Device time per kernel, from CUDA events on a GPU (host clock under emu).

@@ -8,6 +8,7 @@ use softprompt::models::Recompute;
 use softprompt::prompt::PromptInit;
 use softprompt::train::checkpoint::CHECKPOINT_FILE;
 use softprompt::train::optim::{OptimConfig, OptimKind, Schedule, ScheduleKind};
+use softprompt::train::outdir;
 use softprompt::train::{
     Encoded, Event, Model, Summary, Task, TaskKind, TaskSpec, TrainConfig, Trainer,
 };
@@ -32,9 +33,14 @@ pub struct Args {
     /// output folder: the prompt (PEFT layout), task.json, head, metrics.jsonl, checkpoint
     #[arg(long)]
     out: PathBuf,
-    /// continue from --out/checkpoint.safetensors if it exists (same flags needed)
-    #[arg(long)]
+    /// continue from --out/checkpoint.safetensors if it exists (same flags needed); a
+    /// finished run is re-scored
+    #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// replace the run already in --out (its prompt, head, task.json, metrics and
+    /// checkpoint; nothing else) instead of refusing
+    #[arg(long)]
+    overwrite: bool,
 
     #[command(flatten)]
     data: DataArgs,
@@ -158,7 +164,8 @@ fn optim_config(a: &Args) -> Result<OptimConfig> {
         total: 0,
     };
     if let Some(n) = a.max_grad_norm {
-        o.max_grad_norm = (n > 0.0).then_some(n);
+        // 0 turns clipping off; NaN and negatives reach `OptimConfig::validate`
+        o.max_grad_norm = (n != 0.0).then_some(n);
     }
     Ok(o)
 }
@@ -175,7 +182,7 @@ fn prompt_init(a: &Args) -> Result<PromptInit> {
             from_first: a.init_vocab_first,
         },
         "class-labels" => PromptInit::ClassLabels {
-            label_ids: Vec::new(),
+            labels: Vec::new(),
             from_first: a.init_vocab_first,
         },
         other => {
@@ -215,6 +222,14 @@ fn encode_split(
 }
 
 /// The task line's description: kind, template and the labels' words or targets.
+/// "cpu (kernels gemm/avx512)": the device, and the CPU kernels that shape its results.
+fn on_device<B: Backend>(be: &B) -> String {
+    match be.kernels() {
+        k if k.is_empty() => be.name(),
+        k => format!("{} (kernels {k})", be.name()),
+    }
+}
+
 fn describe(s: &TaskSpec) -> String {
     let label_words: Vec<String> = (s.labels.iter().zip(&s.label_words))
         .map(|(l, w)| format!("{l}={w}"))
@@ -257,11 +272,15 @@ fn train_config(a: &Args) -> Result<TrainConfig> {
         recompute: a.recompute.parse::<Recompute>()?,
         bucket_pool: a.bucket_pool,
         threads: rayon::current_num_threads(),
+        overwrite: a.overwrite,
     })
 }
 
 fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
     let t0 = Instant::now();
+    // a busy or occupied --out fails before anything loads (the trainer checks again, and
+    // holds the lock for good)
+    outdir::precheck(&a.out, a.resume, a.overwrite)?;
     let model = Model::load(be, &a.model)?;
     let train_data = a.data.load(&a.train, true)?;
     let spec = a.task.spec(None, &model, Some(&train_data), a.prompt_len)?;
@@ -271,7 +290,7 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
         a.model.display(),
         model.arch_name(),
         model.hidden_size(),
-        be.name(),
+        on_device(be),
         describe(&task.spec)
     );
     let train_enc = task.encode(&model.tokenizer, &train_data)?;
@@ -293,6 +312,14 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
         .map(|p| encode_split(&task, &model, a, p, "test"))
         .transpose()?;
     let cfg = train_config(a)?;
+    if matches!(cfg.init, PromptInit::ClassLabels { .. }) && task.spec.labels.len() > a.prompt_len {
+        eprintln!(
+            "warning: --init class-labels: {} labels but --prompt-len {}: the labels {:?} get no prompt row",
+            task.spec.labels.len(),
+            a.prompt_len,
+            task.spec.labels.iter().skip(a.prompt_len).collect::<Vec<_>>()
+        );
+    }
     let resume = a.resume && a.out.join(CHECKPOINT_FILE).exists();
     let mut trainer = if resume {
         Trainer::resume(
@@ -415,6 +442,7 @@ impl Progress {
             resumed_at,
             threads_changed,
             device_changed,
+            kernels_changed,
             prompt_params,
             head_params,
         } = ev
@@ -427,6 +455,15 @@ impl Progress {
             self.say(format!(
                 "warning: the checkpoint was trained on {was} and this run uses {now}: the numbers \
                  round differently from here on, so the result will differ from an uninterrupted run"
+            ));
+        }
+        if let Some((was, now)) = kernels_changed {
+            // "gemm/avx512": the GEMM path, then the SIMD instruction set
+            let (gemm, isa) = was.split_once('/').unwrap_or((was.as_str(), "?"));
+            self.say(format!(
+                "warning: the checkpoint was trained with the CPU kernels {was} and this run uses {now}: \
+                 the result will not be bit-identical to an uninterrupted run (resume with --gemm {gemm} \
+                 and SOFTPROMPT_SIMD={isa} for that)"
             ));
         }
         if let Some((was, now)) = threads_changed {

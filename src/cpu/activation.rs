@@ -124,9 +124,61 @@ pub fn gated_act_bwd<F: Real>(
         });
 }
 
+/// The float32 ops on the instruction set in use (src/cpu/simd.rs), in the same chunks.
+pub mod fast {
+    use super::CHUNK;
+    use crate::backend::Act;
+    use crate::cpu::simd::{self, isa};
+    use rayon::prelude::*;
+
+    /// out (N) = act(inp (N)).
+    pub fn act_fwd(out: &mut [f32], inp: &[f32], act: Act) {
+        out.par_chunks_mut(CHUNK)
+            .zip(inp.par_chunks(CHUNK))
+            .for_each(|(y, x)| simd::act_fwd(isa(), y, x, act));
+    }
+
+    /// dinp (N) += dout * act'(inp).
+    pub fn act_bwd(dinp: &mut [f32], dout: &[f32], inp: &[f32], act: Act) {
+        dinp.par_chunks_mut(CHUNK)
+            .zip(dout.par_chunks(CHUNK).zip(inp.par_chunks(CHUNK)))
+            .for_each(|(dx, (dy, x))| simd::act_bwd(isa(), dx, dy, x, act));
+    }
+
+    /// out (N) = act(gate) * lin.
+    pub fn gated_act_fwd(out: &mut [f32], gate: &[f32], lin: &[f32], act: Act) {
+        out.par_chunks_mut(CHUNK)
+            .zip(gate.par_chunks(CHUNK).zip(lin.par_chunks(CHUNK)))
+            .for_each(|(y, (g, l))| simd::gated_fwd(isa(), y, g, l, act));
+    }
+
+    /// dgate += dout * act'(gate) * lin, dlin += dout * act(gate).
+    pub fn gated_act_bwd(
+        dgate: &mut [f32],
+        dlin: &mut [f32],
+        dout: &[f32],
+        gate: &[f32],
+        lin: &[f32],
+        act: Act,
+    ) {
+        dgate
+            .par_chunks_mut(CHUNK)
+            .zip(dlin.par_chunks_mut(CHUNK))
+            .zip(
+                dout.par_chunks(CHUNK)
+                    .zip(gate.par_chunks(CHUNK).zip(lin.par_chunks(CHUNK))),
+            )
+            .for_each(|((dg, dl), (dy, (g, l)))| simd::gated_bwd(isa(), dg, dl, dy, g, l, act));
+    }
+}
+
 impl<F: Real> ActivationOps for CpuBackend<F> {
     fn act_fwd(&self, out: &mut CpuBuf<F>, inp: &CpuBuf<F>, act: Act, n: usize) -> Result<()> {
-        act_fwd(real_mut(out, "act out", n)?, real(inp, "act inp", n)?, act);
+        let (out, inp) = (real_mut(out, "act out", n)?, real(inp, "act inp", n)?);
+        match (F::as_f32(inp), F::as_f32_mut(out)) {
+            (Some(x), Some(y)) => fast::act_fwd(y, x, act),
+            _ => act_fwd(out, inp, act),
+        }
         Ok(())
     }
 
@@ -138,12 +190,15 @@ impl<F: Real> ActivationOps for CpuBackend<F> {
         act: Act,
         n: usize,
     ) -> Result<()> {
-        act_bwd(
+        let (dinp, dout, inp) = (
             real_mut(dinp, "act dinp", n)?,
             real(dout, "act dout", n)?,
             real(inp, "act inp", n)?,
-            act,
         );
+        match (F::as_f32(dout), F::as_f32(inp), F::as_f32_mut(dinp)) {
+            (Some(dy), Some(x), Some(dx)) => fast::act_bwd(dx, dy, x, act),
+            _ => act_bwd(dinp, dout, inp, act),
+        }
         Ok(())
     }
 
@@ -155,12 +210,15 @@ impl<F: Real> ActivationOps for CpuBackend<F> {
         act: Act,
         n: usize,
     ) -> Result<()> {
-        gated_act_fwd(
+        let (out, gate, lin) = (
             real_mut(out, "gated out", n)?,
             real(gate, "gated gate", n)?,
             real(lin, "gated lin", n)?,
-            act,
         );
+        match (F::as_f32(gate), F::as_f32(lin), F::as_f32_mut(out)) {
+            (Some(g), Some(l), Some(y)) => fast::gated_act_fwd(y, g, l, act),
+            _ => gated_act_fwd(out, gate, lin, act),
+        }
         Ok(())
     }
 
@@ -174,14 +232,27 @@ impl<F: Real> ActivationOps for CpuBackend<F> {
         act: Act,
         n: usize,
     ) -> Result<()> {
-        gated_act_bwd(
+        let (dgate, dlin) = (
             real_mut(dgate, "gated dgate", n)?,
             real_mut(dlin, "gated dlin", n)?,
+        );
+        let (dout, gate, lin) = (
             real(dout, "gated dout", n)?,
             real(gate, "gated gate", n)?,
             real(lin, "gated lin", n)?,
-            act,
         );
+        match (
+            F::as_f32(dout),
+            F::as_f32(gate),
+            F::as_f32(lin),
+            F::as_f32_mut(dgate),
+            F::as_f32_mut(dlin),
+        ) {
+            (Some(dy), Some(g), Some(l), Some(dg), Some(dl)) => {
+                fast::gated_act_bwd(dg, dl, dy, g, l, act)
+            }
+            _ => gated_act_bwd(dgate, dlin, dout, gate, lin, act),
+        }
         Ok(())
     }
 }

@@ -198,17 +198,13 @@ pub fn attention_fwd<F: Real>(
                     &dims,
                 );
                 for (r, row) in p.chunks_mut(tk).enumerate() {
-                    let m = row.iter().copied().fold(F::neg_infinity(), F::max);
+                    let m = F::row_max(row);
                     if !m.is_finite() {
                         row.iter_mut().for_each(|x| *x = F::ZERO);
                         lse_bh[i0 + r] = F::neg_infinity();
                         continue;
                     }
-                    let mut sum = F::ZERO;
-                    for x in row.iter_mut() {
-                        *x = (*x - m).exp();
-                        sum += *x;
-                    }
+                    let sum = F::exp_sub_sum(row, m);
                     let inv = F::ONE / sum;
                     row.iter_mut().for_each(|x| *x *= inv);
                     lse_bh[i0 + r] = m + sum.ln();
@@ -250,13 +246,11 @@ fn probs_and_dscores<F: Real>(
         p, qm, km, i0, rows, bi, hi, key_mask, bias, causal, scale, dims,
     );
     for (row, &l) in p.chunks_mut(tk).zip(lse_blk) {
-        row.iter_mut().for_each(|x| {
-            *x = if l.is_finite() {
-                (*x - l).exp()
-            } else {
-                F::ZERO
-            }
-        });
+        if l.is_finite() {
+            F::exp_sub_sum(row, l);
+        } else {
+            row.iter_mut().for_each(|x| *x = F::ZERO);
+        }
     }
     // dP (rows, Tk) = dO_blk · Vᵀ
     // SAFETY: reads of this head's rows; ds is a local (rows, Tk) buffer.
@@ -273,10 +267,7 @@ fn probs_and_dscores<F: Real>(
         )
     };
     for (prow, dsrow) in p.chunks(tk).zip(ds.chunks_mut(tk)) {
-        let big_d: F = prow.iter().zip(dsrow.iter()).map(|(&a, &b)| a * b).sum();
-        for (x, &pj) in dsrow.iter_mut().zip(prow) {
-            *x = pj * (*x - big_d) * scale;
-        }
+        F::softmax_bwd_row(dsrow, prow, scale);
     }
 }
 

@@ -30,8 +30,13 @@ pub fn embedding_fwd<F: Real>(
     let tt = p + t;
     debug_assert!(out.len() == b * tt * c && ids.len() == b * t);
     check_ids("input_ids", ids, wte.len() / c.max(1))?;
-    if let (Some(types), Some(wtt)) = (type_ids, wtt) {
-        check_ids("token_type_ids", types, wtt.len() / c.max(1))?;
+    if let Some(wtt) = wtt {
+        // rows without token types take type 0, so the table needs at least that row
+        check_ids(
+            "token_type_ids",
+            type_ids.unwrap_or(&[0]),
+            wtt.len() / c.max(1),
+        )?;
     }
     if let Some(wpe) = wpe {
         if wpe.len() / c.max(1) < tt {

@@ -69,6 +69,63 @@ pub fn layernorm_bwd<F: Real>(
         });
 }
 
+/// The float32 forms on the instruction set in use (src/cpu/simd.rs): the same math, with
+/// each row's sums taken lane by lane.
+pub mod fast {
+    use crate::cpu::simd::{self, isa};
+    use rayon::prelude::*;
+
+    /// As `layernorm_fwd`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn layernorm_fwd(
+        out: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+        inp: &[f32],
+        w: &[f32],
+        b: &[f32],
+        c: usize,
+        eps: f64,
+    ) {
+        let isa = isa();
+        let inv_c = 1.0 / c as f32;
+        out.par_chunks_mut(c)
+            .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
+            .zip(inp.par_chunks(c))
+            .for_each(|((y, m), x)| {
+                let mu = simd::sum(isa, x) * inv_c;
+                let var = simd::sum_sq_dev(isa, x, mu) * inv_c;
+                let rs = 1.0 / (var + eps as f32).sqrt();
+                simd::norm_row(isa, y, x, w, Some(b), mu, rs);
+                (*m.0, *m.1) = (mu, rs);
+            });
+    }
+
+    /// As `layernorm_bwd`.
+    pub fn layernorm_bwd(
+        dinp: &mut [f32],
+        dout: &[f32],
+        inp: &[f32],
+        w: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        c: usize,
+    ) {
+        let isa = isa();
+        let inv_c = 1.0 / c as f32;
+        dinp.par_chunks_mut(c)
+            .zip(dout.par_chunks(c))
+            .zip(inp.par_chunks(c))
+            .zip(mean.par_iter().zip(rstd.par_iter()))
+            .for_each(|(((dx, dy), x), (&mu, &rs))| {
+                let (sum_g, sum_gx) = simd::norm_bwd_sums(isa, dy, x, w, mu);
+                let (mean_g, mean_gx) = (sum_g * inv_c, sum_gx * rs * inv_c);
+                // dx += (g - mean_g - xhat·mean_gx)·rs with xhat = (x - mu)·rs
+                simd::norm_bwd_row(isa, dx, dy, x, w, mu, rs, mean_gx * rs * rs, mean_g * rs);
+            });
+    }
+}
+
 impl<F: Real> LayerNormOps for CpuBackend<F> {
     fn layernorm_fwd(
         &self,
@@ -82,16 +139,29 @@ impl<F: Real> LayerNormOps for CpuBackend<F> {
         c: usize,
         eps: f64,
     ) -> Result<()> {
-        layernorm_fwd(
+        let (out, mean, rstd) = (
             real_mut(out, "layernorm out", n * c)?,
             real_mut(mean, "layernorm mean", n)?,
             real_mut(rstd, "layernorm rstd", n)?,
+        );
+        let (inp, w, bias) = (
             real(inp, "layernorm inp", n * c)?,
             real(w, "layernorm weight", c)?,
             real(bias, "layernorm bias", c)?,
-            c,
-            eps,
         );
+        match (
+            F::as_f32(inp),
+            F::as_f32(w),
+            F::as_f32(bias),
+            F::as_f32_mut(out),
+            F::as_f32_mut(mean),
+            F::as_f32_mut(rstd),
+        ) {
+            (Some(x), Some(w), Some(b), Some(y), Some(m), Some(r)) => {
+                fast::layernorm_fwd(y, m, r, x, w, b, c, eps)
+            }
+            _ => layernorm_fwd(out, mean, rstd, inp, w, bias, c, eps),
+        }
         Ok(())
     }
 
@@ -106,15 +176,29 @@ impl<F: Real> LayerNormOps for CpuBackend<F> {
         n: usize,
         c: usize,
     ) -> Result<()> {
-        layernorm_bwd(
-            real_mut(dinp, "layernorm dinp", n * c)?,
+        let dinp = real_mut(dinp, "layernorm dinp", n * c)?;
+        let (dout, inp, w) = (
             real(dout, "layernorm dout", n * c)?,
             real(inp, "layernorm inp", n * c)?,
             real(w, "layernorm weight", c)?,
+        );
+        let (mean, rstd) = (
             real(mean, "layernorm mean", n)?,
             real(rstd, "layernorm rstd", n)?,
-            c,
         );
+        match (
+            F::as_f32(dout),
+            F::as_f32(inp),
+            F::as_f32(w),
+            F::as_f32(mean),
+            F::as_f32(rstd),
+            F::as_f32_mut(dinp),
+        ) {
+            (Some(dy), Some(x), Some(w), Some(m), Some(r), Some(dx)) => {
+                fast::layernorm_bwd(dx, dy, x, w, m, r, c)
+            }
+            _ => layernorm_bwd(dinp, dout, inp, w, mean, rstd, c),
+        }
         Ok(())
     }
 }

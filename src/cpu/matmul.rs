@@ -3,7 +3,7 @@
 //! the forward input is never needed again.
 
 use super::real::Real;
-use super::{opt_real, real, real_mut, CpuBackend, CpuBuf};
+use super::{gemm_path, opt_real, real, real_mut, CpuBackend, CpuBuf};
 use crate::backend::MatmulOps;
 use crate::error::Result;
 use gemm::Parallelism;
@@ -89,6 +89,44 @@ pub fn linear_bwd<F: Real>(dinp: &mut [F], dout: &[F], w: &[F], m: usize, k: usi
     }
 }
 
+/// dst (M, N) (+)= lhs (M, K) · rhs (K, N) through the `gemm` crate, threaded on rayon for
+/// all but tiny products; each operand is (slice, row stride, column stride), dst row-major.
+pub(crate) fn crate_gemm<F: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [F],
+    lhs: (&[F], isize, isize),
+    rhs: (&[F], isize, isize),
+    accumulate: bool,
+) {
+    // SAFETY: the callers pass slices that hold every element the strides address: dst
+    // M·N row-major, lhs and rhs their M·K and K·N operands.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.0.as_ptr(),
+            lhs.2,
+            lhs.1,
+            rhs.0.as_ptr(),
+            rhs.2,
+            rhs.1,
+            F::ONE,
+            F::ONE,
+            false,
+            false,
+            false,
+            parallelism(m, n, k),
+        );
+    }
+}
+
 /// A strided matrix operand: element (r, c) at `ptr[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
 pub(crate) struct Mat<F> {
@@ -147,15 +185,23 @@ impl<F: Real> MatmulOps for CpuBackend<F> {
         k: usize,
         n: usize,
     ) -> Result<()> {
-        linear_fwd(
-            real_mut(out, "linear out", m * n)?,
+        let out = real_mut(out, "linear out", m * n)?;
+        let (inp, w) = (
             real(inp, "linear inp", m * k)?,
             real(w, "linear weight", n * k)?,
-            opt_real(bias, "linear bias", n)?,
-            m,
-            k,
-            n,
         );
+        let bias = opt_real(bias, "linear bias", n)?;
+        match (F::as_f32(inp), F::as_f32(w), F::as_f32_mut(out)) {
+            (Some(x), Some(w32), Some(y)) => {
+                if let Some(bias) = bias.and_then(F::as_f32) {
+                    for row in y.chunks_mut(n) {
+                        row.copy_from_slice(bias);
+                    }
+                }
+                gemm_path::fwd(gemm_path::selected(), y, x, w32, m, k, n, bias.is_some());
+            }
+            _ => linear_fwd(out, inp, w, bias, m, k, n),
+        }
         Ok(())
     }
 
@@ -168,14 +214,17 @@ impl<F: Real> MatmulOps for CpuBackend<F> {
         k: usize,
         n: usize,
     ) -> Result<()> {
-        linear_bwd(
-            real_mut(dinp, "linear dinp", m * k)?,
+        let dinp = real_mut(dinp, "linear dinp", m * k)?;
+        let (dout, w) = (
             real(dout, "linear dout", m * n)?,
             real(w, "linear weight", n * k)?,
-            m,
-            k,
-            n,
         );
+        match (F::as_f32(dout), F::as_f32(w), F::as_f32_mut(dinp)) {
+            (Some(dy), Some(w32), Some(dx)) => {
+                gemm_path::bwd(gemm_path::selected(), dx, dy, w32, m, k, n)
+            }
+            _ => linear_bwd(dinp, dout, w, m, k, n),
+        }
         Ok(())
     }
 }

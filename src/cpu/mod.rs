@@ -7,6 +7,7 @@ pub mod activation;
 pub mod attention;
 pub mod elementwise;
 pub mod embedding;
+pub mod gemm_path;
 pub mod head;
 pub mod layernorm;
 pub mod loss;
@@ -16,27 +17,77 @@ pub mod real;
 pub mod rmsnorm;
 pub mod rope;
 pub mod rows;
+pub mod simd;
 
 use crate::backend::{DType, DeviceKind, MemStats, Storage};
 use crate::error::{Error, Result};
 use real::Real;
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-#[derive(Default, Debug)]
-struct MemCounter {
+/// The backend's memory: bytes in live buffers, their peak, and a pool of freed float
+/// buffers kept for reuse. Reusing warm memory spares the allocator's zero-fill and the
+/// kernel's page faults on fresh pages, which a step that allocates every activation anew
+/// otherwise pays on each one. Pooled bytes count towards the peak (they are memory the
+/// process holds), not towards `live`.
+struct Arena<F> {
     live: AtomicUsize,
     peak: AtomicUsize,
+    pool: Mutex<Pool<F>>,
 }
 
-impl MemCounter {
+/// Freed buffers by length, at most `POOL_BYTES` in all.
+struct Pool<F> {
+    free: HashMap<usize, Vec<Vec<F>>>,
+    bytes: usize,
+}
+
+/// The most the pool keeps: about one BERT-base layer's forward temporaries at B=8, T=148,
+/// which is what the next layer asks for again; it bounds what the pool adds to the peak.
+const POOL_BYTES: usize = 64 << 20;
+
+impl<F: Real> Arena<F> {
+    fn new() -> Self {
+        Arena {
+            live: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            pool: Mutex::new(Pool {
+                free: HashMap::new(),
+                bytes: 0,
+            }),
+        }
+    }
+    fn pooled(&self) -> usize {
+        self.pool.lock().map(|p| p.bytes).unwrap_or(0)
+    }
     fn add(&self, bytes: usize) {
         let now = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        self.peak.fetch_max(now, Ordering::Relaxed);
+        self.peak.fetch_max(now + self.pooled(), Ordering::Relaxed);
     }
     fn sub(&self, bytes: usize) {
         self.live.fetch_sub(bytes, Ordering::Relaxed);
+    }
+    /// A pooled buffer of exactly `len` floats, holding whatever it held.
+    fn take(&self, len: usize) -> Option<Vec<F>> {
+        let mut pool = self.pool.lock().ok()?;
+        let v = pool.free.get_mut(&len)?.pop()?;
+        pool.bytes -= len * std::mem::size_of::<F>();
+        Some(v)
+    }
+    /// Keeps `v` for reuse while the pool has room; drops it otherwise.
+    fn give(&self, v: Vec<F>) {
+        let bytes = v.len() * std::mem::size_of::<F>();
+        if bytes == 0 {
+            return;
+        }
+        if let Ok(mut pool) = self.pool.lock() {
+            if pool.bytes + bytes <= POOL_BYTES {
+                pool.bytes += bytes;
+                pool.free.entry(v.len()).or_default().push(v);
+            }
+        }
     }
 }
 
@@ -46,11 +97,11 @@ enum Data<F> {
 }
 
 /// Host storage. `dtype` is the logical type (BF16 requested on the CPU is held as F);
-/// dropping the buffer returns its bytes to the backend's counter.
+/// dropping the buffer returns its bytes to the backend's counter and its floats to the pool.
 pub struct CpuBuf<F: Real> {
     data: Data<F>,
     dtype: DType,
-    mem: Arc<MemCounter>,
+    mem: Arc<Arena<F>>,
 }
 
 impl<F: Real> CpuBuf<F> {
@@ -71,11 +122,14 @@ impl<F: Real> CpuBuf<F> {
 impl<F: Real> Drop for CpuBuf<F> {
     fn drop(&mut self) {
         self.mem.sub(self.bytes());
+        if let Data::Real(v) = &mut self.data {
+            self.mem.give(std::mem::take(v));
+        }
     }
 }
 
 pub struct CpuBackend<F: Real = f32> {
-    mem: Arc<MemCounter>,
+    mem: Arc<Arena<F>>,
     _f: PhantomData<F>,
 }
 
@@ -88,7 +142,7 @@ impl<F: Real> Default for CpuBackend<F> {
 impl<F: Real> CpuBackend<F> {
     pub fn new() -> Self {
         CpuBackend {
-            mem: Arc::new(MemCounter::default()),
+            mem: Arc::new(Arena::new()),
             _f: PhantomData,
         }
     }
@@ -101,6 +155,24 @@ impl<F: Real> CpuBackend<F> {
         };
         self.mem.add(buf.bytes());
         buf
+    }
+
+    /// `len` floats: a pooled buffer as it is when `zero` is false, else zeroed.
+    fn floats(&self, len: usize, zero: bool) -> Vec<F> {
+        match self.mem.take(len) {
+            Some(mut v) => {
+                if zero {
+                    v.fill(F::ZERO);
+                }
+                v
+            }
+            None => vec![F::ZERO; len],
+        }
+    }
+
+    /// Bytes of freed buffers the backend keeps for reuse.
+    pub fn pooled_bytes(&self) -> usize {
+        self.mem.pooled()
     }
 }
 
@@ -157,6 +229,14 @@ impl<F: Real> Storage for CpuBackend<F> {
     fn device(&self) -> DeviceKind {
         DeviceKind::Cpu
     }
+    fn kernels(&self) -> String {
+        // float64 (the gradient checks) runs the scalar code and the gemm crate only
+        if std::mem::size_of::<F>() == 8 {
+            String::new()
+        } else {
+            gemm_path::kernels_id()
+        }
+    }
     fn act_dtype(&self) -> DType {
         DType::F32
     }
@@ -179,7 +259,14 @@ impl<F: Real> Storage for CpuBackend<F> {
     fn zeros(&self, dtype: DType, len: usize) -> Result<CpuBuf<F>> {
         let data = match dtype {
             DType::I32 => Data::Int(vec![0; len]),
-            _ => Data::Real(vec![F::ZERO; len]),
+            _ => Data::Real(self.floats(len, true)),
+        };
+        Ok(self.wrap(data, dtype))
+    }
+    fn output(&self, dtype: DType, len: usize) -> Result<CpuBuf<F>> {
+        let data = match dtype {
+            DType::I32 => Data::Int(vec![0; len]),
+            _ => Data::Real(self.floats(len, false)),
         };
         Ok(self.wrap(data, dtype))
     }
@@ -231,9 +318,8 @@ impl<F: Real> Storage for CpuBackend<F> {
         }
     }
     fn reset_peak(&self) {
-        self.mem
-            .peak
-            .store(self.mem.live.load(Ordering::Relaxed), Ordering::Relaxed);
+        let now = self.mem.live.load(Ordering::Relaxed) + self.mem.pooled();
+        self.mem.peak.store(now, Ordering::Relaxed);
     }
     fn synchronize(&self) -> Result<()> {
         Ok(())

@@ -42,6 +42,36 @@ pub trait Real:
     fn max(self, other: Self) -> Self;
     fn is_finite(self) -> bool;
     fn neg_infinity() -> Self;
+    /// The largest element (-inf when empty): softmax's shift.
+    fn row_max(row: &[Self]) -> Self {
+        row.iter().copied().fold(Self::neg_infinity(), Self::max)
+    }
+    /// row = e^(row - m), returning Σ row.
+    fn exp_sub_sum(row: &mut [Self], m: Self) -> Self {
+        let mut sum = Self::ZERO;
+        for x in row.iter_mut() {
+            *x = (*x - m).exp();
+            sum += *x;
+        }
+        sum
+    }
+    /// ds = p·(ds - D)·scale with D = Σ p·ds: softmax's backward over one row.
+    fn softmax_bwd_row(ds: &mut [Self], p: &[Self], scale: Self) {
+        let d: Self = p.iter().zip(ds.iter()).map(|(&a, &b)| a * b).sum();
+        for (x, &pj) in ds.iter_mut().zip(p) {
+            *x = pj * (*x - d) * scale;
+        }
+    }
+    /// The slice as float32, for the vectorised path (src/cpu/simd.rs); None for f64, which
+    /// always runs the scalar reference.
+    fn as_f32(x: &[Self]) -> Option<&[f32]> {
+        let _ = x;
+        None
+    }
+    fn as_f32_mut(x: &mut [Self]) -> Option<&mut [f32]> {
+        let _ = x;
+        None
+    }
 }
 
 impl Real for f32 {
@@ -96,6 +126,21 @@ impl Real for f32 {
     }
     fn neg_infinity() -> Self {
         f32::NEG_INFINITY
+    }
+    fn row_max(row: &[f32]) -> f32 {
+        super::simd::row_max(super::simd::isa(), row)
+    }
+    fn exp_sub_sum(row: &mut [f32], m: f32) -> f32 {
+        super::simd::exp_sub(super::simd::isa(), row, m)
+    }
+    fn softmax_bwd_row(ds: &mut [f32], p: &[f32], scale: f32) {
+        super::simd::softmax_bwd_row(super::simd::isa(), ds, p, scale)
+    }
+    fn as_f32(x: &[Self]) -> Option<&[f32]> {
+        Some(x)
+    }
+    fn as_f32_mut(x: &mut [Self]) -> Option<&mut [f32]> {
+        Some(x)
     }
 }
 

@@ -41,6 +41,56 @@ pub fn rmsnorm_bwd<F: Real>(dinp: &mut [F], dout: &[F], inp: &[F], w: &[F], rstd
         });
 }
 
+/// The float32 forms on the instruction set in use (src/cpu/simd.rs).
+pub mod fast {
+    use crate::cpu::simd::{self, isa};
+    use rayon::prelude::*;
+
+    /// As `rmsnorm_fwd`.
+    pub fn rmsnorm_fwd(
+        out: &mut [f32],
+        rstd: &mut [f32],
+        inp: &[f32],
+        w: &[f32],
+        c: usize,
+        eps: f64,
+    ) {
+        let isa = isa();
+        let inv_c = 1.0 / c as f32;
+        out.par_chunks_mut(c)
+            .zip(rstd.par_iter_mut())
+            .zip(inp.par_chunks(c))
+            .for_each(|((y, r), x)| {
+                let ms = simd::sum_sq_dev(isa, x, 0.0) * inv_c;
+                let rs = 1.0 / (ms + eps as f32).sqrt();
+                simd::norm_row(isa, y, x, w, None, 0.0, rs);
+                *r = rs;
+            });
+    }
+
+    /// As `rmsnorm_bwd`.
+    pub fn rmsnorm_bwd(
+        dinp: &mut [f32],
+        dout: &[f32],
+        inp: &[f32],
+        w: &[f32],
+        rstd: &[f32],
+        c: usize,
+    ) {
+        let isa = isa();
+        let inv_c = 1.0 / c as f32;
+        dinp.par_chunks_mut(c)
+            .zip(dout.par_chunks(c))
+            .zip(inp.par_chunks(c))
+            .zip(rstd.par_iter())
+            .for_each(|(((dx, dy), x), &rs)| {
+                let (_, dot) = simd::norm_bwd_sums(isa, dy, x, w, 0.0);
+                let k = rs * rs * rs * dot * inv_c;
+                simd::norm_bwd_row(isa, dx, dy, x, w, 0.0, rs, k, 0.0);
+            });
+    }
+}
+
 impl<F: Real> RmsNormOps for CpuBackend<F> {
     fn rmsnorm_fwd(
         &self,
@@ -52,14 +102,23 @@ impl<F: Real> RmsNormOps for CpuBackend<F> {
         c: usize,
         eps: f64,
     ) -> Result<()> {
-        rmsnorm_fwd(
+        let (out, rstd) = (
             real_mut(out, "rmsnorm out", n * c)?,
             real_mut(rstd, "rmsnorm rstd", n)?,
+        );
+        let (inp, w) = (
             real(inp, "rmsnorm inp", n * c)?,
             real(w, "rmsnorm weight", c)?,
-            c,
-            eps,
         );
+        match (
+            F::as_f32(inp),
+            F::as_f32(w),
+            F::as_f32_mut(out),
+            F::as_f32_mut(rstd),
+        ) {
+            (Some(x), Some(w), Some(y), Some(r)) => fast::rmsnorm_fwd(y, r, x, w, c, eps),
+            _ => rmsnorm_fwd(out, rstd, inp, w, c, eps),
+        }
         Ok(())
     }
 
@@ -73,14 +132,27 @@ impl<F: Real> RmsNormOps for CpuBackend<F> {
         n: usize,
         c: usize,
     ) -> Result<()> {
-        rmsnorm_bwd(
-            real_mut(dinp, "rmsnorm dinp", n * c)?,
+        let dinp = real_mut(dinp, "rmsnorm dinp", n * c)?;
+        let (dout, inp) = (
             real(dout, "rmsnorm dout", n * c)?,
             real(inp, "rmsnorm inp", n * c)?,
+        );
+        let (w, rstd) = (
             real(w, "rmsnorm weight", c)?,
             real(rstd, "rmsnorm rstd", n)?,
-            c,
         );
+        match (
+            F::as_f32(dout),
+            F::as_f32(inp),
+            F::as_f32(w),
+            F::as_f32(rstd),
+            F::as_f32_mut(dinp),
+        ) {
+            (Some(dy), Some(x), Some(w), Some(r), Some(dx)) => {
+                fast::rmsnorm_bwd(dx, dy, x, w, r, c)
+            }
+            _ => rmsnorm_bwd(dinp, dout, inp, w, rstd, c),
+        }
         Ok(())
     }
 }

@@ -248,6 +248,9 @@ impl Storage for CudaBackend {
         unsafe { self.dev.memset0(buf.ptr(), buf.storage.bytes)? };
         Ok(buf)
     }
+    fn output(&self, dtype: DType, len: usize) -> Result<CudaBuf> {
+        self.alloc(dtype, len)
+    }
     fn upload(&self, dtype: DType, data: &[f32]) -> Result<CudaBuf> {
         if dtype == DType::I32 {
             return Err(Error::tensor(

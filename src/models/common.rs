@@ -70,7 +70,7 @@ impl TokenBatch {
 pub fn prompt_key_mask(batch: &TokenBatch, p: usize) -> Vec<i32> {
     let mut mask = Vec::with_capacity(batch.b * (p + batch.t));
     for bi in 0..batch.b {
-        mask.extend(std::iter::repeat(1).take(p));
+        mask.extend(std::iter::repeat_n(1, p));
         mask.extend(
             batch.mask[bi * batch.t..(bi + 1) * batch.t]
                 .iter()
@@ -83,6 +83,11 @@ pub fn prompt_key_mask(batch: &TokenBatch, p: usize) -> Vec<i32> {
 /// Allocates a zeroed buffer.
 pub(crate) fn zeros<B: Backend>(be: &B, dtype: DType, len: usize) -> Result<B::Buf> {
     be.zeros(dtype, len)
+}
+
+/// Allocates a buffer the next op overwrites whole (`Storage::output`): not zeroed.
+pub(crate) fn output<B: Backend>(be: &B, dtype: DType, len: usize) -> Result<B::Buf> {
+    be.output(dtype, len)
 }
 
 /// Registers a tensor kept for backward with the accountant.
@@ -104,7 +109,7 @@ pub(crate) fn linear<B: Backend>(
     n: usize,
 ) -> Result<B::Buf> {
     acct.linear_input(be.buf_id(inp));
-    let mut out = be.zeros(be.act_dtype(), m * n)?;
+    let mut out = be.output(be.act_dtype(), m * n)?;
     be.linear_fwd(&mut out, inp, w, bias, m, k, n)?;
     Ok(out)
 }

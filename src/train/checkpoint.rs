@@ -62,6 +62,23 @@ pub struct TrainState {
     /// "cuda:0 NVIDIA H200"); empty in checkpoints written before it was recorded
     #[serde(default)]
     pub device: String,
+    /// the CPU kernels that wrote it, as `Storage::kernels` gives them ("gemm/avx512"); empty
+    /// on a GPU and in checkpoints written before they were recorded
+    #[serde(default)]
+    pub kernels: String,
+    /// the steps since the last metrics line, so that a resumed run's next line averages the
+    /// same steps as the uninterrupted run's
+    #[serde(default)]
+    pub log_window: LogWindow,
+}
+
+/// The losses and tokens since the last metrics line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogWindow {
+    /// the f64 bits of the loss sum (bits, so that the JSON round trip is exact)
+    pub loss_sum_bits: u64,
+    pub steps: u64,
+    pub tokens: u64,
 }
 
 /// A checkpoint: the state and the named float tensors.
@@ -115,6 +132,66 @@ impl Checkpoint {
             .map(|(_, d)| d.as_slice())
             .ok_or_else(|| Error::tensor(name, "missing from the checkpoint"))
     }
+
+    /// Tensor `name`, which must have `shape` (`dims` names the dimensions for the message)
+    /// and hold finite values only.
+    pub fn get_shaped(&self, name: &str, shape: &[usize], dims: &str) -> Result<&[f32]> {
+        let (stored, data) = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::tensor(name, format!("missing from {CHECKPOINT_FILE}")))?;
+        if stored.as_slice() != shape || data.len() != shape.iter().product::<usize>() {
+            return Err(Error::tensor(
+                name,
+                format!(
+                    "in {CHECKPOINT_FILE} has shape {stored:?}, expected {shape:?} ({dims}) for \
+                     this model and task: the checkpoint belongs to another run or is corrupt"
+                ),
+            ));
+        }
+        if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+            return Err(Error::tensor(
+                name,
+                format!("in {CHECKPOINT_FILE} holds a non-finite value at flat index {i}"),
+            ));
+        }
+        Ok(data)
+    }
+}
+
+impl TrainState {
+    /// Checks what the loop indexes with: the batch plan's row indices against the `rows` of
+    /// the training file, the position in the plan, the epoch and the step counts.
+    pub fn check(&self, path: &Path, rows: usize) -> Result<()> {
+        let bad = |msg: String| {
+            Err(Error::file(
+                path,
+                format!("{msg}: the checkpoint is corrupt"),
+            ))
+        };
+        if let Some(i) = self.plan.iter().flatten().find(|&&i| i as usize >= rows) {
+            return bad(format!(
+                "the batch plan names row {i}, but the training file has {rows} rows"
+            ));
+        }
+        if self.plan.iter().any(|b| b.is_empty()) {
+            return bad("the batch plan holds an empty batch".into());
+        }
+        if self.pos > self.plan.len() {
+            return bad(format!(
+                "the position {} is past the plan's {} batches",
+                self.pos,
+                self.plan.len()
+            ));
+        }
+        if self.epoch == 0 || self.best_step > self.step {
+            return bad(format!(
+                "epoch {} / best step {} of step {} are inconsistent",
+                self.epoch, self.best_step, self.step
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// FNV-1a 64 of a string, as 16 hex digits.
@@ -155,8 +232,13 @@ pub struct SavedPrompt {
     pub head: Option<HostClsHead>,
     /// from task.json; None for a folder written by PEFT
     pub task: Option<TaskSpec>,
-    /// the model folder recorded in task.json
+    /// the model folder recorded in task.json, as it was typed (`model`) and made absolute
+    /// (`model_path`): `eval` and `predict` try it as is, relative to the prompt folder, then
+    /// the absolute path
     pub model: Option<PathBuf>,
+    /// the other places to look: the absolute path task.json records, the path it records
+    /// relative to the prompt folder, and the typed path taken relative to the prompt folder
+    pub model_abs: Vec<PathBuf>,
 }
 
 /// Writes the prompt (PEFT layout), task.json and, for `cls`, head.safetensors into `dir`.
@@ -185,6 +267,16 @@ pub fn save_prompt_dir(
     if let (Some(obj), Some(more)) = (task.as_object_mut(), extra.as_object()) {
         obj.insert("format".into(), json!(1));
         obj.insert("model".into(), json!(model_dir.display().to_string()));
+        // as typed, absolute, and relative to this folder: a copied or moved folder still
+        // finds its model (`eval`/`predict` try all three)
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        obj.insert(
+            "model_path".into(),
+            json!(abs(model_dir).display().to_string()),
+        );
+        if let Some(rel) = relative_to(&abs(model_dir), &abs(dir)) {
+            obj.insert("model_from_prompt".into(), json!(rel.display().to_string()));
+        }
         obj.insert("num_virtual_tokens".into(), json!(prompt.p));
         for (k, v) in more {
             obj.insert(k.clone(), v.clone());
@@ -193,19 +285,50 @@ pub fn save_prompt_dir(
     crate::fsutil::write_json_atomic(&dir.join(TASK_FILE), &task)
 }
 
+/// `path` relative to the folder `base` (both absolute), through `..` where needed.
+fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let (p, b): (Vec<Component>, Vec<Component>) =
+        (path.components().collect(), base.components().collect());
+    if p.first() != b.first() {
+        return None;
+    }
+    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut rel = PathBuf::new();
+    for _ in b.iter().skip(common) {
+        rel.push("..");
+    }
+    for c in p.iter().skip(common) {
+        rel.push(c);
+    }
+    Some(rel)
+}
+
 /// Reads a prompt folder: ours (with task.json, and head.safetensors for `cls`) or PEFT's
 /// (adapter files only).
 pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
     let prompt = PromptTable::load_peft(dir)?;
     let task_path = dir.join(TASK_FILE);
-    let (task, model) = if task_path.exists() {
+    let (task, model, model_abs) = if task_path.exists() {
         let text = std::fs::read_to_string(&task_path).map_err(|e| Error::io(&task_path, e))?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| Error::file(&task_path, format!("not valid JSON: {e}")))?;
-        let model = v.get("model").and_then(|m| m.as_str()).map(PathBuf::from);
-        (Some(TaskSpec::from_json(&v, &task_path)?), model)
+        let path = |k: &str| v.get(k).and_then(|m| m.as_str()).map(PathBuf::from);
+        (
+            Some(TaskSpec::from_json(&v, &task_path)?),
+            path("model"),
+            path("model_path")
+                .into_iter()
+                .chain(path("model_from_prompt").map(|r| dir.join(r)))
+                .chain(
+                    path("model")
+                        .filter(|m| m.is_relative())
+                        .map(|m| dir.join(m)),
+                )
+                .collect(),
+        )
     } else {
-        (None, None)
+        (None, None, Vec::new())
     };
     let head_path = dir.join(HEAD_FILE);
     let head = if head_path.exists() {
@@ -242,6 +365,7 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
         head,
         task,
         model,
+        model_abs,
     })
 }
 
@@ -276,6 +400,12 @@ mod tests {
             config,
             threads: 2,
             device: "cpu".into(),
+            kernels: "gemm/avx2".into(),
+            log_window: LogWindow {
+                loss_sum_bits: 0.1f64.to_bits(),
+                steps: 3,
+                tokens: 40,
+            },
         };
         let ck = Checkpoint {
             state,

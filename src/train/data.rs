@@ -110,7 +110,8 @@ impl Dataset {
     /// assert_eq!(data.examples[1].line, 3);
     /// ```
     pub fn load(path: &Path, spec: &DataSpec) -> Result<Dataset> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let text = utf8(path, bytes)?;
         Dataset::parse(path, &text, spec)
     }
 
@@ -149,6 +150,29 @@ impl Dataset {
             examples,
         })
     }
+}
+
+/// The file's text, or an error naming the line (and column) of its first invalid UTF-8 byte.
+pub fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let at = e.utf8_error().valid_up_to();
+        let before = bytes.get(..at).unwrap_or_default();
+        let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        Error::data(
+            path,
+            line,
+            format!(
+                "not valid UTF-8 (byte 0x{:02x} at column {}): save the file as UTF-8",
+                bytes.get(at).copied().unwrap_or(0),
+                at - line_start + 1
+            ),
+        )
+    })
 }
 
 fn parse_jsonl(path: &Path, text: &str, spec: &DataSpec) -> Result<Vec<Example>> {
@@ -257,7 +281,7 @@ fn parse_table(
             ));
         }
         let label = label_col.map(|c| fields[c].clone());
-        if spec.require_label && label.as_deref().map_or(true, |l| l.is_empty()) {
+        if spec.require_label && label.as_deref().is_none_or(|l| l.is_empty()) {
             return Err(Error::data(
                 path,
                 n,
@@ -369,10 +393,11 @@ pub fn epoch_plan(lens: &[usize], batch: usize, pool: usize, rng: &mut Rng) -> V
     let mut idx: Vec<u32> = (0..lens.len() as u32).collect();
     rng.shuffle(&mut idx);
     let mut batches = Vec::new();
-    for chunk in idx.chunks(batch * pool.max(1)) {
+    // saturating: a pool larger than the data is one pool (a wrapped product would be 0)
+    for chunk in idx.chunks(batch.saturating_mul(pool.max(1))) {
         let mut chunk = chunk.to_vec();
         // stable: equal lengths keep their shuffled order
-        chunk.sort_by_key(|&i| lens[i as usize]);
+        chunk.sort_by_key(|&i| lens.get(i as usize).copied().unwrap_or(0));
         batches.extend(chunk.chunks(batch).map(|c| c.to_vec()));
     }
     rng.shuffle(&mut batches);

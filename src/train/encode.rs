@@ -106,7 +106,33 @@ impl Task {
     }
 
     /// (ids, [MASK] index, truncated) of one text.
+    ///
+    /// A long text is tokenized by its first words only, so that a huge line costs no more
+    /// than a long row: a prefix cut right after a whitespace character holds whole words,
+    /// and the pre-tokenizers (BERT's, T5's Metaspace) split at whitespace with char-local
+    /// normalizers, so its tokens are the first tokens of the whole text. When the prefix's
+    /// row is cut (more tokens than `max_len`), the kept tokens are those of the whole text;
+    /// otherwise the prefix grows fourfold until it is, or until it is the whole text.
     fn encode_text(&self, tok: &Tokenizer, text: &str) -> Result<(Vec<i32>, usize, bool)> {
+        let mut budget = self.spec.max_len.saturating_mul(64).max(4096);
+        while budget < text.len() {
+            let Some(prefix) = whitespace_prefix(text, budget) else {
+                break;
+            };
+            if prefix.len() >= text.len() {
+                break;
+            }
+            let row = self.encode_whole(tok, prefix)?;
+            if row.2 {
+                return Ok(row);
+            }
+            budget = budget.saturating_mul(4);
+        }
+        self.encode_whole(tok, text)
+    }
+
+    /// (ids, [MASK] index, truncated) of one text, tokenized whole.
+    fn encode_whole(&self, tok: &Tokenizer, text: &str) -> Result<(Vec<i32>, usize, bool)> {
         let full = format!("{}{}{}", self.before, text, self.after);
         let TokenSpans {
             ids,
@@ -158,20 +184,23 @@ impl Task {
         Ok((ids, mask_pos, cut))
     }
 
-    /// A right-padded batch of `rows` (indices into `enc`).
-    pub fn batch(&self, enc: &Encoded, rows: &[u32]) -> Batch {
-        let b = rows.len();
-        let t = rows
+    /// A right-padded batch of `rows` (indices into `enc`); an index past `enc` is an error.
+    pub fn batch(&self, enc: &Encoded, rows: &[u32]) -> Result<Batch> {
+        let picked: Vec<&Row> = rows
             .iter()
-            .map(|&i| enc.rows[i as usize].ids.len())
-            .max()
-            .unwrap_or(1)
-            .max(1);
-        let l = rows
-            .iter()
-            .map(|&i| enc.rows[i as usize].target.len())
-            .max()
-            .unwrap_or(0);
+            .map(|&i| {
+                enc.rows.get(i as usize).ok_or_else(|| {
+                    Error::data(
+                        &enc.path,
+                        0,
+                        format!("batch row {i} is past the {} encoded rows", enc.rows.len()),
+                    )
+                })
+            })
+            .collect::<Result<_>>()?;
+        let b = picked.len();
+        let t = picked.iter().map(|r| r.ids.len()).max().unwrap_or(1).max(1);
+        let l = picked.iter().map(|r| r.target.len()).max().unwrap_or(0);
         let mut batch = Batch {
             tokens: TokenBatch {
                 b,
@@ -186,24 +215,47 @@ impl Task {
             l,
             real_tokens: 0,
         };
-        for (bi, &i) in rows.iter().enumerate() {
-            let row = &enc.rows[i as usize];
-            batch.tokens.ids[bi * t..bi * t + row.ids.len()].copy_from_slice(&row.ids);
-            batch.tokens.mask[bi * t..bi * t + row.ids.len()]
-                .iter_mut()
-                .for_each(|m| *m = 1);
+        // every row fits: t and l are the maxima over the rows
+        for (bi, row) in picked.iter().enumerate() {
+            let (n, m) = (row.ids.len(), row.target.len());
+            if let Some(ids) = batch.tokens.ids.get_mut(bi * t..bi * t + n) {
+                ids.copy_from_slice(&row.ids);
+            }
+            if let Some(mask) = batch.tokens.mask.get_mut(bi * t..bi * t + n) {
+                mask.fill(1);
+            }
+            if let Some(targets) = batch.targets.get_mut(bi * l..bi * l + m) {
+                targets.copy_from_slice(&row.target);
+            }
             batch.mask_pos.push(row.mask_pos as i32);
             batch
                 .labels
                 .push(row.label.map_or(IGNORE_INDEX, |k| k as i32));
-            batch.targets[bi * l..bi * l + row.target.len()].copy_from_slice(&row.target);
-            batch.real_tokens += row.ids.len() + row.target.len();
+            batch.real_tokens += n + m;
         }
-        batch
+        Ok(batch)
     }
 
     /// The class of row `i` for scoring (free targets: None).
     pub fn gold(&self, row: &Row) -> Option<usize> {
         row.label
     }
+}
+
+/// The longest prefix of `text` of at most `budget` bytes that ends with a whitespace
+/// character, else the shortest longer one; None when `text` has no whitespace at all.
+fn whitespace_prefix(text: &str, budget: usize) -> Option<&str> {
+    let mut at = budget.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let (head, tail) = text.split_at(at);
+    let end = match head.char_indices().rev().find(|(_, c)| c.is_whitespace()) {
+        Some((i, c)) => i + c.len_utf8(),
+        None => {
+            let (i, c) = tail.char_indices().find(|(_, c)| c.is_whitespace())?;
+            at + i + c.len_utf8()
+        }
+    };
+    text.get(..end)
 }

@@ -7,7 +7,7 @@ use super::model::Model;
 use super::step::Params;
 use super::task::Task;
 use crate::backend::Backend;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
 /// Scores every row of `enc` (in length order, `batch_size` rows at a time) and returns the
@@ -62,13 +62,22 @@ pub fn predict_all<B: Backend>(
     enc: &Encoded,
     batch_size: usize,
 ) -> Result<Vec<Prediction>> {
+    if batch_size == 0 {
+        return Err(Error::arg("--batch-size", "is 0: expected at least 1"));
+    }
+    let longest = enc.rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+    let target = enc.rows.iter().map(|r| r.target.len()).max().unwrap_or(0);
+    let rows = batch_size.min(enc.rows.len());
+    model.check_step_memory(be, rows, params.p + longest, target, "--batch-size")?;
     let mut order: Vec<u32> = (0..enc.rows.len() as u32).collect();
-    order.sort_by_key(|&i| enc.rows[i as usize].ids.len());
+    order.sort_by_key(|&i| enc.rows.get(i as usize).map_or(0, |r| r.ids.len()));
     let mut out: Vec<Option<Prediction>> = vec![None; enc.rows.len()];
-    for chunk in order.chunks(batch_size.max(1)) {
-        let batch = task.batch(enc, chunk);
+    for chunk in order.chunks(batch_size) {
+        let batch = task.batch(enc, chunk)?;
         for (&i, p) in chunk.iter().zip(task.predict(be, model, params, &batch)?) {
-            out[i as usize] = Some(p);
+            if let Some(slot) = out.get_mut(i as usize) {
+                *slot = Some(p);
+            }
         }
     }
     Ok(out.into_iter().flatten().collect())

@@ -38,7 +38,7 @@
 //! let mut params = Params { prompt: be.upload(DType::F32, &table.data).unwrap(), p: 4, d: 48, head: None };
 //!
 //! // loss and prompt gradient of one batch
-//! let batch = task.batch(&enc, &[0, 1]);
+//! let batch = task.batch(&enc, &[0, 1]).unwrap();
 //! let mut grads = Grads::zeros(&be, &params).unwrap();
 //! let loss = task.loss_and_grad(&be, &model, &params, &mut grads, &batch, Recompute::None).unwrap();
 //! assert!(loss > 0.0);
@@ -85,6 +85,7 @@ pub mod eval;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod outdir;
 pub mod run;
 pub mod spec;
 pub mod step;

@@ -10,6 +10,11 @@ use crate::tokenizer::Tokenizer;
 use crate::weights::HostTensor;
 use std::path::{Path, PathBuf};
 
+/// The most positions (prompt included) a row may take on a model without a position table:
+/// T5 was pre-trained on 512 and its relative buckets stop growing at 128, so 16 times its
+/// training length is far past any use and still bounds the memory a typo can ask for.
+pub const MAX_TOKENS: usize = 8192;
+
 pub struct Model<B: Backend> {
     pub dir: PathBuf,
     /// the network behind the folder
@@ -55,9 +60,130 @@ impl<B: Backend> Model<B> {
         self.net.has_mlm_head()
     }
 
-    /// Most real tokens a row may hold next to a prompt of `p` rows (BERT's position table).
+    /// Most real tokens a row may hold next to a prompt of `p` rows: BERT's position table,
+    /// or `MAX_TOKENS` for a model without one (T5's relative positions have no end).
     pub fn max_tokens(&self, p: usize) -> Option<usize> {
-        self.net.max_tokens(p)
+        Some(
+            self.net
+                .max_tokens(p)
+                .unwrap_or_else(|| MAX_TOKENS.saturating_sub(p)),
+        )
+    }
+
+    /// What bounds a row's positions, for messages.
+    fn position_limit(&self) -> (usize, String) {
+        match self.net.max_tokens(0) {
+            Some(n) => (
+                n,
+                format!(
+                    "the model's position table (max_position_embeddings {n} in {})",
+                    self.dir.join("config.json").display()
+                ),
+            ),
+            None => (
+                MAX_TOKENS,
+                format!(
+                    "this engine's cap for a {} model ({MAX_TOKENS} positions)",
+                    self.arch_name()
+                ),
+            ),
+        }
+    }
+
+    /// Checks a prompt of `p` rows, and rows of up to `max_len` tokens, against the positions
+    /// the model has; the error names the flag and the model's limit.
+    pub fn check_lengths(&self, p: usize, max_len: Option<usize>) -> Result<()> {
+        let (limit, what) = self.position_limit();
+        if p.saturating_add(2) > limit {
+            return Err(Error::arg(
+                "--prompt-len",
+                format!(
+                    "{p} rows and a row of at least 2 tokens need {} positions, but {what} \
+                     holds {limit}: use --prompt-len {} or less",
+                    p.saturating_add(2),
+                    limit.saturating_sub(2)
+                ),
+            ));
+        }
+        if let Some(n) = max_len.filter(|&n| p.saturating_add(n) > limit) {
+            return Err(Error::arg(
+                "--max-len",
+                format!(
+                    "{n} tokens next to a prompt of {p} rows need {} positions, but {what} \
+                     holds {limit}: use --max-len {} or less",
+                    p.saturating_add(n),
+                    limit - p
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fails, before anything is allocated, when one training step on `rows` rows of `tokens`
+    /// positions each (prompt included) and `target_len` target tokens would need more host
+    /// memory than the machine has available. GPU backends keep their activations on the
+    /// device, whose allocator reports its own failures; there the check passes.
+    pub fn check_step_memory(
+        &self,
+        be: &B,
+        rows: usize,
+        tokens: usize,
+        target_len: usize,
+        flag: &str,
+    ) -> Result<()> {
+        if be.device().is_gpu() {
+            return Ok(());
+        }
+        let Some(available) = crate::memory::host_available_bytes() else {
+            return Ok(());
+        };
+        let need = self.step_bytes(be, rows, tokens, target_len);
+        if need <= available as u128 {
+            return Ok(());
+        }
+        let gb = |b: u128| b as f64 / 1e9;
+        Err(Error::arg(
+            flag,
+            format!(
+                "a step of {rows} rows x {tokens} positions would need about {:.1} GB for \
+                 activations, but the machine has {:.1} GB available: lower --batch-size, \
+                 --max-len or --prompt-len",
+                gb(need),
+                gb(available as u128)
+            ),
+        ))
+    }
+
+    /// An upper estimate of the bytes one training step holds: every layer's saved state
+    /// and its largest transient (about 12 rows of the width and 3 of the feed-forward per
+    /// token and layer), and the vocabulary logits of the targets.
+    pub fn step_bytes(&self, be: &B, rows: usize, tokens: usize, target_len: usize) -> u128 {
+        let act = be.act_dtype().size() as u128;
+        let (rows, tokens, target_len) = (rows as u128, tokens as u128, target_len as u128);
+        match &self.net {
+            models::Model::Bert(m) => {
+                let c = &m.cfg;
+                let per_token = c.num_hidden_layers as u128
+                    * (12 * c.hidden_size + 3 * c.intermediate_size) as u128;
+                act * rows * tokens * (per_token + 4 * c.hidden_size as u128)
+            }
+            models::Model::T5(m) => {
+                let c = &m.cfg;
+                let width = (c.d_model + c.inner_dim()) as u128;
+                let enc = c.num_layers as u128 * (6 * width + 3 * c.d_ff as u128);
+                let dec = c.num_decoder_layers as u128 * (9 * width + 3 * c.d_ff as u128);
+                act * rows * (tokens * enc + target_len * dec)
+                    + 4 * rows * target_len * c.vocab_size as u128
+            }
+            // the gated MLP keeps gate, up and their product: 4 rows of the feed-forward
+            models::Model::Bloom(m) | models::Model::Llama(m) => {
+                let c = &m.cfg;
+                let per_token =
+                    c.num_layers as u128 * (12 * c.hidden_size + 4 * c.intermediate_size) as u128;
+                act * rows * tokens * (per_token + 4 * c.hidden_size as u128)
+                    + 4 * rows * target_len * c.vocab_size as u128
+            }
+        }
     }
 
     /// The (V, d) input embedding table, on the host (prompt initialisation reads it).

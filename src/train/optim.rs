@@ -152,6 +152,50 @@ impl OptimConfig {
         }
     }
 
+    /// Every setting in its range, the error naming the flag that sets it: a NaN rate or
+    /// decay would turn the prompt into NaN, a negative rate would climb the loss.
+    pub fn validate(&self) -> Result<()> {
+        let finite = |flag: &str, x: f64, ok: bool, range: &str| -> Result<()> {
+            if x.is_finite() && ok {
+                Ok(())
+            } else {
+                Err(Error::arg(
+                    flag,
+                    format!("{x} is out of range: expected {range}"),
+                ))
+            }
+        };
+        // 0 is allowed: it freezes the prompt (or, as --head-lr, the head)
+        finite("--lr", self.lr, self.lr >= 0.0, "a finite number >= 0")?;
+        if let Some(h) = self.head_lr {
+            finite("--head-lr", h, h >= 0.0, "a finite number >= 0")?;
+        }
+        let wd = self.weight_decay;
+        finite("--weight-decay", wd, wd >= 0.0, "a finite number >= 0")?;
+        if let Some(n) = self.max_grad_norm {
+            finite(
+                "--max-grad-norm",
+                n,
+                n > 0.0,
+                "a finite number > 0 (0 turns clipping off)",
+            )?;
+        }
+        let dr = self.decay_rate;
+        finite(
+            "--decay-rate",
+            dr,
+            dr > 0.0,
+            "a finite number > 0 (Lester et al.: 0.8)",
+        )?;
+        let (b1, b2) = (self.beta1, self.beta2);
+        finite("beta1", b1, (0.0..1.0).contains(&b1), "0 <= beta1 < 1")?;
+        finite("beta2", b2, (0.0..1.0).contains(&b2), "0 <= beta2 < 1")?;
+        finite("eps", self.eps, self.eps >= 0.0, "a finite number >= 0")?;
+        let ct = self.clip_threshold;
+        finite("clip_threshold", ct, ct > 0.0, "a finite number > 0")?;
+        Ok(())
+    }
+
     pub fn lr_at(&self, step: u64, head: bool) -> f64 {
         let base = if head {
             self.head_lr.unwrap_or(self.lr)
@@ -193,6 +237,7 @@ impl<B: Backend> Optimizer<B> {
         cfg: OptimConfig,
         shapes: &[(&str, usize, usize, bool)],
     ) -> Result<Optimizer<B>> {
+        cfg.validate()?;
         let slots = shapes
             .iter()
             .map(|&(name, rows, cols, head)| {

@@ -33,9 +33,14 @@ impl<B: Backend> Trainer<'_, B> {
             );
             self.state.pos = 0;
         }
-        let rows = self.state.plan[self.state.pos].clone();
+        let rows = self
+            .state
+            .plan
+            .get(self.state.pos)
+            .cloned()
+            .ok_or_else(|| Error::Device(format!("step {step}: the batch plan ran out")))?;
         self.state.pos += 1;
-        let batch = self.task.batch(self.train, &rows);
+        let batch = self.task.batch(self.train, &rows)?;
         let mut grads = Grads::zeros(be, &self.params)?;
         let loss = self.task.loss_and_grad(
             be,
@@ -46,10 +51,7 @@ impl<B: Backend> Trainer<'_, B> {
             self.cfg.recompute,
         )?;
         if !loss.is_finite() {
-            return Err(Error::Device(format!(
-                "the loss is {loss} at step {}: lower --lr or set --max-grad-norm",
-                self.state.step + 1
-            )));
+            return Err(self.diverged(step, format!("the loss is {loss}")));
         }
         let (lr, grad_norm) = optimizer_step(
             be,
@@ -57,7 +59,11 @@ impl<B: Backend> Trainer<'_, B> {
             &mut self.params,
             grads,
             self.cfg.optim.max_grad_norm,
-        )?;
+        )
+        .map_err(|e| match e {
+            Error::NonFinite(what) => self.diverged(step, what),
+            e => e,
+        })?;
         self.state.step += 1;
         Ok(StepInfo {
             step: self.state.step,
@@ -67,6 +73,19 @@ impl<B: Backend> Trainer<'_, B> {
             grad_norm,
             tokens: batch.real_tokens,
         })
+    }
+
+    /// The error that stops a run whose numbers stopped being finite at `step`: what is on
+    /// disk is from before it, and stays.
+    fn diverged(&self, step: u64, what: String) -> Error {
+        let kept = match self.saved_step {
+            Some(s) => format!("{} still holds step {s}", CHECKPOINT_FILE),
+            None => "nothing was saved".into(),
+        };
+        Error::Device(format!(
+            "{what} at step {step}, so the run stops ({kept}): lower --lr, set --max-grad-norm, \
+             or check the data"
+        ))
     }
 
     /// Evaluates the current prompt on `enc`.
@@ -85,9 +104,9 @@ impl<B: Backend> Trainer<'_, B> {
     fn is_eval_step(&self) -> bool {
         let s = self.state.step;
         if self.cfg.eval_every > 0 {
-            s % self.cfg.eval_every == 0
+            s.is_multiple_of(self.cfg.eval_every)
         } else {
-            s % self.steps_per_epoch == 0
+            s.is_multiple_of(self.steps_per_epoch)
         }
     }
 
@@ -97,14 +116,21 @@ impl<B: Backend> Trainer<'_, B> {
         if self.resumed_at.is_some() {
             // the exported prompt may be older than the checkpoint if a run died in between
             self.export()?;
+        } else if self.saved_step.is_none() {
+            // a checkpoint from the first moment: every folder a run has written into can be
+            // resumed (from step 0 it continues exactly as a fresh run)
+            self.save_checkpoint()?;
+            self.saved_step = Some(self.state.step);
         }
-        self.window = (0.0, 0, 0, Instant::now());
+        // a resumed run keeps the checkpoint's window (the losses since the last line)
+        self.window_start = Instant::now();
         let mut early = false;
         while !self.state.done && self.state.step < self.total_steps {
             let info = self.step()?;
-            self.window.0 += info.loss;
-            self.window.1 += 1;
-            self.window.2 += info.tokens;
+            let w = &mut self.state.log_window;
+            w.loss_sum_bits = (f64::from_bits(w.loss_sum_bits) + info.loss).to_bits();
+            w.steps += 1;
+            w.tokens += info.tokens as u64;
             on_event(&Event::Step(info.clone()));
             if self.cfg.log_every > 0 && info.step % self.cfg.log_every == 0 {
                 self.log_line(&info)?;
@@ -130,8 +156,8 @@ impl<B: Backend> Trainer<'_, B> {
         })
     }
 
-    /// The `Started` event. Records this run's thread count and device in the state, so that
-    /// later checkpoints name what wrote them.
+    /// The `Started` event. Records this run's thread count, device and CPU kernels in the
+    /// state, so that later checkpoints name what wrote them.
     fn start(&mut self) -> Event {
         let (pp, hp) = self.trainable();
         // on a GPU the host's thread count does not enter the numbers
@@ -144,14 +170,23 @@ impl<B: Backend> Trainer<'_, B> {
             && !self.state.device.is_empty()
             && self.state.device != device)
             .then(|| (self.state.device.clone(), device.clone()));
+        // another device already says that the rounding changes
+        let kernels = self.be.kernels();
+        let kernels_changed = (self.resumed_at.is_some()
+            && device_changed.is_none()
+            && !self.state.kernels.is_empty()
+            && self.state.kernels != kernels)
+            .then(|| (self.state.kernels.clone(), kernels.clone()));
         self.state.threads = self.cfg.threads;
         self.state.device = device;
+        self.state.kernels = kernels;
         Event::Started {
             total_steps: self.total_steps,
             steps_per_epoch: self.steps_per_epoch,
             resumed_at: self.resumed_at,
             threads_changed,
             device_changed,
+            kernels_changed,
             prompt_params: pp,
             head_params: hp,
         }
@@ -172,12 +207,13 @@ impl<B: Backend> Trainer<'_, B> {
             self.state.done = true;
         }
         if self.state.done
-            || (self.cfg.save_every > 0 && self.state.step % self.cfg.save_every == 0)
+            || (self.cfg.save_every > 0 && self.state.step.is_multiple_of(self.cfg.save_every))
         {
             if self.state.done || self.dev.is_none() {
                 self.export()?;
             }
             self.save_checkpoint()?;
+            self.saved_step = Some(self.state.step);
             on_event(&Event::Saved {
                 step: self.state.step,
                 path: self.out.join(CHECKPOINT_FILE),
@@ -222,13 +258,15 @@ impl<B: Backend> Trainer<'_, B> {
     }
 
     fn log_line(&mut self, info: &StepInfo) -> Result<()> {
-        let (sum, n, tokens, t0) = self.window;
-        let secs = t0.elapsed().as_secs_f64().max(1e-9);
+        let w = self.state.log_window;
+        let (sum, n, tokens) = (f64::from_bits(w.loss_sum_bits), w.steps, w.tokens);
+        let secs = self.window_start.elapsed().as_secs_f64().max(1e-9);
         self.log.append(&json!({
             "step": info.step, "epoch": info.epoch, "loss": sum / n.max(1) as f64, "lr": info.lr,
             "grad_norm": info.grad_norm, "steps_per_s": n as f64 / secs, "tokens_per_s": tokens as f64 / secs,
         }))?;
-        self.window = (0.0, 0, 0, Instant::now());
+        self.state.log_window = Default::default();
+        self.window_start = Instant::now();
         Ok(())
     }
 
@@ -240,7 +278,7 @@ impl<B: Backend> Trainer<'_, B> {
             return Ok(false);
         };
         let m = self.evaluate(dev)?;
-        let better = self.state.best.map_or(true, |b| m.accuracy > b.accuracy);
+        let better = self.state.best.is_none_or(|b| m.accuracy > b.accuracy);
         if better {
             self.state.best = Some(m);
             self.state.best_step = step;
@@ -304,13 +342,26 @@ impl<B: Backend> Trainer<'_, B> {
     /// Writes the kept prompt into the output folder (PEFT files, task.json, head).
     pub fn export(&mut self) -> Result<()> {
         let (prompt, head) = self.kept()?;
+        // a non-finite prompt never replaces the last good one
+        check_finite(self.state.step, "prompt", &prompt)?;
+        if let Some(h) = &head {
+            check_finite(self.state.step, "head.weight", &h.weight)?;
+            check_finite(self.state.step, "head.bias", &h.bias)?;
+        }
         let mut table = self.table.clone();
         table.data = prompt;
-        let extra = json!({
+        let mut extra = json!({
             "step": if self.dev.is_some() && self.best.is_some() { self.state.best_step } else { self.state.step },
             "dev_accuracy": self.state.best.map(|m| m.accuracy),
             "seed": self.cfg.seed,
         });
+        // the real init (adapter_config.json keeps a value PEFT accepts)
+        if let (Some(e), Some(r)) = (
+            extra.as_object_mut(),
+            self.cfg.init.record(self.params.p).as_object(),
+        ) {
+            e.extend(r.clone());
+        }
         checkpoint::save_prompt_dir(
             &self.out,
             &table,
@@ -356,10 +407,24 @@ impl<B: Backend> Trainer<'_, B> {
                 tensors.insert("best.head.bias".into(), (vec![h.k], h.bias.clone()));
             }
         }
+        // a non-finite value never replaces the last good checkpoint
+        for (name, (_, data)) in &tensors {
+            check_finite(self.state.step, name, data)?;
+        }
         Checkpoint {
             state: self.state.clone(),
             tensors,
         }
         .save(&self.out.join(CHECKPOINT_FILE))
+    }
+}
+
+/// Fails with `Error::NonFinite` when `data` holds NaN or ±inf.
+fn check_finite(step: u64, name: &str, data: &[f32]) -> Result<()> {
+    match data.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::NonFinite(format!(
+            "`{name}` holds a non-finite value (flat index {i}) at step {step}; nothing was written"
+        ))),
     }
 }

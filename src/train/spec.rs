@@ -196,19 +196,54 @@ impl TaskSpec {
                 }
             }
         }
+        // a bad value names task.json and its key, not the flag that would override it
+        let field = |k: &str, e: Error| {
+            let msg = match e {
+                Error::Arg { msg, .. } => msg,
+                other => other.to_string(),
+            };
+            Error::file(path, format!("`{k}`: {msg}"))
+        };
+        let at_least = |k: &str, min: usize| -> Result<usize> {
+            let x = n(k)?;
+            if x < min {
+                return Err(Error::file(
+                    path,
+                    format!("`{k}` is {x}: expected at least {min}"),
+                ));
+            }
+            Ok(x)
+        };
+        let template = s("template")?;
+        if template.matches(TEXT_SLOT).count() != 1 {
+            return Err(Error::file(
+                path,
+                format!("`template` {template:?} must hold {TEXT_SLOT} exactly once"),
+            ));
+        }
+        if !label_words.is_empty() && label_words.len() != labels.len() {
+            return Err(Error::file(
+                path,
+                format!(
+                    "`verbalizer` holds {} pairs for {} labels",
+                    label_words.len(),
+                    labels.len()
+                ),
+            ));
+        }
         Ok(TaskSpec {
-            kind: s("task")?.parse()?,
-            template: s("template")?,
+            kind: s("task")?.parse().map_err(|e| field("task", e))?,
+            template,
             labels,
             label_words,
-            pooling: s("pooling")?.parse()?,
+            pooling: s("pooling")?.parse().map_err(|e| field("pooling", e))?,
             free_targets: v
                 .get("free_targets")
                 .and_then(|x| x.as_bool())
                 .unwrap_or(false),
-            max_len: n("max_len")?,
-            max_target_len: n("max_target_len")?,
-            decode: s("decode")?.parse()?,
+            max_len: at_least("max_len", 2)?,
+            max_target_len: at_least("max_target_len", 1)?,
+            decode: s("decode")?.parse().map_err(|e| field("decode", e))?,
         })
     }
 

@@ -91,14 +91,7 @@ impl Task {
         if spec.kind.has_targets() && spec.max_target_len < 1 {
             return Err(Error::arg("--max-target-len", "must be at least 1"));
         }
-        if let Some(limit) = model.max_tokens(0) {
-            if spec.max_len > limit {
-                return Err(Error::arg(
-                    "--max-len",
-                    format!("{} exceeds the model's {limit} positions", spec.max_len),
-                ));
-            }
-        }
+        model.check_lengths(0, Some(spec.max_len))?;
         let (pad_id, eos_id) = match &model.net {
             Net::Bert(m) => (m.cfg.pad_token_id as i32, -1),
             Net::T5(m) => (m.cfg.pad_token_id as i32, m.cfg.eos_token_id as i32),
@@ -163,7 +156,7 @@ impl Task {
             match spec.kind {
                 TaskKind::Pet => {
                     let ids = tok.encode(word, false)?;
-                    if ids.len() != 1 {
+                    let &[id] = ids.as_slice() else {
                         let pieces: Vec<String> = ids
                             .iter()
                             .map(|&i| tok.decode(&[i], false).unwrap_or_default())
@@ -172,13 +165,22 @@ impl Task {
                             "--verbalizer",
                             format!("label {label:?}: the word {word:?} tokenizes to {} pieces {pieces:?}; a PET verbalizer word must be a single token", ids.len()),
                         ));
+                    };
+                    if tok.unk_id() == Some(id) {
+                        return Err(Error::arg("--verbalizer", format!("label {label:?}: the word {word:?} is not in the model's vocabulary (it tokenizes to the unknown token): its score would never move; pick a word the vocabulary holds")));
                     }
-                    self.verbalizer_ids.push(ids[0]);
+                    if let Some(j) = self.verbalizer_ids.iter().position(|&x| x == id) {
+                        return Err(Error::arg("--verbalizer", format!("labels {:?} and {label:?} share the token {:?} (id {id}): the two could never be told apart; give each label its own word", spec.labels.get(j).map_or("", |l| l.as_str()), tok.decode(&[id], false).unwrap_or_default())));
+                    }
+                    self.verbalizer_ids.push(id);
                 }
                 _ => {
                     let ids = self.target_ids(tok, word)?;
                     if ids.len() > spec.max_target_len {
                         return Err(Error::arg("--verbalizer", format!("label {label:?}: the target {word:?} has {} tokens, more than --max-target-len {}", ids.len(), spec.max_target_len)));
+                    }
+                    if let Some(j) = self.label_targets.iter().position(|t| *t == ids) {
+                        return Err(Error::arg("--verbalizer", format!("labels {:?} and {label:?} have the same target {word:?} (ids {ids:?}): their scores would always tie; give each label its own target", spec.labels.get(j).map_or("", |l| l.as_str()))));
                     }
                     self.label_targets.push(ids);
                 }
@@ -200,23 +202,28 @@ impl Task {
         Ok(ids)
     }
 
-    /// Token ids that stand for the labels, for CLASS_LABELS initialisation.
-    pub fn label_token_ids(&self, tok: &Tokenizer) -> Result<Vec<i32>> {
-        match self.spec.kind {
-            TaskKind::Pet => Ok(self.verbalizer_ids.clone()),
-            TaskKind::Seq2Seq | TaskKind::Causal if !self.spec.free_targets => Ok(self
-                .label_targets
-                .iter()
-                .flat_map(|t| t.iter().copied().filter(|&i| i != self.eos_id))
-                .collect()),
-            _ => {
-                let mut ids = Vec::new();
-                for l in &self.spec.labels {
-                    ids.extend(tok.encode(l, false)?);
-                }
-                Ok(ids)
-            }
+    /// Each label with the token ids of the word that stands for it, for CLASS_LABELS
+    /// initialisation: pet's verbalizer token, seq2seq's and causal's target (without the end token), else the
+    /// label's own pieces.
+    pub fn class_label_pieces(&self, tok: &Tokenizer) -> Result<Vec<(String, Vec<i32>)>> {
+        let spec = &self.spec;
+        let mut out = Vec::with_capacity(spec.labels.len());
+        for (i, label) in spec.labels.iter().enumerate() {
+            let ids = match spec.kind {
+                TaskKind::Pet => self.verbalizer_ids.get(i).map(|&id| vec![id]),
+                TaskKind::Seq2Seq | TaskKind::Causal if !spec.free_targets => self
+                    .label_targets
+                    .get(i)
+                    .map(|t| t.iter().copied().filter(|&id| id != self.eos_id).collect()),
+                TaskKind::Cls | TaskKind::Seq2Seq | TaskKind::Causal => None,
+            };
+            let ids = match ids {
+                Some(ids) => ids,
+                None => tok.encode(label, false)?,
+            };
+            out.push((label.clone(), ids));
         }
+        Ok(out)
     }
 }
 

@@ -7,6 +7,7 @@ use super::encode::Encoded;
 use super::metrics::{EvalMetrics, MetricsLog};
 use super::model::Model;
 use super::optim::{OptimConfig, Optimizer};
+use super::outdir::{self, OutLock};
 use super::step::Params;
 use super::task::Task;
 use super::update::optimizer_shapes;
@@ -46,6 +47,44 @@ pub struct TrainConfig {
     pub bucket_pool: usize,
     /// rayon threads in use (recorded; results are bit-identical for the same count)
     pub threads: usize,
+    /// a fresh run replaces a run already in the output folder (its files only) instead of
+    /// refusing; not a setting of the numbers
+    pub overwrite: bool,
+}
+
+impl TrainConfig {
+    /// Every setting in its range, the error naming the flag that sets it and what it
+    /// accepts (the optimizer's own settings: `OptimConfig::validate`).
+    pub fn validate(&self) -> Result<()> {
+        let at_least_1 = |flag: &str, x: u64| -> Result<()> {
+            if x >= 1 {
+                Ok(())
+            } else {
+                Err(Error::arg(flag, "is 0: expected at least 1"))
+            }
+        };
+        at_least_1("--prompt-len", self.prompt_len as u64)?;
+        at_least_1("--batch-size", self.batch_size as u64)?;
+        at_least_1("--eval-batch-size", self.eval_batch_size as u64)?;
+        at_least_1("--bucket-pool", self.bucket_pool as u64)?;
+        // --epochs 0 is nonsense even when --max-steps overrides it
+        at_least_1("--epochs", self.epochs)?;
+        if let Some(n) = self.max_steps {
+            at_least_1("--max-steps", n)?;
+        }
+        if let Some(p) = self.patience {
+            at_least_1("--patience", p as u64)?;
+        }
+        if let PromptInit::Random { std } = self.init {
+            if !(std.is_finite() && std >= 0.0) {
+                return Err(Error::arg(
+                    "--init-std",
+                    format!("{std} is out of range: expected a finite number >= 0"),
+                ));
+            }
+        }
+        self.optim.validate()
+    }
 }
 
 impl Default for TrainConfig {
@@ -66,6 +105,7 @@ impl Default for TrainConfig {
             recompute: Recompute::None,
             bucket_pool: 50,
             threads: rayon::current_num_threads(),
+            overwrite: false,
         }
     }
 }
@@ -83,6 +123,10 @@ pub enum Event {
         /// on resume, the device (and build of the kernels) the checkpoint was trained on and
         /// this run's, when they differ: the numbers then follow another rounding
         device_changed: Option<(String, String)>,
+        /// on resume on the same device, the CPU kernels (GEMM path and SIMD set) the
+        /// checkpoint was trained with and this run's, when they differ: the numbers then
+        /// follow another rounding
+        kernels_changed: Option<(String, String)>,
         prompt_params: usize,
         head_params: usize,
     },
@@ -145,8 +189,12 @@ pub struct Trainer<'a, B: Backend> {
     pub steps_per_epoch: u64,
     pub(super) lens: Vec<usize>,
     pub(super) resumed_at: Option<u64>,
-    /// for the metrics line: losses and tokens since the last line, and when it started
-    pub(super) window: (f64, usize, usize, Instant),
+    /// when the steps of the metrics line under way (`state.log_window`) started
+    pub(super) window_start: Instant,
+    /// the step of the checkpoint on disk (None: none written by this trainer or resumed)
+    pub(super) saved_step: Option<u64>,
+    /// the output folder's lock, held while the trainer lives
+    pub(super) _lock: OutLock,
 }
 
 impl<'a, B: Backend> Trainer<'a, B> {
@@ -162,13 +210,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         cfg: TrainConfig,
         out: &Path,
     ) -> Result<Self> {
-        let init = match &cfg.init {
-            PromptInit::ClassLabels { from_first, .. } => PromptInit::ClassLabels {
-                label_ids: task.label_token_ids(&model.tokenizer)?,
-                from_first: *from_first,
-            },
-            other => other.clone(),
-        };
+        precheck(be, model, task, train, [dev, test], &cfg)?;
+        let mut cfg = cfg;
+        cfg.init = resolve_init(&cfg.init, task, model)?;
+        let init = cfg.init.clone();
         // separate streams: the prompt's init, and the data order
         let mut init_rng = Rng::new(cfg.seed ^ 0x5052_4f4d_5054_u64);
         let table = model.init_prompt(be, cfg.prompt_len, &init, &mut init_rng)?;
@@ -196,20 +241,33 @@ impl<'a, B: Backend> Trainer<'a, B> {
         cfg: TrainConfig,
         out: &Path,
     ) -> Result<Self> {
+        precheck(be, model, task, train, [dev, test], &cfg)?;
+        let mut cfg = cfg;
+        cfg.init = resolve_init(&cfg.init, task, model)?;
         let path = out.join(CHECKPOINT_FILE);
         let ck = Checkpoint::load(&path)?;
-        let prompt = ck.get("prompt")?.to_vec();
-        let d = model.hidden_size();
-        if prompt.len() != cfg.prompt_len * d {
-            return Err(Error::file(
-                &path,
-                format!(
-                    "the prompt holds {} values, expected P {} x d {d}",
-                    prompt.len(),
-                    cfg.prompt_len
-                ),
-            ));
+        // the settings that fix the tensors' shapes first, so that a checkpoint of another
+        // run is named as such rather than by a shape; the full comparison is in `build`
+        let shaping = json!({
+            "model": model.dir.display().to_string(),
+            "task": task.spec.to_json(),
+            "prompt_len": cfg.prompt_len,
+        });
+        let diff = checkpoint::config_diff(
+            &json!({
+                "model": ck.state.config.get("model"),
+                "task": ck.state.config.get("task"),
+                "prompt_len": ck.state.config.get("prompt_len"),
+            }),
+            &shaping,
+        );
+        if !diff.is_empty() {
+            return Err(other_settings(out, &diff));
         }
+        ck.state.check(&path, train.rows.len())?;
+        let d = model.hidden_size();
+        let pd = [cfg.prompt_len, d];
+        let prompt = ck.get_shaped("prompt", &pd, "P x d")?.to_vec();
         let mut table = PromptTable::from_data(cfg.prompt_len, d, prompt.clone())?;
         table.init = ck
             .state
@@ -227,8 +285,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let head = task
             .new_head(d)
             .map(|mut h| -> Result<_> {
-                h.weight = ck.get("head.weight")?.to_vec();
-                h.bias = ck.get("head.bias")?.to_vec();
+                h.weight = ck
+                    .get_shaped("head.weight", &[h.k, d], "labels x d")?
+                    .to_vec();
+                h.bias = ck.get_shaped("head.bias", &[h.k], "labels")?.to_vec();
                 h.upload(be)
             })
             .transpose()?;
@@ -269,14 +329,21 @@ impl<'a, B: Backend> Trainer<'a, B> {
     ) -> Result<Self> {
         check_rows(model, train, cfg.prompt_len)?;
         let steps_per_epoch = train.rows.len().div_ceil(cfg.batch_size.max(1)) as u64;
-        let total_steps = cfg.max_steps.unwrap_or(cfg.epochs * steps_per_epoch);
+        let total_steps = cfg
+            .max_steps
+            .unwrap_or(cfg.epochs.saturating_mul(steps_per_epoch));
         let mut cfg = cfg;
         cfg.optim.schedule.total = total_steps;
         let mut opt = Optimizer::new(be, cfg.optim, &optimizer_shapes(&params))?;
         let config = settings_json(&cfg, task, train, model, &table);
         let hash = checkpoint::fnv1a(&config.to_string());
         let lens = train.lens();
-        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        // nothing is written before the folder is ours, and a fresh run replaces an earlier
+        // one only when asked
+        let lock = OutLock::acquire(out)?;
+        if ck.is_none() {
+            outdir::prepare_fresh(out, cfg.overwrite)?;
+        }
         let metrics_path = out.join(METRICS_FILE);
         let (state, best, log, resumed_at) = match ck {
             None => {
@@ -309,7 +376,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
             steps_per_epoch,
             lens,
             resumed_at,
-            window: (0.0, 0, 0, Instant::now()),
+            window_start: Instant::now(),
+            saved_step: resumed_at,
+            _lock: lock,
         })
     }
 
@@ -320,6 +389,64 @@ impl<'a, B: Backend> Trainer<'a, B> {
             self.params.head.as_ref().map_or(0, |h| h.num_params()),
         )
     }
+}
+
+/// Everything that can be checked before a byte is allocated or written: the settings'
+/// ranges, flags that would do nothing, the prompt and rows against the model's positions,
+/// and the memory of a training and an evaluation step against the machine's.
+/// The init with what it needs from the task filled in: class labels' token ids.
+fn resolve_init<B: Backend>(
+    init: &PromptInit,
+    task: &Task,
+    model: &Model<B>,
+) -> Result<PromptInit> {
+    Ok(match init {
+        PromptInit::ClassLabels { from_first, .. } => PromptInit::ClassLabels {
+            labels: task.class_label_pieces(&model.tokenizer)?,
+            from_first: *from_first,
+        },
+        other => other.clone(),
+    })
+}
+
+fn precheck<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    task: &Task,
+    train: &Encoded,
+    evals: [Option<&Encoded>; 2],
+    cfg: &TrainConfig,
+) -> Result<()> {
+    cfg.validate()?;
+    // without a dev split nothing is evaluated during the run: these flags would do nothing
+    if evals[0].is_none() {
+        if cfg.patience.is_some() {
+            return Err(Error::arg(
+                "--patience",
+                "early stopping needs a dev split: pass --dev",
+            ));
+        }
+        if cfg.eval_every > 0 {
+            return Err(Error::arg(
+                "--eval-every",
+                "evaluating during the run needs a dev split: pass --dev",
+            ));
+        }
+    }
+    model.check_lengths(cfg.prompt_len, Some(task.spec.max_len))?;
+    let longest = |enc: &Encoded| {
+        let ids = enc.rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+        let target = enc.rows.iter().map(|r| r.target.len()).max().unwrap_or(0);
+        (enc.rows.len(), cfg.prompt_len + ids, target)
+    };
+    let (rows, tokens, target) = longest(train);
+    model.check_step_memory(be, rows.min(cfg.batch_size), tokens, target, "--batch-size")?;
+    for enc in evals.into_iter().flatten() {
+        let (rows, tokens, target) = longest(enc);
+        let rows = rows.min(cfg.eval_batch_size);
+        model.check_step_memory(be, rows, tokens, target, "--eval-batch-size")?;
+    }
+    Ok(())
 }
 
 /// Fails on an empty training file, or on a row that does not fit next to the prompt.
@@ -355,6 +482,8 @@ fn fresh_state(cfg: &TrainConfig, lens: &[usize], config: Value, hash: String) -
         config,
         threads: cfg.threads,
         device: String::new(),
+        kernels: String::new(),
+        log_window: Default::default(),
     }
 }
 
@@ -372,11 +501,12 @@ fn resumed_state<B: Backend>(
 ) -> Result<(TrainState, Option<(Vec<f32>, Option<HostClsHead>)>)> {
     if ck.state.config_hash != hash {
         let diff = checkpoint::config_diff(&ck.state.config, &config);
-        return Err(Error::file(out.join(CHECKPOINT_FILE), format!("the checkpoint was written with other settings; resume with the same flags, or train into a new --out. Differences: {}", diff.join("; "))));
+        return Err(other_settings(out, &diff));
     }
     opt.load_state(be, ck.state.step, &|n| ck.get(n).map(|d| d.to_vec()))?;
-    let best = match ck.tensors.get("best.prompt") {
-        Some((_, p)) => {
+    let best = match ck.tensors.contains_key("best.prompt") {
+        true => {
+            let p = ck.get_shaped("best.prompt", &[params.p, params.d], "P x d")?;
             let head = params
                 .head
                 .as_ref()
@@ -384,16 +514,22 @@ fn resumed_state<B: Backend>(
                     Ok(HostClsHead {
                         k: h.k,
                         c: h.c,
-                        weight: ck.get("best.head.weight")?.to_vec(),
-                        bias: ck.get("best.head.bias")?.to_vec(),
+                        weight: ck
+                            .get_shaped("best.head.weight", &[h.k, h.c], "labels x d")?
+                            .to_vec(),
+                        bias: ck.get_shaped("best.head.bias", &[h.k], "labels")?.to_vec(),
                     })
                 })
                 .transpose()?;
-            Some((p.clone(), head))
+            Some((p.to_vec(), head))
         }
-        None => None,
+        false => None,
     };
     Ok((ck.state, best))
+}
+
+fn other_settings(out: &Path, diff: &[String]) -> Error {
+    Error::file(out.join(CHECKPOINT_FILE), format!("the checkpoint was written with other settings; resume with the same flags, or train into a new --out. Differences: {}", diff.join("; ")))
 }
 
 /// The settings that shape the numbers, as one JSON object (hashed into checkpoints).

@@ -64,6 +64,13 @@ fn clip_and_update<B: Backend>(
 ) -> Result<(f64, f64)> {
     let mut grefs: Vec<&mut B::Buf> = grads.iter_mut().collect();
     let norm = optim::clip_grad_norm(be, &mut grefs, max_grad_norm)?;
+    // the norm is one scalar on the host already: a NaN or infinite gradient stops here,
+    // before it reaches the parameters
+    if !norm.is_finite() {
+        return Err(Error::NonFinite(format!(
+            "the gradient norm is {norm} (the parameters were not updated)"
+        )));
+    }
     let mut prefs: Vec<&mut B::Buf> = params.iter_mut().collect();
     let grefs: Vec<&B::Buf> = grads.iter().collect();
     Ok((opt.update(be, &mut prefs, &grefs)?, norm))

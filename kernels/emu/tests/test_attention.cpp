@@ -9,9 +9,11 @@
 //                          over twice the worst of these measured over the whole matrix (~4e-3).
 //   lse              1e-5  float arithmetic on exact bf16 products: measured errors are ~1e-7.
 //   delta            1e-4  float scratch sum_j P dP, checked too because dk depends on it.
-// Rows that see no key are checked exactly: out = 0, lse = -inf, dq = 0. Every output starts
-// as NaN, so an element left unwritten fails, and padded key rows of k and v hold NaN, which
-// the kernels must never read into a result.
+// Rows that see no key are checked exactly: out = 0, lse = -inf, dq = 0. Forward outputs and
+// scratch start as NaN, so an element left unwritten fails; the gradients start at zero, since
+// backward adds into them (src/backend/mod.rs; tests/cuda_kernels.rs starts them from random
+// values). Padded key rows of k and v hold NaN, which the kernels must never read into a
+// result.
 #include <algorithm>
 #include <chrono>
 #include <limits>

@@ -6,7 +6,7 @@ use super::weights::Bert;
 use crate::backend::{AttnDims, Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::common::{hold, linear, zeros, Capture, Recompute};
+use crate::models::common::{hold, linear, output, zeros, Capture, Recompute};
 
 /// What one layer keeps for backward under `Recompute::None`.
 pub struct BertLayerActs<B: Backend> {
@@ -96,8 +96,8 @@ impl<B: Backend> Bert<B> {
         let k = linear(be, acct, x, &lw.key_w, Some(&lw.key_b), n, c, c)?;
         let v = linear(be, acct, x, &lw.value_w, Some(&lw.value_b), n, c, c)?;
         let (mut ctx, mut lse) = (
-            zeros(be, act, n * c)?,
-            zeros(be, DType::F32, inp.b * h * inp.t())?,
+            output(be, act, n * c)?,
+            output(be, DType::F32, inp.b * h * inp.t())?,
         );
         be.attention_fwd(
             &mut ctx,
@@ -121,12 +121,12 @@ impl<B: Backend> Bert<B> {
             c,
             c,
         )?;
-        let mut ln1_in = zeros(be, act, n * c)?;
+        let mut ln1_in = output(be, act, n * c)?;
         be.add_fwd(&mut ln1_in, x, &attn_out, n * c)?;
         let (mut ln1_out, mut ln1_mean, mut ln1_rstd) = (
-            zeros(be, act, n * c)?,
-            zeros(be, DType::F32, n)?,
-            zeros(be, DType::F32, n)?,
+            output(be, act, n * c)?,
+            output(be, DType::F32, n)?,
+            output(be, DType::F32, n)?,
         );
         be.layernorm_fwd(
             &mut ln1_out,
@@ -149,7 +149,7 @@ impl<B: Backend> Bert<B> {
             c,
             i,
         )?;
-        let mut ffn_act = zeros(be, act, n * i)?;
+        let mut ffn_act = output(be, act, n * i)?;
         be.act_fwd(&mut ffn_act, &ffn_pre, self.cfg.hidden_act, n * i)?;
         let ffn_out = linear(
             be,
@@ -161,12 +161,12 @@ impl<B: Backend> Bert<B> {
             i,
             c,
         )?;
-        let mut ln2_in = zeros(be, act, n * c)?;
+        let mut ln2_in = output(be, act, n * c)?;
         be.add_fwd(&mut ln2_in, &ln1_out, &ffn_out, n * c)?;
         let (mut out, mut ln2_mean, mut ln2_rstd) = (
-            zeros(be, act, n * c)?,
-            zeros(be, DType::F32, n)?,
-            zeros(be, DType::F32, n)?,
+            output(be, act, n * c)?,
+            output(be, DType::F32, n)?,
+            output(be, DType::F32, n)?,
         );
         be.layernorm_fwd(
             &mut out,
@@ -298,7 +298,7 @@ impl<B: Backend> Bert<B> {
         let (b, t, p, c) = (inp.b, inp.t(), inp.p, self.cfg.hidden_size);
         let (n, act) = (b * t, be.act_dtype());
         let w = &self.w;
-        let mut emb_in = zeros(be, act, n * c)?;
+        let mut emb_in = output(be, act, n * c)?;
         be.embedding_fwd(
             &mut emb_in,
             prompt,
@@ -313,8 +313,8 @@ impl<B: Backend> Bert<B> {
             c,
         )?;
         hold(be, acct, "emb.in".into(), &emb_in);
-        let (mut emb_mean, mut emb_rstd) = (zeros(be, DType::F32, n)?, zeros(be, DType::F32, n)?);
-        let mut x = zeros(be, act, n * c)?;
+        let (mut emb_mean, mut emb_rstd) = (output(be, DType::F32, n)?, output(be, DType::F32, n)?);
+        let mut x = output(be, act, n * c)?;
         be.layernorm_fwd(
             &mut x,
             &mut emb_mean,

@@ -197,7 +197,7 @@ impl<B: Backend> Decoder<B> {
             .min(self.cfg.vocab_size - 1) as i32;
         let mut ids = Vec::with_capacity(b * t);
         for (r, &np) in rows.iter().zip(&lay.pads) {
-            ids.extend(std::iter::repeat(pad_id).take(np));
+            ids.extend(std::iter::repeat_n(pad_id, np));
             ids.extend(r);
         }
         let ids = be.upload_i32(&ids)?;

@@ -5,7 +5,7 @@ use super::weights::{T5AttnWeights, T5Stack, T5};
 use crate::backend::{AttnBias, AttnDims, Backend, BiasRef, DType};
 use crate::error::Result;
 use crate::memory::MemoryAccountant;
-use crate::models::common::{hold, linear, zeros};
+use crate::models::common::{hold, linear, output, zeros};
 
 /// One attention sub-layer's saved state.
 pub struct AttnActs<B: Backend> {
@@ -113,8 +113,8 @@ impl<B: Backend> T5<B> {
         let k = linear(be, acct, hkv, &w.k, None, b * tk, c, a)?;
         let v = linear(be, acct, hkv, &w.v, None, b * tk, c, a)?;
         let (mut ctx, mut lse) = (
-            zeros(be, be.act_dtype(), b * tq * a)?,
-            zeros(be, DType::F32, b * dims.h * tq)?,
+            output(be, be.act_dtype(), b * tq * a)?,
+            output(be, DType::F32, b * dims.h * tq)?,
         );
         let bias = bias.map(AttnBias::Relative);
         be.attention_fwd(
@@ -189,7 +189,7 @@ impl<B: Backend> T5<B> {
         if save {
             hold(be, acct, format!("{}.{l}.attn_in", ctx.name), &attn_in);
         }
-        let (mut h, mut attn_rstd) = (zeros(be, act, n * c)?, zeros(be, DType::F32, n)?);
+        let (mut h, mut attn_rstd) = (output(be, act, n * c)?, output(be, DType::F32, n)?);
         be.rmsnorm_fwd(&mut h, &mut attn_rstd, &attn_in, &w.attn_ln, n, c, eps)?;
         let bias = BiasRef {
             table: &ctx.stack.rel_bias,
@@ -208,7 +208,7 @@ impl<B: Backend> T5<B> {
             ctx.tq,
             ctx.tq,
         )?;
-        let mut x1 = zeros(be, act, n * c)?;
+        let mut x1 = output(be, act, n * c)?;
         be.add_fwd(&mut x1, &attn_in, &attn_out, n * c)?;
         // cross-attention (decoder): x2 = x1 + o(attn(rms(x1), memory))
         let (x2, cross) = match (&w.cross, ctx.memory) {
@@ -216,12 +216,12 @@ impl<B: Backend> T5<B> {
                 if save {
                     hold(be, acct, format!("{}.{l}.cross_in", ctx.name), &x1);
                 }
-                let (mut h, mut rstd) = (zeros(be, act, n * c)?, zeros(be, DType::F32, n)?);
+                let (mut h, mut rstd) = (output(be, act, n * c)?, output(be, DType::F32, n)?);
                 be.rmsnorm_fwd(&mut h, &mut rstd, &x1, cross_ln, n, c, eps)?;
                 let (out, a) = self.attention_fwd(
                     be, acct, cross_w, &h, memory, mem_mask, None, false, ctx.b, ctx.tq, tk,
                 )?;
-                let mut x2 = zeros(be, act, n * c)?;
+                let mut x2 = output(be, act, n * c)?;
                 be.add_fwd(&mut x2, &x1, &out, n * c)?;
                 (x2, Some((x1, rstd, a)))
             }
@@ -232,7 +232,7 @@ impl<B: Backend> T5<B> {
         if save {
             hold(be, acct, format!("{}.{l}.ffn_in", ctx.name), &ffn_in);
         }
-        let (mut h, mut ffn_rstd) = (zeros(be, act, n * c)?, zeros(be, DType::F32, n)?);
+        let (mut h, mut ffn_rstd) = (output(be, act, n * c)?, output(be, DType::F32, n)?);
         be.rmsnorm_fwd(&mut h, &mut ffn_rstd, &ffn_in, &w.ffn_ln, n, c, eps)?;
         let f = self.cfg.d_ff;
         let ffn_pre = linear(be, acct, &h, &w.ffn.wi, None, n, c, f)?;
@@ -242,13 +242,13 @@ impl<B: Backend> T5<B> {
             .as_ref()
             .map(|wi_1| linear(be, acct, &h, wi_1, None, n, c, f))
             .transpose()?;
-        let mut g = zeros(be, act, n * f)?;
+        let mut g = output(be, act, n * f)?;
         match &ffn_lin {
             Some(lin) => be.gated_act_fwd(&mut g, &ffn_pre, lin, self.cfg.dense_act, n * f)?,
             None => be.act_fwd(&mut g, &ffn_pre, self.cfg.dense_act, n * f)?,
         }
         let ffn_out = linear(be, acct, &g, &w.ffn.wo, None, n, f, c)?;
-        let mut out = zeros(be, act, n * c)?;
+        let mut out = output(be, act, n * c)?;
         be.add_fwd(&mut out, &ffn_in, &ffn_out, n * c)?;
         if !save {
             return Ok((out, None));

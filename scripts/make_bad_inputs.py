@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Writes tests/bad_inputs/, the bad-input corpus of issue #13 that tests/bad_input_cli.rs runs
+the release binary against. Small, deterministic, no dependencies:
+
+  data/       a good training file, and data files that are broken in one way each
+  config/     patches merged into a copy of a fixture model's config.json
+  task/       patches merged into a copy of a trained prompt folder's task.json
+  verbalizer  (in cases.json) verbalizers that would train nothing
+
+Every file a test uses is listed in tests/bad_inputs/cases.json with what it must provoke.
+Run from the repository root: python3 scripts/make_bad_inputs.py
+"""
+import json
+import os
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "bad_inputs")
+
+POS = ["great", "good", "fine", "funny", "lovely", "brilliant"]
+NEG = ["bad", "terrible", "awful", "boring", "dull", "slow"]
+
+
+def write(rel, data):
+    path = os.path.join(ROOT, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    with open(path, mode) as f:
+        f.write(data)
+
+
+def jsonl(rows):
+    return "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in rows)
+
+
+def main():
+    # 24 rows of words every fixture vocabulary holds
+    rows = []
+    for i in range(12):
+        rows.append((f"the movie was {POS[i % 6]}.", "positive"))
+        rows.append((f"the film was {NEG[i % 6]}.", "negative"))
+    write("data/train.jsonl", jsonl(rows))
+    write("data/dev.jsonl", jsonl(rows[:8]))
+    # invalid UTF-8 on line 3 of each format (the header counts as line 1 in csv and tsv)
+    bad = b"the plot was \xff\xfe dull."
+    good = [(t.encode(), l.encode()) for t, l in rows[:4]]
+    write(
+        "data/invalid_utf8.jsonl",
+        b"".join(b'{"text": "' + t + b'", "label": "' + l + b'"}\n' for t, l in good[:2])
+        + b'{"text": "' + bad + b'", "label": "negative"}\n',
+    )
+    write(
+        "data/invalid_utf8.tsv",
+        b"text\tlabel\n" + b"".join(t + b"\t" + l + b"\n" for t, l in good[:1])
+        + bad + b"\tnegative\n",
+    )
+    write(
+        "data/invalid_utf8.csv",
+        b"text,label\n" + b"".join(t + b"," + l + b"\n" for t, l in good[:1])
+        + bad + b",negative\n",
+    )
+    cases = {
+        "config": {
+            # each: (fixture model, patch, words the error must hold)
+            "type_vocab_size_0": ["bert_mlm", {"type_vocab_size": 0}, ["config.json", "type_vocab_size"]],
+            "max_position_embeddings_2": ["bert_mlm", {"max_position_embeddings": 2}, ["max_position_embeddings", "--prompt-len"]],
+            "negative_layer_norm_eps": ["bert_mlm", {"layer_norm_eps": -1e-12}, ["config.json", "layer_norm_eps"]],
+            "t5_negative_layer_norm_epsilon": ["t5_flan", {"layer_norm_epsilon": -1e-6}, ["config.json", "layer_norm_epsilon"]],
+        },
+        "task": {
+            "max_len_0": [{"max_len": 0}, ["task.json", "`max_len`"]],
+            "max_target_len_0": [{"max_target_len": 0}, ["task.json", "`max_target_len`"]],
+            "template_without_text": [{"template": "It was [MASK]."}, ["task.json", "`template`"]],
+            "unknown_task": [{"task": "regression"}, ["task.json", "`task`"]],
+        },
+        "verbalizer": {
+            # each: (fixture model, task, verbalizer, words the error must hold)
+            "shared_token": ["bert_mlm", "pet", "positive=great,negative=great", ["--verbalizer", "\"positive\"", "\"negative\"", "share the token"]],
+            "unknown_word": ["bert_mlm", "pet", "positive=photography,negative=bad", ["--verbalizer", "\"photography\"", "unknown token"]],
+            "identical_targets": ["t5_flan", "seq2seq", "positive=good,negative=good", ["--verbalizer", "same target", "\"good\""]],
+            "lacks_a_label": ["bert_mlm", "pet", "positive=great", ["--verbalizer", "\"negative\"", "train.jsonl:2"]],
+        },
+        "flags": {
+            # each: extra training flags, and the flag the error must name
+            "lr_nan": [["--lr", "NaN"], "--lr"],
+            "lr_negative": [["--lr=-1"], "--lr"],
+            "weight_decay_nan": [["--weight-decay", "NaN"], "--weight-decay"],
+            "head_lr_inf": [["--head-lr", "inf"], "--head-lr"],
+            "max_grad_norm_nan": [["--max-grad-norm", "NaN"], "--max-grad-norm"],
+            "batch_size_0": [["--batch-size", "0"], "--batch-size"],
+            "epochs_0": [["--epochs", "0"], "--epochs"],
+            "max_steps_0": [["--max-steps", "0"], "--max-steps"],
+            "patience_without_dev": [["--patience", "2"], "--patience"],
+            "eval_every_without_dev": [["--eval-every", "5"], "--eval-every"],
+            "prompt_len_huge": [["--prompt-len", "10000000"], "--prompt-len"],
+            "max_len_huge": [["--max-len", "1000000000"], "--max-len"],
+        },
+    }
+    write("cases.json", json.dumps(cases, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

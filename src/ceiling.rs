@@ -1,0 +1,250 @@
+//! `softprompt bench --ceiling`: what this machine can do, to judge the engine against.
+//!
+//! - The float32 FMA peak: every rayon thread at once runs independent fused multiply-adds on
+//!   the widest registers the CPU has (`cpu::simd::fma_loop`); the best of three runs.
+//! - Each GEMM path of this build (`cpu::gemm_path`) on the frozen-weight products of one
+//!   step of a preset (`step_gemms`), forward (out = x·Wᵀ) and backward (dx += dy·W), the
+//!   best of a few runs each; and the step's rate over all of them, FLOP-weighted (total
+//!   FLOPs over total time), as a share of the peak.
+//!
+//! `softprompt profile` reports the step's measured GEMM rate against the same peak.
+
+use crate::bench::{Preset, Workload};
+use crate::cpu::gemm_path::{self, GemmPath};
+use crate::cpu::simd::{self, Isa};
+use crate::rng::Rng;
+use serde_json::{json, Value};
+use std::time::Instant;
+
+/// The measured float32 FMA peak.
+#[derive(Clone, Copy, Debug)]
+pub struct Peak {
+    pub isa: Isa,
+    pub threads: usize,
+    /// all threads together
+    pub gflops: f64,
+}
+
+/// Runs the FMA loop on every rayon thread at once for about `secs` seconds, three times,
+/// and keeps the best rate.
+pub fn fma_peak(secs: f64) -> Peak {
+    let isa = simd::isa();
+    let threads = rayon::current_num_threads();
+    // calibrate: iterations per thread that take about `secs`
+    let mut iters = 1 << 16;
+    loop {
+        let start = Instant::now();
+        std::hint::black_box(simd::fma_loop(isa, iters));
+        let took = start.elapsed().as_secs_f64();
+        if took > secs / 8.0 || iters > 1 << 34 {
+            iters = ((iters as f64) * secs / took.max(1e-9)) as usize;
+            break;
+        }
+        iters *= 4;
+    }
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let flops: f64 = rayon::broadcast(|_| std::hint::black_box(simd::fma_loop(isa, iters)).0)
+            .iter()
+            .sum();
+        best = best.max(flops / start.elapsed().as_secs_f64() / 1e9);
+    }
+    Peak {
+        isa,
+        threads,
+        gflops: best,
+    }
+}
+
+/// One frozen-weight product of a step: out (M, N) = x (M, K) · Wᵀ, `calls` times forward and
+/// as many backward.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepGemm {
+    pub name: &'static str,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub calls: usize,
+}
+
+/// The linear layers one step of `preset` at `w` runs (forward; backward runs each once more
+/// as dx = dy·W). Heads at the rows the loss reads are left out but for the LM heads of T5
+/// and the decoder-only models (at their target rows).
+pub fn step_gemms(preset: &Preset, w: &Workload) -> Vec<StepGemm> {
+    let rows = w.batch * (w.prompt + w.seq);
+    let g = |name, m, k, n, calls| StepGemm {
+        name,
+        m,
+        k,
+        n,
+        calls,
+    };
+    match preset {
+        Preset::Bert(c) => {
+            let (h, i, l) = (c.hidden_size, c.intermediate_size, c.num_hidden_layers);
+            vec![
+                g("q, k, v, attention out", rows, h, h, 4 * l),
+                g("intermediate", rows, h, i, l),
+                g("output", rows, i, h, l),
+            ]
+        }
+        Preset::T5(c) => {
+            let (d, a, f) = (c.d_model, c.inner_dim(), c.d_ff);
+            let (el, dl) = (c.num_layers, c.num_decoder_layers);
+            let dec = w.batch * w.target_len;
+            let wi = if c.is_gated_act { 2 } else { 1 };
+            vec![
+                g("encoder q, k, v", rows, d, a, 3 * el),
+                g("encoder o", rows, a, d, el),
+                g("encoder wi", rows, d, f, wi * el),
+                g("encoder wo", rows, f, d, el),
+                g("decoder q, k, v, cross q", dec, d, a, 4 * dl),
+                g("decoder o, cross o", dec, a, d, 2 * dl),
+                g("decoder cross k, v", rows, d, a, 2 * dl),
+                g("decoder wi", dec, d, f, wi * dl),
+                g("decoder wo", dec, f, d, dl),
+                g("lm head", dec, d, c.vocab_size, 1),
+            ]
+        }
+        Preset::Decoder(c) => {
+            let (d, f, l) = (c.hidden_size, c.intermediate_size, c.num_layers);
+            let (q, kv) = (c.q_width(), c.kv_width());
+            let up = if c.is_bloom() { 1 } else { 2 };
+            vec![
+                g("q", rows, d, q, l),
+                g("k, v", rows, d, kv, 2 * l),
+                g("o", rows, q, d, l),
+                g("mlp up (and gate)", rows, d, f, up * l),
+                g("mlp down", rows, f, d, l),
+                g("lm head", w.batch * w.target_len, d, c.vocab_size, 1),
+            ]
+        }
+    }
+}
+
+/// Seconds of the best of `reps` runs of `f`, after one warm-up run.
+fn best_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// (forward seconds, backward seconds) of one product on `path`, random operands.
+fn time_gemm(path: GemmPath, g: &StepGemm, reps: usize) -> (f64, f64) {
+    let mut rng = Rng::new(5);
+    let mut rand = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
+    let (x, w, dy) = (rand(g.m * g.k), rand(g.n * g.k), rand(g.m * g.n));
+    let (mut out, mut dx) = (vec![0f32; g.m * g.n], vec![0f32; g.m * g.k]);
+    let fwd = best_secs(reps, || {
+        gemm_path::fwd(path, &mut out, &x, &w, g.m, g.k, g.n, false)
+    });
+    let bwd = best_secs(reps, || {
+        gemm_path::bwd(path, &mut dx, &dy, &w, g.m, g.k, g.n)
+    });
+    std::hint::black_box((&out, &dx));
+    (fwd, bwd)
+}
+
+/// The ceiling report of `preset` at `w`: the peak, then every GEMM path on the step's
+/// products, as JSON.
+pub fn run(preset_name: &str, w: &Workload, reps: usize) -> crate::error::Result<Value> {
+    let preset = Preset::by_name(preset_name)?;
+    let peak = fma_peak(0.3);
+    let gemms = step_gemms(&preset, w);
+    let mut paths = Vec::new();
+    for path in GemmPath::available() {
+        let mut rows = Vec::new();
+        let (mut flops, mut secs) = (0.0, 0.0);
+        for g in &gemms {
+            let (tf, tb) = time_gemm(path, g, reps);
+            let f = 2.0 * (g.m * g.k * g.n) as f64;
+            flops += 2.0 * f * g.calls as f64;
+            secs += (tf + tb) * g.calls as f64;
+            rows.push(json!({
+                "name": g.name, "m": g.m, "k": g.k, "n": g.n, "calls": g.calls,
+                "fwd_gflops": f / tf / 1e9, "bwd_gflops": f / tb / 1e9,
+                "fwd_of_peak": f / tf / 1e9 / peak.gflops, "bwd_of_peak": f / tb / 1e9 / peak.gflops,
+            }));
+        }
+        let rate = flops / secs / 1e9;
+        paths.push(json!({
+            "path": path.name(), "shapes": rows,
+            "step_gemm_gflops": rate, "step_gemm_of_peak": rate / peak.gflops,
+            "step_gemm_ms": secs * 1e3,
+        }));
+    }
+    Ok(json!({
+        "preset": preset_name, "batch": w.batch, "seq": w.seq, "prompt": w.prompt,
+        "target_len": w.target_len,
+        "cpu": cpu_model(),
+        "isa": peak.isa.name(), "threads": peak.threads, "fma_peak_gflops": peak.gflops,
+        "selected_path": gemm_path::selected().name(),
+        "paths": paths,
+    }))
+}
+
+/// The ceiling report as text.
+pub fn text(r: &Value) -> String {
+    let mut s = format!(
+        "{} ({} threads, {}): float32 FMA peak {:.1} GFLOP/s\n",
+        r["cpu"].as_str().unwrap_or("?"),
+        r["threads"].as_u64().unwrap_or(0),
+        r["isa"].as_str().unwrap_or("?"),
+        r["fma_peak_gflops"].as_f64().unwrap_or(0.0)
+    );
+    for p in r["paths"].as_array().into_iter().flatten() {
+        s += &format!(
+            "\nGEMM path {}: {} step's frozen-weight products at {:.1} GFLOP/s ({:.0}% of the peak), {:.0} ms\n",
+            p["path"].as_str().unwrap_or("?"),
+            r["preset"].as_str().unwrap_or("?"),
+            p["step_gemm_gflops"].as_f64().unwrap_or(0.0),
+            100.0 * p["step_gemm_of_peak"].as_f64().unwrap_or(0.0),
+            p["step_gemm_ms"].as_f64().unwrap_or(0.0),
+        );
+        s += &format!(
+            "  {:<26} {:>6} {:>6} {:>6} {:>6} {:>14} {:>14}\n",
+            "product", "M", "K", "N", "calls", "fwd GFLOP/s", "bwd GFLOP/s"
+        );
+        for g in p["shapes"].as_array().into_iter().flatten() {
+            s += &format!(
+                "  {:<26} {:>6} {:>6} {:>6} {:>6} {:>8.1} ({:>2.0}%) {:>8.1} ({:>2.0}%)\n",
+                g["name"].as_str().unwrap_or("?"),
+                g["m"].as_u64().unwrap_or(0),
+                g["k"].as_u64().unwrap_or(0),
+                g["n"].as_u64().unwrap_or(0),
+                g["calls"].as_u64().unwrap_or(0),
+                g["fwd_gflops"].as_f64().unwrap_or(0.0),
+                100.0 * g["fwd_of_peak"].as_f64().unwrap_or(0.0),
+                g["bwd_gflops"].as_f64().unwrap_or(0.0),
+                100.0 * g["bwd_of_peak"].as_f64().unwrap_or(0.0),
+            );
+        }
+    }
+    s
+}
+
+/// The CPU's model name (Linux: /proc/cpuinfo), with its vendor, family and model numbers.
+pub fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|v| v.trim().to_string())
+    };
+    match field("model name") {
+        Some(name) => format!(
+            "{name} ({}, family {}, model {})",
+            field("vendor_id").unwrap_or_default(),
+            field("cpu family").unwrap_or_default(),
+            field("model\t").unwrap_or_default()
+        ),
+        None => std::env::consts::ARCH.to_string(),
+    }
+}

@@ -1,0 +1,241 @@
+//! The GEMM paths the float32 CPU backend can run its frozen-weight products on, behind one
+//! interface (`fwd`, `bwd`), and which one this process uses.
+//!
+//! - `gemm`: the pure-Rust `gemm` crate, in every build, and the default.
+//! - `openblas`: the system's OpenBLAS (`cblas_sgemm`), in a build with `--features openblas`
+//!   (Debian: `libopenblas-dev`); its threads are set to rayon's.
+//!
+//! The choice is deterministic: `--gemm` or `SOFTPROMPT_GEMM` when given, else `gemm`, which
+//! bench/README.md's comparison keeps as the default (`softprompt bench --ceiling` measures
+//! every path compiled in). It never depends on a timing at start-up. The path changes the
+//! last bits of results, so checkpoints record it with the SIMD instruction set
+//! (`kernels_id`) and a resume on another warns, as one on another thread count does.
+
+use super::simd;
+use crate::error::{Error, Result};
+use std::sync::OnceLock;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmPath {
+    /// the `gemm` crate
+    Crate,
+    /// the system's OpenBLAS (`--features openblas`)
+    OpenBlas,
+}
+
+impl GemmPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            GemmPath::Crate => "gemm",
+            GemmPath::OpenBlas => "openblas",
+        }
+    }
+
+    /// Every path compiled into this build, the default first.
+    pub fn available() -> Vec<GemmPath> {
+        let mut v = vec![GemmPath::Crate];
+        if cfg!(feature = "openblas") {
+            v.push(GemmPath::OpenBlas);
+        }
+        v
+    }
+
+    /// `--gemm` / `SOFTPROMPT_GEMM`: a path of this build.
+    pub fn parse(s: &str) -> Result<GemmPath> {
+        let names: Vec<&str> = GemmPath::available().iter().map(|p| p.name()).collect();
+        GemmPath::available()
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                let extra = if s == "openblas" {
+                    " (openblas needs a build with --features openblas)"
+                } else {
+                    ""
+                };
+                Error::arg(
+                    "--gemm",
+                    format!("\"{s}\": this build has {}{extra}", names.join(", ")),
+                )
+            })
+    }
+}
+
+static SELECTED: OnceLock<GemmPath> = OnceLock::new();
+
+/// Sets the path for this process (the `--gemm` flag); fails once one is in use.
+pub fn select(path: GemmPath) -> Result<()> {
+    if SELECTED.set(path).is_err() && selected() != path {
+        return Err(Error::arg(
+            "--gemm",
+            format!("the GEMM path is already {}", selected().name()),
+        ));
+    }
+    Ok(())
+}
+
+/// The path in use: the one `select` set, else `SOFTPROMPT_GEMM` when it names one of this
+/// build, else `gemm`.
+pub fn selected() -> GemmPath {
+    *SELECTED.get_or_init(|| {
+        std::env::var("SOFTPROMPT_GEMM")
+            .ok()
+            .and_then(|s| GemmPath::parse(&s).ok())
+            .unwrap_or(GemmPath::Crate)
+    })
+}
+
+/// What shapes the CPU's float32 results, for checkpoints: "gemm/avx512".
+pub fn kernels_id() -> String {
+    format!("{}/{}", selected().name(), simd::isa().name())
+}
+
+/// out (M, N) = inp (M, K) · Wᵀ (+ out when `accumulate`), W (N, K) row-major.
+#[allow(clippy::too_many_arguments)]
+pub fn fwd(
+    path: GemmPath,
+    out: &mut [f32],
+    inp: &[f32],
+    w: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
+    debug_assert!(out.len() >= m * n && inp.len() >= m * k && w.len() >= n * k);
+    match path {
+        GemmPath::Crate => super::matmul::crate_gemm(
+            m,
+            n,
+            k,
+            out,
+            (inp, k as isize, 1),
+            (w, 1, k as isize),
+            accumulate,
+        ),
+        GemmPath::OpenBlas => openblas::sgemm(out, inp, w, m, n, k, false, true, accumulate),
+    }
+}
+
+/// dinp (M, K) += dout (M, N) · W (N, K).
+pub fn bwd(
+    path: GemmPath,
+    dinp: &mut [f32],
+    dout: &[f32],
+    w: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    debug_assert!(dinp.len() >= m * k && dout.len() >= m * n && w.len() >= n * k);
+    match path {
+        GemmPath::Crate => super::matmul::crate_gemm(
+            m,
+            k,
+            n,
+            dinp,
+            (dout, n as isize, 1),
+            (w, k as isize, 1),
+            true,
+        ),
+        GemmPath::OpenBlas => openblas::sgemm(dinp, dout, w, m, k, n, false, false, true),
+    }
+}
+
+#[cfg(feature = "openblas")]
+mod openblas {
+    use std::sync::Once;
+
+    #[link(name = "openblas")]
+    extern "C" {
+        fn cblas_sgemm(
+            layout: i32,
+            trans_a: i32,
+            trans_b: i32,
+            m: i32,
+            n: i32,
+            k: i32,
+            alpha: f32,
+            a: *const f32,
+            lda: i32,
+            b: *const f32,
+            ldb: i32,
+            beta: f32,
+            c: *mut f32,
+            ldc: i32,
+        );
+        fn openblas_set_num_threads(n: i32);
+    }
+
+    const ROW_MAJOR: i32 = 101;
+    const NO_TRANS: i32 = 111;
+    const TRANS: i32 = 112;
+
+    /// c (M, N) (+)= a (M, K) · op(b), row-major; op(b) = bᵀ with b (N, K) when `tb`, else
+    /// b (K, N).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sgemm(
+        c: &mut [f32],
+        a: &[f32],
+        b: &[f32],
+        m: usize,
+        n: usize,
+        k: usize,
+        ta: bool,
+        tb: bool,
+        accumulate: bool,
+    ) {
+        static THREADS: Once = Once::new();
+        // SAFETY: a plain setter of OpenBLAS's thread count.
+        THREADS
+            .call_once(|| unsafe { openblas_set_num_threads(rayon::current_num_threads() as i32) });
+        if m == 0 || n == 0 {
+            return;
+        }
+        let ldb = if tb { k } else { n };
+        // SAFETY: the callers checked that a, b and c hold M·K, N·K and M·N floats, and the
+        // leading dimensions describe exactly those row-major layouts. Sizes fit in i32 for
+        // every model this engine loads (the largest product is vocab × hidden).
+        unsafe {
+            cblas_sgemm(
+                ROW_MAJOR,
+                if ta { TRANS } else { NO_TRANS },
+                if tb { TRANS } else { NO_TRANS },
+                m as i32,
+                n as i32,
+                k as i32,
+                1.0,
+                a.as_ptr(),
+                k as i32,
+                b.as_ptr(),
+                ldb as i32,
+                if accumulate { 1.0 } else { 0.0 },
+                c.as_mut_ptr(),
+                n as i32,
+            )
+        }
+    }
+}
+
+#[cfg(not(feature = "openblas"))]
+mod openblas {
+    /// Never reached: `GemmPath::parse` only yields paths of this build.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sgemm(
+        c: &mut [f32],
+        a: &[f32],
+        b: &[f32],
+        m: usize,
+        n: usize,
+        k: usize,
+        _ta: bool,
+        tb: bool,
+        accumulate: bool,
+    ) {
+        let _ = tb;
+        if tb {
+            super::fwd(super::GemmPath::Crate, c, a, b, m, k, n, accumulate)
+        } else {
+            super::bwd(super::GemmPath::Crate, c, a, b, m, n, k)
+        }
+    }
+}

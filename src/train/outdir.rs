@@ -1,0 +1,158 @@
+//! The output folder of a training run: an exclusive lock while a run writes into it, with
+//! the holder's pid inside so that a second run can name it, and what an earlier run left
+//! there, so that nothing a user has is replaced without being asked.
+
+use super::checkpoint::{Checkpoint, CHECKPOINT_FILE, HEAD_FILE, METRICS_FILE, TASK_FILE};
+use crate::error::{Error, Result};
+use crate::prompt::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+/// The lock file inside the output folder. It stays after a run (removing it would let a
+/// third run lock a new file while a second still holds the old one).
+pub const LOCK_FILE: &str = ".softprompt.lock";
+
+/// The files a run writes into its output folder, and the only ones `--overwrite` removes.
+pub const RUN_FILES: [&str; 6] = [
+    CHECKPOINT_FILE,
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    TASK_FILE,
+    HEAD_FILE,
+    METRICS_FILE,
+];
+
+/// An exclusive lock on an output folder, held until dropped (the system releases it when the
+/// process ends, SIGKILL included).
+#[derive(Debug)]
+pub struct OutLock {
+    _file: File,
+    pub path: PathBuf,
+}
+
+impl OutLock {
+    /// Locks `dir` (created if missing), or fails at once naming the pid of the run that
+    /// holds it.
+    pub fn acquire(dir: &Path) -> Result<OutLock> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {
+                let pid = std::process::id().to_string();
+                (|| -> std::io::Result<()> {
+                    file.set_len(0)?;
+                    file.rewind()?;
+                    file.write_all(pid.as_bytes())?;
+                    file.sync_all()
+                })()
+                .map_err(|e| Error::io(&path, e))?;
+                Ok(OutLock { _file: file, path })
+            }
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let who = match holder.trim().parse::<u32>() {
+                    Ok(pid) => format!("another softprompt run (pid {pid})"),
+                    Err(_) => "another softprompt run (its pid is not written yet)".into(),
+                };
+                Err(Error::file(
+                    dir,
+                    format!(
+                        "{who} is writing into this folder (it holds {}): wait for it to end, or \
+                         train into another --out",
+                        path.display()
+                    ),
+                ))
+            }
+            Err(TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
+    }
+}
+
+/// What an earlier run left in `dir`: None when it holds none of `RUN_FILES`, else a
+/// description ("an interrupted run (checkpoint at step 40)", or the files).
+pub fn existing_run(dir: &Path) -> Option<String> {
+    let present: Vec<&str> = RUN_FILES
+        .into_iter()
+        .filter(|f| dir.join(f).exists())
+        .collect();
+    if present.is_empty() {
+        return None;
+    }
+    let ck = dir.join(CHECKPOINT_FILE);
+    Some(match Checkpoint::load(&ck) {
+        Ok(c) if c.state.done => format!("a finished run (step {})", c.state.step),
+        Ok(c) => format!("an interrupted run (checkpoint at step {})", c.state.step),
+        Err(_) => format!("the files of a run ({})", present.join(", ")),
+    })
+}
+
+/// Refuses to start a fresh run in `dir` when it holds an earlier one, unless `overwrite`
+/// says to replace it; then removes that run's files (and only those).
+pub fn prepare_fresh(dir: &Path, overwrite: bool) -> Result<()> {
+    let Some(found) = existing_run(dir) else {
+        return Ok(());
+    };
+    if !overwrite {
+        let resume = if dir.join(CHECKPOINT_FILE).exists() {
+            "pass --resume to continue it (a finished run is then only re-scored), "
+        } else {
+            ""
+        };
+        return Err(Error::file(
+            dir,
+            format!(
+                "--out holds {found}: {resume}pass --overwrite to replace it, or train into \
+                 another --out"
+            ),
+        ));
+    }
+    for f in RUN_FILES {
+        let path = dir.join(f);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&path, e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The checks a command line runs before it loads anything, so that a busy or occupied
+/// folder fails at once: the lock is free (taken and given back; the trainer takes it for
+/// good), and a fresh run (`resume` false, or nothing to resume) would not replace a run
+/// without `overwrite`.
+pub fn precheck(dir: &Path, resume: bool, overwrite: bool) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::file(
+            dir,
+            "--out must be a folder, and this is a file",
+        ));
+    }
+    if dir.is_dir() {
+        drop(OutLock::acquire(dir)?);
+    }
+    let fresh = !(resume && dir.join(CHECKPOINT_FILE).exists());
+    if fresh && !overwrite {
+        if let Some(found) = existing_run(dir) {
+            let how = if resume {
+                "there is no checkpoint.safetensors to resume from: pass --overwrite to \
+                 replace it, or train into another --out"
+            } else if dir.join(CHECKPOINT_FILE).exists() {
+                "pass --resume to continue it (a finished run is then only re-scored), \
+                 --overwrite to replace it, or train into another --out"
+            } else {
+                "pass --overwrite to replace it, or train into another --out"
+            };
+            return Err(Error::file(dir, format!("--out holds {found}: {how}")));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,838 @@
+//! The bad-input corpus of issue #13 (`tests/bad_inputs/`, written by
+//! `scripts/make_bad_inputs.py`) against the release binary: one test per case. Each checks
+//! the exit code, that nothing panicked, and that the message names the file, key, flag or
+//! tensor at fault; the data-loss cases compare the files that must survive byte for byte.
+//! Every run is a few steps on the small fixture models, so the whole file takes seconds.
+
+mod common;
+
+use common::{edit_safetensors, fixture, RawTensor, ScratchDir};
+use serde_json::Value;
+use softprompt::train::checkpoint::Checkpoint;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn corpus(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/bad_inputs")
+        .join(rel)
+}
+
+fn cases() -> Value {
+    let text = std::fs::read_to_string(corpus("cases.json")).expect("tests/bad_inputs/cases.json");
+    serde_json::from_str(&text).expect("cases.json")
+}
+
+fn case(group: &str, name: &str) -> Value {
+    let v = cases()[group][name].clone();
+    assert!(!v.is_null(), "{group}/{name} is not in cases.json");
+    v
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .expect("a list")
+        .iter()
+        .map(|s| s.as_str().expect("a string").to_string())
+        .collect()
+}
+
+fn softprompt(args: &[&str]) -> Output {
+    softprompt_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
+}
+
+fn softprompt_in(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .expect("run softprompt")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Succeeds, and returns stdout + stderr.
+fn ok(out: &Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "exit {:?}\n{text}", out.status);
+    assert!(!text.contains("panicked"), "{text}");
+    text
+}
+
+/// Fails with exit code 2, no panic, and an error line holding every needle; returns stderr.
+fn refused(out: &Output, needles: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit code\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert!(stderr.contains("error: "), "{stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "the error lacks {n:?}: {stderr}");
+    }
+    stderr
+}
+
+/// A few-step PET training command on `model` into `out` (extra flags appended).
+fn train_args<'a>(model: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        "--model",
+        s(model),
+        "--train",
+        s_static(corpus("data/train.jsonl")),
+        "--out",
+        s(out),
+        "--task",
+        "pet",
+        "--verbalizer",
+        "positive=great,negative=bad",
+        "--prompt-len",
+        "3",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "2",
+        "--no-progress",
+        "--threads",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// A path that lives for the whole test run (the corpus' files never move).
+fn s_static(p: PathBuf) -> &'static str {
+    Box::leak(
+        p.into_os_string()
+            .into_string()
+            .expect("utf-8")
+            .into_boxed_str(),
+    )
+}
+
+/// The files of a folder, name -> bytes.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .expect("folder")
+        .flatten()
+        // the lock file holds the pid of the last run that looked, not the user's data
+        .filter(|e| e.path().is_file() && e.file_name() != ".softprompt.lock")
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).expect("read"),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn edit_json(path: &Path, patch: &Value) {
+    let mut v: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read json")).expect("json");
+    for (k, x) in patch.as_object().expect("a patch object") {
+        v[k] = x.clone();
+    }
+    std::fs::write(path, serde_json::to_string_pretty(&v).expect("json")).expect("write json");
+}
+
+/// A trained prompt folder (2 steps of PET on bert_mlm) in `dir`.
+fn trained(dir: &ScratchDir, extra: &[&str]) -> PathBuf {
+    let out = dir.path().join("run");
+    ok(&softprompt(&train_args(&fixture("bert_mlm"), &out, extra)));
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config keys that would panic or train NaN are refused at load, naming config.json's key
+
+fn config_case(name: &str) {
+    let c = case("config", name);
+    let dir = ScratchDir::new(name);
+    let fixture_name = c[0].as_str().expect("fixture");
+    let model = dir.copy_model(fixture_name, fixture_name);
+    edit_json(&model.join("config.json"), &c[1]);
+    // a smaller position table is cut to match, so that only the size is wrong
+    if let Some(n) = c[1]["max_position_embeddings"].as_u64() {
+        let name = "bert.embeddings.position_embeddings.weight";
+        edit_safetensors(&model.join("model.safetensors"), |t| {
+            let d = t[name].shape[1];
+            let data = t[name].as_f32();
+            let rows = n as usize;
+            t.insert(
+                name.into(),
+                RawTensor::f32(vec![rows, d], &data[..rows * d]),
+            );
+        });
+    }
+    let needles = strings(&c[2]);
+    let needles: Vec<&str> = needles.iter().map(|s| s.as_str()).collect();
+    let out = dir.path().join("out");
+    let mut args = train_args(&model, &out, &[]);
+    if fixture_name.starts_with("t5") {
+        args[8] = "seq2seq";
+        args[10] = "positive=good,negative=bad";
+    }
+    refused(&softprompt(&args), &needles);
+    // eval and parity read the same loader
+    let r = std::fs::read_dir(&model)
+        .expect("model")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ref_"))
+        })
+        .expect("a reference file");
+    let out = softprompt(&["parity", "--model", s(&model), "--reference", s(&r)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn config_type_vocab_size_0() {
+    config_case("type_vocab_size_0");
+}
+
+#[test]
+fn config_max_position_embeddings_2() {
+    config_case("max_position_embeddings_2");
+}
+
+#[test]
+fn config_negative_layer_norm_eps() {
+    config_case("negative_layer_norm_eps");
+}
+
+#[test]
+fn config_t5_negative_layer_norm_epsilon() {
+    config_case("t5_negative_layer_norm_epsilon");
+}
+
+/// A NaN weight is refused when the model loads, naming the tensor (it used to train, exit 0
+/// and save an all-NaN prompt).
+#[test]
+fn nan_weight_named_at_load() {
+    let dir = ScratchDir::new("nan_weight");
+    let model = dir.copy_model("bert_mlm", "bert_mlm");
+    let name = "bert.encoder.layer.1.output.dense.weight";
+    edit_safetensors(&model.join("model.safetensors"), |t| {
+        let mut data = t[name].as_f32();
+        data[5] = f32::NAN;
+        let shape = t[name].shape.clone();
+        t.insert(name.into(), RawTensor::f32(shape, &data));
+    });
+    let out = dir.path().join("out");
+    refused(
+        &softprompt(&train_args(&model, &out, &[])),
+        &[name, "non-finite"],
+    );
+    assert!(!out.join("adapter_model.safetensors").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flags: each bad value is refused with the flag's name (and the range), before any step
+
+fn flag_case(name: &str) {
+    let c = case("flags", name);
+    let dir = ScratchDir::new(name);
+    let out = dir.path().join("out");
+    let extra = strings(&c[0]);
+    let extra: Vec<&str> = extra.iter().map(|s| s.as_str()).collect();
+    let flag = c[1].as_str().expect("flag");
+    let model = fixture("bert_mlm");
+    let mut args = train_args(&model, &out, &[]);
+    // the case's flags replace the defaults above
+    for f in &extra {
+        if let Some(i) = args.iter().position(|a| a == f && f.starts_with("--")) {
+            args.drain(i..i + 2);
+        }
+    }
+    args.extend_from_slice(&extra);
+    refused(&softprompt(&args), &[flag]);
+    assert!(
+        !out.join("checkpoint.safetensors").exists(),
+        "{name} wrote a checkpoint"
+    );
+}
+
+#[test]
+fn flag_lr_nan() {
+    flag_case("lr_nan");
+}
+#[test]
+fn flag_lr_negative() {
+    flag_case("lr_negative");
+}
+#[test]
+fn flag_weight_decay_nan() {
+    flag_case("weight_decay_nan");
+}
+#[test]
+fn flag_head_lr_inf() {
+    flag_case("head_lr_inf");
+}
+#[test]
+fn flag_max_grad_norm_nan() {
+    flag_case("max_grad_norm_nan");
+}
+#[test]
+fn flag_batch_size_0() {
+    flag_case("batch_size_0");
+}
+#[test]
+fn flag_epochs_0() {
+    flag_case("epochs_0");
+}
+#[test]
+fn flag_max_steps_0() {
+    flag_case("max_steps_0");
+}
+#[test]
+fn flag_patience_without_dev() {
+    flag_case("patience_without_dev");
+}
+#[test]
+fn flag_eval_every_without_dev() {
+    flag_case("eval_every_without_dev");
+}
+#[test]
+fn flag_prompt_len_huge() {
+    flag_case("prompt_len_huge");
+}
+#[test]
+fn flag_max_len_huge() {
+    flag_case("max_len_huge");
+}
+
+/// BERT: a prompt longer than the position table names --prompt-len and the table (it used to
+/// blame --max-len); T5: a huge prompt or row is refused at once, before allocating.
+#[test]
+fn lengths_name_the_prompt_and_the_position_table() {
+    let dir = ScratchDir::new("lengths");
+    let out = dir.path().join("out");
+    let model = fixture("bert_mlm");
+    let mut args = train_args(&model, &out, &[]);
+    args[12] = "10000000";
+    let err = refused(
+        &softprompt(&args),
+        &["--prompt-len", "max_position_embeddings"],
+    );
+    assert!(!err.contains("--max-len"), "{err}");
+    let t5 = fixture("t5_flan");
+    for (flag, value) in [
+        ("--prompt-len", "10000000"),
+        ("--prompt-len", "100000"),
+        ("--max-len", "1000000000"),
+    ] {
+        let mut args = train_args(&t5, &out, &[flag, value]);
+        args[8] = "seq2seq";
+        args[10] = "positive=good,negative=bad";
+        if flag == "--prompt-len" {
+            args.drain(11..13);
+        }
+        let t0 = std::time::Instant::now();
+        refused(&softprompt(&args), &[flag]);
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "{flag} {value} took {:?}",
+            t0.elapsed()
+        );
+    }
+}
+
+/// Batch size times the bucket pool used to wrap to 0 and panic ("chunk size must be
+/// non-zero"); a batch larger than the data is one batch of all rows.
+#[test]
+fn huge_batch_and_bucket_pool_do_not_wrap() {
+    let dir = ScratchDir::new("huge_batch");
+    let out = dir.path().join("out");
+    let model = fixture("bert_mlm");
+    let mut args = train_args(&model, &out, &["--bucket-pool", "4294967296"]);
+    args[14] = "4294967296";
+    let text = ok(&softprompt(&args));
+    assert!(text.contains("(1 per epoch)"), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verbalizers that would train nothing, or blame the wrong flag
+
+fn verbalizer_case(name: &str) {
+    let c = case("verbalizer", name);
+    let dir = ScratchDir::new(name);
+    let out = dir.path().join("out");
+    let model = fixture(c[0].as_str().expect("fixture"));
+    let mut args = train_args(&model, &out, &[]);
+    args[8] = c[1].as_str().expect("task");
+    args[10] = c[2].as_str().expect("verbalizer");
+    let needles = strings(&c[3]);
+    let needles: Vec<&str> = needles.iter().map(|s| s.as_str()).collect();
+    let err = refused(&softprompt(&args), &needles);
+    assert!(!err.contains("--labels:"), "{err}");
+}
+
+#[test]
+fn verbalizer_shared_token() {
+    verbalizer_case("shared_token");
+}
+#[test]
+fn verbalizer_unknown_word() {
+    verbalizer_case("unknown_word");
+}
+#[test]
+fn verbalizer_identical_targets() {
+    verbalizer_case("identical_targets");
+}
+#[test]
+fn verbalizer_lacks_a_label() {
+    verbalizer_case("lacks_a_label");
+}
+
+// ---------------------------------------------------------------------------------------------
+// task.json: a bad key names task.json and the key, not the flag that would override it
+
+fn task_case(name: &str) {
+    let c = case("task", name);
+    let dir = ScratchDir::new(name);
+    let run = trained(&dir, &[]);
+    edit_json(&run.join("task.json"), &c[0]);
+    let needles = strings(&c[1]);
+    let needles: Vec<&str> = needles.iter().map(|s| s.as_str()).collect();
+    let data = corpus("data/dev.jsonl");
+    let err = refused(
+        &softprompt(&["eval", "--prompt", s(&run), "--data", s(&data)]),
+        &needles,
+    );
+    assert!(!err.contains("argument --"), "{err}");
+}
+
+#[test]
+fn task_max_len_0() {
+    task_case("max_len_0");
+}
+#[test]
+fn task_max_target_len_0() {
+    task_case("max_target_len_0");
+}
+#[test]
+fn task_template_without_text() {
+    task_case("template_without_text");
+}
+#[test]
+fn task_unknown_task() {
+    task_case("unknown_task");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data files: invalid UTF-8 names file:line in every format
+
+fn utf8_case(file: &str, line: usize) {
+    let dir = ScratchDir::new("utf8");
+    let data = corpus(&format!("data/{file}"));
+    let out = dir.path().join("out");
+    let model = fixture("bert_mlm");
+    let mut args = train_args(&model, &out, &[]);
+    args[4] = s_static(data.clone());
+    let at = format!("{}:{line}:", data.display());
+    refused(&softprompt(&args), &[&at, "UTF-8"]);
+}
+
+#[test]
+fn invalid_utf8_jsonl_names_the_line() {
+    utf8_case("invalid_utf8.jsonl", 3);
+}
+#[test]
+fn invalid_utf8_tsv_names_the_line() {
+    utf8_case("invalid_utf8.tsv", 3);
+}
+#[test]
+fn invalid_utf8_csv_names_the_line() {
+    utf8_case("invalid_utf8.csv", 3);
+}
+
+/// A 10 MB line is cut by words before it is tokenized: train and predict stay small (they
+/// peaked at 920 MB), and the kept tokens are those of the whole line.
+#[test]
+fn huge_line_is_cut_before_tokenizing() {
+    let dir = ScratchDir::new("huge_line");
+    let run = trained(&dir, &[]);
+    let line = "the movie was great and the film was fine. ".repeat(240_000);
+    let big = dir.path().join("big.jsonl");
+    let short = dir.path().join("short.jsonl");
+    let row = |t: &str| serde_json::json!({"text": t, "label": "positive"}).to_string() + "\n";
+    std::fs::write(&big, row(&line)).expect("write");
+    std::fs::write(&short, row(&line[..2000])).expect("write");
+    let (p1, p2) = (dir.path().join("p1.jsonl"), dir.path().join("p2.jsonl"));
+    ok(&softprompt(&[
+        "predict",
+        "--prompt",
+        s(&run),
+        "--data",
+        s(&big),
+        "--output",
+        s(&p1),
+    ]));
+    ok(&softprompt(&[
+        "predict",
+        "--prompt",
+        s(&run),
+        "--data",
+        s(&short),
+        "--output",
+        s(&p2),
+    ]));
+    let scores = |p: &Path| -> Value {
+        let v: Value =
+            serde_json::from_str(std::fs::read_to_string(p).expect("read").trim()).expect("json");
+        v["scores"].clone()
+    };
+    assert_eq!(scores(&p1), scores(&p2), "the cut changed the kept tokens");
+    let peak = peak_child_rss_kb();
+    // the largest child so far (other tests' children are far smaller than the old 920 MB)
+    assert!(peak < 400_000, "a child peaked at {peak} KB");
+}
+
+/// The largest resident set of any finished child of this process, in KB.
+fn peak_child_rss_kb() -> i64 {
+    // SAFETY: getrusage only writes the struct it is given
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
+        u.ru_maxrss
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nothing a user has is lost
+
+/// `train --out` on a folder holding a run, without --resume or --overwrite, refuses and
+/// leaves every file as it was; --overwrite replaces only the run's files.
+#[test]
+fn out_holding_a_run_is_not_replaced() {
+    let dir = ScratchDir::new("occupied");
+    let run = trained(&dir, &[]);
+    std::fs::write(run.join("notes.txt"), "mine").expect("write");
+    let before = snapshot(&run);
+    let model = fixture("bert_mlm");
+    let err = refused(
+        &softprompt(&train_args(&model, &run, &["--seed", "9"])),
+        &["--resume", "--overwrite", "finished run"],
+    );
+    assert!(err.contains(s(&run)), "{err}");
+    assert_eq!(snapshot(&run), before, "a refused run changed the folder");
+    // an interrupted run (no task.json yet, a checkpoint) is refused the same way
+    std::fs::remove_file(run.join("task.json")).expect("rm");
+    let before = snapshot(&run);
+    refused(
+        &softprompt(&train_args(&model, &run, &["--seed", "9"])),
+        &["--overwrite"],
+    );
+    assert_eq!(snapshot(&run), before);
+    ok(&softprompt(&train_args(
+        &model,
+        &run,
+        &["--seed", "9", "--overwrite"],
+    )));
+    assert_eq!(
+        std::fs::read(run.join("notes.txt")).expect("notes"),
+        b"mine"
+    );
+}
+
+/// `predict --output` naming the data file (or a file of the prompt folder) is refused and
+/// the file is unchanged.
+#[test]
+fn predict_output_never_replaces_an_input() {
+    let dir = ScratchDir::new("predict_output");
+    let run = trained(&dir, &[]);
+    let data = dir.path().join("labelled.jsonl");
+    std::fs::copy(corpus("data/dev.jsonl"), &data).expect("copy");
+    let before = std::fs::read(&data).expect("read");
+    // the same file under another spelling
+    let other = dir.path().join(".").join("labelled.jsonl");
+    let args = |o: &Path| -> Output {
+        softprompt(&[
+            "predict",
+            "--prompt",
+            s(&run),
+            "--data",
+            s(&data),
+            "--output",
+            s(o),
+        ])
+    };
+    refused(&args(&other), &["--output", "--data file"]);
+    assert_eq!(std::fs::read(&data).expect("read"), before);
+    let task = std::fs::read(run.join("task.json")).expect("read");
+    refused(
+        &args(&run.join("task.json")),
+        &["--output", "--prompt folder"],
+    );
+    assert_eq!(std::fs::read(run.join("task.json")).expect("read"), task);
+}
+
+/// A second run on a locked --out fails at once naming the holder's pid, and writes nothing.
+#[test]
+fn locked_out_names_the_holder() {
+    let dir = ScratchDir::new("locked");
+    let out = dir.path().join("out");
+    let lock = softprompt::train::outdir::OutLock::acquire(&out).expect("lock");
+    let pid = format!("pid {}", std::process::id());
+    refused(
+        &softprompt(&train_args(&fixture("bert_mlm"), &out, &[])),
+        &[&pid, "another softprompt run"],
+    );
+    assert!(!out.join("checkpoint.safetensors").exists());
+    drop(lock);
+    ok(&softprompt(&train_args(&fixture("bert_mlm"), &out, &[])));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints that lie
+
+/// A run that saves at step 1 and stops: its checkpoint, to tamper with.
+fn checkpointed(dir: &ScratchDir) -> (PathBuf, Vec<&'static str>) {
+    let out = dir.path().join("run");
+    let model = s_static(fixture("bert_nohead"));
+    let mut args = train_args(Path::new(model), &out, &["--save-every", "1"]);
+    args[8] = "cls";
+    args.drain(9..11);
+    ok(&softprompt(&args));
+    let args: Vec<&'static str> = args.into_iter().map(|a| s_static(a.into())).collect();
+    (out, args)
+}
+
+fn edit_checkpoint(out: &Path, edit: impl FnOnce(&mut Checkpoint)) {
+    let path = out.join("checkpoint.safetensors");
+    let mut ck = Checkpoint::load(&path).expect("checkpoint");
+    edit(&mut ck);
+    ck.save(&path).expect("save");
+}
+
+#[test]
+fn checkpoint_plan_row_out_of_range() {
+    let dir = ScratchDir::new("ck_plan");
+    let (out, mut args) = checkpointed(&dir);
+    edit_checkpoint(&out, |ck| {
+        ck.state.done = false;
+        ck.state.step = 1;
+        ck.state.plan[0][0] = 1000;
+    });
+    args.push("--resume");
+    refused(
+        &softprompt(&args),
+        &["checkpoint.safetensors", "batch plan", "1000"],
+    );
+}
+
+#[test]
+fn checkpoint_head_with_wrong_shape() {
+    let dir = ScratchDir::new("ck_head");
+    let (out, mut args) = checkpointed(&dir);
+    args.push("--resume");
+    for done in [false, true] {
+        edit_checkpoint(&out, |ck| {
+            ck.state.done = done;
+            ck.tensors
+                .insert("head.weight".into(), (vec![2, 35], vec![0.1; 70]));
+        });
+        refused(&softprompt(&args), &["head.weight", "[2, 35]", "[2, 36]"]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prompt folders find their model when copied or moved
+
+/// task.json records the model as typed, absolute, and relative to the prompt folder: a
+/// folder trained with a relative --model is found from another working directory and after
+/// the project moves; when nothing is found the error lists the paths tried.
+#[test]
+fn copied_prompt_folder_finds_its_model() {
+    let dir = ScratchDir::new("moved");
+    let project = dir.path().join("project");
+    dir.copy_model("bert_mlm", "project/model");
+    // a relative --model, typed in the project folder
+    ok(&softprompt_in(
+        &project,
+        &train_args(Path::new("model"), Path::new("runs/a"), &[]),
+    ));
+    let v: Value = serde_json::from_str(
+        &std::fs::read_to_string(project.join("runs/a/task.json")).expect("task.json"),
+    )
+    .expect("json");
+    assert_eq!(v["model"], "model");
+    assert_eq!(v["model_from_prompt"], "../../model");
+    let data = corpus("data/dev.jsonl");
+    // from another working directory
+    ok(&softprompt_in(
+        dir.path(),
+        &["eval", "--prompt", "project/runs/a", "--data", s(&data)],
+    ));
+    // the whole project moved: the absolute path is gone, the relative one still holds
+    let moved = dir.path().join("moved");
+    std::fs::rename(&project, &moved).expect("move");
+    ok(&softprompt_in(
+        dir.path(),
+        &["eval", "--prompt", "moved/runs/a", "--data", s(&data)],
+    ));
+    // the model gone: the error says where it looked
+    std::fs::rename(moved.join("model"), dir.path().join("elsewhere")).expect("move");
+    refused(
+        &softprompt_in(
+            dir.path(),
+            &["eval", "--prompt", "moved/runs/a", "--data", s(&data)],
+        ),
+        &["--model", "project/model", "moved/runs/a/../../model"],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// CLASS_LABELS init
+
+/// google-research/prompt-tuning's class-label init: row i is the mean embedding of label i's
+/// pieces (one row per label, however many pieces), labels past P are named in a warning,
+/// task.json records the init and the labels used, adapter_config.json a value PEFT accepts.
+#[test]
+fn class_labels_init_follows_prompt_tuning() {
+    let dir = ScratchDir::new("class_labels");
+    let out = dir.path().join("out");
+    let t5 = fixture("t5_flan");
+    let mut args = train_args(
+        &t5,
+        &out,
+        &["--init", "class-labels", "--lr", "0", "--max-steps", "1"],
+    );
+    args[8] = "seq2seq";
+    args[10] = "positive=very good,negative=bad";
+    args[12] = "1";
+    args.drain(15..17); // the default --max-steps
+    let text = ok(&softprompt(&args));
+    assert!(
+        text.contains("warning: --init class-labels") && text.contains("[\"negative\"]"),
+        "{text}"
+    );
+    let task: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("task.json")).expect("task"))
+            .expect("json");
+    assert_eq!(task["init"], "class-labels");
+    assert_eq!(task["init_labels"], serde_json::json!(["positive"]));
+    let adapter: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("adapter_config.json")).expect("adapter"),
+    )
+    .expect("json");
+    assert_eq!(adapter["prompt_tuning_init"], "RANDOM");
+    // the row: the mean of the embeddings of "very good"'s pieces (no </s>)
+    let tok = softprompt::tokenizer::Tokenizer::load(&t5).expect("tokenizer");
+    let ids = tok.encode("very good", false).expect("encode");
+    assert!(
+        ids.len() >= 2,
+        "the label must have several pieces: {ids:?}"
+    );
+    let weights =
+        softprompt::weights::TensorFile::read(&t5.join("model.safetensors")).expect("weights");
+    let emb = weights.float("shared.weight").expect("shared.weight");
+    let d = emb.shape[1];
+    let mut want = vec![0f64; d];
+    for &id in &ids {
+        for (w, x) in want
+            .iter_mut()
+            .zip(&emb.data[id as usize * d..(id as usize + 1) * d])
+        {
+            *w += *x as f64 / ids.len() as f64;
+        }
+    }
+    let prompt = softprompt::prompt::PromptTable::load_peft(&out).expect("prompt");
+    common::assert_close("class-label row", &prompt.data, &want, 1e-6);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resume: the loss curve is byte-identical when the checkpoint step is not a multiple of
+// --log-every
+
+#[test]
+fn resume_at_an_odd_step_keeps_the_loss_window() {
+    use softprompt::prompt::PromptInit;
+    use softprompt::train::data::{DataSpec, Dataset};
+    use softprompt::train::{Event, Model, Task, TaskKind, TaskSpec, TrainConfig, Trainer};
+    let be = softprompt::CpuBackend::<f32>::new();
+    let model = Model::load(&be, &fixture("bert_mlm")).expect("model");
+    let mut spec = TaskSpec::new(TaskKind::Pet, &["negative", "positive"]);
+    spec.label_words = vec!["bad".into(), "great".into()];
+    spec.max_len = 40;
+    let task = Task::new(spec, &model).expect("task");
+    let data = Dataset::load(&corpus("data/train.jsonl"), &DataSpec::default()).expect("data");
+    let enc = task.encode(&model.tokenizer, &data).expect("encode");
+    let cfg = TrainConfig {
+        prompt_len: 3,
+        init: PromptInit::Random { std: 1.0 },
+        batch_size: 4,
+        max_steps: Some(12),
+        save_every: 3,
+        log_every: 5,
+        seed: 5,
+        threads: rayon::current_num_threads(),
+        ..TrainConfig::default()
+    };
+    let dir = ScratchDir::new("odd_resume");
+    let (full, cut) = (dir.path().join("full"), dir.path().join("cut"));
+    std::fs::create_dir_all(&cut).expect("mkdir");
+    let mut t =
+        Trainer::new(&be, &model, &task, &enc, None, None, cfg.clone(), &full).expect("trainer");
+    t.run(&mut |e| {
+        // at step 7 the checkpoint on disk is step 6's, 1 step into the window of step 10
+        if let Event::Step(i) = e {
+            if i.step == 7 {
+                for f in ["checkpoint.safetensors", "metrics.jsonl"] {
+                    std::fs::copy(full.join(f), cut.join(f)).expect("copy");
+                }
+            }
+        }
+    })
+    .expect("run");
+    drop(t);
+    let ck = Checkpoint::load(&cut.join("checkpoint.safetensors")).expect("checkpoint");
+    assert_eq!(ck.state.step, 6);
+    let mut t = Trainer::resume(&be, &model, &task, &enc, None, None, cfg, &cut).expect("resume");
+    t.run(&mut |_| {}).expect("resumed run");
+    let losses = |d: &Path| -> Vec<(u64, u64)> {
+        std::fs::read_to_string(d.join("metrics.jsonl"))
+            .expect("metrics")
+            .lines()
+            .filter_map(|l| {
+                let v: Value = serde_json::from_str(l).ok()?;
+                Some((v["step"].as_u64()?, v["loss"].as_f64()?.to_bits()))
+            })
+            .collect()
+    };
+    assert_eq!(losses(&full).len(), 2);
+    assert_eq!(losses(&full), losses(&cut));
+}
+
+/// Every case of cases.json has its test above (a case added to the corpus without one fails
+/// here).
+#[test]
+fn every_corpus_case_has_a_test() {
+    let source = include_str!("bad_input_cli.rs");
+    for (group, fun) in [
+        ("config", "config_case"),
+        ("flags", "flag_case"),
+        ("verbalizer", "verbalizer_case"),
+        ("task", "task_case"),
+    ] {
+        for name in cases()[group].as_object().expect("group").keys() {
+            let call = format!("{fun}(\"{name}\");");
+            assert!(source.contains(&call), "no test calls {call}");
+        }
+    }
+}
