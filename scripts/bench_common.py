@@ -8,6 +8,12 @@ Presets are the shapes of the public checkpoints (weights are random in the benc
 - bert-*: BERT (gelu, absolute positions, max 512, 2 token types, vocab 30522, tied MLM decoder).
 - t5-*: T5 v1.1 (gated-gelu FFN, untied lm_head, no decoder-output scaling, 32 relative-position
   buckets, max distance 128, vocab 32128).
+- bloom-*: BLOOM (ALiBi, embedding LayerNorm, tanh-GELU MLP 4 x hidden, tied head, vocab 250880).
+- llama-*, qwen2.5-7b: Llama 3.x (8 key/value heads, SwiGLU, RoPE theta 5e5 with llama3 scaling,
+  vocab 128256; 3.2 tied, 3.1 untied) and Qwen2.5 (4 key/value heads, q/k/v biases, theta 1e6,
+  untied, vocab 152064). The 7-8B ones run on a GPU only.
+  Workload: B rows of T real tokens behind P prompt rows, causal-LM labels on the last L tokens of
+  each row (`--target-len`), -100 elsewhere.
 """
 
 # ------------------------------------------------------------------------------------------------
@@ -32,7 +38,22 @@ PRESETS = {
                   vocab=T5_VOCAB),
     "t5-xxl": dict(arch="t5", layers=24, decoder_layers=24, hidden=4096, heads=64, head_dim=64, ff=10240,
                    vocab=T5_VOCAB),
+    # decoder-only: kv_heads = key/value heads (grouped-query attention)
+    "bloom-560m": dict(arch="bloom", layers=24, decoder_layers=0, hidden=1024, heads=16, head_dim=64, ff=4096,
+                       vocab=250880, kv_heads=16),
+    "bloom-7b1": dict(arch="bloom", layers=30, decoder_layers=0, hidden=4096, heads=32, head_dim=128, ff=16384,
+                      vocab=250880, kv_heads=32),
+    "llama-3.2-1b": dict(arch="llama", layers=16, decoder_layers=0, hidden=2048, heads=32, head_dim=64, ff=8192,
+                         vocab=128256, kv_heads=8, tied=True, rope_theta=500000.0, rope_factor=32.0),
+    "llama-3.2-3b": dict(arch="llama", layers=28, decoder_layers=0, hidden=3072, heads=24, head_dim=128, ff=8192,
+                         vocab=128256, kv_heads=8, tied=True, rope_theta=500000.0, rope_factor=32.0),
+    "llama-3.1-8b": dict(arch="llama", layers=32, decoder_layers=0, hidden=4096, heads=32, head_dim=128,
+                         ff=14336, vocab=128256, kv_heads=8, tied=False, rope_theta=500000.0, rope_factor=8.0),
+    "qwen2.5-7b": dict(arch="qwen2", layers=28, decoder_layers=0, hidden=3584, heads=28, head_dim=128, ff=18944,
+                       vocab=152064, kv_heads=4, tied=False, rope_theta=1e6, rope_factor=None),
 }
+
+DECODER_ARCHS = ("bloom", "llama", "qwen2")
 
 BERT_MAX_POSITIONS = 512
 BERT_TYPE_VOCAB = 2
@@ -47,7 +68,24 @@ PET_VERBALIZERS = 2
 def shapes(preset):
     """The `shapes` object of the JSON output."""
     p = PRESETS[preset]
-    return {k: p[k] for k in ("layers", "decoder_layers", "hidden", "heads", "head_dim", "ff", "vocab")}
+    keys = ("layers", "decoder_layers", "hidden", "heads", "head_dim", "ff", "vocab")
+    return {k: p[k] for k in keys + (("kv_heads",) if p["arch"] in DECODER_ARCHS else ())}
+
+
+# float32 weights above this do not fit the CPU machines the benchmark runs on (24 GB): the 7-8B
+# decoder presets stop before allocating there (the same rule as `softprompt bench`).
+CPU_WEIGHT_LIMIT = 16 << 30
+
+
+def decoder_parameters(preset):
+    """Weight count of a decoder-only preset (embeddings, layers, final norm, untied head)."""
+    p = PRESETS[preset]
+    C, F, V = p["hidden"], p["ff"], p["vocab"]
+    A, K = p["heads"] * p["head_dim"], p["kv_heads"] * p["head_dim"]
+    mlp = (2 if p["arch"] == "bloom" else 3) * C * F
+    layer = C * A + 2 * C * K + A * C + mlp + 4 * C
+    head = 0 if p.get("tied", True) else V * C
+    return V * C + p["layers"] * layer + 2 * C + head
 
 
 def pet_mask_position(seq):
@@ -61,7 +99,8 @@ def mlm_labels_per_row(seq):
 
 
 def tokens_per_step(preset, batch, seq, prompt, target_len):
-    """Tokens processed per step: B*(P+T) for BERT; B*(P+T) + B*L for T5 (encoder + decoder rows)."""
+    """Tokens processed per step: B*(P+T) for BERT and decoder-only models; B*(P+T) + B*L for T5
+    (encoder + decoder rows)."""
     n = batch * (prompt + seq)
     if PRESETS[preset]["arch"] == "t5":
         n += batch * target_len
@@ -105,6 +144,10 @@ def step_flops(preset, batch, seq, prompt, target_len=8, objective="pet"):
       decoder per layer: self q, k, v, o and cross q, o over Nd rows; cross k, v (C x A each) over
         Ne rows; gated FFN over Nd rows; self attention(B, L, L, A); cross attention(B, L, S, A).
       LM head C x V over Nd rows.
+    Decoder-only (C hidden, A = heads * head_dim, K = kv_heads * head_dim, F ff, N = B*(P+T)):
+      per layer over N rows: q (C x A), k, v (C x K each), o (A x C); MLP: BLOOM C x F, F x C,
+        Llama/Qwen2 gate and up C x F, down F x C; attention(B, S, S, A).
+      LM head C x V over the B*L target rows only.
     """
     p = PRESETS[preset]
     C, H, D, F, V = p["hidden"], p["heads"], p["head_dim"], p["ff"], p["vocab"]
@@ -112,6 +155,11 @@ def step_flops(preset, batch, seq, prompt, target_len=8, objective="pet"):
     S = prompt + seq
     ne = batch * S
     flops = 0
+    if p["arch"] in DECODER_ARCHS:
+        K = p["kv_heads"] * D
+        mlp = (_linear(ne, C, F) + _linear(ne, F, C)) if p["arch"] == "bloom" else (2 * _linear(ne, C, F) + _linear(ne, F, C))
+        per_layer = _linear(ne, C, A) + 2 * _linear(ne, C, K) + _linear(ne, A, C) + mlp + _attention(batch, S, S, A)
+        return p["layers"] * per_layer + _linear(batch * target_len, C, V)
     if p["arch"] == "bert":
         per_layer = 4 * _linear(ne, C, C) + _linear(ne, C, F) + _linear(ne, F, C) + _attention(batch, S, S, C)
         flops += p["layers"] * per_layer

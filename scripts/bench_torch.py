@@ -22,6 +22,10 @@ Workload (one step = one forward + backward of the loss with respect to the prom
   cross-entropy over the full vocabulary.
 - T5: T5ForConditionalGeneration (v1.1 shape, untied lm_head) through PEFT SEQ_2_SEQ_LM; random
   labels (B, L); transformers' own loss. PEFT prompt tuning puts the prompt on the encoder only.
+- Decoder-only (bloom-*, llama-*, qwen2.5-7b): BloomForCausalLM / LlamaForCausalLM /
+  Qwen2ForCausalLM through PEFT CAUSAL_LM; labels (B, T) random on the last L tokens of each row
+  (`--target-len`), -100 elsewhere; PEFT prepends P labels of -100 and transformers computes the
+  loss from the full (B, P+T, V) logits, which is what is being compared against.
 - float32 on the CPU, bfloat16 weights on the GPU (the prompt table stays float32, as in PEFT).
 
 Measurements:
@@ -92,6 +96,8 @@ import peft  # noqa: E402
 import transformers  # noqa: E402
 from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model  # noqa: E402
 from transformers import BertConfig, BertForMaskedLM, T5Config, T5ForConditionalGeneration  # noqa: E402
+from transformers import BloomConfig, BloomForCausalLM, LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
 transformers.logging.set_verbosity_error()
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -116,7 +122,8 @@ def parse_args(argv=None):
     ap.add_argument("--preset", required=True, choices=sorted(bc.PRESETS))
     ap.add_argument("--batch", type=int, default=8, help="B (default 8)")
     ap.add_argument("--seq", type=int, default=128, help="T, real tokens per row, prompt excluded (default 128)")
-    ap.add_argument("--target-len", type=int, default=8, help="L, T5 decoder length (default 8)")
+    ap.add_argument("--target-len", type=int, default=8,
+                    help="L, T5 decoder length; decoder-only: labelled tokens at the end of each row (default 8)")
     ap.add_argument("--prompt", type=int, default=20, help="P, prompt rows (default 20)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--recompute", choices=["none", "layer"], default="none",
@@ -144,6 +151,16 @@ def parse_args(argv=None):
         ap.error(f"--prompt + --seq = {a.prompt + a.seq} exceeds BERT's {bc.BERT_MAX_POSITIONS} positions")
     if arch == "t5":
         a.objective = "seq2seq"
+    if arch in bc.DECODER_ARCHS:
+        a.objective = "causal"
+        if arch == "bloom" and a.attn != "eager":
+            a.attn = "eager"  # transformers' BLOOM has no sdpa or flash-attention path
+        size = 4 * bc.decoder_parameters(a.preset)
+        if a.device == "cpu" and size > bc.CPU_WEIGHT_LIMIT:
+            ap.error(f"{a.preset} holds {size / 1e9:.1f} GB of float32 weights, more than the "
+                     f"{bc.CPU_WEIGHT_LIMIT >> 30} GB a CPU run may use: run it on a GPU (--device cuda)")
+        if a.target_len > a.seq:
+            ap.error(f"--target-len {a.target_len} exceeds --seq {a.seq}")
     if a.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: torch sees no CUDA device")
     return a
@@ -173,12 +190,34 @@ def t5_config(p):
                     decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
 
 
+def decoder_config(p):
+    common = dict(vocab_size=p["vocab"], hidden_size=p["hidden"], num_hidden_layers=p["layers"],
+                  num_attention_heads=p["heads"], pad_token_id=None, bos_token_id=None, eos_token_id=None)
+    if p["arch"] == "bloom":
+        return BloomConfig(vocab_size=p["vocab"], hidden_size=p["hidden"], n_layer=p["layers"], n_head=p["heads"],
+                           layer_norm_epsilon=1e-5, hidden_dropout=0.0, attention_dropout=0.0)
+    rope = {"rope_type": "default", "rope_theta": p["rope_theta"]}
+    if p.get("rope_factor"):
+        rope = {"rope_type": "llama3", "rope_theta": p["rope_theta"], "factor": p["rope_factor"],
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    cls = Qwen2Config if p["arch"] == "qwen2" else LlamaConfig
+    extra = {"rms_norm_eps": 1e-6 if p["arch"] == "qwen2" else 1e-5}
+    return cls(**common, **extra, intermediate_size=p["ff"], num_key_value_heads=p["kv_heads"],
+               head_dim=p["head_dim"], rope_parameters=rope, tie_word_embeddings=p["tied"],
+               max_position_embeddings=131072, attention_dropout=0.0)
+
+
+DECODER_CLASSES = {"bloom": BloomForCausalLM, "llama": LlamaForCausalLM, "qwen2": Qwen2ForCausalLM}
+
+
 def build_model(args, dtype, device):
     """The base model, random weights, built directly on `device` in `dtype`, every weight frozen."""
     p = bc.PRESETS[args.preset]
     torch.manual_seed(args.seed)
     if p["arch"] == "bert":
         cls, cfg = BertForMaskedLM, bert_config(p)
+    elif p["arch"] in bc.DECODER_ARCHS:
+        cls, cfg = DECODER_CLASSES[p["arch"]], decoder_config(p)
     else:
         cls, cfg = T5ForConditionalGeneration, t5_config(p)
     with torch.device(device):
@@ -206,7 +245,7 @@ def build_model(args, dtype, device):
 
 def wrap_peft(model, args):
     arch = bc.PRESETS[args.preset]["arch"]
-    task = TaskType.TOKEN_CLS if arch == "bert" else TaskType.SEQ_2_SEQ_LM
+    task = {"bert": TaskType.TOKEN_CLS, "t5": TaskType.SEQ_2_SEQ_LM}.get(arch, TaskType.CAUSAL_LM)
     torch.manual_seed(args.seed + 1)  # RANDOM init: nn.Embedding's N(0, 1)
     pm = get_peft_model(model, PromptTuningConfig(task_type=task, num_virtual_tokens=args.prompt,
                                                   prompt_tuning_init=PromptTuningInit.RANDOM))
@@ -245,6 +284,10 @@ def make_batch(args, device):
                 pos = torch.randperm(T, generator=g)[:k]
                 labels[r, pos] = torch.randint(0, V, (k,), generator=g)
             b["labels"] = labels
+    elif p["arch"] in bc.DECODER_ARCHS:
+        labels = torch.full((B, T), -100, dtype=torch.int64)
+        labels[:, T - args.target_len:] = torch.randint(0, V, (B, args.target_len), generator=g)
+        b["labels"] = labels
     else:
         b["labels"] = torch.randint(0, V, (B, args.target_len), generator=g)
     return {k: v.to(device) for k, v in b.items()}
@@ -254,6 +297,10 @@ def forward_loss(pm, batch, args):
     """One forward pass; returns the scalar loss (model outputs are dropped so that only what
     autograd holds stays alive)."""
     P = args.prompt
+    if bc.PRESETS[args.preset]["arch"] in bc.DECODER_ARCHS:
+        out = pm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
+                 use_cache=False, return_dict=True)
+        return out.loss
     if bc.PRESETS[args.preset]["arch"] == "t5":
         out = pm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
                  use_cache=False, return_dict=True)
@@ -490,6 +537,8 @@ def main(argv=None):
     tokens = bc.tokens_per_step(args.preset, args.batch, args.seq, args.prompt, args.target_len)
     flops = bc.step_flops(args.preset, args.batch, args.seq, args.prompt, args.target_len,
                           args.objective if arch == "bert" else "seq2seq")
+    if arch in bc.DECODER_ARCHS:
+        assert model.config.vocab_size == bc.PRESETS[args.preset]["vocab"]
     res = {
         "impl": "pytorch+peft",
         "preset": args.preset,
@@ -534,7 +583,7 @@ def main(argv=None):
                  f"+{(res['peak_bytes'] - rss_baseline) / mb:.0f} MB)" if device.type == "cpu" else
                  f"peak allocated {res['peak_bytes'] / mb:.0f} MB (weights {weights_bytes / mb:.0f} MB)")
         print(f"{args.preset} B={args.batch} T={args.seq} P={args.prompt}"
-              + (f" L={args.target_len}" if arch == "t5" else f" {args.objective}")
+              + (f" L={args.target_len}" if arch in ("t5", *bc.DECODER_ARCHS) else f" {args.objective}")
               + f" {res['attn']} {res['dtype']} recompute={args.recompute} on {res['device']}")
         print(f"  step {step_ms:.1f} ms (all: {', '.join(f'{x:.0f}' for x in times)}), "
               f"{res['tokens_per_s']:.0f} tokens/s, {res['tflops']:.3f} TFLOP/s")

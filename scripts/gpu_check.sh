@@ -191,6 +191,10 @@ PY
     : > "$out/bench.jsonl"
     # spec | implementations (s: softprompt, t: PyTorch + PEFT with SDPA) | time limit, s
     local target="t5-xl --batch 32 --seq 512 --target-len 16 --prompt 100"
+    # issue #16's GPU targets: PEFT's MetaMathQA shape (Llama-3.2-3B, bf16, batch 4, 768 tokens;
+    # 200 prompt rows, the loss on the last 256 tokens), at least 2x PyTorch + PEFT's tokens/s;
+    # and Llama-3.1-8B training at that shape on one H200
+    local llama="llama-3.2-3b --batch 4 --seq 768 --prompt 200 --target-len 256"
     while IFS='|' read -r spec impls limit; do
         [ -n "$spec" ] || continue
         local runs=1
@@ -212,6 +216,7 @@ bert-base --batch 1 --seq 8 --prompt 2|st|120
 t5-base --batch 1 --seq 8 --target-len 2 --prompt 2|st|120
 t5-base --batch 1 --seq 8 --target-len 2 --prompt 2 --recompute layer|st|120
 t5-base --batch 1 --seq 8 --target-len 2 --prompt 2 --precision mixed|s|120
+bloom-560m --batch 1 --seq 8 --target-len 2 --prompt 2|s|180
 DRY
     else cat <<SPECS
 bert-base --batch 32 --seq 128|st|60
@@ -220,6 +225,9 @@ t5-base --batch 8 --seq 256 --target-len 16 --prompt 100 --precision mixed|s|90
 $target|st|150
 $target --recompute layer|st|150
 t5-xxl --batch 32 --seq 512 --target-len 16 --prompt 100 --recompute layer|s|200
+$llama|st|120
+$llama --recompute layer|s|90
+llama-3.1-8b --batch 4 --seq 768 --prompt 200 --target-len 256 --recompute layer|s|150
 SPECS
     fi)
     "$py" - "$out" "$results" "$commit" <<'PY'

@@ -3,8 +3,9 @@
 //! workload, FLOP count and JSON keys as `scripts/bench_torch.py`, so the two compare.
 
 use crate::backend::{Act, Backend, DType};
+use crate::bench_decoder as dec;
 use crate::closeness::{Closeness, TENSOR_FLOOR};
-use crate::config::{BertConfig, ModelConfig, T5Config};
+use crate::config::{BertConfig, DecoderConfig, ModelConfig, T5Config};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::{Model, Objective, Recompute, TokenBatch};
@@ -16,9 +17,11 @@ use std::time::Instant;
 pub enum Preset {
     Bert(BertConfig),
     T5(T5Config),
+    /// BLOOM and the Llama family (`bench_decoder.rs`)
+    Decoder(DecoderConfig),
 }
 
-pub const PRESETS: &str = "bert-base, bert-large, t5-base, t5-large, t5-xl, t5-xxl";
+pub const PRESETS: &str = "bert-base, bert-large, t5-base, t5-large, t5-xl, t5-xxl, bloom-560m, bloom-7b1, llama-3.2-1b, llama-3.2-3b, llama-3.1-8b, qwen2.5-7b";
 
 fn bert_preset(layers: usize, hidden: usize, heads: usize, inter: usize) -> Preset {
     Preset::Bert(BertConfig {
@@ -60,6 +63,9 @@ fn t5_preset(d_model: usize, heads: usize, d_ff: usize, layers: usize) -> Preset
 
 impl Preset {
     pub fn by_name(name: &str) -> Result<Preset> {
+        if let Some(c) = dec::by_name(name) {
+            return Ok(Preset::Decoder(c));
+        }
         Ok(match name {
             "bert-base" => bert_preset(12, 768, 12, 3072),
             "bert-large" => bert_preset(24, 1024, 16, 4096),
@@ -88,6 +94,10 @@ impl Preset {
                 c.num_decoder_layers = c.num_decoder_layers.min(layers);
                 Preset::T5(c)
             }
+            Preset::Decoder(mut c) => {
+                c.num_layers = c.num_layers.min(layers);
+                Preset::Decoder(c)
+            }
         }
     }
 
@@ -96,6 +106,8 @@ impl Preset {
         match self.clone() {
             Preset::Bert(c) => ModelConfig::Bert(c),
             Preset::T5(c) => ModelConfig::T5(c),
+            Preset::Decoder(c) if c.is_bloom() => ModelConfig::Bloom(c),
+            Preset::Decoder(c) => ModelConfig::Llama(c),
         }
     }
 
@@ -109,6 +121,7 @@ impl Preset {
                 json!({"layers": c.num_layers, "decoder_layers": c.num_decoder_layers, "hidden": c.d_model,
                 "heads": c.num_heads, "head_dim": c.d_kv, "ff": c.d_ff, "vocab": c.vocab_size})
             }
+            Preset::Decoder(c) => dec::shapes(c),
         }
     }
 }
@@ -118,7 +131,7 @@ pub struct Workload {
     pub batch: usize,
     /// real tokens per row, prompt excluded
     pub seq: usize,
-    /// T5 decoder length
+    /// T5 decoder length; decoder-only: the labelled tokens at the end of each row
     pub target_len: usize,
     pub prompt: usize,
     pub recompute: Recompute,
@@ -130,7 +143,7 @@ pub struct Workload {
 pub fn tokens_per_step(preset: &Preset, w: &Workload) -> usize {
     let enc = w.batch * (w.prompt + w.seq);
     match preset {
-        Preset::Bert(_) => enc,
+        Preset::Bert(_) | Preset::Decoder(_) => enc,
         Preset::T5(_) => enc + w.batch * w.target_len,
     }
 }
@@ -176,6 +189,7 @@ pub fn flops_per_step(preset: &Preset, w: &Workload) -> f64 {
                 + c.num_decoder_layers as f64 * dec_layer
                 + lin(dec_rows, d, v)
         }
+        Preset::Decoder(c) => dec::flops(c, w.batch, w.seq, w.prompt, w.target_len),
     }
 }
 
@@ -192,6 +206,7 @@ pub fn bench_batch(preset: &Preset, w: &Workload, seed: u64) -> BenchBatch {
     let (vocab, d) = match preset {
         Preset::Bert(c) => (c.vocab_size, c.hidden_size),
         Preset::T5(c) => (c.vocab_size, c.d_model),
+        Preset::Decoder(c) => (c.vocab_size, c.hidden_size),
     };
     let n = w.batch * w.seq;
     let ids = (0..n)
@@ -211,6 +226,7 @@ pub fn bench_batch(preset: &Preset, w: &Workload, seed: u64) -> BenchBatch {
             })
             .collect(),
         Preset::Bert(_) => (0..w.batch).map(|_| rng.below(2) as i32).collect(),
+        Preset::Decoder(_) => dec::labels(&mut rng, vocab, w.batch, w.seq, w.target_len),
     };
     let prompt = (0..w.prompt * d).map(|_| rng.normal() as f32).collect();
     BenchBatch {
@@ -352,6 +368,20 @@ pub fn run<B: Backend>(
     warmup: usize,
 ) -> Result<Value> {
     let preset = Preset::by_name(preset_name)?;
+    if let Preset::Decoder(c) = &preset {
+        if !be.device().is_gpu() {
+            dec::check_fits_cpu(preset_name, c)?;
+        }
+        if w.target_len > w.seq {
+            return Err(Error::arg(
+                "--target-len",
+                format!(
+                    "{} labelled tokens in rows of --seq {}",
+                    w.target_len, w.seq
+                ),
+            ));
+        }
+    }
     let tol = check_tol(be.act_dtype(), be.weight_dtype());
     if let (Preset::Bert(_), obj) = (&preset, w.objective.as_str()) {
         if obj != "pet" && obj != "mlm" {
@@ -402,7 +432,7 @@ pub fn run<B: Backend>(
         "preset": preset_name,
         "batch": w.batch, "seq": w.seq, "target_len": w.target_len, "prompt": w.prompt,
         "recompute": match w.recompute { Recompute::None => "none", Recompute::Layer => "layer" },
-        "objective": match preset { Preset::Bert(_) => w.objective.as_str(), Preset::T5(_) => "seq2seq" },
+        "objective": match preset { Preset::Bert(_) => w.objective.as_str(), Preset::T5(_) => "seq2seq", Preset::Decoder(_) => "causal" },
         "shapes": preset.shapes(),
         "steps": steps, "warmup": warmup,
         "step_ms": step_ms,

@@ -70,7 +70,8 @@ pub struct StepGemm {
 }
 
 /// The linear layers one step of `preset` at `w` runs (forward; backward runs each once more
-/// as dx = dy·W). Heads at the rows the loss reads are left out but for T5's LM head.
+/// as dx = dy·W). Heads at the rows the loss reads are left out but for the LM heads of T5
+/// and the decoder-only models (at their target rows).
 pub fn step_gemms(preset: &Preset, w: &Workload) -> Vec<StepGemm> {
     let rows = w.batch * (w.prompt + w.seq);
     let g = |name, m, k, n, calls| StepGemm {
@@ -105,6 +106,19 @@ pub fn step_gemms(preset: &Preset, w: &Workload) -> Vec<StepGemm> {
                 g("decoder wi", dec, d, f, wi * dl),
                 g("decoder wo", dec, f, d, dl),
                 g("lm head", dec, d, c.vocab_size, 1),
+            ]
+        }
+        Preset::Decoder(c) => {
+            let (d, f, l) = (c.hidden_size, c.intermediate_size, c.num_layers);
+            let (q, kv) = (c.q_width(), c.kv_width());
+            let up = if c.is_bloom() { 1 } else { 2 };
+            vec![
+                g("q", rows, d, q, l),
+                g("k, v", rows, d, kv, 2 * l),
+                g("o", rows, q, d, l),
+                g("mlp up (and gate)", rows, d, f, up * l),
+                g("mlp down", rows, f, d, l),
+                g("lm head", w.batch * w.target_len, d, c.vocab_size, 1),
             ]
         }
     }

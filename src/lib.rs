@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod bench_decoder;
 pub mod ceiling;
 pub mod closeness;
 pub mod config;

@@ -39,6 +39,12 @@ fn flops_and_tokens_match_bench_common_py() {
         "t5-large",
         "t5-xl",
         "t5-xxl",
+        "bloom-560m",
+        "bloom-7b1",
+        "llama-3.2-1b",
+        "llama-3.2-3b",
+        "llama-3.1-8b",
+        "qwen2.5-7b",
     ] {
         for (batch, seq, prompt, target_len, objective) in [
             (8, 128, 20, 8, "pet"),
@@ -46,7 +52,8 @@ fn flops_and_tokens_match_bench_common_py() {
             (32, 512, 100, 16, "pet"),
             (2, 1024, 20, 16, "mlm"),
         ] {
-            if preset.starts_with("t5") && objective == "mlm" {
+            // T5 and the decoder-only presets have one objective each (seq2seq, causal)
+            if !preset.starts_with("bert") && objective == "mlm" {
                 continue;
             }
             let w = Workload {
@@ -75,7 +82,28 @@ fn flops_and_tokens_match_bench_common_py() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 16);
+    assert_eq!(checked, 16 + 6 * 2);
+}
+
+/// The 7-8B presets need 28-32 GB of float32 weights: on the CPU `bench` stops with an
+/// error that says so before allocating anything (the run takes well under a second);
+/// scripts/bench_torch.py applies the same rule (bench_common.CPU_WEIGHT_LIMIT).
+#[test]
+fn big_decoder_presets_stop_on_the_cpu_before_allocating() {
+    for preset in ["bloom-7b1", "llama-3.1-8b", "qwen2.5-7b"] {
+        let start = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_softprompt"))
+            .args(["bench", "--preset", preset, "--steps", "1"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{preset}: {err}");
+        assert!(
+            err.contains(preset) && err.contains("GB of float32 weights") && err.contains("GPU"),
+            "{preset}: {err}"
+        );
+        assert!(start.elapsed().as_secs_f64() < 5.0, "{preset} allocated");
+    }
 }
 
 #[test]

@@ -315,6 +315,31 @@ fn causal_task_command_line() {
             }
         }
         if !free {
+            // generate: the texts in one batch give what each gives alone
+            let texts = ["my bag was lost again", "the service was kind"];
+            let gen = |texts: &[&str], extra: &[&str]| -> Vec<serde_json::Value> {
+                let mut args = vec!["generate", "--prompt", prompt_dir, "--max-new-tokens", "5"];
+                for t in texts {
+                    args.extend(["--text", t]);
+                }
+                args.extend(extra);
+                ok(&softprompt(&args))
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect()
+            };
+            let batched = gen(&texts, &[]);
+            assert_eq!(batched.len(), 2);
+            for (t, row) in texts.iter().zip(&batched) {
+                let alone = gen(&[t], &[]);
+                assert_eq!(row["ids"], alone[0]["ids"], "{t}");
+                assert_eq!(row["text"], *t);
+                let n = row["ids"].as_array().unwrap().len();
+                assert!((1..=5).contains(&n), "{row}");
+            }
+            // PEFT's placement (the prompt before the pads) on the same batch
+            let peft = gen(&texts, &["--prompt-placement", "peft"]);
+            assert_eq!(peft.len(), 2);
             let ranked = ok(&softprompt(&[
                 "predict",
                 "--prompt",

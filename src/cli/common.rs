@@ -372,7 +372,9 @@ pub fn fail(e: &Error) -> i32 {
 /// The workload flags `bench` and `profile` share (the same as scripts/bench_torch.py's).
 #[derive(clap::Args, Clone, Debug)]
 pub struct WorkloadArgs {
-    /// bert-base, bert-large, t5-base, t5-large, t5-xl or t5-xxl (random frozen weights)
+    /// bert-base, bert-large, t5-base, t5-large, t5-xl, t5-xxl, bloom-560m, bloom-7b1,
+    /// llama-3.2-1b, llama-3.2-3b, llama-3.1-8b or qwen2.5-7b (random frozen weights, the real
+    /// shapes; the 7-8B ones on a GPU only)
     #[arg(long)]
     pub preset: String,
     #[arg(long, default_value_t = 8)]
@@ -380,7 +382,7 @@ pub struct WorkloadArgs {
     /// Real tokens per row (the prompt comes on top)
     #[arg(long, default_value_t = 128)]
     pub seq: usize,
-    /// T5 decoder length
+    /// T5 decoder length; decoder-only presets: labelled tokens at the end of each row
     #[arg(long, default_value_t = 8)]
     pub target_len: usize,
     /// Prompt rows P

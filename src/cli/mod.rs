@@ -3,6 +3,7 @@
 mod bench;
 mod common;
 mod eval;
+mod generate;
 mod inspect;
 mod kernels;
 mod parity;
@@ -16,7 +17,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "softprompt",
     version,
-    about = "Prompt tuning for large frozen BERT and T5 models"
+    about = "Prompt tuning for large frozen BERT, T5 and decoder-only (BLOOM, Llama) models"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -33,12 +34,14 @@ enum Command {
     Profile(profile::Args),
     /// Show what the engine reads from a model folder or a saved prompt
     Inspect(inspect::Args),
-    /// Train a prompt on a data file (pet, cls or seq2seq), with dev evaluation and checkpoints
+    /// Train a prompt on a data file (pet, cls, seq2seq or causal), with dev evaluation and checkpoints
     Train(Box<train::Args>),
     /// Accuracy and macro-F1 of a saved prompt on labelled data (--json for one JSON object)
     Eval(eval::Args),
     /// One JSON line per input row: the predicted label and the per-label scores
     Predict(predict::Args),
+    /// Greedy generation behind a saved prompt on a decoder-only model (KV cache, batched)
+    Generate(generate::Args),
     /// Compile every CUDA kernel with NVRTC and print its resources (the CI compile gate)
     Kernels(kernels::Args),
 }
@@ -52,6 +55,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Generate(args) => generate::run(args),
         Command::Kernels(args) => kernels::run(args),
     }
 }

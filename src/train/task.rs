@@ -1,6 +1,6 @@
 //! A task resolved against a model: the spec checked against the architecture, the template
 //! split around `{text}`, and the label words turned into token ids. Rows, batches, the loss
-//! and the scores build on it (`encode`, `step`, `decode`). The three tasks:
+//! and the scores build on it (`encode`, `step`, `decode`, `causal`). The four tasks:
 //!
 //! - `pet` (BERT with a masked-LM head): the template holds `{text}` and one `[MASK]`; the loss
 //!   is the cross-entropy over the verbalizer tokens at the [MASK] (PET).
