@@ -77,6 +77,7 @@ def main():
             "unknown_word": ["bert_mlm", "pet", "positive=photography,negative=bad", ["--verbalizer", "\"photography\"", "unknown token"]],
             "identical_targets": ["t5_flan", "seq2seq", "positive=good,negative=good", ["--verbalizer", "same target", "\"good\""]],
             "lacks_a_label": ["bert_mlm", "pet", "positive=great", ["--verbalizer", "\"negative\"", "train.jsonl:2"]],
+            "special_token": ["bert_mlm", "pet", "positive=[MASK],negative=bad", ["--verbalizer", "\"[MASK]\"", "special token"]],
         },
         "flags": {
             # each: extra training flags, and the flag the error must name

@@ -42,12 +42,7 @@ impl Tokenizer {
                 msg,
             })?;
         }
-        let mut inner = text
-            .parse::<tokenizers::Tokenizer>()
-            .map_err(|e| Error::Tokenizer {
-                path: path.clone(),
-                msg: e.to_string(),
-            })?;
+        let mut inner = guarded(&path, String::new, || text.parse::<tokenizers::Tokenizer>())?;
         inner.with_padding(None);
         inner.with_truncation(None).map_err(|e| Error::Tokenizer {
             path: path.clone(),
@@ -63,26 +58,14 @@ impl Tokenizer {
     /// Token ids of `text`, with the tokenizer's special tokens ([CLS] ... [SEP], or ... </s>)
     /// when `special` is set.
     pub fn encode(&self, text: &str, special: bool) -> Result<Vec<i32>> {
-        let enc = self
-            .inner
-            .encode(text, special)
-            .map_err(|e| Error::Tokenizer {
-                path: self.path.clone(),
-                msg: format!("encoding {text:?}: {e}"),
-            })?;
+        let enc = self.call(|| format!("encoding {text:?}"), |t| t.encode(text, special))?;
         Ok(enc.get_ids().iter().map(|&i| i as i32).collect())
     }
 
     /// Ids of `text` with special tokens, each token's byte span in `text`, and whether the
     /// post-processor added it ([CLS], [SEP], </s>).
     pub fn encode_with_offsets(&self, text: &str) -> Result<TokenSpans> {
-        let enc = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| Error::Tokenizer {
-                path: self.path.clone(),
-                msg: format!("encoding {text:?}: {e}"),
-            })?;
+        let enc = self.call(|| format!("encoding {text:?}"), |t| t.encode(text, true))?;
         Ok(TokenSpans {
             ids: enc.get_ids().iter().map(|&i| i as i32).collect(),
             offsets: enc.get_offsets().to_vec(),
@@ -96,13 +79,7 @@ impl Tokenizer {
 
     /// Ids and token types of a sentence pair (BERT's [CLS] a [SEP] b [SEP]).
     pub fn encode_pair(&self, a: &str, b: &str) -> Result<(Vec<i32>, Vec<i32>)> {
-        let enc = self
-            .inner
-            .encode((a, b), true)
-            .map_err(|e| Error::Tokenizer {
-                path: self.path.clone(),
-                msg: format!("encoding a pair: {e}"),
-            })?;
+        let enc = self.call(|| "encoding a pair".into(), |t| t.encode((a, b), true))?;
         Ok((
             enc.get_ids().iter().map(|&i| i as i32).collect(),
             enc.get_type_ids().iter().map(|&i| i as i32).collect(),
@@ -120,12 +97,26 @@ impl Tokenizer {
 
     pub fn decode(&self, ids: &[i32], skip_special: bool) -> Result<String> {
         let ids: Vec<u32> = ids.iter().map(|&i| i.max(0) as u32).collect();
-        self.inner
-            .decode(&ids, skip_special)
-            .map_err(|e| Error::Tokenizer {
-                path: self.path.clone(),
-                msg: format!("decoding: {e}"),
-            })
+        self.call(|| "decoding".into(), |t| t.decode(&ids, skip_special))
+    }
+
+    /// Whether `id` is one of the vocabulary's special tokens ([CLS], [MASK], </s>, ...).
+    pub fn is_special(&self, id: i32) -> bool {
+        u32::try_from(id).is_ok_and(|id| {
+            self.inner
+                .get_added_tokens_decoder()
+                .get(&id)
+                .is_some_and(|t| t.special)
+        })
+    }
+
+    /// Runs `f` on the inner tokenizer, its error or panic an error naming the file and `what`.
+    fn call<T>(
+        &self,
+        what: impl Fn() -> String,
+        f: impl FnOnce(&tokenizers::Tokenizer) -> tokenizers::Result<T>,
+    ) -> Result<T> {
+        guarded(&self.path, what, || f(&self.inner))
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -158,5 +149,36 @@ fn check_templates(v: &serde_json::Value) -> std::result::Result<(), String> {
         }
         serde_json::Value::Array(a) => a.iter().try_for_each(check_templates),
         _ => Ok(()),
+    }
+}
+
+/// Runs a call into the tokenizers crate. The crate panics on some inputs it accepted at load
+/// (templates naming tokens it lacks were one, now refused at load); a panic that still gets
+/// through becomes an error naming the file, so the library does not abort on a user's file.
+fn guarded<T>(
+    path: &Path,
+    what: impl Fn() -> String,
+    f: impl FnOnce() -> tokenizers::Result<T>,
+) -> Result<T> {
+    let err = |msg: String| Error::Tokenizer {
+        path: path.to_path_buf(),
+        msg: match what() {
+            w if w.is_empty() => msg,
+            w => format!("{w}: {msg}"),
+        },
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(err(e.to_string())),
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(err(format!(
+                "the tokenizers crate failed on this file ({text})"
+            )))
+        }
     }
 }

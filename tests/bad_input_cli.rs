@@ -402,6 +402,10 @@ fn verbalizer_identical_targets() {
 fn verbalizer_lacks_a_label() {
     verbalizer_case("lacks_a_label");
 }
+#[test]
+fn verbalizer_special_token() {
+    verbalizer_case("special_token");
+}
 
 // ---------------------------------------------------------------------------------------------
 // task.json: a bad key names task.json and the key, not the flag that would override it

@@ -172,6 +172,9 @@ impl Task {
                             format!("label {label:?}: the word {word:?} tokenizes to {} pieces {pieces:?}; a PET verbalizer word must be a single token", ids.len()),
                         ));
                     };
+                    if tok.is_special(id) && tok.unk_id() != Some(id) {
+                        return Err(Error::arg("--verbalizer", format!("label {label:?}: the word {word:?} is the special token {:?} (id {id}): the model never predicts it at the mask; pick an ordinary word", tok.decode(&[id], false).unwrap_or_default())));
+                    }
                     if tok.unk_id() == Some(id) {
                         return Err(Error::arg("--verbalizer", format!("label {label:?}: the word {word:?} is not in the model's vocabulary (it tokenizes to the unknown token): its score would never move; pick a word the vocabulary holds")));
                     }
