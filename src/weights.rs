@@ -319,6 +319,9 @@ impl TensorFile {
         for (name, view) in st.tensors() {
             let shape = view.shape().to_vec();
             if let Some(data) = to_f32(view.dtype(), view.data()) {
+                // a saved prompt, head, optimizer state or reference holding NaN would score or
+                // train silently wrong
+                check_finite(&name, &data, path)?;
                 file.floats.insert(name, HostTensor::new(shape, data));
             } else if let Some(data) = to_i64(view.dtype(), view.data()) {
                 file.ints.insert(name, (shape, data));

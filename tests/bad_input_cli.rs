@@ -590,6 +590,87 @@ fn predict_output_never_replaces_an_input() {
     assert_eq!(std::fs::read(run.join("task.json")).expect("read"), task);
 }
 
+/// `predict --output` names an ordinary file in an existing folder: a link (its target would
+/// never see the predictions), a folder, `-` and a missing folder are refused, and nothing
+/// is created or replaced.
+#[test]
+fn predict_output_must_be_an_ordinary_file() {
+    let dir = ScratchDir::new("predict_output_kind");
+    let run = trained(&dir, &[]);
+    let target = dir.path().join("target.jsonl");
+    std::fs::write(&target, "keep\n").expect("write");
+    let link = dir.path().join("link.jsonl");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let missing = dir.path().join("no_such_folder").join("p.jsonl");
+    let args = |o: &Path| -> Output {
+        softprompt(&[
+            "predict",
+            "--prompt",
+            s(&run),
+            "--data",
+            s(&corpus("data/dev.jsonl")),
+            "--output",
+            s(o),
+        ])
+    };
+    refused(&args(&link), &["--output", "not an ordinary file"]);
+    assert!(std::fs::symlink_metadata(&link)
+        .expect("link")
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(&target).expect("read"), b"keep\n");
+    refused(&args(dir.path()), &["--output", "not an ordinary file"]);
+    refused(&args(Path::new("-")), &["--output", "standard output"]);
+    refused(&args(&missing), &["--output", "does not exist"]);
+    assert!(!missing.parent().expect("parent").exists());
+}
+
+/// `--overwrite` never deletes the data it trains on: an input that is one of the run's
+/// files in --out is refused by its flag, and survives byte for byte.
+#[test]
+fn overwrite_never_deletes_the_training_data() {
+    let dir = ScratchDir::new("overwrite_input");
+    let run = trained(&dir, &[]);
+    let data = run.join("metrics.jsonl");
+    std::fs::copy(corpus("data/train.jsonl"), &data).expect("copy");
+    let before = std::fs::read(&data).expect("read");
+    let model = fixture("bert_mlm");
+    let mut args = train_args(&model, &run, &["--overwrite"]);
+    args[4] = s_static(data.clone());
+    refused(
+        &softprompt(&args),
+        &["--train", "metrics.jsonl", "move it out"],
+    );
+    assert_eq!(std::fs::read(&data).expect("read"), before);
+}
+
+/// A saved prompt or head holding NaN is refused at load by `eval` and `predict`, naming the
+/// tensor and the file (they scored every row the same).
+#[test]
+fn nan_in_a_saved_prompt_is_named_at_load() {
+    let dir = ScratchDir::new("nan_prompt");
+    let run = trained(&dir, &[]);
+    let name = "prompt_embeddings";
+    edit_safetensors(&run.join("adapter_model.safetensors"), |t| {
+        let mut data = t[name].as_f32();
+        data[1] = f32::NAN;
+        let shape = t[name].shape.clone();
+        t.insert(name.into(), RawTensor::f32(shape, &data));
+    });
+    for cmd in ["eval", "predict"] {
+        refused(
+            &softprompt(&[
+                cmd,
+                "--prompt",
+                s(&run),
+                "--data",
+                s(&corpus("data/dev.jsonl")),
+            ]),
+            &[name, "non-finite", "adapter_model.safetensors"],
+        );
+    }
+}
+
 /// A second run on a locked --out fails at once naming the holder's pid, and writes nothing.
 #[test]
 fn locked_out_names_the_holder() {

@@ -328,6 +328,24 @@ fn causal_task_command_line() {
                     .map(|l| serde_json::from_str(l).unwrap())
                     .collect()
             };
+            // lengths past the engine's cap are refused by name, before anything is sized by
+            // them (they wrapped, panicked or ran out of memory)
+            for (cmd, flag, n) in [
+                ("generate", "--max-new-tokens", "18446744073709551615"),
+                ("generate", "--max-new-tokens", "1000000000000"),
+                ("eval", "--max-target-len", "100000000"),
+            ] {
+                let mut args = vec![cmd, "--prompt", prompt_dir, flag, n];
+                if cmd == "generate" {
+                    args.extend(["--text", texts[0]]);
+                } else {
+                    args.extend(["--data", dev.to_str().unwrap(), "--decode", "greedy"]);
+                }
+                let out = softprompt(&args);
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(out.status.code(), Some(2), "{cmd} {flag} {n}: {err}");
+                assert!(err.contains(flag) && !err.contains("panicked"), "{err}");
+            }
             let batched = gen(&texts, &[]);
             assert_eq!(batched.len(), 2);
             for (t, row) in texts.iter().zip(&batched) {

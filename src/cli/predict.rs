@@ -51,6 +51,7 @@ fn check_output(a: &Args, model_dir: &Path) -> Result<()> {
     let Some(out) = &a.output else {
         return Ok(());
     };
+    check_writable_file(out)?;
     let mut inputs = vec![(a.data.clone(), "the --data file")];
     for (dir, what) in [
         (a.prompt.as_path(), "a file of the --prompt folder"),
@@ -73,6 +74,33 @@ fn check_output(a: &Args, model_dir: &Path) -> Result<()> {
             ),
         )),
         None => Ok(()),
+    }
+}
+
+/// `--output` names an ordinary file in a folder that exists: the write goes to a temporary
+/// file renamed over the target, which would replace a device, a pipe or a link (and its
+/// target would never see the predictions), and a mistyped folder is not created.
+fn check_writable_file(out: &Path) -> Result<()> {
+    let refuse = |why: String| Err(Error::arg("--output", why));
+    if out.as_os_str() == "-" {
+        return refuse(
+            "\"-\" is not standard output here: leave out --output to print the predictions".into(),
+        );
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(out) {
+        if !meta.file_type().is_file() {
+            return refuse(format!(
+                "{} exists and is not an ordinary file (a folder, device, pipe or link): name a file to write",
+                out.display()
+            ));
+        }
+    }
+    match out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => refuse(format!(
+            "the folder {} does not exist: create it first",
+            dir.display()
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -281,6 +281,10 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
     // a busy or occupied --out fails before anything loads (the trainer checks again, and
     // holds the lock for good)
     outdir::precheck(&a.out, a.resume, a.overwrite)?;
+    let mut inputs = vec![("--train", a.train.as_path())];
+    inputs.extend(a.dev.as_deref().map(|p| ("--dev", p)));
+    inputs.extend(a.test.as_deref().map(|p| ("--test", p)));
+    outdir::check_inputs_kept(&a.out, &inputs)?;
     let model = Model::load(be, &a.model)?;
     let train_data = a.data.load(&a.train, true)?;
     let spec = a.task.spec(None, &model, Some(&train_data), a.prompt_len)?;

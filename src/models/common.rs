@@ -6,6 +6,12 @@ use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::weights::WeightSource;
 
+/// The most positions (prompt included) a row may take on a model without a position table,
+/// and the most a generation may reach: T5 was pre-trained on 512 and its relative buckets
+/// stop growing at 128, so 16 times its training length is far past any use and still bounds
+/// the memory a typo can ask for.
+pub const MAX_TOKENS: usize = 8192;
+
 /// Tensors a forward records for `parity`, named as the reference names them
 /// (`hidden_states.{i}`, `encoder_hidden_states.{l}`, `logits`, ...), in float32 on the host.
 pub type Capture = std::collections::BTreeMap<String, Vec<f32>>;

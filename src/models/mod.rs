@@ -17,6 +17,6 @@ mod model;
 mod objective;
 pub mod t5;
 
-pub use common::{Capture, Recompute, TokenBatch};
+pub use common::{Capture, Recompute, TokenBatch, MAX_TOKENS};
 pub use model::Model;
 pub use objective::{Objective, StepOutput};

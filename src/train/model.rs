@@ -16,10 +16,7 @@ use crate::tokenizer::Tokenizer;
 use crate::weights::HostTensor;
 use std::path::{Path, PathBuf};
 
-/// The most positions (prompt included) a row may take on a model without a position table:
-/// T5 was pre-trained on 512 and its relative buckets stop growing at 128, so 16 times its
-/// training length is far past any use and still bounds the memory a typo can ask for.
-pub const MAX_TOKENS: usize = 8192;
+pub use crate::models::MAX_TOKENS;
 
 pub struct Model<B: Backend> {
     pub dir: PathBuf,

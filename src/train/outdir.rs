@@ -131,6 +131,29 @@ pub fn prepare_fresh(dir: &Path, overwrite: bool) -> Result<()> {
     Ok(())
 }
 
+/// Refuses an input (`--train`, `--dev`, `--test`) that is one of the files the run writes
+/// into `dir`: `--overwrite` would delete it, and a run would write over it.
+pub fn check_inputs_kept(dir: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    for (flag, input) in inputs {
+        let run_file = RUN_FILES
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|f| crate::fsutil::same_file(f, input));
+        if let Some(f) = run_file {
+            return Err(Error::arg(
+                *flag,
+                format!(
+                    "{} is {}, a file of the run in --out that training replaces: move it out of \
+                     --out first",
+                    input.display(),
+                    f.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The checks a command line runs before it loads anything, so that a busy or occupied
 /// folder fails at once: the lock is free (taken and given back; the trainer takes it for
 /// good), and a fresh run (`resume` false, or nothing to resume) would not replace a run

@@ -19,7 +19,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::model::Model;
+use super::model::{Model, MAX_TOKENS};
 use super::spec::{TaskKind, TaskSpec, MASK_SLOT, TEXT_SLOT};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -96,6 +96,15 @@ impl Task {
         }
         if spec.kind.has_targets() && spec.max_target_len < 1 {
             return Err(Error::arg("--max-target-len", "must be at least 1"));
+        }
+        if spec.max_target_len > MAX_TOKENS {
+            return Err(Error::arg(
+                "--max-target-len",
+                format!(
+                    "{} exceeds this engine's cap of {MAX_TOKENS} target tokens",
+                    spec.max_target_len
+                ),
+            ));
         }
         model.check_lengths(0, Some(spec.max_len))?;
         let (pad_id, eos_id) = match &model.net {

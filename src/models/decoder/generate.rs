@@ -16,7 +16,7 @@ use super::weights::Decoder;
 use crate::backend::{AttnDims, Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::common::{linear, zeros};
+use crate::models::common::{linear, zeros, MAX_TOKENS};
 
 /// Where the prompt sits in a left-padded row.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -143,6 +143,23 @@ impl<B: Backend> Decoder<B> {
         }
         for r in rows {
             crate::backend::check_ids("input_ids", r, self.cfg.vocab_size)?;
+        }
+        // the positions the batch reaches at the end, bounded before anything is sized by them
+        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let reach = p
+            .saturating_add(longest)
+            .saturating_add(opts.max_new_tokens);
+        if reach > MAX_TOKENS {
+            return Err(Error::arg(
+                "--max-new-tokens",
+                format!(
+                    "{} new tokens behind a prompt of {p} rows and rows of up to {longest} \
+                     tokens reach {reach} positions, past this engine's cap of {MAX_TOKENS}: \
+                     use {} or less",
+                    opts.max_new_tokens,
+                    MAX_TOKENS.saturating_sub(p + longest)
+                ),
+            ));
         }
         let lay = Layout::new(rows, p, opts.max_new_tokens, opts.placement);
         if p + rows.iter().map(Vec::len).min().unwrap_or(0) == 0 {
