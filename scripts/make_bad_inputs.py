@@ -70,6 +70,9 @@ def main():
             "max_target_len_0": [{"max_target_len": 0}, ["task.json", "`max_target_len`"]],
             "template_without_text": [{"template": "It was [MASK]."}, ["task.json", "`template`"]],
             "unknown_task": [{"task": "regression"}, ["task.json", "`task`"]],
+            "verbalizer_not_a_list": [{"verbalizer": "positive=great,negative=bad"}, ["task.json", "`verbalizer`"]],
+            "verbalizer_other_labels": [{"verbalizer": [["foo", "great"], ["bar", "bad"]]}, ["task.json", "`verbalizer`", "\"foo\""]],
+            "labels_reordered": [{"labels": ["negative", "positive"]}, ["task.json", "`verbalizer`", "order"]],
         },
         "verbalizer": {
             # each: (fixture model, task, verbalizer, words the error must hold)

@@ -441,6 +441,18 @@ fn task_template_without_text() {
 fn task_unknown_task() {
     task_case("unknown_task");
 }
+#[test]
+fn task_verbalizer_not_a_list() {
+    task_case("verbalizer_not_a_list");
+}
+#[test]
+fn task_verbalizer_other_labels() {
+    task_case("verbalizer_other_labels");
+}
+#[test]
+fn task_labels_reordered() {
+    task_case("labels_reordered");
+}
 
 // ---------------------------------------------------------------------------------------------
 // Data files: invalid UTF-8 names file:line in every format

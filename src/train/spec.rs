@@ -185,15 +185,33 @@ impl TaskSpec {
                     .ok_or_else(|| Error::file(path, "`labels` must hold strings"))
             })
             .collect::<Result<_>>()?;
-        let mut label_words = Vec::new();
-        for pair in v
+        // `to_json` always writes the list (empty for cls), one pair per label in label order:
+        // anything else would score with the wrong words, or the label names, without a word
+        let pairs = v
             .get("verbalizer")
             .and_then(|x| x.as_array())
-            .cloned()
-            .unwrap_or_default()
-        {
+            .ok_or_else(|| {
+                Error::file(
+                    path,
+                    "missing list `verbalizer` ([label, word] pairs, one per label; [] for cls)",
+                )
+            })?;
+        let mut label_words = Vec::new();
+        for (i, pair) in pairs.iter().enumerate() {
             match pair.as_array().map(|p| p.as_slice()) {
-                Some([Value::String(_), Value::String(w)]) => label_words.push(w.clone()),
+                Some([Value::String(l), Value::String(w)]) if labels.get(i) == Some(l) => {
+                    label_words.push(w.clone())
+                }
+                Some([Value::String(l), Value::String(_)]) => {
+                    return Err(Error::file(
+                        path,
+                        format!(
+                            "`verbalizer` pair {i} is for label {l:?}, but `labels` has {:?} \
+                             there: the pairs follow the labels' order",
+                            labels.get(i).map_or("nothing", |x| x.as_str())
+                        ),
+                    ))
+                }
                 _ => {
                     return Err(Error::file(
                         path,
