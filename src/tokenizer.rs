@@ -119,6 +119,15 @@ impl Tokenizer {
         guarded(&self.path, what, || f(&self.inner))
     }
 
+    /// The largest id the tokenizer can produce (added tokens included).
+    pub fn max_id(&self) -> Option<i32> {
+        self.inner
+            .get_vocab(true)
+            .into_values()
+            .max()
+            .map(|i| i32::try_from(i).unwrap_or(i32::MAX))
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

@@ -232,6 +232,25 @@ fn nan_weight_named_at_load() {
     assert!(!out.join("adapter_model.safetensors").exists());
 }
 
+/// A tokenizer id past the model's embedding table is refused at load naming tokenizer.json
+/// (it failed at the first step that met the token).
+#[test]
+fn tokenizer_id_past_the_table_named_at_load() {
+    let dir = ScratchDir::new("tok_id");
+    let model = dir.copy_model("bert_mlm", "bert_mlm");
+    let path = model.join("tokenizer.json");
+    let mut tok: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    tok["model"]["vocab"]["great"] = Value::from(100000);
+    std::fs::write(&path, serde_json::to_vec(&tok).expect("json")).expect("write");
+    let out = dir.path().join("out");
+    refused(
+        &softprompt(&train_args(&model, &out, &[])),
+        &["tokenizer.json", "100000", "139 rows"],
+    );
+    assert!(!out.join("adapter_model.safetensors").exists());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Flags: each bad value is refused with the flag's name (and the range), before any step
 
@@ -712,6 +731,30 @@ fn checkpointed(dir: &ScratchDir) -> (PathBuf, Vec<&'static str>) {
     ok(&softprompt(&args));
     let args: Vec<&'static str> = args.into_iter().map(|a| s_static(a.into())).collect();
     (out, args)
+}
+
+/// A saved head of the wrong shape names head.safetensors and `weight`, with exit code 2 (it
+/// blamed the bias, named no file and exited 1, the code of a diverged run).
+#[test]
+fn head_of_the_wrong_shape_names_the_weight() {
+    let dir = ScratchDir::new("head_shape");
+    let (out, _) = checkpointed(&dir);
+    edit_safetensors(&out.join("head.safetensors"), |t| {
+        let data = t["weight"].as_f32();
+        let shape = t["weight"].shape.iter().rev().copied().collect();
+        t.insert("weight".into(), RawTensor::f32(shape, &data));
+    });
+    let err = refused(
+        &softprompt(&[
+            "eval",
+            "--prompt",
+            s(&out),
+            "--data",
+            s(&corpus("data/dev.jsonl")),
+        ]),
+        &["head.safetensors", "`weight`"],
+    );
+    assert!(!err.contains("bias"), "{err}");
 }
 
 fn edit_checkpoint(out: &Path, edit: impl FnOnce(&mut Checkpoint)) {

@@ -163,6 +163,15 @@ impl<B: Backend> Model<B> {
         }
     }
 
+    /// Rows of the input embedding table: every token id must be below it.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Model::Bert(m) => m.cfg.vocab_size,
+            Model::T5(m) => m.cfg.vocab_size,
+            Model::Bloom(m) | Model::Llama(m) => m.cfg.vocab_size,
+        }
+    }
+
     /// The (V, C) input embedding table, on the host (prompt initialisation reads it).
     pub fn word_embeddings(&self, be: &B) -> Result<HostTensor> {
         let (buf, v) = match self {

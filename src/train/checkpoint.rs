@@ -350,11 +350,22 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
                 ))
             }
         };
-        crate::error::ensure_len("head bias", k, b.data.len())?;
         if c != prompt.d {
             return Err(Error::file(
                 &head_path,
-                format!("the head is {c} wide but the prompt {}", prompt.d),
+                format!(
+                    "`weight` has shape [{k}, {c}]: expected [labels, {}], the prompt's width",
+                    prompt.d
+                ),
+            ));
+        }
+        if b.data.len() != k {
+            return Err(Error::file(
+                &head_path,
+                format!(
+                    "`bias` has {} values, but `weight` has {k} rows (one per label)",
+                    b.data.len()
+                ),
             ));
         }
         Some(HostClsHead {

@@ -44,6 +44,17 @@ impl<B: Backend> Model<B> {
         }
         let net = models::Model::load(be, dir)?;
         let tokenizer = Tokenizer::load(dir)?;
+        // an id past the table would fail only at the first step that meets it
+        let rows = net.vocab_size();
+        if let Some(max) = tokenizer.max_id().filter(|&m| m as usize >= rows) {
+            return Err(Error::file(
+                tokenizer.path(),
+                format!(
+                    "holds token id {max}, but the model's embedding table has {rows} rows \
+                     (vocab_size in config.json): the tokenizer belongs to another model"
+                ),
+            ));
+        }
         Ok(Model {
             dir: dir.to_path_buf(),
             net,
