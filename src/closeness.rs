@@ -43,7 +43,7 @@ pub fn reference_floor(len: usize) -> f64 {
 /// The closeness of `got` to `want`, element by element.
 ///
 /// ```
-/// use softprompt::closeness::{Closeness, TENSOR_FLOOR};
+/// use softprompt::internals::closeness::{Closeness, TENSOR_FLOOR};
 ///
 /// let want = [3.0f64, 4.0];
 /// let got = [3.0f32, 4.5];

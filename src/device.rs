@@ -39,12 +39,12 @@ pub fn with_backend<J: WithBackend>(kind: DeviceKind, job: J) -> Result<J::Outpu
 }
 
 #[cfg(feature = "emu")]
-fn emu_backend(precision: Precision) -> Result<CudaBackend> {
+pub(crate) fn emu_backend(precision: Precision) -> Result<CudaBackend> {
     CudaBackend::emu_with(precision)
 }
 
 #[cfg(not(feature = "emu"))]
-fn emu_backend(_precision: Precision) -> Result<CudaBackend> {
+pub(crate) fn emu_backend(_precision: Precision) -> Result<CudaBackend> {
     Err(crate::error::Error::Device(
         "the emu device (CUDA kernels run on the CPU emulator) is not in this build: rebuild \
          with `cargo build --release --features emu`"

@@ -53,6 +53,11 @@ pub enum Error {
     /// A loss, gradient or parameter stopped being finite (the trainer names the step).
     #[error("{0}")]
     NonFinite(String),
+
+    /// Training was stopped on request (Ctrl-C in Python, a stop flag in Rust) after its
+    /// checkpoint was written; the message says the step and how to resume.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

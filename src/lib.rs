@@ -1,32 +1,88 @@
-//! softprompt: prompt tuning for large frozen BERT and T5 models.
+//! softprompt: prompt tuning for large frozen models (BERT, T5, and the decoder-only BLOOM,
+//! Llama, Mistral and Qwen2).
 //!
 //! Only the P prompt rows in front of the input embeddings are trained; every weight of the
 //! model stays frozen. The engine exploits that: backward computes input gradients only,
 //! linear layers save nothing, attention stores no T×T matrix, and heads compute only the
-//! rows their loss reads. See `shared/docs/design.md` for the architecture.
+//! rows their loss reads.
+//!
+//! `use softprompt::prelude::*;` brings the whole API. A custom training loop on the
+//! committed test model (a tiny BERT with 64 positions and width 48):
+//!
+//! ```
+//! use softprompt::prelude::*;
+//!
+//! let model = Model::open("tests/fixtures/bert_mlm", Device::Cpu)?;
+//! let data = Dataset::from_pairs("reviews", [
+//!     ("The movie was great.", Some("positive")),
+//!     ("Terrible plot.", Some("negative")),
+//! ]);
+//! let opts = TaskOptions {
+//!     verbalizer: Some(TaskOptions::verbalizer_from_str("negative=bad,positive=great")?),
+//!     ..TaskOptions::default()
+//! };
+//! let task = model.task(&opts, Some(&data), 4)?; // pet: "{text} It was [MASK]."
+//! let mut prompt = model.new_prompt(&task, 4, &PromptInit::Text("great movie".into()), 0)?;
+//! let rows = model.encode(&task, &data)?.rows;
+//!
+//! let first = model.step(&task, &prompt, &rows)?.loss;
+//! for _ in 0..5 {
+//!     let out = model.step(&task, &prompt, &rows)?;
+//!     for (p, g) in prompt.values_mut().iter_mut().zip(&out.prompt_grad) {
+//!         *p -= 0.5 * g; // plain gradient descent
+//!     }
+//! }
+//! assert!(model.step(&task, &prompt, &rows)?.loss < first);
+//!
+//! // save in PEFT's layout (with task.json), load, and score the same
+//! let dir = std::env::temp_dir().join(format!("sp_doc_api_{}", std::process::id()));
+//! model.save_prompt(&dir, &prompt, &task)?;
+//! let back = Prompt::load(&dir)?;
+//! let task2 = model.task_for(&back, &TaskOptions::default(), None)?;
+//! let enc = model.encode(&task2, &data)?;
+//! let (metrics, preds) = model.evaluate(&task2, &back, &enc, 8)?;
+//! assert_eq!(preds, model.predict(&task, &prompt, &enc, 8)?);
+//! assert_eq!(metrics.examples, 2);
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok::<(), softprompt::Error>(())
+//! ```
+//!
+//! The whole run as `softprompt train` does it is [`Model::train`]; `examples/` shows both.
+//! Everything else (backends and kernels, model stacks, formats, benchmarks) is in
+//! [`internals`], which makes no promise of stability.
 
-pub mod backend;
-pub mod bench;
-pub mod bench_decoder;
-pub mod ceiling;
-pub mod closeness;
-pub mod config;
-pub mod cpu;
-pub mod cuda;
-pub mod device;
-pub mod error;
-pub mod fsutil;
-pub mod memory;
-pub mod models;
-pub mod nvtx;
-pub mod parity;
-pub mod prompt;
-pub mod reference;
-pub mod rng;
-pub mod tokenizer;
-pub mod train;
-pub mod weights;
+mod api;
+pub mod internals;
 
-pub use backend::{Backend, DType, Storage};
-pub use cpu::CpuBackend;
+// the engine's modules at the crate root, where its own code names them
+pub(crate) use internals::Backend;
+pub(crate) use internals::{
+    backend, bench, bench_decoder, closeness, config, cpu, cuda, device, error, fsutil, memory,
+    models, nvtx, parity, prompt, reference, rng, tokenizer, train, weights,
+};
+
+pub use api::{
+    parity, ConsoleProgress, Generation, Model, Prompt, Splits, StepOutput, Task, TaskOptions,
+};
+pub use backend::{DeviceKind as Device, Precision};
 pub use error::{Error, Result};
+pub use models::decoder::PromptPlacement;
+pub use models::heads::Pooling;
+pub use models::Recompute;
+pub use prompt::PromptInit;
+pub use train::data::{DataSpec, Dataset, Example, Format};
+pub use train::encode::{Encoded, Row};
+pub use train::optim::{OptimConfig, OptimKind, Schedule, ScheduleKind};
+pub use train::spec::{Decode, TaskKind, TaskSpec};
+pub use train::{EvalMetrics, Event, Prediction, StepInfo, Summary, TrainConfig};
+
+/// Everything a program using softprompt needs: `use softprompt::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        parity, ConsoleProgress, DataSpec, Dataset, Decode, Device, Encoded, Error, EvalMetrics,
+        Event, Example, Format, Generation, Model, OptimConfig, OptimKind, Pooling, Precision,
+        Prediction, Prompt, PromptInit, PromptPlacement, Recompute, Result, Row, Schedule,
+        ScheduleKind, Splits, StepInfo, StepOutput, Summary, Task, TaskKind, TaskOptions, TaskSpec,
+        TrainConfig,
+    };
+}

@@ -8,7 +8,7 @@ mod common;
 
 use common::{edit_safetensors, fixture, RawTensor, ScratchDir};
 use serde_json::Value;
-use softprompt::train::checkpoint::Checkpoint;
+use softprompt::internals::train::checkpoint::Checkpoint;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -707,7 +707,7 @@ fn nan_in_a_saved_prompt_is_named_at_load() {
 fn locked_out_names_the_holder() {
     let dir = ScratchDir::new("locked");
     let out = dir.path().join("out");
-    let lock = softprompt::train::outdir::OutLock::acquire(&out).expect("lock");
+    let lock = softprompt::internals::train::outdir::OutLock::acquire(&out).expect("lock");
     let pid = format!("pid {}", std::process::id());
     refused(
         &softprompt(&train_args(&fixture("bert_mlm"), &out, &[])),
@@ -877,14 +877,14 @@ fn class_labels_init_follows_prompt_tuning() {
     .expect("json");
     assert_eq!(adapter["prompt_tuning_init"], "RANDOM");
     // the row: the mean of the embeddings of "very good"'s pieces (no </s>)
-    let tok = softprompt::tokenizer::Tokenizer::load(&t5).expect("tokenizer");
+    let tok = softprompt::internals::tokenizer::Tokenizer::load(&t5).expect("tokenizer");
     let ids = tok.encode("very good", false).expect("encode");
     assert!(
         ids.len() >= 2,
         "the label must have several pieces: {ids:?}"
     );
-    let weights =
-        softprompt::weights::TensorFile::read(&t5.join("model.safetensors")).expect("weights");
+    let weights = softprompt::internals::weights::TensorFile::read(&t5.join("model.safetensors"))
+        .expect("weights");
     let emb = weights.float("shared.weight").expect("shared.weight");
     let d = emb.shape[1];
     let mut want = vec![0f64; d];
@@ -896,7 +896,7 @@ fn class_labels_init_follows_prompt_tuning() {
             *w += *x as f64 / ids.len() as f64;
         }
     }
-    let prompt = softprompt::prompt::PromptTable::load_peft(&out).expect("prompt");
+    let prompt = softprompt::internals::prompt::PromptTable::load_peft(&out).expect("prompt");
     common::assert_close("class-label row", &prompt.data, &want, 1e-6);
 }
 
@@ -906,10 +906,12 @@ fn class_labels_init_follows_prompt_tuning() {
 
 #[test]
 fn resume_at_an_odd_step_keeps_the_loss_window() {
-    use softprompt::prompt::PromptInit;
-    use softprompt::train::data::{DataSpec, Dataset};
-    use softprompt::train::{Event, Model, Task, TaskKind, TaskSpec, TrainConfig, Trainer};
-    let be = softprompt::CpuBackend::<f32>::new();
+    use softprompt::internals::prompt::PromptInit;
+    use softprompt::internals::train::data::{DataSpec, Dataset};
+    use softprompt::internals::train::{
+        Event, Model, Task, TaskKind, TaskSpec, TrainConfig, Trainer,
+    };
+    let be = softprompt::internals::CpuBackend::<f32>::new();
     let model = Model::load(&be, &fixture("bert_mlm")).expect("model");
     let mut spec = TaskSpec::new(TaskKind::Pet, &["negative", "positive"]);
     spec.label_words = vec!["bad".into(), "great".into()];
@@ -1014,7 +1016,7 @@ fn diverging_run_stops_and_keeps_the_last_good_files() {
         .tensors
         .values()
         .all(|(_, d)| d.iter().all(|x| x.is_finite())));
-    let prompt = softprompt::prompt::PromptTable::load_peft(&out).expect("prompt");
+    let prompt = softprompt::internals::prompt::PromptTable::load_peft(&out).expect("prompt");
     assert!(prompt.data.iter().all(|x| x.is_finite()));
 }
 

@@ -6,9 +6,9 @@
 mod common;
 
 use common::{edit_reference_meta, edit_safetensors, fixture, RawTensor, ScratchDir};
-use softprompt::parity;
-use softprompt::reference::Reference;
-use softprompt::CpuBackend;
+use softprompt::internals::parity;
+use softprompt::internals::reference::Reference;
+use softprompt::internals::CpuBackend;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -445,8 +445,8 @@ fn pet_with_an_empty_verbalizer() {
 
 #[test]
 fn cpu_backend_rejects_bad_buffers() {
-    use softprompt::backend::traits::*;
-    use softprompt::backend::{AttnBias, AttnDims, BiasRef, DType};
+    use softprompt::internals::backend::traits::*;
+    use softprompt::internals::backend::{AttnBias, AttnDims, BiasRef, DType};
     let be = CpuBackend::<f32>::new();
     let check = |what: &str, r: softprompt::Result<()>, needle: &str| {
         let msg = r.expect_err(what).to_string();

@@ -3,8 +3,8 @@
 //! Python side's single definition; this test evaluates it and compares. It also runs the
 //! command once on a small workload and checks its JSON.
 
-use softprompt::bench::{flops_per_step, tokens_per_step, Preset, Workload};
-use softprompt::models::Recompute;
+use softprompt::internals::bench::{flops_per_step, tokens_per_step, Preset, Workload};
+use softprompt::internals::models::Recompute;
 use std::process::Command;
 
 fn python_counts(preset: &str, w: &Workload) -> Option<(f64, f64)> {

@@ -2,13 +2,13 @@
 //! PEFT's causal-LM row (the filled template, then the target, labels on the target only),
 //! and its rank score and training loss on that row are what PyTorch's logits give.
 
-use softprompt::backend::traits::*;
-use softprompt::backend::DType;
-use softprompt::closeness::{Closeness, SCALAR_FLOOR};
-use softprompt::train::data::{DataSpec, Dataset};
-use softprompt::train::{Grads, Model, Params, Task, TaskKind, TaskSpec};
-use softprompt::weights::TensorFile;
-use softprompt::CpuBackend;
+use softprompt::internals::backend::traits::*;
+use softprompt::internals::backend::DType;
+use softprompt::internals::closeness::{Closeness, SCALAR_FLOOR};
+use softprompt::internals::train::data::{DataSpec, Dataset};
+use softprompt::internals::train::{Grads, Model, Params, Task, TaskKind, TaskSpec};
+use softprompt::internals::weights::TensorFile;
+use softprompt::internals::CpuBackend;
 use std::path::{Path, PathBuf};
 
 const REL_TOL: f64 = 1e-4;
@@ -41,7 +41,7 @@ fn causal_task_rebuilds_peft_rows_and_scores_them_as_pytorch() {
         let enc = task.encode(&model.tokenizer, &data).unwrap();
         let batch = task.batch(&enc, &[0]).unwrap();
         let (joined, labels) =
-            softprompt::train::causal::joined(&batch.tokens, &batch.targets, batch.l, 0);
+            softprompt::internals::train::causal::joined(&batch.tokens, &batch.targets, batch.l, 0);
         // PyTorch's row 0: its real ids and labels
         let (shape, ids) = reference.int("input_ids").unwrap();
         let t = shape[1];
@@ -97,7 +97,7 @@ fn causal_task_rebuilds_peft_rows_and_scores_them_as_pytorch() {
                 &params,
                 &mut grads,
                 &batch,
-                softprompt::models::Recompute::None,
+                softprompt::internals::models::Recompute::None,
             )
             .unwrap();
         let want_loss = -want_score / targets.len() as f64;
@@ -130,7 +130,7 @@ fn causal_task_model_mismatch_errors() {
 /// first real token, so the pads change nothing).
 #[test]
 fn batched_generation_equals_each_row_alone() {
-    use softprompt::models::decoder::GenerateOptions;
+    use softprompt::internals::models::decoder::GenerateOptions;
     let be = CpuBackend::<f32>::new();
     for name in ["bloom", "llama", "qwen2"] {
         let dir = fixture(name);
@@ -162,7 +162,8 @@ fn batched_generation_equals_each_row_alone() {
             assert_eq!(batched.ids[bi].len(), 6);
             let got: Vec<f32> = batched.logits[bi].concat();
             let want: Vec<f32> = alone.logits[0].concat();
-            let err = Closeness::of(&got, &want, softprompt::closeness::TENSOR_FLOOR).rel_err;
+            let err =
+                Closeness::of(&got, &want, softprompt::internals::closeness::TENSOR_FLOOR).rel_err;
             assert!(err < 1e-5, "{name} row {bi}: logits rel err {err}");
         }
     }

@@ -6,9 +6,9 @@
 mod common;
 
 use common::fixture;
-use softprompt::backend::rope::Llama3Scaling;
-use softprompt::backend::Act;
-use softprompt::config::{BertConfig, DecoderConfig, ModelConfig, Positions, T5Config};
+use softprompt::internals::backend::rope::Llama3Scaling;
+use softprompt::internals::backend::Act;
+use softprompt::internals::config::{BertConfig, DecoderConfig, ModelConfig, Positions, T5Config};
 use std::path::Path;
 
 fn t5(folder: &str) -> T5Config {

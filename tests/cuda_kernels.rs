@@ -12,17 +12,17 @@
 mod common;
 
 use common::{assert_close, assert_close_floor};
-use softprompt::backend::traits::*;
-use softprompt::backend::Act;
-use softprompt::backend::{AdafactorHyper, AdamWHyper};
-use softprompt::backend::{AttnBias, BiasRef};
-use softprompt::backend::{DType, Precision};
-use softprompt::cuda::CudaBackend;
-use softprompt::rng::Rng;
-use softprompt::CpuBackend;
+use softprompt::internals::backend::traits::*;
+use softprompt::internals::backend::Act;
+use softprompt::internals::backend::{AdafactorHyper, AdamWHyper};
+use softprompt::internals::backend::{AttnBias, BiasRef};
+use softprompt::internals::backend::{DType, Precision};
+use softprompt::internals::cuda::CudaBackend;
+use softprompt::internals::rng::Rng;
+use softprompt::internals::CpuBackend;
 
 /// Tolerances on the relative L2 error ‖got − want‖ / max(‖want‖, 1e-30) against the float32
-/// reference (`softprompt::closeness`, as `common::assert_close` measures it). This file's
+/// reference (`softprompt::internals::closeness`, as `common::assert_close` measures it). This file's
 /// tolerances were set in that measure, so none changed in the switch to the shared helper
 /// (which also fails a non-finite reference value, where this file's own checked `got` only).
 /// How each was chosen, and the worst observed on the emulator (`--features emu`,
@@ -78,7 +78,10 @@ struct Pair<'a> {
     cpu: CpuBackend<f32>,
 }
 
-type Bufs = (softprompt::cuda::CudaBuf, softprompt::cpu::CpuBuf<f32>);
+type Bufs = (
+    softprompt::internals::cuda::CudaBuf,
+    softprompt::internals::cpu::CpuBuf<f32>,
+);
 
 impl<'a> Pair<'a> {
     fn new(gpu: &'a CudaBackend) -> Self {
@@ -742,7 +745,7 @@ fn check_errors(be: &CudaBackend) {
 
 /// Runs `body` on GPU 0 in the `precision` build, or prints that it was skipped.
 fn on_gpu(precision: Precision, body: fn(&CudaBackend)) {
-    match softprompt::cuda::probe_cuda() {
+    match softprompt::internals::cuda::probe_cuda() {
         Ok(()) => body(&CudaBackend::cuda_with(0, precision).expect("CUDA device")),
         Err(e) => println!("skipped: no CUDA device ({e})"),
     }
@@ -754,30 +757,30 @@ macro_rules! test_device {
     ($name:ident, $body:ident) => {
         mod $name {
             #[allow(unused_imports)]
-            use softprompt::backend::Precision;
+            use softprompt::internals::backend::Precision;
             #[cfg(feature = "emu")]
             #[test]
             fn emu() {
-                super::$body(&softprompt::cuda::CudaBackend::emu().expect("emu device"));
+                super::$body(&softprompt::internals::cuda::CudaBackend::emu().expect("emu device"));
             }
             #[cfg(feature = "emu")]
             #[test]
             fn emu_f32() {
-                let be = softprompt::cuda::CudaBackend::emu_with(Precision::F32);
+                let be = softprompt::internals::cuda::CudaBackend::emu_with(Precision::F32);
                 super::$body(&be.expect("emu device, float32 build"));
             }
             #[cfg(feature = "emu")]
             #[test]
             fn emu_mixed() {
-                let be = softprompt::cuda::CudaBackend::emu_with(Precision::Mixed);
+                let be = softprompt::internals::cuda::CudaBackend::emu_with(Precision::Mixed);
                 super::$body(&be.expect("emu device, mixed build"));
             }
             #[test]
             fn cuda() {
-                match softprompt::cuda::probe_cuda() {
-                    Ok(()) => {
-                        super::$body(&softprompt::cuda::CudaBackend::cuda(0).expect("CUDA device"))
-                    }
+                match softprompt::internals::cuda::probe_cuda() {
+                    Ok(()) => super::$body(
+                        &softprompt::internals::cuda::CudaBackend::cuda(0).expect("CUDA device"),
+                    ),
                     Err(e) => println!("skipped: no CUDA device ({e})"),
                 }
             }
@@ -909,7 +912,7 @@ fn check_attention(be: &CudaBackend) {
             10 => (1.0, true),
             _ => (1.0, false),
         };
-        let dims = softprompt::backend::AttnDims {
+        let dims = softprompt::internals::backend::AttnDims {
             b,
             tq,
             tk,
@@ -927,7 +930,8 @@ fn check_attention(be: &CudaBackend) {
         let mask = s.ints(&mask);
         let buckets = 8;
         let table = s.up(st.w, &randn(&mut rng, buckets * h, 1.0));
-        let lookup = softprompt::backend::attention::bucket_lookup(tq, tk, !causal, buckets, 20);
+        let lookup =
+            softprompt::internals::backend::attention::bucket_lookup(tq, tk, !causal, buckets, 20);
         let lookup = s.ints(&lookup);
         let bias = || match bias_kind {
             1 => Some(AttnBias::Relative(BiasRef {
@@ -1060,7 +1064,7 @@ fn check_attention_decode(be: &CudaBackend) {
         (2, 130, 150, 5, 1, 64, true),
         (1, 65, 70, 8, 2, 128, false),
     ] {
-        let dims = softprompt::backend::AttnDims {
+        let dims = softprompt::internals::backend::AttnDims {
             b,
             tq: 1,
             tk,
@@ -1101,7 +1105,7 @@ fn check_attention_decode(be: &CudaBackend) {
 /// RoPE forward and backward in place (kernels/rope.cu): head dims 8 to 128, positions that
 /// start late (left padding) and reach 700, Llama 3's frequencies.
 fn check_rope(be: &CudaBackend) {
-    use softprompt::backend::rope::{rope_inv_freq, Llama3Scaling};
+    use softprompt::internals::backend::rope::{rope_inv_freq, Llama3Scaling};
     let st = Store::of(be);
     let s = Pair::new(be);
     let mut rng = Rng::new(22);

@@ -24,9 +24,9 @@ use common::{fixture, ScratchDir};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use serde_json::{json, Value};
-use softprompt::train::data::{DataSpec, Dataset, Format};
-use softprompt::train::{Model, Task, TaskKind, TaskSpec};
-use softprompt::CpuBackend;
+use softprompt::internals::train::data::{DataSpec, Dataset, Format};
+use softprompt::internals::train::{Model, Task, TaskKind, TaskSpec};
+use softprompt::internals::CpuBackend;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -304,7 +304,7 @@ fn fuzz_safetensors_header() {
     let file = model.join("model.safetensors");
     fuzz("safetensors_header", 1000, st_edit(), |e| {
         std::fs::write(&file, edit_st(&base, &e)).expect("write");
-        let one = softprompt::weights::TensorFile::read(&file).map(|_| ());
+        let one = softprompt::internals::weights::TensorFile::read(&file).map(|_| ());
         let all = Model::load(&be, &model).map(|_| ());
         Ok(verdict(one)? & verdict(all)?)
     });
@@ -382,7 +382,7 @@ fn fuzz_tokenizer_json() {
         |(t5, e)| {
             let (path, base) = &models[t5 as usize];
             write_json(&path.join("tokenizer.json"), &apply(base, &e));
-            let tok = match softprompt::tokenizer::Tokenizer::load(path) {
+            let tok = match softprompt::internals::tokenizer::Tokenizer::load(path) {
                 Ok(t) => t,
                 Err(e) => return Err(e.to_string()),
             };
@@ -543,8 +543,8 @@ fn fuzz_task_and_adapter_json() {
                 1 => write_json(&adapter_path, &apply(&adapter_base, &e)),
                 _ => std::fs::write(&weights, edit_st(&weights_base, &st)).expect("write"),
             }
-            let saved =
-                softprompt::train::checkpoint::load_prompt_dir(&run).map_err(|e| e.to_string())?;
+            let saved = softprompt::internals::train::checkpoint::load_prompt_dir(&run)
+                .map_err(|e| e.to_string())?;
             let Some(spec) = saved.task else {
                 return Ok(true);
             };
@@ -583,10 +583,10 @@ enum CkEdit {
 #[test]
 #[ignore = "fuzz: run by .ci/run once, or on demand (see the module doc)"]
 fn fuzz_checkpoint() {
-    use softprompt::prompt::PromptInit;
-    use softprompt::train::checkpoint::Checkpoint;
-    use softprompt::train::optim::OptimConfig;
-    use softprompt::train::{TrainConfig, Trainer};
+    use softprompt::internals::prompt::PromptInit;
+    use softprompt::internals::train::checkpoint::Checkpoint;
+    use softprompt::internals::train::optim::OptimConfig;
+    use softprompt::internals::train::{TrainConfig, Trainer};
     let dir = ScratchDir::new("fuzz_ck");
     let be = CpuBackend::<f32>::new();
     let model = Model::load(&be, &fixture("bert_mlm")).expect("model");
@@ -618,7 +618,7 @@ fn fuzz_checkpoint() {
         .expect("trainer");
     let keep = dir.path().join("ck.safetensors");
     t.run(&mut |e| {
-        if let softprompt::train::Event::Step(i) = e {
+        if let softprompt::internals::train::Event::Step(i) = e {
             if i.step == 3 {
                 std::fs::copy(base_dir.join("checkpoint.safetensors"), &keep).expect("copy");
             }
@@ -678,7 +678,7 @@ fn fuzz_checkpoint() {
 #[test]
 #[ignore = "fuzz: run by .ci/run once, or on demand (see the module doc)"]
 fn fuzz_reference_files() {
-    use softprompt::reference::Reference;
+    use softprompt::internals::reference::Reference;
     let dir = ScratchDir::new("fuzz_ref");
     let be = CpuBackend::<f32>::new();
     let cases: Vec<(PathBuf, PathBuf, Vec<u8>, Value)> = [
@@ -719,7 +719,7 @@ fn fuzz_reference_files() {
                 std::fs::write(path, edit_st(&b, &st)).expect("write");
             }
             let r = Reference::read(path).map_err(|e| e.to_string())?;
-            verdict(softprompt::parity::run(&be, model, &r, 1e-4))
+            verdict(softprompt::internals::parity::run(&be, model, &r, 1e-4))
         },
     );
 }

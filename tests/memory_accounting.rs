@@ -15,17 +15,17 @@
 mod common;
 
 use common::fixture;
-use softprompt::backend::traits::*;
-use softprompt::backend::DType;
-use softprompt::config::{BertConfig, DecoderConfig, ModelConfig, T5Config};
-use softprompt::cpu::CpuBackend;
-use softprompt::memory::MemoryAccountant;
-use softprompt::models::bert::{self, Bert, BertInputs};
-use softprompt::models::heads::{self, Decoder};
-use softprompt::models::t5::{self, T5Inputs, T5};
-use softprompt::models::Recompute;
-use softprompt::reference::{RefObjective, Reference};
-use softprompt::weights::WeightStore;
+use softprompt::internals::backend::traits::*;
+use softprompt::internals::backend::DType;
+use softprompt::internals::config::{BertConfig, DecoderConfig, ModelConfig, T5Config};
+use softprompt::internals::cpu::CpuBackend;
+use softprompt::internals::memory::MemoryAccountant;
+use softprompt::internals::models::bert::{self, Bert, BertInputs};
+use softprompt::internals::models::heads::{self, Decoder};
+use softprompt::internals::models::t5::{self, T5Inputs, T5};
+use softprompt::internals::models::Recompute;
+use softprompt::internals::reference::{RefObjective, Reference};
+use softprompt::internals::weights::WeightStore;
 use std::collections::BTreeSet;
 
 type Be = CpuBackend<f32>;
@@ -460,7 +460,7 @@ fn decoder_outer_bytes(cfg: &DecoderConfig, b: usize, s: usize) -> usize {
 }
 
 fn check_decoder(folder: &str) {
-    use softprompt::models::{Model, Objective};
+    use softprompt::internals::models::{Model, Objective};
     let be = Be::new();
     let dir = fixture(folder);
     let cfg = match ModelConfig::load(&dir).unwrap() {

@@ -15,23 +15,23 @@
 mod common;
 
 use common::{assert_close, download_f64, fixture, unit_direction, upload_axpy};
-use softprompt::backend::traits::*;
-use softprompt::backend::DType;
-use softprompt::config::ModelConfig;
-use softprompt::cpu::CpuBackend;
-use softprompt::memory::MemoryAccountant;
-use softprompt::models::bert::{self, Bert, BertInputs};
-use softprompt::models::cls_head::HostClsHead;
-use softprompt::models::heads::{self, Decoder, Pooling};
-use softprompt::models::t5::{self, T5Inputs, T5};
-use softprompt::models::Recompute;
-use softprompt::reference::{RefObjective, Reference};
-use softprompt::rng::Rng;
-use softprompt::weights::WeightStore;
+use softprompt::internals::backend::traits::*;
+use softprompt::internals::backend::DType;
+use softprompt::internals::config::ModelConfig;
+use softprompt::internals::cpu::CpuBackend;
+use softprompt::internals::memory::MemoryAccountant;
+use softprompt::internals::models::bert::{self, Bert, BertInputs};
+use softprompt::internals::models::cls_head::HostClsHead;
+use softprompt::internals::models::heads::{self, Decoder, Pooling};
+use softprompt::internals::models::t5::{self, T5Inputs, T5};
+use softprompt::internals::models::Recompute;
+use softprompt::internals::reference::{RefObjective, Reference};
+use softprompt::internals::rng::Rng;
+use softprompt::internals::weights::WeightStore;
 
 type Be = CpuBackend<f64>;
 
-/// Tolerances on `assert_close`'s relative L2 error (`softprompt::closeness`). For one number
+/// Tolerances on `assert_close`'s relative L2 error (`softprompt::internals::closeness`). For one number
 /// (a directional derivative, a loss) that is |got − want| / |want|, the measure these were
 /// first set in (max abs error over max |want|), so they carry over with their observed values
 /// unchanged; only TOL_VS_TORCH compares a tensor and was re-measured.
@@ -529,7 +529,7 @@ fn t5_flan_prompt_gradient() {
 /// A decoder-only fixture: the loss comes from the engine's own training step, whose losses
 /// are read back at full precision (`download_f64`), so no loss is rewritten here.
 fn check_decoder(folder: &str, reference: &str, seed: u64) {
-    use softprompt::models::{Model, Objective};
+    use softprompt::internals::models::{Model, Objective};
     let name = format!("{folder}/{reference}");
     let be = Be::new();
     let dir = fixture(folder);
@@ -540,7 +540,7 @@ fn check_decoder(folder: &str, reference: &str, seed: u64) {
     };
     let objective = Objective::Causal { labels };
     let (p, c) = (r.p(), r.d());
-    let step = |prompt: &<Be as softprompt::backend::Storage>::Buf| {
+    let step = |prompt: &<Be as softprompt::internals::backend::Storage>::Buf| {
         let mut dprompt = be.zeros(DType::F32, p * c).unwrap();
         let out = model
             .train_step(

@@ -4,12 +4,12 @@
 //! `child_workload` (below) in a fresh copy of this test binary with its own environment.
 //! The fake logs every push, pop and mark to `$FAKE_NVTX_LOG`.
 
-use softprompt::backend::profile::Profiler;
-use softprompt::backend::traits::*;
-use softprompt::backend::DType;
-use softprompt::nvtx;
-use softprompt::train::{Event, Model, Task, TaskKind, TaskSpec, TrainConfig, Trainer};
-use softprompt::CpuBackend;
+use softprompt::internals::backend::profile::Profiler;
+use softprompt::internals::backend::traits::*;
+use softprompt::internals::backend::DType;
+use softprompt::internals::nvtx;
+use softprompt::internals::train::{Event, Model, Task, TaskKind, TaskSpec, TrainConfig, Trainer};
+use softprompt::internals::CpuBackend;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -151,7 +151,7 @@ fn child_workload() {
     // a GEMM of the CUDA backend (on the emulator): its own range inside the op's
     #[cfg(feature = "emu")]
     {
-        let emu = Profiler::new(softprompt::cuda::CudaBackend::emu().unwrap());
+        let emu = Profiler::new(softprompt::internals::cuda::CudaBackend::emu().unwrap());
         let dt = emu.act_dtype();
         let x = emu.upload(dt, &[1.0; 4]).unwrap();
         let w = emu.upload(dt, &[1.0; 4]).unwrap();
@@ -172,9 +172,12 @@ fn child_workload() {
     let task = Task::new(spec, &model).unwrap();
     let jsonl = "{\"text\": \"a great film\", \"label\": \"positive\"}\n\
                  {\"text\": \"a bad film\", \"label\": \"negative\"}\n";
-    let data =
-        softprompt::train::data::Dataset::parse(Path::new("mem.jsonl"), jsonl, &Default::default())
-            .unwrap();
+    let data = softprompt::internals::train::data::Dataset::parse(
+        Path::new("mem.jsonl"),
+        jsonl,
+        &Default::default(),
+    )
+    .unwrap();
     let enc = task.encode(&model.tokenizer, &data).unwrap();
     let cfg = TrainConfig {
         prompt_len: 2,

@@ -11,20 +11,20 @@
 mod common;
 
 use common::{assert_close, assert_close_floor, check_gradient, normals, uniforms};
-use softprompt::backend::attention::{bucket_lookup, relative_position_bucket};
-use softprompt::backend::{alibi_slope, Act, AttnDims, IGNORE_INDEX};
-use softprompt::cpu::activation;
-use softprompt::cpu::attention::{attention_bwd, attention_fwd, Bias, PositionBias};
-use softprompt::cpu::head;
-use softprompt::cpu::loss::cross_entropy_fwd_bwd;
-use softprompt::cpu::{embedding, layernorm, matmul, rmsnorm, rows};
-use softprompt::rng::Rng;
+use softprompt::internals::backend::attention::{bucket_lookup, relative_position_bucket};
+use softprompt::internals::backend::{alibi_slope, Act, AttnDims, IGNORE_INDEX};
+use softprompt::internals::cpu::activation;
+use softprompt::internals::cpu::attention::{attention_bwd, attention_fwd, Bias, PositionBias};
+use softprompt::internals::cpu::head;
+use softprompt::internals::cpu::loss::cross_entropy_fwd_bwd;
+use softprompt::internals::cpu::{embedding, layernorm, matmul, rmsnorm, rows};
+use softprompt::internals::rng::Rng;
 
 /// Central-difference step. Inputs are O(1), so truncation error ≈ H²·|f'''|/6 ≈ 1e-11 and
 /// rounding error ≈ ε·|f|/H ≈ 2e-16 · |f| / 1e-5 ≈ 2e-11·|f| (|f| ≤ ~1e2 here).
 const H: f64 = 1e-5;
 
-/// Tolerances on the relative L2 error ‖analytic − FD‖ / ‖FD‖ (`softprompt::closeness`, as
+/// Tolerances on the relative L2 error ‖analytic − FD‖ / ‖FD‖ (`softprompt::internals::closeness`, as
 /// `assert_close` measures it), taken over the coordinates checked and again over the 4 random
 /// directions. How they were chosen: the FD error budget above is ~1e-9 relative or less for
 /// every op. Running this file with SOFTPROMPT_TEST_VERBOSE=1 prints every comparison; the
@@ -1148,7 +1148,7 @@ fn alibi_slopes_follow_bloom() {
 /// The decode step equals the last row of a causal attention over the same keys.
 #[test]
 fn attention_decode_matches_causal_attention() {
-    use softprompt::cpu::attention::attention_decode;
+    use softprompt::internals::cpu::attention::attention_decode;
     let (b, tk, tmax, h, hkv, d) = (2, 9, 13, 6, 3, 8);
     let mut rng = Rng::new(66);
     let k = normals(&mut rng, b * tmax * hkv * d, 1.0);
@@ -1201,8 +1201,8 @@ fn attention_decode_matches_causal_attention() {
 /// differences, at positions that are not 0..T (a left-padded row).
 #[test]
 fn rope_forward_and_backward() {
-    use softprompt::backend::rope::{rope_inv_freq, Llama3Scaling};
-    use softprompt::cpu::rope::{rope_bwd, rope_fwd};
+    use softprompt::internals::backend::rope::{rope_inv_freq, Llama3Scaling};
+    use softprompt::internals::cpu::rope::{rope_bwd, rope_fwd};
     let (b, t, h, d) = (2, 5, 3, 8);
     let scaling = Llama3Scaling {
         factor: 8.0,

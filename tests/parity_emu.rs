@@ -44,10 +44,10 @@
 mod common;
 
 use common::{realistic_reference_files, reference_files};
-use softprompt::backend::Precision;
-use softprompt::cuda::CudaBackend;
-use softprompt::parity::{self, ParityReport};
-use softprompt::reference::Reference;
+use softprompt::internals::backend::Precision;
+use softprompt::internals::cuda::CudaBackend;
+use softprompt::internals::parity::{self, ParityReport};
+use softprompt::internals::reference::Reference;
 use std::path::Path;
 
 /// (fixture, PyTorch bf16 relative error of loss, logits, prompt_grad), harsh fixtures.
@@ -396,7 +396,7 @@ fn bf16_rounded_copy(dir: &Path) -> std::path::PathBuf {
         .tensors()
         .into_iter()
         .map(|(name, t)| {
-            let data = softprompt::weights::to_f32(t.dtype(), t.data())
+            let data = softprompt::internals::weights::to_f32(t.dtype(), t.data())
                 .unwrap_or_else(|| panic!("{name}: not a float tensor"))
                 .into_iter()
                 .map(|x| half::bf16::from_f32(x).to_f32())
@@ -412,7 +412,7 @@ fn bf16_rounded_copy(dir: &Path) -> std::path::PathBuf {
         .iter()
         .map(|(n, shape, d)| (n.as_str(), shape.clone(), d.as_slice()))
         .collect();
-    softprompt::weights::write_safetensors(&out.join("model.safetensors"), &views, None)
+    softprompt::internals::weights::write_safetensors(&out.join("model.safetensors"), &views, None)
         .expect("write the bf16-rounded model");
     out
 }
@@ -429,7 +429,7 @@ const MIXED_VS_CPU_TOL: f64 = 1e-3;
 #[test]
 fn mixed_matches_the_cpu_engine_on_the_same_bf16_weights() {
     let emu = CudaBackend::emu_with(Precision::Mixed).expect("emu device, mixed build");
-    let cpu = softprompt::CpuBackend::<f32>::new();
+    let cpu = softprompt::internals::CpuBackend::<f32>::new();
     let mut failed = Vec::new();
     for (model, file) in reference_files() {
         let reference = Reference::read(&file).expect("reference");
@@ -438,7 +438,7 @@ fn mixed_matches_the_cpu_engine_on_the_same_bf16_weights() {
         let got = parity::outputs(&emu, &model, &reference).expect("emu mixed");
         assert_eq!(got.len(), want.len(), "{}", file.display());
         for (name, w) in &want {
-            let expected = softprompt::weights::HostTensor {
+            let expected = softprompt::internals::weights::HostTensor {
                 shape: vec![w.len()],
                 data: w.clone(),
             };

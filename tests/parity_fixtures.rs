@@ -3,9 +3,9 @@
 mod common;
 
 use common::{fixture, realistic_reference_files, reference_files};
-use softprompt::parity;
-use softprompt::reference::Reference;
-use softprompt::CpuBackend;
+use softprompt::internals::parity;
+use softprompt::internals::reference::Reference;
+use softprompt::internals::CpuBackend;
 use std::process::Command;
 
 /// A float32 CPU run passes at 1e-4 (reference-format.md).

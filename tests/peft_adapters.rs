@@ -5,8 +5,10 @@
 mod common;
 
 use common::{fixture, read_raw, ScratchDir};
-use softprompt::prompt::{AdapterInfo, PromptTable, ADAPTER_CONFIG, ADAPTER_WEIGHTS, PROMPT_KEY};
-use softprompt::reference::Reference;
+use softprompt::internals::prompt::{
+    AdapterInfo, PromptTable, ADAPTER_CONFIG, ADAPTER_WEIGHTS, PROMPT_KEY,
+};
+use softprompt::internals::reference::Reference;
 use std::path::Path;
 
 fn reference_prompt(rel: &str) -> Vec<f32> {

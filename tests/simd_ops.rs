@@ -9,10 +9,10 @@
 //! of up to 1000 terms summed in another order (measured ≤ 3.3e-6, a cancelling Σ dy·w·(x-μ));
 //! the exponential alone is held to 1e-6 per value over [-87, 88].
 
-use softprompt::backend::Act;
-use softprompt::cpu::simd::{self, Isa};
-use softprompt::cpu::{activation, layernorm, rmsnorm};
-use softprompt::rng::Rng;
+use softprompt::internals::backend::Act;
+use softprompt::internals::cpu::simd::{self, Isa};
+use softprompt::internals::cpu::{activation, layernorm, rmsnorm};
+use softprompt::internals::rng::Rng;
 
 mod common;
 use common::assert_close;

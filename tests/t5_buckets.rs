@@ -5,8 +5,8 @@
 mod common;
 
 use common::fixture;
-use softprompt::backend::attention::{bucket_lookup, relative_position_bucket};
-use softprompt::weights::TensorFile;
+use softprompt::internals::backend::attention::{bucket_lookup, relative_position_bucket};
+use softprompt::internals::weights::TensorFile;
 
 struct Table {
     rel: Vec<i64>,

@@ -5,15 +5,15 @@
 mod common;
 
 use common::{assert_close, fixture};
-use softprompt::backend::traits::*;
-use softprompt::backend::DType;
-use softprompt::config::ModelConfig;
-use softprompt::memory::MemoryAccountant;
-use softprompt::models::t5::{self, T5};
-use softprompt::models::Recompute;
-use softprompt::reference::{RefObjective, Reference};
-use softprompt::weights::WeightStore;
-use softprompt::CpuBackend;
+use softprompt::internals::backend::traits::*;
+use softprompt::internals::backend::DType;
+use softprompt::internals::config::ModelConfig;
+use softprompt::internals::memory::MemoryAccountant;
+use softprompt::internals::models::t5::{self, T5};
+use softprompt::internals::models::Recompute;
+use softprompt::internals::reference::{RefObjective, Reference};
+use softprompt::internals::weights::WeightStore;
+use softprompt::internals::CpuBackend;
 
 fn loss_and_grad(
     model: &T5<CpuBackend<f64>>,
@@ -64,7 +64,7 @@ fn chunked_lm_loss_matches_one_chunk() {
         5
     );
     let (got_loss, got_grad) = loss_and_grad(&model, &be, &r);
-    // relative L2 (`softprompt::closeness`): chunking changes no number here, observed 0 for
+    // relative L2 (`softprompt::internals::closeness`): chunking changes no number here, observed 0 for
     // both (in either measure: the gradient's tolerance was first set on max abs / max |want|)
     assert_close("loss", &[got_loss], &[want_loss], 1e-12);
     assert_close("prompt_grad", &got_grad, &want_grad, 1e-12);

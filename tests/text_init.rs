@@ -5,12 +5,12 @@
 mod common;
 
 use common::{fixture, reference_files};
-use softprompt::prompt::{PromptInit, PromptTable};
-use softprompt::reference::Reference;
-use softprompt::rng::Rng;
-use softprompt::tokenizer::Tokenizer;
-use softprompt::weights::WeightSource;
-use softprompt::weights::{HostTensor, WeightStore};
+use softprompt::internals::prompt::{PromptInit, PromptTable};
+use softprompt::internals::reference::Reference;
+use softprompt::internals::rng::Rng;
+use softprompt::internals::tokenizer::Tokenizer;
+use softprompt::internals::weights::WeightSource;
+use softprompt::internals::weights::{HostTensor, WeightStore};
 use std::path::Path;
 
 /// The model's input embedding table: BERT word embeddings (with or without `bert.`), T5

@@ -2,18 +2,18 @@
 //! generated data sets: PyTorch numbers for the PET and seq2seq scores, PEFT-saved prompts,
 //! the CLI's outputs, determinism, and resume after SIGKILL.
 
-use softprompt::backend::traits::*;
-use softprompt::backend::DType;
-use softprompt::closeness::{Closeness, SCALAR_FLOOR, TENSOR_FLOOR};
-use softprompt::prompt::{PromptInit, PromptTable};
-use softprompt::train::checkpoint::{load_prompt_dir, Checkpoint};
-use softprompt::train::data::{DataSpec, Dataset};
-use softprompt::train::optim::OptimConfig;
-use softprompt::train::{
+use softprompt::internals::backend::traits::*;
+use softprompt::internals::backend::DType;
+use softprompt::internals::closeness::{Closeness, SCALAR_FLOOR, TENSOR_FLOOR};
+use softprompt::internals::prompt::{PromptInit, PromptTable};
+use softprompt::internals::train::checkpoint::{load_prompt_dir, Checkpoint};
+use softprompt::internals::train::data::{DataSpec, Dataset};
+use softprompt::internals::train::optim::OptimConfig;
+use softprompt::internals::train::{
     evaluate, Event, Model, Params, Task, TaskKind, TaskSpec, TrainConfig, Trainer,
 };
-use softprompt::weights::TensorFile;
-use softprompt::CpuBackend;
+use softprompt::internals::weights::TensorFile;
+use softprompt::internals::CpuBackend;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -157,12 +157,12 @@ fn pet_scores_match_pytorch_reference() {
     let batch = task.batch(&enc, &[0, 1, 2]).unwrap();
     let scores = task.scores(&be, &model, &params, &batch).unwrap();
     let logits = &reference.float("logits").unwrap().data;
-    let want = softprompt::train::decode::log_softmax_rows(logits, 2);
+    let want = softprompt::internals::train::decode::log_softmax_rows(logits, 2);
     for (g, w) in scores.iter().zip(&want) {
         assert!((g - w).abs() < 1e-4, "{scores:?} vs {want:?}");
     }
     // the training loss is PyTorch's loss, and its gradient is PyTorch's prompt gradient
-    let mut grads = softprompt::train::Grads::zeros(&be, &params).unwrap();
+    let mut grads = softprompt::internals::train::Grads::zeros(&be, &params).unwrap();
     let loss = task
         .loss_and_grad(
             &be,
@@ -170,7 +170,7 @@ fn pet_scores_match_pytorch_reference() {
             &params,
             &mut grads,
             &batch,
-            softprompt::models::Recompute::None,
+            softprompt::internals::models::Recompute::None,
         )
         .unwrap();
     let want_loss = reference.float("loss").unwrap().data[0] as f64;
@@ -883,7 +883,7 @@ fn data_errors_name_file_and_line() {
         "--device",
         "cuda",
     ]);
-    if softprompt::cuda::probe_cuda().is_err() {
+    if softprompt::internals::cuda::probe_cuda().is_err() {
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains("no CUDA device"));
     }

@@ -98,7 +98,7 @@ macro_rules! backend_union {
         impl<T: Storage $(+ $family)*> Backend for T {}
 
         /// Every backend trait, for code that calls ops on a concrete backend type:
-        /// `use softprompt::backend::traits::*;` (generic code bounded by `Backend` needs none).
+        /// `use softprompt::internals::backend::traits::*;` (generic code bounded by `Backend` needs none).
         pub mod traits {
             pub use super::{Backend, Storage, $($family),*};
         }

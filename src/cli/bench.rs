@@ -1,7 +1,7 @@
 use super::common::WorkloadArgs;
-use softprompt::backend::Backend;
-use softprompt::bench::{self, Workload};
-use softprompt::device::{with_backend, WithBackend};
+use softprompt::internals::backend::Backend;
+use softprompt::internals::bench::{self, Workload};
+use softprompt::internals::device::{with_backend, WithBackend};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -44,13 +44,13 @@ pub fn run(args: Args) -> i32 {
         }
     };
     if args.ceiling {
-        return match softprompt::ceiling::run(&args.workload.preset, &w, 3) {
+        return match softprompt::internals::ceiling::run(&args.workload.preset, &w, 3) {
             Ok(r) if args.json => {
                 println!("{r}");
                 0
             }
             Ok(r) => {
-                print!("{}", softprompt::ceiling::text(&r));
+                print!("{}", softprompt::internals::ceiling::text(&r));
                 0
             }
             Err(e) => {

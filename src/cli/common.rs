@@ -1,12 +1,8 @@
 //! Flags shared by `train`, `eval` and `predict`: the device, the data fields and the task.
 
-use softprompt::device::DeviceKind;
-use softprompt::models::heads::Pooling;
-use softprompt::train::data::{DataSpec, Dataset, Format};
-use softprompt::train::spec::{parse_verbalizer, Decode, TaskKind, TaskSpec, TEXT_SLOT};
-use softprompt::train::Model;
-use softprompt::{Backend, Error, Result};
-use std::path::{Path, PathBuf};
+use softprompt::internals::device::DeviceKind;
+use softprompt::{DataSpec, Dataset, Error, Format, Result, TaskOptions};
+use std::path::Path;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct DeviceArgs {
@@ -30,8 +26,8 @@ pub struct DeviceArgs {
 /// `--gemm`: selects the CPU's GEMM path for this process.
 pub fn select_gemm(flag: Option<&str>) -> Result<()> {
     match flag {
-        Some(s) => softprompt::device::gemm_path::select(
-            softprompt::device::gemm_path::GemmPath::parse(s)?,
+        Some(s) => softprompt::internals::device::gemm_path::select(
+            softprompt::internals::device::gemm_path::GemmPath::parse(s)?,
         ),
         None => Ok(()),
     }
@@ -130,225 +126,24 @@ pub struct TaskArgs {
 }
 
 impl TaskArgs {
-    /// The spec: `base` (task.json) or defaults for the model, with the given flags on top.
-    /// `data` supplies the labels when nothing else does.
-    /// `prompt_len` bounds the default max_len by the model's positions.
-    pub fn spec<B: Backend>(
-        &self,
-        base: Option<TaskSpec>,
-        model: &Model<B>,
-        data: Option<&Dataset>,
-        prompt_len: usize,
-    ) -> Result<TaskSpec> {
-        // first, so that a prompt too long for the model is named as such (the default
-        // --max-len below is what room the prompt leaves)
-        model.check_lengths(prompt_len, None)?;
-        let mut spec = self.base_spec(base, model, prompt_len)?;
-        self.apply_flags(&mut spec)?;
-        // --max-len next to this prompt (Task::new checks it alone, not knowing the prompt)
-        model.check_lengths(prompt_len, Some(spec.max_len))?;
-        let verbalizer = self
-            .verbalizer
-            .as_deref()
-            .map(parse_verbalizer)
-            .transpose()?;
-        if spec.free_targets {
-            spec.labels.clear();
-            spec.label_words.clear();
-            return Ok(spec);
-        }
-        self.set_labels(&mut spec, verbalizer.as_deref(), data)?;
-        if spec.kind != TaskKind::Cls {
-            set_label_words(&mut spec, verbalizer.as_deref())?;
-        }
-        if !spec.template.contains(TEXT_SLOT) {
-            return Err(Error::arg(
-                "--template",
-                format!("{:?} must hold {TEXT_SLOT}", spec.template),
-            ));
-        }
-        Ok(spec)
-    }
-
-    /// `base` when it is of the asked task, else the defaults of the task the flag or the
-    /// model names.
-    fn base_spec<B: Backend>(
-        &self,
-        base: Option<TaskSpec>,
-        model: &Model<B>,
-        prompt_len: usize,
-    ) -> Result<TaskSpec> {
-        let kind: TaskKind = match (&self.task, &base) {
-            (Some(t), _) => t.parse()?,
-            (None, Some(b)) => b.kind,
-            (None, None) => match model.arch_name() {
-                "t5" => TaskKind::Seq2Seq,
-                "bloom" | "llama" => TaskKind::Causal,
-                _ if model.has_mlm_head() => TaskKind::Pet,
-                _ => TaskKind::Cls,
-            },
-        };
-        Ok(match base {
-            Some(b) if b.kind == kind => b,
-            _ => {
-                let mut s = TaskSpec::new(kind, &[]);
-                if let Some(limit) = model.max_tokens(prompt_len) {
-                    s.max_len = s.max_len.min(limit);
-                }
-                s
-            }
+    /// The library's task options these flags give.
+    pub fn options(&self) -> Result<TaskOptions> {
+        Ok(TaskOptions {
+            task: self.task.as_deref().map(str::parse).transpose()?,
+            template: self.template.clone(),
+            labels: self.labels.as_deref().map(TaskOptions::labels_from_str),
+            verbalizer: self
+                .verbalizer
+                .as_deref()
+                .map(TaskOptions::verbalizer_from_str)
+                .transpose()?,
+            pooling: self.pooling.as_deref().map(str::parse).transpose()?,
+            free_targets: self.free_targets,
+            max_len: self.max_len,
+            max_target_len: self.max_target_len,
+            decode: self.decode.as_deref().map(str::parse).transpose()?,
         })
     }
-
-    /// The flags that set one field each.
-    fn apply_flags(&self, spec: &mut TaskSpec) -> Result<()> {
-        if let Some(t) = &self.template {
-            spec.template = t.clone();
-        }
-        if self.free_targets {
-            spec.free_targets = true;
-        }
-        if let Some(p) = &self.pooling {
-            spec.pooling = p.parse::<Pooling>()?;
-        }
-        if let Some(n) = self.max_len {
-            spec.max_len = n;
-        }
-        if let Some(n) = self.max_target_len {
-            spec.max_target_len = n;
-        }
-        if let Some(d) = &self.decode {
-            spec.decode = d.parse::<Decode>()?;
-        }
-        Ok(())
-    }
-
-    /// The labels: --labels, else the verbalizer's, else the spec's, else those of `data`.
-    fn set_labels(
-        &self,
-        spec: &mut TaskSpec,
-        verbalizer: Option<&[(String, String)]>,
-        data: Option<&Dataset>,
-    ) -> Result<()> {
-        let labels: Option<Vec<String>> = self.labels.as_ref().map(|l| {
-            l.split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect()
-        });
-        if let Some(labels) = labels {
-            spec.labels = labels;
-            spec.label_words.clear();
-        } else if let Some(v) = verbalizer {
-            // the verbalizer gives the labels: one it lacks is its fault, not --labels'
-            if let Some(ex) = data.and_then(|d| {
-                d.examples.iter().find(|e| {
-                    e.label.as_ref().is_some_and(|l| {
-                        spec.kind != TaskKind::Cls && !v.iter().any(|(k, _)| k == l)
-                    })
-                })
-            }) {
-                let label = ex.label.clone().unwrap_or_default();
-                return Err(Error::arg(
-                    "--verbalizer",
-                    format!(
-                        "has no word for the label {label:?} ({}:{}): add {label}=WORD",
-                        data.map(|d| d.path.display().to_string())
-                            .unwrap_or_default(),
-                        ex.line
-                    ),
-                ));
-            }
-            if v.len() < 2 {
-                return Err(Error::arg(
-                    "--verbalizer",
-                    format!("gives {} label(s); a classifier needs at least 2", v.len()),
-                ));
-            }
-            spec.labels = v.iter().map(|(l, _)| l.clone()).collect();
-            spec.label_words.clear();
-        } else if spec.labels.is_empty() {
-            let mut found: Vec<String> = data
-                .map(|d| d.examples.iter().filter_map(|e| e.label.clone()).collect())
-                .unwrap_or_default();
-            found.sort();
-            found.dedup();
-            spec.labels = found;
-            spec.label_words.clear();
-        }
-        Ok(())
-    }
-}
-
-/// `pet` and `seq2seq`: each label's word from the verbalizer, or the label itself.
-fn set_label_words(spec: &mut TaskSpec, verbalizer: Option<&[(String, String)]>) -> Result<()> {
-    match verbalizer {
-        Some(v) => {
-            spec.label_words = spec
-                .labels
-                .iter()
-                .map(|l| {
-                    v.iter()
-                        .find(|(k, _)| k == l)
-                        .map(|(_, w)| w.clone())
-                        .ok_or_else(|| {
-                            Error::arg("--verbalizer", format!("no word for label {l:?}"))
-                        })
-                })
-                .collect::<Result<_>>()?;
-        }
-        None if spec.label_words.len() != spec.labels.len() => {
-            spec.label_words = spec.labels.clone()
-        }
-        None => {}
-    }
-    Ok(())
-}
-
-/// The model folder: the flag, else the first of `recorded` (the places task.json points
-/// at) that holds a config.json, else PEFT's base_model_name_or_path when it names a
-/// folder (as is, or next to the adapter or a folder above it). The error lists every path
-/// tried.
-pub fn resolve_model(
-    flag: Option<&Path>,
-    recorded: &[PathBuf],
-    adapter_dir: &Path,
-    peft_base: Option<&str>,
-) -> Result<PathBuf> {
-    if let Some(m) = flag {
-        return Ok(m.to_path_buf());
-    }
-    let mut tries: Vec<PathBuf> = Vec::new();
-    tries.extend(recorded.iter().cloned());
-    if let Some(base) = peft_base {
-        tries.push(PathBuf::from(base));
-        let mut dir = Some(adapter_dir);
-        while let Some(d) = dir {
-            tries.push(d.join(base));
-            dir = d.parent();
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    tries.retain(|p| seen.insert(p.clone()));
-    if let Some(found) = tries.iter().find(|p| p.join("config.json").is_file()) {
-        return Ok(found.clone());
-    }
-    let tried: Vec<String> = tries.iter().map(|p| p.display().to_string()).collect();
-    Err(Error::arg(
-        "--model",
-        if tried.is_empty() {
-            format!(
-                "{} does not say which model it belongs to: pass --model DIR",
-                adapter_dir.display()
-            )
-        } else {
-            format!(
-                "no model folder (with a config.json) for {} at {}: pass --model DIR",
-                adapter_dir.display(),
-                tried.join(", ")
-            )
-        },
-    ))
 }
 
 /// Prints an error the way every subcommand does, and gives the exit code.
@@ -408,9 +203,9 @@ pub struct WorkloadArgs {
 
 impl WorkloadArgs {
     /// The device and the workload these flags describe.
-    pub fn parse(&self) -> Result<(DeviceKind, softprompt::bench::Workload)> {
+    pub fn parse(&self) -> Result<(DeviceKind, softprompt::internals::bench::Workload)> {
         select_gemm(self.gemm.as_deref())?;
-        let w = softprompt::bench::Workload {
+        let w = softprompt::internals::bench::Workload {
             batch: self.batch,
             seq: self.seq,
             target_len: self.target_len,

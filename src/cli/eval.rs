@@ -1,10 +1,8 @@
 //! `softprompt eval`: accuracy and macro-F1 of a saved prompt on a labelled file.
 
-use super::common::{fail, resolve_model, DataArgs, DeviceArgs, TaskArgs};
-use softprompt::device::{with_backend, WithBackend};
-use softprompt::train::{evaluate, Model, Params, Task};
-use softprompt::{backend::DType, Backend, Result};
-use std::path::PathBuf;
+use super::common::{fail, DataArgs, DeviceArgs, TaskArgs};
+use softprompt::{Dataset, Model, Prompt, Result, Task};
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -32,63 +30,42 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> i32 {
-    match args
-        .device
-        .setup()
-        .and_then(|kind| with_backend(kind, Job(&args)))
-    {
+    match eval(&args) {
         Ok(()) => 0,
         Err(e) => fail(&e),
     }
 }
 
-/// Everything `eval` and `predict` need from a prompt folder.
-pub struct Loaded<B: Backend> {
-    pub model: Model<B>,
+/// A saved prompt with its model and task, as eval, predict and generate use them.
+pub struct Loaded {
+    pub model: Model,
     pub task: Task,
-    pub params: Params<B>,
+    pub prompt: Prompt,
 }
 
-pub fn load<B: Backend>(
-    be: &B,
-    prompt: &std::path::Path,
-    model_flag: Option<&std::path::Path>,
+/// Loads the prompt folder, its model (the flag, else where the folder says) and its task
+/// (task.json, or the model's defaults for a PEFT folder, with the flags on top).
+pub fn load(
+    device: &DeviceArgs,
+    prompt_dir: &Path,
+    model_flag: Option<&Path>,
     task_args: &TaskArgs,
-    data: Option<&softprompt::train::data::Dataset>,
-) -> Result<Loaded<B>> {
-    let saved = softprompt::train::checkpoint::load_prompt_dir(prompt)?;
-    let peft_base = saved
-        .prompt
-        .layout
-        .config
-        .as_ref()
-        .and_then(|c| c.get("base_model_name_or_path"))
-        .and_then(|v| v.as_str())
-        .map(String::from);
-    let recorded: Vec<std::path::PathBuf> = saved
-        .model_abs
-        .iter()
-        .chain(&saved.model)
-        .cloned()
-        .collect();
-    let model_dir = resolve_model(model_flag, &recorded, prompt, peft_base.as_deref())?;
-    let model = Model::load(be, &model_dir)?;
-    if saved.prompt.d != model.hidden_size() {
-        return Err(softprompt::Error::file(
-            prompt,
-            format!(
-                "the prompt is {} wide but {} has hidden size {}",
-                saved.prompt.d,
-                model_dir.display(),
-                model.hidden_size()
-            ),
-        ));
-    }
-    let spec = task_args.spec(saved.task.clone(), &model, data, saved.prompt.p)?;
-    if saved.task.is_none() {
+    data: Option<&Dataset>,
+) -> Result<Loaded> {
+    let kind = device.setup()?;
+    let opts = task_args.options()?;
+    let prompt = Prompt::load(prompt_dir)?;
+    let model_dir = match model_flag {
+        Some(m) => m.to_path_buf(),
+        None => prompt.model_dir()?,
+    };
+    let model = Model::open(&model_dir, kind)?;
+    let task = model.task_for(&prompt, &opts, data)?;
+    if prompt.saved_task().is_none() {
+        let spec = task.spec();
         eprintln!(
             "note: {} has no task.json (a PEFT folder?): task {}, template {:?}, labels {:?}{}",
-            prompt.display(),
+            prompt_dir.display(),
             spec.kind.name(),
             spec.template,
             spec.labels,
@@ -99,32 +76,24 @@ pub fn load<B: Backend>(
             }
         );
     }
-    let task = Task::new(spec, &model)?;
-    model.check_lengths(saved.prompt.p, Some(task.spec.max_len))?;
-    let head = match (task.new_head(model.hidden_size()), saved.head) {
-        (None, _) => None,
-        (Some(fresh), Some(h)) if h.k == fresh.k => Some(h),
-        (Some(fresh), Some(h)) => return Err(softprompt::Error::file(prompt.join("head.safetensors"), format!("the head has {} labels but the task {}", h.k, fresh.k))),
-        (Some(_), None) => return Err(softprompt::Error::file(prompt, "--task cls needs the classifier head (head.safetensors) trained with the prompt; this folder has none")),
-    };
-    let params = Params {
-        prompt: be.upload(DType::F32, &saved.prompt.data)?,
-        p: saved.prompt.p,
-        d: saved.prompt.d,
-        head: head.map(|h| h.upload(be)).transpose()?,
-    };
     Ok(Loaded {
         model,
         task,
-        params,
+        prompt,
     })
 }
 
-fn eval<B: Backend>(be: &B, a: &Args) -> Result<()> {
+fn eval(a: &Args) -> Result<()> {
     let data = a.fields.load(&a.data, true)?;
-    let l = load(be, &a.prompt, a.model.as_deref(), &a.task, Some(&data))?;
-    let enc = l.task.encode(&l.model.tokenizer, &data)?;
-    let (m, _) = evaluate(be, &l.model, &l.task, &l.params, &enc, a.batch_size)?;
+    let l = load(
+        &a.device,
+        &a.prompt,
+        a.model.as_deref(),
+        &a.task,
+        Some(&data),
+    )?;
+    let enc = l.model.encode(&l.task, &data)?;
+    let (m, _) = l.model.evaluate(&l.task, &l.prompt, &enc, a.batch_size)?;
     if a.json {
         println!("{}", m.to_json());
     } else {
@@ -135,17 +104,8 @@ fn eval<B: Backend>(be: &B, a: &Args) -> Result<()> {
             m.macro_f1,
             m.examples,
             enc.truncated,
-            l.task.spec.max_len
+            l.task.spec().max_len
         );
     }
     Ok(())
-}
-
-struct Job<'a>(&'a Args);
-
-impl WithBackend for Job<'_> {
-    type Output = ();
-    fn run<B: Backend>(self, be: B) -> Result<()> {
-        eval(&be, self.0)
-    }
 }

@@ -5,10 +5,7 @@
 use super::common::{fail, DeviceArgs, TaskArgs};
 use super::eval::load;
 use serde_json::json;
-use softprompt::device::{with_backend, WithBackend};
-use softprompt::models::decoder::{GenerateOptions, PromptPlacement};
-use softprompt::train::data::{Dataset, Example};
-use softprompt::{Backend, Error, Result};
+use softprompt::{Error, PromptPlacement, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -36,65 +33,26 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> i32 {
-    match args
-        .device
-        .setup()
-        .and_then(|kind| with_backend(kind, Job(&args)))
-    {
+    match generate(&args) {
         Ok(()) => 0,
         Err(e) => fail(&e),
     }
 }
 
-struct Job<'a>(&'a Args);
-
-impl WithBackend for Job<'_> {
-    type Output = ();
-    fn run<B: Backend>(self, be: B) -> Result<()> {
-        generate(&be, self.0)
-    }
-}
-
-fn generate<B: Backend>(be: &B, a: &Args) -> Result<()> {
-    let l = load(be, &a.prompt, a.model.as_deref(), &a.task, None)?;
-    let decoder = l.model.net.decoder().ok_or_else(|| {
-        Error::arg(
-            "--prompt",
-            format!(
-                "generate needs a decoder-only model (BLOOM, Llama, Mistral, Qwen2), not {}",
-                l.model.arch_name()
-            ),
-        )
-    })?;
-    let data = Dataset {
-        path: PathBuf::from("--text"),
-        examples: (a.text.iter().enumerate())
-            .map(|(i, t)| Example {
-                text: t.clone(),
-                label: None,
-                line: i + 1,
-            })
-            .collect(),
-    };
-    let enc = l.task.encode(&l.model.tokenizer, &data)?;
-    let rows: Vec<Vec<i32>> = enc.rows.iter().map(|r| r.ids.clone()).collect();
-    let opts = GenerateOptions {
-        max_new_tokens: a.max_new_tokens,
-        stop: decoder
-            .cfg
-            .eos_token_ids
-            .iter()
-            .map(|&e| e as i32)
-            .collect(),
-        placement: a.prompt_placement.parse::<PromptPlacement>()?,
-        keep_logits: false,
-    };
-    let g = decoder.generate(be, &l.params.prompt, l.params.p, &rows, &opts)?;
-    for ((text, ids), logprob) in a.text.iter().zip(&g.ids).zip(&g.logprob) {
-        let output = l.model.tokenizer.decode(ids, true)?;
+fn generate(a: &Args) -> Result<()> {
+    let l = load(&a.device, &a.prompt, a.model.as_deref(), &a.task, None)?;
+    let placement = a.prompt_placement.parse::<PromptPlacement>()?;
+    let out = l
+        .model
+        .generate(&l.task, &l.prompt, &a.text, a.max_new_tokens, placement)
+        .map_err(|e| match e {
+            Error::Unsupported(why) => Error::arg("--prompt", why),
+            e => e,
+        })?;
+    for (text, g) in a.text.iter().zip(out) {
         println!(
             "{}",
-            json!({"text": text, "output": output, "ids": ids, "logprob": logprob})
+            json!({"text": text, "output": g.text, "ids": g.ids, "logprob": g.logprob})
         );
     }
     Ok(())

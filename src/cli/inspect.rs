@@ -1,5 +1,5 @@
-use softprompt::config::ModelConfig;
-use softprompt::weights::{WeightSource, WeightStore};
+use softprompt::internals::config::ModelConfig;
+use softprompt::internals::weights::{WeightSource, WeightStore};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -24,8 +24,12 @@ pub fn run(args: Args) -> i32 {
 }
 
 fn inspect(args: &Args) -> softprompt::Result<()> {
-    if args.path.join(softprompt::prompt::ADAPTER_CONFIG).exists() {
-        let p = softprompt::prompt::PromptTable::load_peft(&args.path)?;
+    if args
+        .path
+        .join(softprompt::internals::prompt::ADAPTER_CONFIG)
+        .exists()
+    {
+        let p = softprompt::internals::prompt::PromptTable::load_peft(&args.path)?;
         println!(
             "prompt adapter {}: P = {}, d = {}, init {}, num_transformer_submodules {}",
             args.path.display(),
@@ -76,7 +80,7 @@ fn inspect(args: &Args) -> softprompt::Result<()> {
         }
     };
     println!("{params} float parameters; {heads}");
-    match softprompt::tokenizer::Tokenizer::load(&args.path) {
+    match softprompt::internals::tokenizer::Tokenizer::load(&args.path) {
         Ok(t) => println!(
             "tokenizer.json: {} tokens (padding and truncation switched off)",
             t.vocab_size()

@@ -3,7 +3,7 @@
 //! registers, shared memory, stack frame and spills per kernel, and fails on a compile error
 //! or on any spill. Needs NVRTC and CUDA headers, not a GPU (scripts/nvrtc_check.sh).
 
-use softprompt::cuda::nvrtc;
+use softprompt::internals::cuda::nvrtc;
 
 #[derive(clap::Args)]
 pub struct Args {

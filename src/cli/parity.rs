@@ -1,7 +1,7 @@
-use softprompt::backend::Backend;
-use softprompt::device::{with_backend, DeviceKind, WithBackend};
-use softprompt::parity::{self, ParityReport};
-use softprompt::reference::Reference;
+use softprompt::internals::backend::Backend;
+use softprompt::internals::device::{with_backend, DeviceKind, WithBackend};
+use softprompt::internals::parity::{self, ParityReport};
+use softprompt::internals::reference::Reference;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]

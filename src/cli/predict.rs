@@ -4,9 +4,7 @@
 use super::common::{fail, DataArgs, DeviceArgs, TaskArgs};
 use super::eval::load;
 use serde_json::{json, Map, Value};
-use softprompt::device::{with_backend, WithBackend};
-use softprompt::train::predict_all;
-use softprompt::{Backend, Error, Result};
+use softprompt::{Error, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -35,11 +33,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> i32 {
-    match args
-        .device
-        .setup()
-        .and_then(|kind| with_backend(kind, Job(&args)))
-    {
+    match predict(&args) {
         Ok(()) => 0,
         Err(e) => fail(&e),
     }
@@ -63,7 +57,7 @@ fn check_output(a: &Args, model_dir: &Path) -> Result<()> {
     }
     match inputs
         .iter()
-        .find(|(p, _)| softprompt::fsutil::same_file(out, p))
+        .find(|(p, _)| softprompt::internals::fsutil::same_file(out, p))
     {
         Some((p, what)) => Err(Error::arg(
             "--output",
@@ -104,24 +98,30 @@ fn check_writable_file(out: &Path) -> Result<()> {
     }
 }
 
-fn predict<B: Backend>(be: &B, a: &Args) -> Result<()> {
+fn predict(a: &Args) -> Result<()> {
     // before anything runs (the model folder is checked again once it is known)
     check_output(a, &a.prompt)?;
     let mut data = a.fields.load(&a.data, false)?;
-    let l = load(be, &a.prompt, a.model.as_deref(), &a.task, Some(&data))?;
-    check_output(a, &l.model.dir)?;
+    let l = load(
+        &a.device,
+        &a.prompt,
+        a.model.as_deref(),
+        &a.task,
+        Some(&data),
+    )?;
+    check_output(a, l.model.dir())?;
     // predictions need no gold labels (and an unknown one must not stop them)
     data.examples.iter_mut().for_each(|e| e.label = None);
-    let enc = l.task.encode(&l.model.tokenizer, &data)?;
-    let preds = predict_all(be, &l.model, &l.task, &l.params, &enc, a.batch_size)?;
-    let labels = &l.task.spec.labels;
+    let enc = l.model.encode(&l.task, &data)?;
+    let preds = l.model.predict(&l.task, &l.prompt, &enc, a.batch_size)?;
+    let labels = l.task.labels();
     let mut out = String::new();
     for ((ex, row), p) in data.examples.iter().zip(&enc.rows).zip(&preds) {
         let mut obj = Map::new();
         obj.insert("line".into(), json!(ex.line));
         obj.insert("text".into(), json!(ex.text));
         if p.scores.is_empty() {
-            let text = l.model.tokenizer.decode(&p.ids, true)?;
+            let text = l.model.detokenize(&p.ids)?;
             let label = p
                 .class
                 .and_then(|c| labels.get(c))
@@ -152,13 +152,13 @@ fn predict<B: Backend>(be: &B, a: &Args) -> Result<()> {
     }
     match &a.output {
         Some(path) => {
-            softprompt::fsutil::write_atomic(path, out.as_bytes())?;
+            softprompt::internals::fsutil::write_atomic(path, out.as_bytes())?;
             eprintln!(
                 "wrote {} predictions to {} ({} truncated to {} tokens)",
                 preds.len(),
                 path.display(),
                 enc.truncated,
-                l.task.spec.max_len
+                l.task.spec().max_len
             );
         }
         None => match std::io::stdout().write_all(out.as_bytes()) {
@@ -170,13 +170,4 @@ fn predict<B: Backend>(be: &B, a: &Args) -> Result<()> {
         },
     }
     Ok(())
-}
-
-struct Job<'a>(&'a Args);
-
-impl WithBackend for Job<'_> {
-    type Output = ();
-    fn run<B: Backend>(self, be: B) -> Result<()> {
-        predict(&be, self.0)
-    }
 }

@@ -1,10 +1,10 @@
 use super::common::WorkloadArgs;
-use softprompt::backend::profile::Profiler;
-use softprompt::backend::Backend;
-use softprompt::backend::Storage;
-use softprompt::bench::{self, Preset, Workload};
-use softprompt::device::{with_backend, WithBackend};
-use softprompt::models::Model;
+use softprompt::internals::backend::profile::Profiler;
+use softprompt::internals::backend::Backend;
+use softprompt::internals::backend::Storage;
+use softprompt::internals::bench::{self, Preset, Workload};
+use softprompt::internals::device::{with_backend, WithBackend};
+use softprompt::internals::models::Model;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,7 +26,7 @@ impl WithBackend for Job {
         bench::step(&be, &model, &batch, &self.w)?;
         be.reset();
         be.kernel_profile_start()?;
-        let _range = softprompt::nvtx::Range::push("softprompt step");
+        let _range = softprompt::internals::nvtx::Range::push("softprompt step");
         bench::step(&be, &model, &batch, &self.w)?;
         let kernels = be.kernel_profile_stop()?;
         let mut out = format!(
@@ -37,7 +37,7 @@ impl WithBackend for Job {
         if !kernels.is_empty() {
             out += &kernel_table(&kernels);
         }
-        if be.device() == softprompt::backend::DeviceKind::Cpu {
+        if be.device() == softprompt::internals::backend::DeviceKind::Cpu {
             out += &gemm_share(&be);
         }
         Ok(out)
@@ -47,12 +47,12 @@ impl WithBackend for Job {
 /// The step's frozen-weight GEMMs against this machine's FMA peak, measured now.
 fn gemm_share<B: Backend>(be: &Profiler<B>) -> String {
     let (flops, secs, share) = be.sum_of(&["linear_fwd", "linear_bwd"]);
-    let peak = softprompt::ceiling::fma_peak(0.3);
+    let peak = softprompt::internals::ceiling::fma_peak(0.3);
     let rate = flops / secs.max(1e-12) / 1e9;
     format!(
         "\nGEMMs (linear_fwd + linear_bwd, {} path): {:.1} GFLOP in {:.1} ms = {:.1} GFLOP/s, {:.0}% of the step; \
          {:.0}% of the float32 FMA peak {:.1} GFLOP/s ({}, {} threads, measured now)\n",
-        softprompt::device::gemm_path::selected().name(),
+        softprompt::internals::device::gemm_path::selected().name(),
         flops / 1e9,
         secs * 1e3,
         rate,
@@ -65,7 +65,7 @@ fn gemm_share<B: Backend>(be: &Profiler<B>) -> String {
 }
 
 /// Device time per kernel, from CUDA events on a GPU (host clock under emu).
-fn kernel_table(rows: &[softprompt::backend::KernelTime]) -> String {
+fn kernel_table(rows: &[softprompt::internals::backend::KernelTime]) -> String {
     let total: f64 = rows.iter().map(|r| r.ms).sum();
     let mut s = format!(
         "\nper kernel (device time):\n{:<36} {:>7} {:>11} {:>10} {:>7}\n",

@@ -2,17 +2,11 @@
 //! dev split as it goes, and writes the prompt, task.json, metrics and checkpoint into --out.
 
 use super::common::{fail, DataArgs, DeviceArgs, TaskArgs};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use softprompt::device::{with_backend, WithBackend};
-use softprompt::models::Recompute;
-use softprompt::prompt::PromptInit;
-use softprompt::train::checkpoint::CHECKPOINT_FILE;
-use softprompt::train::optim::{OptimConfig, OptimKind, Schedule, ScheduleKind};
-use softprompt::train::outdir;
-use softprompt::train::{
-    Encoded, Event, Model, Summary, Task, TaskKind, TaskSpec, TrainConfig, Trainer,
+use softprompt::internals::train::outdir;
+use softprompt::{
+    ConsoleProgress, Encoded, Error, Model, OptimConfig, OptimKind, PromptInit, Recompute, Result,
+    Splits, Summary, Task, TaskKind, TaskSpec, TrainConfig,
 };
-use softprompt::{Backend, Error, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -126,11 +120,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> i32 {
-    let result = args
-        .device
-        .setup()
-        .and_then(|kind| with_backend(kind, Job(&args)));
-    match result {
+    match train(&args) {
         Ok(()) => 0,
         Err(e) => fail(&e),
     }
@@ -138,13 +128,7 @@ pub fn run(args: Args) -> i32 {
 
 fn optim_config(a: &Args) -> Result<OptimConfig> {
     let kind: OptimKind = a.optimizer.parse()?;
-    let mut o = match kind {
-        OptimKind::AdamW => OptimConfig {
-            max_grad_norm: Some(1.0),
-            ..OptimConfig::adamw(0.03, 0.01)
-        },
-        OptimKind::Adafactor => OptimConfig::lester(),
-    };
+    let mut o = OptimConfig::defaults(kind);
     if let Some(lr) = a.lr {
         o.lr = lr;
     }
@@ -153,16 +137,10 @@ fn optim_config(a: &Args) -> Result<OptimConfig> {
         o.weight_decay = wd;
     }
     o.decay_rate = a.decay_rate;
-    let sched = match &a.schedule {
-        Some(s) => s.parse()?,
-        None if kind == OptimKind::AdamW => ScheduleKind::Linear,
-        None => ScheduleKind::Constant,
-    };
-    o.schedule = Schedule {
-        kind: sched,
-        warmup: a.warmup_steps,
-        total: 0,
-    };
+    if let Some(s) = &a.schedule {
+        o.schedule.kind = s.parse()?;
+    }
+    o.schedule.warmup = a.warmup_steps;
     if let Some(n) = a.max_grad_norm {
         // 0 turns clipping off; NaN and negatives reach `OptimConfig::validate`
         o.max_grad_norm = (n != 0.0).then_some(n);
@@ -194,25 +172,20 @@ fn prompt_init(a: &Args) -> Result<PromptInit> {
     })
 }
 
-fn encode_split(
-    task: &Task,
-    model: &Model<impl Backend>,
-    a: &Args,
-    path: &Path,
-    name: &str,
-) -> Result<Encoded> {
+fn encode_split(task: &Task, model: &Model, a: &Args, path: &Path, name: &str) -> Result<Encoded> {
     let data = a.data.load(path, true)?;
-    let enc = task.encode(&model.tokenizer, &data)?;
+    let enc = model.encode(task, &data)?;
     println!(
         "{name:<5} {}: {} rows, {} truncated to {} tokens{}",
         path.display(),
         enc.rows.len(),
         enc.truncated,
-        task.spec.max_len,
+        task.spec().max_len,
         if enc.truncated_targets > 0 {
             format!(
                 ", {} targets cut to {}",
-                enc.truncated_targets, task.spec.max_target_len
+                enc.truncated_targets,
+                task.spec().max_target_len
             )
         } else {
             String::new()
@@ -223,10 +196,10 @@ fn encode_split(
 
 /// The task line's description: kind, template and the labels' words or targets.
 /// "cpu (kernels gemm/avx512)": the device, and the CPU kernels that shape its results.
-fn on_device<B: Backend>(be: &B) -> String {
-    match be.kernels() {
-        k if k.is_empty() => be.name(),
-        k => format!("{} (kernels {k})", be.name()),
+fn on_device(model: &Model) -> String {
+    match model.kernels() {
+        k if k.is_empty() => model.device_name(),
+        k => format!("{} (kernels {k})", model.device_name()),
     }
 }
 
@@ -273,10 +246,11 @@ fn train_config(a: &Args) -> Result<TrainConfig> {
         bucket_pool: a.bucket_pool,
         threads: rayon::current_num_threads(),
         overwrite: a.overwrite,
+        resume: a.resume,
     })
 }
 
-fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
+fn train(a: &Args) -> Result<()> {
     let t0 = Instant::now();
     // a busy or occupied --out fails before anything loads (the trainer checks again, and
     // holds the lock for good)
@@ -285,25 +259,25 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
     inputs.extend(a.dev.as_deref().map(|p| ("--dev", p)));
     inputs.extend(a.test.as_deref().map(|p| ("--test", p)));
     outdir::check_inputs_kept(&a.out, &inputs)?;
-    let model = Model::load(be, &a.model)?;
+    let kind = a.device.setup()?;
+    let model = Model::open(&a.model, kind)?;
     let train_data = a.data.load(&a.train, true)?;
-    let spec = a.task.spec(None, &model, Some(&train_data), a.prompt_len)?;
-    let task = Task::new(spec, &model)?;
+    let task = model.task(&a.task.options()?, Some(&train_data), a.prompt_len)?;
     println!(
         "model {} ({}, d {}) on {} | task {}",
         a.model.display(),
-        model.arch_name(),
+        model.arch(),
         model.hidden_size(),
-        on_device(be),
-        describe(&task.spec)
+        on_device(&model),
+        describe(task.spec())
     );
-    let train_enc = task.encode(&model.tokenizer, &train_data)?;
+    let train_enc = model.encode(&task, &train_data)?;
     println!(
         "train {}: {} rows, {} truncated to {} tokens",
         a.train.display(),
         train_enc.rows.len(),
         train_enc.truncated,
-        task.spec.max_len
+        task.spec().max_len
     );
     let dev = a
         .dev
@@ -316,53 +290,23 @@ fn train<B: Backend>(be: &B, a: &Args) -> Result<()> {
         .map(|p| encode_split(&task, &model, a, p, "test"))
         .transpose()?;
     let cfg = train_config(a)?;
-    if matches!(cfg.init, PromptInit::ClassLabels { .. }) && task.spec.labels.len() > a.prompt_len {
+    if matches!(cfg.init, PromptInit::ClassLabels { .. }) && task.labels().len() > a.prompt_len {
         eprintln!(
             "warning: --init class-labels: {} labels but --prompt-len {}: the labels {:?} get no prompt row",
-            task.spec.labels.len(),
+            task.labels().len(),
             a.prompt_len,
-            task.spec.labels.iter().skip(a.prompt_len).collect::<Vec<_>>()
+            task.labels().iter().skip(a.prompt_len).collect::<Vec<_>>()
         );
     }
-    let resume = a.resume && a.out.join(CHECKPOINT_FILE).exists();
-    let mut trainer = if resume {
-        Trainer::resume(
-            be,
-            &model,
-            &task,
-            &train_enc,
-            dev.as_ref(),
-            test.as_ref(),
-            cfg,
-            &a.out,
-        )?
-    } else {
-        Trainer::new(
-            be,
-            &model,
-            &task,
-            &train_enc,
-            dev.as_ref(),
-            test.as_ref(),
-            cfg,
-            &a.out,
-        )?
+    let splits = Splits {
+        train: &train_enc,
+        dev: dev.as_ref(),
+        test: test.as_ref(),
     };
-    let o = &trainer.cfg.optim;
-    println!(
-        "optimizer {} lr {} ({:?} schedule, warm-up {}), weight decay {}, clip {} | batch {}, seed {}, {} threads",
-        o.kind.name(), o.lr, o.schedule.kind, o.schedule.warmup, o.weight_decay,
-        o.max_grad_norm.map_or("none".into(), |n| n.to_string()), trainer.cfg.batch_size, trainer.cfg.seed, trainer.cfg.threads
-    );
-    let mut progress = Progress::new(
-        a,
-        trainer.total_steps,
-        t0,
-        task.spec.labels.len(),
-        model.hidden_size(),
-    );
-    let summary = trainer.run(&mut |ev| progress.on_event(ev))?;
-    progress.pb.finish_and_clear();
+    let (k, d) = (task.labels().len(), model.hidden_size());
+    let mut progress = ConsoleProgress::new(&cfg, t0, k, d, !a.no_progress);
+    let (summary, _) = model.train(&task, splits, &cfg, &a.out, &mut |ev| progress.on_event(ev))?;
+    progress.finish();
     print_summary(&summary, t0, a, &task);
     Ok(())
 }
@@ -386,165 +330,5 @@ fn print_summary(summary: &Summary, t0: Instant, a: &Args, task: &Task) {
         summary.steps,
         t0.elapsed().as_secs_f64()
     );
-    println!("saved to {} (prompt: adapter_model.safetensors, task.json{}; checkpoint.safetensors, metrics.jsonl)", a.out.display(), if task.spec.kind == TaskKind::Cls { ", head.safetensors" } else { "" });
-}
-
-/// The progress bar, and the lines printed above it as the trainer reports.
-struct Progress {
-    pb: ProgressBar,
-    /// the command's start: evaluation lines print the seconds since
-    t0: Instant,
-    /// the loop's start: steps/s and tokens/s count from here
-    run_start: Instant,
-    /// the loss's moving average, and the steps and tokens so far
-    ema: Option<f64>,
-    tokens: usize,
-    steps: u64,
-    /// the train loss summed since the last dev evaluation, and its steps
-    window: (f64, u64),
-    /// prompt rows, classes and hidden size, for the `trainable` line
-    prompt_len: usize,
-    k: usize,
-    d: usize,
-}
-
-impl Progress {
-    fn new(a: &Args, total_steps: u64, t0: Instant, k: usize, d: usize) -> Progress {
-        let pb = ProgressBar::new(total_steps);
-        if a.no_progress {
-            pb.set_draw_target(ProgressDrawTarget::hidden());
-        }
-        pb.set_style(
-            ProgressStyle::with_template(
-                "{bar:28.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < ETA {eta_precise}]",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        Progress {
-            pb,
-            t0,
-            run_start: Instant::now(),
-            ema: None,
-            tokens: 0,
-            steps: 0,
-            window: (0.0, 0),
-            prompt_len: a.prompt_len,
-            k,
-            d,
-        }
-    }
-
-    fn say(&self, line: String) {
-        self.pb.suspend(|| println!("{line}"));
-    }
-
-    /// The lines at the start: warnings about a resumed run, then what trains.
-    fn started(&self, ev: &Event) {
-        let Event::Started {
-            total_steps,
-            steps_per_epoch,
-            resumed_at,
-            threads_changed,
-            device_changed,
-            kernels_changed,
-            prompt_params,
-            head_params,
-        } = ev
-        else {
-            return;
-        };
-        let (k, d) = (self.k, self.d);
-        self.pb.set_position(resumed_at.unwrap_or(0));
-        if let Some((was, now)) = device_changed {
-            self.say(format!(
-                "warning: the checkpoint was trained on {was} and this run uses {now}: the numbers \
-                 round differently from here on, so the result will differ from an uninterrupted run"
-            ));
-        }
-        if let Some((was, now)) = kernels_changed {
-            // "gemm/avx512": the GEMM path, then the SIMD instruction set
-            let (gemm, isa) = was.split_once('/').unwrap_or((was.as_str(), "?"));
-            self.say(format!(
-                "warning: the checkpoint was trained with the CPU kernels {was} and this run uses {now}: \
-                 the result will not be bit-identical to an uninterrupted run (resume with --gemm {gemm} \
-                 and SOFTPROMPT_SIMD={isa} for that)"
-            ));
-        }
-        if let Some((was, now)) = threads_changed {
-            self.say(format!(
-                "warning: the checkpoint was trained with {was} threads and this run uses {now}: \
-                 the result will not be bit-identical to an uninterrupted run (resume with --threads {was} for that)"
-            ));
-        }
-        self.say(format!(
-            "trainable: prompt {} x {d} = {prompt_params}{} | {total_steps} steps ({steps_per_epoch} per epoch){}",
-            self.prompt_len,
-            if *head_params > 0 { format!(", head {k} x {d} + {k} = {head_params}") } else { String::new() },
-            resumed_at.map_or(String::new(), |s| format!(" | resumed at step {s}"))
-        ));
-    }
-
-    fn on_event(&mut self, ev: &Event) {
-        match ev {
-            Event::Started { .. } => self.started(ev),
-            Event::Step(info) => {
-                self.ema = Some(self.ema.map_or(info.loss, |e| 0.95 * e + 0.05 * info.loss));
-                self.tokens += info.tokens;
-                self.steps += 1;
-                self.window.0 += info.loss;
-                self.window.1 += 1;
-                let secs = self.run_start.elapsed().as_secs_f64().max(1e-9);
-                self.pb.set_position(info.step);
-                self.pb.set_message(format!(
-                    "loss {:.4} | {:.2} steps/s | {:.0} tok/s",
-                    self.ema.unwrap_or(0.0),
-                    self.steps as f64 / secs,
-                    self.tokens as f64 / secs
-                ));
-            }
-            Event::Eval {
-                step,
-                split,
-                metrics,
-                ..
-            } if split.starts_with("test (kept") => {
-                self.say(format!(
-                    "kept prompt (step {step}): test accuracy {:.4} macro-F1 {:.4} ({} rows)",
-                    metrics.accuracy, metrics.macro_f1, metrics.examples
-                ));
-            }
-            Event::Eval {
-                step,
-                split,
-                metrics,
-                best,
-            } => {
-                let train_loss = if split == "dev" && self.window.1 > 0 {
-                    format!(" | train loss {:.4}", self.window.0 / self.window.1 as f64)
-                } else {
-                    String::new()
-                };
-                if split == "dev" {
-                    self.window = (0.0, 0);
-                }
-                self.say(format!(
-                    "step {step:>5} | {split:<4} accuracy {:.4} macro-F1 {:.4} ({} rows){}{train_loss} | {:.0}s",
-                    metrics.accuracy, metrics.macro_f1, metrics.examples, if *best { " *best*" } else { "" }, self.t0.elapsed().as_secs_f64()
-                ));
-            }
-            Event::Saved { .. } => {}
-            Event::EarlyStop { step, best_step } => self.say(format!(
-                "early stop at step {step}: no better dev accuracy since step {best_step}"
-            )),
-        }
-    }
-}
-
-struct Job<'a>(&'a Args);
-
-impl WithBackend for Job<'_> {
-    type Output = ();
-    fn run<B: Backend>(self, be: B) -> Result<()> {
-        train(&be, self.0)
-    }
+    println!("saved to {} (prompt: adapter_model.safetensors, task.json{}; checkpoint.safetensors, metrics.jsonl)", a.out.display(), if task.kind() == TaskKind::Cls { ", head.safetensors" } else { "" });
 }

@@ -103,7 +103,7 @@ impl Dataset {
     /// Reads a whole data file.
     ///
     /// ```
-    /// use softprompt::train::data::{Dataset, DataSpec};
+    /// use softprompt::internals::train::data::{Dataset, DataSpec};
     /// let dir = std::env::temp_dir().join(format!("sp_doc_data_{}", std::process::id()));
     /// std::fs::create_dir_all(&dir).unwrap();
     /// let path = dir.join("tiny.csv");
@@ -119,6 +119,24 @@ impl Dataset {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let text = utf8(path, bytes)?;
         Dataset::parse(path, &text, spec)
+    }
+
+    /// Rows held in memory: (text, label) pairs, numbered from 1 as lines; `name` stands for
+    /// the file in messages.
+    pub fn from_pairs<T: Into<String>, L: Into<String>>(
+        name: &str,
+        rows: impl IntoIterator<Item = (T, Option<L>)>,
+    ) -> Dataset {
+        Dataset {
+            path: PathBuf::from(name),
+            examples: (rows.into_iter().enumerate())
+                .map(|(i, (text, label))| Example {
+                    text: text.into(),
+                    label: label.map(Into::into),
+                    line: i + 1,
+                })
+                .collect(),
+        }
     }
 
     /// Parses file contents; `path` is used in messages only.
@@ -389,8 +407,8 @@ fn csv_records(path: &Path, text: &str) -> Result<Vec<(usize, Vec<String>)>> {
 /// the batches shuffled. Everything comes from `rng`, so the same state gives the same plan.
 ///
 /// ```
-/// use softprompt::rng::Rng;
-/// use softprompt::train::data::epoch_plan;
+/// use softprompt::internals::rng::Rng;
+/// use softprompt::internals::train::data::epoch_plan;
 /// let lens = [5, 1, 9, 3, 7, 2, 8];
 /// let plan = epoch_plan(&lens, 2, 4, &mut Rng::new(0));
 /// let mut seen: Vec<u32> = plan.iter().flatten().copied().collect();

@@ -273,8 +273,8 @@ fn whitespace_prefix(text: &str, budget: usize) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::CpuBackend;
     use crate::train::{Model, TaskKind, TaskSpec};
-    use crate::CpuBackend;
     use proptest::prelude::*;
     use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 

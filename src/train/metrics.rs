@@ -30,7 +30,7 @@ impl EvalMetrics {
 /// predictions, and a class with no true positive scores 0.
 ///
 /// ```
-/// use softprompt::train::metrics::classification_metrics;
+/// use softprompt::internals::train::metrics::classification_metrics;
 /// // gold: a a b b c, pred: a b b b a
 /// let m = classification_metrics(&[0, 0, 1, 1, 2], &[0, 1, 1, 1, 0]);
 /// assert_eq!(m.accuracy, 0.6);

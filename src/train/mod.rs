@@ -14,13 +14,13 @@
 //! One training step by hand, on the committed PET fixture:
 //!
 //! ```
-//! use softprompt::{CpuBackend, backend::DType, backend::traits::*, rng::Rng, prompt::PromptInit};
-//! use softprompt::models::Recompute;
-//! use softprompt::train::{Model, Task, TaskSpec, TaskKind, Params, Grads, evaluate, predict_all};
-//! use softprompt::train::{optimizer_shapes, optimizer_step};
-//! use softprompt::train::checkpoint::{save_prompt_dir, load_prompt_dir};
-//! use softprompt::train::data::{Dataset, DataSpec};
-//! use softprompt::train::optim::{OptimConfig, Optimizer};
+//! use softprompt::internals::{CpuBackend, backend::DType, backend::traits::*, rng::Rng, prompt::PromptInit};
+//! use softprompt::internals::models::Recompute;
+//! use softprompt::internals::train::{Model, Task, TaskSpec, TaskKind, Params, Grads, evaluate, predict_all};
+//! use softprompt::internals::train::{optimizer_shapes, optimizer_step};
+//! use softprompt::internals::train::checkpoint::{save_prompt_dir, load_prompt_dir};
+//! use softprompt::internals::train::data::{Dataset, DataSpec};
+//! use softprompt::internals::train::optim::{OptimConfig, Optimizer};
 //!
 //! let be = CpuBackend::<f32>::new();
 //! let model = Model::load(&be, "tests/fixtures/bert_mlm".as_ref()).unwrap();

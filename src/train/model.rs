@@ -29,7 +29,7 @@ impl<B: Backend> Model<B> {
     /// Loads a Hugging Face folder (BERT or T5) onto `be`.
     ///
     /// ```
-    /// use softprompt::{CpuBackend, train::Model};
+    /// use softprompt::internals::{CpuBackend, train::Model};
     /// let be = CpuBackend::<f32>::new();
     /// let model = Model::load(&be, "tests/fixtures/bert_nohead".as_ref()).unwrap();
     /// assert_eq!(model.hidden_size(), 36);
@@ -208,7 +208,7 @@ impl<B: Backend> Model<B> {
     /// A fresh prompt of `p` rows.
     ///
     /// ```
-    /// use softprompt::{CpuBackend, prompt::PromptInit, rng::Rng, train::Model};
+    /// use softprompt::internals::{CpuBackend, prompt::PromptInit, rng::Rng, train::Model};
     /// let be = CpuBackend::<f32>::new();
     /// let model = Model::load(&be, "tests/fixtures/bert_mlm".as_ref()).unwrap();
     /// let init = PromptInit::Text("great movie".into());

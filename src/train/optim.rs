@@ -81,7 +81,7 @@ impl Schedule {
     /// rate is 0.
     ///
     /// ```
-    /// use softprompt::train::optim::{Schedule, ScheduleKind};
+    /// use softprompt::internals::train::optim::{Schedule, ScheduleKind};
     /// let s = Schedule { kind: ScheduleKind::Linear, warmup: 10, total: 110 };
     /// assert_eq!(s.factor(1), 0.0);
     /// assert_eq!(s.factor(6), 0.5);
@@ -143,6 +143,23 @@ impl OptimConfig {
                 total: 0,
             },
             max_grad_norm: None,
+        }
+    }
+
+    /// The command line's defaults for `kind`: AdamW at 0.03 with weight decay 0.01, a linear
+    /// schedule and the gradient norm clipped to 1; Adafactor as [`OptimConfig::lester`].
+    pub fn defaults(kind: OptimKind) -> OptimConfig {
+        match kind {
+            OptimKind::AdamW => OptimConfig {
+                max_grad_norm: Some(1.0),
+                schedule: Schedule {
+                    kind: ScheduleKind::Linear,
+                    warmup: 0,
+                    total: 0,
+                },
+                ..OptimConfig::adamw(0.03, 0.01)
+            },
+            OptimKind::Adafactor => OptimConfig::lester(),
         }
     }
 
@@ -379,7 +396,7 @@ pub fn clip_grad_norm<B: Backend>(
 mod tests {
     use super::*;
     use crate::backend::traits::*;
-    use crate::CpuBackend;
+    use crate::cpu::CpuBackend;
 
     #[test]
     fn schedules_match_transformers() {

@@ -21,6 +21,7 @@ use crate::models::cls_head::HostClsHead;
 use crate::nvtx;
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 impl<B: Backend> Trainer<'_, B> {
@@ -118,6 +119,16 @@ impl<B: Backend> Trainer<'_, B> {
 
     /// Runs to the end (all steps, or early stopping), reporting through `on_event`.
     pub fn run(&mut self, on_event: &mut dyn FnMut(&Event)) -> Result<Summary> {
+        self.run_until(on_event, &AtomicBool::new(false))
+    }
+
+    /// As `run`, and when `stop` is set (checked after each step's events), writes the
+    /// checkpoint and returns `Error::Interrupted`: the folder resumes from that step.
+    pub fn run_until(
+        &mut self,
+        on_event: &mut dyn FnMut(&Event),
+        stop: &AtomicBool,
+    ) -> Result<Summary> {
         on_event(&self.start());
         if self.resumed_at.is_some() {
             // the exported prompt may be older than the checkpoint if a run died in between
@@ -142,6 +153,9 @@ impl<B: Backend> Trainer<'_, B> {
                 self.log_line(&info)?;
             }
             early = self.end_step(on_event)?;
+            if stop.load(Ordering::Relaxed) && !self.state.done {
+                return Err(self.interrupt(on_event));
+            }
         }
         if self.state.step == 0 {
             self.export()?;
@@ -160,6 +174,33 @@ impl<B: Backend> Trainer<'_, B> {
             test,
             early_stopped: early,
         })
+    }
+
+    /// Stops the run at this step with its checkpoint on disk (and, without a dev split, the
+    /// prompt exported), the error saying how to go on.
+    fn interrupt(&mut self, on_event: &mut dyn FnMut(&Event)) -> Error {
+        let step = self.state.step;
+        if self.saved_step != Some(step) {
+            let saved = (if self.dev.is_none() {
+                self.export()
+            } else {
+                Ok(())
+            })
+            .and_then(|()| self.save_checkpoint());
+            if let Err(e) = saved {
+                return e;
+            }
+            self.saved_step = Some(step);
+            on_event(&Event::Saved {
+                step,
+                path: self.out.join(CHECKPOINT_FILE),
+            });
+        }
+        Error::Interrupted(format!(
+            "training stopped at step {step} of {}: {} holds its checkpoint; resume to go on",
+            self.total_steps,
+            self.out.display()
+        ))
     }
 
     /// The `Started` event. Records this run's thread count, device and CPU kernels in the

@@ -49,7 +49,7 @@ impl Task {
     /// Checks the spec against the model and resolves its tokens.
     ///
     /// ```
-    /// use softprompt::{CpuBackend, train::{Model, Task, TaskKind, TaskSpec}};
+    /// use softprompt::internals::{CpuBackend, train::{Model, Task, TaskKind, TaskSpec}};
     /// let be = CpuBackend::<f32>::new();
     /// let model = Model::load(&be, "tests/fixtures/bert_mlm".as_ref()).unwrap();
     /// let mut spec = TaskSpec::new(TaskKind::Pet, &["negative", "positive"]);

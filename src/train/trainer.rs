@@ -12,7 +12,7 @@ use super::data;
 use super::encode::Encoded;
 use super::metrics::{EvalMetrics, MetricsLog};
 use super::model::Model;
-use super::optim::{OptimConfig, Optimizer};
+use super::optim::{OptimConfig, OptimKind, Optimizer};
 use super::outdir::{self, OutLock};
 use super::step::Params;
 use super::task::Task;
@@ -27,8 +27,9 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// How the trainer runs. Everything here except `log_every` and `threads` shapes the numbers
-/// and goes into the checkpoint's settings hash.
+/// How the trainer runs. Everything here except `log_every`, `threads`, `overwrite` and
+/// `resume` shapes the numbers and goes into the checkpoint's settings hash. The defaults are
+/// the command line's (`softprompt train --help`).
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
     pub prompt_len: usize,
@@ -56,6 +57,9 @@ pub struct TrainConfig {
     /// a fresh run replaces a run already in the output folder (its files only) instead of
     /// refusing; not a setting of the numbers
     pub overwrite: bool,
+    /// continue from the output folder's checkpoint when there is one (the same settings
+    /// needed; a finished run is re-scored); not a setting of the numbers
+    pub resume: bool,
 }
 
 impl TrainConfig {
@@ -108,20 +112,21 @@ impl Default for TrainConfig {
         TrainConfig {
             prompt_len: 20,
             init: PromptInit::Random { std: 1.0 },
-            optim: OptimConfig::adamw(0.03, 0.0),
+            optim: OptimConfig::defaults(OptimKind::AdamW),
             batch_size: 32,
             eval_batch_size: 64,
             epochs: 1,
             max_steps: None,
             eval_every: 0,
             patience: None,
-            save_every: 100,
+            save_every: 50,
             log_every: 10,
             seed: 0,
             recompute: Recompute::None,
             bucket_pool: 50,
             threads: rayon::current_num_threads(),
             overwrite: false,
+            resume: false,
         }
     }
 }
@@ -231,8 +236,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         cfg.init = resolve_init(&cfg.init, task, model)?;
         let init = cfg.init.clone();
         // separate streams: the prompt's init, and the data order
-        let mut init_rng = Rng::new(cfg.seed ^ 0x5052_4f4d_5054_u64);
-        let table = model.init_prompt(be, cfg.prompt_len, &init, &mut init_rng)?;
+        let table = model.init_prompt(be, cfg.prompt_len, &init, &mut prompt_init_rng(cfg.seed))?;
         let params = Params {
             prompt: be.upload(DType::F32, &table.data)?,
             p: table.p,
@@ -410,8 +414,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
 /// Everything that can be checked before a byte is allocated or written: the settings'
 /// ranges, flags that would do nothing, the prompt and rows against the model's positions,
 /// and the memory of a training and an evaluation step against the machine's.
+/// The random stream a prompt's init draws from for a run's `seed` (the data order draws from
+/// another).
+pub(crate) fn prompt_init_rng(seed: u64) -> Rng {
+    Rng::new(seed ^ 0x5052_4f4d_5054_u64)
+}
+
 /// The init with what it needs from the task filled in: class labels' token ids.
-fn resolve_init<B: Backend>(
+pub(crate) fn resolve_init<B: Backend>(
     init: &PromptInit,
     task: &Task,
     model: &Model<B>,

@@ -5,16 +5,16 @@
 //! Every test binary includes this module with `mod common;` and uses only part of it.
 #![allow(dead_code)]
 
-use softprompt::backend::{Backend, DType};
-use softprompt::closeness::{Closeness, TENSOR_FLOOR};
-use softprompt::rng::Rng;
+use softprompt::internals::backend::{Backend, DType};
+use softprompt::internals::closeness::{Closeness, TENSOR_FLOOR};
+use softprompt::internals::rng::Rng;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 // ---------------------------------------------------------------------------------------------
 // Comparison
 
-/// Compares `got` with `want` in the crate's one measure, `softprompt::closeness`: passes when
+/// Compares `got` with `want` in the crate's one measure, `softprompt::internals::closeness`: passes when
 /// the relative L2 error ‖got − want‖ / max(‖want‖, 1e-30) is at most `tol`, the lengths
 /// match and every value is finite. A failure prints the max abs and relative error, where
 /// the worst element sits and the first few pairs, then panics; SOFTPROMPT_TEST_VERBOSE=1

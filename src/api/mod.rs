@@ -1,0 +1,18 @@
+//! The library's surface: a model on a device picked at run time, tasks resolved as the
+//! command line resolves them, prompts on the host, one step or a whole run, evaluation,
+//! prediction, generation, PEFT adapters and parity. The command line is a thin layer over
+//! it; the generic engine underneath is in `crate::internals`.
+
+mod model;
+mod parity;
+mod progress;
+mod prompt;
+mod task;
+mod train;
+
+pub use model::{Generation, Model, StepOutput};
+pub use parity::parity;
+pub use progress::ConsoleProgress;
+pub use prompt::Prompt;
+pub use task::{Task, TaskOptions};
+pub use train::Splits;

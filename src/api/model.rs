@@ -1,0 +1,384 @@
+//! A frozen model on a device chosen at run time, and everything a prompt does with it:
+//! one training step, evaluation, prediction, generation, saving.
+// What a user hands the library never panics it. See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+use super::prompt::Prompt;
+use super::task::{resolve, Task, TaskOptions};
+use crate::backend::{Backend, DType, DeviceKind, Storage};
+use crate::cpu::CpuBackend;
+use crate::cuda::CudaBackend;
+use crate::error::{Error, Result};
+use crate::models::cls_head::HostClsHead;
+use crate::models::decoder::{GenerateOptions, PromptPlacement};
+use crate::models::Recompute;
+use crate::prompt::PromptInit;
+use crate::train::checkpoint::save_prompt_dir;
+use crate::train::data::Dataset;
+use crate::train::encode::{Encoded, Row};
+use crate::train::trainer::{prompt_init_rng, resolve_init};
+use crate::train::{self, EvalMetrics, Grads, Params, Prediction};
+use std::path::{Path, PathBuf};
+
+/// The backend and the model loaded onto it: one variant per backend type, so the generic
+/// engine stays inside and the device is picked at run time.
+pub(crate) enum Engine {
+    Cpu(CpuBackend<f32>, train::Model<CpuBackend<f32>>),
+    Cuda(CudaBackend, train::Model<CudaBackend>),
+}
+
+/// Runs `$body` with `$be` (the backend) and `$m` (the model) bound, whatever the device.
+macro_rules! on_engine {
+    ($engine:expr, |$be:ident, $m:ident| $body:expr) => {
+        match $engine {
+            Engine::Cpu($be, $m) => $body,
+            Engine::Cuda($be, $m) => $body,
+        }
+    };
+}
+pub(crate) use on_engine;
+
+/// A frozen Hugging Face model folder (BERT, T5, BLOOM, Llama, Mistral, Qwen2) with its
+/// tokenizer, loaded onto a device.
+pub struct Model {
+    pub(crate) engine: Engine,
+    /// what backward keeps between forward and backward (see [`Recompute`])
+    pub recompute: Recompute,
+}
+
+/// The loss and the gradients of one batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepOutput {
+    /// the mean loss over the batch
+    pub loss: f64,
+    /// d loss / d prompt, (P, d) row-major
+    pub prompt_grad: Vec<f32>,
+    /// `cls`: d loss / d head weight (K, d) and bias (K)
+    pub head_grad: Option<(Vec<f32>, Vec<f32>)>,
+    /// real tokens in the batch (inputs and targets)
+    pub tokens: usize,
+}
+
+/// One generated continuation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generation {
+    /// the new text, special tokens left out
+    pub text: String,
+    /// the new token ids, ending with the stop token when one was produced
+    pub ids: Vec<i32>,
+    /// the summed log-probability of the new tokens
+    pub logprob: f64,
+}
+
+impl Model {
+    /// Loads the folder `dir` (config.json, the safetensors weights, tokenizer.json) onto
+    /// `device`: `Device::Cpu`, `Device::Cuda(ordinal, precision)` or, in a build with the
+    /// `emu` feature, `Device::Emu(precision)`. `Device::parse("cuda:0", "bf16")` reads the
+    /// command line's forms.
+    pub fn open(dir: impl AsRef<Path>, device: DeviceKind) -> Result<Model> {
+        let dir = dir.as_ref();
+        let engine = match device {
+            DeviceKind::Cpu => {
+                let be = CpuBackend::<f32>::new();
+                let m = train::Model::load(&be, dir)?;
+                Engine::Cpu(be, m)
+            }
+            DeviceKind::Cuda(n, precision) => {
+                let be = CudaBackend::cuda_with(n, precision)?;
+                let m = train::Model::load(&be, dir)?;
+                Engine::Cuda(be, m)
+            }
+            DeviceKind::Emu(precision) => {
+                let be = crate::device::emu_backend(precision)?;
+                let m = train::Model::load(&be, dir)?;
+                Engine::Cuda(be, m)
+            }
+        };
+        Ok(Model {
+            engine,
+            recompute: Recompute::None,
+        })
+    }
+
+    /// The folder it was loaded from.
+    pub fn dir(&self) -> &Path {
+        on_engine!(&self.engine, |_be, m| &m.dir)
+    }
+
+    /// `bert`, `t5`, `bloom` or `llama` (Llama, Mistral and Qwen2 share one stack).
+    pub fn arch(&self) -> &'static str {
+        on_engine!(&self.engine, |_be, m| m.arch_name())
+    }
+
+    /// d, the width of a prompt row.
+    pub fn hidden_size(&self) -> usize {
+        on_engine!(&self.engine, |_be, m| m.hidden_size())
+    }
+
+    /// The device, as the command line prints it (`cpu`, `cuda:0 (bf16)`, ...).
+    pub fn device_name(&self) -> String {
+        on_engine!(&self.engine, |be, _m| be.name())
+    }
+
+    /// The CPU kernels that shape the results (`gemm/avx512`); empty off the CPU.
+    pub fn kernels(&self) -> String {
+        on_engine!(&self.engine, |be, _m| be.kernels())
+    }
+
+    /// The token ids of `text` as the model's tokenizer gives them, special tokens included.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<i32>> {
+        on_engine!(&self.engine, |_be, m| m.tokenizer.encode(text, true))
+    }
+
+    /// Text of token ids, special tokens left out.
+    pub fn detokenize(&self, ids: &[i32]) -> Result<String> {
+        on_engine!(&self.engine, |_be, m| m.tokenizer.decode(ids, true))
+    }
+
+    /// The task a new prompt of `prompt_len` rows trains: the options over the model's
+    /// defaults, the labels from `data` when nothing else gives them.
+    pub fn task(
+        &self,
+        opts: &TaskOptions,
+        data: Option<&Dataset>,
+        prompt_len: usize,
+    ) -> Result<Task> {
+        on_engine!(&self.engine, |_be, m| {
+            let spec = resolve(opts, None, m, data, prompt_len)?;
+            Ok(Task {
+                inner: train::Task::new(spec, m)?,
+            })
+        })
+    }
+
+    /// The task of a saved prompt: its task.json (or, for a PEFT folder, the model's
+    /// defaults) with the options on top.
+    pub fn task_for(
+        &self,
+        prompt: &Prompt,
+        opts: &TaskOptions,
+        data: Option<&Dataset>,
+    ) -> Result<Task> {
+        check_width(prompt, self.hidden_size(), self.dir())?;
+        on_engine!(&self.engine, |_be, m| {
+            let spec = resolve(opts, prompt.task.clone(), m, data, prompt.rows())?;
+            let task = train::Task::new(spec, m)?;
+            m.check_lengths(prompt.rows(), Some(task.spec.max_len))?;
+            Ok(Task { inner: task })
+        })
+    }
+
+    /// A new prompt of `rows` rows for `task`, initialised as `init` says from the stream
+    /// `seed` gives (the same prompt `train` starts from with that seed); a `cls` task's head
+    /// starts at zero.
+    pub fn new_prompt(
+        &self,
+        task: &Task,
+        rows: usize,
+        init: &PromptInit,
+        seed: u64,
+    ) -> Result<Prompt> {
+        on_engine!(&self.engine, |be, m| {
+            let init = resolve_init(init, &task.inner, m)?;
+            let table = m.init_prompt(be, rows, &init, &mut prompt_init_rng(seed))?;
+            let mut prompt = Prompt::from_table(table);
+            prompt.head = task.inner.new_head(m.hidden_size());
+            prompt.task = Some(task.inner.spec.clone());
+            Ok(prompt)
+        })
+    }
+
+    /// Encodes a data set for `task`: the template filled, tokenized, cut to max_len, the
+    /// labels mapped. An unknown label is an error naming the file and line.
+    pub fn encode(&self, task: &Task, data: &Dataset) -> Result<Encoded> {
+        on_engine!(&self.engine, |_be, m| task.inner.encode(&m.tokenizer, data))
+    }
+
+    /// One training step's numbers on `rows` (one batch): the mean loss and the gradients of
+    /// the prompt (and the `cls` head). Nothing is updated: a custom loop applies them.
+    pub fn step(&self, task: &Task, prompt: &Prompt, rows: &[Row]) -> Result<StepOutput> {
+        let enc = Encoded {
+            path: PathBuf::from("the batch"),
+            rows: rows.to_vec(),
+            truncated: 0,
+            truncated_targets: 0,
+        };
+        let all: Vec<u32> = (0..rows.len() as u32).collect();
+        let batch = task.inner.batch(&enc, &all)?;
+        let recompute = self.recompute;
+        on_engine!(&self.engine, |be, m| {
+            let params = bind(be, m, task, prompt)?;
+            let mut grads = Grads::zeros(be, &params)?;
+            let loss = task
+                .inner
+                .loss_and_grad(be, m, &params, &mut grads, &batch, recompute)?;
+            let head_grad = match &grads.head {
+                Some(h) => Some(h.download(be)?),
+                None => None,
+            };
+            Ok(StepOutput {
+                loss,
+                prompt_grad: be.download(&grads.prompt)?,
+                head_grad: head_grad.map(|h| (h.weight, h.bias)),
+                tokens: batch.real_tokens,
+            })
+        })
+    }
+
+    /// Accuracy and macro-F1 on the labelled rows of `data`, and every row's prediction, in
+    /// batches of `batch_size` rows.
+    pub fn evaluate(
+        &self,
+        task: &Task,
+        prompt: &Prompt,
+        data: &Encoded,
+        batch_size: usize,
+    ) -> Result<(EvalMetrics, Vec<Prediction>)> {
+        on_engine!(&self.engine, |be, m| {
+            let params = bind(be, m, task, prompt)?;
+            train::evaluate(be, m, &task.inner, &params, data, batch_size)
+        })
+    }
+
+    /// Every row's prediction (the class and per-label scores, or the generated target), in
+    /// file order.
+    pub fn predict(
+        &self,
+        task: &Task,
+        prompt: &Prompt,
+        data: &Encoded,
+        batch_size: usize,
+    ) -> Result<Vec<Prediction>> {
+        on_engine!(&self.engine, |be, m| {
+            let params = bind(be, m, task, prompt)?;
+            train::predict_all(be, m, &task.inner, &params, data, batch_size)
+        })
+    }
+
+    /// Greedy generation behind the prompt on a decoder-only model, the texts through the
+    /// task's template in one left-padded batch (each row gives the tokens it gives alone),
+    /// with the KV cache. Each row stops at the model's end-of-sequence token or after
+    /// `max_new_tokens`.
+    pub fn generate(
+        &self,
+        task: &Task,
+        prompt: &Prompt,
+        texts: &[String],
+        max_new_tokens: usize,
+        placement: PromptPlacement,
+    ) -> Result<Vec<Generation>> {
+        let data = Dataset {
+            path: PathBuf::from("the texts"),
+            examples: (texts.iter().enumerate())
+                .map(|(i, t)| crate::train::data::Example {
+                    text: t.clone(),
+                    label: None,
+                    line: i + 1,
+                })
+                .collect(),
+        };
+        on_engine!(&self.engine, |be, m| {
+            let decoder = m.net.decoder().ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "generate needs a decoder-only model (BLOOM, Llama, Mistral, Qwen2), not {}",
+                    m.arch_name()
+                ))
+            })?;
+            let enc = task.inner.encode(&m.tokenizer, &data)?;
+            let rows: Vec<Vec<i32>> = enc.rows.iter().map(|r| r.ids.clone()).collect();
+            let opts = GenerateOptions {
+                max_new_tokens,
+                stop: decoder
+                    .cfg
+                    .eos_token_ids
+                    .iter()
+                    .map(|&e| e as i32)
+                    .collect(),
+                placement,
+                keep_logits: false,
+            };
+            let params = bind(be, m, task, prompt)?;
+            let g = decoder.generate(be, &params.prompt, params.p, &rows, &opts)?;
+            (g.ids.into_iter().zip(g.logprob))
+                .map(|(ids, logprob)| {
+                    Ok(Generation {
+                        text: m.tokenizer.decode(&ids, true)?,
+                        ids,
+                        logprob,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Writes the prompt into `dir` as `softprompt train` does: PEFT's adapter files (which
+    /// PEFT's `PeftModel.from_pretrained` loads), task.json, and head.safetensors for `cls`.
+    pub fn save_prompt(&self, dir: impl AsRef<Path>, prompt: &Prompt, task: &Task) -> Result<()> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        on_engine!(&self.engine, |_be, m| {
+            let info = m.adapter_info(task.inner.spec.kind.peft_task_type());
+            save_prompt_dir(
+                dir,
+                &prompt.table,
+                prompt.head.as_ref(),
+                &task.inner.spec,
+                &m.dir,
+                &info,
+                serde_json::json!({}),
+            )
+        })
+    }
+}
+
+/// The prompt (and head) on the device, checked against the model and the task.
+pub(crate) fn bind<B: Backend>(
+    be: &B,
+    model: &train::Model<B>,
+    task: &Task,
+    prompt: &Prompt,
+) -> Result<Params<B>> {
+    let d = model.hidden_size();
+    check_width(prompt, d, &model.dir)?;
+    let head: Option<HostClsHead> = match (task.inner.new_head(d), &prompt.head) {
+        (None, _) => None,
+        (Some(fresh), Some(h)) if h.k == fresh.k && h.c == d => Some(h.clone()),
+        (Some(fresh), Some(h)) => {
+            return Err(Error::file(
+                prompt.origin().join("head.safetensors"),
+                format!("the head has {} labels but the task {}", h.k, fresh.k),
+            ))
+        }
+        (Some(_), None) => {
+            return Err(Error::file(
+                prompt.origin(),
+                "--task cls needs the classifier head (head.safetensors) trained with the \
+                 prompt; this folder has none",
+            ))
+        }
+    };
+    Ok(Params {
+        prompt: be.upload(DType::F32, prompt.values())?,
+        p: prompt.rows(),
+        d,
+        head: head.map(|h| h.upload(be)).transpose()?,
+    })
+}
+
+/// A prompt as wide as the model's hidden size `d`, else an error naming both.
+fn check_width(prompt: &Prompt, d: usize, model_dir: &Path) -> Result<()> {
+    if prompt.width() == d {
+        return Ok(());
+    }
+    Err(Error::file(
+        prompt.origin(),
+        format!(
+            "the prompt is {} wide but {} has hidden size {d}",
+            prompt.width(),
+            model_dir.display()
+        ),
+    ))
+}

@@ -1,0 +1,192 @@
+//! The command line's progress display for a training run: the bar with the loss's moving
+//! average and throughput, and the lines printed above it as the trainer reports (settings,
+//! resume warnings, evaluations, early stopping). `softprompt train` and the Python package
+//! show the same.
+
+use crate::train::{Event, TrainConfig};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::time::Instant;
+
+/// The progress bar, and the lines printed above it as the trainer reports.
+pub struct ConsoleProgress {
+    pub(crate) pb: ProgressBar,
+    /// the command's start: evaluation lines print the seconds since
+    t0: Instant,
+    /// the loop's start: steps/s and tokens/s count from here
+    run_start: Instant,
+    /// the loss's moving average, and the steps and tokens so far
+    ema: Option<f64>,
+    tokens: usize,
+    steps: u64,
+    /// the train loss summed since the last dev evaluation, and its steps
+    window: (f64, u64),
+    /// prompt rows, classes and hidden size, for the `trainable` line
+    prompt_len: usize,
+    k: usize,
+    d: usize,
+    /// the optimizer and loop settings, printed once the trainer has accepted them
+    settings: String,
+}
+
+/// "optimizer adamw lr 0.03 (Linear schedule, warm-up 0), ...": what the run trains with.
+fn settings_line(cfg: &TrainConfig) -> String {
+    let o = &cfg.optim;
+    format!(
+        "optimizer {} lr {} ({:?} schedule, warm-up {}), weight decay {}, clip {} | batch {}, seed {}, {} threads",
+        o.kind.name(), o.lr, o.schedule.kind, o.schedule.warmup, o.weight_decay,
+        o.max_grad_norm.map_or("none".into(), |n| n.to_string()), cfg.batch_size, cfg.seed, cfg.threads
+    )
+}
+
+impl ConsoleProgress {
+    /// The bar for a run of `cfg` over a model of width `d` and a task of `labels` labels;
+    /// `t0` is when the command started (evaluation lines print the seconds since); with
+    /// `bar` false only the lines are printed.
+    pub fn new(
+        cfg: &TrainConfig,
+        t0: Instant,
+        labels: usize,
+        d: usize,
+        bar: bool,
+    ) -> ConsoleProgress {
+        // its length comes with the trainer's first event
+        let pb = ProgressBar::new(0);
+        if !bar {
+            pb.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{bar:28.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < ETA {eta_precise}]",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        ConsoleProgress {
+            pb,
+            t0,
+            run_start: Instant::now(),
+            ema: None,
+            tokens: 0,
+            steps: 0,
+            window: (0.0, 0),
+            prompt_len: cfg.prompt_len,
+            k: labels,
+            d,
+            settings: settings_line(cfg),
+        }
+    }
+
+    fn say(&self, line: String) {
+        self.pb.suspend(|| println!("{line}"));
+    }
+
+    /// The lines at the start: warnings about a resumed run, then what trains.
+    fn started(&self, ev: &Event) {
+        let Event::Started {
+            total_steps,
+            steps_per_epoch,
+            resumed_at,
+            threads_changed,
+            device_changed,
+            kernels_changed,
+            prompt_params,
+            head_params,
+        } = ev
+        else {
+            return;
+        };
+        let (k, d) = (self.k, self.d);
+        self.say(self.settings.clone());
+        self.pb.set_length(*total_steps);
+        self.pb.set_position(resumed_at.unwrap_or(0));
+        if let Some((was, now)) = device_changed {
+            self.say(format!(
+                "warning: the checkpoint was trained on {was} and this run uses {now}: the numbers \
+                 round differently from here on, so the result will differ from an uninterrupted run"
+            ));
+        }
+        if let Some((was, now)) = kernels_changed {
+            // "gemm/avx512": the GEMM path, then the SIMD instruction set
+            let (gemm, isa) = was.split_once('/').unwrap_or((was.as_str(), "?"));
+            self.say(format!(
+                "warning: the checkpoint was trained with the CPU kernels {was} and this run uses {now}: \
+                 the result will not be bit-identical to an uninterrupted run (resume with --gemm {gemm} \
+                 and SOFTPROMPT_SIMD={isa} for that)"
+            ));
+        }
+        if let Some((was, now)) = threads_changed {
+            self.say(format!(
+                "warning: the checkpoint was trained with {was} threads and this run uses {now}: \
+                 the result will not be bit-identical to an uninterrupted run (resume with --threads {was} for that)"
+            ));
+        }
+        self.say(format!(
+            "trainable: prompt {} x {d} = {prompt_params}{} | {total_steps} steps ({steps_per_epoch} per epoch){}",
+            self.prompt_len,
+            if *head_params > 0 { format!(", head {k} x {d} + {k} = {head_params}") } else { String::new() },
+            resumed_at.map_or(String::new(), |s| format!(" | resumed at step {s}"))
+        ));
+    }
+
+    /// Prints what `ev` reports: the bar's position and message, evaluation lines above it.
+    pub fn on_event(&mut self, ev: &Event) {
+        match ev {
+            Event::Started { .. } => self.started(ev),
+            Event::Step(info) => {
+                self.ema = Some(self.ema.map_or(info.loss, |e| 0.95 * e + 0.05 * info.loss));
+                self.tokens += info.tokens;
+                self.steps += 1;
+                self.window.0 += info.loss;
+                self.window.1 += 1;
+                let secs = self.run_start.elapsed().as_secs_f64().max(1e-9);
+                self.pb.set_position(info.step);
+                self.pb.set_message(format!(
+                    "loss {:.4} | {:.2} steps/s | {:.0} tok/s",
+                    self.ema.unwrap_or(0.0),
+                    self.steps as f64 / secs,
+                    self.tokens as f64 / secs
+                ));
+            }
+            Event::Eval {
+                step,
+                split,
+                metrics,
+                ..
+            } if split.starts_with("test (kept") => {
+                self.say(format!(
+                    "kept prompt (step {step}): test accuracy {:.4} macro-F1 {:.4} ({} rows)",
+                    metrics.accuracy, metrics.macro_f1, metrics.examples
+                ));
+            }
+            Event::Eval {
+                step,
+                split,
+                metrics,
+                best,
+            } => {
+                let train_loss = if split == "dev" && self.window.1 > 0 {
+                    format!(" | train loss {:.4}", self.window.0 / self.window.1 as f64)
+                } else {
+                    String::new()
+                };
+                if split == "dev" {
+                    self.window = (0.0, 0);
+                }
+                self.say(format!(
+                    "step {step:>5} | {split:<4} accuracy {:.4} macro-F1 {:.4} ({} rows){}{train_loss} | {:.0}s",
+                    metrics.accuracy, metrics.macro_f1, metrics.examples, if *best { " *best*" } else { "" }, self.t0.elapsed().as_secs_f64()
+                ));
+            }
+            Event::Saved { .. } => {}
+            Event::EarlyStop { step, best_step } => self.say(format!(
+                "early stop at step {step}: no better dev accuracy since step {best_step}"
+            )),
+        }
+    }
+}
+
+impl ConsoleProgress {
+    /// Clears the bar at the end of the run.
+    pub fn finish(&self) {
+        self.pb.finish_and_clear();
+    }
+}

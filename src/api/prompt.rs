@@ -1,0 +1,173 @@
+//! The prompt on the host: its rows, the `cls` head trained with it, the task it was trained
+//! for, and its folder (PEFT's adapter files, task.json, head.safetensors).
+// What a user hands the library never panics it. See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+use crate::error::{Error, Result};
+use crate::models::cls_head::HostClsHead;
+use crate::prompt::PromptTable;
+use crate::train::checkpoint::{load_prompt_dir, SavedPrompt};
+use crate::train::spec::TaskSpec;
+use std::path::{Path, PathBuf};
+
+/// A soft prompt: P rows of the model's width, float32, on the host.
+///
+/// Made by [`crate::Model::new_prompt`], loaded from a folder ours or PEFT's
+/// ([`Prompt::load`]), or from values ([`Prompt::from_values`]); saved in PEFT's layout with
+/// [`crate::Model::save_prompt`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prompt {
+    pub(crate) table: PromptTable,
+    /// the `cls` task's linear head, trained with the prompt
+    pub(crate) head: Option<HostClsHead>,
+    /// the task.json it was saved with (None: made here, or a PEFT folder)
+    pub(crate) task: Option<TaskSpec>,
+    /// the folder it was loaded from
+    pub(crate) dir: Option<PathBuf>,
+    /// the model folders its task.json records, in the order they are tried
+    pub(crate) recorded_models: Vec<PathBuf>,
+}
+
+impl Prompt {
+    /// A prompt of `rows` rows of `width` values each, `values` row-major.
+    pub fn from_values(rows: usize, width: usize, values: Vec<f32>) -> Result<Prompt> {
+        Ok(Prompt::from_table(PromptTable::from_data(
+            rows, width, values,
+        )?))
+    }
+
+    pub(crate) fn from_table(table: PromptTable) -> Prompt {
+        Prompt {
+            table,
+            head: None,
+            task: None,
+            dir: None,
+            recorded_models: Vec::new(),
+        }
+    }
+
+    /// Reads a prompt folder: one `softprompt train` wrote (with task.json, and
+    /// head.safetensors for `cls`) or one PEFT saved (adapter_config.json and
+    /// adapter_model.safetensors or .bin).
+    pub fn load(dir: impl AsRef<Path>) -> Result<Prompt> {
+        let dir = dir.as_ref();
+        let SavedPrompt {
+            prompt,
+            head,
+            task,
+            model,
+            model_abs,
+        } = load_prompt_dir(dir)?;
+        Ok(Prompt {
+            table: prompt,
+            head,
+            task,
+            dir: Some(dir.to_path_buf()),
+            recorded_models: model_abs.into_iter().chain(model).collect(),
+        })
+    }
+
+    /// P, the number of rows.
+    pub fn rows(&self) -> usize {
+        self.table.p
+    }
+
+    /// d, the width of a row (the model's hidden size).
+    pub fn width(&self) -> usize {
+        self.table.d
+    }
+
+    /// The values, (P, d) row-major.
+    pub fn values(&self) -> &[f32] {
+        &self.table.data
+    }
+
+    /// The values to change in place, (P, d) row-major: a custom training loop's update.
+    pub fn values_mut(&mut self) -> &mut [f32] {
+        &mut self.table.data
+    }
+
+    /// The `cls` head's weight (K, d) and bias (K), when the prompt has one.
+    pub fn head(&self) -> Option<(&[f32], &[f32])> {
+        self.head
+            .as_ref()
+            .map(|h| (h.weight.as_slice(), h.bias.as_slice()))
+    }
+
+    /// The `cls` head to change in place: weight (K, d) and bias (K).
+    pub fn head_mut(&mut self) -> Option<(&mut [f32], &mut [f32])> {
+        self.head
+            .as_mut()
+            .map(|h| (h.weight.as_mut_slice(), h.bias.as_mut_slice()))
+    }
+
+    /// The task the prompt was saved with (its task.json), if any.
+    pub fn saved_task(&self) -> Option<&TaskSpec> {
+        self.task.as_ref()
+    }
+
+    /// How the prompt was initialised, in PEFT's words (`RANDOM`, `TEXT`, `SAMPLE_VOCAB`).
+    pub fn init_name(&self) -> &str {
+        &self.table.init
+    }
+
+    /// The folder it was loaded from.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The model folder this prompt belongs to: the first place its task.json records that
+    /// holds a config.json, else PEFT's `base_model_name_or_path` when it names a folder (as
+    /// is, or next to the prompt folder or a folder above it). The error lists every path
+    /// tried.
+    pub fn model_dir(&self) -> Result<PathBuf> {
+        let here = self.dir.clone().unwrap_or_default();
+        let peft_base = self
+            .table
+            .layout
+            .config
+            .as_ref()
+            .and_then(|c| c.get("base_model_name_or_path"))
+            .and_then(|v| v.as_str());
+        let mut tries: Vec<PathBuf> = self.recorded_models.clone();
+        if let Some(base) = peft_base {
+            tries.push(PathBuf::from(base));
+            let mut dir = Some(here.as_path());
+            while let Some(d) = dir {
+                tries.push(d.join(base));
+                dir = d.parent();
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        tries.retain(|p| seen.insert(p.clone()));
+        if let Some(found) = tries.iter().find(|p| p.join("config.json").is_file()) {
+            return Ok(found.clone());
+        }
+        let tried: Vec<String> = tries.iter().map(|p| p.display().to_string()).collect();
+        Err(Error::arg(
+            "--model",
+            if tried.is_empty() {
+                format!(
+                    "{} does not say which model it belongs to: pass --model DIR",
+                    here.display()
+                )
+            } else {
+                format!(
+                    "no model folder (with a config.json) for {} at {}: pass --model DIR",
+                    here.display(),
+                    tried.join(", ")
+                )
+            },
+        ))
+    }
+
+    /// Where a head or width mismatch is reported: the prompt's folder, else "the prompt".
+    pub(crate) fn origin(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("the prompt"))
+    }
+}

@@ -1,0 +1,248 @@
+//! Task resolution: the task a run uses, from the same inputs the command line takes (the
+//! model, a saved prompt's task.json, the data, the task options), with the same defaults.
+// What a user hands the library never panics it. See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+use crate::error::{Error, Result};
+use crate::models::heads::Pooling;
+use crate::train::data::Dataset;
+use crate::train::spec::{parse_verbalizer, Decode, TaskKind, TaskSpec, TEXT_SLOT};
+use crate::train::{self, Model};
+use crate::Backend;
+
+/// The task options, each one overriding the default for the model (or, for a saved prompt,
+/// its task.json). Every field is the command line's flag of the same name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskOptions {
+    /// pet, cls, seq2seq or causal (default: from the model: T5 seq2seq, the decoder-only
+    /// models causal, BERT pet when it has its masked-LM head, else cls)
+    pub task: Option<TaskKind>,
+    /// the text around the input, with `{text}` once; pet also needs one `[MASK]`
+    pub template: Option<String>,
+    /// the labels in order (default: the verbalizer's, else the sorted labels of the data)
+    pub labels: Option<Vec<String>>,
+    /// (label, word) pairs: pet's one-token words, or seq2seq's and causal's target texts
+    pub verbalizer: Option<Vec<(String, String)>>,
+    /// cls pooling
+    pub pooling: Option<Pooling>,
+    /// seq2seq, causal: the label field holds free target texts
+    pub free_targets: bool,
+    /// tokens per row, special tokens included (default: 128, or what the model's positions
+    /// leave next to the prompt)
+    pub max_len: Option<usize>,
+    /// seq2seq, causal: tokens per target
+    pub max_target_len: Option<usize>,
+    /// seq2seq and causal prediction
+    pub decode: Option<Decode>,
+}
+
+impl TaskOptions {
+    /// Parses the command line's text forms: `verbalizer` as `label=word,...` or a JSON
+    /// object, `labels` comma-separated, the others by name.
+    pub fn verbalizer_from_str(s: &str) -> Result<Vec<(String, String)>> {
+        parse_verbalizer(s)
+    }
+
+    /// `labels` from its comma-separated form.
+    pub fn labels_from_str(s: &str) -> Vec<String> {
+        s.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}
+
+/// The spec: `base` (a prompt's task.json) or defaults for the model, with the options on
+/// top. `data` supplies the labels when nothing else does; `prompt_len` bounds the default
+/// max_len by the model's positions.
+pub(crate) fn resolve<B: Backend>(
+    opts: &TaskOptions,
+    base: Option<TaskSpec>,
+    model: &Model<B>,
+    data: Option<&Dataset>,
+    prompt_len: usize,
+) -> Result<TaskSpec> {
+    // first, so that a prompt too long for the model is named as such (the default max_len
+    // below is what room the prompt leaves)
+    model.check_lengths(prompt_len, None)?;
+    let mut spec = base_spec(opts, base, model, prompt_len);
+    apply_options(opts, &mut spec);
+    // max_len next to this prompt (Task::new checks it alone, not knowing the prompt)
+    model.check_lengths(prompt_len, Some(spec.max_len))?;
+    if spec.free_targets {
+        spec.labels.clear();
+        spec.label_words.clear();
+        return Ok(spec);
+    }
+    let verbalizer = opts.verbalizer.as_deref();
+    set_labels(opts, &mut spec, verbalizer, data)?;
+    if spec.kind != TaskKind::Cls {
+        set_label_words(&mut spec, verbalizer)?;
+    }
+    if !spec.template.contains(TEXT_SLOT) {
+        return Err(Error::arg(
+            "--template",
+            format!("{:?} must hold {TEXT_SLOT}", spec.template),
+        ));
+    }
+    Ok(spec)
+}
+
+/// The task a model is tuned for when nothing names one.
+pub(crate) fn default_kind<B: Backend>(model: &Model<B>) -> TaskKind {
+    match model.arch_name() {
+        "t5" => TaskKind::Seq2Seq,
+        "bloom" | "llama" => TaskKind::Causal,
+        _ if model.has_mlm_head() => TaskKind::Pet,
+        _ => TaskKind::Cls,
+    }
+}
+
+/// `base` when it is of the asked task, else the defaults of the task the option or the
+/// model names.
+fn base_spec<B: Backend>(
+    opts: &TaskOptions,
+    base: Option<TaskSpec>,
+    model: &Model<B>,
+    prompt_len: usize,
+) -> TaskSpec {
+    let kind = match (opts.task, &base) {
+        (Some(t), _) => t,
+        (None, Some(b)) => b.kind,
+        (None, None) => default_kind(model),
+    };
+    match base {
+        Some(b) if b.kind == kind => b,
+        _ => {
+            let mut s = TaskSpec::new(kind, &[]);
+            if let Some(limit) = model.max_tokens(prompt_len) {
+                s.max_len = s.max_len.min(limit);
+            }
+            s
+        }
+    }
+}
+
+/// The options that set one field each.
+fn apply_options(opts: &TaskOptions, spec: &mut TaskSpec) {
+    if let Some(t) = &opts.template {
+        spec.template = t.clone();
+    }
+    if opts.free_targets {
+        spec.free_targets = true;
+    }
+    if let Some(p) = opts.pooling {
+        spec.pooling = p;
+    }
+    if let Some(n) = opts.max_len {
+        spec.max_len = n;
+    }
+    if let Some(n) = opts.max_target_len {
+        spec.max_target_len = n;
+    }
+    if let Some(d) = opts.decode {
+        spec.decode = d;
+    }
+}
+
+/// The labels: the option, else the verbalizer's, else the spec's, else those of `data`.
+fn set_labels(
+    opts: &TaskOptions,
+    spec: &mut TaskSpec,
+    verbalizer: Option<&[(String, String)]>,
+    data: Option<&Dataset>,
+) -> Result<()> {
+    if let Some(labels) = &opts.labels {
+        spec.labels = labels.clone();
+        spec.label_words.clear();
+    } else if let Some(v) = verbalizer {
+        // the verbalizer gives the labels: one it lacks is its fault, not --labels'
+        if let Some(ex) = data.and_then(|d| {
+            d.examples.iter().find(|e| {
+                e.label
+                    .as_ref()
+                    .is_some_and(|l| spec.kind != TaskKind::Cls && !v.iter().any(|(k, _)| k == l))
+            })
+        }) {
+            let label = ex.label.clone().unwrap_or_default();
+            return Err(Error::arg(
+                "--verbalizer",
+                format!(
+                    "has no word for the label {label:?} ({}:{}): add {label}=WORD",
+                    data.map(|d| d.path.display().to_string())
+                        .unwrap_or_default(),
+                    ex.line
+                ),
+            ));
+        }
+        if v.len() < 2 {
+            return Err(Error::arg(
+                "--verbalizer",
+                format!("gives {} label(s); a classifier needs at least 2", v.len()),
+            ));
+        }
+        spec.labels = v.iter().map(|(l, _)| l.clone()).collect();
+        spec.label_words.clear();
+    } else if spec.labels.is_empty() {
+        let mut found: Vec<String> = data
+            .map(|d| d.examples.iter().filter_map(|e| e.label.clone()).collect())
+            .unwrap_or_default();
+        found.sort();
+        found.dedup();
+        spec.labels = found;
+        spec.label_words.clear();
+    }
+    Ok(())
+}
+
+/// `pet`, `seq2seq` and `causal`: each label's word from the verbalizer, or the label itself.
+fn set_label_words(spec: &mut TaskSpec, verbalizer: Option<&[(String, String)]>) -> Result<()> {
+    match verbalizer {
+        Some(v) => {
+            spec.label_words = spec
+                .labels
+                .iter()
+                .map(|l| {
+                    v.iter()
+                        .find(|(k, _)| k == l)
+                        .map(|(_, w)| w.clone())
+                        .ok_or_else(|| {
+                            Error::arg("--verbalizer", format!("no word for label {l:?}"))
+                        })
+                })
+                .collect::<Result<_>>()?;
+        }
+        None if spec.label_words.len() != spec.labels.len() => {
+            spec.label_words = spec.labels.clone()
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// A task resolved against a model's tokenizer: what `step`, `train`, `evaluate`,
+/// `predict` and `generate` run.
+#[derive(Clone, Debug)]
+pub struct Task {
+    pub(crate) inner: train::Task,
+}
+
+impl Task {
+    /// The task's definition (what task.json holds).
+    pub fn spec(&self) -> &TaskSpec {
+        &self.inner.spec
+    }
+
+    /// The labels in score order (empty with free targets).
+    pub fn labels(&self) -> &[String] {
+        &self.inner.spec.labels
+    }
+
+    /// The task's kind.
+    pub fn kind(&self) -> TaskKind {
+        self.inner.spec.kind
+    }
+}
