@@ -3,6 +3,9 @@
 //! prediction, generation, PEFT adapters and parity. The command line is a thin layer over
 //! it; the generic engine underneath is in `crate::internals`.
 
+// every public item of the API is documented
+#![deny(missing_docs)]
+
 mod model;
 mod parity;
 mod progress;

@@ -78,6 +78,14 @@ impl Model {
     /// `device`: `Device::Cpu`, `Device::Cuda(ordinal, precision)` or, in a build with the
     /// `emu` feature, `Device::Emu(precision)`. `Device::parse("cuda:0", "bf16")` reads the
     /// command line's forms.
+    ///
+    /// ```
+    /// use softprompt::prelude::*;
+    /// let model = Model::open("tests/fixtures/bert_mlm", Device::parse("cpu", "f32")?)?;
+    /// assert_eq!((model.arch(), model.hidden_size()), ("bert", 48));
+    /// assert_eq!(model.device_name(), "cpu");
+    /// # Ok::<(), softprompt::Error>(())
+    /// ```
     pub fn open(dir: impl AsRef<Path>, device: DeviceKind) -> Result<Model> {
         let dir = dir.as_ref();
         let engine = match device {
@@ -140,6 +148,18 @@ impl Model {
 
     /// The task a new prompt of `prompt_len` rows trains: the options over the model's
     /// defaults, the labels from `data` when nothing else gives them.
+    ///
+    /// ```
+    /// use softprompt::prelude::*;
+    /// let model = Model::open("tests/fixtures/t5_v1_1", Device::Cpu)?;
+    /// let data = Dataset::from_pairs("mem", [("good film", Some("pos")), ("bad", Some("neg"))]);
+    /// let opts = TaskOptions { template: Some("review: {text}".into()), ..Default::default() };
+    /// let task = model.task(&opts, Some(&data), 10)?;
+    /// assert_eq!(task.kind(), TaskKind::Seq2Seq); // T5's default
+    /// assert_eq!(task.labels(), ["neg", "pos"]); // sorted, from the data
+    /// assert_eq!(task.spec().label_words, ["neg", "pos"]); // the targets
+    /// # Ok::<(), softprompt::Error>(())
+    /// ```
     pub fn task(
         &self,
         opts: &TaskOptions,
@@ -262,6 +282,20 @@ impl Model {
     /// task's template in one left-padded batch (each row gives the tokens it gives alone),
     /// with the KV cache. Each row stops at the model's end-of-sequence token or after
     /// `max_new_tokens`.
+    ///
+    /// ```
+    /// use softprompt::prelude::*;
+    /// let model = Model::open("tests/fixtures/bloom", Device::Cpu)?;
+    /// let task = model.task(&TaskOptions { free_targets: true, ..Default::default() }, None, 4)?;
+    /// let prompt = model.new_prompt(&task, 4, &PromptInit::Text("once upon".into()), 0)?;
+    /// let texts = ["a story".to_string(), "the end of a much longer story".to_string()];
+    /// let out = model.generate(&task, &prompt, &texts, 5, PromptPlacement::BeforeTokens)?;
+    /// // batched generation gives each row what it gives alone
+    /// let alone = model.generate(&task, &prompt, &texts[1..], 5, PromptPlacement::BeforeTokens)?;
+    /// assert_eq!(out[1].ids, alone[0].ids);
+    /// assert!(out.iter().all(|g| g.ids.len() <= 5));
+    /// # Ok::<(), softprompt::Error>(())
+    /// ```
     pub fn generate(
         &self,
         task: &Task,

@@ -12,6 +12,14 @@ use std::path::Path;
 /// Runs the reference file's batch through the model in `model_dir` on `device` and compares
 /// every tensor the engine produces with PyTorch's, at `tol` (default: 1e-4 in float32, 2e-2
 /// in bf16 and mixed), as `softprompt parity` does. `report.passed()` says whether all did.
+///
+/// ```
+/// let dir = std::path::Path::new("tests/fixtures/bert_mlm");
+/// let device = softprompt::Device::Cpu;
+/// let report = softprompt::parity(dir, dir.join("ref_pet_text.safetensors"), device, None)?;
+/// assert!(report.passed(), "{}", report.table());
+/// # Ok::<(), softprompt::Error>(())
+/// ```
 pub fn parity(
     model_dir: impl AsRef<Path>,
     reference_file: impl AsRef<Path>,

@@ -52,6 +52,16 @@ impl Prompt {
     /// Reads a prompt folder: one `softprompt train` wrote (with task.json, and
     /// head.safetensors for `cls`) or one PEFT saved (adapter_config.json and
     /// adapter_model.safetensors or .bin).
+    ///
+    /// ```
+    /// use softprompt::prelude::*;
+    /// // a folder PEFT's save_pretrained wrote: its rows, and its base model found next to it
+    /// let prompt = Prompt::load("tests/fixtures/bert_mlm/peft_adapter")?;
+    /// assert_eq!((prompt.rows(), prompt.width()), (5, 48));
+    /// assert!(prompt.saved_task().is_none()); // PEFT writes no task.json
+    /// assert!(prompt.model_dir()?.ends_with("bert_mlm"));
+    /// # Ok::<(), softprompt::Error>(())
+    /// ```
     pub fn load(dir: impl AsRef<Path>) -> Result<Prompt> {
         let dir = dir.as_ref();
         let SavedPrompt {

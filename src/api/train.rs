@@ -15,13 +15,14 @@ use crate::train::{Event, Summary, TrainConfig, Trainer};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-/// The encoded splits of a run: `train`, and optionally `dev` (evaluated as the run goes;
-/// the best prompt is kept) and `test` (evaluated with dev, reported only, and with the kept
-/// prompt at the end).
+/// The encoded splits of a run ([`Model::encode`] makes each).
 #[derive(Clone, Copy, Debug)]
 pub struct Splits<'a> {
+    /// the rows trained on
     pub train: &'a Encoded,
+    /// evaluated every `eval_every` steps (or each epoch); the best prompt is kept
     pub dev: Option<&'a Encoded>,
+    /// evaluated with dev (reported only) and with the kept prompt at the end
     pub test: Option<&'a Encoded>,
 }
 
@@ -32,6 +33,26 @@ impl Model {
     /// lives); with `cfg.resume`, continues the checkpoint in `out` bit for bit. `on_event`
     /// hears every step, evaluation, save and early stop ([`ConsoleProgress`] prints them as
     /// the command line does). Returns the summary and the kept prompt (as saved in `out`).
+    ///
+    /// ```
+    /// use softprompt::prelude::*;
+    /// let model = Model::open("tests/fixtures/bert_mlm", Device::Cpu)?;
+    /// let load = |f: &str| Dataset::load(format!("tests/bad_inputs/data/{f}").as_ref(), &DataSpec::default());
+    /// let (train, dev) = (load("train.jsonl")?, load("dev.jsonl")?);
+    /// let cfg = TrainConfig { prompt_len: 4, max_steps: Some(4), eval_every: 2, ..Default::default() };
+    /// let task = model.task(&TaskOptions::default(), Some(&train), cfg.prompt_len)?;
+    /// let (train, dev) = (model.encode(&task, &train)?, model.encode(&task, &dev)?);
+    /// let out = std::env::temp_dir().join(format!("sp_doc_train_{}", std::process::id()));
+    /// let mut evals = 0;
+    /// let splits = Splits { train: &train, dev: Some(&dev), test: None };
+    /// let (summary, kept) = model.train(&task, splits, &cfg, &out, &mut |ev| {
+    ///     if let Event::Eval { .. } = ev { evals += 1 }
+    /// })?;
+    /// assert_eq!((summary.steps, evals), (4, 2));
+    /// assert_eq!(kept, Prompt::load(&out)?); // the best prompt, saved in PEFT's layout
+    /// # std::fs::remove_dir_all(&out).ok();
+    /// # Ok::<(), softprompt::Error>(())
+    /// ```
     ///
     /// [`ConsoleProgress`]: crate::ConsoleProgress
     pub fn train(

@@ -1,0 +1,246 @@
+//! The Rust API as a user links it (`softprompt::prelude` only, plus the reference reader):
+//! one step against PyTorch + PEFT's numbers, a whole run equal to the command line's bit for
+//! bit, the defaults on a short model, a stopped run resumed exactly, parity, and devices that
+//! are missing.
+
+use softprompt::internals::weights::TensorFile;
+use softprompt::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+mod common;
+
+/// reference-format.md: a float32 CPU run passes at 1e-4
+const REL_TOL: f64 = 1e-4;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("api_tests")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The committed sample sentences (train 24 rows, dev 8).
+fn sample(split: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/bad_inputs/data/{split}.jsonl"))
+}
+
+/// PEFT's PET batch of ref_pet_random through the API: the task resolved from options and
+/// data, the reference's prompt as values, one step: PyTorch's loss and prompt gradient.
+#[test]
+fn step_gives_pytorch_loss_and_prompt_gradient() {
+    let dir = fixture("bert_mlm_bf16_sharded");
+    let model = Model::open(&dir, Device::Cpu).unwrap();
+    let reference = TensorFile::read(&dir.join("ref_pet_random.safetensors")).unwrap();
+    let data = Dataset::from_pairs(
+        "ref",
+        [
+            ("Quite a pleasant surprise.", Some("positive")),
+            (
+                "The actors seemed tired and the jokes fell flat.",
+                Some("negative"),
+            ),
+            ("The movie was great.", Some("positive")),
+        ],
+    );
+    let opts = TaskOptions {
+        verbalizer: Some(vec![
+            ("negative".into(), "terrible".into()),
+            ("positive".into(), "good".into()),
+        ]),
+        max_len: Some(35),
+        ..TaskOptions::default()
+    };
+    let want_prompt = reference.float("prompt").unwrap();
+    let (p, d) = (want_prompt.shape[0], want_prompt.shape[1]);
+    let task = model.task(&opts, Some(&data), p).unwrap();
+    assert_eq!(task.kind(), TaskKind::Pet, "BERT with its MLM head: pet");
+    assert_eq!(task.labels(), ["negative", "positive"]);
+    let prompt = Prompt::from_values(p, d, want_prompt.data.clone()).unwrap();
+    let rows = model.encode(&task, &data).unwrap().rows;
+    let out = model.step(&task, &prompt, &rows).unwrap();
+    let want_loss = reference.float("loss").unwrap().data[0] as f64;
+    common::assert_close("loss", &[out.loss], &[want_loss], REL_TOL);
+    let want_grad = &reference.float("prompt_grad").unwrap().data;
+    common::assert_close("prompt_grad", &out.prompt_grad, want_grad, REL_TOL);
+    assert!(out.head_grad.is_none());
+}
+
+/// With every default, a model of 64 positions gets max_len 64 - P (the defaults used to ask
+/// for 128 tokens and fail), and a new prompt with its seed is the trainer's.
+#[test]
+fn defaults_fit_a_short_model() {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let data = Dataset::load(&sample("train"), &DataSpec::default()).unwrap();
+    let task = model
+        .task(&TaskOptions::default(), Some(&data), 20)
+        .unwrap();
+    assert_eq!(task.spec().max_len, 64 - 20);
+    let init = PromptInit::Random { std: 1.0 };
+    let a = model.new_prompt(&task, 20, &init, 7).unwrap();
+    let b = model.new_prompt(&task, 20, &init, 7).unwrap();
+    assert_eq!(a, b);
+    assert_eq!((a.rows(), a.width()), (20, model.hidden_size()));
+    assert_ne!(
+        a.values(),
+        model.new_prompt(&task, 20, &init, 8).unwrap().values()
+    );
+    let cfg = TrainConfig::default();
+    assert_eq!(cfg.optim, OptimConfig::defaults(OptimKind::AdamW));
+    assert_eq!((cfg.optim.lr, cfg.optim.weight_decay), (0.03, 0.01));
+    assert_eq!(cfg.optim.max_grad_norm, Some(1.0));
+    assert_eq!(cfg.optim.schedule.kind, ScheduleKind::Linear);
+    assert_eq!(
+        (cfg.prompt_len, cfg.batch_size, cfg.save_every),
+        (20, 32, 50)
+    );
+}
+
+fn run_api(out: &Path, cfg: &TrainConfig, stop_after: Option<u64>) -> Result<Summary> {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu)?;
+    let train = Dataset::load(&sample("train"), &DataSpec::default())?;
+    let dev = Dataset::load(&sample("dev"), &DataSpec::default())?;
+    let task = model.task(&TaskOptions::default(), Some(&train), cfg.prompt_len)?;
+    let (train, dev) = (model.encode(&task, &train)?, model.encode(&task, &dev)?);
+    let splits = Splits {
+        train: &train,
+        dev: Some(&dev),
+        test: None,
+    };
+    let stop = AtomicBool::new(false);
+    let mut on_event = |ev: &Event| {
+        if let (Event::Step(s), Some(n)) = (ev, stop_after) {
+            if s.step >= n {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+    };
+    let (summary, _) = model.train_until(&task, splits, cfg, out, &mut on_event, &stop)?;
+    Ok(summary)
+}
+
+fn tiny_cfg() -> TrainConfig {
+    TrainConfig {
+        prompt_len: 4,
+        batch_size: 4,
+        max_steps: Some(8),
+        eval_every: 4,
+        save_every: 3,
+        log_every: 2,
+        ..TrainConfig::default()
+    }
+}
+
+fn file(dir: &Path, name: &str) -> Vec<u8> {
+    let path = dir.join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// metrics.jsonl's numbers: the losses of its step lines, the dev lines' accuracies (the
+/// rest holds timings).
+fn losses(dir: &Path) -> Vec<String> {
+    String::from_utf8(file(dir, "metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| v.get("loss").or(v.get("accuracy")).map(|x| x.to_string()))
+        .collect()
+}
+
+/// `Model::train` with `TrainConfig::default()` and the command line with its defaults write
+/// the same prompt, bit for bit, and the same losses.
+#[test]
+fn train_equals_the_command_line() {
+    let (api, cli) = (scratch("train_api"), scratch("train_cli"));
+    run_api(&api, &tiny_cfg(), None).unwrap();
+    let s = |p: PathBuf| p.display().to_string();
+    let status = Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .args(["train", "--model", &s(fixture("bert_mlm")), "--train"])
+        .args([s(sample("train")), "--dev".into(), s(sample("dev"))])
+        .args([
+            "--out",
+            &s(cli.clone()),
+            "--prompt-len",
+            "4",
+            "--batch-size",
+            "4",
+        ])
+        .args(["--max-steps", "8", "--eval-every", "4", "--save-every", "3"])
+        .args(["--log-every", "2"])
+        .arg("--no-progress")
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let adapter = "adapter_model.safetensors";
+    assert_eq!(file(&api, adapter), file(&cli, adapter));
+    assert_eq!(losses(&api), losses(&cli));
+    assert_eq!(
+        losses(&api).len(),
+        4 + 2,
+        "a loss every 2 steps, dev at 4 and 8"
+    );
+}
+
+/// A run stopped by its flag at step 5 leaves a checkpoint; resuming it ends where an
+/// uninterrupted run ends, bit for bit.
+#[test]
+fn stopped_run_resumes_bit_identically() {
+    let (whole, parts) = (scratch("stop_whole"), scratch("stop_parts"));
+    run_api(&whole, &tiny_cfg(), None).unwrap();
+    let err = run_api(&parts, &tiny_cfg(), Some(5)).unwrap_err();
+    assert!(matches!(err, Error::Interrupted(_)), "{err}");
+    assert!(err.to_string().contains("step 5 of 8"), "{err}");
+    assert!(parts.join("checkpoint.safetensors").exists());
+    let resume = TrainConfig {
+        resume: true,
+        ..tiny_cfg()
+    };
+    let summary = run_api(&parts, &resume, None).unwrap();
+    assert_eq!(summary.steps, 8);
+    let adapter = "adapter_model.safetensors";
+    assert_eq!(file(&whole, adapter), file(&parts, adapter));
+}
+
+/// `parity` through the API: the PET reference and a generation reference pass on the CPU.
+#[test]
+fn parity_passes_on_fixtures() {
+    for (model, reference) in [
+        ("bert_mlm", "ref_pet_text.safetensors"),
+        ("bloom", "ref_generate_random.safetensors"),
+    ] {
+        let dir = fixture(model);
+        let report = parity(&dir, dir.join(reference), Device::Cpu, None).unwrap();
+        assert!(report.passed(), "{model} {reference}\n{}", report.table());
+        assert!(report.rows.len() >= 2, "{}", report.table());
+    }
+}
+
+/// A device this build or machine lacks is an error that says so, never a panic.
+#[test]
+fn missing_devices_are_errors() {
+    let dir = fixture("bert_mlm");
+    if let Err(e) = Model::open(&dir, Device::parse("cuda:0", "bf16").unwrap()) {
+        let msg = e.to_string();
+        assert!(msg.contains("CUDA") || msg.contains("cuda"), "{msg}");
+    }
+    #[cfg(not(feature = "emu"))]
+    {
+        let e = Model::open(&dir, Device::parse("emu", "f32").unwrap())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("--features emu"), "{e}");
+    }
+    let e = Model::open(fixture("nonexistent"), Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("nonexistent"), "{e}");
+}
