@@ -17,13 +17,13 @@ fn main() -> Result<()> {
         model.encode(&task, &train)?.rows,
         model.encode(&task, &dev)?,
     );
-    let mut velocity = vec![0.0f32; prompt.values().len()];
+    let mut velocity = vec![0.0f32; prompt.num_params()];
     for (step, batch) in rows.chunks(8).cycle().take(30).enumerate() {
         let out = model.step(&task, &prompt, batch)?;
-        let params = prompt.values_mut().iter_mut().zip(&mut velocity);
-        for ((p, v), g) in params.zip(&out.prompt_grad) {
+        // the prompt's rows (and a cls head's weights) with their gradients, in one order
+        for ((p, v), g) in prompt.params_mut().zip(&mut velocity).zip(out.grads()) {
             *v = 0.9 * *v + g; // SGD with momentum
-            *p -= 0.3 * *v;
+            *p -= 0.1 * *v;
         }
         if step % 10 == 0 {
             println!("step {step}: loss {:.4}", out.loss);

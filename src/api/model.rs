@@ -73,6 +73,15 @@ pub struct Generation {
     pub logprob: f64,
 }
 
+impl StepOutput {
+    /// Every gradient in the order of [`Prompt::params_mut`]: the prompt's, then the `cls`
+    /// head's weight and bias.
+    pub fn grads(&self) -> impl Iterator<Item = &f32> {
+        let head = (self.head_grad.iter()).flat_map(|(w, b)| w.iter().chain(b.iter()));
+        self.prompt_grad.iter().chain(head)
+    }
+}
+
 impl Model {
     /// Loads the folder `dir` (config.json, the safetensors weights, tokenizer.json) onto
     /// `device`: `Device::Cpu`, `Device::Cuda(ordinal, precision)` or, in a build with the

@@ -114,6 +114,21 @@ impl Prompt {
             .map(|h| (h.weight.as_mut_slice(), h.bias.as_mut_slice()))
     }
 
+    /// Every trainable value: the prompt's rows, then the `cls` head's weight and bias (the
+    /// order of [`crate::StepOutput::grads`]).
+    pub fn params_mut(&mut self) -> impl Iterator<Item = &mut f32> {
+        let head = self
+            .head
+            .as_mut()
+            .map(|h| h.weight.iter_mut().chain(h.bias.iter_mut()));
+        self.table.data.iter_mut().chain(head.into_iter().flatten())
+    }
+
+    /// How many values [`Prompt::params_mut`] gives.
+    pub fn num_params(&self) -> usize {
+        self.table.data.len() + self.head.as_ref().map_or(0, |h| h.num_params())
+    }
+
     /// The task the prompt was saved with (its task.json), if any.
     pub fn saved_task(&self) -> Option<&TaskSpec> {
         self.task.as_ref()
