@@ -38,6 +38,8 @@ pub mod nvtx;
 pub mod parity;
 #[path = "prompt.rs"]
 pub mod prompt;
+#[path = "prompt_encoder/mod.rs"]
+pub mod prompt_encoder;
 #[path = "reference.rs"]
 pub mod reference;
 #[path = "rng.rs"]

@@ -58,7 +58,7 @@ pub mod internals;
 pub(crate) use internals::Backend;
 pub(crate) use internals::{
     backend, bench, bench_decoder, closeness, config, cpu, cuda, device, error, fsutil, memory,
-    models, nvtx, parity, prompt, reference, rng, tokenizer, train, weights,
+    models, nvtx, parity, prompt, prompt_encoder, reference, rng, tokenizer, train, weights,
 };
 
 pub use api::{

@@ -172,6 +172,11 @@ pub fn run<B: Backend>(
             None => report.skipped.push(name.clone()),
         }
     }
+    if let Some(got) = outputs.get(ENCODER_OUTPUT) {
+        report
+            .rows
+            .push(compare(ENCODER_OUTPUT, got, &reference.prompt, tol)?);
+    }
     if let RefObjective::Generate { generated_ids, .. } = &reference.objective {
         report.rows.push(compare_ids(&outputs, generated_ids)?);
     }
@@ -214,8 +219,23 @@ pub fn outputs<B: Backend>(be: &B, model_dir: &Path, reference: &Reference) -> R
         ));
     }
     let model = Model::from_config(be, &WeightStore::open(model_dir)?, cfg)?;
-    step_outputs(be, &model, reference)
+    let Some(encoder) = &reference.encoder else {
+        return step_outputs(be, &model, reference, &reference.prompt.data);
+    };
+    // P-tuning: the prompt is the encoder's output, the step's prompt gradient goes back
+    // through the encoder to its parameters
+    let (prompt, tape) = encoder.forward()?;
+    let mut out = step_outputs(be, &model, reference, &prompt)?;
+    let d_prompt = out.get("prompt_grad").cloned().unwrap_or_default();
+    for (name, grad) in encoder.backward(&tape, &d_prompt)? {
+        out.insert(format!("grad.encoder.{name}"), grad);
+    }
+    out.insert(ENCODER_OUTPUT.into(), prompt);
+    Ok(out)
 }
+
+/// The prompt a P-tuning reference's encoder gives, compared with the reference's `prompt`.
+const ENCODER_OUTPUT: &str = "prompt (encoder output)";
 
 /// The generated tokens against the reference's, exactly: `rel_err` is the fraction of tokens
 /// that differ, and the tolerance 0.
@@ -248,8 +268,14 @@ fn natural_key(name: &str) -> (String, usize) {
     }
 }
 
-/// One training step on the reference's batch, prompt and objective, with a capture.
-fn step_outputs<B: Backend>(be: &B, model: &Model<B>, r: &Reference) -> Result<Capture> {
+/// One training step on the reference's batch and objective with `prompt` (P, d), with a
+/// capture.
+fn step_outputs<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    r: &Reference,
+    prompt: &[f32],
+) -> Result<Capture> {
     let (p, c) = (r.p(), model.hidden_size());
     // the cls head outlives the objective that borrows it
     let head;
@@ -294,7 +320,7 @@ fn step_outputs<B: Backend>(be: &B, model: &Model<B>, r: &Reference) -> Result<C
             return generate_outputs(be, model, r, *max_new_tokens)
         }
     };
-    let prompt = be.upload(DType::F32, &r.prompt.data)?;
+    let prompt = be.upload(DType::F32, prompt)?;
     let mut dprompt = be.zeros(DType::F32, p * c)?;
     let mut out = Capture::new();
     let step = model.train_step(

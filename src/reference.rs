@@ -9,6 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::models::TokenBatch;
+use crate::prompt_encoder::{EncoderConfig, PromptEncoder};
 use crate::weights::{HostTensor, TensorFile};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -78,6 +79,8 @@ pub struct Reference {
     pub objective: RefObjective,
     /// loss, logits, prompt_grad, hidden states... by name
     pub expected: BTreeMap<String, HostTensor>,
+    /// method `p-tuning`: PEFT's prompt encoder, whose output is `prompt`
+    pub encoder: Option<PromptEncoder>,
 }
 
 /// The tensors a reference file holds as inputs; every other float tensor is an expected
@@ -261,6 +264,59 @@ fn to_i32(path: &Path, name: &str, data: &[i64]) -> Result<Vec<i32>> {
         .collect()
 }
 
+/// The prefix of the prompt encoder's tensors (PEFT's names follow it).
+const ENCODER: &str = "encoder.";
+
+/// PEFT's prompt encoder of a `p-tuning` reference, sized by its `peft_config`.
+fn read_encoder(
+    path: &Path,
+    file: &TensorFile,
+    meta: &Value,
+    prompt: &HostTensor,
+) -> Result<PromptEncoder> {
+    let peft = meta.get("peft_config").ok_or_else(|| {
+        Error::file(
+            path,
+            "method p-tuning without `peft_config` in its metadata",
+        )
+    })?;
+    let size = |k: &str| -> Result<usize> {
+        peft.get(k)
+            .and_then(|v| v.as_u64())
+            .map(|n| n as usize)
+            .ok_or_else(|| Error::file(path, format!("peft_config lacks `{k}`")))
+    };
+    if peft
+        .get("encoder_dropout")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.0)
+        != 0.0
+    {
+        return Err(Error::file(
+            path,
+            "peft_config has encoder_dropout > 0: a reference must be deterministic",
+        ));
+    }
+    let kind = peft
+        .get("encoder_reparameterization_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("MLP")
+        .parse()?;
+    let cfg = EncoderConfig {
+        kind,
+        p: prompt.shape.first().copied().unwrap_or(0),
+        d: prompt.shape.get(1).copied().unwrap_or(0),
+        hidden: size("encoder_hidden_size")?,
+        lstm_layers: size("encoder_num_layers")?,
+    };
+    PromptEncoder::from_tensors(cfg, |n| {
+        file.floats
+            .get(&format!("{ENCODER}{n}"))
+            .map(|t| (t.shape.as_slice(), t.data.as_slice()))
+    })
+    .map_err(|e| Error::file(path, e.to_string()))
+}
+
 impl Reference {
     pub fn read(path: &Path) -> Result<Reference> {
         let file = TensorFile::read(path)?;
@@ -276,6 +332,13 @@ impl Reference {
             .and_then(|v| v.as_u64())
             .ok_or_else(|| Error::file(path, "metadata lacks `num_virtual_tokens`"))?
             as usize;
+        let method = field("method");
+        if !matches!(method.as_str(), "" | "prompt" | "p-tuning") {
+            return Err(Error::Unsupported(format!(
+                "{}: method {method:?} (prefix tuning) is not in this engine yet",
+                path.display()
+            )));
+        }
         let batch = read_batch(path, &file)?;
         let prompt = file.float("prompt")?.clone();
         if prompt.shape.len() != 2 || prompt.shape.first() != Some(&p) {
@@ -288,10 +351,14 @@ impl Reference {
             ));
         }
         let objective = read_objective(path, &file, &meta, &field("objective"), &batch)?;
+        let encoder = match method.as_str() {
+            "p-tuning" => Some(read_encoder(path, &file, &meta, &prompt)?),
+            _ => None,
+        };
         let expected = file
             .floats
             .iter()
-            .filter(|(k, _)| !INPUTS.contains(&k.as_str()))
+            .filter(|(k, _)| !INPUTS.contains(&k.as_str()) && !k.starts_with(ENCODER))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         Ok(Reference {
@@ -303,6 +370,7 @@ impl Reference {
             prompt,
             objective,
             expected,
+            encoder,
         })
     }
 

@@ -463,3 +463,26 @@ fn mixed_matches_the_cpu_engine_on_the_same_bf16_weights() {
         "mixed vs cpu on bf16 weights: {failed:?}"
     );
 }
+
+/// P-tuning through the CUDA kernels in the float32 build: the host encoder's prompt, the
+/// emulated step's prompt gradient, and the encoder's gradients from it, at 1e-4 against PEFT.
+#[test]
+fn parity_emu_f32_ptuning() {
+    let emu = CudaBackend::emu_with(Precision::F32).expect("emu device, float32 build");
+    let fixtures = common::fixtures();
+    for (model, reference) in [
+        ("bert_mlm", "bert_mlm/ref_pet_ptuning_lstm.safetensors"),
+        ("qwen2", "qwen2/ref_causal_ptuning_mlp.safetensors"),
+    ] {
+        let r = Reference::read(&fixtures.join("deep").join(reference)).unwrap();
+        let report = parity::run(&emu, &fixtures.join(model), &r, 1e-4).unwrap();
+        assert!(report.passed(), "{reference}\n{}", report.table());
+        let encoder_rows = (report.rows.iter())
+            .filter(|row| row.name.starts_with("grad.encoder."))
+            .count();
+        assert!(
+            encoder_rows >= 7,
+            "{reference}: {encoder_rows} encoder rows"
+        );
+    }
+}

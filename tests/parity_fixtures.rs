@@ -6,6 +6,7 @@ use common::{fixture, realistic_reference_files, reference_files};
 use softprompt::internals::parity;
 use softprompt::internals::reference::Reference;
 use softprompt::internals::CpuBackend;
+use std::path::Path;
 use std::process::Command;
 
 /// A float32 CPU run passes at 1e-4 (reference-format.md).
@@ -404,5 +405,55 @@ fn binary_parity_decoder_passes_with_table() {
             ("generated_logits", "[3, 8, 304]"),
             ("generated_ids", "[24]"),
         ],
+    );
+}
+
+/// P-tuning (PEFT P_TUNING) references, MLP and LSTM encoders, on BERT and the decoder-only
+/// models: the encoder's output is PEFT's prompt, and the step's prompt gradient taken back
+/// through the encoder gives PEFT's gradient of every encoder tensor, at 1e-4.
+const PTUNING_REFERENCES: [(&str, &str); 5] = [
+    ("bert_mlm", "bert_mlm/ref_mlm_ptuning_mlp.safetensors"),
+    ("bert_mlm", "bert_mlm/ref_pet_ptuning_lstm.safetensors"),
+    ("bloom", "bloom/ref_causal_ptuning_mlp.safetensors"),
+    ("qwen2", "qwen2/ref_causal_ptuning_mlp.safetensors"),
+    ("llama", "llama/ref_causal_ptuning_lstm.safetensors"),
+];
+
+#[test]
+fn ptuning_references_pass_through_the_encoder() {
+    let be = CpuBackend::<f32>::new();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for (model, reference) in PTUNING_REFERENCES {
+        let file = fixtures.join("deep").join(reference);
+        let r = Reference::read(&file).unwrap();
+        let encoder = r
+            .encoder
+            .as_ref()
+            .expect("a p-tuning reference has its encoder");
+        let report = parity::run(&be, &fixtures.join(model), &r, TOL).unwrap();
+        assert!(report.passed(), "{reference}\n{}", report.table());
+        assert!(
+            report.skipped.is_empty(),
+            "{reference}: {:?}",
+            report.skipped
+        );
+        let names: Vec<&str> = report.rows.iter().map(|row| row.name.as_str()).collect();
+        assert!(names.contains(&"prompt (encoder output)"), "{names:?}");
+        for (tensor, _) in encoder.cfg.shapes() {
+            let grad = format!("grad.encoder.{tensor}");
+            assert!(names.contains(&grad.as_str()), "{reference}: no row {grad}");
+        }
+    }
+}
+
+/// Prefix-tuning references are refused by name until the engine has the method.
+#[test]
+fn prefix_references_are_named_as_unsupported() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/deep/bloom/ref_causal_prefix.safetensors");
+    let e = Reference::read(&file).err().unwrap().to_string();
+    assert!(
+        e.contains("prefix") && e.contains("not in this engine"),
+        "{e}"
     );
 }
