@@ -244,3 +244,85 @@ fn missing_devices_are_errors() {
         .unwrap();
     assert!(e.to_string().contains("nonexistent"), "{e}");
 }
+
+/// A saved PET prompt (verbalizer negative=bad, positive=great) in a scratch folder.
+fn saved_pet_prompt(name: &str) -> (Model, PathBuf) {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let data = Dataset::load(&sample("train"), &DataSpec::default()).unwrap();
+    let opts = TaskOptions {
+        verbalizer: Some(TaskOptions::verbalizer_from_str("negative=bad,positive=great").unwrap()),
+        ..TaskOptions::default()
+    };
+    let task = model.task(&opts, Some(&data), 4).unwrap();
+    let prompt = model
+        .new_prompt(&task, 4, &PromptInit::Random { std: 1.0 }, 0)
+        .unwrap();
+    let dir = scratch(name);
+    model.save_prompt(&dir, &prompt, &task).unwrap();
+    (model, dir)
+}
+
+/// `--labels` over a saved prompt reorders its labels with their words; a label it was not
+/// trained for is refused (it used to be scored with its own name as the word).
+#[test]
+fn labels_over_a_saved_prompt_keep_their_words() {
+    let (model, dir) = saved_pet_prompt("labels_saved");
+    let prompt = Prompt::load(&dir).unwrap();
+    let swap = TaskOptions {
+        labels: Some(TaskOptions::labels_from_str("positive,negative")),
+        ..TaskOptions::default()
+    };
+    let task = model.task_for(&prompt, &swap, None).unwrap();
+    assert_eq!(task.labels(), ["positive", "negative"]);
+    assert_eq!(task.spec().label_words, ["great", "bad"]);
+    let new = TaskOptions {
+        labels: Some(TaskOptions::labels_from_str("positive,neutral")),
+        ..TaskOptions::default()
+    };
+    let e = model
+        .task_for(&prompt, &new, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("--labels") && e.contains("\"neutral\""), "{e}");
+    // with a verbalizer the new words are the user's to give
+    let given = TaskOptions {
+        verbalizer: Some(TaskOptions::verbalizer_from_str("positive=good,neutral=fine").unwrap()),
+        ..new
+    };
+    let task = model.task_for(&prompt, &given, None).unwrap();
+    assert_eq!(task.spec().label_words, ["good", "fine"]);
+}
+
+/// A task setting that fails and came from task.json names task.json, not a flag the user
+/// never passed.
+#[test]
+fn saved_task_errors_name_task_json() {
+    let (model, dir) = saved_pet_prompt("task_json_blame");
+    let path = dir.join("task.json");
+    let mut task: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    task["max_len"] = serde_json::json!(63); // 4 prompt rows + 63 > 64 positions
+    std::fs::write(&path, task.to_string()).unwrap();
+    let prompt = Prompt::load(&dir).unwrap();
+    let e = model
+        .task_for(&prompt, &TaskOptions::default(), None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("task.json") && e.contains("--max-len overrides"),
+        "{e}"
+    );
+    // the flag, when given, is what is named
+    let flag = TaskOptions {
+        max_len: Some(63),
+        ..TaskOptions::default()
+    };
+    let e = model
+        .task_for(&prompt, &flag, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.starts_with("invalid argument --max-len"), "{e}");
+}

@@ -192,12 +192,17 @@ impl Model {
         data: Option<&Dataset>,
     ) -> Result<Task> {
         check_width(prompt, self.hidden_size(), self.dir())?;
-        on_engine!(&self.engine, |_be, m| {
+        // a closure, so that `?` ends the resolution rather than the method
+        let resolved = on_engine!(&self.engine, |_be, m| (|| {
             let spec = resolve(opts, prompt.task.clone(), m, data, prompt.rows())?;
             let task = train::Task::new(spec, m)?;
             m.check_lengths(prompt.rows(), Some(task.spec.max_len))?;
             Ok(Task { inner: task })
-        })
+        })());
+        match (resolved, prompt.saved_task(), prompt.dir()) {
+            (Err(e), Some(_), Some(dir)) => Err(blame_saved(e, opts, &dir.join("task.json"))),
+            (r, _, _) => r,
+        }
     }
 
     /// A new prompt of `rows` rows for `task`, initialised as `init` says from the stream
@@ -424,4 +429,30 @@ fn check_width(prompt: &Prompt, d: usize, model_dir: &Path) -> Result<()> {
             model_dir.display()
         ),
     ))
+}
+
+/// An error about a task setting the user did not pass names the prompt's task.json, where
+/// the value came from, instead of the flag.
+fn blame_saved(e: Error, opts: &TaskOptions, task_json: &Path) -> Error {
+    let Error::Arg { flag, msg } = &e else {
+        return e;
+    };
+    let given = match flag.as_str() {
+        "--task" => opts.task.is_some(),
+        "--template" => opts.template.is_some(),
+        "--labels" => opts.labels.is_some(),
+        "--verbalizer" => opts.verbalizer.is_some(),
+        "--pooling" => opts.pooling.is_some(),
+        "--max-len" => opts.max_len.is_some(),
+        "--max-target-len" => opts.max_target_len.is_some(),
+        "--decode" => opts.decode.is_some(),
+        _ => true,
+    };
+    if given {
+        return e;
+    }
+    Error::file(
+        task_json,
+        format!("{msg} (the setting comes from this file; {flag} overrides it)"),
+    )
 }

@@ -68,6 +68,19 @@ pub(crate) fn resolve<B: Backend>(
     // first, so that a prompt too long for the model is named as such (the default max_len
     // below is what room the prompt leaves)
     model.check_lengths(prompt_len, None)?;
+    // a saved prompt's labels and their words, which --labels may reorder but not invent
+    let saved: Option<Vec<(String, String)>> = base
+        .as_ref()
+        .filter(|b| opts.task.is_none_or(|t| t == b.kind))
+        .map(|b| {
+            let words = (b.label_words.len() == b.labels.len()).then_some(&b.label_words);
+            (b.labels.iter().enumerate())
+                .map(|(i, l)| {
+                    let word = words.and_then(|w| w.get(i)).cloned().unwrap_or_default();
+                    (l.clone(), word)
+                })
+                .collect()
+        });
     let mut spec = base_spec(opts, base, model, prompt_len);
     apply_options(opts, &mut spec);
     // max_len next to this prompt (Task::new checks it alone, not knowing the prompt)
@@ -79,6 +92,9 @@ pub(crate) fn resolve<B: Backend>(
     }
     let verbalizer = opts.verbalizer.as_deref();
     set_labels(opts, &mut spec, verbalizer, data)?;
+    if let (Some(saved), Some(_), None) = (&saved, &opts.labels, verbalizer) {
+        keep_saved_words(&mut spec, saved)?;
+    }
     if spec.kind != TaskKind::Cls {
         set_label_words(&mut spec, verbalizer)?;
     }
@@ -194,6 +210,39 @@ fn set_labels(
         found.dedup();
         spec.labels = found;
         spec.label_words.clear();
+    }
+    Ok(())
+}
+
+/// `--labels` over a saved prompt: the labels must be the prompt's (the head's rows and the
+/// verbalizer's words belong to them), in any order but the head's for `cls`; each keeps its
+/// saved word.
+fn keep_saved_words(spec: &mut TaskSpec, saved: &[(String, String)]) -> Result<()> {
+    let names: Vec<&str> = saved.iter().map(|(l, _)| l.as_str()).collect();
+    if let Some(l) = spec.labels.iter().find(|l| !names.contains(&l.as_str())) {
+        return Err(Error::arg(
+            "--labels",
+            format!(
+                "{l:?} is not one of the prompt's labels {names:?}: a saved prompt scores the                  labels it was trained for (give --verbalizer to score new label words)"
+            ),
+        ));
+    }
+    if spec.kind == TaskKind::Cls && spec.labels != names {
+        return Err(Error::arg(
+            "--labels",
+            format!(
+                "{:?} differs from the labels {names:?} in the order of the prompt's cls head rows",
+                spec.labels
+            ),
+        ));
+    }
+    if spec.kind != TaskKind::Cls {
+        spec.label_words = (spec.labels.iter())
+            .map(|l| {
+                let word = saved.iter().find(|(k, _)| k == l).map(|(_, w)| w.clone());
+                word.unwrap_or_else(|| l.clone())
+            })
+            .collect();
     }
     Ok(())
 }
