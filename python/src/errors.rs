@@ -14,8 +14,11 @@ fn class_name(e: &Error) -> &'static str {
     match e {
         Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => "FileNotFound",
         Error::Io { .. } => "FileError",
-        // a file error about a path that is not there: the file is missing, not bad
-        Error::File { path, .. } if !path.exists() => "FileNotFound",
+        // a file error about a path that is not there: the file is missing, not bad (a
+        // one-word "path" such as "the prompt" stands for something in memory)
+        Error::File { path, .. } if path.components().count() > 1 && !path.exists() => {
+            "FileNotFound"
+        }
         Error::Arg { .. } | Error::Shape { .. } => "InvalidArgument",
         Error::Data { .. } => "DataError",
         Error::File { .. } | Error::Config { .. } | Error::Tensor { .. } => "BadFile",

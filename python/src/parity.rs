@@ -8,11 +8,12 @@ use softprompt::Device;
 use std::path::PathBuf;
 
 /// Runs `reference` (scripts/torch_reference.py's file) through the model in `model_dir` and
-/// compares every tensor at `tol` (default: 1e-4 in float32, 2e-2 in bf16 and mixed).
+/// compares every tensor at `tol` (default: 1e-4 in float32, 2e-2 in bf16 and mixed). The
+/// device flags default as `softprompt parity`'s (cpu; mixed precision on cuda and emu).
 /// Returns {"passed", "rows": [{"name", "shape", "rel_err", "max_abs", "tol", "passed"}],
 /// "skipped", "table"}.
 #[pyfunction]
-#[pyo3(signature = (model_dir, reference, device="cpu", precision="bf16", tol=None))]
+#[pyo3(signature = (model_dir, reference, device="cpu", precision="mixed", tol=None))]
 pub fn parity<'py>(
     py: Python<'py>,
     model_dir: PathBuf,
