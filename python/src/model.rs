@@ -52,7 +52,8 @@ fn matrix(py: Python<'_>, v: Vec<f32>, cols: usize) -> PyResult<Py<PyArray2<f32>
     Ok(PyArray1::from_vec(py, v).reshape([rows, cols])?.unbind())
 }
 
-/// The rows of `data` for `task`: an `Encoded` as is, else the texts (or a file) encoded.
+/// The rows of `data` for `task`: an `Encoded` as is, else the texts (or a file) encoded; a
+/// file's every row needs a label when `require_label` (as `softprompt eval` reads it).
 pub fn rows_of(
     py: Python<'_>,
     model: &Model,
@@ -60,11 +61,12 @@ pub fn rows_of(
     data: &Bound<'_, PyAny>,
     labels: Option<Vec<Option<String>>>,
     kw: &mut Kw<'_>,
+    require_label: bool,
 ) -> PyResult<Encoded> {
     if let Ok(enc) = data.cast::<PyEncoded>() {
         return Ok(enc.get().inner.clone());
     }
-    let ds = dataset(py, data, labels, &kw.data_spec(false)?, "data")?;
+    let ds = dataset(py, data, labels, &kw.data_spec(require_label)?, "data")?;
     compute(py, || model.encode(task, &ds))
 }
 
@@ -228,7 +230,7 @@ impl PyModel {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyEncoded> {
         let mut kw = Kw::new("encode", kwargs)?;
-        let enc = rows_of(py, &self.inner, &task.inner, &data, labels, &mut kw)?;
+        let enc = rows_of(py, &self.inner, &task.inner, &data, labels, &mut kw, false)?;
         kw.finish()?;
         Ok(PyEncoded { inner: enc })
     }
@@ -245,7 +247,7 @@ impl PyModel {
         labels: Option<Vec<Option<String>>>,
     ) -> PyResult<PyStepOutput> {
         let mut kw = Kw::new("step", None)?;
-        let enc = rows_of(py, &self.inner, &task.inner, &batch, labels, &mut kw)?;
+        let enc = rows_of(py, &self.inner, &task.inner, &batch, labels, &mut kw, true)?;
         let (m, t, p) = (&self.inner, &task.inner, &prompt.inner);
         let out = compute(py, || m.step(t, p, &enc.rows))?;
         let d = prompt.inner.width();
@@ -276,7 +278,7 @@ impl PyModel {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>)> {
         let mut kw = Kw::new("evaluate", kwargs)?;
-        let enc = rows_of(py, &self.inner, &task.inner, &data, labels, &mut kw)?;
+        let enc = rows_of(py, &self.inner, &task.inner, &data, labels, &mut kw, true)?;
         kw.finish()?;
         let (m, t, p) = (&self.inner, &task.inner, &prompt.inner);
         let (metrics, preds) = compute(py, || m.evaluate(t, p, &enc, batch_size))?;
@@ -299,7 +301,7 @@ impl PyModel {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let mut kw = Kw::new("predict", kwargs)?;
-        let enc = rows_of(py, &self.inner, &task.inner, &data, None, &mut kw)?;
+        let enc = rows_of(py, &self.inner, &task.inner, &data, None, &mut kw, false)?;
         kw.finish()?;
         let (m, t, p) = (&self.inner, &task.inner, &prompt.inner);
         let preds = compute(py, || m.predict(t, p, &enc, batch_size))?;

@@ -72,3 +72,26 @@ def test_mismatched_inputs():
     prompt = model.new_prompt(task, prompt_len=2)
     with pytest.raises(sp.InvalidArgument, match="values"):
         prompt.values = __import__("numpy").zeros((3, 48), "float32")
+
+
+HOSTILE_ROWS = [
+    (dict(ids=[[4, 100000, 5]], labels=[0], mask_positions=[1]), "outside the table"),
+    (dict(ids=[[4, -3, 5]], labels=[0], mask_positions=[1]), "outside the table"),
+    (dict(ids=[[4, 6, 5]], labels=[0], mask_positions=[9]), "mask_positions"),
+    (dict(ids=[[4, 6, 5]], labels=[7], mask_positions=[1]), "label 7"),
+    (dict(ids=[[4] * 500], labels=[0], mask_positions=[1]), "max_position_embeddings"),
+]
+
+
+@pytest.mark.parametrize("rows,message", HOSTILE_ROWS)
+def test_hostile_token_ids_raise_not_panic(rows, message):
+    """Token ids, positions and labels straight from Python reach the engine unchecked by the
+    tokenizer: each is refused with a SoftpromptError (no PanicException, no crash)."""
+    model = sp.Model(BERT_MLM)
+    task = model.task([("a", "x"), ("b", "y")], prompt_len=2, verbalizer="x=great,y=bad")
+    prompt = model.new_prompt(task, prompt_len=2)
+    for call in (model.step, model.evaluate, model.predict):
+        if call is not model.step and "label" in message:
+            continue  # evaluation ignores labels outside the task's
+        with pytest.raises(sp.SoftpromptError, match=message):
+            call(task, prompt, sp.Encoded.from_ids(**rows))
