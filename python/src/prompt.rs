@@ -68,14 +68,15 @@ impl PyPrompt {
     /// The values, a (P, d) float32 numpy array sharing the prompt's memory (no copy):
     /// writing it changes the prompt.
     #[getter]
-    fn values<'py>(slf: Bound<'py, Self>) -> Bound<'py, PyArray2<f32>> {
+    fn values<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let (ptr, shape) = {
-            let mut me = slf.borrow_mut();
+            // a call on another thread holding the prompt makes this an exception, not a wait
+            let mut me = slf.try_borrow_mut()?;
             let shape = (me.inner.rows(), me.inner.width());
             (me.inner.values_mut().as_mut_ptr() as *const f32, shape)
         };
         // SAFETY: the prompt's values buffer lives as long as `slf` and is never resized
-        unsafe { view(slf.into_any(), ptr, shape) }
+        Ok(unsafe { view(slf.into_any(), ptr, shape) })
     }
 
     /// Sets the values from a (P, d) array (copied into the prompt's memory).
@@ -100,15 +101,18 @@ impl PyPrompt {
     #[allow(clippy::type_complexity)]
     fn head<'py>(
         slf: Bound<'py, Self>,
-    ) -> Option<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray1<f32>>)> {
-        let d = slf.borrow().inner.width();
-        let (w, b, k) = {
-            let mut me = slf.borrow_mut();
-            let (w, b) = me.inner.head_mut()?;
+    ) -> PyResult<Option<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray1<f32>>)>> {
+        let (w, b, k, d) = {
+            let mut me = slf.try_borrow_mut()?;
+            let d = me.inner.width();
+            let Some((w, b)) = me.inner.head_mut() else {
+                return Ok(None);
+            };
             (
                 w.as_mut_ptr() as *const f32,
                 b.as_mut_ptr() as *const f32,
                 b.len(),
+                d,
             )
         };
         // SAFETY: the head's buffers live as long as `slf` and are never resized
@@ -117,7 +121,7 @@ impl PyPrompt {
             let a = ArrayView1::from_shape_ptr(k, b);
             PyArray1::borrow_from_array(&a, slf.into_any())
         };
-        Some((weight, bias))
+        Ok(Some((weight, bias)))
     }
 
     /// The folder it was loaded from, if any.

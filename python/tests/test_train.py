@@ -129,3 +129,19 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes_bit_for_bit(tmp_path):
     sp.Model(BERT_MLM).train(str(TRAIN), whole, **LONG)
     for f in EXACT:
         assert (out / f).read_bytes() == (whole / f).read_bytes(), f
+
+
+def test_an_error_in_on_event_stops_the_run_with_a_checkpoint(tmp_path):
+    def hear(ev):
+        if ev["event"] == "step" and ev["step"] == 3:
+            raise ValueError("stop here")
+
+    out = tmp_path / "run"
+    try:
+        sp.Model(BERT_MLM).train(str(TRAIN), out, on_event=hear, **dict(LONG, max_steps=20))
+    except ValueError as e:
+        assert str(e) == "stop here"
+    else:
+        raise AssertionError("the callback's error was swallowed")
+    assert (out / "checkpoint.safetensors").is_file()
+    assert [r["step"] for r in metrics(out) if "loss" in r] == [1, 2, 3]
