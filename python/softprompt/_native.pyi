@@ -1,0 +1,250 @@
+"""Type stubs of softprompt's compiled module (python/src/*.rs). Keyword arguments marked
+``**flags`` are the command line's flags, underscored, with its defaults (see Model.train)."""
+from os import PathLike
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import numpy.typing as npt
+
+StrPath = Union[str, PathLike]
+# a data file (jsonl, tsv, csv), texts, or (text, label) pairs
+Data = Union[StrPath, Sequence[str], Sequence[Tuple[str, Optional[str]]], "Encoded"]
+Verbalizer = Union[str, Mapping[str, str], Sequence[Tuple[str, str]]]
+
+__version__: str
+
+class Task:
+    """A task resolved for a model (Model.task, Model.task_for)."""
+    @property
+    def kind(self) -> str:
+        """pet, cls, seq2seq or causal."""
+    @property
+    def labels(self) -> List[str]:
+        """The labels in score order."""
+    @property
+    def template(self) -> str:
+        """The text around the input, with {text}."""
+    @property
+    def max_len(self) -> int:
+        """Tokens per row, special tokens included."""
+    @property
+    def label_words(self) -> List[str]:
+        """The labels' words (pet) or target texts (seq2seq, causal)."""
+
+class Prompt:
+    """A soft prompt: P rows of the model's width, float32, on the host."""
+    @staticmethod
+    def from_values(values: npt.NDArray[np.float32]) -> "Prompt":
+        """A prompt from a (P, d) float32 array (copied)."""
+    @staticmethod
+    def load(dir: StrPath) -> "Prompt":
+        """A prompt folder softprompt or PEFT saved."""
+    @property
+    def rows(self) -> int:
+        """P."""
+    @property
+    def width(self) -> int:
+        """d."""
+    @property
+    def values(self) -> npt.NDArray[np.float32]:
+        """(P, d), a writable view of the prompt's memory: writes change the prompt the next
+        step, evaluate or save_prompt uses (no copy). Do not write it while another thread
+        runs a call on this prompt."""
+    @values.setter
+    def values(self, values: npt.NDArray[np.float32]) -> None:
+        """Copies a (P, d) array into the prompt."""
+    @property
+    def head(self) -> Optional[Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]:
+        """A cls prompt's head: writable views of weight (K, d) and bias (K); else None."""
+    @property
+    def dir(self) -> Optional[str]:
+        """The folder it was loaded from."""
+    @property
+    def init_name(self) -> str:
+        """RANDOM, TEXT or SAMPLE_VOCAB, in PEFT's words."""
+    def model_dir(self) -> str:
+        """The model folder the prompt belongs to (its task.json, else PEFT's base model)."""
+    def copy(self) -> "Prompt":
+        """An independent copy."""
+
+class Encoded:
+    """Rows encoded for a task; a slice is a batch for Model.step."""
+    @staticmethod
+    def from_ids(
+        ids: Sequence[Sequence[int]],
+        labels: Optional[Sequence[Optional[int]]] = None,
+        mask_positions: Optional[Sequence[int]] = None,
+        targets: Optional[Sequence[Sequence[int]]] = None,
+    ) -> "Encoded":
+        """Rows from token ids (special tokens included), class indices, pet's [MASK]
+        positions, seq2seq's and causal's target ids."""
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: Union[int, slice]) -> Any:
+        """A slice: an Encoded of those rows; an int: that row's ids."""
+    @property
+    def ids(self) -> List[List[int]]: ...
+    @property
+    def labels(self) -> List[Optional[int]]: ...
+    @property
+    def truncated(self) -> int:
+        """Rows whose text was cut to max_len."""
+
+class StepOutput:
+    """The loss and gradients of one batch."""
+    loss: float
+    """The mean loss over the batch."""
+    prompt_grad: npt.NDArray[np.float32]
+    """d loss / d prompt, (P, d): the engine's buffer moved into numpy."""
+    head_grad: Optional[Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]
+    """cls: the gradients of the head's weight (K, d) and bias (K)."""
+    tokens: int
+    """Real tokens in the batch."""
+
+class Model:
+    """A Hugging Face model folder (BERT, T5, BLOOM, Llama, Mistral, Qwen2) on a device."""
+    def __init__(
+        self, dir: StrPath, device: str = "cpu", precision: str = "bf16", threads: int = 0
+    ) -> None:
+        """device: cpu, cuda, cuda:N or emu; precision (cuda, emu): bf16, f32 or mixed;
+        threads: the CPU pool's size, once per process (0: all cores)."""
+    @property
+    def dir(self) -> str: ...
+    @property
+    def arch(self) -> str:
+        """bert, t5, bloom or llama."""
+    @property
+    def hidden_size(self) -> int: ...
+    @property
+    def device(self) -> str: ...
+    def tokenize(self, text: str) -> List[int]:
+        """Token ids, special tokens included."""
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Text of token ids, special tokens left out."""
+    def task(
+        self,
+        data: Optional[Data] = None,
+        prompt_len: int = 20,
+        *,
+        task: Optional[str] = None,
+        template: Optional[str] = None,
+        labels: Optional[Union[str, Sequence[str]]] = None,
+        verbalizer: Optional[Verbalizer] = None,
+        pooling: Optional[str] = None,
+        free_targets: bool = False,
+        max_len: Optional[int] = None,
+        max_target_len: Optional[int] = None,
+        decode: Optional[str] = None,
+        format: Optional[str] = None,
+        text_field: str = "text",
+        label_field: str = "label",
+    ) -> Task:
+        """The task a new prompt of prompt_len rows trains: the flags over the model's
+        defaults, the labels from data when nothing else gives them."""
+    def task_for(self, prompt: Prompt, data: Optional[Data] = None, **flags: Any) -> Task:
+        """A saved prompt's task (its task.json) with the task flags on top."""
+    def new_prompt(
+        self,
+        task: Task,
+        prompt_len: int = 20,
+        seed: int = 0,
+        *,
+        init: str = "random",
+        init_text: Optional[str] = None,
+        init_std: float = 1.0,
+        init_vocab_first: Optional[int] = None,
+    ) -> Prompt:
+        """The prompt train starts from with the same settings (a cls head at zero)."""
+    def encode(
+        self, task: Task, data: Data, labels: Optional[Sequence[Optional[str]]] = None, **flags: Any
+    ) -> Encoded:
+        """data encoded for task (texts with labels, pairs, or a file with the data flags)."""
+    def step(
+        self, task: Task, prompt: Prompt, batch: Data, labels: Optional[Sequence[Optional[str]]] = None
+    ) -> StepOutput:
+        """One batch's loss and gradients; nothing is updated. The GIL is released."""
+    def evaluate(
+        self,
+        task: Task,
+        prompt: Prompt,
+        data: Data,
+        labels: Optional[Sequence[Optional[str]]] = None,
+        batch_size: int = 64,
+        **flags: Any,
+    ) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+        """({"accuracy", "macro_f1", "examples"}, every row's prediction)."""
+    def predict(
+        self, task: Task, prompt: Prompt, data: Data, batch_size: int = 64, **flags: Any
+    ) -> List[Dict[str, Any]]:
+        """Per row: {"label", "class", "scores", "ids", "score"}."""
+    def generate(
+        self,
+        task: Task,
+        prompt: Prompt,
+        texts: Sequence[str],
+        max_new_tokens: int = 32,
+        prompt_placement: str = "tokens",
+    ) -> List[Dict[str, Any]]:
+        """Greedy generation on a decoder-only model: {"text", "ids", "logprob"} per text."""
+    def save_prompt(self, dir: StrPath, prompt: Prompt, task: Task) -> None:
+        """PEFT's adapter files, task.json, and head.safetensors for cls."""
+    def train(
+        self,
+        train: Data,
+        out: StrPath,
+        dev: Optional[Data] = None,
+        test: Optional[Data] = None,
+        on_event: Optional[Callable[[Dict[str, Any]], None]] = None,
+        *,
+        prompt_len: int = 20,
+        init: str = "random",
+        init_text: Optional[str] = None,
+        init_std: float = 1.0,
+        init_vocab_first: Optional[int] = None,
+        optimizer: str = "adamw",
+        lr: Optional[float] = None,
+        head_lr: Optional[float] = None,
+        weight_decay: Optional[float] = None,
+        decay_rate: float = 0.8,
+        schedule: Optional[str] = None,
+        warmup_steps: int = 0,
+        max_grad_norm: Optional[float] = None,
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        epochs: int = 1,
+        max_steps: Optional[int] = None,
+        eval_every: int = 0,
+        patience: Optional[int] = None,
+        save_every: int = 50,
+        log_every: int = 10,
+        seed: int = 0,
+        recompute: str = "none",
+        bucket_pool: int = 50,
+        no_progress: bool = False,
+        resume: bool = False,
+        overwrite: bool = False,
+        task: Optional[str] = None,
+        template: Optional[str] = None,
+        labels: Optional[Union[str, Sequence[str]]] = None,
+        verbalizer: Optional[Verbalizer] = None,
+        pooling: Optional[str] = None,
+        free_targets: bool = False,
+        max_len: Optional[int] = None,
+        max_target_len: Optional[int] = None,
+        decode: Optional[str] = None,
+        format: Optional[str] = None,
+        text_field: str = "text",
+        label_field: str = "label",
+    ) -> Tuple[Dict[str, Any], Prompt]:
+        """The whole run as `softprompt train` does it, with its flags and defaults: the
+        same progress bar, metrics.jsonl, checkpoints and bit-identical numbers. Ctrl-C ends
+        it after the step under way with the checkpoint written and raises
+        KeyboardInterrupt (resume=True continues). Returns (summary, the kept prompt)."""
+
+def parity(
+    model_dir: StrPath,
+    reference: StrPath,
+    device: str = "cpu",
+    precision: str = "mixed",
+    tol: Optional[float] = None,
+) -> Dict[str, Any]:
+    """`softprompt parity`: {"passed", "rows", "skipped", "table"}."""

@@ -1,0 +1,62 @@
+"""The exceptions softprompt raises: one base, :class:`SoftpromptError`, and one subclass per
+kind of fault, each also an instance of the built-in exception a Python user would catch
+(``ValueError`` for a bad argument or file, ``FileNotFoundError`` for a missing one, ...).
+The message is the engine's, as the command line prints it after ``error:``.
+
+Ctrl-C during :meth:`softprompt.Model.train` raises the built-in ``KeyboardInterrupt`` once
+the run's checkpoint is written.
+"""
+
+
+class SoftpromptError(Exception):
+    """Any error of the engine; also raised (as "internal error") if the engine panicked."""
+
+
+class InvalidArgument(SoftpromptError, ValueError):
+    """An argument (a command-line flag's counterpart, named in the message) is invalid."""
+
+
+class DataError(SoftpromptError, ValueError):
+    """A data file's row is invalid; the message names the file and line."""
+
+
+class BadFile(SoftpromptError, ValueError):
+    """A model, prompt, tokenizer or tensor file is invalid; the message names it."""
+
+
+class FileNotFound(SoftpromptError, FileNotFoundError):
+    """A file or folder does not exist; the message names it."""
+
+
+class FileError(SoftpromptError, OSError):
+    """A file could not be read or written; the message names it."""
+
+
+class Unsupported(SoftpromptError, NotImplementedError):
+    """The model or task does not support what was asked."""
+
+
+class DeviceError(SoftpromptError, RuntimeError):
+    """The device (CUDA, the emulator) failed or is missing."""
+
+
+class NonFinite(SoftpromptError, FloatingPointError):
+    """A loss, gradient or parameter stopped being finite (lower the learning rate)."""
+
+
+class Interrupted(SoftpromptError):
+    """Training was stopped by a stop request (not raised for Ctrl-C: KeyboardInterrupt is)."""
+
+
+__all__ = [
+    "SoftpromptError",
+    "InvalidArgument",
+    "DataError",
+    "BadFile",
+    "FileNotFound",
+    "FileError",
+    "Unsupported",
+    "DeviceError",
+    "NonFinite",
+    "Interrupted",
+]

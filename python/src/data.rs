@@ -1,0 +1,149 @@
+//! Data from Python: a file path (jsonl, tsv, csv, read as the command line reads it), a list
+//! of texts with an optional list of labels, a list of (text, label) pairs, or an `Encoded`
+//! set already made for the task.
+
+use crate::errors::{arg, compute};
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+use softprompt::{DataSpec, Dataset, Encoded, Row};
+use std::path::PathBuf;
+
+/// Rows encoded for a task (`Model.encode`): token ids with the model's special tokens, the
+/// label index, pet's [MASK] position, seq2seq's and causal's target ids. Slicing gives a
+/// batch for `Model.step`.
+#[pyclass(name = "Encoded", module = "softprompt", frozen)]
+pub struct PyEncoded {
+    pub inner: Encoded,
+}
+
+#[pymethods]
+impl PyEncoded {
+    /// Rows from token ids (special tokens included, as `Model.tokenize` gives them):
+    /// `labels` the class indices, `mask_positions` pet's [MASK] index in each row,
+    /// `targets` the target ids of seq2seq and causal rows.
+    #[staticmethod]
+    #[pyo3(signature = (ids, labels=None, mask_positions=None, targets=None))]
+    fn from_ids(
+        ids: Vec<Vec<i32>>,
+        labels: Option<Vec<Option<usize>>>,
+        mask_positions: Option<Vec<usize>>,
+        targets: Option<Vec<Vec<i32>>>,
+    ) -> PyResult<PyEncoded> {
+        let n = ids.len();
+        for (name, len) in [
+            ("labels", labels.as_ref().map(Vec::len)),
+            ("mask_positions", mask_positions.as_ref().map(Vec::len)),
+            ("targets", targets.as_ref().map(Vec::len)),
+        ] {
+            if let Some(len) = len.filter(|&l| l != n) {
+                return Err(arg(name, format!("has {len} entries for {n} rows")));
+            }
+        }
+        let rows = ids
+            .into_iter()
+            .enumerate()
+            .map(|(i, ids)| Row {
+                ids,
+                mask_pos: mask_positions.as_ref().map_or(0, |m| m[i]),
+                label: labels.as_ref().and_then(|l| l[i]),
+                target: targets.as_ref().map_or(Vec::new(), |t| t[i].clone()),
+                line: i + 1,
+                truncated: false,
+            })
+            .collect();
+        Ok(PyEncoded {
+            inner: Encoded {
+                path: PathBuf::from("the ids"),
+                rows,
+                truncated: 0,
+                truncated_targets: 0,
+            },
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.rows.len()
+    }
+
+    /// Rows `index` (a slice gives a new `Encoded`, an int one row's ids).
+    fn __getitem__(&self, py: Python<'_>, index: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let rows = &self.inner.rows;
+        if let Ok(slice) = index.cast::<pyo3::types::PySlice>() {
+            let ind = slice.indices(rows.len() as isize)?;
+            let picked: Vec<Row> = (0..ind.slicelength)
+                .map(|k| rows[(ind.start + k as isize * ind.step) as usize].clone())
+                .collect();
+            let enc = Encoded {
+                rows: picked,
+                ..self.inner.clone()
+            };
+            return Ok(Py::new(py, PyEncoded { inner: enc })?.into_any());
+        }
+        let i: isize = index.extract()?;
+        let j = if i < 0 { i + rows.len() as isize } else { i };
+        let row = usize::try_from(j)
+            .ok()
+            .and_then(|j| rows.get(j))
+            .ok_or_else(|| pyo3::exceptions::PyIndexError::new_err("row index out of range"))?;
+        Ok(row.ids.clone().into_pyobject(py)?.into_any().unbind())
+    }
+
+    /// Every row's token ids.
+    #[getter]
+    fn ids(&self) -> Vec<Vec<i32>> {
+        self.inner.rows.iter().map(|r| r.ids.clone()).collect()
+    }
+
+    /// Every row's class index (None: unlabelled or a free target).
+    #[getter]
+    fn labels(&self) -> Vec<Option<usize>> {
+        self.inner.rows.iter().map(|r| r.label).collect()
+    }
+
+    /// Rows whose text was cut to max_len.
+    #[getter]
+    fn truncated(&self) -> usize {
+        self.inner.truncated
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Encoded({} rows from {}, {} truncated)",
+            self.inner.rows.len(),
+            self.inner.path.display(),
+            self.inner.truncated
+        )
+    }
+}
+
+/// A data set from `data`: a path (read as `spec` says), a list of texts (with `labels`), or
+/// a list of (text, label) pairs. `name` stands for the file in messages.
+pub fn dataset(
+    py: Python<'_>,
+    data: &Bound<'_, PyAny>,
+    labels: Option<Vec<Option<String>>>,
+    spec: &DataSpec,
+    name: &str,
+) -> PyResult<Dataset> {
+    if data.is_instance_of::<PyString>() || data.hasattr("__fspath__")? {
+        let path: PathBuf = data.extract()?;
+        return compute(py, || Dataset::load(&path, spec));
+    }
+    if let Ok(texts) = data.extract::<Vec<String>>() {
+        let labels = labels.unwrap_or_else(|| vec![None; texts.len()]);
+        if labels.len() != texts.len() {
+            return Err(arg(
+                "labels",
+                format!("has {} entries for {} texts", labels.len(), texts.len()),
+            ));
+        }
+        return Ok(Dataset::from_pairs(name, texts.into_iter().zip(labels)));
+    }
+    if let Ok(pairs) = data.extract::<Vec<(String, Option<String>)>>() {
+        return Ok(Dataset::from_pairs(name, pairs));
+    }
+    Err(arg(
+        name,
+        "expected a file path, a list of texts or a list of (text, label) pairs",
+    ))
+}

@@ -1,0 +1,92 @@
+//! The boundary between the engine and Python: the engine's errors become the exceptions of
+//! `softprompt.errors` (defined in Python, where an exception can have two bases: a
+//! `SoftpromptError` that is also a `ValueError`, a `FileNotFoundError`, ...), a panic
+//! becomes a `SoftpromptError` instead of unwinding into the interpreter, and compute runs
+//! with the GIL released.
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError};
+use pyo3::prelude::*;
+use softprompt::Error;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// The `softprompt.errors` class an engine error is raised as.
+fn class_name(e: &Error) -> &'static str {
+    match e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => "FileNotFound",
+        Error::Io { .. } => "FileError",
+        // a file error about a path that is not there: the file is missing, not bad (a
+        // one-word "path" such as "the prompt" stands for something in memory)
+        Error::File { path, .. } if path.components().count() > 1 && !path.exists() => {
+            "FileNotFound"
+        }
+        Error::Arg { .. } | Error::Shape { .. } => "InvalidArgument",
+        Error::Data { .. } => "DataError",
+        Error::File { .. } | Error::Config { .. } | Error::Tensor { .. } => "BadFile",
+        Error::Tokenizer { .. } => "BadFile",
+        Error::Unsupported(_) => "Unsupported",
+        Error::Device(_) | Error::Kernel { .. } => "DeviceError",
+        Error::NonFinite(_) => "NonFinite",
+        Error::Interrupted(_) => "Interrupted",
+    }
+}
+
+/// The engine's error as the Python exception of its kind, with the engine's message (what
+/// the command line prints after `error: `).
+pub fn to_py(e: Error) -> PyErr {
+    if let Error::Interrupted(msg) = &e {
+        return PyKeyboardInterrupt::new_err(msg.clone());
+    }
+    Python::attach(|py| {
+        let class = py
+            .import("softprompt.errors")
+            .and_then(|m| m.getattr(class_name(&e)));
+        match class {
+            Ok(class) => PyErr::from_value(match class.call1((e.to_string(),)) {
+                Ok(v) => v,
+                Err(err) => return err,
+            }),
+            Err(err) => err,
+        }
+    })
+}
+
+/// Runs `f` with the GIL released, a panic caught and reported as an internal error, an
+/// engine error raised as its exception.
+pub fn compute<T, F>(py: Python<'_>, f: F) -> PyResult<T>
+where
+    T: Send,
+    F: FnOnce() -> softprompt::Result<T> + Send,
+{
+    let out = py.detach(|| catch_unwind(AssertUnwindSafe(f)));
+    match out {
+        Ok(r) => r.map_err(to_py),
+        Err(panic) => Err(internal(panic)),
+    }
+}
+
+/// A panic's payload as a `SoftpromptError` ("internal error: ..."), never a crash.
+pub fn internal(panic: Box<dyn std::any::Any + Send>) -> PyErr {
+    let what = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic".into());
+    let msg = format!("internal error (please report it): {what}");
+    Python::attach(|py| {
+        match py
+            .import("softprompt.errors")
+            .and_then(|m| m.getattr("SoftpromptError"))
+        {
+            Ok(class) => match class.call1((msg.clone(),)) {
+                Ok(v) => PyErr::from_value(v),
+                Err(e) => e,
+            },
+            Err(_) => PyRuntimeError::new_err(msg),
+        }
+    })
+}
+
+/// An argument error raised from the binding itself (a keyword's value the engine never sees).
+pub fn arg(flag: &str, msg: impl Into<String>) -> PyErr {
+    to_py(Error::arg(flag, msg.into()))
+}

@@ -1,0 +1,27 @@
+//! softprompt's Python face (`softprompt._native`): the library's API with the GIL released
+//! during compute, host arrays as zero-copy numpy, the engine's errors as Python exceptions.
+//! The pure-Python package `softprompt` re-exports it with the exception classes.
+
+mod data;
+mod errors;
+mod kw;
+mod model;
+mod parity;
+mod prompt;
+mod task;
+mod threads;
+mod train;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<model::PyModel>()?;
+    m.add_class::<model::PyStepOutput>()?;
+    m.add_class::<task::PyTask>()?;
+    m.add_class::<prompt::PyPrompt>()?;
+    m.add_class::<data::PyEncoded>()?;
+    m.add_function(wrap_pyfunction!(parity::parity, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

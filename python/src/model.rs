@@ -1,0 +1,386 @@
+//! `Model`: a frozen model folder on a device, and what a prompt does with it (one step,
+//! evaluation, prediction, generation, saving). Compute runs with the GIL released.
+
+use crate::data::{dataset, PyEncoded};
+use crate::errors::{arg, compute, to_py};
+use crate::kw::{parse, Kw};
+use crate::prompt::PyPrompt;
+use crate::task::{prompt_init, PyTask};
+use numpy::{PyArray1, PyArray2, PyArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use softprompt::{Device, Encoded, EvalMetrics, Model, Prediction, PromptPlacement, Task};
+use std::path::PathBuf;
+
+/// A Hugging Face model folder (BERT, T5, BLOOM, Llama, Mistral, Qwen2) loaded on a device:
+/// `cpu`, `cuda` / `cuda:N` (precision bf16, f32 or mixed) or `emu`.
+#[pyclass(name = "Model", module = "softprompt", frozen)]
+pub struct PyModel {
+    pub inner: Model,
+}
+
+/// A cls head's arrays: weight (K, d) and bias (K).
+type HeadArrays = (Py<PyArray2<f32>>, Py<PyArray1<f32>>);
+
+/// The loss and gradients of one batch (`Model.step`).
+#[pyclass(name = "StepOutput", module = "softprompt", frozen)]
+pub struct PyStepOutput {
+    /// the mean loss over the batch
+    #[pyo3(get)]
+    loss: f64,
+    /// d loss / d prompt, (P, d) float32 (the engine's buffer, moved, not copied)
+    #[pyo3(get)]
+    prompt_grad: Py<PyArray2<f32>>,
+    /// cls: (d loss / d head weight (K, d), d loss / d head bias (K)), else None
+    #[pyo3(get)]
+    head_grad: Option<HeadArrays>,
+    /// real tokens in the batch
+    #[pyo3(get)]
+    tokens: usize,
+}
+
+#[pymethods]
+impl PyStepOutput {
+    fn __repr__(&self) -> String {
+        format!("StepOutput(loss={}, tokens={})", self.loss, self.tokens)
+    }
+}
+
+/// A (rows, cols) array that owns `v` (moved into numpy, no copy).
+fn matrix(py: Python<'_>, v: Vec<f32>, cols: usize) -> PyResult<Py<PyArray2<f32>>> {
+    let rows = v.len() / cols.max(1);
+    Ok(PyArray1::from_vec(py, v).reshape([rows, cols])?.unbind())
+}
+
+/// The rows of `data` for `task`: an `Encoded` as is, else the texts (or a file) encoded; a
+/// file's every row needs a label when `require_label` (as `softprompt eval` reads it).
+pub fn rows_of(
+    py: Python<'_>,
+    model: &Model,
+    task: &Task,
+    data: &Bound<'_, PyAny>,
+    labels: Option<Vec<Option<String>>>,
+    kw: &mut Kw<'_>,
+    require_label: bool,
+) -> PyResult<Encoded> {
+    if let Ok(enc) = data.cast::<PyEncoded>() {
+        return Ok(enc.get().inner.clone());
+    }
+    let ds = dataset(py, data, labels, &kw.data_spec(require_label)?, "data")?;
+    compute(py, || model.encode(task, &ds))
+}
+
+/// `{"accuracy", "macro_f1", "examples"}`, as `softprompt eval --json` prints.
+pub fn metrics_dict<'py>(py: Python<'py>, m: &EvalMetrics) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("accuracy", m.accuracy)?;
+    d.set_item("macro_f1", m.macro_f1)?;
+    d.set_item("examples", m.examples)?;
+    Ok(d)
+}
+
+/// A prediction as `softprompt predict` writes it: the label, its index, the per-label
+/// scores, the generated ids and the score.
+fn prediction_dict<'py>(
+    py: Python<'py>,
+    task: &Task,
+    p: &Prediction,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("label", p.class.and_then(|c| task.labels().get(c)))?;
+    d.set_item("class", p.class)?;
+    d.set_item("scores", p.scores.clone())?;
+    d.set_item("ids", p.ids.clone())?;
+    d.set_item("score", p.score)?;
+    Ok(d)
+}
+
+#[pymethods]
+impl PyModel {
+    /// Loads the model folder `dir` on `device` (`cpu`, `cuda`, `cuda:N`, `emu`) at
+    /// `precision` (cuda and emu: bf16, f32 or mixed; the CPU computes in float32). `threads`
+    /// sizes the CPU thread pool once per process (0: all cores), as `--threads` does.
+    #[new]
+    #[pyo3(signature = (dir, device="cpu", precision="bf16", threads=0))]
+    fn new(
+        py: Python<'_>,
+        dir: PathBuf,
+        device: &str,
+        precision: &str,
+        threads: usize,
+    ) -> PyResult<PyModel> {
+        let kind = Device::parse(device, precision).map_err(to_py)?;
+        crate::threads::setup(threads)?;
+        Ok(PyModel {
+            inner: compute(py, || Model::open(&dir, kind))?,
+        })
+    }
+
+    /// The folder it was loaded from.
+    #[getter]
+    fn dir(&self) -> PathBuf {
+        self.inner.dir().to_path_buf()
+    }
+
+    /// bert, t5, bloom or llama.
+    #[getter]
+    fn arch(&self) -> &'static str {
+        self.inner.arch()
+    }
+
+    /// d, the width of a prompt row.
+    #[getter]
+    fn hidden_size(&self) -> usize {
+        self.inner.hidden_size()
+    }
+
+    /// The device as the command line prints it.
+    #[getter]
+    fn device(&self) -> String {
+        self.inner.device_name()
+    }
+
+    /// The token ids of `text`, special tokens included.
+    fn tokenize(&self, text: &str) -> PyResult<Vec<i32>> {
+        self.inner.tokenize(text).map_err(to_py)
+    }
+
+    /// The text of token ids, special tokens left out.
+    fn detokenize(&self, ids: Vec<i32>) -> PyResult<String> {
+        self.inner.detokenize(&ids).map_err(to_py)
+    }
+
+    /// The task a new prompt of `prompt_len` rows trains: the task flags (task, template,
+    /// labels, verbalizer, pooling, free_targets, max_len, max_target_len, decode) over the
+    /// model's defaults, the labels from `data` (a file or (text, label) pairs) when nothing
+    /// else gives them.
+    #[pyo3(signature = (data=None, prompt_len=20, **kwargs))]
+    fn task(
+        &self,
+        py: Python<'_>,
+        data: Option<Bound<'_, PyAny>>,
+        prompt_len: usize,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyTask> {
+        let mut kw = Kw::new("task", kwargs)?;
+        let opts = kw.task_options()?;
+        let spec = kw.data_spec(true)?;
+        let ds = data
+            .map(|d| dataset(py, &d, None, &spec, "data"))
+            .transpose()?;
+        kw.finish()?;
+        let m = &self.inner;
+        Ok(PyTask {
+            inner: compute(py, || m.task(&opts, ds.as_ref(), prompt_len))?,
+        })
+    }
+
+    /// The task of a saved prompt: its task.json (or, for a PEFT folder, the model's
+    /// defaults) with the task flags on top.
+    #[pyo3(signature = (prompt, data=None, **kwargs))]
+    fn task_for(
+        &self,
+        py: Python<'_>,
+        prompt: PyRef<'_, PyPrompt>,
+        data: Option<Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyTask> {
+        let mut kw = Kw::new("task_for", kwargs)?;
+        let opts = kw.task_options()?;
+        let spec = kw.data_spec(true)?;
+        let ds = data
+            .map(|d| dataset(py, &d, None, &spec, "data"))
+            .transpose()?;
+        kw.finish()?;
+        let (m, p) = (&self.inner, &prompt.inner);
+        Ok(PyTask {
+            inner: compute(py, || m.task_for(p, &opts, ds.as_ref()))?,
+        })
+    }
+
+    /// A new prompt of `prompt_len` rows for `task`, initialised as `init` says (random,
+    /// text, sample-vocab, class-labels; with init_text, init_std, init_vocab_first) from
+    /// `seed`: the prompt `train` starts from with the same settings.
+    #[pyo3(signature = (task, prompt_len=20, seed=0, **kwargs))]
+    fn new_prompt(
+        &self,
+        py: Python<'_>,
+        task: PyRef<'_, PyTask>,
+        prompt_len: usize,
+        seed: u64,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyPrompt> {
+        let mut kw = Kw::new("new_prompt", kwargs)?;
+        let init = prompt_init(&mut kw)?;
+        kw.finish()?;
+        let (m, t) = (&self.inner, &task.inner);
+        Ok(PyPrompt {
+            inner: compute(py, || m.new_prompt(t, prompt_len, &init, seed))?,
+        })
+    }
+
+    /// Encodes `data` (a file, texts with `labels`, or (text, label) pairs) for `task`.
+    #[pyo3(signature = (task, data, labels=None, **kwargs))]
+    fn encode(
+        &self,
+        py: Python<'_>,
+        task: PyRef<'_, PyTask>,
+        data: Bound<'_, PyAny>,
+        labels: Option<Vec<Option<String>>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyEncoded> {
+        let mut kw = Kw::new("encode", kwargs)?;
+        let enc = rows_of(py, &self.inner, &task.inner, &data, labels, &mut kw, false)?;
+        kw.finish()?;
+        Ok(PyEncoded { inner: enc })
+    }
+
+    /// One training step's numbers on one batch (`Encoded` rows, or texts with `labels`):
+    /// the mean loss and the gradients. Nothing is updated.
+    #[pyo3(signature = (task, prompt, batch, labels=None))]
+    fn step(
+        &self,
+        py: Python<'_>,
+        task: PyRef<'_, PyTask>,
+        prompt: PyRef<'_, PyPrompt>,
+        batch: Bound<'_, PyAny>,
+        labels: Option<Vec<Option<String>>>,
+    ) -> PyResult<PyStepOutput> {
+        let mut kw = Kw::new("step", None)?;
+        let enc = rows_of(py, &self.inner, &task.inner, &batch, labels, &mut kw, true)?;
+        let (m, t, p) = (&self.inner, &task.inner, &prompt.inner);
+        let out = compute(py, || m.step(t, p, &enc.rows))?;
+        let d = prompt.inner.width();
+        let head_grad = match out.head_grad {
+            Some((w, b)) => Some((matrix(py, w, d)?, PyArray1::from_vec(py, b).unbind())),
+            None => None,
+        };
+        Ok(PyStepOutput {
+            loss: out.loss,
+            prompt_grad: matrix(py, out.prompt_grad, d)?,
+            head_grad,
+            tokens: out.tokens,
+        })
+    }
+
+    /// Accuracy and macro-F1 on the labelled rows of `data` (a file, texts with `labels`,
+    /// pairs, or `Encoded`), and every row's prediction.
+    #[pyo3(signature = (task, prompt, data, labels=None, batch_size=64, **kwargs))]
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate<'py>(
+        &self,
+        py: Python<'py>,
+        task: PyRef<'_, PyTask>,
+        prompt: PyRef<'_, PyPrompt>,
+        data: Bound<'_, PyAny>,
+        labels: Option<Vec<Option<String>>>,
+        batch_size: usize,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>)> {
+        let mut kw = Kw::new("evaluate", kwargs)?;
+        let enc = rows_of(py, &self.inner, &task.inner, &data, labels, &mut kw, true)?;
+        kw.finish()?;
+        let (m, t, p) = (&self.inner, &task.inner, &prompt.inner);
+        let (metrics, preds) = compute(py, || m.evaluate(t, p, &enc, batch_size))?;
+        let list = PyList::empty(py);
+        for pred in &preds {
+            list.append(prediction_dict(py, t, pred)?)?;
+        }
+        Ok((metrics_dict(py, &metrics)?, list))
+    }
+
+    /// Every row's prediction, in order: `{"label", "class", "scores", "ids", "score"}`.
+    #[pyo3(signature = (task, prompt, data, batch_size=64, **kwargs))]
+    fn predict<'py>(
+        &self,
+        py: Python<'py>,
+        task: PyRef<'_, PyTask>,
+        prompt: PyRef<'_, PyPrompt>,
+        data: Bound<'_, PyAny>,
+        batch_size: usize,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let mut kw = Kw::new("predict", kwargs)?;
+        let enc = rows_of(py, &self.inner, &task.inner, &data, None, &mut kw, false)?;
+        kw.finish()?;
+        let (m, t, p) = (&self.inner, &task.inner, &prompt.inner);
+        let preds = compute(py, || m.predict(t, p, &enc, batch_size))?;
+        let list = PyList::empty(py);
+        for pred in &preds {
+            list.append(prediction_dict(py, t, pred)?)?;
+        }
+        Ok(list)
+    }
+
+    /// Greedy generation behind the prompt on a decoder-only model: one
+    /// `{"text", "ids", "logprob"}` per text. `prompt_placement`: tokens (each row as alone)
+    /// or peft (PEFT's placement before the padding).
+    #[pyo3(signature = (task, prompt, texts, max_new_tokens=32, prompt_placement="tokens"))]
+    fn generate<'py>(
+        &self,
+        py: Python<'py>,
+        task: PyRef<'_, PyTask>,
+        prompt: PyRef<'_, PyPrompt>,
+        texts: Vec<String>,
+        max_new_tokens: usize,
+        prompt_placement: &str,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let placement = parse::<PromptPlacement>(Some(prompt_placement.into()), "")?
+            .ok_or_else(|| arg("--prompt-placement", "missing"))?;
+        let (m, t, p) = (&self.inner, &task.inner, &prompt.inner);
+        let gens = compute(py, || m.generate(t, p, &texts, max_new_tokens, placement))?;
+        let list = PyList::empty(py);
+        for g in gens {
+            let d = PyDict::new(py);
+            d.set_item("text", g.text)?;
+            d.set_item("ids", g.ids)?;
+            d.set_item("logprob", g.logprob)?;
+            list.append(d)?;
+        }
+        Ok(list)
+    }
+
+    /// Writes the prompt into `dir` as `softprompt train` does: PEFT's adapter files
+    /// (`PeftModel.from_pretrained` loads them), task.json, and head.safetensors for cls.
+    fn save_prompt(
+        &self,
+        py: Python<'_>,
+        dir: PathBuf,
+        prompt: PyRef<'_, PyPrompt>,
+        task: PyRef<'_, PyTask>,
+    ) -> PyResult<()> {
+        let (m, t, p) = (&self.inner, &task.inner, &prompt.inner);
+        compute(py, || m.save_prompt(&dir, p, t))
+    }
+
+    /// Trains a prompt on `train` (a file, or (text, label) pairs) as `softprompt train`
+    /// does, writing the prompt (PEFT layout), task.json, metrics.jsonl and the checkpoint
+    /// into `out`. Keyword arguments are the command line's flags, underscored, with its
+    /// defaults. `on_event(dict)` hears every step, evaluation, save and early stop. Ctrl-C
+    /// ends the run after the step under way with its checkpoint written and raises
+    /// KeyboardInterrupt (`resume=True` continues). Returns (summary dict, the kept Prompt).
+    #[pyo3(signature = (train, out, dev=None, test=None, on_event=None, **kwargs))]
+    #[allow(clippy::too_many_arguments)]
+    fn train<'py>(
+        &self,
+        py: Python<'py>,
+        train: Bound<'py, PyAny>,
+        out: PathBuf,
+        dev: Option<Bound<'py, PyAny>>,
+        test: Option<Bound<'py, PyAny>>,
+        on_event: Option<Py<PyAny>>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<(Bound<'py, PyDict>, PyPrompt)> {
+        crate::train::train(self, py, train, out, dev, test, on_event, kwargs)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Model({}, {}, d {}, on {})",
+            self.inner.dir().display(),
+            self.inner.arch(),
+            self.inner.hidden_size(),
+            self.inner.device_name()
+        )
+    }
+}

@@ -1,0 +1,44 @@
+//! `softprompt.parity`: a PyTorch reference file's batch through the engine, every tensor
+//! compared, as `softprompt parity` does.
+
+use crate::errors::{compute, to_py};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use softprompt::Device;
+use std::path::PathBuf;
+
+/// Runs `reference` (scripts/torch_reference.py's file) through the model in `model_dir` and
+/// compares every tensor at `tol` (default: 1e-4 in float32, 2e-2 in bf16 and mixed). The
+/// device flags default as `softprompt parity`'s (cpu; mixed precision on cuda and emu).
+/// Returns {"passed", "rows": [{"name", "shape", "rel_err", "max_abs", "tol", "passed"}],
+/// "skipped", "table"}.
+#[pyfunction]
+#[pyo3(signature = (model_dir, reference, device="cpu", precision="mixed", tol=None))]
+pub fn parity<'py>(
+    py: Python<'py>,
+    model_dir: PathBuf,
+    reference: PathBuf,
+    device: &str,
+    precision: &str,
+    tol: Option<f64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let kind = Device::parse(device, precision).map_err(to_py)?;
+    let report = compute(py, || softprompt::parity(&model_dir, &reference, kind, tol))?;
+    let rows = PyList::empty(py);
+    for r in &report.rows {
+        let d = PyDict::new(py);
+        d.set_item("name", &r.name)?;
+        d.set_item("shape", r.shape.clone())?;
+        d.set_item("rel_err", r.rel_err)?;
+        d.set_item("max_abs", r.max_abs)?;
+        d.set_item("tol", r.tol)?;
+        d.set_item("passed", r.passed())?;
+        rows.append(d)?;
+    }
+    let out = PyDict::new(py);
+    out.set_item("passed", report.passed())?;
+    out.set_item("rows", rows)?;
+    out.set_item("skipped", report.skipped.clone())?;
+    out.set_item("table", report.table())?;
+    Ok(out)
+}

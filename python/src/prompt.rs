@@ -1,0 +1,167 @@
+//! The prompt on the host, and its values as numpy arrays that share its memory.
+
+use crate::errors::{arg, compute};
+use numpy::ndarray::{ArrayView1, ArrayView2};
+use numpy::{PyArray1, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use softprompt::Prompt;
+use std::path::PathBuf;
+
+/// A soft prompt: P rows of the model's width, float32, on the host (with a `cls` task's
+/// head). `values` is a writable numpy view of its memory: writes change the prompt the next
+/// `Model.step`, `evaluate` or `save_prompt` uses.
+#[pyclass(name = "Prompt", module = "softprompt")]
+pub struct PyPrompt {
+    /// never replaced once made: the numpy views point into its buffers
+    pub inner: Prompt,
+}
+
+/// A numpy view of `len` floats at `ptr`, shaped `shape`, that keeps `owner` alive.
+///
+/// Safety: `ptr` points into a buffer `owner` holds and never reallocates (a `Prompt`'s
+/// values and head are fixed in size and the `PyPrompt` never replaces its prompt).
+unsafe fn view<'py>(
+    owner: Bound<'py, PyAny>,
+    ptr: *const f32,
+    shape: (usize, usize),
+) -> Bound<'py, PyArray2<f32>> {
+    // SAFETY: see the function's contract; the view's base is `owner`
+    unsafe {
+        let a = ArrayView2::from_shape_ptr(shape, ptr);
+        PyArray2::borrow_from_array(&a, owner)
+    }
+}
+
+#[pymethods]
+impl PyPrompt {
+    /// A prompt from a (P, d) float32 array (copied).
+    #[staticmethod]
+    fn from_values(values: PyReadonlyArray2<'_, f32>) -> PyResult<PyPrompt> {
+        let [p, d] = [values.shape()[0], values.shape()[1]];
+        let data = values.as_array().iter().copied().collect();
+        Ok(PyPrompt {
+            inner: Prompt::from_values(p, d, data).map_err(crate::errors::to_py)?,
+        })
+    }
+
+    /// Reads a prompt folder: one softprompt saved (task.json, head.safetensors for cls) or
+    /// one PEFT saved (adapter_config.json and adapter_model.safetensors or .bin).
+    #[staticmethod]
+    fn load(py: Python<'_>, dir: PathBuf) -> PyResult<PyPrompt> {
+        Ok(PyPrompt {
+            inner: compute(py, || Prompt::load(&dir))?,
+        })
+    }
+
+    /// P, the number of rows.
+    #[getter]
+    fn rows(&self) -> usize {
+        self.inner.rows()
+    }
+
+    /// d, the width of a row.
+    #[getter]
+    fn width(&self) -> usize {
+        self.inner.width()
+    }
+
+    /// The values, a (P, d) float32 numpy array sharing the prompt's memory (no copy):
+    /// writing it changes the prompt.
+    #[getter]
+    fn values<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let (ptr, shape) = {
+            // a call on another thread holding the prompt makes this an exception, not a wait
+            let mut me = slf.try_borrow_mut()?;
+            let shape = (me.inner.rows(), me.inner.width());
+            (me.inner.values_mut().as_mut_ptr() as *const f32, shape)
+        };
+        // SAFETY: the prompt's values buffer lives as long as `slf` and is never resized
+        Ok(unsafe { view(slf.into_any(), ptr, shape) })
+    }
+
+    /// Sets the values from a (P, d) array (copied into the prompt's memory).
+    #[setter]
+    fn set_values(&mut self, values: PyReadonlyArray2<'_, f32>) -> PyResult<()> {
+        let want = [self.inner.rows(), self.inner.width()];
+        if values.shape() != want {
+            return Err(arg(
+                "values",
+                format!("shape {:?}, expected {want:?}", values.shape()),
+            ));
+        }
+        for (dst, src) in self.inner.values_mut().iter_mut().zip(values.as_array()) {
+            *dst = *src;
+        }
+        Ok(())
+    }
+
+    /// A `cls` prompt's head: (weight (K, d), bias (K)) as numpy views of its memory, or
+    /// None.
+    #[getter]
+    #[allow(clippy::type_complexity)]
+    fn head<'py>(
+        slf: Bound<'py, Self>,
+    ) -> PyResult<Option<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray1<f32>>)>> {
+        let (w, b, k, d) = {
+            let mut me = slf.try_borrow_mut()?;
+            let d = me.inner.width();
+            let Some((w, b)) = me.inner.head_mut() else {
+                return Ok(None);
+            };
+            (
+                w.as_mut_ptr() as *const f32,
+                b.as_mut_ptr() as *const f32,
+                b.len(),
+                d,
+            )
+        };
+        // SAFETY: the head's buffers live as long as `slf` and are never resized
+        let weight = unsafe { view(slf.clone().into_any(), w, (k, d)) };
+        let bias = unsafe {
+            let a = ArrayView1::from_shape_ptr(k, b);
+            PyArray1::borrow_from_array(&a, slf.into_any())
+        };
+        Ok(Some((weight, bias)))
+    }
+
+    /// The folder it was loaded from, if any.
+    #[getter]
+    fn dir(&self) -> Option<PathBuf> {
+        self.inner.dir().map(PathBuf::from)
+    }
+
+    /// The model folder the prompt belongs to (its task.json's record, else PEFT's
+    /// base_model_name_or_path).
+    fn model_dir(&self) -> PyResult<PathBuf> {
+        self.inner.model_dir().map_err(crate::errors::to_py)
+    }
+
+    /// How it was initialised, in PEFT's words (RANDOM, TEXT, SAMPLE_VOCAB).
+    #[getter]
+    fn init_name(&self) -> String {
+        self.inner.init_name().to_string()
+    }
+
+    /// An independent copy.
+    fn copy(&self) -> PyPrompt {
+        PyPrompt {
+            inner: self.inner.clone(),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Prompt({} x {}{}{})",
+            self.inner.rows(),
+            self.inner.width(),
+            if self.inner.head().is_some() {
+                ", with head"
+            } else {
+                ""
+            },
+            self.inner
+                .dir()
+                .map_or(String::new(), |d| format!(", from {}", d.display()))
+        )
+    }
+}

@@ -1,0 +1,82 @@
+//! `Task`, and the prompt-init flags (`init`, `init_text`, `init_std`, `init_vocab_first`)
+//! as the command line reads them.
+
+use crate::errors::arg;
+use crate::kw::Kw;
+use pyo3::prelude::*;
+use softprompt::{PromptInit, Task};
+
+/// A task resolved for a model (`Model.task`, `Model.task_for`): what step, train, evaluate,
+/// predict and generate run.
+#[pyclass(name = "Task", module = "softprompt", frozen)]
+pub struct PyTask {
+    pub inner: Task,
+}
+
+#[pymethods]
+impl PyTask {
+    /// pet, cls, seq2seq or causal.
+    #[getter]
+    fn kind(&self) -> &'static str {
+        self.inner.kind().name()
+    }
+
+    /// The labels in score order.
+    #[getter]
+    fn labels(&self) -> Vec<String> {
+        self.inner.labels().to_vec()
+    }
+
+    /// The text around the input.
+    #[getter]
+    fn template(&self) -> String {
+        self.inner.spec().template.clone()
+    }
+
+    /// Tokens per row, special tokens included.
+    #[getter]
+    fn max_len(&self) -> usize {
+        self.inner.spec().max_len
+    }
+
+    /// The words (pet) or target texts (seq2seq, causal) of the labels.
+    #[getter]
+    fn label_words(&self) -> Vec<String> {
+        self.inner.spec().label_words.clone()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Task({}, template {:?}, labels {:?})",
+            self.inner.kind().name(),
+            self.inner.spec().template,
+            self.inner.labels()
+        )
+    }
+}
+
+/// `init` (random, text, sample-vocab, class-labels) and its companions, with the command
+/// line's defaults.
+pub fn prompt_init(kw: &mut Kw<'_>) -> PyResult<PromptInit> {
+    let init: String = kw.get("init", "random".to_string())?;
+    let text: Option<String> = kw.take("init_text")?;
+    let std: f64 = kw.get("init_std", 1.0)?;
+    let from_first: Option<usize> = kw.take("init_vocab_first")?;
+    Ok(match init.as_str() {
+        "random" => PromptInit::Random { std },
+        "text" => {
+            PromptInit::Text(text.ok_or_else(|| arg("--init text", "needs --init-text \"...\""))?)
+        }
+        "sample-vocab" => PromptInit::SampleVocab { from_first },
+        "class-labels" => PromptInit::ClassLabels {
+            labels: Vec::new(),
+            from_first,
+        },
+        other => {
+            return Err(arg(
+                "--init",
+                format!("\"{other}\": expected random, text, sample-vocab or class-labels"),
+            ))
+        }
+    })
+}

@@ -1,0 +1,237 @@
+//! `Model.train`: the whole run as `softprompt train` does it, with the same keyword
+//! arguments (its flags, underscored) and defaults, the same progress bar and the same files.
+//! Ctrl-C stops the run after the step under way with its checkpoint written, then raises
+//! KeyboardInterrupt; `resume=True` continues it.
+
+use crate::data::dataset;
+use crate::errors::{internal, to_py};
+use crate::kw::{parse, Kw};
+use crate::model::{metrics_dict, PyModel};
+use crate::prompt::PyPrompt;
+use crate::task::prompt_init;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use softprompt::internals::train::outdir;
+use softprompt::{
+    ConsoleProgress, Error, Event, OptimConfig, OptimKind, Recompute, Splits, Summary, TrainConfig,
+};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// The optimizer flags over `OptimConfig::defaults`, as the command line applies them.
+fn optim_config(kw: &mut Kw<'_>) -> PyResult<OptimConfig> {
+    let kind: OptimKind =
+        parse(Some(kw.get("optimizer", "adamw".to_string())?), "")?.unwrap_or(OptimKind::AdamW);
+    let mut o = OptimConfig::defaults(kind);
+    if let Some(lr) = kw.take("lr")? {
+        o.lr = lr;
+    }
+    o.head_lr = kw.take("head_lr")?;
+    if let Some(wd) = kw.take("weight_decay")? {
+        o.weight_decay = wd;
+    }
+    o.decay_rate = kw.get("decay_rate", 0.8)?;
+    if let Some(s) = parse(kw.take::<String>("schedule")?, "")? {
+        o.schedule.kind = s;
+    }
+    o.schedule.warmup = kw.get("warmup_steps", 0)?;
+    if let Some(n) = kw.take::<f64>("max_grad_norm")? {
+        // 0 turns clipping off; NaN and negatives reach `OptimConfig::validate`
+        o.max_grad_norm = (n != 0.0).then_some(n);
+    }
+    Ok(o)
+}
+
+/// The loop flags, with the command line's defaults.
+fn train_config(kw: &mut Kw<'_>, prompt_len: usize) -> PyResult<TrainConfig> {
+    let d = TrainConfig::default();
+    Ok(TrainConfig {
+        prompt_len,
+        init: prompt_init(kw)?,
+        optim: optim_config(kw)?,
+        batch_size: kw.get("batch_size", d.batch_size)?,
+        eval_batch_size: kw.get("eval_batch_size", d.eval_batch_size)?,
+        epochs: kw.get("epochs", d.epochs)?,
+        max_steps: kw.take("max_steps")?,
+        eval_every: kw.get("eval_every", d.eval_every)?,
+        patience: kw.take("patience")?,
+        save_every: kw.get("save_every", d.save_every)?,
+        log_every: kw.get("log_every", d.log_every)?,
+        seed: kw.get("seed", d.seed)?,
+        recompute: parse::<Recompute>(Some(kw.get("recompute", "none".to_string())?), "")?
+            .unwrap_or(Recompute::None),
+        bucket_pool: kw.get("bucket_pool", d.bucket_pool)?,
+        threads: rayon::current_num_threads(),
+        overwrite: kw.get("overwrite", false)?,
+        resume: kw.get("resume", false)?,
+    })
+}
+
+/// An event as a dict: `{"event": "step", "step", "epoch", "loss", "lr", "grad_norm",
+/// "tokens"}`, `{"event": "eval", "step", "split", "metrics", "best"}`, `"started"`, `"saved"`,
+/// `"early_stop"`.
+fn event_dict<'py>(py: Python<'py>, ev: &Event) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    match ev {
+        Event::Started {
+            total_steps,
+            steps_per_epoch,
+            resumed_at,
+            ..
+        } => {
+            d.set_item("event", "started")?;
+            d.set_item("total_steps", total_steps)?;
+            d.set_item("steps_per_epoch", steps_per_epoch)?;
+            d.set_item("resumed_at", resumed_at)?;
+        }
+        Event::Step(s) => {
+            d.set_item("event", "step")?;
+            d.set_item("step", s.step)?;
+            d.set_item("epoch", s.epoch)?;
+            d.set_item("loss", s.loss)?;
+            d.set_item("lr", s.lr)?;
+            d.set_item("grad_norm", s.grad_norm)?;
+            d.set_item("tokens", s.tokens)?;
+        }
+        Event::Eval {
+            step,
+            split,
+            metrics,
+            best,
+        } => {
+            d.set_item("event", "eval")?;
+            d.set_item("step", step)?;
+            d.set_item("split", split)?;
+            d.set_item("metrics", metrics_dict(py, metrics)?)?;
+            d.set_item("best", best)?;
+        }
+        Event::Saved { step, path } => {
+            d.set_item("event", "saved")?;
+            d.set_item("step", step)?;
+            d.set_item("path", path)?;
+        }
+        Event::EarlyStop { step, best_step } => {
+            d.set_item("event", "early_stop")?;
+            d.set_item("step", step)?;
+            d.set_item("best_step", best_step)?;
+        }
+    }
+    Ok(d)
+}
+
+fn summary_dict<'py>(py: Python<'py>, s: &Summary) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("steps", s.steps)?;
+    d.set_item("best_step", s.best_step)?;
+    let best = s
+        .best_dev
+        .as_ref()
+        .map(|m| metrics_dict(py, m))
+        .transpose()?;
+    d.set_item("best_dev", best)?;
+    let test = s.test.as_ref().map(|m| metrics_dict(py, m)).transpose()?;
+    d.set_item("test", test)?;
+    d.set_item("early_stopped", s.early_stopped)?;
+    Ok(d)
+}
+
+/// A path given for a split (the command line refuses a split that is one of the run's
+/// files in `out`).
+fn split_path(v: &Option<Bound<'_, PyAny>>) -> Option<PathBuf> {
+    v.as_ref().and_then(|v| v.extract::<PathBuf>().ok())
+}
+
+/// The body of `Model.train` (see its docstring).
+#[allow(clippy::too_many_arguments)]
+pub fn train<'py>(
+    model: &PyModel,
+    py: Python<'py>,
+    train: Bound<'py, PyAny>,
+    out: PathBuf,
+    dev: Option<Bound<'py, PyAny>>,
+    test: Option<Bound<'py, PyAny>>,
+    on_event: Option<Py<PyAny>>,
+    kwargs: Option<&Bound<'py, PyDict>>,
+) -> PyResult<(Bound<'py, PyDict>, PyPrompt)> {
+    let t0 = Instant::now();
+    let mut kw = Kw::new("train", kwargs)?;
+    let opts = kw.task_options()?;
+    let spec = kw.data_spec(true)?;
+    let prompt_len: usize = kw.get("prompt_len", TrainConfig::default().prompt_len)?;
+    let no_progress: bool = kw.get("no_progress", false)?;
+    let cfg = train_config(&mut kw, prompt_len)?;
+    kw.finish()?;
+    outdir::precheck(&out, cfg.resume, cfg.overwrite).map_err(to_py)?;
+    let paths = [
+        ("--train", split_path(&Some(train.clone()))),
+        ("--dev", split_path(&dev)),
+        ("--test", split_path(&test)),
+    ];
+    let inputs: Vec<(&str, &Path)> = (paths.iter())
+        .filter_map(|(f, p)| p.as_deref().map(|p| (*f, p)))
+        .collect();
+    outdir::check_inputs_kept(&out, &inputs).map_err(to_py)?;
+
+    let m = &model.inner;
+    let train_data = dataset(py, &train, None, &spec, "train")?;
+    let task = crate::errors::compute(py, || m.task(&opts, Some(&train_data), prompt_len))?;
+    let encode = |d: &Bound<'py, PyAny>, name: &str| -> PyResult<softprompt::Encoded> {
+        let ds = dataset(py, d, None, &spec, name)?;
+        crate::errors::compute(py, || m.encode(&task, &ds))
+    };
+    let train_enc = encode(&train, "train")?;
+    let dev_enc = dev.as_ref().map(|d| encode(d, "dev")).transpose()?;
+    let test_enc = test.as_ref().map(|d| encode(d, "test")).transpose()?;
+    let splits = Splits {
+        train: &train_enc,
+        dev: dev_enc.as_ref(),
+        test: test_enc.as_ref(),
+    };
+    let (k, d) = (task.labels().len(), m.hidden_size());
+    let mut progress = ConsoleProgress::new(&cfg, t0, k, d, !no_progress);
+    let stop = AtomicBool::new(false);
+    // the first Python error the callback met (a KeyboardInterrupt, or on_event's own)
+    let raised: Mutex<Option<PyErr>> = Mutex::new(None);
+    let result = py.detach(|| {
+        catch_unwind(AssertUnwindSafe(|| {
+            let mut hear = |ev: &Event| {
+                progress.on_event(ev);
+                Python::attach(|py| {
+                    let res = py.check_signals().and_then(|()| match &on_event {
+                        Some(f) => f.call1(py, (event_dict(py, ev)?,)).map(drop),
+                        None => Ok(()),
+                    });
+                    if let Err(e) = res {
+                        stop.store(true, Ordering::SeqCst);
+                        if let Ok(mut slot) = raised.lock() {
+                            slot.get_or_insert(e);
+                        }
+                    }
+                });
+            };
+            m.train_until(&task, splits, &cfg, &out, &mut hear, &stop)
+        }))
+    });
+    progress.finish();
+    let result = result.map_err(internal)?;
+    let pending = raised.lock().ok().and_then(|mut s| s.take());
+    match (result, pending) {
+        (Ok((summary, prompt)), None) => {
+            Ok((summary_dict(py, &summary)?, PyPrompt { inner: prompt }))
+        }
+        // the checkpoint is written: raise what stopped the run, with the engine's word on
+        // how to resume
+        (Err(Error::Interrupted(msg)), Some(e)) => {
+            if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
+                Err(pyo3::exceptions::PyKeyboardInterrupt::new_err(msg))
+            } else {
+                Err(e)
+            }
+        }
+        (Err(e), _) => Err(to_py(e)),
+        (Ok(_), Some(e)) => Err(e),
+    }
+}

@@ -1,0 +1,97 @@
+"""Bad inputs raise the exception of their kind with the engine's message: the very line the
+command line prints after `error: `."""
+import pytest
+
+import softprompt as sp
+from conftest import BERT_MLM, BERT_NOHEAD, DATA, TRAIN
+
+# (keyword arguments of Model.train, the exception class); the model and the train file are
+# given separately so that each can be the bad input
+CASES = [
+    ({"lr": float("nan")}, sp.InvalidArgument),
+    ({"prompt_len": 100}, sp.InvalidArgument),
+    ({"optimizer": "sgd"}, sp.InvalidArgument),
+    ({"task": "bogus"}, sp.InvalidArgument),
+    ({"init": "text"}, sp.InvalidArgument),
+    ({"schedule": "cosine"}, sp.InvalidArgument),
+    ({"template": "no slot [MASK]"}, sp.InvalidArgument),
+    ({"verbalizer": "positive=great"}, sp.InvalidArgument),
+    ({"batch_size": 0}, sp.InvalidArgument),
+    ({"train": DATA / "invalid_utf8.jsonl"}, sp.DataError),
+    ({"train": DATA / "missing.jsonl"}, sp.FileNotFound),
+    ({"model": DATA / "no_model"}, sp.FileNotFound),
+    ({"model": DATA}, sp.FileNotFound),  # no config.json
+    ({"task": "cls", "pooling": "max", "model": BERT_NOHEAD}, sp.InvalidArgument),
+]
+
+
+def cli_message(cli, kw, out):
+    args = ["train", "--out", out, "--no-progress"]
+    for k, v in kw.items():
+        args += [f"--{k.replace('_', '-')}", str(v).lower() if isinstance(v, float) else str(v)]
+    p = cli(*args, check=False)
+    assert p.returncode == 2, p.stderr
+    return p.stderr.strip().splitlines()[-1].removeprefix("error: ")
+
+
+@pytest.mark.parametrize("kw,cls", CASES, ids=[str(c[0]) for c in CASES])
+def test_bad_input_raises_the_engine_message(cli, tmp_path, kw, cls):
+    kw = dict(kw)
+    model = kw.pop("model", BERT_MLM)
+    train = kw.pop("train", TRAIN)
+    want = cli_message(cli, {"model": model, "train": train, **kw}, tmp_path / "cli")
+    with pytest.raises(cls) as e:
+        sp.Model(model).train(str(train), tmp_path / "py", no_progress=True, **kw)
+    assert str(e.value) == want
+    assert isinstance(e.value, sp.SoftpromptError)
+    assert not (tmp_path / "py" / "checkpoint.safetensors").exists()
+
+
+def test_exception_bases():
+    assert issubclass(sp.InvalidArgument, ValueError)
+    assert issubclass(sp.FileNotFound, FileNotFoundError)
+    with pytest.raises(FileNotFoundError):
+        sp.Prompt.load(DATA / "no_prompt_here")
+
+
+def test_unknown_keyword_is_a_type_error(tmp_path):
+    with pytest.raises(TypeError, match="'prompt_length'"):
+        sp.Model(BERT_MLM).train(str(TRAIN), tmp_path, prompt_length=4)
+
+
+def test_mismatched_inputs():
+    model = sp.Model(BERT_MLM)
+    task = model.task([("a", "x"), ("b", "y")], verbalizer="x=great,y=bad", prompt_len=2)
+    wide = sp.Prompt.from_values(__import__("numpy").zeros((2, 7), "float32"))
+    with pytest.raises(sp.BadFile, match="7 wide"):
+        model.step(task, wide, ["a"], labels=["x"])
+    with pytest.raises(sp.InvalidArgument, match="labels"):
+        sp.Encoded.from_ids([[4, 5]], labels=[0, 1])
+    with pytest.raises(sp.InvalidArgument):
+        model.step(task, model.new_prompt(task, prompt_len=2), ["a", "b"], labels=["x"])
+    prompt = model.new_prompt(task, prompt_len=2)
+    with pytest.raises(sp.InvalidArgument, match="values"):
+        prompt.values = __import__("numpy").zeros((3, 48), "float32")
+
+
+HOSTILE_ROWS = [
+    (dict(ids=[[4, 100000, 5]], labels=[0], mask_positions=[1]), "outside the table"),
+    (dict(ids=[[4, -3, 5]], labels=[0], mask_positions=[1]), "outside the table"),
+    (dict(ids=[[4, 6, 5]], labels=[0], mask_positions=[9]), "mask_positions"),
+    (dict(ids=[[4, 6, 5]], labels=[7], mask_positions=[1]), "label 7"),
+    (dict(ids=[[4] * 500], labels=[0], mask_positions=[1]), "max_position_embeddings"),
+]
+
+
+@pytest.mark.parametrize("rows,message", HOSTILE_ROWS)
+def test_hostile_token_ids_raise_not_panic(rows, message):
+    """Token ids, positions and labels straight from Python reach the engine unchecked by the
+    tokenizer: each is refused with a SoftpromptError (no PanicException, no crash)."""
+    model = sp.Model(BERT_MLM)
+    task = model.task([("a", "x"), ("b", "y")], prompt_len=2, verbalizer="x=great,y=bad")
+    prompt = model.new_prompt(task, prompt_len=2)
+    for call in (model.step, model.evaluate, model.predict):
+        if call is not model.step and "label" in message:
+            continue  # evaluation ignores labels outside the task's
+        with pytest.raises(sp.SoftpromptError, match=message):
+            call(task, prompt, sp.Encoded.from_ids(**rows))

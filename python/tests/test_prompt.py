@@ -1,0 +1,44 @@
+"""Prompts: numpy views that keep their prompt alive, PEFT folders, copies."""
+import gc
+
+import numpy as np
+
+import softprompt as sp
+from conftest import BERT_MLM, BERT_NOHEAD, read_safetensors
+
+
+def test_a_view_keeps_its_prompt_alive():
+    model = sp.Model(BERT_NOHEAD)
+    task = model.task([("a", "x"), ("b", "y")], prompt_len=3, task="cls")
+    prompt = model.new_prompt(task, prompt_len=3, init="text", init_text="a review")
+    values, (weight, bias) = prompt.values, prompt.head
+    want = np.array(values)
+    assert values.shape == (3, 36) and weight.shape == (2, 36) and bias.shape == (2,)
+    assert not weight.any() and not bias.any()  # a new head starts at zero
+    del prompt
+    gc.collect()
+    np.testing.assert_array_equal(values, want)  # the view's base holds the prompt
+    weight[0, 0] = 1.5
+    assert weight[0, 0] == 1.5
+
+
+def test_copies_are_independent():
+    prompt = sp.Prompt.from_values(np.ones((2, 48), np.float32))
+    other = prompt.copy()
+    prompt.values[0, 0] = 7.0
+    assert other.values[0, 0] == 1.0 and prompt.values[0, 0] == 7.0
+    prompt.values = np.zeros((2, 48), np.float32)
+    assert not prompt.values.any()
+
+
+def test_a_peft_folder_loads_and_scores():
+    folder = BERT_MLM / "peft_adapter"
+    prompt = sp.Prompt.load(folder)
+    saved, _ = read_safetensors(folder / "adapter_model.safetensors")
+    np.testing.assert_array_equal(prompt.values, saved["prompt_embeddings"])
+    model = sp.Model(BERT_MLM)
+    task = model.task_for(prompt, verbalizer="positive=great,negative=bad")
+    assert task.kind == "pet" and task.labels == ["positive", "negative"]
+    preds = model.predict(task, prompt, ["the movie was great.", "the film was bad."])
+    assert [len(p["scores"]) for p in preds] == [2, 2]
+    assert all(abs(np.exp(p["scores"]).sum() - 1) < 1e-5 for p in preds)  # log-probabilities

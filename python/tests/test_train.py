@@ -1,0 +1,147 @@
+"""A training run from Python equals `softprompt train` with the same settings bit for bit;
+Ctrl-C leaves a checkpoint that resumes to the uninterrupted run's prompt."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+import softprompt as sp
+from conftest import BERT_MLM, BERT_NOHEAD, DEV, TRAIN, read_safetensors
+
+# the run's files whose bytes depend on nothing but the numbers (task.json and
+# adapter_config.json record the run's paths)
+EXACT = ["adapter_model.safetensors", "checkpoint.safetensors"]
+# metrics.jsonl's timing fields differ from run to run
+TIMING = {"steps_per_s", "tokens_per_s", "seconds", "elapsed_s"}
+
+
+def metrics(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def same_run(a, b, files=EXACT):
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    assert metrics(a) == metrics(b)
+
+
+PET = dict(
+    prompt_len=4,
+    batch_size=8,
+    max_steps=6,
+    eval_every=3,
+    save_every=3,
+    log_every=1,
+    verbalizer="positive=great,negative=bad",
+    init="text",
+    init_text="a movie review",
+)
+
+
+def flags(kw):
+    """The command line's flags for the keyword arguments."""
+    out = []
+    for k, v in kw.items():
+        out += [f"--{k.replace('_', '-')}", str(v)]
+    return out
+
+
+def test_pet_run_equals_the_command_line(cli, tmp_path):
+    a, b = tmp_path / "cli", tmp_path / "py"
+    cli("train", "--model", BERT_MLM, "--train", TRAIN, "--dev", DEV, "--out", a, "--no-progress", *flags(PET))
+    events = []
+    summary, prompt = sp.Model(BERT_MLM).train(
+        str(TRAIN), b, dev=str(DEV), no_progress=True, on_event=events.append, **PET
+    )
+    same_run(a, b, EXACT + ["head.safetensors"] if (a / "head.safetensors").exists() else EXACT)
+    assert summary["steps"] == 6 and summary["best_dev"]["examples"] == 8
+    steps = [e for e in events if e["event"] == "step"]
+    assert [e["step"] for e in steps] == list(range(1, 7))
+    assert [e["loss"] for e in steps] == [m["loss"] for m in metrics(b) if "loss" in m and "split" not in m][:6]
+    saved, _ = read_safetensors(b / "adapter_model.safetensors")
+    np.testing.assert_array_equal(prompt.values, saved["prompt_embeddings"])
+
+
+def test_cls_run_with_pairs_equals_the_command_line(cli, tmp_path):
+    """The cls task with its head, adafactor, data given as (text, label) pairs."""
+    kw = dict(task="cls", pooling="mean", prompt_len=3, batch_size=5, max_steps=5,
+              optimizer="adafactor", save_every=5, log_every=1, seed=7)
+    a, b = tmp_path / "cli", tmp_path / "py"
+    cli("train", "--model", BERT_NOHEAD, "--train", TRAIN, "--out", a, "--no-progress", *flags(kw))
+    rows = [json.loads(line) for line in TRAIN.read_text().splitlines()]
+    pairs = [(r["text"], r["label"]) for r in rows]
+    sp.Model(BERT_NOHEAD).train(pairs, b, no_progress=True, **kw)
+    same_run(a, b, EXACT + ["head.safetensors"])
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, softprompt as sp
+    out, resume = sys.argv[1], sys.argv[2] == "resume"
+    def hear(ev):
+        if ev["event"] == "step":
+            print("step", ev["step"], flush=True)
+    try:
+        sp.Model(sys.argv[3]).train(sys.argv[4], out, on_event=hear, resume=resume, **eval(sys.argv[5]))
+        print("finished", flush=True)
+    except KeyboardInterrupt as e:
+        print("interrupted:", e, flush=True)
+        sys.exit(130)
+    """
+)
+
+LONG = dict(PET, max_steps=400, eval_every=0, save_every=1000, log_every=1, no_progress=True)
+
+
+def child(out, mode):
+    args = [sys.executable, "-c", CHILD, str(out), mode, str(BERT_MLM), str(TRAIN), repr(LONG)]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+
+
+def test_ctrl_c_leaves_a_checkpoint_that_resumes_bit_for_bit(tmp_path):
+    out = tmp_path / "run"
+    p = child(out, "new")
+    for line in p.stdout:
+        if line.startswith("step") and int(line.split()[1]) >= 5:
+            p.send_signal(signal.SIGINT)
+            break
+    rest = p.stdout.read()
+    assert p.wait(timeout=60) == 130, rest
+    assert "interrupted:" in rest and "resume" in rest, rest
+    # stopped early, after step 5, with the checkpoint and the prompt written
+    assert (out / "checkpoint.safetensors").is_file()
+    assert (out / "adapter_model.safetensors").is_file()
+    done = [r["step"] for r in metrics(out) if "loss" in r]
+    assert 5 <= len(done) < 400 and done == list(range(1, len(done) + 1))
+    resumed_from = len(done)
+    # resumed to the end, it equals a run never interrupted
+    r = child(out, "resume")
+    tail = r.stdout.read()
+    assert r.wait(timeout=120) == 0 and "finished" in tail, tail
+    first = next(line for line in tail.splitlines() if line.startswith("step "))
+    assert first == f"step {resumed_from + 1}", tail  # it went on from the checkpoint
+    whole = tmp_path / "whole"
+    sp.Model(BERT_MLM).train(str(TRAIN), whole, **LONG)
+    for f in EXACT:
+        assert (out / f).read_bytes() == (whole / f).read_bytes(), f
+
+
+def test_an_error_in_on_event_stops_the_run_with_a_checkpoint(tmp_path):
+    def hear(ev):
+        if ev["event"] == "step" and ev["step"] == 3:
+            raise ValueError("stop here")
+
+    out = tmp_path / "run"
+    try:
+        sp.Model(BERT_MLM).train(str(TRAIN), out, on_event=hear, **dict(LONG, max_steps=20))
+    except ValueError as e:
+        assert str(e) == "stop here"
+    else:
+        raise AssertionError("the callback's error was swallowed")
+    assert (out / "checkpoint.safetensors").is_file()
+    assert [r["step"] for r in metrics(out) if "loss" in r] == [1, 2, 3]
