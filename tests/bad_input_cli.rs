@@ -795,6 +795,50 @@ fn checkpoint_head_with_wrong_shape() {
     }
 }
 
+/// A checkpoint whose step is past --max-steps, or that says `done` before the end without
+/// having stopped early, is refused naming the field (a resumed run ended at once, exit 0).
+#[test]
+fn checkpoint_progress_past_the_end_or_done_early() {
+    let dir = ScratchDir::new("ck_progress");
+    let (out, mut args) = checkpointed(&dir);
+    args.push("--resume");
+    edit_checkpoint(&out, |ck| {
+        ck.state.done = false;
+        ck.state.step = 5;
+    });
+    refused(
+        &softprompt(&args),
+        &["checkpoint.safetensors", "`step` is 5", "2 steps"],
+    );
+    edit_checkpoint(&out, |ck| {
+        ck.state.done = true;
+        ck.state.step = 1;
+    });
+    refused(
+        &softprompt(&args),
+        &["checkpoint.safetensors", "`done`", "step 1 of 2"],
+    );
+}
+
+/// A negative AdamW second moment (its square root is NaN) is refused naming the tensor and
+/// the file (it trained a NaN prompt from the first resumed step).
+#[test]
+fn checkpoint_negative_second_moment() {
+    let dir = ScratchDir::new("ck_v");
+    let (out, mut args) = checkpointed(&dir);
+    args.push("--resume");
+    edit_checkpoint(&out, |ck| {
+        ck.state.done = false;
+        ck.state.step = 1;
+        let v = ck.tensors.get_mut("opt.prompt.v").expect("opt.prompt.v");
+        v.1[3] = -1.0;
+    });
+    refused(
+        &softprompt(&args),
+        &["opt.prompt.v", "checkpoint.safetensors", "negative"],
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Prompt folders find their model when copied or moved
 
@@ -959,7 +1003,8 @@ fn resume_at_an_odd_step_keeps_the_loss_window() {
             })
             .collect()
     };
-    assert_eq!(losses(&full).len(), 2);
+    // steps 5 and 10, and the last (12) closing its window
+    assert_eq!(losses(&full).len(), 3);
     assert_eq!(losses(&full), losses(&cut));
 }
 
@@ -1016,6 +1061,53 @@ fn diverging_run_stops_and_keeps_the_last_good_files() {
         .all(|(_, d)| d.iter().all(|x| x.is_finite())));
     let prompt = softprompt::prompt::PromptTable::load_peft(&out).expect("prompt");
     assert!(prompt.data.iter().all(|x| x.is_finite()));
+}
+
+/// A prompt that turns infinite in the update (--lr 1e39 overflows float32) is caught when it
+/// would be written: the message says what is on disk (it said "nothing was written", though
+/// the step-0 checkpoint was there) and the checkpoint still holds that step.
+#[test]
+fn diverged_save_says_what_is_on_disk() {
+    let dir = ScratchDir::new("diverge_save");
+    let out = dir.path().join("out");
+    let model = fixture("bert_mlm");
+    let args = train_args(&model, &out, &["--lr", "1e39", "--save-every", "1"]);
+    let run = softprompt(&args);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("nothing was written"), "{stderr}");
+    assert!(
+        stderr.contains("`prompt` holds a non-finite value")
+            && stderr.contains(
+                "at step 1, so the run stops (checkpoint.safetensors still holds step 0)"
+            ),
+        "{stderr}"
+    );
+    let ck = Checkpoint::load(&out.join("checkpoint.safetensors")).expect("checkpoint");
+    assert_eq!(ck.state.step, 0);
+}
+
+/// --max-steps below --log-every still writes metrics.jsonl, its line averaging every step
+/// (the run said it saved metrics.jsonl, which did not exist).
+#[test]
+fn last_step_closes_the_metrics_window() {
+    let dir = ScratchDir::new("short_log");
+    let out = dir.path().join("out");
+    let model = fixture("bert_mlm");
+    let mut args = train_args(&model, &out, &["--log-every", "10"]);
+    args[16] = "3";
+    let text = ok(&softprompt(&args));
+    assert!(text.contains("metrics.jsonl"), "{text}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics.jsonl");
+    let lines: Vec<Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{metrics}");
+    assert_eq!(lines[0]["step"], 3);
+    assert!(lines[0]["loss"]
+        .as_f64()
+        .is_some_and(|l| l.is_finite() && l > 0.0));
 }
 
 /// A step that would need more memory than the machine has is refused before anything is

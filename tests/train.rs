@@ -1040,7 +1040,8 @@ fn seq2seq_on_t5_fixture() {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
         .collect();
-    assert!(losses.len() == 2 && losses[1] < losses[0], "{losses:?}");
+    // two full --log-every windows, and the last steps' line
+    assert!(losses.len() == 3 && losses[2] < losses[0], "{losses:?}");
     let v: serde_json::Value = serde_json::from_str(
         ok(&softprompt(&[
             "eval",

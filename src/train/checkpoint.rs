@@ -165,6 +165,31 @@ impl Checkpoint {
     }
 }
 
+impl Checkpoint {
+    /// The optimizer's second moments (AdamW's `v`, Adafactor's `row` and `col` factors) are
+    /// running means of squared gradients: a negative value would train NaN (its square root)
+    /// from the first resumed step.
+    pub fn check_second_moments(&self, path: &Path) -> Result<()> {
+        let second = |n: &str| {
+            n.starts_with("opt.") && [".v", ".row", ".col"].iter().any(|s| n.ends_with(s))
+        };
+        for (name, (_, data)) in self.tensors.iter().filter(|(n, _)| second(n)) {
+            if let Some(i) = data.iter().position(|x| *x < 0.0) {
+                return Err(Error::tensor(
+                    name,
+                    format!(
+                        "in {} holds a negative value ({} at flat index {i}): an optimizer's \
+                         second moment is a mean of squares, so the checkpoint is corrupt",
+                        path.display(),
+                        data.get(i).copied().unwrap_or(f32::NAN)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl TrainState {
     /// Checks what the loop indexes with: the batch plan's row indices against the `rows` of
     /// the training file, the position in the plan, the epoch and the step counts.
@@ -194,6 +219,36 @@ impl TrainState {
             return bad(format!(
                 "epoch {} / best step {} of step {} are inconsistent",
                 self.epoch, self.best_step, self.step
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the progress against the run's `total` steps: a step past the end, or a run
+    /// marked done before its end that did not stop early (`patience` evaluations without a
+    /// better one), would end a resumed run at once without a word.
+    pub fn check_progress(&self, path: &Path, total: u64, patience: Option<u32>) -> Result<()> {
+        let bad = |msg: String| {
+            Err(Error::file(
+                path,
+                format!("{msg}: the checkpoint is corrupt"),
+            ))
+        };
+        if self.step > total {
+            return bad(format!(
+                "`step` is {}, past the run's {total} steps (--max-steps, or --epochs times the \
+                 steps per epoch)",
+                self.step
+            ));
+        }
+        let stopped_early = patience.is_some_and(|p| self.evals_since_best >= p);
+        if self.done && self.step < total && !stopped_early {
+            return bad(format!(
+                "`done` is true at step {} of {total}, but the run did not stop early ({} \
+                 evaluations since the best, --patience {})",
+                self.step,
+                self.evals_since_best,
+                patience.map_or("not set".into(), |p| p.to_string())
             ));
         }
         Ok(())

@@ -138,7 +138,10 @@ impl<B: Backend> Trainer<'_, B> {
             w.steps += 1;
             w.tokens += info.tokens as u64;
             on_event(&Event::Step(info.clone()));
-            if self.cfg.log_every > 0 && info.step % self.cfg.log_every == 0 {
+            // the last step closes its window too, so metrics.jsonl is never left unwritten
+            // (--max-steps below --log-every) and its last line covers the last steps
+            let last = info.step == self.total_steps;
+            if self.cfg.log_every > 0 && (info.step % self.cfg.log_every == 0 || last) {
                 self.log_line(&info)?;
             }
             early = self.end_step(on_event)?;
@@ -349,10 +352,10 @@ impl<B: Backend> Trainer<'_, B> {
     pub fn export(&mut self) -> Result<()> {
         let (prompt, head) = self.kept()?;
         // a non-finite prompt never replaces the last good one
-        check_finite(self.state.step, "prompt", &prompt)?;
+        self.check_finite("prompt", &prompt)?;
         if let Some(h) = &head {
-            check_finite(self.state.step, "head.weight", &h.weight)?;
-            check_finite(self.state.step, "head.bias", &h.bias)?;
+            self.check_finite("head.weight", &h.weight)?;
+            self.check_finite("head.bias", &h.bias)?;
         }
         let mut table = self.table.clone();
         table.data = prompt;
@@ -415,7 +418,7 @@ impl<B: Backend> Trainer<'_, B> {
         }
         // a non-finite value never replaces the last good checkpoint
         for (name, (_, data)) in &tensors {
-            check_finite(self.state.step, name, data)?;
+            self.check_finite(name, data)?;
         }
         Checkpoint {
             state: self.state.clone(),
@@ -423,14 +426,16 @@ impl<B: Backend> Trainer<'_, B> {
         }
         .save(&self.out.join(CHECKPOINT_FILE))
     }
-}
 
-/// Fails with `Error::NonFinite` when `data` holds NaN or ±inf.
-fn check_finite(step: u64, name: &str, data: &[f32]) -> Result<()> {
-    match data.iter().position(|x| !x.is_finite()) {
-        None => Ok(()),
-        Some(i) => Err(Error::NonFinite(format!(
-            "`{name}` holds a non-finite value (flat index {i}) at step {step}; nothing was written"
-        ))),
+    /// Fails with `Error::NonFinite` when `data` holds NaN or ±inf, saying what is still on
+    /// disk (the files of this step are not written).
+    fn check_finite(&self, name: &str, data: &[f32]) -> Result<()> {
+        match data.iter().position(|x| !x.is_finite()) {
+            None => Ok(()),
+            Some(i) => Err(self.diverged(
+                self.state.step,
+                format!("`{name}` holds a non-finite value (flat index {i})"),
+            )),
+        }
     }
 }

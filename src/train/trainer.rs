@@ -367,7 +367,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 (state, None, MetricsLog::create(&metrics_path), None)
             }
             Some(ck) => {
-                let (state, best) = resumed_state(be, ck, &mut opt, &params, config, hash, out)?;
+                let (state, best) =
+                    resumed_state(be, ck, &mut opt, &params, (config, hash), &cfg, out)?;
                 let log = MetricsLog::resume(&metrics_path, state.step)?;
                 let at = Some(state.step);
                 (state, best, log, at)
@@ -511,14 +512,18 @@ fn resumed_state<B: Backend>(
     ck: Checkpoint,
     opt: &mut Optimizer<B>,
     params: &Params<B>,
-    config: Value,
-    hash: String,
+    (config, hash): (Value, String),
+    cfg: &TrainConfig,
     out: &Path,
 ) -> Result<(TrainState, Option<(Vec<f32>, Option<HostClsHead>)>)> {
     if ck.state.config_hash != hash {
         let diff = checkpoint::config_diff(&ck.state.config, &config);
         return Err(other_settings(out, &diff));
     }
+    let path = out.join(CHECKPOINT_FILE);
+    ck.state
+        .check_progress(&path, cfg.optim.schedule.total, cfg.patience)?;
+    ck.check_second_moments(&path)?;
     opt.load_state(be, ck.state.step, &|n| ck.get(n).map(|d| d.to_vec()))?;
     let best = match ck.tensors.contains_key("best.prompt") {
         true => {
