@@ -86,6 +86,7 @@ def main():
             # each: extra training flags, and the flag the error must name
             "lr_nan": [["--lr", "NaN"], "--lr"],
             "lr_negative": [["--lr=-1"], "--lr"],
+            "lr_0": [["--lr", "0"], "--lr"],
             "weight_decay_nan": [["--weight-decay", "NaN"], "--weight-decay"],
             "head_lr_inf": [["--head-lr", "inf"], "--head-lr"],
             "max_grad_norm_nan": [["--max-grad-norm", "NaN"], "--max-grad-norm"],

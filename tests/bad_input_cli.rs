@@ -287,6 +287,29 @@ fn flag_lr_negative() {
     flag_case("lr_negative");
 }
 #[test]
+fn flag_lr_0() {
+    flag_case("lr_0");
+}
+/// --lr 0 beside a cls head with its own --head-lr trains the head alone: accepted.
+#[test]
+fn lr_0_trains_a_cls_head_alone() {
+    let dir = ScratchDir::new("lr0_head");
+    let out = dir.path().join("out");
+    let model = fixture("bert_nohead");
+    let mut args = train_args(&model, &out, &["--lr", "0", "--head-lr", "0.1"]);
+    args[8] = "cls";
+    args.drain(9..11);
+    ok(&softprompt(&args));
+    let ck = Checkpoint::load(&out.join("checkpoint.safetensors")).expect("checkpoint");
+    assert_eq!(ck.state.step, 2);
+    // the head starts at zero and moved
+    assert!(ck
+        .get("head.weight")
+        .expect("head")
+        .iter()
+        .any(|&x| x != 0.0));
+}
+#[test]
 fn flag_weight_decay_nan() {
     flag_case("weight_decay_nan");
 }
@@ -899,7 +922,15 @@ fn class_labels_init_follows_prompt_tuning() {
     let mut args = train_args(
         &t5,
         &out,
-        &["--init", "class-labels", "--lr", "0", "--max-steps", "1"],
+        // a rate that changes no float32 value of the prompt (--lr 0 is refused)
+        &[
+            "--init",
+            "class-labels",
+            "--lr",
+            "1e-30",
+            "--max-steps",
+            "1",
+        ],
     );
     args[8] = "seq2seq";
     args[10] = "positive=very good,negative=bad";

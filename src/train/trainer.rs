@@ -14,6 +14,7 @@ use super::metrics::{EvalMetrics, MetricsLog};
 use super::model::Model;
 use super::optim::{OptimConfig, Optimizer};
 use super::outdir::{self, OutLock};
+use super::spec::TaskKind;
 use super::step::Params;
 use super::task::Task;
 use super::update::optimizer_shapes;
@@ -449,6 +450,19 @@ fn precheck<B: Backend>(
                 "evaluating during the run needs a dev split: pass --dev",
             ));
         }
+    }
+    // --lr 0 freezes the prompt: the run trains something only through a cls head with a
+    // --head-lr of its own
+    let head_trains = task.spec.kind == TaskKind::Cls && cfg.optim.head_lr.is_some_and(|h| h > 0.0);
+    if cfg.optim.lr <= 0.0 && !head_trains {
+        return Err(Error::arg(
+            "--lr",
+            format!(
+                "{} trains nothing: expected a number > 0 (0 freezes the prompt, which makes \
+                 sense only beside a cls head trained by --head-lr > 0)",
+                cfg.optim.lr
+            ),
+        ));
     }
     model.check_lengths(cfg.prompt_len, Some(task.spec.max_len))?;
     let longest = |enc: &Encoded| {
