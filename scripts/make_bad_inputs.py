@@ -67,6 +67,7 @@ def main():
         },
         "task": {
             "max_len_0": [{"max_len": 0}, ["task.json", "`max_len`"]],
+            "future_format": [{"format": 2}, ["task.json", "`format` is 2", "expected 1"]],
             "max_target_len_0": [{"max_target_len": 0}, ["task.json", "`max_target_len`"]],
             "template_without_text": [{"template": "It was [MASK]."}, ["task.json", "`template`"]],
             "unknown_task": [{"task": "regression"}, ["task.json", "`task`"]],

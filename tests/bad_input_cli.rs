@@ -232,6 +232,43 @@ fn nan_weight_named_at_load() {
     assert!(!out.join("adapter_model.safetensors").exists());
 }
 
+/// A layer tensor missing from the weights names the file(s) it was looked for in (the
+/// error named the tensor only): model.safetensors, or every shard of a sharded model.
+#[test]
+fn missing_weight_names_the_file() {
+    let dir = ScratchDir::new("missing_weight");
+    let name = "bert.encoder.layer.1.output.dense.weight";
+    let model = dir.copy_model("bert_mlm", "bert_mlm");
+    edit_safetensors(&model.join("model.safetensors"), |t| {
+        t.remove(name).expect("the tensor");
+    });
+    let out = dir.path().join("out");
+    refused(
+        &softprompt(&train_args(&model, &out, &[])),
+        &[name, "missing from", "bert_mlm/model.safetensors"],
+    );
+    let sharded = dir.copy_model("bert_mlm_bf16_sharded", "sharded");
+    let mut removed = false;
+    for shard in [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ] {
+        // this checkpoint's keys have no `bert.` prefix
+        edit_safetensors(&sharded.join(shard), |t| {
+            removed |= t.remove(&name["bert.".len()..]).is_some()
+        });
+    }
+    assert!(removed);
+    refused(
+        &softprompt(&train_args(&sharded, &out, &[])),
+        &[
+            "layer.1.output.dense.weight",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+        ],
+    );
+}
+
 /// A tokenizer id past the model's embedding table is refused at load naming tokenizer.json
 /// (it failed at the first step that met the token).
 #[test]
@@ -249,6 +286,31 @@ fn tokenizer_id_past_the_table_named_at_load() {
         &["tokenizer.json", "100000", "139 rows"],
     );
     assert!(!out.join("adapter_model.safetensors").exists());
+}
+
+/// A reference whose class label is past its classes names `class_labels` and the file (the
+/// loss blamed `labels`, a tensor pet and cls references do not have).
+#[test]
+fn parity_names_class_labels() {
+    let dir = ScratchDir::new("parity_class_labels");
+    for (fixture_name, file) in [
+        ("bert_mlm", "ref_pet_random.safetensors"),
+        ("bert_nohead", "ref_cls_random_mean.safetensors"),
+    ] {
+        let model = dir.copy_model(fixture_name, fixture_name);
+        let r = model.join(file);
+        edit_safetensors(&r, |t| {
+            let mut labels = t["class_labels"].as_i64();
+            labels[1] = 5;
+            let shape = t["class_labels"].shape.clone();
+            t.insert("class_labels".into(), RawTensor::i64(shape, &labels));
+        });
+        let err = refused(
+            &softprompt(&["parity", "--model", s(&model), "--reference", s(&r)]),
+            &[file, "class_labels[1] is 5", "expected a class in 0.."],
+        );
+        assert!(!err.contains("`labels`"), "{err}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -470,6 +532,10 @@ fn task_case(name: &str) {
 #[test]
 fn task_max_len_0() {
     task_case("max_len_0");
+}
+#[test]
+fn task_future_format() {
+    task_case("future_format");
 }
 #[test]
 fn task_max_target_len_0() {

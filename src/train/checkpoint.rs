@@ -34,6 +34,8 @@ pub const HEAD_FILE: &str = "head.safetensors";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 const META_KEY: &str = "softprompt_checkpoint";
 pub const CHECKPOINT_FORMAT: u32 = 1;
+/// task.json's `format`
+pub const TASK_FORMAT: u64 = 1;
 
 /// The scalar part of a checkpoint (stored as JSON in the safetensors metadata).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -326,7 +328,7 @@ pub fn save_prompt_dir(
     }
     let mut task = spec.to_json();
     if let (Some(obj), Some(more)) = (task.as_object_mut(), extra.as_object()) {
-        obj.insert("format".into(), json!(1));
+        obj.insert("format".into(), json!(TASK_FORMAT));
         obj.insert("model".into(), json!(model_dir.display().to_string()));
         // as typed, absolute, and relative to this folder: a copied or moved folder still
         // finds its model (`eval`/`predict` try all three)
@@ -374,6 +376,16 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
         let text = std::fs::read_to_string(&task_path).map_err(|e| Error::io(&task_path, e))?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| Error::file(&task_path, format!("not valid JSON: {e}")))?;
+        // a future format may mean other things by the same keys
+        if let Some(f) = v.get("format").filter(|f| f.as_u64() != Some(TASK_FORMAT)) {
+            return Err(Error::file(
+                &task_path,
+                format!(
+                    "`format` is {f}, expected {TASK_FORMAT}: the folder was written by another \
+                     softprompt version; use that version, or train again"
+                ),
+            ));
+        }
         let path = |k: &str| v.get(k).and_then(|m| m.as_str()).map(PathBuf::from);
         (
             Some(TaskSpec::from_json(&v, &task_path)?),
