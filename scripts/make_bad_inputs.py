@@ -62,6 +62,8 @@ def main():
             # each: (fixture model, patch, words the error must hold)
             "type_vocab_size_0": ["bert_mlm", {"type_vocab_size": 0}, ["config.json", "type_vocab_size"]],
             "max_position_embeddings_2": ["bert_mlm", {"max_position_embeddings": 2}, ["max_position_embeddings", "--prompt-len"]],
+            "num_hidden_layers_0": ["bert_mlm", {"num_hidden_layers": 0}, ["config.json", "num_hidden_layers", "positive"]],
+            "t5_num_layers_0": ["t5_flan", {"num_layers": 0}, ["config.json", "num_layers", "positive"]],
             "negative_layer_norm_eps": ["bert_mlm", {"layer_norm_eps": -1e-12}, ["config.json", "layer_norm_eps"]],
             "t5_negative_layer_norm_epsilon": ["t5_flan", {"layer_norm_epsilon": -1e-6}, ["config.json", "layer_norm_epsilon"]],
         },

@@ -202,6 +202,35 @@ fn config_max_position_embeddings_2() {
 }
 
 #[test]
+fn config_num_hidden_layers_0() {
+    config_case("num_hidden_layers_0");
+}
+
+#[test]
+fn config_t5_num_layers_0() {
+    config_case("t5_num_layers_0");
+}
+
+/// A config with fewer layers than the weights hold loads the first ones, as transformers
+/// does, with a warning naming the key and both counts (it trained on one layer silently).
+#[test]
+fn config_fewer_layers_than_the_weights_warns() {
+    let dir = ScratchDir::new("fewer_layers");
+    let model = dir.copy_model("bert_mlm", "bert_mlm");
+    edit_json(
+        &model.join("config.json"),
+        &serde_json::json!({"num_hidden_layers": 1}),
+    );
+    let out = dir.path().join("out");
+    let text = ok(&softprompt(&train_args(&model, &out, &[])));
+    assert!(
+        text.contains("warning: ")
+            && text.contains("config.json: `num_hidden_layers` is 1 but the weights hold 2 layers"),
+        "{text}"
+    );
+}
+
+#[test]
 fn config_negative_layer_norm_eps() {
     config_case("negative_layer_norm_eps");
 }
