@@ -660,6 +660,38 @@ fn huge_line_is_cut_before_tokenizing() {
     assert!(peak < 400_000, "a child peaked at {peak} KB");
 }
 
+/// A 10 MB line without whitespace (no word boundary to cut at) is cut by bytes before it
+/// is tokenized: predict stays small (it peaked at about 5 GB) and scores it as its first
+/// 64 KiB.
+#[test]
+fn huge_line_without_whitespace_is_cut_before_tokenizing() {
+    let dir = ScratchDir::new("huge_word");
+    let run = trained(&dir, &[]);
+    let line = "great!".repeat(1_700_000);
+    let row = |t: &str| serde_json::json!({"text": t, "label": "positive"}).to_string() + "\n";
+    let (big, short) = (dir.path().join("big.jsonl"), dir.path().join("short.jsonl"));
+    std::fs::write(&big, row(&line)).expect("write");
+    std::fs::write(&short, row(&line[..1 << 16])).expect("write");
+    let scores = |data: &Path| -> Value {
+        let p = data.with_extension("out.jsonl");
+        ok(&softprompt(&[
+            "predict",
+            "--prompt",
+            s(&run),
+            "--data",
+            s(data),
+            "--output",
+            s(&p),
+        ]));
+        let v: Value =
+            serde_json::from_str(std::fs::read_to_string(&p).expect("read").trim()).expect("json");
+        v["scores"].clone()
+    };
+    assert_eq!(scores(&big), scores(&short));
+    let peak = peak_child_rss_kb();
+    assert!(peak < 400_000, "a child peaked at {peak} KB");
+}
+
 /// The largest resident set of any finished child of this process, in KB.
 fn peak_child_rss_kb() -> i64 {
     // SAFETY: getrusage only writes the struct it is given
