@@ -989,6 +989,38 @@ fn checkpoint_negative_second_moment() {
     );
 }
 
+/// task.json records the architecture; a prompt loaded on a model of another one (a Llama
+/// prompt on a BLOOM of the same width ran) is refused naming task.json, `arch` and both,
+/// or, when the user named the model with --model, warned about.
+#[test]
+fn prompt_on_another_architecture() {
+    use softprompt::train::checkpoint::load_prompt_dir;
+    let dir = ScratchDir::new("arch");
+    let run = trained(&dir, &[]);
+    let task: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("task.json")).expect("task"))
+            .expect("json");
+    assert_eq!(task["arch"], "bert");
+    let saved = load_prompt_dir(&run).expect("prompt");
+    assert_eq!(saved.check_arch(&run, "bert", false).expect("same"), None);
+    let err = saved
+        .check_arch(&run, "bloom", false)
+        .expect_err("another architecture")
+        .to_string();
+    for w in [
+        "task.json",
+        "`arch` is \"bert\"",
+        "the model is bloom",
+        "--model",
+    ] {
+        assert!(err.contains(w), "{err}");
+    }
+    let warning = saved
+        .check_arch(&run, "bloom", true)
+        .expect("explicit --model");
+    assert!(warning.is_some_and(|w| w.contains("task.json") && w.contains("bloom")));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Prompt folders find their model when copied or moved
 

@@ -302,6 +302,32 @@ pub struct SavedPrompt {
     /// the other places to look: the absolute path task.json records, the path it records
     /// relative to the prompt folder, and the typed path taken relative to the prompt folder
     pub model_abs: Vec<PathBuf>,
+    /// the architecture task.json records (`arch`: "bert", "t5", "bloom", "llama"); None for
+    /// folders written before it was recorded, and for PEFT's
+    pub arch: Option<String>,
+}
+
+impl SavedPrompt {
+    /// Checks the architecture recorded in `dir`'s task.json against that of the model it is
+    /// loaded on. A mismatch is an error, unless the user named the model (`explicit`, the
+    /// `--model` flag): then it comes back as a warning to print.
+    pub fn check_arch(&self, dir: &Path, arch: &str, explicit: bool) -> Result<Option<String>> {
+        let Some(rec) = self.arch.as_deref().filter(|&r| r != arch) else {
+            return Ok(None);
+        };
+        let msg = format!(
+            "`arch` is \"{rec}\", but the model is {arch}: a prompt trained in one \
+             architecture means nothing in another of the same width"
+        );
+        if explicit {
+            Ok(Some(format!("{}: {msg}", dir.join(TASK_FILE).display())))
+        } else {
+            Err(Error::file(
+                dir.join(TASK_FILE),
+                format!("{msg} (pass --model to use it anyway)"),
+            ))
+        }
+    }
 }
 
 /// Writes the prompt (PEFT layout), task.json and, for `cls`, head.safetensors into `dir`.
@@ -372,7 +398,7 @@ fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
 pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
     let prompt = PromptTable::load_peft(dir)?;
     let task_path = dir.join(TASK_FILE);
-    let (task, model, model_abs) = if task_path.exists() {
+    let (task, model, model_abs, arch) = if task_path.exists() {
         let text = std::fs::read_to_string(&task_path).map_err(|e| Error::io(&task_path, e))?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| Error::file(&task_path, format!("not valid JSON: {e}")))?;
@@ -399,9 +425,10 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
                         .map(|m| dir.join(m)),
                 )
                 .collect(),
+            v.get("arch").and_then(|a| a.as_str()).map(String::from),
         )
     } else {
-        (None, None, Vec::new())
+        (None, None, Vec::new(), None)
     };
     let head_path = dir.join(HEAD_FILE);
     let head = if head_path.exists() {
@@ -450,6 +477,7 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
         task,
         model,
         model_abs,
+        arch,
     })
 }
 

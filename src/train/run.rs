@@ -363,6 +363,9 @@ impl<B: Backend> Trainer<'_, B> {
             "step": if self.dev.is_some() && self.best.is_some() { self.state.best_step } else { self.state.step },
             "dev_accuracy": self.state.best.map(|m| m.accuracy),
             "seed": self.cfg.seed,
+            // the architecture the prompt was trained in: a prompt as wide as another model's
+            // would load there and score nonsense
+            "arch": self.model.arch_name(),
         });
         // the real init (adapter_config.json keeps a value PEFT accepts)
         if let (Some(e), Some(r)) = (
