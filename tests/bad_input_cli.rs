@@ -1298,6 +1298,15 @@ fn last_step_closes_the_metrics_window() {
     assert!(lines[0]["loss"]
         .as_f64()
         .is_some_and(|l| l.is_finite() && l > 0.0));
+    // --log-every 0 logs no loss: the file the run says it saved exists, empty
+    let out = dir.path().join("out0");
+    let mut args = train_args(&model, &out, &["--log-every", "0"]);
+    args[16] = "3";
+    ok(&softprompt(&args));
+    assert_eq!(
+        std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics.jsonl"),
+        ""
+    );
 }
 
 /// A step that would need more memory than the machine has is refused before anything is

@@ -127,6 +127,7 @@ impl<B: Backend> Trainer<'_, B> {
             // resumed (from step 0 it continues exactly as a fresh run)
             self.save_checkpoint()?;
             self.saved_step = Some(self.state.step);
+            self.log.flush()?;
         }
         // a resumed run keeps the checkpoint's window (the losses since the last line)
         self.window_start = Instant::now();
