@@ -239,6 +239,12 @@ fn read_objective(
 /// Every class label is one of the `k` classes that `classes` (the tensor that counts them)
 /// holds: the loss would blame `labels`, a name the file does not use.
 fn check_class_labels(path: &Path, labels: &[i32], k: usize, classes: &str) -> Result<()> {
+    if k == 0 {
+        return Err(Error::file(
+            path,
+            format!("{classes} holds no class: expected at least one"),
+        ));
+    }
     match labels.iter().position(|&l| l < 0 || l as usize >= k) {
         None => Ok(()),
         Some(i) => Err(Error::file(
