@@ -62,11 +62,14 @@ def main():
             # each: (fixture model, patch, words the error must hold)
             "type_vocab_size_0": ["bert_mlm", {"type_vocab_size": 0}, ["config.json", "type_vocab_size"]],
             "max_position_embeddings_2": ["bert_mlm", {"max_position_embeddings": 2}, ["max_position_embeddings", "--prompt-len"]],
+            "num_hidden_layers_0": ["bert_mlm", {"num_hidden_layers": 0}, ["config.json", "num_hidden_layers", "positive"]],
+            "t5_num_layers_0": ["t5_flan", {"num_layers": 0}, ["config.json", "num_layers", "positive"]],
             "negative_layer_norm_eps": ["bert_mlm", {"layer_norm_eps": -1e-12}, ["config.json", "layer_norm_eps"]],
             "t5_negative_layer_norm_epsilon": ["t5_flan", {"layer_norm_epsilon": -1e-6}, ["config.json", "layer_norm_epsilon"]],
         },
         "task": {
             "max_len_0": [{"max_len": 0}, ["task.json", "`max_len`"]],
+            "future_format": [{"format": 2}, ["task.json", "`format` is 2", "expected 1"]],
             "max_target_len_0": [{"max_target_len": 0}, ["task.json", "`max_target_len`"]],
             "template_without_text": [{"template": "It was [MASK]."}, ["task.json", "`template`"]],
             "unknown_task": [{"task": "regression"}, ["task.json", "`task`"]],
@@ -86,6 +89,7 @@ def main():
             # each: extra training flags, and the flag the error must name
             "lr_nan": [["--lr", "NaN"], "--lr"],
             "lr_negative": [["--lr=-1"], "--lr"],
+            "lr_0": [["--lr", "0"], "--lr"],
             "weight_decay_nan": [["--weight-decay", "NaN"], "--weight-decay"],
             "head_lr_inf": [["--head-lr", "inf"], "--head-lr"],
             "max_grad_norm_nan": [["--max-grad-norm", "NaN"], "--max-grad-norm"],

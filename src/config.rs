@@ -267,7 +267,8 @@ fn parse_bert(cfg: &Cfg) -> Result<BertConfig> {
     let c = BertConfig {
         vocab_size: cfg.positive("vocab_size", cfg.usize("vocab_size")?)?,
         hidden_size: cfg.positive("hidden_size", cfg.usize("hidden_size")?)?,
-        num_hidden_layers: cfg.usize("num_hidden_layers")?,
+        // no layer would train a prompt in front of the embeddings alone, without a word
+        num_hidden_layers: cfg.positive("num_hidden_layers", cfg.usize("num_hidden_layers")?)?,
         num_attention_heads: cfg
             .positive("num_attention_heads", cfg.usize("num_attention_heads")?)?,
         intermediate_size: cfg.positive("intermediate_size", cfg.usize("intermediate_size")?)?,
@@ -349,7 +350,7 @@ fn parse_t5(cfg: &Cfg) -> Result<T5Config> {
             )
         })?;
     }
-    let num_layers = cfg.usize("num_layers")?;
+    let num_layers = cfg.positive("num_layers", cfg.usize("num_layers")?)?;
     // transformers 5 writes `scale_decoder_outputs`; older configs say it with
     // `tie_word_embeddings` (false on v1.1); the original T5 always scaled.
     let scale_decoder_outputs = match cfg.bool_opt("scale_decoder_outputs")? {
@@ -363,7 +364,10 @@ fn parse_t5(cfg: &Cfg) -> Result<T5Config> {
         d_kv: cfg.positive("d_kv", cfg.usize("d_kv")?)?,
         d_ff: cfg.positive("d_ff", cfg.usize("d_ff")?)?,
         num_layers,
-        num_decoder_layers: cfg.usize_or("num_decoder_layers", num_layers)?,
+        num_decoder_layers: cfg.positive(
+            "num_decoder_layers",
+            cfg.usize_or("num_decoder_layers", num_layers)?,
+        )?,
         num_heads: cfg.positive("num_heads", cfg.usize("num_heads")?)?,
         relative_attention_num_buckets: cfg.positive(
             "relative_attention_num_buckets",
@@ -532,7 +536,7 @@ fn parse_bloom(cfg: &Cfg) -> Result<DecoderConfig> {
         model_type: "bloom".into(),
         vocab_size: cfg.positive("vocab_size", cfg.usize_or("vocab_size", 250880)?)?,
         hidden_size: hidden,
-        num_layers: cfg.usize_any(&["n_layer", "num_hidden_layers"])?,
+        num_layers: cfg.positive("n_layer", cfg.usize_any(&["n_layer", "num_hidden_layers"])?)?,
         num_heads: heads,
         num_kv_heads: heads,
         head_dim: hidden / heads,
@@ -675,7 +679,7 @@ fn parse_llama(cfg: &Cfg, model_type: &str) -> Result<DecoderConfig> {
         model_type: model_type.into(),
         vocab_size: cfg.usize_any(&["vocab_size"])?,
         hidden_size: hidden,
-        num_layers: cfg.usize_any(&["num_hidden_layers"])?,
+        num_layers: cfg.positive("num_hidden_layers", cfg.usize_any(&["num_hidden_layers"])?)?,
         num_heads: heads,
         num_kv_heads: kv_heads,
         head_dim,

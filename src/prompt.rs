@@ -216,15 +216,14 @@ impl PromptTable {
                 format!("peft_type is {peft_type:?}: expected \"PROMPT_TUNING\" (prefix tuning, P-tuning and LoRA adapters are not prompt tables)"),
             ));
         }
-        let p = cfg
-            .get("num_virtual_tokens")
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| {
-                Error::file(
-                    &cfg_path,
-                    "missing `num_virtual_tokens` (a positive integer)",
-                )
-            })? as usize;
+        let p = match cfg.get("num_virtual_tokens") {
+            None => Err("missing `num_virtual_tokens` (a positive integer)".to_string()),
+            Some(v) => v
+                .as_u64()
+                .filter(|&n| n >= 1)
+                .ok_or_else(|| format!("`num_virtual_tokens` is {v}: expected a positive integer")),
+        }
+        .map_err(|msg| Error::file(&cfg_path, msg))? as usize;
         let subs = cfg
             .get("num_transformer_submodules")
             .and_then(|v| v.as_u64())

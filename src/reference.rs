@@ -195,11 +195,16 @@ fn read_objective(
                 max_new_tokens: n,
             }
         }
-        "pet" => RefObjective::Pet {
-            mask_positions: ints_1d(file, "mask_positions", Some(b))?,
-            verbalizer_ids: ints_1d(file, "verbalizer_ids", None)?,
-            class_labels: ints_1d(file, "class_labels", Some(b))?,
-        },
+        "pet" => {
+            let verbalizer_ids = ints_1d(file, "verbalizer_ids", None)?;
+            let class_labels = ints_1d(file, "class_labels", Some(b))?;
+            check_class_labels(path, &class_labels, verbalizer_ids.len(), "verbalizer_ids")?;
+            RefObjective::Pet {
+                mask_positions: ints_1d(file, "mask_positions", Some(b))?,
+                verbalizer_ids,
+                class_labels,
+            }
+        }
         "seq2seq" => {
             let (lb, l, labels) = ints_2d(file, "labels")?;
             if lb != b {
@@ -210,16 +215,21 @@ fn read_objective(
             }
             RefObjective::Seq2Seq { labels, l }
         }
-        "cls" => RefObjective::Cls {
-            head_bias: file.float("head_bias")?.data.clone(),
-            head_weight: file.float("head_weight")?.clone(),
-            class_labels: ints_1d(file, "class_labels", Some(b))?,
-            pooling: meta
-                .get("pooling")
-                .and_then(|v| v.as_str())
-                .unwrap_or("mean")
-                .to_string(),
-        },
+        "cls" => {
+            let head_bias = file.float("head_bias")?.data.clone();
+            let class_labels = ints_1d(file, "class_labels", Some(b))?;
+            check_class_labels(path, &class_labels, head_bias.len(), "head_bias")?;
+            RefObjective::Cls {
+                head_bias,
+                head_weight: file.float("head_weight")?.clone(),
+                class_labels,
+                pooling: meta
+                    .get("pooling")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("mean")
+                    .to_string(),
+            }
+        }
         other => {
             return Err(Error::file(
                 path,
@@ -227,6 +237,27 @@ fn read_objective(
             ))
         }
     })
+}
+
+/// Every class label is one of the `k` classes that `classes` (the tensor that counts them)
+/// holds: the loss would blame `labels`, a name the file does not use.
+fn check_class_labels(path: &Path, labels: &[i32], k: usize, classes: &str) -> Result<()> {
+    if k == 0 {
+        return Err(Error::file(
+            path,
+            format!("{classes} holds no class: expected at least one"),
+        ));
+    }
+    match labels.iter().position(|&l| l < 0 || l as usize >= k) {
+        None => Ok(()),
+        Some(i) => Err(Error::file(
+            path,
+            format!(
+                "class_labels[{i}] is {}: expected a class in 0..{k} ({classes} has {k})",
+                labels.get(i).copied().unwrap_or_default()
+            ),
+        )),
+    }
 }
 
 fn ints_2d(file: &TensorFile, name: &str) -> Result<(usize, usize, Vec<i32>)> {

@@ -161,6 +161,25 @@ fn check_templates(v: &serde_json::Value) -> std::result::Result<(), String> {
     }
 }
 
+thread_local! {
+    /// Set while this thread is inside `guarded`: its panic becomes our error, and the
+    /// default hook's "thread panicked at ..." above it would only confuse.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+static HOOK: std::sync::Once = std::sync::Once::new();
+
+type PanicHook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
+
+/// A panic hook that says nothing for a panic inside `guarded` on the panicking thread and
+/// hands every other panic to `prev` (installed once, over whatever hook was set before).
+fn quiet_hook(prev: PanicHook) -> PanicHook {
+    Box::new(move |info| {
+        if !QUIET.with(|q| q.get()) {
+            prev(info)
+        }
+    })
+}
+
 /// Runs a call into the tokenizers crate. The crate panics on some inputs it accepted at load
 /// (templates naming tokens it lacks were one, now refused at load); a panic that still gets
 /// through becomes an error naming the file, so the library does not abort on a user's file.
@@ -176,7 +195,11 @@ fn guarded<T>(
             w => format!("{w}: {msg}"),
         },
     };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+    HOOK.call_once(|| std::panic::set_hook(quiet_hook(std::panic::take_hook())));
+    QUIET.with(|q| q.set(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    match outcome {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(err(e.to_string())),
         Err(panic) => {
@@ -189,5 +212,42 @@ fn guarded<T>(
                 "the tokenizers crate failed on this file ({text})"
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        static SEEN: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// A panic inside the guard becomes an error naming the file and reaches no hook (the
+    /// default hook printed "thread panicked at" above our error); a panic outside it still
+    /// reaches the hook below ours.
+    #[test]
+    fn guarded_panic_is_an_error_and_prints_nothing() {
+        std::panic::set_hook(quiet_hook(Box::new(|_| SEEN.with(|s| s.set(s.get() + 1)))));
+        let err = guarded(
+            Path::new("tok/tokenizer.json"),
+            String::new,
+            || -> tokenizers::Result<()> { panic!("boom") },
+        )
+        .unwrap_err()
+        .to_string();
+        let seen_in_guard = SEEN.with(|s| s.get());
+        let outside = std::panic::catch_unwind(|| panic!("not ours"));
+        let seen_outside = SEEN.with(|s| s.get());
+        // back to the default hook for the other tests
+        drop(std::panic::take_hook());
+        assert!(
+            err.contains("tok/tokenizer.json") && err.contains("boom"),
+            "{err}"
+        );
+        assert_eq!(seen_in_guard, 0);
+        assert!(outside.is_err());
+        assert_eq!(seen_outside, 1);
     }
 }

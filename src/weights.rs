@@ -120,15 +120,30 @@ impl WeightSource for WeightStore {
     /// Reads a tensor as f32, checking its shape.
     fn get(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
         let (shard, _, stored_shape) = self.index.get(name).ok_or_else(|| {
+            let files: Vec<String> = self
+                .shards
+                .iter()
+                .map(|s| s.path.display().to_string())
+                .collect();
             Error::tensor(
                 name,
-                format!("missing from the checkpoint (expected shape {shape:?})"),
+                format!(
+                    "missing from {} (expected shape {shape:?} from config.json)",
+                    files.join(", ")
+                ),
             )
         })?;
         if stored_shape.as_slice() != shape {
+            let file = self
+                .shards
+                .get(*shard)
+                .map(|s| s.path.display().to_string());
             return Err(Error::tensor(
                 name,
-                format!("has shape {stored_shape:?}, expected {shape:?} from config.json"),
+                format!(
+                    "has shape {stored_shape:?} in {}, expected {shape:?} from config.json",
+                    file.unwrap_or_default()
+                ),
             ));
         }
         let shard = self

@@ -202,6 +202,35 @@ fn config_max_position_embeddings_2() {
 }
 
 #[test]
+fn config_num_hidden_layers_0() {
+    config_case("num_hidden_layers_0");
+}
+
+#[test]
+fn config_t5_num_layers_0() {
+    config_case("t5_num_layers_0");
+}
+
+/// A config with fewer layers than the weights hold loads the first ones, as transformers
+/// does, with a warning naming the key and both counts (it trained on one layer silently).
+#[test]
+fn config_fewer_layers_than_the_weights_warns() {
+    let dir = ScratchDir::new("fewer_layers");
+    let model = dir.copy_model("bert_mlm", "bert_mlm");
+    edit_json(
+        &model.join("config.json"),
+        &serde_json::json!({"num_hidden_layers": 1}),
+    );
+    let out = dir.path().join("out");
+    let text = ok(&softprompt(&train_args(&model, &out, &[])));
+    assert!(
+        text.contains("warning: ")
+            && text.contains("config.json: `num_hidden_layers` is 1 but the weights hold 2 layers"),
+        "{text}"
+    );
+}
+
+#[test]
 fn config_negative_layer_norm_eps() {
     config_case("negative_layer_norm_eps");
 }
@@ -232,6 +261,43 @@ fn nan_weight_named_at_load() {
     assert!(!out.join("adapter_model.safetensors").exists());
 }
 
+/// A layer tensor missing from the weights names the file(s) it was looked for in (the
+/// error named the tensor only): model.safetensors, or every shard of a sharded model.
+#[test]
+fn missing_weight_names_the_file() {
+    let dir = ScratchDir::new("missing_weight");
+    let name = "bert.encoder.layer.1.output.dense.weight";
+    let model = dir.copy_model("bert_mlm", "bert_mlm");
+    edit_safetensors(&model.join("model.safetensors"), |t| {
+        t.remove(name).expect("the tensor");
+    });
+    let out = dir.path().join("out");
+    refused(
+        &softprompt(&train_args(&model, &out, &[])),
+        &[name, "missing from", "bert_mlm/model.safetensors"],
+    );
+    let sharded = dir.copy_model("bert_mlm_bf16_sharded", "sharded");
+    let mut removed = false;
+    for shard in [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ] {
+        // this checkpoint's keys have no `bert.` prefix
+        edit_safetensors(&sharded.join(shard), |t| {
+            removed |= t.remove(&name["bert.".len()..]).is_some()
+        });
+    }
+    assert!(removed);
+    refused(
+        &softprompt(&train_args(&sharded, &out, &[])),
+        &[
+            "layer.1.output.dense.weight",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+        ],
+    );
+}
+
 /// A tokenizer id past the model's embedding table is refused at load naming tokenizer.json
 /// (it failed at the first step that met the token).
 #[test]
@@ -249,6 +315,31 @@ fn tokenizer_id_past_the_table_named_at_load() {
         &["tokenizer.json", "100000", "139 rows"],
     );
     assert!(!out.join("adapter_model.safetensors").exists());
+}
+
+/// A reference whose class label is past its classes names `class_labels` and the file (the
+/// loss blamed `labels`, a tensor pet and cls references do not have).
+#[test]
+fn parity_names_class_labels() {
+    let dir = ScratchDir::new("parity_class_labels");
+    for (fixture_name, file) in [
+        ("bert_mlm", "ref_pet_random.safetensors"),
+        ("bert_nohead", "ref_cls_random_mean.safetensors"),
+    ] {
+        let model = dir.copy_model(fixture_name, fixture_name);
+        let r = model.join(file);
+        edit_safetensors(&r, |t| {
+            let mut labels = t["class_labels"].as_i64();
+            labels[1] = 5;
+            let shape = t["class_labels"].shape.clone();
+            t.insert("class_labels".into(), RawTensor::i64(shape, &labels));
+        });
+        let err = refused(
+            &softprompt(&["parity", "--model", s(&model), "--reference", s(&r)]),
+            &[file, "class_labels[1] is 5", "expected a class in 0.."],
+        );
+        assert!(!err.contains("`labels`"), "{err}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -285,6 +376,29 @@ fn flag_lr_nan() {
 #[test]
 fn flag_lr_negative() {
     flag_case("lr_negative");
+}
+#[test]
+fn flag_lr_0() {
+    flag_case("lr_0");
+}
+/// --lr 0 beside a cls head with its own --head-lr trains the head alone: accepted.
+#[test]
+fn lr_0_trains_a_cls_head_alone() {
+    let dir = ScratchDir::new("lr0_head");
+    let out = dir.path().join("out");
+    let model = fixture("bert_nohead");
+    let mut args = train_args(&model, &out, &["--lr", "0", "--head-lr", "0.1"]);
+    args[8] = "cls";
+    args.drain(9..11);
+    ok(&softprompt(&args));
+    let ck = Checkpoint::load(&out.join("checkpoint.safetensors")).expect("checkpoint");
+    assert_eq!(ck.state.step, 2);
+    // the head starts at zero and moved
+    assert!(ck
+        .get("head.weight")
+        .expect("head")
+        .iter()
+        .any(|&x| x != 0.0));
 }
 #[test]
 fn flag_weight_decay_nan() {
@@ -449,6 +563,10 @@ fn task_max_len_0() {
     task_case("max_len_0");
 }
 #[test]
+fn task_future_format() {
+    task_case("future_format");
+}
+#[test]
 fn task_max_target_len_0() {
     task_case("max_target_len_0");
 }
@@ -539,6 +657,38 @@ fn huge_line_is_cut_before_tokenizing() {
     assert_eq!(scores(&p1), scores(&p2), "the cut changed the kept tokens");
     let peak = peak_child_rss_kb();
     // the largest child so far (other tests' children are far smaller than the old 920 MB)
+    assert!(peak < 400_000, "a child peaked at {peak} KB");
+}
+
+/// A 10 MB line without whitespace (no word boundary to cut at) is cut by bytes before it
+/// is tokenized: predict stays small (it peaked at about 5 GB) and scores it as its first
+/// 64 KiB.
+#[test]
+fn huge_line_without_whitespace_is_cut_before_tokenizing() {
+    let dir = ScratchDir::new("huge_word");
+    let run = trained(&dir, &[]);
+    let line = "great!".repeat(1_700_000);
+    let row = |t: &str| serde_json::json!({"text": t, "label": "positive"}).to_string() + "\n";
+    let (big, short) = (dir.path().join("big.jsonl"), dir.path().join("short.jsonl"));
+    std::fs::write(&big, row(&line)).expect("write");
+    std::fs::write(&short, row(&line[..1 << 16])).expect("write");
+    let scores = |data: &Path| -> Value {
+        let p = data.with_extension("out.jsonl");
+        ok(&softprompt(&[
+            "predict",
+            "--prompt",
+            s(&run),
+            "--data",
+            s(data),
+            "--output",
+            s(&p),
+        ]));
+        let v: Value =
+            serde_json::from_str(std::fs::read_to_string(&p).expect("read").trim()).expect("json");
+        v["scores"].clone()
+    };
+    assert_eq!(scores(&big), scores(&short));
+    let peak = peak_child_rss_kb();
     assert!(peak < 400_000, "a child peaked at {peak} KB");
 }
 
@@ -795,6 +945,82 @@ fn checkpoint_head_with_wrong_shape() {
     }
 }
 
+/// A checkpoint whose step is past --max-steps, or that says `done` before the end without
+/// having stopped early, is refused naming the field (a resumed run ended at once, exit 0).
+#[test]
+fn checkpoint_progress_past_the_end_or_done_early() {
+    let dir = ScratchDir::new("ck_progress");
+    let (out, mut args) = checkpointed(&dir);
+    args.push("--resume");
+    edit_checkpoint(&out, |ck| {
+        ck.state.done = false;
+        ck.state.step = 5;
+    });
+    refused(
+        &softprompt(&args),
+        &["checkpoint.safetensors", "`step` is 5", "2 steps"],
+    );
+    edit_checkpoint(&out, |ck| {
+        ck.state.done = true;
+        ck.state.step = 1;
+    });
+    refused(
+        &softprompt(&args),
+        &["checkpoint.safetensors", "`done`", "step 1 of 2"],
+    );
+}
+
+/// A negative AdamW second moment (its square root is NaN) is refused naming the tensor and
+/// the file (it trained a NaN prompt from the first resumed step).
+#[test]
+fn checkpoint_negative_second_moment() {
+    let dir = ScratchDir::new("ck_v");
+    let (out, mut args) = checkpointed(&dir);
+    args.push("--resume");
+    edit_checkpoint(&out, |ck| {
+        ck.state.done = false;
+        ck.state.step = 1;
+        let v = ck.tensors.get_mut("opt.prompt.v").expect("opt.prompt.v");
+        v.1[3] = -1.0;
+    });
+    refused(
+        &softprompt(&args),
+        &["opt.prompt.v", "checkpoint.safetensors", "negative"],
+    );
+}
+
+/// task.json records the architecture; a prompt loaded on a model of another one (a Llama
+/// prompt on a BLOOM of the same width ran) is refused naming task.json, `arch` and both,
+/// or, when the user named the model with --model, warned about.
+#[test]
+fn prompt_on_another_architecture() {
+    use softprompt::train::checkpoint::load_prompt_dir;
+    let dir = ScratchDir::new("arch");
+    let run = trained(&dir, &[]);
+    let task: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("task.json")).expect("task"))
+            .expect("json");
+    assert_eq!(task["arch"], "bert");
+    let saved = load_prompt_dir(&run).expect("prompt");
+    assert_eq!(saved.check_arch(&run, "bert", false).expect("same"), None);
+    let err = saved
+        .check_arch(&run, "bloom", false)
+        .expect_err("another architecture")
+        .to_string();
+    for w in [
+        "task.json",
+        "`arch` is \"bert\"",
+        "the model is bloom",
+        "--model",
+    ] {
+        assert!(err.contains(w), "{err}");
+    }
+    let warning = saved
+        .check_arch(&run, "bloom", true)
+        .expect("explicit --model");
+    assert!(warning.is_some_and(|w| w.contains("task.json") && w.contains("bloom")));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Prompt folders find their model when copied or moved
 
@@ -855,7 +1081,15 @@ fn class_labels_init_follows_prompt_tuning() {
     let mut args = train_args(
         &t5,
         &out,
-        &["--init", "class-labels", "--lr", "0", "--max-steps", "1"],
+        // a rate that changes no float32 value of the prompt (--lr 0 is refused)
+        &[
+            "--init",
+            "class-labels",
+            "--lr",
+            "1e-30",
+            "--max-steps",
+            "1",
+        ],
     );
     args[8] = "seq2seq";
     args[10] = "positive=very good,negative=bad";
@@ -961,7 +1195,8 @@ fn resume_at_an_odd_step_keeps_the_loss_window() {
             })
             .collect()
     };
-    assert_eq!(losses(&full).len(), 2);
+    // steps 5 and 10, and the last (12) closing its window
+    assert_eq!(losses(&full).len(), 3);
     assert_eq!(losses(&full), losses(&cut));
 }
 
@@ -1018,6 +1253,62 @@ fn diverging_run_stops_and_keeps_the_last_good_files() {
         .all(|(_, d)| d.iter().all(|x| x.is_finite())));
     let prompt = softprompt::internals::prompt::PromptTable::load_peft(&out).expect("prompt");
     assert!(prompt.data.iter().all(|x| x.is_finite()));
+}
+
+/// A prompt that turns infinite in the update (--lr 1e39 overflows float32) is caught when it
+/// would be written: the message says what is on disk (it said "nothing was written", though
+/// the step-0 checkpoint was there) and the checkpoint still holds that step.
+#[test]
+fn diverged_save_says_what_is_on_disk() {
+    let dir = ScratchDir::new("diverge_save");
+    let out = dir.path().join("out");
+    let model = fixture("bert_mlm");
+    let args = train_args(&model, &out, &["--lr", "1e39", "--save-every", "1"]);
+    let run = softprompt(&args);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("nothing was written"), "{stderr}");
+    assert!(
+        stderr.contains("`prompt` holds a non-finite value")
+            && stderr.contains(
+                "at step 1, so the run stops (checkpoint.safetensors still holds step 0)"
+            ),
+        "{stderr}"
+    );
+    let ck = Checkpoint::load(&out.join("checkpoint.safetensors")).expect("checkpoint");
+    assert_eq!(ck.state.step, 0);
+}
+
+/// --max-steps below --log-every still writes metrics.jsonl, its line averaging every step
+/// (the run said it saved metrics.jsonl, which did not exist).
+#[test]
+fn last_step_closes_the_metrics_window() {
+    let dir = ScratchDir::new("short_log");
+    let out = dir.path().join("out");
+    let model = fixture("bert_mlm");
+    let mut args = train_args(&model, &out, &["--log-every", "10"]);
+    args[16] = "3";
+    let text = ok(&softprompt(&args));
+    assert!(text.contains("metrics.jsonl"), "{text}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics.jsonl");
+    let lines: Vec<Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{metrics}");
+    assert_eq!(lines[0]["step"], 3);
+    assert!(lines[0]["loss"]
+        .as_f64()
+        .is_some_and(|l| l.is_finite() && l > 0.0));
+    // --log-every 0 logs no loss: the file the run says it saved exists, empty
+    let out = dir.path().join("out0");
+    let mut args = train_args(&model, &out, &["--log-every", "0"]);
+    args[16] = "3";
+    ok(&softprompt(&args));
+    assert_eq!(
+        std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics.jsonl"),
+        ""
+    );
 }
 
 /// A step that would need more memory than the machine has is refused before anything is

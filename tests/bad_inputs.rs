@@ -387,7 +387,7 @@ fn pet_indices_out_of_range() {
 fn cls_labels_and_head_out_of_range() {
     let (_d, model, r) = broken_copy("bert_nohead", "ref_cls_random_mean.safetensors");
     set_int(&r, "class_labels", 2, 3);
-    expect_unusable(&model, &r, &["class labels", "3"]);
+    expect_unusable(&model, &r, &["class_labels[2] is 3", "0..3"]);
     set_int(&r, "class_labels", 2, 0);
     edit_safetensors(&r, |t| {
         t.insert(

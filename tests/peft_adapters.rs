@@ -187,6 +187,11 @@ fn load_rejects_what_is_not_a_prompt_table() {
     err("num_transformer_submodules");
     set("token_dim", 31.into());
     err("token_dim 31");
+    // a present but wrong count says what it is (it said "missing"); 0 rows is no prompt
+    set("num_virtual_tokens", (-1).into());
+    err("`num_virtual_tokens` is -1: expected a positive integer");
+    set("num_virtual_tokens", 0.into());
+    err("`num_virtual_tokens` is 0");
     std::fs::remove_file(dir.join(ADAPTER_WEIGHTS)).unwrap();
     set("token_dim", 32.into());
     err(ADAPTER_WEIGHTS);

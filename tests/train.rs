@@ -1040,7 +1040,8 @@ fn seq2seq_on_t5_fixture() {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
         .collect();
-    assert!(losses.len() == 2 && losses[1] < losses[0], "{losses:?}");
+    // two full --log-every windows, and the last steps' line
+    assert!(losses.len() == 3 && losses[2] < losses[0], "{losses:?}");
     let v: serde_json::Value = serde_json::from_str(
         ok(&softprompt(&[
             "eval",
@@ -1108,7 +1109,9 @@ fn early_stopping_and_sample_vocab_init() {
         init: PromptInit::SampleVocab {
             from_first: Some(10),
         },
-        optim: OptimConfig::adamw(0.0, 0.0),
+        // a rate so small that no update changes a float32 prompt value (--lr 0 is refused):
+        // dev accuracy never improves, so patience runs out
+        optim: OptimConfig::adamw(1e-30, 0.0),
         batch_size: 8,
         max_steps: Some(100),
         eval_every: 5,

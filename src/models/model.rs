@@ -27,7 +27,13 @@ impl<B: Backend> Model<B> {
     /// Loads `config.json` and the weights of a Hugging Face folder onto `be`.
     pub fn load(be: &B, dir: &Path) -> Result<Self> {
         let cfg = ModelConfig::load(dir)?;
-        Self::from_config(be, &WeightStore::open(dir)?, cfg)
+        let store = WeightStore::open(dir)?;
+        // as transformers does, a config with fewer layers than the weights loads the first
+        // ones and says so (its "Some weights of the model checkpoint ... were not used")
+        for w in unused_layers(&cfg, store.names()) {
+            eprintln!("warning: {}: {w}", dir.join("config.json").display());
+        }
+        Self::from_config(be, &store, cfg)
     }
 
     /// The network `cfg` describes, with its weights read from `store`.
@@ -181,5 +187,87 @@ impl<B: Backend> Model<B> {
         };
         let data = be.download(buf)?;
         Ok(HostTensor::new(vec![v, self.hidden_size()], data))
+    }
+}
+
+/// For each stack whose weights hold more layers than the config names: which key says how
+/// many, and how many the weights hold. `names` are the checkpoint's tensor names.
+pub fn unused_layers<'a>(cfg: &ModelConfig, names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    // (the stack's parent and its key in the tensor names, the config key, its value)
+    let stacks: Vec<(Option<&str>, &str, &str, usize)> = match cfg {
+        ModelConfig::Bert(c) => vec![(
+            Some("encoder"),
+            "layer",
+            "num_hidden_layers",
+            c.num_hidden_layers,
+        )],
+        ModelConfig::T5(c) => vec![
+            (Some("encoder"), "block", "num_layers", c.num_layers),
+            (
+                Some("decoder"),
+                "block",
+                "num_decoder_layers",
+                c.num_decoder_layers,
+            ),
+        ],
+        ModelConfig::Bloom(c) => vec![(None, "h", "n_layer", c.num_layers)],
+        ModelConfig::Llama(c) => vec![(None, "layers", "num_hidden_layers", c.num_layers)],
+    };
+    let mut held = vec![0usize; stacks.len()];
+    for name in names {
+        let parts: Vec<&str> = name.split('.').collect();
+        for (i, w) in parts.windows(2).enumerate() {
+            let (Some(&key), Some(n)) = (w.first(), w.get(1).and_then(|n| n.parse::<usize>().ok()))
+            else {
+                continue;
+            };
+            let parent = i.checked_sub(1).and_then(|p| parts.get(p)).copied();
+            for (h, (want_parent, stack, ..)) in held.iter_mut().zip(&stacks) {
+                if key == *stack && want_parent.is_none_or(|p| parent == Some(p)) {
+                    *h = (*h).max(n + 1);
+                }
+            }
+        }
+    }
+    stacks
+        .iter()
+        .zip(held)
+        .filter(|((.., n), held)| held > n)
+        .map(|((_, _, key, n), held)| {
+            format!(
+                "`{key}` is {n} but the weights hold {held} layers: only the first {n} are \
+                 loaded (as transformers does); the other weights are not used"
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Layers past the config's count are named per stack; a config that matches the weights
+    /// says nothing.
+    #[test]
+    fn unused_layers_per_stack() {
+        let cfg = ModelConfig::load(Path::new("tests/fixtures/t5_flan")).unwrap();
+        let ModelConfig::T5(mut c) = cfg else {
+            panic!("t5")
+        };
+        let names = [
+            "encoder.block.0.layer.0.SelfAttention.q.weight",
+            "encoder.block.1.layer.1.layer_norm.weight",
+            "decoder.block.0.layer.0.SelfAttention.q.weight",
+        ];
+        c.num_layers = 2;
+        c.num_decoder_layers = 1;
+        assert!(unused_layers(&ModelConfig::T5(c.clone()), names.into_iter()).is_empty());
+        c.num_layers = 1;
+        let w = unused_layers(&ModelConfig::T5(c), names.into_iter());
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].starts_with("`num_layers` is 1 but the weights hold 2 layers"),
+            "{w:?}"
+        );
     }
 }

@@ -34,6 +34,8 @@ pub const HEAD_FILE: &str = "head.safetensors";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 const META_KEY: &str = "softprompt_checkpoint";
 pub const CHECKPOINT_FORMAT: u32 = 1;
+/// task.json's `format`
+pub const TASK_FORMAT: u64 = 1;
 
 /// The scalar part of a checkpoint (stored as JSON in the safetensors metadata).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -165,6 +167,31 @@ impl Checkpoint {
     }
 }
 
+impl Checkpoint {
+    /// The optimizer's second moments (AdamW's `v`, Adafactor's `row` and `col` factors) are
+    /// running means of squared gradients: a negative value would train NaN (its square root)
+    /// from the first resumed step.
+    pub fn check_second_moments(&self, path: &Path) -> Result<()> {
+        let second = |n: &str| {
+            n.starts_with("opt.") && [".v", ".row", ".col"].iter().any(|s| n.ends_with(s))
+        };
+        for (name, (_, data)) in self.tensors.iter().filter(|(n, _)| second(n)) {
+            if let Some(i) = data.iter().position(|x| *x < 0.0) {
+                return Err(Error::tensor(
+                    name,
+                    format!(
+                        "in {} holds a negative value ({} at flat index {i}): an optimizer's \
+                         second moment is a mean of squares, so the checkpoint is corrupt",
+                        path.display(),
+                        data.get(i).copied().unwrap_or(f32::NAN)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl TrainState {
     /// Checks what the loop indexes with: the batch plan's row indices against the `rows` of
     /// the training file, the position in the plan, the epoch and the step counts.
@@ -194,6 +221,36 @@ impl TrainState {
             return bad(format!(
                 "epoch {} / best step {} of step {} are inconsistent",
                 self.epoch, self.best_step, self.step
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the progress against the run's `total` steps: a step past the end, or a run
+    /// marked done before its end that did not stop early (`patience` evaluations without a
+    /// better one), would end a resumed run at once without a word.
+    pub fn check_progress(&self, path: &Path, total: u64, patience: Option<u32>) -> Result<()> {
+        let bad = |msg: String| {
+            Err(Error::file(
+                path,
+                format!("{msg}: the checkpoint is corrupt"),
+            ))
+        };
+        if self.step > total {
+            return bad(format!(
+                "`step` is {}, past the run's {total} steps (--max-steps, or --epochs times the \
+                 steps per epoch)",
+                self.step
+            ));
+        }
+        let stopped_early = patience.is_some_and(|p| self.evals_since_best >= p);
+        if self.done && self.step < total && !stopped_early {
+            return bad(format!(
+                "`done` is true at step {} of {total}, but the run did not stop early ({} \
+                 evaluations since the best, --patience {})",
+                self.step,
+                self.evals_since_best,
+                patience.map_or("not set".into(), |p| p.to_string())
             ));
         }
         Ok(())
@@ -245,6 +302,32 @@ pub struct SavedPrompt {
     /// the other places to look: the absolute path task.json records, the path it records
     /// relative to the prompt folder, and the typed path taken relative to the prompt folder
     pub model_abs: Vec<PathBuf>,
+    /// the architecture task.json records (`arch`: "bert", "t5", "bloom", "llama"); None for
+    /// folders written before it was recorded, and for PEFT's
+    pub arch: Option<String>,
+}
+
+impl SavedPrompt {
+    /// Checks the architecture recorded in `dir`'s task.json against that of the model it is
+    /// loaded on. A mismatch is an error, unless the user named the model (`explicit`, the
+    /// `--model` flag): then it comes back as a warning to print.
+    pub fn check_arch(&self, dir: &Path, arch: &str, explicit: bool) -> Result<Option<String>> {
+        let Some(rec) = self.arch.as_deref().filter(|&r| r != arch) else {
+            return Ok(None);
+        };
+        let msg = format!(
+            "`arch` is \"{rec}\", but the model is {arch}: a prompt trained in one \
+             architecture means nothing in another of the same width"
+        );
+        if explicit {
+            Ok(Some(format!("{}: {msg}", dir.join(TASK_FILE).display())))
+        } else {
+            Err(Error::file(
+                dir.join(TASK_FILE),
+                format!("{msg} (pass --model to use it anyway)"),
+            ))
+        }
+    }
 }
 
 /// Writes the prompt (PEFT layout), task.json and, for `cls`, head.safetensors into `dir`.
@@ -271,7 +354,7 @@ pub fn save_prompt_dir(
     }
     let mut task = spec.to_json();
     if let (Some(obj), Some(more)) = (task.as_object_mut(), extra.as_object()) {
-        obj.insert("format".into(), json!(1));
+        obj.insert("format".into(), json!(TASK_FORMAT));
         obj.insert("model".into(), json!(model_dir.display().to_string()));
         // as typed, absolute, and relative to this folder: a copied or moved folder still
         // finds its model (`eval`/`predict` try all three)
@@ -315,10 +398,20 @@ fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
 pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
     let prompt = PromptTable::load_peft(dir)?;
     let task_path = dir.join(TASK_FILE);
-    let (task, model, model_abs) = if task_path.exists() {
+    let (task, model, model_abs, arch) = if task_path.exists() {
         let text = std::fs::read_to_string(&task_path).map_err(|e| Error::io(&task_path, e))?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| Error::file(&task_path, format!("not valid JSON: {e}")))?;
+        // a future format may mean other things by the same keys
+        if let Some(f) = v.get("format").filter(|f| f.as_u64() != Some(TASK_FORMAT)) {
+            return Err(Error::file(
+                &task_path,
+                format!(
+                    "`format` is {f}, expected {TASK_FORMAT}: the folder was written by another \
+                     softprompt version; use that version, or train again"
+                ),
+            ));
+        }
         let path = |k: &str| v.get(k).and_then(|m| m.as_str()).map(PathBuf::from);
         (
             Some(TaskSpec::from_json(&v, &task_path)?),
@@ -332,9 +425,10 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
                         .map(|m| dir.join(m)),
                 )
                 .collect(),
+            v.get("arch").and_then(|a| a.as_str()).map(String::from),
         )
     } else {
-        (None, None, Vec::new())
+        (None, None, Vec::new(), None)
     };
     let head_path = dir.join(HEAD_FILE);
     let head = if head_path.exists() {
@@ -383,6 +477,7 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
         task,
         model,
         model_abs,
+        arch,
     })
 }
 

@@ -275,7 +275,23 @@ fn parse_table(
         }
     };
     let col = |name: &str, flag: &str| -> Result<Option<usize>> {
-        match header.iter().position(|h| h.trim() == name) {
+        // a repeated column would leave which one is read to chance
+        let named: Vec<usize> = (0..header.len())
+            .filter(|&i| header.get(i).is_some_and(|h| h.trim() == name))
+            .collect();
+        if named.len() > 1 {
+            return Err(Error::data(
+                path,
+                hline,
+                format!(
+                    "the header names the column \"{name}\" {} times (columns {:?}): rename \
+                     all but one",
+                    named.len(),
+                    named.iter().map(|i| i + 1).collect::<Vec<_>>()
+                ),
+            ));
+        }
+        match named.first().copied() {
             Some(i) => Ok(Some(i)),
             None if flag == "--label-field" && !spec.require_label => Ok(None),
             None => Err(Error::data(
@@ -559,6 +575,18 @@ mod tests {
             err.to_string()
                 .starts_with("a.csv:2: missing field \"label\""),
             "{err}"
+        );
+        // a repeated column is refused, naming it (the first one was read silently)
+        let err = Dataset::parse(
+            Path::new("a.csv"),
+            "text,label,text\nx,positive,y\n",
+            &spec(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a.csv:1: the header names the column \"text\" 2 times (columns [1, 3]): rename all \
+             but one"
         );
         let err = Dataset::parse(Path::new("a.csv"), "", &spec()).unwrap_err();
         assert!(

@@ -119,7 +119,13 @@ impl Task {
     /// normalizers, so its tokens are the first tokens of the whole text. When the prefix's
     /// row is cut (more tokens than `max_len`), the kept tokens are those of the whole text;
     /// otherwise the prefix grows fourfold until it is, or until it is the whole text.
+    ///
+    /// Whatever the words, no more than `max_len * 256` bytes (at least 64 KiB) reach the
+    /// tokenizer: a line without whitespace (one 10 MB "word") has no word boundary to cut at,
+    /// and tokenizing it whole took gigabytes. A text of words reaches a cut row long before
+    /// that bound (64 bytes a token already cuts it), so only such runs are cut differently.
     fn encode_text(&self, tok: &Tokenizer, text: &str) -> Result<(Vec<i32>, usize, bool)> {
+        let text = capped(text, self.spec.max_len.saturating_mul(256).max(1 << 16));
         let mut budget = self.spec.max_len.saturating_mul(64).max(4096);
         while budget < text.len() {
             let Some(prefix) = whitespace_prefix(text, budget) else {
@@ -252,6 +258,23 @@ impl Task {
     }
 }
 
+/// `text` cut to at most `cap` bytes: after its last whitespace character when that lies in
+/// the second half (whole words), else at the last character boundary.
+fn capped(text: &str, cap: usize) -> &str {
+    if text.len() <= cap {
+        return text;
+    }
+    let mut at = cap;
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let head = text.get(..at).unwrap_or_default();
+    match head.char_indices().rev().find(|(_, c)| c.is_whitespace()) {
+        Some((i, c)) if i >= at / 2 => text.get(..i + c.len_utf8()).unwrap_or(head),
+        _ => head,
+    }
+}
+
 /// The longest prefix of `text` of at most `budget` bytes that ends with a whitespace
 /// character, else the shortest longer one; None when `text` has no whitespace at all.
 fn whitespace_prefix(text: &str, budget: usize) -> Option<&str> {
@@ -328,5 +351,33 @@ mod tests {
                 })
                 .expect("the cut changed the tokens");
         }
+    }
+
+    /// A 12 MB line without whitespace tokenizes its first 64 KiB only (it was tokenized
+    /// whole, gigabytes for a 10 MB line): the row equals that of the text cut there, and is
+    /// cut to max_len. A text with whitespace still cuts after a word.
+    #[test]
+    fn a_line_without_whitespace_is_cut_by_bytes() {
+        let be = CpuBackend::<f32>::new();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let model = Model::load(&be, &dir.join("bert_mlm")).expect("fixture model");
+        let mut spec = TaskSpec::new(TaskKind::Pet, &["negative", "positive"]);
+        spec.label_words = vec!["bad".into(), "great".into()];
+        spec.max_len = 40;
+        let task = Task::new(spec, &model).expect("task");
+        let huge = "great!".repeat(2_000_000);
+        let t0 = std::time::Instant::now();
+        let row = task.encode_text(&model.tokenizer, &huge).expect("huge");
+        // tokenizing 12 MB took many seconds; 64 KiB takes milliseconds
+        assert!(t0.elapsed().as_secs_f64() < 2.0, "{:?}", t0.elapsed());
+        let short = task
+            .encode_text(&model.tokenizer, &huge[..1 << 16])
+            .expect("short");
+        assert_eq!(row, short);
+        assert!(row.2 && row.0.len() == 40);
+        assert_eq!(capped(&huge, 100), &huge[..100]);
+        assert_eq!(capped("ab cd ef", 7), "ab cd ");
+        assert_eq!(capped("a bcdefgh", 7), "a bcdef");
+        assert_eq!(capped("é", 1), "");
     }
 }

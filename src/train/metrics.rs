@@ -129,7 +129,9 @@ impl MetricsLog {
         &self.lines
     }
 
-    fn flush(&self) -> Result<()> {
+    /// Writes the log as it stands (a fresh run's empty file: --log-every 0 without a dev
+    /// split appends nothing, and the file a run says it saved must exist).
+    pub fn flush(&self) -> Result<()> {
         let mut text = self.lines.join("\n");
         if !text.is_empty() {
             text.push('\n');

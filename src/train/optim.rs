@@ -102,6 +102,21 @@ impl Schedule {
             }
         }
     }
+
+    /// A warning when the run ends inside its warm-up (`--warmup-steps` at least the total
+    /// steps): the rate never reaches `--lr`, and a linear schedule never decays. Legal (and
+    /// what transformers would do), so not an error; the command prints it.
+    pub fn warning(&self) -> Option<String> {
+        (self.warmup > 0 && self.warmup >= self.total).then(|| {
+            format!(
+                "--warmup-steps {} is not below the run's {} steps: the learning rate never \
+                 reaches --lr (at most {:.3} of it, at the last step)",
+                self.warmup,
+                self.total,
+                self.factor(self.total)
+            )
+        })
+    }
 }
 
 /// Optimizer settings.
@@ -422,6 +437,27 @@ mod tests {
         };
         let got: Vec<f64> = (1..=7).map(|s| l.factor(s)).collect();
         assert_eq!(got, [0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0]);
+    }
+
+    /// A warm-up as long as the run, or longer, is warned about (it was accepted silently);
+    /// a shorter one, or none, is not.
+    #[test]
+    fn warmup_past_the_run_warns() {
+        let s = |warmup, total| Schedule {
+            kind: ScheduleKind::Linear,
+            warmup,
+            total,
+        };
+        let w = s(100, 3).warning().unwrap();
+        assert!(
+            w.contains("--warmup-steps 100") && w.contains("3 steps"),
+            "{w}"
+        );
+        // the last step runs at (3 - 1) / 100 of --lr
+        assert!(w.contains("0.020"), "{w}");
+        assert!(s(4, 4).warning().is_some());
+        assert_eq!(s(3, 4).warning(), None);
+        assert_eq!(s(0, 0).warning(), None);
     }
 
     /// One Lester Adafactor step on a (2, 3) tensor, against numbers computed by hand from

@@ -138,6 +138,7 @@ impl<B: Backend> Trainer<'_, B> {
             // resumed (from step 0 it continues exactly as a fresh run)
             self.save_checkpoint()?;
             self.saved_step = Some(self.state.step);
+            self.log.flush()?;
         }
         // a resumed run keeps the checkpoint's window (the losses since the last line)
         self.window_start = Instant::now();
@@ -149,7 +150,10 @@ impl<B: Backend> Trainer<'_, B> {
             w.steps += 1;
             w.tokens += info.tokens as u64;
             on_event(&Event::Step(info.clone()));
-            if self.cfg.log_every > 0 && info.step % self.cfg.log_every == 0 {
+            // the last step closes its window too, so metrics.jsonl is never left unwritten
+            // (--max-steps below --log-every) and its last line covers the last steps
+            let last = info.step == self.total_steps;
+            if self.cfg.log_every > 0 && (info.step % self.cfg.log_every == 0 || last) {
                 self.log_line(&info)?;
             }
             early = self.end_step(on_event)?;
@@ -390,10 +394,10 @@ impl<B: Backend> Trainer<'_, B> {
     pub fn export(&mut self) -> Result<()> {
         let (prompt, head) = self.kept()?;
         // a non-finite prompt never replaces the last good one
-        check_finite(self.state.step, "prompt", &prompt)?;
+        self.check_finite("prompt", &prompt)?;
         if let Some(h) = &head {
-            check_finite(self.state.step, "head.weight", &h.weight)?;
-            check_finite(self.state.step, "head.bias", &h.bias)?;
+            self.check_finite("head.weight", &h.weight)?;
+            self.check_finite("head.bias", &h.bias)?;
         }
         let mut table = self.table.clone();
         table.data = prompt;
@@ -401,6 +405,9 @@ impl<B: Backend> Trainer<'_, B> {
             "step": if self.dev.is_some() && self.best.is_some() { self.state.best_step } else { self.state.step },
             "dev_accuracy": self.state.best.map(|m| m.accuracy),
             "seed": self.cfg.seed,
+            // the architecture the prompt was trained in: a prompt as wide as another model's
+            // would load there and score nonsense
+            "arch": self.model.arch_name(),
         });
         // the real init (adapter_config.json keeps a value PEFT accepts)
         if let (Some(e), Some(r)) = (
@@ -456,7 +463,7 @@ impl<B: Backend> Trainer<'_, B> {
         }
         // a non-finite value never replaces the last good checkpoint
         for (name, (_, data)) in &tensors {
-            check_finite(self.state.step, name, data)?;
+            self.check_finite(name, data)?;
         }
         Checkpoint {
             state: self.state.clone(),
@@ -464,14 +471,16 @@ impl<B: Backend> Trainer<'_, B> {
         }
         .save(&self.out.join(CHECKPOINT_FILE))
     }
-}
 
-/// Fails with `Error::NonFinite` when `data` holds NaN or ±inf.
-fn check_finite(step: u64, name: &str, data: &[f32]) -> Result<()> {
-    match data.iter().position(|x| !x.is_finite()) {
-        None => Ok(()),
-        Some(i) => Err(Error::NonFinite(format!(
-            "`{name}` holds a non-finite value (flat index {i}) at step {step}; nothing was written"
-        ))),
+    /// Fails with `Error::NonFinite` when `data` holds NaN or ±inf, saying what is still on
+    /// disk (the files of this step are not written).
+    fn check_finite(&self, name: &str, data: &[f32]) -> Result<()> {
+        match data.iter().position(|x| !x.is_finite()) {
+            None => Ok(()),
+            Some(i) => Err(self.diverged(
+                self.state.step,
+                format!("`{name}` holds a non-finite value (flat index {i})"),
+            )),
+        }
     }
 }

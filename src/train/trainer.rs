@@ -14,6 +14,7 @@ use super::metrics::{EvalMetrics, MetricsLog};
 use super::model::Model;
 use super::optim::{OptimConfig, OptimKind, Optimizer};
 use super::outdir::{self, OutLock};
+use super::spec::TaskKind;
 use super::step::Params;
 use super::task::Task;
 use super::update::optimizer_shapes;
@@ -371,7 +372,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 (state, None, MetricsLog::create(&metrics_path), None)
             }
             Some(ck) => {
-                let (state, best) = resumed_state(be, ck, &mut opt, &params, config, hash, out)?;
+                let (state, best) =
+                    resumed_state(be, ck, &mut opt, &params, (config, hash), &cfg, out)?;
                 let log = MetricsLog::resume(&metrics_path, state.step)?;
                 let at = Some(state.step);
                 (state, best, log, at)
@@ -459,6 +461,19 @@ fn precheck<B: Backend>(
             ));
         }
     }
+    // --lr 0 freezes the prompt: the run trains something only through a cls head with a
+    // --head-lr of its own
+    let head_trains = task.spec.kind == TaskKind::Cls && cfg.optim.head_lr.is_some_and(|h| h > 0.0);
+    if cfg.optim.lr <= 0.0 && !head_trains {
+        return Err(Error::arg(
+            "--lr",
+            format!(
+                "{} trains nothing: expected a number > 0 (0 freezes the prompt, which makes \
+                 sense only beside a cls head trained by --head-lr > 0)",
+                cfg.optim.lr
+            ),
+        ));
+    }
     model.check_lengths(cfg.prompt_len, Some(task.spec.max_len))?;
     let longest = |enc: &Encoded| {
         let ids = enc.rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
@@ -521,14 +536,18 @@ fn resumed_state<B: Backend>(
     ck: Checkpoint,
     opt: &mut Optimizer<B>,
     params: &Params<B>,
-    config: Value,
-    hash: String,
+    (config, hash): (Value, String),
+    cfg: &TrainConfig,
     out: &Path,
 ) -> Result<(TrainState, Option<(Vec<f32>, Option<HostClsHead>)>)> {
     if ck.state.config_hash != hash {
         let diff = checkpoint::config_diff(&ck.state.config, &config);
         return Err(other_settings(out, &diff));
     }
+    let path = out.join(CHECKPOINT_FILE);
+    ck.state
+        .check_progress(&path, cfg.optim.schedule.total, cfg.patience)?;
+    ck.check_second_moments(&path)?;
     opt.load_state(be, ck.state.step, &|n| ck.get(n).map(|d| d.to_vec()))?;
     let best = match ck.tensors.contains_key("best.prompt") {
         true => {
