@@ -994,7 +994,7 @@ fn checkpoint_negative_second_moment() {
 /// or, when the user named the model with --model, warned about.
 #[test]
 fn prompt_on_another_architecture() {
-    use softprompt::train::checkpoint::load_prompt_dir;
+    use softprompt::internals::train::checkpoint::load_prompt_dir;
     let dir = ScratchDir::new("arch");
     let run = trained(&dir, &[]);
     let task: Value =

@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 use crate::models::cls_head::HostClsHead;
 use crate::prompt::PromptTable;
-use crate::train::checkpoint::{load_prompt_dir, SavedPrompt};
+use crate::train::checkpoint::{check_arch, load_prompt_dir, SavedPrompt};
 use crate::train::spec::TaskSpec;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +29,8 @@ pub struct Prompt {
     pub(crate) dir: Option<PathBuf>,
     /// the model folders its task.json records, in the order they are tried
     pub(crate) recorded_models: Vec<PathBuf>,
+    /// the architecture its task.json records
+    pub(crate) arch: Option<String>,
 }
 
 impl Prompt {
@@ -46,6 +48,7 @@ impl Prompt {
             task: None,
             dir: None,
             recorded_models: Vec::new(),
+            arch: None,
         }
     }
 
@@ -70,6 +73,7 @@ impl Prompt {
             task,
             model,
             model_abs,
+            arch,
         } = load_prompt_dir(dir)?;
         Ok(Prompt {
             table: prompt,
@@ -77,6 +81,7 @@ impl Prompt {
             task,
             dir: Some(dir.to_path_buf()),
             recorded_models: model_abs.into_iter().chain(model).collect(),
+            arch,
         })
     }
 
@@ -137,6 +142,15 @@ impl Prompt {
     /// How the prompt was initialised, in PEFT's words (`RANDOM`, `TEXT`, `SAMPLE_VOCAB`).
     pub fn init_name(&self) -> &str {
         &self.table.init
+    }
+
+    /// The prompt's architecture (its task.json's `arch`) against `model`'s: a prompt trained
+    /// on one architecture means nothing on another of the same width. A mismatch is an error
+    /// naming task.json, unless `explicit` (the user named the model on purpose): then it is
+    /// a warning to show. Ok(None) when they agree or nothing was recorded.
+    pub fn check_arch(&self, model: &crate::Model, explicit: bool) -> Result<Option<String>> {
+        let dir = self.dir.clone().unwrap_or_default();
+        check_arch(self.arch.as_deref(), &dir, model.arch(), explicit)
     }
 
     /// The folder it was loaded from.

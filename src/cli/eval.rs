@@ -60,6 +60,9 @@ pub fn load(
         None => prompt.model_dir()?,
     };
     let model = Model::open(&model_dir, kind)?;
+    if let Some(warning) = prompt.check_arch(&model, model_flag.is_some())? {
+        eprintln!("warning: {warning}");
+    }
     let task = model.task_for(&prompt, &opts, data)?;
     if prompt.saved_task().is_none() {
         let spec = task.spec();

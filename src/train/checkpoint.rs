@@ -312,21 +312,32 @@ impl SavedPrompt {
     /// loaded on. A mismatch is an error, unless the user named the model (`explicit`, the
     /// `--model` flag): then it comes back as a warning to print.
     pub fn check_arch(&self, dir: &Path, arch: &str, explicit: bool) -> Result<Option<String>> {
-        let Some(rec) = self.arch.as_deref().filter(|&r| r != arch) else {
-            return Ok(None);
-        };
-        let msg = format!(
-            "`arch` is \"{rec}\", but the model is {arch}: a prompt trained in one \
-             architecture means nothing in another of the same width"
-        );
-        if explicit {
-            Ok(Some(format!("{}: {msg}", dir.join(TASK_FILE).display())))
-        } else {
-            Err(Error::file(
-                dir.join(TASK_FILE),
-                format!("{msg} (pass --model to use it anyway)"),
-            ))
-        }
+        check_arch(self.arch.as_deref(), dir, arch, explicit)
+    }
+}
+
+/// `recorded`, the architecture `dir`'s task.json names, against `arch`, the model's: see
+/// `SavedPrompt::check_arch`.
+pub fn check_arch(
+    recorded: Option<&str>,
+    dir: &Path,
+    arch: &str,
+    explicit: bool,
+) -> Result<Option<String>> {
+    let Some(rec) = recorded.filter(|&r| r != arch) else {
+        return Ok(None);
+    };
+    let msg = format!(
+        "`arch` is \"{rec}\", but the model is {arch}: a prompt trained in one \
+         architecture means nothing in another of the same width"
+    );
+    if explicit {
+        Ok(Some(format!("{}: {msg}", dir.join(TASK_FILE).display())))
+    } else {
+        Err(Error::file(
+            dir.join(TASK_FILE),
+            format!("{msg} (pass --model to use it anyway)"),
+        ))
     }
 }
 
