@@ -41,6 +41,40 @@ pub enum PromptInit {
 }
 
 impl PromptInit {
+    /// The init the command line's flags name: `init` is random, text, sample-vocab or
+    /// class-labels; `text` is --init-text (read only by, and needed by, text); `std` is
+    /// --init-std (random); `from_first` is --init-vocab-first (sample-vocab, class-labels).
+    pub fn from_flags(
+        init: &str,
+        text: Option<String>,
+        std: f64,
+        from_first: Option<usize>,
+    ) -> Result<PromptInit> {
+        if text.is_some() && init != "text" {
+            return Err(Error::arg(
+                "--init-text",
+                format!("is read only with --init text, and --init is {init:?}"),
+            ));
+        }
+        Ok(match init {
+            "random" => PromptInit::Random { std },
+            "text" => PromptInit::Text(
+                text.ok_or_else(|| Error::arg("--init text", "needs --init-text \"...\""))?,
+            ),
+            "sample-vocab" => PromptInit::SampleVocab { from_first },
+            "class-labels" => PromptInit::ClassLabels {
+                labels: Vec::new(),
+                from_first,
+            },
+            other => {
+                return Err(Error::arg(
+                    "--init",
+                    format!("\"{other}\": expected random, text, sample-vocab or class-labels"),
+                ))
+            }
+        })
+    }
+
     pub fn peft_name(&self) -> &'static str {
         match self {
             PromptInit::Random { .. } => "RANDOM",

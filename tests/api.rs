@@ -326,3 +326,37 @@ fn saved_task_errors_name_task_json() {
         .to_string();
     assert!(e.starts_with("invalid argument --max-len"), "{e}");
 }
+
+fn cli_train(out: &Path, extra: &[&str]) -> std::process::Output {
+    let s = |p: PathBuf| p.display().to_string();
+    Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .args(["train", "--model", &s(fixture("bert_mlm")), "--train"])
+        .args([s(sample("train")), "--out".into(), s(out.to_path_buf())])
+        .args(["--prompt-len", "4", "--no-progress"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// A warm-up as long as the run trains, with a warning that says the rate never reaches
+/// --lr; --init-text without --init text is refused (it was ignored).
+#[test]
+fn warm_up_warning_and_init_text_without_text_init() {
+    let out = cli_train(
+        &scratch("warmup"),
+        &["--max-steps", "4", "--warmup-steps", "10"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("warning: --warmup-steps 10 is not below the run's 4 steps"),
+        "{stdout}"
+    );
+    let out = cli_train(&scratch("init_text"), &["--init-text", "great movie"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--init-text") && stderr.contains("--init text"),
+        "{stderr}"
+    );
+}

@@ -1,7 +1,6 @@
 //! `Task`, and the prompt-init flags (`init`, `init_text`, `init_std`, `init_vocab_first`)
 //! as the command line reads them.
 
-use crate::errors::arg;
 use crate::kw::Kw;
 use pyo3::prelude::*;
 use softprompt::{PromptInit, Task};
@@ -62,21 +61,5 @@ pub fn prompt_init(kw: &mut Kw<'_>) -> PyResult<PromptInit> {
     let text: Option<String> = kw.take("init_text")?;
     let std: f64 = kw.get("init_std", 1.0)?;
     let from_first: Option<usize> = kw.take("init_vocab_first")?;
-    Ok(match init.as_str() {
-        "random" => PromptInit::Random { std },
-        "text" => {
-            PromptInit::Text(text.ok_or_else(|| arg("--init text", "needs --init-text \"...\""))?)
-        }
-        "sample-vocab" => PromptInit::SampleVocab { from_first },
-        "class-labels" => PromptInit::ClassLabels {
-            labels: Vec::new(),
-            from_first,
-        },
-        other => {
-            return Err(arg(
-                "--init",
-                format!("\"{other}\": expected random, text, sample-vocab or class-labels"),
-            ))
-        }
-    })
+    PromptInit::from_flags(&init, text, std, from_first).map_err(crate::errors::to_py)
 }

@@ -13,6 +13,7 @@ CASES = [
     ({"optimizer": "sgd"}, sp.InvalidArgument),
     ({"task": "bogus"}, sp.InvalidArgument),
     ({"init": "text"}, sp.InvalidArgument),
+    ({"init_text": "great movie"}, sp.InvalidArgument),
     ({"schedule": "cosine"}, sp.InvalidArgument),
     ({"template": "no slot [MASK]"}, sp.InvalidArgument),
     ({"verbalizer": "positive=great"}, sp.InvalidArgument),

@@ -3,6 +3,7 @@
 //! resume warnings, evaluations, early stopping). `softprompt train` and the Python package
 //! show the same.
 
+use crate::train::optim::Schedule;
 use crate::train::{Event, TrainConfig};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::time::Instant;
@@ -26,6 +27,8 @@ pub struct ConsoleProgress {
     d: usize,
     /// the optimizer and loop settings, printed once the trainer has accepted them
     settings: String,
+    /// the schedule, whose length the trainer's first event gives (for its warning)
+    schedule: Schedule,
 }
 
 /// "optimizer adamw lr 0.03 (Linear schedule, warm-up 0), ...": what the run trains with.
@@ -72,6 +75,7 @@ impl ConsoleProgress {
             k: labels,
             d,
             settings: settings_line(cfg),
+            schedule: cfg.optim.schedule,
         }
     }
 
@@ -96,6 +100,13 @@ impl ConsoleProgress {
         };
         let (k, d) = (self.k, self.d);
         self.say(self.settings.clone());
+        let schedule = Schedule {
+            total: *total_steps,
+            ..self.schedule
+        };
+        if let Some(w) = schedule.warning() {
+            self.say(format!("warning: {w}"));
+        }
         self.pb.set_length(*total_steps);
         self.pb.set_position(resumed_at.unwrap_or(0));
         if let Some((was, now)) = device_changed {

@@ -4,8 +4,8 @@
 use super::common::{fail, DataArgs, DeviceArgs, TaskArgs};
 use softprompt::internals::train::outdir;
 use softprompt::{
-    ConsoleProgress, Encoded, Error, Model, OptimConfig, OptimKind, PromptInit, Recompute, Result,
-    Splits, Summary, Task, TaskKind, TaskSpec, TrainConfig,
+    ConsoleProgress, Encoded, Model, OptimConfig, OptimKind, PromptInit, Recompute, Result, Splits,
+    Summary, Task, TaskKind, TaskSpec, TrainConfig,
 };
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -149,27 +149,8 @@ fn optim_config(a: &Args) -> Result<OptimConfig> {
 }
 
 fn prompt_init(a: &Args) -> Result<PromptInit> {
-    Ok(match a.init.as_str() {
-        "random" => PromptInit::Random { std: a.init_std },
-        "text" => PromptInit::Text(
-            a.init_text
-                .clone()
-                .ok_or_else(|| Error::arg("--init text", "needs --init-text \"...\""))?,
-        ),
-        "sample-vocab" => PromptInit::SampleVocab {
-            from_first: a.init_vocab_first,
-        },
-        "class-labels" => PromptInit::ClassLabels {
-            labels: Vec::new(),
-            from_first: a.init_vocab_first,
-        },
-        other => {
-            return Err(Error::arg(
-                "--init",
-                format!("\"{other}\": expected random, text, sample-vocab or class-labels"),
-            ))
-        }
-    })
+    let text = a.init_text.clone();
+    PromptInit::from_flags(&a.init, text, a.init_std, a.init_vocab_first)
 }
 
 fn encode_split(task: &Task, model: &Model, a: &Args, path: &Path, name: &str) -> Result<Encoded> {
