@@ -575,6 +575,10 @@ fn task_template_without_text() {
     task_case("template_without_text");
 }
 #[test]
+fn task_template_two_masks() {
+    task_case("template_two_masks");
+}
+#[test]
 fn task_unknown_task() {
     task_case("unknown_task");
 }

@@ -245,6 +245,20 @@ impl TaskSpec {
                 format!("`template` {template:?} must hold {TEXT_SLOT} exactly once"),
             ));
         }
+        let kind: TaskKind = s("task")?.parse().map_err(|e| field("task", e))?;
+        // what Task::new would blame on --template, named here as task.json's key
+        let masks = template.matches(MASK_SLOT).count();
+        let want = usize::from(kind == TaskKind::Pet);
+        if masks != want {
+            return Err(Error::file(
+                path,
+                format!(
+                    "`template` {template:?} holds {MASK_SLOT} {masks} times: expected {want} \
+                     for the task {}",
+                    kind.name()
+                ),
+            ));
+        }
         if !label_words.is_empty() && label_words.len() != labels.len() {
             return Err(Error::file(
                 path,
@@ -256,7 +270,7 @@ impl TaskSpec {
             ));
         }
         Ok(TaskSpec {
-            kind: s("task")?.parse().map_err(|e| field("task", e))?,
+            kind,
             template,
             labels,
             label_words,
