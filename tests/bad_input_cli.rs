@@ -991,6 +991,15 @@ fn checkpoint_negative_second_moment() {
         &softprompt(&args),
         &["opt.prompt.v", "checkpoint.safetensors", "negative"],
     );
+    // NaN is refused when the file is read
+    edit_checkpoint(&out, |ck| {
+        let v = ck.tensors.get_mut("opt.prompt.v").expect("opt.prompt.v");
+        v.1[3] = f32::NAN;
+    });
+    refused(
+        &softprompt(&args),
+        &["opt.prompt.v", "checkpoint.safetensors", "non-finite"],
+    );
 }
 
 /// task.json records the architecture; a prompt loaded on a model of another one (a Llama
