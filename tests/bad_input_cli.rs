@@ -579,6 +579,10 @@ fn task_template_two_masks() {
     task_case("template_two_masks");
 }
 #[test]
+fn task_free_targets_not_a_bool() {
+    task_case("free_targets_not_a_bool");
+}
+#[test]
 fn task_unknown_task() {
     task_case("unknown_task");
 }

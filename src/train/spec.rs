@@ -275,10 +275,16 @@ impl TaskSpec {
             labels,
             label_words,
             pooling: s("pooling")?.parse().map_err(|e| field("pooling", e))?,
-            free_targets: v
-                .get("free_targets")
-                .and_then(|x| x.as_bool())
-                .unwrap_or(false),
+            // absent in older folders; anything but a bool was read as false
+            free_targets: match v.get("free_targets") {
+                None => false,
+                Some(x) => x.as_bool().ok_or_else(|| {
+                    Error::file(
+                        path,
+                        format!("`free_targets` is {x}: expected true or false"),
+                    )
+                })?,
+            },
             max_len: at_least("max_len", 2)?,
             max_target_len: at_least("max_target_len", 1)?,
             decode: s("decode")?.parse().map_err(|e| field("decode", e))?,
