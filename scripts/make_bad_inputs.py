@@ -72,6 +72,8 @@ def main():
             "future_format": [{"format": 2}, ["task.json", "`format` is 2", "expected 1"]],
             "max_target_len_0": [{"max_target_len": 0}, ["task.json", "`max_target_len`"]],
             "template_without_text": [{"template": "It was [MASK]."}, ["task.json", "`template`"]],
+            "template_two_masks": [{"template": "{text} It was [MASK]. [MASK]"}, ["task.json", "`template`", "2 times"]],
+            "free_targets_not_a_bool": [{"free_targets": "yes"}, ["task.json", "`free_targets` is \"yes\""]],
             "unknown_task": [{"task": "regression"}, ["task.json", "`task`"]],
             "verbalizer_not_a_list": [{"verbalizer": "positive=great,negative=bad"}, ["task.json", "`verbalizer`"]],
             "verbalizer_other_labels": [{"verbalizer": [["foo", "great"], ["bar", "bad"]]}, ["task.json", "`verbalizer`", "\"foo\""]],

@@ -575,6 +575,14 @@ fn task_template_without_text() {
     task_case("template_without_text");
 }
 #[test]
+fn task_template_two_masks() {
+    task_case("template_two_masks");
+}
+#[test]
+fn task_free_targets_not_a_bool() {
+    task_case("free_targets_not_a_bool");
+}
+#[test]
 fn task_unknown_task() {
     task_case("unknown_task");
 }
@@ -986,6 +994,15 @@ fn checkpoint_negative_second_moment() {
     refused(
         &softprompt(&args),
         &["opt.prompt.v", "checkpoint.safetensors", "negative"],
+    );
+    // NaN is refused when the file is read
+    edit_checkpoint(&out, |ck| {
+        let v = ck.tensors.get_mut("opt.prompt.v").expect("opt.prompt.v");
+        v.1[3] = f32::NAN;
+    });
+    refused(
+        &softprompt(&args),
+        &["opt.prompt.v", "checkpoint.safetensors", "non-finite"],
     );
 }
 

@@ -561,6 +561,44 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Second moments (AdamW's v, Adafactor's row and col) must not be negative; a first
+    /// moment may be.
+    #[test]
+    fn negative_second_moments_are_refused() {
+        let state: TrainState = serde_json::from_value(json!({
+            "format": 1, "step": 1, "epoch": 1, "plan": [[0]], "pos": 1, "rng": Rng::new(1),
+            "best": null, "best_test": null, "best_step": 0, "evals_since_best": 0,
+            "done": false, "config_hash": "", "config": {}, "threads": 1
+        }))
+        .unwrap();
+        let ck = |name: &str, x: f32| Checkpoint {
+            state: state.clone(),
+            tensors: BTreeMap::from([(name.to_string(), (vec![2], vec![0.5, x]))]),
+        };
+        let path = Path::new("run/checkpoint.safetensors");
+        for name in [
+            "opt.prompt.v",
+            "opt.head.weight.v",
+            "opt.prompt.row",
+            "opt.prompt.col",
+        ] {
+            let err = ck(name, -0.25)
+                .check_second_moments(path)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(name)
+                    && err.contains("run/checkpoint.safetensors")
+                    && err.contains("-0.25"),
+                "{err}"
+            );
+            ck(name, 0.0).check_second_moments(path).unwrap();
+        }
+        ck("opt.prompt.m", -0.25)
+            .check_second_moments(path)
+            .unwrap();
+    }
+
     #[test]
     fn hash_and_diff() {
         assert_eq!(fnv1a(""), "cbf29ce484222325");

@@ -245,6 +245,20 @@ impl TaskSpec {
                 format!("`template` {template:?} must hold {TEXT_SLOT} exactly once"),
             ));
         }
+        let kind: TaskKind = s("task")?.parse().map_err(|e| field("task", e))?;
+        // what Task::new would blame on --template, named here as task.json's key
+        let masks = template.matches(MASK_SLOT).count();
+        let want = usize::from(kind == TaskKind::Pet);
+        if masks != want {
+            return Err(Error::file(
+                path,
+                format!(
+                    "`template` {template:?} holds {MASK_SLOT} {masks} times: expected {want} \
+                     for the task {}",
+                    kind.name()
+                ),
+            ));
+        }
         if !label_words.is_empty() && label_words.len() != labels.len() {
             return Err(Error::file(
                 path,
@@ -256,15 +270,21 @@ impl TaskSpec {
             ));
         }
         Ok(TaskSpec {
-            kind: s("task")?.parse().map_err(|e| field("task", e))?,
+            kind,
             template,
             labels,
             label_words,
             pooling: s("pooling")?.parse().map_err(|e| field("pooling", e))?,
-            free_targets: v
-                .get("free_targets")
-                .and_then(|x| x.as_bool())
-                .unwrap_or(false),
+            // absent in older folders; anything but a bool was read as false
+            free_targets: match v.get("free_targets") {
+                None => false,
+                Some(x) => x.as_bool().ok_or_else(|| {
+                    Error::file(
+                        path,
+                        format!("`free_targets` is {x}: expected true or false"),
+                    )
+                })?,
+            },
             max_len: at_least("max_len", 2)?,
             max_target_len: at_least("max_target_len", 1)?,
             decode: s("decode")?.parse().map_err(|e| field("decode", e))?,
