@@ -360,3 +360,21 @@ fn warm_up_warning_and_init_text_without_text_init() {
         "{stderr}"
     );
 }
+
+/// A prompt that leaves a row no room beside the template is named as the prompt's fault,
+/// with the longest that fits (the error blamed --max-len, which was never passed).
+#[test]
+fn a_prompt_too_long_for_the_template_names_prompt_len() {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let data = Dataset::load(&sample("train"), &DataSpec::default()).unwrap();
+    let e = model
+        .task(&TaskOptions::default(), Some(&data), 60)
+        .err()
+        .unwrap();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("--prompt-len") && msg.contains("use --prompt-len 57 or less"),
+        "{msg}"
+    );
+    assert!(model.task(&TaskOptions::default(), Some(&data), 57).is_ok());
+}

@@ -177,9 +177,11 @@ impl Model {
     ) -> Result<Task> {
         on_engine!(&self.engine, |_be, m| {
             let spec = resolve(opts, None, m, data, prompt_len)?;
-            Ok(Task {
-                inner: train::Task::new(spec, m)?,
-            })
+            let inner = train::Task::new(spec, m)?;
+            if opts.max_len.is_none() {
+                check_room(&inner, m, prompt_len)?;
+            }
+            Ok(Task { inner })
         })
     }
 
@@ -455,4 +457,22 @@ fn blame_saved(e: Error, opts: &TaskOptions, task_json: &Path) -> Error {
         task_json,
         format!("{msg} (the setting comes from this file; {flag} overrides it)"),
     )
+}
+
+/// With the default max_len (what the model's positions leave next to the prompt), a row
+/// must still have room for text beside the template: else the prompt is what is too long.
+fn check_room<B: Backend>(task: &train::Task, model: &train::Model<B>, p: usize) -> Result<()> {
+    let fixed = task.template_tokens(&model.tokenizer)?;
+    let room = task.spec.max_len;
+    if fixed < room {
+        return Ok(());
+    }
+    let most = (p + room).saturating_sub(fixed + 1);
+    Err(Error::arg(
+        "--prompt-len",
+        format!(
+            "{p} rows leave {room} of the model's positions for a row, and the template with \
+             its special tokens takes {fixed} without the text: use --prompt-len {most} or less"
+        ),
+    ))
 }

@@ -104,7 +104,8 @@ impl ConsoleProgress {
             total: *total_steps,
             ..self.schedule
         };
-        if let Some(w) = schedule.warning() {
+        // said once, when the run starts (a resumed run heard it then)
+        if let Some(w) = schedule.warning().filter(|_| resumed_at.is_none()) {
             self.say(format!("warning: {w}"));
         }
         self.pb.set_length(*total_steps);

@@ -143,6 +143,12 @@ impl Task {
         self.encode_whole(tok, text)
     }
 
+    /// Tokens a row holds with an empty text: the template's words and the special tokens.
+    pub fn template_tokens(&self, tok: &Tokenizer) -> Result<usize> {
+        let full = format!("{}{}", self.before, self.after);
+        Ok(tok.encode_with_offsets(&full)?.ids.len())
+    }
+
     /// (ids, [MASK] index, truncated) of one text, tokenized whole.
     fn encode_whole(&self, tok: &Tokenizer, text: &str) -> Result<(Vec<i32>, usize, bool)> {
         let full = format!("{}{}{}", self.before, text, self.after);
