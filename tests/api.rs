@@ -73,6 +73,8 @@ fn step_gives_pytorch_loss_and_prompt_gradient() {
     let want_grad = &reference.float("prompt_grad").unwrap().data;
     common::assert_close("prompt_grad", &out.prompt_grad, want_grad, REL_TOL);
     assert!(out.head_grad.is_none());
+    let e = model.step(&task, &prompt, &[]).err().unwrap().to_string();
+    assert!(e.contains("rows") && e.contains("empty"), "{e}");
 }
 
 /// With every default, a model of 64 positions gets max_len 64 - P (the defaults used to ask

@@ -236,6 +236,12 @@ impl Model {
     /// One training step's numbers on `rows` (one batch): the mean loss and the gradients of
     /// the prompt (and the `cls` head). Nothing is updated: a custom loop applies them.
     pub fn step(&self, task: &Task, prompt: &Prompt, rows: &[Row]) -> Result<StepOutput> {
+        if rows.is_empty() {
+            return Err(Error::arg(
+                "rows",
+                "is empty: a step needs at least one row",
+            ));
+        }
         let enc = Encoded {
             path: PathBuf::from("the batch"),
             rows: rows.to_vec(),
