@@ -236,6 +236,14 @@ impl Model {
     /// One training step's numbers on `rows` (one batch): the mean loss and the gradients of
     /// the prompt (and the `cls` head). Nothing is updated: a custom loop applies them.
     pub fn step(&self, task: &Task, prompt: &Prompt, rows: &[Row]) -> Result<StepOutput> {
+        if rows.is_empty() {
+            // a mean over no rows is no loss (it answered -0 and a zero gradient)
+            return Err(Error::shape(
+                "Model::step rows (the batch)",
+                "at least 1 row",
+                0,
+            ));
+        }
         let enc = Encoded {
             path: PathBuf::from("the batch"),
             rows: rows.to_vec(),
@@ -368,6 +376,15 @@ impl Model {
     /// PEFT's `PeftModel.from_pretrained` loads), task.json, and head.safetensors for `cls`.
     pub fn save_prompt(&self, dir: impl AsRef<Path>, prompt: &Prompt, task: &Task) -> Result<()> {
         let dir = dir.as_ref();
+        // the model's own folder is refused, and a prompt that load would refuse is not written
+        crate::train::outdir::refuse_model_folder(dir, "the folder to save in")?;
+        let bad = prompt.table.data.iter().position(|v| !v.is_finite());
+        if let Some(i) = bad {
+            return Err(Error::tensor(
+                "the prompt",
+                format!("holds a non-finite value at flat index {i}: nothing was saved"),
+            ));
+        }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         on_engine!(&self.engine, |_be, m| {
             let info = m.adapter_info(task.inner.spec.kind.peft_task_type());

@@ -134,12 +134,15 @@ pub fn prepare_fresh(dir: &Path, overwrite: bool) -> Result<()> {
 /// Refuses an output folder that holds a model (a `config.json`): a run would write its
 /// prompt, task.json and checkpoint among the model's files, and a folder with both
 /// `config.json` and `adapter_config.json` is loaded by Transformers as an adapter.
-pub fn refuse_model_folder(dir: &Path) -> Result<()> {
+/// `what` names the folder for the message (`--out`).
+pub fn refuse_model_folder(dir: &Path, what: &str) -> Result<()> {
     if dir.join("config.json").is_file() {
         return Err(Error::file(
             dir,
-            "--out holds a model (config.json): a run would write its files among the \
-             model's; train into another --out",
+            format!(
+                "{what} holds a model (config.json): a prompt would be written among the \
+                 model's files; name another folder"
+            ),
         ));
     }
     Ok(())
@@ -179,7 +182,7 @@ pub fn precheck(dir: &Path, resume: bool, overwrite: bool) -> Result<()> {
             "--out must be a folder, and this is a file",
         ));
     }
-    refuse_model_folder(dir)?;
+    refuse_model_folder(dir, "--out")?;
     if dir.is_dir() {
         drop(OutLock::acquire(dir)?);
     }
