@@ -71,6 +71,9 @@ def main():
             "max_len_0": [{"max_len": 0}, ["task.json", "`max_len`"]],
             "future_format": [{"format": 2}, ["task.json", "`format` is 2", "expected 1"]],
             "max_target_len_0": [{"max_target_len": 0}, ["task.json", "`max_target_len`"]],
+            # present with the wrong type: says what it holds (it said "missing integer")
+            "max_len_negative": [{"max_len": -5}, ["task.json", "`max_len` is -5", "non-negative integer"]],
+            "template_null": [{"template": None}, ["task.json", "`template` is null", "a string"]],
             "template_without_text": [{"template": "It was [MASK]."}, ["task.json", "`template`"]],
             "template_two_masks": [{"template": "{text} It was [MASK]. [MASK]"}, ["task.json", "`template`", "2 times"]],
             "free_targets_not_a_bool": [{"free_targets": "yes"}, ["task.json", "`free_targets` is \"yes\""]],
@@ -103,6 +106,9 @@ def main():
             "prompt_len_huge": [["--prompt-len", "10000000"], "--prompt-len"],
             "max_len_huge": [["--max-len", "1000000000"], "--max-len"],
             "threads_huge": [["--threads", "100000"], "--threads"],
+            # pet has no targets, but the value is saved and task.json refuses 0 (it trained,
+            # then failed blaming task.json)
+            "max_target_len_0_pet": [["--max-target-len", "0"], "--max-target-len"],
             "init_vocab_first_0": [["--init", "sample-vocab", "--init-vocab-first", "0"], "--init-vocab-first"],
             "verbalizer_word_not_a_string": [["--verbalizer", "{\"positive\": 3, \"negative\": \"bad\"}"], "--verbalizer"],
         },

@@ -41,6 +41,19 @@ pub enum PromptInit {
 }
 
 impl PromptInit {
+    /// A random init's standard deviation is finite and not negative (NaN gave a NaN prompt).
+    pub fn check_std(&self) -> Result<()> {
+        if let PromptInit::Random { std } = self {
+            if !(std.is_finite() && *std >= 0.0) {
+                return Err(Error::arg(
+                    "--init-std",
+                    format!("{std} is out of range: expected a finite number >= 0"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The init the command line's flags name: `init` is random, text, sample-vocab or
     /// class-labels; `text` is --init-text (read only by, and needed by, text); `std` is
     /// --init-std (random); `from_first` is --init-vocab-first (sample-vocab, class-labels).
@@ -137,7 +150,10 @@ pub struct PromptTable {
 
 impl PromptTable {
     pub fn from_data(p: usize, d: usize, data: Vec<f32>) -> Result<PromptTable> {
-        crate::error::ensure_len("prompt (P*d)", p * d, data.len())?;
+        let n = p.checked_mul(d).ok_or_else(|| {
+            Error::shape("prompt (P*d)", "a size that fits", format!("{p} x {d}"))
+        })?;
+        crate::error::ensure_len("prompt (P*d)", n, data.len())?;
         Ok(PromptTable {
             p,
             d,

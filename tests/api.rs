@@ -380,3 +380,66 @@ fn a_prompt_too_long_for_the_template_names_prompt_len() {
     );
     assert!(model.task(&TaskOptions::default(), Some(&data), 57).is_ok());
 }
+
+/// Hostile calls to the API are errors naming the thing, never an abort, a silent NaN or a
+/// write into the model folder: a prompt of 0 rows/width, NaN values or a P x d that
+/// overflows; new_prompt with 2^40 rows (it aborted on the allocation) or a NaN std; step on
+/// an empty batch (it answered loss -0); save_prompt into the model folder or of a NaN prompt.
+#[test]
+fn hostile_api_calls_are_errors() {
+    let err = |r: Result<Prompt>| r.map(|_| ()).expect_err("refused").to_string();
+    assert!(err(Prompt::from_values(0, 48, vec![])).contains("0 x 48"));
+    assert!(err(Prompt::from_values(4, 0, vec![])).contains("4 x 0"));
+    assert!(err(Prompt::from_values(usize::MAX, 2, vec![])).contains("P*d"));
+    let e = err(Prompt::from_values(1, 2, vec![0.0, f32::NAN]));
+    assert!(e.contains("flat index 1") && e.contains("NaN"), "{e}");
+
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let data = Dataset::from_pairs(
+        "d",
+        [("great", Some("positive")), ("bad", Some("negative"))],
+    );
+    let opts = TaskOptions {
+        verbalizer: Some(vec![
+            ("positive".into(), "great".into()),
+            ("negative".into(), "bad".into()),
+        ]),
+        ..TaskOptions::default()
+    };
+    let task = model.task(&opts, Some(&data), 4).unwrap();
+    let random = |std: f64| PromptInit::Random { std };
+    let e = model
+        .new_prompt(&task, 1 << 40, &random(1.0), 0)
+        .map(|_| ());
+    let e = e.expect_err("2^40 rows").to_string();
+    assert!(
+        e.contains("--prompt-len") && e.contains("max_position_embeddings"),
+        "{e}"
+    );
+    let e = model.new_prompt(&task, 4, &random(f64::NAN), 0).map(|_| ());
+    assert!(e.expect_err("NaN std").to_string().contains("--init-std"));
+
+    let mut prompt = model.new_prompt(&task, 4, &random(1.0), 0).unwrap();
+    let e = model.step(&task, &prompt, &[]).map(|_| ());
+    assert!(e
+        .expect_err("empty batch")
+        .to_string()
+        .contains("at least one row"));
+
+    let dir = scratch("hostile_api_model");
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture("bert_mlm").join(f), dir.join(f)).unwrap();
+    }
+    let e = model
+        .save_prompt(&dir, &prompt, &task)
+        .expect_err("model folder");
+    assert!(e.to_string().contains("config.json"), "{e}");
+    assert!(!dir.join("adapter_config.json").exists());
+    prompt.values_mut()[3] = f32::INFINITY;
+    let out = scratch("hostile_api_nan");
+    let e = model
+        .save_prompt(out.join("p"), &prompt, &task)
+        .expect_err("inf");
+    assert!(e.to_string().contains("flat index 3"), "{e}");
+    assert!(!out.join("p").exists());
+}

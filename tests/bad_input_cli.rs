@@ -374,6 +374,10 @@ fn flag_lr_nan() {
     flag_case("lr_nan");
 }
 #[test]
+fn flag_max_target_len_0_pet() {
+    flag_case("max_target_len_0_pet");
+}
+#[test]
 fn flag_lr_negative() {
     flag_case("lr_negative");
 }
@@ -563,6 +567,14 @@ fn task_max_len_0() {
     task_case("max_len_0");
 }
 #[test]
+fn task_max_len_negative() {
+    task_case("max_len_negative");
+}
+#[test]
+fn task_template_null() {
+    task_case("template_null");
+}
+#[test]
 fn task_future_format() {
     task_case("future_format");
 }
@@ -745,6 +757,28 @@ fn out_holding_a_run_is_not_replaced() {
         std::fs::read(run.join("notes.txt")).expect("notes"),
         b"mine"
     );
+}
+
+/// `train --out` at the model folder (with or without --overwrite) is refused and adds no
+/// file to it (it wrote the prompt, task.json and checkpoint among the model's files).
+#[test]
+fn out_at_the_model_folder_is_refused() {
+    let dir = ScratchDir::new("out_model");
+    let model = dir.copy_model("bert_mlm", "model");
+    let before = snapshot(&model);
+    for extra in [&[][..], &["--overwrite"][..]] {
+        let err = refused(
+            &softprompt(&train_args(&model, &model, extra)),
+            &["--out", "config.json"],
+        );
+        assert!(err.contains(s(&model)), "{err}");
+        assert_eq!(
+            snapshot(&model),
+            before,
+            "a refused run changed the model folder"
+        );
+        assert!(!model.join(".softprompt.lock").exists());
+    }
 }
 
 /// `predict --output` naming the data file (or a file of the prompt folder) is refused and

@@ -374,6 +374,15 @@ impl Model {
     /// PEFT's `PeftModel.from_pretrained` loads), task.json, and head.safetensors for `cls`.
     pub fn save_prompt(&self, dir: impl AsRef<Path>, prompt: &Prompt, task: &Task) -> Result<()> {
         let dir = dir.as_ref();
+        // the model's own folder is refused, and a prompt that load would refuse is not written
+        crate::train::outdir::refuse_model_folder(dir, "the folder to save in")?;
+        let bad = prompt.table.data.iter().position(|v| !v.is_finite());
+        if let Some(i) = bad {
+            return Err(Error::tensor(
+                "the prompt",
+                format!("holds a non-finite value at flat index {i}: nothing was saved"),
+            ));
+        }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         on_engine!(&self.engine, |_be, m| {
             let info = m.adapter_info(task.inner.spec.kind.peft_task_type());

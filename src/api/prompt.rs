@@ -35,7 +35,21 @@ pub struct Prompt {
 
 impl Prompt {
     /// A prompt of `rows` rows of `width` values each, `values` row-major.
+    /// Zero rows or width and non-finite values are refused, as when a prompt is loaded.
     pub fn from_values(rows: usize, width: usize, values: Vec<f32>) -> Result<Prompt> {
+        if rows == 0 || width == 0 {
+            return Err(Error::shape(
+                "Prompt::from_values (rows x width)",
+                "at least 1 x 1",
+                format!("{rows} x {width}"),
+            ));
+        }
+        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::tensor(
+                "Prompt::from_values",
+                format!("the value at flat index {i} is {v}: expected a finite number"),
+            ));
+        }
         Ok(Prompt::from_table(PromptTable::from_data(
             rows, width, values,
         )?))

@@ -223,6 +223,9 @@ impl<B: Backend> Model<B> {
         init: &PromptInit,
         rng: &mut Rng,
     ) -> Result<PromptTable> {
+        // before P x d values are allocated (the API's new_prompt aborted on 2^40 rows)
+        self.check_lengths(p, None)?;
+        init.check_std()?;
         PromptTable::init(
             p,
             init,

@@ -131,6 +131,23 @@ pub fn prepare_fresh(dir: &Path, overwrite: bool) -> Result<()> {
     Ok(())
 }
 
+/// Refuses an output folder that holds a model (a `config.json`): a run would write its
+/// prompt, task.json and checkpoint among the model's files, and a folder with both
+/// `config.json` and `adapter_config.json` is loaded by Transformers as an adapter.
+/// `what` names the folder for the message (`--out`).
+pub fn refuse_model_folder(dir: &Path, what: &str) -> Result<()> {
+    if dir.join("config.json").is_file() {
+        return Err(Error::file(
+            dir,
+            format!(
+                "{what} holds a model (config.json): a prompt would be written among the \
+                 model's files; name another folder"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses an input (`--train`, `--dev`, `--test`) that is one of the files the run writes
 /// into `dir`: `--overwrite` would delete it, and a run would write over it.
 pub fn check_inputs_kept(dir: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
@@ -165,6 +182,7 @@ pub fn precheck(dir: &Path, resume: bool, overwrite: bool) -> Result<()> {
             "--out must be a folder, and this is a file",
         ));
     }
+    refuse_model_folder(dir, "--out")?;
     if dir.is_dir() {
         drop(OutLock::acquire(dir)?);
     }

@@ -162,17 +162,22 @@ impl TaskSpec {
 
     /// Reads the object written by `to_json`; `path` is for messages.
     pub fn from_json(v: &Value, path: &Path) -> Result<TaskSpec> {
+        // a key that is there with the wrong type says what it holds (not "missing")
+        let wrong = |k: &str, what: &str| match v.get(k) {
+            None => Error::file(path, format!("missing {what} `{k}`")),
+            Some(x) => Error::file(path, format!("`{k}` is {x}: expected {what}")),
+        };
         let s = |k: &str| -> Result<String> {
             v.get(k)
                 .and_then(|x| x.as_str())
                 .map(String::from)
-                .ok_or_else(|| Error::file(path, format!("missing string `{k}`")))
+                .ok_or_else(|| wrong(k, "a string"))
         };
         let n = |k: &str| -> Result<usize> {
             v.get(k)
                 .and_then(|x| x.as_u64())
-                .map(|x| x as usize)
-                .ok_or_else(|| Error::file(path, format!("missing integer `{k}`")))
+                .and_then(|x| usize::try_from(x).ok())
+                .ok_or_else(|| wrong(k, "a non-negative integer"))
         };
         let labels: Vec<String> = v
             .get("labels")

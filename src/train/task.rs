@@ -94,7 +94,9 @@ impl Task {
         if spec.max_len < 2 {
             return Err(Error::arg("--max-len", "must be at least 2"));
         }
-        if spec.kind.has_targets() && spec.max_target_len < 1 {
+        // every task saves max_target_len and task.json refuses 0, so refuse it up front
+        // (a pet run with --max-target-len 0 trained, then failed blaming task.json)
+        if spec.max_target_len < 1 {
             return Err(Error::arg("--max-target-len", "must be at least 1"));
         }
         if spec.max_target_len > MAX_TOKENS {

@@ -96,14 +96,7 @@ impl TrainConfig {
         {
             at_least_1("--init-vocab-first", n as u64)?;
         }
-        if let PromptInit::Random { std } = self.init {
-            if !(std.is_finite() && std >= 0.0) {
-                return Err(Error::arg(
-                    "--init-std",
-                    format!("{std} is out of range: expected a finite number >= 0"),
-                ));
-            }
-        }
+        self.init.check_std()?;
         self.optim.validate()
     }
 }
@@ -361,6 +354,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let lens = train.lens();
         // nothing is written before the folder is ours, and a fresh run replaces an earlier
         // one only when asked
+        outdir::refuse_model_folder(out, "--out")?;
         let lock = OutLock::acquire(out)?;
         if ck.is_none() {
             outdir::prepare_fresh(out, cfg.overwrite)?;
