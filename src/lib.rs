@@ -70,19 +70,21 @@ pub use models::decoder::PromptPlacement;
 pub use models::heads::Pooling;
 pub use models::Recompute;
 pub use prompt::PromptInit;
+pub use prompt_encoder::EncoderKind;
 pub use train::data::{DataSpec, Dataset, Example, Format};
 pub use train::encode::{Encoded, Row};
 pub use train::optim::{OptimConfig, OptimKind, Schedule, ScheduleKind};
+pub use train::ptuning::{Method, PTuning};
 pub use train::spec::{Decode, TaskKind, TaskSpec};
 pub use train::{EvalMetrics, Event, Prediction, StepInfo, Summary, TrainConfig};
 
 /// Everything a program using softprompt needs: `use softprompt::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        parity, ConsoleProgress, DataSpec, Dataset, Decode, Device, Encoded, Error, EvalMetrics,
-        Event, Example, Format, Generation, Model, OptimConfig, OptimKind, Pooling, Precision,
-        Prediction, Prompt, PromptInit, PromptPlacement, Recompute, Result, Row, Schedule,
-        ScheduleKind, Splits, StepInfo, StepOutput, Summary, Task, TaskKind, TaskOptions, TaskSpec,
-        TrainConfig,
+        parity, ConsoleProgress, DataSpec, Dataset, Decode, Device, Encoded, EncoderKind, Error,
+        EvalMetrics, Event, Example, Format, Generation, Method, Model, OptimConfig, OptimKind,
+        PTuning, Pooling, Precision, Prediction, Prompt, PromptInit, PromptPlacement, Recompute,
+        Result, Row, Schedule, ScheduleKind, Splits, StepInfo, StepOutput, Summary, Task, TaskKind,
+        TaskOptions, TaskSpec, TrainConfig,
     };
 }

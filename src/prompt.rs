@@ -260,10 +260,12 @@ impl PromptTable {
         let cfg: Value = serde_json::from_str(&text)
             .map_err(|e| Error::file(&cfg_path, format!("not valid JSON: {e}")))?;
         let peft_type = cfg.get("peft_type").and_then(|v| v.as_str()).unwrap_or("");
-        if peft_type != "PROMPT_TUNING" {
+        // P-tuning's adapter holds its encoder's output (PEFT saves that, not the encoder):
+        // a prompt table like prompt tuning's
+        if peft_type != "PROMPT_TUNING" && peft_type != "P_TUNING" {
             return Err(Error::file(
                 &cfg_path,
-                format!("peft_type is {peft_type:?}: expected \"PROMPT_TUNING\" (prefix tuning, P-tuning and LoRA adapters are not prompt tables)"),
+                format!("peft_type is {peft_type:?}: expected \"PROMPT_TUNING\" or \"P_TUNING\" (prefix tuning and LoRA adapters are not prompt tables)"),
             ));
         }
         let p = match cfg.get("num_virtual_tokens") {
@@ -349,8 +351,10 @@ impl PromptTable {
             None,
         )?;
         let mut cfg = self.layout.config.clone().unwrap_or_else(|| json!({}));
-        let fresh = json!({
-            "peft_type": "PROMPT_TUNING",
+        // a P-tuning adapter (trained here, or loaded) stays one, without prompt tuning's keys
+        let ptuning = cfg.get("peft_type").and_then(|v| v.as_str()) == Some("P_TUNING");
+        let mut fresh = json!({
+            "peft_type": if ptuning { "P_TUNING" } else { "PROMPT_TUNING" },
             "task_type": info.task_type,
             "num_virtual_tokens": self.p,
             "token_dim": self.d,
@@ -367,6 +371,17 @@ impl PromptTable {
             "modules_to_save": null,
             "auto_mapping": null,
         });
+        if let (true, Some(f)) = (ptuning, fresh.as_object_mut()) {
+            // PromptEncoderConfig has none of these keys (PEFT warns about them)
+            for k in [
+                "prompt_tuning_init",
+                "prompt_tuning_init_text",
+                "tokenizer_name_or_path",
+                "tokenizer_kwargs",
+            ] {
+                f.remove(k);
+            }
+        }
         if let (Some(obj), Some(new)) = (cfg.as_object_mut(), fresh.as_object()) {
             for (k, v) in new {
                 // keep what a loaded PEFT config says about its own model and task

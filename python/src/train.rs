@@ -49,6 +49,8 @@ fn optim_config(kw: &mut Kw<'_>) -> PyResult<OptimConfig> {
 fn train_config(kw: &mut Kw<'_>, prompt_len: usize) -> PyResult<TrainConfig> {
     let d = TrainConfig::default();
     Ok(TrainConfig {
+        // P-tuning is not offered from Python yet: prompt tuning
+        method: d.method,
         prompt_len,
         init: prompt_init(kw)?,
         optim: optim_config(kw)?,

@@ -3,7 +3,9 @@
 //! resume warnings, evaluations, early stopping). `softprompt train` and the Python package
 //! show the same.
 
+use crate::prompt_encoder::EncoderKind;
 use crate::train::optim::Schedule;
+use crate::train::ptuning::Method;
 use crate::train::{Event, TrainConfig};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::time::Instant;
@@ -34,8 +36,21 @@ pub struct ConsoleProgress {
 /// "optimizer adamw lr 0.03 (Linear schedule, warm-up 0), ...": what the run trains with.
 fn settings_line(cfg: &TrainConfig) -> String {
     let o = &cfg.optim;
+    let method = match cfg.method {
+        Method::Prompt => String::new(),
+        Method::PTuning(pt) => {
+            let hidden = pt.hidden.map_or("d".into(), |h| h.to_string());
+            match pt.kind {
+                EncoderKind::Mlp => format!("p-tuning, MLP encoder (hidden {hidden}) | "),
+                EncoderKind::Lstm => format!(
+                    "p-tuning, LSTM encoder (hidden {hidden}, {} layers) | ",
+                    pt.num_layers
+                ),
+            }
+        }
+    };
     format!(
-        "optimizer {} lr {} ({:?} schedule, warm-up {}), weight decay {}, clip {} | batch {}, seed {}, {} threads",
+        "{method}optimizer {} lr {} ({:?} schedule, warm-up {}), weight decay {}, clip {} | batch {}, seed {}, {} threads",
         o.kind.name(), o.lr, o.schedule.kind, o.schedule.warmup, o.weight_decay,
         o.max_grad_norm.map_or("none".into(), |n| n.to_string()), cfg.batch_size, cfg.seed, cfg.threads
     )
@@ -131,10 +146,18 @@ impl ConsoleProgress {
                  the result will not be bit-identical to an uninterrupted run (resume with --threads {was} for that)"
             ));
         }
+        // P-tuning trains its encoder, whose count is not P x d
+        let prompt = match *prompt_params == self.prompt_len * d {
+            true => format!("prompt {} x {d} = {prompt_params}", self.prompt_len),
+            false => format!("prompt encoder {prompt_params}"),
+        };
         self.say(format!(
-            "trainable: prompt {} x {d} = {prompt_params}{} | {total_steps} steps ({steps_per_epoch} per epoch){}",
-            self.prompt_len,
-            if *head_params > 0 { format!(", head {k} x {d} + {k} = {head_params}") } else { String::new() },
+            "trainable: {prompt}{} | {total_steps} steps ({steps_per_epoch} per epoch){}",
+            if *head_params > 0 {
+                format!(", head {k} x {d} + {k} = {head_params}")
+            } else {
+                String::new()
+            },
             resumed_at.map_or(String::new(), |s| format!(" | resumed at step {s}"))
         ));
     }

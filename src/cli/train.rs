@@ -4,8 +4,8 @@
 use super::common::{fail, DataArgs, DeviceArgs, TaskArgs};
 use softprompt::internals::train::outdir;
 use softprompt::{
-    ConsoleProgress, Encoded, Model, OptimConfig, OptimKind, PromptInit, Recompute, Result, Splits,
-    Summary, Task, TaskKind, TaskSpec, TrainConfig,
+    ConsoleProgress, Encoded, Error, Method, Model, OptimConfig, OptimKind, PTuning, PromptInit,
+    Recompute, Result, Splits, Summary, Task, TaskKind, TaskSpec, TrainConfig,
 };
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -40,6 +40,20 @@ pub struct Args {
     data: DataArgs,
     #[command(flatten)]
     task: TaskArgs,
+
+    /// prompt (the rows are trained) or p-tuning (they come out of PEFT's prompt encoder,
+    /// which is trained)
+    #[arg(long, default_value = "prompt")]
+    method: String,
+    /// p-tuning: the encoder, mlp or lstm (PEFT's encoder_reparameterization_type; default mlp)
+    #[arg(long)]
+    encoder_reparameterization: Option<String>,
+    /// p-tuning: the encoder's hidden size (default: the model's width)
+    #[arg(long)]
+    encoder_hidden_size: Option<usize>,
+    /// p-tuning: the LSTM's layers (default 2; PEFT's MLP always has its three linears)
+    #[arg(long)]
+    encoder_num_layers: Option<usize>,
 
     /// prompt length P (virtual tokens)
     #[arg(long, default_value_t = 20)]
@@ -209,8 +223,43 @@ fn describe(s: &TaskSpec) -> String {
     }
 }
 
+/// `--method` and the encoder's flags, which apply to p-tuning only.
+fn method(a: &Args) -> Result<Method> {
+    let encoder_flags = [
+        (
+            "--encoder-reparameterization",
+            a.encoder_reparameterization.is_some(),
+        ),
+        ("--encoder-hidden-size", a.encoder_hidden_size.is_some()),
+        ("--encoder-num-layers", a.encoder_num_layers.is_some()),
+    ];
+    match a.method.as_str() {
+        "prompt" => match encoder_flags.iter().find(|(_, set)| *set) {
+            Some((flag, _)) => Err(Error::arg(
+                *flag,
+                "applies to --method p-tuning only (this run is --method prompt)",
+            )),
+            None => Ok(Method::Prompt),
+        },
+        "p-tuning" => {
+            let mut pt = PTuning::default();
+            if let Some(k) = &a.encoder_reparameterization {
+                pt.kind = k.parse()?;
+            }
+            pt.hidden = a.encoder_hidden_size.or(pt.hidden);
+            pt.num_layers = a.encoder_num_layers.unwrap_or(pt.num_layers);
+            Ok(Method::PTuning(pt))
+        }
+        other => Err(Error::arg(
+            "--method",
+            format!("\"{other}\": expected prompt or p-tuning"),
+        )),
+    }
+}
+
 fn train_config(a: &Args) -> Result<TrainConfig> {
     Ok(TrainConfig {
+        method: method(a)?,
         prompt_len: a.prompt_len,
         init: prompt_init(a)?,
         optim: optim_config(a)?,
@@ -311,5 +360,9 @@ fn print_summary(summary: &Summary, t0: Instant, a: &Args, task: &Task) {
         summary.steps,
         t0.elapsed().as_secs_f64()
     );
-    println!("saved to {} (prompt: adapter_model.safetensors, task.json{}; checkpoint.safetensors, metrics.jsonl)", a.out.display(), if task.kind() == TaskKind::Cls { ", head.safetensors" } else { "" });
+    let encoder = match a.method.as_str() {
+        "p-tuning" => ", prompt_encoder.safetensors",
+        _ => "",
+    };
+    println!("saved to {} (prompt: adapter_model.safetensors, task.json{}{encoder}; checkpoint.safetensors, metrics.jsonl)", a.out.display(), if task.kind() == TaskKind::Cls { ", head.safetensors" } else { "" });
 }

@@ -12,9 +12,10 @@ use super::data;
 use super::encode::Encoded;
 use super::eval::evaluate;
 use super::metrics::EvalMetrics;
+use super::ptuning;
 use super::step::{Grads, Params};
 use super::trainer::{Event, StepInfo, Summary, Trainer};
-use super::update::optimizer_step;
+use super::update::{encoder_step, optimizer_step};
 use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
 use crate::models::cls_head::HostClsHead;
@@ -48,6 +49,15 @@ impl<B: Backend> Trainer<'_, B> {
             .ok_or_else(|| Error::Device(format!("step {step}: the batch plan ran out")))?;
         self.state.pos += 1;
         let batch = self.task.batch(self.train, &rows)?;
+        // P-tuning: the prompt is the encoder's output, and its tape is this step's
+        let tape = match &self.encoder {
+            Some(enc) => {
+                let (prompt, tape) = enc.forward()?;
+                self.params.prompt = be.upload(DType::F32, &prompt)?;
+                Some(tape)
+            }
+            None => None,
+        };
         let mut grads = Grads::zeros(be, &self.params)?;
         let loss = self.task.loss_and_grad(
             be,
@@ -60,14 +70,13 @@ impl<B: Backend> Trainer<'_, B> {
         if !loss.is_finite() {
             return Err(self.diverged(step, format!("the loss is {loss}")));
         }
-        let (lr, grad_norm) = optimizer_step(
-            be,
-            &mut self.opt,
-            &mut self.params,
-            grads,
-            self.cfg.optim.max_grad_norm,
-        )
-        .map_err(|e| match e {
+        let max_norm = self.cfg.optim.max_grad_norm;
+        let (opt, params) = (&mut self.opt, &mut self.params);
+        let outcome = match (self.encoder.as_mut(), tape) {
+            (Some(enc), Some(tape)) => encoder_step(be, opt, params, enc, &tape, grads, max_norm),
+            _ => optimizer_step(be, opt, params, grads, max_norm),
+        };
+        let (lr, grad_norm) = outcome.map_err(|e| match e {
             Error::NonFinite(what) => self.diverged(step, what),
             e => e,
         })?;
@@ -335,6 +344,7 @@ impl<B: Backend> Trainer<'_, B> {
             self.state.best_step = step;
             self.state.evals_since_best = 0;
             self.best = Some(self.current()?);
+            self.best_encoder = self.encoder.clone();
             self.export()?;
         } else {
             self.state.evals_since_best += 1;
@@ -379,6 +389,14 @@ impl<B: Backend> Trainer<'_, B> {
         }
     }
 
+    /// P-tuning: the encoder of the kept prompt.
+    fn kept_encoder(&self) -> Option<&crate::prompt_encoder::PromptEncoder> {
+        match (&self.best_encoder, self.dev) {
+            (Some(best), Some(_)) => Some(best),
+            _ => self.encoder.as_ref(),
+        }
+    }
+
     /// The kept prompt and head on the device.
     fn kept_params(&self) -> Result<Params<B>> {
         let (prompt, head) = self.kept()?;
@@ -401,6 +419,11 @@ impl<B: Backend> Trainer<'_, B> {
         }
         let mut table = self.table.clone();
         table.data = prompt;
+        let encoder = self.kept_encoder();
+        if let Some(e) = encoder {
+            // PEFT's P_TUNING layout: its adapter holds the encoder's output
+            table.layout.config = Some(ptuning::adapter_config(&e.cfg));
+        }
         let mut extra = json!({
             "step": if self.dev.is_some() && self.best.is_some() { self.state.best_step } else { self.state.step },
             "dev_accuracy": self.state.best.map(|m| m.accuracy),
@@ -415,6 +438,9 @@ impl<B: Backend> Trainer<'_, B> {
             self.cfg.init.record(self.params.p).as_object(),
         ) {
             e.extend(r.clone());
+        }
+        if let Some(e) = encoder {
+            ptuning::save_encoder(&self.out, e)?;
         }
         checkpoint::save_prompt_dir(
             &self.out,
@@ -444,6 +470,12 @@ impl<B: Backend> Trainer<'_, B> {
             let h = h.download(be)?;
             tensors.insert("head.weight".into(), (vec![h.k, h.c], h.weight));
             tensors.insert("head.bias".into(), (vec![h.k], h.bias));
+        }
+        if let Some(e) = &self.encoder {
+            ptuning::to_tensors(e, "encoder.", &mut tensors);
+        }
+        if let (Some(e), Some(_)) = (&self.best_encoder, &self.best) {
+            ptuning::to_tensors(e, "best.encoder.", &mut tensors);
         }
         for (name, shape, data) in self.opt.state(be)? {
             tensors.insert(name, (shape, data));

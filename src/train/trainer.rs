@@ -14,15 +14,17 @@ use super::metrics::{EvalMetrics, MetricsLog};
 use super::model::Model;
 use super::optim::{OptimConfig, OptimKind, Optimizer};
 use super::outdir::{self, OutLock};
+use super::ptuning::{self, Method};
 use super::spec::TaskKind;
 use super::step::Params;
 use super::task::Task;
-use super::update::optimizer_shapes;
+use super::update::{encoder_optimizer_shapes, optimizer_shapes};
 use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
 use crate::models::cls_head::HostClsHead;
 use crate::models::Recompute;
 use crate::prompt::{PromptInit, PromptTable};
+use crate::prompt_encoder::PromptEncoder;
 use crate::rng::Rng;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -33,6 +35,8 @@ use std::time::Instant;
 /// the command line's (`softprompt train --help`).
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
+    /// prompt tuning, or P-tuning with its encoder's settings
+    pub method: Method,
     pub prompt_len: usize,
     pub init: PromptInit,
     pub optim: OptimConfig,
@@ -97,6 +101,17 @@ impl TrainConfig {
             at_least_1("--init-vocab-first", n as u64)?;
         }
         self.init.check_std()?;
+        self.method.validate()?;
+        // P-tuning's rows come out of its encoder, whose embedding starts N(0, 1) as PEFT's
+        if matches!(self.method, Method::PTuning(_))
+            && !matches!(self.init, PromptInit::Random { std } if std == 1.0)
+        {
+            return Err(Error::arg(
+                "--init",
+                "applies to --method prompt: P-tuning's encoder starts from N(0, 1) embeddings \
+                 (PEFT's), so --init and --init-std stay at their defaults",
+            ));
+        }
         self.optim.validate()
     }
 }
@@ -104,6 +119,7 @@ impl TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
+            method: Method::Prompt,
             prompt_len: 20,
             init: PromptInit::Random { std: 1.0 },
             optim: OptimConfig::defaults(OptimKind::AdamW),
@@ -199,6 +215,9 @@ pub struct Trainer<'a, B: Backend> {
     pub state: TrainState,
     /// the best prompt and head so far
     pub(super) best: Option<(Vec<f32>, Option<HostClsHead>)>,
+    /// P-tuning: the encoder whose output `params.prompt` is, and the one that gave `best`
+    pub(super) encoder: Option<PromptEncoder>,
+    pub(super) best_encoder: Option<PromptEncoder>,
     pub(super) log: MetricsLog,
     pub total_steps: u64,
     pub steps_per_epoch: u64,
@@ -230,7 +249,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
         cfg.init = resolve_init(&cfg.init, task, model)?;
         let init = cfg.init.clone();
         // separate streams: the prompt's init, and the data order
-        let table = model.init_prompt(be, cfg.prompt_len, &init, &mut prompt_init_rng(cfg.seed))?;
+        let mut rng = prompt_init_rng(cfg.seed);
+        let (p, d) = (cfg.prompt_len, model.hidden_size());
+        let (table, encoder) = match cfg.method.encoder_config(p, d) {
+            None => (model.init_prompt(be, p, &init, &mut rng)?, None),
+            Some(c) => {
+                let enc = PromptEncoder::init(c, &mut rng)?;
+                (PromptTable::from_data(p, d, enc.forward()?.0)?, Some(enc))
+            }
+        };
         let params = Params {
             prompt: be.upload(DType::F32, &table.data)?,
             p: table.p,
@@ -238,7 +265,18 @@ impl<'a, B: Backend> Trainer<'a, B> {
             head: task.new_head(table.d).map(|h| h.upload(be)).transpose()?,
         };
         Self::build(
-            be, model, task, train, dev, test, cfg, out, params, table, None,
+            be,
+            model,
+            task,
+            train,
+            dev,
+            test,
+            cfg,
+            out,
+            params,
+            table,
+            (encoder, None),
+            None,
         )
     }
 
@@ -260,18 +298,23 @@ impl<'a, B: Backend> Trainer<'a, B> {
         cfg.init = resolve_init(&cfg.init, task, model)?;
         let path = out.join(CHECKPOINT_FILE);
         let ck = Checkpoint::load(&path)?;
+        let enc_cfg = cfg
+            .method
+            .encoder_config(cfg.prompt_len, model.hidden_size());
         // the settings that fix the tensors' shapes first, so that a checkpoint of another
         // run is named as such rather than by a shape; the full comparison is in `build`
         let shaping = json!({
             "model": model.dir.display().to_string(),
             "task": task.spec.to_json(),
             "prompt_len": cfg.prompt_len,
+            "method": ptuning::settings(enc_cfg.as_ref()),
         });
         let diff = checkpoint::config_diff(
             &json!({
                 "model": ck.state.config.get("model"),
                 "task": ck.state.config.get("task"),
                 "prompt_len": ck.state.config.get("prompt_len"),
+                "method": ck.state.config.get("method"),
             }),
             &shaping,
         );
@@ -312,6 +355,17 @@ impl<'a, B: Backend> Trainer<'a, B> {
             d,
             head,
         };
+        let encoders = match enc_cfg {
+            None => (None, None),
+            Some(c) => {
+                let best = ck.tensors.contains_key("best.prompt");
+                (
+                    Some(ptuning::from_checkpoint(c, &ck, "encoder.")?),
+                    best.then(|| ptuning::from_checkpoint(c, &ck, "best.encoder."))
+                        .transpose()?,
+                )
+            }
+        };
         Self::build(
             be,
             model,
@@ -323,6 +377,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             out,
             params,
             table,
+            encoders,
             Some(ck),
         )
     }
@@ -339,6 +394,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         out: &Path,
         params: Params<B>,
         table: PromptTable,
+        (encoder, best_encoder): (Option<PromptEncoder>, Option<PromptEncoder>),
         ck: Option<Checkpoint>,
     ) -> Result<Self> {
         check_rows(model, train, cfg.prompt_len)?;
@@ -348,7 +404,17 @@ impl<'a, B: Backend> Trainer<'a, B> {
             .unwrap_or(cfg.epochs.saturating_mul(steps_per_epoch));
         let mut cfg = cfg;
         cfg.optim.schedule.total = total_steps;
-        let mut opt = Optimizer::new(be, cfg.optim, &optimizer_shapes(&params))?;
+        let mut opt = match &encoder {
+            None => Optimizer::new(be, cfg.optim, &optimizer_shapes(&params))?,
+            Some(e) => {
+                let shapes = encoder_optimizer_shapes(&e.cfg, &params);
+                let shapes: Vec<_> = shapes
+                    .iter()
+                    .map(|(n, r, c, h)| (n.as_str(), *r, *c, *h))
+                    .collect();
+                Optimizer::new(be, cfg.optim, &shapes)?
+            }
+        };
         let config = settings_json(&cfg, task, train, model, &table);
         let hash = checkpoint::fnv1a(&config.to_string());
         let lens = train.lens();
@@ -387,6 +453,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
             opt,
             state,
             best,
+            encoder,
+            best_encoder,
             log,
             total_steps,
             steps_per_epoch,
@@ -400,8 +468,12 @@ impl<'a, B: Backend> Trainer<'a, B> {
 
     /// Trainable parameters: the prompt's, and the head's.
     pub fn trainable(&self) -> (usize, usize) {
+        let prompt = match &self.encoder {
+            Some(e) => e.tensors.values().map(Vec::len).sum(),
+            None => self.params.p * self.params.d,
+        };
         (
-            self.params.p * self.params.d,
+            prompt,
             self.params.head.as_ref().map_or(0, |h| h.num_params()),
         )
     }
@@ -588,7 +660,7 @@ fn settings_json<B: Backend>(
             r.ids, r.label, r.target, r.mask_pos
         ));
     }
-    json!({
+    let mut settings = json!({
         "model": model.dir.display().to_string(),
         "task": task.spec.to_json(),
         "train_rows": checkpoint::fnv1a(&rows),
@@ -607,5 +679,15 @@ fn settings_json<B: Backend>(
         "seed": cfg.seed,
         "recompute": format!("{:?}", cfg.recompute),
         "bucket_pool": cfg.bucket_pool,
-    })
+    });
+    // only P-tuning adds a key: prompt tuning's hash stays the one of earlier checkpoints
+    let method = ptuning::settings(
+        cfg.method
+            .encoder_config(cfg.prompt_len, model.hidden_size())
+            .as_ref(),
+    );
+    if let (false, Some(obj)) = (method.is_null(), settings.as_object_mut()) {
+        obj.insert("method".into(), method);
+    }
+    settings
 }

@@ -12,15 +12,46 @@ use super::optim::{self, Optimizer};
 use super::step::{Grads, Params};
 use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
+use crate::models::cls_head::ClsHead;
+use crate::prompt_encoder::{EncoderConfig, EncoderTape, PromptEncoder};
 
 /// The optimizer shapes for `params`: the prompt (P, d), then the `cls` head's weight
 /// (K, d) and bias (1, K), in the order `optimizer_step` passes them.
 pub fn optimizer_shapes<B: Backend>(params: &Params<B>) -> Vec<(&'static str, usize, usize, bool)> {
     let mut shapes = vec![("prompt", params.p, params.d, false)];
-    if let Some(h) = &params.head {
-        shapes.push(("head.weight", h.k, h.c, true));
-        shapes.push(("head.bias", 1, h.k, true));
+    shapes.extend(head_shapes(params));
+    shapes
+}
+
+fn head_shapes<B: Backend>(params: &Params<B>) -> Vec<(&'static str, usize, usize, bool)> {
+    match &params.head {
+        Some(h) => vec![("head.weight", h.k, h.c, true), ("head.bias", 1, h.k, true)],
+        None => Vec::new(),
     }
+}
+
+/// P-tuning's optimizer shapes: every encoder tensor as `encoder.<name>` (vectors as (1, N)),
+/// in `EncoderConfig::shapes` order, then the head's, in the order `encoder_step` passes them.
+pub fn encoder_optimizer_shapes<B: Backend>(
+    enc: &EncoderConfig,
+    params: &Params<B>,
+) -> Vec<(String, usize, usize, bool)> {
+    let mut shapes: Vec<(String, usize, usize, bool)> = enc
+        .shapes()
+        .into_iter()
+        .map(|(name, shape)| {
+            let (rows, cols) = match shape.as_slice() {
+                [r, c] => (*r, *c),
+                s => (1, s.iter().product()),
+            };
+            (format!("encoder.{name}"), rows, cols, false)
+        })
+        .collect();
+    shapes.extend(
+        head_shapes(params)
+            .into_iter()
+            .map(|(n, r, c, h)| (n.to_string(), r, c, h)),
+    );
     shapes
 }
 
@@ -35,30 +66,91 @@ pub fn optimizer_step<B: Backend>(
     max_grad_norm: Option<f64>,
 ) -> Result<(f64, f64)> {
     // the buffers move into one list and back, so nothing is copied
-    let mut gbufs = vec![grads.prompt];
-    let mut pbufs = vec![std::mem::replace(
-        &mut params.prompt,
-        be.zeros(DType::F32, 0)?,
-    )];
-    if let (Some(h), Some(g)) = (params.head.as_mut(), grads.head) {
+    let prompt = std::mem::replace(&mut params.prompt, be.zeros(DType::F32, 0)?);
+    let (mut back, outcome) = update_with_head(
+        be,
+        opt,
+        params,
+        vec![prompt],
+        vec![grads.prompt],
+        grads.head,
+        max_grad_norm,
+    )?;
+    params.prompt = back.pop().ok_or_else(lost)?;
+    outcome
+}
+
+/// P-tuning's step: the engine's prompt gradient (in `grads.prompt`) goes back through the
+/// host encoder (`tape` from the forward that gave `params.prompt`); the encoder's tensors and
+/// gradients go to the device as one list with the head's, are clipped together (as
+/// transformers' `clip_grad_norm_` over all trainable parameters) and updated, and come back
+/// into `enc`; `params.prompt` becomes the updated encoder's output.
+pub fn encoder_step<B: Backend>(
+    be: &B,
+    opt: &mut Optimizer<B>,
+    params: &mut Params<B>,
+    enc: &mut PromptEncoder,
+    tape: &EncoderTape,
+    grads: Grads<B>,
+    max_grad_norm: Option<f64>,
+) -> Result<(f64, f64)> {
+    let d_prompt = be.download(&grads.prompt)?;
+    let mut g = enc.backward(tape, &d_prompt)?;
+    let names: Vec<String> = enc.cfg.shapes().into_iter().map(|(n, _)| n).collect();
+    let (mut pbufs, mut gbufs) = (Vec::new(), Vec::new());
+    for name in &names {
+        let p = enc.tensors.get(name).ok_or_else(|| missing(name))?;
+        let dp = g.remove(name).ok_or_else(|| missing(name))?;
+        pbufs.push(be.upload(DType::F32, p)?);
+        gbufs.push(be.upload(DType::F32, &dp)?);
+    }
+    let (back, outcome) =
+        update_with_head(be, opt, params, pbufs, gbufs, grads.head, max_grad_norm)?;
+    for (name, buf) in names.iter().zip(&back) {
+        enc.tensors.insert(name.clone(), be.download(buf)?);
+    }
+    let (lr, norm) = outcome?;
+    params.prompt = be.upload(DType::F32, &enc.forward()?.0)?;
+    Ok((lr, norm))
+}
+
+/// Clips and updates `pbufs` (with `gbufs`) and then the head's tensors with `head_grads`;
+/// the head goes back into `params` and `pbufs` come back, even when the update failed (its
+/// outcome is the second value).
+#[allow(clippy::type_complexity)]
+fn update_with_head<B: Backend>(
+    be: &B,
+    opt: &mut Optimizer<B>,
+    params: &mut Params<B>,
+    mut pbufs: Vec<B::Buf>,
+    mut gbufs: Vec<B::Buf>,
+    head_grads: Option<ClsHead<B>>,
+    max_grad_norm: Option<f64>,
+) -> Result<(Vec<B::Buf>, Result<(f64, f64)>)> {
+    let n = pbufs.len();
+    if let (Some(h), Some(g)) = (params.head.as_mut(), head_grads) {
         gbufs.extend([g.weight, g.bias]);
         pbufs.push(std::mem::replace(&mut h.weight, be.zeros(DType::F32, 0)?));
         pbufs.push(std::mem::replace(&mut h.bias, be.zeros(DType::F32, 0)?));
     }
     let outcome = clip_and_update(be, opt, &mut pbufs, &mut gbufs, max_grad_norm);
-    // the parameters go back into `params` even when the update failed
-    let mut pbufs = pbufs.into_iter();
-    let mut next = || {
-        pbufs
-            .next()
-            .ok_or_else(|| Error::Device("parameter buffer lost".into()))
-    };
-    params.prompt = next()?;
+    let mut rest = pbufs.split_off(n.min(pbufs.len())).into_iter();
     if let Some(h) = params.head.as_mut() {
-        h.weight = next()?;
-        h.bias = next()?;
+        h.weight = rest.next().ok_or_else(lost)?;
+        h.bias = rest.next().ok_or_else(lost)?;
     }
-    outcome
+    Ok((pbufs, outcome))
+}
+
+fn lost() -> Error {
+    Error::Device("parameter buffer lost".into())
+}
+
+fn missing(name: &str) -> Error {
+    Error::Tensor {
+        name: name.into(),
+        msg: "missing from the prompt encoder or its gradient".into(),
+    }
 }
 
 fn clip_and_update<B: Backend>(

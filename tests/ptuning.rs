@@ -1,0 +1,285 @@
+//! Training with P-tuning (`--method p-tuning`): the prompt is the output of PEFT's prompt
+//! encoder (MLP or LSTM), whose tensors are trained. The loss goes down with both encoders, a
+//! stopped run resumes bit for bit, the exported folder (PEFT's P_TUNING layout: the
+//! encoder's output, and the encoder beside it) evaluates to the accuracy the run reported,
+//! and bad settings are errors naming their flag.
+
+use softprompt::internals::prompt_encoder::{EncoderConfig, PromptEncoder};
+use softprompt::internals::weights::TensorFile;
+use softprompt::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+mod common;
+use common::{fixture, ScratchDir};
+
+/// The committed sample sentences (train 24 rows, dev 8).
+fn sample(split: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/bad_inputs/data/{split}.jsonl"))
+}
+
+fn ptuning(kind: EncoderKind) -> TrainConfig {
+    TrainConfig {
+        method: Method::PTuning(PTuning {
+            kind,
+            hidden: Some(16),
+            num_layers: 2,
+        }),
+        prompt_len: 4,
+        batch_size: 4,
+        max_steps: Some(12),
+        eval_every: 4,
+        save_every: 5,
+        log_every: 2,
+        optim: OptimConfig {
+            lr: 0.01,
+            ..OptimConfig::defaults(OptimKind::AdamW)
+        },
+        ..TrainConfig::default()
+    }
+}
+
+/// A run over the sample (train as the test split too, so that the kept prompt's score on 24
+/// rows is reported); returns the summary and every step's loss. `stop_after` stops it.
+fn run(out: &Path, cfg: &TrainConfig, stop_after: Option<u64>) -> Result<(Summary, Vec<f64>)> {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu)?;
+    let train = Dataset::load(&sample("train"), &DataSpec::default())?;
+    let dev = Dataset::load(&sample("dev"), &DataSpec::default())?;
+    let task = model.task(&TaskOptions::default(), Some(&train), cfg.prompt_len)?;
+    let (train, dev) = (model.encode(&task, &train)?, model.encode(&task, &dev)?);
+    let splits = Splits {
+        train: &train,
+        dev: Some(&dev),
+        test: Some(&train),
+    };
+    let stop = AtomicBool::new(false);
+    let mut losses = Vec::new();
+    let mut on_event = |ev: &Event| {
+        if let Event::Step(s) = ev {
+            losses.push(s.loss);
+            if stop_after.is_some_and(|n| s.step >= n) {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+    };
+    let (summary, _) = model.train_until(&task, splits, cfg, out, &mut on_event, &stop)?;
+    Ok((summary, losses))
+}
+
+fn file(dir: &Path, name: &str) -> Vec<u8> {
+    let path = dir.join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn mean(x: &[f64]) -> f64 {
+    x.iter().sum::<f64>() / x.len() as f64
+}
+
+/// Over two epochs of 6 batches, the second epoch's mean loss is well below the first's, with
+/// either encoder; the exported adapter is PEFT's P_TUNING layout, and its rows are exactly
+/// the output of the encoder saved beside it.
+#[test]
+fn loss_goes_down_and_the_export_is_the_encoders_output() {
+    for (kind, name) in [(EncoderKind::Mlp, "MLP"), (EncoderKind::Lstm, "LSTM")] {
+        let dir = ScratchDir::new(&format!("pt_down_{name}"));
+        let out = dir.path();
+        let (summary, losses) = run(out, &ptuning(kind), None).unwrap();
+        assert_eq!((summary.steps, losses.len()), (12, 12));
+        let (first, second) = (mean(&losses[..6]), mean(&losses[6..]));
+        assert!(second < 0.75 * first, "{name}: {losses:?}");
+
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&file(out, "adapter_config.json")).unwrap();
+        assert_eq!(cfg["peft_type"], "P_TUNING");
+        assert_eq!(cfg["encoder_reparameterization_type"], name);
+        assert_eq!(
+            (
+                cfg["encoder_hidden_size"].as_u64(),
+                cfg["num_virtual_tokens"].as_u64()
+            ),
+            (Some(16), Some(4))
+        );
+        assert!(cfg.get("prompt_tuning_init").is_none(), "{cfg}");
+
+        let adapter = TensorFile::read(&out.join("adapter_model.safetensors")).unwrap();
+        let rows = &adapter.floats["prompt_embeddings"];
+        assert_eq!(rows.shape, [4, 48]);
+        let enc_file = TensorFile::read(&out.join("prompt_encoder.safetensors")).unwrap();
+        let ecfg = EncoderConfig {
+            kind,
+            p: 4,
+            d: 48,
+            hidden: 16,
+            lstm_layers: 2,
+        };
+        let enc = PromptEncoder::from_tensors(ecfg, |n| {
+            enc_file
+                .floats
+                .get(n)
+                .map(|t| (t.shape.as_slice(), t.data.as_slice()))
+        })
+        .unwrap();
+        assert_eq!(enc.forward().unwrap().0, rows.data, "{name}");
+    }
+}
+
+/// A run stopped at step 7 of 12 and resumed ends where the uninterrupted run ends, bit for
+/// bit: the adapter, the encoder, and the losses of the steps after the stop (the LSTM
+/// encoder, whose state is the largest).
+#[test]
+fn stopped_run_resumes_bit_identically() {
+    let dir = ScratchDir::new("pt_stop");
+    let (whole, parts) = (dir.path().join("whole"), dir.path().join("parts"));
+    let cfg = ptuning(EncoderKind::Lstm);
+    let (_, all) = run(&whole, &cfg, None).unwrap();
+    let err = run(&parts, &cfg, Some(7)).unwrap_err();
+    assert!(matches!(err, Error::Interrupted(_)), "{err}");
+    let resume = TrainConfig {
+        resume: true,
+        ..cfg.clone()
+    };
+    let (summary, rest) = run(&parts, &resume, None).unwrap();
+    assert_eq!(summary.steps, 12);
+    assert_eq!(rest, all[7..]);
+    for f in [
+        "adapter_model.safetensors",
+        "prompt_encoder.safetensors",
+        "adapter_config.json",
+    ] {
+        assert_eq!(file(&whole, f), file(&parts, f), "{f}");
+    }
+    // other encoder settings are refused, naming the setting
+    let other = TrainConfig {
+        method: Method::PTuning(PTuning {
+            kind: EncoderKind::Lstm,
+            hidden: Some(8),
+            num_layers: 2,
+        }),
+        ..resume
+    };
+    let err = run(&parts, &other, None).unwrap_err().to_string();
+    assert!(
+        err.contains("other settings") && err.contains("encoder_hidden_size"),
+        "{err}"
+    );
+    // and so is prompt tuning over a P-tuning checkpoint
+    let prompt = TrainConfig {
+        method: Method::Prompt,
+        ..other
+    };
+    let err = run(&parts, &prompt, None).unwrap_err().to_string();
+    assert!(
+        err.contains("other settings") && err.contains("method"),
+        "{err}"
+    );
+}
+
+fn softprompt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The exported folder, read by `softprompt eval` as a prompt, scores the training rows as the
+/// run scored them with its kept prompt (the test split of `run`).
+#[test]
+fn exported_folder_evaluates_as_the_run_reported() {
+    let dir = ScratchDir::new("pt_eval");
+    let out = dir.path();
+    let cfg = TrainConfig {
+        max_steps: Some(4),
+        eval_every: 2,
+        ..ptuning(EncoderKind::Mlp)
+    };
+    let (summary, _) = run(out, &cfg, None).unwrap();
+    let test = summary.test.unwrap();
+    let s = |p: &Path| p.display().to_string();
+    let o = softprompt(&[
+        "eval",
+        "--prompt",
+        &s(out),
+        "--data",
+        &s(&sample("train")),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["accuracy"].as_f64(), Some(test.accuracy), "{v}");
+    assert_eq!(v["macro_f1"].as_f64(), Some(test.macro_f1), "{v}");
+    assert_eq!(v["examples"].as_u64(), Some(24));
+}
+
+/// Bad P-tuning settings fail before anything is written, naming the flag.
+#[test]
+fn bad_settings_name_their_flag() {
+    let dir = ScratchDir::new("pt_bad");
+    let out = dir.path();
+    let s = |p: &Path| p.display().to_string();
+    let (model, train, dir) = (s(&fixture("bert_mlm")), s(&sample("train")), s(out));
+    let base = [
+        "train",
+        "--model",
+        model.as_str(),
+        "--train",
+        train.as_str(),
+        "--out",
+        dir.as_str(),
+        "--max-steps",
+        "1",
+        "--prompt-len",
+        "2",
+    ];
+    for (extra, flag) in [
+        (
+            &["--method", "p-tuning", "--encoder-hidden-size", "0"][..],
+            "--encoder-hidden-size",
+        ),
+        (
+            &[
+                "--method",
+                "p-tuning",
+                "--encoder-reparameterization",
+                "lstm",
+                "--encoder-num-layers",
+                "0",
+            ][..],
+            "--encoder-num-layers",
+        ),
+        (
+            &[
+                "--method",
+                "p-tuning",
+                "--encoder-reparameterization",
+                "gru",
+            ][..],
+            "--encoder-reparameterization",
+        ),
+        (&["--encoder-hidden-size", "8"][..], "--encoder-hidden-size"),
+        (
+            &["--method", "prompt", "--encoder-num-layers", "1"][..],
+            "--encoder-num-layers",
+        ),
+        (&["--method", "prefix"][..], "--method"),
+        (
+            &[
+                "--method",
+                "p-tuning",
+                "--init",
+                "text",
+                "--init-text",
+                "good",
+            ][..],
+            "--init",
+        ),
+    ] {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        let o = softprompt(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{extra:?}");
+        assert!(err.contains(flag), "{extra:?}: {err}");
+        assert!(!out.join("adapter_model.safetensors").exists(), "{extra:?}");
+    }
+}
