@@ -224,7 +224,9 @@ pub fn outputs<B: Backend>(be: &B, model_dir: &Path, reference: &Reference) -> R
     };
     // P-tuning: the prompt is the encoder's output, the step's prompt gradient goes back
     // through the encoder to its parameters
-    let (prompt, tape) = encoder.forward()?;
+    let (mut prompt, tape) = encoder.forward()?;
+    // the model reads the first P rows (PEFT's seq2seq table has 2P)
+    prompt.truncate(reference.prompt.data.len());
     let mut out = step_outputs(be, &model, reference, &prompt)?;
     let d_prompt = out.get("prompt_grad").cloned().unwrap_or_default();
     for (name, grad) in encoder.backward(&tape, &d_prompt)? {

@@ -333,9 +333,21 @@ fn read_encoder(
         .and_then(|v| v.as_str())
         .unwrap_or("MLP")
         .parse()?;
+    // PEFT's seq2seq models keep num_virtual_tokens x num_transformer_submodules (2) rows in
+    // the encoder's table and feed the first num_virtual_tokens of its output to the model
+    let tables = peft
+        .get("num_transformer_submodules")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(1) as usize;
+    if !(1..=2).contains(&tables) {
+        return Err(Error::file(
+            path,
+            format!("peft_config has num_transformer_submodules {tables}: expected 1 or 2"),
+        ));
+    }
     let cfg = EncoderConfig {
         kind,
-        p: prompt.shape.first().copied().unwrap_or(0),
+        p: tables * prompt.shape.first().copied().unwrap_or(0),
         d: prompt.shape.get(1).copied().unwrap_or(0),
         hidden: size("encoder_hidden_size")?,
         lstm_layers: size("encoder_num_layers")?,

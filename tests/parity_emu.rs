@@ -473,6 +473,7 @@ fn parity_emu_f32_ptuning() {
     for (model, reference) in [
         ("bert_mlm", "bert_mlm/ref_pet_ptuning_lstm.safetensors"),
         ("qwen2", "qwen2/ref_causal_ptuning_mlp.safetensors"),
+        ("t5_v1_1", "t5_v1_1/ref_seq2seq_ptuning_lstm.safetensors"),
     ] {
         let r = Reference::read(&fixtures.join("deep").join(reference)).unwrap();
         let report = parity::run(&emu, &fixtures.join(model), &r, 1e-4).unwrap();

@@ -408,10 +408,13 @@ fn binary_parity_decoder_passes_with_table() {
     );
 }
 
-/// P-tuning (PEFT P_TUNING) references, MLP and LSTM encoders, on BERT and the decoder-only
-/// models: the encoder's output is PEFT's prompt, and the step's prompt gradient taken back
-/// through the encoder gives PEFT's gradient of every encoder tensor, at 1e-4.
-const PTUNING_REFERENCES: [(&str, &str); 5] = [
+/// P-tuning (PEFT P_TUNING) references, MLP and LSTM encoders, on BERT, T5 (whose PEFT table
+/// holds 2P rows, of which the model reads the first P) and the decoder-only models: the
+/// encoder's output is PEFT's prompt, and the step's prompt gradient taken back through the
+/// encoder gives PEFT's gradient of every encoder tensor, at 1e-4.
+const PTUNING_REFERENCES: [(&str, &str); 7] = [
+    ("t5_v1_0", "t5_v1_0/ref_seq2seq_ptuning_mlp.safetensors"),
+    ("t5_v1_1", "t5_v1_1/ref_seq2seq_ptuning_lstm.safetensors"),
     ("bert_mlm", "bert_mlm/ref_mlm_ptuning_mlp.safetensors"),
     ("bert_mlm", "bert_mlm/ref_pet_ptuning_lstm.safetensors"),
     ("bloom", "bloom/ref_causal_ptuning_mlp.safetensors"),

@@ -226,18 +226,28 @@ impl PromptEncoder {
         Ok((x, tape))
     }
 
-    /// d loss / d every parameter, by PEFT name, from `d_prompt` (P, d) = d loss / d the
-    /// prompt `forward` gave.
+    /// d loss / d every parameter, by PEFT name, from `d_prompt` (P', d) = d loss / d the
+    /// first P' <= P rows of the prompt `forward` gave (the rest had no use: zero gradient;
+    /// PEFT's seq2seq tables hold 2P rows and the model reads the first P).
     pub fn backward(
         &self,
         tape: &EncoderTape,
         d_prompt: &[f32],
     ) -> Result<BTreeMap<String, Vec<f32>>> {
         let (p, d, h) = (self.cfg.p, self.cfg.d, self.cfg.hidden);
-        crate::error::ensure_len("prompt gradient (P*d)", p * d, d_prompt.len())?;
+        if d_prompt.len() > p * d || d == 0 || !d_prompt.len().is_multiple_of(d) {
+            return Err(Error::tensor(
+                "prompt gradient",
+                format!(
+                    "has {} values: expected whole rows of {d}, at most the encoder's {p} rows",
+                    d_prompt.len()
+                ),
+            ));
+        }
         let mut grads = BTreeMap::new();
         let linears = self.mlp_linears();
         let mut dy = d_prompt.to_vec();
+        dy.resize(p * d, 0.0);
         // the MLP head in reverse: each linear's input width is the previous one's output
         for (i, (idx, n_out)) in linears.iter().enumerate().rev() {
             let n_in = match i.checked_sub(1).and_then(|j| linears.get(j)) {
