@@ -138,6 +138,21 @@ fn mixed_tasks_equal_each_prompt_alone() {
     }
 }
 
+/// Prompts of different lengths: rows of one length share batches, no row sees padding.
+#[test]
+fn mixed_prompt_lengths_equal_each_prompt_alone() {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let jobs = [
+        sentiment(&model, 4, 1),
+        topic(&model, 7, 2),
+        sentiment(&model, 2, 3),
+        topic(&model, 4, 4),
+    ];
+    for batch_size in [2, 64] {
+        check_mixed(&model, &jobs, batch_size);
+    }
+}
+
 #[test]
 fn mixed_rows_naming_no_job_are_an_error() {
     let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
