@@ -5,18 +5,11 @@
 //! pairs writes what one run per prompt writes.
 
 use softprompt::prelude::*;
-use std::path::{Path, PathBuf};
 
 mod common;
 
 /// The bound: a batch's make-up changes the last bits, nothing more.
 const REL_TOL: f64 = 1e-5;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 fn pairs(items: &[(&str, &str)]) -> Dataset {
     Dataset::from_pairs("mem", items.iter().map(|&(t, l)| (t, Some(l))))
@@ -127,7 +120,7 @@ fn check_mixed(model: &Model, jobs: &[(Task, Prompt, Encoded)], batch_size: usiz
 
 #[test]
 fn mixed_tasks_equal_each_prompt_alone() {
-    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
     let jobs = [
         sentiment(&model, 4, 1),
         topic(&model, 4, 2),
@@ -141,7 +134,7 @@ fn mixed_tasks_equal_each_prompt_alone() {
 /// Prompts of different lengths: rows of one length share batches, no row sees padding.
 #[test]
 fn mixed_prompt_lengths_equal_each_prompt_alone() {
-    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
     let jobs = [
         sentiment(&model, 4, 1),
         topic(&model, 7, 2),
@@ -155,7 +148,7 @@ fn mixed_prompt_lengths_equal_each_prompt_alone() {
 
 #[test]
 fn mixed_rows_naming_no_job_are_an_error() {
-    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
     let (task, prompt, enc) = sentiment(&model, 4, 1);
     let rows = vec![(1, enc.rows[0].clone())];
     let e = model
@@ -163,4 +156,117 @@ fn mixed_rows_naming_no_job_are_an_error() {
         .map(|_| ());
     let e = e.expect_err("job 1 of 1").to_string();
     assert!(e.contains("row 0") && e.contains("job 1"), "{e}");
+}
+
+fn cli_predict(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .arg("predict")
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "softprompt predict {args:?}: {stderr}"
+    );
+    (String::from_utf8(out.stdout).unwrap().lines())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `softprompt predict --prompt a=dir --prompt b=dir` over rows naming their prompt: each line
+/// is the one `predict --prompt dir` writes for that row alone (scores within 1e-5), plus
+/// `"prompt"`; a row naming no prompt is an error naming the line and --prompt-field.
+#[test]
+fn cli_predict_over_named_prompts_equals_one_prompt_at_a_time() {
+    let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
+    let scratch = common::ScratchDir::new("mixed_cli");
+    let dir = scratch.path();
+    let jobs = [
+        ("sent", sentiment(&model, 4, 1)),
+        ("topic", topic(&model, 6, 2)),
+    ];
+    let mut lines = String::new();
+    let mut args = vec![];
+    for (name, (task, prompt, _)) in &jobs {
+        let out = dir.join(name);
+        model.save_prompt(&out, prompt, task).unwrap();
+        args.push(format!("{name}={}", out.display()));
+    }
+    let texts = [
+        ("sent", "a great film"),
+        ("topic", "the striker scored a goal in the last minute"),
+        ("topic", "rates rose"),
+        ("sent", "dull and far too long, with nothing to say"),
+        ("sent", "fine"),
+    ];
+    for (name, text) in texts {
+        lines.push_str(&format!(
+            "{{\"text\": \"{text}\", \"prompt\": \"{name}\"}}\n"
+        ));
+    }
+    let data = dir.join("rows.jsonl");
+    std::fs::write(&data, &lines).unwrap();
+    let data_s = data.display().to_string();
+    let mut mixed_args = vec!["--data", &data_s, "--batch-size", "3"];
+    for a in &args {
+        mixed_args.extend(["--prompt", a.as_str()]);
+    }
+    let mixed = cli_predict(&mixed_args);
+    assert_eq!(mixed.len(), texts.len());
+    for (name, _) in &jobs {
+        let only = dir.join(format!("{name}.jsonl"));
+        let rows: Vec<&str> = lines
+            .lines()
+            .filter(|l| l.contains(&format!("\"{name}\"")))
+            .collect();
+        std::fs::write(&only, rows.join("\n")).unwrap();
+        let prompt_dir = dir.join(name).display().to_string();
+        let alone = cli_predict(&[
+            "--data",
+            &only.display().to_string(),
+            "--prompt",
+            &prompt_dir,
+        ]);
+        let got: Vec<&serde_json::Value> = mixed.iter().filter(|v| v["prompt"] == *name).collect();
+        assert_eq!(got.len(), alone.len(), "{name}");
+        for (g, w) in got.iter().zip(&alone) {
+            assert_eq!(
+                (&g["text"], &g["label"]),
+                (&w["text"], &w["label"]),
+                "{name}"
+            );
+            let scores = |v: &serde_json::Value| -> Vec<f64> {
+                let m = v["scores"].as_object().unwrap();
+                m.values().map(|s| s.as_f64().unwrap()).collect()
+            };
+            assert_eq!(
+                scores(g).len(),
+                jobs.iter()
+                    .find(|j| j.0 == *name)
+                    .unwrap()
+                    .1
+                     .0
+                    .labels()
+                    .len()
+            );
+            common::assert_close(&format!("{name} scores"), &scores(g), &scores(w), REL_TOL);
+        }
+    }
+    // a row naming no prompt
+    std::fs::write(
+        &data,
+        format!("{lines}{{\"text\": \"x\", \"prompt\": \"other\"}}\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .arg("predict")
+        .args(&mixed_args)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains(":6") && e.contains("--prompt-field"),
+        "{e}"
+    );
 }
