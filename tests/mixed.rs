@@ -270,3 +270,18 @@ fn cli_predict_over_named_prompts_equals_one_prompt_at_a_time() {
         "{e}"
     );
 }
+
+/// Through the kernels (the `emu` device, float32 build): the prompt table's gather in
+/// `embedding_fwd` gives each row its own prompt, as on the CPU.
+#[cfg(feature = "emu")]
+#[test]
+fn mixed_on_the_emu_device_equals_each_prompt_alone() {
+    let device = Device::parse("emu", "f32").unwrap();
+    let model = Model::open(common::fixture("bert_mlm"), device).unwrap();
+    let jobs = [
+        sentiment(&model, 4, 1),
+        topic(&model, 4, 2),
+        sentiment(&model, 3, 3),
+    ];
+    check_mixed(&model, &jobs, 64);
+}
