@@ -2,14 +2,17 @@
 // embeddings, and the prompt-row gradient. Launch configuration: src/cuda/embedding.rs.
 #include "common.cuh"
 
-// out (B, P+T, C) bf16 = concat(prompt (P, C) f32, wte[ids] (B, T, C)) + wpe[s] + wtt[type].
-// wpe, wtt, type_ids may be null (T5); prompt rows take token type 0. One block per row
-// (grid.x = B*(P+T)); each thread handles 8 consecutive columns at a time.
+// out (B, P+T, C) bf16 = concat(prompt[k_b] (P, C) f32, wte[ids] (B, T, C)) + wpe[s] + wtt[type],
+// the prompt table (K, P, C) and k_b = prompt_idx[b] (B), 0 when prompt_idx is null (one
+// prompt). wpe, wtt, type_ids may be null (T5); prompt rows take token type 0. One block per
+// row (grid.x = B*(P+T)); each thread handles 8 consecutive columns at a time.
 extern "C" __global__ void embedding_fwd(act_t* out, const float* prompt, const w_t* wte,
                                          const w_t* wpe, const w_t* wtt, const int* ids,
-                                         const int* type_ids, int b, int t, int p, int c) {
+                                         const int* type_ids, const int* prompt_idx, int b, int t,
+                                         int p, int c) {
   const int row = blockIdx.x, tt = p + t;
   const int bi = row / tt, s = row % tt;
+  const long long prow = (prompt_idx ? (long long)prompt_idx[bi] * p : 0) + s;
   const long long id = s < p ? 0 : ids[bi * t + s - p];
   const long long ty = (s >= p && type_ids) ? type_ids[bi * t + s - p] : 0;
   for (int c0 = threadIdx.x * VEC; c0 < c; c0 += blockDim.x * VEC) {
@@ -21,7 +24,7 @@ extern "C" __global__ void embedding_fwd(act_t* out, const float* prompt, const 
         x[e] = 0.0f;
         continue;
       }
-      x[e] = s < p ? prompt[(long long)s * c + ci] : ld(wte, id * c + ci);
+      x[e] = s < p ? prompt[prow * c + ci] : ld(wte, id * c + ci);
       if (wpe) x[e] += ld(wpe, (long long)s * c + ci);
       if (wtt) x[e] += ld(wtt, ty * c + ci);
     }
@@ -29,14 +32,21 @@ extern "C" __global__ void embedding_fwd(act_t* out, const float* prompt, const 
   }
 }
 
-// dprompt (P, C) f32 += sum over the batch of dout[:, 0..P, :] (B, P+T, C) bf16. One thread
-// per prompt element sums the B rows in order: deterministic, no atomics (B is small).
-extern "C" __global__ void prompt_grad_bwd(float* dprompt, const act_t* dout, int b, int t, int p,
+// dprompt (K, P, C) f32 += for each prompt k, the sum over the batch rows b with k_b = k of
+// dout[b, 0..P, :] (B, P+T, C) bf16, k_b = prompt_idx[b] (B) or 0 when null. One thread per
+// table element sums its prompt's rows in order: deterministic, no atomics (B is small).
+extern "C" __global__ void prompt_grad_bwd(float* dprompt, const act_t* dout,
+                                           const int* prompt_idx, int b, int t, int k, int p,
                                            int c) {
-  const long long n = (long long)p * c, tt = p + t;
+  const long long pc = (long long)p * c, n = k * pc, tt = p + t;
   GRID_STRIDE(i, n) {
+    const int kk = (int)(i / pc);
+    const long long j = i - kk * pc;
     float acc = 0.0f;
-    for (int bi = 0; bi < b; ++bi) acc += ld(dout, bi * tt * c + i);
+    for (int bi = 0; bi < b; ++bi) {
+      if (prompt_idx && prompt_idx[bi] != kk) continue;
+      acc += ld(dout, bi * tt * c + j);
+    }
     dprompt[i] += acc;
   }
 }

@@ -334,13 +334,15 @@ fn check_embedding(be: &CudaBackend) {
     let st = Store::of(be);
     let s = Pair::new(be);
     let mut rng = Rng::new(15);
-    // (B, T, P, C, BERT tables?)
-    for (b, t, p, c, bert) in [
-        (2, 1, 3, 12, true),
-        (3, 7, 5, 36, true),
-        (2, 97, 0, 40, false),
-        (1, 129, 20, 64, false),
-        (2, 7, 3, 36, false),
+    // (B, T, K, P, C, BERT tables?); K > 1: a table of prompts, each row naming its own
+    for (b, t, k, p, c, bert) in [
+        (2, 1, 1, 3, 12, true),
+        (3, 7, 1, 5, 36, true),
+        (2, 97, 1, 0, 40, false),
+        (1, 129, 1, 20, 64, false),
+        (2, 7, 1, 3, 36, false),
+        (5, 7, 3, 5, 36, true),
+        (7, 13, 4, 3, 40, false),
     ] {
         let v = 139;
         let wte = s.up(st.w, &randn(&mut rng, v * c, 1.0));
@@ -348,7 +350,9 @@ fn check_embedding(be: &CudaBackend) {
         let wtt = s.up(st.w, &randn(&mut rng, 2 * c, 1.0));
         let prompt = s.up(
             F32,
-            &(0..p * c).map(|_| rng.normal() as f32).collect::<Vec<_>>(),
+            &(0..k * p * c)
+                .map(|_| rng.normal() as f32)
+                .collect::<Vec<_>>(),
         );
         let ids = s.ints(
             &(0..b * t)
@@ -356,66 +360,52 @@ fn check_embedding(be: &CudaBackend) {
                 .collect::<Vec<_>>(),
         );
         let types = s.ints(&(0..b * t).map(|_| rng.below(2) as i32).collect::<Vec<_>>());
+        let idx = (k > 1).then(|| {
+            s.ints(
+                &(0..b)
+                    .map(|_| rng.below(k as u64) as i32)
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let (idx0, idx1) = (idx.as_ref().map(|x| &x.0), idx.as_ref().map(|x| &x.1));
         let mut out = s.out(st.dt, b * (p + t) * c);
-        if bert {
-            be.embedding_fwd(
-                &mut out.0,
-                &prompt.0,
-                &wte.0,
-                Some(&wpe.0),
-                Some(&wtt.0),
-                &ids.0,
-                Some(&types.0),
-                b,
-                t,
-                p,
-                c,
+        let (tab0, tab1) = if bert {
+            (
+                (Some(&wpe.0), Some(&wtt.0), Some(&types.0)),
+                (Some(&wpe.1), Some(&wtt.1), Some(&types.1)),
             )
-            .unwrap();
-            s.cpu
-                .embedding_fwd(
-                    &mut out.1,
-                    &prompt.1,
-                    &wte.1,
-                    Some(&wpe.1),
-                    Some(&wtt.1),
-                    &ids.1,
-                    Some(&types.1),
-                    b,
-                    t,
-                    p,
-                    c,
-                )
-                .unwrap();
         } else {
-            be.embedding_fwd(
-                &mut out.0, &prompt.0, &wte.0, None, None, &ids.0, None, b, t, p, c,
+            ((None, None, None), (None, None, None))
+        };
+        be.embedding_fwd(
+            &mut out.0, &prompt.0, &wte.0, tab0.0, tab0.1, &ids.0, tab0.2, idx0, b, t, k, p, c,
+        )
+        .unwrap();
+        s.cpu
+            .embedding_fwd(
+                &mut out.1, &prompt.1, &wte.1, tab1.0, tab1.1, &ids.1, tab1.2, idx1, b, t, k, p, c,
             )
             .unwrap();
-            s.cpu
-                .embedding_fwd(
-                    &mut out.1, &prompt.1, &wte.1, None, None, &ids.1, None, b, t, p, c,
-                )
-                .unwrap();
-        }
         s.check(
-            &format!("embedding_fwd B{b} T{t} P{p} C{c} bert={bert}"),
+            &format!("embedding_fwd B{b} T{t} K{k} P{p} C{c} bert={bert}"),
             &out,
             st.out,
         );
         let dout = s.up(st.dt, &randn(&mut rng, b * (p + t) * c, 1.0));
         let mut dprompt = s.up(
             F32,
-            &(0..p * c).map(|_| rng.normal() as f32).collect::<Vec<_>>(),
+            &(0..k * p * c)
+                .map(|_| rng.normal() as f32)
+                .collect::<Vec<_>>(),
         );
-        be.prompt_grad_bwd(&mut dprompt.0, &dout.0, b, t, p, c)
+        be.prompt_grad_bwd(&mut dprompt.0, &dout.0, idx0, b, t, k, p, c)
             .unwrap();
         s.cpu
-            .prompt_grad_bwd(&mut dprompt.1, &dout.1, b, t, p, c)
+            .prompt_grad_bwd(&mut dprompt.1, &dout.1, idx1, b, t, k, p, c)
             .unwrap();
         if p > 0 {
             s.check(
-                &format!("prompt_grad_bwd B{b} T{t} P{p} C{c}"),
+                &format!("prompt_grad_bwd B{b} T{t} K{k} P{p} C{c}"),
                 &dprompt,
                 F32_OUT,
             );

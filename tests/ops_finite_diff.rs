@@ -68,9 +68,11 @@ fn sum_prod(a: &[f64], b: &[f64]) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // embedding / prompt_grad
 
+/// B rows reading P prompt rows each from a table of K prompts (K = 1: no index, the one
+/// prompt), T tokens of width C, with BERT's tables or without.
 #[allow(clippy::too_many_arguments)]
-fn embedding_case(b: usize, t: usize, p: usize, c: usize, bert: bool, seed: u64) {
-    let name = format!("embedding B{b} T{t} P{p} C{c} bert={bert}");
+fn embedding_case(b: usize, t: usize, k: usize, p: usize, c: usize, bert: bool, seed: u64) {
+    let name = format!("embedding B{b} T{t} K{k} P{p} C{c} bert={bert}");
     let mut rng = Rng::new(seed);
     let v = 11;
     let wte = normals(&mut rng, v * c, 1.0);
@@ -78,8 +80,9 @@ fn embedding_case(b: usize, t: usize, p: usize, c: usize, bert: bool, seed: u64)
     let wtt = normals(&mut rng, 2 * c, 1.0);
     let ids = rand_ids(&mut rng, b * t, v);
     let types = rand_ids(&mut rng, b * t, 2);
-    let prompt = normals(&mut rng, p * c, 1.0);
+    let prompt = normals(&mut rng, k * p * c, 1.0);
     let r = normals(&mut rng, b * (p + t) * c, 1.0);
+    let idx = (k > 1).then(|| rand_ids(&mut rng, b, k));
     let (wpe_o, wtt_o, types_o) = if bert {
         (Some(&wpe[..]), Some(&wtt[..]), Some(&types[..]))
     } else {
@@ -88,19 +91,33 @@ fn embedding_case(b: usize, t: usize, p: usize, c: usize, bert: bool, seed: u64)
     let fwd = |prompt: &[f64]| -> Vec<f64> {
         let mut out = vec![f64::NAN; b * (p + t) * c];
         embedding::embedding_fwd(
-            &mut out, prompt, &wte, wpe_o, wtt_o, &ids, types_o, b, t, p, c,
+            &mut out,
+            prompt,
+            &wte,
+            wpe_o,
+            wtt_o,
+            &ids,
+            types_o,
+            idx.as_deref(),
+            b,
+            t,
+            k,
+            p,
+            c,
         )
         .expect("embedding_fwd");
         out
     };
-    // forward semantics: prompt rows take positions 0..P-1 and token type 0
+    // forward semantics: row b's prompt rows (of prompt idx[b]) take positions 0..P-1 and
+    // token type 0
     let out = fwd(&prompt);
     let mut want = vec![0.0; out.len()];
     for bi in 0..b {
+        let kb = idx.as_ref().map_or(0, |idx| idx[bi] as usize);
         for s in 0..p + t {
             for x in 0..c {
                 let mut e = if s < p {
-                    prompt[s * c + x]
+                    prompt[(kb * p + s) * c + x]
                 } else {
                     wte[ids[bi * t + s - p] as usize * c + x]
                 };
@@ -117,10 +134,10 @@ fn embedding_case(b: usize, t: usize, p: usize, c: usize, bert: bool, seed: u64)
         }
     }
     assert_close(&format!("{name}: forward"), &out, &want, tol("forward"));
-    // backward adds into dprompt
-    let pre = normals(&mut rng, p * c, 1.0);
+    // backward adds into dprompt, each row's gradient into its own prompt
+    let pre = normals(&mut rng, k * p * c, 1.0);
     let mut dprompt = pre.clone();
-    embedding::prompt_grad_bwd(&mut dprompt, &r, b, t, p, c);
+    embedding::prompt_grad_bwd(&mut dprompt, &r, idx.as_deref(), b, t, k, p, c);
     let grad: Vec<f64> = dprompt.iter().zip(&pre).map(|(d, p0)| d - p0).collect();
     let mut f = |x: &[f64]| sum_prod(&r, &fwd(x));
     check_gradient(
@@ -137,10 +154,39 @@ fn embedding_case(b: usize, t: usize, p: usize, c: usize, bert: bool, seed: u64)
 
 #[test]
 fn embedding_prompt_grad_matches_finite_differences() {
-    embedding_case(3, 5, 4, 7, true, 1);
-    embedding_case(1, 1, 1, 1, true, 2);
-    embedding_case(2, 7, 3, 13, false, 3);
-    embedding_case(2, 97, 1, 5, false, 4);
+    embedding_case(3, 5, 1, 4, 7, true, 1);
+    embedding_case(1, 1, 1, 1, 1, true, 2);
+    embedding_case(2, 7, 1, 3, 13, false, 3);
+    embedding_case(2, 97, 1, 1, 5, false, 4);
+    // a table of prompts: 5 rows over 3 prompts (one may be read by none), and 4 over 2
+    embedding_case(5, 6, 3, 4, 7, true, 5);
+    embedding_case(4, 3, 2, 2, 5, false, 6);
+}
+
+/// A prompt index outside the table is an error naming it, before any row is written.
+#[test]
+fn embedding_rejects_a_prompt_index_outside_the_table() {
+    let c = 3;
+    let wte = vec![0.0f64; 4 * c];
+    let prompt = vec![0.0f64; 2 * 2 * c];
+    let mut out = vec![0.0f64; 2 * 4 * c];
+    let err = embedding::embedding_fwd(
+        &mut out,
+        &prompt,
+        &wte,
+        None,
+        None,
+        &[1, 2, 3, 0],
+        None,
+        Some(&[1, 2][..]),
+        2,
+        2,
+        2,
+        2,
+        c,
+    )
+    .expect_err("prompt 2 of a 2-prompt table");
+    assert!(err.to_string().contains("prompt index"), "{err}");
 }
 
 #[test]
@@ -158,8 +204,10 @@ fn embedding_rejects_bad_ids_and_short_position_table() {
         None,
         &[1, 4],
         None,
+        None,
         1,
         2,
+        1,
         2,
         c,
     )
@@ -173,8 +221,10 @@ fn embedding_rejects_bad_ids_and_short_position_table() {
         None,
         &[-1, 0],
         None,
+        None,
         1,
         2,
+        1,
         2,
         c,
     )
@@ -189,8 +239,10 @@ fn embedding_rejects_bad_ids_and_short_position_table() {
         None,
         &[0, 1, 2, 3],
         None,
+        None,
         1,
         4,
+        1,
         2,
         c,
     )

@@ -6,6 +6,7 @@
 // every public item of the API is documented
 #![deny(missing_docs)]
 
+mod mixed;
 mod model;
 mod parity;
 mod progress;

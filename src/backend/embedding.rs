@@ -21,9 +21,12 @@ pub fn check_ids(name: &str, ids: &[i32], rows: usize) -> Result<()> {
 op_family! {
     /// The input embedding with the prompt in front, and the prompt rows' gradient.
     pub trait EmbeddingOps {
-        /// out (B, P+T, C) = concat(prompt (P, C), wte[ids] (B, T, C)) along the sequence,
-        /// plus, for BERT, wpe[position] and wtt[token type] on every row (prompt rows
-        /// included: they take positions 0..P-1 and token type 0, as PEFT feeds them).
+        /// out (B, P+T, C) = concat(prompt[k_b] (P, C), wte[ids] (B, T, C)) along the
+        /// sequence, plus, for BERT, wpe[position] and wtt[token type] on every row (prompt
+        /// rows included: they take positions 0..P-1 and token type 0, as PEFT feeds them).
+        /// The prompt is a table of K prompts of P rows each, (K, P, C); row b reads prompt
+        /// k_b = prompt_idx[b] (B, I32), every row prompt 0 without an index (K = 1: one
+        /// prompt, as before the table).
         fn embedding_fwd(
             &self,
             out: &mut Self::Buf,
@@ -33,19 +36,24 @@ op_family! {
             wtt: Option<&Self::Buf>,
             ids: &Self::Buf,
             type_ids: Option<&Self::Buf>,
+            prompt_idx: Option<&Self::Buf>,
             b: usize,
             t: usize,
+            k: usize,
             p: usize,
             c: usize,
         ) -> Result<()>;
-        /// dprompt (P, C) F32 += the prompt rows of dout (B, P+T, C), summed over the batch:
-        /// the one gradient that reaches a trainable tensor.
+        /// dprompt (K, P, C) F32 += the prompt rows of dout (B, P+T, C), each row's into its
+        /// own prompt k_b = prompt_idx[b] (prompt 0 without an index), summed over the batch
+        /// in row order (deterministic): the one gradient that reaches a trainable tensor.
         fn prompt_grad_bwd(
             &self,
             dprompt: &mut Self::Buf,
             dout: &Self::Buf,
+            prompt_idx: Option<&Self::Buf>,
             b: usize,
             t: usize,
+            k: usize,
             p: usize,
             c: usize,
         ) -> Result<()>;

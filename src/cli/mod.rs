@@ -8,6 +8,7 @@ mod inspect;
 mod kernels;
 mod parity;
 mod predict;
+mod predict_mixed;
 mod profile;
 mod train;
 

@@ -1,35 +1,40 @@
 //! `softprompt predict`: one JSON line per input row, with the predicted label and the
-//! per-label scores.
+//! per-label scores. With several `--prompt name=dir` pairs each row names its prompt
+//! (`predict_mixed.rs`).
 
 use super::common::{fail, DataArgs, DeviceArgs, TaskArgs};
 use super::eval::load;
 use serde_json::{json, Map, Value};
-use softprompt::{Error, Result};
+use softprompt::{Error, Example, Model, Prediction, Result, Row};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// prompt folder (from `softprompt train`, or PEFT's with the task flags)
-    #[arg(long)]
-    prompt: PathBuf,
+    /// prompt folder (from `softprompt train`, or PEFT's with the task flags); or, given once
+    /// or more as name=dir, the prompts the rows name in their --prompt-field, batched together
+    #[arg(long, required = true)]
+    pub(super) prompt: Vec<String>,
+    /// with name=dir prompts: the field (JSON key or column name) naming each row's prompt
+    #[arg(long, default_value = "prompt")]
+    pub(super) prompt_field: String,
     /// input rows (jsonl, tsv or csv); labels are not needed
     #[arg(long)]
-    data: PathBuf,
+    pub(super) data: PathBuf,
     /// model folder (default: the one recorded with the prompt)
     #[arg(long)]
-    model: Option<PathBuf>,
+    pub(super) model: Option<PathBuf>,
     /// write here instead of stdout (atomically)
     #[arg(long)]
-    output: Option<PathBuf>,
+    pub(super) output: Option<PathBuf>,
     #[arg(long, default_value_t = 64)]
-    batch_size: usize,
+    pub(super) batch_size: usize,
     #[command(flatten)]
-    fields: DataArgs,
+    pub(super) fields: DataArgs,
     #[command(flatten)]
-    task: TaskArgs,
+    pub(super) task: TaskArgs,
     #[command(flatten)]
-    device: DeviceArgs,
+    pub(super) device: DeviceArgs,
 }
 
 pub fn run(args: Args) -> i32 {
@@ -41,16 +46,14 @@ pub fn run(args: Args) -> i32 {
 
 /// `--output` must not replace a file the command reads: the data, the prompt's files or the
 /// model's.
-fn check_output(a: &Args, model_dir: &Path) -> Result<()> {
+pub(super) fn check_output(a: &Args, prompts: &[&Path], model_dir: &Path) -> Result<()> {
     let Some(out) = &a.output else {
         return Ok(());
     };
     check_writable_file(out)?;
     let mut inputs = vec![(a.data.clone(), "the --data file")];
-    for (dir, what) in [
-        (a.prompt.as_path(), "a file of the --prompt folder"),
-        (model_dir, "a file of the model folder"),
-    ] {
+    let folders = (prompts.iter()).map(|&d| (d, "a file of a --prompt folder"));
+    for (dir, what) in folders.chain([(model_dir, "a file of the model folder")]) {
         if let Ok(entries) = std::fs::read_dir(dir) {
             inputs.extend(entries.flatten().map(|e| (e.path(), what)));
         }
@@ -99,67 +102,87 @@ fn check_writable_file(out: &Path) -> Result<()> {
 }
 
 fn predict(a: &Args) -> Result<()> {
+    if let Some(pairs) = super::predict_mixed::named_prompts(&a.prompt)? {
+        return super::predict_mixed::predict(a, &pairs);
+    }
+    let prompt_dir = PathBuf::from(a.prompt.first().map_or("", String::as_str));
     // before anything runs (the model folder is checked again once it is known)
-    check_output(a, &a.prompt)?;
+    check_output(a, &[&prompt_dir], &prompt_dir)?;
     let mut data = a.fields.load(&a.data, false)?;
     let l = load(
         &a.device,
-        &a.prompt,
+        &prompt_dir,
         a.model.as_deref(),
         &a.task,
         Some(&data),
     )?;
-    check_output(a, l.model.dir())?;
+    check_output(a, &[&prompt_dir], l.model.dir())?;
     // predictions need no gold labels (and an unknown one must not stop them)
     data.examples.iter_mut().for_each(|e| e.label = None);
     let enc = l.model.encode(&l.task, &data)?;
     let preds = l.model.predict(&l.task, &l.prompt, &enc, a.batch_size)?;
-    let labels = l.task.labels();
     let mut out = String::new();
     for ((ex, row), p) in data.examples.iter().zip(&enc.rows).zip(&preds) {
-        let mut obj = Map::new();
-        obj.insert("line".into(), json!(ex.line));
-        obj.insert("text".into(), json!(ex.text));
-        if p.scores.is_empty() {
-            let text = l.model.detokenize(&p.ids)?;
-            let label = p
-                .class
-                .and_then(|c| labels.get(c))
-                .cloned()
-                .unwrap_or_else(|| text.clone());
-            obj.insert("label".into(), json!(label));
-            obj.insert("output".into(), json!(text));
-            obj.insert("score".into(), json!(p.score));
-        } else {
-            let label = p
-                .class
-                .and_then(|c| labels.get(c))
-                .cloned()
-                .unwrap_or_default();
-            obj.insert("label".into(), json!(label));
-            let scores: Map<String, Value> = labels
-                .iter()
-                .zip(&p.scores)
-                .map(|(k, &s)| (k.clone(), json!(s)))
-                .collect();
-            obj.insert("scores".into(), Value::Object(scores));
-        }
-        if row.truncated {
-            obj.insert("truncated".into(), json!(true));
-        }
+        let obj = row_json(&l.model, l.task.labels(), ex, row, p)?;
         out.push_str(&Value::Object(obj).to_string());
         out.push('\n');
     }
+    let note = format!(
+        "{} truncated to {} tokens",
+        enc.truncated,
+        l.task.spec().max_len
+    );
+    write_predictions(a, &out, preds.len(), &note)
+}
+
+/// One row's output line: its line and text, the label with the per-label scores (or the
+/// generated text), and whether the text was cut.
+pub(super) fn row_json(
+    model: &Model,
+    labels: &[String],
+    ex: &Example,
+    row: &Row,
+    p: &Prediction,
+) -> Result<Map<String, Value>> {
+    let mut obj = Map::new();
+    obj.insert("line".into(), json!(ex.line));
+    obj.insert("text".into(), json!(ex.text));
+    if p.scores.is_empty() {
+        let text = model.detokenize(&p.ids)?;
+        let label = p
+            .class
+            .and_then(|c| labels.get(c))
+            .cloned()
+            .unwrap_or_else(|| text.clone());
+        obj.insert("label".into(), json!(label));
+        obj.insert("output".into(), json!(text));
+        obj.insert("score".into(), json!(p.score));
+    } else {
+        let label = p
+            .class
+            .and_then(|c| labels.get(c))
+            .cloned()
+            .unwrap_or_default();
+        obj.insert("label".into(), json!(label));
+        let scores: Map<String, Value> = labels
+            .iter()
+            .zip(&p.scores)
+            .map(|(k, &s)| (k.clone(), json!(s)))
+            .collect();
+        obj.insert("scores".into(), Value::Object(scores));
+    }
+    if row.truncated {
+        obj.insert("truncated".into(), json!(true));
+    }
+    Ok(obj)
+}
+
+/// The lines to --output (atomically, with a note on stderr) or to stdout.
+pub(super) fn write_predictions(a: &Args, out: &str, n: usize, note: &str) -> Result<()> {
     match &a.output {
         Some(path) => {
             softprompt::internals::fsutil::write_atomic(path, out.as_bytes())?;
-            eprintln!(
-                "wrote {} predictions to {} ({} truncated to {} tokens)",
-                preds.len(),
-                path.display(),
-                enc.truncated,
-                l.task.spec().max_len
-            );
+            eprintln!("wrote {n} predictions to {} ({note})", path.display());
         }
         None => match std::io::stdout().write_all(out.as_bytes()) {
             // a closed pipe (`| head`) is the reader's choice, not an error

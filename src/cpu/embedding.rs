@@ -10,9 +10,10 @@ use crate::backend::{check_ids, EmbeddingOps};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
-/// out (B, P+T, C) = concat(prompt (P, C), wte[ids] (B, T, C)) along the sequence,
+/// out (B, P+T, C) = concat(prompt[k_b] (P, C), wte[ids] (B, T, C)) along the sequence,
 /// plus, for BERT, wpe[position] and wtt[token type] on every row (prompt rows included:
-/// they take positions 0..P-1 and token type 0, as PEFT feeds them).
+/// they take positions 0..P-1 and token type 0, as PEFT feeds them). `prompt` is the table
+/// (K, P, C); row b reads prompt k_b = prompt_idx[b] (B), prompt 0 without an index.
 #[allow(clippy::too_many_arguments)]
 pub fn embedding_fwd<F: Real>(
     out: &mut [F],
@@ -22,14 +23,20 @@ pub fn embedding_fwd<F: Real>(
     wtt: Option<&[F]>,
     ids: &[i32],
     type_ids: Option<&[i32]>,
+    prompt_idx: Option<&[i32]>,
     b: usize,
     t: usize,
+    k: usize,
     p: usize,
     c: usize,
 ) -> Result<()> {
     let tt = p + t;
     debug_assert!(out.len() == b * tt * c && ids.len() == b * t);
+    debug_assert!(prompt.len() >= k * p * c);
     check_ids("input_ids", ids, wte.len() / c.max(1))?;
+    if let Some(idx) = prompt_idx {
+        check_ids("prompt index", idx, k)?;
+    }
     if let Some(wtt) = wtt {
         // rows without token types take type 0, so the table needs at least that row
         check_ids(
@@ -50,7 +57,9 @@ pub fn embedding_fwd<F: Real>(
     out.par_chunks_mut(c).enumerate().for_each(|(row, dst)| {
         let (bi, s) = (row / tt, row % tt);
         let src = if s < p {
-            &prompt[s * c..(s + 1) * c]
+            let kb = prompt_idx.map_or(0, |idx| idx[bi] as usize);
+            let r = kb * p + s;
+            &prompt[r * c..(r + 1) * c]
         } else {
             let id = ids[bi * t + s - p] as usize;
             &wte[id * c..(id + 1) * c]
@@ -70,22 +79,30 @@ pub fn embedding_fwd<F: Real>(
     Ok(())
 }
 
-/// dprompt (P, C) += sum over the batch of dout[:, 0..P, :], with dout (B, P+T, C).
+/// dprompt (K, P, C) += for each prompt k, the sum over the batch rows b with k_b = k (in
+/// row order) of dout[b, 0..P, :], with dout (B, P+T, C) and k_b = prompt_idx[b] (B), 0
+/// without an index.
+#[allow(clippy::too_many_arguments)]
 pub fn prompt_grad_bwd<F: Real>(
     dprompt: &mut [F],
     dout: &[F],
+    prompt_idx: Option<&[i32]>,
     b: usize,
     t: usize,
+    k: usize,
     p: usize,
     c: usize,
 ) {
     let tt = p + t;
+    debug_assert!(dprompt.len() == k * p * c);
+    let prompt_of = |bi: usize| prompt_idx.map_or(0, |idx| idx[bi] as usize);
     dprompt
         .par_chunks_mut(c)
         .enumerate()
         .for_each(|(row, acc)| {
-            for bi in 0..b {
-                add_row(acc, &dout[(bi * tt + row) * c..(bi * tt + row + 1) * c]);
+            let (kk, s) = (row / p, row % p);
+            for bi in (0..b).filter(|&bi| prompt_of(bi) == kk) {
+                add_row(acc, &dout[(bi * tt + s) * c..(bi * tt + s + 1) * c]);
             }
         });
 }
@@ -106,24 +123,29 @@ impl<F: Real> EmbeddingOps for CpuBackend<F> {
         wtt: Option<&CpuBuf<F>>,
         ids: &CpuBuf<F>,
         type_ids: Option<&CpuBuf<F>>,
+        prompt_idx: Option<&CpuBuf<F>>,
         b: usize,
         t: usize,
+        k: usize,
         p: usize,
         c: usize,
     ) -> Result<()> {
         let type_ids = type_ids
             .map(|x| ints(x, "token_type_ids", b * t))
             .transpose()?;
+        let prompt_idx = prompt_idx.map(|x| ints(x, "prompt index", b)).transpose()?;
         embedding_fwd(
             real_mut(out, "embedding out", b * (p + t) * c)?,
-            real(prompt, "prompt", p * c)?,
+            real(prompt, "prompt", k * p * c)?,
             real(wte, "word embeddings", wte.len())?,
             opt_real(wpe, "position embeddings", wpe.map_or(0, |x| x.len()))?,
             opt_real(wtt, "token type embeddings", wtt.map_or(0, |x| x.len()))?,
             ints(ids, "input_ids", b * t)?,
             type_ids,
+            prompt_idx,
             b,
             t,
+            k,
             p,
             c,
         )
@@ -133,16 +155,24 @@ impl<F: Real> EmbeddingOps for CpuBackend<F> {
         &self,
         dprompt: &mut CpuBuf<F>,
         dout: &CpuBuf<F>,
+        prompt_idx: Option<&CpuBuf<F>>,
         b: usize,
         t: usize,
+        k: usize,
         p: usize,
         c: usize,
     ) -> Result<()> {
+        let prompt_idx = prompt_idx.map(|x| ints(x, "prompt index", b)).transpose()?;
+        if let Some(idx) = prompt_idx {
+            check_ids("prompt index", idx, k)?;
+        }
         prompt_grad_bwd(
-            real_mut(dprompt, "prompt grad", p * c)?,
+            real_mut(dprompt, "prompt grad", k * p * c)?,
             real(dout, "embedding grad", b * (p + t) * c)?,
+            prompt_idx,
             b,
             t,
+            k,
             p,
             c,
         );

@@ -10,9 +10,10 @@ use crate::error::{Error, Result};
 impl EmbeddingOps for CudaBackend {
     // extern "C" __global__ void embedding_fwd(act_t* out, const float* prompt, const w_t* wte,
     //     const w_t* wpe, const w_t* wtt, const int* ids, const int* type_ids,
-    //     int b, int t, int p, int c);
-    /// out (B, P+T, C) bf16 = prompt (P, C) f32 ⧺ wte[ids] (B, T, C), plus wpe and wtt rows when
-    /// given. One block per output row.
+    //     const int* prompt_idx, int b, int t, int p, int c);
+    /// out (B, P+T, C) bf16 = prompt[k_b] (P, C) f32 ⧺ wte[ids] (B, T, C), plus wpe and wtt rows
+    /// when given; the prompt table is (K, P, C), k_b = prompt_idx[b] or 0. One block per
+    /// output row.
     #[allow(clippy::too_many_arguments)]
     fn embedding_fwd(
         &self,
@@ -23,8 +24,10 @@ impl EmbeddingOps for CudaBackend {
         wtt: Option<&CudaBuf>,
         ids: &CudaBuf,
         type_ids: Option<&CudaBuf>,
+        prompt_idx: Option<&CudaBuf>,
         b: usize,
         t: usize,
+        k: usize,
         p: usize,
         c: usize,
     ) -> Result<()> {
@@ -33,6 +36,7 @@ impl EmbeddingOps for CudaBackend {
         let rows_of = |buf: &CudaBuf| buf.len() / c.max(1);
         let (id_host, id_ptr) = ints(ids, "input_ids", b * t)?;
         check_ids("input_ids", id_host, rows_of(wte))?;
+        let idx_ptr = prompt_index(prompt_idx, b, k)?;
         let type_ptr = match (type_ids, wtt) {
             (Some(types), Some(wtt)) => {
                 let (host, ptr) = ints(types, "token_type_ids", b * t)?;
@@ -55,12 +59,13 @@ impl EmbeddingOps for CudaBackend {
         }
         let args = Args::new()
             .ptr(arg(out, "embedding out", store, b * tt * c)?)
-            .ptr(arg(prompt, "prompt", DType::F32, p * c)?)
+            .ptr(arg(prompt, "prompt", DType::F32, k * p * c)?)
             .ptr(arg(wte, "word embeddings", dev.weights(), 0)?)
             .ptr(opt_arg(wpe, "position embeddings", dev.weights(), tt * c)?)
             .ptr(opt_arg(wtt, "token type embeddings", dev.weights(), c)?)
             .ptr(id_ptr)
             .ptr(type_ptr)
+            .ptr(idx_ptr)
             .i32(int("batch", b)?)
             .i32(int("tokens", t)?)
             .i32(int("prompt rows", p)?)
@@ -72,30 +77,47 @@ impl EmbeddingOps for CudaBackend {
         dev.launch(k::EMBEDDING_FWD, cfg, args)
     }
 
-    // extern "C" __global__ void prompt_grad_bwd(float* dprompt, const act_t* dout, int b, int t,
-    //     int p, int c);
-    /// dprompt (P, C) f32 += Σ_b dout[b, 0..P] with dout (B, P+T, C) bf16. Grid-stride over P*C.
+    // extern "C" __global__ void prompt_grad_bwd(float* dprompt, const act_t* dout,
+    //     const int* prompt_idx, int b, int t, int k, int p, int c);
+    /// dprompt (K, P, C) f32 += Σ_{b: k_b = k} dout[b, 0..P] with dout (B, P+T, C) bf16,
+    /// k_b = prompt_idx[b] or 0. Grid-stride over K*P*C, the rows summed in order.
+    #[allow(clippy::too_many_arguments)]
     fn prompt_grad_bwd(
         &self,
         dprompt: &mut CudaBuf,
         dout: &CudaBuf,
+        prompt_idx: Option<&CudaBuf>,
         b: usize,
         t: usize,
+        k: usize,
         p: usize,
         c: usize,
     ) -> Result<()> {
         let dev = &self.dev;
         let args = Args::new()
-            .ptr(arg(dprompt, "prompt grad", DType::F32, p * c)?)
+            .ptr(arg(dprompt, "prompt grad", DType::F32, k * p * c)?)
             .ptr(arg(dout, "embedding grad", dev.store(), b * (p + t) * c)?)
+            .ptr(prompt_index(prompt_idx, b, k)?)
             .i32(int("batch", b)?)
             .i32(int("tokens", t)?)
+            .i32(int("prompts", k)?)
             .i32(int("prompt rows", p)?)
             .i32(int("hidden size", c)?);
-        if p * c == 0 {
+        if k * p * c == 0 {
             return Ok(());
         }
-        let cfg = Cfg::linear(stride_blocks(p * c), STRIDE_THREADS);
+        let cfg = Cfg::linear(stride_blocks(k * p * c), STRIDE_THREADS);
         dev.launch(k::PROMPT_GRAD_BWD, cfg, args)
     }
+}
+
+/// The device pointer of the per-row prompt index (B) after checking every entry against the
+/// K prompts of the table; 0 (every row prompt 0) without one.
+fn prompt_index(prompt_idx: Option<&CudaBuf>, b: usize, k: usize) -> Result<u64> {
+    let Some(idx) = prompt_idx else {
+        return Ok(0);
+    };
+    let (host, ptr) = ints(idx, "prompt index", b)?;
+    check_ids("prompt index", host, k)?;
+    Ok(ptr)
 }

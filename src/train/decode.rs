@@ -51,20 +51,37 @@ impl Task {
         params: &Params<B>,
         batch: &Batch,
     ) -> Result<Vec<f32>> {
+        let inp = bert::upload_inputs(be, &m.cfg, &batch.tokens, params.p)?;
+        let hidden = encoder_hidden(be, m, &params.prompt, &inp)?;
+        let all: Vec<usize> = (0..batch.tokens.b).collect();
+        self.class_scores_of(be, m, params, batch, &hidden, &all)
+    }
+
+    /// `pet` and `cls`: log-probabilities over the labels (R, K) of the batch rows `rows`
+    /// (R), from the encoder's `hidden` (B, P+T, C): this task's verbalizer or head scores
+    /// them, whatever prompt each row read.
+    pub(super) fn class_scores_of<B: Backend>(
+        &self,
+        be: &B,
+        m: &Bert<B>,
+        params: &Params<B>,
+        batch: &Batch,
+        hidden: &B::Buf,
+        rows: &[usize],
+    ) -> Result<Vec<f32>> {
         let (b, t, p) = (batch.tokens.b, batch.tokens.t, params.p);
-        let mut acct = MemoryAccountant::new();
-        let inp = bert::upload_inputs(be, &m.cfg, &batch.tokens, p)?;
-        let (hidden, _acts) =
-            m.encoder_fwd(be, &mut acct, &params.prompt, &inp, Recompute::Layer, None)?;
+        let k = self.spec.labels.len();
         let logits = if self.spec.kind == TaskKind::Pet {
-            let rows = heads::pet_rows(&batch.mask_pos, b, t, p)?;
+            let at = heads::pet_rows(&batch.mask_pos, b, t, p)?;
+            let picked: Vec<i32> = rows.iter().filter_map(|&r| at.get(r).copied()).collect();
+            let decoder = Decoder::Rows(&self.verbalizer_ids);
             let h = heads::mlm_head_fwd_bwd(
                 be,
                 m,
-                &hidden,
-                &rows,
-                &vec![0; b],
-                Decoder::Rows(&self.verbalizer_ids),
+                hidden,
+                &picked,
+                &vec![0; rows.len()],
+                decoder,
                 true,
             )?;
             h.logits.unwrap_or_default()
@@ -74,10 +91,12 @@ impl Task {
             let pool_w =
                 heads::upload_pool_weights(be, &batch.tokens.mask, b, t, p, self.spec.pooling)?;
             let mut pooled = be.zeros(be.act_dtype(), b * c)?;
-            be.mean_pool_fwd(&mut pooled, &hidden, &pool_w, b, p + t, c)?;
-            be.download(&head.logits(be, &pooled, b)?)?
+            be.mean_pool_fwd(&mut pooled, hidden, &pool_w, b, p + t, c)?;
+            let all = be.download(&head.logits(be, &pooled, b)?)?;
+            let row = |r: usize| all.get(r * k..(r + 1) * k).unwrap_or_default();
+            rows.iter().flat_map(|&r| row(r).iter().copied()).collect()
         };
-        Ok(log_softmax_rows(&logits, self.spec.labels.len()))
+        Ok(log_softmax_rows(&logits, k))
     }
 
     /// `seq2seq`: each label target's log-likelihood (B, K), for rank classification.
@@ -197,9 +216,14 @@ impl Task {
                 })
                 .collect());
         }
-        let k = self.spec.labels.len();
         let scores = self.scores(be, model, params, batch)?;
-        Ok(scores
+        Ok(self.classified(&scores))
+    }
+
+    /// Each row's class (the argmax) with its scores, from scores (R, K).
+    pub(super) fn classified(&self, scores: &[f32]) -> Vec<Prediction> {
+        let k = self.spec.labels.len();
+        scores
             .chunks(k)
             .map(|s| {
                 let c = argmax(s);
@@ -210,8 +234,21 @@ impl Task {
                     score: s.get(c).copied().unwrap_or(f32::NAN),
                 }
             })
-            .collect())
+            .collect()
     }
+}
+
+/// hidden (B, P+T, C): the encoder over `inp` behind `prompt` (P, C), or behind each row's
+/// prompt of the table (K, P, C) `inp` indexes. Forward only.
+pub(super) fn encoder_hidden<B: Backend>(
+    be: &B,
+    m: &Bert<B>,
+    prompt: &B::Buf,
+    inp: &bert::BertInputs<B>,
+) -> Result<B::Buf> {
+    let mut acct = MemoryAccountant::new();
+    let (hidden, _acts) = m.encoder_fwd(be, &mut acct, prompt, inp, Recompute::Layer, None)?;
+    Ok(hidden)
 }
 
 /// `seq2seq`: the encoder output (B, T, C) of `inp`, computed on the first call and kept in

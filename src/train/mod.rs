@@ -83,6 +83,7 @@ pub mod decode;
 pub mod encode;
 pub mod eval;
 pub mod metrics;
+pub mod mixed;
 pub mod model;
 pub mod optim;
 pub mod outdir;

@@ -307,8 +307,10 @@ impl<B: Backend> Bert<B> {
             Some(&w.token_type_embeddings),
             &inp.ids,
             inp.type_ids.as_ref(),
+            inp.prompt_idx.as_ref(),
             b,
             inp.tokens,
+            inp.prompts,
             p,
             c,
         )?;
@@ -410,6 +412,7 @@ impl<B: Backend> Bert<B> {
         for name in ["emb.in", "emb.mean", "emb.rstd"] {
             acct.release(name);
         }
-        be.prompt_grad_bwd(dprompt, &demb, inp.b, inp.tokens, inp.p, c)
+        let (b, t, k, p) = (inp.b, inp.tokens, inp.prompts, inp.p);
+        be.prompt_grad_bwd(dprompt, &demb, inp.prompt_idx.as_ref(), b, t, k, p, c)
     }
 }

@@ -11,6 +11,10 @@ pub struct BertInputs<B: Backend> {
     /// real-token positions per row (the batch's padded length)
     pub tokens: usize,
     pub p: usize,
+    /// K, the prompts in the table (K, P, C) the batch reads: 1 unless rows mix prompts
+    pub prompts: usize,
+    /// (B) I32: the prompt of each row, when rows mix prompts (else every row reads prompt 0)
+    pub prompt_idx: Option<B::Buf>,
     pub ids: B::Buf,              // (B, tokens) I32
     pub type_ids: Option<B::Buf>, // (B, tokens) I32
     pub key_mask: B::Buf,         // (B, P + tokens) I32, prompt rows always 1
@@ -21,6 +25,16 @@ pub struct BertInputs<B: Backend> {
 impl<B: Backend> BertInputs<B> {
     pub fn t(&self) -> usize {
         self.p + self.tokens
+    }
+
+    /// The batch with each row reading its own prompt of a table of `prompts` (K, P, C):
+    /// row b reads prompt `prompt_idx[b]` (B), each checked against K.
+    pub fn with_prompt_index(mut self, be: &B, prompt_idx: &[i32], prompts: usize) -> Result<Self> {
+        crate::error::ensure_len("prompt index", self.b, prompt_idx.len())?;
+        crate::backend::check_ids("prompt index", prompt_idx, prompts)?;
+        self.prompts = prompts;
+        self.prompt_idx = Some(be.upload_i32(prompt_idx)?);
+        Ok(self)
     }
 }
 
@@ -47,6 +61,8 @@ pub fn upload_inputs<B: Backend>(
         b: batch.b,
         tokens: batch.t,
         p,
+        prompts: 1,
+        prompt_idx: None,
         ids: be.upload_i32(&batch.ids)?,
         type_ids: batch
             .type_ids

@@ -86,8 +86,10 @@ impl<B: Backend> Decoder<B> {
             None,
             ids,
             None,
+            None,
             b,
             t,
+            1,
             p,
             c,
         )?;
@@ -184,7 +186,7 @@ impl<B: Backend> Decoder<B> {
             release(acct, "embed_norm", a);
             dx = demb;
         }
-        be.prompt_grad_bwd(dprompt, &dx, inp.b, inp.tokens, inp.p, c)
+        be.prompt_grad_bwd(dprompt, &dx, None, inp.b, inp.tokens, 1, inp.p, c)
     }
 }
 

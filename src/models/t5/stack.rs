@@ -174,8 +174,10 @@ impl<B: Backend> T5<B> {
             None,
             &inp.ids,
             None,
+            None,
             b,
             inp.tokens,
+            1,
             inp.p,
             c,
         )?;
@@ -194,7 +196,8 @@ impl<B: Backend> T5<B> {
     ) -> Result<()> {
         let ctx = self.encoder_ctx(inp);
         let dx = self.stack_bwd(be, acct, None, denc_out, acts, ctx)?;
-        be.prompt_grad_bwd(dprompt, &dx, inp.b, inp.tokens, inp.p, self.cfg.d_model)
+        let (b, t, p, c) = (inp.b, inp.tokens, inp.p, self.cfg.d_model);
+        be.prompt_grad_bwd(dprompt, &dx, None, b, t, 1, p, c)
     }
 
     /// The decoder over `enc_out` (B, T, C): shared[dec_ids] → blocks → final norm (B, L, C).
@@ -218,8 +221,10 @@ impl<B: Backend> T5<B> {
             None,
             &inp.dec_ids,
             None,
+            None,
             b,
             l,
+            1,
             0,
             c,
         )?;

@@ -1,0 +1,188 @@
+//! `softprompt predict` with several prompts: `--prompt name=dir` given once or more, each
+//! row naming its prompt in `--prompt-field` ("prompt"). One model serves them all; rows of
+//! different prompts share batches (`Model::predict_mixed`), and each row's line is the one
+//! `predict` with its prompt alone writes, plus `"prompt": name`.
+
+use super::predict::{check_output, row_json, write_predictions, Args};
+use serde_json::{json, Value};
+use softprompt::{Dataset, Error, Model, Prompt, Result, Row, Task};
+use std::path::{Path, PathBuf};
+
+/// The `--prompt` values as (name, folder) pairs, or None for the one plain folder.
+pub fn named_prompts(values: &[String]) -> Result<Option<Vec<(String, PathBuf)>>> {
+    if let [one] = values {
+        if !one.contains('=') || Path::new(one).is_dir() {
+            return Ok(None);
+        }
+    }
+    let mut pairs: Vec<(String, PathBuf)> = Vec::new();
+    for v in values {
+        let Some((name, dir)) = v
+            .split_once('=')
+            .filter(|(n, d)| !n.is_empty() && !d.is_empty())
+        else {
+            return Err(Error::arg(
+                "--prompt",
+                format!(
+                    "\"{v}\": with several prompts each one is name=folder (the name is what a \
+                     row's prompt field says)"
+                ),
+            ));
+        };
+        if pairs.iter().any(|(n, _)| n == name) {
+            return Err(Error::arg(
+                "--prompt",
+                format!("the name \"{name}\" is given twice"),
+            ));
+        }
+        pairs.push((name.to_string(), PathBuf::from(dir)));
+    }
+    Ok(Some(pairs))
+}
+
+/// One prompt of the run: its name, folder, the prompt and its task.
+struct Job {
+    name: String,
+    prompt: Prompt,
+    task: Task,
+}
+
+pub fn predict(a: &Args, pairs: &[(String, PathBuf)]) -> Result<()> {
+    let dirs: Vec<&Path> = pairs.iter().map(|(_, d)| d.as_path()).collect();
+    let first = dirs.first().copied().unwrap_or(Path::new(""));
+    check_output(a, &dirs, first)?;
+    let mut data = a.fields.load(&a.data, false)?;
+    let job_of = row_prompts(a, pairs)?;
+    let (model, jobs) = load_jobs(a, pairs, &data, &job_of)?;
+    check_output(a, &dirs, model.dir())?;
+    // predictions need no gold labels (and an unknown one must not stop them)
+    data.examples.iter_mut().for_each(|e| e.label = None);
+    let mut rows: Vec<Option<(usize, Row)>> = vec![None; data.examples.len()];
+    let mut truncated = 0;
+    for (j, job) in jobs.iter().enumerate() {
+        let mine = subset(&data, &job_of, j);
+        let enc = model.encode(&job.task, &mine)?;
+        truncated += enc.truncated;
+        let at = (job_of.iter().enumerate()).filter(|(_, &k)| k == j);
+        for ((i, _), row) in at.zip(enc.rows) {
+            if let Some(slot) = rows.get_mut(i) {
+                *slot = Some((j, row));
+            }
+        }
+    }
+    let rows: Vec<(usize, Row)> = rows.into_iter().flatten().collect();
+    let refs: Vec<(&Task, &Prompt)> = jobs.iter().map(|j| (&j.task, &j.prompt)).collect();
+    let preds = model.predict_mixed(&refs, &rows, a.batch_size)?;
+    let mut out = String::new();
+    for ((ex, (j, row)), p) in data.examples.iter().zip(&rows).zip(&preds) {
+        let Some(job) = jobs.get(*j) else { continue };
+        let mut obj = row_json(&model, job.task.labels(), ex, row, p)?;
+        obj.insert("prompt".into(), json!(job.name));
+        out.push_str(&Value::Object(obj).to_string());
+        out.push('\n');
+    }
+    let note = format!("{truncated} truncated to each task's max_len");
+    write_predictions(a, &out, preds.len(), &note)
+}
+
+/// Each row's prompt, an index into `pairs`, from its --prompt-field; a row without one or
+/// naming no --prompt is an error naming the file and line.
+fn row_prompts(a: &Args, pairs: &[(String, PathBuf)]) -> Result<Vec<usize>> {
+    let mut fields = a.fields.clone();
+    fields.label_field = a.prompt_field.clone();
+    let named = fields.load(&a.data, false)?;
+    let names: Vec<&str> = pairs.iter().map(|(n, _)| n.as_str()).collect();
+    (named.examples.iter())
+        .map(|ex| {
+            let name = ex.label.as_deref().unwrap_or_default();
+            names.iter().position(|&n| n == name).ok_or_else(|| {
+                let what = if name.is_empty() {
+                    format!("no \"{}\" field names the row's prompt", a.prompt_field)
+                } else {
+                    format!("prompt \"{name}\" is not one of the --prompt names")
+                };
+                Error::data(
+                    &a.data,
+                    ex.line,
+                    format!(
+                        "{what} ({}); set the field with --prompt-field",
+                        names.join(", ")
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The rows of `data` whose prompt is `j`, in file order.
+fn subset(data: &Dataset, job_of: &[usize], j: usize) -> Dataset {
+    let examples = (data.examples.iter().zip(job_of))
+        .filter(|(_, &k)| k == j)
+        .map(|(e, _)| e.clone())
+        .collect();
+    Dataset {
+        path: data.path.clone(),
+        examples,
+    }
+}
+
+/// The one model (--model, else the folder the prompts record: they must agree) and each
+/// prompt with its task (its task.json with the task flags on top).
+fn load_jobs(
+    a: &Args,
+    pairs: &[(String, PathBuf)],
+    data: &Dataset,
+    job_of: &[usize],
+) -> Result<(Model, Vec<Job>)> {
+    let kind = a.device.setup()?;
+    let opts = a.task.options()?;
+    let prompts = (pairs.iter())
+        .map(|(_, dir)| Prompt::load(dir))
+        .collect::<Result<Vec<_>>>()?;
+    let model_dir = match &a.model {
+        Some(m) => m.clone(),
+        None => same_model(pairs, &prompts)?,
+    };
+    let model = Model::open(&model_dir, kind)?;
+    let mut jobs = Vec::new();
+    for (j, ((name, _), prompt)) in pairs.iter().zip(prompts).enumerate() {
+        if let Some(warning) = prompt.check_arch(&model, a.model.is_some())? {
+            eprintln!("warning: {name}: {warning}");
+        }
+        let task = model.task_for(&prompt, &opts, Some(&subset(data, job_of, j)))?;
+        jobs.push(Job {
+            name: name.clone(),
+            prompt,
+            task,
+        });
+    }
+    Ok((model, jobs))
+}
+
+/// The model folder every prompt records; prompts of different models need --model (one
+/// model serves them all).
+fn same_model(pairs: &[(String, PathBuf)], prompts: &[Prompt]) -> Result<PathBuf> {
+    let mut found: Option<(PathBuf, &str)> = None;
+    for ((name, _), prompt) in pairs.iter().zip(prompts) {
+        let dir = prompt.model_dir()?;
+        let key = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+        match &found {
+            None => found = Some((key, name)),
+            Some((first, other)) if *first != key => {
+                return Err(Error::arg(
+                    "--prompt",
+                    format!(
+                        "prompt \"{name}\" was trained on {} but \"{other}\" on {}: one model \
+                         serves every prompt, name it with --model",
+                        key.display(),
+                        first.display()
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    found
+        .map(|(d, _)| d)
+        .ok_or_else(|| Error::arg("--prompt", "no prompt given"))
+}

@@ -1,0 +1,287 @@
+//! Many prompts, one frozen model: `Model::predict_mixed` over rows of several jobs (different
+//! tasks, labels, heads and prompt lengths on one fixture model), batches mixing them, gives
+//! each row the scores `Model::predict` gives its job's rows alone, within 1e-5 relative (the
+//! make-up of a batch changes the last bits); and `softprompt predict` with `--prompt name=dir`
+//! pairs writes what one run per prompt writes.
+
+use softprompt::prelude::*;
+
+mod common;
+
+/// The bound: a batch's make-up changes the last bits, nothing more.
+const REL_TOL: f64 = 1e-5;
+
+fn pairs(items: &[(&str, &str)]) -> Dataset {
+    Dataset::from_pairs("mem", items.iter().map(|&(t, l)| (t, Some(l))))
+}
+
+/// A sentiment job (pet, two verbalized labels) with a random prompt of `p` rows.
+fn sentiment(model: &Model, p: usize, seed: u64) -> (Task, Prompt, Encoded) {
+    let data = pairs(&[
+        ("a great film with a warm heart", "positive"),
+        ("bad", "negative"),
+        ("the plot drags and the actors look tired of it", "negative"),
+        ("quite good", "positive"),
+        ("not my kind of thing at all, but well made", "positive"),
+    ]);
+    let opts = TaskOptions {
+        verbalizer: Some(vec![
+            ("negative".into(), "bad".into()),
+            ("positive".into(), "great".into()),
+        ]),
+        ..TaskOptions::default()
+    };
+    job(model, &opts, &data, p, seed)
+}
+
+/// A topic job (cls, three labels, its own template) with a random prompt and head.
+fn topic(model: &Model, p: usize, seed: u64) -> (Task, Prompt, Encoded) {
+    let data = pairs(&[
+        ("the striker scored twice", "sport"),
+        ("rates rose again this quarter", "money"),
+        ("a new telescope looks further back", "science"),
+        (
+            "the keeper saved a penalty in the last minute of the match",
+            "sport",
+        ),
+    ]);
+    let opts = TaskOptions {
+        task: Some(TaskKind::Cls),
+        template: Some("topic: {text}".into()),
+        ..TaskOptions::default()
+    };
+    job(model, &opts, &data, p, seed)
+}
+
+fn job(
+    model: &Model,
+    opts: &TaskOptions,
+    data: &Dataset,
+    p: usize,
+    seed: u64,
+) -> (Task, Prompt, Encoded) {
+    let task = model.task(opts, Some(data), p).unwrap();
+    let mut prompt = model
+        .new_prompt(&task, p, &PromptInit::Random { std: 0.5 }, seed)
+        .unwrap();
+    // a fresh head is zero: random values make every label's score differ
+    let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    if let Some((w, b)) = prompt.head_mut() {
+        for v in w.iter_mut().chain(b.iter_mut()) {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *v = ((rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.4;
+        }
+    }
+    let enc = model.encode(&task, data).unwrap();
+    (task, prompt, enc)
+}
+
+/// Rows of every job interleaved (job 0's first row, job 1's first row, ...).
+fn interleave(encs: &[&Encoded]) -> Vec<(usize, Row)> {
+    let longest = encs.iter().map(|e| e.rows.len()).max().unwrap_or(0);
+    (0..longest)
+        .flat_map(|i| {
+            (encs.iter().enumerate())
+                .filter_map(move |(j, e)| e.rows.get(i).map(|r| (j, r.clone())))
+        })
+        .collect()
+}
+
+/// Each mixed row's scores and class against its job's `predict` alone.
+fn check_mixed(model: &Model, jobs: &[(Task, Prompt, Encoded)], batch_size: usize) {
+    let refs: Vec<(&Task, &Prompt)> = jobs.iter().map(|(t, p, _)| (t, p)).collect();
+    let encs: Vec<&Encoded> = jobs.iter().map(|(_, _, e)| e).collect();
+    let rows = interleave(&encs);
+    let mixed = model.predict_mixed(&refs, &rows, batch_size).unwrap();
+    assert_eq!(mixed.len(), rows.len());
+    let alone: Vec<Vec<Prediction>> = (jobs.iter())
+        .map(|(t, p, e)| model.predict(t, p, e, 1).unwrap())
+        .collect();
+    let mut next = vec![0usize; jobs.len()];
+    for ((j, _), got) in rows.iter().zip(&mixed) {
+        let want = &alone[*j][next[*j]];
+        next[*j] += 1;
+        assert_eq!(
+            got.scores.len(),
+            jobs[*j].0.labels().len(),
+            "job {j}: one score a label"
+        );
+        common::assert_close(
+            &format!("job {j} scores"),
+            &got.scores,
+            &want.scores,
+            REL_TOL,
+        );
+        assert_eq!(got.class, want.class, "job {j}");
+    }
+}
+
+#[test]
+fn mixed_tasks_equal_each_prompt_alone() {
+    let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
+    let jobs = [
+        sentiment(&model, 4, 1),
+        topic(&model, 4, 2),
+        sentiment(&model, 4, 3),
+    ];
+    for batch_size in [1, 3, 64] {
+        check_mixed(&model, &jobs, batch_size);
+    }
+}
+
+/// Prompts of different lengths: rows of one length share batches, no row sees padding.
+#[test]
+fn mixed_prompt_lengths_equal_each_prompt_alone() {
+    let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
+    let jobs = [
+        sentiment(&model, 4, 1),
+        topic(&model, 7, 2),
+        sentiment(&model, 2, 3),
+        topic(&model, 4, 4),
+    ];
+    for batch_size in [2, 64] {
+        check_mixed(&model, &jobs, batch_size);
+    }
+}
+
+#[test]
+fn mixed_rows_naming_no_job_are_an_error() {
+    let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
+    let (task, prompt, enc) = sentiment(&model, 4, 1);
+    let rows = vec![(1, enc.rows[0].clone())];
+    let e = model
+        .predict_mixed(&[(&task, &prompt)], &rows, 4)
+        .map(|_| ());
+    let e = e.expect_err("job 1 of 1").to_string();
+    assert!(e.contains("row 0") && e.contains("job 1"), "{e}");
+}
+
+fn cli_predict(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .arg("predict")
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "softprompt predict {args:?}: {stderr}"
+    );
+    (String::from_utf8(out.stdout).unwrap().lines())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `softprompt predict --prompt a=dir --prompt b=dir` over rows naming their prompt: each line
+/// is the one `predict --prompt dir` writes for that row alone (scores within 1e-5), plus
+/// `"prompt"`; a row naming no prompt is an error naming the line and --prompt-field.
+#[test]
+fn cli_predict_over_named_prompts_equals_one_prompt_at_a_time() {
+    let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
+    let scratch = common::ScratchDir::new("mixed_cli");
+    let dir = scratch.path();
+    let jobs = [
+        ("sent", sentiment(&model, 4, 1)),
+        ("topic", topic(&model, 6, 2)),
+    ];
+    let mut lines = String::new();
+    let mut args = vec![];
+    for (name, (task, prompt, _)) in &jobs {
+        let out = dir.join(name);
+        model.save_prompt(&out, prompt, task).unwrap();
+        args.push(format!("{name}={}", out.display()));
+    }
+    let texts = [
+        ("sent", "a great film"),
+        ("topic", "the striker scored a goal in the last minute"),
+        ("topic", "rates rose"),
+        ("sent", "dull and far too long, with nothing to say"),
+        ("sent", "fine"),
+    ];
+    for (name, text) in texts {
+        lines.push_str(&format!(
+            "{{\"text\": \"{text}\", \"prompt\": \"{name}\"}}\n"
+        ));
+    }
+    let data = dir.join("rows.jsonl");
+    std::fs::write(&data, &lines).unwrap();
+    let data_s = data.display().to_string();
+    let mut mixed_args = vec!["--data", &data_s, "--batch-size", "3"];
+    for a in &args {
+        mixed_args.extend(["--prompt", a.as_str()]);
+    }
+    let mixed = cli_predict(&mixed_args);
+    assert_eq!(mixed.len(), texts.len());
+    for (name, _) in &jobs {
+        let only = dir.join(format!("{name}.jsonl"));
+        let rows: Vec<&str> = lines
+            .lines()
+            .filter(|l| l.contains(&format!("\"{name}\"")))
+            .collect();
+        std::fs::write(&only, rows.join("\n")).unwrap();
+        let prompt_dir = dir.join(name).display().to_string();
+        let alone = cli_predict(&[
+            "--data",
+            &only.display().to_string(),
+            "--prompt",
+            &prompt_dir,
+        ]);
+        let got: Vec<&serde_json::Value> = mixed.iter().filter(|v| v["prompt"] == *name).collect();
+        assert_eq!(got.len(), alone.len(), "{name}");
+        for (g, w) in got.iter().zip(&alone) {
+            assert_eq!(
+                (&g["text"], &g["label"]),
+                (&w["text"], &w["label"]),
+                "{name}"
+            );
+            let scores = |v: &serde_json::Value| -> Vec<f64> {
+                let m = v["scores"].as_object().unwrap();
+                m.values().map(|s| s.as_f64().unwrap()).collect()
+            };
+            assert_eq!(
+                scores(g).len(),
+                jobs.iter()
+                    .find(|j| j.0 == *name)
+                    .unwrap()
+                    .1
+                     .0
+                    .labels()
+                    .len()
+            );
+            common::assert_close(&format!("{name} scores"), &scores(g), &scores(w), REL_TOL);
+        }
+    }
+    // a row naming no prompt
+    std::fs::write(
+        &data,
+        format!("{lines}{{\"text\": \"x\", \"prompt\": \"other\"}}\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .arg("predict")
+        .args(&mixed_args)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains(":6") && e.contains("--prompt-field"),
+        "{e}"
+    );
+}
+
+/// Through the kernels (the `emu` device, float32 build): the prompt table's gather in
+/// `embedding_fwd` gives each row its own prompt, as on the CPU.
+#[cfg(feature = "emu")]
+#[test]
+fn mixed_on_the_emu_device_equals_each_prompt_alone() {
+    let device = Device::parse("emu", "f32").unwrap();
+    let model = Model::open(common::fixture("bert_mlm"), device).unwrap();
+    let jobs = [
+        sentiment(&model, 4, 1),
+        topic(&model, 4, 2),
+        sentiment(&model, 3, 3),
+    ];
+    check_mixed(&model, &jobs, 64);
+}
