@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The serve load benchmark (bench/serve.md): 8 prompts on MiniLM (assets/all-MiniLM-L6-v2),
+# the same server and offered load twice, with batches that mix prompts and with batches of
+# one prompt at a time (--mix-prompts false), the same window. Client and server share the
+# machine's cores. Not part of .ci/run.
+#
+#   bench/serve.sh                       # closed loop, 16 clients, 20 s per mode
+#   CONCURRENCY=32 SECONDS_=30 bench/serve.sh
+#   RATE=40 bench/serve.sh               # open loop: 40 requests/s offered to both
+#
+# Prints each run's line and appends them to bench/results/serve-DATE-COMMIT.jsonl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CONCURRENCY=${CONCURRENCY:-16}
+SECONDS_=${SECONDS_:-20}
+WARMUP=${WARMUP:-3}
+RATE=${RATE:-}
+MAX_BATCH=${MAX_BATCH:-32}
+WINDOW_MS=${WINDOW_MS:-5}
+TEXTS=${TEXTS:-1}
+PORT=${PORT:-8377}
+MODEL=assets/all-MiniLM-L6-v2
+WORK=${WORK:-target/bench-serve}
+
+cargo build --release --locked --bin softprompt --example serve_load
+bin=target/release/softprompt
+load=target/release/examples/serve_load
+
+# 8 prompts from 2-step training runs on 256 training rows (their accuracy is beside the
+# point: only their number and shapes matter); prompt lengths 10 and 20 alternate
+mkdir -p "$WORK/prompts"
+head -n 256 assets/sentiment_en/train.jsonl > "$WORK/train.jsonl"
+for i in 0 1 2 3 4 5 6 7; do
+  out="$WORK/prompts/p$i"
+  [ -f "$out/adapter_config.json" ] && continue
+  "$bin" train --model "$MODEL" --train "$WORK/train.jsonl" --out "$out" --overwrite \
+    --prompt-len $((10 + 10 * (i % 2))) --max-steps 2 --batch-size 8 --seed "$i" \
+    --no-progress > "$WORK/train_p$i.log" 2>&1
+done
+
+commit=$(git rev-parse --short HEAD)
+results="bench/results/serve-$(date -u +%F)-$commit.jsonl"
+mkdir -p bench/results
+load_args=(--url "http://127.0.0.1:$PORT" --concurrency "$CONCURRENCY" --seconds "$SECONDS_"
+  --warmup "$WARMUP" --texts-per-request "$TEXTS" --data assets/sentiment_en/test.jsonl)
+[ -n "$RATE" ] && load_args+=(--rate "$RATE")
+
+for mix in true false; do
+  tag=$([ "$mix" = true ] && echo mixed || echo one-prompt)
+  "$bin" serve --model "$MODEL" --prompts "$WORK/prompts" --port "$PORT" \
+    --max-batch "$MAX_BATCH" --batch-window-ms "$WINDOW_MS" --mix-prompts "$mix" \
+    > "$WORK/serve_$tag.out" 2> "$WORK/serve_$tag.err" &
+  server=$!
+  for _ in $(seq 100); do
+    grep -q "^listening on" "$WORK/serve_$tag.out" 2>/dev/null && break
+    sleep 0.2
+  done
+  grep -q "^listening on" "$WORK/serve_$tag.out" || { cat "$WORK/serve_$tag.err"; exit 1; }
+  echo "== $tag (--mix-prompts $mix, --max-batch $MAX_BATCH, --batch-window-ms $WINDOW_MS)"
+  "$load" "${load_args[@]}" --tag "$tag" | tee "$WORK/load_$tag.txt"
+  # the server's own view: rows per batch
+  curl -s "http://127.0.0.1:$PORT/metrics" \
+    | grep -E "^softprompt_(batch_rows_(sum|count)|tokens_per_second)" | sed 's/^/  /' || true
+  kill -TERM "$server"
+  wait "$server"
+  tail -n 1 "$WORK/load_$tag.txt" \
+    | sed "s/}\$/,\"commit\":\"$commit\",\"max_batch\":$MAX_BATCH,\"window_ms\":$WINDOW_MS,\"cores\":$(nproc)}/" \
+    >> "$results"
+done
+echo "appended to $results"
