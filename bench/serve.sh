@@ -8,6 +8,9 @@
 #   CONCURRENCY=32 SECONDS_=30 bench/serve.sh
 #   RATE=40 bench/serve.sh               # open loop: 40 requests/s offered to both
 #
+# After the mixed run, the same server gets the same load with every request on one prompt:
+# each batch is then one engine call, the ceiling that the engine's mixed batching (#17 item 1)
+# approaches while serve.rs's predict_mixed is a stand-in (one predict per prompt in a batch).
 # Prints each run's line and appends them to bench/results/serve-DATE-COMMIT.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +22,7 @@ MAX_BATCH=${MAX_BATCH:-32}
 WINDOW_MS=${WINDOW_MS:-5}
 TEXTS=${TEXTS:-1}
 PORT=${PORT:-8377}
+DEVICE=${DEVICE:-cpu}   # the server's --device (cuda: a GPU, the client still on the CPU)
 MODEL=assets/all-MiniLM-L6-v2
 WORK=${WORK:-target/bench-serve}
 
@@ -44,11 +48,16 @@ mkdir -p bench/results
 load_args=(--url "http://127.0.0.1:$PORT" --concurrency "$CONCURRENCY" --seconds "$SECONDS_"
   --warmup "$WARMUP" --texts-per-request "$TEXTS" --data assets/sentiment_en/test.jsonl)
 [ -n "$RATE" ] && load_args+=(--rate "$RATE")
+# the load client's JSON line, with the settings and the machine's load average (other work
+# on the machine shows there) added, into $results
+record() {
+  tail -n 1 "$1" | sed "s/}\$/,\"commit\":\"$commit\",\"max_batch\":$MAX_BATCH,\"window_ms\":$WINDOW_MS,\"cores\":$(nproc),\"device\":\"$DEVICE\",\"loadavg_1m\":$(cut -d' ' -f1 /proc/loadavg)}/" >> "$results"
+}
 
 for mix in true false; do
   tag=$([ "$mix" = true ] && echo mixed || echo one-prompt)
   "$bin" serve --model "$MODEL" --prompts "$WORK/prompts" --port "$PORT" \
-    --max-batch "$MAX_BATCH" --batch-window-ms "$WINDOW_MS" --mix-prompts "$mix" \
+    --max-batch "$MAX_BATCH" --batch-window-ms "$WINDOW_MS" --mix-prompts "$mix" --device "$DEVICE" \
     > "$WORK/serve_$tag.out" 2> "$WORK/serve_$tag.err" &
   server=$!
   for _ in $(seq 100); do
@@ -61,10 +70,15 @@ for mix in true false; do
   # the server's own view: rows per batch
   curl -s "http://127.0.0.1:$PORT/metrics" \
     | grep -E "^softprompt_(batch_rows_(sum|count)|tokens_per_second)" | sed 's/^/  /' || true
+  record "$WORK/load_$tag.txt"
+  if [ "$mix" = true ]; then
+    # the ceiling real mixed batching approaches: every request on one prompt (p1, 20 rows,
+    # the longer length), so each batch is one engine call
+    echo "== ceiling: the same load, every request on prompt p1"
+    "$load" "${load_args[@]}" --prompts p1 --tag one-prompt-load | tee "$WORK/load_ceiling.txt"
+    record "$WORK/load_ceiling.txt"
+  fi
   kill -TERM "$server"
   wait "$server"
-  tail -n 1 "$WORK/load_$tag.txt" \
-    | sed "s/}\$/,\"commit\":\"$commit\",\"max_batch\":$MAX_BATCH,\"window_ms\":$WINDOW_MS,\"cores\":$(nproc)}/" \
-    >> "$results"
 done
 echo "appended to $results"
