@@ -188,6 +188,22 @@ impl Drop for Server {
     }
 }
 
+/// One request written by hand on a fresh connection: the whole answer, headers included.
+fn raw_request(server: &Server, method: &str, path: &str, body: &[u8]) -> String {
+    let addr = server.url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
 /// A served prediction matches `predict`'s line: the same label and truncation, scores
 /// within SCORE_TOL.
 fn assert_same(what: &str, got: &Value, want: &Value) {
@@ -454,17 +470,30 @@ fn bad_requests_get_4xx_json_errors() {
             "PUT is not served on /v1/predict",
         ),
     ];
-    for &(method, path, body, want_status, want_msg) in cases {
+    // deep nesting: refused before any depth matters
+    let deep = format!("{{\"prompt\": \"pet\", \"texts\": {}", "[".repeat(4000));
+    let hostile: &[(&str, &str, Option<&str>, u16, &str)] =
+        &[("POST", "/v1/predict", Some(&deep), 400, "bad JSON")];
+    for &(method, path, body, want_status, want_msg) in cases.iter().chain(hostile) {
         let (status, v) = server.call(method, path, body);
         let msg = v["error"]
             .as_str()
             .unwrap_or_else(|| panic!("{method} {path}: {v}"));
-        assert_eq!(status, want_status, "{method} {path} {body:?}: {msg}");
+        let shown: String = body.unwrap_or("").chars().take(80).collect();
+        assert_eq!(status, want_status, "{method} {path} {shown:?}: {msg}");
         assert!(
             msg.contains(want_msg),
             "{method} {path}: {msg:?} lacks {want_msg:?}"
         );
     }
+    // a body that is not UTF-8, over a raw socket (the client crate sends text)
+    let body: &[u8] = b"{\"prompt\": \"pet\", \"texts\": [\"\xff\xfe\"]}";
+    let answer = raw_request(&server, "POST", "/v1/predict", body);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("{\"error\":\"bad JSON: invalid unicode"),
+        "{answer}"
+    );
     let (_, text) = server.call_text("GET", "/metrics", None);
     for series in [
         "softprompt_requests_total{route=\"/v1/predict\",status=\"400\"}",
@@ -479,7 +508,8 @@ fn bad_requests_get_4xx_json_errors() {
             &text,
             "softprompt_requests_total{route=\"/v1/predict\",status=\"400\"}"
         ),
-        7.0
+        // 7 in the table, the deep nesting, the body that is not UTF-8
+        9.0
     );
     // a client that sends garbage on the socket, or leaves mid-request, stops nothing
     for junk in [
@@ -500,8 +530,9 @@ fn bad_requests_get_4xx_json_errors() {
 fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     let scratch = ScratchDir::new("serve_term");
     let (pet, _) = make_prompts(scratch.path());
-    // a long window holds the request in the batcher while the signal comes
-    let server = Server::start(&[("pet", &pet)], &["--batch-window-ms", "1500"]);
+    // both prompts from their folder; a long window holds the request in the batcher while the signal comes
+    let dir = pet.parent().unwrap().to_str().unwrap();
+    let server = Server::start(&[], &["--prompts", dir, "--batch-window-ms", "1500"]);
     let addr = server.url.trim_start_matches("http://").to_string();
     let body = json!({ "prompt": "pet", "texts": ["The movie was great."] }).to_string();
     let mut s = TcpStream::connect(&addr).unwrap();
@@ -529,4 +560,43 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
         TcpStream::connect(&addr).is_err(),
         "still listening after exit"
     );
+}
+
+/// Flags and prompt folders that cannot work stop the server before it listens, with exit
+/// code 2 and a message naming the flag or the folder.
+#[test]
+fn bad_flags_fail_before_listening() {
+    let scratch = ScratchDir::new("serve_flags");
+    let missing = scratch.path().join("missing");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--prompt", "pet"],
+            "--prompt: \"pet\": expected NAME=FOLDER",
+        ),
+        (
+            &["--prompt", &format!("x={}", missing.display())],
+            "missing",
+        ),
+        (&["--prompt", "a/b=."], "prompt name \"a/b\""),
+        (
+            &["--prompts", scratch.path().to_str().unwrap()],
+            "holds no prompt folder",
+        ),
+        (&["--max-batch", "0"], "--max-batch"),
+        (&["--batch-window-ms", "600000"], "--batch-window-ms"),
+        (&["--mix-prompts", "maybe"], "--mix-prompts"),
+        (&["--device", "tpu"], "--device"),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_softprompt"))
+            .args(["serve", "--port", "0", "--model"])
+            .arg(model_dir())
+            .args(*args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
+        assert!(out.stdout.is_empty(), "{args:?} listened");
+    }
 }
