@@ -600,3 +600,25 @@ fn bad_flags_fail_before_listening() {
         assert!(out.stdout.is_empty(), "{args:?} listened");
     }
 }
+
+/// A request that never completes (its body never comes) holds the shutdown only for
+/// --shutdown-grace-s; then the server exits 1, saying requests were dropped.
+#[test]
+fn a_request_that_never_ends_is_dropped_after_the_grace() {
+    let scratch = ScratchDir::new("serve_grace");
+    let (pet, _) = make_prompts(scratch.path());
+    let server = Server::start(&[("pet", &pet)], &["--shutdown-grace-s", "1"]);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let head =
+        format!("POST /v1/predict HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 100\r\n\r\n{{");
+    s.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    assert_eq!(server.terminate(), 1);
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+}

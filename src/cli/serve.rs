@@ -44,6 +44,10 @@ pub struct Args {
     /// requests waiting for the engine before new ones get 503
     #[arg(long, default_value_t = 1024)]
     max_queue: usize,
+    /// after SIGTERM or Ctrl-C, how long the requests in flight may still take (seconds);
+    /// past it they are dropped and the exit code is 1
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace_s: u64,
     /// `--device auto` picks the first GPU when there is one, else the CPU
     #[command(flatten)]
     device: DeviceArgs,
@@ -112,5 +116,6 @@ fn settings(a: Args) -> Result<Settings> {
             max_text_chars: a.max_text_chars,
         },
         max_queue: a.max_queue,
+        shutdown_grace: Duration::from_secs(a.shutdown_grace_s),
     })
 }

@@ -5,7 +5,8 @@
 //! batcher (`batcher.rs`) puts the requests that arrive within a window into one batch,
 //! whatever their prompts, and runs it with one call (`predict.rs`); each request is answered
 //! over its own oneshot. The HTTP side (`routes.rs`, axum over tokio) never touches the model.
-//! SIGTERM or Ctrl-C stops the listener, lets the requests in flight finish, and exits 0.
+//! SIGTERM or Ctrl-C stops the listener, lets the requests in flight finish (for at most the
+//! grace period), and exits 0.
 
 mod batcher;
 mod error;
@@ -76,6 +77,8 @@ pub struct Settings {
     pub limits: Limits,
     /// requests that may wait for the engine before new ones get 503
     pub max_queue: usize,
+    /// how long requests in flight may take after SIGTERM or Ctrl-C
+    pub shutdown_grace: Duration,
 }
 
 /// Loads the model and the prompts, serves until SIGTERM or Ctrl-C, then finishes the
@@ -111,7 +114,8 @@ pub fn run(s: Settings) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::io("the tokio runtime", e))?;
-    let served = rt.block_on(listen(&s.host, s.port, routes::router(shared)));
+    let app = routes::router(shared);
+    let served = rt.block_on(listen(&s.host, s.port, app, s.shutdown_grace));
     // tasks left on the runtime hold senders to the engine: dropping them lets it end
     rt.shutdown_timeout(Duration::from_secs(5));
     if engine.thread.join().is_err() {
@@ -120,8 +124,9 @@ pub fn run(s: Settings) -> Result<()> {
     served
 }
 
-/// Serves `app` on host:port until a signal, then waits for the requests in flight.
-async fn listen(host: &str, port: u16, app: axum::Router) -> Result<()> {
+/// Serves `app` on host:port until a signal, then waits for the requests in flight, at most
+/// `grace` (a client that never finishes its request must not keep the server up for ever).
+async fn listen(host: &str, port: u16, app: axum::Router, grace: Duration) -> Result<()> {
     let listener = tokio::net::TcpListener::bind((host, port))
         .await
         .map_err(|e| Error::arg("--port", format!("cannot listen on {host}:{port}: {e}")))?;
@@ -131,10 +136,28 @@ async fn listen(host: &str, port: u16, app: axum::Router) -> Result<()> {
     let mut out = std::io::stdout();
     // tests and scripts read the port (--port 0 picks one) from this line
     let _ = writeln!(out, "listening on http://{addr}").and_then(|_| out.flush());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop_signal())
-        .await
-        .map_err(|e| Error::io("the HTTP server", e))?;
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        stop_signal().await;
+        let _ = stopping.send(());
+    });
+    let give_up = async move {
+        match stopped.await {
+            Ok(()) => tokio::time::sleep(grace).await,
+            // the server ended by itself: nothing to give up on
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        served = server => served.map_err(|e| Error::io("the HTTP server", e))?,
+        _ = give_up => {
+            return Err(Error::Interrupted(format!(
+                "requests were still in flight {} s after the signal (--shutdown-grace-s): \
+                 they were dropped",
+                grace.as_secs()
+            )))
+        }
+    }
     eprintln!("stopped: every request in flight was answered");
     Ok(())
 }
