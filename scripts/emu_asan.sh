@@ -8,4 +8,5 @@ export SOFTPROMPT_EMU_ASAN=1
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/asan}
 # Rust's own allocations are not instrumented; leak checking would flag the test harness.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
-cargo test --release --locked --features emu --test cuda_kernels -- "$@"
+# without the default `serve` feature: its HTTP stack has nothing to do with the kernels
+cargo test --release --locked --no-default-features --features emu --test cuda_kernels -- "$@"

@@ -1,6 +1,9 @@
 //! The `softprompt` command line: a thin layer over the library.
 
 mod cli;
+mod prediction_json;
+#[cfg(feature = "serve")]
+mod serve;
 
 use clap::Parser;
 

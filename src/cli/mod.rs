@@ -10,6 +10,8 @@ mod parity;
 mod predict;
 mod predict_mixed;
 mod profile;
+#[cfg(feature = "serve")]
+mod serve;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +47,9 @@ enum Command {
     Generate(generate::Args),
     /// Compile every CUDA kernel with NVRTC and print its resources (the CI compile gate)
     Kernels(kernels::Args),
+    /// An HTTP server over one frozen model and many prompts, batching requests across prompts
+    #[cfg(feature = "serve")]
+    Serve(Box<serve::Args>),
 }
 
 pub fn run(cli: Cli) -> i32 {
@@ -58,5 +63,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Predict(args) => predict::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Kernels(args) => kernels::run(args),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => serve::run(*args),
     }
 }

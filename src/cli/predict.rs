@@ -4,6 +4,7 @@
 
 use super::common::{fail, DataArgs, DeviceArgs, TaskArgs};
 use super::eval::load;
+use crate::prediction_json::prediction_json;
 use serde_json::{json, Map, Value};
 use softprompt::{Error, Example, Model, Prediction, Result, Row};
 use std::io::Write;
@@ -147,33 +148,7 @@ pub(super) fn row_json(
     let mut obj = Map::new();
     obj.insert("line".into(), json!(ex.line));
     obj.insert("text".into(), json!(ex.text));
-    if p.scores.is_empty() {
-        let text = model.detokenize(&p.ids)?;
-        let label = p
-            .class
-            .and_then(|c| labels.get(c))
-            .cloned()
-            .unwrap_or_else(|| text.clone());
-        obj.insert("label".into(), json!(label));
-        obj.insert("output".into(), json!(text));
-        obj.insert("score".into(), json!(p.score));
-    } else {
-        let label = p
-            .class
-            .and_then(|c| labels.get(c))
-            .cloned()
-            .unwrap_or_default();
-        obj.insert("label".into(), json!(label));
-        let scores: Map<String, Value> = labels
-            .iter()
-            .zip(&p.scores)
-            .map(|(k, &s)| (k.clone(), json!(s)))
-            .collect();
-        obj.insert("scores".into(), Value::Object(scores));
-    }
-    if row.truncated {
-        obj.insert("truncated".into(), json!(true));
-    }
+    obj.extend(prediction_json(model, labels, p, row.truncated)?);
     Ok(obj)
 }
 

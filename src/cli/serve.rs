@@ -1,0 +1,121 @@
+//! `softprompt serve`: the command line of the HTTP server in `crate::serve`.
+
+use super::common::{fail, DeviceArgs};
+use crate::serve::{prompts_in, DeviceChoice, Limits, Policy, Settings};
+use softprompt::{Error, Result};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// the frozen model folder every prompt runs on
+    #[arg(long)]
+    model: PathBuf,
+    /// a folder of prompt folders (from `softprompt train`, or PEFT's with task.json), each
+    /// served under its folder's name
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// a prompt to serve, as NAME=FOLDER (repeat for more)
+    #[arg(long = "prompt", value_name = "NAME=FOLDER")]
+    prompt: Vec<String>,
+    /// the address to listen on (0.0.0.0 for every interface: the API loads any folder the
+    /// server can read, so expose it with care)
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// the port (0: any free one; the chosen one is printed)
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// the most texts (rows) in one engine batch
+    #[arg(long, default_value_t = 32)]
+    max_batch: usize,
+    /// how long a batch's first request waits for others to join it, in milliseconds
+    #[arg(long, default_value_t = 5)]
+    batch_window_ms: u64,
+    /// true: a batch holds requests of every prompt; false: of one prompt at a time (the
+    /// load benchmark's baseline)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    mix_prompts: bool,
+    /// the largest request body; larger ones get 413
+    #[arg(long, default_value_t = 1 << 20)]
+    max_request_bytes: usize,
+    /// the most characters in one text; longer ones get 400
+    #[arg(long, default_value_t = 10_000)]
+    max_text_chars: usize,
+    /// requests waiting for the engine before new ones get 503
+    #[arg(long, default_value_t = 1024)]
+    max_queue: usize,
+    /// after SIGTERM or Ctrl-C, how long the requests in flight may still take (seconds);
+    /// past it they are dropped and the exit code is 1
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace_s: u64,
+    /// `--device auto` picks the first GPU when there is one, else the CPU
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+pub fn run(args: Args) -> i32 {
+    match settings(args).and_then(crate::serve::run) {
+        Ok(()) => 0,
+        Err(e) => fail(&e),
+    }
+}
+
+fn settings(a: Args) -> Result<Settings> {
+    let device = match a.device.device.as_str() {
+        "auto" => {
+            // the thread and GEMM flags still apply
+            let cpu = DeviceArgs {
+                device: "cpu".into(),
+                ..a.device.clone()
+            };
+            cpu.setup()?;
+            DeviceChoice::Auto(a.device.precision.parse()?)
+        }
+        _ => DeviceChoice::Given(a.device.setup()?),
+    };
+    let mut prompts = match &a.prompts {
+        Some(dir) => prompts_in(dir)?,
+        None => Vec::new(),
+    };
+    for p in &a.prompt {
+        let (name, dir) = p
+            .split_once('=')
+            .ok_or_else(|| Error::arg("--prompt", format!("{p:?}: expected NAME=FOLDER")))?;
+        prompts.push((name.to_string(), PathBuf::from(dir)));
+    }
+    for (flag, v) in [
+        ("--max-batch", a.max_batch),
+        ("--max-request-bytes", a.max_request_bytes),
+        ("--max-text-chars", a.max_text_chars),
+        ("--max-queue", a.max_queue),
+    ] {
+        if v == 0 {
+            return Err(Error::arg(flag, "0: expected at least 1"));
+        }
+    }
+    // a longer window is a typo for seconds, and would look like a hung server
+    if a.batch_window_ms > 60_000 {
+        return Err(Error::arg(
+            "--batch-window-ms",
+            format!("{}: expected at most 60000", a.batch_window_ms),
+        ));
+    }
+    Ok(Settings {
+        model: a.model,
+        prompts,
+        device,
+        host: a.host,
+        port: a.port,
+        policy: Policy {
+            max_rows: a.max_batch,
+            window: Duration::from_millis(a.batch_window_ms),
+            mix_prompts: a.mix_prompts,
+        },
+        limits: Limits {
+            max_request_bytes: a.max_request_bytes,
+            max_text_chars: a.max_text_chars,
+        },
+        max_queue: a.max_queue,
+        shutdown_grace: Duration::from_secs(a.shutdown_grace_s),
+    })
+}

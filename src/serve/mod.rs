@@ -1,0 +1,185 @@
+//! `softprompt serve`: an HTTP server over one frozen model and many prompts.
+//!
+//! Built over the library's public API only (`softprompt::Model` and friends), outside the
+//! engine. Requests go through a bounded channel to the engine's thread (`worker.rs`), whose
+//! batcher (`batcher.rs`) puts the requests that arrive within a window into one batch,
+//! whatever their prompts, and runs it with one call (`predict.rs`); each request is answered
+//! over its own oneshot. The HTTP side (`routes.rs`, axum over tokio) never touches the model.
+//! SIGTERM or Ctrl-C stops the listener, lets the requests in flight finish (for at most the
+//! grace period), and exits 0.
+
+mod batcher;
+mod error;
+mod metrics;
+mod predict;
+mod registry;
+mod routes;
+mod worker;
+
+pub use batcher::Policy;
+pub use registry::prompts_in;
+
+use error::ApiError;
+use metrics::Metrics;
+use softprompt::{Device, Error, Precision, Result};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `--device`: a device, or auto (the first GPU when one works, else the CPU).
+#[derive(Clone, Copy, Debug)]
+pub enum DeviceChoice {
+    Given(Device),
+    /// the GPU's precision, should there be one
+    Auto(Precision),
+}
+
+/// What a request may hold.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_request_bytes: usize,
+    /// characters (not bytes) per text
+    pub max_text_chars: usize,
+}
+
+impl Limits {
+    /// 400 for no texts or a text over the limit, naming its index.
+    fn check_texts(&self, texts: &[String]) -> std::result::Result<(), ApiError> {
+        if texts.is_empty() {
+            return Err(ApiError::bad_request(
+                "\"texts\" is empty: give at least one text to predict",
+            ));
+        }
+        let long = texts.iter().enumerate().find_map(|(i, t)| {
+            let n = t.chars().count();
+            (n > self.max_text_chars).then_some((i, n))
+        });
+        match long {
+            Some((i, n)) => Err(ApiError::bad_request(format!(
+                "texts[{i}] has {n} characters, more than the server's --max-text-chars ({})",
+                self.max_text_chars
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Everything the command line sets.
+pub struct Settings {
+    pub model: PathBuf,
+    /// (name, prompt folder) to load at start
+    pub prompts: Vec<(String, PathBuf)>,
+    pub device: DeviceChoice,
+    pub host: String,
+    pub port: u16,
+    pub policy: Policy,
+    pub limits: Limits,
+    /// requests that may wait for the engine before new ones get 503
+    pub max_queue: usize,
+    /// how long requests in flight may take after SIGTERM or Ctrl-C
+    pub shutdown_grace: Duration,
+}
+
+/// Loads the model and the prompts, serves until SIGTERM or Ctrl-C, then finishes the
+/// requests in flight. Prints `listening on http://ADDR` on stdout once it accepts requests.
+pub fn run(s: Settings) -> Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let engine = worker::start(&s, metrics.clone())?;
+    eprintln!(
+        "serving {} prompt(s) on {} with {} on {} (batches of up to {} rows, window {} ms, {})",
+        engine.catalog.list().len(),
+        s.model.display(),
+        engine.device,
+        s.host,
+        s.policy.max_rows,
+        s.policy.window.as_millis(),
+        if s.policy.mix_prompts {
+            "prompts mixed"
+        } else {
+            "one prompt per batch"
+        }
+    );
+    let shared = Arc::new(routes::Shared {
+        tx: engine.tx,
+        catalog: engine.catalog,
+        metrics,
+        limits: s.limits,
+        model: s.model.clone(),
+        device: engine.device,
+    });
+    // the engine has its own thread; the runtime only moves bytes
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("the tokio runtime", e))?;
+    let app = routes::router(shared);
+    let served = rt.block_on(listen(&s.host, s.port, app, s.shutdown_grace));
+    // tasks left on the runtime hold senders to the engine: dropping them lets it end
+    rt.shutdown_timeout(Duration::from_secs(5));
+    if engine.thread.join().is_err() {
+        return Err(Error::Device("the engine's thread panicked".into()));
+    }
+    served
+}
+
+/// Serves `app` on host:port until a signal, then waits for the requests in flight, at most
+/// `grace` (a client that never finishes its request must not keep the server up for ever).
+async fn listen(host: &str, port: u16, app: axum::Router, grace: Duration) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind((host, port))
+        .await
+        .map_err(|e| Error::arg("--port", format!("cannot listen on {host}:{port}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("the listening socket", e))?;
+    let mut out = std::io::stdout();
+    // tests and scripts read the port (--port 0 picks one) from this line
+    let _ = writeln!(out, "listening on http://{addr}").and_then(|_| out.flush());
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        stop_signal().await;
+        let _ = stopping.send(());
+    });
+    let give_up = async move {
+        match stopped.await {
+            Ok(()) => tokio::time::sleep(grace).await,
+            // the server ended by itself: nothing to give up on
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        served = server => served.map_err(|e| Error::io("the HTTP server", e))?,
+        _ = give_up => {
+            return Err(Error::Interrupted(format!(
+                "requests were still in flight {} s after the signal (--shutdown-grace-s): \
+                 they were dropped",
+                grace.as_secs()
+            )))
+        }
+    }
+    eprintln!("stopped: every request in flight was answered");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT). A signal that cannot be watched never fires.
+async fn stop_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    eprintln!("shutting down: no new connections; finishing the requests in flight");
+}

@@ -1,0 +1,128 @@
+//! One engine batch: each request's texts encoded for its prompt, every row predicted in one
+//! call whatever its prompt, and each request answered with its own predictions.
+
+use super::error::ApiError;
+use super::metrics::Metrics;
+use super::registry::Entry;
+use super::worker::Queued;
+use crate::prediction_json::prediction_json;
+use serde_json::Value;
+use softprompt::{Dataset, Model, Prompt, Result, Row, Task};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::Instant;
+
+/// A request with its texts encoded.
+type Ready = (Queued, Vec<Row>);
+
+/// Runs `batch` (`batch_size`: the engine's most rows per forward pass) and answers every
+/// request in it. When the batch fails as a whole, each request runs again alone, so one
+/// request's bad input cannot fail the others.
+pub fn run_batch(model: &Model, batch: Vec<Queued>, batch_size: usize, metrics: &Metrics) {
+    let start = Instant::now();
+    let mut ready: Vec<Ready> = Vec::with_capacity(batch.len());
+    for q in batch {
+        metrics.queued(start.saturating_duration_since(q.job.arrived));
+        match encode(model, &q) {
+            Ok(rows) => ready.push((q, rows)),
+            Err(e) => {
+                let _ = q.job.reply.send(Err(e));
+            }
+        }
+    }
+    let rows: usize = ready.iter().map(|(_, r)| r.len()).sum();
+    let tokens: usize = (ready.iter().flat_map(|(_, r)| r))
+        .map(|r| r.ids.len())
+        .sum();
+    if rows == 0 {
+        return;
+    }
+    match guarded(|| predict_requests(model, &ready, batch_size)) {
+        Ok(answers) => {
+            for ((q, _), answer) in ready.into_iter().zip(answers) {
+                let _ = q.job.reply.send(Ok(answer));
+            }
+        }
+        Err(e) if ready.len() == 1 => {
+            for (q, _) in ready {
+                let _ = q.job.reply.send(Err(e.clone()));
+            }
+        }
+        Err(_) => {
+            for item in ready {
+                let answer =
+                    guarded(|| predict_requests(model, std::slice::from_ref(&item), batch_size));
+                let answer = answer.and_then(|mut a| {
+                    a.pop()
+                        .ok_or_else(|| ApiError::internal("the engine gave no answer"))
+                });
+                let _ = item.0.job.reply.send(answer);
+            }
+        }
+    }
+    metrics.batch(rows, tokens, start.elapsed());
+}
+
+/// The request's texts as rows of its prompt's task (cut to its max_len, flagged when cut).
+fn encode(model: &Model, q: &Queued) -> std::result::Result<Vec<Row>, ApiError> {
+    let texts = q.job.texts.iter().map(|t| (t.as_str(), None::<&str>));
+    let data = Dataset::from_pairs("the request", texts);
+    let enc =
+        guarded(|| (model.encode(&q.entry.task, &data)).map_err(|e| ApiError::from_engine(&e)))?;
+    Ok(enc.rows)
+}
+
+/// Every request's predictions as JSON objects, in request order: one engine call over all
+/// their rows, each row naming its prompt.
+fn predict_requests(
+    model: &Model,
+    reqs: &[Ready],
+    batch_size: usize,
+) -> std::result::Result<Vec<Vec<Value>>, ApiError> {
+    let mut entries: Vec<&Rc<Entry>> = Vec::new();
+    let mut rows: Vec<(usize, Row)> = Vec::new();
+    for (q, rs) in reqs {
+        let job = match entries.iter().position(|e| Rc::ptr_eq(e, &q.entry)) {
+            Some(j) => j,
+            None => {
+                entries.push(&q.entry);
+                entries.len() - 1
+            }
+        };
+        rows.extend(rs.iter().map(|r| (job, r.clone())));
+    }
+    let jobs: Vec<(&Task, &Prompt)> = entries.iter().map(|e| (&e.task, &e.prompt)).collect();
+    // one engine pass per batch of rows whatever their prompts (the prompt table, #17)
+    let preds =
+        (model.predict_mixed(&jobs, &rows, batch_size)).map_err(|e| ApiError::from_engine(&e))?;
+    if preds.len() != rows.len() {
+        return Err(ApiError::internal(format!(
+            "the engine gave {} predictions for {} rows",
+            preds.len(),
+            rows.len()
+        )));
+    }
+    let mut preds = preds.iter();
+    let mut answers = Vec::with_capacity(reqs.len());
+    for (q, rs) in reqs {
+        let labels = q.entry.task.labels();
+        let answer = (rs.iter().zip(preds.by_ref()))
+            .map(|(row, p)| prediction_json(model, labels, p, row.truncated).map(Value::Object))
+            .collect::<Result<Vec<Value>>>()
+            .map_err(|e| ApiError::from_engine(&e))?;
+        answers.push(answer);
+    }
+    Ok(answers)
+}
+
+/// Runs `f`, turning a panic (a bug: the library does not panic on input) into a 500 rather
+/// than the end of the engine's thread.
+fn guarded<T>(
+    f: impl FnOnce() -> std::result::Result<T, ApiError>,
+) -> std::result::Result<T, ApiError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(ApiError::internal(
+            "the engine panicked on this request (a bug: please report it)",
+        ))
+    })
+}

@@ -1,0 +1,180 @@
+//! The prompts the server holds. The table itself (each prompt's rows and task) lives on the
+//! engine's thread; the catalog, what the HTTP side lists and checks names against, is shared.
+
+use super::error::ApiError;
+use axum::http::StatusCode;
+use serde::Serialize;
+use softprompt::{Error, Model, Prompt, Result, Task, TaskOptions};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::{Arc, PoisonError, RwLock};
+
+/// A loaded prompt: its rows (and `cls` head) and the task they were trained for.
+pub struct Entry {
+    pub task: Task,
+    pub prompt: Prompt,
+}
+
+/// What `GET /v1/prompts` says of a prompt.
+#[derive(Clone, Debug, Serialize)]
+pub struct PromptInfo {
+    pub name: String,
+    pub path: PathBuf,
+    /// pet, cls, seq2seq or causal
+    pub task: &'static str,
+    pub labels: Vec<String>,
+    pub template: String,
+    /// the prompt's rows P
+    pub prompt_len: usize,
+    /// tokens per row the texts are cut to
+    pub max_len: usize,
+}
+
+/// The names and descriptions of the loaded prompts, shared with the HTTP side.
+#[derive(Clone, Default)]
+pub struct Catalog(Arc<RwLock<BTreeMap<String, PromptInfo>>>);
+
+impl Catalog {
+    pub fn list(&self) -> Vec<PromptInfo> {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        map.values().cloned().collect()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        let map = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        map.contains_key(name)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut BTreeMap<String, PromptInfo>)) {
+        f(&mut self.0.write().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// The prompt table on the engine's thread. Entries are shared with the requests queued for
+/// them, so an unload never takes a prompt from under a request already accepted.
+pub struct Registry {
+    entries: HashMap<String, Rc<Entry>>,
+    catalog: Catalog,
+}
+
+impl Registry {
+    pub fn new(catalog: Catalog) -> Registry {
+        Registry {
+            entries: HashMap::new(),
+            catalog,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn get(&self, name: &str) -> Option<Rc<Entry>> {
+        self.entries.get(name).cloned()
+    }
+
+    /// Loads the prompt folder `path` as `name` for `model`: 400 for a bad name or folder,
+    /// 409 when the name is taken.
+    pub fn load(&mut self, model: &Model, name: &str, path: &Path) -> Result<PromptInfo, ApiError> {
+        check_name(name).map_err(ApiError::bad_request)?;
+        if self.entries.contains_key(name) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("a prompt named \"{name}\" is loaded already: unload it first"),
+            ));
+        }
+        let entry = open(model, path).map_err(|e| ApiError::from_engine(&e))?;
+        let spec = entry.task.spec();
+        let info = PromptInfo {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            task: spec.kind.name(),
+            labels: spec.labels.clone(),
+            template: spec.template.clone(),
+            prompt_len: entry.prompt.rows(),
+            max_len: spec.max_len,
+        };
+        self.entries.insert(name.to_string(), Rc::new(entry));
+        self.catalog.update(|c| {
+            c.insert(name.to_string(), info.clone());
+        });
+        Ok(info)
+    }
+
+    /// 404 for a prompt that is not loaded.
+    pub fn unknown(&self, name: &str) -> ApiError {
+        unknown_prompt(name, &self.catalog)
+    }
+
+    /// Drops the prompt `name` (404 when there is none); requests already queued for it are
+    /// still answered.
+    pub fn unload(&mut self, name: &str) -> Result<PromptInfo, ApiError> {
+        if self.entries.remove(name).is_none() {
+            return Err(self.unknown(name));
+        }
+        let mut info = None;
+        self.catalog.update(|c| info = c.remove(name));
+        info.ok_or_else(|| ApiError::internal(format!("prompt \"{name}\" was not in the catalog")))
+    }
+}
+
+/// 404 for a prompt that is not loaded, naming those that are.
+pub fn unknown_prompt(name: &str, catalog: &Catalog) -> ApiError {
+    let names: Vec<String> = catalog.list().into_iter().map(|i| i.name).collect();
+    ApiError::not_found(format!(
+        "unknown prompt \"{name}\"; loaded: [{}]",
+        names.join(", ")
+    ))
+}
+
+/// A prompt folder with the task it was trained for (task.json, or the model's defaults for a
+/// PEFT folder) on `model`.
+fn open(model: &Model, path: &Path) -> Result<Entry> {
+    let prompt = Prompt::load(path)?;
+    // the model is the server's by choice, so an architecture mismatch is a warning
+    if let Some(warning) = prompt.check_arch(model, true)? {
+        eprintln!("warning: {}: {warning}", path.display());
+    }
+    let task = model.task_for(&prompt, &TaskOptions::default(), None)?;
+    Ok(Entry { task, prompt })
+}
+
+/// Prompt names go into URLs and metrics: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+pub fn check_name(name: &str) -> std::result::Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if (1..=64).contains(&name.len()) && name.chars().all(ok_char) {
+        return Ok(());
+    }
+    Err(format!(
+        "prompt name {name:?}: expected 1 to 64 letters, digits, '.', '_' or '-'"
+    ))
+}
+
+/// The prompt folders in `dir` (subfolders holding adapter_config.json), each named after its
+/// folder, sorted by name.
+pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut found = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if !path.join("adapter_config.json").is_file() {
+            continue;
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_default();
+        check_name(&name).map_err(|msg| Error::file(&path, msg))?;
+        found.push((name, path));
+    }
+    found.sort();
+    if found.is_empty() {
+        return Err(Error::arg(
+            "--prompts",
+            format!(
+                "{} holds no prompt folder (a subfolder with adapter_config.json)",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(found)
+}

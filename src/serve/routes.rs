@@ -1,0 +1,206 @@
+//! The HTTP API: the router, its handlers, and the metrics middleware. Handlers check what
+//! they can (JSON, sizes, names) and hand the rest to the engine's thread.
+
+use super::error::{json_response, ApiError};
+use super::metrics::{Metrics, PREDICT_ROUTE};
+use super::registry::{check_name, unknown_prompt, Catalog};
+use super::worker::{Job, Msg};
+use super::Limits;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// What every handler shares.
+pub struct Shared {
+    pub tx: SyncSender<Msg>,
+    pub catalog: Catalog,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+    pub model: PathBuf,
+    pub device: String,
+}
+
+type AppState = Arc<Shared>;
+type Answer = Result<Response, ApiError>;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/prompts", get(list_prompts).post(load_prompt))
+        .route("/v1/prompts/{name}", axum::routing::delete(unload_prompt))
+        .route(PREDICT_ROUTE, post(predict))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(state.limits.max_request_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}
+
+/// Counts every answer by route and status, and times the predictions.
+async fn count(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let route = route_of(req.uri().path());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    s.metrics
+        .request(route, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+/// The route a path belongs to, as a metric label (prompt names left out, so that the
+/// labels stay few).
+fn route_of(path: &str) -> &'static str {
+    match path {
+        "/health" => "/health",
+        "/metrics" => "/metrics",
+        "/v1/prompts" => "/v1/prompts",
+        PREDICT_ROUTE => PREDICT_ROUTE,
+        p if p.starts_with("/v1/prompts/") => "/v1/prompts/{name}",
+        _ => "other",
+    }
+}
+
+async fn health(State(s): State<AppState>) -> Response {
+    let body = json!({
+        "status": "ok",
+        "model": s.model,
+        "device": s.device,
+        "prompts": s.catalog.list().len(),
+    });
+    json_response(StatusCode::OK, &body)
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let headers = [(header::CONTENT_TYPE, "text/plain; version=0.0.4")];
+    (StatusCode::OK, headers, s.metrics.render()).into_response()
+}
+
+async fn list_prompts(State(s): State<AppState>) -> Response {
+    json_response(StatusCode::OK, &json!({ "prompts": s.catalog.list() }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadRequest {
+    name: String,
+    /// a prompt folder on the server's machine
+    path: PathBuf,
+}
+
+async fn load_prompt(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Answer {
+    let req: LoadRequest = parse(body, &s.limits)?;
+    check_name(&req.name).map_err(ApiError::bad_request)?;
+    let (reply, answer) = oneshot::channel();
+    let (name, path) = (req.name, req.path);
+    send(&s, Msg::Load { name, path, reply })?;
+    let info = wait(answer).await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({ "loaded": info }),
+    ))
+}
+
+async fn unload_prompt(
+    State(s): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> Answer {
+    let Path(name) = name.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (reply, answer) = oneshot::channel();
+    send(&s, Msg::Unload { name, reply })?;
+    let info = wait(answer).await?;
+    Ok(json_response(StatusCode::OK, &json!({ "unloaded": info })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictRequest {
+    prompt: String,
+    texts: Vec<String>,
+}
+
+async fn predict(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Answer {
+    let arrived = Instant::now();
+    let req: PredictRequest = parse(body, &s.limits)?;
+    s.limits.check_texts(&req.texts)?;
+    if !s.catalog.contains(&req.prompt) {
+        return Err(unknown_prompt(&req.prompt, &s.catalog));
+    }
+    let (reply, answer) = oneshot::channel();
+    let prompt = req.prompt.clone();
+    let job = Job {
+        prompt: req.prompt,
+        texts: req.texts,
+        arrived,
+        reply,
+    };
+    send(&s, Msg::Predict(job))?;
+    let predictions = wait(answer).await?;
+    let body = json!({ "prompt": prompt, "predictions": predictions });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+async fn no_route(req: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "no route {}: the API is GET /health, GET /metrics, GET and POST /v1/prompts, \
+         DELETE /v1/prompts/{{name}}, POST /v1/predict",
+        req.uri().path()
+    ))
+}
+
+async fn wrong_method(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} is not served on {}", req.method(), req.uri().path()),
+    )
+}
+
+/// The body as JSON of `T`: 413 past --max-request-bytes, 400 for anything that is not `T`.
+fn parse<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    limits: &Limits,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|r| match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request is larger than the server's --max-request-bytes ({} bytes)",
+                limits.max_request_bytes
+            ),
+        ),
+        status => ApiError::new(
+            status,
+            format!("cannot read the request: {}", r.body_text()),
+        ),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("bad JSON: {e}")))
+}
+
+/// Hands a message to the engine without waiting: 503 when its queue is full or it stopped.
+fn send(s: &Shared, msg: Msg) -> Result<(), ApiError> {
+    s.tx.try_send(msg).map_err(|e| match e {
+        TrySendError::Full(_) => ApiError::unavailable(
+            "the engine's queue is full (--max-queue requests wait): retry later",
+        ),
+        TrySendError::Disconnected(_) => ApiError::unavailable("the server is shutting down"),
+    })
+}
+
+/// The engine's answer to one message.
+async fn wait<T>(answer: oneshot::Receiver<Result<T, ApiError>>) -> Result<T, ApiError> {
+    answer
+        .await
+        .map_err(|_| ApiError::internal("the engine stopped before answering"))?
+}

@@ -1,0 +1,184 @@
+//! The engine's thread. The model, the prompt table and the batcher live here and nowhere
+//! else: the HTTP side sends each request through one bounded channel and hears back over a
+//! oneshot, so the model is never shared across async tasks.
+
+use super::batcher::{Batcher, Next, Pending, Policy};
+use super::error::ApiError;
+use super::metrics::Metrics;
+use super::predict::run_batch;
+use super::registry::{Catalog, Entry, PromptInfo, Registry};
+use super::{DeviceChoice, Settings};
+use serde_json::Value;
+use softprompt::{Device, Error, Model, Result};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// Where the engine's answer to a message goes.
+pub type Reply<T> = oneshot::Sender<std::result::Result<T, ApiError>>;
+
+/// A message to the engine's thread.
+pub enum Msg {
+    Predict(Job),
+    Load {
+        name: String,
+        path: PathBuf,
+        reply: Reply<PromptInfo>,
+    },
+    Unload {
+        name: String,
+        reply: Reply<PromptInfo>,
+    },
+}
+
+/// A prediction request: the texts for one prompt, answered with one JSON object per text.
+pub struct Job {
+    pub prompt: String,
+    pub texts: Vec<String>,
+    pub arrived: Instant,
+    pub reply: Reply<Vec<Value>>,
+}
+
+/// A request the engine accepted, holding its prompt (an unload cannot take it away).
+pub struct Queued {
+    pub job: Job,
+    pub entry: Rc<Entry>,
+}
+
+impl Pending for Queued {
+    fn prompt(&self) -> &str {
+        &self.job.prompt
+    }
+    fn rows(&self) -> usize {
+        self.job.texts.len()
+    }
+    fn arrived(&self) -> Instant {
+        self.job.arrived
+    }
+}
+
+/// The running engine: the channel to it, its thread, and what it loaded.
+pub struct Engine {
+    pub tx: SyncSender<Msg>,
+    pub thread: JoinHandle<()>,
+    pub catalog: Catalog,
+    /// the device, as the command line prints it
+    pub device: String,
+}
+
+/// Starts the engine's thread: the model and the settings' prompts are loaded there, and
+/// an error in either is returned here before anything listens.
+pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
+    let (tx, rx) = sync_channel(s.max_queue);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let catalog = Catalog::default();
+    let (model_dir, device, prompts) = (s.model.clone(), s.device, s.prompts.clone());
+    let (policy, cat) = (s.policy, catalog.clone());
+    let thread = std::thread::Builder::new()
+        .name("softprompt-engine".into())
+        .spawn(move || {
+            let setup = (|| {
+                let model = open_model(&model_dir, device)?;
+                let mut registry = Registry::new(cat);
+                for (name, path) in &prompts {
+                    registry
+                        .load(&model, name, path)
+                        .map_err(|e| Error::file(path, format!("prompt \"{name}\": {}", e.msg)))?;
+                }
+                metrics.set_prompts(registry.len());
+                Ok((model, registry))
+            })();
+            match setup {
+                Ok((model, registry)) => {
+                    let _ = ready_tx.send(Ok(model.device_name()));
+                    serve_loop(&model, registry, &rx, policy, &metrics);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        })
+        .map_err(|e| Error::io("the engine's thread", e))?;
+    let device = ready_rx
+        .recv()
+        .map_err(|_| Error::Device("the engine's thread ended while loading".into()))??;
+    Ok(Engine {
+        tx,
+        thread,
+        catalog,
+        device,
+    })
+}
+
+/// `--device`: as given, or with auto the first GPU when one works, else the CPU.
+fn open_model(dir: &Path, device: DeviceChoice) -> Result<Model> {
+    match device {
+        DeviceChoice::Given(d) => Model::open(dir, d),
+        DeviceChoice::Auto(precision) => match Model::open(dir, Device::Cuda(0, precision)) {
+            Ok(m) => Ok(m),
+            Err(e) => {
+                eprintln!("note: --device auto: no GPU to use ({e}); serving on the CPU");
+                Model::open(dir, Device::Cpu)
+            }
+        },
+    }
+}
+
+/// Batches and runs requests until every sender is gone (the server stopped), then answers
+/// what is still queued and returns.
+fn serve_loop(
+    model: &Model,
+    mut registry: Registry,
+    rx: &Receiver<Msg>,
+    policy: Policy,
+    metrics: &Metrics,
+) {
+    let mut batcher = Batcher::new(policy);
+    loop {
+        let mut recv = |deadline| receive(rx, deadline, model, &mut registry, metrics);
+        let Some(batch) = batcher.next_batch(&mut recv) else {
+            return;
+        };
+        run_batch(model, batch, policy.max_rows, metrics);
+    }
+}
+
+/// The next prediction request (waiting until `deadline`, or for ever). Loads and unloads
+/// are done on the way, in the order they came; a request for a prompt not loaded is answered
+/// at once.
+fn receive(
+    rx: &Receiver<Msg>,
+    deadline: Option<Instant>,
+    model: &Model,
+    registry: &mut Registry,
+    metrics: &Metrics,
+) -> Next<Queued> {
+    loop {
+        let msg = match deadline {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
+        };
+        match msg {
+            Ok(Msg::Predict(job)) => match registry.get(&job.prompt) {
+                Some(entry) => return Next::Job(Queued { job, entry }),
+                None => {
+                    let _ = job.reply.send(Err(registry.unknown(&job.prompt)));
+                }
+            },
+            Ok(Msg::Load { name, path, reply }) => {
+                let _ = reply.send(registry.load(model, &name, &path));
+                metrics.set_prompts(registry.len());
+            }
+            Ok(Msg::Unload { name, reply }) => {
+                let _ = reply.send(registry.unload(&name));
+                metrics.set_prompts(registry.len());
+            }
+            Err(RecvTimeoutError::Timeout) => return Next::Timeout,
+            Err(RecvTimeoutError::Disconnected) => return Next::Closed,
+        }
+    }
+}
