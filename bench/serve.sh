@@ -10,7 +10,7 @@
 #
 # After the mixed run, the same server gets the same load with every request on one prompt:
 # each batch is then one engine call, the ceiling that the engine's mixed batching (#17 item 1)
-# approaches while serve.rs's predict_mixed is a stand-in (one predict per prompt in a batch).
+# approaches (prompts of one length share a pass; here two lengths, so two passes a batch).
 # Prints each run's line and appends them to bench/results/serve-DATE-COMMIT.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
