@@ -346,3 +346,35 @@ fn prefix_attention_equals_concatenated_keys() {
         assert_close(&format!("{name}: dprefix"), &dprefix, &want_dprefix, 1e-13);
     }
 }
+
+/// A prefix whose width does not fit the model under its placement, or a placement the engine
+/// does not know, is an error that names what was expected, never a step.
+#[test]
+fn bad_prefixes_are_named() {
+    let be = CpuBackend::<f32>::new();
+    // the T5 papers reference read as PEFT's placement: 4 blocks given, PEFT's rule takes them
+    // all, but a table one block short fits neither placement's width
+    let mut r = read("t5_v1_0/ref_seq2seq_prefix_papers.safetensors");
+    let (p, width) = (r.p(), r.d());
+    let short = width - width / 4;
+    r.prompt.data = (0..p)
+        .flat_map(|row| r.prompt.data[row * width..row * width + short].to_vec())
+        .collect();
+    r.prompt.shape = vec![p, short];
+    let e = parity::run(&be, &fixtures().join("t5_v1_0"), &r, TOL)
+        .expect_err("a short prefix is refused")
+        .to_string();
+    assert!(e.contains("blocks") && e.contains("papers"), "{e}");
+    // BERT reads one block per layer: a reference that says otherwise is refused by name
+    let mut r = read("bert_mlm/ref_mlm_prefix_papers.safetensors");
+    r.prefix.as_mut().unwrap().spec.blocks = Some(3);
+    let e = parity::run(&be, &fixtures().join("bert_mlm"), &r, TOL)
+        .expect_err("3 blocks for a 2-layer BERT")
+        .to_string();
+    assert!(e.contains("blocks"), "{e}");
+    assert!("paper"
+        .parse::<softprompt::internals::models::Placement>()
+        .unwrap_err()
+        .to_string()
+        .contains("--prefix-placement"),);
+}
