@@ -76,7 +76,7 @@ pub(super) struct StackCtx<'a, B: Backend> {
 
 impl<'a, B: Backend> StackCtx<'a, B> {
     /// The prefix block self-attention layer l reads, if any.
-    fn prefix_kv(&self, l: usize) -> Option<PrefixKv<'a, B::Buf>> {
+    pub(super) fn prefix_kv(&self, l: usize) -> Option<PrefixKv<'a, B::Buf>> {
         let (pre, enc) = self.prefix?;
         t5_block(pre.placement, self.memory.is_some(), l, enc, pre.blocks).map(|n| pre.block(n))
     }

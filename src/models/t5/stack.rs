@@ -212,6 +212,11 @@ impl<B: Backend> T5<B> {
         inp: &T5Inputs<B>,
     ) -> Result<()> {
         let ctx = self.encoder_ctx(inp);
+        if inp.prefix.is_some() && ctx.prefix_kv(0).is_none() {
+            // PEFT's placement: no prefix in the encoder, so nothing trainable is below it
+            release(acct, &acts, ctx.name);
+            return Ok(());
+        }
         if inp.prefix.is_some() {
             // prefix tuning: dprompt is the prefix's gradient, and it stops there
             self.stack_bwd(be, acct, None, Some(dprompt), denc_out, acts, ctx)?;
@@ -267,5 +272,21 @@ impl<B: Backend> T5<B> {
         let ctx = self.decoder_ctx(inp, enc_out);
         let _dy = self.stack_bwd(be, acct, Some(denc_out), dprefix, ddec_out, acts, ctx)?;
         Ok(())
+    }
+}
+
+/// Releases from `acct` everything a stack's forward held, without its backward.
+fn release<B: Backend>(acct: &mut MemoryAccountant, acts: &StackActs<B>, name: &str) {
+    acct.release(&format!("{name}.final_in"));
+    acct.release(&format!("{name}.final_rstd"));
+    for (l, saved) in acts.blocks.iter().enumerate() {
+        match saved {
+            Saved::Full(a) => {
+                for (n, _) in a.named() {
+                    acct.release(&format!("{name}.{l}.{n}"));
+                }
+            }
+            Saved::Input(_) => acct.release(&format!("{name}.{l}.input")),
+        }
     }
 }
