@@ -378,3 +378,38 @@ fn bad_prefixes_are_named() {
         .to_string()
         .contains("--prefix-placement"),);
 }
+
+/// PEFT's own saved adapters (`save_pretrained` of the run that made the reference) hold the
+/// prefix table in the layout the engine reads: `prompt_embeddings` [P, N·2·w] with N
+/// `num_layers`; run in place of the reference's prefix, it passes parity under PEFT's
+/// placement (T5: decoder only, block 2l mod N; Llama: block l, grouped-query heads).
+#[test]
+fn peft_prefix_adapters_read_as_the_table() {
+    use softprompt::internals::weights::TensorFile;
+    let be = CpuBackend::<f32>::new();
+    for (model, reference) in [
+        ("t5_v1_0", "t5_v1_0/ref_seq2seq_prefix_peft.safetensors"),
+        ("llama", "llama/ref_causal_prefix.safetensors"),
+    ] {
+        let dir = fixtures()
+            .join("deep")
+            .join(model)
+            .join("peft_adapter_prefix");
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("adapter_config.json")).unwrap())
+                .unwrap();
+        assert_eq!(cfg["peft_type"], "PREFIX_TUNING");
+        let mut r = read(reference);
+        let spec = r.prefix.as_ref().unwrap().spec;
+        assert_eq!(cfg["num_layers"].as_u64(), spec.blocks.map(|n| n as u64));
+        let table = TensorFile::read(&dir.join("adapter_model.safetensors"))
+            .unwrap()
+            .float("prompt_embeddings")
+            .unwrap()
+            .clone();
+        assert_eq!(table.shape, r.prompt.shape, "{model}");
+        r.prompt = table;
+        let report = parity::run(&be, &fixtures().join(model), &r, TOL).unwrap();
+        assert!(report.passed(), "{model} adapter\n{}", report.table());
+    }
+}
