@@ -157,9 +157,9 @@ impl<F: Copy> Keys<F> {
     }
 }
 
-/// dst (rows, P + Tk) (+)= a (rows, K) · [prefix; real]ᵀ-or-not, in two products so that the
-/// prefix rows are read in place: `pick` chooses the keys or the values. With `trans`, the
-/// right operand is transposed (scores, dP); dst's row stride is P + Tk.
+/// dst (rows, P + Tk) = a (rows, D) · [pk; k]ᵀ (the scores), or with `values`
+/// a · [pv; v]ᵀ (dP), in two products so that the prefix rows are read in place where the
+/// table holds them; dst's row stride is P + Tk.
 #[allow(clippy::too_many_arguments)]
 unsafe fn times_keys<F: Real>(
     dst: *mut F,
@@ -209,8 +209,8 @@ fn score_tile<F: Real>(
     dims: &AttnDims,
 ) {
     let (tk, p) = (dims.tk, keys.p);
-    // SAFETY: q's rows i0..i0+rows of this head, the keys' P and Tk - P rows; scores is
-    // (rows, Tk).
+    // SAFETY: q's rows i0..i0+rows of this head, the P prefix and Tk - P real key rows;
+    // scores is (rows, Tk) (`dims` counts the prefix in Tk).
     unsafe {
         times_keys(
             scores.as_mut_ptr(),
