@@ -13,8 +13,8 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::cls_head::HostClsHead;
-use crate::models::{Capture, Model, Objective, Recompute};
-use crate::reference::{RefObjective, Reference};
+use crate::models::{Capture, Model, Objective, PrefixSpec, Recompute};
+use crate::reference::{PrefixRef, RefObjective, Reference};
 use crate::weights::{HostTensor, WeightStore};
 use std::path::Path;
 
@@ -104,7 +104,13 @@ pub fn engine_shape(r: &Reference, name: &str, len: usize) -> Option<Vec<usize>>
     let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
     Some(match (name, stem, &r.objective) {
         ("loss", _, _) => vec![],
-        ("prompt_grad", _, _) => vec![p, d],
+        ("prompt_grad" | "prefix_grad", _, _) => vec![p, d],
+        // prefix tuning's hidden states cover the real tokens only, at the model's width
+        (_, "hidden_states" | "encoder_hidden_states" | "decoder_hidden_states", _)
+            if r.prefix.is_some() =>
+        {
+            return None
+        }
         ("logits", _, RefObjective::Pet { verbalizer_ids, .. }) => vec![b, verbalizer_ids.len()],
         ("logits", _, RefObjective::Cls { head_bias, .. }) => vec![b, head_bias.len()],
         ("logits", _, RefObjective::Mlm { .. }) => vec![b, t, per(b * t)],
@@ -149,7 +155,10 @@ pub fn run<B: Backend>(
     reference: &Reference,
     tol: f64,
 ) -> Result<ParityReport> {
-    let required = reference.objective.required();
+    let required = match reference.prefix {
+        Some(_) => &["loss", "logits", "prefix_grad"],
+        None => reference.objective.required(),
+    };
     for name in required {
         if !reference.expected.contains_key(*name) {
             return Err(Error::file(
@@ -172,10 +181,12 @@ pub fn run<B: Backend>(
             None => report.skipped.push(name.clone()),
         }
     }
-    if let Some(got) = outputs.get(ENCODER_OUTPUT) {
-        report
-            .rows
-            .push(compare(ENCODER_OUTPUT, got, &reference.prompt, tol)?);
+    for name in [ENCODER_OUTPUT, PROJECTION_OUTPUT] {
+        if let Some(got) = outputs.get(name) {
+            report
+                .rows
+                .push(compare(name, got, &reference.prompt, tol)?);
+        }
     }
     if let RefObjective::Generate { generated_ids, .. } = &reference.objective {
         report.rows.push(compare_ids(&outputs, generated_ids)?);
@@ -208,6 +219,10 @@ pub fn outputs<B: Backend>(be: &B, model_dir: &Path, reference: &Reference) -> R
             ),
         ));
     }
+    if let Some(prefix) = &reference.prefix {
+        let model = Model::from_config(be, &WeightStore::open(model_dir)?, cfg)?;
+        return prefix_outputs(be, &model, reference, prefix);
+    }
     if reference.d() != cfg.hidden_size() {
         return Err(Error::file(
             &reference.path,
@@ -220,14 +235,14 @@ pub fn outputs<B: Backend>(be: &B, model_dir: &Path, reference: &Reference) -> R
     }
     let model = Model::from_config(be, &WeightStore::open(model_dir)?, cfg)?;
     let Some(encoder) = &reference.encoder else {
-        return step_outputs(be, &model, reference, &reference.prompt.data);
+        return step_outputs(be, &model, reference, &reference.prompt.data, None);
     };
     // P-tuning: the prompt is the encoder's output, the step's prompt gradient goes back
     // through the encoder to its parameters
     let (mut prompt, tape) = encoder.forward()?;
     // the model reads the first P rows (PEFT's seq2seq table has 2P)
     prompt.truncate(reference.prompt.data.len());
-    let mut out = step_outputs(be, &model, reference, &prompt)?;
+    let mut out = step_outputs(be, &model, reference, &prompt, None)?;
     let d_prompt = out.get("prompt_grad").cloned().unwrap_or_default();
     for (name, grad) in encoder.backward(&tape, &d_prompt)? {
         out.insert(format!("grad.encoder.{name}"), grad);
@@ -238,6 +253,42 @@ pub fn outputs<B: Backend>(be: &B, model_dir: &Path, reference: &Reference) -> R
 
 /// The prompt a P-tuning reference's encoder gives, compared with the reference's `prompt`.
 const ENCODER_OUTPUT: &str = "prompt (encoder output)";
+
+/// The prefix a projection gives, compared with the reference's `prefix`.
+const PROJECTION_OUTPUT: &str = "prefix (projection output)";
+
+/// A prefix reference's outputs: its table (or the projection's output) in front of the keys
+/// its placement names, and with a projection the gradient of its tensors.
+fn prefix_outputs<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    r: &Reference,
+    prefix: &PrefixRef,
+) -> Result<Capture> {
+    let (blocks, kv_width) = model.prefix_layout(prefix.spec.placement);
+    let blocks = prefix.spec.blocks.unwrap_or(blocks);
+    if r.d() != blocks * 2 * kv_width {
+        return Err(Error::file(
+            &r.path,
+            format!(
+                "the prefix is {} wide but the model takes {blocks} blocks of 2 x {kv_width}                  under the {} placement",
+                r.d(),
+                prefix.spec.placement.name()
+            ),
+        ));
+    }
+    let Some(projection) = &prefix.projection else {
+        return step_outputs(be, model, r, &r.prompt.data, Some(prefix.spec));
+    };
+    let (table, tape) = projection.forward()?;
+    let mut out = step_outputs(be, model, r, &table, Some(prefix.spec))?;
+    let d_prefix = out.get("prefix_grad").cloned().unwrap_or_default();
+    for (name, grad) in projection.backward(&tape, &d_prefix)? {
+        out.insert(format!("grad.encoder.{name}"), grad);
+    }
+    out.insert(PROJECTION_OUTPUT.into(), table);
+    Ok(out)
+}
 
 /// The generated tokens against the reference's, exactly: `rel_err` is the fraction of tokens
 /// that differ, and the tolerance 0.
@@ -270,13 +321,14 @@ fn natural_key(name: &str) -> (String, usize) {
     }
 }
 
-/// One training step on the reference's batch and objective with `prompt` (P, d), with a
-/// capture.
+/// One training step on the reference's batch and objective with `prompt` (P, d), or with
+/// `prefix` the prefix table (P, N·2·Hkv·D), with a capture.
 fn step_outputs<B: Backend>(
     be: &B,
     model: &Model<B>,
     r: &Reference,
     prompt: &[f32],
+    prefix: Option<PrefixSpec>,
 ) -> Result<Capture> {
     let (p, c) = (r.p(), model.hidden_size());
     // the cls head outlives the objective that borrows it
@@ -322,22 +374,42 @@ fn step_outputs<B: Backend>(
             return generate_outputs(be, model, r, *max_new_tokens)
         }
     };
+    let rows = prompt.len();
     let prompt = be.upload(DType::F32, prompt)?;
-    let mut dprompt = be.zeros(DType::F32, p * c)?;
+    let mut dprompt = be.zeros(DType::F32, prefix.map_or(p * c, |_| rows))?;
     let mut out = Capture::new();
-    let step = model.train_step(
-        be,
-        &mut MemoryAccountant::new(),
-        &mut dprompt,
-        &prompt,
-        &r.batch,
-        p,
-        &objective,
-        Recompute::None,
-        Some(&mut out),
-    )?;
+    let acct = &mut MemoryAccountant::new();
+    let step = match prefix {
+        Some(spec) => model.prefix_step(
+            be,
+            acct,
+            &mut dprompt,
+            &prompt,
+            &r.batch,
+            spec,
+            &objective,
+            Recompute::None,
+            Some(&mut out),
+        )?,
+        None => model.train_step(
+            be,
+            acct,
+            &mut dprompt,
+            &prompt,
+            &r.batch,
+            p,
+            &objective,
+            Recompute::None,
+            Some(&mut out),
+        )?,
+    };
+    let grad_name = if prefix.is_some() {
+        "prefix_grad"
+    } else {
+        "prompt_grad"
+    };
     out.insert("loss".into(), vec![step.loss as f32]);
-    out.insert("prompt_grad".into(), be.download(&dprompt)?);
+    out.insert(grad_name.into(), be.download(&dprompt)?);
     if let Some(dhead) = step.head_grads {
         out.insert("head_weight_grad".into(), be.download(&dhead.weight)?);
         out.insert("head_bias_grad".into(), be.download(&dhead.bias)?);

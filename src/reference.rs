@@ -9,7 +9,8 @@
 
 use crate::error::{Error, Result};
 use crate::models::TokenBatch;
-use crate::prompt_encoder::{EncoderConfig, PromptEncoder};
+use crate::models::{Placement, PrefixSpec};
+use crate::prompt_encoder::{EncoderConfig, PrefixProjection, ProjectionConfig, PromptEncoder};
 use crate::weights::{HostTensor, TensorFile};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -81,12 +82,23 @@ pub struct Reference {
     pub expected: BTreeMap<String, HostTensor>,
     /// method `p-tuning`: PEFT's prompt encoder, whose output is `prompt`
     pub encoder: Option<PromptEncoder>,
+    /// method `prefix`: `prompt` is then the prefix table (P, N·2·Hkv·D)
+    pub prefix: Option<PrefixRef>,
+}
+
+/// What a `prefix` reference adds: where the prefix goes, and its projection if it has one.
+#[derive(Clone, Debug)]
+pub struct PrefixRef {
+    pub spec: PrefixSpec,
+    /// `prefix_projection`: the projection whose output is the reference's `prefix`
+    pub projection: Option<PrefixProjection>,
 }
 
 /// The tensors a reference file holds as inputs; every other float tensor is an expected
 /// output.
-const INPUTS: [&str; 10] = [
+const INPUTS: [&str; 11] = [
     "input_ids",
+    "prefix",
     "attention_mask",
     "token_type_ids",
     "prompt",
@@ -360,6 +372,71 @@ fn read_encoder(
     .map_err(|e| Error::file(path, e.to_string()))
 }
 
+/// A `prefix` reference's placement (`peft_config` present: PEFT's; else its `placement`),
+/// BERT's first token position, and its projection.
+fn read_prefix(
+    path: &Path,
+    file: &TensorFile,
+    meta: &Value,
+    prefix: &HostTensor,
+) -> Result<PrefixRef> {
+    let peft = meta.get("peft_config");
+    let placement = match (peft, meta.get("placement").and_then(|v| v.as_str())) {
+        (Some(_), _) => Placement::Peft,
+        (None, Some(name)) => name
+            .parse()
+            .map_err(|e: Error| Error::file(path, e.to_string()))?,
+        (None, None) => {
+            return Err(Error::file(
+                path,
+                "method prefix needs `peft_config` (PEFT's placement) or `placement`",
+            ))
+        }
+    };
+    let key = |k: &str| peft.unwrap_or(meta).get(k);
+    let projection = key("prefix_projection").and_then(|v| v.as_bool()) == Some(true);
+    let p = prefix.shape.first().copied().unwrap_or(0);
+    let spec = PrefixSpec {
+        p,
+        placement,
+        bert_first_position: meta
+            .get("real_token_position_offset")
+            .and_then(|v| v.as_u64())
+            .map(|n| n as usize),
+        blocks: key("num_layers")
+            .and_then(|v| v.as_u64())
+            .map(|n| n as usize),
+    };
+    if !projection {
+        return Ok(PrefixRef {
+            spec,
+            projection: None,
+        });
+    }
+    let shape = |n: &str| {
+        file.floats
+            .get(&format!("{ENCODER}{n}"))
+            .map(|t| t.shape.clone())
+    };
+    let (emb, first) = (shape("embedding.weight"), shape("transform.0.weight"));
+    let cfg = ProjectionConfig {
+        p,
+        w: emb.and_then(|s| s.get(1).copied()).unwrap_or(0),
+        hidden: first.and_then(|s| s.first().copied()).unwrap_or(0),
+        out: prefix.shape.get(1).copied().unwrap_or(0),
+    };
+    let projection = PrefixProjection::from_tensors(cfg, |n| {
+        file.floats
+            .get(&format!("{ENCODER}{n}"))
+            .map(|t| (t.shape.as_slice(), t.data.as_slice()))
+    })
+    .map_err(|e| Error::file(path, e.to_string()))?;
+    Ok(PrefixRef {
+        spec,
+        projection: Some(projection),
+    })
+}
+
 impl Reference {
     pub fn read(path: &Path) -> Result<Reference> {
         let file = TensorFile::read(path)?;
@@ -376,19 +453,24 @@ impl Reference {
             .ok_or_else(|| Error::file(path, "metadata lacks `num_virtual_tokens`"))?
             as usize;
         let method = field("method");
-        if !matches!(method.as_str(), "" | "prompt" | "p-tuning") {
-            return Err(Error::Unsupported(format!(
-                "{}: method {method:?} (prefix tuning) is not in this engine yet",
-                path.display()
-            )));
+        if !matches!(method.as_str(), "" | "prompt" | "p-tuning" | "prefix") {
+            return Err(Error::file(
+                path,
+                format!("method {method:?}: expected prompt, p-tuning or prefix"),
+            ));
         }
         let batch = read_batch(path, &file)?;
-        let prompt = file.float("prompt")?.clone();
+        let rows = if method == "prefix" {
+            "prefix"
+        } else {
+            "prompt"
+        };
+        let prompt = file.float(rows)?.clone();
         if prompt.shape.len() != 2 || prompt.shape.first() != Some(&p) {
             return Err(Error::file(
                 path,
                 format!(
-                    "`prompt` has shape {:?}: expected [{p}, d] (num_virtual_tokens = {p})",
+                    "`{rows}` has shape {:?}: expected [{p}, width] (num_virtual_tokens = {p})",
                     prompt.shape
                 ),
             ));
@@ -404,7 +486,12 @@ impl Reference {
             .filter(|(k, _)| !INPUTS.contains(&k.as_str()) && !k.starts_with(ENCODER))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let prefix = match method.as_str() {
+            "prefix" => Some(read_prefix(path, &file, &meta, &prompt)?),
+            _ => None,
+        };
         Ok(Reference {
+            prefix,
             path: path.to_path_buf(),
             arch: field("arch"),
             producer: field("producer"),

@@ -495,7 +495,7 @@ fn cpu_backend_rejects_bad_buffers() {
         check(
             "bucket",
             be.attention_fwd(
-                &mut out, &mut lse, &six, &six, &six, &mask, bias, false, 1.0, dims,
+                &mut out, &mut lse, &six, &six, &six, None, &mask, bias, false, 1.0, dims,
             ),
             "bias buckets",
         );

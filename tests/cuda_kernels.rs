@@ -955,6 +955,7 @@ fn check_attention(be: &CudaBackend) {
             &q.0,
             &k.0,
             &v.0,
+            None,
             &mask.0,
             bias(),
             causal,
@@ -964,7 +965,8 @@ fn check_attention(be: &CudaBackend) {
         .unwrap();
         s.cpu
             .attention_fwd(
-                &mut out.1, &mut lse.1, &q.1, &k.1, &v.1, &mask.1, cpu_bias, causal, scale, dims,
+                &mut out.1, &mut lse.1, &q.1, &k.1, &v.1, None, &mask.1, cpu_bias, causal, scale,
+                dims,
             )
             .unwrap();
         s.check(&format!("attention_fwd out {name}"), &out, st.attn);
@@ -1015,10 +1017,12 @@ fn check_attention(be: &CudaBackend) {
             &mut dq.0,
             &mut dk.0,
             &mut dv.0,
+            None,
             &dout.0,
             &q.0,
             &k.0,
             &v.0,
+            None,
             &lse.0,
             &mask.0,
             bias(),
@@ -1029,8 +1033,8 @@ fn check_attention(be: &CudaBackend) {
         .unwrap();
         s.cpu
             .attention_bwd(
-                &mut dq.1, &mut dk.1, &mut dv.1, &dout.1, &q.1, &k.1, &v.1, &lse.1, &mask.1,
-                cpu_bias, causal, scale, dims,
+                &mut dq.1, &mut dk.1, &mut dv.1, None, &dout.1, &q.1, &k.1, &v.1, None, &lse.1,
+                &mask.1, cpu_bias, causal, scale, dims,
             )
             .unwrap();
         s.check(&format!("attention_bwd dq {name}"), &dq, st.attn);

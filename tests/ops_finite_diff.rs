@@ -663,6 +663,7 @@ fn attention_case(case: AttnCase, seed: u64) {
             q,
             k,
             v,
+            None,
             &mask,
             bias(),
             case.causal,
@@ -707,10 +708,12 @@ fn attention_case(case: AttnCase, seed: u64) {
         &mut dq,
         &mut dk,
         &mut dv,
+        None,
         &r,
         q,
         k,
         v,
+        None,
         &lse,
         &mask,
         bias(),
@@ -1037,7 +1040,9 @@ fn attention_fully_masked_keys() {
     let v = normals(&mut rng, n, 1.0);
     let mask = [0, 1, 1, 1, 1, 1];
     let (mut out, mut lse) = (vec![f64::NAN; n], vec![f64::NAN; 2 * tq]);
-    attention_fwd(&mut out, &mut lse, &q, &k, &v, &mask, None, true, 1.0, dims);
+    attention_fwd(
+        &mut out, &mut lse, &q, &k, &v, None, &mask, None, true, 1.0, dims,
+    );
     assert!(
         out[..16].iter().all(|&x| x == 0.0),
         "query 0 has no visible key: out must be 0"
@@ -1049,7 +1054,7 @@ fn attention_fully_masked_keys() {
     let r = normals(&mut rng, n, 1.0);
     let (mut dq, mut dk, mut dv) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
     attention_bwd(
-        &mut dq, &mut dk, &mut dv, &r, &q, &k, &v, &lse, &mask, None, true, 1.0, dims,
+        &mut dq, &mut dk, &mut dv, None, &r, &q, &k, &v, None, &lse, &mask, None, true, 1.0, dims,
     );
     assert!(
         dq.iter().chain(&dk).chain(&dv).all(|x| x.is_finite()),
@@ -1239,6 +1244,7 @@ fn attention_decode_matches_causal_attention() {
             &q,
             &take(&k),
             &take(&v),
+            None,
             &kmask,
             bias,
             true,

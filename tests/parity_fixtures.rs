@@ -448,15 +448,3 @@ fn ptuning_references_pass_through_the_encoder() {
         }
     }
 }
-
-/// Prefix-tuning references are refused by name until the engine has the method.
-#[test]
-fn prefix_references_are_named_as_unsupported() {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/deep/bloom/ref_causal_prefix.safetensors");
-    let e = Reference::read(&file).err().unwrap().to_string();
-    assert!(
-        e.contains("prefix") && e.contains("not in this engine"),
-        "{e}"
-    );
-}

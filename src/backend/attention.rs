@@ -44,6 +44,57 @@ impl AttnDims {
     }
 }
 
+/// One layer's prefix keys and values (prefix tuning), read in place from the prefix table
+/// (P, width) F32 that every layer shares: row r holds this layer's P-th key row, Hkv·D
+/// head-major, at `k_off`, and its value row at `v_off` (PEFT's `[k0 v0 k1 v1 …]` blocks). The
+/// prefix keys sit in front of the real ones, at positions 0..P-1 (the real keys at
+/// P..P+Tk-1, so with the end alignment above query i is at P + i + Tk − Tq); every query
+/// sees every prefix key (no key mask, no causal mask), and every batch row reads the same
+/// rows. A position bias is computed over the P + Tk keys (a relative bias's bucket lookup is
+/// then Tq + P + Tk − 1 long). Nothing is concatenated: the op reads the table directly.
+pub struct PrefixKv<'a, Buf> {
+    pub table: &'a Buf,
+    /// prefix rows
+    pub p: usize,
+    /// the table's row length (N·2·Hkv·D for N blocks)
+    pub width: usize,
+    pub k_off: usize,
+    pub v_off: usize,
+}
+
+// by hand: a derive would ask `Buf: Clone`, and only the reference is copied
+impl<Buf> Clone for PrefixKv<'_, Buf> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<Buf> Copy for PrefixKv<'_, Buf> {}
+
+impl<Buf> PrefixKv<'_, Buf> {
+    /// Checks that this layer's key and value rows (`kv_width` = Hkv·D each) lie inside a
+    /// table row.
+    pub fn check(&self, kv_width: usize) -> crate::error::Result<()> {
+        if self.k_off + kv_width > self.width || self.v_off + kv_width > self.width {
+            return Err(crate::error::Error::shape(
+                "attention prefix (key and value offsets in a prefix row)",
+                format!("offsets + {kv_width} <= the row width {}", self.width),
+                format!("k_off {} v_off {}", self.k_off, self.v_off),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The table's element count, P × width.
+    pub fn table_len(&self) -> usize {
+        self.p * self.width
+    }
+}
+
+/// The prefix rows in front of Tk real keys: P, or 0 without a prefix.
+pub fn prefix_rows<Buf>(prefix: Option<&PrefixKv<'_, Buf>>) -> usize {
+    prefix.map_or(0, |p| p.p)
+}
+
 /// The position bias an attention adds to its scores.
 pub enum AttnBias<'a, Buf> {
     /// T5's relative position bias, from its frozen table.
@@ -128,9 +179,34 @@ pub fn bucket_lookup(
     num_buckets: usize,
     max_distance: usize,
 ) -> Vec<i32> {
+    shifted_lookup(tq, tk, 0, bidirectional, num_buckets, max_distance)
+}
+
+/// The bucket lookup of T queries over P prefix keys and T real ones (prefix tuning): with
+/// the positions aligned at the end, key j sits at j and query i at P + i, so index
+/// j - i + T - 1 holds the bucket of relative position j - i - P (as transformers 5 gives it
+/// behind a cache of P rows).
+pub fn prefix_bucket_lookup(
+    t: usize,
+    p: usize,
+    bidirectional: bool,
+    num_buckets: usize,
+    max_distance: usize,
+) -> Vec<i32> {
+    shifted_lookup(t, p + t, p, bidirectional, num_buckets, max_distance)
+}
+
+fn shifted_lookup(
+    tq: usize,
+    tk: usize,
+    shift: usize,
+    bidirectional: bool,
+    num_buckets: usize,
+    max_distance: usize,
+) -> Vec<i32> {
     (0..tq + tk - 1)
         .map(|idx| {
-            let rel = idx as i64 - (tq as i64 - 1);
+            let rel = idx as i64 - (tq as i64 - 1) - shift as i64;
             relative_position_bucket(rel, bidirectional, num_buckets, max_distance) as i32
         })
         .collect()
@@ -162,7 +238,8 @@ op_family! {
     /// Fused multi-head attention.
     pub trait AttentionOps {
         /// out (B, Tq, H, D) = softmax(scale · q kᵀ + bias, masked) v; lse (B, H, Tq) F32
-        /// saved for backward. A query row that sees no key gets out 0 and lse -inf.
+        /// saved for backward. A query row that sees no key gets out 0 and lse -inf. With a
+        /// `prefix`, its P keys and values come before the Tk real ones (`PrefixKv`).
         fn attention_fwd(
             &self,
             out: &mut Self::Buf,
@@ -170,22 +247,27 @@ op_family! {
             q: &Self::Buf,
             k: &Self::Buf,
             v: &Self::Buf,
+            prefix: Option<PrefixKv<'_, Self::Buf>>,
             key_mask: &Self::Buf,
             bias: Option<AttnBias<'_, Self::Buf>>,
             causal: bool,
             scale: f64,
             dims: AttnDims,
         ) -> Result<()>;
-        /// dq, dk, dv += the gradients of q, k, v, recomputing the probabilities from lse.
+        /// dq, dk, dv += the gradients of q, k, v, recomputing the probabilities from lse;
+        /// with a `prefix`, dprefix (the prefix table's shape, F32) += the gradient of this
+        /// layer's prefix keys and values, summed over the batch, at the prefix's offsets.
         fn attention_bwd(
             &self,
             dq: &mut Self::Buf,
             dk: &mut Self::Buf,
             dv: &mut Self::Buf,
+            dprefix: Option<&mut Self::Buf>,
             dout: &Self::Buf,
             q: &Self::Buf,
             k: &Self::Buf,
             v: &Self::Buf,
+            prefix: Option<PrefixKv<'_, Self::Buf>>,
             lse: &Self::Buf,
             key_mask: &Self::Buf,
             bias: Option<AttnBias<'_, Self::Buf>>,

@@ -75,7 +75,9 @@ pub mod rows;
 pub mod storage;
 
 pub use activation::{Act, ActivationOps};
-pub use attention::{alibi_slope, AttentionOps, AttnBias, AttnDims, BiasRef};
+pub use attention::{
+    alibi_slope, prefix_rows, AttentionOps, AttnBias, AttnDims, BiasRef, PrefixKv,
+};
 pub use elementwise::ElementwiseOps;
 pub use embedding::{check_ids, EmbeddingOps};
 pub use head::HeadOps;

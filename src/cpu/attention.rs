@@ -17,7 +17,7 @@
 use super::matmul::{gemm_strided, Mat};
 use super::real::Real;
 use super::{check_rows, ints, real, real_mut, CpuBackend, CpuBuf};
-use crate::backend::{alibi_slope, AttentionOps, AttnBias, AttnDims};
+use crate::backend::{alibi_slope, prefix_rows, AttentionOps, AttnBias, AttnDims, PrefixKv};
 use crate::error::Result;
 use rayon::prelude::*;
 
@@ -90,12 +90,114 @@ fn transpose<F>(m: Mat<F>) -> Mat<F> {
     }
 }
 
-/// scores (rows, Tk) = scale · q_blk · kᵀ + bias, with masked keys at -inf.
+/// Rows r0.. of a matrix.
+fn from_row<F>(m: Mat<F>, r0: usize) -> Mat<F> {
+    Mat {
+        ptr: m.ptr.wrapping_offset(r0 as isize * m.rs),
+        ..m
+    }
+}
+
+/// A row-major (rows, cols) tile as a matrix, starting at column c0.
+fn tile<F>(t: &[F], cols: usize, c0: usize) -> Mat<F> {
+    Mat {
+        ptr: t.as_ptr().wrapping_add(c0),
+        rs: cols as isize,
+        cs: 1,
+    }
+}
+
+/// Prefix tuning's keys and values of one layer, in place in the (P, width) table.
+#[derive(Clone, Copy, Debug)]
+pub struct Prefix<'a, F> {
+    /// (P, width)
+    pub table: &'a [F],
+    pub p: usize,
+    pub width: usize,
+    /// where a row holds this layer's keys, Hkv·D head-major
+    pub k_off: usize,
+    /// where a row holds this layer's values
+    pub v_off: usize,
+}
+
+/// The keys a query block reads: P prefix rows (of key/value head kvh) then Tk real ones.
+#[derive(Clone, Copy)]
+struct Keys<F> {
+    k: Mat<F>,
+    v: Mat<F>,
+    /// (P, D) views of the prefix's key and value rows of this head
+    pk: Mat<F>,
+    pv: Mat<F>,
+    p: usize,
+}
+
+impl<F: Copy> Keys<F> {
+    fn new(k: Mat<F>, v: Mat<F>, prefix: Option<&Prefix<F>>, kvh: usize, d: usize) -> Keys<F> {
+        let at = |off: usize, pr: &Prefix<F>| Mat {
+            ptr: pr.table.as_ptr().wrapping_add(off + kvh * d),
+            rs: pr.width as isize,
+            cs: 1,
+        };
+        match prefix {
+            Some(pr) => Keys {
+                k,
+                v,
+                pk: at(pr.k_off, pr),
+                pv: at(pr.v_off, pr),
+                p: pr.p,
+            },
+            None => Keys {
+                k,
+                v,
+                pk: k,
+                pv: v,
+                p: 0,
+            },
+        }
+    }
+}
+
+/// dst (rows, P + Tk) = a (rows, D) · [pk; k]ᵀ (the scores), or with `values`
+/// a · [pv; v]ᵀ (dP), in two products so that the prefix rows are read in place where the
+/// table holds them; dst's row stride is P + Tk.
+#[allow(clippy::too_many_arguments)]
+unsafe fn times_keys<F: Real>(
+    dst: *mut F,
+    rows: usize,
+    a: Mat<F>,
+    keys: &Keys<F>,
+    values: bool,
+    tk: usize,
+    d: usize,
+) {
+    let (pm, m) = if values {
+        (keys.pv, keys.v)
+    } else {
+        (keys.pk, keys.k)
+    };
+    let stride = (keys.p + tk) as isize;
+    if keys.p > 0 {
+        gemm_strided(rows, keys.p, d, dst, stride, a, transpose(pm), false);
+    }
+    gemm_strided(
+        rows,
+        tk,
+        d,
+        dst.wrapping_add(keys.p),
+        stride,
+        a,
+        transpose(m),
+        false,
+    );
+}
+
+/// scores (rows, P + Tk) = scale · q_blk · [pk; k]ᵀ + bias, with masked keys at -inf; prefix
+/// keys are always visible. `dims` counts the P + Tk keys (`with_prefix`).
 #[allow(clippy::too_many_arguments)]
 fn score_tile<F: Real>(
     scores: &mut [F],
     q: Mat<F>,
-    k: Mat<F>,
+    keys: &Keys<F>,
     i0: usize,
     rows: usize,
     bi: usize,
@@ -106,29 +208,27 @@ fn score_tile<F: Real>(
     scale: F,
     dims: &AttnDims,
 ) {
-    let tk = dims.tk;
-    let q_blk = Mat {
-        ptr: q.ptr.wrapping_offset(i0 as isize * q.rs),
-        ..q
-    };
-    // SAFETY: q_blk spans rows i0..i0+rows of this head, k all Tk rows; scores is (rows, Tk).
+    let (tk, p) = (dims.tk, keys.p);
+    // SAFETY: q's rows i0..i0+rows of this head, the P prefix and Tk - P real key rows;
+    // scores is (rows, Tk) (`dims` counts the prefix in Tk).
     unsafe {
-        gemm_strided(
-            rows,
-            tk,
-            dims.d,
+        times_keys(
             scores.as_mut_ptr(),
-            tk as isize,
-            q_blk,
-            transpose(k),
+            rows,
+            from_row(q, i0),
+            keys,
             false,
+            tk - p,
+            dims.d,
         )
     };
+    let real = tk - p;
     for r in 0..rows {
         let i = i0 + r;
         let row = &mut scores[r * tk..(r + 1) * tk];
         for (j, s) in row.iter_mut().enumerate() {
-            let visible = key_mask[bi * tk + j] != 0 && !(causal && after(i, j, dims));
+            let visible =
+                j < p || (key_mask[bi * real + j - p] != 0 && !(causal && after(i, j, dims)));
             *s = if visible {
                 let mut x = scale * *s;
                 if let Some(bias) = bias {
@@ -142,8 +242,17 @@ fn score_tile<F: Real>(
     }
 }
 
-/// out = softmax(scale * q k^T + bias + mask) v; lse (B, H, Tq) saved for backward.
-/// A query row with no visible key gets out = 0 and lse = -inf.
+/// The dims of the whole key sequence: P prefix keys in front of the Tk real ones.
+fn with_prefix<F>(dims: AttnDims, prefix: Option<&Prefix<F>>) -> AttnDims {
+    AttnDims {
+        tk: dims.tk + prefix.map_or(0, |p| p.p),
+        ..dims
+    }
+}
+
+/// out = softmax(scale * q [pk; k]^T + bias + mask) [pv; v]; lse (B, H, Tq) saved for
+/// backward. A query row with no visible key gets out = 0 and lse = -inf. `prefix`: the
+/// layer's P prefix keys and values in front of the real ones (`PrefixKv`).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_fwd<F: Real>(
     out: &mut [F],
@@ -151,6 +260,7 @@ pub fn attention_fwd<F: Real>(
     q: &[F],
     k: &[F],
     v: &[F],
+    prefix: Option<Prefix<F>>,
     key_mask: &[i32],
     bias: Option<Bias<F>>,
     causal: bool,
@@ -165,6 +275,7 @@ pub fn attention_fwd<F: Real>(
         hkv,
         d,
     } = dims;
+    let all = with_prefix(dims, prefix.as_ref());
     let scale = F::from_f64(scale);
     let out_ptr = SendPtr(out.as_mut_ptr());
     lse.par_chunks_mut(tq)
@@ -173,20 +284,23 @@ pub fn attention_fwd<F: Real>(
         .for_each(|(bh, lse_bh)| {
             let (bi, hi) = (bh / h, bh % h);
             let kvh = hi / dims.group();
-            let (qm, km, vm) = (
-                head_mat(q.as_ptr(), bi, hi, tq, h, d),
+            let qm = head_mat(q.as_ptr(), bi, hi, tq, h, d);
+            let keys = Keys::new(
                 head_mat(k.as_ptr(), bi, kvh, tk, hkv, d),
                 head_mat(v.as_ptr(), bi, kvh, tk, hkv, d),
+                prefix.as_ref(),
+                kvh,
+                d,
             );
             let om = head_mat(out_ptr.get(), bi, hi, tq, h, d);
-            let mut p = vec![F::ZERO; QBLOCK.min(tq) * tk];
+            let mut p = vec![F::ZERO; QBLOCK.min(tq) * all.tk];
             for i0 in (0..tq).step_by(QBLOCK) {
                 let rows = QBLOCK.min(tq - i0);
-                let p = &mut p[..rows * tk];
+                let p = &mut p[..rows * all.tk];
                 score_tile(
                     p,
                     qm,
-                    km,
+                    &keys,
                     i0,
                     rows,
                     bi,
@@ -195,9 +309,9 @@ pub fn attention_fwd<F: Real>(
                     bias.as_ref(),
                     causal,
                     scale,
-                    &dims,
+                    &all,
                 );
-                for (r, row) in p.chunks_mut(tk).enumerate() {
+                for (r, row) in p.chunks_mut(all.tk).enumerate() {
                     let m = F::row_max(row);
                     if !m.is_finite() {
                         row.iter_mut().for_each(|x| *x = F::ZERO);
@@ -209,28 +323,45 @@ pub fn attention_fwd<F: Real>(
                     row.iter_mut().for_each(|x| *x *= inv);
                     lse_bh[i0 + r] = m + sum.ln();
                 }
-                let dst = om.ptr.wrapping_offset(i0 as isize * om.rs) as *mut F;
-                let p_mat = Mat {
-                    ptr: p.as_ptr(),
-                    rs: tk as isize,
-                    cs: 1,
-                };
+                let dst = from_row(om, i0).ptr as *mut F;
                 // SAFETY: this task alone writes rows i0..i0+rows of head (bi, hi) of `out`.
-                unsafe { gemm_strided(rows, dims.d, tk, dst, om.rs, p_mat, vm, false) };
+                unsafe {
+                    if keys.p > 0 {
+                        gemm_strided(
+                            rows,
+                            d,
+                            keys.p,
+                            dst,
+                            om.rs,
+                            tile(p, all.tk, 0),
+                            keys.pv,
+                            false,
+                        );
+                    }
+                    gemm_strided(
+                        rows,
+                        d,
+                        tk,
+                        dst,
+                        om.rs,
+                        tile(p, all.tk, keys.p),
+                        keys.v,
+                        keys.p > 0,
+                    )
+                };
             }
         });
 }
 
-/// For query rows i0..i0+rows of head (bi, hi): p (rows, Tk) = the probabilities, recomputed
-/// from the saved lse, and ds (rows, Tk) = dS = P ∘ (dP − D) · scale, with dP = dO·Vᵀ and
-/// D_i = Σ_j P_ij dP_ij.
+/// For query rows i0..i0+rows of head (bi, hi): p (rows, P + Tk) = the probabilities,
+/// recomputed from the saved lse, and ds (rows, P + Tk) = dS = P ∘ (dP − D) · scale, with
+/// dP = dO·[pv; v]ᵀ and D_i = Σ_j P_ij dP_ij.
 #[allow(clippy::too_many_arguments)]
 fn probs_and_dscores<F: Real>(
     p: &mut [F],
     ds: &mut [F],
     qm: Mat<F>,
-    km: Mat<F>,
-    vm: Mat<F>,
+    keys: &Keys<F>,
     do_blk: Mat<F>,
     lse_blk: &[F],
     i0: usize,
@@ -243,7 +374,7 @@ fn probs_and_dscores<F: Real>(
 ) {
     let (tk, d, rows) = (dims.tk, dims.d, lse_blk.len());
     score_tile(
-        p, qm, km, i0, rows, bi, hi, key_mask, bias, causal, scale, dims,
+        p, qm, keys, i0, rows, bi, hi, key_mask, bias, causal, scale, dims,
     );
     for (row, &l) in p.chunks_mut(tk).zip(lse_blk) {
         if l.is_finite() {
@@ -252,35 +383,34 @@ fn probs_and_dscores<F: Real>(
             row.iter_mut().for_each(|x| *x = F::ZERO);
         }
     }
-    // dP (rows, Tk) = dO_blk · Vᵀ
-    // SAFETY: reads of this head's rows; ds is a local (rows, Tk) buffer.
-    unsafe {
-        gemm_strided(
-            rows,
-            tk,
-            d,
-            ds.as_mut_ptr(),
-            tk as isize,
-            do_blk,
-            transpose(vm),
-            false,
-        )
-    };
+    // dP (rows, P + Tk) = dO_blk · [pv; v]ᵀ
+    // SAFETY: reads of this head's rows; ds is a local (rows, P + Tk) buffer.
+    unsafe { times_keys(ds.as_mut_ptr(), rows, do_blk, keys, true, tk - keys.p, d) };
     for (prow, dsrow) in p.chunks(tk).zip(ds.chunks_mut(tk)) {
         F::softmax_bwd_row(dsrow, prow, scale);
     }
 }
 
-/// dq, dk, dv += their gradients from dout, recomputing the probabilities from q, k and the saved lse.
+/// One (batch, key/value head) task's prefix gradient: (P, D) keys and (P, D) values.
+struct PrefixGrad<F> {
+    dk: Vec<F>,
+    dv: Vec<F>,
+}
+
+/// dq, dk, dv += their gradients from dout, recomputing the probabilities from q, k and the
+/// saved lse; with a prefix, dprefix (P, width) += the gradient of its keys and values at the
+/// prefix's offsets, summed over the batch (in batch order, so the sum is deterministic).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bwd<F: Real>(
     dq: &mut [F],
     dk: &mut [F],
     dv: &mut [F],
+    dprefix: Option<&mut [F]>,
     dout: &[F],
     q: &[F],
     k: &[F],
     v: &[F],
+    prefix: Option<Prefix<F>>,
     lse: &[F],
     key_mask: &[i32],
     bias: Option<Bias<F>>,
@@ -288,101 +418,170 @@ pub fn attention_bwd<F: Real>(
     scale: f64,
     dims: AttnDims,
 ) {
-    let AttnDims {
-        b,
-        tq,
-        tk,
-        h,
-        hkv,
-        d,
-    } = dims;
-    let scale = F::from_f64(scale);
+    let AttnDims { b, hkv, d, .. } = dims;
     let ptrs = (
         SendPtr(dq.as_mut_ptr()),
         SendPtr(dk.as_mut_ptr()),
         SendPtr(dv.as_mut_ptr()),
     );
+    let inputs = (dout, q, k, v, lse);
     // one task per (batch, key/value head): it alone writes that head's dk and dv
-    (0..b * hkv).into_par_iter().for_each(|bkv| {
-        let (bi, kvh) = (bkv / hkv, bkv % hkv);
-        let km = head_mat(k.as_ptr(), bi, kvh, tk, hkv, d);
-        let vm = head_mat(v.as_ptr(), bi, kvh, tk, hkv, d);
-        let dkm = head_mat(ptrs.1.get(), bi, kvh, tk, hkv, d);
-        let dvm = head_mat(ptrs.2.get(), bi, kvh, tk, hkv, d);
-        let mut p = vec![F::ZERO; QBLOCK.min(tq) * tk];
-        let mut ds = vec![F::ZERO; QBLOCK.min(tq) * tk];
-        for hi in kvh * dims.group()..(kvh + 1) * dims.group() {
-            let qm = head_mat(q.as_ptr(), bi, hi, tq, h, d);
-            let dom = head_mat(dout.as_ptr(), bi, hi, tq, h, d);
-            let dqm = head_mat(ptrs.0.get(), bi, hi, tq, h, d);
-            let lse_bh = &lse[(bi * h + hi) * tq..(bi * h + hi + 1) * tq];
-            for i0 in (0..tq).step_by(QBLOCK) {
-                let rows = QBLOCK.min(tq - i0);
-                let (p, ds) = (&mut p[..rows * tk], &mut ds[..rows * tk]);
-                let do_blk = Mat {
-                    ptr: dom.ptr.wrapping_offset(i0 as isize * dom.rs),
-                    ..dom
-                };
-                let (lse_blk, head) = (&lse_bh[i0..i0 + rows], (bi, hi));
-                probs_and_dscores(
-                    p,
-                    ds,
-                    qm,
-                    km,
-                    vm,
-                    do_blk,
-                    lse_blk,
-                    i0,
-                    head,
-                    key_mask,
-                    bias.as_ref(),
-                    causal,
-                    scale,
-                    &dims,
+    let grads: Vec<Option<PrefixGrad<F>>> = (0..b * hkv)
+        .into_par_iter()
+        .map(|bkv| {
+            bwd_task(
+                bkv,
+                ptrs,
+                inputs,
+                prefix.as_ref(),
+                key_mask,
+                bias.as_ref(),
+                causal,
+                scale,
+                dims,
+            )
+        })
+        .collect();
+    let (Some(dprefix), Some(pr)) = (dprefix, prefix) else {
+        return;
+    };
+    for (bkv, g) in grads.iter().enumerate() {
+        let Some(g) = g else { continue };
+        let kvh = bkv % hkv;
+        for r in 0..pr.p {
+            let row = &mut dprefix[r * pr.width..(r + 1) * pr.width];
+            let src = r * d..(r + 1) * d;
+            let kd = pr.k_off + kvh * d;
+            let vd = pr.v_off + kvh * d;
+            for (x, &g) in row[kd..kd + d].iter_mut().zip(&g.dk[src.clone()]) {
+                *x += g;
+            }
+            for (x, &g) in row[vd..vd + d].iter_mut().zip(&g.dv[src]) {
+                *x += g;
+            }
+        }
+    }
+}
+
+type BwdPtrs<F> = (SendPtr<F>, SendPtr<F>, SendPtr<F>);
+type BwdInputs<'a, F> = (&'a [F], &'a [F], &'a [F], &'a [F], &'a [F]);
+
+/// attention_bwd for key/value head `bkv` = (bi, kvh): its query heads' dq, its dk and dv,
+/// and its (P, D) prefix gradients, returned.
+#[allow(clippy::too_many_arguments)]
+fn bwd_task<F: Real>(
+    bkv: usize,
+    (dq, dk, dv): BwdPtrs<F>,
+    (dout, q, k, v, lse): BwdInputs<'_, F>,
+    prefix: Option<&Prefix<F>>,
+    key_mask: &[i32],
+    bias: Option<&Bias<F>>,
+    causal: bool,
+    scale: f64,
+    dims: AttnDims,
+) -> Option<PrefixGrad<F>> {
+    let AttnDims {
+        tq, tk, h, hkv, d, ..
+    } = dims;
+    let all = with_prefix(dims, prefix);
+    let scale = F::from_f64(scale);
+    let (bi, kvh) = (bkv / hkv, bkv % hkv);
+    let keys = Keys::new(
+        head_mat(k.as_ptr(), bi, kvh, tk, hkv, d),
+        head_mat(v.as_ptr(), bi, kvh, tk, hkv, d),
+        prefix,
+        kvh,
+        d,
+    );
+    let np = keys.p;
+    let dkm = head_mat(dk.get(), bi, kvh, tk, hkv, d);
+    let dvm = head_mat(dv.get(), bi, kvh, tk, hkv, d);
+    let mut grad = prefix.map(|_| PrefixGrad {
+        dk: vec![F::ZERO; np * d],
+        dv: vec![F::ZERO; np * d],
+    });
+    let mut p = vec![F::ZERO; QBLOCK.min(tq) * all.tk];
+    let mut ds = vec![F::ZERO; QBLOCK.min(tq) * all.tk];
+    for hi in kvh * dims.group()..(kvh + 1) * dims.group() {
+        let qm = head_mat(q.as_ptr(), bi, hi, tq, h, d);
+        let dom = head_mat(dout.as_ptr(), bi, hi, tq, h, d);
+        let dqm = head_mat(dq.get(), bi, hi, tq, h, d);
+        let lse_bh = &lse[(bi * h + hi) * tq..(bi * h + hi + 1) * tq];
+        for i0 in (0..tq).step_by(QBLOCK) {
+            let rows = QBLOCK.min(tq - i0);
+            let (p, ds) = (&mut p[..rows * all.tk], &mut ds[..rows * all.tk]);
+            let do_blk = from_row(dom, i0);
+            probs_and_dscores(
+                p,
+                ds,
+                qm,
+                &keys,
+                do_blk,
+                &lse_bh[i0..i0 + rows],
+                i0,
+                (bi, hi),
+                key_mask,
+                bias,
+                causal,
+                scale,
+                &all,
+            );
+            let q_blk = from_row(qm, i0);
+            let (ds_real, p_real) = (tile(ds, all.tk, np), tile(p, all.tk, np));
+            // SAFETY: this task alone writes the query heads of key/value head (bi, kvh) of
+            // dq, that head of dk and dv, and its own prefix gradient.
+            unsafe {
+                let dq_dst = from_row(dqm, i0).ptr as *mut F;
+                gemm_strided(rows, d, tk, dq_dst, dqm.rs, ds_real, keys.k, true);
+                gemm_strided(
+                    tk,
+                    d,
+                    rows,
+                    dkm.ptr as *mut F,
+                    dkm.rs,
+                    transpose(ds_real),
+                    q_blk,
+                    true,
                 );
-                let p_mat = Mat {
-                    ptr: p.as_ptr(),
-                    rs: tk as isize,
-                    cs: 1,
-                };
-                let ds_mat = Mat {
-                    ptr: ds.as_ptr(),
-                    rs: tk as isize,
-                    cs: 1,
-                };
-                let q_blk = Mat {
-                    ptr: qm.ptr.wrapping_offset(i0 as isize * qm.rs),
-                    ..qm
-                };
-                // SAFETY: this task alone writes the query heads of key/value head (bi, kvh)
-                // of dq, and that head of dk and dv.
-                unsafe {
-                    let dq_dst = dqm.ptr.wrapping_offset(i0 as isize * dqm.rs) as *mut F;
-                    gemm_strided(rows, d, tk, dq_dst, dqm.rs, ds_mat, km, true);
+                gemm_strided(
+                    tk,
+                    d,
+                    rows,
+                    dvm.ptr as *mut F,
+                    dvm.rs,
+                    transpose(p_real),
+                    do_blk,
+                    true,
+                );
+                if let Some(g) = grad.as_mut() {
+                    let (ds_pre, p_pre) = (tile(ds, all.tk, 0), tile(p, all.tk, 0));
+                    gemm_strided(rows, d, np, dq_dst, dqm.rs, ds_pre, keys.pk, true);
+                    let rs = d as isize;
                     gemm_strided(
-                        tk,
+                        np,
                         d,
                         rows,
-                        dkm.ptr as *mut F,
-                        dkm.rs,
-                        transpose(ds_mat),
+                        g.dk.as_mut_ptr(),
+                        rs,
+                        transpose(ds_pre),
                         q_blk,
                         true,
                     );
                     gemm_strided(
-                        tk,
+                        np,
                         d,
                         rows,
-                        dvm.ptr as *mut F,
-                        dvm.rs,
-                        transpose(p_mat),
+                        g.dv.as_mut_ptr(),
+                        rs,
+                        transpose(p_pre),
                         do_blk,
                         true,
                     );
                 }
             }
         }
-    });
+    }
+    grad
 }
 
 /// The KV-cache decode step: out (B, H, D) for one query per row, q (B, H, D), at position
@@ -450,6 +649,7 @@ impl<F: Real> AttentionOps for CpuBackend<F> {
         q: &CpuBuf<F>,
         k: &CpuBuf<F>,
         v: &CpuBuf<F>,
+        prefix: Option<PrefixKv<'_, CpuBuf<F>>>,
         key_mask: &CpuBuf<F>,
         bias: Option<AttnBias<'_, CpuBuf<F>>>,
         causal: bool,
@@ -465,13 +665,14 @@ impl<F: Real> AttentionOps for CpuBackend<F> {
             d,
         } = dims;
         dims.check_heads()?;
-        let bias = cpu_bias(bias, &dims)?;
+        let bias = cpu_bias(bias, &dims, prefix_rows(prefix.as_ref()))?;
         attention_fwd(
             real_mut(out, "attention out", b * tq * h * d)?,
             real_mut(lse, "attention lse", b * h * tq)?,
             real(q, "attention q", b * tq * h * d)?,
             real(k, "attention k", b * tk * hkv * d)?,
             real(v, "attention v", b * tk * hkv * d)?,
+            cpu_prefix(prefix, &dims)?,
             ints(key_mask, "attention key mask", b * tk)?,
             bias,
             causal,
@@ -486,10 +687,12 @@ impl<F: Real> AttentionOps for CpuBackend<F> {
         dq: &mut CpuBuf<F>,
         dk: &mut CpuBuf<F>,
         dv: &mut CpuBuf<F>,
+        dprefix: Option<&mut CpuBuf<F>>,
         dout: &CpuBuf<F>,
         q: &CpuBuf<F>,
         k: &CpuBuf<F>,
         v: &CpuBuf<F>,
+        prefix: Option<PrefixKv<'_, CpuBuf<F>>>,
         lse: &CpuBuf<F>,
         key_mask: &CpuBuf<F>,
         bias: Option<AttnBias<'_, CpuBuf<F>>>,
@@ -506,15 +709,27 @@ impl<F: Real> AttentionOps for CpuBackend<F> {
             d,
         } = dims;
         dims.check_heads()?;
-        let bias = cpu_bias(bias, &dims)?;
+        let bias = cpu_bias(bias, &dims, prefix_rows(prefix.as_ref()))?;
+        let dprefix = match (dprefix, &prefix) {
+            (Some(g), Some(pr)) => Some(real_mut(g, "attention dprefix", pr.table_len())?),
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(crate::error::Error::tensor(
+                    "attention dprefix",
+                    "a prefix gradient needs the prefix it belongs to",
+                ))
+            }
+        };
         attention_bwd(
             real_mut(dq, "attention dq", b * tq * h * d)?,
             real_mut(dk, "attention dk", b * tk * hkv * d)?,
             real_mut(dv, "attention dv", b * tk * hkv * d)?,
+            dprefix,
             real(dout, "attention dout", b * tq * h * d)?,
             real(q, "attention q", b * tq * h * d)?,
             real(k, "attention k", b * tk * hkv * d)?,
             real(v, "attention v", b * tk * hkv * d)?,
+            cpu_prefix(prefix, &dims)?,
             real(lse, "attention lse", b * h * tq)?,
             ints(key_mask, "attention key mask", b * tk)?,
             bias,
@@ -554,16 +769,34 @@ impl<F: Real> AttentionOps for CpuBackend<F> {
     }
 }
 
+/// The prefix's table as a slice, its offsets checked against the key/value width.
+fn cpu_prefix<'a, F: Real>(
+    prefix: Option<PrefixKv<'a, CpuBuf<F>>>,
+    dims: &AttnDims,
+) -> Result<Option<Prefix<'a, F>>> {
+    let Some(pr) = prefix else { return Ok(None) };
+    pr.check(dims.hkv * dims.d)?;
+    Ok(Some(Prefix {
+        table: real(pr.table, "attention prefix", pr.table_len())?,
+        p: pr.p,
+        width: pr.width,
+        k_off: pr.k_off,
+        v_off: pr.v_off,
+    }))
+}
+
+/// The bias over `p` prefix keys and the real ones.
 fn cpu_bias<'a, F: Real>(
     bias: Option<AttnBias<'a, CpuBuf<F>>>,
     dims: &AttnDims,
+    p: usize,
 ) -> Result<Option<Bias<'a, F>>> {
     let bias = match bias {
         None => return Ok(None),
         Some(AttnBias::Alibi) => return Ok(Some(Bias::Alibi)),
         Some(AttnBias::Relative(bias)) => bias,
     };
-    let buckets = ints(bias.buckets, "bias buckets", dims.tq + dims.tk - 1)?;
+    let buckets = ints(bias.buckets, "bias buckets", dims.tq + p + dims.tk - 1)?;
     let table = real(bias.table, "relative_attention_bias", bias.table.len())?;
     let rows = table.len() / dims.h.max(1);
     check_rows("bias buckets", buckets, rows)?;

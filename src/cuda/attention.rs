@@ -9,7 +9,7 @@
 use super::kernels::{k, KernelId};
 use super::launch::{int, Args, Cfg};
 use super::{arg, ints, CudaBackend, CudaBuf};
-use crate::backend::{check_ids, AttentionOps, AttnBias, AttnDims, DType};
+use crate::backend::{check_ids, AttentionOps, AttnBias, AttnDims, DType, PrefixKv};
 use crate::error::{Error, Result};
 
 const THREADS: u32 = 128;
@@ -118,6 +118,17 @@ fn decode_smem_bytes(g: usize, d: usize) -> usize {
     4 * (2 * g * d + g * DECODE_CHUNK + 3 * g)
 }
 
+/// The kernels do not read a prefix table yet: prefix tuning runs on the CPU only, and asking
+/// the device for it is an error rather than an attention without the prefix.
+fn no_prefix(asked: bool) -> Result<()> {
+    if asked {
+        return Err(crate::error::Error::Unsupported(
+            "prefix tuning is not yet implemented on the CUDA backend (use --device cpu)".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl AttentionOps for CudaBackend {
     // extern "C" __global__ void attention_fwd(act_t* out, float* lse, const act_t* q,
     //     const act_t* k, const act_t* v, const int* key_mask, const w_t* bias_table,
@@ -134,12 +145,14 @@ impl AttentionOps for CudaBackend {
         q: &CudaBuf,
         kk: &CudaBuf,
         v: &CudaBuf,
+        prefix: Option<PrefixKv<'_, CudaBuf>>,
         key_mask: &CudaBuf,
         bias: Option<AttnBias<'_, CudaBuf>>,
         causal: bool,
         scale: f64,
         dims: AttnDims,
     ) -> Result<()> {
+        no_prefix(prefix.is_some())?;
         let be = self;
         let AttnDims {
             b,
@@ -184,10 +197,12 @@ impl AttentionOps for CudaBackend {
         dq: &mut CudaBuf,
         dk: &mut CudaBuf,
         dv: &mut CudaBuf,
+        dprefix: Option<&mut CudaBuf>,
         dout: &CudaBuf,
         q: &CudaBuf,
         kk: &CudaBuf,
         v: &CudaBuf,
+        prefix: Option<PrefixKv<'_, CudaBuf>>,
         lse: &CudaBuf,
         key_mask: &CudaBuf,
         bias: Option<AttnBias<'_, CudaBuf>>,
@@ -195,6 +210,7 @@ impl AttentionOps for CudaBackend {
         scale: f64,
         dims: AttnDims,
     ) -> Result<()> {
+        no_prefix(prefix.is_some() || dprefix.is_some())?;
         let be = self;
         let AttnDims {
             b,

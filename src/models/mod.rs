@@ -15,8 +15,12 @@ pub mod llama;
 pub mod lm_head;
 mod model;
 mod objective;
+pub mod prefix;
+mod prefix_step;
 pub mod t5;
 
 pub use common::{Capture, Recompute, TokenBatch, MAX_TOKENS};
 pub use model::Model;
 pub use objective::{Objective, StepOutput};
+pub use prefix::Placement;
+pub use prefix_step::PrefixSpec;

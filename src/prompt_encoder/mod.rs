@@ -17,11 +17,13 @@
 
 mod linear;
 mod lstm;
+mod projection;
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 use linear::{linear_bwd, linear_fwd, relu_bwd, relu_fwd};
 use lstm::{LstmTape, LSTM_GATES};
+pub use projection::{PrefixProjection, ProjectionConfig, ProjectionTape};
 use std::collections::BTreeMap;
 
 /// PEFT's `encoder_reparameterization_type`.
@@ -163,20 +165,12 @@ impl PromptEncoder {
         cfg.check()?;
         let mut tensors = BTreeMap::new();
         for (name, shape) in cfg.shapes() {
-            let n: usize = shape.iter().product();
-            let values: Vec<f32> = if name == "embedding.weight" {
-                (0..n).map(|_| rng.normal() as f32).collect()
+            let fan = if name.starts_with("lstm_head") {
+                cfg.hidden
             } else {
-                let fan = if name.starts_with("lstm_head") {
-                    cfg.hidden
-                } else {
-                    shape.get(1).copied().unwrap_or(cfg.hidden)
-                };
-                let bound = 1.0 / (fan as f64).sqrt();
-                (0..n)
-                    .map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32)
-                    .collect()
+                shape.get(1).copied().unwrap_or(cfg.hidden)
             };
+            let values = init_values(&name, &shape, fan, rng);
             tensors.insert(name, values);
         }
         Ok(PromptEncoder { cfg, tensors })
@@ -286,6 +280,19 @@ impl PromptEncoder {
             EncoderKind::Lstm => vec![(0, 2 * h), (2, d)],
         }
     }
+}
+
+/// PyTorch's initialisation of one of PEFT's encoder tensors: the embedding N(0, 1), any other
+/// U(-1/√fan, 1/√fan).
+fn init_values(name: &str, shape: &[usize], fan: usize, rng: &mut Rng) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    if name == "embedding.weight" {
+        return (0..n).map(|_| rng.normal() as f32).collect();
+    }
+    let bound = 1.0 / (fan as f64).sqrt();
+    (0..n)
+        .map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32)
+        .collect()
 }
 
 fn tape_error(what: &str) -> Error {

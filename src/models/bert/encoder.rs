@@ -105,6 +105,7 @@ impl<B: Backend> Bert<B> {
             &q,
             &k,
             &v,
+            inp.prefix.as_ref().map(|(pre, _)| pre.block(l)),
             &inp.key_mask,
             None,
             false,
@@ -201,10 +202,12 @@ impl<B: Backend> Bert<B> {
         Ok((out, Some(acts)))
     }
 
-    /// dx (B, T, C) from dout (B, T, C): layer_fwd's ops in exact reverse.
+    /// dx (B, T, C) from dout (B, T, C): layer_fwd's ops in exact reverse. With a prefix,
+    /// `dprefix` (its table's shape) += the gradient of block l.
     fn layer_bwd(
         &self,
         be: &B,
+        dprefix: Option<&mut B::Buf>,
         dout: &B::Buf,
         a: &BertLayerActs<B>,
         l: usize,
@@ -265,10 +268,12 @@ impl<B: Backend> Bert<B> {
             &mut dq,
             &mut dk,
             &mut dv,
+            dprefix,
             &d_ctx,
             &a.q,
             &a.k,
             &a.v,
+            inp.prefix.as_ref().map(|(pre, _)| pre.block(l)),
             &a.lse,
             &inp.key_mask,
             None,
@@ -303,7 +308,11 @@ impl<B: Backend> Bert<B> {
             &mut emb_in,
             prompt,
             &w.word_embeddings,
-            Some(&w.position_embeddings),
+            Some(
+                inp.prefix
+                    .as_ref()
+                    .map_or(&w.position_embeddings, |(_, pos)| pos),
+            ),
             Some(&w.token_type_embeddings),
             &inp.ids,
             inp.type_ids.as_ref(),
@@ -372,7 +381,8 @@ impl<B: Backend> Bert<B> {
         ))
     }
 
-    /// dprompt (P, C) += d loss / d prompt, from dhidden (B, T, C). Consumes the saved state.
+    /// dprompt (P, C) += d loss / d prompt, from dhidden (B, T, C); with a prefix, dprompt is
+    /// the prefix table's gradient instead. Consumes the saved state.
     pub fn encoder_bwd(
         &self,
         be: &B,
@@ -393,10 +403,18 @@ impl<B: Backend> Bert<B> {
                     a.ok_or_else(|| Error::Device("layer state missing".into()))?
                 }
             };
-            dx = self.layer_bwd(be, &dx, &layer_acts, l, inp)?;
+            let dprefix = inp.prefix.is_some().then_some(&mut *dprompt);
+            dx = self.layer_bwd(be, dprefix, &dx, &layer_acts, l, inp)?;
             for name in LAYER_ACT_NAMES {
                 acct.release(&format!("layer.{l}.{name}"));
             }
+        }
+        if inp.prefix.is_some() {
+            // the gradient stops at the prefix: nothing trainable below the first layer
+            for name in ["emb.in", "emb.mean", "emb.rstd"] {
+                acct.release(name);
+            }
+            return Ok(());
         }
         let mut demb = zeros(be, be.act_dtype(), n * c)?;
         be.layernorm_bwd(

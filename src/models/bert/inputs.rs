@@ -4,6 +4,7 @@ use crate::backend::Backend;
 use crate::config::BertConfig;
 use crate::error::{Error, Result};
 use crate::models::common::{prompt_key_mask, TokenBatch};
+use crate::models::prefix::PrefixInputs;
 
 /// The batch on the device, with the prompt counted in: T = P + tokens.
 pub struct BertInputs<B: Backend> {
@@ -20,6 +21,10 @@ pub struct BertInputs<B: Backend> {
     pub key_mask: B::Buf,         // (B, P + tokens) I32, prompt rows always 1
     /// (B, tokens) the host's attention mask: the cls head pools by it
     pub mask: Vec<i32>,
+    /// prefix tuning (P = 0 then): the prefix, layer l reading block l, and the position
+    /// table the real tokens read, shifted by their first position (P-tuning v2 on
+    /// transformers 4 puts them at P..P+T-1)
+    pub prefix: Option<(PrefixInputs<B>, B::Buf)>,
 }
 
 impl<B: Backend> BertInputs<B> {
@@ -71,5 +76,6 @@ pub fn upload_inputs<B: Backend>(
             .transpose()?,
         key_mask: be.upload_i32(&prompt_key_mask(batch, p))?,
         mask: batch.mask.clone(),
+        prefix: None,
     })
 }

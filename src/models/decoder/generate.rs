@@ -236,6 +236,7 @@ impl<B: Backend> Decoder<B> {
                 .transpose()?,
             rows: Vec::new(),
             targets: Vec::new(),
+            prefix: None,
         };
         let kvw = self.cfg.kv_width();
         let to_cache: Vec<i32> = (0..b)

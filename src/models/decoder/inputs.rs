@@ -6,6 +6,7 @@ use super::weights::Decoder;
 use crate::backend::{Backend, IGNORE_INDEX};
 use crate::error::{Error, Result};
 use crate::models::common::{prompt_key_mask, TokenBatch};
+use crate::models::prefix::PrefixInputs;
 
 /// The batch on the device. S = P + tokens positions per row.
 pub struct DecoderInputs<B: Backend> {
@@ -20,6 +21,8 @@ pub struct DecoderInputs<B: Backend> {
     /// flat rows of (B, S) whose next token is a target, and those targets (host)
     pub rows: Vec<i32>,
     pub targets: Vec<i32>,
+    /// prefix tuning (P = 0 then): layer l reads block l; RoPE positions start at P
+    pub prefix: Option<PrefixInputs<B>>,
 }
 
 impl<B: Backend> DecoderInputs<B> {
@@ -87,7 +90,27 @@ impl<B: Backend> Decoder<B> {
             pos,
             rows,
             targets,
+            prefix: None,
         })
+    }
+
+    /// Puts `prefix` in front of every layer's keys (PEFT's CAUSAL_LM placement): the real
+    /// tokens then sit at positions P..P+T-1, which RoPE rotates them by (the prefix keys are
+    /// stored as they are, unrotated) and ALiBi reads through the op's end alignment.
+    pub fn with_prefix(
+        &self,
+        be: &B,
+        mut inp: DecoderInputs<B>,
+        prefix: PrefixInputs<B>,
+    ) -> Result<DecoderInputs<B>> {
+        self.check_length(prefix.p + inp.tokens)?;
+        if inp.pos.is_some() {
+            let (p, t) = (prefix.p as i32, inp.tokens as i32);
+            let pos: Vec<i32> = (0..inp.b).flat_map(|_| p..p + t).collect();
+            inp.pos = Some(be.upload_i32(&pos)?);
+        }
+        inp.prefix = Some(prefix);
+        Ok(inp)
     }
 
     /// Rejects sequences the model cannot attend over as configured: empty ones, and ones

@@ -266,6 +266,7 @@ impl<B: Backend> Decoder<B> {
             &q,
             &k,
             &v,
+            inp.prefix.as_ref().map(|pre| pre.block(l)),
             &inp.key_mask,
             self.attn_bias(),
             true,
@@ -302,11 +303,12 @@ impl<B: Backend> Decoder<B> {
     }
 
     /// dx (N, C) holds d layer output on entry and d layer input on exit: layer_fwd's ops in
-    /// exact reverse.
+    /// exact reverse. With a prefix, `dprefix` (its table's shape) += block l's gradient.
     pub(super) fn layer_bwd(
         &self,
         be: &B,
         dx: &mut B::Buf,
+        dprefix: Option<&mut B::Buf>,
         a: &DecoderLayerActs<B>,
         l: usize,
         inp: &DecoderInputs<B>,
@@ -359,10 +361,12 @@ impl<B: Backend> Decoder<B> {
             &mut dq,
             &mut dk,
             &mut dv,
+            dprefix,
             &dctx,
             &a.q,
             &a.k,
             &a.v,
+            inp.prefix.as_ref().map(|pre| pre.block(l)),
             &a.lse,
             &inp.key_mask,
             self.attn_bias(),

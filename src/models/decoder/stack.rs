@@ -149,7 +149,8 @@ impl<B: Backend> Decoder<B> {
         Ok(layers)
     }
 
-    /// dprompt (P, C) += d loss / d prompt from dhidden (B·S, C). Consumes the saved state.
+    /// dprompt (P, C) += d loss / d prompt from dhidden (B·S, C); with a prefix, dprompt is
+    /// the prefix table's gradient, where the backward stops. Consumes the saved state.
     pub fn stack_bwd(
         &self,
         be: &B,
@@ -175,10 +176,17 @@ impl<B: Backend> Decoder<B> {
                     state(self.layer_fwd(be, acct, l, x, inp, Keep::State)?.1)?
                 }
             };
-            self.layer_bwd(be, &mut dx, &layer_acts, l, inp)?;
+            let dprefix = inp.prefix.is_some().then_some(&mut *dprompt);
+            self.layer_bwd(be, &mut dx, dprefix, &layer_acts, l, inp)?;
             for (name, _) in layer_acts.named() {
                 acct.release(&format!("layer.{l}.{name}"));
             }
+        }
+        if inp.prefix.is_some() {
+            if let Some(a) = &acts.embed_norm {
+                release(acct, "embed_norm", a);
+            }
+            return Ok(());
         }
         if let (Some(norm), Some(a)) = (&self.w.embed_norm, &acts.embed_norm) {
             let mut demb = zeros(be, be.act_dtype(), n * c)?;

@@ -2,10 +2,11 @@
 //! beside its backward, which runs the same ops in exact reverse.
 
 use super::weights::{T5AttnWeights, T5Stack, T5};
-use crate::backend::{AttnBias, AttnDims, Backend, BiasRef, DType};
+use crate::backend::{AttnBias, AttnDims, Backend, BiasRef, DType, PrefixKv};
 use crate::error::Result;
 use crate::memory::MemoryAccountant;
 use crate::models::common::{hold, linear, output, zeros};
+use crate::models::prefix::{t5_block, PrefixInputs};
 
 /// One attention sub-layer's saved state.
 pub struct AttnActs<B: Backend> {
@@ -69,6 +70,16 @@ pub(super) struct StackCtx<'a, B: Backend> {
     pub(super) causal: bool,
     /// decoder: the encoder output (B, T, C), its key mask (B, T), and T
     pub(super) memory: Option<(&'a B::Buf, &'a B::Buf, usize)>,
+    /// prefix tuning's blocks, and the encoder's layer count (the placement needs it)
+    pub(super) prefix: Option<(&'a PrefixInputs<B>, usize)>,
+}
+
+impl<'a, B: Backend> StackCtx<'a, B> {
+    /// The prefix block self-attention layer l reads, if any.
+    pub(super) fn prefix_kv(&self, l: usize) -> Option<PrefixKv<'a, B::Buf>> {
+        let (pre, enc) = self.prefix?;
+        t5_block(pre.placement, self.memory.is_some(), l, enc, pre.blocks).map(|n| pre.block(n))
+    }
 }
 
 // by hand: a derive would require B: Copy
@@ -100,6 +111,7 @@ impl<B: Backend> T5<B> {
         w: &T5AttnWeights<B>,
         hq: &B::Buf,
         hkv: &B::Buf,
+        prefix: Option<PrefixKv<'_, B::Buf>>,
         mask: &B::Buf,
         bias: Option<BiasRef<B::Buf>>,
         causal: bool,
@@ -118,23 +130,26 @@ impl<B: Backend> T5<B> {
         );
         let bias = bias.map(AttnBias::Relative);
         be.attention_fwd(
-            &mut ctx, &mut lse, &q, &k, &v, mask, bias, causal, 1.0, dims,
+            &mut ctx, &mut lse, &q, &k, &v, prefix, mask, bias, causal, 1.0, dims,
         )?;
         let out = linear(be, acct, &ctx, &w.o, None, b * tq, a, c)?;
         Ok((out, AttnActs { q, k, v, lse }))
     }
 
     /// dhq (B, Tq, C) = d of the query input; d of the key/value input is added into `dhkv`
-    /// (cross-attention's memory) or, when None, into dhq (self-attention).
+    /// (cross-attention's memory) or, when None, into dhq (self-attention); with a prefix
+    /// block, its gradient into `dprefix`.
     #[allow(clippy::too_many_arguments)]
     fn attention_bwd(
         &self,
         be: &B,
         dhq: &mut B::Buf,
         dhkv: Option<&mut B::Buf>,
+        dprefix: Option<&mut B::Buf>,
         w: &T5AttnWeights<B>,
         a: &AttnActs<B>,
         dout: &B::Buf,
+        prefix: Option<PrefixKv<'_, B::Buf>>,
         mask: &B::Buf,
         bias: Option<BiasRef<B::Buf>>,
         causal: bool,
@@ -154,8 +169,8 @@ impl<B: Backend> T5<B> {
         );
         let bias = bias.map(AttnBias::Relative);
         be.attention_bwd(
-            &mut dq, &mut dk, &mut dv, &dctx, &a.q, &a.k, &a.v, &a.lse, mask, bias, causal, 1.0,
-            dims,
+            &mut dq, &mut dk, &mut dv, dprefix, &dctx, &a.q, &a.k, &a.v, prefix, &a.lse, mask,
+            bias, causal, 1.0, dims,
         )?;
         be.linear_bwd(dhq, &dq, &w.q, b * tq, c, at)?;
         let dkv = match dhkv {
@@ -201,6 +216,7 @@ impl<B: Backend> T5<B> {
             &w.attn,
             &h,
             &h,
+            ctx.prefix_kv(l),
             ctx.mask,
             Some(bias),
             ctx.causal,
@@ -219,7 +235,7 @@ impl<B: Backend> T5<B> {
                 let (mut h, mut rstd) = (output(be, act, n * c)?, output(be, DType::F32, n)?);
                 be.rmsnorm_fwd(&mut h, &mut rstd, &x1, cross_ln, n, c, eps)?;
                 let (out, a) = self.attention_fwd(
-                    be, acct, cross_w, &h, memory, mem_mask, None, false, ctx.b, ctx.tq, tk,
+                    be, acct, cross_w, &h, memory, None, mem_mask, None, false, ctx.b, ctx.tq, tk,
                 )?;
                 let mut x2 = output(be, act, n * c)?;
                 be.add_fwd(&mut x2, &x1, &out, n * c)?;
@@ -272,12 +288,15 @@ impl<B: Backend> T5<B> {
     }
 
     /// dx (B, Tq, C) holds d block output on entry and d block input on exit (the residual
-    /// stream accumulates in place); block_fwd's ops in exact reverse.
+    /// stream accumulates in place); block_fwd's ops in exact reverse. `dprefix`: the prefix
+    /// table's gradient, when there is a prefix.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn block_bwd(
         &self,
         be: &B,
         dx: &mut B::Buf,
         dmemory: Option<&mut B::Buf>,
+        dprefix: Option<&mut B::Buf>,
         a: &T5BlockActs<B>,
         l: usize,
         ctx: StackCtx<B>,
@@ -324,9 +343,11 @@ impl<B: Backend> T5<B> {
                 be,
                 &mut dh,
                 Some(dmem),
+                None,
                 cross_w,
                 cross,
                 dx,
+                None,
                 mem_mask,
                 None,
                 false,
@@ -347,9 +368,11 @@ impl<B: Backend> T5<B> {
             be,
             &mut dh,
             None,
+            dprefix.filter(|_| ctx.prefix_kv(l).is_some()),
             &w.attn,
             &a.attn,
             dx,
+            ctx.prefix_kv(l),
             ctx.mask,
             Some(bias),
             ctx.causal,

@@ -1,12 +1,13 @@
 //! The batch on the device: the encoder ids behind the prompt, the decoder ids (the labels
 //! shifted right), and the relative-position bucket lookups of both stacks.
 
-use crate::backend::attention::bucket_lookup;
+use crate::backend::attention::{bucket_lookup, prefix_bucket_lookup};
 use crate::backend::Backend;
 use crate::backend::IGNORE_INDEX;
 use crate::config::T5Config;
 use crate::error::{Error, Result};
 use crate::models::common::{prompt_key_mask, TokenBatch};
+use crate::models::prefix::PrefixInputs;
 
 /// The batch on the device.
 pub struct T5Inputs<B: Backend> {
@@ -22,6 +23,9 @@ pub struct T5Inputs<B: Backend> {
     pub dec_mask: B::Buf,    // (B, L) I32, all 1: the decoder's only mask is causal
     pub enc_buckets: B::Buf, // (2T - 1) I32 bidirectional bucket lookup
     pub dec_buckets: B::Buf, // (2L - 1) I32 causal bucket lookup
+    /// prefix tuning (P = 0 then): the prefix, its blocks read as its placement says
+    /// (`models::prefix`); the bucket lookups then span the prefix keys too
+    pub prefix: Option<PrefixInputs<B>>,
 }
 
 impl<B: Backend> T5Inputs<B> {
@@ -95,5 +99,31 @@ pub fn upload_inputs<B: Backend>(
         dec_mask: be.upload_i32(&vec![1; batch.b * l])?,
         enc_buckets: be.upload_i32(&bucket_lookup(t, t, true, nb, md))?,
         dec_buckets: be.upload_i32(&bucket_lookup(l, l, false, nb, md))?,
+        prefix: None,
     })
+}
+
+impl<B: Backend> T5Inputs<B> {
+    /// Puts `prefix` in front of the self-attention keys its placement names: the bucket
+    /// lookups of a stack that reads it then cover P + T keys, the prefix at positions
+    /// 0..P-1 and the tokens at P.. (as transformers 5 places a cache of P rows).
+    pub fn with_prefix(mut self, be: &B, cfg: &T5Config, prefix: PrefixInputs<B>) -> Result<Self> {
+        use crate::models::prefix::t5_block;
+        let (nb, md, p) = (
+            cfg.relative_attention_num_buckets,
+            cfg.relative_attention_max_distance,
+            prefix.p,
+        );
+        let enc_layers = cfg.num_layers;
+        if t5_block(prefix.placement, false, 0, enc_layers, prefix.blocks).is_some() {
+            let t = self.t();
+            self.enc_buckets = be.upload_i32(&prefix_bucket_lookup(t, p, true, nb, md))?;
+        }
+        if t5_block(prefix.placement, true, 0, enc_layers, prefix.blocks).is_some() {
+            let l = self.l;
+            self.dec_buckets = be.upload_i32(&prefix_bucket_lookup(l, p, false, nb, md))?;
+        }
+        self.prefix = Some(prefix);
+        Ok(self)
+    }
 }

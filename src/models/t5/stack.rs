@@ -33,6 +33,10 @@ impl<B: Backend> T5<B> {
             buckets: &inp.enc_buckets,
             causal: false,
             memory: None,
+            prefix: inp
+                .prefix
+                .as_ref()
+                .map(|pre| (pre, self.encoder.blocks.len())),
         }
     }
 
@@ -47,6 +51,10 @@ impl<B: Backend> T5<B> {
             buckets: &inp.dec_buckets,
             causal: true,
             memory: Some((enc_out, &inp.enc_mask, inp.t())),
+            prefix: inp
+                .prefix
+                .as_ref()
+                .map(|pre| (pre, self.encoder.blocks.len())),
         }
     }
 
@@ -112,12 +120,15 @@ impl<B: Backend> T5<B> {
         ))
     }
 
-    /// d stack input from d stack output; the decoder also adds into d memory.
+    /// d stack input from d stack output; the decoder also adds into d memory, and with a
+    /// prefix every block adds its prefix gradient into `dprefix`.
+    #[allow(clippy::too_many_arguments)]
     fn stack_bwd(
         &self,
         be: &B,
         acct: &mut MemoryAccountant,
         mut dmemory: Option<&mut B::Buf>,
+        mut dprefix: Option<&mut B::Buf>,
         dout: B::Buf,
         acts: StackActs<B>,
         ctx: StackCtx<B>,
@@ -146,7 +157,15 @@ impl<B: Backend> T5<B> {
                         .ok_or_else(|| Error::Device("block state missing".into()))?
                 }
             };
-            self.block_bwd(be, &mut dx, dmemory.as_deref_mut(), &block_acts, l, ctx)?;
+            self.block_bwd(
+                be,
+                &mut dx,
+                dmemory.as_deref_mut(),
+                dprefix.as_deref_mut(),
+                &block_acts,
+                l,
+                ctx,
+            )?;
             for (name, _) in block_acts.named() {
                 acct.release(&format!("{}.{l}.{name}", ctx.name));
             }
@@ -195,7 +214,17 @@ impl<B: Backend> T5<B> {
         inp: &T5Inputs<B>,
     ) -> Result<()> {
         let ctx = self.encoder_ctx(inp);
-        let dx = self.stack_bwd(be, acct, None, denc_out, acts, ctx)?;
+        if inp.prefix.is_some() && ctx.prefix_kv(0).is_none() {
+            // PEFT's placement: no prefix in the encoder, so nothing trainable is below it
+            release(acct, &acts, ctx.name);
+            return Ok(());
+        }
+        if inp.prefix.is_some() {
+            // prefix tuning: dprompt is the prefix's gradient, and it stops there
+            self.stack_bwd(be, acct, None, Some(dprompt), denc_out, acts, ctx)?;
+            return Ok(());
+        }
+        let dx = self.stack_bwd(be, acct, None, None, denc_out, acts, ctx)?;
         let (b, t, p, c) = (inp.b, inp.tokens, inp.p, self.cfg.d_model);
         be.prompt_grad_bwd(dprompt, &dx, None, b, t, 1, p, c)
     }
@@ -232,19 +261,37 @@ impl<B: Backend> T5<B> {
         self.stack_fwd(be, acct, y, ctx, recompute, capture)
     }
 
+    /// d encoder output from d decoder output; with a prefix, its gradient into `dprefix`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn decoder_bwd(
         &self,
         be: &B,
         acct: &mut MemoryAccountant,
         denc_out: &mut B::Buf,
+        dprefix: Option<&mut B::Buf>,
         ddec_out: B::Buf,
         acts: StackActs<B>,
         enc_out: &B::Buf,
         inp: &T5Inputs<B>,
     ) -> Result<()> {
         let ctx = self.decoder_ctx(inp, enc_out);
-        let _dy = self.stack_bwd(be, acct, Some(denc_out), ddec_out, acts, ctx)?;
+        let _dy = self.stack_bwd(be, acct, Some(denc_out), dprefix, ddec_out, acts, ctx)?;
         Ok(())
+    }
+}
+
+/// Releases from `acct` everything a stack's forward held, without its backward.
+fn release<B: Backend>(acct: &mut MemoryAccountant, acts: &StackActs<B>, name: &str) {
+    acct.release(&format!("{name}.final_in"));
+    acct.release(&format!("{name}.final_rstd"));
+    for (l, saved) in acts.blocks.iter().enumerate() {
+        match saved {
+            Saved::Full(a) => {
+                for (n, _) in a.named() {
+                    acct.release(&format!("{name}.{l}.{n}"));
+                }
+            }
+            Saved::Input(_) => acct.release(&format!("{name}.{l}.input")),
+        }
     }
 }

@@ -32,7 +32,17 @@ impl<B: Backend> T5<B> {
             self.lm_loss_fwd_bwd(be, &dec_out, labels, inp.b * inp.l, capture)?;
         drop(dec_out);
         let mut denc_out = zeros(be, be.act_dtype(), be.len(&enc_out))?;
-        self.decoder_bwd(be, acct, &mut denc_out, ddec_out, dec_acts, &enc_out, inp)?;
+        let dprefix = inp.prefix.is_some().then_some(&mut *dprompt);
+        self.decoder_bwd(
+            be,
+            acct,
+            &mut denc_out,
+            dprefix,
+            ddec_out,
+            dec_acts,
+            &enc_out,
+            inp,
+        )?;
         drop(enc_out);
         self.encoder_bwd(be, acct, dprompt, denc_out, enc_acts, inp)?;
         Ok(loss)

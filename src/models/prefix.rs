@@ -1,0 +1,134 @@
+//! Prefix tuning (P-tuning v2, PEFT `PREFIX_TUNING`): P trainable key and value rows in front
+//! of the keys of self-attention layers. The prefix is one (P, N·2·Hkv·D) F32 table, PEFT's
+//! `prompt_embeddings` layout (each row N blocks `[k v]`, each Hkv·D head-major); the attention
+//! op reads a layer's block in place (`PrefixKv`) and its backward adds the block's gradient,
+//! summed over the batch, straight into the table's gradient. Nothing enters the embeddings:
+//! the models' outputs cover the real tokens only.
+//!
+//! Which layer reads which block is the placement:
+//! - `Papers` (the default): every self-attention layer reads its own block, in layer order;
+//!   for T5 the encoder's L_enc blocks, then the decoder's L_dec (N = L_enc + L_dec).
+//! - `Peft`: what PEFT 0.21 does with transformers 5. Decoder-only models and BERT as
+//!   `Papers` (N = layers); for T5 the encoder reads nothing and decoder layer l reads block
+//!   `2l mod N` of the N blocks PEFT stores (N = `num_layers` of its config, by default
+//!   L_enc; its cross-attention half is dropped).
+
+use crate::backend::{Backend, DType, PrefixKv};
+use crate::error::{Error, Result};
+use std::str::FromStr;
+
+/// Where the prefix blocks go (module doc).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Placement {
+    #[default]
+    Papers,
+    Peft,
+}
+
+impl FromStr for Placement {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "papers" => Ok(Placement::Papers),
+            "peft" => Ok(Placement::Peft),
+            _ => Err(Error::arg(
+                "--prefix-placement",
+                format!("{s:?}: expected papers or peft"),
+            )),
+        }
+    }
+}
+
+impl Placement {
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Papers => "papers",
+            Placement::Peft => "peft",
+        }
+    }
+}
+
+/// The prefix of one step on the device: its table (a copy the inputs own, so that the
+/// recomputation under `--recompute layer` reads the same rows) and its layout.
+pub struct PrefixInputs<B: Backend> {
+    /// (P, blocks · 2 · kv_width) F32
+    pub table: B::Buf,
+    pub p: usize,
+    pub blocks: usize,
+    /// Hkv · D: one key (or value) row of one layer
+    pub kv_width: usize,
+    pub placement: Placement,
+}
+
+impl<B: Backend> PrefixInputs<B> {
+    /// Copies `prefix` (P, blocks · 2 · kv_width) F32 for one step, checking its length.
+    pub fn new(
+        be: &B,
+        prefix: &B::Buf,
+        p: usize,
+        blocks: usize,
+        kv_width: usize,
+        placement: Placement,
+    ) -> Result<Self> {
+        let len = p * blocks * 2 * kv_width;
+        if p == 0 || be.len(prefix) != len {
+            return Err(Error::shape(
+                "prefix (P, N·2·Hkv·D)",
+                format!("{p} x {blocks}·2·{kv_width} = {len} elements, P >= 1"),
+                be.len(prefix),
+            ));
+        }
+        let mut table = be.zeros(DType::F32, len)?;
+        be.copy(&mut table, prefix)?;
+        Ok(PrefixInputs {
+            table,
+            p,
+            blocks,
+            kv_width,
+            placement,
+        })
+    }
+
+    /// The row width, N · 2 · Hkv · D.
+    pub fn width(&self) -> usize {
+        self.blocks * 2 * self.kv_width
+    }
+
+    /// Block `n` as the attention op reads it.
+    pub fn block(&self, n: usize) -> PrefixKv<'_, B::Buf> {
+        let k_off = n * 2 * self.kv_width;
+        PrefixKv {
+            table: &self.table,
+            p: self.p,
+            width: self.width(),
+            k_off,
+            v_off: k_off + self.kv_width,
+        }
+    }
+}
+
+/// The number of blocks a model with `enc` encoder (or only) layers and `dec` decoder layers
+/// stores under `placement` (T5 under `Peft` stores one per encoder layer).
+pub fn block_count(enc: usize, dec: usize, placement: Placement) -> usize {
+    match placement {
+        Placement::Papers => enc + dec,
+        Placement::Peft => enc,
+    }
+}
+
+/// The block T5's layer `l` reads: `decoder` says which stack, `enc` is the encoder's layer
+/// count and `blocks` the table's; None when it reads none.
+pub fn t5_block(
+    placement: Placement,
+    decoder: bool,
+    l: usize,
+    enc: usize,
+    blocks: usize,
+) -> Option<usize> {
+    match (placement, decoder) {
+        (Placement::Papers, false) => Some(l),
+        (Placement::Papers, true) => Some(enc + l),
+        (Placement::Peft, false) => None,
+        (Placement::Peft, true) => Some((2 * l) % blocks.max(1)),
+    }
+}
