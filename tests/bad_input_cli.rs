@@ -605,6 +605,37 @@ fn eval_flag_the_saved_task_does_not_read() {
     assert!(!err.contains("task.json"), "{err}");
 }
 
+/// `generate` with `--max-new-tokens 0` answered empty texts with exit 0; `--decode` and
+/// `--max-target-len` were ignored (generation is greedy, bounded by --max-new-tokens).
+#[test]
+fn generate_refuses_what_it_would_not_do() {
+    let dir = ScratchDir::new("generate_unread");
+    let out = dir.path().join("run");
+    let model = fixture("bloom");
+    let mut args = train_args(&model, &out, &[]);
+    args[8] = "causal";
+    args[10] = "positive=good,negative=bad";
+    ok(&softprompt(&args));
+    let gen = |extra: &[&str]| {
+        let mut a = vec!["generate", "--prompt", s(&out), "--text", "a story"];
+        a.extend_from_slice(extra);
+        softprompt(&a)
+    };
+    ok(&gen(&["--max-new-tokens", "2"]));
+    refused(
+        &gen(&["--max-new-tokens", "0"]),
+        &["--max-new-tokens", "at least 1"],
+    );
+    refused(
+        &gen(&["--decode", "rank"]),
+        &["invalid argument --decode", "greedy"],
+    );
+    refused(
+        &gen(&["--max-target-len", "4"]),
+        &["invalid argument --max-target-len", "--max-new-tokens"],
+    );
+}
+
 /// A JSON line that names a key twice is refused naming the file, the line and the key
 /// (serde_json kept the last value, so the row trained on one of two labels silently).
 #[test]

@@ -326,6 +326,13 @@ impl Model {
         max_new_tokens: usize,
         placement: PromptPlacement,
     ) -> Result<Vec<Generation>> {
+        // 0 would answer empty texts as if the model had stopped at once
+        if max_new_tokens == 0 {
+            return Err(Error::arg(
+                "--max-new-tokens",
+                "is 0: expected at least 1 new token",
+            ));
+        }
         let data = Dataset {
             path: PathBuf::from("the texts"),
             examples: (texts.iter().enumerate())
