@@ -277,7 +277,7 @@ impl Task {
                 &enc.path,
                 row.line,
                 format!(
-                    "row {i} puts [MASK] at {} but has {} token ids",
+                    "row {i}: its [MASK] position (mask_positions) {} is past its {} token ids",
                     row.mask_pos,
                     row.ids.len()
                 ),
