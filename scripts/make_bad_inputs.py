@@ -57,6 +57,13 @@ def main():
         b"text,label\n" + b"".join(t + b"," + l + b"\n" for t, l in good[:1])
         + bad + b",negative\n",
     )
+    # line 2 names its label twice (serde_json kept the last one without a word)
+    write(
+        "data/duplicate_key.jsonl",
+        jsonl(rows[:1])
+        + '{"text": "the film was bad.", "label": "positive", "label": "negative"}\n'
+        + jsonl(rows[2:4]),
+    )
     cases = {
         "config": {
             # each: (fixture model, patch, words the error must hold)
@@ -81,6 +88,13 @@ def main():
             "verbalizer_not_a_list": [{"verbalizer": "positive=great,negative=bad"}, ["task.json", "`verbalizer`"]],
             "verbalizer_other_labels": [{"verbalizer": [["foo", "great"], ["bar", "bad"]]}, ["task.json", "`verbalizer`", "\"foo\""]],
             "labels_reordered": [{"labels": ["negative", "positive"]}, ["task.json", "`verbalizer`", "order"]],
+            # the keys recorded beside the task: of the wrong type they were skipped, and a
+            # num_virtual_tokens other than the adapter's means files of two runs
+            "num_virtual_tokens_other": [{"num_virtual_tokens": 7}, ["task.json", "`num_virtual_tokens` is 7", "has 3"]],
+            "step_negative": [{"step": -1}, ["task.json", "`step` is -1", "non-negative integer"]],
+            "seed_not_a_number": [{"seed": "x"}, ["task.json", "`seed` is \"x\"", "non-negative integer"]],
+            "arch_not_a_string": [{"arch": 5}, ["task.json", "`arch` is 5", "a string"]],
+            "dev_accuracy_past_1": [{"dev_accuracy": 3}, ["task.json", "`dev_accuracy` is 3"]],
         },
         "verbalizer": {
             # each: (fixture model, task, verbalizer, words the error must hold)
@@ -111,6 +125,21 @@ def main():
             "max_target_len_0_pet": [["--max-target-len", "0"], "--max-target-len"],
             "init_vocab_first_0": [["--init", "sample-vocab", "--init-vocab-first", "0"], "--init-vocab-first"],
             "verbalizer_word_not_a_string": [["--verbalizer", "{\"positive\": 3, \"negative\": \"bad\"}"], "--verbalizer"],
+            # flags the task (or the init, or the optimizer) does not read were ignored;
+            # "!--flag" drops that default flag and its value
+            "pooling_with_pet": [["--pooling", "mean"], "--pooling"],
+            "decode_with_pet": [["--decode", "greedy"], "--decode"],
+            "free_targets_with_pet": [["--free-targets"], "--free-targets"],
+            "max_target_len_with_cls": [["--task", "cls", "!--verbalizer", "--max-target-len", "8"], "--max-target-len"],
+            "decode_with_cls": [["--task", "cls", "!--verbalizer", "--decode", "rank"], "--decode"],
+            "verbalizer_with_cls": [["--task", "cls"], "--verbalizer"],
+            "init_text_empty": [["--init", "text", "--init-text", ""], "--init-text"],
+            "init_std_with_text": [["--init", "text", "--init-text", "a movie", "--init-std", "0.5"], "--init-std"],
+            "init_vocab_first_with_random": [["--init-vocab-first", "10"], "--init-vocab-first"],
+            "init_vocab_first_past_vocab": [["--init", "sample-vocab", "--init-vocab-first", "100000000"], "--init-vocab-first"],
+            "decay_rate_above_1": [["--optimizer", "adafactor", "--decay-rate", "1.5"], "--decay-rate"],
+            "decay_rate_0": [["--optimizer", "adafactor", "--decay-rate", "0"], "--decay-rate"],
+            "decay_rate_with_adamw": [["--decay-rate", "0.8"], "--decay-rate"],
         },
     }
     write("cases.json", json.dumps(cases, indent=1, sort_keys=True) + "\n")

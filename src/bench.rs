@@ -8,7 +8,7 @@ use crate::closeness::{Closeness, TENSOR_FLOOR};
 use crate::config::{BertConfig, DecoderConfig, ModelConfig, T5Config};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::{Model, Objective, Recompute, TokenBatch};
+use crate::models::{Model, Objective, Recompute, TokenBatch, MAX_TOKENS};
 use crate::rng::Rng;
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -359,6 +359,85 @@ pub fn process_cpu_secs() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// The workload's sizes, before anything is sized by them: at least one row, token and
+/// prompt row (a step of nothing was timed, exit 0), positions within the preset's table
+/// (BERT) or the engine's cap (a --seq of 10^9 took 8 GB before its error, a --prompt of
+/// 10^9 aborted on the allocation), a T5 or decoder target within the cap (a --target-len
+/// of 10^9 took 24 GB), and a known objective.
+pub fn check_workload(preset: &Preset, w: &Workload) -> Result<()> {
+    for (flag, n) in [
+        ("--batch", w.batch),
+        ("--seq", w.seq),
+        ("--prompt", w.prompt),
+    ] {
+        if n == 0 {
+            return Err(Error::arg(flag, "is 0: expected at least 1"));
+        }
+    }
+    let (table, what) = match preset {
+        Preset::Bert(c) => (
+            c.max_position_embeddings,
+            "the preset's max_position_embeddings",
+        ),
+        _ => (MAX_TOKENS, "this engine's cap"),
+    };
+    let positions = w.prompt.saturating_add(w.seq);
+    if positions > table {
+        let flag = if w.prompt > w.seq {
+            "--prompt"
+        } else {
+            "--seq"
+        };
+        return Err(Error::arg(
+            flag,
+            format!(
+                "{} tokens + --prompt {} = {positions} positions, past {what} of {table}",
+                w.seq, w.prompt
+            ),
+        ));
+    }
+    if !matches!(preset, Preset::Bert(_)) && !(1..=MAX_TOKENS).contains(&w.target_len) {
+        return Err(Error::arg(
+            "--target-len",
+            format!(
+                "{} is out of range: expected 1 to {MAX_TOKENS}",
+                w.target_len
+            ),
+        ));
+    }
+    if !matches!(w.objective.as_str(), "pet" | "mlm") {
+        return Err(Error::arg(
+            "--objective",
+            format!("\"{}\": expected pet or mlm", w.objective),
+        ));
+    }
+    Ok(())
+}
+
+/// A step's activations within the host's memory, on the CPU (a --batch of 10^11 aborted on
+/// the allocation): the estimate the trainer checks a run with.
+pub fn check_memory<B: Backend>(be: &B, model: &Model<B>, w: &Workload) -> Result<()> {
+    let available = crate::memory::host_available_bytes();
+    let Some(available) = available.filter(|_| !be.device().is_gpu()) else {
+        return Ok(());
+    };
+    let tokens = w.prompt.saturating_add(w.seq);
+    let need = model.step_bytes(be.act_dtype().size(), w.batch, tokens, w.target_len);
+    if need <= available as u128 {
+        return Ok(());
+    }
+    Err(Error::arg(
+        "--batch",
+        format!(
+            "a step of {} rows x {tokens} positions would need about {:.1} GB for activations, \
+             but the machine has {:.1} GB available: lower --batch or --seq",
+            w.batch,
+            need as f64 / 1e9,
+            available as f64 / 1e9
+        ),
+    ))
+}
+
 /// Times `steps` steps after `warmup` and returns the JSON report.
 pub fn run<B: Backend>(
     be: &B,
@@ -383,18 +462,12 @@ pub fn run<B: Backend>(
         }
     }
     let tol = check_tol(be.act_dtype(), be.weight_dtype());
-    if let (Preset::Bert(_), obj) = (&preset, w.objective.as_str()) {
-        if obj != "pet" && obj != "mlm" {
-            return Err(Error::arg(
-                "--objective",
-                format!("\"{obj}\": expected pet or mlm"),
-            ));
-        }
-    }
-    let check = check_against_reference(be, &preset, w, tol)?;
+    check_workload(&preset, w)?;
     let live_before = be.memory().live_bytes;
     let model = Model::random(be, &preset.config(), 1)?;
     let weights_bytes = be.memory().live_bytes - live_before;
+    check_memory(be, &model, w)?;
+    let check = check_against_reference(be, &preset, w, tol)?;
     let batch = bench_batch(&preset, w, 3);
     let (mut times, mut cpu_times) = (Vec::new(), Vec::new());
     let (mut saved, mut saved_peak) = (0, 0);

@@ -155,6 +155,13 @@ pub fn run<B: Backend>(
     reference: &Reference,
     tol: f64,
 ) -> Result<ParityReport> {
+    // NaN passes nothing and infinity passes everything: neither is a check
+    if !(tol.is_finite() && tol >= 0.0) {
+        return Err(Error::arg(
+            "--tol",
+            format!("{tol} is out of range: expected a finite number >= 0"),
+        ));
+    }
     let required = match reference.prefix {
         Some(_) => &["loss", "logits", "prefix_grad"],
         None => reference.objective.required(),
@@ -168,6 +175,7 @@ pub fn run<B: Backend>(
         }
     }
     let outputs = outputs(be, model_dir, reference)?;
+    check_layers(reference, &outputs)?;
     let mut report = ParityReport {
         rows: Vec::new(),
         skipped: Vec::new(),
@@ -202,6 +210,42 @@ pub fn run<B: Backend>(
         )
     });
     Ok(report)
+}
+
+/// The reference's hidden states are the model's layers, no more and no fewer: a
+/// `hidden_states.7` the engine does not compute (a deeper model's reference) was skipped,
+/// and a missing last layer passed unseen.
+fn check_layers(r: &Reference, outputs: &Capture) -> Result<()> {
+    let stem = |n: &str| n.rsplit_once('.').map(|(s, _)| s.to_string());
+    let stems: std::collections::BTreeSet<String> = r
+        .expected
+        .keys()
+        .filter_map(|n| stem(n))
+        .filter(|s| s.ends_with("hidden_states"))
+        .collect();
+    for s in &stems {
+        let of = |names: &mut dyn Iterator<Item = &String>| -> Vec<String> {
+            names
+                .filter(|n| stem(n).as_ref() == Some(s))
+                .cloned()
+                .collect()
+        };
+        let (want, got) = (of(&mut r.expected.keys()), of(&mut outputs.keys()));
+        let extra = want.iter().find(|n| !got.contains(n));
+        let missing = got.iter().find(|n| !want.contains(n));
+        if let Some(n) = extra.or(missing) {
+            let holds = if extra.is_some() { "holds" } else { "lacks" };
+            return Err(Error::file(
+                &r.path,
+                format!(
+                    "the reference {holds} `{n}`, but the model computes {} {s} tensors: it \
+                     was written for another model",
+                    got.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What the engine on `be` computes for the reference's batch and prompt with the model in

@@ -56,24 +56,49 @@ impl PromptInit {
 
     /// The init the command line's flags name: `init` is random, text, sample-vocab or
     /// class-labels; `text` is --init-text (read only by, and needed by, text); `std` is
-    /// --init-std (random); `from_first` is --init-vocab-first (sample-vocab, class-labels).
+    /// --init-std (random, default 1); `from_first` is --init-vocab-first (sample-vocab,
+    /// class-labels). A companion the init does not read is refused naming both flags.
     pub fn from_flags(
         init: &str,
         text: Option<String>,
-        std: f64,
+        std: Option<f64>,
         from_first: Option<usize>,
     ) -> Result<PromptInit> {
-        if text.is_some() && init != "text" {
+        let readers: [(&str, bool, &[&str]); 3] = [
+            ("--init-text", text.is_some(), &["text"]),
+            ("--init-std", std.is_some(), &["random"]),
+            (
+                "--init-vocab-first",
+                from_first.is_some(),
+                &["sample-vocab", "class-labels"],
+            ),
+        ];
+        let unread = readers
+            .iter()
+            .find(|(_, given, by)| *given && !by.contains(&init));
+        if let Some((flag, _, by)) = unread {
             return Err(Error::arg(
-                "--init-text",
-                format!("is read only with --init text, and --init is {init:?}"),
+                *flag,
+                format!(
+                    "is read only with --init {}, and --init is {init:?}",
+                    by.join(" or --init ")
+                ),
             ));
         }
         Ok(match init {
-            "random" => PromptInit::Random { std },
-            "text" => PromptInit::Text(
-                text.ok_or_else(|| Error::arg("--init text", "needs --init-text \"...\""))?,
-            ),
+            "random" => PromptInit::Random {
+                std: std.unwrap_or(1.0),
+            },
+            "text" => match text {
+                Some(t) if !t.trim().is_empty() => PromptInit::Text(t),
+                Some(t) => {
+                    return Err(Error::arg(
+                        "--init-text",
+                        format!("is {t:?}: --init text needs words to start the prompt from"),
+                    ))
+                }
+                None => return Err(Error::arg("--init text", "needs --init-text \"...\"")),
+            },
             "sample-vocab" => PromptInit::SampleVocab { from_first },
             "class-labels" => PromptInit::ClassLabels {
                 labels: Vec::new(),
@@ -202,6 +227,18 @@ impl PromptTable {
                 })
                 .collect()
         };
+        let from_first = match init {
+            PromptInit::SampleVocab { from_first } | PromptInit::ClassLabels { from_first, .. } => {
+                *from_first
+            }
+            _ => None,
+        };
+        if let Some(n) = from_first.filter(|&n| n > v) {
+            return Err(Error::arg(
+                "--init-vocab-first",
+                format!("is {n} but the model's vocabulary has {v} tokens: expected 1 to {v}"),
+            ));
+        }
         let sample = |rng: &mut Rng, n: usize, from_first: Option<usize>| -> Vec<i32> {
             let limit = from_first.unwrap_or(v).min(v).max(1);
             (0..n).map(|_| rng.below(limit as u64) as i32).collect()

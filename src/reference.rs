@@ -130,6 +130,13 @@ fn read_meta(path: &Path, file: &TensorFile) -> Result<Value> {
 /// input_ids, attention_mask and token_type_ids, all (B, T).
 fn read_batch(path: &Path, file: &TensorFile) -> Result<TokenBatch> {
     let (b, t, ids) = ints_2d(file, "input_ids")?;
+    // an empty batch would compare a loss of nothing (and pass every tensor of 0 elements)
+    if b == 0 || t == 0 {
+        return Err(Error::file(
+            path,
+            format!("`input_ids` is [{b}, {t}]: expected at least one row of one token"),
+        ));
+    }
     let (mb, mt, mask) = ints_2d(file, "attention_mask")?;
     if (mb, mt) != (b, t) {
         return Err(Error::file(
@@ -447,11 +454,30 @@ impl Reference {
                 .unwrap_or("")
                 .to_string()
         };
-        let p = meta
-            .get("num_virtual_tokens")
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| Error::file(path, "metadata lacks `num_virtual_tokens`"))?
-            as usize;
+        // a key that is missing or of the wrong type is named as such (it read as "")
+        for k in ["arch", "objective"] {
+            match meta.get(k) {
+                Some(v) if v.is_string() => {}
+                Some(v) => {
+                    return Err(Error::file(
+                        path,
+                        format!("metadata `{k}` is {v}: expected a string"),
+                    ))
+                }
+                None => return Err(Error::file(path, format!("metadata lacks `{k}`"))),
+            }
+        }
+        let p = match meta.get("num_virtual_tokens") {
+            None => return Err(Error::file(path, "metadata lacks `num_virtual_tokens`")),
+            Some(v) => v.as_u64().filter(|&n| n > 0).ok_or_else(|| {
+                Error::file(
+                    path,
+                    format!("metadata `num_virtual_tokens` is {v}: expected a positive integer"),
+                )
+            })?,
+        };
+        let p = usize::try_from(p)
+            .map_err(|_| Error::file(path, "`num_virtual_tokens` is too large"))?;
         let method = field("method");
         if !matches!(method.as_str(), "" | "prompt" | "p-tuning" | "prefix") {
             return Err(Error::file(

@@ -348,13 +348,25 @@ impl TensorFile {
     pub fn float(&self, name: &str) -> Result<&HostTensor> {
         self.floats
             .get(name)
-            .ok_or_else(|| Error::file(&self.path, format!("missing float tensor `{name}`")))
+            .ok_or_else(|| self.missing(name, "float"))
     }
 
     pub fn int(&self, name: &str) -> Result<&(Vec<usize>, Vec<i64>)> {
         self.ints
             .get(name)
-            .ok_or_else(|| Error::file(&self.path, format!("missing integer tensor `{name}`")))
+            .ok_or_else(|| self.missing(name, "integer"))
+    }
+
+    /// A tensor of the other kind is named as such: "missing" would send the user looking
+    /// for a tensor that is there.
+    fn missing(&self, name: &str, kind: &str) -> Error {
+        let other = self.floats.contains_key(name) || self.ints.contains_key(name);
+        let msg = if other {
+            format!("tensor `{name}` is there, but not of {kind} dtype")
+        } else {
+            format!("missing {kind} tensor `{name}`")
+        };
+        Error::file(&self.path, msg)
     }
 }
 

@@ -443,3 +443,116 @@ fn hostile_api_calls_are_errors() {
     assert!(e.to_string().contains("flat index 3"), "{e}");
     assert!(!out.join("p").exists());
 }
+
+/// The third hostile pass: values set through `values_mut`/`head_mut` that are not finite are
+/// refused naming the tensor (step answered a NaN loss); a hand-made row without ids or with
+/// its [MASK] past them names the row (it gave a loss); evaluate over no rows, or over rows
+/// without a label, is an error (it answered accuracy 0) while predict on them is fine; the
+/// init flags refuse an empty text and companions their init does not read.
+#[test]
+fn hostile_values_rows_and_evaluations_are_errors() {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let data = Dataset::from_pairs(
+        "d",
+        [("great", Some("positive")), ("bad", Some("negative"))],
+    );
+    let words = vec![
+        ("positive".into(), "great".into()),
+        ("negative".into(), "bad".into()),
+    ];
+    let opts = TaskOptions {
+        verbalizer: Some(words),
+        ..TaskOptions::default()
+    };
+    let task = model.task(&opts, Some(&data), 4).unwrap();
+    let random = PromptInit::Random { std: 1.0 };
+    let mut prompt = model.new_prompt(&task, 4, &random, 0).unwrap();
+    let enc = model.encode(&task, &data).unwrap();
+    let text = |r: Result<()>| r.expect_err("refused").to_string();
+
+    prompt.values_mut()[5] = f32::NAN;
+    let e = text(model.step(&task, &prompt, &enc.rows).map(|_| ()));
+    assert!(
+        e.contains("the prompt") && e.contains("flat index 5"),
+        "{e}"
+    );
+    let e = text(model.predict(&task, &prompt, &enc, 8).map(|_| ()));
+    assert!(e.contains("the prompt") && e.contains("NaN"), "{e}");
+    prompt.values_mut()[5] = 0.0;
+    assert!(model
+        .step(&task, &prompt, &enc.rows)
+        .unwrap()
+        .loss
+        .is_finite());
+
+    let cls = model
+        .task(
+            &TaskOptions {
+                task: Some(TaskKind::Cls),
+                ..TaskOptions::default()
+            },
+            Some(&data),
+            4,
+        )
+        .unwrap();
+    let mut with_head = model.new_prompt(&cls, 4, &random, 0).unwrap();
+    with_head.head_mut().unwrap().1[1] = f32::INFINITY;
+    let e = text(model.step(&cls, &with_head, &enc.rows).map(|_| ()));
+    assert!(
+        e.contains("head's bias") && e.contains("flat index 1"),
+        "{e}"
+    );
+
+    let mut rows = enc.rows.clone();
+    rows[1].ids.clear();
+    let e = text(model.step(&task, &prompt, &rows).map(|_| ()));
+    assert!(e.contains("row 1") && e.contains("no token ids"), "{e}");
+    let mut rows = enc.rows.clone();
+    rows[0].mask_pos = rows[0].ids.len();
+    let e = text(model.step(&task, &prompt, &rows).map(|_| ()));
+    assert!(e.contains("row 0") && e.contains("[MASK]"), "{e}");
+
+    let none: [(&str, Option<&str>); 0] = [];
+    let empty = model
+        .encode(&task, &Dataset::from_pairs("empty", none))
+        .unwrap();
+    let e = text(model.evaluate(&task, &prompt, &empty, 8).map(|_| ()));
+    assert!(e.contains("empty") && e.contains("no rows"), "{e}");
+    let unlabelled = Dataset::from_pairs("unlabelled", [("great", None::<&str>), ("bad", None)]);
+    let unlabelled = model.encode(&task, &unlabelled).unwrap();
+    let e = text(model.evaluate(&task, &prompt, &unlabelled, 8).map(|_| ()));
+    assert!(
+        e.contains("unlabelled") && e.contains("none of its 2 rows"),
+        "{e}"
+    );
+    assert_eq!(
+        model.predict(&task, &prompt, &unlabelled, 8).unwrap().len(),
+        2
+    );
+    let (m, _) = model.evaluate(&task, &prompt, &enc, 8).unwrap();
+    assert_eq!(m.examples, 2);
+
+    let init = |i: &str, t: Option<&str>, std: Option<f64>, first: Option<usize>| {
+        text(PromptInit::from_flags(i, t.map(String::from), std, first).map(|_| ()))
+    };
+    assert!(init("text", Some(" "), None, None).contains("--init-text"));
+    let e = init("text", Some("a b"), Some(0.5), None);
+    assert!(
+        e.contains("--init-std") && e.contains("--init random"),
+        "{e}"
+    );
+    let e = init("random", None, None, Some(10));
+    assert!(
+        e.contains("--init-vocab-first") && e.contains("--init sample-vocab"),
+        "{e}"
+    );
+    let v = 1 << 20;
+    let past = PromptInit::SampleVocab {
+        from_first: Some(v),
+    };
+    let e = text(model.new_prompt(&task, 4, &past, 0).map(|_| ()));
+    assert!(
+        e.contains("--init-vocab-first") && e.contains("vocabulary has"),
+        "{e}"
+    );
+}

@@ -9,6 +9,7 @@ mod common;
 use common::{edit_safetensors, fixture, RawTensor, ScratchDir};
 use serde_json::Value;
 use softprompt::internals::train::checkpoint::Checkpoint;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -342,6 +343,77 @@ fn parity_names_class_labels() {
     }
 }
 
+/// The parity pass of the third hostile round: a reference of 0 rows compared nothing and
+/// failed as a mismatch (exit 1); a deeper model's `hidden_states.7` was skipped and a
+/// missing last layer passed unseen (exit 0); `--tol NaN` failed every tensor and `--tol inf`
+/// passed every one; a metadata key missing or of the wrong type read as "" (`arch is ""`) or
+/// as missing; integer ids stored as floats were called missing.
+#[test]
+fn parity_hostile_references() {
+    let dir = ScratchDir::new("parity_hostile");
+    let model = dir.copy_model("bert_mlm", "bert_mlm");
+    let good = model.join("ref_pet_random.safetensors");
+    let parity = |r: &Path, extra: &[&str]| {
+        let mut args = vec!["parity", "--model", s(&model), "--reference", s(r)];
+        args.extend_from_slice(extra);
+        softprompt(&args)
+    };
+    let edited = |name: &str, edit: &dyn Fn(&mut HashMap<String, RawTensor>)| {
+        let p = dir.path().join(name);
+        std::fs::copy(&good, &p).expect("copy the reference");
+        edit_safetensors(&p, edit);
+        p
+    };
+    let r = edited("rows0.safetensors", &|t| {
+        t.insert("input_ids".into(), RawTensor::i64(vec![0, 22], &[]));
+    });
+    refused(
+        &parity(&r, &[]),
+        &["`input_ids` is [0, 22]", "at least one row"],
+    );
+    let r = edited("deeper.safetensors", &|t| {
+        let h = t["hidden_states.0"].clone();
+        t.insert("hidden_states.7".into(), h);
+    });
+    refused(
+        &parity(&r, &[]),
+        &["holds `hidden_states.7`", "another model"],
+    );
+    let r = edited("shallower.safetensors", &|t| {
+        t.remove("hidden_states.2");
+    });
+    refused(&parity(&r, &[]), &["lacks `hidden_states.2`"]);
+    for tol in ["--tol=NaN", "--tol=inf", "--tol=-1"] {
+        refused(&parity(&good, &[tol]), &["invalid argument --tol"]);
+    }
+    let r = edited("ids_f32.safetensors", &|t| {
+        let ids: Vec<f32> = t["input_ids"].as_i64().iter().map(|&x| x as f32).collect();
+        let shape = t["input_ids"].shape.clone();
+        t.insert("input_ids".into(), RawTensor::f32(shape, &ids));
+    });
+    refused(&parity(&r, &[]), &["`input_ids`", "not of integer dtype"]);
+    for (key, value, needle) in [
+        ("arch", None, "metadata lacks `arch`"),
+        ("objective", Some(serde_json::json!(3)), "`objective` is 3"),
+        (
+            "num_virtual_tokens",
+            Some(serde_json::json!("3")),
+            "`num_virtual_tokens` is \"3\"",
+        ),
+    ] {
+        let r = dir.path().join(format!("meta_{key}.safetensors"));
+        std::fs::copy(&good, &r).expect("copy the reference");
+        common::edit_reference_meta(&r, |m| match &value {
+            Some(v) => m[key] = v.clone(),
+            None => {
+                m.as_object_mut().expect("metadata object").remove(key);
+            }
+        });
+        refused(&parity(&r, &[]), &[needle]);
+    }
+    ok(&parity(&good, &[]));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Flags: each bad value is refused with the flag's name (and the range), before any step
 
@@ -354,13 +426,14 @@ fn flag_case(name: &str) {
     let flag = c[1].as_str().expect("flag");
     let model = fixture("bert_mlm");
     let mut args = train_args(&model, &out, &[]);
-    // the case's flags replace the defaults above
+    // the case's flags replace the defaults above; "!--flag" only drops the default
     for f in &extra {
-        if let Some(i) = args.iter().position(|a| a == f && f.starts_with("--")) {
+        let f = f.strip_prefix('!').unwrap_or(f);
+        if let Some(i) = args.iter().position(|a| *a == f && f.starts_with("--")) {
             args.drain(i..i + 2);
         }
     }
-    args.extend_from_slice(&extra);
+    args.extend(extra.iter().filter(|f| !f.starts_with('!')));
     // an argument error naming the flag, not a later failure that mentions it
     refused(&softprompt(&args), &[&format!("invalid argument {flag}")]);
     assert!(
@@ -455,6 +528,133 @@ fn flag_init_vocab_first_0() {
 #[test]
 fn flag_verbalizer_word_not_a_string() {
     flag_case("verbalizer_word_not_a_string");
+}
+
+#[test]
+fn flag_pooling_with_pet() {
+    flag_case("pooling_with_pet");
+}
+#[test]
+fn flag_decode_with_pet() {
+    flag_case("decode_with_pet");
+}
+#[test]
+fn flag_free_targets_with_pet() {
+    flag_case("free_targets_with_pet");
+}
+#[test]
+fn flag_max_target_len_with_cls() {
+    flag_case("max_target_len_with_cls");
+}
+#[test]
+fn flag_decode_with_cls() {
+    flag_case("decode_with_cls");
+}
+#[test]
+fn flag_verbalizer_with_cls() {
+    flag_case("verbalizer_with_cls");
+}
+#[test]
+fn flag_init_text_empty() {
+    flag_case("init_text_empty");
+}
+#[test]
+fn flag_init_std_with_text() {
+    flag_case("init_std_with_text");
+}
+#[test]
+fn flag_init_vocab_first_with_random() {
+    flag_case("init_vocab_first_with_random");
+}
+#[test]
+fn flag_init_vocab_first_past_vocab() {
+    flag_case("init_vocab_first_past_vocab");
+}
+#[test]
+fn flag_decay_rate_above_1() {
+    flag_case("decay_rate_above_1");
+}
+#[test]
+fn flag_decay_rate_0() {
+    flag_case("decay_rate_0");
+}
+#[test]
+fn flag_decay_rate_with_adamw() {
+    flag_case("decay_rate_with_adamw");
+}
+
+/// A task flag given to eval on a saved prompt whose task does not read it names the flag
+/// (and the task), not task.json: `--decode greedy` on a PET prompt was ignored.
+#[test]
+fn eval_flag_the_saved_task_does_not_read() {
+    let dir = ScratchDir::new("eval_flag_unread");
+    let run = trained(&dir, &[]);
+    let data = corpus("data/dev.jsonl");
+    let err = refused(
+        &softprompt(&[
+            "eval",
+            "--prompt",
+            s(&run),
+            "--data",
+            s(&data),
+            "--decode",
+            "greedy",
+        ]),
+        &["invalid argument --decode", "pet"],
+    );
+    assert!(!err.contains("task.json"), "{err}");
+}
+
+/// `generate` with `--max-new-tokens 0` answered empty texts with exit 0; `--decode` and
+/// `--max-target-len` were ignored (generation is greedy, bounded by --max-new-tokens).
+#[test]
+fn generate_refuses_what_it_would_not_do() {
+    let dir = ScratchDir::new("generate_unread");
+    let out = dir.path().join("run");
+    let model = fixture("bloom");
+    let mut args = train_args(&model, &out, &[]);
+    args[8] = "causal";
+    args[10] = "positive=good,negative=bad";
+    ok(&softprompt(&args));
+    let gen = |extra: &[&str]| {
+        let mut a = vec!["generate", "--prompt", s(&out), "--text", "a story"];
+        a.extend_from_slice(extra);
+        softprompt(&a)
+    };
+    ok(&gen(&["--max-new-tokens", "2"]));
+    refused(
+        &gen(&["--max-new-tokens", "0"]),
+        &["--max-new-tokens", "at least 1"],
+    );
+    refused(
+        &gen(&["--decode", "rank"]),
+        &["invalid argument --decode", "greedy"],
+    );
+    refused(
+        &gen(&["--max-target-len", "4"]),
+        &["invalid argument --max-target-len", "--max-new-tokens"],
+    );
+}
+
+/// A JSON line that names a key twice is refused naming the file, the line and the key
+/// (serde_json kept the last value, so the row trained on one of two labels silently).
+#[test]
+fn data_duplicate_key_names_line_and_key() {
+    let dir = ScratchDir::new("duplicate_key");
+    let out = dir.path().join("out");
+    let model = fixture("bert_mlm");
+    let mut args = train_args(&model, &out, &[]);
+    let data = s_static(corpus("data/duplicate_key.jsonl"));
+    args[4] = data;
+    refused(
+        &softprompt(&args),
+        &["duplicate_key.jsonl:2", "\"label\"", "twice"],
+    );
+    let run = trained(&dir, &[]);
+    refused(
+        &softprompt(&["predict", "--prompt", s(&run), "--data", data]),
+        &["duplicate_key.jsonl:2", "\"label\""],
+    );
 }
 
 /// BERT: a prompt longer than the position table names --prompt-len and the table (it used to
@@ -562,6 +762,26 @@ fn task_case(name: &str) {
     assert!(!err.contains("argument --"), "{err}");
 }
 
+#[test]
+fn task_num_virtual_tokens_other() {
+    task_case("num_virtual_tokens_other");
+}
+#[test]
+fn task_step_negative() {
+    task_case("step_negative");
+}
+#[test]
+fn task_seed_not_a_number() {
+    task_case("seed_not_a_number");
+}
+#[test]
+fn task_arch_not_a_string() {
+    task_case("arch_not_a_string");
+}
+#[test]
+fn task_dev_accuracy_past_1() {
+    task_case("dev_accuracy_past_1");
+}
 #[test]
 fn task_max_len_0() {
     task_case("max_len_0");
@@ -954,6 +1174,31 @@ fn edit_checkpoint(out: &Path, edit: impl FnOnce(&mut Checkpoint)) {
     let mut ck = Checkpoint::load(&path).expect("checkpoint");
     edit(&mut ck);
     ck.save(&path).expect("save");
+}
+
+/// A counter of the checkpoint's state that is not a non-negative integer names the key (serde
+/// said "invalid value: integer `-1`, expected u64" and no key).
+#[test]
+fn checkpoint_negative_step_names_the_key() {
+    let dir = ScratchDir::new("ck_step_negative");
+    let (out, mut args) = checkpointed(&dir);
+    let path = out.join("checkpoint.safetensors");
+    let (tensors, meta) = common::read_raw(&path);
+    let mut meta = meta.expect("checkpoint metadata");
+    let mut state: Value = serde_json::from_str(&meta["softprompt_checkpoint"]).expect("state");
+    state["step"] = serde_json::json!(-1);
+    state["done"] = serde_json::json!(false);
+    meta.insert("softprompt_checkpoint".into(), state.to_string());
+    common::write_raw(&path, &tensors, Some(meta));
+    args.push("--resume");
+    refused(
+        &softprompt(&args),
+        &[
+            "checkpoint.safetensors",
+            "`step` is -1",
+            "non-negative integer",
+        ],
+    );
 }
 
 #[test]

@@ -97,12 +97,67 @@ fn big_decoder_presets_stop_on_the_cpu_before_allocating() {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{preset}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{preset}: {err}");
         assert!(
             err.contains(preset) && err.contains("GB of float32 weights") && err.contains("GPU"),
             "{preset}: {err}"
         );
         assert!(start.elapsed().as_secs_f64() < 5.0, "{preset} allocated");
+    }
+}
+
+/// Hostile workloads are refused naming the flag, exit 2, before the step is sized by them:
+/// 0 rows, tokens or prompt rows timed a step of nothing (exit 0); a --prompt or --batch of
+/// 10^9 and more aborted on the allocation (SIGABRT); a --seq of 10^9 took 8 GB before its
+/// error, a T5 --target-len of 10^9 24 GB; `profile --objective xyz` ran (exit 0).
+#[test]
+fn hostile_workloads_are_refused_before_allocating() {
+    let cases: [(&str, &[&str], &str); 10] = [
+        ("bert-base", &["--batch", "0"], "--batch"),
+        ("bert-base", &["--seq", "0"], "--seq"),
+        ("bert-base", &["--prompt", "0"], "--prompt"),
+        ("bert-base", &["--prompt", "1000000000"], "--prompt"),
+        ("bert-base", &["--seq", "1000000000"], "--seq"),
+        (
+            "bert-base",
+            &["--seq", "4294967296", "--batch", "4294967296"],
+            "--seq",
+        ),
+        (
+            "bert-base",
+            &["--batch", "100000000000", "--seq", "8"],
+            "--batch",
+        ),
+        ("bert-base", &["--objective", "xyz"], "--objective"),
+        ("t5-base", &["--target-len", "0"], "--target-len"),
+        ("t5-base", &["--target-len", "1000000000"], "--target-len"),
+    ];
+    for cmd in ["bench", "profile"] {
+        for (preset, extra, flag) in cases {
+            let start = std::time::Instant::now();
+            let mut args = vec![cmd, "--preset", preset];
+            if cmd == "bench" {
+                args.extend(["--steps", "1", "--warmup", "0"]);
+            }
+            let out = Command::new(env!("CARGO_BIN_EXE_softprompt"))
+                .args(args)
+                .args(extra)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            let what = format!("{cmd} {preset} {extra:?}");
+            assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+            assert!(
+                err.contains(&format!("invalid argument {flag}")),
+                "{what}: {err}"
+            );
+            assert!(!err.contains("panicked"), "{what}: {err}");
+            assert!(
+                start.elapsed().as_secs_f64() < 20.0,
+                "{what} took {:?}",
+                start.elapsed()
+            );
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 use crate::errors::{arg, compute};
 use numpy::ndarray::{ArrayView1, ArrayView2};
 use numpy::{PyArray1, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use softprompt::Prompt;
 use std::path::PathBuf;
@@ -32,11 +33,30 @@ unsafe fn view<'py>(
     }
 }
 
+/// A (P, d) float32 array, else a TypeError that says what was given (numpy's own said
+/// "'ndarray' object cannot be cast as 'ndarray'" for a float64 or 1-D array).
+fn f32_matrix<'py>(v: &Bound<'py, PyAny>, what: &str) -> PyResult<PyReadonlyArray2<'py, f32>> {
+    v.extract::<PyReadonlyArray2<'py, f32>>().map_err(|_| {
+        let got = match (v.getattr("ndim"), v.getattr("dtype")) {
+            (Ok(n), Ok(d)) => format!("a {n}-D array of {d}"),
+            _ => v
+                .get_type()
+                .name()
+                .map_or_else(|_| "another type".into(), |n| format!("a {n}")),
+        };
+        PyTypeError::new_err(format!(
+            "{what}: expected a 2-D numpy array of float32, shape (P, d); got {got} \
+             (convert it with numpy.asarray(x, dtype=numpy.float32))"
+        ))
+    })
+}
+
 #[pymethods]
 impl PyPrompt {
     /// A prompt from a (P, d) float32 array (copied).
     #[staticmethod]
-    fn from_values(values: PyReadonlyArray2<'_, f32>) -> PyResult<PyPrompt> {
+    fn from_values(values: &Bound<'_, PyAny>) -> PyResult<PyPrompt> {
+        let values = f32_matrix(values, "values")?;
         let [p, d] = [values.shape()[0], values.shape()[1]];
         let data = values.as_array().iter().copied().collect();
         Ok(PyPrompt {
@@ -81,7 +101,8 @@ impl PyPrompt {
 
     /// Sets the values from a (P, d) array (copied into the prompt's memory).
     #[setter]
-    fn set_values(&mut self, values: PyReadonlyArray2<'_, f32>) -> PyResult<()> {
+    fn set_values(&mut self, values: &Bound<'_, PyAny>) -> PyResult<()> {
+        let values = f32_matrix(values, "values")?;
         let want = [self.inner.rows(), self.inner.width()];
         if values.shape() != want {
             return Err(arg(

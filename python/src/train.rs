@@ -33,7 +33,8 @@ fn optim_config(kw: &mut Kw<'_>) -> PyResult<OptimConfig> {
     if let Some(wd) = kw.take("weight_decay")? {
         o.weight_decay = wd;
     }
-    o.decay_rate = kw.get("decay_rate", 0.8)?;
+    o.set_decay_rate(kw.take("decay_rate")?)
+        .map_err(crate::errors::to_py)?;
     if let Some(s) = parse(kw.take::<String>("schedule")?, "")? {
         o.schedule.kind = s;
     }

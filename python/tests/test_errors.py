@@ -23,6 +23,12 @@ CASES = [
     ({"model": DATA / "no_model"}, sp.FileNotFound),
     ({"model": DATA}, sp.FileNotFound),  # no config.json
     ({"task": "cls", "pooling": "max", "model": BERT_NOHEAD}, sp.InvalidArgument),
+    # keywords the run would not read are refused, not ignored
+    ({"pooling": "mean"}, sp.InvalidArgument),
+    ({"decay_rate": 0.5}, sp.InvalidArgument),
+    ({"optimizer": "adafactor", "decay_rate": 1.5}, sp.InvalidArgument),
+    ({"init_vocab_first": 10}, sp.InvalidArgument),
+    ({"init": "text", "init_text": "a movie", "init_std": 0.5}, sp.InvalidArgument),
 ]
 
 

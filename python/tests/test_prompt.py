@@ -2,6 +2,7 @@
 import gc
 
 import numpy as np
+import pytest
 
 import softprompt as sp
 from conftest import BERT_MLM, BERT_NOHEAD, read_safetensors
@@ -42,3 +43,21 @@ def test_a_peft_folder_loads_and_scores():
     preds = model.predict(task, prompt, ["the movie was great.", "the film was bad."])
     assert [len(p["scores"]) for p in preds] == [2, 2]
     assert all(abs(np.exp(p["scores"]).sum() - 1) < 1e-5 for p in preds)  # log-probabilities
+
+
+def test_values_of_the_wrong_dtype_or_rank_say_what_they_are():
+    """numpy's own error said "'ndarray' object cannot be cast as 'ndarray'"."""
+    for bad, words in [
+        (np.zeros((3, 48)), ["float32", "2-D array of float64"]),
+        (np.zeros(48, np.float32), ["1-D array of float32"]),
+        ([[0.0] * 48] * 3, ["a list"]),
+    ]:
+        with pytest.raises(TypeError) as e:
+            sp.Prompt.from_values(bad)
+        assert all(w in str(e.value) for w in words), str(e.value)
+    prompt = sp.Prompt.from_values(np.zeros((3, 48), np.float32))
+    with pytest.raises(TypeError, match="2-D array of float64"):
+        prompt.values = np.ones((3, 48))
+    # a non-contiguous float32 array is read in its logical order
+    t = np.arange(48 * 3, dtype=np.float32).reshape(48, 3).T
+    assert np.array_equal(sp.Prompt.from_values(t).values, t)

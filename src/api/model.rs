@@ -326,6 +326,13 @@ impl Model {
         max_new_tokens: usize,
         placement: PromptPlacement,
     ) -> Result<Vec<Generation>> {
+        // 0 would answer empty texts as if the model had stopped at once
+        if max_new_tokens == 0 {
+            return Err(Error::arg(
+                "--max-new-tokens",
+                "is 0: expected at least 1 new token",
+            ));
+        }
         let data = Dataset {
             path: PathBuf::from("the texts"),
             examples: (texts.iter().enumerate())
@@ -408,6 +415,7 @@ pub(crate) fn bind<B: Backend>(
 ) -> Result<Params<B>> {
     let d = model.hidden_size();
     check_width(prompt, d, &model.dir)?;
+    check_finite(prompt)?;
     let head: Option<HostClsHead> = match (task.inner.new_head(d), &prompt.head) {
         (None, _) => None,
         (Some(fresh), Some(h)) if h.k == fresh.k && h.c == d => Some(h.clone()),
@@ -431,6 +439,25 @@ pub(crate) fn bind<B: Backend>(
         d,
         head: head.map(|h| h.upload(be)).transpose()?,
     })
+}
+
+/// Values set through `values_mut`/`head_mut` are checked here, where every use passes: a
+/// NaN row would give a NaN loss (and NaN scores) without a word.
+fn check_finite(prompt: &Prompt) -> Result<()> {
+    let mut tensors = vec![("the prompt", prompt.values())];
+    if let Some((w, b)) = prompt.head() {
+        tensors.push(("the head's weight", w));
+        tensors.push(("the head's bias", b));
+    }
+    for (name, values) in tensors {
+        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::tensor(
+                name,
+                format!("holds {v} at flat index {i}: every value must be finite"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A prompt as wide as the model's hidden size `d`, else an error naming both.

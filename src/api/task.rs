@@ -82,6 +82,7 @@ pub(crate) fn resolve<B: Backend>(
                 .collect()
         });
     let mut spec = base_spec(opts, base, model, prompt_len);
+    check_applies(opts, spec.kind)?;
     apply_options(opts, &mut spec);
     // max_len next to this prompt (Task::new checks it alone, not knowing the prompt)
     model.check_lengths(prompt_len, Some(spec.max_len))?;
@@ -139,6 +140,48 @@ fn base_spec<B: Backend>(
             }
             s
         }
+    }
+}
+
+/// An option the task has no use for is refused: ignoring it would run something other than
+/// what the user asked for, without a word.
+fn check_applies(opts: &TaskOptions, kind: TaskKind) -> Result<()> {
+    let targets = matches!(kind, TaskKind::Seq2Seq | TaskKind::Causal);
+    let to_targets = "seq2seq and causal";
+    let checks = [
+        (
+            "--pooling",
+            opts.pooling.is_some(),
+            kind == TaskKind::Cls,
+            "cls",
+        ),
+        (
+            "--verbalizer",
+            opts.verbalizer.is_some(),
+            kind != TaskKind::Cls,
+            "pet, seq2seq and causal",
+        ),
+        ("--free-targets", opts.free_targets, targets, to_targets),
+        (
+            "--max-target-len",
+            opts.max_target_len.is_some(),
+            targets,
+            to_targets,
+        ),
+        ("--decode", opts.decode.is_some(), targets, to_targets),
+    ];
+    match checks
+        .iter()
+        .find(|(_, given, applies, _)| *given && !applies)
+    {
+        Some((flag, _, _, kinds)) => Err(Error::arg(
+            *flag,
+            format!(
+                "does nothing for the {} task (it applies to {kinds} only): leave it out",
+                kind.name()
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -53,10 +53,7 @@ pub fn run(args: Args) -> i32 {
                 print!("{}", softprompt::internals::ceiling::text(&r));
                 0
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                1
-            }
+            Err(e) => super::common::fail(&e),
         };
     }
     let job = Job {
@@ -86,9 +83,7 @@ pub fn run(args: Args) -> i32 {
             );
             0
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
-        }
+        // a bad flag or a missing device is the user's (2), a failed run is 1
+        Err(e) => super::common::fail(&e),
     }
 }

@@ -40,6 +40,19 @@ pub fn run(args: Args) -> i32 {
 }
 
 fn generate(a: &Args) -> Result<()> {
+    // generation is greedy and bounded by --max-new-tokens: these would be ignored
+    if a.task.decode.is_some() {
+        return Err(Error::arg(
+            "--decode",
+            "generate is always greedy: leave it out",
+        ));
+    }
+    if a.task.max_target_len.is_some() {
+        return Err(Error::arg(
+            "--max-target-len",
+            "generate stops after --max-new-tokens: use that instead",
+        ));
+    }
     let l = load(&a.device, &a.prompt, a.model.as_deref(), &a.task, None)?;
     let placement = a.prompt_placement.parse::<PromptPlacement>()?;
     let out = l

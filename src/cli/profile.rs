@@ -22,6 +22,7 @@ impl WithBackend for Job {
     fn run<B: Backend>(self, inner: B) -> softprompt::Result<String> {
         let be = Profiler::new(inner);
         let model = Model::random(&be, &self.preset.config(), 1)?;
+        bench::check_memory(&be, &model, &self.w)?;
         let batch = bench::bench_batch(&self.preset, &self.w, 3);
         bench::step(&be, &model, &batch, &self.w)?;
         be.reset();
@@ -89,6 +90,7 @@ fn kernel_table(rows: &[softprompt::internals::backend::KernelTime]) -> String {
 pub fn run(args: Args) -> i32 {
     let result = args.workload.parse().and_then(|(kind, w)| {
         let preset = Preset::by_name(&args.workload.preset)?;
+        bench::check_workload(&preset, &w)?;
         with_backend(kind, Job { preset, w })
     });
     match result {
@@ -96,9 +98,7 @@ pub fn run(args: Args) -> i32 {
             print!("{table}");
             0
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
-        }
+        // a bad flag or a missing device is the user's (2), a failed run is 1
+        Err(e) => super::common::fail(&e),
     }
 }

@@ -64,9 +64,9 @@ pub struct Args {
     /// the text for --init text
     #[arg(long)]
     init_text: Option<String>,
-    /// standard deviation for --init random (PEFT: 1)
-    #[arg(long, default_value_t = 1.0)]
-    init_std: f64,
+    /// standard deviation for --init random (default, as PEFT: 1)
+    #[arg(long)]
+    init_std: Option<f64>,
     /// sample-vocab / class-labels: draw from the first N token ids only
     #[arg(long)]
     init_vocab_first: Option<usize>,
@@ -84,9 +84,9 @@ pub struct Args {
     /// weight decay (default: adamw 0.01, adafactor 1e-5)
     #[arg(long)]
     weight_decay: Option<f64>,
-    /// adafactor: beta2_t = 1 - t^-decay_rate
-    #[arg(long, default_value_t = 0.8)]
-    decay_rate: f64,
+    /// adafactor: beta2_t = 1 - t^-decay_rate, 0 < rate <= 1 (default 0.8)
+    #[arg(long)]
+    decay_rate: Option<f64>,
     /// constant or linear (default: adamw linear, adafactor constant)
     #[arg(long)]
     schedule: Option<String>,
@@ -150,7 +150,7 @@ fn optim_config(a: &Args) -> Result<OptimConfig> {
     if let Some(wd) = a.weight_decay {
         o.weight_decay = wd;
     }
-    o.decay_rate = a.decay_rate;
+    o.set_decay_rate(a.decay_rate)?;
     if let Some(s) = &a.schedule {
         o.schedule.kind = s.parse()?;
     }

@@ -199,6 +199,42 @@ pub fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String> {
     })
 }
 
+/// The first key a JSON object repeats: serde_json keeps the last value without a word, so
+/// a row with two labels would train on one of them silently. Keys are compared unescaped.
+fn repeated_key(line: &str) -> Option<String> {
+    use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Repeated(Option<String>);
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Repeated;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Repeated, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut repeated = None;
+            while let Some(k) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                if repeated.is_none() && !seen.insert(k.clone()) {
+                    repeated = Some(k);
+                }
+            }
+            Ok(Repeated(repeated))
+        }
+    }
+    impl<'de> Deserialize<'de> for Repeated {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Repeated, D::Error> {
+            d.deserialize_map(Keys)
+        }
+    }
+    serde_json::from_str::<Repeated>(line)
+        .ok()
+        .and_then(|r| r.0)
+}
+
 fn parse_jsonl(path: &Path, text: &str, spec: &DataSpec) -> Result<Vec<Example>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -211,6 +247,13 @@ fn parse_jsonl(path: &Path, text: &str, spec: &DataSpec) -> Result<Vec<Example>>
         let obj = v
             .as_object()
             .ok_or_else(|| Error::data(path, n, "malformed line: expected a JSON object"))?;
+        if let Some(k) = repeated_key(line) {
+            return Err(Error::data(
+                path,
+                n,
+                format!("the key \"{k}\" appears twice in the object: which value is meant?"),
+            ));
+        }
         let field = |name: &str| -> Result<Option<String>> {
             match obj.get(name) {
                 None | Some(serde_json::Value::Null) => Ok(None),

@@ -8,6 +8,7 @@
 )]
 
 use super::data::Dataset;
+use super::spec::TaskKind;
 use super::task::Task;
 use crate::backend::IGNORE_INDEX;
 use crate::error::{Error, Result};
@@ -220,6 +221,9 @@ impl Task {
                 })
             })
             .collect::<Result<_>>()?;
+        for (&i, row) in rows.iter().zip(&picked) {
+            self.check_row(enc, i, row)?;
+        }
         let b = picked.len();
         let t = picked.iter().map(|r| r.ids.len()).max().unwrap_or(1).max(1);
         let l = picked.iter().map(|r| r.target.len()).max().unwrap_or(0);
@@ -256,6 +260,30 @@ impl Task {
             batch.real_tokens += n + m;
         }
         Ok(batch)
+    }
+
+    /// A row the encoder could not have made (the API takes hand-made rows): no token ids,
+    /// or a PET [MASK] position outside them, would score padding without a word.
+    fn check_row(&self, enc: &Encoded, i: u32, row: &Row) -> Result<()> {
+        if row.ids.is_empty() {
+            return Err(Error::data(
+                &enc.path,
+                row.line,
+                format!("row {i} has no token ids: a row needs at least one token"),
+            ));
+        }
+        if self.spec.kind == TaskKind::Pet && row.mask_pos >= row.ids.len() {
+            return Err(Error::data(
+                &enc.path,
+                row.line,
+                format!(
+                    "row {i}: its [MASK] position (mask_positions) {} is past its {} token ids",
+                    row.mask_pos,
+                    row.ids.len()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The class of row `i` for scoring (free targets: None).

@@ -7,7 +7,7 @@
 )]
 
 use super::decode::Prediction;
-use super::encode::Encoded;
+use super::encode::{Encoded, Row};
 use super::metrics::{self, EvalMetrics};
 use super::model::Model;
 use super::step::Params;
@@ -27,6 +27,7 @@ pub fn evaluate<B: Backend>(
     enc: &Encoded,
     batch_size: usize,
 ) -> Result<(EvalMetrics, Vec<Prediction>)> {
+    check_labelled(task, enc)?;
     let preds = predict_all(be, model, task, params, enc, batch_size)?;
     let (mut gold, mut pred) = (Vec::new(), Vec::new());
     if task.spec.free_targets {
@@ -57,6 +58,35 @@ pub fn evaluate<B: Backend>(
         }
     }
     Ok((metrics::classification_metrics(&gold, &pred), preds))
+}
+
+/// Accuracy over no labelled row would read as 0 (a score, not an error): `enc` must hold a
+/// row with a label (a target, for free targets). Prediction needs none.
+pub fn check_labelled(task: &Task, enc: &Encoded) -> Result<()> {
+    if enc.rows.is_empty() {
+        return Err(Error::file(
+            &enc.path,
+            "holds no rows: there is nothing to evaluate",
+        ));
+    }
+    let labelled = |r: &Row| {
+        if task.spec.free_targets {
+            !r.target.is_empty()
+        } else {
+            r.label.is_some()
+        }
+    };
+    if !enc.rows.iter().any(labelled) {
+        return Err(Error::file(
+            &enc.path,
+            format!(
+                "none of its {} rows has a label: accuracy needs labelled rows (predict scores \
+                 unlabelled ones)",
+                enc.rows.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Predictions for every row of `enc`, in file order (batched in length order).

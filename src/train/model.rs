@@ -168,36 +168,10 @@ impl<B: Backend> Model<B> {
         ))
     }
 
-    /// An upper estimate of the bytes one training step holds: every layer's saved state
-    /// and its largest transient (about 12 rows of the width and 3 of the feed-forward per
-    /// token and layer), and the vocabulary logits of the targets.
+    /// An upper estimate of the bytes one training step holds (`models::Model::step_bytes`).
     pub fn step_bytes(&self, be: &B, rows: usize, tokens: usize, target_len: usize) -> u128 {
-        let act = be.act_dtype().size() as u128;
-        let (rows, tokens, target_len) = (rows as u128, tokens as u128, target_len as u128);
-        match &self.net {
-            models::Model::Bert(m) => {
-                let c = &m.cfg;
-                let per_token = c.num_hidden_layers as u128
-                    * (12 * c.hidden_size + 3 * c.intermediate_size) as u128;
-                act * rows * tokens * (per_token + 4 * c.hidden_size as u128)
-            }
-            models::Model::T5(m) => {
-                let c = &m.cfg;
-                let width = (c.d_model + c.inner_dim()) as u128;
-                let enc = c.num_layers as u128 * (6 * width + 3 * c.d_ff as u128);
-                let dec = c.num_decoder_layers as u128 * (9 * width + 3 * c.d_ff as u128);
-                act * rows * (tokens * enc + target_len * dec)
-                    + 4 * rows * target_len * c.vocab_size as u128
-            }
-            // the gated MLP keeps gate, up and their product: 4 rows of the feed-forward
-            models::Model::Bloom(m) | models::Model::Llama(m) => {
-                let c = &m.cfg;
-                let per_token =
-                    c.num_layers as u128 * (12 * c.hidden_size + 4 * c.intermediate_size) as u128;
-                act * rows * tokens * (per_token + 4 * c.hidden_size as u128)
-                    + 4 * rows * target_len * c.vocab_size as u128
-            }
-        }
+        let act = be.act_dtype().size();
+        self.net.step_bytes(act, rows, tokens, target_len)
     }
 
     /// The (V, d) input embedding table, on the host (prompt initialisation reads it).

@@ -218,12 +218,15 @@ impl OptimConfig {
                 "a finite number > 0 (0 turns clipping off)",
             )?;
         }
+        // beta2_t = 1 - t^-dr: above 1 the average is dominated by the first steps' gradients
+        // (Shazeer & Stern, section 7.2; transformers' Adafactor takes it negated, -0.8)
         let dr = self.decay_rate;
         finite(
             "--decay-rate",
             dr,
-            dr > 0.0,
-            "a finite number > 0 (Lester et al.: 0.8)",
+            dr > 0.0 && dr <= 1.0,
+            "0 < rate <= 1, as Adafactor's beta2_t = 1 - t^-rate needs (Lester et al.: 0.8; \
+             transformers writes it negated, decay_rate=-0.8)",
         )?;
         let (b1, b2) = (self.beta1, self.beta2);
         finite("beta1", b1, (0.0..1.0).contains(&b1), "0 <= beta1 < 1")?;
@@ -231,6 +234,20 @@ impl OptimConfig {
         finite("eps", self.eps, self.eps >= 0.0, "a finite number >= 0")?;
         let ct = self.clip_threshold;
         finite("clip_threshold", ct, ct > 0.0, "a finite number > 0")?;
+        Ok(())
+    }
+
+    /// `--decay-rate` (None: the default 0.8): only Adafactor reads it, so with AdamW it is
+    /// refused rather than ignored.
+    pub fn set_decay_rate(&mut self, rate: Option<f64>) -> Result<()> {
+        let Some(rate) = rate else { return Ok(()) };
+        if self.kind != OptimKind::Adafactor {
+            return Err(Error::arg(
+                "--decay-rate",
+                "is read only by --optimizer adafactor: leave it out with adamw",
+            ));
+        }
+        self.decay_rate = rate;
         Ok(())
     }
 

@@ -10,6 +10,7 @@
 use super::checkpoint::{self, Checkpoint, TrainState, CHECKPOINT_FILE, METRICS_FILE};
 use super::data;
 use super::encode::Encoded;
+use super::eval::check_labelled;
 use super::metrics::{EvalMetrics, MetricsLog};
 use super::model::Model;
 use super::optim::{OptimConfig, OptimKind, Optimizer};
@@ -549,6 +550,7 @@ fn precheck<B: Backend>(
     let (rows, tokens, target) = longest(train);
     model.check_step_memory(be, rows.min(cfg.batch_size), tokens, target, "--batch-size")?;
     for enc in evals.into_iter().flatten() {
+        check_labelled(task, enc)?;
         let (rows, tokens, target) = longest(enc);
         let rows = rows.min(cfg.eval_batch_size);
         model.check_step_memory(be, rows, tokens, target, "--eval-batch-size")?;
