@@ -248,7 +248,8 @@ impl PyModel {
     ) -> PyResult<PyStepOutput> {
         let mut kw = Kw::new("step", None)?;
         let enc = rows_of(py, &self.inner, &task.inner, &batch, labels, &mut kw, true)?;
-        let (m, t, p) = (&self.inner, &task.inner, &prompt.inner);
+        let snapshot = prompt.engine_copy();
+        let (m, t, p) = (&self.inner, &task.inner, &snapshot);
         let out = compute(py, || m.step(t, p, &enc.rows))?;
         let d = prompt.inner.width();
         let head_grad = match out.head_grad {
@@ -280,7 +281,8 @@ impl PyModel {
         let mut kw = Kw::new("evaluate", kwargs)?;
         let enc = rows_of(py, &self.inner, &task.inner, &data, labels, &mut kw, true)?;
         kw.finish()?;
-        let (m, t, p) = (&self.inner, &task.inner, &prompt.inner);
+        let snapshot = prompt.engine_copy();
+        let (m, t, p) = (&self.inner, &task.inner, &snapshot);
         let (metrics, preds) = compute(py, || m.evaluate(t, p, &enc, batch_size))?;
         let list = PyList::empty(py);
         for pred in &preds {
@@ -303,7 +305,8 @@ impl PyModel {
         let mut kw = Kw::new("predict", kwargs)?;
         let enc = rows_of(py, &self.inner, &task.inner, &data, None, &mut kw, false)?;
         kw.finish()?;
-        let (m, t, p) = (&self.inner, &task.inner, &prompt.inner);
+        let snapshot = prompt.engine_copy();
+        let (m, t, p) = (&self.inner, &task.inner, &snapshot);
         let preds = compute(py, || m.predict(t, p, &enc, batch_size))?;
         let list = PyList::empty(py);
         for pred in &preds {
@@ -327,7 +330,8 @@ impl PyModel {
     ) -> PyResult<Bound<'py, PyList>> {
         let placement = parse::<PromptPlacement>(Some(prompt_placement.into()), "")?
             .ok_or_else(|| arg("--prompt-placement", "missing"))?;
-        let (m, t, p) = (&self.inner, &task.inner, &prompt.inner);
+        let snapshot = prompt.engine_copy();
+        let (m, t, p) = (&self.inner, &task.inner, &snapshot);
         let gens = compute(py, || m.generate(t, p, &texts, max_new_tokens, placement))?;
         let list = PyList::empty(py);
         for g in gens {
@@ -349,7 +353,8 @@ impl PyModel {
         prompt: PyRef<'_, PyPrompt>,
         task: PyRef<'_, PyTask>,
     ) -> PyResult<()> {
-        let (m, t, p) = (&self.inner, &task.inner, &prompt.inner);
+        let snapshot = prompt.engine_copy();
+        let (m, t, p) = (&self.inner, &task.inner, &snapshot);
         compute(py, || m.save_prompt(&dir, p, t))
     }
 

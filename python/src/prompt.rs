@@ -17,6 +17,14 @@ pub struct PyPrompt {
     pub inner: Prompt,
 }
 
+impl PyPrompt {
+    /// What the engine reads: a copy taken under the GIL, since the numpy views stay writable
+    /// from other threads while a call runs with the GIL released.
+    pub fn engine_copy(&self) -> Prompt {
+        self.inner.clone()
+    }
+}
+
 /// A numpy view of `len` floats at `ptr`, shaped `shape`, that keeps `owner` alive.
 ///
 /// Safety: `ptr` points into a buffer `owner` holds and never reallocates (a `Prompt`'s
