@@ -428,7 +428,8 @@ fn t5_with_an_empty_encoder_input() {
         }
     });
     edit_reference_meta(&r, |m| m["num_virtual_tokens"] = 0.into());
-    expect_unusable(&model, &r, &["input_ids", "at least one"]);
+    // refused at read, before any shape: a reference without prompt rows checks nothing
+    expect_unusable(&model, &r, &["num_virtual_tokens", "positive"]);
 }
 #[test]
 fn pet_with_an_empty_verbalizer() {

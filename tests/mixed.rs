@@ -2,7 +2,8 @@
 //! tasks, labels, heads and prompt lengths on one fixture model), batches mixing them, gives
 //! each row the scores `Model::predict` gives its job's rows alone, within 1e-5 relative (the
 //! make-up of a batch changes the last bits); and `softprompt predict` with `--prompt name=dir`
-//! pairs writes what one run per prompt writes.
+//! pairs writes what one run per prompt writes. `Model::step_mixed` over such a batch gives
+//! each job the loss and gradients `Model::step` gives on its rows alone.
 
 use softprompt::prelude::*;
 
@@ -146,6 +147,83 @@ fn mixed_prompt_lengths_equal_each_prompt_alone() {
     }
 }
 
+/// Each job's `step_mixed` output against `Model::step` on its rows alone: loss, prompt and
+/// head gradients within `REL_TOL`, the same tokens; gradients that are not all zero, so the
+/// comparison can fail.
+fn check_step_mixed(model: &Model, jobs: &[(Task, Prompt, Encoded)]) {
+    let refs: Vec<(&Task, &Prompt)> = jobs.iter().map(|(t, p, _)| (t, p)).collect();
+    let encs: Vec<&Encoded> = jobs.iter().map(|(_, _, e)| e).collect();
+    let rows = interleave(&encs);
+    let mixed = model.step_mixed(&refs, &rows).unwrap();
+    assert_eq!(mixed.len(), jobs.len());
+    for (j, ((task, prompt, enc), got)) in jobs.iter().zip(&mixed).enumerate() {
+        let want = model.step(task, prompt, &enc.rows).unwrap();
+        common::assert_close(&format!("job {j} loss"), &[got.loss], &[want.loss], REL_TOL);
+        assert!(
+            want.prompt_grad.iter().any(|&g| g != 0.0),
+            "job {j}: a zero gradient"
+        );
+        let name = format!("job {j} prompt grad");
+        common::assert_close(&name, &got.prompt_grad, &want.prompt_grad, REL_TOL);
+        assert_eq!(got.head_grad.is_some(), want.head_grad.is_some(), "job {j}");
+        if let (Some((gw, gb)), Some((ww, wb))) = (&got.head_grad, &want.head_grad) {
+            common::assert_close(&format!("job {j} head weight grad"), gw, ww, REL_TOL);
+            common::assert_close(&format!("job {j} head bias grad"), gb, wb, REL_TOL);
+        }
+        assert_eq!(got.tokens, want.tokens, "job {j}");
+    }
+}
+
+#[test]
+fn step_mixed_equals_each_job_alone() {
+    let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
+    let jobs = [
+        sentiment(&model, 4, 1),
+        topic(&model, 4, 2),
+        sentiment(&model, 4, 3),
+    ];
+    check_step_mixed(&model, &jobs);
+}
+
+/// Prompts of different lengths step in batches of their own length, as in prediction.
+#[test]
+fn step_mixed_over_prompt_lengths_equals_each_job_alone() {
+    let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
+    let jobs = [
+        topic(&model, 5, 1),
+        sentiment(&model, 3, 2),
+        topic(&model, 3, 3),
+    ];
+    check_step_mixed(&model, &jobs);
+}
+
+/// A job with no row in the batch: loss 0, zero gradients, 0 tokens; an empty batch and a
+/// row naming no job are errors.
+#[test]
+fn step_mixed_edges() {
+    let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
+    let (t0, p0, e0) = sentiment(&model, 4, 1);
+    let (t1, p1, _) = topic(&model, 4, 2);
+    let jobs = [(&t0, &p0), (&t1, &p1)];
+    let rows: Vec<(usize, Row)> = e0.rows.iter().map(|r| (0, r.clone())).collect();
+    let out = model.step_mixed(&jobs, &rows).unwrap();
+    let want = model.step(&t0, &p0, &e0.rows).unwrap();
+    common::assert_close("job 0 loss", &[out[0].loss], &[want.loss], REL_TOL);
+    assert_eq!((out[1].loss, out[1].tokens), (0.0, 0));
+    assert!(out[1].grads().all(|&g| g == 0.0));
+    assert_eq!(out[1].prompt_grad.len(), p1.values().len());
+    let e = model
+        .step_mixed(&jobs, &[])
+        .map(|_| ())
+        .expect_err("no rows");
+    assert!(e.to_string().contains("rows"), "{e}");
+    let e = model
+        .step_mixed(&jobs, &[(2, e0.rows[0].clone())])
+        .map(|_| ());
+    let e = e.expect_err("job 2 of 2").to_string();
+    assert!(e.contains("row 0") && e.contains("job 2"), "{e}");
+}
+
 #[test]
 fn mixed_rows_naming_no_job_are_an_error() {
     let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
@@ -284,4 +362,5 @@ fn mixed_on_the_emu_device_equals_each_prompt_alone() {
         sentiment(&model, 3, 3),
     ];
     check_mixed(&model, &jobs, 64);
+    check_step_mixed(&model, &jobs[..2]);
 }

@@ -1,17 +1,18 @@
-//! Many prompts, one frozen model: prediction over rows that each name their job (a task and
-//! its prompt), batches mixing jobs.
+//! Many prompts, one frozen model: prediction and the training step over rows that each name
+//! their job (a task and its prompt), batches mixing jobs.
 // What a user hands the library never panics it. See README.md, "Bad input".
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::model::{bind, on_engine, Engine, Model};
+use super::model::{bind, on_engine, Engine, Model, StepOutput};
 use super::prompt::Prompt;
 use super::task::Task;
+use crate::backend::Backend;
 use crate::error::Result;
 use crate::train::encode::Row;
-use crate::train::{self, Prediction};
+use crate::train::{self, Grads, Prediction};
 
 impl Model {
     /// Every row's prediction, in input order, where each row names the job it belongs to: an
@@ -30,13 +31,72 @@ impl Model {
         batch_size: usize,
     ) -> Result<Vec<Prediction>> {
         on_engine!(&self.engine, |be, m| {
-            let params = (jobs.iter())
-                .map(|(task, prompt)| bind(be, m, task, prompt))
-                .collect::<Result<Vec<_>>>()?;
-            let mixed: Vec<_> = (jobs.iter().zip(&params))
-                .map(|((task, _), params)| (&task.inner, params))
-                .collect();
-            train::mixed::predict_mixed(be, m, &mixed, rows, batch_size)
+            with_jobs(be, m, jobs, |mixed| {
+                train::mixed::predict_mixed(be, m, mixed, rows, batch_size)
+            })
         })
     }
+
+    /// One training step's numbers over `rows` (one batch) where each row names its job (an
+    /// index into `jobs`, each a task with its prompt): one [`StepOutput`] a job, in the order
+    /// of `jobs`, holding that job's mean loss over its own rows, the gradients of its prompt
+    /// (and `cls` head), and its rows' real tokens. Nothing is updated: a multi-task loop
+    /// applies each job's gradients to its own prompt. On BERT (`pet`, `cls`) the rows of every
+    /// job with a prompt of one length run as one batch (one encoder pass, each row reading
+    /// its own prompt), `seq2seq` and `causal` jobs one job at a time. Each job's output
+    /// equals [`Model::step`] on its rows alone within 1e-5 relative. A job's loss is not
+    /// weighted by its share of the batch: the batch's mean loss would scale job j's
+    /// gradients by its rows over the batch's rows, and change nothing else. A job with no
+    /// row in the batch gets loss 0, zero gradients and 0 tokens; an empty batch or a row
+    /// naming no job is an error naming the rows.
+    pub fn step_mixed(
+        &self,
+        jobs: &[(&Task, &Prompt)],
+        rows: &[(usize, Row)],
+    ) -> Result<Vec<StepOutput>> {
+        let recompute = self.recompute;
+        on_engine!(&self.engine, |be, m| {
+            let steps = with_jobs(be, m, jobs, |mixed| {
+                train::mixed::step_mixed(be, m, mixed, rows, recompute)
+            })?;
+            (steps.iter())
+                .map(|s| step_output(be, s.loss, &s.grads, s.tokens))
+                .collect()
+        })
+    }
+}
+
+/// `f` on the jobs bound to the device: each prompt (and head) checked against its task.
+fn with_jobs<B: Backend, T>(
+    be: &B,
+    m: &train::Model<B>,
+    jobs: &[(&Task, &Prompt)],
+    f: impl FnOnce(&[train::mixed::MixJob<'_, B>]) -> Result<T>,
+) -> Result<T> {
+    let params = (jobs.iter())
+        .map(|(task, prompt)| bind(be, m, task, prompt))
+        .collect::<Result<Vec<_>>>()?;
+    let mixed: Vec<_> = (jobs.iter().zip(&params))
+        .map(|((task, _), params)| (&task.inner, params))
+        .collect();
+    f(&mixed)
+}
+
+/// A step's numbers on the host: the loss, the gradients downloaded, the real tokens.
+pub(super) fn step_output<B: Backend>(
+    be: &B,
+    loss: f64,
+    grads: &Grads<B>,
+    tokens: usize,
+) -> Result<StepOutput> {
+    let head_grad = match &grads.head {
+        Some(h) => Some(h.download(be)?),
+        None => None,
+    };
+    Ok(StepOutput {
+        loss,
+        prompt_grad: be.download(&grads.prompt)?,
+        head_grad: head_grad.map(|h| (h.weight, h.bias)),
+        tokens,
+    })
 }

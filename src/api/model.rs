@@ -257,16 +257,7 @@ impl Model {
             let loss = task
                 .inner
                 .loss_and_grad(be, m, &params, &mut grads, &batch, recompute)?;
-            let head_grad = match &grads.head {
-                Some(h) => Some(h.download(be)?),
-                None => None,
-            };
-            Ok(StepOutput {
-                loss,
-                prompt_grad: be.download(&grads.prompt)?,
-                head_grad: head_grad.map(|h| (h.weight, h.bias)),
-                tokens: batch.real_tokens,
-            })
+            super::mixed::step_output(be, loss, &grads, batch.real_tokens)
         })
     }
 

@@ -72,14 +72,12 @@ impl Task {
         let (b, t, p) = (batch.tokens.b, batch.tokens.t, params.p);
         let k = self.spec.labels.len();
         let logits = if self.spec.kind == TaskKind::Pet {
-            let at = heads::pet_rows(&batch.mask_pos, b, t, p)?;
-            let picked: Vec<i32> = rows.iter().filter_map(|&r| at.get(r).copied()).collect();
             let decoder = Decoder::Rows(&self.verbalizer_ids);
             let h = heads::mlm_head_fwd_bwd(
                 be,
                 m,
                 hidden,
-                &picked,
+                &mask_rows(batch, p, rows)?,
                 &vec![0; rows.len()],
                 decoder,
                 true,
@@ -305,4 +303,11 @@ pub fn argmax(xs: &[f32]) -> usize {
         }
     }
     best.0
+}
+
+/// `pet`: the rows of the hidden states (B, P+T, C) at the [MASK] of batch rows `rows` (R).
+pub(super) fn mask_rows(batch: &Batch, p: usize, rows: &[usize]) -> Result<Vec<i32>> {
+    let (b, t) = (batch.tokens.b, batch.tokens.t);
+    let at = heads::pet_rows(&batch.mask_pos, b, t, p)?;
+    Ok(rows.iter().filter_map(|&r| at.get(r).copied()).collect())
 }

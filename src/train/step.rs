@@ -129,7 +129,7 @@ fn check_targets(batch: &Batch, flag: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_labels(labels: &[i32]) -> Result<()> {
+pub(super) fn check_labels(labels: &[i32]) -> Result<()> {
     if labels.iter().any(|&l| l < 0) {
         return Err(Error::arg(
             "training data",
