@@ -292,11 +292,25 @@ impl PromptTable {
     /// Loads a PEFT prompt-tuning adapter folder (ours or PEFT's). With
     /// `num_transformer_submodules` 2 the table holds 2P rows and only the first P are used.
     pub fn load_peft(dir: &Path) -> Result<PromptTable> {
+        if dir.is_file() {
+            return Err(Error::file(
+                dir,
+                "is a file: expected a prompt folder (adapter_config.json, adapter_model.safetensors)",
+            ));
+        }
         let cfg_path = dir.join(ADAPTER_CONFIG);
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
         let cfg: Value = serde_json::from_str(&text)
             .map_err(|e| Error::file(&cfg_path, format!("not valid JSON: {e}")))?;
-        let peft_type = cfg.get("peft_type").and_then(|v| v.as_str()).unwrap_or("");
+        let peft_type = match cfg.get("peft_type") {
+            None => {
+                return Err(Error::file(
+                    &cfg_path,
+                    "has no `peft_type`: expected \"PROMPT_TUNING\" or \"P_TUNING\"",
+                ))
+            }
+            Some(v) => v.as_str().unwrap_or(""),
+        };
         // P-tuning's adapter holds its encoder's output (PEFT saves that, not the encoder):
         // a prompt table like prompt tuning's
         if peft_type != "PROMPT_TUNING" && peft_type != "P_TUNING" {

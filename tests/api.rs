@@ -556,3 +556,28 @@ fn hostile_values_rows_and_evaluations_are_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn prompt_load_names_a_file_and_a_missing_peft_type() {
+    let dir = scratch("prompt_load_odd");
+    let file = dir.join("task.json");
+    std::fs::write(&file, "{}").unwrap();
+    let e = Prompt::load(&file).unwrap_err().to_string();
+    assert!(e.contains("task.json") && e.contains("is a file"), "{e}");
+    let adapter = fixture("bert_mlm").join("peft_adapter");
+    let copy = dir.join("adapter");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(adapter.join(f), copy.join(f)).unwrap();
+    }
+    let cfg_path = copy.join("adapter_config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg.as_object_mut().unwrap().remove("peft_type");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let e = Prompt::load(&copy).unwrap_err().to_string();
+    assert!(
+        e.contains("adapter_config.json") && e.contains("has no `peft_type`"),
+        "{e}"
+    );
+}

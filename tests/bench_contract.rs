@@ -132,6 +132,13 @@ fn hostile_workloads_are_refused_before_allocating() {
         ("t5-base", &["--target-len", "0"], "--target-len"),
         ("t5-base", &["--target-len", "1000000000"], "--target-len"),
     ];
+    let steps0 = Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .args(["bench", "--preset", "bert-base", "--steps", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&steps0.stderr);
+    assert_eq!(steps0.status.code(), Some(2), "bench --steps 0: {err}");
+    assert!(err.contains("invalid argument --steps"), "{err}");
     for cmd in ["bench", "profile"] {
         for (preset, extra, flag) in cases {
             let start = std::time::Instant::now();

@@ -36,7 +36,15 @@ impl WithBackend for Job<'_> {
 }
 
 pub fn run(args: Args) -> i32 {
-    let (kind, w) = match args.workload.parse() {
+    let parsed = args.workload.parse().and_then(|x| match args.steps {
+        // a median of no step would be a time never measured
+        0 => Err(softprompt::Error::arg(
+            "--steps",
+            "is 0: expected at least 1 timed step",
+        )),
+        _ => Ok(x),
+    });
+    let (kind, w) = match parsed {
         Ok(x) => x,
         Err(e) => {
             eprintln!("error: {e}");
