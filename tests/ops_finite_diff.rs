@@ -1205,7 +1205,7 @@ fn alibi_slopes_follow_bloom() {
 /// The decode step equals the last row of a causal attention over the same keys.
 #[test]
 fn attention_decode_matches_causal_attention() {
-    use softprompt::internals::cpu::attention::attention_decode;
+    use softprompt::internals::cpu::attention_decode::attention_decode;
     let (b, tk, tmax, h, hkv, d) = (2, 9, 13, 6, 3, 8);
     let mut rng = Rng::new(66);
     let k = normals(&mut rng, b * tmax * hkv * d, 1.0);

@@ -5,6 +5,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod attention_decode;
 pub mod elementwise;
 pub mod embedding;
 pub mod gemm_path;
