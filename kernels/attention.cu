@@ -132,6 +132,73 @@ __device__ __forceinline__ int attn_key_flag(const int* __restrict__ key_mask, i
   return j < Tk && key_mask[static_cast<size_t>(b) * Tk + j] != 0;
 }
 
+// Prefix tuning's keys and values of one layer, read in place from the (P, width) float table
+// that every layer shares (src/backend/attention.rs `PrefixKv`): row r holds this layer's keys
+// at k_off and its values at v_off, Hkv * D head-major. They sit in front of the Tk real keys,
+// at positions 0..P-1 (the real keys at P..P+Tk-1), and every query sees all of them. P = 0
+// (table NULL): no prefix.
+struct AttnPrefix {
+  const float* table;
+  int P, width, k_off, v_off;
+};
+
+// Tiles of 64 over n keys (0 when n <= 0).
+__device__ __forceinline__ int attn_tiles(int n) { return n > 0 ? (n + ATTN_BN - 1) / ATTN_BN : 0; }
+
+// Loads prefix rows [row0, row0 + 64) of key/value head kvh, its keys or (values) its values,
+// into a 64 x ldt bf16 tile, rounded from float; rows >= P and columns >= D become 0.
+__device__ void attn_load_prefix(bf16* tile, const AttnPrefix& pre, bool values, int kvh, int row0,
+                                 int D, int Dp, int ldt) {
+  const float* base = pre.table + (values ? pre.v_off : pre.k_off) + kvh * D;
+  for (int e = threadIdx.x; e < ATTN_BN * Dp; e += ATTN_THREADS) {
+    const int r = e / Dp, col = e % Dp, t = row0 + r;
+    float val = 0.0f;
+    if (t < pre.P && col < D) val = base[static_cast<size_t>(t) * pre.width + col];
+    tile[r * ldt + col] = __float2bfloat16(val);
+  }
+}
+
+// Loads key tile j0 of the prefix rows (is_pre) or of batch row b's real keys into Ks and Vs,
+// and its key flags into key_s (prefix rows < P always, real keys by key_mask); returns this
+// thread's flag (0 past the tile's 64 keys). The caller's barrier follows.
+__device__ __forceinline__ int attn_load_keys(bf16* Ks, bf16* Vs, int* key_s, const bf16* __restrict__ k,
+                                              const bf16* __restrict__ v, const AttnPrefix& pre,
+                                              const int* __restrict__ key_mask, bool is_pre, int j0, int b,
+                                              int kvh, int Tk, int Hkv, int D, int Dp, int ldt) {
+  if (is_pre) {
+    attn_load_prefix(Ks, pre, false, kvh, j0, D, Dp, ldt);
+    attn_load_prefix(Vs, pre, true, kvh, j0, D, Dp, ldt);
+  } else {
+    attn_load_tile(Ks, k, key_mask, b, kvh, j0, Tk, Hkv, D, Dp, ldt);
+    attn_load_tile(Vs, v, key_mask, b, kvh, j0, Tk, Hkv, D, Dp, ldt);
+  }
+  int flag = 0;
+  if (threadIdx.x < ATTN_BN)
+    key_s[threadIdx.x] = flag = is_pre ? static_cast<int>(j0 + static_cast<int>(threadIdx.x) < pre.P)
+                                       : attn_key_flag(key_mask, b, j0 + threadIdx.x, Tk);
+  return flag;
+}
+
+// Tile t of a query tile's walk over the keys: the prefix's tiles first (positions 0..P-1),
+// then the real keys' (P..P+Tk-1). Loads its K and V, fills the bias window for query tile i0
+// over the P + Tk keys (the causal mask on real keys only: prefix keys are always visible) and
+// the key flags (prefix rows always, real keys by key_mask). Returns whether any key of the
+// tile is visible; a block-wide barrier, so every thread calls it.
+__device__ bool attn_key_tile(bf16* Ks, bf16* Vs, float* bias_s, int* key_s, const bf16* __restrict__ k,
+                              const bf16* __restrict__ v, const AttnPrefix& pre,
+                              const int* __restrict__ key_mask, const bf16* __restrict__ bias_table,
+                              const int* __restrict__ buckets, int alibi, int causal, int t, int i0,
+                              int b, int h, int kvh, int Tq, int Tk, int H, int Hkv, int D, int Dp,
+                              int ldt) {
+  const int ptiles = attn_tiles(pre.P);
+  const bool is_pre = t < ptiles;
+  const int j0 = (is_pre ? t : t - ptiles) * ATTN_BN;
+  const int flag = attn_load_keys(Ks, Vs, key_s, k, v, pre, key_mask, is_pre, j0, b, kvh, Tk, Hkv, D, Dp, ldt);
+  attn_fill_bias(bias_s, bias_table, buckets, alibi, causal && !is_pre, i0,
+                 is_pre ? j0 : pre.P + j0, Tq, pre.P + Tk, H, h);
+  return __syncthreads_or(flag);
+}
+
 // stage (16 x 64 floats, ld ATTN_SLD) = A (16 x Dp, ld lda) times the transpose of Bm
 // (64 x Dp, ld ldb): stage[r][n] = sum_k A[r][k] * Bm[n][k].
 __device__ __forceinline__ void attn_abt(float* stage, const bf16* A, int lda, const bf16* Bm, int ldb,
@@ -178,6 +245,36 @@ __device__ __forceinline__ unsigned attn_pack(float a, float b) {
   return *reinterpret_cast<unsigned*>(&p);
 }
 
+// Stores accumulators g..g+3 (columns 16g..16g+63) of a warp's rows to its staging tile.
+template <int NFM>
+__device__ __forceinline__ void attn_stage_cols(float* stage, const attn_acc (&acc)[NFM], int g, int NF) {
+  __syncwarp();  // earlier reads of the staging tile (softmax, previous group) are done
+#pragma unroll
+  for (int f = 0; f < NFM; ++f)
+    if (f >= g && f < g + 4 && f < NF)
+      wmma::store_matrix_sync(stage + (f - g) * 16, acc[f], ATTN_SLD, wmma::mem_row_major);
+  __syncwarp();
+}
+
+// Adds a warp's 16 x D accumulator rows to rows row0 + r < P of the float prefix gradient
+// (P, width), at column off (one key/value head's keys or values of this layer), through the
+// warp's staging tile.
+template <int NFM>
+__device__ void attn_add_prefix_rows(float* __restrict__ dst, const attn_acc (&acc)[NFM], float* stage,
+                                     int row0, int P, int width, int off, int D, int NF) {
+  const int lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
+  const int t = row0 + r;
+  float* out = dst + static_cast<size_t>(t) * width + off;
+  for (int g = 0; g < NF; g += 4) {  // 64 columns at a time
+    attn_stage_cols(stage, acc, g, NF);
+    if (t < P) {
+      const float* src = stage + r * ATTN_SLD;
+      const int c_end = min(64, D - g * 16);
+      for (int c = half; c < c_end; c += 2) out[g * 16 + c] += src[c];
+    }
+  }
+}
+
 // Writes a warp's 16 x D accumulator rows (acc[f] = columns 16f..16f+15), each row r scaled by
 // row_scale[r] when given, to rows row0 + r < T of head h, batch b, of a (B, T, H, D) bf16
 // tensor, through the warp's staging tile. ADD adds them to what the rows hold (backward's
@@ -191,12 +288,7 @@ __device__ void attn_store_rows(bf16* __restrict__ dst, const attn_acc (&acc)[NF
   const bool vec = (D % 8 == 0) && ((reinterpret_cast<unsigned long long>(dst) & 15ull) == 0);
   bf16* out = dst + ((static_cast<size_t>(b) * T + t) * H + h) * D;
   for (int g = 0; g < NF; g += 4) {  // 64 columns at a time
-    __syncwarp();  // earlier reads of the staging tile (softmax, previous group) are done
-#pragma unroll
-    for (int f = 0; f < NFM; ++f)
-      if (f >= g && f < g + 4 && f < NF)
-        wmma::store_matrix_sync(stage + (f - g) * 16, acc[f], ATTN_SLD, wmma::mem_row_major);
-    __syncwarp();
+    attn_stage_cols(stage, acc, g, NF);
     if (t < T) {
       const float s = row_scale != nullptr ? row_scale[r] : 1.0f;
       const float* src = stage + r * ATTN_SLD;
@@ -246,7 +338,7 @@ template <int NFM>
 __device__ __forceinline__ void attn_fwd_body(unsigned char* attn_smem, bf16* __restrict__ out,
                                               float* __restrict__ lse, const bf16* __restrict__ q,
                                               const bf16* __restrict__ k, const bf16* __restrict__ v,
-                                              const int* __restrict__ key_mask,
+                                              const AttnPrefix pre, const int* __restrict__ key_mask,
                                               const bf16* __restrict__ bias_table,
                                               const int* __restrict__ buckets, int alibi, int causal,
                                               float scale, int B, int Tq, int Tk, int H, int Hkv,
@@ -289,16 +381,14 @@ __device__ __forceinline__ void attn_fwd_body(unsigned char* attn_smem, bf16* __
 #pragma unroll
   for (int f = 0; f < NFM; ++f) wmma::fill_fragment(o[f], 0.0f);
 
-  // Causal: keys after the tile's last query are hidden (the bound is evaluated in the loop
-  // condition rather than kept in a register: attention_fwd sits at its 128-register cap).
-  for (int j0 = 0; j0 < (causal ? min(Tk, i0 + ATTN_BM + Tk - Tq) : Tk); j0 += ATTN_BN) {
+  // The prefix's tiles, then the real keys' (attn_key_tile). Causal: real keys after the tile's
+  // last query are hidden (the bound is evaluated in the loop condition rather than kept in a
+  // register: attention_fwd sits at its 128-register cap).
+  for (int t = 0; t < attn_tiles(pre.P) + attn_tiles(causal ? min(Tk, i0 + ATTN_BM + Tk - Tq) : Tk); ++t) {
     __syncthreads();  // the previous tile's K, V and tables are no longer read
-    attn_load_tile(Ks, k, key_mask, b, kvh, j0, Tk, Hkv, D, Dp, ldt);
-    attn_load_tile(Vs, v, key_mask, b, kvh, j0, Tk, Hkv, D, Dp, ldt);
-    attn_fill_bias(bias_s, bias_table, buckets, alibi, causal, i0, j0, Tq, Tk, H, h);
-    int flag = 0;
-    if (threadIdx.x < ATTN_BN) key_s[threadIdx.x] = flag = attn_key_flag(key_mask, b, j0 + threadIdx.x, Tk);
-    if (!__syncthreads_or(flag)) continue;  // every key of this tile is padded
+    if (!attn_key_tile(Ks, Vs, bias_s, key_s, k, v, pre, key_mask, bias_table, buckets, alibi, causal, t,
+                       i0, b, h, kvh, Tq, Tk, H, Hkv, D, Dp, ldt))
+      continue;  // every key of this tile is padded
     if (!warp_live) continue;
 
     attn_abt(Ss, Qs + warp * 16 * ldt, ldt, Ks, ldt, NF);
@@ -360,13 +450,14 @@ attention_fwd(bf16* __restrict__ out,               // (B, Tq, H, D)
               const bf16* __restrict__ q,           // (B, Tq, H, D)
               const bf16* __restrict__ k,           // (B, Tk, Hkv, D)
               const bf16* __restrict__ v,           // (B, Tk, Hkv, D)
+              const float* __restrict__ prefix,     // (P, width) or NULL
               const int* __restrict__ key_mask,     // (B, Tk)
               const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
-              const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
+              const int* __restrict__ buckets,      // (Tq + P + Tk - 1) or NULL
               int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
-              int Hkv, int D) {
+              int Hkv, int D, int P, int width, int k_off, int v_off) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_fwd_body<4>(attn_smem, out, lse, q, k, v, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+  attn_fwd_body<4>(attn_smem, out, lse, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off}, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
 }
 // 64 < D <= 128
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
@@ -375,13 +466,14 @@ attention_fwd_d128(bf16* __restrict__ out,               // (B, Tq, H, D)
                    const bf16* __restrict__ q,           // (B, Tq, H, D)
                    const bf16* __restrict__ k,           // (B, Tk, Hkv, D)
                    const bf16* __restrict__ v,           // (B, Tk, Hkv, D)
+                   const float* __restrict__ prefix,     // (P, width) or NULL
                    const int* __restrict__ key_mask,     // (B, Tk)
                    const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
-                   const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
+                   const int* __restrict__ buckets,      // (Tq + P + Tk - 1) or NULL
                    int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
-                   int Hkv, int D) {
+                   int Hkv, int D, int P, int width, int k_off, int v_off) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_fwd_body<8>(attn_smem, out, lse, q, k, v, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+  attn_fwd_body<8>(attn_smem, out, lse, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off}, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
 }
 
 // dq, and delta = sum_j P_ij dP_ij per query row (saved for attention_bwd_dkdv).
@@ -392,7 +484,8 @@ template <int NFM>
 __device__ __forceinline__ void attn_bwd_dq_body(unsigned char* attn_smem, bf16* __restrict__ dq,
                                                  float* __restrict__ delta, const bf16* __restrict__ dout,
                                                  const bf16* __restrict__ q, const bf16* __restrict__ k,
-                                                 const bf16* __restrict__ v, const float* __restrict__ lse,
+                                                 const bf16* __restrict__ v, const AttnPrefix pre,
+                                                 const float* __restrict__ lse,
                                                  const int* __restrict__ key_mask,
                                                  const bf16* __restrict__ bias_table,
                                                  const int* __restrict__ buckets, int alibi, int causal,
@@ -431,14 +524,11 @@ __device__ __forceinline__ void attn_bwd_dq_body(unsigned char* attn_smem, bf16*
   const int kend = causal ? min(Tk, i0 + ATTN_BM + Tk - Tq) : Tk;
   for (int pass = 0; pass < 2; ++pass) {
     float dsum = 0.0f;
-    for (int j0 = 0; j0 < kend; j0 += ATTN_BN) {
+    for (int t = 0; t < attn_tiles(pre.P) + attn_tiles(kend); ++t) {  // prefix tiles first
       __syncthreads();
-      attn_load_tile(Ks, k, key_mask, b, kvh, j0, Tk, Hkv, D, Dp, ldt);
-      attn_load_tile(Vs, v, key_mask, b, kvh, j0, Tk, Hkv, D, Dp, ldt);
-      attn_fill_bias(bias_s, bias_table, buckets, alibi, causal, i0, j0, Tq, Tk, H, h);
-      int flag = 0;
-      if (threadIdx.x < ATTN_BN) key_s[threadIdx.x] = flag = attn_key_flag(key_mask, b, j0 + threadIdx.x, Tk);
-      if (!__syncthreads_or(flag)) continue;
+      if (!attn_key_tile(Ks, Vs, bias_s, key_s, k, v, pre, key_mask, bias_table, buckets, alibi, causal, t,
+                         i0, b, h, kvh, Tq, Tk, H, Hkv, D, Dp, ldt))
+        continue;
       if (!warp_live) continue;
 
       attn_abt(Ss, Qs + warp * 16 * ldt, ldt, Ks, ldt, NF);
@@ -475,14 +565,15 @@ attention_bwd_dq(bf16* __restrict__ dq,                // (B, Tq, H, D)
                  const bf16* __restrict__ q,           // (B, Tq, H, D)
                  const bf16* __restrict__ k,           // (B, Tk, Hkv, D)
                  const bf16* __restrict__ v,           // (B, Tk, Hkv, D)
+                 const float* __restrict__ prefix,     // (P, width) or NULL
                  const float* __restrict__ lse,        // (B, H, Tq)
                  const int* __restrict__ key_mask,     // (B, Tk)
                  const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
-                 const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
+                 const int* __restrict__ buckets,      // (Tq + P + Tk - 1) or NULL
                  int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
-                 int Hkv, int D) {
+                 int Hkv, int D, int P, int width, int k_off, int v_off) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dq_body<4>(attn_smem, dq, delta, dout, q, k, v, lse, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+  attn_bwd_dq_body<4>(attn_smem, dq, delta, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off}, lse, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
 }
 // 64 < D <= 128
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
@@ -492,26 +583,33 @@ attention_bwd_dq_d128(bf16* __restrict__ dq,                // (B, Tq, H, D)
                       const bf16* __restrict__ q,           // (B, Tq, H, D)
                       const bf16* __restrict__ k,           // (B, Tk, Hkv, D)
                       const bf16* __restrict__ v,           // (B, Tk, Hkv, D)
+                      const float* __restrict__ prefix,     // (P, width) or NULL
                       const float* __restrict__ lse,        // (B, H, Tq)
                       const int* __restrict__ key_mask,     // (B, Tk)
                       const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
-                      const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
+                      const int* __restrict__ buckets,      // (Tq + P + Tk - 1) or NULL
                       int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
-                      int Hkv, int D) {
+                      int Hkv, int D, int P, int width, int k_off, int v_off) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dq_body<8>(attn_smem, dq, delta, dout, q, k, v, lse, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+  attn_bwd_dq_body<8>(attn_smem, dq, delta, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off}, lse, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
 }
 
 // dk = dS^T q and dv = P^T dout for one tile of 64 keys, summed over the H / Hkv query heads that
 // read them, recomputing P from lse and using the delta written by attention_bwd_dq.
-// grid (ceil(Tk / 64), Hkv, B), block 128, dynamic smem attn_smem_bytes(2, D).
+// grid (ceil(Tk / 64) + ceil(P / 64), Hkv, B), block 128, dynamic smem attn_smem_bytes(2, D).
 // Each warp owns 16 keys and keeps their dk and dv in registers while the block walks the
-// query tiles.
+// query tiles. The first ceil(Tk / 64) block columns take the real keys of batch row
+// blockIdx.z; the rest take the prefix rows, which every batch row reads: the blocks of batch
+// row 0 walk the query tiles of every batch row in batch order and add the sum to dprefix
+// (float, at the rows' key and value offsets); the other batch rows' prefix blocks, and all of
+// them without dprefix, return at once.
 template <int NFM>
 __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf16* __restrict__ dk,
-                                                   bf16* __restrict__ dv, const bf16* __restrict__ dout,
+                                                   bf16* __restrict__ dv, float* __restrict__ dprefix,
+                                                   const bf16* __restrict__ dout,
                                                    const bf16* __restrict__ q, const bf16* __restrict__ k,
-                                                   const bf16* __restrict__ v, const float* __restrict__ lse,
+                                                   const bf16* __restrict__ v, const AttnPrefix pre,
+                                                   const float* __restrict__ lse,
                                                    const float* __restrict__ delta,
                                                    const int* __restrict__ key_mask,
                                                    const bf16* __restrict__ bias_table,
@@ -521,9 +619,12 @@ __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf1
   if (D < 1 || D > 16 * NFM) return;  // the launcher checks D and picks the entry point
   const int Dp = attn_round16(D), NF = Dp / 16, ldt = Dp + 8;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
-  const int kvh = blockIdx.y, b = blockIdx.z, G = H / Hkv;
-  const int j0 = blockIdx.x * ATTN_BN;
-  const int jl = warp * 16 + r, j = j0 + jl;  // this lane's key (with its partner lane)
+  const int real_tiles = attn_tiles(Tk);
+  const bool is_pre = static_cast<int>(blockIdx.x) >= real_tiles;
+  if (is_pre && (blockIdx.z != 0 || dprefix == nullptr)) return;
+  const int kvh = blockIdx.y, bz = blockIdx.z, G = H / Hkv;
+  const int j0 = (static_cast<int>(blockIdx.x) - (is_pre ? real_tiles : 0)) * ATTN_BN;
+  const int jl = warp * 16 + r;  // this lane's key in the tile (with its partner lane)
 
   AttnSmem sm{attn_smem};
   bf16* Ks = sm.take<bf16>(ATTN_BN * ldt * 2);
@@ -539,12 +640,9 @@ __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf1
   float* lse_s = sm.take<float>(ATTN_BM * 4);    // log2(e) * lse of the tile's queries
   float* delta_s = sm.take<float>(ATTN_BM * 4);  // delta of the tile's queries
 
-  attn_load_tile(Ks, k, key_mask, b, kvh, j0, Tk, Hkv, D, Dp, ldt);
-  attn_load_tile(Vs, v, key_mask, b, kvh, j0, Tk, Hkv, D, Dp, ldt);
-  int flag = 0;
-  if (threadIdx.x < ATTN_BN) key_s[threadIdx.x] = flag = attn_key_flag(key_mask, b, j0 + threadIdx.x, Tk);
+  const int flag = attn_load_keys(Ks, Vs, key_s, k, v, pre, key_mask, is_pre, j0, bz, kvh, Tk, Hkv, D, Dp, ldt);
   const bool any_key = __syncthreads_or(flag);
-  const bool warp_live = j0 + warp * 16 < Tk;
+  const bool warp_live = j0 + warp * 16 < (is_pre ? pre.P : Tk);
   const bool key_live = key_s[jl] != 0;
   const float sl2 = scale * ATTN_LOG2E;
   attn_acc dk_acc[NFM], dv_acc[NFM];
@@ -554,16 +652,19 @@ __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf1
     wmma::fill_fragment(dv_acc[f], 0.0f);
   }
 
-  // Causal: queries before j0 - (Tk - Tq) see none of these keys.
-  const int istart = (causal && any_key) ? max(0, j0 - (Tk - Tq)) / ATTN_BM * ATTN_BM : 0;
+  // Causal: queries before j0 - (Tk - Tq) see none of these real keys (all see the prefix).
+  const int istart = (causal && any_key && !is_pre) ? max(0, j0 - (Tk - Tq)) / ATTN_BM * ATTN_BM : 0;
   const int iend = any_key ? Tq : 0;
-  // the query heads that read this key/value head, one after the other
+  // the batch rows (this block's, or every one for the prefix), and in each the query heads
+  // that read this key/value head, one after the other
+  for (int b = is_pre ? 0 : bz; b < (is_pre ? B : bz + 1); ++b)
   for (int h = kvh * G; h < (kvh + 1) * G; ++h)
   for (int i0 = istart; i0 < iend; i0 += ATTN_BM) {
     __syncthreads();
     attn_load_tile(Qs, q, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
     attn_load_tile(dOs, dout, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
-    attn_fill_bias(bias_s, bias_table, buckets, alibi, causal, i0, j0, Tq, Tk, H, h);
+    attn_fill_bias(bias_s, bias_table, buckets, alibi, causal && !is_pre, i0, is_pre ? j0 : pre.P + j0, Tq,
+                   pre.P + Tk, H, h);
     if (threadIdx.x < ATTN_BM) {
       const int iq = i0 + threadIdx.x;
       const size_t at = (static_cast<size_t>(b) * H + h) * Tq + iq;
@@ -592,9 +693,13 @@ __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf1
     attn_ab_accumulate(dk_acc, dSb, Qs, ldt, NF);
   }
 
-  if (warp_live) {
-    attn_store_rows<NFM, true>(dk, dk_acc, Ss, nullptr, b, kvh, j0 + warp * 16, Tk, Hkv, D, NF);
-    attn_store_rows<NFM, true>(dv, dv_acc, Ss, nullptr, b, kvh, j0 + warp * 16, Tk, Hkv, D, NF);
+  if (!warp_live) return;
+  if (is_pre) {
+    attn_add_prefix_rows(dprefix, dk_acc, Ss, j0 + warp * 16, pre.P, pre.width, pre.k_off + kvh * D, D, NF);
+    attn_add_prefix_rows(dprefix, dv_acc, Ss, j0 + warp * 16, pre.P, pre.width, pre.v_off + kvh * D, D, NF);
+  } else {
+    attn_store_rows<NFM, true>(dk, dk_acc, Ss, nullptr, bz, kvh, j0 + warp * 16, Tk, Hkv, D, NF);
+    attn_store_rows<NFM, true>(dv, dv_acc, Ss, nullptr, bz, kvh, j0 + warp * 16, Tk, Hkv, D, NF);
   }
 }
 
@@ -602,37 +707,41 @@ __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf1
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
 attention_bwd_dkdv(bf16* __restrict__ dk,                // (B, Tk, Hkv, D)
                    bf16* __restrict__ dv,                // (B, Tk, Hkv, D)
+                   float* __restrict__ dprefix,          // (P, width) or NULL
                    const bf16* __restrict__ dout,        // (B, Tq, H, D)
                    const bf16* __restrict__ q,           // (B, Tq, H, D)
                    const bf16* __restrict__ k,           // (B, Tk, Hkv, D)
                    const bf16* __restrict__ v,           // (B, Tk, Hkv, D)
+                   const float* __restrict__ prefix,     // (P, width) or NULL
                    const float* __restrict__ lse,        // (B, H, Tq)
                    const float* __restrict__ delta,      // (B, H, Tq)
                    const int* __restrict__ key_mask,     // (B, Tk)
                    const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
-                   const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
+                   const int* __restrict__ buckets,      // (Tq + P + Tk - 1) or NULL
                    int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
-                   int Hkv, int D) {
+                   int Hkv, int D, int P, int width, int k_off, int v_off) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dkdv_body<4>(attn_smem, dk, dv, dout, q, k, v, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+  attn_bwd_dkdv_body<4>(attn_smem, dk, dv, dprefix, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off}, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
 }
 // 64 < D <= 128
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
 attention_bwd_dkdv_d128(bf16* __restrict__ dk,                // (B, Tk, Hkv, D)
                         bf16* __restrict__ dv,                // (B, Tk, Hkv, D)
+                        float* __restrict__ dprefix,          // (P, width) or NULL
                         const bf16* __restrict__ dout,        // (B, Tq, H, D)
                         const bf16* __restrict__ q,           // (B, Tq, H, D)
                         const bf16* __restrict__ k,           // (B, Tk, Hkv, D)
                         const bf16* __restrict__ v,           // (B, Tk, Hkv, D)
+                        const float* __restrict__ prefix,     // (P, width) or NULL
                         const float* __restrict__ lse,        // (B, H, Tq)
                         const float* __restrict__ delta,      // (B, H, Tq)
                         const int* __restrict__ key_mask,     // (B, Tk)
                         const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
-                        const int* __restrict__ buckets,      // (Tq + Tk - 1) or NULL
+                        const int* __restrict__ buckets,      // (Tq + P + Tk - 1) or NULL
                         int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
-                        int Hkv, int D) {
+                        int Hkv, int D, int P, int width, int k_off, int v_off) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dkdv_body<8>(attn_smem, dk, dv, dout, q, k, v, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+  attn_bwd_dkdv_body<8>(attn_smem, dk, dv, dprefix, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off}, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
 }
 #endif  // SOFTPROMPT_ACT_F32
 

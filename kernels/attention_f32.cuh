@@ -8,10 +8,14 @@
 // a weight (w_t: bf16 in the mixed build).
 //
 // Shapes: q, out, dq, dout: (B, Tq, H, D); k, v, dk, dv: (B, Tk, Hkv, D); lse, delta:
-// (B, H, Tq); key_mask: (B, Tk); bias_table: (num_buckets, H) or NULL; buckets: (Tq + Tk - 1)
-// or NULL. s_ij = scale * q_i . k_j + bias[buckets[j - i + Tq - 1], h], or with alibi
-// + slope_h * (j - i - (Tk - Tq)). Query head h reads key/value head h / (H / Hkv); the
-// bwd_dkdv grid is (ceil(Tk / 64), Hkv, B), each thread summing over the group's query heads.
+// (B, H, Tq); key_mask: (B, Tk); bias_table: (num_buckets, H) or NULL; buckets:
+// (Tq + P + Tk - 1) or NULL; prefix, dprefix: (P, width) float or NULL (P = 0).
+// Keys are numbered over the P + Tk of them: key j < P is prefix row j (keys at k_off, values
+// at v_off, Hkv * D head-major), key j >= P the real key j - P. s_ij = scale * q_i . k_j +
+// bias[buckets[j - i + Tq - 1], h], or with alibi + slope_h * (j - i - (P + Tk - Tq)). Query
+// head h reads key/value head h / (H / Hkv); the bwd_dkdv grid is (ceil(Tk / 64) +
+// ceil(P / 64), Hkv, B), each thread summing over the group's query heads (and, for a prefix
+// row, over the batch: only the blocks of batch row 0 run those).
 #pragma once
 #include "common.cuh"
 
@@ -20,118 +24,122 @@
 
 // h: the query head; forward and bwd_dq take it from the grid, bwd_dkdv sets it per group head.
 struct Attn32 {
-  const float *q, *k, *v;
+  const float *q, *k, *v, *prefix;
   const w_t* bias_table;
   const int *key_mask, *buckets;
   int alibi, causal;
   float scale;
-  int B, Tq, Tk, H, Hkv, D, b, h;
+  int B, Tq, Tk, H, Hkv, D, P, width, k_off, v_off, b, h;
 
   __device__ int kvh() const { return h / (H / Hkv); }
   __device__ long long q_row(int i) const { return (((long long)b * Tq + i) * H + h) * D; }
+  // row j of the real keys (without the prefix)
   __device__ long long k_row(int j) const { return (((long long)b * Tk + j) * Hkv + kvh()) * D; }
   __device__ long long stat(int i) const { return ((long long)b * H + h) * Tq + i; }
-  __device__ bool visible(int i, int j) const {
-    return key_mask[(long long)b * Tk + j] != 0 && (!causal || j <= i + Tk - Tq);
+  // key j of the P + Tk, and its value
+  __device__ const float* key(int j) const {
+    return j < P ? prefix + (long long)j * width + k_off + kvh() * D : k + k_row(j - P);
   }
-  __device__ float score(int i, int j) const {
-    const float *qi = q + q_row(i), *kj = k + k_row(j);
+  __device__ const float* val(int j) const {
+    return j < P ? prefix + (long long)j * width + v_off + kvh() * D : v + k_row(j - P);
+  }
+  // prefix keys are always visible; the causal mask compares real positions
+  __device__ bool visible(int i, int j) const {
+    return j < P ||
+           (key_mask[(long long)b * Tk + j - P] != 0 && (!causal || j - P <= i + Tk - Tq));
+  }
+  __device__ float dot(const float* a, const float* c) const {
     float s = 0.0f;
-    for (int d = 0; d < D; ++d) s += qi[d] * kj[d];
-    s *= scale;
-    if (alibi) s += attn_alibi_slope(h, H) * (float)(j - i - (Tk - Tq));
-    else if (bias_table) s += ld(bias_table, (long long)buckets[j - i + Tq - 1] * H + h);
+    for (int d = 0; d < D; ++d) s += a[d] * c[d];
     return s;
   }
-  // row_i(a) . row_j(c): dout_i . v_j in backward
-  __device__ float dot(const float* a, long long ra, const float* c, long long rc) const {
-    float s = 0.0f;
-    for (int d = 0; d < D; ++d) s += a[ra + d] * c[rc + d];
+  __device__ float score(int i, int j) const {
+    float s = dot(q + q_row(i), key(j)) * scale;
+    if (alibi) s += attn_alibi_slope(h, H) * (float)(j - i - (P + Tk - Tq));
+    else if (bias_table) s += ld(bias_table, (long long)buckets[j - i + Tq - 1] * H + h);
     return s;
   }
 };
 
+#define ATTN32_STRUCT                                                                         \
+  Attn32 a{q, k, v, prefix, bias_table, key_mask, buckets, alibi, causal, scale, B, Tq, Tk, H, \
+           Hkv, D, P, width, k_off, v_off, (int)blockIdx.z, (int)blockIdx.y};
 #define ATTN32_MAKE(rows)                                                                    \
-  Attn32 a{q, k, v, bias_table, key_mask, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D, \
-           (int)blockIdx.z, (int)blockIdx.y};                                                \
+  ATTN32_STRUCT                                                                              \
   const int r = blockIdx.x * ATTN32_ROWS + threadIdx.x;                                   \
   if (threadIdx.x >= ATTN32_ROWS || r >= (rows)) return;
 
 // out_i = sum_j softmax_j(s_ij) v_j over visible keys; lse_i = log sum_j exp(s_ij), or
 // out_i = 0 and lse_i = -inf when no key is visible.
 __device__ void attn32_fwd(float* out, float* lse, const float* q, const float* k, const float* v,
-                           const int* key_mask, const w_t* bias_table, const int* buckets, int alibi,
-                           int causal, float scale, int B, int Tq, int Tk, int H, int Hkv, int D) {
+                           const float* prefix, const int* key_mask, const w_t* bias_table,
+                           const int* buckets, int alibi, int causal, float scale, int B, int Tq,
+                           int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off) {
   ATTN32_MAKE(Tq)
-  const int i = r;
+  const int i = r, n = P + Tk;
   float* oi = out + a.q_row(i);
   for (int d = 0; d < D; ++d) oi[d] = 0.0f;
   float m = ATTN32_NEG_INF;
-  for (int j = 0; j < Tk; ++j)
+  for (int j = 0; j < n; ++j)
     if (a.visible(i, j)) m = fmaxf(m, a.score(i, j));
   if (m == ATTN32_NEG_INF) {
     lse[a.stat(i)] = ATTN32_NEG_INF;
     return;
   }
   float sum = 0.0f;
-  for (int j = 0; j < Tk; ++j)
+  for (int j = 0; j < n; ++j)
     if (a.visible(i, j)) sum += expf(a.score(i, j) - m);
   const float l = m + logf(sum);
-  for (int j = 0; j < Tk; ++j) {
+  for (int j = 0; j < n; ++j) {
     if (!a.visible(i, j)) continue;
     const float p = expf(a.score(i, j) - l);
-    const float* vj = v + a.k_row(j);
+    const float* vj = a.val(j);
     for (int d = 0; d < D; ++d) oi[d] += p * vj[d];
   }
   lse[a.stat(i)] = l;
 }
 
 // delta_i = sum_j P_ij dP_ij with dP_ij = dout_i . v_j; dq_i = sum_j P_ij (dP_ij - delta_i)
-// scale k_j. Adds into dq; overwrites delta.
+// scale k_j, over the P + Tk keys. Adds into dq; overwrites delta.
 __device__ void attn32_bwd_dq(float* dq, float* delta, const float* dout, const float* q,
-                              const float* k, const float* v, const float* lse, const int* key_mask,
-                              const w_t* bias_table, const int* buckets, int alibi, int causal,
-                              float scale, int B, int Tq, int Tk, int H, int Hkv, int D) {
+                              const float* k, const float* v, const float* prefix, const float* lse,
+                              const int* key_mask, const w_t* bias_table, const int* buckets,
+                              int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
+                              int Hkv, int D, int P, int width, int k_off, int v_off) {
   ATTN32_MAKE(Tq)
-  const int i = r;
+  const int i = r, n = P + Tk;
   float* dqi = dq + a.q_row(i);
+  const float* doi = dout + a.q_row(i);
   const float l = lse[a.stat(i)];
   float dl = 0.0f;
   if (l != ATTN32_NEG_INF) {
-    for (int j = 0; j < Tk; ++j)
-      if (a.visible(i, j)) dl += expf(a.score(i, j) - l) * a.dot(dout, a.q_row(i), v, a.k_row(j));
-    for (int j = 0; j < Tk; ++j) {
+    for (int j = 0; j < n; ++j)
+      if (a.visible(i, j)) dl += expf(a.score(i, j) - l) * a.dot(doi, a.val(j));
+    for (int j = 0; j < n; ++j) {
       if (!a.visible(i, j)) continue;
       const float p = expf(a.score(i, j) - l);
-      const float ds = p * (a.dot(dout, a.q_row(i), v, a.k_row(j)) - dl) * scale;
-      const float* kj = k + a.k_row(j);
+      const float ds = p * (a.dot(doi, a.val(j)) - dl) * scale;
+      const float* kj = a.key(j);
       for (int d = 0; d < D; ++d) dqi[d] += ds * kj[d];
     }
   }
   delta[a.stat(i)] = dl;
 }
 
-// dv_j = sum_i P_ij dout_i; dk_j = sum_i P_ij (dP_ij - delta_i) scale q_i, over the queries
-// of every query head of the group that see key j. blockIdx.y is the key/value head. Adds into
-// dk and dv.
-__device__ void attn32_bwd_dkdv(float* dk, float* dv, const float* dout, const float* q,
-                                const float* k, const float* v, const float* lse,
-                                const float* delta, const int* key_mask, const w_t* bias_table,
-                                const int* buckets, int alibi, int causal, float scale, int B,
-                                int Tq, int Tk, int H, int Hkv, int D) {
-  ATTN32_MAKE(Tk)
-  const int j = r, G = H / Hkv, kv = blockIdx.y;
-  a.h = kv * G;
-  float *dkj = dk + a.k_row(j), *dvj = dv + a.k_row(j);
+// Adds to dkj and dvj (D each) the gradient of key j (of the P + Tk) from the queries of
+// every query head of a's group (a.b the batch row) that see it.
+__device__ void attn32_key_grad(Attn32& a, int j, float* dkj, float* dvj, const float* dout,
+                                const float* lse, const float* delta) {
+  const int G = a.H / a.Hkv, kv = a.kvh();
   for (int g = 0; g < G; ++g) {
     a.h = kv * G + g;
-    for (int i = 0; i < Tq; ++i) {
+    for (int i = 0; i < a.Tq; ++i) {
       const float l = lse[a.stat(i)];
       if (!a.visible(i, j) || l == ATTN32_NEG_INF) continue;
       const float p = expf(a.score(i, j) - l);
-      const float ds = p * (a.dot(dout, a.q_row(i), v, a.k_row(j)) - delta[a.stat(i)]) * scale;
-      const float *doi = dout + a.q_row(i), *qi = q + a.q_row(i);
-      for (int d = 0; d < D; ++d) {
+      const float *doi = dout + a.q_row(i), *qi = a.q + a.q_row(i);
+      const float ds = p * (a.dot(doi, a.val(j)) - delta[a.stat(i)]) * a.scale;
+      for (int d = 0; d < a.D; ++d) {
         dvj[d] += p * doi[d];
         dkj[d] += ds * qi[d];
       }
@@ -139,33 +147,69 @@ __device__ void attn32_bwd_dkdv(float* dk, float* dv, const float* dout, const f
   }
 }
 
+// dv_j = sum_i P_ij dout_i; dk_j = sum_i P_ij (dP_ij - delta_i) scale q_i, over the queries
+// of every query head of the group that see key j. blockIdx.y is the key/value head. The
+// first ceil(Tk / 64) block columns take the real keys (adding into dk and dv); the rest take
+// the prefix rows, summed over the batch in batch order by the blocks of batch row 0 alone,
+// added into dprefix at the rows' key and value offsets (nothing when dprefix is NULL).
+__device__ void attn32_bwd_dkdv(float* dk, float* dv, float* dprefix, const float* dout,
+                                const float* q, const float* k, const float* v,
+                                const float* prefix, const float* lse, const float* delta,
+                                const int* key_mask, const w_t* bias_table, const int* buckets,
+                                int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
+                                int Hkv, int D, int P, int width, int k_off, int v_off) {
+  ATTN32_STRUCT
+  const int real_tiles = (Tk + ATTN32_ROWS - 1) / ATTN32_ROWS;
+  if (threadIdx.x >= ATTN32_ROWS) return;
+  a.h = blockIdx.y * (H / Hkv);
+  if ((int)blockIdx.x < real_tiles) {
+    const int j = blockIdx.x * ATTN32_ROWS + threadIdx.x;
+    if (j >= Tk) return;
+    attn32_key_grad(a, P + j, dk + a.k_row(j), dv + a.k_row(j), dout, lse, delta);
+    return;
+  }
+  const int j = (blockIdx.x - real_tiles) * ATTN32_ROWS + threadIdx.x;
+  if (blockIdx.z != 0 || dprefix == nullptr || j >= P) return;
+  float* row = dprefix + (long long)j * width;
+  float* dkj = row + k_off + blockIdx.y * D;
+  float* dvj = row + v_off + blockIdx.y * D;
+  for (int bb = 0; bb < B; ++bb) {
+    a.b = bb;
+    attn32_key_grad(a, j, dkj, dvj, dout, lse, delta);
+  }
+}
+
 // The six entry points of attention.cu; the _d128 ones are the same loops.
 #define ATTN32_FWD(name)                                                                         \
   extern "C" __global__ void name(float* out, float* lse, const float* q, const float* k,       \
-                                  const float* v, const int* key_mask, const w_t* bias_table,   \
-                                  const int* buckets, int alibi, int causal, float scale, int B, \
-                                  int Tq, int Tk, int H, int Hkv, int D) {                      \
-    attn32_fwd(out, lse, q, k, v, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, \
-               H, Hkv, D);                                                                      \
+                                  const float* v, const float* prefix, const int* key_mask,     \
+                                  const w_t* bias_table, const int* buckets, int alibi,         \
+                                  int causal, float scale, int B, int Tq, int Tk, int H,        \
+                                  int Hkv, int D, int P, int width, int k_off, int v_off) {     \
+    attn32_fwd(out, lse, q, k, v, prefix, key_mask, bias_table, buckets, alibi, causal, scale,  \
+               B, Tq, Tk, H, Hkv, D, P, width, k_off, v_off);                                   \
   }
 #define ATTN32_BWD_DQ(name)                                                                      \
   extern "C" __global__ void name(float* dq, float* delta, const float* dout, const float* q,   \
-                                  const float* k, const float* v, const float* lse,             \
-                                  const int* key_mask, const w_t* bias_table,                   \
-                                  const int* buckets, int alibi, int causal, float scale, int B, \
-                                  int Tq, int Tk, int H, int Hkv, int D) {                      \
-    attn32_bwd_dq(dq, delta, dout, q, k, v, lse, key_mask, bias_table, buckets, alibi, causal,   \
-                  scale, B, Tq, Tk, H, Hkv, D);                                                 \
-  }
-#define ATTN32_BWD_DKDV(name)                                                                    \
-  extern "C" __global__ void name(float* dk, float* dv, const float* dout, const float* q,      \
-                                  const float* k, const float* v, const float* lse,             \
-                                  const float* delta, const int* key_mask,                      \
+                                  const float* k, const float* v, const float* prefix,          \
+                                  const float* lse, const int* key_mask,                        \
                                   const w_t* bias_table, const int* buckets, int alibi,         \
                                   int causal, float scale, int B, int Tq, int Tk, int H,        \
-                                  int Hkv, int D) {                                             \
-    attn32_bwd_dkdv(dk, dv, dout, q, k, v, lse, delta, key_mask, bias_table, buckets, alibi,    \
-                    causal, scale, B, Tq, Tk, H, Hkv, D);                                       \
+                                  int Hkv, int D, int P, int width, int k_off, int v_off) {     \
+    attn32_bwd_dq(dq, delta, dout, q, k, v, prefix, lse, key_mask, bias_table, buckets, alibi,  \
+                  causal, scale, B, Tq, Tk, H, Hkv, D, P, width, k_off, v_off);                 \
+  }
+#define ATTN32_BWD_DKDV(name)                                                                    \
+  extern "C" __global__ void name(float* dk, float* dv, float* dprefix, const float* dout,       \
+                                  const float* q, const float* k, const float* v,               \
+                                  const float* prefix, const float* lse, const float* delta,    \
+                                  const int* key_mask, const w_t* bias_table,                   \
+                                  const int* buckets, int alibi, int causal, float scale,       \
+                                  int B, int Tq, int Tk, int H, int Hkv, int D, int P,          \
+                                  int width, int k_off, int v_off) {                            \
+    attn32_bwd_dkdv(dk, dv, dprefix, dout, q, k, v, prefix, lse, delta, key_mask, bias_table,   \
+                    buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D, P, width, k_off,       \
+                    v_off);                                                                     \
   }
 
 ATTN32_FWD(attention_fwd)

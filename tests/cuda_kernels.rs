@@ -15,7 +15,7 @@ use common::{assert_close, assert_close_floor};
 use softprompt::internals::backend::traits::*;
 use softprompt::internals::backend::Act;
 use softprompt::internals::backend::{AdafactorHyper, AdamWHyper};
-use softprompt::internals::backend::{AttnBias, BiasRef};
+use softprompt::internals::backend::{AttnBias, BiasRef, PrefixKv};
 use softprompt::internals::backend::{DType, Precision};
 use softprompt::internals::cuda::CudaBackend;
 use softprompt::internals::rng::Rng;
@@ -798,6 +798,7 @@ test_device!(matmul, check_linear);
 test_device!(optimizer, check_optimizers);
 test_device!(errors, check_errors);
 test_device!(attention, check_attention);
+test_device!(attention_prefix, check_attention_prefix);
 test_device!(attention_decode, check_attention_decode);
 test_device!(rope, check_rope);
 
@@ -840,6 +841,7 @@ fn every_kernel_is_exercised_on(be: &CudaBackend, unused: &[&str]) {
         check_linear,
         check_optimizers,
         check_attention,
+        check_attention_prefix,
         check_attention_decode,
         check_rope,
     ] {
@@ -858,6 +860,18 @@ fn every_kernel_is_exercised_on(be: &CudaBackend, unused: &[&str]) {
         be.name(),
         be.act_dtype()
     );
+}
+
+/// The attention bias of kind 0 (none), 1 (T5's table through the bucket lookup) or 2 (ALiBi).
+fn bias_of<'a, Buf>(kind: usize, table: &'a Buf, lookup: &'a Buf) -> Option<AttnBias<'a, Buf>> {
+    match kind {
+        1 => Some(AttnBias::Relative(BiasRef {
+            table,
+            buckets: lookup,
+        })),
+        2 => Some(AttnBias::Alibi),
+        _ => None,
+    }
 }
 
 /// Fused attention (kernels/attention.cu, both entry-point sets) against the CPU reference:
@@ -923,22 +937,8 @@ fn check_attention(be: &CudaBackend) {
         let lookup =
             softprompt::internals::backend::attention::bucket_lookup(tq, tk, !causal, buckets, 20);
         let lookup = s.ints(&lookup);
-        let bias = || match bias_kind {
-            1 => Some(AttnBias::Relative(BiasRef {
-                table: &table.0,
-                buckets: &lookup.0,
-            })),
-            2 => Some(AttnBias::Alibi),
-            _ => None,
-        };
-        let cpu_bias = match bias_kind {
-            1 => Some(AttnBias::Relative(BiasRef {
-                table: &table.1,
-                buckets: &lookup.1,
-            })),
-            2 => Some(AttnBias::Alibi),
-            _ => None,
-        };
+        let bias = bias_of(bias_kind, &table.0, &lookup.0);
+        let cpu_bias = bias_of(bias_kind, &table.1, &lookup.1);
         let scale = extra_scale
             * if with_bias {
                 1.0
@@ -950,17 +950,7 @@ fn check_attention(be: &CudaBackend) {
         );
         let (mut out, mut lse) = (s.out(st.dt, b * tq * h * d), s.out(F32, b * h * tq));
         be.attention_fwd(
-            &mut out.0,
-            &mut lse.0,
-            &q.0,
-            &k.0,
-            &v.0,
-            None,
-            &mask.0,
-            bias(),
-            causal,
-            scale,
-            dims,
+            &mut out.0, &mut lse.0, &q.0, &k.0, &v.0, None, &mask.0, bias, causal, scale, dims,
         )
         .unwrap();
         s.cpu
@@ -1005,30 +995,9 @@ fn check_attention(be: &CudaBackend) {
             s.grad(st.dt, b * tk * hkv * d, &mut rng),
             s.grad(st.dt, b * tk * hkv * d, &mut rng),
         );
-        let cpu_bias = match bias_kind {
-            1 => Some(AttnBias::Relative(BiasRef {
-                table: &table.1,
-                buckets: &lookup.1,
-            })),
-            2 => Some(AttnBias::Alibi),
-            _ => None,
-        };
         be.attention_bwd(
-            &mut dq.0,
-            &mut dk.0,
-            &mut dv.0,
-            None,
-            &dout.0,
-            &q.0,
-            &k.0,
-            &v.0,
-            None,
-            &lse.0,
-            &mask.0,
-            bias(),
-            causal,
-            scale,
-            dims,
+            &mut dq.0, &mut dk.0, &mut dv.0, None, &dout.0, &q.0, &k.0, &v.0, None, &lse.0,
+            &mask.0, bias, causal, scale, dims,
         )
         .unwrap();
         s.cpu
@@ -1040,6 +1009,164 @@ fn check_attention(be: &CudaBackend) {
         s.check(&format!("attention_bwd dq {name}"), &dq, st.attn);
         s.check(&format!("attention_bwd dk {name}"), &dk, st.attn);
         s.check(&format!("attention_bwd dv {name}"), &dv, st.attn);
+    }
+}
+
+/// Prefix tuning's attention (kernels/attention.cu and attention_f32.cuh with a prefix table)
+/// against the CPU reference: P prefix keys and values read in place from a (P, width) F32
+/// table holding 3 layers' blocks (this layer's the middle one), in front of T real keys.
+/// P of 1, 5, 20, 70 and 130 (one, two and three key tiles, straddling a tile boundary), the
+/// papers' placements: BERT (no bias), T5's encoder and decoder (the bucket lookup over
+/// P + T keys, `prefix_bucket_lookup`, bidirectional and causal), BLOOM (ALiBi, causal), Llama
+/// (grouped-query heads, causal, P = 1), D 128; batch row 1 padded. dprefix starts random (the
+/// backward adds the batch's sum into it). Tolerances as check_attention (BF16_ATTN in the
+/// bf16 build, F32_OUT in the others).
+fn check_attention_prefix(be: &CudaBackend) {
+    use softprompt::internals::backend::attention::prefix_bucket_lookup;
+    let st = Store::of(be);
+    let s = Pair::new(be);
+    let mut rng = Rng::new(23);
+    // bias: 0 none, 1 T5's table, 2 ALiBi
+    for (b, t, p, h, hkv, d, bias_kind, causal) in [
+        // (B, T, P, H, Hkv, D, bias, causal)
+        (2, 7, 5, 3, 3, 12, 0, false),
+        (2, 33, 20, 2, 2, 64, 1, false),
+        (2, 7, 3, 2, 2, 16, 1, true),
+        (2, 97, 70, 6, 6, 8, 2, true),
+        (3, 65, 1, 4, 2, 64, 0, true),
+        (1, 29, 9, 4, 1, 128, 0, true),
+        (2, 7, 130, 3, 3, 16, 1, false),
+    ] {
+        let dims = softprompt::internals::backend::AttnDims {
+            b,
+            tq: t,
+            tk: t,
+            h,
+            hkv,
+            d,
+        };
+        let kvw = hkv * d;
+        // 3 layers' blocks [k0 v0 k1 v1 k2 v2]; this layer reads block 1
+        let (width, k_off, v_off) = (6 * kvw, 2 * kvw, 3 * kvw);
+        let q = s.up(st.dt, &randn(&mut rng, b * t * h * d, 1.0));
+        let k = s.up(st.dt, &randn(&mut rng, b * t * kvw, 1.0));
+        let v = s.up(st.dt, &randn(&mut rng, b * t * kvw, 1.0));
+        let table = s.up(F32, &randn(&mut rng, p * width, 1.0));
+        let gpu_prefix = PrefixKv {
+            table: &table.0,
+            p,
+            width,
+            k_off,
+            v_off,
+        };
+        let cpu_prefix = PrefixKv {
+            table: &table.1,
+            p,
+            width,
+            k_off,
+            v_off,
+        };
+        // batch row 1 keeps only its first half of the keys
+        let mask: Vec<i32> = (0..b * t)
+            .map(|i| (i / t != 1 || i % t <= t / 2) as i32)
+            .collect();
+        let mask = s.ints(&mask);
+        let buckets = 8;
+        let bias_table = s.up(st.w, &randn(&mut rng, buckets * h, 1.0));
+        let lookup = s.ints(&prefix_bucket_lookup(t, p, !causal, buckets, 20));
+        let gpu_bias = bias_of(bias_kind, &bias_table.0, &lookup.0);
+        let cpu_bias = bias_of(bias_kind, &bias_table.1, &lookup.1);
+        let scale = if bias_kind == 1 {
+            1.0
+        } else {
+            1.0 / (d as f64).sqrt()
+        };
+        let name = format!("B{b} T{t} P{p} H{h} Hkv{hkv} D{d} bias={bias_kind} causal={causal}");
+        let (mut out, mut lse) = (s.out(st.dt, b * t * h * d), s.out(F32, b * h * t));
+        be.attention_fwd(
+            &mut out.0,
+            &mut lse.0,
+            &q.0,
+            &k.0,
+            &v.0,
+            Some(gpu_prefix),
+            &mask.0,
+            gpu_bias,
+            causal,
+            scale,
+            dims,
+        )
+        .unwrap();
+        s.cpu
+            .attention_fwd(
+                &mut out.1,
+                &mut lse.1,
+                &q.1,
+                &k.1,
+                &v.1,
+                Some(cpu_prefix),
+                &mask.1,
+                cpu_bias,
+                causal,
+                scale,
+                dims,
+            )
+            .unwrap();
+        s.check(&format!("attention_fwd prefix out {name}"), &out, st.attn);
+        // every query sees the prefix: no row is blind
+        s.check(&format!("attention_fwd prefix lse {name}"), &lse, F32_OUT);
+        let dout = s.up(st.dt, &randn(&mut rng, b * t * h * d, 1.0));
+        let (mut dq, mut dk, mut dv) = (
+            s.grad(st.dt, b * t * h * d, &mut rng),
+            s.grad(st.dt, b * t * kvw, &mut rng),
+            s.grad(st.dt, b * t * kvw, &mut rng),
+        );
+        let mut dprefix = s.grad(F32, p * width, &mut rng);
+        be.attention_bwd(
+            &mut dq.0,
+            &mut dk.0,
+            &mut dv.0,
+            Some(&mut dprefix.0),
+            &dout.0,
+            &q.0,
+            &k.0,
+            &v.0,
+            Some(gpu_prefix),
+            &lse.0,
+            &mask.0,
+            gpu_bias,
+            causal,
+            scale,
+            dims,
+        )
+        .unwrap();
+        s.cpu
+            .attention_bwd(
+                &mut dq.1,
+                &mut dk.1,
+                &mut dv.1,
+                Some(&mut dprefix.1),
+                &dout.1,
+                &q.1,
+                &k.1,
+                &v.1,
+                Some(cpu_prefix),
+                &lse.1,
+                &mask.1,
+                cpu_bias,
+                causal,
+                scale,
+                dims,
+            )
+            .unwrap();
+        s.check(&format!("attention_bwd prefix dq {name}"), &dq, st.attn);
+        s.check(&format!("attention_bwd prefix dk {name}"), &dk, st.attn);
+        s.check(&format!("attention_bwd prefix dv {name}"), &dv, st.attn);
+        s.check(
+            &format!("attention_bwd prefix dprefix {name}"),
+            &dprefix,
+            st.attn,
+        );
     }
 }
 

@@ -487,3 +487,43 @@ fn parity_emu_f32_ptuning() {
         );
     }
 }
+
+/// Prefix tuning through the CUDA kernels in the float32 build: every committed prefix
+/// reference (BERT, T5 under both placements, BLOOM, Llama, Qwen2, with and without
+/// `prefix_projection`) at 1e-4 against PyTorch, the prefix read in place by the attention
+/// kernels and its gradient written by their backward (tests/prefix.rs runs the same files on
+/// the CPU).
+#[test]
+fn parity_emu_f32_prefix() {
+    let emu = CudaBackend::emu_with(Precision::F32).expect("emu device, float32 build");
+    let fixtures = common::fixtures();
+    let mut failed = Vec::new();
+    for (model, reference) in common::PREFIX_REFERENCES {
+        let r = Reference::read(&fixtures.join("deep").join(reference)).unwrap();
+        let report = parity::run(&emu, &fixtures.join(model), &r, 1e-4)
+            .unwrap_or_else(|e| panic!("{reference}: {e}"));
+        let worst = report
+            .rows
+            .iter()
+            .max_by(|a, b| a.rel_err.total_cmp(&b.rel_err))
+            .map_or(String::new(), |r| format!("{} {:.2e}", r.name, r.rel_err));
+        println!("{reference:<52} worst {worst}");
+        assert!(
+            report.skipped.is_empty(),
+            "{reference}: skipped {:?}",
+            report.skipped
+        );
+        assert!(
+            report.rows.iter().any(|row| row.name == "prefix_grad"),
+            "{reference}: no prefix_grad row"
+        );
+        if !report.passed() {
+            print!("{}", report.table());
+            failed.push(reference);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "parity --device emu --precision f32 failed on {failed:?}"
+    );
+}

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::fixtures;
+use common::{fixtures, PREFIX_REFERENCES};
 use softprompt::internals::backend::{DType, Storage};
 use softprompt::internals::memory::MemoryAccountant;
 use softprompt::internals::models::{Model, Objective, Recompute};
@@ -15,39 +15,6 @@ use softprompt::internals::CpuBackend;
 
 /// A float32 CPU run passes at 1e-4 (reference-format.md).
 const TOL: f64 = 1e-4;
-
-/// (model folder, reference under deep/): every prefix reference committed.
-const PREFIX_REFERENCES: [(&str, &str); 14] = [
-    ("bert_mlm", "bert_mlm/ref_mlm_prefix_papers.safetensors"),
-    (
-        "bert_mlm",
-        "bert_mlm/ref_mlm_prefix_papers_pos0.safetensors",
-    ),
-    (
-        "bert_mlm",
-        "bert_mlm/ref_pet_prefix_papers_proj.safetensors",
-    ),
-    ("t5_v1_0", "t5_v1_0/ref_seq2seq_prefix_papers.safetensors"),
-    ("t5_v1_0", "t5_v1_0/ref_seq2seq_prefix_peft.safetensors"),
-    (
-        "t5_v1_0",
-        "t5_v1_0/ref_seq2seq_prefix_peft_proj.safetensors",
-    ),
-    (
-        "t5_v1_1",
-        "t5_v1_1/ref_seq2seq_prefix_papers_proj.safetensors",
-    ),
-    (
-        "t5_v1_1",
-        "t5_v1_1/ref_seq2seq_prefix_peft_proj.safetensors",
-    ),
-    ("t5_flan", "t5_flan/ref_seq2seq_prefix_peft.safetensors"),
-    ("bloom", "bloom/ref_causal_prefix.safetensors"),
-    ("bloom", "bloom/ref_causal_prefix_proj.safetensors"),
-    ("llama", "llama/ref_causal_prefix.safetensors"),
-    ("llama", "llama/ref_causal_prefix_proj.safetensors"),
-    ("qwen2", "qwen2/ref_causal_prefix.safetensors"),
-];
 
 fn read(reference: &str) -> Reference {
     let file = fixtures().join("deep").join(reference);
@@ -174,24 +141,6 @@ fn recompute_layer_gives_the_same_step() {
         );
         assert!(full.1.iter().any(|&g| g != 0.0), "{reference}");
     }
-}
-
-/// The CUDA kernels do not read a prefix yet: asking them is an error that says so, never an
-/// attention without the prefix.
-#[cfg(feature = "emu")]
-#[test]
-fn cuda_backend_refuses_prefix_by_name() {
-    use softprompt::internals::backend::Precision;
-    use softprompt::internals::cuda::CudaBackend;
-    let emu = CudaBackend::emu_with(Precision::F32).expect("emu device, float32 build");
-    let r = read("llama/ref_causal_prefix.safetensors");
-    let e = parity::run(&emu, &fixtures().join("llama"), &r, TOL)
-        .expect_err("the CUDA backend refuses a prefix")
-        .to_string();
-    assert!(
-        e.contains("prefix tuning is not yet implemented on the CUDA backend"),
-        "{e}"
-    );
 }
 
 /// The attention op with a prefix read in place equals the same op over keys and values

@@ -5,6 +5,12 @@
 //! `attention_bwd_dq` (which also writes the `delta` scratch), then `attention_bwd_dkdv`, on
 //! the same stream. The decode step, `attention_decode`, takes one block per (key/value head,
 //! batch row).
+//!
+//! Prefix tuning: the kernels read a layer's P prefix keys and values in place from the F32
+//! prefix table (`PrefixKv`: a pointer, P, the row width and the two offsets), walking the
+//! prefix's key tiles before the real ones; `attention_bwd_dkdv` takes ceil(P / 64) more block
+//! columns, whose batch-row-0 blocks sum the prefix gradient over the batch and add it to
+//! dprefix. Without a prefix the pointers are 0 and P = 0.
 
 use super::kernels::{k, KernelId};
 use super::launch::{int, Args, Cfg};
@@ -46,8 +52,9 @@ fn entry_points(d: usize) -> Result<[KernelId; 3]> {
     }
 }
 
-/// The launch configuration over `rows` (Tq or Tk) tiles, `heads` (H, or Hkv for bwd_dkdv), B.
-fn cfg(rows: usize, heads: usize, dims: &AttnDims, kind: usize) -> Result<Cfg> {
+/// The launch configuration over `tiles` tiles of 64 rows (of Tq, or of Tk and then of P for
+/// bwd_dkdv), `heads` (H, or Hkv for bwd_dkdv), B.
+fn cfg(tiles: usize, heads: usize, dims: &AttnDims, kind: usize) -> Result<Cfg> {
     if heads > 65_535 || dims.b > 65_535 {
         return Err(Error::shape(
             "attention heads and batch (grid y, z)",
@@ -57,7 +64,7 @@ fn cfg(rows: usize, heads: usize, dims: &AttnDims, kind: usize) -> Result<Cfg> {
     }
     Ok(Cfg {
         grid: [
-            super::launch::grid_x("attention tiles", rows.div_ceil(TILE))?,
+            super::launch::grid_x("attention tiles", tiles)?,
             heads as u32,
             dims.b as u32,
         ],
@@ -72,6 +79,7 @@ fn bias_args(
     bias: Option<AttnBias<'_, CudaBuf>>,
     weights: DType,
     dims: &AttnDims,
+    p: usize,
 ) -> Result<(u64, u64, i32)> {
     let bias = match bias {
         None => return Ok((0, 0, 0)),
@@ -79,13 +87,47 @@ fn bias_args(
         Some(AttnBias::Relative(bias)) => bias,
     };
     let table = arg(bias.table, "relative_attention_bias", weights, dims.h)?;
-    let (host, buckets) = ints(bias.buckets, "bias buckets", dims.tq + dims.tk - 1)?;
+    // the lookup spans the P prefix keys too
+    let (host, buckets) = ints(bias.buckets, "bias buckets", dims.tq + p + dims.tk - 1)?;
     check_ids("bias buckets", host, bias.table.len() / dims.h.max(1))?;
     Ok((table, buckets, 0))
 }
 
-/// The trailing scalars every attention kernel takes.
-fn sizes(args: Args, alibi: i32, causal: bool, scale: f64, dims: &AttnDims) -> Result<Args> {
+/// A prefix as the kernels take it: the table's device pointer (0 without one), P, the row
+/// width and the key and value offsets, checked against the key/value width.
+#[derive(Clone, Copy, Default)]
+struct PrefixArgs {
+    table: u64,
+    p: usize,
+    width: usize,
+    k_off: usize,
+    v_off: usize,
+}
+
+fn prefix_args(prefix: Option<&PrefixKv<'_, CudaBuf>>, dims: &AttnDims) -> Result<PrefixArgs> {
+    let Some(pr) = prefix else {
+        return Ok(PrefixArgs::default());
+    };
+    pr.check(dims.hkv * dims.d)?;
+    Ok(PrefixArgs {
+        table: arg(pr.table, "attention prefix", DType::F32, pr.table_len())?,
+        p: pr.p,
+        width: pr.width,
+        k_off: pr.k_off,
+        v_off: pr.v_off,
+    })
+}
+
+/// The trailing scalars every attention kernel takes: the bias flags and scale, the sizes,
+/// then the prefix's P, row width and offsets.
+fn sizes(
+    args: Args,
+    alibi: i32,
+    causal: bool,
+    scale: f64,
+    dims: &AttnDims,
+    pre: &PrefixArgs,
+) -> Result<Args> {
     Ok(args
         .i32(alibi)
         .i32(causal as i32)
@@ -95,7 +137,11 @@ fn sizes(args: Args, alibi: i32, causal: bool, scale: f64, dims: &AttnDims) -> R
         .i32(int("key length", dims.tk)?)
         .i32(int("heads", dims.h)?)
         .i32(int("key/value heads", dims.hkv)?)
-        .i32(int("head dim", dims.d)?))
+        .i32(int("head dim", dims.d)?)
+        .i32(int("prefix rows", pre.p)?)
+        .i32(int("prefix width", pre.width)?)
+        .i32(int("prefix key offset", pre.k_off)?)
+        .i32(int("prefix value offset", pre.v_off)?))
 }
 
 fn check_dims(dims: &AttnDims) -> Result<()> {
@@ -118,25 +164,14 @@ fn decode_smem_bytes(g: usize, d: usize) -> usize {
     4 * (2 * g * d + g * DECODE_CHUNK + 3 * g)
 }
 
-/// The kernels do not read a prefix table yet: prefix tuning runs on the CPU only, and asking
-/// the device for it is an error rather than an attention without the prefix.
-fn no_prefix(asked: bool) -> Result<()> {
-    if asked {
-        return Err(crate::error::Error::Unsupported(
-            "prefix tuning is not yet implemented on the CUDA backend (use --device cpu)".into(),
-        ));
-    }
-    Ok(())
-}
-
 impl AttentionOps for CudaBackend {
     // extern "C" __global__ void attention_fwd(act_t* out, float* lse, const act_t* q,
-    //     const act_t* k, const act_t* v, const int* key_mask, const w_t* bias_table,
-    //     const int* buckets, int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
-    //     int Hkv, int D);
+    //     const act_t* k, const act_t* v, const float* prefix, const int* key_mask,
+    //     const w_t* bias_table, const int* buckets, int alibi, int causal, float scale, int B,
+    //     int Tq, int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off);
     // (attention_fwd_d128: the same, for 64 < D <= 128)
     /// out (B, Tq, H, D) bf16 and lse (B, H, Tq) f32 from q (B, Tq, H, D), k, v (B, Tk, Hkv, D),
-    /// key_mask (B, Tk). grid (ceil(Tq/64), H, B), 128 threads.
+    /// the prefix (P, width) F32, key_mask (B, Tk). grid (ceil(Tq/64), H, B), 128 threads.
     #[allow(clippy::too_many_arguments)]
     fn attention_fwd(
         &self,
@@ -152,7 +187,6 @@ impl AttentionOps for CudaBackend {
         scale: f64,
         dims: AttnDims,
     ) -> Result<()> {
-        no_prefix(prefix.is_some())?;
         let be = self;
         let AttnDims {
             b,
@@ -165,32 +199,38 @@ impl AttentionOps for CudaBackend {
         check_dims(&dims)?;
         let [fwd, _, _] = entry_points(d)?;
         let store = be.store();
-        let (table, buckets, alibi) = bias_args(bias, be.weights(), &dims)?;
+        let pre = prefix_args(prefix.as_ref(), &dims)?;
+        let (table, buckets, alibi) = bias_args(bias, be.weights(), &dims, pre.p)?;
         let args = Args::new()
             .ptr(arg(out, "attention out", store, b * tq * h * d)?)
             .ptr(arg(lse, "attention lse", DType::F32, b * h * tq)?)
             .ptr(arg(q, "attention q", store, b * tq * h * d)?)
             .ptr(arg(kk, "attention k", store, b * tk * hkv * d)?)
             .ptr(arg(v, "attention v", store, b * tk * hkv * d)?)
+            .ptr(pre.table)
             .ptr(ints(key_mask, "attention key mask", b * tk)?.1)
             .ptr(table)
             .ptr(buckets);
-        let args = sizes(args, alibi, causal, scale, &dims)?;
-        be.dev.launch(fwd, cfg(tq, h, &dims, 0)?, args)
+        let args = sizes(args, alibi, causal, scale, &dims, &pre)?;
+        be.dev
+            .launch(fwd, cfg(tq.div_ceil(TILE), h, &dims, 0)?, args)
     }
 
     // extern "C" __global__ void attention_bwd_dq(act_t* dq, float* delta, const act_t* dout,
-    //     const act_t* q, const act_t* k, const act_t* v, const float* lse, const int* key_mask,
-    //     const w_t* bias_table, const int* buckets, int alibi, int causal, float scale,
-    //     int B, int Tq, int Tk, int H, int Hkv, int D);
-    // extern "C" __global__ void attention_bwd_dkdv(act_t* dk, act_t* dv, const act_t* dout,
-    //     const act_t* q, const act_t* k, const act_t* v, const float* lse, const float* delta,
+    //     const act_t* q, const act_t* k, const act_t* v, const float* prefix, const float* lse,
     //     const int* key_mask, const w_t* bias_table, const int* buckets, int alibi, int causal,
-    //     float scale, int B, int Tq, int Tk, int H, int Hkv, int D);
+    //     float scale, int B, int Tq, int Tk, int H, int Hkv, int D, int P, int width,
+    //     int k_off, int v_off);
+    // extern "C" __global__ void attention_bwd_dkdv(act_t* dk, act_t* dv, float* dprefix,
+    //     const act_t* dout, const act_t* q, const act_t* k, const act_t* v,
+    //     const float* prefix, const float* lse, const float* delta, const int* key_mask,
+    //     const w_t* bias_table, const int* buckets, int alibi, int causal, float scale, int B,
+    //     int Tq, int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off);
     // (the _d128 entry points: the same, for 64 < D <= 128)
     /// dq (B, Tq, H, D), dk, dv (B, Tk, Hkv, D) += their gradients from dout, q, k, v and the
-    /// saved lse.
+    /// saved lse; dprefix (P, width) F32 += the prefix's, summed over the batch.
     /// `delta` (B, H, Tq) f32 is scratch written by the first launch and read by the second.
+    /// bwd_dkdv's grid is (ceil(Tk/64) + ceil(P/64), Hkv, B).
     #[allow(clippy::too_many_arguments)]
     fn attention_bwd(
         &self,
@@ -210,7 +250,6 @@ impl AttentionOps for CudaBackend {
         scale: f64,
         dims: AttnDims,
     ) -> Result<()> {
-        no_prefix(prefix.is_some() || dprefix.is_some())?;
         let be = self;
         let AttnDims {
             b,
@@ -223,7 +262,18 @@ impl AttentionOps for CudaBackend {
         check_dims(&dims)?;
         let [_, bwd_dq, bwd_dkdv] = entry_points(d)?;
         let store = be.store();
-        let (table, buckets, alibi) = bias_args(bias, be.weights(), &dims)?;
+        let pre = prefix_args(prefix.as_ref(), &dims)?;
+        let dprefix = match (dprefix, &prefix) {
+            (Some(g), Some(pr)) => arg(g, "attention dprefix", DType::F32, pr.table_len())?,
+            (None, _) => 0,
+            (Some(_), None) => {
+                return Err(Error::tensor(
+                    "attention dprefix",
+                    "a prefix gradient needs the prefix it belongs to",
+                ))
+            }
+        };
+        let (table, buckets, alibi) = bias_args(bias, be.weights(), &dims, pre.p)?;
         let (q_len, kv_len) = (b * tq * h * d, b * tk * hkv * d);
         // every element is written by attention_bwd_dq before attention_bwd_dkdv reads it
         let delta = be.alloc(DType::F32, b * h * tq)?;
@@ -242,31 +292,36 @@ impl AttentionOps for CudaBackend {
             .ptr(q_p)
             .ptr(k_p)
             .ptr(v_p)
+            .ptr(pre.table)
             .ptr(lse_p)
             .ptr(mask_p)
             .ptr(table)
             .ptr(buckets);
         be.dev.launch(
             bwd_dq,
-            cfg(tq, h, &dims, 1)?,
-            sizes(args, alibi, causal, scale, &dims)?,
+            cfg(tq.div_ceil(TILE), h, &dims, 1)?,
+            sizes(args, alibi, causal, scale, &dims, &pre)?,
         )?;
         let args = Args::new()
             .ptr(arg(dk, "attention dk", store, kv_len)?)
             .ptr(arg(dv, "attention dv", store, kv_len)?)
+            .ptr(dprefix)
             .ptr(dout_p)
             .ptr(q_p)
             .ptr(k_p)
             .ptr(v_p)
+            .ptr(pre.table)
             .ptr(lse_p)
             .ptr(delta.ptr())
             .ptr(mask_p)
             .ptr(table)
             .ptr(buckets);
+        // the real keys' tiles, then the prefix's
+        let tiles = tk.div_ceil(TILE) + pre.p.div_ceil(TILE);
         be.dev.launch(
             bwd_dkdv,
-            cfg(tk, hkv, &dims, 2)?,
-            sizes(args, alibi, causal, scale, &dims)?,
+            cfg(tiles, hkv, &dims, 2)?,
+            sizes(args, alibi, causal, scale, &dims, &pre)?,
         )
     }
 

@@ -147,6 +147,39 @@ pub fn fixtures() -> PathBuf {
         .join("fixtures")
 }
 
+/// (model folder, reference under deep/): every prefix reference committed.
+pub const PREFIX_REFERENCES: [(&str, &str); 14] = [
+    ("bert_mlm", "bert_mlm/ref_mlm_prefix_papers.safetensors"),
+    (
+        "bert_mlm",
+        "bert_mlm/ref_mlm_prefix_papers_pos0.safetensors",
+    ),
+    (
+        "bert_mlm",
+        "bert_mlm/ref_pet_prefix_papers_proj.safetensors",
+    ),
+    ("t5_v1_0", "t5_v1_0/ref_seq2seq_prefix_papers.safetensors"),
+    ("t5_v1_0", "t5_v1_0/ref_seq2seq_prefix_peft.safetensors"),
+    (
+        "t5_v1_0",
+        "t5_v1_0/ref_seq2seq_prefix_peft_proj.safetensors",
+    ),
+    (
+        "t5_v1_1",
+        "t5_v1_1/ref_seq2seq_prefix_papers_proj.safetensors",
+    ),
+    (
+        "t5_v1_1",
+        "t5_v1_1/ref_seq2seq_prefix_peft_proj.safetensors",
+    ),
+    ("t5_flan", "t5_flan/ref_seq2seq_prefix_peft.safetensors"),
+    ("bloom", "bloom/ref_causal_prefix.safetensors"),
+    ("bloom", "bloom/ref_causal_prefix_proj.safetensors"),
+    ("llama", "llama/ref_causal_prefix.safetensors"),
+    ("llama", "llama/ref_causal_prefix_proj.safetensors"),
+    ("qwen2", "qwen2/ref_causal_prefix.safetensors"),
+];
+
 pub fn fixture(rel: &str) -> PathBuf {
     fixtures().join(rel)
 }
