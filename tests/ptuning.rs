@@ -261,7 +261,7 @@ fn bad_settings_name_their_flag() {
             &["--method", "prompt", "--encoder-num-layers", "1"][..],
             "--encoder-num-layers",
         ),
-        (&["--method", "prefix"][..], "--method"),
+        (&["--method", "prefix-tuning"][..], "--method"),
         (
             &[
                 "--method",
