@@ -236,7 +236,8 @@ fn exported_folder_evaluates_as_the_run_reported() {
 }
 
 /// PEFT's own prefix adapters (T5 v1.0 under its placement, Llama) load as prompts: a table
-/// of P rows, PEFT's placement (no `prefix_placement` key), and they evaluate.
+/// of P rows, PEFT's placement (no `prefix_placement` key), and they evaluate (alone: a
+/// mixed batch refuses them).
 #[test]
 fn peft_prefix_adapters_load_and_evaluate() {
     for (model, width) in [("t5_v1_0", 2 * 2 * 32), ("llama", 2 * 2 * 24)] {
@@ -252,6 +253,13 @@ fn peft_prefix_adapters_load_and_evaluate() {
         let enc = m.encode(&task, &data).unwrap();
         let (metrics, _) = m.evaluate(&task, &prompt, &enc, 8).unwrap();
         assert_eq!(metrics.examples, 8, "{model}");
+        // a mixed batch shares one prompt table: a prefix in it is refused by name
+        let rows: Vec<(usize, Row)> = enc.rows.iter().map(|r| (0, r.clone())).collect();
+        let err = m
+            .predict_mixed(&[(&task, &prompt)], &rows, 8)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prefix-tuning prompt"), "{err}");
     }
 }
 
