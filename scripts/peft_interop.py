@@ -22,6 +22,14 @@ encoder's output as `prompt_embeddings`) is checked by the same commands: PEFT l
 inference mode, where its prompt encoder is that table (measured with peft 0.21.2: BERT pet
 MLP 1.4e-6, LSTM 1.5e-6; llama causal LSTM 3.1e-7).
 
+A prefix-tuning folder (`softprompt train --method prefix ...`, PEFT's PREFIX_TUNING layout:
+the table, with `--prefix-projection` the projection's output) is checked the same way, with
+the seq2seq task too (rank classification: each label target's summed log-probability):
+PEFT computes the same only for `--prefix-placement peft` on T5 (and on decoder-only models,
+where both placements are PEFT's). Measured with peft 0.21.2, transformers 5.24: T5 v1.0
+seq2seq under `peft` 1.4e-7, with the projection 1.6e-7; llama causal 2.7e-7; a T5 `papers`
+folder is refused by this check (2.3e-1: PEFT reads its blocks elsewhere), as it should be.
+
 Needs torch, transformers and peft (the versions of scripts/torch_reference.py).
 """
 import json
@@ -29,16 +37,18 @@ import sys
 
 import torch
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 model_dir, prompt_dir, preds = sys.argv[1:4]
 task = json.load(open(f"{prompt_dir}/task.json"))
-assert task["task"] in ("pet", "causal"), "this check is for pet and causal prompts"
+assert task["task"] in ("pet", "causal", "seq2seq"), "this check is for pet, causal and seq2seq prompts"
 tok = AutoTokenizer.from_pretrained(model_dir)
-auto = AutoModelForMaskedLM if task["task"] == "pet" else AutoModelForCausalLM
-base = auto.from_pretrained(model_dir, dtype=torch.float32)
+auto = {"pet": AutoModelForMaskedLM, "causal": AutoModelForCausalLM, "seq2seq": AutoModelForSeq2SeqLM}
+base = auto[task["task"]].from_pretrained(model_dir, dtype=torch.float32)
 model = PeftModel.from_pretrained(base, prompt_dir).eval()
-p = model.peft_config["default"].num_virtual_tokens
+# a prefix enters no row of the output: the logits cover the real tokens only
+prefix = model.peft_config["default"].peft_type == "PREFIX_TUNING"
+p = 0 if prefix else model.peft_config["default"].num_virtual_tokens
 labels = task["labels"]
 words = dict(task["verbalizer"])
 
@@ -67,11 +77,24 @@ def causal_scores(text):
     return torch.stack(out)
 
 
+def seq2seq_scores(text):
+    # rank classification: each label target (its words, then </s>) scored after the row
+    enc = tok(task["template"].replace("{text}", text), return_tensors="pt")
+    out = []
+    for l in labels:
+        target = tok(words[l], return_tensors="pt")["input_ids"]
+        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=target).logits
+        logp = torch.log_softmax(logits[0].double(), -1)
+        out.append(sum(logp[j, target[0, j]] for j in range(target.shape[1])))
+    return torch.stack(out)
+
+
+scorer = {"pet": pet_scores, "causal": causal_scores, "seq2seq": seq2seq_scores}[task["task"]]
 worst = 0.0
 for line in open(preds):
     row = json.loads(line)
     with torch.no_grad():
-        theirs = (pet_scores if task["task"] == "pet" else causal_scores)(row["text"])
+        theirs = scorer(row["text"])
     ours = torch.tensor([row["scores"][l] for l in labels], dtype=theirs.dtype)
     worst = max(worst, ((theirs - ours).abs() / ours.abs().clamp(min=1.0)).max().item())
 print(f"max |PEFT - softprompt| / max(|score|, 1) over the scores: {worst:.2e}")

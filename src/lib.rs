@@ -68,13 +68,14 @@ pub use backend::{DeviceKind as Device, Precision};
 pub use error::{Error, Result};
 pub use models::decoder::PromptPlacement;
 pub use models::heads::Pooling;
+pub use models::Placement;
 pub use models::Recompute;
 pub use prompt::PromptInit;
 pub use prompt_encoder::EncoderKind;
 pub use train::data::{DataSpec, Dataset, Example, Format};
 pub use train::encode::{Encoded, Row};
 pub use train::optim::{OptimConfig, OptimKind, Schedule, ScheduleKind};
-pub use train::ptuning::{Method, PTuning};
+pub use train::ptuning::{Method, PTuning, PrefixTuning};
 pub use train::spec::{Decode, TaskKind, TaskSpec};
 pub use train::{EvalMetrics, Event, Prediction, StepInfo, Summary, TrainConfig};
 
@@ -83,8 +84,8 @@ pub mod prelude {
     pub use crate::{
         parity, ConsoleProgress, DataSpec, Dataset, Decode, Device, Encoded, EncoderKind, Error,
         EvalMetrics, Event, Example, Format, Generation, Method, Model, OptimConfig, OptimKind,
-        PTuning, Pooling, Precision, Prediction, Prompt, PromptInit, PromptPlacement, Recompute,
-        Result, Row, Schedule, ScheduleKind, Splits, StepInfo, StepOutput, Summary, Task, TaskKind,
-        TaskOptions, TaskSpec, TrainConfig,
+        PTuning, Placement, Pooling, Precision, Prediction, PrefixTuning, Prompt, PromptInit,
+        PromptPlacement, Recompute, Result, Row, Schedule, ScheduleKind, Splits, StepInfo,
+        StepOutput, Summary, Task, TaskKind, TaskOptions, TaskSpec, TrainConfig,
     };
 }

@@ -303,20 +303,20 @@ impl PromptTable {
         let cfg: Value = serde_json::from_str(&text)
             .map_err(|e| Error::file(&cfg_path, format!("not valid JSON: {e}")))?;
         let peft_type = match cfg.get("peft_type") {
-            None => {
-                return Err(Error::file(
-                    &cfg_path,
-                    "has no `peft_type`: expected \"PROMPT_TUNING\" or \"P_TUNING\"",
-                ))
-            }
+            None => return Err(Error::file(
+                &cfg_path,
+                "has no `peft_type`: expected \"PROMPT_TUNING\", \"P_TUNING\" or \"PREFIX_TUNING\"",
+            )),
             Some(v) => v.as_str().unwrap_or(""),
         };
         // P-tuning's adapter holds its encoder's output (PEFT saves that, not the encoder):
-        // a prompt table like prompt tuning's
-        if peft_type != "PROMPT_TUNING" && peft_type != "P_TUNING" {
+        // a prompt table like prompt tuning's; prefix tuning's holds its (P, N·2·w) table,
+        // with a projection its output too
+        let prefix = peft_type == "PREFIX_TUNING";
+        if peft_type != "PROMPT_TUNING" && peft_type != "P_TUNING" && !prefix {
             return Err(Error::file(
                 &cfg_path,
-                format!("peft_type is {peft_type:?}: expected \"PROMPT_TUNING\" or \"P_TUNING\" (prefix tuning and LoRA adapters are not prompt tables)"),
+                format!("peft_type is {peft_type:?}: expected \"PROMPT_TUNING\", \"P_TUNING\" or \"PREFIX_TUNING\" (LoRA and other adapters are not prompt tables)"),
             ));
         }
         let p = match cfg.get("num_virtual_tokens") {
@@ -351,17 +351,22 @@ impl PromptTable {
                 ))
             }
         };
-        if rows != p * subs {
+        // a prefix table has one row per virtual token whatever the submodules
+        let want = if prefix { p } else { p * subs };
+        if rows != want {
             return Err(Error::file(
                 &weights_path,
                 format!("`{PROMPT_KEY}` has {rows} rows: expected num_virtual_tokens {p} x num_transformer_submodules {subs}"),
             ));
         }
         if let Some(td) = cfg.get("token_dim").and_then(|v| v.as_u64()) {
-            if td as usize != d {
+            // a prefix row holds 2·num_layers blocks of token_dim
+            let blocks = cfg.get("num_layers").and_then(|v| v.as_u64()).unwrap_or(0);
+            let width = if prefix { td * 2 * blocks } else { td };
+            if width as usize != d {
                 return Err(Error::file(
                     &cfg_path,
-                    format!("token_dim {td} does not match the table width {d}"),
+                    format!("token_dim {td} (num_layers {blocks}, prefix tuning: {prefix}) does not match the table width {d}"),
                 ));
             }
         }
@@ -402,10 +407,16 @@ impl PromptTable {
             None,
         )?;
         let mut cfg = self.layout.config.clone().unwrap_or_else(|| json!({}));
-        // a P-tuning adapter (trained here, or loaded) stays one, without prompt tuning's keys
-        let ptuning = cfg.get("peft_type").and_then(|v| v.as_str()) == Some("P_TUNING");
+        // a P-tuning or prefix adapter (trained here, or loaded) stays one, without prompt
+        // tuning's keys
+        let peft_type = match cfg.get("peft_type").and_then(|v| v.as_str()) {
+            Some(t @ ("P_TUNING" | "PREFIX_TUNING")) => t.to_string(),
+            _ => "PROMPT_TUNING".to_string(),
+        };
+        let prefix = peft_type == "PREFIX_TUNING";
+        let ptuning = peft_type != "PROMPT_TUNING";
         let mut fresh = json!({
-            "peft_type": if ptuning { "P_TUNING" } else { "PROMPT_TUNING" },
+            "peft_type": peft_type,
             "task_type": info.task_type,
             "num_virtual_tokens": self.p,
             "token_dim": self.d,
@@ -431,6 +442,12 @@ impl PromptTable {
                 "tokenizer_kwargs",
             ] {
                 f.remove(k);
+            }
+            // the prefix's own layout (blocks of token_dim) comes with its config
+            if prefix {
+                for k in ["token_dim", "num_layers", "num_transformer_submodules"] {
+                    f.remove(k);
+                }
             }
         }
         if let (Some(obj), Some(new)) = (cfg.as_object_mut(), fresh.as_object()) {

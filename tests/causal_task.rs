@@ -81,6 +81,7 @@ fn causal_task_rebuilds_peft_rows_and_scores_them_as_pytorch() {
             p: prompt.shape[0],
             d: prompt.shape[1],
             head: None,
+            prefix: None,
         };
         let scores = task.scores(&be, &model, &params, &batch).unwrap();
         let err = Closeness::of(&[scores[1] as f64], &[want_score], SCALAR_FLOOR).rel_err;

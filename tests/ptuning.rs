@@ -7,17 +7,13 @@
 use softprompt::internals::prompt_encoder::{EncoderConfig, PromptEncoder};
 use softprompt::internals::weights::TensorFile;
 use softprompt::prelude::*;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
 
 mod common;
-use common::{fixture, ScratchDir};
-
-/// The committed sample sentences (train 24 rows, dev 8).
-fn sample(split: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/bad_inputs/data/{split}.jsonl"))
-}
+use common::sample_run::{
+    assert_refused_before_writing, file, mean, run_on_sample, sample, softprompt,
+};
+use common::ScratchDir;
 
 fn ptuning(kind: EncoderKind) -> TrainConfig {
     TrainConfig {
@@ -40,42 +36,6 @@ fn ptuning(kind: EncoderKind) -> TrainConfig {
     }
 }
 
-/// A run over the sample (train as the test split too, so that the kept prompt's score on 24
-/// rows is reported); returns the summary and every step's loss. `stop_after` stops it.
-fn run(out: &Path, cfg: &TrainConfig, stop_after: Option<u64>) -> Result<(Summary, Vec<f64>)> {
-    let model = Model::open(fixture("bert_mlm"), Device::Cpu)?;
-    let train = Dataset::load(&sample("train"), &DataSpec::default())?;
-    let dev = Dataset::load(&sample("dev"), &DataSpec::default())?;
-    let task = model.task(&TaskOptions::default(), Some(&train), cfg.prompt_len)?;
-    let (train, dev) = (model.encode(&task, &train)?, model.encode(&task, &dev)?);
-    let splits = Splits {
-        train: &train,
-        dev: Some(&dev),
-        test: Some(&train),
-    };
-    let stop = AtomicBool::new(false);
-    let mut losses = Vec::new();
-    let mut on_event = |ev: &Event| {
-        if let Event::Step(s) = ev {
-            losses.push(s.loss);
-            if stop_after.is_some_and(|n| s.step >= n) {
-                stop.store(true, Ordering::Relaxed);
-            }
-        }
-    };
-    let (summary, _) = model.train_until(&task, splits, cfg, out, &mut on_event, &stop)?;
-    Ok((summary, losses))
-}
-
-fn file(dir: &Path, name: &str) -> Vec<u8> {
-    let path = dir.join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn mean(x: &[f64]) -> f64 {
-    x.iter().sum::<f64>() / x.len() as f64
-}
-
 /// Over two epochs of 6 batches, the second epoch's mean loss is well below the first's, with
 /// either encoder; the exported adapter is PEFT's P_TUNING layout, and its rows are exactly
 /// the output of the encoder saved beside it.
@@ -84,7 +44,7 @@ fn loss_goes_down_and_the_export_is_the_encoders_output() {
     for (kind, name) in [(EncoderKind::Mlp, "MLP"), (EncoderKind::Lstm, "LSTM")] {
         let dir = ScratchDir::new(&format!("pt_down_{name}"));
         let out = dir.path();
-        let (summary, losses) = run(out, &ptuning(kind), None).unwrap();
+        let (summary, losses) = run_on_sample("bert_mlm", out, &ptuning(kind), None).unwrap();
         assert_eq!((summary.steps, losses.len()), (12, 12));
         let (first, second) = (mean(&losses[..6]), mean(&losses[6..]));
         assert!(second < 0.75 * first, "{name}: {losses:?}");
@@ -132,14 +92,14 @@ fn stopped_run_resumes_bit_identically() {
     let dir = ScratchDir::new("pt_stop");
     let (whole, parts) = (dir.path().join("whole"), dir.path().join("parts"));
     let cfg = ptuning(EncoderKind::Lstm);
-    let (_, all) = run(&whole, &cfg, None).unwrap();
-    let err = run(&parts, &cfg, Some(7)).unwrap_err();
+    let (_, all) = run_on_sample("bert_mlm", &whole, &cfg, None).unwrap();
+    let err = run_on_sample("bert_mlm", &parts, &cfg, Some(7)).unwrap_err();
     assert!(matches!(err, Error::Interrupted(_)), "{err}");
     let resume = TrainConfig {
         resume: true,
         ..cfg.clone()
     };
-    let (summary, rest) = run(&parts, &resume, None).unwrap();
+    let (summary, rest) = run_on_sample("bert_mlm", &parts, &resume, None).unwrap();
     assert_eq!(summary.steps, 12);
     assert_eq!(rest, all[7..]);
     for f in [
@@ -158,7 +118,9 @@ fn stopped_run_resumes_bit_identically() {
         }),
         ..resume
     };
-    let err = run(&parts, &other, None).unwrap_err().to_string();
+    let err = run_on_sample("bert_mlm", &parts, &other, None)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("other settings") && err.contains("encoder_hidden_size"),
         "{err}"
@@ -168,18 +130,13 @@ fn stopped_run_resumes_bit_identically() {
         method: Method::Prompt,
         ..other
     };
-    let err = run(&parts, &prompt, None).unwrap_err().to_string();
+    let err = run_on_sample("bert_mlm", &parts, &prompt, None)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("other settings") && err.contains("method"),
         "{err}"
     );
-}
-
-fn softprompt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_softprompt"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 /// The exported folder, read by `softprompt eval` as a prompt, scores the training rows as the
@@ -193,7 +150,7 @@ fn exported_folder_evaluates_as_the_run_reported() {
         eval_every: 2,
         ..ptuning(EncoderKind::Mlp)
     };
-    let (summary, _) = run(out, &cfg, None).unwrap();
+    let (summary, _) = run_on_sample("bert_mlm", out, &cfg, None).unwrap();
     let test = summary.test.unwrap();
     let s = |p: &Path| p.display().to_string();
     let o = softprompt(&[
@@ -214,24 +171,7 @@ fn exported_folder_evaluates_as_the_run_reported() {
 /// Bad P-tuning settings fail before anything is written, naming the flag.
 #[test]
 fn bad_settings_name_their_flag() {
-    let dir = ScratchDir::new("pt_bad");
-    let out = dir.path();
-    let s = |p: &Path| p.display().to_string();
-    let (model, train, dir) = (s(&fixture("bert_mlm")), s(&sample("train")), s(out));
-    let base = [
-        "train",
-        "--model",
-        model.as_str(),
-        "--train",
-        train.as_str(),
-        "--out",
-        dir.as_str(),
-        "--max-steps",
-        "1",
-        "--prompt-len",
-        "2",
-    ];
-    for (extra, flag) in [
+    let cases: &[(&[&str], &str)] = &[
         (
             &["--method", "p-tuning", "--encoder-hidden-size", "0"][..],
             "--encoder-hidden-size",
@@ -261,7 +201,7 @@ fn bad_settings_name_their_flag() {
             &["--method", "prompt", "--encoder-num-layers", "1"][..],
             "--encoder-num-layers",
         ),
-        (&["--method", "prefix"][..], "--method"),
+        (&["--method", "prefix-tuning"][..], "--method"),
         (
             &[
                 "--method",
@@ -273,13 +213,6 @@ fn bad_settings_name_their_flag() {
             ][..],
             "--init",
         ),
-    ] {
-        let mut args = base.to_vec();
-        args.extend_from_slice(extra);
-        let o = softprompt(&args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{extra:?}");
-        assert!(err.contains(flag), "{extra:?}: {err}");
-        assert!(!out.join("adapter_model.safetensors").exists(), "{extra:?}");
-    }
+    ];
+    assert_refused_before_writing("pt_bad", cases);
 }

@@ -153,6 +153,7 @@ fn pet_scores_match_pytorch_reference() {
         p: prompt.shape[0],
         d: prompt.shape[1],
         head: None,
+        prefix: None,
     };
     let batch = task.batch(&enc, &[0, 1, 2]).unwrap();
     let scores = task.scores(&be, &model, &params, &batch).unwrap();
@@ -325,6 +326,7 @@ fn peft_bert_adapter_eval_and_predict() {
         p: 5,
         d: 48,
         head: None,
+        prefix: None,
     };
     let enc = task
         .encode(

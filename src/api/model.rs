@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::models::cls_head::HostClsHead;
 use crate::models::decoder::{GenerateOptions, PromptPlacement};
 use crate::models::Recompute;
-use crate::prompt::PromptInit;
+use crate::prompt::{PromptInit, ADAPTER_CONFIG};
 use crate::train::checkpoint::save_prompt_dir;
 use crate::train::data::Dataset;
 use crate::train::encode::{Encoded, Row};
@@ -193,9 +193,9 @@ impl Model {
         opts: &TaskOptions,
         data: Option<&Dataset>,
     ) -> Result<Task> {
-        check_width(prompt, self.hidden_size(), self.dir())?;
         // a closure, so that `?` ends the resolution rather than the method
         let resolved = on_engine!(&self.engine, |_be, m| (|| {
+            fit(prompt, m)?;
             let spec = resolve(opts, prompt.task.clone(), m, data, prompt.rows())?;
             let task = train::Task::new(spec, m)?;
             m.check_lengths(prompt.rows(), Some(task.spec.max_len))?;
@@ -355,6 +355,7 @@ impl Model {
                 keep_logits: false,
             };
             let params = bind(be, m, task, prompt)?;
+            train::causal::refuse_prefix(&params, "generate")?;
             let g = decoder.generate(be, &params.prompt, params.p, &rows, &opts)?;
             (g.ids.into_iter().zip(g.logprob))
                 .map(|(ids, logprob)| {
@@ -405,7 +406,7 @@ pub(crate) fn bind<B: Backend>(
     prompt: &Prompt,
 ) -> Result<Params<B>> {
     let d = model.hidden_size();
-    check_width(prompt, d, &model.dir)?;
+    let prefix = fit(prompt, model)?;
     check_finite(prompt)?;
     let head: Option<HostClsHead> = match (task.inner.new_head(d), &prompt.head) {
         (None, _) => None,
@@ -427,8 +428,9 @@ pub(crate) fn bind<B: Backend>(
     Ok(Params {
         prompt: be.upload(DType::F32, prompt.values())?,
         p: prompt.rows(),
-        d,
+        d: prompt.width(),
         head: head.map(|h| h.upload(be)).transpose()?,
+        prefix,
     })
 }
 
@@ -452,6 +454,48 @@ fn check_finite(prompt: &Prompt) -> Result<()> {
 }
 
 /// A prompt as wide as the model's hidden size `d`, else an error naming both.
+/// The prompt's width against the model: d for prompt rows, N·2·Hkv·D for a prefix (an
+/// adapter of PEFT's PREFIX_TUNING), whose step settings come back.
+fn fit<B: Backend>(
+    prompt: &Prompt,
+    model: &train::Model<B>,
+) -> Result<Option<crate::models::PrefixSpec>> {
+    let prefix = match &prompt.table.layout.config {
+        Some(cfg) => train::ptuning::adapter_prefix_spec(cfg, prompt.rows())
+            .map_err(|e| Error::file(prompt.origin().join(ADAPTER_CONFIG), e.to_string()))?,
+        None => None,
+    };
+    match prefix {
+        None => check_width(prompt, model.hidden_size(), &model.dir)?,
+        Some(spec) => check_prefix_width(prompt, model, spec)?,
+    }
+    Ok(prefix)
+}
+
+/// A prefix table is N·2·Hkv·D wide, N the blocks its adapter names (or the model's own).
+fn check_prefix_width<B: Backend>(
+    prompt: &Prompt,
+    model: &train::Model<B>,
+    spec: crate::models::PrefixSpec,
+) -> Result<()> {
+    let (own, kv) = model.net.prefix_layout(spec.placement);
+    let blocks = spec.blocks.unwrap_or(own);
+    if prompt.width() == blocks * 2 * kv {
+        return Ok(());
+    }
+    Err(Error::file(
+        prompt.origin(),
+        format!(
+            "the prefix is {} wide but {} takes {blocks} blocks of keys and values {kv} wide \
+             under placement {} ({} values a row)",
+            prompt.width(),
+            model.dir.display(),
+            spec.placement.name(),
+            blocks * 2 * kv
+        ),
+    ))
+}
+
 fn check_width(prompt: &Prompt, d: usize, model_dir: &Path) -> Result<()> {
     if prompt.width() == d {
         return Ok(());

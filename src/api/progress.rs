@@ -25,6 +25,8 @@ pub struct ConsoleProgress {
     window: (f64, u64),
     /// prompt rows, classes and hidden size, for the `trainable` line
     prompt_len: usize,
+    /// prefix tuning: the trained table is a prefix (with a projection: true)
+    prefix: Option<bool>,
     k: usize,
     d: usize,
     /// the optimizer and loop settings, printed once the trainer has accepted them
@@ -47,6 +49,16 @@ fn settings_line(cfg: &TrainConfig) -> String {
                     pt.num_layers
                 ),
             }
+        }
+        Method::Prefix(pre) => {
+            let proj = match (pre.projection, pre.hidden) {
+                (false, _) => String::new(),
+                (true, h) => format!(
+                    ", projection (hidden {})",
+                    h.map_or("d".into(), |h| h.to_string())
+                ),
+            };
+            format!("prefix tuning, {} placement{proj} | ", pre.placement.name())
         }
     };
     format!(
@@ -87,6 +99,10 @@ impl ConsoleProgress {
             steps: 0,
             window: (0.0, 0),
             prompt_len: cfg.prompt_len,
+            prefix: match cfg.method {
+                Method::Prefix(pre) => Some(pre.projection),
+                _ => None,
+            },
             k: labels,
             d,
             settings: settings_line(cfg),
@@ -147,9 +163,15 @@ impl ConsoleProgress {
             ));
         }
         // P-tuning trains its encoder, whose count is not P x d
-        let prompt = match *prompt_params == self.prompt_len * d {
-            true => format!("prompt {} x {d} = {prompt_params}", self.prompt_len),
-            false => format!("prompt encoder {prompt_params}"),
+        let prompt = match (*prompt_params == self.prompt_len * d, self.prefix) {
+            (true, _) => format!("prompt {} x {d} = {prompt_params}", self.prompt_len),
+            (false, Some(false)) => format!(
+                "prefix {} x {} = {prompt_params}",
+                self.prompt_len,
+                prompt_params / self.prompt_len.max(1)
+            ),
+            (false, Some(true)) => format!("prefix projection {prompt_params}"),
+            (false, None) => format!("prompt encoder {prompt_params}"),
         };
         self.say(format!(
             "trainable: {prompt}{} | {total_steps} steps ({steps_per_epoch} per epoch){}",

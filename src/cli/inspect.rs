@@ -40,6 +40,11 @@ fn inspect(args: &Args) -> softprompt::Result<()> {
         );
         let norm = (p.data.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / p.p as f64).sqrt();
         println!("mean row norm {norm:.4}");
+        if let Some(cfg) = &p.layout.config {
+            if let Some(line) = prefix_line(cfg) {
+                println!("{line}");
+            }
+        }
         return Ok(());
     }
     let cfg = ModelConfig::load(&args.path)?;
@@ -88,4 +93,45 @@ fn inspect(args: &Args) -> softprompt::Result<()> {
         Err(e) => println!("tokenizer: {e}"),
     }
     Ok(())
+}
+
+/// A prefix adapter's method, placement and whether PEFT computes what it was trained for:
+/// only PEFT's placement does on T5; decoder-only models read a block per layer either way;
+/// PEFT (with transformers 5) refuses prefix tuning on BERT.
+fn prefix_line(cfg: &serde_json::Value) -> Option<String> {
+    if cfg.get("peft_type")?.as_str()? != "PREFIX_TUNING" {
+        return None;
+    }
+    let placement = match cfg.get("prefix_placement").and_then(|v| v.as_str()) {
+        Some(p) => p.to_string(),
+        None => "peft (written by PEFT)".to_string(),
+    };
+    let n = |k: &str| cfg.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let projection = match cfg.get("prefix_projection").and_then(|v| v.as_bool()) {
+        Some(true) => format!(
+            ", trained through a projection (hidden {}; the table is its output)",
+            n("encoder_hidden_size")
+        ),
+        _ => String::new(),
+    };
+    let task = cfg.get("task_type").and_then(|v| v.as_str()).unwrap_or("");
+    let peft = match (placement.starts_with("peft"), task) {
+        (true, _) => "for PEFT: PEFT computes the same".to_string(),
+        (false, "CAUSAL_LM") => {
+            "for PEFT: PEFT computes the same (a decoder-only model reads a block per layer \
+             under either placement)"
+                .to_string()
+        }
+        (false, "SEQ_2_SEQ_LM") => "not for PEFT: PEFT would read these blocks elsewhere \
+             (decoder self-attention only, block 2l mod N); only this engine computes it"
+            .to_string(),
+        (false, _) => "not for PEFT: PEFT (with transformers 5) refuses prefix tuning on this \
+             model; only this engine computes it"
+            .to_string(),
+    };
+    Some(format!(
+        "prefix tuning, placement {placement}: {} blocks of keys and values {} wide{projection}; {peft}",
+        n("num_layers"),
+        n("token_dim")
+    ))
 }

@@ -43,6 +43,45 @@ impl<B: Backend> Model<B> {
         }
     }
 
+    /// The prefix of one step on the device, checked against this model's layout: `prefix`
+    /// (P, N·2·Hkv·D) F32, N the model's own block count unless `spec.blocks` says otherwise
+    /// (only T5 under PEFT's placement reads any count).
+    pub fn prefix_inputs(
+        &self,
+        be: &B,
+        prefix: &B::Buf,
+        spec: PrefixSpec,
+    ) -> Result<PrefixInputs<B>> {
+        let (own, kv_width) = self.prefix_layout(spec.placement);
+        let blocks = spec.blocks.unwrap_or(own);
+        // only T5 under PEFT's placement reads blocks by a rule that any count fits
+        let free = matches!(self, Model::T5(_)) && spec.placement == Placement::Peft;
+        if blocks != own && !free {
+            return Err(Error::arg(
+                "prefix num_layers",
+                format!("{blocks}: this model reads one block per layer, {own}"),
+            ));
+        }
+        PrefixInputs::new(be, prefix, spec.p, blocks, kv_width, spec.placement)
+    }
+
+    /// BERT's inputs for `batch` behind the prefix `pre`: no prompt rows, the tokens at the
+    /// positions `spec` gives.
+    pub fn bert_prefix_inputs(
+        be: &B,
+        m: &bert::Bert<B>,
+        batch: &TokenBatch,
+        pre: PrefixInputs<B>,
+        spec: PrefixSpec,
+    ) -> Result<bert::BertInputs<B>> {
+        let mut inp = bert::upload_inputs(be, &m.cfg, batch, 0)?;
+        let first = spec.bert_first_position.unwrap_or(spec.p);
+        let c = m.cfg.hidden_size;
+        let positions = shifted_positions(be, &m.w.position_embeddings, first, batch.t, c)?;
+        inp.prefix = Some((pre, positions));
+        Ok(inp)
+    }
+
     /// One forward and backward of `batch` with the prefix table `prefix` (P, N·2·Hkv·D) F32
     /// (`prefix_layout`): adds d loss / d prefix into `dprefix` (the same shape) and returns
     /// the loss. Logits and hidden states in `capture` cover the real tokens only.
@@ -59,20 +98,7 @@ impl<B: Backend> Model<B> {
         recompute: Recompute,
         capture: Option<&mut Capture>,
     ) -> Result<StepOutput<B>> {
-        let (own, kv_width) = self.prefix_layout(spec.placement);
-        let blocks = spec.blocks.unwrap_or(own);
-        // only T5 under PEFT's placement reads blocks by a rule that any count fits
-        let free = matches!(self, Model::T5(_)) && spec.placement == Placement::Peft;
-        if blocks != own && !free {
-            {
-                let n = blocks;
-                return Err(Error::arg(
-                    "prefix num_layers",
-                    format!("{n}: this model reads one block per layer, {own}"),
-                ));
-            }
-        }
-        let pre = PrefixInputs::new(be, prefix, spec.p, blocks, kv_width, spec.placement)?;
+        let pre = self.prefix_inputs(be, prefix, spec)?;
         crate::error::ensure_len(
             "prefix gradient (P, N·2·Hkv·D)",
             be.len(prefix),
@@ -81,16 +107,7 @@ impl<B: Backend> Model<B> {
         let no_prompt = be.zeros(DType::F32, 0)?;
         match self {
             Model::Bert(m) => {
-                let mut inp = bert::upload_inputs(be, &m.cfg, batch, 0)?;
-                let first = spec.bert_first_position.unwrap_or(spec.p);
-                let positions = shifted_positions(
-                    be,
-                    &m.w.position_embeddings,
-                    first,
-                    batch.t,
-                    m.cfg.hidden_size,
-                )?;
-                inp.prefix = Some((pre, positions));
+                let inp = Self::bert_prefix_inputs(be, m, batch, pre, spec)?;
                 m.train_step(
                     be, acct, dprefix, &no_prompt, &inp, objective, recompute, capture,
                 )

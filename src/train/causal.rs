@@ -3,11 +3,13 @@
 //! template, the target's ids on the target); rank classification over the label targets
 //! and greedy generation with the KV cache.
 
+use super::decode::no_prompt;
 use super::encode::Batch;
+use super::model::Model;
 use super::step::Params;
 use super::task::Task;
 use crate::backend::{Backend, IGNORE_INDEX};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::decoder::{Decoder, GenerateOptions};
 use crate::models::{Recompute, TokenBatch};
@@ -56,12 +58,24 @@ pub fn joined(tokens: &TokenBatch, targets: &[i32], l: usize, pad: i32) -> (Toke
     (out, labels)
 }
 
+/// Generation with the KV cache does not read a prefix yet: an error naming what was asked.
+pub fn refuse_prefix<B: Backend>(params: &Params<B>, what: &str) -> Result<()> {
+    match params.prefix {
+        Some(_) => Err(Error::Unsupported(format!(
+            "{what} with a prefix-tuning prompt (the KV cache holds no prefix yet): score with \
+             rank classification (--decode rank) instead"
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl Task {
     /// `causal`: each label target's log-likelihood after each row (B, K), for rank
     /// classification. Forward only; the head sees the target rows only.
     pub(super) fn causal_rank_scores<B: Backend>(
         &self,
         be: &B,
+        model: &Model<B>,
         m: &Decoder<B>,
         params: &Params<B>,
         batch: &Batch,
@@ -70,13 +84,21 @@ impl Task {
         let k = self.label_targets.len();
         let mut scores = vec![0.0f32; b * k];
         let mut acct = MemoryAccountant::new();
+        let none = no_prompt(be, params)?;
+        let prompt = none.as_ref().unwrap_or(&params.prompt);
         for (ki, target) in self.label_targets.iter().enumerate() {
             let l = target.len();
             let targets: Vec<i32> = (0..b).flat_map(|_| target.iter().copied()).collect();
             let (tokens, labels) = joined(&batch.tokens, &targets, l, self.pad_id);
-            let inp = m.upload_inputs(be, &tokens, params.p, Some(&labels))?;
+            let inp = m.upload_inputs(be, &tokens, params.input_rows(), Some(&labels))?;
+            let inp = match params.prefix {
+                None => inp,
+                Some(spec) => {
+                    m.with_prefix(be, inp, model.net.prefix_inputs(be, &params.prompt, spec)?)?
+                }
+            };
             let (hidden, acts) =
-                m.stack_fwd(be, &mut acct, &params.prompt, &inp, Recompute::Layer, None)?;
+                m.stack_fwd(be, &mut acct, prompt, &inp, Recompute::Layer, None)?;
             drop(acts);
             // every row has exactly l targets, in row order
             let losses = m.head().row_losses(be, &hidden, &inp.rows, &inp.targets)?;
@@ -97,6 +119,7 @@ impl Task {
         params: &Params<B>,
         batch: &Batch,
     ) -> Result<Vec<(Vec<i32>, f32)>> {
+        refuse_prefix(params, "greedy generation")?;
         let opts = GenerateOptions {
             max_new_tokens: self.spec.max_target_len.max(1),
             stop: if self.eos_id >= 0 {

@@ -37,9 +37,9 @@ impl Task {
             ));
         }
         match job(self.spec.kind, model)? {
-            Job::Pet(m) | Job::Cls(m) => self.class_scores(be, m, params, batch),
-            Job::Seq2Seq(m) => self.rank_scores(be, m, params, batch),
-            Job::Causal(m) => self.causal_rank_scores(be, m, params, batch),
+            Job::Pet(m) | Job::Cls(m) => self.class_scores(be, model, m, params, batch),
+            Job::Seq2Seq(m) => self.rank_scores(be, model, m, params, batch),
+            Job::Causal(m) => self.causal_rank_scores(be, model, m, params, batch),
         }
     }
 
@@ -47,12 +47,20 @@ impl Task {
     fn class_scores<B: Backend>(
         &self,
         be: &B,
+        model: &Model<B>,
         m: &Bert<B>,
         params: &Params<B>,
         batch: &Batch,
     ) -> Result<Vec<f32>> {
-        let inp = bert::upload_inputs(be, &m.cfg, &batch.tokens, params.p)?;
-        let hidden = encoder_hidden(be, m, &params.prompt, &inp)?;
+        let inp = match params.prefix {
+            None => bert::upload_inputs(be, &m.cfg, &batch.tokens, params.p)?,
+            Some(spec) => {
+                let pre = model.net.prefix_inputs(be, &params.prompt, spec)?;
+                Net::bert_prefix_inputs(be, m, &batch.tokens, pre, spec)?
+            }
+        };
+        let none = no_prompt(be, params)?;
+        let hidden = encoder_hidden(be, m, none.as_ref().unwrap_or(&params.prompt), &inp)?;
         let all: Vec<usize> = (0..batch.tokens.b).collect();
         self.class_scores_of(be, m, params, batch, &hidden, &all)
     }
@@ -69,7 +77,7 @@ impl Task {
         hidden: &B::Buf,
         rows: &[usize],
     ) -> Result<Vec<f32>> {
-        let (b, t, p) = (batch.tokens.b, batch.tokens.t, params.p);
+        let (b, t, p) = (batch.tokens.b, batch.tokens.t, params.input_rows());
         let k = self.spec.labels.len();
         let logits = if self.spec.kind == TaskKind::Pet {
             let decoder = Decoder::Rows(&self.verbalizer_ids);
@@ -101,11 +109,14 @@ impl Task {
     fn rank_scores<B: Backend>(
         &self,
         be: &B,
+        model: &Model<B>,
         m: &T5<B>,
         params: &Params<B>,
         batch: &Batch,
     ) -> Result<Vec<f32>> {
-        let (b, p) = (batch.tokens.b, params.p);
+        let b = batch.tokens.b;
+        let none = no_prompt(be, params)?;
+        let prompt = none.as_ref().unwrap_or(&params.prompt);
         let mut acct = MemoryAccountant::new();
         let k = self.label_targets.len();
         let mut scores = vec![0.0f32; b * k];
@@ -113,8 +124,8 @@ impl Task {
         for (ki, target) in self.label_targets.iter().enumerate() {
             let l = target.len();
             let labels: Vec<i32> = (0..b).flat_map(|_| target.iter().copied()).collect();
-            let inp = t5::upload_inputs(be, &m.cfg, &batch.tokens, p, &labels, l)?;
-            let enc = encoder_once(&mut enc_out, be, m, &mut acct, &params.prompt, &inp)?;
+            let inp = t5_inputs(be, model, m, params, &batch.tokens, &labels, l)?;
+            let enc = encoder_once(&mut enc_out, be, m, &mut acct, prompt, &inp)?;
             let (dec_out, _acts) =
                 m.decoder_fwd(be, &mut acct, enc, &inp, Recompute::Layer, None)?;
             let losses = m.lm_row_losses(be, &dec_out, &labels, b * l)?;
@@ -148,7 +159,9 @@ impl Task {
                 ))
             }
         };
-        let (b, p, v) = (batch.tokens.b, params.p, m.cfg.vocab_size);
+        let (b, v) = (batch.tokens.b, m.cfg.vocab_size);
+        let none = no_prompt(be, params)?;
+        let prompt = none.as_ref().unwrap_or(&params.prompt);
         let mut acct = MemoryAccountant::new();
         let mut out: Vec<(Vec<i32>, f32)> = vec![(Vec::new(), 0.0); b];
         let mut done = vec![false; b];
@@ -162,8 +175,8 @@ impl Task {
                     dst.copy_from_slice(ids);
                 }
             }
-            let inp = t5::upload_inputs(be, &m.cfg, &batch.tokens, p, &labels, l)?;
-            let enc = encoder_once(&mut enc_out, be, m, &mut acct, &params.prompt, &inp)?;
+            let inp = t5_inputs(be, model, m, params, &batch.tokens, &labels, l)?;
+            let enc = encoder_once(&mut enc_out, be, m, &mut acct, prompt, &inp)?;
             let (dec_out, _acts) =
                 m.decoder_fwd(be, &mut acct, enc, &inp, Recompute::Layer, None)?;
             let idx: Vec<i32> = (0..b).map(|bi| (bi * l + step) as i32).collect();
@@ -233,6 +246,36 @@ impl Task {
                 }
             })
             .collect()
+    }
+}
+
+/// Under prefix tuning, the empty prompt the embeddings read (no row enters the input);
+/// None when `params.prompt` is the prompt.
+pub(super) fn no_prompt<B: Backend>(be: &B, params: &Params<B>) -> Result<Option<B::Buf>> {
+    params
+        .prefix
+        .map(|_| be.zeros(crate::backend::DType::F32, 0))
+        .transpose()
+}
+
+/// T5's inputs for `tokens` and decoder `labels` (B, L) behind `params`: its prompt rows in
+/// front of the encoder's tokens, or its prefix in front of the keys its placement names.
+fn t5_inputs<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    m: &T5<B>,
+    params: &Params<B>,
+    tokens: &crate::models::TokenBatch,
+    labels: &[i32],
+    l: usize,
+) -> Result<T5Inputs<B>> {
+    let inp = t5::upload_inputs(be, &m.cfg, tokens, params.input_rows(), labels, l)?;
+    match params.prefix {
+        None => Ok(inp),
+        Some(spec) => {
+            let pre = model.net.prefix_inputs(be, &params.prompt, spec)?;
+            inp.with_prefix(be, &m.cfg, pre)
+        }
     }
 }
 

@@ -35,7 +35,7 @@
 //!
 //! // a prompt of 4 rows, initialised from a text
 //! let table = model.init_prompt(&be, 4, &PromptInit::Text("great movie".into()), &mut Rng::new(0)).unwrap();
-//! let mut params = Params { prompt: be.upload(DType::F32, &table.data).unwrap(), p: 4, d: 48, head: None };
+//! let mut params = Params { prompt: be.upload(DType::F32, &table.data).unwrap(), p: 4, d: 48, head: None, prefix: None };
 //!
 //! // loss and prompt gradient of one batch
 //! let batch = task.batch(&enc, &[0, 1]).unwrap();
@@ -66,7 +66,7 @@
 //! assert_eq!(back.prompt.data, saved.data);
 //! assert_eq!(back.task.as_ref(), Some(&task.spec));
 //! let head = back.head.map(|h| h.upload(&be)).transpose().unwrap();
-//! let reloaded = Params { prompt: be.upload(DType::F32, &back.prompt.data).unwrap(), p: 4, d: 48, head };
+//! let reloaded = Params { prompt: be.upload(DType::F32, &back.prompt.data).unwrap(), p: 4, d: 48, head, prefix: None };
 //! assert_eq!(predict_all(&be, &model, &task, &reloaded, &enc, 8).unwrap(), preds);
 //! ```
 //!
@@ -81,6 +81,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod decode;
 pub mod encode;
+pub mod encoder;
 pub mod eval;
 pub mod metrics;
 pub mod mixed;
@@ -100,7 +101,7 @@ pub use encode::{Batch, Encoded};
 pub use eval::{evaluate, predict_all};
 pub use metrics::EvalMetrics;
 pub use model::Model;
-pub use ptuning::{Method, PTuning};
+pub use ptuning::{Method, PTuning, PrefixTuning};
 pub use spec::{Decode, TaskKind, TaskSpec};
 pub use step::{Grads, Params};
 pub use task::Task;

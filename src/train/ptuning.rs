@@ -1,7 +1,8 @@
-//! The training method: prompt tuning (the prompt rows are the parameters) or P-tuning (the
-//! rows are the output of PEFT's prompt encoder, whose tensors are the parameters). What
-//! P-tuning adds to a run lives here: its settings, the encoder's fresh start, its tensors in
-//! the checkpoint, and its files beside the exported prompt.
+//! The training method: prompt tuning (the prompt rows are the parameters), P-tuning (the
+//! rows are the output of PEFT's prompt encoder, whose tensors are the parameters) or prefix
+//! tuning (the trained table is the prefix of every attention layer, free or the output of
+//! PEFT's projection). What P-tuning and prefix tuning add to a run lives here: their
+//! settings, the host encoder in the checkpoint, and its files beside the exported prompt.
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
 // expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
 #![cfg_attr(
@@ -10,8 +11,10 @@
 )]
 
 use super::checkpoint::Checkpoint;
+use super::encoder::{EncoderSpec, HostEncoder};
 use crate::error::{Error, Result};
-use crate::prompt_encoder::{EncoderConfig, EncoderKind, PromptEncoder};
+use crate::models::{Placement, PrefixSpec};
+use crate::prompt_encoder::{EncoderConfig, EncoderKind, ProjectionConfig};
 use crate::weights::write_safetensors;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -29,6 +32,19 @@ pub enum Method {
     Prompt,
     /// P-tuning's prompt encoder (PEFT `P_TUNING`)
     PTuning(PTuning),
+    /// prefix tuning (PEFT `PREFIX_TUNING`)
+    Prefix(PrefixTuning),
+}
+
+/// Prefix tuning's settings (PEFT's `PrefixTuningConfig`, and where the blocks go).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrefixTuning {
+    /// `--prefix-projection`: the table is the output of embedding, Linear, Tanh, Linear
+    pub projection: bool,
+    /// `--encoder-hidden-size` of the projection (None: the model's width d)
+    pub hidden: Option<usize>,
+    /// `--prefix-placement`
+    pub placement: Placement,
 }
 
 /// P-tuning's settings, PEFT's `PromptEncoderConfig` defaults: MLP, hidden = the model's
@@ -56,8 +72,10 @@ impl Default for PTuning {
 impl Method {
     /// The settings in range, the error naming the flag.
     pub fn validate(&self) -> Result<()> {
-        let Method::PTuning(pt) = self else {
-            return Ok(());
+        let pt = match self {
+            Method::Prompt => return Ok(()),
+            Method::Prefix(pre) => return pre.validate(),
+            Method::PTuning(pt) => pt,
         };
         if pt.hidden == Some(0) {
             return Err(Error::arg(
@@ -74,10 +92,9 @@ impl Method {
         Ok(())
     }
 
-    /// The encoder's sizes for a prompt of `p` rows on a model of width `d`.
+    /// P-tuning's encoder sizes for a prompt of `p` rows on a model of width `d`.
     pub fn encoder_config(&self, p: usize, d: usize) -> Option<EncoderConfig> {
         match self {
-            Method::Prompt => None,
             Method::PTuning(pt) => Some(EncoderConfig {
                 kind: pt.kind,
                 p,
@@ -85,8 +102,93 @@ impl Method {
                 hidden: pt.hidden.unwrap_or(d),
                 lstm_layers: pt.num_layers,
             }),
+            _ => None,
         }
     }
+
+    /// The host encoder of a table of `p` rows, `width` wide, on a model of width `d`: P-tuning's
+    /// encoder, prefix tuning's projection, or None when the table is the parameter.
+    pub fn encoder_spec(&self, p: usize, d: usize, width: usize) -> Option<EncoderSpec> {
+        match self {
+            Method::Prompt => None,
+            Method::PTuning(_) => self.encoder_config(p, d).map(EncoderSpec::PTuning),
+            Method::Prefix(pre) => pre.projection.then(|| {
+                EncoderSpec::Projection(ProjectionConfig {
+                    p,
+                    w: d,
+                    hidden: pre.hidden.unwrap_or(d),
+                    out: width,
+                })
+            }),
+        }
+    }
+
+    /// Prefix tuning's step settings for a table of `p` rows (BERT's tokens behind the prefix
+    /// at P.., as P-tuning v2's transformers 4 put them).
+    pub fn prefix_spec(&self, p: usize) -> Option<PrefixSpec> {
+        match self {
+            Method::Prefix(pre) => Some(PrefixSpec {
+                p,
+                placement: pre.placement,
+                bert_first_position: None,
+                blocks: None,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The method's entry in the settings hash: null for prompt tuning (so that its hash is
+    /// the one of the runs before the other methods existed).
+    pub fn settings(&self, p: usize, d: usize) -> Value {
+        match self {
+            Method::Prompt => Value::Null,
+            Method::PTuning(_) => settings(self.encoder_config(p, d).as_ref()),
+            Method::Prefix(pre) => json!({
+                "method": "prefix",
+                "prefix_projection": pre.projection,
+                "encoder_hidden_size": pre.projection.then(|| pre.hidden.unwrap_or(d)),
+                "prefix_placement": pre.placement.name(),
+            }),
+        }
+    }
+}
+
+impl PrefixTuning {
+    fn validate(&self) -> Result<()> {
+        match (self.projection, self.hidden) {
+            (false, Some(_)) => Err(Error::arg(
+                "--encoder-hidden-size",
+                "sizes prefix tuning's projection: it needs --prefix-projection",
+            )),
+            (true, Some(0)) => Err(Error::arg(
+                "--encoder-hidden-size",
+                "is 0: expected at least 1",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// adapter_config.json's PREFIX_TUNING keys (PEFT's `PrefixTuningConfig`) for a table of
+/// `blocks` blocks of key and value rows `kv_width` wide, and where they go
+/// (`prefix_placement`, a key PEFT ignores: only `peft` is what PEFT computes).
+pub fn prefix_adapter_config(
+    pre: &PrefixTuning,
+    d: usize,
+    blocks: usize,
+    kv_width: usize,
+    seq2seq: bool,
+) -> Value {
+    json!({
+        "peft_type": "PREFIX_TUNING",
+        "token_dim": kv_width,
+        "num_layers": blocks,
+        "num_transformer_submodules": if seq2seq { 2 } else { 1 },
+        "prefix_projection": pre.projection,
+        "encoder_hidden_size": pre.hidden.unwrap_or(d),
+        "init_weights": null,
+        "prefix_placement": pre.placement.name(),
+    })
 }
 
 fn kind_name(kind: EncoderKind) -> &'static str {
@@ -110,9 +212,34 @@ pub fn settings(enc: Option<&EncoderConfig>) -> Value {
     }
 }
 
+/// The prefix an adapter_config.json describes, for a table of `p` rows: None unless its
+/// `peft_type` is PREFIX_TUNING; its placement is `prefix_placement` (ours), or PEFT's when
+/// the key is absent (PEFT wrote it).
+pub fn adapter_prefix_spec(cfg: &Value, p: usize) -> Result<Option<PrefixSpec>> {
+    if cfg.get("peft_type").and_then(|v| v.as_str()) != Some("PREFIX_TUNING") {
+        return Ok(None);
+    }
+    let placement = match cfg.get("prefix_placement") {
+        None => Placement::Peft,
+        Some(v) => v.as_str().unwrap_or("").parse().map_err(|_| {
+            Error::arg(
+                "prefix_placement",
+                format!("is {v}: expected \"papers\" or \"peft\""),
+            )
+        })?,
+    };
+    let blocks = cfg.get("num_layers").and_then(|v| v.as_u64());
+    Ok(Some(PrefixSpec {
+        p,
+        placement,
+        bert_first_position: None,
+        blocks: blocks.map(|n| n as usize),
+    }))
+}
+
 /// The encoder stored under `prefix` (`encoder.` or `best.encoder.`) in a checkpoint.
-pub fn from_checkpoint(cfg: EncoderConfig, ck: &Checkpoint, prefix: &str) -> Result<PromptEncoder> {
-    PromptEncoder::from_tensors(cfg, |name| {
+pub fn from_checkpoint(cfg: EncoderSpec, ck: &Checkpoint, prefix: &str) -> Result<HostEncoder> {
+    HostEncoder::from_tensors(cfg, |name| {
         ck.tensors
             .get(&format!("{prefix}{name}"))
             .map(|(s, d)| (s.as_slice(), d.as_slice()))
@@ -128,12 +255,12 @@ pub fn from_checkpoint(cfg: EncoderConfig, ck: &Checkpoint, prefix: &str) -> Res
 
 /// The encoder's tensors under `prefix`, for a checkpoint.
 pub fn to_tensors(
-    enc: &PromptEncoder,
+    enc: &HostEncoder,
     prefix: &str,
     out: &mut BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 ) {
-    for (name, shape) in enc.cfg.shapes() {
-        if let Some(data) = enc.tensors.get(&name) {
+    for (name, shape) in enc.spec().shapes() {
+        if let Some(data) = enc.tensors().get(&name) {
             out.insert(format!("{prefix}{name}"), (shape, data.clone()));
         }
     }
@@ -152,11 +279,11 @@ pub fn adapter_config(c: &EncoderConfig) -> Value {
 
 /// Writes the encoder into `dir/prompt_encoder.safetensors` with PEFT's names (the adapter's
 /// `prompt_encoder.default.` prefix left off), atomically.
-pub fn save_encoder(dir: &Path, enc: &PromptEncoder) -> Result<()> {
-    let shapes = enc.cfg.shapes();
+pub fn save_encoder(dir: &Path, enc: &HostEncoder) -> Result<()> {
+    let shapes = enc.spec().shapes();
     let mut views = Vec::new();
     for (name, shape) in &shapes {
-        let data = enc.tensors.get(name).ok_or_else(|| Error::Tensor {
+        let data = enc.tensors().get(name).ok_or_else(|| Error::Tensor {
             name: name.clone(),
             msg: "missing from the prompt encoder".into(),
         })?;

@@ -12,7 +12,7 @@ use super::data;
 use super::encode::Encoded;
 use super::eval::evaluate;
 use super::metrics::EvalMetrics;
-use super::ptuning;
+use super::ptuning::{self, Method};
 use super::step::{Grads, Params};
 use super::trainer::{Event, StepInfo, Summary, Trainer};
 use super::update::{encoder_step, optimizer_step};
@@ -389,8 +389,8 @@ impl<B: Backend> Trainer<'_, B> {
         }
     }
 
-    /// P-tuning: the encoder of the kept prompt.
-    fn kept_encoder(&self) -> Option<&crate::prompt_encoder::PromptEncoder> {
+    /// P-tuning or a prefix projection: the encoder of the kept prompt.
+    fn kept_encoder(&self) -> Option<&super::encoder::HostEncoder> {
         match (&self.best_encoder, self.dev) {
             (Some(best), Some(_)) => Some(best),
             _ => self.encoder.as_ref(),
@@ -405,6 +405,7 @@ impl<B: Backend> Trainer<'_, B> {
             p: self.params.p,
             d: self.params.d,
             head: head.map(|h| h.upload(self.be)).transpose()?,
+            prefix: self.params.prefix,
         })
     }
 
@@ -420,9 +421,17 @@ impl<B: Backend> Trainer<'_, B> {
         let mut table = self.table.clone();
         table.data = prompt;
         let encoder = self.kept_encoder();
-        if let Some(e) = encoder {
+        if let Some(super::encoder::HostEncoder::PTuning(e)) = encoder {
             // PEFT's P_TUNING layout: its adapter holds the encoder's output
             table.layout.config = Some(ptuning::adapter_config(&e.cfg));
+        }
+        if let Method::Prefix(pre) = &self.cfg.method {
+            // PEFT's PREFIX_TUNING layout: the table (a projection's output, as PEFT saves it)
+            let (blocks, kv) = self.model.net.prefix_layout(pre.placement);
+            let seq2seq = self.model.arch_name() == "t5";
+            let d = self.model.hidden_size();
+            let c = ptuning::prefix_adapter_config(pre, d, blocks, kv, seq2seq);
+            table.layout.config = Some(c);
         }
         let mut extra = json!({
             "step": if self.dev.is_some() && self.best.is_some() { self.state.best_step } else { self.state.step },
@@ -432,6 +441,10 @@ impl<B: Backend> Trainer<'_, B> {
             // would load there and score nonsense
             "arch": self.model.arch_name(),
         });
+        if let (Method::Prefix(pre), Some(e)) = (&self.cfg.method, extra.as_object_mut()) {
+            e.insert("method".into(), json!("prefix"));
+            e.insert("prefix_placement".into(), json!(pre.placement.name()));
+        }
         // the real init (adapter_config.json keeps a value PEFT accepts)
         if let (Some(e), Some(r)) = (
             extra.as_object_mut(),

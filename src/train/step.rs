@@ -15,14 +15,28 @@ use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::cls_head::{ClsHead, HostClsHead};
-use crate::models::{Objective, Recompute, TokenBatch};
+use crate::models::{Objective, PrefixSpec, Recompute, TokenBatch};
 
-/// The trainable state: the prompt (P, d) on the backend, and the `cls` head.
+/// The trainable state: the prompt (P, d) on the backend, and the `cls` head. Under prefix
+/// tuning (`prefix` set) `prompt` is the prefix table (P, N·2·Hkv·D), `d` its width, and no
+/// row enters the input.
 pub struct Params<B: Backend> {
     pub prompt: B::Buf,
     pub p: usize,
     pub d: usize,
     pub head: Option<ClsHead<B>>,
+    /// prefix tuning: where the table's blocks go
+    pub prefix: Option<PrefixSpec>,
+}
+
+impl<B: Backend> Params<B> {
+    /// The rows in front of the input tokens: P for a prompt, none for a prefix.
+    pub fn input_rows(&self) -> usize {
+        match self.prefix {
+            Some(_) => 0,
+            None => self.p,
+        }
+    }
 }
 
 /// Gradients of `Params`: the prompt's is added into (zero it first), the head's replaced by
@@ -96,17 +110,15 @@ impl Task {
             }
         };
         let mut acct = MemoryAccountant::new();
-        let out = model.net.train_step(
-            be,
-            &mut acct,
-            &mut grads.prompt,
-            &params.prompt,
-            tokens,
-            params.p,
-            &objective,
-            recompute,
-            None,
-        )?;
+        let (dprompt, prompt) = (&mut grads.prompt, &params.prompt);
+        let out = match params.prefix {
+            Some(spec) => model.net.prefix_step(
+                be, &mut acct, dprompt, prompt, tokens, spec, &objective, recompute, None,
+            )?,
+            None => model.net.train_step(
+                be, &mut acct, dprompt, prompt, tokens, params.p, &objective, recompute, None,
+            )?,
+        };
         if out.head_grads.is_some() {
             grads.head = out.head_grads;
         }

@@ -10,6 +10,7 @@
 use super::checkpoint::{self, Checkpoint, TrainState, CHECKPOINT_FILE, METRICS_FILE};
 use super::data;
 use super::encode::Encoded;
+use super::encoder::HostEncoder;
 use super::eval::check_labelled;
 use super::metrics::{EvalMetrics, MetricsLog};
 use super::model::Model;
@@ -25,7 +26,6 @@ use crate::error::{Error, Result};
 use crate::models::cls_head::HostClsHead;
 use crate::models::Recompute;
 use crate::prompt::{PromptInit, PromptTable};
-use crate::prompt_encoder::PromptEncoder;
 use crate::rng::Rng;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -103,14 +103,15 @@ impl TrainConfig {
         }
         self.init.check_std()?;
         self.method.validate()?;
-        // P-tuning's rows come out of its encoder, whose embedding starts N(0, 1) as PEFT's
-        if matches!(self.method, Method::PTuning(_))
+        // P-tuning's rows come out of its encoder, whose embedding starts N(0, 1) as PEFT's,
+        // and a prefix (or its projection's embedding) starts N(0, 1) too
+        if self.method != Method::Prompt
             && !matches!(self.init, PromptInit::Random { std } if std == 1.0)
         {
             return Err(Error::arg(
                 "--init",
-                "applies to --method prompt: P-tuning's encoder starts from N(0, 1) embeddings \
-                 (PEFT's), so --init and --init-std stay at their defaults",
+                "applies to --method prompt: P-tuning's encoder and prefix tuning's table start \
+                 from N(0, 1) embeddings (PEFT's), so --init and --init-std stay at their defaults",
             ));
         }
         self.optim.validate()
@@ -216,9 +217,10 @@ pub struct Trainer<'a, B: Backend> {
     pub state: TrainState,
     /// the best prompt and head so far
     pub(super) best: Option<(Vec<f32>, Option<HostClsHead>)>,
-    /// P-tuning: the encoder whose output `params.prompt` is, and the one that gave `best`
-    pub(super) encoder: Option<PromptEncoder>,
-    pub(super) best_encoder: Option<PromptEncoder>,
+    /// P-tuning or a prefix projection: the encoder whose output `params.prompt` is, and the
+    /// one that gave `best`
+    pub(super) encoder: Option<HostEncoder>,
+    pub(super) best_encoder: Option<HostEncoder>,
     pub(super) log: MetricsLog,
     pub total_steps: u64,
     pub steps_per_epoch: u64,
@@ -252,18 +254,28 @@ impl<'a, B: Backend> Trainer<'a, B> {
         // separate streams: the prompt's init, and the data order
         let mut rng = prompt_init_rng(cfg.seed);
         let (p, d) = (cfg.prompt_len, model.hidden_size());
-        let (table, encoder) = match cfg.method.encoder_config(p, d) {
+        let width = table_width(&cfg.method, model);
+        let (table, encoder) = match cfg.method.encoder_spec(p, d, width) {
+            // PEFT's prefix is an nn.Embedding: N(0, 1)
+            None if width != d => {
+                let data = (0..p * width).map(|_| rng.normal() as f32).collect();
+                (PromptTable::from_data(p, width, data)?, None)
+            }
             None => (model.init_prompt(be, p, &init, &mut rng)?, None),
             Some(c) => {
-                let enc = PromptEncoder::init(c, &mut rng)?;
-                (PromptTable::from_data(p, d, enc.forward()?.0)?, Some(enc))
+                let enc = HostEncoder::init(c, &mut rng)?;
+                (
+                    PromptTable::from_data(p, width, enc.forward()?.0)?,
+                    Some(enc),
+                )
             }
         };
         let params = Params {
             prompt: be.upload(DType::F32, &table.data)?,
             p: table.p,
             d: table.d,
-            head: task.new_head(table.d).map(|h| h.upload(be)).transpose()?,
+            head: task.new_head(d).map(|h| h.upload(be)).transpose()?,
+            prefix: cfg.method.prefix_spec(p),
         };
         Self::build(
             be,
@@ -299,16 +311,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
         cfg.init = resolve_init(&cfg.init, task, model)?;
         let path = out.join(CHECKPOINT_FILE);
         let ck = Checkpoint::load(&path)?;
-        let enc_cfg = cfg
-            .method
-            .encoder_config(cfg.prompt_len, model.hidden_size());
+        let (d, width) = (model.hidden_size(), table_width(&cfg.method, model));
+        let enc_cfg = cfg.method.encoder_spec(cfg.prompt_len, d, width);
         // the settings that fix the tensors' shapes first, so that a checkpoint of another
         // run is named as such rather than by a shape; the full comparison is in `build`
         let shaping = json!({
             "model": model.dir.display().to_string(),
             "task": task.spec.to_json(),
             "prompt_len": cfg.prompt_len,
-            "method": ptuning::settings(enc_cfg.as_ref()),
+            "method": cfg.method.settings(cfg.prompt_len, d),
         });
         let diff = checkpoint::config_diff(
             &json!({
@@ -323,10 +334,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
             return Err(other_settings(out, &diff));
         }
         ck.state.check(&path, train.rows.len())?;
-        let d = model.hidden_size();
-        let pd = [cfg.prompt_len, d];
+        let pd = [cfg.prompt_len, width];
         let prompt = ck.get_shaped("prompt", &pd, "P x d")?.to_vec();
-        let mut table = PromptTable::from_data(cfg.prompt_len, d, prompt.clone())?;
+        let mut table = PromptTable::from_data(cfg.prompt_len, width, prompt.clone())?;
         table.init = ck
             .state
             .config
@@ -353,8 +363,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let params = Params {
             prompt: be.upload(DType::F32, &prompt)?,
             p: cfg.prompt_len,
-            d,
+            d: width,
             head,
+            prefix: cfg.method.prefix_spec(cfg.prompt_len),
         };
         let encoders = match enc_cfg {
             None => (None, None),
@@ -395,7 +406,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         out: &Path,
         params: Params<B>,
         table: PromptTable,
-        (encoder, best_encoder): (Option<PromptEncoder>, Option<PromptEncoder>),
+        (encoder, best_encoder): (Option<HostEncoder>, Option<HostEncoder>),
         ck: Option<Checkpoint>,
     ) -> Result<Self> {
         check_rows(model, train, cfg.prompt_len)?;
@@ -408,7 +419,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let mut opt = match &encoder {
             None => Optimizer::new(be, cfg.optim, &optimizer_shapes(&params))?,
             Some(e) => {
-                let shapes = encoder_optimizer_shapes(&e.cfg, &params);
+                let shapes = encoder_optimizer_shapes(&e.spec(), &params);
                 let shapes: Vec<_> = shapes
                     .iter()
                     .map(|(n, r, c, h)| (n.as_str(), *r, *c, *h))
@@ -470,13 +481,24 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// Trainable parameters: the prompt's, and the head's.
     pub fn trainable(&self) -> (usize, usize) {
         let prompt = match &self.encoder {
-            Some(e) => e.tensors.values().map(Vec::len).sum(),
+            Some(e) => e.tensors().values().map(Vec::len).sum(),
             None => self.params.p * self.params.d,
         };
         (
             prompt,
             self.params.head.as_ref().map_or(0, |h| h.num_params()),
         )
+    }
+}
+
+/// The trained table's width: the model's d, or under prefix tuning N·2·Hkv·D.
+pub(crate) fn table_width<B: Backend>(method: &Method, model: &Model<B>) -> usize {
+    match method {
+        Method::Prefix(pre) => {
+            let (blocks, kv) = model.net.prefix_layout(pre.placement);
+            blocks * 2 * kv
+        }
+        _ => model.hidden_size(),
     }
 }
 
@@ -513,6 +535,7 @@ fn precheck<B: Backend>(
     cfg: &TrainConfig,
 ) -> Result<()> {
     cfg.validate()?;
+    check_placement(&cfg.method, model)?;
     // without a dev split nothing is evaluated during the run: these flags would do nothing
     if evals[0].is_none() {
         if cfg.patience.is_some() {
@@ -556,6 +579,26 @@ fn precheck<B: Backend>(
         model.check_step_memory(be, rows, tokens, target, "--eval-batch-size")?;
     }
     Ok(())
+}
+
+/// `--prefix-placement peft` differs from `papers` only on T5: elsewhere it would only look
+/// like a choice.
+fn check_placement<B: Backend>(method: &Method, model: &Model<B>) -> Result<()> {
+    match method {
+        Method::Prefix(pre)
+            if pre.placement == crate::models::Placement::Peft && model.arch_name() != "t5" =>
+        {
+            Err(Error::arg(
+                "--prefix-placement",
+                format!(
+                    "peft: only T5 has a choice of placement (PEFT's reading of the blocks); {} \
+                     puts one block in front of every layer's keys either way: leave it at papers",
+                    model.arch_name()
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Fails on an empty training file, or on a row that does not fit next to the prompt.
@@ -682,12 +725,9 @@ fn settings_json<B: Backend>(
         "recompute": format!("{:?}", cfg.recompute),
         "bucket_pool": cfg.bucket_pool,
     });
-    // only P-tuning adds a key: prompt tuning's hash stays the one of earlier checkpoints
-    let method = ptuning::settings(
-        cfg.method
-            .encoder_config(cfg.prompt_len, model.hidden_size())
-            .as_ref(),
-    );
+    // only the other methods add a key: prompt tuning's hash stays the one of earlier
+    // checkpoints
+    let method = cfg.method.settings(cfg.prompt_len, model.hidden_size());
     if let (false, Some(obj)) = (method.is_null(), settings.as_object_mut()) {
         obj.insert("method".into(), method);
     }

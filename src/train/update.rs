@@ -8,12 +8,12 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+use super::encoder::{EncoderSpec, HostEncoder, HostTape};
 use super::optim::{self, Optimizer};
 use super::step::{Grads, Params};
 use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
 use crate::models::cls_head::ClsHead;
-use crate::prompt_encoder::{EncoderConfig, EncoderTape, PromptEncoder};
 
 /// The optimizer shapes for `params`: the prompt (P, d), then the `cls` head's weight
 /// (K, d) and bias (1, K), in the order `optimizer_step` passes them.
@@ -30,10 +30,11 @@ fn head_shapes<B: Backend>(params: &Params<B>) -> Vec<(&'static str, usize, usiz
     }
 }
 
-/// P-tuning's optimizer shapes: every encoder tensor as `encoder.<name>` (vectors as (1, N)),
-/// in `EncoderConfig::shapes` order, then the head's, in the order `encoder_step` passes them.
+/// A host encoder's optimizer shapes (P-tuning's encoder, prefix tuning's projection): every
+/// encoder tensor as `encoder.<name>` (vectors as (1, N)), in `EncoderSpec::shapes` order,
+/// then the head's, in the order `encoder_step` passes them.
 pub fn encoder_optimizer_shapes<B: Backend>(
-    enc: &EncoderConfig,
+    enc: &EncoderSpec,
     params: &Params<B>,
 ) -> Vec<(String, usize, usize, bool)> {
     let mut shapes: Vec<(String, usize, usize, bool)> = enc
@@ -80,8 +81,8 @@ pub fn optimizer_step<B: Backend>(
     outcome
 }
 
-/// P-tuning's step: the engine's prompt gradient (in `grads.prompt`) goes back through the
-/// host encoder (`tape` from the forward that gave `params.prompt`); the encoder's tensors and
+/// A host encoder's step: the engine's table gradient (in `grads.prompt`) goes back through
+/// the host encoder (`tape` from the forward that gave `params.prompt`); the encoder's tensors and
 /// gradients go to the device as one list with the head's, are clipped together (as
 /// transformers' `clip_grad_norm_` over all trainable parameters) and updated, and come back
 /// into `enc`; `params.prompt` becomes the updated encoder's output.
@@ -89,17 +90,17 @@ pub fn encoder_step<B: Backend>(
     be: &B,
     opt: &mut Optimizer<B>,
     params: &mut Params<B>,
-    enc: &mut PromptEncoder,
-    tape: &EncoderTape,
+    enc: &mut HostEncoder,
+    tape: &HostTape,
     grads: Grads<B>,
     max_grad_norm: Option<f64>,
 ) -> Result<(f64, f64)> {
     let d_prompt = be.download(&grads.prompt)?;
     let mut g = enc.backward(tape, &d_prompt)?;
-    let names: Vec<String> = enc.cfg.shapes().into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = enc.spec().shapes().into_iter().map(|(n, _)| n).collect();
     let (mut pbufs, mut gbufs) = (Vec::new(), Vec::new());
     for name in &names {
-        let p = enc.tensors.get(name).ok_or_else(|| missing(name))?;
+        let p = enc.tensors().get(name).ok_or_else(|| missing(name))?;
         let dp = g.remove(name).ok_or_else(|| missing(name))?;
         pbufs.push(be.upload(DType::F32, p)?);
         gbufs.push(be.upload(DType::F32, &dp)?);
@@ -107,7 +108,7 @@ pub fn encoder_step<B: Backend>(
     let (back, outcome) =
         update_with_head(be, opt, params, pbufs, gbufs, grads.head, max_grad_norm)?;
     for (name, buf) in names.iter().zip(&back) {
-        enc.tensors.insert(name.clone(), be.download(buf)?);
+        enc.tensors_mut().insert(name.clone(), be.download(buf)?);
     }
     let (lr, norm) = outcome?;
     params.prompt = be.upload(DType::F32, &enc.forward()?.0)?;

@@ -5,6 +5,8 @@
 //! Every test binary includes this module with `mod common;` and uses only part of it.
 #![allow(dead_code)]
 
+pub mod sample_run;
+
 use softprompt::internals::backend::{Backend, DType};
 use softprompt::internals::closeness::{Closeness, TENSOR_FLOOR};
 use softprompt::internals::rng::Rng;

@@ -1,0 +1,314 @@
+//! Training with prefix tuning (`--method prefix`): the trained table is the key and value
+//! prefix of every attention layer, free or the output of PEFT's projection. The loss goes
+//! down, `--recompute layer` gives the same numbers, a stopped run resumes bit for bit, the
+//! exported folder (PEFT's PREFIX_TUNING layout, the placement beside it) evaluates to what the
+//! run reported, PEFT's own prefix adapters load, and bad settings are errors naming the flag.
+
+use softprompt::internals::prompt_encoder::{PrefixProjection, ProjectionConfig};
+use softprompt::internals::weights::TensorFile;
+use softprompt::prelude::*;
+use std::path::Path;
+
+mod common;
+use common::sample_run::{
+    assert_refused_before_writing, file, mean, run_on_sample, sample, softprompt,
+};
+use common::{fixture, ScratchDir};
+
+fn prefix(projection: bool, placement: Placement) -> TrainConfig {
+    TrainConfig {
+        method: Method::Prefix(PrefixTuning {
+            projection,
+            hidden: projection.then_some(16),
+            placement,
+        }),
+        prompt_len: 3,
+        batch_size: 4,
+        max_steps: Some(12),
+        eval_every: 4,
+        save_every: 5,
+        log_every: 2,
+        optim: OptimConfig {
+            lr: 0.01,
+            ..OptimConfig::defaults(OptimKind::AdamW)
+        },
+        ..TrainConfig::default()
+    }
+}
+
+fn json(dir: &Path, name: &str) -> serde_json::Value {
+    serde_json::from_slice(&file(dir, name)).unwrap()
+}
+
+/// BERT (P-tuning v2) without and with the projection: over two epochs of 6 batches the
+/// second epoch's mean loss is below the first's; the adapter is PEFT's PREFIX_TUNING layout
+/// (P rows of N·2·d: 2 layers, keys and values, 48 wide), and with the projection its table is
+/// exactly the output of the projection saved beside it (PEFT saves the output too).
+#[test]
+fn bert_loss_goes_down_and_the_export_is_peft_prefix_layout() {
+    for projection in [false, true] {
+        let dir = ScratchDir::new(&format!("pre_down_{projection}"));
+        let out = dir.path();
+        let cfg = prefix(projection, Placement::Papers);
+        let (summary, losses) = run_on_sample("bert_mlm", out, &cfg, None).unwrap();
+        assert_eq!((summary.steps, losses.len()), (12, 12));
+        let (first, second) = (mean(&losses[..6]), mean(&losses[6..]));
+        assert!(second < first, "projection {projection}: {losses:?}");
+
+        let cfg = json(out, "adapter_config.json");
+        assert_eq!(cfg["peft_type"], "PREFIX_TUNING");
+        assert_eq!(cfg["prefix_projection"], projection);
+        assert_eq!(cfg["prefix_placement"], "papers");
+        let n = |k: &str| cfg[k].as_u64();
+        assert_eq!(
+            (n("num_virtual_tokens"), n("num_layers"), n("token_dim")),
+            (Some(3), Some(2), Some(48))
+        );
+        assert!(cfg.get("prompt_tuning_init").is_none(), "{cfg}");
+        let task = json(out, "task.json");
+        assert_eq!(
+            (&task["method"], &task["prefix_placement"]),
+            (&"prefix".into(), &"papers".into())
+        );
+
+        let adapter = TensorFile::read(&out.join("adapter_model.safetensors")).unwrap();
+        let table = &adapter.floats["prompt_embeddings"];
+        assert_eq!(table.shape, [3, 2 * 2 * 48]);
+        let saved = out.join("prompt_encoder.safetensors");
+        assert_eq!(saved.exists(), projection);
+        if projection {
+            let f = TensorFile::read(&saved).unwrap();
+            let pcfg = ProjectionConfig {
+                p: 3,
+                w: 48,
+                hidden: 16,
+                out: 192,
+            };
+            let proj = PrefixProjection::from_tensors(pcfg, |n| {
+                f.floats
+                    .get(n)
+                    .map(|t| (t.shape.as_slice(), t.data.as_slice()))
+            })
+            .unwrap();
+            assert_eq!(proj.forward().unwrap().0, table.data);
+        }
+    }
+}
+
+/// `--recompute layer` recomputes each layer's forward in the backward from its input (and
+/// the prefix the inputs hold): the same losses, bit for bit, and the same exported table.
+#[test]
+fn recompute_layer_gives_the_same_numbers() {
+    for (model, placement) in [
+        ("bert_mlm", Placement::Papers),
+        ("t5_v1_0", Placement::Peft),
+    ] {
+        let dir = ScratchDir::new(&format!("pre_recompute_{model}"));
+        let (plain, layer) = (dir.path().join("none"), dir.path().join("layer"));
+        let cfg = TrainConfig {
+            max_steps: Some(4),
+            ..prefix(false, placement)
+        };
+        let (_, a) = run_on_sample(model, &plain, &cfg, None).unwrap();
+        let recompute = TrainConfig {
+            recompute: Recompute::Layer,
+            ..cfg
+        };
+        let (_, b) = run_on_sample(model, &layer, &recompute, None).unwrap();
+        assert_eq!(a, b, "{model}");
+        let f = "adapter_model.safetensors";
+        assert_eq!(file(&plain, f), file(&layer, f), "{model}");
+    }
+}
+
+/// A run stopped at step 7 of 12 and resumed ends where the uninterrupted run ends, bit for
+/// bit: the adapter, the projection, and the losses of the steps after the stop; T5 under
+/// both placements, with the projection (whose state, with its optimizer's, is the largest).
+#[test]
+fn stopped_run_resumes_bit_identically() {
+    for (placement, projection) in [(Placement::Papers, true), (Placement::Peft, false)] {
+        let name = format!("pre_stop_{}_{projection}", placement.name());
+        let dir = ScratchDir::new(&name);
+        let (whole, parts) = (dir.path().join("whole"), dir.path().join("parts"));
+        let cfg = prefix(projection, placement);
+        let (_, all) = run_on_sample("t5_v1_0", &whole, &cfg, None).unwrap();
+        let err = run_on_sample("t5_v1_0", &parts, &cfg, Some(7)).unwrap_err();
+        assert!(matches!(err, Error::Interrupted(_)), "{err}");
+        let resume = TrainConfig {
+            resume: true,
+            ..cfg.clone()
+        };
+        let (summary, rest) = run_on_sample("t5_v1_0", &parts, &resume, None).unwrap();
+        assert_eq!(summary.steps, 12);
+        assert_eq!(rest, all[7..], "{name}");
+        let mut files = vec!["adapter_model.safetensors", "adapter_config.json"];
+        if projection {
+            files.push("prompt_encoder.safetensors");
+        }
+        for f in files {
+            assert_eq!(file(&whole, f), file(&parts, f), "{name}: {f}");
+        }
+        // another placement is refused, naming the setting
+        let other: Placement = match placement {
+            Placement::Papers => "peft",
+            Placement::Peft => "papers",
+        }
+        .parse()
+        .unwrap();
+        let other = TrainConfig {
+            method: Method::Prefix(PrefixTuning {
+                projection,
+                hidden: projection.then_some(16),
+                placement: other,
+            }),
+            ..resume
+        };
+        let err = run_on_sample("t5_v1_0", &parts, &other, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("other settings") && err.contains("prefix_placement"),
+            "{err}"
+        );
+    }
+}
+
+/// The exported folder, read by `softprompt eval` as a prompt, scores the training rows as the
+/// run scored them with its kept prefix (the test split of `run`): BERT pet, T5 seq2seq
+/// (rank classification) under both placements, Llama causal; `predict`'s labels are right as
+/// often, and `inspect` names the method, the placement and whether PEFT can use it.
+#[test]
+fn exported_folder_evaluates_as_the_run_reported() {
+    let cases = [
+        ("bert_mlm", Placement::Papers, false),
+        ("t5_v1_0", Placement::Papers, true),
+        ("t5_v1_0", Placement::Peft, false),
+        ("llama", Placement::Papers, false),
+    ];
+    for (model, placement, projection) in cases {
+        let name = format!("pre_eval_{model}_{}", placement.name());
+        let dir = ScratchDir::new(&name);
+        let out = dir.path();
+        let cfg = TrainConfig {
+            max_steps: Some(4),
+            eval_every: 2,
+            ..prefix(projection, placement)
+        };
+        let (summary, _) = run_on_sample(model, out, &cfg, None).unwrap();
+        let test = summary.test.unwrap();
+        let s = |p: &Path| p.display().to_string();
+        let data = s(&sample("train"));
+        let o = softprompt(&["eval", "--prompt", &s(out), "--data", &data, "--json"]);
+        assert!(o.status.success(), "{name}: {o:?}");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["accuracy"].as_f64(), Some(test.accuracy), "{name}: {v}");
+        assert_eq!(v["macro_f1"].as_f64(), Some(test.macro_f1), "{name}: {v}");
+        assert_eq!(v["examples"].as_u64(), Some(24));
+        // predict's labels are right as often
+        let o = softprompt(&["predict", "--prompt", &s(out), "--data", &data]);
+        assert!(o.status.success(), "{name}: {o:?}");
+        let gold = std::fs::read_to_string(sample("train")).unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let right = (stdout.lines().zip(gold.lines()))
+            .filter(|(p, g)| {
+                let p: serde_json::Value = serde_json::from_str(p).unwrap();
+                let g: serde_json::Value = serde_json::from_str(g).unwrap();
+                p["label"] == g["label"]
+            })
+            .count();
+        assert_eq!(stdout.lines().count(), 24, "{name}");
+        assert_eq!(right as f64 / 24.0, test.accuracy, "{name}");
+
+        let o = softprompt(&["inspect", &s(out)]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{name}: {o:?}");
+        assert!(
+            text.contains("prefix tuning") && text.contains(placement.name()),
+            "{name}: {text}"
+        );
+        let for_peft = placement == Placement::Peft || model == "llama";
+        assert_eq!(
+            text.contains("PEFT computes the same"),
+            for_peft,
+            "{name}: {text}"
+        );
+    }
+}
+
+/// PEFT's own prefix adapters (T5 v1.0 under its placement, Llama) load as prompts: a table
+/// of P rows, PEFT's placement (no `prefix_placement` key), and they evaluate (alone: a
+/// mixed batch refuses them).
+#[test]
+fn peft_prefix_adapters_load_and_evaluate() {
+    for (model, width) in [("t5_v1_0", 2 * 2 * 32), ("llama", 2 * 2 * 24)] {
+        let dir = fixture("deep").join(model).join("peft_adapter_prefix");
+        let prompt = Prompt::load(&dir).unwrap();
+        assert_eq!(prompt.rows(), 3, "{model}");
+        assert_eq!(prompt.width(), width, "{model}");
+        let m = Model::open(fixture(model), Device::Cpu).unwrap();
+        let data = Dataset::load(&sample("dev"), &DataSpec::default()).unwrap();
+        let task = m
+            .task_for(&prompt, &TaskOptions::default(), Some(&data))
+            .unwrap();
+        let enc = m.encode(&task, &data).unwrap();
+        let (metrics, _) = m.evaluate(&task, &prompt, &enc, 8).unwrap();
+        assert_eq!(metrics.examples, 8, "{model}");
+        // a mixed batch shares one prompt table: a prefix in it is refused by name
+        let rows: Vec<(usize, Row)> = enc.rows.iter().map(|r| (0, r.clone())).collect();
+        let err = m
+            .predict_mixed(&[(&task, &prompt)], &rows, 8)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prefix-tuning prompt"), "{err}");
+    }
+}
+
+/// Bad prefix settings fail before anything is written, naming the flag.
+#[test]
+fn bad_settings_name_their_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--prefix-projection"][..], "--prefix-projection"),
+        (
+            &["--method", "p-tuning", "--prefix-placement", "papers"][..],
+            "--prefix-placement",
+        ),
+        (
+            &["--method", "prefix", "--prefix-placement", "peft"][..],
+            "--prefix-placement",
+        ),
+        (
+            &["--method", "prefix", "--prefix-placement", "middle"][..],
+            "--prefix-placement",
+        ),
+        (
+            &["--method", "prefix", "--encoder-hidden-size", "8"][..],
+            "--encoder-hidden-size",
+        ),
+        (
+            &[
+                "--method",
+                "prefix",
+                "--prefix-projection",
+                "--encoder-hidden-size",
+                "0",
+            ][..],
+            "--encoder-hidden-size",
+        ),
+        (
+            &["--method", "prefix", "--encoder-num-layers", "2"][..],
+            "--encoder-num-layers",
+        ),
+        (
+            &[
+                "--method",
+                "prefix",
+                "--init",
+                "text",
+                "--init-text",
+                "good",
+            ][..],
+            "--init",
+        ),
+    ];
+    assert_refused_before_writing("pre_bad", cases);
+}
