@@ -259,6 +259,64 @@ fn each_task_follows_its_own_run() {
     std::fs::remove_dir_all(&multi).ok();
 }
 
+/// Early stopping per task: with --patience 1 and an evaluation every step, each task of a
+/// two-task run stops (or not) at the step its own single-task run stops, frozen while the
+/// other goes on; the run ends when both are done.
+#[test]
+fn each_task_stops_early_on_its_own() {
+    let f = fixture();
+    let cfg = TrainConfig {
+        max_steps: Some(12),
+        eval_every: 1,
+        patience: Some(1),
+        ..cfg()
+    };
+    let multi = tmp("early");
+    let mut stepped: Vec<(String, u64)> = Vec::new();
+    let r = (f.model)
+        .train_multi(&f.jobs(&["pet", "cls"]), &cfg, &multi, &mut |t, ev| {
+            if let Event::Step(s) = ev {
+                stepped.push((t.to_string(), s.step));
+            }
+        })
+        .unwrap();
+    let mut stops = Vec::new();
+    for (k, (task, tr, dv)) in f.tasks.iter().enumerate() {
+        let single = tmp(&format!("early{k}"));
+        let splits = Splits {
+            train: tr,
+            dev: Some(dv),
+            test: Some(dv),
+        };
+        let (s, _) = f
+            .model
+            .train(task, splits, &cfg, &single, &mut |_| {})
+            .unwrap();
+        let m = &r[k].1;
+        assert_eq!(
+            (s.steps, s.best_step, s.early_stopped),
+            (m.steps, m.best_step, m.early_stopped),
+            "task {k}"
+        );
+        // a frozen task takes no step after its stop
+        let name = &r[k].0;
+        let last = stepped
+            .iter()
+            .filter(|(t, _)| t == name)
+            .map(|(_, s)| *s)
+            .max();
+        assert_eq!(last, Some(m.steps));
+        stops.push(m.steps);
+        std::fs::remove_dir_all(&single).ok();
+    }
+    // the fixture's tasks stop at different steps: the test sees one frozen while the other goes on
+    assert!(
+        stops[0] != stops[1] && stops.iter().any(|&s| s < 12),
+        "{stops:?}"
+    );
+    std::fs::remove_dir_all(&multi).ok();
+}
+
 fn err_of<T>(r: Result<T>) -> String {
     match r {
         Ok(_) => panic!("expected an error"),

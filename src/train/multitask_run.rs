@@ -204,15 +204,20 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         while self.tasks.iter().any(|t| t.active()) {
             let infos = self.step()?;
             let mut save = self.run.save_every > 0 && self.step.is_multiple_of(self.run.save_every);
+            let mut logged = false;
             for (i, info) in infos {
                 let name = self.task(i)?.name.clone();
                 on_event(&name, &Event::Step(info.clone()));
-                self.log_step(i, &info)?;
+                logged |= self.log_step(i, &info)?;
                 let (stopped, done) = self.end_task_step(i, on_event)?;
                 if let Some(e) = early.get_mut(i) {
                     *e |= stopped;
                 }
                 save |= done;
+            }
+            // the window's clock restarts once every task has written this step's line
+            if logged {
+                self.window_start = Instant::now();
             }
             if save || self.tasks.iter().all(|t| !t.active()) {
                 self.save_checkpoint()?;
@@ -284,8 +289,8 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         }
     }
 
-    /// Adds the step to task `i`'s metrics window, and writes its line when due.
-    fn log_step(&mut self, i: usize, info: &StepInfo) -> Result<()> {
+    /// Adds the step to task `i`'s metrics window, and writes its line when due (true).
+    fn log_step(&mut self, i: usize, info: &StepInfo) -> Result<bool> {
         let log_every = self.run.log_every;
         let secs = self.window_start.elapsed().as_secs_f64().max(1e-9);
         let t = self.task_mut(i)?;
@@ -295,7 +300,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         w.tokens += info.tokens as u64;
         let last = info.step == t.total_steps;
         if log_every == 0 || !(info.step.is_multiple_of(log_every) || last) {
-            return Ok(());
+            return Ok(false);
         }
         let w = std::mem::take(&mut t.state.log_window);
         let (sum, n, tokens) = (f64::from_bits(w.loss_sum_bits), w.steps, w.tokens);
@@ -305,11 +310,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
             "tokens_per_s": tokens as f64 / secs,
         });
         self.log.append(&line)?;
-        // the window's clock restarts when the last task of a step has written its line
-        if i + 1 == self.tasks.len() {
-            self.window_start = Instant::now();
-        }
-        Ok(())
+        Ok(true)
     }
 
     /// Task `i`'s evaluation, best prompt and stop after its step: (stopped early, done now).
