@@ -62,7 +62,8 @@ pub(crate) use internals::{
 };
 
 pub use api::{
-    parity, ConsoleProgress, Generation, Model, Prompt, Splits, StepOutput, Task, TaskOptions,
+    parity, ConsoleProgress, Generation, Model, MultiTask, Prompt, Splits, StepOutput, Task,
+    TaskOptions, TaskResult,
 };
 pub use backend::{DeviceKind as Device, Precision};
 pub use error::{Error, Result};
@@ -83,9 +84,9 @@ pub use train::{EvalMetrics, Event, Prediction, StepInfo, Summary, TrainConfig};
 pub mod prelude {
     pub use crate::{
         parity, ConsoleProgress, DataSpec, Dataset, Decode, Device, Encoded, EncoderKind, Error,
-        EvalMetrics, Event, Example, Format, Generation, Method, Model, OptimConfig, OptimKind,
-        PTuning, Placement, Pooling, Precision, Prediction, PrefixTuning, Prompt, PromptInit,
-        PromptPlacement, Recompute, Result, Row, Schedule, ScheduleKind, Splits, StepInfo,
-        StepOutput, Summary, Task, TaskKind, TaskOptions, TaskSpec, TrainConfig,
+        EvalMetrics, Event, Example, Format, Generation, Method, Model, MultiTask, OptimConfig,
+        OptimKind, PTuning, Placement, Pooling, Precision, Prediction, PrefixTuning, Prompt,
+        PromptInit, PromptPlacement, Recompute, Result, Row, Schedule, ScheduleKind, Splits,
+        StepInfo, StepOutput, Summary, Task, TaskKind, TaskOptions, TaskSpec, TrainConfig,
     };
 }

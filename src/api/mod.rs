@@ -13,6 +13,7 @@ mod progress;
 mod prompt;
 mod task;
 mod train;
+mod train_multi;
 
 pub use model::{Generation, Model, StepOutput};
 pub use parity::parity;
@@ -20,3 +21,4 @@ pub use progress::ConsoleProgress;
 pub use prompt::Prompt;
 pub use task::{Task, TaskOptions};
 pub use train::Splits;
+pub use train_multi::{MultiTask, TaskResult};

@@ -11,14 +11,34 @@ use softprompt::{
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+// several tasks at once; a child module, so that it reads these flags
+#[path = "train_multi.rs"]
+mod multi;
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Hugging Face model folder (BERT or T5)
     #[arg(long)]
     model: PathBuf,
     /// training data (jsonl, tsv or csv)
-    #[arg(long)]
-    train: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "task_data",
+        conflicts_with = "task_data"
+    )]
+    train: Option<PathBuf>,
+    /// several tasks at once, one prompt each: NAME=DIR, DIR holding train.jsonl (and
+    /// dev.jsonl, test.jsonl); repeat per task. Each prompt is saved in --out/NAME/
+    #[arg(long, value_name = "NAME=DIR", conflicts_with_all = ["dev", "test"])]
+    task_data: Vec<String>,
+    /// several tasks at once from one --train (--dev, --test) file: the field naming each
+    /// row's task; one prompt per task, saved in --out/NAME/
+    #[arg(long, value_name = "FIELD")]
+    task_field: Option<String>,
+    /// with --task-data or --task-field: a JSON object by task name of the task's own flags
+    /// (task, template, labels, verbalizer, pooling, max_len, prompt_len, init, init_text, ...)
+    #[arg(long, value_name = "FILE")]
+    task_config: Option<PathBuf>,
     /// dev split: evaluated every --eval-every steps; the best prompt is kept
     #[arg(long)]
     dev: Option<PathBuf>,
@@ -330,17 +350,26 @@ fn train_config(a: &Args) -> Result<TrainConfig> {
 }
 
 fn train(a: &Args) -> Result<()> {
+    let Some(train_path) = a.train.as_deref().filter(|_| a.task_field.is_none()) else {
+        return multi::train(a);
+    };
+    if a.task_config.is_some() {
+        return Err(Error::arg(
+            "--task-config",
+            "sets the tasks of --task-data or --task-field: this run trains one task",
+        ));
+    }
     let t0 = Instant::now();
     // a busy or occupied --out fails before anything loads (the trainer checks again, and
     // holds the lock for good)
     outdir::precheck(&a.out, a.resume, a.overwrite)?;
-    let mut inputs = vec![("--train", a.train.as_path())];
+    let mut inputs = vec![("--train", train_path)];
     inputs.extend(a.dev.as_deref().map(|p| ("--dev", p)));
     inputs.extend(a.test.as_deref().map(|p| ("--test", p)));
     outdir::check_inputs_kept(&a.out, &inputs)?;
     let kind = a.device.setup()?;
     let model = Model::open(&a.model, kind)?;
-    let train_data = a.data.load(&a.train, true)?;
+    let train_data = a.data.load(train_path, true)?;
     let task = model.task(&a.task.options()?, Some(&train_data), a.prompt_len)?;
     println!(
         "model {} ({}, d {}) on {} | task {}",
@@ -353,7 +382,7 @@ fn train(a: &Args) -> Result<()> {
     let train_enc = model.encode(&task, &train_data)?;
     println!(
         "train {}: {} rows, {} truncated to {} tokens",
-        a.train.display(),
+        train_path.display(),
         train_enc.rows.len(),
         train_enc.truncated,
         task.spec().max_len

@@ -526,7 +526,7 @@ pub(crate) fn resolve_init<B: Backend>(
     })
 }
 
-fn precheck<B: Backend>(
+pub(super) fn precheck<B: Backend>(
     be: &B,
     model: &Model<B>,
     task: &Task,
@@ -602,7 +602,11 @@ fn check_placement<B: Backend>(method: &Method, model: &Model<B>) -> Result<()> 
 }
 
 /// Fails on an empty training file, or on a row that does not fit next to the prompt.
-fn check_rows<B: Backend>(model: &Model<B>, train: &Encoded, prompt_len: usize) -> Result<()> {
+pub(super) fn check_rows<B: Backend>(
+    model: &Model<B>,
+    train: &Encoded,
+    prompt_len: usize,
+) -> Result<()> {
     if train.rows.is_empty() {
         return Err(Error::data(&train.path, 1, "no training rows"));
     }
@@ -615,7 +619,12 @@ fn check_rows<B: Backend>(model: &Model<B>, train: &Encoded, prompt_len: usize) 
 }
 
 /// A fresh run's state: step 0, the first epoch's plan drawn from `cfg.seed`.
-fn fresh_state(cfg: &TrainConfig, lens: &[usize], config: Value, hash: String) -> TrainState {
+pub(super) fn fresh_state(
+    cfg: &TrainConfig,
+    lens: &[usize],
+    config: Value,
+    hash: String,
+) -> TrainState {
     let mut rng = Rng::new(cfg.seed);
     let plan = data::epoch_plan(lens, cfg.batch_size, cfg.bucket_pool, &mut rng);
     TrainState {
@@ -642,7 +651,7 @@ fn fresh_state(cfg: &TrainConfig, lens: &[usize], config: Value, hash: String) -
 /// The state of checkpoint `ck`, whose settings must hash to `hash`: the optimizer's state
 /// goes into `opt`, and the best prompt (and head) so far comes back with the state.
 #[allow(clippy::type_complexity)]
-fn resumed_state<B: Backend>(
+pub(super) fn resumed_state<B: Backend>(
     be: &B,
     ck: Checkpoint,
     opt: &mut Optimizer<B>,
@@ -689,7 +698,7 @@ fn other_settings(out: &Path, diff: &[String]) -> Error {
 }
 
 /// The settings that shape the numbers, as one JSON object (hashed into checkpoints).
-fn settings_json<B: Backend>(
+pub(super) fn settings_json<B: Backend>(
     cfg: &TrainConfig,
     task: &Task,
     train: &Encoded,

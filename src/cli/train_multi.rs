@@ -1,0 +1,376 @@
+//! `softprompt train` over several tasks at once (`--task-data NAME=DIR`, repeated, or
+//! `--task-field FIELD` over one --train file): one prompt per task, trained together on one
+//! frozen model (`Model::train_multi`), each saved as its own adapter folder `--out/NAME/`.
+//! Every task takes the command line's task flags; `--task-config FILE` (a JSON object by
+//! task name) sets a task's own.
+
+use super::{describe, on_device, train_config, Args};
+use crate::cli::common::TaskArgs;
+use serde_json::Value;
+use softprompt::internals::train::outdir;
+use softprompt::{
+    Dataset, Encoded, Error, Event, Model, MultiTask, PromptInit, Result, Splits, Task, TaskResult,
+};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One task's data and flags, before the model.
+struct TaskInput {
+    name: String,
+    flags: TaskArgs,
+    prompt_len: Option<usize>,
+    init: Option<PromptInit>,
+    /// train, dev, test
+    data: [Option<Dataset>; 3],
+}
+
+/// A task's encoded splits.
+struct EncodedTask {
+    name: String,
+    task: Task,
+    train: Encoded,
+    dev: Option<Encoded>,
+    test: Option<Encoded>,
+    prompt_len: Option<usize>,
+    init: Option<PromptInit>,
+}
+
+pub(super) fn train(a: &Args) -> Result<()> {
+    let t0 = Instant::now();
+    outdir::precheck(&a.out, a.resume, a.overwrite)?;
+    let mut inputs = match &a.task_field {
+        Some(field) => by_field(a, field)?,
+        None => by_folder(a)?,
+    };
+    let paths: Vec<PathBuf> = (inputs.iter())
+        .flat_map(|t| t.data.iter().flatten().map(|d| d.path.clone()))
+        .collect();
+    let kept: Vec<(&str, &Path)> = paths.iter().map(|p| ("--task-data", p.as_path())).collect();
+    outdir::check_inputs_kept(&a.out, &kept)?;
+    apply_config(a, &mut inputs)?;
+    let kind = a.device.setup()?;
+    let model = Model::open(&a.model, kind)?;
+    println!(
+        "model {} ({}, d {}) on {}",
+        a.model.display(),
+        model.arch(),
+        model.hidden_size(),
+        on_device(&model)
+    );
+    let encoded = (inputs.into_iter())
+        .map(|t| encode_task(&model, a, t))
+        .collect::<Result<Vec<_>>>()?;
+    let tasks: Vec<MultiTask<'_>> = (encoded.iter())
+        .map(|e| MultiTask {
+            name: e.name.clone(),
+            task: &e.task,
+            splits: Splits {
+                train: &e.train,
+                dev: e.dev.as_ref(),
+                test: e.test.as_ref(),
+            },
+            prompt_len: e.prompt_len,
+            init: e.init.clone(),
+        })
+        .collect();
+    let cfg = train_config(a)?;
+    let log_every = a.log_every;
+    let results = model.train_multi(&tasks, &cfg, &a.out, &mut |name, ev| {
+        print_event(name, ev, log_every)
+    })?;
+    print_summary(&results, t0, a);
+    Ok(())
+}
+
+/// `--task-data NAME=DIR`: DIR holds train.jsonl (or .tsv, .csv) and optionally dev and test.
+fn by_folder(a: &Args) -> Result<Vec<TaskInput>> {
+    let mut out = Vec::new();
+    for v in &a.task_data {
+        let (name, dir) = v.split_once('=').ok_or_else(|| {
+            Error::arg("--task-data", format!("{v:?}: expected NAME=DIR (a folder with train.jsonl, and dev.jsonl, test.jsonl if any)"))
+        })?;
+        let dir = Path::new(dir);
+        if !dir.is_dir() {
+            return Err(Error::arg("--task-data", format!("{name}={}: not a folder (expected one holding train.jsonl, and dev.jsonl, test.jsonl if any)", dir.display())));
+        }
+        let split = |s: &str| -> Result<Option<Dataset>> {
+            let found = ["jsonl", "tsv", "csv"]
+                .iter()
+                .map(|e| dir.join(format!("{s}.{e}")))
+                .find(|p| p.is_file());
+            found.map(|p| a.data.load(&p, true)).transpose()
+        };
+        let train = split("train")?.ok_or_else(|| {
+            Error::arg(
+                "--task-data",
+                format!(
+                    "{name}={}: holds no train.jsonl (or train.tsv, train.csv)",
+                    dir.display()
+                ),
+            )
+        })?;
+        out.push(TaskInput {
+            name: name.to_string(),
+            flags: a.task.clone(),
+            prompt_len: None,
+            init: None,
+            data: [Some(train), split("dev")?, split("test")?],
+        });
+    }
+    Ok(out)
+}
+
+/// `--task-field FIELD`: each row of --train (--dev, --test) names its task in FIELD; the
+/// tasks are the names in --train, in the order they first appear.
+fn by_field(a: &Args, field: &str) -> Result<Vec<TaskInput>> {
+    let train_path = a
+        .train
+        .as_deref()
+        .ok_or_else(|| Error::arg("--task-field", "needs --train"))?;
+    let splits = [Some(train_path), a.dev.as_deref(), a.test.as_deref()];
+    let mut fields = a.data.clone();
+    fields.label_field = field.to_string();
+    let mut names: Vec<String> = Vec::new();
+    let mut out: Vec<TaskInput> = Vec::new();
+    for (s, path) in splits.iter().enumerate() {
+        let Some(path) = path else { continue };
+        let data = a.data.load(path, true)?;
+        let named = fields.load(path, false)?;
+        for (ex, tagged) in data.examples.iter().zip(&named.examples) {
+            let name = tagged.label.clone().unwrap_or_default();
+            if name.is_empty() {
+                return Err(Error::data(
+                    path,
+                    ex.line,
+                    format!("no \"{field}\" field names the row's task (--task-field)"),
+                ));
+            }
+            let k = match names.iter().position(|n| *n == name) {
+                Some(k) => k,
+                None if s == 0 => {
+                    names.push(name.clone());
+                    out.push(TaskInput {
+                        name: name.clone(),
+                        flags: a.task.clone(),
+                        prompt_len: None,
+                        init: None,
+                        data: [None, None, None],
+                    });
+                    names.len() - 1
+                }
+                None => {
+                    return Err(Error::data(
+                        path,
+                        ex.line,
+                        format!(
+                            "task \"{name}\" has no rows in --train ({})",
+                            names.join(", ")
+                        ),
+                    ))
+                }
+            };
+            let slot = out
+                .get_mut(k)
+                .and_then(|t| t.data.get_mut(s))
+                .ok_or_else(|| Error::arg("--task-field", "task index"))?;
+            slot.get_or_insert_with(|| Dataset {
+                path: path.to_path_buf(),
+                examples: Vec::new(),
+            })
+            .examples
+            .push(ex.clone());
+        }
+    }
+    let flags = ["--train", "--dev", "--test"];
+    for t in &out {
+        for (s, path) in splits.iter().enumerate() {
+            if let (Some(path), None) = (path, t.data.get(s).and_then(|d| d.as_ref())) {
+                let flag = flags.get(s).copied().unwrap_or("--dev");
+                return Err(Error::file(path, format!("task \"{}\" has no rows in {flag}: every task named in --train needs its own", t.name)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `--task-config FILE`: {"NAME": {"template": ..., "labels": ..., "prompt_len": 8, ...}}
+/// overrides the command line's task flags for that task.
+fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
+    let Some(path) = &a.task_config else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::file(path, format!("not valid JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| Error::file(path, "expected a JSON object by task name"))?;
+    let names: Vec<String> = inputs.iter().map(|t| t.name.clone()).collect();
+    for (name, o) in obj {
+        let t = (inputs.iter_mut().find(|t| t.name == *name)).ok_or_else(|| {
+            Error::file(
+                path,
+                format!(
+                    "names task \"{name}\", which is not one of this run's ({})",
+                    names.join(", ")
+                ),
+            )
+        })?;
+        let o = o.as_object().ok_or_else(|| {
+            Error::file(
+                path,
+                format!("task \"{name}\": expected an object of settings"),
+            )
+        })?;
+        let (mut init, mut init_text) = (None, a.init_text.clone());
+        for (k, x) in o {
+            let bad = |want: &str| {
+                Error::file(
+                    path,
+                    format!("task \"{name}\": `{k}` is {x}: expected {want}"),
+                )
+            };
+            let text = || -> Result<String> {
+                match x {
+                    Value::String(s) => Ok(s.clone()),
+                    Value::Array(_) | Value::Object(_)
+                        if matches!(k.as_str(), "labels" | "verbalizer") =>
+                    {
+                        Ok(x.to_string())
+                    }
+                    _ => Err(bad("a string")),
+                }
+            };
+            let count = || {
+                x.as_u64()
+                    .map(|n| n as usize)
+                    .ok_or_else(|| bad("a non-negative integer"))
+            };
+            let f = &mut t.flags;
+            match k.as_str() {
+                "task" => f.task = Some(text()?),
+                "template" => f.template = Some(text()?),
+                "labels" => f.labels = Some(match x.as_array() {
+                    Some(l) => l.iter().map(|s| s.as_str().map(String::from).ok_or_else(|| bad("strings"))).collect::<Result<Vec<_>>>()?.join(","),
+                    None => text()?,
+                }),
+                "verbalizer" => f.verbalizer = Some(text()?),
+                "pooling" => f.pooling = Some(text()?),
+                "free_targets" => f.free_targets = x.as_bool().ok_or_else(|| bad("true or false"))?,
+                "max_len" => f.max_len = Some(count()?),
+                "max_target_len" => f.max_target_len = Some(count()?),
+                "prompt_len" => t.prompt_len = Some(count()?),
+                "init" => init = Some(text()?),
+                "init_text" => init_text = Some(text()?),
+                _ => return Err(Error::file(path, format!("task \"{name}\": unknown setting `{k}` (expected task, template, labels, verbalizer, pooling, free_targets, max_len, max_target_len, prompt_len, init, init_text)"))),
+            }
+        }
+        if init.is_some() || o.contains_key("init_text") {
+            let kind = init.unwrap_or_else(|| a.init.clone());
+            t.init = Some(PromptInit::from_flags(
+                &kind,
+                init_text,
+                a.init_std,
+                a.init_vocab_first,
+            )?);
+        }
+    }
+    Ok(())
+}
+
+/// The task resolved on the model, its splits encoded.
+fn encode_task(model: &Model, a: &Args, t: TaskInput) -> Result<EncodedTask> {
+    let p = t.prompt_len.unwrap_or(a.prompt_len);
+    let [train, dev, test] = t.data;
+    let task = model.task(&t.flags.options()?, train.as_ref(), p)?;
+    println!("task {}: {}", t.name, describe(task.spec()));
+    let enc = |d: Option<Dataset>, split: &str| -> Result<Option<Encoded>> {
+        let Some(d) = d else { return Ok(None) };
+        let e = model.encode(&task, &d)?;
+        println!(
+            "  {split:<5} {}: {} rows, {} truncated to {} tokens",
+            d.path.display(),
+            e.rows.len(),
+            e.truncated,
+            task.spec().max_len
+        );
+        Ok(Some(e))
+    };
+    let train = enc(train, "train")?
+        .ok_or_else(|| Error::arg("--task-data", format!("task {}: no training rows", t.name)))?;
+    let (dev, test) = (enc(dev, "dev")?, enc(test, "test")?);
+    Ok(EncodedTask {
+        name: t.name,
+        task,
+        train,
+        dev,
+        test,
+        prompt_len: t.prompt_len,
+        init: t.init,
+    })
+}
+
+/// One line per evaluation, early stop and resume, and a loss line every --log-every steps.
+fn print_event(name: &str, ev: &Event, log_every: u64) {
+    match ev {
+        Event::Started {
+            total_steps,
+            resumed_at,
+            prompt_params,
+            head_params,
+            ..
+        } => {
+            let resumed = resumed_at.map_or(String::new(), |s| format!(", resumed at step {s}"));
+            println!("[{name}] {total_steps} steps, {prompt_params} prompt + {head_params} head parameters{resumed}");
+        }
+        Event::Step(s) if log_every > 0 && s.step.is_multiple_of(log_every) => {
+            println!(
+                "[{name}] step {} loss {:.4} lr {:.3e} grad-norm {:.3}",
+                s.step, s.loss, s.lr, s.grad_norm
+            );
+        }
+        Event::Eval {
+            step,
+            split,
+            metrics,
+            best,
+        } => {
+            let mark = if *best { " (best)" } else { "" };
+            println!(
+                "[{name}] step {step} {split} accuracy {:.4} macro-F1 {:.4}{mark}",
+                metrics.accuracy, metrics.macro_f1
+            );
+        }
+        Event::EarlyStop { step, best_step } => {
+            println!("[{name}] early stop at step {step} (best step {best_step}): frozen, its rows leave the batches");
+        }
+        _ => {}
+    }
+}
+
+fn print_summary(results: &[TaskResult], t0: Instant, a: &Args) {
+    for (name, s, _) in results {
+        let best = s.best_dev.map_or(String::new(), |m| {
+            format!(
+                " | best dev accuracy {:.4} at step {}",
+                m.accuracy, s.best_step
+            )
+        });
+        let test = s.test.map_or(String::new(), |m| {
+            format!(
+                " | test accuracy {:.4} macro-F1 {:.4}",
+                m.accuracy, m.macro_f1
+            )
+        });
+        println!(
+            "done [{name}]: {} steps{best}{test} | saved to {}",
+            s.steps,
+            a.out.join(name).display()
+        );
+    }
+    println!(
+        "all tasks in {:.0}s (checkpoint.safetensors, metrics.jsonl in {})",
+        t0.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+}

@@ -1,0 +1,401 @@
+//! Several prompts trained at once on one frozen model (#17 item 2): each task keeps what a
+//! single-task run keeps (its own plan drawn from its seed, its own optimizer and schedule,
+//! dev evaluation, best prompt and early stopping), and each step runs one batch of every task
+//! still training through `mixed::step_mixed` (one encoder pass per prompt length). So each
+//! task follows the trajectory of its own `Trainer` run up to the rounding of the mixed batch,
+//! and a run of one task is that run bit for bit. How a run starts, fresh or from its
+//! checkpoint, is here; the loop is in `multitask_run.rs`, the checkpoint file in
+//! `multitask_ckpt.rs`.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+use super::checkpoint::{self, Checkpoint, TrainState, CHECKPOINT_FILE, METRICS_FILE};
+use super::encode::Encoded;
+use super::metrics::MetricsLog;
+use super::model::Model;
+use super::multitask_ckpt::MultiCheckpoint;
+use super::optim::Optimizer;
+use super::outdir::{self, OutLock};
+use super::ptuning::Method;
+use super::step::Params;
+use super::task::Task;
+use super::trainer::{self, TrainConfig};
+use super::update::optimizer_shapes;
+use crate::backend::{Backend, DType};
+use crate::error::{Error, Result};
+use crate::models::cls_head::HostClsHead;
+use crate::prompt::PromptTable;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One task of a multi-task run, as the caller hands it: a name (its folder under the output
+/// folder), the task, its splits and its settings (the shape of the numbers: prompt length,
+/// init, optimizer, batch size, steps, evaluation, seed; `log_every`, `save_every`,
+/// `overwrite` and `resume` are the run's).
+pub struct TaskJob<'a> {
+    pub name: String,
+    pub task: &'a Task,
+    pub train: &'a Encoded,
+    pub dev: Option<&'a Encoded>,
+    pub test: Option<&'a Encoded>,
+    pub cfg: TrainConfig,
+}
+
+/// A task's part of the run: what a single-task `Trainer` holds for its task.
+pub struct TaskRun<'a, B: Backend> {
+    pub name: String,
+    pub(super) task: &'a Task,
+    pub(super) train: &'a Encoded,
+    pub(super) dev: Option<&'a Encoded>,
+    pub(super) test: Option<&'a Encoded>,
+    /// its settings, the schedule's length set to its steps
+    pub cfg: TrainConfig,
+    pub params: Params<B>,
+    pub(super) table: PromptTable,
+    pub(super) opt: Optimizer<B>,
+    /// its step, epoch, plan, RNG, best and patience, as a single-task checkpoint holds them
+    pub state: TrainState,
+    /// the best prompt and head so far
+    pub(super) best: Option<(Vec<f32>, Option<HostClsHead>)>,
+    pub total_steps: u64,
+    pub steps_per_epoch: u64,
+    pub(super) lens: Vec<usize>,
+}
+
+impl<B: Backend> TaskRun<'_, B> {
+    /// Still training: not stopped early and steps left.
+    pub fn active(&self) -> bool {
+        !self.state.done && self.state.step < self.total_steps
+    }
+
+    /// Its folder under the run's output folder.
+    pub(super) fn dir(&self, out: &Path) -> PathBuf {
+        out.join(&self.name)
+    }
+}
+
+/// The multi-task loop over `tasks`; writes into `out` (one folder per task, one checkpoint
+/// and one metrics.jsonl for the run).
+pub struct MultiTrainer<'a, B: Backend> {
+    pub(super) be: &'a B,
+    pub(super) model: &'a Model<B>,
+    pub tasks: Vec<TaskRun<'a, B>>,
+    pub(super) out: PathBuf,
+    /// `log_every`, `save_every`, `threads`: the run's
+    pub(super) run: TrainConfig,
+    /// steps taken by the run (the most any task took)
+    pub step: u64,
+    pub(super) log: MetricsLog,
+    pub(super) resumed_at: Option<u64>,
+    pub(super) window_start: Instant,
+    pub(super) saved_step: Option<u64>,
+    pub(super) _lock: OutLock,
+}
+
+/// A task name: a folder name of letters, digits, `-`, `_` and `.` (not `.` or `..`).
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && (name.chars()).all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::arg(
+            "task name",
+            format!(
+                "{name:?}: expected letters, digits, '-', '_' or '.' (it names the task's \
+                 folder under --out)"
+            ),
+        ))
+    }
+}
+
+/// `e` with the task it came from named (the flag or file it names stays).
+pub(super) fn in_task(name: &str, e: Error) -> Error {
+    let tag = |msg: String| format!("task `{name}`: {msg}");
+    match e {
+        Error::Arg { flag, msg } => Error::Arg {
+            flag,
+            msg: tag(msg),
+        },
+        Error::File { path, msg } => Error::File {
+            path,
+            msg: tag(msg),
+        },
+        Error::NonFinite(msg) => Error::NonFinite(tag(msg)),
+        other => other,
+    }
+}
+
+/// The names: at least one task, each a folder name, none twice.
+fn check_names(jobs: &[TaskJob<'_>]) -> Result<()> {
+    if jobs.is_empty() {
+        return Err(Error::arg(
+            "tasks",
+            "none given: expected at least one task",
+        ));
+    }
+    for (i, j) in jobs.iter().enumerate() {
+        check_name(&j.name)?;
+        if jobs.iter().take(i).any(|k| k.name == j.name) {
+            return Err(Error::arg(
+                "task name",
+                format!("`{}` is given twice: each task needs its own name", j.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each task's settings checked (`Trainer`'s checks, the task named), P-tuning refused.
+fn precheck_all<B: Backend>(be: &B, model: &Model<B>, jobs: &[TaskJob<'_>]) -> Result<()> {
+    check_names(jobs)?;
+    for j in jobs {
+        if !matches!(j.cfg.method, Method::Prompt) {
+            return Err(in_task(
+                &j.name,
+                Error::arg(
+                    "--method",
+                    "multi-task training trains prompt tuning's rows only: train P-tuning one \
+                     task at a time",
+                ),
+            ));
+        }
+        trainer::precheck(be, model, j.task, j.train, [j.dev, j.test], &j.cfg)
+            .and_then(|()| trainer::check_rows(model, j.train, j.cfg.prompt_len))
+            .map_err(|e| in_task(&j.name, e))?;
+    }
+    // a step holds one batch of every task at once
+    let rows: usize = jobs
+        .iter()
+        .map(|j| j.cfg.batch_size.min(j.train.rows.len()))
+        .sum();
+    let longest = |j: &TaskJob<'_>| {
+        let ids = j.train.rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+        let target = j
+            .train
+            .rows
+            .iter()
+            .map(|r| r.target.len())
+            .max()
+            .unwrap_or(0);
+        (j.cfg.prompt_len + ids, target)
+    };
+    let tokens = jobs.iter().map(|j| longest(j).0).max().unwrap_or(0);
+    let target = jobs.iter().map(|j| longest(j).1).max().unwrap_or(0);
+    model.check_step_memory(be, rows, tokens, target, "--batch-size")
+}
+
+impl<'a, B: Backend> MultiTrainer<'a, B> {
+    /// A fresh run: each task's prompt (and head) initialised from its `cfg.seed`, as a
+    /// single-task run of it would be.
+    pub fn new(
+        be: &'a B,
+        model: &'a Model<B>,
+        jobs: Vec<TaskJob<'a>>,
+        run: TrainConfig,
+        out: &Path,
+    ) -> Result<Self> {
+        precheck_all(be, model, &jobs)?;
+        let lock = lock_out(out)?;
+        outdir::prepare_fresh(out, run.overwrite)?;
+        let mut tasks = Vec::new();
+        for mut j in jobs {
+            outdir::prepare_fresh(&out.join(&j.name), run.overwrite)
+                .map_err(|e| in_task(&j.name, e))?;
+            j.cfg.init = trainer::resolve_init(&j.cfg.init, j.task, model)?;
+            // separate streams, as a single-task run: the prompt's init, and the data order
+            let mut rng = trainer::prompt_init_rng(j.cfg.seed);
+            let table = model.init_prompt(be, j.cfg.prompt_len, &j.cfg.init, &mut rng)?;
+            let params = Params {
+                prompt: be.upload(DType::F32, &table.data)?,
+                p: table.p,
+                d: table.d,
+                head: (j.task.new_head(table.d).map(|h| h.upload(be))).transpose()?,
+            };
+            tasks.push(task_run(be, model, j, params, table)?);
+        }
+        let log = MetricsLog::create(&out.join(METRICS_FILE));
+        Ok(Self::assemble(be, model, tasks, run, out, log, None, lock))
+    }
+
+    /// Continues the run whose checkpoint is in `out`, bit for bit. Fails when the task list
+    /// or a task's settings differ from the checkpoint's, naming them.
+    pub fn resume(
+        be: &'a B,
+        model: &'a Model<B>,
+        jobs: Vec<TaskJob<'a>>,
+        run: TrainConfig,
+        out: &Path,
+    ) -> Result<Self> {
+        precheck_all(be, model, &jobs)?;
+        let path = out.join(CHECKPOINT_FILE);
+        let mut ck = MultiCheckpoint::load(&path)?;
+        let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+        ck.check_names(&path, &names)?;
+        let lock = lock_out(out)?;
+        let mut tasks = Vec::new();
+        for j in jobs {
+            let part = ck.take(&path, &j.name)?;
+            let t = resume_task(be, model, j, part, out)?;
+            tasks.push(t);
+        }
+        let log = MetricsLog::resume(&out.join(METRICS_FILE), ck.step)?;
+        let step = ck.step;
+        Ok(Self::assemble(
+            be,
+            model,
+            tasks,
+            run,
+            out,
+            log,
+            Some(step),
+            lock,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        be: &'a B,
+        model: &'a Model<B>,
+        tasks: Vec<TaskRun<'a, B>>,
+        run: TrainConfig,
+        out: &Path,
+        log: MetricsLog,
+        resumed_at: Option<u64>,
+        lock: OutLock,
+    ) -> Self {
+        MultiTrainer {
+            be,
+            model,
+            step: resumed_at.unwrap_or(0),
+            tasks,
+            out: out.to_path_buf(),
+            run,
+            log,
+            resumed_at,
+            window_start: Instant::now(),
+            saved_step: resumed_at,
+            _lock: lock,
+        }
+    }
+}
+
+/// The output folder refused when it is a model's, then locked.
+fn lock_out(out: &Path) -> Result<OutLock> {
+    outdir::refuse_model_folder(out, "--out")?;
+    OutLock::acquire(out)
+}
+
+/// A task's run around its `params` and `table`: its steps, optimizer, settings (hashed into
+/// a fresh state, its first epoch's plan drawn from its seed; a resumed run replaces it).
+fn task_run<'a, B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    j: TaskJob<'a>,
+    params: Params<B>,
+    table: PromptTable,
+) -> Result<TaskRun<'a, B>> {
+    let steps_per_epoch = j.train.rows.len().div_ceil(j.cfg.batch_size.max(1)) as u64;
+    let total_steps = (j.cfg.max_steps).unwrap_or(j.cfg.epochs.saturating_mul(steps_per_epoch));
+    let mut cfg = j.cfg;
+    cfg.optim.schedule.total = total_steps;
+    let opt = Optimizer::new(be, cfg.optim, &optimizer_shapes(&params))?;
+    let config = trainer::settings_json(&cfg, j.task, j.train, model, &table);
+    let hash = checkpoint::fnv1a(&config.to_string());
+    let lens = j.train.lens();
+    let state = trainer::fresh_state(&cfg, &lens, config, hash);
+    Ok(TaskRun {
+        name: j.name,
+        task: j.task,
+        train: j.train,
+        dev: j.dev,
+        test: j.test,
+        cfg,
+        params,
+        table,
+        opt,
+        state,
+        best: None,
+        total_steps,
+        steps_per_epoch,
+        lens,
+    })
+}
+
+/// A task's run from its part of the checkpoint (`ck`, its tensors without the task's
+/// prefix): the settings compared first, naming the task and what changed.
+fn resume_task<'a, B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    j: TaskJob<'a>,
+    ck: Checkpoint,
+    out: &Path,
+) -> Result<TaskRun<'a, B>> {
+    let name = j.name.clone();
+    let path = out.join(CHECKPOINT_FILE);
+    let mut cfg = j.cfg.clone();
+    cfg.init = trainer::resolve_init(&cfg.init, j.task, model)?;
+    let d = model.hidden_size();
+    let p = cfg.prompt_len;
+    // the settings before the shapes: another run's checkpoint is named as such
+    let mut table = PromptTable::from_data(p, d, vec![0.0; p * d])?;
+    let text = |k: &str| {
+        ck.state
+            .config
+            .get(k)
+            .and_then(|v| v.as_str())
+            .map(String::from)
+    };
+    table.init = text("init").unwrap_or_else(|| "RANDOM".into());
+    table.init_text = text("init_text");
+    let probe = Params {
+        prompt: be.upload(DType::F32, &table.data)?,
+        p,
+        d,
+        head: (j.task.new_head(d).map(|h| h.upload(be))).transpose()?,
+    };
+    let mut j = j;
+    j.cfg = cfg;
+    let mut t = task_run(be, model, j, probe, table)?;
+    if ck.state.config_hash != t.state.config_hash {
+        let diff = checkpoint::config_diff(&ck.state.config, &t.state.config);
+        return Err(Error::file(
+            &path,
+            format!(
+                "task `{name}` was trained with other settings; resume with the same flags and \
+                 tasks file, or train into a new --out. Differences: {}",
+                diff.join("; ")
+            ),
+        ));
+    }
+    ck.state
+        .check(&path, t.train.rows.len())
+        .map_err(|e| in_task(&name, e))?;
+    let prompt = ck.get_shaped("prompt", &[p, d], "P x d")?.to_vec();
+    t.table.data = prompt.clone();
+    t.params.prompt = be.upload(DType::F32, &prompt)?;
+    if let Some(h) = t.params.head.as_ref() {
+        let (k, c) = (h.k, h.c);
+        let host = HostClsHead {
+            k,
+            c,
+            weight: ck
+                .get_shaped("head.weight", &[k, c], "labels x d")?
+                .to_vec(),
+            bias: ck.get_shaped("head.bias", &[k], "labels")?.to_vec(),
+        };
+        t.params.head = Some(host.upload(be)?);
+    }
+    let hashed = (t.state.config.clone(), t.state.config_hash.clone());
+    let (state, best) = trainer::resumed_state(be, ck, &mut t.opt, &t.params, hashed, &t.cfg, out)
+        .map_err(|e| in_task(&name, e))?;
+    t.state = state;
+    t.best = best;
+    Ok(t)
+}

@@ -1,0 +1,129 @@
+//! A multi-task run's checkpoint: ONE file (`checkpoint.safetensors`, written atomically)
+//! holding every task's part as a single-task checkpoint holds it: the tensors under a
+//! `<task>/` prefix (`en/prompt`, `en/opt.prompt.m`, `en/best.prompt`, ...) and, in the
+//! metadata, the run's step, the task names in order and each task's `TrainState` (its step,
+//! plan, RNG, best, patience and hashed settings). A run killed at any moment leaves the
+//! previous checkpoint or the new one, never one task's state of one step beside another's of
+//! the next.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+use super::checkpoint::{Checkpoint, TrainState};
+use crate::error::{Error, Result};
+use crate::weights::{write_safetensors, TensorFile};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// A checkpoint's named tensors (shape, values).
+type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+const META_KEY: &str = "softprompt_multitask_checkpoint";
+pub const MULTITASK_FORMAT: u32 = 1;
+
+/// The metadata: the run's step and each task's state, in the run's order.
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    format: u32,
+    step: u64,
+    tasks: Vec<(String, TrainState)>,
+}
+
+/// Every task's checkpoint, in the run's order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MultiCheckpoint {
+    /// steps taken by the run
+    pub step: u64,
+    /// (name, that task's checkpoint with its tensors' names unprefixed)
+    pub tasks: Vec<(String, Checkpoint)>,
+}
+
+impl MultiCheckpoint {
+    /// Writes `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let meta = Meta {
+            format: MULTITASK_FORMAT,
+            step: self.step,
+            tasks: (self.tasks.iter())
+                .map(|(n, ck)| (n.clone(), ck.state.clone()))
+                .collect(),
+        };
+        let meta = serde_json::to_string(&meta)
+            .map_err(|e| Error::file(path, format!("cannot serialize the state: {e}")))?;
+        let names: Vec<(String, &Vec<usize>, &[f32])> = (self.tasks.iter())
+            .flat_map(|(n, ck)| {
+                (ck.tensors.iter()).map(move |(k, (s, d))| (format!("{n}/{k}"), s, d.as_slice()))
+            })
+            .collect();
+        let views: Vec<(&str, Vec<usize>, &[f32])> = (names.iter())
+            .map(|(k, s, d)| (k.as_str(), s.to_vec(), *d))
+            .collect();
+        write_safetensors(
+            path,
+            &views,
+            Some(HashMap::from([(META_KEY.to_string(), meta)])),
+        )
+    }
+
+    pub fn load(path: &Path) -> Result<MultiCheckpoint> {
+        let file = TensorFile::read(path)?;
+        let meta = file.metadata.get(META_KEY).ok_or_else(|| {
+            let what = match file.metadata.contains_key("softprompt_checkpoint") {
+                true => "a single-task run's checkpoint: resume it without the tasks",
+                false => "not a softprompt multi-task checkpoint",
+            };
+            Error::file(path, format!("{what} (no `{META_KEY}` metadata)"))
+        })?;
+        let meta: Meta = serde_json::from_str(meta)
+            .map_err(|e| Error::file(path, format!("unreadable checkpoint state: {e}")))?;
+        if meta.format != MULTITASK_FORMAT {
+            return Err(Error::file(path, format!("checkpoint format {} is not {MULTITASK_FORMAT}: retrain, or use the softprompt that wrote it", meta.format)));
+        }
+        let mut tensors: BTreeMap<String, Tensors> = BTreeMap::new();
+        for (k, t) in file.floats {
+            let (task, name) = k.split_once('/').ok_or_else(|| {
+                Error::file(
+                    path,
+                    format!("tensor `{k}` names no task (`<task>/<name>`)"),
+                )
+            })?;
+            (tensors.entry(task.to_string()).or_default()).insert(name.into(), (t.shape, t.data));
+        }
+        let tasks = (meta.tasks.into_iter())
+            .map(|(n, state)| {
+                let tensors = tensors.remove(&n).unwrap_or_default();
+                (n, Checkpoint { state, tensors })
+            })
+            .collect();
+        Ok(MultiCheckpoint {
+            step: meta.step,
+            tasks,
+        })
+    }
+
+    /// The checkpoint's tasks must be `names`, in that order.
+    pub fn check_names(&self, path: &Path, names: &[&str]) -> Result<()> {
+        let had: Vec<&str> = self.tasks.iter().map(|(n, _)| n.as_str()).collect();
+        if had == names {
+            return Ok(());
+        }
+        Err(Error::file(
+            path,
+            format!(
+                "the checkpoint trains the tasks {had:?}, this run {names:?}: resume with the \
+                 same tasks in the same order, or train into a new --out"
+            ),
+        ))
+    }
+
+    /// Task `name`'s checkpoint, taken out.
+    pub fn take(&mut self, path: &Path, name: &str) -> Result<Checkpoint> {
+        let i = (self.tasks.iter().position(|(n, _)| n == name))
+            .ok_or_else(|| Error::file(path, format!("holds no task `{name}`")))?;
+        Ok(self.tasks.remove(i).1)
+    }
+}

@@ -1,0 +1,628 @@
+//! Multi-task training (`Model::train_multi`, `softprompt train --task-data/--task-field`):
+//! a run of one task is `Model::train` bit for bit; a run stopped and resumed saves every
+//! task's prompt byte for byte as the run in one go; each task of a two-task run follows its
+//! own single-task run (the mixed batch changes the rounding only); and bad input is refused
+//! naming the task, flag or file.
+
+use softprompt::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+mod common;
+
+fn data(f: &str) -> Dataset {
+    Dataset::load(
+        format!("tests/bad_inputs/data/{f}").as_ref(),
+        &DataSpec::default(),
+    )
+    .unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sp_multi_{name}_{}", std::process::id()));
+    std::fs::remove_dir_all(&d).ok();
+    d
+}
+
+/// Two tasks on the fixture: a pet task (the data's labels, verbalized) and a cls task with
+/// its own template, each with its train and dev rows encoded.
+struct Fixture {
+    model: Model,
+    tasks: Vec<(Task, Encoded, Encoded)>,
+}
+
+fn fixture() -> Fixture {
+    let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
+    let (train, dev) = (data("train.jsonl"), data("dev.jsonl"));
+    let pet = TaskOptions::default();
+    let cls = TaskOptions {
+        task: Some(TaskKind::Cls),
+        template: Some("review: {text}".into()),
+        ..TaskOptions::default()
+    };
+    let tasks = [pet, cls]
+        .iter()
+        .map(|o| {
+            let t = model.task(o, Some(&train), 4).unwrap();
+            let (tr, dv) = (
+                model.encode(&t, &train).unwrap(),
+                model.encode(&t, &dev).unwrap(),
+            );
+            (t, tr, dv)
+        })
+        .collect();
+    Fixture { model, tasks }
+}
+
+impl Fixture {
+    fn jobs(&self, names: &[&str]) -> Vec<MultiTask<'_>> {
+        (names.iter().zip(&self.tasks))
+            .map(|(n, (t, tr, dv))| MultiTask {
+                name: n.to_string(),
+                task: t,
+                splits: Splits {
+                    train: tr,
+                    dev: Some(dv),
+                    test: Some(dv),
+                },
+                prompt_len: None,
+                init: None,
+            })
+            .collect()
+    }
+}
+
+fn cfg() -> TrainConfig {
+    TrainConfig {
+        prompt_len: 4,
+        batch_size: 5,
+        max_steps: Some(6),
+        eval_every: 2,
+        save_every: 0,
+        log_every: 1,
+        threads: 1,
+        optim: OptimConfig::adamw(0.1, 0.01),
+        ..Default::default()
+    }
+}
+
+/// The files of a saved prompt folder that hold numbers.
+fn saved_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    ["adapter_model.safetensors", "head.safetensors"]
+        .iter()
+        .filter_map(|f| std::fs::read(dir.join(f)).ok().map(|b| (f.to_string(), b)))
+        .collect()
+}
+
+/// One task through `train_multi` is `Model::train`: the same saved prompt and head, byte for
+/// byte, the same best step and accuracies.
+#[test]
+fn one_task_is_the_single_task_run_bit_for_bit() {
+    let f = fixture();
+    let cfg = cfg();
+    for k in 0..2 {
+        let (task, tr, dv) = &f.tasks[k];
+        let single = tmp(&format!("single{k}"));
+        let splits = Splits {
+            train: tr,
+            dev: Some(dv),
+            test: Some(dv),
+        };
+        let (s1, p1) = f
+            .model
+            .train(task, splits, &cfg, &single, &mut |_| {})
+            .unwrap();
+        let multi = tmp(&format!("one{k}"));
+        let jobs = vec![f.jobs(&["a", "b"]).remove(k)];
+        let r = f
+            .model
+            .train_multi(&jobs, &cfg, &multi, &mut |_, _| {})
+            .unwrap();
+        let (name, s2, p2) = &r[0];
+        let want = if k == 0 { "a" } else { "b" };
+        assert_eq!(name, want);
+        assert_eq!(p1.values(), p2.values());
+        assert_eq!(p1.head(), p2.head());
+        assert_eq!(saved_bytes(&single), saved_bytes(&multi.join(want)));
+        assert!(!saved_bytes(&single).is_empty());
+        assert_eq!((s1.steps, s1.best_step), (s2.steps, s2.best_step));
+        assert_eq!(s1.best_dev, s2.best_dev);
+        assert_eq!(s1.test, s2.test);
+        std::fs::remove_dir_all(&single).ok();
+        std::fs::remove_dir_all(&multi).ok();
+    }
+}
+
+/// N steps in one go, or k steps, a stop, and a resume to N: every task's saved prompt and
+/// head byte-identical, and the metrics lines (less their timings) the same.
+#[test]
+fn stopped_and_resumed_equals_one_go() {
+    let f = fixture();
+    let mut cfg = cfg();
+    cfg.save_every = 2;
+    let one = tmp("onego");
+    let r1 = f
+        .model
+        .train_multi(&f.jobs(&["pet", "cls"]), &cfg, &one, &mut |_, _| {})
+        .unwrap();
+    let two = tmp("resumed");
+    let stop = AtomicBool::new(false);
+    let err = f
+        .model
+        .train_multi_until(
+            &f.jobs(&["pet", "cls"]),
+            &cfg,
+            &two,
+            &mut |_, ev| {
+                if let Event::Step(s) = ev {
+                    if s.step == 3 {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            },
+            &stop,
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Interrupted(_)), "{err}");
+    cfg.resume = true;
+    let mut resumed_at = Vec::new();
+    let r2 = f
+        .model
+        .train_multi(&f.jobs(&["pet", "cls"]), &cfg, &two, &mut |t, ev| {
+            if let Event::Started { resumed_at: r, .. } = ev {
+                resumed_at.push((t.to_string(), *r));
+            }
+        })
+        .unwrap();
+    assert_eq!(
+        resumed_at,
+        [("pet".to_string(), Some(3)), ("cls".to_string(), Some(3))]
+    );
+    for name in ["pet", "cls"] {
+        let (a, b) = (saved_bytes(&one.join(name)), saved_bytes(&two.join(name)));
+        assert!(!a.is_empty());
+        assert_eq!(a, b, "task {name}");
+    }
+    for ((n1, s1, p1), (n2, s2, p2)) in r1.iter().zip(&r2) {
+        assert_eq!(
+            (n1, s1.best_step, s1.best_dev, s1.test),
+            (n2, s2.best_step, s2.best_dev, s2.test)
+        );
+        assert_eq!(p1.values(), p2.values());
+    }
+    let lines = |d: &Path| -> Vec<serde_json::Value> {
+        (std::fs::read_to_string(d.join("metrics.jsonl"))
+            .unwrap()
+            .lines())
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("steps_per_s");
+            o.remove("tokens_per_s");
+            v
+        })
+        .collect()
+    };
+    let (l1, l2) = (lines(&one), lines(&two));
+    assert_eq!(l1, l2);
+    // every line names its task; each task has its 6 loss lines and 3 dev evaluations
+    for name in ["pet", "cls"] {
+        let mine: Vec<_> = l1.iter().filter(|v| v["task"] == name).collect();
+        assert_eq!(mine.iter().filter(|v| v.get("loss").is_some()).count(), 6);
+        assert_eq!(mine.iter().filter(|v| v["split"] == "dev").count(), 3);
+    }
+    assert!(l1.iter().all(|v| v["task"].is_string()));
+    // the second run is finished: resuming re-scores it and changes nothing
+    let r3 = f
+        .model
+        .train_multi(&f.jobs(&["pet", "cls"]), &cfg, &two, &mut |_, _| {})
+        .unwrap();
+    assert_eq!(r3[0].1.test, r2[0].1.test);
+    assert_eq!(saved_bytes(&one.join("cls")), saved_bytes(&two.join("cls")));
+    std::fs::remove_dir_all(&one).ok();
+    std::fs::remove_dir_all(&two).ok();
+}
+
+/// Each task of a two-task run follows its own single-task run: the mixed batch (one encoder
+/// pass over both tasks' rows, padded together) changes the last bits of each step, so the
+/// prompts agree closely, not bit for bit.
+#[test]
+fn each_task_follows_its_own_run() {
+    let f = fixture();
+    let cfg = cfg();
+    let multi = tmp("pair");
+    let r = f
+        .model
+        .train_multi(&f.jobs(&["pet", "cls"]), &cfg, &multi, &mut |_, _| {})
+        .unwrap();
+    for (k, (task, tr, dv)) in f.tasks.iter().enumerate() {
+        let single = tmp(&format!("alone{k}"));
+        let splits = Splits {
+            train: tr,
+            dev: Some(dv),
+            test: Some(dv),
+        };
+        let (s, p) = f
+            .model
+            .train(task, splits, &cfg, &single, &mut |_| {})
+            .unwrap();
+        let got = &r[k].2;
+        let err = (p.values().iter().zip(got.values()))
+            .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
+            .fold(0.0f32, f32::max);
+        // 6 Adam steps of lr 0.1 from gradients equal within 1e-5 relative (tests/mixed.rs)
+        assert!(err < 1e-4, "task {k}: prompts differ by {err}");
+        assert_eq!(s.best_step, r[k].1.best_step);
+        assert_eq!(s.test.map(|m| m.accuracy), r[k].1.test.map(|m| m.accuracy));
+        std::fs::remove_dir_all(&single).ok();
+    }
+    std::fs::remove_dir_all(&multi).ok();
+}
+
+/// Early stopping per task: with --patience 1 and an evaluation every step, each task of a
+/// two-task run stops (or not) at the step its own single-task run stops, frozen while the
+/// other goes on; the run ends when both are done.
+#[test]
+fn each_task_stops_early_on_its_own() {
+    let f = fixture();
+    let cfg = TrainConfig {
+        max_steps: Some(12),
+        eval_every: 1,
+        patience: Some(1),
+        ..cfg()
+    };
+    let multi = tmp("early");
+    let mut stepped: Vec<(String, u64)> = Vec::new();
+    let r = (f.model)
+        .train_multi(&f.jobs(&["pet", "cls"]), &cfg, &multi, &mut |t, ev| {
+            if let Event::Step(s) = ev {
+                stepped.push((t.to_string(), s.step));
+            }
+        })
+        .unwrap();
+    let mut stops = Vec::new();
+    for (k, (task, tr, dv)) in f.tasks.iter().enumerate() {
+        let single = tmp(&format!("early{k}"));
+        let splits = Splits {
+            train: tr,
+            dev: Some(dv),
+            test: Some(dv),
+        };
+        let (s, _) = f
+            .model
+            .train(task, splits, &cfg, &single, &mut |_| {})
+            .unwrap();
+        let m = &r[k].1;
+        assert_eq!(
+            (s.steps, s.best_step, s.early_stopped),
+            (m.steps, m.best_step, m.early_stopped),
+            "task {k}"
+        );
+        // a frozen task takes no step after its stop
+        let name = &r[k].0;
+        let last = stepped
+            .iter()
+            .filter(|(t, _)| t == name)
+            .map(|(_, s)| *s)
+            .max();
+        assert_eq!(last, Some(m.steps));
+        stops.push(m.steps);
+        std::fs::remove_dir_all(&single).ok();
+    }
+    // the fixture's tasks stop at different steps: the test sees one frozen while the other goes on
+    assert!(
+        stops[0] != stops[1] && stops.iter().any(|&s| s < 12),
+        "{stops:?}"
+    );
+    std::fs::remove_dir_all(&multi).ok();
+}
+
+fn err_of<T>(r: Result<T>) -> String {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Duplicate and bad names, a task without a dev split under --eval-every, a changed task
+/// list or a task's changed settings on resume: errors naming the task and what is wrong.
+#[test]
+fn bad_tasks_are_refused_by_name() {
+    let f = fixture();
+    let cfg = cfg();
+    let out = tmp("bad");
+    let e = err_of(
+        f.model
+            .train_multi(&f.jobs(&["x", "x"]), &cfg, &out, &mut |_, _| {}),
+    );
+    assert!(e.contains("`x` is given twice"), "{e}");
+    let e = err_of(
+        f.model
+            .train_multi(&f.jobs(&["a/b", "c"]), &cfg, &out, &mut |_, _| {}),
+    );
+    assert!(e.contains("\"a/b\"") && e.contains("task name"), "{e}");
+    let e = err_of(f.model.train_multi(&[], &cfg, &out, &mut |_, _| {}));
+    assert!(e.contains("at least one task"), "{e}");
+    let mut jobs = f.jobs(&["a", "b"]);
+    jobs[1].splits.dev = None;
+    let e = err_of(f.model.train_multi(&jobs, &cfg, &out, &mut |_, _| {}));
+    assert!(e.contains("--eval-every") && e.contains("task `b`"), "{e}");
+
+    let mut short = cfg.clone();
+    short.max_steps = Some(2);
+    f.model
+        .train_multi(&f.jobs(&["a", "b"]), &short, &out, &mut |_, _| {})
+        .unwrap();
+    let mut again = short.clone();
+    again.resume = true;
+    let e = err_of(
+        f.model
+            .train_multi(&f.jobs(&["a", "c"]), &again, &out, &mut |_, _| {}),
+    );
+    assert!(
+        e.contains("[\"a\", \"b\"]") && e.contains("[\"a\", \"c\"]"),
+        "{e}"
+    );
+    let mut jobs = f.jobs(&["a", "b"]);
+    jobs[1].prompt_len = Some(3);
+    let e = err_of(f.model.train_multi(&jobs, &again, &out, &mut |_, _| {}));
+    assert!(
+        e.contains("task `b`") && e.contains("prompt_len: 4 -> 3"),
+        "{e}"
+    );
+    again.optim.lr = 0.2;
+    let e = err_of(
+        f.model
+            .train_multi(&f.jobs(&["a", "b"]), &again, &out, &mut |_, _| {}),
+    );
+    assert!(
+        e.contains("task `a`") && e.contains("lr: 0.1 -> 0.2"),
+        "{e}"
+    );
+    // a fresh run into the folder is refused without --overwrite
+    let e = err_of(
+        f.model
+            .train_multi(&f.jobs(&["a", "b"]), &short, &out, &mut |_, _| {}),
+    );
+    assert!(e.contains("--overwrite"), "{e}");
+    std::fs::remove_dir_all(&out).ok();
+}
+
+fn cli(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .arg("train")
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// The command line: --task-data folders and --task-field over one file train the same
+/// prompts; --task-config sets a task's own flags; bad input names the flag or file.
+#[test]
+fn cli_task_data_and_task_field() {
+    let dir = tmp("cli");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let src = |f: &str| std::fs::read_to_string(format!("tests/bad_inputs/data/{f}")).unwrap();
+    for d in [&a, &b] {
+        std::fs::write(d.join("train.jsonl"), src("train.jsonl")).unwrap();
+        std::fs::write(d.join("dev.jsonl"), src("dev.jsonl")).unwrap();
+    }
+    // one file whose rows name their task: a's rows then b's, as the folders hold them
+    let tag = |f: &str| -> String {
+        let mut s = String::new();
+        for t in ["a", "b"] {
+            for l in src(f).lines() {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["task"] = t.into();
+                s += &format!("{v}\n");
+            }
+        }
+        s
+    };
+    std::fs::write(dir.join("train.jsonl"), tag("train.jsonl")).unwrap();
+    std::fs::write(dir.join("dev.jsonl"), tag("dev.jsonl")).unwrap();
+    std::fs::write(
+        dir.join("tasks.json"),
+        r#"{"b": {"task": "cls", "template": "review: {text}", "prompt_len": 3}}"#,
+    )
+    .unwrap();
+    let tasks_json = dir.join("tasks.json");
+    let model = common::fixture("bert_mlm");
+    let model = model.to_str().unwrap();
+    let common_flags = [
+        "--model",
+        model,
+        "--prompt-len",
+        "4",
+        "--batch-size",
+        "5",
+        "--max-steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--task-config",
+        tasks_json.to_str().unwrap(),
+    ];
+    let by_dir = dir.join("out_dir");
+    let (ok, text) = cli(&[
+        &common_flags[..],
+        &[
+            "--task-data",
+            &format!("a={}", a.display()),
+            "--task-data",
+            &format!("b={}", b.display()),
+            "--out",
+            by_dir.to_str().unwrap(),
+        ],
+    ]
+    .concat());
+    assert!(ok, "{text}");
+    assert!(text.contains("[b] step 2 dev accuracy"), "{text}");
+    let by_field = dir.join("out_field");
+    let (ok, text) = cli(&[
+        &common_flags[..],
+        &[
+            "--train",
+            dir.join("train.jsonl").to_str().unwrap(),
+            "--dev",
+            dir.join("dev.jsonl").to_str().unwrap(),
+            "--task-field",
+            "task",
+            "--out",
+            by_field.to_str().unwrap(),
+        ],
+    ]
+    .concat());
+    assert!(ok, "{text}");
+    for t in ["a", "b"] {
+        assert_eq!(
+            saved_bytes(&by_dir.join(t)),
+            saved_bytes(&by_field.join(t)),
+            "task {t}"
+        );
+    }
+    let b_prompt = Prompt::load(by_dir.join("b")).unwrap();
+    assert_eq!((b_prompt.rows(), b_prompt.head().is_some()), (3, true));
+    // the saved prompts serve together
+    let pa = format!("a={}", by_dir.join("a").display());
+    let pb = format!("b={}", by_dir.join("b").display());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .args([
+            "predict",
+            "--prompt",
+            &pa,
+            "--prompt",
+            &pb,
+            "--prompt-field",
+            "task",
+            "--data",
+            dir.join("dev.jsonl").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 16);
+
+    // bad input
+    let out = dir.join("out_bad");
+    let o = out.to_str().unwrap();
+    let (ok, text) = cli(&[&common_flags[..], &["--task-data", "a", "--out", o]].concat());
+    assert!(
+        !ok && text.contains("--task-data") && text.contains("NAME=DIR"),
+        "{text}"
+    );
+    let (ok, text) = cli(&[
+        &common_flags[..],
+        &[
+            "--task-data",
+            &format!("a={}", dir.join("nope").display()),
+            "--out",
+            o,
+        ],
+    ]
+    .concat());
+    assert!(!ok && text.contains("not a folder"), "{text}");
+    let (ok, text) = cli(&[
+        &common_flags[..],
+        &[
+            "--task-data",
+            &format!("x={}", a.display()),
+            "--task-data",
+            &format!("a={}", a.display()),
+            "--out",
+            o,
+        ],
+    ]
+    .concat());
+    assert!(
+        !ok && text.contains("tasks.json")
+            && text.contains("\"b\"")
+            && text.contains("not one of this run's (x, a)"),
+        "{text}"
+    );
+    std::fs::write(
+        dir.join("dev_c.jsonl"),
+        format!(
+            "{}{}",
+            tag("dev.jsonl"),
+            "{\"text\": \"t\", \"label\": \"positive\", \"task\": \"c\"}\n"
+        ),
+    )
+    .unwrap();
+    let (ok, text) = cli(&[
+        &common_flags[..],
+        &[
+            "--train",
+            dir.join("train.jsonl").to_str().unwrap(),
+            "--dev",
+            dir.join("dev_c.jsonl").to_str().unwrap(),
+            "--task-field",
+            "task",
+            "--out",
+            o,
+        ],
+    ]
+    .concat());
+    assert!(
+        !ok && text.contains("dev_c.jsonl:17")
+            && text.contains("task \"c\" has no rows in --train"),
+        "{text}"
+    );
+    std::fs::write(
+        dir.join("dev_a.jsonl"),
+        src("dev.jsonl")
+            .lines()
+            .map(|l| l.replace('}', ", \"task\": \"a\"}") + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    let (ok, text) = cli(&[
+        &common_flags[..],
+        &[
+            "--train",
+            dir.join("train.jsonl").to_str().unwrap(),
+            "--dev",
+            dir.join("dev_a.jsonl").to_str().unwrap(),
+            "--task-field",
+            "task",
+            "--out",
+            o,
+        ],
+    ]
+    .concat());
+    assert!(
+        !ok && text.contains("dev_a.jsonl") && text.contains("task \"b\" has no rows in --dev"),
+        "{text}"
+    );
+    std::fs::write(dir.join("bad.json"), r#"{"a": {"templat": "x"}}"#).unwrap();
+    let bad = dir.join("bad.json");
+    let (ok, text) = cli(&[
+        &common_flags[..13],
+        &[
+            "--task-config",
+            bad.to_str().unwrap(),
+            "--task-data",
+            &format!("a={}", a.display()),
+            "--out",
+            o,
+        ],
+    ]
+    .concat());
+    assert!(
+        !ok && text.contains("bad.json") && text.contains("unknown setting `templat`"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
