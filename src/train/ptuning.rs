@@ -11,7 +11,7 @@
 
 use super::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::prompt_encoder::{EncoderConfig, EncoderKind, PromptEncoder};
+use crate::prompt_encoder::{kind_name, EncoderConfig, EncoderKind, PromptEncoder};
 use crate::weights::write_safetensors;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -86,13 +86,6 @@ impl Method {
                 lstm_layers: pt.num_layers,
             }),
         }
-    }
-}
-
-fn kind_name(kind: EncoderKind) -> &'static str {
-    match kind {
-        EncoderKind::Mlp => "MLP",
-        EncoderKind::Lstm => "LSTM",
     }
 }
 
