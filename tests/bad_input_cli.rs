@@ -1044,6 +1044,26 @@ fn predict_prompt_field_needs_named_prompts() {
     ok(&softprompt(&args));
 }
 
+/// A PEFT folder (no task.json) over unlabelled rows without the task's labels says that it
+/// holds none (it
+/// said "--labels: a classifier needs at least 2 labels, got []").
+#[test]
+fn peft_folder_without_labels_says_why() {
+    let peft = fixture("bert_mlm").join("peft_adapter");
+    let dir = ScratchDir::new("peft_no_labels");
+    // unlabelled rows: no label names to take the task's labels from
+    let data = dir.path().join("texts.jsonl");
+    std::fs::write(&data, "{\"text\": \"the movie was great.\"}\n").expect("write");
+    refused(
+        &softprompt(&["predict", "--prompt", s(&peft), "--data", s(&data)]),
+        &[
+            "invalid argument --labels",
+            "holds no task.json",
+            "--verbalizer",
+        ],
+    );
+}
+
 /// `predict --output` naming the data file (or a file of the prompt folder) is refused and
 /// the file is unchanged.
 #[test]

@@ -137,7 +137,7 @@ fn id_lists(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<i32>>> {
         let what = |c: usize| format!("row {r}, position {c}");
         row.iter()
             .enumerate()
-            .map(|(c, v)| int(name, &what(c), v, "an int from -2^31 to 2^31-1"))
+            .map(|(c, v)| int(name, &what(c), v, "an int from -2^31 to 2^31-1", i32_of))
             .collect()
     };
     rows.iter()
@@ -155,26 +155,35 @@ fn indices(name: &str, obj: &Bound<'_, PyAny>, none_ok: bool) -> PyResult<Vec<Op
     let bound = format!("an int from 0 to {}", usize::MAX);
     let each = |(r, v): (usize, &Bound<'_, PyAny>)| match v.is_none() {
         true if none_ok => Ok(None),
-        _ => int(name, &format!("row {r}"), v, &bound).map(Some),
+        _ => int(name, &format!("row {r}"), v, &bound, usize_of).map(Some),
     };
     items.iter().enumerate().map(each).collect()
 }
 
-/// One int of argument `name` at `at`: out of range, an error naming the argument, where and
-/// the range; of another type, a TypeError naming them.
-fn int<T: for<'a, 'py> FromPyObject<'a, 'py>>(
+/// One int of argument `name` at `at` (`extract` reads it as its type): out of range, an
+/// error naming the argument, where and the range; of another type, a TypeError naming them.
+fn int<T>(
     name: &str,
     at: &str,
     v: &Bound<'_, PyAny>,
     range: &str,
+    extract: impl Fn(&Bound<'_, PyAny>) -> PyResult<T>,
 ) -> PyResult<T> {
-    v.extract::<T>().map_err(|e| {
+    extract(v).map_err(|e| {
         if e.is_instance_of::<PyOverflowError>(v.py()) {
             arg(name, format!("{at} holds {}: expected {range}", repr(v)))
         } else {
             PyTypeError::new_err(format!("argument '{name}': {at}: {e}"))
         }
     })
+}
+
+fn i32_of(v: &Bound<'_, PyAny>) -> PyResult<i32> {
+    v.extract()
+}
+
+fn usize_of(v: &Bound<'_, PyAny>) -> PyResult<usize> {
+    v.extract()
 }
 
 /// A value's repr, cut short (a huge int or list would flood the message).
