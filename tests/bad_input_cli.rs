@@ -1045,8 +1045,7 @@ fn predict_prompt_field_needs_named_prompts() {
 }
 
 /// A PEFT folder (no task.json) over unlabelled rows without the task's labels says that it
-/// holds none (it
-/// said "--labels: a classifier needs at least 2 labels, got []").
+/// holds none (it said "--labels: a classifier needs at least 2 labels, got []").
 #[test]
 fn peft_folder_without_labels_says_why() {
     let peft = fixture("bert_mlm").join("peft_adapter");
