@@ -140,6 +140,10 @@ def main():
             "decay_rate_above_1": [["--optimizer", "adafactor", "--decay-rate", "1.5"], "--decay-rate"],
             "decay_rate_0": [["--optimizer", "adafactor", "--decay-rate", "0"], "--decay-rate"],
             "decay_rate_with_adamw": [["--decay-rate", "0.8"], "--decay-rate"],
+            # P-tuning's encoder was allocated unchecked: 10^11 aborted, 10^6 LSTM layers were
+            # killed for memory
+            "encoder_hidden_size_huge": [["--method", "p-tuning", "--encoder-hidden-size", "100000000000"], "--encoder-hidden-size"],
+            "encoder_num_layers_huge": [["--method", "p-tuning", "--encoder-reparameterization", "lstm", "--encoder-num-layers", "1000000"], "--encoder-num-layers"],
         },
     }
     write("cases.json", json.dumps(cases, indent=1, sort_keys=True) + "\n")

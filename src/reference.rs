@@ -144,6 +144,19 @@ fn read_batch(path: &Path, file: &TensorFile) -> Result<TokenBatch> {
             format!("attention_mask is [{mb}, {mt}]: expected [{b}, {t}] like input_ids"),
         ));
     }
+    // PyTorch turns a mask m into a bias (1 - m)·min: a 2 made a huge positive bias there and
+    // a plain "keep" here, so the comparison failed with the file never blamed
+    if let Some(i) = mask.iter().position(|&m| m != 0 && m != 1) {
+        return Err(Error::file(
+            path,
+            format!(
+                "attention_mask[{}, {}] is {}: expected 0 or 1",
+                i / t,
+                i % t,
+                mask.get(i).copied().unwrap_or_default()
+            ),
+        ));
+    }
     let type_ids = if file.ints.contains_key("token_type_ids") {
         let (tb, tt, types) = ints_2d(file, "token_type_ids")?;
         if (tb, tt) != (b, t) {

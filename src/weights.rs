@@ -175,7 +175,7 @@ fn check_finite(name: &str, data: &[f32], path: &Path) -> Result<()> {
         Some(i) => Err(Error::tensor(
             name,
             format!(
-                "holds {bad} non-finite value(s) ({} at flat index {i}) in {}: the checkpoint is \
+                "holds {bad} non-finite value(s) ({} at flat index {i}) in {}: the file is \
                  corrupt or was saved after a diverged run",
                 data.get(i).copied().unwrap_or(f32::NAN),
                 path.display()

@@ -392,6 +392,26 @@ fn parity_hostile_references() {
         t.insert("input_ids".into(), RawTensor::f32(shape, &ids));
     });
     refused(&parity(&r, &[]), &["`input_ids`", "not of integer dtype"]);
+    // a mask of 2 was read as 1 here and as a huge bias by PyTorch: FAIL, exit 1, no word
+    let r = edited("mask2.safetensors", &|t| {
+        let mut m = t["attention_mask"].as_i64();
+        m[22 + 4] = 2;
+        let shape = t["attention_mask"].shape.clone();
+        t.insert("attention_mask".into(), RawTensor::i64(shape, &m));
+    });
+    refused(
+        &parity(&r, &[]),
+        &["mask2.safetensors", "attention_mask[1, 4] is 2", "0 or 1"],
+    );
+    // a non-finite reference tensor is blamed on the file, not on "the checkpoint"
+    let r = edited("nan_logits.safetensors", &|t| {
+        let mut l = t["logits"].as_f32();
+        l[0] = f32::NAN;
+        let shape = t["logits"].shape.clone();
+        t.insert("logits".into(), RawTensor::f32(shape, &l));
+    });
+    let err = refused(&parity(&r, &[]), &["`logits`", "nan_logits.safetensors"]);
+    assert!(!err.contains("checkpoint"), "{err}");
     for (key, value, needle) in [
         ("arch", None, "metadata lacks `arch`"),
         ("objective", Some(serde_json::json!(3)), "`objective` is 3"),
@@ -577,6 +597,14 @@ fn flag_decay_rate_above_1() {
 #[test]
 fn flag_decay_rate_0() {
     flag_case("decay_rate_0");
+}
+#[test]
+fn flag_encoder_hidden_size_huge() {
+    flag_case("encoder_hidden_size_huge");
+}
+#[test]
+fn flag_encoder_num_layers_huge() {
+    flag_case("encoder_num_layers_huge");
 }
 #[test]
 fn flag_decay_rate_with_adamw() {
@@ -999,6 +1027,40 @@ fn out_at_the_model_folder_is_refused() {
         );
         assert!(!model.join(".softprompt.lock").exists());
     }
+}
+
+/// `predict --prompt-field` beside one plain prompt folder is refused (it was ignored: every
+/// row went to the one prompt whatever its field said).
+#[test]
+fn predict_prompt_field_needs_named_prompts() {
+    let dir = ScratchDir::new("predict_prompt_field");
+    let run = trained(&dir, &[]);
+    let data = corpus("data/dev.jsonl");
+    let args = ["predict", "--prompt", s(&run), "--data", s(&data)];
+    refused(
+        &softprompt(&[&args[..], &["--prompt-field", "prompt"]].concat()),
+        &["invalid argument --prompt-field", "name=folder"],
+    );
+    ok(&softprompt(&args));
+}
+
+/// A PEFT folder (no task.json) over unlabelled rows without the task's labels says that it
+/// holds none (it said "--labels: a classifier needs at least 2 labels, got []").
+#[test]
+fn peft_folder_without_labels_says_why() {
+    let peft = fixture("bert_mlm").join("peft_adapter");
+    let dir = ScratchDir::new("peft_no_labels");
+    // unlabelled rows: no label names to take the task's labels from
+    let data = dir.path().join("texts.jsonl");
+    std::fs::write(&data, "{\"text\": \"the movie was great.\"}\n").expect("write");
+    refused(
+        &softprompt(&["predict", "--prompt", s(&peft), "--data", s(&data)]),
+        &[
+            "invalid argument --labels",
+            "holds no task.json",
+            "--verbalizer",
+        ],
+    );
 }
 
 /// `predict --output` naming the data file (or a file of the prompt folder) is refused and

@@ -109,10 +109,11 @@ fn big_decoder_presets_stop_on_the_cpu_before_allocating() {
 /// Hostile workloads are refused naming the flag, exit 2, before the step is sized by them:
 /// 0 rows, tokens or prompt rows timed a step of nothing (exit 0); a --prompt or --batch of
 /// 10^9 and more aborted on the allocation (SIGABRT); a --seq of 10^9 took 8 GB before its
-/// error, a T5 --target-len of 10^9 24 GB; `profile --objective xyz` ran (exit 0).
+/// error, a T5 --target-len of 10^9 24 GB; `profile --objective xyz` ran (exit 0), and so did
+/// `--objective` with a T5 or decoder preset and `--target-len` with a BERT one (not read).
 #[test]
 fn hostile_workloads_are_refused_before_allocating() {
-    let cases: [(&str, &[&str], &str); 10] = [
+    let cases: [(&str, &[&str], &str); 13] = [
         ("bert-base", &["--batch", "0"], "--batch"),
         ("bert-base", &["--seq", "0"], "--seq"),
         ("bert-base", &["--prompt", "0"], "--prompt"),
@@ -131,6 +132,10 @@ fn hostile_workloads_are_refused_before_allocating() {
         ("bert-base", &["--objective", "xyz"], "--objective"),
         ("t5-base", &["--target-len", "0"], "--target-len"),
         ("t5-base", &["--target-len", "1000000000"], "--target-len"),
+        // flags the preset's task does not read (timed its own objective, exit 0)
+        ("t5-base", &["--objective", "mlm"], "--objective"),
+        ("llama-3.2-1b", &["--objective", "pet"], "--objective"),
+        ("bert-base", &["--target-len", "4"], "--target-len"),
     ];
     let steps0 = Command::new(env!("CARGO_BIN_EXE_softprompt"))
         .args(["bench", "--preset", "bert-base", "--steps", "0"])

@@ -586,6 +586,13 @@ fn bad_flags_fail_before_listening() {
         (&["--batch-window-ms", "600000"], "--batch-window-ms"),
         (&["--mix-prompts", "maybe"], "--mix-prompts"),
         (&["--device", "tpu"], "--device"),
+        // the start-up said "loaded already: unload it first", and an address not on this
+        // machine blamed --port
+        (
+            &["--prompt", "a=/x", "--prompt", "a=/y"],
+            "--prompt: the name \"a\" is given twice",
+        ),
+        (&["--host", "192.0.2.1"], "invalid argument --host"),
     ];
     for (args, want) in cases {
         let out = Command::new(env!("CARGO_BIN_EXE_softprompt"))

@@ -3,6 +3,7 @@
 //! set already made for the task.
 
 use crate::errors::{arg, compute};
+use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use softprompt::{DataSpec, Dataset, Encoded, Row};
@@ -24,11 +25,17 @@ impl PyEncoded {
     #[staticmethod]
     #[pyo3(signature = (ids, labels=None, mask_positions=None, targets=None))]
     fn from_ids(
-        ids: Vec<Vec<i32>>,
-        labels: Option<Vec<Option<usize>>>,
-        mask_positions: Option<Vec<usize>>,
-        targets: Option<Vec<Vec<i32>>>,
+        ids: &Bound<'_, PyAny>,
+        labels: Option<&Bound<'_, PyAny>>,
+        mask_positions: Option<&Bound<'_, PyAny>>,
+        targets: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyEncoded> {
+        let ids = id_lists("ids", ids)?;
+        let labels = labels.map(|l| indices("labels", l, true)).transpose()?;
+        let mask_positions = mask_positions
+            .map(|m| indices("mask_positions", m, false))
+            .transpose()?;
+        let targets = targets.map(|t| id_lists("targets", t)).transpose()?;
         let n = ids.len();
         for (name, len) in [
             ("labels", labels.as_ref().map(Vec::len)),
@@ -44,7 +51,7 @@ impl PyEncoded {
             .enumerate()
             .map(|(i, ids)| Row {
                 ids,
-                mask_pos: mask_positions.as_ref().map_or(0, |m| m[i]),
+                mask_pos: mask_positions.as_ref().and_then(|m| m[i]).unwrap_or(0),
                 label: labels.as_ref().and_then(|l| l[i]),
                 target: targets.as_ref().map_or(Vec::new(), |t| t[i].clone()),
                 line: i + 1,
@@ -79,7 +86,10 @@ impl PyEncoded {
             };
             return Ok(Py::new(py, PyEncoded { inner: enc })?.into_any());
         }
-        let i: isize = index.extract()?;
+        let i: isize = index.extract().map_err(|e| {
+            // an int past isize raised a bare OverflowError
+            pyo3::exceptions::PyIndexError::new_err(format!("row index {}: {e}", repr(&index)))
+        })?;
         let j = if i < 0 { i + rows.len() as isize } else { i };
         let row = usize::try_from(j)
             .ok()
@@ -113,6 +123,75 @@ impl PyEncoded {
             self.inner.path.display(),
             self.inner.truncated
         )
+    }
+}
+
+/// Token ids from Python, each checked against i32: PyO3's own extraction raised a bare
+/// OverflowError for an id of 2^40, naming neither the argument nor the bound. A value of
+/// the wrong type stays a TypeError naming the argument, as PyO3 words it.
+fn id_lists(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<i32>>> {
+    let rows: Vec<Vec<Bound<'_, PyAny>>> = obj
+        .extract()
+        .map_err(|e| PyTypeError::new_err(format!("argument '{name}': {e}")))?;
+    let each = |r: usize, row: &[Bound<'_, PyAny>]| -> PyResult<Vec<i32>> {
+        let what = |c: usize| format!("row {r}, position {c}");
+        row.iter()
+            .enumerate()
+            .map(|(c, v)| int(name, &what(c), v, "an int from -2^31 to 2^31-1", i32_of))
+            .collect()
+    };
+    rows.iter()
+        .enumerate()
+        .map(|(r, row)| each(r, row))
+        .collect()
+}
+
+/// Row indices (labels, [MASK] positions) from Python, each a non-negative int (a label of -1
+/// or 2^70 raised a bare OverflowError); None is kept where `none_ok` (an unlabelled row).
+fn indices(name: &str, obj: &Bound<'_, PyAny>, none_ok: bool) -> PyResult<Vec<Option<usize>>> {
+    let items: Vec<Bound<'_, PyAny>> = obj
+        .extract()
+        .map_err(|e| PyTypeError::new_err(format!("argument '{name}': {e}")))?;
+    let bound = format!("an int from 0 to {}", usize::MAX);
+    let each = |(r, v): (usize, &Bound<'_, PyAny>)| match v.is_none() {
+        true if none_ok => Ok(None),
+        _ => int(name, &format!("row {r}"), v, &bound, usize_of).map(Some),
+    };
+    items.iter().enumerate().map(each).collect()
+}
+
+/// One int of argument `name` at `at` (`extract` reads it as its type): out of range, an
+/// error naming the argument, where and the range; of another type, a TypeError naming them.
+fn int<T>(
+    name: &str,
+    at: &str,
+    v: &Bound<'_, PyAny>,
+    range: &str,
+    extract: impl Fn(&Bound<'_, PyAny>) -> PyResult<T>,
+) -> PyResult<T> {
+    extract(v).map_err(|e| {
+        if e.is_instance_of::<PyOverflowError>(v.py()) {
+            arg(name, format!("{at} holds {}: expected {range}", repr(v)))
+        } else {
+            PyTypeError::new_err(format!("argument '{name}': {at}: {e}"))
+        }
+    })
+}
+
+fn i32_of(v: &Bound<'_, PyAny>) -> PyResult<i32> {
+    v.extract()
+}
+
+fn usize_of(v: &Bound<'_, PyAny>) -> PyResult<usize> {
+    v.extract()
+}
+
+/// A value's repr, cut short (a huge int or list would flood the message).
+fn repr(v: &Bound<'_, PyAny>) -> String {
+    let text = v.repr().map_or_else(|_| "?".into(), |r| r.to_string());
+    match text.char_indices().nth(60) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text,
     }
 }
 

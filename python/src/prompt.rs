@@ -118,9 +118,10 @@ impl PyPrompt {
                 format!("shape {:?}, expected {want:?}", values.shape()),
             ));
         }
-        for (dst, src) in self.inner.values_mut().iter_mut().zip(values.as_array()) {
-            *dst = *src;
-        }
+        // read whole before writing: `values` may be a view of this very prompt (reversed
+        // rows read back rows already overwritten, a silently wrong prompt)
+        let src: Vec<f32> = values.as_array().iter().copied().collect();
+        self.inner.values_mut().copy_from_slice(&src);
         Ok(())
     }
 

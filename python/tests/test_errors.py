@@ -102,3 +102,34 @@ def test_hostile_token_ids_raise_not_panic(rows, message):
             continue  # evaluation ignores labels outside the task's
         with pytest.raises(sp.SoftpromptError, match=message):
             call(task, prompt, sp.Encoded.from_ids(**rows))
+
+
+# ints out of their type's range raised a bare OverflowError naming neither the argument nor
+# the range; ints of another type stay a TypeError naming the argument
+OUT_OF_RANGE = [
+    (dict(ids=[[4, 2**40, 5]]), "ids: row 0, position 1 holds 1099511627776: expected an int from -2^31 to 2^31-1"),
+    (dict(ids=[[4, 5], [4, -(2**31) - 1]]), "ids: row 1, position 1"),
+    (dict(ids=[[4, 5]], targets=[[2**33]]), "targets: row 0, position 0"),
+    (dict(ids=[[4, 5]], labels=[-1]), "labels: row 0 holds -1: expected an int from 0"),
+    (dict(ids=[[4, 5]], mask_positions=[2**70]), "mask_positions: row 0 holds"),
+]
+
+
+@pytest.mark.parametrize("rows,message", OUT_OF_RANGE)
+def test_ints_out_of_range_name_the_argument(rows, message):
+    with pytest.raises(sp.InvalidArgument, match=message.replace("^", r"\^").replace("+", r"\+")):
+        sp.Encoded.from_ids(**rows)
+
+
+def test_ints_of_the_wrong_type_name_the_argument():
+    for rows, name in [
+        (dict(ids=[[4, 1.5]]), "'ids': row 0, position 1"),
+        (dict(ids="abc"), "'ids'"),
+        (dict(ids=[[4]], mask_positions=[None]), "'mask_positions': row 0"),
+    ]:
+        with pytest.raises(TypeError, match=name):
+            sp.Encoded.from_ids(**rows)
+    enc = sp.Encoded.from_ids([[4, 5]], labels=[None])
+    assert enc.labels == [None]
+    with pytest.raises(IndexError, match="row index"):
+        enc[2**70]

@@ -32,6 +32,17 @@ def test_copies_are_independent():
     assert not prompt.values.any()
 
 
+def test_values_set_from_a_view_of_themselves():
+    """The setter wrote rows while it read them: reversed rows of the prompt's own view came
+    back [3, 2, 3] (rows read after they were overwritten)."""
+    rows = np.arange(3 * 48, dtype=np.float32).reshape(3, 48)
+    prompt = sp.Prompt.from_values(rows)
+    prompt.values = prompt.values[::-1]
+    np.testing.assert_array_equal(prompt.values, rows[::-1])
+    prompt.values = prompt.values[:, ::-1]
+    np.testing.assert_array_equal(prompt.values, rows[::-1, ::-1])
+
+
 def test_a_peft_folder_loads_and_scores():
     folder = BERT_MLM / "peft_adapter"
     prompt = sp.Prompt.load(folder)

@@ -203,6 +203,15 @@ impl Model {
         })());
         match (resolved, prompt.saved_task(), prompt.dir()) {
             (Err(e), Some(_), Some(dir)) => Err(blame_saved(e, opts, &dir.join("task.json"))),
+            // a PEFT folder records no labels: "--labels: ... got []" did not say why
+            (Err(Error::Arg { flag, msg }), None, Some(dir)) if flag == "--labels" => {
+                let why = format!(
+                    "{msg}: {} holds no task.json (a PEFT folder): give the labels with \
+                     --verbalizer (pet, seq2seq, causal) or --labels (cls)",
+                    dir.display()
+                );
+                Err(Error::arg(flag, why))
+            }
             (r, _, _) => r,
         }
     }

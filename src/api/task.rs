@@ -266,7 +266,7 @@ fn keep_saved_words(spec: &mut TaskSpec, saved: &[(String, String)]) -> Result<(
         return Err(Error::arg(
             "--labels",
             format!(
-                "{l:?} is not one of the prompt's labels {names:?}: a saved prompt scores the                  labels it was trained for (give --verbalizer to score new label words)"
+                "{l:?} is not one of the prompt's labels {names:?}: a saved prompt scores the labels it was trained for (give --verbalizer to score new label words)"
             ),
         ));
     }

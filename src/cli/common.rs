@@ -178,8 +178,9 @@ pub struct WorkloadArgs {
     #[arg(long, default_value_t = 128)]
     pub seq: usize,
     /// T5 decoder length; decoder-only presets: labelled tokens at the end of each row
-    #[arg(long, default_value_t = 8)]
-    pub target_len: usize,
+    /// (8; BERT presets read none)
+    #[arg(long)]
+    pub target_len: Option<usize>,
     /// Prompt rows P
     #[arg(long, default_value_t = 20)]
     pub prompt: usize,
@@ -193,9 +194,9 @@ pub struct WorkloadArgs {
     /// none (keep nonlinear state) or layer (keep layer inputs, recompute in backward)
     #[arg(long, default_value = "none")]
     pub recompute: String,
-    /// BERT objective: pet or mlm
-    #[arg(long, default_value = "pet")]
-    pub objective: String,
+    /// BERT objective: pet (the default) or mlm; T5 and decoder presets read none
+    #[arg(long)]
+    pub objective: Option<String>,
     /// The CPU's GEMM path: gemm (the default), or openblas in a build with that feature
     #[arg(long)]
     pub gemm: Option<String>,
@@ -205,14 +206,41 @@ impl WorkloadArgs {
     /// The device and the workload these flags describe.
     pub fn parse(&self) -> Result<(DeviceKind, softprompt::internals::bench::Workload)> {
         select_gemm(self.gemm.as_deref())?;
+        self.check_read()?;
         let w = softprompt::internals::bench::Workload {
             batch: self.batch,
             seq: self.seq,
-            target_len: self.target_len,
+            target_len: self.target_len.unwrap_or(8),
             prompt: self.prompt,
             recompute: self.recompute.parse()?,
-            objective: self.objective.clone(),
+            objective: self.objective.clone().unwrap_or_else(|| "pet".into()),
         };
         Ok((DeviceKind::parse(&self.device, &self.precision)?, w))
+    }
+
+    /// A flag the preset's task does not read is refused (a T5 or decoder run given
+    /// `--objective mlm` timed its own objective, exit 0, and reported "seq2seq").
+    fn check_read(&self) -> Result<()> {
+        use softprompt::internals::bench::Preset;
+        let preset = Preset::by_name(&self.preset)?;
+        let (flag, given, reads) = match preset {
+            Preset::Bert(_) => (
+                "--target-len",
+                self.target_len.is_some(),
+                "pet or mlm, no target",
+            ),
+            Preset::T5(_) => ("--objective", self.objective.is_some(), "seq2seq"),
+            Preset::Decoder(_) => ("--objective", self.objective.is_some(), "causal"),
+        };
+        if given {
+            return Err(softprompt::Error::arg(
+                flag,
+                format!(
+                    "the {} preset does not read it (it trains {reads})",
+                    self.preset
+                ),
+            ));
+        }
+        Ok(())
     }
 }

@@ -17,8 +17,9 @@ pub struct Args {
     #[arg(long, required = true)]
     pub(super) prompt: Vec<String>,
     /// with name=dir prompts: the field (JSON key or column name) naming each row's prompt
-    #[arg(long, default_value = "prompt")]
-    pub(super) prompt_field: String,
+    /// ("prompt")
+    #[arg(long)]
+    pub(super) prompt_field: Option<String>,
     /// input rows (jsonl, tsv or csv); labels are not needed
     #[arg(long)]
     pub(super) data: PathBuf,
@@ -105,6 +106,14 @@ fn check_writable_file(out: &Path) -> Result<()> {
 fn predict(a: &Args) -> Result<()> {
     if let Some(pairs) = super::predict_mixed::named_prompts(&a.prompt)? {
         return super::predict_mixed::predict(a, &pairs);
+    }
+    if a.prompt_field.is_some() {
+        // one prompt serves every row: the field would be read by nothing
+        return Err(Error::arg(
+            "--prompt-field",
+            "names each row's prompt among several --prompt name=folder pairs; one plain \
+             --prompt folder reads no field: leave it out",
+        ));
     }
     let prompt_dir = PathBuf::from(a.prompt.first().map_or("", String::as_str));
     // before anything runs (the model folder is checked again once it is known)

@@ -89,7 +89,8 @@ pub fn predict(a: &Args, pairs: &[(String, PathBuf)]) -> Result<()> {
 /// naming no --prompt is an error naming the file and line.
 fn row_prompts(a: &Args, pairs: &[(String, PathBuf)]) -> Result<Vec<usize>> {
     let mut fields = a.fields.clone();
-    fields.label_field = a.prompt_field.clone();
+    let field = a.prompt_field.as_deref().unwrap_or("prompt");
+    fields.label_field = field.to_string();
     let named = fields.load(&a.data, false)?;
     let names: Vec<&str> = pairs.iter().map(|(n, _)| n.as_str()).collect();
     (named.examples.iter())
@@ -97,7 +98,7 @@ fn row_prompts(a: &Args, pairs: &[(String, PathBuf)]) -> Result<Vec<usize>> {
             let name = ex.label.as_deref().unwrap_or_default();
             names.iter().position(|&n| n == name).ok_or_else(|| {
                 let what = if name.is_empty() {
-                    format!("no \"{}\" field names the row's prompt", a.prompt_field)
+                    format!("no \"{field}\" field names the row's prompt")
                 } else {
                     format!("prompt \"{name}\" is not one of the --prompt names")
                 };

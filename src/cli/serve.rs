@@ -81,6 +81,18 @@ fn settings(a: Args) -> Result<Settings> {
         let (name, dir) = p
             .split_once('=')
             .ok_or_else(|| Error::arg("--prompt", format!("{p:?}: expected NAME=FOLDER")))?;
+        // at start nothing can be unloaded: the load's 409 advice does not apply
+        if prompts.iter().any(|(n, _)| n == name) {
+            let also = if a.prompts.is_some() {
+                " (or in --prompts)"
+            } else {
+                ""
+            };
+            return Err(Error::arg(
+                "--prompt",
+                format!("the name \"{name}\" is given twice{also}"),
+            ));
+        }
         prompts.push((name.to_string(), PathBuf::from(dir)));
     }
     for (flag, v) in [

@@ -114,7 +114,62 @@ impl EncoderConfig {
                 "is 0: the LSTM needs at least 1",
             ));
         }
-        Ok(())
+        self.check_memory()
+    }
+
+    /// The parameters, counted without listing the tensors (a million LSTM layers would
+    /// list eight million names first).
+    pub fn params(&self) -> u128 {
+        let (p, d, h) = (self.p as u128, self.d as u128, self.hidden as u128);
+        let gates = LSTM_GATES as u128;
+        let linears = match self.kind {
+            EncoderKind::Mlp => h * d + h + h * h + h + d * h + d,
+            EncoderKind::Lstm => {
+                let layer = |input: u128| 2 * (gates * h * input + gates * h * h + 2 * gates * h);
+                let rest = (self.lstm_layers as u128).saturating_sub(1);
+                layer(d) + rest * layer(2 * h) + 4 * h * h + 2 * h + d * 2 * h + d
+            }
+        };
+        p * d + linears
+    }
+
+    /// The encoder's weights, gradients, two Adam moments, best copy and checkpoint copy
+    /// within the host's memory: an --encoder-hidden-size of 10^11 aborted on the allocation,
+    /// a million LSTM layers were killed for memory.
+    fn check_memory(&self) -> Result<()> {
+        const COPIES: u128 = 6;
+        let need = self.params().saturating_mul(COPIES * 4);
+        let Some(available) = crate::memory::host_available_bytes() else {
+            return Ok(());
+        };
+        if need <= available as u128 {
+            return Ok(());
+        }
+        let flag = match self.kind {
+            EncoderKind::Lstm if self.lstm_layers > 2 => "--encoder-num-layers",
+            _ => "--encoder-hidden-size",
+        };
+        Err(Error::arg(
+            flag,
+            format!(
+                "a {} encoder of hidden size {} ({} layers) holds {} parameters: {:.1} GB with \
+                 its gradients and optimizer state, more than the {:.1} GB of memory available",
+                kind_name(self.kind),
+                self.hidden,
+                self.lstm_layers,
+                self.params(),
+                need as f64 / 1e9,
+                available as f64 / 1e9
+            ),
+        ))
+    }
+}
+
+/// PEFT's name of the encoder (`encoder_reparameterization_type`).
+pub fn kind_name(kind: EncoderKind) -> &'static str {
+    match kind {
+        EncoderKind::Mlp => "MLP",
+        EncoderKind::Lstm => "LSTM",
     }
 }
 

@@ -109,3 +109,27 @@ fn init_has_peft_shapes_and_bad_tensors_are_named() {
     let zero = EncoderConfig { hidden: 0, ..cfg };
     assert!(PromptEncoder::init(zero, &mut Rng::new(0)).is_err());
 }
+
+/// The counted parameters are the listed tensors' (the memory check counts without listing).
+#[test]
+fn params_count_the_listed_tensors() {
+    for (kind, layers) in [
+        (EncoderKind::Mlp, 2),
+        (EncoderKind::Lstm, 1),
+        (EncoderKind::Lstm, 3),
+    ] {
+        let cfg = EncoderConfig {
+            kind,
+            p: 5,
+            d: 7,
+            hidden: 11,
+            lstm_layers: layers,
+        };
+        let listed: usize = cfg
+            .shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum();
+        assert_eq!(cfg.params(), listed as u128, "{kind:?} {layers}");
+    }
+}

@@ -129,7 +129,15 @@ pub fn run(s: Settings) -> Result<()> {
 async fn listen(host: &str, port: u16, app: axum::Router, grace: Duration) -> Result<()> {
     let listener = tokio::net::TcpListener::bind((host, port))
         .await
-        .map_err(|e| Error::arg("--port", format!("cannot listen on {host}:{port}: {e}")))?;
+        .map_err(|e| {
+            // a name that resolves to nothing, or an address not on this machine, is the
+            // host's fault (both blamed --port); a port in use or reserved is the port's
+            let flag = match e.kind() {
+                std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied => "--port",
+                _ => "--host",
+            };
+            Error::arg(flag, format!("cannot listen on {host}:{port}: {e}"))
+        })?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("the listening socket", e))?;

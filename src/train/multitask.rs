@@ -161,7 +161,7 @@ fn precheck_all<B: Backend>(be: &B, model: &Model<B>, jobs: &[TaskJob<'_>]) -> R
                 &j.name,
                 Error::arg(
                     "--method",
-                    "multi-task training trains prompt tuning's rows only: train P-tuning one \
+                    "multi-task training trains prompt tuning's rows only: train P-tuning or prefix tuning one \
                      task at a time",
                 ),
             ));
@@ -217,6 +217,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
                 p: table.p,
                 d: table.d,
                 head: (j.task.new_head(table.d).map(|h| h.upload(be))).transpose()?,
+                prefix: None,
             };
             tasks.push(task_run(be, model, j, params, table)?);
         }
@@ -359,6 +360,7 @@ fn resume_task<'a, B: Backend>(
         p,
         d,
         head: (j.task.new_head(d).map(|h| h.upload(be))).transpose()?,
+        prefix: None,
     };
     let mut j = j;
     j.cfg = cfg;

@@ -410,6 +410,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
                     p: t.params.p,
                     d: t.params.d,
                     head: head.map(|h| h.upload(self.be)).transpose()?,
+                    prefix: None,
                 };
                 let bs = t.cfg.eval_batch_size;
                 evaluate(self.be, self.model, t.task, &kept, test, bs)?.0

@@ -14,7 +14,7 @@ use super::checkpoint::Checkpoint;
 use super::encoder::{EncoderSpec, HostEncoder};
 use crate::error::{Error, Result};
 use crate::models::{Placement, PrefixSpec};
-use crate::prompt_encoder::{EncoderConfig, EncoderKind, ProjectionConfig};
+use crate::prompt_encoder::{kind_name, EncoderConfig, EncoderKind, ProjectionConfig};
 use crate::weights::write_safetensors;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -189,13 +189,6 @@ pub fn prefix_adapter_config(
         "init_weights": null,
         "prefix_placement": pre.placement.name(),
     })
-}
-
-fn kind_name(kind: EncoderKind) -> &'static str {
-    match kind {
-        EncoderKind::Mlp => "MLP",
-        EncoderKind::Lstm => "LSTM",
-    }
 }
 
 /// The method's entry in the settings hash: null for prompt tuning (so that its hash is the
