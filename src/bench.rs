@@ -504,7 +504,7 @@ pub fn run<B: Backend>(
         "weights_dtype": format!("{:?}", be.weight_dtype()).to_lowercase(),
         "preset": preset_name,
         "batch": w.batch, "seq": w.seq, "target_len": w.target_len, "prompt": w.prompt,
-        "recompute": match w.recompute { Recompute::None => "none", Recompute::Layer => "layer" },
+        "recompute": w.recompute.name(),
         "objective": match preset { Preset::Bert(_) => w.objective.as_str(), Preset::T5(_) => "seq2seq", Preset::Decoder(_) => "causal" },
         "shapes": preset.shapes(),
         "steps": steps, "warmup": warmup,

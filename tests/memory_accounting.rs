@@ -61,7 +61,7 @@ fn bert_names(layers: usize, recompute: Recompute) -> BTreeSet<String> {
         .collect();
     for l in 0..layers {
         match recompute {
-            Recompute::None => {
+            Recompute::None | Recompute::Mlp => {
                 for n in [
                     "q", "k", "v", "lse", "ln1_in", "ln1_mean", "ln1_rstd", "ffn_pre", "ln2_in",
                     "ln2_mean", "ln2_rstd",
@@ -171,6 +171,19 @@ fn check_bert(folder: &str, reference: &str) {
     let cfg = &model.cfg;
     let (b, t, layers) = (r.batch.b, r.p() + r.batch.t, cfg.num_hidden_layers);
     let inputs = bert::upload_inputs(&be, cfg, &r.batch, r.p()).unwrap();
+
+    let prompt = be.upload(DType::F32, &r.prompt.data).unwrap();
+    let refused = model.encoder_fwd(
+        &be,
+        &mut MemoryAccountant::new(),
+        &prompt,
+        &inputs,
+        Recompute::Mlp,
+        None,
+    );
+    let msg = refused.err().expect("--recompute mlp on BERT").to_string();
+    assert!(msg.contains("--recompute") && msg.contains("BERT"), "{msg}");
+    drop(prompt);
 
     let none = run_bert(&be, &model, &r, &inputs, Recompute::None);
     let want_none = bert_embedding_bytes(cfg, b, t) + layers * bert_layer_bytes(cfg, b, t);
@@ -439,11 +452,15 @@ fn t5_saved_state_matches_formula() {
 /// Bytes one decoder layer holds under `Recompute::None` (N = B·S rows): both norms' inputs
 /// (N·C each) and statistics (rstd, and LayerNorm's mean: N each), q (N·H·D), k and v
 /// (N·Hkv·D each), the log-sum-exp (B·H·S), and the MLP's activation input (N·I; the gated
-/// MLP also its up branch).
-fn decoder_layer_bytes(cfg: &DecoderConfig, b: usize, s: usize) -> usize {
+/// MLP also its up branch, unless `Recompute::Mlp` recomputes it).
+fn decoder_layer_bytes(cfg: &DecoderConfig, b: usize, s: usize, recompute: Recompute) -> usize {
     let n = b * s;
     let stats = if cfg.is_bloom() { 2 } else { 1 };
-    let mlp = if cfg.is_bloom() { 1 } else { 2 };
+    let mlp = if cfg.is_bloom() || recompute == Recompute::Mlp {
+        1
+    } else {
+        2
+    };
     F32 * (2 * n * cfg.hidden_size
         + 2 * stats * n
         + n * cfg.q_width()
@@ -475,8 +492,32 @@ fn check_decoder(folder: &str) {
     let (b, p) = (r.batch.b, r.p());
     let s = p + r.batch.t;
     let prompt = be.upload(DType::F32, &r.prompt.data).unwrap();
+    if cfg.is_bloom() {
+        let mut dprompt = be.zeros(DType::F32, p * cfg.hidden_size).unwrap();
+        let refused = model.train_step(
+            &be,
+            &mut MemoryAccountant::new(),
+            &mut dprompt,
+            &prompt,
+            &r.batch,
+            p,
+            &Objective::Causal { labels },
+            Recompute::Mlp,
+            None,
+        );
+        let msg = refused.err().expect("--recompute mlp on BLOOM").to_string();
+        assert!(
+            msg.contains("--recompute") && msg.contains("BLOOM"),
+            "{msg}"
+        );
+    }
     let mut results = Vec::new();
-    for recompute in [Recompute::None, Recompute::Layer] {
+    let modes: &[Recompute] = if cfg.is_bloom() {
+        &[Recompute::None, Recompute::Layer]
+    } else {
+        &[Recompute::None, Recompute::Mlp, Recompute::Layer]
+    };
+    for &recompute in modes {
         let live_before = be.memory().live_bytes;
         let mut acct = MemoryAccountant::new();
         let mut dprompt = be.zeros(DType::F32, p * cfg.hidden_size).unwrap();
@@ -495,7 +536,7 @@ fn check_decoder(folder: &str) {
             .unwrap();
         let layers = cfg.num_layers
             * match recompute {
-                Recompute::None => decoder_layer_bytes(&cfg, b, s),
+                Recompute::None | Recompute::Mlp => decoder_layer_bytes(&cfg, b, s, recompute),
                 Recompute::Layer => F32 * b * s * cfg.hidden_size,
             };
         assert_eq!(
@@ -503,7 +544,7 @@ fn check_decoder(folder: &str) {
             layers + decoder_outer_bytes(&cfg, b, s),
             "{folder} {recompute:?}: bytes held after forward"
         );
-        if recompute == Recompute::None {
+        if recompute != Recompute::Layer {
             assert!(
                 acct.saved_linear_inputs().is_empty(),
                 "{folder}: saved linear inputs {:?}",
@@ -517,10 +558,12 @@ fn check_decoder(folder: &str) {
         assert_eq!(be.memory().live_bytes, live_before, "{folder}: leaked");
         results.push((out.loss, grad));
     }
-    assert_eq!(
-        results[0], results[1],
-        "{folder}: recompute changes the numbers"
-    );
+    for (r, mode) in results.iter().zip(modes).skip(1) {
+        assert_eq!(
+            &results[0], r,
+            "{folder}: recompute {mode:?} changes the numbers"
+        );
+    }
 }
 
 #[test]

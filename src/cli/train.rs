@@ -150,7 +150,8 @@ pub struct Args {
     log_every: u64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// none (keep activations) or layer (recompute each layer in backward)
+    /// none (keep nonlinear state), mlp (none, less a decoder's gated-MLP up branch, recomputed
+    /// in backward: Llama family) or layer (keep layer inputs, recompute each layer in backward)
     #[arg(long, default_value = "none")]
     recompute: String,
     /// batches per length-sorted pool (1: no length bucketing)

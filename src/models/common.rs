@@ -23,8 +23,38 @@ pub enum Recompute {
     /// inputs, attention q/k/v and log-sum-exp). No linear input, no Tq×Tk matrix.
     #[default]
     None,
+    /// As `None`, less a gated MLP's up branch (N·I per layer, the largest saved tensor
+    /// beside the gate), which backward recomputes from the kept norm input: one more
+    /// (N, C)·(C, I) product per layer. Decoder-only models with a gated MLP (the Llama
+    /// family) only.
+    Mlp,
     /// Keep only each layer's input; rerun the layer's forward during backward.
     Layer,
+}
+
+impl Recompute {
+    /// The flag's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Recompute::None => "none",
+            Recompute::Mlp => "mlp",
+            Recompute::Layer => "layer",
+        }
+    }
+
+    /// `--recompute mlp` on a model other than a decoder with a gated MLP: an error naming it.
+    pub(crate) fn refuse_mlp(self, model: &str) -> Result<()> {
+        if self != Recompute::Mlp {
+            return Ok(());
+        }
+        Err(Error::arg(
+            "--recompute",
+            format!(
+                "\"mlp\" recomputes the up branch of a decoder-only model's gated MLP (the \
+                 Llama family), not {model}'s: use \"none\" or \"layer\""
+            ),
+        ))
+    }
 }
 
 impl std::str::FromStr for Recompute {
@@ -32,10 +62,11 @@ impl std::str::FromStr for Recompute {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "none" => Ok(Recompute::None),
+            "mlp" => Ok(Recompute::Mlp),
             "layer" => Ok(Recompute::Layer),
             _ => Err(Error::arg(
                 "--recompute",
-                format!("\"{s}\": expected \"none\" or \"layer\""),
+                format!("\"{s}\": expected \"none\", \"mlp\" or \"layer\""),
             )),
         }
     }

@@ -300,6 +300,7 @@ impl<B: Backend> Bert<B> {
         recompute: Recompute,
         mut capture: Option<&mut Capture>,
     ) -> Result<(B::Buf, BertActs<B>)> {
+        recompute.refuse_mlp("BERT")?;
         let (b, t, p, c) = (inp.b, inp.t(), inp.p, self.cfg.hidden_size);
         let (n, act) = (b * t, be.act_dtype());
         let w = &self.w;
@@ -345,7 +346,8 @@ impl<B: Backend> Bert<B> {
                 cap.insert(format!("hidden_states.{l}"), be.download(&x)?);
             }
             let (out, saved) = match recompute {
-                Recompute::None => {
+                // refused above
+                Recompute::None | Recompute::Mlp => {
                     let (out, acts) = self.layer_fwd(be, acct, l, &x, inp, true)?;
                     (
                         out,

@@ -42,20 +42,34 @@ impl<B: Backend> Norm<B> {
         c: usize,
         eps: f64,
     ) -> Result<(B::Buf, NormActs<B>)> {
+        let (out, mean, rstd) = self.apply(be, &x, n, c, eps)?;
+        Ok((out, NormActs { inp: x, mean, rstd }))
+    }
+
+    /// out (N, C) = norm(x), with the statistics: mean (N, LayerNorm only) and rstd (N).
+    #[allow(clippy::type_complexity)]
+    fn apply(
+        &self,
+        be: &B,
+        x: &B::Buf,
+        n: usize,
+        c: usize,
+        eps: f64,
+    ) -> Result<(B::Buf, Option<B::Buf>, B::Buf)> {
         let mut out = zeros(be, be.act_dtype(), n * c)?;
         let mut rstd = zeros(be, DType::F32, n)?;
         let mean = match self {
             Norm::Layer { w, b } => {
                 let mut mean = zeros(be, DType::F32, n)?;
-                be.layernorm_fwd(&mut out, &mut mean, &mut rstd, &x, w, b, n, c, eps)?;
+                be.layernorm_fwd(&mut out, &mut mean, &mut rstd, x, w, b, n, c, eps)?;
                 Some(mean)
             }
             Norm::Rms { w } => {
-                be.rmsnorm_fwd(&mut out, &mut rstd, &x, w, n, c, eps)?;
+                be.rmsnorm_fwd(&mut out, &mut rstd, x, w, n, c, eps)?;
                 None
             }
         };
-        Ok((out, NormActs { inp: x, mean, rstd }))
+        Ok((out, mean, rstd))
     }
 
     /// dx (N, C) += the norm's backward of dout (N, C).
@@ -86,8 +100,9 @@ impl<B: Backend> Norm<B> {
 pub(super) enum Keep {
     /// nothing (a forward under `Recompute::Layer`, scoring)
     Nothing,
-    /// the state for backward
-    State,
+    /// the state for backward; without a gated MLP's up branch when `up` is false
+    /// (`Recompute::Mlp`: backward recomputes it)
+    State { up: bool },
     /// the rotated keys and values, for a KV cache
     KeyValues,
 }
@@ -100,7 +115,8 @@ pub(super) enum Kept<B: Backend> {
     KeyValues(B::Buf, B::Buf),
 }
 
-/// What one layer keeps for backward under `Recompute::None`: the nonlinear state only.
+/// What one layer keeps for backward under `Recompute::None`: the nonlinear state only
+/// (`Recompute::Mlp` leaves out `mlp_up`).
 pub struct DecoderLayerActs<B: Backend> {
     attn_norm: NormActs<B>, // the layer input (N, C) and its statistics
     q: B::Buf,              // (N, H·D) rotated
@@ -109,7 +125,7 @@ pub struct DecoderLayerActs<B: Backend> {
     lse: B::Buf,            // (B, H, S) F32
     mlp_norm: NormActs<B>,  // x + attention (N, C) and its statistics
     mlp_pre: B::Buf,        // (N, I) the activation's input (the gate when gated)
-    mlp_up: Option<B::Buf>, // (N, I) the gated MLP's up branch
+    mlp_up: Option<B::Buf>, // (N, I) the gated MLP's up branch, unless recomputed
 }
 
 impl<B: Backend> DecoderLayerActs<B> {
@@ -235,6 +251,31 @@ impl<B: Backend> Decoder<B> {
         Ok((out, mlp_norm, pre, up_branch))
     }
 
+    /// The gated MLP's up branch (N, I) = up(norm(x1)), recomputed from the MLP norm's saved
+    /// input x1 (N, C) under `Recompute::Mlp`: the same ops on the same values as the forward,
+    /// so the same bits.
+    fn mlp_up_fwd(
+        &self,
+        be: &B,
+        w: &DecoderLayerWeights<B>,
+        mlp_norm: &NormActs<B>,
+        n: usize,
+    ) -> Result<B::Buf> {
+        let Mlp::Gated { up, .. } = &w.mlp else {
+            return Err(Error::Device(
+                "the up branch of an MLP that is not gated".into(),
+            ));
+        };
+        let (c, i) = (self.cfg.hidden_size, self.cfg.intermediate_size);
+        let (h2, _, _) = w
+            .mlp_norm
+            .apply(be, &mlp_norm.inp, n, c, self.cfg.norm_eps)?;
+        // not through `linear`: the accountant follows the forward's products only
+        let mut lin = be.output(be.act_dtype(), n * i)?;
+        be.linear_fwd(&mut lin, &h2, &up.w, up.b.as_ref(), n, c, i)?;
+        Ok(lin)
+    }
+
     /// One layer on x (N, C), which it takes over as the residual stream: its output and what
     /// `keep` asks for (the saved state for backward, or the rotated keys and values for a
     /// KV cache).
@@ -282,7 +323,7 @@ impl<B: Backend> Decoder<B> {
         let kept = match keep {
             Keep::Nothing => Kept::Nothing,
             Keep::KeyValues => Kept::KeyValues(k, v),
-            Keep::State => {
+            Keep::State { up } => {
                 let acts = DecoderLayerActs {
                     attn_norm,
                     q,
@@ -291,7 +332,7 @@ impl<B: Backend> Decoder<B> {
                     lse,
                     mlp_norm,
                     mlp_pre,
-                    mlp_up,
+                    mlp_up: mlp_up.filter(|_| up),
                 };
                 for (name, buf) in acts.named() {
                     hold(be, acct, format!("layer.{l}.{name}"), buf);
@@ -325,8 +366,16 @@ impl<B: Backend> Decoder<B> {
         be.linear_bwd(&mut dg, dx, &down.w, n, i, c)?;
         let mut dh2 = zeros(be, act, n * c)?;
         let mut dpre = zeros(be, act, n * i)?;
-        match (&w.mlp, &a.mlp_up) {
-            (Mlp::Gated { gate, up, .. }, Some(lin)) => {
+        match &w.mlp {
+            Mlp::Gated { gate, up, .. } => {
+                let recomputed;
+                let lin = match &a.mlp_up {
+                    Some(lin) => lin,
+                    None => {
+                        recomputed = self.mlp_up_fwd(be, w, &a.mlp_norm, n)?;
+                        &recomputed
+                    }
+                };
                 let mut dlin = zeros(be, act, n * i)?;
                 be.gated_act_bwd(
                     &mut dpre,
@@ -340,7 +389,7 @@ impl<B: Backend> Decoder<B> {
                 be.linear_bwd(&mut dh2, &dlin, &up.w, n, c, i)?;
                 be.linear_bwd(&mut dh2, &dpre, &gate.w, n, c, i)?;
             }
-            (Mlp::Plain { up, .. }, _) | (Mlp::Gated { up, .. }, None) => {
+            Mlp::Plain { up, .. } => {
                 be.act_bwd(&mut dpre, &dg, &a.mlp_pre, self.act(), n * i)?;
                 be.linear_bwd(&mut dh2, &dpre, &up.w, n, c, i)?;
             }

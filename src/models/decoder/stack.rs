@@ -123,6 +123,9 @@ impl<B: Backend> Decoder<B> {
         recompute: Recompute,
         mut capture: Option<&mut Capture>,
     ) -> Result<Vec<Saved<B>>> {
+        if self.cfg.is_bloom() {
+            recompute.refuse_mlp("BLOOM")?;
+        }
         let n = inp.b * inp.s() * self.cfg.hidden_size;
         let mut layers = Vec::with_capacity(self.w.layers.len());
         for l in 0..self.w.layers.len() {
@@ -131,8 +134,10 @@ impl<B: Backend> Decoder<B> {
             }
             let input = std::mem::replace(x, zeros(be, be.act_dtype(), 0)?);
             let saved = match recompute {
-                Recompute::None => {
-                    let (out, kept) = self.layer_fwd(be, acct, l, input, inp, Keep::State)?;
+                Recompute::None | Recompute::Mlp => {
+                    let up = recompute == Recompute::None;
+                    let (out, kept) =
+                        self.layer_fwd(be, acct, l, input, inp, Keep::State { up })?;
                     *x = out;
                     Saved::Full(state(kept)?)
                 }
@@ -173,7 +178,10 @@ impl<B: Backend> Decoder<B> {
                 Saved::Full(a) => a,
                 Saved::Input(x) => {
                     acct.release(&format!("layer.{l}.input"));
-                    state(self.layer_fwd(be, acct, l, x, inp, Keep::State)?.1)?
+                    state(
+                        self.layer_fwd(be, acct, l, x, inp, Keep::State { up: true })?
+                            .1,
+                    )?
                 }
             };
             let dprefix = inp.prefix.is_some().then_some(&mut *dprompt);

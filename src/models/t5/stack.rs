@@ -67,6 +67,7 @@ impl<B: Backend> T5<B> {
         recompute: Recompute,
         mut capture: Option<&mut Capture>,
     ) -> Result<(B::Buf, StackActs<B>)> {
+        recompute.refuse_mlp("T5")?;
         let n = ctx.b * ctx.tq;
         let c = self.cfg.d_model;
         let mut blocks = Vec::with_capacity(ctx.stack.blocks.len());
@@ -75,7 +76,8 @@ impl<B: Backend> T5<B> {
                 cap.insert(format!("{}_hidden_states.{l}", ctx.name), be.download(&x)?);
             }
             let saved = match recompute {
-                Recompute::None => {
+                // refused above
+                Recompute::None | Recompute::Mlp => {
                     let (out, acts) = self.block_fwd(be, acct, l, x, ctx, true)?;
                     x = out;
                     Saved::Full(acts.ok_or_else(|| Error::Device("block state missing".into()))?)
