@@ -36,8 +36,9 @@ fn model_dir() -> PathBuf {
     common::fixture("bert_mlm")
 }
 
-/// Saves a `pet` prompt (verbalizer terrible/good) and a `cls` prompt with a random head
-/// (three labels) for the tiny BERT under `dir`: (pet folder, cls folder).
+/// Saves a `pet` prompt (verbalizer terrible/good, 4 rows) and a `cls` prompt with a random
+/// head (three labels, 3 rows) for the tiny BERT under `dir`: (pet folder, cls folder). Their
+/// lengths differ, so a batch mixing them runs as one engine pass with per-row prompt lengths.
 fn make_prompts(dir: &Path) -> (PathBuf, PathBuf) {
     let model = Model::open(model_dir(), Device::Cpu).unwrap();
     let pet_opts = TaskOptions {
