@@ -10,7 +10,8 @@
 #
 # After the mixed run, the same server gets the same load with every request on one prompt:
 # each batch is then one engine call, the ceiling that the engine's mixed batching (#17 item 1)
-# approaches (prompts of one length share a pass; here two lengths, so two passes a batch).
+# approaches (one pass a batch since prompts of different lengths share it; before e874e16,
+# one pass per prompt length: here two).
 # Prints each run's line and appends them to bench/results/serve-DATE-COMMIT.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -334,15 +334,18 @@ fn check_embedding(be: &CudaBackend) {
     let st = Store::of(be);
     let s = Pair::new(be);
     let mut rng = Rng::new(15);
-    // (B, T, K, P, C, BERT tables?); K > 1: a table of prompts, each row naming its own
-    for (b, t, k, p, c, bert) in [
-        (2, 1, 1, 3, 12, true),
-        (3, 7, 1, 5, 36, true),
-        (2, 97, 1, 0, 40, false),
-        (1, 129, 1, 20, 64, false),
-        (2, 7, 1, 3, 36, false),
-        (5, 7, 3, 5, 36, true),
-        (7, 13, 4, 3, 40, false),
+    // (B, T, K, P, C, BERT tables?, per-row prompt lengths?); K > 1: a table of prompts,
+    // each row naming its own; lengths: each row's prompt P_b in 0..=P (rows mixing lengths)
+    for (b, t, k, p, c, bert, lens) in [
+        (2, 1, 1, 3, 12, true, false),
+        (3, 7, 1, 5, 36, true, false),
+        (2, 97, 1, 0, 40, false, false),
+        (1, 129, 1, 20, 64, false, false),
+        (2, 7, 1, 3, 36, false, false),
+        (5, 7, 3, 5, 36, true, false),
+        (7, 13, 4, 3, 40, false, false),
+        (6, 11, 3, 8, 36, true, true),
+        (9, 5, 4, 7, 40, false, true),
     ] {
         let v = 139;
         let wte = s.up(st.w, &randn(&mut rng, v * c, 1.0));
@@ -368,6 +371,14 @@ fn check_embedding(be: &CudaBackend) {
             )
         });
         let (idx0, idx1) = (idx.as_ref().map(|x| &x.0), idx.as_ref().map(|x| &x.1));
+        let lens = lens.then(|| {
+            s.ints(
+                &(0..b)
+                    .map(|_| rng.below(p as u64 + 1) as i32)
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let (len0, len1) = (lens.as_ref().map(|x| &x.0), lens.as_ref().map(|x| &x.1));
         let mut out = s.out(st.dt, b * (p + t) * c);
         let (tab0, tab1) = if bert {
             (
@@ -378,16 +389,21 @@ fn check_embedding(be: &CudaBackend) {
             ((None, None, None), (None, None, None))
         };
         be.embedding_fwd(
-            &mut out.0, &prompt.0, &wte.0, tab0.0, tab0.1, &ids.0, tab0.2, idx0, b, t, k, p, c,
+            &mut out.0, &prompt.0, &wte.0, tab0.0, tab0.1, &ids.0, tab0.2, idx0, len0, b, t, k, p,
+            c,
         )
         .unwrap();
         s.cpu
             .embedding_fwd(
-                &mut out.1, &prompt.1, &wte.1, tab1.0, tab1.1, &ids.1, tab1.2, idx1, b, t, k, p, c,
+                &mut out.1, &prompt.1, &wte.1, tab1.0, tab1.1, &ids.1, tab1.2, idx1, len1, b, t, k,
+                p, c,
             )
             .unwrap();
         s.check(
-            &format!("embedding_fwd B{b} T{t} K{k} P{p} C{c} bert={bert}"),
+            &format!(
+                "embedding_fwd B{b} T{t} K{k} P{p} C{c} bert={bert} lens={}",
+                lens.is_some()
+            ),
             &out,
             st.out,
         );
@@ -398,14 +414,17 @@ fn check_embedding(be: &CudaBackend) {
                 .map(|_| rng.normal() as f32)
                 .collect::<Vec<_>>(),
         );
-        be.prompt_grad_bwd(&mut dprompt.0, &dout.0, idx0, b, t, k, p, c)
+        be.prompt_grad_bwd(&mut dprompt.0, &dout.0, idx0, len0, b, t, k, p, c)
             .unwrap();
         s.cpu
-            .prompt_grad_bwd(&mut dprompt.1, &dout.1, idx1, b, t, k, p, c)
+            .prompt_grad_bwd(&mut dprompt.1, &dout.1, idx1, len1, b, t, k, p, c)
             .unwrap();
         if p > 0 {
             s.check(
-                &format!("prompt_grad_bwd B{b} T{t} K{k} P{p} C{c}"),
+                &format!(
+                    "prompt_grad_bwd B{b} T{t} K{k} P{p} C{c} lens={}",
+                    lens.is_some()
+                ),
                 &dprompt,
                 F32_OUT,
             );

@@ -37,6 +37,16 @@ fn sentiment(model: &Model, p: usize, seed: u64) -> (Task, Prompt, Encoded) {
 
 /// A topic job (cls, three labels, its own template) with a random prompt and head.
 fn topic(model: &Model, p: usize, seed: u64) -> (Task, Prompt, Encoded) {
+    topic_pooled(model, p, seed, None)
+}
+
+/// `topic` pooled as `pooling` says (the task's default without).
+fn topic_pooled(
+    model: &Model,
+    p: usize,
+    seed: u64,
+    pooling: Option<Pooling>,
+) -> (Task, Prompt, Encoded) {
     let data = pairs(&[
         ("the striker scored twice", "sport"),
         ("rates rose again this quarter", "money"),
@@ -49,6 +59,7 @@ fn topic(model: &Model, p: usize, seed: u64) -> (Task, Prompt, Encoded) {
     let opts = TaskOptions {
         task: Some(TaskKind::Cls),
         template: Some("topic: {text}".into()),
+        pooling,
         ..TaskOptions::default()
     };
     job(model, &opts, &data, p, seed)
@@ -132,7 +143,8 @@ fn mixed_tasks_equal_each_prompt_alone() {
     }
 }
 
-/// Prompts of different lengths: rows of one length share batches, no row sees padding.
+/// Prompts of different lengths share batches: row b holds its own P_b prompt rows, its
+/// tokens from position P_b on and P - P_b masked padding rows.
 #[test]
 fn mixed_prompt_lengths_equal_each_prompt_alone() {
     let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
@@ -185,7 +197,7 @@ fn step_mixed_equals_each_job_alone() {
     check_step_mixed(&model, &jobs);
 }
 
-/// Prompts of different lengths step in batches of their own length, as in prediction.
+/// Prompts of different lengths step in one batch, as in prediction.
 #[test]
 fn step_mixed_over_prompt_lengths_equals_each_job_alone() {
     let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
@@ -194,6 +206,25 @@ fn step_mixed_over_prompt_lengths_equals_each_job_alone() {
         sentiment(&model, 3, 2),
         topic(&model, 3, 3),
     ];
+    check_step_mixed(&model, &jobs);
+}
+
+/// Prompts of 3, 5 and 8 rows in one batch (the `[MASK]` row, mean and [CLS] pooling move
+/// with each row's prompt length): each row's scores, and each job's loss and gradients, equal
+/// its prompt's own run's, for every batch size.
+#[test]
+fn prompts_of_3_5_and_8_rows_share_batches() {
+    let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
+    let jobs = [
+        sentiment(&model, 3, 11),
+        topic(&model, 5, 12),
+        sentiment(&model, 8, 13),
+        topic_pooled(&model, 8, 14, Some(Pooling::Cls)),
+        topic_pooled(&model, 3, 15, Some(Pooling::Cls)),
+    ];
+    for batch_size in [1, 4, 64] {
+        check_mixed(&model, &jobs, batch_size);
+    }
     check_step_mixed(&model, &jobs);
 }
 
@@ -350,7 +381,7 @@ fn cli_predict_over_named_prompts_equals_one_prompt_at_a_time() {
 }
 
 /// Through the kernels (the `emu` device, float32 build): the prompt table's gather in
-/// `embedding_fwd` gives each row its own prompt, as on the CPU.
+/// `embedding_fwd` gives each row its own prompt, of its own length, as on the CPU.
 #[cfg(feature = "emu")]
 #[test]
 fn mixed_on_the_emu_device_equals_each_prompt_alone() {
@@ -360,7 +391,8 @@ fn mixed_on_the_emu_device_equals_each_prompt_alone() {
         sentiment(&model, 4, 1),
         topic(&model, 4, 2),
         sentiment(&model, 3, 3),
+        topic(&model, 8, 4),
     ];
     check_mixed(&model, &jobs, 64);
-    check_step_mixed(&model, &jobs[..2]);
+    check_step_mixed(&model, &jobs);
 }

@@ -69,10 +69,20 @@ fn sum_prod(a: &[f64], b: &[f64]) -> f64 {
 // embedding / prompt_grad
 
 /// B rows reading P prompt rows each from a table of K prompts (K = 1: no index, the one
-/// prompt), T tokens of width C, with BERT's tables or without.
+/// prompt), T tokens of width C, with BERT's tables or without; with `lens`, each row's
+/// prompt of its own random length P_b <= P (a batch mixing prompt lengths).
 #[allow(clippy::too_many_arguments)]
-fn embedding_case(b: usize, t: usize, k: usize, p: usize, c: usize, bert: bool, seed: u64) {
-    let name = format!("embedding B{b} T{t} K{k} P{p} C{c} bert={bert}");
+fn embedding_case(
+    b: usize,
+    t: usize,
+    k: usize,
+    p: usize,
+    c: usize,
+    bert: bool,
+    lens: bool,
+    seed: u64,
+) {
+    let name = format!("embedding B{b} T{t} K{k} P{p} C{c} bert={bert} lens={lens}");
     let mut rng = Rng::new(seed);
     let v = 11;
     let wte = normals(&mut rng, v * c, 1.0);
@@ -83,6 +93,7 @@ fn embedding_case(b: usize, t: usize, k: usize, p: usize, c: usize, bert: bool, 
     let prompt = normals(&mut rng, k * p * c, 1.0);
     let r = normals(&mut rng, b * (p + t) * c, 1.0);
     let idx = (k > 1).then(|| rand_ids(&mut rng, b, k));
+    let lens = lens.then(|| rand_ids(&mut rng, b, p + 1));
     let (wpe_o, wtt_o, types_o) = if bert {
         (Some(&wpe[..]), Some(&wtt[..]), Some(&types[..]))
     } else {
@@ -99,6 +110,7 @@ fn embedding_case(b: usize, t: usize, k: usize, p: usize, c: usize, bert: bool, 
             &ids,
             types_o,
             idx.as_deref(),
+            lens.as_deref(),
             b,
             t,
             k,
@@ -108,24 +120,25 @@ fn embedding_case(b: usize, t: usize, k: usize, p: usize, c: usize, bert: bool, 
         .expect("embedding_fwd");
         out
     };
-    // forward semantics: row b's prompt rows (of prompt idx[b]) take positions 0..P-1 and
-    // token type 0
+    // forward semantics: row b's P_b prompt rows (of prompt idx[b]) take positions
+    // 0..P_b-1 and token type 0, its tokens the positions behind them, zeros after
     let out = fwd(&prompt);
     let mut want = vec![0.0; out.len()];
     for bi in 0..b {
         let kb = idx.as_ref().map_or(0, |idx| idx[bi] as usize);
-        for s in 0..p + t {
+        let pb = lens.as_ref().map_or(p, |lens| lens[bi] as usize);
+        for s in 0..pb + t {
             for x in 0..c {
-                let mut e = if s < p {
+                let mut e = if s < pb {
                     prompt[(kb * p + s) * c + x]
                 } else {
-                    wte[ids[bi * t + s - p] as usize * c + x]
+                    wte[ids[bi * t + s - pb] as usize * c + x]
                 };
                 if bert {
-                    let ty = if s < p {
+                    let ty = if s < pb {
                         0
                     } else {
-                        types[bi * t + s - p] as usize
+                        types[bi * t + s - pb] as usize
                     };
                     e += wpe[s * c + x] + wtt[ty * c + x];
                 }
@@ -137,7 +150,8 @@ fn embedding_case(b: usize, t: usize, k: usize, p: usize, c: usize, bert: bool, 
     // backward adds into dprompt, each row's gradient into its own prompt
     let pre = normals(&mut rng, k * p * c, 1.0);
     let mut dprompt = pre.clone();
-    embedding::prompt_grad_bwd(&mut dprompt, &r, idx.as_deref(), b, t, k, p, c);
+    let (idx_o, lens_o) = (idx.as_deref(), lens.as_deref());
+    embedding::prompt_grad_bwd(&mut dprompt, &r, idx_o, lens_o, b, t, k, p, c);
     let grad: Vec<f64> = dprompt.iter().zip(&pre).map(|(d, p0)| d - p0).collect();
     let mut f = |x: &[f64]| sum_prod(&r, &fwd(x));
     check_gradient(
@@ -154,39 +168,54 @@ fn embedding_case(b: usize, t: usize, k: usize, p: usize, c: usize, bert: bool, 
 
 #[test]
 fn embedding_prompt_grad_matches_finite_differences() {
-    embedding_case(3, 5, 1, 4, 7, true, 1);
-    embedding_case(1, 1, 1, 1, 1, true, 2);
-    embedding_case(2, 7, 1, 3, 13, false, 3);
-    embedding_case(2, 97, 1, 1, 5, false, 4);
+    embedding_case(3, 5, 1, 4, 7, true, false, 1);
+    embedding_case(1, 1, 1, 1, 1, true, false, 2);
+    embedding_case(2, 7, 1, 3, 13, false, false, 3);
+    embedding_case(2, 97, 1, 1, 5, false, false, 4);
     // a table of prompts: 5 rows over 3 prompts (one may be read by none), and 4 over 2
-    embedding_case(5, 6, 3, 4, 7, true, 5);
-    embedding_case(4, 3, 2, 2, 5, false, 6);
+    embedding_case(5, 6, 3, 4, 7, true, false, 5);
+    embedding_case(4, 3, 2, 2, 5, false, false, 6);
+    // prompts of different lengths in one batch (P_b from 0 to P)
+    embedding_case(6, 5, 3, 8, 7, true, true, 7);
+    embedding_case(5, 3, 2, 5, 4, false, true, 8);
 }
 
-/// A prompt index outside the table is an error naming it, before any row is written.
+/// A prompt index outside the table, or a row's prompt longer than the table's P rows, is an
+/// error naming it (and the row), before any row is written.
 #[test]
-fn embedding_rejects_a_prompt_index_outside_the_table() {
+fn embedding_rejects_a_prompt_index_or_length_outside_the_table() {
     let c = 3;
     let wte = vec![0.0f64; 4 * c];
     let prompt = vec![0.0f64; 2 * 2 * c];
     let mut out = vec![0.0f64; 2 * 4 * c];
-    let err = embedding::embedding_fwd(
-        &mut out,
-        &prompt,
-        &wte,
-        None,
-        None,
-        &[1, 2, 3, 0],
-        None,
-        Some(&[1, 2][..]),
-        2,
-        2,
-        2,
-        2,
-        c,
-    )
-    .expect_err("prompt 2 of a 2-prompt table");
+    // two rows of two tokens over a table of 2 prompts of 2 rows
+    let mut fwd = |idx: &[i32], lens: Option<&[i32]>| {
+        let ids = [1, 2, 3, 0];
+        embedding::embedding_fwd(
+            &mut out,
+            &prompt,
+            &wte,
+            None,
+            None,
+            &ids,
+            None,
+            Some(idx),
+            lens,
+            2,
+            2,
+            2,
+            2,
+            c,
+        )
+    };
+    let err = fwd(&[1, 2], None).expect_err("prompt 2 of a 2-prompt table");
     assert!(err.to_string().contains("prompt index"), "{err}");
+    let err = fwd(&[1, 0], Some(&[2, 3])).expect_err("a prompt of 3 rows in a table of 2");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("prompt lengths") && msg.contains("row 1"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -203,6 +232,7 @@ fn embedding_rejects_bad_ids_and_short_position_table() {
         None,
         None,
         &[1, 4],
+        None,
         None,
         None,
         1,
@@ -222,6 +252,7 @@ fn embedding_rejects_bad_ids_and_short_position_table() {
         &[-1, 0],
         None,
         None,
+        None,
         1,
         2,
         1,
@@ -238,6 +269,7 @@ fn embedding_rejects_bad_ids_and_short_position_table() {
         Some(&wpe),
         None,
         &[0, 1, 2, 3],
+        None,
         None,
         None,
         1,

@@ -2,7 +2,8 @@
 //! prompts of different tasks (a `pet` one and a `cls` one) on the committed tiny BERT.
 //! Served scores equal `softprompt predict`'s, concurrent clients on both prompts get their
 //! own answers, prompts load and unload at run time, every bad request gets a 4xx JSON error,
-//! the metrics count it all, and SIGTERM lets a request in flight finish before exit 0.
+//! a full queue gets 503 and the server goes on, the metrics count it all, and SIGTERM lets a
+//! request in flight finish before exit 0.
 #![cfg(feature = "serve")]
 
 mod common;
@@ -35,8 +36,9 @@ fn model_dir() -> PathBuf {
     common::fixture("bert_mlm")
 }
 
-/// Saves a `pet` prompt (verbalizer terrible/good) and a `cls` prompt with a random head
-/// (three labels) for the tiny BERT under `dir`: (pet folder, cls folder).
+/// Saves a `pet` prompt (verbalizer terrible/good, 4 rows) and a `cls` prompt with a random
+/// head (three labels, 3 rows) for the tiny BERT under `dir`: (pet folder, cls folder). Their
+/// lengths differ, so a batch mixing them runs as one engine pass with per-row prompt lengths.
 fn make_prompts(dir: &Path) -> (PathBuf, PathBuf) {
     let model = Model::open(model_dir(), Device::Cpu).unwrap();
     let pet_opts = TaskOptions {
@@ -560,6 +562,107 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
         TcpStream::connect(&addr).is_err(),
         "still listening after exit"
     );
+}
+
+/// A full queue answers 503 with a JSON error, and the server keeps serving. The engine is
+/// held deterministically: it loads a prompt whose task.json is a FIFO, so it blocks reading
+/// until the test writes the file; with `--max-queue 1` one request then waits in the queue
+/// and the next gets 503 at once.
+#[test]
+fn a_full_queue_gets_503_and_the_server_goes_on() {
+    let scratch = ScratchDir::new("serve_full");
+    let (pet, _) = make_prompts(scratch.path());
+    let slow = scratch.path().join("slow");
+    std::fs::create_dir(&slow).unwrap();
+    for f in std::fs::read_dir(&pet).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, slow.join(f.file_name().unwrap())).unwrap();
+    }
+    let task_json = std::fs::read(slow.join("task.json")).unwrap();
+    let fifo = slow.join("task.json");
+    std::fs::remove_file(&fifo).unwrap();
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path we own
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+
+    let server = Server::start(&[("pet", &pet)], &["--max-queue", "1"]);
+    std::thread::scope(|s| {
+        let server = &server;
+        let load = s.spawn(|| {
+            let body = json!({ "name": "slow", "path": slow }).to_string();
+            server.call("POST", "/v1/prompts", Some(&body))
+        });
+        // the write end opens once the engine opened the read end: from then on the engine
+        // is blocked in the load and its queue is empty
+        let writer = open_fifo_writer(&fifo);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for text in ["first", "second"] {
+            let tx = tx.clone();
+            s.spawn(move || tx.send(server.predict("pet", &[text])).unwrap());
+        }
+        // one request takes the queue's one place, the other is refused without waiting
+        let (status, err) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert_eq!(status, 503, "{err}");
+        let msg = err["error"].as_str().unwrap_or_else(|| panic!("{err}"));
+        assert!(
+            msg.contains("the engine's queue is full (--max-queue requests wait)"),
+            "{msg}"
+        );
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "the queued request was answered while the engine was held"
+        );
+        // release the engine: the load finishes, then the queued request
+        let mut writer = writer;
+        writer.write_all(&task_json).unwrap();
+        drop(writer);
+        let (status, loaded) = load.join().unwrap();
+        assert_eq!(status, 201, "{loaded}");
+        let (status, body) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["predictions"].as_array().unwrap().len(), 1);
+    });
+    // it goes on serving, the new prompt too, with the same scores as its source folder's
+    let (status, a) = server.predict("pet", &TEXTS[..3]);
+    assert_eq!(status, 200, "{a}");
+    let (status, b) = server.predict("slow", &TEXTS[..3]);
+    assert_eq!(status, 200, "{b}");
+    for i in 0..3 {
+        assert_same(
+            &format!("slow text {i}"),
+            &b["predictions"][i],
+            &a["predictions"][i],
+        );
+    }
+    let (_, text) = server.call_text("GET", "/metrics", None);
+    let refused = "softprompt_requests_total{route=\"/v1/predict\",status=\"503\"}";
+    assert_eq!(metric(&text, refused), 1.0);
+    assert_eq!(server.terminate(), 0);
+}
+
+/// Opens `fifo` for writing once a reader has it open (a non-blocking open fails with ENXIO
+/// until then), waiting at most a minute.
+fn open_fifo_writer(fifo: &Path) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    let start = Instant::now();
+    loop {
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo);
+        match opened {
+            Ok(f) => return f,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "the engine never opened {}",
+                    fifo.display()
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("{}: {e}", fifo.display()),
+        }
+    }
 }
 
 /// Flags and prompt folders that cannot work stop the server before it listens, with exit

@@ -19,8 +19,8 @@ impl Model {
     /// index into `jobs`, each a task with its prompt. Jobs may differ in task (template,
     /// labels, verbalizer, `cls` head) on this one model; encode each row with its own job's
     /// task ([`Model::encode`]). Batches of up to `batch_size` rows mix jobs: on BERT (`pet`,
-    /// `cls`) the rows of every job with a prompt of one length share batches, each row
-    /// reading its own prompt from a table on the device and scored by its own job; `seq2seq`
+    /// `cls`) the rows of every job share batches, each row reading its own prompt (of its
+    /// own length) from a table on the device and scored by its own job; `seq2seq`
     /// and `causal` jobs are predicted one job at a time. The scores equal those of
     /// [`Model::predict`] on each job's rows alone within 1e-5 relative (the make-up of a
     /// batch changes the last bits). A row naming no job is an error naming the row.
@@ -42,8 +42,8 @@ impl Model {
     /// of `jobs`, holding that job's mean loss over its own rows, the gradients of its prompt
     /// (and `cls` head), and its rows' real tokens. Nothing is updated: a multi-task loop
     /// applies each job's gradients to its own prompt. On BERT (`pet`, `cls`) the rows of every
-    /// job with a prompt of one length run as one batch (one encoder pass, each row reading
-    /// its own prompt), `seq2seq` and `causal` jobs one job at a time. Each job's output
+    /// job run as one batch (one encoder pass, each row reading its own prompt of its own
+    /// length), `seq2seq` and `causal` jobs one job at a time. Each job's output
     /// equals [`Model::step`] on its rows alone within 1e-5 relative. A job's loss is not
     /// weighted by its share of the batch: the batch's mean loss would scale job j's
     /// gradients by its rows over the batch's rows, and change nothing else. A job with no

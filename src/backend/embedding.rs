@@ -18,6 +18,20 @@ pub fn check_ids(name: &str, ids: &[i32], rows: usize) -> Result<()> {
     }
 }
 
+/// Checks per-row prompt lengths (B) against the table's P rows: each in 0..=P.
+pub fn check_prompt_lens(lens: &[i32], p: usize) -> Result<()> {
+    match lens.iter().position(|&l| l < 0 || l as usize > p) {
+        None => Ok(()),
+        Some(i) => Err(Error::tensor(
+            "prompt lengths",
+            format!(
+                "row {i} has a prompt of {} rows, outside 0..={p} (the table's rows)",
+                lens[i]
+            ),
+        )),
+    }
+}
+
 op_family! {
     /// The input embedding with the prompt in front, and the prompt rows' gradient.
     pub trait EmbeddingOps {
@@ -26,7 +40,10 @@ op_family! {
         /// rows included: they take positions 0..P-1 and token type 0, as PEFT feeds them).
         /// The prompt is a table of K prompts of P rows each, (K, P, C); row b reads prompt
         /// k_b = prompt_idx[b] (B, I32), every row prompt 0 without an index (K = 1: one
-        /// prompt, as before the table).
+        /// prompt, as before the table). With `prompt_len` (B, I32) row b's prompt has
+        /// P_b <= P rows (the table padded to the longest): the row is [prompt[k_b, 0..P_b],
+        /// its T tokens, P - P_b rows of zeros], positions counted from 0 along the row (the
+        /// tokens at P_b.., as that prompt's own run puts them); without it every P_b = P.
         fn embedding_fwd(
             &self,
             out: &mut Self::Buf,
@@ -37,6 +54,7 @@ op_family! {
             ids: &Self::Buf,
             type_ids: Option<&Self::Buf>,
             prompt_idx: Option<&Self::Buf>,
+            prompt_len: Option<&Self::Buf>,
             b: usize,
             t: usize,
             k: usize,
@@ -46,11 +64,14 @@ op_family! {
         /// dprompt (K, P, C) F32 += the prompt rows of dout (B, P+T, C), each row's into its
         /// own prompt k_b = prompt_idx[b] (prompt 0 without an index), summed over the batch
         /// in row order (deterministic): the one gradient that reaches a trainable tensor.
+        /// With `prompt_len` (B) only row b's first P_b positions are its prompt's (a table
+        /// row s >= P_b gets nothing from row b).
         fn prompt_grad_bwd(
             &self,
             dprompt: &mut Self::Buf,
             dout: &Self::Buf,
             prompt_idx: Option<&Self::Buf>,
+            prompt_len: Option<&Self::Buf>,
             b: usize,
             t: usize,
             k: usize,

@@ -79,7 +79,7 @@ pub use attention::{
     alibi_slope, prefix_rows, AttentionOps, AttnBias, AttnDims, BiasRef, PrefixKv,
 };
 pub use elementwise::ElementwiseOps;
-pub use embedding::{check_ids, EmbeddingOps};
+pub use embedding::{check_ids, check_prompt_lens, EmbeddingOps};
 pub use head::HeadOps;
 pub use layernorm::LayerNormOps;
 pub use loss::{LossOps, IGNORE_INDEX};

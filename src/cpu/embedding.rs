@@ -6,14 +6,16 @@
 
 use super::real::Real;
 use super::{ints, opt_real, real, real_mut, CpuBackend, CpuBuf};
-use crate::backend::{check_ids, EmbeddingOps};
+use crate::backend::{check_ids, check_prompt_lens, EmbeddingOps};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
 /// out (B, P+T, C) = concat(prompt[k_b] (P, C), wte[ids] (B, T, C)) along the sequence,
 /// plus, for BERT, wpe[position] and wtt[token type] on every row (prompt rows included:
 /// they take positions 0..P-1 and token type 0, as PEFT feeds them). `prompt` is the table
-/// (K, P, C); row b reads prompt k_b = prompt_idx[b] (B), prompt 0 without an index.
+/// (K, P, C); row b reads prompt k_b = prompt_idx[b] (B), prompt 0 without an index. With
+/// `prompt_len` (B) row b is [prompt[k_b, 0..P_b], its tokens at positions P_b.., zeros
+/// for the last P - P_b rows] (a mixed batch of prompts of different lengths).
 #[allow(clippy::too_many_arguments)]
 pub fn embedding_fwd<F: Real>(
     out: &mut [F],
@@ -24,6 +26,7 @@ pub fn embedding_fwd<F: Real>(
     ids: &[i32],
     type_ids: Option<&[i32]>,
     prompt_idx: Option<&[i32]>,
+    prompt_len: Option<&[i32]>,
     b: usize,
     t: usize,
     k: usize,
@@ -36,6 +39,9 @@ pub fn embedding_fwd<F: Real>(
     check_ids("input_ids", ids, wte.len() / c.max(1))?;
     if let Some(idx) = prompt_idx {
         check_ids("prompt index", idx, k)?;
+    }
+    if let Some(lens) = prompt_len {
+        check_prompt_lens(lens, p)?;
     }
     if let Some(wtt) = wtt {
         // rows without token types take type 0, so the table needs at least that row
@@ -56,21 +62,26 @@ pub fn embedding_fwd<F: Real>(
     }
     out.par_chunks_mut(c).enumerate().for_each(|(row, dst)| {
         let (bi, s) = (row / tt, row % tt);
-        let src = if s < p {
+        let pb = prompt_len.map_or(p, |lens| lens[bi] as usize);
+        let src = if s < pb {
             let kb = prompt_idx.map_or(0, |idx| idx[bi] as usize);
             let r = kb * p + s;
             &prompt[r * c..(r + 1) * c]
-        } else {
-            let id = ids[bi * t + s - p] as usize;
+        } else if s < pb + t {
+            let id = ids[bi * t + s - pb] as usize;
             &wte[id * c..(id + 1) * c]
+        } else {
+            // the row's padding behind a shorter prompt: masked out, kept finite
+            dst.fill(F::ZERO);
+            return;
         };
         dst.copy_from_slice(src);
         if let Some(wpe) = wpe {
             add_row(dst, &wpe[s * c..(s + 1) * c]);
         }
         if let Some(wtt) = wtt {
-            let ty = match (s < p, type_ids) {
-                (false, Some(types)) => types[bi * t + s - p] as usize,
+            let ty = match (s < pb, type_ids) {
+                (false, Some(types)) => types[bi * t + s - pb] as usize,
                 _ => 0,
             };
             add_row(dst, &wtt[ty * c..(ty + 1) * c]);
@@ -81,12 +92,13 @@ pub fn embedding_fwd<F: Real>(
 
 /// dprompt (K, P, C) += for each prompt k, the sum over the batch rows b with k_b = k (in
 /// row order) of dout[b, 0..P, :], with dout (B, P+T, C) and k_b = prompt_idx[b] (B), 0
-/// without an index.
+/// without an index; with `prompt_len` (B), of dout[b, 0..P_b, :] only.
 #[allow(clippy::too_many_arguments)]
 pub fn prompt_grad_bwd<F: Real>(
     dprompt: &mut [F],
     dout: &[F],
     prompt_idx: Option<&[i32]>,
+    prompt_len: Option<&[i32]>,
     b: usize,
     t: usize,
     k: usize,
@@ -96,12 +108,13 @@ pub fn prompt_grad_bwd<F: Real>(
     let tt = p + t;
     debug_assert!(dprompt.len() == k * p * c);
     let prompt_of = |bi: usize| prompt_idx.map_or(0, |idx| idx[bi] as usize);
+    let len_of = |bi: usize| prompt_len.map_or(p, |lens| lens[bi] as usize);
     dprompt
         .par_chunks_mut(c)
         .enumerate()
         .for_each(|(row, acc)| {
             let (kk, s) = (row / p, row % p);
-            for bi in (0..b).filter(|&bi| prompt_of(bi) == kk) {
+            for bi in (0..b).filter(|&bi| prompt_of(bi) == kk && s < len_of(bi)) {
                 add_row(acc, &dout[(bi * tt + s) * c..(bi * tt + s + 1) * c]);
             }
         });
@@ -124,6 +137,7 @@ impl<F: Real> EmbeddingOps for CpuBackend<F> {
         ids: &CpuBuf<F>,
         type_ids: Option<&CpuBuf<F>>,
         prompt_idx: Option<&CpuBuf<F>>,
+        prompt_len: Option<&CpuBuf<F>>,
         b: usize,
         t: usize,
         k: usize,
@@ -134,6 +148,7 @@ impl<F: Real> EmbeddingOps for CpuBackend<F> {
             .map(|x| ints(x, "token_type_ids", b * t))
             .transpose()?;
         let prompt_idx = prompt_idx.map(|x| ints(x, "prompt index", b)).transpose()?;
+        let prompt_len = (prompt_len.map(|x| ints(x, "prompt lengths", b))).transpose()?;
         embedding_fwd(
             real_mut(out, "embedding out", b * (p + t) * c)?,
             real(prompt, "prompt", k * p * c)?,
@@ -143,6 +158,7 @@ impl<F: Real> EmbeddingOps for CpuBackend<F> {
             ints(ids, "input_ids", b * t)?,
             type_ids,
             prompt_idx,
+            prompt_len,
             b,
             t,
             k,
@@ -156,6 +172,7 @@ impl<F: Real> EmbeddingOps for CpuBackend<F> {
         dprompt: &mut CpuBuf<F>,
         dout: &CpuBuf<F>,
         prompt_idx: Option<&CpuBuf<F>>,
+        prompt_len: Option<&CpuBuf<F>>,
         b: usize,
         t: usize,
         k: usize,
@@ -166,10 +183,15 @@ impl<F: Real> EmbeddingOps for CpuBackend<F> {
         if let Some(idx) = prompt_idx {
             check_ids("prompt index", idx, k)?;
         }
+        let prompt_len = (prompt_len.map(|x| ints(x, "prompt lengths", b))).transpose()?;
+        if let Some(lens) = prompt_len {
+            check_prompt_lens(lens, p)?;
+        }
         prompt_grad_bwd(
             real_mut(dprompt, "prompt grad", k * p * c)?,
             real(dout, "embedding grad", b * (p + t) * c)?,
             prompt_idx,
+            prompt_len,
             b,
             t,
             k,

@@ -4,16 +4,17 @@
 use super::kernels::k;
 use super::launch::{grid_x, int, row_threads, stride_blocks, Args, Cfg, STRIDE_THREADS};
 use super::{arg, ints, opt_arg, CudaBackend, CudaBuf};
-use crate::backend::{check_ids, DType, EmbeddingOps};
+use crate::backend::{check_ids, check_prompt_lens, DType, EmbeddingOps};
 use crate::error::{Error, Result};
 
 impl EmbeddingOps for CudaBackend {
     // extern "C" __global__ void embedding_fwd(act_t* out, const float* prompt, const w_t* wte,
     //     const w_t* wpe, const w_t* wtt, const int* ids, const int* type_ids,
-    //     const int* prompt_idx, int b, int t, int p, int c);
+    //     const int* prompt_idx, const int* prompt_len, int b, int t, int p, int c);
     /// out (B, P+T, C) bf16 = prompt[k_b] (P, C) f32 ⧺ wte[ids] (B, T, C), plus wpe and wtt rows
-    /// when given; the prompt table is (K, P, C), k_b = prompt_idx[b] or 0. One block per
-    /// output row.
+    /// when given; the prompt table is (K, P, C), k_b = prompt_idx[b] or 0; with prompt_len
+    /// (B) row b's prompt has P_b rows, its tokens behind them, zeros at its end. One block
+    /// per output row.
     #[allow(clippy::too_many_arguments)]
     fn embedding_fwd(
         &self,
@@ -25,6 +26,7 @@ impl EmbeddingOps for CudaBackend {
         ids: &CudaBuf,
         type_ids: Option<&CudaBuf>,
         prompt_idx: Option<&CudaBuf>,
+        prompt_len: Option<&CudaBuf>,
         b: usize,
         t: usize,
         k: usize,
@@ -37,6 +39,7 @@ impl EmbeddingOps for CudaBackend {
         let (id_host, id_ptr) = ints(ids, "input_ids", b * t)?;
         check_ids("input_ids", id_host, rows_of(wte))?;
         let idx_ptr = prompt_index(prompt_idx, b, k)?;
+        let len_ptr = prompt_lens(prompt_len, b, p)?;
         let type_ptr = match (type_ids, wtt) {
             (Some(types), Some(wtt)) => {
                 let (host, ptr) = ints(types, "token_type_ids", b * t)?;
@@ -66,6 +69,7 @@ impl EmbeddingOps for CudaBackend {
             .ptr(id_ptr)
             .ptr(type_ptr)
             .ptr(idx_ptr)
+            .ptr(len_ptr)
             .i32(int("batch", b)?)
             .i32(int("tokens", t)?)
             .i32(int("prompt rows", p)?)
@@ -78,15 +82,17 @@ impl EmbeddingOps for CudaBackend {
     }
 
     // extern "C" __global__ void prompt_grad_bwd(float* dprompt, const act_t* dout,
-    //     const int* prompt_idx, int b, int t, int k, int p, int c);
-    /// dprompt (K, P, C) f32 += Σ_{b: k_b = k} dout[b, 0..P] with dout (B, P+T, C) bf16,
-    /// k_b = prompt_idx[b] or 0. Grid-stride over K*P*C, the rows summed in order.
+    //     const int* prompt_idx, const int* prompt_len, int b, int t, int k, int p, int c);
+    /// dprompt (K, P, C) f32 += Σ_{b: k_b = k} dout[b, 0..P_b] with dout (B, P+T, C) bf16,
+    /// k_b = prompt_idx[b] or 0, P_b = prompt_len[b] or P. Grid-stride over K*P*C, the rows
+    /// summed in order.
     #[allow(clippy::too_many_arguments)]
     fn prompt_grad_bwd(
         &self,
         dprompt: &mut CudaBuf,
         dout: &CudaBuf,
         prompt_idx: Option<&CudaBuf>,
+        prompt_len: Option<&CudaBuf>,
         b: usize,
         t: usize,
         k: usize,
@@ -98,6 +104,7 @@ impl EmbeddingOps for CudaBackend {
             .ptr(arg(dprompt, "prompt grad", DType::F32, k * p * c)?)
             .ptr(arg(dout, "embedding grad", dev.store(), b * (p + t) * c)?)
             .ptr(prompt_index(prompt_idx, b, k)?)
+            .ptr(prompt_lens(prompt_len, b, p)?)
             .i32(int("batch", b)?)
             .i32(int("tokens", t)?)
             .i32(int("prompts", k)?)
@@ -119,5 +126,16 @@ fn prompt_index(prompt_idx: Option<&CudaBuf>, b: usize, k: usize) -> Result<u64>
     };
     let (host, ptr) = ints(idx, "prompt index", b)?;
     check_ids("prompt index", host, k)?;
+    Ok(ptr)
+}
+
+/// The device pointer of the per-row prompt lengths (B) after checking each against the
+/// table's P rows; 0 (every row P) without them.
+fn prompt_lens(prompt_len: Option<&CudaBuf>, b: usize, p: usize) -> Result<u64> {
+    let Some(lens) = prompt_len else {
+        return Ok(0);
+    };
+    let (host, ptr) = ints(lens, "prompt lengths", b)?;
+    check_prompt_lens(host, p)?;
     Ok(ptr)
 }

@@ -16,7 +16,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::bert::{self, Bert};
-use crate::models::heads::{self, Decoder};
+use crate::models::heads::{self, Decoder, Pooling};
 use crate::models::t5::{self, T5Inputs, T5};
 use crate::models::{Model as Net, Recompute};
 
@@ -62,22 +62,28 @@ impl Task {
         let none = no_prompt(be, params)?;
         let hidden = encoder_hidden(be, m, none.as_ref().unwrap_or(&params.prompt), &inp)?;
         let all: Vec<usize> = (0..batch.tokens.b).collect();
-        self.class_scores_of(be, m, params, batch, &hidden, &all)
+        let lay = RowLayout {
+            p: params.input_rows(),
+            lens: None,
+        };
+        self.class_scores_of(be, m, params, &lay, batch, &hidden, &all)
     }
 
     /// `pet` and `cls`: log-probabilities over the labels (R, K) of the batch rows `rows`
     /// (R), from the encoder's `hidden` (B, P+T, C): this task's verbalizer or head scores
-    /// them, whatever prompt each row read.
+    /// them, whatever prompt each row read, its tokens where `lay` puts them.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn class_scores_of<B: Backend>(
         &self,
         be: &B,
         m: &Bert<B>,
         params: &Params<B>,
+        lay: &RowLayout,
         batch: &Batch,
         hidden: &B::Buf,
         rows: &[usize],
     ) -> Result<Vec<f32>> {
-        let (b, t, p) = (batch.tokens.b, batch.tokens.t, params.input_rows());
+        let (b, t, p) = (batch.tokens.b, batch.tokens.t, lay.p);
         let k = self.spec.labels.len();
         let logits = if self.spec.kind == TaskKind::Pet {
             let decoder = Decoder::Rows(&self.verbalizer_ids);
@@ -85,7 +91,7 @@ impl Task {
                 be,
                 m,
                 hidden,
-                &mask_rows(batch, p, rows)?,
+                &lay.mask_rows(batch, rows)?,
                 &vec![0; rows.len()],
                 decoder,
                 true,
@@ -94,8 +100,9 @@ impl Task {
         } else {
             let head = cls_head(params)?;
             let c = m.cfg.hidden_size;
-            let pool_w =
-                heads::upload_pool_weights(be, &batch.tokens.mask, b, t, p, self.spec.pooling)?;
+            let all: Vec<usize> = (0..b).collect();
+            let w = lay.pool_weights(&batch.tokens.mask, &all, t, self.spec.pooling);
+            let pool_w = be.upload(be.act_dtype(), &w)?;
             let mut pooled = be.zeros(be.act_dtype(), b * c)?;
             be.mean_pool_fwd(&mut pooled, hidden, &pool_w, b, p + t, c)?;
             let all = be.download(&head.logits(be, &pooled, b)?)?;
@@ -348,9 +355,53 @@ pub fn argmax(xs: &[f32]) -> usize {
     best.0
 }
 
-/// `pet`: the rows of the hidden states (B, P+T, C) at the [MASK] of batch rows `rows` (R).
-pub(super) fn mask_rows(batch: &Batch, p: usize, rows: &[usize]) -> Result<Vec<i32>> {
-    let (b, t) = (batch.tokens.b, batch.tokens.t);
-    let at = heads::pet_rows(&batch.mask_pos, b, t, p)?;
-    Ok(rows.iter().filter_map(|&r| at.get(r).copied()).collect())
+/// Where each batch row's tokens start in the encoder's rows (B, P+T, C): behind the P prompt
+/// rows, or, in a batch mixing prompts of different lengths, behind row b's own P_b = lens[b]
+/// (its P - P_b padding rows at its end).
+pub(super) struct RowLayout<'a> {
+    /// the prompt rows in front of every row (the longest prompt's)
+    pub p: usize,
+    /// (B) each row's prompt length, when they differ
+    pub lens: Option<&'a [usize]>,
+}
+
+impl RowLayout<'_> {
+    /// P - P_b: how far batch row `r`'s tokens sit in front of where P puts them.
+    fn shift(&self, r: usize) -> usize {
+        let pb = self.lens.and_then(|l| l.get(r).copied()).unwrap_or(self.p);
+        self.p.saturating_sub(pb)
+    }
+
+    /// `pet`: the rows of the hidden states (B, P+T, C) at the [MASK] of batch rows `rows` (R).
+    pub fn mask_rows(&self, batch: &Batch, rows: &[usize]) -> Result<Vec<i32>> {
+        let (b, t) = (batch.tokens.b, batch.tokens.t);
+        let at = heads::pet_rows(&batch.mask_pos, b, t, self.p)?;
+        Ok((rows.iter())
+            .filter_map(|&r| Some(at.get(r)? - self.shift(r) as i32))
+            .collect())
+    }
+
+    /// `cls`: the pooling weights (R, P+T) of the batch rows `rows` (R), whose attention masks
+    /// `mask` (R, T) holds in that order.
+    pub fn pool_weights(
+        &self,
+        mask: &[i32],
+        rows: &[usize],
+        t: usize,
+        pooling: Pooling,
+    ) -> Vec<f32> {
+        let (r, width) = (rows.len(), self.p + t);
+        let mut w = heads::pool_weights(mask, r, t, self.p, pooling);
+        for (i, &row) in rows.iter().enumerate() {
+            let shift = self.shift(row);
+            if let Some(ws) = w.get_mut(i * width..(i + 1) * width) {
+                // the tokens' weights move up behind the row's own prompt
+                ws.copy_within(self.p.., self.p - shift);
+                if let Some(pad) = ws.get_mut(width - shift..) {
+                    pad.fill(0.0);
+                }
+            }
+        }
+        w
+    }
 }

@@ -1,9 +1,12 @@
 //! Many prompts, one frozen model: prediction and the training step over rows of several jobs
 //! (each a task and its prompt), batches mixing jobs. The jobs' prompts sit in one table on the device (K, P, C),
 //! each row reads its own (`embedding_fwd`'s prompt index), and each row is scored by its own
-//! job's verbalizer or `cls` head. BERT's `pet` and `cls` jobs mix, those of one prompt length
-//! together (rows of prompts of other lengths go in other batches, so no row sees padding);
-//! `seq2seq` and `causal` jobs are predicted one job at a time. The step runs the same way:
+//! job's verbalizer or `cls` head. BERT's `pet` and `cls` jobs mix whatever their prompt
+//! lengths: the table is padded to the longest prompt P, and when lengths differ row b is
+//! [its P_b prompt rows, its tokens from position P_b on, P - P_b masked padding rows]
+//! (`embedding_fwd`'s prompt lengths, `BertInputs::with_prompt_lens`), so each row computes
+//! what its prompt's own batch computes; `seq2seq` and `causal` jobs are predicted one job at
+//! a time. The step runs the same way:
 //! one encoder forward over the table, each job's loss and head gradient on its own rows, one
 //! encoder backward whose table gradient (K, P, C) holds every prompt's (`prompt_grad_bwd`
 //! sums each prompt's rows).
@@ -14,7 +17,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::decode::{encoder_hidden, mask_rows, Prediction};
+use super::decode::{encoder_hidden, Prediction, RowLayout};
 use super::encode::{Batch, Encoded, Row};
 use super::eval::predict_all;
 use super::model::Model;
@@ -28,7 +31,6 @@ use crate::models::bert::{self, Bert};
 use crate::models::cls_head::ClsHead;
 use crate::models::heads::{self, Decoder};
 use crate::models::Recompute;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// One job: a task and its prompt (and head) on the device.
@@ -113,26 +115,69 @@ impl GroupRows {
     }
 }
 
-/// The prompts of `group` stacked into one table (K, P, C) on the device, in group order.
-fn prompt_table<B: Backend>(be: &B, jobs: &[MixJob<'_, B>], group: &[usize]) -> Result<B::Buf> {
-    let mut table = Vec::new();
+/// The prompts of `group` stacked into one table (K, P, C) on the device, in group order,
+/// each padded with zero rows to the longest prompt's P.
+fn prompt_table<B: Backend>(
+    be: &B,
+    jobs: &[MixJob<'_, B>],
+    group: &[usize],
+    p: usize,
+    c: usize,
+) -> Result<B::Buf> {
+    let mut table = Vec::with_capacity(group.len() * p * c);
     for (_, params) in group.iter().filter_map(|&j| jobs.get(j)) {
         table.extend(be.download(&params.prompt)?);
+        table.resize(table.len() + (p - params.p) * c, 0.0);
     }
     be.upload(DType::F32, &table)
 }
 
-/// The jobs that share batches: BERT `pet`/`cls` jobs by prompt length, every other job alone.
+/// The jobs that share batches: every BERT `pet`/`cls` job together, every other job alone.
 fn groups<B: Backend>(model: &Model<B>, jobs: &[MixJob<'_, B>]) -> Vec<Vec<usize>> {
-    let mut by_len: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    let mut alone = Vec::new();
-    for (j, (_, params)) in jobs.iter().enumerate() {
+    let (mut mixed, mut alone) = (Vec::new(), Vec::new());
+    for j in 0..jobs.len() {
         match mixable(model, jobs, &[j]) {
-            Some(_) => by_len.entry(params.p).or_default().push(j),
+            Some(_) => mixed.push(j),
             None => alone.push(vec![j]),
         }
     }
-    by_len.into_values().chain(alone).collect()
+    (!mixed.is_empty())
+        .then_some(mixed)
+        .into_iter()
+        .chain(alone)
+        .collect()
+}
+
+/// The prompt lengths of a group: the longest (the table's P), and each job's (in group
+/// order) when they differ; None when all are one length (the layout of a single prompt).
+fn group_lens<B: Backend>(jobs: &[MixJob<'_, B>], group: &[usize]) -> (usize, Option<Vec<usize>>) {
+    let lens: Vec<usize> = (group.iter().filter_map(|&j| jobs.get(j)))
+        .map(|(_, params)| params.p)
+        .collect();
+    let p = lens.iter().copied().max().unwrap_or(0);
+    (p, lens.iter().any(|&l| l != p).then_some(lens))
+}
+
+/// The batch `tokens` on the device for the group's table: row b reads prompt `slot[b]` of
+/// `k`, and, with `job_lens` (each job's prompt length), its own prompt's length of rows.
+/// Returns the inputs and each row's prompt length (B) when they differ.
+fn group_inputs<B: Backend>(
+    be: &B,
+    m: &Bert<B>,
+    batch: &Batch,
+    slot: &[i32],
+    k: usize,
+    p: usize,
+    job_lens: Option<&[usize]>,
+) -> Result<(bert::BertInputs<B>, Option<Vec<usize>>)> {
+    let inp = bert::upload_inputs(be, &m.cfg, &batch.tokens, p)?.with_prompt_index(be, slot, k)?;
+    let Some(job_lens) = job_lens else {
+        return Ok((inp, None));
+    };
+    let lens: Vec<usize> = (slot.iter())
+        .map(|&s| job_lens.get(s as usize).copied().unwrap_or(p))
+        .collect();
+    Ok((inp.with_prompt_lens(be, &lens)?, Some(lens)))
 }
 
 /// The BERT model when every job of `group` scores labels from its encoder's hidden states
@@ -157,9 +202,9 @@ fn one_job<'a, B: Backend>(jobs: &[MixJob<'a, B>], group: &[usize]) -> Result<Mi
         .ok_or_else(|| Error::arg("jobs", "an empty group of jobs"))
 }
 
-/// The rows of `g` (all of `group`'s jobs, one prompt length), sorted by length into batches
-/// that mix jobs: one encoder pass per batch over the table of the group's prompts, then each
-/// job's rows scored by that job.
+/// The rows of `g` (all of `group`'s jobs), sorted by length into batches that mix jobs: one
+/// encoder pass per batch over the table of the group's prompts, then each job's rows scored
+/// by that job.
 fn predict_group<B: Backend>(
     be: &B,
     model: &Model<B>,
@@ -169,9 +214,10 @@ fn predict_group<B: Backend>(
     g: &GroupRows,
     batch_size: usize,
 ) -> Result<Vec<Prediction>> {
-    let (first, p0) = one_job(jobs, group)?;
-    let (enc, p) = (&g.enc, p0.p);
-    let table = prompt_table(be, jobs, group)?;
+    let (first, _) = one_job(jobs, group)?;
+    let (p, job_lens) = group_lens(jobs, group);
+    let enc = &g.enc;
+    let table = prompt_table(be, jobs, group, p, m.cfg.hidden_size)?;
     let longest = enc.rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
     let rows = batch_size.min(enc.rows.len());
     model.check_step_memory(be, rows, p + longest, 0, "--batch-size")?;
@@ -184,18 +230,18 @@ fn predict_group<B: Backend>(
         let idx: Vec<i32> = (chunk.iter())
             .map(|&i| g.slot.get(i as usize).copied().unwrap_or(0))
             .collect();
-        let inp = bert::upload_inputs(be, &m.cfg, &batch.tokens, p)?.with_prompt_index(
-            be,
-            &idx,
-            group.len(),
-        )?;
+        let (inp, lens) = group_inputs(be, m, &batch, &idx, group.len(), p, job_lens.as_deref())?;
+        let lay = RowLayout {
+            p,
+            lens: lens.as_deref(),
+        };
         let hidden = encoder_hidden(be, m, &table, &inp)?;
         for (k, (task, params)) in group.iter().filter_map(|&j| jobs.get(j)).enumerate() {
             let mine = rows_of(&idx, k);
             if mine.is_empty() {
                 continue;
             }
-            let scores = task.class_scores_of(be, m, params, &batch, &hidden, &mine)?;
+            let scores = task.class_scores_of(be, m, params, &lay, &batch, &hidden, &mine)?;
             for (&r, pred) in mine.iter().zip(task.classified(&scores)) {
                 let at = chunk.get(r).and_then(|&i| out.get_mut(i as usize));
                 if let Some(at) = at {
@@ -285,7 +331,7 @@ fn job_slot<'o, B: Backend>(
         .ok_or_else(|| Error::arg("jobs", format!("job {k} of the group is missing")))
 }
 
-/// The mixed step of one group (BERT `pet`/`cls` jobs, one prompt length) on all its rows.
+/// The mixed step of one group (BERT `pet`/`cls` jobs) on all its rows.
 fn step_group<B: Backend>(
     be: &B,
     m: &Bert<B>,
@@ -295,17 +341,18 @@ fn step_group<B: Backend>(
     recompute: Recompute,
     out: &mut [JobStep<B>],
 ) -> Result<()> {
-    let (first, p0) = one_job(jobs, group)?;
-    let (p, c) = (p0.p, m.cfg.hidden_size);
-    let table = prompt_table(be, jobs, group)?;
+    let (first, _) = one_job(jobs, group)?;
+    let c = m.cfg.hidden_size;
+    let (p, job_lens) = group_lens(jobs, group);
+    let table = prompt_table(be, jobs, group, p, c)?;
     let all: Vec<u32> = (0..g.enc.rows.len() as u32).collect();
     // every task of one model pads alike: the first one builds the batch
     let batch = first.batch(&g.enc, &all)?;
-    let inp = bert::upload_inputs(be, &m.cfg, &batch.tokens, p)?.with_prompt_index(
-        be,
-        &g.slot,
-        group.len(),
-    )?;
+    let (inp, lens) = group_inputs(be, m, &batch, &g.slot, group.len(), p, job_lens.as_deref())?;
+    let lay = RowLayout {
+        p,
+        lens: lens.as_deref(),
+    };
     let mut acct = MemoryAccountant::new();
     let (hidden, acts) = m.encoder_fwd(be, &mut acct, &table, &inp, recompute, None)?;
     let mut dhidden = be.zeros(be.act_dtype(), be.len(&hidden))?; // (B, P+T, C)
@@ -316,7 +363,7 @@ fn step_group<B: Backend>(
         }
         let slot = job_slot(out, group, k)?;
         let (loss, dhead) =
-            task.head_fwd_bwd(be, m, params, &batch, &hidden, &mine, &mut dhidden)?;
+            task.head_fwd_bwd(be, m, params, &lay, &batch, &hidden, &mine, &mut dhidden)?;
         slot.loss = loss;
         slot.tokens = (mine.iter().filter_map(|&r| g.enc.rows.get(r)))
             .map(|r| r.ids.len() + r.target.len())
@@ -329,8 +376,11 @@ fn step_group<B: Backend>(
     let mut dtable = be.zeros(DType::F32, group.len() * p * c)?; // (K, P, C)
     m.encoder_bwd(be, &mut acct, &mut dtable, dhidden, acts, &inp)?;
     let dtable = be.download(&dtable)?;
-    // each job's slice of the table's gradient is its prompt's (its grads were zero)
+    // each job's slice of the table's gradient is its prompt's (its grads were zero), less
+    // the padding rows of a shorter prompt (which no row reads)
     for (k, grad) in dtable.chunks(p * c).enumerate() {
+        let rows = job_lens.as_ref().and_then(|l| l.get(k)).map_or(p, |&l| l);
+        let grad = grad.get(..rows * c).unwrap_or_default();
         job_slot(out, group, k)?.grads.prompt = be.upload(DType::F32, grad)?;
     }
     Ok(())
@@ -338,28 +388,29 @@ fn step_group<B: Backend>(
 
 impl Task {
     /// `pet` and `cls`: the mean loss of the batch rows `rows` (R) from the encoder's `hidden`
-    /// (B, P+T, C), scored by this task's verbalizer or head, whatever prompt each row read;
-    /// d loss / d hidden added into `dhidden` (B, P+T, C) at those rows, and the head's
-    /// gradients.
+    /// (B, P+T, C), scored by this task's verbalizer or head, whatever prompt each row read
+    /// (its tokens where `lay` puts them); d loss / d hidden added into `dhidden` (B, P+T, C)
+    /// at those rows, and the head's gradients.
     #[allow(clippy::too_many_arguments)]
     fn head_fwd_bwd<B: Backend>(
         &self,
         be: &B,
         m: &Bert<B>,
         params: &Params<B>,
+        lay: &RowLayout,
         batch: &Batch,
         hidden: &B::Buf,
         rows: &[usize],
         dhidden: &mut B::Buf,
     ) -> Result<(f64, Option<ClsHead<B>>)> {
-        let (t, p, c) = (batch.tokens.t, params.p, m.cfg.hidden_size);
+        let (t, p, c) = (batch.tokens.t, lay.p, m.cfg.hidden_size);
         let labels: Vec<i32> = rows
             .iter()
             .filter_map(|&r| batch.labels.get(r).copied())
             .collect();
         check_labels(&labels)?;
         if self.spec.kind == TaskKind::Pet {
-            let picked = mask_rows(batch, p, rows)?;
+            let picked = lay.mask_rows(batch, rows)?;
             let decoder = Decoder::Rows(&self.verbalizer_ids);
             let h = heads::mlm_head_fwd_bwd(be, m, hidden, &picked, &labels, decoder, false)?;
             be.add_inplace(dhidden, &h.dhidden, be.len(dhidden))?;
@@ -381,7 +432,10 @@ impl Task {
             })
             .copied()
             .collect();
-        let pool_w = heads::upload_pool_weights(be, &mask, r, t, p, self.spec.pooling)?;
+        let pool_w = be.upload(
+            be.act_dtype(),
+            &lay.pool_weights(&mask, rows, t, self.spec.pooling),
+        )?;
         let h = cls_head(params)?.fwd_bwd(be, &mine, &pool_w, &labels, r, p + t)?;
         be.scatter_rows_bwd(dhidden, &h.dhidden, &idx, r, width)?;
         Ok((h.loss, Some(h.dhead)))

@@ -318,6 +318,7 @@ impl<B: Backend> Bert<B> {
             &inp.ids,
             inp.type_ids.as_ref(),
             inp.prompt_idx.as_ref(),
+            inp.prompt_len.as_ref(),
             b,
             inp.tokens,
             inp.prompts,
@@ -433,6 +434,7 @@ impl<B: Backend> Bert<B> {
             acct.release(name);
         }
         let (b, t, k, p) = (inp.b, inp.tokens, inp.prompts, inp.p);
-        be.prompt_grad_bwd(dprompt, &demb, inp.prompt_idx.as_ref(), b, t, k, p, c)
+        let (idx, lens) = (inp.prompt_idx.as_ref(), inp.prompt_len.as_ref());
+        be.prompt_grad_bwd(dprompt, &demb, idx, lens, b, t, k, p, c)
     }
 }

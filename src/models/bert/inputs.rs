@@ -16,9 +16,12 @@ pub struct BertInputs<B: Backend> {
     pub prompts: usize,
     /// (B) I32: the prompt of each row, when rows mix prompts (else every row reads prompt 0)
     pub prompt_idx: Option<B::Buf>,
+    /// (B) I32: each row's prompt length P_b <= P when rows mix prompts of different lengths
+    /// (row b = [its P_b prompt rows, its tokens, P - P_b padding rows]); else every row P
+    pub prompt_len: Option<B::Buf>,
     pub ids: B::Buf,              // (B, tokens) I32
     pub type_ids: Option<B::Buf>, // (B, tokens) I32
-    pub key_mask: B::Buf,         // (B, P + tokens) I32, prompt rows always 1
+    pub key_mask: B::Buf,         // (B, P + tokens) I32, prompt rows 1, padding 0
     /// (B, tokens) the host's attention mask: the cls head pools by it
     pub mask: Vec<i32>,
     /// prefix tuning (P = 0 then): the prefix, layer l reading block l, and the position
@@ -39,6 +42,27 @@ impl<B: Backend> BertInputs<B> {
         crate::backend::check_ids("prompt index", prompt_idx, prompts)?;
         self.prompts = prompts;
         self.prompt_idx = Some(be.upload_i32(prompt_idx)?);
+        Ok(self)
+    }
+
+    /// The batch with row b's prompt `lens[b]` <= P rows long (B): its tokens move up behind
+    /// them (positions P_b..), and the key mask hides the P - P_b padding rows at its end, so
+    /// the row computes what its prompt's own batch computes.
+    pub fn with_prompt_lens(mut self, be: &B, lens: &[usize]) -> Result<Self> {
+        crate::error::ensure_len("prompt lengths", self.b, lens.len())?;
+        let lens: Vec<i32> = lens.iter().map(|&l| l as i32).collect();
+        crate::backend::check_prompt_lens(&lens, self.p)?;
+        let (p, t) = (self.p, self.tokens);
+        let mut key_mask = Vec::with_capacity(self.b * (p + t));
+        for (bi, &pb) in lens.iter().enumerate() {
+            let pb = pb as usize;
+            key_mask.extend(std::iter::repeat_n(1, pb));
+            let row = self.mask.get(bi * t..(bi + 1) * t).unwrap_or_default();
+            key_mask.extend(row.iter().map(|&m| (m != 0) as i32));
+            key_mask.extend(std::iter::repeat_n(0, p - pb));
+        }
+        self.key_mask = be.upload_i32(&key_mask)?;
+        self.prompt_len = Some(be.upload_i32(&lens)?);
         Ok(self)
     }
 }
@@ -68,6 +92,7 @@ pub fn upload_inputs<B: Backend>(
         p,
         prompts: 1,
         prompt_idx: None,
+        prompt_len: None,
         ids: be.upload_i32(&batch.ids)?,
         type_ids: batch
             .type_ids

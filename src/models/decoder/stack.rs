@@ -87,6 +87,7 @@ impl<B: Backend> Decoder<B> {
             ids,
             None,
             None,
+            None,
             b,
             t,
             1,
@@ -202,7 +203,7 @@ impl<B: Backend> Decoder<B> {
             release(acct, "embed_norm", a);
             dx = demb;
         }
-        be.prompt_grad_bwd(dprompt, &dx, None, inp.b, inp.tokens, 1, inp.p, c)
+        be.prompt_grad_bwd(dprompt, &dx, None, None, inp.b, inp.tokens, 1, inp.p, c)
     }
 }
 

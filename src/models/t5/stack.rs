@@ -196,6 +196,7 @@ impl<B: Backend> T5<B> {
             &inp.ids,
             None,
             None,
+            None,
             b,
             inp.tokens,
             1,
@@ -228,7 +229,7 @@ impl<B: Backend> T5<B> {
         }
         let dx = self.stack_bwd(be, acct, None, None, denc_out, acts, ctx)?;
         let (b, t, p, c) = (inp.b, inp.tokens, inp.p, self.cfg.d_model);
-        be.prompt_grad_bwd(dprompt, &dx, None, b, t, 1, p, c)
+        be.prompt_grad_bwd(dprompt, &dx, None, None, b, t, 1, p, c)
     }
 
     /// The decoder over `enc_out` (B, T, C): shared[dec_ids] → blocks → final norm (B, L, C).
@@ -251,6 +252,7 @@ impl<B: Backend> T5<B> {
             None,
             None,
             &inp.dec_ids,
+            None,
             None,
             None,
             b,
