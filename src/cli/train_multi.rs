@@ -215,23 +215,24 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
     let Some(path) = &a.task_config else {
         return Ok(());
     };
-    // /dev/zero (or a FIFO) was read until memory ran out
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() || meta.len() > MAX_TASK_CONFIG_BYTES {
+    // /dev/zero was read until memory ran out: read at most the bound (a pipe, as from
+    // `<(...)`, still works)
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(file, MAX_TASK_CONFIG_BYTES + 1),
+        &mut text,
+    )
+    .map_err(|e| Error::io(path, e))?;
+    if text.len() as u64 > MAX_TASK_CONFIG_BYTES {
         return Err(Error::file(
             path,
             format!(
-                "--task-config: expected an ordinary JSON file of at most {} MB (task settings), \
-                 this is {}",
-                MAX_TASK_CONFIG_BYTES >> 20,
-                match meta.is_file() {
-                    true => format!("{} bytes", meta.len()),
-                    false => "not an ordinary file".into(),
-                }
+                "--task-config holds more than {} MB: expected a JSON file of task settings",
+                MAX_TASK_CONFIG_BYTES >> 20
             ),
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| Error::file(path, format!("not valid JSON: {e}")))?;
     if let Some(k) = softprompt::internals::train::data::repeated_key(&text) {
