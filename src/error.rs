@@ -106,6 +106,37 @@ impl Error {
         }
     }
 
+    /// The error with `tag` (the prompt or task it came from) before its message; the flag,
+    /// file or tensor it names stays. A missing file becomes a file error, to carry the tag.
+    pub fn tagged(self, tag: &str) -> Self {
+        let tag = |msg: String| format!("{tag}: {msg}");
+        match self {
+            Error::Arg { flag, msg } => Error::Arg {
+                flag,
+                msg: tag(msg),
+            },
+            Error::File { path, msg } => Error::File {
+                path,
+                msg: tag(msg),
+            },
+            Error::Config { path, msg } => Error::Config {
+                path,
+                msg: tag(msg),
+            },
+            Error::Io { path, source } => Error::File {
+                path,
+                msg: tag(source.to_string()),
+            },
+            Error::Tensor { name, msg } => Error::Tensor {
+                name,
+                msg: tag(msg),
+            },
+            Error::Unsupported(msg) => Error::Unsupported(tag(msg)),
+            Error::NonFinite(msg) => Error::NonFinite(tag(msg)),
+            other => other,
+        }
+    }
+
     pub fn data(path: impl AsRef<Path>, line: usize, msg: impl Into<String>) -> Self {
         Error::Data {
             path: path.as_ref().to_path_buf(),

@@ -340,7 +340,16 @@ impl PromptTable {
         let weights_path = dir.join(ADAPTER_WEIGHTS);
         let file = TensorFile::read(&weights_path)?;
         let table = file.floats.get(PROMPT_KEY).ok_or_else(|| {
-            Error::file(&weights_path, format!("missing the tensor `{PROMPT_KEY}`"))
+            // an integer table, or PEFT's projection weights alone, said only "missing"
+            let mut held: Vec<&str> = file.floats.keys().map(String::as_str).collect();
+            held.sort_unstable();
+            let why = match file.ints.contains_key(PROMPT_KEY) {
+                true => {
+                    "holds `prompt_embeddings` as integers: expected floating point".to_string()
+                }
+                false => format!("missing the tensor `{PROMPT_KEY}` (it holds {held:?})"),
+            };
+            Error::file(&weights_path, why)
         })?;
         let (rows, d) = match table.shape.as_slice() {
             [r, d] => (*r, *d),

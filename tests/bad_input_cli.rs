@@ -602,6 +602,36 @@ fn flag_decay_rate_0() {
 fn flag_encoder_hidden_size_huge() {
     flag_case("encoder_hidden_size_huge");
 }
+/// Prefix tuning's projection of hidden size 10^11 or 2^32+1 aborted on the allocation
+/// (SIGABRT, "memory allocation of 824633721024 bytes failed").
+#[test]
+fn prefix_projection_hidden_size_huge() {
+    let dir = ScratchDir::new("prefix_hidden_huge");
+    let out = dir.path().join("out");
+    let model = fixture("bert_mlm");
+    for size in ["100000000000", "4294967297"] {
+        let args = train_args(
+            &model,
+            &out,
+            &[
+                "--method",
+                "prefix",
+                "--prefix-projection",
+                "--encoder-hidden-size",
+                size,
+            ],
+        );
+        refused(
+            &softprompt(&args),
+            &[
+                "invalid argument --encoder-hidden-size",
+                "prefix projection",
+                "GB",
+            ],
+        );
+    }
+}
+
 #[test]
 fn flag_encoder_num_layers_huge() {
     flag_case("encoder_num_layers_huge");
@@ -1029,6 +1059,29 @@ fn out_at_the_model_folder_is_refused() {
     }
 }
 
+/// `--out` at a symbolic link to nothing says so and what to do (it said "File exists (os
+/// error 17)"); the link is left as it was.
+#[test]
+fn out_at_a_dangling_link_says_so() {
+    let dir = ScratchDir::new("out_dangling");
+    let link = dir.path().join("out");
+    let target = dir.path().join("gone").join("run");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    for extra in [&[][..], &["--overwrite"][..]] {
+        refused(
+            &softprompt(&train_args(&fixture("bert_mlm"), &link, extra)),
+            &[
+                s(&link),
+                "dangling symbolic link",
+                s(&target),
+                "create the folder",
+            ],
+        );
+        assert!(std::fs::symlink_metadata(&link).is_ok_and(|m| m.is_symlink()));
+        assert!(!target.exists());
+    }
+}
+
 /// `predict --prompt-field` beside one plain prompt folder is refused (it was ignored: every
 /// row went to the one prompt whatever its field said).
 #[test]
@@ -1042,6 +1095,32 @@ fn predict_prompt_field_needs_named_prompts() {
         &["invalid argument --prompt-field", "name=folder"],
     );
     ok(&softprompt(&args));
+}
+
+/// With several `--prompt NAME=DIR`, a missing folder and a bad `--verbalizer` name the
+/// prompt and its folder (they named neither: "nope/adapter_config.json: No such file").
+#[test]
+fn predict_mixed_errors_name_the_prompt() {
+    let dir = ScratchDir::new("predict_mixed_names");
+    let run = trained(&dir, &[]);
+    let data = dir.path().join("mixed.jsonl");
+    std::fs::write(
+        &data,
+        "{\"text\":\"good\",\"prompt\":\"a\"}\n{\"text\":\"bad\",\"prompt\":\"b\"}\n",
+    )
+    .expect("write");
+    let missing = dir.path().join("nope");
+    let (a, b) = (format!("a={}", s(&run)), format!("b={}", s(&missing)));
+    let base = ["predict", "--data", s(&data), "--prompt", &a, "--prompt"];
+    refused(
+        &softprompt(&[&base[..], &[&b]].concat()),
+        &[&format!("--prompt {b}:"), "No such file"],
+    );
+    let b = format!("b={}", s(&run));
+    refused(
+        &softprompt(&[&base[..], &[&b, "--verbalizer", "negative=bad"]].concat()),
+        &["invalid argument --verbalizer", &format!("--prompt {a}:")],
+    );
 }
 
 /// A PEFT folder (no task.json) over unlabelled rows without the task's labels says that it
@@ -1686,4 +1765,258 @@ fn step_memory_is_checked_before_allocating() {
         .expect("run");
     refused(&o, &["--batch-size", "GB available"]);
     assert!(!out.join("checkpoint.safetensors").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multi-task training: the task at fault is named, a settings file's repeated key is refused
+
+/// Two task folders (a, b) over the corpus' train file, and the multi-task command on them.
+fn two_tasks(dir: &ScratchDir) -> Vec<String> {
+    for t in ["a", "b"] {
+        let d = dir.path().join(t);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::copy(corpus("data/train.jsonl"), d.join("train.jsonl")).expect("copy");
+    }
+    let p = |t: &str| format!("{t}={}", dir.path().join(t).display());
+    let model = fixture("bert_mlm");
+    let out = dir.path().join("out");
+    [
+        "train",
+        "--model",
+        s(&model),
+        "--out",
+        s(&out),
+        "--task-data",
+        &p("a"),
+        "--task-data",
+        &p("b"),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--prompt-len",
+        "2",
+        "--no-progress",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The multi-task command `args` with `extra` flags, run.
+fn with_flags(args: &[String], extra: &[&str]) -> Output {
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend_from_slice(extra);
+    softprompt(&all)
+}
+
+/// No run was written into `dir`/out.
+fn no_run(dir: &ScratchDir) {
+    let ckpt = dir.path().join("out").join("checkpoint.safetensors");
+    assert!(!ckpt.exists(), "a refused run wrote {}", ckpt.display());
+}
+
+/// A setting of one task (in --task-config, or a flag every task reads) that the model refuses
+/// named neither the task nor the file: "invalid argument --max-len: must be at least 2".
+#[test]
+fn multitask_errors_name_the_task() {
+    let dir = ScratchDir::new("multitask_names");
+    let args = two_tasks(&dir);
+    let config = dir.path().join("tasks.json");
+    std::fs::write(&config, r#"{"b": {"max_len": 0}}"#).expect("write");
+    refused(
+        &with_flags(&args, &["--task-config", s(&config)]),
+        &["invalid argument --max-len", "task `b`", s(&config)],
+    );
+    refused(
+        &with_flags(&args, &["--verbalizer", "positive=great,negative=great"]),
+        &["invalid argument --verbalizer", "task `a`"],
+    );
+    no_run(&dir);
+}
+
+/// `--task-config` with a key given twice ran on the last value without a word (exit 0).
+#[test]
+fn multitask_config_repeated_key_is_refused() {
+    let dir = ScratchDir::new("multitask_repeated");
+    let args = two_tasks(&dir);
+    for (text, key) in [
+        (r#"{"a": {"prompt_len": 2, "prompt_len": 3}}"#, "prompt_len"),
+        (r#"{"a": {"prompt_len": 2}, "a": {"prompt_len": 3}}"#, "a"),
+    ] {
+        let config = dir.path().join("tasks.json");
+        std::fs::write(&config, text).expect("write");
+        refused(
+            &with_flags(&args, &["--task-config", s(&config)]),
+            &[s(&config), &format!("the key \"{key}\" appears twice")],
+        );
+        no_run(&dir);
+    }
+}
+
+/// A prompt table stored as integers was reported missing ("missing the tensor
+/// `prompt_embeddings`") although the file holds it; a file without it lists what it holds.
+#[test]
+fn integer_prompt_table_is_named_not_missing() {
+    let dir = ScratchDir::new("int_table");
+    let run = trained(&dir, &[]);
+    let weights = run.join("adapter_model.safetensors");
+    edit_safetensors(&weights, |t| {
+        let table = t.get_mut("prompt_embeddings").expect("the table");
+        table.dtype = safetensors::Dtype::I32;
+    });
+    let data = corpus("data/dev.jsonl");
+    for cmd in [
+        &["inspect", s(&run)][..],
+        &["eval", "--prompt", s(&run), "--data", s(&data)],
+    ] {
+        refused(&softprompt(cmd), &[s(&weights), "as integers"]);
+    }
+    edit_safetensors(&weights, |t| {
+        let table = t.remove("prompt_embeddings").expect("the table");
+        t.insert(
+            "embedding.weight".into(),
+            RawTensor {
+                dtype: safetensors::Dtype::F32,
+                ..table
+            },
+        );
+    });
+    refused(
+        &softprompt(&["inspect", s(&run)]),
+        &["missing the tensor `prompt_embeddings`", "embedding.weight"],
+    );
+}
+
+/// A multi-task run's checkpoint resumed without its tasks was called "not a softprompt
+/// checkpoint"; the run's files survive.
+#[test]
+fn multitask_checkpoint_resumed_as_one_task_says_so() {
+    let dir = ScratchDir::new("multitask_resume_single");
+    let mut args = two_tasks(&dir);
+    ok(&softprompt(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let out = dir.path().join("out");
+    let before = snapshot(&out);
+    let at = args
+        .iter()
+        .position(|a| a == "--task-data")
+        .expect("--task-data");
+    args.drain(at..at + 4);
+    let train = corpus("data/train.jsonl");
+    args.extend(["--train".into(), s(&train).into(), "--resume".into()]);
+    refused(
+        &softprompt(&args.iter().map(String::as_str).collect::<Vec<_>>()),
+        &[
+            "checkpoint.safetensors",
+            "a multi-task run's checkpoint",
+            "--task-data",
+        ],
+    );
+    assert_eq!(snapshot(&out), before);
+}
+
+/// `--task-config /dev/zero` read until memory ran out (a hang, then the OOM killer); a task
+/// folder with both train.jsonl and train.csv trained on one of them without a word.
+#[test]
+fn multitask_inputs_that_are_not_what_they_seem() {
+    let dir = ScratchDir::new("multitask_odd_inputs");
+    let args = two_tasks(&dir);
+    let start = std::time::Instant::now();
+    refused(
+        &with_flags(&args, &["--task-config", "/dev/zero"]),
+        &["/dev/zero", "more than 16 MB"],
+    );
+    assert!(start.elapsed().as_secs() < 20, "took {:?}", start.elapsed());
+    let csv = dir.path().join("b").join("train.csv");
+    std::fs::write(&csv, "text,label\ngood,positive\nbad,negative\n").expect("write");
+    refused(
+        &with_flags(&args, &[]),
+        &[
+            "invalid argument --task-data",
+            "train.jsonl",
+            "train.csv",
+            "keep one",
+        ],
+    );
+    no_run(&dir);
+}
+
+/// `--encoder-num-layers` with P-tuning's MLP trained the MLP's three linears whatever the
+/// count (exit 0): it applies to the LSTM only.
+#[test]
+fn encoder_num_layers_with_the_mlp_is_refused() {
+    let dir = ScratchDir::new("ptuning_mlp_layers");
+    let out = dir.path().join("out");
+    let model = fixture("bert_mlm");
+    let args = train_args(
+        &model,
+        &out,
+        &["--method", "p-tuning", "--encoder-num-layers", "3"],
+    );
+    refused(
+        &softprompt(&args),
+        &["invalid argument --encoder-num-layers", "lstm"],
+    );
+    assert!(!out.join("checkpoint.safetensors").exists());
+}
+
+/// Prefix tuning with a `cls` head trained, wrote the head, then refused its own folder
+/// ("`weight` has shape [2, 48]: expected [labels, 192], the prompt's width": the prefix
+/// table's row, not the model's width) and exited 2; eval and predict refused it too.
+#[test]
+fn prefix_cls_run_reads_back_its_head() {
+    let dir = ScratchDir::new("prefix_cls");
+    let out = dir.path().join("out");
+    let model = fixture("bert_mlm");
+    let train = corpus("data/train.jsonl");
+    ok(&softprompt(&[
+        "train",
+        "--model",
+        s(&model),
+        "--train",
+        s(&train),
+        "--out",
+        s(&out),
+        "--method",
+        "prefix",
+        "--task",
+        "cls",
+        "--prompt-len",
+        "2",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "1",
+        "--no-progress",
+    ]));
+    let data = corpus("data/dev.jsonl");
+    let eval = ok(&softprompt(&[
+        "eval",
+        "--prompt",
+        s(&out),
+        "--data",
+        s(&data),
+        "--json",
+    ]));
+    assert!(eval.contains("\"accuracy\""), "{eval}");
+    ok(&softprompt(&[
+        "predict",
+        "--prompt",
+        s(&out),
+        "--data",
+        s(&data),
+    ]));
+    // a head of another width is still refused, naming the model's width
+    edit_safetensors(&out.join("head.safetensors"), |t| {
+        let w = t.get_mut("weight").expect("weight");
+        w.shape = vec![4, 24];
+    });
+    refused(
+        &softprompt(&["eval", "--prompt", s(&out), "--data", s(&data)]),
+        &[
+            "head.safetensors",
+            "expected [labels, 48], the model's width",
+        ],
+    );
 }

@@ -221,3 +221,29 @@ fn bench_json_reports_the_contract_keys() {
     let per_s = v["tokens_per_s"].as_f64().unwrap();
     assert!((per_s - tokens / (v["step_ms"].as_f64().unwrap() / 1e3)).abs() < 1e-6 * per_s);
 }
+
+/// `bench --ceiling` times no step: --steps, --warmup, --recompute, --gemm, --device and
+/// --precision with it were silently ignored (exit 0 on a measurement they did not shape).
+#[test]
+fn ceiling_refuses_the_step_flags() {
+    for extra in [
+        &["--steps", "3"][..],
+        &["--warmup", "2"][..],
+        &["--recompute", "layer"][..],
+        &["--gemm", "naive"][..],
+        &["--device", "cuda"][..],
+        &["--precision", "f32"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_softprompt"))
+            .args(["bench", "--preset", "bert-base", "--ceiling"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(
+            err.contains("--ceiling") && err.contains(extra[0]),
+            "{extra:?}: {err}"
+        );
+    }
+}

@@ -732,3 +732,38 @@ fn a_request_that_never_ends_is_dropped_after_the_grace() {
         "{took:?}"
     );
 }
+
+/// A prompt of another architecture loaded over HTTP: the 400 named the command line's
+/// `--max-len` (a request passes no flags); it names the prompt and the architectures.
+#[test]
+fn load_of_another_architecture_names_the_mismatch() {
+    let dir = ScratchDir::new("serve_other_arch");
+    let opts = TaskOptions {
+        labels: Some(vec!["negative".into(), "positive".into()]),
+        ..TaskOptions::default()
+    };
+    let server = Server::start(&[], &[]);
+    for arch in ["llama", "t5_v1_1"] {
+        let model = Model::open(common::fixture(arch), Device::Cpu).unwrap();
+        let task = model.task(&opts, None, 3).unwrap();
+        let prompt = model
+            .new_prompt(&task, 3, &PromptInit::Random { std: 0.5 }, 1)
+            .unwrap();
+        let path = dir.path().join(arch);
+        model.save_prompt(&path, &prompt, &task).unwrap();
+        let body = json!({ "name": arch, "path": path }).to_string();
+        let (status, err) = server.call("POST", "/v1/prompts", Some(&body));
+        let msg = err["error"].as_str().unwrap_or_default();
+        assert_eq!(status, 400, "{arch}: {err}");
+        let named = format!("prompt \"{arch}\" ({})", path.display());
+        for needle in [
+            named.as_str(),
+            "does not fit this server's bert model",
+            "but the model is bert",
+        ] {
+            assert!(msg.contains(needle), "{arch}: lacks {needle:?}: {msg}");
+        }
+        assert!(!msg.contains("--"), "{arch}: names a flag: {msg}");
+    }
+    assert_eq!(server.terminate(), 0);
+}

@@ -3,7 +3,8 @@
 //! set already made for the task.
 
 use crate::errors::{arg, compute};
-use pyo3::exceptions::{PyOverflowError, PyTypeError};
+use crate::ints::{int, repr};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use softprompt::{DataSpec, Dataset, Encoded, Row};
@@ -126,9 +127,8 @@ impl PyEncoded {
     }
 }
 
-/// Token ids from Python, each checked against i32: PyO3's own extraction raised a bare
-/// OverflowError for an id of 2^40, naming neither the argument nor the bound. A value of
-/// the wrong type stays a TypeError naming the argument, as PyO3 words it.
+/// Token ids from Python, each an i32 (`ints::int` names the argument, the row and the
+/// range); a value that is not a list of lists is a TypeError naming the argument.
 fn id_lists(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<i32>>> {
     let rows: Vec<Vec<Bound<'_, PyAny>>> = obj
         .extract()
@@ -137,7 +137,7 @@ fn id_lists(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<i32>>> {
         let what = |c: usize| format!("row {r}, position {c}");
         row.iter()
             .enumerate()
-            .map(|(c, v)| int(name, &what(c), v, "an int from -2^31 to 2^31-1", i32_of))
+            .map(|(c, v)| int::<i32>(name, &what(c), v))
             .collect()
     };
     rows.iter()
@@ -146,53 +146,17 @@ fn id_lists(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<i32>>> {
         .collect()
 }
 
-/// Row indices (labels, [MASK] positions) from Python, each a non-negative int (a label of -1
-/// or 2^70 raised a bare OverflowError); None is kept where `none_ok` (an unlabelled row).
+/// Row indices (labels, [MASK] positions) from Python, each a non-negative int; None is kept
+/// where `none_ok` (an unlabelled row).
 fn indices(name: &str, obj: &Bound<'_, PyAny>, none_ok: bool) -> PyResult<Vec<Option<usize>>> {
     let items: Vec<Bound<'_, PyAny>> = obj
         .extract()
         .map_err(|e| PyTypeError::new_err(format!("argument '{name}': {e}")))?;
-    let bound = format!("an int from 0 to {}", usize::MAX);
     let each = |(r, v): (usize, &Bound<'_, PyAny>)| match v.is_none() {
         true if none_ok => Ok(None),
-        _ => int(name, &format!("row {r}"), v, &bound, usize_of).map(Some),
+        _ => int::<usize>(name, &format!("row {r}"), v).map(Some),
     };
     items.iter().enumerate().map(each).collect()
-}
-
-/// One int of argument `name` at `at` (`extract` reads it as its type): out of range, an
-/// error naming the argument, where and the range; of another type, a TypeError naming them.
-fn int<T>(
-    name: &str,
-    at: &str,
-    v: &Bound<'_, PyAny>,
-    range: &str,
-    extract: impl Fn(&Bound<'_, PyAny>) -> PyResult<T>,
-) -> PyResult<T> {
-    extract(v).map_err(|e| {
-        if e.is_instance_of::<PyOverflowError>(v.py()) {
-            arg(name, format!("{at} holds {}: expected {range}", repr(v)))
-        } else {
-            PyTypeError::new_err(format!("argument '{name}': {at}: {e}"))
-        }
-    })
-}
-
-fn i32_of(v: &Bound<'_, PyAny>) -> PyResult<i32> {
-    v.extract()
-}
-
-fn usize_of(v: &Bound<'_, PyAny>) -> PyResult<usize> {
-    v.extract()
-}
-
-/// A value's repr, cut short (a huge int or list would flood the message).
-fn repr(v: &Bound<'_, PyAny>) -> String {
-    let text = v.repr().map_or_else(|_| "?".into(), |r| r.to_string());
-    match text.char_indices().nth(60) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text,
-    }
 }
 
 /// A data set from `data`: a path (read as `spec` says), a list of texts (with `labels`), or

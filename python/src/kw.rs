@@ -47,6 +47,14 @@ impl<'py> Kw<'py> {
         Ok(self.take(key)?.unwrap_or(default))
     }
 
+    /// The int value of `key` (None when absent or None), removed; not an int of `T`'s range:
+    /// `InvalidArgument` naming the keyword (`ints::int`).
+    pub fn uint<T: crate::ints::Int>(&mut self, key: &str) -> PyResult<Option<T>> {
+        self.take_any(key)?
+            .map(|v| crate::ints::int(key, "", &v))
+            .transpose()
+    }
+
     /// The raw object of `key`, removed.
     pub fn take_any(&mut self, key: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
         let Some(d) = &self.dict else { return Ok(None) };
@@ -101,8 +109,8 @@ impl<'py> Kw<'py> {
             verbalizer,
             pooling: parse(self.take::<String>("pooling")?, "--pooling")?,
             free_targets: self.get("free_targets", false)?,
-            max_len: self.take("max_len")?,
-            max_target_len: self.take("max_target_len")?,
+            max_len: self.uint("max_len")?,
+            max_target_len: self.uint("max_target_len")?,
             decode: parse(self.take::<String>("decode")?, "--decode")?,
         })
     }

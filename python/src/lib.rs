@@ -4,6 +4,7 @@
 
 mod data;
 mod errors;
+mod ints;
 mod kw;
 mod model;
 mod parity;

@@ -3,6 +3,7 @@
 
 use crate::data::{dataset, PyEncoded};
 use crate::errors::{arg, compute, to_py};
+use crate::ints;
 use crate::kw::{parse, Kw};
 use crate::prompt::PyPrompt;
 use crate::task::{prompt_init, PyTask};
@@ -107,7 +108,7 @@ impl PyModel {
         dir: PathBuf,
         device: &str,
         precision: &str,
-        threads: usize,
+        #[pyo3(from_py_with = ints::threads)] threads: usize,
     ) -> PyResult<PyModel> {
         let kind = Device::parse(device, precision).map_err(to_py)?;
         crate::threads::setup(threads)?;
@@ -159,7 +160,7 @@ impl PyModel {
         &self,
         py: Python<'_>,
         data: Option<Bound<'_, PyAny>>,
-        prompt_len: usize,
+        #[pyo3(from_py_with = ints::prompt_len)] prompt_len: usize,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyTask> {
         let mut kw = Kw::new("task", kwargs)?;
@@ -206,8 +207,8 @@ impl PyModel {
         &self,
         py: Python<'_>,
         task: PyRef<'_, PyTask>,
-        prompt_len: usize,
-        seed: u64,
+        #[pyo3(from_py_with = ints::prompt_len)] prompt_len: usize,
+        #[pyo3(from_py_with = ints::seed)] seed: u64,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyPrompt> {
         let mut kw = Kw::new("new_prompt", kwargs)?;
@@ -275,7 +276,7 @@ impl PyModel {
         prompt: PyRef<'_, PyPrompt>,
         data: Bound<'_, PyAny>,
         labels: Option<Vec<Option<String>>>,
-        batch_size: usize,
+        #[pyo3(from_py_with = ints::batch_size)] batch_size: usize,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>)> {
         let mut kw = Kw::new("evaluate", kwargs)?;
@@ -299,7 +300,7 @@ impl PyModel {
         task: PyRef<'_, PyTask>,
         prompt: PyRef<'_, PyPrompt>,
         data: Bound<'_, PyAny>,
-        batch_size: usize,
+        #[pyo3(from_py_with = ints::batch_size)] batch_size: usize,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let mut kw = Kw::new("predict", kwargs)?;
@@ -325,7 +326,7 @@ impl PyModel {
         task: PyRef<'_, PyTask>,
         prompt: PyRef<'_, PyPrompt>,
         texts: Vec<String>,
-        max_new_tokens: usize,
+        #[pyo3(from_py_with = ints::max_new_tokens)] max_new_tokens: usize,
         prompt_placement: &str,
     ) -> PyResult<Bound<'py, PyList>> {
         let placement = parse::<PromptPlacement>(Some(prompt_placement.into()), "")?

@@ -60,6 +60,6 @@ pub fn prompt_init(kw: &mut Kw<'_>) -> PyResult<PromptInit> {
     let init: String = kw.get("init", "random".to_string())?;
     let text: Option<String> = kw.take("init_text")?;
     let std: Option<f64> = kw.take("init_std")?;
-    let from_first: Option<usize> = kw.take("init_vocab_first")?;
+    let from_first: Option<usize> = kw.uint("init_vocab_first")?;
     PromptInit::from_flags(&init, text, std, from_first).map_err(crate::errors::to_py)
 }

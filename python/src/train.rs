@@ -38,7 +38,7 @@ fn optim_config(kw: &mut Kw<'_>) -> PyResult<OptimConfig> {
     if let Some(s) = parse(kw.take::<String>("schedule")?, "")? {
         o.schedule.kind = s;
     }
-    o.schedule.warmup = kw.get("warmup_steps", 0)?;
+    o.schedule.warmup = kw.uint("warmup_steps")?.unwrap_or(0);
     if let Some(n) = kw.take::<f64>("max_grad_norm")? {
         // 0 turns clipping off; NaN and negatives reach `OptimConfig::validate`
         o.max_grad_norm = (n != 0.0).then_some(n);
@@ -55,18 +55,18 @@ fn train_config(kw: &mut Kw<'_>, prompt_len: usize) -> PyResult<TrainConfig> {
         prompt_len,
         init: prompt_init(kw)?,
         optim: optim_config(kw)?,
-        batch_size: kw.get("batch_size", d.batch_size)?,
-        eval_batch_size: kw.get("eval_batch_size", d.eval_batch_size)?,
-        epochs: kw.get("epochs", d.epochs)?,
-        max_steps: kw.take("max_steps")?,
-        eval_every: kw.get("eval_every", d.eval_every)?,
-        patience: kw.take("patience")?,
-        save_every: kw.get("save_every", d.save_every)?,
-        log_every: kw.get("log_every", d.log_every)?,
-        seed: kw.get("seed", d.seed)?,
+        batch_size: kw.uint("batch_size")?.unwrap_or(d.batch_size),
+        eval_batch_size: kw.uint("eval_batch_size")?.unwrap_or(d.eval_batch_size),
+        epochs: kw.uint("epochs")?.unwrap_or(d.epochs),
+        max_steps: kw.uint("max_steps")?,
+        eval_every: kw.uint("eval_every")?.unwrap_or(d.eval_every),
+        patience: kw.uint("patience")?,
+        save_every: kw.uint("save_every")?.unwrap_or(d.save_every),
+        log_every: kw.uint("log_every")?.unwrap_or(d.log_every),
+        seed: kw.uint("seed")?.unwrap_or(d.seed),
         recompute: parse::<Recompute>(Some(kw.get("recompute", "none".to_string())?), "")?
             .unwrap_or(Recompute::None),
-        bucket_pool: kw.get("bucket_pool", d.bucket_pool)?,
+        bucket_pool: kw.uint("bucket_pool")?.unwrap_or(d.bucket_pool),
         threads: rayon::current_num_threads(),
         overwrite: kw.get("overwrite", false)?,
         resume: kw.get("resume", false)?,
@@ -163,7 +163,9 @@ pub fn train<'py>(
     let mut kw = Kw::new("train", kwargs)?;
     let opts = kw.task_options()?;
     let spec = kw.data_spec(true)?;
-    let prompt_len: usize = kw.get("prompt_len", TrainConfig::default().prompt_len)?;
+    let prompt_len: usize = kw
+        .uint("prompt_len")?
+        .unwrap_or(TrainConfig::default().prompt_len);
     let no_progress: bool = kw.get("no_progress", false)?;
     let cfg = train_config(&mut kw, prompt_len)?;
     kw.finish()?;

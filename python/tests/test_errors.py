@@ -123,13 +123,71 @@ def test_ints_out_of_range_name_the_argument(rows, message):
 
 def test_ints_of_the_wrong_type_name_the_argument():
     for rows, name in [
-        (dict(ids=[[4, 1.5]]), "'ids': row 0, position 1"),
-        (dict(ids="abc"), "'ids'"),
-        (dict(ids=[[4]], mask_positions=[None]), "'mask_positions': row 0"),
+        (dict(ids=[[4, 1.5]]), "ids: row 0, position 1 holds 1.5: expected an int"),
+        (dict(ids=[[4]], mask_positions=[None]), "mask_positions: row 0 holds None"),
     ]:
-        with pytest.raises(TypeError, match=name):
+        with pytest.raises(sp.InvalidArgument, match=name):
             sp.Encoded.from_ids(**rows)
+    with pytest.raises(TypeError, match="'ids'"):
+        sp.Encoded.from_ids("abc")
     enc = sp.Encoded.from_ids([[4, 5]], labels=[None])
     assert enc.labels == [None]
     with pytest.raises(IndexError, match="row index"):
         enc[2**70]
+
+
+# every unsigned int argument of the package, as (name, a call giving it `v`): each raised a
+# bare OverflowError (-1, 2**70) or TypeError (1.5) naming neither the argument nor the range
+def _int_args():
+    pairs = [("a", "x"), ("b", "y")]
+    verb = "x=great,y=bad"
+
+    def model():
+        return sp.Model(BERT_MLM)
+
+    def task(m):
+        return m.task(pairs, prompt_len=2, verbalizer=verb)
+
+    def prompt(m):
+        return m.new_prompt(task(m), prompt_len=2)
+
+    def train(name):
+        return lambda v, tmp: model().train(TRAIN, tmp / "out", no_progress=True, **{name: v})
+
+    calls = {
+        "threads": lambda v, tmp: sp.Model(BERT_MLM, threads=v),
+        "task.prompt_len": lambda v, tmp: model().task(pairs, prompt_len=v, verbalizer=verb),
+        "task.max_len": lambda v, tmp: model().task(pairs, max_len=v, verbalizer=verb),
+        "task.max_target_len": lambda v, tmp: model().task(pairs, max_target_len=v),
+        "task_for.max_len": lambda v, tmp: (lambda m: m.task_for(prompt(m), max_len=v))(model()),
+        "new_prompt.prompt_len": lambda v, tmp: (lambda m: m.new_prompt(task(m), prompt_len=v))(model()),
+        "new_prompt.seed": lambda v, tmp: (lambda m: m.new_prompt(task(m), prompt_len=2, seed=v))(model()),
+        "new_prompt.init_vocab_first": lambda v, tmp: (
+            lambda m: m.new_prompt(task(m), prompt_len=2, init="sample-vocab", init_vocab_first=v)
+        )(model()),
+        "evaluate.batch_size": lambda v, tmp: (
+            lambda m: m.evaluate(task(m), prompt(m), ["a"], labels=["x"], batch_size=v)
+        )(model()),
+        "predict.batch_size": lambda v, tmp: (lambda m: m.predict(task(m), prompt(m), ["a"], batch_size=v))(model()),
+        "generate.max_new_tokens": lambda v, tmp: (
+            lambda m: m.generate(task(m), prompt(m), ["a"], max_new_tokens=v)
+        )(model()),
+    }
+    for name in ["prompt_len", "batch_size", "eval_batch_size", "epochs", "max_steps", "eval_every",
+                 "patience", "save_every", "log_every", "seed", "bucket_pool", "warmup_steps",
+                 "max_len", "max_target_len", "init_vocab_first"]:
+        calls[f"train.{name}"] = train(name)
+    return calls
+
+
+INT_ARGS = _int_args()
+
+
+@pytest.mark.parametrize("value", [-1, 2**70, 1.5], ids=["-1", "2**70", "1.5"])
+@pytest.mark.parametrize("where", list(INT_ARGS))
+def test_int_arguments_out_of_range_name_the_argument(tmp_path, where, value):
+    name = where.split(".")[-1]
+    with pytest.raises(sp.InvalidArgument) as e:
+        INT_ARGS[where](value, tmp_path)
+    assert str(e.value).startswith(f"invalid argument {name}: got {value!r}: expected an int from 0 to "), e.value
+    assert not (tmp_path / "out").exists()

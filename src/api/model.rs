@@ -401,7 +401,8 @@ impl Model {
                 &task.inner.spec,
                 &m.dir,
                 &info,
-                serde_json::json!({}),
+                // as a training run records it: `check_arch` (and serve's 400) read it
+                serde_json::json!({ "arch": m.arch_name() }),
             )
         })
     }

@@ -16,8 +16,9 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Measure this machine's ceiling instead of a step: the float32 FMA peak and every GEMM
-    /// path of this build on the preset's frozen-weight products (CPU)
-    #[arg(long)]
+    /// path of this build on the preset's frozen-weight products (CPU). Times no step: the
+    /// step's flags are refused with it rather than ignored.
+    #[arg(long, conflicts_with_all = ["steps", "warmup", "recompute", "gemm", "device", "precision"])]
     ceiling: bool,
 }
 

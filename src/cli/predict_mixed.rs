@@ -138,7 +138,7 @@ fn load_jobs(
     let kind = a.device.setup()?;
     let opts = a.task.options()?;
     let prompts = (pairs.iter())
-        .map(|(_, dir)| Prompt::load(dir))
+        .map(|(name, dir)| Prompt::load(dir).map_err(|e| of_prompt(name, dir, e)))
         .collect::<Result<Vec<_>>>()?;
     let model_dir = match &a.model {
         Some(m) => m.clone(),
@@ -146,11 +146,13 @@ fn load_jobs(
     };
     let model = Model::open(&model_dir, kind)?;
     let mut jobs = Vec::new();
-    for (j, ((name, _), prompt)) in pairs.iter().zip(prompts).enumerate() {
-        if let Some(warning) = prompt.check_arch(&model, a.model.is_some())? {
-            eprintln!("warning: {name}: {warning}");
+    for (j, ((name, dir), prompt)) in pairs.iter().zip(prompts).enumerate() {
+        let tag = |e| of_prompt(name, dir, e);
+        if let Some(warning) = prompt.check_arch(&model, a.model.is_some()).map_err(tag)? {
+            eprintln!("warning: --prompt {name}={}: {warning}", dir.display());
         }
-        let task = model.task_for(&prompt, &opts, Some(&subset(data, job_of, j)))?;
+        let rows = subset(data, job_of, j);
+        let task = model.task_for(&prompt, &opts, Some(&rows)).map_err(tag)?;
         jobs.push(Job {
             name: name.clone(),
             prompt,
@@ -164,8 +166,10 @@ fn load_jobs(
 /// model serves them all).
 fn same_model(pairs: &[(String, PathBuf)], prompts: &[Prompt]) -> Result<PathBuf> {
     let mut found: Option<(PathBuf, &str)> = None;
-    for ((name, _), prompt) in pairs.iter().zip(prompts) {
-        let dir = prompt.model_dir()?;
+    for ((name, prompt_dir), prompt) in pairs.iter().zip(prompts) {
+        let dir = prompt
+            .model_dir()
+            .map_err(|e| of_prompt(name, prompt_dir, e))?;
         let key = dir.canonicalize().unwrap_or_else(|_| dir.clone());
         match &found {
             None => found = Some((key, name)),
@@ -186,4 +190,10 @@ fn same_model(pairs: &[(String, PathBuf)], prompts: &[Prompt]) -> Result<PathBuf
     found
         .map(|(d, _)| d)
         .ok_or_else(|| Error::arg("--prompt", "no prompt given"))
+}
+
+/// `e` with the `--prompt NAME=DIR` it came from named: with several prompts, an error about
+/// the task flags or a missing folder said neither which prompt nor which folder.
+fn of_prompt(name: &str, dir: &Path, e: Error) -> Error {
+    e.tagged(&format!("--prompt {name}={}", dir.display()))
 }

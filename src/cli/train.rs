@@ -4,9 +4,9 @@
 use super::common::{fail, DataArgs, DeviceArgs, TaskArgs};
 use softprompt::internals::train::outdir;
 use softprompt::{
-    ConsoleProgress, Encoded, Error, Method, Model, OptimConfig, OptimKind, PTuning, Placement,
-    PrefixTuning, PromptInit, Recompute, Result, Splits, Summary, Task, TaskKind, TaskSpec,
-    TrainConfig,
+    ConsoleProgress, Encoded, EncoderKind, Error, Method, Model, OptimConfig, OptimKind, PTuning,
+    Placement, PrefixTuning, PromptInit, Recompute, Result, Splits, Summary, Task, TaskKind,
+    TaskSpec, TrainConfig,
 };
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -291,6 +291,15 @@ fn method(a: &Args) -> Result<Method> {
             let mut pt = PTuning::default();
             if let Some(k) = &a.encoder_reparameterization {
                 pt.kind = k.parse()?;
+            }
+            // PEFT's MLP has its three linears whatever the count: --encoder-num-layers 3
+            // with the MLP trained the same encoder without a word
+            if a.encoder_num_layers.is_some() && pt.kind != EncoderKind::Lstm {
+                return Err(Error::arg(
+                    "--encoder-num-layers",
+                    "applies to --encoder-reparameterization lstm only (the MLP always has its \
+                     three linears, as PEFT's)",
+                ));
             }
             pt.hidden = a.encoder_hidden_size.or(pt.hidden);
             pt.num_layers = a.encoder_num_layers.unwrap_or(pt.num_layers);

@@ -94,11 +94,24 @@ fn by_folder(a: &Args) -> Result<Vec<TaskInput>> {
             return Err(Error::arg("--task-data", format!("{name}={}: not a folder (expected one holding train.jsonl, and dev.jsonl, test.jsonl if any)", dir.display())));
         }
         let split = |s: &str| -> Result<Option<Dataset>> {
-            let found = ["jsonl", "tsv", "csv"]
+            let found: Vec<PathBuf> = ["jsonl", "tsv", "csv"]
                 .iter()
                 .map(|e| dir.join(format!("{s}.{e}")))
-                .find(|p| p.is_file());
-            found.map(|p| a.data.load(&p, true)).transpose()
+                .filter(|p| p.is_file())
+                .collect();
+            // train.jsonl beside train.csv: one was read and the other ignored without a word
+            if let [first, second, ..] = found.as_slice() {
+                return Err(Error::arg(
+                    "--task-data",
+                    format!(
+                        "{name}={}: holds both {} and {}: which is the {s} split? keep one",
+                        dir.display(),
+                        first.display(),
+                        second.display()
+                    ),
+                ));
+            }
+            found.first().map(|p| a.data.load(p, true)).transpose()
         };
         let train = split("train")?.ok_or_else(|| {
             Error::arg(
@@ -193,15 +206,41 @@ fn by_field(a: &Args, field: &str) -> Result<Vec<TaskInput>> {
     Ok(out)
 }
 
+/// A task settings file is a few lines: a bound far above any real one.
+const MAX_TASK_CONFIG_BYTES: u64 = 16 << 20;
+
 /// `--task-config FILE`: {"NAME": {"template": ..., "labels": ..., "prompt_len": 8, ...}}
 /// overrides the command line's task flags for that task.
 fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
     let Some(path) = &a.task_config else {
         return Ok(());
     };
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    // /dev/zero was read until memory ran out: read at most the bound (a pipe, as from
+    // `<(...)`, still works)
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(file, MAX_TASK_CONFIG_BYTES + 1),
+        &mut text,
+    )
+    .map_err(|e| Error::io(path, e))?;
+    if text.len() as u64 > MAX_TASK_CONFIG_BYTES {
+        return Err(Error::file(
+            path,
+            format!(
+                "--task-config holds more than {} MB: expected a JSON file of task settings",
+                MAX_TASK_CONFIG_BYTES >> 20
+            ),
+        ));
+    }
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| Error::file(path, format!("not valid JSON: {e}")))?;
+    if let Some(k) = softprompt::internals::train::data::repeated_key(&text) {
+        return Err(Error::file(
+            path,
+            format!("the key \"{k}\" appears twice in an object: which value is meant?"),
+        ));
+    }
     let obj = v
         .as_object()
         .ok_or_else(|| Error::file(path, "expected a JSON object by task name"))?;
@@ -282,7 +321,20 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
 fn encode_task(model: &Model, a: &Args, t: TaskInput) -> Result<EncodedTask> {
     let p = t.prompt_len.unwrap_or(a.prompt_len);
     let [train, dev, test] = t.data;
-    let task = model.task(&t.flags.options()?, train.as_ref(), p)?;
+    // an error of the task's settings (flags, or --task-config over them) names the task
+    let tag = match &a.task_config {
+        Some(c) => format!(
+            "task `{}` (--task-config {} over the flags)",
+            t.name,
+            c.display()
+        ),
+        None => format!("task `{}`", t.name),
+    };
+    let task = t
+        .flags
+        .options()
+        .and_then(|o| model.task(&o, train.as_ref(), p))
+        .map_err(|e| e.tagged(&tag))?;
     println!("task {}: {}", t.name, describe(task.spec()));
     let enc = |d: Option<Dataset>, split: &str| -> Result<Option<Encoded>> {
         let Some(d) = d else { return Ok(None) };

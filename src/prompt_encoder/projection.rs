@@ -30,7 +30,41 @@ impl ProjectionConfig {
                 format!("prefix projection sizes {self:?}: every size must be at least 1"),
             ));
         }
-        Ok(())
+        self.check_memory()
+    }
+
+    /// The parameters, counted in u128 (an --encoder-hidden-size of 10^11 overflows usize
+    /// products).
+    pub fn params(&self) -> u128 {
+        let (p, w, h, out) = (
+            self.p as u128,
+            self.w as u128,
+            self.hidden as u128,
+            self.out as u128,
+        );
+        p * w + h * w + h + out * h + out
+    }
+
+    /// The weights, gradients, two Adam moments, best copy and checkpoint copy within the
+    /// host's memory: an --encoder-hidden-size of 10^11 aborted on the allocation (SIGABRT).
+    fn check_memory(&self) -> Result<()> {
+        const COPIES: u128 = 6;
+        let need = self.params().saturating_mul(COPIES * 4);
+        match crate::memory::host_available_bytes() {
+            Some(available) if need > available as u128 => Err(Error::arg(
+                "--encoder-hidden-size",
+                format!(
+                    "a prefix projection of hidden size {} holds {} parameters: {:.1} GB with \
+                     its gradients and optimizer state, more than the {:.1} GB of memory \
+                     available",
+                    self.hidden,
+                    self.params(),
+                    need as f64 / 1e9,
+                    available as f64 / 1e9
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Every tensor's PEFT name and shape, in PEFT's state-dict order.

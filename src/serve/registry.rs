@@ -84,7 +84,7 @@ impl Registry {
                 format!("a prompt named \"{name}\" is loaded already: unload it first"),
             ));
         }
-        let entry = open(model, path).map_err(|e| ApiError::from_engine(&e))?;
+        let entry = open(model, name, path)?;
         let spec = entry.task.spec();
         let info = PromptInfo {
             name: name.to_string(),
@@ -130,13 +130,29 @@ pub fn unknown_prompt(name: &str, catalog: &Catalog) -> ApiError {
 
 /// A prompt folder with the task it was trained for (task.json, or the model's defaults for a
 /// PEFT folder) on `model`.
-fn open(model: &Model, path: &Path) -> Result<Entry> {
-    let prompt = Prompt::load(path)?;
+fn open(model: &Model, name: &str, path: &Path) -> Result<Entry, ApiError> {
+    let engine = |e: Error| ApiError::from_engine(&e);
+    let prompt = Prompt::load(path).map_err(engine)?;
     // the model is the server's by choice, so an architecture mismatch is a warning
-    if let Some(warning) = prompt.check_arch(model, true)? {
+    let other_arch = prompt.check_arch(model, true).map_err(engine)?;
+    if let Some(warning) = &other_arch {
         eprintln!("warning: {}: {warning}", path.display());
     }
-    let task = model.task_for(&prompt, &TaskOptions::default(), None)?;
+    let task = model
+        .task_for(&prompt, &TaskOptions::default(), None)
+        .map_err(|e| match &other_arch {
+            // the engine's word names the flags that would fit it to the model (--max-len);
+            // a request has none, and the architecture is what does not match
+            Some(why) => ApiError::bad_request(format!(
+                "prompt \"{name}\" ({}) does not fit this server's {} model in {}: {why}; \
+                 load a prompt trained on {}",
+                path.display(),
+                model.arch(),
+                model.dir().display(),
+                model.arch()
+            )),
+            None => engine(e),
+        })?;
     Ok(Entry { task, prompt })
 }
 

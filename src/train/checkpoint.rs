@@ -116,10 +116,18 @@ impl Checkpoint {
     pub fn load(path: &Path) -> Result<Checkpoint> {
         let file = TensorFile::read(path)?;
         let meta = file.metadata.get(META_KEY).ok_or_else(|| {
-            Error::file(
-                path,
-                format!("not a softprompt checkpoint (no `{META_KEY}` metadata)"),
-            )
+            // a multi-task run's checkpoint was called "not a softprompt checkpoint"
+            let what = match file
+                .metadata
+                .contains_key("softprompt_multitask_checkpoint")
+            {
+                true => {
+                    "a multi-task run's checkpoint: resume it with its tasks (--task-data or \
+                         --task-field, as it was trained)"
+                }
+                false => "not a softprompt checkpoint",
+            };
+            Error::file(path, format!("{what} (no `{META_KEY}` metadata)"))
         })?;
         let v: Value = serde_json::from_str(meta)
             .map_err(|e| Error::file(path, format!("unreadable checkpoint state: {e}")))?;
@@ -509,13 +517,19 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
                 ))
             }
         };
-        if c != prompt.d {
+        // a prefix table's row holds every layer's keys and values: the head reads the
+        // model's width, PEFT's token_dim (a prefix cls run wrote a head its own load refused)
+        let cfg = prompt.layout.config.as_ref();
+        let prefix = cfg.and_then(|c| c.get("peft_type")) == Some(&Value::from("PREFIX_TUNING"));
+        let token_dim = cfg.and_then(|c| c.get("token_dim")).and_then(Value::as_u64);
+        let d = match (prefix, token_dim) {
+            (true, Some(td)) => td as usize,
+            _ => prompt.d,
+        };
+        if c != d {
             return Err(Error::file(
                 &head_path,
-                format!(
-                    "`weight` has shape [{k}, {c}]: expected [labels, {}], the prompt's width",
-                    prompt.d
-                ),
+                format!("`weight` has shape [{k}, {c}]: expected [labels, {d}], the model's width"),
             ));
         }
         if b.data.len() != k {

@@ -199,40 +199,71 @@ pub fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String> {
     })
 }
 
-/// The first key a JSON object repeats: serde_json keeps the last value without a word, so
-/// a row with two labels would train on one of them silently. Keys are compared unescaped.
-fn repeated_key(line: &str) -> Option<String> {
-    use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
-    struct Repeated(Option<String>);
-    struct Keys;
-    impl<'de> Visitor<'de> for Keys {
-        type Value = Repeated;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> std::result::Result<Repeated, A::Error> {
-            let mut seen = std::collections::HashSet::new();
-            let mut repeated = None;
-            while let Some(k) = map.next_key::<String>()? {
-                map.next_value::<IgnoredAny>()?;
-                if repeated.is_none() && !seen.insert(k.clone()) {
-                    repeated = Some(k);
-                }
+/// The first key a JSON object repeats, at any depth: serde_json keeps the last value without
+/// a word, so a row with two labels would train on one of them silently (and a settings file
+/// would use one of two values). Keys are compared unescaped.
+pub fn repeated_key(text: &str) -> Option<String> {
+    let mut found = None;
+    let mut d = serde_json::Deserializer::from_str(text);
+    serde::de::DeserializeSeed::deserialize(FindRepeated(&mut found), &mut d).ok()?;
+    found
+}
+
+/// Walks a JSON value, noting in its slot the first key an object repeats.
+struct FindRepeated<'a>(&'a mut Option<String>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FindRepeated<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FindRepeated<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<(), A::Error> {
+        let slot = self.0;
+        let mut seen = std::collections::HashSet::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if slot.is_none() && !seen.insert(k.clone()) {
+                *slot = Some(k);
             }
-            Ok(Repeated(repeated))
+            map.next_value_seed(FindRepeated(&mut *slot))?;
         }
+        Ok(())
     }
-    impl<'de> Deserialize<'de> for Repeated {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Repeated, D::Error> {
-            d.deserialize_map(Keys)
-        }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<(), A::Error> {
+        let slot = self.0;
+        while seq.next_element_seed(FindRepeated(&mut *slot))?.is_some() {}
+        Ok(())
     }
-    serde_json::from_str::<Repeated>(line)
-        .ok()
-        .and_then(|r| r.0)
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> std::result::Result<(), E> {
+        Ok(())
+    }
 }
 
 fn parse_jsonl(path: &Path, text: &str, spec: &DataSpec) -> Result<Vec<Example>> {

@@ -117,19 +117,7 @@ fn check_name(name: &str) -> Result<()> {
 
 /// `e` with the task it came from named (the flag or file it names stays).
 pub(super) fn in_task(name: &str, e: Error) -> Error {
-    let tag = |msg: String| format!("task `{name}`: {msg}");
-    match e {
-        Error::Arg { flag, msg } => Error::Arg {
-            flag,
-            msg: tag(msg),
-        },
-        Error::File { path, msg } => Error::File {
-            path,
-            msg: tag(msg),
-        },
-        Error::NonFinite(msg) => Error::NonFinite(tag(msg)),
-        other => other,
-    }
+    e.tagged(&format!("task `{name}`"))
 }
 
 /// The names: at least one task, each a folder name, none twice.

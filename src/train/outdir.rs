@@ -148,6 +148,24 @@ pub fn refuse_model_folder(dir: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a folder path that is a symbolic link to nothing: creating the folder failed with
+/// a bare "File exists (os error 17)" although nothing seemed to be there.
+pub fn refuse_dangling_link(dir: &Path, what: &str) -> Result<()> {
+    let dangling = dir.symlink_metadata().is_ok_and(|m| m.is_symlink()) && !dir.exists();
+    if dangling {
+        let target =
+            std::fs::read_link(dir).map_or_else(|_| "?".into(), |t| t.display().to_string());
+        return Err(Error::file(
+            dir,
+            format!(
+                "{what} is a dangling symbolic link (to {target}, which does not exist): create \
+                 the folder it points to, remove the link, or name another folder"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses an input (`--train`, `--dev`, `--test`) that is one of the files the run writes
 /// into `dir`: `--overwrite` would delete it, and a run would write over it.
 pub fn check_inputs_kept(dir: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
@@ -182,6 +200,7 @@ pub fn precheck(dir: &Path, resume: bool, overwrite: bool) -> Result<()> {
             "--out must be a folder, and this is a file",
         ));
     }
+    refuse_dangling_link(dir, "--out")?;
     refuse_model_folder(dir, "--out")?;
     if dir.is_dir() {
         drop(OutLock::acquire(dir)?);

@@ -1,0 +1,75 @@
+//! Ints from Python, checked in one place: PyO3's own extraction raised a bare OverflowError
+//! for -1 or 2**70 and a TypeError for 1.5, naming neither the argument nor the range. Here
+//! any value that is not an int in the argument's range is an `InvalidArgument` naming the
+//! argument, where (for a list's item) and the range expected.
+//!
+//! A function's unsigned parameter reads through `#[pyo3(from_py_with = ints::NAME)]` (PyO3
+//! hands an extractor the value but not the parameter's name, so each name has its own
+//! extractor, all made by `unsigned_args!`); a keyword argument through `Kw::uint`.
+
+use crate::errors::arg;
+use pyo3::prelude::*;
+
+/// An int type an argument can have, with its range as messages say it.
+pub trait Int: Sized {
+    fn range() -> String;
+    fn of(v: &Bound<'_, PyAny>) -> PyResult<Self>;
+}
+
+macro_rules! int_types {
+    ($($t:ty: $range:expr),*) => {$(
+        impl Int for $t {
+            fn range() -> String {
+                $range
+            }
+            fn of(v: &Bound<'_, PyAny>) -> PyResult<Self> {
+                v.extract()
+            }
+        }
+    )*};
+}
+
+int_types!(
+    usize: format!("an int from 0 to {}", usize::MAX),
+    u64: format!("an int from 0 to {}", u64::MAX),
+    u32: format!("an int from 0 to {}", u32::MAX),
+    i32: "an int from -2^31 to 2^31-1".to_string()
+);
+
+/// Argument `name`'s value `v` as a `T`; `at` says where in the argument it sits (a list's
+/// row), empty for the whole argument.
+pub fn int<T: Int>(name: &str, at: &str, v: &Bound<'_, PyAny>) -> PyResult<T> {
+    T::of(v).map_err(|_| {
+        let what = match at {
+            "" => format!("got {}", repr(v)),
+            at => format!("{at} holds {}", repr(v)),
+        };
+        arg(name, format!("{what}: expected {}", T::range()))
+    })
+}
+
+/// One extractor per unsigned parameter name, for `from_py_with`.
+macro_rules! unsigned_args {
+    ($($name:ident: $t:ty),*) => {$(
+        pub fn $name(v: &Bound<'_, PyAny>) -> PyResult<$t> {
+            int(stringify!($name), "", v)
+        }
+    )*};
+}
+
+unsigned_args!(
+    threads: usize,
+    prompt_len: usize,
+    seed: u64,
+    batch_size: usize,
+    max_new_tokens: usize
+);
+
+/// A value's repr, cut short (a huge int or list would flood the message).
+pub fn repr(v: &Bound<'_, PyAny>) -> String {
+    let text = v.repr().map_or_else(|_| "?".into(), |r| r.to_string());
+    match text.char_indices().nth(60) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text,
+    }
+}
