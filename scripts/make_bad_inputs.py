@@ -5,6 +5,7 @@ the release binary against. Small, deterministic, no dependencies:
   data/       a good training file, and data files that are broken in one way each
   config/     patches merged into a copy of a fixture model's config.json
   task/       patches merged into a copy of a trained prompt folder's task.json
+  adapter     patches to a trained prefix folder's adapter files, and the command they fail
   verbalizer  (in cases.json) verbalizers that would train nothing
 
 Every file a test uses is listed in tests/bad_inputs/cases.json with what it must provoke.
@@ -64,6 +65,8 @@ def main():
         + '{"text": "the film was bad.", "label": "positive", "label": "negative"}\n'
         + jsonl(rows[2:4]),
     )
+    # line 2 holds the mask token in its text (the error blamed --template)
+    write("data/mask_in_text.jsonl", jsonl(rows[:1] + [("a [MASK] movie.", "positive")] + rows[2:4]))
     cases = {
         "config": {
             # each: (fixture model, patch, words the error must hold)
@@ -95,6 +98,20 @@ def main():
             "seed_not_a_number": [{"seed": "x"}, ["task.json", "`seed` is \"x\"", "non-negative integer"]],
             "arch_not_a_string": [{"arch": 5}, ["task.json", "`arch` is 5", "a string"]],
             "dev_accuracy_past_1": [{"dev_accuracy": 3}, ["task.json", "`dev_accuracy` is 3"]],
+            # a placement no one reads was accepted (and printed by inspect as if it were one)
+            "prefix_placement_unknown": [{"prefix_placement": "sideways"}, ["task.json", "`prefix_placement` is \"sideways\"", "\"papers\" or \"peft\""]],
+        },
+        "adapter": {
+            # each: (command, patch merged into a BERT prefix folder's adapter_config.json,
+            # tensors added to its adapter_model.safetensors, "refused" (exit 2) or "warns"
+            # (exit 0, on stderr), words the message must hold)
+            # another model's head count was accepted without a word (bert_mlm has 4 heads)
+            "prefix_heads_other": ["eval", {"num_attention_heads": 3}, [], "refused", ["adapter_config.json", "`num_attention_heads` is 3", "expected 4"]],
+            "prefix_heads_not_a_number": ["eval", {"num_attention_heads": "four"}, [], "refused", ["adapter_config.json", "`num_attention_heads` is \"four\"", "expected 4"]],
+            # inspect printed an unknown placement as if it were one; train and eval refused it
+            "prefix_placement_unknown": ["inspect", {"prefix_placement": "sideways"}, [], "refused", ["adapter_config.json", "`prefix_placement` is \"sideways\"", "\"papers\" or \"peft\""]],
+            # tensors no method reads were ignored without a word
+            "extra_tensors": ["eval", {}, ["base_model.model.classifier.weight", "lora_A"], "warns", ["warning: ", "adapter_model.safetensors", "base_model.model.classifier.weight, lora_A"]],
         },
         "verbalizer": {
             # each: (fixture model, task, verbalizer, words the error must hold)

@@ -49,6 +49,12 @@ model = PeftModel.from_pretrained(base, prompt_dir).eval()
 # a prefix enters no row of the output: the logits cover the real tokens only
 prefix = model.peft_config["default"].peft_type == "PREFIX_TUNING"
 p = 0 if prefix else model.peft_config["default"].num_virtual_tokens
+if prefix:
+    # the heads the folder records are the ones PEFT lays the prefix out over (on a
+    # grouped-query model its key/value heads: PEFT replaces any other value on load)
+    saved = json.load(open(f"{prompt_dir}/adapter_config.json"))["num_attention_heads"]
+    used = model.peft_config["default"].num_attention_heads
+    assert saved == used, f"adapter_config.json: num_attention_heads {saved}, PEFT uses {used}"
 labels = task["labels"]
 words = dict(task["verbalizer"])
 

@@ -80,7 +80,7 @@ impl ModelConfig {
     /// Reads `<dir>/config.json`.
     pub fn load(dir: &Path) -> Result<ModelConfig> {
         let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = crate::fsutil::read_json_text(&path)?;
         ModelConfig::parse(&text, &path)
     }
 

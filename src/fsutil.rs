@@ -5,6 +5,82 @@ use crate::error::{Error, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// The most bytes a JSON file of settings (config.json, adapter_config.json, task.json, a
+/// shard index) or a tokenizer.json is read to: far above any real one (a large
+/// vocabulary's tokenizer.json is tens of MB), far below what would exhaust memory.
+pub const MAX_JSON_BYTES: u64 = 256 << 20;
+
+/// At most `cap` bytes of `path`: a FIFO, or a link to a device such as /dev/zero, was read
+/// until memory ran out. Past the cap, an error naming the file and the cap; `raise` says
+/// what would raise it, when anything does.
+pub fn read_capped(path: &Path, cap: u64, raise: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // an ordinary file says its size: refused before a byte is read
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut bytes = Vec::new();
+    if size <= cap {
+        (file.take(cap.saturating_add(1)))
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(path, e))?;
+    }
+    if size > cap || bytes.len() as u64 > cap {
+        return Err(Error::file(
+            path,
+            format!("holds more than {cap} bytes, the most this file is read to{raise}"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The most bytes a data file or stream (or a tensor file that is not an ordinary file) is
+/// read to unless `SOFTPROMPT_MAX_STREAM_BYTES` says otherwise: far above any data set this
+/// engine trains on, below what would exhaust memory.
+pub const MAX_STREAM_BYTES: u64 = 4_000_000_000;
+
+/// The variable that overrides `MAX_STREAM_BYTES`.
+pub const MAX_STREAM_BYTES_VAR: &str = "SOFTPROMPT_MAX_STREAM_BYTES";
+
+/// The bound on a stream's bytes: `SOFTPROMPT_MAX_STREAM_BYTES` when set (a positive
+/// integer), else `MAX_STREAM_BYTES`.
+pub fn max_stream_bytes() -> Result<u64> {
+    let Some(v) = std::env::var_os(MAX_STREAM_BYTES_VAR) else {
+        return Ok(MAX_STREAM_BYTES);
+    };
+    (v.to_str().and_then(|s| s.trim().parse::<u64>().ok()))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            Error::arg(
+                MAX_STREAM_BYTES_VAR,
+                format!("is {v:?}: expected a positive number of bytes"),
+            )
+        })
+}
+
+/// A data file, FIFO or stream, read to `max_stream_bytes`.
+pub fn read_stream(path: &Path) -> Result<Vec<u8>> {
+    let raise = format!(" (set {MAX_STREAM_BYTES_VAR} to raise it)");
+    read_capped(path, max_stream_bytes()?, &raise)
+}
+
+/// A tensor file: an ordinary file whole (its size is its bound: model weights are many
+/// GB), anything else (a FIFO, a link to /dev/zero) as a stream, to `max_stream_bytes`.
+pub fn read_tensor_file(path: &Path) -> Result<Vec<u8>> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => std::fs::read(path).map_err(|e| Error::io(path, e)),
+        _ => read_stream(path),
+    }
+}
+
+/// A JSON file's text, read to `MAX_JSON_BYTES`.
+pub fn read_json_text(path: &Path) -> Result<String> {
+    let bytes = read_capped(path, MAX_JSON_BYTES, "")?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        Error::file(path, format!("not valid UTF-8 (at byte {at})"))
+    })
+}
+
 fn temp_name(path: &Path) -> PathBuf {
     let name = path
         .file_name()

@@ -14,7 +14,9 @@ use crate::rng::Rng;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{write_safetensors, HostTensor, TensorFile};
 use serde_json::{json, Value};
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
@@ -299,7 +301,7 @@ impl PromptTable {
             ));
         }
         let cfg_path = dir.join(ADAPTER_CONFIG);
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let text = crate::fsutil::read_json_text(&cfg_path)?;
         let cfg: Value = serde_json::from_str(&text)
             .map_err(|e| Error::file(&cfg_path, format!("not valid JSON: {e}")))?;
         let peft_type = match cfg.get("peft_type") {
@@ -351,6 +353,7 @@ impl PromptTable {
             };
             Error::file(&weights_path, why)
         })?;
+        warn_unread(&weights_path, &file);
         let (rows, d) = match table.shape.as_slice() {
             [r, d] => (*r, *d),
             s => {
@@ -489,6 +492,34 @@ pub struct AdapterInfo {
     pub tokenizer_name_or_path: Option<String>,
     pub num_attention_heads: usize,
     pub num_layers: usize,
+}
+
+/// Tensors of an adapter file that no method reads (a head PEFT saved through
+/// `modules_to_save`, another tool's extras) are left unread, which was silent: a user took
+/// them for used. Said once per file and process, naming them all, on stderr.
+fn warn_unread(path: &Path, file: &TensorFile) {
+    static WARNED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+    let mut unread: Vec<&str> = (file.floats.keys().chain(file.ints.keys()))
+        .map(String::as_str)
+        .filter(|&k| k != PROMPT_KEY)
+        .collect();
+    if unread.is_empty() {
+        return;
+    }
+    unread.sort_unstable();
+    // a poisoned lock only costs a repeated warning
+    let first = WARNED
+        .lock()
+        .map_or(true, |mut w| w.insert(path.to_path_buf()));
+    if first {
+        eprintln!(
+            "warning: {}: ignoring {} tensor(s) that no prompt method reads: {} (only \
+             `{PROMPT_KEY}` is read)",
+            path.display(),
+            unread.len(),
+            unread.join(", ")
+        );
+    }
 }
 
 /// The mean of `n` rows of width `d` (row-major), summed in f64.

@@ -35,7 +35,7 @@ impl Tokenizer {
                 "missing: the model folder needs a tokenizer.json",
             ));
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = crate::fsutil::read_json_text(&path)?;
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
             check_templates(&v).map_err(|msg| Error::Tokenizer {
                 path: path.clone(),

@@ -78,7 +78,7 @@ impl WeightStore {
             index: BTreeMap::new(),
         };
         for path in files {
-            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let bytes = crate::fsutil::read_tensor_file(path)?;
             let st = SafeTensors::deserialize(&bytes).map_err(|e| {
                 Error::file(
                     path,
@@ -244,7 +244,7 @@ impl WeightSource for RandomWeights {
 }
 
 fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+    let text = crate::fsutil::read_json_text(index)?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::file(index, format!("not valid JSON: {e}")))?;
     let map = v
@@ -316,7 +316,7 @@ pub struct TensorFile {
 
 impl TensorFile {
     pub fn read(path: &Path) -> Result<TensorFile> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::fsutil::read_tensor_file(path)?;
         let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
             Error::file(
                 path,

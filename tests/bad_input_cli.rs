@@ -821,6 +821,196 @@ fn task_case(name: &str) {
 }
 
 #[test]
+fn task_prefix_placement_unknown() {
+    task_case("prefix_placement_unknown");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A prefix folder's adapter files: what does not fit the model is refused naming
+// adapter_config.json's key; tensors nothing reads are named in a warning
+
+fn adapter_case(name: &str) {
+    let c = case("adapter", name);
+    let dir = ScratchDir::new(&format!("adapter_{name}"));
+    let run = trained(&dir, &["--method", "prefix"]);
+    edit_json(&run.join("adapter_config.json"), &c[1]);
+    let extra = strings(&c[2]);
+    edit_safetensors(&run.join("adapter_model.safetensors"), |t| {
+        for k in &extra {
+            t.insert(k.clone(), RawTensor::f32(vec![2, 3], &[0.5; 6]));
+        }
+    });
+    let needles = strings(&c[4]);
+    let needles: Vec<&str> = needles.iter().map(|s| s.as_str()).collect();
+    let data = corpus("data/dev.jsonl");
+    let out = match c[0].as_str() {
+        Some("eval") => softprompt(&["eval", "--prompt", s(&run), "--data", s(&data)]),
+        Some("inspect") => softprompt(&["inspect", s(&run)]),
+        other => panic!("{name}: unknown command {other:?}"),
+    };
+    match c[3].as_str() {
+        Some("refused") => {
+            refused(&out, &needles);
+        }
+        Some("warns") => {
+            ok(&out);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            for n in &needles {
+                assert!(
+                    stderr.contains(n),
+                    "{name}: the warning lacks {n:?}: {stderr}"
+                );
+            }
+            // once, however often the folder is read
+            assert_eq!(stderr.matches(needles[2]).count(), 1, "{stderr}");
+        }
+        other => panic!("{name}: unknown outcome {other:?}"),
+    }
+}
+
+#[test]
+fn adapter_prefix_heads_other() {
+    adapter_case("prefix_heads_other");
+}
+#[test]
+fn adapter_prefix_heads_not_a_number() {
+    adapter_case("prefix_heads_not_a_number");
+}
+#[test]
+fn adapter_prefix_placement_unknown() {
+    adapter_case("prefix_placement_unknown");
+}
+#[test]
+fn adapter_extra_tensors() {
+    adapter_case("extra_tensors");
+}
+
+/// An untouched prefix folder reads without a warning, and inspect of it succeeds.
+#[test]
+fn adapter_untouched_reads_quietly() {
+    let dir = ScratchDir::new("adapter_untouched");
+    let run = trained(&dir, &["--method", "prefix"]);
+    let data = corpus("data/dev.jsonl");
+    for out in [
+        softprompt(&["eval", "--prompt", s(&run), "--data", s(&data)]),
+        softprompt(&["inspect", s(&run)]),
+    ] {
+        let text = ok(&out);
+        assert!(!text.contains("warning"), "{text}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A data file or stream is read to a bound (a FIFO or /dev/zero ate all memory)
+
+#[test]
+fn data_past_the_stream_cap_is_refused() {
+    let dir = ScratchDir::new("stream_cap");
+    let out = dir.path().join("run");
+    let model = fixture("bert_mlm");
+    let train = corpus("data/train.jsonl");
+    let size = std::fs::metadata(&train).expect("train.jsonl").len();
+    let run = |cap: &str, data: &Path| {
+        let mut args = train_args(&model, &out, &[]);
+        let at = args.iter().position(|a| *a == "--train").expect("--train") + 1;
+        args[at] = s_static(data.to_path_buf());
+        Command::new(binary())
+            .args(&args)
+            .env("SOFTPROMPT_MAX_STREAM_BYTES", cap)
+            .output()
+            .expect("run softprompt")
+    };
+    // an ordinary file one byte past the cap, and a stream without end
+    let cap = (size - 1).to_string();
+    let err = refused(
+        &run(&cap, &train),
+        &["train.jsonl", &cap, "SOFTPROMPT_MAX_STREAM_BYTES"],
+    );
+    assert!(err.contains(&format!("more than {cap} bytes")), "{err}");
+    refused(
+        &run("4096", Path::new("/dev/zero")),
+        &[
+            "/dev/zero",
+            "more than 4096 bytes",
+            "SOFTPROMPT_MAX_STREAM_BYTES",
+        ],
+    );
+    assert!(!out.exists(), "a refused run wrote {}", out.display());
+    // a value that is not a number of bytes is named
+    refused(
+        &run("lots", &train),
+        &[
+            "SOFTPROMPT_MAX_STREAM_BYTES",
+            "\"lots\"",
+            "positive number of bytes",
+        ],
+    );
+    // at the cap exactly, the file is read
+    ok(&run(&size.to_string(), &train));
+}
+
+/// A text holding the mask token names the file, the line and the text (it blamed
+/// `--template`, a flag no one gave).
+#[test]
+fn data_mask_in_text_names_the_line() {
+    let dir = ScratchDir::new("mask_in_text");
+    let run = trained(&dir, &[]);
+    let data = corpus("data/mask_in_text.jsonl");
+    let err = refused(
+        &softprompt(&["eval", "--prompt", s(&run), "--data", s(&data)]),
+        &[
+            "mask_in_text.jsonl:2: the text holds the mask token",
+            "take it out of the text",
+        ],
+    );
+    assert!(!err.contains("--template"), "{err}");
+}
+
+/// The JSON files of a model or prompt folder are read to a bound too (256 MB): one that is a
+/// link to /dev/zero is refused naming it, as a FIFO would be; a tensor file that is no
+/// ordinary file, to the stream cap.
+#[test]
+fn json_file_that_never_ends_is_refused() {
+    let dir = ScratchDir::new("json_stream");
+    let model = dir.copy_model("bert_mlm", "model");
+    let run = trained(&dir, &[]);
+    let cap = (256u64 << 20).to_string();
+    for (folder, file) in [
+        (&model, "config.json"),
+        (&run, "adapter_config.json"),
+        (&run, "task.json"),
+    ] {
+        let path = folder.join(file);
+        let kept = std::fs::read(&path).expect("read");
+        std::fs::remove_file(&path).expect("remove");
+        std::os::unix::fs::symlink("/dev/zero", &path).expect("symlink");
+        refused(
+            &softprompt(&["inspect", s(folder)]),
+            &[file, &format!("more than {cap} bytes")],
+        );
+        std::fs::remove_file(&path).expect("remove the link");
+        std::fs::write(&path, kept).expect("restore");
+    }
+    // a tensor file that is not an ordinary file is read as a stream, to the stream cap
+    let weights = run.join("adapter_model.safetensors");
+    std::fs::remove_file(&weights).expect("remove");
+    std::os::unix::fs::symlink("/dev/zero", &weights).expect("symlink");
+    let out = Command::new(binary())
+        .args(["inspect", s(&run)])
+        .env("SOFTPROMPT_MAX_STREAM_BYTES", "1000000")
+        .output()
+        .expect("run softprompt");
+    refused(
+        &out,
+        &[
+            "adapter_model.safetensors",
+            "more than 1000000 bytes",
+            "SOFTPROMPT_MAX_STREAM_BYTES",
+        ],
+    );
+}
+
+#[test]
 fn task_num_virtual_tokens_other() {
     task_case("num_virtual_tokens_other");
 }
@@ -1647,6 +1837,7 @@ fn every_corpus_case_has_a_test() {
         ("flags", "flag_case"),
         ("verbalizer", "verbalizer_case"),
         ("task", "task_case"),
+        ("adapter", "adapter_case"),
     ] {
         for name in cases()[group].as_object().expect("group").keys() {
             let call = format!("{fun}(\"{name}\");");

@@ -263,6 +263,51 @@ fn peft_prefix_adapters_load_and_evaluate() {
     }
 }
 
+/// An exported prefix folder records the heads PEFT records (`_prepare_prompt_learning_config`:
+/// a grouped-query model's prefix is laid out per key/value head, so llama's 4 query heads
+/// sharing 2 give 2, as in PEFT's own llama adapter in tests/fixtures/deep; BERT's 4), and a
+/// folder whose `num_attention_heads` fits neither is refused naming adapter_config.json, the
+/// key, the value found and the one expected. The query heads, which exports before #13
+/// recorded (and PEFT replaces on load), still load.
+#[test]
+fn prefix_heads_are_peft_s_and_checked() {
+    for (model, heads, query_heads) in [("llama", 2, 4), ("bert_mlm", 4, 4)] {
+        let dir = ScratchDir::new(&format!("pre_heads_{model}"));
+        let out = dir.path();
+        let cfg = TrainConfig {
+            max_steps: Some(2),
+            eval_every: 2,
+            ..prefix(false, Placement::Papers)
+        };
+        run_on_sample(model, out, &cfg, None).unwrap();
+        let adapter = json(out, "adapter_config.json");
+        assert_eq!(adapter["num_attention_heads"], heads, "{model}: {adapter}");
+        let m = Model::open(fixture(model), Device::Cpu).unwrap();
+        let task_for = |n: serde_json::Value| {
+            let mut a = adapter.clone();
+            a["num_attention_heads"] = n;
+            std::fs::write(out.join("adapter_config.json"), a.to_string()).unwrap();
+            let prompt = Prompt::load(out).unwrap();
+            m.task_for(&prompt, &TaskOptions::default(), None)
+                .map(|_| ())
+        };
+        task_for(heads.into()).unwrap();
+        task_for(query_heads.into()).unwrap();
+        let err = task_for(3.into()).unwrap_err().to_string();
+        for needle in [
+            "adapter_config.json",
+            "`num_attention_heads` is 3",
+            &format!("expected {heads}"),
+        ] {
+            assert!(err.contains(needle), "{model}: lacks {needle:?}: {err}");
+        }
+    }
+    // PEFT's own llama adapter records the key/value heads
+    let peft = fixture("deep").join("llama/peft_adapter_prefix/adapter_config.json");
+    let peft: serde_json::Value = serde_json::from_slice(&std::fs::read(peft).unwrap()).unwrap();
+    assert_eq!(peft["num_attention_heads"], 2);
+}
+
 /// Bad prefix settings fail before anything is written, naming the flag.
 #[test]
 fn bad_settings_name_their_flag() {

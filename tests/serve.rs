@@ -767,3 +767,48 @@ fn load_of_another_architecture_names_the_mismatch() {
     }
     assert_eq!(server.terminate(), 0);
 }
+
+/// A request whose row cannot fit its prompt's task (here a task.json max_len of 5 tokens,
+/// within the model's 64 positions, that the template alone outgrows): the 400 named the
+/// command line's `--max-len` and "the request:1" (a request passes no flags, and has no
+/// lines); it names the text by its index, the prompt, its max_len and the model's position
+/// limit as the command line's errors word it. A text holding the mask token names the text.
+#[test]
+fn text_that_cannot_fit_names_the_position_limit() {
+    let dir = ScratchDir::new("serve_no_room");
+    let (pet, _) = make_prompts(dir.path());
+    let short = dir.path().join("short");
+    std::fs::create_dir_all(&short).unwrap();
+    for f in std::fs::read_dir(&pet).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, short.join(f.file_name().unwrap())).unwrap();
+    }
+    let task_json = short.join("task.json");
+    let mut task: Value = serde_json::from_slice(&std::fs::read(&task_json).unwrap()).unwrap();
+    task["max_len"] = json!(5);
+    std::fs::write(&task_json, task.to_string()).unwrap();
+    let server = Server::start(&[("short", &short), ("pet", &pet)], &[]);
+    let (status, err) = server.predict("short", &["fine", "a fine movie"]);
+    let msg = err["error"].as_str().unwrap_or_default();
+    assert_eq!(status, 400, "{err}");
+    for needle in [
+        "texts[0] does not fit prompt \"short\"",
+        "allows 5 tokens a row (its max_len) beside its 4 prompt rows",
+        "the model's position table (max_position_embeddings 64 in",
+        "which holds 64 positions",
+    ] {
+        assert!(msg.contains(needle), "lacks {needle:?}: {msg}");
+    }
+    assert!(!msg.contains("--"), "names a flag: {msg}");
+    assert!(!msg.contains("the request:"), "{msg}");
+    // a text holding the mask token named the template (`--template`)
+    let (status, err) = server.predict("pet", &["fine", "a [MASK] movie"]);
+    let msg = err["error"].as_str().unwrap_or_default();
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        msg.starts_with("texts[1]: the text holds the mask token"),
+        "{msg}"
+    );
+    assert!(!msg.contains("--"), "names a flag: {msg}");
+    assert_eq!(server.terminate(), 0);
+}

@@ -130,6 +130,14 @@ impl Model {
         on_engine!(&self.engine, |_be, m| m.arch_name())
     }
 
+    /// The most positions a row may take, prompt rows included, and what sets it, worded
+    /// for messages as the command line's `--max-len` errors word it: BERT's position table
+    /// (`max_position_embeddings` in its config.json), or this engine's cap for models
+    /// without one (T5, the decoders).
+    pub fn position_limit(&self) -> (usize, String) {
+        on_engine!(&self.engine, |_be, m| m.position_limit())
+    }
+
     /// d, the width of a prompt row.
     pub fn hidden_size(&self) -> usize {
         on_engine!(&self.engine, |_be, m| m.hidden_size())
@@ -471,15 +479,54 @@ fn fit<B: Backend>(
     model: &train::Model<B>,
 ) -> Result<Option<crate::models::PrefixSpec>> {
     let prefix = match &prompt.table.layout.config {
-        Some(cfg) => train::ptuning::adapter_prefix_spec(cfg, prompt.rows())
-            .map_err(|e| Error::file(prompt.origin().join(ADAPTER_CONFIG), e.to_string()))?,
+        Some(cfg) => {
+            let path = prompt.origin().join(ADAPTER_CONFIG);
+            train::ptuning::adapter_prefix_spec(cfg, prompt.rows(), &path)?
+        }
         None => None,
     };
     match prefix {
         None => check_width(prompt, model.hidden_size(), &model.dir)?,
-        Some(spec) => check_prefix_width(prompt, model, spec)?,
+        Some(spec) => {
+            check_prefix_width(prompt, model, spec)?;
+            check_prefix_heads(prompt, model)?;
+        }
     }
     Ok(prefix)
+}
+
+/// A prefix adapter's `num_attention_heads` (how PEFT splits each block of keys and values
+/// into heads) against the model: PEFT's value (`prefix_heads`: the key/value heads of a
+/// grouped-query model), or on such a model its query heads, which softprompt wrote before
+/// #13 and PEFT replaces on load. Another value means another model's adapter, which was
+/// accepted without a word. An absent key is PEFT's to fill in.
+fn check_prefix_heads<B: Backend>(prompt: &Prompt, model: &train::Model<B>) -> Result<()> {
+    let Some(found) = (prompt.table.layout.config.as_ref())
+        .and_then(|c| c.get("num_attention_heads"))
+        .filter(|v| !v.is_null())
+    else {
+        return Ok(());
+    };
+    let want = model.net.prefix_heads();
+    let (query_heads, _) = model.net.heads_and_layers();
+    if found
+        .as_u64()
+        .is_some_and(|n| n == want as u64 || n == query_heads as u64)
+    {
+        return Ok(());
+    }
+    let grouped = match want == query_heads {
+        true => String::new(),
+        false => format!(" (its key/value heads: {query_heads} query heads share them)"),
+    };
+    Err(Error::file(
+        prompt.origin().join(ADAPTER_CONFIG),
+        format!(
+            "`num_attention_heads` is {found}, but {} lays a prefix out over {want} heads{grouped}: \
+             expected {want} (an adapter of another model?)",
+            model.dir.display()
+        ),
+    ))
 }
 
 /// A prefix table is N·2·Hkv·D wide, N the blocks its adapter names (or the model's own).

@@ -29,7 +29,16 @@ fn inspect(args: &Args) -> softprompt::Result<()> {
         .join(softprompt::internals::prompt::ADAPTER_CONFIG)
         .exists()
     {
-        let p = softprompt::internals::prompt::PromptTable::load_peft(&args.path)?;
+        // the whole folder as eval reads it (task.json and head too), and a prefix's
+        // placement checked: an unknown one was printed as if it were one
+        let saved = softprompt::internals::train::checkpoint::load_prompt_dir(&args.path)?;
+        let p = saved.prompt;
+        if let Some(cfg) = &p.layout.config {
+            let path = args
+                .path
+                .join(softprompt::internals::prompt::ADAPTER_CONFIG);
+            softprompt::internals::train::ptuning::adapter_prefix_spec(cfg, p.p, &path)?;
+        }
         println!(
             "prompt adapter {}: P = {}, d = {}, init {}, num_transformer_submodules {}",
             args.path.display(),

@@ -68,8 +68,31 @@ fn encode(model: &Model, q: &Queued) -> std::result::Result<Vec<Row>, ApiError> 
     let texts = q.job.texts.iter().map(|t| (t.as_str(), None::<&str>));
     let data = Dataset::from_pairs("the request", texts);
     let enc =
-        guarded(|| (model.encode(&q.entry.task, &data)).map_err(|e| ApiError::from_engine(&e)))?;
+        guarded(|| (model.encode(&q.entry.task, &data)).map_err(|e| text_error(model, q, &e)))?;
     Ok(enc.rows)
+}
+
+/// The engine's error about one of the request's texts, named as the request names it
+/// (`texts[i]`, not "the request:line"). A row the prompt's max_len cannot hold named the
+/// `--max-len` flag, which a request cannot pass: it is said in terms of the prompt's task
+/// and the model's position limit instead.
+fn text_error(model: &Model, q: &Queued, e: &softprompt::Error) -> ApiError {
+    let softprompt::Error::Data { line, msg, .. } = e else {
+        return ApiError::from_engine(e);
+    };
+    let i = line.saturating_sub(1);
+    let Some(why) = msg.strip_prefix("invalid argument --max-len: ") else {
+        return ApiError::bad_request(format!("texts[{i}]: {msg}"));
+    };
+    let (limit, what) = model.position_limit();
+    ApiError::bad_request(format!(
+        "texts[{i}] does not fit prompt \"{}\": {why}; its task allows {} tokens a row \
+         (its max_len) beside its {} prompt rows, within {what}, which holds \
+         {limit} positions",
+        q.job.prompt,
+        q.entry.task.spec().max_len,
+        q.entry.prompt.rows(),
+    ))
 }
 
 /// Every request's predictions as JSON objects, in request order: one engine call over all

@@ -449,6 +449,11 @@ fn check_record(v: &Value, path: &Path, p: usize) -> Result<()> {
             return Err(bad(k, x, "a string"));
         }
     }
+    // a placement read by no one was printed by `inspect` as if it were one
+    let placement = v.get("prefix_placement");
+    if let Some(x) = placement.filter(|x| !matches!(x.as_str(), Some("papers" | "peft"))) {
+        return Err(bad("prefix_placement", x, "\"papers\" or \"peft\""));
+    }
     let accuracy = v.get("dev_accuracy").filter(|x| !x.is_null());
     if let Some(x) = accuracy.filter(|x| !x.as_f64().is_some_and(|a| (0.0..=1.0).contains(&a))) {
         return Err(bad("dev_accuracy", x, "null or a number from 0 to 1"));
@@ -471,7 +476,7 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
     let prompt = PromptTable::load_peft(dir)?;
     let task_path = dir.join(TASK_FILE);
     let (task, model, model_abs, arch) = if task_path.exists() {
-        let text = std::fs::read_to_string(&task_path).map_err(|e| Error::io(&task_path, e))?;
+        let text = crate::fsutil::read_json_text(&task_path)?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| Error::file(&task_path, format!("not valid JSON: {e}")))?;
         // a future format may mean other things by the same keys

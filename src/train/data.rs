@@ -116,7 +116,7 @@ impl Dataset {
     /// assert_eq!(data.examples[1].line, 3);
     /// ```
     pub fn load(path: &Path, spec: &DataSpec) -> Result<Dataset> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::fsutil::read_stream(path)?;
         let text = utf8(path, bytes)?;
         Dataset::parse(path, &text, spec)
     }

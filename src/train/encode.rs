@@ -14,7 +14,7 @@ use crate::backend::IGNORE_INDEX;
 use crate::error::{Error, Result};
 use crate::models::TokenBatch;
 use crate::tokenizer::{TokenSpans, Tokenizer};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// One encoded row.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +65,27 @@ pub struct Batch {
     pub real_tokens: usize,
 }
 
+/// A pet row with `n` mask tokens (id `m`) where one was expected: the template holds exactly
+/// one (checked when the task is made), so more come from the text, which blamed
+/// `--template` (a data line or a served text named a flag no one gave).
+fn extra_masks(n: usize, m: i32) -> Error {
+    if n == 0 {
+        return Error::arg(
+            "--template",
+            "the row has no mask token after filling the template: expected exactly 1",
+        );
+    }
+    Error::data(
+        Path::new(""),
+        0,
+        format!(
+            "the text holds the mask token (id {m}) {} time(s): a pet row has exactly one, \
+             the template's; take it out of the text",
+            n - 1
+        ),
+    )
+}
+
 impl Task {
     /// Encodes every row: fills the template, tokenizes, cuts the text to max_len, and maps the
     /// label. An unknown label is an error naming the file and line.
@@ -76,7 +97,11 @@ impl Task {
             truncated_targets: 0,
         };
         for ex in &data.examples {
-            let at = |e: Error| Error::data(&data.path, ex.line, e.to_string());
+            let at = |e: Error| match e {
+                // a fault of the text itself, said without a flag
+                Error::Data { msg, .. } => Error::data(&data.path, ex.line, msg),
+                e => Error::data(&data.path, ex.line, e.to_string()),
+            };
             let (ids, mask_pos, cut) = self.encode_text(tok, &ex.text).map_err(at)?;
             enc.truncated += cut as usize;
             let mut row = Row {
@@ -194,13 +219,7 @@ impl Task {
                 .map(|(i, _)| i)
                 .collect();
             let &[at] = found.as_slice() else {
-                return Err(Error::arg(
-                    "--template",
-                    format!(
-                        "the row has {} mask tokens after filling the template: expected exactly 1",
-                        found.len()
-                    ),
-                ));
+                return Err(extra_masks(found.len(), m));
             };
             mask_pos = at;
         }

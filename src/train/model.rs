@@ -85,7 +85,7 @@ impl<B: Backend> Model<B> {
     }
 
     /// What bounds a row's positions, for messages.
-    fn position_limit(&self) -> (usize, String) {
+    pub fn position_limit(&self) -> (usize, String) {
         match self.net.max_tokens(0) {
             Some(n) => (
                 n,

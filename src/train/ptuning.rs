@@ -170,18 +170,19 @@ impl PrefixTuning {
 }
 
 /// adapter_config.json's PREFIX_TUNING keys (PEFT's `PrefixTuningConfig`) for a table of
-/// `blocks` blocks of key and value rows `kv_width` wide, and where they go
-/// (`prefix_placement`, a key PEFT ignores: only `peft` is what PEFT computes).
+/// `blocks` blocks of key and value rows `kv_width` wide, split into `heads` heads (what PEFT
+/// writes: `Model::prefix_heads`), and where they go (`prefix_placement`, a key PEFT ignores:
+/// only `peft` is what PEFT computes).
 pub fn prefix_adapter_config(
     pre: &PrefixTuning,
     d: usize,
-    blocks: usize,
-    kv_width: usize,
+    (blocks, kv_width, heads): (usize, usize, usize),
     seq2seq: bool,
 ) -> Value {
     json!({
         "peft_type": "PREFIX_TUNING",
         "token_dim": kv_width,
+        "num_attention_heads": heads,
         "num_layers": blocks,
         "num_transformer_submodules": if seq2seq { 2 } else { 1 },
         "prefix_projection": pre.projection,
@@ -205,19 +206,19 @@ pub fn settings(enc: Option<&EncoderConfig>) -> Value {
     }
 }
 
-/// The prefix an adapter_config.json describes, for a table of `p` rows: None unless its
-/// `peft_type` is PREFIX_TUNING; its placement is `prefix_placement` (ours), or PEFT's when
-/// the key is absent (PEFT wrote it).
-pub fn adapter_prefix_spec(cfg: &Value, p: usize) -> Result<Option<PrefixSpec>> {
+/// The prefix an adapter_config.json (`path`, for messages) describes, for a table of `p`
+/// rows: None unless its `peft_type` is PREFIX_TUNING; its placement is `prefix_placement`
+/// (ours), or PEFT's when the key is absent (PEFT wrote it).
+pub fn adapter_prefix_spec(cfg: &Value, p: usize, path: &Path) -> Result<Option<PrefixSpec>> {
     if cfg.get("peft_type").and_then(|v| v.as_str()) != Some("PREFIX_TUNING") {
         return Ok(None);
     }
     let placement = match cfg.get("prefix_placement") {
         None => Placement::Peft,
         Some(v) => v.as_str().unwrap_or("").parse().map_err(|_| {
-            Error::arg(
-                "prefix_placement",
-                format!("is {v}: expected \"papers\" or \"peft\""),
+            Error::file(
+                path,
+                format!("`prefix_placement` is {v}: expected \"papers\" or \"peft\""),
             )
         })?,
     };

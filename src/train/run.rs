@@ -430,7 +430,8 @@ impl<B: Backend> Trainer<'_, B> {
             let (blocks, kv) = self.model.net.prefix_layout(pre.placement);
             let seq2seq = self.model.arch_name() == "t5";
             let d = self.model.hidden_size();
-            let c = ptuning::prefix_adapter_config(pre, d, blocks, kv, seq2seq);
+            let heads = self.model.net.prefix_heads();
+            let c = ptuning::prefix_adapter_config(pre, d, (blocks, kv, heads), seq2seq);
             table.layout.config = Some(c);
         }
         let mut extra = json!({
