@@ -1509,18 +1509,58 @@ fn edit_checkpoint(out: &Path, edit: impl FnOnce(&mut Checkpoint)) {
 
 /// A counter of the checkpoint's state that is not a non-negative integer names the key (serde
 /// said "invalid value: integer `-1`, expected u64" and no key).
-#[test]
-fn checkpoint_negative_step_names_the_key() {
-    let dir = ScratchDir::new("ck_step_negative");
-    let (out, mut args) = checkpointed(&dir);
+/// Rewrites the training state in a checkpoint's metadata.
+fn edit_checkpoint_state(out: &Path, edit: impl FnOnce(&mut Value)) {
     let path = out.join("checkpoint.safetensors");
     let (tensors, meta) = common::read_raw(&path);
     let mut meta = meta.expect("checkpoint metadata");
     let mut state: Value = serde_json::from_str(&meta["softprompt_checkpoint"]).expect("state");
-    state["step"] = serde_json::json!(-1);
-    state["done"] = serde_json::json!(false);
+    edit(&mut state);
     meta.insert("softprompt_checkpoint".into(), state.to_string());
     common::write_raw(&path, &tensors, Some(meta));
+}
+
+/// `--resume` reads metrics.jsonl to the stream bound (a link to /dev/zero ate all memory),
+/// and a line of invalid UTF-8 in it costs that line only (every earlier line was dropped).
+#[test]
+fn resume_reads_metrics_to_a_bound_and_keeps_good_lines() {
+    let dir = ScratchDir::new("resume_metrics");
+    let (out, mut args) = checkpointed(&dir);
+    edit_checkpoint_state(&out, |state| state["done"] = serde_json::json!(false));
+    args.push("--resume");
+    let metrics = out.join("metrics.jsonl");
+    let kept = std::fs::read(&metrics).expect("metrics.jsonl");
+    std::fs::remove_file(&metrics).expect("remove");
+    std::os::unix::fs::symlink("/dev/zero", &metrics).expect("symlink");
+    let run = Command::new(binary())
+        .args(&args)
+        .env("SOFTPROMPT_MAX_STREAM_BYTES", "100000")
+        .output()
+        .expect("run softprompt");
+    refused(&run, &["metrics.jsonl", "more than 100000 bytes"]);
+    std::fs::remove_file(&metrics).expect("remove the link");
+    // the lines kept, then one that is not UTF-8: the kept lines survive the resume
+    let mut bad = kept.clone();
+    bad.extend_from_slice(b"{\"step\": 1, \"note\": \"\xff\"}\n");
+    std::fs::write(&metrics, &bad).expect("write");
+    ok(&softprompt(&args));
+    let after = String::from_utf8_lossy(&std::fs::read(&metrics).expect("read")).into_owned();
+    let first = String::from_utf8_lossy(&kept)
+        .lines()
+        .next()
+        .map(String::from);
+    let first = first.expect("a metrics line");
+    assert!(after.contains(&first), "lost {first:?}: {after}");
+}
+
+#[test]
+fn checkpoint_negative_step_names_the_key() {
+    let dir = ScratchDir::new("ck_step_negative");
+    let (out, mut args) = checkpointed(&dir);
+    edit_checkpoint_state(&out, |state| {
+        state["step"] = serde_json::json!(-1);
+        state["done"] = serde_json::json!(false);
+    });
     args.push("--resume");
     refused(
         &softprompt(&args),

@@ -101,7 +101,12 @@ impl MetricsLog {
     /// Reopens a log for a resumed run, keeping only the lines up to `step` (later ones are
     /// recomputed by the resumed run).
     pub fn resume(path: &Path, step: u64) -> Result<MetricsLog> {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
+        // read to the stream bound (a link to /dev/zero ate all memory), and a line of
+        // invalid UTF-8 costs that line only (every line before it was dropped)
+        let text = match path.exists() {
+            true => String::from_utf8_lossy(&crate::fsutil::read_stream(path)?).into_owned(),
+            false => String::new(),
+        };
         let lines = text
             .lines()
             .filter(|l| {
