@@ -169,6 +169,18 @@ impl<B: Backend> Model<B> {
         }
     }
 
+    /// The heads PEFT records as a prefix adapter's `num_attention_heads`: its
+    /// `_prepare_prompt_learning_config` lays a grouped-query model's prefix out per key/value
+    /// head (a config with `num_key_value_heads`, the Llama family), every other model's per
+    /// attention head.
+    pub fn prefix_heads(&self) -> usize {
+        match self {
+            Model::Bert(m) => m.cfg.num_attention_heads,
+            Model::T5(m) => m.cfg.num_heads,
+            Model::Bloom(m) | Model::Llama(m) => m.cfg.num_kv_heads,
+        }
+    }
+
     /// Rows of the input embedding table: every token id must be below it.
     pub fn vocab_size(&self) -> usize {
         match self {

@@ -43,18 +43,6 @@ impl<B: Backend> Model<B> {
         }
     }
 
-    /// The heads PEFT records as a prefix adapter's `num_attention_heads`: its
-    /// `_prepare_prompt_learning_config` lays a grouped-query model's prefix out per key/value
-    /// head (a config with `num_key_value_heads`, the Llama family), every other model's per
-    /// attention head.
-    pub fn prefix_heads(&self) -> usize {
-        match self {
-            Model::Bert(m) => m.cfg.num_attention_heads,
-            Model::T5(m) => m.cfg.num_heads,
-            Model::Bloom(m) | Model::Llama(m) => m.cfg.num_kv_heads,
-        }
-    }
-
     /// The prefix of one step on the device, checked against this model's layout: `prefix`
     /// (P, N·2·Hkv·D) F32, N the model's own block count unless `spec.blocks` says otherwise
     /// (only T5 under PEFT's placement reads any count).
