@@ -177,7 +177,10 @@ runs = [json.load(open(f)) for f in sys.argv[2:]]
 runs.sort(key=lambda d: d["step_ms"])
 mid = dict(runs[len(runs) // 2])
 for key in ("step_ms", "tokens_per_s", "tflops", "cpu_ms", "step_cpu_ms"):
-    vals = sorted(d[key] for d in runs if isinstance(d.get(key), (int, float)))
+    # rates sort the other way, so that with an even count of rounds they come from the same
+    # round as step_ms (the upper median of times is the lower one of rates)
+    vals = sorted((d[key] for d in runs if isinstance(d.get(key), (int, float))),
+                  reverse=key in ("tokens_per_s", "tflops"))
     if vals:
         mid[key] = vals[len(vals) // 2]
 mid["step_ms_rounds"] = [d["step_ms"] for d in runs]

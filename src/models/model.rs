@@ -25,16 +25,6 @@ pub enum Tuning {
     Prefix(PrefixSpec),
 }
 
-impl Tuning {
-    /// The rows of the table (P either way).
-    pub fn rows(&self) -> usize {
-        match self {
-            Tuning::Prompt(p) => *p,
-            Tuning::Prefix(spec) => spec.p,
-        }
-    }
-}
-
 /// A frozen network on a backend.
 pub enum Model<B: Backend> {
     Bert(Bert<B>),
