@@ -72,10 +72,7 @@ impl Tuned {
             }
             _ => d,
         };
-        let tuning = match w.method.prefix_spec(p) {
-            Some(spec) => Tuning::Prefix(spec),
-            None => Tuning::Prompt(p),
-        };
+        let tuning = Tuning::of(p, w.method.prefix_spec(p));
         let mut rng = Rng::new(seed);
         let encoder = (w.method.encoder_spec(p, d, width))
             .map(|spec| HostEncoder::init(spec, &mut rng))

@@ -423,10 +423,7 @@ fn step_outputs<B: Backend>(
     let mut dprompt = be.zeros(DType::F32, prefix.map_or(p * c, |_| rows))?;
     let mut out = Capture::new();
     let acct = &mut MemoryAccountant::new();
-    let tuning = match prefix {
-        Some(spec) => Tuning::Prefix(spec),
-        None => Tuning::Prompt(p),
-    };
+    let tuning = Tuning::of(p, prefix);
     let step = model.train_step(
         be,
         acct,

@@ -25,6 +25,13 @@ pub enum Tuning {
     Prefix(PrefixSpec),
 }
 
+impl Tuning {
+    /// A table of `p` rows: the prefix `prefix` describes, or else a prompt.
+    pub fn of(p: usize, prefix: Option<PrefixSpec>) -> Tuning {
+        prefix.map_or(Tuning::Prompt(p), Tuning::Prefix)
+    }
+}
+
 /// A frozen network on a backend.
 pub enum Model<B: Backend> {
     Bert(Bert<B>),

@@ -111,10 +111,7 @@ impl Task {
         };
         let mut acct = MemoryAccountant::new();
         let (dprompt, prompt) = (&mut grads.prompt, &params.prompt);
-        let tuning = match params.prefix {
-            Some(spec) => Tuning::Prefix(spec),
-            None => Tuning::Prompt(params.p),
-        };
+        let tuning = Tuning::of(params.p, params.prefix);
         let out = model.net.train_step(
             be, &mut acct, dprompt, prompt, tokens, tuning, &objective, recompute, None,
         )?;
