@@ -98,10 +98,30 @@ def mlm_labels_per_row(seq):
     return max(1, (15 * seq + 50) // 100)
 
 
-def tokens_per_step(preset, batch, seq, prompt, target_len):
+METHODS = ("prompt", "prefix")
+PLACEMENTS = ("papers", "peft")
+
+
+def spans(preset, seq, prompt, method="prompt", placement="papers"):
+    """The lengths a step's tokens and FLOPs count (src/bench_method.rs `spans`): (rows, keys,
+    decoder_prefix, encoder_backward). rows: positions per row of the encoder (or only stack),
+    P+T, or T under prefix tuning (the prefix sits in the keys only); keys: the keys each of them
+    attends to, P+T, or T under PEFT's T5 placement (the encoder reads no prefix); decoder_prefix:
+    prefix keys in front of T5's decoder self-attention (P under prefix tuning); encoder_backward:
+    False under PEFT's T5 placement, where nothing trainable is below the decoder."""
+    if method == "prompt":
+        return prompt + seq, prompt + seq, 0, True
+    if method != "prefix":
+        raise ValueError(f"unknown method {method!r} (expected one of {METHODS})")
+    if PRESETS[preset]["arch"] == "t5" and placement == "peft":
+        return seq, seq, prompt, False
+    return seq, prompt + seq, prompt, True
+
+
+def tokens_per_step(preset, batch, seq, prompt, target_len, method="prompt", placement="papers"):
     """Tokens processed per step: B*(P+T) for BERT and decoder-only models; B*(P+T) + B*L for T5
-    (encoder + decoder rows)."""
-    n = batch * (prompt + seq)
+    (encoder + decoder rows); prefix tuning's rows are B*T (its prefix is in the keys only)."""
+    n = batch * spans(preset, seq, prompt, method, placement)[0]
     if PRESETS[preset]["arch"] == "t5":
         n += batch * target_len
     return n
@@ -126,7 +146,7 @@ def _attention(batch, tq, tk, width):
     return 12 * batch * tq * tk * width
 
 
-def step_flops(preset, batch, seq, prompt, target_len=8, objective="pet"):
+def step_flops(preset, batch, seq, prompt, target_len=8, objective="pet", method="prompt", placement="papers"):
     """Useful FLOPs of one prompt-tuning step (forward + backward to the prompt), as an int.
 
     This counts what the task needs, identically for every implementation. Each tool divides it
@@ -148,20 +168,25 @@ def step_flops(preset, batch, seq, prompt, target_len=8, objective="pet"):
       per layer over N rows: q (C x A), k, v (C x K each), o (A x C); MLP: BLOOM C x F, F x C,
         Llama/Qwen2 gate and up C x F, down F x C; attention(B, S, S, A).
       LM head C x V over the B*L target rows only.
+    Prefix tuning (`method` "prefix"; `spans`): S = T rows per sequence whose attention sees K =
+    P+T keys (attention(B, S, K, .)), T5's decoder self-attention P+L keys; under PEFT's T5
+    placement the encoder sees T keys and runs forward only (half its count, and half of the
+    cross-attention's k, v products over its output).
     """
     p = PRESETS[preset]
     C, H, D, F, V = p["hidden"], p["heads"], p["head_dim"], p["ff"], p["vocab"]
     A = H * D
-    S = prompt + seq
+    S, K, dec_prefix, enc_backward = spans(preset, seq, prompt, method, placement)
     ne = batch * S
     flops = 0
     if p["arch"] in DECODER_ARCHS:
-        K = p["kv_heads"] * D
+        KV = p["kv_heads"] * D
         mlp = (_linear(ne, C, F) + _linear(ne, F, C)) if p["arch"] == "bloom" else (2 * _linear(ne, C, F) + _linear(ne, F, C))
-        per_layer = _linear(ne, C, A) + 2 * _linear(ne, C, K) + _linear(ne, A, C) + mlp + _attention(batch, S, S, A)
+        per_layer = (_linear(ne, C, A) + 2 * _linear(ne, C, KV) + _linear(ne, A, C) + mlp
+                     + _attention(batch, S, K, A))
         return p["layers"] * per_layer + _linear(batch * target_len, C, V)
     if p["arch"] == "bert":
-        per_layer = 4 * _linear(ne, C, C) + _linear(ne, C, F) + _linear(ne, F, C) + _attention(batch, S, S, C)
+        per_layer = 4 * _linear(ne, C, C) + _linear(ne, C, F) + _linear(ne, F, C) + _attention(batch, S, K, C)
         flops += p["layers"] * per_layer
         if objective == "pet":
             flops += _linear(batch, C, C) + _linear(batch, C, PET_VERBALIZERS)
@@ -174,11 +199,14 @@ def step_flops(preset, batch, seq, prompt, target_len=8, objective="pet"):
         L = target_len
         nd = batch * L
         enc = (3 * _linear(ne, C, A) + _linear(ne, A, C) + 2 * _linear(ne, C, F) + _linear(ne, F, C)
-               + _attention(batch, S, S, A))
+               + _attention(batch, S, K, A))
+        cross_kv = 2 * _linear(ne, C, A)
+        if not enc_backward:  # forward only: half of forward + backward (every term is even)
+            enc, cross_kv = enc // 2, cross_kv // 2
         dec = (3 * _linear(nd, C, A) + _linear(nd, A, C)                          # self q, k, v, o
-               + _linear(nd, C, A) + _linear(nd, A, C) + 2 * _linear(ne, C, A)  # cross q, o; k, v
+               + _linear(nd, C, A) + _linear(nd, A, C) + cross_kv               # cross q, o; k, v
                + 2 * _linear(nd, C, F) + _linear(nd, F, C)                         # gated FFN
-               + _attention(batch, L, L, A) + _attention(batch, L, S, A))
+               + _attention(batch, L, L + dec_prefix, A) + _attention(batch, L, S, A))
         flops += p["layers"] * enc + p["decoder_layers"] * dec + _linear(nd, C, V)
     return flops
 

@@ -27,6 +27,17 @@ Workload (one step = one forward + backward of the loss with respect to the prom
   (`--target-len`), -100 elsewhere; PEFT prepends P labels of -100 and transformers computes the
   loss from the full (B, P+T, V) logits, which is what is being compared against.
 - float32 on the CPU, bfloat16 weights on the GPU (the prompt table stays float32, as in PEFT).
+- `--method` (softprompt bench's flag): prompt (PROMPT_TUNING, above), p-tuning (P_TUNING:
+  PromptEncoderConfig with `--encoder-reparameterization`, `--encoder-hidden-size` (default the
+  model's width) and `--encoder-num-layers`; the encoder's tensors are what trains) or prefix
+  (PREFIX_TUNING: PrefixTuningConfig, `--prefix-projection` with `--encoder-hidden-size`).
+  PEFT places the prefix its own way: on T5 that is softprompt's `--prefix-placement peft`
+  (decoder self-attention only, block 2l mod N), which must then be given; on the decoder-only
+  models softprompt's default `papers` is the same computation. PEFT (with transformers 5)
+  refuses prefix tuning on BERT, so `--method prefix` with a BERT preset stops (exit 2):
+  scripts/compare.sh --vs-prompt compares softprompt's BERT prefix step with its own prompt
+  tuning instead. Under prefix tuning the batch has no prompt rows (the prefix is in the keys),
+  and tokens and FLOPs count as bench_common.spans says.
 
 Measurements:
 - step_ms: median over `--steps` timed steps, after `--warmup` untimed steps and one untimed
@@ -94,6 +105,7 @@ import torch.utils.checkpoint  # noqa: E402
 
 import peft  # noqa: E402
 import transformers  # noqa: E402
+from peft import PrefixTuningConfig, PromptEncoderConfig  # noqa: E402
 from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model  # noqa: E402
 from transformers import BertConfig, BertForMaskedLM, T5Config, T5ForConditionalGeneration  # noqa: E402
 from transformers import BloomConfig, BloomForCausalLM, LlamaConfig, LlamaForCausalLM  # noqa: E402
@@ -140,6 +152,17 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--saved-report", type=int, default=0, metavar="N",
                     help="print the N largest groups of saved tensors (by shape and dtype) to stderr")
+    ap.add_argument("--method", choices=["prompt", "p-tuning", "prefix"], default="prompt",
+                    help="PEFT's PROMPT_TUNING, P_TUNING or PREFIX_TUNING (default prompt)")
+    ap.add_argument("--prefix-placement", choices=["papers", "peft"], default=None,
+                    help="prefix: softprompt's name for where PEFT puts the blocks: peft on T5 "
+                         "(required there), papers (the default) on decoder-only models")
+    ap.add_argument("--prefix-projection", action="store_true", help="prefix: PEFT's prefix_projection")
+    ap.add_argument("--encoder-hidden-size", type=int, default=None,
+                    help="p-tuning, prefix with --prefix-projection: encoder_hidden_size (default the model's width)")
+    ap.add_argument("--encoder-reparameterization", choices=["mlp", "lstm"], default=None,
+                    help="p-tuning: encoder_reparameterization_type (default mlp)")
+    ap.add_argument("--encoder-num-layers", type=int, default=None, help="p-tuning, lstm: encoder_num_layers (default 2)")
     a = ap.parse_args(argv)
     for name in ("batch", "seq", "target_len", "prompt", "steps"):
         if getattr(a, name) < 1:
@@ -161,9 +184,36 @@ def parse_args(argv=None):
                      f"{bc.CPU_WEIGHT_LIMIT >> 30} GB a CPU run may use: run it on a GPU (--device cuda)")
         if a.target_len > a.seq:
             ap.error(f"--target-len {a.target_len} exceeds --seq {a.seq}")
+    check_method(ap, a, arch)
     if a.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: torch sees no CUDA device")
     return a
+
+
+def check_method(ap, a, arch):
+    """The method's flags as softprompt bench reads them, and what PEFT can run (module doc)."""
+    given = lambda *names: [n for n in names if getattr(a, n.replace("-", "_")) not in (None, False)]
+    if a.method != "prefix" and given("prefix-placement", "prefix-projection"):
+        ap.error(f"--{given('prefix-placement', 'prefix-projection')[0]} applies to --method prefix only")
+    if a.method != "p-tuning" and given("encoder-reparameterization", "encoder-num-layers"):
+        ap.error(f"--{given('encoder-reparameterization', 'encoder-num-layers')[0]} applies to --method p-tuning only")
+    if a.method == "prompt" and given("encoder-hidden-size"):
+        ap.error("--encoder-hidden-size applies to --method p-tuning or prefix only")
+    if a.method == "prefix" and a.encoder_hidden_size is not None and not a.prefix_projection:
+        ap.error("--encoder-hidden-size sizes prefix tuning's projection: it needs --prefix-projection")
+    if a.method != "prefix":
+        return
+    if arch == "bert":
+        ap.error("--method prefix: PEFT (with transformers 5) refuses prefix tuning on BERT (\"Model does not "
+                 "support past key values which are required for prefix tuning\"); compare softprompt's BERT "
+                 "prefix step with its own prompt tuning instead: scripts/compare.sh PRESET --method prefix --vs-prompt")
+    a.prefix_placement = a.prefix_placement or "papers"
+    if arch == "t5" and a.prefix_placement != "peft":
+        ap.error("--method prefix on T5: PEFT computes only its own placement (decoder self-attention, block 2l mod N): "
+                 "pass --prefix-placement peft, softprompt's name for it")
+    if arch != "t5" and a.prefix_placement != "papers":
+        ap.error("--prefix-placement peft: only T5 has a choice of placement; on this preset PEFT computes "
+                 "softprompt's papers placement: leave it out")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -243,18 +293,34 @@ def build_model(args, dtype, device):
     return model
 
 
+def method_config(args, task):
+    """PEFT's config of `--method`."""
+    hidden = args.encoder_hidden_size or bc.PRESETS[args.preset]["hidden"]
+    if args.method == "p-tuning":
+        return PromptEncoderConfig(task_type=task, num_virtual_tokens=args.prompt,
+                                   encoder_reparameterization_type=(args.encoder_reparameterization or "mlp").upper(),
+                                   encoder_hidden_size=hidden, encoder_num_layers=args.encoder_num_layers or 2)
+    if args.method == "prefix":
+        return PrefixTuningConfig(task_type=task, num_virtual_tokens=args.prompt,
+                                  prefix_projection=args.prefix_projection, encoder_hidden_size=hidden)
+    return PromptTuningConfig(task_type=task, num_virtual_tokens=args.prompt,
+                              prompt_tuning_init=PromptTuningInit.RANDOM)
+
+
 def wrap_peft(model, args):
     arch = bc.PRESETS[args.preset]["arch"]
     task = {"bert": TaskType.TOKEN_CLS, "t5": TaskType.SEQ_2_SEQ_LM}.get(arch, TaskType.CAUSAL_LM)
     torch.manual_seed(args.seed + 1)  # RANDOM init: nn.Embedding's N(0, 1)
-    pm = get_peft_model(model, PromptTuningConfig(task_type=task, num_virtual_tokens=args.prompt,
-                                                  prompt_tuning_init=PromptTuningInit.RANDOM))
+    pm = get_peft_model(model, method_config(args, task))
     if args.recompute == "layer":
         pm.train()  # transformers checkpoints only in train mode; dropout is 0, so nothing else changes
     else:
         pm.eval()
     trainable = [n for n, q in pm.named_parameters() if q.requires_grad]
-    assert trainable == [PROMPT_PARAM], trainable
+    if args.method == "prompt":
+        assert trainable == [PROMPT_PARAM], trainable
+    else:
+        assert trainable and all(n.startswith("prompt_encoder.default.") for n in trainable), trainable
     if arch == "t5":
         assert pm.get_base_model().lm_head.weight is not pm.get_base_model().shared.weight
     return pm
@@ -297,13 +363,15 @@ def forward_loss(pm, batch, args):
     """One forward pass; returns the scalar loss (model outputs are dropped so that only what
     autograd holds stays alive)."""
     P = args.prompt
+    # prefix tuning hands the prefix to the model as its cache (past_key_values): no use_cache=False
+    cache = {} if args.method == "prefix" else {"use_cache": False}
     if bc.PRESETS[args.preset]["arch"] in bc.DECODER_ARCHS:
         out = pm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                 use_cache=False, return_dict=True)
+                 return_dict=True, **cache)
         return out.loss
     if bc.PRESETS[args.preset]["arch"] == "t5":
         out = pm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                 use_cache=False, return_dict=True)
+                 return_dict=True, **cache)
         return out.loss
     out = pm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
              token_type_ids=batch["token_type_ids"], return_dict=True)
@@ -465,15 +533,34 @@ def sync(device):
 # ------------------------------------------------------------------------------------------------
 
 
-def check_grads(pm, arch, P):
-    """Only the prompt received a gradient, and it is finite and non-zero (rows P.. of PEFT's T5
-    table, meant for a decoder prompt, stay zero: prompt tuning feeds the encoder only)."""
+def check_grads(pm, arch, P, method):
+    """Only the prompt (or the prompt encoder) received a gradient, and it is finite and non-zero
+    (rows P.. of PEFT's T5 table, meant for a decoder prompt, stay zero: prompt tuning feeds the
+    encoder only)."""
+    seen = False
     for n, q in pm.named_parameters():
-        if n == PROMPT_PARAM:
+        if n == PROMPT_PARAM and method == "prompt":
             g = q.grad[:P] if arch == "t5" else q.grad
             assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0, "bad prompt gradient"
+        elif n.startswith("prompt_encoder.default.") and method != "prompt":
+            assert q.grad is None or torch.isfinite(q.grad).all(), f"{n}: bad gradient"
+            seen = seen or (q.grad is not None and q.grad.abs().sum() > 0)
         else:
             assert q.grad is None, f"{n} received a gradient"
+    assert method == "prompt" or seen, "no prompt encoder tensor received a gradient"
+
+
+def method_settings(args):
+    """The method's settings in softprompt bench's keys (null for prompt tuning)."""
+    hidden = args.encoder_hidden_size or bc.PRESETS[args.preset]["hidden"]
+    if args.method == "p-tuning":
+        return {"method": "p-tuning", "encoder_reparameterization_type": (args.encoder_reparameterization or "mlp").upper(),
+                "encoder_hidden_size": hidden, "encoder_num_layers": args.encoder_num_layers or 2}
+    if args.method == "prefix":
+        return {"method": "prefix", "prefix_projection": args.prefix_projection,
+                "encoder_hidden_size": hidden if args.prefix_projection else None,
+                "prefix_placement": args.prefix_placement}
+    return None
 
 
 def main(argv=None):
@@ -518,7 +605,7 @@ def main(argv=None):
     loss.backward()
     loss_value = loss.item()
     del loss
-    check_grads(pm, arch, args.prompt)
+    check_grads(pm, arch, args.prompt, args.method)
     if not math.isfinite(loss_value):
         log(f"warning: loss is {loss_value} (random weights); timings are still reported")
 
@@ -534,9 +621,11 @@ def main(argv=None):
         cpu_times.append((time.process_time() - c) * 1e3)
 
     step_ms = statistics.median(times)
-    tokens = bc.tokens_per_step(args.preset, args.batch, args.seq, args.prompt, args.target_len)
+    # P-tuning's step is prompt tuning's (its encoder is not counted)
+    counted = ("prefix", args.prefix_placement) if args.method == "prefix" else ("prompt", "papers")
+    tokens = bc.tokens_per_step(args.preset, args.batch, args.seq, args.prompt, args.target_len, *counted)
     flops = bc.step_flops(args.preset, args.batch, args.seq, args.prompt, args.target_len,
-                          args.objective if arch == "bert" else "seq2seq")
+                          args.objective if arch == "bert" else "seq2seq", *counted)
     if arch in bc.DECODER_ARCHS:
         assert model.config.vocab_size == bc.PRESETS[args.preset]["vocab"]
     res = {
@@ -548,6 +637,8 @@ def main(argv=None):
         "prompt": args.prompt,
         "recompute": args.recompute,
         "objective": args.objective,
+        "method": args.method,
+        "method_settings": method_settings(args),
         "attn": model.config._attn_implementation,
         "dtype": str(dtype).replace("torch.", ""),
         "device": device_name(device),
@@ -584,7 +675,7 @@ def main(argv=None):
                  f"peak allocated {res['peak_bytes'] / mb:.0f} MB (weights {weights_bytes / mb:.0f} MB)")
         print(f"{args.preset} B={args.batch} T={args.seq} P={args.prompt}"
               + (f" L={args.target_len}" if arch in ("t5", *bc.DECODER_ARCHS) else f" {args.objective}")
-              + f" {res['attn']} {res['dtype']} recompute={args.recompute} on {res['device']}")
+              + f" --method {args.method} {res['attn']} {res['dtype']} recompute={args.recompute} on {res['device']}")
         print(f"  step {step_ms:.1f} ms (all: {', '.join(f'{x:.0f}' for x in times)}), "
               f"{res['tokens_per_s']:.0f} tokens/s, {res['tflops']:.3f} TFLOP/s")
         print(f"  saved for backward {saved['saved_bytes'] / mb:.1f} MB in {saved['saved_storages']} storages; "

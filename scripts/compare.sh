@@ -4,7 +4,13 @@
 #
 # usage: scripts/compare.sh PRESET [options] [bench flags...]
 #   bench flags   passed to both tools: --batch B --seq T --target-len L --prompt P --device cpu|cuda
-#                 --recompute none|mlp|layer --objective pet|mlm --steps N --warmup N (see bench_torch.py)
+#                 --recompute none|mlp|layer --objective pet|mlm --steps N --warmup N (see bench_torch.py),
+#                 and the method: --method prompt|p-tuning|prefix --prefix-placement papers|peft
+#                 --prefix-projection --encoder-hidden-size N --encoder-reparameterization mlp|lstm
+#                 --encoder-num-layers N (PEFT's prefix tuning on T5 is --prefix-placement peft)
+#   --vs-prompt   compare with softprompt's own prompt tuning of the same shape (the same flags
+#                 less the method's) instead of PyTorch: PEFT refuses prefix tuning on BERT, so
+#                 this is BERT prefix tuning's baseline (e.g. bert-base --method prefix --vs-prompt)
 #   --out DIR     where the JSON files and logs go (default: <repo>/bench/tmp)
 #   --no-eager    PyTorch with SDPA attention only (default: SDPA, then eager)
 #   --attn LIST   PyTorch attention implementations to run, comma-separated (e.g. sdpa,eager)
@@ -49,10 +55,12 @@ attns="sdpa,eager"
 rounds=1
 threads=()
 common=()
+vs_prompt=0
 while [[ $# -gt 0 ]]; do
     case $1 in
         --out) [[ $# -ge 2 ]] || die "--out needs a directory" 2; out=$2; shift 2 ;;
         --no-eager) attns="sdpa"; shift ;;
+        --vs-prompt) vs_prompt=1; shift ;;
         --attn) [[ $# -ge 2 ]] || die "--attn needs a list" 2; attns=$2; shift 2 ;;
         --threads) [[ $# -ge 2 ]] || die "--threads needs a number" 2; threads=(--threads "$2"); shift 2 ;;
         --rounds) [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || die "--rounds needs a positive number" 2; rounds=$2; shift 2 ;;
@@ -73,6 +81,19 @@ for a in ${common[@]+"${common[@]}"}; do
     torch_common+=("$a")
     prev=$a
 done
+
+# --vs-prompt: the same flags less the method's, for softprompt's prompt-tuning run
+prompt_common=()
+skip=0
+for a in ${common[@]+"${common[@]}"}; do
+    if [[ $skip -eq 1 ]]; then skip=0; continue; fi
+    case $a in
+        --method | --prefix-placement | --encoder-hidden-size | --encoder-reparameterization | --encoder-num-layers) skip=1 ;;
+        --method=* | --prefix-placement=* | --encoder-hidden-size=* | --encoder-reparameterization=* | --encoder-num-layers=* | --prefix-projection) ;;
+        *) prompt_common+=("$a") ;;
+    esac
+done
+if [[ $vs_prompt -eq 1 ]]; then attns="prompt"; fi
 
 softprompt=${SOFTPROMPT:-$repo/target/release/softprompt}
 [[ -x $softprompt ]] || die "softprompt binary '$softprompt' is missing or not executable (cargo build --release, or set SOFTPROMPT)"
@@ -129,6 +150,11 @@ for ((r = 1; r <= rounds; r++)); do
     for attn in "${attn_list[@]}"; do
         j="$out/$tag$s.torch-$attn.json"
         rm -f "$j"
+        if [[ $vs_prompt -eq 1 ]]; then
+            run "softprompt (prompt tuning)" "$j" "$out/$tag$s.torch-$attn.log" \
+                "$softprompt" bench --preset "$preset" ${prompt_common[@]+"${prompt_common[@]}"} --json || status=1
+            continue
+        fi
         run "pytorch ($attn)" "$j" "$out/$tag$s.torch-$attn.log" \
             "$python" "$here/bench_torch.py" --preset "$preset" ${torch_common[@]+"${torch_common[@]}"} --attn "$attn" \
             ${threads[@]+"${threads[@]}"} --json || status=1
@@ -151,7 +177,10 @@ runs = [json.load(open(f)) for f in sys.argv[2:]]
 runs.sort(key=lambda d: d["step_ms"])
 mid = dict(runs[len(runs) // 2])
 for key in ("step_ms", "tokens_per_s", "tflops", "cpu_ms", "step_cpu_ms"):
-    vals = sorted(d[key] for d in runs if isinstance(d.get(key), (int, float)))
+    # rates sort the other way, so that with an even count of rounds they come from the same
+    # round as step_ms (the upper median of times is the lower one of rates)
+    vals = sorted((d[key] for d in runs if isinstance(d.get(key), (int, float))),
+                  reverse=key in ("tokens_per_s", "tflops"))
     if vals:
         mid[key] = vals[len(vals) // 2]
 mid["step_ms_rounds"] = [d["step_ms"] for d in runs]
@@ -166,6 +195,7 @@ for attn in "${attn_list[@]}"; do
     torch_files+=("$attn=$out/$tag.torch-$attn.json")
 done
 export COMPARE_LOAD="load average ${load_before} before, ${load_after} after; ${rounds} round(s), interleaved, medians"
+export COMPARE_VS_PROMPT=$vs_prompt
 
 python3 - "$sp_json" "${torch_files[@]}" <<'EOF' || status=1
 """Print softprompt and the PyTorch runs side by side, with ratios softprompt / PyTorch."""
@@ -174,15 +204,24 @@ import os
 import sys
 
 sp = json.load(open(sys.argv[1]))
+vs_prompt = os.environ.get("COMPARE_VS_PROMPT") == "1"
 torch_runs = []
 for arg in sys.argv[2:]:
     attn, path = arg.split("=", 1)
     torch_runs.append((attn, json.load(open(path)) if os.path.exists(path) else None))
+# the other column's name: a PyTorch attention implementation, or softprompt's prompt tuning
+other = (lambda attn: "softprompt prompt") if vs_prompt else (lambda attn: f"pytorch {attn}")
 
 REQUIRED = ("step_ms", "tokens_per_s", "tflops", "saved_bytes", "peak_bytes", "device")
 SAME = ("preset", "batch", "seq", "target_len", "prompt", "recompute", "objective")
+if not vs_prompt:  # the method and its settings too (an older bench_torch.py says none: prompt tuning)
+    SAME += ("method", "method_settings")
+    for _, d in torch_runs:
+        if d is not None:
+            d.setdefault("method", "prompt")
+            d.setdefault("method_settings", None)
 problems = []
-for name, d in [("softprompt", sp)] + [("pytorch " + a, d) for a, d in torch_runs if d is not None]:
+for name, d in [("softprompt", sp)] + [(other(a), d) for a, d in torch_runs if d is not None]:
     missing = [k for k in REQUIRED if k not in d]
     if missing:
         problems.append(f"{name}: missing keys {', '.join(missing)}")
@@ -194,7 +233,7 @@ for attn, d in torch_runs:
     same = lambda k: sp.get(k) == d.get(k) or (k == "recompute" and (sp.get(k), d.get(k)) == ("mlp", "none"))
     diff = [f"{k} {sp.get(k)!r} vs {d.get(k)!r}" for k in keys if k in sp and not same(k)]
     if diff:
-        problems.append(f"softprompt and pytorch {attn} ran different workloads: " + "; ".join(diff))
+        problems.append(f"softprompt and {other(attn)} ran different workloads: " + "; ".join(diff))
 if problems:
     sys.exit("compare.sh: " + "\n  ".join(problems))
 
@@ -204,6 +243,8 @@ def flops(d):  # implied FLOPs per step; the two tools must count the same (benc
 
 
 for attn, d in torch_runs:
+    if vs_prompt:  # prefix and prompt tuning count different work
+        break
     if d is not None and sp["tflops"] > 0 and d["tflops"] > 0 and abs(flops(sp) / flops(d) - 1) > 0.005:
         print(f"warning: the FLOPs per step differ: softprompt {flops(sp):.4g}, pytorch {attn} {flops(d):.4g} "
               "(see scripts/bench_common.py step_flops)", file=sys.stderr)
@@ -230,9 +271,9 @@ ROWS = [  # label, getter, format
     ("peak - base MB", lambda d: None if above_base(d) is None else above_base(d) / MB, "{:.0f}"),
 ]
 
-header = ["", "softprompt"]
+header = ["", "softprompt " + sp.get("method", "prompt")]
 for attn, d in torch_runs:
-    header += [f"pytorch {attn}", "ratio"]
+    header += [other(attn), "ratio"]
 table = [header]
 for label, get, fmt in ROWS:
     v = get(sp)
@@ -249,18 +290,24 @@ for label, get, fmt in ROWS:
 
 shape = f"B={sp['batch']} T={sp['seq']} P={sp['prompt']}"
 shape += f" L={sp['target_len']}" if str(sp["preset"]).startswith("t5") else f" {sp.get('objective', '')}"
-print(f"{sp['preset']} {shape} recompute={sp.get('recompute')}")
+settings = sp.get("method_settings") or {}
+method = sp.get("method", "prompt") + "".join(
+    f" {k}={v}" for k, v in settings.items() if k != "method" and v is not None)
+print(f"{sp['preset']} {shape} recompute={sp.get('recompute')} method: {method}")
 print(f"  cpu: {sp.get('cpu', '?')}; {os.environ.get('COMPARE_LOAD', '')}")
 print(f"  softprompt: {sp['device']}, {sp.get('dtype', '?')}, cpu kernels {sp.get('cpu_kernels') or '-'}")
 for attn, d in torch_runs:
-    if d is not None:
+    if d is not None and vs_prompt:
+        print(f"  softprompt prompt: the same flags less the method's ({d['device']}, {d.get('dtype', '?')})")
+    elif d is not None:
         v = d.get("versions", {})
         print(f"  pytorch {attn}: {d['device']}, {d.get('dtype', '?')}, torch {v.get('torch')}, "
               f"transformers {v.get('transformers')}, peft {v.get('peft')}")
 widths = [max(len(r[i]) for r in table) for i in range(len(header))]
 for r in table:
     print("  " + r[0].ljust(widths[0]) + "".join("  " + c.rjust(w) for c, w in zip(r[1:], widths[1:])))
-print("  ratio = softprompt / pytorch (time, memory: lower is better; tokens/s, TFLOP/s: higher is better)")
+print(f"  ratio = softprompt / {'softprompt prompt' if vs_prompt else 'pytorch'} "
+      "(time, memory: lower is better; tokens/s, TFLOP/s: higher is better)")
 EOF
 
 echo "results: $out/$tag.*.json" >&2

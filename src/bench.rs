@@ -1,15 +1,18 @@
-//! `softprompt bench`: one prompt-tuning step (forward + backward to the prompt) on preset
-//! shapes with random frozen weights, so nothing needs downloading. The same presets, flags,
-//! workload, FLOP count and JSON keys as `scripts/bench_torch.py`, so the two compare.
+//! `softprompt bench`: one training step (forward + backward to what is trained: the prompt,
+//! or under `--method` P-tuning's encoder or prefix tuning's table, `bench_method.rs`) on
+//! preset shapes with random frozen weights, so nothing needs downloading. The same presets,
+//! flags, workload, FLOP count and JSON keys as `scripts/bench_torch.py`, so the two compare.
 
 use crate::backend::{Act, Backend, DType};
 use crate::bench_decoder as dec;
+use crate::bench_method::{self as method, Tuned};
 use crate::closeness::{Closeness, TENSOR_FLOOR};
 use crate::config::{BertConfig, DecoderConfig, ModelConfig, T5Config};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::{Model, Objective, Recompute, TokenBatch, MAX_TOKENS};
 use crate::rng::Rng;
+use crate::train::Method;
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -137,11 +140,14 @@ pub struct Workload {
     pub recompute: Recompute,
     /// BERT: "pet" or "mlm"
     pub objective: String,
+    /// what is trained; `prompt` is P rows of the prompt, P-tuning's encoder or the prefix
+    pub method: Method,
 }
 
-/// Tokens per step: B·(P+T), plus B·L through a T5 decoder.
+/// Tokens per step: B·(P+T) (B·T under prefix tuning, whose prefix is in the keys only), plus
+/// B·L through a T5 decoder.
 pub fn tokens_per_step(preset: &Preset, w: &Workload) -> usize {
-    let enc = w.batch * (w.prompt + w.seq);
+    let enc = w.batch * method::spans(preset, w).rows;
     match preset {
         Preset::Bert(_) | Preset::Decoder(_) => enc,
         Preset::T5(_) => enc + w.batch * w.target_len,
@@ -151,17 +157,22 @@ pub fn tokens_per_step(preset: &Preset, w: &Workload) -> usize {
 /// FLOPs of one step, the convention `scripts/bench_torch.py` shares: 2 per multiply-add,
 /// forward plus input-gradient backward = 2× forward, over the linear layers the task needs
 /// (heads only at the rows the loss reads), plus 12·B·Tq·Tk·A per attention call (4 forward,
-/// 8 backward), causal counted in full.
+/// 8 backward), causal counted in full. Under `--method` the lengths are `bench_method::spans`:
+/// prefix tuning's rows are the T tokens, whose attention sees P + T keys (T5's decoder
+/// self-attention P + L), and an encoder that runs no backward (PEFT's T5 placement) counts
+/// its forward only, with the cross-attention's key and value products over its output.
 pub fn flops_per_step(preset: &Preset, w: &Workload) -> f64 {
+    let s = method::spans(preset, w);
     let b = w.batch as f64;
-    let t = (w.prompt + w.seq) as f64;
+    let (t, keys) = (s.rows as f64, s.keys as f64);
     let lin = |rows: f64, k: usize, n: usize| 4.0 * rows * k as f64 * n as f64;
     let attn = |tq: f64, tk: f64, a: usize| 12.0 * b * tq * tk * a as f64;
     match preset {
         Preset::Bert(c) => {
             let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
             let rows = b * t;
-            let layer = 4.0 * lin(rows, h, h) + lin(rows, h, i) + lin(rows, i, h) + attn(t, t, h);
+            let layer =
+                4.0 * lin(rows, h, h) + lin(rows, h, i) + lin(rows, i, h) + attn(t, keys, h);
             let head = if w.objective == "mlm" {
                 let labelled = (0.15 * w.seq as f64).round().max(1.0) * b;
                 lin(labelled, h, h) + lin(labelled, h, v)
@@ -174,22 +185,27 @@ pub fn flops_per_step(preset: &Preset, w: &Workload) -> f64 {
             let (d, a, f, v) = (c.d_model, c.inner_dim(), c.d_ff, c.vocab_size);
             let l = w.target_len as f64;
             let (enc_rows, dec_rows) = (b * t, b * l);
+            // an encoder without backward: its forward, half of forward + backward
+            let enc_share = if s.encoder_backward { 1.0 } else { 0.5 };
             let ffn = |rows: f64| if c.is_gated_act { 2.0 * lin(rows, d, f) } else { lin(rows, d, f) } + lin(rows, f, d);
-            let enc_layer =
-                3.0 * lin(enc_rows, d, a) + lin(enc_rows, a, d) + ffn(enc_rows) + attn(t, t, a);
+            let enc_layer = enc_share
+                * (3.0 * lin(enc_rows, d, a)
+                    + lin(enc_rows, a, d)
+                    + ffn(enc_rows)
+                    + attn(t, keys, a));
             let dec_layer = 3.0 * lin(dec_rows, d, a)
                 + lin(dec_rows, a, d)
-                + attn(l, l, a)
+                + attn(l, l + s.decoder_prefix as f64, a)
                 + lin(dec_rows, d, a)
                 + lin(dec_rows, a, d)
-                + 2.0 * lin(enc_rows, d, a)
+                + enc_share * 2.0 * lin(enc_rows, d, a)
                 + attn(l, t, a)
                 + ffn(dec_rows);
             c.num_layers as f64 * enc_layer
                 + c.num_decoder_layers as f64 * dec_layer
                 + lin(dec_rows, d, v)
         }
-        Preset::Decoder(c) => dec::flops(c, w.batch, w.seq, w.prompt, w.target_len),
+        Preset::Decoder(c) => dec::flops(c, w.batch, s.rows, s.keys, w.target_len),
     }
 }
 
@@ -242,17 +258,20 @@ pub fn bench_batch(preset: &Preset, w: &Workload, seed: u64) -> BenchBatch {
     }
 }
 
-/// One forward + backward; returns the loss, d loss / d prompt, and the bytes held for
-/// backward: when the forward pass ended, and at the accountant's peak.
+/// One forward + backward of what `tuned` trains (the host encoder's too, if any); returns
+/// the loss, d loss / d what is trained (`Tuned::backward`), and the bytes held for backward:
+/// when the forward pass ended, and at the accountant's peak.
 pub fn step<B: Backend>(
     be: &B,
     model: &Model<B>,
     batch: &BenchBatch,
+    tuned: &Tuned,
     w: &Workload,
 ) -> Result<(f64, Vec<f32>, (usize, usize))> {
     let mut acct = MemoryAccountant::new();
-    let prompt = be.upload(DType::F32, &batch.prompt)?;
-    let (b, t, p) = (w.batch, w.seq, w.prompt);
+    let (host_table, tape) = tuned.forward()?;
+    let table = be.upload(DType::F32, &host_table)?;
+    let (b, t) = (w.batch, w.seq);
     let mask_positions = vec![(t / 2) as i32; b];
     let objective = match model {
         Model::T5(_) => Objective::Seq2Seq {
@@ -271,22 +290,23 @@ pub fn step<B: Backend>(
             labels: &batch.labels,
         },
     };
-    let mut dprompt = be.zeros(DType::F32, p * model.hidden_size())?;
+    let mut dtable = be.zeros(DType::F32, host_table.len())?;
     let out = model.train_step(
         be,
         &mut acct,
-        &mut dprompt,
-        &prompt,
+        &mut dtable,
+        &table,
         &batch.tokens,
-        p,
+        tuned.tuning,
         &objective,
         w.recompute,
         None,
     )?;
+    let grad = tuned.backward(tape, be.download(&dtable)?)?;
     be.synchronize()?;
     Ok((
         out.loss,
-        be.download(&dprompt)?,
+        grad,
         (acct.held_after_forward(), acct.peak_bytes()),
     ))
 }
@@ -314,8 +334,8 @@ pub fn check_tol(activations: DType, weights: DType) -> f64 {
 
 /// Runs the step on a 2-layer copy of the preset on `be` and on the float64 CPU reference
 /// (holding the same weights: bf16-rounded for a bf16 device, so the check measures the
-/// engine, not the storage format), and fails unless loss and prompt gradient agree within
-/// `tol`.
+/// engine, not the storage format), and fails unless loss and the gradient of what is trained
+/// (the prompt, the prefix, or the host encoder's tensors) agree within `tol`.
 pub fn check_against_reference<B: Backend>(
     be: &B,
     preset: &Preset,
@@ -327,23 +347,28 @@ pub fn check_against_reference<B: Backend>(
     w.batch = w.batch.min(2);
     let batch = bench_batch(&small, &w, 7);
     let reference = crate::device::reference_f64();
-    let (want_loss, want_grad, _) = step(
-        &reference,
-        &Model::random_as(&reference, &small.config(), 1, be.weight_dtype())?,
-        &batch,
-        &w,
-    )?;
-    let (got_loss, got_grad, _) = step(be, &Model::random(be, &small.config(), 1)?, &batch, &w)?;
+    let want_model = Model::random_as(&reference, &small.config(), 1, be.weight_dtype())?;
+    let want_tuned = Tuned::new(&want_model, &w, &batch.prompt, 11)?;
+    let (want_loss, want_grad, _) = step(&reference, &want_model, &batch, &want_tuned, &w)?;
+    let got_model = Model::random(be, &small.config(), 1)?;
+    let got_tuned = Tuned::new(&got_model, &w, &batch.prompt, 11)?;
+    let (got_loss, got_grad, _) = step(be, &got_model, &batch, &got_tuned, &w)?;
     let loss_err = (got_loss - want_loss).abs() / want_loss.abs().max(1e-6);
     let grad_err = rel_err(&got_grad, &want_grad);
+    let grad = match &w.method {
+        Method::Prompt => "prompt",
+        Method::PTuning(_) => "prompt encoder",
+        Method::Prefix(pre) if pre.projection => "prefix projection",
+        Method::Prefix(_) => "prefix",
+    };
     if !(loss_err <= tol && grad_err <= tol) {
         return Err(Error::Device(format!(
-            "{}: the 2-layer check against the float64 CPU reference failed: loss rel err {loss_err:.3e}, prompt_grad rel err {grad_err:.3e} (tolerance {tol:e}); not timing a wrong engine",
+            "{}: the 2-layer check against the float64 CPU reference failed: loss rel err {loss_err:.3e}, {grad} gradient rel err {grad_err:.3e} (tolerance {tol:e}); not timing a wrong engine",
             be.name()
         )));
     }
     Ok(
-        json!({"layers": 2, "batch": w.batch, "loss_rel_err": loss_err, "prompt_grad_rel_err": grad_err, "tol": tol}),
+        json!({"layers": 2, "batch": w.batch, "loss_rel_err": loss_err, "grad": grad, "grad_rel_err": grad_err, "tol": tol}),
     )
 }
 
@@ -463,19 +488,21 @@ pub fn run<B: Backend>(
     }
     let tol = check_tol(be.act_dtype(), be.weight_dtype());
     check_workload(&preset, w)?;
+    method::check(&preset, &w.method)?;
     let live_before = be.memory().live_bytes;
     let model = Model::random(be, &preset.config(), 1)?;
     let weights_bytes = be.memory().live_bytes - live_before;
     check_memory(be, &model, w)?;
     let check = check_against_reference(be, &preset, w, tol)?;
     let batch = bench_batch(&preset, w, 3);
+    let tuned = Tuned::new(&model, w, &batch.prompt, 5)?;
     let (mut times, mut cpu_times) = (Vec::new(), Vec::new());
     let (mut saved, mut saved_peak) = (0, 0);
     let mut loss = 0.0;
     be.reset_peak();
     for i in 0..warmup + steps.max(1) {
         let (start, cpu_start) = (Instant::now(), process_cpu_secs());
-        let (l, _, held) = step(be, &model, &batch, w)?;
+        let (l, _, held) = step(be, &model, &batch, &tuned, w)?;
         let ms = start.elapsed().as_secs_f64() * 1e3;
         if i >= warmup {
             times.push(ms);
@@ -492,7 +519,7 @@ pub fn run<B: Backend>(
     let cpu_ms = cpu_times.get(cpu_times.len() / 2).copied();
     let tokens = tokens_per_step(&preset, w);
     let flops = flops_per_step(&preset, w);
-    Ok(json!({
+    let mut report = json!({
         "impl": "softprompt",
         "device": be.name(),
         "cpu": crate::device::cpu_model(),
@@ -520,5 +547,12 @@ pub fn run<B: Backend>(
         "weights_bytes": weights_bytes,
         "loss": loss,
         "check": check,
-    }))
+    });
+    if let (Some(r), Value::Object(m)) = (
+        report.as_object_mut(),
+        method::report(&w.method, w.prompt, model.hidden_size()),
+    ) {
+        r.extend(m);
+    }
+    Ok(report)
 }

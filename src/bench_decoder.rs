@@ -141,11 +141,12 @@ pub fn check_fits_cpu(name: &str, c: &DecoderConfig) -> Result<()> {
 }
 
 /// FLOPs of one step (bench.rs's convention): per layer q (C×H·D), k, v (C×Hkv·D), o, the MLP
-/// (BLOOM C×F, F×C; SwiGLU gate and up C×F, down F×C) over B·(P+T) rows and attention over
-/// queries of width H·D; the LM head C×V at the B·L target rows.
-pub fn flops(c: &DecoderConfig, batch: usize, seq: usize, prompt: usize, target_len: usize) -> f64 {
+/// (BLOOM C×F, F×C; SwiGLU gate and up C×F, down F×C) over B·`rows` rows (P + T; T under
+/// prefix tuning) and attention of those queries, of width H·D, over `keys` keys (P + T); the
+/// LM head C×V at the B·L target rows.
+pub fn flops(c: &DecoderConfig, batch: usize, rows: usize, keys: usize, target_len: usize) -> f64 {
     let lin = |rows: f64, k: usize, n: usize| 4.0 * rows * k as f64 * n as f64;
-    let (b, s) = (batch as f64, (prompt + seq) as f64);
+    let (b, s, keys) = (batch as f64, rows as f64, keys as f64);
     let n = b * s;
     let (d, f) = (c.hidden_size, c.intermediate_size);
     let (q, kv) = (c.q_width(), c.kv_width());
@@ -154,7 +155,7 @@ pub fn flops(c: &DecoderConfig, batch: usize, seq: usize, prompt: usize, target_
     } else {
         2.0 * lin(n, d, f) + lin(n, f, d)
     };
-    let attn = 12.0 * b * s * s * q as f64;
+    let attn = 12.0 * b * s * keys * q as f64;
     let layer = lin(n, d, q) + 2.0 * lin(n, d, kv) + lin(n, q, d) + mlp + attn;
     c.num_layers as f64 * layer + lin(b * target_len as f64, d, c.vocab_size)
 }

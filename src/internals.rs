@@ -12,6 +12,8 @@ pub mod backend;
 pub mod bench;
 #[path = "bench_decoder.rs"]
 pub mod bench_decoder;
+#[path = "bench_method.rs"]
+pub mod bench_method;
 #[path = "ceiling.rs"]
 pub mod ceiling;
 #[path = "closeness.rs"]

@@ -13,7 +13,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::cls_head::HostClsHead;
-use crate::models::{Capture, Model, Objective, PrefixSpec, Recompute};
+use crate::models::{Capture, Model, Objective, PrefixSpec, Recompute, Tuning};
 use crate::reference::{PrefixRef, RefObjective, Reference};
 use crate::weights::{HostTensor, WeightStore};
 use std::path::Path;
@@ -423,30 +423,18 @@ fn step_outputs<B: Backend>(
     let mut dprompt = be.zeros(DType::F32, prefix.map_or(p * c, |_| rows))?;
     let mut out = Capture::new();
     let acct = &mut MemoryAccountant::new();
-    let step = match prefix {
-        Some(spec) => model.prefix_step(
-            be,
-            acct,
-            &mut dprompt,
-            &prompt,
-            &r.batch,
-            spec,
-            &objective,
-            Recompute::None,
-            Some(&mut out),
-        )?,
-        None => model.train_step(
-            be,
-            acct,
-            &mut dprompt,
-            &prompt,
-            &r.batch,
-            p,
-            &objective,
-            Recompute::None,
-            Some(&mut out),
-        )?,
-    };
+    let tuning = Tuning::of(p, prefix);
+    let step = model.train_step(
+        be,
+        acct,
+        &mut dprompt,
+        &prompt,
+        &r.batch,
+        tuning,
+        &objective,
+        Recompute::None,
+        Some(&mut out),
+    )?;
     let grad_name = if prefix.is_some() {
         "prefix_grad"
     } else {

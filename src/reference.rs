@@ -10,7 +10,9 @@
 use crate::error::{Error, Result};
 use crate::models::TokenBatch;
 use crate::models::{Placement, PrefixSpec};
-use crate::prompt_encoder::{EncoderConfig, PrefixProjection, ProjectionConfig, PromptEncoder};
+use crate::prompt_encoder::{
+    kind_name, EncoderConfig, PrefixProjection, ProjectionConfig, PromptEncoder,
+};
 use crate::weights::{HostTensor, TensorFile};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -549,5 +551,22 @@ impl Reference {
 
     pub fn d(&self) -> usize {
         self.prompt.shape.get(1).copied().unwrap_or(0)
+    }
+
+    /// The method the reference checks, as `parity` prints it: `prompt`, `p-tuning (mlp)` or
+    /// `(lstm)`, `prefix (papers)` or `(peft)`, with `, projection` when it has one.
+    pub fn method_label(&self) -> String {
+        if let Some(pre) = &self.prefix {
+            let projection = if pre.projection.is_some() {
+                ", projection"
+            } else {
+                ""
+            };
+            return format!("prefix ({}{projection})", pre.spec.placement.name());
+        }
+        match &self.encoder {
+            Some(e) => format!("p-tuning ({})", kind_name(e.cfg.kind).to_lowercase()),
+            None => "prompt".into(),
+        }
     }
 }

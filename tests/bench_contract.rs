@@ -4,13 +4,19 @@
 //! command once on a small workload and checks its JSON.
 
 use softprompt::internals::bench::{flops_per_step, tokens_per_step, Preset, Workload};
-use softprompt::internals::models::Recompute;
+use softprompt::internals::models::{Placement, Recompute};
+use softprompt::{Method, PrefixTuning};
 use std::process::Command;
 
 fn python_counts(preset: &str, w: &Workload) -> Option<(f64, f64)> {
+    let (method, placement) = match w.method {
+        Method::Prefix(pre) => ("prefix", pre.placement.name()),
+        _ => ("prompt", "papers"),
+    };
     let code = format!(
         "import sys; sys.path.insert(0, 'scripts'); import bench_common as b; \
-         print(b.step_flops('{preset}', {}, {}, {}, {}, '{}'), b.tokens_per_step('{preset}', {}, {}, {}, {}))",
+         print(b.step_flops('{preset}', {}, {}, {}, {}, '{}', '{method}', '{placement}'), \
+         b.tokens_per_step('{preset}', {}, {}, {}, {}, '{method}', '{placement}'))",
         w.batch, w.seq, w.prompt, w.target_len, w.objective, w.batch, w.seq, w.prompt, w.target_len
     );
     let out = Command::new("python3")
@@ -56,33 +62,54 @@ fn flops_and_tokens_match_bench_common_py() {
             if !preset.starts_with("bert") && objective == "mlm" {
                 continue;
             }
-            let w = Workload {
-                batch,
-                seq,
-                target_len,
-                prompt,
-                recompute: Recompute::None,
-                objective: objective.into(),
-            };
-            let Some((flops, tokens)) = python_counts(preset, &w) else {
-                eprintln!("skipped: python3 not found");
-                return;
-            };
-            let p = Preset::by_name(preset).unwrap();
-            assert_eq!(
-                tokens_per_step(&p, &w) as f64,
-                tokens,
-                "{preset} {w:?}: tokens"
-            );
-            let ours = flops_per_step(&p, &w);
-            assert!(
-                (ours - flops).abs() <= 1e-9 * flops,
-                "{preset} {w:?}: {ours} FLOPs here, {flops} in bench_common.py"
-            );
-            checked += 1;
+            for method in methods(preset) {
+                let w = Workload {
+                    batch,
+                    seq,
+                    target_len,
+                    prompt,
+                    recompute: Recompute::None,
+                    objective: objective.into(),
+                    method,
+                };
+                let Some((flops, tokens)) = python_counts(preset, &w) else {
+                    eprintln!("skipped: python3 not found");
+                    return;
+                };
+                let p = Preset::by_name(preset).unwrap();
+                assert_eq!(
+                    tokens_per_step(&p, &w) as f64,
+                    tokens,
+                    "{preset} {w:?}: tokens"
+                );
+                let ours = flops_per_step(&p, &w);
+                assert!(
+                    (ours - flops).abs() <= 1e-9 * flops,
+                    "{preset} {w:?}: {ours} FLOPs here, {flops} in bench_common.py"
+                );
+                checked += 1;
+            }
         }
     }
-    assert_eq!(checked, 16 + 6 * 2);
+    // per (preset, shape): prompt and prefix (papers); T5 also prefix under PEFT's placement
+    assert_eq!(checked, (2 * 4 + 4 * 2 + 6 * 2) * 2 + 4 * 2);
+}
+
+/// The methods whose counts differ: prompt tuning (P-tuning's is the same step), prefix tuning
+/// under the papers' placement, and on T5 under PEFT's.
+fn methods(preset: &str) -> Vec<Method> {
+    let prefix = |placement| {
+        Method::Prefix(PrefixTuning {
+            projection: false,
+            hidden: None,
+            placement,
+        })
+    };
+    let mut out = vec![Method::Prompt, prefix(Placement::Papers)];
+    if preset.starts_with("t5") {
+        out.push(prefix(Placement::Peft));
+    }
+    out
 }
 
 /// The 7-8B presets need 28-32 GB of float32 weights: on the CPU `bench` stops with an
@@ -113,7 +140,7 @@ fn big_decoder_presets_stop_on_the_cpu_before_allocating() {
 /// `--objective` with a T5 or decoder preset and `--target-len` with a BERT one (not read).
 #[test]
 fn hostile_workloads_are_refused_before_allocating() {
-    let cases: [(&str, &[&str], &str); 13] = [
+    let cases: [(&str, &[&str], &str); 17] = [
         ("bert-base", &["--batch", "0"], "--batch"),
         ("bert-base", &["--seq", "0"], "--seq"),
         ("bert-base", &["--prompt", "0"], "--prompt"),
@@ -136,6 +163,19 @@ fn hostile_workloads_are_refused_before_allocating() {
         ("t5-base", &["--objective", "mlm"], "--objective"),
         ("llama-3.2-1b", &["--objective", "pet"], "--objective"),
         ("bert-base", &["--target-len", "4"], "--target-len"),
+        // the method's flags, as `train` refuses them
+        ("bert-base", &["--method", "xyz"], "--method"),
+        ("bert-base", &["--prefix-projection"], "--prefix-projection"),
+        (
+            "bert-base",
+            &["--method", "prefix", "--prefix-placement", "peft"],
+            "--prefix-placement",
+        ),
+        (
+            "t5-base",
+            &["--method", "p-tuning", "--encoder-hidden-size", "0"],
+            "--encoder-hidden-size",
+        ),
     ];
     let steps0 = Command::new(env!("CARGO_BIN_EXE_softprompt"))
         .args(["bench", "--preset", "bert-base", "--steps", "0"])
@@ -173,8 +213,8 @@ fn hostile_workloads_are_refused_before_allocating() {
     }
 }
 
-#[test]
-fn bench_json_reports_the_contract_keys() {
+/// A small t5-base step's JSON report, `extra` flags added.
+fn small_t5_bench(extra: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_softprompt"))
         .args([
             "bench",
@@ -190,14 +230,20 @@ fn bench_json_reports_the_contract_keys() {
             "2",
         ])
         .args(["--steps", "1", "--warmup", "0", "--json"])
+        .args(extra)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{extra:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bench_json_reports_the_contract_keys() {
+    let v = small_t5_bench(&[]);
     for key in [
         "step_ms",
         "tokens_per_s",
@@ -211,8 +257,10 @@ fn bench_json_reports_the_contract_keys() {
     }
     assert_eq!(v["device"], "cpu");
     assert_eq!(v["shapes"]["hidden"], 768);
+    assert_eq!(v["method"], "prompt");
     // the pre-timing check ran against the float64 reference and passed
-    assert!(v["check"]["prompt_grad_rel_err"].as_f64().unwrap() < 1e-4);
+    assert_eq!(v["check"]["grad"], "prompt");
+    assert!(v["check"]["grad_rel_err"].as_f64().unwrap() < 1e-4);
     // T5 saves something for backward, and the peak includes the 990 MB of weights
     assert!(v["saved_bytes"].as_f64().unwrap() > 0.0);
     assert!(v["peak_bytes"].as_f64().unwrap() > v["weights_bytes"].as_f64().unwrap());
@@ -220,6 +268,25 @@ fn bench_json_reports_the_contract_keys() {
     let tokens = (2 + 6 + 3) as f64;
     let per_s = v["tokens_per_s"].as_f64().unwrap();
     assert!((per_s - tokens / (v["step_ms"].as_f64().unwrap() / 1e3)).abs() < 1e-6 * per_s);
+}
+
+/// `--method prefix` under PEFT's T5 placement: the report names the method, the check ran on
+/// the prefix's gradient, the rows are the tokens only (the prefix is in the keys), and the
+/// step holds less than prompt tuning's of the same shape (no prompt rows, and the encoder,
+/// which reads no prefix, runs forward only).
+#[test]
+fn bench_prefix_reports_its_method_and_holds_less() {
+    let prompt = small_t5_bench(&[]);
+    let v = small_t5_bench(&["--method", "prefix", "--prefix-placement", "peft"]);
+    assert_eq!(v["method"], "prefix");
+    assert_eq!(v["method_settings"]["prefix_placement"], "peft");
+    assert_eq!(v["check"]["grad"], "prefix");
+    assert!(v["check"]["grad_rel_err"].as_f64().unwrap() < 1e-4, "{v}");
+    // B T encoder tokens plus B L decoder tokens, with B = 1, T = 6, L = 3
+    let per_s = v["tokens_per_s"].as_f64().unwrap();
+    assert!((per_s - 9.0 / (v["step_ms"].as_f64().unwrap() / 1e3)).abs() < 1e-6 * per_s);
+    let held = |r: &serde_json::Value| r["saved_bytes"].as_f64().unwrap();
+    assert!(held(&v) > 0.0 && held(&v) < held(&prompt), "{v}\n{prompt}");
 }
 
 /// `bench --ceiling` times no step: --steps, --warmup, --recompute, --gemm, --device and
@@ -233,6 +300,7 @@ fn ceiling_refuses_the_step_flags() {
         &["--gemm", "naive"][..],
         &["--device", "cuda"][..],
         &["--precision", "f32"][..],
+        &["--method", "prefix"][..],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_softprompt"))
             .args(["bench", "--preset", "bert-base", "--ceiling"])

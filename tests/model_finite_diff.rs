@@ -529,7 +529,7 @@ fn t5_flan_prompt_gradient() {
 /// A decoder-only fixture: the loss comes from the engine's own training step, whose losses
 /// are read back at full precision (`download_f64`), so no loss is rewritten here.
 fn check_decoder(folder: &str, reference: &str, seed: u64) {
-    use softprompt::internals::models::{Model, Objective};
+    use softprompt::internals::models::{Model, Objective, Tuning};
     let name = format!("{folder}/{reference}");
     let be = Be::new();
     let dir = fixture(folder);
@@ -549,7 +549,7 @@ fn check_decoder(folder: &str, reference: &str, seed: u64) {
                 &mut dprompt,
                 prompt,
                 &r.batch,
-                p,
+                Tuning::Prompt(p),
                 &objective,
                 Recompute::None,
                 None,

@@ -154,7 +154,7 @@ fn binary_parity_bert_passes_with_table() {
     let (code, stdout, stderr) =
         run_parity_binary("bert_mlm", "bert_mlm/ref_pet_text.safetensors", &[]);
     assert!(
-        stdout.starts_with("reference ") && stdout.contains("(bert, pet, P = 7)"),
+        stdout.starts_with("reference ") && stdout.contains("(bert, pet, P = 7, prompt)"),
         "{stdout}"
     );
     check_passing_table(
@@ -174,7 +174,7 @@ fn binary_parity_bert_passes_with_table() {
 fn binary_parity_t5_passes_with_table() {
     let (code, stdout, stderr) =
         run_parity_binary("t5_v1_1", "t5_v1_1/ref_seq2seq_random.safetensors", &[]);
-    assert!(stdout.contains("(t5, seq2seq, P = 7)"), "{stdout}");
+    assert!(stdout.contains("(t5, seq2seq, P = 7, prompt)"), "{stdout}");
     check_passing_table(
         &stdout,
         &stderr,
@@ -187,6 +187,35 @@ fn binary_parity_t5_passes_with_table() {
             ("decoder_hidden_states.3", "[4, 8, 40]"),
         ],
     );
+}
+
+/// The first line names the method the reference checks: a prefix reference's placement
+/// (PEFT's for the files PEFT made) and projection, a P-tuning reference's encoder.
+#[test]
+fn binary_parity_names_the_method_it_checks() {
+    for (model, reference, method) in [
+        (
+            "t5_v1_0",
+            "deep/t5_v1_0/ref_seq2seq_prefix_peft.safetensors",
+            "(t5, seq2seq, P = 3, prefix (peft)) on cpu",
+        ),
+        (
+            "bert_mlm",
+            "deep/bert_mlm/ref_pet_prefix_papers_proj.safetensors",
+            "prefix (papers, projection)) on cpu",
+        ),
+        (
+            "bert_mlm",
+            "deep/bert_mlm/ref_pet_ptuning_lstm.safetensors",
+            "p-tuning (lstm)) on cpu",
+        ),
+    ] {
+        let (code, stdout, stderr) = run_parity_binary(model, reference, &[]);
+        let first = stdout.lines().next().unwrap_or("");
+        assert!(first.ends_with(method), "{reference}: {first}");
+        assert_eq!(code, 0, "{reference}: {stdout}{stderr}");
+        assert_eq!(stdout.lines().last(), Some("PASS"), "{reference}");
+    }
 }
 
 #[test]
@@ -382,7 +411,10 @@ fn untied_decoder_without_lm_head_is_an_error() {
 fn binary_parity_decoder_passes_with_table() {
     let (code, stdout, stderr) =
         run_parity_binary("llama", "llama/ref_causal_random.safetensors", &[]);
-    assert!(stdout.contains("(llama, causal, P = 5)"), "{stdout}");
+    assert!(
+        stdout.contains("(llama, causal, P = 5, prompt)"),
+        "{stdout}"
+    );
     check_passing_table(
         &stdout,
         &stderr,
@@ -396,7 +428,10 @@ fn binary_parity_decoder_passes_with_table() {
     );
     let (code, stdout, stderr) =
         run_parity_binary("bloom", "bloom/ref_generate_random.safetensors", &[]);
-    assert!(stdout.contains("(bloom, generate, P = 4)"), "{stdout}");
+    assert!(
+        stdout.contains("(bloom, generate, P = 4, prompt)"),
+        "{stdout}"
+    );
     check_passing_table(
         &stdout,
         &stderr,

@@ -8,7 +8,7 @@ mod common;
 use common::{fixtures, PREFIX_REFERENCES};
 use softprompt::internals::backend::{DType, Storage};
 use softprompt::internals::memory::MemoryAccountant;
-use softprompt::internals::models::{Model, Objective, Recompute};
+use softprompt::internals::models::{Model, Objective, Recompute, Tuning};
 use softprompt::internals::parity;
 use softprompt::internals::reference::{RefObjective, Reference};
 use softprompt::internals::CpuBackend;
@@ -68,13 +68,13 @@ fn prefix_step(
     let prefix = be.upload(DType::F32, &r.prompt.data).unwrap();
     let mut dprefix = be.zeros(DType::F32, r.prompt.data.len()).unwrap();
     let step = model
-        .prefix_step(
+        .train_step(
             be,
             &mut MemoryAccountant::new(),
             &mut dprefix,
             &prefix,
             &r.batch,
-            spec,
+            Tuning::Prefix(spec),
             &objective,
             recompute,
             None,

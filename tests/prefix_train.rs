@@ -357,3 +357,54 @@ fn bad_settings_name_their_flag() {
     ];
     assert_refused_before_writing("pre_bad", cases);
 }
+
+/// Training through the CUDA launchers and the float32 build of every kernel (emulated) gives
+/// the CPU's prefix to float32 rounding (tests/train.rs's emu rule, 1e-5): the prefix read in
+/// place by the attention kernels, its gradient written by their backward, on BERT and on T5
+/// under PEFT's placement (whose encoder runs forward only); 4 AdamW steps, the losses within
+/// 1e-5 too.
+#[cfg(feature = "emu")]
+#[test]
+fn emu_f32_prefix_training_matches_the_cpu() {
+    use common::sample_run::run_on_sample_on;
+    let rel_l2 = |got: &[f32], want: &[f32]| {
+        let d: f64 = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum();
+        let n: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+        (d / n).sqrt()
+    };
+    for (model, placement) in [
+        ("bert_mlm", Placement::Papers),
+        ("t5_v1_0", Placement::Peft),
+    ] {
+        let dir = ScratchDir::new(&format!("pre_emu_{model}"));
+        let cfg = TrainConfig {
+            max_steps: Some(4),
+            ..prefix(false, placement)
+        };
+        let run = |device: Device, name: &str| {
+            let out = dir.path().join(name);
+            let (_, losses) = run_on_sample_on(device, model, &out, &cfg, None).unwrap();
+            let adapter = TensorFile::read(&out.join("adapter_model.safetensors")).unwrap();
+            (losses, adapter.floats["prompt_embeddings"].data.clone())
+        };
+        let (cpu_losses, cpu) = run(Device::Cpu, "cpu");
+        let (emu_losses, emu) = run(Device::Emu(Precision::F32), "emu");
+        let err = rel_l2(&emu, &cpu);
+        assert!(err < 1e-5, "{model}: emu f32 prefix vs cpu: {err:.2e}");
+        for (e, c) in emu_losses.iter().zip(&cpu_losses) {
+            assert!(
+                (e - c).abs() <= 1e-5 * c.abs(),
+                "{model}: losses {emu_losses:?} vs {cpu_losses:?}"
+            );
+        }
+        assert_eq!(emu_losses.len(), 4);
+        println!(
+            "{model} prefix ({}), 4 steps: emu f32 vs cpu {err:.2e}",
+            placement.name()
+        );
+    }
+}

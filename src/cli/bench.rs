@@ -18,7 +18,7 @@ pub struct Args {
     /// Measure this machine's ceiling instead of a step: the float32 FMA peak and every GEMM
     /// path of this build on the preset's frozen-weight products (CPU). Times no step: the
     /// step's flags are refused with it rather than ignored.
-    #[arg(long, conflicts_with_all = ["steps", "warmup", "recompute", "gemm", "device", "precision"])]
+    #[arg(long, conflicts_with_all = ["steps", "warmup", "recompute", "gemm", "device", "precision", "method"])]
     ceiling: bool,
 }
 
@@ -79,8 +79,9 @@ pub fn run(args: Args) -> i32 {
         }
         Ok(r) => {
             println!(
-                "{} on {} (GEMM {}): {:.1} ms/step, {:.0} tokens/s, {:.3} TFLOP/s, {:.1} MB held for backward, {:.1} MB peak ({:.1} MB weights)",
+                "{} {} on {} (GEMM {}): {:.1} ms/step, {:.0} tokens/s, {:.3} TFLOP/s, {:.1} MB held for backward, {:.1} MB peak ({:.1} MB weights)",
                 args.workload.preset,
+                method_label(&r),
                 r["device"].as_str().unwrap_or("?"),
                 r["cpu_kernels"].as_str().unwrap_or("-"),
                 r["step_ms"].as_f64().unwrap_or(0.0),
@@ -94,5 +95,30 @@ pub fn run(args: Args) -> i32 {
         }
         // a bad flag or a missing device is the user's (2), a failed run is 1
         Err(e) => super::common::fail(&e),
+    }
+}
+
+/// "prompt tuning", "p-tuning (mlp)", "prefix tuning (peft placement, projection)": the
+/// method of a report, for its text line.
+fn method_label(r: &serde_json::Value) -> String {
+    let s = &r["method_settings"];
+    match r["method"].as_str() {
+        Some("prefix") => format!(
+            "prefix tuning ({} placement{})",
+            s["prefix_placement"].as_str().unwrap_or("?"),
+            if s["prefix_projection"].as_bool() == Some(true) {
+                ", projection"
+            } else {
+                ""
+            }
+        ),
+        Some("p-tuning") => format!(
+            "p-tuning ({})",
+            s["encoder_reparameterization_type"]
+                .as_str()
+                .unwrap_or("?")
+                .to_lowercase()
+        ),
+        _ => "prompt tuning".into(),
     }
 }

@@ -1,7 +1,12 @@
-//! Flags shared by `train`, `eval` and `predict`: the device, the data fields and the task.
+//! Flags shared by several commands: the device, the data fields and the task (`train`,
+//! `eval`, `predict`), the method (`train`, `bench`, `profile`), the workload (`bench`,
+//! `profile`).
 
 use softprompt::internals::device::DeviceKind;
-use softprompt::{DataSpec, Dataset, Error, Format, Result, TaskOptions};
+use softprompt::{
+    DataSpec, Dataset, EncoderKind, Error, Format, Method, PTuning, Placement, PrefixTuning,
+    Result, TaskOptions,
+};
 use std::path::Path;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -146,6 +151,117 @@ impl TaskArgs {
     }
 }
 
+/// The training method and PEFT's names for its settings (`train`, `bench`, `profile`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct MethodArgs {
+    /// prompt (the rows are trained), p-tuning (they come out of PEFT's prompt encoder,
+    /// which is trained) or prefix (key and value rows in front of every attention layer)
+    #[arg(long, default_value = "prompt")]
+    pub method: String,
+    /// prefix: the table is the output of PEFT's projection (embedding, Linear, Tanh,
+    /// Linear), which is trained
+    #[arg(long)]
+    pub prefix_projection: bool,
+    /// prefix: papers (every self-attention layer, T5's encoder and decoder; the default) or
+    /// peft (PEFT's T5 reading: decoder only, block 2l mod N; T5 only)
+    #[arg(long)]
+    pub prefix_placement: Option<String>,
+    /// p-tuning: the encoder, mlp or lstm (PEFT's encoder_reparameterization_type; default mlp)
+    #[arg(long)]
+    pub encoder_reparameterization: Option<String>,
+    /// p-tuning, prefix with --prefix-projection: the encoder's hidden size (default: the
+    /// model's width)
+    #[arg(long)]
+    pub encoder_hidden_size: Option<usize>,
+    /// p-tuning: the LSTM's layers (default 2; PEFT's MLP always has its three linears)
+    #[arg(long)]
+    pub encoder_num_layers: Option<usize>,
+}
+
+impl MethodArgs {
+    /// `--method` and the encoder's flags, which apply to p-tuning only.
+    pub fn method(&self) -> Result<Method> {
+        let encoder_flags = [
+            (
+                "--encoder-reparameterization",
+                self.encoder_reparameterization.is_some(),
+            ),
+            ("--encoder-hidden-size", self.encoder_hidden_size.is_some()),
+            ("--encoder-num-layers", self.encoder_num_layers.is_some()),
+        ];
+        let prefix_flags = [
+            ("--prefix-projection", self.prefix_projection),
+            ("--prefix-placement", self.prefix_placement.is_some()),
+        ];
+        if self.method != "prefix" {
+            if let Some((flag, _)) = prefix_flags.iter().find(|(_, set)| *set) {
+                return Err(Error::arg(
+                    *flag,
+                    format!(
+                        "applies to --method prefix only (this run is --method {})",
+                        self.method
+                    ),
+                ));
+            }
+        }
+        match self.method.as_str() {
+            "prompt" => match encoder_flags.iter().find(|(_, set)| *set) {
+                Some((flag, _)) => Err(Error::arg(
+                    *flag,
+                    "applies to --method p-tuning only (this run is --method prompt)",
+                )),
+                None => Ok(Method::Prompt),
+            },
+            "p-tuning" => {
+                let mut pt = PTuning::default();
+                if let Some(k) = &self.encoder_reparameterization {
+                    pt.kind = k.parse()?;
+                }
+                // PEFT's MLP has its three linears whatever the count: --encoder-num-layers 3
+                // with the MLP trained the same encoder without a word
+                if self.encoder_num_layers.is_some() && pt.kind != EncoderKind::Lstm {
+                    return Err(Error::arg(
+                        "--encoder-num-layers",
+                        "applies to --encoder-reparameterization lstm only (the MLP always has its \
+                         three linears, as PEFT's)",
+                    ));
+                }
+                pt.hidden = self.encoder_hidden_size.or(pt.hidden);
+                pt.num_layers = self.encoder_num_layers.unwrap_or(pt.num_layers);
+                Ok(Method::PTuning(pt))
+            }
+            "prefix" => self.prefix_method(&encoder_flags),
+            other => Err(Error::arg(
+                "--method",
+                format!("\"{other}\": expected prompt, p-tuning or prefix"),
+            )),
+        }
+    }
+
+    /// `--method prefix`: the projection and placement; of P-tuning's flags only
+    /// `--encoder-hidden-size`, with `--prefix-projection`.
+    fn prefix_method(&self, encoder_flags: &[(&str, bool)]) -> Result<Method> {
+        let other = encoder_flags
+            .iter()
+            .find(|(flag, set)| *set && *flag != "--encoder-hidden-size");
+        if let Some((flag, _)) = other {
+            return Err(Error::arg(
+                *flag,
+                "applies to --method p-tuning only (this run is --method prefix)",
+            ));
+        }
+        let placement = match &self.prefix_placement {
+            Some(s) => s.parse()?,
+            None => Placement::Papers,
+        };
+        Ok(Method::Prefix(PrefixTuning {
+            projection: self.prefix_projection,
+            hidden: self.encoder_hidden_size,
+            placement,
+        }))
+    }
+}
+
 /// Prints an error the way every subcommand does, and gives the exit code.
 pub fn fail(e: &Error) -> i32 {
     eprintln!("error: {e}");
@@ -201,6 +317,8 @@ pub struct WorkloadArgs {
     /// The CPU's GEMM path: gemm (the default), or openblas in a build with that feature
     #[arg(long)]
     pub gemm: Option<String>,
+    #[command(flatten)]
+    pub method: MethodArgs,
 }
 
 impl WorkloadArgs {
@@ -215,6 +333,7 @@ impl WorkloadArgs {
             prompt: self.prompt,
             recompute: self.recompute.parse()?,
             objective: self.objective.clone().unwrap_or_else(|| "pet".into()),
+            method: self.method.method()?,
         };
         Ok((DeviceKind::parse(&self.device, &self.precision)?, w))
     }

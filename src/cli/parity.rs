@@ -62,11 +62,12 @@ pub fn run(args: Args) -> i32 {
     match with_backend(kind, job) {
         Ok((device, report)) => {
             println!(
-                "reference {} ({}, {}, P = {}) on {device}",
+                "reference {} ({}, {}, P = {}, {}) on {device}",
                 args.reference.display(),
                 reference.arch,
                 reference.objective.name(),
-                reference.p()
+                reference.p(),
+                reference.method_label()
             );
             print!("{}", report.table());
             if report.passed() {

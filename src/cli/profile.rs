@@ -3,6 +3,7 @@ use softprompt::internals::backend::profile::Profiler;
 use softprompt::internals::backend::Backend;
 use softprompt::internals::backend::Storage;
 use softprompt::internals::bench::{self, Preset, Workload};
+use softprompt::internals::bench_method::{self, Tuned};
 use softprompt::internals::device::{with_backend, WithBackend};
 use softprompt::internals::models::Model;
 
@@ -24,15 +25,17 @@ impl WithBackend for Job {
         let model = Model::random(&be, &self.preset.config(), 1)?;
         bench::check_memory(&be, &model, &self.w)?;
         let batch = bench::bench_batch(&self.preset, &self.w, 3);
-        bench::step(&be, &model, &batch, &self.w)?;
+        let tuned = Tuned::new(&model, &self.w, &batch.prompt, 5)?;
+        bench::step(&be, &model, &batch, &tuned, &self.w)?;
         be.reset();
         be.kernel_profile_start()?;
         let _range = softprompt::internals::nvtx::Range::push("softprompt step");
-        bench::step(&be, &model, &batch, &self.w)?;
+        bench::step(&be, &model, &batch, &tuned, &self.w)?;
         let kernels = be.kernel_profile_stop()?;
         let mut out = format!(
-            "per op ({}; each op synchronised):\n{}",
+            "per op ({}, --method {}; each op synchronised):\n{}",
             be.name(),
+            bench_method::name(&self.w.method),
             be.table()
         );
         if !kernels.is_empty() {
@@ -91,6 +94,7 @@ pub fn run(args: Args) -> i32 {
     let result = args.workload.parse().and_then(|(kind, w)| {
         let preset = Preset::by_name(&args.workload.preset)?;
         bench::check_workload(&preset, &w)?;
+        bench_method::check(&preset, &w.method)?;
         with_backend(kind, Job { preset, w })
     });
     match result {

@@ -1,12 +1,11 @@
 //! `softprompt train`: trains a prompt (and the `cls` head) on a data file, evaluating on a
 //! dev split as it goes, and writes the prompt, task.json, metrics and checkpoint into --out.
 
-use super::common::{fail, DataArgs, DeviceArgs, TaskArgs};
+use super::common::{fail, DataArgs, DeviceArgs, MethodArgs, TaskArgs};
 use softprompt::internals::train::outdir;
 use softprompt::{
-    ConsoleProgress, Encoded, EncoderKind, Error, Method, Model, OptimConfig, OptimKind, PTuning,
-    Placement, PrefixTuning, PromptInit, Recompute, Result, Splits, Summary, Task, TaskKind,
-    TaskSpec, TrainConfig,
+    ConsoleProgress, Encoded, Error, Model, OptimConfig, OptimKind, PromptInit, Recompute, Result,
+    Splits, Summary, Task, TaskKind, TaskSpec, TrainConfig,
 };
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -62,28 +61,8 @@ pub struct Args {
     #[command(flatten)]
     task: TaskArgs,
 
-    /// prompt (the rows are trained), p-tuning (they come out of PEFT's prompt encoder,
-    /// which is trained) or prefix (key and value rows in front of every attention layer)
-    #[arg(long, default_value = "prompt")]
-    method: String,
-    /// prefix: the table is the output of PEFT's projection (embedding, Linear, Tanh,
-    /// Linear), which is trained
-    #[arg(long)]
-    prefix_projection: bool,
-    /// prefix: papers (every self-attention layer, T5's encoder and decoder; the default) or
-    /// peft (PEFT's T5 reading: decoder only, block 2l mod N; T5 only)
-    #[arg(long)]
-    prefix_placement: Option<String>,
-    /// p-tuning: the encoder, mlp or lstm (PEFT's encoder_reparameterization_type; default mlp)
-    #[arg(long)]
-    encoder_reparameterization: Option<String>,
-    /// p-tuning, prefix with --prefix-projection: the encoder's hidden size (default: the
-    /// model's width)
-    #[arg(long)]
-    encoder_hidden_size: Option<usize>,
-    /// p-tuning: the LSTM's layers (default 2; PEFT's MLP always has its three linears)
-    #[arg(long)]
-    encoder_num_layers: Option<usize>,
+    #[command(flatten)]
+    method: MethodArgs,
 
     /// prompt length P (virtual tokens)
     #[arg(long, default_value_t = 20)]
@@ -254,91 +233,9 @@ fn describe(s: &TaskSpec) -> String {
     }
 }
 
-/// `--method` and the encoder's flags, which apply to p-tuning only.
-fn method(a: &Args) -> Result<Method> {
-    let encoder_flags = [
-        (
-            "--encoder-reparameterization",
-            a.encoder_reparameterization.is_some(),
-        ),
-        ("--encoder-hidden-size", a.encoder_hidden_size.is_some()),
-        ("--encoder-num-layers", a.encoder_num_layers.is_some()),
-    ];
-    let prefix_flags = [
-        ("--prefix-projection", a.prefix_projection),
-        ("--prefix-placement", a.prefix_placement.is_some()),
-    ];
-    if a.method != "prefix" {
-        if let Some((flag, _)) = prefix_flags.iter().find(|(_, set)| *set) {
-            return Err(Error::arg(
-                *flag,
-                format!(
-                    "applies to --method prefix only (this run is --method {})",
-                    a.method
-                ),
-            ));
-        }
-    }
-    match a.method.as_str() {
-        "prompt" => match encoder_flags.iter().find(|(_, set)| *set) {
-            Some((flag, _)) => Err(Error::arg(
-                *flag,
-                "applies to --method p-tuning only (this run is --method prompt)",
-            )),
-            None => Ok(Method::Prompt),
-        },
-        "p-tuning" => {
-            let mut pt = PTuning::default();
-            if let Some(k) = &a.encoder_reparameterization {
-                pt.kind = k.parse()?;
-            }
-            // PEFT's MLP has its three linears whatever the count: --encoder-num-layers 3
-            // with the MLP trained the same encoder without a word
-            if a.encoder_num_layers.is_some() && pt.kind != EncoderKind::Lstm {
-                return Err(Error::arg(
-                    "--encoder-num-layers",
-                    "applies to --encoder-reparameterization lstm only (the MLP always has its \
-                     three linears, as PEFT's)",
-                ));
-            }
-            pt.hidden = a.encoder_hidden_size.or(pt.hidden);
-            pt.num_layers = a.encoder_num_layers.unwrap_or(pt.num_layers);
-            Ok(Method::PTuning(pt))
-        }
-        "prefix" => prefix_method(a, &encoder_flags),
-        other => Err(Error::arg(
-            "--method",
-            format!("\"{other}\": expected prompt, p-tuning or prefix"),
-        )),
-    }
-}
-
-/// `--method prefix`: the projection and placement; of P-tuning's flags only
-/// `--encoder-hidden-size`, with `--prefix-projection`.
-fn prefix_method(a: &Args, encoder_flags: &[(&str, bool)]) -> Result<Method> {
-    let other = encoder_flags
-        .iter()
-        .find(|(flag, set)| *set && *flag != "--encoder-hidden-size");
-    if let Some((flag, _)) = other {
-        return Err(Error::arg(
-            *flag,
-            "applies to --method p-tuning only (this run is --method prefix)",
-        ));
-    }
-    let placement = match &a.prefix_placement {
-        Some(s) => s.parse()?,
-        None => Placement::Papers,
-    };
-    Ok(Method::Prefix(PrefixTuning {
-        projection: a.prefix_projection,
-        hidden: a.encoder_hidden_size,
-        placement,
-    }))
-}
-
 fn train_config(a: &Args) -> Result<TrainConfig> {
     Ok(TrainConfig {
-        method: method(a)?,
+        method: a.method.method()?,
         prompt_len: a.prompt_len,
         init: prompt_init(a)?,
         optim: optim_config(a)?,
@@ -448,9 +345,9 @@ fn print_summary(summary: &Summary, t0: Instant, a: &Args, task: &Task) {
         summary.steps,
         t0.elapsed().as_secs_f64()
     );
-    let encoder = match a.method.as_str() {
+    let encoder = match a.method.method.as_str() {
         "p-tuning" => ", prompt_encoder.safetensors",
-        "prefix" if a.prefix_projection => ", prompt_encoder.safetensors",
+        "prefix" if a.method.prefix_projection => ", prompt_encoder.safetensors",
         _ => "",
     };
     println!("saved to {} (prompt: adapter_model.safetensors, task.json{}{encoder}; checkpoint.safetensors, metrics.jsonl)", a.out.display(), if task.kind() == TaskKind::Cls { ", head.safetensors" } else { "" });

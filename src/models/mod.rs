@@ -16,11 +16,10 @@ pub mod lm_head;
 mod model;
 mod objective;
 pub mod prefix;
-mod prefix_step;
+mod prefix_inputs;
 pub mod t5;
 
 pub use common::{Capture, Recompute, TokenBatch, MAX_TOKENS};
-pub use model::Model;
+pub use model::{Model, Tuning};
 pub use objective::{Objective, StepOutput};
-pub use prefix::Placement;
-pub use prefix_step::PrefixSpec;
+pub use prefix::{Placement, PrefixSpec};

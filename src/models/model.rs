@@ -5,6 +5,7 @@ use super::bert::{self, Bert};
 use super::common::{Capture, Recompute, TokenBatch};
 use super::decoder::Decoder;
 use super::objective::{Objective, StepOutput};
+use super::prefix::PrefixSpec;
 use super::t5::{self, T5};
 use crate::backend::{Backend, DType};
 use crate::config::ModelConfig;
@@ -12,6 +13,24 @@ use crate::error::Result;
 use crate::memory::MemoryAccountant;
 use crate::weights::{HostTensor, RandomWeights, WeightSource, WeightStore};
 use std::path::Path;
+
+/// How a step reads its trained table: the rows in front of the tokens (prompt tuning, and
+/// P-tuning, whose encoder gives them), or the keys and values in front of the attention
+/// layers' (prefix tuning, `models::prefix`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tuning {
+    /// a (P, C) prompt of P rows
+    Prompt(usize),
+    /// a (P, N·2·Hkv·D) prefix table
+    Prefix(PrefixSpec),
+}
+
+impl Tuning {
+    /// A table of `p` rows: the prefix `prefix` describes, or else a prompt.
+    pub fn of(p: usize, prefix: Option<PrefixSpec>) -> Tuning {
+        prefix.map_or(Tuning::Prompt(p), Tuning::Prefix)
+    }
+}
 
 /// A frozen network on a backend.
 pub enum Model<B: Backend> {
@@ -73,51 +92,79 @@ impl<B: Backend> Model<B> {
         Self::from_config(be, &w, cfg.clone())
     }
 
-    /// One forward and backward of `batch` behind a prompt of `p` rows: adds d loss / d prompt
-    /// into `dprompt` (P, C) and returns the loss. `capture` collects the hidden states and
-    /// logits for `parity`.
+    /// One forward and backward of `batch` with the trained table `table` read as `tuning`
+    /// says: adds d loss / d table into `dtable` (the same shape) and returns the loss (and the
+    /// `cls` head's gradients). `Tuning::Prompt(p)`: the table is the (P, C) prompt in front of
+    /// the tokens. `Tuning::Prefix(spec)`: it is the (P, N·2·Hkv·D) prefix (`prefix_layout`)
+    /// in front of the keys of the layers its placement names, and the batch has no prompt
+    /// rows. `capture` collects the hidden states and logits for `parity` (with a prefix, of
+    /// the real tokens only).
     #[allow(clippy::too_many_arguments)]
     pub fn train_step(
         &self,
         be: &B,
         acct: &mut MemoryAccountant,
-        dprompt: &mut B::Buf,
-        prompt: &B::Buf,
+        dtable: &mut B::Buf,
+        table: &B::Buf,
         batch: &TokenBatch,
-        p: usize,
+        tuning: Tuning,
         objective: &Objective<B>,
         recompute: Recompute,
         capture: Option<&mut Capture>,
     ) -> Result<StepOutput<B>> {
+        let prefix = match tuning {
+            Tuning::Prompt(_) => None,
+            Tuning::Prefix(spec) => {
+                crate::error::ensure_len(
+                    "prefix gradient (P, N·2·Hkv·D)",
+                    be.len(table),
+                    be.len(dtable),
+                )?;
+                Some((self.prefix_inputs(be, table, spec)?, spec))
+            }
+        };
+        // a prefix step has no prompt rows: the embeddings read an empty prompt
+        let no_prompt = be.zeros(DType::F32, 0)?;
+        let (p, prompt) = match tuning {
+            Tuning::Prompt(p) => (p, table),
+            Tuning::Prefix(_) => (0, &no_prompt),
+        };
+        let done = |loss| StepOutput {
+            loss,
+            head_grads: None,
+        };
         match self {
             Model::Bert(m) => {
-                let inp = bert::upload_inputs(be, &m.cfg, batch, p)?;
+                let inp = match prefix {
+                    None => bert::upload_inputs(be, &m.cfg, batch, p)?,
+                    Some((pre, spec)) => Self::bert_prefix_inputs(be, m, batch, pre, spec)?,
+                };
                 m.train_step(
-                    be, acct, dprompt, prompt, &inp, objective, recompute, capture,
+                    be, acct, dtable, prompt, &inp, objective, recompute, capture,
                 )
             }
             Model::T5(m) => {
                 let Objective::Seq2Seq { labels, l } = *objective else {
                     return Err(objective.unsupported("T5"));
                 };
-                let inp = t5::upload_inputs(be, &m.cfg, batch, p, labels, l)?;
+                let mut inp = t5::upload_inputs(be, &m.cfg, batch, p, labels, l)?;
+                if let Some((pre, _)) = prefix {
+                    inp = inp.with_prefix(be, &m.cfg, pre)?;
+                }
                 let loss =
-                    m.train_step(be, acct, dprompt, prompt, &inp, labels, recompute, capture)?;
-                Ok(StepOutput {
-                    loss,
-                    head_grads: None,
-                })
+                    m.train_step(be, acct, dtable, prompt, &inp, labels, recompute, capture)?;
+                Ok(done(loss))
             }
             Model::Bloom(m) | Model::Llama(m) => {
                 let Objective::Causal { labels } = *objective else {
                     return Err(objective.unsupported(self.arch_name()));
                 };
-                let inp = m.upload_inputs(be, batch, p, Some(labels))?;
-                let loss = m.train_step(be, acct, dprompt, prompt, &inp, recompute, capture)?;
-                Ok(StepOutput {
-                    loss,
-                    head_grads: None,
-                })
+                let mut inp = m.upload_inputs(be, batch, p, Some(labels))?;
+                if let Some((pre, _)) = prefix {
+                    inp = m.with_prefix(be, inp, pre)?;
+                }
+                let loss = m.train_step(be, acct, dtable, prompt, &inp, recompute, capture)?;
+                Ok(done(loss))
             }
         }
     }

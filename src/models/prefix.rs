@@ -48,6 +48,21 @@ impl Placement {
     }
 }
 
+/// What a prefix-tuning step needs besides the table itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrefixSpec {
+    /// P, the prefix rows
+    pub p: usize,
+    pub placement: Placement,
+    /// BERT only: the position of the first real token. P-tuning v2 ran on transformers 4,
+    /// whose BERT puts the tokens behind a cache of P rows at P..P+T-1 (`None` means that);
+    /// `Some(0)` keeps them at 0..T-1.
+    pub bert_first_position: Option<usize>,
+    /// N, the blocks of the table, when not the model's own count (`prefix_layout`): a PEFT
+    /// config may set `num_layers` for T5
+    pub blocks: Option<usize>,
+}
+
 /// The prefix of one step on the device: its table (a copy the inputs own, so that the
 /// recomputation under `--recompute layer` reads the same rows) and its layout.
 pub struct PrefixInputs<B: Backend> {

@@ -15,7 +15,7 @@ use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::cls_head::{ClsHead, HostClsHead};
-use crate::models::{Objective, PrefixSpec, Recompute, TokenBatch};
+use crate::models::{Objective, PrefixSpec, Recompute, TokenBatch, Tuning};
 
 /// The trainable state: the prompt (P, d) on the backend, and the `cls` head. Under prefix
 /// tuning (`prefix` set) `prompt` is the prefix table (P, N·2·Hkv·D), `d` its width, and no
@@ -111,14 +111,10 @@ impl Task {
         };
         let mut acct = MemoryAccountant::new();
         let (dprompt, prompt) = (&mut grads.prompt, &params.prompt);
-        let out = match params.prefix {
-            Some(spec) => model.net.prefix_step(
-                be, &mut acct, dprompt, prompt, tokens, spec, &objective, recompute, None,
-            )?,
-            None => model.net.train_step(
-                be, &mut acct, dprompt, prompt, tokens, params.p, &objective, recompute, None,
-            )?,
-        };
+        let tuning = Tuning::of(params.p, params.prefix);
+        let out = model.net.train_step(
+            be, &mut acct, dprompt, prompt, tokens, tuning, &objective, recompute, None,
+        )?;
         if out.head_grads.is_some() {
             grads.head = out.head_grads;
         }

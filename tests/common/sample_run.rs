@@ -21,7 +21,18 @@ pub fn run_on_sample(
     cfg: &TrainConfig,
     stop_after: Option<u64>,
 ) -> Result<(Summary, Vec<f64>)> {
-    let model = Model::open(fixture(model), Device::Cpu)?;
+    run_on_sample_on(Device::Cpu, model, out, cfg, stop_after)
+}
+
+/// `run_on_sample` on `device`.
+pub fn run_on_sample_on(
+    device: Device,
+    model: &str,
+    out: &Path,
+    cfg: &TrainConfig,
+    stop_after: Option<u64>,
+) -> Result<(Summary, Vec<f64>)> {
+    let model = Model::open(fixture(model), device)?;
     let train = Dataset::load(&sample("train"), &DataSpec::default())?;
     let dev = Dataset::load(&sample("dev"), &DataSpec::default())?;
     let task = model.task(&TaskOptions::default(), Some(&train), cfg.prompt_len)?;

@@ -59,6 +59,16 @@ impl<B: Backend> T5BlockActs<B> {
     }
 }
 
+/// Where d of an attention's key and value input goes.
+enum KvGrad<'a, Buf> {
+    /// self-attention: into d of its query input, the same tensor
+    Query,
+    /// cross-attention: into d of the encoder output
+    Memory(&'a mut Buf),
+    /// cross-attention over a frozen encoder: nowhere (its two GEMMs skipped)
+    Frozen,
+}
+
 /// Which stack a block belongs to, with what its attention reads.
 pub(super) struct StackCtx<'a, B: Backend> {
     pub(super) name: &'static str,
@@ -136,15 +146,14 @@ impl<B: Backend> T5<B> {
         Ok((out, AttnActs { q, k, v, lse }))
     }
 
-    /// dhq (B, Tq, C) = d of the query input; d of the key/value input is added into `dhkv`
-    /// (cross-attention's memory) or, when None, into dhq (self-attention); with a prefix
-    /// block, its gradient into `dprefix`.
+    /// dhq (B, Tq, C) = d of the query input; d of the key/value input goes where `dhkv`
+    /// says; with a prefix block, its gradient into `dprefix`.
     #[allow(clippy::too_many_arguments)]
     fn attention_bwd(
         &self,
         be: &B,
         dhq: &mut B::Buf,
-        dhkv: Option<&mut B::Buf>,
+        dhkv: KvGrad<'_, B::Buf>,
         dprefix: Option<&mut B::Buf>,
         w: &T5AttnWeights<B>,
         a: &AttnActs<B>,
@@ -174,8 +183,9 @@ impl<B: Backend> T5<B> {
         )?;
         be.linear_bwd(dhq, &dq, &w.q, b * tq, c, at)?;
         let dkv = match dhkv {
-            Some(d) => d,
-            None => dhq,
+            KvGrad::Memory(d) => d,
+            KvGrad::Query => dhq,
+            KvGrad::Frozen => return Ok(()),
         };
         be.linear_bwd(dkv, &dk, &w.k, b * tk, c, at)?;
         be.linear_bwd(dkv, &dv, &w.v, b * tk, c, at)?;
@@ -288,8 +298,9 @@ impl<B: Backend> T5<B> {
     }
 
     /// dx (B, Tq, C) holds d block output on entry and d block input on exit (the residual
-    /// stream accumulates in place); block_fwd's ops in exact reverse. `dprefix`: the prefix
-    /// table's gradient, when there is a prefix.
+    /// stream accumulates in place); block_fwd's ops in exact reverse. `dmemory`: d encoder
+    /// output (decoder; None when the encoder is frozen). `dprefix`: the prefix table's
+    /// gradient, when there is a prefix.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn block_bwd(
         &self,
@@ -335,25 +346,16 @@ impl<B: Backend> T5<B> {
             Some((cross_in, cross_rstd, cross)),
             Some((cross_ln, cross_w)),
             Some((memory, mem_mask, tk)),
-            Some(dmem),
-        ) = (&a.cross, &w.cross, ctx.memory, dmemory)
+        ) = (&a.cross, &w.cross, ctx.memory)
         {
             let mut dh = zeros(be, act, n * c)?;
+            let dkv = match dmemory {
+                Some(dmem) => KvGrad::Memory(dmem),
+                None => KvGrad::Frozen,
+            };
             self.attention_bwd(
-                be,
-                &mut dh,
-                Some(dmem),
-                None,
-                cross_w,
-                cross,
-                dx,
-                None,
-                mem_mask,
-                None,
-                false,
-                ctx.b,
-                ctx.tq,
-                tk,
+                be, &mut dh, dkv, None, cross_w, cross, dx, None, mem_mask, None, false, ctx.b,
+                ctx.tq, tk,
             )?;
             let _ = memory;
             be.rmsnorm_bwd(dx, &dh, cross_in, cross_ln, cross_rstd, n, c)?;
@@ -367,7 +369,7 @@ impl<B: Backend> T5<B> {
         self.attention_bwd(
             be,
             &mut dh,
-            None,
+            KvGrad::Query,
             dprefix.filter(|_| ctx.prefix_kv(l).is_some()),
             &w.attn,
             &a.attn,

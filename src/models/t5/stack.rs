@@ -58,16 +58,20 @@ impl<B: Backend> T5<B> {
         }
     }
 
+    /// The stack over x (B, Tq, C). `keep`: what it keeps for backward as `recompute` says;
+    /// `None` keeps nothing (a stack with nothing trainable below it runs no backward).
     fn stack_fwd(
         &self,
         be: &B,
         acct: &mut MemoryAccountant,
         mut x: B::Buf,
         ctx: StackCtx<B>,
-        recompute: Recompute,
+        keep: Option<Recompute>,
         mut capture: Option<&mut Capture>,
     ) -> Result<(B::Buf, StackActs<B>)> {
-        recompute.refuse_mlp("T5")?;
+        if let Some(recompute) = keep {
+            recompute.refuse_mlp("T5")?;
+        }
         let n = ctx.b * ctx.tq;
         let c = self.cfg.d_model;
         let mut blocks = Vec::with_capacity(ctx.stack.blocks.len());
@@ -75,6 +79,10 @@ impl<B: Backend> T5<B> {
             if let Some(cap) = capture.as_deref_mut() {
                 cap.insert(format!("{}_hidden_states.{l}", ctx.name), be.download(&x)?);
             }
+            let Some(recompute) = keep else {
+                x = self.block_fwd(be, acct, l, x, ctx, false)?.0;
+                continue;
+            };
             let saved = match recompute {
                 // refused above
                 Recompute::None | Recompute::Mlp => {
@@ -93,7 +101,9 @@ impl<B: Backend> T5<B> {
             blocks.push(saved);
         }
         let final_in = x;
-        hold(be, acct, format!("{}.final_in", ctx.name), &final_in);
+        if keep.is_some() {
+            hold(be, acct, format!("{}.final_in", ctx.name), &final_in);
+        }
         let (mut out, mut final_rstd) =
             (zeros(be, be.act_dtype(), n * c)?, zeros(be, DType::F32, n)?);
         be.rmsnorm_fwd(
@@ -105,7 +115,9 @@ impl<B: Backend> T5<B> {
             c,
             self.cfg.layer_norm_epsilon,
         )?;
-        hold(be, acct, format!("{}.final_rstd", ctx.name), &final_rstd);
+        if keep.is_some() {
+            hold(be, acct, format!("{}.final_rstd", ctx.name), &final_rstd);
+        }
         if let Some(cap) = capture {
             cap.insert(
                 format!("{}_hidden_states.{}", ctx.name, ctx.stack.blocks.len()),
@@ -185,6 +197,34 @@ impl<B: Backend> T5<B> {
         recompute: Recompute,
         capture: Option<&mut Capture>,
     ) -> Result<(B::Buf, StackActs<B>)> {
+        self.encoder_keeping(be, acct, prompt, inp, Some(recompute), capture)
+    }
+
+    /// The encoder forward alone, keeping nothing for backward: under PEFT's placement a
+    /// prefix step has nothing trainable below the decoder (the encoder reads no prefix and
+    /// has no prompt rows). Returns (B, T, C).
+    pub(super) fn encoder_frozen_fwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        inp: &T5Inputs<B>,
+        capture: Option<&mut Capture>,
+    ) -> Result<B::Buf> {
+        let no_prompt = zeros(be, DType::F32, 0)?;
+        Ok(self
+            .encoder_keeping(be, acct, &no_prompt, inp, None, capture)?
+            .0)
+    }
+
+    fn encoder_keeping(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        prompt: &B::Buf,
+        inp: &T5Inputs<B>,
+        keep: Option<Recompute>,
+        capture: Option<&mut Capture>,
+    ) -> Result<(B::Buf, StackActs<B>)> {
         let (b, t, c) = (inp.b, inp.t(), self.cfg.d_model);
         let mut x = zeros(be, be.act_dtype(), b * t * c)?;
         be.embedding_fwd(
@@ -204,7 +244,7 @@ impl<B: Backend> T5<B> {
             c,
         )?;
         let ctx = self.encoder_ctx(inp);
-        self.stack_fwd(be, acct, x, ctx, recompute, capture)
+        self.stack_fwd(be, acct, x, ctx, keep, capture)
     }
 
     pub(super) fn encoder_bwd(
@@ -217,11 +257,6 @@ impl<B: Backend> T5<B> {
         inp: &T5Inputs<B>,
     ) -> Result<()> {
         let ctx = self.encoder_ctx(inp);
-        if inp.prefix.is_some() && ctx.prefix_kv(0).is_none() {
-            // PEFT's placement: no prefix in the encoder, so nothing trainable is below it
-            release(acct, &acts, ctx.name);
-            return Ok(());
-        }
         if inp.prefix.is_some() {
             // prefix tuning: dprompt is the prefix's gradient, and it stops there
             self.stack_bwd(be, acct, None, Some(dprompt), denc_out, acts, ctx)?;
@@ -262,16 +297,18 @@ impl<B: Backend> T5<B> {
             c,
         )?;
         let ctx = self.decoder_ctx(inp, enc_out);
-        self.stack_fwd(be, acct, y, ctx, recompute, capture)
+        self.stack_fwd(be, acct, y, ctx, Some(recompute), capture)
     }
 
-    /// d encoder output from d decoder output; with a prefix, its gradient into `dprefix`.
+    /// d encoder output from d decoder output (None: the encoder is frozen, and the
+    /// cross-attention's key and value inputs get no gradient); with a prefix, its gradient
+    /// into `dprefix`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn decoder_bwd(
         &self,
         be: &B,
         acct: &mut MemoryAccountant,
-        denc_out: &mut B::Buf,
+        denc_out: Option<&mut B::Buf>,
         dprefix: Option<&mut B::Buf>,
         ddec_out: B::Buf,
         acts: StackActs<B>,
@@ -279,23 +316,7 @@ impl<B: Backend> T5<B> {
         inp: &T5Inputs<B>,
     ) -> Result<()> {
         let ctx = self.decoder_ctx(inp, enc_out);
-        let _dy = self.stack_bwd(be, acct, Some(denc_out), dprefix, ddec_out, acts, ctx)?;
+        let _dy = self.stack_bwd(be, acct, denc_out, dprefix, ddec_out, acts, ctx)?;
         Ok(())
-    }
-}
-
-/// Releases from `acct` everything a stack's forward held, without its backward.
-fn release<B: Backend>(acct: &mut MemoryAccountant, acts: &StackActs<B>, name: &str) {
-    acct.release(&format!("{name}.final_in"));
-    acct.release(&format!("{name}.final_rstd"));
-    for (l, saved) in acts.blocks.iter().enumerate() {
-        match saved {
-            Saved::Full(a) => {
-                for (n, _) in a.named() {
-                    acct.release(&format!("{name}.{l}.{n}"));
-                }
-            }
-            Saved::Input(_) => acct.release(&format!("{name}.{l}.input")),
-        }
     }
 }

@@ -6,6 +6,7 @@ use crate::backend::Backend;
 use crate::error::Result;
 use crate::memory::MemoryAccountant;
 use crate::models::common::{zeros, Capture, Recompute};
+use crate::models::prefix::t5_block;
 
 impl<B: Backend> T5<B> {
     /// Full forward and backward of one batch against `labels` (B, L): returns the mean loss
@@ -23,20 +24,34 @@ impl<B: Backend> T5<B> {
         recompute: Recompute,
         mut capture: Option<&mut Capture>,
     ) -> Result<f64> {
-        let (enc_out, enc_acts) =
-            self.encoder_fwd(be, acct, prompt, inp, recompute, capture.as_deref_mut())?;
+        // PEFT's placement: the encoder reads no prefix and there are no prompt rows, so
+        // nothing trainable is below the decoder: the encoder runs forward only
+        let frozen = inp.prefix.as_ref().is_some_and(|pre| {
+            t5_block(pre.placement, false, 0, self.cfg.num_layers, pre.blocks).is_none()
+        });
+        let (enc_out, enc_acts) = if frozen {
+            let out = self.encoder_frozen_fwd(be, acct, inp, capture.as_deref_mut())?;
+            (out, None)
+        } else {
+            let (out, acts) =
+                self.encoder_fwd(be, acct, prompt, inp, recompute, capture.as_deref_mut())?;
+            (out, Some(acts))
+        };
         let (dec_out, dec_acts) =
             self.decoder_fwd(be, acct, &enc_out, inp, recompute, capture.as_deref_mut())?;
         acct.end_forward();
         let (loss, ddec_out) =
             self.lm_loss_fwd_bwd(be, &dec_out, labels, inp.b * inp.l, capture)?;
         drop(dec_out);
-        let mut denc_out = zeros(be, be.act_dtype(), be.len(&enc_out))?;
+        let mut denc_out = match enc_acts {
+            Some(_) => Some(zeros(be, be.act_dtype(), be.len(&enc_out))?),
+            None => None,
+        };
         let dprefix = inp.prefix.is_some().then_some(&mut *dprompt);
         self.decoder_bwd(
             be,
             acct,
-            &mut denc_out,
+            denc_out.as_mut(),
             dprefix,
             ddec_out,
             dec_acts,
@@ -44,7 +59,9 @@ impl<B: Backend> T5<B> {
             inp,
         )?;
         drop(enc_out);
-        self.encoder_bwd(be, acct, dprompt, denc_out, enc_acts, inp)?;
+        if let (Some(denc_out), Some(enc_acts)) = (denc_out, enc_acts) {
+            self.encoder_bwd(be, acct, dprompt, denc_out, enc_acts, inp)?;
+        }
         Ok(loss)
     }
 }

@@ -1,0 +1,88 @@
+//! The prefix of a step on any model: its layout (blocks and their width), the table checked
+//! and copied to the device, and BERT's inputs behind it. `Model::train_step` builds a prefix
+//! step's inputs with these; the scoring paths (`train::decode`, `train::causal`) too. Apart
+//! from `models::prefix` because these read `Model`, which reads `prefix` (no import circle).
+
+use super::bert;
+use super::common::TokenBatch;
+use super::model::Model;
+use super::prefix::{block_count, Placement, PrefixInputs, PrefixSpec};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+
+impl<B: Backend> Model<B> {
+    /// (N blocks, Hkv·D) of the prefix table under `placement`: its rows are N·2·Hkv·D wide.
+    pub fn prefix_layout(&self, placement: Placement) -> (usize, usize) {
+        match self {
+            Model::Bert(m) => (
+                m.cfg.num_hidden_layers,
+                m.cfg.num_attention_heads * m.cfg.head_dim(),
+            ),
+            Model::T5(m) => (
+                block_count(m.cfg.num_layers, m.cfg.num_decoder_layers, placement),
+                m.cfg.num_heads * m.cfg.d_kv,
+            ),
+            Model::Bloom(m) | Model::Llama(m) => (m.cfg.num_layers, m.cfg.kv_width()),
+        }
+    }
+
+    /// The prefix of one step on the device, checked against this model's layout: `prefix`
+    /// (P, N·2·Hkv·D) F32, N the model's own block count unless `spec.blocks` says otherwise
+    /// (only T5 under PEFT's placement reads any count).
+    pub fn prefix_inputs(
+        &self,
+        be: &B,
+        prefix: &B::Buf,
+        spec: PrefixSpec,
+    ) -> Result<PrefixInputs<B>> {
+        let (own, kv_width) = self.prefix_layout(spec.placement);
+        let blocks = spec.blocks.unwrap_or(own);
+        // only T5 under PEFT's placement reads blocks by a rule that any count fits
+        let free = matches!(self, Model::T5(_)) && spec.placement == Placement::Peft;
+        if blocks != own && !free {
+            return Err(Error::arg(
+                "prefix num_layers",
+                format!("{blocks}: this model reads one block per layer, {own}"),
+            ));
+        }
+        PrefixInputs::new(be, prefix, spec.p, blocks, kv_width, spec.placement)
+    }
+
+    /// BERT's inputs for `batch` behind the prefix `pre`: no prompt rows, the tokens at the
+    /// positions `spec` gives.
+    pub fn bert_prefix_inputs(
+        be: &B,
+        m: &bert::Bert<B>,
+        batch: &TokenBatch,
+        pre: PrefixInputs<B>,
+        spec: PrefixSpec,
+    ) -> Result<bert::BertInputs<B>> {
+        let mut inp = bert::upload_inputs(be, &m.cfg, batch, 0)?;
+        let first = spec.bert_first_position.unwrap_or(spec.p);
+        let c = m.cfg.hidden_size;
+        let positions = shifted_positions(be, &m.w.position_embeddings, first, batch.t, c)?;
+        inp.prefix = Some((pre, positions));
+        Ok(inp)
+    }
+}
+
+/// BERT's position table from row `first` on, so that token t reads position first + t:
+/// (max_position_embeddings - first, C) in the weights' type.
+fn shifted_positions<B: Backend>(
+    be: &B,
+    table: &B::Buf,
+    first: usize,
+    t: usize,
+    c: usize,
+) -> Result<B::Buf> {
+    let rows = be.len(table) / c.max(1);
+    if first + t > rows {
+        return Err(Error::shape(
+            "prefix + tokens (BERT max_position_embeddings: the tokens sit behind the prefix)",
+            format!("<= {rows}"),
+            format!("{first} + {t}"),
+        ));
+    }
+    let host = be.download(table)?;
+    be.upload(be.dtype(table), host.get(first * c..).unwrap_or_default())
+}
