@@ -199,7 +199,8 @@ pub struct WorkloadArgs {
     /// BERT objective: pet (the default) or mlm; T5 and decoder presets read none
     #[arg(long)]
     pub objective: Option<String>,
-    /// The CPU's GEMM path: gemm (the default), or openblas in a build with that feature
+    /// The CPU's GEMM path: gemm (the default), openblas in a build with that feature, or mkl
+    /// where Intel MKL is installed (pip install mkl, or SOFTPROMPT_MKL)
     #[arg(long)]
     pub gemm: Option<String>,
 }

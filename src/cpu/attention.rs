@@ -86,7 +86,7 @@ impl<F: Real> ScoreTerms<F> {
     /// Sets the bias row of head hi.
     fn set_head(&mut self, bias: Option<&Bias<F>>, hi: usize, dims: &AttnDims) {
         self.diag = bias.map(|b| {
-            (0..dims.tq + dims.tk - 1)
+            (0..(dims.tq + dims.tk).saturating_sub(1))
                 .map(|t| b.diag(t, hi, dims))
                 .collect()
         });
