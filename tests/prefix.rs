@@ -147,7 +147,9 @@ fn recompute_layer_gives_the_same_step() {
 /// concatenated by hand (the prefix rows repeated over the batch, their mask columns 1, the
 /// bias over P + Tk keys), forward and backward, in f64; the prefix gradient is the batch sum
 /// of the concatenated problem's prefix-row gradients, added (`+=`) to what dprefix held. Odd
-/// sizes, grouped-query heads, a padded row, and each bias with and without the causal mask.
+/// sizes, grouped-query heads, a padded row, and each bias with and without the causal mask;
+/// T = 67 spans two query tiles of 64, so the causal mask's clamp of a tile's key range (the
+/// first tile stops at key P + 64) is checked against the concatenated problem's.
 #[test]
 fn prefix_attention_equals_concatenated_keys() {
     use common::{assert_close, normals};
@@ -157,7 +159,7 @@ fn prefix_attention_equals_concatenated_keys() {
         attention_bwd, attention_fwd, Bias, PositionBias, Prefix,
     };
     use softprompt::internals::rng::Rng;
-    let (b, t, p, h, hkv, d, blocks, block) = (3, 7, 5, 4, 2, 6, 3, 1);
+    let (b, t, p, h, hkv, d, blocks, block) = (3, 67, 5, 4, 2, 6, 3, 1);
     let kvw = hkv * d;
     let width = blocks * 2 * kvw;
     let dims = AttnDims {

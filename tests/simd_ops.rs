@@ -213,3 +213,38 @@ fn row_ops_match_the_scalar_reference() {
         }
     }
 }
+
+/// Attention's score row: scaled, plus the bias, plus the 0 / -inf padding mask. A multiply
+/// and two adds, unfused on every instruction set, so the result equals the scalar one bit for
+/// bit, and a masked key is -inf whatever its score.
+#[test]
+fn scale_add_row_equals_the_scalar_reference() {
+    let mut rng = Rng::new(17);
+    for isa in vector_isas() {
+        for n in LENS {
+            let x = data(&mut rng, n, 3.0);
+            let bias = data(&mut rng, n, 1.0);
+            let mask: Vec<f32> = (0..n)
+                .map(|j| if j % 5 == 3 { f32::NEG_INFINITY } else { 0.0 })
+                .collect();
+            for b in [Some(&bias[..]), None] {
+                let (mut want, mut got) = (x.clone(), x.clone());
+                simd::scale_add_row(Isa::Scalar, &mut want, 0.125, &mask, b);
+                simd::scale_add_row(isa, &mut got, 0.125, &mask, b);
+                assert_eq!(
+                    got,
+                    want,
+                    "{isa:?} scale_add_row n={n} bias {}",
+                    b.is_some()
+                );
+                for (j, v) in got.iter().enumerate() {
+                    let want = 0.125 * x[j] + b.map_or(0.0, |b| b[j]);
+                    match j % 5 {
+                        3 => assert_eq!(*v, f32::NEG_INFINITY, "{isa:?} masked key {j}"),
+                        _ => assert_eq!(*v, want, "{isa:?} visible key {j}"),
+                    }
+                }
+            }
+        }
+    }
+}

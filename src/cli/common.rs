@@ -22,8 +22,9 @@ pub struct DeviceArgs {
     /// CPU threads (0: all cores); the same count gives bit-identical results
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// The CPU's GEMM path: gemm (the default), or openblas in a build with that feature
-    /// (also SOFTPROMPT_GEMM); the same path gives bit-identical results
+    /// The CPU's GEMM path: gemm (the default), openblas in a build with that feature, or mkl
+    /// where Intel MKL is installed (pip install mkl, or SOFTPROMPT_MKL: the library or its
+    /// folder); also SOFTPROMPT_GEMM. The same path gives bit-identical results
     #[arg(long)]
     pub gemm: Option<String>,
 }
@@ -314,7 +315,8 @@ pub struct WorkloadArgs {
     /// BERT objective: pet (the default) or mlm; T5 and decoder presets read none
     #[arg(long)]
     pub objective: Option<String>,
-    /// The CPU's GEMM path: gemm (the default), or openblas in a build with that feature
+    /// The CPU's GEMM path: gemm (the default), openblas in a build with that feature, or mkl
+    /// where Intel MKL is installed (pip install mkl, or SOFTPROMPT_MKL)
     #[arg(long)]
     pub gemm: Option<String>,
     #[command(flatten)]

@@ -39,20 +39,79 @@ pub enum Bias<'a, F> {
 }
 
 impl<F: Real> Bias<'_, F> {
-    /// The bias of query i, key j, head hi.
-    fn at(&self, i: usize, j: usize, hi: usize, dims: &AttnDims) -> F {
+    /// The bias of head hi at relative position j − i = t + 1 − Tq (both forms depend on
+    /// j − i only); `dims` counts the prefix in Tk.
+    fn diag(&self, t: usize, hi: usize, dims: &AttnDims) -> F {
         match self {
-            Bias::Relative(pb) => pb.table[pb.buckets[j + dims.tq - 1 - i] as usize * dims.h + hi],
-            Bias::Alibi => F::from_f64(
-                alibi_slope(hi, dims.h) * (j as f64 - (i + dims.tk) as f64 + dims.tq as f64),
-            ),
+            Bias::Relative(pb) => pb.table[pb.buckets[t] as usize * dims.h + hi],
+            Bias::Alibi => F::from_f64(alibi_slope(hi, dims.h) * (t as f64 + 1.0 - dims.tk as f64)),
         }
     }
 }
 
-/// Whether key j is hidden from query i by the causal mask (positions aligned at the end).
-fn after(i: usize, j: usize, dims: &AttnDims) -> bool {
-    j + dims.tq > i + dims.tk
+/// What a (batch row, head) adds to its scaled scores, built once per task so that masking
+/// is a vector add instead of a branch per score: the padding mask as 0 or -inf per key, the
+/// position bias as one diagonal row (it depends on j − i only), and the causal mask as the
+/// end of each query's visible key range. `dims` counts the P prefix keys in Tk.
+struct ScoreTerms<F> {
+    /// (P + Tk): 0 for a visible key (every prefix key), -inf for padding
+    mask: Vec<F>,
+    /// (Tq + P + Tk − 1): the bias of j − i at index j − i + Tq − 1
+    diag: Option<Vec<F>>,
+    causal: bool,
+    /// prefix keys, visible to every query
+    p: usize,
+}
+
+impl<F: Real> ScoreTerms<F> {
+    fn new(bi: usize, key_mask: &[i32], p: usize, causal: bool, dims: &AttnDims) -> Self {
+        let real = dims.tk - p;
+        let mut mask = vec![F::ZERO; dims.tk];
+        for (m, &k) in mask[p..]
+            .iter_mut()
+            .zip(&key_mask[bi * real..(bi + 1) * real])
+        {
+            if k == 0 {
+                *m = F::neg_infinity();
+            }
+        }
+        ScoreTerms {
+            mask,
+            diag: None,
+            causal,
+            p,
+        }
+    }
+
+    /// Sets the bias row of head hi.
+    fn set_head(&mut self, bias: Option<&Bias<F>>, hi: usize, dims: &AttnDims) {
+        self.diag = bias.map(|b| {
+            (0..(dims.tq + dims.tk).saturating_sub(1))
+                .map(|t| b.diag(t, hi, dims))
+                .collect()
+        });
+    }
+
+    /// (mask, bias) of query i, each (P + Tk).
+    fn row(&self, i: usize, dims: &AttnDims) -> (&[F], Option<&[F]>) {
+        let at = dims.tq - 1 - i;
+        (
+            &self.mask,
+            self.diag.as_deref().map(|d| &d[at..at + dims.tk]),
+        )
+    }
+
+    /// The end of query i's visible keys: with the causal mask, keys j ≤ i + Tk − Tq
+    /// (positions aligned at the end) and every prefix key; else all.
+    fn end(&self, i: usize, dims: &AttnDims) -> usize {
+        if !self.causal {
+            return dims.tk;
+        }
+        (i + 1 + dims.tk)
+            .saturating_sub(dims.tq)
+            .max(self.p)
+            .min(dims.tk)
+    }
 }
 
 /// Query rows per tile: big enough for efficient GEMMs, small enough that a (QBLOCK, Tk)
@@ -158,9 +217,9 @@ impl<F: Copy> Keys<F> {
     }
 }
 
-/// dst (rows, P + Tk) = a (rows, D) · [pk; k]ᵀ (the scores), or with `values`
-/// a · [pv; v]ᵀ (dP), in two products so that the prefix rows are read in place where the
-/// table holds them; dst's row stride is P + Tk.
+/// dst (rows, P + cols) = a (rows, D) · [pk; k[..cols]]ᵀ (the scores), or with `values`
+/// a · [pv; v[..cols]]ᵀ (dP), in two products so that the prefix rows are read in place where
+/// the table holds them; dst's row stride is `stride`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn times_keys<F: Real>(
     dst: *mut F,
@@ -168,7 +227,8 @@ unsafe fn times_keys<F: Real>(
     a: Mat<F>,
     keys: &Keys<F>,
     values: bool,
-    tk: usize,
+    cols: usize,
+    stride: usize,
     d: usize,
 ) {
     let (pm, m) = if values {
@@ -176,24 +236,28 @@ unsafe fn times_keys<F: Real>(
     } else {
         (keys.pk, keys.k)
     };
-    let stride = (keys.p + tk) as isize;
+    let stride = stride as isize;
     if keys.p > 0 {
         gemm_strided(rows, keys.p, d, dst, stride, a, transpose(pm), false);
     }
-    gemm_strided(
-        rows,
-        tk,
-        d,
-        dst.wrapping_add(keys.p),
-        stride,
-        a,
-        transpose(m),
-        false,
-    );
+    if cols > 0 {
+        gemm_strided(
+            rows,
+            cols,
+            d,
+            dst.wrapping_add(keys.p),
+            stride,
+            a,
+            transpose(m),
+            false,
+        );
+    }
 }
 
-/// scores (rows, P + Tk) = scale · q_blk · [pk; k]ᵀ + bias, with masked keys at -inf; prefix
-/// keys are always visible. `dims` counts the P + Tk keys (`with_prefix`).
+/// scores (rows, P + Tk) = scale · q_blk · [pk; k]ᵀ + bias + mask over the tile's keys
+/// 0..end, the keys the causal mask hides at -inf; returns `end` (P + Tk without the causal
+/// mask; with it, the last row's visible end: the tile's other columns are never read).
+/// `dims` counts the P + Tk keys (`with_prefix`).
 #[allow(clippy::too_many_arguments)]
 fn score_tile<F: Real>(
     scores: &mut [F],
@@ -201,17 +265,14 @@ fn score_tile<F: Real>(
     keys: &Keys<F>,
     i0: usize,
     rows: usize,
-    bi: usize,
-    hi: usize,
-    key_mask: &[i32],
-    bias: Option<&Bias<F>>,
-    causal: bool,
+    terms: &ScoreTerms<F>,
     scale: F,
     dims: &AttnDims,
-) {
+) -> usize {
     let (tk, p) = (dims.tk, keys.p);
-    // SAFETY: q's rows i0..i0+rows of this head, the P prefix and Tk - P real key rows;
-    // scores is (rows, Tk) (`dims` counts the prefix in Tk).
+    let end = terms.end(i0 + rows - 1, dims);
+    // SAFETY: q's rows i0..i0+rows of this head, the P prefix and end - P real key rows;
+    // scores is (rows, Tk) (`dims` counts the prefix in Tk) and end <= Tk.
     unsafe {
         times_keys(
             scores.as_mut_ptr(),
@@ -219,28 +280,24 @@ fn score_tile<F: Real>(
             from_row(q, i0),
             keys,
             false,
-            tk - p,
+            end - p,
+            tk,
             dims.d,
         )
     };
-    let real = tk - p;
-    for r in 0..rows {
+    for (r, row) in scores.chunks_mut(tk).take(rows).enumerate() {
         let i = i0 + r;
-        let row = &mut scores[r * tk..(r + 1) * tk];
-        for (j, s) in row.iter_mut().enumerate() {
-            let visible =
-                j < p || (key_mask[bi * real + j - p] != 0 && !(causal && after(i, j, dims)));
-            *s = if visible {
-                let mut x = scale * *s;
-                if let Some(bias) = bias {
-                    x += bias.at(i, j, hi, dims);
-                }
-                x
-            } else {
-                F::neg_infinity()
-            };
-        }
+        let lim = terms.end(i, dims);
+        let (mask, bias) = terms.row(i, dims);
+        F::scale_add_row(
+            &mut row[..lim],
+            scale,
+            &mask[..lim],
+            bias.map(|b| &b[..lim]),
+        );
+        row[lim..end].fill(F::neg_infinity());
     }
+    end
 }
 
 /// The dims of the whole key sequence: P prefix keys in front of the Tk real ones.
@@ -294,69 +351,69 @@ pub fn attention_fwd<F: Real>(
                 d,
             );
             let om = head_mat(out_ptr.get(), bi, hi, tq, h, d);
+            let mut terms = ScoreTerms::new(bi, key_mask, keys.p, causal, &all);
+            terms.set_head(bias.as_ref(), hi, &all);
             let mut p = vec![F::ZERO; QBLOCK.min(tq) * all.tk];
             for i0 in (0..tq).step_by(QBLOCK) {
                 let rows = QBLOCK.min(tq - i0);
                 let p = &mut p[..rows * all.tk];
-                score_tile(
-                    p,
-                    qm,
-                    &keys,
-                    i0,
-                    rows,
-                    bi,
-                    hi,
-                    key_mask,
-                    bias.as_ref(),
-                    causal,
-                    scale,
-                    &all,
-                );
-                for (r, row) in p.chunks_mut(all.tk).enumerate() {
-                    let m = F::row_max(row);
-                    if !m.is_finite() {
-                        row.iter_mut().for_each(|x| *x = F::ZERO);
-                        lse_bh[i0 + r] = F::neg_infinity();
-                        continue;
-                    }
-                    let sum = F::exp_sub_sum(row, m);
-                    let inv = F::ONE / sum;
-                    row.iter_mut().for_each(|x| *x *= inv);
-                    lse_bh[i0 + r] = m + sum.ln();
-                }
-                let dst = from_row(om, i0).ptr as *mut F;
+                let end = score_tile(p, qm, &keys, i0, rows, &terms, scale, &all);
+                softmax_tile(p, &mut lse_bh[i0..i0 + rows], end, all.tk);
                 // SAFETY: this task alone writes rows i0..i0+rows of head (bi, hi) of `out`.
-                unsafe {
-                    if keys.p > 0 {
-                        gemm_strided(
-                            rows,
-                            d,
-                            keys.p,
-                            dst,
-                            om.rs,
-                            tile(p, all.tk, 0),
-                            keys.pv,
-                            false,
-                        );
-                    }
-                    gemm_strided(
-                        rows,
-                        d,
-                        tk,
-                        dst,
-                        om.rs,
-                        tile(p, all.tk, keys.p),
-                        keys.v,
-                        keys.p > 0,
-                    )
-                };
+                unsafe { times_values(from_row(om, i0), p, &keys, rows, end, &all) };
             }
         });
 }
 
-/// For query rows i0..i0+rows of head (bi, hi): p (rows, P + Tk) = the probabilities,
+/// Each row of the (rows, P + Tk) tile's first `end` columns becomes its softmax, and lse
+/// its log-sum-exp; a row with no visible key becomes 0, with lse -inf.
+fn softmax_tile<F: Real>(p: &mut [F], lse: &mut [F], end: usize, stride: usize) {
+    for (row, l) in p.chunks_mut(stride).zip(lse.iter_mut()) {
+        let row = &mut row[..end];
+        let m = F::row_max(row);
+        if !m.is_finite() {
+            row.iter_mut().for_each(|x| *x = F::ZERO);
+            *l = F::neg_infinity();
+            continue;
+        }
+        let sum = F::exp_sub_sum(row, m);
+        let inv = F::ONE / sum;
+        row.iter_mut().for_each(|x| *x *= inv);
+        *l = m + sum.ln();
+    }
+}
+
+/// dst (rows, D) = p[:, ..end] · [pv; v[..end − P]], p the (rows, P + Tk) probabilities.
+///
+/// # Safety
+/// dst's rows are the caller's alone to write; end <= P + Tk.
+unsafe fn times_values<F: Real>(
+    dst: Mat<F>,
+    p: &[F],
+    keys: &Keys<F>,
+    rows: usize,
+    end: usize,
+    dims: &AttnDims,
+) {
+    let (np, d, dp) = (keys.p, dims.d, dst.ptr as *mut F);
+    if np > 0 {
+        gemm_strided(rows, d, np, dp, dst.rs, tile(p, dims.tk, 0), keys.pv, false);
+    }
+    if end > np {
+        let pr = tile(p, dims.tk, np);
+        gemm_strided(rows, d, end - np, dp, dst.rs, pr, keys.v, np > 0);
+    } else if np == 0 {
+        // no visible key in the whole tile: out = 0
+        for r in 0..rows {
+            std::slice::from_raw_parts_mut(dp.offset(r as isize * dst.rs), d).fill(F::ZERO);
+        }
+    }
+}
+
+/// For query rows i0..i0+rows of one head: p (rows, P + Tk) = the probabilities,
 /// recomputed from the saved lse, and ds (rows, P + Tk) = dS = P ∘ (dP − D) · scale, with
-/// dP = dO·[pv; v]ᵀ and D_i = Σ_j P_ij dP_ij.
+/// dP = dO·[pv; v]ᵀ and D_i = Σ_j P_ij dP_ij, over the tile's keys 0..end (returned, as
+/// `score_tile`'s); the columns past it are never read.
 #[allow(clippy::too_many_arguments)]
 fn probs_and_dscores<F: Real>(
     p: &mut [F],
@@ -366,30 +423,38 @@ fn probs_and_dscores<F: Real>(
     do_blk: Mat<F>,
     lse_blk: &[F],
     i0: usize,
-    (bi, hi): (usize, usize),
-    key_mask: &[i32],
-    bias: Option<&Bias<F>>,
-    causal: bool,
+    terms: &ScoreTerms<F>,
     scale: F,
     dims: &AttnDims,
-) {
+) -> usize {
     let (tk, d, rows) = (dims.tk, dims.d, lse_blk.len());
-    score_tile(
-        p, qm, keys, i0, rows, bi, hi, key_mask, bias, causal, scale, dims,
-    );
+    let end = score_tile(p, qm, keys, i0, rows, terms, scale, dims);
     for (row, &l) in p.chunks_mut(tk).zip(lse_blk) {
+        let row = &mut row[..end];
         if l.is_finite() {
             F::exp_sub_sum(row, l);
         } else {
             row.iter_mut().for_each(|x| *x = F::ZERO);
         }
     }
-    // dP (rows, P + Tk) = dO_blk · [pv; v]ᵀ
+    // dP (rows, P + end) = dO_blk · [pv; v[..end - P]]ᵀ
     // SAFETY: reads of this head's rows; ds is a local (rows, P + Tk) buffer.
-    unsafe { times_keys(ds.as_mut_ptr(), rows, do_blk, keys, true, tk - keys.p, d) };
+    unsafe {
+        times_keys(
+            ds.as_mut_ptr(),
+            rows,
+            do_blk,
+            keys,
+            true,
+            end - keys.p,
+            tk,
+            d,
+        )
+    };
     for (prow, dsrow) in p.chunks(tk).zip(ds.chunks_mut(tk)) {
-        F::softmax_bwd_row(dsrow, prow, scale);
+        F::softmax_bwd_row(&mut dsrow[..end], &prow[..end], scale);
     }
+    end
 }
 
 /// One (batch, key/value head) task's prefix gradient: (P, D) keys and (P, D) values.
@@ -503,86 +568,94 @@ fn bwd_task<F: Real>(
     });
     let mut p = vec![F::ZERO; QBLOCK.min(tq) * all.tk];
     let mut ds = vec![F::ZERO; QBLOCK.min(tq) * all.tk];
+    let mut terms = ScoreTerms::new(bi, key_mask, np, causal, &all);
     for hi in kvh * dims.group()..(kvh + 1) * dims.group() {
         let qm = head_mat(q.as_ptr(), bi, hi, tq, h, d);
         let dom = head_mat(dout.as_ptr(), bi, hi, tq, h, d);
         let dqm = head_mat(dq.get(), bi, hi, tq, h, d);
         let lse_bh = &lse[(bi * h + hi) * tq..(bi * h + hi + 1) * tq];
+        terms.set_head(bias, hi, &all);
         for i0 in (0..tq).step_by(QBLOCK) {
             let rows = QBLOCK.min(tq - i0);
             let (p, ds) = (&mut p[..rows * all.tk], &mut ds[..rows * all.tk]);
             let do_blk = from_row(dom, i0);
-            probs_and_dscores(
-                p,
-                ds,
-                qm,
-                &keys,
-                do_blk,
-                &lse_bh[i0..i0 + rows],
-                i0,
-                (bi, hi),
-                key_mask,
-                bias,
-                causal,
-                scale,
-                &all,
-            );
+            let lse_blk = &lse_bh[i0..i0 + rows];
+            let end = probs_and_dscores(p, ds, qm, &keys, do_blk, lse_blk, i0, &terms, scale, &all);
             let q_blk = from_row(qm, i0);
-            let (ds_real, p_real) = (tile(ds, all.tk, np), tile(p, all.tk, np));
+            let dq_blk = from_row(dqm, i0);
             // SAFETY: this task alone writes the query heads of key/value head (bi, kvh) of
             // dq, that head of dk and dv, and its own prefix gradient.
             unsafe {
-                let dq_dst = from_row(dqm, i0).ptr as *mut F;
-                gemm_strided(rows, d, tk, dq_dst, dqm.rs, ds_real, keys.k, true);
-                gemm_strided(
-                    tk,
-                    d,
+                key_grads(
+                    dq_blk,
+                    (dkm, dvm),
+                    (p, ds),
+                    (q_blk, do_blk),
+                    &keys,
                     rows,
-                    dkm.ptr as *mut F,
-                    dkm.rs,
-                    transpose(ds_real),
-                    q_blk,
-                    true,
-                );
-                gemm_strided(
-                    tk,
-                    d,
-                    rows,
-                    dvm.ptr as *mut F,
-                    dvm.rs,
-                    transpose(p_real),
-                    do_blk,
-                    true,
+                    end,
+                    &all,
                 );
                 if let Some(g) = grad.as_mut() {
-                    let (ds_pre, p_pre) = (tile(ds, all.tk, 0), tile(p, all.tk, 0));
-                    gemm_strided(rows, d, np, dq_dst, dqm.rs, ds_pre, keys.pk, true);
-                    let rs = d as isize;
-                    gemm_strided(
-                        np,
-                        d,
-                        rows,
-                        g.dk.as_mut_ptr(),
-                        rs,
-                        transpose(ds_pre),
-                        q_blk,
-                        true,
-                    );
-                    gemm_strided(
-                        np,
-                        d,
-                        rows,
-                        g.dv.as_mut_ptr(),
-                        rs,
-                        transpose(p_pre),
-                        do_blk,
-                        true,
-                    );
+                    prefix_grads(dq_blk, g, (p, ds), (q_blk, do_blk), &keys, rows, &all);
                 }
             }
         }
     }
     grad
+}
+
+/// A query tile's share of the real keys' gradients: dq_blk (rows, D) += dS[:, P..end]·k,
+/// dk[..end − P] += dSᵀ·q_blk, dv[..end − P] += Pᵀ·dO_blk; (p, ds) the (rows, P + Tk) tiles.
+///
+/// # Safety
+/// The caller alone writes dq_blk's rows and the whole of dk and dv; end <= P + Tk.
+#[allow(clippy::too_many_arguments)]
+unsafe fn key_grads<F: Real>(
+    dq_blk: Mat<F>,
+    (dk, dv): (Mat<F>, Mat<F>),
+    (p, ds): (&[F], &[F]),
+    (q_blk, do_blk): (Mat<F>, Mat<F>),
+    keys: &Keys<F>,
+    rows: usize,
+    end: usize,
+    dims: &AttnDims,
+) {
+    let (np, d) = (keys.p, dims.d);
+    let n = end - np;
+    if n == 0 {
+        return;
+    }
+    let (ds_real, p_real) = (tile(ds, dims.tk, np), tile(p, dims.tk, np));
+    let dq = dq_blk.ptr as *mut F;
+    gemm_strided(rows, d, n, dq, dq_blk.rs, ds_real, keys.k, true);
+    let (dkp, dvp) = (dk.ptr as *mut F, dv.ptr as *mut F);
+    gemm_strided(n, d, rows, dkp, dk.rs, transpose(ds_real), q_blk, true);
+    gemm_strided(n, d, rows, dvp, dv.rs, transpose(p_real), do_blk, true);
+}
+
+/// A query tile's share of the prefix keys' gradients: dq_blk += dS[:, ..P]·pk, and the
+/// task's (P, D) sums dk += dS[:, ..P]ᵀ·q_blk, dv += P[:, ..P]ᵀ·dO_blk.
+///
+/// # Safety
+/// As `key_grads`.
+unsafe fn prefix_grads<F: Real>(
+    dq_blk: Mat<F>,
+    g: &mut PrefixGrad<F>,
+    (p, ds): (&[F], &[F]),
+    (q_blk, do_blk): (Mat<F>, Mat<F>),
+    keys: &Keys<F>,
+    rows: usize,
+    dims: &AttnDims,
+) {
+    let (np, d) = (keys.p, dims.d);
+    let (ds_pre, p_pre) = (tile(ds, dims.tk, 0), tile(p, dims.tk, 0));
+    let dq = dq_blk.ptr as *mut F;
+    gemm_strided(rows, d, np, dq, dq_blk.rs, ds_pre, keys.pk, true);
+    let rs = d as isize;
+    let (dkp, dvp) = (g.dk.as_mut_ptr(), g.dv.as_mut_ptr());
+    gemm_strided(np, d, rows, dkp, rs, transpose(ds_pre), q_blk, true);
+    gemm_strided(np, d, rows, dvp, rs, transpose(p_pre), do_blk, true);
 }
 
 impl<F: Real> AttentionOps for CpuBackend<F> {

@@ -4,6 +4,8 @@
 //! - `gemm`: the pure-Rust `gemm` crate, in every build, and the default.
 //! - `openblas`: the system's OpenBLAS (`cblas_sgemm`), in a build with `--features openblas`
 //!   (Debian: `libopenblas-dev`); its threads are set to rayon's.
+//! - `mkl`: Intel MKL's `cblas_sgemm`, loaded at run time where installed (src/cpu/cblas.rs:
+//!   `pip install mkl`, or `SOFTPROMPT_MKL`); in every build, usable where the library is.
 //!
 //! The choice is deterministic: `--gemm` or `SOFTPROMPT_GEMM` when given, else `gemm`, which
 //! bench/README.md's comparison keeps as the default (`softprompt bench --ceiling` measures
@@ -21,6 +23,8 @@ pub enum GemmPath {
     Crate,
     /// the system's OpenBLAS (`--features openblas`)
     OpenBlas,
+    /// Intel MKL, loaded at run time (src/cpu/cblas.rs)
+    Mkl,
 }
 
 impl GemmPath {
@@ -28,20 +32,29 @@ impl GemmPath {
         match self {
             GemmPath::Crate => "gemm",
             GemmPath::OpenBlas => "openblas",
+            GemmPath::Mkl => "mkl",
         }
     }
 
-    /// Every path compiled into this build, the default first.
+    /// Every path this process can run, the default first: those compiled in, and MKL where
+    /// it is installed (looking for it loads it).
     pub fn available() -> Vec<GemmPath> {
         let mut v = vec![GemmPath::Crate];
         if cfg!(feature = "openblas") {
             v.push(GemmPath::OpenBlas);
         }
+        if super::cblas::mkl().is_ok() {
+            v.push(GemmPath::Mkl);
+        }
         v
     }
 
-    /// `--gemm` / `SOFTPROMPT_GEMM`: a path of this build.
+    /// `--gemm` / `SOFTPROMPT_GEMM`: a path of this build; `mkl` when MKL loads, else the
+    /// error that says where it was looked for.
     pub fn parse(s: &str) -> Result<GemmPath> {
+        if s == "mkl" {
+            return super::cblas::mkl().map(|_| GemmPath::Mkl);
+        }
         let names: Vec<&str> = GemmPath::available().iter().map(|p| p.name()).collect();
         GemmPath::available()
             .into_iter()
@@ -113,6 +126,11 @@ pub fn fwd(
             accumulate,
         ),
         GemmPath::OpenBlas => openblas::sgemm(out, inp, w, m, n, k, false, true, accumulate),
+        GemmPath::Mkl => match super::cblas::mkl() {
+            Ok(mkl) => mkl.sgemm(out, inp, w, (m, n, k), true, accumulate),
+            // never reached: `parse` yields Mkl only once it loaded
+            Err(_) => fwd(GemmPath::Crate, out, inp, w, m, k, n, accumulate),
+        },
     }
 }
 
@@ -138,6 +156,10 @@ pub fn bwd(
             true,
         ),
         GemmPath::OpenBlas => openblas::sgemm(dinp, dout, w, m, k, n, false, false, true),
+        GemmPath::Mkl => match super::cblas::mkl() {
+            Ok(mkl) => mkl.sgemm(dinp, dout, w, (m, k, n), false, true),
+            Err(_) => bwd(GemmPath::Crate, dinp, dout, w, m, k, n),
+        },
     }
 }
 

@@ -6,10 +6,12 @@
 pub mod activation;
 pub mod attention;
 pub mod attention_decode;
+pub mod cblas;
 pub mod elementwise;
 pub mod embedding;
 pub mod gemm_path;
 pub mod head;
+pub mod heap;
 pub mod layernorm;
 pub mod loss;
 pub mod matmul;
@@ -142,6 +144,7 @@ impl<F: Real> Default for CpuBackend<F> {
 
 impl<F: Real> CpuBackend<F> {
     pub fn new() -> Self {
+        heap::tune();
         CpuBackend {
             mem: Arc::new(Arena::new()),
             _f: PhantomData,

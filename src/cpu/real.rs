@@ -62,6 +62,23 @@ pub trait Real:
             *x = pj * (*x - d) * scale;
         }
     }
+    /// row = row·scale + add (+ bias): attention's scores, scaled, with the padding mask as an
+    /// additive 0 / -inf row and the position bias; a multiply then adds, never fused, so every
+    /// instruction set rounds as this scalar reference does.
+    fn scale_add_row(row: &mut [Self], scale: Self, add: &[Self], bias: Option<&[Self]>) {
+        match bias {
+            Some(b) => {
+                for ((x, &a), &b) in row.iter_mut().zip(add).zip(b) {
+                    *x = *x * scale + b + a;
+                }
+            }
+            None => {
+                for (x, &a) in row.iter_mut().zip(add) {
+                    *x = *x * scale + a;
+                }
+            }
+        }
+    }
     /// The slice as float32, for the vectorised path (src/cpu/simd.rs); None for f64, which
     /// always runs the scalar reference.
     fn as_f32(x: &[Self]) -> Option<&[f32]> {
@@ -135,6 +152,9 @@ impl Real for f32 {
     }
     fn softmax_bwd_row(ds: &mut [f32], p: &[f32], scale: f32) {
         super::simd::softmax_bwd_row(super::simd::isa(), ds, p, scale)
+    }
+    fn scale_add_row(row: &mut [f32], scale: f32, add: &[f32], bias: Option<&[f32]>) {
+        super::simd::scale_add_row(super::simd::isa(), row, scale, add, bias)
     }
     fn as_f32(x: &[Self]) -> Option<&[f32]> {
         Some(x)

@@ -348,3 +348,31 @@ pub(super) unsafe fn softmax_bwd_row_g<S: Lanes>(ds: &mut [f32], p: &[f32], scal
         S::store(x, S::mul(S::mul(S::load(p), S::sub(S::load(x), dv)), sv));
     });
 }
+
+/// row = row·scale + bias + add: attention's masked, biased scores.
+#[inline(always)]
+pub(super) unsafe fn scale_add_row_g<S: Lanes>(
+    row: &mut [f32],
+    scale: f32,
+    add: &[f32],
+    bias: Option<&[f32]>,
+) {
+    // as the scalar code's zip: the shortest slice's length (the callers pass equal ones)
+    let n = row
+        .len()
+        .min(add.len())
+        .min(bias.map_or(usize::MAX, |b| b.len()));
+    let (sv, ap, rp) = (S::splat(scale), add.as_ptr(), row.as_mut_ptr());
+    match bias {
+        Some(b) => {
+            let bp = b.as_ptr();
+            blocks!(S, n, [a = ap, b = bp], [x = rp], {
+                let y = S::add(S::mul(S::load(x), sv), S::load(b));
+                S::store(x, S::add(y, S::load(a)));
+            })
+        }
+        None => blocks!(S, n, [a = ap], [x = rp], {
+            S::store(x, S::add(S::mul(S::load(x), sv), S::load(a)));
+        }),
+    }
+}

@@ -206,6 +206,22 @@ dispatch!(
         }
     }
 );
+dispatch!(
+    /// row = row·scale + bias + add (a multiply, then adds: never fused).
+    scale_add_row(row: &mut [f32], scale: f32, add: &[f32], bias: Option<&[f32]>) -> () = scale_add_row_g
+    | match bias {
+        Some(b) => {
+            for ((x, &a), &b) in row.iter_mut().zip(add).zip(b) {
+                *x = *x * scale + b + a;
+            }
+        }
+        None => {
+            for (x, &a) in row.iter_mut().zip(add) {
+                *x = *x * scale + a;
+            }
+        }
+    }
+);
 
 /// e^x on each element (for the tests of the exponential itself).
 pub fn exp_slice(isa: Isa, x: &mut [f32]) {
