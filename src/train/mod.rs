@@ -85,6 +85,7 @@ pub mod encoder;
 pub mod eval;
 pub mod metrics;
 pub mod mixed;
+pub mod mixed_lm;
 pub mod model;
 pub mod multitask;
 pub mod multitask_ckpt;
