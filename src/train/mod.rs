@@ -107,7 +107,7 @@ pub use metrics::EvalMetrics;
 pub use model::Model;
 pub use multitask::{MultiTrainer, TaskJob};
 pub use ptuning::{Method, PTuning, PrefixTuning};
-pub use spec::{Decode, TaskKind, TaskSpec};
+pub use spec::{Decode, TargetEnd, TaskKind, TaskSpec};
 pub use step::{Grads, Params};
 pub use task::Task;
 pub use trainer::{Event, StepInfo, Summary, TrainConfig, Trainer};
