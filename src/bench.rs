@@ -4,6 +4,7 @@
 //! flags, workload, FLOP count and JSON keys as `scripts/bench_torch.py`, so the two compare.
 
 use crate::backend::{Act, Backend, DType};
+use crate::bench_check::{check_against_reference, Check};
 use crate::bench_decoder as dec;
 use crate::bench_method::{self as method, Tuned};
 use crate::closeness::{Closeness, TENSOR_FLOOR};
@@ -316,70 +317,6 @@ pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
     Closeness::of(got, want, TENSOR_FLOOR).rel_err
 }
 
-/// The tolerance of the pre-timing check. float32 agrees with float64 to rounding. bf16
-/// storage costs far more on these random-weight presets: measured on the 2-layer t5-base
-/// copy, the prompt gradient of a CPU engine that only rounds its activations to bf16 (same
-/// weights) differs from float64 by 5%, and two bf16 engines that round in different places
-/// (the emulated kernels and that CPU simulation) by 3.4%; BERT stays under 1%. So 1e-1: it
-/// still fails on a wrong engine, whose errors are of order 1. The mixed build (float32
-/// activations, bf16 weights, GEMM operands split into bf16 hi + lo, each good to 2^-16)
-/// sits between: 1e-3.
-pub fn check_tol(activations: DType, weights: DType) -> f64 {
-    match (activations, weights) {
-        (DType::BF16, _) => 1e-1,
-        (_, DType::BF16) => 1e-3,
-        _ => 1e-4,
-    }
-}
-
-/// Runs the step on a 2-layer copy of the preset on `be` and on the float64 CPU reference
-/// (holding the same weights: bf16-rounded for a bf16 device, so the check measures the
-/// engine, not the storage format), and fails unless loss and the gradient of what is trained
-/// (the prompt, the prefix, or the host encoder's tensors) agree within `tol`.
-pub fn check_against_reference<B: Backend>(
-    be: &B,
-    preset: &Preset,
-    w: &Workload,
-    tol: f64,
-) -> Result<Value> {
-    let small = preset.truncated(2);
-    let mut w = w.clone();
-    w.batch = w.batch.min(2);
-    let batch = bench_batch(&small, &w, 7);
-    let reference = crate::device::reference_f64();
-    let want_model = Model::random_as(&reference, &small.config(), 1, be.weight_dtype())?;
-    let want_tuned = Tuned::new(&want_model, &w, &batch.prompt, 11)?;
-    let (want_loss, want_grad, _) = step(&reference, &want_model, &batch, &want_tuned, &w)?;
-    let got_model = Model::random(be, &small.config(), 1)?;
-    let got_tuned = Tuned::new(&got_model, &w, &batch.prompt, 11)?;
-    let (got_loss, got_grad, _) = step(be, &got_model, &batch, &got_tuned, &w)?;
-    let loss_err = (got_loss - want_loss).abs() / want_loss.abs().max(1e-6);
-    let grad_err = rel_err(&got_grad, &want_grad);
-    let grad = match &w.method {
-        Method::Prompt => "prompt",
-        Method::PTuning(_) => "prompt encoder",
-        Method::Prefix(pre) if pre.projection => "prefix projection",
-        Method::Prefix(_) => "prefix",
-    };
-    let passed = loss_err <= tol && grad_err <= tol;
-    if !passed {
-        let what = format!(
-            "{}: the 2-layer check against the float64 CPU reference failed: loss rel err {loss_err:.3e}, {grad} gradient rel err {grad_err:.3e} (tolerance {tol:e})",
-            be.name()
-        );
-        // SOFTPROMPT_BENCH_CHECK=warn times the step anyway and records the miss in the JSON:
-        // for a lent GPU's few minutes, where a bf16 miss on a large preset is to be measured
-        // (bf16 rounding or a wrong kernel?) rather than stop the run
-        if std::env::var("SOFTPROMPT_BENCH_CHECK").as_deref() != Ok("warn") {
-            return Err(Error::Device(format!("{what}; not timing a wrong engine")));
-        }
-        eprintln!("warning: {what}; timing it anyway (SOFTPROMPT_BENCH_CHECK=warn)");
-    }
-    Ok(
-        json!({"layers": 2, "batch": w.batch, "loss_rel_err": loss_err, "grad": grad, "grad_rel_err": grad_err, "tol": tol, "passed": passed}),
-    )
-}
-
 /// CPU seconds this process has used, all threads (Linux: /proc/self/stat, 10 ms ticks);
 /// None elsewhere. Beside wall time it shows the work a step did on a machine shared with
 /// other jobs, whose load stretches wall time but not this.
@@ -494,14 +431,13 @@ pub fn run<B: Backend>(
             ));
         }
     }
-    let tol = check_tol(be.act_dtype(), be.weight_dtype());
     check_workload(&preset, w)?;
     method::check(&preset, &w.method)?;
     let live_before = be.memory().live_bytes;
     let model = Model::random(be, &preset.config(), 1)?;
     let weights_bytes = be.memory().live_bytes - live_before;
     check_memory(be, &model, w)?;
-    let check = check_against_reference(be, &preset, w, tol)?;
+    let check = check_against_reference(be, &preset, w, Check::for_backend(be))?;
     let batch = bench_batch(&preset, w, 3);
     let tuned = Tuned::new(&model, w, &batch.prompt, 5)?;
     let (mut times, mut cpu_times) = (Vec::new(), Vec::new());

@@ -10,6 +10,8 @@
 pub mod backend;
 #[path = "bench.rs"]
 pub mod bench;
+#[path = "bench_check.rs"]
+pub mod bench_check;
 #[path = "bench_decoder.rs"]
 pub mod bench_decoder;
 #[path = "bench_method.rs"]

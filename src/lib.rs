@@ -57,9 +57,9 @@ pub mod internals;
 // the engine's modules at the crate root, where its own code names them
 pub(crate) use internals::Backend;
 pub(crate) use internals::{
-    backend, bench, bench_decoder, bench_method, closeness, config, cpu, cuda, device, error,
-    fsutil, memory, models, nvtx, parity, prompt, prompt_encoder, reference, rng, tokenizer, train,
-    weights,
+    backend, bench, bench_check, bench_decoder, bench_method, closeness, config, cpu, cuda, device,
+    error, fsutil, memory, models, nvtx, parity, prompt, prompt_encoder, reference, rng, tokenizer,
+    train, weights,
 };
 
 pub use api::{

@@ -4,6 +4,12 @@ use softprompt::internals::bench::{self, Workload};
 use softprompt::internals::device::{with_backend, WithBackend};
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Before timing, a 2-layer copy of the preset is stepped on the device and on \
+the float64 CPU reference and compared (loss and the trained gradient; in bf16, a gradient \
+miss alone is retried on the float32 build of the same device); a wrong engine is not timed. \
+SOFTPROMPT_BENCH_CHECK=warn times it anyway and records the miss in the JSON's `check`."
+)]
 pub struct Args {
     #[command(flatten)]
     workload: WorkloadArgs,
