@@ -259,9 +259,9 @@ t5-base --batch 8 --seq 256 --target-len 16 --prompt 100 --precision mixed|s|90
 $llama|st|120
 $llama --recompute layer|s|90
 llama-3.1-8b --batch 4 --seq 768 --prompt 200 --target-len 256 --recompute layer|s|150
-$target|st|150
-$target --recompute layer|st|150
-t5-xxl --batch 32 --seq 512 --target-len 16 --prompt 100 --recompute layer|s|200
+$target|st|180
+$target --recompute layer|st|180
+t5-xxl --batch 32 --seq 512 --target-len 16 --prompt 100 --recompute layer|s|240
 SPECS
     fi)
     "$py" - "$out" "$results" "$commit" <<'PY'
