@@ -11,13 +11,11 @@ use softprompt::internals::weights::TensorFile;
 use softprompt::internals::CpuBackend;
 use std::path::{Path, PathBuf};
 
-const REL_TOL: f64 = 1e-4;
+mod common;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use common::fixture;
+
+const REL_TOL: f64 = 1e-4;
 
 /// Row 0 of every `ref_causal_text` is "Tweet : Great movie. Label : positive" with labels on
 /// " positive" only, as PEFT's guide builds it. The task (template "Tweet : {text} Label :",
