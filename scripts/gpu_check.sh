@@ -96,6 +96,20 @@ run() {
     # for the rest) are skipped, so that it always is
     local budget=${GPU_CHECK_BUDGET:-480}
     local start=$SECONDS
+    # GPU_CHECK_STEPS: the steps to run (a lease too short for all of them runs them over two
+    # calls); GPU_CHECK_BENCH: an extended regex the bench lines ("spec|impls|limit") must match
+    local steps=" ${GPU_CHECK_STEPS:-report tests parity ceiling bench} "
+    local bench_filter=${GPU_CHECK_BENCH:-.}
+    step() { [[ $steps == *" $1 "* ]]; }
+    # a parity run that hangs on the device must not eat the bench's time or the results file
+    parity_time_left() {
+        (( SECONDS - start + 60 <= budget )) && return 0
+        echo "skipped (the ${budget} s budget is spent): $1" | tee -a "$out/parity.log"
+        status=1; return 1
+    }
+    : > "$out/parity.log"
+    : > "$out/bench.jsonl"
+    if step report; then
     echo "== kernels: NVRTC resource report (sm_90)"
     timeout 120 "$bin" kernels --arch sm_90 --json > "$out/kernels.json" 2> "$out/kernels.err" || status=1
     cat "$out/kernels.err"
@@ -113,6 +127,8 @@ for r in rows:
 spills = [r["kernel"] + " (" + r["file"] + ")" for r in rows if r["spill_stores"] or r["spill_loads"]]
 print("spills: " + (", ".join(spills) if spills else "none") + f" ({len(rows)} kernels)")
 PY
+    fi
+    if step tests; then
     echo "== kernel tests on the $dev device (bf16, float32 and mixed builds)"
     if [ "$dry" = 1 ]; then
         # .gpu/cuda_kernels is built without the emulator; the emu tests need the emu build
@@ -124,8 +140,9 @@ PY
     if ! grep -qE "^test result: ok\. [1-9]" "$out/kernel_tests.log"; then
         echo "FAIL: no kernel test ran"; status=1
     fi
+    fi
+    if step parity; then
     echo "== parity --device $dev (bf16; tests/parity_emu.rs's tolerances)"
-    : > "$out/parity.log"
     for ref in tests/fixtures/*/ref_*.safetensors tests/fixtures/realistic/*/ref_*.safetensors; do
         local model tol; model=$(dirname "$ref")
         # greedy tokens on bf16 activations part ways with float32's after a near tie, and
@@ -133,6 +150,7 @@ PY
         if [[ $(basename "$ref") == ref_generate_* ]]; then
             echo "skip (generation: f32 below) $ref"; continue
         fi
+        parity_time_left "$ref" || continue
         # tests/parity_emu.rs's tolerance: the harsh fixtures max(2e-2, 2x PyTorch's worst bf16
         # error); the realistic set 2e-2, or for a ReLU model max(2e-2, 2x PyTorch's on the
         # prompt gradient) (parity takes one tolerance for all tensors: the others sit far below)
@@ -163,6 +181,7 @@ PY
     for ref in tests/fixtures/*/ref_*.safetensors tests/fixtures/deep/*/ref_*ptuning*.safetensors; do
         # a deep-prompt reference sits in deep/<model>/ beside the model's own folder
         local model=${ref%/*}; model=${model/\/deep\//\/}
+        parity_time_left "f32 $ref" || continue
         if timeout 60 "$bin" parity --device "$dev" --precision f32 --model "$model" --reference "$ref" >> "$out/parity.log" 2>&1; then
             echo "PASS f32 $ref"
         else
@@ -172,12 +191,15 @@ PY
     # bf16-exact weights: tests/parity_emu.rs's MIXED_REALISTIC_TOL, ReLU models included
     echo "== parity --device $dev --precision mixed (bf16 weights, float32 activations, at 1e-3)"
     for ref in tests/fixtures/realistic/*/ref_*.safetensors; do
+        parity_time_left "mixed $ref" || continue
         if timeout 60 "$bin" parity --device "$dev" --precision mixed --tol 1e-3 --model "$(dirname "$ref")" --reference "$ref" >> "$out/parity.log" 2>&1; then
             echo "PASS mixed $ref"
         else
             echo "FAIL mixed $ref"; status=1
         fi
     done
+    fi
+    if step ceiling; then
     echo "== bf16 GEMM ceiling (cuBLAS through torch, 8192^3, median of 20)"
     timeout 60 "$py" - "$tdev" > "$out/gemm_ceiling.json" 2>> "$out/bench.err" <<'PY' || status=1
 import json, sys, torch
@@ -198,8 +220,8 @@ ms = sorted(times)[len(times) // 2]
 print(json.dumps({"gemm": f"{n}x{n}x{n} bf16", "ms": ms, "tflops": 2 * n**3 / ms / 1e9}))
 PY
     cat "$out/gemm_ceiling.json"
+    fi
     echo "== bench (softprompt vs PyTorch + PEFT, bf16, same GPU)"
-    : > "$out/bench.jsonl"
     # spec | implementations (s: softprompt, t: PyTorch + PEFT with SDPA) | time limit, s
     local target="t5-xl --batch 32 --seq 512 --target-len 16 --prompt 100"
     # issue #16's GPU targets: PEFT's MetaMathQA shape (Llama-3.2-3B, bf16, batch 4, 768 tokens;
@@ -208,6 +230,7 @@ PY
     local llama="llama-3.2-3b --batch 4 --seq 768 --prompt 200 --target-len 256"
     while IFS='|' read -r spec impls limit; do
         [ -n "$spec" ] || continue
+        step bench && [[ "$spec|$impls|$limit" =~ $bench_filter ]] || continue
         local runs=1
         [[ $impls == *t* && $impls == *s* ]] && runs=2
         if (( SECONDS - start + runs * limit > budget )); then
@@ -233,12 +256,12 @@ DRY
 bert-base --batch 32 --seq 128|st|60
 t5-base --batch 8 --seq 256 --target-len 16 --prompt 100|st|60
 t5-base --batch 8 --seq 256 --target-len 16 --prompt 100 --precision mixed|s|90
-$target|st|150
-$target --recompute layer|st|150
-t5-xxl --batch 32 --seq 512 --target-len 16 --prompt 100 --recompute layer|s|200
 $llama|st|120
 $llama --recompute layer|s|90
 llama-3.1-8b --batch 4 --seq 768 --prompt 200 --target-len 256 --recompute layer|s|150
+$target|st|150
+$target --recompute layer|st|150
+t5-xxl --batch 32 --seq 512 --target-len 16 --prompt 100 --recompute layer|s|200
 SPECS
     fi)
     "$py" - "$out" "$results" "$commit" <<'PY'

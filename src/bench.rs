@@ -361,14 +361,22 @@ pub fn check_against_reference<B: Backend>(
         Method::Prefix(pre) if pre.projection => "prefix projection",
         Method::Prefix(_) => "prefix",
     };
-    if !(loss_err <= tol && grad_err <= tol) {
-        return Err(Error::Device(format!(
-            "{}: the 2-layer check against the float64 CPU reference failed: loss rel err {loss_err:.3e}, {grad} gradient rel err {grad_err:.3e} (tolerance {tol:e}); not timing a wrong engine",
+    let passed = loss_err <= tol && grad_err <= tol;
+    if !passed {
+        let what = format!(
+            "{}: the 2-layer check against the float64 CPU reference failed: loss rel err {loss_err:.3e}, {grad} gradient rel err {grad_err:.3e} (tolerance {tol:e})",
             be.name()
-        )));
+        );
+        // SOFTPROMPT_BENCH_CHECK=warn times the step anyway and records the miss in the JSON:
+        // for a lent GPU's few minutes, where a bf16 miss on a large preset is to be measured
+        // (bf16 rounding or a wrong kernel?) rather than stop the run
+        if std::env::var("SOFTPROMPT_BENCH_CHECK").as_deref() != Ok("warn") {
+            return Err(Error::Device(format!("{what}; not timing a wrong engine")));
+        }
+        eprintln!("warning: {what}; timing it anyway (SOFTPROMPT_BENCH_CHECK=warn)");
     }
     Ok(
-        json!({"layers": 2, "batch": w.batch, "loss_rel_err": loss_err, "grad": grad, "grad_rel_err": grad_err, "tol": tol}),
+        json!({"layers": 2, "batch": w.batch, "loss_rel_err": loss_err, "grad": grad, "grad_rel_err": grad_err, "tol": tol, "passed": passed}),
     )
 }
 

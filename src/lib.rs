@@ -78,7 +78,7 @@ pub use train::data::{DataSpec, Dataset, Example, Format};
 pub use train::encode::{Encoded, Row};
 pub use train::optim::{OptimConfig, OptimKind, Schedule, ScheduleKind};
 pub use train::ptuning::{Method, PTuning, PrefixTuning};
-pub use train::spec::{Decode, TaskKind, TaskSpec};
+pub use train::spec::{Decode, TargetEnd, TaskKind, TaskSpec};
 pub use train::{EvalMetrics, Event, Prediction, StepInfo, Summary, TrainConfig};
 
 /// Everything a program using softprompt needs: `use softprompt::prelude::*;`.
@@ -88,6 +88,7 @@ pub mod prelude {
         EvalMetrics, Event, Example, Format, Generation, Method, Model, MultiTask, OptimConfig,
         OptimKind, PTuning, Placement, Pooling, Precision, Prediction, PrefixTuning, Prompt,
         PromptInit, PromptPlacement, Recompute, Result, Row, Schedule, ScheduleKind, Splits,
-        StepInfo, StepOutput, Summary, Task, TaskKind, TaskOptions, TaskSpec, TrainConfig,
+        StepInfo, StepOutput, Summary, TargetEnd, Task, TaskKind, TaskOptions, TaskSpec,
+        TrainConfig,
     };
 }

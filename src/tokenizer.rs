@@ -90,6 +90,49 @@ impl Tokenizer {
         self.inner.token_to_id(token).map(|i| i as i32)
     }
 
+    /// The pad token transformers' `AutoTokenizer` has (`tokenizer.pad_token_id`): the
+    /// `pad_token` of tokenizer_config.json beside tokenizer.json, else of
+    /// special_tokens_map.json (a string, or an object with its `content`); None when neither
+    /// names one. A token the vocabulary lacks is an error naming the file.
+    pub fn pad_id(&self) -> Result<Option<i32>> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        for name in ["tokenizer_config.json", "special_tokens_map.json"] {
+            let path = dir.join(name);
+            if !path.is_file() {
+                continue;
+            }
+            let text = crate::fsutil::read_json_text(&path)?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::file(&path, format!("not valid JSON: {e}")))?;
+            let token = match v.get("pad_token") {
+                None | Some(serde_json::Value::Null) => continue,
+                Some(serde_json::Value::String(t)) => t.as_str(),
+                Some(x) => match x.get("content").and_then(|c| c.as_str()) {
+                    Some(t) => t,
+                    None => {
+                        return Err(Error::file(
+                            &path,
+                            format!(
+                                "`pad_token` is {x}: expected a string or {{\"content\": ...}}"
+                            ),
+                        ))
+                    }
+                },
+            };
+            let id = self.token_to_id(token).ok_or_else(|| {
+                Error::file(
+                    &path,
+                    format!(
+                        "`pad_token` {token:?} is not in the vocabulary of {}",
+                        self.path.display()
+                    ),
+                )
+            })?;
+            return Ok(Some(id));
+        }
+        Ok(None)
+    }
+
     /// The unknown token's id ([UNK] or <unk>), if the vocabulary has one.
     pub fn unk_id(&self) -> Option<i32> {
         ["[UNK]", "<unk>"].iter().find_map(|t| self.token_to_id(t))

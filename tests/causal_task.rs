@@ -2,11 +2,14 @@
 //! PEFT's causal-LM row (the filled template, then the target, labels on the target only),
 //! and its rank score and training loss on that row are what PyTorch's logits give.
 
+mod common;
+
+use common::{softprompt, stdout_ok as ok};
 use softprompt::internals::backend::traits::*;
 use softprompt::internals::backend::DType;
 use softprompt::internals::closeness::{Closeness, SCALAR_FLOOR};
 use softprompt::internals::train::data::{DataSpec, Dataset};
-use softprompt::internals::train::{Grads, Model, Params, Task, TaskKind, TaskSpec};
+use softprompt::internals::train::{Grads, Model, Task, TaskKind, TaskSpec};
 use softprompt::internals::weights::TensorFile;
 use softprompt::internals::CpuBackend;
 use std::path::{Path, PathBuf};
@@ -73,14 +76,7 @@ fn causal_task_rebuilds_peft_rows_and_scores_them_as_pytorch() {
                 row[id as usize] as f64 - lse
             })
             .sum();
-        let prompt = reference.float("prompt").unwrap();
-        let params = Params {
-            prompt: be.upload(DType::F32, &prompt.data).unwrap(),
-            p: prompt.shape[0],
-            d: prompt.shape[1],
-            head: None,
-            prefix: None,
-        };
+        let params = common::reference_params(&be, &reference);
         let scores = task.scores(&be, &model, &params, &batch).unwrap();
         let err = Closeness::of(&[scores[1] as f64], &[want_score], SCALAR_FLOOR).rel_err;
         assert!(err < REL_TOL, "{name}: score {} vs {want_score}", scores[1]);
@@ -166,24 +162,6 @@ fn batched_generation_equals_each_row_alone() {
             assert!(err < 1e-5, "{name} row {bi}: logits rel err {err}");
         }
     }
-}
-
-fn softprompt(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Tweets with a complaint label, PEFT's guide in miniature (RAFT twitter_complaints).

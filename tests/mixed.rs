@@ -3,7 +3,8 @@
 //! each row the scores `Model::predict` gives its job's rows alone, within 1e-5 relative (the
 //! make-up of a batch changes the last bits); and `softprompt predict` with `--prompt name=dir`
 //! pairs writes what one run per prompt writes. `Model::step_mixed` over such a batch gives
-//! each job the loss and gradients `Model::step` gives on its rows alone.
+//! each job the loss and gradients `Model::step` gives on its rows alone. The same for T5
+//! `seq2seq` and decoder-only `causal` jobs (BLOOM's ALiBi, Llama's RoPE) on their fixtures.
 
 use softprompt::prelude::*;
 
@@ -380,6 +381,112 @@ fn cli_predict_over_named_prompts_equals_one_prompt_at_a_time() {
     );
 }
 
+/// A label job of the LM families (`seq2seq` on T5, `causal` on the decoders): rank
+/// classification over target texts of different token lengths, its own template.
+fn lm_labels(model: &Model, p: usize, seed: u64, three: bool) -> (Task, Prompt, Encoded) {
+    let (data, verbalizer, template) = if three {
+        let data = pairs(&[
+            ("the striker scored twice", "sport"),
+            ("rates rose again this quarter and then once more", "money"),
+            ("a telescope", "science"),
+        ]);
+        let v = [
+            ("sport", "football match"),
+            ("money", "bank"),
+            ("science", "the stars above us"),
+        ];
+        (data, v.to_vec(), "topic: {text} answer:")
+    } else {
+        let data = pairs(&[
+            ("a great film with a warm heart", "positive"),
+            ("bad", "negative"),
+            ("the plot drags and the actors look tired of it", "negative"),
+            ("quite good", "positive"),
+        ]);
+        (
+            data,
+            vec![("negative", "terrible film"), ("positive", "great")],
+            "review: {text}",
+        )
+    };
+    let opts = TaskOptions {
+        template: Some(template.into()),
+        verbalizer: Some(
+            (verbalizer.iter())
+                .map(|&(l, w)| (l.into(), w.into()))
+                .collect(),
+        ),
+        ..TaskOptions::default()
+    };
+    job(model, &opts, &data, p, seed)
+}
+
+/// A free-target job (each row its own target text): stepped mixed, predicted greedily alone.
+fn lm_free(model: &Model, p: usize, seed: u64) -> (Task, Prompt, Encoded) {
+    let data = pairs(&[
+        ("translate: the house", "das haus"),
+        ("translate: a very small dog in the garden", "ein hund"),
+        ("translate: good", "gut und schön, wirklich sehr gut"),
+    ]);
+    let opts = TaskOptions {
+        free_targets: true,
+        ..TaskOptions::default()
+    };
+    job(model, &opts, &data, p, seed)
+}
+
+/// T5 `seq2seq` and the decoders' `causal` jobs share batches: prompts of 3, 5 and 8 rows,
+/// label targets of different lengths and counts; each row's rank scores equal its prompt's
+/// own run's, and each job's loss and prompt gradient (free targets included) its own step's.
+#[test]
+fn lm_jobs_of_every_family_share_batches() {
+    for name in ["t5_v1_0", "t5_flan", "bloom", "llama"] {
+        let model = Model::open(common::fixture(name), Device::Cpu).unwrap();
+        let jobs = [
+            lm_labels(&model, 3, 21, false),
+            lm_labels(&model, 8, 22, true),
+            lm_labels(&model, 5, 23, false),
+        ];
+        for batch_size in [1, 4, 64] {
+            check_mixed(&model, &jobs, batch_size);
+        }
+        check_step_mixed(&model, &jobs);
+        let jobs = [
+            lm_labels(&model, 5, 24, true),
+            lm_free(&model, 3, 25),
+            lm_free(&model, 8, 26),
+        ];
+        check_step_mixed(&model, &jobs);
+        // one prompt length: the table without per-row lengths
+        let jobs = [lm_labels(&model, 4, 27, true), lm_free(&model, 4, 28)];
+        check_step_mixed(&model, &jobs);
+    }
+}
+
+/// Greedy jobs are predicted one job at a time beside the mixed ones: the same predictions
+/// as each job alone.
+#[test]
+fn greedy_lm_jobs_predict_alone_beside_mixed_ones() {
+    let model = Model::open(common::fixture("llama"), Device::Cpu).unwrap();
+    let jobs = [lm_labels(&model, 3, 31, false), lm_free(&model, 5, 32)];
+    let refs: Vec<(&Task, &Prompt)> = jobs.iter().map(|(t, p, _)| (t, p)).collect();
+    let rows = interleave(&[&jobs[0].2, &jobs[1].2]);
+    let mixed = model.predict_mixed(&refs, &rows, 8).unwrap();
+    let free = model
+        .predict(&jobs[1].0, &jobs[1].1, &jobs[1].2, 8)
+        .unwrap();
+    let got: Vec<&Prediction> = (rows.iter().zip(&mixed))
+        .filter(|((j, _), _)| *j == 1)
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(got.len(), free.len());
+    for (g, w) in got.iter().zip(&free) {
+        assert!(!w.ids.is_empty(), "greedy output");
+        assert_eq!(g.ids, w.ids);
+    }
+    check_mixed(&model, &jobs[..1], 8);
+}
+
 /// Through the kernels (the `emu` device, float32 build): the prompt table's gather in
 /// `embedding_fwd` gives each row its own prompt, of its own length, as on the CPU.
 #[cfg(feature = "emu")]
@@ -395,4 +502,14 @@ fn mixed_on_the_emu_device_equals_each_prompt_alone() {
     ];
     check_mixed(&model, &jobs, 64);
     check_step_mixed(&model, &jobs);
+    for name in ["t5_v1_1", "bloom", "llama"] {
+        let model = Model::open(common::fixture(name), device).unwrap();
+        let jobs = [
+            lm_labels(&model, 3, 41, false),
+            lm_labels(&model, 6, 42, true),
+            lm_free(&model, 4, 43),
+        ];
+        check_mixed(&model, &jobs[..2], 64);
+        check_step_mixed(&model, &jobs);
+    }
 }

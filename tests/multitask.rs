@@ -1,7 +1,8 @@
 //! Multi-task training (`Model::train_multi`, `softprompt train --task-data/--task-field`):
 //! a run of one task is `Model::train` bit for bit; a run stopped and resumed saves every
 //! task's prompt byte for byte as the run in one go; each task of a two-task run follows its
-//! own single-task run (the mixed batch changes the rounding only); and bad input is refused
+//! own single-task run (the mixed batch changes the rounding only), on BERT, T5 and the
+//! decoders; and bad input is refused
 //! naming the task, flag or file.
 
 use softprompt::prelude::*;
@@ -32,15 +33,28 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
-    let (train, dev) = (data("train.jsonl"), data("dev.jsonl"));
-    let pet = TaskOptions::default();
     let cls = TaskOptions {
         task: Some(TaskKind::Cls),
         template: Some("review: {text}".into()),
         ..TaskOptions::default()
     };
-    let tasks = [pet, cls]
+    fixture_of("bert_mlm", [TaskOptions::default(), cls])
+}
+
+/// Two tasks of the model's own kind (T5 `seq2seq`, decoders `causal`): the default template
+/// and another, each scoring the labels' texts.
+fn lm_fixture(name: &str) -> Fixture {
+    let other = TaskOptions {
+        template: Some("review: {text} sentiment:".into()),
+        ..TaskOptions::default()
+    };
+    fixture_of(name, [TaskOptions::default(), other])
+}
+
+fn fixture_of(name: &str, opts: [TaskOptions; 2]) -> Fixture {
+    let model = Model::open(common::fixture(name), Device::Cpu).unwrap();
+    let (train, dev) = (data("train.jsonl"), data("dev.jsonl"));
+    let tasks = opts
         .iter()
         .map(|o| {
             let t = model.task(o, Some(&train), 4).unwrap();
@@ -228,15 +242,26 @@ fn stopped_and_resumed_equals_one_go() {
 /// prompts agree closely, not bit for bit.
 #[test]
 fn each_task_follows_its_own_run() {
-    let f = fixture();
+    follows_its_own_run(&fixture(), "bert");
+}
+
+/// The same for T5 `seq2seq` and decoder-only `causal` tasks, whose steps mix too.
+#[test]
+fn each_lm_task_follows_its_own_run() {
+    for name in ["t5_flan", "llama", "bloom"] {
+        follows_its_own_run(&lm_fixture(name), name);
+    }
+}
+
+fn follows_its_own_run(f: &Fixture, tag: &str) {
     let cfg = cfg();
-    let multi = tmp("pair");
+    let multi = tmp(&format!("pair_{tag}"));
     let r = f
         .model
         .train_multi(&f.jobs(&["pet", "cls"]), &cfg, &multi, &mut |_, _| {})
         .unwrap();
     for (k, (task, tr, dv)) in f.tasks.iter().enumerate() {
-        let single = tmp(&format!("alone{k}"));
+        let single = tmp(&format!("alone{k}_{tag}"));
         let splits = Splits {
             train: tr,
             dev: Some(dv),
@@ -251,7 +276,7 @@ fn each_task_follows_its_own_run() {
             .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
             .fold(0.0f32, f32::max);
         // 6 Adam steps of lr 0.1 from gradients equal within 1e-5 relative (tests/mixed.rs)
-        assert!(err < 1e-4, "task {k}: prompts differ by {err}");
+        assert!(err < 1e-4, "{tag} task {k}: prompts differ by {err}");
         assert_eq!(s.best_step, r[k].1.best_step);
         assert_eq!(s.test.map(|m| m.accuracy), r[k].1.test.map(|m| m.accuracy));
         std::fs::remove_dir_all(&single).ok();

@@ -2,6 +2,9 @@
 //! generated data sets: PyTorch numbers for the PET and seq2seq scores, PEFT-saved prompts,
 //! the CLI's outputs, determinism, and resume after SIGKILL.
 
+mod common;
+
+use common::{softprompt, stdout_ok as ok};
 use softprompt::internals::backend::traits::*;
 use softprompt::internals::backend::DType;
 use softprompt::internals::closeness::{Closeness, SCALAR_FLOOR, TENSOR_FLOOR};
@@ -15,7 +18,7 @@ use softprompt::internals::train::{
 use softprompt::internals::weights::TensorFile;
 use softprompt::internals::CpuBackend;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 mod common;
 
@@ -65,24 +68,6 @@ fn sentiment_files(dir: &Path) -> (PathBuf, PathBuf) {
     write_jsonl(&train, &rows[..36]);
     write_jsonl(&dev, &rows[36..]);
     (train, dev)
-}
-
-fn softprompt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_softprompt"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn s(p: &Path) -> &str {

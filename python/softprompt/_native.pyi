@@ -30,6 +30,9 @@ class Task:
     @property
     def label_words(self) -> List[str]:
         """The labels' words (pet) or target texts (seq2seq, causal)."""
+    @property
+    def target_end(self) -> str:
+        """causal: what follows each target (eos, pad or none)."""
 
 class Prompt:
     """A soft prompt: P rows of the model's width, float32, on the host."""
@@ -134,6 +137,7 @@ class Model:
         max_len: Optional[int] = None,
         max_target_len: Optional[int] = None,
         decode: Optional[str] = None,
+        target_end: Optional[str] = None,
         format: Optional[str] = None,
         text_field: str = "text",
         label_field: str = "label",
@@ -231,6 +235,7 @@ class Model:
         max_len: Optional[int] = None,
         max_target_len: Optional[int] = None,
         decode: Optional[str] = None,
+        target_end: Optional[str] = None,
         format: Optional[str] = None,
         text_field: str = "text",
         label_field: str = "label",

@@ -79,7 +79,7 @@ impl<'py> Kw<'py> {
     }
 
     /// The task flags (`task`, `template`, `labels`, `verbalizer`, `pooling`, `free_targets`,
-    /// `max_len`, `max_target_len`, `decode`) as `TaskOptions`.
+    /// `max_len`, `max_target_len`, `decode`, `target_end`) as `TaskOptions`.
     pub fn task_options(&mut self) -> PyResult<TaskOptions> {
         let labels = match self.take_any("labels")? {
             None => None,
@@ -112,6 +112,7 @@ impl<'py> Kw<'py> {
             max_len: self.uint("max_len")?,
             max_target_len: self.uint("max_target_len")?,
             decode: parse(self.take::<String>("decode")?, "--decode")?,
+            target_end: parse(self.take::<String>("target_end")?, "--target-end")?,
         })
     }
 

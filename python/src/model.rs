@@ -152,9 +152,9 @@ impl PyModel {
     }
 
     /// The task a new prompt of `prompt_len` rows trains: the task flags (task, template,
-    /// labels, verbalizer, pooling, free_targets, max_len, max_target_len, decode) over the
-    /// model's defaults, the labels from `data` (a file or (text, label) pairs) when nothing
-    /// else gives them.
+    /// labels, verbalizer, pooling, free_targets, max_len, max_target_len, decode,
+    /// target_end) over the model's defaults, the labels from `data` (a file or (text, label)
+    /// pairs) when nothing else gives them.
     #[pyo3(signature = (data=None, prompt_len=20, **kwargs))]
     fn task(
         &self,

@@ -44,6 +44,12 @@ impl PyTask {
         self.inner.spec().label_words.clone()
     }
 
+    /// causal: what follows each target (eos, pad or none).
+    #[getter]
+    fn target_end(&self) -> &'static str {
+        self.inner.spec().target_end.name()
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Task({}, template {:?}, labels {:?})",

@@ -18,10 +18,11 @@ impl Model {
     /// Every row's prediction, in input order, where each row names the job it belongs to: an
     /// index into `jobs`, each a task with its prompt. Jobs may differ in task (template,
     /// labels, verbalizer, `cls` head) on this one model; encode each row with its own job's
-    /// task ([`Model::encode`]). Batches of up to `batch_size` rows mix jobs: on BERT (`pet`,
-    /// `cls`) the rows of every job share batches, each row reading its own prompt (of its
-    /// own length) from a table on the device and scored by its own job; `seq2seq`
-    /// and `causal` jobs are predicted one job at a time. The scores equal those of
+    /// task ([`Model::encode`]). Batches of up to `batch_size` rows mix jobs: the rows of
+    /// every job share batches, each row reading its own prompt (of its own length) from a
+    /// table on the device and scored by its own job (BERT `pet`, `cls`; T5 `seq2seq` and
+    /// decoder-only `causal` by rank classification over its own label targets); jobs that
+    /// decode greedily are predicted one job at a time. The scores equal those of
     /// [`Model::predict`] on each job's rows alone within 1e-5 relative (the make-up of a
     /// batch changes the last bits). A row naming no job is an error naming the row.
     pub fn predict_mixed(
@@ -41,9 +42,10 @@ impl Model {
     /// index into `jobs`, each a task with its prompt): one [`StepOutput`] a job, in the order
     /// of `jobs`, holding that job's mean loss over its own rows, the gradients of its prompt
     /// (and `cls` head), and its rows' real tokens. Nothing is updated: a multi-task loop
-    /// applies each job's gradients to its own prompt. On BERT (`pet`, `cls`) the rows of every
-    /// job run as one batch (one encoder pass, each row reading its own prompt of its own
-    /// length), `seq2seq` and `causal` jobs one job at a time. Each job's output
+    /// applies each job's gradients to its own prompt. The rows of every job run as one batch
+    /// (one pass of the model, each row reading its own prompt of its own length; BERT `pet`
+    /// and `cls`, T5 `seq2seq` and decoder-only `causal` alike), each job's loss the mean over
+    /// its own rows (its own target tokens on T5 and the decoders). Each job's output
     /// equals [`Model::step`] on its rows alone within 1e-5 relative. A job's loss is not
     /// weighted by its share of the batch: the batch's mean loss would scale job j's
     /// gradients by its rows over the batch's rows, and change nothing else. A job with no

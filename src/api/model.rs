@@ -310,7 +310,8 @@ impl Model {
 
     /// Greedy generation behind the prompt on a decoder-only model, the texts through the
     /// task's template in one left-padded batch (each row gives the tokens it gives alone),
-    /// with the KV cache. Each row stops at the model's end-of-sequence token or after
+    /// with the KV cache. Each row stops at the task's stop token (the model's
+    /// end-of-sequence tokens, or the pad token under `--target-end pad`) or after
     /// `max_new_tokens`.
     ///
     /// ```
@@ -362,12 +363,7 @@ impl Model {
             let rows: Vec<Vec<i32>> = enc.rows.iter().map(|r| r.ids.clone()).collect();
             let opts = GenerateOptions {
                 max_new_tokens,
-                stop: decoder
-                    .cfg
-                    .eos_token_ids
-                    .iter()
-                    .map(|&e| e as i32)
-                    .collect(),
+                stop: task.inner.stop_ids(&decoder.cfg),
                 placement,
                 keep_logits: false,
             };
@@ -582,6 +578,7 @@ fn blame_saved(e: Error, opts: &TaskOptions, task_json: &Path) -> Error {
         "--max-len" => opts.max_len.is_some(),
         "--max-target-len" => opts.max_target_len.is_some(),
         "--decode" => opts.decode.is_some(),
+        "--target-end" => opts.target_end.is_some(),
         _ => true,
     };
     if given {

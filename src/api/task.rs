@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 use crate::models::heads::Pooling;
 use crate::train::data::Dataset;
-use crate::train::spec::{parse_verbalizer, Decode, TaskKind, TaskSpec, TEXT_SLOT};
+use crate::train::spec::{parse_verbalizer, Decode, TargetEnd, TaskKind, TaskSpec, TEXT_SLOT};
 use crate::train::{self, Model};
 use crate::Backend;
 
@@ -37,6 +37,9 @@ pub struct TaskOptions {
     pub max_target_len: Option<usize>,
     /// seq2seq and causal prediction
     pub decode: Option<Decode>,
+    /// causal: the token after each target (default eos; pad reproduces PEFT's causal-LM
+    /// guide; none appends nothing)
+    pub target_end: Option<TargetEnd>,
 }
 
 impl TaskOptions {
@@ -169,6 +172,12 @@ fn check_applies(opts: &TaskOptions, kind: TaskKind) -> Result<()> {
             to_targets,
         ),
         ("--decode", opts.decode.is_some(), targets, to_targets),
+        (
+            "--target-end",
+            opts.target_end.is_some(),
+            kind == TaskKind::Causal,
+            "causal",
+        ),
     ];
     match checks
         .iter()
@@ -204,6 +213,9 @@ fn apply_options(opts: &TaskOptions, spec: &mut TaskSpec) {
     }
     if let Some(d) = opts.decode {
         spec.decode = d;
+    }
+    if let Some(e) = opts.target_end {
+        spec.target_end = e;
     }
 }
 

@@ -41,8 +41,9 @@ impl Model {
     /// alone with `cfg` (and its own `prompt_len` and `init`): its own batch plan drawn from
     /// `cfg.seed`, its own optimizer state and schedule, dev evaluation, best prompt and early
     /// stopping. Each step runs the next batch of every task still training as one mixed
-    /// batch ([`Model::step_mixed`]: on BERT `pet`/`cls`, one encoder pass per prompt length,
-    /// each task's loss and gradients from its own rows), and steps each task's optimizer on
+    /// batch ([`Model::step_mixed`]: one pass of the model whatever the prompt lengths, BERT,
+    /// T5 or decoder-only, each task's loss and gradients from its own rows), and steps each
+    /// task's optimizer on
     /// its own gradients. A task that stops early is frozen and its rows leave the batches;
     /// the run ends when every task has stopped. Each task's kept prompt is a PEFT adapter
     /// folder `out/<name>/` (with task.json and, for `cls`, its head), so

@@ -129,6 +129,13 @@ pub struct TaskArgs {
     /// seq2seq and causal prediction: rank (score each label's target) or greedy
     #[arg(long)]
     pub decode: Option<String>,
+    /// causal: the token after each target, labelled and counted in the loss, and where
+    /// generation stops: eos (the model's end-of-sequence token; the default), pad (the
+    /// tokenizer's pad token, as PEFT's causal-LM guide appends `tokenizer.pad_token_id` and
+    /// generates with `eos_token_id=pad`) or none (the target text alone). Recorded in
+    /// task.json, so eval, predict, generate and serve use it
+    #[arg(long)]
+    pub target_end: Option<String>,
 }
 
 impl TaskArgs {
@@ -148,6 +155,7 @@ impl TaskArgs {
             max_len: self.max_len,
             max_target_len: self.max_target_len,
             decode: self.decode.as_deref().map(str::parse).transpose()?,
+            target_end: self.target_end.as_deref().map(str::parse).transpose()?,
         })
     }
 }

@@ -19,7 +19,8 @@ pub struct Args {
     /// model folder (default: the one recorded with the prompt)
     #[arg(long)]
     model: Option<PathBuf>,
-    /// tokens to generate per text at most (a text stops at the end-of-sequence token)
+    /// tokens to generate per text at most (a text stops at the end-of-sequence token, or at
+    /// the pad token for a prompt trained with --target-end pad)
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
     /// tokens: the prompt right before each text's tokens (each row as alone); peft: before

@@ -5,7 +5,7 @@ use super::common::{fail, DataArgs, DeviceArgs, MethodArgs, TaskArgs};
 use softprompt::internals::train::outdir;
 use softprompt::{
     ConsoleProgress, Encoded, Error, Model, OptimConfig, OptimKind, PromptInit, Recompute, Result,
-    Splits, Summary, Task, TaskKind, TaskSpec, TrainConfig,
+    Splits, Summary, TargetEnd, Task, TaskKind, TaskSpec, TrainConfig,
 };
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -212,7 +212,12 @@ fn describe(s: &TaskSpec) -> String {
     let label_words: Vec<String> = (s.labels.iter().zip(&s.label_words))
         .map(|(l, w)| format!("{l}={w}"))
         .collect();
-    match s.kind {
+    let end = match (s.kind, s.target_end) {
+        (TaskKind::Causal, TargetEnd::Pad) => ", each target ending with the pad token",
+        (TaskKind::Causal, TargetEnd::None) => ", targets with no end token",
+        _ => "",
+    };
+    let what = match s.kind {
         TaskKind::Pet => format!(
             "pet, template {:?}, verbalizer {:?}",
             s.template, label_words
@@ -230,7 +235,8 @@ fn describe(s: &TaskSpec) -> String {
             s.template,
             label_words
         ),
-    }
+    };
+    what + end
 }
 
 fn train_config(a: &Args) -> Result<TrainConfig> {

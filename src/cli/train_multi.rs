@@ -298,10 +298,11 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
                 "free_targets" => f.free_targets = x.as_bool().ok_or_else(|| bad("true or false"))?,
                 "max_len" => f.max_len = Some(count()?),
                 "max_target_len" => f.max_target_len = Some(count()?),
+                "target_end" => f.target_end = Some(text()?),
                 "prompt_len" => t.prompt_len = Some(count()?),
                 "init" => init = Some(text()?),
                 "init_text" => init_text = Some(text()?),
-                _ => return Err(Error::file(path, format!("task \"{name}\": unknown setting `{k}` (expected task, template, labels, verbalizer, pooling, free_targets, max_len, max_target_len, prompt_len, init, init_text)"))),
+                _ => return Err(Error::file(path, format!("task \"{name}\": unknown setting `{k}` (expected task, template, labels, verbalizer, pooling, free_targets, max_len, max_target_len, target_end, prompt_len, init, init_text)"))),
             }
         }
         if init.is_some() || o.contains_key("init_text") {

@@ -117,6 +117,69 @@ pub fn prompt_key_mask(batch: &TokenBatch, p: usize) -> Vec<i32> {
     mask
 }
 
+/// Rows that mix prompts, on the host: row b reads prompt `idx[b]` of a table of `k` (K, P, C)
+/// and, when lengths differ, only its first `lens[b]` <= P rows (the table padded to the
+/// longest prompt): the row is then [its P_b prompt rows, its tokens, P - P_b padding rows].
+#[derive(Clone, Copy, Debug)]
+pub struct MixedPrompts<'a> {
+    pub idx: &'a [i32], // (B)
+    pub k: usize,
+    pub lens: Option<&'a [usize]>, // (B)
+}
+
+/// Which prompt of the table each row reads, on the device, as `embedding_fwd` and
+/// `prompt_grad_bwd` take it: K = 1 and no index for one prompt.
+pub struct PromptRows<B: Backend> {
+    pub k: usize,
+    pub idx: Option<B::Buf>,  // (B) I32
+    pub lens: Option<B::Buf>, // (B) I32
+}
+
+impl<B: Backend> PromptRows<B> {
+    /// One prompt: every row reads all P rows of prompt 0.
+    pub fn one() -> Self {
+        PromptRows {
+            k: 1,
+            idx: None,
+            lens: None,
+        }
+    }
+
+    /// `mix` for a batch of `b` rows and a table of `p` rows, checked (index against K,
+    /// lengths against P).
+    pub fn upload(be: &B, mix: &MixedPrompts, b: usize, p: usize) -> Result<Self> {
+        crate::error::ensure_len("prompt index", b, mix.idx.len())?;
+        crate::backend::check_ids("prompt index", mix.idx, mix.k)?;
+        let lens = match mix.lens {
+            Some(lens) => {
+                crate::error::ensure_len("prompt lengths", b, lens.len())?;
+                let lens: Vec<i32> = lens.iter().map(|&l| l as i32).collect();
+                crate::backend::check_prompt_lens(&lens, p)?;
+                Some(be.upload_i32(&lens)?)
+            }
+            None => None,
+        };
+        Ok(PromptRows {
+            k: mix.k,
+            idx: Some(be.upload_i32(mix.idx)?),
+            lens,
+        })
+    }
+}
+
+/// The key mask (B, P + T) of rows whose prompts are `lens[b]` <= P rows long: [P_b ones, the
+/// row's mask, P - P_b zeros].
+pub fn mixed_key_mask(mask: &[i32], t: usize, p: usize, lens: &[usize]) -> Vec<i32> {
+    let mut key_mask = Vec::with_capacity(lens.len() * (p + t));
+    for (bi, &pb) in lens.iter().enumerate() {
+        key_mask.extend(std::iter::repeat_n(1, pb));
+        let row = mask.get(bi * t..(bi + 1) * t).unwrap_or_default();
+        key_mask.extend(row.iter().map(|&m| (m != 0) as i32));
+        key_mask.extend(std::iter::repeat_n(0, p.saturating_sub(pb)));
+    }
+    key_mask
+}
+
 /// Allocates a zeroed buffer.
 pub(crate) fn zeros<B: Backend>(be: &B, dtype: DType, len: usize) -> Result<B::Buf> {
     be.zeros(dtype, len)

@@ -3,13 +3,41 @@
 //! only the rows a loss reads are computed (T5's decoder rows, a causal LM's target rows).
 //! Vocabularies of 128k–250k make the full logits the largest tensor of a step otherwise.
 
-use crate::backend::{Backend, DType};
+use crate::backend::{Backend, DType, IGNORE_INDEX};
 use crate::error::Result;
 use crate::models::common::zeros;
 
 /// Rows per LM-head chunk: `budget` bytes of float32 logits at a time.
 pub fn lm_chunk_rows(budget: usize, v: usize, rows: usize) -> usize {
     (budget / (4 * v.max(1))).clamp(1, rows.max(1))
+}
+
+/// One part of a batch's LM loss (one job's): flat rows of the hidden states (N, C) and their
+/// targets (-100 ignored).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LossRows {
+    pub rows: Vec<i32>,
+    pub targets: Vec<i32>,
+}
+
+/// `rows` and their `targets` split by job: flat row r lies in batch row r / `width`, whose
+/// job is `slot[r / width]` of `k` (a row of no job is dropped). In row order within a part.
+pub fn split_by_job(
+    rows: &[i32],
+    targets: &[i32],
+    width: usize,
+    slot: &[i32],
+    k: usize,
+) -> Vec<LossRows> {
+    let mut parts = vec![LossRows::default(); k];
+    for (&r, &target) in rows.iter().zip(targets) {
+        let job = slot.get(r as usize / width.max(1)).copied().unwrap_or(-1);
+        if let Some(part) = usize::try_from(job).ok().and_then(|j| parts.get_mut(j)) {
+            part.rows.push(r);
+            part.targets.push(target);
+        }
+    }
+    parts
 }
 
 /// The head: weight (V, C), the scale applied to the hidden rows before it (T5 v1.0's
@@ -84,6 +112,49 @@ impl<B: Backend> LmHead<'_, B> {
             be.scatter_rows_bwd(&mut dhidden, &dh, &idx, m, c)?;
         }
         Ok((loss, dhidden))
+    }
+
+    /// The mean cross-entropy over the targets != -100 at `rows` of hidden (N, C), forward
+    /// and backward: returns the mean loss and d mean / d hidden (N, C).
+    pub fn mean_loss_fwd_bwd(
+        &self,
+        be: &B,
+        hidden: &B::Buf,
+        n: usize,
+        rows: &[i32],
+        targets: &[i32],
+        capture: Option<&mut Vec<f32>>,
+    ) -> Result<(f64, B::Buf)> {
+        let count = targets.iter().filter(|&&t| t != IGNORE_INDEX).count();
+        let grad_scale = 1.0 / count.max(1) as f64;
+        let (loss, dhidden) =
+            self.loss_fwd_bwd(be, hidden, n, rows, targets, grad_scale, capture)?;
+        Ok((loss * grad_scale, dhidden))
+    }
+
+    /// Each part's mean cross-entropy (`mean_loss_fwd_bwd` over its rows and targets), and
+    /// d (Σ of the parts' means) / d hidden (N, C): several jobs' losses over one batch, each
+    /// job's gradient that of its own mean.
+    pub fn parts_loss_fwd_bwd(
+        &self,
+        be: &B,
+        hidden: &B::Buf,
+        n: usize,
+        parts: &[LossRows],
+    ) -> Result<(Vec<f64>, B::Buf)> {
+        let mut dhidden = zeros(be, be.act_dtype(), n * self.c)?;
+        let mut losses = Vec::with_capacity(parts.len());
+        for part in parts {
+            if part.rows.is_empty() {
+                losses.push(0.0);
+                continue;
+            }
+            let (loss, d) =
+                self.mean_loss_fwd_bwd(be, hidden, n, &part.rows, &part.targets, None)?;
+            be.add_inplace(&mut dhidden, &d, n * self.c)?;
+            losses.push(loss);
+        }
+        Ok((losses, dhidden))
     }
 
     /// Forward only: each row's cross-entropy (0 where the target is -100), in the same

@@ -19,7 +19,7 @@ pub mod prefix;
 mod prefix_inputs;
 pub mod t5;
 
-pub use common::{Capture, Recompute, TokenBatch, MAX_TOKENS};
+pub use common::{Capture, MixedPrompts, PromptRows, Recompute, TokenBatch, MAX_TOKENS};
 pub use model::{Model, Tuning};
 pub use objective::{Objective, StepOutput};
 pub use prefix::{Placement, PrefixSpec};

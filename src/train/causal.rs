@@ -110,7 +110,7 @@ impl Task {
     }
 
     /// `causal`: greedy generation of at most max_target_len tokens after each row, in one
-    /// left-padded batch with the KV cache; the ids (ending with the end-of-sequence token
+    /// left-padded batch with the KV cache; the ids (ending with the stop token, `stop_ids`,
     /// when it was produced) and their summed log-probability.
     pub(super) fn causal_greedy<B: Backend>(
         &self,
@@ -122,11 +122,7 @@ impl Task {
         refuse_prefix(params, "greedy generation")?;
         let opts = GenerateOptions {
             max_new_tokens: self.spec.max_target_len.max(1),
-            stop: if self.eos_id >= 0 {
-                vec![self.eos_id]
-            } else {
-                Vec::new()
-            },
+            stop: self.stop_ids(&m.cfg),
             ..Default::default()
         };
         let g = m.generate(

@@ -301,7 +301,7 @@ pub(super) fn encoder_hidden<B: Backend>(
 
 /// `seq2seq`: the encoder output (B, T, C) of `inp`, computed on the first call and kept in
 /// `slot`: the encoder input does not change between the decoder passes of one batch.
-fn encoder_once<'s, B: Backend>(
+pub(super) fn encoder_once<'s, B: Backend>(
     slot: &'s mut Option<B::Buf>,
     be: &B,
     m: &T5<B>,

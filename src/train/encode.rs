@@ -115,10 +115,7 @@ impl Task {
             if let Some(label) = &ex.label {
                 if self.spec.free_targets {
                     let mut t = self.target_ids(tok, label).map_err(at)?;
-                    if t.len() > self.spec.max_target_len {
-                        let last = *t.last().unwrap_or(&self.eos_id);
-                        t.truncate(self.spec.max_target_len - 1);
-                        t.push(last);
+                    if self.cut_target(&mut t) {
                         enc.truncated_targets += 1;
                     }
                     row.target = t;

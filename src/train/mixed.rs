@@ -1,15 +1,18 @@
 //! Many prompts, one frozen model: prediction and the training step over rows of several jobs
-//! (each a task and its prompt), batches mixing jobs. The jobs' prompts sit in one table on the device (K, P, C),
-//! each row reads its own (`embedding_fwd`'s prompt index), and each row is scored by its own
-//! job's verbalizer or `cls` head. BERT's `pet` and `cls` jobs mix whatever their prompt
-//! lengths: the table is padded to the longest prompt P, and when lengths differ row b is
-//! [its P_b prompt rows, its tokens from position P_b on, P - P_b masked padding rows]
-//! (`embedding_fwd`'s prompt lengths, `BertInputs::with_prompt_lens`), so each row computes
-//! what its prompt's own batch computes; `seq2seq` and `causal` jobs are predicted one job at
-//! a time. The step runs the same way:
-//! one encoder forward over the table, each job's loss and head gradient on its own rows, one
-//! encoder backward whose table gradient (K, P, C) holds every prompt's (`prompt_grad_bwd`
-//! sums each prompt's rows).
+//! (each a task and its prompt), batches mixing jobs. The jobs' prompts sit in one table on the
+//! device (K, P, C), each row reads its own (`embedding_fwd`'s prompt index), and each row is
+//! scored by its own job. Prompt lengths may differ: the table is padded to the longest prompt
+//! P, and when lengths differ row b is [its P_b prompt rows, its tokens from position P_b on,
+//! P - P_b masked padding rows] (`embedding_fwd`'s prompt lengths), so each row computes what
+//! its prompt's own batch computes. Every family mixes: BERT's `pet` and `cls` jobs (here: the
+//! verbalizer or `cls` head per job; `BertInputs::with_prompt_lens`), T5's `seq2seq` and the
+//! decoder-only models' `causal` jobs (`mixed_lm.rs`: rank classification with each row's own
+//! label targets, the LM loss split per job; `T5Inputs::with_prompts`,
+//! `Decoder::upload_mixed_inputs`, PEFT's CAUSAL_LM placement kept per row). Greedy decoding
+//! (free targets, `--decode greedy`) predicts one job at a time. The step runs the same way:
+//! one forward over the table, each job's loss and head gradient on its own rows, one backward
+//! whose table gradient (K, P, C) holds every prompt's (`prompt_grad_bwd` sums each prompt's
+//! rows).
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
 // expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
 #![cfg_attr(
@@ -20,8 +23,9 @@
 use super::decode::{encoder_hidden, Prediction, RowLayout};
 use super::encode::{Batch, Encoded, Row};
 use super::eval::predict_all;
+use super::mixed_lm;
 use super::model::Model;
-use super::spec::TaskKind;
+use super::spec::{Decode, TaskKind};
 use super::step::{check_labels, cls_head, Grads, Params};
 use super::task::{job, Job, Task};
 use crate::backend::{Backend, DType};
@@ -29,7 +33,9 @@ use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::bert::{self, Bert};
 use crate::models::cls_head::ClsHead;
+use crate::models::decoder::Decoder as DecoderLm;
 use crate::models::heads::{self, Decoder};
+use crate::models::t5::T5;
 use crate::models::Recompute;
 use std::path::PathBuf;
 
@@ -50,12 +56,19 @@ pub fn predict_mixed<B: Backend>(
     }
     check_rows(jobs.len(), rows)?;
     let mut out: Vec<Option<Prediction>> = vec![None; rows.len()];
-    for group in groups(model, jobs) {
+    for group in groups(model, jobs, false) {
         let Some(g) = GroupRows::new(rows, &group) else {
             continue;
         };
-        let preds = match mixable(model, jobs, &group) {
-            Some(m) => predict_group(be, model, m, jobs, &group, &g, batch_size)?,
+        let gr = Group {
+            jobs,
+            group: &group,
+            rows: &g,
+        };
+        let preds = match mixable(model, jobs, &group, false) {
+            Some(Mix::Bert(m)) => predict_group(be, model, m, &gr, batch_size)?,
+            Some(Mix::T5(m)) => mixed_lm::predict_t5(be, model, m, &gr, batch_size)?,
+            Some(Mix::Causal(m)) => mixed_lm::predict_causal(be, model, m, &gr, batch_size)?,
             None => {
                 let (task, params) = one_job(jobs, &group)?;
                 predict_all(be, model, task, params, &g.enc, batch_size)?
@@ -82,13 +95,44 @@ fn check_rows(n: usize, rows: &[(usize, Row)]) -> Result<()> {
 }
 
 /// The rows of one group of jobs, in input order.
-struct GroupRows {
+pub(super) struct GroupRows {
     /// (R) each row's index in the caller's rows
     members: Vec<usize>,
     /// (R) the rows
-    enc: Encoded,
+    pub enc: Encoded,
     /// (R) each row's slot in the group's prompt table (its job's place in the group)
-    slot: Vec<i32>,
+    pub slot: Vec<i32>,
+}
+
+/// A group of jobs that share batches, and its rows.
+pub(super) struct Group<'g, 'a, B: Backend> {
+    pub jobs: &'g [MixJob<'a, B>],
+    /// the jobs (indices into `jobs`), in the table's order
+    pub group: &'g [usize],
+    pub rows: &'g GroupRows,
+}
+
+impl<'a, B: Backend> Group<'_, 'a, B> {
+    /// The group's k-th job.
+    pub fn job(&self, k: usize) -> Result<MixJob<'a, B>> {
+        (self.group.get(k).and_then(|&j| self.jobs.get(j)).copied())
+            .ok_or_else(|| Error::arg("jobs", format!("job {k} of the group is missing")))
+    }
+
+    /// The task of each of `idx`'s rows (B): slot idx[b] of the group.
+    pub fn row_tasks(&self, idx: &[i32]) -> Result<Vec<&'a Task>> {
+        idx.iter().map(|&k| Ok(self.job(k as usize)?.0)).collect()
+    }
+
+    /// The table's P (the longest prompt) and each job's length when they differ.
+    pub fn lens(&self) -> (usize, Option<Vec<usize>>) {
+        group_lens(self.jobs, self.group)
+    }
+
+    /// The group's prompts as one table (K, P, C) on the device.
+    pub fn table(&self, be: &B, p: usize, c: usize) -> Result<B::Buf> {
+        prompt_table(be, self.jobs, self.group, p, c)
+    }
 }
 
 impl GroupRows {
@@ -132,11 +176,11 @@ fn prompt_table<B: Backend>(
     be.upload(DType::F32, &table)
 }
 
-/// The jobs that share batches: every BERT `pet`/`cls` job together, every other job alone.
-fn groups<B: Backend>(model: &Model<B>, jobs: &[MixJob<'_, B>]) -> Vec<Vec<usize>> {
+/// The jobs that share batches (`mixable`) together, every other job alone.
+fn groups<B: Backend>(model: &Model<B>, jobs: &[MixJob<'_, B>], step: bool) -> Vec<Vec<usize>> {
     let (mut mixed, mut alone) = (Vec::new(), Vec::new());
     for j in 0..jobs.len() {
-        match mixable(model, jobs, &[j]) {
+        match mixable(model, jobs, &[j], step) {
             Some(_) => mixed.push(j),
             None => alone.push(vec![j]),
         }
@@ -180,21 +224,34 @@ fn group_inputs<B: Backend>(
     Ok((inp.with_prompt_lens(be, &lens)?, Some(lens)))
 }
 
-/// The BERT model when every job of `group` scores labels from its encoder's hidden states
-/// (`pet` or `cls`, no free targets).
+/// The model a group of mixed jobs runs on.
+enum Mix<'m, B: Backend> {
+    Bert(&'m Bert<B>),
+    T5(&'m T5<B>),
+    Causal(&'m DecoderLm<B>),
+}
+
+/// The model when every job of `group` can share batches: BERT `pet`/`cls` (no free
+/// targets), T5 `seq2seq` and decoder-only `causal` jobs; in prediction (`step` false) only
+/// jobs scored by rank classification (greedy decoding runs one job at a time).
 fn mixable<'m, B: Backend>(
     model: &'m Model<B>,
     jobs: &[MixJob<'_, B>],
     group: &[usize],
-) -> Option<&'m Bert<B>> {
-    let mut bert = None;
+    step: bool,
+) -> Option<Mix<'m, B>> {
+    let mut mix = None;
     for (task, _) in group.iter().filter_map(|&j| jobs.get(j)) {
-        match job(task.spec.kind, model) {
-            Ok(Job::Pet(m) | Job::Cls(m)) if !task.spec.free_targets => bert = Some(m),
+        let spec = &task.spec;
+        let ranked = !spec.free_targets && spec.decode != Decode::Greedy;
+        mix = match job(spec.kind, model) {
+            Ok(Job::Pet(m) | Job::Cls(m)) if !spec.free_targets => Some(Mix::Bert(m)),
+            Ok(Job::Seq2Seq(m)) if step || ranked => Some(Mix::T5(m)),
+            Ok(Job::Causal(m)) if step || ranked => Some(Mix::Causal(m)),
             _ => return None,
-        }
+        };
     }
-    bert
+    mix
 }
 
 fn one_job<'a, B: Backend>(jobs: &[MixJob<'a, B>], group: &[usize]) -> Result<MixJob<'a, B>> {
@@ -209,18 +266,56 @@ fn predict_group<B: Backend>(
     be: &B,
     model: &Model<B>,
     m: &Bert<B>,
-    jobs: &[MixJob<'_, B>],
-    group: &[usize],
-    g: &GroupRows,
+    gr: &Group<'_, '_, B>,
     batch_size: usize,
 ) -> Result<Vec<Prediction>> {
-    let (first, _) = one_job(jobs, group)?;
-    let (p, job_lens) = group_lens(jobs, group);
-    let enc = &g.enc;
-    let table = prompt_table(be, jobs, group, p, m.cfg.hidden_size)?;
+    let (p, job_lens) = gr.lens();
+    let table = gr.table(be, p, m.cfg.hidden_size)?;
+    let k = gr.group.len();
+    predict_chunks(be, model, gr, batch_size, 0, |batch, idx| {
+        let (inp, lens) = group_inputs(be, m, batch, idx, k, p, job_lens.as_deref())?;
+        let lay = RowLayout {
+            p,
+            lens: lens.as_deref(),
+        };
+        let hidden = encoder_hidden(be, m, &table, &inp)?;
+        let mut out = vec![None; idx.len()];
+        for kj in 0..k {
+            let mine = rows_of(idx, kj);
+            if mine.is_empty() {
+                continue;
+            }
+            let (task, params) = gr.job(kj)?;
+            let scores = task.class_scores_of(be, m, params, &lay, batch, &hidden, &mine)?;
+            for (&r, pred) in mine.iter().zip(task.classified(&scores)) {
+                if let Some(at) = out.get_mut(r) {
+                    *at = Some(pred);
+                }
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// The rows of `gr`, sorted by length into batches of at most `batch_size` that mix its jobs
+/// (the memory checked for `target` decoder or target positions); `score` predicts each
+/// batch row (in batch order) from the batch and each row's slot in the table (B). Returns
+/// the predictions in the rows' order.
+pub(super) fn predict_chunks<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    gr: &Group<'_, '_, B>,
+    batch_size: usize,
+    target: usize,
+    mut score: impl FnMut(&Batch, &[i32]) -> Result<Vec<Option<Prediction>>>,
+) -> Result<Vec<Prediction>> {
+    let (first, _) = gr.job(0)?;
+    let (p, _) = gr.lens();
+    let (enc, slot) = (&gr.rows.enc, &gr.rows.slot);
     let longest = enc.rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+    let target = (enc.rows.iter().map(|r| r.target.len()).max()).map_or(target, |t| t.max(target));
     let rows = batch_size.min(enc.rows.len());
-    model.check_step_memory(be, rows, p + longest, 0, "--batch-size")?;
+    model.check_step_memory(be, rows, p + longest, target, "--batch-size")?;
     let mut order: Vec<u32> = (0..enc.rows.len() as u32).collect();
     order.sort_by_key(|&i| enc.rows.get(i as usize).map_or(0, |r| r.ids.len()));
     let mut out: Vec<Option<Prediction>> = vec![None; enc.rows.len()];
@@ -228,25 +323,11 @@ fn predict_group<B: Backend>(
         // every task of one model pads alike: the first one builds the batch
         let batch = first.batch(enc, chunk)?;
         let idx: Vec<i32> = (chunk.iter())
-            .map(|&i| g.slot.get(i as usize).copied().unwrap_or(0))
+            .map(|&i| slot.get(i as usize).copied().unwrap_or(0))
             .collect();
-        let (inp, lens) = group_inputs(be, m, &batch, &idx, group.len(), p, job_lens.as_deref())?;
-        let lay = RowLayout {
-            p,
-            lens: lens.as_deref(),
-        };
-        let hidden = encoder_hidden(be, m, &table, &inp)?;
-        for (k, (task, params)) in group.iter().filter_map(|&j| jobs.get(j)).enumerate() {
-            let mine = rows_of(&idx, k);
-            if mine.is_empty() {
-                continue;
-            }
-            let scores = task.class_scores_of(be, m, params, &lay, &batch, &hidden, &mine)?;
-            for (&r, pred) in mine.iter().zip(task.classified(&scores)) {
-                let at = chunk.get(r).and_then(|&i| out.get_mut(i as usize));
-                if let Some(at) = at {
-                    *at = Some(pred);
-                }
+        for (&i, pred) in chunk.iter().zip(score(&batch, &idx)?) {
+            if let Some(at) = out.get_mut(i as usize) {
+                *at = pred;
             }
         }
     }
@@ -258,6 +339,17 @@ fn rows_of(idx: &[i32], k: usize) -> Vec<usize> {
     (0..idx.len())
         .filter(|&r| idx.get(r) == Some(&(k as i32)))
         .collect()
+}
+
+/// Each row's prompt length (B) from its slot `idx` (B) and each job's `job_lens`, when
+/// they differ.
+pub(super) fn row_lens(idx: &[i32], job_lens: Option<&[usize]>) -> Option<Vec<usize>> {
+    let job_lens = job_lens?;
+    Some(
+        (idx.iter())
+            .map(|&s| job_lens.get(s as usize).copied().unwrap_or(0))
+            .collect(),
+    )
 }
 
 /// One job's part of a mixed training step.
@@ -272,12 +364,12 @@ pub struct JobStep<B: Backend> {
 
 /// One training step over `rows` (one batch) that name their job: each job's mean loss over
 /// its own rows and its gradients, as `Task::loss_and_grad` gives on those rows alone. The
-/// rows of BERT `pet`/`cls` jobs of one prompt length run as one batch: one encoder forward
-/// over the table of their prompts, each job's head (verbalizer or `cls` head) on its rows,
-/// one encoder backward whose table gradient holds every prompt's. Each job's loss is its own
-/// rows' mean, not weighted by its share of the batch: a prompt's gradient comes from its own
-/// rows only, so the batch-mean loss would give job j's prompt `R_j / B` times this gradient
-/// and nothing else. Other jobs (`seq2seq`, `causal`) step one job at a time.
+/// rows of every job run as one batch (BERT `pet`/`cls`, T5 `seq2seq` or decoder-only
+/// `causal`): one forward over the table of their prompts, each job's loss (its verbalizer or
+/// `cls` head, or the LM head over its own targets) on its rows, one backward whose table
+/// gradient holds every prompt's. Each job's loss is its own rows' mean, not weighted by its
+/// share of the batch: a prompt's gradient comes from its own rows only, so the batch-mean
+/// loss would give job j's prompt `R_j / B` times this gradient and nothing else.
 pub fn step_mixed<B: Backend>(
     be: &B,
     model: &Model<B>,
@@ -301,12 +393,19 @@ pub fn step_mixed<B: Backend>(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    for group in groups(model, jobs) {
+    for group in groups(model, jobs, true) {
         let Some(g) = GroupRows::new(rows, &group) else {
             continue;
         };
-        match mixable(model, jobs, &group) {
-            Some(m) => step_group(be, m, jobs, &group, &g, recompute, &mut out)?,
+        let gr = Group {
+            jobs,
+            group: &group,
+            rows: &g,
+        };
+        match mixable(model, jobs, &group, true) {
+            Some(Mix::Bert(m)) => step_group(be, m, &gr, recompute, &mut out)?,
+            Some(Mix::T5(m)) => mixed_lm::step_t5(be, m, &gr, recompute, &mut out)?,
+            Some(Mix::Causal(m)) => mixed_lm::step_causal(be, m, &gr, recompute, &mut out)?,
             None => {
                 let (task, params) = one_job(jobs, &group)?;
                 let all: Vec<u32> = (0..g.enc.rows.len() as u32).collect();
@@ -335,20 +434,18 @@ fn job_slot<'o, B: Backend>(
 fn step_group<B: Backend>(
     be: &B,
     m: &Bert<B>,
-    jobs: &[MixJob<'_, B>],
-    group: &[usize],
-    g: &GroupRows,
+    gr: &Group<'_, '_, B>,
     recompute: Recompute,
     out: &mut [JobStep<B>],
 ) -> Result<()> {
-    let (first, _) = one_job(jobs, group)?;
-    let c = m.cfg.hidden_size;
-    let (p, job_lens) = group_lens(jobs, group);
-    let table = prompt_table(be, jobs, group, p, c)?;
+    let (first, _) = gr.job(0)?;
+    let (c, k, g) = (m.cfg.hidden_size, gr.group.len(), gr.rows);
+    let (p, job_lens) = gr.lens();
+    let table = gr.table(be, p, c)?;
     let all: Vec<u32> = (0..g.enc.rows.len() as u32).collect();
     // every task of one model pads alike: the first one builds the batch
     let batch = first.batch(&g.enc, &all)?;
-    let (inp, lens) = group_inputs(be, m, &batch, &g.slot, group.len(), p, job_lens.as_deref())?;
+    let (inp, lens) = group_inputs(be, m, &batch, &g.slot, k, p, job_lens.as_deref())?;
     let lay = RowLayout {
         p,
         lens: lens.as_deref(),
@@ -356,32 +453,51 @@ fn step_group<B: Backend>(
     let mut acct = MemoryAccountant::new();
     let (hidden, acts) = m.encoder_fwd(be, &mut acct, &table, &inp, recompute, None)?;
     let mut dhidden = be.zeros(be.act_dtype(), be.len(&hidden))?; // (B, P+T, C)
-    for (k, (task, params)) in group.iter().filter_map(|&j| jobs.get(j)).enumerate() {
-        let mine = rows_of(&g.slot, k);
+    let mut losses = vec![0.0; k];
+    for (kj, loss) in losses.iter_mut().enumerate() {
+        let mine = rows_of(&g.slot, kj);
         if mine.is_empty() {
             continue;
         }
-        let slot = job_slot(out, group, k)?;
-        let (loss, dhead) =
+        let (task, params) = gr.job(kj)?;
+        let (l, dhead) =
             task.head_fwd_bwd(be, m, params, &lay, &batch, &hidden, &mine, &mut dhidden)?;
-        slot.loss = loss;
-        slot.tokens = (mine.iter().filter_map(|&r| g.enc.rows.get(r)))
-            .map(|r| r.ids.len() + r.target.len())
-            .sum();
+        *loss = l;
         if dhead.is_some() {
-            slot.grads.head = dhead;
+            job_slot(out, gr.group, kj)?.grads.head = dhead;
         }
     }
     drop(hidden);
-    let mut dtable = be.zeros(DType::F32, group.len() * p * c)?; // (K, P, C)
+    let mut dtable = be.zeros(DType::F32, k * p * c)?; // (K, P, C)
     m.encoder_bwd(be, &mut acct, &mut dtable, dhidden, acts, &inp)?;
-    let dtable = be.download(&dtable)?;
-    // each job's slice of the table's gradient is its prompt's (its grads were zero), less
-    // the padding rows of a shorter prompt (which no row reads)
-    for (k, grad) in dtable.chunks(p * c).enumerate() {
+    finish_step(be, gr, &losses, &dtable, p, c, out)
+}
+
+/// Each job's loss, its rows' real tokens, and its slice of the table's gradient `dtable`
+/// (K, P, C), which is its prompt's (its grads were zero), less the padding rows of a
+/// shorter prompt (which no row reads).
+pub(super) fn finish_step<B: Backend>(
+    be: &B,
+    gr: &Group<'_, '_, B>,
+    losses: &[f64],
+    dtable: &B::Buf,
+    p: usize,
+    c: usize,
+    out: &mut [JobStep<B>],
+) -> Result<()> {
+    let (g, (_, job_lens)) = (gr.rows, gr.lens());
+    let dtable = be.download(dtable)?;
+    for (k, grad) in dtable.chunks((p * c).max(1)).enumerate() {
+        let slot = job_slot(out, gr.group, k)?;
+        slot.loss = losses.get(k).copied().unwrap_or(0.0);
+        slot.tokens = (rows_of(&g.slot, k)
+            .iter()
+            .filter_map(|&r| g.enc.rows.get(r)))
+        .map(|r| r.ids.len() + r.target.len())
+        .sum();
         let rows = job_lens.as_ref().and_then(|l| l.get(k)).map_or(p, |&l| l);
         let grad = grad.get(..rows * c).unwrap_or_default();
-        job_slot(out, group, k)?.grads.prompt = be.upload(DType::F32, grad)?;
+        slot.grads.prompt = be.upload(DType::F32, grad)?;
     }
     Ok(())
 }

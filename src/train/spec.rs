@@ -92,6 +92,47 @@ impl std::str::FromStr for Decode {
     }
 }
 
+/// What `causal` appends to each target text (and so where generation stops).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TargetEnd {
+    /// the model's end-of-sequence token (config.json's first `eos_token_id`); generation
+    /// stops at any of the model's end-of-sequence tokens
+    #[default]
+    Eos,
+    /// the tokenizer's pad token, as PEFT's causal-LM guide appends `tokenizer.pad_token_id`
+    /// (and counts it in the loss); generation stops at it, as the guide's
+    /// `generate(eos_token_id=pad)` does
+    Pad,
+    /// nothing: the target text alone; generation stops at the model's end-of-sequence tokens
+    /// or after max_target_len tokens
+    None,
+}
+
+impl TargetEnd {
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetEnd::Eos => "eos",
+            TargetEnd::Pad => "pad",
+            TargetEnd::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for TargetEnd {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "eos" => Ok(TargetEnd::Eos),
+            "pad" => Ok(TargetEnd::Pad),
+            "none" => Ok(TargetEnd::None),
+            _ => Err(Error::arg(
+                "--target-end",
+                format!("\"{s}\": expected eos, pad or none"),
+            )),
+        }
+    }
+}
+
 /// Everything that defines a task, independent of the tokenizer; saved as `task.json` next
 /// to a prompt so that `eval` and `predict` need no task flags.
 #[derive(Clone, Debug, PartialEq)]
@@ -109,9 +150,11 @@ pub struct TaskSpec {
     pub free_targets: bool,
     /// tokens per row, specials included; longer rows lose the end of their text
     pub max_len: usize,
-    /// `seq2seq`, `causal`: tokens per target, the end-of-sequence token included
+    /// `seq2seq`, `causal`: tokens per target, the end token included
     pub max_target_len: usize,
     pub decode: Decode,
+    /// `causal`: the token after each target (T5's tokenizer always ends targets with </s>)
+    pub target_end: TargetEnd,
 }
 
 impl TaskSpec {
@@ -136,10 +179,12 @@ impl TaskSpec {
             max_len: 128,
             max_target_len: 32,
             decode: Decode::Rank,
+            target_end: TargetEnd::Eos,
         }
     }
 
-    /// The `task.json` object.
+    /// The `task.json` object. `target_end` is written only when it is not `eos`, so that
+    /// the files (and the settings a checkpoint compares) of other runs stay as they were.
     pub fn to_json(&self) -> Value {
         let verbalizer: Vec<Value> = self
             .labels
@@ -147,7 +192,7 @@ impl TaskSpec {
             .zip(&self.label_words)
             .map(|(l, w)| json!([l, w]))
             .collect();
-        json!({
+        let mut v = json!({
             "task": self.kind.name(),
             "template": self.template,
             "labels": self.labels,
@@ -157,7 +202,11 @@ impl TaskSpec {
             "max_len": self.max_len,
             "max_target_len": self.max_target_len,
             "decode": match self.decode { Decode::Rank => "rank", Decode::Greedy => "greedy" },
-        })
+        });
+        if let (TargetEnd::Pad | TargetEnd::None, Some(o)) = (self.target_end, v.as_object_mut()) {
+            o.insert("target_end".into(), json!(self.target_end.name()));
+        }
+        v
     }
 
     /// Reads the object written by `to_json`; `path` is for messages.
@@ -293,6 +342,7 @@ impl TaskSpec {
             max_len: at_least("max_len", 2)?,
             max_target_len: at_least("max_target_len", 1)?,
             decode: s("decode")?.parse().map_err(|e| field("decode", e))?,
+            target_end: target_end(v, kind, path)?,
         })
     }
 
@@ -304,6 +354,32 @@ impl TaskSpec {
             self.labels.len()
         }
     }
+}
+
+/// task.json's `target_end` (absent: eos, as every folder written before it); only `causal`
+/// has one.
+fn target_end(v: &Value, kind: TaskKind, path: &Path) -> Result<TargetEnd> {
+    let Some(x) = v.get("target_end") else {
+        return Ok(TargetEnd::Eos);
+    };
+    let end: TargetEnd = x
+        .as_str()
+        .ok_or_else(|| Error::file(path, format!("`target_end` is {x}: expected a string")))?
+        .parse()
+        .map_err(|e| match e {
+            Error::Arg { msg, .. } => Error::file(path, format!("`target_end`: {msg}")),
+            e => e,
+        })?;
+    if kind != TaskKind::Causal && end != TargetEnd::Eos {
+        return Err(Error::file(
+            path,
+            format!(
+                "`target_end` is for the causal task only, not {}",
+                kind.name()
+            ),
+        ));
+    }
+    Ok(end)
 }
 
 /// Parses `--verbalizer`: `label=word,label=word`, or a JSON object `{"label": "word"}` when

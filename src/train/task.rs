@@ -20,8 +20,9 @@
 )]
 
 use super::model::{Model, MAX_TOKENS};
-use super::spec::{TaskKind, TaskSpec, MASK_SLOT, TEXT_SLOT};
+use super::spec::{TargetEnd, TaskKind, TaskSpec, MASK_SLOT, TEXT_SLOT};
 use crate::backend::Backend;
+use crate::config::DecoderConfig;
 use crate::error::{Error, Result};
 use crate::models::bert::Bert;
 use crate::models::decoder::Decoder;
@@ -39,10 +40,13 @@ pub struct Task {
     pub(super) mask_id: Option<i32>,
     /// `pet`: one token per label
     pub verbalizer_ids: Vec<i32>,
-    /// `seq2seq`, `causal`: target ids per label, the end-of-sequence token included
+    /// `seq2seq`, `causal`: target ids per label, the end token included
     pub label_targets: Vec<Vec<i32>>,
     pub(super) pad_id: i32,
     pub(super) eos_id: i32,
+    /// the token that ends every target: T5's </s>, or what `causal`'s `target_end` names
+    /// (None: `none`, or `eos` on a model without one)
+    pub(super) end_id: Option<i32>,
 }
 
 impl Task {
@@ -117,6 +121,7 @@ impl Task {
                 m.cfg.eos_token_ids.first().map_or(-1, |&e| e as i32),
             ),
         };
+        let end_id = end_token(&spec, model, eos_id)?;
         let mut task = Task {
             before,
             after,
@@ -125,6 +130,7 @@ impl Task {
             label_targets: Vec::new(),
             pad_id,
             eos_id,
+            end_id,
             spec,
         };
         task.resolve_labels(tok)?;
@@ -210,16 +216,37 @@ impl Task {
     }
 
     /// A target text's ids: T5's tokenizer appends </s>; a causal LM's target is the text
-    /// without special tokens, then the end-of-sequence token (so that generation stops).
-    pub(super) fn target_ids(&self, tok: &Tokenizer, text: &str) -> Result<Vec<i32>> {
+    /// without special tokens, then the end token `target_end` names (so that generation
+    /// stops): PEFT's guide appends the pad token and so labels it, counted in the loss.
+    pub fn target_ids(&self, tok: &Tokenizer, text: &str) -> Result<Vec<i32>> {
         if self.spec.kind != TaskKind::Causal {
             return tok.encode(text, true);
         }
         let mut ids = tok.encode(text, false)?;
-        if self.eos_id >= 0 {
-            ids.push(self.eos_id);
-        }
+        ids.extend(self.end_id);
         Ok(ids)
+    }
+
+    /// `causal`: the tokens greedy generation stops at: the pad token under `--target-end pad`
+    /// (the guide's `generate(eos_token_id=pad)`), else the model's end-of-sequence tokens,
+    /// all of them (Llama 3.1 instruct configs list several).
+    pub fn stop_ids(&self, cfg: &DecoderConfig) -> Vec<i32> {
+        match (self.spec.target_end, self.end_id) {
+            (TargetEnd::Pad, Some(pad)) => vec![pad],
+            _ => cfg.eos_token_ids.iter().map(|&e| e as i32).collect(),
+        }
+    }
+
+    /// A free target cut to `max_target_len` tokens, keeping its end token; whether it was cut.
+    pub(super) fn cut_target(&self, t: &mut Vec<i32>) -> bool {
+        let max = self.spec.max_target_len;
+        if t.len() <= max {
+            return false;
+        }
+        let end = self.end_id.filter(|&e| t.last() == Some(&e));
+        t.truncate(max - usize::from(end.is_some()));
+        t.extend(end);
+        true
     }
 
     /// Each label with the token ids of the word that stands for it, for CLASS_LABELS
@@ -231,10 +258,14 @@ impl Task {
         for (i, label) in spec.labels.iter().enumerate() {
             let ids = match spec.kind {
                 TaskKind::Pet => self.verbalizer_ids.get(i).map(|&id| vec![id]),
-                TaskKind::Seq2Seq | TaskKind::Causal if !spec.free_targets => self
-                    .label_targets
-                    .get(i)
-                    .map(|t| t.iter().copied().filter(|&id| id != self.eos_id).collect()),
+                TaskKind::Seq2Seq | TaskKind::Causal if !spec.free_targets => {
+                    self.label_targets.get(i).map(|t| {
+                        t.iter()
+                            .copied()
+                            .filter(|&id| Some(id) != self.end_id)
+                            .collect()
+                    })
+                }
                 TaskKind::Cls | TaskKind::Seq2Seq | TaskKind::Causal => None,
             };
             let ids = match ids {
@@ -244,6 +275,45 @@ impl Task {
             out.push((label.clone(), ids));
         }
         Ok(out)
+    }
+}
+
+/// The token that ends each target: T5's end-of-sequence token; for `causal` the model's
+/// end-of-sequence token (`eos`), the tokenizer's pad token as transformers reads it, else
+/// config.json's `pad_token_id` (`pad`; none is an error naming the flag and the files), or
+/// nothing (`none`).
+fn end_token<B: Backend>(spec: &TaskSpec, model: &Model<B>, eos_id: i32) -> Result<Option<i32>> {
+    let eos = (eos_id >= 0).then_some(eos_id);
+    if spec.kind != TaskKind::Causal && spec.target_end != TargetEnd::Eos {
+        return Err(Error::arg(
+            "--target-end",
+            format!("is for --task causal only, not {}", spec.kind.name()),
+        ));
+    }
+    let cfg = match (spec.kind, &model.net) {
+        (TaskKind::Causal, Net::Bloom(m) | Net::Llama(m)) => &m.cfg,
+        (TaskKind::Seq2Seq, _) => return Ok(eos),
+        _ => return Ok(None),
+    };
+    match spec.target_end {
+        TargetEnd::Eos => Ok(eos),
+        TargetEnd::None => Ok(None),
+        TargetEnd::Pad => match model.tokenizer.pad_id()? {
+            Some(id) => Ok(Some(id)),
+            None => match cfg.pad_token_id {
+                Some(id) => Ok(Some(id as i32)),
+                None => Err(Error::arg(
+                    "--target-end",
+                    format!(
+                        "pad: the model has no pad token (no `pad_token` in {d}/tokenizer_config.json \
+                         or {d}/special_tokens_map.json, no `pad_token_id` in {d}/config.json): use \
+                         --target-end eos (PEFT's guide pads with the end-of-sequence token when \
+                         the tokenizer has no pad token), or name one in tokenizer_config.json",
+                        d = model.dir.display()
+                    ),
+                )),
+            },
+        },
     }
 }
 

@@ -10,6 +10,8 @@ pub mod sample_run;
 use softprompt::internals::backend::{Backend, DType};
 use softprompt::internals::closeness::{Closeness, TENSOR_FLOOR};
 use softprompt::internals::rng::Rng;
+use softprompt::internals::train::Params;
+use softprompt::internals::weights::TensorFile;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -325,6 +327,45 @@ impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A reference file's `prompt` (P, d) on `be`, as the parameters of prompt tuning (no head,
+/// no prefix).
+pub fn reference_params<B: Backend>(be: &B, reference: &TensorFile) -> Params<B> {
+    let prompt = reference.float("prompt").expect("the reference's prompt");
+    Params {
+        prompt: be
+            .upload(DType::F32, &prompt.data)
+            .expect("upload the prompt"),
+        p: prompt.shape[0],
+        d: prompt.shape[1],
+        head: None,
+        prefix: None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line
+
+/// `softprompt ARGS`, the binary cargo built for the tests: its output.
+pub fn softprompt(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .args(args)
+        .output()
+        .expect("run the softprompt binary")
+}
+
+/// The stdout of a run that must have succeeded; else a panic with its exit status, stdout
+/// and stderr.
+pub fn stdout_ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 use crate::backend::Backend;
 use crate::config::BertConfig;
 use crate::error::{Error, Result};
-use crate::models::common::{prompt_key_mask, TokenBatch};
+use crate::models::common::{mixed_key_mask, prompt_key_mask, TokenBatch};
 use crate::models::prefix::PrefixInputs;
 
 /// The batch on the device, with the prompt counted in: T = P + tokens.
@@ -50,17 +50,9 @@ impl<B: Backend> BertInputs<B> {
     /// the row computes what its prompt's own batch computes.
     pub fn with_prompt_lens(mut self, be: &B, lens: &[usize]) -> Result<Self> {
         crate::error::ensure_len("prompt lengths", self.b, lens.len())?;
+        let key_mask = mixed_key_mask(&self.mask, self.tokens, self.p, lens);
         let lens: Vec<i32> = lens.iter().map(|&l| l as i32).collect();
         crate::backend::check_prompt_lens(&lens, self.p)?;
-        let (p, t) = (self.p, self.tokens);
-        let mut key_mask = Vec::with_capacity(self.b * (p + t));
-        for (bi, &pb) in lens.iter().enumerate() {
-            let pb = pb as usize;
-            key_mask.extend(std::iter::repeat_n(1, pb));
-            let row = self.mask.get(bi * t..(bi + 1) * t).unwrap_or_default();
-            key_mask.extend(row.iter().map(|&m| (m != 0) as i32));
-            key_mask.extend(std::iter::repeat_n(0, p - pb));
-        }
         self.key_mask = be.upload_i32(&key_mask)?;
         self.prompt_len = Some(be.upload_i32(&lens)?);
         Ok(self)

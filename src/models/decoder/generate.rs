@@ -16,7 +16,7 @@ use super::weights::Decoder;
 use crate::backend::{AttnDims, Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::common::{linear, zeros, MAX_TOKENS};
+use crate::models::common::{linear, zeros, PromptRows, MAX_TOKENS};
 
 /// Where the prompt sits in a left-padded row.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -236,6 +236,7 @@ impl<B: Backend> Decoder<B> {
                 .transpose()?,
             rows: Vec::new(),
             targets: Vec::new(),
+            table: PromptRows::one(),
             prefix: None,
         };
         let kvw = self.cfg.kv_width();

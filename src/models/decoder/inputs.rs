@@ -5,7 +5,9 @@
 use super::weights::Decoder;
 use crate::backend::{Backend, IGNORE_INDEX};
 use crate::error::{Error, Result};
-use crate::models::common::{prompt_key_mask, TokenBatch};
+use crate::models::common::{
+    mixed_key_mask, prompt_key_mask, MixedPrompts, PromptRows, TokenBatch,
+};
 use crate::models::prefix::PrefixInputs;
 
 /// The batch on the device. S = P + tokens positions per row.
@@ -16,6 +18,8 @@ pub struct DecoderInputs<B: Backend> {
     pub p: usize,
     pub ids: B::Buf,      // (B, tokens) I32
     pub key_mask: B::Buf, // (B, S) I32, prompt columns 1
+    /// which prompt of the table (K, P, C) each row reads, and how many of its rows
+    pub table: PromptRows<B>,
     /// (B, S) I32 RoPE positions 0..S-1; None with ALiBi
     pub pos: Option<B::Buf>,
     /// flat rows of (B, S) whose next token is a target, and those targets (host)
@@ -34,16 +38,24 @@ impl<B: Backend> DecoderInputs<B> {
 /// PEFT's CAUSAL_LM loss rows: labels (B, T) get P labels of -100 in front, and position s of
 /// the P+T predicts label s+1 (transformers' shift). So the last prompt row predicts label 0,
 /// real token t predicts label t+1, and the last position predicts nothing. Returns the flat
-/// rows of (B, P+T) that predict a label, and those labels, in row order.
-pub fn causal_targets(labels: &[i32], b: usize, t: usize, p: usize) -> (Vec<i32>, Vec<i32>) {
+/// rows of (B, P+T) that predict a label, and those labels, in row order. With `lens` (B),
+/// row b's prompt is P_b <= P rows (rows mixing prompts): its tokens sit from P_b on.
+pub fn causal_targets(
+    labels: &[i32],
+    b: usize,
+    t: usize,
+    p: usize,
+    lens: Option<&[usize]>,
+) -> (Vec<i32>, Vec<i32>) {
     let s = p + t;
     let (mut rows, mut targets) = (Vec::new(), Vec::new());
     for bi in 0..b {
+        let pb = lens.and_then(|l| l.get(bi).copied()).unwrap_or(p);
         for ti in 0..t {
             let label = labels[bi * t + ti];
-            // label ti sits at position p + ti and is predicted by the position before it
-            if label != IGNORE_INDEX && p + ti >= 1 {
-                rows.push((bi * s + p + ti - 1) as i32);
+            // label ti sits at position pb + ti and is predicted by the position before it
+            if label != IGNORE_INDEX && pb + ti >= 1 {
+                rows.push((bi * s + pb + ti - 1) as i32);
                 targets.push(label);
             }
         }
@@ -61,6 +73,23 @@ impl<B: Backend> Decoder<B> {
         p: usize,
         labels: Option<&[i32]>,
     ) -> Result<DecoderInputs<B>> {
+        self.upload_mixed_inputs(be, batch, p, labels, None)
+    }
+
+    /// `upload_inputs` for rows mixing the prompts of a table (K, P, C) as `mix` says: row b
+    /// reads its own prompt, of its own P_b rows; its tokens (and targets) then sit at
+    /// positions P_b.. (RoPE rotates them by those, ALiBi reads them there) and its P - P_b
+    /// padding rows at its end are masked keys, which the causal mask hides from its tokens
+    /// anyway: each row computes what its prompt's own batch computes (PEFT's placement).
+    pub fn upload_mixed_inputs(
+        &self,
+        be: &B,
+        batch: &TokenBatch,
+        p: usize,
+        labels: Option<&[i32]>,
+        mix: Option<&MixedPrompts>,
+    ) -> Result<DecoderInputs<B>> {
+        let lens = mix.and_then(|m| m.lens);
         batch.check()?;
         crate::backend::check_ids("input_ids", &batch.ids, self.cfg.vocab_size)?;
         let s = p + batch.t;
@@ -69,7 +98,7 @@ impl<B: Backend> Decoder<B> {
             Some(labels) => {
                 crate::error::ensure_len("labels (B*T)", batch.b * batch.t, labels.len())?;
                 crate::backend::loss::check_targets(labels, self.cfg.vocab_size)?;
-                causal_targets(labels, batch.b, batch.t, p)
+                causal_targets(labels, batch.b, batch.t, p, lens)
             }
             None => (Vec::new(), Vec::new()),
         };
@@ -86,8 +115,15 @@ impl<B: Backend> Decoder<B> {
             tokens: batch.t,
             p,
             ids: be.upload_i32(&batch.ids)?,
-            key_mask: be.upload_i32(&prompt_key_mask(batch, p))?,
+            key_mask: be.upload_i32(&match lens {
+                Some(lens) => mixed_key_mask(&batch.mask, batch.t, p, lens),
+                None => prompt_key_mask(batch, p),
+            })?,
             pos,
+            table: match mix {
+                Some(mix) => PromptRows::upload(be, mix, batch.b, p)?,
+                None => PromptRows::one(),
+            },
             rows,
             targets,
             prefix: None,

@@ -8,7 +8,7 @@ use super::weights::Decoder;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::common::{hold, zeros, Capture, Recompute};
+use crate::models::common::{hold, zeros, Capture, PromptRows, Recompute};
 
 enum Saved<B: Backend> {
     Full(DecoderLayerActs<B>),
@@ -38,7 +38,8 @@ impl<B: Backend> Decoder<B> {
         mut capture: Option<&mut Capture>,
     ) -> Result<(B::Buf, DecoderActs<B>)> {
         let (n, c, eps) = (inp.b * inp.s(), self.cfg.hidden_size, self.cfg.norm_eps);
-        let x = self.embed(be, prompt, &inp.ids, inp.b, inp.tokens, inp.p)?;
+        let (b, t, p) = (inp.b, inp.tokens, inp.p);
+        let x = self.embed_rows(be, prompt, &inp.ids, &inp.table, b, t, p)?;
         let (mut x, embed_norm) = self.embed_norm_fwd(be, x, n)?;
         if let Some(a) = &embed_norm {
             for (name, buf) in a.named("embed_norm") {
@@ -76,6 +77,21 @@ impl<B: Backend> Decoder<B> {
         t: usize,
         p: usize,
     ) -> Result<B::Buf> {
+        self.embed_rows(be, prompt, ids, &PromptRows::one(), b, t, p)
+    }
+
+    /// `embed` where the prompt is the table (K, P, C) and `tab` names each row's.
+    #[allow(clippy::too_many_arguments)]
+    fn embed_rows(
+        &self,
+        be: &B,
+        prompt: &B::Buf,
+        ids: &B::Buf,
+        tab: &PromptRows<B>,
+        b: usize,
+        t: usize,
+        p: usize,
+    ) -> Result<B::Buf> {
         let c = self.cfg.hidden_size;
         let mut x = zeros(be, be.act_dtype(), b * (p + t) * c)?;
         be.embedding_fwd(
@@ -86,11 +102,11 @@ impl<B: Backend> Decoder<B> {
             None,
             ids,
             None,
-            None,
-            None,
+            tab.idx.as_ref(),
+            tab.lens.as_ref(),
             b,
             t,
-            1,
+            tab.k,
             p,
             c,
         )?;
@@ -203,7 +219,8 @@ impl<B: Backend> Decoder<B> {
             release(acct, "embed_norm", a);
             dx = demb;
         }
-        be.prompt_grad_bwd(dprompt, &dx, None, None, inp.b, inp.tokens, 1, inp.p, c)
+        let (idx, lens, k) = (inp.table.idx.as_ref(), inp.table.lens.as_ref(), inp.table.k);
+        be.prompt_grad_bwd(dprompt, &dx, idx, lens, inp.b, inp.tokens, k, inp.p, c)
     }
 }
 

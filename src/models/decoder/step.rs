@@ -7,7 +7,7 @@ use crate::backend::Backend;
 use crate::error::Result;
 use crate::memory::MemoryAccountant;
 use crate::models::common::{Capture, Recompute};
-use crate::models::lm_head::LmHead;
+use crate::models::lm_head::{LmHead, LossRows};
 
 impl<B: Backend> Decoder<B> {
     /// The LM head: `lm_head.weight` or the tied input embeddings.
@@ -42,15 +42,36 @@ impl<B: Backend> Decoder<B> {
         if let Some(cap) = capture {
             cap.insert("logits".into(), self.token_logits(be, &hidden, inp)?);
         }
-        let count = inp.targets.len();
-        let grad_scale = 1.0 / count.max(1) as f64;
         let n = inp.b * inp.s();
         let (loss, dhidden) =
-            self.head()
-                .loss_fwd_bwd(be, &hidden, n, &inp.rows, &inp.targets, grad_scale, None)?;
+            (self.head()).mean_loss_fwd_bwd(be, &hidden, n, &inp.rows, &inp.targets, None)?;
         drop(hidden);
         self.stack_bwd(be, acct, dprompt, dhidden, acts, inp)?;
-        Ok(loss * grad_scale)
+        Ok(loss)
+    }
+
+    /// The step over a batch whose rows mix the prompts of the table (K, P, C) (`inp.table`):
+    /// each part's (one job's) mean loss over its target rows (`split_by_job` of `inp.rows`),
+    /// and d (Σ of the parts' means) / d table added into `dtable` (K, P, C): each prompt's
+    /// slice is its own job's gradient, as no other row reads it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_step_parts(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        dtable: &mut B::Buf,
+        table: &B::Buf,
+        inp: &DecoderInputs<B>,
+        parts: &[LossRows],
+        recompute: Recompute,
+    ) -> Result<Vec<f64>> {
+        let (hidden, acts) = self.stack_fwd(be, acct, table, inp, recompute, None)?;
+        acct.end_forward();
+        let n = inp.b * inp.s();
+        let (losses, dhidden) = self.head().parts_loss_fwd_bwd(be, &hidden, n, parts)?;
+        drop(hidden);
+        self.stack_bwd(be, acct, dtable, dhidden, acts, inp)?;
+        Ok(losses)
     }
 
     /// (B, T, V) float32 logits at every real-token position (the prompt rows excluded), as

@@ -6,7 +6,9 @@ use crate::backend::Backend;
 use crate::backend::IGNORE_INDEX;
 use crate::config::T5Config;
 use crate::error::{Error, Result};
-use crate::models::common::{prompt_key_mask, TokenBatch};
+use crate::models::common::{
+    mixed_key_mask, prompt_key_mask, MixedPrompts, PromptRows, TokenBatch,
+};
 use crate::models::prefix::PrefixInputs;
 
 /// The batch on the device.
@@ -23,6 +25,8 @@ pub struct T5Inputs<B: Backend> {
     pub dec_mask: B::Buf,    // (B, L) I32, all 1: the decoder's only mask is causal
     pub enc_buckets: B::Buf, // (2T - 1) I32 bidirectional bucket lookup
     pub dec_buckets: B::Buf, // (2L - 1) I32 causal bucket lookup
+    /// which prompt of the table (K, P, C) each row reads, and how many of its rows
+    pub table: PromptRows<B>,
     /// prefix tuning (P = 0 then): the prefix, its blocks read as its placement says
     /// (`models::prefix`); the bucket lookups then span the prefix keys too
     pub prefix: Option<PrefixInputs<B>>,
@@ -99,11 +103,25 @@ pub fn upload_inputs<B: Backend>(
         dec_mask: be.upload_i32(&vec![1; batch.b * l])?,
         enc_buckets: be.upload_i32(&bucket_lookup(t, t, true, nb, md))?,
         dec_buckets: be.upload_i32(&bucket_lookup(l, l, false, nb, md))?,
+        table: PromptRows::one(),
         prefix: None,
     })
 }
 
 impl<B: Backend> T5Inputs<B> {
+    /// The batch (uploaded from `batch`) with rows mixing the prompts of a table: row b
+    /// reads its own prompt, of its own length (its tokens then from position P_b on, the
+    /// P - P_b padding rows at its end masked as keys of both the encoder and the decoder's
+    /// cross-attention). The relative position bias sees each row as its prompt's own batch.
+    pub fn with_prompts(mut self, be: &B, mix: &MixedPrompts, batch: &TokenBatch) -> Result<Self> {
+        self.table = PromptRows::upload(be, mix, self.b, self.p)?;
+        if let Some(lens) = mix.lens {
+            let key_mask = mixed_key_mask(&batch.mask, batch.t, self.p, lens);
+            self.enc_mask = be.upload_i32(&key_mask)?;
+        }
+        Ok(self)
+    }
+
     /// Puts `prefix` in front of the self-attention keys its placement names: the bucket
     /// lookups of a stack that reads it then cover P + T keys, the prefix at positions
     /// 0..P-1 and the tokens at P.. (as transformers 5 places a cache of P rows).

@@ -3,14 +3,13 @@
 
 use super::weights::T5;
 use crate::backend::Backend;
-use crate::backend::IGNORE_INDEX;
 use crate::error::Result;
 use crate::models::common::Capture;
 use crate::models::lm_head::LmHead;
 
 impl<B: Backend> T5<B> {
     /// The head: `lm_head.weight` or `shared`, with v1.0's d_model^-0.5 output scaling.
-    fn head(&self) -> LmHead<'_, B> {
+    pub(crate) fn head(&self) -> LmHead<'_, B> {
         let c = self.cfg.d_model;
         LmHead {
             w: self.lm_head_weight(),
@@ -35,23 +34,14 @@ impl<B: Backend> T5<B> {
         rows: usize,
         capture: Option<&mut Capture>,
     ) -> Result<(f64, B::Buf)> {
-        let count = labels.iter().filter(|&&t| t != IGNORE_INDEX).count();
-        let grad_scale = 1.0 / count.max(1) as f64;
         let all: Vec<i32> = (0..rows as i32).collect();
         let mut logits = capture.is_some().then(Vec::new);
-        let (loss, dy) = self.head().loss_fwd_bwd(
-            be,
-            dec_out,
-            rows,
-            &all,
-            labels,
-            grad_scale,
-            logits.as_mut(),
-        )?;
+        let (loss, dy) =
+            (self.head()).mean_loss_fwd_bwd(be, dec_out, rows, &all, labels, logits.as_mut())?;
         if let (Some(cap), Some(logits)) = (capture, logits) {
             cap.insert("logits".into(), logits);
         }
-        Ok((loss * grad_scale, dy))
+        Ok((loss, dy))
     }
 
     /// Forward only, for rank classification: each row's cross-entropy (rows), 0 where the

@@ -187,7 +187,8 @@ impl<B: Backend> T5<B> {
         Ok(dx)
     }
 
-    /// The encoder: prompt ⧺ shared[ids] → blocks → final norm; returns (B, T, C).
+    /// The encoder: prompt ⧺ shared[ids] → blocks → final norm; returns (B, T, C). The
+    /// prompt is (P, C), or the table (K, P, C) whose rows `inp.table` names.
     pub fn encoder_fwd(
         &self,
         be: &B,
@@ -235,11 +236,11 @@ impl<B: Backend> T5<B> {
             None,
             &inp.ids,
             None,
-            None,
-            None,
+            inp.table.idx.as_ref(),
+            inp.table.lens.as_ref(),
             b,
             inp.tokens,
-            1,
+            inp.table.k,
             inp.p,
             c,
         )?;
@@ -264,7 +265,8 @@ impl<B: Backend> T5<B> {
         }
         let dx = self.stack_bwd(be, acct, None, None, denc_out, acts, ctx)?;
         let (b, t, p, c) = (inp.b, inp.tokens, inp.p, self.cfg.d_model);
-        be.prompt_grad_bwd(dprompt, &dx, None, None, b, t, 1, p, c)
+        let (idx, lens, k) = (inp.table.idx.as_ref(), inp.table.lens.as_ref(), inp.table.k);
+        be.prompt_grad_bwd(dprompt, &dx, idx, lens, b, t, k, p, c)
     }
 
     /// The decoder over `enc_out` (B, T, C): shared[dec_ids] → blocks → final norm (B, L, C).

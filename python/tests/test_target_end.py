@@ -1,0 +1,41 @@
+"""target_end, the command line's --target-end: a causal prompt saved from Python with
+target_end="pad" records it in task.json, reloads with it, and generates what
+`softprompt generate` generates on that folder; a model without a pad token refuses it."""
+import json
+
+import pytest
+
+import softprompt as sp
+from conftest import FIXTURES
+
+
+def test_pad_end_is_saved_and_generates_as_the_command_line(cli, tmp_path):
+    model = sp.Model(FIXTURES / "bloom")
+    pairs = [("the order was late", "complaint"), ("the order was fine", "no complaint")]
+    task = model.task(pairs, prompt_len=3, task="causal", target_end="pad")
+    assert task.target_end == "pad"
+    assert model.task(pairs, prompt_len=3, task="causal").target_end == "eos"
+    prompt = model.new_prompt(task, prompt_len=3, seed=2)
+    model.save_prompt(tmp_path / "p", prompt, task)
+    saved = json.loads((tmp_path / "p" / "task.json").read_text())
+    assert saved["target_end"] == "pad"
+    loaded = sp.Prompt.load(tmp_path / "p")
+    assert model.task_for(loaded).target_end == "pad"
+    assert model.task_for(loaded, target_end="none").target_end == "none"
+    texts = ["the train was slow"]
+    ours = model.generate(model.task_for(loaded), loaded, texts, max_new_tokens=6)
+    out = cli("generate", "--prompt", tmp_path / "p", "--text", texts[0], "--max-new-tokens", 6)
+    theirs = json.loads(out.stdout)
+    assert ours[0]["ids"] == theirs["ids"]
+    # the rank scores count the end token: pad and eos score the labels differently
+    pad = model.predict(model.task_for(loaded), loaded, pairs)
+    eos = model.predict(model.task_for(loaded, target_end="eos"), loaded, pairs)
+    assert [p["scores"] for p in pad] != [p["scores"] for p in eos]
+
+
+def test_pad_end_without_a_pad_token_is_refused():
+    model = sp.Model(FIXTURES / "llama")
+    with pytest.raises(sp.InvalidArgument, match="--target-end.*tokenizer_config.json"):
+        model.task([("a", "x"), ("b", "y")], prompt_len=2, task="causal", target_end="pad")
+    with pytest.raises(sp.InvalidArgument, match="eos, pad or none"):
+        model.task([("a", "x"), ("b", "y")], prompt_len=2, task="causal", target_end="sep")

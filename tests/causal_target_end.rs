@@ -1,0 +1,407 @@
+//! `--target-end eos|pad|none`: what `--task causal` appends to each target. PEFT's guide
+//! "Prompt tuning for causal language modeling" appends `tokenizer.pad_token_id` to every
+//! target (`label_input_ids = labels["input_ids"][i] + [tokenizer.pad_token_id]`), labels it
+//! with its own id (not -100, so the loss counts it) and generates with
+//! `eos_token_id=<pad>`; `pad` rebuilds those rows and that stop, `eos` (the default) ends
+//! targets with the model's end-of-sequence token, `none` with nothing.
+
+mod common;
+
+use common::{fixture, softprompt, stdout_ok as ok, ScratchDir};
+use softprompt::internals::backend::IGNORE_INDEX;
+use softprompt::internals::closeness::{Closeness, SCALAR_FLOOR};
+use softprompt::internals::models::Recompute;
+use softprompt::internals::train::data::{DataSpec, Dataset};
+use softprompt::internals::train::{Grads, Model, TargetEnd, Task, TaskKind, TaskSpec};
+use softprompt::internals::weights::TensorFile;
+use softprompt::internals::CpuBackend;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// The score and the loss are sums and means of log-probabilities from PyTorch's logits.
+const REL_TOL: f64 = 1e-4;
+
+fn spec(end: TargetEnd) -> TaskSpec {
+    let mut spec = TaskSpec::new(TaskKind::Causal, &["negative", "positive"]);
+    spec.template = "Tweet : {text} Label :".into();
+    spec.label_words = vec![" negative".into(), " positive".into()];
+    spec.max_target_len = 8;
+    spec.target_end = end;
+    spec
+}
+
+/// log softmax(row)[id] in f64.
+fn log_prob(row: &[f32], id: i32) -> f64 {
+    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+    row[id as usize] as f64 - lse
+}
+
+/// Row 0 of each `ref_causal_text` is PyTorch + PEFT's "Tweet : Great movie. Label :" then
+/// " positive", labels on " positive" only. Under each mode the task's row is that row plus
+/// the end token the mode names (the ids written out: BLOOM's config.json has
+/// eos_token_id 2 and its tokenizer_config.json pad_token "<pad>" = 3; Qwen2's both are
+/// "<|endoftext|>" = 0; Llama's eos is 1 and it has no pad token), the end token is labelled
+/// with its own id as the guide labels the pad, and the rank score and the loss are the sum
+/// and the mean of PyTorch's log-probabilities over every labelled token, the end included.
+#[test]
+fn each_mode_builds_the_guides_row_and_scores_it_as_pytorch() {
+    let be = CpuBackend::<f32>::new();
+    let cases: [(&str, [Option<i32>; 3]); 3] = [
+        ("bloom", [Some(2), Some(3), None]),
+        ("qwen2", [Some(0), Some(0), None]),
+        ("llama", [Some(1), None, None]),
+    ];
+    for (name, ends) in cases {
+        let dir = fixture(name);
+        let model = Model::load(&be, &dir).unwrap();
+        let reference = TensorFile::read(&dir.join("ref_causal_text.safetensors")).unwrap();
+        let (shape, ids) = reference.int("input_ids").unwrap();
+        let t = shape[1];
+        let (_, mask) = reference.int("attention_mask").unwrap();
+        let (_, ref_labels) = reference.int("labels").unwrap();
+        let n = mask[..t].iter().filter(|&&m| m != 0).count();
+        let want_ids: Vec<i32> = ids[..n].iter().map(|&x| x as i32).collect();
+        let want_labels: Vec<i32> = ref_labels[..n].iter().map(|&x| x as i32).collect();
+        let logits = reference.float("logits").unwrap();
+        let v = logits.shape[2];
+        let params = common::reference_params(&be, &reference);
+        let modes = [TargetEnd::Eos, TargetEnd::Pad, TargetEnd::None];
+        for (end, want_end) in modes.into_iter().zip(ends) {
+            let what = format!("{name} --target-end {}", end.name());
+            if name == "llama" && end == TargetEnd::Pad {
+                // no pad token anywhere in the folder (the bad-input test runs it end to end)
+                let err = Task::new(spec(end), &model).unwrap_err().to_string();
+                assert!(err.contains("--target-end"), "{err}");
+                continue;
+            }
+            let task = Task::new(spec(end), &model).unwrap();
+            let jsonl = serde_json::json!({"text": "Great movie.", "label": "positive"});
+            let data = Dataset::parse(
+                Path::new("row.jsonl"),
+                &jsonl.to_string(),
+                &DataSpec::default(),
+            )
+            .unwrap();
+            let enc = task.encode(&model.tokenizer, &data).unwrap();
+            let batch = task.batch(&enc, &[0]).unwrap();
+            let (joined, labels) = softprompt::internals::train::causal::joined(
+                &batch.tokens,
+                &batch.targets,
+                batch.l,
+                0,
+            );
+            let mut ids = want_ids.clone();
+            let mut row_labels = want_labels.clone();
+            ids.extend(want_end);
+            row_labels.extend(want_end);
+            assert_eq!(joined.ids, ids, "{what}: ids");
+            assert_eq!(
+                labels, row_labels,
+                "{what}: labels (the end token labelled, not -100)"
+            );
+            // the label target the rank score reads is the same text and end
+            let target: Vec<i32> = row_labels
+                .iter()
+                .copied()
+                .filter(|&l| l != IGNORE_INDEX)
+                .collect();
+            assert_eq!(task.label_targets[1], target, "{what}");
+            // PyTorch's logits at j - 1 predict the token at j
+            let want_score: f64 = (row_labels.iter().enumerate())
+                .filter(|(_, &l)| l != IGNORE_INDEX)
+                .map(|(j, &l)| log_prob(&logits.data[(j - 1) * v..j * v], l))
+                .sum();
+            let scores = task.scores(&be, &model, &params, &batch).unwrap();
+            let err = Closeness::of(&[scores[1] as f64], &[want_score], SCALAR_FLOOR).rel_err;
+            assert!(err < REL_TOL, "{what}: score {} vs {want_score}", scores[1]);
+            let mut grads = Grads::zeros(&be, &params).unwrap();
+            let loss = task
+                .loss_and_grad(&be, &model, &params, &mut grads, &batch, Recompute::None)
+                .unwrap();
+            let want_loss = -want_score / target.len() as f64;
+            let err = Closeness::of(&[loss], &[want_loss], SCALAR_FLOOR).rel_err;
+            assert!(err < REL_TOL, "{what}: loss {loss} vs {want_loss}");
+        }
+    }
+}
+
+/// The pad token is the tokenizer's, as transformers' `tokenizer.pad_token_id` reads it:
+/// Mistral's tokenizer_config.json names "<pad>" (id 3) while its config.json has
+/// `pad_token_id: null` and no eos, so `pad` ends a target with 3 and `eos` with nothing.
+/// A free target cut to max_target_len keeps its end token; under `none` it is only cut.
+#[test]
+fn the_pad_token_is_the_tokenizers_and_a_cut_target_keeps_it() {
+    let be = CpuBackend::<f32>::new();
+    let model = Model::load(&be, &fixture("mistral")).unwrap();
+    let text = model.tokenizer.encode(" positive", false).unwrap();
+    for (end, tail) in [
+        (TargetEnd::Pad, vec![3]),
+        (TargetEnd::Eos, vec![]),
+        (TargetEnd::None, vec![]),
+    ] {
+        let task = Task::new(spec(end), &model).unwrap();
+        let got = task.target_ids(&model.tokenizer, " positive").unwrap();
+        assert_eq!(got, [text.clone(), tail].concat(), "{}", end.name());
+    }
+    let bloom = Model::load(&be, &fixture("bloom")).unwrap();
+    let long = "the music was lovely and the story slow";
+    let pieces = bloom.tokenizer.encode(long, false).unwrap();
+    assert!(pieces.len() > 4, "{pieces:?}");
+    for (end, want) in [
+        (TargetEnd::Pad, [&pieces[..3], &[3]].concat()),
+        (TargetEnd::Eos, [&pieces[..3], &[2]].concat()),
+        (TargetEnd::None, pieces[..4].to_vec()),
+    ] {
+        let mut s = spec(end);
+        s.free_targets = true;
+        s.labels.clear();
+        s.label_words.clear();
+        s.max_target_len = 4;
+        let task = Task::new(s, &bloom).unwrap();
+        let jsonl = serde_json::json!({"text": "a", "label": long}).to_string();
+        let data = Dataset::parse(Path::new("r.jsonl"), &jsonl, &DataSpec::default()).unwrap();
+        let enc = task.encode(&bloom.tokenizer, &data).unwrap();
+        assert_eq!(enc.rows[0].target, want, "{}", end.name());
+        assert_eq!(enc.truncated_targets, 1);
+        let stop = task.stop_ids(&bloom.net.decoder().unwrap().cfg);
+        let want_stop = if end == TargetEnd::Pad {
+            vec![3]
+        } else {
+            vec![2]
+        };
+        assert_eq!(stop, want_stop, "{}: generation stops at", end.name());
+    }
+}
+
+/// The one JSON line a command prints.
+fn json_line(args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(ok(&softprompt(args)).trim()).unwrap()
+}
+
+/// A refusal: exit 2, no panic, the message holding every one of `want`.
+fn refused(out: &Output, want: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for w in want {
+        assert!(err.contains(w), "{w:?} not in: {err}");
+    }
+}
+
+/// Complaint tweets, PEFT's guide in miniature.
+fn tweets(dir: &Path) -> PathBuf {
+    let words = [
+        "great", "late", "kind", "broken", "fine", "rude", "nice", "lost",
+    ];
+    let rows: Vec<String> = (0..12)
+        .map(|i| {
+            let label = if i % 2 == 0 {
+                "no complaint"
+            } else {
+                "complaint"
+            };
+            let text = format!("the order was {} today", words[i % 8]);
+            serde_json::json!({"text": text, "label": label}).to_string()
+        })
+        .collect();
+    let path = dir.join("tweets.jsonl");
+    std::fs::write(&path, rows.join("\n")).unwrap();
+    path
+}
+
+fn train(model: &Path, data: &Path, out: &Path, end: &str) -> Output {
+    softprompt(&[
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--train",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--task",
+        "causal",
+        "--template",
+        "Tweet text : {text} Label : ",
+        "--prompt-len",
+        "4",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "3",
+        "--lr",
+        "0.05",
+        "--no-progress",
+        "--threads",
+        "1",
+        "--target-end",
+        end,
+    ])
+}
+
+/// Each line's `scores` of `predict` (rank classification).
+fn rank_scores(prompt: &Path, data: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["predict", "--prompt", prompt.to_str().unwrap()];
+    args.extend(["--data", data.to_str().unwrap()]);
+    args.extend(extra);
+    (ok(&softprompt(&args)).lines())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["scores"].clone())
+        .collect()
+}
+
+/// train → save → load keeps the mode: task.json records `"target_end": "pad"`, and `predict`
+/// and `eval` of the saved prompt score as with `--target-end pad` given, not as `eos` or
+/// `none`. Generation stops at the pad token: with a copy of the model whose
+/// tokenizer_config.json names as its pad token a token that greedy generation produces,
+/// `generate` and `predict --decode greedy` stop right after its first occurrence, while
+/// `--target-end eos` runs on to the length bound.
+#[test]
+fn pad_mode_is_kept_with_the_prompt_and_stops_generation() {
+    let scratch = ScratchDir::new("target-end");
+    let model = scratch.copy_model("bloom", "bloom");
+    let data = tweets(scratch.path());
+    let out = scratch.path().join("pad");
+    let stdout = ok(&train(&model, &data, &out, "pad"));
+    assert!(
+        stdout.contains("each target ending with the pad token"),
+        "{stdout}"
+    );
+    let task: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("task.json")).unwrap()).unwrap();
+    assert_eq!(task["target_end"], "pad", "{task}");
+    let saved = rank_scores(&out, &data, &[]);
+    assert_eq!(saved.len(), 12);
+    assert_eq!(saved, rank_scores(&out, &data, &["--target-end", "pad"]));
+    assert_ne!(saved, rank_scores(&out, &data, &["--target-end", "eos"]));
+    assert_ne!(saved, rank_scores(&out, &data, &["--target-end", "none"]));
+    let eval = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["eval", "--json", "--prompt", out.to_str().unwrap()];
+        args.extend(["--data", data.to_str().unwrap()]);
+        args.extend(extra);
+        json_line(&args)
+    };
+    assert_eq!(eval(&[]), eval(&["--target-end", "pad"]));
+    // an eos-mode run writes no target_end (its task.json is as before the flag existed)
+    let eos_out = scratch.path().join("eos");
+    ok(&train(&model, &data, &eos_out, "eos"));
+    let eos_task = std::fs::read_to_string(eos_out.join("task.json")).unwrap();
+    assert!(!eos_task.contains("target_end"), "{eos_task}");
+
+    let text = "the order was late today";
+    let prompt = out.to_str().unwrap();
+    let generate = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["generate", "--prompt", prompt, "--text", text];
+        args.extend(["--max-new-tokens", "8"]);
+        args.extend(extra);
+        json_line(&args)
+    };
+    let ids = |line: serde_json::Value| -> Vec<i64> {
+        (line["ids"].as_array().unwrap().iter())
+            .map(|x| x.as_i64().unwrap())
+            .collect()
+    };
+    let free = ids(generate(&["--target-end", "eos"]));
+    assert_eq!(free.len(), 8, "{free:?}");
+    // the token greedy generation makes at step k (the first one it has not made before, so
+    // that its first occurrence is step k) becomes the pad token
+    let k = (1..8).find(|&k| !free[..k].contains(&free[k])).unwrap_or(0);
+    let stop = free[k];
+    let vocab: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("tokenizer.json")).unwrap())
+            .unwrap();
+    let token = (vocab["model"]["vocab"].as_object().unwrap().iter())
+        .find(|(_, id)| id.as_i64() == Some(stop))
+        .map(|(t, _)| t.clone())
+        .unwrap();
+    let config_path = model.join("tokenizer_config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["pad_token"] = serde_json::json!(token);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let stopped = generate(&[]);
+    assert_eq!(
+        ids(stopped.clone()),
+        free[..=k],
+        "stops after the pad token {stop} ({token:?})"
+    );
+    assert_eq!(ids(generate(&["--target-end", "eos"])), free);
+    // predict's greedy decoding stops there too: its output is generate's text
+    let row = scratch.path().join("one.jsonl");
+    std::fs::write(&row, serde_json::json!({"text": text}).to_string()).unwrap();
+    let greedy = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "predict",
+            "--prompt",
+            prompt,
+            "--data",
+            row.to_str().unwrap(),
+        ];
+        args.extend(["--decode", "greedy"]);
+        args.extend(extra);
+        json_line(&args)["output"].clone()
+    };
+    assert_eq!(greedy(&[]), stopped["output"]);
+    assert_ne!(greedy(&[]), greedy(&["--target-end", "eos"]));
+}
+
+/// `--target-end pad` on a model without a pad token (the Llama fixture: none in
+/// tokenizer_config.json, special_tokens_map.json or config.json) stops before training,
+/// naming the flag and the files; a saved prompt whose task.json asks for it names task.json.
+/// The flag is refused on other tasks and with a value it does not know, and a task.json
+/// value it does not know names task.json.
+#[test]
+fn target_end_bad_inputs() {
+    let scratch = ScratchDir::new("target-end-bad");
+    let data = tweets(scratch.path());
+    let llama = fixture("llama");
+    let out = scratch.path().join("llama");
+    refused(
+        &train(&llama, &data, &out, "pad"),
+        &[
+            "--target-end",
+            "tokenizer_config.json",
+            "config.json",
+            "--target-end eos",
+        ],
+    );
+    assert!(!out.join("checkpoint.safetensors").exists());
+    refused(
+        &train(&llama, &data, &out, "sep"),
+        &["--target-end", "eos, pad or none"],
+    );
+    // a saved eos prompt whose task.json is edited to pad
+    ok(&train(&llama, &data, &out, "eos"));
+    let task_json = out.join("task.json");
+    let text = std::fs::read_to_string(&task_json).unwrap();
+    let mut task: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let eval = |out: &Path| {
+        softprompt(&[
+            "eval",
+            "--prompt",
+            out.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ])
+    };
+    task["target_end"] = serde_json::json!("pad");
+    std::fs::write(&task_json, task.to_string()).unwrap();
+    refused(
+        &eval(&out),
+        &["task.json", "pad token", "--target-end overrides it"],
+    );
+    task["target_end"] = serde_json::json!(7);
+    std::fs::write(&task_json, task.to_string()).unwrap();
+    refused(&eval(&out), &["task.json", "`target_end` is 7"]);
+    task["target_end"] = serde_json::json!("bos");
+    std::fs::write(&task_json, task.to_string()).unwrap();
+    refused(
+        &eval(&out),
+        &["task.json", "`target_end`", "eos, pad or none"],
+    );
+    // other tasks have no target end
+    let bert = fixture("bert_mlm");
+    let args = common::tiny_pet_train_args(&bert, &scratch.path().join("pet"));
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend(["--target-end", "pad"]);
+    refused(&softprompt(&args), &["--target-end", "pet"]);
+}
