@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{softprompt, stdout_ok as ok};
+use common::{fixture, softprompt, stdout_ok as ok};
 use softprompt::internals::backend::traits::*;
 use softprompt::internals::backend::DType;
 use softprompt::internals::closeness::{Closeness, SCALAR_FLOOR};
@@ -13,10 +13,6 @@ use softprompt::internals::train::{Grads, Model, Task, TaskKind, TaskSpec};
 use softprompt::internals::weights::TensorFile;
 use softprompt::internals::CpuBackend;
 use std::path::{Path, PathBuf};
-
-mod common;
-
-use common::fixture;
 
 const REL_TOL: f64 = 1e-4;
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{softprompt, stdout_ok as ok};
+use common::{fixture, softprompt, stdout_ok as ok};
 use softprompt::internals::backend::traits::*;
 use softprompt::internals::backend::DType;
 use softprompt::internals::closeness::{Closeness, SCALAR_FLOOR, TENSOR_FLOOR};
@@ -19,10 +19,6 @@ use softprompt::internals::weights::TensorFile;
 use softprompt::internals::CpuBackend;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-mod common;
-
-use common::fixture;
 
 /// A fresh folder for one test.
 fn scratch(name: &str) -> PathBuf {
