@@ -11,27 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 mod common;
 
+use common::fixture;
+use common::sample_run::sample;
+
 /// reference-format.md: a float32 CPU run passes at 1e-4
 const REL_TOL: f64 = 1e-4;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("api_tests")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The committed sample sentences (train 24 rows, dev 8).
-fn sample(split: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/bad_inputs/data/{split}.jsonl"))
+    common::scratch_in("api_tests", name)
 }
 
 /// PEFT's PET batch of ref_pet_random through the API: the task resolved from options and

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{softprompt, stdout_ok as ok};
+use common::{fixture, softprompt, stdout_ok as ok};
 use softprompt::internals::backend::traits::*;
 use softprompt::internals::backend::DType;
 use softprompt::internals::closeness::{Closeness, SCALAR_FLOOR};
@@ -15,12 +15,6 @@ use softprompt::internals::CpuBackend;
 use std::path::{Path, PathBuf};
 
 const REL_TOL: f64 = 1e-4;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
 
 /// Row 0 of every `ref_causal_text` is "Tweet : Great movie. Label : positive" with labels on
 /// " positive" only, as PEFT's guide builds it. The task (template "Tweet : {text} Label :",

@@ -586,20 +586,23 @@ fn cli_task_data_and_task_field() {
         ),
     )
     .unwrap();
-    let (ok, text) = cli(&[
-        &common_flags[..],
-        &[
+    // a --task-field run over train.jsonl with `dev` as its dev split
+    let field_run = |dev: &str| {
+        let (train, dev) = (dir.join("train.jsonl"), dir.join(dev));
+        let (train, dev) = (train.to_str().unwrap(), dev.to_str().unwrap());
+        let flags = [
             "--train",
-            dir.join("train.jsonl").to_str().unwrap(),
+            train,
             "--dev",
-            dir.join("dev_c.jsonl").to_str().unwrap(),
+            dev,
             "--task-field",
             "task",
             "--out",
             o,
-        ],
-    ]
-    .concat());
+        ];
+        cli(&[&common_flags[..], &flags].concat())
+    };
+    let (ok, text) = field_run("dev_c.jsonl");
     assert!(
         !ok && text.contains("dev_c.jsonl:17")
             && text.contains("task \"c\" has no rows in --train"),
@@ -613,20 +616,7 @@ fn cli_task_data_and_task_field() {
             .collect::<String>(),
     )
     .unwrap();
-    let (ok, text) = cli(&[
-        &common_flags[..],
-        &[
-            "--train",
-            dir.join("train.jsonl").to_str().unwrap(),
-            "--dev",
-            dir.join("dev_a.jsonl").to_str().unwrap(),
-            "--task-field",
-            "task",
-            "--out",
-            o,
-        ],
-    ]
-    .concat());
+    let (ok, text) = field_run("dev_a.jsonl");
     assert!(
         !ok && text.contains("dev_a.jsonl") && text.contains("task \"b\" has no rows in --dev"),
         "{text}"

@@ -13,13 +13,10 @@ use softprompt::internals::CpuBackend;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("nvtx_tests")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch_in("nvtx_tests", name)
 }
 
 /// A folder holding nvtx3/nvToolsExt.h, looked up as src/cuda/nvrtc.rs looks up cuda_bf16.h.

@@ -565,6 +565,18 @@ struct BiasCfg {
     bidir: bool,
 }
 
+/// AttnDims (B, Tq, Tk, H, Hkv, D) in one line, for the cases below.
+fn attn_dims(b: usize, tq: usize, tk: usize, h: usize, hkv: usize, d: usize) -> AttnDims {
+    AttnDims {
+        b,
+        tq,
+        tk,
+        h,
+        hkv,
+        d,
+    }
+}
+
 struct AttnCase {
     name: &'static str,
     dims: AttnDims,
@@ -805,14 +817,7 @@ fn attention_case(case: AttnCase, seed: u64) {
 
 #[test]
 fn attention_bert_key_padding() {
-    let dims = AttnDims {
-        b: 2,
-        tq: 7,
-        tk: 7,
-        h: 3,
-        hkv: 3,
-        d: 12,
-    };
+    let dims = attn_dims(2, 7, 7, 3, 3, 12);
     attention_case(
         AttnCase {
             name: "bert padding",
@@ -830,14 +835,7 @@ fn attention_bert_key_padding() {
 
 #[test]
 fn attention_single_token() {
-    let dims = AttnDims {
-        b: 2,
-        tq: 1,
-        tk: 1,
-        h: 2,
-        hkv: 2,
-        d: 8,
-    };
+    let dims = attn_dims(2, 1, 1, 2, 2, 8);
     attention_case(
         AttnCase {
             name: "T=1",
@@ -872,14 +870,7 @@ fn attention_single_token() {
 
 #[test]
 fn attention_long_sequence_with_padding() {
-    let dims = AttnDims {
-        b: 1,
-        tq: 97,
-        tk: 97,
-        h: 1,
-        hkv: 1,
-        d: 16,
-    };
+    let dims = attn_dims(1, 97, 97, 1, 1, 16);
     attention_case(
         AttnCase {
             name: "T=97 padded",
@@ -898,14 +889,7 @@ fn attention_long_sequence_with_padding() {
 #[test]
 fn attention_t5_relative_bias_bidirectional() {
     // T = 29 with 16 buckets / max distance 12 reaches the logarithmic and saturated buckets
-    let dims = AttnDims {
-        b: 2,
-        tq: 29,
-        tk: 29,
-        h: 3,
-        hkv: 3,
-        d: 8,
-    };
+    let dims = attn_dims(2, 29, 29, 3, 3, 8);
     attention_case(
         AttnCase {
             name: "t5 encoder bias",
@@ -927,14 +911,7 @@ fn attention_t5_relative_bias_bidirectional() {
 
 #[test]
 fn attention_t5_causal_with_bias() {
-    let dims = AttnDims {
-        b: 2,
-        tq: 9,
-        tk: 9,
-        h: 3,
-        hkv: 3,
-        d: 12,
-    };
+    let dims = attn_dims(2, 9, 9, 3, 3, 12);
     attention_case(
         AttnCase {
             name: "t5 decoder causal bias",
@@ -953,14 +930,7 @@ fn attention_t5_causal_with_bias() {
         55,
     );
     // causal without bias, long, odd head count
-    let dims = AttnDims {
-        b: 1,
-        tq: 97,
-        tk: 97,
-        h: 3,
-        hkv: 3,
-        d: 8,
-    };
+    let dims = attn_dims(1, 97, 97, 3, 3, 8);
     attention_case(
         AttnCase {
             name: "causal T=97",
@@ -979,14 +949,7 @@ fn attention_t5_causal_with_bias() {
 #[test]
 fn attention_cross_tq_ne_tk() {
     // T5 cross-attention: decoder queries over padded encoder keys, no bias
-    let dims = AttnDims {
-        b: 3,
-        tq: 5,
-        tk: 13,
-        h: 3,
-        hkv: 3,
-        d: 12,
-    };
+    let dims = attn_dims(3, 5, 13, 3, 3, 12);
     attention_case(
         AttnCase {
             name: "cross",
@@ -1001,14 +964,7 @@ fn attention_cross_tq_ne_tk() {
         57,
     );
     // the op also supports a bias with Tq != Tk (lookup of Tq + Tk - 1 buckets)
-    let dims = AttnDims {
-        b: 1,
-        tq: 7,
-        tk: 12,
-        h: 2,
-        hkv: 2,
-        d: 16,
-    };
+    let dims = attn_dims(1, 7, 12, 2, 2, 16);
     attention_case(
         AttnCase {
             name: "cross with bias",
@@ -1031,14 +987,7 @@ fn attention_cross_tq_ne_tk() {
 #[test]
 fn attention_fully_masked_keys() {
     // batch row 1 has no visible key at all: out = 0, lse = -inf, gradients 0, no NaN
-    let dims = AttnDims {
-        b: 2,
-        tq: 7,
-        tk: 7,
-        h: 3,
-        hkv: 3,
-        d: 8,
-    };
+    let dims = attn_dims(2, 7, 7, 3, 3, 8);
     attention_case(
         AttnCase {
             name: "fully masked row",
@@ -1057,14 +1006,7 @@ fn attention_fully_masked_keys() {
         59,
     );
     // causal with the first key padded: query 0 sees nothing, the others see keys 1..i
-    let dims = AttnDims {
-        b: 1,
-        tq: 6,
-        tk: 6,
-        h: 2,
-        hkv: 2,
-        d: 8,
-    };
+    let dims = attn_dims(1, 6, 6, 2, 2, 8);
     let mut rng = Rng::new(60);
     let (n, tq) = (6 * 2 * 8, 6);
     let q = normals(&mut rng, n, 1.0);
@@ -1103,14 +1045,7 @@ fn attention_fully_masked_keys() {
 fn attention_grouped_query_heads() {
     // 6 query heads over 2 key/value heads (Llama's GQA), causal, padded keys; and one
     // key/value head for 5 query heads (Qwen2 fixture's multi-query attention)
-    let dims = AttnDims {
-        b: 2,
-        tq: 9,
-        tk: 9,
-        h: 6,
-        hkv: 2,
-        d: 8,
-    };
+    let dims = attn_dims(2, 9, 9, 6, 2, 8);
     attention_case(
         AttnCase {
             name: "gqa causal",
@@ -1124,14 +1059,7 @@ fn attention_grouped_query_heads() {
         },
         61,
     );
-    let dims = AttnDims {
-        b: 1,
-        tq: 7,
-        tk: 7,
-        h: 5,
-        hkv: 1,
-        d: 8,
-    };
+    let dims = attn_dims(1, 7, 7, 5, 1, 8);
     attention_case(
         AttnCase {
             name: "mqa",
@@ -1150,14 +1078,7 @@ fn attention_grouped_query_heads() {
 #[test]
 fn attention_alibi() {
     // BLOOM: 6 heads (not a power of two: the slopes of 4 heads, then every other of 8)
-    let dims = AttnDims {
-        b: 2,
-        tq: 11,
-        tk: 11,
-        h: 6,
-        hkv: 6,
-        d: 8,
-    };
+    let dims = attn_dims(2, 11, 11, 6, 6, 8);
     attention_case(
         AttnCase {
             name: "alibi causal",
@@ -1177,14 +1098,7 @@ fn attention_alibi() {
 fn attention_causal_with_more_keys_than_queries() {
     // positions aligned at the end: the 5 queries are the last 5 of 12 keys (a cache, prefix
     // keys), with ALiBi over grouped heads; and more queries than keys (early rows see nothing)
-    let dims = AttnDims {
-        b: 2,
-        tq: 5,
-        tk: 12,
-        h: 4,
-        hkv: 2,
-        d: 8,
-    };
+    let dims = attn_dims(2, 5, 12, 4, 2, 8);
     attention_case(
         AttnCase {
             name: "causal Tk > Tq alibi",
@@ -1198,14 +1112,7 @@ fn attention_causal_with_more_keys_than_queries() {
         },
         64,
     );
-    let dims = AttnDims {
-        b: 1,
-        tq: 8,
-        tk: 5,
-        h: 2,
-        hkv: 2,
-        d: 8,
-    };
+    let dims = attn_dims(1, 8, 5, 2, 2, 8);
     attention_case(
         AttnCase {
             name: "causal Tq > Tk",

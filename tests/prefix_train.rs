@@ -11,7 +11,8 @@ use std::path::Path;
 
 mod common;
 use common::sample_run::{
-    assert_refused_before_writing, file, mean, run_on_sample, sample, softprompt,
+    assert_refused_before_writing, assert_resume_refused, assert_resumes_bit_identically, file,
+    mean, run_on_sample, sample, softprompt,
 };
 use common::{fixture, ScratchDir};
 
@@ -131,23 +132,11 @@ fn stopped_run_resumes_bit_identically() {
         let dir = ScratchDir::new(&name);
         let (whole, parts) = (dir.path().join("whole"), dir.path().join("parts"));
         let cfg = prefix(projection, placement);
-        let (_, all) = run_on_sample("t5_v1_0", &whole, &cfg, None).unwrap();
-        let err = run_on_sample("t5_v1_0", &parts, &cfg, Some(7)).unwrap_err();
-        assert!(matches!(err, Error::Interrupted(_)), "{err}");
-        let resume = TrainConfig {
-            resume: true,
-            ..cfg.clone()
-        };
-        let (summary, rest) = run_on_sample("t5_v1_0", &parts, &resume, None).unwrap();
-        assert_eq!(summary.steps, 12);
-        assert_eq!(rest, all[7..], "{name}");
         let mut files = vec!["adapter_model.safetensors", "adapter_config.json"];
         if projection {
             files.push("prompt_encoder.safetensors");
         }
-        for f in files {
-            assert_eq!(file(&whole, f), file(&parts, f), "{name}: {f}");
-        }
+        let resume = assert_resumes_bit_identically("t5_v1_0", (&whole, &parts), &cfg, &files);
         // another placement is refused, naming the setting
         let other: Placement = match placement {
             Placement::Papers => "peft",
@@ -163,13 +152,7 @@ fn stopped_run_resumes_bit_identically() {
             }),
             ..resume
         };
-        let err = run_on_sample("t5_v1_0", &parts, &other, None)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("other settings") && err.contains("prefix_placement"),
-            "{err}"
-        );
+        assert_resume_refused("t5_v1_0", &parts, &other, "prefix_placement");
     }
 }
 

@@ -11,7 +11,8 @@ use std::path::Path;
 
 mod common;
 use common::sample_run::{
-    assert_refused_before_writing, file, mean, run_on_sample, sample, softprompt,
+    assert_refused_before_writing, assert_resume_refused, assert_resumes_bit_identically, file,
+    mean, run_on_sample, sample, softprompt,
 };
 use common::ScratchDir;
 
@@ -92,23 +93,12 @@ fn stopped_run_resumes_bit_identically() {
     let dir = ScratchDir::new("pt_stop");
     let (whole, parts) = (dir.path().join("whole"), dir.path().join("parts"));
     let cfg = ptuning(EncoderKind::Lstm);
-    let (_, all) = run_on_sample("bert_mlm", &whole, &cfg, None).unwrap();
-    let err = run_on_sample("bert_mlm", &parts, &cfg, Some(7)).unwrap_err();
-    assert!(matches!(err, Error::Interrupted(_)), "{err}");
-    let resume = TrainConfig {
-        resume: true,
-        ..cfg.clone()
-    };
-    let (summary, rest) = run_on_sample("bert_mlm", &parts, &resume, None).unwrap();
-    assert_eq!(summary.steps, 12);
-    assert_eq!(rest, all[7..]);
-    for f in [
+    let files = [
         "adapter_model.safetensors",
         "prompt_encoder.safetensors",
         "adapter_config.json",
-    ] {
-        assert_eq!(file(&whole, f), file(&parts, f), "{f}");
-    }
+    ];
+    let resume = assert_resumes_bit_identically("bert_mlm", (&whole, &parts), &cfg, &files);
     // other encoder settings are refused, naming the setting
     let other = TrainConfig {
         method: Method::PTuning(PTuning {
@@ -118,25 +108,13 @@ fn stopped_run_resumes_bit_identically() {
         }),
         ..resume
     };
-    let err = run_on_sample("bert_mlm", &parts, &other, None)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("other settings") && err.contains("encoder_hidden_size"),
-        "{err}"
-    );
+    assert_resume_refused("bert_mlm", &parts, &other, "encoder_hidden_size");
     // and so is prompt tuning over a P-tuning checkpoint
     let prompt = TrainConfig {
         method: Method::Prompt,
         ..other
     };
-    let err = run_on_sample("bert_mlm", &parts, &prompt, None)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("other settings") && err.contains("method"),
-        "{err}"
-    );
+    assert_resume_refused("bert_mlm", &parts, &prompt, "method");
 }
 
 /// The exported folder, read by `softprompt eval` as a prompt, scores the training rows as the

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{softprompt, stdout_ok as ok};
+use common::{fixture, softprompt, stdout_ok as ok};
 use softprompt::internals::backend::traits::*;
 use softprompt::internals::backend::DType;
 use softprompt::internals::closeness::{Closeness, SCALAR_FLOOR, TENSOR_FLOOR};
@@ -20,20 +20,9 @@ use softprompt::internals::CpuBackend;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
 /// A fresh folder for one test.
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("train_tests")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch_in("train_tests", name)
 }
 
 /// Sentiment rows made of words every fixture vocabulary holds.

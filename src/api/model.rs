@@ -19,7 +19,7 @@ use crate::prompt::{PromptInit, ADAPTER_CONFIG};
 use crate::train::checkpoint::save_prompt_dir;
 use crate::train::data::Dataset;
 use crate::train::encode::{Encoded, Row};
-use crate::train::trainer::{prompt_init_rng, resolve_init};
+use crate::train::start::{prompt_init_rng, resolve_init};
 use crate::train::{self, EvalMetrics, Grads, Params, Prediction};
 use std::path::{Path, PathBuf};
 

@@ -5,14 +5,16 @@
 //! the `lib` folder of the active virtual environment or conda prefix, of the Python on
 //! `PATH`, of `~/.local`, `/usr/local`, `/usr`, or oneAPI's `/opt/intel/oneapi/mkl/latest`.
 //! MKL runs its own OpenMP threads (the `intel-openmp` wheel's `libiomp5`, loaded first when
-//! it lies beside MKL), as many as rayon's pool.
+//! it lies beside MKL), as many as rayon's pool. `row_major` is the one call of a CBLAS
+//! `sgemm`, MKL's or OpenBLAS's (gemm_path.rs).
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// MKL's `cblas_sgemm` (layout, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-type Sgemm = unsafe extern "C" fn(
+/// CBLAS's `cblas_sgemm` (layout, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+/// ldc): MKL's, loaded here, or OpenBLAS's, linked (gemm_path.rs)
+pub type Sgemm = unsafe extern "C" fn(
     i32,
     i32,
     i32,
@@ -31,7 +33,8 @@ type Sgemm = unsafe extern "C" fn(
 
 /// The loaded library and its entry point.
 pub struct Mkl {
-    sgemm: Sgemm,
+    /// MKL's `cblas_sgemm` (gemm_path.rs calls it through `row_major`)
+    pub sgemm: Sgemm,
     /// where it was found (printed with the GEMM path)
     pub path: PathBuf,
     // kept loaded for the process's life: `sgemm` points into it
@@ -162,43 +165,40 @@ const ROW_MAJOR: i32 = 101;
 const NO_TRANS: i32 = 111;
 const TRANS: i32 = 112;
 
-impl Mkl {
-    /// c (M, N) (+)= a (M, K) · op(b), row-major; op(b) = bᵀ with b (N, K) when `tb`, else
-    /// b (K, N).
-    #[allow(clippy::too_many_arguments)]
-    pub fn sgemm(
-        &self,
-        c: &mut [f32],
-        a: &[f32],
-        b: &[f32],
-        (m, n, k): (usize, usize, usize),
-        tb: bool,
-        accumulate: bool,
-    ) {
-        if m == 0 || n == 0 {
-            return;
-        }
-        let ldb = if tb { k } else { n };
-        // SAFETY: the callers (gemm_path::fwd, bwd) checked that a, b and c hold M·K, N·K and
-        // M·N floats, and the leading dimensions describe exactly those row-major layouts.
-        // Sizes fit in i32 for every model this engine loads (the largest is vocab × hidden).
-        unsafe {
-            (self.sgemm)(
-                ROW_MAJOR,
-                NO_TRANS,
-                if tb { TRANS } else { NO_TRANS },
-                m as i32,
-                n as i32,
-                k as i32,
-                1.0,
-                a.as_ptr(),
-                k as i32,
-                b.as_ptr(),
-                ldb as i32,
-                if accumulate { 1.0 } else { 0.0 },
-                c.as_mut_ptr(),
-                n as i32,
-            )
-        }
+/// c (M, N) (+)= a (M, K) · op(b) through a CBLAS `sgemm`, row-major; op(b) = bᵀ with
+/// b (N, K) when `tb`, else b (K, N).
+///
+/// # Safety
+/// `sgemm` is a CBLAS `cblas_sgemm`; a, b and c hold M·K, N·K and M·N floats (the leading
+/// dimensions describe exactly those row-major layouts). Sizes fit in i32 for every model
+/// this engine loads (the largest product is vocab × hidden).
+pub unsafe fn row_major(
+    sgemm: Sgemm,
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, n, k): (usize, usize, usize),
+    tb: bool,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
     }
+    let ldb = if tb { k } else { n };
+    sgemm(
+        ROW_MAJOR,
+        NO_TRANS,
+        if tb { TRANS } else { NO_TRANS },
+        m as i32,
+        n as i32,
+        k as i32,
+        1.0,
+        a.as_ptr(),
+        k as i32,
+        b.as_ptr(),
+        ldb as i32,
+        if accumulate { 1.0 } else { 0.0 },
+        c.as_mut_ptr(),
+        n as i32,
+    )
 }

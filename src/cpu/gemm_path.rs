@@ -13,6 +13,7 @@
 //! last bits of results, so checkpoints record it with the SIMD instruction set
 //! (`kernels_id`) and a resume on another warns, as one on another thread count does.
 
+use super::cblas::{row_major, Sgemm};
 use super::simd;
 use crate::error::{Error, Result};
 use std::sync::OnceLock;
@@ -115,8 +116,10 @@ pub fn fwd(
     accumulate: bool,
 ) {
     debug_assert!(out.len() >= m * n && inp.len() >= m * k && w.len() >= n * k);
-    match path {
-        GemmPath::Crate => super::matmul::crate_gemm(
+    match cblas_sgemm(path) {
+        // SAFETY: the callers checked that out, inp and w hold M·N, M·K and N·K floats.
+        Some(sgemm) => unsafe { row_major(sgemm, out, inp, w, (m, n, k), true, accumulate) },
+        None => super::matmul::crate_gemm(
             m,
             n,
             k,
@@ -125,12 +128,6 @@ pub fn fwd(
             (w, 1, k as isize),
             accumulate,
         ),
-        GemmPath::OpenBlas => openblas::sgemm(out, inp, w, m, n, k, false, true, accumulate),
-        GemmPath::Mkl => match super::cblas::mkl() {
-            Ok(mkl) => mkl.sgemm(out, inp, w, (m, n, k), true, accumulate),
-            // never reached: `parse` yields Mkl only once it loaded
-            Err(_) => fwd(GemmPath::Crate, out, inp, w, m, k, n, accumulate),
-        },
     }
 }
 
@@ -145,8 +142,10 @@ pub fn bwd(
     n: usize,
 ) {
     debug_assert!(dinp.len() >= m * k && dout.len() >= m * n && w.len() >= n * k);
-    match path {
-        GemmPath::Crate => super::matmul::crate_gemm(
+    match cblas_sgemm(path) {
+        // SAFETY: the callers checked that dinp, dout and w hold M·K, M·N and N·K floats.
+        Some(sgemm) => unsafe { row_major(sgemm, dinp, dout, w, (m, k, n), false, true) },
+        None => super::matmul::crate_gemm(
             m,
             k,
             n,
@@ -155,16 +154,23 @@ pub fn bwd(
             (w, k as isize, 1),
             true,
         ),
-        GemmPath::OpenBlas => openblas::sgemm(dinp, dout, w, m, k, n, false, false, true),
-        GemmPath::Mkl => match super::cblas::mkl() {
-            Ok(mkl) => mkl.sgemm(dinp, dout, w, (m, k, n), false, true),
-            Err(_) => bwd(GemmPath::Crate, dinp, dout, w, m, k, n),
-        },
+    }
+}
+
+/// The CBLAS `sgemm` a BLAS path runs on: OpenBLAS's (linked) or MKL's (loaded); None for
+/// the `gemm` crate, and for MKL where it did not load (never reached: `parse` yields Mkl
+/// only once it loaded), which then runs on the crate.
+fn cblas_sgemm(path: GemmPath) -> Option<Sgemm> {
+    match path {
+        GemmPath::Crate => None,
+        GemmPath::OpenBlas => openblas::sgemm(),
+        GemmPath::Mkl => super::cblas::mkl().ok().map(|mkl| mkl.sgemm),
     }
 }
 
 #[cfg(feature = "openblas")]
 mod openblas {
+    use super::Sgemm;
     use std::sync::Once;
 
     #[link(name = "openblas")]
@@ -188,76 +194,20 @@ mod openblas {
         fn openblas_set_num_threads(n: i32);
     }
 
-    const ROW_MAJOR: i32 = 101;
-    const NO_TRANS: i32 = 111;
-    const TRANS: i32 = 112;
-
-    /// c (M, N) (+)= a (M, K) · op(b), row-major; op(b) = bᵀ with b (N, K) when `tb`, else
-    /// b (K, N).
-    #[allow(clippy::too_many_arguments)]
-    pub fn sgemm(
-        c: &mut [f32],
-        a: &[f32],
-        b: &[f32],
-        m: usize,
-        n: usize,
-        k: usize,
-        ta: bool,
-        tb: bool,
-        accumulate: bool,
-    ) {
+    /// OpenBLAS's `cblas_sgemm`, its threads set to rayon's on first use.
+    pub fn sgemm() -> Option<Sgemm> {
         static THREADS: Once = Once::new();
         // SAFETY: a plain setter of OpenBLAS's thread count.
         THREADS
             .call_once(|| unsafe { openblas_set_num_threads(rayon::current_num_threads() as i32) });
-        if m == 0 || n == 0 {
-            return;
-        }
-        let ldb = if tb { k } else { n };
-        // SAFETY: the callers checked that a, b and c hold M·K, N·K and M·N floats, and the
-        // leading dimensions describe exactly those row-major layouts. Sizes fit in i32 for
-        // every model this engine loads (the largest product is vocab × hidden).
-        unsafe {
-            cblas_sgemm(
-                ROW_MAJOR,
-                if ta { TRANS } else { NO_TRANS },
-                if tb { TRANS } else { NO_TRANS },
-                m as i32,
-                n as i32,
-                k as i32,
-                1.0,
-                a.as_ptr(),
-                k as i32,
-                b.as_ptr(),
-                ldb as i32,
-                if accumulate { 1.0 } else { 0.0 },
-                c.as_mut_ptr(),
-                n as i32,
-            )
-        }
+        Some(cblas_sgemm)
     }
 }
 
 #[cfg(not(feature = "openblas"))]
 mod openblas {
-    /// Never reached: `GemmPath::parse` only yields paths of this build.
-    #[allow(clippy::too_many_arguments)]
-    pub fn sgemm(
-        c: &mut [f32],
-        a: &[f32],
-        b: &[f32],
-        m: usize,
-        n: usize,
-        k: usize,
-        _ta: bool,
-        tb: bool,
-        accumulate: bool,
-    ) {
-        let _ = tb;
-        if tb {
-            super::fwd(super::GemmPath::Crate, c, a, b, m, k, n, accumulate)
-        } else {
-            super::bwd(super::GemmPath::Crate, c, a, b, m, n, k)
-        }
+    /// Never reached (`GemmPath::parse` only yields paths of this build): the crate then.
+    pub fn sgemm() -> Option<super::Sgemm> {
+        None
     }
 }

@@ -6,6 +6,7 @@
 pub mod activation;
 pub mod attention;
 pub mod attention_decode;
+pub mod attention_mask;
 pub mod cblas;
 pub mod elementwise;
 pub mod embedding;

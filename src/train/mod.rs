@@ -79,6 +79,7 @@
 pub mod causal;
 pub mod checkpoint;
 pub mod data;
+pub mod data_formats;
 pub mod decode;
 pub mod encode;
 pub mod encoder;
@@ -95,6 +96,7 @@ pub mod outdir;
 pub mod ptuning;
 pub mod run;
 pub mod spec;
+pub mod start;
 pub mod step;
 pub mod task;
 pub mod trainer;

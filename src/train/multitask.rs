@@ -21,9 +21,10 @@ use super::multitask_ckpt::MultiCheckpoint;
 use super::optim::Optimizer;
 use super::outdir::{self, OutLock};
 use super::ptuning::Method;
+use super::start;
 use super::step::Params;
 use super::task::Task;
-use super::trainer::{self, TrainConfig};
+use super::trainer::TrainConfig;
 use super::update::optimizer_shapes;
 use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
@@ -154,8 +155,8 @@ fn precheck_all<B: Backend>(be: &B, model: &Model<B>, jobs: &[TaskJob<'_>]) -> R
                 ),
             ));
         }
-        trainer::precheck(be, model, j.task, j.train, [j.dev, j.test], &j.cfg)
-            .and_then(|()| trainer::check_rows(model, j.train, j.cfg.prompt_len))
+        start::precheck(be, model, j.task, j.train, [j.dev, j.test], &j.cfg)
+            .and_then(|()| start::check_rows(model, j.train, j.cfg.prompt_len))
             .map_err(|e| in_task(&j.name, e))?;
     }
     // a step holds one batch of every task at once
@@ -196,9 +197,9 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         for mut j in jobs {
             outdir::prepare_fresh(&out.join(&j.name), run.overwrite)
                 .map_err(|e| in_task(&j.name, e))?;
-            j.cfg.init = trainer::resolve_init(&j.cfg.init, j.task, model)?;
+            j.cfg.init = start::resolve_init(&j.cfg.init, j.task, model)?;
             // separate streams, as a single-task run: the prompt's init, and the data order
-            let mut rng = trainer::prompt_init_rng(j.cfg.seed);
+            let mut rng = start::prompt_init_rng(j.cfg.seed);
             let table = model.init_prompt(be, j.cfg.prompt_len, &j.cfg.init, &mut rng)?;
             let params = Params {
                 prompt: be.upload(DType::F32, &table.data)?,
@@ -295,10 +296,10 @@ fn task_run<'a, B: Backend>(
     let mut cfg = j.cfg;
     cfg.optim.schedule.total = total_steps;
     let opt = Optimizer::new(be, cfg.optim, &optimizer_shapes(&params))?;
-    let config = trainer::settings_json(&cfg, j.task, j.train, model, &table);
+    let config = start::settings_json(&cfg, j.task, j.train, model, &table);
     let hash = checkpoint::fnv1a(&config.to_string());
     let lens = j.train.lens();
-    let state = trainer::fresh_state(&cfg, &lens, config, hash);
+    let state = start::fresh_state(&cfg, &lens, config, hash);
     Ok(TaskRun {
         name: j.name,
         task: j.task,
@@ -329,7 +330,7 @@ fn resume_task<'a, B: Backend>(
     let name = j.name.clone();
     let path = out.join(CHECKPOINT_FILE);
     let mut cfg = j.cfg.clone();
-    cfg.init = trainer::resolve_init(&cfg.init, j.task, model)?;
+    cfg.init = start::resolve_init(&cfg.init, j.task, model)?;
     let d = model.hidden_size();
     let p = cfg.prompt_len;
     // the settings before the shapes: another run's checkpoint is named as such
@@ -383,7 +384,7 @@ fn resume_task<'a, B: Backend>(
         t.params.head = Some(host.upload(be)?);
     }
     let hashed = (t.state.config.clone(), t.state.config_hash.clone());
-    let (state, best) = trainer::resumed_state(be, ck, &mut t.opt, &t.params, hashed, &t.cfg, out)
+    let (state, best) = start::resumed_state(be, ck, &mut t.opt, &t.params, hashed, &t.cfg, out)
         .map_err(|e| in_task(&name, e))?;
     t.state = state;
     t.best = best;

@@ -1,5 +1,6 @@
 //! The trainer: its settings, the events it reports, and how a run starts, fresh or from its
-//! checkpoint. The loop itself is in `run.rs`.
+//! checkpoint (the checks, settings and state every run shares are in `start.rs`). The loop
+//! itself is in `run.rs`.
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
 // expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
 #![cfg_attr(
@@ -8,16 +9,17 @@
 )]
 
 use super::checkpoint::{self, Checkpoint, TrainState, CHECKPOINT_FILE, METRICS_FILE};
-use super::data;
 use super::encode::Encoded;
 use super::encoder::HostEncoder;
-use super::eval::check_labelled;
 use super::metrics::{EvalMetrics, MetricsLog};
 use super::model::Model;
 use super::optim::{OptimConfig, OptimKind, Optimizer};
 use super::outdir::{self, OutLock};
 use super::ptuning::{self, Method};
-use super::spec::TaskKind;
+use super::start::{
+    check_rows, fresh_state, other_settings, precheck, prompt_init_rng, resolve_init,
+    resumed_state, settings_json,
+};
 use super::step::Params;
 use super::task::Task;
 use super::update::{encoder_optimizer_shapes, optimizer_shapes};
@@ -26,8 +28,7 @@ use crate::error::{Error, Result};
 use crate::models::cls_head::HostClsHead;
 use crate::models::Recompute;
 use crate::prompt::{PromptInit, PromptTable};
-use crate::rng::Rng;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -234,6 +235,29 @@ pub struct Trainer<'a, B: Backend> {
     pub(super) _lock: OutLock,
 }
 
+/// What a run reads, borrowed for the trainer's life: the backend, the model, the task and
+/// its encoded splits (train, dev, test).
+type Inputs<'a, B> = (
+    &'a B,
+    &'a Model<B>,
+    &'a Task,
+    &'a Encoded,
+    Option<&'a Encoded>,
+    Option<&'a Encoded>,
+);
+
+/// Where a run starts: its trained tensors, fresh or read from the checkpoint.
+struct Start<B: Backend> {
+    params: Params<B>,
+    /// the prompt's PEFT facts (init name and text)
+    table: PromptTable,
+    /// P-tuning or a prefix projection: the encoder, and the one that gave the best prompt
+    encoder: Option<HostEncoder>,
+    best_encoder: Option<HostEncoder>,
+    /// the checkpoint a resumed run continues (None: a fresh run)
+    ck: Option<Checkpoint>,
+}
+
 impl<'a, B: Backend> Trainer<'a, B> {
     /// A fresh run: initialises the prompt (and head) from `cfg.seed`.
     #[allow(clippy::too_many_arguments)]
@@ -277,20 +301,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
             head: task.new_head(d).map(|h| h.upload(be)).transpose()?,
             prefix: cfg.method.prefix_spec(p),
         };
-        Self::build(
-            be,
-            model,
-            task,
-            train,
-            dev,
-            test,
-            cfg,
-            out,
+        let start = Start {
             params,
             table,
-            (encoder, None),
-            None,
-        )
+            encoder,
+            best_encoder: None,
+            ck: None,
+        };
+        Self::build((be, model, task, train, dev, test), cfg, out, start)
     }
 
     /// Continues the run whose checkpoint is in `out`, bit for bit. Fails when the settings
@@ -367,7 +385,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             head,
             prefix: cfg.method.prefix_spec(cfg.prompt_len),
         };
-        let encoders = match enc_cfg {
+        let (encoder, best_encoder) = match enc_cfg {
             None => (None, None),
             Some(c) => {
                 let best = ck.tensors.contains_key("best.prompt");
@@ -378,37 +396,26 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 )
             }
         };
-        Self::build(
-            be,
-            model,
-            task,
-            train,
-            dev,
-            test,
-            cfg,
-            out,
+        let start = Start {
             params,
             table,
-            encoders,
-            Some(ck),
-        )
+            encoder,
+            best_encoder,
+            ck: Some(ck),
+        };
+        Self::build((be, model, task, train, dev, test), cfg, out, start)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn build(
-        be: &'a B,
-        model: &'a Model<B>,
-        task: &'a Task,
-        train: &'a Encoded,
-        dev: Option<&'a Encoded>,
-        test: Option<&'a Encoded>,
-        cfg: TrainConfig,
-        out: &Path,
-        params: Params<B>,
-        table: PromptTable,
-        (encoder, best_encoder): (Option<HostEncoder>, Option<HostEncoder>),
-        ck: Option<Checkpoint>,
-    ) -> Result<Self> {
+    /// The trainer of `run` from `start`: its optimizer, output folder, metrics and state.
+    fn build(run: Inputs<'a, B>, cfg: TrainConfig, out: &Path, start: Start<B>) -> Result<Self> {
+        let (be, model, task, train, dev, test) = run;
+        let Start {
+            params,
+            table,
+            encoder,
+            best_encoder,
+            ck,
+        } = start;
         check_rows(model, train, cfg.prompt_len)?;
         let steps_per_epoch = train.rows.len().div_ceil(cfg.batch_size.max(1)) as u64;
         let total_steps = cfg
@@ -500,245 +507,4 @@ pub(crate) fn table_width<B: Backend>(method: &Method, model: &Model<B>) -> usiz
         }
         _ => model.hidden_size(),
     }
-}
-
-/// Everything that can be checked before a byte is allocated or written: the settings'
-/// ranges, flags that would do nothing, the prompt and rows against the model's positions,
-/// and the memory of a training and an evaluation step against the machine's.
-/// The random stream a prompt's init draws from for a run's `seed` (the data order draws from
-/// another).
-pub(crate) fn prompt_init_rng(seed: u64) -> Rng {
-    Rng::new(seed ^ 0x5052_4f4d_5054_u64)
-}
-
-/// The init with what it needs from the task filled in: class labels' token ids.
-pub(crate) fn resolve_init<B: Backend>(
-    init: &PromptInit,
-    task: &Task,
-    model: &Model<B>,
-) -> Result<PromptInit> {
-    Ok(match init {
-        PromptInit::ClassLabels { from_first, .. } => PromptInit::ClassLabels {
-            labels: task.class_label_pieces(&model.tokenizer)?,
-            from_first: *from_first,
-        },
-        other => other.clone(),
-    })
-}
-
-pub(super) fn precheck<B: Backend>(
-    be: &B,
-    model: &Model<B>,
-    task: &Task,
-    train: &Encoded,
-    evals: [Option<&Encoded>; 2],
-    cfg: &TrainConfig,
-) -> Result<()> {
-    cfg.validate()?;
-    check_placement(&cfg.method, model)?;
-    // without a dev split nothing is evaluated during the run: these flags would do nothing
-    if evals[0].is_none() {
-        if cfg.patience.is_some() {
-            return Err(Error::arg(
-                "--patience",
-                "early stopping needs a dev split: pass --dev",
-            ));
-        }
-        if cfg.eval_every > 0 {
-            return Err(Error::arg(
-                "--eval-every",
-                "evaluating during the run needs a dev split: pass --dev",
-            ));
-        }
-    }
-    // --lr 0 freezes the prompt: the run trains something only through a cls head with a
-    // --head-lr of its own
-    let head_trains = task.spec.kind == TaskKind::Cls && cfg.optim.head_lr.is_some_and(|h| h > 0.0);
-    if cfg.optim.lr <= 0.0 && !head_trains {
-        return Err(Error::arg(
-            "--lr",
-            format!(
-                "{} trains nothing: expected a number > 0 (0 freezes the prompt, which makes \
-                 sense only beside a cls head trained by --head-lr > 0)",
-                cfg.optim.lr
-            ),
-        ));
-    }
-    model.check_lengths(cfg.prompt_len, Some(task.spec.max_len))?;
-    let longest = |enc: &Encoded| {
-        let ids = enc.rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
-        let target = enc.rows.iter().map(|r| r.target.len()).max().unwrap_or(0);
-        (enc.rows.len(), cfg.prompt_len + ids, target)
-    };
-    let (rows, tokens, target) = longest(train);
-    model.check_step_memory(be, rows.min(cfg.batch_size), tokens, target, "--batch-size")?;
-    for enc in evals.into_iter().flatten() {
-        check_labelled(task, enc)?;
-        let (rows, tokens, target) = longest(enc);
-        let rows = rows.min(cfg.eval_batch_size);
-        model.check_step_memory(be, rows, tokens, target, "--eval-batch-size")?;
-    }
-    Ok(())
-}
-
-/// `--prefix-placement peft` differs from `papers` only on T5: elsewhere it would only look
-/// like a choice.
-fn check_placement<B: Backend>(method: &Method, model: &Model<B>) -> Result<()> {
-    match method {
-        Method::Prefix(pre)
-            if pre.placement == crate::models::Placement::Peft && model.arch_name() != "t5" =>
-        {
-            Err(Error::arg(
-                "--prefix-placement",
-                format!(
-                    "peft: only T5 has a choice of placement (PEFT's reading of the blocks); {} \
-                     puts one block in front of every layer's keys either way: leave it at papers",
-                    model.arch_name()
-                ),
-            ))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Fails on an empty training file, or on a row that does not fit next to the prompt.
-pub(super) fn check_rows<B: Backend>(
-    model: &Model<B>,
-    train: &Encoded,
-    prompt_len: usize,
-) -> Result<()> {
-    if train.rows.is_empty() {
-        return Err(Error::data(&train.path, 1, "no training rows"));
-    }
-    if let Some(limit) = model.max_tokens(prompt_len) {
-        if let Some(r) = train.rows.iter().find(|r| r.ids.len() > limit) {
-            return Err(Error::data(&train.path, r.line, format!("{} tokens + a prompt of {} exceed the model's positions: lower --max-len to {limit}", r.ids.len(), prompt_len)));
-        }
-    }
-    Ok(())
-}
-
-/// A fresh run's state: step 0, the first epoch's plan drawn from `cfg.seed`.
-pub(super) fn fresh_state(
-    cfg: &TrainConfig,
-    lens: &[usize],
-    config: Value,
-    hash: String,
-) -> TrainState {
-    let mut rng = Rng::new(cfg.seed);
-    let plan = data::epoch_plan(lens, cfg.batch_size, cfg.bucket_pool, &mut rng);
-    TrainState {
-        format: checkpoint::CHECKPOINT_FORMAT,
-        step: 0,
-        epoch: 1,
-        plan,
-        pos: 0,
-        rng,
-        best: None,
-        best_test: None,
-        best_step: 0,
-        evals_since_best: 0,
-        done: false,
-        config_hash: hash,
-        config,
-        threads: cfg.threads,
-        device: String::new(),
-        kernels: String::new(),
-        log_window: Default::default(),
-    }
-}
-
-/// The state of checkpoint `ck`, whose settings must hash to `hash`: the optimizer's state
-/// goes into `opt`, and the best prompt (and head) so far comes back with the state.
-#[allow(clippy::type_complexity)]
-pub(super) fn resumed_state<B: Backend>(
-    be: &B,
-    ck: Checkpoint,
-    opt: &mut Optimizer<B>,
-    params: &Params<B>,
-    (config, hash): (Value, String),
-    cfg: &TrainConfig,
-    out: &Path,
-) -> Result<(TrainState, Option<(Vec<f32>, Option<HostClsHead>)>)> {
-    if ck.state.config_hash != hash {
-        let diff = checkpoint::config_diff(&ck.state.config, &config);
-        return Err(other_settings(out, &diff));
-    }
-    let path = out.join(CHECKPOINT_FILE);
-    ck.state
-        .check_progress(&path, cfg.optim.schedule.total, cfg.patience)?;
-    ck.check_second_moments(&path)?;
-    opt.load_state(be, ck.state.step, &|n| ck.get(n).map(|d| d.to_vec()))?;
-    let best = match ck.tensors.contains_key("best.prompt") {
-        true => {
-            let p = ck.get_shaped("best.prompt", &[params.p, params.d], "P x d")?;
-            let head = params
-                .head
-                .as_ref()
-                .map(|h| -> Result<HostClsHead> {
-                    Ok(HostClsHead {
-                        k: h.k,
-                        c: h.c,
-                        weight: ck
-                            .get_shaped("best.head.weight", &[h.k, h.c], "labels x d")?
-                            .to_vec(),
-                        bias: ck.get_shaped("best.head.bias", &[h.k], "labels")?.to_vec(),
-                    })
-                })
-                .transpose()?;
-            Some((p.to_vec(), head))
-        }
-        false => None,
-    };
-    Ok((ck.state, best))
-}
-
-fn other_settings(out: &Path, diff: &[String]) -> Error {
-    Error::file(out.join(CHECKPOINT_FILE), format!("the checkpoint was written with other settings; resume with the same flags, or train into a new --out. Differences: {}", diff.join("; ")))
-}
-
-/// The settings that shape the numbers, as one JSON object (hashed into checkpoints).
-pub(super) fn settings_json<B: Backend>(
-    cfg: &TrainConfig,
-    task: &Task,
-    train: &Encoded,
-    model: &Model<B>,
-    table: &PromptTable,
-) -> Value {
-    let o = &cfg.optim;
-    // the training rows themselves, so that a changed file is noticed
-    let mut rows = String::new();
-    for r in &train.rows {
-        rows.push_str(&format!(
-            "{:?}{:?}{:?}{};",
-            r.ids, r.label, r.target, r.mask_pos
-        ));
-    }
-    let mut settings = json!({
-        "model": model.dir.display().to_string(),
-        "task": task.spec.to_json(),
-        "train_rows": checkpoint::fnv1a(&rows),
-        "prompt_len": cfg.prompt_len,
-        "init": table.init,
-        "init_text": table.init_text,
-        "init_spec": format!("{:?}", cfg.init),
-        "optimizer": o.kind.name(),
-        "lr": o.lr, "head_lr": o.head_lr, "weight_decay": o.weight_decay,
-        "beta1": o.beta1, "beta2": o.beta2, "eps": o.eps, "decay_rate": o.decay_rate, "clip_threshold": o.clip_threshold,
-        "schedule": format!("{:?}", o.schedule.kind), "warmup": o.schedule.warmup,
-        "max_grad_norm": o.max_grad_norm,
-        "batch_size": cfg.batch_size,
-        "epochs": cfg.epochs, "max_steps": cfg.max_steps,
-        "eval_every": cfg.eval_every, "patience": cfg.patience,
-        "seed": cfg.seed,
-        "recompute": format!("{:?}", cfg.recompute),
-        "bucket_pool": cfg.bucket_pool,
-    });
-    // only the other methods add a key: prompt tuning's hash stays the one of earlier
-    // checkpoints
-    let method = cfg.method.settings(cfg.prompt_len, model.hidden_size());
-    if let (false, Some(obj)) = (method.is_null(), settings.as_object_mut()) {
-        obj.insert("method".into(), method);
-    }
-    settings
 }

@@ -277,6 +277,17 @@ pub fn tiny_pet_train_args(model: &Path, out: &Path) -> Vec<String> {
     args
 }
 
+/// A fresh, empty folder `group/name` under the build's scratch space (CARGO_TARGET_TMPDIR),
+/// left in place after the test for a look at what it wrote.
+pub fn scratch_in(group: &str, name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(group)
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A fresh folder under the system temp dir, removed (with its contents) on drop.
 pub struct ScratchDir(pub PathBuf);
 

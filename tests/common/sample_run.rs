@@ -56,6 +56,42 @@ pub fn run_on_sample_on(
     Ok((summary, losses))
 }
 
+/// `cfg` on `model` run whole into `whole`, and into `parts` stopped after step 7 and resumed
+/// (`cfg` with `resume`, returned): the resumed run ends at `cfg.max_steps` with the whole
+/// run's losses after step 7, and its `files` equal the whole run's byte for byte.
+pub fn assert_resumes_bit_identically(
+    model: &str,
+    (whole, parts): (&Path, &Path),
+    cfg: &TrainConfig,
+    files: &[&str],
+) -> TrainConfig {
+    let (_, all) = run_on_sample(model, whole, cfg, None).unwrap();
+    let err = run_on_sample(model, parts, cfg, Some(7)).unwrap_err();
+    assert!(matches!(err, Error::Interrupted(_)), "{model}: {err}");
+    let resume = TrainConfig {
+        resume: true,
+        ..cfg.clone()
+    };
+    let (summary, rest) = run_on_sample(model, parts, &resume, None).unwrap();
+    assert_eq!(Some(summary.steps), cfg.max_steps, "{model}");
+    assert_eq!(rest, all[7..], "{model}: {}", parts.display());
+    for f in files {
+        assert_eq!(file(whole, f), file(parts, f), "{model}: {f}");
+    }
+    resume
+}
+
+/// A resume of the run in `parts` with `cfg` is refused as one of other settings, naming `key`.
+pub fn assert_resume_refused(model: &str, parts: &Path, cfg: &TrainConfig, key: &str) {
+    let err = run_on_sample(model, parts, cfg, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("other settings") && err.contains(key),
+        "{key}: {err}"
+    );
+}
+
 pub fn file(dir: &Path, name: &str) -> Vec<u8> {
     let path = dir.join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
