@@ -61,7 +61,7 @@ fn bert_names(layers: usize, recompute: Recompute) -> BTreeSet<String> {
         .collect();
     for l in 0..layers {
         match recompute {
-            Recompute::None | Recompute::Mlp => {
+            Recompute::None | Recompute::Mlp | Recompute::MlpLayers(_) => {
                 for n in [
                     "q", "k", "v", "lse", "ln1_in", "ln1_mean", "ln1_rstd", "ffn_pre", "ln2_in",
                     "ln2_mean", "ln2_rstd",
@@ -452,15 +452,23 @@ fn t5_saved_state_matches_formula() {
 /// Bytes one decoder layer holds under `Recompute::None` (N = B·S rows): both norms' inputs
 /// (N·C each) and statistics (rstd, and LayerNorm's mean: N each), q (N·H·D), k and v
 /// (N·Hkv·D each), the log-sum-exp (B·H·S), and the MLP's activation input (N·I; the gated
-/// MLP also its up branch, unless `Recompute::Mlp` recomputes it).
-fn decoder_layer_bytes(cfg: &DecoderConfig, b: usize, s: usize, recompute: Recompute) -> usize {
+/// MLP also its up branch, unless `Recompute::Mlp`, or `MlpLayers(k)` in layers l < k,
+/// recomputes it).
+fn decoder_layer_bytes(
+    cfg: &DecoderConfig,
+    b: usize,
+    s: usize,
+    recompute: Recompute,
+    l: usize,
+) -> usize {
     let n = b * s;
     let stats = if cfg.is_bloom() { 2 } else { 1 };
-    let mlp = if cfg.is_bloom() || recompute == Recompute::Mlp {
-        1
-    } else {
-        2
+    let recomputed = match recompute {
+        Recompute::Mlp => true,
+        Recompute::MlpLayers(k) => l < k,
+        _ => false,
     };
+    let mlp = if cfg.is_bloom() || recomputed { 1 } else { 2 };
     F32 * (2 * n * cfg.hidden_size
         + 2 * stats * n
         + n * cfg.q_width()
@@ -515,7 +523,12 @@ fn check_decoder(folder: &str) {
     let modes: &[Recompute] = if cfg.is_bloom() {
         &[Recompute::None, Recompute::Layer]
     } else {
-        &[Recompute::None, Recompute::Mlp, Recompute::Layer]
+        &[
+            Recompute::None,
+            Recompute::Mlp,
+            Recompute::MlpLayers(1),
+            Recompute::Layer,
+        ]
     };
     for &recompute in modes {
         let live_before = be.memory().live_bytes;
@@ -534,11 +547,12 @@ fn check_decoder(folder: &str) {
                 None,
             )
             .unwrap();
-        let layers = cfg.num_layers
-            * match recompute {
-                Recompute::None | Recompute::Mlp => decoder_layer_bytes(&cfg, b, s, recompute),
+        let layers: usize = (0..cfg.num_layers)
+            .map(|l| match recompute {
                 Recompute::Layer => F32 * b * s * cfg.hidden_size,
-            };
+                _ => decoder_layer_bytes(&cfg, b, s, recompute, l),
+            })
+            .sum();
         assert_eq!(
             acct.held_after_forward(),
             layers + decoder_outer_bytes(&cfg, b, s),

@@ -151,8 +151,8 @@ impl<B: Backend> Decoder<B> {
             }
             let input = std::mem::replace(x, zeros(be, be.act_dtype(), 0)?);
             let saved = match recompute {
-                Recompute::None | Recompute::Mlp => {
-                    let up = recompute == Recompute::None;
+                Recompute::None | Recompute::Mlp | Recompute::MlpLayers(_) => {
+                    let up = !recompute.recomputes_mlp_up(l);
                     let (out, kept) =
                         self.layer_fwd(be, acct, l, input, inp, Keep::State { up })?;
                     *x = out;
