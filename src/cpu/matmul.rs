@@ -147,9 +147,10 @@ pub(crate) fn crate_gemm_wt<F: Real>(
     accumulate: bool,
 ) {
     let threads = rayon::current_num_threads();
-    // blocks of whole micro-panels (the AVX-512 kernel's 4 × 16 rows)
+    // blocks of whole micro-panels (the AVX-512 kernel's 4 × 16 rows); every thread gets a
+    // block of at least 128 columns, else the crate's own threading (over M) keeps all busy
     let per = n.div_ceil(threads.max(1)).next_multiple_of(64);
-    if threads < 2 || m * n * k < 64 * 64 * 64 || per >= n {
+    if threads < 2 || n < 128 * threads || m * n * k < 64 * 64 * 64 || per >= n {
         let (lhs, rhs) = ((inp, k as isize, 1), (w, 1, k as isize));
         return crate_gemm(m, n, k, out, lhs, rhs, accumulate);
     }
