@@ -18,7 +18,7 @@
 //! built in attention_mask.rs.
 
 use super::attention_mask::{cpu_bias, ScoreTerms};
-use super::matmul::{gemm_strided, Mat};
+use super::matmul::{gemm_strided, Mat, SendPtr};
 use super::real::Real;
 use super::{ints, real, real_mut, CpuBackend, CpuBuf};
 use crate::backend::{prefix_rows, AttentionOps, AttnBias, AttnDims, PrefixKv};
@@ -27,21 +27,25 @@ use rayon::prelude::*;
 
 pub use super::attention_mask::{Bias, PositionBias};
 
-/// Query rows per tile: big enough for efficient GEMMs, small enough that a (QBLOCK, Tk)
-/// tile per thread stays in cache for the usual lengths.
+/// Query rows per tile under a causal mask: big enough for efficient GEMMs, small enough
+/// that the clamp of a tile's key range skips much of the hidden part.
 const QBLOCK: usize = 64;
 
-/// A raw pointer that may cross threads: every task writes a disjoint (batch, head) region.
-#[derive(Clone, Copy)]
-struct SendPtr<F>(*mut F);
-unsafe impl<F> Send for SendPtr<F> {}
-unsafe impl<F> Sync for SendPtr<F> {}
+/// Without a causal mask, a tile takes as many query rows as fit this many scores (128 KiB
+/// in float32; backward holds two such tiles per thread, within a core's L2), at least
+/// QBLOCK: every tile packs the head's keys (and in backward its values) for its products
+/// again, so at bert-base's 148 keys one tile of all 148 rows instead of three of 64 saves
+/// 10% of the attention's time (bench/README.md).
+const TILE_SCORES: usize = 32 * 1024;
 
-impl<F> SendPtr<F> {
-    // a method, so closures capture the wrapper rather than its raw field
-    fn get(self) -> *const F {
-        self.0
+/// Query rows per tile for `tq` queries over `tk` keys (the prefix counted): tiles of equal
+/// size without a causal mask, QBLOCK with one. Never 0.
+fn tile_rows(tq: usize, tk: usize, causal: bool) -> usize {
+    if causal {
+        return QBLOCK;
     }
+    let most = (TILE_SCORES / tk.max(1)).max(QBLOCK);
+    tq.div_ceil(tq.div_ceil(most).max(1)).max(1)
 }
 
 /// The (T, D) matrix of head `hi` in batch row `bi` of a (B, T, heads, D) tensor.
@@ -266,9 +270,10 @@ pub fn attention_fwd<F: Real>(
             let om = head_mat(out_ptr.get(), bi, hi, tq, h, d);
             let mut terms = ScoreTerms::new(bi, key_mask, keys.p, causal, &all);
             terms.set_head(bias.as_ref(), hi, &all);
-            let mut p = vec![F::ZERO; QBLOCK.min(tq) * all.tk];
-            for i0 in (0..tq).step_by(QBLOCK) {
-                let rows = QBLOCK.min(tq - i0);
+            let block = tile_rows(tq, all.tk, causal);
+            let mut p = vec![F::ZERO; block.min(tq) * all.tk];
+            for i0 in (0..tq).step_by(block) {
+                let rows = block.min(tq - i0);
                 let p = &mut p[..rows * all.tk];
                 let end = score_tile(p, qm, &keys, i0, rows, &terms, scale, &all);
                 softmax_tile(p, &mut lse_bh[i0..i0 + rows], end, all.tk);
@@ -479,8 +484,9 @@ fn bwd_task<F: Real>(
         dk: vec![F::ZERO; np * d],
         dv: vec![F::ZERO; np * d],
     });
-    let mut p = vec![F::ZERO; QBLOCK.min(tq) * all.tk];
-    let mut ds = vec![F::ZERO; QBLOCK.min(tq) * all.tk];
+    let block = tile_rows(tq, all.tk, causal);
+    let mut p = vec![F::ZERO; block.min(tq) * all.tk];
+    let mut ds = vec![F::ZERO; block.min(tq) * all.tk];
     let mut terms = ScoreTerms::new(bi, key_mask, np, causal, &all);
     for hi in kvh * dims.group()..(kvh + 1) * dims.group() {
         let qm = head_mat(q.as_ptr(), bi, hi, tq, h, d);
@@ -488,8 +494,8 @@ fn bwd_task<F: Real>(
         let dqm = head_mat(dq.get(), bi, hi, tq, h, d);
         let lse_bh = &lse[(bi * h + hi) * tq..(bi * h + hi + 1) * tq];
         terms.set_head(bias, hi, &all);
-        for i0 in (0..tq).step_by(QBLOCK) {
-            let rows = QBLOCK.min(tq - i0);
+        for i0 in (0..tq).step_by(block) {
+            let rows = block.min(tq - i0);
             let (p, ds) = (&mut p[..rows * all.tk], &mut ds[..rows * all.tk]);
             let do_blk = from_row(dom, i0);
             let lse_blk = &lse_bh[i0..i0 + rows];

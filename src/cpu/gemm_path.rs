@@ -119,15 +119,7 @@ pub fn fwd(
     match cblas_sgemm(path) {
         // SAFETY: the callers checked that out, inp and w hold M·N, M·K and N·K floats.
         Some(sgemm) => unsafe { row_major(sgemm, out, inp, w, (m, n, k), true, accumulate) },
-        None => super::matmul::crate_gemm(
-            m,
-            n,
-            k,
-            out,
-            (inp, k as isize, 1),
-            (w, 1, k as isize),
-            accumulate,
-        ),
+        None => super::matmul::crate_gemm_wt(out, inp, w, m, k, n, accumulate),
     }
 }
 

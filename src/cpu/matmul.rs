@@ -7,6 +7,7 @@ use super::{gemm_path, opt_real, real, real_mut, CpuBackend, CpuBuf};
 use crate::backend::MatmulOps;
 use crate::error::Result;
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
     // Threading tiny products costs more than it saves.
@@ -124,6 +125,76 @@ pub(crate) fn crate_gemm<F: Real>(
             false,
             parallelism(m, n, k),
         );
+    }
+}
+
+/// out (M, N) (+)= inp (M, K) · Wᵀ, W (N, K) row-major, through the `gemm` crate, the
+/// columns split across rayon's threads, each block a single-threaded product.
+///
+/// Why not the crate's own threading: the crate packs row-major W as its left operand, and
+/// for N up to about 2·768 it packs all of it on the calling thread before its threads start
+/// (`do_prepack_lhs`), the other core idle meanwhile. That pack is 5% of a 1184×768×768
+/// product's single-thread time and 15% of a 1184×3072×768 one's (bench/README.md). Split
+/// by columns, each thread packs its own block of W, in parallel. Each output element is
+/// summed as before: the results are bit for bit the crate's.
+pub(crate) fn crate_gemm_wt<F: Real>(
+    out: &mut [F],
+    inp: &[F],
+    w: &[F],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
+    let threads = rayon::current_num_threads();
+    // blocks of whole micro-panels (the AVX-512 kernel's 4 × 16 rows); every thread gets a
+    // block of at least 128 columns, else the crate's own threading (over M) keeps all busy
+    let per = n.div_ceil(threads.max(1)).next_multiple_of(64);
+    if threads < 2 || n < 128 * threads || m * n * k < 64 * 64 * 64 || per >= n {
+        let (lhs, rhs) = ((inp, k as isize, 1), (w, 1, k as isize));
+        return crate_gemm(m, n, k, out, lhs, rhs, accumulate);
+    }
+    debug_assert!(out.len() >= m * n && inp.len() >= m * k && w.len() >= n * k);
+    let dst = SendPtr(out.as_mut_ptr());
+    (0..n.div_ceil(per)).into_par_iter().for_each(|j| {
+        let (c0, cols) = (j * per, per.min(n - j * per));
+        let lhs = Mat {
+            ptr: inp.as_ptr(),
+            rs: k as isize,
+            cs: 1,
+        };
+        let rhs = Mat {
+            ptr: w[c0 * k..].as_ptr(),
+            rs: 1,
+            cs: k as isize,
+        };
+        // SAFETY: block j alone writes out's columns c0..c0+cols of every row; out, inp and
+        // w hold M·N, M·K and N·K elements (the callers' checks), rhs reads W's rows c0.. only.
+        unsafe {
+            gemm_strided(
+                m,
+                cols,
+                k,
+                dst.get().add(c0),
+                n as isize,
+                lhs,
+                rhs,
+                accumulate,
+            )
+        };
+    });
+}
+
+/// A raw pointer that may cross threads: every task writes a disjoint region.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr<F>(pub *mut F);
+unsafe impl<F> Send for SendPtr<F> {}
+unsafe impl<F> Sync for SendPtr<F> {}
+
+impl<F> SendPtr<F> {
+    // a method, so closures capture the wrapper rather than its raw field
+    pub fn get(self) -> *mut F {
+        self.0
     }
 }
 
