@@ -10,7 +10,7 @@ use super::model::{bind, on_engine, Engine, Model, StepOutput};
 use super::prompt::Prompt;
 use super::task::Task;
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::train::encode::Row;
 use crate::train::{self, Grads, Prediction};
 
@@ -78,12 +78,6 @@ fn with_jobs<B: Backend, T>(
     let params = (jobs.iter())
         .map(|(task, prompt)| bind(be, m, task, prompt))
         .collect::<Result<Vec<_>>>()?;
-    // the mixed batch shares one prompt table in front of the tokens: no prefix in it yet
-    if params.iter().any(|p| p.prefix.is_some()) {
-        return Err(Error::Unsupported(
-            "a prefix-tuning prompt in a mixed batch: score it alone (predict, evaluate)".into(),
-        ));
-    }
     let mixed: Vec<_> = (jobs.iter().zip(&params))
         .map(|((task, _), params)| (&task.inner, params))
         .collect();

@@ -24,11 +24,12 @@ use super::decode::{encoder_hidden, Prediction, RowLayout};
 use super::encode::{Batch, Encoded, Row};
 use super::eval::predict_all;
 use super::mixed_lm;
+use super::mixed_prefix::PrefixStack;
 use super::model::Model;
 use super::spec::{Decode, TaskKind};
 use super::step::{check_labels, cls_head, Grads, Params};
 use super::task::{job, Job, Task};
-use crate::backend::{Backend, DType};
+use crate::backend::{Backend, DType, DeviceKind};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::bert::{self, Bert};
@@ -56,16 +57,18 @@ pub fn predict_mixed<B: Backend>(
     }
     check_rows(jobs.len(), rows)?;
     let mut out: Vec<Option<Prediction>> = vec![None; rows.len()];
-    for group in groups(model, jobs, false) {
+    for group in groups(be, model, jobs, false) {
         let Some(g) = GroupRows::new(rows, &group) else {
             continue;
         };
+        let mix = mixable(model, jobs, &group, false);
         let gr = Group {
             jobs,
             group: &group,
             rows: &g,
+            bert: matches!(mix, Some(Mix::Bert(_))),
         };
-        let preds = match mixable(model, jobs, &group, false) {
+        let preds = match mix {
             Some(Mix::Bert(m)) => predict_group(be, model, m, &gr, batch_size)?,
             Some(Mix::T5(m)) => mixed_lm::predict_t5(be, model, m, &gr, batch_size)?,
             Some(Mix::Causal(m)) => mixed_lm::predict_causal(be, model, m, &gr, batch_size)?,
@@ -110,6 +113,8 @@ pub(super) struct Group<'g, 'a, B: Backend> {
     /// the jobs (indices into `jobs`), in the table's order
     pub group: &'g [usize],
     pub rows: &'g GroupRows,
+    /// BERT jobs: a prefix job's tokens sit behind hidden front rows (`front_rows`)
+    pub bert: bool,
 }
 
 impl<'a, B: Backend> Group<'_, 'a, B> {
@@ -126,10 +131,10 @@ impl<'a, B: Backend> Group<'_, 'a, B> {
 
     /// The table's P (the longest prompt) and each job's length when they differ.
     pub fn lens(&self) -> (usize, Option<Vec<usize>>) {
-        group_lens(self.jobs, self.group)
+        group_lens(self.jobs, self.group, self.bert)
     }
 
-    /// The group's prompts as one table (K, P, C) on the device.
+    /// The group's prompts as one table (K, P, C) on the device (a prefix job's rows zero).
     pub fn table(&self, be: &B, p: usize, c: usize) -> Result<B::Buf> {
         prompt_table(be, self.jobs, self.group, p, c)
     }
@@ -160,7 +165,7 @@ impl GroupRows {
 }
 
 /// The prompts of `group` stacked into one table (K, P, C) on the device, in group order,
-/// each padded with zero rows to the longest prompt's P.
+/// each padded with zero rows to the longest prompt's P (a prefix job's front rows zero).
 fn prompt_table<B: Backend>(
     be: &B,
     jobs: &[MixJob<'_, B>],
@@ -170,19 +175,48 @@ fn prompt_table<B: Backend>(
 ) -> Result<B::Buf> {
     let mut table = Vec::with_capacity(group.len() * p * c);
     for (_, params) in group.iter().filter_map(|&j| jobs.get(j)) {
-        table.extend(be.download(&params.prompt)?);
-        table.resize(table.len() + (p - params.p) * c, 0.0);
+        let end = table.len() + p * c;
+        if params.prefix.is_none() {
+            table.extend(be.download(&params.prompt)?);
+        }
+        table.resize(end, 0.0);
     }
     be.upload(DType::F32, &table)
 }
 
-/// The jobs that share batches (`mixable`) together, every other job alone.
-fn groups<B: Backend>(model: &Model<B>, jobs: &[MixJob<'_, B>], step: bool) -> Vec<Vec<usize>> {
+/// The rows a job puts in front of its tokens in a mixed batch: its prompt's P; a prefix job
+/// none, except on BERT, whose tokens sit at their first position behind as many hidden rows
+/// (`mixed_prefix.rs`).
+fn front_rows<B: Backend>(params: &Params<B>, bert: bool) -> usize {
+    match params.prefix {
+        Some(spec) if bert => spec.bert_first_position.unwrap_or(spec.p),
+        _ => params.input_rows(),
+    }
+}
+
+/// The jobs that share batches (`mixable`) together, every other job alone: prefix jobs
+/// join the mixed group on the CPU when their prefixes share one layout (`mixed_prefix.rs`;
+/// the CUDA kernels read one prefix per batch), and never in the step yet.
+fn groups<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    jobs: &[MixJob<'_, B>],
+    step: bool,
+) -> Vec<Vec<usize>> {
     let (mut mixed, mut alone) = (Vec::new(), Vec::new());
-    for j in 0..jobs.len() {
+    let mut layout = None;
+    for (j, (_, params)) in jobs.iter().enumerate() {
+        let prefix_fits = match params.prefix {
+            None => true,
+            Some(spec) => {
+                let this = (spec.placement, spec.blocks);
+                let first = *layout.get_or_insert(this);
+                !step && be.device() == DeviceKind::Cpu && first == this
+            }
+        };
         match mixable(model, jobs, &[j], step) {
-            Some(_) => mixed.push(j),
-            None => alone.push(vec![j]),
+            Some(_) if prefix_fits => mixed.push(j),
+            _ => alone.push(vec![j]),
         }
     }
     (!mixed.is_empty())
@@ -194,9 +228,13 @@ fn groups<B: Backend>(model: &Model<B>, jobs: &[MixJob<'_, B>], step: bool) -> V
 
 /// The prompt lengths of a group: the longest (the table's P), and each job's (in group
 /// order) when they differ; None when all are one length (the layout of a single prompt).
-fn group_lens<B: Backend>(jobs: &[MixJob<'_, B>], group: &[usize]) -> (usize, Option<Vec<usize>>) {
+fn group_lens<B: Backend>(
+    jobs: &[MixJob<'_, B>],
+    group: &[usize],
+    bert: bool,
+) -> (usize, Option<Vec<usize>>) {
     let lens: Vec<usize> = (group.iter().filter_map(|&j| jobs.get(j)))
-        .map(|(_, params)| params.p)
+        .map(|(_, params)| front_rows(params, bert))
         .collect();
     let p = lens.iter().copied().max().unwrap_or(0);
     (p, lens.iter().any(|&l| l != p).then_some(lens))
@@ -272,8 +310,13 @@ fn predict_group<B: Backend>(
     let (p, job_lens) = gr.lens();
     let table = gr.table(be, p, m.cfg.hidden_size)?;
     let k = gr.group.len();
+    let stack = PrefixStack::of(be, gr)?;
     predict_chunks(be, model, gr, batch_size, 0, |batch, idx| {
         let (inp, lens) = group_inputs(be, m, batch, idx, k, p, job_lens.as_deref())?;
+        let inp = match &stack {
+            Some(st) => st.bert_inputs(be, model, m, inp, idx, lens.as_deref())?,
+            None => inp,
+        };
         let lay = RowLayout {
             p,
             lens: lens.as_deref(),
@@ -393,16 +436,18 @@ pub fn step_mixed<B: Backend>(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    for group in groups(model, jobs, true) {
+    for group in groups(be, model, jobs, true) {
         let Some(g) = GroupRows::new(rows, &group) else {
             continue;
         };
+        let mix = mixable(model, jobs, &group, true);
         let gr = Group {
             jobs,
             group: &group,
             rows: &g,
+            bert: matches!(mix, Some(Mix::Bert(_))),
         };
-        match mixable(model, jobs, &group, true) {
+        match mix {
             Some(Mix::Bert(m)) => step_group(be, m, &gr, recompute, &mut out)?,
             Some(Mix::T5(m)) => mixed_lm::step_t5(be, m, &gr, recompute, &mut out)?,
             Some(Mix::Causal(m)) => mixed_lm::step_causal(be, m, &gr, recompute, &mut out)?,

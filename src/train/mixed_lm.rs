@@ -20,6 +20,7 @@ use super::causal::joined;
 use super::decode::{encoder_once, Prediction};
 use super::encode::Batch;
 use super::mixed::{finish_step, predict_chunks, row_lens, Group, JobStep};
+use super::mixed_prefix::PrefixStack;
 use super::model::Model;
 use super::task::Task;
 use crate::backend::{Backend, DType, IGNORE_INDEX};
@@ -40,6 +41,7 @@ pub(super) fn predict_t5<B: Backend>(
     batch_size: usize,
 ) -> Result<Vec<Prediction>> {
     let table = gr.table(be, gr.lens().0, m.cfg.d_model)?;
+    let stack = PrefixStack::of(be, gr)?;
     let (mut acct, mut enc_out) = (MemoryAccountant::new(), None);
     predict_ranked(be, model, gr, batch_size, |r| {
         if r.index == 0 {
@@ -47,7 +49,10 @@ pub(super) fn predict_t5<B: Backend>(
         }
         let tokens = &r.batch.tokens;
         let inp = t5::upload_inputs(be, &m.cfg, tokens, r.p, r.targets, r.l)?;
-        let inp = inp.with_prompts(be, r.mix, tokens)?;
+        let mut inp = inp.with_prompts(be, r.mix, tokens)?;
+        if let Some(st) = &stack {
+            inp = inp.with_prefix(be, &m.cfg, st.inputs(be, model, r.mix.idx)?)?;
+        }
         let enc = encoder_once(&mut enc_out, be, m, &mut acct, &table, &inp)?;
         let (dec_out, _acts) = m.decoder_fwd(be, &mut acct, enc, &inp, Recompute::Layer, None)?;
         let n = tokens.b * r.l;
@@ -66,10 +71,15 @@ pub(super) fn predict_causal<B: Backend>(
 ) -> Result<Vec<Prediction>> {
     let table = gr.table(be, gr.lens().0, m.cfg.hidden_size)?;
     let pad = gr.job(0)?.0.pad_id;
+    let stack = PrefixStack::of(be, gr)?;
     let mut acct = MemoryAccountant::new();
     predict_ranked(be, model, gr, batch_size, |r| {
         let (tokens, labels) = joined(&r.batch.tokens, r.targets, r.l, pad);
-        let inp = m.upload_mixed_inputs(be, &tokens, r.p, Some(&labels), Some(r.mix))?;
+        let mut inp = m.upload_mixed_inputs(be, &tokens, r.p, Some(&labels), Some(r.mix))?;
+        if let Some(st) = &stack {
+            let pre = st.inputs(be, model, r.mix.idx)?;
+            inp = m.with_mixed_prefix(be, inp, pre, &st.row_lens(r.mix.idx))?;
+        }
         let (hidden, acts) = m.stack_fwd(be, &mut acct, &table, &inp, Recompute::Layer, None)?;
         drop(acts);
         let losses = m.head().row_losses(be, &hidden, &inp.rows, &inp.targets)?;

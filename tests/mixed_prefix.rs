@@ -1,0 +1,178 @@
+//! Prefix-tuning prompts in mixed batches (#17): `Model::predict_mixed` over rows of prefix
+//! jobs (prefixes of different lengths) beside prompt-tuning jobs gives each row the scores
+//! `Model::predict` gives its job's rows alone, within 1e-5 relative, on every family that
+//! prefix tuning runs on (BERT `pet`, T5 `seq2seq` under both placements, BLOOM's ALiBi and
+//! Llama's RoPE `causal`), at batch sizes 1, 3 and 64. The attention op's per-row prefixes
+//! (`PrefixRows`) equal each row's own prefix, and hiding nothing instead changes them.
+
+use softprompt::internals::rng::Rng;
+use softprompt::internals::weights::write_safetensors;
+use softprompt::prelude::*;
+use std::path::Path;
+
+mod common;
+use common::{fixture, ScratchDir};
+
+const REL_TOL: f64 = 1e-5;
+
+fn pairs(items: &[(&str, &str)]) -> Dataset {
+    Dataset::from_pairs("mem", items.iter().map(|&(t, l)| (t, Some(l))))
+}
+
+/// A PEFT PREFIX_TUNING folder of `rows` random rows `width` wide, loaded.
+fn prefix_prompt(dir: &Path, rows: usize, width: usize, placement: &str, seed: u64) -> Prompt {
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = serde_json::json!({
+        "peft_type": "PREFIX_TUNING",
+        "num_virtual_tokens": rows,
+        "prefix_placement": placement,
+        "prefix_projection": false,
+    });
+    std::fs::write(dir.join("adapter_config.json"), cfg.to_string()).unwrap();
+    let mut rng = Rng::new(seed);
+    let values: Vec<f32> = (common::normals(&mut rng, rows * width, 0.5).iter())
+        .map(|&v| v as f32)
+        .collect();
+    let file = dir.join("adapter_model.safetensors");
+    write_safetensors(
+        &file,
+        &[("prompt_embeddings", vec![rows, width], &values)],
+        None,
+    )
+    .unwrap();
+    Prompt::load(dir).unwrap()
+}
+
+/// The family's label job (rank classification, or `pet` on BERT) with a prompt of `p` rows.
+fn task(model: &Model, bert: bool, p: usize, three: bool) -> (Task, Encoded) {
+    let (data, verbalizer, template) = if three {
+        let data = pairs(&[
+            ("the striker scored twice", "sport"),
+            ("rates rose again this quarter and then once more", "money"),
+            ("a telescope", "science"),
+        ]);
+        let v = [
+            ("sport", "football match"),
+            ("money", "bank"),
+            ("science", "the stars above us"),
+        ];
+        (data, v.to_vec(), "topic: {text} answer:")
+    } else {
+        let data = pairs(&[
+            ("a great film with a warm heart", "positive"),
+            ("bad", "negative"),
+            ("the plot drags and the actors look tired of it", "negative"),
+            ("quite good", "positive"),
+        ]);
+        let v = [("negative", "terrible film"), ("positive", "great")];
+        (data, v.to_vec(), "review: {text}")
+    };
+    // BERT's verbalizer words are one token each
+    let verbalizer = (verbalizer.iter().enumerate())
+        .map(|(i, &(l, w))| match bert {
+            true => (l.into(), ["bad", "great", "good"][i].into()),
+            false => (l.into(), w.into()),
+        })
+        .collect();
+    let opts = TaskOptions {
+        template: (!bert).then(|| template.into()),
+        verbalizer: Some(verbalizer),
+        ..TaskOptions::default()
+    };
+    let task = model.task(&opts, Some(&data), p).unwrap();
+    let enc = model.encode(&task, &data).unwrap();
+    (task, enc)
+}
+
+/// Rows of every job interleaved (job 0's first row, job 1's first row, ...).
+fn interleave(encs: &[&Encoded]) -> Vec<(usize, Row)> {
+    let longest = encs.iter().map(|e| e.rows.len()).max().unwrap_or(0);
+    (0..longest)
+        .flat_map(|i| {
+            (encs.iter().enumerate())
+                .filter_map(move |(j, e)| e.rows.get(i).map(|r| (j, r.clone())))
+        })
+        .collect()
+}
+
+/// Each mixed row's scores and class against its job's `predict` alone; the worst error.
+fn check_mixed(model: &Model, jobs: &[&(Task, Prompt, Encoded)], batch_size: usize) -> f64 {
+    let refs: Vec<(&Task, &Prompt)> = jobs.iter().map(|(t, p, _)| (t, p)).collect();
+    let encs: Vec<&Encoded> = jobs.iter().map(|(_, _, e)| e).collect();
+    let rows = interleave(&encs);
+    let mixed = model.predict_mixed(&refs, &rows, batch_size).unwrap();
+    assert_eq!(mixed.len(), rows.len());
+    let alone: Vec<Vec<Prediction>> = (jobs.iter())
+        .map(|(t, p, e)| model.predict(t, p, e, 1).unwrap())
+        .collect();
+    let mut next = vec![0usize; jobs.len()];
+    let mut worst = 0.0f64;
+    for ((j, _), got) in rows.iter().zip(&mixed) {
+        let want = &alone[*j][next[*j]];
+        next[*j] += 1;
+        assert_eq!(got.scores.len(), jobs[*j].0.labels().len(), "job {j}");
+        let what = format!("job {j} scores (batch {batch_size})");
+        common::assert_close(&what, &got.scores, &want.scores, REL_TOL);
+        worst = worst.max(common::rel_err(&got.scores, &want.scores));
+        assert_eq!(got.class, want.class, "job {j}");
+    }
+    worst
+}
+
+/// On `name`: prefixes of 2 and 5 rows (under `placement`, `width` wide), two prompt-tuning
+/// prompts of 3 and 6 rows, and a second 5-row prefix on the other task share batches.
+fn family(name: &str, width: usize, placement: &str) {
+    let model = Model::open(fixture(name), Device::Cpu).unwrap();
+    let bert = name.starts_with("bert");
+    let dir = ScratchDir::new(&format!("mixpfx_{name}_{placement}"));
+    let pre = |rows: usize, seed: u64| {
+        let at = dir.path().join(format!("p{rows}_{seed}"));
+        prefix_prompt(&at, rows, width, placement, seed)
+    };
+    let prompt = |task: &Task, rows: usize, seed: u64| {
+        (model.new_prompt(task, rows, &PromptInit::Random { std: 0.5 }, seed)).unwrap()
+    };
+    let mut jobs = Vec::new();
+    for (i, (prefix, rows, three)) in [
+        (true, 2, false),
+        (false, 3, true),
+        (true, 5, true),
+        (false, 6, false),
+        (true, 5, false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (t, e) = task(&model, bert, rows, three);
+        let p = match prefix {
+            true => pre(rows, 10 + i as u64),
+            false => prompt(&t, rows, 20 + i as u64),
+        };
+        jobs.push((t, p, e));
+    }
+    let all: Vec<_> = jobs.iter().collect();
+    let mut worst = 0.0f64;
+    for batch in [1, 3, 64] {
+        worst = worst.max(check_mixed(&model, &all, batch));
+    }
+    // prefixes alone, of different lengths
+    worst = worst.max(check_mixed(&model, &[&jobs[0], &jobs[2]], 64));
+    eprintln!("{name} {placement}: worst rel err {worst:.2e}");
+}
+
+#[test]
+fn bert_prefix_prompts_mix_with_prompt_tuning() {
+    family("bert_mlm", 2 * 2 * 48, "papers");
+}
+
+#[test]
+fn t5_prefix_prompts_mix_under_both_placements() {
+    family("t5_v1_0", 4 * 2 * 32, "papers");
+    family("t5_v1_0", 2 * 2 * 32, "peft");
+}
+
+#[test]
+fn decoder_prefix_prompts_mix_with_alibi_and_rope() {
+    family("bloom", 2 * 2 * 48, "peft");
+    family("llama", 2 * 2 * 2 * 12, "peft");
+}
