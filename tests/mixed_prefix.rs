@@ -176,3 +176,82 @@ fn decoder_prefix_prompts_mix_with_alibi_and_rope() {
     family("bloom", 2 * 2 * 48, "peft");
     family("llama", 2 * 2 * 2 * 12, "peft");
 }
+
+fn cli_predict(args: &[String]) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .arg("predict")
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "predict {args:?}: {stderr}");
+    (String::from_utf8(out.stdout).unwrap().lines())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The scores of a `predict` line, in label order.
+fn scores(v: &serde_json::Value) -> Vec<f64> {
+    let m = v["scores"].as_object().unwrap();
+    m.values().map(|s| s.as_f64().unwrap()).collect()
+}
+
+/// `softprompt predict --prompt pre=dir --prompt pt=dir` where `pre` is a saved prefix-tuning
+/// prompt (Llama, RoPE): each row's line equals `predict --prompt dir` on its rows alone.
+#[test]
+fn cli_predict_mixes_a_saved_prefix_prompt() {
+    let model = Model::open(fixture("llama"), Device::Cpu).unwrap();
+    let scratch = ScratchDir::new("mixpfx_cli");
+    let dir = scratch.path();
+    let (t_pre, _) = task(&model, false, 4, false);
+    let (t_pt, _) = task(&model, false, 3, true);
+    let pre = prefix_prompt(&dir.join("raw"), 4, 96, "peft", 3);
+    let pt = (model.new_prompt(&t_pt, 3, &PromptInit::Random { std: 0.5 }, 4)).unwrap();
+    model.save_prompt(&dir.join("pre"), &pre, &t_pre).unwrap();
+    model.save_prompt(&dir.join("pt"), &pt, &t_pt).unwrap();
+    let cfg = std::fs::read_to_string(dir.join("pre/adapter_config.json")).unwrap();
+    assert!(cfg.contains("PREFIX_TUNING"), "{cfg}");
+    let texts = [
+        ("pre", "a great film"),
+        ("pt", "the striker scored a goal in the last minute"),
+        ("pre", "dull and far too long, with nothing to say"),
+        ("pt", "rates rose"),
+        ("pre", "fine"),
+    ];
+    let line =
+        |(name, text): &(&str, &str)| format!("{{\"text\": \"{text}\", \"prompt\": \"{name}\"}}\n");
+    let rows: String = texts.iter().map(line).collect();
+    std::fs::write(dir.join("rows.jsonl"), &rows).unwrap();
+    let path = |name: &str| dir.join(name).display().to_string();
+    let mixed = cli_predict(&[
+        "--data".into(),
+        path("rows.jsonl"),
+        "--batch-size".into(),
+        "4".into(),
+        "--prompt".into(),
+        format!("pre={}", path("pre")),
+        "--prompt".into(),
+        format!("pt={}", path("pt")),
+    ]);
+    assert_eq!(mixed.len(), texts.len());
+    for name in ["pre", "pt"] {
+        let only: String = texts.iter().filter(|(n, _)| *n == name).map(line).collect();
+        std::fs::write(dir.join(format!("{name}.jsonl")), only).unwrap();
+        let alone = cli_predict(&[
+            "--data".into(),
+            path(&format!("{name}.jsonl")),
+            "--prompt".into(),
+            path(name),
+        ]);
+        let got: Vec<_> = mixed.iter().filter(|v| v["prompt"] == name).collect();
+        assert_eq!(got.len(), alone.len(), "{name}");
+        for (g, w) in got.iter().zip(&alone) {
+            assert_eq!(
+                (&g["text"], &g["label"]),
+                (&w["text"], &w["label"]),
+                "{name}"
+            );
+            common::assert_close(&format!("{name} scores"), &scores(g), &scores(w), REL_TOL);
+        }
+    }
+}
