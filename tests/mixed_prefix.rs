@@ -122,9 +122,15 @@ fn check_mixed(model: &Model, jobs: &[&(Task, Prompt, Encoded)], batch_size: usi
 /// On `name`: prefixes of 2 and 5 rows (under `placement`, `width` wide), two prompt-tuning
 /// prompts of 3 and 6 rows, and a second 5-row prefix on the other task share batches.
 fn family(name: &str, width: usize, placement: &str) {
-    let model = Model::open(fixture(name), Device::Cpu).unwrap();
+    family_on(Device::Cpu, name, width, placement);
+}
+
+/// `family` on `device`.
+fn family_on(device: Device, name: &str, width: usize, placement: &str) {
+    let model = Model::open(fixture(name), device).unwrap();
     let bert = name.starts_with("bert");
-    let dir = ScratchDir::new(&format!("mixpfx_{name}_{placement}"));
+    let tag = format!("{device:?}").replace(|c: char| !c.is_alphanumeric(), "");
+    let dir = ScratchDir::new(&format!("mixpfx_{name}_{placement}_{tag}"));
     let pre = |rows: usize, seed: u64| {
         let at = dir.path().join(format!("p{rows}_{seed}"));
         prefix_prompt(&at, rows, width, placement, seed)
@@ -207,8 +213,8 @@ fn cli_predict_mixes_a_saved_prefix_prompt() {
     let (t_pt, _) = task(&model, false, 3, true);
     let pre = prefix_prompt(&dir.join("raw"), 4, 96, "peft", 3);
     let pt = (model.new_prompt(&t_pt, 3, &PromptInit::Random { std: 0.5 }, 4)).unwrap();
-    model.save_prompt(&dir.join("pre"), &pre, &t_pre).unwrap();
-    model.save_prompt(&dir.join("pt"), &pt, &t_pt).unwrap();
+    model.save_prompt(dir.join("pre"), &pre, &t_pre).unwrap();
+    model.save_prompt(dir.join("pt"), &pt, &t_pt).unwrap();
     let cfg = std::fs::read_to_string(dir.join("pre/adapter_config.json")).unwrap();
     assert!(cfg.contains("PREFIX_TUNING"), "{cfg}");
     let texts = [
@@ -254,4 +260,14 @@ fn cli_predict_mixes_a_saved_prefix_prompt() {
             common::assert_close(&format!("{name} scores"), &scores(g), &scores(w), REL_TOL);
         }
     }
+}
+
+/// Through the kernels (the `emu` device, float32 build), which read one prefix per batch:
+/// prefix jobs run alone beside the mixed prompt-tuning ones, with the same scores.
+#[cfg(feature = "emu")]
+#[test]
+fn prefix_jobs_run_alone_on_the_emu_device() {
+    let device = Device::parse("emu", "f32").unwrap();
+    family_on(device, "llama", 2 * 2 * 2 * 12, "peft");
+    family_on(device, "bert_mlm", 2 * 2 * 48, "papers");
 }

@@ -21,8 +21,10 @@ impl Model {
     /// task ([`Model::encode`]). Batches of up to `batch_size` rows mix jobs: the rows of
     /// every job share batches, each row reading its own prompt (of its own length) from a
     /// table on the device and scored by its own job (BERT `pet`, `cls`; T5 `seq2seq` and
-    /// decoder-only `causal` by rank classification over its own label targets); jobs that
-    /// decode greedily are predicted one job at a time. The scores equal those of
+    /// decoder-only `causal` by rank classification over its own label targets); prefix-tuning
+    /// prompts mix too on the CPU, each row reading its own prefix in every attention layer
+    /// (one job at a time on CUDA, and in `step_mixed`); jobs that decode greedily are
+    /// predicted one job at a time. The scores equal those of
     /// [`Model::predict`] on each job's rows alone within 1e-5 relative (the make-up of a
     /// batch changes the last bits). A row naming no job is an error naming the row.
     pub fn predict_mixed(
