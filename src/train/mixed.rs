@@ -61,7 +61,7 @@ pub fn predict_mixed<B: Backend>(
         let Some(g) = GroupRows::new(rows, &group) else {
             continue;
         };
-        let mix = mixable(model, jobs, &group, false);
+        let mix = mixable(model, jobs, &group, false).filter(|_| stacks(be, jobs, &group, false));
         let gr = Group {
             jobs,
             group: &group,
@@ -210,8 +210,7 @@ fn groups<B: Backend>(
             None => true,
             Some(spec) => {
                 let this = (spec.placement, spec.blocks);
-                let first = *layout.get_or_insert(this);
-                !step && be.device() == DeviceKind::Cpu && first == this
+                *layout.get_or_insert(this) == this && stacks(be, jobs, &[j], step)
             }
         };
         match mixable(model, jobs, &[j], step) {
@@ -224,6 +223,13 @@ fn groups<B: Backend>(
         .into_iter()
         .chain(alone)
         .collect()
+}
+
+/// Whether the prefixes of `group`'s jobs (if any) can be read from a stack: in prediction
+/// on the CPU (the CUDA kernels read one prefix per batch; the step runs prefix jobs alone).
+fn stacks<B: Backend>(be: &B, jobs: &[MixJob<'_, B>], group: &[usize], step: bool) -> bool {
+    let prefix = (group.iter().filter_map(|&j| jobs.get(j))).any(|(_, p)| p.prefix.is_some());
+    !prefix || (!step && be.device() == DeviceKind::Cpu)
 }
 
 /// The prompt lengths of a group: the longest (the table's P), and each job's (in group
@@ -440,7 +446,7 @@ pub fn step_mixed<B: Backend>(
         let Some(g) = GroupRows::new(rows, &group) else {
             continue;
         };
-        let mix = mixable(model, jobs, &group, true);
+        let mix = mixable(model, jobs, &group, true).filter(|_| stacks(be, jobs, &group, true));
         let gr = Group {
             jobs,
             group: &group,
