@@ -271,3 +271,195 @@ fn prefix_jobs_run_alone_on_the_emu_device() {
     family_on(device, "llama", 2 * 2 * 2 * 12, "peft");
     family_on(device, "bert_mlm", 2 * 2 * 48, "papers");
 }
+
+/// The attention op over a stack of prefixes (`PrefixRows`): each batch row's output, lse and
+/// dq, dk, dv equal the op on that row alone behind its own prefix (of 5 rows, of 2 rows
+/// left-padded to 5, or none), under each bias, causal or not; each prefix's gradient is its
+/// own rows' (the padding rows' 0). Hiding nothing instead changes the outputs.
+#[test]
+fn attention_over_a_prefix_stack_equals_each_row_alone() {
+    use common::{assert_close, normals};
+    use softprompt::internals::backend::attention::prefix_bucket_lookup;
+    use softprompt::internals::backend::{AttnDims, PrefixRows};
+    use softprompt::internals::cpu::attention::{
+        attention_bwd, attention_fwd, Bias, PositionBias, Prefix,
+    };
+    let (b, t, p, h, hkv, d, width) = (3, 9, 5, 4, 2, 6, 60);
+    let kvw = hkv * d;
+    let (k_off, v_off) = (2 * kvw, 3 * kvw);
+    let lens = [2usize, 5, 0];
+    let slot = [1usize, 0, 2];
+    let hidden: Vec<usize> = slot.iter().map(|&s| p - lens[s]).collect();
+    let dims = AttnDims {
+        b,
+        tq: t,
+        tk: t,
+        h,
+        hkv,
+        d,
+    };
+    let one = AttnDims { b: 1, ..dims };
+    let mut rng = Rng::new(17);
+    let q = normals(&mut rng, b * t * h * d, 1.0);
+    let k = normals(&mut rng, b * t * kvw, 1.0);
+    let v = normals(&mut rng, b * t * kvw, 1.0);
+    let dout = normals(&mut rng, b * t * h * d, 1.0);
+    let mut stack = normals(&mut rng, 3 * p * width, 1.0);
+    for (s, &len) in lens.iter().enumerate() {
+        stack[s * p * width..(s * p + p - len) * width].fill(0.0);
+    }
+    let mask: Vec<i32> = (0..b * t).map(|i| (i % t < t - i / t) as i32).collect();
+    let rel = normals(&mut rng, 32 * h, 1.0);
+    let rows = PrefixRows {
+        slot: &slot,
+        hidden: &hidden,
+        prefixes: 3,
+    };
+    let stacked = |hidden| Prefix {
+        table: &stack,
+        p,
+        width,
+        k_off,
+        v_off,
+        rows: Some(PrefixRows { hidden, ..rows }),
+    };
+    for (bias_name, causal) in [("none", true), ("relative", false), ("alibi", true)] {
+        let name = format!("bias {bias_name} causal {causal}");
+        let lookups: Vec<Vec<i32>> = (0..=p)
+            .map(|n| prefix_bucket_lookup(t, n, true, 32, 20))
+            .collect();
+        let bias = |n: usize| match bias_name {
+            "relative" => Some(Bias::Relative(PositionBias {
+                table: &rel,
+                buckets: &lookups[n],
+            })),
+            "alibi" => Some(Bias::Alibi),
+            _ => None,
+        };
+        let (mut out, mut lse) = (vec![0.0; q.len()], vec![0.0; b * h * t]);
+        let pre = Some(stacked(&hidden));
+        attention_fwd(
+            &mut out,
+            &mut lse,
+            &q,
+            &k,
+            &v,
+            pre,
+            &mask,
+            bias(p),
+            causal,
+            0.4,
+            dims,
+        );
+        let mut dstack = vec![0.0; stack.len()];
+        let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+        attention_bwd(
+            &mut dq,
+            &mut dk,
+            &mut dv,
+            Some(&mut dstack),
+            &dout,
+            &q,
+            &k,
+            &v,
+            pre,
+            &lse,
+            &mask,
+            bias(p),
+            causal,
+            0.4,
+            dims,
+        );
+        let mut want_dstack = vec![0.0; stack.len()];
+        for bi in 0..b {
+            let (s, len) = (slot[bi], lens[slot[bi]]);
+            let own = stack[(s * p + p - len) * width..(s + 1) * p * width].to_vec();
+            let own_prefix = (len > 0).then(|| Prefix {
+                table: &own,
+                p: len,
+                width,
+                k_off,
+                v_off,
+                rows: None,
+            });
+            let (qs, ks) = (
+                bi * t * h * d..(bi + 1) * t * h * d,
+                bi * t * kvw..(bi + 1) * t * kvw,
+            );
+            let (ls, ms) = (bi * h * t..(bi + 1) * h * t, bi * t..(bi + 1) * t);
+            let (mut o, mut l) = (vec![0.0; t * h * d], vec![0.0; h * t]);
+            let (q1, k1, v1) = (&q[qs.clone()], &k[ks.clone()], &v[ks.clone()]);
+            let m1 = &mask[ms];
+            attention_fwd(
+                &mut o,
+                &mut l,
+                q1,
+                k1,
+                v1,
+                own_prefix,
+                m1,
+                bias(len),
+                causal,
+                0.4,
+                one,
+            );
+            assert_close(
+                &format!("{name} row {bi}: out"),
+                &out[qs.clone()],
+                &o,
+                1e-12,
+            );
+            assert_close(&format!("{name} row {bi}: lse"), &lse[ls], &l, 1e-12);
+            let mut dp = vec![0.0; own.len()];
+            let (mut dq1, mut dk1, mut dv1) =
+                (vec![0.0; o.len()], vec![0.0; k1.len()], vec![0.0; k1.len()]);
+            attention_bwd(
+                &mut dq1,
+                &mut dk1,
+                &mut dv1,
+                own_prefix.is_some().then_some(&mut dp[..]),
+                &dout[qs.clone()],
+                q1,
+                k1,
+                v1,
+                own_prefix,
+                &l,
+                m1,
+                bias(len),
+                causal,
+                0.4,
+                one,
+            );
+            assert_close(&format!("{name} row {bi}: dq"), &dq[qs], &dq1, 1e-12);
+            assert_close(
+                &format!("{name} row {bi}: dk"),
+                &dk[ks.clone()],
+                &dk1,
+                1e-12,
+            );
+            assert_close(&format!("{name} row {bi}: dv"), &dv[ks], &dv1, 1e-12);
+            let at = (s * p + p - len) * width;
+            for (w, g) in want_dstack[at..at + dp.len()].iter_mut().zip(&dp) {
+                *w += g;
+            }
+        }
+        assert_close(&format!("{name}: dprefix"), &dstack, &want_dstack, 1e-12);
+        // the masking matters: hiding nothing reads the padding (and a prompt row's prefix)
+        let (mut wrong, mut l2) = (vec![0.0; q.len()], vec![0.0; b * h * t]);
+        let none = Some(stacked(&[0, 0, 0]));
+        attention_fwd(
+            &mut wrong,
+            &mut l2,
+            &q,
+            &k,
+            &v,
+            none,
+            &mask,
+            bias(p),
+            causal,
+            0.4,
+            dims,
+        );
+        assert!(common::rel_err(&wrong, &out) > 1e-2, "{name}");
+    }
+}
