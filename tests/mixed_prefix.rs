@@ -6,9 +6,7 @@
 //! (`PrefixRows`) equal each row's own prefix, and hiding nothing instead changes them.
 
 use softprompt::internals::rng::Rng;
-use softprompt::internals::weights::write_safetensors;
 use softprompt::prelude::*;
-use std::path::Path;
 
 mod common;
 use common::{fixture, ScratchDir};
@@ -17,30 +15,6 @@ const REL_TOL: f64 = 1e-5;
 
 fn pairs(items: &[(&str, &str)]) -> Dataset {
     Dataset::from_pairs("mem", items.iter().map(|&(t, l)| (t, Some(l))))
-}
-
-/// A PEFT PREFIX_TUNING folder of `rows` random rows `width` wide, loaded.
-fn prefix_prompt(dir: &Path, rows: usize, width: usize, placement: &str, seed: u64) -> Prompt {
-    std::fs::create_dir_all(dir).unwrap();
-    let cfg = serde_json::json!({
-        "peft_type": "PREFIX_TUNING",
-        "num_virtual_tokens": rows,
-        "prefix_placement": placement,
-        "prefix_projection": false,
-    });
-    std::fs::write(dir.join("adapter_config.json"), cfg.to_string()).unwrap();
-    let mut rng = Rng::new(seed);
-    let values: Vec<f32> = (common::normals(&mut rng, rows * width, 0.5).iter())
-        .map(|&v| v as f32)
-        .collect();
-    let file = dir.join("adapter_model.safetensors");
-    write_safetensors(
-        &file,
-        &[("prompt_embeddings", vec![rows, width], &values)],
-        None,
-    )
-    .unwrap();
-    Prompt::load(dir).unwrap()
 }
 
 /// The family's label job (rank classification, or `pet` on BERT) with a prompt of `p` rows.
@@ -133,7 +107,7 @@ fn family_on(device: Device, name: &str, width: usize, placement: &str) {
     let dir = ScratchDir::new(&format!("mixpfx_{name}_{placement}_{tag}"));
     let pre = |rows: usize, seed: u64| {
         let at = dir.path().join(format!("p{rows}_{seed}"));
-        prefix_prompt(&at, rows, width, placement, seed)
+        common::prefix_prompt(&at, rows, width, placement, seed)
     };
     let prompt = |task: &Task, rows: usize, seed: u64| {
         (model.new_prompt(task, rows, &PromptInit::Random { std: 0.5 }, seed)).unwrap()
@@ -211,7 +185,7 @@ fn cli_predict_mixes_a_saved_prefix_prompt() {
     let dir = scratch.path();
     let (t_pre, _) = task(&model, false, 4, false);
     let (t_pt, _) = task(&model, false, 3, true);
-    let pre = prefix_prompt(&dir.join("raw"), 4, 96, "peft", 3);
+    let pre = common::prefix_prompt(&dir.join("raw"), 4, 96, "peft", 3);
     let pt = (model.new_prompt(&t_pt, 3, &PromptInit::Random { std: 0.5 }, 4)).unwrap();
     model.save_prompt(dir.join("pre"), &pre, &t_pre).unwrap();
     model.save_prompt(dir.join("pt"), &pt, &t_pt).unwrap();
