@@ -93,6 +93,28 @@ fn check_mixed(model: &Model, jobs: &[&(Task, Prompt, Encoded)], batch_size: usi
     worst
 }
 
+/// `step_mixed` over every job's rows (the prefix jobs one batch over their stack, the prompt
+/// jobs another) against `step` on each job's rows alone: loss, prompt or prefix gradient,
+/// tokens. Returns the worst error.
+fn check_step_mixed(model: &Model, jobs: &[&(Task, Prompt, Encoded)]) -> f64 {
+    let refs: Vec<(&Task, &Prompt)> = jobs.iter().map(|(t, p, _)| (t, p)).collect();
+    let encs: Vec<&Encoded> = jobs.iter().map(|(_, _, e)| e).collect();
+    let rows = interleave(&encs);
+    let mixed = model.step_mixed(&refs, &rows).unwrap();
+    assert_eq!(mixed.len(), jobs.len());
+    let mut worst = 0.0f64;
+    for (j, ((task, prompt, enc), got)) in jobs.iter().zip(&mixed).enumerate() {
+        let want = model.step(task, prompt, &enc.rows).unwrap();
+        common::assert_close(&format!("job {j} loss"), &[got.loss], &[want.loss], REL_TOL);
+        assert!(want.prompt_grad.iter().any(|&g| g != 0.0), "job {j}");
+        let name = format!("job {j} gradient");
+        common::assert_close(&name, &got.prompt_grad, &want.prompt_grad, REL_TOL);
+        worst = worst.max(common::rel_err(&got.prompt_grad, &want.prompt_grad));
+        assert_eq!(got.tokens, want.tokens, "job {j}");
+    }
+    worst
+}
+
 /// On `name`: prefixes of 2 and 5 rows (under `placement`, `width` wide), two prompt-tuning
 /// prompts of 3 and 6 rows, and a second 5-row prefix on the other task share batches.
 fn family(name: &str, width: usize, placement: &str) {
@@ -137,7 +159,8 @@ fn family_on(device: Device, name: &str, width: usize, placement: &str) {
     }
     // prefixes alone, of different lengths
     worst = worst.max(check_mixed(&model, &[&jobs[0], &jobs[2]], 64));
-    eprintln!("{name} {placement}: worst rel err {worst:.2e}");
+    let step = check_step_mixed(&model, &all);
+    eprintln!("{name} {placement}: worst rel err {worst:.2e}, step {step:.2e}");
 }
 
 #[test]

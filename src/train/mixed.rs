@@ -203,7 +203,7 @@ fn groups<B: Backend>(
     jobs: &[MixJob<'_, B>],
     step: bool,
 ) -> Vec<Vec<usize>> {
-    let (mut mixed, mut alone) = (Vec::new(), Vec::new());
+    let (mut mixed, mut prefixed, mut alone) = (Vec::new(), Vec::new(), Vec::new());
     let mut layout = None;
     for (j, (_, params)) in jobs.iter().enumerate() {
         let prefix_fits = match params.prefix {
@@ -214,22 +214,26 @@ fn groups<B: Backend>(
             }
         };
         match mixable(model, jobs, &[j], step) {
+            // the step's backward fills one table: prompts' or prefixes', not both
+            Some(_) if prefix_fits && step && params.prefix.is_some() => prefixed.push(j),
             Some(_) if prefix_fits => mixed.push(j),
             _ => alone.push(vec![j]),
         }
     }
-    (!mixed.is_empty())
-        .then_some(mixed)
+    [mixed, prefixed]
         .into_iter()
+        .filter(|g| !g.is_empty())
         .chain(alone)
         .collect()
 }
 
-/// Whether the prefixes of `group`'s jobs (if any) can be read from a stack: in prediction
-/// on the CPU (the CUDA kernels read one prefix per batch; the step runs prefix jobs alone).
+/// Whether the prefixes of `group`'s jobs (if any) can be read from a stack: on the CPU (the
+/// CUDA kernels read one prefix per batch), and in the step only when every job of the group
+/// has one (its backward fills the stack's gradient, not a prompt table's).
 fn stacks<B: Backend>(be: &B, jobs: &[MixJob<'_, B>], group: &[usize], step: bool) -> bool {
-    let prefix = (group.iter().filter_map(|&j| jobs.get(j))).any(|(_, p)| p.prefix.is_some());
-    !prefix || (!step && be.device() == DeviceKind::Cpu)
+    let has = |j: &usize| jobs.get(*j).is_some_and(|(_, p)| p.prefix.is_some());
+    let (any, all) = (group.iter().any(has), group.iter().all(has));
+    !any || (be.device() == DeviceKind::Cpu && (!step || all))
 }
 
 /// The prompt lengths of a group: the longest (the table's P), and each job's (in group
@@ -454,9 +458,9 @@ pub fn step_mixed<B: Backend>(
             bert: matches!(mix, Some(Mix::Bert(_))),
         };
         match mix {
-            Some(Mix::Bert(m)) => step_group(be, m, &gr, recompute, &mut out)?,
-            Some(Mix::T5(m)) => mixed_lm::step_t5(be, m, &gr, recompute, &mut out)?,
-            Some(Mix::Causal(m)) => mixed_lm::step_causal(be, m, &gr, recompute, &mut out)?,
+            Some(Mix::Bert(m)) => step_group(be, model, m, &gr, recompute, &mut out)?,
+            Some(Mix::T5(m)) => mixed_lm::step_t5(be, model, m, &gr, recompute, &mut out)?,
+            Some(Mix::Causal(m)) => mixed_lm::step_causal(be, model, m, &gr, recompute, &mut out)?,
             None => {
                 let (task, params) = one_job(jobs, &group)?;
                 let all: Vec<u32> = (0..g.enc.rows.len() as u32).collect();
@@ -484,6 +488,7 @@ fn job_slot<'o, B: Backend>(
 /// The mixed step of one group (BERT `pet`/`cls` jobs) on all its rows.
 fn step_group<B: Backend>(
     be: &B,
+    model: &Model<B>,
     m: &Bert<B>,
     gr: &Group<'_, '_, B>,
     recompute: Recompute,
@@ -497,6 +502,11 @@ fn step_group<B: Backend>(
     // every task of one model pads alike: the first one builds the batch
     let batch = first.batch(&g.enc, &all)?;
     let (inp, lens) = group_inputs(be, m, &batch, &g.slot, k, p, job_lens.as_deref())?;
+    let stack = PrefixStack::of(be, gr)?;
+    let inp = match &stack {
+        Some(st) => st.bert_inputs(be, model, m, inp, &g.slot, lens.as_deref())?,
+        None => inp,
+    };
     let lay = RowLayout {
         p,
         lens: lens.as_deref(),
@@ -519,14 +529,17 @@ fn step_group<B: Backend>(
         }
     }
     drop(hidden);
-    let mut dtable = be.zeros(DType::F32, k * p * c)?; // (K, P, C)
+    // (K, P, C) prompts, or the (K·L, N·2·Hkv·D) stack of prefixes
+    let (rows, width) = stack.as_ref().map_or((p, c), |st| (st.l, st.width));
+    let mut dtable = be.zeros(DType::F32, k * rows * width)?;
     m.encoder_bwd(be, &mut acct, &mut dtable, dhidden, acts, &inp)?;
-    finish_step(be, gr, &losses, &dtable, p, c, out)
+    finish_step(be, gr, &losses, &dtable, rows, width, out)
 }
 
 /// Each job's loss, its rows' real tokens, and its slice of the table's gradient `dtable`
 /// (K, P, C), which is its prompt's (its grads were zero), less the padding rows of a
-/// shorter prompt (which no row reads).
+/// shorter prompt (which no row reads): its first P_k rows, or for a prefix (the stack's
+/// gradient, P = L, C = its width) its last L_k.
 pub(super) fn finish_step<B: Backend>(
     be: &B,
     gr: &Group<'_, '_, B>,
@@ -546,8 +559,12 @@ pub(super) fn finish_step<B: Backend>(
             .filter_map(|&r| g.enc.rows.get(r)))
         .map(|r| r.ids.len() + r.target.len())
         .sum();
-        let rows = job_lens.as_ref().and_then(|l| l.get(k)).map_or(p, |&l| l);
-        let grad = grad.get(..rows * c).unwrap_or_default();
+        let params = gr.job(k)?.1;
+        let rows = match params.prefix {
+            Some(_) => (p - params.p.min(p)) * c..p * c,
+            None => 0..job_lens.as_ref().and_then(|l| l.get(k)).map_or(p, |&l| l) * c,
+        };
+        let grad = grad.get(rows).unwrap_or_default();
         slot.grads.prompt = be.upload(DType::F32, grad)?;
     }
     Ok(())

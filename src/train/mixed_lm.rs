@@ -214,6 +214,8 @@ impl Sums {
 struct StepBatch<B: Backend> {
     batch: Batch,
     table: B::Buf,
+    /// a group of prefix jobs: their stack, whose gradient the step fills
+    stack: Option<PrefixStack<B>>,
     p: usize,
     c: usize,
     lens: Option<Vec<usize>>,
@@ -234,6 +236,7 @@ impl<B: Backend> StepBatch<B> {
         Ok(StepBatch {
             batch,
             table: gr.table(be, p, c)?,
+            stack: PrefixStack::of(be, gr)?,
             p,
             c,
             lens: row_lens(&gr.rows.slot, job_lens.as_deref()),
@@ -260,9 +263,11 @@ impl<B: Backend> StepBatch<B> {
         step: impl FnOnce(&mut MemoryAccountant, &mut B::Buf) -> Result<Vec<f64>>,
     ) -> Result<()> {
         check_parts(gr, parts, self.flag)?;
-        let mut dtable = be.zeros(DType::F32, gr.group.len() * self.p * self.c)?;
+        // (K, P, C) prompts, or the (K·L, N·2·Hkv·D) stack of prefixes
+        let (rows, width) = (self.stack.as_ref()).map_or((self.p, self.c), |st| (st.l, st.width));
+        let mut dtable = be.zeros(DType::F32, gr.group.len() * rows * width)?;
         let losses = step(&mut MemoryAccountant::new(), &mut dtable)?;
-        finish_step(be, gr, &losses, &dtable, self.p, self.c, out)
+        finish_step(be, gr, &losses, &dtable, rows, width, out)
     }
 }
 
@@ -270,6 +275,7 @@ impl<B: Backend> StepBatch<B> {
 /// its own decoder rows.
 pub(super) fn step_t5<B: Backend>(
     be: &B,
+    model: &Model<B>,
     m: &T5<B>,
     gr: &Group<'_, '_, B>,
     recompute: Recompute,
@@ -278,7 +284,10 @@ pub(super) fn step_t5<B: Backend>(
     let sb = StepBatch::new(be, gr, m.cfg.d_model, "--task seq2seq")?;
     let (tokens, targets, l) = (&sb.batch.tokens, &sb.batch.targets, sb.batch.l);
     let inp = t5::upload_inputs(be, &m.cfg, tokens, sb.p, targets, l)?;
-    let inp = inp.with_prompts(be, &sb.mix(gr), tokens)?;
+    let mut inp = inp.with_prompts(be, &sb.mix(gr), tokens)?;
+    if let Some(st) = &sb.stack {
+        inp = inp.with_prefix(be, &m.cfg, st.inputs(be, model, &gr.rows.slot)?)?;
+    }
     let flat: Vec<i32> = (0..(tokens.b * l) as i32).collect();
     let parts = split_by_job(&flat, targets, l, &gr.rows.slot, gr.group.len());
     sb.run(be, gr, &parts, out, |acct, dtable| {
@@ -290,6 +299,7 @@ pub(super) fn step_t5<B: Backend>(
 /// the stack, each job's mean LM loss over its own target tokens.
 pub(super) fn step_causal<B: Backend>(
     be: &B,
+    model: &Model<B>,
     m: &Decoder<B>,
     gr: &Group<'_, '_, B>,
     recompute: Recompute,
@@ -299,7 +309,11 @@ pub(super) fn step_causal<B: Backend>(
     let pad = gr.job(0)?.0.pad_id;
     let b = &sb.batch;
     let (tokens, labels) = joined(&b.tokens, &b.targets, b.l, pad);
-    let inp = m.upload_mixed_inputs(be, &tokens, sb.p, Some(&labels), Some(&sb.mix(gr)))?;
+    let mut inp = m.upload_mixed_inputs(be, &tokens, sb.p, Some(&labels), Some(&sb.mix(gr)))?;
+    if let Some(st) = &sb.stack {
+        let pre = st.inputs(be, model, &gr.rows.slot)?;
+        inp = m.with_mixed_prefix(be, inp, pre, &st.row_lens(&gr.rows.slot))?;
+    }
     let (k, s) = (gr.group.len(), inp.s());
     let parts = split_by_job(&inp.rows, &inp.targets, s, &gr.rows.slot, k);
     sb.run(be, gr, &parts, out, |acct, dtable| {

@@ -28,7 +28,9 @@ pub(super) struct PrefixStack<B: Backend> {
     /// (K·L, N·2·Hkv·D) F32: job k's prefix in rows k·L + L − L_k .. (k + 1)·L, zeros above
     table: B::Buf,
     /// L, the longest prefix
-    l: usize,
+    pub(super) l: usize,
+    /// N·2·Hkv·D
+    pub(super) width: usize,
     /// the layout every prefix of the group shares (`mixed::groups`)
     spec: PrefixSpec,
     /// (K) each job's prefix rows, 0 for a prompt job
@@ -64,6 +66,7 @@ impl<B: Backend> PrefixStack<B> {
         Ok(Some(PrefixStack {
             table: be.upload(DType::F32, &table)?,
             l,
+            width,
             spec,
             lens,
         }))
