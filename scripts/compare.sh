@@ -4,7 +4,7 @@
 #
 # usage: scripts/compare.sh PRESET [options] [bench flags...]
 #   bench flags   passed to both tools: --batch B --seq T --target-len L --prompt P --device cpu|cuda
-#                 --recompute none|mlp|layer --objective pet|mlm --steps N --warmup N (see bench_torch.py),
+#                 --recompute none|mlp|mlp:K|layer --objective pet|mlm --steps N --warmup N (see bench_torch.py),
 #                 and the method: --method prompt|p-tuning|prefix --prefix-placement papers|peft
 #                 --prefix-projection --encoder-hidden-size N --encoder-reparameterization mlp|lstm
 #                 --encoder-num-layers N (PEFT's prefix tuning on T5 is --prefix-placement peft)
@@ -71,13 +71,13 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-# PyTorch has no `--recompute mlp` (softprompt recomputing a gated MLP's up branch): its
-# baseline is the plain run, `--recompute none`
+# PyTorch has no `--recompute mlp` or `mlp:K` (softprompt recomputing a gated MLP's up
+# branch): its baseline is the plain run, `--recompute none`
 torch_common=()
 prev=
 for a in ${common[@]+"${common[@]}"}; do
-    if [[ $a == --recompute=mlp ]]; then a=--recompute=none; fi
-    if [[ $prev == --recompute && $a == mlp ]]; then a=none; fi
+    if [[ $a == --recompute=mlp || $a == --recompute=mlp:* ]]; then a=--recompute=none; fi
+    if [[ $prev == --recompute && ( $a == mlp || $a == mlp:* ) ]]; then a=none; fi
     torch_common+=("$a")
     prev=$a
 done
@@ -229,8 +229,8 @@ for attn, d in torch_runs:
     if d is None:
         continue
     keys = [k for k in SAME if not (k == "objective" and str(sp.get("preset")).startswith("t5"))]  # T5: seq2seq
-    # softprompt's `--recompute mlp` is measured against PyTorch's plain run
-    same = lambda k: sp.get(k) == d.get(k) or (k == "recompute" and (sp.get(k), d.get(k)) == ("mlp", "none"))
+    # softprompt's `--recompute mlp` (and `mlp:K`) is measured against PyTorch's plain run
+    same = lambda k: sp.get(k) == d.get(k) or (k == "recompute" and str(sp.get(k)).split(":")[0] == "mlp" and d.get(k) == "none")
     diff = [f"{k} {sp.get(k)!r} vs {d.get(k)!r}" for k in keys if k in sp and not same(k)]
     if diff:
         problems.append(f"softprompt and {other(attn)} ran different workloads: " + "; ".join(diff))

@@ -61,7 +61,7 @@ fn bert_names(layers: usize, recompute: Recompute) -> BTreeSet<String> {
         .collect();
     for l in 0..layers {
         match recompute {
-            Recompute::None | Recompute::Mlp => {
+            Recompute::None | Recompute::Mlp | Recompute::MlpLayers(_) => {
                 for n in [
                     "q", "k", "v", "lse", "ln1_in", "ln1_mean", "ln1_rstd", "ffn_pre", "ln2_in",
                     "ln2_mean", "ln2_rstd",
@@ -452,28 +452,49 @@ fn t5_saved_state_matches_formula() {
 /// Bytes one decoder layer holds under `Recompute::None` (N = B·S rows): both norms' inputs
 /// (N·C each) and statistics (rstd, and LayerNorm's mean: N each), q (N·H·D), k and v
 /// (N·Hkv·D each), the log-sum-exp (B·H·S), and the MLP's activation input (N·I; the gated
-/// MLP also its up branch, unless `Recompute::Mlp` recomputes it).
-fn decoder_layer_bytes(cfg: &DecoderConfig, b: usize, s: usize, recompute: Recompute) -> usize {
-    let n = b * s;
+/// MLP also its up branch, unless `Recompute::Mlp`, or `MlpLayers(k)` in layers l < k,
+/// recomputes it). The last layer runs its queries and all after them at the last `tq`
+/// positions of each row only (those the loss reads), N·C of its input, its statistics, k and
+/// v at every row.
+fn decoder_layer_bytes(
+    cfg: &DecoderConfig,
+    b: usize,
+    (s, tq): (usize, usize),
+    recompute: Recompute,
+    l: usize,
+) -> usize {
+    let (n, nq) = (b * s, b * tq);
     let stats = if cfg.is_bloom() { 2 } else { 1 };
-    let mlp = if cfg.is_bloom() || recompute == Recompute::Mlp {
-        1
-    } else {
-        2
+    let recomputed = match recompute {
+        Recompute::Mlp => true,
+        Recompute::MlpLayers(k) => l < k,
+        _ => false,
     };
-    F32 * (2 * n * cfg.hidden_size
-        + 2 * stats * n
-        + n * cfg.q_width()
+    let mlp = if cfg.is_bloom() || recomputed { 1 } else { 2 };
+    F32 * ((n + nq) * cfg.hidden_size
+        + stats * (n + nq)
+        + nq * cfg.q_width()
         + 2 * n * cfg.kv_width()
-        + b * cfg.num_heads * s
-        + mlp * n * cfg.intermediate_size)
+        + b * cfg.num_heads * tq
+        + mlp * nq * cfg.intermediate_size)
 }
 
-/// The final norm's input and statistics, and BLOOM's embedding LayerNorm state.
-fn decoder_outer_bytes(cfg: &DecoderConfig, b: usize, s: usize) -> usize {
-    let n = b * s;
-    let norm = n * cfg.hidden_size + if cfg.is_bloom() { 2 * n } else { n };
-    F32 * if cfg.is_bloom() { 2 * norm } else { norm }
+/// The final norm's input and statistics (at the last `tq` positions of each row), and
+/// BLOOM's embedding LayerNorm state.
+fn decoder_outer_bytes(cfg: &DecoderConfig, b: usize, (s, tq): (usize, usize)) -> usize {
+    let stats = if cfg.is_bloom() { 2 } else { 1 };
+    let norm = |n: usize| n * cfg.hidden_size + stats * n;
+    F32 * (norm(b * tq) + if cfg.is_bloom() { norm(b * s) } else { 0 })
+}
+
+/// The positions from the first one that predicts a label (PEFT's shift: label t is read at
+/// P + t - 1) to each row's end: the rows the last layer computes.
+fn loss_tail(labels: &[i32], b: usize, t: usize, p: usize) -> usize {
+    let first = (0..b * t)
+        .filter(|&i| labels[i] != -100 && p + i % t >= 1)
+        .map(|i| p + i % t - 1)
+        .min();
+    p + t - first.filter(|&f| f > 0).unwrap_or(0)
 }
 
 fn check_decoder(folder: &str) {
@@ -515,7 +536,12 @@ fn check_decoder(folder: &str) {
     let modes: &[Recompute] = if cfg.is_bloom() {
         &[Recompute::None, Recompute::Layer]
     } else {
-        &[Recompute::None, Recompute::Mlp, Recompute::Layer]
+        &[
+            Recompute::None,
+            Recompute::Mlp,
+            Recompute::MlpLayers(1),
+            Recompute::Layer,
+        ]
     };
     for &recompute in modes {
         let live_before = be.memory().live_bytes;
@@ -534,14 +560,20 @@ fn check_decoder(folder: &str) {
                 None,
             )
             .unwrap();
-        let layers = cfg.num_layers
-            * match recompute {
-                Recompute::None | Recompute::Mlp => decoder_layer_bytes(&cfg, b, s, recompute),
-                Recompute::Layer => F32 * b * s * cfg.hidden_size,
-            };
+        let tq = loss_tail(labels, b, r.batch.t, p);
+        assert!(tq < s, "{folder}: the fixture's targets leave no row out");
+        let layers: usize = (0..cfg.num_layers)
+            .map(|l| {
+                let rows = (s, if l + 1 == cfg.num_layers { tq } else { s });
+                match recompute {
+                    Recompute::Layer => F32 * b * s * cfg.hidden_size,
+                    _ => decoder_layer_bytes(&cfg, b, rows, recompute, l),
+                }
+            })
+            .sum();
         assert_eq!(
             acct.held_after_forward(),
-            layers + decoder_outer_bytes(&cfg, b, s),
+            layers + decoder_outer_bytes(&cfg, b, (s, tq)),
             "{folder} {recompute:?}: bytes held after forward"
         );
         if recompute != Recompute::Layer {

@@ -28,30 +28,46 @@ pub enum Recompute {
     /// (N, C)·(C, I) product per layer. Decoder-only models with a gated MLP (the Llama
     /// family) only.
     Mlp,
+    /// `Mlp` in the first K layers only (every layer when K reaches the layer count); the
+    /// others keep their up branch. Held bytes fall between `None`'s and `Mlp`'s, by N·I per
+    /// layer, and backward recomputes K products instead of one per layer: the knob that fits
+    /// the saved state to a memory budget at the least recomputation. Spelled `mlp:K`.
+    MlpLayers(usize),
     /// Keep only each layer's input; rerun the layer's forward during backward.
     Layer,
 }
 
 impl Recompute {
     /// The flag's spelling.
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            Recompute::None => "none",
-            Recompute::Mlp => "mlp",
-            Recompute::Layer => "layer",
+            Recompute::None => "none".into(),
+            Recompute::Mlp => "mlp".into(),
+            Recompute::MlpLayers(k) => format!("mlp:{k}"),
+            Recompute::Layer => "layer".into(),
+        }
+    }
+
+    /// Whether layer `l`'s forward leaves its gated MLP's up branch to backward.
+    pub(crate) fn recomputes_mlp_up(self, l: usize) -> bool {
+        match self {
+            Recompute::Mlp => true,
+            Recompute::MlpLayers(k) => l < k,
+            Recompute::None | Recompute::Layer => false,
         }
     }
 
     /// `--recompute mlp` on a model other than a decoder with a gated MLP: an error naming it.
     pub(crate) fn refuse_mlp(self, model: &str) -> Result<()> {
-        if self != Recompute::Mlp {
+        if !matches!(self, Recompute::Mlp | Recompute::MlpLayers(_)) {
             return Ok(());
         }
         Err(Error::arg(
             "--recompute",
             format!(
-                "\"mlp\" recomputes the up branch of a decoder-only model's gated MLP (the \
-                 Llama family), not {model}'s: use \"none\" or \"layer\""
+                "\"{}\" recomputes the up branch of a decoder-only model's gated MLP (the \
+                 Llama family), not {model}'s: use \"none\" or \"layer\"",
+                self.name()
             ),
         ))
     }
@@ -64,10 +80,16 @@ impl std::str::FromStr for Recompute {
             "none" => Ok(Recompute::None),
             "mlp" => Ok(Recompute::Mlp),
             "layer" => Ok(Recompute::Layer),
-            _ => Err(Error::arg(
-                "--recompute",
-                format!("\"{s}\": expected \"none\", \"mlp\" or \"layer\""),
-            )),
+            _ => match s.strip_prefix("mlp:").map(str::parse::<usize>) {
+                Some(Ok(k)) if k > 0 => Ok(Recompute::MlpLayers(k)),
+                _ => Err(Error::arg(
+                    "--recompute",
+                    format!(
+                        "\"{s}\": expected \"none\", \"mlp\", \"mlp:K\" (K >= 1 layers) or \
+                         \"layer\""
+                    ),
+                )),
+            },
         }
     }
 }

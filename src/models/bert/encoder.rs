@@ -348,7 +348,7 @@ impl<B: Backend> Bert<B> {
             }
             let (out, saved) = match recompute {
                 // refused above
-                Recompute::None | Recompute::Mlp => {
+                Recompute::None | Recompute::Mlp | Recompute::MlpLayers(_) => {
                     let (out, acts) = self.layer_fwd(be, acct, l, &x, inp, true)?;
                     (
                         out,

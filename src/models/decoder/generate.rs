@@ -247,7 +247,7 @@ impl<B: Backend> Decoder<B> {
         let mut acct = MemoryAccountant::new();
         let mut caches = Vec::with_capacity(self.w.layers.len());
         for l in 0..self.w.layers.len() {
-            let (out, kept) = self.layer_fwd(be, &mut acct, l, x, &inp, Keep::KeyValues)?;
+            let (out, kept) = self.layer_fwd(be, &mut acct, l, x, &inp, None, Keep::KeyValues)?;
             x = out;
             let Kept::KeyValues(k, v) = kept else {
                 return Err(Error::Device("prefill keys and values missing".into()));

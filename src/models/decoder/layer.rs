@@ -10,7 +10,68 @@ use super::weights::{Decoder, DecoderLayerWeights, Mlp, Norm};
 use crate::backend::{AttnBias, AttnDims, Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::common::{hold, linear, zeros};
+use crate::models::common::{hold, linear, output, zeros};
+
+/// The last `rows` positions of every batch row, where the last layer's output is wanted: a
+/// loss that reads only target rows needs nothing else of it, and past its keys and values
+/// (which every query reads) the last layer is row-wise: its queries, the attention's output
+/// projection, its MLP and the final norm then run on B·rows rows instead of B·S.
+pub struct Tail<B: Backend> {
+    pub(super) rows: usize,
+    idx: B::Buf,         // (B·rows) I32: their flat rows of (B, S)
+    pos: Option<B::Buf>, // (B, rows) I32 RoPE positions; None with ALiBi
+}
+
+impl<B: Backend> Tail<B> {
+    /// The tail that holds every row of `rows` (flat rows of (B, S)), or None when that is
+    /// every position (or no row is read: the whole stack runs as before).
+    pub(super) fn covering(
+        be: &B,
+        rows: &[i32],
+        inp: &DecoderInputs<B>,
+    ) -> Result<Option<Tail<B>>> {
+        let (b, s) = (inp.b, inp.s());
+        let first = rows.iter().map(|&r| r as usize % s.max(1)).min();
+        let Some(first) = first.filter(|&f| f > 0) else {
+            return Ok(None);
+        };
+        let tail = s - first;
+        let idx: Vec<i32> = (0..b)
+            .flat_map(|bi| (bi * s + first..(bi + 1) * s).map(|r| r as i32))
+            .collect();
+        // RoPE positions run from the prefix's length (0 without one) along each row
+        let base = inp.prefix.as_ref().map_or(0, |pre| pre.p) + first;
+        let pos: Vec<i32> = (0..b)
+            .flat_map(|_| base..base + tail)
+            .map(|x| x as i32)
+            .collect();
+        Ok(Some(Tail {
+            rows: tail,
+            idx: be.upload_i32(&idx)?,
+            pos: inp.pos.as_ref().map(|_| be.upload_i32(&pos)).transpose()?,
+        }))
+    }
+
+    /// Flat rows of (B, S), all in the tail, as rows of the tail's (B·rows) output.
+    pub(super) fn rows_of(&self, rows: &[i32], s: usize) -> Vec<i32> {
+        let (s, first) = (s as i32, (s - self.rows) as i32);
+        (rows.iter())
+            .map(|&r| r / s * self.rows as i32 + r % s - first)
+            .collect()
+    }
+
+    /// out (B·rows, C) = x (B·S, C) at the tail's rows.
+    fn gather(&self, be: &B, x: &B::Buf, m: usize, c: usize) -> Result<B::Buf> {
+        let mut out = output(be, be.act_dtype(), m * c)?;
+        be.gather_rows(&mut out, x, &self.idx, m, c)?;
+        Ok(out)
+    }
+
+    /// dx (B·S, C) += d (B·rows, C) at the tail's rows.
+    fn scatter(&self, be: &B, dx: &mut B::Buf, d: &B::Buf, m: usize, c: usize) -> Result<()> {
+        be.scatter_rows_bwd(dx, d, &self.idx, m, c)
+    }
+}
 
 /// What a norm keeps for backward: its input and statistics.
 pub struct NormActs<B: Backend> {
@@ -202,14 +263,46 @@ impl<B: Backend> Decoder<B> {
         b: usize,
         s: usize,
     ) -> Result<(B::Buf, B::Buf, B::Buf)> {
-        let (n, c) = (b * s, self.cfg.hidden_size);
-        let (qw, kvw) = (self.cfg.q_width(), self.cfg.kv_width());
+        let q = self.q_fwd(be, acct, w, h, pos, b, s)?;
+        let (k, v) = self.kv_fwd(be, acct, w, h, pos, b, s)?;
+        Ok((q, k, v))
+    }
+
+    /// q (N, H·D) of the normed rows h (N, C), rotated at `pos` (B, S).
+    #[allow(clippy::too_many_arguments)]
+    fn q_fwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        w: &DecoderLayerWeights<B>,
+        h: &B::Buf,
+        pos: Option<&B::Buf>,
+        b: usize,
+        s: usize,
+    ) -> Result<B::Buf> {
+        let (n, c, qw) = (b * s, self.cfg.hidden_size, self.cfg.q_width());
         let mut q = linear(be, acct, h, &w.q.w, w.q.b.as_ref(), n, c, qw)?;
+        self.rope(be, &mut q, pos, (b, s, self.cfg.num_heads), false)?;
+        Ok(q)
+    }
+
+    /// k, v (N, Hkv·D) of the normed rows h (N, C), k rotated at `pos` (B, S).
+    #[allow(clippy::too_many_arguments)]
+    fn kv_fwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        w: &DecoderLayerWeights<B>,
+        h: &B::Buf,
+        pos: Option<&B::Buf>,
+        b: usize,
+        s: usize,
+    ) -> Result<(B::Buf, B::Buf)> {
+        let (n, c, kvw) = (b * s, self.cfg.hidden_size, self.cfg.kv_width());
         let mut k = linear(be, acct, h, &w.k.w, w.k.b.as_ref(), n, c, kvw)?;
         let v = linear(be, acct, h, &w.v.w, w.v.b.as_ref(), n, c, kvw)?;
-        self.rope(be, &mut q, pos, (b, s, self.cfg.num_heads), false)?;
         self.rope(be, &mut k, pos, (b, s, self.cfg.num_kv_heads), false)?;
-        Ok((q, k, v))
+        Ok((k, v))
     }
 
     /// The MLP half of a layer on x1 (N, C), which it takes over: out = x1 + mlp(norm(x1)),
@@ -276,9 +369,10 @@ impl<B: Backend> Decoder<B> {
         Ok(lin)
     }
 
-    /// One layer on x (N, C), which it takes over as the residual stream: its output and what
-    /// `keep` asks for (the saved state for backward, or the rotated keys and values for a
-    /// KV cache).
+    /// One layer on x (N, C), which it takes over as the residual stream: its output (at the
+    /// `tail`'s rows only, (B·rows, C), when given) and what `keep` asks for (the saved state
+    /// for backward, or the rotated keys and values for a KV cache).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn layer_fwd(
         &self,
         be: &B,
@@ -286,20 +380,31 @@ impl<B: Backend> Decoder<B> {
         l: usize,
         x: B::Buf,
         inp: &DecoderInputs<B>,
+        tail: Option<&Tail<B>>,
         keep: Keep,
     ) -> Result<(B::Buf, Kept<B>)> {
         let w = &self.w.layers[l];
         let (b, s) = (inp.b, inp.s());
         let (n, c, qw) = (b * s, self.cfg.hidden_size, self.cfg.q_width());
-        let act = be.act_dtype();
-        // attention: x1 = x + o(attention(rope(q h), rope(k h), v h)), h = norm(x)
+        let tq = tail.map_or(s, |t| t.rows);
+        let (nq, act) = (b * tq, be.act_dtype());
+        // attention: x1 = x + o(attention(rope(q h), rope(k h), v h)), h = norm(x), with the
+        // queries (and all that follows) at the tail's rows only
         let (h, attn_norm) = w.attn_norm.fwd(be, x, n, c, self.cfg.norm_eps)?;
-        let (q, k, v) = self.qkv_fwd(be, acct, w, &h, inp.pos.as_ref(), b, s)?;
+        let (q, k, v) = match tail {
+            None => self.qkv_fwd(be, acct, w, &h, inp.pos.as_ref(), b, s)?,
+            Some(t) => {
+                let ht = t.gather(be, &h, nq, c)?;
+                let q = self.q_fwd(be, acct, w, &ht, t.pos.as_ref(), b, tq)?;
+                let (k, v) = self.kv_fwd(be, acct, w, &h, inp.pos.as_ref(), b, s)?;
+                (q, k, v)
+            }
+        };
         drop(h);
-        let dims = self.attn_dims(b, s, s);
+        let dims = self.attn_dims(b, tq, s);
         let (mut ctx, mut lse) = (
-            zeros(be, act, n * qw)?,
-            zeros(be, DType::F32, b * dims.h * s)?,
+            zeros(be, act, nq * qw)?,
+            zeros(be, DType::F32, b * dims.h * tq)?,
         );
         be.attention_fwd(
             &mut ctx,
@@ -314,12 +419,20 @@ impl<B: Backend> Decoder<B> {
             self.attn_scale(),
             dims,
         )?;
-        let attn_out = linear(be, acct, &ctx, &w.o.w, w.o.b.as_ref(), n, qw, c)?;
+        let attn_out = linear(be, acct, &ctx, &w.o.w, w.o.b.as_ref(), nq, qw, c)?;
         drop(ctx);
-        let mut x1 = zeros(be, act, n * c)?;
-        be.add_fwd(&mut x1, &attn_norm.inp, &attn_out, n * c)?;
+        let mut x1 = zeros(be, act, nq * c)?;
+        match tail {
+            None => be.add_fwd(&mut x1, &attn_norm.inp, &attn_out, n * c)?,
+            Some(t) => be.add_fwd(
+                &mut x1,
+                &t.gather(be, &attn_norm.inp, nq, c)?,
+                &attn_out,
+                nq * c,
+            )?,
+        }
         drop(attn_out);
-        let (out, mlp_norm, mlp_pre, mlp_up) = self.mlp_fwd(be, acct, w, x1, n)?;
+        let (out, mlp_norm, mlp_pre, mlp_up) = self.mlp_fwd(be, acct, w, x1, nq)?;
         let kept = match keep {
             Keep::Nothing => Kept::Nothing,
             Keep::KeyValues => Kept::KeyValues(k, v),
@@ -344,7 +457,9 @@ impl<B: Backend> Decoder<B> {
     }
 
     /// dx (N, C) holds d layer output on entry and d layer input on exit: layer_fwd's ops in
-    /// exact reverse. With a prefix, `dprefix` (its table's shape) += block l's gradient.
+    /// exact reverse. With a `tail`, dx holds (B·rows, C) on entry (the output's rows) and
+    /// becomes (N, C). With a prefix, `dprefix` (its table's shape) += block l's gradient.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn layer_bwd(
         &self,
         be: &B,
@@ -353,12 +468,78 @@ impl<B: Backend> Decoder<B> {
         a: &DecoderLayerActs<B>,
         l: usize,
         inp: &DecoderInputs<B>,
+        tail: Option<&Tail<B>>,
     ) -> Result<()> {
         let w: &DecoderLayerWeights<B> = &self.w.layers[l];
         let (b, s) = (inp.b, inp.s());
-        let (n, c, i) = (b * s, self.cfg.hidden_size, self.cfg.intermediate_size);
-        let (qw, kvw, act) = (self.cfg.q_width(), self.cfg.kv_width(), be.act_dtype());
-        // MLP
+        let (n, c, qw) = (b * s, self.cfg.hidden_size, self.cfg.q_width());
+        let tq = tail.map_or(s, |t| t.rows);
+        let (nq, act) = (b * tq, be.act_dtype());
+        self.mlp_bwd(be, dx, w, a, nq)?;
+        // attention
+        let mut dctx = zeros(be, act, nq * qw)?;
+        be.linear_bwd(&mut dctx, dx, &w.o.w, nq, qw, c)?;
+        let dims = self.attn_dims(b, tq, s);
+        let kvw = self.cfg.kv_width();
+        let (mut dq, mut dk, mut dv) = (
+            zeros(be, act, nq * qw)?,
+            zeros(be, act, n * kvw)?,
+            zeros(be, act, n * kvw)?,
+        );
+        be.attention_bwd(
+            &mut dq,
+            &mut dk,
+            &mut dv,
+            dprefix,
+            &dctx,
+            &a.q,
+            &a.k,
+            &a.v,
+            inp.prefix.as_ref().map(|pre| pre.block(l)),
+            &a.lse,
+            &inp.key_mask,
+            self.attn_bias(),
+            true,
+            self.attn_scale(),
+            dims,
+        )?;
+        drop(dctx);
+        let kv_heads = (b, s, self.cfg.num_kv_heads);
+        self.rope(be, &mut dk, inp.pos.as_ref(), kv_heads, true)?;
+        let q_pos = tail.map_or(inp.pos.as_ref(), |t| t.pos.as_ref());
+        self.rope(be, &mut dq, q_pos, (b, tq, self.cfg.num_heads), true)?;
+        let mut dh = zeros(be, act, n * c)?;
+        be.linear_bwd(&mut dh, &dv, &w.v.w, n, c, kvw)?;
+        be.linear_bwd(&mut dh, &dk, &w.k.w, n, c, kvw)?;
+        if let Some(t) = tail {
+            // the queries' and the residual's gradients, at the tail's rows, into (N, C)
+            let mut dht = zeros(be, act, nq * c)?;
+            be.linear_bwd(&mut dht, &dq, &w.q.w, nq, c, qw)?;
+            t.scatter(be, &mut dh, &dht, nq, c)?;
+            let mut dfull = zeros(be, act, n * c)?;
+            t.scatter(be, &mut dfull, dx, nq, c)?;
+            *dx = dfull;
+        } else {
+            be.linear_bwd(&mut dh, &dq, &w.q.w, n, c, qw)?;
+        }
+        w.attn_norm.bwd(be, dx, &dh, &a.attn_norm, n, c)
+    }
+
+    /// dx (N, C) += the MLP half's backward of dx (its output's gradient, the residual
+    /// stream): layer_fwd's MLP ops in exact reverse, recomputing the up branch if not kept.
+    fn mlp_bwd(
+        &self,
+        be: &B,
+        dx: &mut B::Buf,
+        w: &DecoderLayerWeights<B>,
+        a: &DecoderLayerActs<B>,
+        n: usize,
+    ) -> Result<()> {
+        let (c, i, act) = (
+            self.cfg.hidden_size,
+            self.cfg.intermediate_size,
+            be.act_dtype(),
+        );
         let down = match &w.mlp {
             Mlp::Plain { down, .. } | Mlp::Gated { down, .. } => down,
         };
@@ -395,53 +576,6 @@ impl<B: Backend> Decoder<B> {
             }
         }
         drop((dg, dpre));
-        w.mlp_norm.bwd(be, dx, &dh2, &a.mlp_norm, n, c)?;
-        drop(dh2);
-        // attention
-        let mut dctx = zeros(be, act, n * qw)?;
-        be.linear_bwd(&mut dctx, dx, &w.o.w, n, qw, c)?;
-        let dims = self.attn_dims(b, s, s);
-        let (mut dq, mut dk, mut dv) = (
-            zeros(be, act, n * qw)?,
-            zeros(be, act, n * kvw)?,
-            zeros(be, act, n * kvw)?,
-        );
-        be.attention_bwd(
-            &mut dq,
-            &mut dk,
-            &mut dv,
-            dprefix,
-            &dctx,
-            &a.q,
-            &a.k,
-            &a.v,
-            inp.prefix.as_ref().map(|pre| pre.block(l)),
-            &a.lse,
-            &inp.key_mask,
-            self.attn_bias(),
-            true,
-            self.attn_scale(),
-            dims,
-        )?;
-        drop(dctx);
-        self.rope(
-            be,
-            &mut dk,
-            inp.pos.as_ref(),
-            (b, s, self.cfg.num_kv_heads),
-            true,
-        )?;
-        self.rope(
-            be,
-            &mut dq,
-            inp.pos.as_ref(),
-            (b, s, self.cfg.num_heads),
-            true,
-        )?;
-        let mut dh = zeros(be, act, n * c)?;
-        be.linear_bwd(&mut dh, &dv, &w.v.w, n, c, kvw)?;
-        be.linear_bwd(&mut dh, &dk, &w.k.w, n, c, kvw)?;
-        be.linear_bwd(&mut dh, &dq, &w.q.w, n, c, qw)?;
-        w.attn_norm.bwd(be, dx, &dh, &a.attn_norm, n, c)
+        w.mlp_norm.bwd(be, dx, &dh2, &a.mlp_norm, n, c)
     }
 }

@@ -3,7 +3,7 @@
 //! exact reverse and ends at the prompt rows' gradient.
 
 use super::inputs::DecoderInputs;
-use super::layer::{DecoderLayerActs, Keep, Kept, NormActs};
+use super::layer::{DecoderLayerActs, Keep, Kept, NormActs, Tail};
 use super::weights::Decoder;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -22,6 +22,8 @@ pub struct DecoderActs<B: Backend> {
     embed_norm: Option<NormActs<B>>,
     layers: Vec<Saved<B>>,
     final_norm: NormActs<B>, // the last layer's output (N, C) and its statistics
+    /// where the last layer and the final norm ran, when not at every row
+    pub(super) tail: Option<Tail<B>>,
 }
 
 impl<B: Backend> Decoder<B> {
@@ -35,7 +37,23 @@ impl<B: Backend> Decoder<B> {
         prompt: &B::Buf,
         inp: &DecoderInputs<B>,
         recompute: Recompute,
+        capture: Option<&mut Capture>,
+    ) -> Result<(B::Buf, DecoderActs<B>)> {
+        self.stack_fwd_at(be, acct, prompt, inp, recompute, capture, None)
+    }
+
+    /// `stack_fwd` whose last layer and final norm run at the `tail`'s rows only: hidden
+    /// (B·rows, C) then; the saved state keeps the tail for backward.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn stack_fwd_at(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        prompt: &B::Buf,
+        inp: &DecoderInputs<B>,
+        recompute: Recompute,
         mut capture: Option<&mut Capture>,
+        tail: Option<Tail<B>>,
     ) -> Result<(B::Buf, DecoderActs<B>)> {
         let (n, c, eps) = (inp.b * inp.s(), self.cfg.hidden_size, self.cfg.norm_eps);
         let (b, t, p) = (inp.b, inp.tokens, inp.p);
@@ -46,8 +64,10 @@ impl<B: Backend> Decoder<B> {
                 hold(be, acct, name, buf);
             }
         }
-        let layers = self.layers_fwd(be, acct, &mut x, inp, recompute, capture.as_deref_mut())?;
-        let (out, final_norm) = self.w.final_norm.fwd(be, x, n, c, eps)?;
+        let cap = capture.as_deref_mut();
+        let layers = self.layers_fwd(be, acct, &mut x, inp, recompute, cap, tail.as_ref())?;
+        let n_out = inp.b * tail.as_ref().map_or(inp.s(), |t| t.rows);
+        let (out, final_norm) = self.w.final_norm.fwd(be, x, n_out, c, eps)?;
         for (name, buf) in final_norm.named("final_norm") {
             hold(be, acct, name, buf);
         }
@@ -63,6 +83,7 @@ impl<B: Backend> Decoder<B> {
                 embed_norm,
                 layers,
                 final_norm,
+                tail,
             },
         ))
     }
@@ -130,7 +151,9 @@ impl<B: Backend> Decoder<B> {
         }
     }
 
-    /// The layers over x (N, C), in place; what each keeps for backward.
+    /// The layers over x (N, C), in place (the last one's output at the `tail`'s rows, when
+    /// given); what each keeps for backward.
+    #[allow(clippy::too_many_arguments)]
     fn layers_fwd(
         &self,
         be: &B,
@@ -139,6 +162,7 @@ impl<B: Backend> Decoder<B> {
         inp: &DecoderInputs<B>,
         recompute: Recompute,
         mut capture: Option<&mut Capture>,
+        tail: Option<&Tail<B>>,
     ) -> Result<Vec<Saved<B>>> {
         if self.cfg.is_bloom() {
             recompute.refuse_mlp("BLOOM")?;
@@ -150,11 +174,12 @@ impl<B: Backend> Decoder<B> {
                 cap.insert(format!("hidden_states.{l}"), be.download(x)?);
             }
             let input = std::mem::replace(x, zeros(be, be.act_dtype(), 0)?);
+            let tail = tail.filter(|_| l + 1 == self.w.layers.len());
             let saved = match recompute {
-                Recompute::None | Recompute::Mlp => {
-                    let up = recompute == Recompute::None;
+                Recompute::None | Recompute::Mlp | Recompute::MlpLayers(_) => {
+                    let up = !recompute.recomputes_mlp_up(l);
                     let (out, kept) =
-                        self.layer_fwd(be, acct, l, input, inp, Keep::State { up })?;
+                        self.layer_fwd(be, acct, l, input, inp, tail, Keep::State { up })?;
                     *x = out;
                     Saved::Full(state(kept)?)
                 }
@@ -162,7 +187,7 @@ impl<B: Backend> Decoder<B> {
                     let mut keep = zeros(be, be.act_dtype(), n)?;
                     be.copy(&mut keep, &input)?;
                     hold(be, acct, format!("layer.{l}.input"), &keep);
-                    *x = self.layer_fwd(be, acct, l, input, inp, Keep::Nothing)?.0;
+                    *x = (self.layer_fwd(be, acct, l, input, inp, tail, Keep::Nothing)?).0;
                     Saved::Input(keep)
                 }
             };
@@ -171,8 +196,9 @@ impl<B: Backend> Decoder<B> {
         Ok(layers)
     }
 
-    /// dprompt (P, C) += d loss / d prompt from dhidden (B·S, C); with a prefix, dprompt is
-    /// the prefix table's gradient, where the backward stops. Consumes the saved state.
+    /// dprompt (P, C) += d loss / d prompt from dhidden (B·S, C), or (B·rows, C) with the
+    /// forward's tail (`acts.tail`); with a prefix, dprompt is the prefix table's gradient,
+    /// where the backward stops. Consumes the saved state.
     pub fn stack_bwd(
         &self,
         be: &B,
@@ -182,27 +208,29 @@ impl<B: Backend> Decoder<B> {
         acts: DecoderActs<B>,
         inp: &DecoderInputs<B>,
     ) -> Result<()> {
+        let tail = acts.tail.as_ref();
         let (n, c) = (inp.b * inp.s(), self.cfg.hidden_size);
-        let mut dx = zeros(be, be.act_dtype(), n * c)?;
+        let n_out = inp.b * tail.map_or(inp.s(), |t| t.rows);
+        let mut dx = zeros(be, be.act_dtype(), n_out * c)?;
         self.w
             .final_norm
-            .bwd(be, &mut dx, &dhidden, &acts.final_norm, n, c)?;
+            .bwd(be, &mut dx, &dhidden, &acts.final_norm, n_out, c)?;
         drop(dhidden);
         release(acct, "final_norm", &acts.final_norm);
         drop(acts.final_norm);
+        let last = acts.layers.len().saturating_sub(1);
         for (l, saved) in acts.layers.into_iter().enumerate().rev() {
+            let tail = tail.filter(|_| l == last);
             let layer_acts = match saved {
                 Saved::Full(a) => a,
                 Saved::Input(x) => {
                     acct.release(&format!("layer.{l}.input"));
-                    state(
-                        self.layer_fwd(be, acct, l, x, inp, Keep::State { up: true })?
-                            .1,
-                    )?
+                    let keep = Keep::State { up: true };
+                    state(self.layer_fwd(be, acct, l, x, inp, tail, keep)?.1)?
                 }
             };
             let dprefix = inp.prefix.is_some().then_some(&mut *dprompt);
-            self.layer_bwd(be, &mut dx, dprefix, &layer_acts, l, inp)?;
+            self.layer_bwd(be, &mut dx, dprefix, &layer_acts, l, inp, tail)?;
             for (name, _) in layer_acts.named() {
                 acct.release(&format!("layer.{l}.{name}"));
             }

@@ -2,6 +2,7 @@
 //! the target rows only (forward and backward in one call, in row chunks), the stack backward.
 
 use super::inputs::DecoderInputs;
+use super::layer::Tail;
 use super::weights::Decoder;
 use crate::backend::Backend;
 use crate::error::Result;
@@ -36,15 +37,20 @@ impl<B: Backend> Decoder<B> {
         recompute: Recompute,
         mut capture: Option<&mut Capture>,
     ) -> Result<f64> {
-        let (hidden, acts) =
-            self.stack_fwd(be, acct, prompt, inp, recompute, capture.as_deref_mut())?;
+        // the last layer runs at the target rows' tail, unless every position is captured
+        let tail = match capture {
+            Some(_) => None,
+            None => Tail::covering(be, &inp.rows, inp)?,
+        };
+        let cap = capture.as_deref_mut();
+        let (hidden, acts) = self.stack_fwd_at(be, acct, prompt, inp, recompute, cap, tail)?;
         acct.end_forward();
         if let Some(cap) = capture {
             cap.insert("logits".into(), self.token_logits(be, &hidden, inp)?);
         }
-        let n = inp.b * inp.s();
+        let (n, rows) = tail_rows(acts.tail.as_ref(), inp, &inp.rows);
         let (loss, dhidden) =
-            (self.head()).mean_loss_fwd_bwd(be, &hidden, n, &inp.rows, &inp.targets, None)?;
+            (self.head()).mean_loss_fwd_bwd(be, &hidden, n, &rows, &inp.targets, None)?;
         drop(hidden);
         self.stack_bwd(be, acct, dprompt, dhidden, acts, inp)?;
         Ok(loss)
@@ -65,10 +71,22 @@ impl<B: Backend> Decoder<B> {
         parts: &[LossRows],
         recompute: Recompute,
     ) -> Result<Vec<f64>> {
-        let (hidden, acts) = self.stack_fwd(be, acct, table, inp, recompute, None)?;
+        let all: Vec<i32> = parts
+            .iter()
+            .flat_map(|pt| pt.rows.iter().copied())
+            .collect();
+        let tail = Tail::covering(be, &all, inp)?;
+        let (hidden, acts) = self.stack_fwd_at(be, acct, table, inp, recompute, None, tail)?;
         acct.end_forward();
-        let n = inp.b * inp.s();
-        let (losses, dhidden) = self.head().parts_loss_fwd_bwd(be, &hidden, n, parts)?;
+        let tail = acts.tail.as_ref();
+        let (n, _) = tail_rows(tail, inp, &[]);
+        let parts: Vec<LossRows> = (parts.iter())
+            .map(|pt| LossRows {
+                rows: tail_rows(tail, inp, &pt.rows).1,
+                targets: pt.targets.clone(),
+            })
+            .collect();
+        let (losses, dhidden) = self.head().parts_loss_fwd_bwd(be, &hidden, n, &parts)?;
         drop(hidden);
         self.stack_bwd(be, acct, dtable, dhidden, acts, inp)?;
         Ok(losses)
@@ -88,5 +106,18 @@ impl<B: Backend> Decoder<B> {
             out.extend(be.download(&head.logits(be, hidden, part)?)?);
         }
         Ok(out)
+    }
+}
+
+/// The hidden states' row count with the `tail` (B·rows; B·S without one), and `rows` (flat
+/// rows of (B, S)) as rows of them.
+fn tail_rows<B: Backend>(
+    tail: Option<&Tail<B>>,
+    inp: &DecoderInputs<B>,
+    rows: &[i32],
+) -> (usize, Vec<i32>) {
+    match tail {
+        Some(t) => (inp.b * t.rows, t.rows_of(rows, inp.s())),
+        None => (inp.b * inp.s(), rows.to_vec()),
     }
 }

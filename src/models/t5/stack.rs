@@ -85,7 +85,7 @@ impl<B: Backend> T5<B> {
             };
             let saved = match recompute {
                 // refused above
-                Recompute::None | Recompute::Mlp => {
+                Recompute::None | Recompute::Mlp | Recompute::MlpLayers(_) => {
                     let (out, acts) = self.block_fwd(be, acct, l, x, ctx, true)?;
                     x = out;
                     Saved::Full(acts.ok_or_else(|| Error::Device("block state missing".into()))?)
