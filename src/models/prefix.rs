@@ -135,6 +135,12 @@ impl<B: Backend> PrefixInputs<B> {
         Ok(self)
     }
 
+    /// The prefix rows batch row `bi` reads: P, less the rows it hides when rows mix prefixes.
+    pub fn row_len(&self, bi: usize) -> usize {
+        let hidden = self.rows.as_ref().and_then(|r| r.hidden.get(bi).copied());
+        self.p - hidden.unwrap_or(0).min(self.p)
+    }
+
     /// The row width, N · 2 · Hkv · D.
     pub fn width(&self) -> usize {
         self.blocks * 2 * self.kv_width
