@@ -1077,6 +1077,7 @@ fn check_attention_prefix(be: &CudaBackend) {
             width,
             k_off,
             v_off,
+            rows: None,
         };
         let cpu_prefix = PrefixKv {
             table: &table.1,
@@ -1084,6 +1085,7 @@ fn check_attention_prefix(be: &CudaBackend) {
             width,
             k_off,
             v_off,
+            rows: None,
         };
         // batch row 1 keeps only its first half of the keys
         let mask: Vec<i32> = (0..b * t)

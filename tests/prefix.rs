@@ -187,6 +187,7 @@ fn prefix_attention_equals_concatenated_keys() {
         width,
         k_off,
         v_off,
+        rows: None,
     };
     // the concatenated problem: (B, P + T, Hkv, D) keys and values, (B, P + T) mask
     let tab = &table;

@@ -219,8 +219,8 @@ fn exported_folder_evaluates_as_the_run_reported() {
 }
 
 /// PEFT's own prefix adapters (T5 v1.0 under its placement, Llama) load as prompts: a table
-/// of P rows, PEFT's placement (no `prefix_placement` key), and they evaluate (alone: a
-/// mixed batch refuses them).
+/// of P rows, PEFT's placement (no `prefix_placement` key), and they evaluate; a mixed batch
+/// scores them as `predict` does.
 #[test]
 fn peft_prefix_adapters_load_and_evaluate() {
     for (model, width) in [("t5_v1_0", 2 * 2 * 32), ("llama", 2 * 2 * 24)] {
@@ -236,13 +236,14 @@ fn peft_prefix_adapters_load_and_evaluate() {
         let enc = m.encode(&task, &data).unwrap();
         let (metrics, _) = m.evaluate(&task, &prompt, &enc, 8).unwrap();
         assert_eq!(metrics.examples, 8, "{model}");
-        // a mixed batch shares one prompt table: a prefix in it is refused by name
+        // a mixed batch reads the prefix as `predict` does (#17; tests/mixed_prefix.rs)
         let rows: Vec<(usize, Row)> = enc.rows.iter().map(|r| (0, r.clone())).collect();
-        let err = m
-            .predict_mixed(&[(&task, &prompt)], &rows, 8)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("prefix-tuning prompt"), "{err}");
+        let mixed = m.predict_mixed(&[(&task, &prompt)], &rows, 8).unwrap();
+        let alone = m.predict(&task, &prompt, &enc, 8).unwrap();
+        for (g, w) in mixed.iter().zip(&alone) {
+            common::assert_close(&format!("{model} mixed"), &g.scores, &w.scores, 1e-5);
+        }
+        assert_eq!(mixed.len(), alone.len(), "{model}");
     }
 }
 

@@ -305,6 +305,52 @@ fn served_scores_equal_predict_under_concurrent_clients() {
     assert_eq!(server.terminate(), 0);
 }
 
+/// A prefix-tuning prompt (a 3-row prefix for the `pet` task, saved with its task) served
+/// beside a prompt-tuning one: concurrent clients on both share batches (each row reading its
+/// own prefix or prompt), and every answer equals `predict`'s for that prompt alone.
+#[test]
+fn a_prefix_prompt_is_served_beside_a_prompt() {
+    let scratch = ScratchDir::new("serve_prefix");
+    let (pet, _) = make_prompts(scratch.path());
+    let model = Model::open(model_dir(), Device::Cpu).unwrap();
+    let opts = TaskOptions {
+        verbalizer: Some(vec![
+            ("negative".into(), "terrible".into()),
+            ("positive".into(), "good".into()),
+        ]),
+        max_len: Some(24),
+        ..TaskOptions::default()
+    };
+    let task = model.task(&opts, None, 3).unwrap();
+    let raw = common::prefix_prompt(&scratch.path().join("raw"), 3, 2 * 2 * 48, "papers", 5);
+    let pre = scratch.path().join("pre");
+    model.save_prompt(&pre, &raw, &task).unwrap();
+    let want_pre = predict_cli(&pre, TEXTS, scratch.path());
+    let want_pet = predict_cli(&pet, TEXTS, scratch.path());
+    let server = Server::start(
+        &[("pet", &pet), ("pre", &pre)],
+        &["--batch-window-ms", "20", "--max-batch", "32"],
+    );
+    std::thread::scope(|s| {
+        for c in 0..6 {
+            let (server, want_pre, want_pet) = (&server, &want_pre, &want_pet);
+            s.spawn(move || {
+                let (name, want) = match c % 2 {
+                    0 => ("pre", want_pre),
+                    _ => ("pet", want_pet),
+                };
+                let (status, body) = server.predict(name, TEXTS);
+                assert_eq!(status, 200, "{body}");
+                let preds = body["predictions"].as_array().unwrap();
+                for (i, (got, want)) in preds.iter().zip(want).enumerate() {
+                    assert_same(&format!("client {c} {name} text {i}"), got, want);
+                }
+            });
+        }
+    });
+    assert_eq!(server.terminate(), 0);
+}
+
 #[test]
 fn prompts_load_and_unload_at_run_time() {
     let scratch = ScratchDir::new("serve_load");

@@ -10,7 +10,7 @@ use super::model::{bind, on_engine, Engine, Model, StepOutput};
 use super::prompt::Prompt;
 use super::task::Task;
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::train::encode::Row;
 use crate::train::{self, Grads, Prediction};
 
@@ -21,8 +21,9 @@ impl Model {
     /// task ([`Model::encode`]). Batches of up to `batch_size` rows mix jobs: the rows of
     /// every job share batches, each row reading its own prompt (of its own length) from a
     /// table on the device and scored by its own job (BERT `pet`, `cls`; T5 `seq2seq` and
-    /// decoder-only `causal` by rank classification over its own label targets); jobs that
-    /// decode greedily are predicted one job at a time. The scores equal those of
+    /// decoder-only `causal` by rank classification over its own label targets); prefix-tuning
+    /// prompts mix too on the CPU, each row reading its own prefix in every attention layer
+    /// (one job at a time on CUDA); jobs that decode greedily are predicted one job at a time. The scores equal those of
     /// [`Model::predict`] on each job's rows alone within 1e-5 relative (the make-up of a
     /// batch changes the last bits). A row naming no job is an error naming the row.
     pub fn predict_mixed(
@@ -45,7 +46,9 @@ impl Model {
     /// applies each job's gradients to its own prompt. The rows of every job run as one batch
     /// (one pass of the model, each row reading its own prompt of its own length; BERT `pet`
     /// and `cls`, T5 `seq2seq` and decoder-only `causal` alike), each job's loss the mean over
-    /// its own rows (its own target tokens on T5 and the decoders). Each job's output
+    /// its own rows (its own target tokens on T5 and the decoders). Prefix-tuning jobs run as
+    /// one batch of their own on the CPU (their prefixes stacked; one at a time on CUDA), their
+    /// gradient the prefix table's. Each job's output
     /// equals [`Model::step`] on its rows alone within 1e-5 relative. A job's loss is not
     /// weighted by its share of the batch: the batch's mean loss would scale job j's
     /// gradients by its rows over the batch's rows, and change nothing else. A job with no
@@ -78,12 +81,6 @@ fn with_jobs<B: Backend, T>(
     let params = (jobs.iter())
         .map(|(task, prompt)| bind(be, m, task, prompt))
         .collect::<Result<Vec<_>>>()?;
-    // the mixed batch shares one prompt table in front of the tokens: no prefix in it yet
-    if params.iter().any(|p| p.prefix.is_some()) {
-        return Err(Error::Unsupported(
-            "a prefix-tuning prompt in a mixed batch: score it alone (predict, evaluate)".into(),
-        ));
-    }
     let mixed: Vec<_> = (jobs.iter().zip(&params))
         .map(|((task, _), params)| (&task.inner, params))
         .collect();

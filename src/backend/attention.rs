@@ -52,6 +52,7 @@ impl AttnDims {
 /// sees every prefix key (no key mask, no causal mask), and every batch row reads the same
 /// rows. A position bias is computed over the P + Tk keys (a relative bias's bucket lookup is
 /// then Tq + P + Tk − 1 long). Nothing is concatenated: the op reads the table directly.
+/// With `rows` (batches mixing prefixes) each batch row reads its own prefix of a stack.
 pub struct PrefixKv<'a, Buf> {
     pub table: &'a Buf,
     /// prefix rows
@@ -60,6 +61,25 @@ pub struct PrefixKv<'a, Buf> {
     pub width: usize,
     pub k_off: usize,
     pub v_off: usize,
+    /// rows mixing prefixes; None: every batch row reads the one (P, width) table
+    pub rows: Option<PrefixRows<'a>>,
+}
+
+/// Batch rows mixing prefixes (mixed-prompt batches): the table stacks `prefixes` prefixes
+/// of P rows each, (K·P, width); batch row b reads prefix `slot[b]` and hides its first
+/// `hidden[b]` rows (a prefix of P − hidden[b] rows sits left-padded at the end of its P, so
+/// its keys keep their distance to the real ones: relative biases and ALiBi read them as
+/// that prefix's own batch does; a row without a prefix hides all P). The backward adds
+/// each row's gradient into its own prefix's rows (the hidden ones get 0). For now the CPU
+/// reference alone reads them; the CUDA launchers refuse them.
+#[derive(Clone, Copy, Debug)]
+pub struct PrefixRows<'a> {
+    /// (B) the prefix each batch row reads
+    pub slot: &'a [usize],
+    /// (B) the leading rows of that prefix hidden from it, <= P
+    pub hidden: &'a [usize],
+    /// K, the prefixes stacked in the table
+    pub prefixes: usize,
 }
 
 // by hand: a derive would ask `Buf: Clone`, and only the reference is copied
@@ -84,9 +104,27 @@ impl<Buf> PrefixKv<'_, Buf> {
         Ok(())
     }
 
-    /// The table's element count, P × width.
+    /// The table's element count, K·P × width (K = 1 without `rows`).
     pub fn table_len(&self) -> usize {
-        self.p * self.width
+        self.rows.map_or(1, |r| r.prefixes) * self.p * self.width
+    }
+
+    /// Checks `rows` against a batch of `b` rows: one slot and hidden count a row, each slot
+    /// below K, each hidden count at most P.
+    pub fn check_rows(&self, b: usize) -> crate::error::Result<()> {
+        let Some(r) = self.rows else { return Ok(()) };
+        let bad = r.slot.len() != b
+            || r.hidden.len() != b
+            || r.slot.iter().any(|&s| s >= r.prefixes)
+            || r.hidden.iter().any(|&h| h > self.p);
+        if bad {
+            return Err(crate::error::Error::shape(
+                "attention prefix rows (slot and hidden rows of each batch row)",
+                format!("{b} of each, slots < {}, hidden <= {}", r.prefixes, self.p),
+                format!("{} slots, {} hidden", r.slot.len(), r.hidden.len()),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -76,7 +76,7 @@ pub mod storage;
 
 pub use activation::{Act, ActivationOps};
 pub use attention::{
-    alibi_slope, prefix_rows, AttentionOps, AttnBias, AttnDims, BiasRef, PrefixKv,
+    alibi_slope, prefix_rows, AttentionOps, AttnBias, AttnDims, BiasRef, PrefixKv, PrefixRows,
 };
 pub use elementwise::ElementwiseOps;
 pub use embedding::{check_ids, check_prompt_lens, EmbeddingOps};

@@ -21,7 +21,7 @@ use super::attention_mask::{cpu_bias, ScoreTerms};
 use super::matmul::{gemm_strided, Mat, SendPtr};
 use super::real::Real;
 use super::{ints, real, real_mut, CpuBackend, CpuBuf};
-use crate::backend::{prefix_rows, AttentionOps, AttnBias, AttnDims, PrefixKv};
+use crate::backend::{prefix_rows, AttentionOps, AttnBias, AttnDims, PrefixKv, PrefixRows};
 use crate::error::Result;
 use rayon::prelude::*;
 
@@ -95,6 +95,16 @@ pub struct Prefix<'a, F> {
     pub k_off: usize,
     /// where a row holds this layer's values
     pub v_off: usize,
+    /// batch rows mixing the prefixes of a (K·P, width) stack (`PrefixRows`)
+    pub rows: Option<PrefixRows<'a>>,
+}
+
+impl<F> Prefix<'_, F> {
+    /// The first table row batch row `bi` reads, and how many of its P rows it hides.
+    fn of_row(&self, bi: usize) -> (usize, usize) {
+        self.rows
+            .map_or((0, 0), |r| (r.slot[bi] * self.p, r.hidden[bi]))
+    }
 }
 
 /// The keys a query block reads: P prefix rows (of key/value head kvh) then Tk real ones.
@@ -109,9 +119,17 @@ struct Keys<F> {
 }
 
 impl<F: Copy> Keys<F> {
-    fn new(k: Mat<F>, v: Mat<F>, prefix: Option<&Prefix<F>>, kvh: usize, d: usize) -> Keys<F> {
+    /// Batch row `bi`'s keys (its own prefix of a stack).
+    fn new(
+        k: Mat<F>,
+        v: Mat<F>,
+        prefix: Option<&Prefix<F>>,
+        bi: usize,
+        kvh: usize,
+        d: usize,
+    ) -> Keys<F> {
         let at = |off: usize, pr: &Prefix<F>| Mat {
-            ptr: pr.table.as_ptr().wrapping_add(off + kvh * d),
+            ptr: (pr.table.as_ptr()).wrapping_add(pr.of_row(bi).0 * pr.width + off + kvh * d),
             rs: pr.width as isize,
             cs: 1,
         };
@@ -264,11 +282,13 @@ pub fn attention_fwd<F: Real>(
                 head_mat(k.as_ptr(), bi, kvh, tk, hkv, d),
                 head_mat(v.as_ptr(), bi, kvh, tk, hkv, d),
                 prefix.as_ref(),
+                bi,
                 kvh,
                 d,
             );
             let om = head_mat(out_ptr.get(), bi, hi, tq, h, d);
             let mut terms = ScoreTerms::new(bi, key_mask, keys.p, causal, &all);
+            terms.hide_prefix(prefix.as_ref().map_or(0, |pr| pr.of_row(bi).1));
             terms.set_head(bias.as_ref(), hi, &all);
             let block = tile_rows(tq, all.tk, causal);
             let mut p = vec![F::ZERO; block.min(tq) * all.tk];
@@ -431,9 +451,9 @@ pub fn attention_bwd<F: Real>(
     };
     for (bkv, g) in grads.iter().enumerate() {
         let Some(g) = g else { continue };
-        let kvh = bkv % hkv;
+        let (kvh, (first, _)) = (bkv % hkv, pr.of_row(bkv / hkv));
         for r in 0..pr.p {
-            let row = &mut dprefix[r * pr.width..(r + 1) * pr.width];
+            let row = &mut dprefix[(first + r) * pr.width..(first + r + 1) * pr.width];
             let src = r * d..(r + 1) * d;
             let kd = pr.k_off + kvh * d;
             let vd = pr.v_off + kvh * d;
@@ -474,6 +494,7 @@ fn bwd_task<F: Real>(
         head_mat(k.as_ptr(), bi, kvh, tk, hkv, d),
         head_mat(v.as_ptr(), bi, kvh, tk, hkv, d),
         prefix,
+        bi,
         kvh,
         d,
     );
@@ -488,6 +509,7 @@ fn bwd_task<F: Real>(
     let mut p = vec![F::ZERO; block.min(tq) * all.tk];
     let mut ds = vec![F::ZERO; block.min(tq) * all.tk];
     let mut terms = ScoreTerms::new(bi, key_mask, np, causal, &all);
+    terms.hide_prefix(prefix.map_or(0, |pr| pr.of_row(bi).1));
     for hi in kvh * dims.group()..(kvh + 1) * dims.group() {
         let qm = head_mat(q.as_ptr(), bi, hi, tq, h, d);
         let dom = head_mat(dout.as_ptr(), bi, hi, tq, h, d);
@@ -701,11 +723,13 @@ fn cpu_prefix<'a, F: Real>(
 ) -> Result<Option<Prefix<'a, F>>> {
     let Some(pr) = prefix else { return Ok(None) };
     pr.check(dims.hkv * dims.d)?;
+    pr.check_rows(dims.b)?;
     Ok(Some(Prefix {
         table: real(pr.table, "attention prefix", pr.table_len())?,
         p: pr.p,
         width: pr.width,
         k_off: pr.k_off,
         v_off: pr.v_off,
+        rows: pr.rows,
     }))
 }

@@ -76,6 +76,11 @@ impl<F: Real> ScoreTerms<F> {
         }
     }
 
+    /// Hides the first `n` prefix keys (a row reading a shorter prefix of a stack, or none).
+    pub(super) fn hide_prefix(&mut self, n: usize) {
+        self.mask[..n.min(self.p)].fill(F::neg_infinity());
+    }
+
     /// Sets the bias row of head hi.
     pub(super) fn set_head(&mut self, bias: Option<&Bias<F>>, hi: usize, dims: &AttnDims) {
         self.diag = bias.map(|b| {

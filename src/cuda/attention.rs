@@ -109,6 +109,14 @@ fn prefix_args(prefix: Option<&PrefixKv<'_, CudaBuf>>, dims: &AttnDims) -> Resul
         return Ok(PrefixArgs::default());
     };
     pr.check(dims.hkv * dims.d)?;
+    if pr.rows.is_some() {
+        // the kernels read one prefix for every batch row (kernels/ATTENTION.md)
+        return Err(Error::Unsupported(
+            "a batch mixing prefix-tuning prompts on CUDA (the attention kernels read one \
+             prefix per batch): predict each prefix prompt alone, or mix on the CPU"
+                .into(),
+        ));
+    }
     Ok(PrefixArgs {
         table: arg(pr.table, "attention prefix", DType::F32, pr.table_len())?,
         p: pr.p,

@@ -13,7 +13,7 @@
 //!   `2l mod N` of the N blocks PEFT stores (N = `num_layers` of its config, by default
 //!   L_enc; its cross-attention half is dropped).
 
-use crate::backend::{Backend, DType, PrefixKv};
+use crate::backend::{Backend, DType, PrefixKv, PrefixRows};
 use crate::error::{Error, Result};
 use std::str::FromStr;
 
@@ -73,6 +73,20 @@ pub struct PrefixInputs<B: Backend> {
     /// Hkv · D: one key (or value) row of one layer
     pub kv_width: usize,
     pub placement: Placement,
+    /// batch rows mixing the prefixes of a stack (`with_rows`)
+    pub rows: Option<MixedPrefix>,
+}
+
+/// Batch rows mixing the K prefixes of a stack (K·P, N·2·Hkv·D), each left-padded to P rows:
+/// the prefix each row reads and how many of its leading rows it hides (`PrefixRows`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MixedPrefix {
+    /// (B) the prefix each batch row reads
+    pub slot: Vec<usize>,
+    /// (B) the leading rows of that prefix the row hides: P − its length, or P without one
+    pub hidden: Vec<usize>,
+    /// K
+    pub prefixes: usize,
 }
 
 impl<B: Backend> PrefixInputs<B> {
@@ -101,7 +115,30 @@ impl<B: Backend> PrefixInputs<B> {
             blocks,
             kv_width,
             placement,
+            rows: None,
         })
+    }
+
+    /// These inputs, made over the whole stack of K prefixes (K·P rows), as rows mixing
+    /// them: P = the stack's rows / K, row b reading prefix `rows.slot[b]`.
+    pub fn with_rows(mut self, rows: MixedPrefix) -> Result<Self> {
+        let k = rows.prefixes.max(1);
+        if !self.p.is_multiple_of(k) {
+            return Err(Error::shape(
+                "prefix stack (K prefixes of P rows)",
+                format!("a multiple of K = {k} rows"),
+                self.p,
+            ));
+        }
+        self.p /= k;
+        self.rows = Some(rows);
+        Ok(self)
+    }
+
+    /// The prefix rows batch row `bi` reads: P, less the rows it hides when rows mix prefixes.
+    pub fn row_len(&self, bi: usize) -> usize {
+        let hidden = self.rows.as_ref().and_then(|r| r.hidden.get(bi).copied());
+        self.p - hidden.unwrap_or(0).min(self.p)
     }
 
     /// The row width, N · 2 · Hkv · D.
@@ -118,6 +155,11 @@ impl<B: Backend> PrefixInputs<B> {
             width: self.width(),
             k_off,
             v_off: k_off + self.kv_width,
+            rows: self.rows.as_ref().map(|r| PrefixRows {
+                slot: &r.slot,
+                hidden: &r.hidden,
+                prefixes: r.prefixes,
+            }),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! from `models::prefix` because these read `Model`, which reads `prefix` (no import circle).
 
 use super::bert;
-use super::common::TokenBatch;
+use super::common::{mixed_key_mask, TokenBatch};
 use super::model::Model;
 use super::prefix::{block_count, Placement, PrefixInputs, PrefixSpec};
 use crate::backend::Backend;
@@ -61,6 +61,32 @@ impl<B: Backend> Model<B> {
         let first = spec.bert_first_position.unwrap_or(spec.p);
         let c = m.cfg.hidden_size;
         let positions = shifted_positions(be, &m.w.position_embeddings, first, batch.t, c)?;
+        inp.prefix = Some((pre, positions));
+        Ok(inp)
+    }
+
+    /// BERT's inputs `inp` (rows mixing prompts: row b behind `lens[b]` front rows) behind
+    /// the prefixes `pre` mixes: row b's first `hide[b]` front rows are hidden from every
+    /// query (they stand for a prefix row's positions: its tokens sit at their own first
+    /// position behind them, `train::mixed_prefix`), the position table unshifted.
+    pub fn bert_mixed_prefix_inputs(
+        be: &B,
+        m: &bert::Bert<B>,
+        mut inp: bert::BertInputs<B>,
+        pre: PrefixInputs<B>,
+        lens: &[usize],
+        hide: &[usize],
+    ) -> Result<bert::BertInputs<B>> {
+        let t = inp.t();
+        let mut key_mask = mixed_key_mask(&inp.mask, inp.tokens, inp.p, lens);
+        for (row, &h) in key_mask.chunks_mut(t.max(1)).zip(hide) {
+            if let Some(front) = row.get_mut(..h) {
+                front.fill(0);
+            }
+        }
+        inp.key_mask = be.upload_i32(&key_mask)?;
+        let c = m.cfg.hidden_size;
+        let positions = shifted_positions(be, &m.w.position_embeddings, 0, t, c)?;
         inp.prefix = Some((pre, positions));
         Ok(inp)
     }

@@ -24,11 +24,12 @@ use super::decode::{encoder_hidden, Prediction, RowLayout};
 use super::encode::{Batch, Encoded, Row};
 use super::eval::predict_all;
 use super::mixed_lm;
+use super::mixed_prefix::PrefixStack;
 use super::model::Model;
 use super::spec::{Decode, TaskKind};
 use super::step::{check_labels, cls_head, Grads, Params};
 use super::task::{job, Job, Task};
-use crate::backend::{Backend, DType};
+use crate::backend::{Backend, DType, DeviceKind};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::bert::{self, Bert};
@@ -56,16 +57,18 @@ pub fn predict_mixed<B: Backend>(
     }
     check_rows(jobs.len(), rows)?;
     let mut out: Vec<Option<Prediction>> = vec![None; rows.len()];
-    for group in groups(model, jobs, false) {
+    for group in groups(be, model, jobs, false) {
         let Some(g) = GroupRows::new(rows, &group) else {
             continue;
         };
+        let mix = mixable(model, jobs, &group, false).filter(|_| stacks(be, jobs, &group, false));
         let gr = Group {
             jobs,
             group: &group,
             rows: &g,
+            bert: matches!(mix, Some(Mix::Bert(_))),
         };
-        let preds = match mixable(model, jobs, &group, false) {
+        let preds = match mix {
             Some(Mix::Bert(m)) => predict_group(be, model, m, &gr, batch_size)?,
             Some(Mix::T5(m)) => mixed_lm::predict_t5(be, model, m, &gr, batch_size)?,
             Some(Mix::Causal(m)) => mixed_lm::predict_causal(be, model, m, &gr, batch_size)?,
@@ -110,6 +113,8 @@ pub(super) struct Group<'g, 'a, B: Backend> {
     /// the jobs (indices into `jobs`), in the table's order
     pub group: &'g [usize],
     pub rows: &'g GroupRows,
+    /// BERT jobs: a prefix job's tokens sit behind hidden front rows (`front_rows`)
+    pub bert: bool,
 }
 
 impl<'a, B: Backend> Group<'_, 'a, B> {
@@ -126,10 +131,10 @@ impl<'a, B: Backend> Group<'_, 'a, B> {
 
     /// The table's P (the longest prompt) and each job's length when they differ.
     pub fn lens(&self) -> (usize, Option<Vec<usize>>) {
-        group_lens(self.jobs, self.group)
+        group_lens(self.jobs, self.group, self.bert)
     }
 
-    /// The group's prompts as one table (K, P, C) on the device.
+    /// The group's prompts as one table (K, P, C) on the device (a prefix job's rows zero).
     pub fn table(&self, be: &B, p: usize, c: usize) -> Result<B::Buf> {
         prompt_table(be, self.jobs, self.group, p, c)
     }
@@ -160,7 +165,7 @@ impl GroupRows {
 }
 
 /// The prompts of `group` stacked into one table (K, P, C) on the device, in group order,
-/// each padded with zero rows to the longest prompt's P.
+/// each padded with zero rows to the longest prompt's P (a prefix job's front rows zero).
 fn prompt_table<B: Backend>(
     be: &B,
     jobs: &[MixJob<'_, B>],
@@ -170,33 +175,76 @@ fn prompt_table<B: Backend>(
 ) -> Result<B::Buf> {
     let mut table = Vec::with_capacity(group.len() * p * c);
     for (_, params) in group.iter().filter_map(|&j| jobs.get(j)) {
-        table.extend(be.download(&params.prompt)?);
-        table.resize(table.len() + (p - params.p) * c, 0.0);
+        let end = table.len() + p * c;
+        if params.prefix.is_none() {
+            table.extend(be.download(&params.prompt)?);
+        }
+        table.resize(end, 0.0);
     }
     be.upload(DType::F32, &table)
 }
 
-/// The jobs that share batches (`mixable`) together, every other job alone.
-fn groups<B: Backend>(model: &Model<B>, jobs: &[MixJob<'_, B>], step: bool) -> Vec<Vec<usize>> {
-    let (mut mixed, mut alone) = (Vec::new(), Vec::new());
-    for j in 0..jobs.len() {
+/// The rows a job puts in front of its tokens in a mixed batch: its prompt's P; a prefix job
+/// none, except on BERT, whose tokens sit at their first position behind as many hidden rows
+/// (`mixed_prefix.rs`).
+fn front_rows<B: Backend>(params: &Params<B>, bert: bool) -> usize {
+    match params.prefix {
+        Some(spec) if bert => spec.bert_first_position.unwrap_or(spec.p),
+        _ => params.input_rows(),
+    }
+}
+
+/// The jobs that share batches (`mixable`) together, every other job alone: prefix jobs
+/// join the mixed group on the CPU when their prefixes share one layout (`mixed_prefix.rs`;
+/// the CUDA kernels read one prefix per batch), and never in the step yet.
+fn groups<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    jobs: &[MixJob<'_, B>],
+    step: bool,
+) -> Vec<Vec<usize>> {
+    let (mut mixed, mut prefixed, mut alone) = (Vec::new(), Vec::new(), Vec::new());
+    let mut layout = None;
+    for (j, (_, params)) in jobs.iter().enumerate() {
+        let prefix_fits = match params.prefix {
+            None => true,
+            Some(spec) => {
+                let this = (spec.placement, spec.blocks);
+                *layout.get_or_insert(this) == this && stacks(be, jobs, &[j], step)
+            }
+        };
         match mixable(model, jobs, &[j], step) {
-            Some(_) => mixed.push(j),
-            None => alone.push(vec![j]),
+            // the step's backward fills one table: prompts' or prefixes', not both
+            Some(_) if prefix_fits && step && params.prefix.is_some() => prefixed.push(j),
+            Some(_) if prefix_fits => mixed.push(j),
+            _ => alone.push(vec![j]),
         }
     }
-    (!mixed.is_empty())
-        .then_some(mixed)
+    [mixed, prefixed]
         .into_iter()
+        .filter(|g| !g.is_empty())
         .chain(alone)
         .collect()
 }
 
+/// Whether the prefixes of `group`'s jobs (if any) can be read from a stack: on the CPU (the
+/// CUDA kernels read one prefix per batch), and in the step only when every job of the group
+/// has one (its backward fills the stack's gradient, not a prompt table's).
+fn stacks<B: Backend>(be: &B, jobs: &[MixJob<'_, B>], group: &[usize], step: bool) -> bool {
+    let has = |j: &usize| jobs.get(*j).is_some_and(|(_, p)| p.prefix.is_some());
+    let (any, all) = (group.iter().any(has), group.iter().all(has));
+    !any || (be.device() == DeviceKind::Cpu && (!step || all))
+}
+
 /// The prompt lengths of a group: the longest (the table's P), and each job's (in group
 /// order) when they differ; None when all are one length (the layout of a single prompt).
-fn group_lens<B: Backend>(jobs: &[MixJob<'_, B>], group: &[usize]) -> (usize, Option<Vec<usize>>) {
+fn group_lens<B: Backend>(
+    jobs: &[MixJob<'_, B>],
+    group: &[usize],
+    bert: bool,
+) -> (usize, Option<Vec<usize>>) {
     let lens: Vec<usize> = (group.iter().filter_map(|&j| jobs.get(j)))
-        .map(|(_, params)| params.p)
+        .map(|(_, params)| front_rows(params, bert))
         .collect();
     let p = lens.iter().copied().max().unwrap_or(0);
     (p, lens.iter().any(|&l| l != p).then_some(lens))
@@ -272,8 +320,13 @@ fn predict_group<B: Backend>(
     let (p, job_lens) = gr.lens();
     let table = gr.table(be, p, m.cfg.hidden_size)?;
     let k = gr.group.len();
+    let stack = PrefixStack::of(be, gr)?;
     predict_chunks(be, model, gr, batch_size, 0, |batch, idx| {
         let (inp, lens) = group_inputs(be, m, batch, idx, k, p, job_lens.as_deref())?;
+        let inp = match &stack {
+            Some(st) => st.bert_inputs(be, model, m, inp, idx, lens.as_deref())?,
+            None => inp,
+        };
         let lay = RowLayout {
             p,
             lens: lens.as_deref(),
@@ -393,19 +446,21 @@ pub fn step_mixed<B: Backend>(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    for group in groups(model, jobs, true) {
+    for group in groups(be, model, jobs, true) {
         let Some(g) = GroupRows::new(rows, &group) else {
             continue;
         };
+        let mix = mixable(model, jobs, &group, true).filter(|_| stacks(be, jobs, &group, true));
         let gr = Group {
             jobs,
             group: &group,
             rows: &g,
+            bert: matches!(mix, Some(Mix::Bert(_))),
         };
-        match mixable(model, jobs, &group, true) {
-            Some(Mix::Bert(m)) => step_group(be, m, &gr, recompute, &mut out)?,
-            Some(Mix::T5(m)) => mixed_lm::step_t5(be, m, &gr, recompute, &mut out)?,
-            Some(Mix::Causal(m)) => mixed_lm::step_causal(be, m, &gr, recompute, &mut out)?,
+        match mix {
+            Some(Mix::Bert(m)) => step_group(be, model, m, &gr, recompute, &mut out)?,
+            Some(Mix::T5(m)) => mixed_lm::step_t5(be, model, m, &gr, recompute, &mut out)?,
+            Some(Mix::Causal(m)) => mixed_lm::step_causal(be, model, m, &gr, recompute, &mut out)?,
             None => {
                 let (task, params) = one_job(jobs, &group)?;
                 let all: Vec<u32> = (0..g.enc.rows.len() as u32).collect();
@@ -433,6 +488,7 @@ fn job_slot<'o, B: Backend>(
 /// The mixed step of one group (BERT `pet`/`cls` jobs) on all its rows.
 fn step_group<B: Backend>(
     be: &B,
+    model: &Model<B>,
     m: &Bert<B>,
     gr: &Group<'_, '_, B>,
     recompute: Recompute,
@@ -446,6 +502,11 @@ fn step_group<B: Backend>(
     // every task of one model pads alike: the first one builds the batch
     let batch = first.batch(&g.enc, &all)?;
     let (inp, lens) = group_inputs(be, m, &batch, &g.slot, k, p, job_lens.as_deref())?;
+    let stack = PrefixStack::of(be, gr)?;
+    let inp = match &stack {
+        Some(st) => st.bert_inputs(be, model, m, inp, &g.slot, lens.as_deref())?,
+        None => inp,
+    };
     let lay = RowLayout {
         p,
         lens: lens.as_deref(),
@@ -468,14 +529,17 @@ fn step_group<B: Backend>(
         }
     }
     drop(hidden);
-    let mut dtable = be.zeros(DType::F32, k * p * c)?; // (K, P, C)
+    // (K, P, C) prompts, or the (K·L, N·2·Hkv·D) stack of prefixes
+    let (rows, width) = stack.as_ref().map_or((p, c), |st| (st.l, st.width));
+    let mut dtable = be.zeros(DType::F32, k * rows * width)?;
     m.encoder_bwd(be, &mut acct, &mut dtable, dhidden, acts, &inp)?;
-    finish_step(be, gr, &losses, &dtable, p, c, out)
+    finish_step(be, gr, &losses, &dtable, rows, width, out)
 }
 
 /// Each job's loss, its rows' real tokens, and its slice of the table's gradient `dtable`
 /// (K, P, C), which is its prompt's (its grads were zero), less the padding rows of a
-/// shorter prompt (which no row reads).
+/// shorter prompt (which no row reads): its first P_k rows, or for a prefix (the stack's
+/// gradient, P = L, C = its width) its last L_k.
 pub(super) fn finish_step<B: Backend>(
     be: &B,
     gr: &Group<'_, '_, B>,
@@ -495,8 +559,12 @@ pub(super) fn finish_step<B: Backend>(
             .filter_map(|&r| g.enc.rows.get(r)))
         .map(|r| r.ids.len() + r.target.len())
         .sum();
-        let rows = job_lens.as_ref().and_then(|l| l.get(k)).map_or(p, |&l| l);
-        let grad = grad.get(..rows * c).unwrap_or_default();
+        let params = gr.job(k)?.1;
+        let rows = match params.prefix {
+            Some(_) => (p - params.p.min(p)) * c..p * c,
+            None => 0..job_lens.as_ref().and_then(|l| l.get(k)).map_or(p, |&l| l) * c,
+        };
+        let grad = grad.get(rows).unwrap_or_default();
         slot.grads.prompt = be.upload(DType::F32, grad)?;
     }
     Ok(())

@@ -20,6 +20,7 @@ use super::causal::joined;
 use super::decode::{encoder_once, Prediction};
 use super::encode::Batch;
 use super::mixed::{finish_step, predict_chunks, row_lens, Group, JobStep};
+use super::mixed_prefix::PrefixStack;
 use super::model::Model;
 use super::task::Task;
 use crate::backend::{Backend, DType, IGNORE_INDEX};
@@ -40,6 +41,7 @@ pub(super) fn predict_t5<B: Backend>(
     batch_size: usize,
 ) -> Result<Vec<Prediction>> {
     let table = gr.table(be, gr.lens().0, m.cfg.d_model)?;
+    let stack = PrefixStack::of(be, gr)?;
     let (mut acct, mut enc_out) = (MemoryAccountant::new(), None);
     predict_ranked(be, model, gr, batch_size, |r| {
         if r.index == 0 {
@@ -47,7 +49,10 @@ pub(super) fn predict_t5<B: Backend>(
         }
         let tokens = &r.batch.tokens;
         let inp = t5::upload_inputs(be, &m.cfg, tokens, r.p, r.targets, r.l)?;
-        let inp = inp.with_prompts(be, r.mix, tokens)?;
+        let mut inp = inp.with_prompts(be, r.mix, tokens)?;
+        if let Some(st) = &stack {
+            inp = inp.with_prefix(be, &m.cfg, st.inputs(be, model, r.mix.idx)?)?;
+        }
         let enc = encoder_once(&mut enc_out, be, m, &mut acct, &table, &inp)?;
         let (dec_out, _acts) = m.decoder_fwd(be, &mut acct, enc, &inp, Recompute::Layer, None)?;
         let n = tokens.b * r.l;
@@ -66,10 +71,15 @@ pub(super) fn predict_causal<B: Backend>(
 ) -> Result<Vec<Prediction>> {
     let table = gr.table(be, gr.lens().0, m.cfg.hidden_size)?;
     let pad = gr.job(0)?.0.pad_id;
+    let stack = PrefixStack::of(be, gr)?;
     let mut acct = MemoryAccountant::new();
     predict_ranked(be, model, gr, batch_size, |r| {
         let (tokens, labels) = joined(&r.batch.tokens, r.targets, r.l, pad);
-        let inp = m.upload_mixed_inputs(be, &tokens, r.p, Some(&labels), Some(r.mix))?;
+        let mut inp = m.upload_mixed_inputs(be, &tokens, r.p, Some(&labels), Some(r.mix))?;
+        if let Some(st) = &stack {
+            let pre = st.inputs(be, model, r.mix.idx)?;
+            inp = m.with_mixed_prefix(be, inp, pre, &st.row_lens(r.mix.idx))?;
+        }
         let (hidden, acts) = m.stack_fwd(be, &mut acct, &table, &inp, Recompute::Layer, None)?;
         drop(acts);
         let losses = m.head().row_losses(be, &hidden, &inp.rows, &inp.targets)?;
@@ -204,6 +214,8 @@ impl Sums {
 struct StepBatch<B: Backend> {
     batch: Batch,
     table: B::Buf,
+    /// a group of prefix jobs: their stack, whose gradient the step fills
+    stack: Option<PrefixStack<B>>,
     p: usize,
     c: usize,
     lens: Option<Vec<usize>>,
@@ -224,6 +236,7 @@ impl<B: Backend> StepBatch<B> {
         Ok(StepBatch {
             batch,
             table: gr.table(be, p, c)?,
+            stack: PrefixStack::of(be, gr)?,
             p,
             c,
             lens: row_lens(&gr.rows.slot, job_lens.as_deref()),
@@ -250,9 +263,11 @@ impl<B: Backend> StepBatch<B> {
         step: impl FnOnce(&mut MemoryAccountant, &mut B::Buf) -> Result<Vec<f64>>,
     ) -> Result<()> {
         check_parts(gr, parts, self.flag)?;
-        let mut dtable = be.zeros(DType::F32, gr.group.len() * self.p * self.c)?;
+        // (K, P, C) prompts, or the (K·L, N·2·Hkv·D) stack of prefixes
+        let (rows, width) = (self.stack.as_ref()).map_or((self.p, self.c), |st| (st.l, st.width));
+        let mut dtable = be.zeros(DType::F32, gr.group.len() * rows * width)?;
         let losses = step(&mut MemoryAccountant::new(), &mut dtable)?;
-        finish_step(be, gr, &losses, &dtable, self.p, self.c, out)
+        finish_step(be, gr, &losses, &dtable, rows, width, out)
     }
 }
 
@@ -260,6 +275,7 @@ impl<B: Backend> StepBatch<B> {
 /// its own decoder rows.
 pub(super) fn step_t5<B: Backend>(
     be: &B,
+    model: &Model<B>,
     m: &T5<B>,
     gr: &Group<'_, '_, B>,
     recompute: Recompute,
@@ -268,7 +284,10 @@ pub(super) fn step_t5<B: Backend>(
     let sb = StepBatch::new(be, gr, m.cfg.d_model, "--task seq2seq")?;
     let (tokens, targets, l) = (&sb.batch.tokens, &sb.batch.targets, sb.batch.l);
     let inp = t5::upload_inputs(be, &m.cfg, tokens, sb.p, targets, l)?;
-    let inp = inp.with_prompts(be, &sb.mix(gr), tokens)?;
+    let mut inp = inp.with_prompts(be, &sb.mix(gr), tokens)?;
+    if let Some(st) = &sb.stack {
+        inp = inp.with_prefix(be, &m.cfg, st.inputs(be, model, &gr.rows.slot)?)?;
+    }
     let flat: Vec<i32> = (0..(tokens.b * l) as i32).collect();
     let parts = split_by_job(&flat, targets, l, &gr.rows.slot, gr.group.len());
     sb.run(be, gr, &parts, out, |acct, dtable| {
@@ -280,6 +299,7 @@ pub(super) fn step_t5<B: Backend>(
 /// the stack, each job's mean LM loss over its own target tokens.
 pub(super) fn step_causal<B: Backend>(
     be: &B,
+    model: &Model<B>,
     m: &Decoder<B>,
     gr: &Group<'_, '_, B>,
     recompute: Recompute,
@@ -289,7 +309,11 @@ pub(super) fn step_causal<B: Backend>(
     let pad = gr.job(0)?.0.pad_id;
     let b = &sb.batch;
     let (tokens, labels) = joined(&b.tokens, &b.targets, b.l, pad);
-    let inp = m.upload_mixed_inputs(be, &tokens, sb.p, Some(&labels), Some(&sb.mix(gr)))?;
+    let mut inp = m.upload_mixed_inputs(be, &tokens, sb.p, Some(&labels), Some(&sb.mix(gr)))?;
+    if let Some(st) = &sb.stack {
+        let pre = st.inputs(be, model, &gr.rows.slot)?;
+        inp = m.with_mixed_prefix(be, inp, pre, &st.row_lens(&gr.rows.slot))?;
+    }
     let (k, s) = (gr.group.len(), inp.s());
     let parts = split_by_job(&inp.rows, &inp.targets, s, &gr.rows.slot, k);
     sb.run(be, gr, &parts, out, |acct, dtable| {

@@ -499,3 +499,34 @@ pub fn upload_axpy<B: Backend>(be: &B, base: &[f32], s: f64, dir: &[f32]) -> B::
     be.add_inplace(&mut x, &d, n).expect("add");
     x
 }
+
+/// A PEFT PREFIX_TUNING folder of `rows` random rows `width` wide (values N(0, 0.5²)) under
+/// `placement`, written at `dir` and loaded.
+pub fn prefix_prompt(
+    dir: &Path,
+    rows: usize,
+    width: usize,
+    placement: &str,
+    seed: u64,
+) -> softprompt::Prompt {
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = serde_json::json!({
+        "peft_type": "PREFIX_TUNING",
+        "num_virtual_tokens": rows,
+        "prefix_placement": placement,
+        "prefix_projection": false,
+    });
+    std::fs::write(dir.join("adapter_config.json"), cfg.to_string()).unwrap();
+    let mut rng = Rng::new(seed);
+    let values: Vec<f32> = (normals(&mut rng, rows * width, 0.5).iter())
+        .map(|&v| v as f32)
+        .collect();
+    let file = dir.join("adapter_model.safetensors");
+    softprompt::internals::weights::write_safetensors(
+        &file,
+        &[("prompt_embeddings", vec![rows, width], &values)],
+        None,
+    )
+    .unwrap();
+    softprompt::Prompt::load(dir).unwrap()
+}

@@ -149,6 +149,29 @@ impl<B: Backend> Decoder<B> {
         Ok(inp)
     }
 
+    /// `with_prefix` for rows mixing the prefixes of a stack (`prefix.rows`): row b's prefix
+    /// is `lens[b]` rows (0: a prompt row, no prefix), so its positions start at lens[b]
+    /// (RoPE rotates its prompt rows and tokens as that prefix's own batch does).
+    pub fn with_mixed_prefix(
+        &self,
+        be: &B,
+        mut inp: DecoderInputs<B>,
+        prefix: PrefixInputs<B>,
+        lens: &[usize],
+    ) -> Result<DecoderInputs<B>> {
+        let s = inp.s();
+        self.check_length(prefix.p + s)?;
+        crate::error::ensure_len("prefix lengths", inp.b, lens.len())?;
+        if inp.pos.is_some() {
+            let pos: Vec<i32> = (lens.iter())
+                .flat_map(|&l| (l..l + s).map(|x| x as i32))
+                .collect();
+            inp.pos = Some(be.upload_i32(&pos)?);
+        }
+        inp.prefix = Some(prefix);
+        Ok(inp)
+    }
+
     /// Rejects sequences the model cannot attend over as configured: empty ones, and ones
     /// longer than a sliding attention window (which this engine does not implement).
     pub fn check_length(&self, s: usize) -> Result<()> {

@@ -39,10 +39,10 @@ impl<B: Backend> Tail<B> {
         let idx: Vec<i32> = (0..b)
             .flat_map(|bi| (bi * s + first..(bi + 1) * s).map(|r| r as i32))
             .collect();
-        // RoPE positions run from the prefix's length (0 without one) along each row
-        let base = inp.prefix.as_ref().map_or(0, |pre| pre.p) + first;
+        // RoPE positions run from the row's prefix length (0 without one) along each row
+        let base = |bi| inp.prefix.as_ref().map_or(0, |pre| pre.row_len(bi)) + first;
         let pos: Vec<i32> = (0..b)
-            .flat_map(|_| base..base + tail)
+            .flat_map(|bi| base(bi)..base(bi) + tail)
             .map(|x| x as i32)
             .collect();
         Ok(Some(Tail {
