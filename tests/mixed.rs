@@ -9,13 +9,10 @@
 use softprompt::prelude::*;
 
 mod common;
+use common::label_jobs::{label_job, pairs};
 
 /// The bound: a batch's make-up changes the last bits, nothing more.
 const REL_TOL: f64 = 1e-5;
-
-fn pairs(items: &[(&str, &str)]) -> Dataset {
-    Dataset::from_pairs("mem", items.iter().map(|&(t, l)| (t, Some(l))))
-}
 
 /// A sentiment job (pet, two verbalized labels) with a random prompt of `p` rows.
 fn sentiment(model: &Model, p: usize, seed: u64) -> (Task, Prompt, Encoded) {
@@ -384,31 +381,7 @@ fn cli_predict_over_named_prompts_equals_one_prompt_at_a_time() {
 /// A label job of the LM families (`seq2seq` on T5, `causal` on the decoders): rank
 /// classification over target texts of different token lengths, its own template.
 fn lm_labels(model: &Model, p: usize, seed: u64, three: bool) -> (Task, Prompt, Encoded) {
-    let (data, verbalizer, template) = if three {
-        let data = pairs(&[
-            ("the striker scored twice", "sport"),
-            ("rates rose again this quarter and then once more", "money"),
-            ("a telescope", "science"),
-        ]);
-        let v = [
-            ("sport", "football match"),
-            ("money", "bank"),
-            ("science", "the stars above us"),
-        ];
-        (data, v.to_vec(), "topic: {text} answer:")
-    } else {
-        let data = pairs(&[
-            ("a great film with a warm heart", "positive"),
-            ("bad", "negative"),
-            ("the plot drags and the actors look tired of it", "negative"),
-            ("quite good", "positive"),
-        ]);
-        (
-            data,
-            vec![("negative", "terrible film"), ("positive", "great")],
-            "review: {text}",
-        )
-    };
+    let (data, verbalizer, template) = label_job(three);
     let opts = TaskOptions {
         template: Some(template.into()),
         verbalizer: Some(

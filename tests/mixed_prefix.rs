@@ -9,38 +9,14 @@ use softprompt::internals::rng::Rng;
 use softprompt::prelude::*;
 
 mod common;
+use common::label_jobs::label_job;
 use common::{fixture, ScratchDir};
 
 const REL_TOL: f64 = 1e-5;
 
-fn pairs(items: &[(&str, &str)]) -> Dataset {
-    Dataset::from_pairs("mem", items.iter().map(|&(t, l)| (t, Some(l))))
-}
-
 /// The family's label job (rank classification, or `pet` on BERT) with a prompt of `p` rows.
 fn task(model: &Model, bert: bool, p: usize, three: bool) -> (Task, Encoded) {
-    let (data, verbalizer, template) = if three {
-        let data = pairs(&[
-            ("the striker scored twice", "sport"),
-            ("rates rose again this quarter and then once more", "money"),
-            ("a telescope", "science"),
-        ]);
-        let v = [
-            ("sport", "football match"),
-            ("money", "bank"),
-            ("science", "the stars above us"),
-        ];
-        (data, v.to_vec(), "topic: {text} answer:")
-    } else {
-        let data = pairs(&[
-            ("a great film with a warm heart", "positive"),
-            ("bad", "negative"),
-            ("the plot drags and the actors look tired of it", "negative"),
-            ("quite good", "positive"),
-        ]);
-        let v = [("negative", "terrible film"), ("positive", "great")];
-        (data, v.to_vec(), "review: {text}")
-    };
+    let (data, verbalizer, template) = label_job(three);
     // BERT's verbalizer words are one token each
     let verbalizer = (verbalizer.iter().enumerate())
         .map(|(i, &(l, w))| match bert {

@@ -5,6 +5,7 @@
 //! Every test binary includes this module with `mod common;` and uses only part of it.
 #![allow(dead_code)]
 
+pub mod label_jobs;
 pub mod sample_run;
 
 use softprompt::internals::backend::{Backend, DType};
