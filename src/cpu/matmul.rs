@@ -299,3 +299,48 @@ impl<F: Real> MatmulOps for CpuBackend<F> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{crate_gemm, crate_gemm_wt};
+
+    /// Values in [-5.2, 5.2] that no two neighbours share.
+    fn values(len: usize, prime: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * prime % 1009) as f32 - 504.0) / 97.0)
+            .collect()
+    }
+
+    /// The column split sums every output as the crate's own product does: bit for bit, for
+    /// widths that split unevenly (300 on 2 threads: 192 + 108; 1000 on 3: 384 + 384 + 232) or
+    /// not at all (255 on 2, anything on 1 or 8), written or accumulated.
+    #[test]
+    fn column_split_equals_the_crate_bit_for_bit() {
+        let (m, k) = (37, 200);
+        let inp = values(m * k, 7919);
+        for n in [255, 300, 1000] {
+            let w = values(n * k, 104_729);
+            let base = values(m * n, 613);
+            for accumulate in [false, true] {
+                let mut want = base.clone();
+                let (lhs, rhs) = ((&inp[..], k as isize, 1), (&w[..], 1, k as isize));
+                crate_gemm(m, n, k, &mut want, lhs, rhs, accumulate);
+                for threads in [1, 2, 3, 8] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let mut got = base.clone();
+                    pool.install(|| crate_gemm_wt(&mut got, &inp, &w, m, k, n, accumulate));
+                    let differ =
+                        (got.iter().zip(&want)).filter(|(g, w)| g.to_bits() != w.to_bits());
+                    assert_eq!(
+                        differ.count(),
+                        0,
+                        "n {n}, {threads} threads, accumulate {accumulate}"
+                    );
+                }
+            }
+        }
+    }
+}

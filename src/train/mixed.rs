@@ -196,7 +196,9 @@ fn front_rows<B: Backend>(params: &Params<B>, bert: bool) -> usize {
 
 /// The jobs that share batches (`mixable`) together, every other job alone: prefix jobs
 /// join the mixed group on the CPU when their prefixes share one layout (`mixed_prefix.rs`;
-/// the CUDA kernels read one prefix per batch), and never in the step yet.
+/// the CUDA kernels read one prefix per batch); in the step they form a group of their own
+/// (its backward fills the prefixes' stack, not the prompt table). The layout is the first
+/// mixable prefix job's: one that runs alone (greedy decoding) does not decide it.
 fn groups<B: Backend>(
     be: &B,
     model: &Model<B>,
@@ -206,14 +208,16 @@ fn groups<B: Backend>(
     let (mut mixed, mut prefixed, mut alone) = (Vec::new(), Vec::new(), Vec::new());
     let mut layout = None;
     for (j, (_, params)) in jobs.iter().enumerate() {
+        let mixes = mixable(model, jobs, &[j], step);
         let prefix_fits = match params.prefix {
             None => true,
+            Some(_) if mixes.is_none() => false,
             Some(spec) => {
                 let this = (spec.placement, spec.blocks);
                 *layout.get_or_insert(this) == this && stacks(be, jobs, &[j], step)
             }
         };
-        match mixable(model, jobs, &[j], step) {
+        match mixes {
             // the step's backward fills one table: prompts' or prefixes', not both
             Some(_) if prefix_fits && step && params.prefix.is_some() => prefixed.push(j),
             Some(_) if prefix_fits => mixed.push(j),
