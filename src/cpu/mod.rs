@@ -7,6 +7,7 @@ pub mod activation;
 pub mod attention;
 pub mod attention_decode;
 pub mod attention_mask;
+mod attention_ops;
 pub mod cblas;
 pub mod elementwise;
 pub mod embedding;
