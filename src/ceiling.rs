@@ -71,9 +71,12 @@ pub struct StepGemm {
 
 /// The linear layers one step of `preset` at `w` runs (forward; backward runs each once more
 /// as dx = dy·W). Heads at the rows the loss reads are left out but for the LM heads of T5
-/// and the decoder-only models (at their target rows).
+/// and the decoder-only models (at their target rows); the decoder-only models' last layer
+/// runs its row-wise products at the target rows' tail (as the step does).
 pub fn step_gemms(preset: &Preset, w: &Workload) -> Vec<StepGemm> {
-    let rows = w.batch * (w.prompt + w.seq);
+    // B·(P+T), B·T under prefix tuning (its prefix is in the keys only)
+    let span = crate::bench_method::spans(preset, w).rows;
+    let rows = w.batch * span;
     let g = |name, m, k, n, calls| StepGemm {
         name,
         m,
@@ -112,14 +115,25 @@ pub fn step_gemms(preset: &Preset, w: &Workload) -> Vec<StepGemm> {
             let (d, f, l) = (c.hidden_size, c.intermediate_size, c.num_layers);
             let (q, kv) = (c.q_width(), c.kv_width());
             let up = if c.is_bloom() { 1 } else { 2 };
+            // the step runs the last layer's row-wise products at the target rows' tail only
+            // (models/decoder/layer.rs `Tail`); its keys and values at every row
+            let tail = w.batch * w.target_len.min(span);
+            let (n, last) = (l.saturating_sub(1), 1);
             vec![
-                g("q", rows, d, q, l),
+                g("q", rows, d, q, n),
+                g("o", rows, q, d, n),
+                g("mlp up (and gate)", rows, d, f, up * n),
+                g("mlp down", rows, f, d, n),
+                g("last layer q", tail, d, q, last),
+                g("last layer o", tail, q, d, last),
+                g("last layer mlp up (and gate)", tail, d, f, up * last),
+                g("last layer mlp down", tail, f, d, last),
                 g("k, v", rows, d, kv, 2 * l),
-                g("o", rows, q, d, l),
-                g("mlp up (and gate)", rows, d, f, up * l),
-                g("mlp down", rows, f, d, l),
                 g("lm head", w.batch * w.target_len, d, c.vocab_size, 1),
             ]
+            .into_iter()
+            .filter(|p| p.calls > 0)
+            .collect()
         }
     }
 }
@@ -228,4 +242,46 @@ pub fn text(r: &Value) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::Recompute;
+    use crate::train::ptuning::Method;
+
+    fn workload(prompt: usize, seq: usize, target_len: usize) -> Workload {
+        Workload {
+            batch: 4,
+            seq,
+            target_len,
+            prompt,
+            recompute: Recompute::None,
+            objective: String::new(),
+            method: Method::Prompt,
+        }
+    }
+
+    /// llama-3.2-1b (16 layers, C 2048, q 2048, k/v 512 each, MLP 8192, vocabulary 128256) at
+    /// B 4, P 20, T 128, 8 target rows: 15 layers' row-wise products at the 592 rows, the last
+    /// one's at the 32 target rows, keys and values of all 16 at every row.
+    #[test]
+    fn decoder_products_count_the_last_layer_at_the_tail() {
+        let preset = Preset::by_name("llama-3.2-1b").unwrap();
+        let gemms = step_gemms(&preset, &workload(20, 128, 8));
+        let macs = |name: &str| -> usize {
+            let g = gemms.iter().find(|g| g.name == name).unwrap();
+            g.m * g.k * g.n * g.calls
+        };
+        let (rows, tail) = (4 * 148, 4 * 8);
+        assert_eq!(macs("q"), rows * 2048 * 2048 * 15);
+        assert_eq!(macs("last layer q"), tail * 2048 * 2048);
+        assert_eq!(macs("last layer mlp up (and gate)"), tail * 2048 * 8192 * 2);
+        assert_eq!(macs("k, v"), rows * 2048 * 512 * 32);
+        assert_eq!(macs("lm head"), tail * 2048 * 128256);
+        let total: usize = gemms.iter().map(|g| g.m * g.k * g.n * g.calls).sum();
+        let layer = |m: usize| m * (2 * 2048 * 2048 + 3 * 2048 * 8192);
+        let expect = 15 * layer(rows) + layer(tail) + 32 * rows * 2048 * 512;
+        assert_eq!(total, expect + tail * 2048 * 128256);
+    }
 }

@@ -484,7 +484,9 @@ fn decoder_layer_bytes(
 fn decoder_outer_bytes(cfg: &DecoderConfig, b: usize, (s, tq): (usize, usize)) -> usize {
     let stats = if cfg.is_bloom() { 2 } else { 1 };
     let norm = |n: usize| n * cfg.hidden_size + stats * n;
-    F32 * (norm(b * tq) + if cfg.is_bloom() { norm(b * s) } else { 0 })
+    // the tail's flat row index (B·tq i32) and, with RoPE, its positions
+    let tail = if cfg.is_bloom() { 1 } else { 2 };
+    F32 * (norm(b * tq) + if cfg.is_bloom() { norm(b * s) } else { 0 } + tail * b * tq)
 }
 
 /// The positions from the first one that predicts a label (PEFT's shift: label t is read at

@@ -52,6 +52,17 @@ impl<B: Backend> Tail<B> {
         }))
     }
 
+    /// Its index buffers by name, as the accountant sees them (kept until the last layer's
+    /// backward).
+    pub(super) fn named(&self) -> impl Iterator<Item = (&'static str, &B::Buf)> {
+        [
+            ("tail.idx", Some(&self.idx)),
+            ("tail.pos", self.pos.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, buf)| Some((name, buf?)))
+    }
+
     /// Flat rows of (B, S), all in the tail, as rows of the tail's (B·rows) output.
     pub(super) fn rows_of(&self, rows: &[i32], s: usize) -> Vec<i32> {
         let (s, first) = (s as i32, (s - self.rows) as i32);

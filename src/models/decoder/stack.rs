@@ -64,6 +64,9 @@ impl<B: Backend> Decoder<B> {
                 hold(be, acct, name, buf);
             }
         }
+        for (name, buf) in tail.iter().flat_map(Tail::named) {
+            hold(be, acct, name.into(), buf);
+        }
         let cap = capture.as_deref_mut();
         let layers = self.layers_fwd(be, acct, &mut x, inp, recompute, cap, tail.as_ref())?;
         let n_out = inp.b * tail.as_ref().map_or(inp.s(), |t| t.rows);
@@ -234,6 +237,9 @@ impl<B: Backend> Decoder<B> {
             for (name, _) in layer_acts.named() {
                 acct.release(&format!("layer.{l}.{name}"));
             }
+        }
+        for (name, _) in tail.into_iter().flat_map(Tail::named) {
+            acct.release(name);
         }
         if inp.prefix.is_some() {
             if let Some(a) = &acts.embed_norm {
