@@ -12,7 +12,7 @@ use crate::backend::{Backend, IGNORE_INDEX};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::decoder::{Decoder, GenerateOptions};
-use crate::models::{Recompute, TokenBatch};
+use crate::models::TokenBatch;
 
 /// Row b's real tokens (B rows of a right-padded batch).
 pub fn real_rows(tokens: &TokenBatch) -> Vec<Vec<i32>> {
@@ -97,11 +97,8 @@ impl Task {
                     m.with_prefix(be, inp, model.net.prefix_inputs(be, &params.prompt, spec)?)?
                 }
             };
-            let (hidden, acts) =
-                m.stack_fwd(be, &mut acct, prompt, &inp, Recompute::Layer, None)?;
-            drop(acts);
             // every row has exactly l targets, in row order
-            let losses = m.head().row_losses(be, &hidden, &inp.rows, &inp.targets)?;
+            let losses = m.target_losses(be, &mut acct, prompt, &inp)?;
             for (bi, row) in losses.chunks(l.max(1)).enumerate() {
                 scores[bi * k + ki] = -row.iter().map(|&x| x as f64).sum::<f64>() as f32;
             }

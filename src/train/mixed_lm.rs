@@ -80,9 +80,7 @@ pub(super) fn predict_causal<B: Backend>(
             let pre = st.inputs(be, model, r.mix.idx)?;
             inp = m.with_mixed_prefix(be, inp, pre, &st.row_lens(r.mix.idx))?;
         }
-        let (hidden, acts) = m.stack_fwd(be, &mut acct, &table, &inp, Recompute::Layer, None)?;
-        drop(acts);
-        let losses = m.head().row_losses(be, &hidden, &inp.rows, &inp.targets)?;
+        let losses = m.target_losses(be, &mut acct, &table, &inp)?;
         let s = inp.s();
         Ok((inp.rows, losses, s))
     })

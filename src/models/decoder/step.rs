@@ -92,6 +92,24 @@ impl<B: Backend> Decoder<B> {
         Ok(losses)
     }
 
+    /// Forward only, for rank classification: the cross-entropy at each of `inp.rows` (flat
+    /// rows of (B, S)) against `inp.targets`, the last layer and final norm run at those rows'
+    /// tail as in the step. `prompt` is the prompt (P, C), or the table of a mixed batch.
+    pub fn target_losses(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        prompt: &B::Buf,
+        inp: &DecoderInputs<B>,
+    ) -> Result<Vec<f32>> {
+        let tail = Tail::covering(be, &inp.rows, inp)?;
+        let recompute = Recompute::Layer;
+        let (hidden, acts) = self.stack_fwd_at(be, acct, prompt, inp, recompute, None, tail)?;
+        let (_, rows) = tail_rows(acts.tail.as_ref(), inp, &inp.rows);
+        drop(acts);
+        self.head().row_losses(be, &hidden, &rows, &inp.targets)
+    }
+
     /// (B, T, V) float32 logits at every real-token position (the prompt rows excluded), as
     /// PEFT's output holds them after `[:, P:]`; in row chunks, on the host.
     fn token_logits(&self, be: &B, hidden: &B::Buf, inp: &DecoderInputs<B>) -> Result<Vec<f32>> {
