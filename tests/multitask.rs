@@ -7,22 +7,13 @@
 
 use softprompt::prelude::*;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 mod common;
 
-fn data(f: &str) -> Dataset {
-    Dataset::load(
-        format!("tests/bad_inputs/data/{f}").as_ref(),
-        &DataSpec::default(),
-    )
-    .unwrap()
-}
+use common::multitask::{cfg, data, stop_after};
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sp_multi_{name}_{}", std::process::id()));
-    std::fs::remove_dir_all(&d).ok();
-    d
+    common::multitask::tmp("multi", name)
 }
 
 /// Two tasks on the fixture: a pet task (the data's labels, verbalized) and a cls task with
@@ -81,22 +72,9 @@ impl Fixture {
                 },
                 prompt_len: None,
                 init: None,
+                method: None,
             })
             .collect()
-    }
-}
-
-fn cfg() -> TrainConfig {
-    TrainConfig {
-        prompt_len: 4,
-        batch_size: 5,
-        max_steps: Some(6),
-        eval_every: 2,
-        save_every: 0,
-        log_every: 1,
-        threads: 1,
-        optim: OptimConfig::adamw(0.1, 0.01),
-        ..Default::default()
     }
 }
 
@@ -160,24 +138,7 @@ fn stopped_and_resumed_equals_one_go() {
         .train_multi(&f.jobs(&["pet", "cls"]), &cfg, &one, &mut |_, _| {})
         .unwrap();
     let two = tmp("resumed");
-    let stop = AtomicBool::new(false);
-    let err = f
-        .model
-        .train_multi_until(
-            &f.jobs(&["pet", "cls"]),
-            &cfg,
-            &two,
-            &mut |_, ev| {
-                if let Event::Step(s) = ev {
-                    if s.step == 3 {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                }
-            },
-            &stop,
-        )
-        .unwrap_err();
-    assert!(matches!(err, Error::Interrupted(_)), "{err}");
+    stop_after(&f.model, &f.jobs(&["pet", "cls"]), &cfg, &two, 3);
     cfg.resume = true;
     let mut resumed_at = Vec::new();
     let r2 = f

@@ -12,7 +12,7 @@ use super::train::Splits;
 use crate::error::Result;
 use crate::prompt::PromptInit;
 use crate::train::checkpoint::CHECKPOINT_FILE;
-use crate::train::{Event, MultiTrainer, Summary, TaskJob, TrainConfig};
+use crate::train::{Event, Method, MultiTrainer, Summary, TaskJob, TrainConfig};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
@@ -30,6 +30,10 @@ pub struct MultiTask<'a> {
     pub prompt_len: Option<usize>,
     /// this task's prompt init (default: the run's `init`)
     pub init: Option<PromptInit>,
+    /// this task's method, with its settings (default: the run's `method`): tasks of prompt
+    /// tuning, P-tuning and prefix tuning train side by side, each saved in its own method's
+    /// layout
+    pub method: Option<Method>,
 }
 
 /// One task's result: its name, its summary, and its kept prompt (as saved in
@@ -38,7 +42,7 @@ pub type TaskResult = (String, Summary, Prompt);
 
 impl Model {
     /// Trains one prompt per task in `tasks` at once, each as [`Model::train`] would train it
-    /// alone with `cfg` (and its own `prompt_len` and `init`): its own batch plan drawn from
+    /// alone with `cfg` (and its own `prompt_len`, `init` and `method`): its own batch plan drawn from
     /// `cfg.seed`, its own optimizer state and schedule, dev evaluation, best prompt and early
     /// stopping. Each step runs the next batch of every task still training as one mixed
     /// batch ([`Model::step_mixed`]: one pass of the model whatever the prompt lengths, BERT,
@@ -65,8 +69,8 @@ impl Model {
     /// let (ta, da) = (model.encode(&a, &train)?, model.encode(&a, &dev)?);
     /// let (tb, db) = (model.encode(&b, &train)?, model.encode(&b, &dev)?);
     /// let tasks = [
-    ///     MultiTask { name: "a".into(), task: &a, splits: Splits { train: &ta, dev: Some(&da), test: None }, prompt_len: None, init: None },
-    ///     MultiTask { name: "b".into(), task: &b, splits: Splits { train: &tb, dev: Some(&db), test: None }, prompt_len: Some(3), init: None },
+    ///     MultiTask { name: "a".into(), task: &a, splits: Splits { train: &ta, dev: Some(&da), test: None }, prompt_len: None, init: None, method: None },
+    ///     MultiTask { name: "b".into(), task: &b, splits: Splits { train: &tb, dev: Some(&db), test: None }, prompt_len: Some(3), init: None, method: None },
     /// ];
     /// let out = std::env::temp_dir().join(format!("sp_doc_multi_{}", std::process::id()));
     /// let results = model.train_multi(&tasks, &cfg, &out, &mut |_task, _ev| {})?;
@@ -108,6 +112,7 @@ impl Model {
                     let mut c = cfg.clone();
                     c.prompt_len = t.prompt_len.unwrap_or(c.prompt_len);
                     c.init = t.init.clone().unwrap_or(c.init);
+                    c.method = t.method.unwrap_or(c.method);
                     TaskJob {
                         name: t.name.clone(),
                         task: &t.task.inner,

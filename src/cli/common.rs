@@ -187,6 +187,20 @@ pub struct MethodArgs {
     pub encoder_num_layers: Option<usize>,
 }
 
+impl Default for MethodArgs {
+    /// The command line's defaults: prompt tuning, no method flag set.
+    fn default() -> Self {
+        MethodArgs {
+            method: "prompt".into(),
+            prefix_projection: false,
+            prefix_placement: None,
+            encoder_reparameterization: None,
+            encoder_hidden_size: None,
+            encoder_num_layers: None,
+        }
+    }
+}
+
 impl MethodArgs {
     /// `--method` and the encoder's flags, which apply to p-tuning only.
     pub fn method(&self) -> Result<Method> {

@@ -5,11 +5,12 @@
 //! task name) sets a task's own.
 
 use super::{describe, on_device, train_config, Args};
-use crate::cli::common::TaskArgs;
+use crate::cli::common::{MethodArgs, TaskArgs};
 use serde_json::Value;
 use softprompt::internals::train::outdir;
 use softprompt::{
-    Dataset, Encoded, Error, Event, Model, MultiTask, PromptInit, Result, Splits, Task, TaskResult,
+    Dataset, Encoded, Error, Event, Method, Model, MultiTask, PromptInit, Result, Splits, Task,
+    TaskResult,
 };
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -20,6 +21,8 @@ struct TaskInput {
     flags: TaskArgs,
     prompt_len: Option<usize>,
     init: Option<PromptInit>,
+    /// its own method (`--task-config`'s `method` and the method's keys)
+    method: Option<Method>,
     /// train, dev, test
     data: [Option<Dataset>; 3],
 }
@@ -33,6 +36,7 @@ struct EncodedTask {
     test: Option<Encoded>,
     prompt_len: Option<usize>,
     init: Option<PromptInit>,
+    method: Option<Method>,
 }
 
 pub(super) fn train(a: &Args) -> Result<()> {
@@ -71,6 +75,7 @@ pub(super) fn train(a: &Args) -> Result<()> {
             },
             prompt_len: e.prompt_len,
             init: e.init.clone(),
+            method: e.method,
         })
         .collect();
     let cfg = train_config(a)?;
@@ -127,6 +132,7 @@ fn by_folder(a: &Args) -> Result<Vec<TaskInput>> {
             flags: a.task.clone(),
             prompt_len: None,
             init: None,
+            method: None,
             data: [Some(train), split("dev")?, split("test")?],
         });
     }
@@ -167,6 +173,7 @@ fn by_field(a: &Args, field: &str) -> Result<Vec<TaskInput>> {
                         flags: a.task.clone(),
                         prompt_len: None,
                         init: None,
+                        method: None,
                         data: [None, None, None],
                     });
                     names.len() - 1
@@ -206,11 +213,22 @@ fn by_field(a: &Args, field: &str) -> Result<Vec<TaskInput>> {
     Ok(out)
 }
 
+/// The `--task-config` keys of a task's method: the method flags' names.
+const METHOD_KEYS: [&str; 6] = [
+    "method",
+    "prefix_projection",
+    "prefix_placement",
+    "encoder_reparameterization",
+    "encoder_hidden_size",
+    "encoder_num_layers",
+];
+
 /// A task settings file is a few lines: a bound far above any real one.
 const MAX_TASK_CONFIG_BYTES: u64 = 16 << 20;
 
 /// `--task-config FILE`: {"NAME": {"template": ..., "labels": ..., "prompt_len": 8, ...}}
-/// overrides the command line's task flags for that task.
+/// overrides the command line's task flags for that task; `"method": "prefix"` (and the
+/// method flags' keys) gives it its own method.
 fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
     let Some(path) = &a.task_config else {
         return Ok(());
@@ -262,6 +280,12 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
             )
         })?;
         let (mut init, mut init_text) = (None, a.init_text.clone());
+        // a task of its own method starts from that method's defaults: the command line's
+        // method flags belong to the command line's method
+        let mut method = match o.get("method") {
+            Some(_) => MethodArgs::default(),
+            None => a.method.clone(),
+        };
         for (k, x) in o {
             let bad = |want: &str| {
                 Error::file(
@@ -302,8 +326,18 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
                 "prompt_len" => t.prompt_len = Some(count()?),
                 "init" => init = Some(text()?),
                 "init_text" => init_text = Some(text()?),
-                _ => return Err(Error::file(path, format!("task \"{name}\": unknown setting `{k}` (expected task, template, labels, verbalizer, pooling, free_targets, max_len, max_target_len, target_end, prompt_len, init, init_text)"))),
+                "method" => method.method = text()?,
+                "prefix_projection" => method.prefix_projection = x.as_bool().ok_or_else(|| bad("true or false"))?,
+                "prefix_placement" => method.prefix_placement = Some(text()?),
+                "encoder_reparameterization" => method.encoder_reparameterization = Some(text()?),
+                "encoder_hidden_size" => method.encoder_hidden_size = Some(count()?),
+                "encoder_num_layers" => method.encoder_num_layers = Some(count()?),
+                _ => return Err(Error::file(path, format!("task \"{name}\": unknown setting `{k}` (expected task, template, labels, verbalizer, pooling, free_targets, max_len, max_target_len, target_end, prompt_len, init, init_text, {})", METHOD_KEYS.join(", ")))),
             }
+        }
+        if METHOD_KEYS.iter().any(|k| o.contains_key(*k)) {
+            let tag = format!("task \"{name}\" (--task-config {})", path.display());
+            t.method = Some(method.method().map_err(|e| e.tagged(&tag))?);
         }
         if init.is_some() || o.contains_key("init_text") {
             let kind = init.unwrap_or_else(|| a.init.clone());
@@ -360,6 +394,7 @@ fn encode_task(model: &Model, a: &Args, t: TaskInput) -> Result<EncodedTask> {
         test,
         prompt_len: t.prompt_len,
         init: t.init,
+        method: t.method,
     })
 }
 

@@ -96,6 +96,7 @@ pub mod optim;
 pub mod outdir;
 pub mod ptuning;
 pub mod run;
+pub mod save;
 pub mod spec;
 pub mod start;
 pub mod step;

@@ -15,20 +15,20 @@
 
 use super::checkpoint::{self, Checkpoint, TrainState, CHECKPOINT_FILE, METRICS_FILE};
 use super::encode::Encoded;
+use super::encoder::HostEncoder;
 use super::metrics::MetricsLog;
 use super::model::Model;
 use super::multitask_ckpt::MultiCheckpoint;
 use super::optim::Optimizer;
 use super::outdir::{self, OutLock};
-use super::ptuning::Method;
-use super::start;
+use super::save::Best;
+use super::start::{self, Trained};
 use super::step::Params;
 use super::task::Task;
 use super::trainer::TrainConfig;
-use super::update::optimizer_shapes;
-use crate::backend::{Backend, DType};
+use super::update::new_optimizer;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::models::cls_head::HostClsHead;
 use crate::prompt::PromptTable;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -55,13 +55,19 @@ pub struct TaskRun<'a, B: Backend> {
     pub(super) test: Option<&'a Encoded>,
     /// its settings, the schedule's length set to its steps
     pub cfg: TrainConfig,
+    /// its table (a prompt, or a prefix) and head
     pub params: Params<B>,
+    /// the table's PEFT facts (init name and text)
     pub(super) table: PromptTable,
+    /// P-tuning or a prefix projection: the encoder whose output `params.prompt` is, and the
+    /// one that gave `best`
+    pub(super) encoder: Option<HostEncoder>,
+    pub(super) best_encoder: Option<HostEncoder>,
     pub(super) opt: Optimizer<B>,
     /// its step, epoch, plan, RNG, best and patience, as a single-task checkpoint holds them
     pub state: TrainState,
-    /// the best prompt and head so far
-    pub(super) best: Option<(Vec<f32>, Option<HostClsHead>)>,
+    /// the best table and head so far
+    pub(super) best: Option<Best>,
     pub total_steps: u64,
     pub steps_per_epoch: u64,
     pub(super) lens: Vec<usize>,
@@ -141,20 +147,10 @@ fn check_names(jobs: &[TaskJob<'_>]) -> Result<()> {
     Ok(())
 }
 
-/// Each task's settings checked (`Trainer`'s checks, the task named), P-tuning refused.
+/// Each task's settings checked (`Trainer`'s checks, the task named).
 fn precheck_all<B: Backend>(be: &B, model: &Model<B>, jobs: &[TaskJob<'_>]) -> Result<()> {
     check_names(jobs)?;
     for j in jobs {
-        if !matches!(j.cfg.method, Method::Prompt) {
-            return Err(in_task(
-                &j.name,
-                Error::arg(
-                    "--method",
-                    "multi-task training trains prompt tuning's rows only: train P-tuning or prefix tuning one \
-                     task at a time",
-                ),
-            ));
-        }
         start::precheck(be, model, j.task, j.train, [j.dev, j.test], &j.cfg)
             .and_then(|()| start::check_rows(model, j.train, j.cfg.prompt_len))
             .map_err(|e| in_task(&j.name, e))?;
@@ -198,17 +194,8 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
             outdir::prepare_fresh(&out.join(&j.name), run.overwrite)
                 .map_err(|e| in_task(&j.name, e))?;
             j.cfg.init = start::resolve_init(&j.cfg.init, j.task, model)?;
-            // separate streams, as a single-task run: the prompt's init, and the data order
-            let mut rng = start::prompt_init_rng(j.cfg.seed);
-            let table = model.init_prompt(be, j.cfg.prompt_len, &j.cfg.init, &mut rng)?;
-            let params = Params {
-                prompt: be.upload(DType::F32, &table.data)?,
-                p: table.p,
-                d: table.d,
-                head: (j.task.new_head(table.d).map(|h| h.upload(be))).transpose()?,
-                prefix: None,
-            };
-            tasks.push(task_run(be, model, j, params, table)?);
+            let trained = start::fresh_trained(be, model, j.task, &j.cfg)?;
+            tasks.push(task_run(be, model, j, trained)?);
         }
         let log = MetricsLog::create(&out.join(METRICS_FILE));
         Ok(Self::assemble(be, model, tasks, run, out, log, None, lock))
@@ -282,21 +269,19 @@ fn lock_out(out: &Path) -> Result<OutLock> {
     OutLock::acquire(out)
 }
 
-/// A task's run around its `params` and `table`: its steps, optimizer, settings (hashed into
-/// a fresh state, its first epoch's plan drawn from its seed; a resumed run replaces it).
+/// A task's run around what it trains: its steps, optimizer, settings (hashed into a fresh
+/// state, its first epoch's plan drawn from its seed; a resumed run replaces it).
 fn task_run<'a, B: Backend>(
     be: &B,
     model: &Model<B>,
     j: TaskJob<'a>,
-    params: Params<B>,
-    table: PromptTable,
+    trained: Trained<B>,
 ) -> Result<TaskRun<'a, B>> {
-    let steps_per_epoch = j.train.rows.len().div_ceil(j.cfg.batch_size.max(1)) as u64;
-    let total_steps = (j.cfg.max_steps).unwrap_or(j.cfg.epochs.saturating_mul(steps_per_epoch));
+    let (steps_per_epoch, total_steps) = start::step_counts(&j.cfg, j.train.rows.len());
     let mut cfg = j.cfg;
     cfg.optim.schedule.total = total_steps;
-    let opt = Optimizer::new(be, cfg.optim, &optimizer_shapes(&params))?;
-    let config = start::settings_json(&cfg, j.task, j.train, model, &table);
+    let opt = new_optimizer(be, cfg.optim, &trained.params, trained.encoder.as_ref())?;
+    let config = start::settings_json(&cfg, j.task, j.train, model, &trained.table);
     let hash = checkpoint::fnv1a(&config.to_string());
     let lens = j.train.lens();
     let state = start::fresh_state(&cfg, &lens, config, hash);
@@ -307,8 +292,10 @@ fn task_run<'a, B: Backend>(
         dev: j.dev,
         test: j.test,
         cfg,
-        params,
-        table,
+        params: trained.params,
+        table: trained.table,
+        encoder: trained.encoder,
+        best_encoder: trained.best_encoder,
         opt,
         state,
         best: None,
@@ -319,7 +306,8 @@ fn task_run<'a, B: Backend>(
 }
 
 /// A task's run from its part of the checkpoint (`ck`, its tensors without the task's
-/// prefix): the settings compared first, naming the task and what changed.
+/// prefix): the settings compared first, naming the task and what changed, so that another
+/// run's checkpoint is named as such rather than by a shape.
 fn resume_task<'a, B: Backend>(
     be: &B,
     model: &Model<B>,
@@ -327,35 +315,15 @@ fn resume_task<'a, B: Backend>(
     ck: Checkpoint,
     out: &Path,
 ) -> Result<TaskRun<'a, B>> {
-    let name = j.name.clone();
-    let path = out.join(CHECKPOINT_FILE);
-    let mut cfg = j.cfg.clone();
-    cfg.init = start::resolve_init(&cfg.init, j.task, model)?;
-    let d = model.hidden_size();
-    let p = cfg.prompt_len;
-    // the settings before the shapes: another run's checkpoint is named as such
-    let mut table = PromptTable::from_data(p, d, vec![0.0; p * d])?;
-    let text = |k: &str| {
-        ck.state
-            .config
-            .get(k)
-            .and_then(|v| v.as_str())
-            .map(String::from)
-    };
-    table.init = text("init").unwrap_or_else(|| "RANDOM".into());
-    table.init_text = text("init_text");
-    let probe = Params {
-        prompt: be.upload(DType::F32, &table.data)?,
-        p,
-        d,
-        head: (j.task.new_head(d).map(|h| h.upload(be))).transpose()?,
-        prefix: None,
-    };
+    let (name, path) = (j.name.clone(), out.join(CHECKPOINT_FILE));
     let mut j = j;
-    j.cfg = cfg;
-    let mut t = task_run(be, model, j, probe, table)?;
-    if ck.state.config_hash != t.state.config_hash {
-        let diff = checkpoint::config_diff(&ck.state.config, &t.state.config);
+    j.cfg.init = start::resolve_init(&j.cfg.init, j.task, model)?;
+    let cfg = j.cfg.clone();
+    // the table's init facts only (the settings hash reads no numbers)
+    let facts = start::checkpoint_table(&ck, 0, 0, Vec::new())?;
+    let config = start::settings_json(&cfg, j.task, j.train, model, &facts);
+    if ck.state.config_hash != checkpoint::fnv1a(&config.to_string()) {
+        let diff = checkpoint::config_diff(&ck.state.config, &config);
         return Err(Error::file(
             &path,
             format!(
@@ -366,23 +334,11 @@ fn resume_task<'a, B: Backend>(
         ));
     }
     ck.state
-        .check(&path, t.train.rows.len())
+        .check(&path, j.train.rows.len())
         .map_err(|e| in_task(&name, e))?;
-    let prompt = ck.get_shaped("prompt", &[p, d], "P x d")?.to_vec();
-    t.table.data = prompt.clone();
-    t.params.prompt = be.upload(DType::F32, &prompt)?;
-    if let Some(h) = t.params.head.as_ref() {
-        let (k, c) = (h.k, h.c);
-        let host = HostClsHead {
-            k,
-            c,
-            weight: ck
-                .get_shaped("head.weight", &[k, c], "labels x d")?
-                .to_vec(),
-            bias: ck.get_shaped("head.bias", &[k], "labels")?.to_vec(),
-        };
-        t.params.head = Some(host.upload(be)?);
-    }
+    let trained =
+        start::checkpoint_trained(be, model, j.task, &cfg, &ck).map_err(|e| in_task(&name, e))?;
+    let mut t = task_run(be, model, j, trained)?;
     let hashed = (t.state.config.clone(), t.state.config_hash.clone());
     let (state, best) = start::resumed_state(be, ck, &mut t.opt, &t.params, hashed, &t.cfg, out)
         .map_err(|e| in_task(&name, e))?;

@@ -13,21 +13,22 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::checkpoint::{self, Checkpoint, CHECKPOINT_FILE};
+use super::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use super::data;
+use super::encoder::HostEncoder;
 use super::eval::evaluate;
 use super::metrics::EvalMetrics;
 use super::mixed::{step_mixed, MixJob};
 use super::multitask::{in_task, MultiTrainer, TaskRun};
 use super::multitask_ckpt::MultiCheckpoint;
+use super::save::{checkpoint_tensors, save_kept, Kept};
 use super::step::{Grads, Params};
-use super::trainer::{Event, StepInfo, Summary};
-use super::update::optimizer_step;
+use super::trainer::{trainable, Event, StepInfo, Summary};
+use super::update::{encoder_fwd, update};
 use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
 use crate::models::cls_head::HostClsHead;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -70,6 +71,14 @@ impl<B: Backend> TaskRun<'_, B> {
             _ => self.current(be),
         }
     }
+
+    /// P-tuning or a prefix projection: the encoder of the kept prompt.
+    fn kept_encoder(&self) -> Option<&HostEncoder> {
+        match (&self.best_encoder, self.dev) {
+            (Some(best), Some(_)) => Some(best),
+            _ => self.encoder.as_ref(),
+        }
+    }
 }
 
 impl<'a, B: Backend> MultiTrainer<'a, B> {
@@ -80,9 +89,12 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         let active: Vec<usize> = (0..self.tasks.len())
             .filter(|&i| self.tasks.get(i).is_some_and(|t| t.active()))
             .collect();
-        let mut rows = Vec::new();
+        let (mut rows, mut tapes) = (Vec::new(), Vec::new());
         for (k, &i) in active.iter().enumerate() {
             let t = self.task_mut(i)?;
+            // P-tuning or a prefix projection: the table is the encoder's output, and its tape
+            // is this step's
+            tapes.push(encoder_fwd(be, &mut t.params, t.encoder.as_ref())?);
             for r in t.next_rows()? {
                 let row = (t.train.rows.get(r as usize)).ok_or_else(|| {
                     Error::Device(format!("task `{}`: row {r} is not in the plan", t.name))
@@ -92,14 +104,15 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         }
         let steps = self.losses_and_grads(&active, &rows)?;
         let mut infos = Vec::new();
-        for (&i, (loss, grads, tokens)) in active.iter().zip(steps) {
+        for ((&i, (loss, grads, tokens)), tape) in active.iter().zip(steps).zip(&tapes) {
             let t = self.task_mut(i)?;
             let step = t.state.step + 1;
             if !loss.is_finite() {
                 return Err(self.diverged(i, step, format!("the loss is {loss}")));
             }
             let max_norm = t.cfg.optim.max_grad_norm;
-            let outcome = optimizer_step(be, &mut t.opt, &mut t.params, grads, max_norm);
+            let encoder = t.encoder.as_mut().zip(tape.as_ref());
+            let outcome = update(be, &mut t.opt, &mut t.params, encoder, grads, max_norm);
             let (lr, grad_norm) = outcome.map_err(|e| match e {
                 Error::NonFinite(what) => self.diverged(i, step, what),
                 e => e,
@@ -282,8 +295,8 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
                 threads_changed,
                 device_changed,
                 kernels_changed,
-                prompt_params: t.params.p * t.params.d,
-                head_params: t.params.head.as_ref().map_or(0, |h| h.num_params()),
+                prompt_params: trainable(&t.params, t.encoder.as_ref()).0,
+                head_params: trainable(&t.params, t.encoder.as_ref()).1,
             };
             on_event(&t.name, &ev);
         }
@@ -355,6 +368,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
             t.state.best_step = step;
             t.state.evals_since_best = 0;
             t.best = Some(t.current(be)?);
+            t.best_encoder = t.encoder.clone();
             t.state.best_test = tm.or(t.state.best_test);
         } else {
             t.state.evals_since_best += 1;
@@ -410,7 +424,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
                     p: t.params.p,
                     d: t.params.d,
                     head: head.map(|h| h.upload(self.be)).transpose()?,
-                    prefix: None,
+                    prefix: t.params.prefix,
                 };
                 let bs = t.cfg.eval_batch_size;
                 evaluate(self.be, self.model, t.task, &kept, test, bs)?.0
@@ -460,67 +474,30 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         (0..self.tasks.len()).try_for_each(|i| self.export(i))
     }
 
-    /// Writes task `i`'s kept prompt into `<out>/<task>/` (PEFT files, task.json, head), as a
-    /// single-task run writes its folder.
+    /// Writes task `i`'s kept prompt into `<out>/<task>/` (PEFT files in its method's layout,
+    /// task.json, head, encoder), as a single-task run writes its folder.
     pub fn export(&mut self, i: usize) -> Result<()> {
         let (be, model) = (self.be, self.model);
         let t = self.task(i)?;
-        let (prompt, head) = t.kept(be)?;
-        let mut named = vec![("prompt", &prompt)];
-        if let Some(h) = &head {
-            named.extend([("head.weight", &h.weight), ("head.bias", &h.bias)]);
-        }
-        for (name, data) in named {
-            self.check_finite(i, name, data)?;
-        }
-        let mut table = t.table.clone();
-        table.data = prompt;
-        let mut extra = json!({
-            "step": if t.dev.is_some() && t.best.is_some() { t.state.best_step } else { t.state.step },
-            "dev_accuracy": t.state.best.map(|m| m.accuracy),
-            "seed": t.cfg.seed,
-            "arch": model.arch_name(),
-        });
-        if let (Some(e), Some(r)) = (
-            extra.as_object_mut(),
-            t.cfg.init.record(t.params.p).as_object(),
-        ) {
-            e.extend(r.clone());
-        }
-        let info = model.adapter_info(t.task.spec.kind.peft_task_type());
-        let (dir, spec) = (t.dir(&self.out), &t.task.spec);
-        checkpoint::save_prompt_dir(&dir, &table, head.as_ref(), spec, &model.dir, &info, extra)
+        let best_on_dev = t.dev.is_some() && t.best.is_some();
+        let (facts, encoder) = (&t.table, t.kept_encoder());
+        let kept = Kept::new(facts, t.kept(be)?, encoder, &t.state, best_on_dev);
+        let check = |n: &str, d: &[f32]| self.check_finite(i, n, d);
+        save_kept(&t.dir(&self.out), model, t.task, &t.cfg, kept, &check)
     }
 
     /// Writes `checkpoint.safetensors` atomically: every task's tensors and state.
     pub fn save_checkpoint(&self) -> Result<()> {
-        let be = self.be;
         let mut tasks = Vec::new();
         for (i, t) in self.tasks.iter().enumerate() {
-            let mut tensors = BTreeMap::new();
-            let pd = vec![t.params.p, t.params.d];
-            tensors.insert(
-                "prompt".to_string(),
-                (pd.clone(), be.download(&t.params.prompt)?),
-            );
-            if let Some(h) = &t.params.head {
-                let h = h.download(be)?;
-                tensors.insert("head.weight".into(), (vec![h.k, h.c], h.weight));
-                tensors.insert("head.bias".into(), (vec![h.k], h.bias));
-            }
-            for (name, shape, data) in t.opt.state(be)? {
-                tensors.insert(name, (shape, data));
-            }
-            if let Some((p, h)) = &t.best {
-                tensors.insert("best.prompt".into(), (pd, p.clone()));
-                if let Some(h) = h {
-                    tensors.insert(
-                        "best.head.weight".into(),
-                        (vec![h.k, h.c], h.weight.clone()),
-                    );
-                    tensors.insert("best.head.bias".into(), (vec![h.k], h.bias.clone()));
-                }
-            }
+            let tensors = checkpoint_tensors(
+                self.be,
+                &t.params,
+                t.encoder.as_ref(),
+                &t.opt,
+                t.best.as_ref(),
+                t.best_encoder.as_ref(),
+            )?;
             for (name, (_, data)) in &tensors {
                 self.check_finite(i, name, data)?;
             }

@@ -7,21 +7,20 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::checkpoint::{self, Checkpoint, CHECKPOINT_FILE};
+use super::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use super::data;
 use super::encode::Encoded;
 use super::eval::evaluate;
 use super::metrics::EvalMetrics;
-use super::ptuning::{self, Method};
+use super::save::{checkpoint_tensors, save_kept, Kept};
 use super::step::{Grads, Params};
 use super::trainer::{Event, StepInfo, Summary, Trainer};
-use super::update::{encoder_step, optimizer_step};
+use super::update::{encoder_fwd, update};
 use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
 use crate::models::cls_head::HostClsHead;
 use crate::nvtx;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -49,15 +48,9 @@ impl<B: Backend> Trainer<'_, B> {
             .ok_or_else(|| Error::Device(format!("step {step}: the batch plan ran out")))?;
         self.state.pos += 1;
         let batch = self.task.batch(self.train, &rows)?;
-        // P-tuning: the prompt is the encoder's output, and its tape is this step's
-        let tape = match &self.encoder {
-            Some(enc) => {
-                let (prompt, tape) = enc.forward()?;
-                self.params.prompt = be.upload(DType::F32, &prompt)?;
-                Some(tape)
-            }
-            None => None,
-        };
+        // P-tuning or a prefix projection: the table is the encoder's output, and its tape is
+        // this step's
+        let tape = encoder_fwd(be, &mut self.params, self.encoder.as_ref())?;
         let mut grads = Grads::zeros(be, &self.params)?;
         let loss = self.task.loss_and_grad(
             be,
@@ -72,10 +65,8 @@ impl<B: Backend> Trainer<'_, B> {
         }
         let max_norm = self.cfg.optim.max_grad_norm;
         let (opt, params) = (&mut self.opt, &mut self.params);
-        let outcome = match (self.encoder.as_mut(), tape) {
-            (Some(enc), Some(tape)) => encoder_step(be, opt, params, enc, &tape, grads, max_norm),
-            _ => optimizer_step(be, opt, params, grads, max_norm),
-        };
+        let encoder = self.encoder.as_mut().zip(tape.as_ref());
+        let outcome = update(be, opt, params, encoder, grads, max_norm);
         let (lr, grad_norm) = outcome.map_err(|e| match e {
             Error::NonFinite(what) => self.diverged(step, what),
             e => e,
@@ -411,102 +402,25 @@ impl<B: Backend> Trainer<'_, B> {
 
     /// Writes the kept prompt into the output folder (PEFT files, task.json, head).
     pub fn export(&mut self) -> Result<()> {
-        let (prompt, head) = self.kept()?;
-        // a non-finite prompt never replaces the last good one
-        self.check_finite("prompt", &prompt)?;
-        if let Some(h) = &head {
-            self.check_finite("head.weight", &h.weight)?;
-            self.check_finite("head.bias", &h.bias)?;
-        }
-        let mut table = self.table.clone();
-        table.data = prompt;
-        let encoder = self.kept_encoder();
-        if let Some(super::encoder::HostEncoder::PTuning(e)) = encoder {
-            // PEFT's P_TUNING layout: its adapter holds the encoder's output
-            table.layout.config = Some(ptuning::adapter_config(&e.cfg));
-        }
-        if let Method::Prefix(pre) = &self.cfg.method {
-            // PEFT's PREFIX_TUNING layout: the table (a projection's output, as PEFT saves it)
-            let (blocks, kv) = self.model.net.prefix_layout(pre.placement);
-            let seq2seq = self.model.arch_name() == "t5";
-            let d = self.model.hidden_size();
-            let heads = self.model.net.prefix_heads();
-            let c = ptuning::prefix_adapter_config(pre, d, (blocks, kv, heads), seq2seq);
-            table.layout.config = Some(c);
-        }
-        let mut extra = json!({
-            "step": if self.dev.is_some() && self.best.is_some() { self.state.best_step } else { self.state.step },
-            "dev_accuracy": self.state.best.map(|m| m.accuracy),
-            "seed": self.cfg.seed,
-            // the architecture the prompt was trained in: a prompt as wide as another model's
-            // would load there and score nonsense
-            "arch": self.model.arch_name(),
-        });
-        if let (Method::Prefix(pre), Some(e)) = (&self.cfg.method, extra.as_object_mut()) {
-            e.insert("method".into(), json!("prefix"));
-            e.insert("prefix_placement".into(), json!(pre.placement.name()));
-        }
-        // the real init (adapter_config.json keeps a value PEFT accepts)
-        if let (Some(e), Some(r)) = (
-            extra.as_object_mut(),
-            self.cfg.init.record(self.params.p).as_object(),
-        ) {
-            e.extend(r.clone());
-        }
-        if let Some(e) = encoder {
-            ptuning::save_encoder(&self.out, e)?;
-        }
-        checkpoint::save_prompt_dir(
-            &self.out,
-            &table,
-            head.as_ref(),
-            &self.task.spec,
-            &self.model.dir,
-            &self
-                .model
-                .adapter_info(self.task.spec.kind.peft_task_type()),
-            extra,
-        )
+        let best_on_dev = self.dev.is_some() && self.best.is_some();
+        let (facts, encoder) = (&self.table, self.kept_encoder());
+        let kept = Kept::new(facts, self.kept()?, encoder, &self.state, best_on_dev);
+        let (model, task, cfg) = (self.model, self.task, &self.cfg);
+        save_kept(&self.out, model, task, cfg, kept, &|n, d| {
+            self.check_finite(n, d)
+        })
     }
 
     /// Writes `checkpoint.safetensors` atomically.
     pub fn save_checkpoint(&self) -> Result<()> {
-        let be = self.be;
-        let mut tensors = BTreeMap::new();
-        tensors.insert(
-            "prompt".to_string(),
-            (
-                vec![self.params.p, self.params.d],
-                be.download(&self.params.prompt)?,
-            ),
-        );
-        if let Some(h) = &self.params.head {
-            let h = h.download(be)?;
-            tensors.insert("head.weight".into(), (vec![h.k, h.c], h.weight));
-            tensors.insert("head.bias".into(), (vec![h.k], h.bias));
-        }
-        if let Some(e) = &self.encoder {
-            ptuning::to_tensors(e, "encoder.", &mut tensors);
-        }
-        if let (Some(e), Some(_)) = (&self.best_encoder, &self.best) {
-            ptuning::to_tensors(e, "best.encoder.", &mut tensors);
-        }
-        for (name, shape, data) in self.opt.state(be)? {
-            tensors.insert(name, (shape, data));
-        }
-        if let Some((p, h)) = &self.best {
-            tensors.insert(
-                "best.prompt".into(),
-                (vec![self.params.p, self.params.d], p.clone()),
-            );
-            if let Some(h) = h {
-                tensors.insert(
-                    "best.head.weight".into(),
-                    (vec![h.k, h.c], h.weight.clone()),
-                );
-                tensors.insert("best.head.bias".into(), (vec![h.k], h.bias.clone()));
-            }
-        }
+        let tensors = checkpoint_tensors(
+            self.be,
+            &self.params,
+            self.encoder.as_ref(),
+            &self.opt,
+            self.best.as_ref(),
+            self.best_encoder.as_ref(),
+        )?;
         // a non-finite value never replaces the last good checkpoint
         for (name, (_, data)) in &tensors {
             self.check_finite(name, data)?;

@@ -12,15 +12,16 @@
 use super::checkpoint::{self, Checkpoint, TrainState, CHECKPOINT_FILE};
 use super::data;
 use super::encode::Encoded;
+use super::encoder::HostEncoder;
 use super::eval::check_labelled;
 use super::model::Model;
 use super::optim::Optimizer;
-use super::ptuning::Method;
+use super::ptuning::{self, Method};
 use super::spec::TaskKind;
 use super::step::Params;
 use super::task::Task;
-use super::trainer::TrainConfig;
-use crate::backend::Backend;
+use super::trainer::{table_width, TrainConfig};
+use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
 use crate::models::cls_head::HostClsHead;
 use crate::prompt::{PromptInit, PromptTable};
@@ -46,6 +47,128 @@ pub(crate) fn resolve_init<B: Backend>(
             from_first: *from_first,
         },
         other => other.clone(),
+    })
+}
+
+/// What a run (or a task of a multi-task run) trains, as it starts: the table on the device
+/// (a prompt, or under prefix tuning the prefix), its PEFT facts, and the host encoder whose
+/// output the table is (P-tuning's, a prefix projection), with the one that gave the best
+/// table so far (a resumed run's).
+pub(super) struct Trained<B: Backend> {
+    pub params: Params<B>,
+    /// the table's PEFT facts (init name and text)
+    pub table: PromptTable,
+    pub encoder: Option<HostEncoder>,
+    pub best_encoder: Option<HostEncoder>,
+}
+
+/// A fresh run's table (and head) for `cfg` (its init resolved), drawn from `cfg.seed`'s
+/// init stream: prompt rows from the init, a prefix N(0, 1) as PEFT's embedding, or the
+/// output of a fresh encoder.
+pub(super) fn fresh_trained<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    task: &Task,
+    cfg: &TrainConfig,
+) -> Result<Trained<B>> {
+    // separate streams: the prompt's init, and the data order
+    let mut rng = prompt_init_rng(cfg.seed);
+    let (p, d) = (cfg.prompt_len, model.hidden_size());
+    let width = table_width(&cfg.method, model);
+    let (table, encoder) = match cfg.method.encoder_spec(p, d, width) {
+        // PEFT's prefix is an nn.Embedding: N(0, 1)
+        None if width != d => {
+            let data = (0..p * width).map(|_| rng.normal() as f32).collect();
+            (PromptTable::from_data(p, width, data)?, None)
+        }
+        None => (model.init_prompt(be, p, &cfg.init, &mut rng)?, None),
+        Some(c) => {
+            let enc = HostEncoder::init(c, &mut rng)?;
+            (
+                PromptTable::from_data(p, width, enc.forward()?.0)?,
+                Some(enc),
+            )
+        }
+    };
+    let params = Params {
+        prompt: be.upload(DType::F32, &table.data)?,
+        p: table.p,
+        d: table.d,
+        head: task.new_head(d).map(|h| h.upload(be)).transpose()?,
+        prefix: cfg.method.prefix_spec(p),
+    };
+    Ok(Trained {
+        params,
+        table,
+        encoder,
+        best_encoder: None,
+    })
+}
+
+/// The table's PEFT facts a checkpoint's settings record (init name and text), over `data`
+/// (P x width).
+pub(super) fn checkpoint_table(
+    ck: &Checkpoint,
+    p: usize,
+    width: usize,
+    data: Vec<f32>,
+) -> Result<PromptTable> {
+    let mut table = PromptTable::from_data(p, width, data)?;
+    let text = |k: &str| ck.state.config.get(k).and_then(|v| v.as_str());
+    table.init = text("init").unwrap_or("RANDOM").to_string();
+    table.init_text = text("init_text").map(String::from);
+    Ok(table)
+}
+
+/// A resumed run's table, head and encoders read from checkpoint `ck` (whose settings are
+/// `cfg`'s), each checked against its shape.
+pub(super) fn checkpoint_trained<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    task: &Task,
+    cfg: &TrainConfig,
+    ck: &Checkpoint,
+) -> Result<Trained<B>> {
+    let (p, d, width) = (
+        cfg.prompt_len,
+        model.hidden_size(),
+        table_width(&cfg.method, model),
+    );
+    let prompt = ck.get_shaped("prompt", &[p, width], "P x d")?.to_vec();
+    let table = checkpoint_table(ck, p, width, prompt)?;
+    let head = task
+        .new_head(d)
+        .map(|mut h| -> Result<_> {
+            h.weight = ck
+                .get_shaped("head.weight", &[h.k, d], "labels x d")?
+                .to_vec();
+            h.bias = ck.get_shaped("head.bias", &[h.k], "labels")?.to_vec();
+            h.upload(be)
+        })
+        .transpose()?;
+    let params = Params {
+        prompt: be.upload(DType::F32, &table.data)?,
+        p,
+        d: width,
+        head,
+        prefix: cfg.method.prefix_spec(p),
+    };
+    let (encoder, best_encoder) = match cfg.method.encoder_spec(p, d, width) {
+        None => (None, None),
+        Some(c) => {
+            let best = ck.tensors.contains_key("best.prompt");
+            (
+                Some(ptuning::from_checkpoint(c, ck, "encoder.")?),
+                best.then(|| ptuning::from_checkpoint(c, ck, "best.encoder."))
+                    .transpose()?,
+            )
+        }
+    };
+    Ok(Trained {
+        params,
+        table,
+        encoder,
+        best_encoder,
     })
 }
 
@@ -142,6 +265,14 @@ pub(super) fn check_rows<B: Backend>(
         }
     }
     Ok(())
+}
+
+/// A run's steps per epoch over `train_rows` rows, and its total steps (`max_steps`, or its
+/// epochs').
+pub(super) fn step_counts(cfg: &TrainConfig, train_rows: usize) -> (u64, u64) {
+    let steps_per_epoch = train_rows.div_ceil(cfg.batch_size.max(1)) as u64;
+    let total = (cfg.max_steps).unwrap_or(cfg.epochs.saturating_mul(steps_per_epoch));
+    (steps_per_epoch, total)
 }
 
 /// A fresh run's state: step 0, the first epoch's plan drawn from `cfg.seed`.

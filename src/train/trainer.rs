@@ -15,15 +15,15 @@ use super::metrics::{EvalMetrics, MetricsLog};
 use super::model::Model;
 use super::optim::{OptimConfig, OptimKind, Optimizer};
 use super::outdir::{self, OutLock};
-use super::ptuning::{self, Method};
+use super::ptuning::Method;
 use super::start::{
-    check_rows, fresh_state, other_settings, precheck, prompt_init_rng, resolve_init,
-    resumed_state, settings_json,
+    check_rows, checkpoint_trained, fresh_state, fresh_trained, other_settings, precheck,
+    resolve_init, resumed_state, settings_json, step_counts, Trained,
 };
 use super::step::Params;
 use super::task::Task;
-use super::update::{encoder_optimizer_shapes, optimizer_shapes};
-use crate::backend::{Backend, DType};
+use super::update::new_optimizer;
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::models::cls_head::HostClsHead;
 use crate::models::Recompute;
@@ -248,12 +248,7 @@ type Inputs<'a, B> = (
 
 /// Where a run starts: its trained tensors, fresh or read from the checkpoint.
 struct Start<B: Backend> {
-    params: Params<B>,
-    /// the prompt's PEFT facts (init name and text)
-    table: PromptTable,
-    /// P-tuning or a prefix projection: the encoder, and the one that gave the best prompt
-    encoder: Option<HostEncoder>,
-    best_encoder: Option<HostEncoder>,
+    trained: Trained<B>,
     /// the checkpoint a resumed run continues (None: a fresh run)
     ck: Option<Checkpoint>,
 }
@@ -274,38 +269,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
         precheck(be, model, task, train, [dev, test], &cfg)?;
         let mut cfg = cfg;
         cfg.init = resolve_init(&cfg.init, task, model)?;
-        let init = cfg.init.clone();
-        // separate streams: the prompt's init, and the data order
-        let mut rng = prompt_init_rng(cfg.seed);
-        let (p, d) = (cfg.prompt_len, model.hidden_size());
-        let width = table_width(&cfg.method, model);
-        let (table, encoder) = match cfg.method.encoder_spec(p, d, width) {
-            // PEFT's prefix is an nn.Embedding: N(0, 1)
-            None if width != d => {
-                let data = (0..p * width).map(|_| rng.normal() as f32).collect();
-                (PromptTable::from_data(p, width, data)?, None)
-            }
-            None => (model.init_prompt(be, p, &init, &mut rng)?, None),
-            Some(c) => {
-                let enc = HostEncoder::init(c, &mut rng)?;
-                (
-                    PromptTable::from_data(p, width, enc.forward()?.0)?,
-                    Some(enc),
-                )
-            }
-        };
-        let params = Params {
-            prompt: be.upload(DType::F32, &table.data)?,
-            p: table.p,
-            d: table.d,
-            head: task.new_head(d).map(|h| h.upload(be)).transpose()?,
-            prefix: cfg.method.prefix_spec(p),
-        };
         let start = Start {
-            params,
-            table,
-            encoder,
-            best_encoder: None,
+            trained: fresh_trained(be, model, task, &cfg)?,
             ck: None,
         };
         Self::build((be, model, task, train, dev, test), cfg, out, start)
@@ -329,8 +294,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         cfg.init = resolve_init(&cfg.init, task, model)?;
         let path = out.join(CHECKPOINT_FILE);
         let ck = Checkpoint::load(&path)?;
-        let (d, width) = (model.hidden_size(), table_width(&cfg.method, model));
-        let enc_cfg = cfg.method.encoder_spec(cfg.prompt_len, d, width);
+        let d = model.hidden_size();
         // the settings that fix the tensors' shapes first, so that a checkpoint of another
         // run is named as such rather than by a shape; the full comparison is in `build`
         let shaping = json!({
@@ -352,55 +316,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
             return Err(other_settings(out, &diff));
         }
         ck.state.check(&path, train.rows.len())?;
-        let pd = [cfg.prompt_len, width];
-        let prompt = ck.get_shaped("prompt", &pd, "P x d")?.to_vec();
-        let mut table = PromptTable::from_data(cfg.prompt_len, width, prompt.clone())?;
-        table.init = ck
-            .state
-            .config
-            .get("init")
-            .and_then(|v| v.as_str())
-            .unwrap_or("RANDOM")
-            .to_string();
-        table.init_text = ck
-            .state
-            .config
-            .get("init_text")
-            .and_then(|v| v.as_str())
-            .map(String::from);
-        let head = task
-            .new_head(d)
-            .map(|mut h| -> Result<_> {
-                h.weight = ck
-                    .get_shaped("head.weight", &[h.k, d], "labels x d")?
-                    .to_vec();
-                h.bias = ck.get_shaped("head.bias", &[h.k], "labels")?.to_vec();
-                h.upload(be)
-            })
-            .transpose()?;
-        let params = Params {
-            prompt: be.upload(DType::F32, &prompt)?,
-            p: cfg.prompt_len,
-            d: width,
-            head,
-            prefix: cfg.method.prefix_spec(cfg.prompt_len),
-        };
-        let (encoder, best_encoder) = match enc_cfg {
-            None => (None, None),
-            Some(c) => {
-                let best = ck.tensors.contains_key("best.prompt");
-                (
-                    Some(ptuning::from_checkpoint(c, &ck, "encoder.")?),
-                    best.then(|| ptuning::from_checkpoint(c, &ck, "best.encoder."))
-                        .transpose()?,
-                )
-            }
-        };
         let start = Start {
-            params,
-            table,
-            encoder,
-            best_encoder,
+            trained: checkpoint_trained(be, model, task, &cfg, &ck)?,
             ck: Some(ck),
         };
         Self::build((be, model, task, train, dev, test), cfg, out, start)
@@ -409,31 +326,18 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// The trainer of `run` from `start`: its optimizer, output folder, metrics and state.
     fn build(run: Inputs<'a, B>, cfg: TrainConfig, out: &Path, start: Start<B>) -> Result<Self> {
         let (be, model, task, train, dev, test) = run;
-        let Start {
+        let Start { trained, ck } = start;
+        let Trained {
             params,
             table,
             encoder,
             best_encoder,
-            ck,
-        } = start;
+        } = trained;
         check_rows(model, train, cfg.prompt_len)?;
-        let steps_per_epoch = train.rows.len().div_ceil(cfg.batch_size.max(1)) as u64;
-        let total_steps = cfg
-            .max_steps
-            .unwrap_or(cfg.epochs.saturating_mul(steps_per_epoch));
+        let (steps_per_epoch, total_steps) = step_counts(&cfg, train.rows.len());
         let mut cfg = cfg;
         cfg.optim.schedule.total = total_steps;
-        let mut opt = match &encoder {
-            None => Optimizer::new(be, cfg.optim, &optimizer_shapes(&params))?,
-            Some(e) => {
-                let shapes = encoder_optimizer_shapes(&e.spec(), &params);
-                let shapes: Vec<_> = shapes
-                    .iter()
-                    .map(|(n, r, c, h)| (n.as_str(), *r, *c, *h))
-                    .collect();
-                Optimizer::new(be, cfg.optim, &shapes)?
-            }
-        };
+        let mut opt = new_optimizer(be, cfg.optim, &params, encoder.as_ref())?;
         let config = settings_json(&cfg, task, train, model, &table);
         let hash = checkpoint::fnv1a(&config.to_string());
         let lens = train.lens();
@@ -487,15 +391,20 @@ impl<'a, B: Backend> Trainer<'a, B> {
 
     /// Trainable parameters: the prompt's, and the head's.
     pub fn trainable(&self) -> (usize, usize) {
-        let prompt = match &self.encoder {
-            Some(e) => e.tensors().values().map(Vec::len).sum(),
-            None => self.params.p * self.params.d,
-        };
-        (
-            prompt,
-            self.params.head.as_ref().map_or(0, |h| h.num_params()),
-        )
+        trainable(&self.params, self.encoder.as_ref())
     }
+}
+
+/// Trainable parameters of `params`: the table's (or its host encoder's), and the head's.
+pub(super) fn trainable<B: Backend>(
+    params: &Params<B>,
+    encoder: Option<&HostEncoder>,
+) -> (usize, usize) {
+    let prompt = match encoder {
+        Some(e) => e.tensors().values().map(Vec::len).sum(),
+        None => params.p * params.d,
+    };
+    (prompt, params.head.as_ref().map_or(0, |h| h.num_params()))
 }
 
 /// The trained table's width: the model's d, or under prefix tuning N·2·Hkv·D.

@@ -9,7 +9,7 @@
 )]
 
 use super::encoder::{EncoderSpec, HostEncoder, HostTape};
-use super::optim::{self, Optimizer};
+use super::optim::{self, OptimConfig, Optimizer};
 use super::step::{Grads, Params};
 use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
@@ -54,6 +54,58 @@ pub fn encoder_optimizer_shapes<B: Backend>(
             .map(|(n, r, c, h)| (n.to_string(), r, c, h)),
     );
     shapes
+}
+
+/// The optimizer of `params`: over the table, or over `encoder`'s tensors when the table is
+/// its output, then the head.
+pub fn new_optimizer<B: Backend>(
+    be: &B,
+    cfg: OptimConfig,
+    params: &Params<B>,
+    encoder: Option<&HostEncoder>,
+) -> Result<Optimizer<B>> {
+    match encoder {
+        None => Optimizer::new(be, cfg, &optimizer_shapes(params)),
+        Some(e) => {
+            let shapes = encoder_optimizer_shapes(&e.spec(), params);
+            let shapes: Vec<_> = (shapes.iter())
+                .map(|(n, r, c, h)| (n.as_str(), *r, *c, *h))
+                .collect();
+            Optimizer::new(be, cfg, &shapes)
+        }
+    }
+}
+
+/// A step's table from its host encoder, if any: its output uploaded into `params.prompt`,
+/// and the tape its backward needs (None without an encoder: the table is the parameter).
+pub fn encoder_fwd<B: Backend>(
+    be: &B,
+    params: &mut Params<B>,
+    encoder: Option<&HostEncoder>,
+) -> Result<Option<HostTape>> {
+    let Some(enc) = encoder else {
+        return Ok(None);
+    };
+    let (table, tape) = enc.forward()?;
+    params.prompt = be.upload(DType::F32, &table)?;
+    Ok(Some(tape))
+}
+
+/// The update of a step's gradients: through the host encoder when the table came out of one
+/// (`encoder_step` with the tape of `encoder_fwd`), else on the table (`optimizer_step`).
+/// Returns the learning rate and the gradient norm before clipping.
+pub fn update<B: Backend>(
+    be: &B,
+    opt: &mut Optimizer<B>,
+    params: &mut Params<B>,
+    encoder: Option<(&mut HostEncoder, &HostTape)>,
+    grads: Grads<B>,
+    max_grad_norm: Option<f64>,
+) -> Result<(f64, f64)> {
+    match encoder {
+        Some((enc, tape)) => encoder_step(be, opt, params, enc, tape, grads, max_grad_norm),
+        None => optimizer_step(be, opt, params, grads, max_grad_norm),
+    }
 }
 
 /// Clips the gradients to `max_grad_norm` (None: no clipping) and applies one optimizer

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod label_jobs;
+pub mod multitask;
 pub mod sample_run;
 
 use softprompt::internals::backend::{Backend, DType};
