@@ -42,15 +42,17 @@ pub type TaskResult = (String, Summary, Prompt);
 
 impl Model {
     /// Trains one prompt per task in `tasks` at once, each as [`Model::train`] would train it
-    /// alone with `cfg` (and its own `prompt_len`, `init` and `method`): its own batch plan drawn from
-    /// `cfg.seed`, its own optimizer state and schedule, dev evaluation, best prompt and early
-    /// stopping. Each step runs the next batch of every task still training as one mixed
+    /// alone with `cfg` (and its own `prompt_len`, `init` and `method`: prompt tuning,
+    /// P-tuning and prefix tuning side by side): its own batch plan drawn from `cfg.seed`, its
+    /// own optimizer state and schedule (over its encoder under P-tuning or a prefix
+    /// projection), dev evaluation, best prompt and early stopping. Each step runs the next batch of every task still training as one mixed
     /// batch ([`Model::step_mixed`]: one pass of the model whatever the prompt lengths, BERT,
     /// T5 or decoder-only, each task's loss and gradients from its own rows), and steps each
     /// task's optimizer on
     /// its own gradients. A task that stops early is frozen and its rows leave the batches;
     /// the run ends when every task has stopped. Each task's kept prompt is a PEFT adapter
-    /// folder `out/<name>/` (with task.json and, for `cls`, its head), so
+    /// folder `out/<name>/` in its method's layout (with task.json, for `cls` its head, and
+    /// its encoder's file), as its single-task run saves it, so
     /// `predict --prompt name=out/name` serves them together; `out/metrics.jsonl` holds every
     /// task's lines (each with its `task`), and `out/checkpoint.safetensors` every task's
     /// state: with `cfg.resume` the run continues bit for bit, and a changed task list or a

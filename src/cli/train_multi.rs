@@ -1,8 +1,9 @@
 //! `softprompt train` over several tasks at once (`--task-data NAME=DIR`, repeated, or
 //! `--task-field FIELD` over one --train file): one prompt per task, trained together on one
 //! frozen model (`Model::train_multi`), each saved as its own adapter folder `--out/NAME/`.
-//! Every task takes the command line's task flags; `--task-config FILE` (a JSON object by
-//! task name) sets a task's own.
+//! Every task takes the command line's task and method flags; `--task-config FILE` (a JSON
+//! object by task name) sets a task's own, its method (`method` and the method flags' keys)
+//! included.
 
 use super::{describe, on_device, train_config, Args};
 use crate::cli::common::{MethodArgs, TaskArgs};

@@ -3,8 +3,10 @@
 //! dev evaluation, best prompt and early stopping), and each step runs one batch of every task
 //! still training through `mixed::step_mixed` (one encoder pass per prompt length). So each
 //! task follows the trajectory of its own `Trainer` run up to the rounding of the mixed batch,
-//! and a run of one task is that run bit for bit. How a run starts, fresh or from its
-//! checkpoint, is here; the loop is in `multitask_run.rs`, the checkpoint file in
+//! and a run of one task is that run bit for bit. Each task has its own method (prompt
+//! tuning, P-tuning or prefix tuning: its `cfg.method`), and starts, as its `Trainer` would,
+//! from `start::fresh_trained` or `start::checkpoint_trained` (its table, head and host
+//! encoder). How a run starts, fresh or from its checkpoint, is here; the loop is in `multitask_run.rs`, the checkpoint file in
 //! `multitask_ckpt.rs`.
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
 // expect, no unchecked indexing (tests excepted). See README.md, "Bad input".

@@ -1,6 +1,7 @@
 //! A multi-task run's checkpoint: ONE file (`checkpoint.safetensors`, written atomically)
 //! holding every task's part as a single-task checkpoint holds it: the tensors under a
-//! `<task>/` prefix (`en/prompt`, `en/opt.prompt.m`, `en/best.prompt`, ...) and, in the
+//! `<task>/` prefix (`en/prompt`, `en/opt.prompt.m`, `en/best.prompt`, a P-tuning task's
+//! `fr/encoder.*` and `fr/best.encoder.*`, ...) and, in the
 //! metadata, the run's step, the task names in order and each task's `TrainState` (its step,
 //! plan, RNG, best, patience and hashed settings). A run killed at any moment leaves the
 //! previous checkpoint or the new one, never one task's state of one step beside another's of

@@ -1,11 +1,14 @@
 //! The multi-task loop: each step takes the next batch of every task still training (each
 //! from its own plan), runs them as one mixed batch (`mixed::step_mixed`: one encoder pass per
-//! prompt length, each task's loss and gradients from its own rows), and steps each task's own
-//! optimizer. Then each task is evaluated, keeps its best prompt and stops early as a
+//! prompt length, each task's loss and gradients from its own rows; prefix tasks a group of
+//! their own), and steps each task's own optimizer. A P-tuning task (or a prefix projection)
+//! runs its host encoder before the step, its output the task's table, and its table gradient
+//! goes back through the encoder in the update (`update::encoder_fwd`, `update::update`), as
+//! `Trainer::step` does. Then each task is evaluated, keeps its best prompt and stops early as a
 //! single-task run would (`run.rs`); a task that stops is frozen and its rows leave the
 //! batches. One checkpoint holds every task (`multitask_ckpt.rs`), one metrics.jsonl every
 //! task's lines (each with its `task`), and each task's kept prompt is a PEFT adapter folder
-//! `<out>/<task>/`.
+//! `<out>/<task>/` in its method's layout (`save::save_kept`, the single-task run's).
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
 // expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
 #![cfg_attr(
