@@ -69,9 +69,10 @@ fn check_mixed(model: &Model, jobs: &[&(Task, Prompt, Encoded)], batch_size: usi
     worst
 }
 
-/// `step_mixed` over every job's rows (the prefix jobs one batch over their stack, the prompt
-/// jobs another) against `step` on each job's rows alone: loss, prompt or prefix gradient,
-/// tokens. Returns the worst error.
+/// `step_mixed` over every job's rows (on BERT one batch over the prompt table and the
+/// prefixes' stack; on T5 and the decoders the prefix jobs one batch over their stack, the
+/// prompt jobs another) against `step` on each job's rows alone: loss, prompt or prefix
+/// gradient, tokens. Returns the worst error.
 fn check_step_mixed(model: &Model, jobs: &[&(Task, Prompt, Encoded)]) -> f64 {
     let refs: Vec<(&Task, &Prompt)> = jobs.iter().map(|(t, p, _)| (t, p)).collect();
     let encs: Vec<&Encoded> = jobs.iter().map(|(_, _, e)| e).collect();

@@ -196,8 +196,10 @@ fn front_rows<B: Backend>(params: &Params<B>, bert: bool) -> usize {
 
 /// The jobs that share batches (`mixable`) together, every other job alone: prefix jobs
 /// join the mixed group on the CPU when their prefixes share one layout (`mixed_prefix.rs`;
-/// the CUDA kernels read one prefix per batch); in the step they form a group of their own
-/// (its backward fills the prefixes' stack, not the prompt table). The layout is the first
+/// the CUDA kernels read one prefix per batch); in the step too on BERT, whose backward fills
+/// the prompt table's gradient and the stack's at once (`Bert::encoder_bwd_split`), while T5's
+/// and the decoders' prefix jobs form a step group of their own (its backward fills the
+/// prefixes' stack, not the prompt table). The layout is the first
 /// mixable prefix job's: one that runs alone (greedy decoding) does not decide it.
 fn groups<B: Backend>(
     be: &B,
@@ -218,8 +220,11 @@ fn groups<B: Backend>(
             }
         };
         match mixes {
-            // the step's backward fills one table: prompts' or prefixes', not both
-            Some(_) if prefix_fits && step && params.prefix.is_some() => prefixed.push(j),
+            // the step's backward fills one table, prompts' or prefixes', except BERT's, which
+            // fills both (`Bert::encoder_bwd_split`)
+            Some(Mix::T5(_) | Mix::Causal(_)) if prefix_fits && step && params.prefix.is_some() => {
+                prefixed.push(j)
+            }
             Some(_) if prefix_fits => mixed.push(j),
             _ => alone.push(vec![j]),
         }
@@ -454,7 +459,11 @@ pub fn step_mixed<B: Backend>(
         let Some(g) = GroupRows::new(rows, &group) else {
             continue;
         };
-        let mix = mixable(model, jobs, &group, true).filter(|_| stacks(be, jobs, &group, true));
+        let mix = mixable(model, jobs, &group, true);
+        // BERT's step fills the prompt table's gradient and the prefix stack's at once: its
+        // group stacks prefixes as prediction does
+        let step = !matches!(mix, Some(Mix::Bert(_)));
+        let mix = mix.filter(|_| stacks(be, jobs, &group, step));
         let gr = Group {
             jobs,
             group: &group,
@@ -533,17 +542,31 @@ fn step_group<B: Backend>(
         }
     }
     drop(hidden);
-    // (K, P, C) prompts, or the (K·L, N·2·Hkv·D) stack of prefixes
-    let (rows, width) = stack.as_ref().map_or((p, c), |st| (st.l, st.width));
-    let mut dtable = be.zeros(DType::F32, k * rows * width)?;
-    m.encoder_bwd(be, &mut acct, &mut dtable, dhidden, acts, &inp)?;
-    finish_step(be, gr, &losses, &dtable, rows, width, out)
+    // (K, P, C) prompts when a job has prompt rows, and the (K·L, N·2·Hkv·D) stack of
+    // prefixes when a job has a prefix
+    let prompts = (0..k).any(|kj| gr.job(kj).is_ok_and(|(_, pa)| pa.prefix.is_none()));
+    let mut dtable = prompts
+        .then(|| be.zeros(DType::F32, k * p * c))
+        .transpose()?;
+    let shape = stack.as_ref().map(|st| (st.l, st.width));
+    let mut dstack = (shape.map(|(l, w)| be.zeros(DType::F32, k * l * w))).transpose()?;
+    m.encoder_bwd_split(
+        be,
+        &mut acct,
+        dtable.as_mut(),
+        dstack.as_mut(),
+        dhidden,
+        acts,
+        &inp,
+    )?;
+    let prompts = dtable.as_ref().map(|d| (d, p, c));
+    let prefixes = dstack.as_ref().zip(shape).map(|(d, (l, w))| (d, l, w));
+    finish_split(be, gr, &losses, prompts, prefixes, out)
 }
 
 /// Each job's loss, its rows' real tokens, and its slice of the table's gradient `dtable`
-/// (K, P, C), which is its prompt's (its grads were zero), less the padding rows of a
-/// shorter prompt (which no row reads): its first P_k rows, or for a prefix (the stack's
-/// gradient, P = L, C = its width) its last L_k.
+/// (K, P, C): the prompts' table, or for a group of prefix jobs their stack's (P = L, C its
+/// width). See `finish_split`.
 pub(super) fn finish_step<B: Backend>(
     be: &B,
     gr: &Group<'_, '_, B>,
@@ -553,9 +576,57 @@ pub(super) fn finish_step<B: Backend>(
     c: usize,
     out: &mut [JobStep<B>],
 ) -> Result<()> {
+    let prefixed = gr.job(0).is_ok_and(|(_, params)| params.prefix.is_some());
+    match prefixed {
+        true => finish_split(be, gr, losses, None, Some((dtable, p, c)), out),
+        false => finish_split(be, gr, losses, Some((dtable, p, c)), None, out),
+    }
+}
+
+/// Each job's loss, its rows' real tokens, and its gradient: a prompt job's slice of the
+/// prompt table's gradient `prompts` (K, P, C), less the padding rows of a shorter prompt
+/// (which no row reads): its first P_k rows; a prefix job's slice of the stack's gradient
+/// `prefixes` (K·L, width): its last L_k rows. Its grads were zero, so the slice is its own.
+pub(super) fn finish_split<B: Backend>(
+    be: &B,
+    gr: &Group<'_, '_, B>,
+    losses: &[f64],
+    prompts: Option<(&B::Buf, usize, usize)>,
+    prefixes: Option<(&B::Buf, usize, usize)>,
+    out: &mut [JobStep<B>],
+) -> Result<()> {
     let (g, (_, job_lens)) = (gr.rows, gr.lens());
-    let dtable = be.download(dtable)?;
-    for (k, grad) in dtable.chunks((p * c).max(1)).enumerate() {
+    let host = |t: Option<(&B::Buf, usize, usize)>| -> Result<_> {
+        t.map(|(buf, rows, width)| Ok((be.download(buf)?, rows, width)))
+            .transpose()
+    };
+    let (prompts, prefixes) = (host(prompts)?, host(prefixes)?);
+    for k in 0..gr.group.len() {
+        let params = gr.job(k)?.1;
+        let (table, rows) = match (params.prefix, &prompts, &prefixes) {
+            (Some(_), _, Some((d, l, w))) => (d, (l - params.p.min(*l)) * w..l * w),
+            (None, Some((d, p, c)), _) => {
+                let len = job_lens
+                    .as_ref()
+                    .and_then(|lens| lens.get(k))
+                    .map_or(*p, |&l| l);
+                (d, 0..len * c)
+            }
+            _ => {
+                return Err(Error::arg(
+                    "jobs",
+                    format!("job {k} of the group has no gradient"),
+                ))
+            }
+        };
+        let width = match params.prefix {
+            Some(_) => prefixes.as_ref().map_or(0, |(_, l, w)| l * w),
+            None => prompts.as_ref().map_or(0, |(_, p, c)| p * c),
+        };
+        let start = k * width;
+        let grad = table
+            .get(start + rows.start..start + rows.end)
+            .unwrap_or_default();
         let slot = job_slot(out, gr.group, k)?;
         slot.loss = losses.get(k).copied().unwrap_or(0.0);
         slot.tokens = (rows_of(&g.slot, k)
@@ -563,12 +634,6 @@ pub(super) fn finish_step<B: Backend>(
             .filter_map(|&r| g.enc.rows.get(r)))
         .map(|r| r.ids.len() + r.target.len())
         .sum();
-        let params = gr.job(k)?.1;
-        let rows = match params.prefix {
-            Some(_) => (p - params.p.min(p)) * c..p * c,
-            None => 0..job_lens.as_ref().and_then(|l| l.get(k)).map_or(p, |&l| l) * c,
-        };
-        let grad = grad.get(rows).unwrap_or_default();
         slot.grads.prompt = be.upload(DType::F32, grad)?;
     }
     Ok(())

@@ -395,6 +395,27 @@ impl<B: Backend> Bert<B> {
         acts: BertActs<B>,
         inp: &BertInputs<B>,
     ) -> Result<()> {
+        match inp.prefix {
+            Some(_) => self.encoder_bwd_split(be, acct, None, Some(dprompt), dhidden, acts, inp),
+            None => self.encoder_bwd_split(be, acct, Some(dprompt), None, dhidden, acts, inp),
+        }
+    }
+
+    /// `encoder_bwd` into both tables of a batch that reads both (a mixed step's prompt rows
+    /// and prefix rows): dprompt (K, P, C) += d loss / d prompt table (None: the gradient stops
+    /// at the first layer), dprefix (the prefix's shape) += d loss / d prefix (None: `inp`
+    /// reads none).
+    #[allow(clippy::too_many_arguments)]
+    pub fn encoder_bwd_split(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        dprompt: Option<&mut B::Buf>,
+        mut dprefix: Option<&mut B::Buf>,
+        dhidden: B::Buf,
+        acts: BertActs<B>,
+        inp: &BertInputs<B>,
+    ) -> Result<()> {
         let (n, c) = (inp.b * inp.t(), self.cfg.hidden_size);
         let mut dx = dhidden;
         for (l, saved) in acts.layers.into_iter().enumerate().rev() {
@@ -406,19 +427,19 @@ impl<B: Backend> Bert<B> {
                     a.ok_or_else(|| Error::Device("layer state missing".into()))?
                 }
             };
-            let dprefix = inp.prefix.is_some().then_some(&mut *dprompt);
-            dx = self.layer_bwd(be, dprefix, &dx, &layer_acts, l, inp)?;
+            let dpre = inp.prefix.as_ref().and(dprefix.as_deref_mut());
+            dx = self.layer_bwd(be, dpre, &dx, &layer_acts, l, inp)?;
             for name in LAYER_ACT_NAMES {
                 acct.release(&format!("layer.{l}.{name}"));
             }
         }
-        if inp.prefix.is_some() {
+        let Some(dprompt) = dprompt else {
             // the gradient stops at the prefix: nothing trainable below the first layer
             for name in ["emb.in", "emb.mean", "emb.rstd"] {
                 acct.release(name);
             }
             return Ok(());
-        }
+        };
         let mut demb = zeros(be, be.act_dtype(), n * c)?;
         be.layernorm_bwd(
             &mut demb,
