@@ -1,7 +1,7 @@
 //! The multi-task loop: each step takes the next batch of every task still training (each
 //! from its own plan), runs them as one mixed batch (`mixed::step_mixed`: one encoder pass per
-//! prompt length, each task's loss and gradients from its own rows; prefix tasks a group of
-//! their own), and steps each task's own optimizer. A P-tuning task (or a prefix projection)
+//! prompt length, each task's loss and gradients from its own rows; on T5 and the decoders
+//! prefix tasks a pass of their own), and steps each task's own optimizer. A P-tuning task (or a prefix projection)
 //! runs its host encoder before the step, its output the task's table, and its table gradient
 //! goes back through the encoder in the update (`update::encoder_fwd`, `update::update`), as
 //! `Trainer::step` does. Then each task is evaluated, keeps its best prompt and stops early as a
@@ -291,6 +291,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
             t.state.threads = self.run.threads;
             t.state.device = device.clone();
             t.state.kernels = kernels.clone();
+            let (prompt_params, head_params) = trainable(&t.params, t.encoder.as_ref());
             let ev = Event::Started {
                 total_steps: t.total_steps,
                 steps_per_epoch: t.steps_per_epoch,
@@ -298,8 +299,8 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
                 threads_changed,
                 device_changed,
                 kernels_changed,
-                prompt_params: trainable(&t.params, t.encoder.as_ref()).0,
-                head_params: trainable(&t.params, t.encoder.as_ref()).1,
+                prompt_params,
+                head_params,
             };
             on_event(&t.name, &ev);
         }
