@@ -16,7 +16,9 @@
 // slope_h * (j - i - (Tk - Tq)) instead (no table). Positions are aligned at the end: query i
 // sits at i + Tk - Tq. Key j is visible to query i iff key_mask[b, j] != 0 and
 // (!causal or j <= i + Tk - Tq). A query row that sees no key gets out = 0 and lse = -inf, and
-// contributes nothing to any gradient.
+// contributes nothing to any gradient. Prefix tuning: P keys and values in front of the real
+// ones, read in place from a (P, width) float table, or per batch row from a (K * P, width)
+// stack (prefix_slot, prefix_hidden; AttnPrefix below, ATTENTION.md "Prefix tuning").
 //
 // The builds with float32 activations (float32, -DSOFTPROMPT_F32, and mixed,
 // -DSOFTPROMPT_MIXED; see common.cuh) take the same entry points, signatures and launches
@@ -25,10 +27,10 @@
 // Entry points: attention_fwd, attention_bwd_dq, attention_bwd_dkdv for D <= 64, and the same
 // with a _d128 suffix for 64 < D <= 128 (identical signatures and launch configuration; only the
 // register arrays differ). Launches (ATTENTION.md): 128 threads; forward and bwd_dq take grid
-// (ceil(Tq / 64), H, B), bwd_dkdv takes (ceil(Tk / 64), H, B); dynamic shared memory from
-// attn_smem_bytes below. Backward runs bwd_dq (which also writes delta) and then bwd_dkdv, whose
-// grid is (ceil(Tk / 64), Hkv, B): each block walks the H / Hkv query heads of its key/value
-// head in turn. Both add into their outputs (each element by one thread, once) and use no
+// (ceil(Tq / 64), H, B); dynamic shared memory from attn_smem_bytes below. Backward runs
+// bwd_dq (which also writes delta) and then bwd_dkdv, whose grid is (ceil(Tk / 64) +
+// K * ceil(P / 64), Hkv, B): each block walks the H / Hkv query heads of its key/value head in
+// turn. Both add into their outputs (each element by one thread, once) and use no
 // atomics, so every result is deterministic.
 #include "common.cuh"
 
@@ -135,31 +137,50 @@ __device__ __forceinline__ int attn_key_flag(const int* __restrict__ key_mask, i
 // Prefix tuning's keys and values of one layer, read in place from the (P, width) float table
 // that every layer shares (src/backend/attention.rs `PrefixKv`): row r holds this layer's keys
 // at k_off and its values at v_off, Hkv * D head-major. They sit in front of the Tk real keys,
-// at positions 0..P-1 (the real keys at P..P+Tk-1), and every query sees all of them. P = 0
-// (table NULL): no prefix.
+// at positions 0..P-1 (the real keys at P..P+Tk-1), and every query sees all of them but the
+// first `hide`. P = 0 (table NULL): no prefix.
+// Batches mixing prefixes (`PrefixRows`) pass a (K * P, width) stack and, per batch row b,
+// slot[b] (the prefix it reads) and hidden[b] (its leading rows at -inf: a shorter prefix sits
+// left-padded in its P rows); attn_row_prefix narrows the stack to row b's P rows. NULL slot and
+// hidden: every row reads the one table and hides nothing.
 struct AttnPrefix {
   const float* table;
   int P, width, k_off, v_off;
+  int hide;  // leading prefix rows hidden from this block's batch row
 };
+
+// The prefix as batch row b reads it: its slot's P rows of the stack, its hidden count.
+__device__ __forceinline__ AttnPrefix attn_row_prefix(AttnPrefix pre, const int* __restrict__ slot,
+                                                      const int* __restrict__ hidden, int b) {
+  if (slot != nullptr) pre.table += static_cast<size_t>(slot[b]) * pre.P * pre.width;
+  pre.hide = hidden != nullptr ? hidden[b] : 0;
+  return pre;
+}
 
 // Tiles of 64 over n keys (0 when n <= 0).
 __device__ __forceinline__ int attn_tiles(int n) { return n > 0 ? (n + ATTN_BN - 1) / ATTN_BN : 0; }
 
 // Loads prefix rows [row0, row0 + 64) of key/value head kvh, its keys or (values) its values,
-// into a 64 x ldt bf16 tile, rounded from float; rows >= P and columns >= D become 0.
+// into a 64 x ldt bf16 tile, rounded from float; hidden rows (< hide), rows >= P and columns
+// >= D become 0, as padded keys do.
 __device__ void attn_load_prefix(bf16* tile, const AttnPrefix& pre, bool values, int kvh, int row0,
                                  int D, int Dp, int ldt) {
   const float* base = pre.table + (values ? pre.v_off : pre.k_off) + kvh * D;
   for (int e = threadIdx.x; e < ATTN_BN * Dp; e += ATTN_THREADS) {
     const int r = e / Dp, col = e % Dp, t = row0 + r;
     float val = 0.0f;
-    if (t < pre.P && col < D) val = base[static_cast<size_t>(t) * pre.width + col];
+    if (t >= pre.hide && t < pre.P && col < D) val = base[static_cast<size_t>(t) * pre.width + col];
     tile[r * ldt + col] = __float2bfloat16(val);
   }
 }
 
+// Whether prefix row j is a visible key: hide <= j < P.
+__device__ __forceinline__ int attn_prefix_flag(const AttnPrefix& pre, int j) {
+  return j >= pre.hide && j < pre.P;
+}
+
 // Loads key tile j0 of the prefix rows (is_pre) or of batch row b's real keys into Ks and Vs,
-// and its key flags into key_s (prefix rows < P always, real keys by key_mask); returns this
+// and its key flags into key_s (prefix rows hide..P-1, real keys by key_mask); returns this
 // thread's flag (0 past the tile's 64 keys). The caller's barrier follows.
 __device__ __forceinline__ int attn_load_keys(bf16* Ks, bf16* Vs, int* key_s, const bf16* __restrict__ k,
                                               const bf16* __restrict__ v, const AttnPrefix& pre,
@@ -174,7 +195,7 @@ __device__ __forceinline__ int attn_load_keys(bf16* Ks, bf16* Vs, int* key_s, co
   }
   int flag = 0;
   if (threadIdx.x < ATTN_BN)
-    key_s[threadIdx.x] = flag = is_pre ? static_cast<int>(j0 + static_cast<int>(threadIdx.x) < pre.P)
+    key_s[threadIdx.x] = flag = is_pre ? attn_prefix_flag(pre, j0 + static_cast<int>(threadIdx.x))
                                        : attn_key_flag(key_mask, b, j0 + threadIdx.x, Tk);
   return flag;
 }
@@ -182,7 +203,7 @@ __device__ __forceinline__ int attn_load_keys(bf16* Ks, bf16* Vs, int* key_s, co
 // Tile t of a query tile's walk over the keys: the prefix's tiles first (positions 0..P-1),
 // then the real keys' (P..P+Tk-1). Loads its K and V, fills the bias window for query tile i0
 // over the P + Tk keys (the causal mask on real keys only: prefix keys are always visible) and
-// the key flags (prefix rows always, real keys by key_mask). Returns whether any key of the
+// the key flags (visible prefix rows, real keys by key_mask). Returns whether any key of the
 // tile is visible; a block-wide barrier, so every thread calls it.
 __device__ bool attn_key_tile(bf16* Ks, bf16* Vs, float* bias_s, int* key_s, const bf16* __restrict__ k,
                               const bf16* __restrict__ v, const AttnPrefix& pre,
@@ -450,14 +471,16 @@ attention_fwd(bf16* __restrict__ out,               // (B, Tq, H, D)
               const bf16* __restrict__ q,           // (B, Tq, H, D)
               const bf16* __restrict__ k,           // (B, Tk, Hkv, D)
               const bf16* __restrict__ v,           // (B, Tk, Hkv, D)
-              const float* __restrict__ prefix,     // (P, width) or NULL
+              const float* __restrict__ prefix,     // (K * P, width) or NULL
+              const int* __restrict__ prefix_slot,  // (B) or NULL
+              const int* __restrict__ prefix_hidden, // (B) or NULL
               const int* __restrict__ key_mask,     // (B, Tk)
               const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
               const int* __restrict__ buckets,      // (Tq + P + Tk - 1) or NULL
               int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
               int Hkv, int D, int P, int width, int k_off, int v_off) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_fwd_body<4>(attn_smem, out, lse, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off}, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+  attn_fwd_body<4>(attn_smem, out, lse, q, k, v, attn_row_prefix(AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, blockIdx.z), key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
 }
 // 64 < D <= 128
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
@@ -466,14 +489,16 @@ attention_fwd_d128(bf16* __restrict__ out,               // (B, Tq, H, D)
                    const bf16* __restrict__ q,           // (B, Tq, H, D)
                    const bf16* __restrict__ k,           // (B, Tk, Hkv, D)
                    const bf16* __restrict__ v,           // (B, Tk, Hkv, D)
-                   const float* __restrict__ prefix,     // (P, width) or NULL
+                   const float* __restrict__ prefix,     // (K * P, width) or NULL
+                   const int* __restrict__ prefix_slot,  // (B) or NULL
+                   const int* __restrict__ prefix_hidden, // (B) or NULL
                    const int* __restrict__ key_mask,     // (B, Tk)
                    const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
                    const int* __restrict__ buckets,      // (Tq + P + Tk - 1) or NULL
                    int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
                    int Hkv, int D, int P, int width, int k_off, int v_off) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_fwd_body<8>(attn_smem, out, lse, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off}, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+  attn_fwd_body<8>(attn_smem, out, lse, q, k, v, attn_row_prefix(AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, blockIdx.z), key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
 }
 
 // dq, and delta = sum_j P_ij dP_ij per query row (saved for attention_bwd_dkdv).
@@ -565,7 +590,9 @@ attention_bwd_dq(bf16* __restrict__ dq,                // (B, Tq, H, D)
                  const bf16* __restrict__ q,           // (B, Tq, H, D)
                  const bf16* __restrict__ k,           // (B, Tk, Hkv, D)
                  const bf16* __restrict__ v,           // (B, Tk, Hkv, D)
-                 const float* __restrict__ prefix,     // (P, width) or NULL
+                 const float* __restrict__ prefix,     // (K * P, width) or NULL
+                 const int* __restrict__ prefix_slot,  // (B) or NULL
+                 const int* __restrict__ prefix_hidden, // (B) or NULL
                  const float* __restrict__ lse,        // (B, H, Tq)
                  const int* __restrict__ key_mask,     // (B, Tk)
                  const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
@@ -573,7 +600,7 @@ attention_bwd_dq(bf16* __restrict__ dq,                // (B, Tq, H, D)
                  int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
                  int Hkv, int D, int P, int width, int k_off, int v_off) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dq_body<4>(attn_smem, dq, delta, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off}, lse, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+  attn_bwd_dq_body<4>(attn_smem, dq, delta, dout, q, k, v, attn_row_prefix(AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, blockIdx.z), lse, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
 }
 // 64 < D <= 128
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
@@ -583,7 +610,9 @@ attention_bwd_dq_d128(bf16* __restrict__ dq,                // (B, Tq, H, D)
                       const bf16* __restrict__ q,           // (B, Tq, H, D)
                       const bf16* __restrict__ k,           // (B, Tk, Hkv, D)
                       const bf16* __restrict__ v,           // (B, Tk, Hkv, D)
-                      const float* __restrict__ prefix,     // (P, width) or NULL
+                      const float* __restrict__ prefix,     // (K * P, width) or NULL
+                      const int* __restrict__ prefix_slot,  // (B) or NULL
+                      const int* __restrict__ prefix_hidden, // (B) or NULL
                       const float* __restrict__ lse,        // (B, H, Tq)
                       const int* __restrict__ key_mask,     // (B, Tk)
                       const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
@@ -591,24 +620,38 @@ attention_bwd_dq_d128(bf16* __restrict__ dq,                // (B, Tq, H, D)
                       int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
                       int Hkv, int D, int P, int width, int k_off, int v_off) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dq_body<8>(attn_smem, dq, delta, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off}, lse, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+  attn_bwd_dq_body<8>(attn_smem, dq, delta, dout, q, k, v, attn_row_prefix(AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, blockIdx.z), lse, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+}
+
+// The first batch row from b on that reads prefix s (b itself without slot: every row reads
+// the one prefix); B when none is left. Scanning in the loop's increment rather than skipping
+// rows in its body keeps attention_bwd_dkdv at 168 registers (a skip in the body, or one of
+// the rows hiding the whole tile too, took it to 234, or spilled).
+__device__ __forceinline__ int attn_next_row(const int* __restrict__ slot, int s, int b, int B) {
+  while (b < B && slot != nullptr && slot[b] != s) ++b;
+  return b;
 }
 
 // dk = dS^T q and dv = P^T dout for one tile of 64 keys, summed over the H / Hkv query heads that
 // read them, recomputing P from lse and using the delta written by attention_bwd_dq.
-// grid (ceil(Tk / 64) + ceil(P / 64), Hkv, B), block 128, dynamic smem attn_smem_bytes(2, D).
+// grid (ceil(Tk / 64) + K * ceil(P / 64), Hkv, B), block 128, dynamic smem attn_smem_bytes(2, D).
 // Each warp owns 16 keys and keeps their dk and dv in registers while the block walks the
 // query tiles. The first ceil(Tk / 64) block columns take the real keys of batch row
-// blockIdx.z; the rest take the prefix rows, which every batch row reads: the blocks of batch
-// row 0 walk the query tiles of every batch row in batch order and add the sum to dprefix
-// (float, at the rows' key and value offsets); the other batch rows' prefix blocks, and all of
-// them without dprefix, return at once.
+// blockIdx.z; the rest take the prefix rows, ceil(P / 64) columns per prefix of the stack
+// (K sets; K = 1 without prefix_slot). A prefix's rows are read by the batch rows whose slot
+// is that prefix (every row without prefix_slot): its blocks of batch row 0 walk the query
+// tiles of those rows in batch order, each row's hidden prefix rows at P = 0, and add the sum
+// to dprefix (float, at the rows' key and value offsets of that prefix): one block per
+// element, no atomics. The other batch rows' prefix blocks, and all of them without dprefix,
+// return at once.
 template <int NFM>
 __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf16* __restrict__ dk,
                                                    bf16* __restrict__ dv, float* __restrict__ dprefix,
                                                    const bf16* __restrict__ dout,
                                                    const bf16* __restrict__ q, const bf16* __restrict__ k,
-                                                   const bf16* __restrict__ v, const AttnPrefix pre,
+                                                   const bf16* __restrict__ v, AttnPrefix pre,
+                                                   const int* __restrict__ slot,
+                                                   const int* __restrict__ hidden,
                                                    const float* __restrict__ lse,
                                                    const float* __restrict__ delta,
                                                    const int* __restrict__ key_mask,
@@ -623,7 +666,13 @@ __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf1
   const bool is_pre = static_cast<int>(blockIdx.x) >= real_tiles;
   if (is_pre && (blockIdx.z != 0 || dprefix == nullptr)) return;
   const int kvh = blockIdx.y, bz = blockIdx.z, G = H / Hkv;
-  const int j0 = (static_cast<int>(blockIdx.x) - (is_pre ? real_tiles : 0)) * ATTN_BN;
+  // a prefix block column: prefix s of the stack, its key tile j0
+  const int pcol = static_cast<int>(blockIdx.x) - real_tiles, ptiles = attn_tiles(pre.P);
+  const int s = is_pre ? pcol / ptiles : 0;
+  const int j0 = (is_pre ? pcol - s * ptiles : static_cast<int>(blockIdx.x)) * ATTN_BN;
+  // prefix s's P rows of the stack and of its gradient (s = 0: the one table)
+  pre.table += static_cast<size_t>(s) * pre.P * pre.width;
+  if (is_pre) dprefix += static_cast<size_t>(s) * pre.P * pre.width;
   const int jl = warp * 16 + r;  // this lane's key in the tile (with its partner lane)
 
   AttnSmem sm{attn_smem};
@@ -655,42 +704,47 @@ __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf1
   // Causal: queries before j0 - (Tk - Tq) see none of these real keys (all see the prefix).
   const int istart = (causal && any_key && !is_pre) ? max(0, j0 - (Tk - Tq)) / ATTN_BM * ATTN_BM : 0;
   const int iend = any_key ? Tq : 0;
-  // the batch rows (this block's, or every one for the prefix), and in each the query heads
+  // the batch rows (this block's, or those reading prefix s), and in each the query heads
   // that read this key/value head, one after the other
-  for (int b = is_pre ? 0 : bz; b < (is_pre ? B : bz + 1); ++b)
-  for (int h = kvh * G; h < (kvh + 1) * G; ++h)
-  for (int i0 = istart; i0 < iend; i0 += ATTN_BM) {
-    __syncthreads();
-    attn_load_tile(Qs, q, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
-    attn_load_tile(dOs, dout, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
-    attn_fill_bias(bias_s, bias_table, buckets, alibi, causal && !is_pre, i0, is_pre ? j0 : pre.P + j0, Tq,
-                   pre.P + Tk, H, h);
-    if (threadIdx.x < ATTN_BM) {
-      const int iq = i0 + threadIdx.x;
-      const size_t at = (static_cast<size_t>(b) * H + h) * Tq + iq;
-      lse_s[threadIdx.x] = iq < Tq ? lse[at] * ATTN_LOG2E : ATTN_NEG_INF;
-      delta_s[threadIdx.x] = iq < Tq ? delta[at] : 0.0f;
-    }
-    __syncthreads();
-    if (!warp_live) continue;
+  for (int b = is_pre ? attn_next_row(slot, s, 0, B) : bz; b < (is_pre ? B : bz + 1);
+       b = is_pre ? attn_next_row(slot, s, b + 1, B) : b + 1) {
+    // a prefix row hidden from batch row b is no key of it (always 0 for real keys)
+    const int hide = is_pre && hidden != nullptr ? hidden[b] : 0;
+    const bool live = key_live && j0 + jl >= hide;
+    for (int h = kvh * G; h < (kvh + 1) * G; ++h)
+    for (int i0 = istart; i0 < iend; i0 += ATTN_BM) {
+      __syncthreads();
+      attn_load_tile(Qs, q, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
+      attn_load_tile(dOs, dout, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
+      attn_fill_bias(bias_s, bias_table, buckets, alibi, causal && !is_pre, i0, is_pre ? j0 : pre.P + j0, Tq,
+                     pre.P + Tk, H, h);
+      if (threadIdx.x < ATTN_BM) {
+        const int iq = i0 + threadIdx.x;
+        const size_t at = (static_cast<size_t>(b) * H + h) * Tq + iq;
+        lse_s[threadIdx.x] = iq < Tq ? lse[at] * ATTN_LOG2E : ATTN_NEG_INF;
+        delta_s[threadIdx.x] = iq < Tq ? delta[at] : 0.0f;
+      }
+      __syncthreads();
+      if (!warp_live) continue;
 
-    attn_abt(Ss, Ks + warp * 16 * ldt, ldt, Qs, ldt, NF);    // S^T: 16 keys x 64 queries
-    attn_abt(dPs, Vs + warp * 16 * ldt, ldt, dOs, ldt, NF);  // dP^T
-    __syncwarp();
+      attn_abt(Ss, Ks + warp * 16 * ldt, ldt, Qs, ldt, NF);    // S^T: 16 keys x 64 queries
+      attn_abt(dPs, Vs + warp * 16 * ldt, ldt, dOs, ldt, NF);  // dP^T
+      __syncwarp();
 #pragma unroll 8
-    for (int jj = 0; jj < 32; ++jj) {
-      const int c = 2 * jj + half;
-      const float l2 = lse_s[c];
-      const bool vis = key_live && l2 != ATTN_NEG_INF;  // the causal mask is in the bias window
-      const float p =
-          vis ? exp2f(Ss[r * ATTN_SLD + c] * sl2 + bias_s[jl - c + ATTN_BM - 1] - l2) : 0.0f;
-      const float ds = p * (dPs[r * ATTN_SLD + c] - delta_s[c]) * scale;
-      Pb[r * ATTN_PLD + c] = __float2bfloat16(p);
-      dSb[r * ATTN_PLD + c] = __float2bfloat16(ds);
+      for (int jj = 0; jj < 32; ++jj) {
+        const int c = 2 * jj + half;
+        const float l2 = lse_s[c];
+        const bool vis = live && l2 != ATTN_NEG_INF;  // the causal mask is in the bias window
+        const float p =
+            vis ? exp2f(Ss[r * ATTN_SLD + c] * sl2 + bias_s[jl - c + ATTN_BM - 1] - l2) : 0.0f;
+        const float ds = p * (dPs[r * ATTN_SLD + c] - delta_s[c]) * scale;
+        Pb[r * ATTN_PLD + c] = __float2bfloat16(p);
+        dSb[r * ATTN_PLD + c] = __float2bfloat16(ds);
+      }
+      __syncwarp();
+      attn_ab_accumulate(dv_acc, Pb, dOs, ldt, NF);
+      attn_ab_accumulate(dk_acc, dSb, Qs, ldt, NF);
     }
-    __syncwarp();
-    attn_ab_accumulate(dv_acc, Pb, dOs, ldt, NF);
-    attn_ab_accumulate(dk_acc, dSb, Qs, ldt, NF);
   }
 
   if (!warp_live) return;
@@ -707,12 +761,14 @@ __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf1
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
 attention_bwd_dkdv(bf16* __restrict__ dk,                // (B, Tk, Hkv, D)
                    bf16* __restrict__ dv,                // (B, Tk, Hkv, D)
-                   float* __restrict__ dprefix,          // (P, width) or NULL
+                   float* __restrict__ dprefix,          // (K * P, width) or NULL
                    const bf16* __restrict__ dout,        // (B, Tq, H, D)
                    const bf16* __restrict__ q,           // (B, Tq, H, D)
                    const bf16* __restrict__ k,           // (B, Tk, Hkv, D)
                    const bf16* __restrict__ v,           // (B, Tk, Hkv, D)
-                   const float* __restrict__ prefix,     // (P, width) or NULL
+                   const float* __restrict__ prefix,     // (K * P, width) or NULL
+                   const int* __restrict__ prefix_slot,  // (B) or NULL
+                   const int* __restrict__ prefix_hidden, // (B) or NULL
                    const float* __restrict__ lse,        // (B, H, Tq)
                    const float* __restrict__ delta,      // (B, H, Tq)
                    const int* __restrict__ key_mask,     // (B, Tk)
@@ -721,18 +777,20 @@ attention_bwd_dkdv(bf16* __restrict__ dk,                // (B, Tk, Hkv, D)
                    int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
                    int Hkv, int D, int P, int width, int k_off, int v_off) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dkdv_body<4>(attn_smem, dk, dv, dprefix, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off}, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+  attn_bwd_dkdv_body<4>(attn_smem, dk, dv, dprefix, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
 }
 // 64 < D <= 128
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
 attention_bwd_dkdv_d128(bf16* __restrict__ dk,                // (B, Tk, Hkv, D)
                         bf16* __restrict__ dv,                // (B, Tk, Hkv, D)
-                        float* __restrict__ dprefix,          // (P, width) or NULL
+                        float* __restrict__ dprefix,          // (K * P, width) or NULL
                         const bf16* __restrict__ dout,        // (B, Tq, H, D)
                         const bf16* __restrict__ q,           // (B, Tq, H, D)
                         const bf16* __restrict__ k,           // (B, Tk, Hkv, D)
                         const bf16* __restrict__ v,           // (B, Tk, Hkv, D)
-                        const float* __restrict__ prefix,     // (P, width) or NULL
+                        const float* __restrict__ prefix,     // (K * P, width) or NULL
+                        const int* __restrict__ prefix_slot,  // (B) or NULL
+                        const int* __restrict__ prefix_hidden, // (B) or NULL
                         const float* __restrict__ lse,        // (B, H, Tq)
                         const float* __restrict__ delta,      // (B, H, Tq)
                         const int* __restrict__ key_mask,     // (B, Tk)
@@ -741,7 +799,7 @@ attention_bwd_dkdv_d128(bf16* __restrict__ dk,                // (B, Tk, Hkv, D)
                         int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
                         int Hkv, int D, int P, int width, int k_off, int v_off) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dkdv_body<8>(attn_smem, dk, dv, dprefix, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off}, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+  attn_bwd_dkdv_body<8>(attn_smem, dk, dv, dprefix, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
 }
 #endif  // SOFTPROMPT_ACT_F32
 

@@ -9,13 +9,16 @@
 //
 // Shapes: q, out, dq, dout: (B, Tq, H, D); k, v, dk, dv: (B, Tk, Hkv, D); lse, delta:
 // (B, H, Tq); key_mask: (B, Tk); bias_table: (num_buckets, H) or NULL; buckets:
-// (Tq + P + Tk - 1) or NULL; prefix, dprefix: (P, width) float or NULL (P = 0).
-// Keys are numbered over the P + Tk of them: key j < P is prefix row j (keys at k_off, values
-// at v_off, Hkv * D head-major), key j >= P the real key j - P. s_ij = scale * q_i . k_j +
+// (Tq + P + Tk - 1) or NULL; prefix, dprefix: (K * P, width) float or NULL (P = 0);
+// prefix_slot, prefix_hidden: (B) or NULL (K = 1: every batch row reads the one table).
+// Keys are numbered over the P + Tk of them: key j < P is row j of batch row b's prefix
+// (prefix_slot[b] of the stack; keys at k_off, values at v_off, Hkv * D head-major), hidden
+// from b when j < prefix_hidden[b]; key j >= P is the real key j - P. s_ij = scale * q_i . k_j +
 // bias[buckets[j - i + Tq - 1], h], or with alibi + slope_h * (j - i - (P + Tk - Tq)). Query
 // head h reads key/value head h / (H / Hkv); the bwd_dkdv grid is (ceil(Tk / 64) +
-// ceil(P / 64), Hkv, B), each thread summing over the group's query heads (and, for a prefix
-// row, over the batch: only the blocks of batch row 0 run those).
+// K * ceil(P / 64), Hkv, B), each thread summing over the group's query heads (and, for a
+// prefix row, over the batch rows that read its prefix: only the blocks of batch row 0 run
+// those).
 #pragma once
 #include "common.cuh"
 
@@ -25,6 +28,7 @@
 // h: the query head; forward and bwd_dq take it from the grid, bwd_dkdv sets it per group head.
 struct Attn32 {
   const float *q, *k, *v, *prefix;
+  const int *slot, *hidden;  // (B) or NULL
   const w_t* bias_table;
   const int *key_mask, *buckets;
   int alibi, causal;
@@ -36,17 +40,20 @@ struct Attn32 {
   // row j of the real keys (without the prefix)
   __device__ long long k_row(int j) const { return (((long long)b * Tk + j) * Hkv + kvh()) * D; }
   __device__ long long stat(int i) const { return ((long long)b * H + h) * Tq + i; }
+  // the first stack row of batch row b's prefix, and its hidden prefix rows
+  __device__ long long pre_row() const { return slot ? (long long)slot[b] * P : 0; }
+  __device__ int hide() const { return hidden ? hidden[b] : 0; }
   // key j of the P + Tk, and its value
   __device__ const float* key(int j) const {
-    return j < P ? prefix + (long long)j * width + k_off + kvh() * D : k + k_row(j - P);
+    return j < P ? prefix + (pre_row() + j) * width + k_off + kvh() * D : k + k_row(j - P);
   }
   __device__ const float* val(int j) const {
-    return j < P ? prefix + (long long)j * width + v_off + kvh() * D : v + k_row(j - P);
+    return j < P ? prefix + (pre_row() + j) * width + v_off + kvh() * D : v + k_row(j - P);
   }
-  // prefix keys are always visible; the causal mask compares real positions
+  // prefix keys are visible but the hidden ones; the causal mask compares real positions
   __device__ bool visible(int i, int j) const {
-    return j < P ||
-           (key_mask[(long long)b * Tk + j - P] != 0 && (!causal || j - P <= i + Tk - Tq));
+    return j < P ? j >= hide()
+                 : key_mask[(long long)b * Tk + j - P] != 0 && (!causal || j - P <= i + Tk - Tq);
   }
   __device__ float dot(const float* a, const float* c) const {
     float s = 0.0f;
@@ -62,8 +69,9 @@ struct Attn32 {
 };
 
 #define ATTN32_STRUCT                                                                         \
-  Attn32 a{q, k, v, prefix, bias_table, key_mask, buckets, alibi, causal, scale, B, Tq, Tk, H, \
-           Hkv, D, P, width, k_off, v_off, (int)blockIdx.z, (int)blockIdx.y};
+  Attn32 a{q, k, v, prefix, prefix_slot, prefix_hidden, bias_table, key_mask, buckets, alibi,    \
+           causal, scale, B, Tq, Tk, H, Hkv, D, P, width, k_off, v_off, (int)blockIdx.z,        \
+           (int)blockIdx.y};
 #define ATTN32_MAKE(rows)                                                                    \
   ATTN32_STRUCT                                                                              \
   const int r = blockIdx.x * ATTN32_ROWS + threadIdx.x;                                   \
@@ -72,7 +80,8 @@ struct Attn32 {
 // out_i = sum_j softmax_j(s_ij) v_j over visible keys; lse_i = log sum_j exp(s_ij), or
 // out_i = 0 and lse_i = -inf when no key is visible.
 __device__ void attn32_fwd(float* out, float* lse, const float* q, const float* k, const float* v,
-                           const float* prefix, const int* key_mask, const w_t* bias_table,
+                           const float* prefix, const int* prefix_slot, const int* prefix_hidden,
+                           const int* key_mask, const w_t* bias_table,
                            const int* buckets, int alibi, int causal, float scale, int B, int Tq,
                            int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off) {
   ATTN32_MAKE(Tq)
@@ -102,7 +111,8 @@ __device__ void attn32_fwd(float* out, float* lse, const float* q, const float* 
 // delta_i = sum_j P_ij dP_ij with dP_ij = dout_i . v_j; dq_i = sum_j P_ij (dP_ij - delta_i)
 // scale k_j, over the P + Tk keys. Adds into dq; overwrites delta.
 __device__ void attn32_bwd_dq(float* dq, float* delta, const float* dout, const float* q,
-                              const float* k, const float* v, const float* prefix, const float* lse,
+                              const float* k, const float* v, const float* prefix,
+                              const int* prefix_slot, const int* prefix_hidden, const float* lse,
                               const int* key_mask, const w_t* bias_table, const int* buckets,
                               int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
                               int Hkv, int D, int P, int width, int k_off, int v_off) {
@@ -150,11 +160,13 @@ __device__ void attn32_key_grad(Attn32& a, int j, float* dkj, float* dvj, const 
 // dv_j = sum_i P_ij dout_i; dk_j = sum_i P_ij (dP_ij - delta_i) scale q_i, over the queries
 // of every query head of the group that see key j. blockIdx.y is the key/value head. The
 // first ceil(Tk / 64) block columns take the real keys (adding into dk and dv); the rest take
-// the prefix rows, summed over the batch in batch order by the blocks of batch row 0 alone,
-// added into dprefix at the rows' key and value offsets (nothing when dprefix is NULL).
+// the prefix rows, ceil(P / 64) columns for each prefix s of the stack, summed in batch order
+// over the batch rows reading s (all of them without prefix_slot) by the blocks of batch row 0
+// alone, added into dprefix at the rows' key and value offsets (nothing when dprefix is NULL).
 __device__ void attn32_bwd_dkdv(float* dk, float* dv, float* dprefix, const float* dout,
                                 const float* q, const float* k, const float* v,
-                                const float* prefix, const float* lse, const float* delta,
+                                const float* prefix, const int* prefix_slot,
+                                const int* prefix_hidden, const float* lse, const float* delta,
                                 const int* key_mask, const w_t* bias_table, const int* buckets,
                                 int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
                                 int Hkv, int D, int P, int width, int k_off, int v_off) {
@@ -168,12 +180,14 @@ __device__ void attn32_bwd_dkdv(float* dk, float* dv, float* dprefix, const floa
     attn32_key_grad(a, P + j, dk + a.k_row(j), dv + a.k_row(j), dout, lse, delta);
     return;
   }
-  const int j = (blockIdx.x - real_tiles) * ATTN32_ROWS + threadIdx.x;
+  const int ptiles = (P + ATTN32_ROWS - 1) / ATTN32_ROWS, pcol = blockIdx.x - real_tiles;
+  const int s = pcol / ptiles, j = (pcol % ptiles) * ATTN32_ROWS + threadIdx.x;
   if (blockIdx.z != 0 || dprefix == nullptr || j >= P) return;
-  float* row = dprefix + (long long)j * width;
+  float* row = dprefix + ((long long)s * P + j) * width;
   float* dkj = row + k_off + blockIdx.y * D;
   float* dvj = row + v_off + blockIdx.y * D;
   for (int bb = 0; bb < B; ++bb) {
+    if (prefix_slot != nullptr && prefix_slot[bb] != s) continue;
     a.b = bb;
     attn32_key_grad(a, j, dkj, dvj, dout, lse, delta);
   }
@@ -182,34 +196,40 @@ __device__ void attn32_bwd_dkdv(float* dk, float* dv, float* dprefix, const floa
 // The six entry points of attention.cu; the _d128 ones are the same loops.
 #define ATTN32_FWD(name)                                                                         \
   extern "C" __global__ void name(float* out, float* lse, const float* q, const float* k,       \
-                                  const float* v, const float* prefix, const int* key_mask,     \
-                                  const w_t* bias_table, const int* buckets, int alibi,         \
+                                  const float* v, const float* prefix,                          \
+                                  const int* prefix_slot, const int* prefix_hidden,             \
+                                  const int* key_mask, const w_t* bias_table,                   \
+                                  const int* buckets, int alibi,                                \
                                   int causal, float scale, int B, int Tq, int Tk, int H,        \
                                   int Hkv, int D, int P, int width, int k_off, int v_off) {     \
-    attn32_fwd(out, lse, q, k, v, prefix, key_mask, bias_table, buckets, alibi, causal, scale,  \
-               B, Tq, Tk, H, Hkv, D, P, width, k_off, v_off);                                   \
+    attn32_fwd(out, lse, q, k, v, prefix, prefix_slot, prefix_hidden, key_mask, bias_table,    \
+               buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D, P, width, k_off, v_off);   \
   }
 #define ATTN32_BWD_DQ(name)                                                                      \
   extern "C" __global__ void name(float* dq, float* delta, const float* dout, const float* q,   \
                                   const float* k, const float* v, const float* prefix,          \
+                                  const int* prefix_slot, const int* prefix_hidden,             \
                                   const float* lse, const int* key_mask,                        \
                                   const w_t* bias_table, const int* buckets, int alibi,         \
                                   int causal, float scale, int B, int Tq, int Tk, int H,        \
                                   int Hkv, int D, int P, int width, int k_off, int v_off) {     \
-    attn32_bwd_dq(dq, delta, dout, q, k, v, prefix, lse, key_mask, bias_table, buckets, alibi,  \
-                  causal, scale, B, Tq, Tk, H, Hkv, D, P, width, k_off, v_off);                 \
+    attn32_bwd_dq(dq, delta, dout, q, k, v, prefix, prefix_slot, prefix_hidden, lse, key_mask, \
+                  bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D, P, width,    \
+                  k_off, v_off);                                                                \
   }
 #define ATTN32_BWD_DKDV(name)                                                                    \
   extern "C" __global__ void name(float* dk, float* dv, float* dprefix, const float* dout,       \
                                   const float* q, const float* k, const float* v,               \
-                                  const float* prefix, const float* lse, const float* delta,    \
-                                  const int* key_mask, const w_t* bias_table,                   \
+                                  const float* prefix, const int* prefix_slot,                  \
+                                  const int* prefix_hidden, const float* lse,                   \
+                                  const float* delta, const int* key_mask,                      \
+                                  const w_t* bias_table,                                        \
                                   const int* buckets, int alibi, int causal, float scale,       \
                                   int B, int Tq, int Tk, int H, int Hkv, int D, int P,          \
                                   int width, int k_off, int v_off) {                            \
-    attn32_bwd_dkdv(dk, dv, dprefix, dout, q, k, v, prefix, lse, delta, key_mask, bias_table,   \
-                    buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D, P, width, k_off,       \
-                    v_off);                                                                     \
+    attn32_bwd_dkdv(dk, dv, dprefix, dout, q, k, v, prefix, prefix_slot, prefix_hidden, lse,  \
+                    delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H,   \
+                    Hkv, D, P, width, k_off, v_off);                                            \
   }
 
 ATTN32_FWD(attention_fwd)

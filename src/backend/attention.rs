@@ -70,8 +70,8 @@ pub struct PrefixKv<'a, Buf> {
 /// `hidden[b]` rows (a prefix of P − hidden[b] rows sits left-padded at the end of its P, so
 /// its keys keep their distance to the real ones: relative biases and ALiBi read them as
 /// that prefix's own batch does; a row without a prefix hides all P). The backward adds
-/// each row's gradient into its own prefix's rows (the hidden ones get 0). For now the CPU
-/// reference alone reads them; the CUDA launchers refuse them.
+/// each row's gradient into its own prefix's rows (the hidden ones get 0). The CPU reference
+/// and the CUDA kernels (`prefix_slot`, `prefix_hidden`; kernels/ATTENTION.md) both read them.
 #[derive(Clone, Copy, Debug)]
 pub struct PrefixRows<'a> {
     /// (B) the prefix each batch row reads

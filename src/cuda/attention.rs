@@ -8,14 +8,17 @@
 //!
 //! Prefix tuning: the kernels read a layer's P prefix keys and values in place from the F32
 //! prefix table (`PrefixKv`: a pointer, P, the row width and the two offsets), walking the
-//! prefix's key tiles before the real ones; `attention_bwd_dkdv` takes ceil(P / 64) more block
-//! columns, whose batch-row-0 blocks sum the prefix gradient over the batch and add it to
-//! dprefix. Without a prefix the pointers are 0 and P = 0.
+//! prefix's key tiles before the real ones; `attention_bwd_dkdv` takes K·ceil(P / 64) more
+//! block columns (K prefixes in the table), whose batch-row-0 blocks sum each prefix's gradient
+//! over the batch rows that read it and add it to dprefix. Batches mixing prefixes
+//! (`PrefixRows`) upload each row's slot and hidden count, (2, B) i32 in one copy, and pass
+//! the two rows as `prefix_slot` and `prefix_hidden`; a single prefix passes 0 for both (and
+//! K = 1), so its kernels run as before. Without a prefix the pointers are 0 and P = 0.
 
 use super::kernels::{k, KernelId};
 use super::launch::{int, Args, Cfg};
 use super::{arg, ints, CudaBackend, CudaBuf};
-use crate::backend::{check_ids, AttentionOps, AttnBias, AttnDims, DType, PrefixKv};
+use crate::backend::{check_ids, AttentionOps, AttnBias, AttnDims, DType, PrefixKv, Storage};
 use crate::error::{Error, Result};
 
 const THREADS: u32 = 128;
@@ -94,36 +97,66 @@ fn bias_args(
 }
 
 /// A prefix as the kernels take it: the table's device pointer (0 without one), P, the row
-/// width and the key and value offsets, checked against the key/value width.
-#[derive(Clone, Copy, Default)]
+/// width and the key and value offsets, checked against the key/value width; with batch rows
+/// mixing prefixes, K and the uploaded (2, B) slots and hidden counts (kept alive until the
+/// launches are queued, as `delta` is).
+#[derive(Default)]
 struct PrefixArgs {
     table: u64,
     p: usize,
     width: usize,
     k_off: usize,
     v_off: usize,
+    /// K, the prefixes stacked in the table (1 without `rows`)
+    k: usize,
+    /// (2, B) i32: each batch row's slot, then its hidden count; None: one prefix for all
+    rows: Option<CudaBuf>,
 }
 
-fn prefix_args(prefix: Option<&PrefixKv<'_, CudaBuf>>, dims: &AttnDims) -> Result<PrefixArgs> {
+impl PrefixArgs {
+    /// Device pointers of `prefix_slot` and `prefix_hidden` (0, 0 for one prefix).
+    fn rows_ptrs(&self) -> (u64, u64) {
+        self.rows.as_ref().map_or((0, 0), |r| {
+            (r.ptr(), r.ptr() + (r.len() / 2 * DType::I32.size()) as u64)
+        })
+    }
+}
+
+fn prefix_args(
+    be: &CudaBackend,
+    prefix: Option<&PrefixKv<'_, CudaBuf>>,
+    dims: &AttnDims,
+) -> Result<PrefixArgs> {
     let Some(pr) = prefix else {
         return Ok(PrefixArgs::default());
     };
     pr.check(dims.hkv * dims.d)?;
-    if pr.rows.is_some() {
-        // the kernels read one prefix for every batch row (kernels/ATTENTION.md)
-        return Err(Error::Unsupported(
-            "a batch mixing prefix-tuning prompts on CUDA (the attention kernels read one \
-             prefix per batch): predict each prefix prompt alone, or mix on the CPU"
-                .into(),
-        ));
-    }
+    pr.check_rows(dims.b)?;
+    let rows = match pr.rows {
+        None => None,
+        Some(r) => {
+            let host = (r.slot.iter().chain(r.hidden))
+                .map(|&x| int("attention prefix rows (slot, hidden)", x))
+                .collect::<Result<Vec<i32>>>()?;
+            Some(be.upload_i32(&host)?)
+        }
+    };
     Ok(PrefixArgs {
         table: arg(pr.table, "attention prefix", DType::F32, pr.table_len())?,
         p: pr.p,
         width: pr.width,
         k_off: pr.k_off,
         v_off: pr.v_off,
+        k: pr.rows.map_or(1, |r| r.prefixes),
+        rows,
     })
+}
+
+/// The prefix's inputs of every attention kernel: the table, then `prefix_slot` and
+/// `prefix_hidden`.
+fn prefix_ptrs(args: Args, pre: &PrefixArgs) -> Args {
+    let (slot, hidden) = pre.rows_ptrs();
+    args.ptr(pre.table).ptr(slot).ptr(hidden)
 }
 
 /// The trailing scalars every attention kernel takes: the bias flags and scale, the sizes,
@@ -174,12 +207,14 @@ fn decode_smem_bytes(g: usize, d: usize) -> usize {
 
 impl AttentionOps for CudaBackend {
     // extern "C" __global__ void attention_fwd(act_t* out, float* lse, const act_t* q,
-    //     const act_t* k, const act_t* v, const float* prefix, const int* key_mask,
-    //     const w_t* bias_table, const int* buckets, int alibi, int causal, float scale, int B,
-    //     int Tq, int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off);
+    //     const act_t* k, const act_t* v, const float* prefix, const int* prefix_slot,
+    //     const int* prefix_hidden, const int* key_mask, const w_t* bias_table,
+    //     const int* buckets, int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
+    //     int Hkv, int D, int P, int width, int k_off, int v_off);
     // (attention_fwd_d128: the same, for 64 < D <= 128)
     /// out (B, Tq, H, D) bf16 and lse (B, H, Tq) f32 from q (B, Tq, H, D), k, v (B, Tk, Hkv, D),
-    /// the prefix (P, width) F32, key_mask (B, Tk). grid (ceil(Tq/64), H, B), 128 threads.
+    /// the prefix (P, width) F32 (or a (K·P, width) stack and each row's slot and hidden
+    /// rows), key_mask (B, Tk). grid (ceil(Tq/64), H, B), 128 threads.
     #[allow(clippy::too_many_arguments)]
     fn attention_fwd(
         &self,
@@ -207,15 +242,15 @@ impl AttentionOps for CudaBackend {
         check_dims(&dims)?;
         let [fwd, _, _] = entry_points(d)?;
         let store = be.store();
-        let pre = prefix_args(prefix.as_ref(), &dims)?;
+        let pre = prefix_args(be, prefix.as_ref(), &dims)?;
         let (table, buckets, alibi) = bias_args(bias, be.weights(), &dims, pre.p)?;
         let args = Args::new()
             .ptr(arg(out, "attention out", store, b * tq * h * d)?)
             .ptr(arg(lse, "attention lse", DType::F32, b * h * tq)?)
             .ptr(arg(q, "attention q", store, b * tq * h * d)?)
             .ptr(arg(kk, "attention k", store, b * tk * hkv * d)?)
-            .ptr(arg(v, "attention v", store, b * tk * hkv * d)?)
-            .ptr(pre.table)
+            .ptr(arg(v, "attention v", store, b * tk * hkv * d)?);
+        let args = prefix_ptrs(args, &pre)
             .ptr(ints(key_mask, "attention key mask", b * tk)?.1)
             .ptr(table)
             .ptr(buckets);
@@ -225,20 +260,23 @@ impl AttentionOps for CudaBackend {
     }
 
     // extern "C" __global__ void attention_bwd_dq(act_t* dq, float* delta, const act_t* dout,
-    //     const act_t* q, const act_t* k, const act_t* v, const float* prefix, const float* lse,
+    //     const act_t* q, const act_t* k, const act_t* v, const float* prefix,
+    //     const int* prefix_slot, const int* prefix_hidden, const float* lse,
     //     const int* key_mask, const w_t* bias_table, const int* buckets, int alibi, int causal,
     //     float scale, int B, int Tq, int Tk, int H, int Hkv, int D, int P, int width,
     //     int k_off, int v_off);
     // extern "C" __global__ void attention_bwd_dkdv(act_t* dk, act_t* dv, float* dprefix,
     //     const act_t* dout, const act_t* q, const act_t* k, const act_t* v,
-    //     const float* prefix, const float* lse, const float* delta, const int* key_mask,
-    //     const w_t* bias_table, const int* buckets, int alibi, int causal, float scale, int B,
-    //     int Tq, int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off);
+    //     const float* prefix, const int* prefix_slot, const int* prefix_hidden,
+    //     const float* lse, const float* delta, const int* key_mask, const w_t* bias_table,
+    //     const int* buckets, int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
+    //     int Hkv, int D, int P, int width, int k_off, int v_off);
     // (the _d128 entry points: the same, for 64 < D <= 128)
     /// dq (B, Tq, H, D), dk, dv (B, Tk, Hkv, D) += their gradients from dout, q, k, v and the
-    /// saved lse; dprefix (P, width) F32 += the prefix's, summed over the batch.
+    /// saved lse; dprefix (K·P, width) F32 += each prefix's, summed over the batch rows that
+    /// read it (their hidden rows get nothing).
     /// `delta` (B, H, Tq) f32 is scratch written by the first launch and read by the second.
-    /// bwd_dkdv's grid is (ceil(Tk/64) + ceil(P/64), Hkv, B).
+    /// bwd_dkdv's grid is (ceil(Tk/64) + K·ceil(P/64), Hkv, B).
     #[allow(clippy::too_many_arguments)]
     fn attention_bwd(
         &self,
@@ -270,7 +308,7 @@ impl AttentionOps for CudaBackend {
         check_dims(&dims)?;
         let [_, bwd_dq, bwd_dkdv] = entry_points(d)?;
         let store = be.store();
-        let pre = prefix_args(prefix.as_ref(), &dims)?;
+        let pre = prefix_args(be, prefix.as_ref(), &dims)?;
         let dprefix = match (dprefix, &prefix) {
             (Some(g), Some(pr)) => arg(g, "attention dprefix", DType::F32, pr.table_len())?,
             (None, _) => 0,
@@ -299,8 +337,8 @@ impl AttentionOps for CudaBackend {
             .ptr(dout_p)
             .ptr(q_p)
             .ptr(k_p)
-            .ptr(v_p)
-            .ptr(pre.table)
+            .ptr(v_p);
+        let args = prefix_ptrs(args, &pre)
             .ptr(lse_p)
             .ptr(mask_p)
             .ptr(table)
@@ -317,15 +355,15 @@ impl AttentionOps for CudaBackend {
             .ptr(dout_p)
             .ptr(q_p)
             .ptr(k_p)
-            .ptr(v_p)
-            .ptr(pre.table)
+            .ptr(v_p);
+        let args = prefix_ptrs(args, &pre)
             .ptr(lse_p)
             .ptr(delta.ptr())
             .ptr(mask_p)
             .ptr(table)
             .ptr(buckets);
-        // the real keys' tiles, then the prefix's
-        let tiles = tk.div_ceil(TILE) + pre.p.div_ceil(TILE);
+        // the real keys' tiles, then each prefix's
+        let tiles = tk.div_ceil(TILE) + pre.k * pre.p.div_ceil(TILE);
         be.dev.launch(
             bwd_dkdv,
             cfg(tiles, hkv, &dims, 2)?,

@@ -192,6 +192,7 @@ Errors run_case(const Case& c, unsigned seed, Outputs* keep = nullptr) {
   const int* buckets_p = bias ? buckets.data() : nullptr;
   const int causal = c.causal, no_alibi = 0;  // (ALiBi, Hkv < H, prefixes: tests/cuda_kernels.rs)
   const float* no_prefix = nullptr;
+  const int* no_rows = nullptr;  // prefix_slot, prefix_hidden: one prefix (here none)
   float* no_dprefix = nullptr;
   const bool wide = D > 64;  // the _d128 entry points take 64 < D <= 128
   const LaunchFn fwd = wide ? emu_launch_attention_fwd_d128 : emu_launch_attention_fwd;
@@ -200,19 +201,20 @@ Errors run_case(const Case& c, unsigned seed, Outputs* keep = nullptr) {
   const dim3 block(kThreads), grid_q((Tq + kTile - 1) / kTile, H, B), grid_k((Tk + kTile - 1) / kTile, H, B);
   int rc = launch(fwd, grid_q, block, smem_bytes(0, D), out.data(), lse.data(),
                   static_cast<const bf16*>(q.data()), static_cast<const bf16*>(k.data()),
-                  static_cast<const bf16*>(v.data()), no_prefix, static_cast<const int*>(c.mask.data()), table_p,
+                  static_cast<const bf16*>(v.data()), no_prefix, no_rows, no_rows,
+                  static_cast<const int*>(c.mask.data()), table_p,
                   buckets_p, no_alibi, causal, scale, B, Tq, Tk, H, H, D, 0, 0, 0, 0);
   CHECK_MSG(rc == EMU_OK, "%s: attention_fwd: %s", c.name.c_str(), emu_last_error());
   rc = launch(bwd_dq, grid_q, block, smem_bytes(1, D), dq.data(), delta.data(),
               static_cast<const bf16*>(dout.data()), static_cast<const bf16*>(q.data()),
               static_cast<const bf16*>(k.data()), static_cast<const bf16*>(v.data()), no_prefix,
-              static_cast<const float*>(lse.data()), static_cast<const int*>(c.mask.data()), table_p, buckets_p,
-              no_alibi, causal, scale, B, Tq, Tk, H, H, D, 0, 0, 0, 0);
+              no_rows, no_rows, static_cast<const float*>(lse.data()), static_cast<const int*>(c.mask.data()),
+              table_p, buckets_p, no_alibi, causal, scale, B, Tq, Tk, H, H, D, 0, 0, 0, 0);
   CHECK_MSG(rc == EMU_OK, "%s: attention_bwd_dq: %s", c.name.c_str(), emu_last_error());
   rc = launch(bwd_dkdv, grid_k, block, smem_bytes(2, D), dk.data(), dv.data(), no_dprefix,
               static_cast<const bf16*>(dout.data()), static_cast<const bf16*>(q.data()),
               static_cast<const bf16*>(k.data()), static_cast<const bf16*>(v.data()), no_prefix,
-              static_cast<const float*>(lse.data()), static_cast<const float*>(delta.data()),
+              no_rows, no_rows, static_cast<const float*>(lse.data()), static_cast<const float*>(delta.data()),
               static_cast<const int*>(c.mask.data()), table_p, buckets_p, no_alibi, causal, scale, B, Tq, Tk, H, H,
               D, 0, 0, 0, 0);
   CHECK_MSG(rc == EMU_OK, "%s: attention_bwd_dkdv: %s", c.name.c_str(), emu_last_error());
