@@ -2,8 +2,9 @@
 //! jobs (prefixes of different lengths) beside prompt-tuning jobs gives each row the scores
 //! `Model::predict` gives its job's rows alone, within 1e-5 relative, on every family that
 //! prefix tuning runs on (BERT `pet`, T5 `seq2seq` under both placements, BLOOM's ALiBi and
-//! Llama's RoPE `causal`), at batch sizes 1, 3 and 64. The attention op's per-row prefixes
-//! (`PrefixRows`) equal each row's own prefix, and hiding nothing instead changes them.
+//! Llama's RoPE `causal`), at batch sizes 1, 3 and 64, on the CPU and through the kernels
+//! (`emu`). The attention op's per-row prefixes (`PrefixRows`) equal each row's own prefix,
+//! and hiding nothing instead changes them.
 
 use softprompt::internals::rng::Rng;
 use softprompt::prelude::*;
@@ -236,11 +237,14 @@ fn cli_predict_mixes_a_saved_prefix_prompt() {
     }
 }
 
-/// Through the kernels (the `emu` device, float32 build), which read one prefix per batch:
-/// prefix jobs run alone beside the mixed prompt-tuning ones, with the same scores.
+/// Through the kernels (the `emu` device, float32 build), which read each batch row's own
+/// prefix of a stack (`prefix_slot`, `prefix_hidden`; kernels/ATTENTION.md): prefix jobs of
+/// different lengths mix with each other and with prompt-tuning jobs at batch sizes 1, 3 and
+/// 64 with the scores of each job alone, and the step over their stack gives each job its own
+/// loss and prefix gradient (`family_on`).
 #[cfg(feature = "emu")]
 #[test]
-fn prefix_jobs_run_alone_on_the_emu_device() {
+fn prefix_jobs_mix_on_the_emu_device() {
     let device = Device::parse("emu", "f32").unwrap();
     family_on(device, "llama", 2 * 2 * 2 * 12, "peft");
     family_on(device, "bert_mlm", 2 * 2 * 48, "papers");

@@ -22,8 +22,8 @@ impl Model {
     /// every job share batches, each row reading its own prompt (of its own length) from a
     /// table on the device and scored by its own job (BERT `pet`, `cls`; T5 `seq2seq` and
     /// decoder-only `causal` by rank classification over its own label targets); prefix-tuning
-    /// prompts mix too on the CPU, each row reading its own prefix in every attention layer
-    /// (one job at a time on CUDA); jobs that decode greedily are predicted one job at a time. The scores equal those of
+    /// prompts mix too, each row reading its own prefix in every attention layer;
+    /// jobs that decode greedily are predicted one job at a time. The scores equal those of
     /// [`Model::predict`] on each job's rows alone within 1e-5 relative (the make-up of a
     /// batch changes the last bits). A row naming no job is an error naming the row.
     pub fn predict_mixed(
@@ -47,9 +47,8 @@ impl Model {
     /// (one pass of the model, each row reading its own prompt of its own length; BERT `pet`
     /// and `cls`, T5 `seq2seq` and decoder-only `causal` alike), each job's loss the mean over
     /// its own rows (its own target tokens on T5 and the decoders). Prefix-tuning jobs run as
-    /// one batch of their own on the CPU (their prefixes stacked; one at a time on CUDA), their
-    /// gradient the prefix table's. Each job's output
-    /// equals [`Model::step`] on its rows alone within 1e-5 relative. A job's loss is not
+    /// one batch of their own (their prefixes stacked), their gradient the prefix table's.
+    /// Each job's output equals [`Model::step`] on its rows alone within 1e-5 relative. A job's loss is not
     /// weighted by its share of the batch: the batch's mean loss would scale job j's
     /// gradients by its rows over the batch's rows, and change nothing else. A job with no
     /// row in the batch gets loss 0, zero gradients and 0 tokens; an empty batch or a row

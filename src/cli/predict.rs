@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 pub struct Args {
     /// prompt folder (from `softprompt train`, or PEFT's with the task flags); or, given once
     /// or more as name=dir, the prompts the rows name in their --prompt-field, batched together
-    /// (prefix-tuning folders too: mixed on the CPU, one prompt at a time on CUDA)
+    /// (prefix-tuning folders too)
     #[arg(long, required = true)]
     pub(super) prompt: Vec<String>,
     /// with name=dir prompts: the field (JSON key or column name) naming each row's prompt

@@ -29,7 +29,7 @@ use super::model::Model;
 use super::spec::{Decode, TaskKind};
 use super::step::{check_labels, cls_head, Grads, Params};
 use super::task::{job, Job, Task};
-use crate::backend::{Backend, DType, DeviceKind};
+use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::bert::{self, Bert};
@@ -236,13 +236,14 @@ fn groups<B: Backend>(
         .collect()
 }
 
-/// Whether the prefixes of `group`'s jobs (if any) can be read from a stack: on the CPU (the
-/// CUDA kernels read one prefix per batch), and in the step only when every job of the group
-/// has one (its backward fills the stack's gradient, not a prompt table's).
-fn stacks<B: Backend>(be: &B, jobs: &[MixJob<'_, B>], group: &[usize], step: bool) -> bool {
+/// Whether the prefixes of `group`'s jobs (if any) can be read from a stack: on every device
+/// (the CPU reference and the CUDA kernels alike read each batch row's own prefix,
+/// kernels/ATTENTION.md), and in the step only when every job of the group has one (its
+/// backward fills the stack's gradient, not a prompt table's).
+fn stacks<B: Backend>(_be: &B, jobs: &[MixJob<'_, B>], group: &[usize], step: bool) -> bool {
     let has = |j: &usize| jobs.get(*j).is_some_and(|(_, p)| p.prefix.is_some());
     let (any, all) = (group.iter().any(has), group.iter().all(has));
-    !any || (be.device() == DeviceKind::Cpu && (!step || all))
+    !any || !step || all
 }
 
 /// The prompt lengths of a group: the longest (the table's P), and each job's (in group

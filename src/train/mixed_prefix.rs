@@ -10,8 +10,8 @@
 //! prompt jobs in one batch: its backward fills the prompt table's gradient (K, P, C) and the
 //! stack's (K·L, width) at once (`Bert::encoder_bwd_split`), each prefix job's last L_k rows
 //! of the stack its prefix's (`mixed::finish_split`); T5's and the decoders' step runs a group
-//! of prefix jobs alone (no prompt job in it), its backward filling the stack's gradient. The CPU reference alone reads a
-//! stack: on other devices prefix jobs run alone (`mixed::groups`).
+//! of prefix jobs alone (no prompt job in it), its backward filling the stack's gradient. The
+//! CPU reference and the CUDA kernels (kernels/ATTENTION.md) both read a stack.
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
 // expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
 #![cfg_attr(
