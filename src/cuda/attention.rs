@@ -11,15 +11,16 @@
 //! prefix's key tiles before the real ones; `attention_bwd_dkdv` takes K·ceil(P / 64) more
 //! block columns (K prefixes in the table), whose batch-row-0 blocks sum each prefix's gradient
 //! over the batch rows that read it and add it to dprefix. Batches mixing prefixes
-//! (`PrefixRows`) upload each row's slot and hidden count, (2, B) i32 in one copy, and pass
-//! the two rows as `prefix_slot` and `prefix_hidden`; a single prefix passes 0 for both (and
-//! K = 1), so its kernels run as before. Without a prefix the pointers are 0 and P = 0.
+//! (`PrefixRows`) upload each row's slot and hidden count, (2, B) i32 in one copy (once per
+//! batch: `RowsCache`), and pass the two rows as `prefix_slot` and `prefix_hidden`; a single
+//! prefix passes 0 for both (and K = 1), so its kernels run as before. Without a prefix the pointers are 0 and P = 0.
 
 use super::kernels::{k, KernelId};
 use super::launch::{int, Args, Cfg};
 use super::{arg, ints, CudaBackend, CudaBuf};
 use crate::backend::{check_ids, AttentionOps, AttnBias, AttnDims, DType, PrefixKv, Storage};
 use crate::error::{Error, Result};
+use std::sync::{Arc, Mutex};
 
 const THREADS: u32 = 128;
 const TILE: usize = 64;
@@ -98,8 +99,8 @@ fn bias_args(
 
 /// A prefix as the kernels take it: the table's device pointer (0 without one), P, the row
 /// width and the key and value offsets, checked against the key/value width; with batch rows
-/// mixing prefixes, K and the uploaded (2, B) slots and hidden counts (kept alive until the
-/// launches are queued, as `delta` is).
+/// mixing prefixes, K and the uploaded slots and hidden counts (held until the launches are
+/// queued, as `delta` is).
 #[derive(Default)]
 struct PrefixArgs {
     table: u64,
@@ -110,7 +111,7 @@ struct PrefixArgs {
     /// K, the prefixes stacked in the table (1 without `rows`)
     k: usize,
     /// (2, B) i32: each batch row's slot, then its hidden count; None: one prefix for all
-    rows: Option<CudaBuf>,
+    rows: Option<Arc<CudaBuf>>,
 }
 
 impl PrefixArgs {
@@ -119,6 +120,32 @@ impl PrefixArgs {
         self.rows.as_ref().map_or((0, 0), |r| {
             (r.ptr(), r.ptr() + (r.len() / 2 * DType::I32.size()) as u64)
         })
+    }
+}
+
+/// The last (2, B) prefix rows uploaded (each batch row's slot, then its hidden count). A
+/// mixed batch runs attention in every layer, forward and backward, with the same rows, and
+/// a synchronous upload from pageable memory first waits for the work queued on the stream:
+/// once per call it would stall the device at every layer. So the rows go up again only when
+/// they change (a new batch). A launcher holds its own reference until its launches are
+/// queued, so another thread replacing the rows frees nothing still to be read.
+#[derive(Default)]
+pub(super) struct RowsCache(Mutex<Option<Arc<CudaBuf>>>);
+
+impl RowsCache {
+    /// `host` on the device, uploaded unless the last upload holds the same values.
+    fn get(&self, be: &CudaBackend, host: &[i32]) -> Result<Arc<CudaBuf>> {
+        let mut last = (self.0.lock()).map_err(|_| {
+            Error::Device("attention prefix rows: a thread panicked holding them".into())
+        })?;
+        match last.as_ref() {
+            Some(buf) if buf.host_i32.as_deref() == Some(host) => Ok(Arc::clone(buf)),
+            _ => {
+                let buf = Arc::new(be.upload_i32(host)?);
+                *last = Some(Arc::clone(&buf));
+                Ok(buf)
+            }
+        }
     }
 }
 
@@ -138,7 +165,7 @@ fn prefix_args(
             let host = (r.slot.iter().chain(r.hidden))
                 .map(|&x| int("attention prefix rows (slot, hidden)", x))
                 .collect::<Result<Vec<i32>>>()?;
-            Some(be.upload_i32(&host)?)
+            Some(be.attn_rows.get(be, &host)?)
         }
     };
     Ok(PrefixArgs {
@@ -454,5 +481,24 @@ mod tests {
             assert_eq!(got, want, "D = {d}");
         }
         assert_eq!(super::smem_bytes(2, 128), super::MAX_DYNAMIC_SMEM);
+    }
+
+    /// A mixed batch's prefix rows go to the device once: the same rows again (the next layer,
+    /// the backward) reuse that upload, other rows (the next batch) replace it, and a caller
+    /// still holding the replaced one keeps it.
+    #[cfg(feature = "emu")]
+    #[test]
+    fn prefix_rows_are_uploaded_once_per_batch() {
+        use std::sync::Arc;
+        let be = super::CudaBackend::emu().unwrap();
+        let first = be.attn_rows.get(&be, &[1, 0, 2, 0]).unwrap();
+        let again = be.attn_rows.get(&be, &[1, 0, 2, 0]).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        let next = be.attn_rows.get(&be, &[0, 1, 0, 3]).unwrap();
+        assert!(!Arc::ptr_eq(&first, &next));
+        assert_eq!(
+            (Arc::strong_count(&first), Arc::strong_count(&next)),
+            (2, 2)
+        );
     }
 }

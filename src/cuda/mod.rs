@@ -115,6 +115,9 @@ pub(crate) fn store_or_f32(store: DType) -> &'static str {
 
 pub struct CudaBackend {
     pub(crate) dev: Arc<Device>,
+    /// the last mixed batch's prefix rows on the device (`attention::RowsCache`; boxed: the
+    /// backend stays small beside the CPU one in `api::Engine`)
+    attn_rows: Box<attention::RowsCache>,
 }
 
 /// Ok when a GPU can be used (driver, device, NVRTC and cuBLAS present); else the reason,
@@ -136,6 +139,7 @@ impl CudaBackend {
     pub fn cuda_with(ordinal: usize, precision: Precision) -> Result<Self> {
         Ok(CudaBackend {
             dev: Device::cuda(ordinal, precision)?,
+            attn_rows: Default::default(),
         })
     }
 
@@ -150,6 +154,7 @@ impl CudaBackend {
     pub fn emu_with(precision: Precision) -> Result<Self> {
         Ok(CudaBackend {
             dev: Device::emu(precision)?,
+            attn_rows: Default::default(),
         })
     }
 
