@@ -46,9 +46,10 @@ impl Model {
     /// applies each job's gradients to its own prompt. The rows of every job run as one batch
     /// (one pass of the model, each row reading its own prompt of its own length; BERT `pet`
     /// and `cls`, T5 `seq2seq` and decoder-only `causal` alike), each job's loss the mean over
-    /// its own rows (its own target tokens on T5 and the decoders). Prefix-tuning jobs run as
-    /// one batch of their own (their prefixes stacked), their gradient the prefix table's.
-    /// Each job's output equals [`Model::step`] on its rows alone within 1e-5 relative. A job's loss is not
+    /// its own rows (its own target tokens on T5 and the decoders). Prefix-tuning jobs (their
+    /// prefixes stacked, their gradient the prefix table's) share that batch on BERT and run
+    /// as one batch of their own on T5 and the decoders. Each job's output equals
+    /// [`Model::step`] on its rows alone within 1e-5 relative. A job's loss is not
     /// weighted by its share of the batch: the batch's mean loss would scale job j's
     /// gradients by its rows over the batch's rows, and change nothing else. A job with no
     /// row in the batch gets loss 0, zero gradients and 0 tokens; an empty batch or a row
