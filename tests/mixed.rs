@@ -9,10 +9,10 @@
 use softprompt::prelude::*;
 
 mod common;
-use common::label_jobs::{label_job, pairs};
+use common::label_jobs::{check_mixed, interleave, label_job, pairs};
 
 /// The bound: a batch's make-up changes the last bits, nothing more.
-const REL_TOL: f64 = 1e-5;
+const REL_TOL: f64 = common::label_jobs::MIX_TOL;
 
 /// A sentiment job (pet, two verbalized labels) with a random prompt of `p` rows.
 fn sentiment(model: &Model, p: usize, seed: u64) -> (Task, Prompt, Encoded) {
@@ -86,46 +86,6 @@ fn job(
     }
     let enc = model.encode(&task, data).unwrap();
     (task, prompt, enc)
-}
-
-/// Rows of every job interleaved (job 0's first row, job 1's first row, ...).
-fn interleave(encs: &[&Encoded]) -> Vec<(usize, Row)> {
-    let longest = encs.iter().map(|e| e.rows.len()).max().unwrap_or(0);
-    (0..longest)
-        .flat_map(|i| {
-            (encs.iter().enumerate())
-                .filter_map(move |(j, e)| e.rows.get(i).map(|r| (j, r.clone())))
-        })
-        .collect()
-}
-
-/// Each mixed row's scores and class against its job's `predict` alone.
-fn check_mixed(model: &Model, jobs: &[(Task, Prompt, Encoded)], batch_size: usize) {
-    let refs: Vec<(&Task, &Prompt)> = jobs.iter().map(|(t, p, _)| (t, p)).collect();
-    let encs: Vec<&Encoded> = jobs.iter().map(|(_, _, e)| e).collect();
-    let rows = interleave(&encs);
-    let mixed = model.predict_mixed(&refs, &rows, batch_size).unwrap();
-    assert_eq!(mixed.len(), rows.len());
-    let alone: Vec<Vec<Prediction>> = (jobs.iter())
-        .map(|(t, p, e)| model.predict(t, p, e, 1).unwrap())
-        .collect();
-    let mut next = vec![0usize; jobs.len()];
-    for ((j, _), got) in rows.iter().zip(&mixed) {
-        let want = &alone[*j][next[*j]];
-        next[*j] += 1;
-        assert_eq!(
-            got.scores.len(),
-            jobs[*j].0.labels().len(),
-            "job {j}: one score a label"
-        );
-        common::assert_close(
-            &format!("job {j} scores"),
-            &got.scores,
-            &want.scores,
-            REL_TOL,
-        );
-        assert_eq!(got.class, want.class, "job {j}");
-    }
 }
 
 #[test]
@@ -381,6 +341,17 @@ fn cli_predict_over_named_prompts_equals_one_prompt_at_a_time() {
 /// A label job of the LM families (`seq2seq` on T5, `causal` on the decoders): rank
 /// classification over target texts of different token lengths, its own template.
 fn lm_labels(model: &Model, p: usize, seed: u64, three: bool) -> (Task, Prompt, Encoded) {
+    lm_labels_decoded(model, p, seed, three, None)
+}
+
+/// `lm_labels` predicted as `decode` says (the task's default without).
+fn lm_labels_decoded(
+    model: &Model,
+    p: usize,
+    seed: u64,
+    three: bool,
+    decode: Option<Decode>,
+) -> (Task, Prompt, Encoded) {
     let (data, verbalizer, template) = label_job(three);
     let opts = TaskOptions {
         template: Some(template.into()),
@@ -389,6 +360,7 @@ fn lm_labels(model: &Model, p: usize, seed: u64, three: bool) -> (Task, Prompt, 
                 .map(|&(l, w)| (l.into(), w.into()))
                 .collect(),
         ),
+        decode,
         ..TaskOptions::default()
     };
     job(model, &opts, &data, p, seed)
@@ -436,28 +408,53 @@ fn lm_jobs_of_every_family_share_batches() {
     }
 }
 
-/// Greedy jobs are predicted one job at a time beside the mixed ones: the same predictions
-/// as each job alone.
+/// A label job decoded greedily (`--decode greedy`): its class the label whose target it
+/// generates.
+fn lm_greedy_labels(model: &Model, p: usize, seed: u64) -> (Task, Prompt, Encoded) {
+    lm_labels_decoded(model, p, seed, true, Some(Decode::Greedy))
+}
+
+/// `lm_free` generating at most `max` tokens a row.
+fn lm_free_upto(model: &Model, p: usize, seed: u64, max: usize) -> (Task, Prompt, Encoded) {
+    let data = pairs(&[
+        ("translate: the old bridge", "die alte brücke"),
+        ("translate: rain", "regen"),
+    ]);
+    let opts = TaskOptions {
+        free_targets: true,
+        max_target_len: Some(max),
+        ..TaskOptions::default()
+    };
+    job(model, &opts, &data, p, seed)
+}
+
+/// Greedy jobs of different prompts (3, 5, 8 and 2 rows; free targets under different token
+/// limits, a label job decoded greedily) share batches on T5 and the decoders (BLOOM's ALiBi,
+/// Llama's RoPE): every row's tokens and class equal its job's alone, its summed
+/// log-probability within 1e-5; a rank-scored job in the same call keeps its own scores.
 #[test]
-fn greedy_lm_jobs_predict_alone_beside_mixed_ones() {
-    let model = Model::open(common::fixture("llama"), Device::Cpu).unwrap();
-    let jobs = [lm_labels(&model, 3, 31, false), lm_free(&model, 5, 32)];
-    let refs: Vec<(&Task, &Prompt)> = jobs.iter().map(|(t, p, _)| (t, p)).collect();
-    let rows = interleave(&[&jobs[0].2, &jobs[1].2]);
-    let mixed = model.predict_mixed(&refs, &rows, 8).unwrap();
-    let free = model
-        .predict(&jobs[1].0, &jobs[1].1, &jobs[1].2, 8)
-        .unwrap();
-    let got: Vec<&Prediction> = (rows.iter().zip(&mixed))
-        .filter(|((j, _), _)| *j == 1)
-        .map(|(_, p)| p)
-        .collect();
-    assert_eq!(got.len(), free.len());
-    for (g, w) in got.iter().zip(&free) {
-        assert!(!w.ids.is_empty(), "greedy output");
-        assert_eq!(g.ids, w.ids);
+fn greedy_lm_jobs_share_batches() {
+    for name in ["t5_v1_0", "bloom", "llama"] {
+        let model = Model::open(common::fixture(name), Device::Cpu).unwrap();
+        let jobs = [
+            lm_labels(&model, 3, 31, false),
+            lm_free(&model, 5, 32),
+            lm_free_upto(&model, 8, 33, 3),
+            lm_greedy_labels(&model, 2, 34),
+        ];
+        for (task, prompt, enc) in &jobs[1..] {
+            let alone = model.predict(task, prompt, enc, 8).unwrap();
+            assert!(
+                alone.iter().all(|p| !p.ids.is_empty()),
+                "{name}: greedy output"
+            );
+        }
+        let mut worst = 0.0f64;
+        for batch_size in [1, 4, 64] {
+            worst = worst.max(check_mixed(&model, &jobs, batch_size));
+        }
+        eprintln!("{name}: greedy mixed worst rel err {worst:.2e}");
     }
-    check_mixed(&model, &jobs[..1], 8);
 }
 
 /// Through the kernels (the `emu` device, float32 build): the prompt table's gather in

@@ -10,10 +10,10 @@ use softprompt::internals::rng::Rng;
 use softprompt::prelude::*;
 
 mod common;
-use common::label_jobs::label_job;
+use common::label_jobs::{check_mixed, interleave, label_job};
 use common::{fixture, ScratchDir};
 
-const REL_TOL: f64 = 1e-5;
+const REL_TOL: f64 = common::label_jobs::MIX_TOL;
 
 /// The family's label job (rank classification, or `pet` on BERT) with a prompt of `p` rows.
 fn task(model: &Model, bert: bool, p: usize, three: bool) -> (Task, Encoded) {
@@ -33,41 +33,6 @@ fn task(model: &Model, bert: bool, p: usize, three: bool) -> (Task, Encoded) {
     let task = model.task(&opts, Some(&data), p).unwrap();
     let enc = model.encode(&task, &data).unwrap();
     (task, enc)
-}
-
-/// Rows of every job interleaved (job 0's first row, job 1's first row, ...).
-fn interleave(encs: &[&Encoded]) -> Vec<(usize, Row)> {
-    let longest = encs.iter().map(|e| e.rows.len()).max().unwrap_or(0);
-    (0..longest)
-        .flat_map(|i| {
-            (encs.iter().enumerate())
-                .filter_map(move |(j, e)| e.rows.get(i).map(|r| (j, r.clone())))
-        })
-        .collect()
-}
-
-/// Each mixed row's scores and class against its job's `predict` alone; the worst error.
-fn check_mixed(model: &Model, jobs: &[&(Task, Prompt, Encoded)], batch_size: usize) -> f64 {
-    let refs: Vec<(&Task, &Prompt)> = jobs.iter().map(|(t, p, _)| (t, p)).collect();
-    let encs: Vec<&Encoded> = jobs.iter().map(|(_, _, e)| e).collect();
-    let rows = interleave(&encs);
-    let mixed = model.predict_mixed(&refs, &rows, batch_size).unwrap();
-    assert_eq!(mixed.len(), rows.len());
-    let alone: Vec<Vec<Prediction>> = (jobs.iter())
-        .map(|(t, p, e)| model.predict(t, p, e, 1).unwrap())
-        .collect();
-    let mut next = vec![0usize; jobs.len()];
-    let mut worst = 0.0f64;
-    for ((j, _), got) in rows.iter().zip(&mixed) {
-        let want = &alone[*j][next[*j]];
-        next[*j] += 1;
-        assert_eq!(got.scores.len(), jobs[*j].0.labels().len(), "job {j}");
-        let what = format!("job {j} scores (batch {batch_size})");
-        common::assert_close(&what, &got.scores, &want.scores, REL_TOL);
-        worst = worst.max(common::rel_err(&got.scores, &want.scores));
-        assert_eq!(got.class, want.class, "job {j}");
-    }
-    worst
 }
 
 /// `step_mixed` over every job's rows (on BERT one batch over the prompt table and the
@@ -158,6 +123,104 @@ fn decoder_prefix_prompts_mix_with_alibi_and_rope() {
     family("llama", 2 * 2 * 2 * 12, "peft");
 }
 
+/// A greedily decoded job: the three-topic label job under `--decode greedy`, or free
+/// targets (each row its own target text) of at most 4 tokens.
+fn greedy_task(model: &Model, p: usize, free: bool) -> (Task, Encoded) {
+    let (data, verbalizer, template) = label_job(true);
+    let data = match free {
+        true => common::label_jobs::pairs(&[
+            ("translate: the house", "das haus"),
+            ("translate: a very small dog in the garden", "ein hund"),
+            ("translate: good", "gut"),
+        ]),
+        false => data,
+    };
+    let opts = TaskOptions {
+        template: (!free).then(|| template.into()),
+        verbalizer: (!free)
+            .then(|| (verbalizer.iter().map(|&(l, w)| (l.into(), w.into()))).collect()),
+        free_targets: free,
+        max_target_len: free.then_some(4),
+        decode: Some(Decode::Greedy),
+        ..TaskOptions::default()
+    };
+    let task = model.task(&opts, Some(&data), p).unwrap();
+    let enc = model.encode(&task, &data).unwrap();
+    (task, enc)
+}
+
+/// Greedy jobs on T5 (under `placement`, prefixes `width` wide): prefixes of 2 and 5 rows and
+/// prompts of 3 and 6 rows decode in shared batches, each row's tokens its job's alone and
+/// its log-probability within 1e-5; a rank-scored prefix job beside them keeps its scores.
+fn greedy_t5_family(width: usize, placement: &str) {
+    let model = Model::open(fixture("t5_v1_0"), Device::Cpu).unwrap();
+    let dir = ScratchDir::new(&format!("mixpfx_greedy_{placement}"));
+    let mut jobs = Vec::new();
+    for (i, (prefix, rows, free)) in [
+        (true, 2, false),
+        (false, 3, true),
+        (true, 5, true),
+        (false, 6, false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (t, e) = greedy_task(&model, rows, free);
+        let p = match prefix {
+            true => common::prefix_prompt(
+                &dir.path().join(format!("p{i}")),
+                rows,
+                width,
+                placement,
+                30 + i as u64,
+            ),
+            false => (model.new_prompt(&t, rows, &PromptInit::Random { std: 0.5 }, 40 + i as u64))
+                .unwrap(),
+        };
+        let alone = model.predict(&t, &p, &e, 8).unwrap();
+        assert!(
+            alone.iter().all(|p| !p.ids.is_empty()),
+            "job {i}: greedy output"
+        );
+        jobs.push((t, p, e));
+    }
+    let (t, e) = task(&model, false, 4, false);
+    let ranked = common::prefix_prompt(&dir.path().join("ranked"), 4, width, placement, 50);
+    jobs.push((t, ranked, e));
+    let mut worst = 0.0f64;
+    for batch in [1, 3, 64] {
+        worst = worst.max(check_mixed(&model, &jobs, batch));
+    }
+    eprintln!("t5 greedy {placement}: worst rel err {worst:.2e}");
+}
+
+#[test]
+fn t5_greedy_prefix_jobs_decode_in_shared_batches() {
+    greedy_t5_family(4 * 2 * 32, "papers");
+    greedy_t5_family(2 * 2 * 32, "peft");
+}
+
+/// A decoder's generation with the KV cache reads no prefix: a greedy prefix job beside a
+/// greedy prompt job gets the error it gets alone, and the prompt job alone decodes as before.
+#[test]
+fn decoder_greedy_prefix_jobs_are_refused_as_alone() {
+    let model = Model::open(fixture("llama"), Device::Cpu).unwrap();
+    let dir = ScratchDir::new("mixpfx_greedy_llama");
+    let (t_pre, e_pre) = greedy_task(&model, 4, true);
+    let (t_pt, e_pt) = greedy_task(&model, 3, false);
+    let pre = common::prefix_prompt(&dir.path().join("pre"), 4, 96, "peft", 3);
+    let pt = (model.new_prompt(&t_pt, 3, &PromptInit::Random { std: 0.5 }, 4)).unwrap();
+    let alone = model
+        .predict(&t_pre, &pre, &e_pre, 8)
+        .unwrap_err()
+        .to_string();
+    let rows = interleave(&[&e_pre, &e_pt]);
+    let mixed = model.predict_mixed(&[(&t_pre, &pre), (&t_pt, &pt)], &rows, 8);
+    assert_eq!(mixed.unwrap_err().to_string(), alone);
+    assert!(alone.contains("KV cache holds no prefix"), "{alone}");
+    check_mixed(&model, &[(t_pt, pt, e_pt)], 8);
+}
+
 fn cli_predict(args: &[String]) -> Vec<serde_json::Value> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
         .arg("predict")
@@ -173,7 +236,9 @@ fn cli_predict(args: &[String]) -> Vec<serde_json::Value> {
 
 /// The scores of a `predict` line, in label order.
 fn scores(v: &serde_json::Value) -> Vec<f64> {
-    let m = v["scores"].as_object().unwrap();
+    let Some(m) = v["scores"].as_object() else {
+        return Vec::new(); // greedy decoding
+    };
     m.values().map(|s| s.as_f64().unwrap()).collect()
 }
 
@@ -181,12 +246,25 @@ fn scores(v: &serde_json::Value) -> Vec<f64> {
 /// prompt (Llama, RoPE): each row's line equals `predict --prompt dir` on its rows alone.
 #[test]
 fn cli_predict_mixes_a_saved_prefix_prompt() {
-    let model = Model::open(fixture("llama"), Device::Cpu).unwrap();
-    let scratch = ScratchDir::new("mixpfx_cli");
+    cli_mix("llama", 96, &[]);
+}
+
+/// The same with `--decode greedy` on T5 (the prefix under PEFT's placement): the rows of
+/// both prompts decode in shared batches, each line's output the one its prompt alone writes.
+#[test]
+fn cli_predict_decodes_mixed_prompts_greedily() {
+    cli_mix("t5_v1_0", 2 * 2 * 32, &["--decode", "greedy"]);
+}
+
+/// `cli_predict_mixes_a_saved_prefix_prompt` on `name` (a prefix `width` wide), `flags` given
+/// to every run: label, output and text equal, scores and score within 1e-5.
+fn cli_mix(name: &str, width: usize, flags: &[&str]) {
+    let model = Model::open(fixture(name), Device::Cpu).unwrap();
+    let scratch = ScratchDir::new(&format!("mixpfx_cli_{name}"));
     let dir = scratch.path();
     let (t_pre, _) = task(&model, false, 4, false);
     let (t_pt, _) = task(&model, false, 3, true);
-    let pre = common::prefix_prompt(&dir.join("raw"), 4, 96, "peft", 3);
+    let pre = common::prefix_prompt(&dir.join("raw"), 4, width, "peft", 3);
     let pt = (model.new_prompt(&t_pt, 3, &PromptInit::Random { std: 0.5 }, 4)).unwrap();
     model.save_prompt(dir.join("pre"), &pre, &t_pre).unwrap();
     model.save_prompt(dir.join("pt"), &pt, &t_pt).unwrap();
@@ -204,7 +282,8 @@ fn cli_predict_mixes_a_saved_prefix_prompt() {
     let rows: String = texts.iter().map(line).collect();
     std::fs::write(dir.join("rows.jsonl"), &rows).unwrap();
     let path = |name: &str| dir.join(name).display().to_string();
-    let mixed = cli_predict(&[
+    let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    let mut args = vec![
         "--data".into(),
         path("rows.jsonl"),
         "--batch-size".into(),
@@ -213,26 +292,43 @@ fn cli_predict_mixes_a_saved_prefix_prompt() {
         format!("pre={}", path("pre")),
         "--prompt".into(),
         format!("pt={}", path("pt")),
-    ]);
+    ];
+    args.extend(flags.iter().cloned());
+    let mixed = cli_predict(&args);
     assert_eq!(mixed.len(), texts.len());
     for name in ["pre", "pt"] {
         let only: String = texts.iter().filter(|(n, _)| *n == name).map(line).collect();
         std::fs::write(dir.join(format!("{name}.jsonl")), only).unwrap();
-        let alone = cli_predict(&[
+        let mut args = vec![
             "--data".into(),
             path(&format!("{name}.jsonl")),
             "--prompt".into(),
             path(name),
-        ]);
+        ];
+        args.extend(flags.iter().cloned());
+        let alone = cli_predict(&args);
         let got: Vec<_> = mixed.iter().filter(|v| v["prompt"] == name).collect();
         assert_eq!(got.len(), alone.len(), "{name}");
         for (g, w) in got.iter().zip(&alone) {
-            assert_eq!(
-                (&g["text"], &g["label"]),
-                (&w["text"], &w["label"]),
-                "{name}"
-            );
+            let fields = |v: &serde_json::Value| {
+                (v["text"].clone(), v["label"].clone(), v["output"].clone())
+            };
+            assert_eq!(fields(g), fields(w), "{name}");
             common::assert_close(&format!("{name} scores"), &scores(g), &scores(w), REL_TOL);
+            let score = |v: &serde_json::Value| [v["score"].as_f64().unwrap_or(0.0)];
+            common::assert_close_floor(
+                &format!("{name} score"),
+                &score(g),
+                &score(w),
+                REL_TOL,
+                1.0,
+            );
+        }
+        if !flags.is_empty() {
+            assert!(
+                got.iter().all(|v| v["output"].is_string()),
+                "{name}: greedy lines"
+            );
         }
     }
 }

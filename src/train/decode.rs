@@ -166,46 +166,32 @@ impl Task {
                 ))
             }
         };
-        let (b, v) = (batch.tokens.b, m.cfg.vocab_size);
         let none = no_prompt(be, params)?;
         let prompt = none.as_ref().unwrap_or(&params.prompt);
-        let mut acct = MemoryAccountant::new();
-        let mut out: Vec<(Vec<i32>, f32)> = vec![(Vec::new(), 0.0); b];
-        let mut done = vec![false; b];
-        let mut enc_out = None;
-        for step in 0..self.spec.max_target_len.max(1) {
-            let l = step + 1;
-            // labels whose right shift is [start, generated...]
-            let mut labels = vec![self.pad_id; b * l];
-            for (row, (ids, _)) in labels.chunks_mut(l).zip(&out) {
-                if let Some(dst) = row.get_mut(..ids.len()) {
-                    dst.copy_from_slice(ids);
-                }
-            }
-            let inp = t5_inputs(be, model, m, params, &batch.tokens, &labels, l)?;
-            let enc = encoder_once(&mut enc_out, be, m, &mut acct, prompt, &inp)?;
-            let (dec_out, _acts) =
-                m.decoder_fwd(be, &mut acct, enc, &inp, Recompute::Layer, None)?;
-            let idx: Vec<i32> = (0..b).map(|bi| (bi * l + step) as i32).collect();
-            let logits = m.lm_logits(be, &dec_out, &idx)?;
-            for ((row, (ids, score)), done) in logits.chunks(v.max(1)).zip(&mut out).zip(&mut done)
-            {
-                if *done {
-                    continue;
-                }
-                let best = argmax(row);
-                ids.push(best as i32);
-                *score += log_softmax_rows(row, v)
-                    .get(best)
-                    .copied()
-                    .unwrap_or(f32::NAN);
-                *done = best as i32 == self.eos_id;
-            }
-            if done.iter().all(|&d| d) {
-                break;
-            }
+        let limits = vec![self.spec.max_target_len.max(1); batch.tokens.b];
+        let ends = vec![self.eos_id; batch.tokens.b];
+        t5_greedy(be, m, prompt, &limits, &ends, self.pad_id, |labels, l| {
+            t5_inputs(be, model, m, params, &batch.tokens, labels, l)
+        })
+    }
+
+    /// Whether this task's predictions are greedy decoding (free targets, or `--decode
+    /// greedy` on a task with targets) rather than label scores.
+    pub(super) fn decodes_greedily(&self) -> bool {
+        self.spec.free_targets
+            || (self.spec.kind.has_targets() && self.spec.decode == Decode::Greedy)
+    }
+
+    /// A row's prediction from its greedy output: the `ids` and their summed log-probability
+    /// `logp`, its class the label whose target they are (if any).
+    pub(super) fn decoded(&self, ids: Vec<i32>, logp: f32) -> Prediction {
+        let class = self.label_targets.iter().position(|t| *t == ids);
+        Prediction {
+            class,
+            scores: Vec::new(),
+            ids,
+            score: logp,
         }
-        Ok(out)
     }
 
     /// Predictions for a batch: the class index per row (rank or argmax) with its scores, or
@@ -217,21 +203,10 @@ impl Task {
         params: &Params<B>,
         batch: &Batch,
     ) -> Result<Vec<Prediction>> {
-        if self.spec.free_targets
-            || (self.spec.kind.has_targets() && self.spec.decode == Decode::Greedy)
-        {
+        if self.decodes_greedily() {
             let decoded = self.greedy(be, model, params, batch)?;
-            return Ok(decoded
-                .into_iter()
-                .map(|(ids, logp)| {
-                    let class = self.label_targets.iter().position(|t| *t == ids);
-                    Prediction {
-                        class,
-                        scores: Vec::new(),
-                        ids,
-                        score: logp,
-                    }
-                })
+            return Ok((decoded.into_iter())
+                .map(|(ids, logp)| self.decoded(ids, logp))
                 .collect());
         }
         let scores = self.scores(be, model, params, batch)?;
@@ -263,6 +238,61 @@ pub(super) fn no_prompt<B: Backend>(be: &B, params: &Params<B>) -> Result<Option
         .prefix
         .map(|_| be.zeros(crate::backend::DType::F32, 0))
         .transpose()
+}
+
+/// T5 greedy decoding of a batch of B rows, the decoder re-run over [start, generated...] at
+/// each step, the encoder once (over `prompt` (P, C) or the table (K, P, C) the inputs index):
+/// `inputs(labels, l)` gives the batch's inputs for decoder labels (B, L = l); row b stops
+/// after `limits[b]` tokens or its end token `ends[b]`; `pad` fills the labels past a row's
+/// tokens (never read: the decoder is causal). Returns each row's ids (ending with its end
+/// token when produced) and their summed log-probability.
+pub(super) fn t5_greedy<B: Backend>(
+    be: &B,
+    m: &T5<B>,
+    prompt: &B::Buf,
+    limits: &[usize],
+    ends: &[i32],
+    pad: i32,
+    mut inputs: impl FnMut(&[i32], usize) -> Result<T5Inputs<B>>,
+) -> Result<Vec<(Vec<i32>, f32)>> {
+    let (b, v) = (limits.len(), m.cfg.vocab_size);
+    let mut acct = MemoryAccountant::new();
+    let mut out: Vec<(Vec<i32>, f32)> = vec![(Vec::new(), 0.0); b];
+    let mut done: Vec<bool> = limits.iter().map(|&n| n == 0).collect();
+    let mut enc_out = None;
+    for step in 0..limits.iter().copied().max().unwrap_or(0) {
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        let l = step + 1;
+        // labels whose right shift is [start, generated...]
+        let mut labels = vec![pad; b * l];
+        for (row, (ids, _)) in labels.chunks_mut(l).zip(&out) {
+            if let Some(dst) = row.get_mut(..ids.len()) {
+                dst.copy_from_slice(ids);
+            }
+        }
+        let inp = inputs(&labels, l)?;
+        let enc = encoder_once(&mut enc_out, be, m, &mut acct, prompt, &inp)?;
+        let (dec_out, _acts) = m.decoder_fwd(be, &mut acct, enc, &inp, Recompute::Layer, None)?;
+        let idx: Vec<i32> = (0..b).map(|bi| (bi * l + step) as i32).collect();
+        let logits = m.lm_logits(be, &dec_out, &idx)?;
+        let rows = (logits.chunks(v.max(1)).zip(&mut out)).zip(&mut done);
+        for (bi, ((row, (ids, score)), done)) in rows.enumerate() {
+            if *done {
+                continue;
+            }
+            let best = argmax(row);
+            ids.push(best as i32);
+            *score += log_softmax_rows(row, v)
+                .get(best)
+                .copied()
+                .unwrap_or(f32::NAN);
+            *done = ends.get(bi) == Some(&(best as i32))
+                || ids.len() >= limits.get(bi).copied().unwrap_or(0);
+        }
+    }
+    Ok(out)
 }
 
 /// T5's inputs for `tokens` and decoder `labels` (B, L) behind `params`: its prompt rows in

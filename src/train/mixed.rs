@@ -9,7 +9,10 @@
 //! decoder-only models' `causal` jobs (`mixed_lm.rs`: rank classification with each row's own
 //! label targets, the LM loss split per job; `T5Inputs::with_prompts`,
 //! `Decoder::upload_mixed_inputs`, PEFT's CAUSAL_LM placement kept per row). Greedy decoding
-//! (free targets, `--decode greedy`) predicts one job at a time. The step runs the same way:
+//! (free targets, `--decode greedy`) mixes jobs too, in batches of its own
+//! (`mixed_greedy.rs`: T5's encoder once over the table, then every row's decoding together;
+//! a decoder's generation left-padded with each row's prompt right before its tokens; T5's
+//! prefix jobs too, a decoder's greedy prefix jobs refused as alone). The step runs the same way:
 //! one forward over the table, each job's loss and head gradient on its own rows, one backward
 //! whose table gradient (K, P, C) holds every prompt's (`prompt_grad_bwd` sums each prompt's
 //! rows).
@@ -23,10 +26,11 @@
 use super::decode::{encoder_hidden, Prediction, RowLayout};
 use super::encode::{Batch, Encoded, Row};
 use super::eval::predict_all;
+use super::mixed_greedy;
 use super::mixed_lm;
 use super::mixed_prefix::PrefixStack;
 use super::model::Model;
-use super::spec::{Decode, TaskKind};
+use super::spec::TaskKind;
 use super::step::{check_labels, cls_head, Grads, Params};
 use super::task::{job, Job, Task};
 use crate::backend::{Backend, DType};
@@ -68,7 +72,12 @@ pub fn predict_mixed<B: Backend>(
             rows: &g,
             bert: matches!(mix, Some(Mix::Bert(_))),
         };
+        let greedy = decodes_greedily(jobs, &group);
         let preds = match mix {
+            Some(Mix::T5(m)) if greedy => mixed_greedy::predict_t5(be, model, m, &gr, batch_size)?,
+            Some(Mix::Causal(m)) if greedy => {
+                mixed_greedy::predict_causal(be, model, m, &gr, batch_size)?
+            }
             Some(Mix::Bert(m)) => predict_group(be, model, m, &gr, batch_size)?,
             Some(Mix::T5(m)) => mixed_lm::predict_t5(be, model, m, &gr, batch_size)?,
             Some(Mix::Causal(m)) => mixed_lm::predict_causal(be, model, m, &gr, batch_size)?,
@@ -194,46 +203,55 @@ fn front_rows<B: Backend>(params: &Params<B>, bert: bool) -> usize {
     }
 }
 
-/// The jobs that share batches (`mixable`) together, every other job alone: prefix jobs
-/// join the mixed group on the CPU when their prefixes share one layout (`mixed_prefix.rs`;
-/// the CUDA kernels read one prefix per batch); in the step too on BERT, whose backward fills
-/// the prompt table's gradient and the stack's at once (`Bert::encoder_bwd_split`), while T5's
-/// and the decoders' prefix jobs form a step group of their own (its backward fills the
-/// prefixes' stack, not the prompt table). The layout is the first
-/// mixable prefix job's: one that runs alone (greedy decoding) does not decide it.
+/// The jobs that share batches (`mixable`) together, every other job alone: in prediction
+/// the rank-scored (or BERT) jobs one group, the greedily decoded ones another
+/// (`mixed_greedy.rs`); prefix jobs join their group when their prefixes share one layout
+/// (`mixed_prefix.rs`; `stacks`); in the step
+/// too on BERT, whose backward fills the prompt table's gradient and the stack's at once
+/// (`Bert::encoder_bwd_split`), while T5's and the decoders' prefix jobs form a step group of
+/// their own (its backward fills the prefixes' stack, not the prompt table). Each group's
+/// layout is its first prefix job's: one that runs alone does not decide it.
 fn groups<B: Backend>(
     be: &B,
     model: &Model<B>,
     jobs: &[MixJob<'_, B>],
     step: bool,
 ) -> Vec<Vec<usize>> {
-    let (mut mixed, mut prefixed, mut alone) = (Vec::new(), Vec::new(), Vec::new());
-    let mut layout = None;
+    // [prompt jobs (prefix jobs too in prediction, and BERT's in the step), T5's and the
+    // decoders' prefix jobs in the step, greedy jobs]
+    let mut shared: [(Vec<usize>, Option<_>); 3] = Default::default();
+    let mut alone = Vec::new();
     for (j, (_, params)) in jobs.iter().enumerate() {
-        let mixes = mixable(model, jobs, &[j], step);
-        let prefix_fits = match params.prefix {
-            None => true,
-            Some(_) if mixes.is_none() => false,
-            Some(spec) => {
-                let this = (spec.placement, spec.blocks);
-                *layout.get_or_insert(this) == this && stacks(be, jobs, &[j], step)
-            }
-        };
-        match mixes {
+        let at = mixable(model, jobs, &[j], step).map(|mix| match mix {
             // the step's backward fills one table, prompts' or prefixes', except BERT's, which
             // fills both (`Bert::encoder_bwd_split`)
-            Some(Mix::T5(_) | Mix::Causal(_)) if prefix_fits && step && params.prefix.is_some() => {
-                prefixed.push(j)
-            }
-            Some(_) if prefix_fits => mixed.push(j),
-            _ => alone.push(vec![j]),
+            Mix::T5(_) | Mix::Causal(_) if step && params.prefix.is_some() => 1,
+            _ if !step && decodes_greedily(jobs, &[j]) => 2,
+            _ => 0,
+        });
+        let Some((group, layout)) = at.and_then(|at| shared.get_mut(at)) else {
+            alone.push(vec![j]);
+            continue;
+        };
+        let fits = params.prefix.is_none_or(|spec| {
+            let this = (spec.placement, spec.blocks);
+            *layout.get_or_insert(this) == this && stacks(be, jobs, &[j], step)
+        });
+        match fits {
+            true => group.push(j),
+            false => alone.push(vec![j]),
         }
     }
-    [mixed, prefixed]
-        .into_iter()
+    (shared.into_iter().map(|(group, _)| group))
         .filter(|g| !g.is_empty())
         .chain(alone)
         .collect()
+}
+
+/// Whether `group`'s jobs are decoded greedily (`mixable` keeps them apart from the
+/// rank-scored ones): its first job's.
+fn decodes_greedily<B: Backend>(jobs: &[MixJob<'_, B>], group: &[usize]) -> bool {
+    (group.first().and_then(|&j| jobs.get(j))).is_some_and(|(task, _)| task.decodes_greedily())
 }
 
 /// Whether the prefixes of `group`'s jobs (if any) can be read from a stack: on every device
@@ -290,8 +308,9 @@ enum Mix<'m, B: Backend> {
 }
 
 /// The model when every job of `group` can share batches: BERT `pet`/`cls` (no free
-/// targets), T5 `seq2seq` and decoder-only `causal` jobs; in prediction (`step` false) only
-/// jobs scored by rank classification (greedy decoding runs one job at a time).
+/// targets), T5 `seq2seq` and decoder-only `causal` jobs; in prediction (`step` false) the
+/// jobs of one group either all scored by rank classification or all decoded greedily, and
+/// no decoder's greedy prefix job (generation with the KV cache reads no prefix).
 fn mixable<'m, B: Backend>(
     model: &'m Model<B>,
     jobs: &[MixJob<'_, B>],
@@ -299,13 +318,16 @@ fn mixable<'m, B: Backend>(
     step: bool,
 ) -> Option<Mix<'m, B>> {
     let mut mix = None;
-    for (task, _) in group.iter().filter_map(|&j| jobs.get(j)) {
+    let greedy = !step && decodes_greedily(jobs, group);
+    for (task, params) in group.iter().filter_map(|&j| jobs.get(j)) {
         let spec = &task.spec;
-        let ranked = !spec.free_targets && spec.decode != Decode::Greedy;
+        if !step && task.decodes_greedily() != greedy {
+            return None;
+        }
         mix = match job(spec.kind, model) {
             Ok(Job::Pet(m) | Job::Cls(m)) if !spec.free_targets => Some(Mix::Bert(m)),
-            Ok(Job::Seq2Seq(m)) if step || ranked => Some(Mix::T5(m)),
-            Ok(Job::Causal(m)) if step || ranked => Some(Mix::Causal(m)),
+            Ok(Job::Seq2Seq(m)) => Some(Mix::T5(m)),
+            Ok(Job::Causal(m)) if !greedy || params.prefix.is_none() => Some(Mix::Causal(m)),
             _ => return None,
         };
     }

@@ -86,6 +86,7 @@ pub mod encoder;
 pub mod eval;
 pub mod metrics;
 pub mod mixed;
+pub mod mixed_greedy;
 pub mod mixed_lm;
 pub mod mixed_prefix;
 pub mod model;

@@ -16,7 +16,7 @@ use super::weights::Decoder;
 use crate::backend::{AttnDims, Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::common::{linear, zeros, PromptRows, MAX_TOKENS};
+use crate::models::common::{linear, zeros, MixedPrompts, PromptRows, MAX_TOKENS};
 
 /// Where the prompt sits in a left-padded row.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,15 +71,48 @@ struct LayerCache<B: Backend> {
     v: B::Buf,
 }
 
+/// Rows of one batch mixing the prompts of a table (K, P, C), each generating under its own
+/// job's limits: row b reads prompt `mix.idx[b]`, of `mix.lens[b]` rows (all P without), and
+/// stops after `max_new[b]` tokens or one of `stop[b]`.
+pub struct MixedGeneration<'a> {
+    pub mix: MixedPrompts<'a>,
+    /// P, the table's prompt rows
+    pub p: usize,
+    pub max_new: &'a [usize], // (B)
+    pub stop: &'a [Vec<i32>], // (B)
+}
+
+/// What a batch generates behind: the prompt (P, C) or table (K, P, C) `tab` indexes, each
+/// row's prompt length, its limits.
+struct Plan<'a, B: Backend> {
+    prompt: &'a B::Buf,
+    tab: PromptRows<B>,
+    /// P, the table's rows
+    p: usize,
+    /// (B) each row's prompt rows P_b <= P
+    lens: Vec<usize>,
+    /// (B) tokens each row generates at most
+    max_new: Vec<usize>,
+    /// (B) each row's stop tokens
+    stop: Vec<&'a [i32]>,
+    placement: PromptPlacement,
+    keep_logits: bool,
+}
+
 /// The left-padded batch: its layout, the cache's key mask and each row's positions.
 struct Layout {
     b: usize,
-    /// positions of the prefill: P + the longest row
+    /// positions of the prefill: the longest row with its prompt
     s0: usize,
-    /// the cache's capacity: s0 + max_new_tokens
+    /// the cache's capacity: s0 + the most tokens a row generates
     tmax: usize,
-    /// pads in front of row b's tokens
+    /// (B) P_b, the prompt rows of row b
+    lens: Vec<usize>,
+    /// (B) row b's tokens
+    n: Vec<usize>,
+    /// pads in front of row b's tokens ([pads][prompt][tokens]) or prompt ([prompt][pads][tokens])
     pads: Vec<usize>,
+    placement: PromptPlacement,
     /// (B, Tmax): 0 on pads
     key_mask: Vec<i32>,
     /// (B, Tmax): the position of every cache index (0 on pads)
@@ -87,14 +120,20 @@ struct Layout {
 }
 
 impl Layout {
-    fn new(rows: &[Vec<i32>], p: usize, max_new: usize, placement: PromptPlacement) -> Layout {
-        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
-        let (b, s0) = (rows.len(), p + longest);
-        let tmax = s0 + max_new;
-        let pads: Vec<usize> = rows.iter().map(|r| longest - r.len()).collect();
+    /// `rows`' layout behind prompts of `lens` (B) rows; BeforePads takes one prompt length.
+    fn new(
+        rows: &[Vec<i32>],
+        lens: &[usize],
+        max_new: usize,
+        placement: PromptPlacement,
+    ) -> Layout {
+        let n: Vec<usize> = rows.iter().map(Vec::len).collect();
+        let s0 = (n.iter().zip(lens)).map(|(n, l)| n + l).max().unwrap_or(0);
+        let (b, tmax) = (rows.len(), s0 + max_new);
+        let pads: Vec<usize> = (n.iter().zip(lens)).map(|(n, l)| s0 - n - l).collect();
         let mut key_mask = Vec::with_capacity(b * tmax);
         let mut pos = Vec::with_capacity(b * tmax);
-        for &np in &pads {
+        for (&np, &p) in pads.iter().zip(lens) {
             for s in 0..tmax {
                 let (pad, position) = match placement {
                     PromptPlacement::BeforeTokens => (s < np, s.saturating_sub(np)),
@@ -108,7 +147,10 @@ impl Layout {
             b,
             s0,
             tmax,
+            lens: lens.to_vec(),
+            n,
             pads,
+            placement,
             key_mask,
             pos,
         }
@@ -119,6 +161,19 @@ impl Layout {
         (0..self.b)
             .flat_map(|bi| table[bi * self.tmax + from..][..len].iter().copied())
             .collect()
+    }
+
+    /// The row of row b's embedding ([P_b prompt rows][its tokens][pads], as `embedding_fwd`
+    /// lays a right-padded row out) that prefill position s holds; a hidden pad's any row.
+    fn src(&self, bi: usize, s: usize) -> usize {
+        let (p, n, np) = (self.lens[bi], self.n[bi], self.pads[bi]);
+        match self.placement {
+            PromptPlacement::BeforeTokens if s < np => s, // hidden
+            PromptPlacement::BeforeTokens => s - np,
+            PromptPlacement::BeforePads if s < p => s,
+            PromptPlacement::BeforePads if s < p + np => p + n + (s - p), // a pad, hidden
+            PromptPlacement::BeforePads => s - np,
+        }
     }
 }
 
@@ -133,12 +188,57 @@ impl<B: Backend> Decoder<B> {
         rows: &[Vec<i32>],
         opts: &GenerateOptions,
     ) -> Result<Generated> {
+        let plan = Plan {
+            prompt,
+            tab: PromptRows::one(),
+            p,
+            lens: vec![p; rows.len()],
+            max_new: vec![opts.max_new_tokens; rows.len()],
+            stop: vec![&opts.stop; rows.len()],
+            placement: opts.placement,
+            keep_logits: opts.keep_logits,
+        };
+        self.generate_plan(be, rows, &plan)
+    }
+
+    /// `generate` over rows mixing the prompts of `table` (K, P, C) as `gen` says, each row
+    /// placed [pads][its own P_b prompt rows][its tokens] (so it computes what it computes in
+    /// its own prompt's batch) and stopping under its own limits.
+    pub fn generate_mixed(
+        &self,
+        be: &B,
+        table: &B::Buf,
+        rows: &[Vec<i32>],
+        gen: &MixedGeneration,
+    ) -> Result<Generated> {
+        let b = rows.len();
+        crate::error::ensure_len("max new tokens", b, gen.max_new.len())?;
+        crate::error::ensure_len("stop tokens", b, gen.stop.len())?;
+        let plan = Plan {
+            prompt: table,
+            tab: PromptRows::upload(be, &gen.mix, b, gen.p)?,
+            p: gen.p,
+            lens: gen
+                .mix
+                .lens
+                .map_or_else(|| vec![gen.p; b], <[usize]>::to_vec),
+            max_new: gen.max_new.to_vec(),
+            stop: gen.stop.iter().map(Vec::as_slice).collect(),
+            placement: PromptPlacement::BeforeTokens,
+            keep_logits: false,
+        };
+        self.generate_plan(be, rows, &plan)
+    }
+
+    /// Greedy decoding of `rows` as `plan` says: the prefill, then one step a token.
+    fn generate_plan(&self, be: &B, rows: &[Vec<i32>], plan: &Plan<B>) -> Result<Generated> {
         let mut out = Generated {
             ids: vec![Vec::new(); rows.len()],
             logprob: vec![0.0; rows.len()],
             logits: vec![Vec::new(); rows.len()],
         };
-        if rows.is_empty() || opts.max_new_tokens == 0 {
+        let max_new = plan.max_new.iter().copied().max().unwrap_or(0);
+        if rows.is_empty() || max_new == 0 {
             return Ok(out);
         }
         for r in rows {
@@ -146,33 +246,31 @@ impl<B: Backend> Decoder<B> {
         }
         // the positions the batch reaches at the end, bounded before anything is sized by them
         let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
-        let reach = p
-            .saturating_add(longest)
-            .saturating_add(opts.max_new_tokens);
+        let p = plan.p;
+        let reach = p.saturating_add(longest).saturating_add(max_new);
         if reach > MAX_TOKENS {
             return Err(Error::arg(
                 "--max-new-tokens",
                 format!(
-                    "{} new tokens behind a prompt of {p} rows and rows of up to {longest} \
-                     tokens reach {reach} positions, past this engine's cap of {MAX_TOKENS}: \
-                     use {} or less",
-                    opts.max_new_tokens,
+                    "{max_new} new tokens behind a prompt of {p} rows and rows of up to \
+                     {longest} tokens reach {reach} positions, past this engine's cap of \
+                     {MAX_TOKENS}: use {} or less",
                     MAX_TOKENS.saturating_sub(p + longest)
                 ),
             ));
         }
-        let lay = Layout::new(rows, p, opts.max_new_tokens, opts.placement);
-        if p + rows.iter().map(Vec::len).min().unwrap_or(0) == 0 {
+        if (rows.iter().zip(&plan.lens)).any(|(r, &l)| l + r.len() == 0) {
             return Err(Error::tensor(
                 "input_ids",
                 "a row without tokens needs a prompt in front of it to generate from",
             ));
         }
+        let lay = Layout::new(rows, &plan.lens, max_new, plan.placement);
         self.check_length(lay.tmax)?;
-        let (mut caches, mut logits) = self.prefill(be, prompt, p, rows, &lay)?;
-        let mut done = vec![false; rows.len()];
+        let (mut caches, mut logits) = self.prefill(be, plan, rows, &lay)?;
+        let mut done: Vec<bool> = plan.max_new.iter().map(|&n| n == 0).collect();
         let v = self.cfg.vocab_size;
-        for step in 0..opts.max_new_tokens {
+        for step in 0..max_new {
             let mut next = Vec::with_capacity(rows.len());
             for (bi, row) in logits.chunks(v).enumerate() {
                 let best = argmax(row);
@@ -182,12 +280,13 @@ impl<B: Backend> Decoder<B> {
                 }
                 out.ids[bi].push(best as i32);
                 out.logprob[bi] += log_softmax_at(row, best);
-                if opts.keep_logits {
+                if plan.keep_logits {
                     out.logits[bi].push(row.to_vec());
                 }
-                done[bi] = opts.stop.contains(&(best as i32));
+                done[bi] =
+                    plan.stop[bi].contains(&(best as i32)) || out.ids[bi].len() >= plan.max_new[bi];
             }
-            if step + 1 == opts.max_new_tokens || done.iter().all(|&d| d) {
+            if step + 1 == max_new || done.iter().all(|&d| d) {
                 break;
             }
             logits = self.decode_step(be, &mut caches, &next, lay.s0 + step, &lay)?;
@@ -200,33 +299,18 @@ impl<B: Backend> Decoder<B> {
     fn prefill(
         &self,
         be: &B,
-        prompt: &B::Buf,
-        p: usize,
+        plan: &Plan<B>,
         rows: &[Vec<i32>],
         lay: &Layout,
     ) -> Result<(Vec<LayerCache<B>>, Vec<f32>)> {
         let (b, s0, c) = (lay.b, lay.s0, self.cfg.hidden_size);
-        let (t, n) = (s0 - p, b * s0);
-        let pad_id = self
-            .cfg
-            .pad_token_id
-            .unwrap_or(0)
-            .min(self.cfg.vocab_size - 1) as i32;
-        let mut ids = Vec::with_capacity(b * t);
-        for (r, &np) in rows.iter().zip(&lay.pads) {
-            ids.extend(std::iter::repeat_n(pad_id, np));
-            ids.extend(r);
-        }
-        let ids = be.upload_i32(&ids)?;
-        let mut x = self.embed(be, prompt, &ids, b, t, p)?;
-        if lay.pads.iter().any(|&np| np > 0) && p > 0 {
-            x = self.place_prompt(be, &x, lay, p)?;
-        }
+        let n = b * s0;
+        let (x, ids) = self.embed_placed(be, plan, rows, lay)?;
         let (mut x, _) = self.embed_norm_fwd(be, x, n)?;
         let inp = DecoderInputs {
             b,
-            tokens: t,
-            p,
+            tokens: s0,
+            p: 0,
             ids,
             key_mask: be.upload_i32(&lay.cols(&lay.key_mask, 0, s0))?,
             pos: self
@@ -267,25 +351,39 @@ impl<B: Backend> Decoder<B> {
         Ok((caches, self.last_logits(be, h, b)?))
     }
 
-    /// [prompt] [pads] [tokens] rows of x (B, S0, C) reordered to [pads] [prompt] [tokens].
-    fn place_prompt(&self, be: &B, x: &B::Buf, lay: &Layout, p: usize) -> Result<B::Buf> {
-        let (b, s0, c) = (lay.b, lay.s0, self.cfg.hidden_size);
-        let mut idx = Vec::with_capacity(b * s0);
-        for (bi, &np) in lay.pads.iter().enumerate() {
-            for s in 0..s0 {
-                let src = if s < np {
-                    p + s // a pad's embedding (hidden)
-                } else if s < np + p {
-                    s - np // the prompt row
-                } else {
-                    s // the row's tokens stay where they are
-                };
-                idx.push((bi * s0 + src) as i32);
-            }
+    /// The prefill's input x (B, S0, C): each row's prompt rows and tokens embedded
+    /// right-padded ([P_b prompt rows][tokens][pads], P + T rows), then placed as `lay` says;
+    /// and the right-padded ids (B, T).
+    fn embed_placed(
+        &self,
+        be: &B,
+        plan: &Plan<B>,
+        rows: &[Vec<i32>],
+        lay: &Layout,
+    ) -> Result<(B::Buf, B::Buf)> {
+        let (b, s0, c, p) = (lay.b, lay.s0, self.cfg.hidden_size, plan.p);
+        let t = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let pad_id = self
+            .cfg
+            .pad_token_id
+            .unwrap_or(0)
+            .min(self.cfg.vocab_size - 1) as i32;
+        let mut ids = Vec::with_capacity(b * t);
+        for r in rows {
+            ids.extend(r);
+            ids.extend(std::iter::repeat_n(pad_id, t - r.len()));
+        }
+        let ids = be.upload_i32(&ids)?;
+        let x = self.embed_rows(be, plan.prompt, &ids, &plan.tab, b, t, p)?;
+        let idx: Vec<i32> = (0..b)
+            .flat_map(|bi| (0..s0).map(move |s| (bi * (p + t) + lay.src(bi, s)) as i32))
+            .collect();
+        if s0 == p + t && idx.iter().enumerate().all(|(i, &j)| i as i32 == j) {
+            return Ok((x, ids));
         }
         let mut out = zeros(be, be.act_dtype(), b * s0 * c)?;
-        be.gather_rows(&mut out, x, &be.upload_i32(&idx)?, b * s0, c)?;
-        Ok(out)
+        be.gather_rows(&mut out, &x, &be.upload_i32(&idx)?, b * s0, c)?;
+        Ok((out, ids))
     }
 
     /// The final norm and the head over h (B, C): logits (B, V) on the host.

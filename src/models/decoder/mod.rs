@@ -17,7 +17,7 @@ mod stack;
 mod step;
 mod weights;
 
-pub use generate::{GenerateOptions, Generated, PromptPlacement};
+pub use generate::{GenerateOptions, Generated, MixedGeneration, PromptPlacement};
 pub use inputs::{causal_targets, DecoderInputs};
 pub use layer::{DecoderLayerActs, NormActs};
 pub use stack::DecoderActs;

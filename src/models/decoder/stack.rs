@@ -106,7 +106,7 @@ impl<B: Backend> Decoder<B> {
 
     /// `embed` where the prompt is the table (K, P, C) and `tab` names each row's.
     #[allow(clippy::too_many_arguments)]
-    fn embed_rows(
+    pub(super) fn embed_rows(
         &self,
         be: &B,
         prompt: &B::Buf,
