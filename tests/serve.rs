@@ -76,6 +76,11 @@ fn make_prompts(dir: &Path) -> (PathBuf, PathBuf) {
 
 /// `softprompt predict` on `texts`: one JSON object per text.
 fn predict_cli(prompt: &Path, texts: &[&str], scratch: &Path) -> Vec<Value> {
+    predict_cli_on(&model_dir(), prompt, texts, scratch)
+}
+
+/// `predict_cli` with the model folder `model`.
+fn predict_cli_on(model: &Path, prompt: &Path, texts: &[&str], scratch: &Path) -> Vec<Value> {
     let data = scratch.join(format!(
         "{}.jsonl",
         prompt.file_name().unwrap().to_string_lossy()
@@ -89,7 +94,7 @@ fn predict_cli(prompt: &Path, texts: &[&str], scratch: &Path) -> Vec<Value> {
         .arg("predict")
         .args(["--prompt".as_ref(), prompt.as_os_str()])
         .args(["--data".as_ref(), data.as_os_str()])
-        .args(["--model".as_ref(), model_dir().as_os_str()])
+        .args(["--model".as_ref(), model.as_os_str()])
         .output()
         .unwrap();
     assert!(
@@ -110,9 +115,13 @@ struct Server {
 
 impl Server {
     fn start(prompts: &[(&str, &Path)], extra: &[&str]) -> Server {
+        Server::start_on(&model_dir(), prompts, extra)
+    }
+
+    /// `start` with the model folder `model`.
+    fn start_on(model: &Path, prompts: &[(&str, &Path)], extra: &[&str]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_softprompt"));
-        cmd.args(["serve", "--port", "0", "--model"])
-            .arg(model_dir());
+        cmd.args(["serve", "--port", "0", "--model"]).arg(model);
         for (name, dir) in prompts {
             cmd.arg("--prompt").arg(format!("{name}={}", dir.display()));
         }
@@ -344,6 +353,61 @@ fn a_prefix_prompt_is_served_beside_a_prompt() {
                 let preds = body["predictions"].as_array().unwrap();
                 for (i, (got, want)) in preds.iter().zip(want).enumerate() {
                     assert_same(&format!("client {c} {name} text {i}"), got, want);
+                }
+            });
+        }
+    });
+    assert_eq!(server.terminate(), 0);
+}
+
+/// Greedy prompts (Llama, free targets, prompts of 3 and 5 rows) served to concurrent
+/// clients share batches (`predict_mixed`'s greedy group): each text's output and label equal
+/// `predict`'s with its prompt alone, its score within SCORE_TOL.
+#[test]
+fn greedy_prompts_are_served_together() {
+    let scratch = ScratchDir::new("serve_greedy");
+    let model_dir = common::fixture("llama");
+    let model = Model::open(&model_dir, Device::Cpu).unwrap();
+    let opts = TaskOptions {
+        free_targets: true,
+        max_target_len: Some(4),
+        ..TaskOptions::default()
+    };
+    let mut dirs = Vec::new();
+    for (i, rows) in [3, 5].into_iter().enumerate() {
+        let task = model.task(&opts, None, rows).unwrap();
+        let init = PromptInit::Random { std: 0.5 };
+        let prompt = model.new_prompt(&task, rows, &init, 7 + i as u64).unwrap();
+        let dir = scratch.path().join(format!("g{rows}"));
+        model.save_prompt(&dir, &prompt, &task).unwrap();
+        dirs.push(dir);
+    }
+    let texts = &TEXTS[..4];
+    let want: Vec<Vec<Value>> = (dirs.iter())
+        .map(|d| predict_cli_on(&model_dir, d, texts, scratch.path()))
+        .collect();
+    let server = Server::start_on(
+        &model_dir,
+        &[("g3", &dirs[0]), ("g5", &dirs[1])],
+        &["--batch-window-ms", "50", "--max-batch", "32"],
+    );
+    std::thread::scope(|s| {
+        for c in 0..4 {
+            let (server, want) = (&server, &want);
+            s.spawn(move || {
+                let (name, want) = (["g3", "g5"][c % 2], &want[c % 2]);
+                let (status, body) = server.predict(name, texts);
+                assert_eq!(status, 200, "{body}");
+                let preds = body["predictions"].as_array().unwrap();
+                assert_eq!(preds.len(), want.len());
+                for (i, (got, want)) in preds.iter().zip(want).enumerate() {
+                    let what = format!("client {c} {name} text {i}");
+                    assert!(want["output"].is_string(), "{what}: {want}");
+                    assert_eq!(got["output"], want["output"], "{what}");
+                    assert_eq!(got["label"], want["label"], "{what}");
+                    let score = |v: &Value| [v["score"].as_f64().unwrap()];
+                    let (g, w) = (score(got), score(want));
+                    common::assert_close_floor(&what, &g, &w, SCORE_TOL, 1.0);
                 }
             });
         }
