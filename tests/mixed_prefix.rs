@@ -153,8 +153,14 @@ fn greedy_task(model: &Model, p: usize, free: bool) -> (Task, Encoded) {
 /// prompts of 3 and 6 rows decode in shared batches, each row's tokens its job's alone and
 /// its log-probability within 1e-5; a rank-scored prefix job beside them keeps its scores.
 fn greedy_t5_family(width: usize, placement: &str) {
-    let model = Model::open(fixture("t5_v1_0"), Device::Cpu).unwrap();
-    let dir = ScratchDir::new(&format!("mixpfx_greedy_{placement}"));
+    greedy_t5_family_on(Device::Cpu, width, placement);
+}
+
+/// `greedy_t5_family` on `device`.
+fn greedy_t5_family_on(device: Device, width: usize, placement: &str) {
+    let model = Model::open(fixture("t5_v1_0"), device).unwrap();
+    let tag = format!("{device:?}").replace(|c: char| !c.is_alphanumeric(), "");
+    let dir = ScratchDir::new(&format!("mixpfx_greedy_{placement}_{tag}"));
     let mut jobs = Vec::new();
     for (i, (prefix, rows, free)) in [
         (true, 2, false),
@@ -191,7 +197,16 @@ fn greedy_t5_family(width: usize, placement: &str) {
     for batch in [1, 3, 64] {
         worst = worst.max(check_mixed(&model, &jobs, batch));
     }
-    eprintln!("t5 greedy {placement}: worst rel err {worst:.2e}");
+    eprintln!("t5 greedy {placement} {tag}: worst rel err {worst:.2e}");
+}
+
+/// Through the kernels (the `emu` device, float32 build), which read each row's prefix of
+/// the stack: T5's greedy prefix and prompt jobs decode in shared batches there too.
+#[cfg(feature = "emu")]
+#[test]
+fn t5_greedy_prefix_jobs_decode_in_shared_batches_on_the_emu_device() {
+    let device = Device::parse("emu", "f32").unwrap();
+    greedy_t5_family_on(device, 2 * 2 * 32, "peft");
 }
 
 #[test]
