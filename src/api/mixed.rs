@@ -22,10 +22,14 @@ impl Model {
     /// every job share batches, each row reading its own prompt (of its own length) from a
     /// table on the device and scored by its own job (BERT `pet`, `cls`; T5 `seq2seq` and
     /// decoder-only `causal` by rank classification over its own label targets); prefix-tuning
-    /// prompts mix too, each row reading its own prefix in every attention layer;
-    /// jobs that decode greedily are predicted one job at a time. The scores equal those of
-    /// [`Model::predict`] on each job's rows alone within 1e-5 relative (the make-up of a
-    /// batch changes the last bits). A row naming no job is an error naming the row.
+    /// prompts mix too, each row reading its own prefix in every attention layer. Jobs that
+    /// decode greedily (free targets, `--decode greedy`) share batches of their own: T5 rows
+    /// decode together after one encoder pass, a decoder's rows generate in one left-padded
+    /// batch with the KV cache, each behind its own prompt and under its own job's limits (a
+    /// decoder's prefix-tuning jobs cannot generate, mixed or alone). The scores equal those
+    /// of [`Model::predict`] on each job's rows alone within 1e-5 relative (the make-up of a
+    /// batch changes the last bits), the generated tokens exactly. A row naming no job is an
+    /// error naming the row.
     pub fn predict_mixed(
         &self,
         jobs: &[(&Task, &Prompt)],
