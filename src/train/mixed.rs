@@ -61,11 +61,11 @@ pub fn predict_mixed<B: Backend>(
     }
     check_rows(jobs.len(), rows)?;
     let mut out: Vec<Option<Prediction>> = vec![None; rows.len()];
-    for group in groups(be, model, jobs, false) {
+    for group in groups(model, jobs, false) {
         let Some(g) = GroupRows::new(rows, &group) else {
             continue;
         };
-        let mix = mixable(model, jobs, &group, false).filter(|_| stacks(be, jobs, &group, false));
+        let mix = mixable(model, jobs, &group, false).filter(|_| stacks(jobs, &group, false));
         let gr = Group {
             jobs,
             group: &group,
@@ -211,12 +211,7 @@ fn front_rows<B: Backend>(params: &Params<B>, bert: bool) -> usize {
 /// (`Bert::encoder_bwd_split`), while T5's and the decoders' prefix jobs form a step group of
 /// their own (its backward fills the prefixes' stack, not the prompt table). Each group's
 /// layout is its first prefix job's: one that runs alone does not decide it.
-fn groups<B: Backend>(
-    be: &B,
-    model: &Model<B>,
-    jobs: &[MixJob<'_, B>],
-    step: bool,
-) -> Vec<Vec<usize>> {
+fn groups<B: Backend>(model: &Model<B>, jobs: &[MixJob<'_, B>], step: bool) -> Vec<Vec<usize>> {
     // [prompt jobs (prefix jobs too in prediction, and BERT's in the step), T5's and the
     // decoders' prefix jobs in the step, greedy jobs]
     let mut shared: [(Vec<usize>, Option<_>); 3] = Default::default();
@@ -235,7 +230,7 @@ fn groups<B: Backend>(
         };
         let fits = params.prefix.is_none_or(|spec| {
             let this = (spec.placement, spec.blocks);
-            *layout.get_or_insert(this) == this && stacks(be, jobs, &[j], step)
+            *layout.get_or_insert(this) == this && stacks(jobs, &[j], step)
         });
         match fits {
             true => group.push(j),
@@ -258,7 +253,7 @@ fn decodes_greedily<B: Backend>(jobs: &[MixJob<'_, B>], group: &[usize]) -> bool
 /// (the CPU reference and the CUDA kernels alike read each batch row's own prefix,
 /// kernels/ATTENTION.md), and in the step only when every job of the group has one (its
 /// backward fills the stack's gradient, not a prompt table's).
-fn stacks<B: Backend>(_be: &B, jobs: &[MixJob<'_, B>], group: &[usize], step: bool) -> bool {
+fn stacks<B: Backend>(jobs: &[MixJob<'_, B>], group: &[usize], step: bool) -> bool {
     let has = |j: &usize| jobs.get(*j).is_some_and(|(_, p)| p.prefix.is_some());
     let (any, all) = (group.iter().any(has), group.iter().all(has));
     !any || !step || all
@@ -478,7 +473,7 @@ pub fn step_mixed<B: Backend>(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    for group in groups(be, model, jobs, true) {
+    for group in groups(model, jobs, true) {
         let Some(g) = GroupRows::new(rows, &group) else {
             continue;
         };
@@ -486,7 +481,7 @@ pub fn step_mixed<B: Backend>(
         // BERT's step fills the prompt table's gradient and the prefix stack's at once: its
         // group stacks prefixes as prediction does
         let step = !matches!(mix, Some(Mix::Bert(_)));
-        let mix = mix.filter(|_| stacks(be, jobs, &group, step));
+        let mix = mix.filter(|_| stacks(jobs, &group, step));
         let gr = Group {
             jobs,
             group: &group,
