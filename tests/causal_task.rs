@@ -119,6 +119,18 @@ fn causal_task_model_mismatch_errors() {
 /// Greedy generation in one left-padded batch gives, row for row, the tokens of generating
 /// each row alone, and the same logits at every step (the prompt sits right before each row's
 /// first real token, so the pads change nothing).
+/// Three rows of different lengths to generate after.
+fn generation_rows(model: &Model<CpuBackend<f32>>) -> Vec<Vec<i32>> {
+    [
+        "Tweet : Great movie. Label :",
+        "a dull plot",
+        "Tweet : the music was lovely and the story slow. Label :",
+    ]
+    .iter()
+    .map(|t| model.tokenizer.encode(t, true).unwrap())
+    .collect()
+}
+
 #[test]
 fn batched_generation_equals_each_row_alone() {
     use softprompt::internals::models::decoder::GenerateOptions;
@@ -131,14 +143,7 @@ fn batched_generation_equals_each_row_alone() {
         let prompt = reference.float("prompt").unwrap();
         let p = prompt.shape[0];
         let prompt = be.upload(DType::F32, &prompt.data).unwrap();
-        let rows: Vec<Vec<i32>> = [
-            "Tweet : Great movie. Label :",
-            "a dull plot",
-            "Tweet : the music was lovely and the story slow. Label :",
-        ]
-        .iter()
-        .map(|t| model.tokenizer.encode(t, true).unwrap())
-        .collect();
+        let rows = generation_rows(&model);
         let opts = GenerateOptions {
             max_new_tokens: 6,
             keep_logits: true,
@@ -156,6 +161,88 @@ fn batched_generation_equals_each_row_alone() {
             let err =
                 Closeness::of(&got, &want, softprompt::internals::closeness::TENSOR_FLOOR).rel_err;
             assert!(err < 1e-5, "{name} row {bi}: logits rel err {err}");
+        }
+    }
+}
+
+/// Generation behind a prefix (prefix tuning, PEFT's CAUSAL_LM placement: the prefix's keys
+/// unrotated, the tokens at positions P..): rows batched with left padding give the ids and
+/// each step's logits of each row alone, and each generated token's log-probability is the
+/// one the full forward without a cache gives (the path `parity` checks against PEFT) over
+/// the row and the tokens generated before it, within 1e-5, on ALiBi and RoPE models.
+#[test]
+fn prefix_generation_equals_each_row_alone_and_the_uncached_forward() {
+    use softprompt::internals::memory::MemoryAccountant;
+    use softprompt::internals::models::decoder::GenerateOptions;
+    use softprompt::internals::models::prefix::PrefixInputs;
+    use softprompt::internals::models::{Placement, TokenBatch};
+    use softprompt::internals::rng::Rng;
+    let be = CpuBackend::<f32>::new();
+    for name in ["bloom", "llama", "qwen2"] {
+        let model = Model::load(&be, &fixture(name)).unwrap();
+        let m = model.net.decoder().unwrap();
+        let (p, blocks, kvw) = (3, m.cfg.num_layers, m.cfg.kv_width());
+        let mut rng = Rng::new(7);
+        let table: Vec<f32> = (0..p * blocks * 2 * kvw)
+            .map(|_| rng.normal() as f32)
+            .collect();
+        let table = be.upload(DType::F32, &table).unwrap();
+        let prefix = || PrefixInputs::new(&be, &table, p, blocks, kvw, Placement::Peft).unwrap();
+        let rows = generation_rows(&model);
+        let opts = GenerateOptions {
+            max_new_tokens: 6,
+            keep_logits: true,
+            ..Default::default()
+        };
+        let batched = m.generate_prefix(&be, &prefix(), &rows, &opts).unwrap();
+        for (bi, row) in rows.iter().enumerate() {
+            let alone =
+                (m.generate_prefix(&be, &prefix(), std::slice::from_ref(row), &opts)).unwrap();
+            let gen = &alone.ids[0];
+            assert_eq!(batched.ids[bi], *gen, "{name} row {bi}");
+            assert_eq!(gen.len(), 6, "{name} row {bi}");
+            let got: Vec<f32> = batched.logits[bi].concat();
+            let want: Vec<f32> = alone.logits[0].concat();
+            let err =
+                Closeness::of(&got, &want, softprompt::internals::closeness::TENSOR_FLOOR).rel_err;
+            assert!(err < 1e-5, "{name} row {bi}: logits rel err {err}");
+            // the forward without a cache over the row and its generated tokens
+            let ids: Vec<i32> = row.iter().chain(gen).copied().collect();
+            let labels: Vec<i32> = (ids.iter().enumerate())
+                .map(|(j, &id)| if j < row.len() { -100 } else { id })
+                .collect();
+            let batch = TokenBatch {
+                b: 1,
+                t: ids.len(),
+                mask: vec![1; ids.len()],
+                ids,
+                type_ids: None,
+            };
+            let inp = m.upload_inputs(&be, &batch, 0, Some(&labels)).unwrap();
+            let inp = m.with_prefix(&be, inp, prefix()).unwrap();
+            let none = be.zeros(DType::F32, 0).unwrap();
+            let mut acct = MemoryAccountant::new();
+            let losses = m.target_losses(&be, &mut acct, &none, &inp).unwrap();
+            let want: Vec<f64> = losses.iter().map(|&l| -(l as f64)).collect();
+            let got: Vec<f64> = (alone.logits[0].iter().zip(gen))
+                .map(|(logits, &id)| {
+                    let mx = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                    let lse = mx
+                        + logits
+                            .iter()
+                            .map(|&x| (x as f64 - mx).exp())
+                            .sum::<f64>()
+                            .ln();
+                    logits[id as usize] as f64 - lse
+                })
+                .collect();
+            let err = Closeness::of(&got, &want, SCALAR_FLOOR).rel_err;
+            assert!(err < 1e-5, "{name} row {bi}: {got:?} vs uncached {want:?}");
+            let sum: f64 = want.iter().sum();
+            assert!(
+                (alone.logprob[0] - sum).abs() < 1e-4 * sum.abs().max(1.0),
+                "{name}"
+            );
         }
     }
 }

@@ -368,8 +368,7 @@ impl Model {
                 keep_logits: false,
             };
             let params = bind(be, m, task, prompt)?;
-            train::causal::refuse_prefix(&params, "generate")?;
-            let g = decoder.generate(be, &params.prompt, params.p, &rows, &opts)?;
+            let g = train::causal::generate_with(be, m, decoder, &params, &rows, &opts)?;
             (g.ids.into_iter().zip(g.logprob))
                 .map(|(ids, logprob)| {
                     Ok(Generation {

@@ -9,9 +9,9 @@ use super::model::Model;
 use super::step::Params;
 use super::task::Task;
 use crate::backend::{Backend, IGNORE_INDEX};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::memory::MemoryAccountant;
-use crate::models::decoder::{Decoder, GenerateOptions};
+use crate::models::decoder::{Decoder, GenerateOptions, Generated};
 use crate::models::TokenBatch;
 
 /// Row b's real tokens (B rows of a right-padded batch).
@@ -58,14 +58,21 @@ pub fn joined(tokens: &TokenBatch, targets: &[i32], l: usize, pad: i32) -> (Toke
     (out, labels)
 }
 
-/// Generation with the KV cache does not read a prefix yet: an error naming what was asked.
-pub fn refuse_prefix<B: Backend>(params: &Params<B>, what: &str) -> Result<()> {
+/// Greedy generation of `rows` behind `params`: its prompt, or its prefix-tuning prefix.
+pub fn generate_with<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    m: &Decoder<B>,
+    params: &Params<B>,
+    rows: &[Vec<i32>],
+    opts: &GenerateOptions,
+) -> Result<Generated> {
     match params.prefix {
-        Some(_) => Err(Error::Unsupported(format!(
-            "{what} with a prefix-tuning prompt (the KV cache holds no prefix yet): score with \
-             rank classification (--decode rank) instead"
-        ))),
-        None => Ok(()),
+        Some(spec) => {
+            let prefix = model.net.prefix_inputs(be, &params.prompt, spec)?;
+            m.generate_prefix(be, &prefix, rows, opts)
+        }
+        None => m.generate(be, &params.prompt, params.p, rows, opts),
     }
 }
 
@@ -112,23 +119,17 @@ impl Task {
     pub(super) fn causal_greedy<B: Backend>(
         &self,
         be: &B,
+        model: &Model<B>,
         m: &Decoder<B>,
         params: &Params<B>,
         batch: &Batch,
     ) -> Result<Vec<(Vec<i32>, f32)>> {
-        refuse_prefix(params, "greedy generation")?;
         let opts = GenerateOptions {
             max_new_tokens: self.spec.max_target_len.max(1),
             stop: self.stop_ids(&m.cfg),
             ..Default::default()
         };
-        let g = m.generate(
-            be,
-            &params.prompt,
-            params.p,
-            &real_rows(&batch.tokens),
-            &opts,
-        )?;
+        let g = generate_with(be, model, m, params, &real_rows(&batch.tokens), &opts)?;
         Ok(g.ids
             .into_iter()
             .zip(g.logprob)

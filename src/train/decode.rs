@@ -158,7 +158,9 @@ impl Task {
     ) -> Result<Vec<(Vec<i32>, f32)>> {
         let m = match &model.net {
             Net::T5(m) => m,
-            Net::Bloom(d) | Net::Llama(d) => return self.causal_greedy(be, d, params, batch),
+            Net::Bloom(d) | Net::Llama(d) => {
+                return self.causal_greedy(be, model, d, params, batch)
+            }
             Net::Bert(_) => {
                 return Err(Error::arg(
                     "--decode greedy",

@@ -12,7 +12,7 @@
 //! (free targets, `--decode greedy`) mixes jobs too, in batches of its own
 //! (`mixed_greedy.rs`: T5's encoder once over the table, then every row's decoding together;
 //! a decoder's generation left-padded with each row's prompt right before its tokens; T5's
-//! prefix jobs too, a decoder's greedy prefix jobs refused as alone). The step runs the same way:
+//! prefix jobs too, a decoder's greedy prefix jobs alone). The step runs the same way:
 //! one forward over the table, each job's loss and head gradient on its own rows, one backward
 //! whose table gradient (K, P, C) holds every prompt's (`prompt_grad_bwd` sums each prompt's
 //! rows).
@@ -305,7 +305,7 @@ enum Mix<'m, B: Backend> {
 /// The model when every job of `group` can share batches: BERT `pet`/`cls` (no free
 /// targets), T5 `seq2seq` and decoder-only `causal` jobs; in prediction (`step` false) the
 /// jobs of one group either all scored by rank classification or all decoded greedily, and
-/// no decoder's greedy prefix job (generation with the KV cache reads no prefix).
+/// no decoder's greedy prefix job (`Decoder::generate_prefix` generates behind one prefix).
 fn mixable<'m, B: Backend>(
     model: &'m Model<B>,
     jobs: &[MixJob<'_, B>],

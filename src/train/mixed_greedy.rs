@@ -10,8 +10,8 @@
 //! Decoder-only `causal`: one left-padded batch with the KV cache
 //! (`Decoder::generate_mixed`), row b [pads][its P_b prompt rows][its tokens], the prompt
 //! directly before the row's first real token at positions 0.., as its own batch places it.
-//! Generation with the KV cache reads no prefix (a prefix job's greedy decoding is refused
-//! alone too), so `mixed::mixable` keeps a decoder's greedy prefix jobs out of these batches.
+//! A decoder's greedy prefix jobs generate behind their one prefix
+//! (`Decoder::generate_prefix`), so `mixed::mixable` keeps them out of these batches.
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
 // expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
 #![cfg_attr(
@@ -19,7 +19,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::causal::{real_rows, refuse_prefix};
+use super::causal::real_rows;
 use super::decode::{t5_greedy, Prediction};
 use super::encode::Batch;
 use super::mixed::{predict_chunks, row_lens, Group};
@@ -72,9 +72,6 @@ pub(super) fn predict_causal<B: Backend>(
     gr: &Group<'_, '_, B>,
     batch_size: usize,
 ) -> Result<Vec<Prediction>> {
-    for k in 0..gr.group.len() {
-        refuse_prefix(gr.job(k)?.1, "greedy generation")?;
-    }
     let table = gr.table(be, gr.lens().0, m.cfg.hidden_size)?;
     predict_greedy(be, model, gr, batch_size, |r| {
         let max_new: Vec<usize> = r

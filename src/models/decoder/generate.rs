@@ -17,6 +17,7 @@ use crate::backend::{AttnDims, Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::common::{linear, zeros, MixedPrompts, PromptRows, MAX_TOKENS};
+use crate::models::prefix::PrefixInputs;
 
 /// Where the prompt sits in a left-padded row.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,6 +98,8 @@ struct Plan<'a, B: Backend> {
     stop: Vec<&'a [i32]>,
     placement: PromptPlacement,
     keep_logits: bool,
+    /// prefix tuning's prefix (P rows in every layer's keys and values) instead of a prompt
+    prefix: Option<&'a PrefixInputs<B>>,
 }
 
 /// The left-padded batch: its layout, the cache's key mask and each row's positions.
@@ -197,6 +200,56 @@ impl<B: Backend> Decoder<B> {
             stop: vec![&opts.stop; rows.len()],
             placement: opts.placement,
             keep_logits: opts.keep_logits,
+            prefix: None,
+        };
+        self.generate_plan(be, rows, &plan)
+    }
+
+    /// `generate` behind prefix tuning's `prefix` (PEFT's CAUSAL_LM placement: every layer's
+    /// keys and values start with its P rows, unrotated, and the tokens sit at positions
+    /// P..): the prefill runs the rows right-padded, so that ALiBi and RoPE see each row as
+    /// alone, and the cache then holds row b as [pads][prefix][tokens], which decodes as a
+    /// prompt of P rows does.
+    pub fn generate_prefix(
+        &self,
+        be: &B,
+        prefix: &PrefixInputs<B>,
+        rows: &[Vec<i32>],
+        opts: &GenerateOptions,
+    ) -> Result<Generated> {
+        if opts.placement != PromptPlacement::BeforeTokens {
+            return Err(Error::arg(
+                "--prompt-placement",
+                "peft places a prompt-tuning prompt before the padding; a prefix always sits \
+                 right before each row's tokens",
+            ));
+        }
+        if prefix.rows.is_some() || prefix.blocks != self.w.layers.len() {
+            return Err(Error::shape(
+                "prefix blocks (one per layer, one prefix for every row)",
+                format!("{} blocks", self.w.layers.len()),
+                prefix.blocks,
+            ));
+        }
+        if let Some(bi) = rows.iter().position(Vec::is_empty) {
+            return Err(Error::tensor(
+                "input_ids",
+                format!(
+                    "row {bi} has no tokens: a prefix holds keys, not a position to generate from"
+                ),
+            ));
+        }
+        let none = zeros(be, DType::F32, 0)?;
+        let plan = Plan {
+            prompt: &none,
+            tab: PromptRows::one(),
+            p: prefix.p,
+            lens: vec![prefix.p; rows.len()],
+            max_new: vec![opts.max_new_tokens; rows.len()],
+            stop: vec![&opts.stop; rows.len()],
+            placement: opts.placement,
+            keep_logits: opts.keep_logits,
+            prefix: Some(prefix),
         };
         self.generate_plan(be, rows, &plan)
     }
@@ -226,6 +279,7 @@ impl<B: Backend> Decoder<B> {
             stop: gen.stop.iter().map(Vec::as_slice).collect(),
             placement: PromptPlacement::BeforeTokens,
             keep_logits: false,
+            prefix: None,
         };
         self.generate_plan(be, rows, &plan)
     }
@@ -267,7 +321,10 @@ impl<B: Backend> Decoder<B> {
         }
         let lay = Layout::new(rows, &plan.lens, max_new, plan.placement);
         self.check_length(lay.tmax)?;
-        let (mut caches, mut logits) = self.prefill(be, plan, rows, &lay)?;
+        let (mut caches, mut logits) = match plan.prefix {
+            Some(pre) => self.prefill_prefix(be, pre, rows, &lay)?,
+            None => self.prefill(be, plan, rows, &lay)?,
+        };
         let mut done: Vec<bool> = plan.max_new.iter().map(|&n| n == 0).collect();
         let v = self.cfg.vocab_size;
         for step in 0..max_new {
@@ -306,7 +363,7 @@ impl<B: Backend> Decoder<B> {
         let (b, s0, c) = (lay.b, lay.s0, self.cfg.hidden_size);
         let n = b * s0;
         let (x, ids) = self.embed_placed(be, plan, rows, lay)?;
-        let (mut x, _) = self.embed_norm_fwd(be, x, n)?;
+        let (x, _) = self.embed_norm_fwd(be, x, n)?;
         let inp = DecoderInputs {
             b,
             tokens: s0,
@@ -323,32 +380,49 @@ impl<B: Backend> Decoder<B> {
             table: PromptRows::one(),
             prefix: None,
         };
-        let kvw = self.cfg.kv_width();
         let to_cache: Vec<i32> = (0..b)
             .flat_map(|bi| (0..s0).map(move |s| (bi * lay.tmax + s) as i32))
             .collect();
-        let to_cache = be.upload_i32(&to_cache)?;
+        let (x, caches) = self.prefill_layers(be, x, &inp, &to_cache, lay, |_, _| Ok(()))?;
+        let last: Vec<i32> = (0..b).map(|bi| (bi * s0 + s0 - 1) as i32).collect();
+        let mut h = zeros(be, be.act_dtype(), b * c)?;
+        be.gather_rows(&mut h, &x, &be.upload_i32(&last)?, b, c)?;
+        Ok((caches, self.last_logits(be, h, b)?))
+    }
+
+    /// The prefill's layers over x (B·S, C) as `inp` says, each layer's keys and values
+    /// written into its zeroed cache (B, Tmax, Hkv·D) at the cache rows `to_cache` (B·S),
+    /// then `fill(layer, cache)`; returns the last layer's output and the caches.
+    fn prefill_layers(
+        &self,
+        be: &B,
+        mut x: B::Buf,
+        inp: &DecoderInputs<B>,
+        to_cache: &[i32],
+        lay: &Layout,
+        mut fill: impl FnMut(usize, &mut LayerCache<B>) -> Result<()>,
+    ) -> Result<(B::Buf, Vec<LayerCache<B>>)> {
+        let (n, kvw, len) = (to_cache.len(), self.cfg.kv_width(), lay.b * lay.tmax);
+        let to_cache = be.upload_i32(to_cache)?;
         let mut acct = MemoryAccountant::new();
         let mut caches = Vec::with_capacity(self.w.layers.len());
         for l in 0..self.w.layers.len() {
-            let (out, kept) = self.layer_fwd(be, &mut acct, l, x, &inp, None, Keep::KeyValues)?;
+            let (out, kept) = self.layer_fwd(be, &mut acct, l, x, inp, None, Keep::KeyValues)?;
             x = out;
             let Kept::KeyValues(k, v) = kept else {
                 return Err(Error::Device("prefill keys and values missing".into()));
             };
             let mut cache = LayerCache {
-                k: zeros(be, be.act_dtype(), b * lay.tmax * kvw)?,
-                v: zeros(be, be.act_dtype(), b * lay.tmax * kvw)?,
+                k: zeros(be, be.act_dtype(), len * kvw)?,
+                v: zeros(be, be.act_dtype(), len * kvw)?,
             };
             // the cache starts at zero and each row is written once: adding is writing
             be.scatter_rows_bwd(&mut cache.k, &k, &to_cache, n, kvw)?;
             be.scatter_rows_bwd(&mut cache.v, &v, &to_cache, n, kvw)?;
+            fill(l, &mut cache)?;
             caches.push(cache);
         }
-        let last: Vec<i32> = (0..b).map(|bi| (bi * s0 + s0 - 1) as i32).collect();
-        let mut h = zeros(be, be.act_dtype(), b * c)?;
-        be.gather_rows(&mut h, &x, &be.upload_i32(&last)?, b, c)?;
-        Ok((caches, self.last_logits(be, h, b)?))
+        Ok((x, caches))
     }
 
     /// The prefill's input x (B, S0, C): each row's prompt rows and tokens embedded
@@ -363,17 +437,7 @@ impl<B: Backend> Decoder<B> {
     ) -> Result<(B::Buf, B::Buf)> {
         let (b, s0, c, p) = (lay.b, lay.s0, self.cfg.hidden_size, plan.p);
         let t = rows.iter().map(Vec::len).max().unwrap_or(0);
-        let pad_id = self
-            .cfg
-            .pad_token_id
-            .unwrap_or(0)
-            .min(self.cfg.vocab_size - 1) as i32;
-        let mut ids = Vec::with_capacity(b * t);
-        for r in rows {
-            ids.extend(r);
-            ids.extend(std::iter::repeat_n(pad_id, t - r.len()));
-        }
-        let ids = be.upload_i32(&ids)?;
+        let ids = self.right_padded(be, rows, t)?;
         let x = self.embed_rows(be, plan.prompt, &ids, &plan.tab, b, t, p)?;
         let idx: Vec<i32> = (0..b)
             .flat_map(|bi| (0..s0).map(move |s| (bi * (p + t) + lay.src(bi, s)) as i32))
@@ -384,6 +448,87 @@ impl<B: Backend> Decoder<B> {
         let mut out = zeros(be, be.act_dtype(), b * s0 * c)?;
         be.gather_rows(&mut out, &x, &be.upload_i32(&idx)?, b * s0, c)?;
         Ok((out, ids))
+    }
+
+    /// The ids (B, T) of `rows`, each right-padded to `t` with the pad token.
+    fn right_padded(&self, be: &B, rows: &[Vec<i32>], t: usize) -> Result<B::Buf> {
+        let pad_id = (self.cfg.pad_token_id.unwrap_or(0)).min(self.cfg.vocab_size - 1) as i32;
+        let mut ids = Vec::with_capacity(rows.len() * t);
+        for r in rows {
+            ids.extend(r);
+            ids.extend(std::iter::repeat_n(pad_id, t - r.len()));
+        }
+        be.upload_i32(&ids)
+    }
+
+    /// The prefill behind a prefix: one forward over the rows right-padded to T (each
+    /// row's tokens at positions P.., the pads after them, which no real token sees), the
+    /// caches filled as the left-padded layout `lay` of prompt length P says: row b's
+    /// prefix keys and values at its pads' end, its tokens' after them, the T − n_b slots
+    /// in front (its pads, masked) holding its pad rows. Returns the caches and the logits
+    /// (B, V) at each row's last token.
+    fn prefill_prefix(
+        &self,
+        be: &B,
+        pre: &PrefixInputs<B>,
+        rows: &[Vec<i32>],
+        lay: &Layout,
+    ) -> Result<(Vec<LayerCache<B>>, Vec<f32>)> {
+        let (b, c, p, kvw) = (lay.b, self.cfg.hidden_size, pre.p, self.cfg.kv_width());
+        let t = lay.s0 - p;
+        let n = b * t;
+        let ids = self.right_padded(be, rows, t)?;
+        let x = self.embed(be, &zeros(be, DType::F32, 0)?, &ids, b, t, 0)?;
+        let (x, _) = self.embed_norm_fwd(be, x, n)?;
+        let key_mask: Vec<i32> = (rows.iter())
+            .flat_map(|r| (0..t).map(move |i| (i < r.len()) as i32))
+            .collect();
+        let pos: Vec<i32> = (0..b).flat_map(|_| p..p + t).map(|x| x as i32).collect();
+        let own = PrefixInputs::new(be, &pre.table, p, pre.blocks, kvw, pre.placement)?;
+        let inp = DecoderInputs {
+            b,
+            tokens: t,
+            p: 0,
+            ids,
+            key_mask: be.upload_i32(&key_mask)?,
+            pos: (self.inv_freq.as_ref())
+                .map(|_| be.upload_i32(&pos))
+                .transpose()?,
+            rows: Vec::new(),
+            targets: Vec::new(),
+            table: PromptRows::one(),
+            prefix: Some(own),
+        };
+        // token i of row b: after its pads and the prefix; a pad row: in a masked slot
+        let to_cache: Vec<i32> = (0..b)
+            .flat_map(|bi| {
+                let (nb, np, at) = (rows[bi].len(), lay.pads[bi], bi * lay.tmax);
+                (0..t).map(move |i| (at + if i < nb { np + p + i } else { i - nb }) as i32)
+            })
+            .collect();
+        let prefix_at: Vec<i32> = (0..b)
+            .flat_map(|bi| (0..p).map(move |r| (bi * lay.tmax + lay.pads[bi] + r) as i32))
+            .collect();
+        let prefix_at = be.upload_i32(&prefix_at)?;
+        let host = be.download(&pre.table)?; // (P, blocks · 2 · kvw)
+        let (x, caches) = self.prefill_layers(be, x, &inp, &to_cache, lay, |l, cache| {
+            for (half, dst) in [(0, &mut cache.k), (1, &mut cache.v)] {
+                let off = (2 * l + half) * kvw;
+                let block: Vec<f32> = (0..b)
+                    .flat_map(|_| host.chunks(pre.width()))
+                    .flat_map(|row| row.get(off..off + kvw).unwrap_or(&[]).iter().copied())
+                    .collect();
+                let block = be.upload(be.act_dtype(), &block)?;
+                be.scatter_rows_bwd(dst, &block, &prefix_at, b * p, kvw)?;
+            }
+            Ok(())
+        })?;
+        let last: Vec<i32> = (rows.iter().enumerate())
+            .map(|(bi, r)| (bi * t + r.len() - 1) as i32)
+            .collect();
+        let mut h = zeros(be, be.act_dtype(), b * c)?;
+        be.gather_rows(&mut h, &x, &be.upload_i32(&last)?, b, c)?;
+        Ok((caches, self.last_logits(be, h, b)?))
     }
 
     /// The final norm and the head over h (B, C): logits (B, V) on the host.
