@@ -215,8 +215,6 @@ fn t5_greedy_prefix_jobs_decode_in_shared_batches() {
     greedy_t5_family(2 * 2 * 32, "peft");
 }
 
-/// A decoder's generation with the KV cache reads no prefix: a greedy prefix job beside a
-/// greedy prompt job gets the error it gets alone, and the prompt job alone decodes as before.
 /// A decoder's greedy prefix job (generation behind a prefix, `Decoder::generate_prefix`)
 /// runs beside a prompt-tuning greedy job in one predict call, each row as its job alone.
 #[test]
@@ -230,6 +228,31 @@ fn decoder_greedy_prefix_jobs_run_beside_prompt_jobs() {
     let alone = model.predict(&t_pre, &pre, &e_pre, 8).unwrap();
     assert!(alone.iter().all(|p| !p.ids.is_empty()), "{alone:?}");
     check_mixed(&model, &[(t_pre, pre, e_pre), (t_pt, pt, e_pt)], 8);
+}
+
+/// Generation behind a prefix through the kernels (the `emu` device, float32 build): on
+/// ALiBi and RoPE the ids of the CPU's, the scores within 1e-5.
+#[cfg(feature = "emu")]
+#[test]
+fn decoder_greedy_prefix_job_on_the_emu_device() {
+    let dir = ScratchDir::new("mixpfx_greedy_emu");
+    let emu = Device::parse("emu", "f32").unwrap();
+    for (name, width) in [("bloom", 2 * 2 * 48), ("llama", 2 * 2 * 2 * 12)] {
+        let pre = common::prefix_prompt(&dir.path().join(name), 4, width, "peft", 3);
+        let predict = |device| {
+            let model = Model::open(fixture(name), device).unwrap();
+            let (task, enc) = greedy_task(&model, 4, true);
+            model.predict(&task, &pre, &enc, 8).unwrap()
+        };
+        let (want, got) = (predict(Device::Cpu), predict(emu));
+        assert_eq!(want.len(), got.len(), "{name}");
+        for (w, g) in want.iter().zip(&got) {
+            assert!(!w.ids.is_empty(), "{name}");
+            assert_eq!(w.ids, g.ids, "{name}");
+            let err = ((w.score - g.score) as f64).abs() / (w.score.abs() as f64).max(1.0);
+            assert!(err < 1e-5, "{name}: score {} vs {}", g.score, w.score);
+        }
+    }
 }
 
 fn cli_predict(args: &[String]) -> Vec<serde_json::Value> {
