@@ -27,20 +27,19 @@ use super::decode::{encoder_hidden, Prediction, RowLayout};
 use super::encode::{Batch, Encoded, Row};
 use super::eval::predict_all;
 use super::mixed_greedy;
+use super::mixed_groups::{decodes_greedily, group_lens, groups, mixable, one_job, stacks, Mix};
 use super::mixed_lm;
 use super::mixed_prefix::PrefixStack;
 use super::model::Model;
 use super::spec::TaskKind;
 use super::step::{check_labels, cls_head, Grads, Params};
-use super::task::{job, Job, Task};
+use super::task::Task;
 use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::bert::{self, Bert};
 use crate::models::cls_head::ClsHead;
-use crate::models::decoder::Decoder as DecoderLm;
 use crate::models::heads::{self, Decoder};
-use crate::models::t5::T5;
 use crate::models::Recompute;
 use std::path::PathBuf;
 
@@ -193,86 +192,6 @@ fn prompt_table<B: Backend>(
     be.upload(DType::F32, &table)
 }
 
-/// The rows a job puts in front of its tokens in a mixed batch: its prompt's P; a prefix job
-/// none, except on BERT, whose tokens sit at their first position behind as many hidden rows
-/// (`mixed_prefix.rs`).
-fn front_rows<B: Backend>(params: &Params<B>, bert: bool) -> usize {
-    match params.prefix {
-        Some(spec) if bert => spec.bert_first_position.unwrap_or(spec.p),
-        _ => params.input_rows(),
-    }
-}
-
-/// The jobs that share batches (`mixable`) together, every other job alone: in prediction
-/// the rank-scored (or BERT) jobs one group, the greedily decoded ones another
-/// (`mixed_greedy.rs`); prefix jobs join their group when their prefixes share one layout
-/// (`mixed_prefix.rs`; `stacks`); in the step
-/// too on BERT, whose backward fills the prompt table's gradient and the stack's at once
-/// (`Bert::encoder_bwd_split`), while T5's and the decoders' prefix jobs form a step group of
-/// their own (its backward fills the prefixes' stack, not the prompt table). Each group's
-/// layout is its first prefix job's: one that runs alone does not decide it.
-fn groups<B: Backend>(model: &Model<B>, jobs: &[MixJob<'_, B>], step: bool) -> Vec<Vec<usize>> {
-    // [prompt jobs (prefix jobs too in prediction, and BERT's in the step), T5's and the
-    // decoders' prefix jobs in the step, greedy jobs]
-    let mut shared: [(Vec<usize>, Option<_>); 3] = Default::default();
-    let mut alone = Vec::new();
-    for (j, (_, params)) in jobs.iter().enumerate() {
-        let at = mixable(model, jobs, &[j], step).map(|mix| match mix {
-            // the step's backward fills one table, prompts' or prefixes', except BERT's, which
-            // fills both (`Bert::encoder_bwd_split`)
-            Mix::T5(_) | Mix::Causal(_) if step && params.prefix.is_some() => 1,
-            _ if !step && decodes_greedily(jobs, &[j]) => 2,
-            _ => 0,
-        });
-        let Some((group, layout)) = at.and_then(|at| shared.get_mut(at)) else {
-            alone.push(vec![j]);
-            continue;
-        };
-        let fits = params.prefix.is_none_or(|spec| {
-            let this = (spec.placement, spec.blocks);
-            *layout.get_or_insert(this) == this && stacks(jobs, &[j], step)
-        });
-        match fits {
-            true => group.push(j),
-            false => alone.push(vec![j]),
-        }
-    }
-    (shared.into_iter().map(|(group, _)| group))
-        .filter(|g| !g.is_empty())
-        .chain(alone)
-        .collect()
-}
-
-/// Whether `group`'s jobs are decoded greedily (`mixable` keeps them apart from the
-/// rank-scored ones): its first job's.
-fn decodes_greedily<B: Backend>(jobs: &[MixJob<'_, B>], group: &[usize]) -> bool {
-    (group.first().and_then(|&j| jobs.get(j))).is_some_and(|(task, _)| task.decodes_greedily())
-}
-
-/// Whether the prefixes of `group`'s jobs (if any) can be read from a stack: on every device
-/// (the CPU reference and the CUDA kernels alike read each batch row's own prefix,
-/// kernels/ATTENTION.md), and in the step only when every job of the group has one (its
-/// backward fills the stack's gradient, not a prompt table's).
-fn stacks<B: Backend>(jobs: &[MixJob<'_, B>], group: &[usize], step: bool) -> bool {
-    let has = |j: &usize| jobs.get(*j).is_some_and(|(_, p)| p.prefix.is_some());
-    let (any, all) = (group.iter().any(has), group.iter().all(has));
-    !any || !step || all
-}
-
-/// The prompt lengths of a group: the longest (the table's P), and each job's (in group
-/// order) when they differ; None when all are one length (the layout of a single prompt).
-fn group_lens<B: Backend>(
-    jobs: &[MixJob<'_, B>],
-    group: &[usize],
-    bert: bool,
-) -> (usize, Option<Vec<usize>>) {
-    let lens: Vec<usize> = (group.iter().filter_map(|&j| jobs.get(j)))
-        .map(|(_, params)| front_rows(params, bert))
-        .collect();
-    let p = lens.iter().copied().max().unwrap_or(0);
-    (p, lens.iter().any(|&l| l != p).then_some(lens))
-}
-
 /// The batch `tokens` on the device for the group's table: row b reads prompt `slot[b]` of
 /// `k`, and, with `job_lens` (each job's prompt length), its own prompt's length of rows.
 /// Returns the inputs and each row's prompt length (B) when they differ.
@@ -293,45 +212,6 @@ fn group_inputs<B: Backend>(
         .map(|&s| job_lens.get(s as usize).copied().unwrap_or(p))
         .collect();
     Ok((inp.with_prompt_lens(be, &lens)?, Some(lens)))
-}
-
-/// The model a group of mixed jobs runs on.
-enum Mix<'m, B: Backend> {
-    Bert(&'m Bert<B>),
-    T5(&'m T5<B>),
-    Causal(&'m DecoderLm<B>),
-}
-
-/// The model when every job of `group` can share batches: BERT `pet`/`cls` (no free
-/// targets), T5 `seq2seq` and decoder-only `causal` jobs; in prediction (`step` false) the
-/// jobs of one group either all scored by rank classification or all decoded greedily, and
-/// no decoder's greedy prefix job (`Decoder::generate_prefix` generates behind one prefix).
-fn mixable<'m, B: Backend>(
-    model: &'m Model<B>,
-    jobs: &[MixJob<'_, B>],
-    group: &[usize],
-    step: bool,
-) -> Option<Mix<'m, B>> {
-    let mut mix = None;
-    let greedy = !step && decodes_greedily(jobs, group);
-    for (task, params) in group.iter().filter_map(|&j| jobs.get(j)) {
-        let spec = &task.spec;
-        if !step && task.decodes_greedily() != greedy {
-            return None;
-        }
-        mix = match job(spec.kind, model) {
-            Ok(Job::Pet(m) | Job::Cls(m)) if !spec.free_targets => Some(Mix::Bert(m)),
-            Ok(Job::Seq2Seq(m)) => Some(Mix::T5(m)),
-            Ok(Job::Causal(m)) if !greedy || params.prefix.is_none() => Some(Mix::Causal(m)),
-            _ => return None,
-        };
-    }
-    mix
-}
-
-fn one_job<'a, B: Backend>(jobs: &[MixJob<'a, B>], group: &[usize]) -> Result<MixJob<'a, B>> {
-    (group.first().and_then(|&j| jobs.get(j)).copied())
-        .ok_or_else(|| Error::arg("jobs", "an empty group of jobs"))
 }
 
 /// The rows of `g` (all of `group`'s jobs), sorted by length into batches that mix jobs: one

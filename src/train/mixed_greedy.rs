@@ -11,7 +11,7 @@
 //! (`Decoder::generate_mixed`), row b [pads][its P_b prompt rows][its tokens], the prompt
 //! directly before the row's first real token at positions 0.., as its own batch places it.
 //! A decoder's greedy prefix jobs generate behind their one prefix
-//! (`Decoder::generate_prefix`), so `mixed::mixable` keeps them out of these batches.
+//! (`Decoder::generate_prefix`), so `mixed_groups::mixable` keeps them out of these batches.
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
 // expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
 #![cfg_attr(

@@ -35,7 +35,7 @@ pub(super) struct PrefixStack<B: Backend> {
     pub(super) l: usize,
     /// N·2·Hkv·D
     pub(super) width: usize,
-    /// the layout every prefix of the group shares (`mixed::groups`)
+    /// the layout every prefix of the group shares (`mixed_groups::groups`)
     spec: PrefixSpec,
     /// (K) each job's prefix rows, 0 for a prompt job
     lens: Vec<usize>,

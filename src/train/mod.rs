@@ -87,6 +87,7 @@ pub mod eval;
 pub mod metrics;
 pub mod mixed;
 pub mod mixed_greedy;
+mod mixed_groups;
 pub mod mixed_lm;
 pub mod mixed_prefix;
 pub mod model;
