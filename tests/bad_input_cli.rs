@@ -2047,16 +2047,32 @@ fn no_run(dir: &ScratchDir) {
 }
 
 /// A setting of one task (in --task-config, or a flag every task reads) that the model refuses
-/// named neither the task nor the file: "invalid argument --max-len: must be at least 2".
+/// named neither the task nor the file: "invalid argument --max-len: must be at least 2"; then
+/// a --task-config key was named by its flag (`--max-len` for the file's `max_len`).
 #[test]
 fn multitask_errors_name_the_task() {
     let dir = ScratchDir::new("multitask_names");
     let args = two_tasks(&dir);
     let config = dir.path().join("tasks.json");
-    std::fs::write(&config, r#"{"b": {"max_len": 0}}"#).expect("write");
+    for (text, key) in [
+        (r#"{"b": {"max_len": 0}}"#, "`max_len` (as --max-len)"),
+        (r#"{"b": {"method": "bogus"}}"#, "`method` (as --method)"),
+        (
+            r#"{"b": {"method": "prompt", "prefix_placement": "peft"}}"#,
+            "`prefix_placement` (as --prefix-placement)",
+        ),
+    ] {
+        std::fs::write(&config, text).expect("write");
+        refused(
+            &with_flags(&args, &["--task-config", s(&config)]),
+            &[key, "task \"b\"", s(&config)],
+        );
+    }
+    // a flag the file does not set keeps its name
+    std::fs::write(&config, r#"{"b": {"prompt_len": 3}}"#).expect("write");
     refused(
-        &with_flags(&args, &["--task-config", s(&config)]),
-        &["invalid argument --max-len", "task `b`", s(&config)],
+        &with_flags(&args, &["--task-config", s(&config), "--max-len", "0"]),
+        &["invalid argument --max-len", "task `a`", s(&config)],
     );
     refused(
         &with_flags(&args, &["--verbalizer", "positive=great,negative=great"]),

@@ -24,6 +24,8 @@ struct TaskInput {
     init: Option<PromptInit>,
     /// its own method (`--task-config`'s `method` and the method's keys)
     method: Option<Method>,
+    /// the keys its `--task-config` entry sets: an error about one names the key, not the flag
+    config_keys: Vec<String>,
     /// train, dev, test
     data: [Option<Dataset>; 3],
 }
@@ -134,6 +136,7 @@ fn by_folder(a: &Args) -> Result<Vec<TaskInput>> {
             prompt_len: None,
             init: None,
             method: None,
+            config_keys: Vec::new(),
             data: [Some(train), split("dev")?, split("test")?],
         });
     }
@@ -175,6 +178,7 @@ fn by_field(a: &Args, field: &str) -> Result<Vec<TaskInput>> {
                         prompt_len: None,
                         init: None,
                         method: None,
+                        config_keys: Vec::new(),
                         data: [None, None, None],
                     });
                     names.len() - 1
@@ -336,9 +340,12 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
                 _ => return Err(Error::file(path, format!("task \"{name}\": unknown setting `{k}` (expected task, template, labels, verbalizer, pooling, free_targets, max_len, max_target_len, target_end, prompt_len, init, init_text, {})", METHOD_KEYS.join(", ")))),
             }
         }
+        t.config_keys = o.keys().cloned().collect();
         if METHOD_KEYS.iter().any(|k| o.contains_key(*k)) {
             let tag = format!("task \"{name}\" (--task-config {})", path.display());
-            t.method = Some(method.method().map_err(|e| e.tagged(&tag))?);
+            t.method = Some(
+                (method.method()).map_err(|e| config_error(e, path, name, &t.config_keys, &tag))?,
+            );
         }
         if init.is_some() || o.contains_key("init_text") {
             let kind = init.unwrap_or_else(|| a.init.clone());
@@ -351,6 +358,22 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `e` about a flag whose value the task's `--task-config` entry set (`keys`) as an error of
+/// that file naming the key the user wrote (`max_len`, not `--max-len`); any other error
+/// tagged with `tag`.
+fn config_error(e: Error, config: &Path, name: &str, keys: &[String], tag: &str) -> Error {
+    if let Error::Arg { flag, msg } = &e {
+        let key = flag.trim_start_matches("--").replace('-', "_");
+        if keys.contains(&key) {
+            return Error::file(
+                config,
+                format!("task \"{name}\": `{key}` (as {flag}): {msg}"),
+            );
+        }
+    }
+    e.tagged(tag)
 }
 
 /// The task resolved on the model, its splits encoded.
@@ -366,11 +389,12 @@ fn encode_task(model: &Model, a: &Args, t: TaskInput) -> Result<EncodedTask> {
         ),
         None => format!("task `{}`", t.name),
     };
-    let task = t
-        .flags
-        .options()
+    let task = (t.flags.options())
         .and_then(|o| model.task(&o, train.as_ref(), p))
-        .map_err(|e| e.tagged(&tag))?;
+        .map_err(|e| match &a.task_config {
+            Some(c) => config_error(e, c, &t.name, &t.config_keys, &tag),
+            None => e.tagged(&tag),
+        })?;
     println!("task {}: {}", t.name, describe(task.spec()));
     let enc = |d: Option<Dataset>, split: &str| -> Result<Option<Encoded>> {
         let Some(d) = d else { return Ok(None) };
