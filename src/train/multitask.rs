@@ -283,7 +283,13 @@ fn task_run<'a, B: Backend>(
     let mut cfg = j.cfg;
     cfg.optim.schedule.total = total_steps;
     let opt = new_optimizer(be, cfg.optim, &trained.params, trained.encoder.as_ref())?;
-    let config = start::settings_json(&cfg, j.task, j.train, model, &trained.table);
+    let config = start::settings_json(
+        &cfg,
+        j.task,
+        j.train,
+        model,
+        start::InitFacts::of_table(&trained.table),
+    );
     let hash = checkpoint::fnv1a(&config.to_string());
     let lens = j.train.lens();
     let state = start::fresh_state(&cfg, &lens, config, hash);
@@ -321,9 +327,8 @@ fn resume_task<'a, B: Backend>(
     let mut j = j;
     j.cfg.init = start::resolve_init(&j.cfg.init, j.task, model)?;
     let cfg = j.cfg.clone();
-    // the table's init facts only (the settings hash reads no numbers)
-    let facts = start::checkpoint_table(&ck, 0, 0, Vec::new())?;
-    let config = start::settings_json(&cfg, j.task, j.train, model, &facts);
+    let facts = start::InitFacts::of_checkpoint(&ck);
+    let config = start::settings_json(&cfg, j.task, j.train, model, facts);
     if ck.state.config_hash != checkpoint::fnv1a(&config.to_string()) {
         let diff = checkpoint::config_diff(&ck.state.config, &config);
         return Err(Error::file(

@@ -114,10 +114,34 @@ pub(super) fn checkpoint_table(
     data: Vec<f32>,
 ) -> Result<PromptTable> {
     let mut table = PromptTable::from_data(p, width, data)?;
-    let text = |k: &str| ck.state.config.get(k).and_then(|v| v.as_str());
-    table.init = text("init").unwrap_or("RANDOM").to_string();
-    table.init_text = text("init_text").map(String::from);
+    let facts = InitFacts::of_checkpoint(ck);
+    table.init = facts.kind.to_string();
+    table.init_text = facts.text.map(String::from);
     Ok(table)
+}
+
+/// How a prompt table was initialised, as the settings hash records it.
+pub(super) struct InitFacts<'a> {
+    pub kind: &'a str,
+    pub text: Option<&'a str>,
+}
+
+impl<'a> InitFacts<'a> {
+    pub fn of_table(table: &'a PromptTable) -> Self {
+        InitFacts {
+            kind: &table.init,
+            text: table.init_text.as_deref(),
+        }
+    }
+
+    /// The facts a checkpoint's settings hold (RANDOM where an old one holds none).
+    pub fn of_checkpoint(ck: &'a Checkpoint) -> Self {
+        let text = |k: &str| ck.state.config.get(k).and_then(|v| v.as_str());
+        InitFacts {
+            kind: text("init").unwrap_or("RANDOM"),
+            text: text("init_text"),
+        }
+    }
 }
 
 /// A resumed run's table, head and encoders read from checkpoint `ck` (whose settings are
@@ -361,7 +385,7 @@ pub(super) fn settings_json<B: Backend>(
     task: &Task,
     train: &Encoded,
     model: &Model<B>,
-    table: &PromptTable,
+    init: InitFacts,
 ) -> Value {
     let o = &cfg.optim;
     // the training rows themselves, so that a changed file is noticed
@@ -377,8 +401,8 @@ pub(super) fn settings_json<B: Backend>(
         "task": task.spec.to_json(),
         "train_rows": checkpoint::fnv1a(&rows),
         "prompt_len": cfg.prompt_len,
-        "init": table.init,
-        "init_text": table.init_text,
+        "init": init.kind,
+        "init_text": init.text,
         "init_spec": format!("{:?}", cfg.init),
         "optimizer": o.kind.name(),
         "lr": o.lr, "head_lr": o.head_lr, "weight_decay": o.weight_decay,

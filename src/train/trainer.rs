@@ -18,7 +18,7 @@ use super::outdir::{self, OutLock};
 use super::ptuning::Method;
 use super::start::{
     check_rows, checkpoint_trained, fresh_state, fresh_trained, other_settings, precheck,
-    resolve_init, resumed_state, settings_json, step_counts, Trained,
+    resolve_init, resumed_state, settings_json, step_counts, InitFacts, Trained,
 };
 use super::step::Params;
 use super::task::Task;
@@ -338,7 +338,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let mut cfg = cfg;
         cfg.optim.schedule.total = total_steps;
         let mut opt = new_optimizer(be, cfg.optim, &params, encoder.as_ref())?;
-        let config = settings_json(&cfg, task, train, model, &table);
+        let config = settings_json(&cfg, task, train, model, InitFacts::of_table(&table));
         let hash = checkpoint::fnv1a(&config.to_string());
         let lens = train.lens();
         // nothing is written before the folder is ours, and a fresh run replaces an earlier
