@@ -51,8 +51,8 @@ impl Model {
     /// (one pass of the model, each row reading its own prompt of its own length; BERT `pet`
     /// and `cls`, T5 `seq2seq` and decoder-only `causal` alike), each job's loss the mean over
     /// its own rows (its own target tokens on T5 and the decoders). Prefix-tuning jobs (their
-    /// prefixes stacked, their gradient the prefix table's) share that batch on BERT and run
-    /// as one batch of their own on T5 and the decoders. Each job's output equals
+    /// prefixes stacked, their gradient the prefix table's) share that batch on every family:
+    /// one backward gives the prompts' gradients and the prefixes' at once. Each job's output equals
     /// [`Model::step`] on its rows alone within 1e-5 relative. A job's loss is not
     /// weighted by its share of the batch: the batch's mean loss would scale job j's
     /// gradients by its rows over the batch's rows, and change nothing else. A job with no

@@ -202,6 +202,16 @@ pub fn mixed_key_mask(mask: &[i32], t: usize, p: usize, lens: &[usize]) -> Vec<i
     key_mask
 }
 
+/// The trained table's gradient `grad` of a one-method step, as the (d prompt, d prefix) pair
+/// a split backward fills (`Bert::encoder_bwd_split`, `Decoder::stack_bwd_split`): under
+/// prefix tuning (`prefix`) the table is the prefix, else the prompt.
+pub(crate) fn prompt_or_prefix<T>(prefix: bool, grad: T) -> (Option<T>, Option<T>) {
+    match prefix {
+        true => (None, Some(grad)),
+        false => (Some(grad), None),
+    }
+}
+
 /// Allocates a zeroed buffer.
 pub(crate) fn zeros<B: Backend>(be: &B, dtype: DType, len: usize) -> Result<B::Buf> {
     be.zeros(dtype, len)

@@ -15,7 +15,9 @@
 //! prefix jobs too, a decoder's greedy prefix jobs alone). The step runs the same way:
 //! one forward over the table, each job's loss and head gradient on its own rows, one backward
 //! whose table gradient (K, P, C) holds every prompt's (`prompt_grad_bwd` sums each prompt's
-//! rows).
+//! rows). Prefix-tuning jobs share that batch on every family (`mixed_prefix.rs`): the same
+//! backward fills their stack's gradient too, and each job takes its slice
+//! (`mixed_grads.rs`).
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
 // expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
 #![cfg_attr(
@@ -26,8 +28,9 @@
 use super::decode::{encoder_hidden, Prediction, RowLayout};
 use super::encode::{Batch, Encoded, Row};
 use super::eval::predict_all;
+use super::mixed_grads::SplitGrads;
 use super::mixed_greedy;
-use super::mixed_groups::{decodes_greedily, group_lens, groups, mixable, one_job, stacks, Mix};
+use super::mixed_groups::{decodes_greedily, group_lens, groups, mixable, one_job, Mix};
 use super::mixed_lm;
 use super::mixed_prefix::PrefixStack;
 use super::model::Model;
@@ -64,7 +67,7 @@ pub fn predict_mixed<B: Backend>(
         let Some(g) = GroupRows::new(rows, &group) else {
             continue;
         };
-        let mix = mixable(model, jobs, &group, false).filter(|_| stacks(jobs, &group, false));
+        let mix = mixable(model, jobs, &group, false);
         let gr = Group {
             jobs,
             group: &group,
@@ -295,7 +298,7 @@ pub(super) fn predict_chunks<B: Backend>(
 }
 
 /// The batch rows whose prompt index `idx` (B) is `k`.
-fn rows_of(idx: &[i32], k: usize) -> Vec<usize> {
+pub(super) fn rows_of(idx: &[i32], k: usize) -> Vec<usize> {
     (0..idx.len())
         .filter(|&r| idx.get(r) == Some(&(k as i32)))
         .collect()
@@ -358,10 +361,6 @@ pub fn step_mixed<B: Backend>(
             continue;
         };
         let mix = mixable(model, jobs, &group, true);
-        // BERT's step fills the prompt table's gradient and the prefix stack's at once: its
-        // group stacks prefixes as prediction does
-        let step = !matches!(mix, Some(Mix::Bert(_)));
-        let mix = mix.filter(|_| stacks(jobs, &group, step));
         let gr = Group {
             jobs,
             group: &group,
@@ -387,7 +386,7 @@ pub fn step_mixed<B: Backend>(
 }
 
 /// The step state of the `k`-th job of `group`.
-fn job_slot<'o, B: Backend>(
+pub(super) fn job_slot<'o, B: Backend>(
     out: &'o mut [JobStep<B>],
     group: &[usize],
     k: usize,
@@ -440,101 +439,10 @@ fn step_group<B: Backend>(
         }
     }
     drop(hidden);
-    // (K, P, C) prompts when a job has prompt rows, and the (K·L, N·2·Hkv·D) stack of
-    // prefixes when a job has a prefix
-    let prompts = (0..k).any(|kj| gr.job(kj).is_ok_and(|(_, pa)| pa.prefix.is_none()));
-    let mut dtable = prompts
-        .then(|| be.zeros(DType::F32, k * p * c))
-        .transpose()?;
-    let shape = stack.as_ref().map(|st| (st.l, st.width));
-    let mut dstack = (shape.map(|(l, w)| be.zeros(DType::F32, k * l * w))).transpose()?;
-    m.encoder_bwd_split(
-        be,
-        &mut acct,
-        dtable.as_mut(),
-        dstack.as_mut(),
-        dhidden,
-        acts,
-        &inp,
-    )?;
-    let prompts = dtable.as_ref().map(|d| (d, p, c));
-    let prefixes = dstack.as_ref().zip(shape).map(|(d, (l, w))| (d, l, w));
-    finish_split(be, gr, &losses, prompts, prefixes, out)
-}
-
-/// Each job's loss, its rows' real tokens, and its slice of the table's gradient `dtable`
-/// (K, P, C): the prompts' table, or for a group of prefix jobs their stack's (P = L, C its
-/// width). See `finish_split`.
-pub(super) fn finish_step<B: Backend>(
-    be: &B,
-    gr: &Group<'_, '_, B>,
-    losses: &[f64],
-    dtable: &B::Buf,
-    p: usize,
-    c: usize,
-    out: &mut [JobStep<B>],
-) -> Result<()> {
-    let prefixed = gr.job(0).is_ok_and(|(_, params)| params.prefix.is_some());
-    match prefixed {
-        true => finish_split(be, gr, losses, None, Some((dtable, p, c)), out),
-        false => finish_split(be, gr, losses, Some((dtable, p, c)), None, out),
-    }
-}
-
-/// Each job's loss, its rows' real tokens, and its gradient: a prompt job's slice of the
-/// prompt table's gradient `prompts` (K, P, C), less the padding rows of a shorter prompt
-/// (which no row reads): its first P_k rows; a prefix job's slice of the stack's gradient
-/// `prefixes` (K·L, width): its last L_k rows. Its grads were zero, so the slice is its own.
-pub(super) fn finish_split<B: Backend>(
-    be: &B,
-    gr: &Group<'_, '_, B>,
-    losses: &[f64],
-    prompts: Option<(&B::Buf, usize, usize)>,
-    prefixes: Option<(&B::Buf, usize, usize)>,
-    out: &mut [JobStep<B>],
-) -> Result<()> {
-    let (g, (_, job_lens)) = (gr.rows, gr.lens());
-    let host = |t: Option<(&B::Buf, usize, usize)>| -> Result<_> {
-        t.map(|(buf, rows, width)| Ok((be.download(buf)?, rows, width)))
-            .transpose()
-    };
-    let (prompts, prefixes) = (host(prompts)?, host(prefixes)?);
-    for k in 0..gr.group.len() {
-        let params = gr.job(k)?.1;
-        let (table, rows) = match (params.prefix, &prompts, &prefixes) {
-            (Some(_), _, Some((d, l, w))) => (d, (l - params.p.min(*l)) * w..l * w),
-            (None, Some((d, p, c)), _) => {
-                let len = job_lens
-                    .as_ref()
-                    .and_then(|lens| lens.get(k))
-                    .map_or(*p, |&l| l);
-                (d, 0..len * c)
-            }
-            _ => {
-                return Err(Error::arg(
-                    "jobs",
-                    format!("job {k} of the group has no gradient"),
-                ))
-            }
-        };
-        let width = match params.prefix {
-            Some(_) => prefixes.as_ref().map_or(0, |(_, l, w)| l * w),
-            None => prompts.as_ref().map_or(0, |(_, p, c)| p * c),
-        };
-        let start = k * width;
-        let grad = table
-            .get(start + rows.start..start + rows.end)
-            .unwrap_or_default();
-        let slot = job_slot(out, gr.group, k)?;
-        slot.loss = losses.get(k).copied().unwrap_or(0.0);
-        slot.tokens = (rows_of(&g.slot, k)
-            .iter()
-            .filter_map(|&r| g.enc.rows.get(r)))
-        .map(|r| r.ids.len() + r.target.len())
-        .sum();
-        slot.grads.prompt = be.upload(DType::F32, grad)?;
-    }
-    Ok(())
+    let mut grads = SplitGrads::zeros(be, gr, p, c, stack.as_ref())?;
+    let (dtable, dstack) = (grads.dtable.as_mut(), grads.dstack.as_mut());
+    m.encoder_bwd_split(be, &mut acct, dtable, dstack, dhidden, acts, &inp)?;
+    grads.finish(be, gr, &losses, out)
 }
 
 impl Task {

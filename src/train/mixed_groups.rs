@@ -1,6 +1,6 @@
 //! Which jobs of a mixed call share batches (`groups`): the model a group runs on
-//! (`mixable`), whether its prefixes can be read from one stack (`stacks`), and the prompt
-//! lengths its table is laid out by (`group_lens`). Split out of `mixed.rs`.
+//! (`mixable`), and the prompt lengths its table is laid out by (`group_lens`). Split out of
+//! `mixed.rs`.
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
 // expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
 #![cfg_attr(
@@ -31,35 +31,29 @@ fn front_rows<B: Backend>(params: &Params<B>, bert: bool) -> usize {
 /// The jobs that share batches (`mixable`) together, every other job alone: in prediction
 /// the rank-scored (or BERT) jobs one group, the greedily decoded ones another
 /// (`mixed_greedy.rs`); prefix jobs join their group when their prefixes share one layout
-/// (`mixed_prefix.rs`; `stacks`); in the step
-/// too on BERT, whose backward fills the prompt table's gradient and the stack's at once
-/// (`Bert::encoder_bwd_split`), while T5's and the decoders' prefix jobs form a step group of
-/// their own (its backward fills the prefixes' stack, not the prompt table). Each group's
-/// layout is its first prefix job's: one that runs alone does not decide it.
+/// (`mixed_prefix.rs`), in the step too: its one backward fills the prompt table's gradient
+/// and the prefixes' stack's at once (`Bert::encoder_bwd_split`, `T5::train_step_parts`,
+/// `Decoder::train_step_parts`; `mixed_grads.rs`). Each group's layout is its first prefix
+/// job's: one that runs alone does not decide it.
 pub(super) fn groups<B: Backend>(
     model: &Model<B>,
     jobs: &[MixJob<'_, B>],
     step: bool,
 ) -> Vec<Vec<usize>> {
-    // [prompt jobs (prefix jobs too in prediction, and BERT's in the step), T5's and the
-    // decoders' prefix jobs in the step, greedy jobs]
-    let mut shared: [(Vec<usize>, Option<_>); 3] = Default::default();
+    // [prompt and prefix jobs, greedy jobs]
+    let mut shared: [(Vec<usize>, Option<_>); 2] = Default::default();
     let mut alone = Vec::new();
     for (j, (_, params)) in jobs.iter().enumerate() {
-        let at = mixable(model, jobs, &[j], step).map(|mix| match mix {
-            // the step's backward fills one table, prompts' or prefixes', except BERT's, which
-            // fills both (`Bert::encoder_bwd_split`)
-            Mix::T5(_) | Mix::Causal(_) if step && params.prefix.is_some() => 1,
-            _ if !step && decodes_greedily(jobs, &[j]) => 2,
-            _ => 0,
-        });
+        // the greedy group is prediction's only
+        let greedy = !step && decodes_greedily(jobs, &[j]);
+        let at = mixable(model, jobs, &[j], step).map(|_| usize::from(greedy));
         let Some((group, layout)) = at.and_then(|at| shared.get_mut(at)) else {
             alone.push(vec![j]);
             continue;
         };
         let fits = params.prefix.is_none_or(|spec| {
             let this = (spec.placement, spec.blocks);
-            *layout.get_or_insert(this) == this && stacks(jobs, &[j], step)
+            *layout.get_or_insert(this) == this
         });
         match fits {
             true => group.push(j),
@@ -76,16 +70,6 @@ pub(super) fn groups<B: Backend>(
 /// rank-scored ones): its first job's.
 pub(super) fn decodes_greedily<B: Backend>(jobs: &[MixJob<'_, B>], group: &[usize]) -> bool {
     (group.first().and_then(|&j| jobs.get(j))).is_some_and(|(task, _)| task.decodes_greedily())
-}
-
-/// Whether the prefixes of `group`'s jobs (if any) can be read from a stack: on every device
-/// (the CPU reference and the CUDA kernels alike read each batch row's own prefix,
-/// kernels/ATTENTION.md), and in the step only when every job of the group has one (its
-/// backward fills the stack's gradient, not a prompt table's).
-pub(super) fn stacks<B: Backend>(jobs: &[MixJob<'_, B>], group: &[usize], step: bool) -> bool {
-    let has = |j: &usize| jobs.get(*j).is_some_and(|(_, p)| p.prefix.is_some());
-    let (any, all) = (group.iter().any(has), group.iter().all(has));
-    !any || !step || all
 }
 
 /// The prompt lengths of a group: the longest (the table's P), and each job's (in group

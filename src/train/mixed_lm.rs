@@ -19,11 +19,12 @@
 use super::causal::joined;
 use super::decode::{encoder_once, Prediction};
 use super::encode::Batch;
-use super::mixed::{finish_step, predict_chunks, row_lens, Group, JobStep};
+use super::mixed::{predict_chunks, row_lens, Group, JobStep};
+use super::mixed_grads::SplitGrads;
 use super::mixed_prefix::PrefixStack;
 use super::model::Model;
 use super::task::Task;
-use crate::backend::{Backend, DType, IGNORE_INDEX};
+use crate::backend::{Backend, IGNORE_INDEX};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::decoder::Decoder;
@@ -212,7 +213,7 @@ impl Sums {
 struct StepBatch<B: Backend> {
     batch: Batch,
     table: B::Buf,
-    /// a group of prefix jobs: their stack, whose gradient the step fills
+    /// the prefix jobs' stack, whose gradient the step fills beside the table's
     stack: Option<PrefixStack<B>>,
     p: usize,
     c: usize,
@@ -250,22 +251,26 @@ impl<B: Backend> StepBatch<B> {
         }
     }
 
-    /// `step` (the accountant, the table's gradient (K, P, C) to add into) with the jobs'
-    /// loss `parts` checked, then each job's numbers into `out`.
+    /// `step` (the accountant, the gradients to add into: the prompt table's (K, P, C) when
+    /// a job has prompt rows, the prefix stack's (K·L, N·2·Hkv·D) when a job has a prefix)
+    /// with the jobs' loss `parts` checked, then each job's numbers into `out`.
     fn run(
         &self,
         be: &B,
         gr: &Group<'_, '_, B>,
         parts: &[LossRows],
         out: &mut [JobStep<B>],
-        step: impl FnOnce(&mut MemoryAccountant, &mut B::Buf) -> Result<Vec<f64>>,
+        step: impl FnOnce(
+            &mut MemoryAccountant,
+            Option<&mut B::Buf>,
+            Option<&mut B::Buf>,
+        ) -> Result<Vec<f64>>,
     ) -> Result<()> {
         check_parts(gr, parts, self.flag)?;
-        // (K, P, C) prompts, or the (K·L, N·2·Hkv·D) stack of prefixes
-        let (rows, width) = (self.stack.as_ref()).map_or((self.p, self.c), |st| (st.l, st.width));
-        let mut dtable = be.zeros(DType::F32, gr.group.len() * rows * width)?;
-        let losses = step(&mut MemoryAccountant::new(), &mut dtable)?;
-        finish_step(be, gr, &losses, &dtable, rows, width, out)
+        let mut grads = SplitGrads::zeros(be, gr, self.p, self.c, self.stack.as_ref())?;
+        let (dtable, dstack) = (grads.dtable.as_mut(), grads.dstack.as_mut());
+        let losses = step(&mut MemoryAccountant::new(), dtable, dstack)?;
+        grads.finish(be, gr, &losses, out)
     }
 }
 
@@ -288,8 +293,8 @@ pub(super) fn step_t5<B: Backend>(
     }
     let flat: Vec<i32> = (0..(tokens.b * l) as i32).collect();
     let parts = split_by_job(&flat, targets, l, &gr.rows.slot, gr.group.len());
-    sb.run(be, gr, &parts, out, |acct, dtable| {
-        m.train_step_parts(be, acct, dtable, &sb.table, &inp, &parts, recompute)
+    sb.run(be, gr, &parts, out, |acct, dtable, dstack| {
+        m.train_step_parts(be, acct, dtable, dstack, &sb.table, &inp, &parts, recompute)
     })
 }
 
@@ -314,8 +319,8 @@ pub(super) fn step_causal<B: Backend>(
     }
     let (k, s) = (gr.group.len(), inp.s());
     let parts = split_by_job(&inp.rows, &inp.targets, s, &gr.rows.slot, k);
-    sb.run(be, gr, &parts, out, |acct, dtable| {
-        m.train_step_parts(be, acct, dtable, &sb.table, &inp, &parts, recompute)
+    sb.run(be, gr, &parts, out, |acct, dtable, dstack| {
+        m.train_step_parts(be, acct, dtable, dstack, &sb.table, &inp, &parts, recompute)
     })
 }
 

@@ -6,12 +6,12 @@
 //! relative bias and ALiBi see what the prefix's own batch sees. Positions: a decoder row's
 //! tokens start at its own L_b (RoPE, `Decoder::with_mixed_prefix`); a BERT row's tokens sit
 //! at their first position behind as many front rows of the prompt table, hidden from every
-//! query (the embedding gives each row's slot its position). BERT's step runs prefix and
-//! prompt jobs in one batch: its backward fills the prompt table's gradient (K, P, C) and the
-//! stack's (K·L, width) at once (`Bert::encoder_bwd_split`), each prefix job's last L_k rows
-//! of the stack its prefix's (`mixed::finish_split`); T5's and the decoders' step runs a group
-//! of prefix jobs alone (no prompt job in it), its backward filling the stack's gradient. The
-//! CPU reference and the CUDA kernels (kernels/ATTENTION.md) both read a stack.
+//! query (the embedding gives each row's slot its position). The step runs prefix and prompt
+//! jobs in one batch on every family: its one backward fills the prompt table's gradient
+//! (K, P, C) and the stack's (K·L, width) at once (`Bert::encoder_bwd_split`,
+//! `T5::train_step_parts`, `Decoder::train_step_parts`), each prefix job's last L_k rows of
+//! the stack its prefix's (`mixed_grads.rs`). The CPU reference and the CUDA kernels
+//! (kernels/ATTENTION.md) both read a stack.
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
 // expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
 #![cfg_attr(

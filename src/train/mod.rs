@@ -86,6 +86,7 @@ pub mod encoder;
 pub mod eval;
 pub mod metrics;
 pub mod mixed;
+mod mixed_grads;
 pub mod mixed_greedy;
 mod mixed_groups;
 pub mod mixed_lm;

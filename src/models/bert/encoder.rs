@@ -6,7 +6,7 @@ use super::weights::Bert;
 use crate::backend::{AttnDims, Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::common::{hold, linear, output, zeros, Capture, Recompute};
+use crate::models::common::{hold, linear, output, prompt_or_prefix, zeros, Capture, Recompute};
 
 /// What one layer keeps for backward under `Recompute::None`.
 pub struct BertLayerActs<B: Backend> {
@@ -395,10 +395,8 @@ impl<B: Backend> Bert<B> {
         acts: BertActs<B>,
         inp: &BertInputs<B>,
     ) -> Result<()> {
-        match inp.prefix {
-            Some(_) => self.encoder_bwd_split(be, acct, None, Some(dprompt), dhidden, acts, inp),
-            None => self.encoder_bwd_split(be, acct, Some(dprompt), None, dhidden, acts, inp),
-        }
+        let (dprompt, dprefix) = prompt_or_prefix(inp.prefix.is_some(), dprompt);
+        self.encoder_bwd_split(be, acct, dprompt, dprefix, dhidden, acts, inp)
     }
 
     /// `encoder_bwd` into both tables of a batch that reads both (a mixed step's prompt rows

@@ -8,7 +8,7 @@ use super::weights::Decoder;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::common::{hold, zeros, Capture, PromptRows, Recompute};
+use crate::models::common::{hold, prompt_or_prefix, zeros, Capture, PromptRows, Recompute};
 
 enum Saved<B: Backend> {
     Full(DecoderLayerActs<B>),
@@ -211,6 +211,25 @@ impl<B: Backend> Decoder<B> {
         acts: DecoderActs<B>,
         inp: &DecoderInputs<B>,
     ) -> Result<()> {
+        let (dprompt, dprefix) = prompt_or_prefix(inp.prefix.is_some(), dprompt);
+        self.stack_bwd_split(be, acct, dprompt, dprefix, dhidden, acts, inp)
+    }
+
+    /// `stack_bwd` into both tables of a batch that reads both (a mixed step's prompt rows
+    /// and prefix rows): dprompt (K, P, C) += d loss / d prompt table (None: no row reads
+    /// one, the gradient stops at the first layer), dprefix (the prefix's shape) += d loss /
+    /// d prefix (None: `inp` reads none).
+    #[allow(clippy::too_many_arguments)]
+    pub fn stack_bwd_split(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        dprompt: Option<&mut B::Buf>,
+        mut dprefix: Option<&mut B::Buf>,
+        dhidden: B::Buf,
+        acts: DecoderActs<B>,
+        inp: &DecoderInputs<B>,
+    ) -> Result<()> {
         let tail = acts.tail.as_ref();
         let (n, c) = (inp.b * inp.s(), self.cfg.hidden_size);
         let n_out = inp.b * tail.map_or(inp.s(), |t| t.rows);
@@ -232,8 +251,8 @@ impl<B: Backend> Decoder<B> {
                     state(self.layer_fwd(be, acct, l, x, inp, tail, keep)?.1)?
                 }
             };
-            let dprefix = inp.prefix.is_some().then_some(&mut *dprompt);
-            self.layer_bwd(be, &mut dx, dprefix, &layer_acts, l, inp, tail)?;
+            let dpre = inp.prefix.as_ref().and(dprefix.as_deref_mut());
+            self.layer_bwd(be, &mut dx, dpre, &layer_acts, l, inp, tail)?;
             for (name, _) in layer_acts.named() {
                 acct.release(&format!("layer.{l}.{name}"));
             }
@@ -241,12 +260,13 @@ impl<B: Backend> Decoder<B> {
         for (name, _) in tail.into_iter().flat_map(Tail::named) {
             acct.release(name);
         }
-        if inp.prefix.is_some() {
+        let Some(dprompt) = dprompt else {
+            // the gradient stops at the prefix: nothing trainable below the first layer
             if let Some(a) = &acts.embed_norm {
                 release(acct, "embed_norm", a);
             }
             return Ok(());
-        }
+        };
         if let (Some(norm), Some(a)) = (&self.w.embed_norm, &acts.embed_norm) {
             let mut demb = zeros(be, be.act_dtype(), n * c)?;
             norm.bwd(be, &mut demb, &dx, a, n, c)?;

@@ -56,16 +56,19 @@ impl<B: Backend> Decoder<B> {
         Ok(loss)
     }
 
-    /// The step over a batch whose rows mix the prompts of the table (K, P, C) (`inp.table`):
-    /// each part's (one job's) mean loss over its target rows (`split_by_job` of `inp.rows`),
-    /// and d (Σ of the parts' means) / d table added into `dtable` (K, P, C): each prompt's
-    /// slice is its own job's gradient, as no other row reads it.
+    /// The step over a batch whose rows mix the prompts of the table (K, P, C) (`inp.table`)
+    /// and the prefixes of a stack (`inp.prefix` with its rows, `PrefixRows`): each part's
+    /// (one job's) mean loss over its target rows (`split_by_job` of `inp.rows`), one backward
+    /// adding d (Σ of the parts' means) / d table into `dtable` (K, P, C) (None: no row reads
+    /// a prompt) and / d stack into `dstack` (K·L, N·2·Hkv·D) (None: `inp` reads none). Each
+    /// prompt's and each prefix's slice is its own job's gradient, as no other row reads it.
     #[allow(clippy::too_many_arguments)]
     pub fn train_step_parts(
         &self,
         be: &B,
         acct: &mut MemoryAccountant,
-        dtable: &mut B::Buf,
+        dtable: Option<&mut B::Buf>,
+        dstack: Option<&mut B::Buf>,
         table: &B::Buf,
         inp: &DecoderInputs<B>,
         parts: &[LossRows],
@@ -88,7 +91,7 @@ impl<B: Backend> Decoder<B> {
             .collect();
         let (losses, dhidden) = self.head().parts_loss_fwd_bwd(be, &hidden, n, &parts)?;
         drop(hidden);
-        self.stack_bwd(be, acct, dtable, dhidden, acts, inp)?;
+        self.stack_bwd_split(be, acct, dtable, dstack, dhidden, acts, inp)?;
         Ok(losses)
     }
 

@@ -248,22 +248,26 @@ impl<B: Backend> T5<B> {
         self.stack_fwd(be, acct, x, ctx, keep, capture)
     }
 
+    /// The encoder's backward from d enc_out (B, T, C): dprompt (P, C), or the table
+    /// (K, P, C), += d loss / d prompt (None: no row reads one, the gradient stops at the
+    /// first block); dprefix (the prefix's shape) += d loss / d prefix (None: `inp` reads none).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn encoder_bwd(
         &self,
         be: &B,
         acct: &mut MemoryAccountant,
-        dprompt: &mut B::Buf,
+        dprompt: Option<&mut B::Buf>,
+        dprefix: Option<&mut B::Buf>,
         denc_out: B::Buf,
         acts: StackActs<B>,
         inp: &T5Inputs<B>,
     ) -> Result<()> {
         let ctx = self.encoder_ctx(inp);
-        if inp.prefix.is_some() {
-            // prefix tuning: dprompt is the prefix's gradient, and it stops there
-            self.stack_bwd(be, acct, None, Some(dprompt), denc_out, acts, ctx)?;
+        let dprefix = inp.prefix.as_ref().and(dprefix);
+        let dx = self.stack_bwd(be, acct, None, dprefix, denc_out, acts, ctx)?;
+        let Some(dprompt) = dprompt else {
             return Ok(());
-        }
-        let dx = self.stack_bwd(be, acct, None, None, denc_out, acts, ctx)?;
+        };
         let (b, t, p, c) = (inp.b, inp.tokens, inp.p, self.cfg.d_model);
         let (idx, lens, k) = (inp.table.idx.as_ref(), inp.table.lens.as_ref(), inp.table.k);
         be.prompt_grad_bwd(dprompt, &dx, idx, lens, b, t, k, p, c)

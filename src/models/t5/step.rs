@@ -5,7 +5,7 @@ use super::weights::T5;
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::memory::MemoryAccountant;
-use crate::models::common::{zeros, Capture, Recompute};
+use crate::models::common::{prompt_or_prefix, zeros, Capture, Recompute};
 use crate::models::lm_head::LossRows;
 use crate::models::prefix::t5_block;
 
@@ -29,19 +29,23 @@ impl<B: Backend> T5<B> {
         let loss = |dec_out: &B::Buf, cap: Option<&mut Capture>| {
             self.lm_loss_fwd_bwd(be, dec_out, labels, rows, cap)
         };
-        self.step_with(be, acct, dprompt, prompt, inp, recompute, capture, loss)
+        let grads = prompt_or_prefix(inp.prefix.is_some(), dprompt);
+        self.step_with(be, acct, grads, prompt, inp, recompute, capture, loss)
     }
 
-    /// The step over a batch whose rows mix the prompts of the table (K, P, C) (`inp.table`):
-    /// each part's (one job's) mean loss over its decoder rows of (B·L) (`split_by_job`), and
-    /// d (Σ of the parts' means) / d table added into `dtable` (K, P, C): each prompt's slice
-    /// is its own job's gradient, as no other row reads it.
+    /// The step over a batch whose rows mix the prompts of the table (K, P, C) (`inp.table`)
+    /// and the prefixes of a stack (`inp.prefix` with its rows, `PrefixRows`): each part's
+    /// (one job's) mean loss over its decoder rows of (B·L) (`split_by_job`), one backward
+    /// adding d (Σ of the parts' means) / d table into `dtable` (K, P, C) (None: no row reads
+    /// a prompt) and / d stack into `dstack` (K·L, N·2·Hkv·D) (None: `inp` reads none). Each
+    /// prompt's and each prefix's slice is its own job's gradient, as no other row reads it.
     #[allow(clippy::too_many_arguments)]
     pub fn train_step_parts(
         &self,
         be: &B,
         acct: &mut MemoryAccountant,
-        dtable: &mut B::Buf,
+        dtable: Option<&mut B::Buf>,
+        dstack: Option<&mut B::Buf>,
         table: &B::Buf,
         inp: &T5Inputs<B>,
         parts: &[LossRows],
@@ -51,28 +55,41 @@ impl<B: Backend> T5<B> {
         let loss = |dec_out: &B::Buf, _: Option<&mut Capture>| {
             self.head().parts_loss_fwd_bwd(be, dec_out, rows, parts)
         };
-        self.step_with(be, acct, dtable, table, inp, recompute, None, loss)
+        self.step_with(
+            be,
+            acct,
+            (dtable, dstack),
+            table,
+            inp,
+            recompute,
+            None,
+            loss,
+        )
     }
 
     /// Both stacks forward, `loss` on the decoder's output (B·L, C) (what it returns, and
-    /// d loss / d dec_out), both stacks backward into `dprompt`.
+    /// d loss / d dec_out), both stacks backward into the `(dprompt, dprefix)` the batch
+    /// reads: d loss / d prompt (P, C) or table (K, P, C), and d loss / d prefix (its table's
+    /// shape), each None when not wanted.
     #[allow(clippy::too_many_arguments)]
     fn step_with<R>(
         &self,
         be: &B,
         acct: &mut MemoryAccountant,
-        dprompt: &mut B::Buf,
+        (dprompt, mut dprefix): (Option<&mut B::Buf>, Option<&mut B::Buf>),
         prompt: &B::Buf,
         inp: &T5Inputs<B>,
         recompute: Recompute,
         mut capture: Option<&mut Capture>,
         loss: impl FnOnce(&B::Buf, Option<&mut Capture>) -> Result<(R, B::Buf)>,
     ) -> Result<R> {
-        // PEFT's placement: the encoder reads no prefix and there are no prompt rows, so
-        // nothing trainable is below the decoder: the encoder runs forward only
-        let frozen = inp.prefix.as_ref().is_some_and(|pre| {
-            t5_block(pre.placement, false, 0, self.cfg.num_layers, pre.blocks).is_none()
-        });
+        // PEFT's placement: the encoder reads no prefix, and with no prompt rows (a batch of
+        // prefix jobs alone) nothing trainable is below the decoder: the encoder runs forward
+        // only
+        let frozen = inp.p == 0
+            && inp.prefix.as_ref().is_some_and(|pre| {
+                t5_block(pre.placement, false, 0, self.cfg.num_layers, pre.blocks).is_none()
+            });
         let (enc_out, enc_acts) = if frozen {
             let out = self.encoder_frozen_fwd(be, acct, inp, capture.as_deref_mut())?;
             (out, None)
@@ -90,12 +107,11 @@ impl<B: Backend> T5<B> {
             Some(_) => Some(zeros(be, be.act_dtype(), be.len(&enc_out))?),
             None => None,
         };
-        let dprefix = inp.prefix.is_some().then_some(&mut *dprompt);
         self.decoder_bwd(
             be,
             acct,
             denc_out.as_mut(),
-            dprefix,
+            dprefix.as_deref_mut(),
             ddec_out,
             dec_acts,
             &enc_out,
@@ -103,7 +119,7 @@ impl<B: Backend> T5<B> {
         )?;
         drop(enc_out);
         if let (Some(denc_out), Some(enc_acts)) = (denc_out, enc_acts) {
-            self.encoder_bwd(be, acct, dprompt, denc_out, enc_acts, inp)?;
+            self.encoder_bwd(be, acct, dprompt, dprefix, denc_out, enc_acts, inp)?;
         }
         Ok(loss)
     }
