@@ -57,3 +57,10 @@ pub mod weights;
 
 pub use backend::{Backend, DType, Storage};
 pub use cpu::CpuBackend;
+
+/// (kernel name, launches so far) of every kernel on `model`'s device, what a test counts to
+/// tell one pass of a model from two (tests/mixed_one_pass.rs); empty on the CPU, which
+/// launches none.
+pub fn kernel_launches(model: &crate::Model) -> Vec<(&'static str, usize)> {
+    model.kernel_launches()
+}

@@ -10,53 +10,10 @@ use softprompt::internals::rng::Rng;
 use softprompt::prelude::*;
 
 mod common;
-use common::label_jobs::{check_mixed, interleave, label_job};
+use common::label_jobs::{check_mixed, check_step_mixed, label_job, label_task as task};
 use common::{fixture, ScratchDir};
 
 const REL_TOL: f64 = common::label_jobs::MIX_TOL;
-
-/// The family's label job (rank classification, or `pet` on BERT) with a prompt of `p` rows.
-fn task(model: &Model, bert: bool, p: usize, three: bool) -> (Task, Encoded) {
-    let (data, verbalizer, template) = label_job(three);
-    // BERT's verbalizer words are one token each
-    let verbalizer = (verbalizer.iter().enumerate())
-        .map(|(i, &(l, w))| match bert {
-            true => (l.into(), ["bad", "great", "good"][i].into()),
-            false => (l.into(), w.into()),
-        })
-        .collect();
-    let opts = TaskOptions {
-        template: (!bert).then(|| template.into()),
-        verbalizer: Some(verbalizer),
-        ..TaskOptions::default()
-    };
-    let task = model.task(&opts, Some(&data), p).unwrap();
-    let enc = model.encode(&task, &data).unwrap();
-    (task, enc)
-}
-
-/// `step_mixed` over every job's rows (on BERT one batch over the prompt table and the
-/// prefixes' stack; on T5 and the decoders the prefix jobs one batch over their stack, the
-/// prompt jobs another) against `step` on each job's rows alone: loss, prompt or prefix
-/// gradient, tokens. Returns the worst error.
-fn check_step_mixed(model: &Model, jobs: &[&(Task, Prompt, Encoded)]) -> f64 {
-    let refs: Vec<(&Task, &Prompt)> = jobs.iter().map(|(t, p, _)| (t, p)).collect();
-    let encs: Vec<&Encoded> = jobs.iter().map(|(_, _, e)| e).collect();
-    let rows = interleave(&encs);
-    let mixed = model.step_mixed(&refs, &rows).unwrap();
-    assert_eq!(mixed.len(), jobs.len());
-    let mut worst = 0.0f64;
-    for (j, ((task, prompt, enc), got)) in jobs.iter().zip(&mixed).enumerate() {
-        let want = model.step(task, prompt, &enc.rows).unwrap();
-        common::assert_close(&format!("job {j} loss"), &[got.loss], &[want.loss], REL_TOL);
-        assert!(want.prompt_grad.iter().any(|&g| g != 0.0), "job {j}");
-        let name = format!("job {j} gradient");
-        common::assert_close(&name, &got.prompt_grad, &want.prompt_grad, REL_TOL);
-        worst = worst.max(common::rel_err(&got.prompt_grad, &want.prompt_grad));
-        assert_eq!(got.tokens, want.tokens, "job {j}");
-    }
-    worst
-}
 
 /// On `name`: prefixes of 2 and 5 rows (under `placement`, `width` wide), two prompt-tuning
 /// prompts of 3 and 6 rows, and a second 5-row prefix on the other task share batches.

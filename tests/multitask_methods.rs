@@ -267,21 +267,28 @@ fn mixed_methods_follow_their_own_runs() {
     follows_its_own_run(&bert(), &["pet", "cls", "ptune"], 1e-5, "bert");
 }
 
-/// A decoder-only `causal` prompt task beside a prefix task (their prefixes and prompts in
-/// separate groups of one step).
-#[test]
-fn decoder_prefix_follows_its_own_run() {
+/// On `name`, a prompt task beside a prefix task of its own template (one batch, one pass of
+/// the model per step: the backward fills the prompt's gradient and the prefix's at once).
+fn prompt_and_prefix_follow_their_own_runs(name: &str, template: &str) {
     let other = TaskOptions {
-        template: Some("review: {text} sentiment:".into()),
+        template: Some(template.into()),
         ..TaskOptions::default()
     };
     let tasks = [(TaskOptions::default(), Method::Prompt), (other, prefix())];
-    follows_its_own_run(
-        &fixture_of("llama", &tasks),
-        &["prompt", "prefix"],
-        1e-5,
-        "llama",
-    );
+    let f = fixture_of(name, &tasks);
+    follows_its_own_run(&f, &["prompt", "prefix"], 1e-5, name);
+}
+
+/// A decoder-only `causal` prompt task beside a prefix task.
+#[test]
+fn decoder_prefix_follows_its_own_run() {
+    prompt_and_prefix_follow_their_own_runs("llama", "review: {text} sentiment:");
+}
+
+/// A T5 `seq2seq` prompt task beside a prefix task (the prefix in every layer of both stacks).
+#[test]
+fn t5_prefix_follows_its_own_run() {
+    prompt_and_prefix_follow_their_own_runs("t5_v1_0", "review: {text}");
 }
 
 /// N steps in one go, or k steps, a stop, and a resume to N: every task's saved files

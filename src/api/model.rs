@@ -153,6 +153,15 @@ impl Model {
         on_engine!(&self.engine, |be, _m| be.kernels())
     }
 
+    /// (kernel name, launches so far) of every kernel on this device; empty on the CPU
+    /// (`internals::kernel_launches`).
+    pub(crate) fn kernel_launches(&self) -> Vec<(&'static str, usize)> {
+        match &self.engine {
+            Engine::Cpu(..) => Vec::new(),
+            Engine::Cuda(be, _) => be.launch_counts(),
+        }
+    }
+
     /// The token ids of `text` as the model's tokenizer gives them, special tokens included.
     pub fn tokenize(&self, text: &str) -> Result<Vec<i32>> {
         on_engine!(&self.engine, |_be, m| m.tokenizer.encode(text, true))

@@ -91,3 +91,47 @@ pub fn check_mixed<J: Borrow<(Task, Prompt, Encoded)>>(
     }
     worst
 }
+
+/// The label job (`label_job`) as a task of `model` with a prompt of `p` rows: rank
+/// classification, or `pet` on BERT (whose verbalizer words are one token each); its rows.
+pub fn label_task(model: &Model, bert: bool, p: usize, three: bool) -> (Task, Encoded) {
+    let (data, verbalizer, template) = label_job(three);
+    let verbalizer = (verbalizer.iter().enumerate())
+        .map(|(i, &(l, w))| match bert {
+            true => (l.into(), ["bad", "great", "good"][i].into()),
+            false => (l.into(), w.into()),
+        })
+        .collect();
+    let opts = TaskOptions {
+        template: (!bert).then(|| template.into()),
+        verbalizer: Some(verbalizer),
+        ..TaskOptions::default()
+    };
+    let task = model.task(&opts, Some(&data), p).unwrap();
+    let enc = model.encode(&task, &data).unwrap();
+    (task, enc)
+}
+
+/// `step_mixed` over every job's rows (one batch: the prompt jobs' table and the prefix
+/// jobs' stack read in one pass, both gradients from its one backward) against `step` on
+/// each job's rows alone: loss, prompt or prefix gradient (within `MIX_TOL`), tokens.
+/// Returns the worst error.
+pub fn check_step_mixed<J: Borrow<(Task, Prompt, Encoded)>>(model: &Model, jobs: &[J]) -> f64 {
+    let jobs: Vec<&(Task, Prompt, Encoded)> = jobs.iter().map(Borrow::borrow).collect();
+    let refs: Vec<(&Task, &Prompt)> = jobs.iter().map(|(t, p, _)| (t, p)).collect();
+    let encs: Vec<&Encoded> = jobs.iter().map(|(_, _, e)| e).collect();
+    let rows = interleave(&encs);
+    let mixed = model.step_mixed(&refs, &rows).unwrap();
+    assert_eq!(mixed.len(), jobs.len());
+    let mut worst = 0.0f64;
+    for (j, ((task, prompt, enc), got)) in jobs.iter().zip(&mixed).enumerate() {
+        let want = model.step(task, prompt, &enc.rows).unwrap();
+        assert_close(&format!("job {j} loss"), &[got.loss], &[want.loss], MIX_TOL);
+        assert!(want.prompt_grad.iter().any(|&g| g != 0.0), "job {j}");
+        let name = format!("job {j} gradient");
+        let err = assert_close(&name, &got.prompt_grad, &want.prompt_grad, MIX_TOL);
+        worst = worst.max(err);
+        assert_eq!(got.tokens, want.tokens, "job {j}");
+    }
+    worst
+}
