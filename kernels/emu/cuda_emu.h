@@ -73,6 +73,7 @@ void emu_set_stack_size(size_t bytes);
 #include "detail/math.h"
 #include "detail/device.h"
 #include "detail/wmma.h"
+#include "detail/mma.h"
 #include "detail/launch.h"
 
 // Constants from math_constants.h, cuda_bf16.h and cuda_fp16.h.

@@ -23,6 +23,7 @@ enum class WarpKind : unsigned char {
   ReduceAdd, ReduceMinS, ReduceMaxS, ReduceMinU, ReduceMaxU, ReduceAnd, ReduceOr, ReduceXor,
   Sync, ActiveMask,
   WmmaLoad, WmmaStore, WmmaMma,  // nvcuda::wmma (detail/wmma.h): full-warp rendezvous
+  MmaSync,                       // raw mma.sync m16n8k16 (detail/mma.h): full-warp rendezvous
 };
 
 // One lane's side of a warp-synchronous intrinsic. `b` and `c` are the operands of PTX's
