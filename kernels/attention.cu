@@ -26,8 +26,10 @@
 //
 // Entry points: attention_fwd, attention_bwd_dq, attention_bwd_dkdv for D <= 64, and the same
 // with a _d128 suffix for 64 < D <= 128 (identical signatures and launch configuration; only the
-// register arrays differ). Launches (ATTENTION.md): 128 threads; forward and bwd_dq take grid
-// (ceil(Tq / 64), H, B); dynamic shared memory from attn_smem_bytes below. Backward runs
+// register arrays differ). attention_fwd_mma[_d128]: the forward on raw mma.sync with S and P
+// in registers (attention_mma.cuh; the launcher's choice, SOFTPROMPT_ATTN_FWD). Launches
+// (ATTENTION.md): 128 threads; forward and bwd_dq take grid (ceil(Tq / 64), H, B); dynamic
+// shared memory from attn_smem_bytes below. Backward runs
 // bwd_dq (which also writes delta) and then bwd_dkdv, whose grid is (ceil(Tk / 64) +
 // K * ceil(P / 64), Hkv, B): each block walks the H / Hkv query heads of its key/value head in
 // turn. Both add into their outputs (each element by one thread, once) and use no
@@ -36,6 +38,10 @@
 
 #ifdef SOFTPROMPT_ACT_F32
 #include "attention_f32.cuh"
+// No tensor cores here: the mma forward's names (bf16 build below) run the float32 forward, so
+// every build has every kernel; the launcher never picks them in these builds.
+ATTN32_FWD(attention_fwd_mma)
+ATTN32_FWD(attention_fwd_mma_d128)
 #else
 #include <mma.h>
 
@@ -341,12 +347,13 @@ __device__ void attn_store_rows(bf16* __restrict__ dst, const attn_acc (&acc)[NF
   }
 }
 
-// Bytes of dynamic shared memory for head dim D: forward (kind 0), bwd_dq (1), bwd_dkdv (2).
-// ATTENTION.md gives the same formula for the launcher.
+// Bytes of dynamic shared memory for head dim D: forward (kind 0), bwd_dq (1), bwd_dkdv (2),
+// the mma forward (3). ATTENTION.md gives the same formula for the launcher.
 __host__ __device__ __forceinline__ unsigned attn_smem_bytes(int kind, int D) {
   const unsigned tile = 64u * (attn_round16(D) + 8) * 2u;
   const unsigned stage = ATTN_WARPS * 16u * ATTN_SLD * 4u, ops = ATTN_WARPS * 16u * ATTN_PLD * 2u;
   const unsigned small = 2048u;
+  if (kind == 3) return 3 * tile + small;
   if (kind == 0) return 3 * tile + stage + ops + small;
   if (kind == 1) return 4 * tile + 2 * stage + ops + small;
   return 4 * tile + 2 * stage + 2 * ops + small;
@@ -499,6 +506,34 @@ attention_fwd_d128(bf16* __restrict__ out,               // (B, Tq, H, D)
                    int Hkv, int D, int P, int width, int k_off, int v_off) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
   attn_fwd_body<8>(attn_smem, out, lse, q, k, v, attn_row_prefix(AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, blockIdx.z), key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+}
+
+#include "attention_mma.cuh"
+
+// attention_fwd on raw mma.sync with S and P in registers (attention_mma.cuh): the same
+// arguments and grid, dynamic smem attn_smem_bytes(3, D). The launcher picks it with
+// SOFTPROMPT_ATTN_FWD=mma. D <= 64:
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 3)
+attention_fwd_mma(bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ q,
+                  const bf16* __restrict__ k, const bf16* __restrict__ v, const float* __restrict__ prefix,
+                  const int* __restrict__ prefix_slot, const int* __restrict__ prefix_hidden,
+                  const int* __restrict__ key_mask, const bf16* __restrict__ bias_table,
+                  const int* __restrict__ buckets, int alibi, int causal, float scale, int B, int Tq,
+                  int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off) {
+  extern __shared__ __align__(128) unsigned char attn_smem[];
+  attn_fwd_mma_body<4>(attn_smem, out, lse, q, k, v, attn_row_prefix(AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, blockIdx.z), key_mask, bias_table, buckets, alibi, causal, scale, Tq, Tk, H, Hkv, D);
+}
+// 64 < D <= 128
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 2)
+attention_fwd_mma_d128(bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ q,
+                       const bf16* __restrict__ k, const bf16* __restrict__ v,
+                       const float* __restrict__ prefix, const int* __restrict__ prefix_slot,
+                       const int* __restrict__ prefix_hidden, const int* __restrict__ key_mask,
+                       const bf16* __restrict__ bias_table, const int* __restrict__ buckets, int alibi,
+                       int causal, float scale, int B, int Tq, int Tk, int H, int Hkv, int D, int P,
+                       int width, int k_off, int v_off) {
+  extern __shared__ __align__(128) unsigned char attn_smem[];
+  attn_fwd_mma_body<8>(attn_smem, out, lse, q, k, v, attn_row_prefix(AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, blockIdx.z), key_mask, bias_table, buckets, alibi, causal, scale, Tq, Tk, H, Hkv, D);
 }
 
 // dq, and delta = sum_j P_ij dP_ij per query row (saved for attention_bwd_dkdv).

@@ -826,6 +826,61 @@ test_device!(
 test_device!(attention_decode, check_attention_decode);
 test_device!(rope, check_rope);
 
+/// The attention checks again in the bf16 build with the forward on raw `mma.sync`
+/// (`AttnFwdKernel::Mma`, kernels/attention_mma.cuh), on the emulator and on GPU 0: the same
+/// references and tolerances, the backward reading that forward's lse.
+macro_rules! test_mma_forward {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            use softprompt::internals::cuda::attention::AttnFwdKernel;
+            use softprompt::internals::cuda::CudaBackend;
+            #[cfg(feature = "emu")]
+            #[test]
+            fn emu() {
+                let be = CudaBackend::emu().expect("emu device");
+                let be = be.with_attention_fwd(AttnFwdKernel::Mma);
+                super::$body(&be);
+                super::assert_mma_forward_ran(&be);
+            }
+            #[test]
+            fn cuda() {
+                match softprompt::internals::cuda::probe_cuda() {
+                    Ok(()) => {
+                        let be = CudaBackend::cuda(0).expect("CUDA device");
+                        let be = be.with_attention_fwd(AttnFwdKernel::Mma);
+                        super::$body(&be);
+                        super::assert_mma_forward_ran(&be);
+                    }
+                    Err(e) => println!("skipped: no CUDA device ({e})"),
+                }
+            }
+        }
+    };
+}
+
+test_mma_forward!(attention_mma, check_attention);
+test_mma_forward!(attention_prefix_mma, check_attention_prefix);
+test_mma_forward!(attention_prefix_rows_mma, check_attention_prefix_rows);
+test_mma_forward!(
+    attention_prefix_hiding_matters_mma,
+    check_attention_prefix_hiding_matters
+);
+
+/// Every forward of a check ran attention_fwd_mma[_d128], none the wmma kernels.
+fn assert_mma_forward_ran(be: &CudaBackend) {
+    let counts = be.launch_counts();
+    let runs = |name: &str| counts.iter().find(|(k, _)| *k == name).map_or(0, |c| c.1);
+    assert!(
+        runs("attention_fwd_mma") + runs("attention_fwd_mma_d128") > 0,
+        "no mma forward ran"
+    );
+    assert_eq!(
+        runs("attention_fwd") + runs("attention_fwd_d128"),
+        0,
+        "a wmma forward ran"
+    );
+}
+
 /// Every `__global__` kernel of kernels/ runs in the checks above, in every build that
 /// calls it.
 #[cfg(feature = "emu")]
@@ -834,8 +889,12 @@ fn every_kernel_is_exercised() {
     // Only the mixed build splits float32 activations into bf16 GEMM operands, and only there
     // do weights (gather_rows_w) and activations (gather_rows) differ in type.
     let mixed_only = ["split_bf16", "gather_rows_w"];
+    // The mma forward runs in the *_mma tests above (bf16); in the float32 builds its names
+    // alias the float32 forward and the launcher never picks them.
+    let mma = ["attention_fwd_mma", "attention_fwd_mma_d128"];
     let bf16 = CudaBackend::emu().expect("emu device");
-    every_kernel_is_exercised_on(&bf16, &mixed_only);
+    let bf16 = bf16.with_attention_fwd(softprompt::internals::cuda::attention::AttnFwdKernel::Wmma);
+    every_kernel_is_exercised_on(&bf16, &[&mma[..], &mixed_only].concat());
     // With float32 activations these are twins of the storage-typed kernels (add_inplace,
     // scale_inplace, linear_bias_fill), which the launchers call instead; and the float32
     // build's GEMM operands need no rounding at all.
@@ -846,9 +905,9 @@ fn every_kernel_is_exercised() {
         "cast_f32_bf16",
     ];
     let f32_build = CudaBackend::emu_with(Precision::F32).expect("emu, float32");
-    every_kernel_is_exercised_on(&f32_build, &[&twins[..], &mixed_only].concat());
+    every_kernel_is_exercised_on(&f32_build, &[&mma[..], &twins, &mixed_only].concat());
     let mixed = CudaBackend::emu_with(Precision::Mixed).expect("emu, mixed");
-    every_kernel_is_exercised_on(&mixed, &twins);
+    every_kernel_is_exercised_on(&mixed, &[&mma[..], &twins].concat());
 }
 
 #[cfg(feature = "emu")]

@@ -1,7 +1,9 @@
 //! Launchers of kernels/attention.cu (reference: src/cpu/attention.rs), following the launch
 //! plan of kernels/ATTENTION.md: 128 threads per block, 64-row tiles, one (batch, head) pair
 //! per grid row (key/value heads for `attention_bwd_dkdv`), the D ≤ 64 or the D ≤ 128 entry
-//! points, and the dynamic shared memory of `attn_smem_bytes`. Backward adds into dq, dk, dv:
+//! points, and the dynamic shared memory of `attn_smem_bytes`. The bf16 build's forward is
+//! `attention_fwd` (wmma) or, with `AttnFwdKernel::Mma` (`SOFTPROMPT_ATTN_FWD=mma`),
+//! `attention_fwd_mma` (raw mma.sync, the scores in registers). Backward adds into dq, dk, dv:
 //! `attention_bwd_dq` (which also writes the `delta` scratch), then `attention_bwd_dkdv`, on
 //! the same stream. The decode step, `attention_decode`, takes one block per (key/value head,
 //! batch row).
@@ -30,11 +32,12 @@ const TILE: usize = 64;
 /// 48 KB; an H200 allows 227 KB).
 pub const MAX_DYNAMIC_SMEM: u32 = 124_928;
 
-/// ATTENTION.md's formula: forward (kind 0), bwd_dq (1), bwd_dkdv (2).
+/// ATTENTION.md's formula: forward (kind 0), bwd_dq (1), bwd_dkdv (2), the mma forward (3).
 fn smem_bytes(kind: usize, d: usize) -> u32 {
     let tile = 64 * (d.div_ceil(16) * 16 + 8) * 2;
     let (stage, ops, small) = (4 * 16 * 68 * 4, 4 * 16 * 72 * 2, 2048);
     (match kind {
+        3 => 3 * tile + small,
         0 => 3 * tile + stage + ops + small,
         1 => 4 * tile + 2 * stage + ops + small,
         _ => 4 * tile + 2 * stage + 2 * ops + small,
@@ -54,6 +57,50 @@ fn entry_points(d: usize) -> Result<[KernelId; 3]> {
             "attention head dim {d}: the fused kernels take 1 ..= 128"
         ))),
     }
+}
+
+/// Which kernel runs the bf16 build's attention forward: `attention_fwd` on `wmma` (the
+/// default until a device has timed the other) or `attention_fwd_mma` on raw `mma.sync`, S and
+/// P in registers (kernels/ATTENTION.md). The float32 builds have one forward, whatever this says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttnFwdKernel {
+    #[default]
+    Wmma,
+    Mma,
+}
+
+impl AttnFwdKernel {
+    /// The environment variable that picks it: `wmma` or `mma`; unset or empty is `wmma`.
+    pub const ENV: &'static str = "SOFTPROMPT_ATTN_FWD";
+
+    /// From `SOFTPROMPT_ATTN_FWD`; any other value is an error naming the variable.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var(Self::ENV).as_deref() {
+            Err(_) | Ok("") | Ok("wmma") => Ok(AttnFwdKernel::Wmma),
+            Ok("mma") => Ok(AttnFwdKernel::Mma),
+            Ok(other) => Err(Error::Arg {
+                flag: Self::ENV.into(),
+                msg: format!("`{other}`: expected `wmma` or `mma`"),
+            }),
+        }
+    }
+}
+
+/// The forward kernel and its shared-memory kind for `d` (a D already checked by
+/// `entry_points`): the mma one only where activations are bf16.
+fn forward_kernel(which: AttnFwdKernel, store: DType, d: usize) -> Result<(KernelId, usize)> {
+    let [wmma, _, _] = entry_points(d)?;
+    if which == AttnFwdKernel::Wmma || store != DType::BF16 {
+        return Ok((wmma, 0));
+    }
+    Ok((
+        if d <= 64 {
+            k::ATTENTION_FWD_MMA
+        } else {
+            k::ATTENTION_FWD_MMA_D128
+        },
+        3,
+    ))
 }
 
 /// The launch configuration over `tiles` tiles of 64 rows (of Tq, or of Tk and then of P for
@@ -267,8 +314,8 @@ impl AttentionOps for CudaBackend {
             d,
         } = dims;
         check_dims(&dims)?;
-        let [fwd, _, _] = entry_points(d)?;
         let store = be.store();
+        let (fwd, smem_kind) = forward_kernel(be.attn_fwd, store, d)?;
         let pre = prefix_args(be, prefix.as_ref(), &dims)?;
         let (table, buckets, alibi) = bias_args(bias, be.weights(), &dims, pre.p)?;
         let args = Args::new()
@@ -283,7 +330,7 @@ impl AttentionOps for CudaBackend {
             .ptr(buckets);
         let args = sizes(args, alibi, causal, scale, &dims, &pre)?;
         be.dev
-            .launch(fwd, cfg(tq.div_ceil(TILE), h, &dims, 0)?, args)
+            .launch(fwd, cfg(tq.div_ceil(TILE), h, &dims, smem_kind)?, args)
     }
 
     // extern "C" __global__ void attention_bwd_dq(act_t* dq, float* delta, const act_t* dout,
@@ -471,13 +518,13 @@ mod tests {
     #[test]
     fn shared_memory_matches_the_launch_plan() {
         for (d, want) in [
-            (8, [37888, 58368, 67584]),
-            (12, [37888, 58368, 67584]),
-            (32, [44032, 66560, 75776]),
-            (64, [56320, 82944, 92160]),
-            (128, [80896, 115712, 124928]),
+            (8, [37888, 58368, 67584, 11264]),
+            (12, [37888, 58368, 67584, 11264]),
+            (32, [44032, 66560, 75776, 17408]),
+            (64, [56320, 82944, 92160, 29696]),
+            (128, [80896, 115712, 124928, 54272]),
         ] {
-            let got: Vec<u32> = (0..3).map(|kind| super::smem_bytes(kind, d)).collect();
+            let got: Vec<u32> = (0..4).map(|kind| super::smem_bytes(kind, d)).collect();
             assert_eq!(got, want, "D = {d}");
         }
         assert_eq!(super::smem_bytes(2, 128), super::MAX_DYNAMIC_SMEM);

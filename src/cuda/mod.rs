@@ -118,6 +118,8 @@ pub struct CudaBackend {
     /// the last mixed batch's prefix rows on the device (`attention::RowsCache`; boxed: the
     /// backend stays small beside the CPU one in `api::Engine`)
     attn_rows: Box<attention::RowsCache>,
+    /// the bf16 build's attention forward (`SOFTPROMPT_ATTN_FWD`, or `with_attention_fwd`)
+    attn_fwd: attention::AttnFwdKernel,
 }
 
 /// Ok when a GPU can be used (driver, device, NVRTC and cuBLAS present); else the reason,
@@ -140,6 +142,7 @@ impl CudaBackend {
         Ok(CudaBackend {
             dev: Device::cuda(ordinal, precision)?,
             attn_rows: Default::default(),
+            attn_fwd: attention::AttnFwdKernel::from_env()?,
         })
     }
 
@@ -155,7 +158,15 @@ impl CudaBackend {
         Ok(CudaBackend {
             dev: Device::emu(precision)?,
             attn_rows: Default::default(),
+            attn_fwd: attention::AttnFwdKernel::from_env()?,
         })
+    }
+
+    /// The same backend with the bf16 build's attention forward set to `kernel` (overriding
+    /// `SOFTPROMPT_ATTN_FWD`): for tests and benchmarks of both kernels in one process.
+    pub fn with_attention_fwd(mut self, kernel: attention::AttnFwdKernel) -> Self {
+        self.attn_fwd = kernel;
+        self
     }
 
     /// The storage type of activations (`act_dtype`).

@@ -27,10 +27,15 @@ DECLARE_KERNEL(attention_bwd_dkdv);
 DECLARE_KERNEL(attention_fwd_d128);
 DECLARE_KERNEL(attention_bwd_dq_d128);
 DECLARE_KERNEL(attention_bwd_dkdv_d128);
+DECLARE_KERNEL(attention_fwd_mma);
+DECLARE_KERNEL(attention_fwd_mma_d128);
 
 namespace {
 
 using bf16 = __nv_bfloat16;
+
+// Which forward run_case launches: attention_fwd (wmma) or attention_fwd_mma (raw mma.sync).
+bool g_mma_forward = false;
 
 constexpr double kTolBf16 = 5e-3, kTolLse = 1e-5, kTolDelta = 1e-5;
 
@@ -39,6 +44,7 @@ constexpr unsigned kThreads = 128, kTile = 64;
 size_t smem_bytes(int kind, int D) {
   const size_t dp = (D + 15) / 16 * 16;
   const size_t tile = 64 * (dp + 8) * 2, stage = 4 * 16 * 68 * 4, ops = 4 * 16 * 72 * 2, small = 2048;
+  if (kind == 3) return 3 * tile + small;  // the mma forward
   if (kind == 0) return 3 * tile + stage + ops + small;
   if (kind == 1) return 4 * tile + 2 * stage + ops + small;
   return 4 * tile + 2 * stage + 2 * ops + small;
@@ -195,11 +201,12 @@ Errors run_case(const Case& c, unsigned seed, Outputs* keep = nullptr) {
   const int* no_rows = nullptr;  // prefix_slot, prefix_hidden: one prefix (here none)
   float* no_dprefix = nullptr;
   const bool wide = D > 64;  // the _d128 entry points take 64 < D <= 128
-  const LaunchFn fwd = wide ? emu_launch_attention_fwd_d128 : emu_launch_attention_fwd;
+  const LaunchFn fwd = g_mma_forward ? (wide ? emu_launch_attention_fwd_mma_d128 : emu_launch_attention_fwd_mma)
+                                     : (wide ? emu_launch_attention_fwd_d128 : emu_launch_attention_fwd);
   const LaunchFn bwd_dq = wide ? emu_launch_attention_bwd_dq_d128 : emu_launch_attention_bwd_dq;
   const LaunchFn bwd_dkdv = wide ? emu_launch_attention_bwd_dkdv_d128 : emu_launch_attention_bwd_dkdv;
   const dim3 block(kThreads), grid_q((Tq + kTile - 1) / kTile, H, B), grid_k((Tk + kTile - 1) / kTile, H, B);
-  int rc = launch(fwd, grid_q, block, smem_bytes(0, D), out.data(), lse.data(),
+  int rc = launch(fwd, grid_q, block, smem_bytes(g_mma_forward ? 3 : 0, D), out.data(), lse.data(),
                   static_cast<const bf16*>(q.data()), static_cast<const bf16*>(k.data()),
                   static_cast<const bf16*>(v.data()), no_prefix, no_rows, no_rows,
                   static_cast<const int*>(c.mask.data()), table_p,
@@ -298,7 +305,9 @@ std::vector<Case> matrix() {
   return cases;
 }
 
-TEST(attention_matches_float64_reference) {
+// Every case of matrix() through the forward chosen by `mma` and the backward, against float64.
+void check_matrix(bool mma) {
+  g_mma_forward = mma;
   const auto t0 = std::chrono::steady_clock::now();
   Errors worst;
   unsigned seed = 1000;
@@ -324,7 +333,13 @@ TEST(attention_matches_float64_reference) {
               "dk %.2e (floor %.2e) dv %.2e (floor %.2e)\n",
               matrix().size(), secs, worst.out, worst.floor_out, worst.lse, worst.delta, worst.dq, worst.floor_dq,
               worst.dk, worst.floor_dk, worst.dv, worst.floor_dv);
+  g_mma_forward = false;
 }
+
+TEST(attention_matches_float64_reference) { check_matrix(false); }
+
+// The forward on raw mma.sync (attention_mma.cuh) with the same cases, tolerances and backward.
+TEST(attention_mma_forward_matches_float64_reference) { check_matrix(true); }
 
 template <class T>
 bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
