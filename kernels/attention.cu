@@ -38,10 +38,12 @@
 
 #ifdef SOFTPROMPT_ACT_F32
 #include "attention_f32.cuh"
-// No tensor cores here: the mma forward's names (bf16 build below) run the float32 forward, so
+// No tensor cores here: the mma kernels' names (bf16 build below) run the float32 loops, so
 // every build has every kernel; the launcher never picks them in these builds.
 ATTN32_FWD(attention_fwd_mma)
 ATTN32_FWD(attention_fwd_mma_d128)
+ATTN32_BWD_DQ(attention_bwd_dq_mma)
+ATTN32_BWD_DQ(attention_bwd_dq_mma_d128)
 #else
 #include <mma.h>
 
@@ -354,6 +356,7 @@ __host__ __device__ __forceinline__ unsigned attn_smem_bytes(int kind, int D) {
   const unsigned stage = ATTN_WARPS * 16u * ATTN_SLD * 4u, ops = ATTN_WARPS * 16u * ATTN_PLD * 2u;
   const unsigned small = 2048u;
   if (kind == 3) return 3 * tile + small;
+  if (kind == 4) return 4 * tile + small;  // the mma bwd_dq
   if (kind == 0) return 3 * tile + stage + ops + small;
   if (kind == 1) return 4 * tile + 2 * stage + ops + small;
   return 4 * tile + 2 * stage + 2 * ops + small;
@@ -656,6 +659,32 @@ attention_bwd_dq_d128(bf16* __restrict__ dq,                // (B, Tq, H, D)
                       int Hkv, int D, int P, int width, int k_off, int v_off) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
   attn_bwd_dq_body<8>(attn_smem, dq, delta, dout, q, k, v, attn_row_prefix(AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, blockIdx.z), lse, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+}
+
+// attention_bwd_dq on raw mma.sync with S, dP and dS in registers (attention_mma.cuh): the same
+// arguments and grid, dynamic smem attn_smem_bytes(4, D). SOFTPROMPT_ATTN_BWD_DQ=mma. D <= 64:
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
+attention_bwd_dq_mma(bf16* __restrict__ dq, float* __restrict__ delta, const bf16* __restrict__ dout,
+                     const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                     const float* __restrict__ prefix, const int* __restrict__ prefix_slot,
+                     const int* __restrict__ prefix_hidden, const float* __restrict__ lse,
+                     const int* __restrict__ key_mask, const bf16* __restrict__ bias_table,
+                     const int* __restrict__ buckets, int alibi, int causal, float scale, int B, int Tq,
+                     int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off) {
+  extern __shared__ __align__(128) unsigned char attn_smem[];
+  attn_bwd_dq_mma_body<4>(attn_smem, dq, delta, dout, q, k, v, attn_row_prefix(AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, blockIdx.z), lse, key_mask, bias_table, buckets, alibi, causal, scale, Tq, Tk, H, Hkv, D);
+}
+// 64 < D <= 128
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
+attention_bwd_dq_mma_d128(bf16* __restrict__ dq, float* __restrict__ delta, const bf16* __restrict__ dout,
+                          const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                          const float* __restrict__ prefix, const int* __restrict__ prefix_slot,
+                          const int* __restrict__ prefix_hidden, const float* __restrict__ lse,
+                          const int* __restrict__ key_mask, const bf16* __restrict__ bias_table,
+                          const int* __restrict__ buckets, int alibi, int causal, float scale, int B,
+                          int Tq, int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off) {
+  extern __shared__ __align__(128) unsigned char attn_smem[];
+  attn_bwd_dq_mma_body<8>(attn_smem, dq, delta, dout, q, k, v, attn_row_prefix(AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, blockIdx.z), lse, key_mask, bias_table, buckets, alibi, causal, scale, Tq, Tk, H, Hkv, D);
 }
 
 // The first batch row from b on that reads prefix s (b itself without slot: every row reads

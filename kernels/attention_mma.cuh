@@ -92,18 +92,16 @@ __device__ __forceinline__ void attn_mma_softmax(float (&s)[8][4], float (&m_run
   }
 }
 
-// o (the warp's 16 x Dp output, NT = Dp / 8 n8 tiles) = alpha-rescaled o + P V, P from the
-// score fragments as bf16 A fragments (no shared memory).
+// o (the warp's 16 x Dp rows, NT = Dp / 8 n8 tiles of C fragments) += p (16 x 64, the score
+// fragments' layout) times Bs (64 x Dp, ld ldt: V, or K for dq), p rounded to bf16 A fragments
+// in registers: the C fragments of n8 tiles 2kk and 2kk + 1 are the A fragment of keys
+// 16kk .. 16kk + 15.
 template <int NTM>
-__device__ __forceinline__ void attn_mma_pv(float (&o)[NTM][4], const float (&p)[8][4], const float (&alpha)[2],
-                                            const bf16* Vs, int ldt, int NT) {
+__device__ __forceinline__ void attn_mma_pb(float (&o)[NTM][4], const float (&p)[8][4], const bf16* Bs, int ldt,
+                                            int NT) {
   const int lane = threadIdx.x & 31, g = lane >> 2, c2 = 2 * (lane & 3);
 #pragma unroll
-  for (int f = 0; f < NTM; ++f)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) o[f][e] *= alpha[e >> 1];
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {  // keys 16kk .. 16kk + 15
+  for (int kk = 0; kk < 4; ++kk) {
     const unsigned a[4] = {attn_pack(p[2 * kk][0], p[2 * kk][1]), attn_pack(p[2 * kk][2], p[2 * kk][3]),
                            attn_pack(p[2 * kk + 1][0], p[2 * kk + 1][1]),
                            attn_pack(p[2 * kk + 1][2], p[2 * kk + 1][3])};
@@ -111,35 +109,35 @@ __device__ __forceinline__ void attn_mma_pv(float (&o)[NTM][4], const float (&p)
 #pragma unroll
     for (int f = 0; f < NTM; ++f)
       if (f < NT) {
-        const unsigned vb[2] = {attn_ld_rows(Vs, key, f * 8 + g, ldt), attn_ld_rows(Vs, key + 8, f * 8 + g, ldt)};
-        mma_bf16_16816(o[f], a, vb, o[f]);
+        const unsigned bb[2] = {attn_ld_rows(Bs, key, f * 8 + g, ldt), attn_ld_rows(Bs, key + 8, f * 8 + g, ldt)};
+        mma_bf16_16816(o[f], a, bb, o[f]);
       }
   }
 }
 
-// Writes the lane's two rows of o / l (0 for a row that saw no key) to out, and their lse.
-template <int NTM>
-__device__ __forceinline__ void attn_mma_store(bf16* __restrict__ out, float* __restrict__ lse,
-                                               const float (&o)[NTM][4], const float (&m_run)[2],
-                                               const float (&l_run)[2], int b, int h, int i, int Tq, int H,
-                                               int D) {
+// Rows i and i + 8 (those < T) of head h, batch b, of a (B, T, H, D) bf16 tensor from the lane's
+// elements of o, row r scaled by row_scale[r]. ADD adds them to what the rows hold (dq,
+// src/backend/mod.rs); else they overwrite (out).
+template <int NTM, bool ADD>
+__device__ __forceinline__ void attn_mma_write_rows(bf16* __restrict__ dst, const float (&o)[NTM][4],
+                                                    const float (&row_scale)[2], int b, int h, int i, int T,
+                                                    int H, int D) {
   const int c2 = 2 * (threadIdx.x & 3);
 #pragma unroll
   for (int r = 0; r < 2; ++r, i += 8) {
-    if (i >= Tq) continue;
-    const float inv = l_run[r] > 0.0f ? 1.0f / l_run[r] : 0.0f;
-    if (c2 == 0)
-      lse[(static_cast<size_t>(b) * H + h) * Tq + i] =
-          l_run[r] > 0.0f ? (m_run[r] + log2f(l_run[r])) * ATTN_LN2 : ATTN_NEG_INF;
-    bf16* dst = out + ((static_cast<size_t>(b) * Tq + i) * H + h) * D;
+    if (i >= T) continue;
+    bf16* row = dst + ((static_cast<size_t>(b) * T + i) * H + h) * D;
 #pragma unroll
     for (int f = 0; f < NTM; ++f) {
       const int c = f * 8 + c2;
+      float y0 = o[f][2 * r] * row_scale[r], y1 = o[f][2 * r + 1] * row_scale[r];
+      if (ADD && c < D) y0 += __bfloat162float(row[c]);
+      if (ADD && c + 1 < D) y1 += __bfloat162float(row[c + 1]);
       if (c + 1 < D && D % 2 == 0) {  // 4-byte aligned: every row starts at a multiple of D
-        *reinterpret_cast<unsigned*>(dst + c) = attn_pack(o[f][2 * r] * inv, o[f][2 * r + 1] * inv);
+        *reinterpret_cast<unsigned*>(row + c) = attn_pack(y0, y1);
       } else {
-        if (c < D) dst[c] = __float2bfloat16(o[f][2 * r] * inv);
-        if (c + 1 < D) dst[c + 1] = __float2bfloat16(o[f][2 * r + 1] * inv);
+        if (c < D) row[c] = __float2bfloat16(y0);
+        if (c + 1 < D) row[c + 1] = __float2bfloat16(y1);
       }
     }
   }
@@ -191,7 +189,104 @@ __device__ __forceinline__ void attn_fwd_mma_body(unsigned char* attn_smem, bf16
     float s[8][4], alpha[2];
     attn_mma_scores(s, Qs + warp * 16 * ldt, Ks, ldt, NF);
     attn_mma_softmax(s, m_run, l_run, alpha, bias_s, key_s, il, sl2);
-    attn_mma_pv(o, s, alpha, Vs, ldt, 2 * NF);
+#pragma unroll
+    for (int f = 0; f < 2 * NFM; ++f)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[f][e] *= alpha[e >> 1];
+    attn_mma_pb(o, s, Vs, ldt, 2 * NF);
   }
-  if (warp_live) attn_mma_store(out, lse, o, m_run, l_run, b, h, i0 + il, Tq, H, D);
+  if (!warp_live) return;
+  float inv[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int i = i0 + il + 8 * r;
+    inv[r] = l_run[r] > 0.0f ? 1.0f / l_run[r] : 0.0f;
+    if ((lane & 3) == 0 && i < Tq)
+      lse[(static_cast<size_t>(b) * H + h) * Tq + i] =
+          l_run[r] > 0.0f ? (m_run[r] + log2f(l_run[r])) * ATTN_LN2 : ATTN_NEG_INF;
+  }
+  attn_mma_write_rows<2 * NFM, false>(out, o, inv, b, h, i0 + il, Tq, H, D);
+}
+
+// dq and delta as attention_bwd_dq computes them (two passes over the key tiles: the first
+// sums delta_i = sum_j P_ij dP_ij, the second adds dq += dS K with dS = P (dP - delta) scale),
+// with S = Q K^T, dP = dO V^T, P, dS in registers (attn_mma_scores, attn_mma_pb).
+// grid (ceil(Tq / 64), H, B), block 128, dynamic smem attn_smem_bytes(4, D): Q, dO, K, V.
+template <int NFM>
+__device__ __forceinline__ void attn_bwd_dq_mma_body(unsigned char* attn_smem, bf16* __restrict__ dq,
+                                                     float* __restrict__ delta, const bf16* __restrict__ dout,
+                                                     const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                                     const bf16* __restrict__ v, const AttnPrefix pre,
+                                                     const float* __restrict__ lse,
+                                                     const int* __restrict__ key_mask,
+                                                     const bf16* __restrict__ bias_table,
+                                                     const int* __restrict__ buckets, int alibi, int causal,
+                                                     float scale, int Tq, int Tk, int H, int Hkv, int D) {
+  if (D < 1 || D > 16 * NFM) return;  // the launcher checks D and picks the entry point
+  const int Dp = attn_round16(D), NF = Dp / 16, ldt = Dp + 8;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, c2 = 2 * (lane & 3);
+  const int h = blockIdx.y, b = blockIdx.z, kvh = h / (H / Hkv);
+  const int i0 = (causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x) * ATTN_BM;
+  const int il = warp * 16 + (lane >> 2);  // this lane's first row in the tile; il + 8 the second
+
+  AttnSmem sm{attn_smem};
+  bf16* Qs = sm.take<bf16>(ATTN_BM * ldt * 2);
+  bf16* dOs = sm.take<bf16>(ATTN_BM * ldt * 2);
+  bf16* Ks = sm.take<bf16>(ATTN_BN * ldt * 2);
+  bf16* Vs = sm.take<bf16>(ATTN_BN * ldt * 2);
+  float* bias_s = sm.take<float>(128 * 4);
+  int* key_s = sm.take<int>(ATTN_BN * 4);
+
+  attn_load_tile(Qs, q, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
+  attn_load_tile(dOs, dout, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
+  const bool warp_live = i0 + warp * 16 < Tq;
+  const float sl2 = scale * ATTN_LOG2E;
+  float lse2[2], drow[2] = {0.0f, 0.0f};  // a row that sees no key has lse -inf: P = 0
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int i = i0 + il + 8 * r;
+    lse2[r] = i < Tq ? lse[(static_cast<size_t>(b) * H + h) * Tq + i] * ATTN_LOG2E : ATTN_NEG_INF;
+  }
+  float acc[2 * NFM][4];
+#pragma unroll
+  for (int f = 0; f < 2 * NFM; ++f)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[f][e] = 0.0f;
+
+  const int kend = causal ? min(Tk, i0 + ATTN_BM + Tk - Tq) : Tk;
+  for (int pass = 0; pass < 2; ++pass) {
+    float dsum[2] = {0.0f, 0.0f};
+    for (int t = 0; t < attn_tiles(pre.P) + attn_tiles(kend); ++t) {  // prefix tiles first
+      __syncthreads();
+      if (!attn_key_tile(Ks, Vs, bias_s, key_s, k, v, pre, key_mask, bias_table, buckets, alibi, causal, t,
+                         i0, b, h, kvh, Tq, Tk, H, Hkv, D, Dp, ldt))
+        continue;
+      if (!warp_live) continue;
+      float s[8][4], dp[8][4];
+      attn_mma_scores(s, Qs + warp * 16 * ldt, Ks, ldt, NF);
+      attn_mma_scores(dp, dOs + warp * 16 * ldt, Vs, ldt, NF);
+#pragma unroll
+      for (int n = 0; n < 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int c = n * 8 + c2 + (e & 1), r = e >> 1;
+          const bool vis = lse2[r] != ATTN_NEG_INF && key_s[c] != 0;  // causal: in the bias window
+          const float p = vis ? exp2f(s[n][e] * sl2 + bias_s[c - (il + 8 * r) + ATTN_BM - 1] - lse2[r]) : 0.0f;
+          if (pass == 0) dsum[r] += p * dp[n][e];
+          else s[n][e] = p * (dp[n][e] - drow[r]) * scale;  // dS
+        }
+      if (pass == 1) attn_mma_pb(acc, s, Ks, ldt, 2 * NF);
+    }
+    if (pass == 0) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {  // the 4 lanes of a group hold a row's keys
+        drow[r] = dsum[r] + __shfl_xor_sync(ATTN_FULL, dsum[r], 1);
+        drow[r] += __shfl_xor_sync(ATTN_FULL, drow[r], 2);
+        const int i = i0 + il + 8 * r;
+        if (c2 == 0 && i < Tq) delta[(static_cast<size_t>(b) * H + h) * Tq + i] = drow[r];
+      }
+    }
+  }
+  const float one[2] = {1.0f, 1.0f};
+  if (warp_live) attn_mma_write_rows<2 * NFM, true>(dq, acc, one, b, h, i0 + il, Tq, H, D);
 }

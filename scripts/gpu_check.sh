@@ -4,8 +4,8 @@
 # --device cuda` on every fixture in bf16 (generation in float32 only), on the harsh and the
 # P-tuning ones with --precision f32 at 1e-4 and on the 12 realistic ones with --precision
 # mixed at 1e-3,
-# the two attention forwards (SOFTPROMPT_ATTN_FWD=wmma and =mma: per-kernel device time from
-# `softprompt profile`, and a bench step with mma),
+# the attention kernels on wmma and on raw mma.sync (SOFTPROMPT_ATTN_FWD and _BWD_DQ = wmma,
+# then = mma: per-kernel device time from `softprompt profile`, and a bench line with mma),
 # and `softprompt bench` beside scripts/bench_torch.py on the same GPU. Writes
 # bench/results/<date>-<commit>.json plus a short table.
 #
@@ -223,29 +223,30 @@ print(json.dumps({"gemm": f"{n}x{n}x{n} bf16", "ms": ms, "tflops": 2 * n**3 / ms
 PY
     cat "$out/gemm_ceiling.json"
     fi
-    : > "$out/attn_fwd.txt"  # goes into the results file as "attn_fwd"
+    : > "$out/attn_mma.txt"  # goes into the results file as "attn_mma"
     if step attn; then
-    # kernels/ATTENTION.md: attention_fwd (wmma, the default) against attention_fwd_mma (raw
-    # mma.sync, S and P in registers) on issue #16's Llama shape (D = 128, causal): the
-    # per-kernel device time of one profiled step with each, then one bench line with mma
-    echo "== attention forward: SOFTPROMPT_ATTN_FWD=wmma vs mma"
+    # kernels/ATTENTION.md: attention_fwd and attention_bwd_dq (wmma, the default) against
+    # their mma twins (raw mma.sync, the scores in registers) on issue #16's Llama shape
+    # (D = 128, causal): the per-kernel device time of one profiled step with each, then one
+    # bench line with mma
+    echo "== attention: SOFTPROMPT_ATTN_FWD and SOFTPROMPT_ATTN_BWD_DQ = wmma vs mma"
     local attn_spec="llama-3.2-3b --batch 4 --seq 768 --prompt 200 --target-len 256" attn_limit=90
     [ "$dry" = 1 ] && attn_spec="bert-base --batch 1 --seq 8 --prompt 2" attn_limit=120
-    for fwd in wmma mma; do
+    for kern in wmma mma; do
         if (( SECONDS - start + attn_limit > budget )); then
-            echo "skipped (the ${budget} s budget is spent): profile with $fwd" | tee -a "$out/attn_fwd.txt"
+            echo "skipped (the ${budget} s budget is spent): profile with $kern" | tee -a "$out/attn_mma.txt"
             continue
         fi
-        echo "-- SOFTPROMPT_ATTN_FWD=$fwd: profile --preset $attn_spec" >> "$out/attn_fwd.txt"
+        echo "-- SOFTPROMPT_ATTN_FWD=$kern SOFTPROMPT_ATTN_BWD_DQ=$kern: profile --preset $attn_spec" >> "$out/attn_mma.txt"
         # shellcheck disable=SC2086
-        SOFTPROMPT_ATTN_FWD=$fwd timeout "$attn_limit" "$bin" profile --preset $attn_spec --device "$dev" \
-            >> "$out/attn_fwd.txt" 2>&1 || status=1
+        SOFTPROMPT_ATTN_FWD=$kern SOFTPROMPT_ATTN_BWD_DQ=$kern timeout "$attn_limit" "$bin" profile --preset $attn_spec --device "$dev" \
+            >> "$out/attn_mma.txt" 2>&1 || status=1
     done
-    grep -E "^(-- |skipped|attention_fwd)" "$out/attn_fwd.txt"
+    grep -E "^(-- |skipped|attention_(fwd|bwd))" "$out/attn_mma.txt"
     if (( SECONDS - start + attn_limit <= budget )); then
+        echo "-- SOFTPROMPT_ATTN_FWD=mma SOFTPROMPT_ATTN_BWD_DQ=mma: bench --preset $attn_spec" >> "$out/attn_mma.txt"
         # shellcheck disable=SC2086
-        echo "-- SOFTPROMPT_ATTN_FWD=mma: bench --preset $attn_spec" >> "$out/attn_fwd.txt"
-        SOFTPROMPT_ATTN_FWD=mma timeout "$attn_limit" "$bin" bench --preset $attn_spec --device "$dev" --steps 3 --warmup 1 --json 2>> "$out/bench.err" | tee -a "$out/attn_fwd.txt" || status=1
+        SOFTPROMPT_ATTN_FWD=mma SOFTPROMPT_ATTN_BWD_DQ=mma timeout "$attn_limit" "$bin" bench --preset $attn_spec --device "$dev" --steps 3 --warmup 1 --json 2>> "$out/bench.err" | tee -a "$out/attn_mma.txt" || status=1
     fi
     fi
     echo "== bench (softprompt vs PyTorch + PEFT, bf16, same GPU)"
@@ -309,7 +310,7 @@ while (start := text.find("{", pos)) >= 0:
         pos = start + 1
 doc = {"commit": commit, "gpu": open(os.path.join(out, "gpu.txt")).read().strip(),
        "kernels": load("kernels.json"), "gemm_ceiling": load("gemm_ceiling.json"), "bench": bench,
-       "attn_fwd": open(os.path.join(out, "attn_fwd.txt")).read()[-20000:],
+       "attn_mma": open(os.path.join(out, "attn_mma.txt")).read()[-20000:],
        "parity_log": open(os.path.join(out, "parity.log")).read()[-20000:]}
 json.dump(doc, open(results, "w"), indent=1)
 ceiling = doc["gemm_ceiling"].get("tflops") or float("nan")

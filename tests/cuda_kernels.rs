@@ -826,30 +826,30 @@ test_device!(
 test_device!(attention_decode, check_attention_decode);
 test_device!(rope, check_rope);
 
-/// The attention checks again in the bf16 build with the forward on raw `mma.sync`
-/// (`AttnFwdKernel::Mma`, kernels/attention_mma.cuh), on the emulator and on GPU 0: the same
-/// references and tolerances, the backward reading that forward's lse.
+/// The attention checks again in the bf16 build with the forward and `attention_bwd_dq` on raw
+/// `mma.sync` (`AttnKernel::Mma`, kernels/attention_mma.cuh), on the emulator and on GPU 0: the
+/// same references and tolerances.
 macro_rules! test_mma_forward {
     ($name:ident, $body:ident) => {
         mod $name {
-            use softprompt::internals::cuda::attention::AttnFwdKernel;
+            use softprompt::internals::cuda::attention::AttnKernel::Mma;
             use softprompt::internals::cuda::CudaBackend;
             #[cfg(feature = "emu")]
             #[test]
             fn emu() {
                 let be = CudaBackend::emu().expect("emu device");
-                let be = be.with_attention_fwd(AttnFwdKernel::Mma);
+                let be = be.with_attention_kernels(Mma, Mma);
                 super::$body(&be);
-                super::assert_mma_forward_ran(&be);
+                super::assert_mma_ran(&be);
             }
             #[test]
             fn cuda() {
                 match softprompt::internals::cuda::probe_cuda() {
                     Ok(()) => {
                         let be = CudaBackend::cuda(0).expect("CUDA device");
-                        let be = be.with_attention_fwd(AttnFwdKernel::Mma);
+                        let be = be.with_attention_kernels(Mma, Mma);
                         super::$body(&be);
-                        super::assert_mma_forward_ran(&be);
+                        super::assert_mma_ran(&be);
                     }
                     Err(e) => println!("skipped: no CUDA device ({e})"),
                 }
@@ -866,19 +866,18 @@ test_mma_forward!(
     check_attention_prefix_hiding_matters
 );
 
-/// Every forward of a check ran attention_fwd_mma[_d128], none the wmma kernels.
-fn assert_mma_forward_ran(be: &CudaBackend) {
+/// Every forward and bwd_dq of a check ran the mma kernels, none the wmma ones.
+fn assert_mma_ran(be: &CudaBackend) {
     let counts = be.launch_counts();
-    let runs = |name: &str| counts.iter().find(|(k, _)| *k == name).map_or(0, |c| c.1);
-    assert!(
-        runs("attention_fwd_mma") + runs("attention_fwd_mma_d128") > 0,
-        "no mma forward ran"
-    );
-    assert_eq!(
-        runs("attention_fwd") + runs("attention_fwd_d128"),
-        0,
-        "a wmma forward ran"
-    );
+    let runs = |name: &str| {
+        let n = |k: String| counts.iter().find(|(c, _)| *c == k).map_or(0, |c| c.1);
+        n(name.to_string()) + n(format!("{name}_d128"))
+    };
+    for wmma in ["attention_fwd", "attention_bwd_dq"] {
+        let mma = format!("{wmma}_mma");
+        assert!(runs(&mma) > 0, "no {mma} ran");
+        assert_eq!(runs(wmma), 0, "{wmma} ran");
+    }
 }
 
 /// Every `__global__` kernel of kernels/ runs in the checks above, in every build that
@@ -889,11 +888,17 @@ fn every_kernel_is_exercised() {
     // Only the mixed build splits float32 activations into bf16 GEMM operands, and only there
     // do weights (gather_rows_w) and activations (gather_rows) differ in type.
     let mixed_only = ["split_bf16", "gather_rows_w"];
-    // The mma forward runs in the *_mma tests above (bf16); in the float32 builds its names
-    // alias the float32 forward and the launcher never picks them.
-    let mma = ["attention_fwd_mma", "attention_fwd_mma_d128"];
+    // The mma kernels run in the *_mma tests above (bf16); in the float32 builds their names
+    // alias the float32 loops and the launcher never picks them.
+    let mma = [
+        "attention_fwd_mma",
+        "attention_fwd_mma_d128",
+        "attention_bwd_dq_mma",
+        "attention_bwd_dq_mma_d128",
+    ];
+    use softprompt::internals::cuda::attention::AttnKernel::Wmma;
     let bf16 = CudaBackend::emu().expect("emu device");
-    let bf16 = bf16.with_attention_fwd(softprompt::internals::cuda::attention::AttnFwdKernel::Wmma);
+    let bf16 = bf16.with_attention_kernels(Wmma, Wmma);
     every_kernel_is_exercised_on(&bf16, &[&mma[..], &mixed_only].concat());
     // With float32 activations these are twins of the storage-typed kernels (add_inplace,
     // scale_inplace, linear_bias_fill), which the launchers call instead; and the float32

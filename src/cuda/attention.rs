@@ -1,9 +1,10 @@
 //! Launchers of kernels/attention.cu (reference: src/cpu/attention.rs), following the launch
 //! plan of kernels/ATTENTION.md: 128 threads per block, 64-row tiles, one (batch, head) pair
 //! per grid row (key/value heads for `attention_bwd_dkdv`), the D ≤ 64 or the D ≤ 128 entry
-//! points, and the dynamic shared memory of `attn_smem_bytes`. The bf16 build's forward is
-//! `attention_fwd` (wmma) or, with `AttnFwdKernel::Mma` (`SOFTPROMPT_ATTN_FWD=mma`),
-//! `attention_fwd_mma` (raw mma.sync, the scores in registers). Backward adds into dq, dk, dv:
+//! points, and the dynamic shared memory of `attn_smem_bytes`. The bf16 build's forward and
+//! bwd_dq are the wmma kernels or, with `AttnKernel::Mma` (`SOFTPROMPT_ATTN_FWD=mma`,
+//! `SOFTPROMPT_ATTN_BWD_DQ=mma`), `attention_fwd_mma` and `attention_bwd_dq_mma` (raw
+//! mma.sync, the scores in registers). Backward adds into dq, dk, dv:
 //! `attention_bwd_dq` (which also writes the `delta` scratch), then `attention_bwd_dkdv`, on
 //! the same stream. The decode step, `attention_decode`, takes one block per (key/value head,
 //! batch row).
@@ -32,12 +33,14 @@ const TILE: usize = 64;
 /// 48 KB; an H200 allows 227 KB).
 pub const MAX_DYNAMIC_SMEM: u32 = 124_928;
 
-/// ATTENTION.md's formula: forward (kind 0), bwd_dq (1), bwd_dkdv (2), the mma forward (3).
+/// ATTENTION.md's formula: forward (kind 0), bwd_dq (1), bwd_dkdv (2), the mma forward (3) and
+/// bwd_dq (4).
 fn smem_bytes(kind: usize, d: usize) -> u32 {
     let tile = 64 * (d.div_ceil(16) * 16 + 8) * 2;
     let (stage, ops, small) = (4 * 16 * 68 * 4, 4 * 16 * 72 * 2, 2048);
     (match kind {
         3 => 3 * tile + small,
+        4 => 4 * tile + small,
         0 => 3 * tile + stage + ops + small,
         1 => 4 * tile + 2 * stage + ops + small,
         _ => 4 * tile + 2 * stage + 2 * ops + small,
@@ -59,48 +62,51 @@ fn entry_points(d: usize) -> Result<[KernelId; 3]> {
     }
 }
 
-/// Which kernel runs the bf16 build's attention forward: `attention_fwd` on `wmma` (the
-/// default until a device has timed the other) or `attention_fwd_mma` on raw `mma.sync`, S and
-/// P in registers (kernels/ATTENTION.md). The float32 builds have one forward, whatever this says.
+/// Which kernel runs the bf16 build's attention forward, and which its `attention_bwd_dq`:
+/// `Wmma` (`attention_fwd`, `attention_bwd_dq`; the default until a device has timed the
+/// other) or `Mma` (`attention_fwd_mma`, `attention_bwd_dq_mma`: raw `mma.sync`, the scores in
+/// registers; kernels/ATTENTION.md). The float32 builds have one of each, whatever this says.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum AttnFwdKernel {
+pub enum AttnKernel {
     #[default]
     Wmma,
     Mma,
 }
 
-impl AttnFwdKernel {
-    /// The environment variable that picks it: `wmma` or `mma`; unset or empty is `wmma`.
-    pub const ENV: &'static str = "SOFTPROMPT_ATTN_FWD";
+impl AttnKernel {
+    /// The environment variable that picks the forward: `wmma` or `mma`; unset or empty is `wmma`.
+    pub const FWD_ENV: &'static str = "SOFTPROMPT_ATTN_FWD";
+    /// The same for `attention_bwd_dq`.
+    pub const BWD_DQ_ENV: &'static str = "SOFTPROMPT_ATTN_BWD_DQ";
 
-    /// From `SOFTPROMPT_ATTN_FWD`; any other value is an error naming the variable.
-    pub fn from_env() -> Result<Self> {
-        match std::env::var(Self::ENV).as_deref() {
-            Err(_) | Ok("") | Ok("wmma") => Ok(AttnFwdKernel::Wmma),
-            Ok("mma") => Ok(AttnFwdKernel::Mma),
+    /// From the environment variable `var`; any other value is an error naming it.
+    pub fn from_env(var: &str) -> Result<Self> {
+        match std::env::var(var).as_deref() {
+            Err(_) | Ok("") | Ok("wmma") => Ok(AttnKernel::Wmma),
+            Ok("mma") => Ok(AttnKernel::Mma),
             Ok(other) => Err(Error::Arg {
-                flag: Self::ENV.into(),
+                flag: var.into(),
                 msg: format!("`{other}`: expected `wmma` or `mma`"),
             }),
         }
     }
 }
 
-/// The forward kernel and its shared-memory kind for `d` (a D already checked by
-/// `entry_points`): the mma one only where activations are bf16.
-fn forward_kernel(which: AttnFwdKernel, store: DType, d: usize) -> Result<(KernelId, usize)> {
-    let [wmma, _, _] = entry_points(d)?;
-    if which == AttnFwdKernel::Wmma || store != DType::BF16 {
-        return Ok((wmma, 0));
+/// The kernel of `wmma` (an entry point of `entry_points`) and its shared-memory kind, or with
+/// `Mma` in the bf16 build the raw mma one for `d` (`mma_small` for D <= 64, `mma_wide` above)
+/// with `mma_kind`.
+fn pick(
+    which: AttnKernel,
+    store: DType,
+    d: usize,
+    wmma: (KernelId, usize),
+    mma: [KernelId; 2],
+    mma_kind: usize,
+) -> (KernelId, usize) {
+    if which == AttnKernel::Wmma || store != DType::BF16 {
+        return wmma;
     }
-    Ok((
-        if d <= 64 {
-            k::ATTENTION_FWD_MMA
-        } else {
-            k::ATTENTION_FWD_MMA_D128
-        },
-        3,
-    ))
+    (if d <= 64 { mma[0] } else { mma[1] }, mma_kind)
 }
 
 /// The launch configuration over `tiles` tiles of 64 rows (of Tq, or of Tk and then of P for
@@ -315,7 +321,9 @@ impl AttentionOps for CudaBackend {
         } = dims;
         check_dims(&dims)?;
         let store = be.store();
-        let (fwd, smem_kind) = forward_kernel(be.attn_fwd, store, d)?;
+        let [wmma, _, _] = entry_points(d)?;
+        let mma = [k::ATTENTION_FWD_MMA, k::ATTENTION_FWD_MMA_D128];
+        let (fwd, smem_kind) = pick(be.attn_fwd, store, d, (wmma, 0), mma, 3);
         let pre = prefix_args(be, prefix.as_ref(), &dims)?;
         let (table, buckets, alibi) = bias_args(bias, be.weights(), &dims, pre.p)?;
         let args = Args::new()
@@ -380,8 +388,10 @@ impl AttentionOps for CudaBackend {
             d,
         } = dims;
         check_dims(&dims)?;
-        let [_, bwd_dq, bwd_dkdv] = entry_points(d)?;
+        let [_, wmma_dq, bwd_dkdv] = entry_points(d)?;
         let store = be.store();
+        let mma = [k::ATTENTION_BWD_DQ_MMA, k::ATTENTION_BWD_DQ_MMA_D128];
+        let (bwd_dq, dq_kind) = pick(be.attn_bwd_dq, store, d, (wmma_dq, 1), mma, 4);
         let pre = prefix_args(be, prefix.as_ref(), &dims)?;
         let dprefix = match (dprefix, &prefix) {
             (Some(g), Some(pr)) => arg(g, "attention dprefix", DType::F32, pr.table_len())?,
@@ -419,7 +429,7 @@ impl AttentionOps for CudaBackend {
             .ptr(buckets);
         be.dev.launch(
             bwd_dq,
-            cfg(tq.div_ceil(TILE), h, &dims, 1)?,
+            cfg(tq.div_ceil(TILE), h, &dims, dq_kind)?,
             sizes(args, alibi, causal, scale, &dims, &pre)?,
         )?;
         let args = Args::new()
@@ -518,13 +528,13 @@ mod tests {
     #[test]
     fn shared_memory_matches_the_launch_plan() {
         for (d, want) in [
-            (8, [37888, 58368, 67584, 11264]),
-            (12, [37888, 58368, 67584, 11264]),
-            (32, [44032, 66560, 75776, 17408]),
-            (64, [56320, 82944, 92160, 29696]),
-            (128, [80896, 115712, 124928, 54272]),
+            (8, [37888, 58368, 67584, 11264, 14336]),
+            (12, [37888, 58368, 67584, 11264, 14336]),
+            (32, [44032, 66560, 75776, 17408, 22528]),
+            (64, [56320, 82944, 92160, 29696, 38912]),
+            (128, [80896, 115712, 124928, 54272, 71680]),
         ] {
-            let got: Vec<u32> = (0..4).map(|kind| super::smem_bytes(kind, d)).collect();
+            let got: Vec<u32> = (0..5).map(|kind| super::smem_bytes(kind, d)).collect();
             assert_eq!(got, want, "D = {d}");
         }
         assert_eq!(super::smem_bytes(2, 128), super::MAX_DYNAMIC_SMEM);

@@ -118,8 +118,10 @@ pub struct CudaBackend {
     /// the last mixed batch's prefix rows on the device (`attention::RowsCache`; boxed: the
     /// backend stays small beside the CPU one in `api::Engine`)
     attn_rows: Box<attention::RowsCache>,
-    /// the bf16 build's attention forward (`SOFTPROMPT_ATTN_FWD`, or `with_attention_fwd`)
-    attn_fwd: attention::AttnFwdKernel,
+    /// the bf16 build's attention forward and bwd_dq kernels (`SOFTPROMPT_ATTN_FWD`,
+    /// `SOFTPROMPT_ATTN_BWD_DQ`, or `with_attention_kernels`)
+    attn_fwd: attention::AttnKernel,
+    attn_bwd_dq: attention::AttnKernel,
 }
 
 /// Ok when a GPU can be used (driver, device, NVRTC and cuBLAS present); else the reason,
@@ -142,7 +144,8 @@ impl CudaBackend {
         Ok(CudaBackend {
             dev: Device::cuda(ordinal, precision)?,
             attn_rows: Default::default(),
-            attn_fwd: attention::AttnFwdKernel::from_env()?,
+            attn_fwd: attention::AttnKernel::from_env(attention::AttnKernel::FWD_ENV)?,
+            attn_bwd_dq: attention::AttnKernel::from_env(attention::AttnKernel::BWD_DQ_ENV)?,
         })
     }
 
@@ -158,14 +161,21 @@ impl CudaBackend {
         Ok(CudaBackend {
             dev: Device::emu(precision)?,
             attn_rows: Default::default(),
-            attn_fwd: attention::AttnFwdKernel::from_env()?,
+            attn_fwd: attention::AttnKernel::from_env(attention::AttnKernel::FWD_ENV)?,
+            attn_bwd_dq: attention::AttnKernel::from_env(attention::AttnKernel::BWD_DQ_ENV)?,
         })
     }
 
-    /// The same backend with the bf16 build's attention forward set to `kernel` (overriding
-    /// `SOFTPROMPT_ATTN_FWD`): for tests and benchmarks of both kernels in one process.
-    pub fn with_attention_fwd(mut self, kernel: attention::AttnFwdKernel) -> Self {
-        self.attn_fwd = kernel;
+    /// The same backend with the bf16 build's attention forward and `attention_bwd_dq` set
+    /// (overriding `SOFTPROMPT_ATTN_FWD` and `SOFTPROMPT_ATTN_BWD_DQ`): for tests and
+    /// benchmarks of both kernels in one process.
+    pub fn with_attention_kernels(
+        mut self,
+        fwd: attention::AttnKernel,
+        bwd_dq: attention::AttnKernel,
+    ) -> Self {
+        self.attn_fwd = fwd;
+        self.attn_bwd_dq = bwd_dq;
         self
     }
 

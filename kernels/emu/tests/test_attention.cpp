@@ -29,12 +29,15 @@ DECLARE_KERNEL(attention_bwd_dq_d128);
 DECLARE_KERNEL(attention_bwd_dkdv_d128);
 DECLARE_KERNEL(attention_fwd_mma);
 DECLARE_KERNEL(attention_fwd_mma_d128);
+DECLARE_KERNEL(attention_bwd_dq_mma);
+DECLARE_KERNEL(attention_bwd_dq_mma_d128);
 
 namespace {
 
 using bf16 = __nv_bfloat16;
 
-// Which forward run_case launches: attention_fwd (wmma) or attention_fwd_mma (raw mma.sync).
+// Which forward and bwd_dq run_case launches: attention_fwd and attention_bwd_dq (wmma), or
+// attention_fwd_mma and attention_bwd_dq_mma (raw mma.sync).
 bool g_mma_forward = false;
 
 constexpr double kTolBf16 = 5e-3, kTolLse = 1e-5, kTolDelta = 1e-5;
@@ -45,6 +48,7 @@ size_t smem_bytes(int kind, int D) {
   const size_t dp = (D + 15) / 16 * 16;
   const size_t tile = 64 * (dp + 8) * 2, stage = 4 * 16 * 68 * 4, ops = 4 * 16 * 72 * 2, small = 2048;
   if (kind == 3) return 3 * tile + small;  // the mma forward
+  if (kind == 4) return 4 * tile + small;  // the mma bwd_dq
   if (kind == 0) return 3 * tile + stage + ops + small;
   if (kind == 1) return 4 * tile + 2 * stage + ops + small;
   return 4 * tile + 2 * stage + 2 * ops + small;
@@ -203,7 +207,8 @@ Errors run_case(const Case& c, unsigned seed, Outputs* keep = nullptr) {
   const bool wide = D > 64;  // the _d128 entry points take 64 < D <= 128
   const LaunchFn fwd = g_mma_forward ? (wide ? emu_launch_attention_fwd_mma_d128 : emu_launch_attention_fwd_mma)
                                      : (wide ? emu_launch_attention_fwd_d128 : emu_launch_attention_fwd);
-  const LaunchFn bwd_dq = wide ? emu_launch_attention_bwd_dq_d128 : emu_launch_attention_bwd_dq;
+  const LaunchFn bwd_dq = g_mma_forward ? (wide ? emu_launch_attention_bwd_dq_mma_d128 : emu_launch_attention_bwd_dq_mma)
+                                        : (wide ? emu_launch_attention_bwd_dq_d128 : emu_launch_attention_bwd_dq);
   const LaunchFn bwd_dkdv = wide ? emu_launch_attention_bwd_dkdv_d128 : emu_launch_attention_bwd_dkdv;
   const dim3 block(kThreads), grid_q((Tq + kTile - 1) / kTile, H, B), grid_k((Tk + kTile - 1) / kTile, H, B);
   int rc = launch(fwd, grid_q, block, smem_bytes(g_mma_forward ? 3 : 0, D), out.data(), lse.data(),
@@ -212,7 +217,7 @@ Errors run_case(const Case& c, unsigned seed, Outputs* keep = nullptr) {
                   static_cast<const int*>(c.mask.data()), table_p,
                   buckets_p, no_alibi, causal, scale, B, Tq, Tk, H, H, D, 0, 0, 0, 0);
   CHECK_MSG(rc == EMU_OK, "%s: attention_fwd: %s", c.name.c_str(), emu_last_error());
-  rc = launch(bwd_dq, grid_q, block, smem_bytes(1, D), dq.data(), delta.data(),
+  rc = launch(bwd_dq, grid_q, block, smem_bytes(g_mma_forward ? 4 : 1, D), dq.data(), delta.data(),
               static_cast<const bf16*>(dout.data()), static_cast<const bf16*>(q.data()),
               static_cast<const bf16*>(k.data()), static_cast<const bf16*>(v.data()), no_prefix,
               no_rows, no_rows, static_cast<const float*>(lse.data()), static_cast<const int*>(c.mask.data()),
@@ -305,7 +310,7 @@ std::vector<Case> matrix() {
   return cases;
 }
 
-// Every case of matrix() through the forward chosen by `mma` and the backward, against float64.
+// Every case of matrix() through the kernels chosen by `mma` (g_mma_forward), against float64.
 void check_matrix(bool mma) {
   g_mma_forward = mma;
   const auto t0 = std::chrono::steady_clock::now();
@@ -338,7 +343,7 @@ void check_matrix(bool mma) {
 
 TEST(attention_matches_float64_reference) { check_matrix(false); }
 
-// The forward on raw mma.sync (attention_mma.cuh) with the same cases, tolerances and backward.
+// The forward and bwd_dq on raw mma.sync (attention_mma.cuh), the same cases and tolerances.
 TEST(attention_mma_forward_matches_float64_reference) { check_matrix(true); }
 
 template <class T>
