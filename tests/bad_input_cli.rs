@@ -692,6 +692,76 @@ fn generate_refuses_what_it_would_not_do() {
         &gen(&["--max-target-len", "4"]),
         &["invalid argument --max-target-len", "--max-new-tokens"],
     );
+    // predict bounds generation by --max-target-len: its error named generate's flag
+    let data = corpus("data/dev.jsonl");
+    let err = refused(
+        &softprompt(&[
+            "predict",
+            "--prompt",
+            s(&out),
+            "--data",
+            s(&data),
+            "--decode",
+            "greedy",
+            "--max-target-len",
+            "8190",
+        ]),
+        &[
+            "invalid argument --max-target-len",
+            "past this engine's cap",
+        ],
+    );
+    assert!(!err.contains("--max-new-tokens"), "{err}");
+}
+
+/// Causal label targets that could never win were accepted: an empty one (`--target-end
+/// none`) scored 0 on every row, so its label won them all; one that begins another's made
+/// the longer's score the shorter's plus a log-probability. An empty free target failed only
+/// once training had started ("the batch has none"), naming neither the file nor the row; an
+/// empty text on a decoder without a start token was "row 0 has no token ids".
+#[test]
+fn causal_rows_and_targets_that_cannot_score_are_refused() {
+    let dir = ScratchDir::new("causal_dead_targets");
+    let out = dir.path().join("run");
+    let model = fixture("bloom");
+    for (verbalizer, needle) in [
+        (
+            r#"{"negative": "", "positive": "good"}"#,
+            "label \"negative\": the target \"\" has no tokens",
+        ),
+        ("negative=good,positive=good bad", "begins the other's"),
+    ] {
+        let mut args = train_args(&model, &out, &["--target-end", "none"]);
+        args[8] = "causal";
+        args[10] = verbalizer;
+        refused(
+            &softprompt(&args),
+            &["invalid argument --verbalizer", needle],
+        );
+    }
+    let data = dir.path().join("free.jsonl");
+    std::fs::write(
+        &data,
+        "{\"text\": \"a\", \"label\": \"b\"}\n{\"text\": \"c\", \"label\": \"\"}\n",
+    )
+    .expect("write");
+    let mut args = train_args(&model, &out, &["--target-end", "none", "--free-targets"]);
+    args[4] = s(&data);
+    args[8] = "causal";
+    args.drain(9..11);
+    refused(
+        &softprompt(&args),
+        &[
+            &format!("{}:2", data.display()),
+            "the target \"\" has no tokens",
+        ],
+    );
+    std::fs::write(&data, "{\"text\": \"\", \"label\": \"b\"}\n").expect("write");
+    refused(
+        &softprompt(&args),
+        &[&format!("{}:1", data.display()), "the text gives no tokens"],
+    );
+    assert!(!out.exists(), "a refused run wrote {}", out.display());
 }
 
 /// A JSON line that names a key twice is refused naming the file, the line and the key

@@ -486,9 +486,17 @@ fn bad_requests_get_4xx_json_errors() {
     let (pet, _) = make_prompts(scratch.path());
     let server = Server::start(
         &[("pet", &pet)],
-        &["--max-request-bytes", "4096", "--max-text-chars", "200"],
+        &[
+            "--max-request-bytes",
+            "4096",
+            "--max-text-chars",
+            "200",
+            "--max-texts",
+            "3",
+        ],
     );
     let long_text = "x".repeat(201);
+    let four = json!({ "prompt": "pet", "texts": ["a", "b", "c", "d"] }).to_string();
     let huge = json!({ "prompt": "pet", "texts": ["y".repeat(5000)] }).to_string();
     let missing = scratch.path().join("no_such_prompt");
     let load_missing = json!({ "name": "other", "path": missing }).to_string();
@@ -537,6 +545,13 @@ fn bad_requests_get_4xx_json_errors() {
             Some(&predict_long),
             400,
             "texts[0] has 201 characters, more than the server's --max-text-chars (200)",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            Some(&four),
+            400,
+            "\"texts\" holds 4 texts, more than the server's --max-texts (3)",
         ),
         (
             "POST",
@@ -620,8 +635,8 @@ fn bad_requests_get_4xx_json_errors() {
             &text,
             "softprompt_requests_total{route=\"/v1/predict\",status=\"400\"}"
         ),
-        // 7 in the table, the deep nesting, the body that is not UTF-8
-        9.0
+        // 8 in the table, the deep nesting, the body that is not UTF-8
+        10.0
     );
     // a client that sends garbage on the socket, or leaves mid-request, stops nothing
     for junk in [
@@ -844,7 +859,9 @@ fn a_request_that_never_ends_is_dropped_after_the_grace() {
 }
 
 /// A prompt of another architecture loaded over HTTP: the 400 named the command line's
-/// `--max-len` (a request passes no flags); it names the prompt and the architectures.
+/// `--max-len` (a request passes no flags); it names the prompt and the architectures. One of
+/// the model's own width (BLOOM's on Llama) was loaded with a warning on the server's stderr
+/// only, and answered meaningless scores.
 #[test]
 fn load_of_another_architecture_names_the_mismatch() {
     let dir = ScratchDir::new("serve_other_arch");
@@ -874,6 +891,26 @@ fn load_of_another_architecture_names_the_mismatch() {
             assert!(msg.contains(needle), "{arch}: lacks {needle:?}: {msg}");
         }
         assert!(!msg.contains("--"), "{arch}: names a flag: {msg}");
+    }
+    assert_eq!(server.terminate(), 0);
+    let llama = Model::open(common::fixture("llama"), Device::Cpu).unwrap();
+    let bloom = Model::open(common::fixture("bloom"), Device::Cpu).unwrap();
+    assert_eq!(llama.hidden_size(), bloom.hidden_size());
+    let task = bloom.task(&opts, None, 3).unwrap();
+    let prompt = (bloom.new_prompt(&task, 3, &PromptInit::Random { std: 0.5 }, 1)).unwrap();
+    let path = dir.path().join("bloom");
+    bloom.save_prompt(&path, &prompt, &task).unwrap();
+    let server = Server::start_on(&common::fixture("llama"), &[], &[]);
+    let body = json!({ "name": "b", "path": path }).to_string();
+    let (status, err) = server.call("POST", "/v1/prompts", Some(&body));
+    let msg = err["error"].as_str().unwrap_or_default();
+    assert_eq!(status, 400, "{err}");
+    for needle in [
+        "prompt \"b\"",
+        "this server's llama model",
+        "`arch` is \"bloom\"",
+    ] {
+        assert!(msg.contains(needle), "lacks {needle:?}: {msg}");
     }
     assert_eq!(server.terminate(), 0);
 }

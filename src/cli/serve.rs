@@ -41,6 +41,10 @@ pub struct Args {
     /// the most characters in one text; longer ones get 400
     #[arg(long, default_value_t = 10_000)]
     max_text_chars: usize,
+    /// the most texts in one request; more get 400 (a request's texts run in one engine
+    /// batch, however large: a huge one would hold up every other client)
+    #[arg(long, default_value_t = 256)]
+    max_texts: usize,
     /// requests waiting for the engine before new ones get 503
     #[arg(long, default_value_t = 1024)]
     max_queue: usize,
@@ -99,6 +103,7 @@ fn settings(a: Args) -> Result<Settings> {
         ("--max-batch", a.max_batch),
         ("--max-request-bytes", a.max_request_bytes),
         ("--max-text-chars", a.max_text_chars),
+        ("--max-texts", a.max_texts),
         ("--max-queue", a.max_queue),
     ] {
         if v == 0 {
@@ -126,6 +131,7 @@ fn settings(a: Args) -> Result<Settings> {
         limits: Limits {
             max_request_bytes: a.max_request_bytes,
             max_text_chars: a.max_text_chars,
+            max_texts: a.max_texts,
         },
         max_queue: a.max_queue,
         shutdown_grace: Duration::from_secs(a.shutdown_grace_s),

@@ -41,15 +41,26 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// characters (not bytes) per text
     pub max_text_chars: usize,
+    /// texts per request: one request's rows run in one engine batch, so a huge one would
+    /// hold up every other client's behind it
+    pub max_texts: usize,
 }
 
 impl Limits {
-    /// 400 for no texts or a text over the limit, naming its index.
+    /// 400 for no texts, more than `max_texts`, or a text over the limit, naming its index.
     fn check_texts(&self, texts: &[String]) -> std::result::Result<(), ApiError> {
         if texts.is_empty() {
             return Err(ApiError::bad_request(
                 "\"texts\" is empty: give at least one text to predict",
             ));
+        }
+        if texts.len() > self.max_texts {
+            return Err(ApiError::bad_request(format!(
+                "\"texts\" holds {} texts, more than the server's --max-texts ({}): send them in \
+                 several requests",
+                texts.len(),
+                self.max_texts
+            )));
         }
         let long = texts.iter().enumerate().find_map(|(i, t)| {
             let n = t.chars().count();

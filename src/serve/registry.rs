@@ -133,26 +133,19 @@ pub fn unknown_prompt(name: &str, catalog: &Catalog) -> ApiError {
 fn open(model: &Model, name: &str, path: &Path) -> Result<Entry, ApiError> {
     let engine = |e: Error| ApiError::from_engine(&e);
     let prompt = Prompt::load(path).map_err(engine)?;
-    // the model is the server's by choice, so an architecture mismatch is a warning
-    let other_arch = prompt.check_arch(model, true).map_err(engine)?;
-    if let Some(warning) = &other_arch {
-        eprintln!("warning: {}: {warning}", path.display());
+    // the command line's --model lets a user run a prompt of another architecture on purpose
+    // (with a warning); a server's client never sees that warning, so here it is a 400
+    if let Some(why) = prompt.check_arch(model, true).map_err(engine)? {
+        return Err(ApiError::bad_request(format!(
+            "prompt \"{name}\" ({}) does not fit this server's {} model in {}: {why}; load a \
+             prompt trained on {}",
+            path.display(),
+            model.arch(),
+            model.dir().display(),
+            model.arch()
+        )));
     }
-    let task = model
-        .task_for(&prompt, &TaskOptions::default(), None)
-        .map_err(|e| match &other_arch {
-            // the engine's word names the flags that would fit it to the model (--max-len);
-            // a request has none, and the architecture is what does not match
-            Some(why) => ApiError::bad_request(format!(
-                "prompt \"{name}\" ({}) does not fit this server's {} model in {}: {why}; \
-                 load a prompt trained on {}",
-                path.display(),
-                model.arch(),
-                model.dir().display(),
-                model.arch()
-            )),
-            None => engine(e),
-        })?;
+    let task = (model.task_for(&prompt, &TaskOptions::default(), None)).map_err(engine)?;
     Ok(Entry { task, prompt })
 }
 

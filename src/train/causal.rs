@@ -9,7 +9,7 @@ use super::model::Model;
 use super::step::Params;
 use super::task::Task;
 use crate::backend::{Backend, IGNORE_INDEX};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::decoder::{Decoder, GenerateOptions, Generated};
 use crate::models::TokenBatch;
@@ -129,12 +129,24 @@ impl Task {
             stop: self.stop_ids(&m.cfg),
             ..Default::default()
         };
-        let g = generate_with(be, model, m, params, &real_rows(&batch.tokens), &opts)?;
+        let g = generate_with(be, model, m, params, &real_rows(&batch.tokens), &opts)
+            .map_err(target_len_flag)?;
         Ok(g.ids
             .into_iter()
             .zip(g.logprob)
             .map(|(ids, lp)| (ids, lp as f32))
             .collect())
+    }
+}
+
+/// Prediction bounds generation by the task's --max-target-len, which `generate` calls
+/// --max-new-tokens: an error about the bound names the flag the command line took.
+pub(super) fn target_len_flag(e: Error) -> Error {
+    match e {
+        Error::Arg { flag, msg } if flag == "--max-new-tokens" => {
+            Error::arg("--max-target-len", msg)
+        }
+        e => e,
     }
 }
 

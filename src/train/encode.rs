@@ -103,6 +103,11 @@ impl Task {
                 e => Error::data(&data.path, ex.line, e.to_string()),
             };
             let (ids, mask_pos, cut) = self.encode_text(tok, &ex.text).map_err(at)?;
+            if ids.is_empty() {
+                // a decoder without a start token, an empty text and no template
+                let msg = "the text gives no tokens (and the template none): a row needs at least one token";
+                return Err(Error::data(&data.path, ex.line, msg));
+            }
             enc.truncated += cut as usize;
             let mut row = Row {
                 ids,
@@ -115,6 +120,10 @@ impl Task {
             if let Some(label) = &ex.label {
                 if self.spec.free_targets {
                     let mut t = self.target_ids(tok, label).map_err(at)?;
+                    if t.is_empty() {
+                        let msg = format!("the target {label:?} has no tokens (--target-end none adds no end token): the row would have nothing to learn or score; give it a target text");
+                        return Err(Error::data(&data.path, ex.line, msg));
+                    }
                     if self.cut_target(&mut t) {
                         enc.truncated_targets += 1;
                     }

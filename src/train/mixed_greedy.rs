@@ -86,7 +86,8 @@ pub(super) fn predict_causal<B: Backend>(
             max_new: &max_new,
             stop: &stop,
         };
-        let g = m.generate_mixed(be, &table, &real_rows(&r.batch.tokens), &gen)?;
+        let g = (m.generate_mixed(be, &table, &real_rows(&r.batch.tokens), &gen))
+            .map_err(super::causal::target_len_flag)?;
         let decoded = (g.ids.into_iter().zip(g.logprob)).map(|(ids, lp)| (ids, lp as f32));
         Ok(decoded.collect())
     })

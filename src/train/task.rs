@@ -205,11 +205,32 @@ impl Task {
                     if ids.len() > spec.max_target_len {
                         return Err(Error::arg("--verbalizer", format!("label {label:?}: the target {word:?} has {} tokens, more than --max-target-len {}", ids.len(), spec.max_target_len)));
                     }
+                    if ids.is_empty() {
+                        return Err(Error::arg("--verbalizer", format!("label {label:?}: the target {word:?} has no tokens (--target-end none adds no end token): its score would be 0 on every row, above every other label's; give it a target text")));
+                    }
                     if let Some(j) = self.label_targets.iter().position(|t| *t == ids) {
                         return Err(Error::arg("--verbalizer", format!("labels {:?} and {label:?} have the same target {word:?} (ids {ids:?}): their scores would always tie; give each label its own target", spec.labels.get(j).map_or("", |l| l.as_str()))));
                     }
+                    self.check_not_prefix(&ids, label)?;
                     self.label_targets.push(ids);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// A label's target `ids` must not start another's, nor another's it: a score is the
+    /// sum of its tokens' log-probabilities, so the longer target scores the shorter's plus
+    /// a log-probability (at most 0) and could never win.
+    fn check_not_prefix(&self, ids: &[i32], label: &str) -> Result<()> {
+        for (j, other) in self.label_targets.iter().enumerate() {
+            let (short, long) = match ids.len() < other.len() {
+                true => (ids, other.as_slice()),
+                false => (other.as_slice(), ids),
+            };
+            if long.starts_with(short) {
+                let other_label = self.spec.labels.get(j).map_or("", |l| l.as_str());
+                return Err(Error::arg("--verbalizer", format!("labels {other_label:?} and {label:?}: one's target (ids {short:?}) begins the other's (ids {long:?}), whose score is the shorter's plus a log-probability, so it could never win; give the labels targets that differ, or end each with a token (--target-end eos or pad)")));
             }
         }
         Ok(())
