@@ -172,19 +172,46 @@ fn t5_greedy_prefix_jobs_decode_in_shared_batches() {
     greedy_t5_family(2 * 2 * 32, "peft");
 }
 
-/// A decoder's greedy prefix job (generation behind a prefix, `Decoder::generate_prefix`)
-/// runs beside a prompt-tuning greedy job in one predict call, each row as its job alone.
+/// A decoder's greedy prefix jobs (prefixes of 4 and 2 rows) and a prompt-tuning greedy job
+/// generate in shared batches (`Decoder::generate_mixed_prefix`), each row as its job alone,
+/// on ALiBi and RoPE, at batch sizes 1, 3 and 8.
 #[test]
 fn decoder_greedy_prefix_jobs_run_beside_prompt_jobs() {
-    let model = Model::open(fixture("llama"), Device::Cpu).unwrap();
-    let dir = ScratchDir::new("mixpfx_greedy_llama");
+    for (name, width) in [("bloom", 2 * 2 * 48), ("llama", 96)] {
+        decoder_greedy_mix(Device::Cpu, name, width);
+    }
+}
+
+/// `decoder_greedy_prefix_jobs_run_beside_prompt_jobs` through the kernels (`emu`, float32).
+#[cfg(feature = "emu")]
+#[test]
+fn decoder_greedy_prefix_jobs_mix_on_the_emu_device() {
+    let emu = Device::parse("emu", "f32").unwrap();
+    for (name, width) in [("bloom", 2 * 2 * 48), ("llama", 96)] {
+        decoder_greedy_mix(emu, name, width);
+    }
+}
+
+/// On `name` (prefixes `width` wide): two greedy prefix jobs of 4 and 2 rows and a greedy
+/// prompt job of 3 rows, mixed against each alone.
+fn decoder_greedy_mix(device: Device, name: &str, width: usize) {
+    let model = Model::open(fixture(name), device).unwrap();
+    let dir = ScratchDir::new(&format!("mixpfx_greedy_{name}"));
     let (t_pre, e_pre) = greedy_task(&model, 4, true);
+    let (t_two, e_two) = greedy_task(&model, 2, true);
     let (t_pt, e_pt) = greedy_task(&model, 3, false);
-    let pre = common::prefix_prompt(&dir.path().join("pre"), 4, 96, "peft", 3);
+    let pre = common::prefix_prompt(&dir.path().join("pre"), 4, width, "peft", 3);
+    let two = common::prefix_prompt(&dir.path().join("two"), 2, width, "peft", 5);
     let pt = (model.new_prompt(&t_pt, 3, &PromptInit::Random { std: 0.5 }, 4)).unwrap();
     let alone = model.predict(&t_pre, &pre, &e_pre, 8).unwrap();
     assert!(alone.iter().all(|p| !p.ids.is_empty()), "{alone:?}");
-    check_mixed(&model, &[(t_pre, pre, e_pre), (t_pt, pt, e_pt)], 8);
+    let jobs = [(t_pre, pre, e_pre), (t_two, two, e_two), (t_pt, pt, e_pt)];
+    for batch_size in [1, 3, 8] {
+        let worst = check_mixed(&model, &jobs, batch_size);
+        eprintln!(
+            "{name} greedy prefixes {device:?} batch {batch_size}: worst rel err {worst:.2e}"
+        );
+    }
 }
 
 /// Generation behind a prefix through the kernels (the `emu` device, float32 build): on

@@ -11,8 +11,8 @@
 //! `Decoder::upload_mixed_inputs`, PEFT's CAUSAL_LM placement kept per row). Greedy decoding
 //! (free targets, `--decode greedy`) mixes jobs too, in batches of its own
 //! (`mixed_greedy.rs`: T5's encoder once over the table, then every row's decoding together;
-//! a decoder's generation left-padded with each row's prompt right before its tokens; T5's
-//! prefix jobs too, a decoder's greedy prefix jobs alone). The step runs the same way:
+//! a decoder's generation left-padded with each row's prompt, or prefix, right before its
+//! tokens; prefix jobs too). The step runs the same way:
 //! one forward over the table, each job's loss and head gradient on its own rows, one backward
 //! whose table gradient (K, P, C) holds every prompt's (`prompt_grad_bwd` sums each prompt's
 //! rows). Prefix-tuning jobs share that batch on every family (`mixed_prefix.rs`): the same

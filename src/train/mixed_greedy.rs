@@ -9,9 +9,9 @@
 //! (`decode::t5_greedy`, the loop a single prompt's batch runs).
 //! Decoder-only `causal`: one left-padded batch with the KV cache
 //! (`Decoder::generate_mixed`), row b [pads][its P_b prompt rows][its tokens], the prompt
-//! directly before the row's first real token at positions 0.., as its own batch places it.
-//! A decoder's greedy prefix jobs generate behind their one prefix
-//! (`Decoder::generate_prefix`), so `mixed_groups::mixable` keeps them out of these batches.
+//! directly before the row's first real token at positions 0.., as its own batch places it;
+//! a prefix job's row reads its own prefix of the group's stack, [pads][its L_b prefix
+//! rows][its tokens] in the cache (`Decoder::generate_mixed_prefix`).
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
 // expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
 #![cfg_attr(
@@ -64,7 +64,8 @@ pub(super) fn predict_t5<B: Backend>(
 }
 
 /// `causal` jobs decoded greedily in mixed batches: one left-padded batch with the KV cache,
-/// each row behind its own prompt and under its own job's limits.
+/// each row behind its own prompt (or prefix of the group's stack) and under its own job's
+/// limits.
 pub(super) fn predict_causal<B: Backend>(
     be: &B,
     model: &Model<B>,
@@ -73,6 +74,7 @@ pub(super) fn predict_causal<B: Backend>(
     batch_size: usize,
 ) -> Result<Vec<Prediction>> {
     let table = gr.table(be, gr.lens().0, m.cfg.hidden_size)?;
+    let stack = PrefixStack::of(be, gr)?;
     predict_greedy(be, model, gr, batch_size, |r| {
         let max_new: Vec<usize> = r
             .tasks
@@ -86,8 +88,15 @@ pub(super) fn predict_causal<B: Backend>(
             max_new: &max_new,
             stop: &stop,
         };
-        let g = (m.generate_mixed(be, &table, &real_rows(&r.batch.tokens), &gen))
-            .map_err(super::causal::target_len_flag)?;
+        let rows = real_rows(&r.batch.tokens);
+        let g = match &stack {
+            Some(st) => {
+                let pre = st.inputs(be, model, r.mix.idx)?;
+                m.generate_mixed_prefix(be, &table, &pre, &rows, &gen)
+            }
+            None => m.generate_mixed(be, &table, &rows, &gen),
+        };
+        let g = g.map_err(super::causal::target_len_flag)?;
         let decoded = (g.ids.into_iter().zip(g.logprob)).map(|(ids, lp)| (ids, lp as f32));
         Ok(decoded.collect())
     })

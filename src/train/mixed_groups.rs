@@ -95,8 +95,7 @@ pub(super) enum Mix<'m, B: Backend> {
 
 /// The model when every job of `group` can share batches: BERT `pet`/`cls` (no free
 /// targets), T5 `seq2seq` and decoder-only `causal` jobs; in prediction (`step` false) the
-/// jobs of one group either all scored by rank classification or all decoded greedily, and
-/// no decoder's greedy prefix job (`Decoder::generate_prefix` generates behind one prefix).
+/// jobs of one group either all scored by rank classification or all decoded greedily.
 pub(super) fn mixable<'m, B: Backend>(
     model: &'m Model<B>,
     jobs: &[MixJob<'_, B>],
@@ -105,7 +104,7 @@ pub(super) fn mixable<'m, B: Backend>(
 ) -> Option<Mix<'m, B>> {
     let mut mix = None;
     let greedy = !step && decodes_greedily(jobs, group);
-    for (task, params) in group.iter().filter_map(|&j| jobs.get(j)) {
+    for (task, _) in group.iter().filter_map(|&j| jobs.get(j)) {
         let spec = &task.spec;
         if !step && task.decodes_greedily() != greedy {
             return None;
@@ -113,7 +112,7 @@ pub(super) fn mixable<'m, B: Backend>(
         mix = match job(spec.kind, model) {
             Ok(Job::Pet(m) | Job::Cls(m)) if !spec.free_targets => Some(Mix::Bert(m)),
             Ok(Job::Seq2Seq(m)) => Some(Mix::T5(m)),
-            Ok(Job::Causal(m)) if !greedy || params.prefix.is_none() => Some(Mix::Causal(m)),
+            Ok(Job::Causal(m)) => Some(Mix::Causal(m)),
             _ => return None,
         };
     }

@@ -67,9 +67,9 @@ pub struct Generated {
 }
 
 /// One layer's cache: k, v (B, Tmax, Hkv·D), k rotated.
-struct LayerCache<B: Backend> {
-    k: B::Buf,
-    v: B::Buf,
+pub(super) struct LayerCache<B: Backend> {
+    pub(super) k: B::Buf,
+    pub(super) v: B::Buf,
 }
 
 /// Rows of one batch mixing the prompts of a table (K, P, C), each generating under its own
@@ -84,37 +84,79 @@ pub struct MixedGeneration<'a> {
 }
 
 /// What a batch generates behind: the prompt (P, C) or table (K, P, C) `tab` indexes, each
-/// row's prompt length, its limits.
-struct Plan<'a, B: Backend> {
-    prompt: &'a B::Buf,
-    tab: PromptRows<B>,
+/// row's prompt length, its limits, and prefix tuning's prefixes.
+pub(super) struct Plan<'a, B: Backend> {
+    pub(super) prompt: &'a B::Buf,
+    pub(super) tab: PromptRows<B>,
     /// P, the table's rows
-    p: usize,
+    pub(super) p: usize,
     /// (B) each row's prompt rows P_b <= P
-    lens: Vec<usize>,
+    pub(super) lens: Vec<usize>,
     /// (B) tokens each row generates at most
-    max_new: Vec<usize>,
+    pub(super) max_new: Vec<usize>,
     /// (B) each row's stop tokens
-    stop: Vec<&'a [i32]>,
-    placement: PromptPlacement,
-    keep_logits: bool,
-    /// prefix tuning's prefix (P rows in every layer's keys and values) instead of a prompt
-    prefix: Option<&'a PrefixInputs<B>>,
+    pub(super) stop: Vec<&'a [i32]>,
+    pub(super) placement: PromptPlacement,
+    pub(super) keep_logits: bool,
+    /// prefix tuning's prefix (L rows in every layer's keys and values), one for every row or
+    /// a stack each row reads its own of (`rows`; a row reading none hides all L)
+    pub(super) prefix: Option<&'a PrefixInputs<B>>,
+}
+
+impl<'a, B: Backend> Plan<'a, B> {
+    /// The plan of `b` rows mixing the prompts of `table` (K, P, C) as `gen` says, behind
+    /// the prefixes of `prefix` if any.
+    pub(super) fn mixed(
+        be: &B,
+        table: &'a B::Buf,
+        b: usize,
+        gen: &'a MixedGeneration,
+        prefix: Option<&'a PrefixInputs<B>>,
+    ) -> Result<Self> {
+        crate::error::ensure_len("max new tokens", b, gen.max_new.len())?;
+        crate::error::ensure_len("stop tokens", b, gen.stop.len())?;
+        Ok(Plan {
+            prompt: table,
+            tab: PromptRows::upload(be, &gen.mix, b, gen.p)?,
+            p: gen.p,
+            lens: (gen.mix.lens).map_or_else(|| vec![gen.p; b], <[usize]>::to_vec),
+            max_new: gen.max_new.to_vec(),
+            stop: gen.stop.iter().map(Vec::as_slice).collect(),
+            placement: PromptPlacement::BeforeTokens,
+            keep_logits: false,
+            prefix,
+        })
+    }
+
+    /// (B) the rows in front of row b's tokens in the cache: its prefix's L_b and its P_b.
+    fn fronts(&self) -> Vec<usize> {
+        let pre = |bi| self.prefix.map_or(0, |pre| pre.row_len(bi));
+        (self.lens.iter().enumerate())
+            .map(|(bi, &l)| pre(bi) + l)
+            .collect()
+    }
+
+    /// The positions in front of the longest row: behind a prefix, its L and the whole
+    /// table's P (the prefill runs the rows right-padded to P + T behind it, and every row's
+    /// P + T positions land in the cache behind its prefix, `prefill_prefix`).
+    fn front(&self) -> usize {
+        self.p + self.prefix.map_or(0, |pre| pre.p)
+    }
 }
 
 /// The left-padded batch: its layout, the cache's key mask and each row's positions.
-struct Layout {
-    b: usize,
-    /// positions of the prefill: the longest row with its prompt
-    s0: usize,
+pub(super) struct Layout {
+    pub(super) b: usize,
+    /// positions of the prefill: the longest row with its prompt (or more, `Layout::new`)
+    pub(super) s0: usize,
     /// the cache's capacity: s0 + the most tokens a row generates
-    tmax: usize,
-    /// (B) P_b, the prompt rows of row b
+    pub(super) tmax: usize,
+    /// (B) the rows in front of row b's tokens: its prompt's P_b (and its prefix's L_b)
     lens: Vec<usize>,
     /// (B) row b's tokens
     n: Vec<usize>,
     /// pads in front of row b's tokens ([pads][prompt][tokens]) or prompt ([prompt][pads][tokens])
-    pads: Vec<usize>,
+    pub(super) pads: Vec<usize>,
     placement: PromptPlacement,
     /// (B, Tmax): 0 on pads
     key_mask: Vec<i32>,
@@ -123,15 +165,18 @@ struct Layout {
 }
 
 impl Layout {
-    /// `rows`' layout behind prompts of `lens` (B) rows; BeforePads takes one prompt length.
+    /// `rows`' layout behind `lens` (B) front rows; BeforePads takes one prompt length. The
+    /// prefill spans `min_s0` positions at least.
     fn new(
         rows: &[Vec<i32>],
         lens: &[usize],
         max_new: usize,
         placement: PromptPlacement,
+        min_s0: usize,
     ) -> Layout {
         let n: Vec<usize> = rows.iter().map(Vec::len).collect();
-        let s0 = (n.iter().zip(lens)).map(|(n, l)| n + l).max().unwrap_or(0);
+        let longest = (n.iter().zip(lens)).map(|(n, l)| n + l).max().unwrap_or(0);
+        let s0 = longest.max(min_s0);
         let (b, tmax) = (rows.len(), s0 + max_new);
         let pads: Vec<usize> = (n.iter().zip(lens)).map(|(n, l)| s0 - n - l).collect();
         let mut key_mask = Vec::with_capacity(b * tmax);
@@ -205,55 +250,6 @@ impl<B: Backend> Decoder<B> {
         self.generate_plan(be, rows, &plan)
     }
 
-    /// `generate` behind prefix tuning's `prefix` (PEFT's CAUSAL_LM placement: every layer's
-    /// keys and values start with its P rows, unrotated, and the tokens sit at positions
-    /// P..): the prefill runs the rows right-padded, so that ALiBi and RoPE see each row as
-    /// alone, and the cache then holds row b as [pads][prefix][tokens], which decodes as a
-    /// prompt of P rows does.
-    pub fn generate_prefix(
-        &self,
-        be: &B,
-        prefix: &PrefixInputs<B>,
-        rows: &[Vec<i32>],
-        opts: &GenerateOptions,
-    ) -> Result<Generated> {
-        if opts.placement != PromptPlacement::BeforeTokens {
-            return Err(Error::arg(
-                "--prompt-placement",
-                "peft places a prompt-tuning prompt before the padding; a prefix always sits \
-                 right before each row's tokens",
-            ));
-        }
-        if prefix.rows.is_some() || prefix.blocks != self.w.layers.len() {
-            return Err(Error::shape(
-                "prefix blocks (one per layer, one prefix for every row)",
-                format!("{} blocks", self.w.layers.len()),
-                prefix.blocks,
-            ));
-        }
-        if let Some(bi) = rows.iter().position(Vec::is_empty) {
-            return Err(Error::tensor(
-                "input_ids",
-                format!(
-                    "row {bi} has no tokens: a prefix holds keys, not a position to generate from"
-                ),
-            ));
-        }
-        let none = zeros(be, DType::F32, 0)?;
-        let plan = Plan {
-            prompt: &none,
-            tab: PromptRows::one(),
-            p: prefix.p,
-            lens: vec![prefix.p; rows.len()],
-            max_new: vec![opts.max_new_tokens; rows.len()],
-            stop: vec![&opts.stop; rows.len()],
-            placement: opts.placement,
-            keep_logits: opts.keep_logits,
-            prefix: Some(prefix),
-        };
-        self.generate_plan(be, rows, &plan)
-    }
-
     /// `generate` over rows mixing the prompts of `table` (K, P, C) as `gen` says, each row
     /// placed [pads][its own P_b prompt rows][its tokens] (so it computes what it computes in
     /// its own prompt's batch) and stopping under its own limits.
@@ -264,28 +260,17 @@ impl<B: Backend> Decoder<B> {
         rows: &[Vec<i32>],
         gen: &MixedGeneration,
     ) -> Result<Generated> {
-        let b = rows.len();
-        crate::error::ensure_len("max new tokens", b, gen.max_new.len())?;
-        crate::error::ensure_len("stop tokens", b, gen.stop.len())?;
-        let plan = Plan {
-            prompt: table,
-            tab: PromptRows::upload(be, &gen.mix, b, gen.p)?,
-            p: gen.p,
-            lens: gen
-                .mix
-                .lens
-                .map_or_else(|| vec![gen.p; b], <[usize]>::to_vec),
-            max_new: gen.max_new.to_vec(),
-            stop: gen.stop.iter().map(Vec::as_slice).collect(),
-            placement: PromptPlacement::BeforeTokens,
-            keep_logits: false,
-            prefix: None,
-        };
+        let plan = Plan::mixed(be, table, rows.len(), gen, None)?;
         self.generate_plan(be, rows, &plan)
     }
 
     /// Greedy decoding of `rows` as `plan` says: the prefill, then one step a token.
-    fn generate_plan(&self, be: &B, rows: &[Vec<i32>], plan: &Plan<B>) -> Result<Generated> {
+    pub(super) fn generate_plan(
+        &self,
+        be: &B,
+        rows: &[Vec<i32>],
+        plan: &Plan<B>,
+    ) -> Result<Generated> {
         let mut out = Generated {
             ids: vec![Vec::new(); rows.len()],
             logprob: vec![0.0; rows.len()],
@@ -300,7 +285,7 @@ impl<B: Backend> Decoder<B> {
         }
         // the positions the batch reaches at the end, bounded before anything is sized by them
         let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
-        let p = plan.p;
+        let p = plan.front();
         let reach = p.saturating_add(longest).saturating_add(max_new);
         if reach > MAX_TOKENS {
             return Err(Error::arg(
@@ -313,16 +298,19 @@ impl<B: Backend> Decoder<B> {
                 ),
             ));
         }
-        if (rows.iter().zip(&plan.lens)).any(|(r, &l)| l + r.len() == 0) {
+        let fronts = plan.fronts();
+        if (rows.iter().zip(&fronts)).any(|(r, &l)| l + r.len() == 0) {
             return Err(Error::tensor(
                 "input_ids",
                 "a row without tokens needs a prompt in front of it to generate from",
             ));
         }
-        let lay = Layout::new(rows, &plan.lens, max_new, plan.placement);
+        // behind a prefix every row's P + T prefill positions fit behind its own prefix
+        let min_s0 = plan.prefix.map_or(0, |_| p + longest);
+        let lay = Layout::new(rows, &fronts, max_new, plan.placement, min_s0);
         self.check_length(lay.tmax)?;
         let (mut caches, mut logits) = match plan.prefix {
-            Some(pre) => self.prefill_prefix(be, pre, rows, &lay)?,
+            Some(pre) => self.prefill_prefix(be, plan, pre, rows, &lay)?,
             None => self.prefill(be, plan, rows, &lay)?,
         };
         let mut done: Vec<bool> = plan.max_new.iter().map(|&n| n == 0).collect();
@@ -393,7 +381,7 @@ impl<B: Backend> Decoder<B> {
     /// The prefill's layers over x (B·S, C) as `inp` says, each layer's keys and values
     /// written into its zeroed cache (B, Tmax, Hkv·D) at the cache rows `to_cache` (B·S),
     /// then `fill(layer, cache)`; returns the last layer's output and the caches.
-    fn prefill_layers(
+    pub(super) fn prefill_layers(
         &self,
         be: &B,
         mut x: B::Buf,
@@ -451,7 +439,7 @@ impl<B: Backend> Decoder<B> {
     }
 
     /// The ids (B, T) of `rows`, each right-padded to `t` with the pad token.
-    fn right_padded(&self, be: &B, rows: &[Vec<i32>], t: usize) -> Result<B::Buf> {
+    pub(super) fn right_padded(&self, be: &B, rows: &[Vec<i32>], t: usize) -> Result<B::Buf> {
         let pad_id = (self.cfg.pad_token_id.unwrap_or(0)).min(self.cfg.vocab_size - 1) as i32;
         let mut ids = Vec::with_capacity(rows.len() * t);
         for r in rows {
@@ -461,78 +449,8 @@ impl<B: Backend> Decoder<B> {
         be.upload_i32(&ids)
     }
 
-    /// The prefill behind a prefix: one forward over the rows right-padded to T (each
-    /// row's tokens at positions P.., the pads after them, which no real token sees), the
-    /// caches filled as the left-padded layout `lay` of prompt length P says: row b's
-    /// prefix keys and values at its pads' end, its tokens' after them, the T − n_b slots
-    /// in front (its pads, masked) holding its pad rows. Returns the caches and the logits
-    /// (B, V) at each row's last token.
-    fn prefill_prefix(
-        &self,
-        be: &B,
-        pre: &PrefixInputs<B>,
-        rows: &[Vec<i32>],
-        lay: &Layout,
-    ) -> Result<(Vec<LayerCache<B>>, Vec<f32>)> {
-        let (b, c, p, kvw) = (lay.b, self.cfg.hidden_size, pre.p, self.cfg.kv_width());
-        let t = lay.s0 - p;
-        let n = b * t;
-        let ids = self.right_padded(be, rows, t)?;
-        let x = self.embed(be, &zeros(be, DType::F32, 0)?, &ids, b, t, 0)?;
-        let (x, _) = self.embed_norm_fwd(be, x, n)?;
-        let key_mask: Vec<i32> = (rows.iter())
-            .flat_map(|r| (0..t).map(move |i| (i < r.len()) as i32))
-            .collect();
-        let pos: Vec<i32> = (0..b).flat_map(|_| p..p + t).map(|x| x as i32).collect();
-        let own = PrefixInputs::new(be, &pre.table, p, pre.blocks, kvw, pre.placement)?;
-        let inp = DecoderInputs {
-            b,
-            tokens: t,
-            p: 0,
-            ids,
-            key_mask: be.upload_i32(&key_mask)?,
-            pos: (self.inv_freq.as_ref())
-                .map(|_| be.upload_i32(&pos))
-                .transpose()?,
-            rows: Vec::new(),
-            targets: Vec::new(),
-            table: PromptRows::one(),
-            prefix: Some(own),
-        };
-        // token i of row b: after its pads and the prefix; a pad row: in a masked slot
-        let to_cache: Vec<i32> = (0..b)
-            .flat_map(|bi| {
-                let (nb, np, at) = (rows[bi].len(), lay.pads[bi], bi * lay.tmax);
-                (0..t).map(move |i| (at + if i < nb { np + p + i } else { i - nb }) as i32)
-            })
-            .collect();
-        let prefix_at: Vec<i32> = (0..b)
-            .flat_map(|bi| (0..p).map(move |r| (bi * lay.tmax + lay.pads[bi] + r) as i32))
-            .collect();
-        let prefix_at = be.upload_i32(&prefix_at)?;
-        let host = be.download(&pre.table)?; // (P, blocks · 2 · kvw)
-        let (x, caches) = self.prefill_layers(be, x, &inp, &to_cache, lay, |l, cache| {
-            for (half, dst) in [(0, &mut cache.k), (1, &mut cache.v)] {
-                let off = (2 * l + half) * kvw;
-                let block: Vec<f32> = (0..b)
-                    .flat_map(|_| host.chunks(pre.width()))
-                    .flat_map(|row| row.get(off..off + kvw).unwrap_or(&[]).iter().copied())
-                    .collect();
-                let block = be.upload(be.act_dtype(), &block)?;
-                be.scatter_rows_bwd(dst, &block, &prefix_at, b * p, kvw)?;
-            }
-            Ok(())
-        })?;
-        let last: Vec<i32> = (rows.iter().enumerate())
-            .map(|(bi, r)| (bi * t + r.len() - 1) as i32)
-            .collect();
-        let mut h = zeros(be, be.act_dtype(), b * c)?;
-        be.gather_rows(&mut h, &x, &be.upload_i32(&last)?, b, c)?;
-        Ok((caches, self.last_logits(be, h, b)?))
-    }
-
     /// The final norm and the head over h (B, C): logits (B, V) on the host.
-    fn last_logits(&self, be: &B, h: B::Buf, b: usize) -> Result<Vec<f32>> {
+    pub(super) fn last_logits(&self, be: &B, h: B::Buf, b: usize) -> Result<Vec<f32>> {
         let c = self.cfg.hidden_size;
         let (h, _) = self.w.final_norm.fwd(be, h, b, c, self.cfg.norm_eps)?;
         let rows: Vec<i32> = (0..b as i32).collect();

@@ -11,6 +11,7 @@
 //! I MLP width, V vocab.
 
 mod generate;
+mod generate_prefix;
 mod inputs;
 mod layer;
 mod stack;
