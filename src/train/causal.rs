@@ -1,7 +1,7 @@
 //! `causal` (BLOOM, Llama): a batch's target texts appended to its rows, as PEFT's causal-LM
 //! guide builds `input_ids` (the filled template, then the target) and `labels` (-100 on the
 //! template, the target's ids on the target); rank classification over the label targets
-//! and greedy generation with the KV cache.
+//! (the rows run once, `Decoder::rank_prefill`) and greedy generation with the KV cache.
 
 use super::decode::no_prompt;
 use super::encode::Batch;
@@ -78,7 +78,9 @@ pub fn generate_with<B: Backend>(
 
 impl Task {
     /// `causal`: each label target's log-likelihood after each row (B, K), for rank
-    /// classification. Forward only; the head sees the target rows only.
+    /// classification. Forward only: the rows once (`Decoder::rank_prefill`), then every
+    /// label's target tokens in one batch against their keys and values
+    /// (`Decoder::rank_losses`); the head sees the target rows only.
     pub(super) fn causal_rank_scores<B: Backend>(
         &self,
         be: &B,
@@ -87,30 +89,27 @@ impl Task {
         params: &Params<B>,
         batch: &Batch,
     ) -> Result<Vec<f32>> {
-        let b = batch.tokens.b;
-        let k = self.label_targets.len();
-        let mut scores = vec![0.0f32; b * k];
-        let mut acct = MemoryAccountant::new();
+        let (b, k) = (batch.tokens.b, self.label_targets.len());
         let none = no_prompt(be, params)?;
         let prompt = none.as_ref().unwrap_or(&params.prompt);
-        for (ki, target) in self.label_targets.iter().enumerate() {
-            let l = target.len();
-            let targets: Vec<i32> = (0..b).flat_map(|_| target.iter().copied()).collect();
-            let (tokens, labels) = joined(&batch.tokens, &targets, l, self.pad_id);
-            let inp = m.upload_inputs(be, &tokens, params.input_rows(), Some(&labels))?;
-            let inp = match params.prefix {
-                None => inp,
-                Some(spec) => {
-                    m.with_prefix(be, inp, model.net.prefix_inputs(be, &params.prompt, spec)?)?
-                }
-            };
-            // every row has exactly l targets, in row order
-            let losses = m.target_losses(be, &mut acct, prompt, &inp)?;
-            for (bi, row) in losses.chunks(l.max(1)).enumerate() {
-                scores[bi * k + ki] = -row.iter().map(|&x| x as f64).sum::<f64>() as f32;
-            }
+        let prefix = (params.prefix)
+            .map(|spec| model.net.prefix_inputs(be, &params.prompt, spec))
+            .transpose()?;
+        let (p, tokens) = (params.input_rows(), &batch.tokens);
+        let mut pre = m.rank_prefill(be, prompt, tokens, p, None, prefix)?;
+        // (B, K, L): every row's K label targets, -100 padded
+        let l = self.label_targets.iter().map(Vec::len).max().unwrap_or(0);
+        let mut targets = vec![IGNORE_INDEX; b * k * l];
+        for (row, target) in (targets.chunks_mut(l.max(1))).zip(self.label_targets.iter().cycle()) {
+            row[..target.len()].copy_from_slice(target);
         }
-        Ok(scores)
+        let mut acct = MemoryAccountant::new();
+        let (rows, losses) = m.rank_losses(be, &mut acct, &mut pre, &targets, k, l)?;
+        let mut sums = vec![0.0f64; b * k];
+        for (&r, &loss) in rows.iter().zip(&losses) {
+            sums[r as usize] += loss as f64;
+        }
+        Ok(sums.iter().map(|&s| -s as f32).collect())
     }
 
     /// `causal`: greedy generation of at most max_target_len tokens after each row, in one

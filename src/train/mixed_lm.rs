@@ -7,7 +7,8 @@
 //! padding], so RoPE positions and ALiBi read each row as its own batch does.
 //! Prediction is rank classification: in round k every row scores its own job's k-th label
 //! target (rows whose job has fewer labels sit the round out), one encoder pass per batch on
-//! T5. Training splits the LM loss by job (`split_by_job`): each job's mean over its own
+//! T5; a decoder runs the rows once and every round's targets in one batch against their keys
+//! and values (`Decoder::rank_prefill`). Training splits the LM loss by job (`split_by_job`): each job's mean over its own
 //! target tokens, so each prompt's gradient is its own batch's.
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
 // expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
@@ -62,7 +63,9 @@ pub(super) fn predict_t5<B: Backend>(
     })
 }
 
-/// `causal` jobs in mixed batches: each row's label scores (rank classification) and class.
+/// `causal` jobs in mixed batches: each row's label scores (rank classification) and class,
+/// the rows run once per batch (`Decoder::rank_prefill`: each row behind its own prompt or
+/// prefix), then every row's label targets in one batch against their keys and values.
 pub(super) fn predict_causal<B: Backend>(
     be: &B,
     model: &Model<B>,
@@ -70,21 +73,40 @@ pub(super) fn predict_causal<B: Backend>(
     gr: &Group<'_, '_, B>,
     batch_size: usize,
 ) -> Result<Vec<Prediction>> {
-    let table = gr.table(be, gr.lens().0, m.cfg.hidden_size)?;
-    let pad = gr.job(0)?.0.pad_id;
+    let p = gr.lens().0;
+    let table = gr.table(be, p, m.cfg.hidden_size)?;
     let stack = PrefixStack::of(be, gr)?;
     let mut acct = MemoryAccountant::new();
-    predict_ranked(be, model, gr, batch_size, |r| {
-        let (tokens, labels) = joined(&r.batch.tokens, r.targets, r.l, pad);
-        let mut inp = m.upload_mixed_inputs(be, &tokens, r.p, Some(&labels), Some(r.mix))?;
-        if let Some(st) = &stack {
-            let pre = st.inputs(be, model, r.mix.idx)?;
-            inp = m.with_mixed_prefix(be, inp, pre, &st.row_lens(r.mix.idx))?;
+    ranked_chunks(be, model, gr, batch_size, |batch, mix, tasks, sums| {
+        let (targets, rounds, l) = all_targets(tasks, sums.rounds());
+        let pre = (stack.as_ref())
+            .map(|st| st.inputs(be, model, mix.idx))
+            .transpose()?;
+        let mut prefill = m.rank_prefill(be, &table, &batch.tokens, p, Some(mix), pre)?;
+        let (rows, losses) = m.rank_losses(be, &mut acct, &mut prefill, &targets, rounds, l)?;
+        for (&r, &loss) in rows.iter().zip(&losses) {
+            let (bi, round) = (r as usize / rounds.max(1), r as usize % rounds.max(1));
+            sums.add(round, &[bi as i32], &[loss], 1);
         }
-        let losses = m.target_losses(be, &mut acct, &table, &inp)?;
-        let s = inp.s();
-        Ok((inp.rows, losses, s))
+        Ok(())
     })
+}
+
+/// Every round's targets (B, R, L), -100 padded: row b's job's label targets in order (none
+/// past its job's count); and R, L.
+fn all_targets(tasks: &[&Task], rounds: usize) -> (Vec<i32>, usize, usize) {
+    let each: Vec<(Vec<i32>, usize)> = (0..rounds).map(|i| round_targets(tasks, i)).collect();
+    let l = each.iter().map(|(_, l)| *l).max().unwrap_or(1);
+    let mut out = vec![IGNORE_INDEX; tasks.len() * rounds * l];
+    for (i, (targets, li)) in each.iter().enumerate() {
+        for (bi, row) in targets.chunks((*li).max(1)).enumerate() {
+            let at = (bi * rounds + i) * l;
+            if let Some(dst) = out.get_mut(at..at + row.len()) {
+                dst.copy_from_slice(row);
+            }
+        }
+    }
+    (out, rounds, l)
 }
 
 /// One round of rank scoring over one batch: its rows' prompts in the table of P rows, and
@@ -110,20 +132,11 @@ fn predict_ranked<B: Backend>(
     batch_size: usize,
     mut losses: impl FnMut(&Round) -> Result<(Vec<i32>, Vec<f32>, usize)>,
 ) -> Result<Vec<Prediction>> {
-    let (p, job_lens) = gr.lens();
-    let k = gr.group.len();
-    predict_chunks(be, model, gr, batch_size, label_len(gr)?, |batch, idx| {
-        let lens = row_lens(idx, job_lens.as_deref());
-        let mix = MixedPrompts {
-            idx,
-            k,
-            lens: lens.as_deref(),
-        };
-        let tasks = gr.row_tasks(idx)?;
-        let mut sums = Sums::new(&tasks);
+    let p = gr.lens().0;
+    ranked_chunks(be, model, gr, batch_size, |batch, mix, tasks, sums| {
         for index in 0..sums.rounds() {
-            let (targets, l) = round_targets(&tasks, index);
-            let (mix, targets) = (&mix, &targets);
+            let (targets, l) = round_targets(tasks, index);
+            let targets = &targets;
             let r = Round {
                 batch,
                 mix,
@@ -135,6 +148,30 @@ fn predict_ranked<B: Backend>(
             let (rows, row_losses, width) = losses(&r)?;
             sums.add(index, &rows, &row_losses, width);
         }
+        Ok(())
+    })
+}
+
+/// `gr`'s rows in mixed batches, `score` adding each batch's target losses into each row's
+/// sums (it gets the batch, its rows' prompts, their tasks), each row then classified.
+fn ranked_chunks<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    gr: &Group<'_, '_, B>,
+    batch_size: usize,
+    mut score: impl FnMut(&Batch, &MixedPrompts, &[&Task], &mut Sums) -> Result<()>,
+) -> Result<Vec<Prediction>> {
+    let (job_lens, k) = (gr.lens().1, gr.group.len());
+    predict_chunks(be, model, gr, batch_size, label_len(gr)?, |batch, idx| {
+        let lens = row_lens(idx, job_lens.as_deref());
+        let mix = MixedPrompts {
+            idx,
+            k,
+            lens: lens.as_deref(),
+        };
+        let tasks = gr.row_tasks(idx)?;
+        let mut sums = Sums::new(&tasks);
+        score(batch, &mix, &tasks, &mut sums)?;
         Ok(sums.classified(&tasks))
     })
 }

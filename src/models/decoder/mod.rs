@@ -14,6 +14,7 @@ mod generate;
 mod generate_prefix;
 mod inputs;
 mod layer;
+mod rank;
 mod stack;
 mod step;
 mod weights;
@@ -21,6 +22,7 @@ mod weights;
 pub use generate::{GenerateOptions, Generated, MixedGeneration, PromptPlacement};
 pub use inputs::{causal_targets, DecoderInputs};
 pub use layer::{DecoderLayerActs, NormActs};
+pub use rank::RankPrefill;
 pub use stack::DecoderActs;
 pub use weights::{
     key_prefix, load_lm_head, Decoder, DecoderLayerWeights, DecoderWeights, Linear, Mlp, Norm,

@@ -105,12 +105,24 @@ impl<B: Backend> Decoder<B> {
         prompt: &B::Buf,
         inp: &DecoderInputs<B>,
     ) -> Result<Vec<f32>> {
+        let (hidden, rows, _) = self.target_hidden(be, acct, prompt, inp)?;
+        self.head().row_losses(be, &hidden, &rows, &inp.targets)
+    }
+
+    /// `target_losses`' hidden states: the final norm's output (N, C) at the tail covering
+    /// `inp.rows`, those rows as rows of it, and N.
+    pub(super) fn target_hidden(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        prompt: &B::Buf,
+        inp: &DecoderInputs<B>,
+    ) -> Result<(B::Buf, Vec<i32>, usize)> {
         let tail = Tail::covering(be, &inp.rows, inp)?;
         let recompute = Recompute::Layer;
         let (hidden, acts) = self.stack_fwd_at(be, acct, prompt, inp, recompute, None, tail)?;
-        let (_, rows) = tail_rows(acts.tail.as_ref(), inp, &inp.rows);
-        drop(acts);
-        self.head().row_losses(be, &hidden, &rows, &inp.targets)
+        let (n, rows) = tail_rows(acts.tail.as_ref(), inp, &inp.rows);
+        Ok((hidden, rows, n))
     }
 
     /// (B, T, V) float32 logits at every real-token position (the prompt rows excluded), as
