@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{edit_safetensors, fixture, RawTensor, ScratchDir};
+use common::{binary, edit_safetensors, fixture, refused, RawTensor, ScratchDir};
 use serde_json::Value;
 use softprompt::internals::train::checkpoint::Checkpoint;
 use std::collections::HashMap;
@@ -42,15 +42,6 @@ fn softprompt(args: &[&str]) -> Output {
     softprompt_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
 }
 
-/// The binary under test: this build's, or SOFTPROMPT_BIN (to show that an older build fails
-/// these cases).
-fn binary() -> PathBuf {
-    std::env::var_os("SOFTPROMPT_BIN").map_or_else(
-        || PathBuf::from(env!("CARGO_BIN_EXE_softprompt")),
-        PathBuf::from,
-    )
-}
-
 fn softprompt_in(cwd: &Path, args: &[&str]) -> Output {
     Command::new(binary())
         .current_dir(cwd)
@@ -73,23 +64,6 @@ fn ok(out: &Output) -> String {
     assert!(out.status.success(), "exit {:?}\n{text}", out.status);
     assert!(!text.contains("panicked"), "{text}");
     text
-}
-
-/// Fails with exit code 2, no panic, and an error line holding every needle; returns stderr.
-fn refused(out: &Output, needles: &[&str]) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "exit code\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    assert!(stderr.contains("error: "), "{stderr}");
-    for n in needles {
-        assert!(stderr.contains(n), "the error lacks {n:?}: {stderr}");
-    }
-    stderr
 }
 
 /// A few-step PET training command on `model` into `out` (extra flags appended).

@@ -49,11 +49,7 @@ pub(super) fn train(a: &Args) -> Result<()> {
         Some(field) => by_field(a, field)?,
         None => by_folder(a)?,
     };
-    let paths: Vec<PathBuf> = (inputs.iter())
-        .flat_map(|t| t.data.iter().flatten().map(|d| d.path.clone()))
-        .collect();
-    let kept: Vec<(&str, &Path)> = paths.iter().map(|p| ("--task-data", p.as_path())).collect();
-    outdir::check_inputs_kept(&a.out, &kept)?;
+    check_inputs_kept(a, &inputs)?;
     apply_config(a, &mut inputs)?;
     let kind = a.device.setup()?;
     let model = Model::open(&a.model, kind)?;
@@ -88,6 +84,28 @@ pub(super) fn train(a: &Args) -> Result<()> {
     })?;
     print_summary(&results, t0, a);
     Ok(())
+}
+
+/// Refuses an input file that the run replaces in --out, or that --overwrite removes there
+/// (a task's folder included), naming the flag that gave it.
+fn check_inputs_kept(a: &Args, inputs: &[TaskInput]) -> Result<()> {
+    let flagged = [
+        ("--train", &a.train),
+        ("--dev", &a.dev),
+        ("--test", &a.test),
+    ];
+    let mut kept: Vec<(&str, &Path)> = match &a.task_field {
+        Some(_) => (flagged.iter())
+            .filter_map(|(f, p)| p.as_deref().map(|p| (*f, p)))
+            .collect(),
+        None => Vec::new(),
+    };
+    if a.task_field.is_none() {
+        let data = inputs.iter().flat_map(|t| t.data.iter().flatten());
+        kept.extend(data.map(|d| ("--task-data", d.path.as_path())));
+    }
+    let names: Vec<&str> = inputs.iter().map(|t| t.name.as_str()).collect();
+    outdir::check_task_inputs_kept(&a.out, &names, &kept)
 }
 
 /// `--task-data NAME=DIR`: DIR holds train.jsonl (or .tsv, .csv) and optionally dev and test.

@@ -193,7 +193,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         outdir::prepare_fresh(out, run.overwrite)?;
         let mut tasks = Vec::new();
         for mut j in jobs {
-            outdir::prepare_fresh(&out.join(&j.name), run.overwrite)
+            outdir::prepare_task_folder(&out.join(&j.name), run.overwrite)
                 .map_err(|e| in_task(&j.name, e))?;
             j.cfg.init = start::resolve_init(&j.cfg.init, j.task, model)?;
             let trained = start::fresh_trained(be, model, j.task, &j.cfg)?;

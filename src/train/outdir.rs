@@ -9,6 +9,7 @@
 )]
 
 use super::checkpoint::{Checkpoint, CHECKPOINT_FILE, HEAD_FILE, METRICS_FILE, TASK_FILE};
+use super::ptuning::ENCODER_FILE;
 use crate::error::{Error, Result};
 use crate::prompt::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use std::fs::{File, OpenOptions, TryLockError};
@@ -19,13 +20,26 @@ use std::path::{Path, PathBuf};
 /// third run lock a new file while a second still holds the old one).
 pub const LOCK_FILE: &str = ".softprompt.lock";
 
-/// The files a run writes into its output folder, and the only ones `--overwrite` removes.
-pub const RUN_FILES: [&str; 6] = [
+/// The files a run writes into a prompt's folder: a single-task run's output folder, and each
+/// task's folder (`--out/NAME/`) of a multi-task run.
+pub const PROMPT_FILES: [&str; 5] = [
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    TASK_FILE,
+    HEAD_FILE,
+    ENCODER_FILE,
+];
+
+/// The files a run writes into its output folder (a single-task run all of them, a
+/// multi-task run the checkpoint and metrics), and with the `PROMPT_FILES` of its task
+/// folders the only ones `--overwrite` removes.
+pub const RUN_FILES: [&str; 7] = [
     CHECKPOINT_FILE,
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     TASK_FILE,
     HEAD_FILE,
+    ENCODER_FILE,
     METRICS_FILE,
 ];
 
@@ -102,12 +116,11 @@ pub fn existing_run(dir: &Path) -> Option<String> {
 }
 
 /// Refuses to start a fresh run in `dir` when it holds an earlier one, unless `overwrite`
-/// says to replace it; then removes that run's files (and only those).
+/// says to replace it; then removes every file a run (single- or multi-task) writes there,
+/// and only those: `RUN_FILES`, and the `PROMPT_FILES` of the task folders of an earlier
+/// multi-task run (a stale encoder or task folder would be read as this run's).
 pub fn prepare_fresh(dir: &Path, overwrite: bool) -> Result<()> {
-    let Some(found) = existing_run(dir) else {
-        return Ok(());
-    };
-    if !overwrite {
+    if let Some(found) = existing_run(dir).filter(|_| !overwrite) {
         let resume = if dir.join(CHECKPOINT_FILE).exists() {
             "pass --resume to continue it (a finished run is then only re-scored), "
         } else {
@@ -121,7 +134,40 @@ pub fn prepare_fresh(dir: &Path, overwrite: bool) -> Result<()> {
             ),
         ));
     }
-    for f in RUN_FILES {
+    if !overwrite {
+        return Ok(());
+    }
+    remove_files(dir, &RUN_FILES)?;
+    for task in task_folders(dir) {
+        remove_files(&task, &PROMPT_FILES)?;
+        // emptied: the folder was the run's; a user's file in it keeps it
+        let _ = std::fs::remove_dir(&task);
+    }
+    Ok(())
+}
+
+/// A multi-task run's task folder `dir`: refused when it holds a saved prompt, unless
+/// `overwrite`; then its `PROMPT_FILES` are removed (nothing else).
+pub fn prepare_task_folder(dir: &Path, overwrite: bool) -> Result<()> {
+    let present: Vec<&str> = (PROMPT_FILES.into_iter())
+        .filter(|f| dir.join(f).exists())
+        .collect();
+    if present.is_empty() || overwrite {
+        return remove_files(dir, &PROMPT_FILES);
+    }
+    Err(Error::file(
+        dir,
+        format!(
+            "holds a saved prompt ({}): pass --overwrite to replace it, or train into another \
+             --out",
+            present.join(", ")
+        ),
+    ))
+}
+
+/// Removes `files` from `dir`, those that exist.
+fn remove_files(dir: &Path, files: &[&str]) -> Result<()> {
+    for f in files {
         let path = dir.join(f);
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&path, e)),
@@ -129,6 +175,35 @@ pub fn prepare_fresh(dir: &Path, overwrite: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The folders in `dir` (not links) that hold a prompt a run saved (its adapter_config.json
+/// and task.json): the task folders of an earlier multi-task run.
+fn task_folders(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    (entries.flatten())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .filter(|p| p.join(ADAPTER_CONFIG).is_file() && p.join(TASK_FILE).is_file())
+        .collect()
+}
+
+/// Every file in `dir` a fresh run of the tasks `tasks` (none: a single-task run) may
+/// replace, or `--overwrite` remove: `RUN_FILES`, and the `PROMPT_FILES` of each task's
+/// folder and of an earlier run's.
+fn replaced_files(dir: &Path, tasks: &[&str]) -> Vec<PathBuf> {
+    let mut folders = task_folders(dir);
+    folders.extend(tasks.iter().map(|t| dir.join(t)));
+    let in_tasks = folders
+        .iter()
+        .flat_map(|t| PROMPT_FILES.iter().map(move |f| t.join(f)));
+    RUN_FILES
+        .iter()
+        .map(|f| dir.join(f))
+        .chain(in_tasks)
+        .collect()
 }
 
 /// Refuses an output folder that holds a model (a `config.json`): a run would write its
@@ -166,14 +241,18 @@ pub fn refuse_dangling_link(dir: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Refuses an input (`--train`, `--dev`, `--test`) that is one of the files the run writes
-/// into `dir`: `--overwrite` would delete it, and a run would write over it.
+/// Refuses an input (`--train`, `--dev`, `--test`) that is one of the files a single-task
+/// run replaces in `dir`, or that `--overwrite` removes there: it would be deleted, or
+/// written over.
 pub fn check_inputs_kept(dir: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    check_task_inputs_kept(dir, &[], inputs)
+}
+
+/// `check_inputs_kept` for a multi-task run of `tasks`: each task's folder in `dir` too.
+pub fn check_task_inputs_kept(dir: &Path, tasks: &[&str], inputs: &[(&str, &Path)]) -> Result<()> {
+    let replaced = replaced_files(dir, tasks);
     for (flag, input) in inputs {
-        let run_file = RUN_FILES
-            .iter()
-            .map(|f| dir.join(f))
-            .find(|f| crate::fsutil::same_file(f, input));
+        let run_file = (replaced.iter()).find(|f| crate::fsutil::same_file(f, input));
         if let Some(f) = run_file {
             return Err(Error::arg(
                 *flag,

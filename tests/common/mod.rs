@@ -349,9 +349,9 @@ pub fn reference_params<B: Backend>(be: &B, reference: &TensorFile) -> Params<B>
 // ---------------------------------------------------------------------------------------------
 // The command line
 
-/// `softprompt ARGS`, the binary cargo built for the tests: its output.
+/// `softprompt ARGS`, the binary under test (`binary`): its output.
 pub fn softprompt(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
+    std::process::Command::new(binary())
         .args(args)
         .output()
         .expect("run the softprompt binary")
@@ -368,6 +368,32 @@ pub fn stdout_ok(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The binary under test: this build's, or SOFTPROMPT_BIN (to show that an older build fails
+/// a test).
+pub fn binary() -> PathBuf {
+    std::env::var_os("SOFTPROMPT_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_softprompt")),
+        PathBuf::from,
+    )
+}
+
+/// Fails with exit code 2, no panic, and an error line holding every needle; returns stderr.
+pub fn refused(out: &std::process::Output, needles: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit code\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert!(stderr.contains("error: "), "{stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "the error lacks {n:?}: {stderr}");
+    }
+    stderr
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,147 @@
+//! Hostile inputs to whole runs (#17): what `--overwrite` removes and keeps, task names and
+//! task settings of a multi-task run, and the messages of edited checkpoints and configs.
+//! Each case is a few steps on the small BERT fixture, against the release binary.
+
+mod common;
+
+use common::{fixture, refused, softprompt, stdout_ok, ScratchDir};
+use std::path::{Path, PathBuf};
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// The corpus' training rows, each with a `task` field: `a` and `b` alternating.
+fn tagged_rows() -> String {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/train.jsonl");
+    let text = std::fs::read_to_string(corpus).expect("train.jsonl");
+    let rows = text.lines().enumerate().map(|(i, l)| {
+        let t = if i % 2 == 0 { "a" } else { "b" };
+        format!(
+            "{}, \"task\": \"{t}\"}}",
+            l.trim_end().trim_end_matches('}')
+        )
+    });
+    rows.collect::<Vec<_>>().join("\n") + "\n"
+}
+
+/// A two-step multi-task PET command over `train` (rows tagged by `task`) into `out`: the
+/// single-task one's flags, with `--task-field task`.
+fn multi_args(train: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = common::tiny_pet_train_args(&fixture("bert_mlm"), out);
+    args[4] = s(train).to_string();
+    let tasks = ["--format", "jsonl", "--task-field", "task"];
+    args.extend(tasks.iter().chain(extra).map(|a| a.to_string()));
+    args
+}
+
+fn run(args: &[String]) -> std::process::Output {
+    softprompt(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// A single-task PET command (the corpus' rows) into `out`.
+fn single_args(out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = common::tiny_pet_train_args(&fixture("bert_mlm"), out);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+/// The files under `dir` (recursively, the lock file aside), as paths relative to it.
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).expect("folder").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if e.file_name() != ".softprompt.lock" {
+                let rel = p.strip_prefix(root).expect("under root");
+                out.push(rel.display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// --overwrite: never a user's file, every file of the run it replaces
+
+/// A multi-task run's training file inside a task's folder (`--out/a/task.json`) was
+/// replaced by that task's task.json under --overwrite (exit 0); an input that is a top-level
+/// run file was blamed on `--task-data` although `--train` gave it.
+#[test]
+fn multitask_overwrite_never_deletes_the_training_data() {
+    let dir = ScratchDir::new("mt_overwrite_input");
+    let out = dir.path().join("out");
+    for (rel, flag) in [("a/task.json", "--train"), ("metrics.jsonl", "--train")] {
+        let data = out.join(rel);
+        std::fs::create_dir_all(data.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&data, tagged_rows()).expect("write");
+        let err = refused(
+            &run(&multi_args(&data, &out, &["--overwrite"])),
+            &[flag, "move it out of --out"],
+        );
+        assert!(err.contains(rel), "{err}");
+        assert_eq!(std::fs::read_to_string(&data).expect("read"), tagged_rows());
+    }
+}
+
+/// `--overwrite` left the earlier run's files: a stale prompt_encoder.safetensors beside an
+/// adapter without one, an earlier multi-task run's task folders beside a single-task run.
+/// It now removes every file a run writes, and a user's file (and its folder) stays.
+#[test]
+fn overwrite_removes_every_file_of_the_earlier_run() {
+    let dir = ScratchDir::new("overwrite_stale");
+    let out = dir.path().join("out");
+    let train = tagged_file(&dir);
+    let prefix = ["--method", "prefix", "--overwrite"];
+    stdout_ok(&run(&single_args(
+        &out,
+        &[&prefix[..], &["--prefix-projection"]].concat(),
+    )));
+    assert!(out.join("prompt_encoder.safetensors").is_file());
+    stdout_ok(&run(&single_args(&out, &prefix)));
+    assert!(!out.join("prompt_encoder.safetensors").exists());
+
+    // a multi-task run, a user's file in a task folder, then one task alone
+    stdout_ok(&run(&multi_args(&train, &out, &["--overwrite"])));
+    std::fs::write(out.join("b").join("notes.txt"), "mine").expect("write");
+    std::fs::write(out.join("notes.txt"), "mine too").expect("write");
+    stdout_ok(&run(&single_args(&out, &["--overwrite"])));
+    let single = [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "b/notes.txt",
+        "checkpoint.safetensors",
+        "metrics.jsonl",
+        "notes.txt",
+        "task.json",
+    ];
+    assert_eq!(tree(&out), single);
+    assert!(!out.join("a").exists(), "the emptied task folder stays");
+
+    // and back: a multi-task run over a single-task one
+    stdout_ok(&run(&multi_args(&train, &out, &["--overwrite"])));
+    let multi = [
+        "a/adapter_config.json",
+        "a/adapter_model.safetensors",
+        "a/task.json",
+        "b/adapter_config.json",
+        "b/adapter_model.safetensors",
+        "b/notes.txt",
+        "b/task.json",
+        "checkpoint.safetensors",
+        "metrics.jsonl",
+        "notes.txt",
+    ];
+    assert_eq!(tree(&out), multi);
+}
+
+/// The training file as a PathBuf under `dir`, the tagged rows in it.
+fn tagged_file(dir: &ScratchDir) -> PathBuf {
+    let train = dir.path().join("tagged.jsonl");
+    std::fs::write(&train, tagged_rows()).expect("write");
+    train
+}
