@@ -145,3 +145,29 @@ fn tagged_file(dir: &ScratchDir) -> PathBuf {
     std::fs::write(&train, tagged_rows()).expect("write");
     train
 }
+
+// ---------------------------------------------------------------------------------------------
+// Multi-task: task names and task settings
+
+/// A task named after one of the run's own files (`metrics.jsonl=DIR`) trained, then failed
+/// with "File exists" leaving files behind: it is refused before anything is written.
+#[test]
+fn task_named_after_a_run_file_is_refused() {
+    let dir = ScratchDir::new("mt_run_file_name");
+    let out = dir.path().join("out");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::write(data.join("train.jsonl"), tagged_rows()).expect("write");
+    for name in [
+        "checkpoint.safetensors",
+        "metrics.jsonl",
+        ".softprompt.lock",
+    ] {
+        let mut args = single_args(&out, &["--task-data", &format!("{name}={}", s(&data))]);
+        args.drain(3..5); // no --train
+        let err = refused(&run(&args), &["task name", "a file the run writes"]);
+        assert!(err.contains(name), "{err}");
+        assert!(!out.join("checkpoint.safetensors").exists(), "{name}");
+        assert!(!out.join("metrics.jsonl").exists(), "{name}");
+    }
+}

@@ -8,7 +8,7 @@
 use super::{describe, on_device, train_config, Args};
 use crate::cli::common::{MethodArgs, TaskArgs};
 use serde_json::Value;
-use softprompt::internals::train::outdir;
+use softprompt::internals::train::{multitask, outdir};
 use softprompt::{
     Dataset, Encoded, Error, Event, Method, Model, MultiTask, PromptInit, Result, Splits, Task,
     TaskResult,
@@ -49,6 +49,9 @@ pub(super) fn train(a: &Args) -> Result<()> {
         Some(field) => by_field(a, field)?,
         None => by_folder(a)?,
     };
+    for t in &inputs {
+        multitask::check_name(&t.name)?;
+    }
     check_inputs_kept(a, &inputs)?;
     apply_config(a, &mut inputs)?;
     let kind = a.device.setup()?;

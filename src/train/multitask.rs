@@ -105,23 +105,33 @@ pub struct MultiTrainer<'a, B: Backend> {
     pub(super) _lock: OutLock,
 }
 
-/// A task name: a folder name of letters, digits, `-`, `_` and `.` (not `.` or `..`).
-fn check_name(name: &str) -> Result<()> {
+/// A task name: a folder name of letters, digits, `-`, `_` and `.` (not `.` or `..`), and
+/// not the name of a file the run writes into --out (`metrics.jsonl`: the task's folder and
+/// the run's file would be one path).
+pub fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name != "."
         && name != ".."
         && (name.chars()).all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::arg(
+    if !ok {
+        return Err(Error::arg(
             "task name",
             format!(
                 "{name:?}: expected letters, digits, '-', '_' or '.' (it names the task's \
                  folder under --out)"
             ),
-        ))
+        ));
     }
+    if outdir::RUN_FILES.contains(&name) || name == outdir::LOCK_FILE {
+        return Err(Error::arg(
+            "task name",
+            format!(
+                "{name:?} is the name of a file the run writes into --out; the task's folder \
+                 would be that path: name the task otherwise"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `e` with the task it came from named (the flag or file it names stays).
