@@ -171,3 +171,36 @@ fn task_named_after_a_run_file_is_refused() {
         assert!(!out.join("metrics.jsonl").exists(), "{name}");
     }
 }
+
+/// `--init-vocab-first` with every task's `--task-config` init class-labels was refused
+/// because the command line's --init is random (no task reads it); it is checked against each
+/// task's init. `init: text` without `init_text` named neither the task nor the file.
+#[test]
+fn task_init_flags_are_checked_against_each_task() {
+    let dir = ScratchDir::new("mt_init");
+    let out = dir.path().join("out");
+    let train = tagged_file(&dir);
+    let config = dir.path().join("tasks.json");
+    let cl = r#"{"init": "class-labels"}"#;
+    std::fs::write(&config, format!(r#"{{"a": {cl}, "b": {cl}}}"#)).expect("write");
+    let flags = ["--task-config", s(&config), "--init-vocab-first", "100"];
+    stdout_ok(&run(&multi_args(&train, &out, &flags)));
+    // a task that takes the command line's --init random does not read it
+    std::fs::write(&config, format!(r#"{{"a": {cl}}}"#)).expect("write");
+    let flags = [&flags[..], &["--overwrite"]].concat();
+    refused(
+        &run(&multi_args(&train, &out, &flags)),
+        &["--init-vocab-first", "task(s) b"],
+    );
+    for text in [
+        r#"{"b": {"init": "text"}}"#,
+        r#"{"b": {"init": "text", "init_text": ""}}"#,
+    ] {
+        std::fs::write(&config, text).expect("write");
+        let flags = ["--task-config", s(&config), "--overwrite"];
+        refused(
+            &run(&multi_args(&train, &out, &flags)),
+            &["task \"b\"", s(&config), "init"],
+        );
+    }
+}

@@ -241,10 +241,15 @@ fn describe(s: &TaskSpec) -> String {
 }
 
 fn train_config(a: &Args) -> Result<TrainConfig> {
+    train_config_with(a, prompt_init(a)?)
+}
+
+/// The run's settings from the flags, its prompt's `init` given.
+fn train_config_with(a: &Args, init: PromptInit) -> Result<TrainConfig> {
     Ok(TrainConfig {
         method: a.method.method()?,
         prompt_len: a.prompt_len,
-        init: prompt_init(a)?,
+        init,
         optim: optim_config(a)?,
         batch_size: a.batch_size,
         eval_batch_size: a.eval_batch_size,

@@ -5,13 +5,13 @@
 //! object by task name) sets a task's own, its method (`method` and the method flags' keys)
 //! included.
 
-use super::{describe, on_device, train_config, Args};
+use super::{describe, on_device, prompt_init, train_config_with, Args};
 use crate::cli::common::{MethodArgs, TaskArgs};
 use serde_json::Value;
 use softprompt::internals::train::{multitask, outdir};
 use softprompt::{
     Dataset, Encoded, Error, Event, Method, Model, MultiTask, PromptInit, Result, Splits, Task,
-    TaskResult,
+    TaskResult, TrainConfig,
 };
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -55,6 +55,8 @@ pub(super) fn train(a: &Args) -> Result<()> {
     check_inputs_kept(a, &inputs)?;
     apply_config(a, &mut inputs)?;
     let kind = a.device.setup()?;
+    // after the device's setup: the settings read the thread count it sets
+    let cfg = run_config(a, &inputs)?;
     let model = Model::open(&a.model, kind)?;
     println!(
         "model {} ({}, d {}) on {}",
@@ -80,13 +82,32 @@ pub(super) fn train(a: &Args) -> Result<()> {
             method: e.method,
         })
         .collect();
-    let cfg = train_config(a)?;
     let log_every = a.log_every;
     let results = model.train_multi(&tasks, &cfg, &a.out, &mut |name, ev| {
         print_event(name, ev, log_every)
     })?;
     print_summary(&results, t0, a);
     Ok(())
+}
+
+/// The run's settings; their init (the command line's) is that of the tasks without one of
+/// their own, its flags checked against it only when such a task exists.
+fn run_config(a: &Args, inputs: &[TaskInput]) -> Result<TrainConfig> {
+    let takers: Vec<&str> = (inputs.iter())
+        .filter(|t| t.init.is_none())
+        .map(|t| t.name.as_str())
+        .collect();
+    let init = match takers.as_slice() {
+        // read by no task: every task has its own
+        [] => PromptInit::Random { std: 1.0 },
+        _ => prompt_init(a).map_err(|e| {
+            e.tagged(&format!(
+                "the command line's --init, of task(s) {}",
+                takers.join(", ")
+            ))
+        })?,
+    };
+    train_config_with(a, init)
 }
 
 /// Refuses an input file that the run replaces in --out, or that --overwrite removes there
@@ -370,12 +391,9 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
         }
         if init.is_some() || o.contains_key("init_text") {
             let kind = init.unwrap_or_else(|| a.init.clone());
-            t.init = Some(PromptInit::from_flags(
-                &kind,
-                init_text,
-                a.init_std,
-                a.init_vocab_first,
-            )?);
+            let tag = format!("task \"{name}\" (--task-config {})", path.display());
+            let own = PromptInit::from_flags(&kind, init_text, a.init_std, a.init_vocab_first);
+            t.init = Some(own.map_err(|e| config_error(e, path, name, &t.config_keys, &tag))?);
         }
     }
     Ok(())
