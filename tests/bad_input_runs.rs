@@ -139,6 +139,14 @@ fn overwrite_removes_every_file_of_the_earlier_run() {
     assert_eq!(tree(&out), multi);
 }
 
+/// A task folder `name` under `dir`, its train.jsonl the tagged rows.
+fn task_folder(dir: &ScratchDir, name: &str) -> PathBuf {
+    let data = dir.path().join(name);
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::write(data.join("train.jsonl"), tagged_rows()).expect("write");
+    data
+}
+
 /// The training file as a PathBuf under `dir`, the tagged rows in it.
 fn tagged_file(dir: &ScratchDir) -> PathBuf {
     let train = dir.path().join("tagged.jsonl");
@@ -155,9 +163,7 @@ fn tagged_file(dir: &ScratchDir) -> PathBuf {
 fn task_named_after_a_run_file_is_refused() {
     let dir = ScratchDir::new("mt_run_file_name");
     let out = dir.path().join("out");
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).expect("mkdir");
-    std::fs::write(data.join("train.jsonl"), tagged_rows()).expect("write");
+    let data = task_folder(&dir, "data");
     for name in [
         "checkpoint.safetensors",
         "metrics.jsonl",
@@ -203,4 +209,74 @@ fn task_init_flags_are_checked_against_each_task() {
             &["task \"b\"", s(&config), "init"],
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages that name what is wrong
+
+/// A multi-task checkpoint's task `step` of -1 was "invalid value: integer -1, expected u64";
+/// an edited run `step` was ignored and the resume went ahead.
+#[test]
+fn multitask_checkpoint_steps_are_named_and_checked() {
+    let dir = ScratchDir::new("mt_ckpt_steps");
+    let out = dir.path().join("out");
+    let train = tagged_file(&dir);
+    stdout_ok(&run(&multi_args(&train, &out, &[])));
+    let ckpt = out.join("checkpoint.safetensors");
+    let (tensors, meta) = common::read_raw(&ckpt);
+    let key = "softprompt_multitask_checkpoint";
+    let edit = |patch: &dyn Fn(&mut serde_json::Value)| {
+        let mut meta = meta.clone().expect("metadata");
+        let mut v: serde_json::Value = serde_json::from_str(&meta[key]).expect("json");
+        patch(&mut v);
+        meta.insert(key.into(), v.to_string());
+        common::write_raw(&ckpt, &tensors, Some(meta));
+    };
+    let resume = multi_args(&train, &out, &["--resume"]);
+    edit(&|v| v["tasks"][1][1]["step"] = (-1).into());
+    refused(
+        &run(&resume),
+        &["task `b`'s state's `step` is -1", s(&ckpt)],
+    );
+    for step in [10, 500] {
+        edit(&|v| v["step"] = step.into());
+        let want = format!("the run's `step` is {step}, but its tasks took 2 steps");
+        refused(&run(&resume), &[&want, s(&ckpt)]);
+    }
+}
+
+/// With --task-data, `--eval-every` and a task folder without dev.jsonl said "pass --dev",
+/// which --task-data refuses; a `--task-config` verbalizer in task.json's own form,
+/// `[[label, word], ...]`, was a garbled error.
+#[test]
+fn task_folder_messages_and_verbalizer_forms() {
+    let dir = ScratchDir::new("mt_messages");
+    let out = dir.path().join("out");
+    let data = task_folder(&dir, "a");
+    let task = ["--task-data", &format!("a={}", s(&data))];
+    let mut args = single_args(&out, &[&task[..], &["--eval-every", "1"]].concat());
+    args.drain(3..5); // no --train
+    refused(
+        &run(&args),
+        &["--eval-every", "task `a`", "put a dev.jsonl", s(&data)],
+    );
+    let config = dir.path().join("tasks.json");
+    let flags = ["--task-config", s(&config), "--overwrite"];
+    let mut args = single_args(&out, &[&task[..], &flags].concat());
+    args.drain(3..5);
+    for verbalizer in [
+        r#"[["positive", "great"], ["negative", "bad"]]"#,
+        r#"{"positive": "great", "negative": "bad"}"#,
+    ] {
+        let text = format!(r#"{{"a": {{"verbalizer": {verbalizer}}}}}"#);
+        std::fs::write(&config, text).expect("write");
+        let text = stdout_ok(&run(&args));
+        let words = ["\"positive=great\"", "\"negative=bad\""];
+        assert!(words.iter().all(|w| text.contains(w)), "{text}");
+    }
+    std::fs::write(&config, r#"{"a": {"verbalizer": [["positive"]]}}"#).expect("write");
+    refused(
+        &run(&args),
+        &["`verbalizer`", "[[label, word], ...]", s(&config)],
+    );
 }

@@ -172,6 +172,10 @@ fn by_folder(a: &Args) -> Result<Vec<TaskInput>> {
                 ),
             )
         })?;
+        let dev = split("dev")?;
+        if dev.is_none() {
+            check_no_dev(a, name, dir)?;
+        }
         out.push(TaskInput {
             name: name.to_string(),
             flags: a.task.clone(),
@@ -179,10 +183,28 @@ fn by_folder(a: &Args) -> Result<Vec<TaskInput>> {
             init: None,
             method: None,
             config_keys: Vec::new(),
-            data: [Some(train), split("dev")?, split("test")?],
+            data: [Some(train), dev, split("test")?],
         });
     }
     Ok(out)
+}
+
+/// A task folder `dir` without a dev split: the flags that evaluate during the run are
+/// refused naming the file to add (--dev is not read with --task-data).
+fn check_no_dev(a: &Args, name: &str, dir: &Path) -> Result<()> {
+    let flag = match (a.patience.is_some(), a.eval_every > 0) {
+        (true, _) => "--patience",
+        (false, true) => "--eval-every",
+        _ => return Ok(()),
+    };
+    Err(Error::arg(
+        flag,
+        format!(
+            "evaluates on each task's dev split, and task `{name}` has none: put a dev.jsonl \
+             (or dev.tsv, dev.csv) in {}",
+            dir.display()
+        ),
+    ))
 }
 
 /// `--task-field FIELD`: each row of --train (--dev, --test) names its task in FIELD; the
@@ -364,7 +386,10 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
                     Some(l) => l.iter().map(|s| s.as_str().map(String::from).ok_or_else(|| bad("strings"))).collect::<Result<Vec<_>>>()?.join(","),
                     None => text()?,
                 }),
-                "verbalizer" => f.verbalizer = Some(text()?),
+                "verbalizer" => f.verbalizer = Some(match x.as_array() {
+                    Some(pairs) => verbalizer_pairs(pairs).ok_or_else(|| bad("[[label, word], ...] (task.json's form) or {\"label\": \"word\"}"))?,
+                    None => text()?,
+                }),
                 "pooling" => f.pooling = Some(text()?),
                 "free_targets" => f.free_targets = x.as_bool().ok_or_else(|| bad("true or false"))?,
                 "max_len" => f.max_len = Some(count()?),
@@ -397,6 +422,23 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A verbalizer as task.json writes it, `[[label, word], ...]`, as the JSON object
+/// `--verbalizer` reads (in order); None when an entry is not a pair of strings.
+fn verbalizer_pairs(pairs: &[Value]) -> Option<String> {
+    let entries = pairs.iter().map(|p| match p.as_array()?.as_slice() {
+        [Value::String(l), Value::String(w)] => Some(format!(
+            "{}:{}",
+            Value::from(l.as_str()),
+            Value::from(w.as_str())
+        )),
+        _ => None,
+    });
+    Some(format!(
+        "{{{}}}",
+        entries.collect::<Option<Vec<_>>>()?.join(",")
+    ))
 }
 
 /// `e` about a flag whose value the task's `--task-config` entry set (`keys`) as an error of

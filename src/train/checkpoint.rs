@@ -96,6 +96,30 @@ pub struct Checkpoint {
     pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
 }
 
+/// A checkpoint's `TrainState` from its JSON, a counter that is not a non-negative integer
+/// named (`whose` `step` is -1: serde names the value, not the key).
+pub(crate) fn state_from_json(path: &Path, v: Value, whose: &str) -> Result<TrainState> {
+    let counters = [
+        "format",
+        "step",
+        "epoch",
+        "pos",
+        "best_step",
+        "evals_since_best",
+        "threads",
+    ];
+    for k in counters {
+        if let Some(x) = v.get(k).filter(|x| x.as_u64().is_none()) {
+            return Err(Error::file(
+                path,
+                format!("{whose} `{k}` is {x}: expected a non-negative integer"),
+            ));
+        }
+    }
+    serde_json::from_value(v)
+        .map_err(|e| Error::file(path, format!("unreadable checkpoint state ({whose}): {e}")))
+}
+
 impl Checkpoint {
     /// Writes `path` atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -131,26 +155,7 @@ impl Checkpoint {
         })?;
         let v: Value = serde_json::from_str(meta)
             .map_err(|e| Error::file(path, format!("unreadable checkpoint state: {e}")))?;
-        // serde names the value, not the key: the counters are named here
-        let counters = [
-            "format",
-            "step",
-            "epoch",
-            "pos",
-            "best_step",
-            "evals_since_best",
-            "threads",
-        ];
-        for k in counters {
-            if let Some(x) = v.get(k).filter(|x| x.as_u64().is_none()) {
-                return Err(Error::file(
-                    path,
-                    format!("the state's `{k}` is {x}: expected a non-negative integer"),
-                ));
-            }
-        }
-        let state: TrainState = serde_json::from_value(v)
-            .map_err(|e| Error::file(path, format!("unreadable checkpoint state: {e}")))?;
+        let state = state_from_json(path, v, "the state's")?;
         if state.format != CHECKPOINT_FORMAT {
             return Err(Error::file(path, format!("checkpoint format {} is not {CHECKPOINT_FORMAT}: retrain, or use the softprompt that wrote it", state.format)));
         }

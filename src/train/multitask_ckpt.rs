@@ -13,10 +13,11 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::checkpoint::{Checkpoint, TrainState};
+use super::checkpoint::{state_from_json, Checkpoint, TrainState};
 use crate::error::{Error, Result};
 use crate::weights::{write_safetensors, TensorFile};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -27,7 +28,7 @@ const META_KEY: &str = "softprompt_multitask_checkpoint";
 pub const MULTITASK_FORMAT: u32 = 1;
 
 /// The metadata: the run's step and each task's state, in the run's order.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct Meta {
     format: u32,
     step: u64,
@@ -79,11 +80,7 @@ impl MultiCheckpoint {
             };
             Error::file(path, format!("{what} (no `{META_KEY}` metadata)"))
         })?;
-        let meta: Meta = serde_json::from_str(meta)
-            .map_err(|e| Error::file(path, format!("unreadable checkpoint state: {e}")))?;
-        if meta.format != MULTITASK_FORMAT {
-            return Err(Error::file(path, format!("checkpoint format {} is not {MULTITASK_FORMAT}: retrain, or use the softprompt that wrote it", meta.format)));
-        }
+        let meta = read_meta(path, meta)?;
         let mut tensors: BTreeMap<String, Tensors> = BTreeMap::new();
         for (k, t) in file.floats {
             let (task, name) = k.split_once('/').ok_or_else(|| {
@@ -127,4 +124,58 @@ impl MultiCheckpoint {
             .ok_or_else(|| Error::file(path, format!("holds no task `{name}`")))?;
         Ok(self.tasks.remove(i).1)
     }
+}
+
+/// The metadata as it was saved: each task's state as JSON, checked by `state_from_json`.
+#[derive(Deserialize)]
+struct RawMeta {
+    format: Value,
+    step: Value,
+    tasks: Vec<(String, Value)>,
+}
+
+/// The metadata, each number named when it is not one (a task's `step` of -1 was "invalid
+/// value: integer -1, expected u64"), and the run's step checked against its tasks' (the
+/// run's is the most any task took: an edited one was ignored).
+fn read_meta(path: &Path, text: &str) -> Result<Meta> {
+    let raw: RawMeta = serde_json::from_str(text)
+        .map_err(|e| Error::file(path, format!("unreadable checkpoint state: {e}")))?;
+    let count = |k: &str, x: &Value| {
+        x.as_u64().ok_or_else(|| {
+            Error::file(
+                path,
+                format!("the run's `{k}` is {x}: expected a non-negative integer"),
+            )
+        })
+    };
+    let (format, step) = (count("format", &raw.format)?, count("step", &raw.step)?);
+    if format != u64::from(MULTITASK_FORMAT) {
+        return Err(Error::file(path, format!("checkpoint format {format} is not {MULTITASK_FORMAT}: retrain, or use the softprompt that wrote it")));
+    }
+    let tasks = (raw.tasks.into_iter())
+        .map(|(n, v)| {
+            let state = state_from_json(path, v, &format!("task `{n}`'s state's"))?;
+            Ok((n, state))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let most = tasks.iter().map(|(_, t)| t.step).max().unwrap_or(0);
+    if step != most {
+        let steps: Vec<String> = (tasks.iter())
+            .map(|(n, t)| format!("{n} {}", t.step))
+            .collect();
+        return Err(Error::file(
+            path,
+            format!(
+                "the run's `step` is {step}, but its tasks took {} steps at most ({}): the \
+                 checkpoint was edited or is corrupt; train into a new --out",
+                most,
+                steps.join(", ")
+            ),
+        ));
+    }
+    Ok(Meta {
+        format: MULTITASK_FORMAT,
+        step,
+        tasks,
+    })
 }
