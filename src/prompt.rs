@@ -373,7 +373,7 @@ impl PromptTable {
         }
         if let Some(td) = cfg.get("token_dim").and_then(|v| v.as_u64()) {
             // a prefix row holds 2·num_layers blocks of token_dim
-            let blocks = cfg.get("num_layers").and_then(|v| v.as_u64()).unwrap_or(0);
+            let blocks = config_count(&cfg, "num_layers", &cfg_path)?.unwrap_or(0);
             let width = if prefix { td * 2 * blocks } else { td };
             if width as usize != d {
                 return Err(Error::file(
@@ -531,4 +531,19 @@ fn mean_rows(data: &[f32], d: usize, n: usize) -> Vec<f32> {
         }
     }
     acc.iter().map(|&a| (a / n.max(1) as f64) as f32).collect()
+}
+
+/// The count `key` of an adapter_config.json (`path`, for messages): None when absent or
+/// null, an error naming the value when it is not a non-negative integer (a `num_layers` of
+/// -1 or 1e30 was reported as 0).
+pub(crate) fn config_count(cfg: &Value, key: &str, path: &Path) -> Result<Option<u64>> {
+    match cfg.get(key).filter(|v| !v.is_null()) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            Error::file(
+                path,
+                format!("`{key}` is {v}: expected a non-negative integer"),
+            )
+        }),
+    }
 }

@@ -280,3 +280,23 @@ fn task_folder_messages_and_verbalizer_forms() {
         &["`verbalizer`", "[[label, word], ...]", s(&config)],
     );
 }
+
+/// An adapter_config.json `num_layers` of -1 or 1e30 was reported as "num_layers 0".
+#[test]
+fn adapter_num_layers_names_its_value() {
+    let dir = ScratchDir::new("adapter_num_layers");
+    let out = dir.path().join("out");
+    stdout_ok(&run(&single_args(&out, &["--method", "prefix"])));
+    let cfg = out.join("adapter_config.json");
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    for (value, shown) in [
+        (serde_json::json!(-1), "-1"),
+        (serde_json::json!(1e30), "1e+30"),
+    ] {
+        v["num_layers"] = value;
+        std::fs::write(&cfg, v.to_string()).expect("write");
+        let want = format!("`num_layers` is {shown}");
+        refused(&softprompt(&["inspect", s(&out)]), &[&want, s(&cfg)]);
+    }
+}

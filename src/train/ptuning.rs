@@ -222,7 +222,7 @@ pub fn adapter_prefix_spec(cfg: &Value, p: usize, path: &Path) -> Result<Option<
             )
         })?,
     };
-    let blocks = cfg.get("num_layers").and_then(|v| v.as_u64());
+    let blocks = crate::prompt::config_count(cfg, "num_layers", path)?;
     Ok(Some(PrefixSpec {
         p,
         placement,
