@@ -870,7 +870,9 @@ attention_bwd_dkdv_d128(bf16* __restrict__ dk,                // (B, Tk, Hkv, D)
 // The KV-cache decode step of generation (all three builds): one new query per batch row
 // against the first Tk rows of the caches, without any Tq x Tk storage.
 // out, q: (B, H, D); k, v: (B, Tmax, Hkv, D); key_mask: (B, Tmax) (0 = padded key). The query
-// sits at position Tk - 1 and so sees every cached key; alibi adds slope_h * (j - (Tk - 1)).
+// sits at position Tk - 1 and so sees every cached key; alibi adds slope_h * (j - (Tk - 1)), a
+// bias_table (num_buckets, H) adds T5's relative bias with buckets (2 * Tmax - 1) the lookup of a
+// (Tmax, Tmax) attention, of which the step is query row Tk - 1 (key j at j - (Tk - 1) + Tmax - 1).
 // grid (Hkv, B), block 128 (4 warps); each block serves the G = H / Hkv query heads of one
 // key/value head, so each cached row is read once per step, in chunks of DEC_KC keys with an
 // online softmax. Dynamic shared memory attn_decode_smem_bytes(G, D) (src/cuda/attention.rs).
@@ -883,6 +885,8 @@ attention_decode(act_t* __restrict__ out,            // (B, H, D)
                  const act_t* __restrict__ k,        // (B, Tmax, Hkv, D)
                  const act_t* __restrict__ v,        // (B, Tmax, Hkv, D)
                  const int* __restrict__ key_mask,   // (B, Tmax)
+                 const w_t* __restrict__ bias_table, // (num_buckets, H) or NULL
+                 const int* __restrict__ buckets,    // (2 * Tmax - 1) or NULL
                  int alibi, float scale, int B, int Tk, int Tmax, int H, int Hkv, int D) {
   extern __shared__ __align__(16) float dec_smem[];
   const int kvh = blockIdx.x, b = blockIdx.y, G = H / Hkv;
@@ -915,7 +919,10 @@ attention_decode(act_t* __restrict__ out,            // (B, H, D)
         for (int d = lane; d < D; d += 32) s += qs[g * D + d] * ld(k, kr + d);
         s = warp_sum(s);
         if (lane == 0) {
-          const float bias = alibi ? attn_alibi_slope(kvh * G + g, H) * static_cast<float>(j - (Tk - 1)) : 0.0f;
+          const int h = kvh * G + g;
+          const float bias = alibi ? attn_alibi_slope(h, H) * static_cast<float>(j - (Tk - 1))
+                             : bias_table != nullptr ? ld(bias_table, static_cast<long long>(buckets[j + Tmax - Tk]) * H + h)
+                                                     : 0.0f;
           ps[g * DEC_KC + jj] = vis ? s * scale + bias : __int_as_float(0xff800000);
         }
       }

@@ -1413,18 +1413,23 @@ fn prefix_case(
 
 /// The KV-cache decode step (kernels/attention.cu `attention_decode`) against the CPU
 /// reference: caches longer than the keys read (Tk < Tmax), left padding in row 1, one and
-/// several chunks of 64 keys, grouped heads, ALiBi, head dims 8 to 128.
+/// several chunks of 64 keys, grouped heads, head dims 8 to 128, and each bias (`bias_of`'s
+/// kinds: none, T5's relative bias through the (Tmax, Tmax) lookup, ALiBi).
 fn check_attention_decode(be: &CudaBackend) {
+    use softprompt::internals::backend::attention::bucket_lookup;
     let st = Store::of(be);
     let s = Pair::new(be);
     let mut rng = Rng::new(21);
-    // (B, Tk, Tmax, H, Hkv, D, alibi)
-    for (b, tk, tmax, h, hkv, d, alibi) in [
-        (2, 1, 4, 3, 3, 8, false),
-        (2, 29, 40, 6, 6, 8, true),
-        (3, 97, 97, 4, 2, 12, false),
-        (2, 130, 150, 5, 1, 64, true),
-        (1, 65, 70, 8, 2, 128, false),
+    // (B, Tk, Tmax, H, Hkv, D, bias kind)
+    for (b, tk, tmax, h, hkv, d, bias_kind) in [
+        (2, 1, 4, 3, 3, 8, 0),
+        (2, 29, 40, 6, 6, 8, 2),
+        (3, 97, 97, 4, 2, 12, 0),
+        (2, 130, 150, 5, 1, 64, 2),
+        (1, 65, 70, 8, 2, 128, 0),
+        (2, 1, 4, 3, 3, 8, 1),
+        (2, 29, 40, 4, 4, 8, 1),
+        (3, 130, 150, 6, 6, 64, 1),
     ] {
         let dims = softprompt::internals::backend::AttnDims {
             b,
@@ -1443,21 +1448,24 @@ fn check_attention_decode(be: &CudaBackend) {
             .map(|i| (i / tmax != 1 || i % tmax >= pads) as i32)
             .collect();
         let mask = s.ints(&mask);
+        // 32 buckets over a max distance of 128, as T5's decoder
+        let table = s.up(st.w, &randn(&mut rng, 32 * h, 1.0));
+        let lookup = s.ints(&bucket_lookup(tmax, tmax, false, 32, 128));
         let mut out = s.out(st.dt, b * h * d);
         let scale = 1.0 / (d as f64).sqrt();
-        let bias = alibi.then_some(AttnBias::Alibi);
+        let bias = bias_of(bias_kind, &table.0, &lookup.0);
         be.attention_decode(
             &mut out.0, &q.0, &k.0, &v.0, &mask.0, bias, scale, dims, tmax,
         )
         .unwrap();
-        let bias = alibi.then_some(AttnBias::Alibi);
+        let bias = bias_of(bias_kind, &table.1, &lookup.1);
         s.cpu
             .attention_decode(
                 &mut out.1, &q.1, &k.1, &v.1, &mask.1, bias, scale, dims, tmax,
             )
             .unwrap();
         s.check(
-            &format!("attention_decode B{b} Tk{tk} Tmax{tmax} H{h} Hkv{hkv} D{d} alibi={alibi}"),
+            &format!("attention_decode B{b} Tk{tk} Tmax{tmax} H{h} Hkv{hkv} D{d} bias {bias_kind}"),
             &out,
             st.attn,
         );

@@ -1141,10 +1141,12 @@ fn alibi_slopes_follow_bloom() {
     }
 }
 
-/// The decode step equals the last row of a causal attention over the same keys.
+/// The decode step equals the last row of a causal attention over the same keys: without a
+/// bias, with ALiBi, and with T5's relative bias (the decode step reads query row Tk − 1 of a
+/// (Tmax, Tmax) attention's lookup, the causal attention over Tk keys its own (1, Tk) one).
 #[test]
 fn attention_decode_matches_causal_attention() {
-    use softprompt::internals::cpu::attention_decode::attention_decode;
+    use softprompt::internals::cpu::attention_decode::{attention_decode, DecodeBias};
     let (b, tk, tmax, h, hkv, d) = (2, 9, 13, 6, 3, 8);
     let mut rng = Rng::new(66);
     let k = normals(&mut rng, b * tmax * hkv * d, 1.0);
@@ -1154,7 +1156,14 @@ fn attention_decode_matches_causal_attention() {
     let mask: Vec<i32> = (0..b * tmax)
         .map(|i| (i / tmax == 0 || i % tmax >= 2) as i32)
         .collect();
-    for alibi in [false, true] {
+    // 8 buckets, max distance 6: distances 0..9 span exact and logarithmic buckets
+    let table = normals(&mut rng, 8 * h, 1.0);
+    let lookup = bucket_lookup(tmax, tmax, false, 8, 6);
+    // the causal attention's own: key j at relative position j − (Tk − 1)
+    let own: Vec<i32> = (0..tk)
+        .map(|j| relative_position_bucket(j as i64 - (tk as i64 - 1), false, 8, 6) as i32)
+        .collect();
+    for kind in ["none", "alibi", "relative"] {
         let dims = AttnDims {
             b,
             tq: 1,
@@ -1163,8 +1172,22 @@ fn attention_decode_matches_causal_attention() {
             hkv,
             d,
         };
+        let (decode_bias, bias) = match kind {
+            "alibi" => (Some(DecodeBias::Alibi), Some(Bias::Alibi)),
+            "relative" => (
+                Some(DecodeBias::Relative(PositionBias {
+                    table: &table,
+                    buckets: &lookup[tmax - tk..tmax],
+                })),
+                Some(Bias::Relative(PositionBias {
+                    table: &table,
+                    buckets: &own,
+                })),
+            ),
+            _ => (None, None),
+        };
         let mut out = vec![f64::NAN; b * h * d];
-        attention_decode(&mut out, &q, &k, &v, &mask, alibi, 0.3, dims, tmax);
+        attention_decode(&mut out, &q, &k, &v, &mask, decode_bias, 0.3, dims, tmax);
         // the same through attention_fwd over the first Tk rows, query at the end
         let take = |x: &[f64]| -> Vec<f64> {
             (0..b)
@@ -1176,7 +1199,6 @@ fn attention_decode_matches_causal_attention() {
             .collect();
         let mut want = vec![f64::NAN; b * h * d];
         let mut lse = vec![0.0; b * h];
-        let bias = alibi.then_some(Bias::Alibi);
         attention_fwd(
             &mut want,
             &mut lse,
@@ -1190,7 +1212,7 @@ fn attention_decode_matches_causal_attention() {
             0.3,
             dims,
         );
-        assert_close(&format!("decode alibi={alibi}"), &out, &want, 1e-13);
+        assert_close(&format!("decode bias {kind}"), &out, &want, 1e-13);
     }
 }
 

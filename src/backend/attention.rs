@@ -250,12 +250,8 @@ fn shifted_lookup(
         .collect()
 }
 
-/// The decode step's own limits: one query, a cache that holds Tk rows, no relative bias.
-pub fn check_decode<Buf>(
-    dims: &AttnDims,
-    tmax: usize,
-    bias: Option<&AttnBias<'_, Buf>>,
-) -> crate::error::Result<()> {
+/// The decode step's own limits: one query, a cache that holds Tk rows.
+pub fn check_decode(dims: &AttnDims, tmax: usize) -> crate::error::Result<()> {
     dims.check_heads()?;
     if dims.tq != 1 || dims.tk == 0 || dims.tk > tmax {
         return Err(crate::error::Error::shape(
@@ -264,12 +260,14 @@ pub fn check_decode<Buf>(
             format!("Tq {} Tk {} Tmax {tmax}", dims.tq, dims.tk),
         ));
     }
-    if matches!(bias, Some(AttnBias::Relative(_))) {
-        return Err(crate::error::Error::Unsupported(
-            "attention_decode with a relative position bias (T5 decodes without a cache)".into(),
-        ));
-    }
     Ok(())
+}
+
+/// The length of the bucket lookup the decode step reads with a relative bias: that of a
+/// (Tmax, Tmax) attention, 2·Tmax − 1, whose query row Tk − 1 the step is (key j at index
+/// j − (Tk − 1) + Tmax − 1), so one lookup serves every step of a generation.
+pub fn decode_lookup_len(tmax: usize) -> usize {
+    (2 * tmax).saturating_sub(1)
 }
 
 op_family! {
@@ -316,8 +314,9 @@ op_family! {
         /// The KV-cache decode step: out (B, H, D) = attention of one new query per row,
         /// q (B, H, D), over the first Tk = `dims.tk` entries of the caches k, v (B, Tmax,
         /// Hkv, D) (`dims.tq` must be 1; the query sits at position Tk − 1 and so sees them
-        /// all), keys whose key_mask (B, Tmax) is 0 hidden. No relative bias (T5 does not
-        /// decode with a cache); ALiBi as in attention_fwd. Forward only.
+        /// all), keys whose key_mask (B, Tmax) is 0 hidden. ALiBi as in attention_fwd; T5's
+        /// relative bias reads its lookup as query row Tk − 1 of a (Tmax, Tmax) attention
+        /// (`decode_lookup_len`: the cache index is the position). Forward only.
         fn attention_decode(
             &self,
             out: &mut Self::Buf,

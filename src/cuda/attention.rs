@@ -131,12 +131,13 @@ fn cfg(tiles: usize, heads: usize, dims: &AttnDims, kind: usize) -> Result<Cfg> 
 }
 
 /// Device pointers of the bias table and bucket lookup (0, 0 without a table), with every
-/// bucket checked against the table's rows, and the ALiBi flag.
+/// bucket of the `lookup_len` the kernel reads checked against the table's rows, and the
+/// ALiBi flag.
 fn bias_args(
     bias: Option<AttnBias<'_, CudaBuf>>,
     weights: DType,
     dims: &AttnDims,
-    p: usize,
+    lookup_len: usize,
 ) -> Result<(u64, u64, i32)> {
     let bias = match bias {
         None => return Ok((0, 0, 0)),
@@ -144,10 +145,14 @@ fn bias_args(
         Some(AttnBias::Relative(bias)) => bias,
     };
     let table = arg(bias.table, "relative_attention_bias", weights, dims.h)?;
-    // the lookup spans the P prefix keys too
-    let (host, buckets) = ints(bias.buckets, "bias buckets", dims.tq + p + dims.tk - 1)?;
+    let (host, buckets) = ints(bias.buckets, "bias buckets", lookup_len)?;
     check_ids("bias buckets", host, bias.table.len() / dims.h.max(1))?;
     Ok((table, buckets, 0))
+}
+
+/// The lookup of a (Tq, Tk) attention behind P prefix keys: it spans them too.
+fn lookup_len(dims: &AttnDims, p: usize) -> usize {
+    dims.tq + p + dims.tk - 1
 }
 
 /// A prefix as the kernels take it: the table's device pointer (0 without one), P, the row
@@ -325,7 +330,8 @@ impl AttentionOps for CudaBackend {
         let mma = [k::ATTENTION_FWD_MMA, k::ATTENTION_FWD_MMA_D128];
         let (fwd, smem_kind) = pick(be.attn_fwd, store, d, (wmma, 0), mma, 3);
         let pre = prefix_args(be, prefix.as_ref(), &dims)?;
-        let (table, buckets, alibi) = bias_args(bias, be.weights(), &dims, pre.p)?;
+        let (table, buckets, alibi) =
+            bias_args(bias, be.weights(), &dims, lookup_len(&dims, pre.p))?;
         let args = Args::new()
             .ptr(arg(out, "attention out", store, b * tq * h * d)?)
             .ptr(arg(lse, "attention lse", DType::F32, b * h * tq)?)
@@ -403,7 +409,8 @@ impl AttentionOps for CudaBackend {
                 ))
             }
         };
-        let (table, buckets, alibi) = bias_args(bias, be.weights(), &dims, pre.p)?;
+        let (table, buckets, alibi) =
+            bias_args(bias, be.weights(), &dims, lookup_len(&dims, pre.p))?;
         let (q_len, kv_len) = (b * tq * h * d, b * tk * hkv * d);
         // every element is written by attention_bwd_dq before attention_bwd_dkdv reads it
         let delta = be.alloc(DType::F32, b * h * tq)?;
@@ -456,11 +463,11 @@ impl AttentionOps for CudaBackend {
     }
 
     // extern "C" __global__ void attention_decode(act_t* out, const act_t* q, const act_t* k,
-    //     const act_t* v, const int* key_mask, int alibi, float scale, int B, int Tk, int Tmax,
-    //     int H, int Hkv, int D);
+    //     const act_t* v, const int* key_mask, const w_t* bias_table, const int* buckets,
+    //     int alibi, float scale, int B, int Tk, int Tmax, int H, int Hkv, int D);
     /// out (B, H, D) from q (B, H, D) over the first Tk rows of the caches k, v (B, Tmax, Hkv,
-    /// D) and key_mask (B, Tmax). grid (Hkv, B), 128 threads, `decode_smem_bytes` of dynamic
-    /// shared memory.
+    /// D) and key_mask (B, Tmax), a relative bias's lookup (2·Tmax − 1). grid (Hkv, B), 128
+    /// threads, `decode_smem_bytes` of dynamic shared memory.
     #[allow(clippy::too_many_arguments)]
     fn attention_decode(
         &self,
@@ -478,7 +485,9 @@ impl AttentionOps for CudaBackend {
             b, tk, h, hkv, d, ..
         } = dims;
         check_dims(&dims)?;
-        crate::backend::attention::check_decode(&dims, tmax, bias.as_ref())?;
+        crate::backend::attention::check_decode(&dims, tmax)?;
+        let lookup = crate::backend::attention::decode_lookup_len(tmax);
+        let (table, buckets, alibi) = bias_args(bias, self.weights(), &dims, lookup)?;
         let smem = decode_smem_bytes(dims.group(), d);
         if smem > MAX_DYNAMIC_SMEM as usize || hkv > 65_535 || b > 65_535 {
             return Err(Error::shape(
@@ -488,7 +497,6 @@ impl AttentionOps for CudaBackend {
             ));
         }
         let store = self.store();
-        let alibi = matches!(bias, Some(AttnBias::Alibi)) as i32;
         let args = Args::new()
             .ptr(arg(out, "attention_decode out", store, b * h * d)?)
             .ptr(arg(q, "attention_decode q", store, b * h * d)?)
@@ -505,6 +513,8 @@ impl AttentionOps for CudaBackend {
                 b * tmax * hkv * d,
             )?)
             .ptr(ints(key_mask, "attention_decode key mask", b * tmax)?.1)
+            .ptr(table)
+            .ptr(buckets)
             .i32(alibi)
             .f32(scale as f32)
             .i32(int("batch", b)?)

@@ -180,3 +180,21 @@ impl<B: Backend> LmHead<'_, B> {
         Ok(out)
     }
 }
+
+/// Greedy decoding's pick: the index of the largest logit, the first on ties (0 when empty).
+pub(crate) fn argmax(xs: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        if xs.get(best).is_some_and(|&b| x > b) {
+            best = i;
+        }
+    }
+    best
+}
+
+/// log softmax(row)[i], in f64: the pick's log-probability.
+pub(crate) fn log_softmax_at(row: &[f32], i: usize) -> f64 {
+    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+    row.get(i).map_or(f64::NAN, |&x| x as f64 - lse)
+}

@@ -170,11 +170,20 @@ impl Task {
         };
         let none = no_prompt(be, params)?;
         let prompt = none.as_ref().unwrap_or(&params.prompt);
-        let limits = vec![self.spec.max_target_len.max(1); batch.tokens.b];
-        let ends = vec![self.eos_id; batch.tokens.b];
-        t5_greedy(be, m, prompt, &limits, &ends, self.pad_id, |labels, l| {
-            t5_inputs(be, model, m, params, &batch.tokens, labels, l)
-        })
+        let b = batch.tokens.b;
+        let limits = vec![self.spec.max_target_len.max(1); b];
+        let ends = vec![self.eos_id; b];
+        // the decoder's labels are the cache's to fill: one placeholder position
+        let inp = t5_inputs(
+            be,
+            model,
+            m,
+            params,
+            &batch.tokens,
+            &vec![self.pad_id; b],
+            1,
+        )?;
+        t5_greedy(be, m, prompt, &limits, &ends, &inp)
     }
 
     /// Whether this task's predictions are greedy decoding (free targets, or `--decode
@@ -242,59 +251,24 @@ pub(super) fn no_prompt<B: Backend>(be: &B, params: &Params<B>) -> Result<Option
         .transpose()
 }
 
-/// T5 greedy decoding of a batch of B rows, the decoder re-run over [start, generated...] at
-/// each step, the encoder once (over `prompt` (P, C) or the table (K, P, C) the inputs index):
-/// `inputs(labels, l)` gives the batch's inputs for decoder labels (B, L = l); row b stops
-/// after `limits[b]` tokens or its end token `ends[b]`; `pad` fills the labels past a row's
-/// tokens (never read: the decoder is causal). Returns each row's ids (ending with its end
-/// token when produced) and their summed log-probability.
+/// T5 greedy decoding of the batch of `inp` (B rows; its decoder labels unread): the encoder
+/// once, over `prompt` (P, C) or the table (K, P, C) the inputs index, then the decoder one
+/// token a step with a cache (`T5::greedy`); row b stops after `limits[b]` tokens or its end
+/// token `ends[b]`. Returns each row's ids and their summed log-probability.
 pub(super) fn t5_greedy<B: Backend>(
     be: &B,
     m: &T5<B>,
     prompt: &B::Buf,
     limits: &[usize],
     ends: &[i32],
-    pad: i32,
-    mut inputs: impl FnMut(&[i32], usize) -> Result<T5Inputs<B>>,
+    inp: &T5Inputs<B>,
 ) -> Result<Vec<(Vec<i32>, f32)>> {
-    let (b, v) = (limits.len(), m.cfg.vocab_size);
-    let mut acct = MemoryAccountant::new();
-    let mut out: Vec<(Vec<i32>, f32)> = vec![(Vec::new(), 0.0); b];
-    let mut done: Vec<bool> = limits.iter().map(|&n| n == 0).collect();
-    let mut enc_out = None;
-    for step in 0..limits.iter().copied().max().unwrap_or(0) {
-        if done.iter().all(|&d| d) {
-            break;
-        }
-        let l = step + 1;
-        // labels whose right shift is [start, generated...]
-        let mut labels = vec![pad; b * l];
-        for (row, (ids, _)) in labels.chunks_mut(l).zip(&out) {
-            if let Some(dst) = row.get_mut(..ids.len()) {
-                dst.copy_from_slice(ids);
-            }
-        }
-        let inp = inputs(&labels, l)?;
-        let enc = encoder_once(&mut enc_out, be, m, &mut acct, prompt, &inp)?;
-        let (dec_out, _acts) = m.decoder_fwd(be, &mut acct, enc, &inp, Recompute::Layer, None)?;
-        let idx: Vec<i32> = (0..b).map(|bi| (bi * l + step) as i32).collect();
-        let logits = m.lm_logits(be, &dec_out, &idx)?;
-        let rows = (logits.chunks(v.max(1)).zip(&mut out)).zip(&mut done);
-        for (bi, ((row, (ids, score)), done)) in rows.enumerate() {
-            if *done {
-                continue;
-            }
-            let best = argmax(row);
-            ids.push(best as i32);
-            *score += log_softmax_rows(row, v)
-                .get(best)
-                .copied()
-                .unwrap_or(f32::NAN);
-            *done = ends.get(bi) == Some(&(best as i32))
-                || ids.len() >= limits.get(bi).copied().unwrap_or(0);
-        }
+    if limits.iter().all(|&n| n == 0) {
+        return Ok(vec![(Vec::new(), 0.0); limits.len()]);
     }
-    Ok(out)
+    let mut acct = MemoryAccountant::new();
+    let (enc, _acts) = m.encoder_fwd(be, &mut acct, prompt, inp, Recompute::Layer, None)?;
+    m.greedy(be, &enc, inp, limits, ends)
 }
 
 /// T5's inputs for `tokens` and decoder `labels` (B, L) behind `params`: its prompt rows in

@@ -5,8 +5,8 @@
 //! the summed log-probability up to the last bits, of its prompt's own batch.
 //! T5 `seq2seq`: the encoder once per batch over the table (`T5Inputs::with_prompts`, a
 //! prefix job's prefix read from the group's stack, `mixed_prefix.rs`), then the
-//! decoder re-run over [start, generated...] every step for all rows together
-//! (`decode::t5_greedy`, the loop a single prompt's batch runs).
+//! decoder one token a step for all rows together, with a cache (`decode::t5_greedy`, the
+//! loop a single prompt's batch runs).
 //! Decoder-only `causal`: one left-padded batch with the KV cache
 //! (`Decoder::generate_mixed`), row b [pads][its P_b prompt rows][its tokens], the prompt
 //! directly before the row's first real token at positions 0.., as its own batch places it;
@@ -52,14 +52,15 @@ pub(super) fn predict_t5<B: Backend>(
             .collect();
         let ends: Vec<i32> = r.tasks.iter().map(|t| t.eos_id).collect();
         let tokens = &r.batch.tokens;
-        t5_greedy(be, m, &table, &limits, &ends, pad, |labels, l| {
-            let inp = t5::upload_inputs(be, &m.cfg, tokens, r.p, labels, l)?;
-            let inp = inp.with_prompts(be, &r.mix, tokens)?;
-            match &stack {
-                Some(st) => inp.with_prefix(be, &m.cfg, st.inputs(be, model, r.mix.idx)?),
-                None => Ok(inp),
-            }
-        })
+        // the decoder's labels are the cache's to fill: one placeholder position
+        let labels = vec![pad; tokens.b];
+        let inp = t5::upload_inputs(be, &m.cfg, tokens, r.p, &labels, 1)?;
+        let inp = inp.with_prompts(be, &r.mix, tokens)?;
+        let inp = match &stack {
+            Some(st) => inp.with_prefix(be, &m.cfg, st.inputs(be, model, r.mix.idx)?)?,
+            None => inp,
+        };
+        t5_greedy(be, m, &table, &limits, &ends, &inp)
     })
 }
 

@@ -17,6 +17,7 @@ use crate::backend::{AttnDims, Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::common::{linear, zeros, MixedPrompts, PromptRows, MAX_TOKENS};
+use crate::models::lm_head::{argmax, log_softmax_at};
 use crate::models::prefix::PrefixInputs;
 
 /// Where the prompt sits in a left-padded row.
@@ -510,22 +511,4 @@ impl<B: Backend> Decoder<B> {
         }
         self.last_logits(be, x, b)
     }
-}
-
-/// Index of the largest value, the first on ties.
-fn argmax(xs: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in xs.iter().enumerate() {
-        if x > xs[best] {
-            best = i;
-        }
-    }
-    best
-}
-
-/// log softmax(row)[i], in f64.
-fn log_softmax_at(row: &[f32], i: usize) -> f64 {
-    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let lse = m + row.iter().map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
-    row[i] as f64 - lse
 }

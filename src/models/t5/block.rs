@@ -1,7 +1,7 @@
 //! One block of either stack: its attention sub-layers and its feed-forward, each forward
 //! beside its backward, which runs the same ops in exact reverse.
 
-use super::weights::{T5AttnWeights, T5Stack, T5};
+use super::weights::{T5AttnWeights, T5BlockWeights, T5Stack, T5};
 use crate::backend::{AttnBias, AttnDims, Backend, BiasRef, DType, PrefixKv};
 use crate::error::Result;
 use crate::memory::MemoryAccountant;
@@ -57,6 +57,13 @@ impl<B: Backend> T5BlockActs<B> {
         }
         v
     }
+}
+
+/// What the feed-forward keeps for backward.
+pub(super) struct FfnActs<B: Backend> {
+    rstd: B::Buf,        // (N) F32 of the rms-norm
+    pre: B::Buf,         // (N, F) activation input (the gate when gated)
+    lin: Option<B::Buf>, // (N, F) the ungated branch
 }
 
 /// Where d of an attention's key and value input goes.
@@ -253,29 +260,16 @@ impl<B: Backend> T5<B> {
             }
             _ => (x1, None),
         };
-        // feed-forward: out = x2 + wo(act(wi_0 h) * wi_1 h) or x2 + wo(act(wi h))
         let ffn_in = x2;
         if save {
             hold(be, acct, format!("{}.{l}.ffn_in", ctx.name), &ffn_in);
         }
-        let (mut h, mut ffn_rstd) = (output(be, act, n * c)?, output(be, DType::F32, n)?);
-        be.rmsnorm_fwd(&mut h, &mut ffn_rstd, &ffn_in, &w.ffn_ln, n, c, eps)?;
-        let f = self.cfg.d_ff;
-        let ffn_pre = linear(be, acct, &h, &w.ffn.wi, None, n, c, f)?;
-        let ffn_lin = w
-            .ffn
-            .wi_1
-            .as_ref()
-            .map(|wi_1| linear(be, acct, &h, wi_1, None, n, c, f))
-            .transpose()?;
-        let mut g = output(be, act, n * f)?;
-        match &ffn_lin {
-            Some(lin) => be.gated_act_fwd(&mut g, &ffn_pre, lin, self.cfg.dense_act, n * f)?,
-            None => be.act_fwd(&mut g, &ffn_pre, self.cfg.dense_act, n * f)?,
-        }
-        let ffn_out = linear(be, acct, &g, &w.ffn.wo, None, n, f, c)?;
-        let mut out = output(be, act, n * c)?;
-        be.add_fwd(&mut out, &ffn_in, &ffn_out, n * c)?;
+        let (out, ffn) = self.ffn_fwd(be, acct, w, &ffn_in, n)?;
+        let FfnActs {
+            rstd: ffn_rstd,
+            pre: ffn_pre,
+            lin: ffn_lin,
+        } = ffn;
         if !save {
             return Ok((out, None));
         }
@@ -295,6 +289,42 @@ impl<B: Backend> T5<B> {
             }
         }
         Ok((out, Some(acts)))
+    }
+
+    /// The feed-forward sub-layer on its input x (N, C): out = x + wo(act(wi_0 h) * wi_1 h),
+    /// or x + wo(act(wi h)), h = rms(x); returns out (N, C) and what backward reads.
+    pub(super) fn ffn_fwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        w: &T5BlockWeights<B>,
+        x: &B::Buf,
+        n: usize,
+    ) -> Result<(B::Buf, FfnActs<B>)> {
+        let (c, f, act) = (self.cfg.d_model, self.cfg.d_ff, be.act_dtype());
+        let (mut h, mut rstd) = (output(be, act, n * c)?, output(be, DType::F32, n)?);
+        be.rmsnorm_fwd(
+            &mut h,
+            &mut rstd,
+            x,
+            &w.ffn_ln,
+            n,
+            c,
+            self.cfg.layer_norm_epsilon,
+        )?;
+        let pre = linear(be, acct, &h, &w.ffn.wi, None, n, c, f)?;
+        let lin = (w.ffn.wi_1.as_ref())
+            .map(|wi_1| linear(be, acct, &h, wi_1, None, n, c, f))
+            .transpose()?;
+        let mut g = output(be, act, n * f)?;
+        match &lin {
+            Some(lin) => be.gated_act_fwd(&mut g, &pre, lin, self.cfg.dense_act, n * f)?,
+            None => be.act_fwd(&mut g, &pre, self.cfg.dense_act, n * f)?,
+        }
+        let ffn_out = linear(be, acct, &g, &w.ffn.wo, None, n, f, c)?;
+        let mut out = output(be, act, n * c)?;
+        be.add_fwd(&mut out, x, &ffn_out, n * c)?;
+        Ok((out, FfnActs { rstd, pre, lin }))
     }
 
     /// dx (B, Tq, C) holds d block output on entry and d block input on exit (the residual

@@ -7,6 +7,7 @@
 //! (the inner width), F = d_ff, V vocab.
 
 mod block;
+mod generate;
 mod inputs;
 mod lm_head;
 mod stack;
@@ -14,6 +15,7 @@ mod step;
 mod weights;
 
 pub use block::{AttnActs, T5BlockActs};
+pub use generate::T5Cache;
 pub use inputs::{shift_right, upload_inputs, T5Inputs};
 pub use lm_head::lm_chunk_rows;
 pub use stack::StackActs;

@@ -41,7 +41,11 @@ impl<B: Backend> T5<B> {
     }
 
     /// The decoder's blocks: causal self-attention, and cross-attention over `enc_out`.
-    fn decoder_ctx<'a>(&'a self, inp: &'a T5Inputs<B>, enc_out: &'a B::Buf) -> StackCtx<'a, B> {
+    pub(super) fn decoder_ctx<'a>(
+        &'a self,
+        inp: &'a T5Inputs<B>,
+        enc_out: &'a B::Buf,
+    ) -> StackCtx<'a, B> {
         StackCtx {
             name: "decoder",
             stack: &self.decoder,
@@ -283,7 +287,20 @@ impl<B: Backend> T5<B> {
         recompute: Recompute,
         capture: Option<&mut Capture>,
     ) -> Result<(B::Buf, StackActs<B>)> {
-        let (b, l, c) = (inp.b, inp.l, self.cfg.d_model);
+        let y = self.decoder_embed(be, &inp.dec_ids, inp.b, inp.l)?;
+        let ctx = self.decoder_ctx(inp, enc_out);
+        self.stack_fwd(be, acct, y, ctx, Some(recompute), capture)
+    }
+
+    /// The decoder's input (B, L, C) = shared[dec_ids], dec_ids (B, L) I32.
+    pub(super) fn decoder_embed(
+        &self,
+        be: &B,
+        dec_ids: &B::Buf,
+        b: usize,
+        l: usize,
+    ) -> Result<B::Buf> {
+        let c = self.cfg.d_model;
         let no_prompt = zeros(be, DType::F32, 0)?;
         let mut y = zeros(be, be.act_dtype(), b * l * c)?;
         be.embedding_fwd(
@@ -292,7 +309,7 @@ impl<B: Backend> T5<B> {
             &self.shared,
             None,
             None,
-            &inp.dec_ids,
+            dec_ids,
             None,
             None,
             None,
@@ -302,8 +319,7 @@ impl<B: Backend> T5<B> {
             0,
             c,
         )?;
-        let ctx = self.decoder_ctx(inp, enc_out);
-        self.stack_fwd(be, acct, y, ctx, Some(recompute), capture)
+        Ok(y)
     }
 
     /// d encoder output from d decoder output (None: the encoder is frozen, and the
