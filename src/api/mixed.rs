@@ -25,8 +25,8 @@ impl Model {
     /// prompts mix too, each row reading its own prefix in every attention layer. Jobs that
     /// decode greedily (free targets, `--decode greedy`) share batches of their own: T5 rows
     /// decode together after one encoder pass, a decoder's rows generate in one left-padded
-    /// batch with the KV cache, each behind its own prompt and under its own job's limits (a
-    /// decoder's prefix-tuning jobs cannot generate, mixed or alone). The scores equal those
+    /// batch with the KV cache, each behind its own prompt (a prefix-tuning job's rows behind
+    /// their own prefix of the batch's stack) and under its own job's limits. The scores equal those
     /// of [`Model::predict`] on each job's rows alone within 1e-5 relative (the make-up of a
     /// batch changes the last bits), the generated tokens exactly. A row naming no job is an
     /// error naming the row.

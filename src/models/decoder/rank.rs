@@ -48,6 +48,8 @@ impl<B: Backend> Decoder<B> {
         mix: Option<&MixedPrompts>,
         prefix: Option<PrefixInputs<B>>,
     ) -> Result<RankPrefill<B>> {
+        // the row lengths below read the mask: a hand-made batch is checked first
+        batch.check()?;
         let (b, kvw, c) = (batch.b, self.cfg.kv_width(), self.cfg.hidden_size);
         let blocks = self.w.layers.len();
         let fronts = (mix.and_then(|m| m.lens)).map_or_else(|| vec![p; b], <[usize]>::to_vec);
