@@ -439,9 +439,15 @@ impl<B: Backend> Decoder<B> {
         Ok((out, ids))
     }
 
+    /// The id padding fills rows with: the pad token, else 0 (within the vocabulary; masked
+    /// wherever it stands).
+    pub(super) fn pad_id(&self) -> i32 {
+        (self.cfg.pad_token_id.unwrap_or(0)).min(self.cfg.vocab_size.saturating_sub(1)) as i32
+    }
+
     /// The ids (B, T) of `rows`, each right-padded to `t` with the pad token.
     pub(super) fn right_padded(&self, be: &B, rows: &[Vec<i32>], t: usize) -> Result<B::Buf> {
-        let pad_id = (self.cfg.pad_token_id.unwrap_or(0)).min(self.cfg.vocab_size - 1) as i32;
+        let pad_id = self.pad_id();
         let mut ids = Vec::with_capacity(rows.len() * t);
         for r in rows {
             ids.extend(r);

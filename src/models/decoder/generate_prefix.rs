@@ -72,9 +72,8 @@ impl<B: Backend> Decoder<B> {
         self.generate_plan(be, rows, &plan)
     }
 
-    /// Rejects a prefix of another block count, rows that do not match its stack, and a row
-    /// behind a prefix without tokens.
-    fn check_prefix(&self, prefix: &PrefixInputs<B>, rows: &[Vec<i32>]) -> Result<()> {
+    /// Rejects a prefix whose block count is not the layer count.
+    pub(super) fn check_prefix_blocks(&self, prefix: &PrefixInputs<B>) -> Result<()> {
         if prefix.blocks != self.w.layers.len() {
             return Err(Error::shape(
                 "prefix blocks (one per layer)",
@@ -82,6 +81,13 @@ impl<B: Backend> Decoder<B> {
                 prefix.blocks,
             ));
         }
+        Ok(())
+    }
+
+    /// Rejects a prefix of another block count, rows that do not match its stack, and a row
+    /// behind a prefix without tokens.
+    fn check_prefix(&self, prefix: &PrefixInputs<B>, rows: &[Vec<i32>]) -> Result<()> {
+        self.check_prefix_blocks(prefix)?;
         prefix.block(0).check_rows(rows.len())?;
         let empty =
             (rows.iter().enumerate()).find(|(bi, r)| r.is_empty() && prefix.row_len(*bi) > 0);

@@ -76,14 +76,7 @@ impl<B: Backend> Decoder<B> {
         }
         let mut inp = self.upload_mixed_inputs(be, batch, p, None, mix)?;
         if let Some(pre) = prefix {
-            if pre.blocks != blocks {
-                let want = format!("{blocks} blocks");
-                return Err(Error::shape(
-                    "prefix blocks (one per layer)",
-                    want,
-                    pre.blocks,
-                ));
-            }
+            self.check_prefix_blocks(&pre)?;
             inp = self.with_mixed_prefix(be, inp, pre, &pre_lens)?;
         }
         let lens: Vec<usize> = (real.iter().zip(&pre_lens)).map(|(r, l)| r + l).collect();
@@ -229,7 +222,7 @@ impl<B: Backend> Decoder<B> {
         t: usize,
     ) -> Result<(B::Buf, Vec<i32>, usize)> {
         let n = tg.len();
-        let pad = (self.cfg.pad_token_id.unwrap_or(0)).min(self.cfg.vocab_size - 1) as i32;
+        let pad = self.pad_id();
         let mut batch = TokenBatch {
             b: n,
             t,
