@@ -333,7 +333,8 @@ pub fn process_cpu_secs() -> Option<f64> {
 /// prompt row (a step of nothing was timed, exit 0), positions within the preset's table
 /// (BERT) or the engine's cap (a --seq of 10^9 took 8 GB before its error, a --prompt of
 /// 10^9 aborted on the allocation), a T5 or decoder target within the cap (a --target-len
-/// of 10^9 took 24 GB), and a known objective.
+/// of 10^9 took 24 GB), `--recompute mlp:K` within the preset's layers, and a known
+/// objective.
 pub fn check_workload(preset: &Preset, w: &Workload) -> Result<()> {
     for (flag, n) in [
         ("--batch", w.batch),
@@ -374,6 +375,12 @@ pub fn check_workload(preset: &Preset, w: &Workload) -> Result<()> {
                 w.target_len
             ),
         ));
+    }
+    // a gated decoder's mlp:K within its layers (the others refuse mlp as the step starts)
+    if let Preset::Decoder(c) = preset {
+        if !c.is_bloom() {
+            w.recompute.check_layers(c.num_layers)?;
+        }
     }
     if !matches!(w.objective.as_str(), "pet" | "mlm") {
         return Err(Error::arg(

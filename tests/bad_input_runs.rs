@@ -300,3 +300,35 @@ fn adapter_num_layers_names_its_value() {
         refused(&softprompt(&["inspect", s(&out)]), &[&want, s(&cfg)]);
     }
 }
+
+/// `--recompute mlp:K` with K past the model's layers ran as `mlp` (every layer) without a
+/// word; train, bench and profile refuse it naming K and the layer count, and K at the count
+/// still trains.
+#[test]
+fn recompute_mlp_layers_past_the_model_are_refused() {
+    let dir = ScratchDir::new("recompute_mlp_k");
+    let out = dir.path().join("out");
+    let causal = |k: &str| {
+        let mut args = common::tiny_pet_train_args(&fixture("llama"), &out);
+        args[8] = "causal".into();
+        args.extend([
+            "--recompute".into(),
+            format!("mlp:{k}"),
+            "--overwrite".into(),
+        ]);
+        args
+    };
+    refused(
+        &run(&causal("3")),
+        &["--recompute", "\"mlp:3\"", "the model has 2"],
+    );
+    assert!(!out.exists(), "a refused run wrote {}", out.display());
+    stdout_ok(&run(&causal("2")));
+    for cmd in ["bench", "profile"] {
+        let args = [cmd, "--preset", "llama-3.2-1b", "--recompute", "mlp:17"];
+        refused(
+            &softprompt(&args),
+            &["--recompute", "\"mlp:17\"", "the model has 16"],
+        );
+    }
+}

@@ -65,6 +65,7 @@ impl Model {
     ) -> Result<Vec<StepOutput>> {
         let recompute = self.recompute;
         on_engine!(&self.engine, |be, m| {
+            m.net.check_recompute(recompute)?;
             let steps = with_jobs(be, m, jobs, |mixed| {
                 train::mixed::step_mixed(be, m, mixed, rows, recompute)
             })?;

@@ -278,6 +278,7 @@ impl Model {
         let batch = task.inner.batch(&enc, &all)?;
         let recompute = self.recompute;
         on_engine!(&self.engine, |be, m| {
+            m.net.check_recompute(recompute)?;
             let params = bind(be, m, task, prompt)?;
             let mut grads = Grads::zeros(be, &params)?;
             let loss = task

@@ -331,8 +331,8 @@ pub struct WorkloadArgs {
     #[arg(long, default_value = "bf16")]
     pub precision: String,
     /// none (keep nonlinear state), mlp (none, less a decoder's gated-MLP up branch, recomputed
-    /// in backward: Llama family), mlp:K (mlp in the first K layers only; a K past the layer
-    /// count is every layer, as mlp) or layer (keep layer inputs, recompute each layer in
+    /// in backward: Llama family), mlp:K (mlp in the first K layers only, K from 1 to the
+    /// model's layer count) or layer (keep layer inputs, recompute each layer in
     /// backward)
     #[arg(long, default_value = "none")]
     pub recompute: String,

@@ -28,7 +28,7 @@ pub enum Recompute {
     /// (N, C)·(C, I) product per layer. Decoder-only models with a gated MLP (the Llama
     /// family) only.
     Mlp,
-    /// `Mlp` in the first K layers only (every layer when K reaches the layer count); the
+    /// `Mlp` in the first K layers only (K at most the layer count: `check_layers`); the
     /// others keep their up branch. Held bytes fall between `None`'s and `Mlp`'s, by N·I per
     /// layer, and backward recomputes K products instead of one per layer: the knob that fits
     /// the saved state to a memory budget at the least recomputation. Spelled `mlp:K`.
@@ -54,6 +54,21 @@ impl Recompute {
             Recompute::Mlp => true,
             Recompute::MlpLayers(k) => l < k,
             Recompute::None | Recompute::Layer => false,
+        }
+    }
+
+    /// `mlp:K` against a model of `layers` layers: a K past them is refused (it ran as `mlp`,
+    /// every layer, without a word), naming the flag, K and the layer count.
+    pub(crate) fn check_layers(self, layers: usize) -> Result<()> {
+        match self {
+            Recompute::MlpLayers(k) if k > layers => Err(Error::arg(
+                "--recompute",
+                format!(
+                    "\"mlp:{k}\" asks for the first {k} layers, but the model has {layers}: use \
+                     mlp:1 to mlp:{layers}, or mlp for every layer"
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 

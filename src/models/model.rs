@@ -169,6 +169,15 @@ impl<B: Backend> Model<B> {
         }
     }
 
+    /// `recompute` against this model: `mlp:K` within a gated decoder's layers (the other
+    /// models refuse `mlp` itself as their forward starts).
+    pub fn check_recompute(&self, recompute: Recompute) -> Result<()> {
+        match self {
+            Model::Llama(m) => recompute.check_layers(m.cfg.num_layers),
+            Model::Bert(_) | Model::T5(_) | Model::Bloom(_) => Ok(()),
+        }
+    }
+
     /// The decoder-only model behind `Bloom` and `Llama`, if this is one.
     pub fn decoder(&self) -> Option<&Decoder<B>> {
         match self {

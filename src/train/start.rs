@@ -208,6 +208,7 @@ pub(super) fn precheck<B: Backend>(
     cfg: &TrainConfig,
 ) -> Result<()> {
     cfg.validate()?;
+    model.net.check_recompute(cfg.recompute)?;
     check_placement(&cfg.method, model)?;
     // without a dev split nothing is evaluated during the run: these flags would do nothing
     if evals[0].is_none() {
