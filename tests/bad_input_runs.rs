@@ -198,16 +198,29 @@ fn task_init_flags_are_checked_against_each_task() {
         &run(&multi_args(&train, &out, &flags)),
         &["--init-vocab-first", "task(s) b"],
     );
-    for text in [
-        r#"{"b": {"init": "text"}}"#,
-        r#"{"b": {"init": "text", "init_text": ""}}"#,
+    // each names the file and its keys; `init: text` without its text said "--init text:
+    // needs --init-text", and an init beside prefix tuning "--init: task `b`" (no file)
+    for (text, needles) in [
+        (
+            r#"{"b": {"init": "text"}}"#,
+            &["`init` is \"text\": needs `init_text`"][..],
+        ),
+        (
+            r#"{"b": {"init": "text", "init_text": ""}}"#,
+            &["`init_text` (as --init-text): is \"\""],
+        ),
+        (
+            r#"{"b": {"method": "prefix", "init": "text", "init_text": "a b"}}"#,
+            &["`init` (as --init): applies to --method prompt"],
+        ),
     ] {
         std::fs::write(&config, text).expect("write");
         let flags = ["--task-config", s(&config), "--overwrite"];
-        refused(
+        let err = refused(
             &run(&multi_args(&train, &out, &flags)),
-            &["task \"b\"", s(&config), "init"],
+            &[&["task \"b\"", s(&config)][..], needles].concat(),
         );
+        assert!(!err.contains("invalid argument"), "{err}");
     }
 }
 

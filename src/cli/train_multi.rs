@@ -414,14 +414,47 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
                 (method.method()).map_err(|e| config_error(e, path, name, &t.config_keys, &tag))?,
             );
         }
+        let tag = format!("task \"{name}\" (--task-config {})", path.display());
         if init.is_some() || o.contains_key("init_text") {
             let kind = init.unwrap_or_else(|| a.init.clone());
-            let tag = format!("task \"{name}\" (--task-config {})", path.display());
             let own = PromptInit::from_flags(&kind, init_text, a.init_std, a.init_vocab_first);
-            t.init = Some(own.map_err(|e| config_error(e, path, name, &t.config_keys, &tag))?);
+            t.init = Some(own.map_err(|e| init_error(e, path, name, &t.config_keys, &tag))?);
         }
+        check_init_method(a, t).map_err(|e| config_error(e, path, name, &t.config_keys, &tag))?;
     }
     Ok(())
+}
+
+/// A task whose `--task-config` entry sets its init or its method: the init applies to that
+/// method (checked here, so that an error names the file and its key, not a flag).
+/// The command line's own, when it fails, is named where it is read (`run_config`).
+fn check_init_method(a: &Args, t: &TaskInput) -> Result<()> {
+    if t.init.is_none() && t.method.is_none() {
+        return Ok(());
+    }
+    let method = t.method.or_else(|| a.method.method().ok());
+    let init = t.init.clone().or_else(|| prompt_init(a).ok());
+    match (method, init) {
+        (Some(method), Some(init)) => method.check_init(&init),
+        _ => Ok(()),
+    }
+}
+
+/// `config_error`, and `init: text` without the text as the file's keys: from_flags names
+/// the command line's `--init text` and `--init-text`.
+fn init_error(e: Error, config: &Path, name: &str, keys: &[String], tag: &str) -> Error {
+    match &e {
+        Error::Arg { flag, .. } if flag == "--init text" && keys.iter().any(|k| k == "init") => {
+            Error::file(
+                config,
+                format!(
+                    "task \"{name}\": `init` is \"text\": needs `init_text`, the words the \
+                     prompt starts from (or --init-text, for every task)"
+                ),
+            )
+        }
+        _ => config_error(e, config, name, keys, tag),
+    }
 }
 
 /// A verbalizer as task.json writes it, `[[label, word], ...]`, as the JSON object

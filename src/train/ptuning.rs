@@ -14,6 +14,7 @@ use super::checkpoint::Checkpoint;
 use super::encoder::{EncoderSpec, HostEncoder};
 use crate::error::{Error, Result};
 use crate::models::{Placement, PrefixSpec};
+use crate::prompt::PromptInit;
 use crate::prompt_encoder::{kind_name, EncoderConfig, EncoderKind, ProjectionConfig};
 use crate::weights::write_safetensors;
 use serde_json::{json, Value};
@@ -70,6 +71,19 @@ impl Default for PTuning {
 }
 
 impl Method {
+    /// `init` applies to prompt tuning only: P-tuning's encoder and prefix tuning's table
+    /// start from N(0, 1) embeddings, as PEFT's do.
+    pub fn check_init(&self, init: &PromptInit) -> Result<()> {
+        if *self == Method::Prompt || matches!(init, PromptInit::Random { std } if *std == 1.0) {
+            return Ok(());
+        }
+        Err(Error::arg(
+            "--init",
+            "applies to --method prompt: P-tuning's encoder and prefix tuning's table start \
+             from N(0, 1) embeddings (PEFT's), so --init and --init-std stay at their defaults",
+        ))
+    }
+
     /// The settings in range, the error naming the flag.
     pub fn validate(&self) -> Result<()> {
         let pt = match self {

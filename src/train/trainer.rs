@@ -104,17 +104,7 @@ impl TrainConfig {
         }
         self.init.check_std()?;
         self.method.validate()?;
-        // P-tuning's rows come out of its encoder, whose embedding starts N(0, 1) as PEFT's,
-        // and a prefix (or its projection's embedding) starts N(0, 1) too
-        if self.method != Method::Prompt
-            && !matches!(self.init, PromptInit::Random { std } if std == 1.0)
-        {
-            return Err(Error::arg(
-                "--init",
-                "applies to --method prompt: P-tuning's encoder and prefix tuning's table start \
-                 from N(0, 1) embeddings (PEFT's), so --init and --init-std stay at their defaults",
-            ));
-        }
+        self.method.check_init(&self.init)?;
         self.optim.validate()
     }
 }
