@@ -6,7 +6,8 @@
 //! (argmax) and gives their summed log-probability within 1e-5. On the three T5 fixtures,
 //! behind a prompt (prompt tuning), a prefix under each placement, and a stack of two
 //! prefixes whose rows hide leading rows (mixed batches); three rows of different lengths,
-//! each under its own limit, then stopping at an end token met along the way.
+//! each under its own limit, then stopping at an end token met along the way, then rows long
+//! enough that the cache (P + `FIRST_STEPS` rows at first) doubles twice.
 
 mod common;
 
@@ -15,7 +16,7 @@ use softprompt::internals::backend::{Backend, DType};
 use softprompt::internals::closeness::{Closeness, SCALAR_FLOOR};
 use softprompt::internals::memory::MemoryAccountant;
 use softprompt::internals::models::prefix::{MixedPrefix, PrefixInputs};
-use softprompt::internals::models::t5::{self, T5Inputs, T5};
+use softprompt::internals::models::t5::{self, T5Inputs, FIRST_STEPS, T5};
 use softprompt::internals::models::{Model as Net, Placement, Recompute, TokenBatch};
 use softprompt::internals::rng::Rng;
 use softprompt::internals::train::Model;
@@ -203,7 +204,59 @@ fn check_fixture<B: Backend>(be: &B, name: &str) {
         }
         let stop_err = check_against_uncached(be, m, &batch, tuning, &table, &enc, &stopped, &what);
         worst = worst.max(stop_err);
+        // past 2·FIRST_STEPS + P rows: the cache grows twice (P ≤ 6 here)
+        let long = [2 * FIRST_STEPS + 9, 3, 2 * FIRST_STEPS + 1];
+        let grown = m.greedy(be, &enc, &inp, &long, &[-1; 3]).unwrap();
+        let long_err = check_against_uncached(be, m, &batch, tuning, &table, &enc, &grown, &what);
+        worst = worst.max(long_err);
         eprintln!("{what}: worst score rel err {worst:.2e}");
+    }
+}
+
+/// The cache starts at P + FIRST_STEPS rows and doubles when a step finds it full, up to P +
+/// the most tokens a row decodes; the tokens are greedy's.
+#[test]
+fn t5_decode_cache_grows_on_demand() {
+    check_growth(&softprompt::internals::CpuBackend::<f32>::new());
+}
+
+fn check_growth<B: Backend>(be: &B) {
+    let model = Model::load(be, &fixture("t5_v1_1")).unwrap();
+    let Net::T5(m) = &model.net else {
+        panic!("a T5 fixture")
+    };
+    let batch = rows(m.cfg.vocab_size);
+    let (p, steps) = (3, 2 * FIRST_STEPS + 9);
+    let tuning = Tuning::Stack(p);
+    let table = table(be, m, tuning, 7);
+    let inp = inputs(be, m, &batch, tuning, &table, &[0; 3], 1);
+    let none = be.zeros(DType::F32, 0).unwrap();
+    let mut acct = MemoryAccountant::new();
+    let (enc, _) = (m.encoder_fwd(be, &mut acct, &none, &inp, Recompute::Layer, None)).unwrap();
+    let mut cache = m.decode_start(be, &enc, &inp, steps).unwrap();
+    let mut caps = vec![cache.capacity()];
+    let mut next = vec![m.cfg.decoder_start_token_id as i32; 3];
+    let mut ids = vec![Vec::new(); 3];
+    for _ in 0..steps {
+        let logits = m.decode_step(be, &mut cache, &next).unwrap();
+        for (bi, row) in logits.chunks(m.cfg.vocab_size).enumerate() {
+            let best = (0..row.len()).fold(0, |a, j| if row[j] > row[a] { j } else { a });
+            next[bi] = best as i32;
+            ids[bi].push(best as i32);
+        }
+        caps.dedup();
+        caps.push(cache.capacity());
+    }
+    caps.dedup();
+    let full = p + FIRST_STEPS;
+    assert_eq!(
+        caps,
+        [full, 2 * full, p + steps],
+        "the cache's rows per batch row"
+    );
+    let greedy = m.greedy(be, &enc, &inp, &[steps; 3], &[-1; 3]).unwrap();
+    for (bi, (want, _)) in greedy.iter().enumerate() {
+        assert_eq!(&ids[bi], want, "row {bi}: the stepped tokens are greedy's");
     }
 }
 
@@ -225,4 +278,5 @@ fn t5_cached_greedy_equals_the_uncached_decoder_on_the_emu_device() {
     for name in ["t5_flan", "t5_v1_0", "t5_v1_1"] {
         check_fixture(&be, name);
     }
+    check_growth(&be);
 }

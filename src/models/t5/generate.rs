@@ -8,8 +8,13 @@
 //! Row b's self-attention cache is [P prefix rows][its tokens]: under prefix tuning the P
 //! rows are the layer's prefix block (row b's own prefix of a stack, its hidden leading rows
 //! masked), else P = 0. The cache index is then the position the uncached decoder gives every
-//! key (the prefix at 0..P-1, the tokens at P.., `T5Inputs::with_prefix`), so one (Tmax, Tmax)
+//! key (the prefix at 0..P-1, the tokens at P.., `T5Inputs::with_prefix`), so one (Cap, Cap)
 //! bucket lookup serves every step: step s is its query row P + s.
+//!
+//! The cache grows on demand: it holds Cap = P + `FIRST_STEPS` rows per batch row at first
+//! (at most Tmax, P + the most tokens a row decodes) and doubles, up to Tmax, when a step
+//! finds it full, its filled rows copied on the device (`widen`). Sized for Tmax up front, a
+//! t5-base batch of 64 under --max-target-len 8192 took ~19 GB of bf16 before its first token.
 
 use super::inputs::T5Inputs;
 use super::weights::{T5AttnWeights, T5};
@@ -20,10 +25,14 @@ use crate::memory::MemoryAccountant;
 use crate::models::common::{linear, output, zeros};
 use crate::models::lm_head::{argmax, log_softmax_at};
 
+/// The self-attention cache's rows per batch row at first, beside the prefix's: most
+/// generations end within them, and a longer one doubles the cache a few times.
+pub const FIRST_STEPS: usize = 64;
+
 /// One decoder layer's keys and values: its self-attention cache and its cross-attention's.
 struct LayerCache<B: Backend> {
-    k: B::Buf,       // (B, Tmax, A)
-    v: B::Buf,       // (B, Tmax, A)
+    k: B::Buf,       // (B, Cap, A)
+    v: B::Buf,       // (B, Cap, A)
     cross_k: B::Buf, // (B, T, A)
     cross_v: B::Buf, // (B, T, A)
 }
@@ -33,13 +42,20 @@ pub struct T5Cache<'a, B: Backend> {
     b: usize,
     /// P: the prefix rows in front of every row's tokens (0 without a prefix)
     p: usize,
-    /// the cache's rows per batch row: P + the most tokens a row decodes
+    /// the most rows a batch row's cache needs: P + the most tokens a row decodes
     tmax: usize,
+    /// the rows each batch row's cache holds now (P + `FIRST_STEPS` at first, at most Tmax)
+    cap: usize,
     /// tokens decoded so far
     step: usize,
     layers: Vec<LayerCache<B>>,
-    self_mask: B::Buf, // (B, Tmax) I32: 0 on the prefix rows a row hides
-    buckets: B::Buf,   // (2·Tmax − 1) I32: the causal lookup of a (Tmax, Tmax) attention
+    /// the prefix rows each batch row hides (B)
+    hidden: Vec<usize>,
+    self_mask: B::Buf, // (B, Cap) I32: 0 on the prefix rows a row hides
+    buckets: B::Buf,   // (2·Cap − 1) I32: the causal lookup of a (Cap, Cap) attention
+    /// T5's relative attention: its buckets and their largest distance
+    num_buckets: usize,
+    max_distance: usize,
     /// the encoder's key mask (B, T) I32 and T
     enc_mask: &'a B::Buf,
     t: usize,
@@ -76,6 +92,7 @@ impl<B: Backend> T5<B> {
             .collect();
         let p = decoder_prefix_rows(&blocks)?;
         let tmax = p + steps;
+        let cap = tmax.min(p + FIRST_STEPS);
         let host = match (p, &inp.prefix) {
             (1.., Some(pre)) => be.download(&pre.table)?,
             _ => Vec::new(),
@@ -86,35 +103,41 @@ impl<B: Backend> T5<B> {
             let (_, cw) = (w.cross.as_ref())
                 .ok_or_else(|| Error::Device("decoder block without cross-attention".into()))?;
             let mut cache = LayerCache {
-                k: zeros(be, be.act_dtype(), b * tmax * a)?,
-                v: zeros(be, be.act_dtype(), b * tmax * a)?,
+                k: zeros(be, be.act_dtype(), b * cap * a)?,
+                v: zeros(be, be.act_dtype(), b * cap * a)?,
                 cross_k: linear(be, &mut acct, enc_out, &cw.k, None, b * t, c, a)?,
                 cross_v: linear(be, &mut acct, enc_out, &cw.v, None, b * t, c, a)?,
             };
             if let Some(pre) = block {
-                prefix_into_cache(be, &mut cache, pre, &host, b, tmax, a)?;
+                prefix_into_cache(be, &mut cache, pre, &host, b, cap, a)?;
             }
             layers.push(cache);
         }
-        let hidden = |bi: usize| match blocks.first().copied().flatten().and_then(|pre| pre.rows) {
-            Some(rows) => rows.hidden.get(bi).copied().unwrap_or(0),
-            None => 0,
-        };
-        let self_mask: Vec<i32> = (0..b)
-            .flat_map(|bi| (0..tmax).map(move |r| (r >= hidden(bi)) as i32))
+        let hidden: Vec<usize> = (0..b)
+            .map(
+                |bi| match blocks.first().copied().flatten().and_then(|pre| pre.rows) {
+                    Some(rows) => rows.hidden.get(bi).copied().unwrap_or(0),
+                    None => 0,
+                },
+            )
             .collect();
-        let (nb, md) = (
+        let (num_buckets, max_distance) = (
             self.cfg.relative_attention_num_buckets,
             self.cfg.relative_attention_max_distance,
         );
+        let (self_mask, buckets) = lookups(be, &hidden, cap, num_buckets, max_distance)?;
         Ok(T5Cache {
             b,
             p,
             tmax,
+            cap,
             step: 0,
             layers,
-            self_mask: be.upload_i32(&self_mask)?,
-            buckets: be.upload_i32(&bucket_lookup(tmax, tmax, false, nb, md))?,
+            hidden,
+            self_mask,
+            buckets,
+            num_buckets,
+            max_distance,
             enc_mask: &inp.enc_mask,
             t,
         })
@@ -173,8 +196,11 @@ impl<B: Backend> T5<B> {
                 format!("the decoder cache holds {} tokens", cache.tmax - cache.p),
             ));
         }
+        if row >= cache.cap {
+            cache.grow(be, self.cfg.inner_dim())?;
+        }
         let mut x = self.decoder_embed(be, &be.upload_i32(tokens)?, b, 1)?;
-        let at: Vec<i32> = (0..b).map(|bi| (bi * cache.tmax + row) as i32).collect();
+        let at: Vec<i32> = (0..b).map(|bi| (bi * cache.cap + row) as i32).collect();
         let at = be.upload_i32(&at)?;
         let mut acct = MemoryAccountant::new();
         let bias = BiasRef {
@@ -191,7 +217,7 @@ impl<B: Backend> T5<B> {
                 mask: &cache.self_mask,
                 bias: Some(AttnBias::Relative(bias)),
                 tk: row + 1,
-                tmax: cache.tmax,
+                tmax: cache.cap,
             };
             let x1 = self.decode_attention(be, &mut acct, &w.attn_ln, &w.attn, &x, own, b)?;
             let memory = StepKv {
@@ -261,6 +287,66 @@ impl<B: Backend> T5<B> {
     }
 }
 
+impl<B: Backend> T5Cache<'_, B> {
+    /// The rows each batch row's self-attention cache holds now: P + `FIRST_STEPS` at first,
+    /// doubled (up to P + the most tokens a row decodes) each time a step finds it full.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Doubles the cache (at most Tmax rows per batch row): every layer's keys and values
+    /// (B, Cap, A) copied on the device into the first Cap rows of each batch row of the
+    /// larger one, the mask and the bucket lookup made again for it.
+    fn grow(&mut self, be: &B, a: usize) -> Result<()> {
+        let (b, cap) = (self.b, self.cap);
+        // called when a step's row reaches Cap, below Tmax: the wider cache holds it
+        let wider = (2 * cap).min(self.tmax);
+        let at: Vec<i32> = (0..b)
+            .flat_map(|bi| (0..cap).map(move |r| (bi * wider + r) as i32))
+            .collect();
+        let at = be.upload_i32(&at)?;
+        for lc in &mut self.layers {
+            lc.k = widen(be, &lc.k, &at, b * cap, b * wider, a)?;
+            lc.v = widen(be, &lc.v, &at, b * cap, b * wider, a)?;
+        }
+        self.cap = wider;
+        (self.self_mask, self.buckets) =
+            lookups(be, &self.hidden, wider, self.num_buckets, self.max_distance)?;
+        Ok(())
+    }
+}
+
+/// The self-attention's key mask (B, Cap) I32, 0 on the `hidden` (B) prefix rows each batch
+/// row hides, and the causal bucket lookup (2·Cap − 1) of a (Cap, Cap) attention.
+fn lookups<B: Backend>(
+    be: &B,
+    hidden: &[usize],
+    cap: usize,
+    num_buckets: usize,
+    max_distance: usize,
+) -> Result<(B::Buf, B::Buf)> {
+    let mask: Vec<i32> = (hidden.iter())
+        .flat_map(|&h| (0..cap).map(move |r| (r >= h) as i32))
+        .collect();
+    let lookup = bucket_lookup(cap, cap, false, num_buckets, max_distance);
+    Ok((be.upload_i32(&mask)?, be.upload_i32(&lookup)?))
+}
+
+/// `rows` rows (of `a`) of `src` in a zeroed buffer of `wider` rows, row i at `at[i]`: one
+/// scatter on the device (adding into zeros is writing).
+fn widen<B: Backend>(
+    be: &B,
+    src: &B::Buf,
+    at: &B::Buf,
+    rows: usize,
+    wider: usize,
+    a: usize,
+) -> Result<B::Buf> {
+    let mut out = zeros(be, be.act_dtype(), wider * a)?;
+    be.scatter_rows_bwd(&mut out, src, at, rows, a)?;
+    Ok(out)
+}
+
 /// P, the prefix rows of the decoder's self-attention: every layer reads a block of P rows
 /// (the cache puts them at the same positions), or none does (0).
 fn decoder_prefix_rows<Buf>(blocks: &[Option<PrefixKv<'_, Buf>>]) -> Result<usize> {
@@ -274,7 +360,7 @@ fn decoder_prefix_rows<Buf>(blocks: &[Option<PrefixKv<'_, Buf>>]) -> Result<usiz
 }
 
 /// Writes the prefix block `pre` into the first P rows of each batch row's self-attention
-/// cache (B, Tmax, A): row b's own prefix of a stack (its slot), from `host`, the prefix
+/// cache (B, Cap, A): row b's own prefix of a stack (its slot), from `host`, the prefix
 /// table (K·P, width) on the host, rounded to the activations' type as the attention op
 /// reads it.
 fn prefix_into_cache<B: Backend>(
@@ -283,7 +369,7 @@ fn prefix_into_cache<B: Backend>(
     pre: &PrefixKv<'_, B::Buf>,
     host: &[f32],
     b: usize,
-    tmax: usize,
+    cap: usize,
     a: usize,
 ) -> Result<()> {
     pre.check(a)?;
@@ -291,7 +377,7 @@ fn prefix_into_cache<B: Backend>(
     let p = pre.p;
     let slot = |bi: usize| pre.rows.and_then(|r| r.slot.get(bi).copied()).unwrap_or(0);
     let at: Vec<i32> = (0..b)
-        .flat_map(|bi| (0..p).map(move |r| (bi * tmax + r) as i32))
+        .flat_map(|bi| (0..p).map(move |r| (bi * cap + r) as i32))
         .collect();
     let at = be.upload_i32(&at)?;
     for (off, dst) in [(pre.k_off, &mut cache.k), (pre.v_off, &mut cache.v)] {

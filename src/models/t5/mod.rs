@@ -15,7 +15,7 @@ mod step;
 mod weights;
 
 pub use block::{AttnActs, T5BlockActs};
-pub use generate::T5Cache;
+pub use generate::{T5Cache, FIRST_STEPS};
 pub use inputs::{shift_right, upload_inputs, T5Inputs};
 pub use lm_head::lm_chunk_rows;
 pub use stack::StackActs;
