@@ -345,3 +345,54 @@ fn recompute_mlp_layers_past_the_model_are_refused() {
         );
     }
 }
+
+/// A saved causal prompt whose label targets cannot be told apart (written before the check,
+/// under `--target-end none`: one target begins another's, or one has no tokens) fails to
+/// load in predict, eval, a mixed predict and serve naming its task.json and the labels, not
+/// `--verbalizer`, which the user never passed.
+#[test]
+fn saved_causal_targets_that_cannot_score_name_task_json() {
+    let dir = ScratchDir::new("saved_dead_targets");
+    let run_dir = dir.path().join("run");
+    let model = fixture("bloom");
+    let mut args = common::tiny_pet_train_args(&model, &run_dir);
+    args[8] = "causal".into();
+    args.extend(["--target-end".into(), "none".into()]);
+    stdout_ok(&run(&args));
+    let task_json = run_dir.join("task.json");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&task_json).expect("read")).expect("json");
+    let data = dir.path().join("rows.jsonl");
+    std::fs::write(
+        &data,
+        "{\"text\": \"a b\", \"label\": \"positive\", \"prompt\": \"a\"}\n",
+    )
+    .expect("write");
+    let (r, d, m) = (s(&run_dir), s(&data), s(&model));
+    let (a, b) = (format!("a={r}"), format!("b={r}"));
+    let commands: [&[&str]; 4] = [
+        &["predict", "--prompt", r, "--data", d],
+        &["eval", "--prompt", r, "--data", d],
+        &["predict", "--prompt", &a, "--prompt", &b, "--data", d],
+        &["serve", "--model", m, "--prompt", &a, "--port", "0"],
+    ];
+    for (words, needle) in [
+        (["great", "great bad"], "begins the other's"),
+        (
+            ["", "bad"],
+            "label \"positive\": the target \"\" has no tokens",
+        ),
+    ] {
+        let mut edited = saved.clone();
+        edited["verbalizer"] = serde_json::json!([["positive", words[0]], ["negative", words[1]]]);
+        std::fs::write(&task_json, edited.to_string()).expect("write");
+        for cmd in commands {
+            let err = refused(&softprompt(cmd), &[s(&task_json), needle]);
+            assert!(err.contains("\"positive\""), "{cmd:?}: {err}");
+            assert!(
+                !err.contains("invalid argument --verbalizer"),
+                "{cmd:?}: {err}"
+            );
+        }
+    }
+}
