@@ -1,6 +1,6 @@
 // The forward attention on raw mma.sync (m16n8k16, kernels/mma.cuh), FlashAttention-2 style:
 // scores, softmax and probabilities never leave the registers. Part of attention.cu's bf16
-// build (included after its tile helpers: attn_key_tile, AttnPrefix, AttnSmem); the entry
+// build (after attention_tiles.cuh: attn_key_tile, AttnPrefix, AttnSmem); the entry
 // points attention_fwd_mma[_d128] are declared there. Same semantics, arguments, grid and
 // block as attention_fwd (ATTENTION.md); dynamic shared memory attn_smem_bytes(3, D): the Q,
 // K, V tiles and the small block, no staging.

@@ -1411,7 +1411,7 @@ fn prefix_case(
     .collect()
 }
 
-/// The KV-cache decode step (kernels/attention.cu `attention_decode`) against the CPU
+/// The KV-cache decode step (kernels/attention_decode.cu `attention_decode`) against the CPU
 /// reference: caches longer than the keys read (Tk < Tmax), left padding in row 1, one and
 /// several chunks of 64 keys, grouped heads, head dims 8 to 128, and each bias (`bias_of`'s
 /// kinds: none, T5's relative bias through the (Tmax, Tmax) lookup, ALiBi).

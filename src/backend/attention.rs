@@ -3,7 +3,8 @@
 //! never repeated), and a position bias computed inside the op: T5's relative bias read from
 //! the frozen (buckets, H) table, or ALiBi from the head index alone; nothing of size Tq×Tk
 //! is stored. Also the KV-cache decode step of generation. Reference src/cpu/attention.rs,
-//! kernels kernels/attention.cu (and attention_f32.cuh), launchers src/cuda/attention.rs.
+//! kernels kernels/attention.cu (and its headers) and attention_decode.cu, launchers
+//! src/cuda/attention.rs.
 //!
 //! Positions: query i and key j of a (Tq, Tk) attention sit at i + (Tk − Tq) and j, aligned at
 //! the end (the last query is the last key). With Tq = Tk that is i and j; with Tk > Tq the

@@ -1,6 +1,6 @@
 //! The KV-cache decode step of generation, the attention stem's third op (its trait in
-//! src/backend/attention.rs, kernel `attention_decode` in kernels/attention.cu): one new query
-//! per batch row over the first Tk rows of a (B, Tmax, Hkv, D) cache, forward only, with key
+//! src/backend/attention.rs, kernel `attention_decode` in kernels/attention_decode.cu): one new
+//! query per batch row over the first Tk rows of a (B, Tmax, Hkv, D) cache, forward only, with key
 //! padding, grouped-query heads, ALiBi or T5's relative bias.
 
 use super::attention_mask::PositionBias;

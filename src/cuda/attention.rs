@@ -1,13 +1,13 @@
-//! Launchers of kernels/attention.cu (reference: src/cpu/attention.rs), following the launch
-//! plan of kernels/ATTENTION.md: 128 threads per block, 64-row tiles, one (batch, head) pair
-//! per grid row (key/value heads for `attention_bwd_dkdv`), the D ≤ 64 or the D ≤ 128 entry
-//! points, and the dynamic shared memory of `attn_smem_bytes`. The bf16 build's forward and
-//! bwd_dq are the wmma kernels or, with `AttnKernel::Mma` (`SOFTPROMPT_ATTN_FWD=mma`,
-//! `SOFTPROMPT_ATTN_BWD_DQ=mma`), `attention_fwd_mma` and `attention_bwd_dq_mma` (raw
-//! mma.sync, the scores in registers). Backward adds into dq, dk, dv:
-//! `attention_bwd_dq` (which also writes the `delta` scratch), then `attention_bwd_dkdv`, on
-//! the same stream. The decode step, `attention_decode`, takes one block per (key/value head,
-//! batch row).
+//! Launchers of kernels/attention.cu and attention_decode.cu (reference: src/cpu/attention.rs),
+//! following the launch plan of kernels/ATTENTION.md: 128 threads per block, 64-row tiles, one
+//! (batch, head) pair per grid row (key/value heads for `attention_bwd_dkdv`), the D ≤ 64 or
+//! the D ≤ 128 entry points, and the dynamic shared memory of `attn_smem_bytes`. The bf16
+//! build's forward and bwd_dq are the wmma kernels or, with `AttnKernel::Mma`
+//! (`SOFTPROMPT_ATTN_FWD=mma`, `SOFTPROMPT_ATTN_BWD_DQ=mma`), `attention_fwd_mma` and
+//! `attention_bwd_dq_mma` (raw mma.sync, the scores in registers). Backward adds into dq, dk,
+//! dv: `attention_bwd_dq` (which also writes the `delta` scratch), then `attention_bwd_dkdv`,
+//! on the same stream. The decode step, `attention_decode`, takes one block per (key/value
+//! head, batch row).
 //!
 //! Prefix tuning: the kernels read a layer's P prefix keys and values in place from the F32
 //! prefix table (`PrefixKv`: a pointer, P, the row width and the two offsets), walking the
@@ -281,7 +281,7 @@ fn check_dims(dims: &AttnDims) -> Result<()> {
     dims.check_heads()
 }
 
-/// Keys per chunk of `attention_decode` (DEC_KC in kernels/attention.cu).
+/// Keys per chunk of `attention_decode` (DEC_KC in kernels/attention_decode.cu).
 const DECODE_CHUNK: usize = 64;
 
 /// Dynamic shared memory of `attention_decode`: the G queries and outputs (G, D), a chunk's
