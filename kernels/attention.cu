@@ -50,6 +50,8 @@ ATTN32_FWD(attention_fwd_mma)
 ATTN32_FWD(attention_fwd_mma_d128)
 ATTN32_BWD_DQ(attention_bwd_dq_mma)
 ATTN32_BWD_DQ(attention_bwd_dq_mma_d128)
+ATTN32_BWD_DKDV(attention_bwd_dkdv_mma)
+ATTN32_BWD_DKDV(attention_bwd_dkdv_mma_d128)
 #else
 #include "attention_tiles.cuh"
 #include "attention_wmma.cuh"
@@ -228,5 +230,33 @@ attention_bwd_dkdv_d128(bf16* __restrict__ dk,                // (B, Tk, Hkv, D)
                         int Hkv, int D, int P, int width, int k_off, int v_off) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
   attn_bwd_dkdv_body<8>(attn_smem, dk, dv, dprefix, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+}
+// attention_bwd_dkdv on raw mma.sync with S^T, dP^T, P^T and dS^T in registers
+// (attention_mma.cuh): the same arguments and grid, dynamic smem attn_smem_bytes(4, D).
+// SOFTPROMPT_ATTN_BWD_DKDV=mma. D <= 64:
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
+attention_bwd_dkdv_mma(bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dprefix,
+                       const bf16* __restrict__ dout, const bf16* __restrict__ q, const bf16* __restrict__ k,
+                       const bf16* __restrict__ v, const float* __restrict__ prefix,
+                       const int* __restrict__ prefix_slot, const int* __restrict__ prefix_hidden,
+                       const float* __restrict__ lse, const float* __restrict__ delta,
+                       const int* __restrict__ key_mask, const bf16* __restrict__ bias_table,
+                       const int* __restrict__ buckets, int alibi, int causal, float scale, int B, int Tq,
+                       int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off) {
+  extern __shared__ __align__(128) unsigned char attn_smem[];
+  attn_bwd_dkdv_mma_body<4, 4>(attn_smem, dk, dv, dprefix, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+}
+// 64 < D <= 128
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
+attention_bwd_dkdv_mma_d128(bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dprefix,
+                            const bf16* __restrict__ dout, const bf16* __restrict__ q, const bf16* __restrict__ k,
+                            const bf16* __restrict__ v, const float* __restrict__ prefix,
+                            const int* __restrict__ prefix_slot, const int* __restrict__ prefix_hidden,
+                            const float* __restrict__ lse, const float* __restrict__ delta,
+                            const int* __restrict__ key_mask, const bf16* __restrict__ bias_table,
+                            const int* __restrict__ buckets, int alibi, int causal, float scale, int B,
+                            int Tq, int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off) {
+  extern __shared__ __align__(128) unsigned char attn_smem[];
+  attn_bwd_dkdv_mma_body<8, 4>(attn_smem, dk, dv, dprefix, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
 }
 #endif  // SOFTPROMPT_ACT_F32

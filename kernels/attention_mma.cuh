@@ -27,12 +27,15 @@ __device__ __forceinline__ unsigned attn_ld_rows(const bf16* tile, int row, int 
   return static_cast<unsigned>(t[row * ld + col]) | static_cast<unsigned>(t[(row + 1) * ld + col]) << 16;
 }
 
-// s (16 x 64, 8 n8 tiles of C fragments) = the warp's Q rows (16 x Dp at Qw) times K^T.
-__device__ __forceinline__ void attn_mma_scores(float (&s)[8][4], const bf16* Qw, const bf16* Ks, int ldt,
+// s (16 x 8NN, NN n8 tiles of C fragments) = the warp's Q rows (16 x Dp at Qw) times K^T, K the
+// first 8NN rows at Ks (NN = 8: a whole tile of 64 keys). The backward's dkdv passes K as Qw and
+// Q as Ks: S^T.
+template <int NN>
+__device__ __forceinline__ void attn_mma_scores(float (&s)[NN][4], const bf16* Qw, const bf16* Ks, int ldt,
                                                 int NF) {
   const int lane = threadIdx.x & 31, g = lane >> 2, c2 = 2 * (lane & 3);
 #pragma unroll
-  for (int n = 0; n < 8; ++n)
+  for (int n = 0; n < NN; ++n)
 #pragma unroll
     for (int e = 0; e < 4; ++e) s[n][e] = 0.0f;
 #pragma unroll 1
@@ -41,7 +44,7 @@ __device__ __forceinline__ void attn_mma_scores(float (&s)[8][4], const bf16* Qw
     const unsigned a[4] = {attn_ld_pair(Qw, g, c, ldt), attn_ld_pair(Qw, g + 8, c, ldt),
                            attn_ld_pair(Qw, g, c + 8, ldt), attn_ld_pair(Qw, g + 8, c + 8, ldt)};
 #pragma unroll
-    for (int n = 0; n < 8; ++n) {
+    for (int n = 0; n < NN; ++n) {
       const unsigned kb[2] = {attn_ld_pair(Ks, n * 8 + g, c, ldt), attn_ld_pair(Ks, n * 8 + g, c + 8, ldt)};
       mma_bf16_16816(s[n], a, kb, s[n]);
     }
@@ -92,16 +95,17 @@ __device__ __forceinline__ void attn_mma_softmax(float (&s)[8][4], float (&m_run
   }
 }
 
-// o (the warp's 16 x Dp rows, NT = Dp / 8 n8 tiles of C fragments) += p (16 x 64, the score
-// fragments' layout) times Bs (64 x Dp, ld ldt: V, or K for dq), p rounded to bf16 A fragments
-// in registers: the C fragments of n8 tiles 2kk and 2kk + 1 are the A fragment of keys
-// 16kk .. 16kk + 15.
-template <int NTM>
-__device__ __forceinline__ void attn_mma_pb(float (&o)[NTM][4], const float (&p)[8][4], const bf16* Bs, int ldt,
+// o (the warp's 16 x Dp rows, NT = Dp / 8 n8 tiles of C fragments) += p (16 x 8NP, the score
+// fragments' layout) times Bs (8NP x Dp, ld ldt: V, or K for dq, dO and Q for dkdv), p rounded
+// to bf16 A fragments in registers: the C fragments of n8 tiles 2kk and 2kk + 1 are the A
+// fragment of keys 16kk .. 16kk + 15.
+template <int NTM, int NP>
+__device__ __forceinline__ void attn_mma_pb(float (&o)[NTM][4], const float (&p)[NP][4], const bf16* Bs, int ldt,
                                             int NT) {
+  static_assert(NP % 2 == 0, "p holds whole k16 tiles");
   const int lane = threadIdx.x & 31, g = lane >> 2, c2 = 2 * (lane & 3);
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
+  for (int kk = 0; kk < NP / 2; ++kk) {
     const unsigned a[4] = {attn_pack(p[2 * kk][0], p[2 * kk][1]), attn_pack(p[2 * kk][2], p[2 * kk][3]),
                            attn_pack(p[2 * kk + 1][0], p[2 * kk + 1][1]),
                            attn_pack(p[2 * kk + 1][2], p[2 * kk + 1][3])};
@@ -289,4 +293,136 @@ __device__ __forceinline__ void attn_bwd_dq_mma_body(unsigned char* attn_smem, b
   }
   const float one[2] = {1.0f, 1.0f};
   if (warp_live) attn_mma_write_rows<2 * NFM, true>(dq, acc, one, b, h, i0 + il, Tq, H, D);
+}
+
+// Adds the lane's elements of acc (a warp's rows row and row + 8, columns 8f + 2t and
+// 8f + 2t + 1, t = lane % 4) to those rows < P of the float prefix gradient (P, width), at
+// column off (one key/value head's keys or values of this layer).
+template <int NTM>
+__device__ __forceinline__ void attn_mma_add_prefix_rows(float* __restrict__ dst, const float (&acc)[NTM][4],
+                                                         int row, int P, int width, int off, int D) {
+  const int c2 = 2 * (threadIdx.x & 3);
+#pragma unroll
+  for (int r = 0; r < 2; ++r, row += 8) {
+    if (row >= P) continue;
+    float* out = dst + static_cast<size_t>(row) * width + off;
+#pragma unroll
+    for (int f = 0; f < NTM; ++f) {
+      const int c = f * 8 + c2;
+      if (c < D) out[c] += acc[f][2 * r];
+      if (c + 1 < D) out[c + 1] += acc[f][2 * r + 1];
+    }
+  }
+}
+
+// dk = dS^T q and dv = P^T dout as attention_bwd_dkdv computes them (the same grid, block
+// columns, batch-row walk and prefix gradient; attention_wmma.cuh), with S^T = K Q^T,
+// dP^T = V dO^T, P^T and dS^T in registers: a warp's 16 keys are the rows of its C fragments
+// (lane l: keys g = l / 4 and g + 8 of them), the queries their columns. dv += P^T dO and
+// dk += dS^T Q take P^T and dS^T as bf16 A fragments (attn_mma_pb, dO and Q read k-major), dk
+// and dv stay in registers for the whole walk. NQ: the n8 tiles of queries taken at a time (8: the
+// whole tile; 4: two halves, fewer live scores). grid (ceil(Tk / 64) + K * ceil(P / 64), Hkv, B),
+// block 128, dynamic smem attn_smem_bytes(4, D): K, V, Q, dO.
+template <int NFM, int NQ>
+__device__ __forceinline__ void attn_bwd_dkdv_mma_body(
+    unsigned char* attn_smem, bf16* __restrict__ dk, bf16* __restrict__ dv, float* __restrict__ dprefix,
+    const bf16* __restrict__ dout, const bf16* __restrict__ q, const bf16* __restrict__ k,
+    const bf16* __restrict__ v, AttnPrefix pre, const int* __restrict__ slot, const int* __restrict__ hidden,
+    const float* __restrict__ lse, const float* __restrict__ delta, const int* __restrict__ key_mask,
+    const bf16* __restrict__ bias_table, const int* __restrict__ buckets, int alibi, int causal, float scale,
+    int B, int Tq, int Tk, int H, int Hkv, int D) {
+  if (D < 1 || D > 16 * NFM) return;  // the launcher checks D and picks the entry point
+  const int Dp = attn_round16(D), NF = Dp / 16, ldt = Dp + 8;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, c2 = 2 * (lane & 3);
+  const int real_tiles = attn_tiles(Tk);
+  const bool is_pre = static_cast<int>(blockIdx.x) >= real_tiles;
+  if (is_pre && (blockIdx.z != 0 || dprefix == nullptr)) return;
+  const int kvh = blockIdx.y, bz = blockIdx.z, G = H / Hkv;
+  // a prefix block column: prefix s of the stack, its key tile j0
+  const int pcol = static_cast<int>(blockIdx.x) - real_tiles, ptiles = attn_tiles(pre.P);
+  const int s = is_pre ? pcol / ptiles : 0;
+  const int j0 = (is_pre ? pcol - s * ptiles : static_cast<int>(blockIdx.x)) * ATTN_BN;
+  // prefix s's P rows of the stack and of its gradient (s = 0: the one table)
+  pre.table += static_cast<size_t>(s) * pre.P * pre.width;
+  if (is_pre) dprefix += static_cast<size_t>(s) * pre.P * pre.width;
+  const int jl = warp * 16 + (lane >> 2);  // this lane's first key in the tile; jl + 8 the second
+
+  AttnSmem sm{attn_smem};
+  bf16* Ks = sm.take<bf16>(ATTN_BN * ldt * 2);
+  bf16* Vs = sm.take<bf16>(ATTN_BN * ldt * 2);
+  bf16* Qs = sm.take<bf16>(ATTN_BM * ldt * 2);
+  bf16* dOs = sm.take<bf16>(ATTN_BM * ldt * 2);
+  float* bias_s = sm.take<float>(128 * 4);
+  int* key_s = sm.take<int>(ATTN_BN * 4);
+  float* lse_s = sm.take<float>(ATTN_BM * 4);    // log2(e) * lse of the tile's queries
+  float* delta_s = sm.take<float>(ATTN_BM * 4);  // delta of the tile's queries
+
+  const int flag = attn_load_keys(Ks, Vs, key_s, k, v, pre, key_mask, is_pre, j0, bz, kvh, Tk, Hkv, D, Dp, ldt);
+  const bool any_key = __syncthreads_or(flag);
+  const bool warp_live = j0 + warp * 16 < (is_pre ? pre.P : Tk);
+  const bool key_live0 = key_s[jl] != 0, key_live1 = key_s[jl + 8] != 0;
+  const float sl2 = scale * ATTN_LOG2E;
+  float dk_acc[2 * NFM][4], dv_acc[2 * NFM][4];
+#pragma unroll
+  for (int f = 0; f < 2 * NFM; ++f)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk_acc[f][e] = dv_acc[f][e] = 0.0f;
+
+  // Causal: queries before j0 - (Tk - Tq) see none of these real keys (all see the prefix).
+  const int istart = (causal && any_key && !is_pre) ? max(0, j0 - (Tk - Tq)) / ATTN_BM * ATTN_BM : 0;
+  const int iend = any_key ? Tq : 0;
+  // the batch rows (this block's, or those reading prefix s), and in each the query heads
+  // that read this key/value head, one after the other
+  for (int b = is_pre ? attn_next_row(slot, s, 0, B) : bz; b < (is_pre ? B : bz + 1);
+       b = is_pre ? attn_next_row(slot, s, b + 1, B) : b + 1) {
+    // a prefix row hidden from batch row b is no key of it (always 0 for real keys)
+    const int hide = is_pre && hidden != nullptr ? hidden[b] : 0;
+    const bool live0 = key_live0 && j0 + jl >= hide, live1 = key_live1 && j0 + jl + 8 >= hide;
+    for (int h = kvh * G; h < (kvh + 1) * G; ++h)
+    for (int i0 = istart; i0 < iend; i0 += ATTN_BM) {
+      __syncthreads();
+      attn_load_tile(Qs, q, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
+      attn_load_tile(dOs, dout, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
+      attn_fill_bias(bias_s, bias_table, buckets, alibi, causal && !is_pre, i0, is_pre ? j0 : pre.P + j0, Tq,
+                     pre.P + Tk, H, h);
+      if (threadIdx.x < ATTN_BM) {
+        const int iq = i0 + threadIdx.x;
+        const size_t at = (static_cast<size_t>(b) * H + h) * Tq + iq;
+        lse_s[threadIdx.x] = iq < Tq ? lse[at] * ATTN_LOG2E : ATTN_NEG_INF;
+        delta_s[threadIdx.x] = iq < Tq ? delta[at] : 0.0f;
+      }
+      __syncthreads();
+      if (!warp_live) continue;
+
+#pragma unroll 1
+      for (int q0 = 0; q0 < ATTN_BM; q0 += 8 * NQ) {  // NQ n8 tiles of the tile's queries
+        float st[NQ][4], dpt[NQ][4];  // S^T, dP^T: 16 keys x 8NQ queries
+        attn_mma_scores(st, Ks + warp * 16 * ldt, Qs + q0 * ldt, ldt, NF);
+        attn_mma_scores(dpt, Vs + warp * 16 * ldt, dOs + q0 * ldt, ldt, NF);
+#pragma unroll
+        for (int n = 0; n < NQ; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int c = q0 + n * 8 + c2 + (e & 1), r = e >> 1;
+            const float l2 = lse_s[c];
+            const bool vis = (r ? live1 : live0) && l2 != ATTN_NEG_INF;  // causal: in the bias window
+            const float p = vis ? exp2f(st[n][e] * sl2 + bias_s[jl + 8 * r - c + ATTN_BM - 1] - l2) : 0.0f;
+            st[n][e] = p;                                   // P^T
+            dpt[n][e] = p * (dpt[n][e] - delta_s[c]) * scale;  // dS^T
+          }
+        attn_mma_pb(dv_acc, st, dOs + q0 * ldt, ldt, 2 * NF);
+        attn_mma_pb(dk_acc, dpt, Qs + q0 * ldt, ldt, 2 * NF);
+      }
+    }
+  }
+
+  if (!warp_live) return;
+  if (is_pre) {
+    attn_mma_add_prefix_rows(dprefix, dk_acc, j0 + jl, pre.P, pre.width, pre.k_off + kvh * D, D);
+    attn_mma_add_prefix_rows(dprefix, dv_acc, j0 + jl, pre.P, pre.width, pre.v_off + kvh * D, D);
+  } else {
+    const float one[2] = {1.0f, 1.0f};
+    attn_mma_write_rows<2 * NFM, true>(dk, dk_acc, one, bz, kvh, j0 + jl, Tk, Hkv, D);
+    attn_mma_write_rows<2 * NFM, true>(dv, dv_acc, one, bz, kvh, j0 + jl, Tk, Hkv, D);
+  }
 }

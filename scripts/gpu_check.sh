@@ -4,8 +4,8 @@
 # --device cuda` on every fixture in bf16 (generation in float32 only), on the harsh and the
 # P-tuning ones with --precision f32 at 1e-4 and on the 12 realistic ones with --precision
 # mixed at 1e-3,
-# the attention kernels on wmma and on raw mma.sync (SOFTPROMPT_ATTN_FWD and _BWD_DQ = wmma,
-# then = mma: per-kernel device time from `softprompt profile`, and a bench line with mma),
+# the attention kernels on wmma and on raw mma.sync (SOFTPROMPT_ATTN_FWD, _BWD_DQ and _BWD_DKDV =
+# wmma, then = mma: per-kernel device time from `softprompt profile`, and a bench line with mma),
 # and `softprompt bench` beside scripts/bench_torch.py on the same GPU. Writes
 # bench/results/<date>-<commit>.json plus a short table.
 #
@@ -122,9 +122,9 @@ try:
     rows = json.load(open(sys.argv[1]))["kernels"]
 except Exception as e:
     raise SystemExit(f"no NVRTC report: {e}")
-print(f"{'kernel':<26} {'file':<22} {'regs':>5} {'smem(B)':>8} {'stack':>6} {'spill st/ld':>12}")
+print(f"{'kernel':<28} {'file':<22} {'regs':>5} {'smem(B)':>8} {'stack':>6} {'spill st/ld':>12}")
 for r in rows:
-    print(f"{r['kernel']:<26} {r['file']:<22} {r['registers']:>5} {r['smem_bytes']:>8} {r['stack_bytes']:>6} "
+    print(f"{r['kernel']:<28} {r['file']:<22} {r['registers']:>5} {r['smem_bytes']:>8} {r['stack_bytes']:>6} "
           f"{str(r['spill_stores']) + '/' + str(r['spill_loads']):>12}")
 spills = [r["kernel"] + " (" + r["file"] + ")" for r in rows if r["spill_stores"] or r["spill_loads"]]
 print("spills: " + (", ".join(spills) if spills else "none") + f" ({len(rows)} kernels)")
@@ -225,11 +225,11 @@ PY
     fi
     : > "$out/attn_mma.txt"  # goes into the results file as "attn_mma"
     if step attn; then
-    # kernels/ATTENTION.md: attention_fwd and attention_bwd_dq (wmma, the default) against
-    # their mma twins (raw mma.sync, the scores in registers) on issue #16's Llama shape
-    # (D = 128, causal): the per-kernel device time of one profiled step with each, then one
-    # bench line with mma
-    echo "== attention: SOFTPROMPT_ATTN_FWD and SOFTPROMPT_ATTN_BWD_DQ = wmma vs mma"
+    # kernels/ATTENTION.md: attention_fwd, attention_bwd_dq and attention_bwd_dkdv (wmma, the
+    # default) against their mma twins (raw mma.sync, the scores in registers) on issue #16's
+    # Llama shape (D = 128, causal): the per-kernel device time of one profiled step with all
+    # three of each, then one bench line with mma
+    echo "== attention: SOFTPROMPT_ATTN_FWD, _BWD_DQ and _BWD_DKDV = wmma vs mma"
     local attn_spec="llama-3.2-3b --batch 4 --seq 768 --prompt 200 --target-len 256" attn_limit=90
     [ "$dry" = 1 ] && attn_spec="bert-base --batch 1 --seq 8 --prompt 2" attn_limit=120
     for kern in wmma mma; do
@@ -237,16 +237,17 @@ PY
             echo "skipped (the ${budget} s budget is spent): profile with $kern" | tee -a "$out/attn_mma.txt"
             continue
         fi
-        echo "-- SOFTPROMPT_ATTN_FWD=$kern SOFTPROMPT_ATTN_BWD_DQ=$kern: profile --preset $attn_spec" >> "$out/attn_mma.txt"
+        echo "-- SOFTPROMPT_ATTN_FWD=$kern SOFTPROMPT_ATTN_BWD_DQ=$kern SOFTPROMPT_ATTN_BWD_DKDV=$kern: profile --preset $attn_spec" >> "$out/attn_mma.txt"
         # shellcheck disable=SC2086
-        SOFTPROMPT_ATTN_FWD=$kern SOFTPROMPT_ATTN_BWD_DQ=$kern timeout "$attn_limit" "$bin" profile --preset $attn_spec --device "$dev" \
+        SOFTPROMPT_ATTN_FWD=$kern SOFTPROMPT_ATTN_BWD_DQ=$kern SOFTPROMPT_ATTN_BWD_DKDV=$kern \
+            timeout "$attn_limit" "$bin" profile --preset $attn_spec --device "$dev" \
             >> "$out/attn_mma.txt" 2>&1 || status=1
     done
     grep -E "^(-- |skipped|attention_(fwd|bwd))" "$out/attn_mma.txt"
     if (( SECONDS - start + attn_limit <= budget )); then
-        echo "-- SOFTPROMPT_ATTN_FWD=mma SOFTPROMPT_ATTN_BWD_DQ=mma: bench --preset $attn_spec" >> "$out/attn_mma.txt"
+        echo "-- SOFTPROMPT_ATTN_FWD=mma SOFTPROMPT_ATTN_BWD_DQ=mma SOFTPROMPT_ATTN_BWD_DKDV=mma: bench --preset $attn_spec" >> "$out/attn_mma.txt"
         # shellcheck disable=SC2086
-        SOFTPROMPT_ATTN_FWD=mma SOFTPROMPT_ATTN_BWD_DQ=mma timeout "$attn_limit" "$bin" bench --preset $attn_spec --device "$dev" --steps 3 --warmup 1 --json 2>> "$out/bench.err" | tee -a "$out/attn_mma.txt" || status=1
+        SOFTPROMPT_ATTN_FWD=mma SOFTPROMPT_ATTN_BWD_DQ=mma SOFTPROMPT_ATTN_BWD_DKDV=mma timeout "$attn_limit" "$bin" bench --preset $attn_spec --device "$dev" --steps 3 --warmup 1 --json 2>> "$out/bench.err" | tee -a "$out/attn_mma.txt" || status=1
     fi
     fi
     echo "== bench (softprompt vs PyTorch + PEFT, bf16, same GPU)"

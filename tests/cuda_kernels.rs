@@ -826,10 +826,10 @@ test_device!(
 test_device!(attention_decode, check_attention_decode);
 test_device!(rope, check_rope);
 
-/// The attention checks again in the bf16 build with the forward and `attention_bwd_dq` on raw
-/// `mma.sync` (`AttnKernel::Mma`, kernels/attention_mma.cuh), on the emulator and on GPU 0: the
-/// same references and tolerances.
-macro_rules! test_mma_forward {
+/// The attention checks again in the bf16 build with the forward, `attention_bwd_dq` and
+/// `attention_bwd_dkdv` on raw `mma.sync` (`AttnKernel::Mma`, kernels/attention_mma.cuh), on the
+/// emulator and on GPU 0: the same references and tolerances.
+macro_rules! test_mma {
     ($name:ident, $body:ident) => {
         mod $name {
             use softprompt::internals::cuda::attention::AttnKernel::Mma;
@@ -838,7 +838,7 @@ macro_rules! test_mma_forward {
             #[test]
             fn emu() {
                 let be = CudaBackend::emu().expect("emu device");
-                let be = be.with_attention_kernels(Mma, Mma);
+                let be = be.with_attention_kernels(Mma, Mma, Mma);
                 super::$body(&be);
                 super::assert_mma_ran(&be);
             }
@@ -847,7 +847,7 @@ macro_rules! test_mma_forward {
                 match softprompt::internals::cuda::probe_cuda() {
                     Ok(()) => {
                         let be = CudaBackend::cuda(0).expect("CUDA device");
-                        let be = be.with_attention_kernels(Mma, Mma);
+                        let be = be.with_attention_kernels(Mma, Mma, Mma);
                         super::$body(&be);
                         super::assert_mma_ran(&be);
                     }
@@ -858,22 +858,22 @@ macro_rules! test_mma_forward {
     };
 }
 
-test_mma_forward!(attention_mma, check_attention);
-test_mma_forward!(attention_prefix_mma, check_attention_prefix);
-test_mma_forward!(attention_prefix_rows_mma, check_attention_prefix_rows);
-test_mma_forward!(
+test_mma!(attention_mma, check_attention);
+test_mma!(attention_prefix_mma, check_attention_prefix);
+test_mma!(attention_prefix_rows_mma, check_attention_prefix_rows);
+test_mma!(
     attention_prefix_hiding_matters_mma,
     check_attention_prefix_hiding_matters
 );
 
-/// Every forward and bwd_dq of a check ran the mma kernels, none the wmma ones.
+/// Every forward, bwd_dq and bwd_dkdv of a check ran the mma kernels, none the wmma ones.
 fn assert_mma_ran(be: &CudaBackend) {
     let counts = be.launch_counts();
     let runs = |name: &str| {
         let n = |k: String| counts.iter().find(|(c, _)| *c == k).map_or(0, |c| c.1);
         n(name.to_string()) + n(format!("{name}_d128"))
     };
-    for wmma in ["attention_fwd", "attention_bwd_dq"] {
+    for wmma in ["attention_fwd", "attention_bwd_dq", "attention_bwd_dkdv"] {
         let mma = format!("{wmma}_mma");
         assert!(runs(&mma) > 0, "no {mma} ran");
         assert_eq!(runs(wmma), 0, "{wmma} ran");
@@ -895,10 +895,12 @@ fn every_kernel_is_exercised() {
         "attention_fwd_mma_d128",
         "attention_bwd_dq_mma",
         "attention_bwd_dq_mma_d128",
+        "attention_bwd_dkdv_mma",
+        "attention_bwd_dkdv_mma_d128",
     ];
     use softprompt::internals::cuda::attention::AttnKernel::Wmma;
     let bf16 = CudaBackend::emu().expect("emu device");
-    let bf16 = bf16.with_attention_kernels(Wmma, Wmma);
+    let bf16 = bf16.with_attention_kernels(Wmma, Wmma, Wmma);
     every_kernel_is_exercised_on(&bf16, &[&mma[..], &mixed_only].concat());
     // With float32 activations these are twins of the storage-typed kernels (add_inplace,
     // scale_inplace, linear_bias_fill), which the launchers call instead; and the float32

@@ -2,11 +2,12 @@
 //! following the launch plan of kernels/ATTENTION.md: 128 threads per block, 64-row tiles, one
 //! (batch, head) pair per grid row (key/value heads for `attention_bwd_dkdv`), the D ≤ 64 or
 //! the D ≤ 128 entry points, and the dynamic shared memory of `attn_smem_bytes`. The bf16
-//! build's forward and bwd_dq are the wmma kernels or, with `AttnKernel::Mma`
-//! (`SOFTPROMPT_ATTN_FWD=mma`, `SOFTPROMPT_ATTN_BWD_DQ=mma`), `attention_fwd_mma` and
-//! `attention_bwd_dq_mma` (raw mma.sync, the scores in registers). Backward adds into dq, dk,
-//! dv: `attention_bwd_dq` (which also writes the `delta` scratch), then `attention_bwd_dkdv`,
-//! on the same stream. The decode step, `attention_decode`, takes one block per (key/value
+//! build's forward, bwd_dq and bwd_dkdv are the wmma kernels or, with `AttnKernel::Mma`
+//! (`SOFTPROMPT_ATTN_FWD=mma`, `SOFTPROMPT_ATTN_BWD_DQ=mma`, `SOFTPROMPT_ATTN_BWD_DKDV=mma`),
+//! `attention_fwd_mma`, `attention_bwd_dq_mma` and `attention_bwd_dkdv_mma` (raw mma.sync, the
+//! scores in registers), each chosen on its own. Backward adds into dq, dk, dv:
+//! `attention_bwd_dq` (which also writes the `delta` scratch), then `attention_bwd_dkdv`, on
+//! the same stream. The decode step, `attention_decode`, takes one block per (key/value
 //! head, batch row).
 //!
 //! Prefix tuning: the kernels read a layer's P prefix keys and values in place from the F32
@@ -33,8 +34,8 @@ const TILE: usize = 64;
 /// 48 KB; an H200 allows 227 KB).
 pub const MAX_DYNAMIC_SMEM: u32 = 124_928;
 
-/// ATTENTION.md's formula: forward (kind 0), bwd_dq (1), bwd_dkdv (2), the mma forward (3) and
-/// bwd_dq (4).
+/// ATTENTION.md's formula: forward (kind 0), bwd_dq (1), bwd_dkdv (2), the mma forward (3), and
+/// the mma bwd_dq and bwd_dkdv (4).
 fn smem_bytes(kind: usize, d: usize) -> u32 {
     let tile = 64 * (d.div_ceil(16) * 16 + 8) * 2;
     let (stage, ops, small) = (4 * 16 * 68 * 4, 4 * 16 * 72 * 2, 2048);
@@ -62,10 +63,11 @@ fn entry_points(d: usize) -> Result<[KernelId; 3]> {
     }
 }
 
-/// Which kernel runs the bf16 build's attention forward, and which its `attention_bwd_dq`:
-/// `Wmma` (`attention_fwd`, `attention_bwd_dq`; the default until a device has timed the
-/// other) or `Mma` (`attention_fwd_mma`, `attention_bwd_dq_mma`: raw `mma.sync`, the scores in
-/// registers; kernels/ATTENTION.md). The float32 builds have one of each, whatever this says.
+/// Which kernel runs the bf16 build's attention forward, which its `attention_bwd_dq` and which
+/// its `attention_bwd_dkdv`: `Wmma` (`attention_fwd`, `attention_bwd_dq`, `attention_bwd_dkdv`;
+/// the default until a device has timed the other) or `Mma` (the same names with `_mma`: raw
+/// `mma.sync`, the scores in registers; kernels/ATTENTION.md). The float32 builds have one of
+/// each, whatever this says.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AttnKernel {
     #[default]
@@ -78,6 +80,8 @@ impl AttnKernel {
     pub const FWD_ENV: &'static str = "SOFTPROMPT_ATTN_FWD";
     /// The same for `attention_bwd_dq`.
     pub const BWD_DQ_ENV: &'static str = "SOFTPROMPT_ATTN_BWD_DQ";
+    /// The same for `attention_bwd_dkdv`.
+    pub const BWD_DKDV_ENV: &'static str = "SOFTPROMPT_ATTN_BWD_DKDV";
 
     /// From the environment variable `var`; any other value is an error naming it.
     pub fn from_env(var: &str) -> Result<Self> {
@@ -93,8 +97,8 @@ impl AttnKernel {
 }
 
 /// The kernel of `wmma` (an entry point of `entry_points`) and its shared-memory kind, or with
-/// `Mma` in the bf16 build the raw mma one for `d` (`mma_small` for D <= 64, `mma_wide` above)
-/// with `mma_kind`.
+/// `Mma` in the bf16 build the raw mma one for `d` (`mma[0]` for D <= 64, `mma[1]` above) with
+/// `mma_kind`.
 fn pick(
     which: AttnKernel,
     store: DType,
@@ -359,7 +363,7 @@ impl AttentionOps for CudaBackend {
     //     const float* lse, const float* delta, const int* key_mask, const w_t* bias_table,
     //     const int* buckets, int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
     //     int Hkv, int D, int P, int width, int k_off, int v_off);
-    // (the _d128 entry points: the same, for 64 < D <= 128)
+    // (the _d128 entry points: the same, for 64 < D <= 128; the _mma ones of both: the same)
     /// dq (B, Tq, H, D), dk, dv (B, Tk, Hkv, D) += their gradients from dout, q, k, v and the
     /// saved lse; dprefix (K·P, width) F32 += each prefix's, summed over the batch rows that
     /// read it (their hidden rows get nothing).
@@ -394,10 +398,12 @@ impl AttentionOps for CudaBackend {
             d,
         } = dims;
         check_dims(&dims)?;
-        let [_, wmma_dq, bwd_dkdv] = entry_points(d)?;
+        let [_, wmma_dq, wmma_dkdv] = entry_points(d)?;
         let store = be.store();
         let mma = [k::ATTENTION_BWD_DQ_MMA, k::ATTENTION_BWD_DQ_MMA_D128];
         let (bwd_dq, dq_kind) = pick(be.attn_bwd_dq, store, d, (wmma_dq, 1), mma, 4);
+        let mma = [k::ATTENTION_BWD_DKDV_MMA, k::ATTENTION_BWD_DKDV_MMA_D128];
+        let (bwd_dkdv, dkdv_kind) = pick(be.attn_bwd_dkdv, store, d, (wmma_dkdv, 2), mma, 4);
         let pre = prefix_args(be, prefix.as_ref(), &dims)?;
         let dprefix = match (dprefix, &prefix) {
             (Some(g), Some(pr)) => arg(g, "attention dprefix", DType::F32, pr.table_len())?,
@@ -457,7 +463,7 @@ impl AttentionOps for CudaBackend {
         let tiles = tk.div_ceil(TILE) + pre.k * pre.p.div_ceil(TILE);
         be.dev.launch(
             bwd_dkdv,
-            cfg(tiles, hkv, &dims, 2)?,
+            cfg(tiles, hkv, &dims, dkdv_kind)?,
             sizes(args, alibi, causal, scale, &dims, &pre)?,
         )
     }

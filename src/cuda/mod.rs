@@ -118,10 +118,11 @@ pub struct CudaBackend {
     /// the last mixed batch's prefix rows on the device (`attention::RowsCache`; boxed: the
     /// backend stays small beside the CPU one in `api::Engine`)
     attn_rows: Box<attention::RowsCache>,
-    /// the bf16 build's attention forward and bwd_dq kernels (`SOFTPROMPT_ATTN_FWD`,
-    /// `SOFTPROMPT_ATTN_BWD_DQ`, or `with_attention_kernels`)
+    /// the bf16 build's attention forward, bwd_dq and bwd_dkdv kernels (`SOFTPROMPT_ATTN_FWD`,
+    /// `SOFTPROMPT_ATTN_BWD_DQ`, `SOFTPROMPT_ATTN_BWD_DKDV`, or `with_attention_kernels`)
     attn_fwd: attention::AttnKernel,
     attn_bwd_dq: attention::AttnKernel,
+    attn_bwd_dkdv: attention::AttnKernel,
 }
 
 /// Ok when a GPU can be used (driver, device, NVRTC and cuBLAS present); else the reason,
@@ -146,6 +147,7 @@ impl CudaBackend {
             attn_rows: Default::default(),
             attn_fwd: attention::AttnKernel::from_env(attention::AttnKernel::FWD_ENV)?,
             attn_bwd_dq: attention::AttnKernel::from_env(attention::AttnKernel::BWD_DQ_ENV)?,
+            attn_bwd_dkdv: attention::AttnKernel::from_env(attention::AttnKernel::BWD_DKDV_ENV)?,
         })
     }
 
@@ -163,19 +165,22 @@ impl CudaBackend {
             attn_rows: Default::default(),
             attn_fwd: attention::AttnKernel::from_env(attention::AttnKernel::FWD_ENV)?,
             attn_bwd_dq: attention::AttnKernel::from_env(attention::AttnKernel::BWD_DQ_ENV)?,
+            attn_bwd_dkdv: attention::AttnKernel::from_env(attention::AttnKernel::BWD_DKDV_ENV)?,
         })
     }
 
-    /// The same backend with the bf16 build's attention forward and `attention_bwd_dq` set
-    /// (overriding `SOFTPROMPT_ATTN_FWD` and `SOFTPROMPT_ATTN_BWD_DQ`): for tests and
-    /// benchmarks of both kernels in one process.
+    /// The same backend with the bf16 build's attention forward, `attention_bwd_dq` and
+    /// `attention_bwd_dkdv` set (overriding `SOFTPROMPT_ATTN_FWD`, `SOFTPROMPT_ATTN_BWD_DQ` and
+    /// `SOFTPROMPT_ATTN_BWD_DKDV`): for tests and benchmarks of both sets in one process.
     pub fn with_attention_kernels(
         mut self,
         fwd: attention::AttnKernel,
         bwd_dq: attention::AttnKernel,
+        bwd_dkdv: attention::AttnKernel,
     ) -> Self {
         self.attn_fwd = fwd;
         self.attn_bwd_dq = bwd_dq;
+        self.attn_bwd_dkdv = bwd_dkdv;
         self
     }
 

@@ -31,14 +31,16 @@ DECLARE_KERNEL(attention_fwd_mma);
 DECLARE_KERNEL(attention_fwd_mma_d128);
 DECLARE_KERNEL(attention_bwd_dq_mma);
 DECLARE_KERNEL(attention_bwd_dq_mma_d128);
+DECLARE_KERNEL(attention_bwd_dkdv_mma);
+DECLARE_KERNEL(attention_bwd_dkdv_mma_d128);
 
 namespace {
 
 using bf16 = __nv_bfloat16;
 
-// Which forward and bwd_dq run_case launches: attention_fwd and attention_bwd_dq (wmma), or
-// attention_fwd_mma and attention_bwd_dq_mma (raw mma.sync).
-bool g_mma_forward = false;
+// Which kernels run_case launches: attention_fwd, attention_bwd_dq and attention_bwd_dkdv
+// (wmma), or attention_fwd_mma, attention_bwd_dq_mma and attention_bwd_dkdv_mma (raw mma.sync).
+bool g_mma = false;
 
 constexpr double kTolBf16 = 5e-3, kTolLse = 1e-5, kTolDelta = 1e-5;
 
@@ -48,7 +50,7 @@ size_t smem_bytes(int kind, int D) {
   const size_t dp = (D + 15) / 16 * 16;
   const size_t tile = 64 * (dp + 8) * 2, stage = 4 * 16 * 68 * 4, ops = 4 * 16 * 72 * 2, small = 2048;
   if (kind == 3) return 3 * tile + small;  // the mma forward
-  if (kind == 4) return 4 * tile + small;  // the mma bwd_dq
+  if (kind == 4) return 4 * tile + small;  // the mma bwd_dq and bwd_dkdv
   if (kind == 0) return 3 * tile + stage + ops + small;
   if (kind == 1) return 4 * tile + 2 * stage + ops + small;
   return 4 * tile + 2 * stage + 2 * ops + small;
@@ -205,25 +207,26 @@ Errors run_case(const Case& c, unsigned seed, Outputs* keep = nullptr) {
   const int* no_rows = nullptr;  // prefix_slot, prefix_hidden: one prefix (here none)
   float* no_dprefix = nullptr;
   const bool wide = D > 64;  // the _d128 entry points take 64 < D <= 128
-  const LaunchFn fwd = g_mma_forward ? (wide ? emu_launch_attention_fwd_mma_d128 : emu_launch_attention_fwd_mma)
+  const LaunchFn fwd = g_mma ? (wide ? emu_launch_attention_fwd_mma_d128 : emu_launch_attention_fwd_mma)
                                      : (wide ? emu_launch_attention_fwd_d128 : emu_launch_attention_fwd);
-  const LaunchFn bwd_dq = g_mma_forward ? (wide ? emu_launch_attention_bwd_dq_mma_d128 : emu_launch_attention_bwd_dq_mma)
+  const LaunchFn bwd_dq = g_mma ? (wide ? emu_launch_attention_bwd_dq_mma_d128 : emu_launch_attention_bwd_dq_mma)
                                         : (wide ? emu_launch_attention_bwd_dq_d128 : emu_launch_attention_bwd_dq);
-  const LaunchFn bwd_dkdv = wide ? emu_launch_attention_bwd_dkdv_d128 : emu_launch_attention_bwd_dkdv;
+  const LaunchFn bwd_dkdv = g_mma ? (wide ? emu_launch_attention_bwd_dkdv_mma_d128 : emu_launch_attention_bwd_dkdv_mma)
+                                  : (wide ? emu_launch_attention_bwd_dkdv_d128 : emu_launch_attention_bwd_dkdv);
   const dim3 block(kThreads), grid_q((Tq + kTile - 1) / kTile, H, B), grid_k((Tk + kTile - 1) / kTile, H, B);
-  int rc = launch(fwd, grid_q, block, smem_bytes(g_mma_forward ? 3 : 0, D), out.data(), lse.data(),
+  int rc = launch(fwd, grid_q, block, smem_bytes(g_mma ? 3 : 0, D), out.data(), lse.data(),
                   static_cast<const bf16*>(q.data()), static_cast<const bf16*>(k.data()),
                   static_cast<const bf16*>(v.data()), no_prefix, no_rows, no_rows,
                   static_cast<const int*>(c.mask.data()), table_p,
                   buckets_p, no_alibi, causal, scale, B, Tq, Tk, H, H, D, 0, 0, 0, 0);
   CHECK_MSG(rc == EMU_OK, "%s: attention_fwd: %s", c.name.c_str(), emu_last_error());
-  rc = launch(bwd_dq, grid_q, block, smem_bytes(g_mma_forward ? 4 : 1, D), dq.data(), delta.data(),
+  rc = launch(bwd_dq, grid_q, block, smem_bytes(g_mma ? 4 : 1, D), dq.data(), delta.data(),
               static_cast<const bf16*>(dout.data()), static_cast<const bf16*>(q.data()),
               static_cast<const bf16*>(k.data()), static_cast<const bf16*>(v.data()), no_prefix,
               no_rows, no_rows, static_cast<const float*>(lse.data()), static_cast<const int*>(c.mask.data()),
               table_p, buckets_p, no_alibi, causal, scale, B, Tq, Tk, H, H, D, 0, 0, 0, 0);
   CHECK_MSG(rc == EMU_OK, "%s: attention_bwd_dq: %s", c.name.c_str(), emu_last_error());
-  rc = launch(bwd_dkdv, grid_k, block, smem_bytes(2, D), dk.data(), dv.data(), no_dprefix,
+  rc = launch(bwd_dkdv, grid_k, block, smem_bytes(g_mma ? 4 : 2, D), dk.data(), dv.data(), no_dprefix,
               static_cast<const bf16*>(dout.data()), static_cast<const bf16*>(q.data()),
               static_cast<const bf16*>(k.data()), static_cast<const bf16*>(v.data()), no_prefix,
               no_rows, no_rows, static_cast<const float*>(lse.data()), static_cast<const float*>(delta.data()),
@@ -310,9 +313,9 @@ std::vector<Case> matrix() {
   return cases;
 }
 
-// Every case of matrix() through the kernels chosen by `mma` (g_mma_forward), against float64.
+// Every case of matrix() through the kernels chosen by `mma` (g_mma), against float64.
 void check_matrix(bool mma) {
-  g_mma_forward = mma;
+  g_mma = mma;
   const auto t0 = std::chrono::steady_clock::now();
   Errors worst;
   unsigned seed = 1000;
@@ -338,13 +341,14 @@ void check_matrix(bool mma) {
               "dk %.2e (floor %.2e) dv %.2e (floor %.2e)\n",
               matrix().size(), secs, worst.out, worst.floor_out, worst.lse, worst.delta, worst.dq, worst.floor_dq,
               worst.dk, worst.floor_dk, worst.dv, worst.floor_dv);
-  g_mma_forward = false;
+  g_mma = false;
 }
 
 TEST(attention_matches_float64_reference) { check_matrix(false); }
 
-// The forward and bwd_dq on raw mma.sync (attention_mma.cuh), the same cases and tolerances.
-TEST(attention_mma_forward_matches_float64_reference) { check_matrix(true); }
+// The forward, bwd_dq and bwd_dkdv on raw mma.sync (attention_mma.cuh), the same cases and
+// tolerances.
+TEST(attention_mma_matches_float64_reference) { check_matrix(true); }
 
 template <class T>
 bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
@@ -352,14 +356,16 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
 }
 
 // No atomics and no order-dependent sums: another block order (emulator seed) gives the same bits.
-TEST(attention_is_deterministic_across_block_orders) {
+void check_deterministic(bool mma) {
   const Case c{"deterministic", 2, 129, 97, 3, 64, false, 32, prefix_mask(97, {97, 50})};
   Outputs first, second;
+  g_mma = mma;
   emu_set_seed(7);
   run_case(c, 99, &first);
   emu_set_seed(8);
   run_case(c, 99, &second);
   emu_set_seed(1);
+  g_mma = false;
   CHECK(same_bits(first.out, second.out));
   CHECK(same_bits(first.lse, second.lse));
   CHECK(same_bits(first.delta, second.delta));
@@ -367,5 +373,8 @@ TEST(attention_is_deterministic_across_block_orders) {
   CHECK(same_bits(first.dk, second.dk));
   CHECK(same_bits(first.dv, second.dv));
 }
+
+TEST(attention_is_deterministic_across_block_orders) { check_deterministic(false); }
+TEST(attention_mma_is_deterministic_across_block_orders) { check_deterministic(true); }
 
 }  // namespace
