@@ -183,6 +183,50 @@ __device__ __forceinline__ unsigned attn_pack(float a, float b) {
   return *reinterpret_cast<unsigned*>(&p);
 }
 
+// The keys of a bwd_dkdv block: grid x runs over the ceil(Tk / 64) real key tiles, then
+// ceil(P / 64) tiles per prefix of the stack. is_pre: a prefix block, of prefix s (0 for real
+// keys), j0 its first key (a row of the prefix, or a real key). pre.table moves to prefix s's P
+// rows of the stack (s = 0: the one table) and, for a prefix block, dprefix to its gradient's.
+struct AttnKeyBlock {
+  bool is_pre;
+  int s, j0;
+};
+
+__device__ __forceinline__ AttnKeyBlock attn_key_block(AttnPrefix& pre, float* __restrict__& dprefix, int Tk) {
+  const int real_tiles = attn_tiles(Tk);
+  const bool is_pre = static_cast<int>(blockIdx.x) >= real_tiles;
+  const int pcol = static_cast<int>(blockIdx.x) - real_tiles, ptiles = attn_tiles(pre.P);
+  const int s = is_pre ? pcol / ptiles : 0;
+  const int j0 = (is_pre ? pcol - s * ptiles : static_cast<int>(blockIdx.x)) * ATTN_BN;
+  pre.table += static_cast<size_t>(s) * pre.P * pre.width;
+  if (is_pre) dprefix += static_cast<size_t>(s) * pre.P * pre.width;
+  return AttnKeyBlock{is_pre, s, j0};
+}
+
+// Query tile i0 of head h, batch row b, as the dkdv kernels read it against key tile j0 (of the
+// prefix rows when is_pre, P of them): Q and dO into 64 x ldt tiles, the bias window (the causal
+// mask on real keys only), and log2(e) * lse and delta of its 64 queries (-inf and 0 past Tq).
+// The caller's barrier follows.
+__device__ __forceinline__ void attn_load_query_tile(bf16* Qs, bf16* dOs, float* bias_s, float* lse_s,
+                                                     float* delta_s, const bf16* __restrict__ q,
+                                                     const bf16* __restrict__ dout, const float* __restrict__ lse,
+                                                     const float* __restrict__ delta,
+                                                     const bf16* __restrict__ bias_table,
+                                                     const int* __restrict__ buckets, int alibi, int causal,
+                                                     bool is_pre, int P, int i0, int j0, int b, int h, int Tq,
+                                                     int Tk, int H, int D, int Dp, int ldt) {
+  attn_load_tile(Qs, q, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
+  attn_load_tile(dOs, dout, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
+  attn_fill_bias(bias_s, bias_table, buckets, alibi, causal && !is_pre, i0, is_pre ? j0 : P + j0, Tq, P + Tk, H,
+                 h);
+  if (threadIdx.x < ATTN_BM) {
+    const int iq = i0 + threadIdx.x;
+    const size_t at = (static_cast<size_t>(b) * H + h) * Tq + iq;
+    lse_s[threadIdx.x] = iq < Tq ? lse[at] * ATTN_LOG2E : ATTN_NEG_INF;
+    delta_s[threadIdx.x] = iq < Tq ? delta[at] : 0.0f;
+  }
+}
+
 // The first batch row from b on that reads prefix s (b itself without slot: every row reads
 // the one prefix); B when none is left. Scanning in the loop's increment rather than skipping
 // rows in its body keeps attention_bwd_dkdv at 168 registers (a skip in the body, or one of

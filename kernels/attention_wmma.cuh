@@ -354,17 +354,10 @@ __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf1
   if (D < 1 || D > 16 * NFM) return;  // the launcher checks D and picks the entry point
   const int Dp = attn_round16(D), NF = Dp / 16, ldt = Dp + 8;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
-  const int real_tiles = attn_tiles(Tk);
-  const bool is_pre = static_cast<int>(blockIdx.x) >= real_tiles;
+  const AttnKeyBlock blk = attn_key_block(pre, dprefix, Tk);
+  const bool is_pre = blk.is_pre;
   if (is_pre && (blockIdx.z != 0 || dprefix == nullptr)) return;
-  const int kvh = blockIdx.y, bz = blockIdx.z, G = H / Hkv;
-  // a prefix block column: prefix s of the stack, its key tile j0
-  const int pcol = static_cast<int>(blockIdx.x) - real_tiles, ptiles = attn_tiles(pre.P);
-  const int s = is_pre ? pcol / ptiles : 0;
-  const int j0 = (is_pre ? pcol - s * ptiles : static_cast<int>(blockIdx.x)) * ATTN_BN;
-  // prefix s's P rows of the stack and of its gradient (s = 0: the one table)
-  pre.table += static_cast<size_t>(s) * pre.P * pre.width;
-  if (is_pre) dprefix += static_cast<size_t>(s) * pre.P * pre.width;
+  const int kvh = blockIdx.y, bz = blockIdx.z, G = H / Hkv, s = blk.s, j0 = blk.j0;
   const int jl = warp * 16 + r;  // this lane's key in the tile (with its partner lane)
 
   AttnSmem sm{attn_smem};
@@ -406,16 +399,8 @@ __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf1
     for (int h = kvh * G; h < (kvh + 1) * G; ++h)
     for (int i0 = istart; i0 < iend; i0 += ATTN_BM) {
       __syncthreads();
-      attn_load_tile(Qs, q, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
-      attn_load_tile(dOs, dout, nullptr, b, h, i0, Tq, H, D, Dp, ldt);
-      attn_fill_bias(bias_s, bias_table, buckets, alibi, causal && !is_pre, i0, is_pre ? j0 : pre.P + j0, Tq,
-                     pre.P + Tk, H, h);
-      if (threadIdx.x < ATTN_BM) {
-        const int iq = i0 + threadIdx.x;
-        const size_t at = (static_cast<size_t>(b) * H + h) * Tq + iq;
-        lse_s[threadIdx.x] = iq < Tq ? lse[at] * ATTN_LOG2E : ATTN_NEG_INF;
-        delta_s[threadIdx.x] = iq < Tq ? delta[at] : 0.0f;
-      }
+      attn_load_query_tile(Qs, dOs, bias_s, lse_s, delta_s, q, dout, lse, delta, bias_table, buckets, alibi,
+                           causal, is_pre, pre.P, i0, j0, b, h, Tq, Tk, H, D, Dp, ldt);
       __syncthreads();
       if (!warp_live) continue;
 
