@@ -432,6 +432,62 @@ fn check_embedding(be: &CudaBackend) {
     }
 }
 
+/// `copy_rows` between every pair of the storage type and float32: the named rows equal the
+/// source's rounded to the output's type (float32 data at full precision, so the rounding to
+/// bf16 is checked too), every other row keeps its value, and a row named twice is an error.
+fn check_copy_rows(be: &CudaBackend) {
+    let st = Store::of(be);
+    let s = Pair::new(be);
+    let mut rng = Rng::new(17);
+    let full =
+        |rng: &mut Rng, n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
+    for (n, r, m, c) in [
+        (129, 140, 7, 1),
+        (97, 13, 13, 12),
+        (7, 40, 29, 40),
+        (3, 5, 2, 2100),
+    ] {
+        for (out_dt, inp_dt) in [(st.dt, st.dt), (F32, st.dt), (st.dt, F32), (F32, F32)] {
+            let data = match inp_dt {
+                F32 => full(&mut rng, n * c),
+                _ => act_data(&st, &mut rng, n * c),
+            };
+            let inp = s.up(inp_dt, &data);
+            let src: Vec<i32> = (0..m).map(|_| rng.below(n as u64) as i32).collect();
+            let mut dst: Vec<i32> = (0..r as i32).collect();
+            rng.shuffle(&mut dst);
+            dst.truncate(m);
+            let (src, dst) = (s.ints(&src), s.ints(&dst));
+            let mut out = s.up(out_dt, &randn(&mut rng, r * c, 1.0));
+            be.copy_rows(&mut out.0, &inp.0, &src.0, &dst.0, m, c)
+                .unwrap();
+            s.cpu
+                .copy_rows(&mut out.1, &inp.1, &src.1, &dst.1, m, c)
+                .unwrap();
+            let got = be.download(&out.0).unwrap();
+            let want = s.cpu.download(&out.1).unwrap();
+            let want = match out_dt {
+                F32 => want,
+                _ => bf16_round(&want),
+            };
+            // a copy, rounded once: 1e-7, observed 0
+            let what = format!("copy_rows {out_dt:?} <- {inp_dt:?} N{n} R{r} M{m} C{c}");
+            assert_close(&what, &got, &want, 1e-7);
+        }
+    }
+    let (inp, mut out) = (s.up(F32, &[1.0; 4]), s.up(st.dt, &[0.0; 4]));
+    let (src, dst) = (s.ints(&[0, 1]), s.ints(&[3, 3]));
+    let e = be
+        .copy_rows(&mut out.0, &inp.0, &src.0, &dst.0, 2, 1)
+        .unwrap_err();
+    assert!(e.to_string().contains("written twice"), "{e}");
+    let e = s
+        .cpu
+        .copy_rows(&mut out.1, &inp.1, &src.1, &dst.1, 2, 1)
+        .unwrap_err();
+    assert!(e.to_string().contains("written twice"), "{e}");
+}
+
 fn check_rows(be: &CudaBackend) {
     let st = Store::of(be);
     let s = Pair::new(be);
@@ -811,6 +867,7 @@ test_device!(activation, check_activations);
 test_device!(elementwise, check_elementwise);
 test_device!(embedding, check_embedding);
 test_device!(rows, check_rows);
+test_device!(copy_rows, check_copy_rows);
 test_device!(loss, check_loss);
 test_device!(head, check_head);
 test_device!(matmul, check_linear);
@@ -902,10 +959,13 @@ fn every_kernel_is_exercised() {
     let bf16 = CudaBackend::emu().expect("emu device");
     let bf16 = bf16.with_attention_kernels(Wmma, Wmma, Wmma);
     every_kernel_is_exercised_on(&bf16, &[&mma[..], &mixed_only].concat());
-    // With float32 activations these are twins of the storage-typed kernels (add_inplace,
-    // scale_inplace, linear_bias_fill), which the launchers call instead; and the float32
-    // build's GEMM operands need no rounding at all.
+    // With float32 activations these are twins of the storage-typed kernels (copy_rows,
+    // add_inplace, scale_inplace, linear_bias_fill), which the launchers call instead; and the
+    // float32 build's GEMM operands need no rounding at all.
     let twins = [
+        "copy_rows_to_f32",
+        "copy_rows_from_f32",
+        "copy_rows_f32",
         "add_inplace_f32",
         "scale_inplace_f32",
         "linear_bias_fill_f32",
@@ -926,6 +986,7 @@ fn every_kernel_is_exercised_on(be: &CudaBackend, unused: &[&str]) {
         check_elementwise,
         check_embedding,
         check_rows,
+        check_copy_rows,
         check_loss,
         check_head,
         check_linear,

@@ -61,6 +61,7 @@ macro_rules! op_family {
 
 pub mod activation;
 pub mod attention;
+pub mod copy_rows;
 pub mod elementwise;
 pub mod embedding;
 pub mod head;
@@ -78,6 +79,7 @@ pub use activation::{Act, ActivationOps};
 pub use attention::{
     alibi_slope, prefix_rows, AttentionOps, AttnBias, AttnDims, BiasRef, PrefixKv, PrefixRows,
 };
+pub use copy_rows::CopyRowsOps;
 pub use elementwise::ElementwiseOps;
 pub use embedding::{check_ids, check_prompt_lens, EmbeddingOps};
 pub use head::HeadOps;
@@ -118,6 +120,7 @@ backend_union!(
     LossOps,
     HeadOps,
     RowOps,
+    CopyRowsOps,
     ElementwiseOps,
     OptimizerOps,
 );

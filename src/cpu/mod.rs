@@ -9,6 +9,7 @@ pub mod attention_decode;
 pub mod attention_mask;
 mod attention_ops;
 pub mod cblas;
+pub mod copy_rows;
 pub mod elementwise;
 pub mod embedding;
 pub mod gemm_path;

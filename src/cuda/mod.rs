@@ -19,6 +19,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod copy_rows;
 pub mod device;
 pub mod elementwise;
 pub mod embedding;
