@@ -15,6 +15,7 @@
 
 use crate::backend::{Backend, DType, PrefixKv, PrefixRows};
 use crate::error::{Error, Result};
+use std::ops::Range;
 use std::str::FromStr;
 
 /// Where the prefix blocks go (module doc).
@@ -139,6 +140,44 @@ impl<B: Backend> PrefixInputs<B> {
     pub fn row_len(&self, bi: usize) -> usize {
         let hidden = self.rows.as_ref().and_then(|r| r.hidden.get(bi).copied());
         self.p - hidden.unwrap_or(0).min(self.p)
+    }
+
+    /// The table rows batch row `bi` reads: the end of its slot's P (the one prefix's
+    /// without `rows`), less the leading rows it hides.
+    pub fn visible_rows(&self, bi: usize) -> Range<usize> {
+        let slot = self.rows.as_ref().and_then(|r| r.slot.get(bi).copied());
+        let end = (slot.unwrap_or(0) + 1) * self.p;
+        end - self.row_len(bi)..end
+    }
+
+    /// Copies each batch row's visible rows (`visible_rows`) into `store` on the device, cast
+    /// to the store's type (the activations' or F32): batch row b's from store row `at[b]` on.
+    /// The store's rows are whole table rows (`part` None, N·2·Hkv·D wide) or one block's
+    /// keys or values (`part` Some((block, 0 keys | 1 values)), Hkv·D wide).
+    pub fn copy_visible(
+        &self,
+        be: &B,
+        store: &mut B::Buf,
+        at: &[usize],
+        part: Option<(usize, usize)>,
+    ) -> Result<()> {
+        // (source, store) rows, a source row `unit` rows of the store's width
+        let (unit, off, c) = match part {
+            None => (1, 0, self.width()),
+            Some((block, half)) => (2 * self.blocks, 2 * block + half, self.kv_width),
+        };
+        let (mut src, mut dst) = (Vec::new(), Vec::new());
+        for (bi, &first) in at.iter().enumerate() {
+            for (j, r) in self.visible_rows(bi).enumerate() {
+                src.push((r * unit + off) as i32);
+                dst.push((first + j) as i32);
+            }
+        }
+        if src.is_empty() {
+            return Ok(());
+        }
+        let (src, dst, m) = (be.upload_i32(&src)?, be.upload_i32(&dst)?, dst.len());
+        be.copy_rows(store, &self.table, &src, &dst, m, c)
     }
 
     /// The row width, N · 2 · Hkv · D.

@@ -105,7 +105,7 @@ impl<B: Backend> Decoder<B> {
     /// The prefill behind prefixes: one forward over the rows right-padded to P + T (row b
     /// [its P_b prompt rows][its n_b tokens][pads], positions from its L_b on; the pads after
     /// its tokens, which no real token sees), the caches filled as the left-padded layout `lay`
-    /// says: row b's prefix keys and values (block l of the table, straight from the host) in
+    /// says: row b's prefix keys and values (block l of the table, cast on the device) in
     /// front of its P_b + n_b rows, at its pads' end; its pad rows in the slots in front (its
     /// pads, masked; `Layout::new`'s `min_s0` leaves room for them). Returns the caches and the
     /// logits (B, V) at each row's last token.
@@ -117,7 +117,7 @@ impl<B: Backend> Decoder<B> {
         rows: &[Vec<i32>],
         lay: &Layout,
     ) -> Result<(Vec<LayerCache<B>>, Vec<f32>)> {
-        let (b, c, p, kvw) = (lay.b, self.cfg.hidden_size, plan.p, self.cfg.kv_width());
+        let (b, c, p) = (lay.b, self.cfg.hidden_size, plan.p);
         let t = rows.iter().map(Vec::len).max().unwrap_or(0);
         let s = p + t;
         let ids = self.right_padded(be, rows, t)?;
@@ -155,28 +155,11 @@ impl<B: Backend> Decoder<B> {
                 (0..s).map(move |i| (at + if i < nb { front + i } else { i - nb }) as i32)
             })
             .collect();
-        // row b's prefix rows: the stack's rows it does not hide, at its pads' end
-        let (mut src, mut prefix_at) = (Vec::new(), Vec::new());
-        for (bi, &l) in pre_lens.iter().enumerate() {
-            let first = stack_row(pre, bi) + (pre.p - l);
-            src.extend(first..first + l);
-            let at = bi * lay.tmax + lay.pads[bi];
-            prefix_at.extend((at..at + l).map(|x| x as i32));
-        }
-        let prefix_at = be.upload_i32(&prefix_at)?;
-        let host = be.download(&pre.table)?; // (K·L, blocks · 2 · kvw)
+        // row b's prefix rows (the stack's rows it does not hide) at its pads' end
+        let prefix_at: Vec<usize> = (0..b).map(|bi| bi * lay.tmax + lay.pads[bi]).collect();
         let (x, caches) = self.prefill_layers(be, x, &inp, &to_cache, lay, |l, cache| {
-            for (half, dst) in [(0, &mut cache.k), (1, &mut cache.v)] {
-                let off = (2 * l + half) * kvw;
-                let at = |r: usize| r * pre.width() + off;
-                let block: Vec<f32> = (src.iter())
-                    .flat_map(|&r| host.get(at(r)..at(r) + kvw).unwrap_or_default())
-                    .copied()
-                    .collect();
-                let block = be.upload(be.act_dtype(), &block)?;
-                be.scatter_rows_bwd(dst, &block, &prefix_at, src.len(), kvw)?;
-            }
-            Ok(())
+            pre.copy_visible(be, &mut cache.k, &prefix_at, Some((l, 0)))?;
+            pre.copy_visible(be, &mut cache.v, &prefix_at, Some((l, 1)))
         })?;
         let last: Vec<i32> = (real.iter().enumerate())
             .map(|(bi, &n)| (bi * s + n.saturating_sub(1)) as i32)
@@ -185,12 +168,6 @@ impl<B: Backend> Decoder<B> {
         be.gather_rows(&mut h, &x, &be.upload_i32(&last)?, b, c)?;
         Ok((caches, self.last_logits(be, h, b)?))
     }
-}
-
-/// The first row of batch row `bi`'s prefix in the table: its slot's in a stack, else 0.
-fn stack_row<B: Backend>(pre: &PrefixInputs<B>, bi: usize) -> usize {
-    let slot = pre.rows.as_ref().and_then(|r| r.slot.get(bi).copied());
-    slot.unwrap_or(0) * pre.p
 }
 
 /// A copy of `pre` for the prefill's inputs, which own theirs.

@@ -4,13 +4,16 @@
 //! those keys and values as a per-row prefix: the stack of the rows' caches
 //! (B·Ls, N·2·Hkv·D) F32, row b's L_b + P_b + n_b rows (its prefix-tuning prefix's, its
 //! prompt's, its tokens') at the end of its slot of Ls rows, the leading ones hidden
-//! (`PrefixRows`). The attention op places each row's prefix keys right before its first real
-//! key, and the continuation's positions start at the row's own length, so ALiBi and RoPE read
-//! every target token where the full forward over [prompt][tokens][target] reads it
-//! (`target_losses`): K labels cost one forward over the rows and K over the targets, not K
-//! over both. The keys are stored rotated (as the op reads a prefix's keys: unrotated by it).
-//! The first target token is predicted by the prefill's last position, the others by the
-//! continuation's.
+//! (`PrefixRows`), written on the device (`copy_rows` casts the activations to F32). The
+//! attention op places each row's prefix keys right before its first real key, and the
+//! continuation's positions start at the row's own length, so ALiBi and RoPE read every target
+//! token where the full forward over [prompt][tokens][target] reads it (`target_losses`): K
+//! labels cost one forward over the rows and K over the targets, not K over both. The B·K
+//! targets run in chunks of rows that together span no more positions than the prefill did
+//! (or fewer, `RankPrefill::set_chunk_rows`), so memory does not grow with K; every chunk
+//! reads the same stack. The keys are stored rotated (as the op reads a prefix's keys:
+//! unrotated by it). The first target token is predicted by the prefill's last position, the
+//! others by the continuation's.
 
 use super::layer::{Keep, Kept};
 use super::weights::Decoder;
@@ -19,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::common::{zeros, MixedPrompts, TokenBatch};
 use crate::models::prefix::{MixedPrefix, Placement, PrefixInputs};
+use std::ops::Range;
 
 /// A batch's rows run once for rank classification: their keys and values, which every
 /// label's continuation reads, and the state that predicts a target's first token.
@@ -33,6 +37,25 @@ pub struct RankPrefill<B: Backend> {
     first: Vec<bool>,
     /// (B, C) the final norm's output at row b's last position
     last: B::Buf,
+    /// B·S, the prefill's positions: a continuation chunk spans no more by default
+    positions: usize,
+    /// the most targets one continuation chunk runs, when set (`set_chunk_rows`)
+    chunk: Option<usize>,
+}
+
+impl<B: Backend> RankPrefill<B> {
+    /// Runs `rank_losses`' continuation `rows` targets at a time at most (1 at least), in
+    /// place of as many as span the prefill's positions.
+    pub fn set_chunk_rows(&mut self, rows: usize) {
+        self.chunk = Some(rows.max(1));
+    }
+
+    /// The targets one continuation chunk runs when each spans `t` positions: as set, else
+    /// as many as fit in the prefill's positions, and B at least.
+    fn chunk_rows(&self, t: usize) -> usize {
+        let fit = (self.positions / t.max(1)).max(self.lens.len());
+        self.chunk.unwrap_or(fit).max(1)
+    }
 }
 
 impl<B: Backend> Decoder<B> {
@@ -72,6 +95,8 @@ impl<B: Backend> Decoder<B> {
                 lens: vec![0; b],
                 first: vec![false; b],
                 last: zeros(be, be.act_dtype(), b * c)?,
+                positions: 0,
+                chunk: None,
             });
         }
         let mut inp = self.upload_mixed_inputs(be, batch, p, None, mix)?;
@@ -90,8 +115,7 @@ impl<B: Backend> Decoder<B> {
             .flat_map(|(bi, &n)| (0..n).map(move |i| (bi * s + i) as i32))
             .collect();
         let (src, m) = (be.upload_i32(&src)?, at.len());
-        let act = be.act_dtype();
-        let mut table = zeros(be, act, b * ls * blocks * 2 * kvw)?;
+        let mut table = zeros(be, DType::F32, b * ls * blocks * 2 * kvw)?;
         let x = self.embed_rows(be, prompt, &inp.ids, &inp.table, b, inp.tokens, inp.p)?;
         let (mut x, _) = self.embed_norm_fwd(be, x, b * s)?;
         let mut acct = MemoryAccountant::new();
@@ -102,27 +126,24 @@ impl<B: Backend> Decoder<B> {
                 return Err(Error::Device("prefill keys and values missing".into()));
             };
             for (half, kv) in [(0, k), (1, v)] {
-                let mut rows = zeros(be, act, m * kvw)?;
-                be.gather_rows(&mut rows, &kv, &src, m, kvw)?;
+                // the table as (B·Ls·N·2, Hkv·D) rows
                 let dst: Vec<i32> = (at.iter())
                     .map(|&r| ((r * blocks + l) * 2 + half) as i32)
                     .collect();
-                // the table starts at zero and each row is written once: adding is writing
-                be.scatter_rows_bwd(&mut table, &rows, &be.upload_i32(&dst)?, m, kvw)?;
+                be.copy_rows(&mut table, &kv, &src, &be.upload_i32(&dst)?, m, kvw)?;
             }
         }
-        let pairs = (inp.prefix.as_ref())
-            .map_or_else(Vec::new, |pre| prefix_rows(pre, &pre_lens, &lens, ls));
-        match (&inp.prefix, act) {
-            (Some(pre), DType::F32) => copy_rows(be, &mut table, &pre.table, &pairs, pre.width())?,
-            (Some(pre), _) => table = host_copy_rows(be, &table, &pre.table, &pairs, pre.width())?,
-            (None, DType::F32) => {}
-            (None, _) => table = be.upload(DType::F32, &be.download(&table)?)?,
+        if let Some(pre) = &inp.prefix {
+            // row b's prefix rows in front of its P_b + n_b: from stack row b·Ls + Ls − lens[b]
+            let first: Vec<usize> = (lens.iter().enumerate())
+                .map(|(bi, &n)| bi * ls + ls - n)
+                .collect();
+            pre.copy_visible(be, &mut table, &first, None)?;
         }
         let last: Vec<i32> = (0..b)
             .map(|bi| (bi * s + real[bi].max(1) - 1) as i32)
             .collect();
-        let mut h = zeros(be, act, b * c)?;
+        let mut h = zeros(be, be.act_dtype(), b * c)?;
         be.gather_rows(&mut h, &x, &be.upload_i32(&last)?, b, c)?;
         let (last, _) = self.w.final_norm.fwd(be, h, b, c, self.cfg.norm_eps)?;
         let stack = PrefixInputs::new(be, &table, b * ls, blocks, kvw, Placement::Peft)?;
@@ -136,15 +157,17 @@ impl<B: Backend> Decoder<B> {
             lens,
             first: real.iter().map(|&n| n > 0).collect(),
             last,
+            positions: b * s,
+            chunk: None,
         })
     }
 
     /// Every row's target token losses for `targets` (B, K, L), -100 padded (row b's K
     /// targets; an empty one scores nothing), after the prefill `pre`: as `target_losses` over
-    /// each row joined with each target gives them. All B·K targets run as one continuation
-    /// batch (row b·K + k reads row b's cache) and reach the head once with the first tokens
-    /// (the prefill's last positions predict them). Returns (b·K + k, loss) pairs in that
-    /// order, each target's in token order.
+    /// each row joined with each target gives them. The B·K targets run in chunks of
+    /// continuation rows (target b·K + k reads row b's cache; `RankPrefill::chunk_rows`), each
+    /// reaching the head once with its first tokens (the prefill's last positions predict
+    /// them). Returns (b·K + k, loss) pairs in that order, each target's in token order.
     pub fn rank_losses(
         &self,
         be: &B,
@@ -154,7 +177,7 @@ impl<B: Backend> Decoder<B> {
         k: usize,
         l: usize,
     ) -> Result<(Vec<i32>, Vec<f32>)> {
-        let (b, c) = (pre.lens.len(), self.cfg.hidden_size);
+        let b = pre.lens.len();
         crate::error::ensure_len("rank targets (B*K*L)", b * k * l, targets.len())?;
         let target = |r: usize| -> Vec<i32> {
             let row = targets.get(r * l..(r + 1) * l).unwrap_or_default();
@@ -162,41 +185,52 @@ impl<B: Backend> Decoder<B> {
             real.collect()
         };
         let tg: Vec<Vec<i32>> = (0..b * k).map(target).collect();
-        // each target but its last token as a continuation, position j predicting token j + 1
-        let t = tg
-            .iter()
-            .map(|r| r.len().saturating_sub(1))
-            .max()
-            .unwrap_or(0);
-        let (hidden, cont_rows) = match t {
+        let chunk = pre.chunk_rows(continued(&tg));
+        let (mut owner, mut losses) = (Vec::new(), Vec::new());
+        for (i, part) in tg.chunks(chunk).enumerate() {
+            let (o, x) = self.rank_chunk(be, acct, pre, part, i * chunk, k)?;
+            owner.extend(o);
+            losses.extend(x);
+        }
+        Ok((owner, losses))
+    }
+
+    /// `rank_losses` of the targets `tg`, targets r0.. of the B·K: one continuation batch,
+    /// then the head once over its rows and the first tokens'.
+    fn rank_chunk(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        pre: &mut RankPrefill<B>,
+        tg: &[Vec<i32>],
+        r0: usize,
+        k: usize,
+    ) -> Result<(Vec<i32>, Vec<f32>)> {
+        let (b, c) = (pre.lens.len(), self.cfg.hidden_size);
+        let row_of = |r: usize| (r0 + r) / k.max(1);
+        let (joint, cont_rows) = match continued(tg) {
             0 => (None, Vec::new()),
-            _ => {
-                let (h, rows, n) = self.continuation(be, acct, pre, &tg, k, t)?;
-                (Some((h, n)), rows)
-            }
-        };
-        // the head's rows: [the prefill's last positions (B)][the continuation's (N)]
-        let joint = match hidden {
-            None => None,
-            Some((h, n)) => {
-                let mut joint = zeros(be, be.act_dtype(), (b + n) * c)?;
-                let first: Vec<i32> = (0..b as i32).collect();
-                be.scatter_rows_bwd(&mut joint, &pre.last, &be.upload_i32(&first)?, b, c)?;
-                let rest: Vec<i32> = (b..b + n).map(|r| r as i32).collect();
-                be.scatter_rows_bwd(&mut joint, &h, &be.upload_i32(&rest)?, n, c)?;
-                Some(joint)
+            t => {
+                let (h, rows, n) = self.continuation(be, acct, pre, tg, &row_of, t)?;
+                // the head's rows: [the prefill's last positions (B)][the continuation's (N)]
+                let mut joint = be.output(be.act_dtype(), (b + n) * c)?;
+                let ids = |r: Range<usize>| be.upload_i32(&r.map(|x| x as i32).collect::<Vec<_>>());
+                let first = ids(0..b)?;
+                be.copy_rows(&mut joint, &pre.last, &first, &first, b, c)?;
+                be.copy_rows(&mut joint, &h, &ids(0..n)?, &ids(b..b + n)?, n, c)?;
+                (Some(joint), rows)
             }
         };
         let (mut owner, mut rows, mut want) = (Vec::new(), Vec::new(), Vec::new());
         let mut next = cont_rows.iter();
         for (r, row) in tg.iter().enumerate() {
-            if pre.first[r / k.max(1)] && !row.is_empty() {
-                owner.push(r as i32);
-                rows.push((r / k.max(1)) as i32);
+            if pre.first[row_of(r)] && !row.is_empty() {
+                owner.push((r0 + r) as i32);
+                rows.push(row_of(r) as i32);
                 want.push(row[0]);
             }
             for (&tok, &at) in row.iter().skip(1).zip(next.by_ref()) {
-                owner.push(r as i32);
+                owner.push((r0 + r) as i32);
                 rows.push((b as i32) + at);
                 want.push(tok);
             }
@@ -208,17 +242,17 @@ impl<B: Backend> Decoder<B> {
         Ok((owner, self.head().row_losses(be, hidden, &rows, &want)?))
     }
 
-    /// The continuation of the B·K targets `tg` (each but its last token, right-padded to
-    /// `t`; an empty one a pad, unscored) behind their rows' caches: the final norm's output
-    /// (N, C) at the target rows' tail, the target rows as rows of it (in target and token
-    /// order, target token 1.. of each), and N.
+    /// The continuation of the targets `tg` (each but its last token, right-padded to `t`; an
+    /// empty one a pad, unscored), target r behind the cache of batch row `row_of(r)`: the
+    /// final norm's output (N, C) at the target rows' tail, the target rows as rows of it (in
+    /// target and token order, target token 1.. of each), and N.
     fn continuation(
         &self,
         be: &B,
         acct: &mut MemoryAccountant,
         pre: &mut RankPrefill<B>,
         tg: &[Vec<i32>],
-        k: usize,
+        row_of: &dyn Fn(usize) -> usize,
         t: usize,
     ) -> Result<(B::Buf, Vec<i32>, usize)> {
         let n = tg.len();
@@ -238,79 +272,39 @@ impl<B: Backend> Decoder<B> {
             inp_rows.extend((0..cont.len()).map(|j| (r * t + j) as i32));
         }
         let mut inp = self.upload_mixed_inputs(be, &batch, 0, None, None)?;
-        inp.targets = vec![0; inp_rows.len()]; // unread: the head runs in `rank_losses`
+        inp.targets = vec![0; inp_rows.len()]; // unread: the head runs in `rank_chunk`
         inp.rows = inp_rows;
-        if let Some(mut kv) = pre.kv.take() {
-            let ls = kv.p;
-            // row r reads row r / K's cache
-            let owner = |r: usize| r / k.max(1);
-            kv.rows = Some(MixedPrefix {
-                slot: (0..n).map(owner).collect(),
-                hidden: (0..n).map(|r| ls - pre.lens[owner(r)]).collect(),
-                prefixes: pre.lens.len(),
-            });
-            let lens: Vec<usize> = (0..n).map(|r| pre.lens[owner(r)]).collect();
-            inp = self.with_mixed_prefix(be, inp, kv, &lens)?;
+        match pre.kv.take() {
+            Some(mut kv) => {
+                let ls = kv.p;
+                kv.rows = Some(MixedPrefix {
+                    slot: (0..n).map(row_of).collect(),
+                    hidden: (0..n).map(|r| ls - pre.lens[row_of(r)]).collect(),
+                    prefixes: pre.lens.len(),
+                });
+                let lens: Vec<usize> = (0..n).map(|r| pre.lens[row_of(r)]).collect();
+                inp = self.with_mixed_prefix(be, inp, kv, &lens)?;
+            }
+            // an error between the take and the return below dropped the stack
+            None if pre.lens.iter().any(|&n| n > 0) => {
+                return Err(Error::tensor(
+                    "rank prefill",
+                    "its keys and values were lost to an earlier error: run rank_prefill again",
+                ));
+            }
+            None => {}
         }
         let out = self.target_hidden(be, acct, &zeros(be, DType::F32, 0)?, &inp);
+        // the next chunk reads the same stack
         pre.kv = inp.prefix.take();
         out
     }
 }
 
-/// (source row of `pre`'s table, stack row) of every row b's prefix rows: the `pre_lens[b]`
-/// its slot does not hide, at the front of its cache, stack rows b·Ls + Ls − lens[b]...
-fn prefix_rows<B: Backend>(
-    pre: &PrefixInputs<B>,
-    pre_lens: &[usize],
-    lens: &[usize],
-    ls: usize,
-) -> Vec<(usize, usize)> {
-    let mut pairs = Vec::new();
-    for (bi, (&l, &n)) in pre_lens.iter().zip(lens).enumerate() {
-        let slot = pre.rows.as_ref().and_then(|r| r.slot.get(bi).copied());
-        let first = slot.unwrap_or(0) * pre.p + pre.p - l;
-        pairs.extend((0..l).map(|j| (first + j, bi * ls + ls - n + j)));
-    }
-    pairs
-}
-
-/// `table` (rows of `width`) F32 gets the rows `pairs` name of `src` (F32), on the device.
-fn copy_rows<B: Backend>(
-    be: &B,
-    table: &mut B::Buf,
-    src: &B::Buf,
-    pairs: &[(usize, usize)],
-    width: usize,
-) -> Result<()> {
-    let m = pairs.len();
-    if m == 0 {
-        return Ok(());
-    }
-    let (from, to): (Vec<i32>, Vec<i32>) =
-        (pairs.iter()).map(|&(s, d)| (s as i32, d as i32)).unzip();
-    let mut rows = zeros(be, DType::F32, m * width)?;
-    be.gather_rows(&mut rows, src, &be.upload_i32(&from)?, m, width)?;
-    // those rows of the table are zero: adding is writing
-    be.scatter_rows_bwd(table, &rows, &be.upload_i32(&to)?, m, width)
-}
-
-/// `table` (in the activations' type) as F32 with `copy_rows`' rows, through the host: the
-/// row ops take one type, and the attention op reads a prefix in F32.
-fn host_copy_rows<B: Backend>(
-    be: &B,
-    table: &B::Buf,
-    src: &B::Buf,
-    pairs: &[(usize, usize)],
-    width: usize,
-) -> Result<B::Buf> {
-    let (mut host, src) = (be.download(table)?, be.download(src)?);
-    for &(s, d) in pairs {
-        let row = src.get(s * width..(s + 1) * width);
-        let dst = host.get_mut(d * width..(d + 1) * width);
-        if let (Some(row), Some(dst)) = (row, dst) {
-            dst.copy_from_slice(row);
-        }
-    }
-    be.upload(DType::F32, &host)
+/// The continuation's positions for the targets `tg`: the longest but its last token.
+fn continued(tg: &[Vec<i32>]) -> usize {
+    tg.iter()
+        .map(|r| r.len().saturating_sub(1))
+        .max()
+        .unwrap_or(0)
 }
