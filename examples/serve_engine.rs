@@ -5,7 +5,9 @@
 //! Rows come in file order (as requests arrive), request i on prompt `i mod K`, and are cut
 //! into the batches each serving mode makes of a closed loop of `--clients` clients:
 //! `mixed`, `--clients` rows a batch whatever their prompts (the server's `--mix-prompts
-//! true`); `one-prompt`, each prompt's rows among them a batch of their own (`false`).
+//! true`); `one-prompt`, each prompt's rows among them a batch of their own (`false`);
+//! `ceiling`, the mixed batches with every row on the second prompt (bench/serve.sh's
+//! ceiling run: one prompt, the longer length).
 //!
 //! ```text
 //! cargo run --release --example serve_engine -- --model assets/all-MiniLM-L6-v2 \
@@ -32,8 +34,8 @@ struct Args {
     /// requests in flight: a mixed batch's rows
     #[arg(long, default_value_t = 16)]
     clients: usize,
-    /// mixed, one-prompt, or both
-    #[arg(long, default_value = "both")]
+    /// mixed, one-prompt, ceiling, or all
+    #[arg(long, default_value = "all")]
     mode: String,
     /// CPU threads (0: all cores)
     #[arg(long, default_value_t = 1)]
@@ -62,9 +64,8 @@ fn run(a: &Args) -> Result<(), String> {
     let (cpu0, wall0) = (cpu_seconds(), Instant::now());
     for (i, t) in texts.iter().enumerate() {
         let k = i % jobs.len();
-        let data = Dataset::from_pairs("text", [(t.as_str(), None::<&str>)]);
-        let enc = model.encode(&jobs[k].0, &data).map_err(err)?;
-        rows.extend(enc.rows.into_iter().map(|r| (k, r)));
+        let enc = encode_all(&model, &jobs[k].0, std::slice::from_ref(t))?;
+        rows.extend(enc.into_iter().map(|r| (k, r)));
     }
     let (cpu, wall) = (cpu_seconds() - cpu0, wall0.elapsed().as_secs_f64());
     println!(
@@ -73,11 +74,17 @@ fn run(a: &Args) -> Result<(), String> {
         1e3 * wall / rows.len() as f64
     );
     let refs: Vec<(&Task, &Prompt)> = jobs.iter().map(|(t, p)| (t, p)).collect();
-    for mode in ["mixed", "one-prompt"] {
-        if a.mode != "both" && a.mode != mode {
+    let p1 = (jobs.len() > 1) as usize;
+    let ceiling = encode_all(&model, &jobs[p1].0, &texts)?;
+    let ceiling: Vec<(usize, Row)> = ceiling.into_iter().map(|r| (p1, r)).collect();
+    for mode in ["mixed", "one-prompt", "ceiling"] {
+        if a.mode != "all" && a.mode != mode {
             continue;
         }
-        let batches = serve_batches(&rows, a.clients, mode == "mixed");
+        let batches = match mode {
+            "ceiling" => serve_batches(&ceiling, a.clients, true),
+            _ => serve_batches(&rows, a.clients, mode == "mixed"),
+        };
         let (cpu0, wall0) = (cpu_seconds(), Instant::now());
         for b in &batches {
             model.predict_mixed(&refs, b, 32).map_err(err)?;
@@ -94,6 +101,12 @@ fn run(a: &Args) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// `texts` encoded for `task`, one row each.
+fn encode_all(model: &Model, task: &Task, texts: &[String]) -> Result<Vec<Row>, String> {
+    let data = Dataset::from_pairs("text", texts.iter().map(|t| (t.as_str(), None::<&str>)));
+    Ok(model.encode(task, &data).map_err(|e| e.to_string())?.rows)
 }
 
 /// The batches of a closed loop of `clients` requests in flight: each window of `clients`
