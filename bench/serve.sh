@@ -60,6 +60,11 @@ record() {
   tail -n 1 "$1" | sed "s/}\$/,\"commit\":\"$commit\",\"max_batch\":$MAX_BATCH,\"window_ms\":$WINDOW_MS,\"cores\":$(nproc),\"device\":\"$DEVICE\",\"serve_args\":\"$SERVE_ARGS\",\"loadavg_1m\":$(cut -d' ' -f1 /proc/loadavg)}/" >> "$results"
 }
 
+# a process's user + system CPU seconds so far
+cpu_seconds() {
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
+}
+
 # a failed run (set -e) leaves no server behind
 server=
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; true' EXIT
@@ -77,7 +82,11 @@ for mix in true false; do
   done
   grep -q "^listening on" "$WORK/serve_$tag.out" || { cat "$WORK/serve_$tag.err"; exit 1; }
   echo "== $tag (--mix-prompts $mix, --max-batch $MAX_BATCH, --batch-window-ms $WINDOW_MS)"
-  "$load" "${load_args[@]}" --tag "$tag" | tee "$WORK/load_$tag.txt"
+  cpu0=$(cpu_seconds "$server")
+  /usr/bin/time -f "  load client CPU %U + %S s" "$load" "${load_args[@]}" --tag "$tag" \
+    2> "$WORK/load_$tag.time" | tee "$WORK/load_$tag.txt"
+  # the CPU the pair used: the server's (engine, HTTP) and the client's, of the 2 cores
+  echo "  server CPU $(echo "$(cpu_seconds "$server") - $cpu0" | bc) s; $(tail -n 1 "$WORK/load_$tag.time")"
   # the server's own view: rows per batch, and the engine's busy seconds (against the
   # warm-up + measured span: how much of it the engine thread worked)
   curl -s "http://127.0.0.1:$PORT/metrics" \
