@@ -13,7 +13,8 @@
 # After the mixed run, the same server gets the same load with every request on one prompt:
 # each batch is then one engine call, the ceiling that the engine's mixed batching (#17 item 1)
 # approaches (one pass a batch since prompts of different lengths share it; before e874e16,
-# one pass per prompt length: here two).
+# one pass per prompt length: here two). Since BERT prediction skips padded positions
+# (bench/serve.md, 2026-12-05) a mixed batch can beat it: its rows average 15 prompt rows, p1's 20.
 # Prints each run's line and appends them to bench/results/serve-DATE-COMMIT.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -93,8 +94,8 @@ for mix in true false; do
     | grep -E "^softprompt_(batch_rows_(sum|count)|tokens_per_second|engine_seconds_total|tokens_total)" | sed 's/^/  /' || true
   record "$WORK/load_$tag.txt"
   if [ "$mix" = true ]; then
-    # the ceiling real mixed batching approaches: every request on one prompt (p1, 20 rows,
-    # the longer length), so each batch is one engine call
+    # the "ceiling" (see the header): every request on one prompt (p1, 20 rows, the longer
+    # length), so each batch is one engine call
     echo "== ceiling: the same load, every request on prompt p1"
     "$load" "${load_args[@]}" --prompts p1 --tag one-prompt-load | tee "$WORK/load_ceiling.txt"
     record "$WORK/load_ceiling.txt"
