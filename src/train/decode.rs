@@ -293,16 +293,15 @@ fn t5_inputs<B: Backend>(
 }
 
 /// hidden (B, P+T, C): the encoder over `inp` behind `prompt` (P, C), or behind each row's
-/// prompt of the table (K, P, C) `inp` indexes. Forward only.
+/// prompt of the table (K, P, C) `inp` indexes. Forward only, its position-wise layers over
+/// the real positions alone (`Bert::encoder_hidden`).
 pub(super) fn encoder_hidden<B: Backend>(
     be: &B,
     m: &Bert<B>,
     prompt: &B::Buf,
     inp: &bert::BertInputs<B>,
 ) -> Result<B::Buf> {
-    let mut acct = MemoryAccountant::new();
-    let (hidden, _acts) = m.encoder_fwd(be, &mut acct, prompt, inp, Recompute::Layer, None)?;
-    Ok(hidden)
+    m.encoder_hidden(be, prompt, inp)
 }
 
 /// `seq2seq`: the encoder output (B, T, C) of `inp`, computed on the first call and kept in

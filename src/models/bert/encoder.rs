@@ -2,6 +2,7 @@
 //! Sizes: B batch, T = P + tokens, C hidden, H heads, I intermediate.
 
 use super::inputs::BertInputs;
+use super::packed::{check_unsaved, Packing};
 use super::weights::Bert;
 use crate::backend::{AttnDims, Backend, DType};
 use crate::error::{Error, Result};
@@ -52,6 +53,14 @@ enum Saved<B: Backend> {
     Input(B::Buf),
 }
 
+/// The embedding's output and what its backward reads.
+pub(super) struct Embedded<B: Backend> {
+    emb_in: B::Buf,   // (B, T, C)  word + position + type, before the LayerNorm
+    emb_mean: B::Buf, // (B, T)     F32
+    emb_rstd: B::Buf, // (B, T)     F32
+    pub x: B::Buf,    // (B, T, C)  the first layer's input
+}
+
 /// Everything the encoder keeps for backward.
 pub struct BertActs<B: Backend> {
     emb_in: B::Buf,   // (B, T, C)  word + position + type, before the LayerNorm
@@ -73,7 +82,10 @@ impl<B: Backend> Bert<B> {
     }
 
     /// One post-LN layer; returns its output (B, T, C) and, when `save`, its saved state.
-    fn layer_fwd(
+    /// With `packing`, x and the output are the real positions only (N, C), unpacked around
+    /// attention alone (nothing saved).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn layer_fwd(
         &self,
         be: &B,
         acct: &mut MemoryAccountant,
@@ -81,11 +93,13 @@ impl<B: Backend> Bert<B> {
         x: &B::Buf,
         inp: &BertInputs<B>,
         save: bool,
+        packing: Option<&Packing<B>>,
     ) -> Result<(B::Buf, Option<BertLayerActs<B>>)> {
+        check_unsaved(save, packing)?;
         let lw = &self.w.layers[l];
         let dims = self.dims(inp);
         let (n, c, i, eps) = (
-            inp.b * inp.t(),
+            packing.map_or(inp.b * inp.t(), |pk| pk.n),
             self.cfg.hidden_size,
             self.cfg.intermediate_size,
             self.cfg.layer_norm_eps,
@@ -96,15 +110,28 @@ impl<B: Backend> Bert<B> {
         let k = linear(be, acct, x, &lw.key_w, Some(&lw.key_b), n, c, c)?;
         let v = linear(be, acct, x, &lw.value_w, Some(&lw.value_b), n, c, c)?;
         let (mut ctx, mut lse) = (
-            output(be, act, n * c)?,
+            output(be, act, inp.b * inp.t() * c)?,
             output(be, DType::F32, inp.b * h * inp.t())?,
         );
+        // (B·T, C) each: attention reads the padded layout
+        let unpacked = (packing.map(|pk| -> Result<[B::Buf; 3]> {
+            Ok([
+                pk.unpack(be, &q, c)?,
+                pk.unpack(be, &k, c)?,
+                pk.unpack(be, &v, c)?,
+            ])
+        }))
+        .transpose()?;
+        let [qa, ka, va] = match &unpacked {
+            Some([q, k, v]) => [q, k, v],
+            None => [&q, &k, &v],
+        };
         be.attention_fwd(
             &mut ctx,
             &mut lse,
-            &q,
-            &k,
-            &v,
+            qa,
+            ka,
+            va,
             inp.prefix.as_ref().map(|(pre, _)| pre.block(l)),
             &inp.key_mask,
             None,
@@ -112,6 +139,11 @@ impl<B: Backend> Bert<B> {
             scale,
             dims,
         )?;
+        drop(unpacked);
+        let ctx = match packing {
+            Some(pk) => pk.pack(be, &ctx, c)?,
+            None => ctx,
+        };
         let attn_out = linear(
             be,
             acct,
@@ -289,21 +321,18 @@ impl<B: Backend> Bert<B> {
         Ok(dx)
     }
 
-    /// hidden (B, T, C) and the saved state. `capture` receives `hidden_states.{i}` as
-    /// transformers' `output_hidden_states` does: the embedding output, then each layer's.
-    pub fn encoder_fwd(
+    /// The embeddings (B, T, C) of `inp` behind the prompt (or the table), before and after
+    /// their LayerNorm, with its statistics (held for backward).
+    pub(super) fn embed(
         &self,
         be: &B,
         acct: &mut MemoryAccountant,
         prompt: &B::Buf,
         inp: &BertInputs<B>,
-        recompute: Recompute,
-        mut capture: Option<&mut Capture>,
-    ) -> Result<(B::Buf, BertActs<B>)> {
-        recompute.refuse_mlp("BERT")?;
+    ) -> Result<Embedded<B>> {
         let (b, t, p, c) = (inp.b, inp.t(), inp.p, self.cfg.hidden_size);
-        let (n, act) = (b * t, be.act_dtype());
         let w = &self.w;
+        let (n, act) = (b * t, be.act_dtype());
         let mut emb_in = output(be, act, n * c)?;
         be.embedding_fwd(
             &mut emb_in,
@@ -341,6 +370,33 @@ impl<B: Backend> Bert<B> {
         )?;
         hold(be, acct, "emb.mean".into(), &emb_mean);
         hold(be, acct, "emb.rstd".into(), &emb_rstd);
+        Ok(Embedded {
+            emb_in,
+            emb_mean,
+            emb_rstd,
+            x,
+        })
+    }
+
+    /// hidden (B, T, C) and the saved state. `capture` receives `hidden_states.{i}` as
+    /// transformers' `output_hidden_states` does: the embedding output, then each layer's.
+    pub fn encoder_fwd(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        prompt: &B::Buf,
+        inp: &BertInputs<B>,
+        recompute: Recompute,
+        mut capture: Option<&mut Capture>,
+    ) -> Result<(B::Buf, BertActs<B>)> {
+        recompute.refuse_mlp("BERT")?;
+        let w = &self.w;
+        let Embedded {
+            emb_in,
+            emb_mean,
+            emb_rstd,
+            mut x,
+        } = self.embed(be, acct, prompt, inp)?;
         let mut layers = Vec::with_capacity(w.layers.len());
         for l in 0..w.layers.len() {
             if let Some(cap) = capture.as_deref_mut() {
@@ -349,7 +405,7 @@ impl<B: Backend> Bert<B> {
             let (out, saved) = match recompute {
                 // refused above
                 Recompute::None | Recompute::Mlp | Recompute::MlpLayers(_) => {
-                    let (out, acts) = self.layer_fwd(be, acct, l, &x, inp, true)?;
+                    let (out, acts) = self.layer_fwd(be, acct, l, &x, inp, true, None)?;
                     (
                         out,
                         Saved::Full(
@@ -359,7 +415,7 @@ impl<B: Backend> Bert<B> {
                 }
                 Recompute::Layer => {
                     hold(be, acct, format!("layer.{l}.input"), &x);
-                    let (out, _) = self.layer_fwd(be, acct, l, &x, inp, false)?;
+                    let (out, _) = self.layer_fwd(be, acct, l, &x, inp, false, None)?;
                     (out, Saved::Input(x))
                 }
             };
@@ -420,7 +476,7 @@ impl<B: Backend> Bert<B> {
             let layer_acts = match saved {
                 Saved::Full(a) => a,
                 Saved::Input(x) => {
-                    let (_, a) = self.layer_fwd(be, acct, l, &x, inp, true)?;
+                    let (_, a) = self.layer_fwd(be, acct, l, &x, inp, true, None)?;
                     acct.release(&format!("layer.{l}.input"));
                     a.ok_or_else(|| Error::Device("layer state missing".into()))?
                 }

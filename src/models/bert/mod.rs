@@ -6,6 +6,7 @@
 
 mod encoder;
 mod inputs;
+mod packed;
 mod step;
 mod weights;
 
