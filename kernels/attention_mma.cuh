@@ -1,5 +1,6 @@
-// The forward attention on raw mma.sync (m16n8k16, kernels/mma.cuh), FlashAttention-2 style:
-// scores, softmax and probabilities never leave the registers. Part of attention.cu's bf16
+// The attention kernels on raw mma.sync (m16n8k16, kernels/mma.cuh), FlashAttention-2 style:
+// the forward, then bwd_dq and bwd_dkdv further down (attn_smem_bytes(4, D)); scores,
+// softmax and probabilities never leave the registers. The forward first: Part of attention.cu's bf16
 // build (after attention_tiles.cuh: attn_key_tile, AttnPrefix, AttnSmem); the entry
 // points attention_fwd_mma[_d128] are declared there. Same semantics, arguments, grid and
 // block as attention_fwd (ATTENTION.md); dynamic shared memory attn_smem_bytes(3, D): the Q,

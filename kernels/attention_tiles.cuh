@@ -237,13 +237,13 @@ __device__ __forceinline__ int attn_next_row(const int* __restrict__ slot, int s
 }
 
 // Bytes of dynamic shared memory for head dim D: forward (kind 0), bwd_dq (1), bwd_dkdv (2),
-// the mma forward (3). ATTENTION.md gives the same formula for the launcher.
+// the mma forward (3), the mma bwd_dq and bwd_dkdv (4). ATTENTION.md gives the same formula for the launcher.
 __host__ __device__ __forceinline__ unsigned attn_smem_bytes(int kind, int D) {
   const unsigned tile = 64u * (attn_round16(D) + 8) * 2u;
   const unsigned stage = ATTN_WARPS * 16u * ATTN_SLD * 4u, ops = ATTN_WARPS * 16u * ATTN_PLD * 2u;
   const unsigned small = 2048u;
   if (kind == 3) return 3 * tile + small;
-  if (kind == 4) return 4 * tile + small;  // the mma bwd_dq
+  if (kind == 4) return 4 * tile + small;  // the mma bwd_dq and bwd_dkdv
   if (kind == 0) return 3 * tile + stage + ops + small;
   if (kind == 1) return 4 * tile + 2 * stage + ops + small;
   return 4 * tile + 2 * stage + 2 * ops + small;

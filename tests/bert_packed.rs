@@ -9,7 +9,7 @@ mod common;
 
 use common::{assert_close, fixture, normals};
 use softprompt::internals::backend::traits::*;
-use softprompt::internals::backend::DType;
+use softprompt::internals::backend::{Backend, DType};
 use softprompt::internals::config::ModelConfig;
 use softprompt::internals::cpu::CpuBackend;
 use softprompt::internals::memory::MemoryAccountant;
@@ -18,16 +18,12 @@ use softprompt::internals::models::{Recompute, TokenBatch};
 use softprompt::internals::rng::Rng;
 use softprompt::internals::weights::WeightStore;
 
-type Be = CpuBackend<f32>;
-
-fn load() -> (Be, Bert<Be>) {
+fn load<B: Backend>(be: &B) -> Bert<B> {
     let dir = fixture("bert_mlm");
-    let be = Be::new();
     let ModelConfig::Bert(cfg) = ModelConfig::load(&dir).unwrap() else {
         panic!("not BERT")
     };
-    let model = Bert::load(&be, &WeightStore::open(&dir).unwrap(), cfg).unwrap();
-    (be, model)
+    Bert::load(be, &WeightStore::open(&dir).unwrap(), cfg).unwrap()
 }
 
 /// Rows of `lens` tokens (ids from `rng`, 0 padding), padded to the longest.
@@ -54,7 +50,12 @@ fn batch(rng: &mut Rng, lens: &[usize], vocab: usize) -> TokenBatch {
 }
 
 /// The hidden rows (B·T, C) at the key mask's real positions, packed and padded.
-fn real_rows(be: &Be, m: &Bert<Be>, prompt: &[f64], inp: &BertInputs<Be>) -> (Vec<f32>, Vec<f32>) {
+fn real_rows<B: Backend>(
+    be: &B,
+    m: &Bert<B>,
+    prompt: &[f64],
+    inp: &BertInputs<B>,
+) -> (Vec<f32>, Vec<f32>) {
     let prompt: Vec<f32> = prompt.iter().map(|&x| x as f32).collect();
     let prompt = be.upload(DType::F32, &prompt).unwrap();
     let packed = be
@@ -79,27 +80,44 @@ fn real_rows(be: &Be, m: &Bert<Be>, prompt: &[f64], inp: &BertInputs<Be>) -> (Ve
 
 #[test]
 fn packed_forward_equals_the_padded_one_at_real_positions() {
-    let (be, m) = load();
+    packed_equals_padded(&CpuBackend::<f32>::new(), 1e-5);
+}
+
+/// Through the kernels (the `emu` device): the pack and unpack around `attention_fwd` in
+/// both precision builds, float32 at the CPU's 1e-5 and bf16 at its default tolerance (the
+/// padded forward's GEMMs round over other rows than the packed ones').
+#[cfg(feature = "emu")]
+#[test]
+fn packed_forward_equals_the_padded_one_on_the_emu_device() {
+    use softprompt::internals::backend::{Precision, Storage};
+    use softprompt::internals::cuda::CudaBackend;
+    packed_equals_padded(&CudaBackend::emu_with(Precision::F32).unwrap(), 1e-5);
+    let bf16 = CudaBackend::emu_with(Precision::Bf16).unwrap();
+    packed_equals_padded(&bf16, bf16.device().default_tol());
+}
+
+fn packed_equals_padded<B: Backend>(be: &B, tol: f64) {
+    let m = load(be);
     let mut rng = Rng::new(17);
     let (c, vocab) = (m.cfg.hidden_size, m.cfg.vocab_size);
     let tokens = batch(&mut rng, &[7, 2, 5], vocab);
 
     // one prompt of 4 rows
     let prompt = normals(&mut rng, 4 * c, 0.5);
-    let inp = bert::upload_inputs(&be, &m.cfg, &tokens, 4).unwrap();
-    let (got, want) = real_rows(&be, &m, &prompt, &inp);
-    assert_close("one prompt", &got, &want, 1e-5);
+    let inp = bert::upload_inputs(be, &m.cfg, &tokens, 4).unwrap();
+    let (got, want) = real_rows(be, &m, &prompt, &inp);
+    assert_close("one prompt", &got, &want, tol);
 
     // a table of two prompts, 3 and 5 rows (P = 5), rows reading prompts 0, 1, 0
     let table = normals(&mut rng, 2 * 5 * c, 0.5);
-    let inp = bert::upload_inputs(&be, &m.cfg, &tokens, 5)
+    let inp = bert::upload_inputs(be, &m.cfg, &tokens, 5)
         .unwrap()
-        .with_prompt_index(&be, &[0, 1, 0], 2)
+        .with_prompt_index(be, &[0, 1, 0], 2)
         .unwrap()
-        .with_prompt_lens(&be, &[3, 5, 3])
+        .with_prompt_lens(be, &[3, 5, 3])
         .unwrap();
-    let (got, want) = real_rows(&be, &m, &table, &inp);
-    assert_close("two prompts of 3 and 5 rows", &got, &want, 1e-5);
+    let (got, want) = real_rows(be, &m, &table, &inp);
+    assert_close("two prompts of 3 and 5 rows", &got, &want, tol);
 }
 
 /// `Model::predict` over rows of different lengths: batches sorted by length and packed give

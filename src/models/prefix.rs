@@ -161,6 +161,7 @@ impl<B: Backend> PrefixInputs<B> {
         at: &[usize],
         part: Option<(usize, usize)>,
     ) -> Result<()> {
+        self.check_rows(at.len())?;
         // (source, store) rows, a source row `unit` rows of the store's width
         let (unit, off, c) = match part {
             None => (1, 0, self.width()),
@@ -178,6 +179,29 @@ impl<B: Backend> PrefixInputs<B> {
         }
         let (src, dst, m) = (be.upload_i32(&src)?, be.upload_i32(&dst)?, dst.len());
         be.copy_rows(store, &self.table, &src, &dst, m, c)
+    }
+
+    /// Mixed rows name a prefix of the stack for each of the batch's `b` rows (a short list
+    /// would read prefix 0 unhidden for the rest).
+    fn check_rows(&self, b: usize) -> Result<()> {
+        let Some(rows) = &self.rows else {
+            return Ok(());
+        };
+        if rows.slot.len() < b || rows.hidden.len() < b {
+            return Err(Error::shape(
+                "mixed prefix rows (slot, hidden)",
+                format!("{b} entries each, one per batch row"),
+                rows.slot.len().min(rows.hidden.len()),
+            ));
+        }
+        match rows.slot.iter().find(|&&s| s >= rows.prefixes.max(1)) {
+            Some(s) => Err(Error::shape(
+                "mixed prefix rows (slot)",
+                format!("prefixes below K = {}", rows.prefixes),
+                *s,
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The row width, N · 2 · Hkv · D.

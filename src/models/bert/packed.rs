@@ -81,10 +81,16 @@ impl<B: Backend> Bert<B> {
         let c = self.cfg.hidden_size;
         let mut acct = MemoryAccountant::new();
         let packing = Packing::of(be, inp)?;
-        let emb = self.embed(be, &mut acct, prompt, inp)?;
+        // the embeddings' statistics, and the padded embeddings once packed, go at once:
+        // nothing reads them again
+        let padded = self.embed(be, &mut acct, prompt, inp)?.x;
         let mut x = match &packing {
-            Some(pk) => pk.pack(be, &emb.x, c)?,
-            None => emb.x,
+            Some(pk) => {
+                let packed = pk.pack(be, &padded, c)?;
+                drop(padded);
+                packed
+            }
+            None => padded,
         };
         for l in 0..self.w.layers.len() {
             let (out, _) = self.layer_fwd(be, &mut acct, l, &x, inp, false, packing.as_ref())?;

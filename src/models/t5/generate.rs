@@ -93,10 +93,6 @@ impl<B: Backend> T5<B> {
         let p = decoder_prefix_rows(&blocks)?;
         let tmax = p + steps;
         let cap = tmax.min(p + FIRST_STEPS);
-        let host = match (p, &inp.prefix) {
-            (1.., Some(pre)) => be.download(&pre.table)?,
-            _ => Vec::new(),
-        };
         let mut acct = MemoryAccountant::new();
         let mut layers = Vec::with_capacity(blocks.len());
         for (w, block) in self.decoder.blocks.iter().zip(&blocks) {
@@ -109,7 +105,7 @@ impl<B: Backend> T5<B> {
                 cross_v: linear(be, &mut acct, enc_out, &cw.v, None, b * t, c, a)?,
             };
             if let Some(pre) = block {
-                prefix_into_cache(be, &mut cache, pre, &host, b, cap, a)?;
+                prefix_into_cache(be, &mut cache, pre, b, cap, a)?;
             }
             layers.push(cache);
         }
@@ -360,40 +356,38 @@ fn decoder_prefix_rows<Buf>(blocks: &[Option<PrefixKv<'_, Buf>>]) -> Result<usiz
 }
 
 /// Writes the prefix block `pre` into the first P rows of each batch row's self-attention
-/// cache (B, Cap, A): row b's own prefix of a stack (its slot), from `host`, the prefix
-/// table (K·P, width) on the host, rounded to the activations' type as the attention op
-/// reads it.
+/// cache (B, Cap, A): row b's own prefix of a stack (its slot), copied on the device from
+/// the F32 prefix table (K·P, width), read as rows of A, rounded to the activations' type as
+/// the attention op reads it.
 fn prefix_into_cache<B: Backend>(
     be: &B,
     cache: &mut LayerCache<B>,
     pre: &PrefixKv<'_, B::Buf>,
-    host: &[f32],
     b: usize,
     cap: usize,
     a: usize,
 ) -> Result<()> {
     pre.check(a)?;
     pre.check_rows(b)?;
-    let p = pre.p;
+    if !(pre.width.is_multiple_of(a) && pre.k_off.is_multiple_of(a) && pre.v_off.is_multiple_of(a))
+    {
+        return Err(Error::shape(
+            "prefix row (width, key and value offsets)",
+            format!("multiples of the attention width {a}"),
+            format!("{}, {}, {}", pre.width, pre.k_off, pre.v_off),
+        ));
+    }
+    let (p, per_row) = (pre.p, pre.width / a);
     let slot = |bi: usize| pre.rows.and_then(|r| r.slot.get(bi).copied()).unwrap_or(0);
-    let at: Vec<i32> = (0..b)
+    let dst: Vec<i32> = (0..b)
         .flat_map(|bi| (0..p).map(move |r| (bi * cap + r) as i32))
         .collect();
-    let at = be.upload_i32(&at)?;
-    for (off, dst) in [(pre.k_off, &mut cache.k), (pre.v_off, &mut cache.v)] {
-        let mut rows = Vec::with_capacity(b * p * a);
-        for bi in 0..b {
-            for r in 0..p {
-                let from = (slot(bi) * p + r) * pre.width + off;
-                let src = host.get(from..from + a).ok_or_else(|| {
-                    Error::shape("prefix table (K·P, width)", from + a, host.len())
-                })?;
-                rows.extend_from_slice(src);
-            }
-        }
-        let rows = be.upload(be.act_dtype(), &rows)?;
-        // the cache starts at zero: adding is writing
-        be.scatter_rows_bwd(dst, &rows, &at, b * p, a)?;
+    let dst = be.upload_i32(&dst)?;
+    for (off, out) in [(pre.k_off, &mut cache.k), (pre.v_off, &mut cache.v)] {
+        let src: Vec<i32> = (0..b)
+            .flat_map(|bi| (0..p).map(move |r| ((slot(bi) * p + r) * per_row + off / a) as i32))
+            .collect();
+        be.copy_rows(out, pre.table, &be.upload_i32(&src)?, &dst, b * p, a)?;
     }
     Ok(())
 }
