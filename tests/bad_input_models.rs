@@ -1,0 +1,106 @@
+//! Damaged model and prompt folders (issues #16/#17, the hostile-input pass): each is
+//! refused at once with exit code 2 and a message naming the file and key at fault, never a
+//! hang, an abort or numbers that mean nothing. Every case builds its damaged copy of a
+//! committed fixture in a scratch folder and runs the release binary on it.
+
+mod common;
+
+use common::{binary, fixture, refused, ScratchDir};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The longest any refusal here may take: a case that hangs fails instead of stalling the run.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Runs the binary with `args`, killed (and the test failed) after `LIMIT`.
+fn run_bounded(args: &[&str]) -> Output {
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run softprompt");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("softprompt {args:?} still ran after {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Replaces `path` with a FIFO no one writes to.
+fn make_fifo(path: &Path) {
+    std::fs::remove_file(path).expect("remove");
+    let c_path = std::ffi::CString::new(s(path)).expect("path");
+    // SAFETY: mkfifo(3) on a NUL-terminated path we own
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+}
+
+/// A copy of the committed PEFT prompt folder for the tiny BERT under `dir`.
+fn copy_prompt(dir: &ScratchDir) -> std::path::PathBuf {
+    let dst = dir.path().join("prompt");
+    std::fs::create_dir_all(&dst).expect("create");
+    for f in std::fs::read_dir(fixture("bert_mlm/peft_adapter")).expect("fixture") {
+        let f = f.expect("entry").path();
+        std::fs::copy(&f, dst.join(f.file_name().expect("name"))).expect("copy");
+    }
+    dst
+}
+
+/// A file of a model or prompt folder that is a FIFO blocked `predict` for ever (opening it
+/// waits for a writer): now refused before it is opened, naming it.
+#[test]
+fn a_fifo_in_a_model_or_prompt_folder_is_refused() {
+    let dir = ScratchDir::new("fifo_files");
+    let model = dir.copy_model("bert_mlm", "model");
+    let prompt = copy_prompt(&dir);
+    let data = dir.path().join("data.jsonl");
+    std::fs::write(&data, "{\"text\":\"a good film\"}\n").expect("data");
+    let args = [
+        "predict",
+        "--prompt",
+        s(&prompt),
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--verbalizer",
+        "negative=terrible,positive=good",
+    ];
+    // the copies work as they are
+    let out = run_bounded(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (folder, file) in [
+        (&prompt, "adapter_model.safetensors"),
+        (&prompt, "adapter_config.json"),
+        (&model, "config.json"),
+        (&model, "model.safetensors"),
+        (&model, "tokenizer.json"),
+    ] {
+        let path = folder.join(file);
+        let kept = std::fs::read(&path).expect("read");
+        make_fifo(&path);
+        let out = run_bounded(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{file} as a FIFO was not refused"
+        );
+        refused(&out, &[file, "is not an ordinary file"]);
+        std::fs::remove_file(&path).expect("remove the FIFO");
+        std::fs::write(&path, kept).expect("restore");
+    }
+}
