@@ -6,6 +6,7 @@
 mod common;
 
 use common::{binary, fixture, refused, ScratchDir};
+use softprompt::prelude::*;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -102,5 +103,51 @@ fn a_fifo_in_a_model_or_prompt_folder_is_refused() {
         refused(&out, &[file, "is not an ordinary file"]);
         std::fs::remove_file(&path).expect("remove the FIFO");
         std::fs::write(&path, kept).expect("restore");
+    }
+}
+
+/// Sets `key` of `dir`/config.json to `value`.
+fn set_config(dir: &Path, key: &str, value: serde_json::Value) {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).expect("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    cfg[key] = value;
+    std::fs::write(&path, cfg.to_string()).expect("write config.json");
+}
+
+/// A layer count of 10^9 that the weights do not hold sized a Vec of 864 GB before the
+/// first missing layer was found (BLOOM, Llama, Qwen2, T5: "memory allocation of
+/// 864000000000 bytes failed", an abort): now the first missing layer is named, as BERT does.
+#[test]
+fn a_layer_count_past_the_weights_names_the_first_missing_layer() {
+    let dir = ScratchDir::new("layer_count");
+    for (fixture, key, missing) in [
+        (
+            "bloom",
+            "n_layer",
+            "`h.2.self_attention.query_key_value.weight`",
+        ),
+        (
+            "llama",
+            "num_hidden_layers",
+            "`model.layers.2.input_layernorm.weight`",
+        ),
+        (
+            "qwen2",
+            "num_hidden_layers",
+            "`model.layers.2.input_layernorm.weight`",
+        ),
+        ("t5_flan", "num_layers", "`encoder.block.3."),
+        ("t5_flan", "num_decoder_layers", "`decoder.block.2."),
+    ] {
+        let model = dir.copy_model(fixture, &format!("{fixture}_{key}"));
+        set_config(&model, key, 1_000_000_000u64.into());
+        let err = match Model::open(&model, Device::Cpu) {
+            Ok(_) => panic!("{fixture} with {key} 1e9 loaded"),
+            Err(e) => e.to_string(),
+        };
+        for want in [missing, "missing from", "model.safetensors"] {
+            assert!(err.contains(want), "{fixture} {key}: {err}");
+        }
     }
 }
