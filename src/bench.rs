@@ -394,12 +394,21 @@ pub fn check_workload(preset: &Preset, w: &Workload) -> Result<()> {
 /// A step's activations within the host's memory, on the CPU (a --batch of 10^11 aborted on
 /// the allocation): the estimate the trainer checks a run with.
 pub fn check_memory<B: Backend>(be: &B, model: &Model<B>, w: &Workload) -> Result<()> {
-    let available = crate::memory::host_available_bytes();
-    let Some(available) = available.filter(|_| !be.device().is_gpu()) else {
+    if be.device().is_gpu() {
+        return Ok(());
+    }
+    let tokens = w.prompt.saturating_add(w.seq);
+    let need = model.step_bytes(be.act_dtype().size(), w.batch, tokens, w.target_len);
+    check_host_bytes(need, w)
+}
+
+/// `need` bytes for a step of `w` within the host's available memory, else an error naming
+/// --batch (bench --ceiling checks its workload by the same estimate, with no model built).
+pub fn check_host_bytes(need: u128, w: &Workload) -> Result<()> {
+    let Some(available) = crate::memory::host_available_bytes() else {
         return Ok(());
     };
     let tokens = w.prompt.saturating_add(w.seq);
-    let need = model.step_bytes(be.act_dtype().size(), w.batch, tokens, w.target_len);
     if need <= available as u128 {
         return Ok(());
     }

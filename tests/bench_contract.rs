@@ -308,3 +308,43 @@ fn ceiling_refuses_the_step_flags() {
         );
     }
 }
+
+/// `bench --ceiling` checks its workload as the timed bench does, before allocating or
+/// timing anything (it checked nothing: --batch 1000000 aborted on an allocation, --batch
+/// 3000 and --seq 1000000 ran for minutes, --batch 0 printed a table of zeros with exit 0).
+#[test]
+fn ceiling_checks_the_workload_as_the_timed_bench_does() {
+    for (extra, want) in [
+        (&["--batch", "0"][..], "--batch: is 0: expected at least 1"),
+        (
+            &["--prompt", "0"][..],
+            "--prompt: is 0: expected at least 1",
+        ),
+        (
+            &["--seq", "1000000"][..],
+            "--seq: 1000000 tokens + --prompt 20 = 1000020 positions, past the preset's \
+             max_position_embeddings of 512",
+        ),
+        (
+            &["--batch", "3000"][..],
+            "--batch: a step of 3000 rows x 148 positions would need about 398.3 GB",
+        ),
+        (&["--batch", "1000000"][..], "lower --batch or --seq"),
+    ] {
+        let start = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_softprompt"))
+            .args(["bench", "--preset", "bert-base", "--ceiling"])
+            .args(extra)
+            .env("SOFTPROMPT_HOST_MEMORY", "8000000000")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(want), "{extra:?}: {err}");
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "{extra:?}: {:?}",
+            start.elapsed()
+        );
+    }
+}
