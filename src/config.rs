@@ -542,7 +542,7 @@ fn parse_bloom(cfg: &Cfg) -> Result<DecoderConfig> {
         head_dim: hidden / heads,
         // transformers' BloomMLP is 4 · hidden wide whatever `n_inner` says
         intermediate_size: 4 * hidden,
-        norm_eps: cfg.f64_or("layer_norm_epsilon", 1e-5)?,
+        norm_eps: cfg.epsilon_or("layer_norm_epsilon", 1e-5)?,
         act: Act::GeluTanh,
         positions: Positions::Alibi,
         qkv_bias: true,
@@ -684,7 +684,7 @@ fn parse_llama(cfg: &Cfg, model_type: &str) -> Result<DecoderConfig> {
         num_kv_heads: kv_heads,
         head_dim,
         intermediate_size: cfg.usize_any(&["intermediate_size"])?,
-        norm_eps: cfg.f64_or("rms_norm_eps", 1e-6)?,
+        norm_eps: cfg.epsilon_or("rms_norm_eps", 1e-6)?,
         act,
         positions: parse_rope(cfg)?,
         qkv_bias: qwen2 || attention_bias,

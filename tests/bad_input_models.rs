@@ -57,6 +57,21 @@ fn copy_prompt(dir: &ScratchDir) -> std::path::PathBuf {
     dst
 }
 
+/// `cmd` (predict, eval) of the PEFT `prompt` on `model` over `data`, with its verbalizer.
+fn pet_args<'a>(cmd: &'a str, prompt: &'a Path, model: &'a Path, data: &'a Path) -> Vec<&'a str> {
+    vec![
+        cmd,
+        "--prompt",
+        s(prompt),
+        "--model",
+        s(model),
+        "--data",
+        s(data),
+        "--verbalizer",
+        "negative=terrible,positive=good",
+    ]
+}
+
 /// A file of a model or prompt folder that is a FIFO blocked `predict` for ever (opening it
 /// waits for a writer): now refused before it is opened, naming it.
 #[test]
@@ -66,17 +81,7 @@ fn a_fifo_in_a_model_or_prompt_folder_is_refused() {
     let prompt = copy_prompt(&dir);
     let data = dir.path().join("data.jsonl");
     std::fs::write(&data, "{\"text\":\"a good film\"}\n").expect("data");
-    let args = [
-        "predict",
-        "--prompt",
-        s(&prompt),
-        "--model",
-        s(&model),
-        "--data",
-        s(&data),
-        "--verbalizer",
-        "negative=terrible,positive=good",
-    ];
+    let args = pet_args("predict", &prompt, &model, &data);
     // the copies work as they are
     let out = run_bounded(&args);
     assert!(
@@ -148,6 +153,67 @@ fn a_layer_count_past_the_weights_names_the_first_missing_layer() {
         };
         for want in [missing, "missing from", "model.safetensors"] {
             assert!(err.contains(want), "{fixture} {key}: {err}");
+        }
+    }
+}
+
+/// A norm epsilon of 0 or below (or NaN) made every score NaN for Llama, Qwen2 and BLOOM
+/// (predict printed null scores, eval accuracy 0.5, exit 0): refused at load naming
+/// config.json's key, as BERT and T5 do.
+#[test]
+fn a_norm_epsilon_that_is_not_small_and_positive_is_refused() {
+    let dir = ScratchDir::new("norm_eps");
+    for (fixture, key) in [
+        ("llama", "rms_norm_eps"),
+        ("qwen2", "rms_norm_eps"),
+        ("bloom", "layer_norm_epsilon"),
+    ] {
+        for (i, eps) in [serde_json::json!(-1.0), serde_json::json!(0.0)]
+            .into_iter()
+            .enumerate()
+        {
+            let model = dir.copy_model(fixture, &format!("{fixture}_{i}"));
+            set_config(&model, key, eps.clone());
+            let err = match Model::open(&model, Device::Cpu) {
+                Ok(_) => panic!("{fixture} with {key} {eps} loaded"),
+                Err(e) => e.to_string(),
+            };
+            let want = format!("`{key}` must be a small positive number (such as 1e-12), got");
+            for want in ["config.json", &want] {
+                assert!(err.contains(want), "{fixture} {key} {eps}: {err}");
+            }
+        }
+    }
+}
+
+/// A model whose numbers overflow (layer-norm weights of 3e38: inf, then NaN, in every
+/// score) chose a label by argmax over NaN scores, exit 0: now an error naming the row and
+/// its scores.
+#[test]
+fn a_nan_score_never_becomes_a_label() {
+    let dir = ScratchDir::new("nan_scores");
+    let model = dir.copy_model("bert_mlm", "model");
+    common::edit_safetensors(&model.join("model.safetensors"), |t| {
+        let w = t
+            .get_mut("bert.embeddings.LayerNorm.weight")
+            .expect("tensor");
+        let n = w.as_f32().len();
+        *w = common::RawTensor::f32(w.shape.clone(), &vec![3e38; n]);
+    });
+    let prompt = copy_prompt(&dir);
+    let data = dir.path().join("data.jsonl");
+    std::fs::write(&data, "{\"text\":\"a good film\",\"label\":\"positive\"}\n").expect("data");
+    for cmd in ["predict", "eval"] {
+        let out = run_bounded(&pet_args(cmd, &prompt, &model, &data));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cmd}: {err}");
+        for want in [
+            "row 0 of a batch",
+            "negative: NaN",
+            "chooses no label",
+            "data rows [1]",
+        ] {
+            assert!(err.contains(want), "{cmd}: {err}");
         }
     }
 }
