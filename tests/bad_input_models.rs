@@ -217,3 +217,73 @@ fn a_nan_score_never_becomes_a_label() {
         }
     }
 }
+
+/// RoPE settings that were read as no scaling, silently: a `rope_scaling` that is a string,
+/// a list or an object naming no type, a `rope_theta` or linear factor of 0 or below, and a
+/// Qwen2 config whose `rope_parameters` and `rope_scaling` disagree (`rope_scaling` was
+/// ignored). Each is refused naming config.json and the key.
+#[test]
+fn rope_settings_that_were_dropped_are_refused() {
+    use serde_json::json;
+    let dir = ScratchDir::new("rope");
+    let cases = [
+        (
+            "llama",
+            "rope_scaling",
+            json!("linear"),
+            "`rope_scaling` is \"linear\": expected an object",
+        ),
+        (
+            "llama",
+            "rope_scaling",
+            json!([1, 2]),
+            "`rope_scaling` is [1,2]: expected an object",
+        ),
+        (
+            "llama",
+            "rope_scaling",
+            json!({"factor": 8.0}),
+            "`rope_scaling` has no `rope_type`",
+        ),
+        (
+            "llama",
+            "rope_theta",
+            json!(0),
+            "`rope_theta` must be a positive number, got 0",
+        ),
+        (
+            "llama",
+            "rope_theta",
+            json!(-1),
+            "`rope_theta` must be a positive number, got -1",
+        ),
+        (
+            "llama",
+            "rope_scaling",
+            json!({"rope_type": "linear", "factor": -2.0}),
+            "`rope_scaling.factor` must be a positive number, got -2",
+        ),
+        (
+            "qwen2",
+            "rope_scaling",
+            json!({"rope_type": "linear", "factor": 4.0}),
+            "`rope_parameters` and `rope_scaling` name different RoPE settings",
+        ),
+    ];
+    for (i, (fixture, key, value, want)) in cases.into_iter().enumerate() {
+        let model = dir.copy_model(fixture, &format!("{fixture}_{i}"));
+        set_config(&model, key, value.clone());
+        let err = match Model::open(&model, Device::Cpu) {
+            Ok(_) => panic!("{fixture} with {key} {value} loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("config.json") && err.contains(want),
+            "{key} {value}: {err}"
+        );
+    }
+    // the fixtures' own settings still load: llama3 scaling, Qwen2's rope_parameters
+    for name in ["llama", "qwen2"] {
+        Model::open(fixture(name), Device::Cpu).expect(name);
+    }
+}
