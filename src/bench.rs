@@ -394,12 +394,21 @@ pub fn check_workload(preset: &Preset, w: &Workload) -> Result<()> {
 /// A step's activations within the host's memory, on the CPU (a --batch of 10^11 aborted on
 /// the allocation): the estimate the trainer checks a run with.
 pub fn check_memory<B: Backend>(be: &B, model: &Model<B>, w: &Workload) -> Result<()> {
-    let available = crate::memory::host_available_bytes();
-    let Some(available) = available.filter(|_| !be.device().is_gpu()) else {
+    if be.device().is_gpu() {
+        return Ok(());
+    }
+    let tokens = w.prompt.saturating_add(w.seq);
+    let need = model.step_bytes(be.act_dtype().size(), w.batch, tokens, w.target_len);
+    check_host_bytes(need, w)
+}
+
+/// `need` bytes for a step of `w` within the host's available memory, else an error naming
+/// --batch (bench --ceiling checks its workload by the same estimate, with no model built).
+pub fn check_host_bytes(need: u128, w: &Workload) -> Result<()> {
+    let Some(available) = crate::memory::host_available_bytes() else {
         return Ok(());
     };
     let tokens = w.prompt.saturating_add(w.seq);
-    let need = model.step_bytes(be.act_dtype().size(), w.batch, tokens, w.target_len);
     if need <= available as u128 {
         return Ok(());
     }
@@ -415,6 +424,36 @@ pub fn check_memory<B: Backend>(be: &B, model: &Model<B>, w: &Workload) -> Resul
     ))
 }
 
+/// Stops a preset whose float32 weights would not fit the CPU, before anything is allocated
+/// (bench and profile; t5-xxl and llama-3.1-8b under profile grew toward 44 and 32 GB).
+pub fn check_fits_cpu(name: &str, preset: &Preset) -> Result<()> {
+    dec::check_fits_cpu(name, parameters(preset))
+}
+
+/// Weight count of `preset`: embeddings, layers (norm weights and biases counted roughly:
+/// they are a rounding error next to the matrices) and untied heads.
+fn parameters(preset: &Preset) -> usize {
+    match preset {
+        Preset::Bert(c) => {
+            let (d, f, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
+            let embed = (v + c.max_position_embeddings + c.type_vocab_size) * d;
+            let layer = 4 * d * d + 2 * d * f + 9 * d + f;
+            // the MLM head's transform and decoder bias
+            embed + c.num_hidden_layers * layer + d * d + v + 4 * d
+        }
+        Preset::T5(c) => {
+            let (d, a, f, v) = (c.d_model, c.inner_dim(), c.d_ff, c.vocab_size);
+            let wi = if c.is_gated_act { 2 } else { 1 };
+            let enc = 4 * d * a + (wi + 1) * d * f + 2 * d;
+            let dec = 8 * d * a + (wi + 1) * d * f + 3 * d;
+            // T5 v1.0 scales its tied head; v1.1 and later have their own lm_head
+            let head = if c.scale_decoder_outputs { 0 } else { v * d };
+            v * d + c.num_layers * enc + c.num_decoder_layers * dec + 2 * d + head
+        }
+        Preset::Decoder(c) => dec::parameters(c),
+    }
+}
+
 /// Times `steps` steps after `warmup` and returns the JSON report.
 pub fn run<B: Backend>(
     be: &B,
@@ -424,19 +463,17 @@ pub fn run<B: Backend>(
     warmup: usize,
 ) -> Result<Value> {
     let preset = Preset::by_name(preset_name)?;
-    if let Preset::Decoder(c) = &preset {
-        if !be.device().is_gpu() {
-            dec::check_fits_cpu(preset_name, c)?;
-        }
-        if w.target_len > w.seq {
-            return Err(Error::arg(
-                "--target-len",
-                format!(
-                    "{} labelled tokens in rows of --seq {}",
-                    w.target_len, w.seq
-                ),
-            ));
-        }
+    if !be.device().is_gpu() {
+        check_fits_cpu(preset_name, &preset)?;
+    }
+    if matches!(preset, Preset::Decoder(_)) && w.target_len > w.seq {
+        return Err(Error::arg(
+            "--target-len",
+            format!(
+                "{} labelled tokens in rows of --seq {}",
+                w.target_len, w.seq
+            ),
+        ));
     }
     check_workload(&preset, w)?;
     method::check(&preset, &w.method)?;

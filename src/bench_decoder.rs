@@ -124,9 +124,10 @@ pub fn parameters(c: &DecoderConfig) -> usize {
     v * d + c.num_layers * layer + 2 * d + head
 }
 
-/// Stops a preset whose float32 weights would not fit the CPU, before anything is allocated.
-pub fn check_fits_cpu(name: &str, c: &DecoderConfig) -> Result<()> {
-    let bytes = 4 * parameters(c);
+/// Stops a preset of `parameters` weights whose float32 copy would not fit the CPU, before
+/// anything is allocated (`bench::check_fits_cpu` counts them for every preset).
+pub fn check_fits_cpu(name: &str, parameters: usize) -> Result<()> {
+    let bytes = parameters.saturating_mul(4);
     if bytes > CPU_WEIGHT_LIMIT {
         return Err(Error::arg(
             "--preset",

@@ -170,6 +170,7 @@ fn time_gemm(path: GemmPath, g: &StepGemm, reps: usize) -> (f64, f64) {
 /// products, as JSON.
 pub fn run(preset_name: &str, w: &Workload, reps: usize) -> crate::error::Result<Value> {
     let preset = Preset::by_name(preset_name)?;
+    check(&preset, w)?;
     let peak = fma_peak(0.3);
     let gemms = step_gemms(&preset, w);
     let mut paths = Vec::new();
@@ -202,6 +203,16 @@ pub fn run(preset_name: &str, w: &Workload, reps: usize) -> crate::error::Result
         "selected_path": gemm_path::selected().name(),
         "paths": paths,
     }))
+}
+
+/// The timed bench's checks of `w` (flags in range, a step within the host's memory by the
+/// same estimate), before anything is allocated or timed: --batch 1000000 aborted on an
+/// allocation, --seq 1000000 ran for minutes, --batch 0 printed a table of zeros.
+fn check(preset: &Preset, w: &Workload) -> crate::error::Result<()> {
+    crate::bench::check_workload(preset, w)?;
+    let tokens = w.prompt.saturating_add(w.seq);
+    let need = crate::models::step_bytes_of(&preset.config(), 4, w.batch, tokens, w.target_len);
+    crate::bench::check_host_bytes(need, w)
 }
 
 /// The ceiling report as text.

@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
+#[path = "config_rope.rs"]
+mod rope;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct BertConfig {
     pub vocab_size: usize,
@@ -542,7 +545,7 @@ fn parse_bloom(cfg: &Cfg) -> Result<DecoderConfig> {
         head_dim: hidden / heads,
         // transformers' BloomMLP is 4 · hidden wide whatever `n_inner` says
         intermediate_size: 4 * hidden,
-        norm_eps: cfg.f64_or("layer_norm_epsilon", 1e-5)?,
+        norm_eps: cfg.epsilon_or("layer_norm_epsilon", 1e-5)?,
         act: Act::GeluTanh,
         positions: Positions::Alibi,
         qkv_bias: true,
@@ -556,73 +559,6 @@ fn parse_bloom(cfg: &Cfg) -> Result<DecoderConfig> {
             ids => ids,
         },
         pad_token_id: Some(cfg.usize_or("pad_token_id", 3)?),
-    })
-}
-
-/// `rope_parameters` (transformers 5) or `rope_scaling` + `rope_theta` (earlier configs).
-fn parse_rope(cfg: &Cfg) -> Result<Positions> {
-    let params = cfg
-        .get("rope_parameters")
-        .or_else(|| cfg.get("rope_scaling"))
-        .cloned()
-        .unwrap_or(Value::Object(Default::default()));
-    let sub = Cfg {
-        v: &params,
-        path: cfg.path.clone(),
-    };
-    let theta = match sub.get("rope_theta") {
-        Some(_) => sub.f64_or("rope_theta", 10000.0)?,
-        None => cfg.f64_or("rope_theta", 10000.0)?,
-    };
-    if sub.f64_or("partial_rotary_factor", 1.0)? != 1.0
-        || cfg.f64_or("partial_rotary_factor", 1.0)? != 1.0
-    {
-        return Err(Error::config(
-            &cfg.path,
-            "partial_rotary_factor other than 1 is not supported",
-        ));
-    }
-    let kind = sub
-        .str_opt("rope_type")?
-        .or(sub.str_opt("type")?)
-        .unwrap_or_else(|| "default".into());
-    let need = |k: &str| -> Result<f64> {
-        sub.get(k).and_then(|x| x.as_f64()).ok_or_else(|| {
-            Error::config(
-                &cfg.path,
-                format!("rope scaling \"{kind}\" needs a number `{k}`"),
-            )
-        })
-    };
-    Ok(match kind.as_str() {
-        "default" => Positions::Rope {
-            theta,
-            llama3: None,
-            linear_factor: None,
-        },
-        "linear" => Positions::Rope {
-            theta,
-            llama3: None,
-            linear_factor: Some(need("factor")?),
-        },
-        "llama3" => Positions::Rope {
-            theta,
-            llama3: Some(Llama3Scaling {
-                factor: need("factor")?,
-                low_freq_factor: need("low_freq_factor")?,
-                high_freq_factor: need("high_freq_factor")?,
-                original_max_position_embeddings: need("original_max_position_embeddings")?,
-            }),
-            linear_factor: None,
-        },
-        other => {
-            return Err(Error::config(
-                &cfg.path,
-                format!(
-                    "rope type \"{other}\" is not supported: expected default, linear or llama3"
-                ),
-            ))
-        }
     })
 }
 
@@ -684,9 +620,9 @@ fn parse_llama(cfg: &Cfg, model_type: &str) -> Result<DecoderConfig> {
         num_kv_heads: kv_heads,
         head_dim,
         intermediate_size: cfg.usize_any(&["intermediate_size"])?,
-        norm_eps: cfg.f64_or("rms_norm_eps", 1e-6)?,
+        norm_eps: cfg.epsilon_or("rms_norm_eps", 1e-6)?,
         act,
-        positions: parse_rope(cfg)?,
+        positions: rope::parse_rope(cfg)?,
         qkv_bias: qwen2 || attention_bias,
         o_bias: attention_bias,
         mlp_bias: cfg.bool_opt("mlp_bias")?.unwrap_or(false),

@@ -63,17 +63,33 @@ pub fn read_stream(path: &Path) -> Result<Vec<u8>> {
     read_capped(path, max_stream_bytes()?, &raise)
 }
 
-/// A tensor file: an ordinary file whole (its size is its bound: model weights are many
-/// GB), anything else (a FIFO, a link to /dev/zero) as a stream, to `max_stream_bytes`.
-pub fn read_tensor_file(path: &Path) -> Result<Vec<u8>> {
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => std::fs::read(path).map_err(|e| Error::io(path, e)),
-        _ => read_stream(path),
+/// A file of a model or prompt folder must be an ordinary file (or a link to one), checked
+/// with stat before it is opened: opening a FIFO blocks until a writer appears (a server's
+/// engine, and every request after the load, waited for ever), and a device such as
+/// /dev/zero never ends.
+pub fn check_ordinary(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_file() {
+        return Ok(());
     }
+    Err(Error::file(
+        path,
+        "is not an ordinary file (a FIFO, device or folder): a model or prompt folder's files \
+         are read whole, so each must be an ordinary file or a link to one",
+    ))
 }
 
-/// A JSON file's text, read to `MAX_JSON_BYTES`.
+/// A tensor file of a model or prompt folder, whole (its size is its bound: model weights
+/// are many GB); anything but an ordinary file is refused before it is opened.
+pub fn read_tensor_file(path: &Path) -> Result<Vec<u8>> {
+    check_ordinary(path)?;
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// A JSON file of a model or prompt folder: an ordinary file (checked before it is opened),
+/// its text read to `MAX_JSON_BYTES`.
 pub fn read_json_text(path: &Path) -> Result<String> {
+    check_ordinary(path)?;
     let bytes = read_capped(path, MAX_JSON_BYTES, "")?;
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();

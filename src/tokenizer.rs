@@ -98,7 +98,8 @@ impl Tokenizer {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         for name in ["tokenizer_config.json", "special_tokens_map.json"] {
             let path = dir.join(name);
-            if !path.is_file() {
+            // one that is there but no ordinary file (a FIFO) is refused by the read, not skipped
+            if !path.exists() {
                 continue;
             }
             let text = crate::fsutil::read_json_text(&path)?;

@@ -112,24 +112,45 @@ fn methods(preset: &str) -> Vec<Method> {
     out
 }
 
-/// The 7-8B presets need 28-32 GB of float32 weights: on the CPU `bench` stops with an
-/// error that says so before allocating anything (the run takes well under a second);
-/// scripts/bench_torch.py applies the same rule (bench_common.CPU_WEIGHT_LIMIT).
+/// The 7-8B presets need 28-32 GB of float32 weights, t5-xxl 44.5 GB: on the CPU `bench`
+/// and `profile` stop with an error that says so before allocating anything (the run takes
+/// well under a second; t5-xxl and profile were not covered and grew toward 44 and 32 GB);
+/// scripts/bench_torch.py applies the same rule (bench_common.CPU_WEIGHT_LIMIT). The sizes
+/// are the checkpoints': google/t5-v1_1-xxl holds 11,135,332,352 weights, Llama-3.1-8B
+/// 8,030,261,248.
 #[test]
-fn big_decoder_presets_stop_on_the_cpu_before_allocating() {
-    for preset in ["bloom-7b1", "llama-3.1-8b", "qwen2.5-7b"] {
+fn big_presets_stop_on_the_cpu_before_allocating() {
+    for (cmd, preset, gb) in [
+        ("bench", "bloom-7b1", ""),
+        ("bench", "llama-3.1-8b", "32.1 GB"),
+        ("bench", "qwen2.5-7b", ""),
+        ("bench", "t5-xxl", "44.5 GB"),
+        ("profile", "llama-3.1-8b", "32.1 GB"),
+        ("profile", "qwen2.5-7b", ""),
+        ("profile", "t5-xxl", "44.5 GB"),
+    ] {
         let start = std::time::Instant::now();
+        let mut args = vec![cmd, "--preset", preset];
+        if cmd == "bench" {
+            args.extend(["--steps", "1"]);
+        }
         let out = Command::new(env!("CARGO_BIN_EXE_softprompt"))
-            .args(["bench", "--preset", preset, "--steps", "1"])
+            .args(&args)
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{preset}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{cmd} {preset}: {err}");
         assert!(
-            err.contains(preset) && err.contains("GB of float32 weights") && err.contains("GPU"),
-            "{preset}: {err}"
+            err.contains(preset)
+                && err.contains(gb)
+                && err.contains("GB of float32 weights")
+                && err.contains("GPU"),
+            "{cmd} {preset}: {err}"
         );
-        assert!(start.elapsed().as_secs_f64() < 5.0, "{preset} allocated");
+        assert!(
+            start.elapsed().as_secs_f64() < 5.0,
+            "{cmd} {preset} allocated"
+        );
     }
 }
 
@@ -305,6 +326,46 @@ fn ceiling_refuses_the_step_flags() {
         assert!(
             err.contains("--ceiling") && err.contains(extra[0]),
             "{extra:?}: {err}"
+        );
+    }
+}
+
+/// `bench --ceiling` checks its workload as the timed bench does, before allocating or
+/// timing anything (it checked nothing: --batch 1000000 aborted on an allocation, --batch
+/// 3000 and --seq 1000000 ran for minutes, --batch 0 printed a table of zeros with exit 0).
+#[test]
+fn ceiling_checks_the_workload_as_the_timed_bench_does() {
+    for (extra, want) in [
+        (&["--batch", "0"][..], "--batch: is 0: expected at least 1"),
+        (
+            &["--prompt", "0"][..],
+            "--prompt: is 0: expected at least 1",
+        ),
+        (
+            &["--seq", "1000000"][..],
+            "--seq: 1000000 tokens + --prompt 20 = 1000020 positions, past the preset's \
+             max_position_embeddings of 512",
+        ),
+        (
+            &["--batch", "3000"][..],
+            "--batch: a step of 3000 rows x 148 positions would need about 398.3 GB",
+        ),
+        (&["--batch", "1000000"][..], "lower --batch or --seq"),
+    ] {
+        let start = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_softprompt"))
+            .args(["bench", "--preset", "bert-base", "--ceiling"])
+            .args(extra)
+            .env("SOFTPROMPT_HOST_MEMORY", "8000000000")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(want), "{extra:?}: {err}");
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "{extra:?}: {:?}",
+            start.elapsed()
         );
     }
 }

@@ -14,6 +14,8 @@ pub struct Args {
 }
 
 struct Job {
+    /// the preset's name, as --preset gave it
+    name: String,
     preset: Preset,
     w: Workload,
 }
@@ -22,6 +24,9 @@ impl WithBackend for Job {
     type Output = String;
     fn run<B: Backend>(self, inner: B) -> softprompt::Result<String> {
         let be = Profiler::new(inner);
+        if !be.device().is_gpu() {
+            bench::check_fits_cpu(&self.name, &self.preset)?;
+        }
         let model = Model::random(&be, &self.preset.config(), 1)?;
         bench::check_memory(&be, &model, &self.w)?;
         let batch = bench::bench_batch(&self.preset, &self.w, 3);
@@ -95,7 +100,8 @@ pub fn run(args: Args) -> i32 {
         let preset = Preset::by_name(&args.workload.preset)?;
         bench::check_workload(&preset, &w)?;
         bench_method::check(&preset, &w.method)?;
-        with_backend(kind, Job { preset, w })
+        let name = args.workload.preset.clone();
+        with_backend(kind, Job { name, preset, w })
     });
     match result {
         Ok(table) => {

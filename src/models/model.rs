@@ -246,36 +246,15 @@ impl<B: Backend> Model<B> {
         }
     }
 
-    /// An upper estimate of the bytes one training step holds: every layer's saved state
-    /// and its largest transient (about 12 rows of the width and 3 of the feed-forward per
-    /// token and layer), and the vocabulary logits of the targets; `act` bytes per activation.
+    /// An upper estimate of the bytes one training step holds (`step_bytes_of` its config).
     pub fn step_bytes(&self, act: usize, rows: usize, tokens: usize, target_len: usize) -> u128 {
-        let act = act as u128;
-        let (rows, tokens, target_len) = (rows as u128, tokens as u128, target_len as u128);
-        match self {
-            Model::Bert(m) => {
-                let c = &m.cfg;
-                let per_token = c.num_hidden_layers as u128
-                    * (12 * c.hidden_size + 3 * c.intermediate_size) as u128;
-                act * rows * tokens * (per_token + 4 * c.hidden_size as u128)
-            }
-            Model::T5(m) => {
-                let c = &m.cfg;
-                let width = (c.d_model + c.inner_dim()) as u128;
-                let enc = c.num_layers as u128 * (6 * width + 3 * c.d_ff as u128);
-                let dec = c.num_decoder_layers as u128 * (9 * width + 3 * c.d_ff as u128);
-                act * rows * (tokens * enc + target_len * dec)
-                    + 4 * rows * target_len * c.vocab_size as u128
-            }
-            // the gated MLP keeps gate, up and their product: 4 rows of the feed-forward
-            Model::Bloom(m) | Model::Llama(m) => {
-                let c = &m.cfg;
-                let per_token =
-                    c.num_layers as u128 * (12 * c.hidden_size + 4 * c.intermediate_size) as u128;
-                act * rows * tokens * (per_token + 4 * c.hidden_size as u128)
-                    + 4 * rows * target_len * c.vocab_size as u128
-            }
-        }
+        let cfg = match self {
+            Model::Bert(m) => ModelConfig::Bert(m.cfg.clone()),
+            Model::T5(m) => ModelConfig::T5(m.cfg.clone()),
+            Model::Bloom(m) => ModelConfig::Bloom(m.cfg.clone()),
+            Model::Llama(m) => ModelConfig::Llama(m.cfg.clone()),
+        };
+        step_bytes_of(&cfg, act, rows, tokens, target_len)
     }
 
     /// The (V, C) input embedding table, on the host (prompt initialisation reads it).
@@ -287,6 +266,42 @@ impl<B: Backend> Model<B> {
         };
         let data = be.download(buf)?;
         Ok(HostTensor::new(vec![v, self.hidden_size()], data))
+    }
+}
+
+/// An upper estimate of the bytes one training step holds: every layer's saved state
+/// and its largest transient (about 12 rows of the width and 3 of the feed-forward per
+/// token and layer), and the vocabulary logits of the targets; `act` bytes per activation.
+/// From the config alone: bench --ceiling checks a workload with it and builds no model.
+pub fn step_bytes_of(
+    cfg: &ModelConfig,
+    act: usize,
+    rows: usize,
+    tokens: usize,
+    target_len: usize,
+) -> u128 {
+    let act = act as u128;
+    let (rows, tokens, target_len) = (rows as u128, tokens as u128, target_len as u128);
+    match cfg {
+        ModelConfig::Bert(c) => {
+            let per_token = c.num_hidden_layers as u128
+                * (12 * c.hidden_size + 3 * c.intermediate_size) as u128;
+            act * rows * tokens * (per_token + 4 * c.hidden_size as u128)
+        }
+        ModelConfig::T5(c) => {
+            let width = (c.d_model + c.inner_dim()) as u128;
+            let enc = c.num_layers as u128 * (6 * width + 3 * c.d_ff as u128);
+            let dec = c.num_decoder_layers as u128 * (9 * width + 3 * c.d_ff as u128);
+            act * rows * (tokens * enc + target_len * dec)
+                + 4 * rows * target_len * c.vocab_size as u128
+        }
+        // the gated MLP keeps gate, up and their product: 4 rows of the feed-forward
+        ModelConfig::Bloom(c) | ModelConfig::Llama(c) => {
+            let per_token =
+                c.num_layers as u128 * (12 * c.hidden_size + 4 * c.intermediate_size) as u128;
+            act * rows * tokens * (per_token + 4 * c.hidden_size as u128)
+                + 4 * rows * target_len * c.vocab_size as u128
+        }
     }
 }
 

@@ -74,17 +74,17 @@ impl Registry {
         self.entries.get(name).cloned()
     }
 
-    /// Loads the prompt folder `path` as `name` for `model`: 400 for a bad name or folder,
-    /// 409 when the name is taken.
-    pub fn load(&mut self, model: &Model, name: &str, path: &Path) -> Result<PromptInfo, ApiError> {
-        check_name(name).map_err(ApiError::bad_request)?;
-        if self.entries.contains_key(name) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("a prompt named \"{name}\" is loaded already: unload it first"),
-            ));
-        }
-        let entry = open(model, name, path)?;
+    /// Adds `prompt`, read from the folder `path`, as `name` for `model`: 400 for a bad name
+    /// or a prompt that does not fit the model, 409 when the name is taken.
+    pub fn load(
+        &mut self,
+        model: &Model,
+        name: &str,
+        path: &Path,
+        prompt: Prompt,
+    ) -> Result<PromptInfo, ApiError> {
+        check_new_name(name, &self.catalog)?;
+        let entry = open(model, name, path, prompt)?;
         let spec = entry.task.spec();
         let info = PromptInfo {
             name: name.to_string(),
@@ -100,6 +100,11 @@ impl Registry {
             c.insert(name.to_string(), info.clone());
         });
         Ok(info)
+    }
+
+    /// `check_new_name` against this table.
+    pub fn check_new(&self, name: &str) -> Result<(), ApiError> {
+        check_new_name(name, &self.catalog)
     }
 
     /// 404 for a prompt that is not loaded.
@@ -119,6 +124,19 @@ impl Registry {
     }
 }
 
+/// 400 for a bad name, 409 for one that is loaded already: checked before a folder is read,
+/// and again as the engine adds it.
+pub fn check_new_name(name: &str, catalog: &Catalog) -> Result<(), ApiError> {
+    check_name(name).map_err(ApiError::bad_request)?;
+    if catalog.contains(name) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("a prompt named \"{name}\" is loaded already: unload it first"),
+        ));
+    }
+    Ok(())
+}
+
 /// 404 for a prompt that is not loaded, naming those that are.
 pub fn unknown_prompt(name: &str, catalog: &Catalog) -> ApiError {
     let names: Vec<String> = catalog.list().into_iter().map(|i| i.name).collect();
@@ -128,11 +146,10 @@ pub fn unknown_prompt(name: &str, catalog: &Catalog) -> ApiError {
     ))
 }
 
-/// A prompt folder with the task it was trained for (task.json, or the model's defaults for a
-/// PEFT folder) on `model`.
-fn open(model: &Model, name: &str, path: &Path) -> Result<Entry, ApiError> {
+/// A prompt read from the folder `path`, with the task it was trained for (task.json, or the
+/// model's defaults for a PEFT folder) on `model`.
+fn open(model: &Model, name: &str, path: &Path, prompt: Prompt) -> Result<Entry, ApiError> {
     let engine = |e: Error| ApiError::from_engine(&e);
-    let prompt = Prompt::load(path).map_err(engine)?;
     // the command line's --model lets a user run a prompt of another architecture on purpose
     // (with a warning); a server's client never sees that warning, so here it is a 400
     if let Some(why) = prompt.check_arch(model, true).map_err(engine)? {

@@ -3,7 +3,7 @@
 
 use super::error::{json_response, ApiError};
 use super::metrics::{Metrics, PREDICT_ROUTE};
-use super::registry::{check_name, unknown_prompt, Catalog};
+use super::registry::{check_new_name, unknown_prompt, Catalog};
 use super::worker::{Job, Msg};
 use super::Limits;
 use axum::body::Bytes;
@@ -17,6 +17,7 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
+use softprompt::Prompt;
 use std::path::PathBuf;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
@@ -102,10 +103,23 @@ struct LoadRequest {
 
 async fn load_prompt(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Answer {
     let req: LoadRequest = parse(body, &s.limits)?;
-    check_name(&req.name).map_err(ApiError::bad_request)?;
-    let (reply, answer) = oneshot::channel();
+    check_new_name(&req.name, &s.catalog)?;
+    // the folder is read here, off the engine's thread: a slow disk holds this request
+    // only, never the engine and the requests queued behind the load
     let (name, path) = (req.name, req.path);
-    send(&s, Msg::Load { name, path, reply })?;
+    let dir = path.clone();
+    let prompt = tokio::task::spawn_blocking(move || Prompt::load(dir))
+        .await
+        .map_err(|e| ApiError::internal(format!("reading the prompt folder stopped: {e}")))?
+        .map_err(|e| ApiError::from_engine(&e))?;
+    let (reply, answer) = oneshot::channel();
+    let load = Msg::Load {
+        name,
+        path,
+        prompt: Box::new(prompt),
+        reply,
+    };
+    send(&s, load)?;
     let info = wait(answer).await?;
     Ok(json_response(
         StatusCode::CREATED,

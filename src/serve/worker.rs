@@ -9,7 +9,7 @@ use super::predict::run_batch;
 use super::registry::{Catalog, Entry, PromptInfo, Registry};
 use super::{DeviceChoice, Settings};
 use serde_json::Value;
-use softprompt::{Device, Error, Model, Result};
+use softprompt::{Device, Error, Model, Prompt, Result};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
@@ -24,9 +24,11 @@ pub type Reply<T> = oneshot::Sender<std::result::Result<T, ApiError>>;
 /// A message to the engine's thread.
 pub enum Msg {
     Predict(Job),
+    /// a prompt folder read on the HTTP side, to check against the model and add
     Load {
         name: String,
         path: PathBuf,
+        prompt: Box<Prompt>,
         reply: Reply<PromptInfo>,
     },
     Unload {
@@ -85,8 +87,10 @@ pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
                 let model = open_model(&model_dir, device)?;
                 let mut registry = Registry::new(cat);
                 for (name, path) in &prompts {
-                    registry
-                        .load(&model, name, path)
+                    let loaded = (registry.check_new(name))
+                        .and_then(|()| Prompt::load(path).map_err(|e| ApiError::from_engine(&e)))
+                        .and_then(|prompt| registry.load(&model, name, path, prompt));
+                    loaded
                         .map_err(|e| Error::file(path, format!("prompt \"{name}\": {}", e.msg)))?;
                 }
                 metrics.set_prompts(registry.len());
@@ -169,8 +173,13 @@ fn receive(
                     let _ = job.reply.send(Err(registry.unknown(&job.prompt)));
                 }
             },
-            Ok(Msg::Load { name, path, reply }) => {
-                let _ = reply.send(registry.load(model, &name, &path));
+            Ok(Msg::Load {
+                name,
+                path,
+                prompt,
+                reply,
+            }) => {
+                let _ = reply.send(registry.load(model, &name, &path, *prompt));
                 metrics.set_prompts(registry.len());
             }
             Ok(Msg::Unload { name, reply }) => {

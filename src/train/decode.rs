@@ -221,24 +221,40 @@ impl Task {
                 .collect());
         }
         let scores = self.scores(be, model, params, batch)?;
-        Ok(self.classified(&scores))
+        self.classified(&scores)
     }
 
-    /// Each row's class (the argmax) with its scores, from scores (R, K).
-    pub(super) fn classified(&self, scores: &[f32]) -> Vec<Prediction> {
+    /// Each row's class (the argmax) with its scores, from scores (R, K). A row with a score
+    /// that is not a number is an error naming it: argmax would have made a label of it (a
+    /// negative norm epsilon scored every row NaN, and eval reported accuracy 0.5).
+    pub(super) fn classified(&self, scores: &[f32]) -> Result<Vec<Prediction>> {
         let k = self.spec.labels.len();
-        scores
-            .chunks(k)
-            .map(|s| {
+        (scores.chunks(k).enumerate())
+            .map(|(r, s)| {
+                if s.iter().any(|x| x.is_nan()) {
+                    return Err(self.nan_scores(r, s));
+                }
                 let c = argmax(s);
-                Prediction {
+                Ok(Prediction {
                     class: Some(c),
                     scores: s.to_vec(),
                     ids: Vec::new(),
                     score: s.get(c).copied().unwrap_or(f32::NAN),
-                }
+                })
             })
             .collect()
+    }
+
+    fn nan_scores(&self, row: usize, s: &[f32]) -> Error {
+        let each: Vec<String> = (self.spec.labels.iter().zip(s))
+            .map(|(l, x)| format!("{l}: {x}"))
+            .collect();
+        Error::NonFinite(format!(
+            "row {row} of a batch scored its labels {{{}}}: a score that is not a number \
+             chooses no label; the model's numbers are not finite (its config.json's norm \
+             epsilon, or its weights?)",
+            each.join(", ")
+        ))
     }
 }
 

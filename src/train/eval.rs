@@ -110,7 +110,17 @@ pub fn predict_all<B: Backend>(
     let mut out: Vec<Option<Prediction>> = vec![None; enc.rows.len()];
     for chunk in order.chunks(batch_size) {
         let batch = task.batch(enc, chunk)?;
-        for (&i, p) in chunk.iter().zip(task.predict(be, model, params, &batch)?) {
+        let preds = task
+            .predict(be, model, params, &batch)
+            .map_err(|e| match e {
+                // the batch's rows are data rows sorted by length: name them
+                Error::NonFinite(msg) => {
+                    let rows: Vec<u32> = chunk.iter().map(|&i| i + 1).collect();
+                    Error::NonFinite(format!("{msg} (the batch of data rows {rows:?}, from 1)"))
+                }
+                e => e,
+            })?;
+        for (&i, p) in chunk.iter().zip(preds) {
             if let Some(slot) = out.get_mut(i as usize) {
                 *slot = Some(p);
             }

@@ -250,7 +250,7 @@ fn predict_group<B: Backend>(
             }
             let (task, params) = gr.job(kj)?;
             let scores = task.class_scores_of(be, m, params, &lay, batch, &hidden, &mine)?;
-            for (&r, pred) in mine.iter().zip(task.classified(&scores)) {
+            for (&r, pred) in mine.iter().zip(task.classified(&scores)?) {
                 if let Some(at) = out.get_mut(r) {
                     *at = Some(pred);
                 }

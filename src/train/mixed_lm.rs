@@ -172,7 +172,7 @@ fn ranked_chunks<B: Backend>(
         let tasks = gr.row_tasks(idx)?;
         let mut sums = Sums::new(&tasks);
         score(batch, &mix, &tasks, &mut sums)?;
-        Ok(sums.classified(&tasks))
+        sums.classified(&tasks)
     })
 }
 
@@ -236,11 +236,11 @@ impl Sums {
     }
 
     /// Each row's prediction: its job's class over the scores, minus the sums.
-    fn classified(&self, tasks: &[&Task]) -> Vec<Option<Prediction>> {
+    fn classified(&self, tasks: &[&Task]) -> Result<Vec<Option<Prediction>>> {
         (self.0.iter().zip(tasks))
             .map(|(sums, task)| {
                 let scores: Vec<f32> = sums.iter().map(|&s| -s as f32).collect();
-                task.classified(&scores).into_iter().next()
+                Ok(task.classified(&scores)?.into_iter().next())
             })
             .collect()
     }

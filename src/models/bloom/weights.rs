@@ -19,7 +19,9 @@ pub fn load<B: Backend>(
     let pre = key_prefix(store, "transformer.", "word_embeddings.weight");
     let (c, v, i) = (cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size);
     let name = |key: &str| format!("{pre}{key}");
-    let mut layers = Vec::with_capacity(cfg.num_layers);
+    // grown layer by layer, never sized by the config's count: a count the weights do not
+    // hold (n_layer 1e9) is refused at its first missing layer, not by an 864 GB allocation
+    let mut layers = Vec::new();
     for l in 0..cfg.num_layers {
         let h = |key: &str| name(&format!("h.{l}.{key}"));
         let (q, k, vv) = split_qkv(be, store, &h("self_attention.query_key_value"), &cfg)?;

@@ -20,7 +20,9 @@ pub fn load<B: Backend>(
     let (c, v, i) = (cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size);
     let (qw, kvw) = (cfg.q_width(), cfg.kv_width());
     let name = |key: &str| format!("{pre}{key}");
-    let mut layers = Vec::with_capacity(cfg.num_layers);
+    // grown layer by layer, never sized by the config's count: a count the weights do not
+    // hold (n_layer 1e9) is refused at its first missing layer, not by an 864 GB allocation
+    let mut layers = Vec::new();
     for l in 0..cfg.num_layers {
         let at = |key: &str| name(&format!("layers.{l}.{key}"));
         let lin = |key: &str, n: usize, k: usize, bias: bool| {

@@ -94,7 +94,9 @@ impl<B: Backend> T5Stack<B> {
             })
         };
         let decoder = stack == "decoder";
-        let mut blocks = Vec::with_capacity(layers);
+        // grown layer by layer, never sized by the config's count: a count the weights do not
+        // hold (n_layer 1e9) is refused at its first missing layer, not by an 864 GB allocation
+        let mut blocks = Vec::new();
         for l in 0..layers {
             let ffn_layer = if decoder { 2 } else { 1 };
             let ffn_key = format!("block.{l}.layer.{ffn_layer}.DenseReluDense");

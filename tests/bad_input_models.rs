@@ -1,0 +1,289 @@
+//! Damaged model and prompt folders (issues #16/#17, the hostile-input pass): each is
+//! refused at once with exit code 2 and a message naming the file and key at fault, never a
+//! hang, an abort or numbers that mean nothing. Every case builds its damaged copy of a
+//! committed fixture in a scratch folder and runs the release binary on it.
+
+mod common;
+
+use common::{binary, fixture, refused, ScratchDir};
+use softprompt::prelude::*;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The longest any refusal here may take: a case that hangs fails instead of stalling the run.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Runs the binary with `args`, killed (and the test failed) after `LIMIT`.
+fn run_bounded(args: &[&str]) -> Output {
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run softprompt");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("softprompt {args:?} still ran after {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Replaces `path` with a FIFO no one writes to.
+fn make_fifo(path: &Path) {
+    std::fs::remove_file(path).expect("remove");
+    let c_path = std::ffi::CString::new(s(path)).expect("path");
+    // SAFETY: mkfifo(3) on a NUL-terminated path we own
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+}
+
+/// A copy of the committed PEFT prompt folder for the tiny BERT under `dir`.
+fn copy_prompt(dir: &ScratchDir) -> std::path::PathBuf {
+    let dst = dir.path().join("prompt");
+    std::fs::create_dir_all(&dst).expect("create");
+    for f in std::fs::read_dir(fixture("bert_mlm/peft_adapter")).expect("fixture") {
+        let f = f.expect("entry").path();
+        std::fs::copy(&f, dst.join(f.file_name().expect("name"))).expect("copy");
+    }
+    dst
+}
+
+/// `cmd` (predict, eval) of the PEFT `prompt` on `model` over `data`, with its verbalizer.
+fn pet_args<'a>(cmd: &'a str, prompt: &'a Path, model: &'a Path, data: &'a Path) -> Vec<&'a str> {
+    vec![
+        cmd,
+        "--prompt",
+        s(prompt),
+        "--model",
+        s(model),
+        "--data",
+        s(data),
+        "--verbalizer",
+        "negative=terrible,positive=good",
+    ]
+}
+
+/// A file of a model or prompt folder that is a FIFO blocked `predict` for ever (opening it
+/// waits for a writer): now refused before it is opened, naming it.
+#[test]
+fn a_fifo_in_a_model_or_prompt_folder_is_refused() {
+    let dir = ScratchDir::new("fifo_files");
+    let model = dir.copy_model("bert_mlm", "model");
+    let prompt = copy_prompt(&dir);
+    let data = dir.path().join("data.jsonl");
+    std::fs::write(&data, "{\"text\":\"a good film\"}\n").expect("data");
+    let args = pet_args("predict", &prompt, &model, &data);
+    // the copies work as they are
+    let out = run_bounded(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (folder, file) in [
+        (&prompt, "adapter_model.safetensors"),
+        (&prompt, "adapter_config.json"),
+        (&model, "config.json"),
+        (&model, "model.safetensors"),
+        (&model, "tokenizer.json"),
+    ] {
+        let path = folder.join(file);
+        let kept = std::fs::read(&path).expect("read");
+        make_fifo(&path);
+        let out = run_bounded(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{file} as a FIFO was not refused"
+        );
+        refused(&out, &[file, "is not an ordinary file"]);
+        std::fs::remove_file(&path).expect("remove the FIFO");
+        std::fs::write(&path, kept).expect("restore");
+    }
+}
+
+/// Sets `key` of `dir`/config.json to `value`.
+fn set_config(dir: &Path, key: &str, value: serde_json::Value) {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).expect("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    cfg[key] = value;
+    std::fs::write(&path, cfg.to_string()).expect("write config.json");
+}
+
+/// A layer count of 10^9 that the weights do not hold sized a Vec of 864 GB before the
+/// first missing layer was found (BLOOM, Llama, Qwen2, T5: "memory allocation of
+/// 864000000000 bytes failed", an abort): now the first missing layer is named, as BERT does.
+#[test]
+fn a_layer_count_past_the_weights_names_the_first_missing_layer() {
+    let dir = ScratchDir::new("layer_count");
+    for (fixture, key, missing) in [
+        (
+            "bloom",
+            "n_layer",
+            "`h.2.self_attention.query_key_value.weight`",
+        ),
+        (
+            "llama",
+            "num_hidden_layers",
+            "`model.layers.2.input_layernorm.weight`",
+        ),
+        (
+            "qwen2",
+            "num_hidden_layers",
+            "`model.layers.2.input_layernorm.weight`",
+        ),
+        ("t5_flan", "num_layers", "`encoder.block.3."),
+        ("t5_flan", "num_decoder_layers", "`decoder.block.2."),
+    ] {
+        let model = dir.copy_model(fixture, &format!("{fixture}_{key}"));
+        set_config(&model, key, 1_000_000_000u64.into());
+        let err = match Model::open(&model, Device::Cpu) {
+            Ok(_) => panic!("{fixture} with {key} 1e9 loaded"),
+            Err(e) => e.to_string(),
+        };
+        for want in [missing, "missing from", "model.safetensors"] {
+            assert!(err.contains(want), "{fixture} {key}: {err}");
+        }
+    }
+}
+
+/// A norm epsilon of 0 or below (or NaN) made every score NaN for Llama, Qwen2 and BLOOM
+/// (predict printed null scores, eval accuracy 0.5, exit 0): refused at load naming
+/// config.json's key, as BERT and T5 do.
+#[test]
+fn a_norm_epsilon_that_is_not_small_and_positive_is_refused() {
+    let dir = ScratchDir::new("norm_eps");
+    for (fixture, key) in [
+        ("llama", "rms_norm_eps"),
+        ("qwen2", "rms_norm_eps"),
+        ("bloom", "layer_norm_epsilon"),
+    ] {
+        for (i, eps) in [serde_json::json!(-1.0), serde_json::json!(0.0)]
+            .into_iter()
+            .enumerate()
+        {
+            let model = dir.copy_model(fixture, &format!("{fixture}_{i}"));
+            set_config(&model, key, eps.clone());
+            let err = match Model::open(&model, Device::Cpu) {
+                Ok(_) => panic!("{fixture} with {key} {eps} loaded"),
+                Err(e) => e.to_string(),
+            };
+            let want = format!("`{key}` must be a small positive number (such as 1e-12), got");
+            for want in ["config.json", &want] {
+                assert!(err.contains(want), "{fixture} {key} {eps}: {err}");
+            }
+        }
+    }
+}
+
+/// A model whose numbers overflow (layer-norm weights of 3e38: inf, then NaN, in every
+/// score) chose a label by argmax over NaN scores, exit 0: now an error naming the row and
+/// its scores.
+#[test]
+fn a_nan_score_never_becomes_a_label() {
+    let dir = ScratchDir::new("nan_scores");
+    let model = dir.copy_model("bert_mlm", "model");
+    common::edit_safetensors(&model.join("model.safetensors"), |t| {
+        let w = t
+            .get_mut("bert.embeddings.LayerNorm.weight")
+            .expect("tensor");
+        let n = w.as_f32().len();
+        *w = common::RawTensor::f32(w.shape.clone(), &vec![3e38; n]);
+    });
+    let prompt = copy_prompt(&dir);
+    let data = dir.path().join("data.jsonl");
+    std::fs::write(&data, "{\"text\":\"a good film\",\"label\":\"positive\"}\n").expect("data");
+    for cmd in ["predict", "eval"] {
+        let out = run_bounded(&pet_args(cmd, &prompt, &model, &data));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cmd}: {err}");
+        for want in [
+            "row 0 of a batch",
+            "negative: NaN",
+            "chooses no label",
+            "data rows [1]",
+        ] {
+            assert!(err.contains(want), "{cmd}: {err}");
+        }
+    }
+}
+
+/// RoPE settings that were read as no scaling, silently: a `rope_scaling` that is a string,
+/// a list or an object naming no type, a `rope_theta` or linear factor of 0 or below, and a
+/// Qwen2 config whose `rope_parameters` and `rope_scaling` disagree (`rope_scaling` was
+/// ignored). Each is refused naming config.json and the key.
+#[test]
+fn rope_settings_that_were_dropped_are_refused() {
+    use serde_json::json;
+    let dir = ScratchDir::new("rope");
+    let cases = [
+        (
+            "llama",
+            "rope_scaling",
+            json!("linear"),
+            "`rope_scaling` is \"linear\": expected an object",
+        ),
+        (
+            "llama",
+            "rope_scaling",
+            json!([1, 2]),
+            "`rope_scaling` is [1,2]: expected an object",
+        ),
+        (
+            "llama",
+            "rope_scaling",
+            json!({"factor": 8.0}),
+            "`rope_scaling` has no `rope_type`",
+        ),
+        (
+            "llama",
+            "rope_theta",
+            json!(0),
+            "`rope_theta` must be a positive number, got 0",
+        ),
+        (
+            "llama",
+            "rope_theta",
+            json!(-1),
+            "`rope_theta` must be a positive number, got -1",
+        ),
+        (
+            "llama",
+            "rope_scaling",
+            json!({"rope_type": "linear", "factor": -2.0}),
+            "`rope_scaling.factor` must be a positive number, got -2",
+        ),
+        (
+            "qwen2",
+            "rope_scaling",
+            json!({"rope_type": "linear", "factor": 4.0}),
+            "`rope_parameters` and `rope_scaling` name different RoPE settings",
+        ),
+    ];
+    for (i, (fixture, key, value, want)) in cases.into_iter().enumerate() {
+        let model = dir.copy_model(fixture, &format!("{fixture}_{i}"));
+        set_config(&model, key, value.clone());
+        let err = match Model::open(&model, Device::Cpu) {
+            Ok(_) => panic!("{fixture} with {key} {value} loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("config.json") && err.contains(want),
+            "{key} {value}: {err}"
+        );
+    }
+    // the fixtures' own settings still load: llama3 scaling, Qwen2's rope_parameters
+    for name in ["llama", "qwen2"] {
+        Model::open(fixture(name), Device::Cpu).expect(name);
+    }
+}
