@@ -1,5 +1,7 @@
 //! `tokenizer.json` through the `tokenizers` crate, with any padding or truncation baked into
 //! the file switched off: the engine pads batches itself and reports truncation explicitly.
+//! A BPE model's dropout is switched off too: it splits words at random, so the same text
+//! would score differently from run to run.
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
 // expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
 #![cfg_attr(
@@ -35,12 +37,16 @@ impl Tokenizer {
                 "missing: the model folder needs a tokenizer.json",
             ));
         }
-        let text = crate::fsutil::read_json_text(&path)?;
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+        let mut text = crate::fsutil::read_json_text(&path)?;
+        if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&text) {
             check_templates(&v).map_err(|msg| Error::Tokenizer {
                 path: path.clone(),
                 msg,
             })?;
+            if let Some(dropout) = v.pointer_mut("/model/dropout").filter(|d| !d.is_null()) {
+                *dropout = serde_json::Value::Null;
+                text = v.to_string();
+            }
         }
         let mut inner = guarded(&path, String::new, || text.parse::<tokenizers::Tokenizer>())?;
         inner.with_padding(None);

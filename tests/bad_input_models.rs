@@ -287,3 +287,27 @@ fn rope_settings_that_were_dropped_are_refused() {
         Model::open(fixture(name), Device::Cpu).expect(name);
     }
 }
+
+/// A BPE tokenizer.json with `dropout` 0.5 split words at random: the same text scored
+/// differently from run to run (labels flipped). Dropout is switched off at load, as padding
+/// and truncation are: every encoding equals the fixture's own (dropout null).
+#[test]
+fn bpe_dropout_is_switched_off() {
+    use softprompt::internals::tokenizer::Tokenizer;
+    let dir = ScratchDir::new("bpe_dropout");
+    let model = dir.copy_model("llama", "llama_dropout");
+    let path = model.join("tokenizer.json");
+    let text = std::fs::read_to_string(&path).expect("tokenizer.json");
+    let mut v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    v["model"]["dropout"] = 0.5.into();
+    std::fs::write(&path, v.to_string()).expect("write tokenizer.json");
+    let text = "the music was lovely and the story slow, unbelievably understated";
+    let want = Tokenizer::load(&fixture("llama"))
+        .unwrap()
+        .encode(text, false)
+        .unwrap();
+    let damaged = Tokenizer::load(&model).unwrap();
+    for _ in 0..20 {
+        assert_eq!(damaged.encode(text, false).unwrap(), want);
+    }
+}
