@@ -8,7 +8,6 @@
 mod common;
 
 use common::{assert_close, fixture, normals};
-use softprompt::internals::backend::traits::*;
 use softprompt::internals::backend::{Backend, DType};
 use softprompt::internals::config::ModelConfig;
 use softprompt::internals::cpu::CpuBackend;
