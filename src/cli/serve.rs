@@ -52,6 +52,14 @@ pub struct Args {
     /// past it they are dropped and the exit code is 1
     #[arg(long, default_value_t = 30)]
     shutdown_grace_s: u64,
+    // Hidden, for tests only: the engine takes no message until a line (or the end) comes on
+    // stdin, so a test can fill the queue exactly and know a request is in flight; nothing
+    // else can hold the engine on purpose (prompt folders are read off its thread). Released
+    // by stdin rather than by a timer (a busy machine would make a timer race the test) or an
+    // HTTP route (which would be reachable by every client); without a stdin to read, or with
+    // /dev/null, the hold ends at once.
+    #[arg(long, hide = true)]
+    debug_hold_engine: bool,
     /// `--device auto` picks the first GPU when there is one, else the CPU
     #[command(flatten)]
     device: DeviceArgs,
@@ -135,5 +143,6 @@ fn settings(a: Args) -> Result<Settings> {
         },
         max_queue: a.max_queue,
         shutdown_grace: Duration::from_secs(a.shutdown_grace_s),
+        hold_engine: a.debug_hold_engine,
     })
 }

@@ -90,6 +90,8 @@ pub struct Settings {
     pub max_queue: usize,
     /// how long requests in flight may take after SIGTERM or Ctrl-C
     pub shutdown_grace: Duration,
+    /// the hidden `--debug-hold-engine`: the engine takes nothing until a line on stdin
+    pub hold_engine: bool,
 }
 
 /// Loads the model and the prompts, serves until SIGTERM or Ctrl-C, then finishes the

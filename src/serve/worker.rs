@@ -79,7 +79,7 @@ pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let catalog = Catalog::default();
     let (model_dir, device, prompts) = (s.model.clone(), s.device, s.prompts.clone());
-    let (policy, cat) = (s.policy, catalog.clone());
+    let (policy, cat, hold) = (s.policy, catalog.clone(), s.hold_engine);
     let thread = std::thread::Builder::new()
         .name("softprompt-engine".into())
         .spawn(move || {
@@ -99,6 +99,9 @@ pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
             match setup {
                 Ok((model, registry)) => {
                     let _ = ready_tx.send(Ok(model.device_name()));
+                    if hold {
+                        hold_until_stdin();
+                    }
                     serve_loop(&model, registry, &rx, policy, &metrics);
                 }
                 Err(e) => {
@@ -116,6 +119,14 @@ pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
         catalog,
         device,
     })
+}
+
+/// `--debug-hold-engine`: waits for a line or the end of stdin, messages piling up in the
+/// queue meanwhile (the tests of a full queue and of SIGTERM with requests in flight).
+fn hold_until_stdin() {
+    eprintln!("--debug-hold-engine: the engine takes no request until a line on stdin");
+    let _ = std::io::stdin().read_line(&mut String::new());
+    eprintln!("--debug-hold-engine: released");
 }
 
 /// `--device`: as given, or with auto the first GPU when one works, else the CPU.

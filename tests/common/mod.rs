@@ -8,6 +8,8 @@
 pub mod label_jobs;
 pub mod multitask;
 pub mod sample_run;
+#[cfg(feature = "serve")]
+pub mod serve;
 
 use softprompt::internals::backend::{Backend, DType};
 use softprompt::internals::closeness::{Closeness, TENSOR_FLOOR};

@@ -1,0 +1,336 @@
+//! `softprompt serve`'s limits and errors over real HTTP (`common::serve`): every bad request
+//! gets a 4xx JSON error naming what was wrong, a full queue gets 503 and the server goes on,
+//! bad flags stop it before it listens, and a text that cannot fit its prompt's task names
+//! the limit.
+#![cfg(feature = "serve")]
+
+mod common;
+
+use common::serve::*;
+use common::ScratchDir;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+#[test]
+fn bad_requests_get_4xx_json_errors() {
+    let scratch = ScratchDir::new("serve_bad");
+    let (pet, _) = make_prompts(scratch.path());
+    let server = Server::start(
+        &[("pet", &pet)],
+        &[
+            "--max-request-bytes",
+            "4096",
+            "--max-text-chars",
+            "200",
+            "--max-texts",
+            "3",
+        ],
+    );
+    let long_text = "x".repeat(201);
+    let four = json!({ "prompt": "pet", "texts": ["a", "b", "c", "d"] }).to_string();
+    let huge = json!({ "prompt": "pet", "texts": ["y".repeat(5000)] }).to_string();
+    let missing = scratch.path().join("no_such_prompt");
+    let load_missing = json!({ "name": "other", "path": missing }).to_string();
+    let predict_long = json!({ "prompt": "pet", "texts": [long_text] }).to_string();
+    let cases: &[(&str, &str, Option<&str>, u16, &str)] = &[
+        (
+            "POST",
+            "/v1/predict",
+            Some(r#"{"prompt": "nope", "texts": ["a"]}"#),
+            404,
+            "unknown prompt \"nope\"; loaded: [pet]",
+        ),
+        ("POST", "/v1/predict", Some("not json"), 400, "bad JSON"),
+        ("POST", "/v1/predict", Some(""), 400, "bad JSON"),
+        (
+            "POST",
+            "/v1/predict",
+            Some(r#"{"prompt": "pet", "texts": [1]}"#),
+            400,
+            "bad JSON: invalid type",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            Some(r#"{"prompt": "pet"}"#),
+            400,
+            "missing field `texts`",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            Some(r#"{"prompt": "pet", "text": ["a"]}"#),
+            400,
+            "unknown field `text`",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            Some(r#"{"prompt": "pet", "texts": []}"#),
+            400,
+            "\"texts\" is empty",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            Some(&predict_long),
+            400,
+            "texts[0] has 201 characters, more than the server's --max-text-chars (200)",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            Some(&four),
+            400,
+            "\"texts\" holds 4 texts, more than the server's --max-texts (3)",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            Some(&huge),
+            413,
+            "--max-request-bytes (4096 bytes)",
+        ),
+        (
+            "POST",
+            "/v1/prompts",
+            Some(r#"{"name": "../x", "path": "/tmp"}"#),
+            400,
+            "prompt name \"../x\"",
+        ),
+        (
+            "POST",
+            "/v1/prompts",
+            Some(&load_missing),
+            400,
+            "no_such_prompt",
+        ),
+        (
+            "POST",
+            "/v1/prompts",
+            Some(r#"{"name": "pet", "path": "/tmp"}"#),
+            409,
+            "loaded already",
+        ),
+        (
+            "DELETE",
+            "/v1/prompts/nope",
+            None,
+            404,
+            "unknown prompt \"nope\"",
+        ),
+        ("GET", "/v2/nothing", None, 404, "no route /v2/nothing"),
+        (
+            "PUT",
+            "/v1/predict",
+            Some("{}"),
+            405,
+            "PUT is not served on /v1/predict",
+        ),
+    ];
+    // deep nesting: refused before any depth matters
+    let deep = format!("{{\"prompt\": \"pet\", \"texts\": {}", "[".repeat(4000));
+    let hostile: &[(&str, &str, Option<&str>, u16, &str)] =
+        &[("POST", "/v1/predict", Some(&deep), 400, "bad JSON")];
+    for &(method, path, body, want_status, want_msg) in cases.iter().chain(hostile) {
+        let (status, v) = server.call(method, path, body);
+        let msg = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path}: {v}"));
+        let shown: String = body.unwrap_or("").chars().take(80).collect();
+        assert_eq!(status, want_status, "{method} {path} {shown:?}: {msg}");
+        assert!(
+            msg.contains(want_msg),
+            "{method} {path}: {msg:?} lacks {want_msg:?}"
+        );
+    }
+    // a body that is not UTF-8, over a raw socket (the client crate sends text)
+    let body: &[u8] = b"{\"prompt\": \"pet\", \"texts\": [\"\xff\xfe\"]}";
+    let answer = raw_request(&server, "POST", "/v1/predict", body);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("{\"error\":\"bad JSON: invalid unicode"),
+        "{answer}"
+    );
+    let (_, text) = server.call_text("GET", "/metrics", None);
+    for series in [
+        "softprompt_requests_total{route=\"/v1/predict\",status=\"400\"}",
+        "softprompt_requests_total{route=\"/v1/predict\",status=\"404\"}",
+        "softprompt_requests_total{route=\"/v1/predict\",status=\"413\"}",
+        "softprompt_requests_total{route=\"other\",status=\"404\"}",
+    ] {
+        assert!(metric(&text, series) >= 1.0, "{series}");
+    }
+    assert_eq!(
+        metric(
+            &text,
+            "softprompt_requests_total{route=\"/v1/predict\",status=\"400\"}"
+        ),
+        // 8 in the table, the deep nesting, the body that is not UTF-8
+        10.0
+    );
+    // a client that sends garbage on the socket, or leaves mid-request, stops nothing
+    for junk in [
+        "GARBAGE\r\n\r\n",
+        "POST /v1/predict HTTP/1.1\r\nContent-Length: 100\r\n\r\n{",
+    ] {
+        let addr = server.url.trim_start_matches("http://");
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(junk.as_bytes()).unwrap();
+        drop(s);
+    }
+    let (status, ok) = server.predict("pet", &["still up"]);
+    assert_eq!(status, 200, "{ok}");
+    assert_eq!(server.terminate(), 0);
+}
+
+/// A full queue answers 503 with a JSON error, and the server goes on. The engine is held
+/// (`--debug-hold-engine`), so nothing leaves the queue: with `--max-queue 2`, of three
+/// clients exactly one is refused, and so is a fourth request while the hold lasts; once it
+/// ends, the two queued requests get their predictions, and the next requests are served with
+/// the scores those got. The metrics count each 503.
+#[test]
+fn a_full_queue_gets_503_and_the_server_goes_on() {
+    let scratch = ScratchDir::new("serve_full");
+    let (pet, _) = make_prompts(scratch.path());
+    let server = Server::start_held(&[("pet", &pet)], &["--max-queue", "2"]);
+    let full = json!({
+        "error": "the engine's queue is full (--max-queue requests wait): retry later"
+    });
+    let texts = |c: usize| &TEXTS[c..c + 2];
+    let (done, answers) = std::sync::mpsc::channel();
+    let served: Vec<(usize, Value)> = std::thread::scope(|s| {
+        for c in 0..3 {
+            let (server, done) = (&server, done.clone());
+            s.spawn(move || done.send((c, server.predict("pet", texts(c)))).unwrap());
+        }
+        // held, the engine answers nothing: the first answer is the 503 of the client that
+        // found both places taken
+        let next = || answers.recv_timeout(Duration::from_secs(60)).unwrap();
+        let (refused, (status, body)) = next();
+        assert_eq!((status, &body), (503, &full), "client {refused}");
+        assert_eq!(server.predict("pet", &TEXTS[..1]), (503, full.clone()));
+        assert!(answers.try_recv().is_err(), "answered while held");
+        server.release();
+        let mut served: Vec<(usize, Value)> = (0..2)
+            .map(|_| {
+                let (c, (status, body)) = next();
+                assert_eq!(status, 200, "client {c}: {body}");
+                (c, body)
+            })
+            .collect();
+        served.sort_by_key(|(c, _)| *c);
+        served
+    });
+    // the two queued ones were answered, each with its own texts, as lone requests are
+    assert_eq!(served.len(), 2);
+    for (c, body) in &served {
+        let preds = body["predictions"].as_array().unwrap();
+        assert_eq!(preds.len(), 2, "client {c}: {body}");
+        let (status, again) = server.predict("pet", texts(*c));
+        assert_eq!(status, 200, "{again}");
+        for (i, p) in preds.iter().enumerate() {
+            let what = format!("client {c} text {i}");
+            assert_same(&what, p, &again["predictions"][i]);
+        }
+    }
+    let (_, text) = server.call_text("GET", "/metrics", None);
+    let series = "softprompt_requests_total{route=\"/v1/predict\",status=\"503\"}";
+    assert_eq!(metric(&text, series), 2.0);
+    let series = "softprompt_requests_total{route=\"/v1/predict\",status=\"200\"}";
+    assert_eq!(metric(&text, series), 4.0);
+    assert_eq!(server.terminate(), 0);
+}
+
+/// Flags and prompt folders that cannot work stop the server before it listens, with exit
+/// code 2 and a message naming the flag or the folder.
+#[test]
+fn bad_flags_fail_before_listening() {
+    let scratch = ScratchDir::new("serve_flags");
+    let missing = scratch.path().join("missing");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--prompt", "pet"],
+            "--prompt: \"pet\": expected NAME=FOLDER",
+        ),
+        (
+            &["--prompt", &format!("x={}", missing.display())],
+            "missing",
+        ),
+        (&["--prompt", "a/b=."], "prompt name \"a/b\""),
+        (
+            &["--prompts", scratch.path().to_str().unwrap()],
+            "holds no prompt folder",
+        ),
+        (&["--max-batch", "0"], "--max-batch"),
+        (&["--batch-window-ms", "600000"], "--batch-window-ms"),
+        (&["--mix-prompts", "maybe"], "--mix-prompts"),
+        (&["--device", "tpu"], "--device"),
+        // the start-up said "loaded already: unload it first", and an address not on this
+        // machine blamed --port
+        (
+            &["--prompt", "a=/x", "--prompt", "a=/y"],
+            "--prompt: the name \"a\" is given twice",
+        ),
+        (&["--host", "192.0.2.1"], "invalid argument --host"),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_softprompt"))
+            .args(["serve", "--port", "0", "--model"])
+            .arg(model_dir())
+            .args(*args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
+        assert!(out.stdout.is_empty(), "{args:?} listened");
+    }
+}
+
+/// A request whose row cannot fit its prompt's task (here a task.json max_len of 5 tokens,
+/// within the model's 64 positions, that the template alone outgrows): the 400 named the
+/// command line's `--max-len` and "the request:1" (a request passes no flags, and has no
+/// lines); it names the text by its index, the prompt, its max_len and the model's position
+/// limit as the command line's errors word it. A text holding the mask token names the text.
+#[test]
+fn text_that_cannot_fit_names_the_position_limit() {
+    let dir = ScratchDir::new("serve_no_room");
+    let (pet, _) = make_prompts(dir.path());
+    let short = dir.path().join("short");
+    std::fs::create_dir_all(&short).unwrap();
+    for f in std::fs::read_dir(&pet).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, short.join(f.file_name().unwrap())).unwrap();
+    }
+    let task_json = short.join("task.json");
+    let mut task: Value = serde_json::from_slice(&std::fs::read(&task_json).unwrap()).unwrap();
+    task["max_len"] = json!(5);
+    std::fs::write(&task_json, task.to_string()).unwrap();
+    let server = Server::start(&[("short", &short), ("pet", &pet)], &[]);
+    let msg = refused_with(
+        "short",
+        &server.predict("short", &["fine", "a fine movie"]),
+        400,
+        &[
+            "texts[0] does not fit prompt \"short\"",
+            "allows 5 tokens a row (its max_len) beside its 4 prompt rows",
+            "the model's position table (max_position_embeddings 64 in",
+            "which holds 64 positions",
+        ],
+    );
+    assert!(!msg.contains("--"), "names a flag: {msg}");
+    assert!(!msg.contains("the request:"), "{msg}");
+    // a text holding the mask token named the template (`--template`)
+    let answer = server.predict("pet", &["fine", "a [MASK] movie"]);
+    let msg = refused_with("mask", &answer, 400, &[]);
+    assert!(
+        msg.starts_with("texts[1]: the text holds the mask token"),
+        "{msg}"
+    );
+    assert!(!msg.contains("--"), "names a flag: {msg}");
+    assert_eq!(server.terminate(), 0);
+}
