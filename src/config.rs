@@ -560,6 +560,7 @@ fn parse_bloom(cfg: &Cfg) -> Result<DecoderConfig> {
         },
         pad_token_id: Some(cfg.usize_or("pad_token_id", 3)?),
     })
+    .and_then(|c| check_decoder_token_ids(cfg, c))
 }
 
 /// Llama 2/3, Mistral and Qwen2: the same shape with different defaults.
@@ -632,4 +633,16 @@ fn parse_llama(cfg: &Cfg, model_type: &str) -> Result<DecoderConfig> {
         eos_token_ids: cfg.token_ids("eos_token_id")?,
         pad_token_id: cfg.usize_opt("pad_token_id")?,
     })
+    .and_then(|c| check_decoder_token_ids(cfg, c))
+}
+
+/// A decoder's end and pad tokens must be rows of its embedding table: one past it was
+/// accepted, then every target it ended failed as "tensor `labels`" with no word of
+/// config.json.
+fn check_decoder_token_ids(cfg: &Cfg, c: DecoderConfig) -> Result<DecoderConfig> {
+    let ids: Vec<(&str, usize)> = (c.eos_token_ids.iter().map(|&id| ("eos_token_id", id)))
+        .chain(c.pad_token_id.map(|id| ("pad_token_id", id)))
+        .collect();
+    check_token_ids(cfg, c.vocab_size, &ids)?;
+    Ok(c)
 }

@@ -14,8 +14,13 @@ pub const MAX_JSON_BYTES: u64 = 256 << 20;
 /// until memory ran out. Past the cap, an error naming the file and the cap; `raise` says
 /// what would raise it, when anything does.
 pub fn read_capped(path: &Path, cap: u64, raise: &str) -> Result<Vec<u8>> {
-    use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    read_capped_from(file, path, cap, raise)
+}
+
+/// `read_capped` on a file already opened (`path` names it in messages).
+fn read_capped_from(file: std::fs::File, path: &Path, cap: u64, raise: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
     // an ordinary file says its size: refused before a byte is read
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut bytes = Vec::new();
@@ -63,14 +68,24 @@ pub fn read_stream(path: &Path) -> Result<Vec<u8>> {
     read_capped(path, max_stream_bytes()?, &raise)
 }
 
-/// A file of a model or prompt folder must be an ordinary file (or a link to one), checked
-/// with stat before it is opened: opening a FIFO blocks until a writer appears (a server's
-/// engine, and every request after the load, waited for ever), and a device such as
-/// /dev/zero never ends.
-pub fn check_ordinary(path: &Path) -> Result<()> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+/// A file of a model or prompt folder, opened for reading, which must be an ordinary file
+/// (or a link to one): opening a FIFO blocks until a writer appears (a server's engine, and
+/// every request after the load, waited for ever), and a device such as /dev/zero never ends.
+/// The open does not wait (O_NONBLOCK) and the check is on the opened handle, so a file
+/// swapped for a FIFO between a check and the open cannot block either; the caller reads
+/// that same handle (O_NONBLOCK changes nothing for an ordinary file).
+pub fn open_ordinary(path: &Path) -> Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if meta.is_file() {
-        return Ok(());
+        return Ok(file);
     }
     Err(Error::file(
         path,
@@ -80,17 +95,22 @@ pub fn check_ordinary(path: &Path) -> Result<()> {
 }
 
 /// A tensor file of a model or prompt folder, whole (its size is its bound: model weights
-/// are many GB); anything but an ordinary file is refused before it is opened.
+/// are many GB); anything but an ordinary file is refused before a byte is read.
 pub fn read_tensor_file(path: &Path) -> Result<Vec<u8>> {
-    check_ordinary(path)?;
-    std::fs::read(path).map_err(|e| Error::io(path, e))
+    use std::io::Read;
+    let mut file = open_ordinary(path)?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
 }
 
-/// A JSON file of a model or prompt folder: an ordinary file (checked before it is opened),
+/// A JSON file of a model or prompt folder: an ordinary file (checked on the opened handle),
 /// its text read to `MAX_JSON_BYTES`.
 pub fn read_json_text(path: &Path) -> Result<String> {
-    check_ordinary(path)?;
-    let bytes = read_capped(path, MAX_JSON_BYTES, "")?;
+    let file = open_ordinary(path)?;
+    let bytes = read_capped_from(file, path, MAX_JSON_BYTES, "")?;
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         Error::file(path, format!("not valid UTF-8 (at byte {at})"))
@@ -182,6 +202,92 @@ pub fn write_json_atomic(path: &Path, value: &serde_json::Value) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A path that a writer keeps swapping between an ordinary file and a FIFO (a link
+    /// renamed over it, each way in turn): a stat then an open of the path blocked for ever
+    /// once the swap fell between the two. Every read now ends at once, read or refused, and
+    /// a link to an ordinary file still reads.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_swapped_for_a_fifo_never_blocks_a_read() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        use std::time::{Duration, Instant};
+        let dir = std::env::temp_dir().join(format!("softprompt-fifo-swap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let real = dir.join("real.json");
+        std::fs::write(&real, b"{}").unwrap();
+        let fifo = dir.join("pipe");
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) on a NUL-terminated path we own
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let path = dir.join("config.json");
+        std::os::unix::fs::symlink(&real, &path).unwrap();
+        assert_eq!(read_json_text(&path).unwrap(), "{}");
+        assert_eq!(read_tensor_file(&path).unwrap(), b"{}");
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, path, real, fifo) = (stop.clone(), path.clone(), real.clone(), fifo.clone());
+            let tmp = dir.join("swap.tmp");
+            std::thread::spawn(move || {
+                for i in 0usize.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let _ = std::fs::remove_file(&tmp);
+                    let target = if i % 2 == 0 { &fifo } else { &real };
+                    std::os::unix::fs::symlink(target, &tmp).unwrap();
+                    std::fs::rename(&tmp, &path).unwrap();
+                }
+            })
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let (mut read, mut refused) = (0, 0);
+                let start = Instant::now();
+                for i in 0usize.. {
+                    let t = start.elapsed();
+                    if t > Duration::from_secs(10)
+                        || (t > Duration::from_secs(2) && read * refused > 0)
+                    {
+                        break;
+                    }
+                    let got = match i % 2 {
+                        0 => read_json_text(&path).map(String::into_bytes),
+                        _ => read_tensor_file(&path),
+                    };
+                    match got {
+                        Ok(bytes) => {
+                            assert_eq!(bytes, b"{}");
+                            read += 1;
+                        }
+                        Err(e) => {
+                            assert!(e.to_string().contains("is not an ordinary file"), "{e}");
+                            refused += 1;
+                        }
+                    }
+                }
+                tx.send((read, refused)).unwrap();
+            })
+        };
+        let got = rx.recv_timeout(Duration::from_secs(30));
+        stop.store(true, Ordering::Relaxed);
+        if got.is_err() {
+            // a reader blocked in open(2): a writer lets it go, so that the test can end
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = (std::fs::OpenOptions::new().write(true))
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo);
+        }
+        reader.join().unwrap();
+        swapper.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let (read, refused) = got.expect("a read of the swapped path blocked");
+        assert!(read > 0 && refused > 0, "read {read}, refused {refused}");
+    }
 
     #[cfg(target_os = "linux")]
     #[test]

@@ -309,18 +309,20 @@ impl PromptTable {
                 &cfg_path,
                 "has no `peft_type`: expected \"PROMPT_TUNING\", \"P_TUNING\" or \"PREFIX_TUNING\"",
             )),
-            Some(v) => v.as_str().unwrap_or(""),
+            Some(v) => v,
         };
         // P-tuning's adapter holds its encoder's output (PEFT saves that, not the encoder):
         // a prompt table like prompt tuning's; prefix tuning's holds its (P, N·2·w) table,
         // with a projection its output too
         let prefix = peft_type == "PREFIX_TUNING";
         if peft_type != "PROMPT_TUNING" && peft_type != "P_TUNING" && !prefix {
+            // the value as found: a number read as "" named a value the file does not hold
             return Err(Error::file(
                 &cfg_path,
-                format!("peft_type is {peft_type:?}: expected \"PROMPT_TUNING\", \"P_TUNING\" or \"PREFIX_TUNING\" (LoRA and other adapters are not prompt tables)"),
+                format!("peft_type is {peft_type}: expected \"PROMPT_TUNING\", \"P_TUNING\" or \"PREFIX_TUNING\" (LoRA and other adapters are not prompt tables)"),
             ));
         }
+        check_adapter_types(&cfg, &cfg_path)?;
         let p = match cfg.get("num_virtual_tokens") {
             None => Err("missing `num_virtual_tokens` (a positive integer)".to_string()),
             Some(v) => v
@@ -329,16 +331,14 @@ impl PromptTable {
                 .ok_or_else(|| format!("`num_virtual_tokens` is {v}: expected a positive integer")),
         }
         .map_err(|msg| Error::file(&cfg_path, msg))? as usize;
-        let subs = cfg
-            .get("num_transformer_submodules")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(1) as usize;
+        let subs = config_count(&cfg, "num_transformer_submodules", &cfg_path)?.unwrap_or(1);
         if !(1..=2).contains(&subs) {
             return Err(Error::file(
                 &cfg_path,
                 format!("num_transformer_submodules is {subs}: expected 1 or 2"),
             ));
         }
+        let subs = subs as usize;
         let weights_path = dir.join(ADAPTER_WEIGHTS);
         let file = TensorFile::read(&weights_path)?;
         let table = file.floats.get(PROMPT_KEY).ok_or_else(|| {
@@ -371,11 +371,12 @@ impl PromptTable {
                 format!("`{PROMPT_KEY}` has {rows} rows: expected num_virtual_tokens {p} x num_transformer_submodules {subs}"),
             ));
         }
-        if let Some(td) = cfg.get("token_dim").and_then(|v| v.as_u64()) {
+        if let Some(td) = config_count(&cfg, "token_dim", &cfg_path)? {
             // a prefix row holds 2·num_layers blocks of token_dim
             let blocks = config_count(&cfg, "num_layers", &cfg_path)?.unwrap_or(0);
-            let width = if prefix { td * 2 * blocks } else { td };
-            if width as usize != d {
+            let width = blocks.checked_mul(2).and_then(|b| td.checked_mul(b));
+            let width = if prefix { width } else { Some(td) };
+            if width != Some(d as u64) {
                 return Err(Error::file(
                     &cfg_path,
                     format!("token_dim {td} (num_layers {blocks}, prefix tuning: {prefix}) does not match the table width {d}"),
@@ -531,6 +532,55 @@ fn mean_rows(data: &[f32], d: usize, n: usize) -> Vec<f32> {
         }
     }
     acc.iter().map(|&a| (a / n.max(1) as f64) as f32).collect()
+}
+
+/// The JSON types of the adapter_config.json keys this engine reads (or keeps when it saves
+/// the adapter again), null allowed as PEFT writes it: one of another type was read as
+/// absent (a `token_dim` of "48" checked nothing, `num_transformer_submodules` "x" read as
+/// 1). `num_virtual_tokens`, `num_attention_heads` and `prefix_placement` are checked where
+/// they are read, against what they must be.
+const ADAPTER_TYPES: [(&str, JsonKind); 12] = [
+    ("num_transformer_submodules", JsonKind::Count),
+    ("token_dim", JsonKind::Count),
+    ("num_layers", JsonKind::Count),
+    ("encoder_hidden_size", JsonKind::Count),
+    ("encoder_num_layers", JsonKind::Count),
+    ("task_type", JsonKind::Str),
+    ("prompt_tuning_init", JsonKind::Str),
+    ("prompt_tuning_init_text", JsonKind::Str),
+    ("base_model_name_or_path", JsonKind::Str),
+    ("tokenizer_name_or_path", JsonKind::Str),
+    ("encoder_reparameterization_type", JsonKind::Str),
+    ("prefix_projection", JsonKind::Bool),
+];
+
+#[derive(Clone, Copy)]
+enum JsonKind {
+    Count,
+    Str,
+    Bool,
+}
+
+/// Each of `ADAPTER_TYPES` present in `cfg` is of its type, else an error naming the file
+/// (`path`), the key, the value and the type expected.
+fn check_adapter_types(cfg: &Value, path: &Path) -> Result<()> {
+    for (key, kind) in ADAPTER_TYPES {
+        let Some(v) = cfg.get(key).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let (ok, want) = match kind {
+            JsonKind::Count => (v.is_u64(), "a non-negative integer"),
+            JsonKind::Str => (v.is_string(), "a string"),
+            JsonKind::Bool => (v.is_boolean(), "true or false"),
+        };
+        if !ok {
+            return Err(Error::file(
+                path,
+                format!("`{key}` is {v}: expected {want}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The count `key` of an adapter_config.json (`path`, for messages): None when absent or

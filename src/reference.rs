@@ -13,7 +13,7 @@ use crate::models::{Placement, PrefixSpec};
 use crate::prompt_encoder::{
     kind_name, EncoderConfig, PrefixProjection, ProjectionConfig, PromptEncoder,
 };
-use crate::weights::{HostTensor, TensorFile};
+use crate::weights::{HostTensor, TensorFile, FLOAT_DTYPES};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -111,6 +111,39 @@ const INPUTS: [&str; 11] = [
     "head_weight",
     "head_bias",
 ];
+
+/// The tensors a reference file holds as integers; every other tensor is a float.
+const INT_TENSORS: [&str; 8] = [
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+    "labels",
+    "mask_positions",
+    "verbalizer_ids",
+    "class_labels",
+    "generated_ids",
+];
+
+/// A tensor of `file` that is not a float, where one is expected, named with its dtype: an
+/// expected output stored as integers was read as missing ("missing the expected output
+/// `logits`"), or skipped unseen when optional.
+fn check_float_dtypes(path: &Path, file: &TensorFile) -> Result<()> {
+    let mut tensors: Vec<_> = file.dtypes.iter().collect();
+    tensors.sort_unstable_by_key(|(name, _)| name.as_str());
+    for (name, dtype) in tensors {
+        if !file.floats.contains_key(name) && !INT_TENSORS.contains(&name.as_str()) {
+            return Err(Error::file(
+                path,
+                format!(
+                    "tensor `{name}` is there with dtype {dtype:?}: expected a float tensor \
+                     ({FLOAT_DTYPES}); only {} hold integers",
+                    INT_TENSORS.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// The `softprompt` metadata, checked to be JSON of this format.
 fn read_meta(path: &Path, file: &TensorFile) -> Result<Value> {
@@ -463,6 +496,7 @@ impl Reference {
     pub fn read(path: &Path) -> Result<Reference> {
         let file = TensorFile::read(path)?;
         let meta = read_meta(path, &file)?;
+        check_float_dtypes(path, &file)?;
         let field = |k: &str| {
             meta.get(k)
                 .and_then(|v| v.as_str())

@@ -47,11 +47,18 @@ pub struct WeightStore {
     shards: Vec<Shard>,
     /// name -> (shard index, stored dtype, shape)
     index: BTreeMap<String, (usize, Dtype, Vec<usize>)>,
+    /// the tensors of other dtypes (integers such as `position_ids`, or quantized weights):
+    /// name -> (shard index, stored dtype), so that asking for one as a weight names its
+    /// dtype (it was "missing")
+    others: BTreeMap<String, (usize, Dtype)>,
 }
 
 fn is_float(dtype: Dtype) -> bool {
     matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64)
 }
+
+/// The dtypes a weight, a prompt or an expected output may be stored in, for messages.
+pub const FLOAT_DTYPES: &str = "F32, F16, BF16 or F64";
 
 impl WeightStore {
     /// Opens `dir/model.safetensors`, or the shards named by `dir/model.safetensors.index.json`.
@@ -76,21 +83,19 @@ impl WeightStore {
         let mut store = WeightStore {
             shards: Vec::new(),
             index: BTreeMap::new(),
+            others: BTreeMap::new(),
         };
         for path in files {
             let bytes = crate::fsutil::read_tensor_file(path)?;
-            let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-                Error::file(
-                    path,
-                    format!("not a valid safetensors file (truncated or corrupt?): {e}"),
-                )
-            })?;
+            let st = deserialize(path, &bytes)?;
             let shard = store.shards.len();
             for (name, view) in st.tensors() {
                 if is_float(view.dtype()) {
                     store
                         .index
                         .insert(name.clone(), (shard, view.dtype(), view.shape().to_vec()));
+                } else {
+                    store.others.insert(name.clone(), (shard, view.dtype()));
                 }
             }
             drop(st);
@@ -110,15 +115,31 @@ impl WeightStore {
     pub fn info(&self, name: &str) -> Option<(Dtype, &[usize])> {
         self.index.get(name).map(|(_, d, s)| (*d, s.as_slice()))
     }
+
+    fn shard_path(&self, shard: usize) -> String {
+        (self.shards.get(shard)).map_or_else(String::new, |s| s.path.display().to_string())
+    }
 }
 
 impl WeightSource for WeightStore {
+    /// A tensor of another dtype is there too: a quantized `lm_head.weight` read as absent
+    /// would tie the head to the embeddings without a word; `get` names its dtype instead.
     fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(name)
+        self.index.contains_key(name) || self.others.contains_key(name)
     }
 
     /// Reads a tensor as f32, checking its shape.
     fn get(&self, name: &str, shape: &[usize]) -> Result<HostTensor> {
+        if let Some((shard, dtype)) = self.others.get(name) {
+            return Err(Error::tensor(
+                name,
+                format!(
+                    "is there in {} with dtype {dtype:?}: expected a float tensor ({FLOAT_DTYPES}) \
+                     of shape {shape:?}",
+                    self.shard_path(*shard)
+                ),
+            ));
+        }
         let (shard, _, stored_shape) = self.index.get(name).ok_or_else(|| {
             let files: Vec<String> = self
                 .shards
@@ -134,15 +155,11 @@ impl WeightSource for WeightStore {
             )
         })?;
         if stored_shape.as_slice() != shape {
-            let file = self
-                .shards
-                .get(*shard)
-                .map(|s| s.path.display().to_string());
             return Err(Error::tensor(
                 name,
                 format!(
                     "has shape {stored_shape:?} in {}, expected {shape:?} from config.json",
-                    file.unwrap_or_default()
+                    self.shard_path(*shard)
                 ),
             ));
         }
@@ -150,15 +167,18 @@ impl WeightSource for WeightStore {
             .shards
             .get(*shard)
             .ok_or_else(|| Error::tensor(name, "indexed in a shard that was not read"))?;
-        let st = SafeTensors::deserialize(&shard.bytes)
-            .map_err(|e| Error::file(&shard.path, format!("not a valid safetensors file: {e}")))?;
+        let st = deserialize(&shard.path, &shard.bytes)?;
         let view = st
             .tensor(name)
             .map_err(|e| Error::tensor(name, format!("in {}: {e}", shard.path.display())))?;
         let data = to_f32(view.dtype(), view.data()).ok_or_else(|| {
             Error::tensor(
                 name,
-                format!("dtype {:?} is not a float type", view.dtype()),
+                format!(
+                    "has dtype {:?} in {}: expected {FLOAT_DTYPES}",
+                    view.dtype(),
+                    shard.path.display()
+                ),
             )
         })?;
         check_finite(name, &data, &shard.path)?;
@@ -251,6 +271,14 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| Error::file(index, "missing the `weight_map` object"))?;
+    // no shard at all: every weight was then "missing from" a list of no files
+    if map.is_empty() {
+        return Err(Error::file(
+            index,
+            "`weight_map` is empty: expected each tensor's name mapped to the shard file of \
+             this folder that holds it (such as \"model-00001-of-00002.safetensors\")",
+        ));
+    }
     let dir = index.parent().unwrap_or(Path::new("."));
     let mut files: Vec<PathBuf> = Vec::new();
     for (name, file) in map {
@@ -277,6 +305,88 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
+}
+
+/// `bytes` (the file `path`) as safetensors, or an error naming the file and, where one is at
+/// fault, the tensor.
+fn deserialize<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes).map_err(|e| bad_file(path, bytes, e))
+}
+
+/// The crate's refusal of `path` in words: for most faults it names no tensor ("incomplete
+/// metadata, file not fully covered"), so the header is read again here to find the one at
+/// fault; its own words when nothing more is found.
+fn bad_file(path: &Path, bytes: &[u8], e: safetensors::SafeTensorError) -> Error {
+    let why = header_fault(bytes).unwrap_or_else(|| e.to_string());
+    Error::file(
+        path,
+        format!("not a valid safetensors file (truncated or corrupt?): {why}"),
+    )
+}
+
+/// The first fault of a safetensors header (an 8-byte little-endian length, that many bytes
+/// of JSON, then the tensors' data back to back) that names a length or a tensor; None when
+/// the JSON itself is bad (the crate says where) or no such fault is found.
+fn header_fault(bytes: &[u8]) -> Option<String> {
+    let total = bytes.len() as u64;
+    let Some(len) = bytes.get(..8) else {
+        return Some(format!(
+            "it holds {total} bytes: a safetensors file starts with an 8-byte header length"
+        ));
+    };
+    let n = u64::from_le_bytes(<[u8; 8]>::try_from(len).ok()?);
+    let rest = total - 8;
+    if n > rest {
+        return Some(format!(
+            "its header length is {n} bytes, but only {rest} bytes follow it"
+        ));
+    }
+    let header = bytes.get(8..8 + usize::try_from(n).ok()?)?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(header).ok()?;
+    let data = rest - n;
+    let mut spans = Vec::new();
+    for (name, info) in header.iter().filter(|(k, _)| *k != "__metadata__") {
+        let offsets: [u64; 2] = serde_json::from_value(info.get("data_offsets")?.clone()).ok()?;
+        let dtype: Dtype = serde_json::from_value(info.get("dtype")?.clone()).ok()?;
+        let shape: Vec<u64> = serde_json::from_value(info.get("shape")?.clone()).ok()?;
+        let [start, end] = offsets;
+        let at = format!("tensor `{name}` (data_offsets [{start}, {end}])");
+        if end < start {
+            return Some(format!("{at}: ends before it starts"));
+        }
+        if end > data {
+            return Some(format!(
+                "{at} runs past the end of the file's data ({data} bytes after the header)"
+            ));
+        }
+        let bits = (shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)))
+            .and_then(|numel| numel.checked_mul(dtype.bitsize() as u64));
+        match bits {
+            None => return Some(format!("{at}: shape {shape:?} overflows")),
+            Some(bits) if bits != (end - start) * 8 => {
+                return Some(format!(
+                    "{at}: dtype {dtype:?} and shape {shape:?} take {} bytes, its offsets span {}",
+                    bits.div_ceil(8),
+                    end - start
+                ))
+            }
+            Some(_) => spans.push((start, end, name)),
+        }
+    }
+    spans.sort_unstable();
+    let mut at = 0;
+    for (start, end, name) in spans {
+        if start != at {
+            return Some(format!(
+                "tensor `{name}` starts at byte {start} of the data, but the tensor before it \
+                 ends at {at}: the tensors must lie back to back"
+            ));
+        }
+        at = end;
+    }
+    (at != data).then(|| {
+        format!("the tensors' data ends at byte {at}, but the file holds {data} bytes of data")
+    })
 }
 
 /// Converts little-endian f32/f16/bf16/f64 bytes to f32; None for non-float types.
@@ -312,26 +422,25 @@ pub struct TensorFile {
     pub metadata: HashMap<String, String>,
     pub floats: HashMap<String, HostTensor>,
     pub ints: HashMap<String, (Vec<usize>, Vec<i64>)>,
+    /// every tensor's stored dtype, those of neither kind included (U32, F8...)
+    pub dtypes: HashMap<String, Dtype>,
 }
 
 impl TensorFile {
     pub fn read(path: &Path) -> Result<TensorFile> {
         let bytes = crate::fsutil::read_tensor_file(path)?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
-            Error::file(
-                path,
-                format!("not a valid safetensors file (truncated or corrupt?): {e}"),
-            )
-        })?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| Error::file(path, format!("not a valid safetensors file: {e}")))?;
+        let (_, meta) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| bad_file(path, &bytes, e))?;
+        let st = deserialize(path, &bytes)?;
         let mut file = TensorFile {
             path: path.to_path_buf(),
             metadata: meta.metadata().clone().unwrap_or_default(),
             floats: HashMap::new(),
             ints: HashMap::new(),
+            dtypes: HashMap::new(),
         };
         for (name, view) in st.tensors() {
+            file.dtypes.insert(name.clone(), view.dtype());
             let shape = view.shape().to_vec();
             if let Some(data) = to_f32(view.dtype(), view.data()) {
                 // a saved prompt, head, optimizer state or reference holding NaN would score or
@@ -357,18 +466,28 @@ impl TensorFile {
             .ok_or_else(|| self.missing(name, "integer"))
     }
 
-    /// A tensor of the other kind is named as such: "missing" would send the user looking
-    /// for a tensor that is there.
+    /// A tensor of another dtype is named as such, with its dtype: "missing" would send the
+    /// user looking for a tensor that is there.
     fn missing(&self, name: &str, kind: &str) -> Error {
-        let other = self.floats.contains_key(name) || self.ints.contains_key(name);
-        let msg = if other {
-            format!("tensor `{name}` is there, but not of {kind} dtype")
-        } else {
-            format!("missing {kind} tensor `{name}`")
+        let msg = match self.dtypes.get(name) {
+            Some(dtype) => {
+                let want = match kind {
+                    "float" => FLOAT_DTYPES,
+                    _ => INT_DTYPES,
+                };
+                format!(
+                    "tensor `{name}` is there, but not of {kind} dtype: it has dtype {dtype:?}, \
+                     expected {want}"
+                )
+            }
+            None => format!("missing {kind} tensor `{name}`"),
         };
         Error::file(&self.path, msg)
     }
 }
+
+/// The dtypes `TensorFile` reads as integers, for messages.
+const INT_DTYPES: &str = "I64, I32, I8, U8 or BOOL";
 
 fn to_i64(dtype: Dtype, bytes: &[u8]) -> Option<Vec<i64>> {
     let out = match dtype {

@@ -1,0 +1,221 @@
+//! Damaged tensor files (issues #16/#17, the hostile-input pass): a weight or an expected
+//! output of an integer dtype, a safetensors file the crate refuses, a shard index naming no
+//! shard. Each is refused with a message naming the file and, where one is at fault, the
+//! tensor; the command line exits 2.
+
+mod common;
+
+use common::{edit_safetensors, refused, softprompt, RawTensor, ScratchDir};
+use softprompt::prelude::*;
+use std::path::Path;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// `parity` of `reference` on `model`.
+fn parity(model: &Path, reference: &Path) -> std::process::Output {
+    softprompt(&["parity", "--model", s(model), "--reference", s(reference)])
+}
+
+/// An expected output stored as integers was "missing the expected output `logits`", and a
+/// model weight of dtype U8 "missing from model.safetensors": both are there, and each is
+/// named with its dtype and the float dtypes expected.
+#[test]
+fn a_tensor_of_another_dtype_is_named_with_its_dtype() {
+    let dir = ScratchDir::new("dtypes");
+    let model = dir.copy_model("bert_mlm", "bert_mlm");
+    let good = model.join("ref_pet_random.safetensors");
+    // a copy of the reference with `name` stored as I64
+    let as_ints = |file: &str, name: &str| {
+        let r = dir.path().join(file);
+        std::fs::copy(&good, &r).expect("copy the reference");
+        edit_safetensors(&r, |t| {
+            let f = &t[name];
+            let ints: Vec<i64> = f.as_f32().iter().map(|&x| x as i64).collect();
+            let shape = f.shape.clone();
+            t.insert(name.into(), RawTensor::i64(shape, &ints));
+        });
+        r
+    };
+    let r = as_ints("logits_i64.safetensors", "logits");
+    let err = refused(
+        &parity(&model, &r),
+        &[
+            "logits_i64.safetensors",
+            "tensor `logits` is there with dtype I64: expected a float tensor (F32, F16, BF16 or F64)",
+        ],
+    );
+    assert!(!err.contains("missing"), "{err}");
+    // an optional output (a layer's hidden states) too: it was skipped unseen
+    let r = as_ints("hidden_i64.safetensors", "hidden_states.1");
+    refused(
+        &parity(&model, &r),
+        &[
+            "hidden_i64.safetensors",
+            "tensor `hidden_states.1` is there with dtype I64",
+        ],
+    );
+    // a model weight of dtype U8
+    let name = "bert.encoder.layer.0.attention.self.query.weight";
+    edit_safetensors(&model.join("model.safetensors"), |t| {
+        let w = &t[name];
+        let bytes = vec![1u8; w.shape.iter().product()];
+        let shape = w.shape.clone();
+        t.insert(
+            name.into(),
+            RawTensor {
+                dtype: safetensors::Dtype::U8,
+                shape,
+                bytes,
+            },
+        );
+    });
+    let want = format!("tensor `{name}`: is there in ");
+    let err = refused(
+        &parity(&model, &good),
+        &[
+            &want,
+            "model.safetensors with dtype U8: expected a float tensor (F32, F16, BF16 or F64) \
+             of shape [48, 48]",
+        ],
+    );
+    assert!(!err.contains("missing"), "{err}");
+}
+
+/// The header of a safetensors file as JSON, and where its data starts.
+fn header(bytes: &[u8]) -> (serde_json::Map<String, serde_json::Value>, usize) {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    (serde_json::from_slice(&bytes[8..8 + n]).unwrap(), 8 + n)
+}
+
+/// `bytes` with its header replaced by `h` (padded with spaces to 8 bytes, as the crate
+/// writes it).
+fn with_header(bytes: &[u8], h: &serde_json::Map<String, serde_json::Value>) -> Vec<u8> {
+    let (_, data) = header(bytes);
+    let mut text = serde_json::to_vec(h).unwrap();
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[data..]);
+    out
+}
+
+/// The tensor whose data ends last in a safetensors header.
+fn last_tensor(h: &serde_json::Map<String, serde_json::Value>) -> String {
+    let end = |v: &serde_json::Value| v["data_offsets"][1].as_u64().unwrap_or(0);
+    let (name, _) = (h.iter().filter(|(k, _)| *k != "__metadata__"))
+        .max_by_key(|(_, v)| end(v))
+        .unwrap();
+    name.clone()
+}
+
+/// A safetensors file the crate refuses was reported in the crate's words, which name no
+/// tensor ("incomplete metadata, file not fully covered", "invalid shape, data type, or
+/// offset for tensor"): the message names the file and the tensor at fault, or the lengths.
+#[test]
+fn a_damaged_safetensors_file_names_the_file_and_the_tensor() {
+    let dir = ScratchDir::new("damaged_st");
+    let model = dir.copy_model("bert_mlm", "bert_mlm");
+    let weights = model.join("model.safetensors");
+    let good = std::fs::read(&weights).expect("model.safetensors");
+    let (h, _) = header(&good);
+    let last = last_tensor(&h);
+    // the first tensor by offset, whose size is then made wrong
+    let first = (h.iter().filter(|(k, _)| *k != "__metadata__"))
+        .min_by_key(|(_, v)| v["data_offsets"][0].as_u64().unwrap())
+        .map(|(k, _)| k.clone())
+        .unwrap();
+    let mut wrong_size = h.clone();
+    let shape = wrong_size[&first]["shape"].clone();
+    let dims: Vec<u64> = serde_json::from_value(shape.clone()).unwrap();
+    let mut bigger = dims.clone();
+    bigger[0] += 1;
+    wrong_size[&first]["shape"] = serde_json::json!(bigger);
+    let [a, b] = [0, 1].map(|i| h[&first]["data_offsets"][i].as_u64().unwrap());
+    let cases: Vec<(&str, Vec<u8>, String)> = vec![
+        (
+            "truncated",
+            good[..good.len() - 4].to_vec(),
+            format!("tensor `{last}` (data_offsets ["),
+        ),
+        ("five_bytes", good[..5].to_vec(), "it holds 5 bytes".into()),
+        (
+            "header_cut",
+            good[..200].to_vec(),
+            format!(
+                "its header length is {} bytes, but only 192 bytes follow it",
+                header(&good).1 - 8
+            ),
+        ),
+        (
+            "wrong_size",
+            with_header(&good, &wrong_size),
+            format!(
+                "tensor `{first}` (data_offsets [{a}, {b}]): dtype F32 and shape {bigger:?} take {} \
+                 bytes, its offsets span {}",
+                bigger.iter().product::<u64>() * 4,
+                b - a
+            ),
+        ),
+    ];
+    for (what, bytes, want) in cases {
+        std::fs::write(&weights, &bytes).expect("write");
+        let err = match Model::open(&model, Device::Cpu) {
+            Ok(_) => panic!("{what} loaded"),
+            Err(e) => e.to_string(),
+        };
+        for want in ["model.safetensors", "not a valid safetensors file", &want] {
+            assert!(err.contains(want), "{what}: {err}");
+        }
+        if what == "truncated" {
+            assert!(
+                err.contains("runs past the end of the file's data"),
+                "{err}"
+            );
+        }
+    }
+    // a reference file (read whole, as adapters are) and the command line: exit 2
+    std::fs::write(&weights, &good).expect("restore");
+    let r = model.join("ref_pet_random.safetensors");
+    let bytes = std::fs::read(&r).expect("reference");
+    let last = last_tensor(&header(&bytes).0);
+    std::fs::write(&r, &bytes[..bytes.len() - 4]).expect("truncate");
+    let want = format!("tensor `{last}` (data_offsets [");
+    refused(
+        &parity(&model, &r),
+        &[
+            "ref_pet_random.safetensors",
+            &want,
+            "runs past the end of the file's data",
+        ],
+    );
+}
+
+/// A shard index whose `weight_map` is empty named no file: every weight was "missing
+/// from " a list of no files. Now the index is named, with what it must hold.
+#[test]
+fn an_empty_weight_map_names_the_index() {
+    let dir = ScratchDir::new("empty_weight_map");
+    let model = dir.copy_model("bert_mlm_bf16_sharded", "sharded");
+    Model::open(&model, Device::Cpu).expect("the sharded fixture");
+    let index = model.join("model.safetensors.index.json");
+    std::fs::write(&index, r#"{"metadata": {}, "weight_map": {}}"#).expect("write the index");
+    let err = match Model::open(&model, Device::Cpu) {
+        Ok(_) => panic!("an empty weight_map loaded"),
+        Err(e) => e.to_string(),
+    };
+    for want in [
+        "model.safetensors.index.json",
+        "`weight_map` is empty: expected each tensor's name mapped to the shard file",
+    ] {
+        assert!(err.contains(want), "{err}");
+    }
+    let r = model.join("ref_pet_random.safetensors");
+    refused(
+        &parity(&model, &r),
+        &["model.safetensors.index.json", "`weight_map` is empty"],
+    );
+}
