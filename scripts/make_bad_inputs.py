@@ -100,6 +100,11 @@ def main():
             "dev_accuracy_past_1": [{"dev_accuracy": 3}, ["task.json", "`dev_accuracy` is 3"]],
             # a placement no one reads was accepted (and printed by inspect as if it were one)
             "prefix_placement_unknown": [{"prefix_placement": "sideways"}, ["task.json", "`prefix_placement` is \"sideways\"", "\"papers\" or \"peft\""]],
+            # an unknown method, or one the adapter's peft_type denies, was read as the adapter's
+            "method_unknown": [{"method": "lora"}, ["task.json", "`method` is \"lora\"", "\"prompt\", \"p-tuning\" or \"prefix\""]],
+            "method_not_the_adapters": [{"method": "prefix"}, ["task.json", "`method` is \"prefix\"", "`peft_type` is \"PROMPT_TUNING\"", "expected \"prompt\""]],
+            # a label given twice: the pairs follow `labels`, so it is there twice too
+            "verbalizer_label_twice": [{"labels": ["positive", "positive"], "verbalizer": [["positive", "great"], ["positive", "bad"]]}, ["task.json", "\"positive\"", "twice"]],
         },
         "adapter": {
             # each: (command, patch merged into a BERT prefix folder's adapter_config.json,
@@ -120,6 +125,9 @@ def main():
             "identical_targets": ["t5_flan", "seq2seq", "positive=good,negative=good", ["--verbalizer", "same target", "\"good\""]],
             "lacks_a_label": ["bert_mlm", "pet", "positive=great", ["--verbalizer", "\"negative\"", "train.jsonl:2"]],
             "special_token": ["bert_mlm", "pet", "positive=[MASK],negative=bad", ["--verbalizer", "\"[MASK]\"", "special token"]],
+            # a label given twice: the later word won (JSON) or --labels was blamed
+            "label_twice": ["bert_mlm", "pet", "positive=great,negative=bad,positive=good", ["--verbalizer", "\"positive\"", "twice"]],
+            "label_twice_json": ["bert_mlm", "pet", "{\"positive\": \"great\", \"negative\": \"bad\", \"positive\": \"good\"}", ["--verbalizer", "\"positive\"", "twice"]],
         },
         "flags": {
             # each: extra training flags, and the flag the error must name

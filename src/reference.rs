@@ -155,11 +155,18 @@ fn read_meta(path: &Path, file: &TensorFile) -> Result<Value> {
     })?;
     let meta: Value = serde_json::from_str(meta_text)
         .map_err(|e| Error::file(path, format!("the `softprompt` metadata is not JSON: {e}")))?;
-    let format = meta.get("format").and_then(|v| v.as_u64()).unwrap_or(0);
-    if format != FORMAT {
-        return Err(Error::file(path, format!("reference format {format}: this engine reads format {FORMAT}; regenerate it with scripts/torch_reference.py")));
-    }
-    Ok(meta)
+    // a missing or mistyped `format` read as format 0, which no file ever was
+    let why = match meta.get("format") {
+        _ if !meta.is_object() => format!("the `softprompt` metadata is {meta}: expected a JSON object with `format` {FORMAT}"),
+        None => format!("the `softprompt` metadata has no `format` key: expected {FORMAT}"),
+        Some(f) if f.as_u64() == Some(FORMAT) => return Ok(meta),
+        Some(f) if f.is_u64() => format!("the `softprompt` metadata's `format` is {f}, a version this engine does not read: expected {FORMAT}"),
+        Some(f) => format!("the `softprompt` metadata's `format` is {f}: expected the integer {FORMAT}"),
+    };
+    Err(Error::file(
+        path,
+        format!("{why} (shared/docs/reference-format.md); regenerate the file with scripts/torch_reference.py"),
+    ))
 }
 
 /// input_ids, attention_mask and token_type_ids, all (B, T).

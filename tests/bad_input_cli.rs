@@ -615,6 +615,19 @@ fn flag_decay_rate_with_adamw() {
     flag_case("decay_rate_with_adamw");
 }
 
+/// `kernels --arch` that is not sm_ and a compute capability the kernels compile for exited 1
+/// with NVRTC's words, naming neither the flag nor what it takes; it is refused before NVRTC
+/// is looked for (so also where it is missing).
+#[test]
+fn kernels_arch_names_the_flag() {
+    for arch in ["sm_0", "90", "sm_75", "sm_", "sm_9x", "compute_90"] {
+        refused(
+            &softprompt(&["kernels", "--arch", arch]),
+            &["--arch", &format!("{arch:?}"), "expected sm_80 or later"],
+        );
+    }
+}
+
 /// A task flag given to eval on a saved prompt whose task does not read it names the flag
 /// (and the task), not task.json: `--decode greedy` on a PET prompt was ignored.
 #[test]
@@ -845,6 +858,14 @@ fn verbalizer_lacks_a_label() {
 fn verbalizer_special_token() {
     verbalizer_case("special_token");
 }
+#[test]
+fn verbalizer_label_twice() {
+    verbalizer_case("label_twice");
+}
+#[test]
+fn verbalizer_label_twice_json() {
+    verbalizer_case("label_twice_json");
+}
 
 // ---------------------------------------------------------------------------------------------
 // task.json: a bad key names task.json and the key, not the flag that would override it
@@ -867,6 +888,18 @@ fn task_case(name: &str) {
 #[test]
 fn task_prefix_placement_unknown() {
     task_case("prefix_placement_unknown");
+}
+#[test]
+fn task_method_unknown() {
+    task_case("method_unknown");
+}
+#[test]
+fn task_method_not_the_adapters() {
+    task_case("method_not_the_adapters");
+}
+#[test]
+fn task_verbalizer_label_twice() {
+    task_case("verbalizer_label_twice");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1424,6 +1457,33 @@ fn predict_output_must_be_an_ordinary_file() {
     refused(&args(Path::new("-")), &["--output", "standard output"]);
     refused(&args(&missing), &["--output", "does not exist"]);
     assert!(!missing.parent().expect("parent").exists());
+}
+
+/// `predict --output` naming a file that exists is refused, naming the file and
+/// `--overwrite`, and the file is unchanged; with `--overwrite` it is replaced (through a
+/// temporary file in its folder: nothing else is left there).
+#[test]
+fn predict_output_exists_needs_overwrite() {
+    let dir = ScratchDir::new("predict_output_exists");
+    let run = trained(&dir, &[]);
+    let out = dir.path().join("preds.jsonl");
+    std::fs::write(&out, "keep\n").expect("write");
+    let args = |extra: &[&str]| -> Output {
+        let mut a = vec!["predict", "--prompt", s(&run), "--output", s(&out)];
+        a.extend(["--data", s_static(corpus("data/dev.jsonl"))]);
+        a.extend(extra);
+        softprompt(&a)
+    };
+    refused(&args(&[]), &["--output", s(&out), "exists", "--overwrite"]);
+    assert_eq!(std::fs::read(&out).expect("read"), b"keep\n");
+    ok(&args(&["--overwrite"]));
+    let lines = std::fs::read_to_string(&out).expect("read");
+    assert!(lines.lines().count() > 1, "{lines}");
+    assert!(lines.lines().all(|l| l.starts_with('{')), "{lines}");
+    let names: Vec<String> = (std::fs::read_dir(dir.path()).expect("dir").flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
 }
 
 /// `--overwrite` never deletes the data it trains on: an input that is one of the run's

@@ -450,3 +450,27 @@ fn adapter_config_keys_of_the_wrong_type_are_refused() {
         ],
     );
 }
+
+/// `inspect` describes what a model folder holds (exit 0), and a folder without a
+/// tokenizer.json is one that train, eval and predict refuse: it says so, naming the file it
+/// looked for, where it said nothing of the tokenizer (or only an error's words). A folder
+/// with one names its vocabulary.
+#[test]
+fn inspect_says_when_there_is_no_tokenizer() {
+    let dir = ScratchDir::new("inspect_no_tokenizer");
+    let model = dir.copy_model("bert_mlm", "bert_no_tokenizer");
+    std::fs::remove_file(model.join("tokenizer.json")).expect("remove tokenizer.json");
+    let out = run_bounded(&["inspect", s(&model)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let want = format!(
+        "tokenizer: none found (looked for {};",
+        s(&model.join("tokenizer.json"))
+    );
+    assert!(stdout.contains(&want), "{stdout}");
+    let out = run_bounded(&["inspect", s(&fixture("bert_mlm"))]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("tokenizer.json: "), "{stdout}");
+    assert!(!stdout.contains("none found"), "{stdout}");
+}

@@ -224,6 +224,31 @@ fn task_init_flags_are_checked_against_each_task() {
     }
 }
 
+/// A task's `verbalizer` in task.json's list form with a label twice trained on the later
+/// word without a word: it is refused before anything is written, naming the file, the task,
+/// the key and the label.
+#[test]
+fn task_config_verbalizer_label_twice_is_refused() {
+    let dir = ScratchDir::new("mt_verbalizer_twice");
+    let out = dir.path().join("out");
+    let train = tagged_file(&dir);
+    let config = dir.path().join("tasks.json");
+    let pairs = r#"[["positive", "great"], ["negative", "bad"], ["positive", "good"]]"#;
+    std::fs::write(&config, format!(r#"{{"b": {{"verbalizer": {pairs}}}}}"#)).expect("write");
+    let flags = ["--task-config", s(&config)];
+    refused(
+        &run(&multi_args(&train, &out, &flags)),
+        &[
+            "task \"b\"",
+            s(&config),
+            "`verbalizer`",
+            "\"positive\"",
+            "twice",
+        ],
+    );
+    assert!(!out.join("checkpoint.safetensors").exists());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Messages that name what is wrong
 

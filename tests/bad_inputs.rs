@@ -163,10 +163,47 @@ fn stale_reference_format() {
         &r,
         &[
             "ref_mlm_random.safetensors",
-            "format 2",
+            "`format` is 2",
+            "expected 1",
+            "reference-format.md",
             "torch_reference.py",
         ],
     );
+}
+
+/// A `format` that is missing or not an integer was read as format 0 ("reference format 0"),
+/// naming neither the key nor what it takes.
+#[test]
+fn reference_format_missing_or_mistyped() {
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit, &[&str]); 3] = [
+        (
+            "missing",
+            |m| {
+                m.as_object_mut().unwrap().remove("format");
+            },
+            &["no `format` key", "expected 1"],
+        ),
+        (
+            "string",
+            |m| m["format"] = "1".into(),
+            &["`format` is \"1\"", "expected the integer 1"],
+        ),
+        (
+            "fraction",
+            |m| m["format"] = 1.5.into(),
+            &["`format` is 1.5", "expected the integer 1"],
+        ),
+    ];
+    for (what, edit, needles) in cases {
+        let (_d, model, r) = broken_copy("bert_mlm", "ref_mlm_random.safetensors");
+        edit_reference_meta(&r, edit);
+        let mut all = vec!["ref_mlm_random.safetensors", "`softprompt` metadata"];
+        all.extend_from_slice(needles);
+        all.push("reference-format.md");
+        println!("{what}");
+        expect_unusable(&model, &r, &all);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -405,3 +405,58 @@ fn target_end_bad_inputs() {
     args.extend(["--target-end", "pad"]);
     refused(&softprompt(&args), &["--target-end", "pet"]);
 }
+
+/// Mistral's config.json names no eos_token_id, so `--target-end eos` (the default) ends its
+/// targets with nothing (the case above: PEFT's references score them so, and no number
+/// changes). The run goes on, but says so once on stderr, naming config.json, the key and
+/// `--target-end none`; so does `predict` of the saved prompt. `--target-end none`, and a
+/// model with an eos token, say nothing. The library says it through `Task::eos_missing`.
+#[test]
+fn eos_missing_is_warned_once() {
+    let scratch = ScratchDir::new("target-end-no-eos");
+    let data = tweets(scratch.path());
+    let mistral = fixture("mistral");
+    let warning = "has no eos_token_id";
+    let stderr = |o: &Output| {
+        ok(o);
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let eos = scratch.path().join("eos");
+    let err = stderr(&train(&mistral, &data, &eos, "eos"));
+    assert_eq!(err.matches(warning).count(), 1, "{err}");
+    let config = mistral.join("config.json");
+    assert!(err.contains(config.to_str().unwrap()), "{err}");
+    assert!(err.contains("--target-end none"), "{err}");
+    let predict = |extra: &[&str]| {
+        let mut args = vec!["predict", "--prompt", eos.to_str().unwrap()];
+        args.extend(["--data", data.to_str().unwrap()]);
+        args.extend(extra);
+        stderr(&softprompt(&args))
+    };
+    assert_eq!(predict(&[]).matches(warning).count(), 1);
+    assert!(!predict(&["--target-end", "none"]).contains(warning));
+    let none = stderr(&train(
+        &mistral,
+        &data,
+        &scratch.path().join("none"),
+        "none",
+    ));
+    assert!(!none.contains(warning), "{none}");
+    let llama = stderr(&train(
+        &fixture("llama"),
+        &data,
+        &scratch.path().join("l"),
+        "eos",
+    ));
+    assert!(!llama.contains(warning), "{llama}");
+
+    let be = CpuBackend::<f32>::new();
+    let model = Model::load(&be, &mistral).unwrap();
+    let task = |end| Task::new(spec(end), &model).unwrap().eos_missing();
+    assert!(task(TargetEnd::Eos));
+    assert!(!task(TargetEnd::None) && !task(TargetEnd::Pad));
+    let llama = Model::load(&be, &fixture("llama")).unwrap();
+    assert!(!Task::new(spec(TargetEnd::Eos), &llama)
+        .unwrap()
+        .eos_missing());
+}

@@ -9,7 +9,9 @@
 use crate::error::{Error, Result};
 use crate::models::heads::Pooling;
 use crate::train::data::Dataset;
-use crate::train::spec::{parse_verbalizer, Decode, TargetEnd, TaskKind, TaskSpec, TEXT_SLOT};
+use crate::train::spec::{
+    check_unique_labels, parse_verbalizer, Decode, TargetEnd, TaskKind, TaskSpec, TEXT_SLOT,
+};
 use crate::train::{self, Model};
 use crate::Backend;
 
@@ -84,6 +86,9 @@ pub(crate) fn resolve<B: Backend>(
                 })
                 .collect()
         });
+    if let Some(v) = &opts.verbalizer {
+        check_unique_labels(v)?;
+    }
     let mut spec = base_spec(opts, base, model, prompt_len);
     check_applies(opts, spec.kind)?;
     apply_options(opts, &mut spec);
@@ -348,5 +353,13 @@ impl Task {
     /// The task's kind.
     pub fn kind(&self) -> TaskKind {
         self.inner.spec.kind
+    }
+
+    /// Whether the task is `causal` under `TargetEnd::Eos` (the default) on a model whose
+    /// config.json names no `eos_token_id`: its targets then end with no token, as under
+    /// `TargetEnd::None`, and generation stops only at its length bound. The library scores
+    /// them so (as PEFT does) and says nothing; the command line warns.
+    pub fn eos_missing(&self) -> bool {
+        self.inner.eos_missing()
     }
 }

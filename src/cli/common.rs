@@ -4,8 +4,8 @@
 
 use softprompt::internals::device::DeviceKind;
 use softprompt::{
-    DataSpec, Dataset, EncoderKind, Error, Format, Method, PTuning, Placement, PrefixTuning,
-    Result, TaskOptions,
+    DataSpec, Dataset, EncoderKind, Error, Format, Method, Model, PTuning, Placement, PrefixTuning,
+    Result, Task, TaskOptions,
 };
 use std::path::Path;
 
@@ -282,6 +282,21 @@ impl MethodArgs {
             hidden: self.encoder_hidden_size,
             placement,
         }))
+    }
+}
+
+/// One warning line when any of `tasks` is `causal` under `--target-end eos` on a model
+/// whose config.json names no end-of-sequence token (`Task::eos_missing`): its targets end
+/// with nothing and generation runs to its bound, which is PEFT's reading too, so it is
+/// allowed, but a user who meant an end token would not otherwise know.
+pub fn warn_eos_missing<'a>(model: &Model, tasks: impl IntoIterator<Item = &'a Task>) {
+    if tasks.into_iter().any(Task::eos_missing) {
+        eprintln!(
+            "warning: {} has no eos_token_id: --target-end eos (the default) ends each causal \
+             target with no token and generation stops only at its length bound; pass \
+             --target-end none to say so and silence this, or --target-end pad",
+            model.dir().join("config.json").display()
+        );
     }
 }
 

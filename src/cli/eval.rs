@@ -1,6 +1,6 @@
 //! `softprompt eval`: accuracy and macro-F1 of a saved prompt on a labelled file.
 
-use super::common::{fail, DataArgs, DeviceArgs, TaskArgs};
+use super::common::{fail, warn_eos_missing, DataArgs, DeviceArgs, TaskArgs};
 use softprompt::{Dataset, Model, Prompt, Result, Task};
 use std::path::{Path, PathBuf};
 
@@ -64,6 +64,7 @@ pub fn load(
         eprintln!("warning: {warning}");
     }
     let task = model.task_for(&prompt, &opts, data)?;
+    warn_eos_missing(&model, [&task]);
     if prompt.saved_task().is_none() {
         let spec = task.spec();
         eprintln!(

@@ -94,6 +94,15 @@ fn inspect(args: &Args) -> softprompt::Result<()> {
         }
     };
     println!("{params} float parameters; {heads}");
+    let tokenizer = args.path.join("tokenizer.json");
+    // inspect describes what is there (exit 0), but train, eval and predict need a tokenizer
+    if std::fs::symlink_metadata(&tokenizer).is_err() {
+        println!(
+            "tokenizer: none found (looked for {}; train, eval and predict need one)",
+            tokenizer.display()
+        );
+        return Ok(());
+    }
     match softprompt::internals::tokenizer::Tokenizer::load(&args.path) {
         Ok(t) => println!(
             "tokenizer.json: {} tokens (padding and truncation switched off)",

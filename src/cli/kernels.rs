@@ -7,7 +7,8 @@ use softprompt::internals::cuda::nvrtc;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Target architecture
+    /// Target architecture: sm_ and the compute capability, sm_80 or later (the kernels' bf16
+    /// tensor-core instructions need it), e.g. sm_90 or sm_90a
     #[arg(long, default_value = "sm_90")]
     arch: String,
     /// Print one JSON object instead of the table
@@ -15,7 +16,33 @@ pub struct Args {
     json: bool,
 }
 
+/// The lowest compute capability the kernels compile for (`mma.cuh`: bf16 `mma.sync`).
+const MIN_ARCH: u32 = 80;
+
+/// `--arch` is `sm_NN` (NN at least `MIN_ARCH`, NVRTC's `a` or `f` suffix allowed): NVRTC's
+/// own error for `sm_0` or `90` named neither the flag nor what it takes.
+fn check_arch(arch: &str) -> softprompt::Result<()> {
+    let cc = arch
+        .strip_prefix("sm_")
+        .map(|n| n.strip_suffix(['a', 'f']).unwrap_or(n))
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<u32>().ok());
+    match cc {
+        Some(cc) if cc >= MIN_ARCH => Ok(()),
+        _ => Err(softprompt::Error::arg(
+            "--arch",
+            format!(
+                "{arch:?}: expected sm_{MIN_ARCH} or later (sm_ and the compute capability, e.g. \
+                 sm_90 or sm_90a; the kernels' bf16 tensor-core instructions need sm_{MIN_ARCH})"
+            ),
+        )),
+    }
+}
+
 pub fn run(args: Args) -> i32 {
+    if let Err(e) = check_arch(&args.arch) {
+        return super::common::fail(&e);
+    }
     if !nvrtc::nvrtc_present() {
         eprintln!(
             "error: NVRTC not found: put the folder of libnvrtc.so.13 (the nvidia-cuda-nvrtc wheel's \

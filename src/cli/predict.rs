@@ -27,9 +27,14 @@ pub struct Args {
     /// model folder (default: the one recorded with the prompt)
     #[arg(long)]
     pub(super) model: Option<PathBuf>,
-    /// write here instead of stdout (atomically)
+    /// write here instead of stdout (atomically); an existing file is refused unless
+    /// --overwrite
     #[arg(long)]
     pub(super) output: Option<PathBuf>,
+    /// replace the --output file if it exists (never the data, the prompt's or the model's
+    /// files) instead of refusing
+    #[arg(long, requires = "output")]
+    pub(super) overwrite: bool,
     #[arg(long, default_value_t = 64)]
     pub(super) batch_size: usize,
     #[command(flatten)]
@@ -47,13 +52,33 @@ pub fn run(args: Args) -> i32 {
     }
 }
 
-/// `--output` must not replace a file the command reads: the data, the prompt's files or the
-/// model's.
+/// `--output` must not replace a file the command reads (the data, the prompt's files or the
+/// model's), nor, without `--overwrite`, any file there.
 pub(super) fn check_output(a: &Args, prompts: &[&Path], model_dir: &Path) -> Result<()> {
     let Some(out) = &a.output else {
         return Ok(());
     };
     check_writable_file(out)?;
+    check_inputs_kept(a, out, prompts, model_dir)?;
+    check_not_there(out, a.overwrite)
+}
+
+/// Nothing the user has is replaced unless asked: an existing `--output` needs `--overwrite`.
+fn check_not_there(out: &Path, overwrite: bool) -> Result<()> {
+    if !overwrite && std::fs::symlink_metadata(out).is_ok() {
+        return Err(Error::arg(
+            "--output",
+            format!(
+                "{} exists: pass --overwrite to replace it, or name another file",
+                out.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `out` is none of the files the command reads.
+fn check_inputs_kept(a: &Args, out: &Path, prompts: &[&Path], model_dir: &Path) -> Result<()> {
     let mut inputs = vec![(a.data.clone(), "the --data file")];
     let folders = (prompts.iter()).map(|&d| (d, "a file of a --prompt folder"));
     for (dir, what) in folders.chain([(model_dir, "a file of the model folder")]) {
@@ -166,6 +191,8 @@ pub(super) fn row_json(
 pub(super) fn write_predictions(a: &Args, out: &str, n: usize, note: &str) -> Result<()> {
     match &a.output {
         Some(path) => {
+            // again: the file may have appeared while the rows were scored
+            check_not_there(path, a.overwrite)?;
             softprompt::internals::fsutil::write_atomic(path, out.as_bytes())?;
             eprintln!("wrote {n} predictions to {} ({note})", path.display());
         }

@@ -159,6 +159,7 @@ fn load_jobs(
             task,
         });
     }
+    super::common::warn_eos_missing(&model, jobs.iter().map(|j| &j.task));
     Ok((model, jobs))
 }
 

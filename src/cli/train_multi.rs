@@ -6,7 +6,7 @@
 //! included.
 
 use super::{describe, on_device, prompt_init, train_config_with, Args};
-use crate::cli::common::{MethodArgs, TaskArgs};
+use crate::cli::common::{warn_eos_missing, MethodArgs, TaskArgs};
 use serde_json::Value;
 use softprompt::internals::train::{multitask, outdir};
 use softprompt::{
@@ -68,6 +68,7 @@ pub(super) fn train(a: &Args) -> Result<()> {
     let encoded = (inputs.into_iter())
         .map(|t| encode_task(&model, a, t))
         .collect::<Result<Vec<_>>>()?;
+    warn_eos_missing(&model, encoded.iter().map(|e| &e.task));
     let tasks: Vec<MultiTask<'_>> = (encoded.iter())
         .map(|e| MultiTask {
             name: e.name.clone(),
@@ -416,9 +417,20 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
         }
         let tag = format!("task \"{name}\" (--task-config {})", path.display());
         if init.is_some() || o.contains_key("init_text") {
+            // the file's `init: text` without any text, named as the file's keys before
+            // from_flags names the command line's --init text and --init-text
+            if init.as_deref() == Some("text") && init_text.is_none() {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "task \"{name}\": `init` is \"text\": needs `init_text`, the words the \
+                         prompt starts from (or --init-text, for every task)"
+                    ),
+                ));
+            }
             let kind = init.unwrap_or_else(|| a.init.clone());
             let own = PromptInit::from_flags(&kind, init_text, a.init_std, a.init_vocab_first);
-            t.init = Some(own.map_err(|e| init_error(e, path, name, &t.config_keys, &tag))?);
+            t.init = Some(own.map_err(|e| config_error(e, path, name, &t.config_keys, &tag))?);
         }
         check_init_method(a, t).map_err(|e| config_error(e, path, name, &t.config_keys, &tag))?;
     }
@@ -437,23 +449,6 @@ fn check_init_method(a: &Args, t: &TaskInput) -> Result<()> {
     match (method, init) {
         (Some(method), Some(init)) => method.check_init(&init),
         _ => Ok(()),
-    }
-}
-
-/// `config_error`, and `init: text` without the text as the file's keys: from_flags names
-/// the command line's `--init text` and `--init-text`.
-fn init_error(e: Error, config: &Path, name: &str, keys: &[String], tag: &str) -> Error {
-    match &e {
-        Error::Arg { flag, .. } if flag == "--init text" && keys.iter().any(|k| k == "init") => {
-            Error::file(
-                config,
-                format!(
-                    "task \"{name}\": `init` is \"text\": needs `init_text`, the words the \
-                     prompt starts from (or --init-text, for every task)"
-                ),
-            )
-        }
-        _ => config_error(e, config, name, keys, tag),
     }
 }
 

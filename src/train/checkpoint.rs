@@ -18,9 +18,10 @@
 
 use super::metrics::EvalMetrics;
 use super::spec::TaskSpec;
+use super::task_record::check_record;
 use crate::error::{Error, Result};
 use crate::models::cls_head::HostClsHead;
-use crate::prompt::{AdapterInfo, PromptTable, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
+use crate::prompt::{AdapterInfo, PromptTable};
 use crate::rng::Rng;
 use crate::weights::{write_safetensors, TensorFile};
 use serde::{Deserialize, Serialize};
@@ -437,44 +438,6 @@ fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
     Some(rel)
 }
 
-/// The keys task.json records beside the task (`save_prompt_dir`'s `extra`): a value of the
-/// wrong type was skipped without a word (a non-string `arch` turned its check off), and a
-/// `num_virtual_tokens` other than the adapter's rows means the files are not of one run.
-fn check_record(v: &Value, path: &Path, p: usize) -> Result<()> {
-    let bad = |k: &str, x: &Value, want: &str| {
-        Error::file(path, format!("`{k}` is {x}: expected {want}"))
-    };
-    for k in ["step", "seed", "num_virtual_tokens"] {
-        if let Some(x) = v.get(k).filter(|x| x.as_u64().is_none()) {
-            return Err(bad(k, x, "a non-negative integer"));
-        }
-    }
-    for k in ["arch", "model", "model_path", "model_from_prompt"] {
-        if let Some(x) = v.get(k).filter(|x| !x.is_string()) {
-            return Err(bad(k, x, "a string"));
-        }
-    }
-    // a placement read by no one was printed by `inspect` as if it were one
-    let placement = v.get("prefix_placement");
-    if let Some(x) = placement.filter(|x| !matches!(x.as_str(), Some("papers" | "peft"))) {
-        return Err(bad("prefix_placement", x, "\"papers\" or \"peft\""));
-    }
-    let accuracy = v.get("dev_accuracy").filter(|x| !x.is_null());
-    if let Some(x) = accuracy.filter(|x| !x.as_f64().is_some_and(|a| (0.0..=1.0).contains(&a))) {
-        return Err(bad("dev_accuracy", x, "null or a number from 0 to 1"));
-    }
-    match v.get("num_virtual_tokens").and_then(Value::as_u64) {
-        Some(n) if n != p as u64 => Err(Error::file(
-            path,
-            format!(
-                "`num_virtual_tokens` is {n}, but the adapter ({ADAPTER_CONFIG}, \
-                 {ADAPTER_WEIGHTS}) has {p}: the files are not of one run"
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// Reads a prompt folder: ours (with task.json, and head.safetensors for `cls`) or PEFT's
 /// (adapter files only).
 pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
@@ -494,7 +457,10 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
                 ),
             ));
         }
-        check_record(&v, &task_path, prompt.p)?;
+        let peft_type = (prompt.layout.config.as_ref())
+            .and_then(|c| c.get("peft_type"))
+            .and_then(Value::as_str);
+        check_record(&v, &task_path, prompt.p, peft_type)?;
         let path = |k: &str| v.get(k).and_then(|m| m.as_str()).map(PathBuf::from);
         (
             Some(TaskSpec::from_json(&v, &task_path)?),

@@ -104,6 +104,7 @@ pub mod spec;
 pub mod start;
 pub mod step;
 pub mod task;
+mod task_record;
 pub mod trainer;
 pub mod update;
 

@@ -8,6 +8,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+use super::data_formats::repeated_key;
 use crate::error::{Error, Result};
 use crate::models::heads::Pooling;
 use serde_json::{json, Value};
@@ -382,13 +383,40 @@ fn target_end(v: &Value, kind: TaskKind, path: &Path) -> Result<TargetEnd> {
     Ok(end)
 }
 
+/// A verbalizer gives each label one word: a label given twice was trained on one of its
+/// words (the later, in JSON) without a word, or blamed on `--labels`.
+pub fn check_unique_labels(pairs: &[(String, String)]) -> Result<()> {
+    for (i, (l, w)) in pairs.iter().enumerate() {
+        if let Some((_, first)) = pairs.iter().take(i).find(|(x, _)| x == l) {
+            return Err(twice(&format!(
+                "the label {l:?} is given twice (words {first:?} and {w:?})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn twice(what: &str) -> Error {
+    Error::arg("--verbalizer", format!("{what}: give each label one word"))
+}
+
 /// Parses `--verbalizer`: `label=word,label=word`, or a JSON object `{"label": "word"}` when
 /// words hold commas. Keeps the order given.
 pub fn parse_verbalizer(s: &str) -> Result<Vec<(String, String)>> {
+    let pairs = parse_pairs(s)?;
+    check_unique_labels(&pairs)?;
+    Ok(pairs)
+}
+
+fn parse_pairs(s: &str) -> Result<Vec<(String, String)>> {
     let s = s.trim();
     if s.starts_with('{') {
         let v: serde_json::Map<String, Value> = serde_json::from_str(s)
             .map_err(|e| Error::arg("--verbalizer", format!("not a valid JSON object: {e}")))?;
+        // serde_json keeps the last of a repeated key
+        if let Some(k) = repeated_key(s) {
+            return Err(twice(&format!("the label {k:?} is given twice")));
+        }
         // serde_json's map is sorted; recover the order of appearance from the text
         let mut pairs: Vec<(usize, String, String)> = v
             .iter()

@@ -248,6 +248,16 @@ impl Task {
         Ok(ids)
     }
 
+    /// `causal` under `--target-end eos` on a model whose config.json names no
+    /// `eos_token_id`: each target ends with nothing, as under `none`, and generation stops
+    /// only at its length bound. Not an error: PEFT scores such a model's targets the same
+    /// way (`tests/causal_target_end.rs`, the Mistral fixture), so callers say so instead.
+    pub fn eos_missing(&self) -> bool {
+        self.spec.kind == TaskKind::Causal
+            && self.spec.target_end == TargetEnd::Eos
+            && self.eos_id < 0
+    }
+
     /// `causal`: the tokens greedy generation stops at: the pad token under `--target-end pad`
     /// (the guide's `generate(eos_token_id=pad)`), else the model's end-of-sequence tokens,
     /// all of them (Llama 3.1 instruct configs list several).
