@@ -160,7 +160,7 @@ fn time_gemm(path: GemmPath, g: &StepGemm, reps: usize) -> (f64, f64) {
         gemm_path::fwd(path, &mut out, &x, &w, g.m, g.k, g.n, false)
     });
     let bwd = best_secs(reps, || {
-        gemm_path::bwd(path, &mut dx, &dy, &w, g.m, g.k, g.n)
+        gemm_path::bwd(path, &mut dx, &dy, &w, g.m, g.k, g.n, true)
     });
     std::hint::black_box((&out, &dx));
     (fwd, bwd)

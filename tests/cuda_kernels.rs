@@ -669,8 +669,16 @@ fn check_linear(be: &CudaBackend) {
                 tol,
             );
         }
-        // backward adds: from zeros (as the models call it) and from a random gradient
-        for (dtype, start) in [(st.dt, 0.0), (st.dt, 1.0), (F32, 0.0), (F32, 1.0)] {
+        // backward adds (from zeros and from a random gradient) or writes over a random one,
+        // which the CPU's side starts from zeros: a write that added would miss it
+        for (dtype, start, acc) in [
+            (st.dt, 0.0, true),
+            (st.dt, 1.0, true),
+            (st.dt, 1.0, false),
+            (F32, 0.0, true),
+            (F32, 1.0, true),
+            (F32, 1.0, false),
+        ] {
             let dout_data = act_data(&st, &mut rng, m * n);
             let dout = if dtype == st.dt {
                 s.up(st.dt, &dout_data)
@@ -680,15 +688,21 @@ fn check_linear(be: &CudaBackend) {
                 s.up(F32, &exact)
             };
             let mut dx = s.up(st.dt, &randn(&mut rng, m * k, start));
-            be.linear_bwd(&mut dx.0, &dout.0, &w.0, m, k, n).unwrap();
-            s.cpu.linear_bwd(&mut dx.1, &dout.1, &w.1, m, k, n).unwrap();
+            if !acc {
+                dx.1 = s.cpu.zeros(DType::F32, m * k).unwrap();
+            }
+            be.linear_bwd(&mut dx.0, &dout.0, &w.0, m, k, n, acc)
+                .unwrap();
+            s.cpu
+                .linear_bwd(&mut dx.1, &dout.1, &w.1, m, k, n, true)
+                .unwrap();
             let tol = if dtype == st.dt {
                 st.out
             } else {
                 st.gemm_f32_dout
             };
             s.check(
-                &format!("linear_bwd M{m} K{k} N{n} dout {dtype:?} start {start}"),
+                &format!("linear_bwd M{m} K{k} N{n} dout {dtype:?} start {start} acc={acc}"),
                 &dx,
                 tol,
             );
@@ -799,7 +813,7 @@ fn check_errors(be: &CudaBackend) {
     // the same for a gradient into linear_bwd
     let mut dx = be.zeros(st.dt, 3 * 4).unwrap();
     let e = be
-        .linear_bwd(&mut dx, &bad_out, &w, 3, 4, 4)
+        .linear_bwd(&mut dx, &bad_out, &w, 3, 4, 4, true)
         .unwrap_err()
         .to_string();
     assert!(

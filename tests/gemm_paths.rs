@@ -62,11 +62,14 @@ fn mkl_matches_the_default_path_or_says_where_it_looked() {
             let name = format!("fwd {m}x{k}x{n} accumulate={accumulate}");
             assert_close(&name, &got, &want, 1e-5);
         }
-        let start = rand(&mut rng, m * k);
-        let (mut want, mut got) = (start.clone(), start);
-        gemm_path::bwd(GemmPath::Crate, &mut want, &dy, &w, m, k, n);
-        gemm_path::bwd(GemmPath::Mkl, &mut got, &dy, &w, m, k, n);
-        assert_close(&format!("bwd {m}x{k}x{n}"), &got, &want, 1e-5);
+        for accumulate in [false, true] {
+            let start = rand(&mut rng, m * k);
+            let (mut want, mut got) = (start.clone(), start);
+            gemm_path::bwd(GemmPath::Crate, &mut want, &dy, &w, m, k, n, accumulate);
+            gemm_path::bwd(GemmPath::Mkl, &mut got, &dy, &w, m, k, n, accumulate);
+            let name = format!("bwd {m}x{k}x{n} accumulate={accumulate}");
+            assert_close(&name, &got, &want, 1e-5);
+        }
     }
 }
 

@@ -416,10 +416,14 @@ fn linear_case(m: usize, k: usize, n: usize, seed: u64) {
     }
     // backward adds: from zeros, and from a random gradient
     let mut dinp = vec![0.0; m * k];
-    matmul::linear_bwd(&mut dinp, &r, &w, m, k, n);
+    matmul::linear_bwd(&mut dinp, &r, &w, m, k, n, true);
     let pre = normals(&mut rng, m * k, 1.0);
     let mut acc = pre.clone();
-    matmul::linear_bwd(&mut acc, &r, &w, m, k, n);
+    matmul::linear_bwd(&mut acc, &r, &w, m, k, n, true);
+    // without `accumulate` it writes over what was there, the same bits as adding to zeros
+    let mut written = pre.clone();
+    matmul::linear_bwd(&mut written, &r, &w, m, k, n, false);
+    assert_eq!(written, dinp, "{name}: written");
     let added: Vec<f64> = acc.iter().zip(&pre).map(|(a, p)| a - p).collect();
     assert_close(
         &format!("{name}: accumulate"),

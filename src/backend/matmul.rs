@@ -20,7 +20,9 @@ op_family! {
             k: usize,
             n: usize,
         ) -> Result<()> = flops(2 * m * k * n);
-        /// dinp (M, K) += dout (M, N) · W. `dout` may be F32 (d logits).
+        /// dinp (M, K) += dout (M, N) · W with `accumulate`, else dinp = dout · W, written whole
+        /// (so the first product of a sum needs no zeroed buffer: `Storage::output`). `dout` may
+        /// be F32 (d logits).
         fn linear_bwd(
             &self,
             dinp: &mut Self::Buf,
@@ -29,6 +31,7 @@ op_family! {
             m: usize,
             k: usize,
             n: usize,
+            accumulate: bool,
         ) -> Result<()> = flops(2 * m * k * n);
     }
 }

@@ -123,7 +123,8 @@ pub fn fwd(
     }
 }
 
-/// dinp (M, K) += dout (M, N) · W (N, K).
+/// dinp (M, K) = dout (M, N) · W (N, K) (+ dinp when `accumulate`).
+#[allow(clippy::too_many_arguments)]
 pub fn bwd(
     path: GemmPath,
     dinp: &mut [f32],
@@ -132,11 +133,12 @@ pub fn bwd(
     m: usize,
     k: usize,
     n: usize,
+    accumulate: bool,
 ) {
     debug_assert!(dinp.len() >= m * k && dout.len() >= m * n && w.len() >= n * k);
     match cblas_sgemm(path) {
         // SAFETY: the callers checked that dinp, dout and w hold M·K, M·N and N·K floats.
-        Some(sgemm) => unsafe { row_major(sgemm, dinp, dout, w, (m, k, n), false, true) },
+        Some(sgemm) => unsafe { row_major(sgemm, dinp, dout, w, (m, k, n), false, accumulate) },
         None => super::matmul::crate_gemm(
             m,
             k,
@@ -144,7 +146,7 @@ pub fn bwd(
             dinp,
             (dout, n as isize, 1),
             (w, k as isize, 1),
-            true,
+            accumulate,
         ),
     }
 }

@@ -61,8 +61,16 @@ pub fn linear_fwd<F: Real>(
     }
 }
 
-/// dinp (M, K) += dout (M, N) · W (N, K).
-pub fn linear_bwd<F: Real>(dinp: &mut [F], dout: &[F], w: &[F], m: usize, k: usize, n: usize) {
+/// dinp (M, K) += dout (M, N) · W (N, K), or = without `accumulate`.
+pub fn linear_bwd<F: Real>(
+    dinp: &mut [F],
+    dout: &[F],
+    w: &[F],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
     debug_assert!(dinp.len() >= m * k && dout.len() >= m * n && w.len() >= n * k);
     // SAFETY: as in linear_fwd; W is read row-major (N, K) as the right operand.
     unsafe {
@@ -73,7 +81,7 @@ pub fn linear_bwd<F: Real>(dinp: &mut [F], dout: &[F], w: &[F], m: usize, k: usi
             dinp.as_mut_ptr(),
             1,
             k as isize,
-            true,
+            accumulate,
             dout.as_ptr(),
             1,
             n as isize,
@@ -284,17 +292,25 @@ impl<F: Real> MatmulOps for CpuBackend<F> {
         m: usize,
         k: usize,
         n: usize,
+        accumulate: bool,
     ) -> Result<()> {
         let dinp = real_mut(dinp, "linear dinp", m * k)?;
+        if n == 0 {
+            // an empty sum: the GEMMs may skip writing it
+            if !accumulate {
+                dinp.fill(F::ZERO);
+            }
+            return Ok(());
+        }
         let (dout, w) = (
             real(dout, "linear dout", m * n)?,
             real(w, "linear weight", n * k)?,
         );
         match (F::as_f32(dout), F::as_f32(w), F::as_f32_mut(dinp)) {
             (Some(dy), Some(w32), Some(dx)) => {
-                gemm_path::bwd(gemm_path::selected(), dx, dy, w32, m, k, n)
+                gemm_path::bwd(gemm_path::selected(), dx, dy, w32, m, k, n, accumulate)
             }
-            _ => linear_bwd(dinp, dout, w, m, k, n),
+            _ => linear_bwd(dinp, dout, w, m, k, n, accumulate),
         }
         Ok(())
     }

@@ -178,7 +178,7 @@ impl MatmulOps for CudaBackend {
         gemm_parts(be, g, &inp_parts, "linear_fwd")
     }
 
-    /// dinp (M, K) += dout (M, N) · W (N, K); dinp in the activations' type, W in the weights'
+    /// dinp (M, K) (+)= dout (M, N) · W (N, K) (beta 1 with `accumulate`, else 0); dinp in the activations' type, W in the weights'
     /// type; dout in the activations' type, or float32 (d logits). A dout of another type than
     /// W becomes a GEMM operand as `operand` says.
     #[allow(clippy::too_many_arguments)]
@@ -190,6 +190,7 @@ impl MatmulOps for CudaBackend {
         m: usize,
         k: usize,
         n: usize,
+        accumulate: bool,
     ) -> Result<()> {
         let be = self;
         let (store, weights) = (be.store(), be.weights());
@@ -199,6 +200,14 @@ impl MatmulOps for CudaBackend {
         check_store_or_f32(dout_type, store, "linear dout")?;
         let dout_ptr = arg(dout, "linear dout", dout_type, m * n)?;
         if m * k == 0 {
+            return Ok(());
+        }
+        if n == 0 {
+            // an empty sum: cuBLAS need not write it
+            if !accumulate {
+                // SAFETY: `arg` checked that dinp holds M·K elements of the store type.
+                unsafe { be.dev.memset0(dinp_ptr, m * k * store.size())? };
+            }
             return Ok(());
         }
         let dout_parts = operand(be, dout_ptr, dout_type, m * n)?;
@@ -214,7 +223,7 @@ impl MatmulOps for CudaBackend {
             ldb: n.max(1),
             c: dinp_ptr,
             ldc: k,
-            beta: 1.0,
+            beta: if accumulate { 1.0 } else { 0.0 },
             ab_type: weights,
             c_type: store,
         };

@@ -4,7 +4,7 @@
 //! its gradient is needed at once; it returns the loss and d loss / d hidden.
 
 use super::bert::Bert;
-use super::common::zeros;
+use super::common::{output, zeros};
 use crate::backend::IGNORE_INDEX;
 use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
@@ -56,29 +56,29 @@ pub fn mlm_head_fwd_bwd<B: Backend>(
     let v = be.len(dec_b);
     let count = targets.iter().filter(|&&t| t != IGNORE_INDEX).count();
     let idx = be.upload_i32(rows)?;
-    let mut h = zeros(be, act, m * c)?;
+    let mut h = output(be, act, m * c)?;
     be.gather_rows(&mut h, hidden, &idx, m, c)?;
-    let mut u = zeros(be, act, m * c)?;
+    let mut u = output(be, act, m * c)?;
     be.linear_fwd(&mut u, &h, &head.dense_w, Some(&head.dense_b), m, c, c)?;
-    let mut g = zeros(be, act, m * c)?;
+    let mut g = output(be, act, m * c)?;
     be.act_fwd(&mut g, &u, bert.cfg.hidden_act, m * c)?;
     let (mut z, mut mean, mut rstd) = (
-        zeros(be, act, m * c)?,
-        zeros(be, DType::F32, m)?,
-        zeros(be, DType::F32, m)?,
+        output(be, act, m * c)?,
+        output(be, DType::F32, m)?,
+        output(be, DType::F32, m)?,
     );
     be.layernorm_fwd(
         &mut z, &mut mean, &mut rstd, &g, &head.ln_w, &head.ln_b, m, c, eps,
     )?;
     // logits in float32: the softmax over V must not round in bf16
-    let mut logits = zeros(be, DType::F32, m * v)?;
+    let mut logits = output(be, DType::F32, m * v)?;
     be.linear_fwd(&mut logits, &z, dec_w, Some(dec_b), m, c, v)?;
     let kept = if keep_logits {
         Some(be.download(&logits)?)
     } else {
         None
     };
-    let mut losses = zeros(be, DType::F32, m)?;
+    let mut losses = output(be, DType::F32, m)?;
     let targets_buf = be.upload_i32(targets)?;
     be.cross_entropy_fwd_bwd(
         &mut logits,
@@ -90,14 +90,14 @@ pub fn mlm_head_fwd_bwd<B: Backend>(
     )?;
     let loss = be.download_f64(&losses)?.iter().sum::<f64>() / count.max(1) as f64;
     let dlogits = logits;
-    let mut dz = zeros(be, act, m * c)?;
-    be.linear_bwd(&mut dz, &dlogits, dec_w, m, c, v)?;
+    let mut dz = output(be, act, m * c)?;
+    be.linear_bwd(&mut dz, &dlogits, dec_w, m, c, v, false)?;
     let mut dg = zeros(be, act, m * c)?;
     be.layernorm_bwd(&mut dg, &dz, &g, &head.ln_w, &mean, &rstd, m, c)?;
     let mut du = zeros(be, act, m * c)?;
     be.act_bwd(&mut du, &dg, &u, bert.cfg.hidden_act, m * c)?;
-    let mut dh = zeros(be, act, m * c)?;
-    be.linear_bwd(&mut dh, &du, &head.dense_w, m, c, c)?;
+    let mut dh = output(be, act, m * c)?;
+    be.linear_bwd(&mut dh, &du, &head.dense_w, m, c, c, false)?;
     let mut dhidden = zeros(be, act, be.len(hidden))?;
     be.scatter_rows_bwd(&mut dhidden, &dh, &idx, m, c)?;
     Ok(HeadOutput {

@@ -5,7 +5,7 @@
 
 use crate::backend::{Backend, DType, IGNORE_INDEX};
 use crate::error::Result;
-use crate::models::common::zeros;
+use crate::models::common::{output, zeros};
 
 /// Rows per LM-head chunk: `budget` bytes of float32 logits at a time.
 pub fn lm_chunk_rows(budget: usize, v: usize, rows: usize) -> usize {
@@ -54,7 +54,7 @@ pub(crate) struct LmHead<'a, B: Backend> {
 impl<B: Backend> LmHead<'_, B> {
     /// (M, C) = scale · hidden[idx]: the chunk's rows of hidden (N, C).
     fn gather(&self, be: &B, hidden: &B::Buf, idx: &B::Buf, m: usize) -> Result<B::Buf> {
-        let mut h = zeros(be, be.act_dtype(), m * self.c)?;
+        let mut h = output(be, be.act_dtype(), m * self.c)?;
         be.gather_rows(&mut h, hidden, idx, m, self.c)?;
         if self.scale != 1.0 {
             be.scale_inplace(&mut h, self.scale, m * self.c)?;
@@ -66,7 +66,7 @@ impl<B: Backend> LmHead<'_, B> {
     pub fn logits(&self, be: &B, hidden: &B::Buf, rows: &[i32]) -> Result<B::Buf> {
         let m = rows.len();
         let h = self.gather(be, hidden, &be.upload_i32(rows)?, m)?;
-        let mut logits = zeros(be, DType::F32, m * self.v)?;
+        let mut logits = output(be, DType::F32, m * self.v)?;
         be.linear_fwd(&mut logits, &h, self.w, None, m, self.c, self.v)?;
         Ok(logits)
     }
@@ -95,17 +95,17 @@ impl<B: Backend> LmHead<'_, B> {
             let m = rows.len();
             let idx = be.upload_i32(rows)?;
             let h = self.gather(be, hidden, &idx, m)?;
-            let mut logits = zeros(be, DType::F32, m * v)?;
+            let mut logits = output(be, DType::F32, m * v)?;
             be.linear_fwd(&mut logits, &h, self.w, None, m, c, v)?;
             if let Some(cap) = capture.as_deref_mut() {
                 cap.extend(be.download(&logits)?);
             }
             let targets = be.upload_i32(targets)?;
-            let mut losses = zeros(be, DType::F32, m)?;
+            let mut losses = output(be, DType::F32, m)?;
             be.cross_entropy_fwd_bwd(&mut logits, &mut losses, &targets, m, v, grad_scale)?;
             loss += be.download_f64(&losses)?.iter().sum::<f64>();
-            let mut dh = zeros(be, be.act_dtype(), m * c)?;
-            be.linear_bwd(&mut dh, &logits, self.w, m, c, v)?;
+            let mut dh = output(be, be.act_dtype(), m * c)?;
+            be.linear_bwd(&mut dh, &logits, self.w, m, c, v, false)?;
             if self.scale != 1.0 {
                 be.scale_inplace(&mut dh, self.scale, m * c)?;
             }
@@ -173,7 +173,7 @@ impl<B: Backend> LmHead<'_, B> {
             let m = rows.len();
             let mut logits = self.logits(be, hidden, rows)?;
             let targets = be.upload_i32(targets)?;
-            let mut losses = zeros(be, DType::F32, m)?;
+            let mut losses = output(be, DType::F32, m)?;
             be.cross_entropy_fwd_bwd(&mut logits, &mut losses, &targets, m, self.v, 1.0)?;
             out.extend(be.download(&losses)?);
         }

@@ -265,8 +265,8 @@ impl<B: Backend> Bert<B> {
             n,
             c,
         )?;
-        let mut d_ffn_act = zeros(be, act, n * i)?;
-        be.linear_bwd(&mut d_ffn_act, &d_ln2_in, &lw.ffn_out_w, n, i, c)?;
+        let mut d_ffn_act = output(be, act, n * i)?;
+        be.linear_bwd(&mut d_ffn_act, &d_ln2_in, &lw.ffn_out_w, n, i, c, false)?;
         let mut d_ffn_pre = zeros(be, act, n * i)?;
         be.act_bwd(
             &mut d_ffn_pre,
@@ -277,7 +277,7 @@ impl<B: Backend> Bert<B> {
         )?;
         // the residual: d ln1_out = d ln2_in + d ffn_pre · W_in, accumulated in place
         let mut d_ln1_out = d_ln2_in;
-        be.linear_bwd(&mut d_ln1_out, &d_ffn_pre, &lw.ffn_in_w, n, c, i)?;
+        be.linear_bwd(&mut d_ln1_out, &d_ffn_pre, &lw.ffn_in_w, n, c, i, true)?;
         let mut d_ln1_in = zeros(be, act, n * c)?;
         be.layernorm_bwd(
             &mut d_ln1_in,
@@ -289,8 +289,8 @@ impl<B: Backend> Bert<B> {
             n,
             c,
         )?;
-        let mut d_ctx = zeros(be, act, n * c)?;
-        be.linear_bwd(&mut d_ctx, &d_ln1_in, &lw.attn_out_w, n, c, c)?;
+        let mut d_ctx = output(be, act, n * c)?;
+        be.linear_bwd(&mut d_ctx, &d_ln1_in, &lw.attn_out_w, n, c, c, false)?;
         let (mut dq, mut dk, mut dv) = (
             zeros(be, act, n * c)?,
             zeros(be, act, n * c)?,
@@ -315,9 +315,9 @@ impl<B: Backend> Bert<B> {
         )?;
         // the residual: dx = d ln1_in + dq·Wq + dk·Wk + dv·Wv
         let mut dx = d_ln1_in;
-        be.linear_bwd(&mut dx, &dq, &lw.query_w, n, c, c)?;
-        be.linear_bwd(&mut dx, &dk, &lw.key_w, n, c, c)?;
-        be.linear_bwd(&mut dx, &dv, &lw.value_w, n, c, c)?;
+        be.linear_bwd(&mut dx, &dq, &lw.query_w, n, c, c, true)?;
+        be.linear_bwd(&mut dx, &dk, &lw.key_w, n, c, c, true)?;
+        be.linear_bwd(&mut dx, &dv, &lw.value_w, n, c, c, true)?;
         Ok(dx)
     }
 

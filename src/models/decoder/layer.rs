@@ -128,11 +128,11 @@ impl<B: Backend> Norm<B> {
         c: usize,
         eps: f64,
     ) -> Result<(B::Buf, Option<B::Buf>, B::Buf)> {
-        let mut out = zeros(be, be.act_dtype(), n * c)?;
-        let mut rstd = zeros(be, DType::F32, n)?;
+        let mut out = output(be, be.act_dtype(), n * c)?;
+        let mut rstd = output(be, DType::F32, n)?;
         let mean = match self {
             Norm::Layer { w, b } => {
-                let mut mean = zeros(be, DType::F32, n)?;
+                let mut mean = output(be, DType::F32, n)?;
                 be.layernorm_fwd(&mut out, &mut mean, &mut rstd, x, w, b, n, c, eps)?;
                 Some(mean)
             }
@@ -334,7 +334,7 @@ impl<B: Backend> Decoder<B> {
         );
         // out = x1 + down(act(up h2)) or x1 + down(act(gate h2) · up h2), h2 = norm(x1)
         let (h2, mlp_norm) = w.mlp_norm.fwd(be, x1, n, c, self.cfg.norm_eps)?;
-        let mut g = zeros(be, act, n * i)?;
+        let mut g = output(be, act, n * i)?;
         let (pre, up_branch, down) = match &w.mlp {
             Mlp::Plain { up, down } => {
                 let pre = linear(be, acct, &h2, &up.w, up.b.as_ref(), n, c, i)?;
@@ -350,7 +350,7 @@ impl<B: Backend> Decoder<B> {
         };
         drop(h2);
         let mlp_out = linear(be, acct, &g, &down.w, down.b.as_ref(), n, i, c)?;
-        let mut out = zeros(be, act, n * c)?;
+        let mut out = output(be, act, n * c)?;
         be.add_fwd(&mut out, &mlp_norm.inp, &mlp_out, n * c)?;
         Ok((out, mlp_norm, pre, up_branch))
     }
@@ -414,8 +414,8 @@ impl<B: Backend> Decoder<B> {
         drop(h);
         let dims = self.attn_dims(b, tq, s);
         let (mut ctx, mut lse) = (
-            zeros(be, act, nq * qw)?,
-            zeros(be, DType::F32, b * dims.h * tq)?,
+            output(be, act, nq * qw)?,
+            output(be, DType::F32, b * dims.h * tq)?,
         );
         be.attention_fwd(
             &mut ctx,
@@ -432,7 +432,7 @@ impl<B: Backend> Decoder<B> {
         )?;
         let attn_out = linear(be, acct, &ctx, &w.o.w, w.o.b.as_ref(), nq, qw, c)?;
         drop(ctx);
-        let mut x1 = zeros(be, act, nq * c)?;
+        let mut x1 = output(be, act, nq * c)?;
         match tail {
             None => be.add_fwd(&mut x1, &attn_norm.inp, &attn_out, n * c)?,
             Some(t) => be.add_fwd(
@@ -488,8 +488,8 @@ impl<B: Backend> Decoder<B> {
         let (nq, act) = (b * tq, be.act_dtype());
         self.mlp_bwd(be, dx, w, a, nq)?;
         // attention
-        let mut dctx = zeros(be, act, nq * qw)?;
-        be.linear_bwd(&mut dctx, dx, &w.o.w, nq, qw, c)?;
+        let mut dctx = output(be, act, nq * qw)?;
+        be.linear_bwd(&mut dctx, dx, &w.o.w, nq, qw, c, false)?;
         let dims = self.attn_dims(b, tq, s);
         let kvw = self.cfg.kv_width();
         let (mut dq, mut dk, mut dv) = (
@@ -519,19 +519,19 @@ impl<B: Backend> Decoder<B> {
         self.rope(be, &mut dk, inp.pos.as_ref(), kv_heads, true)?;
         let q_pos = tail.map_or(inp.pos.as_ref(), |t| t.pos.as_ref());
         self.rope(be, &mut dq, q_pos, (b, tq, self.cfg.num_heads), true)?;
-        let mut dh = zeros(be, act, n * c)?;
-        be.linear_bwd(&mut dh, &dv, &w.v.w, n, c, kvw)?;
-        be.linear_bwd(&mut dh, &dk, &w.k.w, n, c, kvw)?;
+        let mut dh = output(be, act, n * c)?;
+        be.linear_bwd(&mut dh, &dv, &w.v.w, n, c, kvw, false)?;
+        be.linear_bwd(&mut dh, &dk, &w.k.w, n, c, kvw, true)?;
         if let Some(t) = tail {
             // the queries' and the residual's gradients, at the tail's rows, into (N, C)
-            let mut dht = zeros(be, act, nq * c)?;
-            be.linear_bwd(&mut dht, &dq, &w.q.w, nq, c, qw)?;
+            let mut dht = output(be, act, nq * c)?;
+            be.linear_bwd(&mut dht, &dq, &w.q.w, nq, c, qw, false)?;
             t.scatter(be, &mut dh, &dht, nq, c)?;
             let mut dfull = zeros(be, act, n * c)?;
             t.scatter(be, &mut dfull, dx, nq, c)?;
             *dx = dfull;
         } else {
-            be.linear_bwd(&mut dh, &dq, &w.q.w, n, c, qw)?;
+            be.linear_bwd(&mut dh, &dq, &w.q.w, n, c, qw, true)?;
         }
         w.attn_norm.bwd(be, dx, &dh, &a.attn_norm, n, c)
     }
@@ -554,9 +554,9 @@ impl<B: Backend> Decoder<B> {
         let down = match &w.mlp {
             Mlp::Plain { down, .. } | Mlp::Gated { down, .. } => down,
         };
-        let mut dg = zeros(be, act, n * i)?;
-        be.linear_bwd(&mut dg, dx, &down.w, n, i, c)?;
-        let mut dh2 = zeros(be, act, n * c)?;
+        let mut dg = output(be, act, n * i)?;
+        be.linear_bwd(&mut dg, dx, &down.w, n, i, c, false)?;
+        let mut dh2 = output(be, act, n * c)?;
         let mut dpre = zeros(be, act, n * i)?;
         match &w.mlp {
             Mlp::Gated { gate, up, .. } => {
@@ -578,12 +578,12 @@ impl<B: Backend> Decoder<B> {
                     self.act(),
                     n * i,
                 )?;
-                be.linear_bwd(&mut dh2, &dlin, &up.w, n, c, i)?;
-                be.linear_bwd(&mut dh2, &dpre, &gate.w, n, c, i)?;
+                be.linear_bwd(&mut dh2, &dlin, &up.w, n, c, i, false)?;
+                be.linear_bwd(&mut dh2, &dpre, &gate.w, n, c, i, true)?;
             }
             Mlp::Plain { up, .. } => {
                 be.act_bwd(&mut dpre, &dg, &a.mlp_pre, self.act(), n * i)?;
-                be.linear_bwd(&mut dh2, &dpre, &up.w, n, c, i)?;
+                be.linear_bwd(&mut dh2, &dpre, &up.w, n, c, i, false)?;
             }
         }
         drop((dg, dpre));

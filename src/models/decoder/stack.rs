@@ -8,7 +8,9 @@ use super::weights::Decoder;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::common::{hold, prompt_or_prefix, zeros, Capture, PromptRows, Recompute};
+use crate::models::common::{
+    hold, output, prompt_or_prefix, zeros, Capture, PromptRows, Recompute,
+};
 
 enum Saved<B: Backend> {
     Full(DecoderLayerActs<B>),
@@ -117,7 +119,7 @@ impl<B: Backend> Decoder<B> {
         p: usize,
     ) -> Result<B::Buf> {
         let c = self.cfg.hidden_size;
-        let mut x = zeros(be, be.act_dtype(), b * (p + t) * c)?;
+        let mut x = output(be, be.act_dtype(), b * (p + t) * c)?;
         be.embedding_fwd(
             &mut x,
             prompt,

@@ -153,8 +153,9 @@ impl<B: Backend> T5<B> {
         Ok((out, AttnActs { q, k, v, lse }))
     }
 
-    /// dhq (B, Tq, C) = d of the query input; d of the key/value input goes where `dhkv`
-    /// says; with a prefix block, its gradient into `dprefix`.
+    /// dhq (B, Tq, C) = d of the query input, written whole (an `output` buffer will do); d of
+    /// the key/value input is added where `dhkv` says; with a prefix block, its gradient into
+    /// `dprefix`.
     #[allow(clippy::too_many_arguments)]
     fn attention_bwd(
         &self,
@@ -176,8 +177,8 @@ impl<B: Backend> T5<B> {
         let (c, at) = (self.cfg.d_model, self.cfg.inner_dim());
         let act = be.act_dtype();
         let dims = self.attn_dims(b, tq, tk);
-        let mut dctx = zeros(be, act, b * tq * at)?;
-        be.linear_bwd(&mut dctx, dout, &w.o, b * tq, at, c)?;
+        let mut dctx = output(be, act, b * tq * at)?;
+        be.linear_bwd(&mut dctx, dout, &w.o, b * tq, at, c, false)?;
         let (mut dq, mut dk, mut dv) = (
             zeros(be, act, b * tq * at)?,
             zeros(be, act, b * tk * at)?,
@@ -188,14 +189,14 @@ impl<B: Backend> T5<B> {
             &mut dq, &mut dk, &mut dv, dprefix, &dctx, &a.q, &a.k, &a.v, prefix, &a.lse, mask,
             bias, causal, 1.0, dims,
         )?;
-        be.linear_bwd(dhq, &dq, &w.q, b * tq, c, at)?;
+        be.linear_bwd(dhq, &dq, &w.q, b * tq, c, at, false)?;
         let dkv = match dhkv {
             KvGrad::Memory(d) => d,
             KvGrad::Query => dhq,
             KvGrad::Frozen => return Ok(()),
         };
-        be.linear_bwd(dkv, &dk, &w.k, b * tk, c, at)?;
-        be.linear_bwd(dkv, &dv, &w.v, b * tk, c, at)?;
+        be.linear_bwd(dkv, &dk, &w.k, b * tk, c, at, true)?;
+        be.linear_bwd(dkv, &dv, &w.v, b * tk, c, at, true)?;
         Ok(())
     }
 
@@ -346,10 +347,10 @@ impl<B: Backend> T5<B> {
         let (n, c, f) = (ctx.b * ctx.tq, self.cfg.d_model, self.cfg.d_ff);
         let act = be.act_dtype();
         // feed-forward
-        let mut dg = zeros(be, act, n * f)?;
-        be.linear_bwd(&mut dg, dx, &w.ffn.wo, n, f, c)?;
+        let mut dg = output(be, act, n * f)?;
+        be.linear_bwd(&mut dg, dx, &w.ffn.wo, n, f, c, false)?;
         let mut dpre = zeros(be, act, n * f)?;
-        let mut dh = zeros(be, act, n * c)?;
+        let mut dh = output(be, act, n * c)?;
         match (&a.ffn_lin, &w.ffn.wi_1) {
             (Some(lin), Some(wi_1)) => {
                 let mut dlin = zeros(be, act, n * f)?;
@@ -362,12 +363,12 @@ impl<B: Backend> T5<B> {
                     self.cfg.dense_act,
                     n * f,
                 )?;
-                be.linear_bwd(&mut dh, &dlin, wi_1, n, c, f)?;
-                be.linear_bwd(&mut dh, &dpre, &w.ffn.wi, n, c, f)?;
+                be.linear_bwd(&mut dh, &dlin, wi_1, n, c, f, false)?;
+                be.linear_bwd(&mut dh, &dpre, &w.ffn.wi, n, c, f, true)?;
             }
             _ => {
                 be.act_bwd(&mut dpre, &dg, &a.ffn_pre, self.cfg.dense_act, n * f)?;
-                be.linear_bwd(&mut dh, &dpre, &w.ffn.wi, n, c, f)?;
+                be.linear_bwd(&mut dh, &dpre, &w.ffn.wi, n, c, f, false)?;
             }
         }
         be.rmsnorm_bwd(dx, &dh, &a.ffn_in, &w.ffn_ln, &a.ffn_rstd, n, c)?;
@@ -378,7 +379,7 @@ impl<B: Backend> T5<B> {
             Some((memory, mem_mask, tk)),
         ) = (&a.cross, &w.cross, ctx.memory)
         {
-            let mut dh = zeros(be, act, n * c)?;
+            let mut dh = output(be, act, n * c)?;
             let dkv = match dmemory {
                 Some(dmem) => KvGrad::Memory(dmem),
                 None => KvGrad::Frozen,
@@ -391,7 +392,7 @@ impl<B: Backend> T5<B> {
             be.rmsnorm_bwd(dx, &dh, cross_in, cross_ln, cross_rstd, n, c)?;
         }
         // self-attention
-        let mut dh = zeros(be, act, n * c)?;
+        let mut dh = output(be, act, n * c)?;
         let bias = BiasRef {
             table: &ctx.stack.rel_bias,
             buckets: ctx.buckets,

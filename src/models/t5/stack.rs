@@ -7,7 +7,7 @@ use super::weights::T5;
 use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::common::{hold, zeros, Capture, Recompute};
+use crate::models::common::{hold, output, zeros, Capture, Recompute};
 
 enum Saved<B: Backend> {
     Full(T5BlockActs<B>),
@@ -95,7 +95,7 @@ impl<B: Backend> T5<B> {
                     Saved::Full(acts.ok_or_else(|| Error::Device("block state missing".into()))?)
                 }
                 Recompute::Layer => {
-                    let mut input = zeros(be, be.act_dtype(), n * c)?;
+                    let mut input = output(be, be.act_dtype(), n * c)?;
                     be.copy(&mut input, &x)?;
                     hold(be, acct, format!("{}.{l}.input", ctx.name), &input);
                     x = self.block_fwd(be, acct, l, x, ctx, false)?.0;
@@ -108,8 +108,10 @@ impl<B: Backend> T5<B> {
         if keep.is_some() {
             hold(be, acct, format!("{}.final_in", ctx.name), &final_in);
         }
-        let (mut out, mut final_rstd) =
-            (zeros(be, be.act_dtype(), n * c)?, zeros(be, DType::F32, n)?);
+        let (mut out, mut final_rstd) = (
+            output(be, be.act_dtype(), n * c)?,
+            output(be, DType::F32, n)?,
+        );
         be.rmsnorm_fwd(
             &mut out,
             &mut final_rstd,
@@ -231,7 +233,7 @@ impl<B: Backend> T5<B> {
         capture: Option<&mut Capture>,
     ) -> Result<(B::Buf, StackActs<B>)> {
         let (b, t, c) = (inp.b, inp.t(), self.cfg.d_model);
-        let mut x = zeros(be, be.act_dtype(), b * t * c)?;
+        let mut x = output(be, be.act_dtype(), b * t * c)?;
         be.embedding_fwd(
             &mut x,
             prompt,
@@ -302,7 +304,7 @@ impl<B: Backend> T5<B> {
     ) -> Result<B::Buf> {
         let c = self.cfg.d_model;
         let no_prompt = zeros(be, DType::F32, 0)?;
-        let mut y = zeros(be, be.act_dtype(), b * l * c)?;
+        let mut y = output(be, be.act_dtype(), b * l * c)?;
         be.embedding_fwd(
             &mut y,
             &no_prompt,
