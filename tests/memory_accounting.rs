@@ -709,3 +709,34 @@ fn prefix_holds_no_more_than_prompt_tuning() {
         assert!(prefix < prompt, "{placement:?}");
     }
 }
+
+/// The CPU pool keeps a step's freed working set (more than its 64 MiB floor) for the next
+/// step's same lengths, within the most ever live at once, so the peak does not grow; a length
+/// the pool does not hold makes it drop others rather than stack on top of them.
+#[test]
+fn cpu_pool_keeps_the_working_set_within_the_high_water_mark() {
+    let be = Be::new();
+    let len = 10 << 20; // 40 MiB of floats
+    let bytes = len * F32;
+    let step = |be: &Be| {
+        let bufs: Vec<_> = (0..3)
+            .map(|_| be.output(DType::F32, len).unwrap())
+            .collect();
+        drop(bufs);
+    };
+    step(&be);
+    assert_eq!(be.pooled_bytes(), 3 * bytes, "the freed step, all of it");
+    be.reset_peak();
+    step(&be);
+    assert_eq!(be.pooled_bytes(), 3 * bytes);
+    assert_eq!(
+        be.memory().peak_bytes,
+        3 * bytes,
+        "reuse adds nothing to the peak"
+    );
+    // another length: the pool makes room for it within the high-water mark and its floor
+    let other = be.output(DType::F32, len + 1).unwrap();
+    assert!(be.pooled_bytes() <= 2 * bytes, "{}", be.pooled_bytes());
+    assert!(be.memory().peak_bytes <= 3 * bytes + (64 << 20));
+    drop(other);
+}

@@ -41,17 +41,24 @@ use std::sync::{Arc, Mutex};
 struct Arena<F> {
     live: AtomicUsize,
     peak: AtomicUsize,
+    /// The most bytes ever live at once (never reset): what the pool may fill up to.
+    high: AtomicUsize,
     pool: Mutex<Pool<F>>,
 }
 
-/// Freed buffers by length, at most `POOL_BYTES` in all.
+/// Freed buffers by length, within `Arena::room` in all.
 struct Pool<F> {
     free: HashMap<usize, Vec<Vec<F>>>,
     bytes: usize,
 }
 
-/// The most the pool keeps: about one BERT-base layer's forward temporaries at B=8, T=148,
-/// which is what the next layer asks for again; it bounds what the pool adds to the peak.
+/// What the pool may keep whatever the high-water mark: about one BERT-base layer's forward
+/// temporaries at B=8, T=148, which is what the next layer asks for again. Beyond it the pool
+/// keeps freed buffers only while live and pooled bytes stay within the most ever live at once
+/// (`Arena::high`): a step frees its activations in backward and the next step's forward asks
+/// for the same lengths again, so the pool then holds the step's working set (memory the
+/// process held at that peak anyway) instead of handing it to glibc, which zero-fills it again
+/// (`vec![0; len]`) on every step. It adds at most `POOL_BYTES` to the peak, as before.
 const POOL_BYTES: usize = 64 << 20;
 
 impl<F: Real> Arena<F> {
@@ -59,6 +66,7 @@ impl<F: Real> Arena<F> {
         Arena {
             live: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
+            high: AtomicUsize::new(0),
             pool: Mutex::new(Pool {
                 free: HashMap::new(),
                 bytes: 0,
@@ -70,17 +78,36 @@ impl<F: Real> Arena<F> {
     }
     fn add(&self, bytes: usize) {
         let now = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.high.fetch_max(now, Ordering::Relaxed);
         self.peak.fetch_max(now + self.pooled(), Ordering::Relaxed);
+    }
+    /// The pooled bytes allowed beside `live` live ones.
+    fn room(&self, live: usize) -> usize {
+        POOL_BYTES.max(self.high.load(Ordering::Relaxed).saturating_sub(live))
     }
     fn sub(&self, bytes: usize) {
         self.live.fetch_sub(bytes, Ordering::Relaxed);
     }
     /// A pooled buffer of exactly `len` floats, holding whatever it held.
+    /// On a miss, drops pooled buffers (other lengths: a step's own would have matched) until
+    /// the fresh `len` floats fit beside the pool within `room`, so that stale lengths never
+    /// raise the peak.
     fn take(&self, len: usize) -> Option<Vec<F>> {
         let mut pool = self.pool.lock().ok()?;
-        let v = pool.free.get_mut(&len)?.pop()?;
-        pool.bytes -= len * std::mem::size_of::<F>();
-        Some(v)
+        let bytes = len * std::mem::size_of::<F>();
+        if let Some(v) = pool.free.get_mut(&len).and_then(Vec::pop) {
+            pool.bytes -= bytes;
+            return Some(v);
+        }
+        let room = self.room(self.live.load(Ordering::Relaxed) + bytes);
+        while pool.bytes > room {
+            let Some((&l, _)) = pool.free.iter().find(|(_, vs)| !vs.is_empty()) else {
+                break;
+            };
+            pool.free.get_mut(&l).and_then(Vec::pop);
+            pool.bytes -= l * std::mem::size_of::<F>();
+        }
+        None
     }
     /// Keeps `v` for reuse while the pool has room; drops it otherwise.
     fn give(&self, v: Vec<F>) {
@@ -89,7 +116,7 @@ impl<F: Real> Arena<F> {
             return;
         }
         if let Ok(mut pool) = self.pool.lock() {
-            if pool.bytes + bytes <= POOL_BYTES {
+            if pool.bytes + bytes <= self.room(self.live.load(Ordering::Relaxed)) {
                 pool.bytes += bytes;
                 pool.free.entry(v.len()).or_default().push(v);
             }
