@@ -98,14 +98,37 @@ fn a_missing_mkl_is_a_clear_error() {
     );
 }
 
-/// Without `--gemm` or `SOFTPROMPT_GEMM`, the gemm crate runs (bench/README.md's comparison
-/// keeps it the default: MKL measured slower on the AMD machine at hand), MKL installed or not.
+/// Without `--gemm` or `SOFTPROMPT_GEMM`: MKL on an Intel CPU where it loads (bench/README.md:
+/// faster than the gemm crate on the Intel Xeon measured), else the gemm crate (MKL measured
+/// slower on the AMD EPYC), whatever is installed.
 #[test]
-fn the_automatic_choice_is_the_gemm_crate() {
+fn the_automatic_choice_is_mkl_on_intel_else_the_gemm_crate() {
+    // the rule itself, every case; MKL is not even looked for off Intel
+    assert_eq!(gemm_path::automatic_for(true, || true), GemmPath::Mkl);
+    assert_eq!(gemm_path::automatic_for(true, || false), GemmPath::Crate);
+    let asked = std::cell::Cell::new(false);
+    let off_intel = gemm_path::automatic_for(false, || {
+        asked.set(true);
+        true
+    });
+    assert_eq!(off_intel, GemmPath::Crate);
+    assert!(
+        !asked.get(),
+        "MKL was looked for on a CPU that is not Intel's"
+    );
+    // and this machine's: the vendor from /proc/cpuinfo, independently of cpuid
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    if !info.is_empty() {
+        assert_eq!(gemm_path::is_intel(), info.contains("GenuineIntel"));
+    }
     if std::env::var_os("SOFTPROMPT_GEMM").is_some() {
         println!("SOFTPROMPT_GEMM is set: the automatic choice is not in play");
         return;
     }
-    assert_eq!(gemm_path::selected(), GemmPath::Crate);
-    assert!(gemm_path::kernels_id().starts_with("gemm/"));
+    let expected = match gemm_path::is_intel() && cblas::mkl().is_ok() {
+        true => GemmPath::Mkl,
+        false => GemmPath::Crate,
+    };
+    assert_eq!(gemm_path::selected(), expected);
+    assert!(gemm_path::kernels_id().starts_with(&format!("{}/", expected.name())));
 }
