@@ -409,6 +409,17 @@ impl PromptTable {
     /// Writes the PEFT layout into `dir` (each file atomically). `info` supplies the model
     /// facts PEFT records: task type, base model path, layers and heads.
     pub fn save_peft(&self, dir: &Path, info: &AdapterInfo) -> Result<()> {
+        self.save_peft_with(dir, info, None)
+    }
+
+    /// `save_peft`, with `metadata` in the adapter's safetensors header (PEFT reads none of
+    /// it): the save stamp every file of a prompt folder carries.
+    pub fn save_peft_with(
+        &self,
+        dir: &Path,
+        info: &AdapterInfo,
+        metadata: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let subs = self.layout.num_transformer_submodules;
         let mut table = self.data.clone();
@@ -417,7 +428,7 @@ impl PromptTable {
         write_safetensors(
             &dir.join(ADAPTER_WEIGHTS),
             &[(PROMPT_KEY, vec![rows, self.d], &table)],
-            None,
+            metadata,
         )?;
         let mut cfg = self.layout.config.clone().unwrap_or_else(|| json!({}));
         // a P-tuning or prefix adapter (trained here, or loaded) stays one, without prompt

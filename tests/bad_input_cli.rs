@@ -1724,7 +1724,9 @@ fn checkpoint_negative_second_moment() {
     args.push("--resume");
     edit_checkpoint(&out, |ck| {
         ck.state.done = false;
+        // a step the plan agrees with (a step alone edited is refused as such)
         ck.state.step = 1;
+        ck.state.pos = 1;
         let v = ck.tensors.get_mut("opt.prompt.v").expect("opt.prompt.v");
         v.1[3] = -1.0;
     });

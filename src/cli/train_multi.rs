@@ -321,9 +321,11 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
             ),
         ));
     }
-    let v: Value = serde_json::from_str(&text)
+    // a BOM, as editors on Windows write one, is skipped as in the data files
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let v: Value = serde_json::from_str(text)
         .map_err(|e| Error::file(path, format!("not valid JSON: {e}")))?;
-    if let Some(k) = softprompt::internals::train::data_formats::repeated_key(&text) {
+    if let Some(k) = softprompt::internals::train::data_formats::repeated_key(text) {
         return Err(Error::file(
             path,
             format!("the key \"{k}\" appears twice in an object: which value is meant?"),

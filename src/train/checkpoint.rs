@@ -17,17 +17,18 @@
 )]
 
 use super::metrics::EvalMetrics;
-use super::spec::TaskSpec;
-use super::task_record::check_record;
 use crate::error::{Error, Result};
-use crate::models::cls_head::HostClsHead;
-use crate::prompt::{AdapterInfo, PromptTable};
 use crate::rng::Rng;
 use crate::weights::{write_safetensors, TensorFile};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+// the prompt folder's half of this file's doc, in a file of its own
+pub use super::prompt_dir::{
+    check_arch, load_prompt_dir, save_prompt_dir, save_stamp, stamp_metadata, SavedPrompt, SAVE_KEY,
+};
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const TASK_FILE: &str = "task.json";
@@ -260,6 +261,87 @@ impl TrainState {
         Ok(())
     }
 
+    /// Checks the plan and the counters against each other: each epoch's plan is every one of
+    /// the `rows` training rows once, in batches of at most `batch` rows, and `step` is the
+    /// batches run, `(epoch - 1)` whole plans and `pos` of this one. An edited `step` or plan
+    /// trained on silently to other numbers. Run after the settings compare equal (the rows
+    /// and the batch size are hashed there), so that another run is named as such.
+    pub fn check_plan(&self, path: &Path, rows: usize, batch: usize) -> Result<()> {
+        let bad = |msg: String| {
+            Err(Error::file(
+                path,
+                format!("{msg}: the checkpoint is corrupt"),
+            ))
+        };
+        let batches = rows.div_ceil(batch.max(1));
+        if self.plan.len() != batches {
+            return bad(format!(
+                "`plan` holds {} batches, but {rows} training rows in batches of {batch} make                  {batches}",
+                self.plan.len()
+            ));
+        }
+        if let Some(b) = self.plan.iter().find(|b| b.len() > batch) {
+            return bad(format!(
+                "`plan` holds a batch of {} rows, more than the batch size {batch}",
+                b.len()
+            ));
+        }
+        let mut seen = vec![false; rows];
+        for &i in self.plan.iter().flatten() {
+            match seen.get_mut(i as usize) {
+                Some(s) if !*s => *s = true,
+                _ => {
+                    return bad(format!(
+                        "`plan` names row {i} twice (or past the file's {rows} rows): an                          epoch's plan holds every training row once"
+                    ))
+                }
+            }
+        }
+        let run = (self.epoch.saturating_sub(1))
+            .saturating_mul(batches as u64)
+            .saturating_add(self.pos as u64);
+        if self.step != run {
+            return bad(format!(
+                "`step` is {}, but epoch {} at batch {} of its {batches} makes {run} steps",
+                self.step, self.epoch, self.pos
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the best evaluation so far: accuracies and F1 from 0 to 1, and the prompt it
+    /// kept (`best.prompt`) present when there is one (a `best` of 7.0 was written into
+    /// task.json, and then task.json was blamed).
+    pub fn check_best(&self, path: &Path, has_best_prompt: bool) -> Result<()> {
+        let bad = |msg: String| {
+            Err(Error::file(
+                path,
+                format!("{msg}: the checkpoint is corrupt"),
+            ))
+        };
+        for (key, m) in [("best", &self.best), ("best_test", &self.best_test)] {
+            let Some(m) = m else { continue };
+            for (field, x) in [("accuracy", m.accuracy), ("macro_f1", m.macro_f1)] {
+                if !(x.is_finite() && (0.0..=1.0).contains(&x)) {
+                    return bad(format!(
+                        "`{key}.{field}` is {x}: expected a number from 0 to 1"
+                    ));
+                }
+            }
+        }
+        if self.best.is_some() != has_best_prompt {
+            let (has, lacks) = match has_best_prompt {
+                true => ("the tensor `best.prompt`", "no `best` evaluation"),
+                false => (
+                    "a `best` evaluation",
+                    "no tensor `best.prompt` (its prompt)",
+                ),
+            };
+            return bad(format!("it holds {has} but {lacks}"));
+        }
+        Ok(())
+    }
+
     /// Checks the progress against the run's `total` steps: a step past the end, or a run
     /// marked done before its end that did not stop early (`patience` evaluations without a
     /// better one), would end a resumed run at once without a word.
@@ -293,12 +375,18 @@ impl TrainState {
 
 /// FNV-1a 64 of a string, as 16 hex digits.
 pub fn fnv1a(text: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
+    format!("{:016x}", fnv1a_bytes(FNV_START, text.as_bytes()))
+}
+
+pub(super) const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a 64 of `bytes`, continued from `h`.
+pub(super) fn fnv1a_bytes(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
         h ^= b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    format!("{h:016x}")
+    h
 }
 
 /// The keys whose values differ between two settings objects.
@@ -323,222 +411,10 @@ pub fn config_diff(a: &Value, b: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A prompt folder as `eval` and `predict` read it.
-pub struct SavedPrompt {
-    pub prompt: PromptTable,
-    pub head: Option<HostClsHead>,
-    /// from task.json; None for a folder written by PEFT
-    pub task: Option<TaskSpec>,
-    /// the model folder recorded in task.json, as it was typed (`model`) and made absolute
-    /// (`model_path`): `eval` and `predict` try it as is, relative to the prompt folder, then
-    /// the absolute path
-    pub model: Option<PathBuf>,
-    /// the other places to look: the absolute path task.json records, the path it records
-    /// relative to the prompt folder, and the typed path taken relative to the prompt folder
-    pub model_abs: Vec<PathBuf>,
-    /// the architecture task.json records (`arch`: "bert", "t5", "bloom", "llama"); None for
-    /// folders written before it was recorded, and for PEFT's
-    pub arch: Option<String>,
-}
-
-impl SavedPrompt {
-    /// Checks the architecture recorded in `dir`'s task.json against that of the model it is
-    /// loaded on. A mismatch is an error, unless the user named the model (`explicit`, the
-    /// `--model` flag): then it comes back as a warning to print.
-    pub fn check_arch(&self, dir: &Path, arch: &str, explicit: bool) -> Result<Option<String>> {
-        check_arch(self.arch.as_deref(), dir, arch, explicit)
-    }
-}
-
-/// `recorded`, the architecture `dir`'s task.json names, against `arch`, the model's: see
-/// `SavedPrompt::check_arch`.
-pub fn check_arch(
-    recorded: Option<&str>,
-    dir: &Path,
-    arch: &str,
-    explicit: bool,
-) -> Result<Option<String>> {
-    let Some(rec) = recorded.filter(|&r| r != arch) else {
-        return Ok(None);
-    };
-    let msg = format!(
-        "`arch` is \"{rec}\", but the model is {arch}: a prompt trained in one \
-         architecture means nothing in another of the same width"
-    );
-    if explicit {
-        Ok(Some(format!("{}: {msg}", dir.join(TASK_FILE).display())))
-    } else {
-        Err(Error::file(
-            dir.join(TASK_FILE),
-            format!("{msg} (pass --model to use it anyway)"),
-        ))
-    }
-}
-
-/// Writes the prompt (PEFT layout), task.json and, for `cls`, head.safetensors into `dir`.
-/// `extra` is merged into task.json (step, dev metrics, ...).
-pub fn save_prompt_dir(
-    dir: &Path,
-    prompt: &PromptTable,
-    head: Option<&HostClsHead>,
-    spec: &TaskSpec,
-    model_dir: &Path,
-    info: &AdapterInfo,
-    extra: Value,
-) -> Result<()> {
-    prompt.save_peft(dir, info)?;
-    if let Some(h) = head {
-        write_safetensors(
-            &dir.join(HEAD_FILE),
-            &[
-                ("weight", vec![h.k, h.c], &h.weight),
-                ("bias", vec![h.k], &h.bias),
-            ],
-            None,
-        )?;
-    }
-    let mut task = spec.to_json();
-    if let (Some(obj), Some(more)) = (task.as_object_mut(), extra.as_object()) {
-        obj.insert("format".into(), json!(TASK_FORMAT));
-        obj.insert("model".into(), json!(model_dir.display().to_string()));
-        // as typed, absolute, and relative to this folder: a copied or moved folder still
-        // finds its model (`eval`/`predict` try all three)
-        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-        obj.insert(
-            "model_path".into(),
-            json!(abs(model_dir).display().to_string()),
-        );
-        if let Some(rel) = relative_to(&abs(model_dir), &abs(dir)) {
-            obj.insert("model_from_prompt".into(), json!(rel.display().to_string()));
-        }
-        obj.insert("num_virtual_tokens".into(), json!(prompt.p));
-        for (k, v) in more {
-            obj.insert(k.clone(), v.clone());
-        }
-    }
-    crate::fsutil::write_json_atomic(&dir.join(TASK_FILE), &task)
-}
-
-/// `path` relative to the folder `base` (both absolute), through `..` where needed.
-fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
-    use std::path::Component;
-    let (p, b): (Vec<Component>, Vec<Component>) =
-        (path.components().collect(), base.components().collect());
-    if p.first() != b.first() {
-        return None;
-    }
-    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let mut rel = PathBuf::new();
-    for _ in b.iter().skip(common) {
-        rel.push("..");
-    }
-    for c in p.iter().skip(common) {
-        rel.push(c);
-    }
-    Some(rel)
-}
-
-/// Reads a prompt folder: ours (with task.json, and head.safetensors for `cls`) or PEFT's
-/// (adapter files only).
-pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
-    let prompt = PromptTable::load_peft(dir)?;
-    let task_path = dir.join(TASK_FILE);
-    let (task, model, model_abs, arch) = if task_path.exists() {
-        let text = crate::fsutil::read_json_text(&task_path)?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::file(&task_path, format!("not valid JSON: {e}")))?;
-        // a future format may mean other things by the same keys
-        if let Some(f) = v.get("format").filter(|f| f.as_u64() != Some(TASK_FORMAT)) {
-            return Err(Error::file(
-                &task_path,
-                format!(
-                    "`format` is {f}, expected {TASK_FORMAT}: the folder was written by another \
-                     softprompt version; use that version, or train again"
-                ),
-            ));
-        }
-        let peft_type = (prompt.layout.config.as_ref())
-            .and_then(|c| c.get("peft_type"))
-            .and_then(Value::as_str);
-        check_record(&v, &task_path, prompt.p, peft_type)?;
-        let path = |k: &str| v.get(k).and_then(|m| m.as_str()).map(PathBuf::from);
-        (
-            Some(TaskSpec::from_json(&v, &task_path)?),
-            path("model"),
-            path("model_path")
-                .into_iter()
-                .chain(path("model_from_prompt").map(|r| dir.join(r)))
-                .chain(
-                    path("model")
-                        .filter(|m| m.is_relative())
-                        .map(|m| dir.join(m)),
-                )
-                .collect(),
-            v.get("arch").and_then(|a| a.as_str()).map(String::from),
-        )
-    } else {
-        (None, None, Vec::new(), None)
-    };
-    let head_path = dir.join(HEAD_FILE);
-    let head = if head_path.exists() {
-        let f = TensorFile::read(&head_path)?;
-        let w = f.float("weight")?;
-        let b = f.float("bias")?;
-        let (k, c) = match w.shape.as_slice() {
-            [k, c] => (*k, *c),
-            s => {
-                return Err(Error::file(
-                    &head_path,
-                    format!("`weight` has shape {s:?}: expected [labels, d]"),
-                ))
-            }
-        };
-        // a prefix table's row holds every layer's keys and values: the head reads the
-        // model's width, PEFT's token_dim (a prefix cls run wrote a head its own load refused)
-        let cfg = prompt.layout.config.as_ref();
-        let prefix = cfg.and_then(|c| c.get("peft_type")) == Some(&Value::from("PREFIX_TUNING"));
-        let token_dim = cfg.and_then(|c| c.get("token_dim")).and_then(Value::as_u64);
-        let d = match (prefix, token_dim) {
-            (true, Some(td)) => td as usize,
-            _ => prompt.d,
-        };
-        if c != d {
-            return Err(Error::file(
-                &head_path,
-                format!("`weight` has shape [{k}, {c}]: expected [labels, {d}], the model's width"),
-            ));
-        }
-        if b.data.len() != k {
-            return Err(Error::file(
-                &head_path,
-                format!(
-                    "`bias` has {} values, but `weight` has {k} rows (one per label)",
-                    b.data.len()
-                ),
-            ));
-        }
-        Some(HostClsHead {
-            k,
-            c,
-            weight: w.data.clone(),
-            bias: b.data.clone(),
-        })
-    } else {
-        None
-    };
-    Ok(SavedPrompt {
-        prompt,
-        head,
-        task,
-        model,
-        model_abs,
-        arch,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn checkpoint_round_trip_and_atomic_write() {

@@ -97,6 +97,7 @@ pub mod multitask_ckpt;
 pub mod multitask_run;
 pub mod optim;
 pub mod outdir;
+mod prompt_dir;
 pub mod ptuning;
 pub mod run;
 pub mod save;

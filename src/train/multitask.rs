@@ -199,6 +199,8 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         out: &Path,
     ) -> Result<Self> {
         precheck_all(be, model, &jobs)?;
+        let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+        outdir::check_task_folders(out, &names)?;
         let lock = lock_out(out)?;
         outdir::prepare_fresh(out, run.overwrite)?;
         let mut tasks = Vec::new();
@@ -227,6 +229,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         let mut ck = MultiCheckpoint::load(&path)?;
         let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
         ck.check_names(&path, &names)?;
+        outdir::check_task_folders(out, &names)?;
         let lock = lock_out(out)?;
         let mut tasks = Vec::new();
         for j in jobs {
@@ -339,8 +342,11 @@ fn resume_task<'a, B: Backend>(
     let cfg = j.cfg.clone();
     let facts = start::InitFacts::of_checkpoint(&ck);
     let config = start::settings_json(&cfg, j.task, j.train, model, facts);
-    if ck.state.config_hash != checkpoint::fnv1a(&config.to_string()) {
-        let diff = checkpoint::config_diff(&ck.state.config, &config);
+    let diff = match ck.state.config_hash == checkpoint::fnv1a(&config.to_string()) {
+        true => Vec::new(),
+        false => start::settings_diff(&ck.state.config, &config),
+    };
+    if !diff.is_empty() {
         return Err(Error::file(
             &path,
             format!(
@@ -357,8 +363,16 @@ fn resume_task<'a, B: Backend>(
         start::checkpoint_trained(be, model, j.task, &cfg, &ck).map_err(|e| in_task(&name, e))?;
     let mut t = task_run(be, model, j, trained)?;
     let hashed = (t.state.config.clone(), t.state.config_hash.clone());
-    let (state, best) = start::resumed_state(be, ck, &mut t.opt, &t.params, hashed, &t.cfg, out)
-        .map_err(|e| in_task(&name, e))?;
+    let (state, best) = start::resumed_state(
+        be,
+        ck,
+        &mut t.opt,
+        &t.params,
+        hashed,
+        (&t.cfg, t.train.rows.len()),
+        out,
+    )
+    .map_err(|e| in_task(&name, e))?;
     t.state = state;
     t.best = best;
     Ok(t)

@@ -165,6 +165,40 @@ pub fn prepare_task_folder(dir: &Path, overwrite: bool) -> Result<()> {
     ))
 }
 
+/// Refuses task folders (`out/NAME` for each of `names`) that are not each their own: two
+/// that resolve to one folder (a link from one to the other, or names equal to a
+/// case-insensitive file system) would have one task's prompt replace the other's without a
+/// word, so both tasks and the folder are named; and a task folder that is a symbolic link,
+/// which a run would follow into someone else's folder (the run's own, another task's).
+pub fn check_task_folders(out: &Path, names: &[&str]) -> Result<()> {
+    let resolve = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut seen: Vec<(PathBuf, &str)> = Vec::new();
+    for &name in names {
+        let dir = out.join(name);
+        let real = resolve(&dir);
+        if let Some((_, other)) = seen.iter().find(|(r, _)| *r == real) {
+            return Err(Error::file(
+                &dir,
+                format!(
+                    "tasks `{other}` and `{name}` would both write their prompt into {}: each                      task needs a folder of its own (remove the link, or rename a task)",
+                    real.display()
+                ),
+            ));
+        }
+        if dir.symlink_metadata().is_ok_and(|m| m.is_symlink()) {
+            return Err(Error::file(
+                &dir,
+                format!(
+                    "task `{name}`'s folder is a symbolic link (to {}): a run writes each                      task's prompt into a folder of its own inside --out; remove the link",
+                    real.display()
+                ),
+            ));
+        }
+        seen.push((real, name));
+    }
+    Ok(())
+}
+
 /// Removes `files` from `dir`, those that exist.
 fn remove_files(dir: &Path, files: &[&str]) -> Result<()> {
     for f in files {

@@ -287,7 +287,7 @@ pub fn adapter_config(c: &EncoderConfig) -> Value {
 
 /// Writes the encoder into `dir/prompt_encoder.safetensors` with PEFT's names (the adapter's
 /// `prompt_encoder.default.` prefix left off), atomically.
-pub fn save_encoder(dir: &Path, enc: &HostEncoder) -> Result<()> {
+pub fn save_encoder(dir: &Path, enc: &HostEncoder, stamp: &str) -> Result<()> {
     let shapes = enc.spec().shapes();
     let mut views = Vec::new();
     for (name, shape) in &shapes {
@@ -297,5 +297,6 @@ pub fn save_encoder(dir: &Path, enc: &HostEncoder) -> Result<()> {
         })?;
         views.push((name.as_str(), shape.clone(), data.as_slice()));
     }
-    write_safetensors(&dir.join(ENCODER_FILE), &views, None)
+    let meta = super::checkpoint::stamp_metadata(stamp);
+    write_safetensors(&dir.join(ENCODER_FILE), &views, meta)
 }

@@ -167,7 +167,9 @@ pub(super) fn save_kept<B: Backend>(
         e.extend(r.clone());
     }
     if let Some(e) = encoder {
-        ptuning::save_encoder(dir, e)?;
+        // the stamp `save_prompt_dir` gives the other files (from the same step and table)
+        let stamp = checkpoint::save_stamp(Some(step), &table.data, head.as_ref());
+        ptuning::save_encoder(dir, e, &stamp)?;
     }
     let info = model.adapter_info(task.spec.kind.peft_task_type());
     checkpoint::save_prompt_dir(

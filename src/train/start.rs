@@ -330,8 +330,8 @@ pub(super) fn fresh_state(
     }
 }
 
-/// The state of checkpoint `ck`, whose settings must hash to `hash`: the optimizer's state
-/// goes into `opt`, and the best prompt (and head) so far comes back with the state.
+/// The state of checkpoint `ck`, whose settings must hash to `hash` and whose plan must hold
+/// the `rows` training rows: the optimizer's state goes into `opt`, and the best prompt (and head) so far comes back with the state.
 #[allow(clippy::type_complexity)]
 pub(super) fn resumed_state<B: Backend>(
     be: &B,
@@ -339,18 +339,48 @@ pub(super) fn resumed_state<B: Backend>(
     opt: &mut Optimizer<B>,
     params: &Params<B>,
     (config, hash): (Value, String),
-    cfg: &TrainConfig,
+    (cfg, rows): (&TrainConfig, usize),
     out: &Path,
 ) -> Result<(TrainState, Option<(Vec<f32>, Option<HostClsHead>)>)> {
     if ck.state.config_hash != hash {
-        let diff = checkpoint::config_diff(&ck.state.config, &config);
-        return Err(other_settings(out, &diff));
+        // settings equal but for the model folder's spelling (a checkpoint written before
+        // the path was made canonical) resume
+        let diff = settings_diff(&ck.state.config, &config);
+        if !diff.is_empty() {
+            return Err(other_settings(out, &diff));
+        }
     }
     let path = out.join(CHECKPOINT_FILE);
     ck.state
         .check_progress(&path, cfg.optim.schedule.total, cfg.patience)?;
+    ck.state.check_plan(&path, rows, cfg.batch_size)?;
+    ck.state
+        .check_best(&path, ck.tensors.contains_key("best.prompt"))?;
     ck.check_second_moments(&path)?;
-    opt.load_state(be, ck.state.step, &|n| ck.get(n).map(|d| d.to_vec()))?;
+    // a state of another size is the checkpoint's fault (bad input, exit 2), not a size
+    // mismatch inside the engine (exit 1, the code of a diverged run)
+    let opt_state = |n: &str| -> Result<Vec<f32>> {
+        match ck.tensors.get(n) {
+            Some((_, d)) => Ok(d.clone()),
+            None => Err(Error::file(&path, format!("the optimizer's tensor `{n}` is missing: the checkpoint belongs to another run or is corrupt"))),
+        }
+    };
+    opt.load_state(be, ck.state.step, &opt_state)
+        .map_err(|e| match e {
+            Error::Shape {
+                what,
+                expected,
+                got,
+            } => Error::file(
+                &path,
+                format!(
+                    "the optimizer's tensor `{what}` has {got} values, expected {expected} for \
+                     this model, task and optimizer: the checkpoint belongs to another run or \
+                     is corrupt"
+                ),
+            ),
+            e => e,
+        })?;
     let best = match ck.tensors.contains_key("best.prompt") {
         true => {
             let p = ck.get_shaped("best.prompt", &[params.p, params.d], "P x d")?;
@@ -373,6 +403,34 @@ pub(super) fn resumed_state<B: Backend>(
         false => None,
     };
     Ok((ck.state, best))
+}
+
+/// The model folder as the settings record it: canonical, so that `./x/` and `/abs/x` are
+/// one folder to a resume.
+pub(super) fn model_key(dir: &Path) -> String {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    dir.display().to_string()
+}
+
+/// The keys whose values differ between a checkpoint's settings `ck` and a run's `now`, a
+/// `model` spelled another way for the same folder not among them.
+pub(super) fn settings_diff(ck: &Value, now: &Value) -> Vec<String> {
+    let mut ck = ck.clone();
+    let spelled = |v: &Value| {
+        v.get("model")
+            .and_then(Value::as_str)
+            .map(Path::new)
+            .map(model_key)
+    };
+    if let (Some(a), Some(b), Some(o)) = (spelled(&ck), spelled(now), ck.as_object_mut()) {
+        if a == b {
+            o.insert(
+                "model".into(),
+                now.get("model").cloned().unwrap_or_default(),
+            );
+        }
+    }
+    checkpoint::config_diff(&ck, now)
 }
 
 /// The error of a resume whose settings differ from the checkpoint's, naming each difference.
@@ -398,7 +456,7 @@ pub(super) fn settings_json<B: Backend>(
         ));
     }
     let mut settings = json!({
-        "model": model.dir.display().to_string(),
+        "model": model_key(&model.dir),
         "task": task.spec.to_json(),
         "train_rows": checkpoint::fnv1a(&rows),
         "prompt_len": cfg.prompt_len,

@@ -29,7 +29,13 @@ pub(crate) fn check_record(
             return Err(bad(k, x, "a non-negative integer"));
         }
     }
-    for k in ["arch", "model", "model_path", "model_from_prompt"] {
+    for k in [
+        "arch",
+        "model",
+        "model_path",
+        "model_from_prompt",
+        super::checkpoint::SAVE_KEY,
+    ] {
         if let Some(x) = v.get(k).filter(|x| !x.is_string()) {
             return Err(bad(k, x, "a string"));
         }

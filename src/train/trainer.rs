@@ -17,8 +17,9 @@ use super::optim::{OptimConfig, OptimKind, Optimizer};
 use super::outdir::{self, OutLock};
 use super::ptuning::Method;
 use super::start::{
-    check_rows, checkpoint_trained, fresh_state, fresh_trained, other_settings, precheck,
-    resolve_init, resumed_state, settings_json, step_counts, InitFacts, Trained,
+    check_rows, checkpoint_trained, fresh_state, fresh_trained, model_key, other_settings,
+    precheck, resolve_init, resumed_state, settings_diff, settings_json, step_counts, InitFacts,
+    Trained,
 };
 use super::step::Params;
 use super::task::Task;
@@ -288,12 +289,12 @@ impl<'a, B: Backend> Trainer<'a, B> {
         // the settings that fix the tensors' shapes first, so that a checkpoint of another
         // run is named as such rather than by a shape; the full comparison is in `build`
         let shaping = json!({
-            "model": model.dir.display().to_string(),
+            "model": model_key(&model.dir),
             "task": task.spec.to_json(),
             "prompt_len": cfg.prompt_len,
             "method": cfg.method.settings(cfg.prompt_len, d),
         });
-        let diff = checkpoint::config_diff(
+        let diff = settings_diff(
             &json!({
                 "model": ck.state.config.get("model"),
                 "task": ck.state.config.get("task"),
@@ -345,8 +346,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 (state, None, MetricsLog::create(&metrics_path), None)
             }
             Some(ck) => {
-                let (state, best) =
-                    resumed_state(be, ck, &mut opt, &params, (config, hash), &cfg, out)?;
+                let (state, best) = resumed_state(
+                    be,
+                    ck,
+                    &mut opt,
+                    &params,
+                    (config, hash),
+                    (&cfg, train.rows.len()),
+                    out,
+                )?;
                 let log = MetricsLog::resume(&metrics_path, state.step)?;
                 let at = Some(state.step);
                 (state, best, log, at)

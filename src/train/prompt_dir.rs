@@ -1,0 +1,307 @@
+//! A saved prompt's folder, as `checkpoint.rs`'s doc describes it: the prompt in PEFT's
+//! layout, task.json and the `cls` head, written by `save_prompt_dir` and read by
+//! `load_prompt_dir`, each file stamped with the save it belongs to.
+// The loaders and the training loop never panic on what a user hands them: no unwrap, no
+// expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+use super::checkpoint::{fnv1a_bytes, FNV_START, HEAD_FILE, TASK_FILE, TASK_FORMAT};
+use super::spec::TaskSpec;
+use super::task_record::check_record;
+use crate::error::{Error, Result};
+use crate::models::cls_head::HostClsHead;
+use crate::prompt::{AdapterInfo, PromptTable, ADAPTER_WEIGHTS};
+use crate::weights::{write_safetensors, TensorFile};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The key of the save stamp in a prompt folder's safetensors headers and task.json.
+pub const SAVE_KEY: &str = "softprompt_save";
+
+/// The stamp every file of one save of a prompt folder carries: the step and a hash of the
+/// table and head. Each file is written atomically, but the folder is not: a run killed
+/// between two files left a folder of two steps that loaded without a word. The stamp is
+/// derived, not random, so that an interrupted run resumed writes the same bytes.
+pub fn save_stamp(step: Option<u64>, table: &[f32], head: Option<&HostClsHead>) -> String {
+    let mut h = fnv1a_bytes(FNV_START, bytemuck::cast_slice(table));
+    if let Some(head) = head {
+        h = fnv1a_bytes(h, bytemuck::cast_slice(&head.weight));
+        h = fnv1a_bytes(h, bytemuck::cast_slice(&head.bias));
+    }
+    let step = step.map_or("no step".into(), |s| format!("step {s}"));
+    format!("{step}, {h:016x}")
+}
+
+/// The safetensors metadata carrying `stamp`.
+pub fn stamp_metadata(stamp: &str) -> Option<HashMap<String, String>> {
+    Some(HashMap::from([(SAVE_KEY.to_string(), stamp.to_string())]))
+}
+
+/// The save stamp in a safetensors file's header, read without its tensors; None when it has
+/// none or cannot be read (the file's own loader names that).
+fn header_stamp(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).ok()?;
+    let n = u64::from_le_bytes(n);
+    // a header is small; the loader has already checked it against the file's size
+    let mut header = Vec::new();
+    f.take(n.min(1 << 26)).read_to_end(&mut header).ok()?;
+    let v: Value = serde_json::from_slice(&header).ok()?;
+    let stamp = v.get("__metadata__")?.get(SAVE_KEY)?.as_str()?;
+    Some(stamp.to_string())
+}
+
+/// Refuses a prompt folder whose files carry different save stamps: a run stopped while it
+/// wrote them (a new adapter beside an old head scored with neither's numbers). Files
+/// without a stamp (PEFT's, a hand-made head, an older softprompt's) are not compared.
+fn check_stamps(dir: &Path, task_stamp: Option<String>) -> Result<()> {
+    let mut stamps = vec![(TASK_FILE, task_stamp)];
+    for f in [ADAPTER_WEIGHTS, HEAD_FILE, super::ptuning::ENCODER_FILE] {
+        stamps.push((f, header_stamp(&dir.join(f))));
+    }
+    let stamped: Vec<(&str, String)> = (stamps.into_iter())
+        .filter_map(|(f, s)| s.map(|s| (f, s)))
+        .collect();
+    if stamped
+        .windows(2)
+        .all(|w| w.first().map(|x| &x.1) == w.last().map(|x| &x.1))
+    {
+        return Ok(());
+    }
+    let found: Vec<String> = stamped.iter().map(|(f, s)| format!("{f}: {s}")).collect();
+    Err(Error::file(
+        dir,
+        format!(
+            "the files of this prompt folder are of different saves ({}): a run was stopped \
+             while it wrote them; resume the run (train ... --resume) to write the folder \
+             again",
+            found.join("; ")
+        ),
+    ))
+}
+
+/// A prompt folder as `eval` and `predict` read it.
+pub struct SavedPrompt {
+    pub prompt: PromptTable,
+    pub head: Option<HostClsHead>,
+    /// from task.json; None for a folder written by PEFT
+    pub task: Option<TaskSpec>,
+    /// the model folder recorded in task.json, as it was typed (`model`) and made absolute
+    /// (`model_path`): `eval` and `predict` try it as is, relative to the prompt folder, then
+    /// the absolute path
+    pub model: Option<PathBuf>,
+    /// the other places to look: the absolute path task.json records, the path it records
+    /// relative to the prompt folder, and the typed path taken relative to the prompt folder
+    pub model_abs: Vec<PathBuf>,
+    /// the architecture task.json records (`arch`: "bert", "t5", "bloom", "llama"); None for
+    /// folders written before it was recorded, and for PEFT's
+    pub arch: Option<String>,
+}
+
+impl SavedPrompt {
+    /// Checks the architecture recorded in `dir`'s task.json against that of the model it is
+    /// loaded on. A mismatch is an error, unless the user named the model (`explicit`, the
+    /// `--model` flag): then it comes back as a warning to print.
+    pub fn check_arch(&self, dir: &Path, arch: &str, explicit: bool) -> Result<Option<String>> {
+        check_arch(self.arch.as_deref(), dir, arch, explicit)
+    }
+}
+
+/// `recorded`, the architecture `dir`'s task.json names, against `arch`, the model's: see
+/// `SavedPrompt::check_arch`.
+pub fn check_arch(
+    recorded: Option<&str>,
+    dir: &Path,
+    arch: &str,
+    explicit: bool,
+) -> Result<Option<String>> {
+    let Some(rec) = recorded.filter(|&r| r != arch) else {
+        return Ok(None);
+    };
+    let msg = format!(
+        "`arch` is \"{rec}\", but the model is {arch}: a prompt trained in one \
+         architecture means nothing in another of the same width"
+    );
+    if explicit {
+        Ok(Some(format!("{}: {msg}", dir.join(TASK_FILE).display())))
+    } else {
+        Err(Error::file(
+            dir.join(TASK_FILE),
+            format!("{msg} (pass --model to use it anyway)"),
+        ))
+    }
+}
+
+/// Writes the prompt (PEFT layout), task.json and, for `cls`, head.safetensors into `dir`.
+/// `extra` is merged into task.json (step, dev metrics, ...).
+pub fn save_prompt_dir(
+    dir: &Path,
+    prompt: &PromptTable,
+    head: Option<&HostClsHead>,
+    spec: &TaskSpec,
+    model_dir: &Path,
+    info: &AdapterInfo,
+    extra: Value,
+) -> Result<()> {
+    let step = extra.get("step").and_then(Value::as_u64);
+    let stamp = save_stamp(step, &prompt.data, head);
+    prompt.save_peft_with(dir, info, stamp_metadata(&stamp))?;
+    if let Some(h) = head {
+        write_safetensors(
+            &dir.join(HEAD_FILE),
+            &[
+                ("weight", vec![h.k, h.c], &h.weight),
+                ("bias", vec![h.k], &h.bias),
+            ],
+            stamp_metadata(&stamp),
+        )?;
+    }
+    let mut task = spec.to_json();
+    if let (Some(obj), Some(more)) = (task.as_object_mut(), extra.as_object()) {
+        obj.insert("format".into(), json!(TASK_FORMAT));
+        obj.insert("model".into(), json!(model_dir.display().to_string()));
+        // as typed, absolute, and relative to this folder: a copied or moved folder still
+        // finds its model (`eval`/`predict` try all three)
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        obj.insert(
+            "model_path".into(),
+            json!(abs(model_dir).display().to_string()),
+        );
+        if let Some(rel) = relative_to(&abs(model_dir), &abs(dir)) {
+            obj.insert("model_from_prompt".into(), json!(rel.display().to_string()));
+        }
+        obj.insert("num_virtual_tokens".into(), json!(prompt.p));
+        for (k, v) in more {
+            obj.insert(k.clone(), v.clone());
+        }
+        // last: the stamp of the files written above
+        obj.insert(SAVE_KEY.into(), json!(stamp));
+    }
+    crate::fsutil::write_json_atomic(&dir.join(TASK_FILE), &task)
+}
+
+/// `path` relative to the folder `base` (both absolute), through `..` where needed.
+fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let (p, b): (Vec<Component>, Vec<Component>) =
+        (path.components().collect(), base.components().collect());
+    if p.first() != b.first() {
+        return None;
+    }
+    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut rel = PathBuf::new();
+    for _ in b.iter().skip(common) {
+        rel.push("..");
+    }
+    for c in p.iter().skip(common) {
+        rel.push(c);
+    }
+    Some(rel)
+}
+
+/// Reads a prompt folder: ours (with task.json, and head.safetensors for `cls`) or PEFT's
+/// (adapter files only).
+pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
+    let prompt = PromptTable::load_peft(dir)?;
+    let task_path = dir.join(TASK_FILE);
+    let mut task_stamp = None;
+    let (task, model, model_abs, arch) = if task_path.exists() {
+        let text = crate::fsutil::read_json_text(&task_path)?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::file(&task_path, format!("not valid JSON: {e}")))?;
+        // a future format may mean other things by the same keys
+        if let Some(f) = v.get("format").filter(|f| f.as_u64() != Some(TASK_FORMAT)) {
+            return Err(Error::file(
+                &task_path,
+                format!(
+                    "`format` is {f}, expected {TASK_FORMAT}: the folder was written by another \
+                     softprompt version; use that version, or train again"
+                ),
+            ));
+        }
+        let peft_type = (prompt.layout.config.as_ref())
+            .and_then(|c| c.get("peft_type"))
+            .and_then(Value::as_str);
+        check_record(&v, &task_path, prompt.p, peft_type)?;
+        task_stamp = v.get(SAVE_KEY).and_then(Value::as_str).map(String::from);
+        let path = |k: &str| v.get(k).and_then(|m| m.as_str()).map(PathBuf::from);
+        (
+            Some(TaskSpec::from_json(&v, &task_path)?),
+            path("model"),
+            path("model_path")
+                .into_iter()
+                .chain(path("model_from_prompt").map(|r| dir.join(r)))
+                .chain(
+                    path("model")
+                        .filter(|m| m.is_relative())
+                        .map(|m| dir.join(m)),
+                )
+                .collect(),
+            v.get("arch").and_then(|a| a.as_str()).map(String::from),
+        )
+    } else {
+        (None, None, Vec::new(), None)
+    };
+    let head_path = dir.join(HEAD_FILE);
+    let head = if head_path.exists() {
+        let f = TensorFile::read(&head_path)?;
+        let w = f.float("weight")?;
+        let b = f.float("bias")?;
+        let (k, c) = match w.shape.as_slice() {
+            [k, c] => (*k, *c),
+            s => {
+                return Err(Error::file(
+                    &head_path,
+                    format!("`weight` has shape {s:?}: expected [labels, d]"),
+                ))
+            }
+        };
+        // a prefix table's row holds every layer's keys and values: the head reads the
+        // model's width, PEFT's token_dim (a prefix cls run wrote a head its own load refused)
+        let cfg = prompt.layout.config.as_ref();
+        let prefix = cfg.and_then(|c| c.get("peft_type")) == Some(&Value::from("PREFIX_TUNING"));
+        let token_dim = cfg.and_then(|c| c.get("token_dim")).and_then(Value::as_u64);
+        let d = match (prefix, token_dim) {
+            (true, Some(td)) => td as usize,
+            _ => prompt.d,
+        };
+        if c != d {
+            return Err(Error::file(
+                &head_path,
+                format!("`weight` has shape [{k}, {c}]: expected [labels, {d}], the model's width"),
+            ));
+        }
+        if b.data.len() != k {
+            return Err(Error::file(
+                &head_path,
+                format!(
+                    "`bias` has {} values, but `weight` has {k} rows (one per label)",
+                    b.data.len()
+                ),
+            ));
+        }
+        Some(HostClsHead {
+            k,
+            c,
+            weight: w.data.clone(),
+            bias: b.data.clone(),
+        })
+    } else {
+        None
+    };
+    check_stamps(dir, task_stamp)?;
+    Ok(SavedPrompt {
+        prompt,
+        head,
+        task,
+        model,
+        model_abs,
+        arch,
+    })
+}

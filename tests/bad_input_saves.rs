@@ -1,0 +1,278 @@
+//! Hostile inputs to what a run saves and resumes from (#17, hostile pass 2): task folders
+//! that are one folder, prompt folders mixing two saves, checkpoints whose counters, plan,
+//! best evaluation or optimizer state lie, the model folder spelled another way, and a
+//! `--task-config` with a BOM. Each case is a few steps on the small BERT fixtures, against
+//! the release binary.
+
+mod common;
+
+use common::{fixture, refused, softprompt, stdout_ok, ScratchDir};
+use serde_json::Value;
+use softprompt::internals::train::checkpoint::Checkpoint;
+use std::path::{Path, PathBuf};
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn run(args: &[String]) -> std::process::Output {
+    softprompt(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The corpus' training rows, each with a `task` field: `a` and `b` alternating, in `dir`.
+fn tagged_file(dir: &ScratchDir) -> PathBuf {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/train.jsonl");
+    let text = std::fs::read_to_string(corpus).expect("train.jsonl");
+    let rows = text.lines().enumerate().map(|(i, l)| {
+        let t = if i % 2 == 0 { "a" } else { "b" };
+        format!(
+            "{}, \"task\": \"{t}\"}}",
+            l.trim_end().trim_end_matches('}')
+        )
+    });
+    let train = dir.path().join("tagged.jsonl");
+    std::fs::write(&train, rows.collect::<Vec<_>>().join("\n") + "\n").expect("write");
+    train
+}
+
+/// A two-step multi-task PET command over the tagged rows into `out`.
+fn multi_args(train: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = common::tiny_pet_train_args(&fixture("bert_mlm"), out);
+    args[4] = s(train).to_string();
+    let tasks = ["--format", "jsonl", "--task-field", "task"];
+    args.extend(tasks.iter().chain(extra).map(|a| a.to_string()));
+    args
+}
+
+/// A `cls` command on the headless BERT (so the folder has a head) for `steps` steps.
+fn cls_args(model: &str, out: &Path, steps: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = common::tiny_pet_train_args(Path::new(model), out);
+    args[8] = "cls".into();
+    args.drain(9..11); // no verbalizer
+    let at = args
+        .iter()
+        .position(|a| a == "--max-steps")
+        .expect("--max-steps")
+        + 1;
+    args[at] = steps.into();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+// ---------------------------------------------------------------------------------------------
+// Task folders
+
+/// `--out/b` a link to `--out/a`: task b's prompt replaced task a's (exit 0, no word). Both
+/// tasks and the folder are named, before anything is written; a link elsewhere is refused
+/// too, naming the task.
+#[test]
+fn tasks_sharing_one_folder_are_refused() {
+    let dir = ScratchDir::new("saves_task_link");
+    let train = tagged_file(&dir);
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(out.join("a")).expect("mkdir");
+    std::os::unix::fs::symlink(out.join("a"), out.join("b")).expect("symlink");
+    let real = std::fs::canonicalize(out.join("a")).expect("canonical");
+    refused(
+        &run(&multi_args(&train, &out, &[])),
+        &["tasks `a` and `b`", s(&real), "a folder of its own"],
+    );
+    assert_eq!(std::fs::read_dir(out.join("a")).expect("a").count(), 0);
+    assert!(!out.join("checkpoint.safetensors").exists());
+
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    std::fs::remove_file(out.join("b")).expect("unlink");
+    std::os::unix::fs::symlink(&elsewhere, out.join("b")).expect("symlink");
+    refused(
+        &run(&multi_args(&train, &out, &[])),
+        &["task `b`'s folder is a symbolic link", s(&out.join("b"))],
+    );
+    assert_eq!(std::fs::read_dir(&elsewhere).expect("elsewhere").count(), 0);
+}
+
+/// A `--task-config` starting with a UTF-8 BOM was "expected value at line 1 column 1": it
+/// is read as the data files are, the BOM skipped.
+#[test]
+fn task_config_with_a_bom_is_read() {
+    let dir = ScratchDir::new("saves_config_bom");
+    let train = tagged_file(&dir);
+    let out = dir.path().join("out");
+    let config = dir.path().join("tasks.json");
+    std::fs::write(&config, "\u{feff}{\"b\": {\"prompt_len\": 2}}\n").expect("write");
+    stdout_ok(&run(&multi_args(
+        &train,
+        &out,
+        &["--task-config", s(&config)],
+    )));
+    let task: Value =
+        serde_json::from_slice(&std::fs::read(out.join("b/task.json")).expect("task.json"))
+            .expect("json");
+    assert_eq!(task["num_virtual_tokens"], 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A prompt folder of two saves
+
+/// A run killed between the files of its prompt folder left a step-2 adapter beside the
+/// step-1 head and task.json, which `eval` and `predict` scored without a word. Every file
+/// carries the save's stamp, and a folder whose stamps differ is refused, naming them.
+#[test]
+fn a_prompt_folder_of_two_saves_is_refused() {
+    let dir = ScratchDir::new("saves_mixed_folder");
+    let model = fixture("bert_nohead");
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    stdout_ok(&run(&cls_args(s(&model), &one, "1", &[])));
+    stdout_ok(&run(&cls_args(s(&model), &two, "2", &[])));
+    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/dev.jsonl");
+    let eval = |prompt: &Path| {
+        softprompt(&[
+            "eval",
+            "--prompt",
+            s(prompt),
+            "--data",
+            s(&dev),
+            "--threads",
+            "1",
+        ])
+    };
+    stdout_ok(&eval(&one));
+    // the kill: the new adapter renamed into place, the head and task.json not yet
+    let adapter = "adapter_model.safetensors";
+    std::fs::copy(two.join(adapter), one.join(adapter)).expect("copy");
+    let err = refused(
+        &eval(&one),
+        &[
+            s(&one),
+            "different saves",
+            "adapter_model.safetensors: step 2",
+            "head.safetensors: step 1",
+            "task.json: step 1",
+            "--resume",
+        ],
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    // the whole new folder is one save again
+    for f in ["head.safetensors", "task.json", "adapter_config.json"] {
+        std::fs::copy(two.join(f), one.join(f)).expect("copy");
+    }
+    stdout_ok(&eval(&one));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints that lie
+
+/// A finished two-step `cls` run that saved at every step (no dev), to tamper with, and its
+/// command.
+fn checkpointed(dir: &ScratchDir) -> (PathBuf, Vec<String>) {
+    let out = dir.path().join("run");
+    let args = cls_args(
+        s(&fixture("bert_nohead")),
+        &out,
+        "2",
+        &["--save-every", "1"],
+    );
+    stdout_ok(&run(&args));
+    (out, args)
+}
+
+fn edit_state(out: &Path, edit: impl FnOnce(&mut Value)) {
+    let path = out.join("checkpoint.safetensors");
+    let (tensors, meta) = common::read_raw(&path);
+    let mut meta = meta.expect("checkpoint metadata");
+    let mut state: Value = serde_json::from_str(&meta["softprompt_checkpoint"]).expect("state");
+    edit(&mut state);
+    meta.insert("softprompt_checkpoint".into(), state.to_string());
+    common::write_raw(&path, &tensors, Some(meta));
+}
+
+fn resume(args: &[String]) -> std::process::Output {
+    let mut args = args.to_vec();
+    args.push("--resume".into());
+    run(&args)
+}
+
+/// An edited `step` (one fewer, the plan and position kept) or a plan naming one row four
+/// times trained on to other numbers (exit 0): the counters are checked against the plan.
+#[test]
+fn checkpoint_step_and_plan_that_disagree_are_refused() {
+    let dir = ScratchDir::new("saves_ck_step");
+    let (out, args) = checkpointed(&dir);
+    let ckpt = out.join("checkpoint.safetensors");
+    let saved = std::fs::read(&ckpt).expect("checkpoint");
+    // a resume of the untouched checkpoint is fine
+    stdout_ok(&resume(&args));
+    edit_state(&out, |v| {
+        v["step"] = 1.into();
+        v["done"] = false.into();
+    });
+    refused(
+        &resume(&args),
+        &[s(&ckpt), "`step` is 1", "makes 2 steps", "corrupt"],
+    );
+    std::fs::write(&ckpt, &saved).expect("restore");
+    edit_state(&out, |v| {
+        let plan = v["plan"].as_array().expect("plan").clone();
+        let same: Vec<Value> = plan
+            .iter()
+            .map(|_| serde_json::json!([0, 0, 0, 0]))
+            .collect();
+        v["plan"] = same.into();
+    });
+    refused(&resume(&args), &[s(&ckpt), "`plan` names row 0 twice"]);
+}
+
+/// A `best` of 7.0 was written into task.json, and task.json was then blamed; a `best`
+/// without the prompt it kept was accepted. Both are refused at load, naming the checkpoint.
+#[test]
+fn checkpoint_best_is_checked() {
+    let dir = ScratchDir::new("saves_ck_best");
+    let (out, args) = checkpointed(&dir);
+    let ckpt = out.join("checkpoint.safetensors");
+    let task_before = std::fs::read(out.join("task.json")).expect("task.json");
+    let best = serde_json::json!({"accuracy": 7.0, "macro_f1": 0.5, "examples": 8});
+    edit_state(&out, |v| v["best"] = best);
+    let err = refused(&resume(&args), &[s(&ckpt), "`best.accuracy` is 7"]);
+    assert!(!err.contains("task.json"), "{err}");
+    assert_eq!(
+        std::fs::read(out.join("task.json")).expect("task.json"),
+        task_before
+    );
+    let best = serde_json::json!({"accuracy": 0.5, "macro_f1": 0.5, "examples": 8});
+    edit_state(&out, |v| v["best"] = best);
+    refused(
+        &resume(&args),
+        &[s(&ckpt), "a `best` evaluation but no tensor `best.prompt`"],
+    );
+}
+
+/// An optimizer tensor of another size was "shape mismatch in opt.prompt.m" with exit 1 (the
+/// code of a diverged run): it names the checkpoint, with exit 2.
+#[test]
+fn checkpoint_optimizer_state_of_another_size_names_the_checkpoint() {
+    let dir = ScratchDir::new("saves_ck_opt");
+    let (out, args) = checkpointed(&dir);
+    let ckpt = out.join("checkpoint.safetensors");
+    let mut ck = Checkpoint::load(&ckpt).expect("checkpoint");
+    let (shape, data) = ck.tensors.get_mut("opt.prompt.m").expect("opt.prompt.m");
+    shape[0] -= 1;
+    data.pop();
+    ck.save(&ckpt).expect("save");
+    refused(
+        &resume(&args),
+        &[s(&ckpt), "`opt.prompt.m`", "another run or is corrupt"],
+    );
+}
+
+/// The same model folder spelled another way (`x/../x/`) was refused as another model: the
+/// settings record the canonical path.
+#[test]
+fn resume_accepts_the_model_folder_spelled_another_way() {
+    let dir = ScratchDir::new("saves_model_spelled");
+    let (_, args) = checkpointed(&dir);
+    let model = fixture("bert_nohead");
+    let mut other = args.clone();
+    let at = other.iter().position(|a| a == "--model").expect("--model") + 1;
+    other[at] = format!("{}/../bert_nohead/", s(&model));
+    stdout_ok(&resume(&other));
+}
