@@ -7,117 +7,37 @@
 
 mod common;
 
+use common::serve::{make_prompts, Server};
 use common::ScratchDir;
 use serde_json::{json, Value};
-use softprompt::prelude::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn model_dir() -> PathBuf {
-    common::fixture("bert_mlm")
-}
-
-/// Saves a `pet` prompt (verbalizer terrible/good, 4 rows) for the tiny BERT under `dir`.
+/// The `pet` prompt of `make_prompts` (4 rows, verbalizer terrible/good).
 fn make_pet(dir: &Path) -> PathBuf {
-    let model = Model::open(model_dir(), Device::Cpu).unwrap();
-    let opts = TaskOptions {
-        verbalizer: Some(vec![
-            ("negative".into(), "terrible".into()),
-            ("positive".into(), "good".into()),
-        ]),
-        max_len: Some(24),
-        ..TaskOptions::default()
-    };
-    let task = model.task(&opts, None, 4).unwrap();
-    let prompt = model
-        .new_prompt(&task, 4, &PromptInit::Random { std: 0.5 }, 1)
-        .unwrap();
-    let out = dir.join("pet");
-    model.save_prompt(&out, &prompt, &task).unwrap();
-    out
+    make_prompts(dir).0
 }
 
-/// The running server; killed on drop if a test failed before stopping it.
-struct Server {
-    child: Child,
-    addr: String,
+fn addr(server: &Server) -> &str {
+    server.url.trim_start_matches("http://")
 }
 
-impl Server {
-    fn start(prompts: &[(&str, &Path)], extra: &[&str]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_softprompt"));
-        cmd.args(["serve", "--port", "0", "--model"])
-            .arg(model_dir());
-        for (name, dir) in prompts {
-            cmd.arg("--prompt").arg(format!("{name}={}", dir.display()));
-        }
-        let mut child = (cmd.args(extra).stdout(Stdio::piped()))
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let Some(url) = line.trim().strip_prefix("listening on http://") else {
-            let status = child.wait().unwrap();
-            panic!("the server did not start ({status}): stdout {line:?}");
-        };
-        Server {
-            addr: url.to_string(),
-            child,
-        }
-    }
-
-    /// (status, JSON body) of a request on a fresh connection.
-    fn call(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
-        let answer = self.raw(&format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        ));
-        let status = answer[9..12].parse().unwrap();
-        let json = answer.split_once("\r\n\r\n").unwrap().1;
-        let v = serde_json::from_str(json)
-            .unwrap_or_else(|e| panic!("{method} {path}: {status}, not JSON ({e}): {answer:?}"));
-        (status, v)
-    }
-
-    /// Writes `request` on a fresh connection and reads the answer to the end (at most 20 s).
-    fn raw(&self, request: &str) -> String {
-        let mut s = self.connect();
-        s.write_all(request.as_bytes()).unwrap();
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).unwrap();
-        answer
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(&self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        s
-    }
-
-    /// Sends SIGTERM and waits for the exit code.
-    fn terminate(mut self) -> i32 {
-        // SAFETY: kill(2) on our own child's pid, which we have not waited for yet
-        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        assert_eq!(rc, 0);
-        self.child.wait().unwrap().code().unwrap_or(-1)
-    }
+/// A fresh connection that gives up reading after 20 s.
+fn connect(server: &Server) -> TcpStream {
+    let s = TcpStream::connect(addr(server)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Writes `request` on a fresh connection and reads the answer to the end.
+fn raw(server: &Server, request: &str) -> String {
+    let mut s = connect(server);
+    s.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
 }
 
 /// With a 2 s window, requests of 20 texts (two never fit one 32-row batch) waited in the
@@ -136,7 +56,7 @@ fn max_queue_counts_the_requests_gathering_in_the_batcher() {
     let start = Instant::now();
     let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
         let calls: Vec<_> = (0..24)
-            .map(|_| s.spawn(|| server.call("POST", "/v1/predict", &body)))
+            .map(|_| s.spawn(|| server.call("POST", "/v1/predict", Some(&body))))
             .collect();
         calls.into_iter().map(|c| c.join().unwrap()).collect()
     });
@@ -174,10 +94,13 @@ fn a_content_length_over_the_limit_gets_413_at_once() {
     let pet = make_pet(scratch.path());
     let server = Server::start(&[("pet", &pet)], &[]);
     let start = Instant::now();
-    let answer = server.raw(&format!(
-        "POST /v1/predict HTTP/1.1\r\nHost: {}\r\nContent-Length: 1000000000000\r\n\r\n{{}}",
-        server.addr
-    ));
+    let answer = raw(
+        &server,
+        &format!(
+            "POST /v1/predict HTTP/1.1\r\nHost: {}\r\nContent-Length: 1000000000000\r\n\r\n{{}}",
+            addr(&server)
+        ),
+    );
     assert!(
         start.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -198,7 +121,7 @@ fn a_partial_request_head_is_closed_after_the_header_timeout() {
     let scratch = ScratchDir::new("serve_hostile_head");
     let pet = make_pet(scratch.path());
     let server = Server::start(&[("pet", &pet)], &["--header-timeout-ms", "500"]);
-    let mut s = server.connect();
+    let mut s = connect(&server);
     let start = Instant::now();
     s.write_all(b"POST /v1/pre").unwrap();
     let mut answer = Vec::new();
@@ -210,7 +133,7 @@ fn a_partial_request_head_is_closed_after_the_header_timeout() {
         "closed after {took:?}"
     );
     // and it still serves
-    let (status, v) = server.call("GET", "/health", "");
+    let (status, v) = server.call("GET", "/health", None);
     assert_eq!(status, 200, "{v}");
     assert_eq!(server.terminate(), 0);
 }
@@ -222,10 +145,13 @@ fn a_body_that_stops_coming_gets_408() {
     let pet = make_pet(scratch.path());
     let server = Server::start(&[("pet", &pet)], &["--body-timeout-ms", "500"]);
     let start = Instant::now();
-    let answer = server.raw(&format!(
-        "POST /v1/predict HTTP/1.1\r\nHost: {}\r\nContent-Length: 100\r\n\r\n{{",
-        server.addr
-    ));
+    let answer = raw(
+        &server,
+        &format!(
+            "POST /v1/predict HTTP/1.1\r\nHost: {}\r\nContent-Length: 100\r\n\r\n{{",
+            addr(&server)
+        ),
+    );
     let took = start.elapsed();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("--body-timeout-ms (500 ms)"), "{answer}");
@@ -241,9 +167,9 @@ fn sigterm_with_only_idle_connections_exits_0_at_once() {
     let scratch = ScratchDir::new("serve_hostile_term");
     let pet = make_pet(scratch.path());
     let server = Server::start(&[("pet", &pet)], &["--shutdown-grace-s", "20"]);
-    let _silent = server.connect();
-    let mut kept = server.connect();
-    let head = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
+    let _silent = connect(&server);
+    let mut kept = connect(&server);
+    let head = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", addr(&server));
     kept.write_all(head.as_bytes()).unwrap();
     let mut buf = [0u8; 4096];
     let n = kept.read(&mut buf).unwrap();
@@ -267,7 +193,7 @@ fn prompt_names_dot_and_dot_dot_are_refused() {
     let server = Server::start(&[], &[]);
     for name in [".", ".."] {
         let body = json!({ "name": name, "path": pet }).to_string();
-        let (status, v) = server.call("POST", "/v1/prompts", &body);
+        let (status, v) = server.call("POST", "/v1/prompts", Some(&body));
         assert_eq!(status, 400, "{v}");
         let msg = v["error"].as_str().unwrap();
         assert!(
@@ -275,7 +201,7 @@ fn prompt_names_dot_and_dot_dot_are_refused() {
             "{msg}"
         );
     }
-    let (status, v) = server.call("GET", "/v1/prompts", "");
+    let (status, v) = server.call("GET", "/v1/prompts", None);
     assert_eq!(
         (status, v["prompts"].as_array().unwrap().len()),
         (200, 0),
@@ -291,7 +217,7 @@ fn a_peft_folder_without_task_json_names_what_it_lacks() {
     let server = Server::start(&[], &[]);
     let peft = common::fixture("bert_mlm/peft_adapter");
     let body = json!({ "name": "p", "path": peft }).to_string();
-    let (status, v) = server.call("POST", "/v1/prompts", &body);
+    let (status, v) = server.call("POST", "/v1/prompts", Some(&body));
     assert_eq!(status, 400, "{v}");
     let msg = v["error"].as_str().unwrap();
     assert!(
