@@ -77,7 +77,11 @@ fn max_queue_counts_the_requests_gathering_in_the_batcher() {
             _ => panic!("{status}: {v}"),
         }
     }
-    assert!(ok >= 1 && refused >= 1, "{ok} answered, {refused} refused");
+    // the first window holds 2 (its head and one waiting); main accepted nearly every one
+    assert!(
+        (1..=4).contains(&ok) && refused >= 20,
+        "{ok} answered, {refused} refused"
+    );
     assert!(
         start.elapsed() < Duration::from_secs(30),
         "{:?}",
@@ -160,14 +164,20 @@ fn a_body_that_stops_coming_gets_408() {
 }
 
 /// SIGTERM with only idle connections (one that never sent a byte, one kept alive after its
-/// request) exited 1 after the whole grace, saying requests were in flight. It exits 0 at
-/// once.
+/// request, one part-way through a request head) exited 1 after the whole grace, saying
+/// requests were in flight. It exits 0 within the header timeout.
 #[test]
 fn sigterm_with_only_idle_connections_exits_0_at_once() {
     let scratch = ScratchDir::new("serve_hostile_term");
     let pet = make_pet(scratch.path());
-    let server = Server::start(&[("pet", &pet)], &["--shutdown-grace-s", "20"]);
+    let server = Server::start(
+        &[("pet", &pet)],
+        &["--shutdown-grace-s", "20", "--header-timeout-ms", "1000"],
+    );
     let _silent = connect(&server);
+    // a head never finished holds the shutdown only until the header timeout
+    let mut partial = connect(&server);
+    partial.write_all(b"GET /hea").unwrap();
     let mut kept = connect(&server);
     let head = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", addr(&server));
     kept.write_all(head.as_bytes()).unwrap();
