@@ -5,6 +5,16 @@ use crate::error::{Error, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// `name` is one folder's name, safe to join under a parent: letters, digits, `-`, `_` and
+/// `.`, and not `.` or `..` (which name the parent, or its parent). Training's task folders
+/// and the server's prompt names both use it.
+pub fn is_folder_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && (name.chars()).all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// The most bytes a JSON file of settings (config.json, adapter_config.json, task.json, a
 /// shard index) or a tokenizer.json is read to: far above any real one (a large
 /// vocabulary's tokenizer.json is tens of MB), far below what would exhaust memory.

@@ -1,7 +1,7 @@
 //! `softprompt serve`: the command line of the HTTP server in `crate::serve`.
 
 use super::common::{fail, DeviceArgs};
-use crate::serve::{prompts_in, DeviceChoice, Limits, Policy, Settings};
+use crate::serve::{prompts_in, ConnLimits, DeviceChoice, Limits, Policy, Settings};
 use softprompt::{Error, Result};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,9 +45,20 @@ pub struct Args {
     /// batch, however large: a huge one would hold up every other client)
     #[arg(long, default_value_t = 256)]
     max_texts: usize,
-    /// requests waiting for the engine before new ones get 503
+    /// prediction requests waiting for the engine (queued, or gathering into the next
+    /// batch) before new ones get 503
     #[arg(long, default_value_t = 1024)]
     max_queue: usize,
+    /// connections served at once; more wait to be accepted
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// how long a connection may take to send a request's head (the request line and
+    /// headers), idle keep-alive time included, in milliseconds; then it is closed
+    #[arg(long, default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// how long a request's body may take to arrive, in milliseconds; then it gets 408
+    #[arg(long, default_value_t = 30_000)]
+    body_timeout_ms: u64,
     /// after SIGTERM or Ctrl-C, how long the requests in flight may still take (seconds);
     /// past it they are dropped and the exit code is 1
     #[arg(long, default_value_t = 30)]
@@ -113,6 +124,9 @@ fn settings(a: Args) -> Result<Settings> {
         ("--max-text-chars", a.max_text_chars),
         ("--max-texts", a.max_texts),
         ("--max-queue", a.max_queue),
+        ("--max-connections", a.max_connections),
+        ("--header-timeout-ms", a.header_timeout_ms as usize),
+        ("--body-timeout-ms", a.body_timeout_ms as usize),
     ] {
         if v == 0 {
             return Err(Error::arg(flag, "0: expected at least 1"));
@@ -123,6 +137,13 @@ fn settings(a: Args) -> Result<Settings> {
         return Err(Error::arg(
             "--batch-window-ms",
             format!("{}: expected at most 60000", a.batch_window_ms),
+        ));
+    }
+    // each connection holds a file descriptor; tokio's semaphore panics past 2^61 permits
+    if a.max_connections > 1_000_000 {
+        return Err(Error::arg(
+            "--max-connections",
+            format!("{}: expected at most 1000000", a.max_connections),
         ));
     }
     Ok(Settings {
@@ -140,8 +161,13 @@ fn settings(a: Args) -> Result<Settings> {
             max_request_bytes: a.max_request_bytes,
             max_text_chars: a.max_text_chars,
             max_texts: a.max_texts,
+            body_timeout: Duration::from_millis(a.body_timeout_ms),
         },
         max_queue: a.max_queue,
+        conns: ConnLimits {
+            max_connections: a.max_connections,
+            header_timeout: Duration::from_millis(a.header_timeout_ms),
+        },
         shutdown_grace: Duration::from_secs(a.shutdown_grace_s),
         hold_engine: a.debug_hold_engine,
     })

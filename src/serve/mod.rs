@@ -9,7 +9,9 @@
 //! grace period), and exits 0.
 
 mod batcher;
+mod body;
 mod error;
+mod listen;
 mod metrics;
 mod predict;
 mod registry;
@@ -17,12 +19,12 @@ mod routes;
 mod worker;
 
 pub use batcher::Policy;
+pub use listen::ConnLimits;
 pub use registry::prompts_in;
 
 use error::ApiError;
 use metrics::Metrics;
 use softprompt::{Device, Error, Precision, Result};
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +46,8 @@ pub struct Limits {
     /// texts per request: one request's rows run in one engine batch, so a huge one would
     /// hold up every other client's behind it
     pub max_texts: usize,
+    /// how long a request's body may take to arrive
+    pub body_timeout: Duration,
 }
 
 impl Limits {
@@ -88,6 +92,7 @@ pub struct Settings {
     pub limits: Limits,
     /// requests that may wait for the engine before new ones get 503
     pub max_queue: usize,
+    pub conns: ConnLimits,
     /// how long requests in flight may take after SIGTERM or Ctrl-C
     pub shutdown_grace: Duration,
     /// the hidden `--debug-hold-engine`: the engine takes nothing until a line on stdin
@@ -120,6 +125,7 @@ pub fn run(s: Settings) -> Result<()> {
         limits: s.limits,
         model: s.model.clone(),
         device: engine.device,
+        waiting: engine.waiting,
     });
     // the engine has its own thread; the runtime only moves bytes
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -128,79 +134,14 @@ pub fn run(s: Settings) -> Result<()> {
         .build()
         .map_err(|e| Error::io("the tokio runtime", e))?;
     let app = routes::router(shared);
-    let served = rt.block_on(listen(&s.host, s.port, app, s.shutdown_grace));
+    let served = rt.block_on(async {
+        let listener = listen::bind(&s.host, s.port).await?;
+        listen::serve(listener, app, s.conns, s.shutdown_grace).await
+    });
     // tasks left on the runtime hold senders to the engine: dropping them lets it end
     rt.shutdown_timeout(Duration::from_secs(5));
     if engine.thread.join().is_err() {
         return Err(Error::Device("the engine's thread panicked".into()));
     }
     served
-}
-
-/// Serves `app` on host:port until a signal, then waits for the requests in flight, at most
-/// `grace` (a client that never finishes its request must not keep the server up for ever).
-async fn listen(host: &str, port: u16, app: axum::Router, grace: Duration) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind((host, port))
-        .await
-        .map_err(|e| {
-            // a name that resolves to nothing, or an address not on this machine, is the
-            // host's fault (both blamed --port); a port in use or reserved is the port's
-            let flag = match e.kind() {
-                std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied => "--port",
-                _ => "--host",
-            };
-            Error::arg(flag, format!("cannot listen on {host}:{port}: {e}"))
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::io("the listening socket", e))?;
-    let mut out = std::io::stdout();
-    // tests and scripts read the port (--port 0 picks one) from this line
-    let _ = writeln!(out, "listening on http://{addr}").and_then(|_| out.flush());
-    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        stop_signal().await;
-        let _ = stopping.send(());
-    });
-    let give_up = async move {
-        match stopped.await {
-            Ok(()) => tokio::time::sleep(grace).await,
-            // the server ended by itself: nothing to give up on
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        served = server => served.map_err(|e| Error::io("the HTTP server", e))?,
-        _ = give_up => {
-            return Err(Error::Interrupted(format!(
-                "requests were still in flight {} s after the signal (--shutdown-grace-s): \
-                 they were dropped",
-                grace.as_secs()
-            )))
-        }
-    }
-    eprintln!("stopped: every request in flight was answered");
-    Ok(())
-}
-
-/// Resolves on SIGTERM or Ctrl-C (SIGINT). A signal that cannot be watched never fires.
-async fn stop_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    eprintln!("shutting down: no new connections; finishing the requests in flight");
 }

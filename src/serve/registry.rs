@@ -4,6 +4,7 @@
 use super::error::ApiError;
 use axum::http::StatusCode;
 use serde::Serialize;
+use softprompt::internals::fsutil::is_folder_name;
 use softprompt::{Error, Model, Prompt, Result, Task, TaskOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -162,18 +163,33 @@ fn open(model: &Model, name: &str, path: &Path, prompt: Prompt) -> Result<Entry,
             model.arch()
         )));
     }
-    let task = (model.task_for(&prompt, &TaskOptions::default(), None)).map_err(engine)?;
+    let task = (model.task_for(&prompt, &TaskOptions::default(), None)).map_err(|e| {
+        match (&e, prompt.saved_task()) {
+            // the engine's advice names --labels and --verbalizer, which a client cannot pass
+            (Error::Arg { flag, .. }, None) if flag == "--labels" || flag == "--verbalizer" => {
+                ApiError::bad_request(format!(
+                    "prompt \"{name}\" ({}) holds no task.json (a PEFT adapter alone), so its \
+                     labels are unknown: the server reads a prompt's task, template and labels \
+                     from the task.json `softprompt train` writes beside the adapter; add one to \
+                     the folder",
+                    path.display()
+                ))
+            }
+            _ => engine(e),
+        }
+    })?;
     Ok(Entry { task, prompt })
 }
 
-/// Prompt names go into URLs and metrics: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+/// Prompt names go into URLs and metrics: 1 to 64 of `A-Z a-z 0-9 . _ -`, not `.` or `..`
+/// (a client's URL library drops those path segments, so such a prompt could not be unloaded).
 pub fn check_name(name: &str) -> std::result::Result<(), String> {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    if (1..=64).contains(&name.len()) && name.chars().all(ok_char) {
+    if name.len() <= 64 && is_folder_name(name) {
         return Ok(());
     }
     Err(format!(
-        "prompt name {name:?}: expected 1 to 64 letters, digits, '.', '_' or '-'"
+        "prompt name {name:?}: expected 1 to 64 letters, digits, '.', '_' or '-', and not \
+         \".\" or \"..\""
     ))
 }
 

@@ -1,10 +1,11 @@
 //! The HTTP API: the router, its handlers, and the metrics middleware. Handlers check what
 //! they can (JSON, sizes, names) and hand the rest to the engine's thread.
 
+use super::body::{read_body, rejected};
 use super::error::{json_response, ApiError};
 use super::metrics::{Metrics, PREDICT_ROUTE};
 use super::registry::{check_new_name, unknown_prompt, Catalog};
-use super::worker::{Job, Msg};
+use super::worker::{Job, Msg, Waiting};
 use super::Limits;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -32,6 +33,7 @@ pub struct Shared {
     pub limits: Limits,
     pub model: PathBuf,
     pub device: String,
+    pub waiting: Waiting,
 }
 
 type AppState = Arc<Shared>;
@@ -46,6 +48,8 @@ pub fn router(state: AppState) -> Router {
         .route(PREDICT_ROUTE, post(predict))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
+        // inside the limit, so that it reads the body with it
+        .layer(middleware::from_fn_with_state(state.limits, read_body))
         .layer(DefaultBodyLimit::max(state.limits.max_request_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
@@ -160,7 +164,10 @@ async fn predict(State(s): State<AppState>, body: Result<Bytes, BytesRejection>)
         arrived,
         reply,
     };
-    send(&s, Msg::Predict(job))?;
+    if !s.waiting.enter() {
+        return Err(queue_full());
+    }
+    send(&s, Msg::Predict(job)).inspect_err(|_| s.waiting.leave(1))?;
     let predictions = wait(answer).await?;
     let body = json!({ "prompt": prompt, "predictions": predictions });
     Ok(json_response(StatusCode::OK, &body))
@@ -186,30 +193,20 @@ fn parse<T: DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
     limits: &Limits,
 ) -> Result<T, ApiError> {
-    let bytes = body.map_err(|r| match r.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the request is larger than the server's --max-request-bytes ({} bytes)",
-                limits.max_request_bytes
-            ),
-        ),
-        status => ApiError::new(
-            status,
-            format!("cannot read the request: {}", r.body_text()),
-        ),
-    })?;
+    let bytes = body.map_err(|r| rejected(&r, limits))?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("bad JSON: {e}")))
 }
 
 /// Hands a message to the engine without waiting: 503 when its queue is full or it stopped.
 fn send(s: &Shared, msg: Msg) -> Result<(), ApiError> {
     s.tx.try_send(msg).map_err(|e| match e {
-        TrySendError::Full(_) => ApiError::unavailable(
-            "the engine's queue is full (--max-queue requests wait): retry later",
-        ),
+        TrySendError::Full(_) => queue_full(),
         TrySendError::Disconnected(_) => ApiError::unavailable("the server is shutting down"),
     })
+}
+
+fn queue_full() -> ApiError {
+    ApiError::unavailable("the engine's queue is full (--max-queue requests wait): retry later")
 }
 
 /// The engine's answer to one message.

@@ -12,6 +12,7 @@ use serde_json::Value;
 use softprompt::{Device, Error, Model, Prompt, Result};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -35,6 +36,33 @@ pub enum Msg {
         name: String,
         reply: Reply<PromptInfo>,
     },
+}
+
+/// The prediction requests waiting for the engine: in its channel, or taken off it by the
+/// batcher but not yet in a running batch (the backlog, and the batch still gathering within
+/// its window). The channel's bound alone let the batcher drain it into an unbounded backlog,
+/// so `--max-queue` bounded nothing.
+#[derive(Clone, Debug)]
+pub struct Waiting {
+    count: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl Waiting {
+    /// Counts one more request; false (and nothing counted) when `max` already wait.
+    pub fn enter(&self) -> bool {
+        let max = self.max;
+        (self.count)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// `n` requests stopped waiting (ran, or were answered without running).
+    pub fn leave(&self, n: usize) {
+        self.count.fetch_sub(n, Ordering::AcqRel);
+    }
 }
 
 /// A prediction request: the texts for one prompt, answered with one JSON object per text.
@@ -70,12 +98,18 @@ pub struct Engine {
     pub catalog: Catalog,
     /// the device, as the command line prints it
     pub device: String,
+    pub waiting: Waiting,
 }
 
 /// Starts the engine's thread: the model and the settings' prompts are loaded there, and
 /// an error in either is returned here before anything listens.
 pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
     let (tx, rx) = sync_channel(s.max_queue);
+    let waiting = Waiting {
+        count: Arc::default(),
+        max: s.max_queue,
+    };
+    let queue = waiting.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let catalog = Catalog::default();
     let (model_dir, device, prompts) = (s.model.clone(), s.device, s.prompts.clone());
@@ -102,7 +136,7 @@ pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
                     if hold {
                         hold_until_stdin();
                     }
-                    serve_loop(&model, registry, &rx, policy, &metrics);
+                    serve_loop(&model, registry, &rx, policy, &metrics, &queue);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -118,6 +152,7 @@ pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
         thread,
         catalog,
         device,
+        waiting,
     })
 }
 
@@ -151,13 +186,15 @@ fn serve_loop(
     rx: &Receiver<Msg>,
     policy: Policy,
     metrics: &Metrics,
+    waiting: &Waiting,
 ) {
     let mut batcher = Batcher::new(policy);
     loop {
-        let mut recv = |deadline| receive(rx, deadline, model, &mut registry, metrics);
+        let mut recv = |deadline| receive(rx, deadline, model, &mut registry, metrics, waiting);
         let Some(batch) = batcher.next_batch(&mut recv) else {
             return;
         };
+        waiting.leave(batch.len());
         run_batch(model, batch, policy.max_rows, metrics);
     }
 }
@@ -171,6 +208,7 @@ fn receive(
     model: &Model,
     registry: &mut Registry,
     metrics: &Metrics,
+    waiting: &Waiting,
 ) -> Next<Queued> {
     loop {
         let msg = match deadline {
@@ -181,6 +219,7 @@ fn receive(
             Ok(Msg::Predict(job)) => match registry.get(&job.prompt) {
                 Some(entry) => return Next::Job(Queued { job, entry }),
                 None => {
+                    waiting.leave(1);
                     let _ = job.reply.send(Err(registry.unknown(&job.prompt)));
                 }
             },

@@ -109,11 +109,7 @@ pub struct MultiTrainer<'a, B: Backend> {
 /// not the name of a file the run writes into --out (`metrics.jsonl`: the task's folder and
 /// the run's file would be one path).
 pub fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name != "."
-        && name != ".."
-        && (name.chars()).all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !ok {
+    if !crate::fsutil::is_folder_name(name) {
         return Err(Error::arg(
             "task name",
             format!(

@@ -1,0 +1,134 @@
+//! The listener: accepts connections (at most `--max-connections` at once) and serves each
+//! with hyper, which closes one whose request head does not arrive within
+//! `--header-timeout-ms` (idle keep-alive connections and slow clients alike). `axum::serve`
+//! gives hyper no timer, so that timeout never fired and a client trickling bytes held its
+//! connection, and a file descriptor, for ever.
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use softprompt::{Error, Result};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+/// What the listener allows a connection.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLimits {
+    /// connections served at once; more wait in the kernel's backlog
+    pub max_connections: usize,
+    /// from a connection's readiness for a request to the end of its head
+    pub header_timeout: Duration,
+}
+
+/// Binds host:port, or the error names the flag at fault.
+pub async fn bind(host: &str, port: u16) -> Result<TcpListener> {
+    TcpListener::bind((host, port)).await.map_err(|e| {
+        // a name that resolves to nothing, or an address not on this machine, is the
+        // host's fault (both blamed --port); a port in use or reserved is the port's
+        let flag = match e.kind() {
+            std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied => "--port",
+            _ => "--host",
+        };
+        Error::arg(flag, format!("cannot listen on {host}:{port}: {e}"))
+    })
+}
+
+/// Serves `app` on `listener` until a signal, then closes the idle connections at once and
+/// waits for those with a request under way, at most `grace` (a client that never finishes
+/// its request must not keep the server up for ever).
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: ConnLimits,
+    grace: Duration,
+) -> Result<()> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("the listening socket", e))?;
+    let mut out = std::io::stdout();
+    // tests and scripts read the port (--port 0 picks one) from this line
+    let _ = writeln!(out, "listening on http://{addr}").and_then(|_| out.flush());
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    // each connection holds a receiver: once all are dropped, every connection has ended
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signal = stop_signal();
+    tokio::pin!(signal);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot,
+            _ = &mut signal => break,
+        };
+        let Ok(slot) = slot else { break };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = &mut signal => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // out of file descriptors, or a connection reset before it was taken: the
+                // listener itself is fine, so wait a little rather than spin
+                eprintln!("note: accepting a connection failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let stopping = tokio::select! {
+                _ = conn.as_mut() => false,
+                _ = stop.wait_for(|s| *s) => true,
+            };
+            if stopping {
+                // an idle connection closes at once; one with a request finishes it
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+            drop(stop);
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(stop_rx);
+    if tokio::time::timeout(grace, stop_tx.closed()).await.is_err() {
+        return Err(Error::Interrupted(format!(
+            "requests were still in flight {} s after the signal (--shutdown-grace-s): \
+             they were dropped",
+            grace.as_secs()
+        )));
+    }
+    eprintln!("stopped: every request in flight was answered");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT). A signal that cannot be watched never fires.
+async fn stop_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    eprintln!("shutting down: no new connections; finishing the requests in flight");
+}
