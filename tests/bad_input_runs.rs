@@ -4,25 +4,12 @@
 
 mod common;
 
+use common::multitask::{tagged_file, tagged_rows};
 use common::{fixture, refused, softprompt, stdout_ok, ScratchDir};
 use std::path::{Path, PathBuf};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-/// The corpus' training rows, each with a `task` field: `a` and `b` alternating.
-fn tagged_rows() -> String {
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/train.jsonl");
-    let text = std::fs::read_to_string(corpus).expect("train.jsonl");
-    let rows = text.lines().enumerate().map(|(i, l)| {
-        let t = if i % 2 == 0 { "a" } else { "b" };
-        format!(
-            "{}, \"task\": \"{t}\"}}",
-            l.trim_end().trim_end_matches('}')
-        )
-    });
-    rows.collect::<Vec<_>>().join("\n") + "\n"
 }
 
 /// A two-step multi-task PET command over `train` (rows tagged by `task`) into `out`: the
@@ -145,13 +132,6 @@ fn task_folder(dir: &ScratchDir, name: &str) -> PathBuf {
     std::fs::create_dir_all(&data).expect("mkdir");
     std::fs::write(data.join("train.jsonl"), tagged_rows()).expect("write");
     data
-}
-
-/// The training file as a PathBuf under `dir`, the tagged rows in it.
-fn tagged_file(dir: &ScratchDir) -> PathBuf {
-    let train = dir.path().join("tagged.jsonl");
-    std::fs::write(&train, tagged_rows()).expect("write");
-    train
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::multitask::tagged_file;
 use common::{fixture, refused, softprompt, stdout_ok, ScratchDir};
 use serde_json::Value;
 use softprompt::internals::train::checkpoint::Checkpoint;
@@ -17,22 +18,6 @@ fn s(p: &Path) -> &str {
 
 fn run(args: &[String]) -> std::process::Output {
     softprompt(&args.iter().map(String::as_str).collect::<Vec<_>>())
-}
-
-/// The corpus' training rows, each with a `task` field: `a` and `b` alternating, in `dir`.
-fn tagged_file(dir: &ScratchDir) -> PathBuf {
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/train.jsonl");
-    let text = std::fs::read_to_string(corpus).expect("train.jsonl");
-    let rows = text.lines().enumerate().map(|(i, l)| {
-        let t = if i % 2 == 0 { "a" } else { "b" };
-        format!(
-            "{}, \"task\": \"{t}\"}}",
-            l.trim_end().trim_end_matches('}')
-        )
-    });
-    let train = dir.path().join("tagged.jsonl");
-    std::fs::write(&train, rows.collect::<Vec<_>>().join("\n") + "\n").expect("write");
-    train
 }
 
 /// A two-step multi-task PET command over the tagged rows into `out`.

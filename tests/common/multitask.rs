@@ -46,3 +46,24 @@ pub fn stop_after(model: &Model, jobs: &[MultiTask<'_>], cfg: &TrainConfig, out:
     let err = (model.train_multi_until(jobs, cfg, out, on_event, &stop)).unwrap_err();
     assert!(matches!(err, Error::Interrupted(_)), "{err}");
 }
+
+/// The corpus' training rows, each with a `task` field: `a` and `b` alternating.
+pub fn tagged_rows() -> String {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/train.jsonl");
+    let text = std::fs::read_to_string(corpus).expect("train.jsonl");
+    let rows = text.lines().enumerate().map(|(i, l)| {
+        let t = if i % 2 == 0 { "a" } else { "b" };
+        format!(
+            "{}, \"task\": \"{t}\"}}",
+            l.trim_end().trim_end_matches('}')
+        )
+    });
+    rows.collect::<Vec<_>>().join("\n") + "\n"
+}
+
+/// The tagged rows as `tagged.jsonl` under `dir`.
+pub fn tagged_file(dir: &super::ScratchDir) -> PathBuf {
+    let train = dir.path().join("tagged.jsonl");
+    std::fs::write(&train, tagged_rows()).expect("write");
+    train
+}
