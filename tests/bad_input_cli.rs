@@ -1594,26 +1594,13 @@ fn edit_checkpoint(out: &Path, edit: impl FnOnce(&mut Checkpoint)) {
     ck.save(&path).expect("save");
 }
 
-/// A counter of the checkpoint's state that is not a non-negative integer names the key (serde
-/// said "invalid value: integer `-1`, expected u64" and no key).
-/// Rewrites the training state in a checkpoint's metadata.
-fn edit_checkpoint_state(out: &Path, edit: impl FnOnce(&mut Value)) {
-    let path = out.join("checkpoint.safetensors");
-    let (tensors, meta) = common::read_raw(&path);
-    let mut meta = meta.expect("checkpoint metadata");
-    let mut state: Value = serde_json::from_str(&meta["softprompt_checkpoint"]).expect("state");
-    edit(&mut state);
-    meta.insert("softprompt_checkpoint".into(), state.to_string());
-    common::write_raw(&path, &tensors, Some(meta));
-}
-
 /// `--resume` reads metrics.jsonl to the stream bound (a link to /dev/zero ate all memory),
 /// and a line of invalid UTF-8 in it costs that line only (every earlier line was dropped).
 #[test]
 fn resume_reads_metrics_to_a_bound_and_keeps_good_lines() {
     let dir = ScratchDir::new("resume_metrics");
     let (out, mut args) = checkpointed(&dir);
-    edit_checkpoint_state(&out, |state| state["done"] = serde_json::json!(false));
+    common::edit_checkpoint_state(&out, |state| state["done"] = serde_json::json!(false));
     args.push("--resume");
     let metrics = out.join("metrics.jsonl");
     let kept = std::fs::read(&metrics).expect("metrics.jsonl");
@@ -1644,7 +1631,7 @@ fn resume_reads_metrics_to_a_bound_and_keeps_good_lines() {
 fn checkpoint_negative_step_names_the_key() {
     let dir = ScratchDir::new("ck_step_negative");
     let (out, mut args) = checkpointed(&dir);
-    edit_checkpoint_state(&out, |state| {
+    common::edit_checkpoint_state(&out, |state| {
         state["step"] = serde_json::json!(-1);
         state["done"] = serde_json::json!(false);
     });

@@ -4,22 +4,12 @@
 
 mod common;
 
-use common::multitask::{tagged_file, tagged_rows};
+use common::multitask::{multi_args, tagged_file, tagged_rows};
 use common::{fixture, refused, softprompt, stdout_ok, ScratchDir};
 use std::path::{Path, PathBuf};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-/// A two-step multi-task PET command over `train` (rows tagged by `task`) into `out`: the
-/// single-task one's flags, with `--task-field task`.
-fn multi_args(train: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args = common::tiny_pet_train_args(&fixture("bert_mlm"), out);
-    args[4] = s(train).to_string();
-    let tasks = ["--format", "jsonl", "--task-field", "task"];
-    args.extend(tasks.iter().chain(extra).map(|a| a.to_string()));
-    args
 }
 
 fn run(args: &[String]) -> std::process::Output {

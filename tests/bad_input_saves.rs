@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::multitask::tagged_file;
+use common::multitask::{multi_args, tagged_file};
 use common::{fixture, refused, softprompt, stdout_ok, ScratchDir};
 use serde_json::Value;
 use softprompt::internals::train::checkpoint::Checkpoint;
@@ -18,15 +18,6 @@ fn s(p: &Path) -> &str {
 
 fn run(args: &[String]) -> std::process::Output {
     softprompt(&args.iter().map(String::as_str).collect::<Vec<_>>())
-}
-
-/// A two-step multi-task PET command over the tagged rows into `out`.
-fn multi_args(train: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args = common::tiny_pet_train_args(&fixture("bert_mlm"), out);
-    args[4] = s(train).to_string();
-    let tasks = ["--format", "jsonl", "--task-field", "task"];
-    args.extend(tasks.iter().chain(extra).map(|a| a.to_string()));
-    args
 }
 
 /// A `cls` command on the headless BERT (so the folder has a head) for `steps` steps.
@@ -161,16 +152,6 @@ fn checkpointed(dir: &ScratchDir) -> (PathBuf, Vec<String>) {
     (out, args)
 }
 
-fn edit_state(out: &Path, edit: impl FnOnce(&mut Value)) {
-    let path = out.join("checkpoint.safetensors");
-    let (tensors, meta) = common::read_raw(&path);
-    let mut meta = meta.expect("checkpoint metadata");
-    let mut state: Value = serde_json::from_str(&meta["softprompt_checkpoint"]).expect("state");
-    edit(&mut state);
-    meta.insert("softprompt_checkpoint".into(), state.to_string());
-    common::write_raw(&path, &tensors, Some(meta));
-}
-
 fn resume(args: &[String]) -> std::process::Output {
     let mut args = args.to_vec();
     args.push("--resume".into());
@@ -187,7 +168,7 @@ fn checkpoint_step_and_plan_that_disagree_are_refused() {
     let saved = std::fs::read(&ckpt).expect("checkpoint");
     // a resume of the untouched checkpoint is fine
     stdout_ok(&resume(&args));
-    edit_state(&out, |v| {
+    common::edit_checkpoint_state(&out, |v| {
         v["step"] = 1.into();
         v["done"] = false.into();
     });
@@ -196,7 +177,7 @@ fn checkpoint_step_and_plan_that_disagree_are_refused() {
         &[s(&ckpt), "`step` is 1", "makes 2 steps", "corrupt"],
     );
     std::fs::write(&ckpt, &saved).expect("restore");
-    edit_state(&out, |v| {
+    common::edit_checkpoint_state(&out, |v| {
         let plan = v["plan"].as_array().expect("plan").clone();
         let same: Vec<Value> = plan
             .iter()
@@ -216,7 +197,7 @@ fn checkpoint_best_is_checked() {
     let ckpt = out.join("checkpoint.safetensors");
     let task_before = std::fs::read(out.join("task.json")).expect("task.json");
     let best = serde_json::json!({"accuracy": 7.0, "macro_f1": 0.5, "examples": 8});
-    edit_state(&out, |v| v["best"] = best);
+    common::edit_checkpoint_state(&out, |v| v["best"] = best);
     let err = refused(&resume(&args), &[s(&ckpt), "`best.accuracy` is 7"]);
     assert!(!err.contains("task.json"), "{err}");
     assert_eq!(
@@ -224,7 +205,7 @@ fn checkpoint_best_is_checked() {
         task_before
     );
     let best = serde_json::json!({"accuracy": 0.5, "macro_f1": 0.5, "examples": 8});
-    edit_state(&out, |v| v["best"] = best);
+    common::edit_checkpoint_state(&out, |v| v["best"] = best);
     refused(
         &resume(&args),
         &[s(&ckpt), "a `best` evaluation but no tensor `best.prompt`"],

@@ -560,3 +560,15 @@ pub fn prefix_prompt(
     .unwrap();
     softprompt::Prompt::load(dir).unwrap()
 }
+
+/// Rewrites the training state in a checkpoint's metadata.
+pub fn edit_checkpoint_state(out: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = out.join("checkpoint.safetensors");
+    let (tensors, meta) = read_raw(&path);
+    let mut meta = meta.expect("checkpoint metadata");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&meta["softprompt_checkpoint"]).expect("state");
+    edit(&mut state);
+    meta.insert("softprompt_checkpoint".into(), state.to_string());
+    write_raw(&path, &tensors, Some(meta));
+}

@@ -67,3 +67,13 @@ pub fn tagged_file(dir: &super::ScratchDir) -> PathBuf {
     std::fs::write(&train, tagged_rows()).expect("write");
     train
 }
+
+/// A two-step multi-task PET command over `train` (rows tagged by `task`) into `out`: the
+/// single-task one's flags, with `--task-field task`.
+pub fn multi_args(train: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = super::tiny_pet_train_args(&super::fixture("bert_mlm"), out);
+    args[4] = train.to_str().expect("a UTF-8 path").to_string();
+    let tasks = ["--format", "jsonl", "--task-field", "task"];
+    args.extend(tasks.iter().chain(extra).map(|a| a.to_string()));
+    args
+}
