@@ -355,8 +355,9 @@ pub struct WorkloadArgs {
     /// BERT objective: pet (the default) or mlm; T5 and decoder presets read none
     #[arg(long)]
     pub objective: Option<String>,
-    /// The CPU's GEMM path: gemm (the default), openblas in a build with that feature, or mkl
-    /// where Intel MKL is installed (pip install mkl, or SOFTPROMPT_MKL)
+    /// The CPU's GEMM path: gemm (the gemm crate), openblas in a build with that feature, or
+    /// mkl where Intel MKL is installed (pip install mkl, or SOFTPROMPT_MKL); by default mkl on
+    /// an Intel CPU where MKL loads, else gemm (SOFTPROMPT_GEMM overrides the default)
     #[arg(long)]
     pub gemm: Option<String>,
     #[command(flatten)]
