@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes tests/bad_inputs/, the bad-input corpus of issue #13 that tests/bad_input_cli.rs runs
+"""Writes tests/bad_inputs/, the bad-input corpus of issue #13 that tests/bad_input_cli/ runs
 the release binary against. Small, deterministic, no dependencies:
 
   data/       a good training file, and data files that are broken in one way each

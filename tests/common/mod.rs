@@ -2,7 +2,8 @@
 //! differences, fixture paths, a scratch folder, safetensors rewriting, and an f64-exact
 //! download for `CpuBackend<f64>`.
 //!
-//! Every test binary includes this module with `mod common;` and uses only part of it.
+//! Every test binary includes this module with `mod common;` (a directory test, whose root is
+//! `tests/NAME/main.rs`, with `#[path = "../common/mod.rs"]`) and uses only part of it.
 #![allow(dead_code)]
 
 pub mod label_jobs;

@@ -1,0 +1,160 @@
+//! Multi-task training: the task at fault is named, a settings file's repeated key is refused,
+//! a multi-task checkpoint resumed as one task says so, odd inputs are refused.
+
+use crate::common::{fixture, refused, ScratchDir};
+use crate::{corpus, ok, s, snapshot, softprompt};
+use std::process::Output;
+
+/// Two task folders (a, b) over the corpus' train file, and the multi-task command on them.
+fn two_tasks(dir: &ScratchDir) -> Vec<String> {
+    for t in ["a", "b"] {
+        let d = dir.path().join(t);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::copy(corpus("data/train.jsonl"), d.join("train.jsonl")).expect("copy");
+    }
+    let p = |t: &str| format!("{t}={}", dir.path().join(t).display());
+    let model = fixture("bert_mlm");
+    let out = dir.path().join("out");
+    [
+        "train",
+        "--model",
+        s(&model),
+        "--out",
+        s(&out),
+        "--task-data",
+        &p("a"),
+        "--task-data",
+        &p("b"),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--prompt-len",
+        "2",
+        "--no-progress",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The multi-task command `args` with `extra` flags, run.
+fn with_flags(args: &[String], extra: &[&str]) -> Output {
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend_from_slice(extra);
+    softprompt(&all)
+}
+
+/// No run was written into `dir`/out.
+fn no_run(dir: &ScratchDir) {
+    let ckpt = dir.path().join("out").join("checkpoint.safetensors");
+    assert!(!ckpt.exists(), "a refused run wrote {}", ckpt.display());
+}
+
+/// A setting of one task (in --task-config, or a flag every task reads) that the model refuses
+/// named neither the task nor the file: "invalid argument --max-len: must be at least 2"; then
+/// a --task-config key was named by its flag (`--max-len` for the file's `max_len`).
+#[test]
+fn multitask_errors_name_the_task() {
+    let dir = ScratchDir::new("multitask_names");
+    let args = two_tasks(&dir);
+    let config = dir.path().join("tasks.json");
+    for (text, key) in [
+        (r#"{"b": {"max_len": 0}}"#, "`max_len` (as --max-len)"),
+        (r#"{"b": {"method": "bogus"}}"#, "`method` (as --method)"),
+        (
+            r#"{"b": {"method": "prompt", "prefix_placement": "peft"}}"#,
+            "`prefix_placement` (as --prefix-placement)",
+        ),
+    ] {
+        std::fs::write(&config, text).expect("write");
+        refused(
+            &with_flags(&args, &["--task-config", s(&config)]),
+            &[key, "task \"b\"", s(&config)],
+        );
+    }
+    // a flag the file does not set keeps its name
+    std::fs::write(&config, r#"{"b": {"prompt_len": 3}}"#).expect("write");
+    refused(
+        &with_flags(&args, &["--task-config", s(&config), "--max-len", "0"]),
+        &["invalid argument --max-len", "task `a`", s(&config)],
+    );
+    refused(
+        &with_flags(&args, &["--verbalizer", "positive=great,negative=great"]),
+        &["invalid argument --verbalizer", "task `a`"],
+    );
+    no_run(&dir);
+}
+
+/// `--task-config` with a key given twice ran on the last value without a word (exit 0).
+#[test]
+fn multitask_config_repeated_key_is_refused() {
+    let dir = ScratchDir::new("multitask_repeated");
+    let args = two_tasks(&dir);
+    for (text, key) in [
+        (r#"{"a": {"prompt_len": 2, "prompt_len": 3}}"#, "prompt_len"),
+        (r#"{"a": {"prompt_len": 2}, "a": {"prompt_len": 3}}"#, "a"),
+    ] {
+        let config = dir.path().join("tasks.json");
+        std::fs::write(&config, text).expect("write");
+        refused(
+            &with_flags(&args, &["--task-config", s(&config)]),
+            &[s(&config), &format!("the key \"{key}\" appears twice")],
+        );
+        no_run(&dir);
+    }
+}
+
+/// A multi-task run's checkpoint resumed without its tasks was called "not a softprompt
+/// checkpoint"; the run's files survive.
+#[test]
+fn multitask_checkpoint_resumed_as_one_task_says_so() {
+    let dir = ScratchDir::new("multitask_resume_single");
+    let mut args = two_tasks(&dir);
+    ok(&softprompt(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let out = dir.path().join("out");
+    let before = snapshot(&out);
+    let at = args
+        .iter()
+        .position(|a| a == "--task-data")
+        .expect("--task-data");
+    args.drain(at..at + 4);
+    let train = corpus("data/train.jsonl");
+    args.extend(["--train".into(), s(&train).into(), "--resume".into()]);
+    refused(
+        &softprompt(&args.iter().map(String::as_str).collect::<Vec<_>>()),
+        &[
+            "checkpoint.safetensors",
+            "a multi-task run's checkpoint",
+            "--task-data",
+        ],
+    );
+    assert_eq!(snapshot(&out), before);
+}
+
+/// `--task-config /dev/zero` read until memory ran out (a hang, then the OOM killer); a task
+/// folder with both train.jsonl and train.csv trained on one of them without a word.
+#[test]
+fn multitask_inputs_that_are_not_what_they_seem() {
+    let dir = ScratchDir::new("multitask_odd_inputs");
+    let args = two_tasks(&dir);
+    let start = std::time::Instant::now();
+    refused(
+        &with_flags(&args, &["--task-config", "/dev/zero"]),
+        &["/dev/zero", "more than 16 MB"],
+    );
+    assert!(start.elapsed().as_secs() < 20, "took {:?}", start.elapsed());
+    let csv = dir.path().join("b").join("train.csv");
+    std::fs::write(&csv, "text,label\ngood,positive\nbad,negative\n").expect("write");
+    refused(
+        &with_flags(&args, &[]),
+        &[
+            "invalid argument --task-data",
+            "train.jsonl",
+            "train.csv",
+            "keep one",
+        ],
+    );
+    no_run(&dir);
+}

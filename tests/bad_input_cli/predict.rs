@@ -1,0 +1,161 @@
+//! `predict`: named prompts and their errors, a PEFT folder without labels, and `--output`
+//! (never an input, an ordinary file, replaced only with `--overwrite`).
+
+use crate::common::{fixture, refused, ScratchDir};
+use crate::{corpus, ok, s, s_static, softprompt, trained};
+use std::path::Path;
+use std::process::Output;
+
+/// `predict --prompt-field` beside one plain prompt folder is refused (it was ignored: every
+/// row went to the one prompt whatever its field said).
+#[test]
+fn predict_prompt_field_needs_named_prompts() {
+    let dir = ScratchDir::new("predict_prompt_field");
+    let run = trained(&dir, &[]);
+    let data = corpus("data/dev.jsonl");
+    let args = ["predict", "--prompt", s(&run), "--data", s(&data)];
+    refused(
+        &softprompt(&[&args[..], &["--prompt-field", "prompt"]].concat()),
+        &["invalid argument --prompt-field", "name=folder"],
+    );
+    ok(&softprompt(&args));
+}
+
+/// With several `--prompt NAME=DIR`, a missing folder and a bad `--verbalizer` name the
+/// prompt and its folder (they named neither: "nope/adapter_config.json: No such file").
+#[test]
+fn predict_mixed_errors_name_the_prompt() {
+    let dir = ScratchDir::new("predict_mixed_names");
+    let run = trained(&dir, &[]);
+    let data = dir.path().join("mixed.jsonl");
+    std::fs::write(
+        &data,
+        "{\"text\":\"good\",\"prompt\":\"a\"}\n{\"text\":\"bad\",\"prompt\":\"b\"}\n",
+    )
+    .expect("write");
+    let missing = dir.path().join("nope");
+    let (a, b) = (format!("a={}", s(&run)), format!("b={}", s(&missing)));
+    let base = ["predict", "--data", s(&data), "--prompt", &a, "--prompt"];
+    refused(
+        &softprompt(&[&base[..], &[&b]].concat()),
+        &[&format!("--prompt {b}:"), "No such file"],
+    );
+    let b = format!("b={}", s(&run));
+    refused(
+        &softprompt(&[&base[..], &[&b, "--verbalizer", "negative=bad"]].concat()),
+        &["invalid argument --verbalizer", &format!("--prompt {a}:")],
+    );
+}
+
+/// A PEFT folder (no task.json) over unlabelled rows without the task's labels says that it
+/// holds none (it said "--labels: a classifier needs at least 2 labels, got []").
+#[test]
+fn peft_folder_without_labels_says_why() {
+    let peft = fixture("bert_mlm").join("peft_adapter");
+    let dir = ScratchDir::new("peft_no_labels");
+    // unlabelled rows: no label names to take the task's labels from
+    let data = dir.path().join("texts.jsonl");
+    std::fs::write(&data, "{\"text\": \"the movie was great.\"}\n").expect("write");
+    refused(
+        &softprompt(&["predict", "--prompt", s(&peft), "--data", s(&data)]),
+        &[
+            "invalid argument --labels",
+            "holds no task.json",
+            "--verbalizer",
+        ],
+    );
+}
+
+/// `predict --output` naming the data file (or a file of the prompt folder) is refused and
+/// the file is unchanged.
+#[test]
+fn predict_output_never_replaces_an_input() {
+    let dir = ScratchDir::new("predict_output");
+    let run = trained(&dir, &[]);
+    let data = dir.path().join("labelled.jsonl");
+    std::fs::copy(corpus("data/dev.jsonl"), &data).expect("copy");
+    let before = std::fs::read(&data).expect("read");
+    // the same file under another spelling
+    let other = dir.path().join(".").join("labelled.jsonl");
+    let args = |o: &Path| -> Output {
+        softprompt(&[
+            "predict",
+            "--prompt",
+            s(&run),
+            "--data",
+            s(&data),
+            "--output",
+            s(o),
+        ])
+    };
+    refused(&args(&other), &["--output", "--data file"]);
+    assert_eq!(std::fs::read(&data).expect("read"), before);
+    let task = std::fs::read(run.join("task.json")).expect("read");
+    refused(
+        &args(&run.join("task.json")),
+        &["--output", "--prompt folder"],
+    );
+    assert_eq!(std::fs::read(run.join("task.json")).expect("read"), task);
+}
+
+/// `predict --output` names an ordinary file in an existing folder: a link (its target would
+/// never see the predictions), a folder, `-` and a missing folder are refused, and nothing
+/// is created or replaced.
+#[test]
+fn predict_output_must_be_an_ordinary_file() {
+    let dir = ScratchDir::new("predict_output_kind");
+    let run = trained(&dir, &[]);
+    let target = dir.path().join("target.jsonl");
+    std::fs::write(&target, "keep\n").expect("write");
+    let link = dir.path().join("link.jsonl");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let missing = dir.path().join("no_such_folder").join("p.jsonl");
+    let args = |o: &Path| -> Output {
+        softprompt(&[
+            "predict",
+            "--prompt",
+            s(&run),
+            "--data",
+            s(&corpus("data/dev.jsonl")),
+            "--output",
+            s(o),
+        ])
+    };
+    refused(&args(&link), &["--output", "not an ordinary file"]);
+    assert!(std::fs::symlink_metadata(&link)
+        .expect("link")
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(&target).expect("read"), b"keep\n");
+    refused(&args(dir.path()), &["--output", "not an ordinary file"]);
+    refused(&args(Path::new("-")), &["--output", "standard output"]);
+    refused(&args(&missing), &["--output", "does not exist"]);
+    assert!(!missing.parent().expect("parent").exists());
+}
+
+/// `predict --output` naming a file that exists is refused, naming the file and
+/// `--overwrite`, and the file is unchanged; with `--overwrite` it is replaced (through a
+/// temporary file in its folder: nothing else is left there).
+#[test]
+fn predict_output_exists_needs_overwrite() {
+    let dir = ScratchDir::new("predict_output_exists");
+    let run = trained(&dir, &[]);
+    let out = dir.path().join("preds.jsonl");
+    std::fs::write(&out, "keep\n").expect("write");
+    let args = |extra: &[&str]| -> Output {
+        let mut a = vec!["predict", "--prompt", s(&run), "--output", s(&out)];
+        a.extend(["--data", s_static(corpus("data/dev.jsonl"))]);
+        a.extend(extra);
+        softprompt(&a)
+    };
+    refused(&args(&[]), &["--output", s(&out), "exists", "--overwrite"]);
+    assert_eq!(std::fs::read(&out).expect("read"), b"keep\n");
+    ok(&args(&["--overwrite"]));
+    let lines = std::fs::read_to_string(&out).expect("read");
+    assert!(lines.lines().count() > 1, "{lines}");
+    assert!(lines.lines().all(|l| l.starts_with('{')), "{lines}");
+    let names: Vec<String> = (std::fs::read_dir(dir.path()).expect("dir").flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+}
