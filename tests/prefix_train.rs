@@ -343,10 +343,10 @@ fn bad_settings_name_their_flag() {
 }
 
 /// Training through the CUDA launchers and the float32 build of every kernel (emulated) gives
-/// the CPU's prefix to float32 rounding (tests/train.rs's emu rule, 1e-5): the prefix read in
-/// place by the attention kernels, its gradient written by their backward, on BERT and on T5
-/// under PEFT's placement (whose encoder runs forward only); 4 AdamW steps, the losses within
-/// 1e-5 too.
+/// the CPU's prefix to float32 rounding (tests/train/determinism.rs's emu rule, 1e-5): the
+/// prefix read in place by the attention kernels, its gradient written by their backward, on
+/// BERT and on T5 under PEFT's placement (whose encoder runs forward only); 4 AdamW steps, the
+/// losses within 1e-5 too.
 #[cfg(feature = "emu")]
 #[test]
 fn emu_f32_prefix_training_matches_the_cpu() {

@@ -1,0 +1,332 @@
+//! The tasks end to end: `cls` trains and saves its head, seq2seq on T5 (rank
+//! classification and free targets), and early stopping.
+
+use crate::common::{fixture, softprompt, stdout_ok as ok};
+use crate::{s, scratch, sentiment_files, sentiment_rows, write_jsonl};
+use softprompt::internals::backend::traits::*;
+use softprompt::internals::prompt::PromptInit;
+use softprompt::internals::train::checkpoint::load_prompt_dir;
+use softprompt::internals::train::data::{DataSpec, Dataset};
+use softprompt::internals::train::optim::OptimConfig;
+use softprompt::internals::train::{Event, Model, Task, TaskKind, TaskSpec, TrainConfig, Trainer};
+use softprompt::internals::CpuBackend;
+use std::path::Path;
+
+/// `cls` on the head-less BERT: the head trains with the prompt, is reported and saved, and
+/// `eval` from the output folder reproduces the dev accuracy that training kept.
+#[test]
+fn cls_train_saves_head_and_eval_reproduces_dev() {
+    let dir = scratch("cls");
+    let (train, dev) = sentiment_files(&dir);
+    let out_dir = dir.join("out");
+    let stdout = ok(&softprompt(&[
+        "train",
+        "--model",
+        s(&fixture("bert_nohead")),
+        "--train",
+        s(&train),
+        "--dev",
+        s(&dev),
+        "--out",
+        s(&out_dir),
+        "--task",
+        "cls",
+        "--prompt-len",
+        "4",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "6",
+        "--eval-every",
+        "5",
+        "--lr",
+        "0.05",
+        "--no-progress",
+        "--threads",
+        "2",
+    ]));
+    assert!(stdout.contains("head 2 x 36 + 2 = 74"), "{stdout}");
+    assert!(
+        stdout.contains("trainable: prompt 4 x 36 = 144"),
+        "{stdout}"
+    );
+    let saved = load_prompt_dir(&out_dir).unwrap();
+    let head = saved.head.unwrap();
+    assert_eq!((head.k, head.c), (2, 36));
+    assert!(head.weight.iter().any(|&w| w != 0.0));
+    let task: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("task.json")).unwrap()).unwrap();
+    assert_eq!(task["task"], "cls");
+    assert_eq!(task["labels"], serde_json::json!(["negative", "positive"]));
+    // PEFT loads the prompt onto a BertModel (FEATURE_EXTRACTION asks for no classifier)
+    let adapter: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(adapter["task_type"], "FEATURE_EXTRACTION");
+    assert_eq!(adapter["peft_type"], "PROMPT_TUNING");
+    let v: serde_json::Value = serde_json::from_str(
+        ok(&softprompt(&[
+            "eval",
+            "--json",
+            "--prompt",
+            s(&out_dir),
+            "--data",
+            s(&dev),
+        ]))
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(v["accuracy"].as_f64(), task["dev_accuracy"].as_f64());
+    assert_eq!(v["examples"], 12);
+    // the loss went down: mean of the first and the last metrics lines
+    let metrics = std::fs::read_to_string(out_dir.join("metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
+        .collect();
+    assert!(
+        losses.len() >= 3 && losses[losses.len() - 1] < losses[0] * 0.9,
+        "{losses:?}"
+    );
+}
+
+/// seq2seq on a T5 fixture with the same flags as the main job: it trains (the loss falls),
+/// evaluates by rank classification, and decodes greedily.
+#[test]
+fn seq2seq_on_t5_fixture() {
+    let dir = scratch("t5");
+    let (train, dev) = sentiment_files(&dir);
+    let out_dir = dir.join("out");
+    let stdout = ok(&softprompt(&[
+        "train",
+        "--model",
+        s(&fixture("t5_flan")),
+        "--train",
+        s(&train),
+        "--dev",
+        s(&dev),
+        "--out",
+        s(&out_dir),
+        "--task",
+        "seq2seq",
+        "--template",
+        "review: {text}",
+        "--prompt-len",
+        "6",
+        "--init",
+        "class-labels",
+        "--optimizer",
+        "adafactor",
+        "--batch-size",
+        "6",
+        "--epochs",
+        "4",
+        "--eval-every",
+        "6",
+        "--no-progress",
+        "--threads",
+        "2",
+    ]));
+    assert!(
+        stdout.contains("targets [\"negative=negative\", \"positive=positive\"]"),
+        "{stdout}"
+    );
+    let metrics = std::fs::read_to_string(out_dir.join("metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
+        .collect();
+    // two full --log-every windows, and the last steps' line
+    assert!(losses.len() == 3 && losses[2] < losses[0], "{losses:?}");
+    let v: serde_json::Value = serde_json::from_str(
+        ok(&softprompt(&[
+            "eval",
+            "--json",
+            "--prompt",
+            s(&out_dir),
+            "--data",
+            s(&dev),
+        ]))
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(v["examples"], 12);
+    let adapter: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(adapter["task_type"], "SEQ_2_SEQ_LM");
+    assert_eq!(adapter["num_virtual_tokens"], 6);
+    let greedy = ok(&softprompt(&[
+        "predict",
+        "--prompt",
+        s(&out_dir),
+        "--data",
+        s(&dev),
+        "--decode",
+        "greedy",
+        "--max-target-len",
+        "4",
+    ]));
+    let first: serde_json::Value = serde_json::from_str(greedy.lines().next().unwrap()).unwrap();
+    assert!(
+        first["output"].is_string() && first["score"].as_f64().unwrap() < 0.0,
+        "{first}"
+    );
+}
+
+/// Early stopping: with a learning rate of 0 the dev accuracy never improves, so a patience of
+/// 2 stops the run at the third evaluation; the kept prompt is the first one.
+#[test]
+fn early_stopping_and_sample_vocab_init() {
+    let be = CpuBackend::<f32>::new();
+    let model = Model::load(&be, &fixture("bert_nohead")).unwrap();
+    let task = Task::new(
+        TaskSpec {
+            max_len: 40,
+            ..TaskSpec::new(TaskKind::Cls, &["negative", "positive"])
+        },
+        &model,
+    )
+    .unwrap();
+    let rows = sentiment_rows();
+    let jsonl: String = rows
+        .iter()
+        .map(|(t, l)| serde_json::json!({"text": t, "label": l}).to_string() + "\n")
+        .collect();
+    let enc = task
+        .encode(
+            &model.tokenizer,
+            &Dataset::parse(Path::new("m.jsonl"), &jsonl, &DataSpec::default()).unwrap(),
+        )
+        .unwrap();
+    let cfg = TrainConfig {
+        prompt_len: 3,
+        init: PromptInit::SampleVocab {
+            from_first: Some(10),
+        },
+        // a rate so small that no update changes a float32 prompt value (--lr 0 is refused):
+        // dev accuracy never improves, so patience runs out
+        optim: OptimConfig::adamw(1e-30, 0.0),
+        batch_size: 8,
+        max_steps: Some(100),
+        eval_every: 5,
+        patience: Some(2),
+        save_every: 0,
+        log_every: 0,
+        ..TrainConfig::default()
+    };
+    let out = scratch("early_stop");
+    let mut t = Trainer::new(&be, &model, &task, &enc, Some(&enc), None, cfg, &out).unwrap();
+    // SAMPLE_VOCAB from the first 10 ids: every prompt row is one of those embedding rows
+    let emb = model.word_embeddings(&be).unwrap();
+    let prompt = be.download(&t.params.prompt).unwrap();
+    for row in prompt.chunks(36) {
+        assert!((0..10).any(|id| emb.data[id * 36..(id + 1) * 36] == *row));
+    }
+    let mut evals = Vec::new();
+    let summary = t
+        .run(&mut |e| {
+            if let Event::Eval { step, best, .. } = e {
+                evals.push((*step, *best))
+            }
+        })
+        .unwrap();
+    assert!(summary.early_stopped);
+    assert_eq!(summary.steps, 15);
+    assert_eq!(evals, [(5, true), (10, false), (15, false)]);
+    assert_eq!(summary.best_step, 5);
+    let task_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("task.json")).unwrap()).unwrap();
+    assert_eq!(task_json["step"], 5);
+}
+
+/// seq2seq with free targets: the label field is the target text; evaluation decodes
+/// greedily and counts exact matches, and predict prints the decoded text.
+#[test]
+fn seq2seq_free_targets() {
+    let dir = scratch("free");
+    let rows: Vec<(String, &str)> = sentiment_rows()
+        .into_iter()
+        .map(|(t, l)| {
+            (
+                t,
+                if l == "positive" {
+                    "great movie"
+                } else {
+                    "bad movie"
+                },
+            )
+        })
+        .collect();
+    let (train, dev) = (dir.join("train.jsonl"), dir.join("dev.jsonl"));
+    write_jsonl(&train, &rows[..36]);
+    write_jsonl(&dev, &rows[36..]);
+    let out_dir = dir.join("out");
+    let stdout = ok(&softprompt(&[
+        "train",
+        "--model",
+        s(&fixture("t5_v1_1")),
+        "--train",
+        s(&train),
+        "--dev",
+        s(&dev),
+        "--out",
+        s(&out_dir),
+        "--task",
+        "seq2seq",
+        "--free-targets",
+        "--max-target-len",
+        "6",
+        "--prompt-len",
+        "4",
+        "--optimizer",
+        "adafactor",
+        "--batch-size",
+        "6",
+        "--max-steps",
+        "12",
+        "--eval-every",
+        "6",
+        "--no-progress",
+        "--threads",
+        "2",
+    ]));
+    assert!(stdout.contains("free targets"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(
+        ok(&softprompt(&[
+            "eval",
+            "--json",
+            "--prompt",
+            s(&out_dir),
+            "--data",
+            s(&dev),
+        ]))
+        .trim(),
+    )
+    .unwrap();
+    let preds = ok(&softprompt(&[
+        "predict",
+        "--prompt",
+        s(&out_dir),
+        "--data",
+        s(&dev),
+    ]));
+    let lines: Vec<serde_json::Value> = preds
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 12);
+    // exact-match accuracy of the decoded texts is what eval reports
+    let hits = lines
+        .iter()
+        .zip(&rows[36..])
+        .filter(|(l, r)| l["output"] == r.1)
+        .count();
+    assert_eq!(v["accuracy"].as_f64().unwrap(), hits as f64 / 12.0);
+    for l in &lines {
+        assert_eq!(l["label"], l["output"]);
+        assert!(l["score"].as_f64().unwrap() <= 0.0);
+    }
+}
