@@ -57,7 +57,7 @@ def main():
     ap.add_argument("--device", default="emu", help="emu or cuda")
     ap.add_argument("--bin", default=os.path.join(here, "target", "release", "softprompt"))
     args = ap.parse_args()
-    tr.WEIGHTS = "realistic"
+    tr.weights.WEIGHTS = "realistic"  # torch_ref.weights.randomize_ reads it at call time
     with tr.quiet():
         tr.build_random_configs(args.out, args.configs, args.seed, args.wide, args.deep)
     configs = {c["name"]: c for c in json.load(open(os.path.join(args.out, "random_configs.json")))["configs"]}
