@@ -6,8 +6,11 @@
 #                                      # for the P-tuning v2 cross-check (scripts/bert_prefix_v4.py)
 #
 # Checked: with /work/venv, `python scripts/torch_reference.py --out DIR --sha` rewrites every committed
-# fixture with the same sha256 (the PyPI torch 2.15.0 wheel reports 2.15.0+cu132 and pulls CUDA 13
-# packages; they are unused, everything runs on the CPU). Python 3.11.
+# fixture with the same sha256 on the AMD EPYC machines that wrote them (the PyPI torch 2.15.0 wheel
+# reports 2.15.0+cu132 and pulls CUDA 13 packages; they are unused, everything runs on the CPU).
+# Python 3.11. On an Intel Xeon (2026-12-05) 38 of the 127 files differ: every one a ref_*.safetensors,
+# tensors within about 6e-6 of the committed ones (torch's CPU kernels round differently per vendor);
+# models, tokenizers and configs are byte-identical, and the tests' tolerances cover the difference.
 set -euo pipefail
 PY=${PYTHON:-python3}
 VENV=${VENV:-/work/venv}
