@@ -355,16 +355,27 @@ impl PromptTable {
         })?;
         warn_unread(&weights_path, &file);
         let (rows, d) = match table.shape.as_slice() {
-            [r, d] => (*r, *d),
+            // a width of 0 holds no values whatever its rows, so its rows bound nothing
+            [r, d] if *d > 0 => (*r, *d),
             s => {
                 return Err(Error::file(
                     &weights_path,
-                    format!("`{PROMPT_KEY}` has shape {s:?}: expected [rows, d]"),
+                    format!("`{PROMPT_KEY}` has shape {s:?}: expected [rows, d], d at least 1"),
                 ))
             }
         };
-        // a prefix table has one row per virtual token whatever the submodules
-        let want = if prefix { p } else { p * subs };
+        // a prefix table has one row per virtual token whatever the submodules; the product
+        // is checked: a huge num_virtual_tokens wrapped it (to 0 rows) in a release build
+        let want = match prefix {
+            true => Some(p),
+            false => p.checked_mul(subs),
+        };
+        let Some(want) = want else {
+            return Err(Error::file(
+                &cfg_path,
+                format!("num_virtual_tokens {p} x num_transformer_submodules {subs} overflows: expected a table this engine can hold"),
+            ));
+        };
         if rows != want {
             return Err(Error::file(
                 &weights_path,

@@ -385,11 +385,20 @@ fn read_encoder(
             "method p-tuning without `peft_config` in its metadata",
         )
     })?;
+    // capped as config.json's sizes are: past i32, the encoder's parameter count and shapes
+    // overflowed (an LSTM of hidden size 2^62)
     let size = |k: &str| -> Result<usize> {
-        peft.get(k)
-            .and_then(|v| v.as_u64())
-            .map(|n| n as usize)
-            .ok_or_else(|| Error::file(path, format!("peft_config lacks `{k}`")))
+        match peft.get(k).and_then(|v| v.as_u64()) {
+            None => Err(Error::file(path, format!("peft_config lacks `{k}`"))),
+            Some(n) if n > i32::MAX as u64 => Err(Error::file(
+                path,
+                format!(
+                    "peft_config's `{k}` is {n}: more than this engine supports ({})",
+                    i32::MAX
+                ),
+            )),
+            Some(n) => Ok(n as usize),
+        }
     };
     if peft
         .get("encoder_dropout")
@@ -419,9 +428,16 @@ fn read_encoder(
             format!("peft_config has num_transformer_submodules {tables}: expected 1 or 2"),
         ));
     }
+    let rows = prompt.shape.first().copied().unwrap_or(0);
+    let p = tables.checked_mul(rows).ok_or_else(|| {
+        Error::file(
+            path,
+            format!("num_virtual_tokens {rows} x peft_config's num_transformer_submodules {tables} overflows"),
+        )
+    })?;
     let cfg = EncoderConfig {
         kind,
-        p: tables * prompt.shape.first().copied().unwrap_or(0),
+        p,
         d: prompt.shape.get(1).copied().unwrap_or(0),
         hidden: size("encoder_hidden_size")?,
         lstm_layers: size("encoder_num_layers")?,
@@ -548,11 +564,15 @@ impl Reference {
             "prompt"
         };
         let prompt = file.float(rows)?.clone();
-        if prompt.shape.len() != 2 || prompt.shape.first() != Some(&p) {
+        // a width of 0 holds no values whatever its rows, so its rows bound nothing
+        if prompt.shape.len() != 2
+            || prompt.shape.first() != Some(&p)
+            || prompt.shape.get(1) == Some(&0)
+        {
             return Err(Error::file(
                 path,
                 format!(
-                    "`{rows}` has shape {:?}: expected [{p}, width] (num_virtual_tokens = {p})",
+                    "`{rows}` has shape {:?}: expected [{p}, width] (num_virtual_tokens = {p}, width at least 1)",
                     prompt.shape
                 ),
             ));

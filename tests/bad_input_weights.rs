@@ -5,8 +5,12 @@
 
 mod common;
 
-use common::{edit_safetensors, refused, softprompt, RawTensor, ScratchDir};
+use common::{
+    edit_reference_meta, edit_safetensors, fixture, refused, softprompt, write_raw, RawTensor,
+    ScratchDir,
+};
 use softprompt::prelude::*;
+use std::collections::HashMap;
 use std::path::Path;
 
 fn s(p: &Path) -> &str {
@@ -217,5 +221,93 @@ fn an_empty_weight_map_names_the_index() {
     refused(
         &parity(&model, &r),
         &["model.safetensors.index.json", "`weight_map` is empty"],
+    );
+}
+
+/// `num_virtual_tokens` x `num_transformer_submodules` was an unchecked product: 2^63 x 2
+/// wrapped to 0 rows in a release build (an overflow panic in a debug one), so a table of 0
+/// rows loaded as a prompt of 2^63. A table of width 0, whose rows hold no values and so
+/// bound nothing, loaded too. Both are refused, naming the file and the keys or the shape.
+#[test]
+fn adapter_sizes_that_overflow_are_refused() {
+    use serde_json::json;
+    use softprompt::internals::prompt::PromptTable;
+    let dir = ScratchDir::new("adapter_overflow");
+    let prompt = dir.copy_model("bert_mlm/peft_adapter", "prompt");
+    let cfg_path = prompt.join("adapter_config.json");
+    let good: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).expect("adapter_config.json"))
+            .expect("JSON");
+    let write = |cfg: &serde_json::Value, shape: Vec<usize>| {
+        std::fs::write(&cfg_path, cfg.to_string()).expect("write adapter_config.json");
+        let table = HashMap::from([("prompt_embeddings".to_string(), RawTensor::f32(shape, &[]))]);
+        write_raw(&prompt.join("adapter_model.safetensors"), &table, None);
+    };
+    // refused, with an error holding every needle
+    let refused_with = |needles: &[&str]| {
+        let err = match PromptTable::load_peft(&prompt) {
+            Ok(t) => panic!("loaded a table of {} rows of {}", t.p, t.d),
+            Err(e) => e.to_string(),
+        };
+        for want in needles {
+            assert!(err.contains(want), "{err}");
+        }
+    };
+    let mut cfg = good.clone();
+    cfg["num_virtual_tokens"] = json!(1u64 << 63);
+    cfg["num_transformer_submodules"] = json!(2);
+    write(&cfg, vec![0, 48]);
+    refused_with(&[
+        "adapter_config.json",
+        "num_virtual_tokens 9223372036854775808 x num_transformer_submodules 2 overflows",
+    ]);
+    // width 0 (token_dim, which would catch it, left out as PEFT may)
+    let mut cfg = good.clone();
+    cfg.as_object_mut().expect("object").remove("token_dim");
+    write(&cfg, vec![5, 0]);
+    refused_with(&[
+        "adapter_model.safetensors",
+        "`prompt_embeddings` has shape [5, 0]: expected [rows, d], d at least 1",
+    ]);
+}
+
+/// A p-tuning reference's `peft_config` sizes the encoder: an `encoder_hidden_size` of 2^62
+/// overflowed the LSTM's u128 parameter count (4 · h · 2h) and its shapes (4 · h wrapped to
+/// 0), and a `prompt` of width 0 with 2^63 rows and two submodules wrapped its rows to 0.
+/// Each is named in the reference's terms.
+#[test]
+fn reference_encoder_sizes_that_overflow_are_refused() {
+    let dir = ScratchDir::new("reference_overflow");
+    let model = fixture("bert_mlm");
+    let good = fixture("deep/bert_mlm/ref_pet_ptuning_lstm.safetensors");
+    let r = dir.path().join("ref.safetensors");
+    std::fs::copy(&good, &r).expect("copy the reference");
+    edit_reference_meta(&r, |v| {
+        v["peft_config"]["encoder_hidden_size"] = (1u64 << 62).into()
+    });
+    refused(
+        &parity(&model, &r),
+        &[
+            "ref.safetensors",
+            "peft_config's `encoder_hidden_size` is 4611686018427387904: more than this engine \
+             supports (2147483647)",
+        ],
+    );
+    std::fs::copy(&good, &r).expect("copy the reference");
+    let huge = 1usize << 63;
+    edit_reference_meta(&r, |v| {
+        v["num_virtual_tokens"] = huge.into();
+        v["peft_config"]["num_transformer_submodules"] = 2.into();
+    });
+    edit_safetensors(&r, |t| {
+        t.insert("prompt".into(), RawTensor::f32(vec![huge, 0], &[]));
+    });
+    refused(
+        &parity(&model, &r),
+        &[
+            "ref.safetensors",
+            "`prompt` has shape [9223372036854775808, 0]: expected [9223372036854775808, width] \
+             (num_virtual_tokens = 9223372036854775808, width at least 1)",
+        ],
     );
 }

@@ -194,3 +194,28 @@ fn bad_settings_name_their_flag() {
     ];
     assert_refused_before_writing("pt_bad", cases);
 }
+
+/// An LSTM of hidden size 2^62 overflowed the u128 parameter count (4 · h · 2h per layer) and
+/// the shapes (4 · h wrapped to 0) before the memory check could refuse it: sizes past i32
+/// are refused first, naming the flag.
+#[test]
+fn encoder_sizes_past_i32_are_refused_before_any_product() {
+    use softprompt::internals::rng::Rng;
+    let cfg = EncoderConfig {
+        kind: EncoderKind::Lstm,
+        p: 5,
+        d: 7,
+        hidden: 1 << 62,
+        lstm_layers: 2,
+    };
+    let msg = match PromptEncoder::init(cfg, &mut Rng::new(0)) {
+        Ok(_) => panic!("an LSTM of hidden size 2^62 was built"),
+        Err(e) => e.to_string(),
+    };
+    for want in [
+        "--encoder-hidden-size",
+        "is 4611686018427387904: more than this engine supports (2147483647)",
+    ] {
+        assert!(msg.contains(want), "{msg}");
+    }
+}

@@ -108,6 +108,20 @@ impl EncoderConfig {
                 "is 0: the prompt encoder needs at least 1",
             ));
         }
+        // sizes past i32 (as config.json's) would overflow the u128 parameter count (an
+        // LSTM of hidden size 2^62 wrapped it) and the shapes' products before the memory check
+        let huge = [
+            ("--encoder-hidden-size", self.hidden),
+            ("--encoder-num-layers", self.lstm_layers),
+        ]
+        .into_iter()
+        .find(|(_, n)| *n > i32::MAX as usize);
+        if let Some((flag, n)) = huge {
+            return Err(Error::arg(
+                flag,
+                format!("is {n}: more than this engine supports ({})", i32::MAX),
+            ));
+        }
         if self.kind == EncoderKind::Lstm && self.lstm_layers == 0 {
             return Err(Error::arg(
                 "--encoder-num-layers",
