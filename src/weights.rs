@@ -9,6 +9,7 @@
 )]
 
 use crate::error::{Error, Result};
+use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -37,9 +38,16 @@ impl HostTensor {
     }
 }
 
+/// One safetensors file, read whole, with its header parsed once: `get` slices a tensor's
+/// bytes by the offsets the header gave (parsing the header again for every tensor made a
+/// load quadratic in the tensors of a shard).
 struct Shard {
     path: PathBuf,
     bytes: Vec<u8>,
+    /// where the tensors' data starts in `bytes`: the 8-byte length and the header
+    data_start: usize,
+    /// the header, checked by the crate against `bytes` when the shard was read
+    header: Metadata,
 }
 
 /// The float tensors of a checkpoint folder, by name, with the dtype each was stored in.
@@ -86,23 +94,18 @@ impl WeightStore {
             others: BTreeMap::new(),
         };
         for path in files {
-            let bytes = crate::fsutil::read_tensor_file(path)?;
-            let st = deserialize(path, &bytes)?;
+            let read = Shard::read(path)?;
             let shard = store.shards.len();
-            for (name, view) in st.tensors() {
-                if is_float(view.dtype()) {
+            for (name, info) in read.header.tensors() {
+                if is_float(info.dtype) {
                     store
                         .index
-                        .insert(name.clone(), (shard, view.dtype(), view.shape().to_vec()));
+                        .insert(name, (shard, info.dtype, info.shape.clone()));
                 } else {
-                    store.others.insert(name.clone(), (shard, view.dtype()));
+                    store.others.insert(name, (shard, info.dtype));
                 }
             }
-            drop(st);
-            store.shards.push(Shard {
-                path: path.clone(),
-                bytes,
-            });
+            store.shards.push(read);
         }
         Ok(store)
     }
@@ -167,22 +170,47 @@ impl WeightSource for WeightStore {
             .shards
             .get(*shard)
             .ok_or_else(|| Error::tensor(name, "indexed in a shard that was not read"))?;
-        let st = deserialize(&shard.path, &shard.bytes)?;
-        let view = st
-            .tensor(name)
-            .map_err(|e| Error::tensor(name, format!("in {}: {e}", shard.path.display())))?;
-        let data = to_f32(view.dtype(), view.data()).ok_or_else(|| {
+        let (dtype, bytes) = shard.tensor(name)?;
+        let data = to_f32(dtype, bytes).ok_or_else(|| {
             Error::tensor(
                 name,
                 format!(
-                    "has dtype {:?} in {}: expected {FLOAT_DTYPES}",
-                    view.dtype(),
+                    "has dtype {dtype:?} in {}: expected {FLOAT_DTYPES}",
                     shard.path.display()
                 ),
             )
         })?;
         check_finite(name, &data, &shard.path)?;
         Ok(HostTensor::new(shape.to_vec(), data))
+    }
+}
+
+impl Shard {
+    /// Reads `path` whole and parses its header, or an error naming the file (and the tensor
+    /// at fault, where one is).
+    fn read(path: &Path) -> Result<Shard> {
+        let bytes = crate::fsutil::read_tensor_file(path)?;
+        let (n, header) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| bad_file(path, &bytes, e))?;
+        Ok(Shard {
+            path: path.to_path_buf(),
+            bytes,
+            data_start: n.saturating_add(8),
+            header,
+        })
+    }
+
+    /// The stored dtype and bytes of the tensor `name`, by the offsets of the header parsed
+    /// when the shard was read (the crate checked them against the file then).
+    fn tensor(&self, name: &str) -> Result<(Dtype, &[u8])> {
+        let at = |msg: &str| Error::tensor(name, format!("in {}: {msg}", self.path.display()));
+        let info = (self.header.info(name)).ok_or_else(|| at("not in the file's header"))?;
+        let (start, end) = info.data_offsets;
+        let bytes = (self.data_start.checked_add(start))
+            .zip(self.data_start.checked_add(end))
+            .and_then(|(a, b)| self.bytes.get(a..b))
+            .ok_or_else(|| at("its data_offsets lie past the end of the file"))?;
+        Ok((info.dtype, bytes))
     }
 }
 
@@ -307,12 +335,6 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// `bytes` (the file `path`) as safetensors, or an error naming the file and, where one is at
-/// fault, the tensor.
-fn deserialize<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
-    SafeTensors::deserialize(bytes).map_err(|e| bad_file(path, bytes, e))
-}
-
 /// The crate's refusal of `path` in words: for most faults it names no tensor ("incomplete
 /// metadata, file not fully covered"), so the header is read again here to find the one at
 /// fault; its own words when nothing more is found.
@@ -428,26 +450,24 @@ pub struct TensorFile {
 
 impl TensorFile {
     pub fn read(path: &Path) -> Result<TensorFile> {
-        let bytes = crate::fsutil::read_tensor_file(path)?;
-        let (_, meta) =
-            SafeTensors::read_metadata(&bytes).map_err(|e| bad_file(path, &bytes, e))?;
-        let st = deserialize(path, &bytes)?;
+        let shard = Shard::read(path)?;
         let mut file = TensorFile {
             path: path.to_path_buf(),
-            metadata: meta.metadata().clone().unwrap_or_default(),
+            metadata: shard.header.metadata().clone().unwrap_or_default(),
             floats: HashMap::new(),
             ints: HashMap::new(),
             dtypes: HashMap::new(),
         };
-        for (name, view) in st.tensors() {
-            file.dtypes.insert(name.clone(), view.dtype());
-            let shape = view.shape().to_vec();
-            if let Some(data) = to_f32(view.dtype(), view.data()) {
+        for (name, info) in shard.header.tensors() {
+            let (dtype, bytes) = shard.tensor(&name)?;
+            file.dtypes.insert(name.clone(), dtype);
+            let shape = info.shape.clone();
+            if let Some(data) = to_f32(dtype, bytes) {
                 // a saved prompt, head, optimizer state or reference holding NaN would score or
                 // train silently wrong
                 check_finite(&name, &data, path)?;
                 file.floats.insert(name, HostTensor::new(shape, data));
-            } else if let Some(data) = to_i64(view.dtype(), view.data()) {
+            } else if let Some(data) = to_i64(dtype, bytes) {
                 file.ints.insert(name, (shape, data));
             }
         }
