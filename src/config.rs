@@ -636,12 +636,20 @@ fn parse_llama(cfg: &Cfg, model_type: &str) -> Result<DecoderConfig> {
     .and_then(|c| check_decoder_token_ids(cfg, c))
 }
 
-/// A decoder's end and pad tokens must be rows of its embedding table: one past it was
-/// accepted, then every target it ended failed as "tensor `labels`" with no word of
-/// config.json.
+/// A decoder's end tokens must be rows of its embedding table: one past it was accepted,
+/// then every target it ended failed as "tensor `labels`" with no word of config.json.
+///
+/// Its pad token need not be: a `pad_token_id` of `vocab_size` (a pad token added to the
+/// tokenizer without resizing the embeddings) loads, as it did before this check. In
+/// transformers 5.24 such a config only warns; BloomForCausalLM builds, but its forward fails
+/// on a padded batch holding the id (the embedding gathers every position), and the Llama
+/// family's `nn.Embedding(padding_idx=pad_token_id)` asserts. Here padding only fills
+/// positions the key mask hides, and fills them with `Decoder::pad_id`, an id within the
+/// table; the one use of the pad id as a token, `--target-end pad`, refuses an id past the
+/// table (`train::task::end_token`).
 fn check_decoder_token_ids(cfg: &Cfg, c: DecoderConfig) -> Result<DecoderConfig> {
-    let ids: Vec<(&str, usize)> = (c.eos_token_ids.iter().map(|&id| ("eos_token_id", id)))
-        .chain(c.pad_token_id.map(|id| ("pad_token_id", id)))
+    let ids: Vec<(&str, usize)> = (c.eos_token_ids.iter())
+        .map(|&id| ("eos_token_id", id))
         .collect();
     check_token_ids(cfg, c.vocab_size, &ids)?;
     Ok(c)

@@ -116,8 +116,9 @@ impl Task {
         let (pad_id, eos_id) = match &model.net {
             Net::Bert(m) => (m.cfg.pad_token_id as i32, -1),
             Net::T5(m) => (m.cfg.pad_token_id as i32, m.cfg.eos_token_id as i32),
+            // the padding of a decoder's batches: within the table, whatever config.json says
             Net::Bloom(m) | Net::Llama(m) => (
-                m.cfg.pad_token_id.unwrap_or(0) as i32,
+                m.pad_id(),
                 m.cfg.eos_token_ids.first().map_or(-1, |&e| e as i32),
             ),
         };
@@ -329,23 +330,47 @@ fn end_token<B: Backend>(spec: &TaskSpec, model: &Model<B>, eos_id: i32) -> Resu
     match spec.target_end {
         TargetEnd::Eos => Ok(eos),
         TargetEnd::None => Ok(None),
-        TargetEnd::Pad => match model.tokenizer.pad_id()? {
-            Some(id) => Ok(Some(id)),
-            None => match cfg.pad_token_id {
-                Some(id) => Ok(Some(id as i32)),
-                None => Err(Error::arg(
-                    "--target-end",
-                    format!(
-                        "pad: the model has no pad token (no `pad_token` in {d}/tokenizer_config.json \
-                         or {d}/special_tokens_map.json, no `pad_token_id` in {d}/config.json): use \
-                         --target-end eos (PEFT's guide pads with the end-of-sequence token when \
-                         the tokenizer has no pad token), or name one in tokenizer_config.json",
-                        d = model.dir.display()
-                    ),
-                )),
-            },
-        },
+        TargetEnd::Pad => pad_end(model, cfg).map(Some),
     }
+}
+
+/// `--target-end pad`'s token: the tokenizer's pad token as transformers reads it, else
+/// config.json's `pad_token_id`. It is a target token the model must predict, so it must be
+/// a row of the vocabulary: a pad token added to the tokenizer without resizing the
+/// embeddings, which padding alone may be (`config::check_decoder_token_ids`), is refused.
+fn pad_end<B: Backend>(model: &Model<B>, cfg: &DecoderConfig) -> Result<i32> {
+    let d = model.dir.display();
+    let (id, from) = match (model.tokenizer.pad_id()?, cfg.pad_token_id) {
+        (Some(id), _) => (
+            id as i64,
+            format!("the tokenizer's pad token (beside {d}/tokenizer.json)"),
+        ),
+        (None, Some(id)) => (id as i64, format!("`pad_token_id` in {d}/config.json")),
+        (None, None) => {
+            return Err(Error::arg(
+                "--target-end",
+                format!(
+                    "pad: the model has no pad token (no `pad_token` in {d}/tokenizer_config.json \
+                     or {d}/special_tokens_map.json, no `pad_token_id` in {d}/config.json): use \
+                     --target-end eos (PEFT's guide pads with the end-of-sequence token when \
+                     the tokenizer has no pad token), or name one in tokenizer_config.json"
+                ),
+            ))
+        }
+    };
+    // vocab_size is at most i32::MAX (config.json's sizes are), so a row's id is an i32
+    if (0..cfg.vocab_size as i64).contains(&id) {
+        return Ok(id as i32);
+    }
+    Err(Error::arg(
+        "--target-end",
+        format!(
+            "pad: the pad token, {from}, is id {id}, outside the vocabulary (vocab_size {} in \
+             {d}/config.json): a target cannot end with it; use --target-end eos, or resize the \
+             embeddings to hold it",
+            cfg.vocab_size
+        ),
+    ))
 }
 
 /// The model behind a task: BERT runs `pet` and `cls`, T5 runs `seq2seq`, BLOOM and Llama

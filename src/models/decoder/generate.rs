@@ -439,9 +439,10 @@ impl<B: Backend> Decoder<B> {
         Ok((out, ids))
     }
 
-    /// The id padding fills rows with: the pad token, else 0 (within the vocabulary; masked
-    /// wherever it stands).
-    pub(super) fn pad_id(&self) -> i32 {
+    /// The id padding fills rows with: the pad token, else 0, within the vocabulary (a
+    /// `pad_token_id` of `vocab_size` or more reads as the last row; padding is masked
+    /// wherever it stands, so its embedding row never counts).
+    pub(crate) fn pad_id(&self) -> i32 {
         (self.cfg.pad_token_id.unwrap_or(0)).min(self.cfg.vocab_size.saturating_sub(1)) as i32
     }
 
