@@ -90,28 +90,37 @@ fn task_config_with_a_bom_is_read() {
 // ---------------------------------------------------------------------------------------------
 // A prompt folder of two saves
 
+/// Two finished `cls` runs on the headless BERT, of one and two steps, in `dir/one` and
+/// `dir/two`.
+fn two_saves(dir: &ScratchDir) -> (PathBuf, PathBuf) {
+    let model = fixture("bert_nohead");
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    stdout_ok(&run(&cls_args(s(&model), &one, "1", &[])));
+    stdout_ok(&run(&cls_args(s(&model), &two, "2", &[])));
+    (one, two)
+}
+
+/// `eval` of the prompt folder `prompt` on the small dev file.
+fn eval(prompt: &Path) -> std::process::Output {
+    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/dev.jsonl");
+    softprompt(&[
+        "eval",
+        "--prompt",
+        s(prompt),
+        "--data",
+        s(&dev),
+        "--threads",
+        "1",
+    ])
+}
+
 /// A run killed between the files of its prompt folder left a step-2 adapter beside the
 /// step-1 head and task.json, which `eval` and `predict` scored without a word. Every file
 /// carries the save's stamp, and a folder whose stamps differ is refused, naming them.
 #[test]
 fn a_prompt_folder_of_two_saves_is_refused() {
     let dir = ScratchDir::new("saves_mixed_folder");
-    let model = fixture("bert_nohead");
-    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
-    stdout_ok(&run(&cls_args(s(&model), &one, "1", &[])));
-    stdout_ok(&run(&cls_args(s(&model), &two, "2", &[])));
-    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/dev.jsonl");
-    let eval = |prompt: &Path| {
-        softprompt(&[
-            "eval",
-            "--prompt",
-            s(prompt),
-            "--data",
-            s(&dev),
-            "--threads",
-            "1",
-        ])
-    };
+    let (one, two) = two_saves(&dir);
     stdout_ok(&eval(&one));
     // the kill: the new adapter renamed into place, the head and task.json not yet
     let adapter = "adapter_model.safetensors";
@@ -133,6 +142,59 @@ fn a_prompt_folder_of_two_saves_is_refused() {
         std::fs::copy(two.join(f), one.join(f)).expect("copy");
     }
     stdout_ok(&eval(&one));
+}
+
+/// A folder an older softprompt wrote (no stamps) that a stamped save was killed while
+/// replacing: the new adapter beside the old head and task.json loaded without a word, the
+/// unstamped files not being compared. Once one file is stamped, a file only softprompt
+/// writes without a stamp is refused, naming it and the stamped one; an unstamped adapter
+/// (PEFT's never has a stamp) beside stamped files is not.
+#[test]
+fn an_unstamped_file_beside_a_stamped_save_is_refused() {
+    let dir = ScratchDir::new("saves_unstamped");
+    let (old, new) = two_saves(&dir);
+    let unstamp = |folder: &Path, file: &str| {
+        let path = folder.join(file);
+        if file == "task.json" {
+            let mut v: Value =
+                serde_json::from_slice(&std::fs::read(&path).expect("task.json")).expect("json");
+            v.as_object_mut().expect("object").remove("softprompt_save");
+            std::fs::write(&path, v.to_string()).expect("write");
+        } else {
+            let (tensors, _) = common::read_raw(&path);
+            common::write_raw(&path, &tensors, None);
+        }
+    };
+    // the old version's folder, which loads
+    for f in ["adapter_model.safetensors", "head.safetensors", "task.json"] {
+        unstamp(&old, f);
+    }
+    stdout_ok(&eval(&old));
+    // the kill: the stamped adapter renamed into place, the old head and task.json not yet
+    let adapter = "adapter_model.safetensors";
+    std::fs::copy(new.join(adapter), old.join(adapter)).expect("copy");
+    refused(
+        &eval(&old),
+        &[
+            s(&old),
+            "task.json has no save stamp, but adapter_model.safetensors has one (step 2, ",
+            "older softprompt version",
+            "--resume",
+        ],
+    );
+    // and after the head too
+    std::fs::copy(new.join("head.safetensors"), old.join("head.safetensors")).expect("copy");
+    refused(&eval(&old), &["task.json has no save stamp"]);
+    // the new save's own head unstamped: named, with task.json's stamp
+    unstamp(&new, "head.safetensors");
+    refused(
+        &eval(&new),
+        &["head.safetensors has no save stamp, but task.json has one (step 2, "],
+    );
+    // an unstamped adapter beside a stamped save is PEFT's to write: read
+    std::fs::copy(old.join("head.safetensors"), new.join("head.safetensors")).expect("copy");
+    unstamp(&new, adapter);
+    stdout_ok(&eval(&new));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -41,9 +41,9 @@ pub fn stamp_metadata(stamp: &str) -> Option<HashMap<String, String>> {
     Some(HashMap::from([(SAVE_KEY.to_string(), stamp.to_string())]))
 }
 
-/// The save stamp in a safetensors file's header, read without its tensors; None when it has
-/// none or cannot be read (the file's own loader names that).
-fn header_stamp(path: &Path) -> Option<String> {
+/// The save stamp in a safetensors file's header, read without its tensors: Some(None) when
+/// it has none, None when the header cannot be read (the file's own loader names that).
+fn header_stamp(path: &Path) -> Option<Option<String>> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).ok()?;
     let mut n = [0u8; 8];
@@ -53,37 +53,53 @@ fn header_stamp(path: &Path) -> Option<String> {
     let mut header = Vec::new();
     f.take(n.min(1 << 26)).read_to_end(&mut header).ok()?;
     let v: Value = serde_json::from_slice(&header).ok()?;
-    let stamp = v.get("__metadata__")?.get(SAVE_KEY)?.as_str()?;
-    Some(stamp.to_string())
+    let stamp = v.get("__metadata__").and_then(|m| m.get(SAVE_KEY));
+    Some(stamp.and_then(Value::as_str).map(String::from))
 }
 
 /// Refuses a prompt folder whose files carry different save stamps: a run stopped while it
 /// wrote them (a new adapter beside an old head scored with neither's numbers). Files
-/// without a stamp (PEFT's, a hand-made head, an older softprompt's) are not compared.
-fn check_stamps(dir: &Path, task_stamp: Option<String>) -> Result<()> {
-    let mut stamps = vec![(TASK_FILE, task_stamp)];
+/// without a stamp are not compared, but once one file is stamped, a file only softprompt
+/// writes (task.json, the head, the encoder) without one is refused too: an older softprompt
+/// version's save that a stamped one was stopped while replacing. The adapter alone may lack
+/// one beside stamped files (PEFT's, which never has one). `task_stamp`: None without a
+/// task.json, Some(None) for one without a stamp.
+fn check_stamps(dir: &Path, task_stamp: Option<Option<String>>) -> Result<()> {
+    let mut files = vec![(TASK_FILE, task_stamp)];
     for f in [ADAPTER_WEIGHTS, HEAD_FILE, super::ptuning::ENCODER_FILE] {
-        stamps.push((f, header_stamp(&dir.join(f))));
+        let path = dir.join(f);
+        files.push((f, header_stamp(&path)));
     }
-    let stamped: Vec<(&str, String)> = (stamps.into_iter())
-        .filter_map(|(f, s)| s.map(|s| (f, s)))
+    let stamped: Vec<(&str, &String)> = (files.iter())
+        .filter_map(|(f, s)| s.as_ref()?.as_ref().map(|s| (*f, s)))
         .collect();
-    if stamped
-        .windows(2)
-        .all(|w| w.first().map(|x| &x.1) == w.last().map(|x| &x.1))
-    {
+    let Some(&(first, stamp)) = stamped.first() else {
         return Ok(());
+    };
+    let why = "a run was stopped while it wrote them; resume the run (train ... --resume) to \
+               write the folder again";
+    if stamped.iter().any(|(_, s)| *s != stamp) {
+        let found: Vec<String> = stamped.iter().map(|(f, s)| format!("{f}: {s}")).collect();
+        return Err(Error::file(
+            dir,
+            format!(
+                "the files of this prompt folder are of different saves ({}): {why}",
+                found.join("; ")
+            ),
+        ));
     }
-    let found: Vec<String> = stamped.iter().map(|(f, s)| format!("{f}: {s}")).collect();
-    Err(Error::file(
-        dir,
-        format!(
-            "the files of this prompt folder are of different saves ({}): a run was stopped \
-             while it wrote them; resume the run (train ... --resume) to write the folder \
-             again",
-            found.join("; ")
-        ),
-    ))
+    let unstamped = (files.iter()).find(|(f, s)| *f != ADAPTER_WEIGHTS && matches!(s, Some(None)));
+    match unstamped {
+        None => Ok(()),
+        Some((f, _)) => Err(Error::file(
+            dir,
+            format!(
+                "{f} has no save stamp, but {first} has one ({stamp}): the folder mixes a save \
+                 of an older softprompt version (or a file written by hand) with a newer save; \
+                 {why}"
+            ),
+        )),
+    }
 }
 
 /// A prompt folder as `eval` and `predict` read it.
@@ -229,7 +245,7 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
             .and_then(|c| c.get("peft_type"))
             .and_then(Value::as_str);
         check_record(&v, &task_path, prompt.p, peft_type)?;
-        task_stamp = v.get(SAVE_KEY).and_then(Value::as_str).map(String::from);
+        task_stamp = Some(v.get(SAVE_KEY).and_then(Value::as_str).map(String::from));
         let path = |k: &str| v.get(k).and_then(|m| m.as_str()).map(PathBuf::from);
         (
             Some(TaskSpec::from_json(&v, &task_path)?),
