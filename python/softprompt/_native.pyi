@@ -33,6 +33,11 @@ class Task:
     @property
     def target_end(self) -> str:
         """causal: what follows each target (eos, pad or none)."""
+    @property
+    def eos_missing(self) -> bool:
+        """Whether the task is causal under target_end "eos" (the default) on a model whose
+        config.json names no eos_token_id: its targets then end with no token, as under "none",
+        and generation stops only at its length bound (the command line warns of it)."""
 
 class Prompt:
     """A soft prompt: P rows of the model's width, float32, on the host."""

@@ -50,6 +50,16 @@ impl PyTask {
         self.inner.spec().target_end.name()
     }
 
+    /// Whether the task is causal under target_end "eos" (the default) on a model whose
+    /// config.json names no eos_token_id: its targets then end with no token, as under
+    /// target_end "none", and generation stops only at its length bound. Allowed (PEFT
+    /// scores such targets the same way) and silent here; the command line warns of it, and
+    /// target_end="none" says so on purpose.
+    #[getter]
+    fn eos_missing(&self) -> bool {
+        self.inner.eos_missing()
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Task({}, template {:?}, labels {:?})",

@@ -39,3 +39,24 @@ def test_pad_end_without_a_pad_token_is_refused():
         model.task([("a", "x"), ("b", "y")], prompt_len=2, task="causal", target_end="pad")
     with pytest.raises(sp.InvalidArgument, match="eos, pad or none"):
         model.task([("a", "x"), ("b", "y")], prompt_len=2, task="causal", target_end="sep")
+
+
+def test_eos_missing_says_a_causal_task_ends_with_nothing(tmp_path):
+    """Mistral's config.json names no eos_token_id: a causal task under target_end "eos" (the
+    default) ends its targets with nothing, which the command line warns of and Task.eos_missing
+    tells a Python caller, for a new task and a saved prompt's alike. "none" says so on purpose,
+    Llama has an eos token, and a pet task has no target end."""
+    pairs = [("the order was late", "complaint"), ("the order was fine", "no complaint")]
+    mistral = sp.Model(FIXTURES / "mistral")
+    task = mistral.task(pairs, prompt_len=2, task="causal")
+    assert task.eos_missing is True
+    assert mistral.task(pairs, prompt_len=2, task="causal", target_end="none").eos_missing is False
+    llama = sp.Model(FIXTURES / "llama")
+    assert llama.task(pairs, prompt_len=2, task="causal").eos_missing is False
+    bert = sp.Model(FIXTURES / "bert_mlm")
+    pet = bert.task(pairs, prompt_len=2, verbalizer="complaint=bad,no complaint=good")
+    assert pet.eos_missing is False
+    mistral.save_prompt(tmp_path / "p", mistral.new_prompt(task, prompt_len=2, seed=1), task)
+    loaded = sp.Prompt.load(tmp_path / "p")
+    assert mistral.task_for(loaded).eos_missing is True
+    assert mistral.task_for(loaded, target_end="none").eos_missing is False
