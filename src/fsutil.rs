@@ -6,8 +6,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// `name` is one folder's name, safe to join under a parent: letters, digits, `-`, `_` and
-/// `.`, and not `.` or `..` (which name the parent, or its parent). Training's task folders
-/// and the server's prompt names both use it.
+/// `.`, and not `.` or `..` (which name the parent, or its parent). A task of
+/// [`crate::Model::train_multi`] is saved in a folder of its name, which must pass this;
+/// `softprompt serve` holds its prompt names to it too (they go into URLs and metrics).
+///
+/// ```
+/// assert!(softprompt::is_folder_name("sst2-v1.0_b"));
+/// assert!(!softprompt::is_folder_name("..") && !softprompt::is_folder_name("a/b"));
+/// ```
 pub fn is_folder_name(name: &str) -> bool {
     !name.is_empty()
         && name != "."

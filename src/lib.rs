@@ -68,6 +68,7 @@ pub use api::{
 };
 pub use backend::{DeviceKind as Device, Precision};
 pub use error::{Error, Result};
+pub use fsutil::is_folder_name;
 pub use models::decoder::PromptPlacement;
 pub use models::heads::Pooling;
 pub use models::Placement;

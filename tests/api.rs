@@ -568,3 +568,50 @@ fn prompt_load_names_a_file_and_a_missing_peft_type() {
         "{e}"
     );
 }
+
+/// `Model::check_prompt` refuses, without running anything, what a prediction of the pair
+/// would refuse (a server checks a prompt once, as it loads): a `cls` prompt whose head has
+/// other labels than the task, or none, and values that are not finite; it passes a prompt
+/// that predicts.
+#[test]
+fn check_prompt_refuses_what_a_prediction_would() {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let cls = |labels: &[&str]| {
+        let opts = TaskOptions {
+            task: Some(TaskKind::Cls),
+            labels: Some(labels.iter().map(|l| l.to_string()).collect()),
+            ..TaskOptions::default()
+        };
+        model.task(&opts, None, 3).unwrap()
+    };
+    let (two, three) = (cls(&["a", "b"]), cls(&["a", "b", "c"]));
+    let random = PromptInit::Random { std: 1.0 };
+    let mut prompt = model.new_prompt(&three, 3, &random, 0).unwrap();
+    model.check_prompt(&three, &prompt).unwrap();
+    let data = Dataset::from_pairs("d", [("great", None::<&str>)]);
+    let enc = model.encode(&two, &data).unwrap();
+    let predicted = model
+        .predict(&two, &prompt, &enc, 8)
+        .map(|_| ())
+        .unwrap_err();
+    let checked = model.check_prompt(&two, &prompt).unwrap_err();
+    assert_eq!(checked.to_string(), predicted.to_string());
+    assert!(
+        checked
+            .to_string()
+            .contains("the head has 3 labels but the task 2"),
+        "{checked}"
+    );
+    let headless = Prompt::from_values(3, 48, prompt.values().to_vec()).unwrap();
+    let e = model
+        .check_prompt(&three, &headless)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs the classifier head"), "{e}");
+    prompt.values_mut()[4] = f32::INFINITY;
+    let e = model.check_prompt(&three, &prompt).unwrap_err().to_string();
+    assert!(
+        e.contains("the prompt") && e.contains("flat index 4"),
+        "{e}"
+    );
+}

@@ -114,3 +114,28 @@ fn public_surface_is_the_listed_one() {
         ["src/lib.rs: mod internals", "src/lib.rs: mod prelude"]
     );
 }
+
+/// The server is built over the public API only (ARCHITECTURE.md, "server"): no file of
+/// `src/serve/` (nor `prediction_json.rs`, which it shares with `predict`) names
+/// `softprompt::internals`, whose items make no promise. `registry.rs` reached into
+/// `internals::fsutil` for its name check.
+#[test]
+fn serve_uses_the_public_api_only() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = std::fs::read_dir(root.join("src/serve"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.push(root.join("src/prediction_json.rs"));
+    assert!(files.len() > 5, "{files:?}");
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let at = text.lines().position(|l| l.contains("internals"));
+        assert!(
+            at.is_none(),
+            "{}:{}: the server uses softprompt's public API only",
+            f.display(),
+            at.unwrap_or(0) + 1
+        );
+    }
+}

@@ -1,7 +1,9 @@
 //! Loading and unloading prompts in a running `softprompt serve` over real HTTP
 //! (`common::serve`): a loaded prompt is served as `predict` scores it and an unloaded one is
 //! gone; a folder that cannot be served (a FIFO among its files, a prompt of another
-//! architecture) is refused with a 400 naming it, and the server goes on.
+//! architecture, a `cls` head that does not fit its task, more rows than the model's
+//! positions) is refused with a 400 naming it, and the server goes on; a causal prompt with no
+//! end token is warned of as it loads.
 #![cfg(feature = "serve")]
 
 mod common;
@@ -178,5 +180,153 @@ fn load_of_another_architecture_names_the_mismatch() {
             "`arch` is \"bloom\"",
         ],
     );
+    assert_eq!(server.terminate(), 0);
+}
+
+/// A causal prompt under target_end eos on a model whose config.json names no eos_token_id
+/// (the Mistral fixture): its targets end with no token, which the command line warns of
+/// (`Task::eos_missing`) and serve said nothing of. Each such prompt is warned of once on
+/// stderr as it loads, at start and over HTTP, naming it and config.json, and the load's
+/// answer carries the warning; one saved with target_end none loads without a word.
+#[test]
+fn a_causal_prompt_without_an_end_token_is_warned_at_load() {
+    let dir = ScratchDir::new("serve_eos_missing");
+    let mistral = common::fixture("mistral");
+    let model = Model::open(&mistral, Device::Cpu).unwrap();
+    let save = |name: &str, end: TargetEnd| {
+        let opts = TaskOptions {
+            task: Some(TaskKind::Causal),
+            verbalizer: Some(vec![
+                ("negative".into(), "bad".into()),
+                ("positive".into(), "good".into()),
+            ]),
+            target_end: Some(end),
+            ..TaskOptions::default()
+        };
+        let task = model.task(&opts, None, 3).unwrap();
+        assert_eq!(task.eos_missing(), end == TargetEnd::Eos);
+        let prompt = (model.new_prompt(&task, 3, &PromptInit::Random { std: 0.5 }, 1)).unwrap();
+        let path = dir.path().join(name);
+        model.save_prompt(&path, &prompt, &task).unwrap();
+        path
+    };
+    let (eos, none) = (save("eos", TargetEnd::Eos), save("none", TargetEnd::None));
+    let log = dir.path().join("stderr.txt");
+    let server = Server::start_logged(&mistral, &[("a", &eos), ("n", &none)], &[], &log);
+    let config = mistral.join("config.json").display().to_string();
+    let warned = |name: &str, path: &std::path::Path| {
+        format!(
+            "prompt \"{name}\" ({}): {config} has no eos_token_id",
+            path.display()
+        )
+    };
+    for (name, path) in [("b", &eos), ("m", &none)] {
+        let body = json!({ "name": name, "path": path }).to_string();
+        let (status, v) = server.call("POST", "/v1/prompts", Some(&body));
+        assert_eq!(status, 201, "{v}");
+        let warnings = v["warnings"].as_array().unwrap();
+        match name {
+            "b" => {
+                assert_eq!(warnings.len(), 1, "{v}");
+                let w = warnings[0].as_str().unwrap();
+                assert!(w.starts_with(&warned("b", &eos)), "{w}");
+                assert!(w.contains("\"target_end\" to \"none\""), "{w}");
+                assert!(!w.contains("--"), "names a flag: {w}");
+            }
+            _ => assert!(warnings.is_empty(), "{v}"),
+        }
+    }
+    // every prompt serves (the warning refuses nothing)
+    for name in ["a", "n", "b", "m"] {
+        let (status, v) = server.predict(name, &["the order was late"]);
+        assert_eq!(status, 200, "{name}: {v}");
+    }
+    assert_eq!(server.terminate(), 0);
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(err.matches("has no eos_token_id").count(), 2, "{err}");
+    assert_eq!(
+        err.matches(&format!("warning: {}", warned("a", &eos)))
+            .count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(
+        err.matches(&format!("warning: {}", warned("b", &eos)))
+            .count(),
+        1,
+        "{err}"
+    );
+}
+
+/// Prompts that cannot serve on the model, loaded over HTTP: a `cls` prompt whose task.json
+/// names other labels than its head has, or that has no head.safetensors, was loaded (201)
+/// and then failed every request for it with a 400 that was no fault of the request; a prompt
+/// of more rows than the model has positions got a 400 naming `--prompt-len`, a flag a client
+/// cannot pass. Each is refused at load, naming the folder and what does not fit, and the
+/// server goes on serving.
+#[test]
+fn a_prompt_that_cannot_serve_is_refused_at_load() {
+    let scratch = ScratchDir::new("serve_cannot_serve");
+    let (pet, cls) = make_prompts(scratch.path());
+    let copy = |name: &str| {
+        let dir = scratch.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in std::fs::read_dir(&cls).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+        }
+        dir
+    };
+    let two = copy("two_labels");
+    let task_json = two.join("task.json");
+    let mut task: Value = serde_json::from_slice(&std::fs::read(&task_json).unwrap()).unwrap();
+    task["labels"] = json!(["a", "b"]);
+    std::fs::write(&task_json, task.to_string()).unwrap();
+    let headless = copy("headless");
+    std::fs::remove_file(headless.join("head.safetensors")).unwrap();
+    let model = Model::open(model_dir(), Device::Cpu).unwrap();
+    let pet_task = model.task(&pet_options(), None, 4).unwrap();
+    let long = scratch.path().join("long");
+    let rows = Prompt::from_values(70, 48, vec![0.01; 70 * 48]).unwrap();
+    model.save_prompt(&long, &rows, &pet_task).unwrap();
+
+    let server = Server::start(&[("pet", &pet)], &[]);
+    let load = |name: &str, path: &std::path::Path| {
+        let body = json!({ "name": name, "path": path }).to_string();
+        server.call("POST", "/v1/prompts", Some(&body))
+    };
+    let head = two.join("head.safetensors").display().to_string();
+    refused_with(
+        "two labels",
+        &load("two", &two),
+        400,
+        &[&head, "the head has 3 labels but the task 2"],
+    );
+    let msg = refused_with(
+        "headless",
+        &load("headless", &headless),
+        400,
+        &[&headless.display().to_string(), "needs the classifier head"],
+    );
+    assert!(msg.contains("this folder has none"), "{msg}");
+    let msg = refused_with(
+        "70 rows",
+        &load("long", &long),
+        400,
+        &[
+            &format!(
+                "prompt \"long\" ({}) does not fit this server's model",
+                long.display()
+            ),
+            "70 rows and a row of at least 2 tokens need 72 positions",
+            "holds 64",
+            "load a prompt of fewer rows",
+        ],
+    );
+    assert!(!msg.contains("--"), "names a flag: {msg}");
+    let (_, list) = server.call("GET", "/v1/prompts", None);
+    assert_eq!(list["prompts"].as_array().unwrap().len(), 1, "{list}");
+    let (status, v) = server.predict("pet", &TEXTS[..2]);
+    assert_eq!(status, 200, "{v}");
     assert_eq!(server.terminate(), 0);
 }

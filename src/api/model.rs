@@ -391,6 +391,15 @@ impl Model {
         })
     }
 
+    /// Checks `prompt` against this model and `task` as every use of the two together does,
+    /// without running anything: its width (or a prefix adapter's layout) fits the model, its
+    /// values are finite, and for `cls` it has a head with one output per label of the task.
+    /// [`Model::task_for`] checks the width alone; a server that loads a prompt once checks
+    /// the rest here rather than failing every request on it.
+    pub fn check_prompt(&self, task: &Task, prompt: &Prompt) -> Result<()> {
+        on_engine!(&self.engine, |_be, m| checked(m, task, prompt).map(|_| ()))
+    }
+
     /// Writes the prompt into `dir` as `softprompt train` does: PEFT's adapter files (which
     /// PEFT's `PeftModel.from_pretrained` loads), task.json, and head.safetensors for `cls`.
     pub fn save_prompt(&self, dir: impl AsRef<Path>, prompt: &Prompt, task: &Task) -> Result<()> {
@@ -428,6 +437,23 @@ pub(crate) fn bind<B: Backend>(
     task: &Task,
     prompt: &Prompt,
 ) -> Result<Params<B>> {
+    let (prefix, head) = checked(model, task, prompt)?;
+    Ok(Params {
+        prompt: be.upload(DType::F32, prompt.values())?,
+        p: prompt.rows(),
+        d: prompt.width(),
+        head: head.map(|h| h.upload(be)).transpose()?,
+        prefix,
+    })
+}
+
+/// The prompt's prefix settings (a prefix adapter's) and `cls` head, once the prompt is
+/// checked against the model and the task.
+fn checked<B: Backend>(
+    model: &train::Model<B>,
+    task: &Task,
+    prompt: &Prompt,
+) -> Result<(Option<crate::models::PrefixSpec>, Option<HostClsHead>)> {
     let d = model.hidden_size();
     let prefix = fit(prompt, model)?;
     check_finite(prompt)?;
@@ -448,13 +474,7 @@ pub(crate) fn bind<B: Backend>(
             ))
         }
     };
-    Ok(Params {
-        prompt: be.upload(DType::F32, prompt.values())?,
-        p: prompt.rows(),
-        d: prompt.width(),
-        head: head.map(|h| h.upload(be)).transpose()?,
-        prefix,
-    })
+    Ok((prefix, head))
 }
 
 /// Values set through `values_mut`/`head_mut` are checked here, where every use passes: a

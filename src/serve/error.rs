@@ -35,22 +35,56 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, msg)
     }
 
-    /// The engine's error: what the client handed in (data, a prompt folder, settings) is a
-    /// 400, a failure of the device or the engine itself a 500.
-    pub fn from_engine(e: &softprompt::Error) -> ApiError {
-        use softprompt::Error as E;
-        let status = match e {
-            E::Arg { .. }
-            | E::Data { .. }
-            | E::File { .. }
-            | E::Io { .. }
-            | E::Config { .. }
-            | E::Tensor { .. }
-            | E::Tokenizer { .. }
-            | E::Unsupported(_) => StatusCode::BAD_REQUEST,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+    /// The engine's error on a request's texts: what the client handed in (a text that does
+    /// not fit) is a 400; the rest is the server's, a 500: the engine checks a request's rows
+    /// against the model before it runs them, so a size that does not add up inside it is a
+    /// bug, and numbers that stop being finite come from the model or a loaded prompt, which
+    /// the client cannot change.
+    pub fn from_predict(e: &softprompt::Error) -> ApiError {
+        let status = match fault(e) {
+            Fault::Input => StatusCode::BAD_REQUEST,
+            Fault::Check | Fault::Server => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
+    }
+
+    /// The engine's error on a prompt folder a client asked to load: one that does not fit
+    /// the model (its sizes, or its values) is the folder's, a 400; the device and the
+    /// engine's own failures stay a 500.
+    pub fn from_load(e: &softprompt::Error) -> ApiError {
+        let status = match fault(e) {
+            Fault::Input | Fault::Check => StatusCode::BAD_REQUEST,
+            Fault::Server => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// Whose fault an engine error is.
+enum Fault {
+    /// what the client handed in: files, settings, texts
+    Input,
+    /// a size or value check: the input's on a prompt folder being loaded, the engine's on
+    /// rows it checked itself
+    Check,
+    /// the server's own: its device, the engine
+    Server,
+}
+
+/// Every variant is named, so that a new one is decided here.
+fn fault(e: &softprompt::Error) -> Fault {
+    use softprompt::Error as E;
+    match e {
+        E::Arg { .. }
+        | E::Data { .. }
+        | E::File { .. }
+        | E::Io { .. }
+        | E::Config { .. }
+        | E::Tensor { .. }
+        | E::Tokenizer { .. }
+        | E::Unsupported(_) => Fault::Input,
+        E::Shape { .. } | E::NonFinite(_) => Fault::Check,
+        E::Device(_) | E::Kernel { .. } | E::Interrupted(_) => Fault::Server,
     }
 }
 
@@ -64,4 +98,36 @@ impl IntoResponse for ApiError {
 pub fn json_response(status: StatusCode, body: &Value) -> Response {
     let headers = [(header::CONTENT_TYPE, "application/json")];
     (status, headers, body.to_string()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use softprompt::Error;
+
+    /// A size or value check is the folder's fault when a client loads it (a 500 said the
+    /// server failed), and the engine's on a request's rows, which it checked itself; the
+    /// device's failures are the server's either way, and a bad text is the client's.
+    #[test]
+    fn each_error_has_its_status_on_a_load_and_on_a_prediction() {
+        let shape = Error::shape("prompt (P*d)", 144, 141);
+        let non_finite = Error::NonFinite("the prompt holds inf".into());
+        let device = Error::Device("out of memory".into());
+        let text = Error::data("the request", 2, "the text holds the mask token");
+        let cases = [
+            (&shape, 400, 500),
+            (&non_finite, 400, 500),
+            (&device, 500, 500),
+            (&text, 400, 400),
+        ];
+        for (e, load, predict) in cases {
+            let (l, p) = (ApiError::from_load(e), ApiError::from_predict(e));
+            assert_eq!(
+                (l.status.as_u16(), p.status.as_u16()),
+                (load, predict),
+                "{e}"
+            );
+            assert_eq!(l.msg, e.to_string());
+        }
+    }
 }

@@ -2,12 +2,14 @@
 //! with hyper, which closes one whose request head does not arrive within
 //! `--header-timeout-ms` (idle keep-alive connections and slow clients alike). `axum::serve`
 //! gives hyper no timer, so that timeout never fired and a client trickling bytes held its
-//! connection, and a file descriptor, for ever.
+//! connection, and a file descriptor, for ever. `conn.rs` follows each connection's phase.
 
+use super::conn::{self, Track};
+use super::metrics::Metrics;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use softprompt::{Error, Result};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -35,14 +37,16 @@ pub async fn bind(host: &str, port: u16) -> Result<TcpListener> {
     })
 }
 
-/// Serves `app` on `listener` until a signal, then closes the idle connections at once and
-/// waits for those with a request under way, at most `grace` (a client that never finishes
-/// its request must not keep the server up for ever).
+/// Serves `app` on `listener` until a signal, then closes the connections with no request
+/// (idle, or part-way through a head) at once and waits for those with a request under way,
+/// at most `grace` (a client that never finishes its request must not keep the server up for
+/// ever).
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     limits: ConnLimits,
     grace: Duration,
+    metrics: Arc<Metrics>,
 ) -> Result<()> {
     let addr = listener
         .local_addr()
@@ -53,6 +57,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     // each connection holds a receiver: once all are dropped, every connection has ended
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stopping = Arc::new(AtomicBool::new(false));
     let signal = stop_signal();
     tokio::pin!(signal);
     loop {
@@ -75,21 +80,24 @@ pub async fn serve(
                 continue;
             }
         };
-        let service = TowerToHyperService::new(app.clone());
+        let track = Track::new(stopping.clone(), metrics.clone());
+        let service = conn::service(app.clone(), track.clone());
+        let stream = TokioIo::new(conn::Stream::new(stream, track));
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = builder.serve_connection(stream, service);
             tokio::pin!(conn);
-            let stopping = tokio::select! {
+            let stopped = tokio::select! {
                 _ = conn.as_mut() => false,
                 _ = stop.wait_for(|s| *s) => true,
             };
-            if stopping {
-                // an idle connection closes at once; one with a request finishes it
+            if stopped {
+                // an idle connection closes at once, one in a head reads the end of its
+                // stream (`conn::Stream`), one with a request finishes it
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }
@@ -98,6 +106,8 @@ pub async fn serve(
         });
     }
     drop(listener);
+    // before the connections hear of the stop: each then reads its stream's end at once
+    stopping.store(true, Ordering::Release);
     let _ = stop_tx.send(true);
     drop(stop_rx);
     if tokio::time::timeout(grace, stop_tx.closed()).await.is_err() {

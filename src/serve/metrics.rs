@@ -2,6 +2,7 @@
 //! engine batch, queue time, request latency, and the engine's tokens and seconds (their ratio
 //! is its throughput in tokens/s).
 
+use super::conn::Phase;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Mutex, PoisonError};
@@ -67,6 +68,8 @@ struct Inner {
     tokens: u64,
     engine_seconds: f64,
     prompts: usize,
+    /// open connections by `Phase`
+    connections: [u64; 3],
 }
 
 /// Every metric, behind one lock: each request takes it a few times, far from a contention
@@ -91,6 +94,7 @@ impl Metrics {
                 tokens: 0,
                 engine_seconds: 0.0,
                 prompts: 0,
+                connections: [0; 3],
             }),
         }
     }
@@ -131,6 +135,18 @@ impl Metrics {
         self.with(|m| m.prompts = n);
     }
 
+    /// A connection left phase `from` (None: it was accepted) for `to` (None: it ended).
+    pub fn connection(&self, from: Option<Phase>, to: Option<Phase>) {
+        self.with(|m| {
+            if let Some(n) = from.and_then(|p| m.connections.get_mut(p as usize)) {
+                *n = n.saturating_sub(1);
+            }
+            if let Some(n) = to.and_then(|p| m.connections.get_mut(p as usize)) {
+                *n += 1;
+            }
+        });
+    }
+
     /// Everything in Prometheus' text format.
     pub fn render(&self) -> String {
         self.with(|m| {
@@ -142,6 +158,15 @@ impl Metrics {
             );
             for ((route, status), n) in &m.requests {
                 let _ = writeln!(out, "{name}{{route=\"{route}\",status=\"{status}\"}} {n}");
+            }
+            let name = "softprompt_connections";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Open connections: idle, part-way through a request head, or \
+                 serving a request (this scrape's own among them).\n# TYPE {name} gauge"
+            );
+            for (phase, n) in Phase::ALL.iter().zip(m.connections) {
+                let _ = writeln!(out, "{name}{{state=\"{}\"}} {n}", phase.name());
             }
             let hists = [
                 (

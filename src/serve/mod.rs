@@ -10,6 +10,7 @@
 
 mod batcher;
 mod body;
+mod conn;
 mod error;
 mod listen;
 mod metrics;
@@ -121,7 +122,7 @@ pub fn run(s: Settings) -> Result<()> {
     let shared = Arc::new(routes::Shared {
         tx: engine.tx,
         catalog: engine.catalog,
-        metrics,
+        metrics: metrics.clone(),
         limits: s.limits,
         model: s.model.clone(),
         device: engine.device,
@@ -136,10 +137,13 @@ pub fn run(s: Settings) -> Result<()> {
     let app = routes::router(shared);
     let served = rt.block_on(async {
         let listener = listen::bind(&s.host, s.port).await?;
-        listen::serve(listener, app, s.conns, s.shutdown_grace).await
+        listen::serve(listener, app, s.conns, s.shutdown_grace, metrics).await
     });
     // tasks left on the runtime hold senders to the engine: dropping them lets it end
     rt.shutdown_timeout(Duration::from_secs(5));
+    if let Some(release) = engine.release {
+        let _ = release.send(());
+    }
     if engine.thread.join().is_err() {
         return Err(Error::Device("the engine's thread panicked".into()));
     }

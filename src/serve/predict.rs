@@ -78,7 +78,7 @@ fn encode(model: &Model, q: &Queued) -> std::result::Result<Vec<Row>, ApiError> 
 /// and the model's position limit instead.
 fn text_error(model: &Model, q: &Queued, e: &softprompt::Error) -> ApiError {
     let softprompt::Error::Data { line, msg, .. } = e else {
-        return ApiError::from_engine(e);
+        return ApiError::from_predict(e);
     };
     let i = line.saturating_sub(1);
     let Some(why) = msg.strip_prefix("invalid argument --max-len: ") else {
@@ -117,7 +117,7 @@ fn predict_requests(
     let jobs: Vec<(&Task, &Prompt)> = entries.iter().map(|e| (&e.task, &e.prompt)).collect();
     // one engine pass per batch of rows whatever their prompts (the prompt table, #17)
     let preds =
-        (model.predict_mixed(&jobs, &rows, batch_size)).map_err(|e| ApiError::from_engine(&e))?;
+        (model.predict_mixed(&jobs, &rows, batch_size)).map_err(|e| ApiError::from_predict(&e))?;
     if preds.len() != rows.len() {
         return Err(ApiError::internal(format!(
             "the engine gave {} predictions for {} rows",
@@ -132,7 +132,7 @@ fn predict_requests(
         let answer = (rs.iter().zip(preds.by_ref()))
             .map(|(row, p)| prediction_json(model, labels, p, row.truncated).map(Value::Object))
             .collect::<Result<Vec<Value>>>()
-            .map_err(|e| ApiError::from_engine(&e))?;
+            .map_err(|e| ApiError::from_predict(&e))?;
         answers.push(answer);
     }
     Ok(answers)

@@ -4,8 +4,7 @@
 use super::error::ApiError;
 use axum::http::StatusCode;
 use serde::Serialize;
-use softprompt::internals::fsutil::is_folder_name;
-use softprompt::{Error, Model, Prompt, Result, Task, TaskOptions};
+use softprompt::{is_folder_name, Error, Model, Prompt, Result, Task, TaskOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -30,6 +29,12 @@ pub struct PromptInfo {
     pub prompt_len: usize,
     /// tokens per row the texts are cut to
     pub max_len: usize,
+}
+
+/// A prompt just loaded: its description, and what its load warns of (printed on stderr too).
+pub struct Loaded {
+    pub info: PromptInfo,
+    pub warnings: Vec<String>,
 }
 
 /// The names and descriptions of the loaded prompts, shared with the HTTP side.
@@ -76,16 +81,21 @@ impl Registry {
     }
 
     /// Adds `prompt`, read from the folder `path`, as `name` for `model`: 400 for a bad name
-    /// or a prompt that does not fit the model, 409 when the name is taken.
+    /// or a prompt that does not fit the model, 409 when the name is taken. Its warnings are
+    /// printed on stderr, once each.
     pub fn load(
         &mut self,
         model: &Model,
         name: &str,
         path: &Path,
         prompt: Prompt,
-    ) -> Result<PromptInfo, ApiError> {
+    ) -> Result<Loaded, ApiError> {
         check_new_name(name, &self.catalog)?;
         let entry = open(model, name, path, prompt)?;
+        let warnings = warnings(model, name, path, &entry.task);
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
         let spec = entry.task.spec();
         let info = PromptInfo {
             name: name.to_string(),
@@ -100,7 +110,7 @@ impl Registry {
         self.catalog.update(|c| {
             c.insert(name.to_string(), info.clone());
         });
-        Ok(info)
+        Ok(Loaded { info, warnings })
     }
 
     /// `check_new_name` against this table.
@@ -148,9 +158,10 @@ pub fn unknown_prompt(name: &str, catalog: &Catalog) -> ApiError {
 }
 
 /// A prompt read from the folder `path`, with the task it was trained for (task.json, or the
-/// model's defaults for a PEFT folder) on `model`.
+/// model's defaults for a PEFT folder) on `model`, checked against both as a prediction
+/// checks them: a prompt that cannot serve is refused here, not on every request.
 fn open(model: &Model, name: &str, path: &Path, prompt: Prompt) -> Result<Entry, ApiError> {
-    let engine = |e: Error| ApiError::from_engine(&e);
+    let engine = |e: Error| ApiError::from_load(&e);
     // the command line's --model lets a user run a prompt of another architecture on purpose
     // (with a warning); a server's client never sees that warning, so here it is a 400
     if let Some(why) = prompt.check_arch(model, true).map_err(engine)? {
@@ -163,22 +174,55 @@ fn open(model: &Model, name: &str, path: &Path, prompt: Prompt) -> Result<Entry,
             model.arch()
         )));
     }
-    let task = (model.task_for(&prompt, &TaskOptions::default(), None)).map_err(|e| {
-        match (&e, prompt.saved_task()) {
-            // the engine's advice names --labels and --verbalizer, which a client cannot pass
-            (Error::Arg { flag, .. }, None) if flag == "--labels" || flag == "--verbalizer" => {
-                ApiError::bad_request(format!(
-                    "prompt \"{name}\" ({}) holds no task.json (a PEFT adapter alone), so its \
-                     labels are unknown: the server reads a prompt's task, template and labels \
-                     from the task.json `softprompt train` writes beside the adapter; add one to \
-                     the folder",
-                    path.display()
-                ))
-            }
-            _ => engine(e),
-        }
-    })?;
+    let task = (model.task_for(&prompt, &TaskOptions::default(), None))
+        .map_err(|e| task_error(name, path, &prompt, e))?;
+    // a `cls` head of other labels, or none: each prediction failed on it, a 400 to a
+    // request that was not at fault
+    model.check_prompt(&task, &prompt).map_err(engine)?;
     Ok(Entry { task, prompt })
+}
+
+/// The engine's error on a prompt's task, in a client's terms: its advice names flags
+/// (`--labels`, `--verbalizer`, `--prompt-len`) that a request cannot pass.
+fn task_error(name: &str, path: &Path, prompt: &Prompt, e: Error) -> ApiError {
+    let Error::Arg { flag, msg } = &e else {
+        return ApiError::from_load(&e);
+    };
+    let named = format!("prompt \"{name}\" ({})", path.display());
+    match flag.as_str() {
+        "--labels" | "--verbalizer" if prompt.saved_task().is_none() => {
+            ApiError::bad_request(format!(
+                "{named} holds no task.json (a PEFT adapter alone), so its labels are unknown: \
+                 the server reads a prompt's task, template and labels from the task.json \
+                 `softprompt train` writes beside the adapter; add one to the folder"
+            ))
+        }
+        "--prompt-len" => {
+            let why = msg.split(": use --prompt-len").next().unwrap_or(msg);
+            ApiError::bad_request(format!(
+                "{named} does not fit this server's model: {why}; load a prompt of fewer rows"
+            ))
+        }
+        _ => ApiError::from_load(&e),
+    }
+}
+
+/// What serving `task` on `model` warns of: a `causal` task under target_end eos on a model
+/// whose config.json names no eos_token_id (`Task::eos_missing`), as the command line warns
+/// (its message names `--target-end`; a prompt served takes it from its task.json).
+fn warnings(model: &Model, name: &str, path: &Path, task: &Task) -> Vec<String> {
+    let mut found = Vec::new();
+    if task.eos_missing() {
+        found.push(format!(
+            "prompt \"{name}\" ({}): {} has no eos_token_id: the task's target_end eos (the \
+             default) ends each causal target with no token and generation stops only at its \
+             length bound; set \"target_end\" to \"none\" in its task.json to say so and \
+             silence this, or to \"pad\"",
+            path.display(),
+            model.dir().join("config.json").display()
+        ));
+    }
+    found
 }
 
 /// Prompt names go into URLs and metrics: 1 to 64 of `A-Z a-z 0-9 . _ -`, not `.` or `..`

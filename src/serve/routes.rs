@@ -115,7 +115,7 @@ async fn load_prompt(State(s): State<AppState>, body: Result<Bytes, BytesRejecti
     let prompt = tokio::task::spawn_blocking(move || Prompt::load(dir))
         .await
         .map_err(|e| ApiError::internal(format!("reading the prompt folder stopped: {e}")))?
-        .map_err(|e| ApiError::from_engine(&e))?;
+        .map_err(|e| ApiError::from_load(&e))?;
     let (reply, answer) = oneshot::channel();
     let load = Msg::Load {
         name,
@@ -124,11 +124,9 @@ async fn load_prompt(State(s): State<AppState>, body: Result<Bytes, BytesRejecti
         reply,
     };
     send(&s, load)?;
-    let info = wait(answer).await?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({ "loaded": info }),
-    ))
+    let loaded = wait(answer).await?;
+    let body = json!({ "loaded": loaded.info, "warnings": loaded.warnings });
+    Ok(json_response(StatusCode::CREATED, &body))
 }
 
 async fn unload_prompt(

@@ -6,14 +6,14 @@ use super::batcher::{Batcher, Next, Pending, Policy};
 use super::error::ApiError;
 use super::metrics::Metrics;
 use super::predict::run_batch;
-use super::registry::{Catalog, Entry, PromptInfo, Registry};
+use super::registry::{Catalog, Entry, Loaded, PromptInfo, Registry};
 use super::{DeviceChoice, Settings};
 use serde_json::Value;
 use softprompt::{Device, Error, Model, Prompt, Result};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -30,7 +30,7 @@ pub enum Msg {
         name: String,
         path: PathBuf,
         prompt: Box<Prompt>,
-        reply: Reply<PromptInfo>,
+        reply: Reply<Loaded>,
     },
     Unload {
         name: String,
@@ -99,6 +99,8 @@ pub struct Engine {
     /// the device, as the command line prints it
     pub device: String,
     pub waiting: Waiting,
+    /// `--debug-hold-engine`'s release: the server's exit sends it
+    pub release: Option<Sender<()>>,
 }
 
 /// Starts the engine's thread: the model and the settings' prompts are loaded there, and
@@ -113,7 +115,8 @@ pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let catalog = Catalog::default();
     let (model_dir, device, prompts) = (s.model.clone(), s.device, s.prompts.clone());
-    let (policy, cat, hold) = (s.policy, catalog.clone(), s.hold_engine);
+    let (policy, cat) = (s.policy, catalog.clone());
+    let (release, hold) = hold(s.hold_engine)?.unzip();
     let thread = std::thread::Builder::new()
         .name("softprompt-engine".into())
         .spawn(move || {
@@ -122,7 +125,7 @@ pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
                 let mut registry = Registry::new(cat);
                 for (name, path) in &prompts {
                     let loaded = (registry.check_new(name))
-                        .and_then(|()| Prompt::load(path).map_err(|e| ApiError::from_engine(&e)))
+                        .and_then(|()| Prompt::load(path).map_err(|e| ApiError::from_load(&e)))
                         .and_then(|prompt| registry.load(&model, name, path, prompt));
                     loaded
                         .map_err(|e| Error::file(path, format!("prompt \"{name}\": {}", e.msg)))?;
@@ -133,8 +136,10 @@ pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
             match setup {
                 Ok((model, registry)) => {
                     let _ = ready_tx.send(Ok(model.device_name()));
-                    if hold {
-                        hold_until_stdin();
+                    if let Some(hold) = hold {
+                        // a line on stdin, or the server's exit (`Engine::release`)
+                        let _ = hold.recv();
+                        eprintln!("--debug-hold-engine: released");
                     }
                     serve_loop(&model, registry, &rx, policy, &metrics, &queue);
                 }
@@ -153,15 +158,31 @@ pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
         catalog,
         device,
         waiting,
+        release,
     })
 }
 
-/// `--debug-hold-engine`: waits for a line or the end of stdin, messages piling up in the
-/// queue meanwhile (the tests of a full queue and of SIGTERM with requests in flight).
-fn hold_until_stdin() {
+/// `--debug-hold-engine`: the engine waits for a line or the end of stdin, messages piling
+/// up in the queue meanwhile (the tests of a full queue and of SIGTERM with requests in
+/// flight). Stdin is read on a thread of its own, and the server's exit releases the hold
+/// too: the engine's thread blocked on stdin, and the exit joined it, so a server whose stdin
+/// stayed open never exited. Returns the release and the engine's end of it when held.
+fn hold(on: bool) -> Result<Option<(Sender<()>, Receiver<()>)>> {
+    if !on {
+        return Ok(None);
+    }
     eprintln!("--debug-hold-engine: the engine takes no request until a line on stdin");
-    let _ = std::io::stdin().read_line(&mut String::new());
-    eprintln!("--debug-hold-engine: released");
+    let (release, held) = std::sync::mpsc::channel();
+    let line = release.clone();
+    // left blocked on stdin at exit if no line comes: the process ends it
+    std::thread::Builder::new()
+        .name("softprompt-hold".into())
+        .spawn(move || {
+            let _ = std::io::stdin().read_line(&mut String::new());
+            let _ = line.send(());
+        })
+        .map_err(|e| Error::io("the --debug-hold-engine thread", e))?;
+    Ok(Some((release, held)))
 }
 
 /// `--device`: as given, or with auto the first GPU when one works, else the CPU.

@@ -139,6 +139,26 @@ impl Server {
 
     /// `start` with the model folder `model`.
     pub fn start_on(model: &Path, prompts: &[(&str, &Path)], extra: &[&str]) -> Server {
+        Server::start_with(model, prompts, extra, Stdio::inherit())
+    }
+
+    /// `start_on` with the server's stderr written to the file `log`.
+    pub fn start_logged(
+        model: &Path,
+        prompts: &[(&str, &Path)],
+        extra: &[&str],
+        log: &Path,
+    ) -> Server {
+        let file = std::fs::File::create(log).unwrap();
+        Server::start_with(model, prompts, extra, Stdio::from(file))
+    }
+
+    fn start_with(
+        model: &Path,
+        prompts: &[(&str, &Path)],
+        extra: &[&str],
+        stderr: Stdio,
+    ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_softprompt"));
         cmd.args(["serve", "--port", "0", "--model"]).arg(model);
         for (name, dir) in prompts {
@@ -148,7 +168,7 @@ impl Server {
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -216,6 +236,41 @@ impl Server {
     /// Whether the server is still running.
     pub fn running(&self) -> bool {
         matches!(self.child.lock().unwrap().try_wait(), Ok(None))
+    }
+
+    /// The exit code once the server ends within `limit` (stdin left open, so a hold is not
+    /// released), or None when it still runs then.
+    pub fn wait_for_exit(&self, limit: Duration) -> Option<i32> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.lock().unwrap().try_wait().unwrap() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (20 s at most) until the metric `series` reads `want` in `GET /metrics`: the
+    /// server's own word that it reached a state (a connection part-way through its head, a
+    /// request under way), where a test slept and hoped.
+    pub fn await_metric(&self, series: &str, want: f64) {
+        let start = std::time::Instant::now();
+        loop {
+            let (status, text) = self.call_text("GET", "/metrics", None);
+            assert_eq!(status, 200, "{text}");
+            let got = metric(&text, series);
+            if got == want {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{series} is {got}, not {want}, after 20 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The exit code, once the server ends (a hold not released ends with stdin's end).
