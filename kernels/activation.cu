@@ -39,14 +39,14 @@ extern "C" __global__ void act_fwd(act_t* out, const act_t* inp, int act, long l
   }
 }
 
-// dinp (N) += dout * act'(inp).
+// dinp (N) += dout * act'(inp) with `accumulate`, else dinp = it.
 extern "C" __global__ void act_bwd(act_t* dinp, const act_t* dout, const act_t* inp, int act,
-                                   long long n) {
+                                   long long n, int accumulate) {
   GRID_STRIDE(j, (n + VEC - 1) / VEC) {
     float x[VEC], g[VEC], acc[VEC];
     load8(x, inp, j * VEC, n);
     load8(g, dout, j * VEC, n);
-    load8(acc, dinp, j * VEC, n);
+    grad_base8(acc, dinp, j * VEC, n, accumulate);
 #pragma unroll
     for (int e = 0; e < VEC; ++e) acc[e] += g[e] * act_eval(act, x[e]).y;
     store8(dinp, j * VEC, n, acc);
@@ -66,17 +66,17 @@ extern "C" __global__ void gated_act_fwd(act_t* out, const act_t* gate, const ac
   }
 }
 
-// dgate += dout * act'(gate) * lin, dlin += dout * act(gate).
+// dgate += dout * act'(gate) * lin, dlin += dout * act(gate) with `accumulate`, else each = it.
 extern "C" __global__ void gated_act_bwd(act_t* dgate, act_t* dlin, const act_t* dout,
                                          const act_t* gate, const act_t* lin, int act,
-                                         long long n) {
+                                         long long n, int accumulate) {
   GRID_STRIDE(j, (n + VEC - 1) / VEC) {
     float dy[VEC], g[VEC], l[VEC], dg[VEC], dl[VEC];
     load8(dy, dout, j * VEC, n);
     load8(g, gate, j * VEC, n);
     load8(l, lin, j * VEC, n);
-    load8(dg, dgate, j * VEC, n);
-    load8(dl, dlin, j * VEC, n);
+    grad_base8(dg, dgate, j * VEC, n, accumulate);
+    grad_base8(dl, dlin, j * VEC, n, accumulate);
 #pragma unroll
     for (int e = 0; e < VEC; ++e) {
       const float2 f = act_eval(act, g[e]);

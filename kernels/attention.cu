@@ -33,8 +33,10 @@
 // (ceil(Tq / 64), H, B); dynamic shared memory from attn_smem_bytes (attention_tiles.cuh).
 // Backward runs bwd_dq (which also writes delta) and then bwd_dkdv, whose grid is
 // (ceil(Tk / 64) + K * ceil(P / 64), Hkv, B): each block walks the H / Hkv query heads of its
-// key/value head in turn. Both add into their outputs (each element by one thread, once) and
-// use no atomics, so every result is deterministic.
+// key/value head in turn. Both add into their outputs with `accumulate`, else overwrite them
+// (the last argument; each element is stored by one thread, once, so writing is a plain
+// store, bit for bit what adding into zeros gives), and use no atomics, so every result is
+// deterministic. dprefix is always added into.
 //
 // Files, by concern: attention_tiles.cuh (the tile walk, masks, bias window and prefix rows
 // every bf16 kernel shares), attention_wmma.cuh (the wmma bodies), attention_mma.cuh (the
@@ -136,9 +138,9 @@ attention_bwd_dq(bf16* __restrict__ dq,                // (B, Tq, H, D)
                  const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
                  const int* __restrict__ buckets,      // (Tq + P + Tk - 1) or NULL
                  int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
-                 int Hkv, int D, int P, int width, int k_off, int v_off) {
+                 int Hkv, int D, int P, int width, int k_off, int v_off, int accumulate) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dq_body<4>(attn_smem, dq, delta, dout, q, k, v, attn_row_prefix(AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, blockIdx.z), lse, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+  attn_bwd_dq_body<4>(attn_smem, dq, delta, dout, q, k, v, attn_row_prefix(AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, blockIdx.z), lse, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D, accumulate);
 }
 // 64 < D <= 128
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
@@ -156,9 +158,9 @@ attention_bwd_dq_d128(bf16* __restrict__ dq,                // (B, Tq, H, D)
                       const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
                       const int* __restrict__ buckets,      // (Tq + P + Tk - 1) or NULL
                       int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
-                      int Hkv, int D, int P, int width, int k_off, int v_off) {
+                      int Hkv, int D, int P, int width, int k_off, int v_off, int accumulate) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dq_body<8>(attn_smem, dq, delta, dout, q, k, v, attn_row_prefix(AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, blockIdx.z), lse, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+  attn_bwd_dq_body<8>(attn_smem, dq, delta, dout, q, k, v, attn_row_prefix(AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, blockIdx.z), lse, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D, accumulate);
 }
 
 // attention_bwd_dq on raw mma.sync with S, dP and dS in registers (attention_mma.cuh): the same
@@ -170,9 +172,9 @@ attention_bwd_dq_mma(bf16* __restrict__ dq, float* __restrict__ delta, const bf1
                      const int* __restrict__ prefix_hidden, const float* __restrict__ lse,
                      const int* __restrict__ key_mask, const bf16* __restrict__ bias_table,
                      const int* __restrict__ buckets, int alibi, int causal, float scale, int B, int Tq,
-                     int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off) {
+                     int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off, int accumulate) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dq_mma_body<4>(attn_smem, dq, delta, dout, q, k, v, attn_row_prefix(AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, blockIdx.z), lse, key_mask, bias_table, buckets, alibi, causal, scale, Tq, Tk, H, Hkv, D);
+  attn_bwd_dq_mma_body<4>(attn_smem, dq, delta, dout, q, k, v, attn_row_prefix(AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, blockIdx.z), lse, key_mask, bias_table, buckets, alibi, causal, scale, Tq, Tk, H, Hkv, D, accumulate);
 }
 // 64 < D <= 128
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
@@ -182,9 +184,9 @@ attention_bwd_dq_mma_d128(bf16* __restrict__ dq, float* __restrict__ delta, cons
                           const int* __restrict__ prefix_hidden, const float* __restrict__ lse,
                           const int* __restrict__ key_mask, const bf16* __restrict__ bias_table,
                           const int* __restrict__ buckets, int alibi, int causal, float scale, int B,
-                          int Tq, int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off) {
+                          int Tq, int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off, int accumulate) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dq_mma_body<8>(attn_smem, dq, delta, dout, q, k, v, attn_row_prefix(AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, blockIdx.z), lse, key_mask, bias_table, buckets, alibi, causal, scale, Tq, Tk, H, Hkv, D);
+  attn_bwd_dq_mma_body<8>(attn_smem, dq, delta, dout, q, k, v, attn_row_prefix(AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, blockIdx.z), lse, key_mask, bias_table, buckets, alibi, causal, scale, Tq, Tk, H, Hkv, D, accumulate);
 }
 
 // D <= 64
@@ -205,9 +207,9 @@ attention_bwd_dkdv(bf16* __restrict__ dk,                // (B, Tk, Hkv, D)
                    const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
                    const int* __restrict__ buckets,      // (Tq + P + Tk - 1) or NULL
                    int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
-                   int Hkv, int D, int P, int width, int k_off, int v_off) {
+                   int Hkv, int D, int P, int width, int k_off, int v_off, int accumulate) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dkdv_body<4>(attn_smem, dk, dv, dprefix, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+  attn_bwd_dkdv_body<4>(attn_smem, dk, dv, dprefix, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D, accumulate);
 }
 // 64 < D <= 128
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
@@ -227,9 +229,9 @@ attention_bwd_dkdv_d128(bf16* __restrict__ dk,                // (B, Tk, Hkv, D)
                         const bf16* __restrict__ bias_table,  // (num_buckets, H) or NULL
                         const int* __restrict__ buckets,      // (Tq + P + Tk - 1) or NULL
                         int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
-                        int Hkv, int D, int P, int width, int k_off, int v_off) {
+                        int Hkv, int D, int P, int width, int k_off, int v_off, int accumulate) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dkdv_body<8>(attn_smem, dk, dv, dprefix, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+  attn_bwd_dkdv_body<8>(attn_smem, dk, dv, dprefix, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D, accumulate);
 }
 // attention_bwd_dkdv on raw mma.sync with S^T, dP^T, P^T and dS^T in registers
 // (attention_mma.cuh): the same arguments and grid, dynamic smem attn_smem_bytes(4, D).
@@ -242,9 +244,9 @@ attention_bwd_dkdv_mma(bf16* __restrict__ dk, bf16* __restrict__ dv, float* __re
                        const float* __restrict__ lse, const float* __restrict__ delta,
                        const int* __restrict__ key_mask, const bf16* __restrict__ bias_table,
                        const int* __restrict__ buckets, int alibi, int causal, float scale, int B, int Tq,
-                       int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off) {
+                       int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off, int accumulate) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dkdv_mma_body<4, 4>(attn_smem, dk, dv, dprefix, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+  attn_bwd_dkdv_mma_body<4, 4>(attn_smem, dk, dv, dprefix, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D, accumulate);
 }
 // 64 < D <= 128
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS)
@@ -255,8 +257,8 @@ attention_bwd_dkdv_mma_d128(bf16* __restrict__ dk, bf16* __restrict__ dv, float*
                             const float* __restrict__ lse, const float* __restrict__ delta,
                             const int* __restrict__ key_mask, const bf16* __restrict__ bias_table,
                             const int* __restrict__ buckets, int alibi, int causal, float scale, int B,
-                            int Tq, int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off) {
+                            int Tq, int Tk, int H, int Hkv, int D, int P, int width, int k_off, int v_off, int accumulate) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
-  attn_bwd_dkdv_mma_body<8, 4>(attn_smem, dk, dv, dprefix, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D);
+  attn_bwd_dkdv_mma_body<8, 4>(attn_smem, dk, dv, dprefix, dout, q, k, v, AttnPrefix{prefix, P, width, k_off, v_off, 0}, prefix_slot, prefix_hidden, lse, delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D, accumulate);
 }
 #endif  // SOFTPROMPT_ACT_F32

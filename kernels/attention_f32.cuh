@@ -109,16 +109,20 @@ __device__ void attn32_fwd(float* out, float* lse, const float* q, const float* 
 }
 
 // delta_i = sum_j P_ij dP_ij with dP_ij = dout_i . v_j; dq_i = sum_j P_ij (dP_ij - delta_i)
-// scale k_j, over the P + Tk keys. Adds into dq; overwrites delta.
+// scale k_j, over the P + Tk keys. Adds into dq with `accumulate` (else zeroes the row first:
+// this thread alone writes it); overwrites delta.
 __device__ void attn32_bwd_dq(float* dq, float* delta, const float* dout, const float* q,
                               const float* k, const float* v, const float* prefix,
                               const int* prefix_slot, const int* prefix_hidden, const float* lse,
                               const int* key_mask, const w_t* bias_table, const int* buckets,
                               int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
-                              int Hkv, int D, int P, int width, int k_off, int v_off) {
+                              int Hkv, int D, int P, int width, int k_off, int v_off,
+                              int accumulate) {
   ATTN32_MAKE(Tq)
   const int i = r, n = P + Tk;
   float* dqi = dq + a.q_row(i);
+  if (!accumulate)
+    for (int d = 0; d < D; ++d) dqi[d] = 0.0f;
   const float* doi = dout + a.q_row(i);
   const float l = lse[a.stat(i)];
   float dl = 0.0f;
@@ -159,7 +163,8 @@ __device__ void attn32_key_grad(Attn32& a, int j, float* dkj, float* dvj, const 
 
 // dv_j = sum_i P_ij dout_i; dk_j = sum_i P_ij (dP_ij - delta_i) scale q_i, over the queries
 // of every query head of the group that see key j. blockIdx.y is the key/value head. The
-// first ceil(Tk / 64) block columns take the real keys (adding into dk and dv); the rest take
+// first ceil(Tk / 64) block columns take the real keys (adding into dk and dv with
+// `accumulate`, else zeroing each key's rows first: its thread alone writes them); the rest take
 // the prefix rows, ceil(P / 64) columns for each prefix s of the stack, summed in batch order
 // over the batch rows reading s (all of them without prefix_slot) by the blocks of batch row 0
 // alone, added into dprefix at the rows' key and value offsets (nothing when dprefix is NULL).
@@ -169,7 +174,8 @@ __device__ void attn32_bwd_dkdv(float* dk, float* dv, float* dprefix, const floa
                                 const int* prefix_hidden, const float* lse, const float* delta,
                                 const int* key_mask, const w_t* bias_table, const int* buckets,
                                 int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
-                                int Hkv, int D, int P, int width, int k_off, int v_off) {
+                                int Hkv, int D, int P, int width, int k_off, int v_off,
+                                int accumulate) {
   ATTN32_STRUCT
   const int real_tiles = (Tk + ATTN32_ROWS - 1) / ATTN32_ROWS;
   if (threadIdx.x >= ATTN32_ROWS) return;
@@ -177,6 +183,8 @@ __device__ void attn32_bwd_dkdv(float* dk, float* dv, float* dprefix, const floa
   if ((int)blockIdx.x < real_tiles) {
     const int j = blockIdx.x * ATTN32_ROWS + threadIdx.x;
     if (j >= Tk) return;
+    if (!accumulate)
+      for (int d = 0; d < D; ++d) dk[a.k_row(j) + d] = dv[a.k_row(j) + d] = 0.0f;
     attn32_key_grad(a, P + j, dk + a.k_row(j), dv + a.k_row(j), dout, lse, delta);
     return;
   }
@@ -212,10 +220,11 @@ __device__ void attn32_bwd_dkdv(float* dk, float* dv, float* dprefix, const floa
                                   const float* lse, const int* key_mask,                        \
                                   const w_t* bias_table, const int* buckets, int alibi,         \
                                   int causal, float scale, int B, int Tq, int Tk, int H,        \
-                                  int Hkv, int D, int P, int width, int k_off, int v_off) {     \
+                                  int Hkv, int D, int P, int width, int k_off, int v_off,       \
+                                  int accumulate) {                                             \
     attn32_bwd_dq(dq, delta, dout, q, k, v, prefix, prefix_slot, prefix_hidden, lse, key_mask, \
                   bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H, Hkv, D, P, width,    \
-                  k_off, v_off);                                                                \
+                  k_off, v_off, accumulate);                                                    \
   }
 #define ATTN32_BWD_DKDV(name)                                                                    \
   extern "C" __global__ void name(float* dk, float* dv, float* dprefix, const float* dout,       \
@@ -226,10 +235,10 @@ __device__ void attn32_bwd_dkdv(float* dk, float* dv, float* dprefix, const floa
                                   const w_t* bias_table,                                        \
                                   const int* buckets, int alibi, int causal, float scale,       \
                                   int B, int Tq, int Tk, int H, int Hkv, int D, int P,          \
-                                  int width, int k_off, int v_off) {                            \
+                                  int width, int k_off, int v_off, int accumulate) {            \
     attn32_bwd_dkdv(dk, dv, dprefix, dout, q, k, v, prefix, prefix_slot, prefix_hidden, lse,  \
                     delta, key_mask, bias_table, buckets, alibi, causal, scale, B, Tq, Tk, H,   \
-                    Hkv, D, P, width, k_off, v_off);                                            \
+                    Hkv, D, P, width, k_off, v_off, accumulate);                                \
   }
 
 ATTN32_FWD(attention_fwd)

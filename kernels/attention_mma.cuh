@@ -121,12 +121,13 @@ __device__ __forceinline__ void attn_mma_pb(float (&o)[NTM][4], const float (&p)
 }
 
 // Rows i and i + 8 (those < T) of head h, batch b, of a (B, T, H, D) bf16 tensor from the lane's
-// elements of o, row r scaled by row_scale[r]. ADD adds them to what the rows hold (dq,
-// src/backend/mod.rs); else they overwrite (out).
-template <int NTM, bool ADD>
+// elements of o, row r scaled by row_scale[r]. `add` adds them to what the rows hold (the
+// gradients with `accumulate`, src/backend/mod.rs); else they overwrite (out, and the
+// gradients without).
+template <int NTM>
 __device__ __forceinline__ void attn_mma_write_rows(bf16* __restrict__ dst, const float (&o)[NTM][4],
                                                     const float (&row_scale)[2], int b, int h, int i, int T,
-                                                    int H, int D) {
+                                                    int H, int D, bool add) {
   const int c2 = 2 * (threadIdx.x & 3);
 #pragma unroll
   for (int r = 0; r < 2; ++r, i += 8) {
@@ -136,8 +137,8 @@ __device__ __forceinline__ void attn_mma_write_rows(bf16* __restrict__ dst, cons
     for (int f = 0; f < NTM; ++f) {
       const int c = f * 8 + c2;
       float y0 = o[f][2 * r] * row_scale[r], y1 = o[f][2 * r + 1] * row_scale[r];
-      if (ADD && c < D) y0 += __bfloat162float(row[c]);
-      if (ADD && c + 1 < D) y1 += __bfloat162float(row[c + 1]);
+      if (add && c < D) y0 += __bfloat162float(row[c]);
+      if (add && c + 1 < D) y1 += __bfloat162float(row[c + 1]);
       if (c + 1 < D && D % 2 == 0) {  // 4-byte aligned: every row starts at a multiple of D
         *reinterpret_cast<unsigned*>(row + c) = attn_pack(y0, y1);
       } else {
@@ -210,7 +211,7 @@ __device__ __forceinline__ void attn_fwd_mma_body(unsigned char* attn_smem, bf16
       lse[(static_cast<size_t>(b) * H + h) * Tq + i] =
           l_run[r] > 0.0f ? (m_run[r] + log2f(l_run[r])) * ATTN_LN2 : ATTN_NEG_INF;
   }
-  attn_mma_write_rows<2 * NFM, false>(out, o, inv, b, h, i0 + il, Tq, H, D);
+  attn_mma_write_rows<2 * NFM>(out, o, inv, b, h, i0 + il, Tq, H, D, false);
 }
 
 // dq and delta as attention_bwd_dq computes them (two passes over the key tiles: the first
@@ -226,7 +227,7 @@ __device__ __forceinline__ void attn_bwd_dq_mma_body(unsigned char* attn_smem, b
                                                      const int* __restrict__ key_mask,
                                                      const bf16* __restrict__ bias_table,
                                                      const int* __restrict__ buckets, int alibi, int causal,
-                                                     float scale, int Tq, int Tk, int H, int Hkv, int D) {
+                                                     float scale, int Tq, int Tk, int H, int Hkv, int D, int accumulate) {
   if (D < 1 || D > 16 * NFM) return;  // the launcher checks D and picks the entry point
   const int Dp = attn_round16(D), NF = Dp / 16, ldt = Dp + 8;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, c2 = 2 * (lane & 3);
@@ -293,7 +294,7 @@ __device__ __forceinline__ void attn_bwd_dq_mma_body(unsigned char* attn_smem, b
     }
   }
   const float one[2] = {1.0f, 1.0f};
-  if (warp_live) attn_mma_write_rows<2 * NFM, true>(dq, acc, one, b, h, i0 + il, Tq, H, D);
+  if (warp_live) attn_mma_write_rows<2 * NFM>(dq, acc, one, b, h, i0 + il, Tq, H, D, accumulate);
 }
 
 // Adds the lane's elements of acc (a warp's rows row and row + 8, columns 8f + 2t and
@@ -331,7 +332,7 @@ __device__ __forceinline__ void attn_bwd_dkdv_mma_body(
     const bf16* __restrict__ v, AttnPrefix pre, const int* __restrict__ slot, const int* __restrict__ hidden,
     const float* __restrict__ lse, const float* __restrict__ delta, const int* __restrict__ key_mask,
     const bf16* __restrict__ bias_table, const int* __restrict__ buckets, int alibi, int causal, float scale,
-    int B, int Tq, int Tk, int H, int Hkv, int D) {
+    int B, int Tq, int Tk, int H, int Hkv, int D, int accumulate) {
   if (D < 1 || D > 16 * NFM) return;  // the launcher checks D and picks the entry point
   const int Dp = attn_round16(D), NF = Dp / 16, ldt = Dp + 8;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, c2 = 2 * (lane & 3);
@@ -408,7 +409,7 @@ __device__ __forceinline__ void attn_bwd_dkdv_mma_body(
     attn_mma_add_prefix_rows(dprefix, dv_acc, j0 + jl, pre.P, pre.width, pre.v_off + kvh * D, D);
   } else {
     const float one[2] = {1.0f, 1.0f};
-    attn_mma_write_rows<2 * NFM, true>(dk, dk_acc, one, bz, kvh, j0 + jl, Tk, Hkv, D);
-    attn_mma_write_rows<2 * NFM, true>(dv, dv_acc, one, bz, kvh, j0 + jl, Tk, Hkv, D);
+    attn_mma_write_rows<2 * NFM>(dk, dk_acc, one, bz, kvh, j0 + jl, Tk, Hkv, D, accumulate);
+    attn_mma_write_rows<2 * NFM>(dv, dv_acc, one, bz, kvh, j0 + jl, Tk, Hkv, D, accumulate);
   }
 }

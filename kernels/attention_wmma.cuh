@@ -88,12 +88,13 @@ __device__ void attn_add_prefix_rows(float* __restrict__ dst, const attn_acc (&a
 
 // Writes a warp's 16 x D accumulator rows (acc[f] = columns 16f..16f+15), each row r scaled by
 // row_scale[r] when given, to rows row0 + r < T of head h, batch b, of a (B, T, H, D) bf16
-// tensor, through the warp's staging tile. ADD adds them to what the rows hold (backward's
-// gradients, src/backend/mod.rs); else they overwrite (forward's output).
-template <int NFM, bool ADD>
+// tensor, through the warp's staging tile. `add` adds them to what the rows hold (backward's
+// gradients with `accumulate`, src/backend/mod.rs); else they overwrite (forward's output,
+// backward's without).
+template <int NFM>
 __device__ void attn_store_rows(bf16* __restrict__ dst, const attn_acc (&acc)[NFM], float* stage,
                                 const float* row_scale, int b, int h, int row0, int T, int H, int D,
-                                int NF) {
+                                int NF, bool add) {
   const int lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
   const int t = row0 + r;
   const bool vec = (D % 8 == 0) && ((reinterpret_cast<unsigned long long>(dst) & 15ull) == 0);
@@ -109,7 +110,7 @@ __device__ void attn_store_rows(bf16* __restrict__ dst, const attn_acc (&acc)[NF
           float y[8];
 #pragma unroll
           for (int e = 0; e < 8; ++e) y[e] = src[c + e] * s;
-          if (ADD) {
+          if (add) {
             const bf16x8 old = *reinterpret_cast<const bf16x8*>(out + g * 16 + c);
 #pragma unroll
             for (int e = 0; e < 8; ++e) y[e] += __bfloat162float(old.v[e]);
@@ -123,7 +124,7 @@ __device__ void attn_store_rows(bf16* __restrict__ dst, const attn_acc (&acc)[NF
         }
       } else {
         for (int c = half; c < c_end; c += 2) {
-          const float y = src[c] * s + (ADD ? __bfloat162float(out[g * 16 + c]) : 0.0f);
+          const float y = src[c] * s + (add ? __bfloat162float(out[g * 16 + c]) : 0.0f);
           out[g * 16 + c] = __float2bfloat16(y);
         }
       }
@@ -239,7 +240,7 @@ __device__ __forceinline__ void attn_fwd_body(unsigned char* attn_smem, bf16* __
         lse[(static_cast<size_t>(b) * H + h) * Tq + i] =
             l_run > 0.0f ? (m_run + log2f(l_run)) * ATTN_LN2 : ATTN_NEG_INF;
     }
-    attn_store_rows<NFM, false>(out, o, Ss, rows_s, b, h, i0 + warp * 16, Tq, H, D, NF);
+    attn_store_rows<NFM>(out, o, Ss, rows_s, b, h, i0 + warp * 16, Tq, H, D, NF, false);
   }
 }
 
@@ -257,7 +258,7 @@ __device__ __forceinline__ void attn_bwd_dq_body(unsigned char* attn_smem, bf16*
                                                  const bf16* __restrict__ bias_table,
                                                  const int* __restrict__ buckets, int alibi, int causal,
                                                  float scale, int B, int Tq, int Tk, int H, int Hkv,
-                                                 int D) {
+                                                 int D, int accumulate) {
   if (D < 1 || D > 16 * NFM) return;  // the launcher checks D and picks the entry point
   const int Dp = attn_round16(D), NF = Dp / 16, ldt = Dp + 8;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
@@ -321,7 +322,7 @@ __device__ __forceinline__ void attn_bwd_dq_body(unsigned char* attn_smem, bf16*
       if (half == 0 && i < Tq) delta[row_stat] = drow;
     }
   }
-  if (warp_live) attn_store_rows<NFM, true>(dq, acc, Ss, nullptr, b, h, i0 + warp * 16, Tq, H, D, NF);
+  if (warp_live) attn_store_rows<NFM>(dq, acc, Ss, nullptr, b, h, i0 + warp * 16, Tq, H, D, NF, accumulate);
 }
 
 // dk = dS^T q and dv = P^T dout for one tile of 64 keys, summed over the H / Hkv query heads that
@@ -350,7 +351,7 @@ __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf1
                                                    const bf16* __restrict__ bias_table,
                                                    const int* __restrict__ buckets, int alibi, int causal,
                                                    float scale, int B, int Tq, int Tk, int H, int Hkv,
-                                                   int D) {
+                                                   int D, int accumulate) {
   if (D < 1 || D > 16 * NFM) return;  // the launcher checks D and picks the entry point
   const int Dp = attn_round16(D), NF = Dp / 16, ldt = Dp + 8;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
@@ -429,7 +430,7 @@ __device__ __forceinline__ void attn_bwd_dkdv_body(unsigned char* attn_smem, bf1
     attn_add_prefix_rows(dprefix, dk_acc, Ss, j0 + warp * 16, pre.P, pre.width, pre.k_off + kvh * D, D, NF);
     attn_add_prefix_rows(dprefix, dv_acc, Ss, j0 + warp * 16, pre.P, pre.width, pre.v_off + kvh * D, D, NF);
   } else {
-    attn_store_rows<NFM, true>(dk, dk_acc, Ss, nullptr, bz, kvh, j0 + warp * 16, Tk, Hkv, D, NF);
-    attn_store_rows<NFM, true>(dv, dv_acc, Ss, nullptr, bz, kvh, j0 + warp * 16, Tk, Hkv, D, NF);
+    attn_store_rows<NFM>(dk, dk_acc, Ss, nullptr, bz, kvh, j0 + warp * 16, Tk, Hkv, D, NF, accumulate);
+    attn_store_rows<NFM>(dv, dv_acc, Ss, nullptr, bz, kvh, j0 + warp * 16, Tk, Hkv, D, NF, accumulate);
   }
 }

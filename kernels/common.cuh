@@ -94,6 +94,20 @@ __device__ __forceinline__ void store8(float* p, long long i0, long long n, cons
   }
 }
 
+// What a backward op adds its gradient to, elements [i0, i0+8) of p: their values with
+// `accumulate`, else zeros, so that writing gives the bits adding into a zeroed buffer gives
+// (src/backend/mod.rs, the accumulation rule) without reading it.
+template <typename T>
+__device__ __forceinline__ void grad_base8(float out[VEC], const T* p, long long i0, long long n,
+                                           int accumulate) {
+  if (accumulate) {
+    load8(out, p, i0, n);
+  } else {
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) out[e] = 0.0f;
+  }
+}
+
 __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);

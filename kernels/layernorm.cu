@@ -42,11 +42,11 @@ extern "C" __global__ void layernorm_fwd(act_t* out, float* mean, float* rstd, c
   }
 }
 
-// dinp (N, C) += LayerNorm backward of dout (N, C):
+// dinp (N, C) += LayerNorm backward of dout (N, C) with `accumulate`, else dinp = it:
 // dx = (dy*w - mean(dy*w) - xhat * mean(dy*w*xhat)) * rstd.
 extern "C" __global__ void layernorm_bwd(act_t* dinp, const act_t* dout, const act_t* inp,
                                          const w_t* w, const float* mean, const float* rstd,
-                                         int n, int c) {
+                                         int n, int c, int accumulate) {
   __shared__ float scratch[32];
   const long long row = blockIdx.x;
   const act_t *x = inp + row * c, *dy = dout + row * c;
@@ -70,7 +70,7 @@ extern "C" __global__ void layernorm_bwd(act_t* dinp, const act_t* dout, const a
     load8(v, x, i, c);
     load8(g, dy, i, c);
     load8(wv, w, i, c);
-    load8(acc, dinp + row * c, i, c);
+    grad_base8(acc, dinp + row * c, i, c, accumulate);
 #pragma unroll
     for (int e = 0; e < VEC; ++e)
       acc[e] += (g[e] * wv[e] - mean_g - (v[e] - mu) * rs * mean_gx) * rs;

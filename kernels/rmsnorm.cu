@@ -27,11 +27,12 @@ extern "C" __global__ void rmsnorm_fwd(act_t* out, float* rstd, const act_t* inp
   if (threadIdx.x == 0) rstd[row] = rs;
 }
 
-// dinp (N, C) bf16 += RMS-norm backward of dout (N, C): it adds, because T5's norm input is
-// the residual stream whose gradient already holds the skip path.
+// dinp (N, C) bf16 += RMS-norm backward of dout (N, C) with `accumulate` (T5's norm input is
+// the residual stream whose gradient already holds the skip path), else dinp = it.
 // dx += dy*w*rstd - x * rstd³ * mean(dy*w*x).
 extern "C" __global__ void rmsnorm_bwd(act_t* dinp, const act_t* dout, const act_t* inp,
-                                       const w_t* w, const float* rstd, int n, int c) {
+                                       const w_t* w, const float* rstd, int n, int c,
+                                       int accumulate) {
   __shared__ float scratch[32];
   const long long row = blockIdx.x;
   const act_t *x = inp + row * c, *dy = dout + row * c;
@@ -51,7 +52,7 @@ extern "C" __global__ void rmsnorm_bwd(act_t* dinp, const act_t* dout, const act
     load8(v, x, i, c);
     load8(g, dy, i, c);
     load8(wv, w, i, c);
-    load8(d, dinp + row * c, i, c);
+    grad_base8(d, dinp + row * c, i, c, accumulate);
 #pragma unroll
     for (int e = 0; e < VEC; ++e) d[e] += g[e] * wv[e] * rs - v[e] * k;
     store8(dinp + row * c, i, c, d);

@@ -220,10 +220,10 @@ fn check_layernorm(be: &CudaBackend) {
         s.check(&format!("layernorm_fwd rstd {n}x{c}"), &rstd, F32_OUT);
         let dy = s.up(st.dt, &randn(&mut rng, n * c, 1.0));
         let mut dx = s.grad(st.dt, n * c, &mut rng);
-        be.layernorm_bwd(&mut dx.0, &dy.0, &x.0, &w.0, &mean.0, &rstd.0, n, c)
+        be.layernorm_bwd(&mut dx.0, &dy.0, &x.0, &w.0, &mean.0, &rstd.0, n, c, true)
             .unwrap();
         s.cpu
-            .layernorm_bwd(&mut dx.1, &dy.1, &x.1, &w.1, &mean.1, &rstd.1, n, c)
+            .layernorm_bwd(&mut dx.1, &dy.1, &x.1, &w.1, &mean.1, &rstd.1, n, c, true)
             .unwrap();
         s.check(&format!("layernorm_bwd {n}x{c}"), &dx, st.out);
     }
@@ -247,10 +247,10 @@ fn check_rmsnorm(be: &CudaBackend) {
         let dy = s.up(st.dt, &randn(&mut rng, n * c, 1.0));
         // backward adds: start from a random residual gradient
         let mut dx = s.up(st.dt, &randn(&mut rng, n * c, 1.0));
-        be.rmsnorm_bwd(&mut dx.0, &dy.0, &x.0, &w.0, &rstd.0, n, c)
+        be.rmsnorm_bwd(&mut dx.0, &dy.0, &x.0, &w.0, &rstd.0, n, c, true)
             .unwrap();
         s.cpu
-            .rmsnorm_bwd(&mut dx.1, &dy.1, &x.1, &w.1, &rstd.1, n, c)
+            .rmsnorm_bwd(&mut dx.1, &dy.1, &x.1, &w.1, &rstd.1, n, c, true)
             .unwrap();
         s.check(&format!("rmsnorm_bwd {n}x{c}"), &dx, st.out);
     }
@@ -273,18 +273,18 @@ fn check_activations(be: &CudaBackend) {
             s.cpu.act_fwd(&mut y.1, &x.1, act, n).unwrap();
             s.check(&format!("act_fwd {act:?} n={n}"), &y, st.out);
             let mut dx = s.grad(st.dt, n, &mut rng);
-            be.act_bwd(&mut dx.0, &dy.0, &x.0, act, n).unwrap();
-            s.cpu.act_bwd(&mut dx.1, &dy.1, &x.1, act, n).unwrap();
+            be.act_bwd(&mut dx.0, &dy.0, &x.0, act, n, true).unwrap();
+            s.cpu.act_bwd(&mut dx.1, &dy.1, &x.1, act, n, true).unwrap();
             s.check(&format!("act_bwd {act:?} n={n}"), &dx, st.out);
             let mut g = s.out(st.dt, n);
             be.gated_act_fwd(&mut g.0, &x.0, &lin.0, act, n).unwrap();
             s.cpu.gated_act_fwd(&mut g.1, &x.1, &lin.1, act, n).unwrap();
             s.check(&format!("gated_act_fwd {act:?} n={n}"), &g, st.out);
             let (mut dg, mut dl) = (s.grad(st.dt, n, &mut rng), s.grad(st.dt, n, &mut rng));
-            be.gated_act_bwd(&mut dg.0, &mut dl.0, &dy.0, &x.0, &lin.0, act, n)
+            be.gated_act_bwd(&mut dg.0, &mut dl.0, &dy.0, &x.0, &lin.0, act, n, true)
                 .unwrap();
             s.cpu
-                .gated_act_bwd(&mut dg.1, &mut dl.1, &dy.1, &x.1, &lin.1, act, n)
+                .gated_act_bwd(&mut dg.1, &mut dl.1, &dy.1, &x.1, &lin.1, act, n, true)
                 .unwrap();
             s.check(&format!("gated_act_bwd dgate {act:?} n={n}"), &dg, st.out);
             s.check(&format!("gated_act_bwd dlin {act:?} n={n}"), &dl, st.out);
@@ -1163,13 +1163,13 @@ fn check_attention(be: &CudaBackend) {
         );
         be.attention_bwd(
             &mut dq.0, &mut dk.0, &mut dv.0, None, &dout.0, &q.0, &k.0, &v.0, None, &lse.0,
-            &mask.0, bias, causal, scale, dims,
+            &mask.0, bias, causal, scale, dims, true,
         )
         .unwrap();
         s.cpu
             .attention_bwd(
                 &mut dq.1, &mut dk.1, &mut dv.1, None, &dout.1, &q.1, &k.1, &v.1, None, &lse.1,
-                &mask.1, cpu_bias, causal, scale, dims,
+                &mask.1, cpu_bias, causal, scale, dims, true,
             )
             .unwrap();
         s.check(&format!("attention_bwd dq {name}"), &dq, st.attn);
@@ -1340,6 +1340,7 @@ fn attend<B: AttentionOps>(
         causal,
         scale,
         dims,
+        true,
     )
     .unwrap();
 }

@@ -461,6 +461,7 @@ fn attention_over_a_prefix_stack_equals_each_row_alone() {
             causal,
             0.4,
             dims,
+            true,
         );
         let mut want_dstack = vec![0.0; stack.len()];
         for bi in 0..b {
@@ -521,6 +522,7 @@ fn attention_over_a_prefix_stack_equals_each_row_alone() {
                 causal,
                 0.4,
                 one,
+                true,
             );
             assert_close(&format!("{name} row {bi}: dq"), &dq[qs], &dq1, 1e-12);
             assert_close(

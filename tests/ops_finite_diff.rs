@@ -315,7 +315,7 @@ fn layernorm_case(n: usize, c: usize, eps: f64, seed: u64) {
     assert_close(&format!("{name}: forward"), &out, &want, tol("forward"));
     // backward adds into its input gradient (src/backend/mod.rs)
     let mut dinp = vec![0.0; n * c];
-    layernorm::layernorm_bwd(&mut dinp, &r, &x, &w, &mean, &rstd, c);
+    layernorm::layernorm_bwd(&mut dinp, &r, &x, &w, &mean, &rstd, c, true);
     let mut f = |x: &[f64]| sum_prod(&r, &fwd(x).0);
     check_gradient(&name, &mut f, &x, &dinp, H, tol("layernorm"), &mut rng, 300);
 }
@@ -336,7 +336,7 @@ fn layernorm_single_channel_is_constant() {
     layernorm::layernorm_fwd(&mut out, &mut mean, &mut rstd, &x, &w, &b, 1, 1e-12);
     assert_eq!(out, [0.25, 0.25]);
     let mut dinp = [0.0; 2];
-    layernorm::layernorm_bwd(&mut dinp, &[1.0, -4.0], &x, &w, &mean, &rstd, 1);
+    layernorm::layernorm_bwd(&mut dinp, &[1.0, -4.0], &x, &w, &mean, &rstd, 1, true);
     assert_eq!(dinp, [0.0, 0.0]);
 }
 
@@ -367,7 +367,7 @@ fn rmsnorm_case(n: usize, c: usize, eps: f64, std: f64, seed: u64) {
     // backward adds into dinp (the residual stream)
     let pre = normals(&mut rng, n * c, 1.0);
     let mut dinp = pre.clone();
-    rmsnorm::rmsnorm_bwd(&mut dinp, &r, &x, &w, &rstd, c);
+    rmsnorm::rmsnorm_bwd(&mut dinp, &r, &x, &w, &rstd, c, true);
     let grad: Vec<f64> = dinp.iter().zip(&pre).map(|(d, p)| d - p).collect();
     let mut f = |x: &[f64]| sum_prod(&r, &fwd(x).0);
     check_gradient(&name, &mut f, &x, &grad, H, tol("rmsnorm"), &mut rng, 300);
@@ -476,7 +476,7 @@ fn activation_backward_matches_finite_differences() {
             out
         };
         let mut dinp = vec![0.0; n];
-        activation::act_bwd(&mut dinp, &r, &x, act);
+        activation::act_bwd(&mut dinp, &r, &x, act, true);
         let mut f = |x: &[f64]| sum_prod(&r, &fwd(x));
         check_gradient(
             &format!("act {act:?}"),
@@ -542,7 +542,7 @@ fn gated_activation_backward_matches_finite_differences() {
             tol("forward"),
         );
         let (mut dgate, mut dlin) = (vec![0.0; n], vec![0.0; n]);
-        activation::gated_act_bwd(&mut dgate, &mut dlin, &r, &gate, &lin, act);
+        activation::gated_act_bwd(&mut dgate, &mut dlin, &r, &gate, &lin, act, true);
         let grad: Vec<f64> = dgate.iter().chain(&dlin).copied().collect();
         let mut f = |gl: &[f64]| sum_prod(&r, &fwd(gl));
         check_gradient(
@@ -768,6 +768,7 @@ fn attention_case(case: AttnCase, seed: u64) {
         case.causal,
         case.scale,
         case.dims,
+        true,
     );
     let grad: Vec<f64> = dq.iter().chain(&dk).chain(&dv).copied().collect();
     // rows with no visible key produce zeros, never NaN
@@ -1033,6 +1034,7 @@ fn attention_fully_masked_keys() {
     let (mut dq, mut dk, mut dv) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
     attention_bwd(
         &mut dq, &mut dk, &mut dv, None, &r, &q, &k, &v, None, &lse, &mask, None, true, 1.0, dims,
+        true,
     );
     assert!(
         dq.iter().chain(&dk).chain(&dv).all(|x| x.is_finite()),

@@ -256,6 +256,7 @@ fn prefix_attention_equals_concatenated_keys() {
             causal,
             0.4,
             dims,
+            true,
         );
         let (mut dqc, mut dkc, mut dvc) =
             (vec![0.0; q.len()], vec![0.0; kc.len()], vec![0.0; vc.len()]);
@@ -275,6 +276,7 @@ fn prefix_attention_equals_concatenated_keys() {
             causal,
             0.4,
             all,
+            true,
         );
         assert_close(&format!("{name}: dq"), &dq, &dqc, 1e-13);
         // the real rows of the concatenated dk, dv; the prefix rows summed over the batch

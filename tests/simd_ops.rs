@@ -90,8 +90,8 @@ fn activations_match_the_scalar_reference() {
                 assert_close(&format!("act_fwd {name}"), &got, &want, 2e-6);
 
                 let (mut want, mut got) = (d0.clone(), d0.clone());
-                activation::act_bwd(&mut want, &dy, &x, act);
-                simd::act_bwd(isa, &mut got, &dy, &x, act);
+                activation::act_bwd(&mut want, &dy, &x, act, true);
+                simd::act_bwd(isa, &mut got, &dy, &x, act, true);
                 assert_close(&format!("act_bwd {name}"), &got, &want, 2e-6);
 
                 let (mut want, mut got) = (vec![0f32; n], vec![0f32; n]);
@@ -101,8 +101,8 @@ fn activations_match_the_scalar_reference() {
 
                 let (mut wg, mut wl, mut gg, mut gl) =
                     (d0.clone(), d0.clone(), d0.clone(), d0.clone());
-                activation::gated_act_bwd(&mut wg, &mut wl, &dy, &x, &lin, act);
-                simd::gated_bwd(isa, &mut gg, &mut gl, &dy, &x, &lin, act);
+                activation::gated_act_bwd(&mut wg, &mut wl, &dy, &x, &lin, act, true);
+                simd::gated_bwd(isa, &mut gg, &mut gl, &dy, &x, &lin, act, true);
                 assert_close(&format!("gated_act_bwd dgate {name}"), &gg, &wg, 2e-6);
                 assert_close(&format!("gated_act_bwd dlin {name}"), &gl, &wl, 2e-6);
             }
@@ -130,8 +130,8 @@ fn norms_match_the_scalar_reference() {
         assert_close(&format!("layernorm_fwd rstd c={c}"), &r1, &r0, 1e-5);
 
         let (mut dx0, mut dx1) = (d0.clone(), d0.clone());
-        layernorm::layernorm_bwd(&mut dx0, &dy, &x, &w, &m0, &r0, c);
-        layernorm::fast::layernorm_bwd(&mut dx1, &dy, &x, &w, &m0, &r0, c);
+        layernorm::layernorm_bwd(&mut dx0, &dy, &x, &w, &m0, &r0, c, true);
+        layernorm::fast::layernorm_bwd(&mut dx1, &dy, &x, &w, &m0, &r0, c, true);
         assert_close(&format!("layernorm_bwd c={c}"), &dx1, &dx0, 1e-5);
 
         let (mut y0, mut r0) = (vec![0f32; n], vec![0f32; rows]);
@@ -142,8 +142,8 @@ fn norms_match_the_scalar_reference() {
         assert_close(&format!("rmsnorm_fwd rstd c={c}"), &r1, &r0, 1e-5);
 
         let (mut dx0, mut dx1) = (d0.clone(), d0.clone());
-        rmsnorm::rmsnorm_bwd(&mut dx0, &dy, &x, &w, &r0, c);
-        rmsnorm::fast::rmsnorm_bwd(&mut dx1, &dy, &x, &w, &r0, c);
+        rmsnorm::rmsnorm_bwd(&mut dx0, &dy, &x, &w, &r0, c, true);
+        rmsnorm::fast::rmsnorm_bwd(&mut dx1, &dy, &x, &w, &r0, c, true);
         assert_close(&format!("rmsnorm_bwd c={c}"), &dx1, &dx0, 1e-5);
     }
 }
@@ -207,8 +207,19 @@ fn row_ops_match_the_scalar_reference() {
                 1e-5,
             );
             let (mut want, mut got) = (b.clone(), b.clone());
-            simd::norm_bwd_row(Isa::Scalar, &mut want, &dy, &x, &w, 0.3, 0.7, 0.2, 0.1);
-            simd::norm_bwd_row(isa, &mut got, &dy, &x, &w, 0.3, 0.7, 0.2, 0.1);
+            simd::norm_bwd_row(
+                Isa::Scalar,
+                &mut want,
+                &dy,
+                &x,
+                &w,
+                0.3,
+                0.7,
+                0.2,
+                0.1,
+                true,
+            );
+            simd::norm_bwd_row(isa, &mut got, &dy, &x, &w, 0.3, 0.7, 0.2, 0.1, true);
             assert_close(&format!("{isa:?} norm_bwd_row n={n}"), &got, &want, 2e-6);
         }
     }

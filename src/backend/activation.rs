@@ -45,7 +45,8 @@ op_family! {
     pub trait ActivationOps {
         /// out (N) = act(inp).
         fn act_fwd(&self, out: &mut Self::Buf, inp: &Self::Buf, act: Act, n: usize) -> Result<()>;
-        /// dinp (N) += dout * act'(inp).
+        /// dinp (N) += dout * act'(inp) with `accumulate`, else dinp = it, written whole (bit
+        /// for bit what adding into zeros gives).
         fn act_bwd(
             &self,
             dinp: &mut Self::Buf,
@@ -53,6 +54,7 @@ op_family! {
             inp: &Self::Buf,
             act: Act,
             n: usize,
+            accumulate: bool,
         ) -> Result<()>;
         /// out (N) = act(gate) * lin (T5 v1.1's gated FFN).
         fn gated_act_fwd(
@@ -63,7 +65,8 @@ op_family! {
             act: Act,
             n: usize,
         ) -> Result<()>;
-        /// dgate (N) += dout * act'(gate) * lin; dlin (N) += dout * act(gate).
+        /// dgate (N) += dout * act'(gate) * lin; dlin (N) += dout * act(gate); with
+        /// `accumulate` false both are written whole instead (as adding into zeros).
         fn gated_act_bwd(
             &self,
             dgate: &mut Self::Buf,
@@ -73,6 +76,7 @@ op_family! {
             lin: &Self::Buf,
             act: Act,
             n: usize,
+            accumulate: bool,
         ) -> Result<()>;
     }
 }

@@ -291,9 +291,11 @@ op_family! {
             scale: f64,
             dims: AttnDims,
         ) -> Result<()>;
-        /// dq, dk, dv += the gradients of q, k, v, recomputing the probabilities from lse;
-        /// with a `prefix`, dprefix (the prefix table's shape, F32) += the gradient of this
-        /// layer's prefix keys and values, summed over the batch, at the prefix's offsets.
+        /// dq, dk, dv += the gradients of q, k, v, recomputing the probabilities from lse,
+        /// with `accumulate`; else dq, dk, dv = them, written whole (bit for bit what adding
+        /// into zeros gives). With a `prefix`, dprefix (the prefix table's shape, F32) += the
+        /// gradient of this layer's prefix keys and values, summed over the batch, at the
+        /// prefix's offsets (always added: every layer's block shares the table).
         fn attention_bwd(
             &self,
             dq: &mut Self::Buf,
@@ -311,6 +313,7 @@ op_family! {
             causal: bool,
             scale: f64,
             dims: AttnDims,
+            accumulate: bool,
         ) -> Result<()>;
         /// The KV-cache decode step: out (B, H, D) = attention of one new query per row,
         /// q (B, H, D), over the first Tk = `dims.tk` entries of the caches k, v (B, Tmax,

@@ -19,7 +19,8 @@ op_family! {
             c: usize,
             eps: f64,
         ) -> Result<()>;
-        /// dinp (N, C) += LayerNorm backward of dout (N, C).
+        /// dinp (N, C) += LayerNorm backward of dout (N, C) with `accumulate`, else dinp = it,
+        /// written whole (bit for bit what adding into zeros gives).
         fn layernorm_bwd(
             &self,
             dinp: &mut Self::Buf,
@@ -30,6 +31,7 @@ op_family! {
             rstd: &Self::Buf,
             n: usize,
             c: usize,
+            accumulate: bool,
         ) -> Result<()>;
     }
 }

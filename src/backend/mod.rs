@@ -18,7 +18,11 @@
 //!
 //! Argument order everywhere: outputs, then gradients, then inputs, then saved state, then
 //! sizes. Accumulation rule, for every op: forward ops overwrite their outputs; backward ops
-//! (`*_bwd`) add into their input gradients (`+=`), whose buffers the caller zeroes first.
+//! (`*_bwd`) add into their input gradients (`+=`), whose buffers the caller zeroes first,
+//! except those that take `accumulate` (`linear_bwd`, the norms', the activations',
+//! `attention_bwd`'s dq, dk and dv): with it false they write their gradients whole, bit for
+//! bit what adding into zeros gives, so the first contributor to a buffer needs no zeroed one
+//! (`Storage::output`).
 //! The losses that start the backward pass write the logits' gradient (`cross_entropy_fwd_bwd`
 //! in place of the logits, `cls_xent_grad` into its own buffer); optimizer updates and
 //! `scale_inplace` update in place.

@@ -17,7 +17,8 @@ op_family! {
             c: usize,
             eps: f64,
         ) -> Result<()>;
-        /// dinp (N, C) += RMS-norm backward of dout (N, C).
+        /// dinp (N, C) += RMS-norm backward of dout (N, C) with `accumulate` (T5's residual
+        /// stream), else dinp = it, written whole (bit for bit what adding into zeros gives).
         fn rmsnorm_bwd(
             &self,
             dinp: &mut Self::Buf,
@@ -27,6 +28,7 @@ op_family! {
             rstd: &Self::Buf,
             n: usize,
             c: usize,
+            accumulate: bool,
         ) -> Result<()>;
     }
 }

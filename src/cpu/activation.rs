@@ -1,8 +1,9 @@
 //! Activation family: GELU (erf and tanh), ReLU, SiLU, and T5's gated variants.
-//! Backward adds into its input gradients (src/backend/mod.rs). `Act` itself is declared in
+//! Backward adds into its input gradients with `accumulate`, else writes them whole, as adding
+//! into zeros would (src/backend/mod.rs). `Act` itself is declared in
 //! src/backend/activation.rs; its scalar math, `value` and `grad`, lives here.
 
-use super::real::Real;
+use super::real::{base, Real};
 use super::{real, real_mut, CpuBackend, CpuBuf};
 use crate::backend::{Act, ActivationOps};
 use crate::error::Result;
@@ -78,14 +79,14 @@ pub fn act_fwd<F: Real>(out: &mut [F], inp: &[F], act: Act) {
         });
 }
 
-/// dinp (N) += dout * act'(inp).
-pub fn act_bwd<F: Real>(dinp: &mut [F], dout: &[F], inp: &[F], act: Act) {
+/// dinp (N) += dout * act'(inp) with `acc`, else dinp = 0 + it.
+pub fn act_bwd<F: Real>(dinp: &mut [F], dout: &[F], inp: &[F], act: Act, acc: bool) {
     dinp.par_chunks_mut(CHUNK)
         .zip(dout.par_chunks(CHUNK).zip(inp.par_chunks(CHUNK)))
         .for_each(|(dx, (dy, x))| {
             dx.iter_mut()
                 .zip(dy.iter().zip(x))
-                .for_each(|(dx, (&dy, &x))| *dx += dy * act.grad(x));
+                .for_each(|(dx, (&dy, &x))| *dx = base(acc, *dx) + dy * act.grad(x));
         });
 }
 
@@ -100,7 +101,7 @@ pub fn gated_act_fwd<F: Real>(out: &mut [F], gate: &[F], lin: &[F], act: Act) {
         });
 }
 
-/// dgate += dout * act'(gate) * lin, dlin += dout * act(gate).
+/// dgate += dout * act'(gate) * lin, dlin += dout * act(gate) with `acc`, else each = 0 + it.
 pub fn gated_act_bwd<F: Real>(
     dgate: &mut [F],
     dlin: &mut [F],
@@ -108,6 +109,7 @@ pub fn gated_act_bwd<F: Real>(
     gate: &[F],
     lin: &[F],
     act: Act,
+    acc: bool,
 ) {
     dgate
         .par_chunks_mut(CHUNK)
@@ -118,8 +120,8 @@ pub fn gated_act_bwd<F: Real>(
         )
         .for_each(|((dg, dl), (dy, (g, l)))| {
             for i in 0..dg.len() {
-                dg[i] += dy[i] * act.grad(g[i]) * l[i];
-                dl[i] += dy[i] * act.value(g[i]);
+                dg[i] = base(acc, dg[i]) + dy[i] * act.grad(g[i]) * l[i];
+                dl[i] = base(acc, dl[i]) + dy[i] * act.value(g[i]);
             }
         });
 }
@@ -138,11 +140,11 @@ pub mod fast {
             .for_each(|(y, x)| simd::act_fwd(isa(), y, x, act));
     }
 
-    /// dinp (N) += dout * act'(inp).
-    pub fn act_bwd(dinp: &mut [f32], dout: &[f32], inp: &[f32], act: Act) {
+    /// dinp (N) += dout * act'(inp) with `acc`, else dinp = 0 + it.
+    pub fn act_bwd(dinp: &mut [f32], dout: &[f32], inp: &[f32], act: Act, acc: bool) {
         dinp.par_chunks_mut(CHUNK)
             .zip(dout.par_chunks(CHUNK).zip(inp.par_chunks(CHUNK)))
-            .for_each(|(dx, (dy, x))| simd::act_bwd(isa(), dx, dy, x, act));
+            .for_each(|(dx, (dy, x))| simd::act_bwd(isa(), dx, dy, x, act, acc));
     }
 
     /// out (N) = act(gate) * lin.
@@ -152,7 +154,8 @@ pub mod fast {
             .for_each(|(y, (g, l))| simd::gated_fwd(isa(), y, g, l, act));
     }
 
-    /// dgate += dout * act'(gate) * lin, dlin += dout * act(gate).
+    /// dgate += dout * act'(gate) * lin, dlin += dout * act(gate) with `acc`, else each =
+    /// 0 + it.
     pub fn gated_act_bwd(
         dgate: &mut [f32],
         dlin: &mut [f32],
@@ -160,6 +163,7 @@ pub mod fast {
         gate: &[f32],
         lin: &[f32],
         act: Act,
+        acc: bool,
     ) {
         dgate
             .par_chunks_mut(CHUNK)
@@ -168,7 +172,9 @@ pub mod fast {
                 dout.par_chunks(CHUNK)
                     .zip(gate.par_chunks(CHUNK).zip(lin.par_chunks(CHUNK))),
             )
-            .for_each(|((dg, dl), (dy, (g, l)))| simd::gated_bwd(isa(), dg, dl, dy, g, l, act));
+            .for_each(|((dg, dl), (dy, (g, l)))| {
+                simd::gated_bwd(isa(), dg, dl, dy, g, l, act, acc)
+            });
     }
 }
 
@@ -189,6 +195,7 @@ impl<F: Real> ActivationOps for CpuBackend<F> {
         inp: &CpuBuf<F>,
         act: Act,
         n: usize,
+        accumulate: bool,
     ) -> Result<()> {
         let (dinp, dout, inp) = (
             real_mut(dinp, "act dinp", n)?,
@@ -196,8 +203,8 @@ impl<F: Real> ActivationOps for CpuBackend<F> {
             real(inp, "act inp", n)?,
         );
         match (F::as_f32(dout), F::as_f32(inp), F::as_f32_mut(dinp)) {
-            (Some(dy), Some(x), Some(dx)) => fast::act_bwd(dx, dy, x, act),
-            _ => act_bwd(dinp, dout, inp, act),
+            (Some(dy), Some(x), Some(dx)) => fast::act_bwd(dx, dy, x, act, accumulate),
+            _ => act_bwd(dinp, dout, inp, act, accumulate),
         }
         Ok(())
     }
@@ -231,6 +238,7 @@ impl<F: Real> ActivationOps for CpuBackend<F> {
         lin: &CpuBuf<F>,
         act: Act,
         n: usize,
+        accumulate: bool,
     ) -> Result<()> {
         let (dgate, dlin) = (
             real_mut(dgate, "gated dgate", n)?,
@@ -249,9 +257,9 @@ impl<F: Real> ActivationOps for CpuBackend<F> {
             F::as_f32_mut(dlin),
         ) {
             (Some(dy), Some(g), Some(l), Some(dg), Some(dl)) => {
-                fast::gated_act_bwd(dg, dl, dy, g, l, act)
+                fast::gated_act_bwd(dg, dl, dy, g, l, act, accumulate)
             }
-            _ => gated_act_bwd(dgate, dlin, dout, gate, lin, act),
+            _ => gated_act_bwd(dgate, dlin, dout, gate, lin, act, accumulate),
         }
         Ok(())
     }

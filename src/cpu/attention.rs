@@ -7,7 +7,9 @@
 //! and backward recomputes the probabilities from it, a block of query rows at a time (a
 //! transient (block, Tk) tile per head in flight). Because D_i = Σ_j P_ij dP_ij equals
 //! dO_i·O_i, backward does not need the forward output either.
-//! Backward adds into dq, dk and dv (src/backend/mod.rs).
+//! Backward adds into dq, dk and dv with `accumulate`; else each task first zeroes the rows
+//! it alone writes, so the result is bit for bit that of adding into zeroed buffers
+//! (src/backend/mod.rs) without a separate pass over them.
 //!
 //! Each (batch, head) pair is one independent task in forward; backward takes one (batch,
 //! key/value head) pair per task and runs its H/Hkv query heads in turn, so that each task
@@ -401,8 +403,9 @@ struct PrefixGrad<F> {
 }
 
 /// dq, dk, dv += their gradients from dout, recomputing the probabilities from q, k and the
-/// saved lse; with a prefix, dprefix (P, width) += the gradient of its keys and values at the
-/// prefix's offsets, summed over the batch (in batch order, so the sum is deterministic).
+/// saved lse, with `acc` (else dq, dk, dv = them); with a prefix, dprefix (P, width) += the
+/// gradient of its keys and values at the prefix's offsets, summed over the batch (in batch
+/// order, so the sum is deterministic).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bwd<F: Real>(
     dq: &mut [F],
@@ -420,6 +423,7 @@ pub fn attention_bwd<F: Real>(
     causal: bool,
     scale: f64,
     dims: AttnDims,
+    acc: bool,
 ) {
     let AttnDims { b, hkv, d, .. } = dims;
     let ptrs = (
@@ -442,6 +446,7 @@ pub fn attention_bwd<F: Real>(
                 causal,
                 scale,
                 dims,
+                acc,
             )
         })
         .collect();
@@ -469,8 +474,8 @@ pub fn attention_bwd<F: Real>(
 type BwdPtrs<F> = (SendPtr<F>, SendPtr<F>, SendPtr<F>);
 type BwdInputs<'a, F> = (&'a [F], &'a [F], &'a [F], &'a [F], &'a [F]);
 
-/// attention_bwd for key/value head `bkv` = (bi, kvh): its query heads' dq, its dk and dv,
-/// and its (P, D) prefix gradients, returned.
+/// attention_bwd for key/value head `bkv` = (bi, kvh): its query heads' dq, its dk and dv
+/// (zeroed first without `acc`), and its (P, D) prefix gradients, returned.
 #[allow(clippy::too_many_arguments)]
 fn bwd_task<F: Real>(
     bkv: usize,
@@ -482,6 +487,7 @@ fn bwd_task<F: Real>(
     causal: bool,
     scale: f64,
     dims: AttnDims,
+    acc: bool,
 ) -> Option<PrefixGrad<F>> {
     let AttnDims {
         tq, tk, h, hkv, d, ..
@@ -500,6 +506,13 @@ fn bwd_task<F: Real>(
     let np = keys.p;
     let dkm = head_mat(dk.get(), bi, kvh, tk, hkv, d);
     let dvm = head_mat(dv.get(), bi, kvh, tk, hkv, d);
+    if !acc {
+        // SAFETY: this task alone writes head (bi, kvh) of dk and dv.
+        unsafe {
+            zero_rows(dkm, tk, d);
+            zero_rows(dvm, tk, d);
+        }
+    }
     let mut grad = prefix.map(|_| PrefixGrad {
         dk: vec![F::ZERO; np * d],
         dv: vec![F::ZERO; np * d],
@@ -513,6 +526,10 @@ fn bwd_task<F: Real>(
         let qm = head_mat(q.as_ptr(), bi, hi, tq, h, d);
         let dom = head_mat(dout.as_ptr(), bi, hi, tq, h, d);
         let dqm = head_mat(dq.get(), bi, hi, tq, h, d);
+        if !acc {
+            // SAFETY: this task alone writes query head (bi, hi) of dq.
+            unsafe { zero_rows(dqm, tq, d) };
+        }
         let lse_bh = &lse[(bi * h + hi) * tq..(bi * h + hi + 1) * tq];
         terms.set_head(bias, hi, &all);
         for i0 in (0..tq).step_by(block) {
@@ -543,6 +560,17 @@ fn bwd_task<F: Real>(
         }
     }
     grad
+}
+
+/// Zeroes the first `rows` rows (D columns each) of a strided matrix.
+///
+/// # Safety
+/// The caller alone writes those rows, which lie inside their tensor.
+unsafe fn zero_rows<F: Real>(m: Mat<F>, rows: usize, d: usize) {
+    for r in 0..rows {
+        let row = (m.ptr as *mut F).wrapping_offset(r as isize * m.rs);
+        std::slice::from_raw_parts_mut(row, d).fill(F::ZERO);
+    }
 }
 
 /// A query tile's share of the real keys' gradients: dq_blk (rows, D) += dS[:, P..end]·k,

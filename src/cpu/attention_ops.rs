@@ -67,6 +67,7 @@ impl<F: Real> AttentionOps for CpuBackend<F> {
         causal: bool,
         scale: f64,
         dims: AttnDims,
+        accumulate: bool,
     ) -> Result<()> {
         let AttnDims {
             b,
@@ -104,6 +105,7 @@ impl<F: Real> AttentionOps for CpuBackend<F> {
             causal,
             scale,
             dims,
+            accumulate,
         );
         Ok(())
     }

@@ -1,8 +1,9 @@
 //! LayerNorm (BERT), forward and backward.
 //!
-//! Accumulation contract (src/backend/mod.rs): `layernorm_bwd` adds into `dinp`.
+//! Accumulation contract (src/backend/mod.rs): `layernorm_bwd` adds into `dinp` with
+//! `accumulate`, else writes it whole (as adding into zeros would).
 
-use super::real::Real;
+use super::real::{base, Real};
 use super::{real, real_mut, CpuBackend, CpuBuf};
 use crate::backend::LayerNormOps;
 use crate::error::Result;
@@ -36,7 +37,8 @@ pub fn layernorm_fwd<F: Real>(
         });
 }
 
-/// dinp (N, C) += LayerNorm backward of dout (N, C), from the saved input and statistics.
+/// dinp (N, C) += LayerNorm backward of dout (N, C), from the saved input and statistics,
+/// with `acc`; else dinp = 0 + it.
 #[allow(clippy::too_many_arguments)]
 pub fn layernorm_bwd<F: Real>(
     dinp: &mut [F],
@@ -46,6 +48,7 @@ pub fn layernorm_bwd<F: Real>(
     mean: &[F],
     rstd: &[F],
     c: usize,
+    acc: bool,
 ) {
     let inv_c = F::from_f64(1.0 / c as f64);
     dinp.par_chunks_mut(c)
@@ -64,7 +67,7 @@ pub fn layernorm_bwd<F: Real>(
             mean_gx *= inv_c;
             for i in 0..c {
                 let xhat = (x[i] - mu) * rs;
-                dx[i] += (dy[i] * w[i] - mean_g - xhat * mean_gx) * rs;
+                dx[i] = base(acc, dx[i]) + (dy[i] * w[i] - mean_g - xhat * mean_gx) * rs;
             }
         });
 }
@@ -102,6 +105,7 @@ pub mod fast {
     }
 
     /// As `layernorm_bwd`.
+    #[allow(clippy::too_many_arguments)]
     pub fn layernorm_bwd(
         dinp: &mut [f32],
         dout: &[f32],
@@ -110,6 +114,7 @@ pub mod fast {
         mean: &[f32],
         rstd: &[f32],
         c: usize,
+        acc: bool,
     ) {
         let isa = isa();
         let inv_c = 1.0 / c as f32;
@@ -121,7 +126,8 @@ pub mod fast {
                 let (sum_g, sum_gx) = simd::norm_bwd_sums(isa, dy, x, w, mu);
                 let (mean_g, mean_gx) = (sum_g * inv_c, sum_gx * rs * inv_c);
                 // dx += (g - mean_g - xhat·mean_gx)·rs with xhat = (x - mu)·rs
-                simd::norm_bwd_row(isa, dx, dy, x, w, mu, rs, mean_gx * rs * rs, mean_g * rs);
+                let (k, c0) = (mean_gx * rs * rs, mean_g * rs);
+                simd::norm_bwd_row(isa, dx, dy, x, w, mu, rs, k, c0, acc);
             });
     }
 }
@@ -175,6 +181,7 @@ impl<F: Real> LayerNormOps for CpuBackend<F> {
         rstd: &CpuBuf<F>,
         n: usize,
         c: usize,
+        accumulate: bool,
     ) -> Result<()> {
         let dinp = real_mut(dinp, "layernorm dinp", n * c)?;
         let (dout, inp, w) = (
@@ -195,9 +202,9 @@ impl<F: Real> LayerNormOps for CpuBackend<F> {
             F::as_f32_mut(dinp),
         ) {
             (Some(dy), Some(x), Some(w), Some(m), Some(r), Some(dx)) => {
-                fast::layernorm_bwd(dx, dy, x, w, m, r, c)
+                fast::layernorm_bwd(dx, dy, x, w, m, r, c, accumulate)
             }
-            _ => layernorm_bwd(dinp, dout, inp, w, mean, rstd, c),
+            _ => layernorm_bwd(dinp, dout, inp, w, mean, rstd, c, accumulate),
         }
         Ok(())
     }

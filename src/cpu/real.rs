@@ -204,3 +204,14 @@ impl Real for f64 {
         f64::NEG_INFINITY
     }
 }
+
+/// What a backward op adds its gradient to: the buffer's value with `acc`, else 0, so that
+/// writing (`accumulate` false) gives the bits adding into a zeroed buffer gives.
+#[inline(always)]
+pub fn base<F: Real>(acc: bool, old: F) -> F {
+    if acc {
+        old
+    } else {
+        F::ZERO
+    }
+}

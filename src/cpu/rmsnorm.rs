@@ -1,9 +1,10 @@
 //! RMS norm (T5), forward and backward: no mean, no bias.
 //!
-//! Accumulation contract: `rmsnorm_bwd` adds into `dinp`: in T5's pre-LN blocks the norm's
-//! input is the residual stream, whose gradient already holds the skip path.
+//! Accumulation contract: `rmsnorm_bwd` adds into `dinp` with `accumulate`: in T5's pre-LN
+//! blocks the norm's input is the residual stream, whose gradient already holds the skip
+//! path; else it writes `dinp` whole (the final norm's), as adding into zeros would.
 
-use super::real::Real;
+use super::real::{base, Real};
 use super::{real, real_mut, CpuBackend, CpuBuf};
 use crate::backend::RmsNormOps;
 use crate::error::Result;
@@ -25,8 +26,16 @@ pub fn rmsnorm_fwd<F: Real>(out: &mut [F], rstd: &mut [F], inp: &[F], w: &[F], c
         });
 }
 
-/// dinp (N, C) += RMS-norm backward of dout (N, C).
-pub fn rmsnorm_bwd<F: Real>(dinp: &mut [F], dout: &[F], inp: &[F], w: &[F], rstd: &[F], c: usize) {
+/// dinp (N, C) += RMS-norm backward of dout (N, C) with `acc`, else dinp = 0 + it.
+pub fn rmsnorm_bwd<F: Real>(
+    dinp: &mut [F],
+    dout: &[F],
+    inp: &[F],
+    w: &[F],
+    rstd: &[F],
+    c: usize,
+    acc: bool,
+) {
     let inv_c = F::from_f64(1.0 / c as f64);
     dinp.par_chunks_mut(c)
         .zip(dout.par_chunks(c))
@@ -36,7 +45,7 @@ pub fn rmsnorm_bwd<F: Real>(dinp: &mut [F], dout: &[F], inp: &[F], w: &[F], rstd
             let dot = (0..c).map(|i| dy[i] * w[i] * x[i]).sum::<F>();
             let k = rs * rs * rs * dot * inv_c;
             for i in 0..c {
-                dx[i] += dy[i] * w[i] * rs - x[i] * k;
+                dx[i] = base(acc, dx[i]) + (dy[i] * w[i] * rs - x[i] * k);
             }
         });
 }
@@ -76,6 +85,7 @@ pub mod fast {
         w: &[f32],
         rstd: &[f32],
         c: usize,
+        acc: bool,
     ) {
         let isa = isa();
         let inv_c = 1.0 / c as f32;
@@ -86,7 +96,7 @@ pub mod fast {
             .for_each(|(((dx, dy), x), &rs)| {
                 let (_, dot) = simd::norm_bwd_sums(isa, dy, x, w, 0.0);
                 let k = rs * rs * rs * dot * inv_c;
-                simd::norm_bwd_row(isa, dx, dy, x, w, 0.0, rs, k, 0.0);
+                simd::norm_bwd_row(isa, dx, dy, x, w, 0.0, rs, k, 0.0, acc);
             });
     }
 }
@@ -131,6 +141,7 @@ impl<F: Real> RmsNormOps for CpuBackend<F> {
         rstd: &CpuBuf<F>,
         n: usize,
         c: usize,
+        accumulate: bool,
     ) -> Result<()> {
         let dinp = real_mut(dinp, "rmsnorm dinp", n * c)?;
         let (dout, inp) = (
@@ -149,9 +160,9 @@ impl<F: Real> RmsNormOps for CpuBackend<F> {
             F::as_f32_mut(dinp),
         ) {
             (Some(dy), Some(x), Some(w), Some(r), Some(dx)) => {
-                fast::rmsnorm_bwd(dx, dy, x, w, r, c)
+                fast::rmsnorm_bwd(dx, dy, x, w, r, c, accumulate)
             }
-            _ => rmsnorm_bwd(dinp, dout, inp, w, rstd, c),
+            _ => rmsnorm_bwd(dinp, dout, inp, w, rstd, c, accumulate),
         }
         Ok(())
     }

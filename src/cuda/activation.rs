@@ -1,5 +1,5 @@
 //! Launchers of kernels/activation.cu (reference: src/cpu/activation.rs). Forward overwrites
-//! its output; backward adds into its input gradients. Grid-stride over chunks of 8 elements, `act` passed as `Act::id()`.
+//! its output; backward adds into its input gradients with `accumulate`, else writes them. Grid-stride over chunks of 8 elements, `act` passed as `Act::id()`.
 
 use super::kernels::k;
 use super::launch::{stride_blocks, Args, Cfg, STRIDE_THREADS};
@@ -29,8 +29,8 @@ impl ActivationOps for CudaBackend {
     }
 
     // extern "C" __global__ void act_bwd(act_t* dinp, const act_t* dout, const act_t* inp, int act,
-    //     long long n);
-    /// dinp (N) += dout * act'(inp).
+    //     long long n, int accumulate);
+    /// dinp (N) += dout * act'(inp) with `accumulate`, else = it.
     fn act_bwd(
         &self,
         dinp: &mut CudaBuf,
@@ -38,6 +38,7 @@ impl ActivationOps for CudaBackend {
         inp: &CudaBuf,
         act: Act,
         n: usize,
+        accumulate: bool,
     ) -> Result<()> {
         let dev = &self.dev;
         let store = dev.store();
@@ -46,7 +47,8 @@ impl ActivationOps for CudaBackend {
             .ptr(arg(dout, "act dout", store, n)?)
             .ptr(arg(inp, "act inp", store, n)?)
             .i32(act.id())
-            .i64(n as i64);
+            .i64(n as i64)
+            .i32(accumulate as i32);
         if n == 0 {
             return Ok(());
         }
@@ -79,8 +81,8 @@ impl ActivationOps for CudaBackend {
     }
 
     // extern "C" __global__ void gated_act_bwd(act_t* dgate, act_t* dlin, const act_t* dout,
-    //     const act_t* gate, const act_t* lin, int act, long long n);
-    /// dgate += dout * act'(gate) * lin, dlin += dout * act(gate).
+    //     const act_t* gate, const act_t* lin, int act, long long n, int accumulate);
+    /// dgate += dout * act'(gate) * lin, dlin += dout * act(gate) with `accumulate`, else =.
     #[allow(clippy::too_many_arguments)]
     fn gated_act_bwd(
         &self,
@@ -91,6 +93,7 @@ impl ActivationOps for CudaBackend {
         lin: &CudaBuf,
         act: Act,
         n: usize,
+        accumulate: bool,
     ) -> Result<()> {
         let dev = &self.dev;
         let store = dev.store();
@@ -101,7 +104,8 @@ impl ActivationOps for CudaBackend {
             .ptr(arg(gate, "gated gate", store, n)?)
             .ptr(arg(lin, "gated lin", store, n)?)
             .i32(act.id())
-            .i64(n as i64);
+            .i64(n as i64)
+            .i32(accumulate as i32);
         if n == 0 {
             return Ok(());
         }

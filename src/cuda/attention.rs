@@ -356,16 +356,17 @@ impl AttentionOps for CudaBackend {
     //     const int* prefix_slot, const int* prefix_hidden, const float* lse,
     //     const int* key_mask, const w_t* bias_table, const int* buckets, int alibi, int causal,
     //     float scale, int B, int Tq, int Tk, int H, int Hkv, int D, int P, int width,
-    //     int k_off, int v_off);
+    //     int k_off, int v_off, int accumulate);
     // extern "C" __global__ void attention_bwd_dkdv(act_t* dk, act_t* dv, float* dprefix,
     //     const act_t* dout, const act_t* q, const act_t* k, const act_t* v,
     //     const float* prefix, const int* prefix_slot, const int* prefix_hidden,
     //     const float* lse, const float* delta, const int* key_mask, const w_t* bias_table,
     //     const int* buckets, int alibi, int causal, float scale, int B, int Tq, int Tk, int H,
-    //     int Hkv, int D, int P, int width, int k_off, int v_off);
+    //     int Hkv, int D, int P, int width, int k_off, int v_off, int accumulate);
     // (the _d128 entry points: the same, for 64 < D <= 128; the _mma ones of both: the same)
     /// dq (B, Tq, H, D), dk, dv (B, Tk, Hkv, D) += their gradients from dout, q, k, v and the
-    /// saved lse; dprefix (K·P, width) F32 += each prefix's, summed over the batch rows that
+    /// saved lse with `accumulate`, else = them (each element is stored by one thread once,
+    /// so writing is a store in place of a load and an add); dprefix (K·P, width) F32 += each prefix's, summed over the batch rows that
     /// read it (their hidden rows get nothing).
     /// `delta` (B, H, Tq) f32 is scratch written by the first launch and read by the second.
     /// bwd_dkdv's grid is (ceil(Tk/64) + K·ceil(P/64), Hkv, B).
@@ -387,6 +388,7 @@ impl AttentionOps for CudaBackend {
         causal: bool,
         scale: f64,
         dims: AttnDims,
+        accumulate: bool,
     ) -> Result<()> {
         let be = self;
         let AttnDims {
@@ -443,7 +445,7 @@ impl AttentionOps for CudaBackend {
         be.dev.launch(
             bwd_dq,
             cfg(tq.div_ceil(TILE), h, &dims, dq_kind)?,
-            sizes(args, alibi, causal, scale, &dims, &pre)?,
+            sizes(args, alibi, causal, scale, &dims, &pre)?.i32(accumulate as i32),
         )?;
         let args = Args::new()
             .ptr(arg(dk, "attention dk", store, kv_len)?)
@@ -464,7 +466,7 @@ impl AttentionOps for CudaBackend {
         be.dev.launch(
             bwd_dkdv,
             cfg(tiles, hkv, &dims, dkdv_kind)?,
-            sizes(args, alibi, causal, scale, &dims, &pre)?,
+            sizes(args, alibi, causal, scale, &dims, &pre)?.i32(accumulate as i32),
         )
     }
 

@@ -1,5 +1,5 @@
 //! Launchers of kernels/layernorm.cu (reference: src/cpu/layernorm.rs). Backward adds into
-//! `dinp`. One block per row, 32..256 threads by row width.
+//! `dinp` with `accumulate`, else writes it whole. One block per row, 32..256 threads by row width.
 
 use super::kernels::k;
 use super::launch::{grid_x, int, row_threads, Args, Cfg};
@@ -47,8 +47,8 @@ impl LayerNormOps for CudaBackend {
     }
 
     // extern "C" __global__ void layernorm_bwd(act_t* dinp, const act_t* dout, const act_t* inp,
-    //     const w_t* w, const float* mean, const float* rstd, int n, int c);
-    /// dinp (N, C) += LayerNorm backward of dout (N, C).
+    //     const w_t* w, const float* mean, const float* rstd, int n, int c, int accumulate);
+    /// dinp (N, C) += LayerNorm backward of dout (N, C) with `accumulate`, else = it.
     #[allow(clippy::too_many_arguments)]
     fn layernorm_bwd(
         &self,
@@ -60,6 +60,7 @@ impl LayerNormOps for CudaBackend {
         rstd: &CudaBuf,
         n: usize,
         c: usize,
+        accumulate: bool,
     ) -> Result<()> {
         let dev = &self.dev;
         let store = dev.store();
@@ -71,7 +72,8 @@ impl LayerNormOps for CudaBackend {
             .ptr(arg(mean, "layernorm mean", DType::F32, n)?)
             .ptr(arg(rstd, "layernorm rstd", DType::F32, n)?)
             .i32(int("rows", n)?)
-            .i32(int("hidden size", c)?);
+            .i32(int("hidden size", c)?)
+            .i32(accumulate as i32);
         if n == 0 {
             return Ok(());
         }

@@ -43,8 +43,8 @@ impl RmsNormOps for CudaBackend {
     }
 
     // extern "C" __global__ void rmsnorm_bwd(act_t* dinp, const act_t* dout, const act_t* inp,
-    //     const w_t* w, const float* rstd, int n, int c);
-    /// dinp (N, C) += RMS-norm backward of dout (N, C).
+    //     const w_t* w, const float* rstd, int n, int c, int accumulate);
+    /// dinp (N, C) += RMS-norm backward of dout (N, C) with `accumulate`, else = it.
     #[allow(clippy::too_many_arguments)]
     fn rmsnorm_bwd(
         &self,
@@ -55,6 +55,7 @@ impl RmsNormOps for CudaBackend {
         rstd: &CudaBuf,
         n: usize,
         c: usize,
+        accumulate: bool,
     ) -> Result<()> {
         let dev = &self.dev;
         let store = dev.store();
@@ -65,7 +66,8 @@ impl RmsNormOps for CudaBackend {
             .ptr(arg(w, "rmsnorm weight", dev.weights(), c)?)
             .ptr(arg(rstd, "rmsnorm rstd", DType::F32, n)?)
             .i32(int("rows", n)?)
-            .i32(int("hidden size", c)?);
+            .i32(int("hidden size", c)?)
+            .i32(accumulate as i32);
         if n == 0 {
             return Ok(());
         }

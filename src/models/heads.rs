@@ -92,10 +92,10 @@ pub fn mlm_head_fwd_bwd<B: Backend>(
     let dlogits = logits;
     let mut dz = output(be, act, m * c)?;
     be.linear_bwd(&mut dz, &dlogits, dec_w, m, c, v, false)?;
-    let mut dg = zeros(be, act, m * c)?;
-    be.layernorm_bwd(&mut dg, &dz, &g, &head.ln_w, &mean, &rstd, m, c)?;
-    let mut du = zeros(be, act, m * c)?;
-    be.act_bwd(&mut du, &dg, &u, bert.cfg.hidden_act, m * c)?;
+    let mut dg = output(be, act, m * c)?;
+    be.layernorm_bwd(&mut dg, &dz, &g, &head.ln_w, &mean, &rstd, m, c, false)?;
+    let mut du = output(be, act, m * c)?;
+    be.act_bwd(&mut du, &dg, &u, bert.cfg.hidden_act, m * c, false)?;
     let mut dh = output(be, act, m * c)?;
     be.linear_bwd(&mut dh, &du, &head.dense_w, m, c, c, false)?;
     let mut dhidden = zeros(be, act, be.len(hidden))?;
@@ -120,7 +120,8 @@ fn verbalizer_rows<B: Backend>(be: &B, bert: &Bert<B>, ids: &[i32]) -> Result<(B
     crate::backend::check_ids("verbalizer_ids", ids, bert.cfg.vocab_size)?;
     let idx = be.upload_i32(ids)?;
     let wt = be.weight_dtype();
-    let (mut w, mut b) = (zeros(be, wt, ids.len() * c)?, zeros(be, wt, ids.len())?);
+    // gather_rows writes every row
+    let (mut w, mut b) = (output(be, wt, ids.len() * c)?, output(be, wt, ids.len())?);
     be.gather_rows(&mut w, full_w, &idx, ids.len(), c)?;
     be.gather_rows(&mut b, &head.bias, &idx, ids.len(), 1)?;
     Ok((w, b))

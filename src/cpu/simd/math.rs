@@ -144,6 +144,17 @@ macro_rules! blocks {
     }};
 }
 
+/// What a backward op adds its gradient to: the register at `p` with `acc`, else zeros (the
+/// bits adding into a zeroed buffer gives, without reading it).
+#[inline(always)]
+unsafe fn base_v<S: Lanes>(acc: bool, p: *const f32) -> S::V {
+    if acc {
+        S::load(p)
+    } else {
+        S::splat(0.0)
+    }
+}
+
 #[inline(always)]
 pub(super) unsafe fn act_fwd_g<S: Lanes>(out: &mut [f32], inp: &[f32], act: Act) {
     let (xp, yp) = (inp.as_ptr(), out.as_mut_ptr());
@@ -153,11 +164,17 @@ pub(super) unsafe fn act_fwd_g<S: Lanes>(out: &mut [f32], inp: &[f32], act: Act)
 }
 
 #[inline(always)]
-pub(super) unsafe fn act_bwd_g<S: Lanes>(dinp: &mut [f32], dout: &[f32], inp: &[f32], act: Act) {
+pub(super) unsafe fn act_bwd_g<S: Lanes>(
+    dinp: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    act: Act,
+    acc: bool,
+) {
     let (dyp, xp, dxp) = (dout.as_ptr(), inp.as_ptr(), dinp.as_mut_ptr());
     blocks!(S, dinp.len(), [dy = dyp, x = xp], [dx = dxp], {
         let (_, g) = act_value_grad::<S>(act, S::load(x));
-        S::store(dx, S::fma(S::load(dy), g, S::load(dx)));
+        S::store(dx, S::fma(S::load(dy), g, base_v::<S>(acc, dx)));
     });
 }
 
@@ -177,6 +194,7 @@ pub(super) unsafe fn gated_bwd_g<S: Lanes>(
     gate: &[f32],
     lin: &[f32],
     act: Act,
+    acc: bool,
 ) {
     let (dyp, gp, lp) = (dout.as_ptr(), gate.as_ptr(), lin.as_ptr());
     let (dgp, dlp) = (dgate.as_mut_ptr(), dlin.as_mut_ptr());
@@ -188,8 +206,11 @@ pub(super) unsafe fn gated_bwd_g<S: Lanes>(
         {
             let dy = S::load(dy);
             let (v, grad) = act_value_grad::<S>(act, S::load(g));
-            S::store(dg, S::fma(S::mul(dy, grad), S::load(l), S::load(dg)));
-            S::store(dl, S::fma(dy, v, S::load(dl)));
+            S::store(
+                dg,
+                S::fma(S::mul(dy, grad), S::load(l), base_v::<S>(acc, dg)),
+            );
+            S::store(dl, S::fma(dy, v, base_v::<S>(acc, dl)));
         }
     );
 }
@@ -280,13 +301,14 @@ pub(super) unsafe fn norm_bwd_row_g<S: Lanes>(
     rs: f32,
     k: f32,
     c0: f32,
+    acc: bool,
 ) {
     let (muv, rsv, kv, c0v) = (S::splat(mu), S::splat(rs), S::splat(k), S::splat(c0));
     let (dyp, xp, wp, dxp) = (dy.as_ptr(), x.as_ptr(), w.as_ptr(), dx.as_mut_ptr());
     blocks!(S, dx.len(), [dy = dyp, x = xp, w = wp], [dx = dxp], {
         let g = S::mul(S::mul(S::load(dy), S::load(w)), rsv);
         let t = S::fma(S::sub(S::load(x), muv), kv, c0v);
-        S::store(dx, S::add(S::load(dx), S::sub(g, t)));
+        S::store(dx, S::add(base_v::<S>(acc, dx), S::sub(g, t)));
     });
 }
 

@@ -19,6 +19,7 @@
 use std::sync::OnceLock;
 
 use crate::backend::Act;
+use crate::cpu::real::base;
 
 /// The instruction set the float32 CPU ops run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,10 +137,10 @@ dispatch!(
     }
 );
 dispatch!(
-    /// dinp (N) += dout · act'(inp).
-    act_bwd(dinp: &mut [f32], dout: &[f32], inp: &[f32], act: Act) -> () = act_bwd_g
+    /// dinp (N) += dout · act'(inp) with `acc`, else dinp = 0 + it (as adding into zeros).
+    act_bwd(dinp: &mut [f32], dout: &[f32], inp: &[f32], act: Act, acc: bool) -> () = act_bwd_g
     | for i in 0..dinp.len() {
-        dinp[i] += dout[i] * act.grad(inp[i]);
+        dinp[i] = base(acc, dinp[i]) + dout[i] * act.grad(inp[i]);
     }
 );
 dispatch!(
@@ -150,11 +151,11 @@ dispatch!(
     }
 );
 dispatch!(
-    /// dgate += dout·act'(gate)·lin, dlin += dout·act(gate).
-    gated_bwd(dgate: &mut [f32], dlin: &mut [f32], dout: &[f32], gate: &[f32], lin: &[f32], act: Act) -> () = gated_bwd_g
+    /// dgate += dout·act'(gate)·lin, dlin += dout·act(gate) with `acc`, else each = 0 + it.
+    gated_bwd(dgate: &mut [f32], dlin: &mut [f32], dout: &[f32], gate: &[f32], lin: &[f32], act: Act, acc: bool) -> () = gated_bwd_g
     | for i in 0..dgate.len() {
-        dgate[i] += dout[i] * act.grad(gate[i]) * lin[i];
-        dlin[i] += dout[i] * act.value(gate[i]);
+        dgate[i] = base(acc, dgate[i]) + dout[i] * act.grad(gate[i]) * lin[i];
+        dlin[i] = base(acc, dlin[i]) + dout[i] * act.value(gate[i]);
     }
 );
 dispatch!(
@@ -180,10 +181,10 @@ dispatch!(
     | (0..dy.len()).fold((0.0, 0.0), |(a, b), i| (a + dy[i] * w[i], b + dy[i] * w[i] * (x[i] - mu)))
 );
 dispatch!(
-    /// dx += dy·w·rs - ((x - mu)·k + c0).
-    norm_bwd_row(dx: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], mu: f32, rs: f32, k: f32, c0: f32) -> () = norm_bwd_row_g
+    /// dx += dy·w·rs - ((x - mu)·k + c0) with `acc`, else dx = 0 + it.
+    norm_bwd_row(dx: &mut [f32], dy: &[f32], x: &[f32], w: &[f32], mu: f32, rs: f32, k: f32, c0: f32, acc: bool) -> () = norm_bwd_row_g
     | for i in 0..dx.len() {
-        dx[i] += dy[i] * w[i] * rs - ((x[i] - mu) * k + c0);
+        dx[i] = base(acc, dx[i]) + (dy[i] * w[i] * rs - ((x[i] - mu) * k + c0));
     }
 );
 dispatch!(

@@ -7,7 +7,7 @@ use super::weights::Bert;
 use crate::backend::{AttnDims, Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::common::{hold, linear, output, prompt_or_prefix, zeros, Capture, Recompute};
+use crate::models::common::{hold, linear, output, prompt_or_prefix, Capture, Recompute};
 
 /// What one layer keeps for backward under `Recompute::None`.
 pub struct BertLayerActs<B: Backend> {
@@ -254,7 +254,7 @@ impl<B: Backend> Bert<B> {
         );
         let act = be.act_dtype();
         let scale = 1.0 / (dims.d as f64).sqrt();
-        let mut d_ln2_in = zeros(be, act, n * c)?;
+        let mut d_ln2_in = output(be, act, n * c)?;
         be.layernorm_bwd(
             &mut d_ln2_in,
             dout,
@@ -264,21 +264,23 @@ impl<B: Backend> Bert<B> {
             &a.ln2_rstd,
             n,
             c,
+            false,
         )?;
         let mut d_ffn_act = output(be, act, n * i)?;
         be.linear_bwd(&mut d_ffn_act, &d_ln2_in, &lw.ffn_out_w, n, i, c, false)?;
-        let mut d_ffn_pre = zeros(be, act, n * i)?;
+        let mut d_ffn_pre = output(be, act, n * i)?;
         be.act_bwd(
             &mut d_ffn_pre,
             &d_ffn_act,
             &a.ffn_pre,
             self.cfg.hidden_act,
             n * i,
+            false,
         )?;
         // the residual: d ln1_out = d ln2_in + d ffn_pre · W_in, accumulated in place
         let mut d_ln1_out = d_ln2_in;
         be.linear_bwd(&mut d_ln1_out, &d_ffn_pre, &lw.ffn_in_w, n, c, i, true)?;
-        let mut d_ln1_in = zeros(be, act, n * c)?;
+        let mut d_ln1_in = output(be, act, n * c)?;
         be.layernorm_bwd(
             &mut d_ln1_in,
             &d_ln1_out,
@@ -288,13 +290,14 @@ impl<B: Backend> Bert<B> {
             &a.ln1_rstd,
             n,
             c,
+            false,
         )?;
         let mut d_ctx = output(be, act, n * c)?;
         be.linear_bwd(&mut d_ctx, &d_ln1_in, &lw.attn_out_w, n, c, c, false)?;
         let (mut dq, mut dk, mut dv) = (
-            zeros(be, act, n * c)?,
-            zeros(be, act, n * c)?,
-            zeros(be, act, n * c)?,
+            output(be, act, n * c)?,
+            output(be, act, n * c)?,
+            output(be, act, n * c)?,
         );
         be.attention_bwd(
             &mut dq,
@@ -312,6 +315,7 @@ impl<B: Backend> Bert<B> {
             false,
             scale,
             dims,
+            false,
         )?;
         // the residual: dx = d ln1_in + dq·Wq + dk·Wk + dv·Wv
         let mut dx = d_ln1_in;
@@ -494,7 +498,7 @@ impl<B: Backend> Bert<B> {
             }
             return Ok(());
         };
-        let mut demb = zeros(be, be.act_dtype(), n * c)?;
+        let mut demb = output(be, be.act_dtype(), n * c)?;
         be.layernorm_bwd(
             &mut demb,
             &dx,
@@ -504,6 +508,7 @@ impl<B: Backend> Bert<B> {
             &acts.emb_rstd,
             n,
             c,
+            false,
         )?;
         for name in ["emb.in", "emb.mean", "emb.rstd"] {
             acct.release(name);

@@ -144,7 +144,9 @@ impl<B: Backend> Norm<B> {
         Ok((out, mean, rstd))
     }
 
-    /// dx (N, C) += the norm's backward of dout (N, C).
+    /// dx (N, C) += the norm's backward of dout (N, C) with `accumulate` (the residual
+    /// stream), else dx = it, written whole.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn bwd(
         &self,
         be: &B,
@@ -153,6 +155,7 @@ impl<B: Backend> Norm<B> {
         a: &NormActs<B>,
         n: usize,
         c: usize,
+        accumulate: bool,
     ) -> Result<()> {
         match self {
             Norm::Layer { w, .. } => {
@@ -160,9 +163,9 @@ impl<B: Backend> Norm<B> {
                     .mean
                     .as_ref()
                     .ok_or_else(|| Error::Device("layernorm mean missing".into()))?;
-                be.layernorm_bwd(dx, dout, &a.inp, w, mean, &a.rstd, n, c)
+                be.layernorm_bwd(dx, dout, &a.inp, w, mean, &a.rstd, n, c, accumulate)
             }
-            Norm::Rms { w } => be.rmsnorm_bwd(dx, dout, &a.inp, w, &a.rstd, n, c),
+            Norm::Rms { w } => be.rmsnorm_bwd(dx, dout, &a.inp, w, &a.rstd, n, c, accumulate),
         }
     }
 }
@@ -493,9 +496,9 @@ impl<B: Backend> Decoder<B> {
         let dims = self.attn_dims(b, tq, s);
         let kvw = self.cfg.kv_width();
         let (mut dq, mut dk, mut dv) = (
-            zeros(be, act, nq * qw)?,
-            zeros(be, act, n * kvw)?,
-            zeros(be, act, n * kvw)?,
+            output(be, act, nq * qw)?,
+            output(be, act, n * kvw)?,
+            output(be, act, n * kvw)?,
         );
         be.attention_bwd(
             &mut dq,
@@ -513,6 +516,7 @@ impl<B: Backend> Decoder<B> {
             true,
             self.attn_scale(),
             dims,
+            false,
         )?;
         drop(dctx);
         let kv_heads = (b, s, self.cfg.num_kv_heads);
@@ -533,7 +537,7 @@ impl<B: Backend> Decoder<B> {
         } else {
             be.linear_bwd(&mut dh, &dq, &w.q.w, n, c, qw, true)?;
         }
-        w.attn_norm.bwd(be, dx, &dh, &a.attn_norm, n, c)
+        w.attn_norm.bwd(be, dx, &dh, &a.attn_norm, n, c, true)
     }
 
     /// dx (N, C) += the MLP half's backward of dx (its output's gradient, the residual
@@ -557,7 +561,7 @@ impl<B: Backend> Decoder<B> {
         let mut dg = output(be, act, n * i)?;
         be.linear_bwd(&mut dg, dx, &down.w, n, i, c, false)?;
         let mut dh2 = output(be, act, n * c)?;
-        let mut dpre = zeros(be, act, n * i)?;
+        let mut dpre = output(be, act, n * i)?;
         match &w.mlp {
             Mlp::Gated { gate, up, .. } => {
                 let recomputed;
@@ -568,7 +572,7 @@ impl<B: Backend> Decoder<B> {
                         &recomputed
                     }
                 };
-                let mut dlin = zeros(be, act, n * i)?;
+                let mut dlin = output(be, act, n * i)?;
                 be.gated_act_bwd(
                     &mut dpre,
                     &mut dlin,
@@ -577,16 +581,17 @@ impl<B: Backend> Decoder<B> {
                     lin,
                     self.act(),
                     n * i,
+                    false,
                 )?;
                 be.linear_bwd(&mut dh2, &dlin, &up.w, n, c, i, false)?;
                 be.linear_bwd(&mut dh2, &dpre, &gate.w, n, c, i, true)?;
             }
             Mlp::Plain { up, .. } => {
-                be.act_bwd(&mut dpre, &dg, &a.mlp_pre, self.act(), n * i)?;
+                be.act_bwd(&mut dpre, &dg, &a.mlp_pre, self.act(), n * i, false)?;
                 be.linear_bwd(&mut dh2, &dpre, &up.w, n, c, i, false)?;
             }
         }
         drop((dg, dpre));
-        w.mlp_norm.bwd(be, dx, &dh2, &a.mlp_norm, n, c)
+        w.mlp_norm.bwd(be, dx, &dh2, &a.mlp_norm, n, c, true)
     }
 }

@@ -235,10 +235,10 @@ impl<B: Backend> Decoder<B> {
         let tail = acts.tail.as_ref();
         let (n, c) = (inp.b * inp.s(), self.cfg.hidden_size);
         let n_out = inp.b * tail.map_or(inp.s(), |t| t.rows);
-        let mut dx = zeros(be, be.act_dtype(), n_out * c)?;
+        let mut dx = output(be, be.act_dtype(), n_out * c)?;
         self.w
             .final_norm
-            .bwd(be, &mut dx, &dhidden, &acts.final_norm, n_out, c)?;
+            .bwd(be, &mut dx, &dhidden, &acts.final_norm, n_out, c, false)?;
         drop(dhidden);
         release(acct, "final_norm", &acts.final_norm);
         drop(acts.final_norm);
@@ -270,8 +270,8 @@ impl<B: Backend> Decoder<B> {
             return Ok(());
         };
         if let (Some(norm), Some(a)) = (&self.w.embed_norm, &acts.embed_norm) {
-            let mut demb = zeros(be, be.act_dtype(), n * c)?;
-            norm.bwd(be, &mut demb, &dx, a, n, c)?;
+            let mut demb = output(be, be.act_dtype(), n * c)?;
+            norm.bwd(be, &mut demb, &dx, a, n, c, false)?;
             release(acct, "embed_norm", a);
             dx = demb;
         }

@@ -5,7 +5,7 @@ use super::weights::{T5AttnWeights, T5BlockWeights, T5Stack, T5};
 use crate::backend::{AttnBias, AttnDims, Backend, BiasRef, DType, PrefixKv};
 use crate::error::Result;
 use crate::memory::MemoryAccountant;
-use crate::models::common::{hold, linear, output, zeros};
+use crate::models::common::{hold, linear, output};
 use crate::models::prefix::{t5_block, PrefixInputs};
 
 /// One attention sub-layer's saved state.
@@ -180,14 +180,14 @@ impl<B: Backend> T5<B> {
         let mut dctx = output(be, act, b * tq * at)?;
         be.linear_bwd(&mut dctx, dout, &w.o, b * tq, at, c, false)?;
         let (mut dq, mut dk, mut dv) = (
-            zeros(be, act, b * tq * at)?,
-            zeros(be, act, b * tk * at)?,
-            zeros(be, act, b * tk * at)?,
+            output(be, act, b * tq * at)?,
+            output(be, act, b * tk * at)?,
+            output(be, act, b * tk * at)?,
         );
         let bias = bias.map(AttnBias::Relative);
         be.attention_bwd(
             &mut dq, &mut dk, &mut dv, dprefix, &dctx, &a.q, &a.k, &a.v, prefix, &a.lse, mask,
-            bias, causal, 1.0, dims,
+            bias, causal, 1.0, dims, false,
         )?;
         be.linear_bwd(dhq, &dq, &w.q, b * tq, c, at, false)?;
         let dkv = match dhkv {
@@ -349,11 +349,11 @@ impl<B: Backend> T5<B> {
         // feed-forward
         let mut dg = output(be, act, n * f)?;
         be.linear_bwd(&mut dg, dx, &w.ffn.wo, n, f, c, false)?;
-        let mut dpre = zeros(be, act, n * f)?;
+        let mut dpre = output(be, act, n * f)?;
         let mut dh = output(be, act, n * c)?;
         match (&a.ffn_lin, &w.ffn.wi_1) {
             (Some(lin), Some(wi_1)) => {
-                let mut dlin = zeros(be, act, n * f)?;
+                let mut dlin = output(be, act, n * f)?;
                 be.gated_act_bwd(
                     &mut dpre,
                     &mut dlin,
@@ -362,16 +362,18 @@ impl<B: Backend> T5<B> {
                     lin,
                     self.cfg.dense_act,
                     n * f,
+                    false,
                 )?;
                 be.linear_bwd(&mut dh, &dlin, wi_1, n, c, f, false)?;
                 be.linear_bwd(&mut dh, &dpre, &w.ffn.wi, n, c, f, true)?;
             }
             _ => {
-                be.act_bwd(&mut dpre, &dg, &a.ffn_pre, self.cfg.dense_act, n * f)?;
+                be.act_bwd(&mut dpre, &dg, &a.ffn_pre, self.cfg.dense_act, n * f, false)?;
                 be.linear_bwd(&mut dh, &dpre, &w.ffn.wi, n, c, f, false)?;
             }
         }
-        be.rmsnorm_bwd(dx, &dh, &a.ffn_in, &w.ffn_ln, &a.ffn_rstd, n, c)?;
+        // the residual stream: dx holds the skip path's gradient
+        be.rmsnorm_bwd(dx, &dh, &a.ffn_in, &w.ffn_ln, &a.ffn_rstd, n, c, true)?;
         // cross-attention
         if let (
             Some((cross_in, cross_rstd, cross)),
@@ -389,7 +391,7 @@ impl<B: Backend> T5<B> {
                 ctx.tq, tk,
             )?;
             let _ = memory;
-            be.rmsnorm_bwd(dx, &dh, cross_in, cross_ln, cross_rstd, n, c)?;
+            be.rmsnorm_bwd(dx, &dh, cross_in, cross_ln, cross_rstd, n, c, true)?;
         }
         // self-attention
         let mut dh = output(be, act, n * c)?;
@@ -413,7 +415,7 @@ impl<B: Backend> T5<B> {
             ctx.tq,
             ctx.tq,
         )?;
-        be.rmsnorm_bwd(dx, &dh, &a.attn_in, &w.attn_ln, &a.attn_rstd, n, c)?;
+        be.rmsnorm_bwd(dx, &dh, &a.attn_in, &w.attn_ln, &a.attn_rstd, n, c, true)?;
         Ok(())
     }
 }

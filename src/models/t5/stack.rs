@@ -154,7 +154,7 @@ impl<B: Backend> T5<B> {
         ctx: StackCtx<B>,
     ) -> Result<B::Buf> {
         let (n, c) = (ctx.b * ctx.tq, self.cfg.d_model);
-        let mut dx = zeros(be, be.act_dtype(), n * c)?;
+        let mut dx = output(be, be.act_dtype(), n * c)?;
         be.rmsnorm_bwd(
             &mut dx,
             &dout,
@@ -163,6 +163,7 @@ impl<B: Backend> T5<B> {
             &acts.final_rstd,
             n,
             c,
+            false,
         )?;
         acct.release(&format!("{}.final_in", ctx.name));
         acct.release(&format!("{}.final_rstd", ctx.name));
