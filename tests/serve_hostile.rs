@@ -2,8 +2,9 @@
 //! bounds the requests gathering in the batcher too, a Content-Length over the limit gets 413
 //! before the body is read, a request head or body that never completes is cut off after its
 //! timeout, SIGTERM with only idle connections or heads part-way in exits 0 at once (a held
-//! engine too), prompt names `.` and `..` are refused, and a PEFT folder without task.json gets
-//! an error that names no command-line flag.
+//! engine too), a large `--max-queue` allocates nothing at start, prompt names `.` and `..`
+//! are refused, and a PEFT folder without task.json gets an error that names no command-line
+//! flag.
 #![cfg(feature = "serve")]
 
 mod common;
@@ -12,7 +13,6 @@ use common::serve::{make_prompts, Server};
 use common::ScratchDir;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -21,20 +21,9 @@ fn make_pet(dir: &Path) -> PathBuf {
     make_prompts(dir).0
 }
 
-fn addr(server: &Server) -> &str {
-    server.url.trim_start_matches("http://")
-}
-
-/// A fresh connection that gives up reading after 20 s.
-fn connect(server: &Server) -> TcpStream {
-    let s = TcpStream::connect(addr(server)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s
-}
-
 /// Writes `request` on a fresh connection and reads the answer to the end.
 fn raw(server: &Server, request: &str) -> String {
-    let mut s = connect(server);
+    let mut s = server.connect();
     s.write_all(request.as_bytes()).unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
@@ -103,7 +92,7 @@ fn a_content_length_over_the_limit_gets_413_at_once() {
         &server,
         &format!(
             "POST /v1/predict HTTP/1.1\r\nHost: {}\r\nContent-Length: 1000000000000\r\n\r\n{{}}",
-            addr(&server)
+            server.addr()
         ),
     );
     assert!(
@@ -126,7 +115,7 @@ fn a_partial_request_head_is_closed_after_the_header_timeout() {
     let scratch = ScratchDir::new("serve_hostile_head");
     let pet = make_pet(scratch.path());
     let server = Server::start(&[("pet", &pet)], &["--header-timeout-ms", "500"]);
-    let mut s = connect(&server);
+    let mut s = server.connect();
     let start = Instant::now();
     s.write_all(b"POST /v1/pre").unwrap();
     let mut answer = Vec::new();
@@ -154,7 +143,7 @@ fn a_body_that_stops_coming_gets_408() {
         &server,
         &format!(
             "POST /v1/predict HTTP/1.1\r\nHost: {}\r\nContent-Length: 100\r\n\r\n{{",
-            addr(&server)
+            server.addr()
         ),
     );
     let took = start.elapsed();
@@ -176,11 +165,11 @@ fn sigterm_with_only_idle_connections_exits_0_at_once() {
         &[("pet", &pet)],
         &["--shutdown-grace-s", "20", "--header-timeout-ms", "1000"],
     );
-    let _silent = connect(&server);
-    let mut partial = connect(&server);
+    let _silent = server.connect();
+    let mut partial = server.connect();
     partial.write_all(b"GET /hea").unwrap();
-    let mut kept = connect(&server);
-    let head = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", addr(&server));
+    let mut kept = server.connect();
+    let head = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr());
     kept.write_all(head.as_bytes()).unwrap();
     let mut buf = [0u8; 4096];
     let n = kept.read(&mut buf).unwrap();
@@ -208,13 +197,13 @@ fn a_head_part_way_in_at_sigterm_is_dropped_and_the_exit_is_0() {
         &[("pet", &pet)],
         &["--shutdown-grace-s", "5", "--header-timeout-ms", "60000"],
     );
-    let mut partial = connect(&server);
+    let mut partial = server.connect();
     partial
         .write_all(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Len")
         .unwrap();
     // so on a kept-alive connection's second head
-    let mut kept = connect(&server);
-    let head = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", addr(&server));
+    let mut kept = server.connect();
+    let head = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr());
     kept.write_all(head.as_bytes()).unwrap();
     let mut buf = [0u8; 4096];
     let n = kept.read(&mut buf).unwrap();
@@ -243,6 +232,29 @@ fn a_held_engine_does_not_hold_the_exit() {
     assert_eq!(status, 200, "{v}");
     server.sigterm();
     assert_eq!(server.wait_for_exit(Duration::from_secs(20)), Some(0));
+}
+
+/// `--max-queue` was unbounded and preallocated (std's bounded channel writes every slot, of
+/// some 80 bytes, at start): 18446744073709551615 panicked, 1e11 aborted, and 1e6 took 80 MB
+/// before any request. It is capped at 1000000 (tests/serve_limits.rs) and the queue
+/// allocates as it fills: a server at the cap holds no more memory at start than one at 1.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_large_max_queue_allocates_nothing_at_start() {
+    let scratch = ScratchDir::new("serve_hostile_queue_memory");
+    let pet = make_pet(scratch.path());
+    let rss = |max_queue: &str| {
+        let server = Server::start(&[("pet", &pet)], &["--max-queue", max_queue]);
+        let kib = server.rss_kib();
+        assert_eq!(server.terminate(), 0);
+        kib
+    };
+    let (small, large) = (rss("1"), rss("1000000"));
+    // preallocated, a million slots of at least 72 bytes took 70 MB more
+    assert!(
+        large < small + 24 * 1024,
+        "{small} KiB at --max-queue 1, {large} KiB at 1000000"
+    );
 }
 
 /// "." and ".." were accepted as prompt names (and `DELETE /v1/prompts/..` reached only

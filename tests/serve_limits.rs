@@ -267,6 +267,22 @@ fn bad_flags_fail_before_listening() {
         ),
         (&["--max-batch", "0"], "--max-batch"),
         (&["--batch-window-ms", "600000"], "--batch-window-ms"),
+        // unbounded, --max-queue panicked (u64::MAX) or aborted (1e11) allocating its queue;
+        // the timeouts and the grace took any u64, so a stop could wait for ever
+        (
+            &["--max-queue", "18446744073709551615"],
+            "--max-queue: 18446744073709551615: expected at most 1000000",
+        ),
+        (&["--max-queue", "1000001"], "--max-queue"),
+        (
+            &["--shutdown-grace-s", "3601"],
+            "--shutdown-grace-s: 3601: expected at most 3600",
+        ),
+        (
+            &["--body-timeout-ms", "18446744073709551615"],
+            "--body-timeout-ms",
+        ),
+        (&["--header-timeout-ms", "3600001"], "--header-timeout-ms"),
         (&["--mix-prompts", "maybe"], "--mix-prompts"),
         (&["--device", "tpu"], "--device"),
         // the start-up said "loaded already: unload it first", and an address not on this

@@ -45,22 +45,25 @@ pub struct Args {
     /// batch, however large: a huge one would hold up every other client)
     #[arg(long, default_value_t = 256)]
     max_texts: usize,
-    /// prediction requests waiting for the engine (queued, or gathering into the next
-    /// batch) before new ones get 503
+    /// requests waiting for the engine (predictions queued or gathering into the next
+    /// batch, loads and unloads) before new ones get 503; at most 1000000
     #[arg(long, default_value_t = 1024)]
     max_queue: usize,
-    /// connections served at once; more wait to be accepted
+    /// connections served at once; more wait to be accepted; at most 1000000
     #[arg(long, default_value_t = 512)]
     max_connections: usize,
     /// how long a connection may take to send a request's head (the request line and
-    /// headers), idle keep-alive time included, in milliseconds; then it is closed
+    /// headers), idle keep-alive time included, in milliseconds; then it is closed; at most
+    /// an hour
     #[arg(long, default_value_t = 10_000)]
     header_timeout_ms: u64,
-    /// how long a request's body may take to arrive, in milliseconds; then it gets 408
+    /// how long a request's body may take to arrive, in milliseconds; then it gets 408; at
+    /// most an hour
     #[arg(long, default_value_t = 30_000)]
     body_timeout_ms: u64,
     /// after SIGTERM or Ctrl-C, how long the requests in flight may still take (seconds);
-    /// past it they are dropped and the exit code is 1
+    /// past it they are dropped and the exit code is 1, as at a second signal, which ends
+    /// the server at once; at most 3600
     #[arg(long, default_value_t = 30)]
     shutdown_grace_s: u64,
     // Hidden, for tests only: the engine takes no message until a line (or the end) comes on
@@ -81,6 +84,32 @@ pub fn run(args: Args) -> i32 {
         Ok(()) => 0,
         Err(e) => fail(&e),
     }
+}
+
+/// The upper bounds of the numeric flags, each with its reason: a value past one is a typo or
+/// would make the server look hung, and some allocated or panicked (exit 2 naming the flag).
+fn check_caps(a: &Args) -> Result<()> {
+    // one hour, for the timeouts and the grace: more is a typo for a smaller unit, and lets a
+    // silent client hold its connection (a file descriptor), or a stop wait, for hours
+    const HOUR_MS: u64 = 3_600_000;
+    let caps = [
+        // a longer window would look like a hung server
+        ("--batch-window-ms", a.batch_window_ms, 60_000),
+        // each connection holds a file descriptor; tokio's semaphore panics past 2^61 permits
+        ("--max-connections", a.max_connections as u64, 1_000_000),
+        // a waiting request holds its connection, so no more than that cap can ever wait
+        // (u64::MAX panicked, and std's bounded channel allocated every slot at start)
+        ("--max-queue", a.max_queue as u64, 1_000_000),
+        ("--header-timeout-ms", a.header_timeout_ms, HOUR_MS),
+        ("--body-timeout-ms", a.body_timeout_ms, HOUR_MS),
+        ("--shutdown-grace-s", a.shutdown_grace_s, HOUR_MS / 1000),
+    ];
+    for (flag, v, most) in caps {
+        if v > most {
+            return Err(Error::arg(flag, format!("{v}: expected at most {most}")));
+        }
+    }
+    Ok(())
 }
 
 fn settings(a: Args) -> Result<Settings> {
@@ -132,20 +161,7 @@ fn settings(a: Args) -> Result<Settings> {
             return Err(Error::arg(flag, "0: expected at least 1"));
         }
     }
-    // a longer window is a typo for seconds, and would look like a hung server
-    if a.batch_window_ms > 60_000 {
-        return Err(Error::arg(
-            "--batch-window-ms",
-            format!("{}: expected at most 60000", a.batch_window_ms),
-        ));
-    }
-    // each connection holds a file descriptor; tokio's semaphore panics past 2^61 permits
-    if a.max_connections > 1_000_000 {
-        return Err(Error::arg(
-            "--max-connections",
-            format!("{}: expected at most 1000000", a.max_connections),
-        ));
-    }
+    check_caps(&a)?;
     Ok(Settings {
         model: a.model,
         prompts,

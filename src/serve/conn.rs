@@ -4,8 +4,9 @@
 //! closes an idle connection at once but waited for a head part-way in until the header
 //! timeout, so with `--shutdown-grace-s` below `--header-timeout-ms` a client that had sent
 //! half a head made the server exit 1, saying requests were dropped, with none in flight.
-//! Once the server stops, a connection with no request reads the end of its stream: hyper
-//! drops a head part-way in as a client that went away.
+//! Once the server stops, a connection with no request reads what has come, then the end of
+//! its stream: the requests pipelined before the stop are answered, and hyper drops a head
+//! part-way in as a client that went away.
 
 use super::metrics::Metrics;
 use axum::extract::Request;
@@ -119,7 +120,8 @@ pub fn service(
 }
 
 /// The connection's socket: bytes read with no request under way begin a head, and once the
-/// server stops, a connection with no request reads the end of its stream.
+/// server stops, a connection with no request reads the end of its stream when nothing more
+/// has come.
 pub struct Stream {
     io: TcpStream,
     track: Arc<Track>,
@@ -138,11 +140,14 @@ impl AsyncRead for Stream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let phase = self.track.phase();
-        if phase != Phase::Request && self.track.stopping.load(Ordering::Acquire) {
-            return Poll::Ready(Ok(()));
-        }
+        let ending = phase != Phase::Request && self.track.stopping.load(Ordering::Acquire);
         let before = buf.filled().len();
         let read = Pin::new(&mut self.io).poll_read(cx, buf);
+        if ending && read.is_pending() {
+            // what came is read (requests pipelined before the stop are answered), then the
+            // stream ends: nothing more is waited for
+            return Poll::Ready(Ok(()));
+        }
         if phase == Phase::Idle && buf.filled().len() > before {
             self.track.set(Phase::Head);
         }

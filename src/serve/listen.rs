@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{watch, Semaphore};
 
 /// What the listener allows a connection.
@@ -58,17 +59,16 @@ pub async fn serve(
     // each connection holds a receiver: once all are dropped, every connection has ended
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopping = Arc::new(AtomicBool::new(false));
-    let signal = stop_signal();
-    tokio::pin!(signal);
+    let mut signals = Signals::new();
     loop {
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => slot,
-            _ = &mut signal => break,
+            () = signals.next() => break,
         };
         let Ok(slot) = slot else { break };
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = &mut signal => break,
+            () = signals.next() => break,
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
@@ -88,7 +88,9 @@ pub async fn serve(
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
+                .header_read_timeout(limits.header_timeout)
+                // a client that shut its write side after its request still reads the answer
+                .half_close(true);
             let conn = builder.serve_connection(stream, service);
             tokio::pin!(conn);
             let stopped = tokio::select! {
@@ -96,9 +98,10 @@ pub async fn serve(
                 _ = stop.wait_for(|s| *s) => true,
             };
             if stopped {
-                // an idle connection closes at once, one in a head reads the end of its
-                // stream (`conn::Stream`), one with a request finishes it
-                conn.as_mut().graceful_shutdown();
+                // no graceful_shutdown: it ended the connection after the request under way,
+                // dropping those pipelined behind it. The stream ends once what came is
+                // read (`conn::Stream`): an idle connection closes at once, one in a head
+                // drops it, and the requests that came are answered first.
                 let _ = conn.await;
             }
             drop(stop);
@@ -106,39 +109,60 @@ pub async fn serve(
         });
     }
     drop(listener);
+    eprintln!("shutting down: no new connections; finishing the requests in flight");
     // before the connections hear of the stop: each then reads its stream's end at once
     stopping.store(true, Ordering::Release);
     let _ = stop_tx.send(true);
     drop(stop_rx);
-    if tokio::time::timeout(grace, stop_tx.closed()).await.is_err() {
-        return Err(Error::Interrupted(format!(
-            "requests were still in flight {} s after the signal (--shutdown-grace-s): \
-             they were dropped",
-            grace.as_secs()
-        )));
+    tokio::select! {
+        done = tokio::time::timeout(grace, stop_tx.closed()) => if done.is_err() {
+            return Err(Error::Interrupted(format!(
+                "requests were still in flight {} s after the signal (--shutdown-grace-s): \
+                 they were dropped",
+                grace.as_secs()
+            )));
+        },
+        () = signals.next() => return Err(Error::Interrupted(format!(
+            "a second SIGTERM or Ctrl-C during the shutdown: {} connection(s) still open \
+             were dropped, with any request they were serving",
+            stop_tx.receiver_count()
+        ))),
     }
     eprintln!("stopped: every request in flight was answered");
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C (SIGINT). A signal that cannot be watched never fires.
-async fn stop_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// SIGTERM and SIGINT (Ctrl-C), watched from the start to the exit: the first stops the
+/// server gracefully, a second during the grace ends it at once, as most servers do (once
+/// tokio handles a signal its default action, the end of the process, is gone: the second
+/// was ignored until the grace ran out). A signal that cannot be watched never fires.
+struct Signals {
+    term: Option<Signal>,
+    int: Option<Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
         }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
-    eprintln!("shutting down: no new connections; finishing the requests in flight");
+
+    /// Resolves on the next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = next_of(&mut self.term) => {},
+            _ = next_of(&mut self.int) => {},
+        }
+    }
+}
+
+async fn next_of(s: &mut Option<Signal>) {
+    if let Some(s) = s {
+        if s.recv().await.is_some() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await
 }

@@ -1,12 +1,13 @@
 //! `softprompt serve`: an HTTP server over one frozen model and many prompts.
 //!
 //! Built over the library's public API only (`softprompt::Model` and friends), outside the
-//! engine. Requests go through a bounded channel to the engine's thread (`worker.rs`), whose
+//! engine. Requests go through a channel, bounded by `--max-queue`, to the engine's thread
+//! (`worker.rs`), whose
 //! batcher (`batcher.rs`) puts the requests that arrive within a window into one batch,
 //! whatever their prompts, and runs it with one call (`predict.rs`); each request is answered
 //! over its own oneshot. The HTTP side (`routes.rs`, axum over tokio) never touches the model.
 //! SIGTERM or Ctrl-C stops the listener, lets the requests in flight finish (for at most the
-//! grace period), and exits 0.
+//! grace period), and exits 0; a second signal exits 1 at once.
 
 mod batcher;
 mod body;
@@ -139,6 +140,12 @@ pub fn run(s: Settings) -> Result<()> {
         let listener = listen::bind(&s.host, s.port).await?;
         listen::serve(listener, app, s.conns, s.shutdown_grace, metrics).await
     });
+    if let Err(e @ Error::Interrupted(_)) = served {
+        // requests were dropped (past the grace, or at a second signal): nothing is left to
+        // wait for, and the engine's thread (mid-batch, or held) ends with the process
+        rt.shutdown_background();
+        return Err(e);
+    }
     // tasks left on the runtime hold senders to the engine: dropping them lets it end
     rt.shutdown_timeout(Duration::from_secs(5));
     if let Some(release) = engine.release {

@@ -20,14 +20,14 @@ use serde::Deserialize;
 use serde_json::json;
 use softprompt::Prompt;
 use std::path::PathBuf;
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// What every handler shares.
 pub struct Shared {
-    pub tx: SyncSender<Msg>,
+    pub tx: Sender<Msg>,
     pub catalog: Catalog,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
@@ -162,10 +162,7 @@ async fn predict(State(s): State<AppState>, body: Result<Bytes, BytesRejection>)
         arrived,
         reply,
     };
-    if !s.waiting.enter() {
-        return Err(queue_full());
-    }
-    send(&s, Msg::Predict(job)).inspect_err(|_| s.waiting.leave(1))?;
+    send(&s, Msg::Predict(job))?;
     let predictions = wait(answer).await?;
     let body = json!({ "prompt": prompt, "predictions": predictions });
     Ok(json_response(StatusCode::OK, &body))
@@ -195,11 +192,15 @@ fn parse<T: DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("bad JSON: {e}")))
 }
 
-/// Hands a message to the engine without waiting: 503 when its queue is full or it stopped.
+/// Hands a message to the engine without waiting: 503 when `--max-queue` requests already
+/// wait or it stopped.
 fn send(s: &Shared, msg: Msg) -> Result<(), ApiError> {
-    s.tx.try_send(msg).map_err(|e| match e {
-        TrySendError::Full(_) => queue_full(),
-        TrySendError::Disconnected(_) => ApiError::unavailable("the server is shutting down"),
+    if !s.waiting.enter() {
+        return Err(queue_full());
+    }
+    s.tx.send(msg).map_err(|_| {
+        s.waiting.leave(1);
+        ApiError::unavailable("the server is shutting down")
     })
 }
 

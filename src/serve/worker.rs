@@ -1,6 +1,6 @@
 //! The engine's thread. The model, the prompt table and the batcher live here and nowhere
-//! else: the HTTP side sends each request through one bounded channel and hears back over a
-//! oneshot, so the model is never shared across async tasks.
+//! else: the HTTP side sends each request through one channel (bounded by `Waiting`) and
+//! hears back over a oneshot, so the model is never shared across async tasks.
 
 use super::batcher::{Batcher, Next, Pending, Policy};
 use super::error::ApiError;
@@ -13,7 +13,7 @@ use softprompt::{Device, Error, Model, Prompt, Result};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -38,10 +38,11 @@ pub enum Msg {
     },
 }
 
-/// The prediction requests waiting for the engine: in its channel, or taken off it by the
-/// batcher but not yet in a running batch (the backlog, and the batch still gathering within
-/// its window). The channel's bound alone let the batcher drain it into an unbounded backlog,
-/// so `--max-queue` bounded nothing.
+/// The requests waiting for the engine: every message in its channel, and the predictions
+/// taken off it by the batcher but not yet in a running batch (the backlog, and the batch
+/// still gathering within its window). The channel's bound alone let the batcher drain it
+/// into an unbounded backlog, so `--max-queue` bounded nothing; the channel itself is
+/// unbounded, and this count bounds it.
 #[derive(Clone, Debug)]
 pub struct Waiting {
     count: Arc<AtomicUsize>,
@@ -93,7 +94,7 @@ impl Pending for Queued {
 
 /// The running engine: the channel to it, its thread, and what it loaded.
 pub struct Engine {
-    pub tx: SyncSender<Msg>,
+    pub tx: Sender<Msg>,
     pub thread: JoinHandle<()>,
     pub catalog: Catalog,
     /// the device, as the command line prints it
@@ -106,7 +107,9 @@ pub struct Engine {
 /// Starts the engine's thread: the model and the settings' prompts are loaded there, and
 /// an error in either is returned here before anything listens.
 pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
-    let (tx, rx) = sync_channel(s.max_queue);
+    // std's bounded channel allocated its `--max-queue` slots at start (80 bytes each, 80 MB
+    // at a million); this one allocates as it fills, and `Waiting` bounds it
+    let (tx, rx) = channel();
     let waiting = Waiting {
         count: Arc::default(),
         max: s.max_queue,
@@ -250,10 +253,12 @@ fn receive(
                 prompt,
                 reply,
             }) => {
+                waiting.leave(1);
                 let _ = reply.send(registry.load(model, &name, &path, *prompt));
                 metrics.set_prompts(registry.len());
             }
             Ok(Msg::Unload { name, reply }) => {
+                waiting.leave(1);
                 let _ = reply.send(registry.unload(&name));
                 metrics.set_prompts(registry.len());
             }

@@ -228,9 +228,42 @@ impl Server {
     }
 
     pub fn sigterm(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Sends the signal `sig` (libc's number).
+    pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid, which we have not waited for yet
-        let rc = unsafe { libc::kill(self.child.lock().unwrap().id() as i32, libc::SIGTERM) };
+        let rc = unsafe { libc::kill(self.child.lock().unwrap().id() as i32, sig) };
         assert_eq!(rc, 0);
+    }
+
+    /// host:port
+    pub fn addr(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// A fresh connection that gives up reading after 20 s.
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    }
+
+    /// The server's resident memory in KiB (Linux's /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.lock().unwrap().id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        (status.lines())
+            .find_map(|l| {
+                l.strip_prefix("VmRSS:")?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
     }
 
     /// Whether the server is still running.
@@ -355,4 +388,21 @@ pub fn refused_with(what: &str, answer: &(u16, Value), status: u16, needles: &[&
         assert!(msg.contains(needle), "{what}: lacks {needle:?}: {msg}");
     }
     msg.to_string()
+}
+
+/// Waits (20 s at most) until the server's log `log` (`Server::start_logged`) holds `needle`:
+/// the server's own word that it reached a state (the shutdown begun).
+pub fn await_log(log: &Path, needle: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no {needle:?} in the server's log after 20 s:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
