@@ -462,6 +462,17 @@ pub fn run<B: Backend>(
     steps: usize,
     warmup: usize,
 ) -> Result<Value> {
+    // the loop's count wrapped, no step was timed, and the median indexed an empty list
+    let total = warmup.checked_add(steps.max(1)).ok_or_else(|| {
+        Error::arg(
+            "--warmup",
+            format!(
+                "{warmup} steps of warmup and --steps {steps} add past the largest step count \
+                 ({}): expected fewer",
+                usize::MAX
+            ),
+        )
+    })?;
     let preset = Preset::by_name(preset_name)?;
     if !be.device().is_gpu() {
         check_fits_cpu(preset_name, &preset)?;
@@ -488,7 +499,7 @@ pub fn run<B: Backend>(
     let (mut saved, mut saved_peak) = (0, 0);
     let mut loss = 0.0;
     be.reset_peak();
-    for i in 0..warmup + steps.max(1) {
+    for i in 0..total {
         let (start, cpu_start) = (Instant::now(), process_cpu_secs());
         let (l, _, held) = step(be, &model, &batch, &tuned, w)?;
         let ms = start.elapsed().as_secs_f64() * 1e3;

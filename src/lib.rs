@@ -36,7 +36,7 @@
 //!
 //! // save in PEFT's layout (with task.json), load, and score the same
 //! let dir = std::env::temp_dir().join(format!("sp_doc_api_{}", std::process::id()));
-//! model.save_prompt(&dir, &prompt, &task)?;
+//! model.save_prompt(&dir, &prompt, &task, SaveOptions::default())?;
 //! let back = Prompt::load(&dir)?;
 //! let task2 = model.task_for(&back, &TaskOptions::default(), None)?;
 //! let enc = model.encode(&task2, &data)?;
@@ -63,8 +63,8 @@ pub(crate) use internals::{
 };
 
 pub use api::{
-    parity, ConsoleProgress, Generation, Model, MultiTask, Prompt, Splits, StepOutput, Task,
-    TaskOptions, TaskResult,
+    parity, ConsoleProgress, Generation, Model, MultiTask, Prompt, SaveOptions, Splits, StepOutput,
+    Task, TaskOptions, TaskResult,
 };
 pub use backend::{DeviceKind as Device, Precision};
 pub use error::{Error, Result};
@@ -88,8 +88,8 @@ pub mod prelude {
         parity, ConsoleProgress, DataSpec, Dataset, Decode, Device, Encoded, EncoderKind, Error,
         EvalMetrics, Event, Example, Format, Generation, Method, Model, MultiTask, OptimConfig,
         OptimKind, PTuning, Placement, Pooling, Precision, Prediction, PrefixTuning, Prompt,
-        PromptInit, PromptPlacement, Recompute, Result, Row, Schedule, ScheduleKind, Splits,
-        StepInfo, StepOutput, Summary, TargetEnd, Task, TaskKind, TaskOptions, TaskSpec,
+        PromptInit, PromptPlacement, Recompute, Result, Row, SaveOptions, Schedule, ScheduleKind,
+        Splits, StepInfo, StepOutput, Summary, TargetEnd, Task, TaskKind, TaskOptions, TaskSpec,
         TrainConfig,
     };
 }

@@ -42,18 +42,35 @@ pub enum PromptInit {
     },
 }
 
+/// The largest `--init-std`: far past any embedding's scale, and its draws stay finite in f32.
+pub const MAX_INIT_STD: f64 = 1e6;
+
+/// `--init-text` is blank: a text init needs words.
+fn empty_init_text(t: &str) -> Error {
+    Error::arg(
+        "--init-text",
+        format!("is {t:?}: --init text needs words to start the prompt from"),
+    )
+}
+
 impl PromptInit {
-    /// A random init's standard deviation is finite and not negative (NaN gave a NaN prompt).
-    pub fn check_std(&self) -> Result<()> {
-        if let PromptInit::Random { std } = self {
-            if !(std.is_finite() && *std >= 0.0) {
-                return Err(Error::arg(
+    /// What the command line's flags refuse, for an init made in code: a random init's
+    /// standard deviation from 0 to `MAX_INIT_STD` (NaN gave a NaN prompt, and 1e39, finite
+    /// in f64, a prompt of inf in f32), a text init's text not blank.
+    pub fn check(&self) -> Result<()> {
+        match self {
+            PromptInit::Random { std } if !(*std >= 0.0 && *std <= MAX_INIT_STD) => {
+                Err(Error::arg(
                     "--init-std",
-                    format!("{std} is out of range: expected a finite number >= 0"),
-                ));
+                    format!(
+                        "{std} is out of range: expected a finite number from 0 to \
+                         {MAX_INIT_STD:e} (embedding rows are near 1; the prompt is float32)"
+                    ),
+                ))
             }
+            PromptInit::Text(t) if t.trim().is_empty() => Err(empty_init_text(t)),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// The init the command line's flags name: `init` is random, text, sample-vocab or
@@ -93,12 +110,7 @@ impl PromptInit {
             },
             "text" => match text {
                 Some(t) if !t.trim().is_empty() => PromptInit::Text(t),
-                Some(t) => {
-                    return Err(Error::arg(
-                        "--init-text",
-                        format!("is {t:?}: --init text needs words to start the prompt from"),
-                    ))
-                }
+                Some(t) => return Err(empty_init_text(&t)),
                 None => return Err(Error::arg("--init text", "needs --init-text \"...\"")),
             },
             "sample-vocab" => PromptInit::SampleVocab { from_first },

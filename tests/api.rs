@@ -247,7 +247,9 @@ fn saved_pet_prompt(name: &str) -> (Model, PathBuf) {
         .new_prompt(&task, 4, &PromptInit::Random { std: 1.0 }, 0)
         .unwrap();
     let dir = scratch(name);
-    model.save_prompt(&dir, &prompt, &task).unwrap();
+    model
+        .save_prompt(&dir, &prompt, &task, SaveOptions::default())
+        .unwrap();
     (model, dir)
 }
 
@@ -418,14 +420,14 @@ fn hostile_api_calls_are_errors() {
         std::fs::copy(fixture("bert_mlm").join(f), dir.join(f)).unwrap();
     }
     let e = model
-        .save_prompt(&dir, &prompt, &task)
+        .save_prompt(&dir, &prompt, &task, SaveOptions::default())
         .expect_err("model folder");
     assert!(e.to_string().contains("config.json"), "{e}");
     assert!(!dir.join("adapter_config.json").exists());
     prompt.values_mut()[3] = f32::INFINITY;
     let out = scratch("hostile_api_nan");
     let e = model
-        .save_prompt(out.join("p"), &prompt, &task)
+        .save_prompt(out.join("p"), &prompt, &task, SaveOptions::default())
         .expect_err("inf");
     assert!(e.to_string().contains("flat index 3"), "{e}");
     assert!(!out.join("p").exists());

@@ -37,7 +37,9 @@ fn json_files_past_the_cap_are_refused_naming_the_file_and_the_cap() {
     let task = model.task(&opts, None, 3).unwrap();
     let prompt = (model.new_prompt(&task, 3, &PromptInit::Random { std: 0.5 }, 1)).unwrap();
     let prompt_dir = dir.path().join("prompt");
-    model.save_prompt(&prompt_dir, &prompt, &task).unwrap();
+    model
+        .save_prompt(&prompt_dir, &prompt, &task, SaveOptions::default())
+        .unwrap();
     drop(model);
 
     // the model's config.json and tokenizer.json, through the API

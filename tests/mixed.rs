@@ -257,7 +257,9 @@ fn cli_predict_over_named_prompts_equals_one_prompt_at_a_time() {
     let mut args = vec![];
     for (name, (task, prompt, _)) in &jobs {
         let out = dir.join(name);
-        model.save_prompt(&out, prompt, task).unwrap();
+        model
+            .save_prompt(&out, prompt, task, SaveOptions::default())
+            .unwrap();
         args.push(format!("{name}={}", out.display()));
     }
     let texts = [

@@ -284,8 +284,12 @@ fn cli_mix(name: &str, width: usize, flags: &[&str]) {
     let (t_pt, _) = task(&model, false, 3, true);
     let pre = common::prefix_prompt(&dir.join("raw"), 4, width, "peft", 3);
     let pt = (model.new_prompt(&t_pt, 3, &PromptInit::Random { std: 0.5 }, 4)).unwrap();
-    model.save_prompt(dir.join("pre"), &pre, &t_pre).unwrap();
-    model.save_prompt(dir.join("pt"), &pt, &t_pt).unwrap();
+    model
+        .save_prompt(dir.join("pre"), &pre, &t_pre, SaveOptions::default())
+        .unwrap();
+    model
+        .save_prompt(dir.join("pt"), &pt, &t_pt, SaveOptions::default())
+        .unwrap();
     let cfg = std::fs::read_to_string(dir.join("pre/adapter_config.json")).unwrap();
     assert!(cfg.contains("PREFIX_TUNING"), "{cfg}");
     let texts = [

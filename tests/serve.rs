@@ -90,7 +90,9 @@ fn a_prefix_prompt_is_served_beside_a_prompt() {
     let task = model.task(&opts, None, 3).unwrap();
     let raw = common::prefix_prompt(&scratch.path().join("raw"), 3, 2 * 2 * 48, "papers", 5);
     let pre = scratch.path().join("pre");
-    model.save_prompt(&pre, &raw, &task).unwrap();
+    model
+        .save_prompt(&pre, &raw, &task, SaveOptions::default())
+        .unwrap();
     let want_pre = predict_cli(&pre, TEXTS, scratch.path());
     let want_pet = predict_cli(&pet, TEXTS, scratch.path());
     let server = Server::start(
@@ -136,7 +138,9 @@ fn greedy_prompts_are_served_together() {
         let init = PromptInit::Random { std: 0.5 };
         let prompt = model.new_prompt(&task, rows, &init, 7 + i as u64).unwrap();
         let dir = scratch.path().join(format!("g{rows}"));
-        model.save_prompt(&dir, &prompt, &task).unwrap();
+        model
+            .save_prompt(&dir, &prompt, &task, SaveOptions::default())
+            .unwrap();
         dirs.push(dir);
     }
     let texts = &TEXTS[..4];

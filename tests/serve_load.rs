@@ -145,7 +145,9 @@ fn load_of_another_architecture_names_the_mismatch() {
             .new_prompt(&task, 3, &PromptInit::Random { std: 0.5 }, 1)
             .unwrap();
         let path = dir.path().join(arch);
-        model.save_prompt(&path, &prompt, &task).unwrap();
+        model
+            .save_prompt(&path, &prompt, &task, SaveOptions::default())
+            .unwrap();
         let body = json!({ "name": arch, "path": path }).to_string();
         let named = format!("prompt \"{arch}\" ({})", path.display());
         let msg = refused_with(
@@ -167,7 +169,9 @@ fn load_of_another_architecture_names_the_mismatch() {
     let task = bloom.task(&opts, None, 3).unwrap();
     let prompt = (bloom.new_prompt(&task, 3, &PromptInit::Random { std: 0.5 }, 1)).unwrap();
     let path = dir.path().join("bloom");
-    bloom.save_prompt(&path, &prompt, &task).unwrap();
+    bloom
+        .save_prompt(&path, &prompt, &task, SaveOptions::default())
+        .unwrap();
     let server = Server::start_on(&common::fixture("llama"), &[], &[]);
     let body = json!({ "name": "b", "path": path }).to_string();
     refused_with(

@@ -193,9 +193,13 @@ class Model:
         max_new_tokens: int = 32,
         prompt_placement: str = "tokens",
     ) -> List[Dict[str, Any]]:
-        """Greedy generation on a decoder-only model: {"text", "ids", "logprob"} per text."""
-    def save_prompt(self, dir: StrPath, prompt: Prompt, task: Task) -> None:
-        """PEFT's adapter files, task.json, and head.safetensors for cls."""
+        """Greedy generation on a decoder-only model: {"text", "ids", "logprob", "truncated"}
+        per text (truncated: the text was cut to the task's max_len)."""
+    def save_prompt(
+        self, dir: StrPath, prompt: Prompt, task: Task, overwrite: bool = False
+    ) -> None:
+        """PEFT's adapter files, task.json, and head.safetensors for cls; a folder holding a
+        saved prompt is refused unless overwrite=True."""
     def train(
         self,
         train: Data,

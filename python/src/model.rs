@@ -340,6 +340,7 @@ impl PyModel {
             d.set_item("text", g.text)?;
             d.set_item("ids", g.ids)?;
             d.set_item("logprob", g.logprob)?;
+            d.set_item("truncated", g.truncated)?;
             list.append(d)?;
         }
         Ok(list)
@@ -347,16 +348,20 @@ impl PyModel {
 
     /// Writes the prompt into `dir` as `softprompt train` does: PEFT's adapter files
     /// (`PeftModel.from_pretrained` loads them), task.json, and head.safetensors for cls.
+    /// A folder that holds a saved prompt is refused unless `overwrite=True`.
+    #[pyo3(signature = (dir, prompt, task, overwrite=false))]
     fn save_prompt(
         &self,
         py: Python<'_>,
         dir: PathBuf,
         prompt: PyRef<'_, PyPrompt>,
         task: PyRef<'_, PyTask>,
+        overwrite: bool,
     ) -> PyResult<()> {
         let snapshot = prompt.engine_copy();
         let (m, t, p) = (&self.inner, &task.inner, &snapshot);
-        compute(py, || m.save_prompt(&dir, p, t))
+        let opts = softprompt::SaveOptions { overwrite };
+        compute(py, || m.save_prompt(&dir, p, t, opts))
     }
 
     /// Trains a prompt on `train` (a file, or (text, label) pairs) as `softprompt train`

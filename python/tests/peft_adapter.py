@@ -30,7 +30,8 @@ def make_adapter(out):
     batch = model.encode(task, train)
     for _ in range(3):
         prompt.values[...] -= 0.5 * model.step(task, prompt, batch).prompt_grad
-    model.save_prompt(out, prompt, task)
+    # regenerating the committed adapter replaces it
+    model.save_prompt(out, prompt, task, overwrite=True)
     return model, task, prompt
 
 

@@ -16,7 +16,6 @@ use crate::models::cls_head::HostClsHead;
 use crate::models::decoder::{GenerateOptions, PromptPlacement};
 use crate::models::Recompute;
 use crate::prompt::{PromptInit, ADAPTER_CONFIG};
-use crate::train::checkpoint::save_prompt_dir;
 use crate::train::data::Dataset;
 use crate::train::encode::{Encoded, Row};
 use crate::train::start::{prompt_init_rng, resolve_init};
@@ -71,6 +70,9 @@ pub struct Generation {
     pub ids: Vec<i32>,
     /// the summed log-probability of the new tokens
     pub logprob: f64,
+    /// the text was cut to the task's max_len before generating (as a prediction's
+    /// `truncated`)
+    pub truncated: bool,
 }
 
 impl StepOutput {
@@ -167,9 +169,28 @@ impl Model {
         on_engine!(&self.engine, |_be, m| m.tokenizer.encode(text, true))
     }
 
-    /// Text of token ids, special tokens left out.
+    /// Text of token ids, special tokens left out. An id outside the vocabulary is an error
+    /// naming it (such ids were dropped without a word).
     pub fn detokenize(&self, ids: &[i32]) -> Result<String> {
-        on_engine!(&self.engine, |_be, m| m.tokenizer.decode(ids, true))
+        on_engine!(&self.engine, |_be, m| {
+            let tok = &m.tokenizer;
+            let n = (tok.max_id().map_or(0, |i| i as usize + 1)).max(tok.vocab_size());
+            let bad = ids
+                .iter()
+                .enumerate()
+                .find(|(_, &id)| id < 0 || id as usize >= n);
+            if let Some((i, id)) = bad {
+                return Err(Error::arg(
+                    "ids",
+                    format!(
+                        "id {id} (at index {i}) is outside the vocabulary of {n} ids: expected \
+                         0 to {}",
+                        n.saturating_sub(1)
+                    ),
+                ));
+            }
+            tok.decode(ids, true)
+        })
     }
 
     /// The task a new prompt of `prompt_len` rows trains: the options over the model's
@@ -256,7 +277,10 @@ impl Model {
     /// Encodes a data set for `task`: the template filled, tokenized, cut to max_len, the
     /// labels mapped. An unknown label is an error naming the file and line.
     pub fn encode(&self, task: &Task, data: &Dataset) -> Result<Encoded> {
-        on_engine!(&self.engine, |_be, m| task.inner.encode(&m.tokenizer, data))
+        on_engine!(&self.engine, |_be, m| {
+            check_model(task, m)?;
+            task.inner.encode(&m.tokenizer, data)
+        })
     }
 
     /// One training step's numbers on `rows` (one batch): the mean loss and the gradients of
@@ -274,6 +298,9 @@ impl Model {
             truncated: 0,
             truncated_targets: 0,
         };
+        for (i, row) in rows.iter().enumerate() {
+            task.inner.check_label(i, row)?;
+        }
         let all: Vec<u32> = (0..rows.len() as u32).collect();
         let batch = task.inner.batch(&enc, &all)?;
         let recompute = self.recompute;
@@ -369,6 +396,7 @@ impl Model {
                     m.arch_name()
                 ))
             })?;
+            check_model(task, m)?;
             let enc = task.inner.encode(&m.tokenizer, &data)?;
             let rows: Vec<Vec<i32>> = enc.rows.iter().map(|r| r.ids.clone()).collect();
             let opts = GenerateOptions {
@@ -379,12 +407,13 @@ impl Model {
             };
             let params = bind(be, m, task, prompt)?;
             let g = train::causal::generate_with(be, m, decoder, &params, &rows, &opts)?;
-            (g.ids.into_iter().zip(g.logprob))
-                .map(|(ids, logprob)| {
+            (g.ids.into_iter().zip(g.logprob).zip(&enc.rows))
+                .map(|((ids, logprob), row)| {
                     Ok(Generation {
                         text: m.tokenizer.decode(&ids, true)?,
                         ids,
                         logprob,
+                        truncated: row.truncated,
                     })
                 })
                 .collect()
@@ -399,35 +428,23 @@ impl Model {
     pub fn check_prompt(&self, task: &Task, prompt: &Prompt) -> Result<()> {
         on_engine!(&self.engine, |_be, m| checked(m, task, prompt).map(|_| ()))
     }
+}
 
-    /// Writes the prompt into `dir` as `softprompt train` does: PEFT's adapter files (which
-    /// PEFT's `PeftModel.from_pretrained` loads), task.json, and head.safetensors for `cls`.
-    pub fn save_prompt(&self, dir: impl AsRef<Path>, prompt: &Prompt, task: &Task) -> Result<()> {
-        let dir = dir.as_ref();
-        // the model's own folder is refused, and a prompt that load would refuse is not written
-        crate::train::outdir::refuse_model_folder(dir, "the folder to save in")?;
-        let bad = prompt.table.data.iter().position(|v| !v.is_finite());
-        if let Some(i) = bad {
-            return Err(Error::tensor(
-                "the prompt",
-                format!("holds a non-finite value at flat index {i}: nothing was saved"),
-            ));
-        }
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        on_engine!(&self.engine, |_be, m| {
-            let info = m.adapter_info(task.inner.spec.kind.peft_task_type());
-            save_prompt_dir(
-                dir,
-                &prompt.table,
-                prompt.head.as_ref(),
-                &task.inner.spec,
-                &m.dir,
-                &info,
-                // as a training run records it: `check_arch` (and serve's 400) read it
-                serde_json::json!({ "arch": m.arch_name() }),
-            )
-        })
+/// The task was made on `model` (its config.json and tokenizer): a task of another model of
+/// the same width ran this one's weights on the other's token ids and labels without a word.
+pub(crate) fn check_model<B: Backend>(task: &Task, model: &train::Model<B>) -> Result<()> {
+    if task.inner.model_id == model.identity {
+        return Ok(());
     }
+    Err(Error::arg(
+        "task",
+        format!(
+            "was made on the model in {}, and this is the model in {} (another config.json or \
+             tokenizer): make the task with this model (Model::task, Model::task_for)",
+            task.inner.model_dir.display(),
+            model.dir.display()
+        ),
+    ))
 }
 
 /// The prompt (and head) on the device, checked against the model and the task.
@@ -447,34 +464,36 @@ pub(crate) fn bind<B: Backend>(
     })
 }
 
-/// The prompt's prefix settings (a prefix adapter's) and `cls` head, once the prompt is
-/// checked against the model and the task.
-fn checked<B: Backend>(
+/// The prompt's prefix settings (a prefix adapter's) and `cls` head, once the task is checked
+/// against the model and the prompt against both.
+pub(super) fn checked<B: Backend>(
     model: &train::Model<B>,
     task: &Task,
     prompt: &Prompt,
 ) -> Result<(Option<crate::models::PrefixSpec>, Option<HostClsHead>)> {
-    let d = model.hidden_size();
+    check_model(task, model)?;
     let prefix = fit(prompt, model)?;
     check_finite(prompt)?;
-    let head: Option<HostClsHead> = match (task.inner.new_head(d), &prompt.head) {
-        (None, _) => None,
-        (Some(fresh), Some(h)) if h.k == fresh.k && h.c == d => Some(h.clone()),
-        (Some(fresh), Some(h)) => {
-            return Err(Error::file(
-                prompt.origin().join("head.safetensors"),
-                format!("the head has {} labels but the task {}", h.k, fresh.k),
-            ))
-        }
-        (Some(_), None) => {
-            return Err(Error::file(
-                prompt.origin(),
-                "--task cls needs the classifier head (head.safetensors) trained with the \
-                 prompt; this folder has none",
-            ))
-        }
-    };
+    let head = checked_head(task, prompt, model.hidden_size())?;
     Ok((prefix, head))
+}
+
+/// The prompt's `cls` head for `task` (None for other tasks), its shape checked against the
+/// task's labels and the model's width `d`.
+fn checked_head(task: &Task, prompt: &Prompt, d: usize) -> Result<Option<HostClsHead>> {
+    match (task.inner.new_head(d), &prompt.head) {
+        (None, _) => Ok(None),
+        (Some(fresh), Some(h)) if h.k == fresh.k && h.c == d => Ok(Some(h.clone())),
+        (Some(fresh), Some(h)) => Err(Error::file(
+            prompt.origin().join("head.safetensors"),
+            format!("the head has {} labels but the task {}", h.k, fresh.k),
+        )),
+        (Some(_), None) => Err(Error::file(
+            prompt.origin(),
+            "--task cls needs the classifier head (head.safetensors) trained with the \
+             prompt; this folder has none",
+        )),
+    }
 }
 
 /// Values set through `values_mut`/`head_mut` are checked here, where every use passes: a
@@ -628,6 +647,17 @@ fn check_room<B: Backend>(task: &train::Task, model: &train::Model<B>, p: usize)
         return Ok(());
     }
     let most = (p + room).saturating_sub(fixed + 1);
+    if most == 0 {
+        // no prompt length leaves room: the template is what is too long
+        return Err(Error::arg(
+            "--template",
+            format!(
+                "with its special tokens it takes {fixed} tokens without the text, and the \
+                 model has {} positions for a row and its prompt: shorten the template",
+                p + room
+            ),
+        ));
+    }
     Err(Error::arg(
         "--prompt-len",
         format!(

@@ -224,6 +224,25 @@ fn apply_options(opts: &TaskOptions, spec: &mut TaskSpec) {
     }
 }
 
+/// Every label in `data` has a name: a blank one (`Dataset::from_pairs`; the file parsers
+/// refuse it naming the field) became a class named "".
+fn check_named_labels(data: Option<&Dataset>) -> Result<()> {
+    let Some(d) = data else { return Ok(()) };
+    let blank =
+        (d.examples.iter()).find(|e| e.label.as_deref().is_some_and(|l| l.trim().is_empty()));
+    match blank {
+        Some(e) => Err(Error::data(
+            &d.path,
+            e.line,
+            format!(
+                "the label is {:?}: a label needs a name (None for a row without one)",
+                e.label.as_deref().unwrap_or_default()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The labels: the option, else the verbalizer's, else the spec's, else those of `data`.
 fn set_labels(
     opts: &TaskOptions,
@@ -231,6 +250,7 @@ fn set_labels(
     verbalizer: Option<&[(String, String)]>,
     data: Option<&Dataset>,
 ) -> Result<()> {
+    check_named_labels(data)?;
     if let Some(labels) = &opts.labels {
         spec.labels = labels.clone();
         spec.label_words.clear();

@@ -5,7 +5,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::model::{on_engine, Engine, Model};
+use super::model::{check_model, on_engine, Engine, Model};
 use super::prompt::Prompt;
 use super::task::Task;
 use crate::error::Result;
@@ -84,6 +84,7 @@ impl Model {
         let out = out.as_ref();
         let resume = cfg.resume && out.join(CHECKPOINT_FILE).exists();
         let summary = on_engine!(&self.engine, |be, m| {
+            check_model(task, m)?;
             let (inner, cfg) = (&task.inner, cfg.clone());
             let (train, dev, test) = (splits.train, splits.dev, splits.test);
             let mut trainer = if resume {

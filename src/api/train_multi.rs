@@ -5,7 +5,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::model::{on_engine, Engine, Model};
+use super::model::{check_model, on_engine, Engine, Model};
 use super::prompt::Prompt;
 use super::task::Task;
 use super::train::Splits;
@@ -127,6 +127,9 @@ impl Model {
                 .collect()
         };
         let summaries = on_engine!(&self.engine, |be, m| {
+            for t in tasks {
+                check_model(t.task, m).map_err(|e| e.tagged(&format!("task `{}`", t.name)))?;
+            }
             let mut trainer = if resume {
                 MultiTrainer::resume(be, m, jobs(), cfg.clone(), out)?
             } else {

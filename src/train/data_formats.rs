@@ -154,6 +154,18 @@ fn parse_jsonl(path: &Path, text: &str, spec: &DataSpec) -> Result<Vec<Example>>
             )
         })?;
         let label = field(&spec.label_field)?;
+        if let Some(l) = label.as_deref().filter(|l| l.trim().is_empty()) {
+            // it became a class named "" (a prediction printed "label": "")
+            return Err(Error::data(
+                path,
+                n,
+                format!(
+                    "field \"{}\" is {l:?}: a label needs a name (leave the field out, or \
+                     null, for a row without one)",
+                    spec.label_field
+                ),
+            ));
+        }
         if label.is_none() && spec.require_label {
             return Err(Error::data(
                 path,
@@ -237,8 +249,10 @@ fn parse_table(
             ));
         }
         // every record has the header's width (checked above), so the columns exist
-        let label = label_col.and_then(|c| fields.get(c).cloned());
-        if spec.require_label && label.as_deref().is_none_or(|l| l.is_empty()) {
+        // a blank cell is no label (a class named "   " was trained)
+        let label =
+            (label_col.and_then(|c| fields.get(c).cloned())).filter(|l| !l.trim().is_empty());
+        if spec.require_label && label.is_none() {
             return Err(Error::data(
                 path,
                 n,

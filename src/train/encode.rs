@@ -297,6 +297,25 @@ impl Task {
                 format!("row {i} has no token ids: a row needs at least one token"),
             ));
         }
+        for (field, ids) in [("ids", &row.ids), ("targets", &row.target)] {
+            let v = self.vocab;
+            if let Some((j, id)) = ids
+                .iter()
+                .enumerate()
+                .find(|(_, &id)| id < 0 || id as usize >= v)
+            {
+                // the embedding refused it as a tensor error (a corrupt file) naming no row
+                return Err(Error::arg(
+                    field,
+                    format!(
+                        "row {} has token id {id} at index {j}, outside the model's {v} ids \
+                         (0 to {})",
+                        i as usize + 1,
+                        v.saturating_sub(1)
+                    ),
+                ));
+            }
+        }
         if self.spec.kind == TaskKind::Pet && row.mask_pos >= row.ids.len() {
             return Err(Error::data(
                 &enc.path,
@@ -309,6 +328,25 @@ impl Task {
             ));
         }
         Ok(())
+    }
+
+    /// Row `i` (from 0) of hand-made rows has a label of this task (or none): a step refused
+    /// a label past them as an id outside the head's table, but evaluate counted it as a
+    /// wrong prediction. Not in `batch`: a mixed batch's rows carry the labels of their own
+    /// tasks.
+    pub fn check_label(&self, i: usize, row: &Row) -> Result<()> {
+        let n = self.spec.labels.len();
+        match row.label.filter(|&k| k >= n) {
+            Some(k) => Err(Error::arg(
+                "label",
+                format!(
+                    "row {} has label {k}, but the task has {n} labels: expected 0 to {}",
+                    i + 1,
+                    n.saturating_sub(1)
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The class of row `i` for scoring (free targets: None).

@@ -28,6 +28,9 @@ pub fn evaluate<B: Backend>(
     batch_size: usize,
 ) -> Result<(EvalMetrics, Vec<Prediction>)> {
     check_labelled(task, enc)?;
+    for (i, row) in enc.rows.iter().enumerate() {
+        task.check_label(i, row)?;
+    }
     let preds = predict_all(be, model, task, params, enc, batch_size)?;
     let (mut gold, mut pred) = (Vec::new(), Vec::new());
     if task.spec.free_targets {

@@ -347,6 +347,11 @@ pub fn step_mixed<B: Backend>(
         ));
     }
     check_rows(jobs.len(), rows)?;
+    for (i, (j, row)) in rows.iter().enumerate() {
+        if let Some((task, _)) = jobs.get(*j) {
+            task.check_label(i, row)?;
+        }
+    }
     let mut out = (jobs.iter())
         .map(|(_, params)| {
             Ok(JobStep {

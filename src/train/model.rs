@@ -23,6 +23,10 @@ pub struct Model<B: Backend> {
     /// the network behind the folder
     pub net: models::Model<B>,
     pub tokenizer: Tokenizer,
+    /// a fingerprint of its config.json and tokenizer file (`identity`), which every task
+    /// made on it carries: a task used on another model of the same width ran that model's
+    /// weights on the first one's token ids without a word
+    pub identity: u64,
 }
 
 impl<B: Backend> Model<B> {
@@ -55,10 +59,12 @@ impl<B: Backend> Model<B> {
                 ),
             ));
         }
+        let identity = identity(dir, &tokenizer)?;
         Ok(Model {
             dir: dir.to_path_buf(),
             net,
             tokenizer,
+            identity,
         })
     }
 
@@ -199,7 +205,7 @@ impl<B: Backend> Model<B> {
     ) -> Result<PromptTable> {
         // before P x d values are allocated (the API's new_prompt aborted on 2^40 rows)
         self.check_lengths(p, None)?;
-        init.check_std()?;
+        init.check()?;
         PromptTable::init(
             p,
             init,
@@ -221,4 +227,16 @@ impl<B: Backend> Model<B> {
             num_layers: layers,
         }
     }
+}
+
+/// FNV-1a over the folder's config.json and its tokenizer file: what makes a task's token
+/// ids and labels mean the same thing (the weights are not read again; two folders with the
+/// same config and tokenizer are one model to a task).
+fn identity(dir: &Path, tokenizer: &Tokenizer) -> Result<u64> {
+    let mut h = super::checkpoint::FNV_START;
+    for path in [dir.join("config.json"), tokenizer.path().to_path_buf()] {
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        h = super::checkpoint::fnv1a_bytes(h, &bytes);
+    }
+    Ok(h)
 }

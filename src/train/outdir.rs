@@ -149,6 +149,15 @@ pub fn prepare_fresh(dir: &Path, overwrite: bool) -> Result<()> {
 /// A multi-task run's task folder `dir`: refused when it holds a saved prompt, unless
 /// `overwrite`; then its `PROMPT_FILES` are removed (nothing else).
 pub fn prepare_task_folder(dir: &Path, overwrite: bool) -> Result<()> {
+    let how = "pass --overwrite to replace it, or train into another --out";
+    prepare_prompt_folder(dir, overwrite, how)
+}
+
+/// A folder a prompt is saved into: refused when it holds a saved prompt (any of
+/// `PROMPT_FILES`), unless `overwrite`; then those files are removed (nothing else), so that
+/// no file of the earlier prompt (a `cls` head, an encoder) is read with the new one. `how`
+/// ends the refusal: how the caller asks to replace it.
+pub fn prepare_prompt_folder(dir: &Path, overwrite: bool, how: &str) -> Result<()> {
     let present: Vec<&str> = (PROMPT_FILES.into_iter())
         .filter(|f| dir.join(f).exists())
         .collect();
@@ -157,11 +166,7 @@ pub fn prepare_task_folder(dir: &Path, overwrite: bool) -> Result<()> {
     }
     Err(Error::file(
         dir,
-        format!(
-            "holds a saved prompt ({}): pass --overwrite to replace it, or train into another \
-             --out",
-            present.join(", ")
-        ),
+        format!("holds a saved prompt ({}): {how}", present.join(", ")),
     ))
 }
 
@@ -257,6 +262,18 @@ pub fn refuse_model_folder(dir: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses an empty folder path (`flag` names it): it wrote into the current folder.
+pub fn refuse_empty(dir: &Path, flag: &str) -> Result<()> {
+    if dir.as_os_str().is_empty() {
+        return Err(Error::arg(
+            flag,
+            "is empty: name the folder to write into (an empty path wrote into the current \
+             folder)",
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses a folder path that is a symbolic link to nothing: creating the folder failed with
 /// a bare "File exists (os error 17)" although nothing seemed to be there.
 pub fn refuse_dangling_link(dir: &Path, what: &str) -> Result<()> {
@@ -307,6 +324,7 @@ pub fn check_task_inputs_kept(dir: &Path, tasks: &[&str], inputs: &[(&str, &Path
 /// good), and a fresh run (`resume` false, or nothing to resume) would not replace a run
 /// without `overwrite`.
 pub fn precheck(dir: &Path, resume: bool, overwrite: bool) -> Result<()> {
+    refuse_empty(dir, "--out")?;
     if dir.exists() && !dir.is_dir() {
         return Err(Error::file(
             dir,

@@ -88,6 +88,7 @@ impl Task {
                 (&batch.tokens, objective)
             }
             Job::Cls(_) => {
+                check_labels(&batch.labels)?;
                 let objective = Objective::Cls {
                     head: cls_head(params)?,
                     pooling: self.spec.pooling,
@@ -137,14 +138,19 @@ fn check_targets(batch: &Batch, flag: &str) -> Result<()> {
     Ok(())
 }
 
+/// Every row of a `pet` or `cls` step has a label (B): a row without one was scored as an id
+/// -100 outside the head's table (`cls`), a corrupt-file error naming no row.
 pub(super) fn check_labels(labels: &[i32]) -> Result<()> {
-    if labels.iter().any(|&l| l < 0) {
-        return Err(Error::arg(
-            "training data",
-            "every training row needs a label",
-        ));
+    match labels.iter().position(|&l| l < 0) {
+        Some(b) => Err(Error::arg(
+            "label",
+            format!(
+                "row {} has no label: every row of a training step needs one",
+                b + 1
+            ),
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// `cls`: the trained classifier head.

@@ -103,7 +103,7 @@ impl TrainConfig {
         {
             at_least_1("--init-vocab-first", n as u64)?;
         }
-        self.init.check_std()?;
+        self.init.check()?;
         self.method.validate()?;
         self.method.check_init(&self.init)?;
         self.optim.validate()
@@ -334,6 +334,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let lens = train.lens();
         // nothing is written before the folder is ours, and a fresh run replaces an earlier
         // one only when asked
+        outdir::refuse_empty(out, "--out")?;
         outdir::refuse_model_folder(out, "--out")?;
         let lock = OutLock::acquire(out)?;
         if ck.is_none() {

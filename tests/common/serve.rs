@@ -69,8 +69,12 @@ pub fn make_prompts(dir: &Path) -> (PathBuf, PathBuf) {
         *v = ((i * 37 % 23) as f32 - 11.0) * 0.05;
     }
     let (pet_dir, cls_dir) = (dir.join("pet"), dir.join("cls"));
-    model.save_prompt(&pet_dir, &pet, &pet_task).unwrap();
-    model.save_prompt(&cls_dir, &cls, &cls_task).unwrap();
+    model
+        .save_prompt(&pet_dir, &pet, &pet_task, SaveOptions::default())
+        .unwrap();
+    model
+        .save_prompt(&cls_dir, &cls, &cls_task, SaveOptions::default())
+        .unwrap();
     (pet_dir, cls_dir)
 }
 

@@ -1,0 +1,38 @@
+"""save_prompt never replaces a saved prompt unless asked, and neither it nor train writes
+into an empty path (the current folder); generate says which texts it cut."""
+import pytest
+
+import softprompt as sp
+from conftest import BERT_NOHEAD, FIXTURES, TRAIN
+
+
+def test_save_prompt_refuses_a_saved_folder_unless_overwrite(tmp_path):
+    model = sp.Model(BERT_NOHEAD)
+    task = model.task(TRAIN, prompt_len=4, task="cls")
+    first = model.new_prompt(task, prompt_len=4, seed=1)
+    model.save_prompt(tmp_path / "p", first, task)
+    before = (tmp_path / "p" / "adapter_model.safetensors").read_bytes()
+    second = model.new_prompt(task, prompt_len=4, seed=2)
+    with pytest.raises(sp.BadFile, match="holds a saved prompt"):
+        model.save_prompt(tmp_path / "p", second, task)
+    assert (tmp_path / "p" / "adapter_model.safetensors").read_bytes() == before
+    model.save_prompt(tmp_path / "p", second, task, overwrite=True)
+    assert (sp.Prompt.load(tmp_path / "p").values == second.values).all()
+
+
+def test_an_empty_path_is_refused(tmp_path):
+    model = sp.Model(BERT_NOHEAD)
+    task = model.task(TRAIN, prompt_len=4, task="cls")
+    prompt = model.new_prompt(task, prompt_len=4)
+    with pytest.raises(sp.InvalidArgument, match="dir: is empty"):
+        model.save_prompt("", prompt, task)
+    with pytest.raises(sp.InvalidArgument, match="--out: is empty"):
+        model.train(TRAIN, "", task="cls", prompt_len=4, max_steps=1)
+
+
+def test_generate_says_which_texts_were_cut():
+    model = sp.Model(FIXTURES / "bloom")
+    task = model.task(task="causal", free_targets=True, prompt_len=4, max_len=8)
+    prompt = model.new_prompt(task, prompt_len=4)
+    out = model.generate(task, prompt, ["a story", "word " * 30], max_new_tokens=2)
+    assert [g["truncated"] for g in out] == [False, True]

@@ -1,0 +1,93 @@
+//! A prompt's folder written from the API, as a training run writes its `--out`: nothing the
+//! user has is replaced unless asked, and nothing that loading would refuse is written.
+// What a user hands the library never panics it. See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+use super::model::{checked, on_engine, Engine, Model};
+use super::prompt::Prompt;
+use super::task::Task;
+use crate::error::{Error, Result};
+use crate::train::checkpoint::save_prompt_dir;
+use crate::train::outdir;
+use std::path::Path;
+
+/// What a save may do beyond writing a new folder.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SaveOptions {
+    /// replace a prompt already saved in the folder (its files, and only those, are removed
+    /// first); without it such a folder is refused, as `train` refuses an `--out` that holds
+    /// a run without `--overwrite`
+    pub overwrite: bool,
+}
+
+impl Model {
+    /// Writes the prompt into `dir` as `softprompt train` does: PEFT's adapter files (which
+    /// PEFT's `PeftModel.from_pretrained` loads), task.json, and head.safetensors for `cls`.
+    /// A folder holding a saved prompt is refused unless `opts.overwrite`; an empty path, a
+    /// file and a model's folder are refused; and the prompt is checked as every use checks
+    /// it (its width against the model, finite values, the `cls` head's shape), so that a
+    /// folder `Prompt::load` would refuse is never written.
+    ///
+    /// ```
+    /// use softprompt::prelude::*;
+    /// let model = Model::open("tests/fixtures/bert_mlm", Device::Cpu)?;
+    /// let opts = TaskOptions { labels: Some(vec!["no".into(), "yes".into()]),
+    ///     task: Some(TaskKind::Cls), ..Default::default() };
+    /// let task = model.task(&opts, None, 4)?;
+    /// let prompt = model.new_prompt(&task, 4, &PromptInit::Random { std: 1.0 }, 0)?;
+    /// let dir = std::env::temp_dir().join(format!("sp_doc_save_{}", std::process::id()));
+    /// model.save_prompt(&dir, &prompt, &task, SaveOptions::default())?;
+    /// // a second save into it is refused unless asked
+    /// assert!(model.save_prompt(&dir, &prompt, &task, SaveOptions::default()).is_err());
+    /// model.save_prompt(&dir, &prompt, &task, SaveOptions { overwrite: true })?;
+    /// assert_eq!(Prompt::load(&dir)?.values(), prompt.values());
+    /// # std::fs::remove_dir_all(&dir).ok();
+    /// # Ok::<(), softprompt::Error>(())
+    /// ```
+    pub fn save_prompt(
+        &self,
+        dir: impl AsRef<Path>,
+        prompt: &Prompt,
+        task: &Task,
+        opts: SaveOptions,
+    ) -> Result<()> {
+        let dir = dir.as_ref();
+        check_folder(dir)?;
+        on_engine!(&self.engine, |_be, m| {
+            // every check before the first write: a refused save leaves the folder as it was
+            let (_, head) = checked(m, task, prompt)?;
+            let how = "pass overwrite (SaveOptions { overwrite: true }) to replace it, or \
+                       save into another folder";
+            outdir::prepare_prompt_folder(dir, opts.overwrite, how)?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            let info = m.adapter_info(task.inner.spec.kind.peft_task_type());
+            save_prompt_dir(
+                dir,
+                &prompt.table,
+                head.as_ref(),
+                &task.inner.spec,
+                &m.dir,
+                &info,
+                // as a training run records it: `check_arch` (and serve's 400) read it
+                serde_json::json!({ "arch": m.arch_name() }),
+            )
+        })
+    }
+}
+
+/// `dir` names a folder a prompt may be written into: not empty (which wrote into the
+/// current folder), not a file, not a dangling link, not a model's folder.
+fn check_folder(dir: &Path) -> Result<()> {
+    outdir::refuse_empty(dir, "dir")?;
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::file(
+            dir,
+            "the folder to save in is a file: name a folder",
+        ));
+    }
+    outdir::refuse_dangling_link(dir, "the folder to save in")?;
+    outdir::refuse_model_folder(dir, "the folder to save in")
+}

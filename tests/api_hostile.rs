@@ -1,0 +1,414 @@
+//! The Rust API against the fourth hostile pass (#17): a saved prompt is never replaced
+//! unless asked and nothing load would refuse is saved; an impossible or missing label, an
+//! empty init text, a std past float32, ids outside the vocabulary, a blank label in the
+//! data, a template longer than the model, and a task of another model are errors naming
+//! what is wrong; generation says which texts it cut.
+
+use softprompt::prelude::*;
+use std::path::PathBuf;
+
+mod common;
+
+use common::{fixture, ScratchDir};
+
+/// The `cls` task on the headless BERT fixture (width 36, 48 positions), two labels.
+fn cls_task(model: &Model, labels: &[&str]) -> Task {
+    let opts = TaskOptions {
+        task: Some(TaskKind::Cls),
+        labels: Some(labels.iter().map(|l| l.to_string()).collect()),
+        ..TaskOptions::default()
+    };
+    model.task(&opts, None, 4).unwrap()
+}
+
+/// The `pet` task on a BERT with its masked-LM head, two labels.
+fn pet_task(model: &Model) -> Task {
+    let opts = TaskOptions {
+        verbalizer: Some(TaskOptions::verbalizer_from_str("neg=bad,pos=great").unwrap()),
+        ..TaskOptions::default()
+    };
+    model.task(&opts, None, 4).unwrap()
+}
+
+fn random(model: &Model, task: &Task, seed: u64) -> Prompt {
+    let init = PromptInit::Random { std: 1.0 };
+    model.new_prompt(task, 4, &init, seed).unwrap()
+}
+
+fn row(model: &Model, text: &str, label: Option<usize>) -> Row {
+    Row {
+        ids: model.tokenize(text).unwrap(),
+        mask_pos: 0,
+        label,
+        target: Vec::new(),
+        line: 1,
+        truncated: false,
+    }
+}
+
+/// A second save into a prompt's folder (one `train` wrote, or an earlier save) replaced its
+/// files without a word: it is refused, the files untouched, and `overwrite` replaces the
+/// prompt, removing the earlier save's files the new one does not write (a `cls` head under
+/// a `pet` prompt would make a folder of two saves that load refuses).
+#[test]
+fn save_prompt_refuses_a_saved_folder_unless_asked() {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let scratch = ScratchDir::new("api_hostile_save");
+    let dir = scratch.path().join("p");
+    let cls = cls_task(&model, &["neg", "pos"]);
+    let first = random(&model, &cls, 1);
+    model
+        .save_prompt(&dir, &first, &cls, SaveOptions::default())
+        .unwrap();
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let before = (read("adapter_model.safetensors"), read("head.safetensors"));
+
+    let second = random(&model, &cls, 2);
+    let e = model
+        .save_prompt(&dir, &second, &cls, SaveOptions::default())
+        .expect_err("a saved prompt replaced without overwrite");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("holds a saved prompt") && msg.contains("overwrite"),
+        "{msg}"
+    );
+    assert_eq!(
+        (read("adapter_model.safetensors"), read("head.safetensors")),
+        before
+    );
+
+    let pet = pet_task(&model);
+    let third = random(&model, &pet, 3);
+    let overwrite = SaveOptions { overwrite: true };
+    model.save_prompt(&dir, &third, &pet, overwrite).unwrap();
+    assert!(
+        !dir.join("head.safetensors").exists(),
+        "the cls head stayed"
+    );
+    let loaded = Prompt::load(&dir).unwrap();
+    assert_eq!(loaded.values(), third.values());
+    assert_eq!(loaded.saved_task().unwrap().kind, TaskKind::Pet);
+}
+
+/// An empty path wrote the prompt's files into the current folder (Python's
+/// `save_prompt("", ...)`); `train` into `out=""` trained there (the command line's parser
+/// refuses `--out ""`, the API and Python did not). Both name the argument.
+#[test]
+fn an_empty_folder_path_is_refused() {
+    let model = Model::open(fixture("bert_nohead"), Device::Cpu).unwrap();
+    let task = cls_task(&model, &["neg", "pos"]);
+    let prompt = random(&model, &task, 0);
+    let e = model.save_prompt("", &prompt, &task, SaveOptions::default());
+    let msg = e.expect_err("an empty path").to_string();
+    assert!(msg.contains("invalid argument dir: is empty"), "{msg}");
+    // the check `train` (API, Python and the command line) runs before it writes anything
+    use softprompt::internals::train::outdir;
+    let e = outdir::precheck(std::path::Path::new(""), false, false);
+    let msg = e.expect_err("an empty --out").to_string();
+    assert!(msg.contains("invalid argument --out: is empty"), "{msg}");
+}
+
+/// `save_prompt` checked only the prompt's rows: a non-finite `cls` head was written and
+/// `Prompt::load` then refused the folder ("the file is corrupt"). A head of the wrong shape
+/// and a prompt of another width are refused too; nothing is written.
+#[test]
+fn save_prompt_refuses_what_load_would_refuse() {
+    let model = Model::open(fixture("bert_nohead"), Device::Cpu).unwrap();
+    let scratch = ScratchDir::new("api_hostile_save_bad");
+    let task = cls_task(&model, &["neg", "pos"]);
+    let mut prompt = random(&model, &task, 0);
+    prompt.head_mut().unwrap().0[5] = f32::INFINITY;
+    let dir = scratch.path().join("inf");
+    let e = model.save_prompt(&dir, &prompt, &task, SaveOptions::default());
+    let msg = e.expect_err("an inf head").to_string();
+    assert!(
+        msg.contains("head's weight") && msg.contains("flat index 5"),
+        "{msg}"
+    );
+    assert!(!dir.exists(), "a refused save created its folder");
+
+    let three = cls_task(&model, &["a", "b", "c"]);
+    let two_label = random(&model, &task, 0);
+    let dir = scratch.path().join("shape");
+    let e = model.save_prompt(&dir, &two_label, &three, SaveOptions::default());
+    let msg = e.expect_err("a head of 2 labels for 3").to_string();
+    assert!(
+        msg.contains("the head has 2 labels but the task 3"),
+        "{msg}"
+    );
+    assert!(!dir.exists());
+
+    let wide = Prompt::from_values(4, 48, vec![0.5; 4 * 48]).unwrap();
+    let pet_model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let pet = pet_task(&pet_model);
+    let narrow = Prompt::from_values(4, 36, vec![0.5; 4 * 36]).unwrap();
+    let dir = scratch.path().join("width");
+    let e = pet_model.save_prompt(&dir, &narrow, &pet, SaveOptions::default());
+    let msg = e
+        .expect_err("a prompt 36 wide on a model of 48")
+        .to_string();
+    assert!(
+        msg.contains("36 wide") && msg.contains("hidden size 48"),
+        "{msg}"
+    );
+    pet_model
+        .save_prompt(&dir, &wide, &pet, SaveOptions::default())
+        .unwrap();
+    assert_eq!(Prompt::load(&dir).unwrap().values(), wide.values());
+}
+
+/// A label past the task's labels: `evaluate` counted it as a wrong prediction (accuracy 0)
+/// while `step` refused it; both refuse it now in the same words, naming the row, on `cls`
+/// and on T5's rank classification, and `step_mixed` checks each row against its own job's
+/// task. `usize::MAX` was reported as id -1.
+#[test]
+fn a_label_outside_the_task_is_refused_by_evaluate_and_step() {
+    let model = Model::open(fixture("bert_nohead"), Device::Cpu).unwrap();
+    let task = cls_task(&model, &["neg", "pos"]);
+    let prompt = random(&model, &task, 0);
+    for label in [2, 9, usize::MAX] {
+        let rows = vec![
+            row(&model, "fine", Some(1)),
+            row(&model, "bad", Some(label)),
+        ];
+        let enc = Encoded {
+            path: PathBuf::from("rows"),
+            rows: rows.clone(),
+            truncated: 0,
+            truncated_targets: 0,
+        };
+        let eval = model.evaluate(&task, &prompt, &enc, 8).map(|_| ());
+        let eval = eval.expect_err("evaluate counted the label");
+        let step = model.step(&task, &prompt, &rows).map(|_| ());
+        let step = step.expect_err("step took the label");
+        let want = format!("row 2 has label {label}, but the task has 2 labels");
+        assert!(eval.to_string().contains(&want), "{eval}");
+        assert_eq!(eval.to_string(), step.to_string());
+        assert!(matches!(eval, Error::Arg { .. }), "{eval:?}");
+    }
+
+    // in a mixed step each row's label is its own job's: 2 is one of three labels
+    let three = cls_task(&model, &["a", "b", "c"]);
+    let prompt3 = random(&model, &three, 1);
+    let jobs = [(&task, &prompt), (&three, &prompt3)];
+    let ok = [
+        (0, row(&model, "fine", Some(1))),
+        (1, row(&model, "bad", Some(2))),
+    ];
+    assert_eq!(model.step_mixed(&jobs, &ok).unwrap().len(), 2);
+    let bad = [
+        (1, row(&model, "fine", Some(2))),
+        (0, row(&model, "bad", Some(2))),
+    ];
+    let e = model.step_mixed(&jobs, &bad).map(|_| ());
+    let msg = e.expect_err("label 2 of a two-label job").to_string();
+    assert!(
+        msg.contains("row 2 has label 2, but the task has 2 labels"),
+        "{msg}"
+    );
+
+    let t5 = Model::open(fixture("t5_v1_1"), Device::Cpu).unwrap();
+    let data = Dataset::from_pairs("mem", [("good film", Some("pos")), ("bad", Some("neg"))]);
+    let task = t5.task(&TaskOptions::default(), Some(&data), 4).unwrap();
+    let prompt = random(&t5, &task, 0);
+    let mut enc = t5.encode(&task, &data).unwrap();
+    enc.rows[0].label = Some(7);
+    let e = t5.evaluate(&task, &prompt, &enc, 8).map(|_| ());
+    let msg = e.expect_err("T5 counted label 7").to_string();
+    assert!(msg.contains("row 1 has label 7"), "{msg}");
+}
+
+/// A `cls` step on a row without a label read it as id -100 in the head's table, a tensor
+/// error (Python's BadFile, "the file is corrupt") naming no row: it is an argument error
+/// naming the row, on `pet` too; so is a token id past the model's vocabulary.
+#[test]
+fn a_step_row_without_a_label_is_named() {
+    let model = Model::open(fixture("bert_nohead"), Device::Cpu).unwrap();
+    let task = cls_task(&model, &["neg", "pos"]);
+    let prompt = random(&model, &task, 0);
+    let rows = [row(&model, "fine", Some(1)), row(&model, "bad", None)];
+    let e = model.step(&task, &prompt, &rows).map(|_| ());
+    let e = e.expect_err("a cls row without a label");
+    assert!(matches!(e, Error::Arg { .. }), "{e:?}");
+    assert!(e.to_string().contains("row 2 has no label"), "{e}");
+    // an id past the embedding (Python's `Encoded.from_ids`) was a tensor error too
+    let mut bad = row(&model, "fine", Some(0));
+    bad.ids[1] = 10_000;
+    let e = model.step(&task, &prompt, &[bad]).map(|_| ());
+    let e = e.expect_err("an id past the vocabulary");
+    assert!(matches!(e, Error::Arg { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("row 1 has token id 10000 at index 1, outside the model's 139 ids"),
+        "{e}"
+    );
+
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let task = pet_task(&model);
+    let prompt = random(&model, &task, 0);
+    let data = Dataset::from_pairs("mem", [("fine", None::<&str>)]);
+    let rows = model.encode(&task, &data).unwrap().rows;
+    let e = model.step(&task, &prompt, &rows).map(|_| ());
+    let e = e.expect_err("a pet row without a label");
+    assert!(e.to_string().contains("row 1 has no label"), "{e}");
+}
+
+/// What the command line's init flags refuse, an init made in code passed: an empty text
+/// (`--init-text ""`), and a std finite in f64 but not in f32 (1e39 gave a prompt of inf).
+#[test]
+fn an_empty_init_text_and_a_std_past_float32_are_refused() {
+    let model = Model::open(fixture("bert_nohead"), Device::Cpu).unwrap();
+    let task = cls_task(&model, &["neg", "pos"]);
+    for text in ["", "  "] {
+        let e = model.new_prompt(&task, 4, &PromptInit::Text(text.into()), 0);
+        let msg = e.map(|_| ()).expect_err("an empty init text").to_string();
+        assert!(msg.contains("--init-text"), "{msg}");
+    }
+    for std in [1e39, 1e7, f64::INFINITY] {
+        let e = model.new_prompt(&task, 4, &PromptInit::Random { std }, 0);
+        let msg = e.map(|_| ()).expect_err("a huge std").to_string();
+        assert!(
+            msg.contains("--init-std") && msg.contains("out of range"),
+            "{msg}"
+        );
+    }
+    let big = model.new_prompt(&task, 4, &PromptInit::Random { std: 1e6 }, 0);
+    assert!(big.unwrap().values().iter().all(|v| v.is_finite()));
+}
+
+/// `detokenize` dropped ids outside the vocabulary without a word (`[-1]` gave ""): the id,
+/// its index and the vocabulary's size are named.
+#[test]
+fn detokenize_refuses_ids_outside_the_vocabulary() {
+    let model = Model::open(fixture("bert_nohead"), Device::Cpu).unwrap();
+    let ids = model.tokenize("fine").unwrap();
+    assert!(!model.detokenize(&ids).unwrap().is_empty());
+    for bad in [-1, 139, i32::MAX] {
+        let e = model.detokenize(&[ids[1], bad]).expect_err("a bad id");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("id {bad} (at index 1) is outside the vocabulary")),
+            "{msg}"
+        );
+    }
+}
+
+/// A blank label (`"label": ""`) became a class named "" (a prediction printed
+/// `"label": ""`): the file, its line and the field are named; a blank table cell is no
+/// label; pairs in code are refused naming the row.
+#[test]
+fn a_blank_label_is_refused() {
+    let scratch = ScratchDir::new("api_hostile_blank");
+    for (i, label) in ["\"\"", "\"   \""].iter().enumerate() {
+        let path = scratch.path().join(format!("d{i}.jsonl"));
+        let text =
+            format!("{{\"text\":\"x\",\"label\":\"neg\"}}\n{{\"text\":\"y\",\"label\":{label}}}\n");
+        std::fs::write(&path, text).unwrap();
+        let e = Dataset::load(&path, &DataSpec::default()).map(|_| ());
+        let msg = e.expect_err("a blank label").to_string();
+        assert!(
+            msg.contains(&format!("d{i}.jsonl:2: field \"label\" is")),
+            "{msg}"
+        );
+    }
+    let path = scratch.path().join("t.csv");
+    std::fs::write(&path, "text,label\nx,neg\ny,  \n").unwrap();
+    let e = Dataset::load(&path, &DataSpec::default()).map(|_| ());
+    let msg = e.expect_err("a blank cell").to_string();
+    assert!(msg.contains("t.csv:3: missing field \"label\""), "{msg}");
+
+    let model = Model::open(fixture("bert_nohead"), Device::Cpu).unwrap();
+    let data = Dataset::from_pairs("mem", [("x", Some("neg")), ("y", Some(""))]);
+    let opts = TaskOptions {
+        task: Some(TaskKind::Cls),
+        ..TaskOptions::default()
+    };
+    let e = model.task(&opts, Some(&data), 4).map(|_| ());
+    let msg = e.expect_err("a class named \"\"").to_string();
+    assert!(msg.contains("mem:2: the label is \"\""), "{msg}");
+}
+
+/// A template longer than the model's positions blamed `--prompt-len` and advised
+/// "--prompt-len 0 or less": it names `--template` and the numbers.
+#[test]
+fn a_template_past_the_positions_names_the_template() {
+    let model = Model::open(fixture("bert_nohead"), Device::Cpu).unwrap();
+    let opts = TaskOptions {
+        task: Some(TaskKind::Cls),
+        labels: Some(vec!["neg".into(), "pos".into()]),
+        template: Some(format!("{}{{text}}", "word ".repeat(60))),
+        ..TaskOptions::default()
+    };
+    let e = model.task(&opts, None, 4).map(|_| ());
+    let msg = e.expect_err("a template of 60 words").to_string();
+    assert!(
+        msg.contains("invalid argument --template") && msg.contains("48 positions"),
+        "{msg}"
+    );
+    assert!(!msg.contains("--prompt-len"), "{msg}");
+    // one that a shorter prompt makes room for still names --prompt-len
+    let opts = TaskOptions {
+        template: Some(format!("{}{{text}}", "word ".repeat(40))),
+        ..opts
+    };
+    let e = model.task(&opts, None, 8).map(|_| ());
+    let msg = e.expect_err("40 words beside 8 rows").to_string();
+    assert!(msg.contains("invalid argument --prompt-len"), "{msg}");
+}
+
+/// `generate` cut texts past max_len without a word: each generation says whether its text
+/// was cut, as a prediction does.
+#[test]
+fn generate_says_which_texts_were_cut() {
+    let model = Model::open(fixture("bloom"), Device::Cpu).unwrap();
+    let opts = TaskOptions {
+        free_targets: true,
+        max_len: Some(8),
+        ..TaskOptions::default()
+    };
+    let task = model.task(&opts, None, 4).unwrap();
+    let prompt = random(&model, &task, 0);
+    let texts = ["a story".to_string(), "word ".repeat(30)];
+    let out = model.generate(&task, &prompt, &texts, 2, PromptPlacement::BeforeTokens);
+    let cut: Vec<bool> = out.unwrap().iter().map(|g| g.truncated).collect();
+    assert_eq!(cut, [false, true]);
+}
+
+/// A task made on one model and used on another of the same width (36) ran the second's
+/// weights on the first's token ids: every use names both folders. A copy of the same
+/// folder is the same model.
+#[test]
+fn a_task_of_another_model_is_refused() {
+    let a = Model::open(fixture("bert_nohead"), Device::Cpu).unwrap();
+    let b = Model::open(fixture("realistic/bert_rand_2"), Device::Cpu).unwrap();
+    let task = cls_task(&a, &["neg", "pos"]);
+    let prompt = random(&a, &task, 0);
+    let rows = [row(&a, "fine", Some(1))];
+    let e = b.step(&task, &prompt, &rows).map(|_| ());
+    let msg = e
+        .expect_err("a task of bert_nohead on bert_rand_2")
+        .to_string();
+    assert!(
+        msg.contains("invalid argument task")
+            && msg.contains("bert_nohead")
+            && msg.contains("bert_rand_2"),
+        "{msg}"
+    );
+    let data = Dataset::from_pairs("mem", [("x", Some("neg"))]);
+    assert!(b.encode(&task, &data).is_err());
+    let scratch = ScratchDir::new("api_hostile_identity");
+    let e = b.save_prompt(
+        scratch.path().join("p"),
+        &prompt,
+        &task,
+        SaveOptions::default(),
+    );
+    assert!(e
+        .expect_err("saved with the other model")
+        .to_string()
+        .contains("bert_rand_2"));
+
+    let copy = Model::open(scratch.copy_model("bert_nohead", "m"), Device::Cpu).unwrap();
+    let same = copy.step(&task, &prompt, &rows).unwrap().loss;
+    assert_eq!(same, a.step(&task, &prompt, &rows).unwrap().loss);
+}

@@ -1,0 +1,122 @@
+//! The command line against the fourth hostile pass (#17): a warmup that overflows the
+//! step count, an `--init-std` past float32, a template longer than the model, each refused
+//! naming its flag (exit 2); `generate` says which texts it cut, as `predict` does.
+
+mod common;
+
+use common::{fixture, refused, softprompt, stdout_ok, ScratchDir};
+use softprompt::prelude::*;
+
+/// A short `cls` run on the headless BERT fixture with `extra` flags, into `out`.
+fn train(out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let model = fixture("bert_nohead");
+    let data =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/train.jsonl");
+    let mut args = vec![
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--task",
+        "cls",
+        "--train",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--prompt-len",
+        "4",
+        "--max-steps",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    softprompt(&args)
+}
+
+/// `--warmup` plus `--steps` past u64::MAX wrapped the loop's count: no step was timed, and
+/// the median of none panicked (exit 101).
+#[test]
+fn bench_refuses_a_warmup_that_overflows() {
+    let max = u64::MAX.to_string();
+    let out = softprompt(&[
+        "bench",
+        "--preset",
+        "bert-base",
+        "--warmup",
+        &max,
+        "--batch",
+        "1",
+        "--seq",
+        "8",
+    ]);
+    refused(&out, &["--warmup", "--steps 5"]);
+}
+
+/// `--init-std 1e39` is finite in f64 and passed, then became inf in the f32 prompt: the run
+/// failed at step 0 advising `--lr` and `--max-grad-norm`.
+#[test]
+fn train_refuses_an_init_std_past_float32() {
+    let scratch = ScratchDir::new("cli_hostile_std");
+    let out = scratch.path().join("run");
+    let err = refused(
+        &train(&out, &["--init-std", "1e39"]),
+        &["--init-std", "out of range"],
+    );
+    assert!(!err.contains("--lr"), "{err}");
+    assert!(!out.join("checkpoint.safetensors").exists());
+}
+
+/// A template of more tokens than the model's positions blamed `--prompt-len` and advised
+/// "--prompt-len 0 or less", which is refused too.
+#[test]
+fn train_names_a_template_longer_than_the_model() {
+    let scratch = ScratchDir::new("cli_hostile_template");
+    let template = format!("{}{{text}}", "w ".repeat(500));
+    let out = train(&scratch.path().join("run"), &["--template", &template]);
+    let err = refused(
+        &out,
+        &["invalid argument --template", "shorten the template"],
+    );
+    assert!(!err.contains("--prompt-len"), "{err}");
+}
+
+/// `generate` cut texts past the task's max_len without a word: the cut ones carry
+/// `"truncated": true` and stderr counts them, as `predict` does.
+#[test]
+fn generate_reports_cut_texts() {
+    let scratch = ScratchDir::new("cli_hostile_generate");
+    let model = Model::open(fixture("bloom"), Device::Cpu).unwrap();
+    let opts = TaskOptions {
+        free_targets: true,
+        max_len: Some(8),
+        ..TaskOptions::default()
+    };
+    let task = model.task(&opts, None, 4).unwrap();
+    let init = PromptInit::Random { std: 1.0 };
+    let prompt = model.new_prompt(&task, 4, &init, 0).unwrap();
+    let dir = scratch.path().join("p");
+    model
+        .save_prompt(&dir, &prompt, &task, SaveOptions::default())
+        .unwrap();
+    let long = "word ".repeat(30);
+    let args = [
+        "generate",
+        "--prompt",
+        dir.to_str().unwrap(),
+        "--text",
+        "a story",
+        "--text",
+        &long,
+        "--max-new-tokens",
+        "2",
+    ];
+    let out = softprompt(&args);
+    let lines: Vec<serde_json::Value> = (stdout_ok(&out).lines())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let cut: Vec<_> = lines.iter().map(|l| l.get("truncated").cloned()).collect();
+    assert_eq!(cut, [None, Some(serde_json::json!(true))]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1 of 2 texts truncated to 8 tokens"),
+        "{stderr}"
+    );
+}
