@@ -211,7 +211,9 @@ fn a_causal_prompt_without_an_end_token_is_warned_at_load() {
         assert_eq!(task.eos_missing(), end == TargetEnd::Eos);
         let prompt = (model.new_prompt(&task, 3, &PromptInit::Random { std: 0.5 }, 1)).unwrap();
         let path = dir.path().join(name);
-        model.save_prompt(&path, &prompt, &task).unwrap();
+        model
+            .save_prompt(&path, &prompt, &task, SaveOptions::default())
+            .unwrap();
         path
     };
     let (eos, none) = (save("eos", TargetEnd::Eos), save("none", TargetEnd::None));
@@ -292,7 +294,9 @@ fn a_prompt_that_cannot_serve_is_refused_at_load() {
     let pet_task = model.task(&pet_options(), None, 4).unwrap();
     let long = scratch.path().join("long");
     let rows = Prompt::from_values(70, 48, vec![0.01; 70 * 48]).unwrap();
-    model.save_prompt(&long, &rows, &pet_task).unwrap();
+    model
+        .save_prompt(&long, &rows, &pet_task, SaveOptions::default())
+        .unwrap();
 
     let server = Server::start(&[("pet", &pet)], &[]);
     let load = |name: &str, path: &std::path::Path| {
