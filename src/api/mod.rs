@@ -14,6 +14,7 @@ mod prompt;
 mod task;
 mod train;
 mod train_multi;
+mod until;
 
 pub use model::{Generation, Model, StepOutput};
 pub use parity::parity;
