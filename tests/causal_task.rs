@@ -116,6 +116,29 @@ fn causal_task_model_mismatch_errors() {
     assert!(err.contains("--task seq2seq"), "{err}");
 }
 
+/// A task made on one kind of model, handed another through the API, says which task fits
+/// (a BERT pet task's rows on a decoder were "the row has no mask token").
+#[test]
+fn a_task_of_another_kind_of_model_is_refused_before_encoding() {
+    use softprompt::{Device, TaskOptions};
+    let bert = softprompt::Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let verbalizer = vec![("x".into(), "great".into()), ("y".into(), "bad".into())];
+    let opts = TaskOptions {
+        verbalizer: Some(verbalizer),
+        ..Default::default()
+    };
+    let task = bert.task(&opts, None, 2).unwrap();
+    let data = softprompt::Dataset::from_pairs("d", [("a film", Some("x"))]);
+    for (name, fits) in [("llama", "--task causal"), ("t5_v1_1", "--task seq2seq")] {
+        let other = softprompt::Model::open(fixture(name), Device::Cpu).unwrap();
+        let err = other.encode(&task, &data).unwrap_err().to_string();
+        assert!(
+            err.starts_with("invalid argument --task") && err.ends_with(fits),
+            "{err}"
+        );
+    }
+}
+
 /// Greedy generation in one left-padded batch gives, row for row, the tokens of generating
 /// each row alone, and the same logits at every step (the prompt sits right before each row's
 /// first real token, so the pads change nothing).

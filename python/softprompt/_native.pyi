@@ -114,7 +114,9 @@ class Model:
         self, dir: StrPath, device: str = "cpu", precision: str = "bf16", threads: int = 0
     ) -> None:
         """device: cpu, cuda, cuda:N or emu; precision (cuda, emu): bf16, f32 or mixed;
-        threads: the CPU pool's size, once per process (0: all cores)."""
+        threads: the CPU pool's size, as --threads sets it (0: all cores). A process has one
+        pool, sized by the first Model that gives a count: another count later raises
+        InvalidArgument."""
     @property
     def dir(self) -> str: ...
     @property
@@ -127,7 +129,8 @@ class Model:
     def tokenize(self, text: str) -> List[int]:
         """Token ids, special tokens included."""
     def detokenize(self, ids: Sequence[int]) -> str:
-        """Text of token ids, special tokens left out."""
+        """Text of token ids, special tokens left out. An id that is not an int32 raises
+        InvalidArgument naming its position."""
     def task(
         self,
         data: Optional[Data] = None,
@@ -148,7 +151,9 @@ class Model:
         label_field: str = "label",
     ) -> Task:
         """The task a new prompt of prompt_len rows trains: the flags over the model's
-        defaults, the labels from data when nothing else gives them."""
+        defaults, the labels from data when nothing else gives them. labels: names, or one
+        string "a,b"; verbalizer: {label: word}, (label, word) pairs or "a=x,b=y". Another
+        type raises InvalidArgument naming the keyword and the item."""
     def task_for(self, prompt: Prompt, data: Optional[Data] = None, **flags: Any) -> Task:
         """A saved prompt's task (its task.json) with the task flags on top."""
     def new_prompt(
@@ -166,11 +171,13 @@ class Model:
     def encode(
         self, task: Task, data: Data, labels: Optional[Sequence[Optional[str]]] = None, **flags: Any
     ) -> Encoded:
-        """data encoded for task (texts with labels, pairs, or a file with the data flags)."""
+        """data encoded for task (texts with labels, pairs, or a file with the data flags).
+        A task made for another kind of model raises InvalidArgument saying which fits."""
     def step(
         self, task: Task, prompt: Prompt, batch: Data, labels: Optional[Sequence[Optional[str]]] = None
     ) -> StepOutput:
-        """One batch's loss and gradients; nothing is updated. The GIL is released."""
+        """One batch's loss and gradients; nothing is updated. The GIL is released (Ctrl-C
+        is raised once the batch is done)."""
     def evaluate(
         self,
         task: Task,
@@ -180,11 +187,13 @@ class Model:
         batch_size: int = 64,
         **flags: Any,
     ) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
-        """({"accuracy", "macro_f1", "examples"}, every row's prediction)."""
+        """({"accuracy", "macro_f1", "examples"}, every row's prediction). Ctrl-C stops it
+        after the batch under way and raises KeyboardInterrupt (no result)."""
     def predict(
         self, task: Task, prompt: Prompt, data: Data, batch_size: int = 64, **flags: Any
     ) -> List[Dict[str, Any]]:
-        """Per row: {"label", "class", "scores", "ids", "score"}."""
+        """Per row: {"label", "class", "scores", "ids", "score"}. Ctrl-C stops it after the
+        batch under way and raises KeyboardInterrupt (no result)."""
     def generate(
         self,
         task: Task,

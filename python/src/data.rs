@@ -127,23 +127,23 @@ impl PyEncoded {
     }
 }
 
-/// Token ids from Python, each an i32 (`ints::int` names the argument, the row and the
-/// range); a value that is not a list of lists is a TypeError naming the argument.
+/// Rows of token ids from Python, each an i32 (`ints::int` names the argument, the row and
+/// the range); a value that is not a list of lists is a TypeError naming the argument.
 fn id_lists(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<i32>>> {
-    let rows: Vec<Vec<Bound<'_, PyAny>>> = obj
+    let rows: Vec<Bound<'_, PyAny>> = obj
         .extract()
         .map_err(|e| PyTypeError::new_err(format!("argument '{name}': {e}")))?;
-    let each = |r: usize, row: &[Bound<'_, PyAny>]| -> PyResult<Vec<i32>> {
-        let what = |c: usize| format!("row {r}, position {c}");
-        row.iter()
-            .enumerate()
-            .map(|(c, v)| int::<i32>(name, &what(c), v))
-            .collect()
-    };
-    rows.iter()
-        .enumerate()
-        .map(|(r, row)| each(r, row))
-        .collect()
+    let each = |(r, row): (usize, &Bound<'_, PyAny>)| id_list(name, &format!("row {r}, "), row);
+    rows.iter().enumerate().map(each).collect()
+}
+
+/// One list of token ids, each an i32; `row` says which row it is ("" for a lone list).
+pub fn id_list(name: &str, row: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<i32>> {
+    let items: Vec<Bound<'_, PyAny>> = obj
+        .extract()
+        .map_err(|e| PyTypeError::new_err(format!("argument '{name}': {e}")))?;
+    let each = |(c, v): (usize, &Bound<'_, PyAny>)| int(name, &format!("{row}position {c}"), v);
+    items.iter().enumerate().map(each).collect()
 }
 
 /// Row indices (labels, [MASK] positions) from Python, each a non-negative int; None is kept

@@ -57,11 +57,18 @@ where
     T: Send,
     F: FnOnce() -> softprompt::Result<T> + Send,
 {
-    let out = py.detach(|| catch_unwind(AssertUnwindSafe(f)));
-    match out {
-        Ok(r) => r.map_err(to_py),
-        Err(panic) => Err(internal(panic)),
-    }
+    unwound(py, f)?.map_err(to_py)
+}
+
+/// Runs `f` with the GIL released, a panic caught and reported as an internal error; the
+/// engine's result as it is.
+pub fn unwound<T, F>(py: Python<'_>, f: F) -> PyResult<softprompt::Result<T>>
+where
+    T: Send,
+    F: FnOnce() -> softprompt::Result<T> + Send,
+{
+    py.detach(|| catch_unwind(AssertUnwindSafe(f)))
+        .map_err(internal)
 }
 
 /// A panic's payload as a `SoftpromptError` ("internal error: ..."), never a crash.

@@ -2,6 +2,8 @@
 //! them one by one from the call's kwargs; a keyword left over (a typo) is a `TypeError`
 //! naming it, as Python does for a function's unknown keyword.
 
+use crate::errors::arg;
+use crate::ints::repr;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -81,27 +83,10 @@ impl<'py> Kw<'py> {
     /// The task flags (`task`, `template`, `labels`, `verbalizer`, `pooling`, `free_targets`,
     /// `max_len`, `max_target_len`, `decode`, `target_end`) as `TaskOptions`.
     pub fn task_options(&mut self) -> PyResult<TaskOptions> {
-        let labels = match self.take_any("labels")? {
-            None => None,
-            Some(v) if v.is_instance_of::<PyString>() => {
-                Some(TaskOptions::labels_from_str(&v.extract::<String>()?))
-            }
-            Some(v) => Some(v.extract::<Vec<String>>()?),
-        };
-        let verbalizer = match self.take_any("verbalizer")? {
-            None => None,
-            Some(v) if v.is_instance_of::<PyString>() => Some(
-                TaskOptions::verbalizer_from_str(&v.extract::<String>()?)
-                    .map_err(crate::errors::to_py)?,
-            ),
-            Some(v) if v.is_instance_of::<PyDict>() => Some(
-                v.cast::<PyDict>()?
-                    .iter()
-                    .map(|(k, w)| Ok((k.extract::<String>()?, w.extract::<String>()?)))
-                    .collect::<PyResult<Vec<_>>>()?,
-            ),
-            Some(v) => Some(v.extract::<Vec<(String, String)>>()?),
-        };
+        let labels = self.take_any("labels")?.map(|v| labels(&v)).transpose()?;
+        let verbalizer = (self.take_any("verbalizer")?)
+            .map(|v| verbalizer(&v))
+            .transpose()?;
         Ok(TaskOptions {
             task: parse(self.take::<String>("task")?, "--task")?,
             template: self.take("template")?,
@@ -136,8 +121,58 @@ where
         .transpose()
 }
 
-fn repr(v: &Bound<'_, PyAny>) -> String {
-    v.repr()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|_| "?".into())
+/// `labels`: a list of names, or one string of them comma-separated (`--labels`).
+fn labels(v: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    if v.is_instance_of::<PyString>() {
+        return Ok(TaskOptions::labels_from_str(&v.extract::<String>()?));
+    }
+    let expected = "a list of label names, or one string of them comma-separated";
+    let items = list("labels", v, expected)?;
+    let name = |(i, x): (usize, &Bound<'_, PyAny>)| string("labels", &format!("item {i}"), x);
+    items.iter().enumerate().map(name).collect()
+}
+
+/// `verbalizer`: a dict {label: word}, a list of (label, word) pairs, or one string
+/// "label=word,..." (`--verbalizer`).
+fn verbalizer(v: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
+    const KEY: &str = "verbalizer";
+    if v.is_instance_of::<PyString>() {
+        let text = v.extract::<String>()?;
+        return TaskOptions::verbalizer_from_str(&text).map_err(crate::errors::to_py);
+    }
+    let pair = |k: &Bound<'_, PyAny>, w: &Bound<'_, PyAny>| {
+        let label = string(KEY, "a label", k)?;
+        Ok((label, string(KEY, &format!("the word of {}", repr(k)), w)?))
+    };
+    if let Ok(d) = v.cast::<PyDict>() {
+        return d.iter().map(|(k, w)| pair(&k, &w)).collect();
+    }
+    let expected = "a dict {label: word}, a list of (label, word) pairs or one string \
+                    \"label=word,...\"";
+    let items = list(KEY, v, expected)?;
+    let each = |(i, x): (usize, &Bound<'_, PyAny>)| {
+        let (k, w) = x
+            .extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>()
+            .map_err(|_| {
+                arg(
+                    KEY,
+                    format!("item {i} holds {}: expected a (label, word) pair", repr(x)),
+                )
+            })?;
+        pair(&k, &w)
+    };
+    items.iter().enumerate().map(each).collect()
+}
+
+/// The items of keyword `key`'s list (or tuple); anything else is `InvalidArgument` naming
+/// it and what was `expected`.
+fn list<'py>(key: &str, v: &Bound<'py, PyAny>, expected: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    v.extract()
+        .map_err(|_| arg(key, format!("got {}: expected {expected}", repr(v))))
+}
+
+/// `v`, a str `at` (where it sits) in keyword `key`, else `InvalidArgument` naming both.
+fn string(key: &str, at: &str, v: &Bound<'_, PyAny>) -> PyResult<String> {
+    v.extract()
+        .map_err(|_| arg(key, format!("{at} holds {}: expected a str", repr(v))))
 }

@@ -4,6 +4,7 @@
 
 mod data;
 mod errors;
+mod interrupt;
 mod ints;
 mod kw;
 mod model;

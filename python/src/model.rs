@@ -1,8 +1,9 @@
 //! `Model`: a frozen model folder on a device, and what a prompt does with it (one step,
 //! evaluation, prediction, generation, saving). Compute runs with the GIL released.
 
-use crate::data::{dataset, PyEncoded};
+use crate::data::{dataset, id_list, PyEncoded};
 use crate::errors::{arg, compute, to_py};
+use crate::interrupt::Interrupt;
 use crate::ints;
 use crate::kw::{parse, Kw};
 use crate::prompt::PyPrompt;
@@ -100,7 +101,8 @@ fn prediction_dict<'py>(
 impl PyModel {
     /// Loads the model folder `dir` on `device` (`cpu`, `cuda`, `cuda:N`, `emu`) at
     /// `precision` (cuda and emu: bf16, f32 or mixed; the CPU computes in float32). `threads`
-    /// sizes the CPU thread pool once per process (0: all cores), as `--threads` does.
+    /// sizes the CPU thread pool as `--threads` does (0: all cores): a process has one, sized
+    /// by the first Model that gives a count, and another count later is refused.
     #[new]
     #[pyo3(signature = (dir, device="cpu", precision="bf16", threads=0))]
     fn new(
@@ -146,8 +148,9 @@ impl PyModel {
         self.inner.tokenize(text).map_err(to_py)
     }
 
-    /// The text of token ids, special tokens left out.
-    fn detokenize(&self, ids: Vec<i32>) -> PyResult<String> {
+    /// The text of token ids (each an int32), special tokens left out.
+    fn detokenize(&self, ids: &Bound<'_, PyAny>) -> PyResult<String> {
+        let ids = id_list("ids", "", ids)?;
         self.inner.detokenize(&ids).map_err(to_py)
     }
 
@@ -266,7 +269,8 @@ impl PyModel {
     }
 
     /// Accuracy and macro-F1 on the labelled rows of `data` (a file, texts with `labels`,
-    /// pairs, or `Encoded`), and every row's prediction.
+    /// pairs, or `Encoded`), and every row's prediction. Ctrl-C stops it after the batch
+    /// under way and raises KeyboardInterrupt.
     #[pyo3(signature = (task, prompt, data, labels=None, batch_size=64, **kwargs))]
     #[allow(clippy::too_many_arguments)]
     fn evaluate<'py>(
@@ -284,7 +288,9 @@ impl PyModel {
         kw.finish()?;
         let snapshot = prompt.engine_copy();
         let (m, t, p) = (&self.inner, &task.inner, &snapshot);
-        let (metrics, preds) = compute(py, || m.evaluate(t, p, &enc, batch_size))?;
+        let (metrics, preds) = Interrupt::batched(py, |between, stop| {
+            m.evaluate_until(t, p, &enc, batch_size, between, stop)
+        })?;
         let list = PyList::empty(py);
         for pred in &preds {
             list.append(prediction_dict(py, t, pred)?)?;
@@ -293,6 +299,7 @@ impl PyModel {
     }
 
     /// Every row's prediction, in order: `{"label", "class", "scores", "ids", "score"}`.
+    /// Ctrl-C stops it after the batch under way and raises KeyboardInterrupt.
     #[pyo3(signature = (task, prompt, data, batch_size=64, **kwargs))]
     fn predict<'py>(
         &self,
@@ -308,7 +315,9 @@ impl PyModel {
         kw.finish()?;
         let snapshot = prompt.engine_copy();
         let (m, t, p) = (&self.inner, &task.inner, &snapshot);
-        let preds = compute(py, || m.predict(t, p, &enc, batch_size))?;
+        let preds = Interrupt::batched(py, |between, stop| {
+            m.predict_until(t, p, &enc, batch_size, between, stop)
+        })?;
         let list = PyList::empty(py);
         for pred in &preds {
             list.append(prediction_dict(py, t, pred)?)?;

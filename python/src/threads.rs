@@ -14,19 +14,24 @@ pub fn setup(threads: usize) -> PyResult<()> {
             format!("{threads} is out of range: expected 0 (all cores) to {MAX_THREADS}"),
         ));
     }
-    if threads == 0 || threads == rayon::current_num_threads() {
+    if threads == 0 {
         return Ok(());
     }
-    rayon::ThreadPoolBuilder::new()
+    // built first, asked after: `rayon::current_num_threads` builds the pool at its default
+    // size, so asking first made every count but that one fail
+    match rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
-        .map_err(|e| {
-            arg(
-                "--threads",
-                format!(
-                    "{e}: the pool already runs {} threads in this process",
-                    rayon::current_num_threads()
-                ),
-            )
-        })
+    {
+        Ok(()) => Ok(()),
+        Err(_) if rayon::current_num_threads() == threads => Ok(()),
+        Err(_) => Err(arg(
+            "--threads",
+            format!(
+                "{threads}: this process's thread pool already runs {} threads (a process \
+                 has one pool, sized by the first Model; give that count, or 0)",
+                rayon::current_num_threads()
+            ),
+        )),
+    }
 }

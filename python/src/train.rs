@@ -4,7 +4,8 @@
 //! KeyboardInterrupt; `resume=True` continues it.
 
 use crate::data::dataset;
-use crate::errors::{internal, to_py};
+use crate::errors::to_py;
+use crate::interrupt::Interrupt;
 use crate::kw::{parse, Kw};
 use crate::model::{metrics_dict, PyModel};
 use crate::prompt::PyPrompt;
@@ -13,12 +14,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use softprompt::internals::train::outdir;
 use softprompt::{
-    ConsoleProgress, Error, Event, OptimConfig, OptimKind, Recompute, Splits, Summary, TrainConfig,
+    ConsoleProgress, Event, OptimConfig, OptimKind, Recompute, Splits, Summary, TrainConfig,
 };
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::Instant;
 
 /// The optimizer flags over `OptimConfig::defaults`, as the command line applies them.
@@ -197,46 +195,19 @@ pub fn train<'py>(
     };
     let (k, d) = (task.labels().len(), m.hidden_size());
     let mut progress = ConsoleProgress::new(&cfg, t0, k, d, !no_progress);
-    let stop = AtomicBool::new(false);
-    // the first Python error the callback met (a KeyboardInterrupt, or on_event's own)
-    let raised: Mutex<Option<PyErr>> = Mutex::new(None);
-    let result = py.detach(|| {
-        catch_unwind(AssertUnwindSafe(|| {
-            let mut hear = |ev: &Event| {
-                progress.on_event(ev);
-                Python::attach(|py| {
-                    let res = py.check_signals().and_then(|()| match &on_event {
-                        Some(f) => f.call1(py, (event_dict(py, ev)?,)).map(drop),
-                        None => Ok(()),
-                    });
-                    if let Err(e) = res {
-                        stop.store(true, Ordering::SeqCst);
-                        if let Ok(mut slot) = raised.lock() {
-                            slot.get_or_insert(e);
-                        }
-                    }
-                });
-            };
-            m.train_until(&task, splits, &cfg, &out, &mut hear, &stop)
-        }))
+    let interrupt = Interrupt::default();
+    let result = interrupt.run(py, || {
+        let mut hear = |ev: &Event| {
+            progress.on_event(ev);
+            interrupt.check(|py| match &on_event {
+                Some(f) => f.call1(py, (event_dict(py, ev)?,)).map(drop),
+                None => Ok(()),
+            });
+        };
+        m.train_until(&task, splits, &cfg, &out, &mut hear, &interrupt.stop)
     });
     progress.finish();
-    let result = result.map_err(internal)?;
-    let pending = raised.lock().ok().and_then(|mut s| s.take());
-    match (result, pending) {
-        (Ok((summary, prompt)), None) => {
-            Ok((summary_dict(py, &summary)?, PyPrompt { inner: prompt }))
-        }
-        // the checkpoint is written: raise what stopped the run, with the engine's word on
-        // how to resume
-        (Err(Error::Interrupted(msg)), Some(e)) => {
-            if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
-                Err(pyo3::exceptions::PyKeyboardInterrupt::new_err(msg))
-            } else {
-                Err(e)
-            }
-        }
-        (Err(e), _) => Err(to_py(e)),
-        (Ok(_), Some(e)) => Err(e),
-    }
+    // interrupted: the checkpoint is written, and the KeyboardInterrupt says how to resume
+    let (summary, prompt) = result?;
+    Ok((summary_dict(py, &summary)?, PyPrompt { inner: prompt }))
 }

@@ -3,7 +3,7 @@ command line prints after `error: `."""
 import pytest
 
 import softprompt as sp
-from conftest import BERT_MLM, BERT_NOHEAD, DATA, TRAIN
+from conftest import BERT_MLM, BERT_NOHEAD, DATA, FIXTURES, TRAIN
 
 # (keyword arguments of Model.train, the exception class); the model and the train file are
 # given separately so that each can be the bad input
@@ -191,3 +191,50 @@ def test_int_arguments_out_of_range_name_the_argument(tmp_path, where, value):
         INT_ARGS[where](value, tmp_path)
     assert str(e.value).startswith(f"invalid argument {name}: got {value!r}: expected an int from 0 to "), e.value
     assert not (tmp_path / "out").exists()
+
+
+# task keywords of the wrong type raised PyO3's TypeError ("'int' object cannot be cast as
+# 'Sequence'") naming neither the keyword nor what it takes
+BAD_TASK_KEYWORDS = [
+    (dict(labels=123), "labels: got 123: expected a list of label names, or one string of them"),
+    (dict(labels=["a", 1]), "labels: item 1 holds 1: expected a str"),
+    (dict(verbalizer={"a": 1}), "verbalizer: the word of 'a' holds 1: expected a str"),
+    (dict(verbalizer={2: "b"}), "verbalizer: a label holds 2: expected a str"),
+    (dict(verbalizer=[("a",)]), r"verbalizer: item 0 holds \('a',\): expected a \(label, word\) pair"),
+    (dict(verbalizer=5), r"verbalizer: got 5: expected a dict \{label: word\}, a list of"),
+]
+
+
+@pytest.mark.parametrize("kw,message", BAD_TASK_KEYWORDS, ids=[str(c[0]) for c in BAD_TASK_KEYWORDS])
+def test_task_keywords_of_the_wrong_type_name_the_keyword(kw, message):
+    with pytest.raises(sp.InvalidArgument, match="^invalid argument " + message):
+        sp.Model(BERT_MLM).task([("a", "x"), ("b", "y")], prompt_len=2, **kw)
+
+
+def test_detokenize_out_of_range_names_the_argument():
+    model = sp.Model(BERT_MLM)
+    with pytest.raises(sp.InvalidArgument, match=r"^invalid argument ids: position 1 holds 2147483648: expected an int from -2\^31 to 2\^31-1$"):
+        model.detokenize([4, 2**31])  # a bare OverflowError
+    with pytest.raises(TypeError, match="'ids'"):
+        model.detokenize("abc")
+    assert model.detokenize([4]) == model.detokenize(__import__("numpy").array([4]))
+
+
+@pytest.mark.parametrize("other", ["llama", "t5_v1_1"])
+def test_a_task_on_a_model_of_another_kind_says_which_task_fits(cli, tmp_path, other):
+    """A pet task made on BERT, handed a decoder or T5 with texts, said its row had no mask
+    token; now the command line's word for `--task pet` on that model."""
+    want = cli("train", "--model", FIXTURES / other, "--train", TRAIN, "--task", "pet",
+               "--out", tmp_path / "cli", check=False).stderr.strip().splitlines()[-1]
+    bert, model = sp.Model(BERT_MLM), sp.Model(FIXTURES / other)
+    task = bert.task([("a", "x"), ("b", "y")], prompt_len=2, verbalizer="x=great,y=bad")
+    prompt = bert.new_prompt(task, prompt_len=2)
+    for call in (
+        lambda: model.encode(task, ["a film"]),
+        lambda: model.predict(task, prompt, ["a film"]),
+        lambda: model.evaluate(task, prompt, ["a film"], labels=["x"]),
+        lambda: model.step(task, prompt, ["a film"], labels=["x"]),
+    ):
+        with pytest.raises(sp.InvalidArgument) as e:
+            call()
+        assert f"error: {e.value}" == want

@@ -145,3 +145,36 @@ def test_an_error_in_on_event_stops_the_run_with_a_checkpoint(tmp_path):
         raise AssertionError("the callback's error was swallowed")
     assert (out / "checkpoint.safetensors").is_file()
     assert [r["step"] for r in metrics(out) if "loss" in r] == [1, 2, 3]
+
+
+THREADS_CHILD = textwrap.dedent(
+    """
+    import sys, softprompt as sp
+    out, model, train, kw = sys.argv[1], sys.argv[2], sys.argv[3], eval(sys.argv[4])
+    sp.Model(model, threads=1).train(train, out, **kw)
+    sp.Model(model, threads=1), sp.Model(model)  # the pool's own count, or 0: as it is
+    try:
+        sp.Model(model, threads=2)
+    except sp.InvalidArgument as e:
+        print(e)
+    """
+)
+
+
+def test_threads_sets_the_pool_of_a_fresh_process_as_the_command_line_does(cli, tmp_path):
+    """Model(threads=N) failed in every fresh process for N other than the core count: the
+    pool was asked its size (which builds it at the default) before it was sized."""
+    a, b = tmp_path / "cli", tmp_path / "py"
+    kw = dict(PET, eval_every=0)
+    cli("train", "--model", BERT_MLM, "--train", TRAIN, "--out", a, "--no-progress", "--threads", 1,
+        *flags(kw))
+    args = [sys.executable, "-c", THREADS_CHILD, str(b), str(BERT_MLM), str(TRAIN),
+            repr(dict(kw, no_progress=True))]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    same_run(a, b)  # the checkpoint records the count: 1
+    # a process has one pool: another count is refused, saying which it runs
+    assert p.stdout.splitlines()[-1] == (
+        "invalid argument --threads: 2: this process's thread pool already runs 1 threads (a "
+        "process has one pool, sized by the first Model; give that count, or 0)"
+    )

@@ -15,6 +15,7 @@ mod save;
 mod task;
 mod train;
 mod train_multi;
+mod until;
 
 pub use model::{Generation, Model, StepOutput};
 pub use parity::parity;

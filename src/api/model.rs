@@ -21,6 +21,7 @@ use crate::train::encode::{Encoded, Row};
 use crate::train::start::{prompt_init_rng, resolve_init};
 use crate::train::{self, EvalMetrics, Grads, Params, Prediction};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 /// The backend and the model loaded onto it: one variant per backend type, so the generic
 /// engine stays inside and the device is picked at run time.
@@ -279,6 +280,7 @@ impl Model {
     pub fn encode(&self, task: &Task, data: &Dataset) -> Result<Encoded> {
         on_engine!(&self.engine, |_be, m| {
             check_model(task, m)?;
+            task.inner.check_model(m)?;
             task.inner.encode(&m.tokenizer, data)
         })
     }
@@ -324,10 +326,8 @@ impl Model {
         data: &Encoded,
         batch_size: usize,
     ) -> Result<(EvalMetrics, Vec<Prediction>)> {
-        on_engine!(&self.engine, |be, m| {
-            let params = bind(be, m, task, prompt)?;
-            train::evaluate(be, m, &task.inner, &params, data, batch_size)
-        })
+        let never = AtomicBool::new(false);
+        self.evaluate_until(task, prompt, data, batch_size, &mut |_| {}, &never)
     }
 
     /// Every row's prediction (the class and per-label scores, or the generated target), in
@@ -339,10 +339,8 @@ impl Model {
         data: &Encoded,
         batch_size: usize,
     ) -> Result<Vec<Prediction>> {
-        on_engine!(&self.engine, |be, m| {
-            let params = bind(be, m, task, prompt)?;
-            train::predict_all(be, m, &task.inner, &params, data, batch_size)
-        })
+        let never = AtomicBool::new(false);
+        self.predict_until(task, prompt, data, batch_size, &mut |_| {}, &never)
     }
 
     /// Greedy generation behind the prompt on a decoder-only model, the texts through the

@@ -16,6 +16,11 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
+/// Asked after each batch of a long evaluation or prediction with the rows done so far:
+/// false ends the call with `Error::Interrupted` (the API's `evaluate_until` and
+/// `predict_until`; Ctrl-C in Python).
+pub type GoOn<'a> = &'a mut dyn FnMut(usize) -> bool;
+
 /// Scores every row of `enc` (in length order, `batch_size` rows at a time) and returns the
 /// metrics against the gold labels with the predictions in file order. Rows without a label
 /// are predicted but not counted.
@@ -27,11 +32,24 @@ pub fn evaluate<B: Backend>(
     enc: &Encoded,
     batch_size: usize,
 ) -> Result<(EvalMetrics, Vec<Prediction>)> {
+    evaluate_until(be, model, task, params, enc, batch_size, &mut |_| true)
+}
+
+/// As [`evaluate`], asking `go_on` after each batch.
+pub fn evaluate_until<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    task: &Task,
+    params: &Params<B>,
+    enc: &Encoded,
+    batch_size: usize,
+    go_on: GoOn<'_>,
+) -> Result<(EvalMetrics, Vec<Prediction>)> {
     check_labelled(task, enc)?;
     for (i, row) in enc.rows.iter().enumerate() {
         task.check_label(i, row)?;
     }
-    let preds = predict_all(be, model, task, params, enc, batch_size)?;
+    let preds = predict_until(be, model, task, params, enc, batch_size, go_on)?;
     let (mut gold, mut pred) = (Vec::new(), Vec::new());
     if task.spec.free_targets {
         // exact match of the generated target; classes are the distinct target texts
@@ -101,6 +119,19 @@ pub fn predict_all<B: Backend>(
     enc: &Encoded,
     batch_size: usize,
 ) -> Result<Vec<Prediction>> {
+    predict_until(be, model, task, params, enc, batch_size, &mut |_| true)
+}
+
+/// As [`predict_all`], asking `go_on` after each batch.
+pub fn predict_until<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    task: &Task,
+    params: &Params<B>,
+    enc: &Encoded,
+    batch_size: usize,
+    go_on: GoOn<'_>,
+) -> Result<Vec<Prediction>> {
     if batch_size == 0 {
         return Err(Error::arg("--batch-size", "is 0: expected at least 1"));
     }
@@ -111,6 +142,7 @@ pub fn predict_all<B: Backend>(
     let mut order: Vec<u32> = (0..enc.rows.len() as u32).collect();
     order.sort_by_key(|&i| enc.rows.get(i as usize).map_or(0, |r| r.ids.len()));
     let mut out: Vec<Option<Prediction>> = vec![None; enc.rows.len()];
+    let mut done = 0;
     for chunk in order.chunks(batch_size) {
         let batch = task.batch(enc, chunk)?;
         let preds = task
@@ -127,6 +159,13 @@ pub fn predict_all<B: Backend>(
             if let Some(slot) = out.get_mut(i as usize) {
                 *slot = Some(p);
             }
+        }
+        done += chunk.len();
+        if !go_on(done) {
+            return Err(Error::Interrupted(format!(
+                "interrupted after {done} of {} rows: nothing is returned",
+                enc.rows.len()
+            )));
         }
     }
     Ok(out.into_iter().flatten().collect())

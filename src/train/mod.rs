@@ -111,7 +111,7 @@ pub mod update;
 
 pub use decode::Prediction;
 pub use encode::{Batch, Encoded};
-pub use eval::{evaluate, predict_all};
+pub use eval::{evaluate, evaluate_until, predict_all, predict_until};
 pub use metrics::EvalMetrics;
 pub use model::Model;
 pub use multitask::{MultiTrainer, TaskJob};

@@ -56,6 +56,13 @@ pub struct Task {
 }
 
 impl Task {
+    /// Whether this task runs on `model`: a task made for another kind of model is refused
+    /// saying which task fits, before its rows meet that model's tokenizer (where a `pet`
+    /// row found no [MASK]).
+    pub fn check_model<B: Backend>(&self, model: &Model<B>) -> Result<()> {
+        job(self.spec.kind, model).map(drop)
+    }
+
     /// Checks the spec against the model and resolves its tokens.
     ///
     /// ```

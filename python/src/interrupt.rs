@@ -1,0 +1,73 @@
+//! Ctrl-C in a long call. Compute runs with the GIL released, where Python's signal handlers
+//! cannot run; the engine calls back on the calling thread after each step (train) or batch
+//! (evaluate, predict), and there, with the GIL taken back for a moment, they run: Ctrl-C's
+//! raises KeyboardInterrupt. The first error raised sets the engine's stop flag, the call
+//! ends after the step or batch under way, and the error is raised with the engine's word on
+//! what was kept.
+
+use crate::errors::{to_py, unwound};
+use pyo3::exceptions::PyKeyboardInterrupt;
+use pyo3::prelude::*;
+use softprompt::Error;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+#[derive(Default)]
+pub struct Interrupt {
+    /// the engine's stop flag: set once a check met an error
+    pub stop: AtomicBool,
+    /// the first error a check met
+    raised: Mutex<Option<PyErr>>,
+}
+
+impl Interrupt {
+    /// With the GIL held: Python's signal handlers, then `also` (train's `on_event`); the
+    /// first error sets `stop` and is kept for [`Interrupt::run`] to raise.
+    pub fn check(&self, also: impl FnOnce(Python<'_>) -> PyResult<()>) {
+        Python::attach(|py| {
+            if let Err(e) = py.check_signals().and_then(|()| also(py)) {
+                self.stop.store(true, Ordering::SeqCst);
+                if let Ok(mut slot) = self.raised.lock() {
+                    slot.get_or_insert(e);
+                }
+            }
+        });
+    }
+
+    /// Runs `f` as `errors::compute` does (the GIL released, a panic caught), `f` calling
+    /// [`Interrupt::check`] from the engine's callback: its value, else the error a check
+    /// kept (a KeyboardInterrupt with the engine's message), else the engine's error.
+    pub fn run<T, F>(&self, py: Python<'_>, f: F) -> PyResult<T>
+    where
+        T: Send,
+        F: FnOnce() -> softprompt::Result<T> + Send,
+    {
+        let result = unwound(py, f)?;
+        let pending = self.raised.lock().ok().and_then(|mut s| s.take());
+        match (result, pending) {
+            (Ok(v), None) => Ok(v),
+            (Err(Error::Interrupted(msg)), Some(e)) => {
+                if e.is_instance_of::<PyKeyboardInterrupt>(py) {
+                    Err(PyKeyboardInterrupt::new_err(msg))
+                } else {
+                    Err(e)
+                }
+            }
+            (Err(e), _) => Err(to_py(e)),
+            // a signal met after the last step or batch: raised, not lost
+            (Ok(_), Some(e)) => Err(e),
+        }
+    }
+
+    /// [`Interrupt::run`] for a call the engine stops between batches: `f` gets the callback
+    /// that checks after each batch, and the stop flag.
+    pub fn batched<T, F>(py: Python<'_>, f: F) -> PyResult<T>
+    where
+        T: Send,
+        F: FnOnce(&mut dyn FnMut(usize), &AtomicBool) -> softprompt::Result<T> + Send,
+    {
+        let me = Interrupt::default();
+        let between = &mut |_| me.check(|_| Ok(()));
+        me.run(py, || f(between, &me.stop))
+    }
+}
