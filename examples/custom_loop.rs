@@ -32,7 +32,8 @@ fn main() -> Result<()> {
     let (m, _) = model.evaluate(&task, &prompt, &dev, 64)?;
     println!("dev accuracy {:.4} macro-F1 {:.4}", m.accuracy, m.macro_f1);
     let out = std::env::temp_dir().join("softprompt_custom_loop");
-    model.save_prompt(&out, &prompt, &task, SaveOptions::default())?; // PEFT's PeftModel.from_pretrained reads it
+    // a second run replaces the first run's prompt; PEFT's PeftModel.from_pretrained reads it
+    model.save_prompt(&out, &prompt, &task, SaveOptions { overwrite: true })?;
     println!("saved to {}", out.display());
     Ok(())
 }

@@ -266,6 +266,7 @@ impl Model {
         seed: u64,
     ) -> Result<Prompt> {
         on_engine!(&self.engine, |be, m| {
+            check_model(task, m)?;
             let init = resolve_init(init, &task.inner, m)?;
             let table = m.init_prompt(be, rows, &init, &mut prompt_init_rng(seed))?;
             let mut prompt = Prompt::from_table(table);

@@ -52,6 +52,8 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("the listening socket", e))?;
+    // before the line below: a script that signals as soon as it reads it gets the graceful stop
+    let mut signals = Signals::new();
     let mut out = std::io::stdout();
     // tests and scripts read the port (--port 0 picks one) from this line
     let _ = writeln!(out, "listening on http://{addr}").and_then(|_| out.flush());
@@ -59,7 +61,6 @@ pub async fn serve(
     // each connection holds a receiver: once all are dropped, every connection has ended
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopping = Arc::new(AtomicBool::new(false));
-    let mut signals = Signals::new();
     loop {
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => slot,

@@ -235,8 +235,9 @@ impl<B: Backend> Model<B> {
 fn identity(dir: &Path, tokenizer: &Tokenizer) -> Result<u64> {
     let mut h = super::checkpoint::FNV_START;
     for path in [dir.join("config.json"), tokenizer.path().to_path_buf()] {
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        h = super::checkpoint::fnv1a_bytes(h, &bytes);
+        // the loaders' own read: an ordinary file, capped (a FIFO or /dev/zero is refused)
+        let text = crate::fsutil::read_json_text(&path)?;
+        h = super::checkpoint::fnv1a_bytes(h, text.as_bytes());
     }
     Ok(h)
 }

@@ -196,13 +196,13 @@ Errors run_case(const Case& c, unsigned seed, Outputs* keep = nullptr) {
         }
       }
 
-  // kernels: forward outputs poisoned first; the gradients start at zero, since backward adds
-  // into them (src/backend/mod.rs)
+  // kernels: forward outputs poisoned first; the gradients start at zero and backward runs with
+  // accumulate = 1, adding into them (write mode over poisoned buffers: tests/write_mode.rs)
   std::vector<bf16> out(nq, bf16(nan)), dq(nq, bf16(0.0f)), dk(nk, bf16(0.0f)), dv(nk, bf16(0.0f));
   std::vector<float> lse(lse_r.size(), nan), delta(lse_r.size(), nan);
   const bf16* table_p = bias ? table.data() : nullptr;
   const int* buckets_p = bias ? buckets.data() : nullptr;
-  const int causal = c.causal, no_alibi = 0;  // (ALiBi, Hkv < H, prefixes: tests/cuda_kernels.rs)
+  const int causal = c.causal, no_alibi = 0, accumulate = 1;  // (ALiBi, Hkv < H, prefixes: tests/cuda_kernels.rs)
   const float* no_prefix = nullptr;
   const int* no_rows = nullptr;  // prefix_slot, prefix_hidden: one prefix (here none)
   float* no_dprefix = nullptr;
@@ -224,14 +224,14 @@ Errors run_case(const Case& c, unsigned seed, Outputs* keep = nullptr) {
               static_cast<const bf16*>(dout.data()), static_cast<const bf16*>(q.data()),
               static_cast<const bf16*>(k.data()), static_cast<const bf16*>(v.data()), no_prefix,
               no_rows, no_rows, static_cast<const float*>(lse.data()), static_cast<const int*>(c.mask.data()),
-              table_p, buckets_p, no_alibi, causal, scale, B, Tq, Tk, H, H, D, 0, 0, 0, 0);
+              table_p, buckets_p, no_alibi, causal, scale, B, Tq, Tk, H, H, D, 0, 0, 0, 0, accumulate);
   CHECK_MSG(rc == EMU_OK, "%s: attention_bwd_dq: %s", c.name.c_str(), emu_last_error());
   rc = launch(bwd_dkdv, grid_k, block, smem_bytes(g_mma ? 4 : 2, D), dk.data(), dv.data(), no_dprefix,
               static_cast<const bf16*>(dout.data()), static_cast<const bf16*>(q.data()),
               static_cast<const bf16*>(k.data()), static_cast<const bf16*>(v.data()), no_prefix,
               no_rows, no_rows, static_cast<const float*>(lse.data()), static_cast<const float*>(delta.data()),
               static_cast<const int*>(c.mask.data()), table_p, buckets_p, no_alibi, causal, scale, B, Tq, Tk, H, H,
-              D, 0, 0, 0, 0);
+              D, 0, 0, 0, 0, accumulate);
   CHECK_MSG(rc == EMU_OK, "%s: attention_bwd_dkdv: %s", c.name.c_str(), emu_last_error());
 
   if (keep) *keep = Outputs{out, dq, dk, dv, lse, delta};
