@@ -646,7 +646,7 @@ fn parse_llama(cfg: &Cfg, model_type: &str) -> Result<DecoderConfig> {
 /// family's `nn.Embedding(padding_idx=pad_token_id)` asserts. Here padding only fills
 /// positions the key mask hides, and fills them with `Decoder::pad_id`, an id within the
 /// table; the one use of the pad id as a token, `--target-end pad`, refuses an id past the
-/// table (`train::task::end_token`).
+/// table (`train::task::pad_end`).
 fn check_decoder_token_ids(cfg: &Cfg, c: DecoderConfig) -> Result<DecoderConfig> {
     let ids: Vec<(&str, usize)> = (c.eos_token_ids.iter())
         .map(|&id| ("eos_token_id", id))

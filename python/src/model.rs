@@ -102,7 +102,8 @@ impl PyModel {
     /// Loads the model folder `dir` on `device` (`cpu`, `cuda`, `cuda:N`, `emu`) at
     /// `precision` (cuda and emu: bf16, f32 or mixed; the CPU computes in float32). `threads`
     /// sizes the CPU thread pool as `--threads` does (0: all cores): a process has one, sized
-    /// by the first Model that gives a count, and another count later is refused.
+    /// by the first Model that gives a count (or, before any, by the first computation, at
+    /// all cores), and another count later is refused.
     #[new]
     #[pyo3(signature = (dir, device="cpu", precision="bf16", threads=0))]
     fn new(
