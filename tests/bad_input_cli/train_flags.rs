@@ -276,11 +276,12 @@ fn causal_rows_and_targets_that_cannot_score_are_refused() {
     args[4] = s(&data);
     args[8] = "causal";
     args.drain(9..11);
+    // an empty target is a blank label, refused as the data is read (any task)
     refused(
         &softprompt(&args),
         &[
             &format!("{}:2", data.display()),
-            "the target \"\" has no tokens",
+            "field \"label\" is \"\": a label needs a name",
         ],
     );
     std::fs::write(&data, "{\"text\": \"\", \"label\": \"b\"}\n").expect("write");
