@@ -171,11 +171,15 @@ impl Model {
     }
 
     /// Text of token ids, special tokens left out. An id outside the vocabulary is an error
-    /// naming it (such ids were dropped without a word).
+    /// naming it (such ids were dropped without a word). The vocabulary is the larger of the
+    /// tokenizer's and the model's embedding table: a model may generate an id of a padded
+    /// table (T5's 32128 rows over its tokenizer's 32100), which decodes to nothing.
     pub fn detokenize(&self, ids: &[i32]) -> Result<String> {
         on_engine!(&self.engine, |_be, m| {
             let tok = &m.tokenizer;
-            let n = (tok.max_id().map_or(0, |i| i as usize + 1)).max(tok.vocab_size());
+            let n = (tok.max_id().map_or(0, |i| i as usize + 1))
+                .max(tok.vocab_size())
+                .max(m.net.vocab_size());
             let bad = ids
                 .iter()
                 .enumerate()
@@ -280,8 +284,9 @@ impl Model {
     /// labels mapped. An unknown label is an error naming the file and line.
     pub fn encode(&self, task: &Task, data: &Dataset) -> Result<Encoded> {
         on_engine!(&self.engine, |_be, m| {
-            check_model(task, m)?;
+            // the kind first: a task of another kind of model gets the command line's advice
             task.inner.check_model(m)?;
+            check_model(task, m)?;
             task.inner.encode(&m.tokenizer, data)
         })
     }
