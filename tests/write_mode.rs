@@ -2,7 +2,7 @@
 //! it false they write their gradients whole, and what they write over a buffer of garbage
 //! equals, value for value, what they add into a zeroed one. The garbage is NaN, so an
 //! element the op reads, or leaves unwritten, fails. `linear_bwd`'s write mode is checked in
-//! ops_finite_diff.rs, gemm_paths.rs and cuda_kernels.rs; these are the others: LayerNorm,
+//! ops_finite_diff/, gemm_paths.rs and cuda_kernels/; these are the others: LayerNorm,
 //! RMS norm, the activations (plain and gated) and attention's dq, dk and dv (its dprefix
 //! always adds). Each runs on the CPU backend in float32 (its SIMD path) and float64 (the
 //! scalar reference), and with `--features emu` on the emulated kernels in the bf16, float32

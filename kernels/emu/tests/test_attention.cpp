@@ -11,7 +11,7 @@
 //   delta            1e-4  float scratch sum_j P dP, checked too because dk depends on it.
 // Rows that see no key are checked exactly: out = 0, lse = -inf, dq = 0. Forward outputs and
 // scratch start as NaN, so an element left unwritten fails; the gradients start at zero, since
-// backward adds into them (src/backend/mod.rs; tests/cuda_kernels.rs starts them from random
+// backward adds into them (src/backend/mod.rs; tests/cuda_kernels/ starts them from random
 // values). Padded key rows of k and v hold NaN, which the kernels must never read into a
 // result.
 #include <algorithm>
@@ -202,7 +202,7 @@ Errors run_case(const Case& c, unsigned seed, Outputs* keep = nullptr) {
   std::vector<float> lse(lse_r.size(), nan), delta(lse_r.size(), nan);
   const bf16* table_p = bias ? table.data() : nullptr;
   const int* buckets_p = bias ? buckets.data() : nullptr;
-  const int causal = c.causal, no_alibi = 0, accumulate = 1;  // (ALiBi, Hkv < H, prefixes: tests/cuda_kernels.rs)
+  const int causal = c.causal, no_alibi = 0, accumulate = 1;  // (ALiBi, Hkv < H, prefixes: tests/cuda_kernels/)
   const float* no_prefix = nullptr;
   const int* no_rows = nullptr;  // prefix_slot, prefix_hidden: one prefix (here none)
   float* no_dprefix = nullptr;
