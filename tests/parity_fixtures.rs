@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{fixture, realistic_reference_files, reference_files};
+use common::{fixture, realistic_reference_files, reference_files, run_python, ScratchDir};
 use softprompt::internals::parity;
 use softprompt::internals::reference::Reference;
 use softprompt::internals::CpuBackend;
@@ -482,4 +482,58 @@ fn ptuning_references_pass_through_the_encoder() {
             assert!(names.contains(&grad.as_str()), "{reference}: no row {grad}");
         }
     }
+}
+
+/// Writes `--random-configs 1 --seed 7` (scripts/torch_reference.py) into `out` and self-checks
+/// it; its T5 (one 8-wide head, gated-gelu, tied) has the worst-conditioned prompt gradient
+/// seen: the float32 reference is 2.2e-5 from the exact one by rounding alone (on an Intel
+/// Xeon; CPU vendors round differently), which the self-check's former float64 bound (2e-5)
+/// refused. The case must stay hard (over 1e-5, twice the committed fixtures' worst), and the
+/// self-check must still refuse a slip (T5's RMS-norm epsilon 10x) on it.
+const SEED7_SELF_CHECK: &str = r#"
+import os, sys, torch
+sys.path.insert(0, sys.argv[1])
+from torch_ref import check
+from torch_ref.common import SELF_CHECK_TOL, rel_err
+from torch_ref.fixtures import build_random_configs
+from torch_ref.selfcheck import self_check
+out = sys.argv[2]
+build_random_configs(out, 1, 7)
+ref = os.path.join(out, "t5_rand_0/ref_seq2seq_text.safetensors")
+self_check(out, {"t5_rand_0/ref_seq2seq_text.safetensors"})
+meta, t = check.read_ref(ref)
+p = t["prompt"].double().requires_grad_(True)
+check.ind_loss(os.path.dirname(ref), meta, t, torch.float64, prompt=p)["loss"].backward()
+e = rel_err(t["prompt_grad"], p.grad)
+assert 1e-5 < e < SELF_CHECK_TOL[torch.float64], e
+init = check.IndT5.__init__
+def eps10(self, *a, **k):
+    init(self, *a, **k)
+    self.eps *= 10
+check.IndT5.__init__ = eps10
+try:
+    check.check_ref(ref)
+    raise SystemExit("a T5 RMS-norm epsilon 10x too large passed the self-check")
+except AssertionError as err:
+    print(err)
+print("ok")
+"#;
+
+/// The reference generator's self-check passes on its worst-conditioned random T5 and still
+/// catches a slip there, and the engine passes parity on it at 1e-4. Needs torch,
+/// transformers and peft, which CI does not have (about a minute):
+/// `cargo test --test parity_fixtures -- --ignored`.
+#[test]
+#[ignore = "needs /work/venv/bin/python with torch, transformers and peft (not in CI)"]
+fn reference_self_check_passes_on_an_ill_conditioned_random_t5() {
+    let scratch = ScratchDir::new("seed7");
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
+    run_python(
+        SEED7_SELF_CHECK,
+        &[scripts.as_os_str(), scratch.path().as_os_str()],
+    );
+    let model = scratch.path().join("t5_rand_0");
+    let r = Reference::read(&model.join("ref_seq2seq_text.safetensors")).unwrap();
+    let report = parity::run(&CpuBackend::<f32>::new(), &model, &r, TOL).unwrap();
+    assert!(report.passed(), "{}", report.table());
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fixture, read_raw, ScratchDir};
+use common::{fixture, read_raw, run_python, ScratchDir};
 use softprompt::internals::prompt::{
     AdapterInfo, PromptTable, ADAPTER_CONFIG, ADAPTER_WEIGHTS, PROMPT_KEY,
 };
@@ -195,25 +195,6 @@ fn load_rejects_what_is_not_a_prompt_table() {
     std::fs::remove_file(dir.join(ADAPTER_WEIGHTS)).unwrap();
     set("token_dim", 32.into());
     err(ADAPTER_WEIGHTS);
-}
-
-/// Runs `script` with the venv's python; it must print "ok" last.
-fn run_python(script: &str, args: &[&std::ffi::OsStr]) {
-    let python = Path::new("/work/venv/bin/python");
-    assert!(python.exists(), "no {}", python.display());
-    let res = std::process::Command::new(python)
-        .env("HF_HUB_OFFLINE", "1")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&res.stdout);
-    assert!(
-        res.status.success() && stdout.trim_end().ends_with("ok"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
 }
 
 /// PEFT itself loads the adapters this engine writes: a reloaded 2-submodule T5 adapter and

@@ -9,7 +9,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from .bert_t5 import load_t5
-from .common import rel_err
+from .common import SELF_CHECK_TOL, rel_err
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,6 +255,15 @@ def ind_loss(folder, meta, t, dtype=torch.float32, prompt=None, head=None):
     return out
 
 
+def rounding_hint(e64, errs32, k):
+    """Why a float64 comparison failed: with the float32 recomputation much closer to the reference than the
+    reference is to the float64 value, the gap is the reference's own float32 rounding (an ill-conditioned model)."""
+    if k not in errs32 or errs32[k] >= e64 / 4:
+        return ""
+    return (f"; the float32 recomputation is {errs32[k]:.2e} from it, so this is the reference's float32 rounding: "
+            "the model is too ill-conditioned for float32 parity")
+
+
 def check_ref(path, fd=False):
     """Recompute a reference with the independent implementation (float32 and float64) and,
     optionally, finite differences in float64. Returns the worst relative error."""
@@ -262,7 +271,9 @@ def check_ref(path, fd=False):
     meta, t = read_ref(path)
     assert meta["format"] == 1 and meta["num_virtual_tokens"] == t["prompt"].shape[0]
     worst = 0.0
-    for dtype, tol in ((torch.float32, 2e-5), (torch.float64, 2e-5)):
+    errs32 = {}
+    for dtype in (torch.float32, torch.float64):
+        tol = SELF_CHECK_TOL[dtype]
         prompt = t["prompt"].to(dtype).clone().requires_grad_(True)
         head = None
         if meta["objective"] == "cls":
@@ -277,7 +288,9 @@ def check_ref(path, fd=False):
             if k in out:
                 e = rel_err(out[k], v)
                 worst = max(worst, e)
-                assert e < tol, f"{path}: {k} rel err {e:.2e} ({dtype})"
+                if dtype == torch.float32:
+                    errs32[k] = e
+                assert e < tol, f"{path}: {k} rel err {e:.2e} ({dtype}, bound {tol:.0e})" + rounding_hint(e, errs32, k)
         expected_out = {k for k in t if k.startswith(("hidden_states.", "encoder_hidden_states.",
                                                       "decoder_hidden_states."))}
         missing = expected_out - set(out)
@@ -291,7 +304,7 @@ def check_ref(path, fd=False):
         am = torch.cat([torch.ones(emb.shape[0], P, dtype=torch.int64), t["attention_mask"]], 1)
         with torch.no_grad():
             o = m(inputs_embeds=emb, attention_mask=am, labels=t["labels"])
-        assert rel_err(o.logits, t["logits"]) < 2e-5
+        assert rel_err(o.logits, t["logits"]) < SELF_CHECK_TOL[torch.float32]
     fd_report = None
     if fd:
         fd_report = finite_difference(folder, meta, t)
@@ -327,7 +340,7 @@ def finite_difference(folder, meta, t, n_dirs=4, h=1e-5):
         worst = max(worst, err)
         assert err < 1e-5, f"finite difference mismatch: fd {fd_val} autograd {an}"
     e32 = rel_err(t["prompt_grad"], grad64)
-    assert e32 < 1e-4, e32
+    assert e32 < SELF_CHECK_TOL[torch.float64], e32
     return {"fd_worst_rel": worst, "f32_grad_vs_f64_rel": e32}
 
 

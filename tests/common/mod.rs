@@ -282,6 +282,25 @@ pub fn tiny_pet_train_args(model: &Path, out: &Path) -> Vec<String> {
     args
 }
 
+/// Runs `script` with the venv's python; it must print "ok" last.
+pub fn run_python(script: &str, args: &[&std::ffi::OsStr]) {
+    let python = Path::new("/work/venv/bin/python");
+    assert!(python.exists(), "no {}", python.display());
+    let res = std::process::Command::new(python)
+        .env("HF_HUB_OFFLINE", "1")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        res.status.success() && stdout.trim_end().ends_with("ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
+
 /// A fresh, empty folder `group/name` under the build's scratch space (CARGO_TARGET_TMPDIR),
 /// left in place after the test for a look at what it wrote.
 pub fn scratch_in(group: &str, name: &str) -> PathBuf {
