@@ -178,6 +178,16 @@ impl Tokenizer {
             .map(|i| i32::try_from(i).unwrap_or(i32::MAX))
     }
 
+    /// The largest id of the vocabulary proper, added tokens left out: a fine-tune may add
+    /// tokens (a pad token) past the model's embedding table without resizing it.
+    pub fn max_vocab_id(&self) -> Option<i32> {
+        self.inner
+            .get_vocab(false)
+            .into_values()
+            .max()
+            .map(|i| i32::try_from(i).unwrap_or(i32::MAX))
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

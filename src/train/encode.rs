@@ -103,6 +103,11 @@ impl Task {
                 e => Error::data(&data.path, ex.line, e.to_string()),
             };
             let (ids, mask_pos, cut) = self.encode_text(tok, &ex.text).map_err(at)?;
+            let in_table = |ids: &[i32], what: &str| {
+                (self.check_in_table(tok, ids, what))
+                    .map_err(|msg| Error::data(&data.path, ex.line, msg))
+            };
+            in_table(&ids, "the text")?;
             if ids.is_empty() {
                 // a decoder without a start token, an empty text and no template
                 let msg = "the text gives no tokens (and the template none): a row needs at least one token";
@@ -120,6 +125,7 @@ impl Task {
             if let Some(label) = &ex.label {
                 if self.spec.free_targets {
                     let mut t = self.target_ids(tok, label).map_err(at)?;
+                    in_table(&t, &format!("the target {label:?}"))?;
                     if t.is_empty() {
                         let msg = format!("the target {label:?} has no tokens (--target-end none adds no end token): the row would have nothing to learn or score; give it a target text");
                         return Err(Error::data(&data.path, ex.line, msg));
@@ -177,8 +183,13 @@ impl Task {
 
     /// Tokens a row holds with an empty text: the template's words and the special tokens.
     pub fn template_tokens(&self, tok: &Tokenizer) -> Result<usize> {
+        Ok(self.template_ids(tok)?.len())
+    }
+
+    /// The ids of a row with an empty text: the template's words and the special tokens.
+    pub(super) fn template_ids(&self, tok: &Tokenizer) -> Result<Vec<i32>> {
         let full = format!("{}{}", self.before, self.after);
-        Ok(tok.encode_with_offsets(&full)?.ids.len())
+        Ok(tok.encode_with_offsets(&full)?.ids)
     }
 
     /// (ids, [MASK] index, truncated) of one text, tokenized whole.

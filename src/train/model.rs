@@ -48,14 +48,18 @@ impl<B: Backend> Model<B> {
         }
         let net = models::Model::load(be, dir)?;
         let tokenizer = Tokenizer::load(dir)?;
-        // an id past the table would fail only at the first step that meets it
+        // an id of the vocabulary past the table would fail only at the first step that
+        // meets it. Added tokens past it (a pad token a fine-tune added without resizing the
+        // embeddings) load, as transformers loads them: the task refuses a text, template or
+        // label that uses one (`Task::check_in_table`)
         let rows = net.vocab_size();
-        if let Some(max) = tokenizer.max_id().filter(|&m| m as usize >= rows) {
+        if let Some(max) = tokenizer.max_vocab_id().filter(|&m| m as usize >= rows) {
             return Err(Error::file(
                 tokenizer.path(),
                 format!(
-                    "holds token id {max}, but the model's embedding table has {rows} rows \
-                     (vocab_size in config.json): the tokenizer belongs to another model"
+                    "holds token id {max} in its vocabulary, but the model's embedding table \
+                     has {rows} rows (vocab_size in config.json): the tokenizer belongs to \
+                     another model"
                 ),
             ));
         }

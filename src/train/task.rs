@@ -150,8 +150,38 @@ impl Task {
             model_dir: model.dir.clone(),
             vocab: model.net.vocab_size(),
         };
+        let template = task.template_ids(tok)?;
+        (task.check_in_table(
+            tok,
+            &template,
+            &format!("the template {:?}", task.spec.template),
+        ))
+        .map_err(|msg| Error::arg("--template", msg))?;
         task.resolve_labels(tok)?;
         Ok(task)
+    }
+
+    /// Checks `ids`, what `what` encodes to, against the model's embedding table: a
+    /// tokenizer may hold added tokens past it (a pad token a fine-tune added without
+    /// resizing the embeddings), which load, as transformers loads them, and are refused
+    /// here where something uses one, naming the token (the embedding refused the batch,
+    /// naming an id alone). The message, for the caller's error.
+    pub(super) fn check_in_table(
+        &self,
+        tok: &Tokenizer,
+        ids: &[i32],
+        what: &str,
+    ) -> std::result::Result<(), String> {
+        let Some(&id) = ids.iter().find(|&&id| id < 0 || id as usize >= self.vocab) else {
+            return Ok(());
+        };
+        Err(format!(
+            "{what} encodes to the token {:?} (id {id}), past the model's embedding table of \
+             {} rows (vocab_size in its config.json): the tokenizer added it, and the model \
+             has no embedding for it; leave it out",
+            tok.decode(&[id], false).unwrap_or_default(),
+            self.vocab
+        ))
     }
 
     fn resolve_labels(&mut self, tok: &Tokenizer) -> Result<()> {
@@ -215,10 +245,16 @@ impl Task {
                     if let Some(j) = self.verbalizer_ids.iter().position(|&x| x == id) {
                         return Err(Error::arg("--verbalizer", format!("labels {:?} and {label:?} share the token {:?} (id {id}): the two could never be told apart; give each label its own word", spec.labels.get(j).map_or("", |l| l.as_str()), tok.decode(&[id], false).unwrap_or_default())));
                     }
+                    let what = format!("label {label:?}: the word {word:?}");
+                    (self.check_in_table(tok, &[id], &what))
+                        .map_err(|msg| Error::arg("--verbalizer", msg))?;
                     self.verbalizer_ids.push(id);
                 }
                 _ => {
                     let ids = self.target_ids(tok, word)?;
+                    let what = format!("label {label:?}: the target {word:?}");
+                    (self.check_in_table(tok, &ids, &what))
+                        .map_err(|msg| Error::arg("--verbalizer", msg))?;
                     if ids.len() > spec.max_target_len {
                         return Err(Error::arg("--verbalizer", format!("label {label:?}: the target {word:?} has {} tokens, more than --max-target-len {}", ids.len(), spec.max_target_len)));
                     }
