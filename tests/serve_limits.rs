@@ -1,7 +1,7 @@
 //! `softprompt serve`'s limits and errors over real HTTP (`common::serve`): every bad request
 //! gets a 4xx JSON error naming what was wrong, a full queue gets 503 and the server goes on,
-//! bad flags stop it before it listens, and a text that cannot fit its prompt's task names
-//! the limit.
+//! bad flags stop it before it listens, and a text holding the mask token is named by its
+//! index.
 #![cfg(feature = "serve")]
 
 mod common;
@@ -307,40 +307,15 @@ fn bad_flags_fail_before_listening() {
     }
 }
 
-/// A request whose row cannot fit its prompt's task (here a task.json max_len of 5 tokens,
-/// within the model's 64 positions, that the template alone outgrows): the 400 named the
-/// command line's `--max-len` and "the request:1" (a request passes no flags, and has no
-/// lines); it names the text by its index, the prompt, its max_len and the model's position
-/// limit as the command line's errors word it. A text holding the mask token names the text.
+/// A text holding the mask token got a 400 naming the template (`--template`), a flag a
+/// request cannot pass: it names the text by its index. (A task.json max_len too short for
+/// its template failed each text the same way; such a prompt is now refused at load:
+/// serve_load's `a_task_json_max_len_that_cannot_serve_is_refused_at_load`.)
 #[test]
-fn text_that_cannot_fit_names_the_position_limit() {
-    let dir = ScratchDir::new("serve_no_room");
+fn a_text_holding_the_mask_token_is_named_by_its_index() {
+    let dir = ScratchDir::new("serve_mask_text");
     let (pet, _) = make_prompts(dir.path());
-    let short = dir.path().join("short");
-    std::fs::create_dir_all(&short).unwrap();
-    for f in std::fs::read_dir(&pet).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, short.join(f.file_name().unwrap())).unwrap();
-    }
-    let task_json = short.join("task.json");
-    let mut task: Value = serde_json::from_slice(&std::fs::read(&task_json).unwrap()).unwrap();
-    task["max_len"] = json!(5);
-    std::fs::write(&task_json, task.to_string()).unwrap();
-    let server = Server::start(&[("short", &short), ("pet", &pet)], &[]);
-    let msg = refused_with(
-        "short",
-        &server.predict("short", &["fine", "a fine movie"]),
-        400,
-        &[
-            "texts[0] does not fit prompt \"short\"",
-            "allows 5 tokens a row (its max_len) beside its 4 prompt rows",
-            "the model's position table (max_position_embeddings 64 in",
-            "which holds 64 positions",
-        ],
-    );
-    assert!(!msg.contains("--"), "names a flag: {msg}");
-    assert!(!msg.contains("the request:"), "{msg}");
-    // a text holding the mask token named the template (`--template`)
+    let server = Server::start(&[("pet", &pet)], &[]);
     let answer = server.predict("pet", &["fine", "a [MASK] movie"]);
     let msg = refused_with("mask", &answer, 400, &[]);
     assert!(
@@ -348,5 +323,27 @@ fn text_that_cannot_fit_names_the_position_limit() {
         "{msg}"
     );
     assert!(!msg.contains("--"), "names a flag: {msg}");
+    assert_eq!(server.terminate(), 0);
+}
+
+/// A prompt of finite values so large (3e38, near float32's largest) that the model's
+/// numbers overflow on it scores its texts NaN: the 500 said "row 0 of a batch scored its
+/// labels" (a row of the engine's batch, not the request's). It names the prompt and the
+/// text, and a request for another prompt is still answered.
+#[test]
+fn scores_that_are_not_finite_name_the_prompt_and_the_text() {
+    let dir = ScratchDir::new("serve_non_finite");
+    let (pet, _) = make_prompts(dir.path());
+    let huge = dir.path().join("huge");
+    save_pet_prompt(&huge, 4, 3e38);
+    let server = Server::start(&[("pet", &pet), ("huge", &huge)], &[]);
+    let answer = server.predict("huge", &["fine", "a fine movie"]);
+    let needles = [
+        "prompt \"huge\" scores texts[0] with numbers that are not finite",
+        "scored its labels {negative: NaN, positive: NaN}",
+    ];
+    refused_with("huge", &answer, 500, &needles);
+    let (status, v) = server.predict("pet", &TEXTS[..2]);
+    assert_eq!(status, 200, "{v}");
     assert_eq!(server.terminate(), 0);
 }

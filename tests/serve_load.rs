@@ -2,8 +2,9 @@
 //! (`common::serve`): a loaded prompt is served as `predict` scores it and an unloaded one is
 //! gone; a folder that cannot be served (a FIFO among its files, a prompt of another
 //! architecture, a `cls` head that does not fit its task, more rows than the model's
-//! positions) is refused with a 400 naming it, and the server goes on; a causal prompt with no
-//! end token is warned of as it loads.
+//! positions, a task.json max_len past them or too short for its template) is refused with a
+//! 400 naming it, and the server goes on; a causal prompt with no end token is warned of as it
+//! loads.
 #![cfg(feature = "serve")]
 
 mod common;
@@ -12,6 +13,7 @@ use common::serve::*;
 use common::ScratchDir;
 use serde_json::{json, Value};
 use softprompt::prelude::*;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -290,13 +292,8 @@ fn a_prompt_that_cannot_serve_is_refused_at_load() {
     std::fs::write(&task_json, task.to_string()).unwrap();
     let headless = copy("headless");
     std::fs::remove_file(headless.join("head.safetensors")).unwrap();
-    let model = Model::open(model_dir(), Device::Cpu).unwrap();
-    let pet_task = model.task(&pet_options(), None, 4).unwrap();
     let long = scratch.path().join("long");
-    let rows = Prompt::from_values(70, 48, vec![0.01; 70 * 48]).unwrap();
-    model
-        .save_prompt(&long, &rows, &pet_task, SaveOptions::default())
-        .unwrap();
+    save_pet_prompt(&long, 70, 0.01);
 
     let server = Server::start(&[("pet", &pet)], &[]);
     let load = |name: &str, path: &std::path::Path| {
@@ -332,6 +329,68 @@ fn a_prompt_that_cannot_serve_is_refused_at_load() {
         ],
     );
     assert!(!msg.contains("--"), "names a flag: {msg}");
+    pet_alone_is_served(server);
+}
+
+/// A prompt whose task.json `max_len` the model cannot serve: past the model's positions
+/// (the 400 named the command line's `--max-len`, a flag a client cannot pass), or too short
+/// to hold its template (it loaded, then every request for it got a 400). Each is refused at
+/// load over HTTP, naming the prompt, task.json's `max_len` and what it needs, and the server
+/// goes on; at startup the server exits with the same words before it listens.
+#[test]
+fn a_task_json_max_len_that_cannot_serve_is_refused_at_load() {
+    let scratch = ScratchDir::new("serve_max_len");
+    let (pet, _) = make_prompts(scratch.path());
+    let with_max_len = |name: &str, n: usize| {
+        let dir = scratch.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in std::fs::read_dir(&pet).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+        }
+        let task_json = dir.join("task.json");
+        let mut task: Value = serde_json::from_slice(&std::fs::read(&task_json).unwrap()).unwrap();
+        task["max_len"] = json!(n);
+        std::fs::write(&task_json, task.to_string()).unwrap();
+        dir
+    };
+    // the model has 64 positions and the prompt 4 rows; the template takes more than 5 tokens
+    let long = with_max_len("long", 100);
+    let short = with_max_len("short", 5);
+    let key = |dir: &Path| format!("\"max_len\" in {}", dir.join("task.json").display());
+    let cases = [
+        ("long", &long, "set \"max_len\" to 60 or less"),
+        ("short", &short, "5 tokens cannot hold the template"),
+    ];
+    let server = Server::start(&[("pet", &pet)], &[]);
+    let long_needs = "100 tokens next to a prompt of 4 rows need 104 positions";
+    for ((name, dir, needle), more) in cases.iter().zip([long_needs, "\" to "]) {
+        let body = json!({ "name": name, "path": dir }).to_string();
+        let answer = server.call("POST", "/v1/prompts", Some(&body));
+        let named = format!("prompt \"{name}\" ({})", dir.display());
+        let msg = refused_with(name, &answer, 400, &[&named, &key(dir), needle, more]);
+        assert!(!msg.contains("--"), "names a flag: {msg}");
+    }
+    pet_alone_is_served(server);
+    for (name, dir, needle) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
+            .args(["serve", "--port", "0", "--model"])
+            .arg(model_dir())
+            .arg("--prompt")
+            .arg(format!("{name}={}", dir.display()))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {err}");
+        assert!(out.stdout.is_empty(), "{name} listened");
+        for want in [needle, &key(dir)] {
+            assert!(err.contains(want), "{name}: {err:?} lacks {want:?}");
+        }
+    }
+}
+
+/// The server, after refusing loads, serves its one prompt, "pet", and stops with exit 0.
+fn pet_alone_is_served(server: Server) {
     let (_, list) = server.call("GET", "/v1/prompts", None);
     assert_eq!(list["prompts"].as_array().unwrap().len(), 1, "{list}");
     let (status, v) = server.predict("pet", &TEXTS[..2]);

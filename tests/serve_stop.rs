@@ -1,16 +1,18 @@
 //! How `softprompt serve` ends a connection and itself (the third hostile-input pass): a
 //! client that shuts its write side after a full request gets its answer, the requests
 //! pipelined on a connection and received before SIGTERM are all answered, and a second
-//! SIGTERM or Ctrl-C during the graceful stop ends the server at once, with exit code 1.
+//! SIGTERM or Ctrl-C during the graceful stop ends the server at once, with exit code 1. A
+//! request whose client reset its connection before its batch is not run.
 #![cfg(feature = "serve")]
 
 mod common;
 
-use common::serve::{await_log, make_prompts, model_dir, Server};
+use common::serve::{await_log, make_prompts, metric, model_dir, Server};
 use common::ScratchDir;
 use serde_json::json;
 use std::io::{Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// `softprompt_connections{state="request"}` at 2: a connection of the test's is serving a
@@ -130,4 +132,48 @@ fn a_second_signal_during_the_stop_exits_1_at_once() {
             "{text}"
         );
     }
+}
+
+/// Closes `s` with a reset (SO_LINGER 0), as a client that gives up does: gone, where a
+/// plain close looks like a client that shut its write side and waits for its answer.
+fn reset(s: TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let size = std::mem::size_of::<libc::linger>() as libc::socklen_t;
+    let at = (&linger as *const libc::linger).cast();
+    // SAFETY: setsockopt(2) on our own open socket, with a linger of the size given
+    let rc =
+        unsafe { libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, at, size) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    drop(s);
+}
+
+/// A client that sent a prediction and then reset its connection while the request waited
+/// for the engine (held) had it computed anyway, its answer written to no one: hyper, with
+/// half-close on, reads nothing while it serves a request. The request's handler watches for
+/// the reset, and the engine skips the request, counting it in
+/// softprompt_requests_cancelled_total; the next request is answered.
+#[test]
+fn a_request_whose_client_reset_is_not_run() {
+    let scratch = ScratchDir::new("serve_stop_reset");
+    let (pet, _) = make_prompts(scratch.path());
+    let server = Server::start_held(&[("pet", &pet)], &[]);
+    let mut s = server.connect();
+    s.write_all(predict_request(server.addr()).as_bytes())
+        .unwrap();
+    server.await_metric(ONE_UNDER_WAY.0, ONE_UNDER_WAY.1);
+    reset(s);
+    // the handler gave up and the connection ended: the scrape's own is left
+    server.await_metric(ONE_UNDER_WAY.0, 1.0);
+    server.release();
+    let (status, v) = server.predict("pet", &["fine", "dull"]);
+    assert_eq!(status, 200, "{v}");
+    // the answered request's 2 rows only (3 when the reset one ran too)
+    server.await_metric("softprompt_rows_total", 2.0);
+    let (_, text) = server.call_text("GET", "/metrics", None);
+    let cancelled = metric(&text, "softprompt_requests_cancelled_total");
+    assert_eq!(cancelled, 1.0, "{text}");
+    assert_eq!(server.terminate(), 0);
 }

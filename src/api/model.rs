@@ -242,6 +242,8 @@ impl Model {
             let spec = resolve(opts, prompt.task.clone(), m, data, prompt.rows())?;
             let task = train::Task::new(spec, m)?;
             m.check_lengths(prompt.rows(), Some(task.spec.max_len))?;
+            // a max_len the template fills failed every row of every use
+            task.check_text_room(&m.tokenizer)?;
             Ok(Task { inner: task })
         })());
         match (resolved, prompt.saved_task(), prompt.dir()) {
@@ -616,7 +618,8 @@ fn check_width(prompt: &Prompt, d: usize, model_dir: &Path) -> Result<()> {
 }
 
 /// An error about a task setting the user did not pass names the prompt's task.json, where
-/// the value came from, instead of the flag.
+/// the value came from, instead of the flag. `serve` (its `registry.rs`) reads this wording
+/// to name the file's key to a client, who passes no flags.
 fn blame_saved(e: Error, opts: &TaskOptions, task_json: &Path) -> Error {
     let Error::Arg { flag, msg } = &e else {
         return e;
@@ -645,11 +648,12 @@ fn blame_saved(e: Error, opts: &TaskOptions, task_json: &Path) -> Error {
 /// With the default max_len (what the model's positions leave next to the prompt), a row
 /// must still have room for text beside the template: else the prompt is what is too long.
 fn check_room<B: Backend>(task: &train::Task, model: &train::Model<B>, p: usize) -> Result<()> {
-    let fixed = task.template_tokens(&model.tokenizer)?;
-    let room = task.spec.max_len;
-    if fixed < room {
+    if task.check_text_room(&model.tokenizer).is_ok() {
         return Ok(());
     }
+    // the advice: max_len is the model's, so the prompt or the template must give way
+    let fixed = task.template_tokens(&model.tokenizer)?;
+    let room = task.spec.max_len;
     let most = (p + room).saturating_sub(fixed + 1);
     if most == 0 {
         // no prompt length leaves room: the template is what is too long

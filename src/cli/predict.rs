@@ -183,7 +183,11 @@ pub(super) fn row_json(
     let mut obj = Map::new();
     obj.insert("line".into(), json!(ex.line));
     obj.insert("text".into(), json!(ex.text));
-    obj.extend(prediction_json(model, labels, p, row.truncated)?);
+    let pred = prediction_json(model, labels, p, row.truncated).map_err(|e| match e {
+        Error::NonFinite(msg) => Error::NonFinite(format!("line {}: {msg}", ex.line)),
+        e => e,
+    })?;
+    obj.extend(pred);
     Ok(obj)
 }
 

@@ -7,16 +7,21 @@
 //! Once the server stops, a connection with no request reads what has come, then the end of
 //! its stream: the requests pipelined before the stop are answered, and hyper drops a head
 //! part-way in as a client that went away.
+//!
+//! With half-close on, hyper reads nothing while it serves a request, so a client that went
+//! away went unseen until its answer was written. The socket is shared with the request
+//! (`Client`), whose handler watches it for a reset while the engine works.
 
 use super::metrics::Metrics;
 use axum::extract::Request;
 use hyper::body::Incoming;
 use hyper_util::service::TowerToHyperService;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -96,10 +101,38 @@ impl Drop for Serving {
     }
 }
 
+/// The connection a request came on, in the request's extensions: its handler can tell
+/// whether the client is still there.
+#[derive(Clone)]
+pub struct Client(Arc<TcpStream>);
+
+impl Client {
+    /// Resolves once the client resets the connection (an abortive close), and never when
+    /// it sends anything else: the next request pipelined, or the end of its stream, which
+    /// under half-close is a client still waiting for its answer (a client that closed its
+    /// socket sends the same end, so only a reset says that it is gone before its answer is
+    /// written). Call it once the request's body is read, or the body's bytes are what it
+    /// sees.
+    pub async fn reset(&self) {
+        let mut byte = [0u8; 1];
+        if let Err(e) = self.0.peek(&mut byte).await {
+            let gone = [
+                io::ErrorKind::ConnectionReset,
+                io::ErrorKind::ConnectionAborted,
+            ];
+            if gone.contains(&e.kind()) {
+                return;
+            }
+        }
+        std::future::pending().await
+    }
+}
+
 /// `app` for hyper, marking the connection as serving while a request runs.
 pub fn service(
     app: axum::Router,
     track: Arc<Track>,
+    client: Client,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = axum::response::Response,
@@ -107,7 +140,8 @@ pub fn service(
     Future: Send,
 > + Send {
     let inner = TowerToHyperService::new(app);
-    hyper::service::service_fn(move |req: Request<Incoming>| {
+    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(client.clone());
         track.set(Phase::Request);
         let serving = Serving(track.clone());
         let answer = hyper::service::Service::call(&inner, req);
@@ -119,30 +153,74 @@ pub fn service(
     })
 }
 
-/// The connection's socket: bytes read with no request under way begin a head, and once the
-/// server stops, a connection with no request reads the end of its stream when nothing more
-/// has come.
+/// The connection's socket, shared with its requests (`Client`): bytes read with no request
+/// under way begin a head, and once the server stops, a connection with no request reads the
+/// end of its stream when nothing more has come.
 pub struct Stream {
-    io: TcpStream,
+    io: Arc<TcpStream>,
     track: Arc<Track>,
 }
 
 impl Stream {
-    pub fn new(io: TcpStream, track: Arc<Track>) -> Stream {
-        Stream { io, track }
+    /// The stream and the `Client` its requests carry.
+    pub fn new(io: TcpStream, track: Arc<Track>) -> (Stream, Client) {
+        let io = Arc::new(io);
+        (
+            Stream {
+                io: io.clone(),
+                track,
+            },
+            Client(io),
+        )
+    }
+}
+
+/// `poll_read` on a shared socket (tokio reads an owned one only): wait until it is
+/// readable, then read what it holds.
+fn read_shared(
+    io: &TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    loop {
+        ready!(io.poll_read_ready(cx))?;
+        // WouldBlock clears the readiness: the next poll waits again
+        match io.try_read(buf.initialize_unfilled()) {
+            Ok(n) => {
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// `poll_write` on a shared socket: `write` is `try_write` or `try_write_vectored`.
+fn write_shared(
+    io: &TcpStream,
+    cx: &mut Context<'_>,
+    write: impl Fn(&TcpStream) -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(io.poll_write_ready(cx))?;
+        match write(io) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            done => return Poll::Ready(done),
+        }
     }
 }
 
 impl AsyncRead for Stream {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let phase = self.track.phase();
         let ending = phase != Phase::Request && self.track.stopping.load(Ordering::Acquire);
         let before = buf.filled().len();
-        let read = Pin::new(&mut self.io).poll_read(cx, buf);
+        let read = read_shared(&self.io, cx, buf);
         if ending && read.is_pending() {
             // what came is read (requests pipelined before the stop are answered), then the
             // stream ends: nothing more is waited for
@@ -157,30 +235,37 @@ impl AsyncRead for Stream {
 
 impl AsyncWrite for Stream {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        write_shared(&self.io, cx, |io| io.try_write(buf))
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        write_shared(&self.io, cx, |io| io.try_write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        true
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // a socket buffers nothing in user space
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // what tokio's owned stream does; shared, it is done on the descriptor
+        // SAFETY: shutdown(2) on this stream's own descriptor, open while `self.io` lives
+        let rc = unsafe { libc::shutdown(self.io.as_raw_fd(), libc::SHUT_WR) };
+        Poll::Ready(match rc {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        })
     }
 }

@@ -82,8 +82,9 @@ pub async fn serve(
             }
         };
         let track = Track::new(stopping.clone(), metrics.clone());
-        let service = conn::service(app.clone(), track.clone());
-        let stream = TokioIo::new(conn::Stream::new(stream, track));
+        let (stream, client) = conn::Stream::new(stream, track.clone());
+        let service = conn::service(app.clone(), track, client);
+        let stream = TokioIo::new(stream);
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();

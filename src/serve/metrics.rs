@@ -68,6 +68,8 @@ struct Inner {
     tokens: u64,
     engine_seconds: f64,
     prompts: usize,
+    /// prediction requests dropped unrun: their client had gone
+    cancelled: u64,
     /// open connections by `Phase`
     connections: [u64; 3],
 }
@@ -94,6 +96,7 @@ impl Metrics {
                 tokens: 0,
                 engine_seconds: 0.0,
                 prompts: 0,
+                cancelled: 0,
                 connections: [0; 3],
             }),
         }
@@ -129,6 +132,11 @@ impl Metrics {
             m.tokens += tokens as u64;
             m.engine_seconds += took.as_secs_f64();
         });
+    }
+
+    /// `n` prediction requests the engine dropped unrun, their clients gone.
+    pub fn cancelled(&self, n: usize) {
+        self.with(|m| m.cancelled += n as u64);
     }
 
     pub fn set_prompts(&self, n: usize) {
@@ -222,6 +230,12 @@ impl Metrics {
                     "gauge",
                     "softprompt_tokens_total over softprompt_engine_seconds_total.",
                     tokens_per_s,
+                ),
+                (
+                    "softprompt_requests_cancelled_total",
+                    "counter",
+                    "Prediction requests not run: their client reset its connection first.",
+                    m.cancelled as f64,
                 ),
                 (
                     "softprompt_prompts_loaded",

@@ -7,7 +7,7 @@ use super::registry::Entry;
 use super::worker::Queued;
 use crate::prediction_json::prediction_json;
 use serde_json::Value;
-use softprompt::{Dataset, Model, Prompt, Result, Row, Task};
+use softprompt::{Dataset, Error, Model, Prompt, Row, Task};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::Instant;
@@ -116,8 +116,11 @@ fn predict_requests(
     }
     let jobs: Vec<(&Task, &Prompt)> = entries.iter().map(|e| (&e.task, &e.prompt)).collect();
     // one engine pass per batch of rows whatever their prompts (the prompt table, #17)
-    let preds =
-        (model.predict_mixed(&jobs, &rows, batch_size)).map_err(|e| ApiError::from_predict(&e))?;
+    let preds = (model.predict_mixed(&jobs, &rows, batch_size)).map_err(|e| match (&e, reqs) {
+        (Error::NonFinite(msg), [(q, _)]) => non_finite_text(model, &jobs, &rows, q, msg),
+        // several requests: `run_batch` runs each alone, which names its text
+        _ => ApiError::from_predict(&e),
+    })?;
     if preds.len() != rows.len() {
         return Err(ApiError::internal(format!(
             "the engine gave {} predictions for {} rows",
@@ -129,13 +132,46 @@ fn predict_requests(
     let mut answers = Vec::with_capacity(reqs.len());
     for (q, rs) in reqs {
         let labels = q.entry.task.labels();
-        let answer = (rs.iter().zip(preds.by_ref()))
-            .map(|(row, p)| prediction_json(model, labels, p, row.truncated).map(Value::Object))
-            .collect::<Result<Vec<Value>>>()
-            .map_err(|e| ApiError::from_predict(&e))?;
+        let answer = (rs.iter().zip(preds.by_ref()).enumerate())
+            .map(|(i, (row, p))| {
+                let json = prediction_json(model, labels, p, row.truncated);
+                json.map(Value::Object).map_err(|e| match e {
+                    Error::NonFinite(msg) => non_finite(q, Some(i), &msg),
+                    e => ApiError::from_predict(&e),
+                })
+            })
+            .collect::<std::result::Result<Vec<Value>, ApiError>>()?;
         answers.push(answer);
     }
     Ok(answers)
+}
+
+/// The 500 of a request whose scores are not finite numbers (the model overflows on its
+/// prompt's values: the client is not at fault), naming its prompt and text `i`.
+fn non_finite(q: &Queued, i: Option<usize>, msg: &str) -> ApiError {
+    let text = i.map_or("one of its texts".to_string(), |i| format!("texts[{i}]"));
+    ApiError::internal(format!(
+        "prompt \"{}\" scores {text} with numbers that are not finite, so no label can be \
+         chosen: {msg}",
+        q.job.prompt
+    ))
+}
+
+/// `non_finite` for a request running alone whose batch failed as a whole (the engine's
+/// message names a row of its batch, not the request's text): each text runs alone until one
+/// fails so. Costly, and only on this rare failure.
+fn non_finite_text(
+    model: &Model,
+    jobs: &[(&Task, &Prompt)],
+    rows: &[(usize, Row)],
+    q: &Queued,
+    msg: &str,
+) -> ApiError {
+    let alone = |i: usize| {
+        let row = rows.get(i..=i).unwrap_or_default();
+        matches!(model.predict_mixed(jobs, row, 1), Err(Error::NonFinite(_)))
+    };
+    non_finite(q, (0..rows.len()).find(|&i| alone(i)), msg)
 }
 
 /// Runs `f`, turning a panic (a bug: the library does not panic on input) into a 500 rather

@@ -185,10 +185,13 @@ fn open(model: &Model, name: &str, path: &Path, prompt: Prompt) -> Result<Entry,
 /// The engine's error on a prompt's task, in a client's terms: its advice names flags
 /// (`--labels`, `--verbalizer`, `--prompt-len`) that a request cannot pass.
 fn task_error(name: &str, path: &Path, prompt: &Prompt, e: Error) -> ApiError {
+    let named = format!("prompt \"{name}\" ({})", path.display());
+    if let Some(why) = saved_setting(&e) {
+        return ApiError::bad_request(format!("{named} does not fit this server's model: {why}"));
+    }
     let Error::Arg { flag, msg } = &e else {
         return ApiError::from_load(&e);
     };
-    let named = format!("prompt \"{name}\" ({})", path.display());
     match flag.as_str() {
         "--labels" | "--verbalizer" if prompt.saved_task().is_none() => {
             ApiError::bad_request(format!(
@@ -205,6 +208,21 @@ fn task_error(name: &str, path: &Path, prompt: &Prompt, e: Error) -> ApiError {
         }
         _ => ApiError::from_load(&e),
     }
+}
+
+/// An error the engine blames on a setting of the prompt's task.json (its max_len past the
+/// model's positions, or too short for its template), in a client's terms: the engine's
+/// advice names the command line's flag, which overrides the setting and which a request
+/// cannot pass, so the advice names the file's key instead. None for other errors.
+fn saved_setting(e: &Error) -> Option<String> {
+    let Error::File { path, msg } = e else {
+        return None;
+    };
+    let (why, from) = msg.rsplit_once(" (the setting comes from this file; ")?;
+    let flag = from.strip_suffix(" overrides it)")?;
+    let key = flag.trim_start_matches("--").replace('-', "_");
+    let why = why.replace(&format!("use {flag} "), &format!("set \"{key}\" to "));
+    Some(format!("\"{key}\" in {}: {why}", path.display()))
 }
 
 /// What serving `task` on `model` warns of: a `causal` task under target_end eos on a model

@@ -2,6 +2,7 @@
 //! they can (JSON, sizes, names) and hand the rest to the engine's thread.
 
 use super::body::{read_body, rejected};
+use super::conn::Client;
 use super::error::{json_response, ApiError};
 use super::metrics::{Metrics, PREDICT_ROUTE};
 use super::registry::{check_new_name, unknown_prompt, Catalog};
@@ -14,6 +15,7 @@ use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -147,7 +149,11 @@ struct PredictRequest {
     texts: Vec<String>,
 }
 
-async fn predict(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Answer {
+async fn predict(
+    State(s): State<AppState>,
+    Extension(client): Extension<Client>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
     let arrived = Instant::now();
     let req: PredictRequest = parse(body, &s.limits)?;
     s.limits.check_texts(&req.texts)?;
@@ -163,7 +169,12 @@ async fn predict(State(s): State<AppState>, body: Result<Bytes, BytesRejection>)
         reply,
     };
     send(&s, Msg::Predict(job))?;
-    let predictions = wait(answer).await?;
+    // a client that reset its connection is not waited for: the answer's receiver dropped
+    // here tells the engine, which skips the request unless it ran already
+    let predictions = tokio::select! {
+        predictions = wait(answer) => predictions?,
+        () = client.reset() => return Err(client_gone()),
+    };
     let body = json!({ "prompt": prompt, "predictions": predictions });
     Ok(json_response(StatusCode::OK, &body))
 }
@@ -202,6 +213,13 @@ fn send(s: &Shared, msg: Msg) -> Result<(), ApiError> {
         s.waiting.leave(1);
         ApiError::unavailable("the server is shutting down")
     })
+}
+
+/// What a request whose client reset its connection is counted as (nginx's "client closed
+/// request"); no one reads it.
+fn client_gone() -> ApiError {
+    let status = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+    ApiError::new(status, "the client reset its connection before its answer")
 }
 
 fn queue_full() -> ApiError {

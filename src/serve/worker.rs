@@ -219,6 +219,11 @@ fn serve_loop(
             return;
         };
         waiting.leave(batch.len());
+        // a request whose client reset its connection (its handler dropped the answer's
+        // receiver) is not run: its answer would have gone nowhere
+        let (gone, batch): (Vec<Queued>, Vec<Queued>) =
+            batch.into_iter().partition(|q| q.job.reply.is_closed());
+        metrics.cancelled(gone.len());
         run_batch(model, batch, policy.max_rows, metrics);
     }
 }

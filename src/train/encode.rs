@@ -192,6 +192,26 @@ impl Task {
         Ok(tok.encode_with_offsets(&full)?.ids)
     }
 
+    /// Checks that a row of max_len tokens holds the template, its special tokens and at
+    /// least one token of text: else every text is cut away, or, past max_len, every row is
+    /// refused. A saved task meets its model here (`Model::task_for`), so that a prompt whose
+    /// task.json cannot hold its template is refused once, not on each row.
+    pub fn check_text_room(&self, tok: &Tokenizer) -> Result<()> {
+        let fixed = self.template_tokens(tok)?;
+        if fixed < self.spec.max_len {
+            return Ok(());
+        }
+        Err(Error::arg(
+            "--max-len",
+            format!(
+                "{} tokens cannot hold the template and special tokens ({fixed} tokens without \
+                 the text) and a token of text: use --max-len {} or more",
+                self.spec.max_len,
+                fixed + 1
+            ),
+        ))
+    }
+
     /// (ids, [MASK] index, truncated) of one text, tokenized whole.
     fn encode_whole(&self, tok: &Tokenizer, text: &str) -> Result<(Vec<i32>, usize, bool)> {
         let full = format!("{}{}{}", self.before, text, self.after);

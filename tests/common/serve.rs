@@ -78,6 +78,17 @@ pub fn make_prompts(dir: &Path) -> (PathBuf, PathBuf) {
     (pet_dir, cls_dir)
 }
 
+/// Saves a `pet` prompt (the task of `pet_options`) of `rows` rows, every value `value`, in
+/// the folder `dir`.
+pub fn save_pet_prompt(dir: &Path, rows: usize, value: f32) {
+    let model = Model::open(model_dir(), Device::Cpu).unwrap();
+    let task = model.task(&pet_options(), None, 4).unwrap();
+    let prompt = Prompt::from_values(rows, 48, vec![value; rows * 48]).unwrap();
+    model
+        .save_prompt(dir, &prompt, &task, SaveOptions::default())
+        .unwrap();
+}
+
 /// `softprompt predict` on `texts`: one JSON object per text.
 pub fn predict_cli(prompt: &Path, texts: &[&str], scratch: &Path) -> Vec<Value> {
     predict_cli_on(&model_dir(), prompt, texts, scratch)
