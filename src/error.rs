@@ -54,13 +54,31 @@ pub enum Error {
     #[error("{0}")]
     NonFinite(String),
 
-    /// Training was stopped on request (Ctrl-C in Python, a stop flag in Rust) after its
-    /// checkpoint was written; the message says the step and how to resume.
+    /// A long call was stopped on request (Ctrl-C in Python, a stop flag in Rust): training
+    /// after its checkpoint was written, the message saying the step and how to resume;
+    /// encoding, evaluation, prediction and generation between their parts ([`GoOn`]).
     #[error("{0}")]
     Interrupted(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Asked after each part of a long call (a chunk of rows encoded, a batch predicted, a token
+/// generated) with the parts done so far: false ends the call with [`Error::Interrupted`]
+/// (the API's `*_until` calls; Ctrl-C in Python).
+pub type GoOn<'a> = &'a mut dyn FnMut(usize) -> bool;
+
+/// Asks `go_on` after `done` of `total` parts (`what`: "rows", "tokens"). A stop ends the
+/// call only while parts remain: one heard during the last part leaves the finished result
+/// (it was thrown away).
+pub fn ask(go_on: GoOn<'_>, done: usize, total: usize, what: &str) -> Result<()> {
+    if !go_on(done) && done < total {
+        return Err(Error::Interrupted(format!(
+            "interrupted after {done} of {total} {what}: nothing is returned"
+        )));
+    }
+    Ok(())
+}
 
 impl Error {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {

@@ -251,6 +251,108 @@ fn a_step_row_without_a_label_is_named() {
     let e = model.step(&task, &prompt, &rows).map(|_| ());
     let e = e.expect_err("a pet row without a label");
     assert!(e.to_string().contains("row 1 has no label"), "{e}");
+
+    // a mixed step names the row among all its rows, not its place among its job's rows
+    let model = Model::open(fixture("bert_nohead"), Device::Cpu).unwrap();
+    let (two, three) = (
+        cls_task(&model, &["n", "p"]),
+        cls_task(&model, &["a", "b", "c"]),
+    );
+    let (p2, p3) = (random(&model, &two, 0), random(&model, &three, 1));
+    let jobs = [(&two, &p2), (&three, &p3)];
+    let rows = [
+        (0, row(&model, "fine", Some(1))),
+        (1, row(&model, "bad", None)),
+    ];
+    let e = model.step_mixed(&jobs, &rows).map(|_| ());
+    let e = e.expect_err("a mixed row without a label");
+    assert!(matches!(e, Error::Arg { .. }), "{e:?}");
+    assert!(e.to_string().contains("row 2 has no label"), "{e}");
+}
+
+/// A training run on hand-made rows: a row without a label failed at its first step, named
+/// by its place in a shuffled batch, after `out` was made; a label past the task's labels
+/// was an id outside the head's table. Both are refused before anything is written, naming
+/// the row of the data.
+#[test]
+fn a_run_on_rows_without_a_usable_label_is_refused_before_writing() {
+    let model = Model::open(fixture("bert_nohead"), Device::Cpu).unwrap();
+    let task = cls_task(&model, &["neg", "pos"]);
+    let scratch = ScratchDir::new("api_hostile_train_labels");
+    let cfg = TrainConfig {
+        prompt_len: 4,
+        batch_size: 4,
+        max_steps: Some(2),
+        ..TrainConfig::default()
+    };
+    for (label, want) in [(None, "row 3 has no label"), (Some(2), "row 3 has label 2")] {
+        let texts = ["good", "bad", "fine", "dull", "great"];
+        let mut rows: Vec<Row> = (texts.iter().enumerate())
+            .map(|(i, t)| row(&model, t, Some(i % 2)))
+            .collect();
+        rows[2].label = label;
+        let train = Encoded {
+            path: PathBuf::from("rows"),
+            rows,
+            truncated: 0,
+            truncated_targets: 0,
+        };
+        let splits = Splits {
+            train: &train,
+            dev: None,
+            test: None,
+        };
+        let out = scratch.path().join("run");
+        let e = model.train(&task, splits, &cfg, &out, &mut |_| {});
+        let e = e.map(|_| ()).expect_err("a row without a usable label");
+        assert!(matches!(e, Error::Arg { .. }), "{e:?}");
+        assert!(e.to_string().contains(want), "{e}");
+        assert!(!out.exists(), "{} was made", out.display());
+    }
+}
+
+/// `train` from the API (and Python) checked only that `out` was no empty path and no
+/// model's folder: a file or a dangling link failed in the lock with a bare "File exists".
+/// It checks what `save_prompt` and the command line check, in their words.
+#[test]
+fn a_run_into_a_file_or_a_dangling_link_is_refused() {
+    let model = Model::open(fixture("bert_nohead"), Device::Cpu).unwrap();
+    let data = Dataset::from_pairs("mem", [("good film", Some("pos")), ("bad", Some("neg"))]);
+    let opts = TaskOptions {
+        task: Some(TaskKind::Cls),
+        ..TaskOptions::default()
+    };
+    let task = model.task(&opts, Some(&data), 4).unwrap();
+    let train = model.encode(&task, &data).unwrap();
+    let splits = Splits {
+        train: &train,
+        dev: None,
+        test: None,
+    };
+    let cfg = TrainConfig {
+        prompt_len: 4,
+        max_steps: Some(1),
+        ..TrainConfig::default()
+    };
+    let scratch = ScratchDir::new("api_hostile_train_out");
+    let file = scratch.path().join("file");
+    std::fs::write(&file, "mine").unwrap();
+    let link = scratch.path().join("link");
+    std::os::unix::fs::symlink(scratch.path().join("nowhere"), &link).unwrap();
+    for (out, want) in [
+        (&file, "--out is a file: name a folder"),
+        (&link, "--out is a dangling symbolic link"),
+    ] {
+        let e = model.train(&task, splits, &cfg, out, &mut |_| {});
+        let msg = e.map(|_| ()).expect_err("not a folder").to_string();
+        assert!(msg.contains(want), "{msg}");
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
+    // save_prompt runs the same check, in its own words
+    let prompt = random(&model, &task, 0);
+    let e = model.save_prompt(&file, &prompt, &task, SaveOptions::default());
+    let msg = e.expect_err("a file").to_string();
+    assert!(msg.contains("the folder to save in is a file"), "{msg}");
 }
 
 /// What the command line's init flags refuse, an init made in code passed: an empty text

@@ -179,14 +179,18 @@ fn greedy_prompts_are_served_together() {
 /// SIGTERM lets a request in flight finish, then the server exits 0. The engine is held
 /// (`--debug-hold-engine`) and the queue holds one request (`--max-queue 1`): of two clients
 /// one is refused, so the other is in flight for sure when the signal comes. The server stays
-/// up, taking no new connection, until the hold ends and that request gets its 200.
+/// up, taking no new connection, until the hold ends and that request gets its 200. That it
+/// did not exit in between is the server's own word, not a sleep: its log says the signal
+/// was heard before the hold ends, and a server that had exited could not answer after it.
 #[test]
 fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     let scratch = ScratchDir::new("serve_term");
     let (pet, _) = make_prompts(scratch.path());
     // both prompts from their folder
     let dir = pet.parent().unwrap().to_str().unwrap();
-    let server = Server::start_held(&[], &["--prompts", dir, "--max-queue", "1"]);
+    let log = scratch.path().join("serve.log");
+    let extra = ["--debug-hold-engine", "--prompts", dir, "--max-queue", "1"];
+    let server = Server::start_logged(&model_dir(), &[], &extra, &log);
     let addr = server.url.trim_start_matches("http://").to_string();
     let (done, answers) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
@@ -199,8 +203,8 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
         let (refused, (status, body)) = next();
         assert_eq!(status, 503, "client {refused}: {body}");
         server.sigterm();
-        // no answer and no exit while the request waits, however long
-        std::thread::sleep(Duration::from_millis(500));
+        // the signal heard, the listener closed: no answer and no exit while the request waits
+        await_log(&log, "shutting down");
         assert!(server.running(), "exited with a request in flight");
         assert!(answers.try_recv().is_err(), "answered while held");
         server.release();
@@ -211,6 +215,11 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
         assert_eq!(body["predictions"].as_array().unwrap().len(), 2, "{body}");
     });
     assert_eq!(server.wait(), 0, "exit code after SIGTERM");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("every request in flight was answered"),
+        "{text}"
+    );
     assert!(
         TcpStream::connect(&addr).is_err(),
         "still listening after exit"

@@ -172,7 +172,8 @@ class Model:
         self, task: Task, data: Data, labels: Optional[Sequence[Optional[str]]] = None, **flags: Any
     ) -> Encoded:
         """data encoded for task (texts with labels, pairs, or a file with the data flags).
-        A task made for another kind of model raises InvalidArgument saying which fits."""
+        A task made for another kind of model raises InvalidArgument saying which fits.
+        Ctrl-C stops it after the chunk of rows under way (KeyboardInterrupt)."""
     def step(
         self, task: Task, prompt: Prompt, batch: Data, labels: Optional[Sequence[Optional[str]]] = None
     ) -> StepOutput:
@@ -203,7 +204,8 @@ class Model:
         prompt_placement: str = "tokens",
     ) -> List[Dict[str, Any]]:
         """Greedy generation on a decoder-only model: {"text", "ids", "logprob", "truncated"}
-        per text (truncated: the text was cut to the task's max_len)."""
+        per text (truncated: the text was cut to the task's max_len). Ctrl-C stops it after
+        the token under way (KeyboardInterrupt)."""
     def save_prompt(
         self, dir: StrPath, prompt: Prompt, task: Task, overwrite: bool = False
     ) -> None:

@@ -1,9 +1,9 @@
 //! Ctrl-C in a long call. Compute runs with the GIL released, where Python's signal handlers
-//! cannot run; the engine calls back on the calling thread after each step (train) or batch
-//! (evaluate, predict), and there, with the GIL taken back for a moment, they run: Ctrl-C's
-//! raises KeyboardInterrupt. The first error raised sets the engine's stop flag, the call
-//! ends after the step or batch under way, and the error is raised with the engine's word on
-//! what was kept.
+//! cannot run; the engine calls back on the calling thread after each step (train), batch
+//! (evaluate, predict), chunk of rows (encode) or token (generate), and there, with the GIL
+//! taken back for a moment, they run: Ctrl-C's raises KeyboardInterrupt. The first error
+//! raised sets the engine's stop flag, the call ends after the part under way, and the error
+//! is raised with the engine's word on what was kept.
 
 use crate::errors::{to_py, unwound};
 use pyo3::exceptions::PyKeyboardInterrupt;
@@ -59,8 +59,8 @@ impl Interrupt {
         }
     }
 
-    /// [`Interrupt::run`] for a call the engine stops between batches: `f` gets the callback
-    /// that checks after each batch, and the stop flag.
+    /// [`Interrupt::run`] for a call the engine stops between its parts (batches, chunks of
+    /// rows, tokens): `f` gets the callback that checks after each part, and the stop flag.
     pub fn batched<T, F>(py: Python<'_>, f: F) -> PyResult<T>
     where
         T: Send,

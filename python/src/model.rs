@@ -54,8 +54,9 @@ fn matrix(py: Python<'_>, v: Vec<f32>, cols: usize) -> PyResult<Py<PyArray2<f32>
     Ok(PyArray1::from_vec(py, v).reshape([rows, cols])?.unbind())
 }
 
-/// The rows of `data` for `task`: an `Encoded` as is, else the texts (or a file) encoded; a
-/// file's every row needs a label when `require_label` (as `softprompt eval` reads it).
+/// The rows of `data` for `task`: an `Encoded` as is, else the texts (or a file) encoded
+/// (Ctrl-C heard between chunks of rows); a file's every row needs a label when
+/// `require_label` (as `softprompt eval` reads it).
 pub fn rows_of(
     py: Python<'_>,
     model: &Model,
@@ -69,7 +70,9 @@ pub fn rows_of(
         return Ok(enc.get().inner.clone());
     }
     let ds = dataset(py, data, labels, &kw.data_spec(require_label)?, "data")?;
-    compute(py, || model.encode(task, &ds))
+    Interrupt::batched(py, |between, stop| {
+        model.encode_until(task, &ds, between, stop)
+    })
 }
 
 /// `{"accuracy", "macro_f1", "examples"}`, as `softprompt eval --json` prints.
@@ -225,6 +228,7 @@ impl PyModel {
     }
 
     /// Encodes `data` (a file, texts with `labels`, or (text, label) pairs) for `task`.
+    /// Ctrl-C stops it after the chunk of rows under way and raises KeyboardInterrupt.
     #[pyo3(signature = (task, data, labels=None, **kwargs))]
     fn encode(
         &self,
@@ -328,7 +332,8 @@ impl PyModel {
 
     /// Greedy generation behind the prompt on a decoder-only model: one
     /// `{"text", "ids", "logprob"}` per text. `prompt_placement`: tokens (each row as alone)
-    /// or peft (PEFT's placement before the padding).
+    /// or peft (PEFT's placement before the padding). Ctrl-C stops it after the token under
+    /// way and raises KeyboardInterrupt.
     #[pyo3(signature = (task, prompt, texts, max_new_tokens=32, prompt_placement="tokens"))]
     fn generate<'py>(
         &self,
@@ -343,7 +348,9 @@ impl PyModel {
             .ok_or_else(|| arg("--prompt-placement", "missing"))?;
         let snapshot = prompt.engine_copy();
         let (m, t, p) = (&self.inner, &task.inner, &snapshot);
-        let gens = compute(py, || m.generate(t, p, &texts, max_new_tokens, placement))?;
+        let gens = Interrupt::batched(py, |between, stop| {
+            m.generate_until(t, p, &texts, max_new_tokens, placement, between, stop)
+        })?;
         let list = PyList::empty(py);
         for g in gens {
             let d = PyDict::new(py);

@@ -183,7 +183,9 @@ pub fn train<'py>(
     let task = crate::errors::compute(py, || m.task(&opts, Some(&train_data), prompt_len))?;
     let encode = |d: &Bound<'py, PyAny>, name: &str| -> PyResult<softprompt::Encoded> {
         let ds = dataset(py, d, None, &spec, name)?;
-        crate::errors::compute(py, || m.encode(&task, &ds))
+        Interrupt::batched(py, |between, stop| {
+            m.encode_until(&task, &ds, between, stop)
+        })
     };
     let train_enc = encode(&train, "train")?;
     let dev_enc = dev.as_ref().map(|d| encode(d, "dev")).transpose()?;

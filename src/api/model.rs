@@ -13,7 +13,7 @@ use crate::cpu::CpuBackend;
 use crate::cuda::CudaBackend;
 use crate::error::{Error, Result};
 use crate::models::cls_head::HostClsHead;
-use crate::models::decoder::{GenerateOptions, PromptPlacement};
+use crate::models::decoder::PromptPlacement;
 use crate::models::Recompute;
 use crate::prompt::{PromptInit, ADAPTER_CONFIG};
 use crate::train::data::Dataset;
@@ -285,12 +285,8 @@ impl Model {
     /// Encodes a data set for `task`: the template filled, tokenized, cut to max_len, the
     /// labels mapped. An unknown label is an error naming the file and line.
     pub fn encode(&self, task: &Task, data: &Dataset) -> Result<Encoded> {
-        on_engine!(&self.engine, |_be, m| {
-            // the kind first: a task of another kind of model gets the command line's advice
-            task.inner.check_model(m)?;
-            check_model(task, m)?;
-            task.inner.encode(&m.tokenizer, data)
-        })
+        let never = AtomicBool::new(false);
+        self.encode_until(task, data, &mut |_| {}, &never)
     }
 
     /// One training step's numbers on `rows` (one batch): the mean loss and the gradients of
@@ -308,9 +304,7 @@ impl Model {
             truncated: 0,
             truncated_targets: 0,
         };
-        for (i, row) in rows.iter().enumerate() {
-            task.inner.check_label(i, row)?;
-        }
+        task.inner.check_labels(rows, true)?;
         let all: Vec<u32> = (0..rows.len() as u32).collect();
         let batch = task.inner.batch(&enc, &all)?;
         let recompute = self.recompute;
@@ -378,52 +372,16 @@ impl Model {
         max_new_tokens: usize,
         placement: PromptPlacement,
     ) -> Result<Vec<Generation>> {
-        // 0 would answer empty texts as if the model had stopped at once
-        if max_new_tokens == 0 {
-            return Err(Error::arg(
-                "--max-new-tokens",
-                "is 0: expected at least 1 new token",
-            ));
-        }
-        let data = Dataset {
-            path: PathBuf::from("the texts"),
-            examples: (texts.iter().enumerate())
-                .map(|(i, t)| crate::train::data::Example {
-                    text: t.clone(),
-                    label: None,
-                    line: i + 1,
-                })
-                .collect(),
-        };
-        on_engine!(&self.engine, |be, m| {
-            let decoder = m.net.decoder().ok_or_else(|| {
-                Error::Unsupported(format!(
-                    "generate needs a decoder-only model (BLOOM, Llama, Mistral, Qwen2), not {}",
-                    m.arch_name()
-                ))
-            })?;
-            check_model(task, m)?;
-            let enc = task.inner.encode(&m.tokenizer, &data)?;
-            let rows: Vec<Vec<i32>> = enc.rows.iter().map(|r| r.ids.clone()).collect();
-            let opts = GenerateOptions {
-                max_new_tokens,
-                stop: task.inner.stop_ids(&decoder.cfg),
-                placement,
-                keep_logits: false,
-            };
-            let params = bind(be, m, task, prompt)?;
-            let g = train::causal::generate_with(be, m, decoder, &params, &rows, &opts)?;
-            (g.ids.into_iter().zip(g.logprob).zip(&enc.rows))
-                .map(|((ids, logprob), row)| {
-                    Ok(Generation {
-                        text: m.tokenizer.decode(&ids, true)?,
-                        ids,
-                        logprob,
-                        truncated: row.truncated,
-                    })
-                })
-                .collect()
-        })
+        let (never, on_token) = (AtomicBool::new(false), &mut |_| {});
+        self.generate_until(
+            task,
+            prompt,
+            texts,
+            max_new_tokens,
+            placement,
+            on_token,
+            &never,
+        )
     }
 
     /// Checks `prompt` against this model and `task` as every use of the two together does,

@@ -55,7 +55,7 @@ impl Model {
         opts: SaveOptions,
     ) -> Result<()> {
         let dir = dir.as_ref();
-        check_folder(dir)?;
+        outdir::check_folder(dir, "dir", "the folder to save in")?;
         on_engine!(&self.engine, |_be, m| {
             // every check before the first write: a refused save leaves the folder as it was
             let (_, head) = checked(m, task, prompt)?;
@@ -76,18 +76,4 @@ impl Model {
             )
         })
     }
-}
-
-/// `dir` names a folder a prompt may be written into: not empty (which wrote into the
-/// current folder), not a file, not a dangling link, not a model's folder.
-fn check_folder(dir: &Path) -> Result<()> {
-    outdir::refuse_empty(dir, "dir")?;
-    if dir.exists() && !dir.is_dir() {
-        return Err(Error::file(
-            dir,
-            "the folder to save in is a file: name a folder",
-        ));
-    }
-    outdir::refuse_dangling_link(dir, "the folder to save in")?;
-    outdir::refuse_model_folder(dir, "the folder to save in")
 }

@@ -1,23 +1,28 @@
-//! Evaluation and prediction that a flag stops between batches: Ctrl-C in a long call (the
-//! Python package sets the flag from its signal check after each batch).
+//! Encoding, evaluation, prediction and generation that a flag stops between their parts
+//! (chunks of rows, batches, tokens): Ctrl-C in a long call (the Python package sets the flag
+//! from its signal check after each part).
 // What a user hands the library never panics it. See README.md, "Bad input".
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::model::{bind, on_engine, Engine, Model};
+use super::model::{bind, check_model, on_engine, Engine, Generation, Model};
 use super::prompt::Prompt;
 use super::task::Task;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::models::decoder::{GenerateOptions, PromptPlacement};
+use crate::train::data::{Dataset, Example};
 use crate::train::{self, EvalMetrics, Prediction};
 use crate::Encoded;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 impl Model {
     /// As [`Model::evaluate`]; `on_batch` hears the rows done after each batch, and once
     /// `stop` is set (from the callback, a signal handler or another thread) the call ends
-    /// after the batch under way, returning [`Error::Interrupted`] and no result.
+    /// after the batch under way, returning [`Error::Interrupted`] and no result. A stop set
+    /// during the last batch comes too late to save anything: the result is returned.
     ///
     /// ```
     /// use softprompt::prelude::*;
@@ -73,16 +78,96 @@ impl Model {
             train::predict_until(be, m, &task.inner, &params, data, batch_size, go_on)
         })
     }
+
+    /// As [`Model::encode`], stopped as [`Model::evaluate_until`] is: `on_rows` hears the
+    /// rows encoded after each chunk of them.
+    pub fn encode_until(
+        &self,
+        task: &Task,
+        data: &Dataset,
+        on_rows: &mut dyn FnMut(usize),
+        stop: &AtomicBool,
+    ) -> Result<Encoded> {
+        let go_on = &mut go_on(on_rows, stop);
+        on_engine!(&self.engine, |_be, m| {
+            // the kind first: a task of another kind of model gets the command line's advice
+            task.inner.check_model(m)?;
+            check_model(task, m)?;
+            task.inner.encode_until(&m.tokenizer, data, go_on)
+        })
+    }
+
+    /// As [`Model::generate`], stopped as [`Model::evaluate_until`] is: `on_token` hears the
+    /// tokens each row has generated after each step.
+    #[allow(clippy::too_many_arguments)]
+    pub fn generate_until(
+        &self,
+        task: &Task,
+        prompt: &Prompt,
+        texts: &[String],
+        max_new_tokens: usize,
+        placement: PromptPlacement,
+        on_token: &mut dyn FnMut(usize),
+        stop: &AtomicBool,
+    ) -> Result<Vec<Generation>> {
+        // 0 would answer empty texts as if the model had stopped at once
+        if max_new_tokens == 0 {
+            return Err(Error::arg(
+                "--max-new-tokens",
+                "is 0: expected at least 1 new token",
+            ));
+        }
+        let data = Dataset {
+            path: PathBuf::from("the texts"),
+            examples: (texts.iter().enumerate())
+                .map(|(i, t)| Example {
+                    text: t.clone(),
+                    label: None,
+                    line: i + 1,
+                })
+                .collect(),
+        };
+        let go_on = &mut go_on(on_token, stop);
+        on_engine!(&self.engine, |be, m| {
+            let decoder = m.net.decoder().ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "generate needs a decoder-only model (BLOOM, Llama, Mistral, Qwen2), not {}",
+                    m.arch_name()
+                ))
+            })?;
+            check_model(task, m)?;
+            let enc = task.inner.encode(&m.tokenizer, &data)?;
+            let rows: Vec<Vec<i32>> = enc.rows.iter().map(|r| r.ids.clone()).collect();
+            let opts = GenerateOptions {
+                max_new_tokens,
+                stop: task.inner.stop_ids(&decoder.cfg),
+                placement,
+                keep_logits: false,
+            };
+            let params = bind(be, m, task, prompt)?;
+            let g = train::causal::generate_with(be, m, decoder, &params, &rows, &opts, go_on)?;
+            (g.ids.into_iter().zip(g.logprob).zip(&enc.rows))
+                .map(|((ids, logprob), row)| {
+                    Ok(Generation {
+                        text: m.tokenizer.decode(&ids, true)?,
+                        ids,
+                        logprob,
+                        truncated: row.truncated,
+                    })
+                })
+                .collect()
+        })
+    }
 }
 
-/// The engine's question after each batch: `on_batch` hears the rows done, then the answer is
-/// whether `stop` is still unset.
+/// The engine's question after each part (a batch, a chunk of rows, a token): `on_part` hears
+/// the count done, then the answer is whether `stop` is still unset.
 fn go_on<'a>(
-    on_batch: &'a mut dyn FnMut(usize),
+    on_part: &'a mut dyn FnMut(usize),
     stop: &'a AtomicBool,
 ) -> impl FnMut(usize) -> bool + 'a {
     move |done| {
-        on_batch(done);
+        on_part(done);
         !stop.load(Ordering::SeqCst)
     }
 }

@@ -9,7 +9,7 @@ use super::model::Model;
 use super::step::Params;
 use super::task::Task;
 use crate::backend::{Backend, IGNORE_INDEX};
-use crate::error::{Error, Result};
+use crate::error::{Error, GoOn, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::decoder::{Decoder, GenerateOptions, Generated};
 use crate::models::TokenBatch;
@@ -58,7 +58,8 @@ pub fn joined(tokens: &TokenBatch, targets: &[i32], l: usize, pad: i32) -> (Toke
     (out, labels)
 }
 
-/// Greedy generation of `rows` behind `params`: its prompt, or its prefix-tuning prefix.
+/// Greedy generation of `rows` behind `params`: its prompt, or its prefix-tuning prefix;
+/// `go_on` asked after each token (`Decoder::generate_until`).
 pub fn generate_with<B: Backend>(
     be: &B,
     model: &Model<B>,
@@ -66,13 +67,14 @@ pub fn generate_with<B: Backend>(
     params: &Params<B>,
     rows: &[Vec<i32>],
     opts: &GenerateOptions,
+    go_on: GoOn<'_>,
 ) -> Result<Generated> {
     match params.prefix {
         Some(spec) => {
             let prefix = model.net.prefix_inputs(be, &params.prompt, spec)?;
-            m.generate_prefix(be, &prefix, rows, opts)
+            m.generate_prefix_until(be, &prefix, rows, opts, go_on)
         }
-        None => m.generate(be, &params.prompt, params.p, rows, opts),
+        None => m.generate_until(be, &params.prompt, params.p, rows, opts, go_on),
     }
 }
 
@@ -128,7 +130,8 @@ impl Task {
             stop: self.stop_ids(&m.cfg),
             ..Default::default()
         };
-        let g = generate_with(be, model, m, params, &real_rows(&batch.tokens), &opts)
+        let rows = real_rows(&batch.tokens);
+        let g = generate_with(be, model, m, params, &rows, &opts, &mut |_| true)
             .map_err(target_len_flag)?;
         Ok(g.ids
             .into_iter()

@@ -7,14 +7,18 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::data::Dataset;
+use super::data::{Dataset, Example};
 use super::spec::TaskKind;
 use super::task::Task;
 use crate::backend::IGNORE_INDEX;
-use crate::error::{Error, Result};
+use crate::error::{Error, GoOn, Result};
 use crate::models::TokenBatch;
 use crate::tokenizer::{TokenSpans, Tokenizer};
 use std::path::{Path, PathBuf};
+
+/// Rows encoded between two questions to `encode_until`'s `go_on`: a few milliseconds of
+/// tokenizing, so that Ctrl-C is heard at once and asking costs nothing.
+pub const ENCODE_CHUNK: usize = 256;
 
 /// One encoded row.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,63 +94,84 @@ impl Task {
     /// Encodes every row: fills the template, tokenizes, cuts the text to max_len, and maps the
     /// label. An unknown label is an error naming the file and line.
     pub fn encode(&self, tok: &Tokenizer, data: &Dataset) -> Result<Encoded> {
+        self.encode_until(tok, data, &mut |_| true)
+    }
+
+    /// As [`Task::encode`], asking `go_on` after every [`ENCODE_CHUNK`] rows (Ctrl-C in a
+    /// long list of texts).
+    pub fn encode_until(
+        &self,
+        tok: &Tokenizer,
+        data: &Dataset,
+        go_on: GoOn<'_>,
+    ) -> Result<Encoded> {
         let mut enc = Encoded {
             path: data.path.clone(),
             rows: Vec::with_capacity(data.examples.len()),
             truncated: 0,
             truncated_targets: 0,
         };
-        for ex in &data.examples {
-            let at = |e: Error| match e {
-                // a fault of the text itself, said without a flag
-                Error::Data { msg, .. } => Error::data(&data.path, ex.line, msg),
-                e => Error::data(&data.path, ex.line, e.to_string()),
-            };
-            let (ids, mask_pos, cut) = self.encode_text(tok, &ex.text).map_err(at)?;
-            let in_table = |ids: &[i32], what: &str| {
-                (self.check_in_table(tok, ids, what))
-                    .map_err(|msg| Error::data(&data.path, ex.line, msg))
-            };
-            in_table(&ids, "the text")?;
-            if ids.is_empty() {
-                // a decoder without a start token, an empty text and no template
-                let msg = "the text gives no tokens (and the template none): a row needs at least one token";
-                return Err(Error::data(&data.path, ex.line, msg));
+        for chunk in data.examples.chunks(ENCODE_CHUNK) {
+            for ex in chunk {
+                let (row, cut_target) = self.encode_example(tok, &data.path, ex)?;
+                enc.truncated += row.truncated as usize;
+                enc.truncated_targets += cut_target as usize;
+                enc.rows.push(row);
             }
-            enc.truncated += cut as usize;
-            let mut row = Row {
-                ids,
-                mask_pos,
-                label: None,
-                target: Vec::new(),
-                line: ex.line,
-                truncated: cut,
-            };
-            if let Some(label) = &ex.label {
-                if self.spec.free_targets {
-                    let mut t = self.target_ids(tok, label).map_err(at)?;
-                    in_table(&t, &format!("the target {label:?}"))?;
-                    if t.is_empty() {
-                        let msg = format!("the target {label:?} has no tokens (--target-end none adds no end token): the row would have nothing to learn or score; give it a target text");
-                        return Err(Error::data(&data.path, ex.line, msg));
-                    }
-                    if self.cut_target(&mut t) {
-                        enc.truncated_targets += 1;
-                    }
-                    row.target = t;
-                } else {
-                    let k = self.spec.labels.iter().position(|l| l == label).ok_or_else(|| {
-                        Error::data(&data.path, ex.line, format!("unknown label {label:?}: expected one of {:?} (set them with --labels)", self.spec.labels))
-                    })?;
-                    row.label = Some(k);
-                    if let Some(t) = self.label_targets.get(k) {
-                        row.target = t.clone();
-                    }
-                }
-            }
-            enc.rows.push(row);
+            crate::error::ask(go_on, enc.rows.len(), data.examples.len(), "rows")?;
         }
         Ok(enc)
+    }
+
+    /// One example of the file `path` as a row, and whether its free target was cut to
+    /// max_target_len.
+    fn encode_example(&self, tok: &Tokenizer, path: &Path, ex: &Example) -> Result<(Row, bool)> {
+        let at = |e: Error| match e {
+            // a fault of the text itself, said without a flag
+            Error::Data { msg, .. } => Error::data(path, ex.line, msg),
+            e => Error::data(path, ex.line, e.to_string()),
+        };
+        let (ids, mask_pos, cut) = self.encode_text(tok, &ex.text).map_err(at)?;
+        let in_table = |ids: &[i32], what: &str| {
+            (self.check_in_table(tok, ids, what)).map_err(|msg| Error::data(path, ex.line, msg))
+        };
+        in_table(&ids, "the text")?;
+        if ids.is_empty() {
+            // a decoder without a start token, an empty text and no template
+            let msg =
+                "the text gives no tokens (and the template none): a row needs at least one token";
+            return Err(Error::data(path, ex.line, msg));
+        }
+        let mut row = Row {
+            ids,
+            mask_pos,
+            label: None,
+            target: Vec::new(),
+            line: ex.line,
+            truncated: cut,
+        };
+        let mut cut_target = false;
+        if let Some(label) = &ex.label {
+            if self.spec.free_targets {
+                let mut t = self.target_ids(tok, label).map_err(at)?;
+                in_table(&t, &format!("the target {label:?}"))?;
+                if t.is_empty() {
+                    let msg = format!("the target {label:?} has no tokens (--target-end none adds no end token): the row would have nothing to learn or score; give it a target text");
+                    return Err(Error::data(path, ex.line, msg));
+                }
+                cut_target = self.cut_target(&mut t);
+                row.target = t;
+            } else {
+                let k = self.spec.labels.iter().position(|l| l == label).ok_or_else(|| {
+                    Error::data(path, ex.line, format!("unknown label {label:?}: expected one of {:?} (set them with --labels)", self.spec.labels))
+                })?;
+                row.label = Some(k);
+                if let Some(t) = self.label_targets.get(k) {
+                    row.target = t.clone();
+                }
+            }
+        }
+        Ok((row, cut_target))
     }
 
     /// (ids, [MASK] index, truncated) of one text.
@@ -361,14 +386,17 @@ impl Task {
         Ok(())
     }
 
-    /// Row `i` (from 0) of hand-made rows has a label of this task (or none): a step refused
-    /// a label past them as an id outside the head's table, but evaluate counted it as a
-    /// wrong prediction. Not in `batch`: a mixed batch's rows carry the labels of their own
-    /// tasks.
-    pub fn check_label(&self, i: usize, row: &Row) -> Result<()> {
+    /// Row `i` (from 0) of hand-made rows (or a batch) has a label this task can use: none
+    /// past its labels (a step refused one as an id outside the head's table, but evaluate
+    /// counted it as a wrong prediction), and in a `pet` or `cls` training step (`step`) one
+    /// at all (a row without was scored as id -100 outside the head's table, a corrupt-file
+    /// error naming no row). Not in `batch`: a mixed batch's rows carry the labels of their
+    /// own tasks.
+    pub fn check_label(&self, i: usize, label: Option<usize>, step: bool) -> Result<()> {
         let n = self.spec.labels.len();
-        match row.label.filter(|&k| k >= n) {
-            Some(k) => Err(Error::arg(
+        let needed = step && matches!(self.spec.kind, TaskKind::Pet | TaskKind::Cls);
+        match label {
+            Some(k) if k >= n => Err(Error::arg(
                 "label",
                 format!(
                     "row {} has label {k}, but the task has {n} labels: expected 0 to {}",
@@ -376,8 +404,20 @@ impl Task {
                     n.saturating_sub(1)
                 ),
             )),
-            None => Ok(()),
+            None if needed => Err(Error::arg(
+                "label",
+                format!(
+                    "row {} has no label: every row of a training step needs one",
+                    i + 1
+                ),
+            )),
+            _ => Ok(()),
         }
+    }
+
+    /// [`Task::check_label`] on every row of `rows`, numbered from 1 in that order.
+    pub fn check_labels(&self, rows: &[Row], step: bool) -> Result<()> {
+        (rows.iter().enumerate()).try_for_each(|(i, row)| self.check_label(i, row.label, step))
     }
 
     /// The class of row `i` for scoring (free targets: None).

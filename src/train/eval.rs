@@ -16,10 +16,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
-/// Asked after each batch of a long evaluation or prediction with the rows done so far:
-/// false ends the call with `Error::Interrupted` (the API's `evaluate_until` and
-/// `predict_until`; Ctrl-C in Python).
-pub type GoOn<'a> = &'a mut dyn FnMut(usize) -> bool;
+pub use crate::error::GoOn;
 
 /// Scores every row of `enc` (in length order, `batch_size` rows at a time) and returns the
 /// metrics against the gold labels with the predictions in file order. Rows without a label
@@ -46,9 +43,7 @@ pub fn evaluate_until<B: Backend>(
     go_on: GoOn<'_>,
 ) -> Result<(EvalMetrics, Vec<Prediction>)> {
     check_labelled(task, enc)?;
-    for (i, row) in enc.rows.iter().enumerate() {
-        task.check_label(i, row)?;
-    }
+    task.check_labels(&enc.rows, false)?;
     let preds = predict_until(be, model, task, params, enc, batch_size, go_on)?;
     let (mut gold, mut pred) = (Vec::new(), Vec::new());
     if task.spec.free_targets {
@@ -122,7 +117,8 @@ pub fn predict_all<B: Backend>(
     predict_until(be, model, task, params, enc, batch_size, &mut |_| true)
 }
 
-/// As [`predict_all`], asking `go_on` after each batch.
+/// As [`predict_all`], asking `go_on` after each batch; a stop heard after the last one
+/// leaves the result.
 pub fn predict_until<B: Backend>(
     be: &B,
     model: &Model<B>,
@@ -161,12 +157,7 @@ pub fn predict_until<B: Backend>(
             }
         }
         done += chunk.len();
-        if !go_on(done) {
-            return Err(Error::Interrupted(format!(
-                "interrupted after {done} of {} rows: nothing is returned",
-                enc.rows.len()
-            )));
-        }
+        crate::error::ask(go_on, done, enc.rows.len(), "rows")?;
     }
     Ok(out.into_iter().flatten().collect())
 }

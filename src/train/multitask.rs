@@ -276,8 +276,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
 
 /// The output folder refused when it is a model's, then locked.
 fn lock_out(out: &Path) -> Result<OutLock> {
-    outdir::refuse_empty(out, "--out")?;
-    outdir::refuse_model_folder(out, "--out")?;
+    outdir::check_folder(out, "--out", "--out")?;
     OutLock::acquire(out)
 }
 

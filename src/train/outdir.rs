@@ -249,7 +249,7 @@ fn replaced_files(dir: &Path, tasks: &[&str]) -> Vec<PathBuf> {
 /// prompt, task.json and checkpoint among the model's files, and a folder with both
 /// `config.json` and `adapter_config.json` is loaded by Transformers as an adapter.
 /// `what` names the folder for the message (`--out`).
-pub fn refuse_model_folder(dir: &Path, what: &str) -> Result<()> {
+fn refuse_model_folder(dir: &Path, what: &str) -> Result<()> {
     if dir.join("config.json").is_file() {
         return Err(Error::file(
             dir,
@@ -262,8 +262,20 @@ pub fn refuse_model_folder(dir: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// `dir` names a folder a run or a save may write into (`flag` names the path, `what` the
+/// folder): not empty (which wrote into the current folder), not a file, not a dangling
+/// link, not a model's folder.
+pub fn check_folder(dir: &Path, flag: &str, what: &str) -> Result<()> {
+    refuse_empty(dir, flag)?;
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::file(dir, format!("{what} is a file: name a folder")));
+    }
+    refuse_dangling_link(dir, what)?;
+    refuse_model_folder(dir, what)
+}
+
 /// Refuses an empty folder path (`flag` names it): it wrote into the current folder.
-pub fn refuse_empty(dir: &Path, flag: &str) -> Result<()> {
+fn refuse_empty(dir: &Path, flag: &str) -> Result<()> {
     if dir.as_os_str().is_empty() {
         return Err(Error::arg(
             flag,
@@ -276,7 +288,7 @@ pub fn refuse_empty(dir: &Path, flag: &str) -> Result<()> {
 
 /// Refuses a folder path that is a symbolic link to nothing: creating the folder failed with
 /// a bare "File exists (os error 17)" although nothing seemed to be there.
-pub fn refuse_dangling_link(dir: &Path, what: &str) -> Result<()> {
+fn refuse_dangling_link(dir: &Path, what: &str) -> Result<()> {
     let dangling = dir.symlink_metadata().is_ok_and(|m| m.is_symlink()) && !dir.exists();
     if dangling {
         let target =
@@ -324,15 +336,7 @@ pub fn check_task_inputs_kept(dir: &Path, tasks: &[&str], inputs: &[(&str, &Path
 /// good), and a fresh run (`resume` false, or nothing to resume) would not replace a run
 /// without `overwrite`.
 pub fn precheck(dir: &Path, resume: bool, overwrite: bool) -> Result<()> {
-    refuse_empty(dir, "--out")?;
-    if dir.exists() && !dir.is_dir() {
-        return Err(Error::file(
-            dir,
-            "--out must be a folder, and this is a file",
-        ));
-    }
-    refuse_dangling_link(dir, "--out")?;
-    refuse_model_folder(dir, "--out")?;
+    check_folder(dir, "--out", "--out")?;
     if dir.is_dir() {
         drop(OutLock::acquire(dir)?);
     }

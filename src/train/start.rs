@@ -239,6 +239,8 @@ pub(super) fn precheck<B: Backend>(
         ));
     }
     model.check_lengths(cfg.prompt_len, Some(task.spec.max_len))?;
+    // rows made by hand: a row without a label failed in its batch, named by its place there
+    task.check_labels(&train.rows, true)?;
     let longest = |enc: &Encoded| {
         let ids = enc.rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
         let target = enc.rows.iter().map(|r| r.target.len()).max().unwrap_or(0);

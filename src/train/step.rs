@@ -79,7 +79,7 @@ impl Task {
         let joined;
         let (tokens, objective) = match job(self.spec.kind, model)? {
             Job::Pet(_) => {
-                check_labels(&batch.labels)?;
+                check_batch_labels(self, &batch.labels)?;
                 let objective = Objective::Pet {
                     mask_positions: &batch.mask_pos,
                     verbalizer_ids: &self.verbalizer_ids,
@@ -88,7 +88,7 @@ impl Task {
                 (&batch.tokens, objective)
             }
             Job::Cls(_) => {
-                check_labels(&batch.labels)?;
+                check_batch_labels(self, &batch.labels)?;
                 let objective = Objective::Cls {
                     head: cls_head(params)?,
                     pooling: self.spec.pooling,
@@ -138,19 +138,11 @@ fn check_targets(batch: &Batch, flag: &str) -> Result<()> {
     Ok(())
 }
 
-/// Every row of a `pet` or `cls` step has a label (B): a row without one was scored as an id
-/// -100 outside the head's table (`cls`), a corrupt-file error naming no row.
-pub(super) fn check_labels(labels: &[i32]) -> Result<()> {
-    match labels.iter().position(|&l| l < 0) {
-        Some(b) => Err(Error::arg(
-            "label",
-            format!(
-                "row {} has no label: every row of a training step needs one",
-                b + 1
-            ),
-        )),
-        None => Ok(()),
-    }
+/// Every row of a `pet` or `cls` batch has a label of `task` (B labels, -100 for none): a
+/// batch made by hand reaches the step without `Task::check_labels` on its rows.
+fn check_batch_labels(task: &Task, labels: &[i32]) -> Result<()> {
+    (labels.iter().enumerate())
+        .try_for_each(|(b, &l)| task.check_label(b, usize::try_from(l).ok(), true))
 }
 
 /// `cls`: the trained classifier head.

@@ -334,8 +334,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let lens = train.lens();
         // nothing is written before the folder is ours, and a fresh run replaces an earlier
         // one only when asked
-        outdir::refuse_empty(out, "--out")?;
-        outdir::refuse_model_folder(out, "--out")?;
+        outdir::check_folder(out, "--out", "--out")?;
         let lock = OutLock::acquire(out)?;
         if ck.is_none() {
             outdir::prepare_fresh(out, cfg.overwrite)?;

@@ -14,7 +14,7 @@ use super::inputs::DecoderInputs;
 use super::layer::{Keep, Kept};
 use super::weights::Decoder;
 use crate::backend::{AttnDims, Backend, DType};
-use crate::error::{Error, Result};
+use crate::error::{Error, GoOn, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::common::{linear, zeros, MixedPrompts, PromptRows, MAX_TOKENS};
 use crate::models::lm_head::{argmax, log_softmax_at};
@@ -237,6 +237,20 @@ impl<B: Backend> Decoder<B> {
         rows: &[Vec<i32>],
         opts: &GenerateOptions,
     ) -> Result<Generated> {
+        self.generate_until(be, prompt, p, rows, opts, &mut |_| true)
+    }
+
+    /// As [`Decoder::generate`], asking `go_on` with the tokens generated after each step
+    /// that leaves a step to run.
+    pub fn generate_until(
+        &self,
+        be: &B,
+        prompt: &B::Buf,
+        p: usize,
+        rows: &[Vec<i32>],
+        opts: &GenerateOptions,
+        go_on: GoOn<'_>,
+    ) -> Result<Generated> {
         let plan = Plan {
             prompt,
             tab: PromptRows::one(),
@@ -248,7 +262,7 @@ impl<B: Backend> Decoder<B> {
             keep_logits: opts.keep_logits,
             prefix: None,
         };
-        self.generate_plan(be, rows, &plan)
+        self.generate_plan(be, rows, &plan, go_on)
     }
 
     /// `generate` over rows mixing the prompts of `table` (K, P, C) as `gen` says, each row
@@ -262,15 +276,17 @@ impl<B: Backend> Decoder<B> {
         gen: &MixedGeneration,
     ) -> Result<Generated> {
         let plan = Plan::mixed(be, table, rows.len(), gen, None)?;
-        self.generate_plan(be, rows, &plan)
+        self.generate_plan(be, rows, &plan, &mut |_| true)
     }
 
-    /// Greedy decoding of `rows` as `plan` says: the prefill, then one step a token.
+    /// Greedy decoding of `rows` as `plan` says: the prefill, then one step a token, `go_on`
+    /// asked before each step after the first.
     pub(super) fn generate_plan(
         &self,
         be: &B,
         rows: &[Vec<i32>],
         plan: &Plan<B>,
+        go_on: GoOn<'_>,
     ) -> Result<Generated> {
         let mut out = Generated {
             ids: vec![Vec::new(); rows.len()],
@@ -335,6 +351,7 @@ impl<B: Backend> Decoder<B> {
             if step + 1 == max_new || done.iter().all(|&d| d) {
                 break;
             }
+            crate::error::ask(go_on, step + 1, max_new, "tokens")?;
             logits = self.decode_step(be, &mut caches, &next, lay.s0 + step, &lay)?;
         }
         Ok(out)

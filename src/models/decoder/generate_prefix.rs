@@ -13,7 +13,7 @@ use super::generate::{LayerCache, Layout, Plan};
 use super::inputs::DecoderInputs;
 use super::weights::Decoder;
 use crate::backend::{Backend, DType};
-use crate::error::{Error, Result};
+use crate::error::{Error, GoOn, Result};
 use crate::models::common::{zeros, PromptRows};
 use crate::models::prefix::PrefixInputs;
 
@@ -25,6 +25,18 @@ impl<B: Backend> Decoder<B> {
         prefix: &PrefixInputs<B>,
         rows: &[Vec<i32>],
         opts: &GenerateOptions,
+    ) -> Result<Generated> {
+        self.generate_prefix_until(be, prefix, rows, opts, &mut |_| true)
+    }
+
+    /// As [`Decoder::generate_prefix`], asking `go_on` as [`Decoder::generate_until`] does.
+    pub fn generate_prefix_until(
+        &self,
+        be: &B,
+        prefix: &PrefixInputs<B>,
+        rows: &[Vec<i32>],
+        opts: &GenerateOptions,
+        go_on: GoOn<'_>,
     ) -> Result<Generated> {
         if opts.placement != PromptPlacement::BeforeTokens {
             return Err(Error::arg(
@@ -52,7 +64,7 @@ impl<B: Backend> Decoder<B> {
             keep_logits: opts.keep_logits,
             prefix: Some(prefix),
         };
-        self.generate_plan(be, rows, &plan)
+        self.generate_plan(be, rows, &plan, go_on)
     }
 
     /// `generate_mixed` over rows that also mix the prefixes of the stack `prefix` (its
@@ -69,7 +81,7 @@ impl<B: Backend> Decoder<B> {
     ) -> Result<Generated> {
         self.check_prefix(prefix, rows)?;
         let plan = Plan::mixed(be, table, rows.len(), gen, Some(prefix))?;
-        self.generate_plan(be, rows, &plan)
+        self.generate_plan(be, rows, &plan, &mut |_| true)
     }
 
     /// Rejects a prefix whose block count is not the layer count.
