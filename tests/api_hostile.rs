@@ -36,14 +36,9 @@ fn random(model: &Model, task: &Task, seed: u64) -> Prompt {
 }
 
 fn row(model: &Model, text: &str, label: Option<usize>) -> Row {
-    Row {
-        ids: model.tokenize(text).unwrap(),
-        mask_pos: 0,
-        label,
-        target: Vec::new(),
-        line: 1,
-        truncated: false,
-    }
+    let mut row = Row::new(model.tokenize(text).unwrap());
+    row.label = label;
+    row
 }
 
 /// A second save into a prompt's folder (one `train` wrote, or an earlier save) replaced its
@@ -267,7 +262,11 @@ fn a_step_row_without_a_label_is_named() {
     let e = model.step_mixed(&jobs, &rows).map(|_| ());
     let e = e.expect_err("a mixed row without a label");
     assert!(matches!(e, Error::Arg { .. }), "{e:?}");
-    assert!(e.to_string().contains("row 2 has no label"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("row 2 (of job 1, a cls task) has no label"),
+        "{e}"
+    );
 }
 
 /// A training run on hand-made rows: a row without a label failed at its first step, named
@@ -353,6 +352,33 @@ fn a_run_into_a_file_or_a_dangling_link_is_refused() {
     let e = model.save_prompt(&file, &prompt, &task, SaveOptions::default());
     let msg = e.expect_err("a file").to_string();
     assert!(msg.contains("the folder to save in is a file"), "{msg}");
+}
+
+/// A mixed step's row without a label was named by its place among its own job's rows ("row
+/// 2" of the job's share of the batch), a number the caller could not find: it is named by
+/// its place in the rows passed, with its job and task.
+#[test]
+fn a_mixed_step_row_without_a_label_names_its_job() {
+    let model = Model::open(fixture("bert_nohead"), Device::Cpu).unwrap();
+    let (two, three) = (
+        cls_task(&model, &["neg", "pos"]),
+        cls_task(&model, &["a", "b", "c"]),
+    );
+    let (p2, p3) = (random(&model, &two, 0), random(&model, &three, 1));
+    let jobs = [(&two, &p2), (&three, &p3)];
+    let rows = [
+        (1, row(&model, "fine", Some(2))),
+        (0, row(&model, "bad", Some(1))),
+        (1, row(&model, "so so", None)),
+    ];
+    let e = model.step_mixed(&jobs, &rows).map(|_| ());
+    let e = e.expect_err("a cls row without a label");
+    assert!(matches!(e, Error::Arg { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("row 3 (of job 1, a cls task) has no label"),
+        "{e}"
+    );
 }
 
 /// What the command line's init flags refuse, an init made in code passed: an empty text

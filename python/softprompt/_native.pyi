@@ -72,6 +72,10 @@ class Prompt:
         """RANDOM, TEXT or SAMPLE_VOCAB, in PEFT's words."""
     def model_dir(self) -> str:
         """The model folder the prompt belongs to (its task.json, else PEFT's base model)."""
+    def set_model(self, model: "Model") -> Optional[str]:
+        """Records `model` as the prompt's own, to run a prompt made or saved on another model
+        on it on purpose (every use on another model is refused); returns what it replaced
+        (the warning) when it recorded another model, else None."""
     def copy(self) -> "Prompt":
         """An independent copy."""
 

@@ -50,13 +50,14 @@ impl PyEncoded {
         let rows = ids
             .into_iter()
             .enumerate()
-            .map(|(i, ids)| Row {
-                ids,
-                mask_pos: mask_positions.as_ref().and_then(|m| m[i]).unwrap_or(0),
-                label: labels.as_ref().and_then(|l| l[i]),
-                target: targets.as_ref().map_or(Vec::new(), |t| t[i].clone()),
-                line: i + 1,
-                truncated: false,
+            .map(|(i, ids)| {
+                // made by hand: no model recorded, so every model takes it
+                let mut row = Row::new(ids);
+                row.mask_pos = mask_positions.as_ref().and_then(|m| m[i]).unwrap_or(0);
+                row.label = labels.as_ref().and_then(|l| l[i]);
+                row.target = targets.as_ref().map_or(Vec::new(), |t| t[i].clone());
+                row.line = i + 1;
+                row
             })
             .collect();
         Ok(PyEncoded {

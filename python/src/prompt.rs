@@ -172,6 +172,13 @@ impl PyPrompt {
         self.inner.init_name().to_string()
     }
 
+    /// Records `model` as the prompt's own, to run a prompt made or saved on another model on
+    /// it on purpose (every use on another model is refused); returns what it replaced, in
+    /// words (the warning), when it recorded another model, else None.
+    fn set_model(&mut self, model: PyRef<'_, crate::model::PyModel>) -> Option<String> {
+        self.inner.set_model(&model.inner)
+    }
+
     /// An independent copy.
     fn copy(&self) -> PyPrompt {
         PyPrompt {

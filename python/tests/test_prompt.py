@@ -1,5 +1,6 @@
 """Prompts: numpy views that keep their prompt alive, PEFT folders, copies."""
 import gc
+import json
 
 import numpy as np
 import pytest
@@ -72,3 +73,29 @@ def test_values_of_the_wrong_dtype_or_rank_say_what_they_are():
     # a non-contiguous float32 array is read in its logical order
     t = np.arange(48 * 3, dtype=np.float32).reshape(48, 3).T
     assert np.array_equal(sp.Prompt.from_values(t).values, t)
+
+
+def test_a_prompt_of_another_model_is_refused_until_set_model(tmp_path):
+    """A prompt made on bert_mlm ran on a copy whose config.json was saved again (the same
+    width) without a word: every use refuses it, and set_model runs it on purpose."""
+    other = tmp_path / "resaved"
+    other.mkdir()
+    for f in BERT_MLM.iterdir():
+        if f.is_file():
+            (other / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["transformers_version"] = "9.9.9"
+    (other / "config.json").write_text(json.dumps(cfg))
+    a, b = sp.Model(BERT_MLM), sp.Model(other)
+    words = {"verbalizer": "pos=great,neg=bad", "prompt_len": 4}
+    prompt = a.new_prompt(a.task(**words), 4)
+    task = b.task(**words)
+    texts = ["a fine film", "dull"]
+    with pytest.raises(sp.InvalidArgument, match="the prompt was made on the model in .*resaved"):
+        b.predict(task, prompt, texts)
+    # rows that a's task encoded are a's too
+    with pytest.raises(sp.InvalidArgument, match="row 1 was encoded by the model in"):
+        b.predict(task, b.new_prompt(task, 4), a.encode(a.task(**words), texts))
+    assert "resaved" in prompt.set_model(b)
+    assert prompt.set_model(b) is None
+    assert len(b.predict(task, prompt, texts)) == 2

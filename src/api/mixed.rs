@@ -6,7 +6,8 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::model::{bind, on_engine, Engine, Model, StepOutput};
+use super::checks::{bind, check_rows};
+use super::model::{on_engine, Engine, Model, StepOutput};
 use super::prompt::Prompt;
 use super::task::Task;
 use crate::backend::Backend;
@@ -37,7 +38,7 @@ impl Model {
         batch_size: usize,
     ) -> Result<Vec<Prediction>> {
         on_engine!(&self.engine, |be, m| {
-            with_jobs(be, m, jobs, |mixed| {
+            with_jobs(be, m, jobs, rows, |mixed| {
                 train::mixed::predict_mixed(be, m, mixed, rows, batch_size)
             })
         })
@@ -66,7 +67,7 @@ impl Model {
         let recompute = self.recompute;
         on_engine!(&self.engine, |be, m| {
             m.net.check_recompute(recompute)?;
-            let steps = with_jobs(be, m, jobs, |mixed| {
+            let steps = with_jobs(be, m, jobs, rows, |mixed| {
                 train::mixed::step_mixed(be, m, mixed, rows, recompute)
             })?;
             (steps.iter())
@@ -76,16 +77,19 @@ impl Model {
     }
 }
 
-/// `f` on the jobs bound to the device: each prompt (and head) checked against its task.
+/// `f` on the jobs bound to the device: each prompt (and head) checked against its task, and
+/// every row made on this model.
 fn with_jobs<B: Backend, T>(
     be: &B,
     m: &train::Model<B>,
     jobs: &[(&Task, &Prompt)],
+    rows: &[(usize, Row)],
     f: impl FnOnce(&[train::mixed::MixJob<'_, B>]) -> Result<T>,
 ) -> Result<T> {
     let params = (jobs.iter())
         .map(|(task, prompt)| bind(be, m, task, prompt))
         .collect::<Result<Vec<_>>>()?;
+    check_rows(rows.iter().map(|(_, row)| row), m, "rows")?;
     let mixed: Vec<_> = (jobs.iter().zip(&params))
         .map(|((task, _), params)| (&task.inner, params))
         .collect();

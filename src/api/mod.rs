@@ -6,6 +6,7 @@
 // every public item of the API is documented
 #![deny(missing_docs)]
 
+mod checks;
 mod mixed;
 mod model;
 mod parity;

@@ -6,20 +6,20 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+use super::checks::{bind, check_model, check_rows, checked, fit};
 use super::prompt::Prompt;
 use super::task::{resolve, Task, TaskOptions};
-use crate::backend::{Backend, DType, DeviceKind, Storage};
+use crate::backend::{Backend, DeviceKind, Storage};
 use crate::cpu::CpuBackend;
 use crate::cuda::CudaBackend;
 use crate::error::{Error, Result};
-use crate::models::cls_head::HostClsHead;
 use crate::models::decoder::PromptPlacement;
 use crate::models::Recompute;
-use crate::prompt::{PromptInit, ADAPTER_CONFIG};
+use crate::prompt::PromptInit;
 use crate::train::data::Dataset;
 use crate::train::encode::{Encoded, Row};
 use crate::train::start::{prompt_init_rng, resolve_init};
-use crate::train::{self, EvalMetrics, Grads, Params, Prediction};
+use crate::train::{self, EvalMetrics, Grads, Prediction};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -126,6 +126,12 @@ impl Model {
     /// The folder it was loaded from.
     pub fn dir(&self) -> &Path {
         on_engine!(&self.engine, |_be, m| &m.dir)
+    }
+
+    /// The fingerprint of its config.json and tokenizer file, with its folder, that every
+    /// task, encoded row and prompt made on it carries.
+    pub(crate) fn identity(&self) -> std::sync::Arc<train::ModelId> {
+        on_engine!(&self.engine, |_be, m| m.identity.clone())
     }
 
     /// `bert`, `t5`, `bloom` or `llama` (Llama, Mistral and Qwen2 share one stack).
@@ -278,6 +284,7 @@ impl Model {
             let mut prompt = Prompt::from_table(table);
             prompt.head = task.inner.new_head(m.hidden_size());
             prompt.task = Some(task.inner.spec.clone());
+            prompt.model = Some(m.identity.clone());
             Ok(prompt)
         })
     }
@@ -304,11 +311,14 @@ impl Model {
             truncated: 0,
             truncated_targets: 0,
         };
-        task.inner.check_labels(rows, true)?;
         let all: Vec<u32> = (0..rows.len() as u32).collect();
-        let batch = task.inner.batch(&enc, &all)?;
         let recompute = self.recompute;
         on_engine!(&self.engine, |be, m| {
+            // the task's model first, then the rows': each names what is another model's
+            check_model(task, m)?;
+            check_rows(rows, m, "rows")?;
+            task.inner.check_labels(rows, true)?;
+            let batch = task.inner.batch(&enc, &all)?;
             m.net.check_recompute(recompute)?;
             let params = bind(be, m, task, prompt)?;
             let mut grads = Grads::zeros(be, &params)?;
@@ -392,187 +402,6 @@ impl Model {
     pub fn check_prompt(&self, task: &Task, prompt: &Prompt) -> Result<()> {
         on_engine!(&self.engine, |_be, m| checked(m, task, prompt).map(|_| ()))
     }
-}
-
-/// The task was made on `model` (its config.json and tokenizer): a task of another model of
-/// the same width ran this one's weights on the other's token ids and labels without a word.
-pub(crate) fn check_model<B: Backend>(task: &Task, model: &train::Model<B>) -> Result<()> {
-    if task.inner.model_id == model.identity {
-        return Ok(());
-    }
-    Err(Error::arg(
-        "task",
-        format!(
-            "was made on the model in {}, and this is the model in {} (another config.json or \
-             tokenizer): make the task with this model (Model::task, Model::task_for)",
-            task.inner.model_dir.display(),
-            model.dir.display()
-        ),
-    ))
-}
-
-/// The prompt (and head) on the device, checked against the model and the task.
-pub(crate) fn bind<B: Backend>(
-    be: &B,
-    model: &train::Model<B>,
-    task: &Task,
-    prompt: &Prompt,
-) -> Result<Params<B>> {
-    let (prefix, head) = checked(model, task, prompt)?;
-    Ok(Params {
-        prompt: be.upload(DType::F32, prompt.values())?,
-        p: prompt.rows(),
-        d: prompt.width(),
-        head: head.map(|h| h.upload(be)).transpose()?,
-        prefix,
-    })
-}
-
-/// The prompt's prefix settings (a prefix adapter's) and `cls` head, once the task is checked
-/// against the model and the prompt against both.
-pub(super) fn checked<B: Backend>(
-    model: &train::Model<B>,
-    task: &Task,
-    prompt: &Prompt,
-) -> Result<(Option<crate::models::PrefixSpec>, Option<HostClsHead>)> {
-    check_model(task, model)?;
-    let prefix = fit(prompt, model)?;
-    check_finite(prompt)?;
-    let head = checked_head(task, prompt, model.hidden_size())?;
-    Ok((prefix, head))
-}
-
-/// The prompt's `cls` head for `task` (None for other tasks), its shape checked against the
-/// task's labels and the model's width `d`.
-fn checked_head(task: &Task, prompt: &Prompt, d: usize) -> Result<Option<HostClsHead>> {
-    match (task.inner.new_head(d), &prompt.head) {
-        (None, _) => Ok(None),
-        (Some(fresh), Some(h)) if h.k == fresh.k && h.c == d => Ok(Some(h.clone())),
-        (Some(fresh), Some(h)) => Err(Error::file(
-            prompt.origin().join("head.safetensors"),
-            format!("the head has {} labels but the task {}", h.k, fresh.k),
-        )),
-        (Some(_), None) => Err(Error::file(
-            prompt.origin(),
-            "--task cls needs the classifier head (head.safetensors) trained with the \
-             prompt; this folder has none",
-        )),
-    }
-}
-
-/// Values set through `values_mut`/`head_mut` are checked here, where every use passes: a
-/// NaN row would give a NaN loss (and NaN scores) without a word.
-fn check_finite(prompt: &Prompt) -> Result<()> {
-    let mut tensors = vec![("the prompt", prompt.values())];
-    if let Some((w, b)) = prompt.head() {
-        tensors.push(("the head's weight", w));
-        tensors.push(("the head's bias", b));
-    }
-    for (name, values) in tensors {
-        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::tensor(
-                name,
-                format!("holds {v} at flat index {i}: every value must be finite"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// A prompt as wide as the model's hidden size `d`, else an error naming both.
-/// The prompt's width against the model: d for prompt rows, N·2·Hkv·D for a prefix (an
-/// adapter of PEFT's PREFIX_TUNING), whose step settings come back.
-fn fit<B: Backend>(
-    prompt: &Prompt,
-    model: &train::Model<B>,
-) -> Result<Option<crate::models::PrefixSpec>> {
-    let prefix = match &prompt.table.layout.config {
-        Some(cfg) => {
-            let path = prompt.origin().join(ADAPTER_CONFIG);
-            train::ptuning::adapter_prefix_spec(cfg, prompt.rows(), &path)?
-        }
-        None => None,
-    };
-    match prefix {
-        None => check_width(prompt, model.hidden_size(), &model.dir)?,
-        Some(spec) => {
-            check_prefix_width(prompt, model, spec)?;
-            check_prefix_heads(prompt, model)?;
-        }
-    }
-    Ok(prefix)
-}
-
-/// A prefix adapter's `num_attention_heads` (how PEFT splits each block of keys and values
-/// into heads) against the model: PEFT's value (`prefix_heads`: the key/value heads of a
-/// grouped-query model), or on such a model its query heads, which softprompt wrote before
-/// #13 and PEFT replaces on load. Another value means another model's adapter, which was
-/// accepted without a word. An absent key is PEFT's to fill in.
-fn check_prefix_heads<B: Backend>(prompt: &Prompt, model: &train::Model<B>) -> Result<()> {
-    let Some(found) = (prompt.table.layout.config.as_ref())
-        .and_then(|c| c.get("num_attention_heads"))
-        .filter(|v| !v.is_null())
-    else {
-        return Ok(());
-    };
-    let want = model.net.prefix_heads();
-    let (query_heads, _) = model.net.heads_and_layers();
-    if found
-        .as_u64()
-        .is_some_and(|n| n == want as u64 || n == query_heads as u64)
-    {
-        return Ok(());
-    }
-    let grouped = match want == query_heads {
-        true => String::new(),
-        false => format!(" (its key/value heads: {query_heads} query heads share them)"),
-    };
-    Err(Error::file(
-        prompt.origin().join(ADAPTER_CONFIG),
-        format!(
-            "`num_attention_heads` is {found}, but {} lays a prefix out over {want} heads{grouped}: \
-             expected {want} (an adapter of another model?)",
-            model.dir.display()
-        ),
-    ))
-}
-
-/// A prefix table is N·2·Hkv·D wide, N the blocks its adapter names (or the model's own).
-fn check_prefix_width<B: Backend>(
-    prompt: &Prompt,
-    model: &train::Model<B>,
-    spec: crate::models::PrefixSpec,
-) -> Result<()> {
-    let (own, kv) = model.net.prefix_layout(spec.placement);
-    let blocks = spec.blocks.unwrap_or(own);
-    if prompt.width() == blocks * 2 * kv {
-        return Ok(());
-    }
-    Err(Error::file(
-        prompt.origin(),
-        format!(
-            "the prefix is {} wide but {} takes {blocks} blocks of keys and values {kv} wide \
-             under placement {} ({} values a row)",
-            prompt.width(),
-            model.dir.display(),
-            spec.placement.name(),
-            blocks * 2 * kv
-        ),
-    ))
-}
-
-fn check_width(prompt: &Prompt, d: usize, model_dir: &Path) -> Result<()> {
-    if prompt.width() == d {
-        return Ok(());
-    }
-    Err(Error::file(
-        prompt.origin(),
-        format!(
-            "the prompt is {} wide but {} has hidden size {d}",
-            prompt.width(),
-            model_dir.display()
-        ),
-    ))
 }
 
 /// An error about a task setting the user did not pass names the prompt's task.json, where

@@ -10,8 +10,10 @@ use crate::error::{Error, Result};
 use crate::models::cls_head::HostClsHead;
 use crate::prompt::PromptTable;
 use crate::train::checkpoint::{check_arch, load_prompt_dir, SavedPrompt};
+use crate::train::model_id::ModelId;
 use crate::train::spec::TaskSpec;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A soft prompt: P rows of the model's width, float32, on the host.
 ///
@@ -31,6 +33,10 @@ pub struct Prompt {
     pub(crate) recorded_models: Vec<PathBuf>,
     /// the architecture its task.json records
     pub(crate) arch: Option<String>,
+    /// the model it was made on (`Model::new_prompt`) or that its task.json records; None:
+    /// values made by hand, a PEFT adapter, or a folder saved before softprompt recorded it.
+    /// Every use on another model is refused
+    pub(crate) model: Option<Arc<ModelId>>,
 }
 
 impl Prompt {
@@ -63,6 +69,7 @@ impl Prompt {
             dir: None,
             recorded_models: Vec::new(),
             arch: None,
+            model: None,
         }
     }
 
@@ -88,6 +95,7 @@ impl Prompt {
             model,
             model_abs,
             arch,
+            model_id,
         } = load_prompt_dir(dir)?;
         Ok(Prompt {
             table: prompt,
@@ -96,6 +104,7 @@ impl Prompt {
             dir: Some(dir.to_path_buf()),
             recorded_models: model_abs.into_iter().chain(model).collect(),
             arch,
+            model: model_id.map(Arc::new),
         })
     }
 
@@ -165,6 +174,47 @@ impl Prompt {
     pub fn check_arch(&self, model: &crate::Model, explicit: bool) -> Result<Option<String>> {
         let dir = self.dir.clone().unwrap_or_default();
         check_arch(self.arch.as_deref(), &dir, model.arch(), explicit)
+    }
+
+    /// The model the prompt was made on, or that its task.json records (its fingerprint and
+    /// folder); None for values made by hand, a PEFT adapter, and a folder saved before
+    /// softprompt recorded it. Every use on another model is refused; those without one run
+    /// on any model they fit.
+    pub fn model(&self) -> Option<&ModelId> {
+        self.model.as_deref()
+    }
+
+    /// Records `model` as the prompt's own: to run a prompt of another model on this one on
+    /// purpose (a copy of the model whose config.json was saved again, say), as the command
+    /// line's `--model` does with a warning. Its values are unchanged. Returns, when it
+    /// recorded another model, what every use would have refused it for (the warning).
+    ///
+    /// ```
+    /// use softprompt::prelude::*;
+    /// let (a, b) = (Model::open("tests/fixtures/bert_nohead", Device::Cpu)?,
+    ///     Model::open("tests/fixtures/realistic/bert_rand_2", Device::Cpu)?);
+    /// let opts = TaskOptions { task: Some(TaskKind::Cls), labels: Some(vec!["n".into(), "y".into()]), ..Default::default() };
+    /// let mut prompt = a.new_prompt(&a.task(&opts, None, 4)?, 4, &PromptInit::Random { std: 1.0 }, 0)?;
+    /// let on_b = b.task(&opts, None, 4)?; // as wide as bert_nohead's (36)
+    /// assert!(b.check_prompt(&on_b, &prompt).is_err()); // a prompt of bert_nohead
+    /// let warning = prompt.set_model(&b).unwrap();
+    /// assert!(warning.contains("bert_nohead") && warning.contains("bert_rand_2"));
+    /// b.check_prompt(&on_b, &prompt)?;
+    /// # Ok::<(), softprompt::Error>(())
+    /// ```
+    pub fn set_model(&mut self, model: &crate::Model) -> Option<String> {
+        let id = model.identity();
+        let was = self.model.replace(id.clone())?;
+        was.differs(&id, &self.made_on())
+    }
+
+    /// How the prompt came to its model, for messages: "the prompt in DIR was trained on"
+    /// for a loaded one.
+    pub(crate) fn made_on(&self) -> String {
+        match &self.dir {
+            Some(dir) => format!("the prompt in {} was trained on", dir.display()),
+            None => "the prompt was made on".to_string(),
+        }
     }
 
     /// The folder it was loaded from.

@@ -6,11 +6,13 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::model::{checked, on_engine, Engine, Model};
+use super::checks::checked;
+use super::model::{on_engine, Engine, Model};
 use super::prompt::Prompt;
 use super::task::Task;
 use crate::error::{Error, Result};
 use crate::train::checkpoint::save_prompt_dir;
+use crate::train::model_id::FINGERPRINT_KEY;
 use crate::train::outdir;
 use std::path::Path;
 
@@ -71,8 +73,12 @@ impl Model {
                 &task.inner.spec,
                 &m.dir,
                 &info,
-                // as a training run records it: `check_arch` (and serve's 400) read it
-                serde_json::json!({ "arch": m.arch_name() }),
+                // as a training run records them: `check_arch` (and serve's 400) read the
+                // first, every use of the loaded prompt the second
+                serde_json::json!({
+                    "arch": m.arch_name(),
+                    (FINGERPRINT_KEY): m.identity.hex(),
+                }),
             )
         })
     }

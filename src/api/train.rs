@@ -5,7 +5,8 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::model::{check_model, on_engine, Engine, Model};
+use super::checks::{check_model, check_rows};
+use super::model::{on_engine, Engine, Model};
 use super::prompt::Prompt;
 use super::task::Task;
 use crate::error::Result;
@@ -85,6 +86,7 @@ impl Model {
         let resume = cfg.resume && out.join(CHECKPOINT_FILE).exists();
         let summary = on_engine!(&self.engine, |be, m| {
             check_model(task, m)?;
+            check_splits(&splits, m)?;
             let (inner, cfg) = (&task.inner, cfg.clone());
             let (train, dev, test) = (splits.train, splits.dev, splits.test);
             let mut trainer = if resume {
@@ -96,4 +98,22 @@ impl Model {
         });
         Ok((summary, Prompt::load(out)?))
     }
+}
+
+/// Every split's rows were encoded by `model` (or made by hand), each named by its field.
+pub(super) fn check_splits<B: crate::Backend>(
+    splits: &Splits<'_>,
+    model: &crate::train::Model<B>,
+) -> Result<()> {
+    let named = [
+        ("splits.train", Some(splits.train)),
+        ("splits.dev", splits.dev),
+        ("splits.test", splits.test),
+    ];
+    for (flag, enc) in named {
+        if let Some(enc) = enc {
+            check_rows(&enc.rows, model, flag)?;
+        }
+    }
+    Ok(())
 }

@@ -5,10 +5,11 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::model::{check_model, on_engine, Engine, Model};
+use super::checks::check_model;
+use super::model::{on_engine, Engine, Model};
 use super::prompt::Prompt;
 use super::task::Task;
-use super::train::Splits;
+use super::train::{check_splits, Splits};
 use crate::error::Result;
 use crate::prompt::PromptInit;
 use crate::train::checkpoint::CHECKPOINT_FILE;
@@ -128,7 +129,9 @@ impl Model {
         };
         let summaries = on_engine!(&self.engine, |be, m| {
             for t in tasks {
-                check_model(t.task, m).map_err(|e| e.tagged(&format!("task `{}`", t.name)))?;
+                let tag = |e: crate::Error| e.tagged(&format!("task `{}`", t.name));
+                check_model(t.task, m).map_err(tag)?;
+                check_splits(&t.splits, m).map_err(tag)?;
             }
             let mut trainer = if resume {
                 MultiTrainer::resume(be, m, jobs(), cfg.clone(), out)?

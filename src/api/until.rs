@@ -7,7 +7,8 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::model::{bind, check_model, on_engine, Engine, Generation, Model};
+use super::checks::{bind, check_model, check_rows};
+use super::model::{on_engine, Engine, Generation, Model};
 use super::prompt::Prompt;
 use super::task::Task;
 use crate::error::{Error, Result};
@@ -58,6 +59,7 @@ impl Model {
         let go_on = &mut go_on(on_batch, stop);
         on_engine!(&self.engine, |be, m| {
             let params = bind(be, m, task, prompt)?;
+            check_rows(&data.rows, m, "data")?;
             train::evaluate_until(be, m, &task.inner, &params, data, batch_size, go_on)
         })
     }
@@ -75,6 +77,7 @@ impl Model {
         let go_on = &mut go_on(on_batch, stop);
         on_engine!(&self.engine, |be, m| {
             let params = bind(be, m, task, prompt)?;
+            check_rows(&data.rows, m, "data")?;
             train::predict_until(be, m, &task.inner, &params, data, batch_size, go_on)
         })
     }

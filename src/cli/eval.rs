@@ -54,7 +54,7 @@ pub fn load(
 ) -> Result<Loaded> {
     let kind = device.setup()?;
     let opts = task_args.options()?;
-    let prompt = Prompt::load(prompt_dir)?;
+    let mut prompt = Prompt::load(prompt_dir)?;
     let model_dir = match model_flag {
         Some(m) => m.to_path_buf(),
         None => prompt.model_dir()?,
@@ -62,6 +62,12 @@ pub fn load(
     let model = Model::open(&model_dir, kind)?;
     if let Some(warning) = prompt.check_arch(&model, model_flag.is_some())? {
         eprintln!("warning: {warning}");
+    }
+    if model_flag.is_some() {
+        // the model named on purpose, as for the architecture: a warning, not a refusal
+        if let Some(warning) = prompt.set_model(&model) {
+            eprintln!("warning: {warning}: running it on the --model given");
+        }
     }
     let task = model.task_for(&prompt, &opts, data)?;
     warn_eos_missing(&model, [&task]);

@@ -146,10 +146,18 @@ fn load_jobs(
     };
     let model = Model::open(&model_dir, kind)?;
     let mut jobs = Vec::new();
-    for (j, ((name, dir), prompt)) in pairs.iter().zip(prompts).enumerate() {
+    for (j, ((name, dir), mut prompt)) in pairs.iter().zip(prompts).enumerate() {
         let tag = |e| of_prompt(name, dir, e);
         if let Some(warning) = prompt.check_arch(&model, a.model.is_some()).map_err(tag)? {
             eprintln!("warning: --prompt {name}={}: {warning}", dir.display());
+        }
+        // the model named on purpose, as for the architecture: a warning, not a refusal
+        let other = a.model.as_ref().and_then(|_| prompt.set_model(&model));
+        if let Some(warning) = other {
+            eprintln!(
+                "warning: --prompt {name}={}: {warning}: running it on the --model given",
+                dir.display()
+            );
         }
         let rows = subset(data, job_of, j);
         let task = model.task_for(&prompt, &opts, Some(&rows)).map_err(tag)?;

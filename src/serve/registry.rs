@@ -200,6 +200,14 @@ fn task_error(name: &str, path: &Path, prompt: &Prompt, e: Error) -> ApiError {
                  `softprompt train` writes beside the adapter; add one to the folder"
             ))
         }
+        // trained on another model (task.json's fingerprint): the advice names the API's
+        // and the command line's ways round it, which a client has not
+        "prompt" => {
+            let why = msg.split(": train or make").next().unwrap_or(msg);
+            ApiError::bad_request(format!(
+                "{named} does not fit this server's model: {why}; load a prompt trained on it"
+            ))
+        }
         "--prompt-len" => {
             let why = msg.split(": use --prompt-len").next().unwrap_or(msg);
             ApiError::bad_request(format!(

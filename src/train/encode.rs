@@ -8,6 +8,7 @@
 )]
 
 use super::data::{Dataset, Example};
+use super::model_id::ModelId;
 use super::spec::TaskKind;
 use super::task::Task;
 use crate::backend::IGNORE_INDEX;
@@ -15,12 +16,15 @@ use crate::error::{Error, GoOn, Result};
 use crate::models::TokenBatch;
 use crate::tokenizer::{TokenSpans, Tokenizer};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Rows encoded between two questions to `encode_until`'s `go_on`: a few milliseconds of
 /// tokenizing, so that Ctrl-C is heard at once and asking costs nothing.
 pub const ENCODE_CHUNK: usize = 256;
 
-/// One encoded row.
+/// One encoded row. [`Row::new`] makes one by hand (its ids taken as they are); one that
+/// `Task::encode` made carries the model whose tokenizer gave its ids ([`Row::model`]), and
+/// every use on another model refuses it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Row {
     /// token ids with the model's special tokens, at most max_len
@@ -34,6 +38,42 @@ pub struct Row {
     pub line: usize,
     /// the text was cut to max_len
     pub truncated: bool,
+    /// the model that encoded it (None: made by hand)
+    pub(crate) model: Option<Arc<ModelId>>,
+}
+
+impl Row {
+    /// A row of token ids made by hand (the model's special tokens included, as
+    /// `Model::tokenize` gives them), at line 1, without a label, target or [MASK] position:
+    /// set those fields as the task needs. It records no model: every model takes it, its
+    /// ids checked against the model's vocabulary.
+    pub fn new(ids: Vec<i32>) -> Row {
+        Row {
+            ids,
+            mask_pos: 0,
+            label: None,
+            target: Vec::new(),
+            line: 1,
+            truncated: false,
+            model: None,
+        }
+    }
+
+    /// The model whose tokenizer encoded the row (None: made by hand).
+    pub fn model(&self) -> Option<&ModelId> {
+        self.model.as_deref()
+    }
+
+    /// Refused when another model encoded it: `i` its index (from 0) in what the caller
+    /// passed, said from 1 as the other row errors say it.
+    pub fn check_model(&self, model: &ModelId, i: usize, flag: &str) -> Result<()> {
+        let Some(made) = &self.model else {
+            return Ok(());
+        };
+        let what = format!("row {} was encoded by", i + 1);
+        let advice = "encode the rows with this model (Model::encode)";
+        made.check(model, flag, &what, advice)
+    }
 }
 
 /// An encoded data file.
@@ -149,6 +189,7 @@ impl Task {
             target: Vec::new(),
             line: ex.line,
             truncated: cut,
+            model: Some(self.model.clone()),
         };
         let mut cut_target = false;
         if let Some(label) = &ex.label {

@@ -7,6 +7,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+use super::model_id::ModelId;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::models;
@@ -15,6 +16,7 @@ use crate::rng::Rng;
 use crate::tokenizer::Tokenizer;
 use crate::weights::HostTensor;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use crate::models::MAX_TOKENS;
 
@@ -23,10 +25,9 @@ pub struct Model<B: Backend> {
     /// the network behind the folder
     pub net: models::Model<B>,
     pub tokenizer: Tokenizer,
-    /// a fingerprint of its config.json and tokenizer file (`identity`), which every task
-    /// made on it carries: a task used on another model of the same width ran that model's
-    /// weights on the first one's token ids without a word
-    pub identity: u64,
+    /// a fingerprint of its config.json and tokenizer file, which every task, encoded row
+    /// and prompt made on it carries (`model_id.rs`)
+    pub identity: Arc<ModelId>,
 }
 
 impl<B: Backend> Model<B> {
@@ -63,7 +64,7 @@ impl<B: Backend> Model<B> {
                 ),
             ));
         }
-        let identity = identity(dir, &tokenizer)?;
+        let identity = Arc::new(ModelId::of_folder(dir, &tokenizer)?);
         Ok(Model {
             dir: dir.to_path_buf(),
             net,
@@ -231,17 +232,4 @@ impl<B: Backend> Model<B> {
             num_layers: layers,
         }
     }
-}
-
-/// FNV-1a over the folder's config.json and its tokenizer file: what makes a task's token
-/// ids and labels mean the same thing (the weights are not read again; two folders with the
-/// same config and tokenizer are one model to a task).
-fn identity(dir: &Path, tokenizer: &Tokenizer) -> Result<u64> {
-    let mut h = super::checkpoint::FNV_START;
-    for path in [dir.join("config.json"), tokenizer.path().to_path_buf()] {
-        // the loaders' own read: an ordinary file, capped (a FIFO or /dev/zero is refused)
-        let text = crate::fsutil::read_json_text(&path)?;
-        h = super::checkpoint::fnv1a_bytes(h, text.as_bytes());
-    }
-    Ok(h)
 }

@@ -9,6 +9,7 @@
 )]
 
 use super::checkpoint::{fnv1a_bytes, FNV_START, HEAD_FILE, TASK_FILE, TASK_FORMAT};
+use super::model_id::{ModelId, FINGERPRINT_KEY};
 use super::spec::TaskSpec;
 use super::task_record::check_record;
 use crate::error::{Error, Result};
@@ -118,6 +119,9 @@ pub struct SavedPrompt {
     /// the architecture task.json records (`arch`: "bert", "t5", "bloom", "llama"); None for
     /// folders written before it was recorded, and for PEFT's
     pub arch: Option<String>,
+    /// the model task.json records (`model_fingerprint`, with the model's folder); None for
+    /// folders written before it was recorded, and for PEFT's
+    pub model_id: Option<ModelId>,
 }
 
 impl SavedPrompt {
@@ -227,7 +231,7 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
     let prompt = PromptTable::load_peft(dir)?;
     let task_path = dir.join(TASK_FILE);
     let mut task_stamp = None;
-    let (task, model, model_abs, arch) = if task_path.exists() {
+    let (task, model, model_abs, arch, model_id) = if task_path.exists() {
         let text = crate::fsutil::read_json_text(&task_path)?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| Error::file(&task_path, format!("not valid JSON: {e}")))?;
@@ -260,9 +264,13 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
                 )
                 .collect(),
             v.get("arch").and_then(|a| a.as_str()).map(String::from),
+            // check_record refused a fingerprint that is not 16 hex digits
+            (v.get(FINGERPRINT_KEY).and_then(Value::as_str)).and_then(|h| {
+                ModelId::from_hex(h, path("model_path").or(path("model")).unwrap_or_default())
+            }),
         )
     } else {
-        (None, None, Vec::new(), None)
+        (None, None, Vec::new(), None, None)
     };
     let head_path = dir.join(HEAD_FILE);
     let head = if head_path.exists() {
@@ -319,5 +327,6 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
         model,
         model_abs,
         arch,
+        model_id,
     })
 }

@@ -12,6 +12,7 @@
 use super::checkpoint::{self, TrainState};
 use super::encoder::HostEncoder;
 use super::model::Model;
+use super::model_id::FINGERPRINT_KEY;
 use super::optim::Optimizer;
 use super::ptuning::{self, Method};
 use super::step::Params;
@@ -157,6 +158,9 @@ pub(super) fn save_kept<B: Backend>(
         // the architecture the prompt was trained in: a prompt as wide as another model's
         // would load there and score nonsense
         "arch": model.arch_name(),
+        // the model itself (its config.json and tokenizer): a prompt of another model of the
+        // same architecture and width is refused where it is used
+        (FINGERPRINT_KEY): model.identity.hex(),
     });
     if let (Method::Prefix(pre), Some(e)) = (&cfg.method, extra.as_object_mut()) {
         e.insert("method".into(), json!("prefix"));

@@ -47,10 +47,9 @@ pub struct Task {
     /// the token that ends every target: T5's </s>, or what `causal`'s `target_end` names
     /// (None: `none`, or `eos` on a model without one)
     pub(super) end_id: Option<i32>,
-    /// the model it was resolved against: its `identity` and folder (the API refuses the
-    /// task on another model, naming both)
-    pub model_id: u64,
-    pub model_dir: std::path::PathBuf,
+    /// the model it was resolved against (the API refuses the task on another model, naming
+    /// both); every row it encodes carries it
+    pub model: std::sync::Arc<super::model_id::ModelId>,
     /// the model's embedding rows: a hand-made row's ids must index them
     pub(super) vocab: usize,
 }
@@ -146,8 +145,7 @@ impl Task {
             eos_id,
             end_id,
             spec,
-            model_id: model.identity,
-            model_dir: model.dir.clone(),
+            model: model.identity.clone(),
             vocab: model.net.vocab_size(),
         };
         let template = task.template_ids(tok)?;

@@ -7,6 +7,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+use super::model_id::{ModelId, FINGERPRINT_KEY};
 use crate::error::{Error, Result};
 use crate::prompt::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use serde_json::Value;
@@ -39,6 +40,18 @@ pub(crate) fn check_record(
         if let Some(x) = v.get(k).filter(|x| !x.is_string()) {
             return Err(bad(k, x, "a string"));
         }
+    }
+    let fingerprint = v.get(FINGERPRINT_KEY);
+    let hex = |x: &Value| {
+        x.as_str()
+            .and_then(|h| ModelId::from_hex(h, Default::default()))
+    };
+    if let Some(x) = fingerprint.filter(|x| hex(x).is_none()) {
+        return Err(bad(
+            FINGERPRINT_KEY,
+            x,
+            "16 hex digits (the model's fingerprint)",
+        ));
     }
     check_method(v, path, peft_type)?;
     // a placement read by no one was printed by `inspect` as if it were one

@@ -1,0 +1,290 @@
+//! A task, encoded rows and a prompt each carry the model they were made on (a fingerprint of
+//! its config.json and tokenizer file): rows that another model's tokenizer encoded and a
+//! prompt made or saved on another model of the same width ran this model's weights on them
+//! without a word. Every use refuses them, naming the argument and both folders; what records
+//! no model (rows made by hand, PEFT's adapters, folders saved before the fingerprint was
+//! recorded) runs on every model it fits, as before.
+
+use softprompt::prelude::*;
+use std::path::{Path, PathBuf};
+
+mod common;
+
+use common::{fixture, softprompt, stdout_ok, tiny_pet_train_args, ScratchDir};
+
+/// bert_mlm, and a copy of it whose config.json was saved again by another version: the same
+/// width, tokenizer and weights, so nothing but the fingerprint tells the two apart.
+fn two_models(scratch: &ScratchDir) -> (Model, Model) {
+    let a = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let dir = scratch.copy_model("bert_mlm", "resaved");
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+    cfg["transformers_version"] = "9.9.9".into();
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    (a, Model::open(&dir, Device::Cpu).unwrap())
+}
+
+fn words() -> TaskOptions {
+    TaskOptions {
+        verbalizer: Some(TaskOptions::verbalizer_from_str("neg=bad,pos=great").unwrap()),
+        ..TaskOptions::default()
+    }
+}
+
+fn pet(model: &Model) -> Task {
+    model.task(&words(), None, 4).unwrap()
+}
+
+fn prompt(model: &Model, task: &Task) -> Prompt {
+    let init = PromptInit::Random { std: 1.0 };
+    model.new_prompt(task, 4, &init, 0).unwrap()
+}
+
+fn data() -> Dataset {
+    Dataset::from_pairs("mem", [("a fine film", Some("pos")), ("dull", Some("neg"))])
+}
+
+/// The error of `r`, which must name `flag`, say `what` of the model in bert_mlm, and name
+/// the copy (`resaved`) as this model.
+fn refused<T>(r: Result<T>, flag: &str, what: &str) -> String {
+    let Err(e) = r else {
+        panic!("{flag}: {what} another model was accepted")
+    };
+    let msg = e.to_string();
+    let want = format!(
+        "invalid argument {flag}: {what} the model in {}, and this is the model in",
+        fixture("bert_mlm").display()
+    );
+    assert!(
+        msg.contains(&want) && msg.contains("resaved (another config.json or tokenizer)"),
+        "{msg}"
+    );
+    msg
+}
+
+/// Rows that bert_mlm's task encoded, used with the copy's own task and prompt: refused by
+/// step, evaluate, predict, their mixed forms and train, naming the row. The same ids made by
+/// hand run, and an unchanged copy of bert_mlm is the same model.
+#[test]
+fn rows_encoded_by_another_model_are_refused() {
+    let scratch = ScratchDir::new("identity_rows");
+    let (a, b) = two_models(&scratch);
+    let (ta, tb) = (pet(&a), pet(&b));
+    let pb = prompt(&b, &tb);
+    let of_a = a.encode(&ta, &data()).unwrap();
+    let of_b = b.encode(&tb, &data()).unwrap();
+    assert!(of_a.rows[0].model().is_some());
+
+    let by = "row 1 was encoded by";
+    let msg = refused(b.step(&tb, &pb, &of_a.rows), "rows", by);
+    assert!(msg.contains("encode the rows with this model"), "{msg}");
+    refused(b.evaluate(&tb, &pb, &of_a, 8), "data", by);
+    refused(b.predict(&tb, &pb, &of_a, 8), "data", by);
+    let mixed: Vec<(usize, Row)> = of_a.rows.iter().map(|r| (0, r.clone())).collect();
+    refused(b.step_mixed(&[(&tb, &pb)], &mixed), "rows", by);
+    refused(b.predict_mixed(&[(&tb, &pb)], &mixed, 8), "rows", by);
+    // the row is named where it sits among the caller's rows
+    let rows = [of_b.rows[0].clone(), of_a.rows[1].clone()];
+    refused(b.step(&tb, &pb, &rows), "rows", "row 2 was encoded by");
+    let cfg = TrainConfig {
+        prompt_len: 4,
+        max_steps: Some(1),
+        ..TrainConfig::default()
+    };
+    let splits = Splits {
+        train: &of_b,
+        dev: Some(&of_a),
+        test: None,
+    };
+    let out = scratch.path().join("run");
+    let run = b.train(&tb, splits, &cfg, &out, &mut |_| {});
+    refused(run, "splits.dev", by);
+
+    // the same ids made by hand record no model: every model takes them
+    let own = b.step(&tb, &pb, &of_b.rows).unwrap().loss;
+    let by_hand: Vec<Row> = (of_a.rows.iter())
+        .map(|r| {
+            let mut row = Row::new(r.ids.clone());
+            (row.mask_pos, row.label) = (r.mask_pos, r.label);
+            row
+        })
+        .collect();
+    assert!(by_hand[0].model().is_none());
+    assert_eq!(b.step(&tb, &pb, &by_hand).unwrap().loss, own);
+    // a copy of the folder is the same model
+    let copy = Model::open(scratch.copy_model("bert_mlm", "copy"), Device::Cpu).unwrap();
+    let tc = pet(&copy);
+    let pc = prompt(&copy, &tc);
+    assert_eq!(copy.step(&tc, &pc, &of_a.rows).unwrap().loss, own);
+}
+
+/// A prompt made on bert_mlm, used on the copy with the copy's own task and rows: refused by
+/// every use. Saved, its task.json records the fingerprint, so the loaded prompt is refused
+/// too (by `task_for` first); `set_model` runs it on purpose, saying what it replaced. A run's
+/// kept prompt records its model the same way.
+#[test]
+fn a_prompt_of_another_model_is_refused() {
+    let scratch = ScratchDir::new("identity_prompt");
+    let (a, b) = two_models(&scratch);
+    let (ta, tb) = (pet(&a), pet(&b));
+    let pa = prompt(&a, &ta);
+    let of_b = b.encode(&tb, &data()).unwrap();
+
+    let made = "the prompt was made on";
+    refused(b.step(&tb, &pa, &of_b.rows), "prompt", made);
+    refused(b.evaluate(&tb, &pa, &of_b, 8), "prompt", made);
+    refused(b.predict(&tb, &pa, &of_b, 8), "prompt", made);
+    refused(b.check_prompt(&tb, &pa), "prompt", made);
+    let mixed: Vec<(usize, Row)> = of_b.rows.iter().map(|r| (0, r.clone())).collect();
+    refused(b.step_mixed(&[(&tb, &pa)], &mixed), "prompt", made);
+    let into = scratch.path().join("not_written");
+    refused(
+        b.save_prompt(&into, &pa, &tb, SaveOptions::default()),
+        "prompt",
+        made,
+    );
+    assert!(!into.exists());
+
+    let saved = scratch.path().join("saved");
+    a.save_prompt(&saved, &pa, &ta, SaveOptions::default())
+        .unwrap();
+    let record = task_json(&saved)["model_fingerprint"].clone();
+    assert!(record.as_str().is_some_and(|h| h.len() == 16), "{record}");
+    let loaded = Prompt::load(&saved).unwrap();
+    assert_eq!(
+        loaded.model().unwrap().fingerprint,
+        pa.model().unwrap().fingerprint
+    );
+    let trained = format!("the prompt in {} was trained on", saved.display());
+    let msg = refused(b.task_for(&loaded, &words(), None), "prompt", &trained);
+    assert!(
+        msg.contains("Prompt::set_model") && msg.contains("--model"),
+        "{msg}"
+    );
+    let own = a.task_for(&loaded, &words(), None).unwrap();
+    let of_a = a.encode(&own, &data()).unwrap();
+    let want = a.evaluate(&own, &loaded, &of_a, 8).unwrap().0;
+
+    let mut moved = loaded.clone();
+    let warning = moved.set_model(&b).expect("the model it replaced");
+    assert!(
+        warning.starts_with(&trained) && warning.contains("resaved"),
+        "{warning}"
+    );
+    assert_eq!(moved.set_model(&b), None);
+    let on_b = b.task_for(&moved, &words(), None).unwrap();
+    // the same weights: the same numbers, once run on purpose
+    assert_eq!(b.evaluate(&on_b, &moved, &of_b, 8).unwrap().0, want);
+
+    let cfg = TrainConfig {
+        prompt_len: 4,
+        max_steps: Some(1),
+        ..TrainConfig::default()
+    };
+    let splits = Splits {
+        train: &of_b,
+        dev: None,
+        test: None,
+    };
+    let out = scratch.path().join("run");
+    let (_, kept) = b.train(&tb, splits, &cfg, &out, &mut |_| {}).unwrap();
+    let pb = prompt(&b, &tb);
+    let mine = pb.model().unwrap().hex();
+    assert_eq!(task_json(&out)["model_fingerprint"], mine.as_str());
+    let e = a.task_for(&kept, &words(), None).map(|_| ()).unwrap_err();
+    let want = format!(
+        "invalid argument prompt: the prompt in {} was trained on the model in {}, and this \
+         is the model in {} (another config.json or tokenizer)",
+        out.display(),
+        b.dir().display(),
+        a.dir().display()
+    );
+    assert!(e.to_string().contains(&want), "{e}");
+}
+
+/// What records no model runs on both models, as before: PEFT's adapter folder, and a folder
+/// an earlier softprompt saved (task.json without `model_fingerprint`). A fingerprint that
+/// is not 16 hex digits is refused by name, not skipped.
+#[test]
+fn prompts_that_record_no_model_run_on_any_model_they_fit() {
+    let scratch = ScratchDir::new("identity_none");
+    let (a, b) = two_models(&scratch);
+    let peft = fixture("bert_mlm/peft_adapter");
+    let older = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/tests/peft/adapter");
+    assert!(task_json(&older).get("model_fingerprint").is_none());
+    for dir in [peft, older] {
+        let p = Prompt::load(&dir).unwrap();
+        assert!(p.model().is_none(), "{}", dir.display());
+        let mut scores = Vec::new();
+        for m in [&a, &b] {
+            let task = m.task_for(&p, &words(), None).unwrap();
+            let enc = m.encode(&task, &data()).unwrap();
+            let preds = m.predict(&task, &p, &enc, 8).unwrap();
+            scores.push(preds.iter().map(|x| x.scores.clone()).collect::<Vec<_>>());
+        }
+        assert_eq!(scores[0], scores[1], "{}", dir.display());
+    }
+
+    let saved = scratch.path().join("saved");
+    let ta = pet(&a);
+    a.save_prompt(&saved, &prompt(&a, &ta), &ta, SaveOptions::default())
+        .unwrap();
+    let mut v = task_json(&saved);
+    v["model_fingerprint"] = "not a fingerprint".into();
+    std::fs::write(saved.join("task.json"), v.to_string()).unwrap();
+    let e = Prompt::load(&saved).map(|_| ()).unwrap_err().to_string();
+    assert!(
+        e.contains("`model_fingerprint` is \"not a fingerprint\": expected 16 hex digits"),
+        "{e}"
+    );
+}
+
+fn task_json(dir: &Path) -> serde_json::Value {
+    let path: PathBuf = dir.join("task.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The command line: `eval` of a folder whose recorded model changed since (config.json
+/// saved again) is refused, saying so; naming the model with `--model` runs it on purpose with
+/// a warning, as for a prompt of another architecture.
+#[test]
+fn the_command_line_refuses_a_changed_model_unless_named() {
+    let scratch = ScratchDir::new("identity_cli");
+    let model = scratch.copy_model("bert_mlm", "m");
+    let out = scratch.path().join("p");
+    let args = tiny_pet_train_args(&model, &out);
+    stdout_ok(&softprompt(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/dev.jsonl");
+    let eval = |extra: &[&str]| {
+        let mut a = vec!["eval", "--prompt", out.to_str().unwrap()];
+        a.extend(["--data", dev.to_str().unwrap(), "--threads", "1"]);
+        a.extend(extra);
+        softprompt(&a)
+    };
+    let before = stdout_ok(&eval(&[]));
+    let path = model.join("config.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("\"5.24.0\"", "\"9.9.9\"")).unwrap();
+    let trained = format!(
+        "the prompt in {} was trained on the model in",
+        out.display()
+    );
+    common::refused(
+        &eval(&[]),
+        &[
+            &trained,
+            "whose config.json or tokenizer file has changed since",
+            "--model",
+        ],
+    );
+    let named = eval(&["--model", model.to_str().unwrap()]);
+    assert_eq!(stdout_ok(&named), before);
+    let warning = String::from_utf8_lossy(&named.stderr);
+    assert!(
+        warning.contains(&format!("warning: {trained}")) && warning.contains("--model given"),
+        "{warning}"
+    );
+}
