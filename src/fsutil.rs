@@ -65,17 +65,10 @@ pub const MAX_STREAM_BYTES_VAR: &str = "SOFTPROMPT_MAX_STREAM_BYTES";
 /// The bound on a stream's bytes: `SOFTPROMPT_MAX_STREAM_BYTES` when set (a positive
 /// integer), else `MAX_STREAM_BYTES`.
 pub fn max_stream_bytes() -> Result<u64> {
-    let Some(v) = std::env::var_os(MAX_STREAM_BYTES_VAR) else {
-        return Ok(MAX_STREAM_BYTES);
-    };
-    (v.to_str().and_then(|s| s.trim().parse::<u64>().ok()))
-        .filter(|&n| n > 0)
-        .ok_or_else(|| {
-            Error::arg(
-                MAX_STREAM_BYTES_VAR,
-                format!("is {v:?}: expected a positive number of bytes"),
-            )
-        })
+    let cap = crate::env::parse(MAX_STREAM_BYTES_VAR, "a positive number of bytes", |s| {
+        s.trim().parse::<u64>().ok().filter(|&n| n > 0)
+    })?;
+    Ok(cap.unwrap_or(MAX_STREAM_BYTES))
 }
 
 /// A data file, FIFO or stream, read to `max_stream_bytes`.

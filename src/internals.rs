@@ -28,6 +28,8 @@ pub mod cpu;
 pub mod cuda;
 #[path = "device.rs"]
 pub mod device;
+#[path = "env.rs"]
+pub mod env;
 #[path = "error.rs"]
 pub mod error;
 #[path = "fsutil.rs"]

@@ -58,8 +58,8 @@ pub mod internals;
 pub(crate) use internals::Backend;
 pub(crate) use internals::{
     backend, bench, bench_check, bench_decoder, bench_method, closeness, config, cpu, cuda, device,
-    error, fsutil, memory, models, nvtx, parity, prompt, prompt_encoder, reference, rng, tokenizer,
-    train, weights,
+    env, error, fsutil, memory, models, nvtx, parity, prompt, prompt_encoder, reference, rng,
+    tokenizer, train, weights,
 };
 
 pub use api::{

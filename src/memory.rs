@@ -94,13 +94,19 @@ impl MemoryAccountant {
 /// system does not say. `SOFTPROMPT_HOST_MEMORY` (bytes) lowers it, so that a test can
 /// reach the limit without filling the machine.
 pub fn host_available_bytes() -> Option<u64> {
-    let cap = std::env::var("SOFTPROMPT_HOST_MEMORY")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok());
+    // a bad value is refused at start (env::check); here it counts as unset
+    let cap = host_memory_cap().ok().flatten();
     match (system_available_bytes(), cap) {
         (Some(a), Some(c)) => Some(a.min(c)),
         (a, c) => a.or(c),
     }
+}
+
+/// `SOFTPROMPT_HOST_MEMORY`: a number of bytes, or None when unset.
+pub fn host_memory_cap() -> crate::error::Result<Option<u64>> {
+    crate::env::parse("SOFTPROMPT_HOST_MEMORY", "a number of bytes", |s| {
+        s.trim().parse::<u64>().ok()
+    })
 }
 
 fn system_available_bytes() -> Option<u64> {

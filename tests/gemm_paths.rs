@@ -132,3 +132,52 @@ fn the_automatic_choice_is_mkl_on_intel_else_the_gemm_crate() {
     assert_eq!(gemm_path::selected(), expected);
     assert!(gemm_path::kernels_id().starts_with(&format!("{}/", expected.name())));
 }
+
+/// The files libmkl_rt loads from its folder (measured on the wheel: without any one, MKL
+/// exits the process): the first one a folder lacks, with its alternatives.
+#[test]
+fn the_files_mkl_loads_and_the_first_one_missing() {
+    use softprompt::internals::cpu::simd::Isa;
+    let dir = std::path::Path::new("/mkl");
+    let required = cblas::required_files(".so.3", Isa::Avx512);
+    let having = |names: &[&str]| {
+        let names: Vec<std::path::PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+        move |p: &std::path::Path| names.iter().any(|n| n == p)
+    };
+    let all = [
+        "libmkl_core.so.3",
+        "libmkl_intel_lp64.so.3",
+        "libmkl_intel_thread.so.3",
+        "libmkl_avx512.so.3",
+        "libmkl_def.so.3",
+    ];
+    assert_eq!(cblas::first_missing(dir, &required, having(&all)), None);
+    // the CPU's kernels or the generic ones, either
+    for kept in [3, 4] {
+        let some: Vec<&str> = (all.iter().enumerate())
+            .filter(|&(i, _)| i < 3 || i == kept)
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(cblas::first_missing(dir, &required, having(&some)), None);
+    }
+    assert_eq!(
+        cblas::first_missing(dir, &required, having(&all[..3])).as_deref(),
+        Some("libmkl_avx512.so.3 or libmkl_def.so.3")
+    );
+    for (i, name) in all[..3].iter().enumerate() {
+        let without: Vec<&str> = (all.iter().enumerate())
+            .filter(|&(j, _)| j != i)
+            .map(|(_, n)| *n)
+            .collect();
+        let missing = cblas::first_missing(dir, &required, having(&without));
+        assert_eq!(missing.as_deref(), Some(*name));
+    }
+    assert_eq!(
+        cblas::first_missing(dir, &required, having(&["libmkl_rt.so.3"])).as_deref(),
+        Some("libmkl_core.so.3")
+    );
+    // another version's suffix, and a CPU without AVX: the generic kernels only
+    let old = cblas::required_files(".so.2", Isa::Scalar);
+    assert_eq!(old.last().unwrap(), &vec!["libmkl_def.so.2".to_string()]);
+    assert_eq!(old[0], vec!["libmkl_core.so.2".to_string()]);
+}

@@ -30,38 +30,12 @@ pub struct DeviceArgs {
     pub gemm: Option<String>,
 }
 
-/// `--gemm`: selects the CPU's GEMM path for this process.
-pub fn select_gemm(flag: Option<&str>) -> Result<()> {
-    match flag {
-        Some(s) => softprompt::internals::device::gemm_path::select(
-            softprompt::internals::device::gemm_path::GemmPath::parse(s)?,
-        ),
-        None => Ok(()),
-    }
-}
-
 impl DeviceArgs {
-    /// Parses the device and sets up the thread pool.
+    /// Parses the device, then sets up the CPU: the environment checked, the thread pool
+    /// sized, the GEMM path chosen, in that order (cpu/threads.rs).
     pub fn setup(&self) -> Result<DeviceKind> {
-        select_gemm(self.gemm.as_deref())?;
         let kind = DeviceKind::parse(&self.device, &self.precision)?;
-        // more threads than this is a typo, and spawning them would hang the machine
-        const MAX_THREADS: usize = 1024;
-        if self.threads > MAX_THREADS {
-            return Err(Error::arg(
-                "--threads",
-                format!(
-                    "{} is out of range: expected 0 (all cores) to {MAX_THREADS}",
-                    self.threads
-                ),
-            ));
-        }
-        if self.threads > 0 {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(self.threads)
-                .build_global()
-                .map_err(|e| Error::arg("--threads", e.to_string()))?;
-        }
+        softprompt::internals::cpu::threads::setup(self.threads, self.gemm.as_deref())?;
         Ok(kind)
     }
 }
@@ -367,7 +341,7 @@ pub struct WorkloadArgs {
 impl WorkloadArgs {
     /// The device and the workload these flags describe.
     pub fn parse(&self) -> Result<(DeviceKind, softprompt::internals::bench::Workload)> {
-        select_gemm(self.gemm.as_deref())?;
+        softprompt::internals::cpu::threads::setup(0, self.gemm.as_deref())?;
         self.check_read()?;
         let w = softprompt::internals::bench::Workload {
             batch: self.batch,

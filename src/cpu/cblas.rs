@@ -4,10 +4,13 @@
 //! `SOFTPROMPT_MKL` (the file, or the folder holding it) or where `pip install mkl` puts it:
 //! the `lib` folder of the active virtual environment or conda prefix, of the Python on
 //! `PATH`, of `~/.local`, `/usr/local`, `/usr`, or oneAPI's `/opt/intel/oneapi/mkl/latest`.
-//! MKL runs its own OpenMP threads (the `intel-openmp` wheel's `libiomp5`, loaded first when
-//! it lies beside MKL), as many as rayon's pool. `row_major` is the one call of a CBLAS
+//! MKL runs its own OpenMP threads (Intel's threading layer and the `intel-openmp` wheel's
+//! `libiomp5`), as many as rayon's pool. A folder that lacks a file MKL loads at its first
+//! call (`required_files`) is refused before any call: MKL itself would print to stdout and
+//! exit the process. `row_major` is the one call of a CBLAS
 //! `sgemm`, MKL's or OpenBLAS's (gemm_path.rs).
 
+use super::simd::{self, Isa};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -44,12 +47,51 @@ pub struct Mkl {
 /// The file names of MKL's single dynamic library, newest first.
 const NAMES: [&str; 3] = ["libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so"];
 
-/// MKL, loaded on first use; the error names `--gemm mkl` and every place looked at.
+/// MKL, loaded on first use; the error names `--gemm` and every place looked at.
 pub fn mkl() -> Result<&'static Mkl> {
-    static MKL: OnceLock<std::result::Result<Mkl, String>> = OnceLock::new();
-    MKL.get_or_init(load)
+    mkl_for("--gemm")
+}
+
+/// MKL, loaded on first use; the error names `source` (the flag or variable that asked for
+/// it) and every place looked at.
+pub fn mkl_for(source: &str) -> Result<&'static Mkl> {
+    loaded()
         .as_ref()
-        .map_err(|e| Error::arg("--gemm", e.clone()))
+        .map_err(|e| Error::arg(source, e.message()))
+}
+
+/// Whether MKL loads, for the automatic choice. None found is silent; a `libmkl_rt` found but
+/// unusable (not a library, or a folder that lacks what it loads) is said once on stderr.
+pub fn usable_or_warn() -> bool {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    match loaded() {
+        Ok(_) => true,
+        Err(LoadError::NotFound(_)) => false,
+        Err(LoadError::Unusable(msg)) => {
+            WARNED.call_once(|| eprintln!("warning: {msg}; the CPU's GEMMs run on the gemm crate"));
+            false
+        }
+    }
+}
+
+/// Why MKL did not load: nothing found where it was looked for, or a library found that
+/// cannot be used.
+enum LoadError {
+    NotFound(String),
+    Unusable(String),
+}
+
+impl LoadError {
+    fn message(&self) -> String {
+        match self {
+            LoadError::NotFound(m) | LoadError::Unusable(m) => m.clone(),
+        }
+    }
+}
+
+fn loaded() -> &'static std::result::Result<Mkl, LoadError> {
+    static MKL: OnceLock<std::result::Result<Mkl, LoadError>> = OnceLock::new();
+    MKL.get_or_init(load)
 }
 
 /// The folders to look in, in order (see the module's documentation).
@@ -110,32 +152,108 @@ fn candidates() -> (Vec<PathBuf>, String) {
     (files, shown.join(", "))
 }
 
-fn load() -> std::result::Result<Mkl, String> {
+fn load() -> std::result::Result<Mkl, LoadError> {
     let (files, looked) = candidates();
     let Some(path) = files.into_iter().find(|f| f.is_file()) else {
-        return Err(format!(
+        return Err(LoadError::NotFound(format!(
             "mkl: no libmkl_rt ({}) found; looked in {looked}. Install it with `pip install \
              mkl` (into the active Python), or set SOFTPROMPT_MKL to the library or its folder",
             NAMES.join(", ")
-        ));
+        )));
     };
-    open(&path).map_err(|e| format!("mkl: {} could not be loaded: {e}", path.display()))
+    let unusable = |e: String| {
+        LoadError::Unusable(format!(
+            "mkl: {} ({looked}) could not be loaded: {e}",
+            path.display()
+        ))
+    };
+    open(&path).map_err(unusable)
 }
 
-fn open(path: &Path) -> std::result::Result<Mkl, libloading::Error> {
+/// The files `libmkl_rt` loads from its own folder at its first call, each a list of
+/// alternatives: its core, the LP64 interface, the Intel threading layer (which `open`
+/// selects), and the kernels of the CPU's instruction set or else the generic ones
+/// (`libmkl_def`). Measured on the 2025 wheel by removing each file in turn: without any one
+/// of them MKL printed "Intel oneMKL FATAL ERROR: Cannot load ..." to stdout and exited the
+/// process with status 2 (with the CPU's kernels alone missing it ran on `libmkl_def`).
+/// `suffix` is libmkl_rt's own (".so.3", ".so.2", ".so"): the others share it.
+pub fn required_files(suffix: &str, isa: Isa) -> Vec<Vec<String>> {
+    let lib = |n: &str| format!("libmkl_{n}{suffix}");
+    let mut kernels = match isa {
+        Isa::Avx512 => vec![lib("avx512")],
+        Isa::Avx2 => vec![lib("avx2")],
+        Isa::Scalar => vec![],
+    };
+    kernels.push(lib("def"));
+    vec![
+        vec![lib("core")],
+        vec![lib("intel_lp64")],
+        vec![lib("intel_thread")],
+        kernels,
+    ]
+}
+
+/// The first of `required_files` with none of its alternatives in `dir` (by `exists`), as
+/// "libmkl_core.so.3" or "libmkl_avx512.so.3 or libmkl_def.so.3".
+pub fn first_missing(
+    dir: &Path,
+    required: &[Vec<String>],
+    exists: impl Fn(&Path) -> bool,
+) -> Option<String> {
+    required
+        .iter()
+        .find(|alts| !alts.iter().any(|f| exists(&dir.join(f))))
+        .map(|alts| alts.join(" or "))
+}
+
+/// libmkl_rt's suffix (".so.3"), from the file a link points at when it is one (oneAPI's
+/// libmkl_rt.so → libmkl_rt.so.2).
+fn suffix_of(path: &Path) -> String {
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    let suffix = |n: String| n.find(".so").map(|i| n[i..].to_string());
+    (name(&real).and_then(suffix))
+        .or_else(|| name(path).and_then(suffix))
+        .unwrap_or_else(|| ".so".into())
+}
+
+/// MKL's threading layers (`MKL_Set_Threading_Layer`): Intel OpenMP, the one checked for.
+const MKL_THREADING_INTEL: i32 = 0;
+
+fn open(path: &Path) -> std::result::Result<Mkl, String> {
+    let err = |e: libloading::Error| e.to_string();
+    let dir = path.parent().unwrap_or(Path::new("."));
     let mut libs = Vec::new();
-    // SAFETY (all loads): MKL's and Intel OpenMP's initialisers only set up their own state.
+    // SAFETY (all loads): MKL's and Intel OpenMP's initialisers only set up their own state;
+    // no MKL function is called before every file it will load is known to be there.
     unsafe {
-        // the wheel's libmkl_rt finds its threading layer beside it, but not Intel's OpenMP
-        // runtime, which the intel-openmp wheel puts in the same folder
-        if let Some(omp) = path.parent().map(|d| d.join("libiomp5.so")) {
-            if omp.is_file() {
-                libs.push(global(&omp)?);
-            }
+        let rt = global(path).map_err(err)?;
+        let sgemm: Sgemm = *rt.get::<Sgemm>(b"cblas_sgemm\0").map_err(err)?;
+        let required = required_files(&suffix_of(path), simd::Isa::detect());
+        if let Some(missing) = first_missing(dir, &required, Path::is_file) {
+            return Err(format!(
+                "its folder {} lacks {missing}, which MKL loads from there (an incomplete \
+                 install: `pip install --force-reinstall mkl`)",
+                dir.display()
+            ));
         }
-        let rt = global(path)?;
-        let sgemm: Sgemm = *rt.get::<Sgemm>(b"cblas_sgemm\0")?;
-        // MKL_Set_Num_Threads(int): as many OpenMP threads as rayon runs
+        // the Intel threading layer needs Intel's OpenMP runtime, which the intel-openmp
+        // wheel puts beside MKL (oneAPI: on the loader's path); MKL does not load it itself
+        let omp = dir.join("libiomp5.so");
+        let omp = if omp.is_file() {
+            omp
+        } else {
+            PathBuf::from("libiomp5.so")
+        };
+        libs.push(global(&omp).map_err(|e| {
+            format!("Intel OpenMP (libiomp5.so, beside it or on the loader's path): {e}")
+        })?);
+        // explicitly: MKL_THREADING_LAYER could name a layer whose files were not checked
+        if let Ok(set) = rt.get::<unsafe extern "C" fn(i32) -> i32>(b"MKL_Set_Threading_Layer\0") {
+            set(MKL_THREADING_INTEL);
+        }
+        // MKL_Set_Num_Threads(int): as many OpenMP threads as rayon runs (the pool is sized
+        // before the GEMM path is chosen: cpu/threads.rs)
         if let Ok(set) = rt.get::<unsafe extern "C" fn(i32)>(b"MKL_Set_Num_Threads\0") {
             set(rayon::current_num_threads() as i32);
         }

@@ -52,28 +52,46 @@ impl GemmPath {
         v
     }
 
-    /// `--gemm` / `SOFTPROMPT_GEMM`: a path of this build; `mkl` when MKL loads, else the
-    /// error that says where it was looked for.
+    /// `--gemm`: a path of this build; `mkl` when MKL loads, else the error that says where
+    /// it was looked for.
     pub fn parse(s: &str) -> Result<GemmPath> {
-        if s == "mkl" {
-            return super::cblas::mkl().map(|_| GemmPath::Mkl);
-        }
-        let names: Vec<&str> = GemmPath::available().iter().map(|p| p.name()).collect();
-        GemmPath::available()
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| {
+        GemmPath::parse_as(s, "--gemm")
+    }
+
+    /// `s` as a path of this build, for the flag or variable `source`, which errors name.
+    pub fn parse_as(s: &str, source: &str) -> Result<GemmPath> {
+        match s {
+            "gemm" => Ok(GemmPath::Crate),
+            "openblas" if cfg!(feature = "openblas") => Ok(GemmPath::OpenBlas),
+            "mkl" => super::cblas::mkl_for(source).map(|_| GemmPath::Mkl),
+            _ => {
                 let extra = if s == "openblas" {
                     " (openblas needs a build with --features openblas)"
                 } else {
                     ""
                 };
-                Error::arg(
-                    "--gemm",
-                    format!("\"{s}\": this build has {}{extra}", names.join(", ")),
-                )
-            })
+                Err(Error::arg(
+                    source,
+                    format!("\"{s}\": expected one of {}{extra}", BUILD_NAMES.join(", ")),
+                ))
+            }
+        }
     }
+}
+
+/// The names of the paths this build has (mkl: where Intel MKL is installed).
+const BUILD_NAMES: &[&str] = if cfg!(feature = "openblas") {
+    &["gemm", "openblas", "mkl"]
+} else {
+    &["gemm", "mkl"]
+};
+
+/// The variable that chooses the path when `--gemm` is not given.
+pub const GEMM_VAR: &str = "SOFTPROMPT_GEMM";
+
+/// `SOFTPROMPT_GEMM`'s name of a path of this build (not yet loaded), or None when unset.
+pub fn from_env() -> Result<Option<&'static str>> {
+    crate::env::one_of(GEMM_VAR, BUILD_NAMES)
 }
 
 static SELECTED: OnceLock<GemmPath> = OnceLock::new();
@@ -89,13 +107,25 @@ pub fn select(path: GemmPath) -> Result<()> {
     Ok(())
 }
 
-/// The path in use: the one `select` set, else `SOFTPROMPT_GEMM` when it names one of this
-/// build, else the automatic choice.
+/// `--gemm` when given, else `SOFTPROMPT_GEMM`, selected; a path that does not load (MKL
+/// not installed) is an error naming the flag or the variable. Neither given: the automatic
+/// choice, made on first use.
+pub fn choose(flag: Option<&str>) -> Result<()> {
+    let path = match (flag, from_env()?) {
+        (Some(s), _) => GemmPath::parse(s)?,
+        (None, Some(s)) => GemmPath::parse_as(s, GEMM_VAR)?,
+        (None, None) => return Ok(()),
+    };
+    select(path)
+}
+
+/// The path in use: the one `select` set, else `SOFTPROMPT_GEMM` when it names one that
+/// loads (a bad value is refused at start, by `choose`), else the automatic choice.
 pub fn selected() -> GemmPath {
     *SELECTED.get_or_init(|| {
-        std::env::var("SOFTPROMPT_GEMM")
-            .ok()
-            .and_then(|s| GemmPath::parse(&s).ok())
+        let asked = from_env().ok().flatten();
+        asked
+            .and_then(|s| GemmPath::parse_as(s, GEMM_VAR).ok())
             .unwrap_or_else(automatic)
     })
 }
@@ -104,7 +134,7 @@ pub fn selected() -> GemmPath {
 /// the gemm crate.
 pub fn automatic() -> GemmPath {
     // MKL is looked for (and loaded) on Intel only: elsewhere it is never the default
-    automatic_for(is_intel(), || super::cblas::mkl().is_ok())
+    automatic_for(is_intel(), super::cblas::usable_or_warn)
 }
 
 /// `automatic`'s rule, given the CPU's vendor and whether MKL loads (asked only on Intel).

@@ -12,6 +12,7 @@
 //! this covers the rest. Set `SOFTPROMPT_HEAP=default` to leave glibc's settings alone (for
 //! measuring the difference). Other C libraries and systems: nothing to do.
 
+use crate::error::Result;
 use std::sync::OnceLock;
 
 /// Allocations below this come from the heap, not their own mapping: glibc's largest
@@ -28,7 +29,13 @@ const TRIM_THRESHOLD: i32 = 1 << 30;
 /// C libraries, or with `SOFTPROMPT_HEAP=default`).
 pub fn tune() -> bool {
     static APPLIED: OnceLock<bool> = OnceLock::new();
-    *APPLIED.get_or_init(|| std::env::var("SOFTPROMPT_HEAP").as_deref() != Ok("default") && apply())
+    // a bad value is refused at start (env::check); here it counts as unset
+    *APPLIED.get_or_init(|| !matches!(from_env(), Ok(Some("default"))) && apply())
+}
+
+/// `SOFTPROMPT_HEAP`: `default` keeps glibc's own settings; None when unset.
+pub fn from_env() -> Result<Option<&'static str>> {
+    crate::env::one_of("SOFTPROMPT_HEAP", &["default"])
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

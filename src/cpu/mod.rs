@@ -24,6 +24,7 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod rows;
 pub mod simd;
+pub mod threads;
 
 use crate::backend::{DType, DeviceKind, MemStats, Storage};
 use crate::error::{Error, Result};

@@ -72,16 +72,22 @@ impl Isa {
     }
 }
 
-/// The instruction set in use, once per process: [`Isa::detect`], or `SOFTPROMPT_SIMD`
-/// (`avx512`, `avx2` or `scalar`) when it names one this CPU has.
+/// The instruction set in use, once per process: `SOFTPROMPT_SIMD` when set, else
+/// [`Isa::detect`].
 pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
-    *ISA.get_or_init(|| {
-        let asked = std::env::var("SOFTPROMPT_SIMD").ok();
-        Isa::available()
-            .into_iter()
-            .find(|i| asked.as_deref() == Some(i.name()))
-            .unwrap_or_else(Isa::detect)
+    // a bad value is refused at start (env::check); here it counts as unset
+    *ISA.get_or_init(|| from_env().ok().flatten().unwrap_or_else(Isa::detect))
+}
+
+/// `SOFTPROMPT_SIMD`: one of the instruction sets this CPU runs (`avx512`, `avx2`,
+/// `scalar`), or None when unset.
+pub fn from_env() -> crate::error::Result<Option<Isa>> {
+    let here = Isa::available();
+    let names: Vec<&str> = here.iter().map(|i| i.name()).collect();
+    let expected = format!("one this CPU runs: {}", names.join(", "));
+    crate::env::parse("SOFTPROMPT_SIMD", &expected, |s| {
+        here.iter().copied().find(|i| i.name() == s)
     })
 }
 

@@ -1,0 +1,201 @@
+//! The environment variables the engine reads (src/env.rs), against the command line: a value
+//! a variable does not accept is refused at start, naming the variable and what it accepts
+//! (a typo ran another configuration silently); `SOFTPROMPT_GEMM=mkl` is `--gemm mkl`; MKL
+//! with `--threads` (the pool is sized before MKL loads: every count failed); a folder that
+//! holds libmkl_rt without the libraries it loads (MKL printed to stdout and exited).
+//!
+//! The MKL parts need MKL (CI has none): they run where it is installed (`pip install mkl`,
+//! or `SOFTPROMPT_MKL`) and say that they skipped elsewhere.
+
+mod common;
+
+use common::{fixture, refused, stdout_ok, ScratchDir};
+use softprompt::internals::cpu::cblas;
+use softprompt::internals::device::gemm_path;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn data(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data");
+    p.join(name).display().to_string()
+}
+
+/// The binary with `args` and the variables `env` set (and none of them inherited).
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_softprompt"));
+    for var in [
+        "SOFTPROMPT_GEMM",
+        "SOFTPROMPT_SIMD",
+        "SOFTPROMPT_HOST_MEMORY",
+        "SOFTPROMPT_HEAP",
+        "RAYON_NUM_THREADS",
+        "RAYON_RS_NUM_CPUS",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.args(args).envs(env.iter().copied()).output().unwrap()
+}
+
+/// A one-step `cls` run on the headless BERT fixture into `out`, with `extra` flags.
+fn train(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let model = fixture("bert_nohead").display().to_string();
+    let (train, out) = (data("train.jsonl"), out.display().to_string());
+    let mut args = vec![
+        "train",
+        "--model",
+        &model,
+        "--task",
+        "cls",
+        "--pooling",
+        "mean",
+        "--prompt-len",
+        "2",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--train",
+        &train,
+        "--out",
+        &out,
+    ];
+    args.extend_from_slice(extra);
+    run(&args, env)
+}
+
+/// Each bad value is refused before anything is written, naming the variable and the value.
+#[test]
+fn bad_values_are_refused_naming_the_variable() {
+    let scratch = ScratchDir::new("cli_env_bad");
+    let out = scratch.path().join("run");
+    let cases: &[(&str, &str, &str)] = &[
+        ("SOFTPROMPT_GEMM", "bogus", "one of gemm"),
+        ("SOFTPROMPT_GEMM", "MKL", "one of gemm"),
+        ("SOFTPROMPT_GEMM", " gemm", "one of gemm"),
+        ("SOFTPROMPT_SIMD", "bogus", "scalar"),
+        ("SOFTPROMPT_SIMD", "AVX2", "scalar"),
+        ("SOFTPROMPT_SIMD", "avx10", "scalar"),
+        ("SOFTPROMPT_HOST_MEMORY", "bogus", "a number of bytes"),
+        ("SOFTPROMPT_HOST_MEMORY", "-1", "a number of bytes"),
+        ("SOFTPROMPT_HEAP", "bogus", "default"),
+        ("RAYON_NUM_THREADS", "5000", "0 (all cores) to 1024"),
+        ("RAYON_NUM_THREADS", "18446744073709551615", "to 1024"),
+        ("RAYON_NUM_THREADS", "bogus", "to 1024"),
+        ("RAYON_RS_NUM_CPUS", "100000", "to 1024"),
+    ];
+    for &(var, value, expected) in cases {
+        let got = train(&out, &["--threads", "1"], &[(var, value)]);
+        let quoted = format!("{value:?}");
+        refused(&got, &[var, &quoted, expected]);
+        assert!(
+            !out.exists(),
+            "{var}={value}: a refused run wrote its folder"
+        );
+    }
+}
+
+/// Good values run, and the ones that choose kernels are the ones the run records.
+#[test]
+fn good_values_run_and_choose() {
+    let scratch = ScratchDir::new("cli_env_good");
+    let env = [
+        ("SOFTPROMPT_GEMM", "gemm"),
+        ("SOFTPROMPT_SIMD", "scalar"),
+        ("SOFTPROMPT_HOST_MEMORY", "1000000000000"),
+        ("SOFTPROMPT_HEAP", ""),
+        ("RAYON_NUM_THREADS", "2"),
+    ];
+    let got = train(&scratch.path().join("run"), &[], &env);
+    stdout_ok(&got);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&got.stdout),
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert!(all.contains("gemm/scalar"), "{all}");
+}
+
+/// `SOFTPROMPT_GEMM=mkl` is `--gemm mkl`: where MKL is not found, an error naming the
+/// variable and where it looked (it ran on the gemm crate without a word); `--gemm` wins.
+#[test]
+fn softprompt_gemm_mkl_without_mkl_is_an_error() {
+    let scratch = ScratchDir::new("cli_env_gemm");
+    let env = [
+        ("SOFTPROMPT_GEMM", "mkl"),
+        ("SOFTPROMPT_MKL", "/nonexistent/mkl"),
+    ];
+    let out = scratch.path().join("run");
+    let got = train(&out, &["--threads", "1"], &env);
+    refused(
+        &got,
+        &["SOFTPROMPT_GEMM", "SOFTPROMPT_MKL=/nonexistent/mkl"],
+    );
+    assert!(!out.exists());
+    stdout_ok(&train(&out, &["--threads", "1", "--gemm", "gemm"], &env));
+}
+
+/// Where MKL is installed, the file `cblas` found (this process looked the same way).
+fn installed_mkl() -> Option<String> {
+    match cblas::mkl() {
+        Ok(m) => Some(m.path.display().to_string()),
+        Err(e) => {
+            println!("MKL is not installed here: skipped ({e})");
+            None
+        }
+    }
+}
+
+/// `--gemm mkl` (or `SOFTPROMPT_GEMM=mkl`) with `--threads N`: loading MKL asked rayon for
+/// its count first, which built the pool, and every `--threads` then failed.
+#[test]
+fn mkl_runs_with_a_thread_count() {
+    let Some(mkl) = installed_mkl() else { return };
+    let scratch = ScratchDir::new("cli_env_mkl_threads");
+    let env = [("SOFTPROMPT_MKL", mkl.as_str())];
+    let flags = ["--threads", "1", "--gemm", "mkl"];
+    stdout_ok(&train(&scratch.path().join("a"), &flags, &env));
+    let env = [("SOFTPROMPT_MKL", mkl.as_str()), ("SOFTPROMPT_GEMM", "mkl")];
+    stdout_ok(&train(&scratch.path().join("b"), &["--threads", "2"], &env));
+}
+
+/// A folder holding libmkl_rt alone: MKL printed "Intel oneMKL FATAL ERROR: Cannot load
+/// libmkl_core.so.3" to stdout and exited the process (status 2), even in the automatic
+/// choice, replacing `--json`'s output. Now the automatic choice warns once and runs on the
+/// gemm crate; `--gemm mkl` is an error naming the folder and the file it lacks.
+#[test]
+fn an_incomplete_mkl_folder_is_refused_before_mkl_runs() {
+    let Some(mkl) = installed_mkl() else { return };
+    let scratch = ScratchDir::new("cli_env_mkl_incomplete");
+    let lone = scratch.path().join("lone");
+    std::fs::create_dir(&lone).unwrap();
+    let name = Path::new(&mkl).file_name().unwrap();
+    std::os::unix::fs::symlink(&mkl, lone.join(name)).unwrap();
+    let prompt = scratch.path().join("p");
+    stdout_ok(&train(&prompt, &["--threads", "1"], &[]));
+    let lone_s = lone.display().to_string();
+    let env = [("SOFTPROMPT_MKL", lone_s.as_str())];
+    let (p, dev) = (prompt.display().to_string(), data("dev.jsonl"));
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["eval", "--prompt", &p, "--data", &dev, "--json"];
+        args.extend_from_slice(extra);
+        run(&args, &env)
+    };
+    let auto = eval(&[]);
+    let json: serde_json::Value = serde_json::from_str(&stdout_ok(&auto)).unwrap();
+    assert_eq!(json["examples"], 8, "{json}");
+    let stderr = String::from_utf8_lossy(&auto.stderr);
+    let warnings = stderr.matches("warning: mkl:").count();
+    let expected = usize::from(gemm_path::is_intel());
+    assert_eq!(warnings, expected, "{stderr}");
+    if expected == 1 {
+        assert!(
+            stderr.contains(&lone_s) && stderr.contains("libmkl_core"),
+            "{stderr}"
+        );
+    }
+    let err = refused(
+        &eval(&["--gemm", "mkl"]),
+        &["--gemm", &lone_s, "libmkl_core"],
+    );
+    assert!(err.contains("SOFTPROMPT_MKL="), "{err}");
+}
