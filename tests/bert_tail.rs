@@ -8,7 +8,8 @@
 mod common;
 
 use common::{assert_close, fixtures};
-use softprompt::internals::backend::{DType, Storage};
+use softprompt::internals::backend::profile::Profiler;
+use softprompt::internals::backend::{Backend, DType};
 use softprompt::internals::memory::MemoryAccountant;
 use softprompt::internals::models::cls_head::{ClsHead, HostClsHead};
 use softprompt::internals::models::{Capture, Model, Objective, Recompute, StepOutput, Tuning};
@@ -28,15 +29,15 @@ const TOL_FULL: f64 = 1e-5;
 
 /// The step's outputs (loss, trained gradient, the cls head's gradients) and the bytes held
 /// after the forward, with or without a capture.
-fn step(
-    be: &Be,
-    m: &Model<Be>,
+fn step<B: Backend>(
+    be: &B,
+    m: &Model<B>,
     r: &Reference,
     recompute: Recompute,
     full: bool,
 ) -> (f64, Vec<f32>, Vec<f32>, usize) {
     let c = m.hidden_size();
-    let head: ClsHead<Be>;
+    let head: ClsHead<B>;
     let objective = match &r.objective {
         RefObjective::Mlm { labels } => Objective::Mlm { labels },
         RefObjective::Pet {
@@ -77,7 +78,7 @@ fn step(
     let mut grad = be.zeros(DType::F32, r.prompt.data.len()).unwrap();
     let mut capture = Capture::new();
     let mut acct = MemoryAccountant::new();
-    let out: StepOutput<Be> = m
+    let out: StepOutput<B> = m
         .train_step(
             be,
             &mut acct,
@@ -158,4 +159,49 @@ fn tail_step_matches_peft_and_the_full_step() {
             }
         }
     }
+}
+
+/// The frozen-weight products' FLOPs, counted by the profiling backend, on the `pet`
+/// reference: the tail step runs the last layer's queries, output projection and FFN at the
+/// B [MASK] rows (forward and backward), and, with a capture or without, the first layer's
+/// backward runs its query, key and value input-gradient products at the B·P prompt rows.
+#[test]
+fn the_last_layer_runs_at_the_mask_rows_and_the_first_backward_at_the_prompt_rows() {
+    let be = Profiler::new(Be::new());
+    let file = "bert_mlm/ref_pet_random.safetensors";
+    let r = Reference::read(&fixtures().join(file)).unwrap();
+    let m = Model::load(&be, &fixtures().join("bert_mlm")).unwrap();
+    let Model::Bert(bert) = &m else {
+        panic!("not BERT")
+    };
+    let RefObjective::Pet { verbalizer_ids, .. } = &r.objective else {
+        panic!("not pet")
+    };
+    let (c, i, layers) = (
+        bert.cfg.hidden_size,
+        bert.cfg.intermediate_size,
+        bert.cfg.num_hidden_layers,
+    );
+    assert!(layers >= 2, "the first and the last layer must differ");
+    let (b, p) = (r.batch.b, r.p());
+    let n = b * (p + r.batch.t);
+    let layer = |rows: usize| rows * (4 * c * c + 2 * c * i);
+    let head = b * c * c + b * c * verbalizer_ids.len();
+    // forward, then backward: the first layer's output projection and FFN at every row, its
+    // queries, keys and values at the prompt rows
+    let first_bwd = n * (c * c + 2 * c * i) + b * p * 3 * c * c;
+    let full = layers * layer(n) + 2 * head + (layers - 1) * layer(n) + first_bwd;
+    let last_at_mask = n * 2 * c * c + b * (2 * c * c + 2 * c * i);
+    let tail = full - 2 * layer(n) + 2 * last_at_mask;
+    let products = |full_rows: bool| {
+        be.reset();
+        step(&be, &m, &r, Recompute::None, full_rows);
+        be.sum_of(&["linear_fwd", "linear_bwd"]).0 as usize
+    };
+    assert_eq!(products(true), 2 * full, "{file}: the full step's products");
+    assert_eq!(
+        products(false),
+        2 * tail,
+        "{file}: the tail step's products"
+    );
 }
