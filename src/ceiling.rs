@@ -9,6 +9,7 @@
 //!
 //! `softprompt profile` reports the step's measured GEMM rate against the same peak.
 
+use crate::backend::IGNORE_INDEX;
 use crate::bench::{Preset, Workload};
 use crate::device::cpu_model;
 use crate::device::gemm_path::{self, GemmPath};
@@ -72,7 +73,8 @@ pub struct StepGemm {
 /// The linear layers one step of `preset` at `w` runs (forward; backward runs each once more
 /// as dx = dy·W). Heads at the rows the loss reads are left out but for the LM heads of T5
 /// and the decoder-only models (at their target rows); the decoder-only models' last layer
-/// runs its row-wise products at the target rows' tail (as the step does).
+/// runs its row-wise products at the target rows' tail, BERT's at the rows its head reads
+/// (as the steps do).
 pub fn step_gemms(preset: &Preset, w: &Workload) -> Vec<StepGemm> {
     // B·(P+T), B·T under prefix tuning (its prefix is in the keys only)
     let span = crate::bench_method::spans(preset, w).rows;
@@ -87,11 +89,22 @@ pub fn step_gemms(preset: &Preset, w: &Workload) -> Vec<StepGemm> {
     match preset {
         Preset::Bert(c) => {
             let (h, i, l) = (c.hidden_size, c.intermediate_size, c.num_hidden_layers);
+            // the last layer's queries, output projection and FFN at the rows the head reads
+            // (models/bert/tail.rs), its keys and values at every row
+            let tail = w.batch * bert_tail_rows(preset, w).min(span);
+            let (n, last) = (l.saturating_sub(1), 1);
             vec![
-                g("q, k, v, attention out", rows, h, h, 4 * l),
-                g("intermediate", rows, h, i, l),
-                g("output", rows, i, h, l),
+                g("q, attention out", rows, h, h, 2 * n),
+                g("intermediate", rows, h, i, n),
+                g("output", rows, i, h, n),
+                g("last layer q, attention out", tail, h, h, 2 * last),
+                g("last layer intermediate", tail, h, i, last),
+                g("last layer output", tail, i, h, last),
+                g("k, v", rows, h, h, 2 * l),
             ]
+            .into_iter()
+            .filter(|p| p.calls > 0)
+            .collect()
         }
         Preset::T5(c) => {
             let (d, a, f) = (c.d_model, c.inner_dim(), c.d_ff);
@@ -139,6 +152,19 @@ pub fn step_gemms(preset: &Preset, w: &Workload) -> Vec<StepGemm> {
 }
 
 /// Seconds of the best of `reps` runs of `f`, after one warm-up run.
+/// R, the rows per example BERT's last layer runs at in the bench's batch: `pet`'s one
+/// [MASK] row, `mlm`'s most labelled positions in one row of the batch the bench draws.
+fn bert_tail_rows(preset: &Preset, w: &Workload) -> usize {
+    if w.objective != "mlm" {
+        return 1;
+    }
+    let batch = crate::bench::bench_batch(preset, w, 3);
+    (batch.labels.chunks(w.seq.max(1)))
+        .map(|row| row.iter().filter(|&&l| l != IGNORE_INDEX).count())
+        .max()
+        .unwrap_or(0)
+}
+
 fn best_secs(reps: usize, mut f: impl FnMut()) -> f64 {
     f();
     (0..reps)
@@ -294,5 +320,40 @@ mod tests {
         let layer = |m: usize| m * (2 * 2048 * 2048 + 3 * 2048 * 8192);
         let expect = 15 * layer(rows) + layer(tail) + 32 * rows * 2048 * 512;
         assert_eq!(total, expect + tail * 2048 * 128256);
+    }
+
+    /// bert-base (12 layers, C 768, FFN 3072) at B 4, P 20, T 128 under `pet`: 11 layers'
+    /// products at the 592 rows, the last one's queries, output projection and FFN at the one
+    /// [MASK] row of each example, keys and values of all 12 at every row.
+    #[test]
+    fn bert_products_count_the_last_layer_at_the_head_rows() {
+        let preset = Preset::by_name("bert-base").unwrap();
+        let mut w = workload(20, 128, 0);
+        w.objective = "pet".into();
+        let gemms = step_gemms(&preset, &w);
+        let macs = |name: &str| -> usize {
+            let g = gemms.iter().find(|g| g.name == name).unwrap();
+            g.m * g.k * g.n * g.calls
+        };
+        let (rows, tail) = (4 * 148, 4);
+        assert_eq!(macs("q, attention out"), rows * 768 * 768 * 22);
+        assert_eq!(macs("last layer intermediate"), tail * 768 * 3072);
+        assert_eq!(macs("k, v"), rows * 768 * 768 * 24);
+        let total: usize = gemms.iter().map(|g| g.m * g.k * g.n * g.calls).sum();
+        let layer = |m: usize| m * (2 * 768 * 768 + 2 * 768 * 3072);
+        assert_eq!(
+            total,
+            11 * layer(rows) + layer(tail) + 24 * rows * 768 * 768
+        );
+        // mlm: the most labelled positions of one row of the bench's batch
+        w.objective = "mlm".into();
+        let r = bert_tail_rows(&preset, &w);
+        assert!(r > 0 && r < 128, "{r}");
+        let gemms = step_gemms(&preset, &w);
+        let g = gemms
+            .iter()
+            .find(|g| g.name == "last layer output")
+            .unwrap();
+        assert_eq!(g.m, 4 * r);
     }
 }

@@ -3,7 +3,7 @@
 //! optimizer state live on the device (src/backend/head.rs), so a step moves only the logits
 //! (B, K) to the host, for the loss; files and checkpoints hold the host form.
 
-use super::common::zeros;
+use super::common::{output, zeros};
 use crate::backend::head::cls_loss;
 use crate::backend::{Backend, DType};
 use crate::error::Result;
@@ -92,7 +92,7 @@ impl<B: Backend> ClsHead<B> {
 
     /// logits (B, K) of pooled (B, C), on the device.
     pub fn logits(&self, be: &B, pooled: &B::Buf, b: usize) -> Result<B::Buf> {
-        let mut logits = zeros(be, DType::F32, b * self.k)?;
+        let mut logits = output(be, DType::F32, b * self.k)?;
         be.cls_head_fwd(
             &mut logits,
             pooled,
@@ -120,10 +120,11 @@ impl<B: Backend> ClsHead<B> {
         let (k, c, act) = (self.k, self.c, be.act_dtype());
         crate::backend::check_ids("class labels", labels, k)?;
         let labels_buf = be.upload_i32(labels)?;
-        let mut pooled = zeros(be, act, b * c)?;
+        // forward ops and the loss's gradient overwrite their outputs
+        let mut pooled = output(be, act, b * c)?;
         be.mean_pool_fwd(&mut pooled, hidden, pool_w, b, t, c)?;
         let logits = self.logits(be, &pooled, b)?;
-        let mut dlogits = zeros(be, DType::F32, b * k)?;
+        let mut dlogits = output(be, DType::F32, b * k)?;
         be.cls_xent_grad(&mut dlogits, &logits, &labels_buf, b, k)?;
         let mut dhead = ClsHead::zeros(be, k, c)?;
         let mut dpooled = zeros(be, act, b * c)?;

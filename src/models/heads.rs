@@ -215,15 +215,3 @@ pub fn pool_weights(mask: &[i32], b: usize, t: usize, p: usize, pooling: Pooling
     }
     w
 }
-
-/// `pool_weights` on the device, in the activation type.
-pub fn upload_pool_weights<B: Backend>(
-    be: &B,
-    mask: &[i32],
-    b: usize,
-    t: usize,
-    p: usize,
-    pooling: Pooling,
-) -> Result<B::Buf> {
-    be.upload(be.act_dtype(), &pool_weights(mask, b, t, p, pooling))
-}

@@ -25,6 +25,14 @@ pub(crate) fn bert_layer_bytes(cfg: &BertConfig, b: usize, t: usize) -> usize {
     F32 * (5 * b * t * c + b * t * i + b * h * t + 4 * b * t)
 }
 
+/// Bytes the last layer holds when the training step runs it at the R rows per batch row the
+/// head reads (src/models/bert/tail.rs): k and v at every row (B·T·C each), the rest of
+/// `bert_layer_bytes` at the B·R rows.
+pub(crate) fn bert_last_layer_bytes(cfg: &BertConfig, b: usize, t: usize, r: usize) -> usize {
+    let c = cfg.hidden_size;
+    F32 * 2 * b * t * c + bert_layer_bytes(cfg, b, r) - F32 * 2 * b * r * c
+}
+
 /// The embedding state: the LayerNorm input (B·T·C) and its mean and rstd (B·T each).
 pub(crate) fn bert_embedding_bytes(cfg: &BertConfig, b: usize, t: usize) -> usize {
     F32 * (b * t * cfg.hidden_size + 2 * b * t)

@@ -1,7 +1,7 @@
 //! Prefix tuning against prompt tuning: a prefix, read in place from its table, keeps no more
 //! for backward than a prompt of the same length.
 
-use crate::bert::{bert_embedding_bytes, bert_layer_bytes};
+use crate::bert::{bert_embedding_bytes, bert_last_layer_bytes, bert_layer_bytes};
 use crate::common::fixture;
 use crate::t5::{t5_block_bytes, t5_final_bytes};
 use crate::{live_names, Be};
@@ -78,8 +78,20 @@ fn prefix_holds_no_more_than_prompt_tuning() {
     let (blocks, kv) = model.prefix_layout(Placement::Papers);
     let table = vec![0.1f32; p * blocks * 2 * kv];
     let prefix = held_by(&be, &model, &r, &table, spec(p, Placement::Papers));
-    let rows =
-        |t| cfg.num_hidden_layers * bert_layer_bytes(&cfg, b, t) + bert_embedding_bytes(&cfg, b, t);
+    // the step runs the last layer at the labelled rows (R a batch row at most) past its keys
+    // and values
+    let RefObjective::Mlm { labels } = &r.objective else {
+        panic!("not mlm")
+    };
+    let most = (labels.chunks(t))
+        .map(|row| row.iter().filter(|&&l| l != -100).count())
+        .max()
+        .unwrap();
+    let rows = |t| {
+        (cfg.num_hidden_layers - 1) * bert_layer_bytes(&cfg, b, t)
+            + bert_last_layer_bytes(&cfg, b, t, most)
+            + bert_embedding_bytes(&cfg, b, t)
+    };
     assert_eq!(prompt, rows(p + t), "bert prompt tuning");
     assert_eq!(prefix, rows(t), "bert prefix tuning");
     assert!(prefix < prompt);

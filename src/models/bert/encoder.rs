@@ -3,31 +3,40 @@
 
 use super::inputs::BertInputs;
 use super::packed::{check_unsaved, Packing};
+use super::tail::Tail;
 use super::weights::Bert;
 use crate::backend::{AttnDims, Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::common::{hold, linear, output, prompt_or_prefix, Capture, Recompute};
 
-/// What one layer keeps for backward under `Recompute::None`.
+/// What one layer keeps for backward under `Recompute::None`. Tq = T, or the tail's R rows
+/// per batch row in the last layer when it runs at a tail (`tail.rs`).
 pub struct BertLayerActs<B: Backend> {
-    q: B::Buf,        // (B, T, C)  attention input
+    q: B::Buf,        // (B, Tq, C)  attention input
     k: B::Buf,        // (B, T, C)
     v: B::Buf,        // (B, T, C)
-    lse: B::Buf,      // (B, H, T)  F32
-    ln1_in: B::Buf,   // (B, T, C)  x + attention output
-    ln1_mean: B::Buf, // (B, T)     F32
-    ln1_rstd: B::Buf, // (B, T)     F32
-    ffn_pre: B::Buf,  // (B, T, I)  activation input
-    ln2_in: B::Buf,   // (B, T, C)  ln1 output + ffn output
-    ln2_mean: B::Buf, // (B, T)     F32
-    ln2_rstd: B::Buf, // (B, T)     F32
+    lse: B::Buf,      // (B, H, Tq)  F32
+    ln1_in: B::Buf,   // (B, Tq, C)  x + attention output
+    ln1_mean: B::Buf, // (B, Tq)     F32
+    ln1_rstd: B::Buf, // (B, Tq)     F32
+    ffn_pre: B::Buf,  // (B, Tq, I)  activation input
+    ln2_in: B::Buf,   // (B, Tq, C)  ln1 output + ffn output
+    ln2_mean: B::Buf, // (B, Tq)     F32
+    ln2_rstd: B::Buf, // (B, Tq)     F32
 }
 
 const LAYER_ACT_NAMES: [&str; 11] = [
     "q", "k", "v", "lse", "ln1_in", "ln1_mean", "ln1_rstd", "ffn_pre", "ln2_in", "ln2_mean",
     "ln2_rstd",
 ];
+
+impl<B: Backend> BertActs<B> {
+    /// The rows the last layer ran at (None: every row).
+    pub fn tail(&self) -> Option<&Tail<B>> {
+        self.tail.as_ref()
+    }
+}
 
 impl<B: Backend> BertLayerActs<B> {
     fn bufs(&self) -> [&B::Buf; 11] {
@@ -67,13 +76,16 @@ pub struct BertActs<B: Backend> {
     emb_mean: B::Buf, // (B, T)     F32
     emb_rstd: B::Buf, // (B, T)     F32
     layers: Vec<Saved<B>>,
+    /// the rows the last layer ran at, when not every row
+    tail: Option<Tail<B>>,
 }
 
 impl<B: Backend> Bert<B> {
-    fn dims(&self, inp: &BertInputs<B>) -> AttnDims {
+    /// The attention's sizes with `tq` queries per batch row over every row's keys.
+    fn dims(&self, inp: &BertInputs<B>, tq: usize) -> AttnDims {
         AttnDims {
             b: inp.b,
-            tq: inp.t(),
+            tq,
             tk: inp.t(),
             h: self.cfg.num_attention_heads,
             hkv: self.cfg.num_attention_heads,
@@ -83,7 +95,8 @@ impl<B: Backend> Bert<B> {
 
     /// One post-LN layer; returns its output (B, T, C) and, when `save`, its saved state.
     /// With `packing`, x and the output are the real positions only (N, C), unpacked around
-    /// attention alone (nothing saved).
+    /// attention alone (nothing saved). With a `tail`, the keys and values alone run at every
+    /// row and the output is the tail's rows (B·R, C).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn layer_fwd(
         &self,
@@ -94,24 +107,30 @@ impl<B: Backend> Bert<B> {
         inp: &BertInputs<B>,
         save: bool,
         packing: Option<&Packing<B>>,
+        tail: Option<&Tail<B>>,
     ) -> Result<(B::Buf, Option<BertLayerActs<B>>)> {
         check_unsaved(save, packing)?;
         let lw = &self.w.layers[l];
-        let dims = self.dims(inp);
-        let (n, c, i, eps) = (
-            packing.map_or(inp.b * inp.t(), |pk| pk.n),
+        let (c, i, eps) = (
             self.cfg.hidden_size,
             self.cfg.intermediate_size,
             self.cfg.layer_norm_eps,
         );
+        let tq = tail.map_or(inp.t(), |tl| tl.r);
+        let dims = self.dims(inp, tq);
+        // n rows of x; nq of the queries and all that follows
+        let n = packing.map_or(inp.b * inp.t(), |pk| pk.n);
+        let nq = tail.map_or(n, |_| inp.b * tq);
         let (act, h) = (be.act_dtype(), self.cfg.num_attention_heads);
         let scale = 1.0 / (dims.d as f64).sqrt();
-        let q = linear(be, acct, x, &lw.query_w, Some(&lw.query_b), n, c, c)?;
+        let xq = tail.map(|tl| tl.gather(be, x, c)).transpose()?;
+        let xq = xq.as_ref().unwrap_or(x);
+        let q = linear(be, acct, xq, &lw.query_w, Some(&lw.query_b), nq, c, c)?;
         let k = linear(be, acct, x, &lw.key_w, Some(&lw.key_b), n, c, c)?;
         let v = linear(be, acct, x, &lw.value_w, Some(&lw.value_b), n, c, c)?;
         let (mut ctx, mut lse) = (
-            output(be, act, inp.b * inp.t() * c)?,
-            output(be, DType::F32, inp.b * h * inp.t())?,
+            output(be, act, inp.b * tq * c)?,
+            output(be, DType::F32, inp.b * h * tq)?,
         );
         // (B·T, C) each: attention reads the padded layout
         let unpacked = (packing.map(|pk| -> Result<[B::Buf; 3]> {
@@ -150,12 +169,14 @@ impl<B: Backend> Bert<B> {
             &ctx,
             &lw.attn_out_w,
             Some(&lw.attn_out_b),
-            n,
+            nq,
             c,
             c,
         )?;
+        // past the attention, every op is row-wise: the queries' rows only
+        let n = nq;
         let mut ln1_in = output(be, act, n * c)?;
-        be.add_fwd(&mut ln1_in, x, &attn_out, n * c)?;
+        be.add_fwd(&mut ln1_in, xq, &attn_out, n * c)?;
         let (mut ln1_out, mut ln1_mean, mut ln1_rstd) = (
             output(be, act, n * c)?,
             output(be, DType::F32, n)?,
@@ -235,7 +256,10 @@ impl<B: Backend> Bert<B> {
     }
 
     /// dx (B, T, C) from dout (B, T, C): layer_fwd's ops in exact reverse. With a prefix,
-    /// `dprefix` (its table's shape) += the gradient of block l.
+    /// `dprefix` (its table's shape) += the gradient of block l. With a `tail`, dout is the
+    /// tail's rows (B·R, C). With `wanted` (and no tail), dx is complete at those rows only:
+    /// the queries', keys' and values' parts go to them alone.
+    #[allow(clippy::too_many_arguments)]
     fn layer_bwd(
         &self,
         be: &B,
@@ -244,10 +268,15 @@ impl<B: Backend> Bert<B> {
         a: &BertLayerActs<B>,
         l: usize,
         inp: &BertInputs<B>,
+        tail: Option<&Tail<B>>,
+        wanted: Option<&Tail<B>>,
     ) -> Result<B::Buf> {
         let lw = &self.w.layers[l];
-        let dims = self.dims(inp);
-        let (n, c, i) = (
+        let tq = tail.map_or(inp.t(), |tl| tl.r);
+        let dims = self.dims(inp, tq);
+        // n rows of the queries and all that follows (up to the attention); nk of the keys
+        let (n, nk, c, i) = (
+            inp.b * tq,
             inp.b * inp.t(),
             self.cfg.hidden_size,
             self.cfg.intermediate_size,
@@ -296,8 +325,8 @@ impl<B: Backend> Bert<B> {
         be.linear_bwd(&mut d_ctx, &d_ln1_in, &lw.attn_out_w, n, c, c, false)?;
         let (mut dq, mut dk, mut dv) = (
             output(be, act, n * c)?,
-            output(be, act, n * c)?,
-            output(be, act, n * c)?,
+            output(be, act, nk * c)?,
+            output(be, act, nk * c)?,
         );
         be.attention_bwd(
             &mut dq,
@@ -318,10 +347,54 @@ impl<B: Backend> Bert<B> {
             false,
         )?;
         // the residual: dx = d ln1_in + dq·Wq + dk·Wk + dv·Wv
-        let mut dx = d_ln1_in;
-        be.linear_bwd(&mut dx, &dq, &lw.query_w, n, c, c, true)?;
-        be.linear_bwd(&mut dx, &dk, &lw.key_w, n, c, c, true)?;
-        be.linear_bwd(&mut dx, &dv, &lw.value_w, n, c, c, true)?;
+        let Some(tl) = tail else {
+            let mut dx = d_ln1_in;
+            let Some(rows) = wanted else {
+                be.linear_bwd(&mut dx, &dq, &lw.query_w, n, c, c, true)?;
+                be.linear_bwd(&mut dx, &dk, &lw.key_w, n, c, c, true)?;
+                be.linear_bwd(&mut dx, &dv, &lw.value_w, n, c, c, true)?;
+                return Ok(dx);
+            };
+            // (M, C) the three parts at the wanted rows, added onto d ln1_in there
+            let m = rows.count();
+            let mut part = output(be, act, m * c)?;
+            be.linear_bwd(
+                &mut part,
+                &rows.gather(be, &dq, c)?,
+                &lw.query_w,
+                m,
+                c,
+                c,
+                false,
+            )?;
+            be.linear_bwd(
+                &mut part,
+                &rows.gather(be, &dk, c)?,
+                &lw.key_w,
+                m,
+                c,
+                c,
+                true,
+            )?;
+            be.linear_bwd(
+                &mut part,
+                &rows.gather(be, &dv, c)?,
+                &lw.value_w,
+                m,
+                c,
+                c,
+                true,
+            )?;
+            rows.scatter(be, &mut dx, &part, c)?;
+            return Ok(dx);
+        };
+        // at a tail: the keys' and values' part at every row, the rest at the tail's rows
+        let mut dx = output(be, act, nk * c)?;
+        be.linear_bwd(&mut dx, &dk, &lw.key_w, nk, c, c, false)?;
+        be.linear_bwd(&mut dx, &dv, &lw.value_w, nk, c, c, true)?;
+        let mut dxq = d_ln1_in;
+        be.linear_bwd(&mut dxq, &dq, &lw.query_w, n, c, c, true)?;
+        tl.scatter(be, &mut dx, &dxq, c)?;
         Ok(dx)
     }
 
@@ -391,9 +464,28 @@ impl<B: Backend> Bert<B> {
         prompt: &B::Buf,
         inp: &BertInputs<B>,
         recompute: Recompute,
+        capture: Option<&mut Capture>,
+    ) -> Result<(B::Buf, BertActs<B>)> {
+        self.encoder_fwd_at(be, acct, prompt, inp, recompute, capture, None)
+    }
+
+    /// `encoder_fwd` with the last layer at the `tail`'s rows: hidden is (B·R, C) then
+    /// (`BertActs::tail` says which). A `capture` wants every row's hidden state, so with one
+    /// the tail is dropped and every row runs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encoder_fwd_at(
+        &self,
+        be: &B,
+        acct: &mut MemoryAccountant,
+        prompt: &B::Buf,
+        inp: &BertInputs<B>,
+        recompute: Recompute,
         mut capture: Option<&mut Capture>,
+        tail: Option<Tail<B>>,
     ) -> Result<(B::Buf, BertActs<B>)> {
         recompute.refuse_mlp("BERT")?;
+        let tail = tail.filter(|_| capture.is_none());
+        let last = self.w.layers.len().saturating_sub(1);
         let w = &self.w;
         let Embedded {
             emb_in,
@@ -406,10 +498,11 @@ impl<B: Backend> Bert<B> {
             if let Some(cap) = capture.as_deref_mut() {
                 cap.insert(format!("hidden_states.{l}"), be.download(&x)?);
             }
+            let at = tail.as_ref().filter(|_| l == last);
             let (out, saved) = match recompute {
                 // refused above
                 Recompute::None | Recompute::Mlp | Recompute::MlpLayers(_) => {
-                    let (out, acts) = self.layer_fwd(be, acct, l, &x, inp, true, None)?;
+                    let (out, acts) = self.layer_fwd(be, acct, l, &x, inp, true, None, at)?;
                     (
                         out,
                         Saved::Full(
@@ -419,7 +512,7 @@ impl<B: Backend> Bert<B> {
                 }
                 Recompute::Layer => {
                     hold(be, acct, format!("layer.{l}.input"), &x);
-                    let (out, _) = self.layer_fwd(be, acct, l, &x, inp, false, None)?;
+                    let (out, _) = self.layer_fwd(be, acct, l, &x, inp, false, None, at)?;
                     (out, Saved::Input(x))
                 }
             };
@@ -440,6 +533,7 @@ impl<B: Backend> Bert<B> {
                 emb_mean,
                 emb_rstd,
                 layers,
+                tail,
             },
         ))
     }
@@ -475,18 +569,30 @@ impl<B: Backend> Bert<B> {
         inp: &BertInputs<B>,
     ) -> Result<()> {
         let (n, c) = (inp.b * inp.t(), self.cfg.hidden_size);
+        let last = acts.layers.len().saturating_sub(1);
+        // the first layer's input gradient reaches the prompt only, at rows 0..P of each row
+        // (a shorter prompt's padding rows behind it, in a mixed batch, are read by nothing)
+        let prompt_rows: Vec<i32> = (0..inp.b)
+            .flat_map(|bi| (bi * inp.t()..bi * inp.t() + inp.p).map(|r| r as i32))
+            .collect();
+        let wanted = match dprompt {
+            Some(_) => Tail::covering(be, &prompt_rows, inp.b, inp.t())?,
+            None => None,
+        };
         let mut dx = dhidden;
         for (l, saved) in acts.layers.into_iter().enumerate().rev() {
+            let at = acts.tail.as_ref().filter(|_| l == last);
             let layer_acts = match saved {
                 Saved::Full(a) => a,
                 Saved::Input(x) => {
-                    let (_, a) = self.layer_fwd(be, acct, l, &x, inp, true, None)?;
+                    let (_, a) = self.layer_fwd(be, acct, l, &x, inp, true, None, at)?;
                     acct.release(&format!("layer.{l}.input"));
                     a.ok_or_else(|| Error::Device("layer state missing".into()))?
                 }
             };
             let dpre = inp.prefix.as_ref().and(dprefix.as_deref_mut());
-            dx = self.layer_bwd(be, dpre, &dx, &layer_acts, l, inp)?;
+            let want = wanted.as_ref().filter(|_| l == 0);
+            dx = self.layer_bwd(be, dpre, &dx, &layer_acts, l, inp, at, want)?;
             for name in LAYER_ACT_NAMES {
                 acct.release(&format!("layer.{l}.{name}"));
             }

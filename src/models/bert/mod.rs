@@ -8,8 +8,10 @@ mod encoder;
 mod inputs;
 mod packed;
 mod step;
+mod tail;
 mod weights;
 
 pub use encoder::{BertActs, BertLayerActs};
 pub use inputs::{upload_inputs, BertInputs};
+pub use tail::Tail;
 pub use weights::{Bert, BertLayerWeights, BertMlmHead, BertWeights};

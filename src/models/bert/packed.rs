@@ -93,7 +93,8 @@ impl<B: Backend> Bert<B> {
             None => padded,
         };
         for l in 0..self.w.layers.len() {
-            let (out, _) = self.layer_fwd(be, &mut acct, l, &x, inp, false, packing.as_ref())?;
+            let (out, _) =
+                self.layer_fwd(be, &mut acct, l, &x, inp, false, packing.as_ref(), None)?;
             x = out;
         }
         match &packing {

@@ -1,7 +1,9 @@
 //! The whole training step: the encoder forward, the head the objective names (forward and
-//! backward in one call), then the encoder backward.
+//! backward in one call), then the encoder backward. Without a capture the last layer runs
+//! at the rows the head reads only (`tail.rs`).
 
 use super::inputs::BertInputs;
+use super::tail::Tail;
 use super::weights::Bert;
 use crate::backend::Backend;
 use crate::error::Result;
@@ -29,21 +31,23 @@ impl<B: Backend> Bert<B> {
         mut capture: Option<&mut Capture>,
     ) -> Result<StepOutput<B>> {
         let (b, t, p) = (inp.b, inp.tokens, inp.p);
-        let (hidden, acts) =
-            self.encoder_fwd(be, acct, prompt, inp, recompute, capture.as_deref_mut())?;
         let keep = capture.is_some();
+        let tail = match keep {
+            true => None,
+            false => Tail::covering(be, &read_rows(objective, inp)?, b, p + t)?,
+        };
+        let cap = capture.as_deref_mut();
+        let (hidden, acts) = self.encoder_fwd_at(be, acct, prompt, inp, recompute, cap, tail)?;
+        // the head's rows as rows of the hidden states it gets
+        let at = |rows: &[i32]| match acts.tail() {
+            Some(tl) => tl.rows_of(rows, p + t),
+            None => Ok(rows.to_vec()),
+        };
         let (loss, logits, dhidden, head_grads) = match *objective {
             Objective::Mlm { labels } => {
                 let (rows, targets) = heads::mlm_rows(labels, b, t, p, keep);
-                let h = heads::mlm_head_fwd_bwd(
-                    be,
-                    self,
-                    &hidden,
-                    &rows,
-                    &targets,
-                    Decoder::Vocab,
-                    keep,
-                )?;
+                let (rows, dec) = (at(&rows)?, Decoder::Vocab);
+                let h = heads::mlm_head_fwd_bwd(be, self, &hidden, &rows, &targets, dec, keep)?;
                 (h.loss, h.logits, h.dhidden, None)
             }
             Objective::Pet {
@@ -51,16 +55,9 @@ impl<B: Backend> Bert<B> {
                 verbalizer_ids,
                 labels,
             } => {
-                let rows = heads::pet_rows(mask_positions, b, t, p)?;
-                let h = heads::mlm_head_fwd_bwd(
-                    be,
-                    self,
-                    &hidden,
-                    &rows,
-                    labels,
-                    Decoder::Rows(verbalizer_ids),
-                    keep,
-                )?;
+                let rows = at(&heads::pet_rows(mask_positions, b, t, p)?)?;
+                let dec = Decoder::Rows(verbalizer_ids);
+                let h = heads::mlm_head_fwd_bwd(be, self, &hidden, &rows, labels, dec, keep)?;
                 (h.loss, h.logits, h.dhidden, None)
             }
             Objective::Cls {
@@ -68,8 +65,13 @@ impl<B: Backend> Bert<B> {
                 pooling,
                 labels,
             } => {
-                let pool_w = heads::upload_pool_weights(be, &inp.mask, b, t, p, pooling)?;
-                let h = head.fwd_bwd(be, &hidden, &pool_w, labels, b, p + t)?;
+                let w = heads::pool_weights(&inp.mask, b, t, p, pooling);
+                let (w, s) = match acts.tail() {
+                    Some(tl) => (tl.pick("pool weights", &w)?, tl.r),
+                    None => (w, p + t),
+                };
+                let pool_w = be.upload(be.act_dtype(), &w)?;
+                let h = head.fwd_bwd(be, &hidden, &pool_w, labels, b, s)?;
                 (h.loss, Some(h.logits), h.dhidden, Some(h.dhead))
             }
             Objective::Seq2Seq { .. } | Objective::Causal { .. } => {
@@ -82,5 +84,23 @@ impl<B: Backend> Bert<B> {
         drop(hidden);
         self.encoder_bwd(be, acct, dprompt, dhidden, acts, inp)?;
         Ok(StepOutput { loss, head_grads })
+    }
+}
+
+/// The flat rows of the (B, P+T) hidden states the objective's head reads: `mlm`'s labelled
+/// positions, `pet`'s [MASK] positions, the rows the `cls` head pools with a weight.
+fn read_rows<B: Backend>(objective: &Objective<B>, inp: &BertInputs<B>) -> Result<Vec<i32>> {
+    let (b, t, p) = (inp.b, inp.tokens, inp.p);
+    match *objective {
+        Objective::Mlm { labels } => Ok(heads::mlm_rows(labels, b, t, p, false).0),
+        Objective::Pet { mask_positions, .. } => heads::pet_rows(mask_positions, b, t, p),
+        Objective::Cls { pooling, .. } => {
+            let w = heads::pool_weights(&inp.mask, b, t, p, pooling);
+            Ok((w.iter().enumerate())
+                .filter(|(_, &x)| x != 0.0)
+                .map(|(r, _)| r as i32)
+                .collect())
+        }
+        Objective::Seq2Seq { .. } | Objective::Causal { .. } => Err(objective.unsupported("BERT")),
     }
 }
