@@ -55,6 +55,7 @@ impl Model {
             let params = bind(be, m, task, prompt)?;
             train::evaluate_until(be, m, &task.inner, &params, data, batch_size, go_on)
         })
+        .map_err(|e| prompt.blame_overflow(e))
     }
 
     /// As [`Model::predict`], stopped as [`Model::evaluate_until`] is.
@@ -72,6 +73,7 @@ impl Model {
             let params = bind(be, m, task, prompt)?;
             train::predict_until(be, m, &task.inner, &params, data, batch_size, go_on)
         })
+        .map_err(|e| prompt.blame_overflow(e))
     }
 }
 
