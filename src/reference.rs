@@ -8,15 +8,17 @@
 )]
 
 use crate::error::{Error, Result};
+use crate::models::PrefixSpec;
 use crate::models::TokenBatch;
-use crate::models::{Placement, PrefixSpec};
-use crate::prompt_encoder::{
-    kind_name, EncoderConfig, PrefixProjection, ProjectionConfig, PromptEncoder,
-};
+use crate::prompt_encoder::{kind_name, PrefixProjection, PromptEncoder};
 use crate::weights::{HostTensor, TensorFile, FLOAT_DTYPES};
+use method::{check_encoder_tensors, method_tensors, read_encoder, read_prefix, ENCODER, GRAD};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+#[path = "reference_method.rs"]
+mod method;
 
 pub const FORMAT: u64 = 1;
 
@@ -62,10 +64,18 @@ impl RefObjective {
         }
     }
 
-    /// The expected outputs every reference of this objective holds.
+    /// The expected outputs every reference of this objective holds (with prompt rows; a
+    /// prefix's gradient is `prefix_grad`).
     pub fn required(&self) -> &'static [&'static str] {
         match self {
             RefObjective::Generate { .. } => &["generated_logits"],
+            RefObjective::Cls { .. } => &[
+                "loss",
+                "logits",
+                "prompt_grad",
+                "head_weight_grad",
+                "head_bias_grad",
+            ],
             _ => &["loss", "logits", "prompt_grad"],
         }
     }
@@ -199,6 +209,7 @@ fn read_batch(path: &Path, file: &TensorFile) -> Result<TokenBatch> {
             ),
         ));
     }
+    check_right_padded(path, &mask, t)?;
     let type_ids = if file.ints.contains_key("token_type_ids") {
         let (tb, tt, types) = ints_2d(file, "token_type_ids")?;
         if (tb, tt) != (b, t) {
@@ -218,6 +229,47 @@ fn read_batch(path: &Path, file: &TensorFile) -> Result<TokenBatch> {
         mask,
         type_ids,
     })
+}
+
+/// Each row of the (B, T) mask is its real tokens, then its padding (the format pads on the
+/// right): a left-padded mask ran as the file said and the FAIL blamed the engine's numbers.
+fn check_right_padded(path: &Path, mask: &[i32], t: usize) -> Result<()> {
+    for (b, row) in mask.chunks(t.max(1)).enumerate() {
+        let real = row.iter().take_while(|&&m| m == 1).count();
+        if let Some(i) = row.iter().skip(real).position(|&m| m != 0) {
+            return Err(Error::file(
+                path,
+                format!(
+                    "attention_mask[{b}, {}] is 1 after the padding at [{b}, {real}]: the format \
+                     pads on the right (each row's real tokens, then 0s)",
+                    real + i
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each row's `[MASK]` position is one of its real tokens: one on padding was scored where
+/// PyTorch scored it, and the FAIL blamed the engine's numbers.
+fn check_mask_positions(path: &Path, positions: &[i32], batch: &TokenBatch) -> Result<()> {
+    let rows = batch.mask.chunks(batch.t.max(1));
+    for (b, (&pos, row)) in positions.iter().zip(rows).enumerate() {
+        let real = row.iter().filter(|&&m| m == 1).count();
+        let padding = match usize::try_from(pos) {
+            Ok(i) if i < real => continue,
+            Ok(i) if i < batch.t => ", a padding position",
+            _ => "",
+        };
+        return Err(Error::file(
+            path,
+            format!(
+                "mask_positions[{b}] is {pos}{padding}: expected one of row {b}'s {real} real \
+                 tokens, 0..{real} (attention_mask)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The objective's own tensors, checked against the batch's (B, T).
@@ -273,8 +325,10 @@ fn read_objective(
             let verbalizer_ids = ints_1d(file, "verbalizer_ids", None)?;
             let class_labels = ints_1d(file, "class_labels", Some(b))?;
             check_class_labels(path, &class_labels, verbalizer_ids.len(), "verbalizer_ids")?;
+            let mask_positions = ints_1d(file, "mask_positions", Some(b))?;
+            check_mask_positions(path, &mask_positions, batch)?;
             RefObjective::Pet {
-                mask_positions: ints_1d(file, "mask_positions", Some(b))?,
+                mask_positions,
                 verbalizer_ids,
                 class_labels,
             }
@@ -369,150 +423,18 @@ fn to_i32(path: &Path, name: &str, data: &[i64]) -> Result<Vec<i32>> {
         .collect()
 }
 
-/// The prefix of the prompt encoder's tensors (PEFT's names follow it).
-const ENCODER: &str = "encoder.";
-
-/// PEFT's prompt encoder of a `p-tuning` reference, sized by its `peft_config`.
-fn read_encoder(
-    path: &Path,
-    file: &TensorFile,
-    meta: &Value,
-    prompt: &HostTensor,
-) -> Result<PromptEncoder> {
-    let peft = meta.get("peft_config").ok_or_else(|| {
-        Error::file(
-            path,
-            "method p-tuning without `peft_config` in its metadata",
-        )
-    })?;
-    // capped as config.json's sizes are: past i32, the encoder's parameter count and shapes
-    // overflowed (an LSTM of hidden size 2^62)
-    let size = |k: &str| -> Result<usize> {
-        match peft.get(k).and_then(|v| v.as_u64()) {
-            None => Err(Error::file(path, format!("peft_config lacks `{k}`"))),
-            Some(n) if n > i32::MAX as u64 => Err(Error::file(
-                path,
-                format!(
-                    "peft_config's `{k}` is {n}: more than this engine supports ({})",
-                    i32::MAX
-                ),
-            )),
-            Some(n) => Ok(n as usize),
-        }
+/// The PEFT names of the tensors of the reference's encoder (P-tuning's prompt encoder, a
+/// prefix projection); none without one.
+fn encoder_tensors<'a>(
+    encoder: Option<&'a PromptEncoder>,
+    prefix: Option<&'a PrefixRef>,
+) -> Vec<&'a str> {
+    let tensors = match (encoder, prefix.and_then(|p| p.projection.as_ref())) {
+        (Some(e), _) => &e.tensors,
+        (None, Some(projection)) => &projection.tensors,
+        (None, None) => return Vec::new(),
     };
-    if peft
-        .get("encoder_dropout")
-        .and_then(|v| v.as_f64())
-        .unwrap_or(0.0)
-        != 0.0
-    {
-        return Err(Error::file(
-            path,
-            "peft_config has encoder_dropout > 0: a reference must be deterministic",
-        ));
-    }
-    let kind = peft
-        .get("encoder_reparameterization_type")
-        .and_then(|v| v.as_str())
-        .unwrap_or("MLP")
-        .parse()?;
-    // PEFT's seq2seq models keep num_virtual_tokens x num_transformer_submodules (2) rows in
-    // the encoder's table and feed the first num_virtual_tokens of its output to the model
-    let tables = peft
-        .get("num_transformer_submodules")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(1) as usize;
-    if !(1..=2).contains(&tables) {
-        return Err(Error::file(
-            path,
-            format!("peft_config has num_transformer_submodules {tables}: expected 1 or 2"),
-        ));
-    }
-    let rows = prompt.shape.first().copied().unwrap_or(0);
-    let p = tables.checked_mul(rows).ok_or_else(|| {
-        Error::file(
-            path,
-            format!("num_virtual_tokens {rows} x peft_config's num_transformer_submodules {tables} overflows"),
-        )
-    })?;
-    let cfg = EncoderConfig {
-        kind,
-        p,
-        d: prompt.shape.get(1).copied().unwrap_or(0),
-        hidden: size("encoder_hidden_size")?,
-        lstm_layers: size("encoder_num_layers")?,
-    };
-    PromptEncoder::from_tensors(cfg, |n| {
-        file.floats
-            .get(&format!("{ENCODER}{n}"))
-            .map(|t| (t.shape.as_slice(), t.data.as_slice()))
-    })
-    .map_err(|e| Error::file(path, e.to_string()))
-}
-
-/// A `prefix` reference's placement (`peft_config` present: PEFT's; else its `placement`),
-/// BERT's first token position, and its projection.
-fn read_prefix(
-    path: &Path,
-    file: &TensorFile,
-    meta: &Value,
-    prefix: &HostTensor,
-) -> Result<PrefixRef> {
-    let peft = meta.get("peft_config");
-    let placement = match (peft, meta.get("placement").and_then(|v| v.as_str())) {
-        (Some(_), _) => Placement::Peft,
-        (None, Some(name)) => name
-            .parse()
-            .map_err(|e: Error| Error::file(path, e.to_string()))?,
-        (None, None) => {
-            return Err(Error::file(
-                path,
-                "method prefix needs `peft_config` (PEFT's placement) or `placement`",
-            ))
-        }
-    };
-    let key = |k: &str| peft.unwrap_or(meta).get(k);
-    let projection = key("prefix_projection").and_then(|v| v.as_bool()) == Some(true);
-    let p = prefix.shape.first().copied().unwrap_or(0);
-    let spec = PrefixSpec {
-        p,
-        placement,
-        bert_first_position: meta
-            .get("real_token_position_offset")
-            .and_then(|v| v.as_u64())
-            .map(|n| n as usize),
-        blocks: key("num_layers")
-            .and_then(|v| v.as_u64())
-            .map(|n| n as usize),
-    };
-    if !projection {
-        return Ok(PrefixRef {
-            spec,
-            projection: None,
-        });
-    }
-    let shape = |n: &str| {
-        file.floats
-            .get(&format!("{ENCODER}{n}"))
-            .map(|t| t.shape.clone())
-    };
-    let (emb, first) = (shape("embedding.weight"), shape("transform.0.weight"));
-    let cfg = ProjectionConfig {
-        p,
-        w: emb.and_then(|s| s.get(1).copied()).unwrap_or(0),
-        hidden: first.and_then(|s| s.first().copied()).unwrap_or(0),
-        out: prefix.shape.get(1).copied().unwrap_or(0),
-    };
-    let projection = PrefixProjection::from_tensors(cfg, |n| {
-        file.floats
-            .get(&format!("{ENCODER}{n}"))
-            .map(|t| (t.shape.as_slice(), t.data.as_slice()))
-    })
-    .map_err(|e| Error::file(path, e.to_string()))?;
-    Ok(PrefixRef {
-        spec,
-        projection: Some(projection),
-    })
+    tensors.keys().map(String::as_str).collect()
 }
 
 impl Reference {
@@ -592,6 +514,9 @@ impl Reference {
             "prefix" => Some(read_prefix(path, &file, &meta, &prompt)?),
             _ => None,
         };
+        let names = encoder_tensors(encoder.as_ref(), prefix.as_ref());
+        let method = method_tensors(encoder.as_ref(), prefix.as_ref(), &names);
+        check_encoder_tensors(path, &file, &names, &method)?;
         Ok(Reference {
             prefix,
             path: path.to_path_buf(),
@@ -604,6 +529,21 @@ impl Reference {
             expected,
             encoder,
         })
+    }
+
+    /// The expected outputs the reference must hold (reference-format.md): its objective's,
+    /// `prefix_grad` in place of `prompt_grad` for a prefix, and the gradient of every
+    /// tensor of its encoder (P-tuning's prompt encoder, a prefix projection).
+    pub fn required(&self) -> Vec<String> {
+        let grad = match self.prefix {
+            Some(_) => "prefix_grad",
+            None => "prompt_grad",
+        };
+        let objective = (self.objective.required().iter())
+            .map(|&n| if n == "prompt_grad" { grad } else { n }.to_string());
+        let names = encoder_tensors(self.encoder.as_ref(), self.prefix.as_ref());
+        let encoder = names.into_iter().map(|n| format!("{GRAD}{ENCODER}{n}"));
+        objective.chain(encoder).collect()
     }
 
     pub fn p(&self) -> usize {

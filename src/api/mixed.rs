@@ -93,7 +93,8 @@ fn with_jobs<B: Backend, T>(
     let mixed: Vec<_> = (jobs.iter().zip(&params))
         .map(|((task, _), params)| (&task.inner, params))
         .collect();
-    f(&mixed)
+    // a result that is not a number is blamed on the first prompt whose values overflow
+    f(&mixed).map_err(|e| (jobs.iter()).fold(e, |e, (_, prompt)| prompt.blame_overflow(e)))
 }
 
 /// A step's numbers on the host: the loss, the gradients downloaded, the real tokens.

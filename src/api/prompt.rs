@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::models::cls_head::HostClsHead;
-use crate::prompt::PromptTable;
+use crate::prompt::{PromptTable, ADAPTER_WEIGHTS};
 use crate::train::checkpoint::{check_arch, load_prompt_dir, SavedPrompt};
 use crate::train::model_id::ModelId;
 use crate::train::spec::TaskSpec;
@@ -265,6 +265,38 @@ impl Prompt {
                 )
             },
         ))
+    }
+
+    /// `e`, a result that is not a number, blamed on the prompt when its values alone break
+    /// float32: a row whose sum of squares passes f32::MAX is no row a norm can compute (a
+    /// finite 3e38 made every score NaN, and the message blamed the model's config.json).
+    /// Any other error passes as it is. Checked only once a run has failed: cheap, and no
+    /// prompt that runs is refused.
+    pub(crate) fn blame_overflow(&self, e: Error) -> Error {
+        let Error::NonFinite(_) = e else {
+            return e;
+        };
+        let square_sum = |row: &[f32]| row.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
+        let rows = self.values().chunks(self.width().max(1)).enumerate();
+        let Some((r, row)) = rows
+            .into_iter()
+            .find(|(_, row)| square_sum(row) > f64::from(f32::MAX))
+        else {
+            return e;
+        };
+        let max = row.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let file = match &self.dir {
+            Some(dir) => dir.join(ADAPTER_WEIGHTS),
+            None => PathBuf::from("the prompt"),
+        };
+        Error::file(
+            file,
+            format!(
+                "the prompt's row {r} holds values up to {max:e}: its sum of squares overflows \
+                 float32, so the model's norms cannot compute it and the scores were not numbers \
+                 (a corrupt prompt, or one saved from a diverged run?)"
+            ),
+        )
     }
 
     /// Where a head or width mismatch is reported: the prompt's folder, else "the prompt".

@@ -62,6 +62,7 @@ impl Model {
             check_rows(&data.rows, m, "data")?;
             train::evaluate_until(be, m, &task.inner, &params, data, batch_size, go_on)
         })
+        .map_err(|e| prompt.blame_overflow(e))
     }
 
     /// As [`Model::predict`], stopped as [`Model::evaluate_until`] is.
@@ -80,6 +81,7 @@ impl Model {
             check_rows(&data.rows, m, "data")?;
             train::predict_until(be, m, &task.inner, &params, data, batch_size, go_on)
         })
+        .map_err(|e| prompt.blame_overflow(e))
     }
 
     /// As [`Model::encode`], stopped as [`Model::evaluate_until`] is: `on_rows` hears the

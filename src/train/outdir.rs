@@ -55,7 +55,11 @@ impl OutLock {
     /// Locks `dir` (created if missing), or fails at once naming the pid of the run that
     /// holds it.
     pub fn acquire(dir: &Path) -> Result<OutLock> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        // by its components: std's create_dir_all gives up on a trailing `.` (`x/./`, x
+        // missing: "No such file or directory")
+        let whole: PathBuf = dir.components().collect();
+        let unwritable = |e| Error::file(dir, format!("--out cannot be written into: {e}"));
+        std::fs::create_dir_all(whole).map_err(unwritable)?;
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)
@@ -63,7 +67,7 @@ impl OutLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+            .map_err(unwritable)?;
         match file.try_lock() {
             Ok(()) => {
                 let pid = std::process::id().to_string();

@@ -121,3 +121,159 @@ fn parity_hostile_references() {
     }
     ok(&parity(&good, &[]));
 }
+
+/// A copy of fixture reference `rel` in `dir`, as `name`, edited by `edit`.
+fn edited_copy(
+    dir: &ScratchDir,
+    rel: &str,
+    name: &str,
+    edit: impl FnOnce(&mut HashMap<String, RawTensor>),
+) -> std::path::PathBuf {
+    let p = dir.path().join(name);
+    std::fs::copy(common::fixture(rel), &p).expect("copy the reference");
+    edit_safetensors(&p, edit);
+    p
+}
+
+/// The fourth hostile round: a P-tuning reference without one of PEFT's encoder gradients, or
+/// with it misnamed ("not computed by the engine; skipped"), passed; so did a prefix
+/// reference whose `placement` was "weird". Each is refused naming the file.
+#[test]
+fn parity_requires_every_encoder_gradient() {
+    let dir = ScratchDir::new("parity_encoder_grads");
+    let model = common::fixture("bloom");
+    let rel = "deep/bloom/ref_causal_ptuning_mlp.safetensors";
+    let parity = |r: &Path| softprompt(&["parity", "--model", s(&model), "--reference", s(r)]);
+    let grad = "grad.encoder.embedding.weight";
+    let r = edited_copy(&dir, rel, "dropped.safetensors", |t| {
+        t.remove(grad);
+    });
+    refused(
+        &parity(&r),
+        &["dropped.safetensors", "missing the expected output", grad],
+    );
+    let r = edited_copy(&dir, rel, "renamed.safetensors", |t| {
+        let g = t.remove(grad).expect("the fixture's gradient");
+        t.insert("grad.encoder.renamed".into(), g);
+    });
+    refused(
+        &parity(&r),
+        &[
+            "renamed.safetensors",
+            "`grad.encoder.renamed`",
+            "mlp_head.0.weight",
+        ],
+    );
+    // an encoder tensor the encoder never reads
+    let r = edited_copy(&dir, rel, "extra.safetensors", |t| {
+        let w = t["encoder.embedding.weight"].clone();
+        t.insert("encoder.extra".into(), w);
+    });
+    refused(&parity(&r), &["extra.safetensors", "`encoder.extra`"]);
+    // a prefix reference: an unknown placement, and one beside peft_config that contradicts it
+    let prefix = "deep/bloom/ref_causal_prefix.safetensors";
+    for (placement, needle) in [
+        ("weird", "expected \"papers\" or \"peft\""),
+        ("papers", "peft_config"),
+    ] {
+        let r = edited_copy(&dir, prefix, &format!("{placement}.safetensors"), |_| {});
+        common::edit_reference_meta(&r, |m| m["placement"] = placement.into());
+        refused(
+            &parity(&r),
+            &[&format!("{placement}.safetensors"), "placement", needle],
+        );
+    }
+    ok(&parity(&common::fixture(rel)));
+}
+
+/// A reference that breaks the format's right padding (a left-padded mask, a [MASK] on
+/// padding) failed as the engine's numbers (exit 1); a loss of shape [1] passed; wrong-sized
+/// causal and generated logits named no file and called the file's count "expected"; an
+/// objective the model has no head for named no file.
+#[test]
+fn parity_refuses_references_against_the_format() {
+    let dir = ScratchDir::new("parity_format");
+    let bert = common::fixture("bert_mlm");
+    let parity = |m: &Path, r: &Path| softprompt(&["parity", "--model", s(m), "--reference", s(r)]);
+    let pet = "bert_mlm/ref_pet_random.safetensors";
+    // the first row with padding, and its real tokens
+    let padded = |t: &HashMap<String, RawTensor>| {
+        let (mask, row) = (t["attention_mask"].as_i64(), t["attention_mask"].shape[1]);
+        (0..mask.len() / row)
+            .map(|b| (b, mask[b * row..(b + 1) * row].iter().sum::<i64>()))
+            .find(|&(_, real)| (real as usize) < row)
+            .expect("a padded row")
+    };
+    let r = edited_copy(&dir, pet, "left.safetensors", |t| {
+        let (b, _) = padded(t);
+        let mut m = t["attention_mask"].as_i64();
+        let shape = t["attention_mask"].shape.clone();
+        m[b * shape[1]..(b + 1) * shape[1]].reverse();
+        t.insert("attention_mask".into(), RawTensor::i64(shape, &m));
+    });
+    refused(
+        &parity(&bert, &r),
+        &["left.safetensors", "attention_mask[", "pads on the right"],
+    );
+    let r = edited_copy(&dir, pet, "on_pad.safetensors", |t| {
+        // the [MASK] on the row's first padding position
+        let (b, real) = padded(t);
+        let mut pos = t["mask_positions"].as_i64();
+        pos[b] = real;
+        t.insert(
+            "mask_positions".into(),
+            RawTensor::i64(vec![pos.len()], &pos),
+        );
+    });
+    refused(
+        &parity(&bert, &r),
+        &[
+            "on_pad.safetensors",
+            "mask_positions[",
+            "a padding position",
+        ],
+    );
+    let r = edited_copy(&dir, pet, "loss1.safetensors", |t| {
+        let l = t["loss"].as_f32();
+        t.insert("loss".into(), RawTensor::f32(vec![1], &l));
+    });
+    refused(
+        &parity(&bert, &r),
+        &["loss1.safetensors", "`loss` has shape [1]", "[]"],
+    );
+    let bloom = common::fixture("bloom");
+    for (rel, name) in [
+        ("bloom/ref_causal_random.safetensors", "logits"),
+        ("bloom/ref_generate_random.safetensors", "generated_logits"),
+    ] {
+        let file = format!("{name}_v.safetensors");
+        let mut engine = Vec::new();
+        let r = edited_copy(&dir, rel, &file, |t| {
+            let mut shape = t[name].shape.clone();
+            engine = shape.clone();
+            let v = shape.pop().expect("a vocabulary");
+            shape.push(v - 4);
+            let n: usize = shape.iter().product();
+            t.insert(name.into(), RawTensor::f32(shape, &t[name].as_f32()[..n]));
+        });
+        refused(
+            &parity(&bloom, &r),
+            &[
+                &file,
+                &format!("`{name}`"),
+                &format!("engine computes {engine:?}"),
+            ],
+        );
+    }
+    let r = edited_copy(
+        &dir,
+        "bloom/ref_causal_random.safetensors",
+        "s2s.safetensors",
+        |_| {},
+    );
+    common::edit_reference_meta(&r, |m| m["objective"] = "seq2seq".into());
+    refused(
+        &parity(&bloom, &r),
+        &["s2s.safetensors", "needs a T5 model"],
+    );
+}

@@ -159,3 +159,32 @@ fn predict_output_exists_needs_overwrite() {
         .collect();
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
 }
+
+/// A finite but huge prompt row (3e38: its sum of squares overflows float32) made every score
+/// NaN, and eval and predict blamed the model ("its config.json's norm epsilon, or its
+/// weights?"): the prompt's file is named instead.
+#[test]
+fn a_prompt_that_overflows_is_named() {
+    let dir = ScratchDir::new("prompt_overflow");
+    let run = trained(&dir, &[]);
+    let adapter = run.join("adapter_model.safetensors");
+    crate::common::edit_safetensors(&adapter, |t| {
+        let (name, rows) = t
+            .iter()
+            .next()
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .expect("a tensor");
+        let mut v = rows.as_f32();
+        let width = rows.shape[1];
+        v[..width].fill(3e38);
+        t.insert(name, crate::common::RawTensor::f32(rows.shape, &v));
+    });
+    let data = corpus("data/dev.jsonl");
+    for command in ["eval", "predict"] {
+        let err = refused(
+            &softprompt(&[command, "--prompt", s(&run), "--data", s(&data)]),
+            &[s(&adapter), "row 0", "overflows float32"],
+        );
+        assert!(!err.contains("config.json"), "{err}");
+    }
+}

@@ -363,3 +363,22 @@ fn prefix_cls_run_reads_back_its_head() {
         ],
     );
 }
+
+/// `--out x/./` (x missing) failed with a bare "x/./: No such file or directory" (std's
+/// create_dir_all stops at the trailing `.`): it trains into x. A folder that cannot be made
+/// (under a file here, on a read-only file system in the hostile round) names `--out`.
+#[test]
+fn out_paths_are_made_or_named() {
+    let dir = ScratchDir::new("out_paths");
+    let out = dir.path().join("x/./");
+    ok(&softprompt(&train_args(&fixture("bert_mlm"), &out, &[])));
+    assert!(dir.path().join("x/adapter_model.safetensors").is_file());
+    let file = dir.path().join("file");
+    std::fs::write(&file, "mine").expect("write");
+    let under = file.join("run");
+    refused(
+        &softprompt(&train_args(&fixture("bert_mlm"), &under, &[])),
+        &[s(&under), "--out cannot be written into", "Not a directory"],
+    );
+    assert_eq!(std::fs::read(&file).expect("read"), b"mine");
+}
