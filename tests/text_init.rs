@@ -141,6 +141,10 @@ fn tokenizer_matches_recorded_ids_without_baked_padding() {
         "t5_v1_0",
         "t5_v1_1",
         "t5_flan",
+        "bloom",
+        "llama",
+        "qwen2",
+        "mistral",
     ] {
         let dir = fixture(folder);
         let tok = Tokenizer::load(&dir).unwrap();

@@ -58,6 +58,23 @@ BERT_VOCAB = (
        "##forget", "##table", "##piece", "##er", "##y", "##ness"]
 )
 
+# Texts on which transformers' tokenizer classes and the file's pipeline part ways when the file
+# lacks a step the class builds itself (transformers 5's T5Tokenizer: WhitespaceSplit before
+# Metaspace; Qwen2Tokenizer: NFC and Qwen's split regex): tabs, runs of spaces, U+3000, U+00A0,
+# NFD accents, newlines. check_and_write_tokenization asserts agreement on them too.
+HOSTILE_TEXTS = [
+    "tab\there",
+    "it's   three  spaces",
+    "  leading and trailing  ",
+    "a\u3000b",
+    "\u3000",
+    "no\u00a0break",
+    "cafe\u0301 and nai\u0308ve",
+    "line one\nline two",
+    "crlf\r\nend\n\n",
+    " \t\n mixed \u2003 gaps",
+]
+
 # T5 (Unigram) pieces: whole words with a leading "▁", subword pieces, single characters.
 T5_WORDS = """the a an and but or of to in for with it is was are be this that I you
 The A An It In Not Nothing Terrible Quite Classify review sentiment
@@ -197,7 +214,15 @@ def write_t5_tokenizer(folder, n_extra=10, model_max_length=512):
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + t5_pieces() + [(e, 0.0) for e in reversed(extra)]
     assert len({p for p, _ in vocab}) == len(vocab)
     tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    # As T5's tokenizer.json on the hub (converted from its SentencePiece model) has it, and as
+    # transformers 5's T5Tokenizer rebuilds it whatever the file says: whitespace of every kind
+    # (tabs, runs of spaces, U+3000) only separates words. The hub's files also carry a Precompiled
+    # normalizer (SentencePiece's nmt_nfkc charsmap), which the class takes from the file; these
+    # fixtures have none, so neither side normalizes.
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(),
+        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
+    ])
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
     tok.post_processor = processors.TemplateProcessing(
         single=["$A", "</s>"], pair=["$A", "</s>", "$B", "</s>"], special_tokens=[("</s>", 1)]
@@ -227,12 +252,12 @@ def auto_tokenizer(folder):
 
 def check_and_write_tokenization(folder, arch, extra_texts=()):
     """Assert that transformers' AutoTokenizer (what PEFT's TEXT init uses) and the plain
-    `tokenizers` library loading tokenizer.json (what the Rust engine uses) agree, and write
-    tokenization.json with the expected ids."""
+    `tokenizers` library loading tokenizer.json (what the Rust engine uses) agree, on the
+    sentences and on HOSTILE_TEXTS, and write tokenization.json with the expected ids."""
     at = auto_tokenizer(folder)
     raw = raw_tokenizer(folder)
     baked = Tokenizer.from_file(os.path.join(folder, "tokenizer.json"))
-    texts = list(SENTENCES) + list(extra_texts)
+    texts = list(SENTENCES) + list(extra_texts) + HOSTILE_TEXTS
     out = {"tokenizer_class": type(at).__name__, "single": [], "pair": []}
     for t in texts:
         a = at(t)

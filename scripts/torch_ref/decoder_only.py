@@ -10,7 +10,7 @@ import os
 import torch
 from peft import TaskType
 from safetensors.torch import save_file
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import (
     BloomConfig,
     BloomForCausalLM,
@@ -23,7 +23,9 @@ from transformers import (
 )
 
 from .bert_t5 import assert_same_weights, pad_right
-from .common import SENTENCES, auto_tokenizer, log, quiet, raw_tokenizer, rel_err, rmtree_if, write_json
+from .common import (
+    HOSTILE_TEXTS, SENTENCES, auto_tokenizer, log, quiet, raw_tokenizer, rel_err, rmtree_if, write_json,
+)
 from .refs import check_only_prompt_grad, expected_text_init, make_peft, ref_metadata, save_adapter, save_ref
 
 
@@ -96,18 +98,23 @@ def learn_bpe_merges(corpus, n_merges, pre_tok):
 
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
+# Qwen2's: digits one by one (Llama 3's take up to three). Qwen2's tokenizer.json pairs it with an NFC
+# normalizer, and transformers 5's Qwen2Tokenizer rebuilds both whatever the file says.
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+               r"\s*[\r\n]+|\s+(?!\S)|\s+")
 
 BYTELEVEL_FLAVORS = {
     # specials (in id order, first ids), bos added by the post-processor, tokenizer_config extras
     "bloom": dict(specials=["<unk>", "<s>", "</s>", "<pad>"], bos=None, cls="BloomTokenizerFast",
                   cfg={"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>",
-                       "padding_side": "left"}, n_merges=40, split=False),
+                       "padding_side": "left"}, n_merges=40, split=None, nfc=False),
     "llama": dict(specials=["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"], bos="<|begin_of_text|>",
                   cls="PreTrainedTokenizerFast", cfg={"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"},
-                  n_merges=40, split=True),
+                  n_merges=40, split=LLAMA3_SPLIT, nfc=False),
     "qwen2": dict(specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"], bos=None, cls="Qwen2Tokenizer",
                   cfg={"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "bos_token": None,
-                       "errors": "replace", "split_special_tokens": False}, n_merges=40, split=False),
+                       "errors": "replace", "split_special_tokens": False}, n_merges=40, split=QWEN2_SPLIT,
+                  nfc=True),
 }
 
 
@@ -120,8 +127,8 @@ def write_bytelevel_tokenizer(folder, flavor, model_max_length=2048):
     """A byte-level BPE tokenizer.json (GPT-2 alphabet, as BLOOM, Llama 3 and Qwen2 use) with a tiny
     learned merge list: specials first, then the 256 byte symbols in byte order, then the merges."""
     f = BYTELEVEL_FLAVORS[flavor]
-    if f["split"]:  # Llama 3 style: a Split regex, then ByteLevel without its own regex
-        pre = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
+    if f["split"]:  # Llama 3 and Qwen2 style: a Split regex, then ByteLevel without its own regex
+        pre = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(f["split"]), behavior="isolated", invert=False),
                                        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True,
                                                                 use_regex=False)])
     else:
@@ -136,6 +143,8 @@ def write_bytelevel_tokenizer(folder, flavor, model_max_length=2048):
         if a + b not in vocab:
             vocab[a + b] = len(vocab)
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
+    if f["nfc"]:
+        tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre
     tok.decoder = decoders.ByteLevel()
     if f["bos"] is not None:
@@ -159,14 +168,16 @@ def write_bytelevel_tokenizer(folder, flavor, model_max_length=2048):
 
 
 def check_and_write_causal_tokenization(folder, texts):
+    """As check_and_write_tokenization: AutoTokenizer and tokenizer.json agree on `texts` and on
+    HOSTILE_TEXTS; `texts` also decode back to themselves (NFC does not give NFD text back)."""
     at = auto_tokenizer(folder)
     raw = raw_tokenizer(folder)
     out = {"tokenizer_class": type(at).__name__, "single": []}
-    for t in texts:
+    for t in list(texts) + HOSTILE_TEXTS:
         a = at(t)
         r = raw.encode(t)
         assert a["input_ids"] == r.ids, (folder, t, a["input_ids"], r.ids)
-        assert raw.decode(r.ids, skip_special_tokens=True) == t, (folder, t)
+        assert t in HOSTILE_TEXTS or raw.decode(r.ids, skip_special_tokens=True) == t, (folder, t)
         out["single"].append({"text": t, "ids": r.ids, "tokens": r.tokens})
     out["len_auto_tokenizer"] = len(at)
     out["vocab_size_with_added"] = raw.get_vocab_size(with_added_tokens=True)

@@ -15,6 +15,7 @@ use crate::backend::IGNORE_INDEX;
 use crate::error::{Error, GoOn, Result};
 use crate::models::TokenBatch;
 use crate::tokenizer::{TokenSpans, Tokenizer};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -217,19 +218,54 @@ impl Task {
 
     /// (ids, [MASK] index, truncated) of one text.
     ///
+    /// Whatever the text, no more than `max_len * 256` bytes (at least 64 KiB) reach the
+    /// tokenizer: a line without whitespace (one 10 MB "word") tokenized whole took gigabytes.
+    /// So first every run of more than `max_len * 16` (at least 4096) non-whitespace characters
+    /// of one kind (alphanumeric, or not) keeps only its head, and the words after it stay: a
+    /// word of more than 100 characters is one `[UNK]` to BERT's WordPiece, a run of unknown
+    /// characters one fused `<unk>` to a Unigram, whatever their length, and a run a BPE splits
+    /// fills the row long before its end. Where the run's length still mattered (its tokens
+    /// change when twice as much of it is kept), the row is counted as cut, and so is a text
+    /// that still needed cutting at the byte bound: the tokens are then not the whole text's.
+    fn encode_text(&self, tok: &Tokenizer, text: &str) -> Result<(Vec<i32>, usize, bool)> {
+        let cap = self.spec.max_len.saturating_mul(256).max(1 << 16);
+        let keep = cap / 16;
+        let short = shorten_runs(text, keep);
+        let row = self.encode_capped(tok, &short, cap)?;
+        if matches!(short, Cow::Borrowed(_)) {
+            return Ok(row);
+        }
+        let longer = self.encode_capped(tok, &shorten_runs(text, keep * 2), cap)?;
+        if longer.0 == row.0 {
+            return Ok(row);
+        }
+        Ok((longer.0, longer.1, true))
+    }
+
+    /// `encode_by_words` of `text` cut to `cap` bytes (`capped`); the row counts as cut when
+    /// the bytes cut off held anything.
+    fn encode_capped(
+        &self,
+        tok: &Tokenizer,
+        text: &str,
+        cap: usize,
+    ) -> Result<(Vec<i32>, usize, bool)> {
+        let head = capped(text, cap);
+        let (ids, mask_pos, cut) = self.encode_by_words(tok, head)?;
+        let rest = text.get(head.len()..).unwrap_or_default();
+        let dropped = !rest.trim().is_empty();
+        Ok((ids, mask_pos, cut || dropped))
+    }
+
+    /// (ids, [MASK] index, truncated) of a text of at most `cap` bytes.
+    ///
     /// A long text is tokenized by its first words only, so that a huge line costs no more
     /// than a long row: a prefix cut right after a whitespace character holds whole words,
     /// and the pre-tokenizers (BERT's, T5's Metaspace) split at whitespace with char-local
     /// normalizers, so its tokens are the first tokens of the whole text. When the prefix's
     /// row is cut (more tokens than `max_len`), the kept tokens are those of the whole text;
     /// otherwise the prefix grows fourfold until it is, or until it is the whole text.
-    ///
-    /// Whatever the words, no more than `max_len * 256` bytes (at least 64 KiB) reach the
-    /// tokenizer: a line without whitespace (one 10 MB "word") has no word boundary to cut at,
-    /// and tokenizing it whole took gigabytes. A text of words reaches a cut row long before
-    /// that bound (64 bytes a token already cuts it), so only such runs are cut differently.
-    fn encode_text(&self, tok: &Tokenizer, text: &str) -> Result<(Vec<i32>, usize, bool)> {
-        let text = capped(text, self.spec.max_len.saturating_mul(256).max(1 << 16));
+    fn encode_by_words(&self, tok: &Tokenizer, text: &str) -> Result<(Vec<i32>, usize, bool)> {
         let mut budget = self.spec.max_len.saturating_mul(64).max(4096);
         while budget < text.len() {
             let Some(prefix) = whitespace_prefix(text, budget) else {
@@ -484,6 +520,36 @@ fn capped(text: &str, cap: usize) -> &str {
     }
 }
 
+/// `text` with every run of more than `keep` non-whitespace characters of one kind
+/// (alphanumeric, or not) cut to its first `keep`; borrowed when no run is that long.
+fn shorten_runs(text: &str, keep: usize) -> Cow<'_, str> {
+    let mut drop: Vec<std::ops::Range<usize>> = Vec::new();
+    let (mut kind, mut n, mut from) = (None, 0usize, None);
+    for (i, c) in text.char_indices() {
+        let k = (!c.is_whitespace()).then(|| c.is_alphanumeric());
+        if k != kind || k.is_none() {
+            drop.extend(from.take().map(|f| f..i));
+            (kind, n) = (k, 0);
+        }
+        n += k.is_some() as usize;
+        if n == keep + 1 {
+            from = Some(i);
+        }
+    }
+    drop.extend(from.map(|f| f..text.len()));
+    if drop.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for r in drop {
+        out.push_str(text.get(at..r.start).unwrap_or_default());
+        at = r.end;
+    }
+    out.push_str(text.get(at..).unwrap_or_default());
+    Cow::Owned(out)
+}
+
 /// The longest prefix of `text` of at most `budget` bytes that ends with a whitespace
 /// character, else the shortest longer one; None when `text` has no whitespace at all.
 fn whitespace_prefix(text: &str, budget: usize) -> Option<&str> {
@@ -588,5 +654,74 @@ mod tests {
         assert_eq!(capped("ab cd ef", 7), "ab cd ");
         assert_eq!(capped("a bcdefgh", 7), "a bcdef");
         assert_eq!(capped("é", 1), "");
+    }
+
+    /// A task of `kind` with `max_len` on fixture `name`.
+    fn fixture_task(name: &str, kind: TaskKind, max_len: usize) -> (Model<CpuBackend<f32>>, Task) {
+        let be = CpuBackend::<f32>::new();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let model = Model::load(&be, &dir.join(name)).expect("fixture model");
+        let mut spec = TaskSpec::new(kind, &["negative", "positive"]);
+        spec.label_words = vec!["bad".into(), "great".into()];
+        spec.max_len = max_len;
+        let task = Task::new(spec, &model).expect("task");
+        (model, task)
+    }
+
+    /// The words after a 70,000-character run stay (they were cut off with the run's tail at
+    /// 64 KiB, the row not counted as cut): the row is the whole text's, for WordPiece (a
+    /// word of more than 100 characters is one [UNK]), T5's Unigram (unknown characters fuse
+    /// into one <unk>) and byte-level BPE (the run fills the row).
+    #[test]
+    fn a_long_run_keeps_the_words_after_it() {
+        for (name, kind, run, cut) in [
+            ("bert_mlm", TaskKind::Cls, "x", false),
+            ("bert_mlm", TaskKind::Cls, "x.", true),
+            ("t5_flan", TaskKind::Seq2Seq, "X", false),
+            ("t5_flan", TaskKind::Seq2Seq, "x", true),
+            ("bloom", TaskKind::Causal, "x", true),
+        ] {
+            let (model, task) = fixture_task(name, kind, 24);
+            let text = format!("{} was great", run.repeat(70_000 / run.len()));
+            let row = task.encode_text(&model.tokenizer, &text).expect("row");
+            let whole = task.encode_whole(&model.tokenizer, &text).expect("whole");
+            assert_eq!(row, whole, "{name}: {run:?}");
+            assert_eq!(row.2, cut, "{name}: {run:?}");
+        }
+        let (model, task) = fixture_task("bert_mlm", TaskKind::Cls, 24);
+        let tok = &model.tokenizer;
+        let row = task.encode_text(tok, &format!("{} was great", "x".repeat(70_000)));
+        let want = tok.encode("[UNK] was great", true).expect("ids");
+        assert_eq!(row.expect("row").0, want);
+        // a run whose length matters: its head alone (control characters, which BERT drops)
+        // loses the comma at its end, twice the head keeps it; the longer one is taken, and
+        // the row counts as cut since nothing says a longer run would not change it again
+        let text = format!("{}, was great", "\u{1}".repeat(5000));
+        let row = task.encode_text(tok, &text).expect("row");
+        let whole = task.encode_whole(tok, &text).expect("whole");
+        assert_eq!(row.0, whole.0);
+        assert!(row.2 && !whole.2);
+    }
+
+    /// Text past the byte bound that still held anything counts the row as cut (it was scored
+    /// as whole); a tail of whitespace alone does not.
+    #[test]
+    fn a_text_cut_at_the_byte_bound_counts_as_cut() {
+        let (model, task) = fixture_task("bert_mlm", TaskKind::Cls, 24);
+        // control characters: BERT's normalizer drops them, so these words give no tokens
+        let junk = format!("{} ", "\u{1}".repeat(3000)).repeat(30);
+        let row = task.encode_text(&model.tokenizer, &format!("{junk}was great"));
+        let (ids, _, cut) = row.expect("row");
+        assert!(cut && ids.len() == 2, "{ids:?} {cut}");
+        let spaces = format!("was great{}", " ".repeat(1 << 17));
+        assert!(!task.encode_text(&model.tokenizer, &spaces).expect("row").2);
+    }
+
+    #[test]
+    fn shorten_runs_keeps_the_head_of_each_kind() {
+        assert_eq!(shorten_runs("aaaaa!!!!! bb", 3), "aaa!!! bb");
+        assert_eq!(shorten_runs("ab1é\u{301}", 4), "ab1é\u{301}");
+        assert_eq!(shorten_runs("éééé \tx", 2), "éé \tx");
+        assert!(matches!(shorten_runs("abc def", 3), Cow::Borrowed(_)));
     }
 }
