@@ -151,7 +151,6 @@ pub fn step_gemms(preset: &Preset, w: &Workload) -> Vec<StepGemm> {
     }
 }
 
-/// Seconds of the best of `reps` runs of `f`, after one warm-up run.
 /// R, the rows per example BERT's last layer runs at in the bench's batch: `pet`'s one
 /// [MASK] row, `mlm`'s most labelled positions in one row of the batch the bench draws.
 fn bert_tail_rows(preset: &Preset, w: &Workload) -> usize {
@@ -165,6 +164,7 @@ fn bert_tail_rows(preset: &Preset, w: &Workload) -> usize {
         .unwrap_or(0)
 }
 
+/// Seconds of the best of `reps` runs of `f`, after one warm-up run.
 fn best_secs(reps: usize, mut f: impl FnMut()) -> f64 {
     f();
     (0..reps)

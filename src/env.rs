@@ -5,7 +5,7 @@
 //!
 //! The variables and their readers: `SOFTPROMPT_GEMM` (cpu/gemm_path.rs), `SOFTPROMPT_SIMD`
 //! (cpu/simd), `SOFTPROMPT_HOST_MEMORY` (memory.rs), `SOFTPROMPT_HEAP` (cpu/heap.rs),
-//! `SOFTPROMPT_MAX_STREAM_BYTES` (fsutil.rs), `RAYON_NUM_THREADS` (cpu/threads.rs). Paths
+//! `SOFTPROMPT_MAX_STREAM_BYTES` (fsutil.rs), `RAYON_NUM_THREADS` and `RAYON_RS_NUM_CPUS` (cpu/threads.rs). Paths
 //! (`SOFTPROMPT_MKL`, `SOFTPROMPT_CACHE`, `SOFTPROMPT_CUDA_INCLUDE`) are checked where the file
 //! is opened; the CUDA ones (`SOFTPROMPT_ATTN_*`, `SOFTPROMPT_SYNC`) where a GPU starts.
 

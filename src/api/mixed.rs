@@ -93,8 +93,9 @@ fn with_jobs<B: Backend, T>(
     let mixed: Vec<_> = (jobs.iter().zip(&params))
         .map(|((task, _), params)| (&task.inner, params))
         .collect();
-    // a result that is not a number is blamed on the first prompt whose values overflow
-    f(&mixed).map_err(|e| (jobs.iter()).fold(e, |e, (_, prompt)| prompt.blame_overflow(e)))
+    // a result that is not a number stays `NonFinite` here (not blamed on a prompt's file as
+    // evaluate and predict do): serve answers it with a 500 naming the prompt and the text
+    f(&mixed)
 }
 
 /// A step's numbers on the host: the loss, the gradients downloaded, the real tokens.

@@ -8,6 +8,7 @@
 )]
 
 use super::data::{Dataset, Example};
+use super::encode_text::{capped, shorten_runs, whitespace_prefix};
 use super::model_id::ModelId;
 use super::spec::TaskKind;
 use super::task::Task;
@@ -501,71 +502,6 @@ impl Task {
     pub fn gold(&self, row: &Row) -> Option<usize> {
         row.label
     }
-}
-
-/// `text` cut to at most `cap` bytes: after its last whitespace character when that lies in
-/// the second half (whole words), else at the last character boundary.
-fn capped(text: &str, cap: usize) -> &str {
-    if text.len() <= cap {
-        return text;
-    }
-    let mut at = cap;
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    let head = text.get(..at).unwrap_or_default();
-    match head.char_indices().rev().find(|(_, c)| c.is_whitespace()) {
-        Some((i, c)) if i >= at / 2 => text.get(..i + c.len_utf8()).unwrap_or(head),
-        _ => head,
-    }
-}
-
-/// `text` with every run of more than `keep` non-whitespace characters of one kind
-/// (alphanumeric, or not) cut to its first `keep`; borrowed when no run is that long.
-fn shorten_runs(text: &str, keep: usize) -> Cow<'_, str> {
-    let mut drop: Vec<std::ops::Range<usize>> = Vec::new();
-    let (mut kind, mut n, mut from) = (None, 0usize, None);
-    for (i, c) in text.char_indices() {
-        let k = (!c.is_whitespace()).then(|| c.is_alphanumeric());
-        if k != kind || k.is_none() {
-            drop.extend(from.take().map(|f| f..i));
-            (kind, n) = (k, 0);
-        }
-        n += k.is_some() as usize;
-        if n == keep + 1 {
-            from = Some(i);
-        }
-    }
-    drop.extend(from.map(|f| f..text.len()));
-    if drop.is_empty() {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut at = 0;
-    for r in drop {
-        out.push_str(text.get(at..r.start).unwrap_or_default());
-        at = r.end;
-    }
-    out.push_str(text.get(at..).unwrap_or_default());
-    Cow::Owned(out)
-}
-
-/// The longest prefix of `text` of at most `budget` bytes that ends with a whitespace
-/// character, else the shortest longer one; None when `text` has no whitespace at all.
-fn whitespace_prefix(text: &str, budget: usize) -> Option<&str> {
-    let mut at = budget.min(text.len());
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    let (head, tail) = text.split_at(at);
-    let end = match head.char_indices().rev().find(|(_, c)| c.is_whitespace()) {
-        Some((i, c)) => i + c.len_utf8(),
-        None => {
-            let (i, c) = tail.char_indices().find(|(_, c)| c.is_whitespace())?;
-            at + i + c.len_utf8()
-        }
-    };
-    text.get(..end)
 }
 
 #[cfg(test)]

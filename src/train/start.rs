@@ -250,6 +250,9 @@ pub(super) fn precheck<B: Backend>(
     model.check_step_memory(be, rows.min(cfg.batch_size), tokens, target, "--batch-size")?;
     for enc in evals.into_iter().flatten() {
         check_labelled(task, enc)?;
+        // a dev or test row with a label past the task's failed at the first evaluation,
+        // after steps and a checkpoint were written
+        task.check_labels(&enc.rows, false)?;
         let (rows, tokens, target) = longest(enc);
         let rows = rows.min(cfg.eval_batch_size);
         model.check_step_memory(be, rows, tokens, target, "--eval-batch-size")?;
