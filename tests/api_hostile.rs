@@ -310,6 +310,42 @@ fn a_run_on_rows_without_a_usable_label_is_refused_before_writing() {
     }
 }
 
+/// A dev row with a label past the task's passed the precheck and failed at the first
+/// evaluation, after steps and a checkpoint were written: it is refused before anything is.
+#[test]
+fn a_dev_row_with_a_label_past_the_task_is_refused_before_writing() {
+    let model = Model::open(fixture("bert_nohead"), Device::Cpu).unwrap();
+    let task = cls_task(&model, &["neg", "pos"]);
+    let scratch = ScratchDir::new("api_hostile_dev_labels");
+    let cfg = TrainConfig {
+        prompt_len: 4,
+        batch_size: 4,
+        max_steps: Some(2),
+        eval_every: 1,
+        ..TrainConfig::default()
+    };
+    let encoded = |labels: &[usize]| Encoded {
+        path: PathBuf::from("rows"),
+        rows: (labels.iter())
+            .map(|&l| row(&model, "fine film", Some(l)))
+            .collect(),
+        truncated: 0,
+        truncated_targets: 0,
+    };
+    let (train, dev) = (encoded(&[0, 1, 0, 1]), encoded(&[1, 0, 5]));
+    let splits = Splits {
+        train: &train,
+        dev: Some(&dev),
+        test: None,
+    };
+    let out = scratch.path().join("run");
+    let e = model.train(&task, splits, &cfg, &out, &mut |_| {});
+    let e = e.map(|_| ()).expect_err("a dev label past the task's");
+    assert!(matches!(e, Error::Arg { .. }), "{e:?}");
+    assert!(e.to_string().contains("row 3 has label 5"), "{e}");
+    assert!(!out.exists(), "{} was made", out.display());
+}
+
 /// `train` from the API (and Python) checked only that `out` was no empty path and no
 /// model's folder: a file or a dangling link failed in the lock with a bare "File exists".
 /// It checks what `save_prompt` and the command line check, in their words.
