@@ -36,7 +36,7 @@ const QBLOCK: usize = 64;
 /// in float32; backward holds two such tiles per thread, within a core's L2), at least
 /// QBLOCK: every tile packs the head's keys (and in backward its values) for its products
 /// again, so at bert-base's 148 keys one tile of all 148 rows instead of three of 64 saves
-/// 10% of the attention's time (bench/README.md).
+/// 10% of the attention's time (bench/history.md).
 const TILE_SCORES: usize = 32 * 1024;
 
 /// Query rows per tile for `tq` queries over `tk` keys (the prefix counted): tiles of equal

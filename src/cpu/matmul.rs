@@ -142,7 +142,7 @@ pub(crate) fn crate_gemm<F: Real>(
 /// Why not the crate's own threading: the crate packs row-major W as its left operand, and
 /// for N up to about 2·768 it packs all of it on the calling thread before its threads start
 /// (`do_prepack_lhs`), the other core idle meanwhile. That pack is 5% of a 1184×768×768
-/// product's single-thread time and 15% of a 1184×3072×768 one's (bench/README.md). Split
+/// product's single-thread time and 15% of a 1184×3072×768 one's (bench/history.md). Split
 /// by columns, each thread packs its own block of W, in parallel. Each output element is
 /// summed as before: the results are bit for bit the crate's.
 pub(crate) fn crate_gemm_wt<F: Real>(
