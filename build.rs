@@ -212,11 +212,16 @@ fn write_if_changed(path: &Path, text: &str) -> Result<(), String> {
     fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The rewrite, the wrapper TUs and one static library with kernels/emu/runtime.cpp.
+/// The emulator's runtime (kernels/emu/runtime.h says what each file holds); kernels/emu/Makefile
+/// compiles the same list.
+const EMU_RUNTIME: [&str; 3] = ["runtime.cpp", "runtime_warp.cpp", "runtime_shared.cpp"];
+
+/// The rewrite, the wrapper TUs and one static library with the emulator's runtime.
 fn build_emu(root: &Path, out: &Path, files: &[KernelFile]) -> Result<(), String> {
     let emu = root.join("kernels/emu");
     println!("cargo:rerun-if-changed={}", emu.display());
-    for sub in ["cuda_emu.h", "runtime.cpp", "detail", "include"] {
+    let headers = ["cuda_emu.h", "runtime.h", "detail", "include"];
+    for sub in headers.iter().chain(&EMU_RUNTIME) {
         println!("cargo:rerun-if-changed={}", emu.join(sub).display());
     }
     let gen = out.join("emu");
@@ -245,7 +250,7 @@ fn build_emu(root: &Path, out: &Path, files: &[KernelFile]) -> Result<(), String
         .include(&gen)
         .flag("-fno-strict-aliasing")
         .warnings(false)
-        .file(emu.join("runtime.cpp"))
+        .files(EMU_RUNTIME.iter().map(|f| emu.join(f)))
         .files(&wrappers);
     if std::env::var("SOFTPROMPT_EMU_ASAN").as_deref() == Ok("1") {
         b.flag("-fsanitize=address").flag("-fno-omit-frame-pointer");
