@@ -227,6 +227,41 @@ pub(crate) fn prompt_or_prefix<T>(prefix: bool, grad: T) -> (Option<T>, Option<T
     }
 }
 
+/// The first P rows of each of B batch rows of (B, S): where a stack with the prompt in front
+/// wants its first layer's input gradient (every other row's input is a frozen token
+/// embedding, so its gradient is read by nothing). P = 0 (prefix tuning, or no row reading a
+/// prompt): the input gradient is wanted nowhere.
+pub(crate) struct FrontRows<B: Backend> {
+    /// M = B·P, the rows it holds
+    pub(crate) m: usize,
+    /// (M) I32 their flat rows of (B, S), in order; None when M = 0
+    idx: Option<B::Buf>,
+}
+
+impl<B: Backend> FrontRows<B> {
+    /// Rows 0..P of each of the B rows of S positions.
+    pub(crate) fn new(be: &B, b: usize, s: usize, p: usize) -> Result<Self> {
+        let rows: Vec<i32> = (0..b)
+            .flat_map(|bi| (bi * s..bi * s + p.min(s)).map(|r| r as i32))
+            .collect();
+        Ok(FrontRows {
+            m: rows.len(),
+            idx: (!rows.is_empty())
+                .then(|| be.upload_i32(&rows))
+                .transpose()?,
+        })
+    }
+
+    /// out (M, C) = x (B·S, C) at the front rows, activations.
+    pub(crate) fn gather(&self, be: &B, x: &B::Buf, c: usize) -> Result<B::Buf> {
+        let mut out = output(be, be.act_dtype(), self.m * c)?;
+        if let Some(idx) = &self.idx {
+            be.gather_rows(&mut out, x, idx, self.m, c)?;
+        }
+        Ok(out)
+    }
+}
+
 /// Allocates a zeroed buffer.
 pub(crate) fn zeros<B: Backend>(be: &B, dtype: DType, len: usize) -> Result<B::Buf> {
     be.zeros(dtype, len)

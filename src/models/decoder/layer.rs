@@ -10,7 +10,7 @@ use super::weights::{Decoder, DecoderLayerWeights, Mlp, Norm};
 use crate::backend::{AttnBias, AttnDims, Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::common::{hold, linear, output, zeros};
+use crate::models::common::{hold, linear, output, zeros, FrontRows};
 
 /// The last `rows` positions of every batch row, where the last layer's output is wanted: a
 /// loss that reads only target rows needs nothing else of it, and past its keys and values
@@ -473,6 +473,8 @@ impl<B: Backend> Decoder<B> {
     /// dx (N, C) holds d layer output on entry and d layer input on exit: layer_fwd's ops in
     /// exact reverse. With a `tail`, dx holds (B·rows, C) on entry (the output's rows) and
     /// becomes (N, C). With a prefix, `dprefix` (its table's shape) += block l's gradient.
+    /// With `front` (and no tail), d layer input is wanted at its rows only: dx becomes
+    /// (M, C), those rows' (`front_bwd`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn layer_bwd(
         &self,
@@ -483,6 +485,7 @@ impl<B: Backend> Decoder<B> {
         l: usize,
         inp: &DecoderInputs<B>,
         tail: Option<&Tail<B>>,
+        front: Option<&FrontRows<B>>,
     ) -> Result<()> {
         let w: &DecoderLayerWeights<B> = &self.w.layers[l];
         let (b, s) = (inp.b, inp.s());
@@ -523,6 +526,10 @@ impl<B: Backend> Decoder<B> {
         self.rope(be, &mut dk, inp.pos.as_ref(), kv_heads, true)?;
         let q_pos = tail.map_or(inp.pos.as_ref(), |t| t.pos.as_ref());
         self.rope(be, &mut dq, q_pos, (b, tq, self.cfg.num_heads), true)?;
+        if let Some(front) = front.filter(|_| tail.is_none()) {
+            *dx = self.front_bwd(be, front, dx, [dq, dk, dv], w, a)?;
+            return Ok(());
+        }
         let mut dh = output(be, act, n * c)?;
         be.linear_bwd(&mut dh, &dv, &w.v.w, n, c, kvw, false)?;
         be.linear_bwd(&mut dh, &dk, &w.k.w, n, c, kvw, true)?;
@@ -538,6 +545,45 @@ impl<B: Backend> Decoder<B> {
             be.linear_bwd(&mut dh, &dq, &w.q.w, n, c, qw, true)?;
         }
         w.attn_norm.bwd(be, dx, &dh, &a.attn_norm, n, c, true)
+    }
+
+    /// d layer input (M, C) at the `front` rows only, from dx (N, C) (d of the attention
+    /// half's output) and [dq (N, H·D), dk, dv (N, Hkv·D)] (rotated back): the residual's part
+    /// there, and the attention norm's backward of the value, key and query products, run at
+    /// those rows alone (both are row-wise).
+    fn front_bwd(
+        &self,
+        be: &B,
+        front: &FrontRows<B>,
+        dx: &B::Buf,
+        [dq, dk, dv]: [B::Buf; 3],
+        w: &DecoderLayerWeights<B>,
+        a: &DecoderLayerActs<B>,
+    ) -> Result<B::Buf> {
+        let (m, c, eps) = (front.m, self.cfg.hidden_size, self.cfg.norm_eps);
+        let (qw, kvw) = (self.cfg.q_width(), self.cfg.kv_width());
+        let mut d = front.gather(be, dx, c)?;
+        if m == 0 {
+            return Ok(d);
+        }
+        let mut dh = output(be, be.act_dtype(), m * c)?;
+        let parts = [(&dv, &w.v.w, kvw), (&dk, &w.k.w, kvw), (&dq, &w.q.w, qw)];
+        for (i, (g, wt, width)) in parts.into_iter().enumerate() {
+            be.linear_bwd(
+                &mut dh,
+                &front.gather(be, g, width)?,
+                wt,
+                m,
+                c,
+                width,
+                i > 0,
+            )?;
+        }
+        // the norm's statistics at those rows, recomputed: the forward's ops on the same rows
+        let x = front.gather(be, &a.attn_norm.inp, c)?;
+        let (_, norm) = w.attn_norm.fwd(be, x, m, c, eps)?;
+        w.attn_norm.bwd(be, &mut d, &dh, &norm, m, c, true)?;
+        Ok(d)
     }
 
     /// dx (N, C) += the MLP half's backward of dx (its output's gradient, the residual

@@ -9,7 +9,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::common::{
-    hold, output, prompt_or_prefix, zeros, Capture, PromptRows, Recompute,
+    hold, output, prompt_or_prefix, zeros, Capture, FrontRows, PromptRows, Recompute,
 };
 
 enum Saved<B: Backend> {
@@ -243,6 +243,18 @@ impl<B: Backend> Decoder<B> {
         release(acct, "final_norm", &acts.final_norm);
         drop(acts.final_norm);
         let last = acts.layers.len().saturating_sub(1);
+        // the first layer's input gradient is read at the prompt rows only (none without a
+        // prompt): (B·P, C) then, the (B, P + 0, C) prompt_grad_bwd reads; not when the first
+        // layer is the last and runs at the tail
+        let front = match (tail, acts.layers.len()) {
+            (_, 0) | (Some(_), 1) => None,
+            _ => Some(FrontRows::new(
+                be,
+                inp.b,
+                inp.s(),
+                dprompt.as_ref().map_or(0, |_| inp.p),
+            )?),
+        };
         for (l, saved) in acts.layers.into_iter().enumerate().rev() {
             let tail = tail.filter(|_| l == last);
             let layer_acts = match saved {
@@ -254,7 +266,8 @@ impl<B: Backend> Decoder<B> {
                 }
             };
             let dpre = inp.prefix.as_ref().and(dprefix.as_deref_mut());
-            self.layer_bwd(be, &mut dx, dpre, &layer_acts, l, inp, tail)?;
+            let at = front.as_ref().filter(|_| l == 0);
+            self.layer_bwd(be, &mut dx, dpre, &layer_acts, l, inp, tail, at)?;
             for (name, _) in layer_acts.named() {
                 acct.release(&format!("layer.{l}.{name}"));
             }
@@ -269,14 +282,24 @@ impl<B: Backend> Decoder<B> {
             }
             return Ok(());
         };
+        // (rows, tokens) of dx: the front's B·P, or every row
+        let (rows, t) = front.as_ref().map_or((n, inp.tokens), |f| (f.m, 0));
         if let (Some(norm), Some(a)) = (&self.w.embed_norm, &acts.embed_norm) {
-            let mut demb = output(be, be.act_dtype(), n * c)?;
-            norm.bwd(be, &mut demb, &dx, a, n, c, false)?;
+            let mut demb = output(be, be.act_dtype(), rows * c)?;
+            match &front {
+                // the LayerNorm's statistics at those rows, recomputed: the same ops
+                Some(f) => {
+                    let x = f.gather(be, &a.inp, c)?;
+                    let (_, at) = norm.fwd(be, x, rows, c, self.cfg.norm_eps)?;
+                    norm.bwd(be, &mut demb, &dx, &at, rows, c, false)?;
+                }
+                None => norm.bwd(be, &mut demb, &dx, a, n, c, false)?,
+            }
             release(acct, "embed_norm", a);
             dx = demb;
         }
         let (idx, lens, k) = (inp.table.idx.as_ref(), inp.table.lens.as_ref(), inp.table.k);
-        be.prompt_grad_bwd(dprompt, &dx, idx, lens, inp.b, inp.tokens, k, inp.p, c)
+        be.prompt_grad_bwd(dprompt, &dx, idx, lens, inp.b, t, k, inp.p, c)
     }
 }
 

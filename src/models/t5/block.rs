@@ -5,7 +5,7 @@ use super::weights::{T5AttnWeights, T5BlockWeights, T5Stack, T5};
 use crate::backend::{AttnBias, AttnDims, Backend, BiasRef, DType, PrefixKv};
 use crate::error::Result;
 use crate::memory::MemoryAccountant;
-use crate::models::common::{hold, linear, output};
+use crate::models::common::{hold, linear, output, FrontRows};
 use crate::models::prefix::{t5_block, PrefixInputs};
 
 /// One attention sub-layer's saved state.
@@ -66,12 +66,11 @@ pub(super) struct FfnActs<B: Backend> {
     lin: Option<B::Buf>, // (N, F) the ungated branch
 }
 
-/// Where d of an attention's key and value input goes.
+/// Where d of the cross-attention's key and value input goes.
 enum KvGrad<'a, Buf> {
-    /// self-attention: into d of its query input, the same tensor
-    Query,
-    /// cross-attention: into d of the encoder output
-    Memory(&'a mut Buf),
+    /// cross-attention: into d of the encoder output, added (true) or, by the first block
+    /// the backward reaches, written whole (false)
+    Memory(&'a mut Buf, bool),
     /// cross-attention over a frozen encoder: nowhere (its two GEMMs skipped)
     Frozen,
 }
@@ -153,9 +152,9 @@ impl<B: Backend> T5<B> {
         Ok((out, AttnActs { q, k, v, lse }))
     }
 
-    /// dhq (B, Tq, C) = d of the query input, written whole (an `output` buffer will do); d of
-    /// the key/value input is added where `dhkv` says; with a prefix block, its gradient into
-    /// `dprefix`.
+    /// The cross-attention's backward: dhq (B, Tq, C) = d of the query input, written whole
+    /// (an `output` buffer will do); d of the key/value input goes where `dhkv` says; with a
+    /// prefix block, its gradient into `dprefix`.
     #[allow(clippy::too_many_arguments)]
     fn attention_bwd(
         &self,
@@ -175,6 +174,39 @@ impl<B: Backend> T5<B> {
         tk: usize,
     ) -> Result<()> {
         let (c, at) = (self.cfg.d_model, self.cfg.inner_dim());
+        let [dq, dk, dv] = self.attention_grads(
+            be, dprefix, w, a, dout, prefix, mask, bias, causal, b, tq, tk,
+        )?;
+        be.linear_bwd(dhq, &dq, &w.q, b * tq, c, at, false)?;
+        let (dkv, accumulate) = match dhkv {
+            KvGrad::Memory(d, accumulate) => (d, accumulate),
+            KvGrad::Frozen => return Ok(()),
+        };
+        be.linear_bwd(dkv, &dk, &w.k, b * tk, c, at, accumulate)?;
+        be.linear_bwd(dkv, &dv, &w.v, b * tk, c, at, true)?;
+        Ok(())
+    }
+
+    /// [dq (B, Tq, A), dk, dv (B, Tk, A)]: d of the attention's q, k and v from dout
+    /// (B, Tq, C), through the output projection and the attention; with a prefix block, its
+    /// gradient into `dprefix`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_grads(
+        &self,
+        be: &B,
+        dprefix: Option<&mut B::Buf>,
+        w: &T5AttnWeights<B>,
+        a: &AttnActs<B>,
+        dout: &B::Buf,
+        prefix: Option<PrefixKv<'_, B::Buf>>,
+        mask: &B::Buf,
+        bias: Option<BiasRef<B::Buf>>,
+        causal: bool,
+        b: usize,
+        tq: usize,
+        tk: usize,
+    ) -> Result<[B::Buf; 3]> {
+        let (c, at) = (self.cfg.d_model, self.cfg.inner_dim());
         let act = be.act_dtype();
         let dims = self.attn_dims(b, tq, tk);
         let mut dctx = output(be, act, b * tq * at)?;
@@ -189,15 +221,57 @@ impl<B: Backend> T5<B> {
             &mut dq, &mut dk, &mut dv, dprefix, &dctx, &a.q, &a.k, &a.v, prefix, &a.lse, mask,
             bias, causal, 1.0, dims, false,
         )?;
-        be.linear_bwd(dhq, &dq, &w.q, b * tq, c, at, false)?;
-        let dkv = match dhkv {
-            KvGrad::Memory(d) => d,
-            KvGrad::Query => dhq,
-            KvGrad::Frozen => return Ok(()),
-        };
-        be.linear_bwd(dkv, &dk, &w.k, b * tk, c, at, true)?;
-        be.linear_bwd(dkv, &dv, &w.v, b * tk, c, at, true)?;
+        Ok([dq, dk, dv])
+    }
+
+    /// dh (M, C) = dq·Wq + dk·Wk + dv·Wv, written whole, of [dq, dk, dv] (M, A): d of the
+    /// self-attention's input (the rms-norm's output) over M rows.
+    fn qkv_bwd(
+        &self,
+        be: &B,
+        dh: &mut B::Buf,
+        dqkv: [&B::Buf; 3],
+        w: &T5AttnWeights<B>,
+        m: usize,
+    ) -> Result<()> {
+        let (c, at) = (self.cfg.d_model, self.cfg.inner_dim());
+        for (i, (g, wt)) in dqkv.into_iter().zip([&w.q, &w.k, &w.v]).enumerate() {
+            be.linear_bwd(dh, g, wt, m, c, at, i > 0)?;
+        }
         Ok(())
+    }
+
+    /// d block input (M, C) at the `front` rows only, from dx (B·T, C) (d of the
+    /// self-attention sub-layer's output) and the attention's [dq, dk, dv] (B·T, A): the
+    /// residual's part there, and the rms-norm's backward of the query, key and value
+    /// products, run at those rows alone (both are row-wise).
+    fn front_bwd(
+        &self,
+        be: &B,
+        front: &FrontRows<B>,
+        dx: &B::Buf,
+        dqkv: [B::Buf; 3],
+        w: &T5BlockWeights<B>,
+        a: &T5BlockActs<B>,
+    ) -> Result<B::Buf> {
+        let (m, c, at) = (front.m, self.cfg.d_model, self.cfg.inner_dim());
+        let mut d = front.gather(be, dx, c)?;
+        if m == 0 {
+            return Ok(d);
+        }
+        let mut dh = output(be, be.act_dtype(), m * c)?;
+        let [dq, dk, dv] = dqkv.map(|g| front.gather(be, &g, at));
+        self.qkv_bwd(be, &mut dh, [&dq?, &dk?, &dv?], &w.attn, m)?;
+        // the norm's statistics at those rows, recomputed: the forward's ops on the same rows
+        let x = front.gather(be, &a.attn_in, c)?;
+        let (mut h, mut rstd) = (
+            output(be, be.act_dtype(), m * c)?,
+            output(be, DType::F32, m)?,
+        );
+        let eps = self.cfg.layer_norm_epsilon;
+        be.rmsnorm_fwd(&mut h, &mut rstd, &x, &w.attn_ln, m, c, eps)?;
+        be.rmsnorm_bwd(&mut d, &dh, &x, &w.attn_ln, &rstd, m, c, true)?;
+        Ok(d)
     }
 
     /// One pre-norm block on x (B, Tq, C), which it takes over as the residual stream.
@@ -330,18 +404,21 @@ impl<B: Backend> T5<B> {
 
     /// dx (B, Tq, C) holds d block output on entry and d block input on exit (the residual
     /// stream accumulates in place); block_fwd's ops in exact reverse. `dmemory`: d encoder
-    /// output (decoder; None when the encoder is frozen). `dprefix`: the prefix table's
-    /// gradient, when there is a prefix.
+    /// output (decoder; None when the encoder is frozen), and whether it holds later blocks'
+    /// parts to add to (else this block writes it). `dprefix`: the prefix table's gradient,
+    /// when there is a prefix. With `front`, d block input is wanted at its rows only: dx
+    /// becomes (M, C), those rows' (`front_bwd`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn block_bwd(
         &self,
         be: &B,
         dx: &mut B::Buf,
-        dmemory: Option<&mut B::Buf>,
+        dmemory: Option<(&mut B::Buf, bool)>,
         dprefix: Option<&mut B::Buf>,
         a: &T5BlockActs<B>,
         l: usize,
         ctx: StackCtx<B>,
+        front: Option<&FrontRows<B>>,
     ) -> Result<()> {
         let w = &ctx.stack.blocks[l];
         let (n, c, f) = (ctx.b * ctx.tq, self.cfg.d_model, self.cfg.d_ff);
@@ -383,7 +460,7 @@ impl<B: Backend> T5<B> {
         {
             let mut dh = output(be, act, n * c)?;
             let dkv = match dmemory {
-                Some(dmem) => KvGrad::Memory(dmem),
+                Some((dmem, accumulate)) => KvGrad::Memory(dmem, accumulate),
                 None => KvGrad::Frozen,
             };
             self.attention_bwd(
@@ -394,15 +471,12 @@ impl<B: Backend> T5<B> {
             be.rmsnorm_bwd(dx, &dh, cross_in, cross_ln, cross_rstd, n, c, true)?;
         }
         // self-attention
-        let mut dh = output(be, act, n * c)?;
         let bias = BiasRef {
             table: &ctx.stack.rel_bias,
             buckets: ctx.buckets,
         };
-        self.attention_bwd(
+        let dqkv = self.attention_grads(
             be,
-            &mut dh,
-            KvGrad::Query,
             dprefix.filter(|_| ctx.prefix_kv(l).is_some()),
             &w.attn,
             &a.attn,
@@ -415,6 +489,13 @@ impl<B: Backend> T5<B> {
             ctx.tq,
             ctx.tq,
         )?;
+        if let Some(front) = front {
+            *dx = self.front_bwd(be, front, dx, dqkv, w, a)?;
+            return Ok(());
+        }
+        let mut dh = output(be, act, n * c)?;
+        let [dq, dk, dv] = &dqkv;
+        self.qkv_bwd(be, &mut dh, [dq, dk, dv], &w.attn, n)?;
         be.rmsnorm_bwd(dx, &dh, &a.attn_in, &w.attn_ln, &a.attn_rstd, n, c, true)?;
         Ok(())
     }

@@ -7,7 +7,7 @@ use super::weights::T5;
 use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::common::{hold, output, zeros, Capture, Recompute};
+use crate::models::common::{hold, output, zeros, Capture, FrontRows, Recompute};
 
 enum Saved<B: Backend> {
     Full(T5BlockActs<B>),
@@ -140,8 +140,9 @@ impl<B: Backend> T5<B> {
         ))
     }
 
-    /// d stack input from d stack output; the decoder also adds into d memory, and with a
-    /// prefix every block adds its prefix gradient into `dprefix`.
+    /// d stack input from d stack output; the decoder also fills d memory (its last block
+    /// writes it, the others add), and with a prefix every block adds its prefix gradient
+    /// into `dprefix`. With `front` (and a block), d stack input is (M, C), at its rows only.
     #[allow(clippy::too_many_arguments)]
     fn stack_bwd(
         &self,
@@ -152,6 +153,7 @@ impl<B: Backend> T5<B> {
         dout: B::Buf,
         acts: StackActs<B>,
         ctx: StackCtx<B>,
+        front: Option<&FrontRows<B>>,
     ) -> Result<B::Buf> {
         let (n, c) = (ctx.b * ctx.tq, self.cfg.d_model);
         let mut dx = output(be, be.act_dtype(), n * c)?;
@@ -168,6 +170,7 @@ impl<B: Backend> T5<B> {
         acct.release(&format!("{}.final_in", ctx.name));
         acct.release(&format!("{}.final_rstd", ctx.name));
         drop(acts.final_in);
+        let blocks = acts.blocks.len();
         for (l, saved) in acts.blocks.into_iter().enumerate().rev() {
             let block_acts = match saved {
                 Saved::Full(a) => a,
@@ -178,15 +181,10 @@ impl<B: Backend> T5<B> {
                         .ok_or_else(|| Error::Device("block state missing".into()))?
                 }
             };
-            self.block_bwd(
-                be,
-                &mut dx,
-                dmemory.as_deref_mut(),
-                dprefix.as_deref_mut(),
-                &block_acts,
-                l,
-                ctx,
-            )?;
+            let dmem = dmemory.as_deref_mut().map(|d| (d, l + 1 < blocks));
+            let front = front.filter(|_| l == 0);
+            let dpre = dprefix.as_deref_mut();
+            self.block_bwd(be, &mut dx, dmem, dpre, &block_acts, l, ctx, front)?;
             for (name, _) in block_acts.named() {
                 acct.release(&format!("{}.{l}.{name}", ctx.name));
             }
@@ -271,11 +269,20 @@ impl<B: Backend> T5<B> {
     ) -> Result<()> {
         let ctx = self.encoder_ctx(inp);
         let dprefix = inp.prefix.as_ref().and(dprefix);
-        let dx = self.stack_bwd(be, acct, None, dprefix, denc_out, acts, ctx)?;
+        // the first block's input gradient is read at the prompt rows only (none without a
+        // prompt): (B·P, C) then, the (B, P + 0, C) that prompt_grad_bwd reads
+        let p = dprompt.as_ref().map_or(0, |_| inp.p);
+        let front = FrontRows::new(be, inp.b, inp.t(), p)?;
+        let dx = self.stack_bwd(be, acct, None, dprefix, denc_out, acts, ctx, Some(&front))?;
         let Some(dprompt) = dprompt else {
             return Ok(());
         };
-        let (b, t, p, c) = (inp.b, inp.tokens, inp.p, self.cfg.d_model);
+        let t = if self.encoder.blocks.is_empty() {
+            inp.tokens
+        } else {
+            0
+        };
+        let (b, p, c) = (inp.b, inp.p, self.cfg.d_model);
         let (idx, lens, k) = (inp.table.idx.as_ref(), inp.table.lens.as_ref(), inp.table.k);
         be.prompt_grad_bwd(dprompt, &dx, idx, lens, b, t, k, p, c)
     }
@@ -341,7 +348,7 @@ impl<B: Backend> T5<B> {
         inp: &T5Inputs<B>,
     ) -> Result<()> {
         let ctx = self.decoder_ctx(inp, enc_out);
-        let _dy = self.stack_bwd(be, acct, denc_out, dprefix, ddec_out, acts, ctx)?;
+        let _dy = self.stack_bwd(be, acct, denc_out, dprefix, ddec_out, acts, ctx, None)?;
         Ok(())
     }
 }

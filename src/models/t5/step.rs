@@ -5,7 +5,7 @@ use super::weights::T5;
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::memory::MemoryAccountant;
-use crate::models::common::{prompt_or_prefix, zeros, Capture, Recompute};
+use crate::models::common::{output, prompt_or_prefix, zeros, Capture, Recompute};
 use crate::models::lm_head::LossRows;
 use crate::models::prefix::t5_block;
 
@@ -103,8 +103,14 @@ impl<B: Backend> T5<B> {
         acct.end_forward();
         let (loss, ddec_out) = loss(&dec_out, capture)?;
         drop(dec_out);
+        // the last decoder block's cross-attention writes d enc_out, the others add to it; a
+        // decoder of no blocks leaves it zero
+        let denc = |len| match self.decoder.blocks.is_empty() {
+            true => zeros(be, be.act_dtype(), len),
+            false => output(be, be.act_dtype(), len),
+        };
         let mut denc_out = match enc_acts {
-            Some(_) => Some(zeros(be, be.act_dtype(), be.len(&enc_out))?),
+            Some(_) => Some(denc(be.len(&enc_out))?),
             None => None,
         };
         self.decoder_bwd(
