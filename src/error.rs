@@ -54,6 +54,19 @@ pub enum Error {
     #[error("{0}")]
     NonFinite(String),
 
+    /// A prompt's result is not a finite number (its label scores, or the logits a generated
+    /// token is picked from): the model overflows on that prompt, through its values or the
+    /// model's own numbers. `prompt` names it (its weights file, or "the prompt" for one never
+    /// saved), `job` is its place among a mixed call's prompts (0 alone), `row` the call's row
+    /// that overflowed, from 0 (the rows or texts handed in), `msg` what overflowed.
+    #[error("{}: row {row} {msg}", prompt.display())]
+    Overflow {
+        prompt: PathBuf,
+        job: usize,
+        row: usize,
+        msg: String,
+    },
+
     /// A long call was stopped on request (Ctrl-C in Python, a stop flag in Rust): training
     /// after its checkpoint was written, the message saying the step and how to resume;
     /// encoding, evaluation, prediction and generation between their parts ([`GoOn`]).
@@ -152,6 +165,39 @@ impl Error {
             Error::Unsupported(msg) => Error::Unsupported(tag(msg)),
             Error::NonFinite(msg) => Error::NonFinite(tag(msg)),
             other => other,
+        }
+    }
+
+    /// An `Overflow` of batch row `row` (the engine's; the batching says which of the call's
+    /// rows and prompts it is, `Error::overflow_at`), not yet named after its prompt.
+    pub(crate) fn overflow(row: usize, msg: impl Into<String>) -> Self {
+        Error::Overflow {
+            prompt: PathBuf::from("the prompt"),
+            job: 0,
+            row,
+            msg: msg.into(),
+        }
+    }
+
+    /// An `Overflow` said in the terms of the layer above: `place` maps its (row, job) to the
+    /// rows and jobs there (a batch's row to the row it was made from). Other errors pass.
+    pub(crate) fn overflow_at(self, place: impl FnOnce(usize, usize) -> (usize, usize)) -> Self {
+        match self {
+            Error::Overflow {
+                prompt,
+                job,
+                row,
+                msg,
+            } => {
+                let (row, job) = place(row, job);
+                Error::Overflow {
+                    prompt,
+                    job,
+                    row,
+                    msg,
+                }
+            }
+            e => e,
         }
     }
 

@@ -2,7 +2,8 @@
 //! unless asked and nothing load would refuse is saved; an impossible or missing label, an
 //! empty init text, a std past float32, ids outside the vocabulary, a blank label in the
 //! data, a template longer than the model, and a task of another model are errors naming
-//! what is wrong; generation says which texts it cut.
+//! what is wrong; generation says which texts it cut; a prompt that overflows a decoder's
+//! numbers is named in generation and rank classification, alone and mixed.
 
 use softprompt::prelude::*;
 use std::path::PathBuf;
@@ -575,4 +576,58 @@ fn a_task_of_another_model_is_refused() {
     let copy = Model::open(scratch.copy_model("bert_nohead", "m"), Device::Cpu).unwrap();
     let same = copy.step(&task, &prompt, &rows).unwrap().loss;
     assert_eq!(same, a.step(&task, &prompt, &rows).unwrap().loss);
+}
+
+/// A decoder's prompt whose row 0 is 3e38 (finite, but its sum of squares overflows float32,
+/// so every number after it is NaN): generation picked a token from NaN logits (argmax skips
+/// NaN) and answered text; rank classification's NaN scores were a bare "row 0 of a batch",
+/// and in a mixed call named no prompt. Each is an `Overflow` naming the row, the job, the
+/// prompt's row at fault, and for generation the step.
+#[test]
+fn a_prompt_that_overflows_a_decoder_is_named() {
+    let model = Model::open(fixture("bloom"), Device::Cpu).unwrap();
+    let huge = |task: &Task| {
+        let mut prompt = random(&model, task, 0);
+        let w = prompt.width();
+        prompt.values_mut()[..w].fill(3e38);
+        prompt
+    };
+    let overflow = |r: Result<()>| match r.expect_err("numbers that are not finite") {
+        Error::Overflow { job, row, msg, .. } => {
+            assert!(
+                msg.contains("the prompt's row 0 holds values up to 3e38"),
+                "{msg}"
+            );
+            (job, row, msg)
+        }
+        e => panic!("not an overflow: {e}"),
+    };
+    let free = TaskOptions {
+        free_targets: true,
+        ..TaskOptions::default()
+    };
+    let task = model.task(&free, None, 4).unwrap();
+    let texts = ["a story".to_string(), "another story".to_string()];
+    let placement = PromptPlacement::BeforeTokens;
+    let g = model.generate(&task, &huge(&task), &texts, 3, placement);
+    let (job, row, msg) = overflow(g.map(|_| ()));
+    assert_eq!((job, row), (0, 0));
+    assert!(msg.contains("at generation step 0"), "{msg}");
+
+    let ranked = TaskOptions {
+        task: Some(TaskKind::Causal),
+        verbalizer: Some(TaskOptions::verbalizer_from_str("neg=bad,pos=good").unwrap()),
+        ..TaskOptions::default()
+    };
+    let task = model.task(&ranked, None, 4).unwrap();
+    let (fine, bad) = (random(&model, &task, 1), huge(&task));
+    let data = Dataset::from_pairs("mem", [("a film", None::<&str>), ("a long film", None)]);
+    let enc = model.encode(&task, &data).unwrap();
+    let (_, _, msg) = overflow(model.predict(&task, &bad, &enc, 2).map(|_| ()));
+    assert!(msg.contains("scored its labels {neg: NaN"), "{msg}");
+    let rows: Vec<(usize, Row)> = enc.rows.iter().cloned().enumerate().collect();
+    let jobs = [(&task, &fine), (&task, &bad)];
+    let (job, row, _) = overflow(model.predict_mixed(&jobs, &rows, 2).map(|_| ()));
+    assert_eq!((job, row), (1, 1));
+    assert!(model.predict_mixed(&jobs, &rows[..1], 2).is_ok());
 }

@@ -187,8 +187,8 @@ fn a_norm_epsilon_that_is_not_small_and_positive_is_refused() {
 }
 
 /// A model whose numbers overflow (layer-norm weights of 3e38: inf, then NaN, in every
-/// score) chose a label by argmax over NaN scores, exit 0: now an error naming the row and
-/// its scores.
+/// score) chose a label by argmax over NaN scores, exit 0: now an error naming the prompt's
+/// file, the row and its line, its scores, and the model as the likely culprit.
 #[test]
 fn a_nan_score_never_becomes_a_label() {
     let dir = ScratchDir::new("nan_scores");
@@ -206,12 +206,13 @@ fn a_nan_score_never_becomes_a_label() {
     for cmd in ["predict", "eval"] {
         let out = run_bounded(&pet_args(cmd, &prompt, &model, &data));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{cmd}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
         for want in [
-            "row 0 of a batch",
+            "adapter_model.safetensors: row 0 (",
+            "data.jsonl:1)",
             "negative: NaN",
             "chooses no label",
-            "data rows [1]",
+            "the model's numbers are not finite on this prompt",
         ] {
             assert!(err.contains(want), "{cmd}: {err}");
         }

@@ -41,7 +41,9 @@ class DeviceError(SoftpromptError, RuntimeError):
 
 
 class NonFinite(SoftpromptError, FloatingPointError):
-    """A loss, gradient or parameter stopped being finite (lower the learning rate)."""
+    """A loss, gradient or parameter stopped being finite (lower the learning rate), or a
+    prompt's scores or generated logits did (the model overflows on the prompt; the message
+    names its file)."""
 
 
 class Interrupted(SoftpromptError):

@@ -25,7 +25,7 @@ fn class_name(e: &Error) -> &'static str {
         Error::Tokenizer { .. } => "BadFile",
         Error::Unsupported(_) => "Unsupported",
         Error::Device(_) | Error::Kernel { .. } => "DeviceError",
-        Error::NonFinite(_) => "NonFinite",
+        Error::NonFinite(_) | Error::Overflow { .. } => "NonFinite",
         Error::Interrupted(_) => "Interrupted",
     }
 }

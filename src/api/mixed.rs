@@ -11,7 +11,7 @@ use super::model::{on_engine, Engine, Model, StepOutput};
 use super::prompt::Prompt;
 use super::task::Task;
 use crate::backend::Backend;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::train::encode::Row;
 use crate::train::{self, Grads, Prediction};
 
@@ -30,7 +30,8 @@ impl Model {
     /// their own prefix of the batch's stack) and under its own job's limits. The scores equal those
     /// of [`Model::predict`] on each job's rows alone within 1e-5 relative (the make-up of a
     /// batch changes the last bits), the generated tokens exactly. A row naming no job is an
-    /// error naming the row.
+    /// error naming the row; a row whose scores or logits are not finite numbers is an
+    /// [`Error::Overflow`] naming the row, its job and the job's prompt file.
     pub fn predict_mixed(
         &self,
         jobs: &[(&Task, &Prompt)],
@@ -93,9 +94,14 @@ fn with_jobs<B: Backend, T>(
     let mixed: Vec<_> = (jobs.iter().zip(&params))
         .map(|((task, _), params)| (&task.inner, params))
         .collect();
-    // a result that is not a number stays `NonFinite` here (not blamed on a prompt's file as
-    // evaluate and predict do): serve answers it with a 500 naming the prompt and the text
-    f(&mixed)
+    // a result that is not a finite number names the prompt of its row, as predict's does
+    f(&mixed).map_err(|e| match &e {
+        Error::Overflow { job, .. } => match jobs.get(*job) {
+            Some((_, prompt)) => prompt.named_overflow(e),
+            None => e,
+        },
+        _ => e,
+    })
 }
 
 /// A step's numbers on the host: the loss, the gradients downloaded, the real tokens.

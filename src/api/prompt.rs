@@ -267,36 +267,42 @@ impl Prompt {
         ))
     }
 
-    /// `e`, a result that is not a number, blamed on the prompt when its values alone break
-    /// float32: a row whose sum of squares passes f32::MAX is no row a norm can compute (a
-    /// finite 3e38 made every score NaN, and the message blamed the model's config.json).
+    /// `e`, when it is an `Overflow` (a result that is not a finite number), named after this
+    /// prompt: its weights file, and why the numbers broke. A row whose sum of squares passes
+    /// f32::MAX is no row a norm can compute (a finite 3e38 made every score NaN, and the
+    /// message blamed the model's config.json); else the model's own numbers are at fault.
     /// Any other error passes as it is. Checked only once a run has failed: cheap, and no
     /// prompt that runs is refused.
-    pub(crate) fn blame_overflow(&self, e: Error) -> Error {
-        let Error::NonFinite(_) = e else {
+    pub(crate) fn named_overflow(&self, e: Error) -> Error {
+        let Error::Overflow { job, row, msg, .. } = e else {
             return e;
         };
         let square_sum = |row: &[f32]| row.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
         let rows = self.values().chunks(self.width().max(1)).enumerate();
-        let Some((r, row)) = rows
+        let why = match rows
             .into_iter()
             .find(|(_, row)| square_sum(row) > f64::from(f32::MAX))
-        else {
-            return e;
+        {
+            Some((r, values)) => format!(
+                "the prompt's row {r} holds values up to {:e}: its sum of squares overflows \
+                 float32, so the model's norms cannot compute it (a corrupt prompt, or one \
+                 saved from a diverged run?)",
+                values.iter().fold(0f32, |m, x| m.max(x.abs()))
+            ),
+            None => "the model's numbers are not finite on this prompt (its config.json's norm \
+                     epsilon, or its weights?)"
+                .into(),
         };
-        let max = row.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let file = match &self.dir {
+        let prompt = match &self.dir {
             Some(dir) => dir.join(ADAPTER_WEIGHTS),
             None => PathBuf::from("the prompt"),
         };
-        Error::file(
-            file,
-            format!(
-                "the prompt's row {r} holds values up to {max:e}: its sum of squares overflows \
-                 float32, so the model's norms cannot compute it and the scores were not numbers \
-                 (a corrupt prompt, or one saved from a diverged run?)"
-            ),
-        )
+        Error::Overflow {
+            prompt,
+            job,
+            row,
+            msg: format!("{msg}; {why}"),
+        }
     }
 
     /// Where a head or width mismatch is reported: the prompt's folder, else "the prompt".

@@ -62,7 +62,7 @@ impl Model {
             check_rows(&data.rows, m, "data")?;
             train::evaluate_until(be, m, &task.inner, &params, data, batch_size, go_on)
         })
-        .map_err(|e| prompt.blame_overflow(e))
+        .map_err(|e| prompt.named_overflow(e))
     }
 
     /// As [`Model::predict`], stopped as [`Model::evaluate_until`] is.
@@ -81,7 +81,7 @@ impl Model {
             check_rows(&data.rows, m, "data")?;
             train::predict_until(be, m, &task.inner, &params, data, batch_size, go_on)
         })
-        .map_err(|e| prompt.blame_overflow(e))
+        .map_err(|e| prompt.named_overflow(e))
     }
 
     /// As [`Model::encode`], stopped as [`Model::evaluate_until`] is: `on_rows` hears the
@@ -150,7 +150,8 @@ impl Model {
                 keep_logits: false,
             };
             let params = bind(be, m, task, prompt)?;
-            let g = train::causal::generate_with(be, m, decoder, &params, &rows, &opts, go_on)?;
+            let g = train::causal::generate_with(be, m, decoder, &params, &rows, &opts, go_on)
+                .map_err(|e| prompt.named_overflow(e))?;
             (g.ids.into_iter().zip(g.logprob).zip(&enc.rows))
                 .map(|((ids, logprob), row)| {
                     Ok(Generation {

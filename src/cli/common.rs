@@ -288,8 +288,31 @@ pub fn fail(e: &Error) -> i32 {
         | Error::Tensor { .. }
         | Error::Tokenizer { .. }
         | Error::Unsupported(_)
+        | Error::Overflow { .. }
         | Error::Device(_) => 2,
         _ => 1,
+    }
+}
+
+/// `e`, when it is an `Overflow` of one of `data`'s rows (in file order), saying the row's
+/// line in the data file, where the user looks for it.
+pub fn at_line(e: Error, data: &Dataset) -> Error {
+    match e {
+        Error::Overflow {
+            prompt,
+            job,
+            row,
+            msg,
+        } => {
+            let line = data.examples.get(row).map_or(row + 1, |ex| ex.line);
+            Error::Overflow {
+                msg: format!("({}:{line}) {msg}", data.path.display()),
+                prompt,
+                job,
+                row,
+            }
+        }
+        e => e,
     }
 }
 

@@ -103,7 +103,8 @@ fn eval(a: &Args) -> Result<()> {
         Some(&data),
     )?;
     let enc = l.model.encode(&l.task, &data)?;
-    let (m, _) = l.model.evaluate(&l.task, &l.prompt, &enc, a.batch_size)?;
+    let (m, _) = (l.model.evaluate(&l.task, &l.prompt, &enc, a.batch_size))
+        .map_err(|e| super::common::at_line(e, &data))?;
     if a.json {
         println!("{}", m.to_json());
     } else {

@@ -156,7 +156,8 @@ fn predict(a: &Args) -> Result<()> {
     // predictions need no gold labels (and an unknown one must not stop them)
     data.examples.iter_mut().for_each(|e| e.label = None);
     let enc = l.model.encode(&l.task, &data)?;
-    let preds = l.model.predict(&l.task, &l.prompt, &enc, a.batch_size)?;
+    let preds = (l.model.predict(&l.task, &l.prompt, &enc, a.batch_size))
+        .map_err(|e| super::common::at_line(e, &data))?;
     let mut out = String::new();
     for ((ex, row), p) in data.examples.iter().zip(&enc.rows).zip(&preds) {
         let obj = row_json(&l.model, l.task.labels(), ex, row, p)?;

@@ -72,7 +72,9 @@ pub fn predict(a: &Args, pairs: &[(String, PathBuf)]) -> Result<()> {
     }
     let rows: Vec<(usize, Row)> = rows.into_iter().flatten().collect();
     let refs: Vec<(&Task, &Prompt)> = jobs.iter().map(|j| (&j.task, &j.prompt)).collect();
-    let preds = model.predict_mixed(&refs, &rows, a.batch_size)?;
+    // every row has its prompt (`row_prompts`): rows[i] is data row i
+    let preds = (model.predict_mixed(&refs, &rows, a.batch_size))
+        .map_err(|e| super::common::at_line(e, &data))?;
     let mut out = String::new();
     for ((ex, (j, row)), p) in data.examples.iter().zip(&rows).zip(&preds) {
         let Some(job) = jobs.get(*j) else { continue };

@@ -4,7 +4,7 @@
 //! Vocabularies of 128k–250k make the full logits the largest tensor of a step otherwise.
 
 use crate::backend::{Backend, DType, IGNORE_INDEX};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::models::common::{output, zeros};
 
 /// Rows per LM-head chunk: `budget` bytes of float32 logits at a time.
@@ -190,6 +190,27 @@ pub(crate) fn argmax(xs: &[f32]) -> usize {
         }
     }
     best
+}
+
+/// Greedy decoding's pick for batch row `bi` at generation step `step` (from 0), from its
+/// logits (V): the largest logit's index and its log-probability. Logits that are not all
+/// finite pick nothing (argmax skipped the NaN and chose a token anyway): an
+/// `Error::Overflow` of the row, naming the step.
+pub(crate) fn pick(row: &[f32], bi: usize, step: usize) -> Result<(usize, f64)> {
+    let nan = row.iter().filter(|x| x.is_nan()).count();
+    let inf = row.iter().filter(|x| x.is_infinite()).count();
+    if nan + inf > 0 {
+        return Err(Error::overflow(
+            bi,
+            format!(
+                "has logits that are not finite numbers at generation step {step} (from 0; \
+                 {nan} NaN and {inf} infinite of {}): no token can be picked",
+                row.len()
+            ),
+        ));
+    }
+    let best = argmax(row);
+    Ok((best, log_softmax_at(row, best)))
 }
 
 /// log softmax(row)[i], in f64: the pick's log-probability.

@@ -83,7 +83,7 @@ fn fault(e: &softprompt::Error) -> Fault {
         | E::Tensor { .. }
         | E::Tokenizer { .. }
         | E::Unsupported(_) => Fault::Input,
-        E::Shape { .. } | E::NonFinite(_) => Fault::Check,
+        E::Shape { .. } | E::NonFinite(_) | E::Overflow { .. } => Fault::Check,
         E::Device(_) | E::Kernel { .. } | E::Interrupted(_) => Fault::Server,
     }
 }
@@ -112,11 +112,18 @@ mod tests {
     fn each_error_has_its_status_on_a_load_and_on_a_prediction() {
         let shape = Error::shape("prompt (P*d)", 144, 141);
         let non_finite = Error::NonFinite("the prompt holds inf".into());
+        let overflow = Error::Overflow {
+            prompt: "huge/adapter_model.safetensors".into(),
+            job: 1,
+            row: 0,
+            msg: "scored its labels {a: NaN}".into(),
+        };
         let device = Error::Device("out of memory".into());
         let text = Error::data("the request", 2, "the text holds the mask token");
         let cases = [
             (&shape, 400, 500),
             (&non_finite, 400, 500),
+            (&overflow, 400, 500),
             (&device, 500, 500),
             (&text, 400, 400),
         ];

@@ -116,9 +116,8 @@ fn predict_requests(
     }
     let jobs: Vec<(&Task, &Prompt)> = entries.iter().map(|e| (&e.task, &e.prompt)).collect();
     // one engine pass per batch of rows whatever their prompts (the prompt table, #17)
-    let preds = (model.predict_mixed(&jobs, &rows, batch_size)).map_err(|e| match (&e, reqs) {
-        (Error::NonFinite(msg), [(q, _)]) => non_finite_text(model, &jobs, &rows, q, msg),
-        // several requests: `run_batch` runs each alone, which names its text
+    let preds = (model.predict_mixed(&jobs, &rows, batch_size)).map_err(|e| match &e {
+        Error::Overflow { row, msg, .. } => overflowed(reqs, *row, msg),
         _ => ApiError::from_predict(&e),
     })?;
     if preds.len() != rows.len() {
@@ -136,7 +135,7 @@ fn predict_requests(
             .map(|(i, (row, p))| {
                 let json = prediction_json(model, labels, p, row.truncated);
                 json.map(Value::Object).map_err(|e| match e {
-                    Error::NonFinite(msg) => non_finite(q, Some(i), &msg),
+                    Error::NonFinite(msg) => non_finite(q, i, &msg),
                     e => ApiError::from_predict(&e),
                 })
             })
@@ -148,30 +147,27 @@ fn predict_requests(
 
 /// The 500 of a request whose scores are not finite numbers (the model overflows on its
 /// prompt's values: the client is not at fault), naming its prompt and text `i`.
-fn non_finite(q: &Queued, i: Option<usize>, msg: &str) -> ApiError {
-    let text = i.map_or("one of its texts".to_string(), |i| format!("texts[{i}]"));
+fn non_finite(q: &Queued, i: usize, msg: &str) -> ApiError {
     ApiError::internal(format!(
-        "prompt \"{}\" scores {text} with numbers that are not finite, so no label can be \
+        "prompt \"{}\" scores texts[{i}] with numbers that are not finite, so no label can be \
          chosen: {msg}",
         q.job.prompt
     ))
 }
 
-/// `non_finite` for a request running alone whose batch failed as a whole (the engine's
-/// message names a row of its batch, not the request's text): each text runs alone until one
-/// fails so. Costly, and only on this rare failure.
-fn non_finite_text(
-    model: &Model,
-    jobs: &[(&Task, &Prompt)],
-    rows: &[(usize, Row)],
-    q: &Queued,
-    msg: &str,
-) -> ApiError {
-    let alone = |i: usize| {
-        let row = rows.get(i..=i).unwrap_or_default();
-        matches!(model.predict_mixed(jobs, row, 1), Err(Error::NonFinite(_)))
-    };
-    non_finite(q, (0..rows.len()).find(|&i| alone(i)), msg)
+/// `non_finite` of the engine's row `row` (the requests' texts in order): its request's
+/// prompt and text.
+fn overflowed(reqs: &[Ready], row: usize, msg: &str) -> ApiError {
+    let mut first = 0;
+    for (q, rs) in reqs {
+        if row < first + rs.len() {
+            return non_finite(q, row - first, msg);
+        }
+        first += rs.len();
+    }
+    ApiError::internal(format!(
+        "row {row} of {first} has numbers that are not finite: {msg}"
+    ))
 }
 
 /// Runs `f`, turning a panic (a bug: the library does not panic on input) into a 500 rather

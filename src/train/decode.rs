@@ -225,14 +225,15 @@ impl Task {
     }
 
     /// Each row's class (the argmax) with its scores, from scores (R, K). A row with a score
-    /// that is not a number is an error naming it: argmax would have made a label of it (a
-    /// negative norm epsilon scored every row NaN, and eval reported accuracy 0.5).
+    /// that is not a finite number is an `Error::Overflow` of that row (r of the R): argmax
+    /// would have made a label of it (a negative norm epsilon scored every row NaN, and eval
+    /// reported accuracy 0.5; a rank score of -inf lost its label without a word).
     pub(super) fn classified(&self, scores: &[f32]) -> Result<Vec<Prediction>> {
         let k = self.spec.labels.len();
         (scores.chunks(k).enumerate())
             .map(|(r, s)| {
-                if s.iter().any(|x| x.is_nan()) {
-                    return Err(self.nan_scores(r, s));
+                if !s.iter().all(|x| x.is_finite()) {
+                    return Err(self.overflowed(r, s));
                 }
                 let c = argmax(s);
                 Ok(Prediction {
@@ -245,16 +246,17 @@ impl Task {
             .collect()
     }
 
-    fn nan_scores(&self, row: usize, s: &[f32]) -> Error {
+    fn overflowed(&self, row: usize, s: &[f32]) -> Error {
         let each: Vec<String> = (self.spec.labels.iter().zip(s))
             .map(|(l, x)| format!("{l}: {x}"))
             .collect();
-        Error::NonFinite(format!(
-            "row {row} of a batch scored its labels {{{}}}: a score that is not a number \
-             chooses no label; the model's numbers are not finite (its config.json's norm \
-             epsilon, or its weights?)",
-            each.join(", ")
-        ))
+        Error::overflow(
+            row,
+            format!(
+                "scored its labels {{{}}}: a score that is not a finite number chooses no label",
+                each.join(", ")
+            ),
+        )
     }
 }
 

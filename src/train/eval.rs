@@ -141,16 +141,10 @@ pub fn predict_until<B: Backend>(
     let mut done = 0;
     for chunk in order.chunks(batch_size) {
         let batch = task.batch(enc, chunk)?;
-        let preds = task
-            .predict(be, model, params, &batch)
-            .map_err(|e| match e {
-                // the batch's rows are data rows sorted by length: name them
-                Error::NonFinite(msg) => {
-                    let rows: Vec<u32> = chunk.iter().map(|&i| i + 1).collect();
-                    Error::NonFinite(format!("{msg} (the batch of data rows {rows:?}, from 1)"))
-                }
-                e => e,
-            })?;
+        let preds = task.predict(be, model, params, &batch).map_err(|e| {
+            // the batch's rows are data rows sorted by length: name the data's
+            e.overflow_at(|r, job| (chunk.get(r).map_or(r, |&i| i as usize), job))
+        })?;
         for (&i, p) in chunk.iter().zip(preds) {
             if let Some(slot) = out.get_mut(i as usize) {
                 *slot = Some(p);

@@ -85,7 +85,8 @@ pub fn predict_mixed<B: Backend>(
             Some(Mix::Causal(m)) => mixed_lm::predict_causal(be, model, m, &gr, batch_size)?,
             None => {
                 let (task, params) = one_job(jobs, &group)?;
-                predict_all(be, model, task, params, &g.enc, batch_size)?
+                let preds = predict_all(be, model, task, params, &g.enc, batch_size);
+                preds.map_err(|e| g.overflow_at(e, &group, |r| (r, 0)))?
             }
         };
         for (&i, p) in g.members.iter().zip(preds) {
@@ -152,6 +153,21 @@ impl<'a, B: Backend> Group<'_, 'a, B> {
 }
 
 impl GroupRows {
+    /// An `Overflow` of the group's row (its index in `enc`) said of the caller's rows and
+    /// jobs: `place` gives the row's index in `enc` and its slot in `group`.
+    fn overflow_at(
+        &self,
+        e: Error,
+        group: &[usize],
+        place: impl FnOnce(usize) -> (usize, usize),
+    ) -> Error {
+        e.overflow_at(|r, _| {
+            let (i, slot) = place(r);
+            let row = self.members.get(i).copied().unwrap_or(i);
+            (row, group.get(slot).copied().unwrap_or(slot))
+        })
+    }
+
     /// None when no row belongs to `group`.
     fn new(rows: &[(usize, Row)], group: &[usize]) -> Option<GroupRows> {
         let mut g = GroupRows {
@@ -250,7 +266,11 @@ fn predict_group<B: Backend>(
             }
             let (task, params) = gr.job(kj)?;
             let scores = task.class_scores_of(be, m, params, &lay, batch, &hidden, &mine)?;
-            for (&r, pred) in mine.iter().zip(task.classified(&scores)?) {
+            let preds = task.classified(&scores).map_err(|e| {
+                // scores of the rows `mine`: their rows in the batch
+                e.overflow_at(|r, job| (mine.get(r).copied().unwrap_or(r), job))
+            })?;
+            for (&r, pred) in mine.iter().zip(preds) {
                 if let Some(at) = out.get_mut(r) {
                     *at = Some(pred);
                 }
@@ -288,7 +308,13 @@ pub(super) fn predict_chunks<B: Backend>(
         let idx: Vec<i32> = (chunk.iter())
             .map(|&i| slot.get(i as usize).copied().unwrap_or(0))
             .collect();
-        for (&i, pred) in chunk.iter().zip(score(&batch, &idx)?) {
+        let preds = score(&batch, &idx).map_err(|e| {
+            // batch row r is the group's row chunk[r], of the job in its slot
+            let at = |r: usize| chunk.get(r).map_or(0, |&i| i as usize);
+            let slot = |r: usize| idx.get(r).map_or(0, |&s| s as usize);
+            gr.rows.overflow_at(e, gr.group, |r| (at(r), slot(r)))
+        })?;
+        for (&i, pred) in chunk.iter().zip(preds) {
             if let Some(at) = out.get_mut(i as usize) {
                 *at = pred;
             }

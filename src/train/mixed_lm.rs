@@ -237,10 +237,13 @@ impl Sums {
 
     /// Each row's prediction: its job's class over the scores, minus the sums.
     fn classified(&self, tasks: &[&Task]) -> Result<Vec<Option<Prediction>>> {
-        (self.0.iter().zip(tasks))
-            .map(|(sums, task)| {
+        (self.0.iter().zip(tasks).enumerate())
+            .map(|(bi, (sums, task))| {
                 let scores: Vec<f32> = sums.iter().map(|&s| -s as f32).collect();
-                Ok(task.classified(&scores)?.into_iter().next())
+                let pred = task
+                    .classified(&scores)
+                    .map_err(|e| e.overflow_at(|_, j| (bi, j)))?;
+                Ok(pred.into_iter().next())
             })
             .collect()
     }

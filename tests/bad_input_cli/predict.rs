@@ -160,15 +160,10 @@ fn predict_output_exists_needs_overwrite() {
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
 }
 
-/// A finite but huge prompt row (3e38: its sum of squares overflows float32) made every score
-/// NaN, and eval and predict blamed the model ("its config.json's norm epsilon, or its
-/// weights?"): the prompt's file is named instead.
-#[test]
-fn a_prompt_that_overflows_is_named() {
-    let dir = ScratchDir::new("prompt_overflow");
-    let run = trained(&dir, &[]);
-    let adapter = run.join("adapter_model.safetensors");
-    crate::common::edit_safetensors(&adapter, |t| {
+/// Row 0 of the prompt in `adapter` set to 3e38: finite, but its sum of squares overflows
+/// float32, so every score the model makes on it is NaN.
+fn make_huge(adapter: &Path) {
+    crate::common::edit_safetensors(adapter, |t| {
         let (name, rows) = t
             .iter()
             .next()
@@ -179,12 +174,63 @@ fn a_prompt_that_overflows_is_named() {
         v[..width].fill(3e38);
         t.insert(name, crate::common::RawTensor::f32(rows.shape, &v));
     });
+}
+
+/// A finite but huge prompt row (3e38: its sum of squares overflows float32) made every score
+/// NaN, and eval and predict blamed the model ("its config.json's norm epsilon, or its
+/// weights?"): the prompt's file is named instead, with the data row's line.
+#[test]
+fn a_prompt_that_overflows_is_named() {
+    let dir = ScratchDir::new("prompt_overflow");
+    let run = trained(&dir, &[]);
+    let adapter = run.join("adapter_model.safetensors");
+    make_huge(&adapter);
     let data = corpus("data/dev.jsonl");
     for command in ["eval", "predict"] {
         let err = refused(
             &softprompt(&[command, "--prompt", s(&run), "--data", s(&data)]),
-            &[s(&adapter), "row 0", "overflows float32"],
+            &[s(&adapter), "dev.jsonl:", "row 0", "overflows float32"],
         );
         assert!(!err.contains("config.json"), "{err}");
     }
+}
+
+/// With several prompts, a prompt that overflows was a bare "row 0 of a batch scored its
+/// labels" (exit 1) naming neither the prompt nor its file: the overflowing prompt's file is
+/// named, with the row's line, and the prompt that runs is not blamed.
+#[test]
+fn mixed_predict_names_the_prompt_that_overflows() {
+    let dir = ScratchDir::new("mixed_overflow");
+    let run = trained(&dir, &[]);
+    let huge = dir.path().join("huge");
+    std::fs::create_dir(&huge).expect("mkdir");
+    for entry in std::fs::read_dir(&run).expect("run").flatten() {
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), huge.join(entry.file_name())).expect("copy");
+        }
+    }
+    let adapter = huge.join("adapter_model.safetensors");
+    make_huge(&adapter);
+    let data = dir.path().join("mixed.jsonl");
+    let rows = "{\"text\":\"good\",\"prompt\":\"a\"}\n{\"text\":\"bad\",\"prompt\":\"h\"}\n";
+    std::fs::write(&data, rows).expect("write");
+    let (a, h) = (format!("a={}", s(&run)), format!("h={}", s(&huge)));
+    let args = [
+        "predict",
+        "--data",
+        s(&data),
+        "--prompt",
+        &a,
+        "--prompt",
+        &h,
+    ];
+    let err = refused(
+        &softprompt(&args),
+        &[
+            &format!("{}: row 1 (", s(&adapter)),
+            "mixed.jsonl:2)",
+            "overflows float32",
+        ],
+    );
+    assert!(!err.contains(&format!("{}/", s(&run))), "{err}");
 }

@@ -17,7 +17,7 @@ use crate::backend::{AttnDims, Backend, DType};
 use crate::error::{Error, GoOn, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::common::{linear, zeros, MixedPrompts, PromptRows, MAX_TOKENS};
-use crate::models::lm_head::{argmax, log_softmax_at};
+use crate::models::lm_head::{argmax, pick};
 use crate::models::prefix::PrefixInputs;
 
 /// Where the prompt sits in a left-padded row.
@@ -335,13 +335,15 @@ impl<B: Backend> Decoder<B> {
         for step in 0..max_new {
             let mut next = Vec::with_capacity(rows.len());
             for (bi, row) in logits.chunks(v).enumerate() {
-                let best = argmax(row);
-                next.push(best as i32);
                 if done[bi] {
+                    // a finished row's next token is never read: any will do
+                    next.push(argmax(row) as i32);
                     continue;
                 }
+                let (best, logprob) = pick(row, bi, step)?;
+                next.push(best as i32);
                 out.ids[bi].push(best as i32);
-                out.logprob[bi] += log_softmax_at(row, best);
+                out.logprob[bi] += logprob;
                 if plan.keep_logits {
                     out.logits[bi].push(row.to_vec());
                 }

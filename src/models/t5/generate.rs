@@ -23,7 +23,7 @@ use crate::backend::{AttnBias, AttnDims, Backend, BiasRef, DType, PrefixKv};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::common::{linear, output, zeros};
-use crate::models::lm_head::{argmax, log_softmax_at};
+use crate::models::lm_head::{argmax, pick};
 
 /// The self-attention cache's rows per batch row at first, beside the prefix's: most
 /// generations end within them, and a longer one doubles the cache a few times.
@@ -162,17 +162,22 @@ impl<B: Backend> T5<B> {
         }
         let mut cache = self.decode_start(be, enc_out, inp, steps)?;
         let mut next = vec![self.cfg.decoder_start_token_id as i32; b];
-        while !done.iter().all(|&d| d) {
+        for step in 0.. {
+            if done.iter().all(|&d| d) {
+                break;
+            }
             let logits = self.decode_step(be, &mut cache, &next)?;
             let rows = logits.chunks(self.cfg.vocab_size.max(1));
             for (bi, (row, (ids, score))) in rows.zip(&mut out).enumerate() {
-                let best = argmax(row);
-                next[bi] = best as i32;
                 if done[bi] {
+                    // a finished row's next token is never read: any will do
+                    next[bi] = argmax(row) as i32;
                     continue;
                 }
+                let (best, logprob) = pick(row, bi, step)?;
+                next[bi] = best as i32;
                 ids.push(best as i32);
-                *score += log_softmax_at(row, best) as f32;
+                *score += logprob as f32;
                 done[bi] = ends[bi] == best as i32 || ids.len() >= limits[bi];
             }
         }
