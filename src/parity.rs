@@ -12,7 +12,7 @@ use crate::closeness::{reference_floor, Closeness};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::cls_head::HostClsHead;
+use crate::models::cls_head::{ClsHead, HostClsHead};
 use crate::models::{Capture, Model, Objective, PrefixSpec, Recompute, Tuning};
 use crate::reference::{PrefixRef, RefObjective, Reference};
 use crate::weights::{HostTensor, WeightStore};
@@ -394,50 +394,13 @@ fn step_outputs<B: Backend>(
     prompt: &[f32],
     prefix: Option<PrefixSpec>,
 ) -> Result<Capture> {
+    if let RefObjective::Generate { max_new_tokens, .. } = &r.objective {
+        return generate_outputs(be, model, r, *max_new_tokens);
+    }
     let (p, c) = (r.p(), model.hidden_size());
     // the cls head outlives the objective that borrows it
-    let head;
-    let objective = match &r.objective {
-        RefObjective::Mlm { labels } => Objective::Mlm { labels },
-        RefObjective::Pet {
-            mask_positions,
-            verbalizer_ids,
-            class_labels,
-        } => Objective::Pet {
-            mask_positions,
-            verbalizer_ids,
-            labels: class_labels,
-        },
-        RefObjective::Cls {
-            head_weight,
-            head_bias,
-            class_labels,
-            pooling,
-        } => {
-            crate::error::ensure_len(
-                "head_weight (K*d)",
-                head_bias.len() * c,
-                head_weight.data.len(),
-            )?;
-            head = HostClsHead {
-                k: head_bias.len(),
-                c,
-                weight: head_weight.data.clone(),
-                bias: head_bias.clone(),
-            }
-            .upload(be)?;
-            Objective::Cls {
-                head: &head,
-                pooling: pooling.parse()?,
-                labels: class_labels,
-            }
-        }
-        RefObjective::Seq2Seq { labels, l } => Objective::Seq2Seq { labels, l: *l },
-        RefObjective::Causal { labels } => Objective::Causal { labels },
-        RefObjective::Generate { max_new_tokens, .. } => {
-            return generate_outputs(be, model, r, *max_new_tokens)
-        }
-    };
+    let mut head = None;
+    let objective = step_objective(&mut head, be, r, c)?;
     let rows = prompt.len();
     let prompt = be.upload(DType::F32, prompt)?;
     let mut dprompt = be.zeros(DType::F32, prefix.map_or(p * c, |_| rows))?;
@@ -467,6 +430,59 @@ fn step_outputs<B: Backend>(
         out.insert("head_bias_grad".into(), be.download(&dhead.bias)?);
     }
     Ok(out)
+}
+
+/// The training objective of reference `r` on a model of width `c` (d) over `r.batch`; a
+/// `cls` reference's head (K, d) is uploaded into `head`, which the objective borrows. A
+/// `generate` reference has no step: an error.
+pub fn step_objective<'a, B: Backend>(
+    head: &'a mut Option<ClsHead<B>>,
+    be: &B,
+    r: &'a Reference,
+    c: usize,
+) -> Result<Objective<'a, B>> {
+    Ok(match &r.objective {
+        RefObjective::Mlm { labels } => Objective::Mlm { labels },
+        RefObjective::Pet {
+            mask_positions,
+            verbalizer_ids,
+            class_labels,
+        } => Objective::Pet {
+            mask_positions,
+            verbalizer_ids,
+            labels: class_labels,
+        },
+        RefObjective::Cls {
+            head_weight,
+            head_bias,
+            class_labels,
+            pooling,
+        } => {
+            crate::error::ensure_len(
+                "head_weight (K*d)",
+                head_bias.len() * c,
+                head_weight.data.len(),
+            )?;
+            let host = HostClsHead {
+                k: head_bias.len(),
+                c,
+                weight: head_weight.data.clone(),
+                bias: head_bias.clone(),
+            };
+            Objective::Cls {
+                head: head.insert(host.upload(be)?),
+                pooling: pooling.parse()?,
+                labels: class_labels,
+            }
+        }
+        RefObjective::Seq2Seq { labels, l } => Objective::Seq2Seq { labels, l: *l },
+        RefObjective::Causal { labels } => Objective::Causal { labels },
+        RefObjective::Generate { .. } => {
+            return Err(Error::Unsupported(
+                "objective generate has no training step: `parity` generates instead".into(),
+            ))
+        }
+    })
 }
 
 /// Greedy generation of the reference's rows (their real tokens, in one left-padded batch with

@@ -247,27 +247,6 @@ fn a_step_row_without_a_label_is_named() {
     let e = model.step(&task, &prompt, &rows).map(|_| ());
     let e = e.expect_err("a pet row without a label");
     assert!(e.to_string().contains("row 1 has no label"), "{e}");
-
-    // a mixed step names the row among all its rows, not its place among its job's rows
-    let model = Model::open(fixture("bert_nohead"), Device::Cpu).unwrap();
-    let (two, three) = (
-        cls_task(&model, &["n", "p"]),
-        cls_task(&model, &["a", "b", "c"]),
-    );
-    let (p2, p3) = (random(&model, &two, 0), random(&model, &three, 1));
-    let jobs = [(&two, &p2), (&three, &p3)];
-    let rows = [
-        (0, row(&model, "fine", Some(1))),
-        (1, row(&model, "bad", None)),
-    ];
-    let e = model.step_mixed(&jobs, &rows).map(|_| ());
-    let e = e.expect_err("a mixed row without a label");
-    assert!(matches!(e, Error::Arg { .. }), "{e:?}");
-    assert!(
-        e.to_string()
-            .contains("row 2 (of job 1, a cls task) has no label"),
-        "{e}"
-    );
 }
 
 /// A training run on hand-made rows: a row without a label failed at its first step, named

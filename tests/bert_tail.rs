@@ -11,8 +11,8 @@ use common::{assert_close, fixtures};
 use softprompt::internals::backend::profile::Profiler;
 use softprompt::internals::backend::{Backend, DType};
 use softprompt::internals::memory::MemoryAccountant;
-use softprompt::internals::models::cls_head::{ClsHead, HostClsHead};
-use softprompt::internals::models::{Capture, Model, Objective, Recompute, StepOutput, Tuning};
+use softprompt::internals::models::{Capture, Model, Recompute, StepOutput, Tuning};
+use softprompt::internals::parity::step_objective;
 use softprompt::internals::reference::{RefObjective, Reference};
 use softprompt::internals::CpuBackend;
 
@@ -36,40 +36,8 @@ fn step<B: Backend>(
     recompute: Recompute,
     full: bool,
 ) -> (f64, Vec<f32>, Vec<f32>, usize) {
-    let c = m.hidden_size();
-    let head: ClsHead<B>;
-    let objective = match &r.objective {
-        RefObjective::Mlm { labels } => Objective::Mlm { labels },
-        RefObjective::Pet {
-            mask_positions,
-            verbalizer_ids,
-            class_labels,
-        } => Objective::Pet {
-            mask_positions,
-            verbalizer_ids,
-            labels: class_labels,
-        },
-        RefObjective::Cls {
-            head_weight,
-            head_bias,
-            class_labels,
-            pooling,
-        } => {
-            let host = HostClsHead {
-                k: head_bias.len(),
-                c,
-                weight: head_weight.data.clone(),
-                bias: head_bias.clone(),
-            };
-            head = host.upload(be).unwrap();
-            Objective::Cls {
-                head: &head,
-                pooling: pooling.parse().unwrap(),
-                labels: class_labels,
-            }
-        }
-        _ => panic!("not a BERT reference"),
-    };
+    let mut head = None;
+    let objective = step_objective(&mut head, be, r, m.hidden_size()).unwrap();
     let tuning = match &r.prefix {
         Some(prefix) => Tuning::Prefix(prefix.spec),
         None => Tuning::Prompt(r.p()),

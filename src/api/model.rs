@@ -9,6 +9,7 @@
 use super::checks::{bind, check_model, check_rows, checked, fit};
 use super::prompt::Prompt;
 use super::task::{resolve, Task, TaskOptions};
+use super::until::NEVER;
 use crate::backend::{Backend, DeviceKind, Storage};
 use crate::cpu::CpuBackend;
 use crate::cuda::CudaBackend;
@@ -17,11 +18,10 @@ use crate::models::decoder::PromptPlacement;
 use crate::models::Recompute;
 use crate::prompt::PromptInit;
 use crate::train::data::Dataset;
-use crate::train::encode::{Encoded, Row};
+use crate::train::encode::{Encoded, LabelUse, Row};
 use crate::train::start::{prompt_init_rng, resolve_init};
 use crate::train::{self, EvalMetrics, Grads, Prediction};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 /// The backend and the model loaded onto it: one variant per backend type, so the generic
 /// engine stays inside and the device is picked at run time.
@@ -292,8 +292,7 @@ impl Model {
     /// Encodes a data set for `task`: the template filled, tokenized, cut to max_len, the
     /// labels mapped. An unknown label is an error naming the file and line.
     pub fn encode(&self, task: &Task, data: &Dataset) -> Result<Encoded> {
-        let never = AtomicBool::new(false);
-        self.encode_until(task, data, &mut |_| {}, &never)
+        self.encode_until(task, data, &mut |_| {}, &NEVER)
     }
 
     /// One training step's numbers on `rows` (one batch): the mean loss and the gradients of
@@ -317,7 +316,7 @@ impl Model {
             // the task's model first, then the rows': each names what is another model's
             check_model(task, m)?;
             check_rows(rows, m, "rows")?;
-            task.inner.check_labels(rows, true)?;
+            task.inner.check_labels(rows, LabelUse::Step)?;
             let batch = task.inner.batch(&enc, &all)?;
             m.net.check_recompute(recompute)?;
             let params = bind(be, m, task, prompt)?;
@@ -338,8 +337,7 @@ impl Model {
         data: &Encoded,
         batch_size: usize,
     ) -> Result<(EvalMetrics, Vec<Prediction>)> {
-        let never = AtomicBool::new(false);
-        self.evaluate_until(task, prompt, data, batch_size, &mut |_| {}, &never)
+        self.evaluate_until(task, prompt, data, batch_size, &mut |_| {}, &NEVER)
     }
 
     /// Every row's prediction (the class and per-label scores, or the generated target), in
@@ -351,8 +349,7 @@ impl Model {
         data: &Encoded,
         batch_size: usize,
     ) -> Result<Vec<Prediction>> {
-        let never = AtomicBool::new(false);
-        self.predict_until(task, prompt, data, batch_size, &mut |_| {}, &never)
+        self.predict_until(task, prompt, data, batch_size, &mut |_| {}, &NEVER)
     }
 
     /// Greedy generation behind the prompt on a decoder-only model, the texts through the
@@ -382,15 +379,14 @@ impl Model {
         max_new_tokens: usize,
         placement: PromptPlacement,
     ) -> Result<Vec<Generation>> {
-        let (never, on_token) = (AtomicBool::new(false), &mut |_| {});
         self.generate_until(
             task,
             prompt,
             texts,
             max_new_tokens,
             placement,
-            on_token,
-            &never,
+            &mut |_| {},
+            &NEVER,
         )
     }
 

@@ -9,6 +9,7 @@ use super::checks::{check_model, check_rows};
 use super::model::{on_engine, Engine, Model};
 use super::prompt::Prompt;
 use super::task::Task;
+use super::until::NEVER;
 use crate::error::Result;
 use crate::train::checkpoint::CHECKPOINT_FILE;
 use crate::train::encode::Encoded;
@@ -64,8 +65,7 @@ impl Model {
         out: impl AsRef<Path>,
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<(Summary, Prompt)> {
-        let never = AtomicBool::new(false);
-        self.train_until(task, splits, cfg, out, on_event, &never)
+        self.train_until(task, splits, cfg, out, on_event, &NEVER)
     }
 
     /// As [`Model::train`], and once `stop` is set (from the callback, a signal handler or

@@ -10,6 +10,7 @@ use super::model::{on_engine, Engine, Model};
 use super::prompt::Prompt;
 use super::task::Task;
 use super::train::{check_splits, Splits};
+use super::until::NEVER;
 use crate::error::Result;
 use crate::prompt::PromptInit;
 use crate::train::checkpoint::CHECKPOINT_FILE;
@@ -90,8 +91,7 @@ impl Model {
         out: impl AsRef<Path>,
         on_event: &mut dyn FnMut(&str, &Event),
     ) -> Result<Vec<TaskResult>> {
-        let never = AtomicBool::new(false);
-        self.train_multi_until(tasks, cfg, out, on_event, &never)
+        self.train_multi_until(tasks, cfg, out, on_event, &NEVER)
     }
 
     /// As [`Model::train_multi`], and once `stop` is set, the run ends after the step under

@@ -166,6 +166,10 @@ impl Model {
     }
 }
 
+/// The stop flag of the calls that take none (`Model::evaluate` and the others beside each
+/// `_until` form): nothing sets it.
+pub(super) static NEVER: AtomicBool = AtomicBool::new(false);
+
 /// The engine's question after each part (a batch, a chunk of rows, a token): `on_part` hears
 /// the count done, then the answer is whether `stop` is still unset.
 fn go_on<'a>(

@@ -111,6 +111,20 @@ pub struct Batch {
     pub real_tokens: usize,
 }
 
+/// What a row's label is checked for ([`Task::check_label`]): what the row must hold, and
+/// how a refusal names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LabelUse {
+    /// evaluation, or a mixed batch's labels: a label, where there is one, is the task's
+    Score,
+    /// a training step: a `pet` or `cls` row needs a label too
+    Step,
+    /// a row of a mixed training step, of job `job`: as `Step`, and a row without a label is
+    /// named with its job (its own job's share of the batch numbers it otherwise, a number
+    /// the caller could not find)
+    MixedStep { job: usize },
+}
+
 /// A pet row with `n` mask tokens (id `m`) where one was expected: the template holds exactly
 /// one (checked when the task is made), so more come from the text, which blamed
 /// `--template` (a data line or a served text named a flag no one gave).
@@ -466,13 +480,14 @@ impl Task {
 
     /// Row `i` (from 0) of hand-made rows (or a batch) has a label this task can use: none
     /// past its labels (a step refused one as an id outside the head's table, but evaluate
-    /// counted it as a wrong prediction), and in a `pet` or `cls` training step (`step`) one
-    /// at all (a row without was scored as id -100 outside the head's table, a corrupt-file
-    /// error naming no row). Not in `batch`: a mixed batch's rows carry the labels of their
-    /// own tasks.
-    pub fn check_label(&self, i: usize, label: Option<usize>, step: bool) -> Result<()> {
+    /// counted it as a wrong prediction), and in a `pet` or `cls` training step one at all (a
+    /// row without was scored as id -100 outside the head's table, a corrupt-file error
+    /// naming no row). Not in `batch`: a mixed batch's rows carry the labels of their own
+    /// tasks.
+    pub fn check_label(&self, i: usize, label: Option<usize>, usage: LabelUse) -> Result<()> {
         let n = self.spec.labels.len();
-        let needed = step && matches!(self.spec.kind, TaskKind::Pet | TaskKind::Cls);
+        let needed =
+            usage != LabelUse::Score && matches!(self.spec.kind, TaskKind::Pet | TaskKind::Cls);
         match label {
             Some(k) if k >= n => Err(Error::arg(
                 "label",
@@ -482,20 +497,29 @@ impl Task {
                     n.saturating_sub(1)
                 ),
             )),
-            None if needed => Err(Error::arg(
-                "label",
-                format!(
-                    "row {} has no label: every row of a training step needs one",
-                    i + 1
-                ),
-            )),
+            None if needed => {
+                // a mixed step's row: its place among all the rows passed, and its job
+                let job = match usage {
+                    LabelUse::MixedStep { job } => {
+                        format!(" (of job {job}, a {} task)", self.spec.kind.name())
+                    }
+                    _ => String::new(),
+                };
+                Err(Error::arg(
+                    "label",
+                    format!(
+                        "row {}{job} has no label: every row of a training step needs one",
+                        i + 1
+                    ),
+                ))
+            }
             _ => Ok(()),
         }
     }
 
     /// [`Task::check_label`] on every row of `rows`, numbered from 1 in that order.
-    pub fn check_labels(&self, rows: &[Row], step: bool) -> Result<()> {
-        (rows.iter().enumerate()).try_for_each(|(i, row)| self.check_label(i, row.label, step))
+    pub fn check_labels(&self, rows: &[Row], usage: LabelUse) -> Result<()> {
+        (rows.iter().enumerate()).try_for_each(|(i, row)| self.check_label(i, row.label, usage))
     }
 
     /// The class of row `i` for scoring (free targets: None).

@@ -7,7 +7,7 @@
 )]
 
 use super::decode::Prediction;
-use super::encode::{Encoded, Row};
+use super::encode::{Encoded, LabelUse, Row};
 use super::metrics::{self, EvalMetrics};
 use super::model::Model;
 use super::step::Params;
@@ -43,7 +43,6 @@ pub fn evaluate_until<B: Backend>(
     go_on: GoOn<'_>,
 ) -> Result<(EvalMetrics, Vec<Prediction>)> {
     check_labelled(task, enc)?;
-    task.check_labels(&enc.rows, false)?;
     let preds = predict_until(be, model, task, params, enc, batch_size, go_on)?;
     let (mut gold, mut pred) = (Vec::new(), Vec::new());
     if task.spec.free_targets {
@@ -77,7 +76,8 @@ pub fn evaluate_until<B: Backend>(
 }
 
 /// Accuracy over no labelled row would read as 0 (a score, not an error): `enc` must hold a
-/// row with a label (a target, for free targets). Prediction needs none.
+/// row with a label (a target, for free targets), and no label past the task's (counted as a
+/// wrong prediction). Prediction needs none.
 pub fn check_labelled(task: &Task, enc: &Encoded) -> Result<()> {
     if enc.rows.is_empty() {
         return Err(Error::file(
@@ -102,7 +102,7 @@ pub fn check_labelled(task: &Task, enc: &Encoded) -> Result<()> {
             ),
         ));
     }
-    Ok(())
+    task.check_labels(&enc.rows, LabelUse::Score)
 }
 
 /// Predictions for every row of `enc`, in file order (batched in length order).

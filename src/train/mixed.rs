@@ -26,7 +26,7 @@
 )]
 
 use super::decode::{encoder_hidden, Prediction, RowLayout};
-use super::encode::{Batch, Encoded, Row};
+use super::encode::{Batch, Encoded, LabelUse, Row};
 use super::eval::predict_all;
 use super::mixed_grads::SplitGrads;
 use super::mixed_greedy;
@@ -375,8 +375,7 @@ pub fn step_mixed<B: Backend>(
     check_rows(jobs.len(), rows)?;
     for (i, (j, row)) in rows.iter().enumerate() {
         if let Some((task, _)) = jobs.get(*j) {
-            check_labelled(task, *j, i, row)?;
-            task.check_label(i, row.label, false)?;
+            task.check_label(i, row.label, LabelUse::MixedStep { job: *j })?;
         }
     }
     let mut out = (jobs.iter())
@@ -415,23 +414,6 @@ pub fn step_mixed<B: Backend>(
         }
     }
     Ok(out)
-}
-
-/// Row `i` (from 0) of a step's rows, of job `j`, has a label where its task scores one
-/// (`pet`, `cls`): the loss's own check counted the rows within the job's share of a batch,
-/// a number the caller could not find.
-fn check_labelled(task: &Task, j: usize, i: usize, row: &Row) -> Result<()> {
-    if row.label.is_some() || !matches!(task.spec.kind, TaskKind::Pet | TaskKind::Cls) {
-        return Ok(());
-    }
-    Err(Error::arg(
-        "label",
-        format!(
-            "row {} (of job {j}, a {} task) has no label: every row of a training step needs one",
-            i + 1,
-            task.spec.kind.name()
-        ),
-    ))
 }
 
 /// The step state of the `k`-th job of `group`.

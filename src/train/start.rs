@@ -11,7 +11,7 @@
 
 use super::checkpoint::{self, Checkpoint, TrainState, CHECKPOINT_FILE};
 use super::data;
-use super::encode::Encoded;
+use super::encode::{Encoded, LabelUse};
 use super::encoder::HostEncoder;
 use super::eval::check_labelled;
 use super::model::Model;
@@ -240,7 +240,7 @@ pub(super) fn precheck<B: Backend>(
     }
     model.check_lengths(cfg.prompt_len, Some(task.spec.max_len))?;
     // rows made by hand: a row without a label failed in its batch, named by its place there
-    task.check_labels(&train.rows, true)?;
+    task.check_labels(&train.rows, LabelUse::Step)?;
     let longest = |enc: &Encoded| {
         let ids = enc.rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
         let target = enc.rows.iter().map(|r| r.target.len()).max().unwrap_or(0);
@@ -249,10 +249,9 @@ pub(super) fn precheck<B: Backend>(
     let (rows, tokens, target) = longest(train);
     model.check_step_memory(be, rows.min(cfg.batch_size), tokens, target, "--batch-size")?;
     for enc in evals.into_iter().flatten() {
-        check_labelled(task, enc)?;
         // a dev or test row with a label past the task's failed at the first evaluation,
         // after steps and a checkpoint were written
-        task.check_labels(&enc.rows, false)?;
+        check_labelled(task, enc)?;
         let (rows, tokens, target) = longest(enc);
         let rows = rows.min(cfg.eval_batch_size);
         model.check_step_memory(be, rows, tokens, target, "--eval-batch-size")?;

@@ -7,7 +7,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::encode::Batch;
+use super::encode::{Batch, LabelUse};
 use super::model::Model;
 use super::spec::TaskKind;
 use super::task::{job, Job, Task};
@@ -142,7 +142,7 @@ fn check_targets(batch: &Batch, flag: &str) -> Result<()> {
 /// batch made by hand reaches the step without `Task::check_labels` on its rows.
 fn check_batch_labels(task: &Task, labels: &[i32]) -> Result<()> {
     (labels.iter().enumerate())
-        .try_for_each(|(b, &l)| task.check_label(b, usize::try_from(l).ok(), true))
+        .try_for_each(|(b, &l)| task.check_label(b, usize::try_from(l).ok(), LabelUse::Step))
 }
 
 /// `cls`: the trained classifier head.
