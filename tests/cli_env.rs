@@ -40,6 +40,16 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.args(args).envs(env.iter().copied()).output().unwrap()
 }
 
+/// What a run printed, stdout then stderr.
+fn said(got: &Output) -> String {
+    let (out, err) = (&got.stdout, &got.stderr);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(out),
+        String::from_utf8_lossy(err)
+    )
+}
+
 /// A one-step `cls` run on the headless BERT fixture into `out`, with `extra` flags.
 fn train(out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
     let model = fixture("bert_nohead").display().to_string();
@@ -120,11 +130,7 @@ fn good_values_run_and_choose() {
     ];
     let got = train(&scratch.path().join("run"), &[], &env);
     stdout_ok(&got);
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&got.stdout),
-        String::from_utf8_lossy(&got.stderr)
-    );
+    let all = said(&got);
     assert!(all.contains("gemm/scalar"), "{all}");
 }
 
@@ -247,11 +253,7 @@ fn a_users_mkl_threading_layer_is_kept() {
     ];
     let got = train(&scratch.path().join("a"), &flags, &env);
     stdout_ok(&got);
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&got.stdout),
-        String::from_utf8_lossy(&got.stderr)
-    );
+    let all = said(&got);
     assert!(all.contains("mkl/"), "{all}");
     let env = [("SOFTPROMPT_MKL", seq.as_str())];
     refused(
