@@ -492,7 +492,7 @@ pub fn run<B: Backend>(
     let model = Model::random(be, &preset.config(), 1)?;
     let weights_bytes = be.memory().live_bytes - live_before;
     check_memory(be, &model, w)?;
-    let check = check_against_reference(be, &preset, w, Check::for_backend(be))?;
+    let check = check_against_reference(be, &preset, w, Check::for_backend(be)?)?;
     let batch = bench_batch(&preset, w, 3);
     let tuned = Tuned::new(&model, w, &batch.prompt, 5)?;
     let (mut times, mut cpu_times) = (Vec::new(), Vec::new());

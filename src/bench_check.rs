@@ -85,12 +85,12 @@ pub struct Check {
 }
 
 impl Check {
-    pub fn for_backend<B: Backend>(be: &B) -> Check {
-        Check {
+    pub fn for_backend<B: Backend>(be: &B) -> Result<Check> {
+        Ok(Check {
             tol: CheckTol::of(be.act_dtype()),
             engine_seed: WEIGHTS_SEED,
-            warn: std::env::var("SOFTPROMPT_BENCH_CHECK").as_deref() == Ok("warn"),
-        }
+            warn: crate::env::bench_check_warns()?,
+        })
     }
 }
 

@@ -5,9 +5,13 @@
 //!
 //! The variables and their readers: `SOFTPROMPT_GEMM` (cpu/gemm_path.rs), `SOFTPROMPT_SIMD`
 //! (cpu/simd), `SOFTPROMPT_HOST_MEMORY` (memory.rs), `SOFTPROMPT_HEAP` (cpu/heap.rs),
-//! `SOFTPROMPT_MAX_STREAM_BYTES` (fsutil.rs), `RAYON_NUM_THREADS` and `RAYON_RS_NUM_CPUS` (cpu/threads.rs). Paths
-//! (`SOFTPROMPT_MKL`, `SOFTPROMPT_CACHE`, `SOFTPROMPT_CUDA_INCLUDE`) are checked where the file
-//! is opened; the CUDA ones (`SOFTPROMPT_ATTN_*`, `SOFTPROMPT_SYNC`) where a GPU starts.
+//! `SOFTPROMPT_MAX_STREAM_BYTES` (fsutil.rs), `RAYON_NUM_THREADS` and `RAYON_RS_NUM_CPUS`
+//! (cpu/threads.rs), and these, read here for the GPU and the tools but checked by every
+//! command, so that a typo fails on the CPU too rather than at the next GPU run:
+//! `SOFTPROMPT_SYNC` (cuda/device.rs), `SOFTPROMPT_NVTX_DEBUG` (nvtx.rs),
+//! `SOFTPROMPT_BENCH_CHECK` (bench_check.rs). Paths (`SOFTPROMPT_MKL`, `SOFTPROMPT_CACHE`,
+//! `SOFTPROMPT_CUDA_INCLUDE`) are checked where the file is opened; `SOFTPROMPT_ATTN_*`
+//! where a GPU starts.
 
 use crate::error::{Error, Result};
 
@@ -36,6 +40,27 @@ pub fn one_of(var: &str, names: &[&'static str]) -> Result<Option<&'static str>>
     parse(var, &expected, |s| names.iter().copied().find(|n| *n == s))
 }
 
+/// `var` as a switch: `1` on, `0` (or unset, or empty) off.
+fn switch(var: &str) -> Result<bool> {
+    Ok(one_of(var, &["0", "1"])? == Some("1"))
+}
+
+/// `SOFTPROMPT_SYNC=1`: synchronise after every CUDA launch and name the op that failed.
+pub fn sync() -> Result<bool> {
+    switch("SOFTPROMPT_SYNC")
+}
+
+/// `SOFTPROMPT_NVTX_DEBUG=1`: say on stderr whether an NVTX tool attached, and why not.
+pub fn nvtx_debug() -> Result<bool> {
+    switch("SOFTPROMPT_NVTX_DEBUG")
+}
+
+/// `SOFTPROMPT_BENCH_CHECK=warn`: `bench` times an engine that missed the reference anyway
+/// (recording the miss); `error`, the default, refuses to time it.
+pub fn bench_check_warns() -> Result<bool> {
+    Ok(one_of("SOFTPROMPT_BENCH_CHECK", &["error", "warn"])? == Some("warn"))
+}
+
 /// Every variable above, read once: the first bad value's error.
 pub fn check() -> Result<()> {
     crate::cpu::gemm_path::from_env()?;
@@ -44,5 +69,8 @@ pub fn check() -> Result<()> {
     crate::cpu::heap::from_env()?;
     crate::fsutil::max_stream_bytes()?;
     crate::cpu::threads::from_env()?;
+    sync()?;
+    nvtx_debug()?;
+    bench_check_warns()?;
     Ok(())
 }

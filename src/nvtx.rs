@@ -247,7 +247,8 @@ pub fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
         let r = load();
-        if std::env::var_os("SOFTPROMPT_NVTX_DEBUG").is_some_and(|v| v == "1") {
+        // a bad value is refused at start (env::check); here it counts as unset
+        if crate::env::nvtx_debug().unwrap_or(false) {
             eprintln!("nvtx: {}", r.as_ref().unwrap_or_else(|e| e));
         }
         r.is_ok()

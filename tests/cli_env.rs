@@ -30,10 +30,24 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
         "SOFTPROMPT_HEAP",
         "RAYON_NUM_THREADS",
         "RAYON_RS_NUM_CPUS",
+        "SOFTPROMPT_SYNC",
+        "SOFTPROMPT_NVTX_DEBUG",
+        "SOFTPROMPT_BENCH_CHECK",
+        "MKL_THREADING_LAYER",
     ] {
         cmd.env_remove(var);
     }
     cmd.args(args).envs(env.iter().copied()).output().unwrap()
+}
+
+/// What a run printed, stdout then stderr.
+fn said(got: &Output) -> String {
+    let (out, err) = (&got.stdout, &got.stderr);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(out),
+        String::from_utf8_lossy(err)
+    )
 }
 
 /// A one-step `cls` run on the headless BERT fixture into `out`, with `extra` flags.
@@ -82,6 +96,12 @@ fn bad_values_are_refused_naming_the_variable() {
         ("RAYON_NUM_THREADS", "18446744073709551615", "to 1024"),
         ("RAYON_NUM_THREADS", "bogus", "to 1024"),
         ("RAYON_RS_NUM_CPUS", "100000", "to 1024"),
+        // the GPU's and tools' switches: refused on the CPU too, not at the next GPU run
+        ("SOFTPROMPT_SYNC", "yes", "one of 0, 1"),
+        ("SOFTPROMPT_SYNC", "true", "one of 0, 1"),
+        ("SOFTPROMPT_NVTX_DEBUG", "2", "one of 0, 1"),
+        ("SOFTPROMPT_BENCH_CHECK", "Warn", "one of error, warn"),
+        ("SOFTPROMPT_BENCH_CHECK", "warning", "one of error, warn"),
     ];
     for &(var, value, expected) in cases {
         let got = train(&out, &["--threads", "1"], &[(var, value)]);
@@ -104,14 +124,13 @@ fn good_values_run_and_choose() {
         ("SOFTPROMPT_HOST_MEMORY", "1000000000000"),
         ("SOFTPROMPT_HEAP", ""),
         ("RAYON_NUM_THREADS", "2"),
+        ("SOFTPROMPT_SYNC", "1"),
+        ("SOFTPROMPT_NVTX_DEBUG", "0"),
+        ("SOFTPROMPT_BENCH_CHECK", "warn"),
     ];
     let got = train(&scratch.path().join("run"), &[], &env);
     stdout_ok(&got);
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&got.stdout),
-        String::from_utf8_lossy(&got.stderr)
-    );
+    let all = said(&got);
     assert!(all.contains("gemm/scalar"), "{all}");
 }
 
@@ -198,4 +217,55 @@ fn an_incomplete_mkl_folder_is_refused_before_mkl_runs() {
         &["--gemm", &lone_s, "libmkl_core"],
     );
     assert!(err.contains("SOFTPROMPT_MKL="), "{err}");
+}
+
+/// A folder of links to every file of the installed MKL's but those named in `without`.
+fn mkl_without(scratch: &ScratchDir, name: &str, mkl: &str, without: &[&str]) -> String {
+    let folder = scratch.path().join(name);
+    std::fs::create_dir(&folder).unwrap();
+    for f in std::fs::read_dir(Path::new(mkl).parent().unwrap()).unwrap() {
+        let f = f.unwrap().path();
+        let n = f.file_name().unwrap().to_string_lossy().into_owned();
+        if !without.iter().any(|w| n.starts_with(w)) {
+            std::os::unix::fs::symlink(&f, folder.join(&n)).unwrap();
+        }
+    }
+    folder
+        .join(Path::new(mkl).file_name().unwrap())
+        .display()
+        .to_string()
+}
+
+/// A user's `MKL_THREADING_LAYER=sequential` was overridden by Intel's layer, and the folder
+/// had to hold Intel's threading library and OpenMP. Now the user's layer runs: a folder
+/// without those runs under it (had Intel's been forced, MKL would have exited: its library is
+/// not there), is refused without it naming the Intel library, and a value MKL does not know
+/// is refused naming the variable.
+#[test]
+fn a_users_mkl_threading_layer_is_kept() {
+    let Some(mkl) = installed_mkl() else { return };
+    let scratch = ScratchDir::new("cli_env_mkl_layer");
+    let seq = mkl_without(&scratch, "seq", &mkl, &["libmkl_intel_thread", "libiomp5"]);
+    let flags = ["--threads", "2", "--gemm", "mkl"];
+    let env = [
+        ("SOFTPROMPT_MKL", seq.as_str()),
+        ("MKL_THREADING_LAYER", "sequential"),
+    ];
+    let got = train(&scratch.path().join("a"), &flags, &env);
+    stdout_ok(&got);
+    let all = said(&got);
+    assert!(all.contains("mkl/"), "{all}");
+    let env = [("SOFTPROMPT_MKL", seq.as_str())];
+    refused(
+        &train(&scratch.path().join("b"), &flags, &env),
+        &["--gemm", "libmkl_intel_thread"],
+    );
+    let env = [
+        ("SOFTPROMPT_MKL", mkl.as_str()),
+        ("MKL_THREADING_LAYER", "omp"),
+    ];
+    refused(
+        &train(&scratch.path().join("c"), &flags, &env),
+        &["--gemm", "MKL_THREADING_LAYER is \"omp\"", "SEQUENTIAL"],
+    );
 }

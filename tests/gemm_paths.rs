@@ -139,7 +139,7 @@ fn the_automatic_choice_is_mkl_on_intel_else_the_gemm_crate() {
 fn the_files_mkl_loads_and_the_first_one_missing() {
     use softprompt::internals::cpu::simd::Isa;
     let dir = std::path::Path::new("/mkl");
-    let required = cblas::required_files(".so.3", Isa::Avx512);
+    let required = cblas::required_files(".so.3", Isa::Avx512, "intel_thread");
     let having = |names: &[&str]| {
         let names: Vec<std::path::PathBuf> = names.iter().map(|n| dir.join(n)).collect();
         move |p: &std::path::Path| names.iter().any(|n| n == p)
@@ -177,7 +177,45 @@ fn the_files_mkl_loads_and_the_first_one_missing() {
         Some("libmkl_core.so.3")
     );
     // another version's suffix, and a CPU without AVX: the generic kernels only
-    let old = cblas::required_files(".so.2", Isa::Scalar);
+    let old = cblas::required_files(".so.2", Isa::Scalar, "intel_thread");
     assert_eq!(old.last().unwrap(), &vec!["libmkl_def.so.2".to_string()]);
     assert_eq!(old[0], vec!["libmkl_core.so.2".to_string()]);
+}
+
+/// A user's MKL_THREADING_LAYER is kept (it was overridden by Intel's): its library is the
+/// one required in place of libmkl_intel_thread; unset or empty is Intel's; a value MKL does
+/// not know is refused naming the variable.
+#[test]
+fn the_users_threading_layer_is_the_one_required() {
+    use softprompt::internals::cpu::simd::Isa;
+    use std::ffi::OsStr;
+    let layer = |v: Option<&str>| cblas::layer_named(v.map(OsStr::new));
+    for (value, stem) in [
+        (None, "intel_thread"),
+        (Some(""), "intel_thread"),
+        (Some("INTEL"), "intel_thread"),
+        (Some("sequential"), "sequential"),
+        (Some("SEQUENTIAL"), "sequential"),
+        (Some("GNU"), "gnu_thread"),
+        (Some("tbb"), "tbb_thread"),
+    ] {
+        assert_eq!(layer(value), Ok(stem), "{value:?}");
+    }
+    let e = layer(Some("omp")).unwrap_err();
+    assert!(
+        e.contains("MKL_THREADING_LAYER is \"omp\": expected one of INTEL, SEQUENTIAL, GNU"),
+        "{e}"
+    );
+    let required = cblas::required_files(".so.3", Isa::Avx2, "sequential");
+    assert_eq!(required[2], vec!["libmkl_sequential.so.3".to_string()]);
+    let dir = std::path::Path::new("/mkl");
+    let intel_only = [
+        "libmkl_core.so.3",
+        "libmkl_intel_lp64.so.3",
+        "libmkl_intel_thread.so.3",
+        "libmkl_def.so.3",
+    ];
+    let has = |p: &std::path::Path| intel_only.iter().any(|n| dir.join(n) == p);
+    let missing = cblas::first_missing(dir, &required, has);
+    assert_eq!(missing.as_deref(), Some("libmkl_sequential.so.3"));
 }

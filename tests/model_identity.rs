@@ -12,17 +12,48 @@ mod common;
 
 use common::{fixture, softprompt, stdout_ok, tiny_pet_train_args, ScratchDir};
 
-/// bert_mlm, and a copy of it whose config.json was saved again by another version: the same
-/// width, tokenizer and weights, so nothing but the fingerprint tells the two apart.
+/// bert_mlm, and a copy of it whose config.json says another dropout, which the engine does
+/// not run: the same width, tokenizer and weights, so nothing but the fingerprint tells the
+/// two apart.
 fn two_models(scratch: &ScratchDir) -> (Model, Model) {
     let a = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
     let dir = scratch.copy_model("bert_mlm", "resaved");
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).unwrap();
     let mut cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
-    cfg["transformers_version"] = "9.9.9".into();
+    cfg["hidden_dropout_prob"] = 0.2.into();
     std::fs::write(&path, cfg.to_string()).unwrap();
     (a, Model::open(&dir, Device::Cpu).unwrap())
+}
+
+/// bert_mlm's config.json as a newer transformers saves it again: another key order and
+/// indent, another `transformers_version`, `_name_or_path` added, `torch_dtype` for `dtype`.
+fn resave(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let cfg: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+    let mut lines: Vec<String> = (cfg.into_iter().rev())
+        .map(|(k, v)| match k.as_str() {
+            "transformers_version" => "    \"transformers_version\": \"9.9.9\"".to_string(),
+            "dtype" => format!("    \"torch_dtype\": {v}"),
+            _ => format!("    {}: {v}", serde_json::Value::String(k)),
+        })
+        .collect();
+    lines.push("    \"_name_or_path\": \"/elsewhere/bert_mlm\"".into());
+    let resaved = format!("{{\n{}\n}}\n", lines.join(",\n"));
+    assert_ne!(resaved, text);
+    std::fs::write(path, resaved).unwrap();
+}
+
+/// The fingerprint of config.json's raw text and tokenizer.json, as folders saved before the
+/// canonical form recorded it (FNV-1a, 64 bits).
+fn raw_fingerprint(dir: &Path) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for name in ["config.json", "tokenizer.json"] {
+        for b in std::fs::read(dir.join(name)).unwrap() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
 }
 
 fn words() -> TaskOptions {
@@ -74,7 +105,7 @@ fn rows_encoded_by_another_model_are_refused() {
     let pb = prompt(&b, &tb);
     let of_a = a.encode(&ta, &data()).unwrap();
     let of_b = b.encode(&tb, &data()).unwrap();
-    assert!(of_a.rows[0].model().is_some());
+    assert!(of_a.rows[0].model_fingerprint().is_some());
 
     let by = "row 1 was encoded by";
     let msg = refused(b.step(&tb, &pb, &of_a.rows), "rows", by);
@@ -110,7 +141,7 @@ fn rows_encoded_by_another_model_are_refused() {
             row
         })
         .collect();
-    assert!(by_hand[0].model().is_none());
+    assert!(by_hand[0].model_fingerprint().is_none());
     assert_eq!(b.step(&tb, &pb, &by_hand).unwrap().loss, own);
     // a copy of the folder is the same model
     let copy = Model::open(scratch.copy_model("bert_mlm", "copy"), Device::Cpu).unwrap();
@@ -152,10 +183,8 @@ fn a_prompt_of_another_model_is_refused() {
     let record = task_json(&saved)["model_fingerprint"].clone();
     assert!(record.as_str().is_some_and(|h| h.len() == 16), "{record}");
     let loaded = Prompt::load(&saved).unwrap();
-    assert_eq!(
-        loaded.model().unwrap().fingerprint,
-        pa.model().unwrap().fingerprint
-    );
+    assert_eq!(loaded.model_fingerprint(), pa.model_fingerprint());
+    assert_eq!(record, pa.model_fingerprint().unwrap().as_str());
     let trained = format!("the prompt in {} was trained on", saved.display());
     let msg = refused(b.task_for(&loaded, &words(), None), "prompt", &trained);
     assert!(
@@ -190,7 +219,7 @@ fn a_prompt_of_another_model_is_refused() {
     let out = scratch.path().join("run");
     let (_, kept) = b.train(&tb, splits, &cfg, &out, &mut |_| {}).unwrap();
     let pb = prompt(&b, &tb);
-    let mine = pb.model().unwrap().hex();
+    let mine = pb.model_fingerprint().unwrap();
     assert_eq!(task_json(&out)["model_fingerprint"], mine.as_str());
     let e = a.task_for(&kept, &words(), None).map(|_| ()).unwrap_err();
     let want = format!(
@@ -215,7 +244,7 @@ fn prompts_that_record_no_model_run_on_any_model_they_fit() {
     assert!(task_json(&older).get("model_fingerprint").is_none());
     for dir in [peft, older] {
         let p = Prompt::load(&dir).unwrap();
-        assert!(p.model().is_none(), "{}", dir.display());
+        assert!(p.model_fingerprint().is_none(), "{}", dir.display());
         let mut scores = Vec::new();
         for m in [&a, &b] {
             let task = m.task_for(&p, &words(), None).unwrap();
@@ -266,8 +295,21 @@ fn the_command_line_refuses_a_changed_model_unless_named() {
     };
     let before = stdout_ok(&eval(&[]));
     let path = model.join("config.json");
+    // saved again by a newer transformers: the same model, run without a word
+    resave(&path);
+    let resaved = eval(&[]);
+    assert_eq!(stdout_ok(&resaved), before);
+    let said = String::from_utf8_lossy(&resaved.stderr);
+    assert!(!said.contains("warning"), "{said}");
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replace("\"5.24.0\"", "\"9.9.9\"")).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(
+            "\"hidden_dropout_prob\": 0.1",
+            "\"hidden_dropout_prob\": 0.2",
+        ),
+    )
+    .unwrap();
     let trained = format!(
         "the prompt in {} was trained on the model in",
         out.display()
@@ -287,4 +329,41 @@ fn the_command_line_refuses_a_changed_model_unless_named() {
         warning.contains(&format!("warning: {trained}")) && warning.contains("--model given"),
         "{warning}"
     );
+}
+
+/// config.json saved again by a newer transformers (key order, indent, `transformers_version`,
+/// `_name_or_path`, `torch_dtype`): the fingerprint hashed its raw text, so the same model
+/// became "another model" and every saved prompt of it was refused. Now the copy has the
+/// model's fingerprint, its prompts run on it, and a task.json that recorded the raw-text
+/// fingerprint (an earlier save) still names it.
+#[test]
+fn a_config_saved_again_is_the_same_model() {
+    let scratch = ScratchDir::new("identity_resaved");
+    let a = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let dir = scratch.copy_model("bert_mlm", "resaved");
+    resave(&dir.join("config.json"));
+    let b = Model::open(&dir, Device::Cpu).unwrap();
+    let (ta, tb) = (pet(&a), pet(&b));
+    let (pa, pb) = (prompt(&a, &ta), prompt(&b, &tb));
+    assert_eq!(pa.model_fingerprint(), pb.model_fingerprint());
+    let of_a = a.encode(&ta, &data()).unwrap();
+    let want = a.step(&ta, &pa, &of_a.rows).unwrap().loss;
+    assert_eq!(b.step(&tb, &pa, &of_a.rows).unwrap().loss, want);
+
+    // an earlier save recorded the hash of config.json's raw text
+    let saved = scratch.path().join("saved");
+    a.save_prompt(&saved, &pa, &ta, SaveOptions::default())
+        .unwrap();
+    let mut v = task_json(&saved);
+    let raw = raw_fingerprint(&fixture("bert_mlm"));
+    assert_ne!(v["model_fingerprint"], raw.as_str());
+    v["model_fingerprint"] = raw.as_str().into();
+    std::fs::write(saved.join("task.json"), v.to_string()).unwrap();
+    let older = Prompt::load(&saved).unwrap();
+    assert_eq!(older.model_fingerprint(), Some(raw));
+    let own = a.task_for(&older, &words(), None).unwrap();
+    assert_eq!(a.step(&own, &older, &of_a.rows).unwrap().loss, want);
+    // the raw text is all an earlier save knows: the copy's differs, so it is refused there,
+    // as before
+    assert!(b.task_for(&older, &words(), None).is_err());
 }

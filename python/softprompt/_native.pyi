@@ -177,7 +177,8 @@ class Model:
     ) -> Encoded:
         """data encoded for task (texts with labels, pairs, or a file with the data flags).
         A task made for another kind of model raises InvalidArgument saying which fits.
-        Ctrl-C stops it after the chunk of rows under way (KeyboardInterrupt)."""
+        Ctrl-C stops it after the chunk of rows under way (KeyboardInterrupt); during the
+        last chunk, it finishes but still raises KeyboardInterrupt, the result discarded."""
     def step(
         self, task: Task, prompt: Prompt, batch: Data, labels: Optional[Sequence[Optional[str]]] = None
     ) -> StepOutput:
@@ -193,12 +194,14 @@ class Model:
         **flags: Any,
     ) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
         """({"accuracy", "macro_f1", "examples"}, every row's prediction). Ctrl-C stops it
-        after the batch under way and raises KeyboardInterrupt (no result)."""
+        after the batch under way and raises KeyboardInterrupt (no result); during the last
+        batch, it finishes but still raises KeyboardInterrupt, the result discarded."""
     def predict(
         self, task: Task, prompt: Prompt, data: Data, batch_size: int = 64, **flags: Any
     ) -> List[Dict[str, Any]]:
         """Per row: {"label", "class", "scores", "ids", "score"}. Ctrl-C stops it after the
-        batch under way and raises KeyboardInterrupt (no result)."""
+        batch under way and raises KeyboardInterrupt (no result); during the last batch, it
+        finishes but still raises KeyboardInterrupt, the result discarded."""
     def generate(
         self,
         task: Task,
@@ -209,7 +212,8 @@ class Model:
     ) -> List[Dict[str, Any]]:
         """Greedy generation on a decoder-only model: {"text", "ids", "logprob", "truncated"}
         per text (truncated: the text was cut to the task's max_len). Ctrl-C stops it after
-        the token under way (KeyboardInterrupt)."""
+        the token under way (KeyboardInterrupt); during the last token, it finishes but still
+        raises KeyboardInterrupt, the result discarded."""
     def save_prompt(
         self, dir: StrPath, prompt: Prompt, task: Task, overwrite: bool = False
     ) -> None:
@@ -267,7 +271,10 @@ class Model:
         """The whole run as `softprompt train` does it, with its flags and defaults: the
         same progress bar, metrics.jsonl, checkpoints and bit-identical numbers. Ctrl-C ends
         it after the step under way with the checkpoint written and raises
-        KeyboardInterrupt (resume=True continues). Returns (summary, the kept prompt)."""
+        KeyboardInterrupt (resume=True continues). Ctrl-C during the last step or the final
+        test evaluation lets the run finish (out holds the finished run: Prompt.load(out)
+        reads the kept prompt) but still raises KeyboardInterrupt, (summary, prompt)
+        discarded. Returns (summary, the kept prompt)."""
 
 def parity(
     model_dir: StrPath,

@@ -228,7 +228,8 @@ impl PyModel {
     }
 
     /// Encodes `data` (a file, texts with `labels`, or (text, label) pairs) for `task`.
-    /// Ctrl-C stops it after the chunk of rows under way and raises KeyboardInterrupt.
+    /// Ctrl-C stops it after the chunk of rows under way and raises KeyboardInterrupt; during
+    /// the last chunk, it finishes but still raises KeyboardInterrupt, the result discarded.
     #[pyo3(signature = (task, data, labels=None, **kwargs))]
     fn encode(
         &self,
@@ -275,7 +276,8 @@ impl PyModel {
 
     /// Accuracy and macro-F1 on the labelled rows of `data` (a file, texts with `labels`,
     /// pairs, or `Encoded`), and every row's prediction. Ctrl-C stops it after the batch
-    /// under way and raises KeyboardInterrupt.
+    /// under way and raises KeyboardInterrupt; during the last batch, it finishes but still
+    /// raises KeyboardInterrupt, the result discarded.
     #[pyo3(signature = (task, prompt, data, labels=None, batch_size=64, **kwargs))]
     #[allow(clippy::too_many_arguments)]
     fn evaluate<'py>(
@@ -304,7 +306,8 @@ impl PyModel {
     }
 
     /// Every row's prediction, in order: `{"label", "class", "scores", "ids", "score"}`.
-    /// Ctrl-C stops it after the batch under way and raises KeyboardInterrupt.
+    /// Ctrl-C stops it after the batch under way and raises KeyboardInterrupt; during the
+    /// last batch, it finishes but still raises KeyboardInterrupt, the result discarded.
     #[pyo3(signature = (task, prompt, data, batch_size=64, **kwargs))]
     fn predict<'py>(
         &self,
@@ -333,7 +336,8 @@ impl PyModel {
     /// Greedy generation behind the prompt on a decoder-only model: one
     /// `{"text", "ids", "logprob"}` per text. `prompt_placement`: tokens (each row as alone)
     /// or peft (PEFT's placement before the padding). Ctrl-C stops it after the token under
-    /// way and raises KeyboardInterrupt.
+    /// way and raises KeyboardInterrupt; during the last token, it finishes but still raises
+    /// KeyboardInterrupt, the result discarded.
     #[pyo3(signature = (task, prompt, texts, max_new_tokens=32, prompt_placement="tokens"))]
     fn generate<'py>(
         &self,
@@ -386,7 +390,9 @@ impl PyModel {
     /// into `out`. Keyword arguments are the command line's flags, underscored, with its
     /// defaults. `on_event(dict)` hears every step, evaluation, save and early stop. Ctrl-C
     /// ends the run after the step under way with its checkpoint written and raises
-    /// KeyboardInterrupt (`resume=True` continues). Returns (summary dict, the kept Prompt).
+    /// KeyboardInterrupt (`resume=True` continues); during the last step or the final test
+    /// evaluation, the run finishes (`Prompt.load(out)` reads its prompt) but still raises
+    /// KeyboardInterrupt, the result discarded. Returns (summary dict, the kept Prompt).
     #[pyo3(signature = (train, out, dev=None, test=None, on_event=None, **kwargs))]
     #[allow(clippy::too_many_arguments)]
     fn train<'py>(

@@ -1,7 +1,9 @@
 //! `Model.train`: the whole run as `softprompt train` does it, with the same keyword
 //! arguments (its flags, underscored) and defaults, the same progress bar and the same files.
 //! Ctrl-C stops the run after the step under way with its checkpoint written, then raises
-//! KeyboardInterrupt; `resume=True` continues it.
+//! KeyboardInterrupt; `resume=True` continues it. During the last step or the final test
+//! evaluation, the run finishes with its folder written but still raises KeyboardInterrupt,
+//! its summary and prompt discarded (interrupt.rs: a signal is never lost).
 
 use crate::data::dataset;
 use crate::errors::to_py;

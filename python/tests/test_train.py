@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 import softprompt as sp
 from conftest import BERT_MLM, BERT_NOHEAD, DEV, TRAIN, read_safetensors
@@ -159,6 +160,46 @@ THREADS_CHILD = textwrap.dedent(
         print(e)
     """
 )
+
+
+MKL_THREADS_CHILD = textwrap.dedent(
+    """
+    import os, sys, softprompt as sp
+    out, model, train, kw = sys.argv[1], sys.argv[2], sys.argv[3], eval(sys.argv[4])
+    try:
+        sp.Model(model)
+    except sp.InvalidArgument as e:
+        if "no libmkl_rt" not in str(e):
+            raise
+        print("skip:", e)
+        sys.exit(0)
+    n = (os.cpu_count() or 1) + 1  # never the default count
+    sp.Model(model, threads=n).train(train, out, **kw)
+    print("threads", n)
+    """
+)
+
+
+def test_threads_after_a_plain_model_on_mkl(tmp_path):
+    """With SOFTPROMPT_GEMM=mkl, Model() loaded MKL, which asked rayon for its count to size
+    MKL's threads: that built the pool at the default size, and Model(threads=N) after it was
+    refused. MKL now takes the count at its first product: the run has N threads, on MKL.
+    Needs MKL (pip install mkl, or SOFTPROMPT_MKL); skips where it is not found."""
+    out = tmp_path / "run"
+    args = [sys.executable, "-c", MKL_THREADS_CHILD, str(out), str(BERT_MLM), str(TRAIN),
+            repr(dict(PET, eval_every=0, max_steps=2, no_progress=True))]
+    env = dict(os.environ, SOFTPROMPT_GEMM="mkl")
+    env.pop("RAYON_NUM_THREADS", None)
+    p = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    last = p.stdout.splitlines()[-1]
+    if last.startswith("skip:"):
+        pytest.skip(f"MKL is not installed here ({last})")
+    n = int(last.split()[1])
+    _, meta = read_safetensors(out / "checkpoint.safetensors")
+    state = json.loads(next(v for v in meta.values() if '"threads"' in v))
+    assert state["threads"] == n
+    assert state["kernels"].startswith("mkl/"), state["kernels"]
 
 
 def test_threads_sets_the_pool_of_a_fresh_process_as_the_command_line_does(cli, tmp_path):

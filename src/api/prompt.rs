@@ -176,12 +176,14 @@ impl Prompt {
         check_arch(self.arch.as_deref(), &dir, model.arch(), explicit)
     }
 
-    /// The model the prompt was made on, or that its task.json records (its fingerprint and
-    /// folder); None for values made by hand, a PEFT adapter, and a folder saved before
-    /// softprompt recorded it. Every use on another model is refused; those without one run
-    /// on any model they fit.
-    pub fn model(&self) -> Option<&ModelId> {
-        self.model.as_deref()
+    /// The fingerprint of the model the prompt was made on, or that its task.json records
+    /// (`model_fingerprint`): 16 hex digits, a hash of the model folder's config.json (its
+    /// content, not its formatting) and tokenizer file. None for values made by hand, a PEFT
+    /// adapter, and a folder saved before softprompt recorded it. Every use on another model
+    /// is refused; those without one run on any model they fit. [`Prompt::model_dir`] gives
+    /// the folder.
+    pub fn model_fingerprint(&self) -> Option<String> {
+        self.model.as_deref().map(ModelId::hex)
     }
 
     /// Records `model` as the prompt's own: to run a prompt of another model on this one on

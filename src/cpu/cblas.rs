@@ -5,7 +5,8 @@
 //! the `lib` folder of the active virtual environment or conda prefix, of the Python on
 //! `PATH`, of `~/.local`, `/usr/local`, `/usr`, or oneAPI's `/opt/intel/oneapi/mkl/latest`.
 //! MKL runs its own OpenMP threads (Intel's threading layer and the `intel-openmp` wheel's
-//! `libiomp5`), as many as rayon's pool. A folder that lacks a file MKL loads at its first
+//! `libiomp5`), as many as rayon's pool, unless the user's `MKL_THREADING_LAYER` names another
+//! layer, which is kept (`threading_layer`). A folder that lacks a file MKL loads at its first
 //! call (`required_files`) is refused before any call: MKL itself would print to stdout and
 //! exit the process. `row_major` is the one call of a CBLAS
 //! `sgemm`, MKL's or OpenBLAS's (gemm_path.rs).
@@ -36,12 +37,30 @@ pub type Sgemm = unsafe extern "C" fn(
 
 /// The loaded library and its entry point.
 pub struct Mkl {
-    /// MKL's `cblas_sgemm` (gemm_path.rs calls it through `row_major`)
-    pub sgemm: Sgemm,
+    /// MKL's `cblas_sgemm` (`Mkl::sgemm` hands it out)
+    sgemm: Sgemm,
+    /// MKL_Set_Num_Threads, when the library has it
+    set_threads: Option<unsafe extern "C" fn(i32)>,
     /// where it was found (printed with the GEMM path)
     pub path: PathBuf,
     // kept loaded for the process's life: `sgemm` points into it
     _libs: Vec<libloading::Library>,
+}
+
+impl Mkl {
+    /// MKL's `cblas_sgemm` (gemm_path.rs calls it through `row_major`), its OpenMP threads set
+    /// to rayon's count before the first product. Not at load: asking rayon for its count
+    /// builds the pool at its default size, and a load before the pool was sized (Python's
+    /// `Model()` with SOFTPROMPT_GEMM=mkl) made every later `Model(threads=N)` fail; the first
+    /// product runs on the pool, so by then its size is the one it keeps.
+    pub fn sgemm(&self) -> Sgemm {
+        static SIZED: std::sync::Once = std::sync::Once::new();
+        if let Some(set) = self.set_threads {
+            // SAFETY: MKL_Set_Num_Threads(int) is a plain setter of MKL's global count.
+            SIZED.call_once(|| unsafe { set(rayon::current_num_threads() as i32) });
+        }
+        self.sgemm
+    }
 }
 
 /// The file names of MKL's single dynamic library, newest first.
@@ -170,14 +189,49 @@ fn load() -> std::result::Result<Mkl, LoadError> {
     open(&path).map_err(unusable)
 }
 
+/// MKL's threading layers as `MKL_THREADING_LAYER` names them, with their library's stem.
+const LAYERS: [(&str, &str); 5] = [
+    ("intel", "intel_thread"),
+    ("sequential", "sequential"),
+    ("gnu", "gnu_thread"),
+    ("tbb", "tbb_thread"),
+    ("pgi", "pgi_thread"),
+];
+
+/// The stem of the threading layer's library: the user's `MKL_THREADING_LAYER` (any case, as
+/// MKL reads it) when set, which MKL then runs, else Intel's, which `open` selects. A value MKL
+/// does not know is an error naming the variable: MKL would pick a layer on its own.
+pub fn threading_layer() -> std::result::Result<&'static str, String> {
+    layer_named(std::env::var_os("MKL_THREADING_LAYER").as_deref())
+}
+
+/// `threading_layer` of the variable's value `v` (None: unset).
+pub fn layer_named(v: Option<&std::ffi::OsStr>) -> std::result::Result<&'static str, String> {
+    let Some(v) = v.filter(|v| !v.is_empty()) else {
+        return Ok("intel_thread");
+    };
+    let name = v.to_string_lossy().to_ascii_lowercase();
+    match LAYERS.iter().find(|(n, _)| *n == name) {
+        Some((_, stem)) => Ok(stem),
+        None => {
+            let names: Vec<String> = LAYERS.iter().map(|(n, _)| n.to_uppercase()).collect();
+            Err(format!(
+                "MKL_THREADING_LAYER is {v:?}: expected one of {} (any case), or unset for \
+                 INTEL",
+                names.join(", ")
+            ))
+        }
+    }
+}
+
 /// The files `libmkl_rt` loads from its own folder at its first call, each a list of
-/// alternatives: its core, the LP64 interface, the Intel threading layer (which `open`
-/// selects), and the kernels of the CPU's instruction set or else the generic ones
+/// alternatives: its core, the LP64 interface, the threading layer (`layer`, a stem of
+/// `threading_layer`), and the kernels of the CPU's instruction set or else the generic ones
 /// (`libmkl_def`). Measured on the 2025 wheel by removing each file in turn: without any one
 /// of them MKL printed "Intel oneMKL FATAL ERROR: Cannot load ..." to stdout and exited the
 /// process with status 2 (with the CPU's kernels alone missing it ran on `libmkl_def`).
 /// `suffix` is libmkl_rt's own (".so.3", ".so.2", ".so"): the others share it.
-pub fn required_files(suffix: &str, isa: Isa) -> Vec<Vec<String>> {
+pub fn required_files(suffix: &str, isa: Isa, layer: &str) -> Vec<Vec<String>> {
     let lib = |n: &str| format!("libmkl_{n}{suffix}");
     let mut kernels = match isa {
         Isa::Avx512 => vec![lib("avx512")],
@@ -188,7 +242,7 @@ pub fn required_files(suffix: &str, isa: Isa) -> Vec<Vec<String>> {
     vec![
         vec![lib("core")],
         vec![lib("intel_lp64")],
-        vec![lib("intel_thread")],
+        vec![lib(layer)],
         kernels,
     ]
 }
@@ -229,41 +283,57 @@ fn open(path: &Path) -> std::result::Result<Mkl, String> {
     unsafe {
         let rt = global(path).map_err(err)?;
         let sgemm: Sgemm = *rt.get::<Sgemm>(b"cblas_sgemm\0").map_err(err)?;
-        let required = required_files(&suffix_of(path), simd::Isa::detect());
+        let layer = threading_layer()?;
+        let required = required_files(&suffix_of(path), simd::Isa::detect(), layer);
         if let Some(missing) = first_missing(dir, &required, Path::is_file) {
             return Err(format!(
                 "its folder {} lacks {missing}, which MKL loads from there (an incomplete \
-                 install: `pip install --force-reinstall mkl`)",
-                dir.display()
+                 install: `pip install --force-reinstall mkl`{})",
+                dir.display(),
+                if layer == "intel_thread" {
+                    ""
+                } else {
+                    ", or another MKL_THREADING_LAYER"
+                }
             ));
         }
-        // the Intel threading layer needs Intel's OpenMP runtime, which the intel-openmp
-        // wheel puts beside MKL (oneAPI: on the loader's path); MKL does not load it itself
-        let omp = dir.join("libiomp5.so");
-        let omp = if omp.is_file() {
-            omp
-        } else {
-            PathBuf::from("libiomp5.so")
-        };
-        libs.push(global(&omp).map_err(|e| {
-            format!("Intel OpenMP (libiomp5.so, beside it or on the loader's path): {e}")
-        })?);
-        // explicitly: MKL_THREADING_LAYER could name a layer whose files were not checked
-        if let Ok(set) = rt.get::<unsafe extern "C" fn(i32) -> i32>(b"MKL_Set_Threading_Layer\0") {
-            set(MKL_THREADING_INTEL);
+        if layer == "intel_thread" {
+            libs.push(intel_openmp(dir)?);
+            // unset, MKL would pick its own default layer: select the one checked
+            let set = rt.get::<unsafe extern "C" fn(i32) -> i32>(b"MKL_Set_Threading_Layer\0");
+            if let Ok(set) = set {
+                set(MKL_THREADING_INTEL);
+            }
         }
-        // MKL_Set_Num_Threads(int): as many OpenMP threads as rayon runs (the pool is sized
-        // before the GEMM path is chosen: cpu/threads.rs)
-        if let Ok(set) = rt.get::<unsafe extern "C" fn(i32)>(b"MKL_Set_Num_Threads\0") {
-            set(rayon::current_num_threads() as i32);
-        }
+        // MKL_Set_Num_Threads(int): set from rayon's count at the first product (`Mkl::sgemm`)
+        let set_threads = rt
+            .get::<unsafe extern "C" fn(i32)>(b"MKL_Set_Num_Threads\0")
+            .ok()
+            .map(|f| *f);
         libs.push(rt);
         Ok(Mkl {
             sgemm,
+            set_threads,
             path: path.to_path_buf(),
             _libs: libs,
         })
     }
+}
+
+/// Intel's OpenMP runtime, which the Intel threading layer needs and MKL does not load
+/// itself: beside MKL (the intel-openmp wheel), else on the loader's path (oneAPI).
+///
+/// # Safety
+/// As `open`'s loads: its initialiser only sets up its own state.
+unsafe fn intel_openmp(dir: &Path) -> std::result::Result<libloading::Library, String> {
+    let omp = dir.join("libiomp5.so");
+    let omp = if omp.is_file() {
+        omp
+    } else {
+        PathBuf::from("libiomp5.so")
+    };
+    global(&omp)
+        .map_err(|e| format!("Intel OpenMP (libiomp5.so, beside it or on the loader's path): {e}"))
 }
 
 /// dlopen with RTLD_GLOBAL, so MKL's own later loads resolve against what is loaded.

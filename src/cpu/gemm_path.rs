@@ -96,12 +96,17 @@ pub fn from_env() -> Result<Option<&'static str>> {
 
 static SELECTED: OnceLock<GemmPath> = OnceLock::new();
 
-/// Sets the path for this process (the `--gemm` flag); fails once one is in use.
-pub fn select(path: GemmPath) -> Result<()> {
+/// Sets the path for this process, as `source` (`--gemm`, or `SOFTPROMPT_GEMM`) asked; fails,
+/// naming `source`, once another one is in use.
+pub fn select(path: GemmPath, source: &str) -> Result<()> {
     if SELECTED.set(path).is_err() && selected() != path {
         return Err(Error::arg(
-            "--gemm",
-            format!("the GEMM path is already {}", selected().name()),
+            source,
+            format!(
+                "{}: the GEMM path of this process is already {} (a process has one)",
+                path.name(),
+                selected().name()
+            ),
         ));
     }
     Ok(())
@@ -111,12 +116,12 @@ pub fn select(path: GemmPath) -> Result<()> {
 /// not installed) is an error naming the flag or the variable. Neither given: the automatic
 /// choice, made on first use.
 pub fn choose(flag: Option<&str>) -> Result<()> {
-    let path = match (flag, from_env()?) {
-        (Some(s), _) => GemmPath::parse(s)?,
-        (None, Some(s)) => GemmPath::parse_as(s, GEMM_VAR)?,
+    let (path, source) = match (flag, from_env()?) {
+        (Some(s), _) => (GemmPath::parse(s)?, "--gemm"),
+        (None, Some(s)) => (GemmPath::parse_as(s, GEMM_VAR)?, GEMM_VAR),
         (None, None) => return Ok(()),
     };
-    select(path)
+    select(path, source)
 }
 
 /// The path in use: the one `select` set, else `SOFTPROMPT_GEMM` when it names one that
@@ -224,7 +229,7 @@ fn cblas_sgemm(path: GemmPath) -> Option<Sgemm> {
     match path {
         GemmPath::Crate => None,
         GemmPath::OpenBlas => openblas::sgemm(),
-        GemmPath::Mkl => super::cblas::mkl().ok().map(|mkl| mkl.sgemm),
+        GemmPath::Mkl => super::cblas::mkl().ok().map(super::cblas::Mkl::sgemm),
     }
 }
 
@@ -269,5 +274,34 @@ mod openblas {
     /// Never reached (`GemmPath::parse` only yields paths of this build): the crate then.
     pub fn sgemm() -> Option<super::Sgemm> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A path chosen by `SOFTPROMPT_GEMM` after another is in use: the error named `--gemm`
+    /// (Python has no such flag; the variable asked).
+    #[test]
+    fn a_second_choice_is_refused_naming_its_source() {
+        let now = selected();
+        let other = if now == GemmPath::Crate {
+            GemmPath::Mkl
+        } else {
+            GemmPath::Crate
+        };
+        let e = select(other, GEMM_VAR).unwrap_err().to_string();
+        let want = format!(
+            "invalid argument SOFTPROMPT_GEMM: {}: the GEMM path of this process is already {}",
+            other.name(),
+            now.name()
+        );
+        assert!(e.contains(&want), "{e}");
+        assert!(!e.contains("--gemm"), "{e}");
+        let e = select(other, "--gemm").unwrap_err().to_string();
+        assert!(e.contains("invalid argument --gemm: "), "{e}");
+        select(now, GEMM_VAR).unwrap();
+        assert_eq!(selected(), now);
     }
 }

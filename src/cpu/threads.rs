@@ -1,8 +1,9 @@
-//! The CPU's setup for a process, in the one order that works: the environment checked, the
-//! thread pool sized, then the GEMM path chosen. Loading MKL sets its OpenMP thread count from
-//! rayon's pool, and asking rayon for its count builds the pool at its default size: choosing
-//! the path first made every `--threads` fail ("the global thread pool has already been
-//! initialized"). The count shapes float32 sums, so runs match only with the same count.
+//! The CPU's setup for a process: the environment checked, the thread pool sized, then the
+//! GEMM path chosen. Asking rayon for its count builds the pool at its default size, so
+//! nothing asks before the pool is sized: MKL takes rayon's count at its first product, not
+//! when it loads (cpu/cblas.rs; a load that asked made every later `--threads` or
+//! `Model(threads=N)` fail, "the global thread pool has already been initialized"). The
+//! count shapes float32 sums, so runs match only with the same count.
 
 use super::gemm_path;
 use crate::error::{Error, Result};

@@ -57,28 +57,27 @@ impl Drop for DevMem {
     }
 }
 
-fn sync_from_env() -> bool {
-    std::env::var("SOFTPROMPT_SYNC").as_deref() == Ok("1")
-}
-
 impl Device {
     pub fn cuda(ordinal: usize, precision: Precision) -> Result<Arc<Device>> {
+        let sync_each = crate::env::sync()?;
         Ok(Arc::new(Device::with_kind(
             Kind::Cuda(Gpu::new(ordinal, precision)?),
             precision,
+            sync_each,
         )))
     }
 
     #[cfg(feature = "emu")]
     pub fn emu(precision: Precision) -> Result<Arc<Device>> {
-        Ok(Arc::new(Device::with_kind(Kind::Emu, precision)))
+        let sync_each = crate::env::sync()?;
+        Ok(Arc::new(Device::with_kind(Kind::Emu, precision, sync_each)))
     }
 
-    fn with_kind(kind: Kind, precision: Precision) -> Device {
+    fn with_kind(kind: Kind, precision: Precision, sync_each: bool) -> Device {
         Device {
             kind,
             precision,
-            sync_each: sync_from_env(),
+            sync_each,
             live: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             launches: super::kernels::KERNELS

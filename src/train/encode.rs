@@ -61,14 +61,15 @@ impl Row {
         }
     }
 
-    /// The model whose tokenizer encoded the row (None: made by hand).
-    pub fn model(&self) -> Option<&ModelId> {
-        self.model.as_deref()
+    /// The fingerprint of the model whose tokenizer encoded the row, as
+    /// [`crate::Prompt::model_fingerprint`] gives it (None: made by hand).
+    pub fn model_fingerprint(&self) -> Option<String> {
+        self.model.as_deref().map(ModelId::hex)
     }
 
     /// Refused when another model encoded it: `i` its index (from 0) in what the caller
     /// passed, said from 1 as the other row errors say it.
-    pub fn check_model(&self, model: &ModelId, i: usize, flag: &str) -> Result<()> {
+    pub(crate) fn check_model(&self, model: &ModelId, i: usize, flag: &str) -> Result<()> {
         let Some(made) = &self.model else {
             return Ok(());
         };

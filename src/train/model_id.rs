@@ -2,6 +2,11 @@
 //! folder's config.json and tokenizer file, and the folder, for messages. A task, a row or a
 //! prompt used on another model of the same width ran that model's weights on the first one's
 //! token ids, labels or trained rows without a word; every use compares the fingerprints.
+//!
+//! config.json counts by its content, not its text (`canonical_config`): a re-save by a newer
+//! transformers (another key order or indent, another `transformers_version`) is the same
+//! model. Folders saved before recorded the hash of its raw text, which a model still
+//! matches (`ModelId::raw`).
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
 // expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
 #![cfg_attr(
@@ -11,36 +16,110 @@
 
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// The key of the fingerprint in a saved prompt's task.json (16 hex digits). Folders saved
 /// before it was recorded, and PEFT's, have none: their prompts run on any model they fit.
 pub const FINGERPRINT_KEY: &str = "model_fingerprint";
 
+/// config.json's keys that record how, when and from where the file was saved, not the
+/// model: a re-save by another transformers changes them (`torch_dtype`, the weights'
+/// storage type, is `dtype` from 4.56) while token ids, labels and prompt rows keep their
+/// meaning.
+const BOOKKEEPING: [&str; 7] = [
+    "transformers_version",
+    "_name_or_path",
+    "_commit_hash",
+    "_attn_implementation",
+    "_attn_implementation_autoset",
+    "torch_dtype",
+    "dtype",
+];
+
 /// A model's identity: what makes token ids, labels and prompt rows mean the same thing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelId {
-    /// FNV-1a over config.json and the tokenizer file (two folders holding the same files
-    /// are one model)
+    /// FNV-1a over config.json's canonical form and the tokenizer file (two folders holding
+    /// the same model are one model)
     pub fingerprint: u64,
+    /// FNV-1a over config.json's raw text and the tokenizer file: what folders saved before
+    /// the canonical form recorded, which the model still matches. None: a recorded one
+    pub raw: Option<u64>,
     /// the folder it was loaded from (or, for a saved prompt, the one its task.json records)
     pub dir: PathBuf,
+}
+
+/// config.json's content as one string: parsed, the `BOOKKEEPING` keys dropped, every
+/// object's keys sorted, no whitespace, numbers as serde_json writes them.
+pub fn canonical_config(text: &str) -> std::result::Result<String, serde_json::Error> {
+    let mut v: Value = serde_json::from_str(text)?;
+    if let Value::Object(m) = &mut v {
+        m.retain(|k, _| !BOOKKEEPING.contains(&k.as_str()));
+    }
+    let mut out = String::with_capacity(text.len());
+    write_sorted(&mut out, &v);
+    Ok(out)
+}
+
+/// `v` as compact JSON into `out`, each object's keys in sorted order.
+fn write_sorted(out: &mut String, v: &Value) {
+    match v {
+        Value::Object(m) => {
+            let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+            entries.sort_by_key(|(k, _)| *k);
+            out.push('{');
+            for (i, (k, x)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_sorted(out, x);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_sorted(out, x);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
 }
 
 impl ModelId {
     /// The identity of the model folder `dir` with its loaded `tokenizer` (the weights are
     /// not read again).
     pub fn of_folder(dir: &Path, tokenizer: &Tokenizer) -> Result<ModelId> {
-        let mut h = super::checkpoint::FNV_START;
-        for path in [dir.join("config.json"), tokenizer.path().to_path_buf()] {
-            // the loaders' own read: an ordinary file, capped (a FIFO or /dev/zero is refused)
-            let text = crate::fsutil::read_json_text(&path)?;
-            h = super::checkpoint::fnv1a_bytes(h, text.as_bytes());
-        }
+        let path = dir.join("config.json");
+        // the loaders' own read: an ordinary file, capped (a FIFO or /dev/zero is refused)
+        let config = crate::fsutil::read_json_text(&path)?;
+        let canonical = canonical_config(&config)
+            .map_err(|e| Error::file(&path, format!("is not valid JSON: {e}")))?;
+        let tokenizer = crate::fsutil::read_json_text(tokenizer.path())?;
+        let hash = |config: &str| {
+            let h = super::checkpoint::fnv1a_bytes(super::checkpoint::FNV_START, config.as_bytes());
+            super::checkpoint::fnv1a_bytes(h, tokenizer.as_bytes())
+        };
         Ok(ModelId {
-            fingerprint: h,
+            fingerprint: hash(&canonical),
+            raw: Some(hash(&config)),
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// Whether `other` is this model: equal fingerprints, or a recorded raw one (an earlier
+    /// save's) equal to the model's raw one.
+    fn matches(&self, other: &ModelId) -> bool {
+        self.fingerprint == other.fingerprint
+            || self.raw == Some(other.fingerprint)
+            || other.raw == Some(self.fingerprint)
     }
 
     /// The fingerprint as task.json records it.
@@ -53,7 +132,11 @@ impl ModelId {
     pub fn from_hex(text: &str, dir: PathBuf) -> Option<ModelId> {
         let digits = text.len() == 16 && text.bytes().all(|b| b.is_ascii_hexdigit());
         let fingerprint = u64::from_str_radix(text, 16).ok().filter(|_| digits)?;
-        Some(ModelId { fingerprint, dir })
+        Some(ModelId {
+            fingerprint,
+            raw: None,
+            dir,
+        })
     }
 
     /// What was made on this model (`what`: "was made on", "row 2 was encoded by"), used on
@@ -68,7 +151,7 @@ impl ModelId {
 
     /// None when `model` is this model, else the words of `check`'s error before the advice.
     pub fn differs(&self, model: &ModelId, what: &str) -> Option<String> {
-        if self.fingerprint == model.fingerprint {
+        if self.matches(model) {
             return None;
         }
         let (made, here) = (self.dir.display(), model.dir.display());
@@ -97,6 +180,7 @@ mod tests {
     fn the_recorded_form_reads_back_and_nothing_else_does() {
         let id = ModelId {
             fingerprint: 0x00ab_cdef_0123_4567,
+            raw: None,
             dir: PathBuf::from("m"),
         };
         assert_eq!(id.hex(), "00abcdef01234567");
@@ -110,5 +194,62 @@ mod tests {
         ] {
             assert_eq!(ModelId::from_hex(bad, PathBuf::new()), None, "{bad}");
         }
+    }
+
+    const CONFIG: &str = r#"{
+  "_name_or_path": "bert-base-uncased",
+  "architectures": ["BertForMaskedLM"],
+  "hidden_size": 768,
+  "layer_norm_eps": 1e-12,
+  "model_type": "bert",
+  "torch_dtype": "float32",
+  "transformers_version": "4.40.0",
+  "vocab": {"b": 2, "a": 1}
+}"#;
+
+    /// The same content re-saved by a newer transformers (keys in another order, another
+    /// indent, another `transformers_version`, `dtype` for `torch_dtype`, another
+    /// `_name_or_path`) is one form; a changed hidden size, a changed nested value or an added
+    /// key is another.
+    #[test]
+    fn the_canonical_form_is_the_content_not_the_text() {
+        let want = canonical_config(CONFIG).unwrap();
+        assert_eq!(
+            want,
+            r#"{"architectures":["BertForMaskedLM"],"hidden_size":768,"layer_norm_eps":1e-12,"model_type":"bert","vocab":{"a":1,"b":2}}"#
+        );
+        let resaved = r#"{
+    "vocab": {"a": 1, "b": 2}, "model_type": "bert",
+    "layer_norm_eps": 1e-12, "hidden_size": 768, "dtype": "float32",
+    "architectures": ["BertForMaskedLM"], "transformers_version": "4.57.1",
+    "_name_or_path": "/tmp/x"
+}
+"#;
+        assert_eq!(canonical_config(resaved).unwrap(), want);
+        for other in [
+            CONFIG.replace("768", "384"),
+            CONFIG.replace("\"a\": 1", "\"a\": 3"),
+            CONFIG.replace("\"bert\",", "\"bert\", \"num_labels\": 3,"),
+        ] {
+            assert_ne!(canonical_config(&other).unwrap(), want, "{other}");
+        }
+        assert!(canonical_config("{\"hidden_size\": 768,").is_err());
+    }
+
+    /// A fingerprint an earlier save recorded (over the raw text) still names the model; a
+    /// recorded one matches only the model's own.
+    #[test]
+    fn a_recorded_raw_fingerprint_still_matches() {
+        let model = ModelId {
+            fingerprint: 1,
+            raw: Some(2),
+            dir: PathBuf::from("m"),
+        };
+        let recorded = |f| ModelId::from_hex(&format!("{f:016x}"), PathBuf::from("m")).unwrap();
+        assert_eq!(recorded(1).differs(&model, "made on"), None);
+        assert_eq!(recorded(2).differs(&model, "made on"), None);
+        assert_eq!(model.differs(&recorded(2), "made on"), None);
+        assert!(recorded(3).differs(&model, "made on").is_some());
+        assert!(recorded(2).differs(&recorded(1), "made on").is_some());
     }
 }
