@@ -7,46 +7,14 @@
 
 mod common;
 
+use common::bert_batch::{load_bert_mlm, token_batch};
 use common::{assert_close, fixture, normals};
 use softprompt::internals::backend::{Backend, DType};
-use softprompt::internals::config::ModelConfig;
 use softprompt::internals::cpu::CpuBackend;
 use softprompt::internals::memory::MemoryAccountant;
 use softprompt::internals::models::bert::{self, Bert, BertInputs};
-use softprompt::internals::models::{Recompute, TokenBatch};
+use softprompt::internals::models::Recompute;
 use softprompt::internals::rng::Rng;
-use softprompt::internals::weights::WeightStore;
-
-fn load<B: Backend>(be: &B) -> Bert<B> {
-    let dir = fixture("bert_mlm");
-    let ModelConfig::Bert(cfg) = ModelConfig::load(&dir).unwrap() else {
-        panic!("not BERT")
-    };
-    Bert::load(be, &WeightStore::open(&dir).unwrap(), cfg).unwrap()
-}
-
-/// Rows of `lens` tokens (ids from `rng`, 0 padding), padded to the longest.
-fn batch(rng: &mut Rng, lens: &[usize], vocab: usize) -> TokenBatch {
-    let t = *lens.iter().max().unwrap();
-    let (mut ids, mut mask) = (Vec::new(), Vec::new());
-    for &l in lens {
-        for s in 0..t {
-            ids.push(if s < l {
-                1 + rng.below(vocab as u64 - 1) as i32
-            } else {
-                0
-            });
-            mask.push((s < l) as i32);
-        }
-    }
-    TokenBatch {
-        b: lens.len(),
-        t,
-        ids,
-        mask,
-        type_ids: None,
-    }
-}
 
 /// The hidden rows (B·T, C) at the key mask's real positions, packed and padded.
 fn real_rows<B: Backend>(
@@ -96,10 +64,10 @@ fn packed_forward_equals_the_padded_one_on_the_emu_device() {
 }
 
 fn packed_equals_padded<B: Backend>(be: &B, tol: f64) {
-    let m = load(be);
+    let m = load_bert_mlm(be);
     let mut rng = Rng::new(17);
     let (c, vocab) = (m.cfg.hidden_size, m.cfg.vocab_size);
-    let tokens = batch(&mut rng, &[7, 2, 5], vocab);
+    let tokens = token_batch(&mut rng, &[7, 2, 5], vocab);
 
     // one prompt of 4 rows
     let prompt = normals(&mut rng, 4 * c, 0.5);

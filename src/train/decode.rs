@@ -15,7 +15,7 @@ use super::task::{job, Job, Task};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::bert::{self, Bert};
+use crate::models::bert::{self, weighted_rows, Bert, HeadRows, Tail};
 use crate::models::heads::{self, Decoder, Pooling};
 use crate::models::t5::{self, T5Inputs, T5};
 use crate::models::{Model as Net, Recompute};
@@ -60,18 +60,49 @@ impl Task {
             }
         };
         let none = no_prompt(be, params)?;
-        let hidden = encoder_hidden(be, m, none.as_ref().unwrap_or(&params.prompt), &inp)?;
         let all: Vec<usize> = (0..batch.tokens.b).collect();
         let lay = RowLayout {
             p: params.input_rows(),
             lens: None,
         };
-        self.class_scores_of(be, m, params, &lay, batch, &hidden, &all)
+        // the last layer at the rows the head reads only
+        let read = self.read_rows(&lay, batch, &all)?;
+        let tail = Tail::covering(be, &read, inp.b, inp.t())?;
+        let prompt = none.as_ref().unwrap_or(&params.prompt);
+        let (hidden, tail) = m.encoder_hidden_at(be, prompt, &inp, tail)?;
+        let at = HeadRows::new(tail.as_ref(), inp.t());
+        self.class_scores_of(be, m, params, &lay, batch, (&hidden, &at), &all)
+    }
+
+    /// `pet` and `cls`: the flat rows of the hidden states (B, P+T) the head reads for the
+    /// batch rows `rows`: `pet`'s [MASK] rows, the rows the `cls` head pools with a weight.
+    pub(super) fn read_rows(
+        &self,
+        lay: &RowLayout,
+        batch: &Batch,
+        rows: &[usize],
+    ) -> Result<Vec<i32>> {
+        if self.spec.kind == TaskKind::Pet {
+            return lay.mask_rows(batch, rows);
+        }
+        let t = batch.tokens.t;
+        let all: Vec<usize> = (0..batch.tokens.b).collect();
+        let w = lay.pool_weights(&batch.tokens.mask, &all, t, self.spec.pooling);
+        let (width, mut mine) = (lay.p + t, vec![false; batch.tokens.b]);
+        for &r in rows {
+            if let Some(m) = mine.get_mut(r) {
+                *m = true;
+            }
+        }
+        Ok((weighted_rows(&w).into_iter())
+            .filter(|&r| mine.get(r as usize / width) == Some(&true))
+            .collect())
     }
 
     /// `pet` and `cls`: log-probabilities over the labels (R, K) of the batch rows `rows`
-    /// (R), from the encoder's `hidden` (B, P+T, C): this task's verbalizer or head scores
-    /// them, whatever prompt each row read, its tokens where `lay` puts them.
+    /// (R), from the encoder's `hidden` (B, S, C), the rows of (B, P+T) where `at` says: this
+    /// task's verbalizer or head scores them, whatever prompt each row read, its tokens where
+    /// `lay` puts them.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn class_scores_of<B: Backend>(
         &self,
@@ -80,10 +111,10 @@ impl Task {
         params: &Params<B>,
         lay: &RowLayout,
         batch: &Batch,
-        hidden: &B::Buf,
+        (hidden, at): (&B::Buf, &HeadRows<'_, B>),
         rows: &[usize],
     ) -> Result<Vec<f32>> {
-        let (b, t, p) = (batch.tokens.b, batch.tokens.t, lay.p);
+        let (b, t) = (batch.tokens.b, batch.tokens.t);
         let k = self.spec.labels.len();
         let logits = if self.spec.kind == TaskKind::Pet {
             let decoder = Decoder::Rows(&self.verbalizer_ids);
@@ -91,7 +122,7 @@ impl Task {
                 be,
                 m,
                 hidden,
-                &lay.mask_rows(batch, rows)?,
+                &at.rows(&lay.mask_rows(batch, rows)?)?,
                 &vec![0; rows.len()],
                 decoder,
                 true,
@@ -102,9 +133,9 @@ impl Task {
             let c = m.cfg.hidden_size;
             let all: Vec<usize> = (0..b).collect();
             let w = lay.pool_weights(&batch.tokens.mask, &all, t, self.spec.pooling);
-            let pool_w = be.upload(be.act_dtype(), &w)?;
+            let pool_w = be.upload(be.act_dtype(), &at.pick("pool weights", w)?)?;
             let mut pooled = be.zeros(be.act_dtype(), b * c)?;
-            be.mean_pool_fwd(&mut pooled, hidden, &pool_w, b, p + t, c)?;
+            be.mean_pool_fwd(&mut pooled, hidden, &pool_w, b, at.s(), c)?;
             let all = be.download(&head.logits(be, &pooled, b)?)?;
             let row = |r: usize| all.get(r * k..(r + 1) * k).unwrap_or_default();
             rows.iter().flat_map(|&r| row(r).iter().copied()).collect()
@@ -308,18 +339,6 @@ fn t5_inputs<B: Backend>(
             inp.with_prefix(be, &m.cfg, pre)
         }
     }
-}
-
-/// hidden (B, P+T, C): the encoder over `inp` behind `prompt` (P, C), or behind each row's
-/// prompt of the table (K, P, C) `inp` indexes. Forward only, its position-wise layers over
-/// the real positions alone (`Bert::encoder_hidden`).
-pub(super) fn encoder_hidden<B: Backend>(
-    be: &B,
-    m: &Bert<B>,
-    prompt: &B::Buf,
-    inp: &bert::BertInputs<B>,
-) -> Result<B::Buf> {
-    m.encoder_hidden(be, prompt, inp)
 }
 
 /// `seq2seq`: the encoder output (B, T, C) of `inp`, computed on the first call and kept in

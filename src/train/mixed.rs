@@ -25,7 +25,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::decode::{encoder_hidden, Prediction, RowLayout};
+use super::decode::{Prediction, RowLayout};
 use super::encode::{Batch, Encoded, LabelUse, Row};
 use super::eval::predict_all;
 use super::mixed_grads::SplitGrads;
@@ -40,7 +40,7 @@ use super::task::Task;
 use crate::backend::{Backend, DType};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
-use crate::models::bert::{self, Bert};
+use crate::models::bert::{self, Bert, HeadRows, Tail};
 use crate::models::cls_head::ClsHead;
 use crate::models::heads::{self, Decoder};
 use crate::models::Recompute;
@@ -257,7 +257,9 @@ fn predict_group<B: Backend>(
             p,
             lens: lens.as_deref(),
         };
-        let hidden = encoder_hidden(be, m, &table, &inp)?;
+        let tail = read_tail(be, gr, &lay, batch, &inp, idx)?;
+        let (hidden, tail) = m.encoder_hidden_at(be, &table, &inp, tail)?;
+        let at = HeadRows::new(tail.as_ref(), inp.t());
         let mut out = vec![None; idx.len()];
         for kj in 0..k {
             let mine = rows_of(idx, kj);
@@ -265,7 +267,8 @@ fn predict_group<B: Backend>(
                 continue;
             }
             let (task, params) = gr.job(kj)?;
-            let scores = task.class_scores_of(be, m, params, &lay, batch, &hidden, &mine)?;
+            let hid = (&hidden, &at);
+            let scores = task.class_scores_of(be, m, params, &lay, batch, hid, &mine)?;
             let preds = task.classified(&scores).map_err(|e| {
                 // scores of the rows `mine`: their rows in the batch
                 e.overflow_at(|r, job| (mine.get(r).copied().unwrap_or(r), job))
@@ -278,6 +281,26 @@ fn predict_group<B: Backend>(
         }
         Ok(out)
     })
+}
+
+/// The last layer's rows for a batch of `gr`'s BERT jobs whose rows read prompt `idx` (B):
+/// those each row's own job's head reads (None: every row).
+fn read_tail<B: Backend>(
+    be: &B,
+    gr: &Group<'_, '_, B>,
+    lay: &RowLayout,
+    batch: &Batch,
+    inp: &bert::BertInputs<B>,
+    idx: &[i32],
+) -> Result<Option<Tail<B>>> {
+    let mut read = Vec::new();
+    for kj in 0..gr.group.len() {
+        let mine = rows_of(idx, kj);
+        if !mine.is_empty() {
+            read.extend(gr.job(kj)?.0.read_rows(lay, batch, &mine)?);
+        }
+    }
+    Tail::covering(be, &read, inp.b, inp.t())
 }
 
 /// The rows of `gr`, sorted by length into batches of at most `batch_size` that mix its jobs
@@ -453,8 +476,11 @@ fn step_group<B: Backend>(
         lens: lens.as_deref(),
     };
     let mut acct = MemoryAccountant::new();
-    let (hidden, acts) = m.encoder_fwd(be, &mut acct, &table, &inp, recompute, None)?;
-    let mut dhidden = be.zeros(be.act_dtype(), be.len(&hidden))?; // (B, P+T, C)
+    // the last layer at the rows the heads read only
+    let tail = read_tail(be, gr, &lay, &batch, &inp, &g.slot)?;
+    let (hidden, acts) = m.encoder_fwd_at(be, &mut acct, &table, &inp, recompute, None, tail)?;
+    let at = HeadRows::new(acts.tail(), inp.t());
+    let mut dhidden = be.zeros(be.act_dtype(), be.len(&hidden))?; // (B, S, C)
     let mut losses = vec![0.0; k];
     for (kj, loss) in losses.iter_mut().enumerate() {
         let mine = rows_of(&g.slot, kj);
@@ -462,8 +488,9 @@ fn step_group<B: Backend>(
             continue;
         }
         let (task, params) = gr.job(kj)?;
+        let hid = (&hidden, &at);
         let (l, dhead) =
-            task.head_fwd_bwd(be, m, params, &lay, &batch, &hidden, &mine, &mut dhidden)?;
+            task.head_fwd_bwd(be, m, params, &lay, &batch, hid, &mine, &mut dhidden)?;
         *loss = l;
         if dhead.is_some() {
             job_slot(out, gr.group, kj)?.grads.head = dhead;
@@ -478,9 +505,9 @@ fn step_group<B: Backend>(
 
 impl Task {
     /// `pet` and `cls`: the mean loss of the batch rows `rows` (R) from the encoder's `hidden`
-    /// (B, P+T, C), scored by this task's verbalizer or head, whatever prompt each row read
-    /// (its tokens where `lay` puts them); d loss / d hidden added into `dhidden` (B, P+T, C)
-    /// at those rows, and the head's gradients.
+    /// (B, S, C), the rows of (B, P+T) where `at` says, scored by this task's verbalizer or
+    /// head, whatever prompt each row read (its tokens where `lay` puts them); d loss /
+    /// d hidden added into `dhidden` (B, S, C) at those rows, and the head's gradients.
     #[allow(clippy::too_many_arguments)]
     fn head_fwd_bwd<B: Backend>(
         &self,
@@ -489,44 +516,39 @@ impl Task {
         params: &Params<B>,
         lay: &RowLayout,
         batch: &Batch,
-        hidden: &B::Buf,
+        (hidden, at): (&B::Buf, &HeadRows<'_, B>),
         rows: &[usize],
         dhidden: &mut B::Buf,
     ) -> Result<(f64, Option<ClsHead<B>>)> {
-        let (t, p, c) = (batch.tokens.t, lay.p, m.cfg.hidden_size);
+        let (t, s, c) = (batch.tokens.t, at.s(), m.cfg.hidden_size);
         let labels: Vec<i32> = rows
             .iter()
             .filter_map(|&r| batch.labels.get(r).copied())
             .collect();
         // every row's label was checked against its own job's task (`step_mixed`)
         if self.spec.kind == TaskKind::Pet {
-            let picked = lay.mask_rows(batch, rows)?;
+            let picked = at.rows(&lay.mask_rows(batch, rows)?)?;
             let decoder = Decoder::Rows(&self.verbalizer_ids);
             let h = heads::mlm_head_fwd_bwd(be, m, hidden, &picked, &labels, decoder, false)?;
             be.add_inplace(dhidden, &h.dhidden, be.len(dhidden))?;
             return Ok((h.loss, None));
         }
-        // the job's rows gathered (R, P+T, C), its head on them, their gradient scattered back
-        let (r, width) = (rows.len(), (p + t) * c);
+        // the job's rows gathered (R, S, C), its head on them, their gradient scattered back
+        let (r, width) = (rows.len(), s * c);
         let idx: Vec<i32> = rows.iter().map(|&r| r as i32).collect();
         let idx = be.upload_i32(&idx)?;
         let mut mine = be.zeros(be.act_dtype(), r * width)?;
         be.gather_rows(&mut mine, hidden, &idx, r, width)?;
-        let mask: Vec<i32> = (rows.iter())
-            .flat_map(|&r| {
-                batch
-                    .tokens
-                    .mask
-                    .get(r * t..(r + 1) * t)
-                    .unwrap_or_default()
-            })
+        // (B, S) every row's pooling weights at the hidden rows, then (R, S) the job's
+        let all: Vec<usize> = (0..batch.tokens.b).collect();
+        let w = lay.pool_weights(&batch.tokens.mask, &all, t, self.spec.pooling);
+        let w = at.pick("pool weights", w)?;
+        let w: Vec<f32> = (rows.iter())
+            .flat_map(|&r| w.get(r * s..(r + 1) * s).unwrap_or_default())
             .copied()
             .collect();
-        let pool_w = be.upload(
-            be.act_dtype(),
-            &lay.pool_weights(&mask, rows, t, self.spec.pooling),
-        )?;
-        let h = cls_head(params)?.fwd_bwd(be, &mine, &pool_w, &labels, r, p + t)?;
+        let pool_w = be.upload(be.act_dtype(), &w)?;
+        let h = cls_head(params)?.fwd_bwd(be, &mine, &pool_w, &labels, r, s)?;
         be.scatter_rows_bwd(dhidden, &h.dhidden, &idx, r, width)?;
         Ok((h.loss, Some(h.dhead)))
     }

@@ -6,6 +6,7 @@
 //! `tests/NAME/main.rs`, with `#[path = "../common/mod.rs"]`) and uses only part of it.
 #![allow(dead_code)]
 
+pub mod bert_batch;
 pub mod label_jobs;
 pub mod multitask;
 pub mod sample_run;

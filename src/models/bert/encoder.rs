@@ -123,7 +123,11 @@ impl<B: Backend> Bert<B> {
         let nq = tail.map_or(n, |_| inp.b * tq);
         let (act, h) = (be.act_dtype(), self.cfg.num_attention_heads);
         let scale = 1.0 / (dims.d as f64).sqrt();
-        let xq = tail.map(|tl| tl.gather(be, x, c)).transpose()?;
+        let xq = match (tail, packing) {
+            (Some(tl), Some(pk)) => Some(pk.gather_tail(be, x, tl, c)?),
+            (Some(tl), None) => Some(tl.gather(be, x, c)?),
+            (None, _) => None,
+        };
         let xq = xq.as_ref().unwrap_or(x);
         let q = linear(be, acct, xq, &lw.query_w, Some(&lw.query_b), nq, c, c)?;
         let k = linear(be, acct, x, &lw.key_w, Some(&lw.key_b), n, c, c)?;
@@ -132,19 +136,19 @@ impl<B: Backend> Bert<B> {
             output(be, act, inp.b * tq * c)?,
             output(be, DType::F32, inp.b * h * tq)?,
         );
-        // (B·T, C) each: attention reads the padded layout
-        let unpacked = (packing.map(|pk| -> Result<[B::Buf; 3]> {
-            Ok([
-                pk.unpack(be, &q, c)?,
-                pk.unpack(be, &k, c)?,
-                pk.unpack(be, &v, c)?,
-            ])
-        }))
-        .transpose()?;
-        let [qa, ka, va] = match &unpacked {
-            Some([q, k, v]) => [q, k, v],
-            None => [&q, &k, &v],
+        // (B·T, C) each: attention reads the padded layout (a tail's queries are in it)
+        let unpack = |buf: &B::Buf| packing.map(|pk| pk.unpack(be, buf, c)).transpose();
+        let qu = match tail {
+            Some(_) => None,
+            None => unpack(&q)?,
         };
+        let unpacked = [qu, unpack(&k)?, unpack(&v)?];
+        let [qa, ka, va] = &unpacked;
+        let (qa, ka, va) = (
+            qa.as_ref().unwrap_or(&q),
+            ka.as_ref().unwrap_or(&k),
+            va.as_ref().unwrap_or(&v),
+        );
         be.attention_fwd(
             &mut ctx,
             &mut lse,
@@ -159,9 +163,9 @@ impl<B: Backend> Bert<B> {
             dims,
         )?;
         drop(unpacked);
-        let ctx = match packing {
-            Some(pk) => pk.pack(be, &ctx, c)?,
-            None => ctx,
+        let ctx = match (packing, tail) {
+            (Some(pk), None) => pk.pack(be, &ctx, c)?,
+            _ => ctx,
         };
         let attn_out = linear(
             be,

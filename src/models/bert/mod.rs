@@ -13,5 +13,5 @@ mod weights;
 
 pub use encoder::{BertActs, BertLayerActs};
 pub use inputs::{upload_inputs, BertInputs};
-pub use tail::Tail;
+pub use tail::{weighted_rows, HeadRows, Tail};
 pub use weights::{Bert, BertLayerWeights, BertMlmHead, BertWeights};

@@ -6,9 +6,12 @@
 //! (B·T, C); only attention, which mixes positions, sees the padded layout, its queries, keys
 //! and values unpacked before it and its output packed after. A pad position's hidden row is
 //! then a copy of a real one: the key mask hides it from attention and no head reads it.
-//! Sizes: B batch, T = P + tokens, N real positions (key mask 1), C hidden.
+//! With a `Tail`, the last layer runs past its keys and values at the rows the head reads
+//! only, as the training step's does (`tail.rs`).
+//! Sizes: B batch, T = P + tokens, N real positions (key mask 1), C hidden, R the tail's rows.
 
 use super::inputs::BertInputs;
+use super::tail::Tail;
 use super::weights::Bert;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -23,6 +26,8 @@ pub struct Packing<B: Backend> {
     pack: B::Buf,
     /// (B·T) I32: each padded position's packed row (a pad position reads row 0)
     unpack: B::Buf,
+    /// (B·T) `unpack` on the host
+    unpack_rows: Vec<i32>,
 }
 
 impl<B: Backend> Packing<B> {
@@ -37,6 +42,7 @@ impl<B: Backend> Packing<B> {
             n: pack.len(),
             pack: be.upload_i32(&pack)?,
             unpack: be.upload_i32(&unpack)?,
+            unpack_rows: unpack,
         }))
     }
 
@@ -44,6 +50,21 @@ impl<B: Backend> Packing<B> {
     pub fn pack(&self, be: &B, x: &B::Buf, c: usize) -> Result<B::Buf> {
         let mut out = output(be, be.act_dtype(), self.n * c)?;
         be.gather_rows(&mut out, x, &self.pack, self.n, c)?;
+        Ok(out)
+    }
+
+    /// (B·R, C) the rows of `x` (N, C) at the tail's rows of the padded layout (a pad
+    /// position's is a copy of a real one, as `unpack` gives it).
+    pub(super) fn gather_tail(
+        &self,
+        be: &B,
+        x: &B::Buf,
+        tail: &Tail<B>,
+        c: usize,
+    ) -> Result<B::Buf> {
+        let rows = tail.pick("packed rows", &self.unpack_rows)?;
+        let mut out = output(be, be.act_dtype(), rows.len() * c)?;
+        be.gather_rows(&mut out, x, &be.upload_i32(&rows)?, rows.len(), c)?;
         Ok(out)
     }
 
@@ -78,9 +99,25 @@ impl<B: Backend> Bert<B> {
     /// `encoder_fwd`'s hidden at every real position (the GEMMs' rounding aside); a pad
     /// position holds a copy of a real one.
     pub fn encoder_hidden(&self, be: &B, prompt: &B::Buf, inp: &BertInputs<B>) -> Result<B::Buf> {
+        Ok(self.encoder_hidden_at(be, prompt, inp, None)?.0)
+    }
+
+    /// `encoder_hidden` with the last layer at the `tail`'s rows only: hidden (B·R, C), the
+    /// full forward's rows there (a head reads them through `HeadRows`), and the tail it ran
+    /// at. A tail of no fewer rows than the N real positions is dropped (its rows would cost
+    /// more than the packed layer's): hidden is then (B·T, C) and the tail None.
+    pub fn encoder_hidden_at(
+        &self,
+        be: &B,
+        prompt: &B::Buf,
+        inp: &BertInputs<B>,
+        tail: Option<Tail<B>>,
+    ) -> Result<(B::Buf, Option<Tail<B>>)> {
         let c = self.cfg.hidden_size;
+        let last = self.w.layers.len().saturating_sub(1);
         let mut acct = MemoryAccountant::new();
         let packing = Packing::of(be, inp)?;
+        let tail = tail.filter(|tl| packing.as_ref().is_none_or(|pk| tl.count() < pk.n));
         // the embeddings' statistics, and the padded embeddings once packed, go at once:
         // nothing reads them again
         let padded = self.embed(be, &mut acct, prompt, inp)?.x;
@@ -93,13 +130,14 @@ impl<B: Backend> Bert<B> {
             None => padded,
         };
         for l in 0..self.w.layers.len() {
+            let at = tail.as_ref().filter(|_| l == last);
             let (out, _) =
-                self.layer_fwd(be, &mut acct, l, &x, inp, false, packing.as_ref(), None)?;
+                self.layer_fwd(be, &mut acct, l, &x, inp, false, packing.as_ref(), at)?;
             x = out;
         }
-        match &packing {
-            Some(pk) => pk.unpack(be, &x, c),
-            None => Ok(x),
+        match (&packing, &tail) {
+            (Some(pk), None) => Ok((pk.unpack(be, &x, c)?, tail)),
+            _ => Ok((x, tail)),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! at the rows the head reads only (`tail.rs`).
 
 use super::inputs::BertInputs;
-use super::tail::Tail;
+use super::tail::{weighted_rows, HeadRows, Tail};
 use super::weights::Bert;
 use crate::backend::Backend;
 use crate::error::Result;
@@ -39,10 +39,8 @@ impl<B: Backend> Bert<B> {
         let cap = capture.as_deref_mut();
         let (hidden, acts) = self.encoder_fwd_at(be, acct, prompt, inp, recompute, cap, tail)?;
         // the head's rows as rows of the hidden states it gets
-        let at = |rows: &[i32]| match acts.tail() {
-            Some(tl) => tl.rows_of(rows, p + t),
-            None => Ok(rows.to_vec()),
-        };
+        let head_rows = HeadRows::new(acts.tail(), p + t);
+        let at = |rows: &[i32]| head_rows.rows(rows);
         let (loss, logits, dhidden, head_grads) = match *objective {
             Objective::Mlm { labels } => {
                 let (rows, targets) = heads::mlm_rows(labels, b, t, p, keep);
@@ -66,10 +64,7 @@ impl<B: Backend> Bert<B> {
                 labels,
             } => {
                 let w = heads::pool_weights(&inp.mask, b, t, p, pooling);
-                let (w, s) = match acts.tail() {
-                    Some(tl) => (tl.pick("pool weights", &w)?, tl.r),
-                    None => (w, p + t),
-                };
+                let (w, s) = (head_rows.pick("pool weights", w)?, head_rows.s());
                 let pool_w = be.upload(be.act_dtype(), &w)?;
                 let h = head.fwd_bwd(be, &hidden, &pool_w, labels, b, s)?;
                 (h.loss, Some(h.logits), h.dhidden, Some(h.dhead))
@@ -94,13 +89,9 @@ fn read_rows<B: Backend>(objective: &Objective<B>, inp: &BertInputs<B>) -> Resul
     match *objective {
         Objective::Mlm { labels } => Ok(heads::mlm_rows(labels, b, t, p, false).0),
         Objective::Pet { mask_positions, .. } => heads::pet_rows(mask_positions, b, t, p),
-        Objective::Cls { pooling, .. } => {
-            let w = heads::pool_weights(&inp.mask, b, t, p, pooling);
-            Ok((w.iter().enumerate())
-                .filter(|(_, &x)| x != 0.0)
-                .map(|(r, _)| r as i32)
-                .collect())
-        }
+        Objective::Cls { pooling, .. } => Ok(weighted_rows(&heads::pool_weights(
+            &inp.mask, b, t, p, pooling,
+        ))),
         Objective::Seq2Seq { .. } | Objective::Causal { .. } => Err(objective.unsupported("BERT")),
     }
 }

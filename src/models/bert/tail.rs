@@ -9,6 +9,10 @@
 //! rows only (every other row's input is a frozen token embedding), so its queries', keys'
 //! and values' input-gradient products run at those rows alone (`Bert::layer_bwd`'s
 //! `wanted`).
+//!
+//! Prediction's forward (`packed.rs`) and the mixed-prompt step and prediction
+//! (`train/mixed.rs`) run the last layer at the same rows; `HeadRows` says where a head finds
+//! a row of the (B, P+T) layout in what the encoder gave it.
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -107,6 +111,49 @@ impl<B: Backend> Tail<B> {
     /// dx (B·T, C) += d (B·R, C) at the tail's rows.
     pub(super) fn scatter(&self, be: &B, dx: &mut B::Buf, d: &B::Buf, c: usize) -> Result<()> {
         be.scatter_rows_bwd(dx, d, &self.idx, self.rows.len(), c)
+    }
+}
+
+/// The flat rows of `w` (one weight per hidden row) that a head reads: its nonzero weights.
+pub fn weighted_rows(w: &[f32]) -> Vec<i32> {
+    (w.iter().enumerate())
+        .filter(|(_, &x)| x != 0.0)
+        .map(|(r, _)| r as i32)
+        .collect()
+}
+
+/// Where a head finds the rows of the (B, S) hidden states it reads: S = T, every row, or,
+/// past a tail, S = R, the tail's rows.
+pub struct HeadRows<'a, B: Backend> {
+    tail: Option<&'a Tail<B>>,
+    /// T, the rows of each batch row in the full layout
+    t: usize,
+}
+
+impl<'a, B: Backend> HeadRows<'a, B> {
+    pub fn new(tail: Option<&'a Tail<B>>, t: usize) -> Self {
+        HeadRows { tail, t }
+    }
+
+    /// S, the hidden rows of each batch row: R past a tail, else T.
+    pub fn s(&self) -> usize {
+        self.tail.map_or(self.t, |tl| tl.r)
+    }
+
+    /// Flat rows of (B, T) as rows of the (B, S) hidden states.
+    pub fn rows(&self, rows: &[i32]) -> Result<Vec<i32>> {
+        match self.tail {
+            Some(tl) => tl.rows_of(rows, self.t),
+            None => Ok(rows.to_vec()),
+        }
+    }
+
+    /// (B·S) the values of `per_row` (B·T, one per hidden row) at the hidden states' rows.
+    pub fn pick<T: Copy>(&self, name: &str, per_row: Vec<T>) -> Result<Vec<T>> {
+        match self.tail {
+            Some(tl) => tl.pick(name, &per_row),
+            None => Ok(per_row),
+        }
     }
 }
 
