@@ -362,8 +362,10 @@ pub fn check_workload(preset: &Preset, w: &Workload) -> Result<()> {
         return Err(Error::arg(
             flag,
             format!(
-                "{} tokens + --prompt {} = {positions} positions, past {what} of {table}",
-                w.seq, w.prompt
+                "{} tokens + --prompt {} = {} positions, past {what} of {table}",
+                w.seq,
+                w.prompt,
+                crate::error::sum_text(&[w.seq, w.prompt])
             ),
         ));
     }

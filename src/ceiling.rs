@@ -192,43 +192,83 @@ fn time_gemm(path: GemmPath, g: &StepGemm, reps: usize) -> (f64, f64) {
     (fwd, bwd)
 }
 
+/// A rate as a share of the measured peak, capped at 1, and whether the rate was above the
+/// peak (`noisy`): that is impossible on a quiet machine, and means the peak's run lost the
+/// CPU to other work (a loaded machine printed 162% for a small product), so the share is
+/// not to be trusted. A peak that is not a positive number gives share 0, noisy.
+pub fn share_of_peak(gflops: f64, peak: f64) -> (f64, bool) {
+    if !(peak > 0.0 && peak.is_finite()) {
+        return (0.0, true);
+    }
+    let share = gflops / peak;
+    (share.min(1.0), share > 1.0)
+}
+
 /// The ceiling report of `preset` at `w`: the peak, then every GEMM path on the step's
-/// products, as JSON.
+/// products, as JSON. The peak is measured before and after the products and the better of
+/// the two kept, so that a burst of other work during one run does not lower it.
 pub fn run(preset_name: &str, w: &Workload, reps: usize) -> crate::error::Result<Value> {
     let preset = Preset::by_name(preset_name)?;
     check(&preset, w)?;
-    let peak = fma_peak(0.3);
+    let before = fma_peak(0.3);
     let gemms = step_gemms(&preset, w);
-    let mut paths = Vec::new();
-    for path in GemmPath::available() {
-        let mut rows = Vec::new();
-        let (mut flops, mut secs) = (0.0, 0.0);
-        for g in &gemms {
-            let (tf, tb) = time_gemm(path, g, reps);
-            let f = 2.0 * (g.m * g.k * g.n) as f64;
-            flops += 2.0 * f * g.calls as f64;
-            secs += (tf + tb) * g.calls as f64;
-            rows.push(json!({
-                "name": g.name, "m": g.m, "k": g.k, "n": g.n, "calls": g.calls,
-                "fwd_gflops": f / tf / 1e9, "bwd_gflops": f / tb / 1e9,
-                "fwd_of_peak": f / tf / 1e9 / peak.gflops, "bwd_of_peak": f / tb / 1e9 / peak.gflops,
-            }));
-        }
-        let rate = flops / secs / 1e9;
-        paths.push(json!({
-            "path": path.name(), "shapes": rows,
-            "step_gemm_gflops": rate, "step_gemm_of_peak": rate / peak.gflops,
-            "step_gemm_ms": secs * 1e3,
-        }));
-    }
+    // (path, [(forward seconds, backward seconds)] in the order of `gemms`)
+    let timed: Vec<(GemmPath, Vec<(f64, f64)>)> = (GemmPath::available().into_iter())
+        .map(|path| {
+            (
+                path,
+                gemms.iter().map(|g| time_gemm(path, g, reps)).collect(),
+            )
+        })
+        .collect();
+    let after = fma_peak(0.3);
+    let peak = if after.gflops > before.gflops {
+        after
+    } else {
+        before
+    };
+    let paths: Vec<Value> = (timed.iter())
+        .map(|(path, times)| path_report(*path, &gemms, times, peak.gflops))
+        .collect();
+    let noisy = paths.iter().any(|p| p["noisy"] == true);
     Ok(json!({
         "preset": preset_name, "batch": w.batch, "seq": w.seq, "prompt": w.prompt,
         "target_len": w.target_len,
         "cpu": cpu_model(),
         "isa": peak.isa.name(), "threads": peak.threads, "fma_peak_gflops": peak.gflops,
+        "noisy": noisy,
         "selected_path": gemm_path::selected().name(),
         "paths": paths,
     }))
+}
+
+/// One GEMM path's rows of the report: each product's rates and shares of `peak` (GFLOP/s),
+/// and the step's rate over all of them, FLOP-weighted.
+fn path_report(path: GemmPath, gemms: &[StepGemm], times: &[(f64, f64)], peak: f64) -> Value {
+    let (mut flops, mut secs, mut noisy) = (0.0, 0.0, false);
+    let mut rows = Vec::new();
+    for (g, &(tf, tb)) in gemms.iter().zip(times) {
+        let f = 2.0 * (g.m * g.k * g.n) as f64;
+        flops += 2.0 * f * g.calls as f64;
+        secs += (tf + tb) * g.calls as f64;
+        let (fwd, bwd) = (f / tf / 1e9, f / tb / 1e9);
+        let ((fwd_share, fwd_noisy), (bwd_share, bwd_noisy)) =
+            (share_of_peak(fwd, peak), share_of_peak(bwd, peak));
+        noisy |= fwd_noisy || bwd_noisy;
+        rows.push(json!({
+            "name": g.name, "m": g.m, "k": g.k, "n": g.n, "calls": g.calls,
+            "fwd_gflops": fwd, "bwd_gflops": bwd,
+            "fwd_of_peak": fwd_share, "bwd_of_peak": bwd_share,
+            "noisy": fwd_noisy || bwd_noisy,
+        }));
+    }
+    let rate = flops / secs / 1e9;
+    let (share, step_noisy) = share_of_peak(rate, peak);
+    json!({
+        "path": path.name(), "shapes": rows,
+        "step_gemm_gflops": rate, "step_gemm_of_peak": share,
+        "step_gemm_ms": secs * 1e3, "noisy": noisy || step_noisy,
+    })
 }
 
 /// The timed bench's checks of `w` (flags in range, a step within the host's memory by the
@@ -276,7 +316,15 @@ pub fn text(r: &Value) -> String {
                 g["bwd_gflops"].as_f64().unwrap_or(0.0),
                 100.0 * g["bwd_of_peak"].as_f64().unwrap_or(0.0),
             );
+            if g["noisy"] == true {
+                s += "    (noisy: faster than the measured peak; its share is capped at 100%)\n";
+            }
         }
+    }
+    if r["noisy"] == true {
+        s += "\nnoisy: a product ran faster than the FMA peak, which the CPU cannot do: other \
+              work took the CPU while the peak (or that product) was timed, so the shares are \
+              not to be trusted; run again on a quiet machine\n";
     }
     s
 }
@@ -297,6 +345,41 @@ mod tests {
             objective: String::new(),
             method: Method::Prompt,
         }
+    }
+
+    /// A rate above the peak is impossible: its share is capped at 1 and flagged noisy; one
+    /// below is its plain ratio; a peak of 0 or NaN gives no share, flagged.
+    #[test]
+    fn shares_of_the_peak_are_at_most_one_and_flag_impossible_rates() {
+        assert_eq!(share_of_peak(50.0, 200.0), (0.25, false));
+        assert_eq!(share_of_peak(200.0, 200.0), (1.0, false));
+        assert_eq!(share_of_peak(324.0, 200.0), (1.0, true));
+        assert_eq!(share_of_peak(10.0, 0.0), (0.0, true));
+        assert_eq!(share_of_peak(10.0, f64::NAN), (0.0, true));
+        // the report: a product faster than the peak is flagged, in its row and the text
+        let gemms = [StepGemm {
+            name: "tiny",
+            m: 10,
+            k: 10,
+            n: 10,
+            calls: 1,
+        }];
+        // 2000 FLOP in 1 µs = 2 GFLOP/s forward, 0.5 backward, against a peak of 1
+        let p = path_report(GemmPath::available()[0], &gemms, &[(1e-6, 4e-6)], 1.0);
+        let row = &p["shapes"][0];
+        assert_eq!(
+            (row["fwd_of_peak"].as_f64(), row["bwd_of_peak"].as_f64()),
+            (Some(1.0), Some(0.5))
+        );
+        assert_eq!(
+            (row["noisy"].as_bool(), p["noisy"].as_bool()),
+            (Some(true), Some(true))
+        );
+        let r = json!({"noisy": true, "paths": [p]});
+        assert!(text(&r).contains("capped at 100%"), "{}", text(&r));
+        assert!(text(&r).contains("not to be trusted"), "{}", text(&r));
+        let quiet = path_report(GemmPath::available()[0], &gemms, &[(1e-6, 4e-6)], 10.0);
+        assert_eq!(quiet["noisy"].as_bool(), Some(false));
     }
 
     /// llama-3.2-1b (16 layers, C 2048, q 2048, k/v 512 each, MLP 8192, vocabulary 128256) at

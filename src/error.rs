@@ -218,3 +218,30 @@ pub fn ensure_len(what: &str, expected: usize, got: usize) -> Result<()> {
         Err(Error::shape(what, expected, got))
     }
 }
+
+/// The sum of `terms` for a message, or, when it does not fit a usize, "more than usize::MAX
+/// (a + b)": a saturated sum printed as "need 18446744073709551615 positions" read as a real
+/// count.
+pub(crate) fn sum_text(terms: &[usize]) -> String {
+    match terms.iter().try_fold(0usize, |a, &t| a.checked_add(t)) {
+        Some(sum) => sum.to_string(),
+        None => {
+            let parts: Vec<String> = terms.iter().map(usize::to_string).collect();
+            format!("more than usize::MAX ({})", parts.join(" + "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A sum that fits is printed; one past usize::MAX is named as such, with its operands.
+    #[test]
+    fn sums_past_usize_max_are_named_not_saturated() {
+        assert_eq!(super::sum_text(&[3, 4, 5]), "12");
+        assert_eq!(super::sum_text(&[usize::MAX, 0]), usize::MAX.to_string());
+        assert_eq!(
+            super::sum_text(&[usize::MAX, 2]),
+            format!("more than usize::MAX ({} + 2)", usize::MAX)
+        );
+    }
+}

@@ -499,16 +499,20 @@ impl PromptTable {
         }
         if let (Some(obj), Some(new)) = (cfg.as_object_mut(), fresh.as_object()) {
             for (k, v) in new {
-                // keep what a loaded PEFT config says about its own model and task
-                let keep = obj.contains_key(k)
-                    && matches!(
-                        k.as_str(),
-                        "task_type"
-                            | "base_model_name_or_path"
+                // keep what a loaded PEFT config says about its own model and task; a
+                // task_type this model cannot be (SEQ_2_SEQ_LM on a llama) was kept too
+                let keep = match (k.as_str(), obj.get(k)) {
+                    (_, None) => false,
+                    ("task_type", Some(found)) => (found.as_str().zip(v.as_str()))
+                        .is_some_and(|(f, ours)| crate::train::spec::peft_task_type_fits(f, ours)),
+                    (key, Some(_)) => matches!(
+                        key,
+                        "base_model_name_or_path"
                             | "tokenizer_name_or_path"
                             | "num_attention_heads"
                             | "num_layers"
-                    );
+                    ),
+                };
                 if !keep {
                     obj.insert(k.clone(), v.clone());
                 }

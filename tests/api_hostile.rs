@@ -610,3 +610,20 @@ fn a_prompt_that_overflows_a_decoder_is_named() {
     assert_eq!((job, row), (1, 1));
     assert!(model.predict_mixed(&jobs, &rows[..1], 2).is_ok());
 }
+
+/// A prompt length whose positions do not fit a usize was reported as a saturated sum ("need
+/// 18446744073709551615 positions", a real-looking count): it names the overflow and its
+/// operands. (#17, hostile5 F10)
+#[test]
+fn a_prompt_length_past_usize_max_names_the_overflow() {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let opts = TaskOptions {
+        task: Some(TaskKind::Cls),
+        labels: Some(vec!["a".into(), "b".into()]),
+        ..TaskOptions::default()
+    };
+    let err = model.task(&opts, None, usize::MAX).unwrap_err().to_string();
+    let want = format!("need more than usize::MAX ({} + 2) positions", usize::MAX);
+    assert!(err.contains(&want), "{err}");
+    assert!(err.contains("--prompt-len"), "{err}");
+}

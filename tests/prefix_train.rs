@@ -285,11 +285,129 @@ fn prefix_heads_are_peft_s_and_checked() {
         ] {
             assert!(err.contains(needle), "{model}: lacks {needle:?}: {err}");
         }
+        // a string was compared with the heads: "is "2" ... expected 2" (#17, hostile5 F5)
+        let err = task_for(heads.to_string().into()).unwrap_err().to_string();
+        for needle in [
+            "adapter_config.json",
+            &format!("`num_attention_heads` is \"{heads}\""),
+            "expected a non-negative integer",
+        ] {
+            assert!(err.contains(needle), "{model}: lacks {needle:?}: {err}");
+        }
     }
     // PEFT's own llama adapter records the key/value heads
     let peft = fixture("deep").join("llama/peft_adapter_prefix/adapter_config.json");
     let peft: serde_json::Value = serde_json::from_slice(&std::fs::read(peft).unwrap()).unwrap();
     assert_eq!(peft["num_attention_heads"], 2);
+}
+
+/// A prefix adapter whose `num_layers` is not the model's block count (another model's
+/// adapter, or one relabelled so that its width fits the other count) is refused at load,
+/// naming adapter_config.json, the key and the count expected: the step's late check named
+/// neither file nor key (#17, hostile5 F4).
+#[test]
+fn prefix_num_layers_other_than_the_model_s_is_refused_naming_the_key() {
+    let src = fixture("deep").join("llama/peft_adapter_prefix");
+    let m = Model::open(fixture("llama"), Device::Cpu).unwrap();
+    for n in [1, 4] {
+        let dir = ScratchDir::new(&format!("pre_layers_{n}"));
+        let out = dir.path();
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            std::fs::copy(src.join(f), out.join(f)).unwrap();
+        }
+        // a width that still fits the table's 96 values a row: n blocks of 96 / (2n)
+        let mut a = json(out, "adapter_config.json");
+        a["num_layers"] = n.into();
+        a["token_dim"] = (96 / (2 * n)).into();
+        std::fs::write(out.join("adapter_config.json"), a.to_string()).unwrap();
+        let prompt = Prompt::load(out).unwrap();
+        let err = (m
+            .task_for(&prompt, &TaskOptions::default(), None)
+            .map(|_| ()))
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "adapter_config.json",
+            &format!("`num_layers` is {n}"),
+            "expected 2",
+        ] {
+            assert!(
+                err.contains(needle),
+                "num_layers {n}: lacks {needle:?}: {err}"
+            );
+        }
+    }
+}
+
+/// A PEFT folder (no task.json) of another model family (PEFT's llama adapter on the mistral
+/// fixture) or with a task_type this model cannot be (SEQ_2_SEQ_LM on a llama) ran without a
+/// word: `check_arch` warns, naming adapter_config.json's key and both models, as PEFT warns;
+/// a save writes this model's task_type instead of the wrong one, and keeps one that fits.
+/// (#17, hostile5 F6)
+#[test]
+fn peft_folders_of_another_model_or_task_type_are_warned_about() {
+    let src = fixture("deep").join("llama/peft_adapter_prefix");
+    let dir = ScratchDir::new("peft_base");
+    let copy = |name: &str, key: &str, value: &str| {
+        let to = dir.path().join(name);
+        std::fs::create_dir_all(&to).unwrap();
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            std::fs::copy(src.join(f), to.join(f)).unwrap();
+        }
+        let mut a = json(&to, "adapter_config.json");
+        a[key] = value.into();
+        std::fs::write(to.join("adapter_config.json"), a.to_string()).unwrap();
+        Prompt::load(&to).unwrap()
+    };
+    let has_all = |w: &str, needles: &[&str]| {
+        for n in needles {
+            assert!(w.contains(n), "lacks {n:?}: {w}");
+        }
+    };
+    let llama = Model::open(fixture("llama"), Device::Cpu).unwrap();
+    let mistral = Model::open(fixture("mistral"), Device::Cpu).unwrap();
+    // as PEFT wrote it, beside the llama fixture (`base_model_name_or_path`: "llama"), and
+    // under a hub name
+    let hub = copy("hub", "base_model_name_or_path", "meta-llama/Llama-3.2-1B");
+    for p in [Prompt::load(&src).unwrap(), hub] {
+        assert_eq!(p.check_arch(&llama, false).unwrap(), None);
+        let w = p.check_arch(&mistral, false).unwrap().expect("a warning");
+        let needles = [
+            "adapter_config.json",
+            "`base_model_name_or_path`",
+            "a llama model",
+        ];
+        has_all(&w, &needles);
+        has_all(&w, &["is a mistral model"]);
+    }
+    let s2s = copy("s2s", "task_type", "SEQ_2_SEQ_LM");
+    let w = s2s.check_arch(&llama, false).unwrap().expect("a warning");
+    has_all(
+        &w,
+        &["`task_type` is \"SEQ_2_SEQ_LM\"", "expected CAUSAL_LM"],
+    );
+    let fits = copy("fits", "task_type", "FEATURE_EXTRACTION");
+    assert_eq!(fits.check_arch(&llama, false).unwrap(), None);
+    // a save writes the model's task_type over a wrong one, and keeps one that fits
+    for (p, name, want) in [
+        (&s2s, "s2s_saved", "CAUSAL_LM"),
+        (&fits, "fits_saved", "FEATURE_EXTRACTION"),
+    ] {
+        let opts = TaskOptions {
+            verbalizer: Some(TaskOptions::verbalizer_from_str("neg=bad,pos=great").unwrap()),
+            ..TaskOptions::default()
+        };
+        let task = llama.task_for(p, &opts, None).unwrap();
+        let out = dir.path().join(name);
+        llama
+            .save_prompt(&out, p, &task, SaveOptions::default())
+            .unwrap();
+        assert_eq!(
+            json(&out, "adapter_config.json")["task_type"],
+            want,
+            "{name}"
+        );
+    }
 }
 
 /// Bad prefix settings fail before anything is written, naming the flag.

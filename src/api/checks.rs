@@ -147,18 +147,17 @@ pub(super) fn fit<B: Backend>(
 /// #13 and PEFT replaces on load. Another value means another model's adapter, which was
 /// accepted without a word. An absent key is PEFT's to fill in.
 fn check_prefix_heads<B: Backend>(prompt: &Prompt, model: &train::Model<B>) -> Result<()> {
-    let Some(found) = (prompt.table.layout.config.as_ref())
-        .and_then(|c| c.get("num_attention_heads"))
-        .filter(|v| !v.is_null())
-    else {
+    let Some(cfg) = prompt.table.layout.config.as_ref() else {
+        return Ok(());
+    };
+    let path = prompt.origin().join(ADAPTER_CONFIG);
+    // a string "2" was compared with the heads and reported as "is "2" ... expected 2"
+    let Some(found) = crate::prompt::config_count(cfg, "num_attention_heads", &path)? else {
         return Ok(());
     };
     let want = model.net.prefix_heads();
     let (query_heads, _) = model.net.heads_and_layers();
-    if found
-        .as_u64()
-        .is_some_and(|n| n == want as u64 || n == query_heads as u64)
-    {
+    if found == want as u64 || found == query_heads as u64 {
         return Ok(());
     }
     let grouped = match want == query_heads {
@@ -166,7 +165,7 @@ fn check_prefix_heads<B: Backend>(prompt: &Prompt, model: &train::Model<B>) -> R
         false => format!(" (its key/value heads: {query_heads} query heads share them)"),
     };
     Err(Error::file(
-        prompt.origin().join(ADAPTER_CONFIG),
+        path,
         format!(
             "`num_attention_heads` is {found}, but {} lays a prefix out over {want} heads{grouped}: \
              expected {want} (an adapter of another model?)",
@@ -183,6 +182,18 @@ fn check_prefix_width<B: Backend>(
 ) -> Result<()> {
     let (own, kv) = model.net.prefix_layout(spec.placement);
     let blocks = spec.blocks.unwrap_or(own);
+    if blocks != own && !model.net.reads_any_block_count(spec.placement) {
+        // refused here, at load, naming the file and key: the step's own check named neither
+        return Err(Error::file(
+            prompt.origin().join(ADAPTER_CONFIG),
+            format!(
+                "`num_layers` is {blocks}, but {} reads one block of keys and values per \
+                 layer under placement {}: expected {own} (an adapter of another model?)",
+                model.dir.display(),
+                spec.placement.name()
+            ),
+        ));
+    }
     if prompt.width() == blocks * 2 * kv {
         return Ok(());
     }

@@ -10,6 +10,7 @@ mod checks;
 mod mixed;
 mod model;
 mod parity;
+mod peft_base;
 mod progress;
 mod prompt;
 mod save;

@@ -171,9 +171,21 @@ impl Prompt {
     /// on one architecture means nothing on another of the same width. A mismatch is an error
     /// naming task.json, unless `explicit` (the user named the model on purpose): then it is
     /// a warning to show. Ok(None) when they agree or nothing was recorded.
+    ///
+    /// A PEFT folder (no task.json) says its model only in adapter_config.json: a
+    /// `base_model_name_or_path` of another model family than `model` (its config.json where
+    /// that folder exists, else the family its name reads as), or a `task_type` this model
+    /// cannot be (SEQ_2_SEQ_LM on a decoder), comes back as a warning: PEFT warns likewise.
     pub fn check_arch(&self, model: &crate::Model, explicit: bool) -> Result<Option<String>> {
         let dir = self.dir.clone().unwrap_or_default();
-        check_arch(self.arch.as_deref(), &dir, model.arch(), explicit)
+        let cfg = self.table.layout.config.as_ref();
+        match (self.saved_task(), cfg) {
+            (None, Some(cfg)) => {
+                let found = super::peft_base::warnings(cfg, &dir, model.dir(), model.arch());
+                Ok((!found.is_empty()).then(|| found.join("; and ")))
+            }
+            _ => check_arch(self.arch.as_deref(), &dir, model.arch(), explicit),
+        }
     }
 
     /// The fingerprint of the model the prompt was made on, or that its task.json records
@@ -239,12 +251,7 @@ impl Prompt {
             .and_then(|v| v.as_str());
         let mut tries: Vec<PathBuf> = self.recorded_models.clone();
         if let Some(base) = peft_base {
-            tries.push(PathBuf::from(base));
-            let mut dir = Some(here.as_path());
-            while let Some(d) = dir {
-                tries.push(d.join(base));
-                dir = d.parent();
-            }
+            tries.extend(super::peft_base::base_dirs(base, &here));
         }
         let mut seen = std::collections::HashSet::new();
         tries.retain(|p| seen.insert(p.clone()));

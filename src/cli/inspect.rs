@@ -29,33 +29,75 @@ fn inspect(args: &Args) -> softprompt::Result<()> {
         .join(softprompt::internals::prompt::ADAPTER_CONFIG)
         .exists()
     {
-        // the whole folder as eval reads it (task.json and head too), and a prefix's
-        // placement checked: an unknown one was printed as if it were one
-        let saved = softprompt::internals::train::checkpoint::load_prompt_dir(&args.path)?;
-        let p = saved.prompt;
-        if let Some(cfg) = &p.layout.config {
-            let path = args
-                .path
-                .join(softprompt::internals::prompt::ADAPTER_CONFIG);
-            softprompt::internals::train::ptuning::adapter_prefix_spec(cfg, p.p, &path)?;
-        }
-        println!(
-            "prompt adapter {}: P = {}, d = {}, init {}, num_transformer_submodules {}",
-            args.path.display(),
-            p.p,
-            p.d,
-            p.init,
-            p.layout.num_transformer_submodules
-        );
-        let norm = (p.data.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / p.p as f64).sqrt();
-        println!("mean row norm {norm:.4}");
-        if let Some(cfg) = &p.layout.config {
-            if let Some(line) = prefix_line(cfg) {
-                println!("{line}");
-            }
-        }
-        return Ok(());
+        return inspect_prompt(args);
     }
+    // a multi-task run's --out folder was reported as "config.json: No such file"
+    if !args.path.join("config.json").exists() {
+        if let Some(tasks) = task_folders(&args.path) {
+            println!(
+                "{}: the output of a multi-task run (a prompt folder per task); inspect each \
+                 task's folder: {}",
+                args.path.display(),
+                tasks.join(", ")
+            );
+            return Ok(());
+        }
+    }
+    inspect_model(args)
+}
+
+/// The prompt folders right under `dir` (a multi-task run writes one per task), sorted; None
+/// when there are none.
+fn task_folders(dir: &std::path::Path) -> Option<Vec<String>> {
+    let mut tasks: Vec<String> = (std::fs::read_dir(dir).ok()?.flatten())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.join(softprompt::internals::prompt::ADAPTER_CONFIG)
+                .is_file()
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    tasks.sort();
+    (!tasks.is_empty()).then_some(tasks)
+}
+
+/// A saved prompt folder: its table, its method (prompt tuning, P-tuning, prefix tuning) and
+/// how PEFT reads it.
+fn inspect_prompt(args: &Args) -> softprompt::Result<()> {
+    // the whole folder as eval reads it (task.json and head too), and a prefix's
+    // placement checked: an unknown one was printed as if it were one
+    let saved = softprompt::internals::train::checkpoint::load_prompt_dir(&args.path)?;
+    let p = saved.prompt;
+    if let Some(cfg) = &p.layout.config {
+        let path = args
+            .path
+            .join(softprompt::internals::prompt::ADAPTER_CONFIG);
+        softprompt::internals::train::ptuning::adapter_prefix_spec(cfg, p.p, &path)?;
+    }
+    let peft_type = (p.layout.config.as_ref())
+        .and_then(|c| c.get("peft_type")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| "PROMPT_TUNING".to_string());
+    println!(
+        "prompt adapter {} ({peft_type}): P = {}, d = {}, init {}, num_transformer_submodules {}",
+        args.path.display(),
+        p.p,
+        p.d,
+        p.init,
+        p.layout.num_transformer_submodules
+    );
+    let norm = (p.data.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / p.p as f64).sqrt();
+    println!("mean row norm {norm:.4}");
+    if let Some(cfg) = &p.layout.config {
+        let lines = [prefix_line(cfg), ptuning_line(cfg, &args.path)];
+        for line in lines.into_iter().flatten() {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+/// A model folder: its parsed config, parameters, heads and tokenizer.
+fn inspect_model(args: &Args) -> softprompt::Result<()> {
     let cfg = ModelConfig::load(&args.path)?;
     let store = WeightStore::open(&args.path)?;
     println!("{}: {:#?}", args.path.display(), cfg);
@@ -113,6 +155,36 @@ fn inspect(args: &Args) -> softprompt::Result<()> {
     Ok(())
 }
 
+/// A count of adapter_config.json, or "unset" where it is null or absent (PEFT fills some in
+/// on load): a null was printed as "0 blocks ... 0 wide".
+fn config_count(cfg: &serde_json::Value, key: &str) -> String {
+    match cfg.get(key).and_then(|v| v.as_u64()) {
+        Some(n) => n.to_string(),
+        None => "unset".to_string(),
+    }
+}
+
+/// A P-tuning adapter's encoder and whether its weights are beside the table (the table is
+/// the encoder's output, as PEFT saves it): it was shown only as "init RANDOM".
+fn ptuning_line(cfg: &serde_json::Value, dir: &std::path::Path) -> Option<String> {
+    if cfg.get("peft_type")?.as_str()? != "P_TUNING" {
+        return None;
+    }
+    let kind = (cfg.get("encoder_reparameterization_type"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("MLP (PEFT's default)");
+    let file = softprompt::internals::train::ptuning::ENCODER_FILE;
+    let weights = match dir.join(file).exists() {
+        true => format!("its weights in {file}"),
+        false => format!("no {file}: the table alone, as PEFT saves it"),
+    };
+    Some(format!(
+        "P-tuning: the table is the output of a {kind} encoder (hidden {}, {} layers); {weights}",
+        config_count(cfg, "encoder_hidden_size"),
+        config_count(cfg, "encoder_num_layers")
+    ))
+}
+
 /// A prefix adapter's method, placement and whether PEFT computes what it was trained for:
 /// only PEFT's placement does on T5; decoder-only models read a block per layer either way;
 /// PEFT (with transformers 5) refuses prefix tuning on BERT.
@@ -124,7 +196,7 @@ fn prefix_line(cfg: &serde_json::Value) -> Option<String> {
         Some(p) => p.to_string(),
         None => "peft (written by PEFT)".to_string(),
     };
-    let n = |k: &str| cfg.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let n = |k: &str| config_count(cfg, k);
     let projection = match cfg.get("prefix_projection").and_then(|v| v.as_bool()) {
         Some(true) => format!(
             ", trained through a projection (hidden {}; the table is its output)",

@@ -58,15 +58,20 @@ fn gemm_share<B: Backend>(be: &Profiler<B>) -> String {
     let (flops, secs, share) = be.sum_of(&["linear_fwd", "linear_bwd"]);
     let peak = softprompt::internals::ceiling::fma_peak(0.3);
     let rate = flops / secs.max(1e-12) / 1e9;
+    let (of_peak, noisy) = softprompt::internals::ceiling::share_of_peak(rate, peak.gflops);
+    let noisy = match noisy {
+        true => " (noisy: faster than the measured peak, capped at 100%; the machine is loaded)",
+        false => "",
+    };
     format!(
         "\nGEMMs (linear_fwd + linear_bwd, {} path): {:.1} GFLOP in {:.1} ms = {:.1} GFLOP/s, {:.0}% of the step; \
-         {:.0}% of the float32 FMA peak {:.1} GFLOP/s ({}, {} threads, measured now)\n",
+         {:.0}% of the float32 FMA peak {:.1} GFLOP/s ({}, {} threads, measured now){noisy}\n",
         softprompt::internals::device::gemm_path::selected().name(),
         flops / 1e9,
         secs * 1e3,
         rate,
         100.0 * share,
-        100.0 * rate / peak.gflops,
+        100.0 * of_peak,
         peak.gflops,
         peak.isa.name(),
         peak.threads

@@ -52,11 +52,15 @@ pub(super) fn train(a: &Args) -> Result<()> {
     for t in &inputs {
         multitask::check_name(&t.name)?;
     }
+    let names: Vec<&str> = inputs.iter().map(|t| t.name.as_str()).collect();
+    multitask::check_distinct_names(&names)?;
     check_inputs_kept(a, &inputs)?;
     apply_config(a, &mut inputs)?;
     let kind = a.device.setup()?;
     // after the device's setup: the settings read the thread count it sets
     let cfg = run_config(a, &inputs)?;
+    // the run's flags in their ranges before the model is loaded and the data encoded
+    cfg.validate()?;
     let model = Model::open(&a.model, kind)?;
     println!(
         "model {} ({}, d {}) on {}",
@@ -398,7 +402,11 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
                 "max_len" => f.max_len = Some(count()?),
                 "max_target_len" => f.max_target_len = Some(count()?),
                 "target_end" => f.target_end = Some(text()?),
-                "prompt_len" => t.prompt_len = Some(count()?),
+                // 0 was reported as the flag, --prompt-len, after the model was loaded
+                "prompt_len" => t.prompt_len = Some(count().and_then(|n| match n {
+                    0 => Err(bad("at least 1")),
+                    n => Ok(n),
+                })?),
                 "init" => init = Some(text()?),
                 "init_text" => init_text = Some(text()?),
                 "method" => method.method = text()?,

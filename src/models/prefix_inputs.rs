@@ -26,6 +26,13 @@ impl<B: Backend> Model<B> {
         }
     }
 
+    /// Whether a prefix table of any block count fits under `placement`: only T5 under PEFT's
+    /// placement reads blocks by a rule that any count fits; every other model reads one block
+    /// per layer.
+    pub fn reads_any_block_count(&self, placement: Placement) -> bool {
+        matches!(self, Model::T5(_)) && placement == Placement::Peft
+    }
+
     /// The prefix of one step on the device, checked against this model's layout: `prefix`
     /// (P, N·2·Hkv·D) F32, N the model's own block count unless `spec.blocks` says otherwise
     /// (only T5 under PEFT's placement reads any count).
@@ -37,9 +44,7 @@ impl<B: Backend> Model<B> {
     ) -> Result<PrefixInputs<B>> {
         let (own, kv_width) = self.prefix_layout(spec.placement);
         let blocks = spec.blocks.unwrap_or(own);
-        // only T5 under PEFT's placement reads blocks by a rule that any count fits
-        let free = matches!(self, Model::T5(_)) && spec.placement == Placement::Peft;
-        if blocks != own && !free {
+        if blocks != own && !self.reads_any_block_count(spec.placement) {
             return Err(Error::arg(
                 "prefix num_layers",
                 format!("{blocks}: this model reads one block per layer, {own}"),

@@ -125,7 +125,7 @@ impl<B: Backend> Model<B> {
                 format!(
                     "{p} rows and a row of at least 2 tokens need {} positions, but {what} \
                      holds {limit}: use --prompt-len {} or less",
-                    p.saturating_add(2),
+                    crate::error::sum_text(&[p, 2]),
                     limit.saturating_sub(2)
                 ),
             ));
@@ -136,7 +136,7 @@ impl<B: Backend> Model<B> {
                 format!(
                     "{n} tokens next to a prompt of {p} rows need {} positions, but {what} \
                      holds {limit}: use --max-len {} or less",
-                    p.saturating_add(n),
+                    crate::error::sum_text(&[p, n]),
                     limit - p
                 ),
             ));

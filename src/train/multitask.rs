@@ -118,7 +118,9 @@ pub fn check_name(name: &str) -> Result<()> {
             ),
         ));
     }
-    if outdir::RUN_FILES.contains(&name) || name == outdir::LOCK_FILE {
+    // in any case: `Metrics.jsonl` is metrics.jsonl on a case-insensitive file system
+    let run_file = |f: &&str| f.eq_ignore_ascii_case(name);
+    if outdir::RUN_FILES.iter().any(run_file) || run_file(&outdir::LOCK_FILE) {
         return Err(Error::arg(
             "task name",
             format!(
@@ -143,21 +145,45 @@ fn check_names(jobs: &[TaskJob<'_>]) -> Result<()> {
             "none given: expected at least one task",
         ));
     }
-    for (i, j) in jobs.iter().enumerate() {
+    for j in jobs {
         check_name(&j.name)?;
-        if jobs.iter().take(i).any(|k| k.name == j.name) {
-            return Err(Error::arg(
-                "task name",
-                format!("`{}` is given twice: each task needs its own name", j.name),
-            ));
-        }
+    }
+    let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+    check_distinct_names(&names)
+}
+
+/// No name twice, nor two that differ only in case (`x`, `X`): their folders under --out are
+/// one folder on a case-insensitive file system (macOS, Windows), where one task's files
+/// overwrote the other's.
+pub fn check_distinct_names(names: &[&str]) -> Result<()> {
+    for (i, name) in names.iter().enumerate() {
+        let folded = name.to_lowercase();
+        let Some(other) = (names.iter().take(i)).find(|k| k.to_lowercase() == folded) else {
+            continue;
+        };
+        let msg = match other == name {
+            true => format!("`{name}` is given twice: each task needs its own name"),
+            false => format!(
+                "`{other}` and `{name}` differ only in case: their folders under --out would \
+                 be one folder on a case-insensitive file system (macOS, Windows): name them \
+                 apart"
+            ),
+        };
+        return Err(Error::arg("task name", msg));
     }
     Ok(())
 }
 
 /// Each task's settings checked (`Trainer`'s checks, the task named).
-fn precheck_all<B: Backend>(be: &B, model: &Model<B>, jobs: &[TaskJob<'_>]) -> Result<()> {
+fn precheck_all<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    jobs: &[TaskJob<'_>],
+    run: &TrainConfig,
+) -> Result<()> {
     check_names(jobs)?;
+    // the run's own settings (--patience 0) were tagged with the first task
+    run.validate_run()?;
     for j in jobs {
         start::precheck(be, model, j.task, j.train, [j.dev, j.test], &j.cfg)
             .and_then(|()| start::check_rows(model, j.train, j.cfg.prompt_len))
@@ -194,7 +220,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         run: TrainConfig,
         out: &Path,
     ) -> Result<Self> {
-        precheck_all(be, model, &jobs)?;
+        precheck_all(be, model, &jobs, &run)?;
         let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
         outdir::check_task_folders(out, &names)?;
         let lock = lock_out(out)?;
@@ -220,7 +246,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         run: TrainConfig,
         out: &Path,
     ) -> Result<Self> {
-        precheck_all(be, model, &jobs)?;
+        precheck_all(be, model, &jobs, &run)?;
         let path = out.join(CHECKPOINT_FILE);
         let mut ck = MultiCheckpoint::load(&path)?;
         let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();

@@ -54,6 +54,17 @@ impl TaskKind {
     }
 }
 
+/// Whether an adapter's PEFT `task_type` (`found`) fits a model whose tasks this engine saves
+/// as `ours` (`TaskKind::peft_task_type`): the same, FEATURE_EXTRACTION (PEFT's bare base
+/// model, any model), or on BERT (ours FEATURE_EXTRACTION) PEFT's classifier types. A
+/// SEQ_2_SEQ_LM adapter on a decoder (PEFT refuses it) does not fit, nor a name PEFT lacks.
+pub fn peft_task_type_fits(found: &str, ours: &str) -> bool {
+    found == ours
+        || found == "FEATURE_EXTRACTION"
+        || (ours == "FEATURE_EXTRACTION"
+            && matches!(found, "SEQ_CLS" | "TOKEN_CLS" | "QUESTION_ANS"))
+}
+
 impl std::str::FromStr for TaskKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

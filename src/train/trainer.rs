@@ -74,25 +74,8 @@ impl TrainConfig {
     /// Every setting in its range, the error naming the flag that sets it and what it
     /// accepts (the optimizer's own settings: `OptimConfig::validate`).
     pub fn validate(&self) -> Result<()> {
-        let at_least_1 = |flag: &str, x: u64| -> Result<()> {
-            if x >= 1 {
-                Ok(())
-            } else {
-                Err(Error::arg(flag, "is 0: expected at least 1"))
-            }
-        };
+        self.validate_run()?;
         at_least_1("--prompt-len", self.prompt_len as u64)?;
-        at_least_1("--batch-size", self.batch_size as u64)?;
-        at_least_1("--eval-batch-size", self.eval_batch_size as u64)?;
-        at_least_1("--bucket-pool", self.bucket_pool as u64)?;
-        // --epochs 0 is nonsense even when --max-steps overrides it
-        at_least_1("--epochs", self.epochs)?;
-        if let Some(n) = self.max_steps {
-            at_least_1("--max-steps", n)?;
-        }
-        if let Some(p) = self.patience {
-            at_least_1("--patience", p as u64)?;
-        }
         if let PromptInit::SampleVocab {
             from_first: Some(n),
         }
@@ -105,8 +88,32 @@ impl TrainConfig {
         }
         self.init.check()?;
         self.method.validate()?;
-        self.method.check_init(&self.init)?;
+        self.method.check_init(&self.init)
+    }
+
+    /// The settings every task of a multi-task run shares (all but the prompt's length, init
+    /// and method), each in its range: checked once for the run, not tagged with a task.
+    pub(crate) fn validate_run(&self) -> Result<()> {
+        at_least_1("--batch-size", self.batch_size as u64)?;
+        at_least_1("--eval-batch-size", self.eval_batch_size as u64)?;
+        at_least_1("--bucket-pool", self.bucket_pool as u64)?;
+        // --epochs 0 is nonsense even when --max-steps overrides it
+        at_least_1("--epochs", self.epochs)?;
+        if let Some(n) = self.max_steps {
+            at_least_1("--max-steps", n)?;
+        }
+        if let Some(p) = self.patience {
+            at_least_1("--patience", p as u64)?;
+        }
         self.optim.validate()
+    }
+}
+
+/// `x` of `flag` is at least 1, else an error naming the flag.
+fn at_least_1(flag: &str, x: u64) -> Result<()> {
+    match x >= 1 {
+        true => Ok(()),
+        false => Err(Error::arg(flag, "is 0: expected at least 1")),
     }
 }
 

@@ -60,6 +60,11 @@ fn multitask_errors_name_the_task() {
     let config = dir.path().join("tasks.json");
     for (text, key) in [
         (r#"{"b": {"max_len": 0}}"#, "`max_len` (as --max-len)"),
+        // was "invalid argument --prompt-len: task `b`", after the model was loaded
+        (
+            r#"{"b": {"prompt_len": 0}}"#,
+            "`prompt_len` is 0: expected at least 1",
+        ),
         (r#"{"b": {"method": "bogus"}}"#, "`method` (as --method)"),
         (
             r#"{"b": {"method": "prompt", "prefix_placement": "peft"}}"#,
@@ -81,6 +86,56 @@ fn multitask_errors_name_the_task() {
     refused(
         &with_flags(&args, &["--verbalizer", "positive=great,negative=great"]),
         &["invalid argument --verbalizer", "task `a`"],
+    );
+    no_run(&dir);
+}
+
+/// A flag of the whole run out of its range (`--patience 0`) was tagged with the first task
+/// (``task `a` ``) and refused only after the model was loaded and every task's data encoded:
+/// it is refused first, untagged, as a single-task run refuses it. (#17, hostile5 F8)
+#[test]
+fn multitask_run_flags_are_checked_before_the_model_is_loaded() {
+    let dir = ScratchDir::new("multitask_patience");
+    let mut args = two_tasks(&dir);
+    // a model folder that cannot load: the flag's error must come before the model's
+    let model = args.iter().position(|a| a == "--model").expect("--model") + 1;
+    args[model] = s(&dir.path().join("no_model")).to_string();
+    for t in ["a", "b"] {
+        let dev = dir.path().join(t).join("dev.jsonl");
+        std::fs::copy(corpus("data/dev.jsonl"), dev).expect("copy");
+    }
+    for flags in [&["--patience", "0"][..], &["--epochs", "0"][..]] {
+        let out = with_flags(&args, flags);
+        let err = refused(&out, &[&format!("invalid argument {}", flags[0]), "is 0"]);
+        assert!(!err.contains("task `"), "{err}");
+    }
+    no_run(&dir);
+}
+
+/// Task names that differ only in case (`x`, `X`) made two folders, which are one folder on a
+/// case-insensitive file system (one task's files overwrote the other's); a task named
+/// `Metrics.jsonl` is the run's metrics file there. Both are refused naming the names.
+/// (#17, hostile5 F10)
+#[test]
+fn multitask_names_that_differ_only_in_case_are_refused() {
+    let dir = ScratchDir::new("multitask_case");
+    let args = two_tasks(&dir);
+    let named = |a_as: &str, b_as: &str| -> Vec<String> {
+        (args.iter())
+            .map(|x| match (x.strip_prefix("a="), x.strip_prefix("b=")) {
+                (Some(rest), _) => format!("{a_as}={rest}"),
+                (_, Some(rest)) => format!("{b_as}={rest}"),
+                _ => x.clone(),
+            })
+            .collect()
+    };
+    refused(
+        &with_flags(&named("x", "X"), &[]),
+        &["`x` and `X` differ only in case", "case-insensitive"],
+    );
+    refused(
+        &with_flags(&named("Metrics.jsonl", "b"), &[]),
+        &["\"Metrics.jsonl\" is the name of a file the run writes"],
     );
     no_run(&dir);
 }

@@ -379,3 +379,69 @@ fn copied_prompt_folder_finds_its_model() {
         &["--model", "project/model", "moved/runs/a/../../model"],
     );
 }
+
+/// `inspect` says what it does not know and which method a folder holds: a prefix adapter's
+/// null `num_layers`/`token_dim`/`encoder_hidden_size` are "unset" (printed as "0 blocks ...
+/// 0 wide"), a P-tuning adapter names P_TUNING and its encoder (shown as "init RANDOM" alone),
+/// and a multi-task run's folder lists its tasks' folders (it said only "config.json: No such
+/// file or directory"). (#17, hostile5 F7)
+#[test]
+fn inspect_names_unset_keys_p_tuning_and_multi_task_folders() {
+    let dir = ScratchDir::new("inspect_methods");
+    let peft = crate::common::fixture("deep").join("llama/peft_adapter_prefix");
+    let copy = |name: &str, patch: Value| {
+        let to = dir.path().join(name);
+        std::fs::create_dir_all(&to).expect("mkdir");
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            std::fs::copy(peft.join(f), to.join(f)).expect("copy");
+        }
+        edit_json(&to.join("adapter_config.json"), &patch);
+        to
+    };
+    let unset = copy(
+        "unset",
+        serde_json::json!({"num_layers": null, "token_dim": null,
+                           "encoder_hidden_size": null, "prefix_projection": true}),
+    );
+    let text = ok(&softprompt(&["inspect", s(&unset)]));
+    for needle in [
+        "(PREFIX_TUNING)",
+        "unset blocks",
+        "unset wide",
+        "hidden unset",
+    ] {
+        assert!(text.contains(needle), "lacks {needle:?}: {text}");
+    }
+    assert!(
+        !text.contains("0 blocks") && !text.contains("0 wide"),
+        "{text}"
+    );
+    // the llama table is 3 x 96: as a P-tuning table of token_dim 96
+    let pt = copy(
+        "pt",
+        serde_json::json!({"peft_type": "P_TUNING", "token_dim": 96, "num_layers": null,
+                           "encoder_reparameterization_type": "LSTM",
+                           "encoder_hidden_size": 5, "encoder_num_layers": 2}),
+    );
+    let text = ok(&softprompt(&["inspect", s(&pt)]));
+    for needle in [
+        "(P_TUNING)",
+        "LSTM encoder (hidden 5, 2 layers)",
+        "no prompt_encoder",
+    ] {
+        assert!(text.contains(needle), "lacks {needle:?}: {text}");
+    }
+    assert!(!text.contains("prefix tuning"), "{text}");
+    // a multi-task --out folder: a prompt folder per task, and no config.json
+    let multi = dir.path().join("multi");
+    for task in ["b", "a"] {
+        copy(&format!("multi/{task}"), serde_json::json!({}));
+    }
+    let text = ok(&softprompt(&["inspect", s(&multi)]));
+    let (a, b) = (multi.join("a"), multi.join("b"));
+    let listed = format!("{}, {}", a.display(), b.display());
+    assert!(
+        text.contains("multi-task") && text.contains(&listed),
+        "{text}"
+    );
+}

@@ -309,9 +309,10 @@ impl<B: Backend> Decoder<B> {
                 "--max-new-tokens",
                 format!(
                     "{max_new} new tokens behind a prompt of {p} rows and rows of up to \
-                     {longest} tokens reach {reach} positions, past this engine's cap of \
+                     {longest} tokens reach {} positions, past this engine's cap of \
                      {MAX_TOKENS}: use {} or less",
-                    MAX_TOKENS.saturating_sub(p + longest)
+                    crate::error::sum_text(&[p, longest, max_new]),
+                    MAX_TOKENS.saturating_sub(p.saturating_add(longest))
                 ),
             ));
         }
