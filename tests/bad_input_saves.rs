@@ -197,6 +197,52 @@ fn an_unstamped_file_beside_a_stamped_save_is_refused() {
     stdout_ok(&eval(&new));
 }
 
+/// Flips bit `bit` of the first value of tensor `name` in the raw tensors `t`.
+fn flip(t: &mut std::collections::HashMap<String, common::RawTensor>, name: &str, bit: u32) {
+    let bytes = &mut t.get_mut(name).expect(name).bytes;
+    let v = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) ^ (1 << bit);
+    bytes[..4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// One flipped bit in a saved adapter scored with exit 0: the stamps agreed, but the values
+/// were never checked against the stamp's hash. A stamped file whose values do not match is
+/// refused, naming it; the edited values saved without the stamp (as PEFT saves) are read,
+/// with a warning that task.json and the head were saved with other values.
+#[test]
+fn a_prompt_folder_whose_values_do_not_match_its_stamp_is_refused() {
+    let dir = ScratchDir::new("saves_flipped_bit");
+    let (one, _) = two_saves(&dir);
+    let adapter = one.join("adapter_model.safetensors");
+    let clean = std::fs::read(&adapter).expect("adapter");
+    common::edit_safetensors(&adapter, |t| flip(t, "prompt_embeddings", 22));
+    refused(
+        &eval(&one),
+        &[
+            s(&adapter),
+            "adapter_model.safetensors and head.safetensors hash to",
+            "do not match the stamp",
+            "corrupt or was edited",
+        ],
+    );
+    // edited on purpose and saved without the stamp: read, with a warning
+    let (tensors, _) = common::read_raw(&adapter);
+    common::write_raw(&adapter, &tensors, None);
+    let out = eval(&one);
+    stdout_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: ") && stderr.contains("has no stamp (PEFT's, or edited)"),
+        "{stderr}"
+    );
+    // the head's bit flipped instead
+    std::fs::write(&adapter, &clean).expect("restore");
+    let out = eval(&one);
+    stdout_ok(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+    common::edit_safetensors(&one.join("head.safetensors"), |t| flip(t, "bias", 3));
+    refused(&eval(&one), &["do not match the stamp"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Checkpoints that lie
 
@@ -218,6 +264,55 @@ fn resume(args: &[String]) -> std::process::Output {
     let mut args = args.to_vec();
     args.push("--resume".into());
     run(&args)
+}
+
+/// A flipped bit in the checkpoint's prompt or optimizer state resumed with exit 0 and other
+/// losses; an edited state (a NaN loss sum) wrote `"loss": null`. The checksum saved with
+/// them refuses both, naming the checkpoint.
+#[test]
+fn a_checkpoint_with_a_flipped_bit_is_refused() {
+    let dir = ScratchDir::new("saves_ck_flip");
+    let (out, args) = checkpointed(&dir);
+    let ckpt = out.join("checkpoint.safetensors");
+    let saved = std::fs::read(&ckpt).expect("checkpoint");
+    for (name, bit) in [("prompt", 20), ("opt.prompt.m", 30), ("opt.prompt.v", 1)] {
+        common::edit_safetensors(&ckpt, |t| flip(t, name, bit));
+        refused(
+            &resume(&args),
+            &[
+                s(&ckpt),
+                "checksum saved with them",
+                "corrupt or was edited",
+            ],
+        );
+        std::fs::write(&ckpt, &saved).expect("restore");
+    }
+    let (tensors, meta) = common::read_raw(&ckpt);
+    let mut meta = meta.expect("metadata");
+    let key = "softprompt_checkpoint";
+    let mut v: Value = serde_json::from_str(&meta[key]).expect("state");
+    v["log_window"]["loss_sum_bits"] = f64::NAN.to_bits().into();
+    meta.insert(key.into(), v.to_string());
+    common::write_raw(&ckpt, &tensors, Some(meta));
+    refused(&resume(&args), &[s(&ckpt), "corrupt or was edited"]);
+    std::fs::write(&ckpt, &saved).expect("restore");
+    stdout_ok(&resume(&args));
+}
+
+/// The same for a multi-task run's checkpoint: one bit of task `a`'s prompt.
+#[test]
+fn a_multitask_checkpoint_with_a_flipped_bit_is_refused() {
+    let dir = ScratchDir::new("saves_mt_flip");
+    let train = tagged_file(&dir);
+    let out = dir.path().join("out");
+    stdout_ok(&run(&multi_args(&train, &out, &[])));
+    let ckpt = out.join("checkpoint.safetensors");
+    let saved = std::fs::read(&ckpt).expect("checkpoint");
+    common::edit_safetensors(&ckpt, |t| flip(t, "a/prompt", 29));
+    let resume = multi_args(&train, &out, &["--resume"]);
+    refused(&run(&resume), &[s(&ckpt), "corrupt or was edited"]);
+    std::fs::write(&ckpt, &saved).expect("restore");
+    stdout_ok(&run(&resume));
 }
 
 /// An edited `step` (one fewer, the plan and position kept) or a plan naming one row four

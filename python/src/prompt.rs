@@ -73,12 +73,18 @@ impl PyPrompt {
     }
 
     /// Reads a prompt folder: one softprompt saved (task.json, head.safetensors for cls) or
-    /// one PEFT saved (adapter_config.json and adapter_model.safetensors or .bin).
+    /// one PEFT saved (adapter_config.json and adapter_model.safetensors or .bin). An
+    /// unstamped adapter whose values are not those its task.json (and head) were saved with
+    /// is read with a UserWarning, as the command line warns of it.
     #[staticmethod]
     fn load(py: Python<'_>, dir: PathBuf) -> PyResult<PyPrompt> {
-        Ok(PyPrompt {
-            inner: compute(py, || Prompt::load(&dir))?,
-        })
+        let inner = compute(py, || Prompt::load(&dir))?;
+        if let Some(w) = inner.load_warning() {
+            let msg = std::ffi::CString::new(w.replace('\0', " ")).unwrap_or_default();
+            let category = py.get_type::<pyo3::exceptions::PyUserWarning>();
+            PyErr::warn(py, &category, &msg, 1)?;
+        }
+        Ok(PyPrompt { inner })
     }
 
     /// P, the number of rows.

@@ -37,6 +37,9 @@ pub struct Prompt {
     /// values made by hand, a PEFT adapter, or a folder saved before softprompt recorded it.
     /// Every use on another model is refused
     pub(crate) model: Option<Arc<ModelId>>,
+    /// what loading it found worth a word: an unstamped adapter whose values are not those
+    /// its folder's task.json (and head) were saved with
+    pub(crate) load_warning: Option<String>,
 }
 
 impl Prompt {
@@ -70,6 +73,7 @@ impl Prompt {
             recorded_models: Vec::new(),
             arch: None,
             model: None,
+            load_warning: None,
         }
     }
 
@@ -96,6 +100,7 @@ impl Prompt {
             model_abs,
             arch,
             model_id,
+            warning,
         } = load_prompt_dir(dir)?;
         Ok(Prompt {
             table: prompt,
@@ -105,7 +110,16 @@ impl Prompt {
             recorded_models: model_abs.into_iter().chain(model).collect(),
             arch,
             model: model_id.map(Arc::new),
+            load_warning: warning,
         })
+    }
+
+    /// A warning about the folder it was loaded from, to show the user: its adapter has no
+    /// save stamp (PEFT's, or values edited and saved without it) and its values are not
+    /// those the folder's task.json (and head) were saved with. A stamped adapter whose
+    /// values do not match its stamp is refused by [`Prompt::load`] instead.
+    pub fn load_warning(&self) -> Option<&str> {
+        self.load_warning.as_deref()
     }
 
     /// P, the number of rows.

@@ -55,6 +55,9 @@ pub fn load(
     let kind = device.setup()?;
     let opts = task_args.options()?;
     let mut prompt = Prompt::load(prompt_dir)?;
+    if let Some(warning) = prompt.load_warning() {
+        eprintln!("warning: {warning}");
+    }
     let model_dir = match model_flag {
         Some(m) => m.to_path_buf(),
         None => prompt.model_dir()?,

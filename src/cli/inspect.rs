@@ -67,6 +67,9 @@ fn inspect_prompt(args: &Args) -> softprompt::Result<()> {
     // the whole folder as eval reads it (task.json and head too), and a prefix's
     // placement checked: an unknown one was printed as if it were one
     let saved = softprompt::internals::train::checkpoint::load_prompt_dir(&args.path)?;
+    if let Some(warning) = &saved.warning {
+        eprintln!("warning: {warning}");
+    }
     let p = saved.prompt;
     if let Some(cfg) = &p.layout.config {
         let path = args

@@ -150,6 +150,9 @@ fn load_jobs(
     let mut jobs = Vec::new();
     for (j, ((name, dir), mut prompt)) in pairs.iter().zip(prompts).enumerate() {
         let tag = |e| of_prompt(name, dir, e);
+        if let Some(warning) = prompt.load_warning() {
+            eprintln!("warning: --prompt {name}: {warning}");
+        }
         if let Some(warning) = prompt.check_arch(&model, a.model.is_some()).map_err(tag)? {
             eprintln!("warning: --prompt {name}={}: {warning}", dir.display());
         }

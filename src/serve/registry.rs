@@ -91,8 +91,13 @@ impl Registry {
         prompt: Prompt,
     ) -> Result<Loaded, ApiError> {
         check_new_name(name, &self.catalog)?;
+        let loaded = prompt
+            .load_warning()
+            .map(|w| format!("prompt \"{name}\": {w}"));
         let entry = open(model, name, path, prompt)?;
-        let warnings = warnings(model, name, path, &entry.task);
+        let warnings: Vec<String> = (loaded.into_iter())
+            .chain(warnings(model, name, path, &entry.task))
+            .collect();
         for w in &warnings {
             eprintln!("warning: {w}");
         }

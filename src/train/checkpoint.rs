@@ -35,6 +35,11 @@ pub const TASK_FILE: &str = "task.json";
 pub const HEAD_FILE: &str = "head.safetensors";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 const META_KEY: &str = "softprompt_checkpoint";
+/// The metadata key of a checkpoint's checksum (single- and multi-task): `checksum` of its
+/// state and tensors. Checkpoints written before it was recorded have none and are read
+/// unchecked, as fields added since (`device`, `log_window`) are read with defaults: the
+/// format stays 1.
+pub const CHECKSUM_KEY: &str = "softprompt_checksum";
 pub const CHECKPOINT_FORMAT: u32 = 1;
 /// task.json's `format`
 pub const TASK_FORMAT: u64 = 1;
@@ -132,13 +137,18 @@ impl Checkpoint {
             .iter()
             .map(|(k, (s, d))| (k.as_str(), s.clone(), d.as_slice()))
             .collect();
+        let sum = checksum(&meta, views.iter().map(|(k, s, d)| (*k, s.as_slice(), *d)));
         write_safetensors(
             path,
             &views,
-            Some(HashMap::from([(META_KEY.to_string(), meta)])),
+            Some(HashMap::from([
+                (META_KEY.to_string(), meta),
+                (CHECKSUM_KEY.to_string(), sum),
+            ])),
         )
     }
 
+    /// Reads `path`, refusing one whose tensors or state do not match its checksum.
     pub fn load(path: &Path) -> Result<Checkpoint> {
         let file = TensorFile::read(path)?;
         let meta = file.metadata.get(META_KEY).ok_or_else(|| {
@@ -155,6 +165,7 @@ impl Checkpoint {
             };
             Error::file(path, format!("{what} (no `{META_KEY}` metadata)"))
         })?;
+        check_checksum(path, &file, meta)?;
         let v: Value = serde_json::from_str(meta)
             .map_err(|e| Error::file(path, format!("unreadable checkpoint state: {e}")))?;
         let state = state_from_json(path, v, "the state's")?;
@@ -389,6 +400,50 @@ pub(super) fn fnv1a_bytes(mut h: u64, bytes: &[u8]) -> u64 {
     h
 }
 
+/// FNV-1a 64 of a checkpoint's state as stored (`meta`, its JSON text) and of each tensor's
+/// name, shape and bytes, in name order, as 16 hex digits. The loaders check the tensors'
+/// shapes and finiteness and the state's ranges, but a flipped bit in a value, or a NaN loss
+/// sum, resumed with exit 0 and other numbers.
+pub fn checksum<'a>(
+    meta: &str,
+    tensors: impl IntoIterator<Item = (&'a str, &'a [usize], &'a [f32])>,
+) -> String {
+    let mut all: Vec<_> = tensors.into_iter().collect();
+    all.sort_by_key(|(name, _, _)| *name);
+    let mut h = fnv1a_bytes(FNV_START, meta.as_bytes());
+    for (name, shape, data) in all {
+        // lengths first, so that no two lists of names and shapes hash the same bytes
+        for n in [name.len(), shape.len()].iter().chain(shape) {
+            h = fnv1a_bytes(h, &(*n as u64).to_le_bytes());
+        }
+        h = fnv1a_bytes(h, name.as_bytes());
+        h = fnv1a_bytes(h, bytemuck::cast_slice(data));
+    }
+    format!("{h:016x}")
+}
+
+/// Refuses the checkpoint `file` (state `meta`) whose checksum does not match its content.
+/// One without a checksum (written before it was recorded) is read unchecked.
+pub(crate) fn check_checksum(path: &Path, file: &TensorFile, meta: &str) -> Result<()> {
+    let Some(stored) = file.metadata.get(CHECKSUM_KEY) else {
+        return Ok(());
+    };
+    let tensors =
+        (file.floats.iter()).map(|(k, t)| (k.as_str(), t.shape.as_slice(), t.data.as_slice()));
+    let found = checksum(meta, tensors);
+    if *stored == found {
+        return Ok(());
+    }
+    Err(Error::file(
+        path,
+        format!(
+            "its tensors and state hash to {found}, but the checksum saved with them \
+             (`{CHECKSUM_KEY}`) is {stored}: the checkpoint is corrupt or was edited; it cannot \
+             be resumed: train into a new --out (or delete it to start the run again)"
+        ),
+    ))
+}
+
 /// The keys whose values differ between two settings objects.
 pub fn config_diff(a: &Value, b: &Value) -> Vec<String> {
     let empty = serde_json::Map::new();
@@ -478,6 +533,75 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("truncated or corrupt"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A flipped bit in a tensor, or a state edited in the file (a NaN loss sum, an all-zero
+    /// RNG), resumed with exit 0 and other numbers: the checksum refuses both, naming the
+    /// file; a checkpoint written before the checksum is read as before.
+    #[test]
+    fn a_checkpoint_that_does_not_match_its_checksum_is_refused() {
+        let dir = std::env::temp_dir().join(format!("sp_ckpt_sum_{}", std::process::id()));
+        let path = dir.join(CHECKPOINT_FILE);
+        let state: TrainState = serde_json::from_value(json!({
+            "format": 1, "step": 1, "epoch": 1, "plan": [[0]], "pos": 1, "rng": Rng::new(1),
+            "best": null, "best_test": null, "best_step": 0, "evals_since_best": 0,
+            "done": false, "config_hash": "", "config": {}, "threads": 1
+        }))
+        .unwrap();
+        let ck = Checkpoint {
+            state,
+            tensors: BTreeMap::from([
+                ("prompt".to_string(), (vec![2], vec![0.5, -1.25])),
+                ("opt.prompt.v".to_string(), (vec![2], vec![0.25, 0.0])),
+            ]),
+        };
+        ck.save(&path).unwrap();
+        assert_eq!(Checkpoint::load(&path).unwrap(), ck);
+        let file = TensorFile::read(&path).unwrap();
+        let rewrite = |meta: HashMap<String, String>, edit: &dyn Fn(&mut Vec<f32>)| {
+            let mut views = Vec::new();
+            for (k, t) in &file.floats {
+                let mut d = t.data.clone();
+                if k == "prompt" {
+                    edit(&mut d);
+                }
+                views.push((k.clone(), t.shape.clone(), d));
+            }
+            let views: Vec<(&str, Vec<usize>, &[f32])> = (views.iter())
+                .map(|(k, s, d)| (k.as_str(), s.clone(), d.as_slice()))
+                .collect();
+            write_safetensors(&path, &views, Some(meta)).unwrap();
+        };
+        let refused = || Checkpoint::load(&path).unwrap_err().to_string();
+        // one bit of the prompt's last value
+        let flip = |d: &mut Vec<f32>| d[1] = f32::from_bits(d[1].to_bits() ^ 1);
+        rewrite(file.metadata.clone(), &flip);
+        let err = refused();
+        assert!(
+            err.contains(&*path.to_string_lossy()) && err.contains("corrupt or was edited"),
+            "{err}"
+        );
+        // the state edited, the tensors untouched
+        for (key, value) in [
+            (
+                "log_window",
+                json!({"loss_sum_bits": f64::NAN.to_bits(), "steps": 1, "tokens": 1}),
+            ),
+            ("rng", json!({"s": [0, 0, 0, 0]})),
+        ] {
+            let mut meta = file.metadata.clone();
+            let mut v: Value = serde_json::from_str(&meta[META_KEY]).unwrap();
+            v[key] = value;
+            meta.insert(META_KEY.into(), v.to_string());
+            rewrite(meta, &|_| ());
+            assert!(refused().contains("the checksum saved with them"), "{key}");
+        }
+        // an older checkpoint, without a checksum: read unchecked
+        let mut meta = file.metadata.clone();
+        meta.remove(CHECKSUM_KEY);
+        rewrite(meta, &flip);
+        assert_ne!(Checkpoint::load(&path).unwrap(), ck);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

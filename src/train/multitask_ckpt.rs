@@ -13,7 +13,9 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::checkpoint::{state_from_json, Checkpoint, TrainState};
+use super::checkpoint::{
+    check_checksum, checksum, state_from_json, Checkpoint, TrainState, CHECKSUM_KEY,
+};
 use crate::error::{Error, Result};
 use crate::weights::{write_safetensors, TensorFile};
 use serde::{Deserialize, Serialize};
@@ -64,13 +66,18 @@ impl MultiCheckpoint {
         let views: Vec<(&str, Vec<usize>, &[f32])> = (names.iter())
             .map(|(k, s, d)| (k.as_str(), s.to_vec(), *d))
             .collect();
+        let sum = checksum(&meta, views.iter().map(|(k, s, d)| (*k, s.as_slice(), *d)));
         write_safetensors(
             path,
             &views,
-            Some(HashMap::from([(META_KEY.to_string(), meta)])),
+            Some(HashMap::from([
+                (META_KEY.to_string(), meta),
+                (CHECKSUM_KEY.to_string(), sum),
+            ])),
         )
     }
 
+    /// Reads `path`, refusing one whose tensors or state do not match its checksum.
     pub fn load(path: &Path) -> Result<MultiCheckpoint> {
         let file = TensorFile::read(path)?;
         let meta = file.metadata.get(META_KEY).ok_or_else(|| {
@@ -80,6 +87,7 @@ impl MultiCheckpoint {
             };
             Error::file(path, format!("{what} (no `{META_KEY}` metadata)"))
         })?;
+        check_checksum(path, &file, meta)?;
         let meta = read_meta(path, meta)?;
         let mut tensors: BTreeMap<String, Tensors> = BTreeMap::new();
         for (k, t) in file.floats {
@@ -178,4 +186,47 @@ fn read_meta(path: &Path, text: &str) -> Result<Meta> {
         step,
         tasks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use serde_json::json;
+
+    /// A flipped bit in one task's tensor resumed with exit 0 and other numbers: the
+    /// checksum of the whole file refuses it, naming the file.
+    #[test]
+    fn a_flipped_bit_in_a_multitask_checkpoint_is_refused() {
+        let dir = std::env::temp_dir().join(format!("sp_mtck_sum_{}", std::process::id()));
+        let path = dir.join("checkpoint.safetensors");
+        let state: TrainState = serde_json::from_value(json!({
+            "format": 1, "step": 1, "epoch": 1, "plan": [[0]], "pos": 1, "rng": Rng::new(1),
+            "best": null, "best_test": null, "best_step": 0, "evals_since_best": 0,
+            "done": false, "config_hash": "", "config": {}, "threads": 1
+        }))
+        .unwrap();
+        let task = |x: f32| Checkpoint {
+            state: state.clone(),
+            tensors: BTreeMap::from([("prompt".to_string(), (vec![2], vec![x, 0.5]))]),
+        };
+        let ck = MultiCheckpoint {
+            step: 1,
+            tasks: vec![("b".into(), task(1.0)), ("a".into(), task(-2.0))],
+        };
+        ck.save(&path).unwrap();
+        assert_eq!(MultiCheckpoint::load(&path).unwrap(), ck);
+        let file = TensorFile::read(&path).unwrap();
+        let mut a = file.floats["a/prompt"].data.clone();
+        a[0] = f32::from_bits(a[0].to_bits() ^ (1 << 29));
+        let b = &file.floats["b/prompt"].data;
+        let views = [("a/prompt", vec![2], &a[..]), ("b/prompt", vec![2], &b[..])];
+        write_safetensors(&path, &views, Some(file.metadata.clone())).unwrap();
+        let err = MultiCheckpoint::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(&*path.to_string_lossy()) && err.contains("corrupt or was edited"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

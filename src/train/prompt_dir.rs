@@ -64,8 +64,9 @@ fn header_stamp(path: &Path) -> Option<Option<String>> {
 /// writes (task.json, the head, the encoder) without one is refused too: an older softprompt
 /// version's save that a stamped one was stopped while replacing. The adapter alone may lack
 /// one beside stamped files (PEFT's, which never has one). `task_stamp`: None without a
-/// task.json, Some(None) for one without a stamp.
-fn check_stamps(dir: &Path, task_stamp: Option<Option<String>>) -> Result<()> {
+/// task.json, Some(None) for one without a stamp. Returns the folder's stamp, if any, and
+/// whether the adapter carries it.
+fn check_stamps(dir: &Path, task_stamp: Option<Option<String>>) -> Result<Option<(String, bool)>> {
     let mut files = vec![(TASK_FILE, task_stamp)];
     for f in [ADAPTER_WEIGHTS, HEAD_FILE, super::ptuning::ENCODER_FILE] {
         let path = dir.join(f);
@@ -75,7 +76,7 @@ fn check_stamps(dir: &Path, task_stamp: Option<Option<String>>) -> Result<()> {
         .filter_map(|(f, s)| s.as_ref()?.as_ref().map(|s| (*f, s)))
         .collect();
     let Some(&(first, stamp)) = stamped.first() else {
-        return Ok(());
+        return Ok(None);
     };
     let why = "a run was stopped while it wrote them; resume the run (train ... --resume) to \
                write the folder again";
@@ -90,8 +91,9 @@ fn check_stamps(dir: &Path, task_stamp: Option<Option<String>>) -> Result<()> {
         ));
     }
     let unstamped = (files.iter()).find(|(f, s)| *f != ADAPTER_WEIGHTS && matches!(s, Some(None)));
+    let adapter_stamped = stamped.iter().any(|(f, _)| *f == ADAPTER_WEIGHTS);
     match unstamped {
-        None => Ok(()),
+        None => Ok(Some((stamp.clone(), adapter_stamped))),
         Some((f, _)) => Err(Error::file(
             dir,
             format!(
@@ -101,6 +103,48 @@ fn check_stamps(dir: &Path, task_stamp: Option<Option<String>>) -> Result<()> {
             ),
         )),
     }
+}
+
+/// The table and head read against the hash in the folder's `stamp`: the stamps agreeing
+/// with each other said nothing of the values, and a flipped bit in the adapter scored with
+/// exit 0. A stamped adapter that does not match is refused (corrupt, or edited with its
+/// stamp kept); an unstamped one (`adapter_stamped` false: PEFT's, or values edited on
+/// purpose and saved without the stamp) is read, with the warning returned.
+fn check_values(
+    dir: &Path,
+    (stamp, adapter_stamped): (&str, bool),
+    table: &[f32],
+    head: Option<&HostClsHead>,
+) -> Result<Option<String>> {
+    let content = save_stamp(None, table, head);
+    let hash = |s: &str| s.rsplit(", ").next().unwrap_or_default().to_string();
+    let (stored, found) = (hash(stamp), hash(&content));
+    if stored == found {
+        return Ok(None);
+    }
+    let files = match head {
+        Some(_) => format!("{ADAPTER_WEIGHTS} and {HEAD_FILE}"),
+        None => ADAPTER_WEIGHTS.to_string(),
+    };
+    let msg = format!(
+        "the values of {files} hash to {found}, but the save stamp ({stamp}) says {stored}"
+    );
+    if adapter_stamped {
+        return Err(Error::file(
+            dir.join(ADAPTER_WEIGHTS),
+            format!(
+                "{msg}: the values do not match the stamp, so the file is corrupt or was \
+                 edited; train again (or --resume the run), or, to use edited values on \
+                 purpose, save the adapter without its `{SAVE_KEY}` metadata"
+            ),
+        ));
+    }
+    Ok(Some(format!(
+        "{}: {msg}: {ADAPTER_WEIGHTS} has no stamp (PEFT's, or edited), so its values are not \
+         those task.json{} was saved with",
+        dir.display(),
+        if head.is_some() { " and the head" } else { "" }
+    )))
 }
 
 /// A prompt folder as `eval` and `predict` read it.
@@ -122,6 +166,9 @@ pub struct SavedPrompt {
     /// the model task.json records (`model_fingerprint`, with the model's folder); None for
     /// folders written before it was recorded, and for PEFT's
     pub model_id: Option<ModelId>,
+    /// an unstamped adapter whose values are not the ones the folder's stamp hashes: read,
+    /// with this to show
+    pub warning: Option<String>,
 }
 
 impl SavedPrompt {
@@ -319,7 +366,12 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
     } else {
         None
     };
-    check_stamps(dir, task_stamp)?;
+    let warning = match check_stamps(dir, task_stamp)? {
+        Some((stamp, stamped)) => {
+            check_values(dir, (&stamp, stamped), &prompt.data, head.as_ref())?
+        }
+        None => None,
+    };
     Ok(SavedPrompt {
         prompt,
         head,
@@ -328,5 +380,6 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
         model_abs,
         arch,
         model_id,
+        warning,
     })
 }

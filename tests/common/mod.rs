@@ -582,14 +582,35 @@ pub fn prefix_prompt(
     softprompt::Prompt::load(dir).unwrap()
 }
 
-/// Rewrites the training state in a checkpoint's metadata.
+/// Rewrites the training state in a checkpoint's metadata, sealed again with its checksum
+/// as softprompt writes it, so that the edit reaches the state's own checks.
 pub fn edit_checkpoint_state(out: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    let path = out.join("checkpoint.safetensors");
-    let (tensors, meta) = read_raw(&path);
+    edit_checkpoint_meta(
+        &out.join("checkpoint.safetensors"),
+        "softprompt_checkpoint",
+        edit,
+    );
+}
+
+/// Rewrites the JSON under metadata `key` of the checkpoint `path` (single- or multi-task)
+/// and seals it again with the checksum of the new state and the tensors.
+pub fn edit_checkpoint_meta(path: &Path, key: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    use softprompt::internals::train::checkpoint::{checksum, CHECKSUM_KEY};
+    let (tensors, meta) = read_raw(path);
     let mut meta = meta.expect("checkpoint metadata");
-    let mut state: serde_json::Value =
-        serde_json::from_str(&meta["softprompt_checkpoint"]).expect("state");
+    let mut state: serde_json::Value = serde_json::from_str(&meta[key]).expect("state");
     edit(&mut state);
-    meta.insert("softprompt_checkpoint".into(), state.to_string());
-    write_raw(&path, &tensors, Some(meta));
+    let text = state.to_string();
+    let floats: Vec<(&str, &[usize], Vec<f32>)> = (tensors.iter())
+        .map(|(k, t)| {
+            let values = (t.bytes.chunks_exact(4))
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .collect();
+            (k.as_str(), t.shape.as_slice(), values)
+        })
+        .collect();
+    let sum = checksum(&text, floats.iter().map(|(k, s, v)| (*k, *s, v.as_slice())));
+    meta.insert(key.into(), text);
+    meta.insert(CHECKSUM_KEY.into(), sum);
+    write_raw(path, &tensors, Some(meta));
 }
