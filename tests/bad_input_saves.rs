@@ -241,6 +241,12 @@ fn a_prompt_folder_whose_values_do_not_match_its_stamp_is_refused() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
     common::edit_safetensors(&one.join("head.safetensors"), |t| flip(t, "bias", 3));
     refused(&eval(&one), &["do not match the stamp"]);
+    // a cls folder without its head: the head named, not the adapter blamed as corrupt
+    let head = one.join("head.safetensors");
+    std::fs::remove_file(&head).expect("remove head");
+    let out = eval(&one);
+    refused(&out, &[s(&head), "is missing", "cls task"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("corrupt"));
 }
 
 // ---------------------------------------------------------------------------------------------

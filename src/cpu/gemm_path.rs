@@ -169,9 +169,19 @@ pub fn is_intel() -> bool {
     }
 }
 
-/// What shapes the CPU's float32 results, for checkpoints: "gemm/avx512".
+/// What shapes the CPU's float32 results, for checkpoints: "gemm/avx512"; MKL under a
+/// threading layer other than Intel's (the user's `MKL_THREADING_LAYER`) sums in another
+/// order, so a resume under another layer is told apart: "mkl[sequential]/avx512".
 pub fn kernels_id() -> String {
-    format!("{}/{}", selected().name(), simd::isa().name())
+    let path = selected();
+    let layer = match path {
+        GemmPath::Mkl => super::cblas::threading_layer().ok(),
+        _ => None,
+    };
+    match layer.filter(|l| *l != "intel_thread") {
+        Some(l) => format!("{}[{l}]/{}", path.name(), simd::isa().name()),
+        None => format!("{}/{}", path.name(), simd::isa().name()),
+    }
 }
 
 /// out (M, N) = inp (M, K) · Wᵀ (+ out when `accumulate`), W (N, K) row-major.

@@ -25,8 +25,8 @@ use std::sync::Arc;
 pub const ENCODE_CHUNK: usize = 256;
 
 /// One encoded row. [`Row::new`] makes one by hand (its ids taken as they are); one that
-/// `Task::encode` made carries the model whose tokenizer gave its ids ([`Row::model`]), and
-/// every use on another model refuses it.
+/// `Task::encode` made carries the model whose tokenizer gave its ids
+/// ([`Row::model_fingerprint`]), and every use on another model refuses it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Row {
     /// token ids with the model's special tokens, at most max_len

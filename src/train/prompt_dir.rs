@@ -10,7 +10,7 @@
 
 use super::checkpoint::{fnv1a_bytes, FNV_START, HEAD_FILE, TASK_FILE, TASK_FORMAT};
 use super::model_id::{ModelId, FINGERPRINT_KEY};
-use super::spec::TaskSpec;
+use super::spec::{TaskKind, TaskSpec};
 use super::task_record::check_record;
 use crate::error::{Error, Result};
 use crate::models::cls_head::HostClsHead;
@@ -366,6 +366,16 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
     } else {
         None
     };
+    // a cls folder's missing head would otherwise fail the values' hash below and be
+    // reported as a corrupt adapter
+    let cls = task.as_ref().is_some_and(|t| t.kind == TaskKind::Cls);
+    if cls && head.is_none() {
+        return Err(Error::file(
+            &head_path,
+            "is missing: task.json says a cls task, whose classifier head this file holds; \
+             copy it back from the run's --out folder, or train again",
+        ));
+    }
     let warning = match check_stamps(dir, task_stamp)? {
         Some((stamp, stamped)) => {
             check_values(dir, (&stamp, stamped), &prompt.data, head.as_ref())?
