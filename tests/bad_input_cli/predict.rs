@@ -163,17 +163,19 @@ fn predict_output_exists_needs_overwrite() {
 /// Row 0 of the prompt in `adapter` set to 3e38: finite, but its sum of squares overflows
 /// float32, so every score the model makes on it is NaN.
 fn make_huge(adapter: &Path) {
-    crate::common::edit_safetensors(adapter, |t| {
-        let (name, rows) = t
-            .iter()
-            .next()
-            .map(|(n, r)| (n.clone(), r.clone()))
-            .expect("a tensor");
-        let mut v = rows.as_f32();
-        let width = rows.shape[1];
-        v[..width].fill(3e38);
-        t.insert(name, crate::common::RawTensor::f32(rows.shape, &v));
-    });
+    let (mut t, _) = crate::common::read_raw(adapter);
+    let (name, rows) = t
+        .iter()
+        .next()
+        .map(|(n, r)| (n.clone(), r.clone()))
+        .expect("a tensor");
+    let mut v = rows.as_f32();
+    let width = rows.shape[1];
+    v[..width].fill(3e38);
+    t.insert(name, crate::common::RawTensor::f32(rows.shape, &v));
+    // edited on purpose, so saved without the save stamp (a stamped file whose values do
+    // not match its stamp is refused as corrupt)
+    crate::common::write_raw(adapter, &t, None);
 }
 
 /// A finite but huge prompt row (3e38: its sum of squares overflows float32) made every score
