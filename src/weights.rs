@@ -541,7 +541,59 @@ pub fn write_safetensors(
             .map_err(|e| Error::tensor(*name, format!("cannot serialize: {e}")))
         })
         .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, metadata)
+    let mut bytes = safetensors::serialize(views, metadata)
         .map_err(|e| Error::file(path, format!("cannot serialize: {e}")))?;
+    sort_header(&mut bytes);
     crate::fsutil::write_atomic(path, &bytes)
+}
+
+/// safetensors writes the metadata map in its HashMap's order, which differs from run to run:
+/// with two keys (a checkpoint's state and checksum) equal checkpoints differed byte for byte.
+/// The header is written again with every key sorted: the same JSON of the same length, in
+/// one order (serde_json's map is sorted).
+fn sort_header(bytes: &mut [u8]) {
+    let Some(n) = bytes.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+        return;
+    };
+    let end = usize::try_from(u64::from_le_bytes(n)).map_or(0, |n| n.saturating_add(8));
+    let Some(header) = bytes.get_mut(8..end) else {
+        return;
+    };
+    // safetensors pads the header with spaces to a multiple of 8 bytes
+    let json_len = header.len() - header.iter().rev().take_while(|&&b| b == b' ').count();
+    let Some(json) = header.get_mut(..json_len) else {
+        return;
+    };
+    let sorted =
+        serde_json::from_slice::<serde_json::Value>(json).and_then(|v| serde_json::to_string(&v));
+    if let Some(sorted) = sorted.ok().filter(|s| s.len() == json_len) {
+        json.copy_from_slice(sorted.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A file of two metadata keys, written twenty times from fresh maps (each HashMap draws
+    /// its own hash keys), is the same bytes every time, and reads back.
+    #[test]
+    fn files_with_several_metadata_keys_are_written_byte_for_byte_alike() {
+        let dir = std::env::temp_dir().join(format!("sp_sorted_header_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("two_keys.safetensors");
+        let data = [1.0f32, 2.0, 3.0];
+        let mut first: Option<Vec<u8>> = None;
+        for _ in 0..20 {
+            let meta = (0..6).map(|i| (format!("key{i}"), format!("value {i}")));
+            let tensors = [("b", vec![3], &data[..]), ("a", vec![1, 3], &data[..])];
+            super::write_safetensors(&path, &tensors, Some(meta.collect())).unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(first.get_or_insert_with(|| bytes.clone()), &bytes);
+        }
+        let bytes = first.unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(file.tensor("a").unwrap().shape(), &[1, 3]);
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(meta.metadata().as_ref().unwrap()["key4"], "value 4");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
