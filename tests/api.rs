@@ -495,11 +495,11 @@ fn hostile_values_rows_and_evaluations_are_errors() {
     let mut rows = enc.rows.clone();
     rows[1].ids.clear();
     let e = text(model.step(&task, &prompt, &rows).map(|_| ()));
-    assert!(e.contains("row 1") && e.contains("no token ids"), "{e}");
+    assert!(e.contains("row 2") && e.contains("no token ids"), "{e}");
     let mut rows = enc.rows.clone();
     rows[0].mask_pos = rows[0].ids.len();
     let e = text(model.step(&task, &prompt, &rows).map(|_| ()));
-    assert!(e.contains("row 0") && e.contains("[MASK]"), "{e}");
+    assert!(e.contains("row 1") && e.contains("[MASK]"), "{e}");
 
     let none: [(&str, Option<&str>); 0] = [];
     let empty = model

@@ -1,5 +1,10 @@
 """Type stubs of softprompt's compiled module (python/src/*.rs). Keyword arguments marked
-``**flags`` are the command line's flags, underscored, with its defaults (see Model.train)."""
+``**flags`` are the command line's flags, underscored, with its defaults (see Model.train).
+
+Messages count rows from 1, as the command line counts a data file's rows by their lines
+(``ids: row 2, index 1 holds ...`` is ``ids[1][1]``); a position within a row is an index,
+from 0. An int argument given a bool (``prompt_len=True``) raises InvalidArgument; a str
+where a list is expected (``generate(task, prompt, "hi")``) a TypeError naming the argument."""
 from os import PathLike
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -43,7 +48,9 @@ class Prompt:
     """A soft prompt: P rows of the model's width, float32, on the host."""
     @staticmethod
     def from_values(values: npt.NDArray[np.float32]) -> "Prompt":
-        """A prompt from a (P, d) float32 array (copied)."""
+        """A prompt from a (P, d) float32 array (copied); a value that is not finite raises
+        InvalidArgument naming `values` and its flat index. Used on a model of another width
+        or on a cls task (it has no head), it raises InvalidArgument naming `prompt`."""
     @staticmethod
     def load(dir: StrPath) -> "Prompt":
         """A prompt folder softprompt or PEFT saved."""
@@ -57,7 +64,8 @@ class Prompt:
     def values(self) -> npt.NDArray[np.float32]:
         """(P, d), a writable view of the prompt's memory: writes change the prompt the next
         step, evaluate or save_prompt uses (no copy). Do not write it while another thread
-        runs a call on this prompt."""
+        runs a call on this prompt: getting or setting values (or head, or set_model) then
+        raises SoftpromptError "the prompt is in use by a call ..."."""
     @values.setter
     def values(self, values: npt.NDArray[np.float32]) -> None:
         """Copies a (P, d) array into the prompt."""
@@ -89,7 +97,9 @@ class Encoded:
         targets: Optional[Sequence[Sequence[int]]] = None,
     ) -> "Encoded":
         """Rows from token ids (special tokens included), class indices, pet's [MASK]
-        positions, seq2seq's and causal's target ids."""
+        positions, seq2seq's and causal's target ids. A value that is not an int32 (ids,
+        targets) or a non-negative int (labels, mask_positions) raises InvalidArgument naming
+        the argument, the row (from 1) and the index in it (from 0)."""
     def __len__(self) -> int: ...
     def __getitem__(self, index: Union[int, slice]) -> Any:
         """A slice: an Encoded of those rows; an int: that row's ids."""
@@ -228,6 +238,12 @@ class Model:
         on_event: Optional[Callable[[Dict[str, Any]], None]] = None,
         *,
         prompt_len: int = 20,
+        method: str = "prompt",
+        prefix_projection: bool = False,
+        prefix_placement: Optional[str] = None,
+        encoder_reparameterization: Optional[str] = None,
+        encoder_hidden_size: Optional[int] = None,
+        encoder_num_layers: Optional[int] = None,
         init: str = "random",
         init_text: Optional[str] = None,
         init_std: Optional[float] = None,
@@ -269,7 +285,13 @@ class Model:
         label_field: str = "label",
     ) -> Tuple[Dict[str, Any], Prompt]:
         """The whole run as `softprompt train` does it, with its flags and defaults: the
-        same progress bar, metrics.jsonl, checkpoints and bit-identical numbers. Ctrl-C ends
+        same progress bar, metrics.jsonl, checkpoints and bit-identical numbers. method:
+        prompt, p-tuning (PEFT's prompt encoder: encoder_reparameterization mlp or lstm,
+        encoder_hidden_size, encoder_num_layers for the LSTM) or prefix (prefix_projection,
+        with encoder_hidden_size; prefix_placement papers or peft); a keyword of another
+        method, or init with p-tuning or prefix, raises InvalidArgument as the command line
+        refuses the flag. Multi-task training (--task-data, --task-field, --task-config) is
+        the command line's only. Ctrl-C ends
         it after the step under way with the checkpoint written and raises
         KeyboardInterrupt (resume=True continues). Ctrl-C during the last step or the final
         test evaluation lets the run finish (out holds the finished run: Prompt.load(out)

@@ -6,7 +6,7 @@ use crate::errors::{arg, compute};
 use crate::ints::{int, repr};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::PyString;
+use pyo3::types::{PyBytes, PyString};
 use softprompt::{DataSpec, Dataset, Encoded, Row};
 use std::path::PathBuf;
 
@@ -22,7 +22,8 @@ pub struct PyEncoded {
 impl PyEncoded {
     /// Rows from token ids (special tokens included, as `Model.tokenize` gives them):
     /// `labels` the class indices, `mask_positions` pet's [MASK] index in each row,
-    /// `targets` the target ids of seq2seq and causal rows.
+    /// `targets` the target ids of seq2seq and causal rows. Messages count rows from 1 (as
+    /// the engine's row errors and a data file's lines) and a position in a row from 0.
     #[staticmethod]
     #[pyo3(signature = (ids, labels=None, mask_positions=None, targets=None))]
     fn from_ids(
@@ -128,36 +129,101 @@ impl PyEncoded {
     }
 }
 
+/// The items of argument `name`, a list or tuple (any sequence but a str or bytes), else a
+/// TypeError naming the argument, `at` (which row) and `expected` (PyO3's own said "Can't
+/// extract `str` to `Vec`", naming neither).
+pub fn items<'py>(
+    name: &str,
+    at: &str,
+    obj: &Bound<'py, PyAny>,
+    expected: &str,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    sequence(obj, expected)
+        .map_err(|e| PyTypeError::new_err(format!("argument '{name}': {at}{}", e.value(obj.py()))))
+}
+
+/// The items of a list or tuple, else a TypeError that says what was given and `expected`
+/// (a str is refused, not split into characters).
+fn sequence<'py>(obj: &Bound<'py, PyAny>, expected: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let text = obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>();
+    let got = || {
+        let ty = (obj.get_type().name()).map_or_else(|_| "?".into(), |n| n.to_string());
+        PyTypeError::new_err(format!("got {ty} {}: expected {expected}", repr(obj)))
+    };
+    match text {
+        true => Err(got()),
+        false => obj.extract().map_err(|_| got()),
+    }
+}
+
 /// Rows of token ids from Python, each an i32 (`ints::int` names the argument, the row and
-/// the range); a value that is not a list of lists is a TypeError naming the argument.
+/// the range); a value that is not a list of lists is a TypeError naming the argument. Rows
+/// are counted from 1 in messages, as the engine's row errors and a data file's lines are.
 fn id_lists(name: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<i32>>> {
-    let rows: Vec<Bound<'_, PyAny>> = obj
-        .extract()
-        .map_err(|e| PyTypeError::new_err(format!("argument '{name}': {e}")))?;
-    let each = |(r, row): (usize, &Bound<'_, PyAny>)| id_list(name, &format!("row {r}, "), row);
+    let rows = items(
+        name,
+        "",
+        obj,
+        "a list of rows, each a list of token ids (ints)",
+    )?;
+    let each =
+        |(r, row): (usize, &Bound<'_, PyAny>)| id_list(name, &format!("row {}, ", r + 1), row);
     rows.iter().enumerate().map(each).collect()
 }
 
 /// One list of token ids, each an i32; `row` says which row it is ("" for a lone list).
+/// Positions within a row are indices (from 0), as the engine's "at index" says them.
 pub fn id_list(name: &str, row: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<i32>> {
-    let items: Vec<Bound<'_, PyAny>> = obj
-        .extract()
-        .map_err(|e| PyTypeError::new_err(format!("argument '{name}': {e}")))?;
-    let each = |(c, v): (usize, &Bound<'_, PyAny>)| int(name, &format!("{row}position {c}"), v);
+    let items = items(name, row, obj, "a list of token ids (ints)")?;
+    let each = |(c, v): (usize, &Bound<'_, PyAny>)| int(name, &format!("{row}index {c}"), v);
     items.iter().enumerate().map(each).collect()
 }
 
-/// Row indices (labels, [MASK] positions) from Python, each a non-negative int; None is kept
-/// where `none_ok` (an unlabelled row).
+/// Per-row ints (labels, [MASK] positions) from Python, each a non-negative int; None is kept
+/// where `none_ok` (an unlabelled row). Rows counted from 1, as in `id_lists`.
 fn indices(name: &str, obj: &Bound<'_, PyAny>, none_ok: bool) -> PyResult<Vec<Option<usize>>> {
-    let items: Vec<Bound<'_, PyAny>> = obj
-        .extract()
-        .map_err(|e| PyTypeError::new_err(format!("argument '{name}': {e}")))?;
+    let items = items(name, "", obj, "a list of ints, one per row")?;
     let each = |(r, v): (usize, &Bound<'_, PyAny>)| match v.is_none() {
         true if none_ok => Ok(None),
-        _ => int::<usize>(name, &format!("row {r}"), v).map(Some),
+        _ => int::<usize>(name, &format!("row {}", r + 1), v).map(Some),
     };
     items.iter().enumerate().map(each).collect()
+}
+
+/// Texts from Python for `from_py_with` (PyO3 puts the argument's name before the
+/// message): a list of str; one str is refused (it is not split into characters). Texts are
+/// counted from 1 in messages, as rows are.
+pub fn texts(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    let items = sequence(obj, "a list of str (one text: [text])")?;
+    let each = |(i, v): (usize, &Bound<'_, PyAny>)| {
+        v.extract::<String>().map_err(|_| {
+            PyTypeError::new_err(format!("text {} is {}: expected a str", i + 1, repr(v)))
+        })
+    };
+    items.iter().enumerate().map(each).collect()
+}
+
+/// Labels from Python for `from_py_with`: a list of label names or None, one per text.
+pub fn label_names(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<Option<String>>>> {
+    if obj.is_none() {
+        return Ok(None);
+    }
+    let items = sequence(obj, "a list of label names (str or None), one per text")?;
+    let each = |(i, v): (usize, &Bound<'_, PyAny>)| {
+        v.extract::<Option<String>>().map_err(|_| {
+            let at = i + 1;
+            PyTypeError::new_err(format!(
+                "row {at}'s label is {}: expected a str or None",
+                repr(v)
+            ))
+        })
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(each)
+        .collect::<PyResult<_>>()
+        .map(Some)
 }
 
 /// A data set from `data`: a path (read as `spec` says), a list of texts (with `labels`), or

@@ -31,23 +31,45 @@ fn class_name(e: &Error) -> &'static str {
 }
 
 /// The engine's error as the Python exception of its kind, with the engine's message (what
-/// the command line prints after `error: `).
+/// the command line prints after `error: `, its advice in Python's words: `python_words`).
 pub fn to_py(e: Error) -> PyErr {
     if let Error::Interrupted(msg) = &e {
         return PyKeyboardInterrupt::new_err(msg.clone());
     }
+    raise(class_name(&e), python_words(&e.to_string()))
+}
+
+/// The exception `class` of `softprompt.errors` with `msg` (a RuntimeError if the module
+/// cannot be imported).
+pub fn raise(class: &str, msg: String) -> PyErr {
     Python::attach(|py| {
-        let class = py
+        match py
             .import("softprompt.errors")
-            .and_then(|m| m.getattr(class_name(&e)));
-        match class {
-            Ok(class) => PyErr::from_value(match class.call1((e.to_string(),)) {
-                Ok(v) => v,
-                Err(err) => return err,
-            }),
-            Err(err) => err,
+            .and_then(|m| m.getattr(class))
+        {
+            Ok(class) => match class.call1((msg,)) {
+                Ok(v) => PyErr::from_value(v),
+                Err(e) => e,
+            },
+            Err(_) => PyRuntimeError::new_err(msg),
         }
     })
+}
+
+/// The engine's advice names the Rust API's calls (`Model::new_prompt`) and the command
+/// line's flag beside them: from Python, the same calls are `Model.new_prompt`.
+fn python_words(msg: &str) -> String {
+    const CALLS: [(&str, &str); 3] = [
+        (
+            "Prompt::set_model (the command line: --model)",
+            "Prompt.set_model",
+        ),
+        ("Prompt::", "Prompt."),
+        ("Model::", "Model."),
+    ];
+    CALLS
+        .iter()
+        .fold(msg.to_string(), |m, (rust, py)| m.replace(rust, py))
 }
 
 /// Runs `f` with the GIL released, a panic caught and reported as an internal error, an
@@ -78,19 +100,10 @@ pub fn internal(panic: Box<dyn std::any::Any + Send>) -> PyErr {
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "a panic".into());
-    let msg = format!("internal error (please report it): {what}");
-    Python::attach(|py| {
-        match py
-            .import("softprompt.errors")
-            .and_then(|m| m.getattr("SoftpromptError"))
-        {
-            Ok(class) => match class.call1((msg.clone(),)) {
-                Ok(v) => PyErr::from_value(v),
-                Err(e) => e,
-            },
-            Err(_) => PyRuntimeError::new_err(msg),
-        }
-    })
+    raise(
+        "SoftpromptError",
+        format!("internal error (please report it): {what}"),
+    )
 }
 
 /// An argument error raised from the binding itself (a keyword's value the engine never sees).

@@ -9,6 +9,7 @@
 
 use crate::errors::arg;
 use pyo3::prelude::*;
+use pyo3::types::PyBool;
 
 /// An int type an argument can have, with its range as messages say it.
 pub trait Int: Sized {
@@ -38,13 +39,17 @@ int_types!(
 
 /// Argument `name`'s value `v` as a `T`; `at` says where in the argument it sits (a list's
 /// row), empty for the whole argument.
+/// A bool is refused: Python's True is an int 1, so `prompt_len=True` trained one row.
 pub fn int<T: Int>(name: &str, at: &str, v: &Bound<'_, PyAny>) -> PyResult<T> {
-    T::of(v).map_err(|_| {
+    let is_bool = v.is_instance_of::<PyBool>();
+    let value = if is_bool { None } else { T::of(v).ok() };
+    value.ok_or_else(|| {
         let what = match at {
             "" => format!("got {}", repr(v)),
             at => format!("{at} holds {}", repr(v)),
         };
-        arg(name, format!("{what}: expected {}", T::range()))
+        let not_bool = if is_bool { " (not a bool)" } else { "" };
+        arg(name, format!("{what}: expected {}{not_bool}", T::range()))
     })
 }
 

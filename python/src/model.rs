@@ -236,7 +236,7 @@ impl PyModel {
         py: Python<'_>,
         task: PyRef<'_, PyTask>,
         data: Bound<'_, PyAny>,
-        labels: Option<Vec<Option<String>>>,
+        #[pyo3(from_py_with = crate::data::label_names)] labels: Option<Vec<Option<String>>>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyEncoded> {
         let mut kw = Kw::new("encode", kwargs)?;
@@ -254,7 +254,7 @@ impl PyModel {
         task: PyRef<'_, PyTask>,
         prompt: PyRef<'_, PyPrompt>,
         batch: Bound<'_, PyAny>,
-        labels: Option<Vec<Option<String>>>,
+        #[pyo3(from_py_with = crate::data::label_names)] labels: Option<Vec<Option<String>>>,
     ) -> PyResult<PyStepOutput> {
         let mut kw = Kw::new("step", None)?;
         let enc = rows_of(py, &self.inner, &task.inner, &batch, labels, &mut kw, true)?;
@@ -286,7 +286,7 @@ impl PyModel {
         task: PyRef<'_, PyTask>,
         prompt: PyRef<'_, PyPrompt>,
         data: Bound<'_, PyAny>,
-        labels: Option<Vec<Option<String>>>,
+        #[pyo3(from_py_with = crate::data::label_names)] labels: Option<Vec<Option<String>>>,
         #[pyo3(from_py_with = ints::batch_size)] batch_size: usize,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>)> {
@@ -344,7 +344,7 @@ impl PyModel {
         py: Python<'py>,
         task: PyRef<'_, PyTask>,
         prompt: PyRef<'_, PyPrompt>,
-        texts: Vec<String>,
+        #[pyo3(from_py_with = crate::data::texts)] texts: Vec<String>,
         #[pyo3(from_py_with = ints::max_new_tokens)] max_new_tokens: usize,
         prompt_placement: &str,
     ) -> PyResult<Bound<'py, PyList>> {
@@ -388,7 +388,10 @@ impl PyModel {
     /// Trains a prompt on `train` (a file, or (text, label) pairs) as `softprompt train`
     /// does, writing the prompt (PEFT layout), task.json, metrics.jsonl and the checkpoint
     /// into `out`. Keyword arguments are the command line's flags, underscored, with its
-    /// defaults. `on_event(dict)` hears every step, evaluation, save and early stop. Ctrl-C
+    /// defaults, the method's included (`method` prompt, p-tuning or prefix,
+    /// `prefix_projection`, `prefix_placement`, `encoder_reparameterization`,
+    /// `encoder_hidden_size`, `encoder_num_layers`); multi-task training (`--task-data`,
+    /// `--task-field`, `--task-config`) is the command line's only. `on_event(dict)` hears every step, evaluation, save and early stop. Ctrl-C
     /// ends the run after the step under way with its checkpoint written and raises
     /// KeyboardInterrupt (`resume=True` continues); during the last step or the final test
     /// evaluation, the run finishes (`Prompt.load(out)` reads its prompt) but still raises

@@ -1,6 +1,6 @@
 //! The prompt on the host, and its values as numpy arrays that share its memory.
 
-use crate::errors::{arg, compute};
+use crate::errors::{arg, compute, raise};
 use numpy::ndarray::{ArrayView1, ArrayView2};
 use numpy::{PyArray1, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyTypeError;
@@ -41,6 +41,21 @@ unsafe fn view<'py>(
     }
 }
 
+/// The prompt to change, else, while a call on another thread holds it (its GIL released),
+/// a `SoftpromptError` that says so (PyO3's own was a bare "Already borrowed").
+fn mutable<'py>(slf: &Bound<'py, PyPrompt>, what: &str) -> PyResult<PyRefMut<'py, PyPrompt>> {
+    slf.try_borrow_mut().map_err(|_| {
+        raise(
+            "SoftpromptError",
+            format!(
+                "{what}: the prompt is in use by a call on another thread (Model.step, \
+                 evaluate, predict, generate or save_prompt): change it once that call \
+                 returns, or give the other thread prompt.copy()"
+            ),
+        )
+    })
+}
+
 /// A (P, d) float32 array, else a TypeError that says what was given (numpy's own said
 /// "'ndarray' object cannot be cast as 'ndarray'" for a float64 or 1-D array).
 fn f32_matrix<'py>(v: &Bound<'py, PyAny>, what: &str) -> PyResult<PyReadonlyArray2<'py, f32>> {
@@ -61,7 +76,8 @@ fn f32_matrix<'py>(v: &Bound<'py, PyAny>, what: &str) -> PyResult<PyReadonlyArra
 
 #[pymethods]
 impl PyPrompt {
-    /// A prompt from a (P, d) float32 array (copied).
+    /// A prompt from a (P, d) float32 array (copied); a value that is not finite is an
+    /// `InvalidArgument` naming `values`.
     #[staticmethod]
     fn from_values(values: &Bound<'_, PyAny>) -> PyResult<PyPrompt> {
         let values = f32_matrix(values, "values")?;
@@ -105,7 +121,7 @@ impl PyPrompt {
     fn values<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let (ptr, shape) = {
             // a call on another thread holding the prompt makes this an exception, not a wait
-            let mut me = slf.try_borrow_mut()?;
+            let mut me = mutable(&slf, "Prompt.values")?;
             let shape = (me.inner.rows(), me.inner.width());
             (me.inner.values_mut().as_mut_ptr() as *const f32, shape)
         };
@@ -115,9 +131,10 @@ impl PyPrompt {
 
     /// Sets the values from a (P, d) array (copied into the prompt's memory).
     #[setter]
-    fn set_values(&mut self, values: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn set_values(slf: Bound<'_, Self>, values: &Bound<'_, PyAny>) -> PyResult<()> {
         let values = f32_matrix(values, "values")?;
-        let want = [self.inner.rows(), self.inner.width()];
+        let mut me = mutable(&slf, "Prompt.values")?;
+        let want = [me.inner.rows(), me.inner.width()];
         if values.shape() != want {
             return Err(arg(
                 "values",
@@ -127,7 +144,7 @@ impl PyPrompt {
         // read whole before writing: `values` may be a view of this very prompt (reversed
         // rows read back rows already overwritten, a silently wrong prompt)
         let src: Vec<f32> = values.as_array().iter().copied().collect();
-        self.inner.values_mut().copy_from_slice(&src);
+        me.inner.values_mut().copy_from_slice(&src);
         Ok(())
     }
 
@@ -139,7 +156,7 @@ impl PyPrompt {
         slf: Bound<'py, Self>,
     ) -> PyResult<Option<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray1<f32>>)>> {
         let (w, b, k, d) = {
-            let mut me = slf.try_borrow_mut()?;
+            let mut me = mutable(&slf, "Prompt.head")?;
             let d = me.inner.width();
             let Some((w, b)) = me.inner.head_mut() else {
                 return Ok(None);
@@ -181,8 +198,13 @@ impl PyPrompt {
     /// Records `model` as the prompt's own, to run a prompt made or saved on another model on
     /// it on purpose (every use on another model is refused); returns what it replaced, in
     /// words (the warning), when it recorded another model, else None.
-    fn set_model(&mut self, model: PyRef<'_, crate::model::PyModel>) -> Option<String> {
-        self.inner.set_model(&model.inner)
+    fn set_model(
+        slf: Bound<'_, Self>,
+        model: PyRef<'_, crate::model::PyModel>,
+    ) -> PyResult<Option<String>> {
+        Ok(mutable(&slf, "Prompt.set_model")?
+            .inner
+            .set_model(&model.inner))
     }
 
     /// An independent copy.

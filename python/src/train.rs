@@ -16,7 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use softprompt::internals::train::outdir;
 use softprompt::{
-    ConsoleProgress, Event, OptimConfig, OptimKind, Recompute, Splits, Summary, TrainConfig,
+    ConsoleProgress, Event, Method, OptimConfig, OptimKind, Recompute, Splits, Summary, TrainConfig,
 };
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -46,12 +46,31 @@ fn optim_config(kw: &mut Kw<'_>) -> PyResult<OptimConfig> {
     Ok(o)
 }
 
+/// `method` (prompt, p-tuning, prefix) and its settings' flags, as the command line reads
+/// them (`Method::from_flags`).
+fn method(kw: &mut Kw<'_>) -> PyResult<Method> {
+    let method: String = kw.get("method", "prompt".to_string())?;
+    let projection: bool = kw.get("prefix_projection", false)?;
+    let placement: Option<String> = kw.take("prefix_placement")?;
+    let encoder: Option<String> = kw.take("encoder_reparameterization")?;
+    let hidden: Option<usize> = kw.uint("encoder_hidden_size")?;
+    let layers: Option<usize> = kw.uint("encoder_num_layers")?;
+    Method::from_flags(
+        &method,
+        projection,
+        placement.as_deref(),
+        encoder.as_deref(),
+        hidden,
+        layers,
+    )
+    .map_err(to_py)
+}
+
 /// The loop flags, with the command line's defaults.
 fn train_config(kw: &mut Kw<'_>, prompt_len: usize) -> PyResult<TrainConfig> {
     let d = TrainConfig::default();
     Ok(TrainConfig {
-        // P-tuning is not offered from Python yet: prompt tuning
-        method: d.method,
+        method: method(kw)?,
         prompt_len,
         init: prompt_init(kw)?,
         optim: optim_config(kw)?,

@@ -1,5 +1,7 @@
 """Bad inputs raise the exception of their kind with the engine's message: the very line the
 command line prints after `error: `."""
+import re
+
 import pytest
 
 import softprompt as sp
@@ -29,6 +31,14 @@ CASES = [
     ({"optimizer": "adafactor", "decay_rate": 1.5}, sp.InvalidArgument),
     ({"init_vocab_first": 10}, sp.InvalidArgument),
     ({"init": "text", "init_text": "a movie", "init_std": 0.5}, sp.InvalidArgument),
+    # the method's keywords (Model.train had none): refused as the command line refuses them
+    ({"method": "lora"}, sp.InvalidArgument),
+    ({"encoder_hidden_size": 4}, sp.InvalidArgument),
+    ({"method": "prefix", "encoder_num_layers": 2}, sp.InvalidArgument),
+    ({"method": "p-tuning", "encoder_reparameterization": "gru"}, sp.InvalidArgument),
+    ({"method": "p-tuning", "encoder_num_layers": 2}, sp.InvalidArgument),
+    ({"method": "prefix", "prefix_placement": "middle"}, sp.InvalidArgument),
+    ({"method": "p-tuning", "init": "text", "init_text": "a movie"}, sp.InvalidArgument),
 ]
 
 
@@ -70,7 +80,8 @@ def test_mismatched_inputs():
     model = sp.Model(BERT_MLM)
     task = model.task([("a", "x"), ("b", "y")], verbalizer="x=great,y=bad", prompt_len=2)
     wide = sp.Prompt.from_values(__import__("numpy").zeros((2, 7), "float32"))
-    with pytest.raises(sp.BadFile, match="7 wide"):
+    # made in memory: an argument's fault, not a file's (it was BadFile "the prompt: ...")
+    with pytest.raises(sp.InvalidArgument, match="^invalid argument prompt: the prompt is 7 wide"):
         model.step(task, wide, ["a"], labels=["x"])
     with pytest.raises(sp.InvalidArgument, match="labels"):
         sp.Encoded.from_ids([[4, 5]], labels=[0, 1])
@@ -107,24 +118,27 @@ def test_hostile_token_ids_raise_not_panic(rows, message):
 # ints out of their type's range raised a bare OverflowError naming neither the argument nor
 # the range; ints of another type stay a TypeError naming the argument
 OUT_OF_RANGE = [
-    (dict(ids=[[4, 2**40, 5]]), "ids: row 0, position 1 holds 1099511627776: expected an int from -2^31 to 2^31-1"),
-    (dict(ids=[[4, 5], [4, -(2**31) - 1]]), "ids: row 1, position 1"),
-    (dict(ids=[[4, 5]], targets=[[2**33]]), "targets: row 0, position 0"),
-    (dict(ids=[[4, 5]], labels=[-1]), "labels: row 0 holds -1: expected an int from 0"),
-    (dict(ids=[[4, 5]], mask_positions=[2**70]), "mask_positions: row 0 holds"),
+    (dict(ids=[[4, 2**40, 5]]), "ids: row 1, index 1 holds 1099511627776: expected an int from -2^31 to 2^31-1"),
+    (dict(ids=[[4, 5], [4, -(2**31) - 1]]), "ids: row 2, index 1"),
+    (dict(ids=[[4, 5]], targets=[[2**33]]), "targets: row 1, index 0"),
+    (dict(ids=[[4, 5]], labels=[-1]), "labels: row 1 holds -1: expected an int from 0"),
+    (dict(ids=[[4, 5]], mask_positions=[2**70]), "mask_positions: row 1 holds"),
+    # a bool is an int to Python: True was taken as 1
+    (dict(ids=[[4, True]]), "ids: row 1, index 1 holds True: expected an int from -2^31 to 2^31-1 (not a bool)"),
+    (dict(ids=[[4]], labels=[False]), "labels: row 1 holds False: expected an int from 0"),
 ]
 
 
 @pytest.mark.parametrize("rows,message", OUT_OF_RANGE)
 def test_ints_out_of_range_name_the_argument(rows, message):
-    with pytest.raises(sp.InvalidArgument, match=message.replace("^", r"\^").replace("+", r"\+")):
+    with pytest.raises(sp.InvalidArgument, match=re.escape(message)):
         sp.Encoded.from_ids(**rows)
 
 
 def test_ints_of_the_wrong_type_name_the_argument():
     for rows, name in [
-        (dict(ids=[[4, 1.5]]), "ids: row 0, position 1 holds 1.5: expected an int"),
-        (dict(ids=[[4]], mask_positions=[None]), "mask_positions: row 0 holds None"),
+        (dict(ids=[[4, 1.5]]), "ids: row 1, index 1 holds 1.5: expected an int"),
+        (dict(ids=[[4]], mask_positions=[None]), "mask_positions: row 1 holds None"),
     ]:
         with pytest.raises(sp.InvalidArgument, match=name):
             sp.Encoded.from_ids(**rows)
@@ -183,13 +197,14 @@ def _int_args():
 INT_ARGS = _int_args()
 
 
-@pytest.mark.parametrize("value", [-1, 2**70, 1.5], ids=["-1", "2**70", "1.5"])
+@pytest.mark.parametrize("value", [-1, 2**70, 1.5, True], ids=["-1", "2**70", "1.5", "True"])
 @pytest.mark.parametrize("where", list(INT_ARGS))
 def test_int_arguments_out_of_range_name_the_argument(tmp_path, where, value):
     name = where.split(".")[-1]
     with pytest.raises(sp.InvalidArgument) as e:
         INT_ARGS[where](value, tmp_path)
     assert str(e.value).startswith(f"invalid argument {name}: got {value!r}: expected an int from 0 to "), e.value
+    assert str(e.value).endswith(" (not a bool)") == (value is True), e.value
     assert not (tmp_path / "out").exists()
 
 
@@ -213,7 +228,7 @@ def test_task_keywords_of_the_wrong_type_name_the_keyword(kw, message):
 
 def test_detokenize_out_of_range_names_the_argument():
     model = sp.Model(BERT_MLM)
-    with pytest.raises(sp.InvalidArgument, match=r"^invalid argument ids: position 1 holds 2147483648: expected an int from -2\^31 to 2\^31-1$"):
+    with pytest.raises(sp.InvalidArgument, match=r"^invalid argument ids: index 1 holds 2147483648: expected an int from -2\^31 to 2\^31-1$"):
         model.detokenize([4, 2**31])  # a bare OverflowError
     with pytest.raises(TypeError, match="'ids'"):
         model.detokenize("abc")
@@ -238,3 +253,121 @@ def test_a_task_on_a_model_of_another_kind_says_which_task_fits(cli, tmp_path, o
         with pytest.raises(sp.InvalidArgument) as e:
             call()
         assert f"error: {e.value}" == want
+
+
+def test_rows_are_counted_from_1_in_every_message():
+    """Encoded.from_ids counted rows from 0 ("row 0, position 0 holds ...") while the step
+    counted them from 1 ("ids: row 1 has token id -1"): the same row is now row 2 in both, as
+    a data file's rows are counted by their lines."""
+    model = sp.Model(BERT_MLM)
+    task = model.task([("a", "x"), ("b", "y")], prompt_len=2, verbalizer="x=great,y=bad")
+    prompt = model.new_prompt(task, prompt_len=2)
+    with pytest.raises(sp.InvalidArgument, match=r"^invalid argument ids: row 2, index 1 holds 2147483648"):
+        sp.Encoded.from_ids([[4, 6, 5], [4, 2**31, 5]])
+    rows = dict(labels=[0, 1], mask_positions=[1, 1])
+    with pytest.raises(sp.InvalidArgument, match=r"^invalid argument ids: row 2 has token id -1 at index 1"):
+        model.step(task, prompt, sp.Encoded.from_ids([[4, 6, 5], [4, -1, 5]], **rows))
+    with pytest.raises(sp.DataError, match=r"row 2: its \[MASK\] position \(mask_positions\) 7"):
+        model.step(task, prompt, sp.Encoded.from_ids([[4, 6, 5], [4, 6, 5]], labels=[0, 1],
+                                                     mask_positions=[1, 7]))
+    with pytest.raises(sp.DataError, match="row 2 has no token ids"):
+        model.step(task, prompt, sp.Encoded.from_ids([[4, 6, 5], []], **rows))
+    with pytest.raises(sp.InvalidArgument, match="^invalid argument label: row 2 has label 5"):
+        model.step(task, prompt, sp.Encoded.from_ids([[4, 6, 5], [4, 6, 5]], labels=[0, 5],
+                                                     mask_positions=[1, 1]))
+
+
+# a str where a list is expected said "Can't extract `str` to `Vec`", naming neither the
+# argument nor what it takes
+def _str_for_a_list():
+    model = sp.Model(BERT_MLM)
+    task = model.task([("a", "x"), ("b", "y")], prompt_len=2, verbalizer="x=great,y=bad")
+    prompt = model.new_prompt(task, prompt_len=2)
+    llama = sp.Model(FIXTURES / "llama")
+    ltask = llama.task(prompt_len=2, task="causal", free_targets=True)
+    lprompt = llama.new_prompt(ltask, prompt_len=2)
+    return [
+        (lambda: sp.Encoded.from_ids("abc"), "ids", "str 'abc': expected a list of rows"),
+        (lambda: sp.Encoded.from_ids([[4]], labels="x"), "labels", "str 'x': expected a list of ints"),
+        (lambda: sp.Encoded.from_ids(["abc"]), "ids", "row 1, got str 'abc': expected a list of token ids"),
+        (lambda: sp.Encoded.from_ids(5), "ids", "got int 5: expected a list of rows"),
+        (lambda: model.detokenize("abc"), "ids", "got str 'abc': expected a list of token ids"),
+        (lambda: llama.generate(ltask, lprompt, "hi"), "texts", "got str 'hi': expected a list of str"),
+        (lambda: llama.generate(ltask, lprompt, ["hi", 3]), "texts", "text 2 is 3: expected a str"),
+        (lambda: model.step(task, prompt, ["a"], labels="x"), "labels", "got str 'x': expected a list of label names"),
+        (lambda: model.evaluate(task, prompt, ["a"], labels=[1]), "labels", "row 1's label is 1: expected a str or None"),
+        (lambda: model.encode(task, ["a"], labels="x"), "labels", "got str 'x'"),
+    ]
+
+
+def test_a_str_for_a_list_names_the_argument_and_the_type():
+    for call, name, message in _str_for_a_list():
+        with pytest.raises(TypeError) as e:
+            call()
+        assert str(e.value).startswith(f"argument '{name}': "), e.value
+        assert message in str(e.value), e.value
+        assert "Vec" not in str(e.value), e.value
+
+
+def test_values_made_in_memory_are_an_argument_error_without_file_words():
+    """from_values with a NaN said BadFile 'tensor `Prompt::from_values`'; a prompt made in
+    memory on a cls task said 'this folder has none'; a NaN written into the values was a
+    BadFile 'tensor'."""
+    np = __import__("numpy")
+    with pytest.raises(sp.InvalidArgument) as e:
+        sp.Prompt.from_values(np.full((2, 48), np.nan, np.float32))
+    assert str(e.value) == ("invalid argument values: the value at flat index 0 is NaN: "
+                            "expected a finite number")
+    with pytest.raises(sp.InvalidArgument, match=r"Prompt\.from_values \(rows x width\)"):
+        sp.Prompt.from_values(np.zeros((0, 48), np.float32))
+    model = sp.Model(BERT_NOHEAD)
+    cls = model.task([("a", "x"), ("b", "y")], prompt_len=2, task="cls", pooling="mean")
+    bare = sp.Prompt.from_values(np.zeros((2, model.hidden_size), np.float32))
+    with pytest.raises(sp.InvalidArgument) as e:
+        model.step(cls, bare, ["a"], labels=["x"])
+    assert str(e.value).startswith("invalid argument prompt: --task cls needs the classifier head")
+    assert "made from values" in str(e.value) and "folder" not in str(e.value), e.value
+    prompt = model.new_prompt(cls, prompt_len=2)
+    prompt.values[1, 3] = np.inf
+    with pytest.raises(sp.InvalidArgument) as e:
+        model.step(cls, prompt, ["a"], labels=["x"])
+    assert str(e.value) == (f"invalid argument prompt: the prompt holds inf at flat index {model.hidden_size + 3}: "
+                            "every value must be finite")
+
+
+class _Texts(list):
+    """Texts whose reading runs `during` while the call reading them holds its prompt."""
+
+    def __init__(self, texts, during):
+        super().__init__(texts)
+        self.during = during
+
+    def __iter__(self):
+        self.during()
+        return super().__iter__()
+
+
+def test_changing_a_prompt_in_use_says_so():
+    """Writing prompt.values while evaluate held the prompt raised a bare RuntimeError
+    ('Already borrowed'). The call holds it while it reads its data: the texts' own iterator
+    writes the values, at a point as certain as a thread's racing it."""
+    np = __import__("numpy")
+    model = sp.Model(BERT_MLM)
+    task = model.task([("a", "x"), ("b", "y")], prompt_len=2, verbalizer="x=great,y=bad")
+    prompt = model.new_prompt(task, prompt_len=2)
+    caught = []
+
+    def write():
+        for change in (lambda: setattr(prompt, "values", np.zeros((2, 48), np.float32)),
+                       lambda: prompt.values, lambda: prompt.set_model(model)):
+            try:
+                change()
+            except sp.SoftpromptError as e:
+                caught.append(str(e))
+
+    model.evaluate(task, prompt, _Texts(["a fine film"], write), labels=["x"])
+    assert len(caught) == 3, caught
+    for msg, what in zip(caught, ["Prompt.values", "Prompt.values", "Prompt.set_model"]):
+        assert msg.startswith(f"{what}: the prompt is in use by a call"), msg
+    prompt.values = np.zeros((2, 48), np.float32)  # free again once the call returned
+    assert not prompt.values.any()

@@ -93,8 +93,12 @@ def test_a_prompt_of_another_model_is_refused_until_set_model(tmp_path):
     prompt = a.new_prompt(a.task(**words), 4)
     task = b.task(**words)
     texts = ["a fine film", "dull"]
-    with pytest.raises(sp.InvalidArgument, match="the prompt was made on the model in .*resaved"):
+    with pytest.raises(sp.InvalidArgument, match="the prompt was made on the model in .*resaved") as e:
         b.predict(task, prompt, texts)
+    # the advice names the Python calls (it named Rust's: Model::new_prompt, Prompt::set_model
+    # and the command line's --model)
+    assert "(Model.new_prompt)" in str(e.value) and "Prompt.set_model" in str(e.value), e.value
+    assert "::" not in str(e.value) and "--model" not in str(e.value), e.value
     # rows that a's task encoded are a's too
     with pytest.raises(sp.InvalidArgument, match="row 1 was encoded by the model in"):
         b.predict(task, b.new_prompt(task, 4), a.encode(a.task(**words), texts))

@@ -80,6 +80,43 @@ def test_cls_run_with_pairs_equals_the_command_line(cli, tmp_path):
     same_run(a, b, EXACT + ["head.safetensors"])
 
 
+# P-tuning and prefix tuning from Python: the keywords are the command line's flags
+# (`method`, `prefix_projection`, `prefix_placement`, `encoder_*`); 2 steps each, tiny encoders
+METHODS = [
+    dict(method="prefix", prefix_projection=True, encoder_hidden_size=6),
+    dict(method="prefix", prefix_placement="papers"),
+    dict(method="p-tuning", encoder_reparameterization="lstm", encoder_hidden_size=5,
+         encoder_num_layers=1),
+    dict(method="p-tuning", encoder_hidden_size=7),
+]
+
+
+@pytest.mark.parametrize("method", METHODS, ids=[str(m) for m in METHODS])
+def test_prefix_and_p_tuning_runs_equal_the_command_line(cli, tmp_path, method):
+    """Model.train took no method keyword (P-tuning and prefix tuning were the command line's
+    only): the same run from Python gives the command line's losses and files."""
+    kw = dict(prompt_len=3, batch_size=4, max_steps=2, save_every=2, log_every=1,
+              verbalizer="positive=great,negative=bad", **method)
+    a, b = tmp_path / "cli", tmp_path / "py"
+    bools = [f"--{k.replace('_', '-')}" for k, v in kw.items() if v is True]
+    cli("train", "--model", BERT_MLM, "--train", TRAIN, "--out", a, "--no-progress", *bools,
+        *flags({k: v for k, v in kw.items() if v is not True}))
+    events = []
+    sp.Model(BERT_MLM).train(str(TRAIN), b, no_progress=True, on_event=events.append, **kw)
+    losses = [e["loss"] for e in events if e["event"] == "step"]
+    assert len(losses) == 2 and losses == [m["loss"] for m in metrics(a) if "loss" in m]
+    same_run(a, b)
+    encoder = a / "prompt_encoder.safetensors"
+    if encoder.exists():  # P-tuning's encoder, prefix tuning's projection
+        assert encoder.read_bytes() == (b / "prompt_encoder.safetensors").read_bytes()
+    # the method's settings as PEFT reads them (the base model's path aside)
+    config = [json.loads((d / "adapter_config.json").read_text()) for d in (a, b)]
+    for c in config:
+        c.pop("base_model_name_or_path", None)
+    assert config[0] == config[1]
+    assert config[1]["peft_type"] == {"prefix": "PREFIX_TUNING", "p-tuning": "P_TUNING"}[method["method"]]
+
+
 CHILD = textwrap.dedent(
     """
     import sys, softprompt as sp

@@ -85,12 +85,17 @@ fn checked_head(task: &Task, prompt: &Prompt, d: usize) -> Result<Option<HostCls
     match (task.inner.new_head(d), &prompt.head) {
         (None, _) => Ok(None),
         (Some(fresh), Some(h)) if h.k == fresh.k && h.c == d => Ok(Some(h.clone())),
-        (Some(fresh), Some(h)) => Err(Error::file(
-            prompt.origin().join("head.safetensors"),
+        (Some(fresh), Some(h)) => Err(prompt.fault(
+            Some("head.safetensors"),
             format!("the head has {} labels but the task {}", h.k, fresh.k),
         )),
-        (Some(_), None) => Err(Error::file(
-            prompt.origin(),
+        (Some(_), None) if prompt.dir.is_none() => Err(prompt.fault(
+            None,
+            "--task cls needs the classifier head trained with the prompt; this prompt, made \
+             from values, has none",
+        )),
+        (Some(_), None) => Err(prompt.fault(
+            None,
             "--task cls needs the classifier head (head.safetensors) trained with the \
              prompt; this folder has none",
         )),
@@ -107,9 +112,10 @@ fn check_finite(prompt: &Prompt) -> Result<()> {
     }
     for (name, values) in tensors {
         if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::tensor(
-                name,
-                format!("holds {v} at flat index {i}: every value must be finite"),
+            // set in memory (loading refuses them): an argument's fault, not a file's
+            return Err(Error::arg(
+                "prompt",
+                format!("{name} holds {v} at flat index {i}: every value must be finite"),
             ));
         }
     }
@@ -197,8 +203,8 @@ fn check_prefix_width<B: Backend>(
     if prompt.width() == blocks * 2 * kv {
         return Ok(());
     }
-    Err(Error::file(
-        prompt.origin(),
+    Err(prompt.fault(
+        None,
         format!(
             "the prefix is {} wide but {} takes {blocks} blocks of keys and values {kv} wide \
              under placement {} ({} values a row)",
@@ -214,8 +220,8 @@ fn check_width(prompt: &Prompt, d: usize, model_dir: &Path) -> Result<()> {
     if prompt.width() == d {
         return Ok(());
     }
-    Err(Error::file(
-        prompt.origin(),
+    Err(prompt.fault(
+        None,
         format!(
             "the prompt is {} wide but {} has hidden size {d}",
             prompt.width(),

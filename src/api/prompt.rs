@@ -54,8 +54,8 @@ impl Prompt {
             ));
         }
         if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::tensor(
-                "Prompt::from_values",
+            return Err(Error::arg(
+                "values",
                 format!("the value at flat index {i} is {v}: expected a finite number"),
             ));
         }
@@ -333,5 +333,15 @@ impl Prompt {
         self.dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("the prompt"))
+    }
+
+    /// A mismatch of the prompt with its use: a file error naming its folder (or `file` in
+    /// it) when it was loaded, else an argument error naming the prompt (no file to blame).
+    pub(crate) fn fault(&self, file: Option<&str>, msg: impl Into<String>) -> Error {
+        match (&self.dir, file) {
+            (Some(dir), Some(f)) => Error::file(dir.join(f), msg.into()),
+            (Some(dir), None) => Error::file(dir, msg.into()),
+            (None, _) => Error::arg("prompt", msg.into()),
+        }
     }
 }

@@ -3,10 +3,7 @@
 //! `profile`).
 
 use softprompt::internals::device::DeviceKind;
-use softprompt::{
-    DataSpec, Dataset, EncoderKind, Error, Format, Method, Model, PTuning, Placement, PrefixTuning,
-    Result, Task, TaskOptions,
-};
+use softprompt::{DataSpec, Dataset, Error, Format, Method, Model, Result, Task, TaskOptions};
 use std::path::Path;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -177,86 +174,16 @@ impl Default for MethodArgs {
 }
 
 impl MethodArgs {
-    /// `--method` and the encoder's flags, which apply to p-tuning only.
+    /// `--method` and the flags of its settings (`Method::from_flags`).
     pub fn method(&self) -> Result<Method> {
-        let encoder_flags = [
-            (
-                "--encoder-reparameterization",
-                self.encoder_reparameterization.is_some(),
-            ),
-            ("--encoder-hidden-size", self.encoder_hidden_size.is_some()),
-            ("--encoder-num-layers", self.encoder_num_layers.is_some()),
-        ];
-        let prefix_flags = [
-            ("--prefix-projection", self.prefix_projection),
-            ("--prefix-placement", self.prefix_placement.is_some()),
-        ];
-        if self.method != "prefix" {
-            if let Some((flag, _)) = prefix_flags.iter().find(|(_, set)| *set) {
-                return Err(Error::arg(
-                    *flag,
-                    format!(
-                        "applies to --method prefix only (this run is --method {})",
-                        self.method
-                    ),
-                ));
-            }
-        }
-        match self.method.as_str() {
-            "prompt" => match encoder_flags.iter().find(|(_, set)| *set) {
-                Some((flag, _)) => Err(Error::arg(
-                    *flag,
-                    "applies to --method p-tuning only (this run is --method prompt)",
-                )),
-                None => Ok(Method::Prompt),
-            },
-            "p-tuning" => {
-                let mut pt = PTuning::default();
-                if let Some(k) = &self.encoder_reparameterization {
-                    pt.kind = k.parse()?;
-                }
-                // PEFT's MLP has its three linears whatever the count: --encoder-num-layers 3
-                // with the MLP trained the same encoder without a word
-                if self.encoder_num_layers.is_some() && pt.kind != EncoderKind::Lstm {
-                    return Err(Error::arg(
-                        "--encoder-num-layers",
-                        "applies to --encoder-reparameterization lstm only (the MLP always has its \
-                         three linears, as PEFT's)",
-                    ));
-                }
-                pt.hidden = self.encoder_hidden_size.or(pt.hidden);
-                pt.num_layers = self.encoder_num_layers.unwrap_or(pt.num_layers);
-                Ok(Method::PTuning(pt))
-            }
-            "prefix" => self.prefix_method(&encoder_flags),
-            other => Err(Error::arg(
-                "--method",
-                format!("\"{other}\": expected prompt, p-tuning or prefix"),
-            )),
-        }
-    }
-
-    /// `--method prefix`: the projection and placement; of P-tuning's flags only
-    /// `--encoder-hidden-size`, with `--prefix-projection`.
-    fn prefix_method(&self, encoder_flags: &[(&str, bool)]) -> Result<Method> {
-        let other = encoder_flags
-            .iter()
-            .find(|(flag, set)| *set && *flag != "--encoder-hidden-size");
-        if let Some((flag, _)) = other {
-            return Err(Error::arg(
-                *flag,
-                "applies to --method p-tuning only (this run is --method prefix)",
-            ));
-        }
-        let placement = match &self.prefix_placement {
-            Some(s) => s.parse()?,
-            None => Placement::Papers,
-        };
-        Ok(Method::Prefix(PrefixTuning {
-            projection: self.prefix_projection,
-            hidden: self.encoder_hidden_size,
-            placement,
-        }))
+        Method::from_flags(
+            &self.method,
+            self.prefix_projection,
+            self.prefix_placement.as_deref(),
+            self.encoder_reparameterization.as_deref(),
+            self.encoder_hidden_size,
+            self.encoder_num_layers,
+        )
     }
 }
 

@@ -443,7 +443,10 @@ impl Task {
             return Err(Error::data(
                 &enc.path,
                 row.line,
-                format!("row {i} has no token ids: a row needs at least one token"),
+                format!(
+                    "row {} has no token ids: a row needs at least one token",
+                    i + 1
+                ),
             ));
         }
         for (field, ids) in [("ids", &row.ids), ("targets", &row.target)] {
@@ -470,7 +473,8 @@ impl Task {
                 &enc.path,
                 row.line,
                 format!(
-                    "row {i}: its [MASK] position (mask_positions) {} is past its {} token ids",
+                    "row {}: its [MASK] position (mask_positions) {} is past its {} token ids",
+                    i + 1,
                     row.mask_pos,
                     row.ids.len()
                 ),

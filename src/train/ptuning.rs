@@ -167,6 +167,89 @@ impl Method {
     }
 }
 
+impl Method {
+    /// The method from the command line's flags (`--method` prompt, p-tuning or prefix,
+    /// `--prefix-projection`, `--prefix-placement`, `--encoder-reparameterization`,
+    /// `--encoder-hidden-size`, `--encoder-num-layers`; the Python package's keywords of the
+    /// same names): a flag of another method is refused, naming it.
+    pub fn from_flags(
+        method: &str,
+        prefix_projection: bool,
+        prefix_placement: Option<&str>,
+        encoder_reparameterization: Option<&str>,
+        encoder_hidden_size: Option<usize>,
+        encoder_num_layers: Option<usize>,
+    ) -> Result<Method> {
+        let encoder_flags = [
+            (
+                "--encoder-reparameterization",
+                encoder_reparameterization.is_some(),
+            ),
+            ("--encoder-hidden-size", encoder_hidden_size.is_some()),
+            ("--encoder-num-layers", encoder_num_layers.is_some()),
+        ];
+        let prefix_flags = [
+            ("--prefix-projection", prefix_projection),
+            ("--prefix-placement", prefix_placement.is_some()),
+        ];
+        if method != "prefix" {
+            if let Some((flag, _)) = prefix_flags.iter().find(|(_, set)| *set) {
+                return Err(Error::arg(
+                    *flag,
+                    format!("applies to --method prefix only (this run is --method {method})"),
+                ));
+            }
+        }
+        match method {
+            "prompt" => match encoder_flags.iter().find(|(_, set)| *set) {
+                Some((flag, _)) => Err(Error::arg(
+                    *flag,
+                    "applies to --method p-tuning only (this run is --method prompt)",
+                )),
+                None => Ok(Method::Prompt),
+            },
+            "p-tuning" => {
+                let mut pt = PTuning::default();
+                if let Some(k) = encoder_reparameterization {
+                    pt.kind = k.parse()?;
+                }
+                // PEFT's MLP has its three linears whatever the count: --encoder-num-layers 3
+                // with the MLP trained the same encoder without a word
+                if encoder_num_layers.is_some() && pt.kind != EncoderKind::Lstm {
+                    return Err(Error::arg(
+                        "--encoder-num-layers",
+                        "applies to --encoder-reparameterization lstm only (the MLP always has its \
+                         three linears, as PEFT's)",
+                    ));
+                }
+                pt.hidden = encoder_hidden_size.or(pt.hidden);
+                pt.num_layers = encoder_num_layers.unwrap_or(pt.num_layers);
+                Ok(Method::PTuning(pt))
+            }
+            "prefix" => {
+                // of P-tuning's flags only --encoder-hidden-size, which sizes the projection
+                let other = (encoder_flags.iter())
+                    .find(|(flag, set)| *set && *flag != "--encoder-hidden-size");
+                if let Some((flag, _)) = other {
+                    return Err(Error::arg(
+                        *flag,
+                        "applies to --method p-tuning only (this run is --method prefix)",
+                    ));
+                }
+                Ok(Method::Prefix(PrefixTuning {
+                    projection: prefix_projection,
+                    hidden: encoder_hidden_size,
+                    placement: prefix_placement.map_or(Ok(Placement::Papers), str::parse)?,
+                }))
+            }
+            other => Err(Error::arg(
+                "--method",
+                format!("\"{other}\": expected prompt, p-tuning or prefix"),
+            )),
+        }
+    }
+}
+
 impl PrefixTuning {
     fn validate(&self) -> Result<()> {
         match (self.projection, self.hidden) {
