@@ -227,6 +227,7 @@ impl Model {
         on_engine!(&self.engine, |_be, m| {
             let spec = resolve(opts, None, m, data, prompt_len)?;
             let inner = train::Task::new(spec, m)?;
+            let inner = super::task::fit_window(inner, m, prompt_len, opts.max_len.is_some())?;
             if opts.max_len.is_none() {
                 check_room(&inner, m, prompt_len)?;
             }

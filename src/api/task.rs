@@ -116,6 +116,54 @@ pub(crate) fn resolve<B: Backend>(
     Ok(spec)
 }
 
+/// `causal` on a model with a sliding attention window (config.json's `sliding_window`, which
+/// this engine does not slide): a row's prompt, text and target all sit inside the window.
+/// The default max_len (`given` false) counted the prompt only, so a long row was refused in
+/// the middle of training instead of cut; it is cut to leave the longest target room. A given
+/// max_len that leaves none is refused, naming the flag.
+pub(crate) fn fit_window<B: Backend>(
+    task: train::Task,
+    model: &Model<B>,
+    p: usize,
+    given: bool,
+) -> Result<train::Task> {
+    let spec = &task.spec;
+    // a decoder's max_tokens is its window less the prompt (None: no window)
+    let Some(room) = model
+        .net
+        .max_tokens(p)
+        .filter(|_| spec.kind == TaskKind::Causal)
+    else {
+        return Ok(task);
+    };
+    let longest = (task.label_targets.iter()).map(Vec::len).max().unwrap_or(0);
+    let target = match spec.free_targets || spec.decode == Decode::Greedy {
+        true => longest.max(spec.max_target_len),
+        false => longest,
+    };
+    let fits = room.saturating_sub(target);
+    if spec.max_len <= fits {
+        return Ok(task);
+    }
+    let window = format!(
+        "sliding_window {} in {}",
+        room + p,
+        model.dir.join("config.json").display()
+    );
+    if given {
+        let need = crate::error::sum_text(&[p, spec.max_len, target]);
+        let msg = format!("{} tokens next to a prompt of {p} rows and targets of up to {target} tokens need {need} positions, but {window} holds {}: use --max-len {fits} or less", spec.max_len, room + p);
+        return Err(Error::arg("--max-len", msg));
+    }
+    if fits < 2 {
+        let msg = format!("{p} rows and targets of up to {target} tokens leave {fits} of the {} positions of {window} for a row's text (2 at least): shorten the prompt or the targets (--max-target-len)", room + p);
+        return Err(Error::arg("--prompt-len", msg));
+    }
+    let mut spec = task.spec.clone();
+    spec.max_len = fits;
+    train::Task::new(spec, model)
+}
+
 /// The task a model is tuned for when nothing names one.
 pub(crate) fn default_kind<B: Backend>(model: &Model<B>) -> TaskKind {
     match model.arch_name() {
@@ -243,6 +291,32 @@ fn check_named_labels(data: Option<&Dataset>) -> Result<()> {
     }
 }
 
+/// Labels read from the data that differ only by surrounding whitespace ("positive" and
+/// "positive ", or CSV's `ok, positive`) are refused, naming both and their lines: they
+/// trained as two classes without a word. Labels are otherwise kept as written, as Hugging
+/// Face datasets keeps them (it strips nothing).
+fn check_space_twins(d: &Dataset) -> Result<()> {
+    let mut first: std::collections::HashMap<&str, (&str, usize)> = Default::default();
+    for e in &d.examples {
+        let Some(label) = e.label.as_deref() else {
+            continue;
+        };
+        let (seen, line) = *first.entry(label.trim()).or_insert((label, e.line));
+        if seen != label {
+            return Err(Error::data(
+                &d.path,
+                e.line,
+                format!(
+                    "the label {label:?} differs from the label {seen:?} (line {line}) only by \
+                     surrounding whitespace, so they would train as two classes: write them \
+                     the same (labels are kept as written, not trimmed)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The labels: the option, else the verbalizer's, else the spec's, else those of `data`.
 fn set_labels(
     opts: &TaskOptions,
@@ -283,6 +357,9 @@ fn set_labels(
         spec.labels = v.iter().map(|(l, _)| l.clone()).collect();
         spec.label_words.clear();
     } else if spec.labels.is_empty() {
+        if let Some(d) = data {
+            check_space_twins(d)?;
+        }
         let mut found: Vec<String> = data
             .map(|d| d.examples.iter().filter_map(|e| e.label.clone()).collect())
             .unwrap_or_default();

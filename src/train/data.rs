@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 pub enum Format {
     /// one JSON object per line
     Jsonl,
-    /// a header line naming the columns, then tab-separated fields (no quoting)
+    /// a header line naming the columns, then tab-separated fields (quoted as Python's csv
+    /// excel-tab dialect and pandas' `to_csv(sep="\t")` write them)
     Tsv,
     /// a header line naming the columns, then comma-separated fields (RFC 4180 quoting)
     Csv,
@@ -158,8 +159,20 @@ impl Dataset {
     }
 }
 
-/// The file's text, or an error naming the line (and column) of its first invalid UTF-8 byte.
+/// The file's text, or an error naming the line (and column) of its first invalid UTF-8 byte;
+/// a UTF-16 file (a byte-order mark, or the NUL of every other byte of its first characters)
+/// is named as such, since that is what to convert.
 pub fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String> {
+    if let Some(which) = utf16(&bytes) {
+        return Err(Error::data(
+            path,
+            1,
+            format!(
+                "the file looks like UTF-16 ({which}): save it as UTF-8 (e.g. `iconv -f UTF-16 \
+                 -t UTF-8`, or Python's open(..., encoding=\"utf-8\"))"
+            ),
+        ));
+    }
     String::from_utf8(bytes).map_err(|e| {
         let bytes = e.as_bytes();
         let at = e.utf8_error().valid_up_to();
@@ -179,6 +192,22 @@ pub fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String> {
             ),
         )
     })
+}
+
+/// How `bytes` look like UTF-16, if they do: its byte-order mark (Windows' "Unicode", what
+/// Python's `encoding="utf-16"` writes), or, without one, two ASCII characters each beside a
+/// NUL, which no text file in UTF-8 starts with.
+fn utf16(bytes: &[u8]) -> Option<&'static str> {
+    let ascii = |b: u8| b != 0 && b.is_ascii();
+    match bytes {
+        [0xff, 0xfe, ..] => Some("byte-order mark FF FE, little-endian"),
+        [0xfe, 0xff, ..] => Some("byte-order mark FE FF, big-endian"),
+        &[a, 0, b, 0, ..] if ascii(a) && ascii(b) => {
+            Some("little-endian, without a byte-order mark")
+        }
+        &[0, a, 0, b, ..] if ascii(a) && ascii(b) => Some("big-endian, without a byte-order mark"),
+        _ => None,
+    }
 }
 
 /// The order of one epoch: batches of row indices. Rows are shuffled, cut into pools of

@@ -1,6 +1,6 @@
 //! The three layouts of a data file, read into rows: JSON lines (each line one object, a key
-//! given twice refused), TSV and CSV (a header naming the fields; CSV's quoted fields may
-//! span lines). Every error names the file and the line (1-based) at fault.
+//! given twice refused), TSV and CSV (a header naming the fields; quoted fields, which may
+//! span lines, as Python's csv module reads them). Every error names the file and the line (1-based) at fault.
 // The loaders never panic on what a user hands them: no unwrap, no expect, no unchecked
 // indexing (tests excepted). See README.md, "Bad input".
 #![cfg_attr(
@@ -21,23 +21,8 @@ pub(super) fn parse_rows(
 ) -> Result<Vec<Example>> {
     match format {
         Format::Jsonl => parse_jsonl(path, text, spec),
-        Format::Tsv => {
-            let records = text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-                .map(|(i, l)| {
-                    Ok((
-                        i + 1,
-                        l.trim_end_matches('\r')
-                            .split('\t')
-                            .map(String::from)
-                            .collect(),
-                    ))
-                });
-            parse_table(path, records, spec)
-        }
-        Format::Csv => parse_table(path, csv_records(path, text)?.into_iter().map(Ok), spec),
+        Format::Tsv => parse_table(path, delimited(path, text, '\t')?.into_iter().map(Ok), spec),
+        Format::Csv => parse_table(path, delimited(path, text, ',')?.into_iter().map(Ok), spec),
     }
 }
 
@@ -268,84 +253,94 @@ fn parse_table(
     Ok(out)
 }
 
-/// RFC 4180 records: fields separated by commas, optionally quoted with `"` (a doubled `""`
-/// inside quotes is one quote; quoted fields may span lines). Blank lines are skipped.
-fn csv_records(path: &Path, text: &str) -> Result<Vec<(usize, Vec<String>)>> {
+/// The records of a CSV (`delim` ',') or TSV ('\t') file as Python's csv module reads them
+/// (the excel and excel-tab dialects, which pandas writes): a field that starts with `"` is
+/// quoted (a doubled `""` inside is one quote; it may span lines), a quote inside an unquoted
+/// field is text. Records end at `\r\n`, `\n` or a lone `\r` (an old Mac file, or a last line
+/// that lost its LF: the `\r` made a class "positive\r"). Blank lines are skipped. Stricter than
+/// Python where it would guess silently: text after a closing quote, or a quote never closed,
+/// is an error naming the line.
+fn delimited(path: &Path, text: &str, delim: char) -> Result<Vec<(usize, Vec<String>)>> {
     let mut out = Vec::new();
     let mut chars = text.chars().peekable();
     let mut line = 1usize;
     while chars.peek().is_some() {
         let start = line;
-        let mut fields = Vec::new();
-        let mut field = String::new();
-        let mut quoted = false;
-        let mut was_quoted = false;
-        loop {
-            let Some(ch) = chars.next() else {
-                if quoted {
-                    return Err(Error::data(
-                        path,
-                        start,
-                        "malformed line: a quoted field is not closed",
-                    ));
-                }
-                break;
-            };
-            if quoted {
-                match ch {
-                    '"' if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        field.push('"');
-                    }
-                    '"' => quoted = false,
-                    '\n' => {
-                        line += 1;
-                        field.push('\n');
-                    }
-                    c => field.push(c),
-                }
-                continue;
-            }
-            match ch {
-                '"' if field.is_empty() && !was_quoted => {
-                    quoted = true;
-                    was_quoted = true;
-                }
-                '"' => {
-                    return Err(Error::data(
-                        path,
-                        line,
-                        "malformed line: a quote inside an unquoted field",
-                    ))
-                }
-                ',' => {
-                    fields.push(std::mem::take(&mut field));
-                    was_quoted = false;
-                }
-                '\r' if chars.peek() == Some(&'\n') => {}
-                '\n' => {
-                    line += 1;
-                    break;
-                }
-                c if was_quoted => {
-                    return Err(Error::data(
-                        path,
-                        line,
-                        format!("malformed line: {c:?} after a closing quote"),
-                    ))
-                }
-                c => field.push(c),
-            }
-        }
-        fields.push(field);
-        if !(fields.len() == 1
-            && fields.first().is_some_and(|f| f.trim().is_empty())
-            && !was_quoted)
-        {
+        let (fields, blank) = record(path, &mut chars, &mut line, delim)?;
+        if !blank {
             out.push((start, fields));
         }
     }
     Ok(out)
+}
+
+/// One record of [`delimited`] from `chars`, counting the lines it spans in `line`; whether it
+/// was blank (whitespace only, TSV's tabs included).
+fn record(
+    path: &Path,
+    chars: &mut std::iter::Peekable<std::str::Chars>,
+    line: &mut usize,
+    delim: char,
+) -> Result<(Vec<String>, bool)> {
+    let start = *line;
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let (mut quoted, mut was_quoted, mut blank) = (false, false, true);
+    while let Some(ch) = chars.next() {
+        blank &= ch.is_whitespace();
+        if quoted {
+            match ch {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                '"' => quoted = false,
+                // kept as written (Python keeps a quoted "\r\n"); counted once per line end
+                '\r' | '\n' => {
+                    *line += usize::from(ch == '\n' || chars.peek() != Some(&'\n'));
+                    field.push(ch);
+                }
+                c => field.push(c),
+            }
+            continue;
+        }
+        match ch {
+            '"' if field.is_empty() && !was_quoted => (quoted, was_quoted) = (true, true),
+            c if c == delim => {
+                fields.push(std::mem::take(&mut field));
+                was_quoted = false;
+            }
+            '\r' | '\n' => {
+                if ch == '\r' && chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                *line += 1;
+                fields.push(field);
+                return Ok((fields, blank));
+            }
+            c if was_quoted => {
+                return Err(Error::data(
+                    path,
+                    *line,
+                    format!(
+                        "malformed line: {c:?} after a closing quote (a field that starts with \" \
+                         is quoted, as Python's csv and pandas read it: quote the whole field and \
+                         double each quote inside it)"
+                    ),
+                ))
+            }
+            c => field.push(c),
+        }
+    }
+    if quoted {
+        return Err(Error::data(
+            path,
+            start,
+            "malformed line: a quoted field is not closed",
+        ));
+    }
+    fields.push(field);
+    Ok((fields, blank))
 }
 
 #[cfg(test)]

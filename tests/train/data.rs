@@ -201,3 +201,218 @@ fn templates_truncation_and_mask() {
         .to_string()
         .contains("--task seq2seq"));
 }
+
+/// The records of `text` read as the file `name`: (text, label, line).
+fn records(name: &str, text: &str) -> Vec<(String, String, usize)> {
+    let d = Dataset::parse(Path::new(name), text, &DataSpec::default()).unwrap();
+    (d.examples.into_iter())
+        .map(|e| (e.text, e.label.unwrap(), e.line))
+        .collect()
+}
+
+/// `(text, label, line)` rows from string slices.
+fn want(rows: &[(&str, &str, usize)]) -> Vec<(String, String, usize)> {
+    (rows.iter())
+        .map(|&(t, l, n)| (t.to_string(), l.to_string(), n))
+        .collect()
+}
+
+/// CSV and TSV line ends as Python's csv module reads them: `\r\n`, `\n` and a lone `\r` (a
+/// last line that lost its LF made a class "positive\r"; a CR-only file was one record).
+#[test]
+fn csv_and_tsv_lone_cr_ends_a_line() {
+    let two = want(&[("ok", "positive", 2), ("bad", "negative", 3)]);
+    assert_eq!(
+        records("a.csv", "text,label\nok,positive\nbad,negative\r"),
+        two
+    );
+    assert_eq!(
+        records("a.csv", "text,label\rok,positive\rbad,negative\r"),
+        two
+    );
+    assert_eq!(
+        records("a.tsv", "text\tlabel\rok\tpositive\r\nbad\tnegative\r"),
+        two
+    );
+    // a quoted line end stays in the text, as written, and counts as a line; a blank line (TSV:
+    // tabs and spaces) is skipped
+    assert_eq!(
+        records(
+            "a.csv",
+            "text,label\r\"two\rlines\",positive\r\rbad,negative"
+        ),
+        want(&[("two\rlines", "positive", 2), ("bad", "negative", 5)])
+    );
+    assert_eq!(
+        records("a.tsv", "text\tlabel\n \t \nbad\tnegative\n"),
+        want(&[("bad", "negative", 3)])
+    );
+}
+
+/// TSV written by pandas (`to_csv(sep="\t")`) or Python's csv module quotes fields: the quotes
+/// are read as theirs (excel-tab), not as text; a quote inside an unquoted field is text.
+#[test]
+fn tsv_quotes_as_python_writes_them() {
+    let tsv = "text\tlabel\n\"He said \"\"hi\"\"\"\tpositive\n\"a\tb\nc\"\tnegative\nsay \"no\"\tnegative\n";
+    assert_eq!(
+        records("a.tsv", tsv),
+        want(&[
+            ("He said \"hi\"", "positive", 2),
+            ("a\tb\nc", "negative", 3),
+            ("say \"no\"", "negative", 5),
+        ])
+    );
+    let err = Dataset::parse(
+        Path::new("a.tsv"),
+        "text\tlabel\nok\tpositive\n\"Great\" film\tpositive\n",
+        &DataSpec::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("a.tsv:3: malformed line: ' ' after a closing quote"),
+        "{err}"
+    );
+}
+
+/// A UTF-16 file is named as such (with or without its byte-order mark), not as a bad byte.
+#[test]
+fn utf16_file_named() {
+    let dir = scratch("utf16");
+    let text = "text,label\nok,positive\n";
+    let le: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+    for (name, bytes, what) in [
+        (
+            "bom_le.csv",
+            [&[0xff, 0xfe][..], &le].concat(),
+            "byte-order mark FF FE",
+        ),
+        (
+            "bom_be.csv",
+            [&[0xfe, 0xff][..], &be].concat(),
+            "byte-order mark FE FF",
+        ),
+        (
+            "le.csv",
+            le.clone(),
+            "little-endian, without a byte-order mark",
+        ),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let err = Dataset::load(&path, &DataSpec::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}:1: the file looks like UTF-16 ({what}",
+                path.display()
+            )) && err.contains("save it as UTF-8"),
+            "{err}"
+        );
+    }
+}
+
+/// Labels that differ only by surrounding whitespace ("positive", CSV's `ok, positive`) are
+/// refused, naming both and their lines; labels are otherwise kept as written, as datasets does.
+#[test]
+fn labels_differing_by_spaces_refused() {
+    let model = softprompt::Model::open(fixture("bert_nohead"), softprompt::Device::Cpu).unwrap();
+    let opts = softprompt::TaskOptions {
+        task: Some(TaskKind::Cls),
+        ..Default::default()
+    };
+    let task = |csv: &str| {
+        let d = Dataset::parse(Path::new("a.csv"), csv, &DataSpec::default()).unwrap();
+        model.task(&opts, Some(&d), 2).map(|t| t.labels().to_vec())
+    };
+    let err = task("text,label\nok,positive\nbad,negative\nfine, positive\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(
+            "a.csv:4: the label \" positive\" differs from the label \"positive\" (line 2) only \
+             by surrounding whitespace"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        task("text,label\nok,positive \nbad,negative\n").unwrap(),
+        ["negative", "positive "]
+    );
+}
+
+/// `causal` on a model with a sliding window: the default max_len leaves the targets room, so
+/// a long row is cut (it was refused mid-training: "28 positions with sliding_window 24"), and
+/// a --max-len that leaves none is refused up front, naming the flag.
+#[test]
+fn causal_window_counts_the_target() {
+    let dir = scratch("window");
+    let model_dir = dir.join("mistral_w24");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    for f in std::fs::read_dir(fixture("mistral")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, model_dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg = model_dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    v["sliding_window"] = 24.into();
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    let data = dir.join("long.jsonl");
+    let rows: Vec<(String, &str)> = (0..4)
+        .map(|i| ("word ".repeat(40 + i), ["positive", "negative"][i % 2]))
+        .collect();
+    crate::write_jsonl(&data, &rows);
+    let train = |extra: &[&str]| {
+        let out_dir = dir.join("out");
+        let _ = std::fs::remove_dir_all(&out_dir);
+        let mut args = vec![
+            "train",
+            "--model",
+            s(&model_dir),
+            "--train",
+            s(&data),
+            "--out",
+            s(&out_dir),
+            "--task",
+            "causal",
+            "--prompt-len",
+            "4",
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--no-progress",
+        ];
+        args.extend(extra);
+        softprompt(&args)
+    };
+    let out = train(&[]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // the rows were cut to what the window leaves beside the prompt and the longest target
+    let m = softprompt::Model::open(&model_dir, softprompt::Device::Cpu).unwrap();
+    let opts = softprompt::TaskOptions {
+        task: Some(TaskKind::Causal),
+        ..Default::default()
+    };
+    let d = Dataset::load(&data, &DataSpec::default()).unwrap();
+    let max_len = m.task(&opts, Some(&d), 4).unwrap().spec().max_len;
+    assert!(max_len < 20, "{max_len}");
+    assert!(
+        stdout.contains(&format!("4 truncated to {max_len} tokens")),
+        "{stdout}"
+    );
+    let out = train(&["--max-len", "20"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("invalid argument --max-len: 20 tokens next to a prompt of 4 rows")
+            && err.contains(&format!("use --max-len {max_len} or less")),
+        "{err}"
+    );
+}
