@@ -111,6 +111,18 @@ pub fn step_gemms(preset: &Preset, w: &Workload) -> Vec<StepGemm> {
             let (el, dl) = (c.num_layers, c.num_decoder_layers);
             let dec = w.batch * w.target_len;
             let wi = if c.is_gated_act { 2 } else { 1 };
+            // the CPU folds the cross-attention's k and v products into its queries where
+            // that pays (models/t5/cross.rs): per head, (B·L, D)·(D, C) and back
+            let cross = match crate::models::t5::fold_pays(w.target_len, span, c.d_kv) {
+                true => g(
+                    "decoder cross k, v folded, per head",
+                    dec,
+                    c.d_kv,
+                    d,
+                    2 * dl * c.num_heads,
+                ),
+                false => g("decoder cross k, v", rows, d, a, 2 * dl),
+            };
             vec![
                 g("encoder q, k, v", rows, d, a, 3 * el),
                 g("encoder o", rows, a, d, el),
@@ -118,7 +130,7 @@ pub fn step_gemms(preset: &Preset, w: &Workload) -> Vec<StepGemm> {
                 g("encoder wo", rows, f, d, el),
                 g("decoder q, k, v, cross q", dec, d, a, 4 * dl),
                 g("decoder o, cross o", dec, a, d, 2 * dl),
-                g("decoder cross k, v", rows, d, a, 2 * dl),
+                cross,
                 g("decoder wi", dec, d, f, wi * dl),
                 g("decoder wo", dec, f, d, dl),
                 g("lm head", dec, d, c.vocab_size, 1),
@@ -380,6 +392,31 @@ mod tests {
         assert!(text(&r).contains("not to be trusted"), "{}", text(&r));
         let quiet = path_report(GemmPath::available()[0], &gemms, &[(1e-6, 4e-6)], 10.0);
         assert_eq!(quiet["noisy"].as_bool(), Some(false));
+    }
+
+    /// t5-base (12 decoder layers, C 768, 12 heads of 64) at B 4, P 20, T 128: 8 target rows
+    /// fold the cross-attention's k and v products into per-head ones at the 32 decoder rows
+    /// (2·8·212 <= 148·64); 64 do not (2·64·212 > 148·64), and run them at the 592 rows.
+    #[test]
+    fn t5_cross_products_are_folded_where_the_step_folds() {
+        let preset = Preset::by_name("t5-base").unwrap();
+        let cross = |l: usize| {
+            let gemms = step_gemms(&preset, &workload(20, 128, l));
+            let g = gemms
+                .into_iter()
+                .find(|g| g.name.starts_with("decoder cross k, v"));
+            let g = g.unwrap();
+            (g.name, g.m * g.k * g.n * g.calls)
+        };
+        let folded = (
+            "decoder cross k, v folded, per head",
+            4 * 8 * 64 * 768 * 2 * 12 * 12,
+        );
+        assert_eq!(cross(8), folded);
+        assert_eq!(
+            cross(64),
+            ("decoder cross k, v", 4 * 148 * 768 * 768 * 2 * 12)
+        );
     }
 
     /// llama-3.2-1b (16 layers, C 2048, q 2048, k/v 512 each, MLP 8192, vocabulary 128256) at

@@ -55,7 +55,13 @@ impl WithBackend for Job {
 
 /// The step's frozen-weight GEMMs against this machine's FMA peak, measured now.
 fn gemm_share<B: Backend>(be: &Profiler<B>) -> String {
-    let (flops, secs, share) = be.sum_of(&["linear_fwd", "linear_bwd"]);
+    let ops = [
+        "linear_fwd",
+        "linear_bwd",
+        "linear_heads_fwd",
+        "linear_heads_bwd",
+    ];
+    let (flops, secs, share) = be.sum_of(&ops);
     let peak = softprompt::internals::ceiling::fma_peak(0.3);
     let rate = flops / secs.max(1e-12) / 1e9;
     let (of_peak, noisy) = softprompt::internals::ceiling::share_of_peak(rate, peak.gflops);
@@ -64,7 +70,7 @@ fn gemm_share<B: Backend>(be: &Profiler<B>) -> String {
         false => "",
     };
     format!(
-        "\nGEMMs (linear_fwd + linear_bwd, {} path): {:.1} GFLOP in {:.1} ms = {:.1} GFLOP/s, {:.0}% of the step; \
+        "\nGEMMs (linear_fwd + linear_bwd, linear_heads_*: {} path): {:.1} GFLOP in {:.1} ms = {:.1} GFLOP/s, {:.0}% of the step; \
          {:.0}% of the float32 FMA peak {:.1} GFLOP/s ({}, {} threads, measured now){noisy}\n",
         softprompt::internals::device::gemm_path::selected().name(),
         flops / 1e9,

@@ -98,6 +98,87 @@ pub fn linear_bwd<F: Real>(
     }
 }
 
+/// out (M, H, N) = inp (M, H, K) · W_hᵀ for every head h, W (H·N, K): head h reads W's rows
+/// h·N..(h+1)·N. One single-threaded product per head, the heads spread over rayon's threads
+/// (each writes its own N columns of every row).
+pub fn linear_heads_fwd<F: Real>(
+    out: &mut [F],
+    inp: &[F],
+    w: &[F],
+    m: usize,
+    h: usize,
+    k: usize,
+    n: usize,
+) {
+    debug_assert!(out.len() >= m * h * n && inp.len() >= m * h * k && w.len() >= h * n * k);
+    if k == 0 {
+        out[..m * h * n].fill(F::ZERO);
+        return;
+    }
+    let dst = SendPtr(out.as_mut_ptr());
+    (0..h).into_par_iter().for_each(|hi| {
+        // inp_h (M, K) at row stride H·K; W_hᵀ (K, N) read in place from W_h (N, K)
+        let lhs = Mat {
+            ptr: inp.as_ptr().wrapping_add(hi * k),
+            rs: (h * k) as isize,
+            cs: 1,
+        };
+        let rhs = Mat {
+            ptr: w.as_ptr().wrapping_add(hi * n * k),
+            rs: 1,
+            cs: k as isize,
+        };
+        // SAFETY: head hi alone writes columns hi·N..(hi+1)·N of out's M rows; the views
+        // address inp's and W's elements of head hi only, inside the lengths checked above.
+        unsafe {
+            let dst = dst.get().wrapping_add(hi * n);
+            gemm_strided(m, n, k, dst, (h * n) as isize, lhs, rhs, false)
+        };
+    });
+}
+
+/// dinp (M, H, K) (+)= dout (M, H, N) · W_h for every head h, W (H·N, K), written whole
+/// without `accumulate`; parallel over heads as `linear_heads_fwd`.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_heads_bwd<F: Real>(
+    dinp: &mut [F],
+    dout: &[F],
+    w: &[F],
+    m: usize,
+    h: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
+    debug_assert!(dinp.len() >= m * h * k && dout.len() >= m * h * n && w.len() >= h * n * k);
+    if n == 0 {
+        // an empty sum: the GEMM may skip writing it
+        if !accumulate {
+            dinp[..m * h * k].fill(F::ZERO);
+        }
+        return;
+    }
+    let dst = SendPtr(dinp.as_mut_ptr());
+    (0..h).into_par_iter().for_each(|hi| {
+        let lhs = Mat {
+            ptr: dout.as_ptr().wrapping_add(hi * n),
+            rs: (h * n) as isize,
+            cs: 1,
+        };
+        let rhs = Mat {
+            ptr: w.as_ptr().wrapping_add(hi * n * k),
+            rs: k as isize,
+            cs: 1,
+        };
+        // SAFETY: head hi alone writes columns hi·K..(hi+1)·K of dinp's M rows; the views
+        // address dout's and W's elements of head hi only, inside the lengths checked above.
+        unsafe {
+            let dst = dst.get().wrapping_add(hi * k);
+            gemm_strided(m, k, n, dst, (h * k) as isize, lhs, rhs, accumulate)
+        };
+    });
+}
+
 /// dst (M, N) (+)= lhs (M, K) · rhs (K, N) through the `gemm` crate, threaded on rayon for
 /// all but tiny products; each operand is (slice, row stride, column stride), dst row-major.
 pub(crate) fn crate_gemm<F: Real>(
@@ -312,6 +393,41 @@ impl<F: Real> MatmulOps for CpuBackend<F> {
             }
             _ => linear_bwd(dinp, dout, w, m, k, n, accumulate),
         }
+        Ok(())
+    }
+
+    fn linear_heads_fwd(
+        &self,
+        out: &mut CpuBuf<F>,
+        inp: &CpuBuf<F>,
+        w: &CpuBuf<F>,
+        m: usize,
+        h: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
+        let out = real_mut(out, "linear_heads out", m * h * n)?;
+        let inp = real(inp, "linear_heads inp", m * h * k)?;
+        let w = real(w, "linear_heads weight", h * n * k)?;
+        linear_heads_fwd(out, inp, w, m, h, k, n);
+        Ok(())
+    }
+
+    fn linear_heads_bwd(
+        &self,
+        dinp: &mut CpuBuf<F>,
+        dout: &CpuBuf<F>,
+        w: &CpuBuf<F>,
+        m: usize,
+        h: usize,
+        k: usize,
+        n: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        let dinp = real_mut(dinp, "linear_heads dinp", m * h * k)?;
+        let dout = real(dout, "linear_heads dout", m * h * n)?;
+        let w = real(w, "linear_heads weight", h * n * k)?;
+        linear_heads_bwd(dinp, dout, w, m, h, k, n, accumulate);
         Ok(())
     }
 }

@@ -86,12 +86,10 @@ pub fn gemm(g: &Gemm) -> Result<()> {
     unsafe {
         let a = read_f32(g.a, span(rows_a, cols_a, g.lda), g.ab_type);
         let b = read_f32(g.b, span(rows_b, cols_b, g.ldb), g.ab_type);
+        // read whole even with beta 0: between C's columns (ldc > m, the per-head products
+        // of linear_heads_*) lie other elements, written back unchanged
         let c_len = span(g.m, g.n, g.ldc);
-        let mut c = if g.beta != 0.0 {
-            read_f32(g.c, c_len, g.c_type)
-        } else {
-            vec![0.0f32; c_len]
-        };
+        let mut c = read_f32(g.c, c_len, g.c_type);
         // element (i, l) of op(A) is at i*rs + l*cs
         let (a_rs, a_cs) = if g.trans_a { (g.lda, 1) } else { (1, g.lda) };
         let (b_rs, b_cs) = if g.trans_b { (g.ldb, 1) } else { (1, g.ldb) };

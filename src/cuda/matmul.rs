@@ -104,6 +104,32 @@ fn gemm_parts(be: &CudaBackend, g: Gemm, b: &Operand, name: &str) -> Result<()> 
     Ok(())
 }
 
+/// `g` once per head h < `heads`: A, B and C moved on by h times their step in bytes (B's
+/// in every part of `b`), the sizes and leading dimensions as `g` gives them.
+fn gemm_heads(
+    be: &CudaBackend,
+    g: Gemm,
+    b: &Operand,
+    heads: usize,
+    steps: [usize; 3],
+    name: &str,
+) -> Result<()> {
+    for hi in 0..heads as u64 {
+        let [sa, sb, sc] = steps.map(|s| s as u64 * hi);
+        let part = Operand {
+            parts: b.parts.iter().map(|p| p + sb).collect(),
+            _scratch: Vec::new(),
+        };
+        let g = Gemm {
+            a: g.a + sa,
+            c: g.c + sc,
+            ..g
+        };
+        gemm_parts(be, g, &part, name)?;
+    }
+    Ok(())
+}
+
 /// Outputs and gradients of the linear layers come in the activations' type or in float32.
 fn check_store_or_f32(dtype: DType, store: DType, what: &str) -> Result<()> {
     if dtype == store || dtype == DType::F32 {
@@ -228,5 +254,98 @@ impl MatmulOps for CudaBackend {
             c_type: store,
         };
         gemm_parts(be, g, &dout_parts, "linear_bwd")
+    }
+
+    /// out (M, H, N) = inp (M, H, K) · W_hᵀ, W (H·N, K): one cuBLAS product per head, each
+    /// linear_fwd's over row strides of H·K and H·N; out and inp in the activations' type.
+    fn linear_heads_fwd(
+        &self,
+        out: &mut CudaBuf,
+        inp: &CudaBuf,
+        w: &CudaBuf,
+        m: usize,
+        h: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
+        let be = self;
+        let (store, weights) = (be.store(), be.weights());
+        let out_ptr = arg(out, "linear_heads out", store, m * h * n)?;
+        let inp_ptr = arg(inp, "linear_heads inp", store, m * h * k)?;
+        let w_ptr = arg(w, "linear_heads weight", weights, h * n * k)?;
+        if m * h * n == 0 {
+            return Ok(());
+        }
+        let inp_parts = operand(be, inp_ptr, store, m * h * k)?;
+        let g = Gemm {
+            trans_a: true,
+            trans_b: false,
+            m: n,
+            n: m,
+            k,
+            a: w_ptr,
+            lda: k.max(1),
+            b: 0,
+            ldb: (h * k).max(1),
+            c: out_ptr,
+            ldc: h * n,
+            beta: 0.0,
+            ab_type: weights,
+            c_type: store,
+        };
+        let (ws, ss) = (weights.size(), store.size());
+        let steps = [n * k * ws, k * ws, n * ss];
+        gemm_heads(be, g, &inp_parts, h, steps, "linear_heads_fwd")
+    }
+
+    /// dinp (M, H, K) (+)= dout (M, H, N) · W_h, W (H·N, K): one cuBLAS product per head, each
+    /// linear_bwd's over row strides of H·N and H·K; dinp and dout in the activations' type.
+    fn linear_heads_bwd(
+        &self,
+        dinp: &mut CudaBuf,
+        dout: &CudaBuf,
+        w: &CudaBuf,
+        m: usize,
+        h: usize,
+        k: usize,
+        n: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        let be = self;
+        let (store, weights) = (be.store(), be.weights());
+        let dinp_ptr = arg(dinp, "linear_heads dinp", store, m * h * k)?;
+        let dout_ptr = arg(dout, "linear_heads dout", store, m * h * n)?;
+        let w_ptr = arg(w, "linear_heads weight", weights, h * n * k)?;
+        if m * h * k == 0 {
+            return Ok(());
+        }
+        if n == 0 {
+            // an empty sum: cuBLAS need not write it
+            if !accumulate {
+                // SAFETY: `arg` checked that dinp holds M·H·K elements of the store type.
+                unsafe { be.dev.memset0(dinp_ptr, m * h * k * store.size())? };
+            }
+            return Ok(());
+        }
+        let dout_parts = operand(be, dout_ptr, store, m * h * n)?;
+        let g = Gemm {
+            trans_a: false,
+            trans_b: false,
+            m: k,
+            n: m,
+            k: n,
+            a: w_ptr,
+            lda: k,
+            b: 0,
+            ldb: h * n,
+            c: dinp_ptr,
+            ldc: h * k,
+            beta: if accumulate { 1.0 } else { 0.0 },
+            ab_type: weights,
+            c_type: store,
+        };
+        let (ws, ss) = (weights.size(), store.size());
+        let steps = [n * k * ws, n * ws, k * ss];
+        gemm_heads(be, g, &dout_parts, h, steps, "linear_heads_bwd")
     }
 }

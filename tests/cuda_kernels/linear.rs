@@ -165,6 +165,49 @@ pub(super) fn check_linear(be: &CudaBackend) {
     }
 }
 
+/// The per-head linear layers against the CPU: forward, and backward adding (from zeros and a
+/// random gradient) or writing over a random one.
+pub(super) fn check_linear_heads(be: &CudaBackend) {
+    let st = Store::of(be);
+    let s = Pair::new(be);
+    let mut rng = Rng::new(19);
+    for (m, h, k, n) in [
+        (1, 1, 8, 12),
+        (7, 3, 36, 12),
+        (33, 5, 40, 8),
+        (64, 12, 72, 64),
+    ] {
+        let x = s.up(st.dt, &act_data(&st, &mut rng, m * h * k));
+        let w = s.up(st.w, &randn(&mut rng, h * n * k, 0.2));
+        let mut out = s.out(st.dt, m * h * n);
+        be.linear_heads_fwd(&mut out.0, &x.0, &w.0, m, h, k, n)
+            .unwrap();
+        s.cpu
+            .linear_heads_fwd(&mut out.1, &x.1, &w.1, m, h, k, n)
+            .unwrap();
+        s.check(
+            &format!("linear_heads_fwd M{m} H{h} K{k} N{n}"),
+            &out,
+            st.out,
+        );
+        for (start, acc) in [(0.0, true), (1.0, true), (1.0, false)] {
+            let dout = s.up(st.dt, &act_data(&st, &mut rng, m * h * n));
+            let mut dx = s.up(st.dt, &randn(&mut rng, m * h * k, start));
+            if !acc {
+                dx.1 = s.cpu.zeros(DType::F32, m * h * k).unwrap();
+            }
+            be.linear_heads_bwd(&mut dx.0, &dout.0, &w.0, m, h, k, n, acc)
+                .unwrap();
+            s.cpu
+                .linear_heads_bwd(&mut dx.1, &dout.1, &w.1, m, h, k, n, true)
+                .unwrap();
+            let name = format!("linear_heads_bwd M{m} H{h} K{k} N{n} start {start} acc={acc}");
+            s.check(&name, &dx, st.out);
+        }
+    }
+}
+
 test_device!(loss, check_loss);
 test_device!(head, check_head);
 test_device!(matmul, check_linear);
+test_device!(matmul_heads, check_linear_heads);

@@ -70,6 +70,55 @@ fn linear_backward_matches_finite_differences() {
     linear_case(3, 96, 1, 33);
 }
 
+/// linear_heads_fwd/bwd (a linear layer per head, W (H·N, K)): forward against the naive sum,
+/// backward as the adjoint by finite differences, written = added to zeros bit for bit.
+fn linear_heads_case(m: usize, h: usize, k: usize, n: usize, seed: u64) {
+    let name = format!("linear_heads M{m} H{h} K{k} N{n}");
+    let mut rng = Rng::new(seed);
+    let x = normals(&mut rng, m * h * k, 1.0);
+    let w = normals(&mut rng, h * n * k, 1.0 / (k as f64).sqrt());
+    let r = normals(&mut rng, m * h * n, 1.0);
+    let fwd = |x: &[f64]| {
+        let mut out = vec![f64::NAN; m * h * n];
+        matmul::linear_heads_fwd(&mut out, x, &w, m, h, k, n);
+        out
+    };
+    let mut want = vec![0.0; m * h * n];
+    for (i, hi, j) in
+        (0..m).flat_map(|i| (0..h).flat_map(move |hi| (0..n).map(move |j| (i, hi, j))))
+    {
+        let wrow = &w[(hi * n + j) * k..][..k];
+        want[(i * h + hi) * n + j] = (0..k).map(|l| x[(i * h + hi) * k + l] * wrow[l]).sum();
+    }
+    assert_close(&format!("{name}: forward"), &fwd(&x), &want, tol("forward"));
+    let mut dinp = vec![0.0; m * h * k];
+    matmul::linear_heads_bwd(&mut dinp, &r, &w, m, h, k, n, true);
+    let mut written = vec![f64::NAN; m * h * k];
+    matmul::linear_heads_bwd(&mut written, &r, &w, m, h, k, n, false);
+    assert_eq!(written, dinp, "{name}: written");
+    let pre = normals(&mut rng, m * h * k, 1.0);
+    let mut acc = pre.clone();
+    matmul::linear_heads_bwd(&mut acc, &r, &w, m, h, k, n, true);
+    let added: Vec<f64> = acc.iter().zip(&pre).map(|(a, p)| a - p).collect();
+    assert_close(
+        &format!("{name}: accumulate"),
+        &added,
+        &dinp,
+        tol("forward"),
+    );
+    let mut f = |x: &[f64]| sum_prod(&r, &fwd(x));
+    check_gradient(&name, &mut f, &x, &dinp, H, tol("linear"), &mut rng, 200);
+}
+
+#[test]
+fn linear_heads_backward_matches_finite_differences() {
+    linear_heads_case(1, 1, 1, 1, 34);
+    linear_heads_case(7, 3, 13, 5, 35);
+    // T5's fold: K = C > N = D, and the other way round
+    linear_heads_case(9, 5, 40, 8, 36);
+    linear_heads_case(9, 5, 8, 40, 37);
+}
+
 // ---------------------------------------------------------------------------------------------
 // cross-entropy
 

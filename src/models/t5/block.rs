@@ -1,6 +1,7 @@
 //! One block of either stack: its attention sub-layers and its feed-forward, each forward
 //! beside its backward, which runs the same ops in exact reverse.
 
+use super::cross::CrossActs;
 use super::weights::{T5AttnWeights, T5BlockWeights, T5Stack, T5};
 use crate::backend::{AttnBias, AttnDims, Backend, BiasRef, DType, PrefixKv};
 use crate::error::Result;
@@ -10,10 +11,10 @@ use crate::models::prefix::{t5_block, PrefixInputs};
 
 /// One attention sub-layer's saved state.
 pub struct AttnActs<B: Backend> {
-    q: B::Buf,   // (B, Tq, A)
-    k: B::Buf,   // (B, Tk, A)
-    v: B::Buf,   // (B, Tk, A)
-    lse: B::Buf, // (B, H, Tq) F32
+    pub(super) q: B::Buf,   // (B, Tq, A)
+    pub(super) k: B::Buf,   // (B, Tk, A)
+    pub(super) v: B::Buf,   // (B, Tk, A)
+    pub(super) lse: B::Buf, // (B, H, Tq) F32
 }
 
 /// What one block keeps for backward under `Recompute::None`.
@@ -22,7 +23,7 @@ pub struct T5BlockActs<B: Backend> {
     attn_rstd: B::Buf, // (B, Tq)     F32
     attn: AttnActs<B>,
     /// decoder: (cross-attention rms-norm input (B, L, C), its rstd (B, L), cross-attention state)
-    cross: Option<(B::Buf, B::Buf, AttnActs<B>)>,
+    cross: Option<(B::Buf, B::Buf, CrossActs<B>)>,
     ffn_in: B::Buf,          // (B, Tq, C)  rms-norm input
     ffn_rstd: B::Buf,        // (B, Tq)     F32
     ffn_pre: B::Buf,         // (B, Tq, F)  activation input (the gate when gated)
@@ -46,14 +47,8 @@ impl<B: Backend> T5BlockActs<B> {
             v.push(("ffn_lin", lin));
         }
         if let Some((x, r, a)) = &self.cross {
-            v.extend([
-                ("cross_in", x),
-                ("cross_rstd", r),
-                ("cross_q", &a.q),
-                ("cross_k", &a.k),
-                ("cross_v", &a.v),
-                ("cross_lse", &a.lse),
-            ]);
+            v.extend([("cross_in", x), ("cross_rstd", r)]);
+            v.extend(a.named());
         }
         v
     }
@@ -67,7 +62,7 @@ pub(super) struct FfnActs<B: Backend> {
 }
 
 /// Where d of the cross-attention's key and value input goes.
-enum KvGrad<'a, Buf> {
+pub(super) enum KvGrad<'a, Buf> {
     /// cross-attention: into d of the encoder output, added (true) or, by the first block
     /// the backward reaches, written whole (false)
     Memory(&'a mut Buf, bool),
@@ -120,7 +115,7 @@ impl<B: Backend> T5<B> {
 
     /// out (B, Tq, C) = o(attention(q(hq), k(hkv), v(hkv))), keeping q, k, v and lse.
     #[allow(clippy::too_many_arguments)]
-    fn attention_fwd(
+    pub(super) fn attention_fwd(
         &self,
         be: &B,
         acct: &mut MemoryAccountant,
@@ -156,7 +151,7 @@ impl<B: Backend> T5<B> {
     /// (an `output` buffer will do); d of the key/value input goes where `dhkv` says; with a
     /// prefix block, its gradient into `dprefix`.
     #[allow(clippy::too_many_arguments)]
-    fn attention_bwd(
+    pub(super) fn attention_bwd(
         &self,
         be: &B,
         dhq: &mut B::Buf,
@@ -326,9 +321,8 @@ impl<B: Backend> T5<B> {
                 }
                 let (mut h, mut rstd) = (output(be, act, n * c)?, output(be, DType::F32, n)?);
                 be.rmsnorm_fwd(&mut h, &mut rstd, &x1, cross_ln, n, c, eps)?;
-                let (out, a) = self.attention_fwd(
-                    be, acct, cross_w, &h, memory, None, mem_mask, None, false, ctx.b, ctx.tq, tk,
-                )?;
+                let (out, a) =
+                    self.cross_fwd(be, acct, cross_w, &h, memory, mem_mask, ctx.b, ctx.tq, tk)?;
                 let mut x2 = output(be, act, n * c)?;
                 be.add_fwd(&mut x2, &x1, &out, n * c)?;
                 (x2, Some((x1, rstd, a)))
@@ -463,11 +457,9 @@ impl<B: Backend> T5<B> {
                 Some((dmem, accumulate)) => KvGrad::Memory(dmem, accumulate),
                 None => KvGrad::Frozen,
             };
-            self.attention_bwd(
-                be, &mut dh, dkv, None, cross_w, cross, dx, None, mem_mask, None, false, ctx.b,
-                ctx.tq, tk,
+            self.cross_bwd(
+                be, &mut dh, dkv, cross_w, cross, dx, memory, mem_mask, ctx.b, ctx.tq, tk,
             )?;
-            let _ = memory;
             be.rmsnorm_bwd(dx, &dh, cross_in, cross_ln, cross_rstd, n, c, true)?;
         }
         // self-attention

@@ -7,6 +7,7 @@
 //! (the inner width), F = d_ff, V vocab.
 
 mod block;
+mod cross;
 mod generate;
 mod inputs;
 mod lm_head;
@@ -15,6 +16,7 @@ mod step;
 mod weights;
 
 pub use block::{AttnActs, T5BlockActs};
+pub use cross::{fold_pays, CrossActs, CrossFold};
 pub use generate::{T5Cache, FIRST_STEPS};
 pub use inputs::{shift_right, upload_inputs, T5Inputs};
 pub use lm_head::lm_chunk_rows;

@@ -1,5 +1,6 @@
 //! T5's frozen weights, named after the checkpoint keys, and their loading.
 
+use super::cross::CrossFold;
 use crate::backend::Backend;
 use crate::config::T5Config;
 use crate::error::Result;
@@ -45,6 +46,8 @@ pub struct T5<B: Backend> {
     pub decoder: T5Stack<B>,
     /// bytes of float32 logits the LM loss may hold at once (it runs in row chunks)
     pub lm_chunk_bytes: usize,
+    /// whether the cross-attention folds its key and value products into its queries
+    pub cross_fold: CrossFold,
 }
 
 impl<B: Backend> T5<B> {
@@ -66,6 +69,7 @@ impl<B: Backend> T5<B> {
             encoder: T5Stack::load(be, store, &cfg, "encoder", cfg.num_layers)?,
             decoder: T5Stack::load(be, store, &cfg, "decoder", cfg.num_decoder_layers)?,
             lm_chunk_bytes: 64 << 20,
+            cross_fold: CrossFold::Auto,
             cfg,
         })
     }
