@@ -67,15 +67,23 @@ def pet_scores(text):
     return torch.log_softmax(logits[0, pos, vids], -1)
 
 
-def causal_scores(text):
-    # PEFT's causal-LM guide: input = filled template, then the target; the engine appends
-    # the model's end-of-sequence token to each target
+def target_end():
+    # the token the engine puts after each target (README, "What ends a target"): task.json's
+    # target_end (absent: eos); a config.json without eos_token_id ends targets with nothing
+    mode = task.get("target_end", "eos")
+    if mode == "pad":
+        return [tok.pad_token_id if tok.pad_token_id is not None else base.config.pad_token_id]
     eos = base.config.eos_token_id
-    eos = eos[0] if isinstance(eos, list) else eos
+    eos = eos[0] if isinstance(eos, list) and eos else eos
+    return [] if mode == "none" or eos is None or eos == [] else [eos]
+
+
+def causal_scores(text):
+    # PEFT's causal-LM guide: input = filled template, then the target and its end token
     ids = tok(task["template"].replace("{text}", text))["input_ids"]
     out = []
     for l in labels:
-        target = tok(words[l], add_special_tokens=False)["input_ids"] + [eos]
+        target = tok(words[l], add_special_tokens=False)["input_ids"] + end
         full = torch.tensor([ids + target])
         # PEFT's CAUSAL_LM output covers the P prompt rows too: position P + j - 1 predicts j
         logp = torch.log_softmax(model(input_ids=full).logits[0].double(), -1)
@@ -95,6 +103,7 @@ def seq2seq_scores(text):
     return torch.stack(out)
 
 
+end = target_end() if task["task"] == "causal" else []
 scorer = {"pet": pet_scores, "causal": causal_scores, "seq2seq": seq2seq_scores}[task["task"]]
 worst = 0.0
 for line in open(preds):

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 #[path = "config_rope.rs"]
 mod rope;
+#[path = "config_window.rs"]
+mod window;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct BertConfig {
@@ -340,8 +342,13 @@ fn parse_t5(cfg: &Cfg) -> Result<T5Config> {
     let proj = cfg
         .str_opt("feed_forward_proj")?
         .unwrap_or_else(|| "relu".into());
-    let (mut dense_act, is_gated_act) = parse_feed_forward_proj(cfg, &proj)?;
-    // transformers 5 keeps an explicit `dense_act_fn` over the one derived from the projection
+    let (mut dense_act, mut is_gated_act) = parse_feed_forward_proj(cfg, &proj)?;
+    // transformers (4.x and 5) sets config.json's own keys after deriving these two from the
+    // projection: an explicit `is_gated_act` or `dense_act_fn` wins (a gated MLP over a file
+    // without `wi_0` then fails naming the tensor, where transformers would start it at random)
+    if let Some(gated) = cfg.bool_opt("is_gated_act")? {
+        is_gated_act = gated;
+    }
     if let Some(name) = cfg.str_opt("dense_act_fn")? {
         dense_act = Act::from_hf_name(&name).ok_or_else(|| {
             Error::config(
@@ -605,18 +612,12 @@ fn parse_llama(cfg: &Cfg, model_type: &str) -> Result<DecoderConfig> {
     })?;
     let qwen2 = model_type == "qwen2";
     let attention_bias = cfg.bool_opt("attention_bias")?.unwrap_or(false);
-    // Mistral uses its window when one is set; Qwen2 only with use_sliding_window
-    let window = cfg.usize_opt("sliding_window")?;
-    let sliding_window = match model_type {
-        "mistral" => window,
-        "qwen2" if cfg.bool_opt("use_sliding_window")? == Some(true) => window,
-        _ => None,
-    };
+    let num_layers = cfg.positive("num_hidden_layers", cfg.usize_any(&["num_hidden_layers"])?)?;
     Ok(DecoderConfig {
         model_type: model_type.into(),
         vocab_size: cfg.usize_any(&["vocab_size"])?,
         hidden_size: hidden,
-        num_layers: cfg.positive("num_hidden_layers", cfg.usize_any(&["num_hidden_layers"])?)?,
+        num_layers,
         num_heads: heads,
         num_kv_heads: kv_heads,
         head_dim,
@@ -628,7 +629,7 @@ fn parse_llama(cfg: &Cfg, model_type: &str) -> Result<DecoderConfig> {
         o_bias: attention_bias,
         mlp_bias: cfg.bool_opt("mlp_bias")?.unwrap_or(false),
         tie_word_embeddings: cfg.bool_opt("tie_word_embeddings")?.unwrap_or(false),
-        sliding_window,
+        sliding_window: window::sliding_window(cfg, model_type, num_layers)?,
         bos_token_id: cfg.usize_opt("bos_token_id")?,
         eos_token_ids: cfg.token_ids("eos_token_id")?,
         pad_token_id: cfg.usize_opt("pad_token_id")?,

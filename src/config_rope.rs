@@ -1,12 +1,14 @@
 //! RoPE settings of a decoder's config.json: `rope_parameters` (transformers 5) or
-//! `rope_scaling` + `rope_theta` (earlier configs).
+//! `rope_scaling` + `rope_theta` (earlier configs; transformers reads it first when a config
+//! holds both).
 
 use super::{Cfg, Positions};
 use crate::backend::rope::Llama3Scaling;
 use crate::error::{Error, Result};
 use serde_json::Value;
 
-/// `rope_parameters` (transformers 5) or `rope_scaling` + `rope_theta` (earlier configs).
+/// `rope_parameters` (transformers 5) or `rope_scaling` + `rope_theta` (earlier configs); the
+/// theta is the chosen object's `rope_theta`, else the top-level one, else 10000.
 pub(super) fn parse_rope(cfg: &Cfg) -> Result<Positions> {
     let (key, params) = rope_settings(cfg)?;
     let sub = Cfg {
@@ -71,46 +73,37 @@ pub(super) fn parse_rope(cfg: &Cfg) -> Result<Positions> {
     })
 }
 
-/// The scaling object and its key: `rope_parameters`, else `rope_scaling`, else none. Anything but an
-/// object (a string, a list) is refused naming the key, as is one that scales (holds a
-/// `factor` or another setting) with no `rope_type` or `type`, and the two keys set to
-/// different settings: each was read as no scaling, silently.
+/// The scaling object and its key, in transformers' order (`rope_scaling or rope_parameters`
+/// in `convert_rope_params_to_dict`, transformers 5.24; 4.x reads `rope_scaling` alone): a
+/// `rope_scaling` that is a non-empty object wins and `rope_parameters` is not read at all,
+/// its `rope_theta` included; else `rope_parameters`; else none. The one read must be an
+/// object (a string or a list was read as no scaling, silently), and one that scales (holds a
+/// `factor` or another setting) must name its `rope_type` or `type`.
 fn rope_settings(cfg: &Cfg) -> Result<(&'static str, Value)> {
-    let mut found = Vec::new();
-    for key in ["rope_parameters", "rope_scaling"] {
-        let Some(v) = cfg.get(key) else { continue };
-        let Some(obj) = v.as_object() else {
-            return Err(Error::config(
-                &cfg.path,
-                format!(
-                    "`{key}` is {v}: expected an object such as {{\"rope_type\": \"linear\", \"factor\": 2.0}}, or null"
-                ),
-            ));
-        };
-        let typed = obj.contains_key("rope_type") || obj.contains_key("type");
-        let scales =
-            (obj.keys()).any(|k| !matches!(k.as_str(), "rope_theta" | "partial_rotary_factor"));
-        if scales && !typed {
-            return Err(Error::config(
-                &cfg.path,
-                format!("`{key}` has no `rope_type` (or `type`): name the scaling (linear, llama3) or leave the key out"),
-            ));
-        }
-        found.push((key, v));
+    let scaling = (cfg.get("rope_scaling")).filter(|v| v.as_object().is_none_or(|o| !o.is_empty()));
+    let (key, v) = match (scaling, cfg.get("rope_parameters")) {
+        (Some(v), _) => ("rope_scaling", v),
+        (None, Some(v)) => ("rope_parameters", v),
+        (None, None) => return Ok(("rope_scaling", Value::Object(Default::default()))),
+    };
+    let Some(obj) = v.as_object() else {
+        return Err(Error::config(
+            &cfg.path,
+            format!(
+                "`{key}` is {v}: expected an object such as {{\"rope_type\": \"linear\", \"factor\": 2.0}}, or null"
+            ),
+        ));
+    };
+    let typed = obj.contains_key("rope_type") || obj.contains_key("type");
+    let scales =
+        (obj.keys()).any(|k| !matches!(k.as_str(), "rope_theta" | "partial_rotary_factor"));
+    if scales && !typed {
+        return Err(Error::config(
+            &cfg.path,
+            format!("`{key}` has no `rope_type` (or `type`): name the scaling (linear, llama3) or leave the key out"),
+        ));
     }
-    if let [(a, va), (b, vb)] = found[..] {
-        // transformers 5 reads rope_parameters; a config that also says otherwise is ambiguous
-        if va.get("rope_type") != vb.get("rope_type") || va.get("factor") != vb.get("factor") {
-            return Err(Error::config(
-                &cfg.path,
-                format!("`{a}` and `{b}` name different RoPE settings ({va} and {vb}): keep one"),
-            ));
-        }
-    }
-    Ok(match found.first() {
-        Some((key, v)) => (key, (*v).clone()),
-        None => ("rope_scaling", Value::Object(Default::default())),
-    })
+    Ok((key, v.clone()))
 }
 
 /// `x`, the config's `key`, when finite and positive (0 or below gave every position the

@@ -220,9 +220,9 @@ fn a_nan_score_never_becomes_a_label() {
 }
 
 /// RoPE settings that were read as no scaling, silently: a `rope_scaling` that is a string,
-/// a list or an object naming no type, a `rope_theta` or linear factor of 0 or below, and a
-/// Qwen2 config whose `rope_parameters` and `rope_scaling` disagree (`rope_scaling` was
-/// ignored). Each is refused naming config.json and the key.
+/// a list or an object naming no type, and a `rope_theta` or linear factor of 0 or below.
+/// Each is refused naming config.json and the key (a config holding both `rope_scaling` and
+/// `rope_parameters` reads the first, as transformers does: config_parsing.rs).
 #[test]
 fn rope_settings_that_were_dropped_are_refused() {
     use serde_json::json;
@@ -263,12 +263,6 @@ fn rope_settings_that_were_dropped_are_refused() {
             "rope_scaling",
             json!({"rope_type": "linear", "factor": -2.0}),
             "`rope_scaling.factor` must be a positive number, got -2",
-        ),
-        (
-            "qwen2",
-            "rope_scaling",
-            json!({"rope_type": "linear", "factor": 4.0}),
-            "`rope_parameters` and `rope_scaling` name different RoPE settings",
         ),
     ];
     for (i, (fixture, key, value, want)) in cases.into_iter().enumerate() {

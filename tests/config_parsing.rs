@@ -171,6 +171,17 @@ fn t5_activation_rules() {
     // an explicit dense_act_fn wins over the one derived from the projection
     let c = t5_edited("t5_flan", |v| v["dense_act_fn"] = "gelu".into());
     assert_eq!((c.dense_act, c.is_gated_act), (Act::GeluErf, true));
+    // and so does an explicit is_gated_act, either way
+    let c = t5_edited("t5_flan", |v| {
+        no_act(v, "relu");
+        v["is_gated_act"] = true.into();
+    });
+    assert_eq!((c.dense_act, c.is_gated_act), (Act::Relu, true));
+    let c = t5_edited("t5_flan", |v| {
+        no_act(v, "gated-gelu");
+        v["is_gated_act"] = false.into();
+    });
+    assert_eq!((c.dense_act, c.is_gated_act), (Act::GeluTanh, false));
     // mt5 is T5
     let c = t5_edited("t5_flan", |v| v["model_type"] = "mt5".into());
     assert_eq!(c, t5("t5_flan"));
@@ -459,16 +470,143 @@ fn decoder_defaults_and_variants() {
         v["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 2.0});
     });
     assert!(matches!(c.positions, Positions::Rope { linear_factor: Some(f), .. } if f == 2.0));
-    // a Mistral window applies; Qwen2's only with use_sliding_window
-    let c = decoder_edited("mistral", |v| v["sliding_window"] = 4096.into());
-    assert_eq!(c.sliding_window, Some(4096));
-    let c = decoder_edited("qwen2", |v| v["sliding_window"] = 64.into());
-    assert_eq!(c.sliding_window, None);
-    let c = decoder_edited("qwen2", |v| {
-        v["sliding_window"] = 64.into();
-        v["use_sliding_window"] = true.into();
+    // a Mistral window applies to every layer, whatever its layer_types say
+    let c = decoder_edited("mistral", |v| {
+        v["sliding_window"] = 4096.into();
+        v["layer_types"] = serde_json::json!(["full_attention", "sliding_attention"]);
     });
-    assert_eq!(c.sliding_window, Some(64));
+    assert_eq!(c.sliding_window, Some(4096));
+}
+
+/// Qwen2's window as transformers 5.24 reads it (Qwen2Config, `layer_types`): only under
+/// `use_sliding_window: true`, on the layers `layer_types` name `sliding_attention`, else on
+/// layers `max_window_layers` (default 28) and up. All layers or none load; a window on some
+/// layers only, or sliding layers with no window, are refused naming the key.
+#[test]
+fn qwen2_sliding_window_follows_the_layer_types() {
+    use serde_json::json;
+    // the fixture: sliding_window null, use_sliding_window false, layer_types both full
+    let window = |edit: &dyn Fn(&mut serde_json::Value)| {
+        parse_edited("qwen2", |v| {
+            v["sliding_window"] = 64.into();
+            v["use_sliding_window"] = true.into();
+            edit(v)
+        })
+    };
+    let slides = |edit: &dyn Fn(&mut serde_json::Value)| match window(edit) {
+        Ok(ModelConfig::Llama(c)) => c.sliding_window,
+        other => panic!("{other:?}"),
+    };
+    let c = decoder_edited("qwen2", |v| v["sliding_window"] = 64.into());
+    assert_eq!(c.sliding_window, None, "use_sliding_window false");
+    // the fixture's layer_types (both full_attention) win over the window
+    assert_eq!(slides(&|_| {}), None);
+    let both = json!(["sliding_attention", "sliding_attention"]);
+    assert_eq!(slides(&|v| v["layer_types"] = both.clone()), Some(64));
+    // no layer_types: layers max_window_layers and up slide (none at 2 of 2 layers, or 28)
+    let mwl = |n: Option<usize>| {
+        move |v: &mut serde_json::Value| {
+            remove(v, &["layer_types", "max_window_layers"]);
+            if let Some(n) = n {
+                v["max_window_layers"] = n.into();
+            }
+        }
+    };
+    assert_eq!(slides(&mwl(Some(0))), Some(64));
+    assert_eq!(slides(&mwl(Some(2))), None);
+    assert_eq!(slides(&mwl(None)), None);
+    type Fix = Box<dyn Fn(&mut serde_json::Value)>;
+    let refusals: Vec<(Fix, &str)> = vec![
+        (
+            Box::new(mwl(Some(1))),
+            "`max_window_layers` gives sliding_window 64 to 1 of the 2",
+        ),
+        (
+            Box::new(|v| v["layer_types"] = json!(["full_attention", "sliding_attention"])),
+            "`layer_types` gives sliding_window 64 to 1 of the 2",
+        ),
+        (
+            Box::new(|v| v["layer_types"] = json!(["sliding_attention"])),
+            "`layer_types` has 1 entries for num_hidden_layers 2",
+        ),
+        (
+            Box::new(|v| v["layer_types"] = json!(["full_attention", "chunked_attention"])),
+            "`layer_types` holds \"chunked_attention\"",
+        ),
+        (
+            Box::new(|v| {
+                v["layer_types"] = json!(["sliding_attention", "sliding_attention"]);
+                v["use_sliding_window"] = false.into();
+            }),
+            "`layer_types` names sliding_attention layers, but there is no window",
+        ),
+    ];
+    for (edit, want) in refusals {
+        let err = window(&*edit).expect_err(want).to_string();
+        assert!(
+            err.contains(want) && err.contains("edited/config.json"),
+            "{err}"
+        );
+    }
+}
+
+/// A config holding both `rope_scaling` and `rope_parameters` is read as transformers reads it
+/// (`rope_scaling or rope_parameters`, then the theta inside it, else the top-level one, else
+/// 10000: measured on inv_freq with transformers 5.24): a non-empty `rope_scaling` wins whole,
+/// `rope_parameters` is not read, its `rope_theta` included.
+#[test]
+fn rope_scaling_wins_over_rope_parameters() {
+    use serde_json::json;
+    let rope = |edit: &dyn Fn(&mut serde_json::Value)| decoder_edited("llama", edit).positions;
+    let llama3 = |theta, low, high| Positions::Rope {
+        theta,
+        llama3: Some(Llama3Scaling {
+            factor: 8.0,
+            low_freq_factor: low,
+            high_freq_factor: high,
+            original_max_position_embeddings: 256.0,
+        }),
+        linear_factor: None,
+    };
+    let linear = |theta, factor| Positions::Rope {
+        theta,
+        llama3: None,
+        linear_factor: Some(factor),
+    };
+    // both llama3, other frequency factors: rope_scaling's (1, 4)
+    let got = rope(&|v| {
+        v["rope_parameters"] = v["rope_scaling"].clone();
+        v["rope_parameters"]["low_freq_factor"] = 2.0.into();
+        v["rope_parameters"]["high_freq_factor"] = 3.0.into();
+    });
+    assert_eq!(got, llama3(1e4, 1.0, 4.0));
+    // rope_parameters' theta is not read, with or without a top-level one
+    for top in [None, Some(1e4)] {
+        let got = rope(&|v| {
+            remove(v, &["rope_theta"]);
+            if let Some(t) = top {
+                v["rope_theta"] = t.into();
+            }
+            v["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 100.0});
+            v["rope_scaling"] = json!({"rope_type": "linear", "factor": 2.0});
+        });
+        assert_eq!(got, linear(1e4, 2.0), "top-level rope_theta {top:?}");
+    }
+    // rope_scaling's own theta wins over the top-level one
+    let got = rope(&|v| {
+        v["rope_scaling"]["rope_theta"] = 500.0.into();
+        v["rope_parameters"] = json!({"rope_type": "default", "rope_theta": 100.0});
+    });
+    assert_eq!(got, llama3(500.0, 1.0, 4.0));
+    // an empty or null rope_scaling gives way to rope_parameters
+    for empty in [json!({}), serde_json::Value::Null] {
+        let got = rope(&|v| {
+            v["rope_parameters"] =
+                json!({"rope_type": "linear", "factor": 3.0, "rope_theta": 100.0});
+            v["rope_scaling"] = empty.clone();
+        });
+        assert_eq!(got, linear(100.0, 3.0), "rope_scaling {empty}");
+    }
 }
 
 #[test]

@@ -2,11 +2,13 @@
 
 mod common;
 
-use common::{fixture, realistic_reference_files, reference_files, run_python, ScratchDir};
+use common::{
+    fixture, realistic_reference_files, reference_files, run_python, RawTensor, ScratchDir,
+};
 use softprompt::internals::parity;
 use softprompt::internals::reference::Reference;
 use softprompt::internals::CpuBackend;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A float32 CPU run passes at 1e-4 (reference-format.md).
@@ -307,35 +309,133 @@ fn parity_with_legacy_bert_checkpoint_spellings() {
     }
 }
 
-/// `tie_word_embeddings: false` with an explicit `cls.predictions.decoder.weight`: the engine
-/// reads that matrix (a copy of the embeddings passes, a changed one fails); with ties on,
-/// the same changed matrix is ignored, as transformers does.
+/// Sets `pairs` in `model`'s config.json.
+fn set_config(model: &Path, pairs: &[(&str, serde_json::Value)]) {
+    let path = model.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (k, v) in pairs {
+        cfg[*k] = v.clone();
+    }
+    std::fs::write(&path, cfg.to_string()).unwrap();
+}
+
+/// A copy of bert_mlm with its config's `tie_word_embeddings` set and its weights edited.
+fn bert_mlm_copy(scratch: &ScratchDir, tie: bool, edit: impl FnOnce(&mut Tensors)) -> PathBuf {
+    let model = scratch.copy_model("bert_mlm", "bert_mlm");
+    common::edit_safetensors(&model.join("model.safetensors"), edit);
+    set_config(&model, &[("tie_word_embeddings", tie.into())]);
+    model
+}
+
+type Tensors = std::collections::HashMap<String, RawTensor>;
+
+/// `t[from]` with `f` applied to each value, stored as `to`.
+fn derive(t: &mut Tensors, from: &str, to: &str, f: impl Fn(usize, f32) -> f32) {
+    let src = &t[from];
+    let data: Vec<f32> = (src.as_f32().iter().enumerate())
+        .map(|(i, &x)| f(i, x))
+        .collect();
+    let shape = src.shape.clone();
+    t.insert(to.into(), RawTensor::f32(shape, &data));
+}
+
+/// The MLM head reads what transformers 5 reads: a stored `cls.predictions.decoder.weight` and
+/// `decoder.bias`, tied or not (its tie fills only a missing key); else the word embeddings
+/// and `cls.predictions.bias` (4.x's `decoder.bias` is that parameter). Each copy of bert_mlm
+/// keeps, under the key transformers reads, the head the reference was computed with, and puts
+/// a wrong value under the key it does not read (transformers 5.24 on each copy gives the
+/// reference's logits exactly: checked with from_pretrained).
 #[test]
-fn untied_bert_decoder_weight_is_read() {
-    use common::{edit_safetensors, RawTensor, ScratchDir};
+fn bert_mlm_head_reads_the_tensors_transformers_reads() {
+    const WTE: &str = "bert.embeddings.word_embeddings.weight";
+    const DEC_W: &str = "cls.predictions.decoder.weight";
     let be = CpuBackend::<f32>::new();
-    let run = |tie: bool, scale: f32| {
-        let scratch = ScratchDir::new("untied");
-        let model = scratch.copy_model("bert_mlm", "bert_mlm");
-        edit_safetensors(&model.join("model.safetensors"), |t| {
-            let wte = &t["bert.embeddings.word_embeddings.weight"];
-            let data: Vec<f32> = wte.as_f32().iter().map(|x| x * scale).collect();
-            t.insert(
-                "cls.predictions.decoder.weight".into(),
-                RawTensor::f32(wte.shape.clone(), &data),
-            );
-        });
-        let path = model.join("config.json");
-        let mut cfg: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        cfg["tie_word_embeddings"] = tie.into();
-        std::fs::write(&path, cfg.to_string()).unwrap();
+    let ids =
+        common::read_raw(&fixture("bert_mlm/ref_mlm_random.safetensors")).0["input_ids"].as_i64();
+    let passes = |tie: bool, edit: &dyn Fn(&mut Tensors)| {
+        let scratch = ScratchDir::new("mlm-head");
+        let model = bert_mlm_copy(&scratch, tie, edit);
         let r = Reference::read(&model.join("ref_mlm_random.safetensors")).unwrap();
         parity::run(&be, &model, &r, TOL).unwrap().passed()
     };
-    assert!(run(false, 1.0), "untied copy of the embeddings");
-    assert!(!run(false, 1.1), "untied decoder.weight must be used");
-    assert!(run(true, 1.1), "tied: decoder.weight must be ignored");
+    // the head's bias moves to decoder.bias; cls.predictions.bias becomes a dead, wrong copy
+    let split_bias = |t: &mut Tensors| {
+        derive(
+            t,
+            "cls.predictions.bias",
+            "cls.predictions.decoder.bias",
+            |_, x| x,
+        );
+        derive(t, "cls.predictions.bias", "cls.predictions.bias", |_, x| {
+            x + 0.5
+        });
+    };
+    let copy_wte = |t: &mut Tensors| derive(t, WTE, DEC_W, |_, x| x);
+    // untied, as transformers 5 saves it: both biases stored
+    assert!(passes(false, &|t| {
+        copy_wte(t);
+        split_bias(t)
+    }));
+    // a tied config over two different stored biases: transformers unties them
+    assert!(passes(true, &split_bias));
+    // a tied config over a stored decoder.weight: the embedding rows the batch never looks
+    // up change, so only the head reading decoder.weight gives the reference's logits
+    assert!(passes(true, &|t| {
+        copy_wte(t);
+        let c = t[WTE].shape[1];
+        derive(t, WTE, WTE, |i, x| {
+            if ids.contains(&((i / c) as i64)) {
+                x
+            } else {
+                1.5 * x + 0.1
+            }
+        });
+    }));
+    // untied, as 4.x saves it: decoder.weight and the one bias
+    assert!(passes(false, &copy_wte));
+    // the untied decoder.weight is read: a changed one fails
+    assert!(!passes(false, &|t| derive(t, WTE, DEC_W, |_, x| 1.1 * x)));
+}
+
+/// `tie_word_embeddings: false` over a BERT checkpoint without `cls.predictions.decoder.weight`:
+/// an error naming the tensor (as a decoder's missing `lm_head.weight`), not a silent tie.
+#[test]
+fn untied_bert_without_decoder_weight_is_an_error() {
+    let scratch = ScratchDir::new("untied-bert");
+    let model = bert_mlm_copy(&scratch, false, |_| {});
+    let r = Reference::read(&model.join("ref_mlm_random.safetensors")).unwrap();
+    let Err(err) = parity::run(&CpuBackend::<f32>::new(), &model, &r, TOL) else {
+        panic!("no cls.predictions.decoder.weight: the run must fail");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("cls.predictions.decoder.weight") && err.contains("tie_word_embeddings"),
+        "{err}"
+    );
+}
+
+/// An explicit T5 `is_gated_act` wins over the one `feed_forward_proj` implies, as in
+/// transformers (config.json's keys are set after the derived ones): v1.0 (relu, `wi`) spelled
+/// "gated-relu" with `is_gated_act: false`, and v1.1 (`wi_0`, `wi_1`, its `dense_act_fn`
+/// gelu_new) spelled "relu" with `is_gated_act: true`, are the committed models.
+#[test]
+fn t5_explicit_is_gated_act_wins() {
+    let be = CpuBackend::<f32>::new();
+    for (name, proj, gated) in [("t5_v1_0", "gated-relu", false), ("t5_v1_1", "relu", true)] {
+        let scratch = ScratchDir::new("t5-gated");
+        let model = scratch.copy_model(name, name);
+        set_config(
+            &model,
+            &[
+                ("feed_forward_proj", proj.into()),
+                ("is_gated_act", gated.into()),
+            ],
+        );
+        let r = Reference::read(&model.join("ref_seq2seq_random.safetensors")).unwrap();
+        let report = parity::run(&be, &model, &r, TOL).unwrap();
+        assert!(report.passed(), "{name}:\n{}", report.table());
+    }
 }
 
 /// Decoder-only checkpoints are spelled several ways: BLOOM with or without `transformer.`
@@ -367,11 +467,7 @@ fn parity_with_decoder_checkpoint_spellings() {
             }
         }
     });
-    let config = llama.join("config.json");
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-    cfg["tie_word_embeddings"] = true.into();
-    std::fs::write(&config, cfg.to_string()).unwrap();
+    set_config(&llama, &[("tie_word_embeddings", true.into())]);
     for (model, reference) in [
         (&bloom, "ref_causal_random.safetensors"),
         (&bloom, "ref_generate_random.safetensors"),
@@ -391,11 +487,7 @@ fn untied_decoder_without_lm_head_is_an_error() {
     use common::ScratchDir;
     let scratch = ScratchDir::new("untied-decoder");
     let qwen = scratch.copy_model("qwen2", "qwen2");
-    let config = qwen.join("config.json");
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-    cfg["tie_word_embeddings"] = false.into();
-    std::fs::write(&config, cfg.to_string()).unwrap();
+    set_config(&qwen, &[("tie_word_embeddings", false.into())]);
     let r = Reference::read(&qwen.join("ref_causal_random.safetensors")).unwrap();
     let Err(err) = parity::run(&CpuBackend::<f32>::new(), &qwen, &r, TOL) else {
         panic!("no lm_head.weight: the run must fail");

@@ -72,11 +72,14 @@ impl<B: Backend> Model<B> {
 
     /// Random weights that `storage` represents exactly (bf16 values on a float backend make
     /// it a reference for a bf16 device): a BertForMaskedLM with the decoder tied to the word
-    /// embeddings, a T5 whose stacks read `shared`, or a decoder-only LM whose head is its own
+    /// embeddings unless the config unties it, a T5 whose stacks read `shared`, or a decoder-only LM whose head is its own
     /// `lm_head.weight` unless the config ties it.
     pub fn random_as(be: &B, cfg: &ModelConfig, seed: u64, storage: DType) -> Result<Self> {
         let present: Box<dyn Fn(&str) -> bool + Send + Sync> = match cfg {
-            ModelConfig::Bert(_) => Box::new(|n: &str| !n.starts_with("cls.predictions.decoder")),
+            ModelConfig::Bert(c) => {
+                let tied = c.tie_word_embeddings;
+                Box::new(move |n: &str| !(tied && n.starts_with("cls.predictions.decoder")))
+            }
             ModelConfig::T5(_) => Box::new(|n: &str| !n.contains("embed_tokens")),
             ModelConfig::Bloom(c) | ModelConfig::Llama(c) => {
                 let tied = c.tie_word_embeddings;

@@ -1,7 +1,7 @@
 //! The flags of the other commands: `kernels --arch`, `eval` on a saved prompt, `generate`.
 
 use crate::common::{fixture, refused};
-use crate::{corpus, ok, s, softprompt, train_args, trained, ScratchDir};
+use crate::{corpus, edit_json, ok, s, softprompt, train_args, trained, ScratchDir};
 
 /// `kernels --arch` that is not sm_ and a compute capability the kernels compile for exited 1
 /// with NVRTC's words, naming neither the flag nor what it takes; it is refused before NVRTC
@@ -87,4 +87,42 @@ fn generate_refuses_what_it_would_not_do() {
         ],
     );
     assert!(!err.contains("--max-new-tokens"), "{err}");
+}
+
+/// Generation past a Mistral's sliding window (which the engine does not slide) blamed
+/// `--prompt`; it names `--max-new-tokens` and what the window leaves of it.
+#[test]
+fn generate_past_the_sliding_window_names_max_new_tokens() {
+    let dir = ScratchDir::new("generate_window");
+    let model = dir.copy_model("mistral", "mistral");
+    edit_json(
+        &model.join("config.json"),
+        &serde_json::json!({"sliding_window": 40}),
+    );
+    let out = dir.path().join("run");
+    let mut args = train_args(&model, &out, &[]);
+    args[8] = "causal";
+    args[10] = "positive=good,negative=bad";
+    ok(&softprompt(&args));
+    let gen = |n: &str| {
+        softprompt(&[
+            "generate",
+            "--prompt",
+            s(&out),
+            "--text",
+            "a story",
+            "--max-new-tokens",
+            n,
+        ])
+    };
+    ok(&gen("2"));
+    let err = refused(
+        &gen("60"),
+        &[
+            "invalid argument --max-new-tokens",
+            "past sliding_window 40",
+            "or less",
+        ],
+    );
+    assert!(!err.contains("--prompt"), "{err}");
 }

@@ -32,9 +32,9 @@ pub struct BertMlmHead<B: Backend> {
     pub dense_b: B::Buf, // (C)
     pub ln_w: B::Buf,    // (C)     transform.LayerNorm
     pub ln_b: B::Buf,    // (C)
-    /// (V, C) `decoder.weight` when untied; None reads the word embeddings
+    /// (V, C) `decoder.weight` when the checkpoint holds it; None reads the word embeddings
     pub decoder_w: Option<B::Buf>,
-    pub bias: B::Buf, // (V)
+    pub bias: B::Buf, // (V)     `decoder.bias`, else `bias`
 }
 
 pub struct BertWeights<B: Backend> {
@@ -120,17 +120,26 @@ impl<B: Backend> BertMlmHead<B> {
         }
         let (c, v) = (cfg.hidden_size, cfg.vocab_size);
         let get = |key: &str, shape: &[usize]| load(be, store, &n.resolve(key), shape);
-        let decoder_w =
-            if !cfg.tie_word_embeddings && store.contains("cls.predictions.decoder.weight") {
-                Some(get("decoder.weight", &[v, c])?)
-            } else {
-                None
-            };
-        // transformers ties decoder.bias to cls.predictions.bias; either name may be saved
-        let bias_key = if store.contains("cls.predictions.bias") {
-            "bias"
+        // transformers 5 uses a stored `decoder.weight` and `decoder.bias` even under
+        // tie_word_embeddings: true (its tie fills only a missing key), and untied it reads
+        // `decoder.bias`, `bias` then being a dead copy. 4.x made `decoder.bias` the very
+        // parameter `bias` is, whatever the tie, so its files hold `bias` alone: the head's
+        // bias (transformers 5 would start that untied head's bias from zeros instead).
+        let decoder_w = if store.contains("cls.predictions.decoder.weight") {
+            Some(get("decoder.weight", &[v, c])?)
+        } else if !cfg.tie_word_embeddings {
+            return Err(Error::tensor(
+                "cls.predictions.decoder.weight",
+                "missing, and config.json says tie_word_embeddings: false (the masked-LM head is \
+                 not the word embeddings)",
+            ));
         } else {
+            None
+        };
+        let bias_key = if store.contains("cls.predictions.decoder.bias") {
             "decoder.bias"
+        } else {
+            "bias"
         };
         Ok(Some(BertMlmHead {
             dense_w: get("transform.dense.weight", &[c, c])?,
@@ -173,7 +182,7 @@ impl<B: Backend> Bert<B> {
         Ok(Bert { cfg, w })
     }
 
-    /// The MLM head's decoder matrix: `decoder.weight` when untied, else the word embeddings.
+    /// The MLM head's decoder matrix: `decoder.weight` when stored, else the word embeddings.
     pub fn decoder_weight(&self) -> Result<(&BertMlmHead<B>, &B::Buf)> {
         let head = self.w.mlm_head.as_ref().ok_or_else(|| {
             Error::Unsupported(

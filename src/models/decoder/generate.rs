@@ -227,6 +227,26 @@ impl Layout {
 }
 
 impl<B: Backend> Decoder<B> {
+    /// A prefill that fits the sliding window but whose generated tokens would not: the error
+    /// names the bound on them, with what is left of the window (the prefill's own length
+    /// is `check_length`'s).
+    fn check_window(&self, lay: &Layout, max_new: usize) -> Result<()> {
+        match self.cfg.sliding_window {
+            Some(w) if lay.tmax > w && lay.s0 <= w => Err(Error::arg(
+                "--max-new-tokens",
+                format!(
+                    "{max_new} new tokens behind {} positions of prompt and text reach {}, past \
+                     sliding_window {w} (the engine attends over the whole sequence, so it \
+                     generates within the window only): use {} or less",
+                    lay.s0,
+                    lay.tmax,
+                    w - lay.s0
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Greedy decoding of `rows` (each a row's real token ids) behind a prompt of `p` rows,
     /// in one left-padded batch with a KV cache.
     pub fn generate(
@@ -326,6 +346,7 @@ impl<B: Backend> Decoder<B> {
         // behind a prefix every row's P + T prefill positions fit behind its own prefix
         let min_s0 = plan.prefix.map_or(0, |_| p + longest);
         let lay = Layout::new(rows, &fronts, max_new, plan.placement, min_s0);
+        self.check_window(&lay, max_new)?;
         self.check_length(lay.tmax)?;
         let (mut caches, mut logits) = match plan.prefix {
             Some(pre) => self.prefill_prefix(be, plan, pre, rows, &lay)?,
