@@ -74,6 +74,9 @@ pub fn load(
     }
     let task = model.task_for(&prompt, &opts, data)?;
     warn_eos_missing(&model, [&task]);
+    for line in task.overrides(&prompt) {
+        eprintln!("note: {line}");
+    }
     if prompt.saved_task().is_none() {
         let spec = task.spec();
         eprintln!(
