@@ -1,7 +1,7 @@
 //! Saved prompt folders: a bad task.json key names task.json and the key; a prefix folder's
 //! adapter files that do not fit the model name adapter_config.json's key; files that are not
 //! ordinary files, NaN or integer tables, another architecture, a moved folder, and eval's
-//! note of a task flag over the trained one.
+//! notes of a task flag over the trained one and of a recorded model that is gone.
 
 use crate::common::{edit_safetensors, refused, RawTensor, ScratchDir};
 use crate::{
@@ -380,6 +380,43 @@ fn copied_prompt_folder_finds_its_model() {
         ),
         &["--model", "project/model", "moved/runs/a/../../model"],
     );
+}
+
+/// task.json's `model` and `model_path` pointing nowhere: eval took adapter_config.json's
+/// `base_model_name_or_path` without a word (it may name another model). It still does, with
+/// a note naming both; a folder whose recorded model is there says nothing.
+#[test]
+fn a_recorded_model_that_is_gone_is_noted() {
+    let dir = ScratchDir::new("model_gone");
+    let run = trained(&dir, &[]);
+    let data = corpus("data/dev.jsonl");
+    let eval = || {
+        ok(&softprompt(&[
+            "eval",
+            "--prompt",
+            s(&run),
+            "--data",
+            s(&data),
+        ]))
+    };
+    assert!(!eval().contains("note: "));
+    let gone = dir.path().join("gone/model");
+    let patch = serde_json::json!({
+        "model": s(&gone), "model_path": s(&gone), "model_from_prompt": "../gone/model",
+    });
+    edit_json(&run.join("task.json"), &patch);
+    let text = eval();
+    let base = fixture("bert_mlm");
+    for want in [
+        &format!("note: {}", s(&run.join("task.json"))),
+        "records its model at",
+        s(&gone),
+        "holds no config.json: using",
+        "adapter_config.json's base_model_name_or_path",
+        s(&base),
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
 }
 
 /// `eval --template` or `--pooling` on a prompt trained with others replaced task.json's
