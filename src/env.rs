@@ -9,9 +9,10 @@
 //! (cpu/threads.rs), and these, read here for the GPU and the tools but checked by every
 //! command, so that a typo fails on the CPU too rather than at the next GPU run:
 //! `SOFTPROMPT_SYNC` (cuda/device.rs), `SOFTPROMPT_NVTX_DEBUG` (nvtx.rs),
-//! `SOFTPROMPT_BENCH_CHECK` (bench_check.rs). Paths (`SOFTPROMPT_MKL`, `SOFTPROMPT_CACHE`,
-//! `SOFTPROMPT_CUDA_INCLUDE`) are checked where the file is opened; `SOFTPROMPT_ATTN_*`
-//! where a GPU starts.
+//! `SOFTPROMPT_BENCH_CHECK` (bench_check.rs), `SOFTPROMPT_ATTN_FWD`, `SOFTPROMPT_ATTN_BWD_DQ`
+//! and `SOFTPROMPT_ATTN_BWD_DKDV` (cuda/attention.rs; they were checked only where a GPU
+//! started). Paths (`SOFTPROMPT_MKL`, `SOFTPROMPT_CACHE`, `SOFTPROMPT_CUDA_INCLUDE`) are
+//! checked where the file is opened.
 
 use crate::error::{Error, Result};
 
@@ -61,6 +62,20 @@ pub fn bench_check_warns() -> Result<bool> {
     Ok(one_of("SOFTPROMPT_BENCH_CHECK", &["error", "warn"])? == Some("warn"))
 }
 
+/// The variables that pick the bf16 build's attention kernels: the forward's, then
+/// `attention_bwd_dq`'s and `attention_bwd_dkdv`'s.
+pub const ATTN_VARS: [&str; 3] = [
+    "SOFTPROMPT_ATTN_FWD",
+    "SOFTPROMPT_ATTN_BWD_DQ",
+    "SOFTPROMPT_ATTN_BWD_DKDV",
+];
+
+/// `var` (one of `ATTN_VARS`) `mma`: the raw mma.sync kernel; `wmma` (or unset, or empty),
+/// the default.
+pub fn attn_mma(var: &str) -> Result<bool> {
+    Ok(one_of(var, &["wmma", "mma"])? == Some("mma"))
+}
+
 /// Every variable above, read once: the first bad value's error.
 pub fn check() -> Result<()> {
     crate::cpu::gemm_path::from_env()?;
@@ -72,5 +87,7 @@ pub fn check() -> Result<()> {
     sync()?;
     nvtx_debug()?;
     bench_check_warns()?;
-    Ok(())
+    ATTN_VARS
+        .into_iter()
+        .try_for_each(|v| attn_mma(v).map(|_| ()))
 }

@@ -219,6 +219,48 @@ fn a_nan_score_never_becomes_a_label() {
     }
 }
 
+/// A dev row whose scores are not finite during training (a word's embedding 3e38,
+/// a word no training row holds, so every step's loss is finite) was an `Overflow` naming
+/// "the prompt: row N" alone: no data file, and no advice. It stops the run as divergence
+/// does, naming the dev file and line, the step, and `--lr`.
+#[test]
+fn a_dev_score_that_overflows_in_training_names_the_file_and_line() {
+    let dir = ScratchDir::new("dev_overflow");
+    let model = dir.copy_model("bert_mlm", "model");
+    let vocab: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("tokenizer.json")).expect("tokenizer"))
+            .expect("json");
+    let id = vocab["model"]["vocab"]["tension"].as_u64().expect("a word") as usize;
+    common::edit_safetensors(&model.join("model.safetensors"), |t| {
+        let w = t
+            .get_mut("bert.embeddings.word_embeddings.weight")
+            .expect("tensor");
+        let d = w.shape[1];
+        w.bytes[4 * id * d..4 * (id + 1) * d].copy_from_slice(&3e38f32.to_le_bytes().repeat(d));
+    });
+    let dev = dir.path().join("dev.jsonl");
+    let rows = [
+        ("the movie was great.", "positive"),
+        ("the tension was great.", "positive"),
+    ];
+    let text: String = (rows.iter())
+        .map(|(t, l)| serde_json::json!({"text": t, "label": l}).to_string() + "\n")
+        .collect();
+    std::fs::write(&dev, text).expect("dev");
+    let mut args = common::tiny_pet_train_args(&model, &dir.path().join("out"));
+    args.extend(["--dev", s(&dev), "--eval-every", "1"].map(String::from));
+    let out = run_bounded(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for want in [
+        &format!("the dev row at {}:2 scored its labels", s(&dev)),
+        "chooses no label at step 1, so the run stops",
+        "lower --lr",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
 /// RoPE settings that were read as no scaling, silently: a `rope_scaling` that is a string,
 /// a list or an object naming no type, and a `rope_theta` or linear factor of 0 or below.
 /// Each is refused naming config.json and the key (a config holding both `rope_scaling` and

@@ -199,9 +199,119 @@ fn an_unstamped_file_beside_a_stamped_save_is_refused() {
 
 /// Flips bit `bit` of the first value of tensor `name` in the raw tensors `t`.
 fn flip(t: &mut std::collections::HashMap<String, common::RawTensor>, name: &str, bit: u32) {
-    let bytes = &mut t.get_mut(name).expect(name).bytes;
-    let v = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) ^ (1 << bit);
-    bytes[..4].copy_from_slice(&v.to_le_bytes());
+    flip_at(t, name, 0, bit);
+}
+
+/// Flips bit `bit` of value `i` (an f32) of tensor `name` in the raw tensors `t`.
+fn flip_at(
+    t: &mut std::collections::HashMap<String, common::RawTensor>,
+    name: &str,
+    i: usize,
+    bit: u32,
+) {
+    let bytes = &mut t.get_mut(name).expect(name).bytes[4 * i..4 * i + 4];
+    let v = u32::from_le_bytes((&*bytes).try_into().expect("4 bytes")) ^ (1 << bit);
+    bytes.copy_from_slice(&v.to_le_bytes());
+}
+
+/// Rewrites the save stamp of every file of the prompt folder `dir` with `edit`: an earlier
+/// softprompt's stamp, made from a newer one.
+fn restamp(dir: &Path, edit: impl Fn(&str) -> String) {
+    let task = dir.join("task.json");
+    let mut v: Value =
+        serde_json::from_slice(&std::fs::read(&task).expect("task.json")).expect("json");
+    let stamp = edit(v["softprompt_save"].as_str().expect("a stamp"));
+    v["softprompt_save"] = stamp.clone().into();
+    std::fs::write(&task, v.to_string()).expect("write");
+    for f in [
+        "adapter_model.safetensors",
+        "head.safetensors",
+        "prompt_encoder.safetensors",
+    ] {
+        let path = dir.join(f);
+        if path.exists() {
+            let (tensors, meta) = common::read_raw(&path);
+            let mut meta = meta.expect("metadata");
+            meta.insert("softprompt_save".into(), stamp.clone());
+            common::write_raw(&path, &tensors, Some(meta));
+        }
+    }
+}
+
+/// The first `", "`-separated fields of `stamp` before the one starting with `field`.
+fn without_field(stamp: &str, field: &str) -> String {
+    let at = stamp.find(&format!(", {field} ")).expect("the field");
+    stamp[..at].to_string()
+}
+
+/// PEFT's decoder rows behind a seq2seq adapter's table (`num_transformer_submodules` 2) are
+/// kept and saved back, but the save stamp hashed the first P rows alone: a flipped bit in
+/// the others loaded without a word. The stamp hashes them too now, and a flip is refused as
+/// corrupt; a stamp without that field (an earlier save's) leaves them unchecked, as before.
+#[test]
+fn the_rows_behind_a_seq2seq_table_are_in_the_stamp() {
+    use softprompt::{Device, Model, Prompt, SaveOptions, TaskOptions};
+    let dir = ScratchDir::new("saves_extra_rows");
+    let model = Model::open(fixture("t5_v1_0"), Device::Cpu).expect("model");
+    let peft = Prompt::load(fixture("t5_v1_0/peft_adapter_2sub")).expect("adapter");
+    let words = [("negative", "bad"), ("positive", "good")];
+    let opts = TaskOptions {
+        verbalizer: Some(words.map(|(l, w)| (l.into(), w.into())).to_vec()),
+        ..TaskOptions::default()
+    };
+    let task = model.task_for(&peft, &opts, None).expect("task");
+    let saved = dir.path().join("saved");
+    let opts = SaveOptions::default();
+    model.save_prompt(&saved, &peft, &task, opts).expect("save");
+    Prompt::load(&saved).expect("the folder as saved");
+    let adapter = saved.join("adapter_model.safetensors");
+    let values = common::read_raw(&adapter).0["prompt_embeddings"]
+        .bytes
+        .len()
+        / 4;
+    common::edit_safetensors(&adapter, |t| {
+        flip_at(t, "prompt_embeddings", values - 1, 22)
+    });
+    let Err(err) = Prompt::load(&saved) else {
+        panic!("a flipped decoder row loaded");
+    };
+    let err = err.to_string();
+    for want in [
+        s(&adapter),
+        "the rows of adapter_model.safetensors behind its first 7",
+        "corrupt or was edited",
+    ] {
+        assert!(err.contains(want), "{err}");
+    }
+    // an earlier save's stamp, without the field: read as before
+    restamp(&saved, |s| without_field(s, "rows"));
+    Prompt::load(&saved).expect("an earlier stamp");
+}
+
+/// P-tuning's prompt_encoder.safetensors carried the save stamp, but its values were never
+/// hashed: a flipped bit loaded without a word (and a resume from the folder would train on
+/// from it). The stamp hashes the encoder's tensors too now; a stamp without that field (an
+/// earlier save's) leaves them unchecked, as before.
+#[test]
+fn a_ptuning_encoder_that_does_not_match_its_stamp_is_refused() {
+    let dir = ScratchDir::new("saves_encoder_bit");
+    let out = dir.path().join("pt");
+    let method = ["--method", "p-tuning"];
+    stdout_ok(&run(&cls_args(
+        s(&fixture("bert_nohead")),
+        &out,
+        "1",
+        &method,
+    )));
+    stdout_ok(&eval(&out));
+    let encoder = out.join("prompt_encoder.safetensors");
+    common::edit_safetensors(&encoder, |t| flip(t, "mlp_head.2.weight", 22));
+    refused(
+        &eval(&out),
+        &[s(&encoder), "its tensors hash to", "corrupt or was edited"],
+    );
+    restamp(&out, |s| without_field(s, "encoder"));
+    stdout_ok(&eval(&out));
 }
 
 /// One flipped bit in a saved adapter scored with exit 0: the stamps agreed, but the values

@@ -33,6 +33,9 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
         "SOFTPROMPT_SYNC",
         "SOFTPROMPT_NVTX_DEBUG",
         "SOFTPROMPT_BENCH_CHECK",
+        "SOFTPROMPT_ATTN_FWD",
+        "SOFTPROMPT_ATTN_BWD_DQ",
+        "SOFTPROMPT_ATTN_BWD_DKDV",
         "MKL_THREADING_LAYER",
     ] {
         cmd.env_remove(var);
@@ -102,6 +105,10 @@ fn bad_values_are_refused_naming_the_variable() {
         ("SOFTPROMPT_NVTX_DEBUG", "2", "one of 0, 1"),
         ("SOFTPROMPT_BENCH_CHECK", "Warn", "one of error, warn"),
         ("SOFTPROMPT_BENCH_CHECK", "warning", "one of error, warn"),
+        // checked only where a GPU started
+        ("SOFTPROMPT_ATTN_FWD", "MMA", "one of wmma, mma"),
+        ("SOFTPROMPT_ATTN_BWD_DQ", "fast", "one of wmma, mma"),
+        ("SOFTPROMPT_ATTN_BWD_DKDV", "wmma ", "one of wmma, mma"),
     ];
     for &(var, value, expected) in cases {
         let got = train(&out, &["--threads", "1"], &[(var, value)]);
@@ -127,6 +134,9 @@ fn good_values_run_and_choose() {
         ("SOFTPROMPT_SYNC", "1"),
         ("SOFTPROMPT_NVTX_DEBUG", "0"),
         ("SOFTPROMPT_BENCH_CHECK", "warn"),
+        ("SOFTPROMPT_ATTN_FWD", "mma"),
+        ("SOFTPROMPT_ATTN_BWD_DQ", "wmma"),
+        ("SOFTPROMPT_ATTN_BWD_DKDV", ""),
     ];
     let got = train(&scratch.path().join("run"), &[], &env);
     stdout_ok(&got);

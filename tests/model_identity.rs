@@ -5,6 +5,7 @@
 //! no model (rows made by hand, PEFT's adapters, folders saved before the fingerprint was
 //! recorded) runs on every model it fits, as before.
 
+use softprompt::internals::train::model_id::canonical_config;
 use softprompt::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -47,11 +48,15 @@ fn resave(path: &Path) {
 /// The fingerprint of config.json's raw text and tokenizer.json, as folders saved before the
 /// canonical form recorded it (FNV-1a, 64 bits).
 fn raw_fingerprint(dir: &Path) -> String {
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    fnv(&[&read("config.json"), &read("tokenizer.json")])
+}
+
+/// FNV-1a (64 bits) over `parts` in order, as 16 hex digits.
+fn fnv(parts: &[&[u8]]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for name in ["config.json", "tokenizer.json"] {
-        for b in std::fs::read(dir.join(name)).unwrap() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
+    for b in parts.iter().flat_map(|p| p.iter()) {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
 }
@@ -332,16 +337,24 @@ fn the_command_line_refuses_a_changed_model_unless_named() {
 }
 
 /// config.json saved again by a newer transformers (key order, indent, `transformers_version`,
-/// `_name_or_path`, `torch_dtype`): the fingerprint hashed its raw text, so the same model
-/// became "another model" and every saved prompt of it was refused. Now the copy has the
-/// model's fingerprint, its prompts run on it, and a task.json that recorded the raw-text
-/// fingerprint (an earlier save) still names it.
+/// `_name_or_path`, `torch_dtype`), and tokenizer.json by another tokenizers (key order,
+/// indent): the fingerprint hashed their raw text, so the same model became "another model"
+/// and every saved prompt of it was refused. Now the copy has the model's fingerprint, its
+/// prompts run on it, and a task.json that recorded an earlier form (both raw texts, or
+/// config.json's content with tokenizer.json's raw text) still names it.
 #[test]
 fn a_config_saved_again_is_the_same_model() {
     let scratch = ScratchDir::new("identity_resaved");
     let a = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
     let dir = scratch.copy_model("bert_mlm", "resaved");
     resave(&dir.join("config.json"));
+    let tokenizer = dir.join("tokenizer.json");
+    let text = std::fs::read_to_string(&tokenizer).unwrap();
+    let compact = serde_json::from_str::<serde_json::Value>(&text)
+        .unwrap()
+        .to_string();
+    assert_ne!(compact, text);
+    std::fs::write(&tokenizer, compact).unwrap();
     let b = Model::open(&dir, Device::Cpu).unwrap();
     let (ta, tb) = (pet(&a), pet(&b));
     let (pa, pb) = (prompt(&a, &ta), prompt(&b, &tb));
@@ -366,4 +379,13 @@ fn a_config_saved_again_is_the_same_model() {
     // the raw text is all an earlier save knows: the copy's differs, so it is refused there,
     // as before
     assert!(b.task_for(&older, &words(), None).is_err());
+    // a save of the version before: config.json's content, tokenizer.json's raw text
+    let read = |name: &str| std::fs::read_to_string(fixture("bert_mlm").join(name)).unwrap();
+    let config = canonical_config(&read("config.json")).unwrap();
+    let before = fnv(&[config.as_bytes(), read("tokenizer.json").as_bytes()]);
+    v["model_fingerprint"] = before.as_str().into();
+    std::fs::write(saved.join("task.json"), v.to_string()).unwrap();
+    let older = Prompt::load(&saved).unwrap();
+    let own = a.task_for(&older, &words(), None).unwrap();
+    assert_eq!(a.step(&own, &older, &of_a.rows).unwrap().loss, want);
 }

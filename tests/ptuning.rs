@@ -146,7 +146,7 @@ fn exported_folder_evaluates_as_the_run_reported() {
     assert_eq!(v["examples"].as_u64(), Some(24));
 }
 
-/// Bad P-tuning settings fail before anything is written, naming the flag.
+/// Bad P-tuning settings fail before anything is written, naming the flag (and the bound).
 #[test]
 fn bad_settings_name_their_flag() {
     let cases: &[(&[&str], &str)] = &[
@@ -164,6 +164,18 @@ fn bad_settings_name_their_flag() {
                 "0",
             ][..],
             "--encoder-num-layers",
+        ),
+        // only memory bounded it: 100000 layers took minutes a step
+        (
+            &[
+                "--method",
+                "p-tuning",
+                "--encoder-reparameterization",
+                "lstm",
+                "--encoder-num-layers",
+                "100000",
+            ][..],
+            "--encoder-num-layers: is 100000: expected 1 to 64",
         ),
         (
             &[

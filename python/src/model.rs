@@ -201,9 +201,12 @@ impl PyModel {
             .transpose()?;
         kw.finish()?;
         let (m, p) = (&self.inner, &prompt.inner);
-        Ok(PyTask {
-            inner: compute(py, || m.task_for(p, &opts, ds.as_ref()))?,
-        })
+        let inner = compute(py, || m.task_for(p, &opts, ds.as_ref()))?;
+        // a template or pooling other than the prompt's own: the command line's note
+        for line in inner.overrides(p) {
+            crate::prompt::user_warning(py, &line)?;
+        }
+        Ok(PyTask { inner })
     }
 
     /// A new prompt of `prompt_len` rows for `task`, initialised as `init` says (random,

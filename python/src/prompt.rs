@@ -96,9 +96,7 @@ impl PyPrompt {
     fn load(py: Python<'_>, dir: PathBuf) -> PyResult<PyPrompt> {
         let inner = compute(py, || Prompt::load(&dir))?;
         if let Some(w) = inner.load_warning() {
-            let msg = std::ffi::CString::new(w.replace('\0', " ")).unwrap_or_default();
-            let category = py.get_type::<pyo3::exceptions::PyUserWarning>();
-            PyErr::warn(py, &category, &msg, 1)?;
+            user_warning(py, w)?;
         }
         Ok(PyPrompt { inner })
     }
@@ -229,4 +227,11 @@ impl PyPrompt {
                 .map_or(String::new(), |d| format!(", from {}", d.display()))
         )
     }
+}
+
+/// Raises `msg` as a Python UserWarning: what the command line prints as a warning or note.
+pub fn user_warning(py: Python<'_>, msg: &str) -> PyResult<()> {
+    let msg = std::ffi::CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    let category = py.get_type::<pyo3::exceptions::PyUserWarning>();
+    PyErr::warn(py, &category, &msg, 1)
 }

@@ -255,6 +255,14 @@ impl Prompt {
     /// is, or next to the prompt folder or a folder above it). The error lists every path
     /// tried.
     pub fn model_dir(&self) -> Result<PathBuf> {
+        self.model_dir_noted().map(|(dir, _)| dir)
+    }
+
+    /// [`Prompt::model_dir`], with a note to show when task.json records a model folder but
+    /// none of the places it records holds one, so that adapter_config.json's
+    /// `base_model_name_or_path` was taken (silently, though it may name another model): the
+    /// note names both.
+    pub fn model_dir_noted(&self) -> Result<(PathBuf, Option<String>)> {
         let here = self.dir.clone().unwrap_or_default();
         let peft_base = self
             .table
@@ -270,7 +278,19 @@ impl Prompt {
         let mut seen = std::collections::HashSet::new();
         tries.retain(|p| seen.insert(p.clone()));
         if let Some(found) = tries.iter().find(|p| p.join("config.json").is_file()) {
-            return Ok(found.clone());
+            let recorded = &self.recorded_models;
+            let note = (!recorded.is_empty() && !recorded.contains(found)).then(|| {
+                let at: Vec<String> = recorded.iter().map(|p| p.display().to_string()).collect();
+                format!(
+                    "{} records its model at {}, which holds no config.json: using {}, \
+                     adapter_config.json's base_model_name_or_path ({})",
+                    here.join("task.json").display(),
+                    at.join(", "),
+                    found.display(),
+                    peft_base.unwrap_or_default()
+                )
+            });
+            return Ok((found.clone(), note));
         }
         let tried: Vec<String> = tries.iter().map(|p| p.display().to_string()).collect();
         Err(Error::arg(

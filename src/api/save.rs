@@ -69,7 +69,7 @@ impl Model {
             save_prompt_dir(
                 dir,
                 &prompt.table,
-                head.as_ref(),
+                (head.as_ref(), None),
                 &task.inner.spec,
                 &m.dir,
                 &info,

@@ -452,6 +452,44 @@ impl Task {
         self.inner.spec.kind
     }
 
+    /// What this task, made for `prompt` with options on top ([`crate::Model::task_for`]),
+    /// uses in place of what the prompt was trained with (its task.json): a line for each
+    /// such setting (`--template`, `--pooling`), naming the flag, the trained value and the
+    /// value used. The options win, as asked, but a prompt scores what it was trained for
+    /// only with its own template and pooling; the library says nothing, the command line
+    /// prints each line as a note and Python warns.
+    pub fn overrides(&self, prompt: &crate::Prompt) -> Vec<String> {
+        let Some(trained) = prompt.saved_task() else {
+            return Vec::new();
+        };
+        let used = &self.inner.spec;
+        let name = |p: Pooling| match p {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+        };
+        let mut lines = Vec::new();
+        let mut say = |flag: &str, trained: String, now: String| {
+            lines.push(format!(
+                "{flag} {now} is used, but the prompt was trained with {trained} (its task.json)"
+            ))
+        };
+        if used.template != trained.template {
+            say(
+                "--template",
+                format!("{:?}", trained.template),
+                format!("{:?}", used.template),
+            );
+        }
+        if used.kind == TaskKind::Cls && used.pooling != trained.pooling {
+            say(
+                "--pooling",
+                name(trained.pooling).into(),
+                name(used.pooling).into(),
+            );
+        }
+        lines
+    }
+
     /// Whether the task is `causal` under `TargetEnd::Eos` (the default) on a model whose
     /// config.json names no `eos_token_id`: its targets then end with no token, as under
     /// `TargetEnd::None`, and generation stops only at its length bound. The library scores

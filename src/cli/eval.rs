@@ -60,7 +60,13 @@ pub fn load(
     }
     let model_dir = match model_flag {
         Some(m) => m.to_path_buf(),
-        None => prompt.model_dir()?,
+        None => {
+            let (dir, note) = prompt.model_dir_noted()?;
+            if let Some(note) = note {
+                eprintln!("note: {note}");
+            }
+            dir
+        }
     };
     let model = Model::open(&model_dir, kind)?;
     if let Some(warning) = prompt.check_arch(&model, model_flag.is_some())? {
@@ -74,6 +80,9 @@ pub fn load(
     }
     let task = model.task_for(&prompt, &opts, data)?;
     warn_eos_missing(&model, [&task]);
+    for line in task.overrides(&prompt) {
+        eprintln!("note: {line}");
+    }
     if prompt.saved_task().is_none() {
         let spec = task.spec();
         eprintln!(

@@ -77,22 +77,19 @@ pub enum AttnKernel {
 
 impl AttnKernel {
     /// The environment variable that picks the forward: `wmma` or `mma`; unset or empty is `wmma`.
-    pub const FWD_ENV: &'static str = "SOFTPROMPT_ATTN_FWD";
+    pub const FWD_ENV: &'static str = crate::env::ATTN_VARS[0];
     /// The same for `attention_bwd_dq`.
-    pub const BWD_DQ_ENV: &'static str = "SOFTPROMPT_ATTN_BWD_DQ";
+    pub const BWD_DQ_ENV: &'static str = crate::env::ATTN_VARS[1];
     /// The same for `attention_bwd_dkdv`.
-    pub const BWD_DKDV_ENV: &'static str = "SOFTPROMPT_ATTN_BWD_DKDV";
+    pub const BWD_DKDV_ENV: &'static str = crate::env::ATTN_VARS[2];
 
-    /// From the environment variable `var`; any other value is an error naming it.
+    /// From the environment variable `var` (read by `env.rs`, which every command checks);
+    /// any other value is an error naming it.
     pub fn from_env(var: &str) -> Result<Self> {
-        match std::env::var(var).as_deref() {
-            Err(_) | Ok("") | Ok("wmma") => Ok(AttnKernel::Wmma),
-            Ok("mma") => Ok(AttnKernel::Mma),
-            Ok(other) => Err(Error::Arg {
-                flag: var.into(),
-                msg: format!("`{other}`: expected `wmma` or `mma`"),
-            }),
-        }
+        Ok(match crate::env::attn_mma(var)? {
+            true => AttnKernel::Mma,
+            false => AttnKernel::Wmma,
+        })
     }
 }
 

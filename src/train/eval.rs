@@ -18,6 +18,21 @@ use std::collections::BTreeMap;
 
 pub use crate::error::GoOn;
 
+/// `e`, when it is an `Overflow` of a row of `enc` (a `split` scored during training), as
+/// what diverged: the row's file and line and what was not finite, for the run's divergence
+/// message (it said "the prompt: row N" alone, with no file and no advice). Any other error
+/// comes back as it is.
+pub(super) fn eval_overflow(e: Error, enc: &Encoded, split: &str) -> Result<String, Error> {
+    match e {
+        Error::Overflow { row, msg, .. } => {
+            let line = enc.rows.get(row).map_or(row + 1, |r| r.line);
+            let at = format!("{}:{line}", enc.path.display());
+            Ok(format!("the {split} row at {at} {msg}"))
+        }
+        e => Err(e),
+    }
+}
+
 /// Scores every row of `enc` (in length order, `batch_size` rows at a time) and returns the
 /// metrics against the gold labels with the predictions in file order. Rows without a label
 /// are predicted but not counted.

@@ -61,7 +61,7 @@
 //! let mut saved = table.clone();
 //! saved.data = be.download(&params.prompt).unwrap();
 //! let info = model.adapter_info(task.spec.kind.peft_task_type());
-//! save_prompt_dir(&out, &saved, None, &task.spec, &model.dir, &info, serde_json::json!({})).unwrap();
+//! save_prompt_dir(&out, &saved, (None, None), &task.spec, &model.dir, &info, serde_json::json!({})).unwrap();
 //! let back = load_prompt_dir(&out).unwrap();
 //! assert_eq!(back.prompt.data, saved.data);
 //! assert_eq!(back.task.as_ref(), Some(&task.spec));

@@ -3,10 +3,11 @@
 //! prompt used on another model of the same width ran that model's weights on the first one's
 //! token ids, labels or trained rows without a word; every use compares the fingerprints.
 //!
-//! config.json counts by its content, not its text (`canonical_config`): a re-save by a newer
-//! transformers (another key order or indent, another `transformers_version`) is the same
-//! model. Folders saved before recorded the hash of its raw text, which a model still
-//! matches (`ModelId::raw`).
+//! config.json and tokenizer.json count by their content, not their text (`canonical_config`,
+//! `canonical_json`): a re-save by a newer transformers or tokenizers (another key order or
+//! indent, another `transformers_version`) is the same model. Folders saved before recorded
+//! the hash of the raw texts, or of config.json's content and tokenizer.json's raw text,
+//! which a model still matches (`ModelId::earlier`).
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
 // expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
 #![cfg_attr(
@@ -40,12 +41,13 @@ const BOOKKEEPING: [&str; 7] = [
 /// A model's identity: what makes token ids, labels and prompt rows mean the same thing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelId {
-    /// FNV-1a over config.json's canonical form and the tokenizer file (two folders holding
-    /// the same model are one model)
+    /// FNV-1a over config.json's and the tokenizer file's canonical forms (two folders
+    /// holding the same model are one model)
     pub fingerprint: u64,
-    /// FNV-1a over config.json's raw text and the tokenizer file: what folders saved before
-    /// the canonical form recorded, which the model still matches. None: a recorded one
-    pub raw: Option<u64>,
+    /// what earlier saves recorded, which the model still matches: FNV-1a over both raw
+    /// texts, and over config.json's canonical form and the tokenizer's raw text. Empty: a
+    /// recorded one
+    pub earlier: Vec<u64>,
     /// the folder it was loaded from (or, for a saved prompt, the one its task.json records)
     pub dir: PathBuf,
 }
@@ -57,6 +59,15 @@ pub fn canonical_config(text: &str) -> std::result::Result<String, serde_json::E
     if let Value::Object(m) = &mut v {
         m.retain(|k, _| !BOOKKEEPING.contains(&k.as_str()));
     }
+    let mut out = String::with_capacity(text.len());
+    write_sorted(&mut out, &v);
+    Ok(out)
+}
+
+/// A JSON file's content as one string (tokenizer.json's): parsed, every object's keys
+/// sorted, no whitespace, numbers as serde_json writes them.
+pub fn canonical_json(text: &str) -> std::result::Result<String, serde_json::Error> {
+    let v: Value = serde_json::from_str(text)?;
     let mut out = String::with_capacity(text.len());
     write_sorted(&mut out, &v);
     Ok(out)
@@ -102,24 +113,27 @@ impl ModelId {
         let config = crate::fsutil::read_json_text(&path)?;
         let canonical = canonical_config(&config)
             .map_err(|e| Error::file(&path, format!("is not valid JSON: {e}")))?;
-        let tokenizer = crate::fsutil::read_json_text(tokenizer.path())?;
-        let hash = |config: &str| {
+        let tok_path = tokenizer.path();
+        let tokenizer = crate::fsutil::read_json_text(tok_path)?;
+        let tok_canonical = canonical_json(&tokenizer)
+            .map_err(|e| Error::file(tok_path, format!("is not valid JSON: {e}")))?;
+        let hash = |config: &str, tokenizer: &str| {
             let h = super::checkpoint::fnv1a_bytes(super::checkpoint::FNV_START, config.as_bytes());
             super::checkpoint::fnv1a_bytes(h, tokenizer.as_bytes())
         };
         Ok(ModelId {
-            fingerprint: hash(&canonical),
-            raw: Some(hash(&config)),
+            fingerprint: hash(&canonical, &tok_canonical),
+            earlier: vec![hash(&config, &tokenizer), hash(&canonical, &tokenizer)],
             dir: dir.to_path_buf(),
         })
     }
 
-    /// Whether `other` is this model: equal fingerprints, or a recorded raw one (an earlier
-    /// save's) equal to the model's raw one.
+    /// Whether `other` is this model: equal fingerprints, or a recorded one (an earlier
+    /// save's) equal to one of the model's earlier forms.
     fn matches(&self, other: &ModelId) -> bool {
         self.fingerprint == other.fingerprint
-            || self.raw == Some(other.fingerprint)
-            || other.raw == Some(self.fingerprint)
+            || self.earlier.contains(&other.fingerprint)
+            || other.earlier.contains(&self.fingerprint)
     }
 
     /// The fingerprint as task.json records it.
@@ -134,7 +148,7 @@ impl ModelId {
         let fingerprint = u64::from_str_radix(text, 16).ok().filter(|_| digits)?;
         Some(ModelId {
             fingerprint,
-            raw: None,
+            earlier: Vec::new(),
             dir,
         })
     }
@@ -180,7 +194,7 @@ mod tests {
     fn the_recorded_form_reads_back_and_nothing_else_does() {
         let id = ModelId {
             fingerprint: 0x00ab_cdef_0123_4567,
-            raw: None,
+            earlier: Vec::new(),
             dir: PathBuf::from("m"),
         };
         assert_eq!(id.hex(), "00abcdef01234567");
@@ -236,19 +250,21 @@ mod tests {
         assert!(canonical_config("{\"hidden_size\": 768,").is_err());
     }
 
-    /// A fingerprint an earlier save recorded (over the raw text) still names the model; a
-    /// recorded one matches only the model's own.
+    /// A fingerprint an earlier save recorded (over the raw texts, or config.json's content
+    /// and the tokenizer's raw text) still names the model; a recorded one matches only the
+    /// model's own.
     #[test]
-    fn a_recorded_raw_fingerprint_still_matches() {
+    fn a_recorded_earlier_fingerprint_still_matches() {
         let model = ModelId {
             fingerprint: 1,
-            raw: Some(2),
+            earlier: vec![2, 4],
             dir: PathBuf::from("m"),
         };
         let recorded = |f| ModelId::from_hex(&format!("{f:016x}"), PathBuf::from("m")).unwrap();
-        assert_eq!(recorded(1).differs(&model, "made on"), None);
-        assert_eq!(recorded(2).differs(&model, "made on"), None);
-        assert_eq!(model.differs(&recorded(2), "made on"), None);
+        for f in [1, 2, 4] {
+            assert_eq!(recorded(f).differs(&model, "made on"), None, "{f}");
+            assert_eq!(model.differs(&recorded(f), "made on"), None, "{f}");
+        }
         assert!(recorded(3).differs(&model, "made on").is_some());
         assert!(recorded(2).differs(&recorded(1), "made on").is_some());
     }

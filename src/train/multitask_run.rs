@@ -18,8 +18,9 @@
 
 use super::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use super::data;
+use super::encode::Encoded;
 use super::encoder::HostEncoder;
-use super::eval::evaluate;
+use super::eval::{eval_overflow, evaluate};
 use super::metrics::EvalMetrics;
 use super::mixed::{step_mixed, MixJob};
 use super::multitask::{in_task, MultiTrainer, TaskRun};
@@ -151,7 +152,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         if let [i] = active {
             let t = self.task(*i)?;
             let all: Vec<u32> = (0..rows.len() as u32).collect();
-            let enc = super::encode::Encoded {
+            let enc = Encoded {
                 path: t.train.path.clone(),
                 rows: rows.iter().map(|(_, r)| r.clone()).collect(),
                 truncated: 0,
@@ -354,18 +355,12 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
     /// Task `i`'s dev (and test) evaluation; keeps its prompt when dev accuracy improves.
     /// Returns true when its early stopping triggers.
     fn eval_and_keep(&mut self, i: usize, on_event: &mut TaskEvents<'_>) -> Result<bool> {
-        let (be, model, log) = (self.be, self.model, &mut self.log);
-        let t = (self.tasks.get_mut(i)).ok_or_else(|| Error::Device(format!("task {i}")))?;
-        let Some(dev) = t.dev else {
+        let Some((m, tm)) = self.scores(i)? else {
             return Ok(false);
         };
+        let (be, log) = (self.be, &mut self.log);
+        let t = (self.tasks.get_mut(i)).ok_or_else(|| Error::Device(format!("task {i}")))?;
         let (step, name) = (t.state.step, t.name.clone());
-        let eval = |enc| -> Result<EvalMetrics> {
-            let bs = t.cfg.eval_batch_size;
-            Ok(evaluate(be, model, t.task, &t.params, enc, bs)?.0)
-        };
-        let m = eval(dev)?;
-        let tm = t.test.map(eval).transpose()?;
         let better = t.state.best.is_none_or(|b| m.accuracy > b.accuracy);
         if better {
             t.state.best = Some(m);
@@ -407,6 +402,28 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
             self.export(i)?;
         }
         Ok(stop)
+    }
+
+    /// Task `i`'s dev and test scores now, None without a dev split: a score that is not
+    /// finite is the task diverging, said with the row's file and line.
+    fn scores(&self, i: usize) -> Result<Option<(EvalMetrics, Option<EvalMetrics>)>> {
+        let t = (self.tasks.get(i)).ok_or_else(|| Error::Device(format!("task {i}")))?;
+        let Some(dev) = t.dev else {
+            return Ok(None);
+        };
+        let eval = |enc: &Encoded, split: &str| -> Result<EvalMetrics> {
+            let bs = t.cfg.eval_batch_size;
+            let scored = evaluate(self.be, self.model, t.task, &t.params, enc, bs);
+            scored
+                .map(|(m, _)| m)
+                .map_err(|e| match eval_overflow(e, enc, split) {
+                    Ok(what) => self.diverged(i, t.state.step, what),
+                    Err(e) => e,
+                })
+        };
+        let m = eval(dev, "dev")?;
+        let tm = t.test.map(|enc| eval(enc, "test")).transpose()?;
+        Ok(Some((m, tm)))
     }
 
     /// Task `t`'s test split scored with its kept prompt (done at its best step already when

@@ -9,7 +9,9 @@
 )]
 
 use super::checkpoint::{fnv1a_bytes, FNV_START, HEAD_FILE, TASK_FILE, TASK_FORMAT};
+use super::encoder::HostEncoder;
 use super::model_id::{ModelId, FINGERPRINT_KEY};
+use super::ptuning::{save_encoder, ENCODER_FILE};
 use super::spec::{TaskKind, TaskSpec};
 use super::task_record::check_record;
 use crate::error::{Error, Result};
@@ -24,17 +26,63 @@ use std::path::{Path, PathBuf};
 pub const SAVE_KEY: &str = "softprompt_save";
 
 /// The stamp every file of one save of a prompt folder carries: the step and a hash of the
-/// table and head. Each file is written atomically, but the folder is not: a run killed
+/// table and head, then (where the save has them) `rows <hash>` of the rows kept behind the
+/// table (PEFT's seq2seq decoder rows) and `encoder <hash>` of the host encoder's tensors
+/// (`encoder_hash`). Each file is written atomically, but the folder is not: a run killed
 /// between two files left a folder of two steps that loaded without a word. The stamp is
-/// derived, not random, so that an interrupted run resumed writes the same bytes.
-pub fn save_stamp(step: Option<u64>, table: &[f32], head: Option<&HostClsHead>) -> String {
+/// derived, not random, so that an interrupted run resumed writes the same bytes. The last two
+/// fields came later: a stamp without them (an earlier save) leaves those values unchecked.
+pub fn save_stamp(
+    step: Option<u64>,
+    prompt: &PromptTable,
+    head: Option<&HostClsHead>,
+    encoder: Option<u64>,
+) -> String {
+    let step = step.map_or("no step".into(), |s| format!("step {s}"));
+    let mut stamp = format!("{step}, {:016x}", values_hash(&prompt.data, head));
+    let extra = &prompt.layout.extra_rows;
+    if !extra.is_empty() {
+        let h = fnv1a_bytes(FNV_START, bytemuck::cast_slice(extra));
+        stamp.push_str(&format!(", {ROWS_FIELD} {h:016x}"));
+    }
+    if let Some(h) = encoder {
+        stamp.push_str(&format!(", {ENCODER_FIELD} {h:016x}"));
+    }
+    stamp
+}
+
+/// The stamp's fields of the rows kept behind the table and of the encoder's tensors.
+const ROWS_FIELD: &str = "rows";
+const ENCODER_FIELD: &str = "encoder";
+
+/// The hash of the table (P, d) and the head: the stamp's second field.
+fn values_hash(table: &[f32], head: Option<&HostClsHead>) -> u64 {
     let mut h = fnv1a_bytes(FNV_START, bytemuck::cast_slice(table));
     if let Some(head) = head {
         h = fnv1a_bytes(h, bytemuck::cast_slice(&head.weight));
         h = fnv1a_bytes(h, bytemuck::cast_slice(&head.bias));
     }
-    let step = step.map_or("no step".into(), |s| format!("step {s}"));
-    format!("{step}, {h:016x}")
+    h
+}
+
+/// The hash of a host encoder's tensors (P-tuning's encoder, a prefix projection), name and
+/// values, in the names' order: the stamp's `encoder` field.
+pub fn encoder_hash<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [f32])>) -> u64 {
+    let mut all: Vec<(&str, &[f32])> = tensors.into_iter().collect();
+    all.sort_unstable_by_key(|(name, _)| *name);
+    all.iter().fold(FNV_START, |h, (name, data)| {
+        fnv1a_bytes(fnv1a_bytes(h, name.as_bytes()), bytemuck::cast_slice(data))
+    })
+}
+
+/// The hash a stamp's field `name` holds (`rows`, `encoder`), if it has that field; the
+/// second field (the table's and head's) is `name` "".
+fn stamp_field(stamp: &str, name: &str) -> Option<String> {
+    let mut fields = stamp.split(", ").skip(1);
+    if name.is_empty() {
+        return fields.next().map(String::from);
+    }
+    fields.find_map(|f| f.strip_prefix(name)?.strip_prefix(' ').map(String::from))
 }
 
 /// The safetensors metadata carrying `stamp`.
@@ -68,7 +116,7 @@ fn header_stamp(path: &Path) -> Option<Option<String>> {
 /// whether the adapter carries it.
 fn check_stamps(dir: &Path, task_stamp: Option<Option<String>>) -> Result<Option<(String, bool)>> {
     let mut files = vec![(TASK_FILE, task_stamp)];
-    for f in [ADAPTER_WEIGHTS, HEAD_FILE, super::ptuning::ENCODER_FILE] {
+    for f in [ADAPTER_WEIGHTS, HEAD_FILE, ENCODER_FILE] {
         let path = dir.join(f);
         files.push((f, header_stamp(&path)));
     }
@@ -105,30 +153,21 @@ fn check_stamps(dir: &Path, task_stamp: Option<Option<String>>) -> Result<Option
     }
 }
 
-/// The table and head read against the hash in the folder's `stamp`: the stamps agreeing
-/// with each other said nothing of the values, and a flipped bit in the adapter scored with
-/// exit 0. A stamped adapter that does not match is refused (corrupt, or edited with its
-/// stamp kept); an unstamped one (`adapter_stamped` false: PEFT's, or values edited on
-/// purpose and saved without the stamp) is read, with the warning returned.
+/// The table, the rows behind it and the head read against the hashes in the folder's
+/// `stamp`: the stamps agreeing with each other said nothing of the values, and a flipped bit
+/// in the adapter scored with exit 0. A stamped adapter that does not match is refused
+/// (corrupt, or edited with its stamp kept); an unstamped one (`adapter_stamped` false:
+/// PEFT's, or values edited on purpose and saved without the stamp) is read, with the warning
+/// returned. The encoder's file, only ever softprompt's, is checked by `check_encoder`.
 fn check_values(
     dir: &Path,
     (stamp, adapter_stamped): (&str, bool),
-    table: &[f32],
+    prompt: &PromptTable,
     head: Option<&HostClsHead>,
 ) -> Result<Option<String>> {
-    let content = save_stamp(None, table, head);
-    let hash = |s: &str| s.rsplit(", ").next().unwrap_or_default().to_string();
-    let (stored, found) = (hash(stamp), hash(&content));
-    if stored == found {
+    let Some(msg) = values_mismatch(stamp, prompt, head) else {
         return Ok(None);
-    }
-    let files = match head {
-        Some(_) => format!("{ADAPTER_WEIGHTS} and {HEAD_FILE}"),
-        None => ADAPTER_WEIGHTS.to_string(),
     };
-    let msg = format!(
-        "the values of {files} hash to {found}, but the save stamp ({stamp}) says {stored}"
-    );
     if adapter_stamped {
         return Err(Error::file(
             dir.join(ADAPTER_WEIGHTS),
@@ -145,6 +184,62 @@ fn check_values(
         dir.display(),
         if head.is_some() { " and the head" } else { "" }
     )))
+}
+
+/// What of the adapter (and head) does not hash to `stamp`, if anything: the table and head,
+/// then the rows behind the table where the stamp has their field.
+fn values_mismatch(
+    stamp: &str,
+    prompt: &PromptTable,
+    head: Option<&HostClsHead>,
+) -> Option<String> {
+    let found = format!("{:016x}", values_hash(&prompt.data, head));
+    let stored = stamp_field(stamp, "").unwrap_or_default();
+    if stored != found {
+        let files = match head {
+            Some(_) => format!("{ADAPTER_WEIGHTS} and {HEAD_FILE}"),
+            None => ADAPTER_WEIGHTS.to_string(),
+        };
+        return Some(format!(
+            "the values of {files} hash to {found}, but the save stamp ({stamp}) says {stored}"
+        ));
+    }
+    let stored = stamp_field(stamp, ROWS_FIELD)?;
+    let extra = &prompt.layout.extra_rows;
+    let found = format!(
+        "{:016x}",
+        fnv1a_bytes(FNV_START, bytemuck::cast_slice(extra))
+    );
+    (stored != found).then(|| {
+        format!(
+            "the rows of {ADAPTER_WEIGHTS} behind its first {} (PEFT's decoder rows, kept as \
+             they were) hash to {found}, but the save stamp ({stamp}) says {stored}",
+            prompt.p
+        )
+    })
+}
+
+/// The encoder's file (P-tuning's encoder, a prefix projection) against the stamp's
+/// `encoder` field. Nothing to check for a stamp without one (an earlier save's, or a save
+/// without an encoder) or a folder without the file (the table alone, as PEFT saves it).
+fn check_encoder(dir: &Path, stamp: &str) -> Result<()> {
+    let path = dir.join(ENCODER_FILE);
+    let Some(stored) = stamp_field(stamp, ENCODER_FIELD).filter(|_| path.exists()) else {
+        return Ok(());
+    };
+    let file = TensorFile::read(&path)?;
+    let tensors = (file.floats.iter()).map(|(n, t)| (n.as_str(), t.data.as_slice()));
+    let found = format!("{:016x}", encoder_hash(tensors));
+    if found == stored {
+        return Ok(());
+    }
+    Err(Error::file(
+        &path,
+        format!(
+            "its tensors hash to {found}, but the save stamp ({stamp}) says {stored}: the file \
+             is corrupt or was edited; train again, or --resume the run to write it again"
+        ),
+    ))
 }
 
 /// A prompt folder as `eval` and `predict` read it.
@@ -205,19 +300,31 @@ pub fn check_arch(
     }
 }
 
-/// Writes the prompt (PEFT layout), task.json and, for `cls`, head.safetensors into `dir`.
-/// `extra` is merged into task.json (step, dev metrics, ...).
+/// Writes the prompt (PEFT layout), task.json, for `cls` head.safetensors, and the host
+/// encoder's prompt_encoder.safetensors (P-tuning, a prefix projection) into `dir`, all with
+/// one save stamp. `extra` is merged into task.json (step, dev metrics, ...).
 pub fn save_prompt_dir(
     dir: &Path,
     prompt: &PromptTable,
-    head: Option<&HostClsHead>,
+    (head, encoder): (Option<&HostClsHead>, Option<&HostEncoder>),
     spec: &TaskSpec,
     model_dir: &Path,
     info: &AdapterInfo,
     extra: Value,
 ) -> Result<()> {
     let step = extra.get("step").and_then(Value::as_u64);
-    let stamp = save_stamp(step, &prompt.data, head);
+    // the tensors `save_encoder` writes, as the file's loader hashes them
+    let encoder_sum = encoder.map(|e| {
+        let (shapes, tensors) = (e.spec().shapes(), e.tensors());
+        let named = shapes
+            .iter()
+            .filter_map(|(n, _)| Some((n.as_str(), tensors.get(n)?)));
+        encoder_hash(named.map(|(n, d)| (n, d.as_slice())))
+    });
+    let stamp = save_stamp(step, prompt, head, encoder_sum);
+    if let Some(e) = encoder {
+        save_encoder(dir, e, &stamp)?;
+    }
     prompt.save_peft_with(dir, info, stamp_metadata(&stamp))?;
     if let Some(h) = head {
         write_safetensors(
@@ -378,7 +485,8 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
     }
     let warning = match check_stamps(dir, task_stamp)? {
         Some((stamp, stamped)) => {
-            check_values(dir, (&stamp, stamped), &prompt.data, head.as_ref())?
+            check_encoder(dir, &stamp)?;
+            check_values(dir, (&stamp, stamped), &prompt, head.as_ref())?
         }
         None => None,
     };

@@ -25,6 +25,12 @@ use std::path::Path;
 /// so without it a P-tuning run could not go on from its export.
 pub const ENCODER_FILE: &str = "prompt_encoder.safetensors";
 
+/// The most LSTM layers P-tuning's encoder may have (`--encoder-num-layers`). PEFT and
+/// torch set none, and PEFT's default is 2; the P rows of a prompt need few. Memory bounded
+/// nothing useful: 100000 layers of hidden size 1 fit and took minutes a step (the host
+/// encoder runs its layers one after another, a thread hand-off each).
+pub const MAX_ENCODER_LAYERS: usize = 64;
+
 /// What is trained.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Method {
@@ -97,10 +103,13 @@ impl Method {
                 "is 0: expected at least 1",
             ));
         }
-        if pt.num_layers == 0 {
+        if pt.num_layers == 0 || pt.num_layers > MAX_ENCODER_LAYERS {
             return Err(Error::arg(
                 "--encoder-num-layers",
-                "is 0: expected at least 1",
+                format!(
+                    "is {}: expected 1 to {MAX_ENCODER_LAYERS} (PEFT's default is 2)",
+                    pt.num_layers
+                ),
             ));
         }
         Ok(())

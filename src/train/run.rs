@@ -10,7 +10,7 @@
 use super::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use super::data;
 use super::encode::Encoded;
-use super::eval::evaluate;
+use super::eval::{eval_overflow, evaluate};
 use super::metrics::EvalMetrics;
 use super::save::{checkpoint_tensors, save_kept, Kept};
 use super::step::{Grads, Params};
@@ -93,6 +93,20 @@ impl<B: Backend> Trainer<'_, B> {
             "{what} at step {step}, so the run stops ({kept}): lower --lr, set --max-grad-norm, \
              or check the data"
         ))
+    }
+
+    /// `scored`, the evaluation of `split` (`enc`) during the run: a score that is not finite
+    /// is the run diverging, said with the row's file and line.
+    fn in_run(
+        &self,
+        scored: Result<EvalMetrics>,
+        enc: &Encoded,
+        split: &str,
+    ) -> Result<EvalMetrics> {
+        scored.map_err(|e| match eval_overflow(e, enc, split) {
+            Ok(what) => self.diverged(self.state.step, what),
+            Err(e) => e,
+        })
     }
 
     /// Evaluates the current prompt on `enc`.
@@ -283,15 +297,9 @@ impl<B: Backend> Trainer<'_, B> {
             (Some(_), Some(m)) => m,
             _ => {
                 let kept = self.kept_params()?;
-                evaluate(
-                    self.be,
-                    self.model,
-                    self.task,
-                    &kept,
-                    t,
-                    self.cfg.eval_batch_size,
-                )?
-                .0
+                let bs = self.cfg.eval_batch_size;
+                let scored = evaluate(self.be, self.model, self.task, &kept, t, bs);
+                self.in_run(scored.map(|(m, _)| m), t, "test")?
             }
         };
         let step = if self.dev.is_some() {
@@ -328,7 +336,7 @@ impl<B: Backend> Trainer<'_, B> {
         let Some(dev) = self.dev else {
             return Ok(false);
         };
-        let m = self.evaluate(dev)?;
+        let m = self.in_run(self.evaluate(dev), dev, "dev")?;
         let better = self.state.best.is_none_or(|b| m.accuracy > b.accuracy);
         if better {
             self.state.best = Some(m);
@@ -348,7 +356,7 @@ impl<B: Backend> Trainer<'_, B> {
             best: better,
         });
         if let Some(t) = self.test {
-            let tm = self.evaluate(t)?;
+            let tm = self.in_run(self.evaluate(t), t, "test")?;
             if better {
                 self.state.best_test = Some(tm);
             }

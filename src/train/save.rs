@@ -170,16 +170,11 @@ pub(super) fn save_kept<B: Backend>(
     if let (Some(e), Some(r)) = (extra.as_object_mut(), cfg.init.record(table.p).as_object()) {
         e.extend(r.clone());
     }
-    if let Some(e) = encoder {
-        // the stamp `save_prompt_dir` gives the other files (from the same step and table)
-        let stamp = checkpoint::save_stamp(Some(step), &table.data, head.as_ref());
-        ptuning::save_encoder(dir, e, &stamp)?;
-    }
     let info = model.adapter_info(task.spec.kind.peft_task_type());
     checkpoint::save_prompt_dir(
         dir,
         &table,
-        head.as_ref(),
+        (head.as_ref(), encoder),
         &task.spec,
         &model.dir,
         &info,

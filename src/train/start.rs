@@ -417,9 +417,18 @@ pub(super) fn model_key(dir: &Path) -> String {
 }
 
 /// The keys whose values differ between a checkpoint's settings `ck` and a run's `now`, a
-/// `model` spelled another way for the same folder not among them.
+/// `model` spelled another way for the same folder not among them, nor `recompute`: what
+/// backward keeps or recomputes changes no number (every mode gives the same losses and
+/// prompt bit for bit), so a run may resume under another to fit a smaller memory.
 pub(super) fn settings_diff(ck: &Value, now: &Value) -> Vec<String> {
-    let mut ck = ck.clone();
+    let (mut ck, mut now) = (ck.clone(), now.clone());
+    for o in [&mut ck, &mut now]
+        .into_iter()
+        .filter_map(Value::as_object_mut)
+    {
+        o.remove("recompute");
+    }
+    let now = &now;
     let spelled = |v: &Value| {
         v.get("model")
             .and_then(Value::as_str)

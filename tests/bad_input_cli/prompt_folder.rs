@@ -1,10 +1,12 @@
 //! Saved prompt folders: a bad task.json key names task.json and the key; a prefix folder's
 //! adapter files that do not fit the model name adapter_config.json's key; files that are not
-//! ordinary files, NaN or integer tables, another architecture, and a moved folder.
+//! ordinary files, NaN or integer tables, another architecture, a moved folder, and eval's
+//! notes of a task flag over the trained one and of a recorded model that is gone.
 
 use crate::common::{edit_safetensors, refused, RawTensor, ScratchDir};
 use crate::{
-    case, corpus, edit_json, ok, s, softprompt, softprompt_in, strings, train_args, trained,
+    case, corpus, edit_json, fixture, ok, s, softprompt, softprompt_in, strings, train_args,
+    trained,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -378,6 +380,75 @@ fn copied_prompt_folder_finds_its_model() {
         ),
         &["--model", "project/model", "moved/runs/a/../../model"],
     );
+}
+
+/// task.json's `model` and `model_path` pointing nowhere: eval took adapter_config.json's
+/// `base_model_name_or_path` without a word (it may name another model). It still does, with
+/// a note naming both; a folder whose recorded model is there says nothing.
+#[test]
+fn a_recorded_model_that_is_gone_is_noted() {
+    let dir = ScratchDir::new("model_gone");
+    let run = trained(&dir, &[]);
+    let data = corpus("data/dev.jsonl");
+    let eval = || {
+        ok(&softprompt(&[
+            "eval",
+            "--prompt",
+            s(&run),
+            "--data",
+            s(&data),
+        ]))
+    };
+    assert!(!eval().contains("note: "));
+    let gone = dir.path().join("gone/model");
+    let patch = serde_json::json!({
+        "model": s(&gone), "model_path": s(&gone), "model_from_prompt": "../gone/model",
+    });
+    edit_json(&run.join("task.json"), &patch);
+    let text = eval();
+    let base = fixture("bert_mlm");
+    for want in [
+        &format!("note: {}", s(&run.join("task.json"))),
+        "records its model at",
+        s(&gone),
+        "holds no config.json: using",
+        "adapter_config.json's base_model_name_or_path",
+        s(&base),
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+}
+
+/// `eval --template` or `--pooling` on a prompt trained with others replaced task.json's
+/// without a word (accuracy 1.0 became 0.75): each is still used, with a note naming the
+/// flag, the trained value and the value used; the trained values given again say nothing.
+#[test]
+fn eval_flags_over_the_trained_task_are_noted() {
+    let dir = ScratchDir::new("eval_overrides");
+    let out = dir.path().join("cls");
+    let mut args = crate::common::tiny_pet_train_args(&fixture("bert_nohead"), &out);
+    args[8] = "cls".into();
+    args.drain(9..11); // no verbalizer
+    ok(&softprompt(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let data = corpus("data/dev.jsonl");
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["eval", "--prompt", s(&out), "--data", s(&data)];
+        args.extend_from_slice(extra);
+        ok(&softprompt(&args))
+    };
+    assert!(!eval(&[]).contains("note: "));
+    let same = eval(&["--pooling", "mean", "--template", "{text}"]);
+    assert!(!same.contains("note: "), "{same}");
+    let text = eval(&["--pooling", "cls", "--template", "Review: {text}"]);
+    for want in [
+        "note: --template \"Review: {text}\" is used, but the prompt was trained with \"{text}\" \
+         (its task.json)",
+        "note: --pooling cls is used, but the prompt was trained with mean (its task.json)",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
 }
 
 /// `inspect` says what it does not know and which method a folder holds: a prefix adapter's

@@ -386,3 +386,58 @@ fn killed_run_resumes_bit_identically() {
         "{err}"
     );
 }
+
+/// `--recompute` changes what backward keeps, not a number (README: the same losses bit for
+/// bit): prompt tuning on BERT and on Llama (whose gated MLP also has `mlp`) gives every mode
+/// `none`'s losses and adapter bytes. So a resume may change it (it was refused, "recompute:
+/// None -> Layer"): a run stopped under `none` ends under `layer` where the whole run ends,
+/// while another setting changed with it is still refused by name.
+#[test]
+fn recompute_changes_no_number_and_a_resume_may_change_it() {
+    use crate::common::sample_run::{assert_resume_refused, file, run_on_sample};
+    use softprompt::{Error, Recompute};
+    let adapter = "adapter_model.safetensors";
+    let modes: [(&str, &[Recompute]); 2] = [
+        ("bert_mlm", &[Recompute::Layer]),
+        ("llama", &[Recompute::Mlp, Recompute::Layer]),
+    ];
+    for (model, modes) in modes {
+        let dir = scratch(&format!("recompute_{model}_{}", std::process::id()));
+        let cfg = TrainConfig {
+            prompt_len: 3,
+            batch_size: 4,
+            max_steps: Some(9),
+            save_every: 3,
+            ..TrainConfig::default()
+        };
+        let whole = dir.join("none");
+        let (_, want) = run_on_sample(model, &whole, &cfg, None).unwrap();
+        for &recompute in modes {
+            let out = dir.join(format!("{recompute:?}"));
+            let mode = TrainConfig {
+                recompute,
+                ..cfg.clone()
+            };
+            let (_, got) = run_on_sample(model, &out, &mode, None).unwrap();
+            assert_eq!(got, want, "{model} {recompute:?}");
+            assert_eq!(file(&out, adapter), file(&whole, adapter), "{model}");
+        }
+        let parts = dir.join("parts");
+        let err = run_on_sample(model, &parts, &cfg, Some(5)).unwrap_err();
+        assert!(matches!(err, Error::Interrupted(_)), "{model}: {err}");
+        let resume = TrainConfig {
+            resume: true,
+            recompute: Recompute::Layer,
+            ..cfg.clone()
+        };
+        let seed = TrainConfig {
+            seed: cfg.seed + 1,
+            ..resume.clone()
+        };
+        assert_resume_refused(model, &parts, &seed, "seed");
+        let (summary, rest) = run_on_sample(model, &parts, &resume, None).unwrap();
+        assert_eq!((summary.steps, &rest[..]), (9, &want[5..]), "{model}");
+        assert_eq!(file(&parts, adapter), file(&whole, adapter), "{model}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
