@@ -37,26 +37,27 @@ extern "C" __global__ void cls_xent_grad(float* dlogits, const float* logits, co
 }
 
 // dweight (K, C) += dlogits^T . pooled, dbias (K) += sum_b dlogits, dpooled (B, C) += dlogits .
-// weight. One grid-stride loop over the K*C + K + B*C results; each sums in the reference's
-// order (over b for the weight and bias, over k for dpooled).
+// weight; with accumulate 0 each sum starts from 0 instead of the buffer (written whole, the bits
+// of adding into zeros). One grid-stride loop over the K*C + K + B*C results; each sums in the
+// reference's order (over b for the weight and bias, over k for dpooled).
 extern "C" __global__ void cls_head_bwd(float* dweight, float* dbias, act_t* dpooled,
                                         const float* dlogits, const act_t* pooled,
-                                        const float* weight, int b, int k, int c) {
+                                        const float* weight, int b, int k, int c, int accumulate) {
   const long long nw = (long long)k * c, nb = k, np = (long long)b * c;
   GRID_STRIDE(i, nw + nb + np) {
     if (i < nw) {
       const long long ki = i / c, ci = i % c;
-      float acc = dweight[i];
+      float acc = accumulate ? dweight[i] : 0.0f;
       for (int bi = 0; bi < b; ++bi) acc += dlogits[(long long)bi * k + ki] * ld(pooled, bi * (long long)c + ci);
       dweight[i] = acc;
     } else if (i < nw + nb) {
       const long long ki = i - nw;
-      float acc = dbias[ki];
+      float acc = accumulate ? dbias[ki] : 0.0f;
       for (int bi = 0; bi < b; ++bi) acc += dlogits[(long long)bi * k + ki];
       dbias[ki] = acc;
     } else {
       const long long j = i - nw - nb, bi = j / c, ci = j % c;
-      float acc = ld(dpooled, j);
+      float acc = accumulate ? ld(dpooled, j) : 0.0f;
       for (int ki = 0; ki < k; ++ki) acc += dlogits[bi * k + ki] * weight[ki * (long long)c + ci];
       st(dpooled, j, acc);
     }

@@ -55,18 +55,27 @@ extern "C" __global__ void mean_pool_fwd(act_t* out, const act_t* inp, const act
   st(out, bi * c + col, acc);
 }
 
-// dinp (B, T, C) += weight[b, s] * dout[b] (B, C). One block per (b, s) row.
+// dinp (B, T, C) += weight[b, s] * dout[b] (B, C), or with accumulate 0 written whole: rows of
+// weight 0 get zeros, the others 0 + their term (the bits of adding into zeros). One block per
+// (b, s) row.
 extern "C" __global__ void mean_pool_bwd(act_t* dinp, const act_t* dout, const act_t* weight, int b,
-                                         int t, int c) {
+                                         int t, int c, int accumulate) {
   const long long row = blockIdx.x, bi = row / t;
   const float w = ld(weight, row);
-  if (w == 0.0f) return;
+  if (w == 0.0f && accumulate) return;
   for (int i = threadIdx.x * VEC; i < c; i += blockDim.x * VEC) {
     float d[VEC], g[VEC];
-    load8(d, dinp + row * c, i, c);
-    load8(g, dout + bi * c, i, c);
+    if (accumulate) {
+      load8(d, dinp + row * c, i, c);
+    } else {
 #pragma unroll
-    for (int e = 0; e < VEC; ++e) d[e] += w * g[e];
+      for (int e = 0; e < VEC; ++e) d[e] = 0.0f;
+    }
+    if (w != 0.0f) {
+      load8(g, dout + bi * c, i, c);
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) d[e] += w * g[e];
+    }
     store8(dinp + row * c, i, c, d);
   }
 }

@@ -151,13 +151,17 @@ def step_flops(preset, batch, seq, prompt, target_len=8, objective="pet", method
 
     This counts what the task needs, identically for every implementation. Each tool divides it
     by its own step time (`tflops` = step_flops / step_seconds / 1e12). Work an implementation
-    does beyond this (e.g. PyTorch evaluating the full-vocabulary MLM head at every row for PET)
-    is not credited. Not counted: embeddings, norms, activations, softmax, loss, bias adds.
+    does beyond this (e.g. PyTorch evaluating the full-vocabulary MLM head at every row for PET,
+    or the first layer's input gradient at every row) is not credited. Not counted: embeddings,
+    norms, activations, softmax, loss, bias adds.
 
     BERT (C hidden, I intermediate, V vocab, N = B*(P+T) rows, S = P+T):
-      per layer: q, k, v, o (C x C each) and FFN (C x I, I x C) over N rows; attention(B, S, S, C).
+      per layer: q, k, v, o (C x C each) and FFN (C x I, I x C) over N rows; attention(B, S, S, C);
+        but the last layer's q, o and FFN over the B*R rows its head reads only (R: `pet` 1,
+        `mlm` mlm_labels_per_row(T), `cls` T), its attention of those R queries.
       head, objective `pet`: B mask rows x (dense C x C + verbalizer C x 2).
       head, objective `mlm`: B * mlm_labels_per_row(T) rows x (dense C x C + decoder C x V).
+      head, objective `cls`: none (a K x C classifier, no frozen linear layer).
     T5 (C = d_model, A = heads * d_kv, F = d_ff, V vocab, Ne = B*(P+T), Nd = B*L, S = P+T):
       encoder per layer over Ne rows: q, k, v (C x A), o (A x C), gated FFN 2 x (C x F) + (F x C);
         attention(B, S, S, A).
@@ -166,8 +170,11 @@ def step_flops(preset, batch, seq, prompt, target_len=8, objective="pet", method
       LM head C x V over Nd rows.
     Decoder-only (C hidden, A = heads * head_dim, K = kv_heads * head_dim, F ff, N = B*(P+T)):
       per layer over N rows: q (C x A), k, v (C x K each), o (A x C); MLP: BLOOM C x F, F x C,
-        Llama/Qwen2 gate and up C x F, down F x C; attention(B, S, S, A).
+        Llama/Qwen2 gate and up C x F, down F x C; attention(B, S, S, A); but the last layer's
+        q, o and MLP over the B*L target rows only, its attention of those L queries.
       LM head C x V over the B*L target rows only.
+    The first layer (T5: the encoder's first block) computes its q, k, v input gradient (half of
+    their count) at the B*P prompt rows only; under prefix tuning at none.
     Prefix tuning (`method` "prefix"; `spans`): S = T rows per sequence whose attention sees K =
     P+T keys (attention(B, S, K, .)), T5's decoder self-attention P+L keys; under PEFT's T5
     placement the encoder sees T keys and runs forward only (half its count, and half of the
@@ -177,38 +184,54 @@ def step_flops(preset, batch, seq, prompt, target_len=8, objective="pet", method
     C, H, D, F, V = p["hidden"], p["heads"], p["head_dim"], p["ff"], p["vocab"]
     A = H * D
     S, K, dec_prefix, enc_backward = spans(preset, seq, prompt, method, placement)
+    front = prompt if method == "prompt" else 0  # rows per sequence whose input gradient is wanted
     ne = batch * S
-    flops = 0
+
+    def skipped(k, n):  # the input-gradient half of _linear at the rows that are not the prompt's
+        return 2 * batch * (S - front) * k * n
+
     if p["arch"] in DECODER_ARCHS:
         KV = p["kv_heads"] * D
-        mlp = (_linear(ne, C, F) + _linear(ne, F, C)) if p["arch"] == "bloom" else (2 * _linear(ne, C, F) + _linear(ne, F, C))
-        per_layer = (_linear(ne, C, A) + 2 * _linear(ne, C, KV) + _linear(ne, A, C) + mlp
-                     + _attention(batch, S, K, A))
-        return p["layers"] * per_layer + _linear(batch * target_len, C, V)
+
+        def rowwise(tq):
+            n = batch * tq
+            mlp = (_linear(n, C, F) + _linear(n, F, C)) if p["arch"] == "bloom" else (2 * _linear(n, C, F) + _linear(n, F, C))
+            return _linear(n, C, A) + _linear(n, A, C) + mlp + _attention(batch, tq, K, A)
+
+        kv = 2 * _linear(ne, C, KV)
+        return ((p["layers"] - 1) * rowwise(S) + rowwise(min(target_len, S)) + p["layers"] * kv
+                - skipped(C, A + 2 * KV) + _linear(batch * target_len, C, V))
     if p["arch"] == "bert":
-        per_layer = 4 * _linear(ne, C, C) + _linear(ne, C, F) + _linear(ne, F, C) + _attention(batch, S, K, C)
-        flops += p["layers"] * per_layer
         if objective == "pet":
-            flops += _linear(batch, C, C) + _linear(batch, C, PET_VERBALIZERS)
+            head, r = _linear(batch, C, C) + _linear(batch, C, PET_VERBALIZERS), 1
         elif objective == "mlm":
             m = batch * mlm_labels_per_row(seq)
-            flops += _linear(m, C, C) + _linear(m, C, V)
+            head, r = _linear(m, C, C) + _linear(m, C, V), mlm_labels_per_row(seq)
+        elif objective == "cls":
+            head, r = 0, seq
         else:
-            raise ValueError(f"unknown BERT objective {objective!r} (expected pet or mlm)")
-    else:
-        L = target_len
-        nd = batch * L
-        enc = (3 * _linear(ne, C, A) + _linear(ne, A, C) + 2 * _linear(ne, C, F) + _linear(ne, F, C)
-               + _attention(batch, S, K, A))
-        cross_kv = 2 * _linear(ne, C, A)
-        if not enc_backward:  # forward only: half of forward + backward (every term is even)
-            enc, cross_kv = enc // 2, cross_kv // 2
-        dec = (3 * _linear(nd, C, A) + _linear(nd, A, C)                          # self q, k, v, o
-               + _linear(nd, C, A) + _linear(nd, A, C) + cross_kv               # cross q, o; k, v
-               + 2 * _linear(nd, C, F) + _linear(nd, F, C)                         # gated FFN
-               + _attention(batch, L, L + dec_prefix, A) + _attention(batch, L, S, A))
-        flops += p["layers"] * enc + p["decoder_layers"] * dec + _linear(nd, C, V)
-    return flops
+            raise ValueError(f"unknown BERT objective {objective!r} (expected pet, mlm or cls)")
+
+        def rowwise(tq):
+            n = batch * tq
+            return 2 * _linear(n, C, C) + _linear(n, C, F) + _linear(n, F, C) + _attention(batch, tq, K, C)
+
+        kv = 2 * _linear(ne, C, C)
+        return ((p["layers"] - 1) * rowwise(S) + rowwise(min(r, S)) + p["layers"] * kv
+                - 3 * skipped(C, C) + head)
+    L = target_len
+    nd = batch * L
+    enc = (3 * _linear(ne, C, A) + _linear(ne, A, C) + 2 * _linear(ne, C, F) + _linear(ne, F, C)
+           + _attention(batch, S, K, A))
+    cross_kv = 2 * _linear(ne, C, A)
+    enc_skipped = 3 * skipped(C, A)
+    if not enc_backward:  # forward only: half of forward + backward (every term is even)
+        enc, cross_kv, enc_skipped = enc // 2, cross_kv // 2, 0
+    dec = (3 * _linear(nd, C, A) + _linear(nd, A, C)                          # self q, k, v, o
+           + _linear(nd, C, A) + _linear(nd, A, C) + cross_kv               # cross q, o; k, v
+           + 2 * _linear(nd, C, F) + _linear(nd, F, C)                         # gated FFN
+           + _attention(batch, L, L + dec_prefix, A) + _attention(batch, L, S, A))
+    return p["layers"] * enc - enc_skipped + p["decoder_layers"] * dec + _linear(nd, C, V)
 
 
 if __name__ == "__main__":  # quick look: python3 scripts/bench_common.py

@@ -11,6 +11,8 @@ use crate::closeness::{Closeness, TENSOR_FLOOR};
 use crate::config::{BertConfig, DecoderConfig, ModelConfig, T5Config};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
+use crate::models::cls_head::HostClsHead;
+use crate::models::heads::Pooling;
 use crate::models::{Model, Objective, Recompute, TokenBatch, MAX_TOKENS};
 use crate::rng::Rng;
 use crate::train::Method;
@@ -139,7 +141,7 @@ pub struct Workload {
     pub target_len: usize,
     pub prompt: usize,
     pub recompute: Recompute,
-    /// BERT: "pet" or "mlm"
+    /// BERT: "pet", "mlm" or "cls" (two labels on mean-pooled states)
     pub objective: String,
     /// what is trained; `prompt` is P rows of the prompt, P-tuning's encoder or the prefix
     pub method: Method,
@@ -158,29 +160,40 @@ pub fn tokens_per_step(preset: &Preset, w: &Workload) -> usize {
 /// FLOPs of one step, the convention `scripts/bench_torch.py` shares: 2 per multiply-add,
 /// forward plus input-gradient backward = 2× forward, over the linear layers the task needs
 /// (heads only at the rows the loss reads), plus 12·B·Tq·Tk·A per attention call (4 forward,
-/// 8 backward), causal counted in full. Under `--method` the lengths are `bench_method::spans`:
-/// prefix tuning's rows are the T tokens, whose attention sees P + T keys (T5's decoder
-/// self-attention P + L), and an encoder that runs no backward (PEFT's T5 placement) counts
-/// its forward only, with the cross-attention's key and value products over its output.
+/// 8 backward), causal counted in full. Where the step needs fewer rows, fewer: the first
+/// layer's (T5: the encoder's first block's) query, key and value input gradient at the B·P
+/// prompt rows only, none under prefix tuning (`Spans::front`); BERT's last layer's queries,
+/// output projection and FFN (and its attention's queries) at the R rows per example its head
+/// reads (`pet` 1, `mlm` the labelled count, `cls` the T tokens), the decoder-only models' at
+/// the L target rows. Under `--method` the lengths are `bench_method::spans`: prefix tuning's
+/// rows are the T tokens, whose attention sees P + T keys (T5's decoder self-attention P + L),
+/// and an encoder that runs no backward (PEFT's T5 placement) counts its forward only, with
+/// the cross-attention's key and value products over its output.
 pub fn flops_per_step(preset: &Preset, w: &Workload) -> f64 {
     let s = method::spans(preset, w);
     let b = w.batch as f64;
     let (t, keys) = (s.rows as f64, s.keys as f64);
     let lin = |rows: f64, k: usize, n: usize| 4.0 * rows * k as f64 * n as f64;
     let attn = |tq: f64, tk: f64, a: usize| 12.0 * b * tq * tk * a as f64;
+    // the input-gradient half of a `lin` at the rows that are not the prompt's
+    let skipped = |k: usize, n: usize| 2.0 * b * (t - s.front as f64) * k as f64 * n as f64;
     match preset {
         Preset::Bert(c) => {
             let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
-            let rows = b * t;
-            let layer =
-                4.0 * lin(rows, h, h) + lin(rows, h, i) + lin(rows, i, h) + attn(t, keys, h);
-            let head = if w.objective == "mlm" {
-                let labelled = (0.15 * w.seq as f64).round().max(1.0) * b;
-                lin(labelled, h, h) + lin(labelled, h, v)
-            } else {
-                lin(b, h, h) + lin(b, h, 2)
+            let labelled = (0.15 * w.seq as f64).round().max(1.0);
+            let (head, r) = match w.objective.as_str() {
+                "mlm" => (lin(labelled * b, h, h) + lin(labelled * b, h, v), labelled),
+                "cls" => (0.0, w.seq as f64),
+                _ => (lin(b, h, h) + lin(b, h, PET_VERBALIZER.len()), 1.0),
             };
-            c.num_hidden_layers as f64 * layer + head
+            // q, o and the FFN at `tq` rows per example, with attention of those queries
+            let rowwise = |tq: f64| {
+                2.0 * lin(b * tq, h, h) + lin(b * tq, h, i) + lin(b * tq, i, h) + attn(tq, keys, h)
+            };
+            let kv = 2.0 * lin(b * t, h, h);
+            let layers = c.num_hidden_layers as f64;
+            (layers - 1.0) * rowwise(t) + rowwise(r.min(t)) + layers * kv - 3.0 * skipped(h, h)
+                + head
         }
         Preset::T5(c) => {
             let (d, a, f, v) = (c.d_model, c.inner_dim(), c.d_ff, c.vocab_size);
@@ -194,6 +207,12 @@ pub fn flops_per_step(preset: &Preset, w: &Workload) -> f64 {
                     + lin(enc_rows, a, d)
                     + ffn(enc_rows)
                     + attn(t, keys, a));
+            // the first block's q, k and v input gradient, where the encoder runs backward
+            let enc_skipped = if s.encoder_backward {
+                3.0 * skipped(d, a)
+            } else {
+                0.0
+            };
             let dec_layer = 3.0 * lin(dec_rows, d, a)
                 + lin(dec_rows, a, d)
                 + attn(l, l + s.decoder_prefix as f64, a)
@@ -202,13 +221,16 @@ pub fn flops_per_step(preset: &Preset, w: &Workload) -> f64 {
                 + enc_share * 2.0 * lin(enc_rows, d, a)
                 + attn(l, t, a)
                 + ffn(dec_rows);
-            c.num_layers as f64 * enc_layer
+            c.num_layers as f64 * enc_layer - enc_skipped
                 + c.num_decoder_layers as f64 * dec_layer
                 + lin(dec_rows, d, v)
         }
-        Preset::Decoder(c) => dec::flops(c, w.batch, s.rows, s.keys, w.target_len),
+        Preset::Decoder(c) => dec::flops(c, w.batch, &s, w.target_len),
     }
 }
+
+/// The two verbalizer ids of the bench's `pet` objective.
+pub const PET_VERBALIZER: [i32; 2] = [1000, 2000];
 
 /// The batch of one step: full-length random rows; PET masks at T/2 with two verbalizer ids;
 /// MLM labels on 15% of the positions; T5 random labels (B, L).
@@ -274,6 +296,10 @@ pub fn step<B: Backend>(
     let table = be.upload(DType::F32, &host_table)?;
     let (b, t) = (w.batch, w.seq);
     let mask_positions = vec![(t / 2) as i32; b];
+    let head = match (model, w.objective.as_str()) {
+        (Model::Bert(m), "cls") => Some(cls_head(m.cfg.hidden_size).upload(be)?),
+        _ => None,
+    };
     let objective = match model {
         Model::T5(_) => Objective::Seq2Seq {
             labels: &batch.labels,
@@ -282,9 +308,16 @@ pub fn step<B: Backend>(
         Model::Bert(_) if w.objective == "mlm" => Objective::Mlm {
             labels: &batch.labels,
         },
+        Model::Bert(_) if head.is_some() => Objective::Cls {
+            head: head
+                .as_ref()
+                .ok_or_else(|| Error::arg("--objective", "no cls head"))?,
+            pooling: Pooling::Mean,
+            labels: &batch.labels,
+        },
         Model::Bert(_) => Objective::Pet {
             mask_positions: &mask_positions,
-            verbalizer_ids: &[1000, 2000],
+            verbalizer_ids: &PET_VERBALIZER,
             labels: &batch.labels,
         },
         Model::Bloom(_) | Model::Llama(_) => Objective::Causal {
@@ -310,6 +343,17 @@ pub fn step<B: Backend>(
         grad,
         (acct.held_after_forward(), acct.peak_bytes()),
     ))
+}
+
+/// The bench's `cls` head: two labels over C, small random weights (a head of zeros would
+/// give every row the same gradient).
+fn cls_head(c: usize) -> HostClsHead {
+    let mut rng = Rng::new(7);
+    let mut head = HostClsHead::zeros(PET_VERBALIZER.len(), c);
+    for x in head.weight.iter_mut().chain(head.bias.iter_mut()) {
+        *x = rng.normal() as f32 * 0.02;
+    }
+    head
 }
 
 /// Relative L2 distance (`closeness`), as `parity` measures it.
@@ -384,10 +428,10 @@ pub fn check_workload(preset: &Preset, w: &Workload) -> Result<()> {
             w.recompute.check_layers(c.num_layers)?;
         }
     }
-    if !matches!(w.objective.as_str(), "pet" | "mlm") {
+    if !matches!(w.objective.as_str(), "pet" | "mlm" | "cls") {
         return Err(Error::arg(
             "--objective",
-            format!("\"{}\": expected pet or mlm", w.objective),
+            format!("\"{}\": expected pet, mlm or cls", w.objective),
         ));
     }
     Ok(())

@@ -8,6 +8,7 @@
 
 use crate::backend::rope::Llama3Scaling;
 use crate::backend::{Act, IGNORE_INDEX};
+use crate::bench_method::Spans;
 use crate::config::{DecoderConfig, Positions};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -142,23 +143,33 @@ pub fn check_fits_cpu(name: &str, parameters: usize) -> Result<()> {
 }
 
 /// FLOPs of one step (bench.rs's convention): per layer q (C×H·D), k, v (C×Hkv·D), o, the MLP
-/// (BLOOM C×F, F×C; SwiGLU gate and up C×F, down F×C) over B·`rows` rows (P + T; T under
-/// prefix tuning) and attention of those queries, of width H·D, over `keys` keys (P + T); the
-/// LM head C×V at the B·L target rows.
-pub fn flops(c: &DecoderConfig, batch: usize, rows: usize, keys: usize, target_len: usize) -> f64 {
+/// (BLOOM C×F, F×C; SwiGLU gate and up C×F, down F×C) over B·S rows (S = P + T; T under prefix
+/// tuning) and attention of those queries, of width H·D, over the K keys (P + T), but the last
+/// layer's q, o and MLP at the B·L target rows only, its attention of those queries; the first
+/// layer's q, k and v input gradient at the B·P prompt rows only (none under prefix tuning);
+/// the LM head C×V at the B·L target rows.
+pub fn flops(c: &DecoderConfig, batch: usize, s: &Spans, target_len: usize) -> f64 {
     let lin = |rows: f64, k: usize, n: usize| 4.0 * rows * k as f64 * n as f64;
-    let (b, s, keys) = (batch as f64, rows as f64, keys as f64);
-    let n = b * s;
+    let (b, keys) = (batch as f64, s.keys as f64);
     let (d, f) = (c.hidden_size, c.intermediate_size);
     let (q, kv) = (c.q_width(), c.kv_width());
-    let mlp = if c.is_bloom() {
-        lin(n, d, f) + lin(n, f, d)
-    } else {
-        2.0 * lin(n, d, f) + lin(n, f, d)
+    // the row-wise products and attention of `tq` queries per row
+    let rowwise = |tq: f64| {
+        let n = b * tq;
+        let mlp = if c.is_bloom() {
+            lin(n, d, f) + lin(n, f, d)
+        } else {
+            2.0 * lin(n, d, f) + lin(n, f, d)
+        };
+        lin(n, d, q) + lin(n, q, d) + mlp + 12.0 * b * tq * keys * q as f64
     };
-    let attn = 12.0 * b * s * keys * q as f64;
-    let layer = lin(n, d, q) + 2.0 * lin(n, d, kv) + lin(n, q, d) + mlp + attn;
-    c.num_layers as f64 * layer + lin(b * target_len as f64, d, c.vocab_size)
+    let (rows, tail) = (s.rows as f64, target_len.min(s.rows) as f64);
+    let kv_all = 2.0 * lin(b * rows, d, kv);
+    // input-gradient products (half of a `lin`) the first layer leaves out
+    let skipped = 2.0 * b * (rows - s.front as f64) * d as f64 * (q + 2 * kv) as f64;
+    let layers = c.num_layers.saturating_sub(1) as f64;
+    layers * rowwise(rows) + rowwise(tail) + c.num_layers as f64 * kv_all - skipped
+        + lin(b * target_len as f64, d, c.vocab_size)
 }
 
 /// Causal-LM labels (B, T): random ids on the last `target_len` tokens of each row.

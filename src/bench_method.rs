@@ -125,6 +125,10 @@ pub struct Spans {
     /// whether the encoder runs backward: not under PEFT's T5 placement, where nothing
     /// trainable is below the decoder (its FLOPs then count the forward only)
     pub encoder_backward: bool,
+    /// rows per row at which the first layer's input gradient is wanted (the first layer's
+    /// query, key and value input-gradient products run there only): the P prompt rows, none
+    /// under prefix tuning
+    pub front: usize,
 }
 
 pub fn spans(preset: &Preset, w: &Workload) -> Spans {
@@ -135,18 +139,21 @@ pub fn spans(preset: &Preset, w: &Workload) -> Spans {
             keys: t,
             decoder_prefix: p,
             encoder_backward: false,
+            front: 0,
         },
         (Method::Prefix(_), _) => Spans {
             rows: t,
             keys: p + t,
             decoder_prefix: p,
             encoder_backward: true,
+            front: 0,
         },
         _ => Spans {
             rows: p + t,
             keys: p + t,
             decoder_prefix: 0,
             encoder_backward: true,
+            front: p,
         },
     }
 }

@@ -57,9 +57,10 @@ fn flops_and_tokens_match_bench_common_py() {
             (3, 97, 7, 5, "mlm"),
             (32, 512, 100, 16, "pet"),
             (2, 1024, 20, 16, "mlm"),
+            (5, 61, 9, 3, "cls"),
         ] {
             // T5 and the decoder-only presets have one objective each (seq2seq, causal)
-            if !preset.starts_with("bert") && objective == "mlm" {
+            if !preset.starts_with("bert") && objective != "pet" {
                 continue;
             }
             for method in methods(preset) {
@@ -92,7 +93,7 @@ fn flops_and_tokens_match_bench_common_py() {
         }
     }
     // per (preset, shape): prompt and prefix (papers); T5 also prefix under PEFT's placement
-    assert_eq!(checked, (2 * 4 + 4 * 2 + 6 * 2) * 2 + 4 * 2);
+    assert_eq!(checked, (2 * 5 + 4 * 2 + 6 * 2) * 2 + 4 * 2);
 }
 
 /// The methods whose counts differ: prompt tuning (P-tuning's is the same step), prefix tuning

@@ -214,7 +214,7 @@ fn mixed_pet_jobs_run_the_last_layer_at_the_mask_rows() {
         .sum();
     let layer = |rows: usize| rows * (4 * c * c + 2 * c * i);
     let last_at_mask = |kv_rows: usize| kv_rows * 2 * c * c + b * (2 * c * c + 2 * c * i);
-    // the verbalizer head at the B [MASK] rows (prediction runs its backward too)
+    // the verbalizer head at the B [MASK] rows (prediction runs its forward alone)
     let head = b * c * c + b * c * 2;
     let products = |f: &dyn Fn()| {
         be.reset();
@@ -224,7 +224,7 @@ fn mixed_pet_jobs_run_the_last_layer_at_the_mask_rows() {
     let predicted = products(&|| {
         predict_mixed(&be, &model, &jobs, &rows, 64).unwrap();
     });
-    let want = (layers - 1) * layer(real) + last_at_mask(real) + 2 * head;
+    let want = (layers - 1) * layer(real) + last_at_mask(real) + head;
     assert_eq!(predicted, 2 * want, "prediction's products");
     let stepped = products(&|| {
         step_mixed(&be, &model, &jobs, &rows, Recompute::None).unwrap();

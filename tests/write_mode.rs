@@ -3,10 +3,11 @@
 //! equals, value for value, what they add into a zeroed one. The garbage is NaN, so an
 //! element the op reads, or leaves unwritten, fails. `linear_bwd`'s write mode is checked in
 //! ops_finite_diff/, gemm_paths.rs and cuda_kernels/; these are the others: LayerNorm,
-//! RMS norm, the activations (plain and gated) and attention's dq, dk and dv (its dprefix
-//! always adds). Each runs on the CPU backend in float32 (its SIMD path) and float64 (the
-//! scalar reference), and with `--features emu` on the emulated kernels in the bf16, float32
-//! and mixed builds, the bf16 build's attention both on wmma and on mma.sync.
+//! RMS norm, the activations (plain and gated), the `cls` head and the mean pooling behind
+//! it, and attention's dq, dk and dv (its dprefix always adds). Each runs on the CPU backend
+//! in float32 (its SIMD path) and float64 (the scalar reference), and with `--features emu`
+//! on the emulated kernels in the bf16, float32 and mixed builds, the bf16 build's attention
+//! both on wmma and on mma.sync.
 
 use softprompt::internals::backend::{Act, AttnBias, AttnDims, Backend, DType, PrefixKv};
 use softprompt::internals::rng::Rng;
@@ -17,15 +18,27 @@ fn randn(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
 }
 
 /// Runs `op` (the gradients it writes, accumulate) twice: adding into zeros, and writing over
-/// NaN; every gradient must come out the same, and not all zero.
+/// NaN; every gradient (activations, `lens` elements each) must come out the same, and not all
+/// zero.
 fn written_equals_added<B: Backend>(
     be: &B,
     name: &str,
     lens: &[usize],
     op: impl Fn(&mut [B::Buf], bool),
 ) {
+    let bufs: Vec<_> = lens.iter().map(|&n| (be.act_dtype(), n)).collect();
+    written_equals_added_as(be, name, &bufs, op)
+}
+
+/// `written_equals_added` with each gradient's type and length in `bufs`.
+fn written_equals_added_as<B: Backend>(
+    be: &B,
+    name: &str,
+    bufs: &[(DType, usize)],
+    op: impl Fn(&mut [B::Buf], bool),
+) {
     let start = |x: f32| -> Vec<B::Buf> {
-        let bufs = lens.iter().map(|&n| be.upload(be.act_dtype(), &vec![x; n]));
+        let bufs = bufs.iter().map(|&(dt, n)| be.upload(dt, &vec![x; n]));
         bufs.collect::<Result<_, _>>().expect("upload")
     };
     let (mut added, mut written) = (start(0.0), start(f32::NAN));
@@ -102,6 +115,41 @@ fn check_activations<B: Backend>(be: &B) {
                     .unwrap()
             });
         }
+    }
+}
+
+/// The `cls` head's backward (dweight and dbias F32, dpooled an activation) and the mean
+/// pooling's behind it, whose rows of weight 0 (padding, a row pooling nothing) it must write
+/// as zeros: (B, K, C) one row, a SIMD tail, one wider than a kernel block.
+fn check_head<B: Backend>(be: &B) {
+    let mut rng = Rng::new(44);
+    for (b, k, c, t) in [(1, 2, 8, 3), (5, 3, 37, 9), (2, 4, 2100, 4)] {
+        let (act, f32) = (be.act_dtype(), DType::F32);
+        let dlogits = be.upload(f32, &randn(&mut rng, b * k, 0.5)).unwrap();
+        let pooled = be.upload(act, &randn(&mut rng, b * c, 1.0)).unwrap();
+        let weight = be.upload(f32, &randn(&mut rng, k * c, 1.0)).unwrap();
+        let name = format!("cls_head_bwd B{b} K{k} C{c}");
+        let bufs = [(f32, k * c), (f32, k), (act, b * c)];
+        written_equals_added_as(be, &name, &bufs, |g, acc| {
+            let [dw, db, dp] = g else { unreachable!() };
+            be.cls_head_bwd(dw, db, dp, &dlogits, &pooled, &weight, b, k, c, acc)
+                .unwrap()
+        });
+        // row 0 pools its first two positions, every other row its first one
+        let w: Vec<f32> = (0..b * t)
+            .map(|i| match (i / t, i % t) {
+                (0, s) if s < 2 => 0.5,
+                (_, 0) => 1.0,
+                _ => 0.0,
+            })
+            .collect();
+        let w = be.upload(act, &w).unwrap();
+        let dout = be.upload(act, &randn(&mut rng, b * c, 1.0)).unwrap();
+        let name = format!("mean_pool_bwd B{b} T{t} C{c}");
+        written_equals_added(be, &name, &[b * t * c], |g, acc| {
+            be.mean_pool_bwd(&mut g[0], &dout, &w, b, t, c, acc)
+                .unwrap()
+        });
     }
 }
 
@@ -255,6 +303,12 @@ fn activations_write_what_they_add_to_zeros() {
 }
 
 #[test]
+fn cls_head_writes_what_it_adds_to_zeros() {
+    check_head(&CpuBackend::<f32>::new());
+    check_head(&CpuBackend::<f64>::new());
+}
+
+#[test]
 fn attention_writes_what_it_adds_to_zeros() {
     check_attention(&CpuBackend::<f32>::new());
     check_attention(&CpuBackend::<f64>::new());
@@ -281,6 +335,11 @@ mod emu {
     #[test]
     fn activations() {
         each_build(super::check_activations);
+    }
+
+    #[test]
+    fn cls_head() {
+        each_build(super::check_head);
     }
 
     #[test]

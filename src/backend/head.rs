@@ -55,7 +55,8 @@ op_family! {
             k: usize,
         ) -> Result<()>;
         /// dweight (K, C) += dlogitsᵀ · pooled; dbias (K) += Σ_b dlogits; dpooled (B, C) +=
-        /// dlogits · weight.
+        /// dlogits · weight. With `accumulate` false all three are written whole instead, bit
+        /// for bit what adding into zeros gives (the step's head gradients are its alone).
         fn cls_head_bwd(
             &self,
             dweight: &mut Self::Buf,
@@ -67,6 +68,7 @@ op_family! {
             b: usize,
             k: usize,
             c: usize,
+            accumulate: bool,
         ) -> Result<()>;
     }
 }

@@ -20,7 +20,7 @@
 //! sizes. Accumulation rule, for every op: forward ops overwrite their outputs; backward ops
 //! (`*_bwd`) add into their input gradients (`+=`), whose buffers the caller zeroes first,
 //! except those that take `accumulate` (`linear_bwd`, the norms', the activations',
-//! `attention_bwd`'s dq, dk and dv): with it false they write their gradients whole, bit for
+//! `attention_bwd`'s dq, dk and dv, `cls_head_bwd`, `mean_pool_bwd`): with it false they write their gradients whole, bit for
 //! bit what adding into zeros gives, so the first contributor to a buffer needs no zeroed one
 //! (`Storage::output`).
 //! The losses that start the backward pass write the logits' gradient (`cross_entropy_fwd_bwd`

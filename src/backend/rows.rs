@@ -35,7 +35,8 @@ op_family! {
             t: usize,
             c: usize,
         ) -> Result<()>;
-        /// dinp (B, T, C) += weight[b, s] · dout[b].
+        /// dinp (B, T, C) += weight[b, s] · dout[b]. With `accumulate` false dinp is written
+        /// whole (zeros at the rows of weight 0), bit for bit what adding into zeros gives.
         fn mean_pool_bwd(
             &self,
             dinp: &mut Self::Buf,
@@ -44,6 +45,7 @@ op_family! {
             b: usize,
             t: usize,
             c: usize,
+            accumulate: bool,
         ) -> Result<()>;
     }
 }

@@ -276,7 +276,8 @@ pub struct WorkloadArgs {
     /// backward)
     #[arg(long, default_value = "none")]
     pub recompute: String,
-    /// BERT objective: pet (the default) or mlm; T5 and decoder presets read none
+    /// BERT objective: pet (the default), mlm or cls (a two-label head on mean-pooled
+    /// states); T5 and decoder presets read none
     #[arg(long)]
     pub objective: Option<String>,
     /// The CPU's GEMM path: gemm (the gemm crate), openblas in a build with that feature, or
@@ -314,7 +315,7 @@ impl WorkloadArgs {
             Preset::Bert(_) => (
                 "--target-len",
                 self.target_len.is_some(),
-                "pet or mlm, no target",
+                "pet, mlm or cls, no target",
             ),
             Preset::T5(_) => ("--objective", self.objective.is_some(), "seq2seq"),
             Preset::Decoder(_) => ("--objective", self.objective.is_some(), "causal"),

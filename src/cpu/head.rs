@@ -4,7 +4,9 @@
 //! precision, and the backward looping over b, then k, then c.
 //!
 //! Accumulation contract: `cls_head_fwd` and `cls_xent_grad` overwrite; `cls_head_bwd` adds
-//! into dweight, dbias and dpooled.
+//! into dweight, dbias and dpooled, or with `accumulate` false writes them whole: each
+//! element's first term is added to zero instead of to what the buffer held, so the bits are
+//! those of adding into zeros.
 
 use super::real::Real;
 use super::{ints, real, real_mut, CpuBackend, CpuBuf};
@@ -42,7 +44,7 @@ pub fn cls_xent_grad<F: Real>(dlogits: &mut [F], logits: &[F], labels: &[i32], k
 }
 
 /// dweight (K, C) += dlogitsᵀ · pooled, dbias (K) += Σ_b dlogits, dpooled (B, C) += dlogits ·
-/// weight.
+/// weight; with `accumulate` false each is written whole.
 #[allow(clippy::too_many_arguments)]
 pub fn cls_head_bwd<F: Real>(
     dweight: &mut [F],
@@ -53,20 +55,26 @@ pub fn cls_head_bwd<F: Real>(
     weight: &[F],
     k: usize,
     c: usize,
+    accumulate: bool,
 ) {
-    for (grow, (x, dx)) in dlogits
-        .chunks(k)
-        .zip(pooled.chunks(c).zip(dpooled.chunks_mut(c)))
-    {
+    // what an element's first term adds to: the buffer, or zero in write mode
+    let start = |first: bool, held: F| if first && !accumulate { F::ZERO } else { held };
+    // B = 0 (or K = 0) leaves no term to write: the gradients are zero
+    let b = dlogits.len().checked_div(k).unwrap_or(0);
+    if !accumulate && b == 0 {
+        dweight.fill(F::ZERO);
+        dbias.fill(F::ZERO);
+        dpooled.fill(F::ZERO);
+    }
+    for bi in 0..b {
+        let (grow, x) = (&dlogits[bi * k..][..k], &pooled[bi * c..][..c]);
+        let dx = &mut dpooled[bi * c..][..c];
         for (ki, &g) in grow.iter().enumerate() {
-            dbias[ki] += g;
-            let (dw, w) = (
-                &mut dweight[ki * c..(ki + 1) * c],
-                &weight[ki * c..(ki + 1) * c],
-            );
+            dbias[ki] = start(bi == 0, dbias[ki]) + g;
+            let (dw, w) = (&mut dweight[ki * c..][..c], &weight[ki * c..][..c]);
             for ci in 0..c {
-                dw[ci] += g * x[ci];
-                dx[ci] += g * w[ci];
+                dw[ci] = start(bi == 0, dw[ci]) + g * x[ci];
+                dx[ci] = start(ki == 0, dx[ci]) + g * w[ci];
             }
         }
     }
@@ -124,6 +132,7 @@ impl<F: Real> HeadOps for CpuBackend<F> {
         b: usize,
         k: usize,
         c: usize,
+        accumulate: bool,
     ) -> Result<()> {
         cls_head_bwd(
             real_mut(dweight, "head dweight", k * c)?,
@@ -134,6 +143,7 @@ impl<F: Real> HeadOps for CpuBackend<F> {
             real(weight, "head weight", k * c)?,
             k,
             c,
+            accumulate,
         );
         Ok(())
     }

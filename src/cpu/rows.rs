@@ -1,7 +1,7 @@
 //! Row selection and pooling: heads compute only the rows their loss reads.
 //!
-//! `gather_rows` overwrites; `scatter_rows_bwd` and `mean_pool_bwd` add into the residual
-//! gradient they return to.
+//! `gather_rows` overwrites; `scatter_rows_bwd` adds into the residual gradient it returns
+//! to; `mean_pool_bwd` adds, or with `accumulate` false writes its gradient whole.
 
 use super::real::Real;
 use super::{check_rows, ints, real, real_mut, CpuBackend, CpuBuf};
@@ -46,15 +46,29 @@ pub fn mean_pool_fwd<F: Real>(out: &mut [F], inp: &[F], weight: &[F], t: usize, 
     });
 }
 
-/// dinp (B, T, C) += weight[b, s] * dout[b] (B, C).
-pub fn mean_pool_bwd<F: Real>(dinp: &mut [F], dout: &[F], weight: &[F], t: usize, c: usize) {
+/// dinp (B, T, C) += weight[b, s] * dout[b] (B, C); with `accumulate` false dinp is written
+/// whole, its rows of weight 0 zeros and the others zero plus their term (the bits of adding
+/// into zeros).
+pub fn mean_pool_bwd<F: Real>(
+    dinp: &mut [F],
+    dout: &[F],
+    weight: &[F],
+    t: usize,
+    c: usize,
+    accumulate: bool,
+) {
     dinp.par_chunks_mut(c).enumerate().for_each(|(row, dst)| {
         let w = weight[row];
-        if w != F::ZERO {
-            let bi = row / t;
-            for (d, &g) in dst.iter_mut().zip(&dout[bi * c..(bi + 1) * c]) {
-                *d += w * g;
+        if w == F::ZERO {
+            if !accumulate {
+                dst.fill(F::ZERO);
             }
+            return;
+        }
+        let bi = row / t;
+        for (d, &g) in dst.iter_mut().zip(&dout[bi * c..(bi + 1) * c]) {
+            let held = if accumulate { *d } else { F::ZERO };
+            *d = held + w * g;
         }
     });
 }
@@ -123,6 +137,7 @@ impl<F: Real> RowOps for CpuBackend<F> {
         b: usize,
         t: usize,
         c: usize,
+        accumulate: bool,
     ) -> Result<()> {
         mean_pool_bwd(
             real_mut(dinp, "pool dinp", b * t * c)?,
@@ -130,6 +145,7 @@ impl<F: Real> RowOps for CpuBackend<F> {
             real(weight, "pool weight", b * t)?,
             t,
             c,
+            accumulate,
         );
         Ok(())
     }

@@ -65,8 +65,10 @@ impl HeadOps for CudaBackend {
     }
 
     // extern "C" __global__ void cls_head_bwd(float* dweight, float* dbias, act_t* dpooled,
-    //     const float* dlogits, const act_t* pooled, const float* weight, int b, int k, int c);
-    /// dweight (K, C), dbias (K), dpooled (B, C) += the head's gradients from dlogits (B, K).
+    //     const float* dlogits, const act_t* pooled, const float* weight, int b, int k, int c,
+    //     int accumulate);
+    /// dweight (K, C), dbias (K), dpooled (B, C) += the head's gradients from dlogits (B, K),
+    /// or = with `accumulate` false.
     fn cls_head_bwd(
         &self,
         dweight: &mut CudaBuf,
@@ -78,6 +80,7 @@ impl HeadOps for CudaBackend {
         b: usize,
         k: usize,
         c: usize,
+        accumulate: bool,
     ) -> Result<()> {
         let store = self.store();
         let args = Args::new()
@@ -89,7 +92,8 @@ impl HeadOps for CudaBackend {
             .ptr(arg(weight, "head weight", DType::F32, k * c)?)
             .i32(int("batch", b)?)
             .i32(int("labels", k)?)
-            .i32(int("hidden size", c)?);
+            .i32(int("hidden size", c)?)
+            .i32(accumulate as i32);
         let items = k * c + k + b * c;
         if items == 0 {
             return Ok(());

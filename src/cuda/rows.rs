@@ -134,8 +134,9 @@ impl RowOps for CudaBackend {
     }
 
     // extern "C" __global__ void mean_pool_bwd(act_t* dinp, const act_t* dout, const act_t* weight,
-    //     int b, int t, int c);
-    /// dinp (B, T, C) += weight[b, s] · dout[b] (B, C). One block per (b, s) row.
+    //     int b, int t, int c, int accumulate);
+    /// dinp (B, T, C) += weight[b, s] · dout[b] (B, C), or = with `accumulate` false. One
+    /// block per (b, s) row.
     fn mean_pool_bwd(
         &self,
         dinp: &mut CudaBuf,
@@ -144,6 +145,7 @@ impl RowOps for CudaBackend {
         b: usize,
         t: usize,
         c: usize,
+        accumulate: bool,
     ) -> Result<()> {
         let dev = &self.dev;
         let store = dev.store();
@@ -153,7 +155,8 @@ impl RowOps for CudaBackend {
             .ptr(arg(weight, "pool weight", store, b * t)?)
             .i32(int("batch", b)?)
             .i32(int("rows", t)?)
-            .i32(int("hidden size", c)?);
+            .i32(int("hidden size", c)?)
+            .i32(accumulate as i32);
         if b * t == 0 || c == 0 {
             return Ok(());
         }

@@ -126,8 +126,14 @@ impl<B: Backend> ClsHead<B> {
         let logits = self.logits(be, &pooled, b)?;
         let mut dlogits = output(be, DType::F32, b * k)?;
         be.cls_xent_grad(&mut dlogits, &logits, &labels_buf, b, k)?;
-        let mut dhead = ClsHead::zeros(be, k, c)?;
-        let mut dpooled = zeros(be, act, b * c)?;
+        // the head's backward writes its gradients whole: they are this step's alone
+        let mut dhead = ClsHead {
+            k,
+            c,
+            weight: output(be, DType::F32, k * c)?,
+            bias: output(be, DType::F32, k)?,
+        };
+        let mut dpooled = output(be, act, b * c)?;
         be.cls_head_bwd(
             &mut dhead.weight,
             &mut dhead.bias,
@@ -138,9 +144,10 @@ impl<B: Backend> ClsHead<B> {
             b,
             k,
             c,
+            false,
         )?;
-        let mut dhidden = zeros(be, act, be.len(hidden))?;
-        be.mean_pool_bwd(&mut dhidden, &dpooled, pool_w, b, t, c)?;
+        let mut dhidden = output(be, act, be.len(hidden))?;
+        be.mean_pool_bwd(&mut dhidden, &dpooled, pool_w, b, t, c, false)?;
         let logits = be.download(&logits)?;
         Ok(ClsOutput {
             loss: cls_loss(&logits, labels, k),

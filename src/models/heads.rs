@@ -1,7 +1,8 @@
 //! Heads compute only what the loss reads: the masked-LM head runs at the selected rows only
 //! (the labelled positions for `mlm`, the [MASK] positions for `pet`), and the PET decoder is
-//! restricted to the verbalizer rows. Each head runs forward and backward in one call, since
-//! its gradient is needed at once; it returns the loss and d loss / d hidden.
+//! restricted to the verbalizer rows. In training each head runs forward and backward in one
+//! call, since its gradient is needed at once, and returns the loss and d loss / d hidden;
+//! prediction runs its forward alone (`mlm_head_logits`).
 
 use super::bert::Bert;
 use super::common::{output, zeros};
@@ -26,35 +27,52 @@ pub enum Decoder<'a> {
     Rows(&'a [i32]),
 }
 
-/// Runs BERT's masked-LM head at hidden rows `rows` (M indices into the B*T rows of `hidden`)
-/// against `targets` (M; -100 ignored; for `Decoder::Rows`, an index into the rows).
-pub fn mlm_head_fwd_bwd<B: Backend>(
+/// What the masked-LM head's forward keeps for its backward.
+struct MlmFwd<B: Backend> {
+    /// (M) I32 the rows of the hidden states it read
+    idx: B::Buf,
+    /// (M, C) the dense layer's output, before the activation
+    u: B::Buf,
+    /// (M, C) the activation's output, the LayerNorm's input
+    g: B::Buf,
+    /// (M) F32 the LayerNorm's statistics
+    mean: B::Buf,
+    rstd: B::Buf,
+    /// the decoder restricted to the verbalizer rows, (V', C) and (V'); None: the full one
+    restricted: Option<(B::Buf, B::Buf)>,
+}
+
+impl<B: Backend> MlmFwd<B> {
+    /// The decoder's weight (V', C) and bias (V') the logits come from.
+    fn decoder<'a>(&'a self, bert: &'a Bert<B>) -> Result<(&'a B::Buf, &'a B::Buf)> {
+        let (head, full_w) = bert.decoder_weight()?;
+        Ok(match &self.restricted {
+            Some((w, b)) => (w, b),
+            None => (full_w, &head.bias),
+        })
+    }
+}
+
+/// The masked-LM head's forward at hidden rows `rows` (M indices into the rows of `hidden`):
+/// what its backward reads, and the logits (M, V') F32.
+fn mlm_head_fwd<B: Backend>(
     be: &B,
     bert: &Bert<B>,
     hidden: &B::Buf,
     rows: &[i32],
-    targets: &[i32],
     decoder: Decoder,
-    keep_logits: bool,
-) -> Result<HeadOutput<B>> {
-    let (head, full_w) = bert.decoder_weight()?;
+) -> Result<(MlmFwd<B>, B::Buf)> {
+    let (head, _) = bert.decoder_weight()?;
     let (c, act, eps) = (
         bert.cfg.hidden_size,
         be.act_dtype(),
         bert.cfg.layer_norm_eps,
     );
     let m = rows.len();
-    crate::error::ensure_len("head targets", m, targets.len())?;
     let restricted = match decoder {
         Decoder::Vocab => None,
         Decoder::Rows(ids) => Some(verbalizer_rows(be, bert, ids)?),
     };
-    let (dec_w, dec_b) = match &restricted {
-        Some((w, b)) => (w, b),
-        None => (full_w, &head.bias),
-    };
-    let v = be.len(dec_b);
-    let count = targets.iter().filter(|&&t| t != IGNORE_INDEX).count();
     let idx = be.upload_i32(rows)?;
     let mut h = output(be, act, m * c)?;
     be.gather_rows(&mut h, hidden, &idx, m, c)?;
@@ -70,9 +88,53 @@ pub fn mlm_head_fwd_bwd<B: Backend>(
     be.layernorm_fwd(
         &mut z, &mut mean, &mut rstd, &g, &head.ln_w, &head.ln_b, m, c, eps,
     )?;
+    let fwd = MlmFwd {
+        idx,
+        u,
+        g,
+        mean,
+        rstd,
+        restricted,
+    };
+    let (dec_w, dec_b) = fwd.decoder(bert)?;
+    let v = be.len(dec_b);
     // logits in float32: the softmax over V must not round in bf16
     let mut logits = output(be, DType::F32, m * v)?;
     be.linear_fwd(&mut logits, &z, dec_w, Some(dec_b), m, c, v)?;
+    Ok((fwd, logits))
+}
+
+/// The masked-LM head's logits (M, V') at hidden rows `rows`, on the host: its forward alone,
+/// for prediction (no loss, no backward).
+pub fn mlm_head_logits<B: Backend>(
+    be: &B,
+    bert: &Bert<B>,
+    hidden: &B::Buf,
+    rows: &[i32],
+    decoder: Decoder,
+) -> Result<Vec<f32>> {
+    be.download(&mlm_head_fwd(be, bert, hidden, rows, decoder)?.1)
+}
+
+/// Runs BERT's masked-LM head at hidden rows `rows` (M indices into the B*T rows of `hidden`)
+/// against `targets` (M; -100 ignored; for `Decoder::Rows`, an index into the rows).
+pub fn mlm_head_fwd_bwd<B: Backend>(
+    be: &B,
+    bert: &Bert<B>,
+    hidden: &B::Buf,
+    rows: &[i32],
+    targets: &[i32],
+    decoder: Decoder,
+    keep_logits: bool,
+) -> Result<HeadOutput<B>> {
+    let (head, _) = bert.decoder_weight()?;
+    let (c, act) = (bert.cfg.hidden_size, be.act_dtype());
+    let m = rows.len();
+    crate::error::ensure_len("head targets", m, targets.len())?;
+    let (fwd, mut logits) = mlm_head_fwd(be, bert, hidden, rows, decoder)?;
+    let (dec_w, dec_b) = fwd.decoder(bert)?;
+    let v = be.len(dec_b);
+    let count = targets.iter().filter(|&&t| t != IGNORE_INDEX).count();
     let kept = if keep_logits {
         Some(be.download(&logits)?)
     } else {
@@ -93,13 +155,14 @@ pub fn mlm_head_fwd_bwd<B: Backend>(
     let mut dz = output(be, act, m * c)?;
     be.linear_bwd(&mut dz, &dlogits, dec_w, m, c, v, false)?;
     let mut dg = output(be, act, m * c)?;
-    be.layernorm_bwd(&mut dg, &dz, &g, &head.ln_w, &mean, &rstd, m, c, false)?;
+    let (mean, rstd) = (&fwd.mean, &fwd.rstd);
+    be.layernorm_bwd(&mut dg, &dz, &fwd.g, &head.ln_w, mean, rstd, m, c, false)?;
     let mut du = output(be, act, m * c)?;
-    be.act_bwd(&mut du, &dg, &u, bert.cfg.hidden_act, m * c, false)?;
+    be.act_bwd(&mut du, &dg, &fwd.u, bert.cfg.hidden_act, m * c, false)?;
     let mut dh = output(be, act, m * c)?;
     be.linear_bwd(&mut dh, &du, &head.dense_w, m, c, c, false)?;
     let mut dhidden = zeros(be, act, be.len(hidden))?;
-    be.scatter_rows_bwd(&mut dhidden, &dh, &idx, m, c)?;
+    be.scatter_rows_bwd(&mut dhidden, &dh, &fwd.idx, m, c)?;
     Ok(HeadOutput {
         loss,
         logits: kept,

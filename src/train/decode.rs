@@ -118,23 +118,17 @@ impl Task {
         let k = self.spec.labels.len();
         let logits = if self.spec.kind == TaskKind::Pet {
             let decoder = Decoder::Rows(&self.verbalizer_ids);
-            let h = heads::mlm_head_fwd_bwd(
-                be,
-                m,
-                hidden,
-                &at.rows(&lay.mask_rows(batch, rows)?)?,
-                &vec![0; rows.len()],
-                decoder,
-                true,
-            )?;
-            h.logits.unwrap_or_default()
+            // the head's forward alone: prediction wants no loss and no gradient
+            let picked = at.rows(&lay.mask_rows(batch, rows)?)?;
+            heads::mlm_head_logits(be, m, hidden, &picked, decoder)?
         } else {
             let head = cls_head(params)?;
             let c = m.cfg.hidden_size;
             let all: Vec<usize> = (0..b).collect();
             let w = lay.pool_weights(&batch.tokens.mask, &all, t, self.spec.pooling);
             let pool_w = be.upload(be.act_dtype(), &at.pick("pool weights", w)?)?;
-            let mut pooled = be.zeros(be.act_dtype(), b * c)?;
+            // mean_pool_fwd writes it whole
+            let mut pooled = be.output(be.act_dtype(), b * c)?;
             be.mean_pool_fwd(&mut pooled, hidden, &pool_w, b, at.s(), c)?;
             let all = be.download(&head.logits(be, &pooled, b)?)?;
             let row = |r: usize| all.get(r * k..(r + 1) * k).unwrap_or_default();

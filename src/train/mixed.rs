@@ -537,7 +537,8 @@ impl Task {
         let (r, width) = (rows.len(), s * c);
         let idx: Vec<i32> = rows.iter().map(|&r| r as i32).collect();
         let idx = be.upload_i32(&idx)?;
-        let mut mine = be.zeros(be.act_dtype(), r * width)?;
+        // gather_rows writes it whole
+        let mut mine = be.output(be.act_dtype(), r * width)?;
         be.gather_rows(&mut mine, hidden, &idx, r, width)?;
         // (B, S) every row's pooling weights at the hidden rows, then (R, S) the job's
         let all: Vec<usize> = (0..batch.tokens.b).collect();

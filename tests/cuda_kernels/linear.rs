@@ -48,12 +48,12 @@ pub(super) fn check_head(be: &CudaBackend) {
         let (mut dw, mut db) = (s.grad(F32, k * c, &mut rng), s.grad(F32, k, &mut rng));
         let mut dp = s.grad(st.dt, b * c, &mut rng);
         be.cls_head_bwd(
-            &mut dw.0, &mut db.0, &mut dp.0, &dl.0, &pooled.0, &weight.0, b, k, c,
+            &mut dw.0, &mut db.0, &mut dp.0, &dl.0, &pooled.0, &weight.0, b, k, c, true,
         )
         .unwrap();
         s.cpu
             .cls_head_bwd(
-                &mut dw.1, &mut db.1, &mut dp.1, &dl.1, &pooled.1, &weight.1, b, k, c,
+                &mut dw.1, &mut db.1, &mut dp.1, &dl.1, &pooled.1, &weight.1, b, k, c, true,
             )
             .unwrap();
         s.check(&format!("cls_head_bwd dweight {name}"), &dw, F32_OUT);

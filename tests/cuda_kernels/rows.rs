@@ -220,10 +220,10 @@ pub(super) fn check_rows(be: &CudaBackend) {
         s.check(&format!("mean_pool_fwd B{b} T{t} C{c}"), &out, st.out);
         let dout = s.up(st.dt, &randn(&mut rng, b * c, 1.0));
         let mut dinp = s.up(st.dt, &randn(&mut rng, b * t * c, 1.0));
-        be.mean_pool_bwd(&mut dinp.0, &dout.0, &w.0, b, t, c)
+        be.mean_pool_bwd(&mut dinp.0, &dout.0, &w.0, b, t, c, true)
             .unwrap();
         s.cpu
-            .mean_pool_bwd(&mut dinp.1, &dout.1, &w.1, b, t, c)
+            .mean_pool_bwd(&mut dinp.1, &dout.1, &w.1, b, t, c, true)
             .unwrap();
         s.check(&format!("mean_pool_bwd B{b} T{t} C{c}"), &dinp, st.out);
     }

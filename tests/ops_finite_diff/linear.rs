@@ -234,8 +234,15 @@ fn head_case(b: usize, k: usize, c: usize, seed: u64) {
     head::cls_head_fwd(&mut logits, &pooled, &weight, &bias, k, c);
     let mut dlogits = vec![f64::NAN; b * k];
     head::cls_xent_grad(&mut dlogits, &logits, &labels, k);
-    let (mut dw, mut db, mut dp) = (vec![0.0; k * c], vec![0.0; k], vec![0.0; b * c]);
-    head::cls_head_bwd(&mut dw, &mut db, &mut dp, &dlogits, &pooled, &weight, k, c);
+    // write mode over NaN: every element the op leaves unwritten (or reads) fails below
+    let (mut dw, mut db, mut dp) = (
+        vec![f64::NAN; k * c],
+        vec![f64::NAN; k],
+        vec![f64::NAN; b * c],
+    );
+    head::cls_head_bwd(
+        &mut dw, &mut db, &mut dp, &dlogits, &pooled, &weight, k, c, false,
+    );
     let t = tol("head");
     check_gradient(
         &format!("{name} dweight"),

@@ -304,7 +304,7 @@ fn mean_pool_matches_finite_differences() {
     assert_close("mean_pool forward", &out, &want, tol("forward"));
     let pre = normals(&mut rng, b * t * c, 1.0);
     let mut dinp = pre.clone();
-    rows::mean_pool_bwd(&mut dinp, &r, &weight, t, c);
+    rows::mean_pool_bwd(&mut dinp, &r, &weight, t, c, true);
     let grad: Vec<f64> = dinp.iter().zip(&pre).map(|(d, p)| d - p).collect();
     let mut f = |x: &[f64]| sum_prod(&r, &fwd(x));
     check_gradient(

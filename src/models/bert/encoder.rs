@@ -3,7 +3,7 @@
 
 use super::inputs::BertInputs;
 use super::packed::{check_unsaved, Packing};
-use super::tail::Tail;
+use super::tail::{Tail, Wanted};
 use super::weights::Bert;
 use crate::backend::{AttnDims, Backend, DType};
 use crate::error::{Error, Result};
@@ -261,8 +261,9 @@ impl<B: Backend> Bert<B> {
 
     /// dx (B, T, C) from dout (B, T, C): layer_fwd's ops in exact reverse. With a prefix,
     /// `dprefix` (its table's shape) += the gradient of block l. With a `tail`, dout is the
-    /// tail's rows (B·R, C). With `wanted` (and no tail), dx is complete at those rows only:
-    /// the queries', keys' and values' parts go to them alone.
+    /// tail's rows (B·R, C). Without a tail, `wanted` says where dx is complete: at every
+    /// row, at some rows (the queries', keys' and values' parts go to them alone), or nowhere
+    /// (those parts are left out: nothing reads dx).
     #[allow(clippy::too_many_arguments)]
     fn layer_bwd(
         &self,
@@ -273,7 +274,7 @@ impl<B: Backend> Bert<B> {
         l: usize,
         inp: &BertInputs<B>,
         tail: Option<&Tail<B>>,
-        wanted: Option<&Tail<B>>,
+        wanted: Wanted<'_, B>,
     ) -> Result<B::Buf> {
         let lw = &self.w.layers[l];
         let tq = tail.map_or(inp.t(), |tl| tl.r);
@@ -353,11 +354,15 @@ impl<B: Backend> Bert<B> {
         // the residual: dx = d ln1_in + dq·Wq + dk·Wk + dv·Wv
         let Some(tl) = tail else {
             let mut dx = d_ln1_in;
-            let Some(rows) = wanted else {
-                be.linear_bwd(&mut dx, &dq, &lw.query_w, n, c, c, true)?;
-                be.linear_bwd(&mut dx, &dk, &lw.key_w, n, c, c, true)?;
-                be.linear_bwd(&mut dx, &dv, &lw.value_w, n, c, c, true)?;
-                return Ok(dx);
+            let rows = match wanted {
+                Wanted::All => {
+                    be.linear_bwd(&mut dx, &dq, &lw.query_w, n, c, c, true)?;
+                    be.linear_bwd(&mut dx, &dk, &lw.key_w, n, c, c, true)?;
+                    be.linear_bwd(&mut dx, &dv, &lw.value_w, n, c, c, true)?;
+                    return Ok(dx);
+                }
+                Wanted::Nothing => return Ok(dx),
+                Wanted::Rows(rows) => rows,
             };
             // (M, C) the three parts at the wanted rows, added onto d ln1_in there
             let m = rows.count();
@@ -579,9 +584,10 @@ impl<B: Backend> Bert<B> {
         let prompt_rows: Vec<i32> = (0..inp.b)
             .flat_map(|bi| (bi * inp.t()..bi * inp.t() + inp.p).map(|r| r as i32))
             .collect();
-        let wanted = match dprompt {
-            Some(_) => Tail::covering(be, &prompt_rows, inp.b, inp.t())?,
-            None => None,
+        let to_prompt = dprompt.is_some();
+        let wanted = match to_prompt {
+            true => Tail::covering(be, &prompt_rows, inp.b, inp.t())?,
+            false => None,
         };
         let mut dx = dhidden;
         for (l, saved) in acts.layers.into_iter().enumerate().rev() {
@@ -595,7 +601,11 @@ impl<B: Backend> Bert<B> {
                 }
             };
             let dpre = inp.prefix.as_ref().and(dprefix.as_deref_mut());
-            let want = wanted.as_ref().filter(|_| l == 0);
+            let want = match (l, &wanted) {
+                (0, Some(rows)) => Wanted::Rows(rows),
+                (0, None) if !to_prompt => Wanted::Nothing,
+                _ => Wanted::All,
+            };
             dx = self.layer_bwd(be, dpre, &dx, &layer_acts, l, inp, at, want)?;
             for name in LAYER_ACT_NAMES {
                 acct.release(&format!("layer.{l}.{name}"));

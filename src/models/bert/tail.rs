@@ -7,8 +7,8 @@
 //!
 //! The same rows, at the other end: the first layer's input gradient is wanted at the prompt
 //! rows only (every other row's input is a frozen token embedding), so its queries', keys'
-//! and values' input-gradient products run at those rows alone (`Bert::layer_bwd`'s
-//! `wanted`).
+//! and values' input-gradient products run at those rows alone, and under prefix tuning,
+//! where no row is a prompt's, not at all (`Bert::layer_bwd`'s `Wanted`).
 //!
 //! Prediction's forward (`packed.rs`) and the mixed-prompt step and prediction
 //! (`train/mixed.rs`) run the last layer at the same rows; `HeadRows` says where a head finds
@@ -18,6 +18,14 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::models::common::output;
 use std::collections::BTreeSet;
+
+/// Where a layer's input gradient is read: the first layer's at the prompt rows, or nowhere
+/// (prefix tuning: the gradient stops at the prefix); every other layer's at every row.
+pub enum Wanted<'a, B: Backend> {
+    All,
+    Rows(&'a Tail<B>),
+    Nothing,
+}
 
 /// R rows of each batch row of the (B, T) hidden states: where the last layer runs, or
 /// where the first layer's input gradient is wanted.
