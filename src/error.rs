@@ -182,6 +182,19 @@ impl Error {
     /// An `Overflow` said in the terms of the layer above: `place` maps its (row, job) to the
     /// rows and jobs there (a batch's row to the row it was made from). Other errors pass.
     pub(crate) fn overflow_at(self, place: impl FnOnce(usize, usize) -> (usize, usize)) -> Self {
+        self.map_overflow(|row, job, msg| {
+            let (row, job) = place(row, job);
+            (row, job, msg)
+        })
+    }
+
+    /// An `Overflow` with its (row, job, msg) mapped by `f`, its prompt kept: the one place
+    /// that rebuilds one (the layers above renumber its row and job, the command line adds
+    /// the data file's line to its message). Other errors pass.
+    pub fn map_overflow(
+        self,
+        f: impl FnOnce(usize, usize, String) -> (usize, usize, String),
+    ) -> Self {
         match self {
             Error::Overflow {
                 prompt,
@@ -189,7 +202,7 @@ impl Error {
                 row,
                 msg,
             } => {
-                let (row, job) = place(row, job);
+                let (row, job, msg) = f(row, job, msg);
                 Error::Overflow {
                     prompt,
                     job,

@@ -224,23 +224,10 @@ pub fn fail(e: &Error) -> i32 {
 /// `e`, when it is an `Overflow` of one of `data`'s rows (in file order), saying the row's
 /// line in the data file, where the user looks for it.
 pub fn at_line(e: Error, data: &Dataset) -> Error {
-    match e {
-        Error::Overflow {
-            prompt,
-            job,
-            row,
-            msg,
-        } => {
-            let line = data.examples.get(row).map_or(row + 1, |ex| ex.line);
-            Error::Overflow {
-                msg: format!("({}:{line}) {msg}", data.path.display()),
-                prompt,
-                job,
-                row,
-            }
-        }
-        e => e,
-    }
+    e.map_overflow(|row, job, msg| {
+        let line = data.examples.get(row).map_or(row + 1, |ex| ex.line);
+        (row, job, format!("({}:{line}) {msg}", data.path.display()))
+    })
 }
 
 /// The workload flags `bench` and `profile` share (the same as scripts/bench_torch.py's).
