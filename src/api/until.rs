@@ -11,7 +11,7 @@ use super::checks::{bind, check_model, check_rows};
 use super::model::{on_engine, Engine, Generation, Model};
 use super::prompt::Prompt;
 use super::task::Task;
-use crate::error::{Error, Result};
+use crate::error::{Error, GoOn, Result};
 use crate::models::decoder::{GenerateOptions, PromptPlacement};
 use crate::train::data::{Dataset, Example};
 use crate::train::{self, EvalMetrics, Prediction};
@@ -57,12 +57,8 @@ impl Model {
         stop: &AtomicBool,
     ) -> Result<(EvalMetrics, Vec<Prediction>)> {
         let go_on = &mut go_on(on_batch, stop);
-        on_engine!(&self.engine, |be, m| {
-            let params = bind(be, m, task, prompt)?;
-            check_rows(&data.rows, m, "data")?;
-            train::evaluate_until(be, m, &task.inner, &params, data, batch_size, go_on)
-        })
-        .map_err(|e| prompt.named_overflow(e))
+        let preds = self.predictions(task, prompt, data, batch_size, go_on, true)?;
+        Ok((train::eval::scores(&task.inner, data, &preds), preds))
     }
 
     /// As [`Model::predict`], stopped as [`Model::evaluate_until`] is.
@@ -76,9 +72,27 @@ impl Model {
         stop: &AtomicBool,
     ) -> Result<Vec<Prediction>> {
         let go_on = &mut go_on(on_batch, stop);
+        self.predictions(task, prompt, data, batch_size, go_on, false)
+    }
+
+    /// The body of [`Model::evaluate_until`] and [`Model::predict_until`]: every row's
+    /// prediction, after the checks of the prompt, the rows and, when `labelled` (evaluation),
+    /// that some row has a label; an overflow named after the prompt.
+    fn predictions(
+        &self,
+        task: &Task,
+        prompt: &Prompt,
+        data: &Encoded,
+        batch_size: usize,
+        go_on: GoOn<'_>,
+        labelled: bool,
+    ) -> Result<Vec<Prediction>> {
         on_engine!(&self.engine, |be, m| {
             let params = bind(be, m, task, prompt)?;
             check_rows(&data.rows, m, "data")?;
+            if labelled {
+                train::eval::check_labelled(&task.inner, data)?;
+            }
             train::predict_until(be, m, &task.inner, &params, data, batch_size, go_on)
         })
         .map_err(|e| prompt.named_overflow(e))

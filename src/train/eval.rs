@@ -59,11 +59,17 @@ pub fn evaluate_until<B: Backend>(
 ) -> Result<(EvalMetrics, Vec<Prediction>)> {
     check_labelled(task, enc)?;
     let preds = predict_until(be, model, task, params, enc, batch_size, go_on)?;
+    Ok((scores(task, enc, &preds), preds))
+}
+
+/// The metrics of `preds` (in file order) against the gold labels of `enc`'s rows (their
+/// target texts for free targets); rows without one are not counted.
+pub fn scores(task: &Task, enc: &Encoded, preds: &[Prediction]) -> EvalMetrics {
     let (mut gold, mut pred) = (Vec::new(), Vec::new());
     if task.spec.free_targets {
         // exact match of the generated target; classes are the distinct target texts
         let mut ids: BTreeMap<Vec<i32>, usize> = BTreeMap::new();
-        for (row, p) in enc.rows.iter().zip(&preds) {
+        for (row, p) in enc.rows.iter().zip(preds) {
             if row.target.is_empty() {
                 continue;
             }
@@ -73,7 +79,7 @@ pub fn evaluate_until<B: Backend>(
             pred.push(*ids.entry(p.ids.clone()).or_insert(n));
         }
     } else {
-        for (row, p) in enc.rows.iter().zip(&preds) {
+        for (row, p) in enc.rows.iter().zip(preds) {
             if let Some(g) = row.label {
                 gold.push(g);
                 // greedy output that is no label's target counts as wrong
@@ -87,7 +93,7 @@ pub fn evaluate_until<B: Backend>(
             }
         }
     }
-    Ok((metrics::classification_metrics(&gold, &pred), preds))
+    metrics::classification_metrics(&gold, &pred)
 }
 
 /// Accuracy over no labelled row would read as 0 (a score, not an error): `enc` must hold a
