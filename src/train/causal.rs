@@ -3,8 +3,8 @@
 //! template, the target's ids on the target); rank classification over the label targets
 //! (the rows run once, `Decoder::rank_prefill`) and greedy generation with the KV cache.
 
+use super::batch::Batch;
 use super::decode::no_prompt;
-use super::encode::Batch;
 use super::model::Model;
 use super::step::Params;
 use super::task::Task;

@@ -7,7 +7,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::encode::Batch;
+use super::batch::Batch;
 use super::model::Model;
 use super::spec::{Decode, TaskKind};
 use super::step::{cls_head, Params};

@@ -6,8 +6,9 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+use super::batch::LabelUse;
 use super::decode::Prediction;
-use super::encode::{Encoded, LabelUse, Row};
+use super::encode::{Encoded, Row};
 use super::metrics::{self, EvalMetrics};
 use super::model::Model;
 use super::step::Params;

@@ -25,8 +25,9 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+use super::batch::{Batch, LabelUse};
 use super::decode::{Prediction, RowLayout};
-use super::encode::{Batch, Encoded, LabelUse, Row};
+use super::encode::{Encoded, Row};
 use super::eval::predict_all;
 use super::mixed_grads::SplitGrads;
 use super::mixed_greedy;

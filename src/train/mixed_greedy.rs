@@ -19,9 +19,9 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+use super::batch::Batch;
 use super::causal::real_rows;
 use super::decode::{t5_greedy, Prediction};
-use super::encode::Batch;
 use super::mixed::{predict_chunks, row_lens, Group};
 use super::mixed_prefix::PrefixStack;
 use super::model::Model;

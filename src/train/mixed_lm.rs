@@ -17,9 +17,9 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+use super::batch::Batch;
 use super::causal::joined;
 use super::decode::{encoder_once, Prediction};
-use super::encode::Batch;
 use super::mixed::{predict_chunks, row_lens, Group, JobStep};
 use super::mixed_grads::SplitGrads;
 use super::mixed_prefix::PrefixStack;

@@ -72,10 +72,11 @@
 //!
 //! The files, each importing only those before it: `spec` (the task's definition and
 //! `task.json`) → `task` (resolved against a tokenizer; the model × task match) → `encode`
-//! (rows and batches) → `step` (the trainable state, loss and gradient) → `decode` (scores and
-//! predictions) → `eval`; `update` (the optimizer step); `trainer` (settings, start and resume)
-//! → `run` (the loop).
+//! (rows) → `batch` (batches of them) → `step` (the trainable state, loss and gradient) →
+//! `decode` (scores and predictions) → `eval`; `update` (the optimizer step); `trainer`
+//! (settings, start and resume) → `run` (the loop).
 
+pub mod batch;
 pub mod causal;
 pub mod checkpoint;
 pub mod data;
@@ -111,8 +112,9 @@ mod task_record;
 pub mod trainer;
 pub mod update;
 
+pub use batch::Batch;
 pub use decode::Prediction;
-pub use encode::{Batch, Encoded};
+pub use encode::Encoded;
 pub use eval::{evaluate, evaluate_until, predict_all, predict_until};
 pub use metrics::EvalMetrics;
 pub use model::Model;

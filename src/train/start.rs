@@ -9,9 +9,10 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+use super::batch::LabelUse;
 use super::checkpoint::{self, Checkpoint, TrainState, CHECKPOINT_FILE};
 use super::data;
-use super::encode::{Encoded, LabelUse};
+use super::encode::Encoded;
 use super::encoder::HostEncoder;
 use super::eval::check_labelled;
 use super::model::Model;

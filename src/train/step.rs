@@ -7,7 +7,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::encode::{Batch, LabelUse};
+use super::batch::{Batch, LabelUse};
 use super::model::Model;
 use super::spec::TaskKind;
 use super::task::{job, Job, Task};
