@@ -7,13 +7,11 @@
 
 mod common;
 
-use common::{assert_close, fixtures};
+use common::assert_close;
+use common::ref_step::{load_case, ref_step};
 use softprompt::internals::backend::profile::Profiler;
-use softprompt::internals::backend::{Backend, DType};
-use softprompt::internals::memory::MemoryAccountant;
-use softprompt::internals::models::{Capture, Model, Recompute, StepOutput, Tuning};
-use softprompt::internals::parity::step_objective;
-use softprompt::internals::reference::{RefObjective, Reference};
+use softprompt::internals::models::{Model, Recompute};
+use softprompt::internals::reference::RefObjective;
 use softprompt::internals::CpuBackend;
 
 type Be = CpuBackend<f32>;
@@ -26,54 +24,6 @@ const TOL: f64 = 1e-4;
 /// scattered onto them); measured 0 to 4.2e-7 (loss) and 6e-8 to 1.2e-6 (gradients) here, so
 /// 1e-5 is ten times under the reference tolerance and still far below what a wrong row gives.
 const TOL_FULL: f64 = 1e-5;
-
-/// The step's outputs (loss, trained gradient, the cls head's gradients) and the bytes held
-/// after the forward, with or without a capture.
-fn step<B: Backend>(
-    be: &B,
-    m: &Model<B>,
-    r: &Reference,
-    recompute: Recompute,
-    full: bool,
-) -> (f64, Vec<f32>, Vec<f32>, usize) {
-    let mut head = None;
-    let objective = step_objective(&mut head, be, r, m.hidden_size()).unwrap();
-    let tuning = match &r.prefix {
-        Some(prefix) => Tuning::Prefix(prefix.spec),
-        None => Tuning::Prompt(r.p()),
-    };
-    let table = be.upload(DType::F32, &r.prompt.data).unwrap();
-    let mut grad = be.zeros(DType::F32, r.prompt.data.len()).unwrap();
-    let mut capture = Capture::new();
-    let mut acct = MemoryAccountant::new();
-    let out: StepOutput<B> = m
-        .train_step(
-            be,
-            &mut acct,
-            &mut grad,
-            &table,
-            &r.batch,
-            tuning,
-            &objective,
-            recompute,
-            full.then_some(&mut capture),
-        )
-        .unwrap();
-    let head_grad = match out.head_grads {
-        Some(h) => [
-            be.download(&h.weight).unwrap(),
-            be.download(&h.bias).unwrap(),
-        ]
-        .concat(),
-        None => Vec::new(),
-    };
-    (
-        out.loss,
-        be.download(&grad).unwrap(),
-        head_grad,
-        acct.held_after_forward(),
-    )
-}
 
 /// Every BERT fixture but P-tuning's (its table is the host encoder's output; the step is
 /// prompt tuning's): (model folder, reference).
@@ -98,26 +48,20 @@ const CASES: [(&str, &str); 8] = [
 fn tail_step_matches_peft_and_the_full_step() {
     let be = Be::new();
     for (model, file) in CASES {
-        let r = Reference::read(&fixtures().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        let m = Model::load(&be, &fixtures().join(model)).unwrap();
-        let grad_name = if r.prefix.is_some() {
-            "prefix_grad"
-        } else {
-            "prompt_grad"
-        };
-        let (full_loss, full_grad, full_head, full_held) = step(&be, &m, &r, Recompute::None, true);
+        let (r, m) = load_case(&be, model, file);
+        let full = ref_step(&be, &m, &r, Recompute::None, true);
+        let full_held = full.acct.held_after_forward();
         for recompute in [Recompute::None, Recompute::Layer] {
-            let (loss, grad, head, held) = step(&be, &m, &r, recompute, false);
+            let got = ref_step(&be, &m, &r, recompute, false);
             let name = format!("{file} {recompute:?}");
-            let want_loss = &r.expected["loss"].data;
-            assert_close(&format!("{name} loss"), &[loss], want_loss, TOL);
-            let want_grad = &r.expected[grad_name].data;
-            assert_close(&format!("{name} {grad_name}"), &grad, want_grad, TOL);
+            got.assert_reference(&name, &r, TOL);
             let vs_full = format!("{name} vs full");
-            assert_close(&format!("{vs_full}: loss"), &[loss], &[full_loss], TOL_FULL);
-            assert_close(&format!("{vs_full}: grad"), &grad, &full_grad, TOL_FULL);
-            if !full_head.is_empty() {
-                assert_close(&format!("{vs_full}: head"), &head, &full_head, TOL_FULL);
+            let (loss, grad, held) = (got.loss, &got.grad, got.acct.held_after_forward());
+            assert_close(&format!("{vs_full}: loss"), &[loss], &[full.loss], TOL_FULL);
+            assert_close(&format!("{vs_full}: grad"), grad, &full.grad, TOL_FULL);
+            if !full.head_grad.is_empty() {
+                let head = &got.head_grad;
+                assert_close(&format!("{vs_full}: head"), head, &full.head_grad, TOL_FULL);
             }
             if recompute == Recompute::None {
                 assert!(
@@ -137,8 +81,7 @@ fn tail_step_matches_peft_and_the_full_step() {
 fn the_last_layer_runs_at_the_mask_rows_and_the_first_backward_at_the_prompt_rows() {
     let be = Profiler::new(Be::new());
     let file = "bert_mlm/ref_pet_random.safetensors";
-    let r = Reference::read(&fixtures().join(file)).unwrap();
-    let m = Model::load(&be, &fixtures().join("bert_mlm")).unwrap();
+    let (r, m) = load_case(&be, "bert_mlm", file);
     let Model::Bert(bert) = &m else {
         panic!("not BERT")
     };
@@ -163,7 +106,7 @@ fn the_last_layer_runs_at_the_mask_rows_and_the_first_backward_at_the_prompt_row
     let tail = full - 2 * layer(n) + 2 * last_at_mask;
     let products = |full_rows: bool| {
         be.reset();
-        step(&be, &m, &r, Recompute::None, full_rows);
+        ref_step(&be, &m, &r, Recompute::None, full_rows);
         be.sum_of(&["linear_fwd", "linear_bwd"]).0 as usize
     };
     assert_eq!(products(true), 2 * full, "{file}: the full step's products");

@@ -7,10 +7,9 @@
 
 mod common;
 
-use common::{assert_close, fixtures};
-use softprompt::internals::backend::{DType, Storage};
-use softprompt::internals::memory::MemoryAccountant;
-use softprompt::internals::models::{Capture, Model, Objective, Recompute, Tuning};
+use common::assert_close;
+use common::ref_step::{load_case, ref_tuning, step_with, RefStep};
+use softprompt::internals::models::{Model, Objective, Recompute};
 use softprompt::internals::reference::{RefObjective, Reference};
 use softprompt::internals::CpuBackend;
 
@@ -32,8 +31,7 @@ fn labels(r: &Reference) -> &[i32] {
     labels
 }
 
-/// The step's loss, trained gradient and bytes held after the forward, with or without a
-/// capture.
+/// The reference's step on `labels`, with or without a capture.
 fn step(
     be: &Be,
     m: &Model<Be>,
@@ -41,33 +39,10 @@ fn step(
     labels: &[i32],
     recompute: Recompute,
     full: bool,
-) -> (f64, Vec<f32>, usize) {
-    let tuning = match &r.prefix {
-        Some(prefix) => Tuning::Prefix(prefix.spec),
-        None => Tuning::Prompt(r.p()),
-    };
-    let table = be.upload(DType::F32, &r.prompt.data).unwrap();
-    let mut grad = be.zeros(DType::F32, r.prompt.data.len()).unwrap();
-    let mut capture = Capture::new();
-    let mut acct = MemoryAccountant::new();
-    let out = m
-        .train_step(
-            be,
-            &mut acct,
-            &mut grad,
-            &table,
-            &r.batch,
-            tuning,
-            &Objective::Causal { labels },
-            recompute,
-            full.then_some(&mut capture),
-        )
-        .unwrap();
-    (
-        out.loss,
-        be.download(&grad).unwrap(),
-        acct.held_after_forward(),
-    )
+) -> RefStep {
+    let table = (&r.prompt.data[..], ref_tuning(r).0);
+    let objective = Objective::Causal { labels };
+    step_with(be, m, r, table, Some(&objective), recompute, full)
 }
 
 /// Every decoder fixture: (model folder, reference).
@@ -88,41 +63,25 @@ const CASES: [(&str, &str); 10] = [
 fn tail_step_matches_peft_and_the_full_step() {
     let be = Be::new();
     for (model, file) in CASES {
-        let r = Reference::read(&fixtures().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        let m = Model::load(&be, &fixtures().join(model)).unwrap();
-        let grad_name = if r.prefix.is_some() {
-            "prefix_grad"
-        } else {
-            "prompt_grad"
-        };
+        let (r, m) = load_case(&be, model, file);
         let modes: &[Recompute] = if model == "bloom" {
             &[Recompute::None, Recompute::Layer]
         } else {
             &[Recompute::None, Recompute::Mlp, Recompute::Layer]
         };
-        let (full_loss, full_grad, _) = step(&be, &m, &r, labels(&r), Recompute::None, true);
+        let full = step(&be, &m, &r, labels(&r), Recompute::None, true);
         for &recompute in modes {
-            let (loss, grad, _) = step(&be, &m, &r, labels(&r), recompute, false);
+            let got = step(&be, &m, &r, labels(&r), recompute, false);
             let name = format!("{file} {recompute:?}");
-            assert_close(
-                &format!("{name} loss"),
-                &[loss],
-                &r.expected["loss"].data,
-                TOL,
-            );
-            assert_close(
-                &format!("{name} {grad_name}"),
-                &grad,
-                &r.expected[grad_name].data,
-                TOL,
-            );
+            got.assert_reference(&name, &r, TOL);
             assert_close(
                 &format!("{name} loss vs full"),
-                &[loss],
-                &[full_loss],
+                &[got.loss],
+                &[full.loss],
                 TOL_FULL,
             );
-            assert_close(&format!("{name} grad vs full"), &grad, &full_grad, TOL_FULL);
+            let grad_vs_full = format!("{name} grad vs full");
+            assert_close(&grad_vs_full, &got.grad, &full.grad, TOL_FULL);
         }
     }
 }
@@ -135,8 +94,7 @@ fn tail_step_matches_peft_and_the_full_step() {
 fn tail_with_late_targets_runs_and_matches_the_full_step() {
     let be = Be::new();
     for (model, file) in CASES {
-        let r = Reference::read(&fixtures().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        let m = Model::load(&be, &fixtures().join(model)).unwrap();
+        let (r, m) = load_case(&be, model, file);
         let width = labels(&r).len() / r.batch.b;
         let late: Vec<i32> = (labels(&r).chunks(width))
             .flat_map(|row| {
@@ -144,21 +102,19 @@ fn tail_with_late_targets_runs_and_matches_the_full_step() {
             })
             .collect();
         assert!(late.iter().any(|&l| l != -100), "{file}: no label left");
-        let (full_loss, full_grad, _) = step(&be, &m, &r, &late, Recompute::None, true);
-        let (_, _, held_reference) = step(&be, &m, &r, labels(&r), Recompute::None, false);
-        let (loss, grad, held) = step(&be, &m, &r, &late, Recompute::None, false);
+        let full = step(&be, &m, &r, &late, Recompute::None, true);
+        let on_reference = step(&be, &m, &r, labels(&r), Recompute::None, false);
+        let held_reference = on_reference.acct.held_after_forward();
+        let got = step(&be, &m, &r, &late, Recompute::None, false);
+        let held = got.acct.held_after_forward();
         assert_close(
             &format!("{file} late loss vs full"),
-            &[loss],
-            &[full_loss],
+            &[got.loss],
+            &[full.loss],
             TOL_FULL,
         );
-        assert_close(
-            &format!("{file} late grad vs full"),
-            &grad,
-            &full_grad,
-            TOL_FULL,
-        );
+        let grad_vs_full = format!("{file} late grad vs full");
+        assert_close(&grad_vs_full, &got.grad, &full.grad, TOL_FULL);
         match r.prefix {
             Some(_) => assert!(
                 held < held_reference,

@@ -10,12 +10,10 @@
 
 mod common;
 
-use common::{assert_close, fixtures};
+use common::ref_step::{load_case, ref_step};
 use softprompt::internals::backend::profile::Profiler;
-use softprompt::internals::backend::{DType, Storage};
-use softprompt::internals::memory::MemoryAccountant;
-use softprompt::internals::models::{Model, Objective, Recompute, Tuning};
-use softprompt::internals::reference::{RefObjective, Reference};
+use softprompt::internals::models::{Model, Recompute};
+use softprompt::internals::reference::Reference;
 use softprompt::internals::CpuBackend;
 
 type Be = Profiler<CpuBackend<f32>>;
@@ -26,39 +24,10 @@ const TOL: f64 = 1e-4;
 /// One step without a capture; returns (forward FLOPs, backward FLOPs) of the frozen-weight
 /// products, after checking the loss and the trained gradient against the reference's.
 fn step_flops(be: &Be, m: &Model<Be>, r: &Reference, name: &str) -> (f64, f64) {
-    let objective = match &r.objective {
-        RefObjective::Seq2Seq { labels, l } => Objective::Seq2Seq { labels, l: *l },
-        RefObjective::Causal { labels } => Objective::Causal { labels },
-        _ => panic!("{name}: not a T5 or decoder reference"),
-    };
-    let (tuning, grad_name) = match &r.prefix {
-        Some(prefix) => (Tuning::Prefix(prefix.spec), "prefix_grad"),
-        None => (Tuning::Prompt(r.p()), "prompt_grad"),
-    };
-    let table = be.upload(DType::F32, &r.prompt.data).unwrap();
-    let mut grad = be.zeros(DType::F32, r.prompt.data.len()).unwrap();
-    let mut acct = MemoryAccountant::new();
     be.reset();
-    let out = m
-        .train_step(
-            be,
-            &mut acct,
-            &mut grad,
-            &table,
-            &r.batch,
-            tuning,
-            &objective,
-            Recompute::None,
-            None,
-        )
-        .unwrap();
-    let flops = (be.sum_of(&["linear_fwd"]).0, be.sum_of(&["linear_bwd"]).0);
-    let want_loss = &r.expected["loss"].data;
-    assert_close(&format!("{name} loss"), &[out.loss], want_loss, TOL);
-    let got = be.download(&grad).unwrap();
-    let want = &r.expected[grad_name].data;
-    assert_close(&format!("{name} {grad_name}"), &got, want, TOL);
-    flops
+    let out = ref_step(be, m, r, Recompute::None, false);
+    out.assert_reference(name, r, TOL);
+    (be.sum_of(&["linear_fwd"]).0, be.sum_of(&["linear_bwd"]).0)
 }
 
 /// P, the prompt rows in front of each batch row: none under prefix tuning, whose table is
@@ -77,8 +46,7 @@ fn prompt_rows(r: &Reference) -> usize {
 fn assert_skips(cases: &[(&str, &str)], skipped: impl Fn(&Model<Be>, usize) -> usize) {
     let be = Be::new(CpuBackend::new());
     for &(model, file) in cases {
-        let r = Reference::read(&fixtures().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        let m = Model::load(&be, &fixtures().join(model)).unwrap();
+        let (r, m) = load_case(&be, model, file);
         let (b, p) = (r.batch.b, prompt_rows(&r));
         let skipped = skipped(&m, b * (p + r.batch.t) - b * p);
         assert!(skipped > 0, "{file}: nothing to skip");

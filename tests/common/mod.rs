@@ -9,6 +9,7 @@
 pub mod bert_batch;
 pub mod label_jobs;
 pub mod multitask;
+pub mod ref_step;
 pub mod sample_run;
 #[cfg(feature = "serve")]
 pub mod serve;

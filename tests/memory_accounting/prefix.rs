@@ -3,49 +3,21 @@
 
 use crate::bert::{bert_embedding_bytes, bert_last_layer_bytes, bert_layer_bytes};
 use crate::common::fixture;
+use crate::common::ref_step::step_with;
 use crate::t5::{t5_block_bytes, t5_final_bytes};
 use crate::{live_names, Be};
-use softprompt::internals::backend::traits::*;
-use softprompt::internals::backend::DType;
 use softprompt::internals::config::ModelConfig;
-use softprompt::internals::memory::MemoryAccountant;
-use softprompt::internals::models::Recompute;
+use softprompt::internals::models::{Model, Recompute, Tuning};
 use softprompt::internals::reference::{RefObjective, Reference};
 
-/// Bytes held after forward by one `Model::train_step` of `r`'s batch read as `tuning`, with
-/// the table `table`; backward then releases them all.
-fn held_by(
-    be: &Be,
-    model: &softprompt::internals::models::Model<Be>,
-    r: &Reference,
-    table: &[f32],
-    tuning: softprompt::internals::models::Tuning,
-) -> usize {
-    use softprompt::internals::models::Objective;
-    let objective = match &r.objective {
-        RefObjective::Mlm { labels } => Objective::Mlm { labels },
-        RefObjective::Seq2Seq { labels, l } => Objective::Seq2Seq { labels, l: *l },
-        o => panic!("objective {}", o.name()),
-    };
-    let table = be.upload(DType::F32, table).unwrap();
-    let mut dtable = be.zeros(DType::F32, be.len(&table)).unwrap();
-    let mut acct = MemoryAccountant::new();
-    model
-        .train_step(
-            be,
-            &mut acct,
-            &mut dtable,
-            &table,
-            &r.batch,
-            tuning,
-            &objective,
-            Recompute::None,
-            None,
-        )
-        .unwrap();
-    assert_eq!(acct.held_bytes(), 0, "{tuning:?}: {:?}", live_names(&acct));
+/// Bytes held after forward by one `Model::train_step` of `r`'s batch (its objective) read as
+/// `tuning`, with the table `table`; backward then releases them all.
+fn held_by(be: &Be, model: &Model<Be>, r: &Reference, table: &[f32], tuning: Tuning) -> usize {
+    let out = step_with(be, model, r, (table, tuning), None, Recompute::None, false);
+    let acct = &out.acct;
+    assert_eq!(acct.held_bytes(), 0, "{tuning:?}: {:?}", live_names(acct));
     assert!(acct.saved_linear_inputs().is_empty(), "{tuning:?}");
-    assert!(be.download(&dtable).unwrap().iter().any(|&g| g != 0.0));
+    assert!(out.grad.iter().any(|&g| g != 0.0));
     acct.held_after_forward()
 }
 
@@ -56,7 +28,7 @@ fn held_by(
 /// only), leaving the decoder's state with memory keys over the T tokens.
 #[test]
 fn prefix_holds_no_more_than_prompt_tuning() {
-    use softprompt::internals::models::{Model, Placement, PrefixSpec, Tuning};
+    use softprompt::internals::models::{Placement, PrefixSpec};
     let be = Be::new();
     let spec = |p, placement| {
         Tuning::Prefix(PrefixSpec {
