@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::bert_batch::{load_bert_mlm, token_batch};
+use common::bert_batch::{load_bert_mlm, token_batch, two_prompt_inputs, ROW_LENS};
 use common::{assert_close, fixture, normals};
 use softprompt::internals::backend::{Backend, DType};
 use softprompt::internals::cpu::CpuBackend;
@@ -67,7 +67,7 @@ fn packed_equals_padded<B: Backend>(be: &B, tol: f64) {
     let m = load_bert_mlm(be);
     let mut rng = Rng::new(17);
     let (c, vocab) = (m.cfg.hidden_size, m.cfg.vocab_size);
-    let tokens = token_batch(&mut rng, &[7, 2, 5], vocab);
+    let tokens = token_batch(&mut rng, &ROW_LENS, vocab);
 
     // one prompt of 4 rows
     let prompt = normals(&mut rng, 4 * c, 0.5);
@@ -77,12 +77,7 @@ fn packed_equals_padded<B: Backend>(be: &B, tol: f64) {
 
     // a table of two prompts, 3 and 5 rows (P = 5), rows reading prompts 0, 1, 0
     let table = normals(&mut rng, 2 * 5 * c, 0.5);
-    let inp = bert::upload_inputs(be, &m.cfg, &tokens, 5)
-        .unwrap()
-        .with_prompt_index(be, &[0, 1, 0], 2)
-        .unwrap()
-        .with_prompt_lens(be, &[3, 5, 3])
-        .unwrap();
+    let inp = two_prompt_inputs(be, &m, &tokens);
     let (got, want) = real_rows(be, &m, &table, &inp);
     assert_close("two prompts of 3 and 5 rows", &got, &want, tol);
 }

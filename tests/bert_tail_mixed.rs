@@ -8,13 +8,13 @@
 
 mod common;
 
-use common::bert_batch::{load_bert_mlm, token_batch};
+use common::bert_batch::{load_bert_mlm, token_batch, two_prompt_inputs, ROW_LENS};
 use common::{assert_close, fixture, normals};
 use softprompt::internals::backend::profile::Profiler;
 use softprompt::internals::backend::{Backend, DType, Storage};
 use softprompt::internals::cpu::CpuBackend;
 use softprompt::internals::memory::MemoryAccountant;
-use softprompt::internals::models::bert::{self, Bert, BertInputs, Tail};
+use softprompt::internals::models::bert::{Bert, BertInputs, Tail};
 use softprompt::internals::models::Recompute;
 use softprompt::internals::rng::Rng;
 use softprompt::internals::train::data::Dataset;
@@ -27,23 +27,17 @@ use softprompt::internals::train::{Model, Params, Task, TaskKind, TaskSpec};
 /// bit for bit, the table's gradient 2.6e-7).
 const TOL_FULL: f64 = 1e-5;
 
-/// Rows of 7, 2 and 5 tokens behind a table of two prompts of 3 and 5 rows (P = 5), rows
-/// reading prompts 0, 1, 0 (so rows 0 and 2 carry two masked prompt padding rows), the
-/// table, and the flat rows of (B, P+T) a head reads: two of row 0's tokens, one of row 1's,
-/// row 2's last token.
+/// The batch of two prompts (`two_prompt_inputs`: rows of 7, 2 and 5 tokens reading prompts
+/// of 3, 5 and 3 rows, P = 5), the (2, 5, C) table, and the flat rows of (B, P+T) a head
+/// reads: two of row 0's tokens, one of row 1's, row 2's last token.
 fn mixed_batch<B: Backend>(be: &B, m: &Bert<B>) -> (BertInputs<B>, B::Buf, Vec<i32>) {
     let mut rng = Rng::new(29);
     let (c, vocab) = (m.cfg.hidden_size, m.cfg.vocab_size);
-    let tokens = token_batch(&mut rng, &[7, 2, 5], vocab);
+    let tokens = token_batch(&mut rng, &ROW_LENS, vocab);
     let table: Vec<f32> = (normals(&mut rng, 2 * 5 * c, 0.5).iter())
         .map(|&x| x as f32)
         .collect();
-    let inp = bert::upload_inputs(be, &m.cfg, &tokens, 5)
-        .unwrap()
-        .with_prompt_index(be, &[0, 1, 0], 2)
-        .unwrap()
-        .with_prompt_lens(be, &[3, 5, 3])
-        .unwrap();
+    let inp = two_prompt_inputs(be, m, &tokens);
     let t = inp.t(); // 12
                      // row 0's tokens sit at 3..10, row 1's at 5..7, row 2's at 3..8
     let read = vec![4, 9, t as i32 + 6, 2 * t as i32 + 7];

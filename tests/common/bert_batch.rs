@@ -1,10 +1,11 @@
-//! The `bert_mlm` fixture as a bare `Bert` and token batches of given lengths, for the tests
-//! of BERT's forward paths (`bert_packed.rs`, `bert_tail_mixed.rs`).
+//! The `bert_mlm` fixture as a bare `Bert`, token batches of given lengths and the batch of
+//! two prompts both read, for the tests of BERT's forward paths (`bert_packed.rs`,
+//! `bert_tail_mixed.rs`).
 
 use super::fixture;
 use softprompt::internals::backend::Backend;
 use softprompt::internals::config::ModelConfig;
-use softprompt::internals::models::bert::Bert;
+use softprompt::internals::models::bert::{self, Bert, BertInputs};
 use softprompt::internals::models::TokenBatch;
 use softprompt::internals::rng::Rng;
 use softprompt::internals::weights::WeightStore;
@@ -39,4 +40,18 @@ pub fn token_batch(rng: &mut Rng, lens: &[usize], vocab: usize) -> TokenBatch {
         mask,
         type_ids: None,
     }
+}
+
+/// Rows of 7, 2 and 5 tokens: two of three padded.
+pub const ROW_LENS: [usize; 3] = [7, 2, 5];
+
+/// `tokens` (rows of `ROW_LENS`) behind a table of two prompts of 3 and 5 rows (P = 5), the
+/// rows reading prompts 0, 1, 0: rows 0 and 2 carry two masked prompt padding rows each.
+pub fn two_prompt_inputs<B: Backend>(be: &B, m: &Bert<B>, tokens: &TokenBatch) -> BertInputs<B> {
+    bert::upload_inputs(be, &m.cfg, tokens, 5)
+        .unwrap()
+        .with_prompt_index(be, &[0, 1, 0], 2)
+        .unwrap()
+        .with_prompt_lens(be, &[3, 5, 3])
+        .unwrap()
 }
