@@ -14,7 +14,7 @@ use softprompt::internals::backend::profile::Profiler;
 use softprompt::internals::backend::{Backend, DType, Storage};
 use softprompt::internals::cpu::CpuBackend;
 use softprompt::internals::memory::MemoryAccountant;
-use softprompt::internals::models::bert::{Bert, BertInputs, Tail};
+use softprompt::internals::models::bert::{self, Bert, BertInputs, Tail};
 use softprompt::internals::models::Recompute;
 use softprompt::internals::rng::Rng;
 use softprompt::internals::train::data::Dataset;
@@ -228,4 +228,103 @@ fn mixed_pet_jobs_run_the_last_layer_at_the_mask_rows() {
     let full = layers * layer(n) + 2 * head + (layers - 1) * layer(n) + first_bwd;
     let want = full - 2 * layer(n) + 2 * last_at_mask(n);
     assert_eq!(stepped, 2 * want, "the step's products");
+}
+
+/// Single-prompt prediction of a `cls` task under mean pooling over rows of different
+/// lengths. The head reads every real token, so the last layer's tail spans a batch row's
+/// longest row, B·T rows: on these uneven rows no fewer than the N real positions, so the
+/// batched prediction drops the tail and runs the packed forward at every row; each row alone
+/// (no padding) runs the tail. Both against each row alone through the untailed, unpacked
+/// `encoder_fwd`, mean-pooled over its tokens and through the head by hand, within 1e-5.
+#[test]
+fn mean_pooled_predict_on_uneven_rows_equals_each_row_alone_untailed() {
+    use softprompt::internals::models::cls_head::HostClsHead;
+    use softprompt::internals::models::heads::Pooling;
+    use softprompt::internals::models::TokenBatch;
+    use softprompt::internals::train::predict_all;
+    let be = CpuBackend::<f32>::new();
+    let model = Model::load(&be, &fixture("bert_mlm")).unwrap();
+    let softprompt::internals::models::Model::Bert(bert) = &model.net else {
+        panic!("not BERT")
+    };
+    let mut spec = TaskSpec::new(TaskKind::Cls, &["negative", "positive"]);
+    spec.pooling = Pooling::Mean;
+    spec.max_len = 32; // the fixture's 64 positions hold it behind the prompt
+    let task = Task::new(spec, &model).unwrap();
+    let texts = [
+        "bad",
+        "the plot drags and the actors look tired of it, scene after scene, to the end",
+        "quite good",
+        "a great film",
+    ];
+    let data = Dataset::from_pairs("mem", texts.iter().map(|t| (*t, None::<&str>)));
+    let enc = task.encode(&model.tokenizer, &data).unwrap();
+    let (p, c, k) = (3, model.hidden_size(), 2);
+    let lens = enc.lens();
+    let real: usize = lens.iter().map(|l| p + l).sum();
+    let t = *lens.iter().max().unwrap();
+    assert!(
+        texts.len() * t >= real,
+        "the batched tail would run: {lens:?}"
+    );
+    let mut rng = Rng::new(11);
+    let mut draw = |n| -> Vec<f32> {
+        normals(&mut rng, n, 0.5)
+            .iter()
+            .map(|&x| x as f32)
+            .collect()
+    };
+    let prompt = draw(p * c);
+    // a fresh head is zero: random values make the scores differ
+    let head = HostClsHead {
+        k,
+        c,
+        weight: draw(k * c),
+        bias: draw(k),
+    };
+    let params = Params {
+        prompt: be.upload(DType::F32, &prompt).unwrap(),
+        p,
+        d: c,
+        head: Some(head.upload(&be).unwrap()),
+        prefix: None,
+    };
+    // row i alone through every layer at every position: the mean of its token rows' hidden
+    // states, then the head's log-softmax
+    let untailed = |ids: &[i32]| -> Vec<f32> {
+        let t = ids.len();
+        let tokens = TokenBatch {
+            b: 1,
+            t,
+            ids: ids.to_vec(),
+            mask: vec![1; t],
+            type_ids: None,
+        };
+        let inp = bert::upload_inputs(&be, &bert.cfg, &tokens, p).unwrap();
+        let mut acct = MemoryAccountant::new();
+        let (h, _) =
+            (bert.encoder_fwd(&be, &mut acct, &params.prompt, &inp, Recompute::None, None))
+                .unwrap();
+        let h = be.download(&h).unwrap();
+        let mean: Vec<f64> = (0..c)
+            .map(|j| (p..p + t).map(|s| f64::from(h[s * c + j])).sum::<f64>() / t as f64)
+            .collect();
+        let logits: Vec<f64> = (0..k)
+            .map(|i| {
+                let w = &head.weight[i * c..(i + 1) * c];
+                let dot: f64 = w.iter().zip(&mean).map(|(&w, &x)| f64::from(w) * x).sum();
+                dot + f64::from(head.bias[i])
+            })
+            .collect();
+        let top = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let norm = top + logits.iter().map(|&l| (l - top).exp()).sum::<f64>().ln();
+        logits.iter().map(|&l| (l - norm) as f32).collect()
+    };
+    let batched = predict_all(&be, &model, &task, &params, &enc, 64).unwrap();
+    let alone = predict_all(&be, &model, &task, &params, &enc, 1).unwrap();
+    for (i, row) in enc.rows.iter().enumerate() {
+        let want = untailed(&row.ids);
+        assert_close(&format!("row {i} batched"), &batched[i].scores, &want, 1e-5);
+        assert_close(&format!("row {i} alone"), &alone[i].scores, &want, 1e-5);
+    }
 }
