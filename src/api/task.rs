@@ -145,18 +145,19 @@ pub(crate) fn fit_window<B: Backend>(
     if spec.max_len <= fits {
         return Ok(task);
     }
+    // the window itself: room + p understates it when the prompt alone overflows it
+    let size = model.net.max_tokens(0).unwrap_or(room + p);
     let window = format!(
-        "sliding_window {} in {}",
-        room + p,
+        "sliding_window {size} in {}",
         model.dir.join("config.json").display()
     );
     if given {
         let need = crate::error::sum_text(&[p, spec.max_len, target]);
-        let msg = format!("{} tokens next to a prompt of {p} rows and targets of up to {target} tokens need {need} positions, but {window} holds {}: use --max-len {fits} or less", spec.max_len, room + p);
+        let msg = format!("{} tokens next to a prompt of {p} rows and targets of up to {target} tokens need {need} positions, but {window} holds {size}: use --max-len {fits} or less", spec.max_len);
         return Err(Error::arg("--max-len", msg));
     }
     if fits < 2 {
-        let msg = format!("{p} rows and targets of up to {target} tokens leave {fits} of the {} positions of {window} for a row's text (2 at least): shorten the prompt or the targets (--max-target-len)", room + p);
+        let msg = format!("{p} rows and targets of up to {target} tokens leave {fits} of the {size} positions of {window} for a row's text (2 at least): shorten the prompt or the targets (--max-target-len)");
         return Err(Error::arg("--prompt-len", msg));
     }
     let mut spec = task.spec.clone();

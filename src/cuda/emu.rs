@@ -86,10 +86,15 @@ pub fn gemm(g: &Gemm) -> Result<()> {
     unsafe {
         let a = read_f32(g.a, span(rows_a, cols_a, g.lda), g.ab_type);
         let b = read_f32(g.b, span(rows_b, cols_b, g.ldb), g.ab_type);
-        // read whole even with beta 0: between C's columns (ldc > m, the per-head products
-        // of linear_heads_*) lie other elements, written back unchanged
-        let c_len = span(g.m, g.n, g.ldc);
-        let mut c = read_f32(g.c, c_len, g.c_type);
+        // C's columns alone are read (with beta 0 not at all: a fresh allocation holds no
+        // values yet) and written: between them (ldc > m, the per-head products of
+        // linear_heads_*) lie other elements, left as they are
+        let mut c = vec![0.0; span(g.m, g.n, g.ldc)];
+        if g.beta != 0.0 {
+            for_columns(g, |at, addr| {
+                c[at..at + g.m].copy_from_slice(&read_f32(addr, g.m, g.c_type))
+            });
+        }
         // element (i, l) of op(A) is at i*rs + l*cs
         let (a_rs, a_cs) = if g.trans_a { (g.lda, 1) } else { (1, g.lda) };
         let (b_rs, b_cs) = if g.trans_b { (g.ldb, 1) } else { (1, g.ldb) };
@@ -116,9 +121,22 @@ pub fn gemm(g: &Gemm) -> Result<()> {
                 gemm::Parallelism::Rayon(rayon::current_num_threads()),
             );
         }
-        write_f32(g.c, &c, g.c_type);
+        for_columns(g, |at, addr| write_f32(addr, &c[at..at + g.m], g.c_type));
     }
     Ok(())
+}
+
+/// Calls `f` with the offset (in elements) and the address of each of C's n columns.
+fn for_columns(g: &Gemm, mut f: impl FnMut(usize, u64)) {
+    let size = if matches!(g.c_type, DType::BF16) {
+        2
+    } else {
+        4
+    };
+    for j in 0..g.n {
+        let at = j * g.ldc;
+        f(at, g.c + (at * size) as u64);
+    }
 }
 
 /// Host memory aligned like a device allocation (256 bytes), so the kernels' 16-byte vector

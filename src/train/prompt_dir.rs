@@ -28,27 +28,33 @@ pub const SAVE_KEY: &str = "softprompt_save";
 /// The stamp every file of one save of a prompt folder carries: the step and a hash of the
 /// table and head, then (where the save has them) `rows <hash>` of the rows kept behind the
 /// table (PEFT's seq2seq decoder rows) and `encoder <hash>` of the host encoder's tensors
-/// (`encoder_hash`). Each file is written atomically, but the folder is not: a run killed
-/// between two files left a folder of two steps that loaded without a word. The stamp is
-/// derived, not random, so that an interrupted run resumed writes the same bytes. The last two
-/// fields came later: a stamp without them (an earlier save) leaves those values unchecked.
+/// (`encoder_hash`), and last the table's and head's hash. Each file is written atomically, but
+/// the folder is not: a run killed between two files left a folder of two steps that loaded
+/// without a word. The stamp is derived, not random, so that an interrupted run resumed writes
+/// the same bytes. The named fields came later: a stamp without them (an earlier save) leaves
+/// those values unchecked; they stand before the table's hash because earlier builds read the
+/// last field as that hash, so a folder saved now still loads there.
 pub fn save_stamp(
     step: Option<u64>,
     prompt: &PromptTable,
     head: Option<&HostClsHead>,
     encoder: Option<u64>,
 ) -> String {
-    let step = step.map_or("no step".into(), |s| format!("step {s}"));
-    let mut stamp = format!("{step}, {:016x}", values_hash(&prompt.data, head));
+    let mut stamp = step.map_or("no step".into(), |s| format!("step {s}"));
     let extra = &prompt.layout.extra_rows;
     if !extra.is_empty() {
-        let h = fnv1a_bytes(FNV_START, bytemuck::cast_slice(extra));
-        stamp.push_str(&format!(", {ROWS_FIELD} {h:016x}"));
+        stamp.push_str(&format!(", {ROWS_FIELD} {:016x}", rows_hash(extra)));
     }
     if let Some(h) = encoder {
         stamp.push_str(&format!(", {ENCODER_FIELD} {h:016x}"));
     }
+    stamp.push_str(&format!(", {:016x}", values_hash(&prompt.data, head)));
     stamp
+}
+
+/// The hash of the rows kept behind the table: the stamp's `rows` field.
+fn rows_hash(extra: &[f32]) -> u64 {
+    fnv1a_bytes(FNV_START, bytemuck::cast_slice(extra))
 }
 
 /// The stamp's fields of the rows kept behind the table and of the encoder's tensors.
@@ -76,11 +82,11 @@ pub fn encoder_hash<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [f32])>)
 }
 
 /// The hash a stamp's field `name` holds (`rows`, `encoder`), if it has that field; the
-/// second field (the table's and head's) is `name` "".
+/// table's and head's hash, the one field without a name, is `name` "".
 fn stamp_field(stamp: &str, name: &str) -> Option<String> {
     let mut fields = stamp.split(", ").skip(1);
     if name.is_empty() {
-        return fields.next().map(String::from);
+        return fields.find(|f| !f.contains(' ')).map(String::from);
     }
     fields.find_map(|f| f.strip_prefix(name)?.strip_prefix(' ').map(String::from))
 }
@@ -206,10 +212,7 @@ fn values_mismatch(
     }
     let stored = stamp_field(stamp, ROWS_FIELD)?;
     let extra = &prompt.layout.extra_rows;
-    let found = format!(
-        "{:016x}",
-        fnv1a_bytes(FNV_START, bytemuck::cast_slice(extra))
-    );
+    let found = format!("{:016x}", rows_hash(extra));
     (stored != found).then(|| {
         format!(
             "the rows of {ADAPTER_WEIGHTS} behind its first {} (PEFT's decoder rows, kept as \

@@ -388,8 +388,8 @@ fn killed_run_resumes_bit_identically() {
 }
 
 /// `--recompute` changes what backward keeps, not a number (README: the same losses bit for
-/// bit): prompt tuning on BERT and on Llama (whose gated MLP also has `mlp`) gives every mode
-/// `none`'s losses and adapter bytes. So a resume may change it (it was refused, "recompute:
+/// bit): prompt tuning on BERT, BLOOM, T5 and Llama (whose gated MLP also has `mlp`) gives
+/// every mode `none`'s losses and adapter bytes. So a resume may change it (it was refused, "recompute:
 /// None -> Layer"): a run stopped under `none` ends under `layer` where the whole run ends,
 /// while another setting changed with it is still refused by name.
 #[test]
@@ -397,9 +397,11 @@ fn recompute_changes_no_number_and_a_resume_may_change_it() {
     use crate::common::sample_run::{assert_resume_refused, file, run_on_sample};
     use softprompt::{Error, Recompute};
     let adapter = "adapter_model.safetensors";
-    let modes: [(&str, &[Recompute]); 2] = [
+    let modes: [(&str, &[Recompute]); 4] = [
         ("bert_mlm", &[Recompute::Layer]),
         ("llama", &[Recompute::Mlp, Recompute::Layer]),
+        ("bloom", &[Recompute::Layer]),
+        ("t5_v1_1", &[Recompute::Layer]),
     ];
     for (model, modes) in modes {
         let dir = scratch(&format!("recompute_{model}_{}", std::process::id()));
