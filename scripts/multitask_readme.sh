@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The README's multi-task run (#17 item 2): the English and the Chinese sentiment prompts on
-# all-MiniLM-L6-v2 trained together (`train --task-data en=... --task-data zh=...`) against two
-# separate runs with the same flags (the main job's: cls, mean pooling, 12 rows from text,
-# AdamW 0.03 linear, batch 32, seed 0). To fit a loaded 2-core machine: the full training
+# The multi-task run of docs/multitask.md (#17 item 2): the English and the Chinese sentiment
+# prompts on all-MiniLM-L6-v2 trained together (`train --task-data en=... --task-data zh=...`)
+# against two separate runs with the same flags (the main job's: cls, mean pooling, 12 rows from
+# text, AdamW 0.03 linear, batch 32, seed 0). To fit a loaded 2-core machine: the full training
 # files, the first $N rows of each dev and test file, --max-steps $STEPS, --max-len 64.
 # usage: scripts/multitask_readme.sh   (OUT=dir, STEPS=40, N=300)
 set -euo pipefail

@@ -68,8 +68,9 @@ def pet_scores(text):
 
 
 def target_end():
-    # the token the engine puts after each target (README, "What ends a target"): task.json's
-    # target_end (absent: eos); a config.json without eos_token_id ends targets with nothing
+    # the token the engine puts after each target (docs/causal.md, "What ends a target"):
+    # task.json's target_end (absent: eos); a config.json without eos_token_id ends targets with
+    # nothing
     mode = task.get("target_end", "eos")
     if mode == "pad":
         return [tok.pad_token_id if tok.pad_token_id is not None else base.config.pad_token_id]

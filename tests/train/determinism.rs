@@ -387,11 +387,11 @@ fn killed_run_resumes_bit_identically() {
     );
 }
 
-/// `--recompute` changes what backward keeps, not a number (README: the same losses bit for
-/// bit): prompt tuning on BERT, BLOOM, T5 and Llama (whose gated MLP also has `mlp`) gives
-/// every mode `none`'s losses and adapter bytes. So a resume may change it (it was refused, "recompute:
-/// None -> Layer"): a run stopped under `none` ends under `layer` where the whole run ends,
-/// while another setting changed with it is still refused by name.
+/// `--recompute` changes what backward keeps, not a number (docs/resume.md: the same losses bit for
+/// bit): prompt tuning on BERT, BLOOM, T5 and Llama (whose gated MLP also has `mlp`) gives every
+/// mode `none`'s losses and adapter bytes. So a resume may change it (it was refused, "recompute:
+/// None -> Layer"): a run stopped under `none` ends under `layer` where the whole run ends, while
+/// another setting changed with it is still refused by name.
 #[test]
 fn recompute_changes_no_number_and_a_resume_may_change_it() {
     use crate::common::sample_run::{assert_resume_refused, file, run_on_sample};
