@@ -387,7 +387,8 @@ fn end_token<B: Backend>(spec: &TaskSpec, model: &Model<B>, eos_id: i32) -> Resu
 /// `--target-end pad`'s token: the tokenizer's pad token as transformers reads it, else
 /// config.json's `pad_token_id`. It is a target token the model must predict, so it must be
 /// a row of the vocabulary: a pad token added to the tokenizer without resizing the
-/// embeddings, which padding alone may be (`config::check_decoder_token_ids`), is refused.
+/// embeddings, which padding alone may be (`check_decoder_token_ids` in `config_decoder.rs`),
+/// is refused.
 fn pad_end<B: Backend>(model: &Model<B>, cfg: &DecoderConfig) -> Result<i32> {
     let d = model.dir.display();
     let (id, from) = match (model.tokenizer.pad_id()?, cfg.pad_token_id) {

@@ -1,0 +1,205 @@
+//! The decoder-only language models' config.json: BLOOM's, and the Llama family's (Llama 2/3,
+//! Mistral, Qwen2), normalised to one `DecoderConfig`.
+
+use super::keys::{check_token_ids, Cfg};
+use super::{rope, window};
+use crate::backend::rope::Llama3Scaling;
+use crate::backend::Act;
+use crate::error::{Error, Result};
+
+/// The position encoding of a decoder-only model.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Positions {
+    /// BLOOM: ALiBi slopes from the head count, nothing to load
+    Alibi,
+    /// the Llama family: rotary embeddings with base `theta`, optionally Llama 3's scaling
+    /// (`rope_type: "llama3"`) or linear scaling (`rope_type: "linear"`: positions / factor)
+    Rope {
+        theta: f64,
+        llama3: Option<Llama3Scaling>,
+        linear_factor: Option<f64>,
+    },
+}
+
+/// A decoder-only language model, normalised from BLOOM's or the Llama family's config.json.
+/// BLOOM: LayerNorm (with the embedding LayerNorm), fused interleaved query_key_value with
+/// biases, tanh GELU MLP of width 4·hidden, ALiBi. The Llama family: RMSNorm, separate
+/// q/k/v/o projections (biases: Qwen2's q, k, v; Llama's `attention_bias`), a gated MLP
+/// (SwiGLU), RoPE, grouped-query attention.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecoderConfig {
+    /// "bloom", "llama", "mistral" or "qwen2"
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    /// key/value heads (grouped-query attention); num_heads without GQA
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub intermediate_size: usize,
+    /// LayerNorm's (BLOOM) or RMSNorm's epsilon
+    pub norm_eps: f64,
+    /// the MLP's activation (the gate's, in the Llama family)
+    pub act: Act,
+    pub positions: Positions,
+    /// biases on the q, k and v projections
+    pub qkv_bias: bool,
+    /// bias on the output projection
+    pub o_bias: bool,
+    /// biases in the MLP (always in BLOOM)
+    pub mlp_bias: bool,
+    /// the LM head reads the input embeddings when the checkpoint has no `lm_head.weight`
+    pub tie_word_embeddings: bool,
+    /// the attention window of Mistral and Qwen2 configs that use one (None: full attention)
+    pub sliding_window: Option<usize>,
+    pub bos_token_id: Option<usize>,
+    /// the tokens that end generation (a list in Llama 3.1 instruct configs)
+    pub eos_token_ids: Vec<usize>,
+    pub pad_token_id: Option<usize>,
+}
+
+impl DecoderConfig {
+    /// BLOOM (LayerNorm, ALiBi) rather than the Llama family (RMSNorm, RoPE).
+    pub fn is_bloom(&self) -> bool {
+        self.model_type == "bloom"
+    }
+    /// Width of the query projection: num_heads · head_dim (may differ from hidden_size).
+    pub fn q_width(&self) -> usize {
+        self.num_heads * self.head_dim
+    }
+    /// Width of the key and value projections: num_kv_heads · head_dim.
+    pub fn kv_width(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+}
+
+pub(super) fn parse_bloom(cfg: &Cfg) -> Result<DecoderConfig> {
+    if cfg.bool_opt("apply_residual_connection_post_layernorm")? == Some(true) {
+        return Err(Error::config(
+            &cfg.path,
+            "apply_residual_connection_post_layernorm: true is not supported: expected false \
+             (every released BLOOM)",
+        ));
+    }
+    let hidden = cfg.usize_any(&["n_embed", "hidden_size"])?;
+    let heads = cfg.usize_any(&["num_attention_heads", "n_head"])?;
+    if hidden % heads != 0 {
+        return Err(Error::config(
+            &cfg.path,
+            format!("n_embed {hidden} is not a multiple of num_attention_heads {heads}"),
+        ));
+    }
+    Ok(DecoderConfig {
+        model_type: "bloom".into(),
+        vocab_size: cfg.positive("vocab_size", cfg.usize_or("vocab_size", 250880)?)?,
+        hidden_size: hidden,
+        num_layers: cfg.positive("n_layer", cfg.usize_any(&["n_layer", "num_hidden_layers"])?)?,
+        num_heads: heads,
+        num_kv_heads: heads,
+        head_dim: hidden / heads,
+        // transformers' BloomMLP is 4 · hidden wide whatever `n_inner` says
+        intermediate_size: 4 * hidden,
+        norm_eps: cfg.epsilon_or("layer_norm_epsilon", 1e-5)?,
+        act: Act::GeluTanh,
+        positions: Positions::Alibi,
+        qkv_bias: true,
+        o_bias: true,
+        mlp_bias: true,
+        tie_word_embeddings: cfg.bool_opt("tie_word_embeddings")?.unwrap_or(true),
+        sliding_window: None,
+        bos_token_id: Some(cfg.usize_or("bos_token_id", 1)?),
+        eos_token_ids: match cfg.token_ids("eos_token_id")? {
+            ids if ids.is_empty() => vec![2],
+            ids => ids,
+        },
+        pad_token_id: Some(cfg.usize_or("pad_token_id", 3)?),
+    })
+    .and_then(|c| check_decoder_token_ids(cfg, c))
+}
+
+/// Llama 2/3, Mistral and Qwen2: the same shape with different defaults.
+pub(super) fn parse_llama(cfg: &Cfg, model_type: &str) -> Result<DecoderConfig> {
+    let hidden = cfg.usize_any(&["hidden_size"])?;
+    let heads = cfg.usize_any(&["num_attention_heads"])?;
+    let kv_heads = cfg.usize_opt("num_key_value_heads")?.unwrap_or(heads);
+    let kv_heads = cfg.positive("num_key_value_heads", kv_heads)?;
+    if heads % kv_heads != 0 {
+        return Err(Error::config(
+            &cfg.path,
+            format!(
+                "num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
+            ),
+        ));
+    }
+    let head_dim = match cfg.usize_opt("head_dim")? {
+        Some(d) => cfg.positive("head_dim", d)?,
+        None if hidden % heads == 0 => hidden / heads,
+        None => {
+            return Err(Error::config(
+                &cfg.path,
+                format!("hidden_size {hidden} is not a multiple of num_attention_heads {heads} and there is no `head_dim`"),
+            ))
+        }
+    };
+    if head_dim % 2 != 0 {
+        return Err(Error::config(
+            &cfg.path,
+            format!("head_dim {head_dim} must be even for rotary embeddings"),
+        ));
+    }
+    let act_name = cfg.str_opt("hidden_act")?.unwrap_or_else(|| "silu".into());
+    let act = Act::from_hf_name(&act_name).ok_or_else(|| {
+        Error::config(
+            &cfg.path,
+            format!(
+                "hidden_act \"{act_name}\" is not supported: expected one of {}",
+                Act::SUPPORTED
+            ),
+        )
+    })?;
+    let qwen2 = model_type == "qwen2";
+    let attention_bias = cfg.bool_opt("attention_bias")?.unwrap_or(false);
+    let num_layers = cfg.positive("num_hidden_layers", cfg.usize_any(&["num_hidden_layers"])?)?;
+    Ok(DecoderConfig {
+        model_type: model_type.into(),
+        vocab_size: cfg.usize_any(&["vocab_size"])?,
+        hidden_size: hidden,
+        num_layers,
+        num_heads: heads,
+        num_kv_heads: kv_heads,
+        head_dim,
+        intermediate_size: cfg.usize_any(&["intermediate_size"])?,
+        norm_eps: cfg.epsilon_or("rms_norm_eps", 1e-6)?,
+        act,
+        positions: rope::parse_rope(cfg)?,
+        qkv_bias: qwen2 || attention_bias,
+        o_bias: attention_bias,
+        mlp_bias: cfg.bool_opt("mlp_bias")?.unwrap_or(false),
+        tie_word_embeddings: cfg.bool_opt("tie_word_embeddings")?.unwrap_or(false),
+        sliding_window: window::sliding_window(cfg, model_type, num_layers)?,
+        bos_token_id: cfg.usize_opt("bos_token_id")?,
+        eos_token_ids: cfg.token_ids("eos_token_id")?,
+        pad_token_id: cfg.usize_opt("pad_token_id")?,
+    })
+    .and_then(|c| check_decoder_token_ids(cfg, c))
+}
+
+/// A decoder's end tokens must be rows of its embedding table: one past it was accepted,
+/// then every target it ended failed as "tensor `labels`" with no word of config.json.
+///
+/// Its pad token need not be: a `pad_token_id` of `vocab_size` (a pad token added to the
+/// tokenizer without resizing the embeddings) loads, as it did before this check. In
+/// transformers 5.24 such a config only warns; BloomForCausalLM builds, but its forward fails
+/// on a padded batch holding the id (the embedding gathers every position), and the Llama
+/// family's `nn.Embedding(padding_idx=pad_token_id)` asserts. Here padding only fills
+/// positions the key mask hides, and fills them with `Decoder::pad_id`, an id within the
+/// table; the one use of the pad id as a token, `--target-end pad`, refuses an id past the
+/// table (`train::task::pad_end`).
+fn check_decoder_token_ids(cfg: &Cfg, c: DecoderConfig) -> Result<DecoderConfig> {
+    let ids: Vec<(&str, usize)> = (c.eos_token_ids.iter())
+        .map(|&id| ("eos_token_id", id))
+        .collect();
+    check_token_ids(cfg, c.vocab_size, &ids)?;
+    Ok(c)
+}
