@@ -218,7 +218,7 @@ fn adapter_untouched_reads_quietly() {
 
 /// The files of a model or prompt folder must be ordinary files: one that is a link to
 /// /dev/zero (read until memory ran out) is refused naming it before it is opened, a tensor
-/// file too. (tests/bad_input_models.rs: a FIFO, which blocked the open.)
+/// file too. (tests/bad_input_models/folders.rs: a FIFO, which blocked the open.)
 #[test]
 fn json_file_that_never_ends_is_refused() {
     let dir = ScratchDir::new("json_stream");

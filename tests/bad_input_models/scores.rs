@@ -1,0 +1,79 @@
+//! Scores that are not finite: never a label, and a stop naming the row's file and line.
+
+use super::{copy_prompt, pet_args, run_bounded, s};
+use crate::common::{self, ScratchDir};
+
+/// A model whose numbers overflow (layer-norm weights of 3e38: inf, then NaN, in every
+/// score) chose a label by argmax over NaN scores, exit 0: now an error naming the prompt's
+/// file, the row and its line, its scores, and the model as the likely culprit.
+#[test]
+fn a_nan_score_never_becomes_a_label() {
+    let dir = ScratchDir::new("nan_scores");
+    let model = dir.copy_model("bert_mlm", "model");
+    common::edit_safetensors(&model.join("model.safetensors"), |t| {
+        let w = t
+            .get_mut("bert.embeddings.LayerNorm.weight")
+            .expect("tensor");
+        let n = w.as_f32().len();
+        *w = common::RawTensor::f32(w.shape.clone(), &vec![3e38; n]);
+    });
+    let prompt = copy_prompt(&dir);
+    let data = dir.path().join("data.jsonl");
+    std::fs::write(&data, "{\"text\":\"a good film\",\"label\":\"positive\"}\n").expect("data");
+    for cmd in ["predict", "eval"] {
+        let out = run_bounded(&pet_args(cmd, &prompt, &model, &data));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        for want in [
+            "adapter_model.safetensors: row 0 (",
+            "data.jsonl:1)",
+            "negative: NaN",
+            "chooses no label",
+            "the model's numbers are not finite on this prompt",
+        ] {
+            assert!(err.contains(want), "{cmd}: {err}");
+        }
+    }
+}
+
+/// A dev row whose scores are not finite during training (a word's embedding 3e38,
+/// a word no training row holds, so every step's loss is finite) was an `Overflow` naming
+/// "the prompt: row N" alone: no data file, and no advice. It stops the run as divergence
+/// does, naming the dev file and line, the step, and `--lr`.
+#[test]
+fn a_dev_score_that_overflows_in_training_names_the_file_and_line() {
+    let dir = ScratchDir::new("dev_overflow");
+    let model = dir.copy_model("bert_mlm", "model");
+    let vocab: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("tokenizer.json")).expect("tokenizer"))
+            .expect("json");
+    let id = vocab["model"]["vocab"]["tension"].as_u64().expect("a word") as usize;
+    common::edit_safetensors(&model.join("model.safetensors"), |t| {
+        let w = t
+            .get_mut("bert.embeddings.word_embeddings.weight")
+            .expect("tensor");
+        let d = w.shape[1];
+        w.bytes[4 * id * d..4 * (id + 1) * d].copy_from_slice(&3e38f32.to_le_bytes().repeat(d));
+    });
+    let dev = dir.path().join("dev.jsonl");
+    let rows = [
+        ("the movie was great.", "positive"),
+        ("the tension was great.", "positive"),
+    ];
+    let text: String = (rows.iter())
+        .map(|(t, l)| serde_json::json!({"text": t, "label": l}).to_string() + "\n")
+        .collect();
+    std::fs::write(&dev, text).expect("dev");
+    let mut args = common::tiny_pet_train_args(&model, &dir.path().join("out"));
+    args.extend(["--dev", s(&dev), "--eval-every", "1"].map(String::from));
+    let out = run_bounded(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for want in [
+        &format!("the dev row at {}:2 scored its labels", s(&dev)),
+        "chooses no label at step 1, so the run stops",
+        "lower --lr",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
