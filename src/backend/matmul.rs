@@ -3,7 +3,55 @@
 //! src/cuda/matmul.rs. W is (N, K), (out_features, in_features), as checkpoints store it.
 //! No weight gradient exists, so backward is dX only and the forward input is never saved.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// A per-head product's operands as their errors name them, with the elements each holds:
+/// forward writes `out` (M, H, N) from `inp` (M, H, K), backward writes `dinp` (M, H, K) from
+/// `dout` (M, H, N); W is (H·N, K) in both.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HeadsOperands {
+    /// the written operand (out, or dinp): its name and elements
+    pub dst: (&'static str, usize),
+    /// the read operand (inp, or dout)
+    pub src: (&'static str, usize),
+    /// W (H·N, K)
+    pub w: (&'static str, usize),
+}
+
+/// `linear_heads_fwd`'s operands, or `linear_heads_bwd`'s with `backward`, which each backend
+/// checks its buffers against. Sizes whose product overflows are refused here: wrapped to a
+/// short length, a buffer would pass its check and the GEMM run past its end.
+pub fn check_heads(
+    backward: bool,
+    m: usize,
+    h: usize,
+    k: usize,
+    n: usize,
+) -> Result<HeadsOperands> {
+    let elements = |name: &'static str, sizes: [usize; 3]| {
+        // in the order the launchers multiply them, so that none of their products wraps
+        let len = sizes.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+        len.map(|len| (name, len)).ok_or_else(|| {
+            let [a, b, c] = sizes;
+            Error::shape(
+                name,
+                "a size that fits in memory",
+                format!("{a} · {b} · {c} elements"),
+            )
+        })
+    };
+    // x (M, H, K) is read forward and written backward; y (M, H, N) the other way round
+    let (x_name, y_name) = match backward {
+        false => ("linear_heads inp", "linear_heads out"),
+        true => ("linear_heads dinp", "linear_heads dout"),
+    };
+    let (x, y) = (elements(x_name, [m, h, k])?, elements(y_name, [m, h, n])?);
+    let w = elements("linear_heads weight", [h, n, k])?;
+    Ok(match backward {
+        false => HeadsOperands { dst: y, src: x, w },
+        true => HeadsOperands { dst: x, src: y, w },
+    })
+}
 
 op_family! {
     /// Products with a frozen weight.

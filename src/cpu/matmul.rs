@@ -4,6 +4,7 @@
 
 use super::real::Real;
 use super::{gemm_path, opt_real, real, real_mut, CpuBackend, CpuBuf};
+use crate::backend::matmul::{check_heads, HeadsOperands};
 use crate::backend::MatmulOps;
 use crate::error::Result;
 use gemm::Parallelism;
@@ -334,6 +335,22 @@ pub(crate) unsafe fn gemm_strided<F: Real>(
     );
 }
 
+/// A per-head product's buffers checked against `ops` (`check_heads`): the written operand,
+/// the read one and W, each cut to its length.
+#[allow(clippy::type_complexity)]
+fn heads_slices<'a, F: Real>(
+    dst: &'a mut CpuBuf<F>,
+    src: &'a CpuBuf<F>,
+    w: &'a CpuBuf<F>,
+    ops: HeadsOperands,
+) -> Result<(&'a mut [F], &'a [F], &'a [F])> {
+    Ok((
+        real_mut(dst, ops.dst.0, ops.dst.1)?,
+        real(src, ops.src.0, ops.src.1)?,
+        real(w, ops.w.0, ops.w.1)?,
+    ))
+}
+
 impl<F: Real> MatmulOps for CpuBackend<F> {
     fn linear_fwd(
         &self,
@@ -406,9 +423,7 @@ impl<F: Real> MatmulOps for CpuBackend<F> {
         k: usize,
         n: usize,
     ) -> Result<()> {
-        let out = real_mut(out, "linear_heads out", m * h * n)?;
-        let inp = real(inp, "linear_heads inp", m * h * k)?;
-        let w = real(w, "linear_heads weight", h * n * k)?;
+        let (out, inp, w) = heads_slices(out, inp, w, check_heads(false, m, h, k, n)?)?;
         linear_heads_fwd(out, inp, w, m, h, k, n);
         Ok(())
     }
@@ -424,9 +439,7 @@ impl<F: Real> MatmulOps for CpuBackend<F> {
         n: usize,
         accumulate: bool,
     ) -> Result<()> {
-        let dinp = real_mut(dinp, "linear_heads dinp", m * h * k)?;
-        let dout = real(dout, "linear_heads dout", m * h * n)?;
-        let w = real(w, "linear_heads weight", h * n * k)?;
+        let (dinp, dout, w) = heads_slices(dinp, dout, w, check_heads(true, m, h, k, n)?)?;
         linear_heads_bwd(dinp, dout, w, m, h, k, n, accumulate);
         Ok(())
     }

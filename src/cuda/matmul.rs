@@ -10,6 +10,7 @@ use super::gemm::Gemm;
 use super::kernels::k;
 use super::launch::{int, stride_blocks, Args, Cfg, STRIDE_THREADS};
 use super::{arg, opt_arg, store_or_f32, CudaBackend, CudaBuf};
+use crate::backend::matmul::{check_heads, HeadsOperands};
 use crate::backend::{DType, MatmulOps, Precision};
 use crate::error::{Error, Result};
 
@@ -141,6 +142,23 @@ fn check_store_or_f32(dtype: DType, store: DType, what: &str) -> Result<()> {
     ))
 }
 
+/// A per-head product's buffers checked against `ops` (`check_heads`): the written and the
+/// read operand in the activations' type, W in the weights'; their pointers in that order.
+fn heads_args(
+    be: &CudaBackend,
+    dst: &CudaBuf,
+    src: &CudaBuf,
+    w: &CudaBuf,
+    ops: HeadsOperands,
+) -> Result<[u64; 3]> {
+    let store = be.store();
+    Ok([
+        arg(dst, ops.dst.0, store, ops.dst.1)?,
+        arg(src, ops.src.0, store, ops.src.1)?,
+        arg(w, ops.w.0, be.weights(), ops.w.1)?,
+    ])
+}
+
 /// cuBLAS takes int sizes.
 fn check_int_sizes(g: &Gemm) -> Result<()> {
     for (what, v) in [
@@ -270,9 +288,8 @@ impl MatmulOps for CudaBackend {
     ) -> Result<()> {
         let be = self;
         let (store, weights) = (be.store(), be.weights());
-        let out_ptr = arg(out, "linear_heads out", store, m * h * n)?;
-        let inp_ptr = arg(inp, "linear_heads inp", store, m * h * k)?;
-        let w_ptr = arg(w, "linear_heads weight", weights, h * n * k)?;
+        let [out_ptr, inp_ptr, w_ptr] =
+            heads_args(be, out, inp, w, check_heads(false, m, h, k, n)?)?;
         if m * h * n == 0 {
             return Ok(());
         }
@@ -313,9 +330,8 @@ impl MatmulOps for CudaBackend {
     ) -> Result<()> {
         let be = self;
         let (store, weights) = (be.store(), be.weights());
-        let dinp_ptr = arg(dinp, "linear_heads dinp", store, m * h * k)?;
-        let dout_ptr = arg(dout, "linear_heads dout", store, m * h * n)?;
-        let w_ptr = arg(w, "linear_heads weight", weights, h * n * k)?;
+        let ops = check_heads(true, m, h, k, n)?;
+        let [dinp_ptr, dout_ptr, w_ptr] = heads_args(be, dinp, dout, w, ops)?;
         if m * h * k == 0 {
             return Ok(());
         }

@@ -57,6 +57,26 @@ fn check_errors(be: &CudaBackend) {
         e.contains("linear dout") && e.contains(&format!("expected {want}, got {wrong:?}")),
         "{e}"
     );
+    // per-head sizes whose element counts overflow (M·H·K = 2^64 wrapped to 0): every buffer
+    // passed, and the launchers returned Ok having computed nothing
+    let (m, h) = (1usize << 62, 4);
+    let e = be
+        .linear_heads_fwd(&mut dx, &inp, &w, m, h, 1, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("linear_heads inp") && e.contains("· 4 · 1 elements"),
+        "{e}"
+    );
+    let dout = be.zeros(st.dt, 3 * 4).unwrap();
+    let e = be
+        .linear_heads_bwd(&mut dx, &dout, &w, m, h, 1, 1, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("linear_heads dinp") && e.contains("· 4 · 1 elements"),
+        "{e}"
+    );
 }
 
 test_device!(errors, check_errors);

@@ -119,6 +119,36 @@ fn linear_heads_backward_matches_finite_differences() {
     linear_heads_case(9, 5, 8, 40, 37);
 }
 
+/// Per-head sizes whose element counts overflow (M·H = 2^64 wrapped to 0) are refused naming
+/// the operand, where a zero length passed every buffer check and the product ran over rows
+/// no buffer holds (here K 0 forward and N 0 backward: each wrote nothing and said Ok).
+#[test]
+fn linear_heads_sizes_that_overflow_are_refused() {
+    use softprompt::internals::backend::{DType, MatmulOps, Storage};
+    use softprompt::internals::CpuBackend;
+    let be = CpuBackend::<f32>::new();
+    let (m, h, k, n) = (1usize << 62, 4, 0, 1);
+    let mut y = be.zeros(DType::F32, 4).unwrap();
+    let (x, w) = (
+        be.zeros(DType::F32, 4).unwrap(),
+        be.zeros(DType::F32, 4).unwrap(),
+    );
+    let e = be.linear_heads_fwd(&mut y, &x, &w, m, h, k, n).unwrap_err();
+    let e = e.to_string();
+    assert!(
+        e.contains("linear_heads inp") && e.contains("4611686018427387904 · 4 · 0"),
+        "{e}"
+    );
+    let e = be
+        .linear_heads_bwd(&mut y, &x, &w, m, h, n, k, false)
+        .unwrap_err();
+    let e = e.to_string();
+    assert!(
+        e.contains("linear_heads dinp") && e.contains("4611686018427387904 · 4 · 1"),
+        "{e}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // cross-entropy
 
