@@ -127,25 +127,39 @@ pub(crate) fn state_from_json(path: &Path, v: Value, whose: &str) -> Result<Trai
         .map_err(|e| Error::file(path, format!("unreadable checkpoint state ({whose}): {e}")))
 }
 
+/// Writes a checkpoint file atomically, single- or multi-task: `tensors`, and in the metadata
+/// `meta` as JSON under `meta_key` and the checksum of both under `CHECKSUM_KEY`.
+pub(super) fn write_checkpoint(
+    path: &Path,
+    meta_key: &str,
+    meta: &impl Serialize,
+    tensors: &[(&str, Vec<usize>, &[f32])],
+) -> Result<()> {
+    let meta = serde_json::to_string(meta)
+        .map_err(|e| Error::file(path, format!("cannot serialize the state: {e}")))?;
+    let sum = checksum(
+        &meta,
+        tensors.iter().map(|(k, s, d)| (*k, s.as_slice(), *d)),
+    );
+    write_safetensors(
+        path,
+        tensors,
+        Some(HashMap::from([
+            (meta_key.to_string(), meta),
+            (CHECKSUM_KEY.to_string(), sum),
+        ])),
+    )
+}
+
 impl Checkpoint {
     /// Writes `path` atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let meta = serde_json::to_string(&self.state)
-            .map_err(|e| Error::file(path, format!("cannot serialize the state: {e}")))?;
         let views: Vec<(&str, Vec<usize>, &[f32])> = self
             .tensors
             .iter()
             .map(|(k, (s, d))| (k.as_str(), s.clone(), d.as_slice()))
             .collect();
-        let sum = checksum(&meta, views.iter().map(|(k, s, d)| (*k, s.as_slice(), *d)));
-        write_safetensors(
-            path,
-            &views,
-            Some(HashMap::from([
-                (META_KEY.to_string(), meta),
-                (CHECKSUM_KEY.to_string(), sum),
-            ])),
-        )
+        write_checkpoint(path, META_KEY, &self.state, &views)
     }
 
     /// Reads `path`, refusing one whose tensors or state do not match its checksum.

@@ -14,13 +14,13 @@
 )]
 
 use super::checkpoint::{
-    check_checksum, checksum, state_from_json, Checkpoint, TrainState, CHECKSUM_KEY,
+    check_checksum, state_from_json, write_checkpoint, Checkpoint, TrainState,
 };
 use crate::error::{Error, Result};
-use crate::weights::{write_safetensors, TensorFile};
+use crate::weights::TensorFile;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// A checkpoint's named tensors (shape, values).
@@ -56,8 +56,6 @@ impl MultiCheckpoint {
                 .map(|(n, ck)| (n.clone(), ck.state.clone()))
                 .collect(),
         };
-        let meta = serde_json::to_string(&meta)
-            .map_err(|e| Error::file(path, format!("cannot serialize the state: {e}")))?;
         let names: Vec<(String, &Vec<usize>, &[f32])> = (self.tasks.iter())
             .flat_map(|(n, ck)| {
                 (ck.tensors.iter()).map(move |(k, (s, d))| (format!("{n}/{k}"), s, d.as_slice()))
@@ -66,15 +64,7 @@ impl MultiCheckpoint {
         let views: Vec<(&str, Vec<usize>, &[f32])> = (names.iter())
             .map(|(k, s, d)| (k.as_str(), s.to_vec(), *d))
             .collect();
-        let sum = checksum(&meta, views.iter().map(|(k, s, d)| (*k, s.as_slice(), *d)));
-        write_safetensors(
-            path,
-            &views,
-            Some(HashMap::from([
-                (META_KEY.to_string(), meta),
-                (CHECKSUM_KEY.to_string(), sum),
-            ])),
-        )
+        write_checkpoint(path, META_KEY, &meta, &views)
     }
 
     /// Reads `path`, refusing one whose tensors or state do not match its checksum.
@@ -192,6 +182,7 @@ fn read_meta(path: &Path, text: &str) -> Result<Meta> {
 mod tests {
     use super::*;
     use crate::rng::Rng;
+    use crate::weights::write_safetensors;
     use serde_json::json;
 
     /// A flipped bit in one task's tensor resumed with exit 0 and other numbers: the
