@@ -35,31 +35,15 @@ pub fn linear_fwd<F: Real>(
             row.copy_from_slice(&bias[..n]);
         }
     }
-    // SAFETY: the slices hold at least M*N, M*K and N*K elements (checked by the callers'
-    // shape validation), and the strides below address exactly those row-major layouts.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            bias.is_some(),
-            inp.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            F::ONE,
-            F::ONE,
-            false,
-            false,
-            false,
-            parallelism(m, n, k),
-        );
-    }
+    crate_gemm(
+        m,
+        n,
+        k,
+        out,
+        (inp, k as isize, 1),
+        (w, 1, k as isize),
+        bias.is_some(),
+    );
 }
 
 /// dinp (M, K) += dout (M, N) · W (N, K), or = without `accumulate`.
@@ -73,30 +57,16 @@ pub fn linear_bwd<F: Real>(
     accumulate: bool,
 ) {
     debug_assert!(dinp.len() >= m * k && dout.len() >= m * n && w.len() >= n * k);
-    // SAFETY: as in linear_fwd; W is read row-major (N, K) as the right operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            k,
-            n,
-            dinp.as_mut_ptr(),
-            1,
-            k as isize,
-            accumulate,
-            dout.as_ptr(),
-            1,
-            n as isize,
-            w.as_ptr(),
-            1,
-            k as isize,
-            F::ONE,
-            F::ONE,
-            false,
-            false,
-            false,
-            parallelism(m, k, n),
-        );
-    }
+    // W read row-major (N, K) as the right operand
+    crate_gemm(
+        m,
+        k,
+        n,
+        dinp,
+        (dout, n as isize, 1),
+        (w, k as isize, 1),
+        accumulate,
+    );
 }
 
 /// out (M, H, N) = inp (M, H, K) · W_hᵀ for every head h, W (H·N, K): head h reads W's rows

@@ -39,6 +39,22 @@ pub fn rope_bwd<F: Real>(dx: &mut [F], inv_freq: &[F], pos: &[i32], h: usize, d:
     rotate(dx, inv_freq, pos, h, d, -1.0);
 }
 
+/// The rotation's operands checked, in the order the ops check them: D, the positions (B, T),
+/// then x or dx (B, T, H, D) as `x.1` names it, and inv_freq (D/2).
+#[allow(clippy::type_complexity)]
+fn rope_args<'a, F: Real>(
+    x: (&'a mut CpuBuf<F>, &str),
+    inv_freq: &'a CpuBuf<F>,
+    pos: &'a CpuBuf<F>,
+    [b, t, h, d]: [usize; 4],
+) -> Result<(&'a mut [F], &'a [F], &'a [i32])> {
+    check_rope(d)?;
+    let pos = ints(pos, "rope positions", b * t)?;
+    check_rows("rope positions", pos, i32::MAX as usize)?;
+    let x = real_mut(x.0, x.1, b * t * h * d)?;
+    Ok((x, real(inv_freq, "rope inv_freq", d / 2)?, pos))
+}
+
 impl<F: Real> RopeOps for CpuBackend<F> {
     fn rope_fwd(
         &self,
@@ -50,16 +66,8 @@ impl<F: Real> RopeOps for CpuBackend<F> {
         h: usize,
         d: usize,
     ) -> Result<()> {
-        check_rope(d)?;
-        let pos = ints(pos, "rope positions", b * t)?;
-        check_rows("rope positions", pos, i32::MAX as usize)?;
-        rope_fwd(
-            real_mut(x, "rope x", b * t * h * d)?,
-            real(inv_freq, "rope inv_freq", d / 2)?,
-            pos,
-            h,
-            d,
-        );
+        let (x, inv_freq, pos) = rope_args((x, "rope x"), inv_freq, pos, [b, t, h, d])?;
+        rope_fwd(x, inv_freq, pos, h, d);
         Ok(())
     }
 
@@ -73,16 +81,8 @@ impl<F: Real> RopeOps for CpuBackend<F> {
         h: usize,
         d: usize,
     ) -> Result<()> {
-        check_rope(d)?;
-        let pos = ints(pos, "rope positions", b * t)?;
-        check_rows("rope positions", pos, i32::MAX as usize)?;
-        rope_bwd(
-            real_mut(dx, "rope dx", b * t * h * d)?,
-            real(inv_freq, "rope inv_freq", d / 2)?,
-            pos,
-            h,
-            d,
-        );
+        let (x, inv_freq, pos) = rope_args((dx, "rope dx"), inv_freq, pos, [b, t, h, d])?;
+        rope_bwd(x, inv_freq, pos, h, d);
         Ok(())
     }
 }
