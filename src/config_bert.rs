@@ -27,16 +27,8 @@ impl BertConfig {
 }
 
 pub(super) fn parse_bert(cfg: &Cfg) -> Result<BertConfig> {
-    let act_name = cfg.str_opt("hidden_act")?.unwrap_or_else(|| "gelu".into());
-    let hidden_act = Act::from_hf_name(&act_name).ok_or_else(|| {
-        Error::config(
-            &cfg.path,
-            format!(
-                "hidden_act \"{act_name}\" is not supported: expected one of {}",
-                Act::SUPPORTED
-            ),
-        )
-    })?;
+    // transformers' default "gelu", the erf GELU
+    let hidden_act = cfg.act_opt("hidden_act")?.unwrap_or(Act::GeluErf);
     if let Some(kind) = cfg.str_opt("position_embedding_type")? {
         if kind != "absolute" {
             return Err(Error::config(

@@ -148,16 +148,7 @@ pub(super) fn parse_llama(cfg: &Cfg, model_type: &str) -> Result<DecoderConfig> 
             format!("head_dim {head_dim} must be even for rotary embeddings"),
         ));
     }
-    let act_name = cfg.str_opt("hidden_act")?.unwrap_or_else(|| "silu".into());
-    let act = Act::from_hf_name(&act_name).ok_or_else(|| {
-        Error::config(
-            &cfg.path,
-            format!(
-                "hidden_act \"{act_name}\" is not supported: expected one of {}",
-                Act::SUPPORTED
-            ),
-        )
-    })?;
+    let act = cfg.act_opt("hidden_act")?.unwrap_or(Act::Silu);
     let qwen2 = model_type == "qwen2";
     let attention_bias = cfg.bool_opt("attention_bias")?.unwrap_or(false);
     let num_layers = cfg.positive("num_hidden_layers", cfg.usize_any(&["num_hidden_layers"])?)?;

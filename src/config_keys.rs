@@ -1,6 +1,7 @@
 //! The readers of config.json's keys that every model family's parser shares: each names the
 //! key and what it expected when the value is of the wrong type or out of range.
 
+use crate::backend::Act;
 use crate::error::{Error, Result};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -92,6 +93,19 @@ impl Cfg<'_> {
                 Error::config(&self.path, format!("`{key}` must be a string, got {x}"))
             }),
         }
+    }
+    /// The activation `key` names in transformers' words (`hidden_act`, `dense_act_fn`), None
+    /// when absent.
+    pub(super) fn act_opt(&self, key: &str) -> Result<Option<Act>> {
+        let Some(name) = self.str_opt(key)? else {
+            return Ok(None);
+        };
+        let act = Act::from_hf_name(&name).ok_or_else(|| {
+            let supported = Act::SUPPORTED;
+            let msg = format!("{key} \"{name}\" is not supported: expected one of {supported}");
+            Error::config(&self.path, msg)
+        })?;
+        Ok(Some(act))
     }
     /// A token id that may be given as an integer or a list (eos_token_id: [1]).
     pub(super) fn token_id_or(&self, key: &str, default: usize) -> Result<usize> {

@@ -71,16 +71,8 @@ pub(super) fn parse_t5(cfg: &Cfg) -> Result<T5Config> {
     if let Some(gated) = cfg.bool_opt("is_gated_act")? {
         is_gated_act = gated;
     }
-    if let Some(name) = cfg.str_opt("dense_act_fn")? {
-        dense_act = Act::from_hf_name(&name).ok_or_else(|| {
-            Error::config(
-                &cfg.path,
-                format!(
-                    "dense_act_fn \"{name}\" is not supported: expected one of {}",
-                    Act::SUPPORTED
-                ),
-            )
-        })?;
+    if let Some(act) = cfg.act_opt("dense_act_fn")? {
+        dense_act = act;
     }
     let num_layers = cfg.positive("num_layers", cfg.usize("num_layers")?)?;
     // transformers 5 writes `scale_decoder_outputs`; older configs say it with

@@ -307,7 +307,6 @@ pub(crate) unsafe fn gemm_strided<F: Real>(
 
 /// A per-head product's buffers checked against `ops` (`check_heads`): the written operand,
 /// the read one and W, each cut to its length.
-#[allow(clippy::type_complexity)]
 fn heads_slices<'a, F: Real>(
     dst: &'a mut CpuBuf<F>,
     src: &'a CpuBuf<F>,

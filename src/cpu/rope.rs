@@ -41,7 +41,6 @@ pub fn rope_bwd<F: Real>(dx: &mut [F], inv_freq: &[F], pos: &[i32], h: usize, d:
 
 /// The rotation's operands checked, in the order the ops check them: D, the positions (B, T),
 /// then x or dx (B, T, H, D) as `x.1` names it, and inv_freq (D/2).
-#[allow(clippy::type_complexity)]
 fn rope_args<'a, F: Real>(
     x: (&'a mut CpuBuf<F>, &str),
     inv_freq: &'a CpuBuf<F>,
