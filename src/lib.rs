@@ -75,7 +75,7 @@ pub use models::Placement;
 pub use models::Recompute;
 pub use prompt::PromptInit;
 pub use prompt_encoder::EncoderKind;
-pub use train::data::{DataSpec, Dataset, Example, Format};
+pub use train::data::{DataSpec, Dataset, Example, Format, Quoting};
 pub use train::encode::{Encoded, Row};
 pub use train::optim::{OptimConfig, OptimKind, Schedule, ScheduleKind};
 pub use train::ptuning::{Method, PTuning, PrefixTuning};
@@ -88,8 +88,8 @@ pub mod prelude {
         parity, ConsoleProgress, DataSpec, Dataset, Decode, Device, Encoded, EncoderKind, Error,
         EvalMetrics, Event, Example, Format, Generation, Method, Model, MultiTask, OptimConfig,
         OptimKind, PTuning, Placement, Pooling, Precision, Prediction, PrefixTuning, Prompt,
-        PromptInit, PromptPlacement, Recompute, Result, Row, SaveOptions, Schedule, ScheduleKind,
-        Splits, StepInfo, StepOutput, Summary, TargetEnd, Task, TaskKind, TaskOptions, TaskSpec,
-        TrainConfig,
+        PromptInit, PromptPlacement, Quoting, Recompute, Result, Row, SaveOptions, Schedule,
+        ScheduleKind, Splits, StepInfo, StepOutput, Summary, TargetEnd, Task, TaskKind,
+        TaskOptions, TaskSpec, TrainConfig,
     };
 }

@@ -161,6 +161,7 @@ class Model:
         decode: Optional[str] = None,
         target_end: Optional[str] = None,
         format: Optional[str] = None,
+        quoting: Optional[str] = None,
         text_field: str = "text",
         label_field: str = "label",
     ) -> Task:
@@ -281,6 +282,7 @@ class Model:
         decode: Optional[str] = None,
         target_end: Optional[str] = None,
         format: Optional[str] = None,
+        quoting: Optional[str] = None,
         text_field: str = "text",
         label_field: str = "label",
     ) -> Tuple[Dict[str, Any], Prompt]:

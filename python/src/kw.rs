@@ -7,7 +7,7 @@ use crate::ints::repr;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use softprompt::{DataSpec, Format, TaskOptions};
+use softprompt::{DataSpec, Format, Quoting, TaskOptions};
 
 pub struct Kw<'py> {
     dict: Option<Bound<'py, PyDict>>,
@@ -101,10 +101,11 @@ impl<'py> Kw<'py> {
         })
     }
 
-    /// The data flags (`format`, `text_field`, `label_field`) for reading a file.
+    /// The data flags (`format`, `quoting`, `text_field`, `label_field`) for reading a file.
     pub fn data_spec(&mut self, require_label: bool) -> PyResult<DataSpec> {
         Ok(DataSpec {
             format: parse::<Format>(self.take::<String>("format")?, "--format")?,
+            quoting: parse::<Quoting>(self.take::<String>("quoting")?, "--quoting")?,
             text_field: self.get("text_field", "text".to_string())?,
             label_field: self.get("label_field", "label".to_string())?,
             require_label,

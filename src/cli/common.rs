@@ -3,7 +3,9 @@
 //! `profile`).
 
 use softprompt::internals::device::DeviceKind;
-use softprompt::{DataSpec, Dataset, Error, Format, Method, Model, Result, Task, TaskOptions};
+use softprompt::{
+    DataSpec, Dataset, Error, Format, Method, Model, Quoting, Result, Task, TaskOptions,
+};
 use std::path::Path;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -42,6 +44,11 @@ pub struct DataArgs {
     /// jsonl, tsv or csv (default: from the file extension)
     #[arg(long)]
     pub format: Option<String>,
+    /// TSV and CSV quoting: minimal (a field that starts with a quote is quoted, as Python's
+    /// csv and pandas write it) or none (quotes are text and a record ends at its line's end,
+    /// as in GLUE's TSV files); refused for JSON lines. Default: minimal
+    #[arg(long)]
+    pub quoting: Option<String>,
     /// the field (JSON key or column name) holding the text
     #[arg(long, default_value = "text")]
     pub text_field: String,
@@ -57,6 +64,9 @@ impl DataArgs {
                 .format
                 .as_deref()
                 .map(str::parse::<Format>)
+                .transpose()?,
+            quoting: (self.quoting.as_deref())
+                .map(str::parse::<Quoting>)
                 .transpose()?,
             text_field: self.text_field.clone(),
             label_field: self.label_field.clone(),

@@ -63,11 +63,40 @@ impl Format {
     }
 }
 
+/// How quotes in a TSV or CSV file are read (Python's `csv.QUOTE_*` on reading).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Quoting {
+    /// `csv.QUOTE_MINIMAL`, what pandas and Python's csv write: a field that starts with `"`
+    /// is quoted (a doubled `""` inside is one quote; it may span lines)
+    #[default]
+    Minimal,
+    /// `csv.QUOTE_NONE`, for files written with no quoting at all (GLUE's TSV files): a quote
+    /// is an ordinary character and a record ends at its line's end
+    None,
+}
+
+impl std::str::FromStr for Quoting {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "minimal" => Ok(Quoting::Minimal),
+            "none" => Ok(Quoting::None),
+            _ => Err(Error::arg(
+                "--quoting",
+                format!("\"{s}\": expected minimal or none"),
+            )),
+        }
+    }
+}
+
 /// How to read a data file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataSpec {
     /// None: from the file extension
     pub format: Option<Format>,
+    /// TSV and CSV: how quotes are read (None: not given, `Quoting::Minimal`); given for a
+    /// JSON lines file, an error
+    pub quoting: Option<Quoting>,
     pub text_field: String,
     pub label_field: String,
     /// train and eval need a label on every row; predict does not
@@ -78,6 +107,7 @@ impl Default for DataSpec {
     fn default() -> Self {
         DataSpec {
             format: None,
+            quoting: None,
             text_field: "text".into(),
             label_field: "label".into(),
             require_label: true,

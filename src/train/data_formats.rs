@@ -1,6 +1,7 @@
 //! The three layouts of a data file, read into rows: JSON lines (each line one object, a key
 //! given twice refused), TSV and CSV (a header naming the fields; quoted fields, which may
-//! span lines, as Python's csv module reads them). Every error names the file and the line (1-based) at fault.
+//! span lines, as Python's csv module reads them, or under `Quoting::None` quotes as text, as
+//! GLUE's TSV files are written). Every error names the file and the line (1-based) at fault.
 // The loaders never panic on what a user hands them: no unwrap, no expect, no unchecked
 // indexing (tests excepted). See README.md, "Bad input".
 #![cfg_attr(
@@ -8,7 +9,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::data::{DataSpec, Example, Format};
+use super::data::{DataSpec, Example, Format, Quoting};
 use crate::error::{Error, Result};
 use std::path::Path;
 
@@ -19,10 +20,22 @@ pub(super) fn parse_rows(
     format: Format,
     spec: &DataSpec,
 ) -> Result<Vec<Example>> {
-    match format {
-        Format::Jsonl => parse_jsonl(path, text, spec),
-        Format::Tsv => parse_table(path, delimited(path, text, '\t')?.into_iter().map(Ok), spec),
-        Format::Csv => parse_table(path, delimited(path, text, ',')?.into_iter().map(Ok), spec),
+    let table = |delim| -> Result<Vec<Example>> {
+        let quoting = spec.quoting.unwrap_or_default();
+        let records = delimited(path, text, delim, quoting)?;
+        parse_table(path, records.into_iter().map(Ok), spec)
+    };
+    match (format, spec.quoting) {
+        (Format::Jsonl, Some(_)) => Err(Error::arg(
+            "--quoting",
+            format!(
+                "{}: a JSON lines file has no quoting to set (--quoting is for TSV and CSV files)",
+                path.display()
+            ),
+        )),
+        (Format::Jsonl, None) => parse_jsonl(path, text, spec),
+        (Format::Tsv, _) => table('\t'),
+        (Format::Csv, _) => table(','),
     }
 }
 
@@ -259,14 +272,19 @@ fn parse_table(
 /// field is text. Records end at `\r\n`, `\n` or a lone `\r` (an old Mac file, or a last line
 /// that lost its LF: the `\r` made a class "positive\r"). Blank lines are skipped. Stricter than
 /// Python where it would guess silently: text after a closing quote, or a quote never closed,
-/// is an error naming the line.
-fn delimited(path: &Path, text: &str, delim: char) -> Result<Vec<(usize, Vec<String>)>> {
+/// is an error naming the line. Under `Quoting::None` (`csv.QUOTE_NONE`) a quote is text.
+fn delimited(
+    path: &Path,
+    text: &str,
+    delim: char,
+    quoting: Quoting,
+) -> Result<Vec<(usize, Vec<String>)>> {
     let mut out = Vec::new();
     let mut chars = text.chars().peekable();
     let mut line = 1usize;
     while chars.peek().is_some() {
         let start = line;
-        let (fields, blank) = record(path, &mut chars, &mut line, delim)?;
+        let (fields, blank) = record(path, &mut chars, &mut line, delim, quoting)?;
         if !blank {
             out.push((start, fields));
         }
@@ -281,7 +299,9 @@ fn record(
     chars: &mut std::iter::Peekable<std::str::Chars>,
     line: &mut usize,
     delim: char,
+    quoting: Quoting,
 ) -> Result<(Vec<String>, bool)> {
+    let quotes = quoting == Quoting::Minimal;
     let start = *line;
     let mut fields = Vec::new();
     let mut field = String::new();
@@ -305,7 +325,7 @@ fn record(
             continue;
         }
         match ch {
-            '"' if field.is_empty() && !was_quoted => (quoted, was_quoted) = (true, true),
+            '"' if quotes && field.is_empty() && !was_quoted => (quoted, was_quoted) = (true, true),
             c if c == delim => {
                 fields.push(std::mem::take(&mut field));
                 was_quoted = false;
@@ -345,7 +365,7 @@ fn record(
 
 #[cfg(test)]
 mod tests {
-    use crate::train::data::{DataSpec, Dataset};
+    use crate::train::data::{DataSpec, Dataset, Quoting};
     use std::path::Path;
 
     fn spec() -> DataSpec {
@@ -492,5 +512,80 @@ mod tests {
         );
         let err = Dataset::parse(Path::new("a.txt"), "x", &spec()).unwrap_err();
         assert!(err.to_string().contains("--format"), "{err}");
+    }
+
+    /// GLUE's TSV files are written with no quoting: under `Quoting::None` (Python's
+    /// `csv.QUOTE_NONE`, whose rows these are) a text that starts with a quote is read as
+    /// written, a quote left open ends at its line, a quoted field keeps its quotes and a
+    /// quoted comma splits it. The default reads the first as an error, joins the second with
+    /// the lines after it, and strips the quotes of the third.
+    #[test]
+    fn quoting_none_reads_quotes_as_text() {
+        let none = DataSpec {
+            quoting: Some(Quoting::None),
+            ..spec()
+        };
+        let texts =
+            |d: &Dataset| -> Vec<String> { d.examples.iter().map(|e| e.text.clone()).collect() };
+        let tsv = "text\tlabel\n\"Quoted\" start\tpositive\r\n\"open quote\tnegative\n\n\
+                   plain \"\"x\"\"\tpositive\n";
+        let d = Dataset::parse(Path::new("g.tsv"), tsv, &none).unwrap();
+        assert_eq!(
+            texts(&d),
+            ["\"Quoted\" start", "\"open quote", "plain \"\"x\"\""]
+        );
+        assert_eq!(
+            d.examples.iter().map(|e| e.line).collect::<Vec<_>>(),
+            [2, 3, 5]
+        );
+        let err = Dataset::parse(Path::new("g.tsv"), tsv, &spec()).unwrap_err();
+        assert!(
+            err.to_string().contains("g.tsv:2: malformed line: ' '"),
+            "{err}"
+        );
+        let open = "text\tlabel\n\"open quote\tnegative\nnext\tpositive\n";
+        let d = Dataset::parse(Path::new("g.tsv"), open, &none).unwrap();
+        assert_eq!(texts(&d), ["\"open quote", "next"]);
+        let err = Dataset::parse(Path::new("g.tsv"), open, &spec()).unwrap_err();
+        assert!(err.to_string().contains("not closed"), "{err}");
+        // given as minimal, the default's reading
+        let csv = "text,label\n\"a\",positive\n";
+        let minimal = DataSpec {
+            quoting: Some(Quoting::Minimal),
+            ..spec()
+        };
+        let d = Dataset::parse(Path::new("q.csv"), csv, &minimal).unwrap();
+        assert_eq!(texts(&d), ["a"]);
+        let d = Dataset::parse(Path::new("q.csv"), csv, &none).unwrap();
+        assert_eq!(texts(&d), ["\"a\""]);
+        let err = Dataset::parse(Path::new("q.csv"), "text,label\n\"a, b\",positive\n", &none)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "q.csv:2: malformed line: 3 fields, but the header has 2"
+        );
+        // JSON lines have no quoting to set, either value; an unknown value is named
+        for q in [Quoting::None, Quoting::Minimal] {
+            let given = DataSpec {
+                quoting: Some(q),
+                ..spec()
+            };
+            let err = Dataset::parse(
+                Path::new("d.jsonl"),
+                "{\"text\":\"a\",\"label\":\"x\"}\n",
+                &given,
+            )
+            .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "invalid argument --quoting: d.jsonl: a JSON lines file has no quoting to set \
+                 (--quoting is for TSV and CSV files)"
+            );
+        }
+        let err = "all".parse::<Quoting>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid argument --quoting: \"all\": expected minimal or none"
+        );
     }
 }

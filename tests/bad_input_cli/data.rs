@@ -1,6 +1,7 @@
 //! Data files: a repeated JSON key, a file or stream past the read bound (a FIFO or /dev/zero
 //! ate all memory), the mask token in a text, invalid UTF-8 (file:line in every format), and
-//! huge lines cut before they are tokenized.
+//! huge lines cut before they are tokenized; `--quoting none` for TSV files written without
+//! quoting.
 
 use crate::common::{binary, fixture, refused, ScratchDir};
 use crate::{corpus, ok, s, s_static, softprompt, train_args, trained};
@@ -206,4 +207,76 @@ fn peak_child_rss_kb() -> i64 {
         libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
         u.ru_maxrss
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// --quoting none: TSV files written without quoting (GLUE's)
+
+/// A TSV file written with no quoting (GLUE's) whose first text starts with a quote it never
+/// closes: read as Python's csv reads it (the default), the quote ran to the end of the file,
+/// an error; `--quoting none` reads it as written in train, train --task-data, eval and
+/// predict. JSON lines refuse the flag, naming the file.
+#[test]
+fn quoting_none_reads_a_glue_tsv_in_every_command() {
+    let dir = ScratchDir::new("quoting_none");
+    let rows = std::fs::read_to_string(corpus("data/train.jsonl")).expect("train.jsonl");
+    let mut tsv = String::from("text\tlabel\n");
+    for (i, line) in rows.lines().enumerate() {
+        let v: Value = serde_json::from_str(line).expect("json");
+        let open = if i == 0 { "\"" } else { "" };
+        tsv += &format!(
+            "{open}{}\t{}\n",
+            v["text"].as_str().expect("text"),
+            v["label"].as_str().expect("label")
+        );
+    }
+    let folder = dir.path().join("glue");
+    std::fs::create_dir(&folder).expect("mkdir");
+    let data = folder.join("train.tsv");
+    std::fs::write(&data, tsv).expect("write");
+    let data = s_static(data);
+    let at = format!("{data}:2: malformed line: a quoted field is not closed");
+    let model = fixture("bert_mlm");
+    let (out, multi) = (dir.path().join("out"), dir.path().join("multi"));
+    let mut args = train_args(&model, &out, &[]);
+    args[4] = data;
+    refused(&softprompt(&args), &[&at]);
+    args.extend(["--quoting", "none"]);
+    ok(&softprompt(&args));
+    let task_data = format!("a={}", folder.display());
+    let mut multi_args = train_args(&model, &multi, &["--task-data", &task_data]);
+    multi_args.drain(3..5); // --train FILE
+    refused(&softprompt(&multi_args), &[&at]);
+    multi_args.extend(["--quoting", "none"]);
+    ok(&softprompt(&multi_args));
+    for cmd in ["eval", "predict"] {
+        let args = ["--prompt", s(&out), "--data", data];
+        refused(&softprompt(&[&[cmd][..], &args].concat()), &[&at]);
+        ok(&softprompt(
+            &[&[cmd][..], &args, &["--quoting", "none"]].concat(),
+        ));
+    }
+    let eval = |data: &str, quoting: &str| {
+        softprompt(&[
+            "eval",
+            "--prompt",
+            s(&out),
+            "--data",
+            data,
+            "--quoting",
+            quoting,
+        ])
+    };
+    let jsonl = corpus("data/train.jsonl");
+    refused(
+        &eval(s(&jsonl), "none"),
+        &[
+            "--quoting",
+            "train.jsonl: a JSON lines file has no quoting to set",
+        ],
+    );
+    refused(
+        &eval(data, "all"),
+        &["--quoting", "\"all\": expected minimal or none"],
+    );
 }
