@@ -388,3 +388,49 @@ fn saved_causal_targets_that_cannot_score_name_task_json() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The final test of the kept prompt
+
+/// A test row that overflows after training finished (a word's embedding 3e38, a word no
+/// training row holds, so every step's loss is finite; no dev split, so the test split is
+/// first scored at the end) read "… at step 2, so the run stops (…): lower --lr" in a single
+/// run, and a bare "the prompt: row 1 …" in a multi-task run. Both now say that the final test
+/// of the kept prompt overflowed at the test file's line, that training finished, and where
+/// the prompt is saved (it is).
+#[test]
+fn a_final_test_that_overflows_says_training_finished() {
+    let dir = ScratchDir::new("final_test_overflow");
+    let model = dir.bert_overflowing_on("model", "tension");
+    let data = dir.path().join("a");
+    std::fs::create_dir(&data).expect("mkdir");
+    let train = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/train.jsonl");
+    std::fs::copy(&train, data.join("train.jsonl")).expect("copy");
+    let test = data.join("test.jsonl");
+    std::fs::write(&test, common::OVERFLOW_ROWS).expect("test");
+    let at = format!("{}:2: the final test of ", s(&test));
+    let said = |err: &str, kept: &str, saved: &Path| {
+        for want in [
+            &format!("{at}{kept} overflowed on this row: it scored its labels"),
+            &format!(
+                "Training itself finished, and the kept prompt is saved in {}",
+                s(saved)
+            ),
+        ] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        assert!(!err.contains("--lr"), "{err}");
+        assert!(saved.join("adapter_model.safetensors").is_file(), "{err}");
+    };
+    let out = dir.path().join("single");
+    let mut args = common::tiny_pet_train_args(&model, &out);
+    args.extend(["--test", s(&test)].map(String::from));
+    let err = refused(&run(&args), &[]);
+    said(&err, "the kept prompt (step 2)", &out);
+    let multi = dir.path().join("multi");
+    let mut args = common::tiny_pet_train_args(&model, &multi);
+    args.drain(3..5); // no --train
+    args.extend(["--task-data", &format!("a={}", s(&data))].map(String::from));
+    let err = refused(&run(&args), &[]);
+    said(&err, "task `a`'s kept prompt (step 2)", &multi.join("a"));
+}

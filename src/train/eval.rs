@@ -16,6 +16,7 @@ use super::task::Task;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 pub use crate::error::GoOn;
 
@@ -31,6 +32,29 @@ pub(super) fn eval_overflow(e: Error, enc: &Encoded, split: &str) -> Result<Stri
             Ok(format!("the {split} row at {at} {msg}"))
         }
         e => Err(e),
+    }
+}
+
+/// `e`, when it is an `Overflow` of a row of `enc`, the test split scored with the kept prompt
+/// (`kept`: "the kept prompt (step N)") after training finished, said as that: the row's file
+/// and line, what overflowed, and that the prompt is saved in `saved` (it read "… at step N,
+/// so the run stops …: lower --lr" of a run that had finished). Any other error comes back as
+/// it is.
+pub(super) fn final_test_overflow(e: Error, enc: &Encoded, kept: &str, saved: &Path) -> Error {
+    match e {
+        Error::Overflow { row, msg, .. } => {
+            let line = enc.rows.get(row).map_or(row + 1, |r| r.line);
+            Error::data(
+                &enc.path,
+                line,
+                format!(
+                    "the final test of {kept} overflowed on this row: it {msg}. Training itself \
+                     finished, and the kept prompt is saved in {}",
+                    saved.display()
+                ),
+            )
+        }
+        e => e,
     }
 }
 

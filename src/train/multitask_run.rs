@@ -20,7 +20,7 @@ use super::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use super::data;
 use super::encode::Encoded;
 use super::encoder::HostEncoder;
-use super::eval::{eval_overflow, evaluate};
+use super::eval::{eval_overflow, evaluate, final_test_overflow};
 use super::metrics::EvalMetrics;
 use super::mixed::{step_mixed, MixJob};
 use super::multitask::{in_task, MultiTrainer, TaskRun};
@@ -436,6 +436,11 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         let Some(test) = t.test else {
             return Ok(None);
         };
+        let step = if t.dev.is_some() {
+            t.state.best_step
+        } else {
+            t.state.step
+        };
         let m = match (t.dev, t.state.best_test) {
             (Some(_), Some(m)) => m,
             _ => {
@@ -448,13 +453,13 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
                     prefix: t.params.prefix,
                 };
                 let bs = t.cfg.eval_batch_size;
-                evaluate(self.be, self.model, t.task, &kept, test, bs)?.0
+                let scored = evaluate(self.be, self.model, t.task, &kept, test, bs);
+                let kept = format!("task `{}`'s kept prompt (step {step})", t.name);
+                let saved = t.dir(&self.out);
+                scored
+                    .map_err(|e| final_test_overflow(e, test, &kept, &saved))?
+                    .0
             }
-        };
-        let step = if t.dev.is_some() {
-            t.state.best_step
-        } else {
-            t.state.step
         };
         let split = "test (kept prompt)".into();
         on_event(

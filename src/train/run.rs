@@ -10,7 +10,7 @@
 use super::checkpoint::{Checkpoint, CHECKPOINT_FILE};
 use super::data;
 use super::encode::Encoded;
-use super::eval::{eval_overflow, evaluate};
+use super::eval::{eval_overflow, evaluate, final_test_overflow};
 use super::metrics::EvalMetrics;
 use super::save::{checkpoint_tensors, save_kept, Kept};
 use super::step::{Grads, Params};
@@ -293,19 +293,22 @@ impl<B: Backend> Trainer<'_, B> {
         let Some(t) = self.test else {
             return Ok(None);
         };
+        let step = if self.dev.is_some() {
+            self.state.best_step
+        } else {
+            self.state.step
+        };
         let m = match (self.dev, self.state.best_test) {
             (Some(_), Some(m)) => m,
             _ => {
                 let kept = self.kept_params()?;
                 let bs = self.cfg.eval_batch_size;
                 let scored = evaluate(self.be, self.model, self.task, &kept, t, bs);
-                self.in_run(scored.map(|(m, _)| m), t, "test")?
+                let kept = format!("the kept prompt (step {step})");
+                scored
+                    .map_err(|e| final_test_overflow(e, t, &kept, &self.out))?
+                    .0
             }
-        };
-        let step = if self.dev.is_some() {
-            self.state.best_step
-        } else {
-            self.state.step
         };
         on_event(&Event::Eval {
             step,

@@ -43,27 +43,9 @@ fn a_nan_score_never_becomes_a_label() {
 #[test]
 fn a_dev_score_that_overflows_in_training_names_the_file_and_line() {
     let dir = ScratchDir::new("dev_overflow");
-    let model = dir.copy_model("bert_mlm", "model");
-    let vocab: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(model.join("tokenizer.json")).expect("tokenizer"))
-            .expect("json");
-    let id = vocab["model"]["vocab"]["tension"].as_u64().expect("a word") as usize;
-    common::edit_safetensors(&model.join("model.safetensors"), |t| {
-        let w = t
-            .get_mut("bert.embeddings.word_embeddings.weight")
-            .expect("tensor");
-        let d = w.shape[1];
-        w.bytes[4 * id * d..4 * (id + 1) * d].copy_from_slice(&3e38f32.to_le_bytes().repeat(d));
-    });
+    let model = dir.bert_overflowing_on("model", "tension");
     let dev = dir.path().join("dev.jsonl");
-    let rows = [
-        ("the movie was great.", "positive"),
-        ("the tension was great.", "positive"),
-    ];
-    let text: String = (rows.iter())
-        .map(|(t, l)| serde_json::json!({"text": t, "label": l}).to_string() + "\n")
-        .collect();
-    std::fs::write(&dev, text).expect("dev");
+    std::fs::write(&dev, common::OVERFLOW_ROWS).expect("dev");
     let mut args = common::tiny_pet_train_args(&model, &dir.path().join("out"));
     args.extend(["--dev", s(&dev), "--eval-every", "1"].map(String::from));
     let out = run_bounded(&args.iter().map(String::as_str).collect::<Vec<_>>());

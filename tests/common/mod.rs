@@ -347,7 +347,28 @@ impl ScratchDir {
         }
         dst
     }
+
+    /// A copy of the bert_mlm fixture under `name` whose embedding of `word` is 3e38 in every
+    /// element: a row holding the word overflows (its scores are not finite), one without it
+    /// scores as in the fixture. `OVERFLOW_ROWS` holds one of each for "tension".
+    pub fn bert_overflowing_on(&self, name: &str, word: &str) -> PathBuf {
+        let model = self.copy_model("bert_mlm", name);
+        let tokenizer = std::fs::read(model.join("tokenizer.json")).expect("tokenizer");
+        let vocab: serde_json::Value = serde_json::from_slice(&tokenizer).expect("json");
+        let id = vocab["model"]["vocab"][word].as_u64().expect("a word") as usize;
+        edit_safetensors(&model.join("model.safetensors"), |t| {
+            let w = (t.get_mut("bert.embeddings.word_embeddings.weight")).expect("tensor");
+            let d = w.shape[1];
+            w.bytes[4 * id * d..4 * (id + 1) * d].copy_from_slice(&3e38f32.to_le_bytes().repeat(d));
+        });
+        model
+    }
 }
+
+/// Two labelled JSON lines: a row that scores, then one that overflows on the model
+/// `bert_overflowing_on(_, "tension")` makes (no training row holds the word).
+pub const OVERFLOW_ROWS: &str = "{\"text\":\"the movie was great.\",\"label\":\"positive\"}\n\
+                                 {\"text\":\"the tension was great.\",\"label\":\"positive\"}\n";
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
