@@ -58,7 +58,11 @@ pub(super) fn parse_rope(cfg: &Cfg) -> Result<Positions> {
                 factor: need("factor")?,
                 low_freq_factor: need("low_freq_factor")?,
                 high_freq_factor: need("high_freq_factor")?,
-                original_max_position_embeddings: need("original_max_position_embeddings")?,
+                original_max_position_embeddings: match sub.get("original_max_position_embeddings")
+                {
+                    Some(_) => need("original_max_position_embeddings")?,
+                    None => pretrained_positions(cfg)?,
+                },
             }),
             linear_factor: None,
         },
@@ -71,6 +75,23 @@ pub(super) fn parse_rope(cfg: &Cfg) -> Result<Positions> {
             ))
         }
     })
+}
+
+/// The pretraining length of a `llama3` scaling that names no
+/// `original_max_position_embeddings`, as transformers 5.24 takes it
+/// (`standardize_rope_params`: `setdefault` from `max_position_embeddings`): the config's
+/// `max_position_embeddings`, else its model type's default (`LlamaConfig` 2048,
+/// `MistralConfig` 131072, `Qwen2Config` 32768). A top-level `original_max_position_embeddings`
+/// is not read: `from_pretrained` sets it only after the config's `__init__` has standardised
+/// the scaling (measured with `AutoConfig` on llama, mistral and qwen2 configs).
+fn pretrained_positions(cfg: &Cfg) -> Result<f64> {
+    let default = match cfg.str_opt("model_type")?.as_deref() {
+        Some("mistral") => 131_072,
+        Some("qwen2") => 32_768,
+        _ => 2048,
+    };
+    let n = cfg.usize_or("max_position_embeddings", default)?;
+    Ok(cfg.positive("max_position_embeddings", n)? as f64)
 }
 
 /// The scaling object and its key, in transformers' order (`rope_scaling or rope_parameters`
