@@ -1,12 +1,13 @@
 """Prompts: numpy views that keep their prompt alive, PEFT folders, copies."""
 import gc
 import json
+import warnings
 
 import numpy as np
 import pytest
 
 import softprompt as sp
-from conftest import BERT_MLM, BERT_NOHEAD, read_safetensors
+from conftest import BERT_MLM, BERT_NOHEAD, TRAIN, read_safetensors
 
 
 def test_a_view_keeps_its_prompt_alive():
@@ -105,3 +106,28 @@ def test_a_prompt_of_another_model_is_refused_until_set_model(tmp_path):
     assert "resaved" in prompt.set_model(b)
     assert prompt.set_model(b) is None
     assert len(b.predict(task, prompt, texts)) == 2
+
+
+def test_task_for_warns_of_a_template_or_pooling_over_task_json(tmp_path):
+    """eval, predict and generate note a --template or --pooling other than the saved
+    prompt's task.json; task_for raises the same lines as UserWarnings, one per setting, and
+    none for the prompt's own settings given again."""
+    model = sp.Model(BERT_NOHEAD)
+    task = model.task(TRAIN, prompt_len=4, task="cls", pooling="mean", template="{text}")
+    model.save_prompt(tmp_path / "p", model.new_prompt(task, prompt_len=4), task)
+    prompt = sp.Prompt.load(tmp_path / "p")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.task_for(prompt)
+        model.task_for(prompt, template="{text}", pooling="mean")
+    with pytest.warns(UserWarning) as got:
+        task = model.task_for(prompt, template="Review: {text}", pooling="cls")
+    assert [str(w.message) for w in got] == [
+        '--template "Review: {text}" is used, but the prompt was trained with "{text}" '
+        "(its task.json)",
+        "--pooling cls is used, but the prompt was trained with mean (its task.json)",
+    ]
+    assert task.template == "Review: {text}"
+    with pytest.warns(UserWarning, match="--pooling cls is used") as got:
+        model.task_for(prompt, pooling="cls")
+    assert len(got) == 1
