@@ -462,7 +462,13 @@ impl<B: Backend> T5<B> {
             )?;
             be.rmsnorm_bwd(dx, &dh, cross_in, cross_ln, cross_rstd, n, c, true)?;
         }
-        // self-attention
+        // self-attention: nothing to do where d block input is wanted at no row (the
+        // decoder's first block: its input is the frozen label embeddings) and no prefix
+        // block reads the attention's gradient
+        if let Some(front) = front.filter(|f| f.m == 0 && ctx.prefix_kv(l).is_none()) {
+            *dx = front.gather(be, dx, c)?;
+            return Ok(());
+        }
         let bias = BiasRef {
             table: &ctx.stack.rel_bias,
             buckets: ctx.buckets,
