@@ -103,6 +103,7 @@ pub fn step_gemms(preset: &Preset, w: &Workload) -> Vec<StepGemm> {
             let (el, dl) = (c.num_layers, c.num_decoder_layers);
             let dec = w.batch * w.target_len;
             let wi = if c.is_gated_act { 2 } else { 1 };
+            let dec_self_o = (s.decoder_prefix == 0) as usize;
             // the encoder's backward (none under PEFT's placement), less its first block's
             // q, k and v (at the prompt rows)
             let enc = |calls: usize| (calls, calls * s.encoder_backward as usize);
@@ -131,8 +132,17 @@ pub fn step_gemms(preset: &Preset, w: &Workload) -> Vec<StepGemm> {
                 g("encoder o", rows, a, d, enc(el)),
                 g("encoder wi", rows, d, f, enc(wi * el)),
                 g("encoder wo", rows, f, d, enc(el)),
-                g("decoder q, k, v, cross q", dec, d, a, (4 * dl, 4 * dl)),
-                g("decoder o, cross o", dec, a, d, (2 * dl, 2 * dl)),
+                // the first block's self-attention wants no input gradient (its input is
+                // the labels' frozen embeddings), and its o product runs backward for a
+                // prefix alone
+                g("decoder q, k, v, cross q", dec, d, a, (4 * dl, 4 * dl - 3)),
+                g(
+                    "decoder o, cross o",
+                    dec,
+                    a,
+                    d,
+                    (2 * dl, 2 * dl - dec_self_o),
+                ),
                 cross,
                 g("decoder wi", dec, d, f, (wi * dl, wi * dl)),
                 g("decoder wo", dec, f, d, (dl, dl)),

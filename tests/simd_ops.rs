@@ -259,3 +259,22 @@ fn scale_add_row_equals_the_scalar_reference() {
         }
     }
 }
+
+/// Softmax's normalisation, row·s: one multiply a value on every instruction set, so the
+/// result equals the scalar reference bit for bit on every tail length.
+#[test]
+fn scale_row_equals_the_scalar_reference() {
+    let mut rng = Rng::new(23);
+    for isa in vector_isas() {
+        for n in LENS {
+            let x = data(&mut rng, n, 3.0);
+            let (mut want, mut got) = (x.clone(), x.clone());
+            simd::scale_row(Isa::Scalar, &mut want, 0.37);
+            simd::scale_row(isa, &mut got, 0.37);
+            assert_eq!(got, want, "{isa:?} scale_row n={n}");
+            for (v, &x) in got.iter().zip(&x) {
+                assert_eq!(*v, x * 0.37, "{isa:?} scale_row n={n}");
+            }
+        }
+    }
+}

@@ -272,36 +272,40 @@ pub fn attention_fwd<F: Real>(
     let all = with_prefix(dims, prefix.as_ref());
     let scale = F::from_f64(scale);
     let out_ptr = SendPtr(out.as_mut_ptr());
+    let block = tile_rows(tq, all.tk, causal);
+    // one probability tile per rayon job, not per task: its values are written before read
+    let tile_len = block.min(tq) * all.tk;
     lse.par_chunks_mut(tq)
         .take(b * h)
         .enumerate()
-        .for_each(|(bh, lse_bh)| {
-            let (bi, hi) = (bh / h, bh % h);
-            let kvh = hi / dims.group();
-            let qm = head_mat(q.as_ptr(), bi, hi, tq, h, d);
-            let keys = Keys::new(
-                head_mat(k.as_ptr(), bi, kvh, tk, hkv, d),
-                head_mat(v.as_ptr(), bi, kvh, tk, hkv, d),
-                prefix.as_ref(),
-                bi,
-                kvh,
-                d,
-            );
-            let om = head_mat(out_ptr.get(), bi, hi, tq, h, d);
-            let mut terms = ScoreTerms::new(bi, key_mask, keys.p, causal, &all);
-            terms.hide_prefix(prefix.as_ref().map_or(0, |pr| pr.of_row(bi).1));
-            terms.set_head(bias.as_ref(), hi, &all);
-            let block = tile_rows(tq, all.tk, causal);
-            let mut p = vec![F::ZERO; block.min(tq) * all.tk];
-            for i0 in (0..tq).step_by(block) {
-                let rows = block.min(tq - i0);
-                let p = &mut p[..rows * all.tk];
-                let end = score_tile(p, qm, &keys, i0, rows, &terms, scale, &all);
-                softmax_tile(p, &mut lse_bh[i0..i0 + rows], end, all.tk);
-                // SAFETY: this task alone writes rows i0..i0+rows of head (bi, hi) of `out`.
-                unsafe { times_values(from_row(om, i0), p, &keys, rows, end, &all) };
-            }
-        });
+        .for_each_init(
+            || vec![F::ZERO; tile_len],
+            |p, (bh, lse_bh)| {
+                let (bi, hi) = (bh / h, bh % h);
+                let kvh = hi / dims.group();
+                let qm = head_mat(q.as_ptr(), bi, hi, tq, h, d);
+                let keys = Keys::new(
+                    head_mat(k.as_ptr(), bi, kvh, tk, hkv, d),
+                    head_mat(v.as_ptr(), bi, kvh, tk, hkv, d),
+                    prefix.as_ref(),
+                    bi,
+                    kvh,
+                    d,
+                );
+                let om = head_mat(out_ptr.get(), bi, hi, tq, h, d);
+                let mut terms = ScoreTerms::new(bi, key_mask, keys.p, causal, &all);
+                terms.hide_prefix(prefix.as_ref().map_or(0, |pr| pr.of_row(bi).1));
+                terms.set_head(bias.as_ref(), hi, &all);
+                for i0 in (0..tq).step_by(block) {
+                    let rows = block.min(tq - i0);
+                    let p = &mut p[..rows * all.tk];
+                    let end = score_tile(p, qm, &keys, i0, rows, &terms, scale, &all);
+                    softmax_tile(p, &mut lse_bh[i0..i0 + rows], end, all.tk);
+                    // SAFETY: this task alone writes rows i0..i0+rows of head (bi, hi) of `out`.
+                    unsafe { times_values(from_row(om, i0), p, &keys, rows, end, &all) };
+                }
+            },
+        );
 }
 
 /// Each row of the (rows, P + Tk) tile's first `end` columns becomes its softmax, and lse
@@ -316,8 +320,7 @@ fn softmax_tile<F: Real>(p: &mut [F], lse: &mut [F], end: usize, stride: usize) 
             continue;
         }
         let sum = F::exp_sub_sum(row, m);
-        let inv = F::ONE / sum;
-        row.iter_mut().for_each(|x| *x *= inv);
+        F::scale_row(row, F::ONE / sum);
         *l = m + sum.ln();
     }
 }
@@ -433,22 +436,29 @@ pub fn attention_bwd<F: Real>(
     );
     let inputs = (dout, q, k, v, lse);
     // one task per (batch, key/value head): it alone writes that head's dk and dv
+    let all = with_prefix(dims, prefix.as_ref());
+    // the (p, ds) tiles, one pair per rayon job, not per task: written before read
+    let tile_len = tile_rows(dims.tq, all.tk, causal).min(dims.tq) * all.tk;
     let grads: Vec<Option<PrefixGrad<F>>> = (0..b * hkv)
         .into_par_iter()
-        .map(|bkv| {
-            bwd_task(
-                bkv,
-                ptrs,
-                inputs,
-                prefix.as_ref(),
-                key_mask,
-                bias.as_ref(),
-                causal,
-                scale,
-                dims,
-                acc,
-            )
-        })
+        .map_init(
+            || (vec![F::ZERO; tile_len], vec![F::ZERO; tile_len]),
+            |tiles, bkv| {
+                bwd_task(
+                    tiles,
+                    bkv,
+                    ptrs,
+                    inputs,
+                    prefix.as_ref(),
+                    key_mask,
+                    bias.as_ref(),
+                    causal,
+                    scale,
+                    dims,
+                    acc,
+                )
+            },
+        )
         .collect();
     let (Some(dprefix), Some(pr)) = (dprefix, prefix) else {
         return;
@@ -475,9 +485,11 @@ type BwdPtrs<F> = (SendPtr<F>, SendPtr<F>, SendPtr<F>);
 type BwdInputs<'a, F> = (&'a [F], &'a [F], &'a [F], &'a [F], &'a [F]);
 
 /// attention_bwd for key/value head `bkv` = (bi, kvh): its query heads' dq, its dk and dv
-/// (zeroed first without `acc`), and its (P, D) prefix gradients, returned.
+/// (zeroed first without `acc`), and its (P, D) prefix gradients, returned; `(p, ds)` two
+/// (rows, P + Tk) scratch tiles of `tile_rows` rows.
 #[allow(clippy::too_many_arguments)]
 fn bwd_task<F: Real>(
+    (p, ds): &mut (Vec<F>, Vec<F>),
     bkv: usize,
     (dq, dk, dv): BwdPtrs<F>,
     (dout, q, k, v, lse): BwdInputs<'_, F>,
@@ -518,8 +530,6 @@ fn bwd_task<F: Real>(
         dv: vec![F::ZERO; np * d],
     });
     let block = tile_rows(tq, all.tk, causal);
-    let mut p = vec![F::ZERO; block.min(tq) * all.tk];
-    let mut ds = vec![F::ZERO; block.min(tq) * all.tk];
     let mut terms = ScoreTerms::new(bi, key_mask, np, causal, &all);
     terms.hide_prefix(prefix.map_or(0, |pr| pr.of_row(bi).1));
     for hi in kvh * dims.group()..(kvh + 1) * dims.group() {
@@ -569,7 +579,8 @@ fn bwd_task<F: Real>(
 unsafe fn zero_rows<F: Real>(m: Mat<F>, rows: usize, d: usize) {
     for r in 0..rows {
         let row = (m.ptr as *mut F).wrapping_offset(r as isize * m.rs);
-        std::slice::from_raw_parts_mut(row, d).fill(F::ZERO);
+        // all bits zero is +0.0 in f32 and f64 alike: a memset, not an element loop
+        std::ptr::write_bytes(row, 0, d);
     }
 }
 

@@ -55,6 +55,10 @@ pub trait Real:
         }
         sum
     }
+    /// row = row·s: softmax's normalisation.
+    fn scale_row(row: &mut [Self], s: Self) {
+        row.iter_mut().for_each(|x| *x *= s);
+    }
     /// ds = p·(ds - D)·scale with D = Σ p·ds: softmax's backward over one row.
     fn softmax_bwd_row(ds: &mut [Self], p: &[Self], scale: Self) {
         let d: Self = p.iter().zip(ds.iter()).map(|(&a, &b)| a * b).sum();
@@ -149,6 +153,9 @@ impl Real for f32 {
     }
     fn exp_sub_sum(row: &mut [f32], m: f32) -> f32 {
         super::simd::exp_sub(super::simd::isa(), row, m)
+    }
+    fn scale_row(row: &mut [f32], s: f32) {
+        super::simd::scale_row(super::simd::isa(), row, s)
     }
     fn softmax_bwd_row(ds: &mut [f32], p: &[f32], scale: f32) {
         super::simd::softmax_bwd_row(super::simd::isa(), ds, p, scale)

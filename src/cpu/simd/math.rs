@@ -333,6 +333,15 @@ pub(super) unsafe fn exp_sub_g<S: Lanes>(row: &mut [f32], m: f32) -> f32 {
     s
 }
 
+/// row = row·s.
+#[inline(always)]
+pub(super) unsafe fn scale_row_g<S: Lanes>(row: &mut [f32], s: f32) {
+    let (sv, rp) = (S::splat(s), row.as_mut_ptr());
+    blocks!(S, row.len(), [], [x = rp], {
+        S::store(x, S::mul(S::load(x), sv));
+    });
+}
+
 /// max over the row (-inf when empty).
 #[inline(always)]
 pub(super) unsafe fn max_g<S: Lanes>(row: &[f32]) -> f32 {

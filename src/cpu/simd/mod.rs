@@ -199,6 +199,11 @@ dispatch!(
     | row.iter_mut().map(|x| { *x = (*x - m).exp(); *x }).sum()
 );
 dispatch!(
+    /// row = row·s (softmax's normalisation).
+    scale_row(row: &mut [f32], s: f32) -> () = scale_row_g
+    | row.iter_mut().for_each(|x| *x *= s)
+);
+dispatch!(
     /// max of the row.
     row_max(row: &[f32]) -> f32 = max_g
     | row.iter().copied().fold(f32::NEG_INFINITY, f32::max)

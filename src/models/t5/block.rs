@@ -70,6 +70,27 @@ pub(super) enum KvGrad<'a, Buf> {
     Frozen,
 }
 
+/// One attention sub-layer's call: its weights, what its keys carry (a prefix block, the
+/// key mask, a relative bias, the causal mask) and its sizes, Tq queries over Tk keys.
+pub(super) struct AttnCall<'a, B: Backend> {
+    pub(super) w: &'a T5AttnWeights<B>,
+    pub(super) prefix: Option<PrefixKv<'a, B::Buf>>,
+    pub(super) mask: &'a B::Buf, // (B, Tk) I32
+    pub(super) bias: Option<BiasRef<'a, B::Buf>>,
+    pub(super) causal: bool,
+    pub(super) b: usize,
+    pub(super) tq: usize,
+    pub(super) tk: usize,
+}
+
+// by hand: a derive would require B: Copy
+impl<B: Backend> Clone for AttnCall<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: Backend> Copy for AttnCall<'_, B> {}
+
 /// Which stack a block belongs to, with what its attention reads.
 pub(super) struct StackCtx<'a, B: Backend> {
     pub(super) name: &'static str,
@@ -90,6 +111,23 @@ impl<'a, B: Backend> StackCtx<'a, B> {
     pub(super) fn prefix_kv(&self, l: usize) -> Option<PrefixKv<'a, B::Buf>> {
         let (pre, enc) = self.prefix?;
         t5_block(pre.placement, self.memory.is_some(), l, enc, pre.blocks).map(|n| pre.block(n))
+    }
+
+    /// Block l's self-attention: Tq queries over themselves, with the relative bias.
+    pub(super) fn self_attn(&self, l: usize) -> AttnCall<'a, B> {
+        AttnCall {
+            w: &self.stack.blocks[l].attn,
+            prefix: self.prefix_kv(l),
+            mask: self.mask,
+            bias: Some(BiasRef {
+                table: &self.stack.rel_bias,
+                buckets: self.buckets,
+            }),
+            causal: self.causal,
+            b: self.b,
+            tq: self.tq,
+            tk: self.tq,
+        }
     }
 }
 
@@ -114,22 +152,15 @@ impl<B: Backend> T5<B> {
     }
 
     /// out (B, Tq, C) = o(attention(q(hq), k(hkv), v(hkv))), keeping q, k, v and lse.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn attention_fwd(
         &self,
         be: &B,
         acct: &mut MemoryAccountant,
-        w: &T5AttnWeights<B>,
         hq: &B::Buf,
         hkv: &B::Buf,
-        prefix: Option<PrefixKv<'_, B::Buf>>,
-        mask: &B::Buf,
-        bias: Option<BiasRef<B::Buf>>,
-        causal: bool,
-        b: usize,
-        tq: usize,
-        tk: usize,
+        call: AttnCall<B>,
     ) -> Result<(B::Buf, AttnActs<B>)> {
+        let AttnCall { w, b, tq, tk, .. } = call;
         let (c, a) = (self.cfg.d_model, self.cfg.inner_dim());
         let dims = self.attn_dims(b, tq, tk);
         let q = linear(be, acct, hq, &w.q, None, b * tq, c, a)?;
@@ -139,7 +170,8 @@ impl<B: Backend> T5<B> {
             output(be, be.act_dtype(), b * tq * a)?,
             output(be, DType::F32, b * dims.h * tq)?,
         );
-        let bias = bias.map(AttnBias::Relative);
+        let (prefix, mask, causal) = (call.prefix, call.mask, call.causal);
+        let bias = call.bias.map(AttnBias::Relative);
         be.attention_fwd(
             &mut ctx, &mut lse, &q, &k, &v, prefix, mask, bias, causal, 1.0, dims,
         )?;
@@ -147,31 +179,21 @@ impl<B: Backend> T5<B> {
         Ok((out, AttnActs { q, k, v, lse }))
     }
 
-    /// The cross-attention's backward: dhq (B, Tq, C) = d of the query input, written whole
-    /// (an `output` buffer will do); d of the key/value input goes where `dhkv` says; with a
-    /// prefix block, its gradient into `dprefix`.
-    #[allow(clippy::too_many_arguments)]
+    /// The cross-attention's backward (as written; no prefix block reads it): dhq (B, Tq, C)
+    /// = d of the query input, written whole (an `output` buffer will do); d of the key/value
+    /// input goes where `dhkv` says.
     pub(super) fn attention_bwd(
         &self,
         be: &B,
         dhq: &mut B::Buf,
         dhkv: KvGrad<'_, B::Buf>,
-        dprefix: Option<&mut B::Buf>,
-        w: &T5AttnWeights<B>,
         a: &AttnActs<B>,
         dout: &B::Buf,
-        prefix: Option<PrefixKv<'_, B::Buf>>,
-        mask: &B::Buf,
-        bias: Option<BiasRef<B::Buf>>,
-        causal: bool,
-        b: usize,
-        tq: usize,
-        tk: usize,
+        call: AttnCall<B>,
     ) -> Result<()> {
         let (c, at) = (self.cfg.d_model, self.cfg.inner_dim());
-        let [dq, dk, dv] = self.attention_grads(
-            be, dprefix, w, a, dout, prefix, mask, bias, causal, b, tq, tk,
-        )?;
+        let [dq, dk, dv] = self.attention_grads(be, None, a, dout, call)?;
+        let AttnCall { w, b, tq, tk, .. } = call;
         be.linear_bwd(dhq, &dq, &w.q, b * tq, c, at, false)?;
         let (dkv, accumulate) = match dhkv {
             KvGrad::Memory(d, accumulate) => (d, accumulate),
@@ -185,22 +207,15 @@ impl<B: Backend> T5<B> {
     /// [dq (B, Tq, A), dk, dv (B, Tk, A)]: d of the attention's q, k and v from dout
     /// (B, Tq, C), through the output projection and the attention; with a prefix block, its
     /// gradient into `dprefix`.
-    #[allow(clippy::too_many_arguments)]
     fn attention_grads(
         &self,
         be: &B,
         dprefix: Option<&mut B::Buf>,
-        w: &T5AttnWeights<B>,
         a: &AttnActs<B>,
         dout: &B::Buf,
-        prefix: Option<PrefixKv<'_, B::Buf>>,
-        mask: &B::Buf,
-        bias: Option<BiasRef<B::Buf>>,
-        causal: bool,
-        b: usize,
-        tq: usize,
-        tk: usize,
+        call: AttnCall<B>,
     ) -> Result<[B::Buf; 3]> {
+        let AttnCall { w, b, tq, tk, .. } = call;
         let (c, at) = (self.cfg.d_model, self.cfg.inner_dim());
         let act = be.act_dtype();
         let dims = self.attn_dims(b, tq, tk);
@@ -211,7 +226,8 @@ impl<B: Backend> T5<B> {
             output(be, act, b * tk * at)?,
             output(be, act, b * tk * at)?,
         );
-        let bias = bias.map(AttnBias::Relative);
+        let (prefix, mask, causal) = (call.prefix, call.mask, call.causal);
+        let bias = call.bias.map(AttnBias::Relative);
         be.attention_bwd(
             &mut dq, &mut dk, &mut dv, dprefix, &dctx, &a.q, &a.k, &a.v, prefix, &a.lse, mask,
             bias, causal, 1.0, dims, false,
@@ -293,24 +309,7 @@ impl<B: Backend> T5<B> {
         }
         let (mut h, mut attn_rstd) = (output(be, act, n * c)?, output(be, DType::F32, n)?);
         be.rmsnorm_fwd(&mut h, &mut attn_rstd, &attn_in, &w.attn_ln, n, c, eps)?;
-        let bias = BiasRef {
-            table: &ctx.stack.rel_bias,
-            buckets: ctx.buckets,
-        };
-        let (attn_out, attn) = self.attention_fwd(
-            be,
-            acct,
-            &w.attn,
-            &h,
-            &h,
-            ctx.prefix_kv(l),
-            ctx.mask,
-            Some(bias),
-            ctx.causal,
-            ctx.b,
-            ctx.tq,
-            ctx.tq,
-        )?;
+        let (attn_out, attn) = self.attention_fwd(be, acct, &h, &h, ctx.self_attn(l))?;
         let mut x1 = output(be, act, n * c)?;
         be.add_fwd(&mut x1, &attn_in, &attn_out, n * c)?;
         // cross-attention (decoder): x2 = x1 + o(attn(rms(x1), memory))
@@ -462,25 +461,16 @@ impl<B: Backend> T5<B> {
             )?;
             be.rmsnorm_bwd(dx, &dh, cross_in, cross_ln, cross_rstd, n, c, true)?;
         }
-        // self-attention
-        let bias = BiasRef {
-            table: &ctx.stack.rel_bias,
-            buckets: ctx.buckets,
-        };
-        let dqkv = self.attention_grads(
-            be,
-            dprefix.filter(|_| ctx.prefix_kv(l).is_some()),
-            &w.attn,
-            &a.attn,
-            dx,
-            ctx.prefix_kv(l),
-            ctx.mask,
-            Some(bias),
-            ctx.causal,
-            ctx.b,
-            ctx.tq,
-            ctx.tq,
-        )?;
+        // self-attention: nothing to do where d block input is wanted at no row (the
+        // decoder's first block: its input is the frozen label embeddings) and no prefix
+        // block reads the attention's gradient
+        if let Some(front) = front.filter(|f| f.m == 0 && ctx.prefix_kv(l).is_none()) {
+            *dx = front.gather(be, dx, c)?;
+            return Ok(());
+        }
+        let call = ctx.self_attn(l);
+        let dprefix = dprefix.filter(|_| call.prefix.is_some());
+        let dqkv = self.attention_grads(be, dprefix, &a.attn, dx, call)?;
         if let Some(front) = front {
             *dx = self.front_bwd(be, front, dx, dqkv, w, a)?;
             return Ok(());

@@ -13,7 +13,7 @@
 //! encoder output is the attention's dk + dv (both read E). Only the float32 rounding
 //! differs from the products in their written order (tests/t5_cross_fold.rs).
 
-use super::block::{AttnActs, KvGrad};
+use super::block::{AttnActs, AttnCall, KvGrad};
 use super::weights::{T5AttnWeights, T5};
 use crate::backend::{AttnDims, Backend, DType, DeviceKind};
 use crate::error::Result;
@@ -63,6 +63,27 @@ pub fn fold_pays(l: usize, t: usize, d: usize) -> bool {
     2 * l * (d + t) <= t * d
 }
 
+/// The cross-attention as written: L queries over the T encoder rows under their key mask
+/// (B, T), no prefix, bias or causal mask.
+fn cross_call<'a, B: Backend>(
+    w: &'a T5AttnWeights<B>,
+    mask: &'a B::Buf,
+    b: usize,
+    l: usize,
+    t: usize,
+) -> AttnCall<'a, B> {
+    AttnCall {
+        w,
+        prefix: None,
+        mask,
+        bias: None,
+        causal: false,
+        b,
+        tq: l,
+        tk: t,
+    }
+}
+
 impl<B: Backend> T5<B> {
     /// Whether a cross-attention of B·L queries over T encoder rows folds (`CrossFold`).
     fn folds(&self, be: &B, l: usize, t: usize) -> bool {
@@ -85,6 +106,12 @@ impl<B: Backend> T5<B> {
         }
     }
 
+    /// (C, H, D, the activations' type): the folded products' sizes.
+    fn fold_sizes(&self, be: &B) -> (usize, usize, usize, DType) {
+        let cfg = &self.cfg;
+        (cfg.d_model, cfg.num_heads, cfg.d_kv, be.act_dtype())
+    }
+
     /// out (B, L, C) = o(attention(q(h), k(memory), v(memory))) for h (B, L, C) and the
     /// encoder output `memory` (B, T, C) under its key mask (B, T); folded or as written.
     #[allow(clippy::too_many_arguments)]
@@ -101,16 +128,11 @@ impl<B: Backend> T5<B> {
         t: usize,
     ) -> Result<(B::Buf, CrossActs<B>)> {
         if !self.folds(be, l, t) {
-            let (out, a) =
-                self.attention_fwd(be, acct, w, h, memory, None, mask, None, false, b, l, t)?;
+            let call = cross_call(w, mask, b, l, t);
+            let (out, a) = self.attention_fwd(be, acct, h, memory, call)?;
             return Ok((out, CrossActs::Direct(a)));
         }
-        let (c, heads, d, act) = (
-            self.cfg.d_model,
-            self.cfg.num_heads,
-            self.cfg.d_kv,
-            be.act_dtype(),
-        );
+        let (c, heads, d, act) = self.fold_sizes(be);
         let m = b * l;
         let q = linear(be, acct, h, &w.q, None, m, c, heads * d)?;
         // q'_h (M, C) = q_h (M, D) · Wk_h (D, C)
@@ -152,18 +174,12 @@ impl<B: Backend> T5<B> {
     ) -> Result<()> {
         let (qf, lse) = match acts {
             CrossActs::Direct(a) => {
-                return self.attention_bwd(
-                    be, dh, dkv, None, w, a, dout, None, mask, None, false, b, l, t,
-                )
+                let call = cross_call(w, mask, b, l, t);
+                return self.attention_bwd(be, dh, dkv, a, dout, call);
             }
             CrossActs::Folded { qf, lse } => (qf, lse),
         };
-        let (c, heads, d, act) = (
-            self.cfg.d_model,
-            self.cfg.num_heads,
-            self.cfg.d_kv,
-            be.act_dtype(),
-        );
+        let (c, heads, d, act) = self.fold_sizes(be);
         let (m, a) = (b * l, heads * d);
         let mut dctx = output(be, act, m * a)?;
         be.linear_bwd(&mut dctx, dout, &w.o, m, a, c, false)?;

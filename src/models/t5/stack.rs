@@ -348,7 +348,19 @@ impl<B: Backend> T5<B> {
         inp: &T5Inputs<B>,
     ) -> Result<()> {
         let ctx = self.decoder_ctx(inp, enc_out);
-        let _dy = self.stack_bwd(be, acct, denc_out, dprefix, ddec_out, acts, ctx, None)?;
+        // the decoder's input is the frozen embeddings of its labels: its gradient is wanted
+        // at no row, so the first block's self-attention runs backward for a prefix alone
+        let front = FrontRows::new(be, inp.b, inp.l, 0)?;
+        let _dy = self.stack_bwd(
+            be,
+            acct,
+            denc_out,
+            dprefix,
+            ddec_out,
+            acts,
+            ctx,
+            Some(&front),
+        )?;
         Ok(())
     }
 }
