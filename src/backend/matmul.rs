@@ -18,6 +18,16 @@ pub struct HeadsOperands {
     pub w: (&'static str, usize),
 }
 
+/// What a product's operands are called in its errors: x (M, H, K) is read forward and written
+/// backward, y (M, H, N) the other way round.
+struct OperandNames {
+    inp: &'static str,
+    out: &'static str,
+    dinp: &'static str,
+    dout: &'static str,
+    weight: &'static str,
+}
+
 /// `linear_heads_fwd`'s operands, or `linear_heads_bwd`'s with `backward`, which each backend
 /// checks its buffers against. Sizes whose product overflows are refused here: wrapped to a
 /// short length, a buffer would pass its check and the GEMM run past its end.
@@ -27,6 +37,34 @@ pub fn check_heads(
     h: usize,
     k: usize,
     n: usize,
+) -> Result<HeadsOperands> {
+    let names = OperandNames {
+        inp: "linear_heads inp",
+        out: "linear_heads out",
+        dinp: "linear_heads dinp",
+        dout: "linear_heads dout",
+        weight: "linear_heads weight",
+    };
+    check_operands(&names, backward, [m, h, k, n])
+}
+
+/// `linear_fwd`'s operands (H = 1), or `linear_bwd`'s with `backward`, checked as `check_heads`
+/// checks the per-head ones: M·K, M·N and N·K must not overflow.
+pub fn check_linear(backward: bool, m: usize, k: usize, n: usize) -> Result<HeadsOperands> {
+    let names = OperandNames {
+        inp: "linear inp",
+        out: "linear out",
+        dinp: "linear dinp",
+        dout: "linear dout",
+        weight: "linear weight",
+    };
+    check_operands(&names, backward, [m, 1, k, n])
+}
+
+fn check_operands(
+    names: &OperandNames,
+    backward: bool,
+    [m, h, k, n]: [usize; 4],
 ) -> Result<HeadsOperands> {
     let elements = |name: &'static str, sizes: [usize; 3]| {
         // in the order the launchers multiply them, so that none of their products wraps
@@ -40,13 +78,12 @@ pub fn check_heads(
             )
         })
     };
-    // x (M, H, K) is read forward and written backward; y (M, H, N) the other way round
     let (x_name, y_name) = match backward {
-        false => ("linear_heads inp", "linear_heads out"),
-        true => ("linear_heads dinp", "linear_heads dout"),
+        false => (names.inp, names.out),
+        true => (names.dinp, names.dout),
     };
     let (x, y) = (elements(x_name, [m, h, k])?, elements(y_name, [m, h, n])?);
-    let w = elements("linear_heads weight", [h, n, k])?;
+    let w = elements(names.weight, [h, n, k])?;
     Ok(match backward {
         false => HeadsOperands { dst: y, src: x, w },
         true => HeadsOperands { dst: x, src: y, w },

@@ -4,7 +4,7 @@
 
 use super::real::Real;
 use super::{gemm_path, opt_real, real, real_mut, CpuBackend, CpuBuf};
-use crate::backend::matmul::{check_heads, HeadsOperands};
+use crate::backend::matmul::{check_heads, check_linear, HeadsOperands};
 use crate::backend::MatmulOps;
 use crate::error::Result;
 use gemm::Parallelism;
@@ -305,7 +305,7 @@ pub(crate) unsafe fn gemm_strided<F: Real>(
     );
 }
 
-/// A per-head product's buffers checked against `ops` (`check_heads`): the written operand,
+/// A product's buffers checked against `ops` (`check_heads`, `check_linear`): the written operand,
 /// the read one and W, each cut to its length.
 fn heads_slices<'a, F: Real>(
     dst: &'a mut CpuBuf<F>,
@@ -331,11 +331,7 @@ impl<F: Real> MatmulOps for CpuBackend<F> {
         k: usize,
         n: usize,
     ) -> Result<()> {
-        let out = real_mut(out, "linear out", m * n)?;
-        let (inp, w) = (
-            real(inp, "linear inp", m * k)?,
-            real(w, "linear weight", n * k)?,
-        );
+        let (out, inp, w) = heads_slices(out, inp, w, check_linear(false, m, k, n)?)?;
         let bias = opt_real(bias, "linear bias", n)?;
         match (F::as_f32(inp), F::as_f32(w), F::as_f32_mut(out)) {
             (Some(x), Some(w32), Some(y)) => {
@@ -361,7 +357,7 @@ impl<F: Real> MatmulOps for CpuBackend<F> {
         n: usize,
         accumulate: bool,
     ) -> Result<()> {
-        let dinp = real_mut(dinp, "linear dinp", m * k)?;
+        let (dinp, dout, w) = heads_slices(dinp, dout, w, check_linear(true, m, k, n)?)?;
         if n == 0 {
             // an empty sum: the GEMMs may skip writing it
             if !accumulate {
@@ -369,10 +365,6 @@ impl<F: Real> MatmulOps for CpuBackend<F> {
             }
             return Ok(());
         }
-        let (dout, w) = (
-            real(dout, "linear dout", m * n)?,
-            real(w, "linear weight", n * k)?,
-        );
         match (F::as_f32(dout), F::as_f32(w), F::as_f32_mut(dinp)) {
             (Some(dy), Some(w32), Some(dx)) => {
                 gemm_path::bwd(gemm_path::selected(), dx, dy, w32, m, k, n, accumulate)

@@ -10,7 +10,7 @@ use super::gemm::Gemm;
 use super::kernels::k;
 use super::launch::{int, stride_blocks, Args, Cfg, STRIDE_THREADS};
 use super::{arg, opt_arg, store_or_f32, CudaBackend, CudaBuf};
-use crate::backend::matmul::{check_heads, HeadsOperands};
+use crate::backend::matmul::{check_heads, check_linear, HeadsOperands};
 use crate::backend::{DType, MatmulOps, Precision};
 use crate::error::{Error, Result};
 
@@ -192,9 +192,10 @@ impl MatmulOps for CudaBackend {
         let (store, weights) = (be.store(), be.weights());
         let out_type = out.dtype();
         check_store_or_f32(out_type, store, "linear out")?;
-        let out_ptr = arg(out, "linear out", out_type, m * n)?;
-        let inp_ptr = arg(inp, "linear inp", store, m * k)?;
-        let w_ptr = arg(w, "linear weight", weights, n * k)?;
+        let ops = check_linear(false, m, k, n)?;
+        let out_ptr = arg(out, ops.dst.0, out_type, ops.dst.1)?;
+        let inp_ptr = arg(inp, ops.src.0, store, ops.src.1)?;
+        let w_ptr = arg(w, ops.w.0, weights, ops.w.1)?;
         let bias_ptr = opt_arg(bias, "linear bias", weights, n)?;
         if m * n == 0 {
             return Ok(());
@@ -238,11 +239,12 @@ impl MatmulOps for CudaBackend {
     ) -> Result<()> {
         let be = self;
         let (store, weights) = (be.store(), be.weights());
-        let dinp_ptr = arg(dinp, "linear dinp", store, m * k)?;
-        let w_ptr = arg(w, "linear weight", weights, n * k)?;
+        let ops = check_linear(true, m, k, n)?;
+        let dinp_ptr = arg(dinp, ops.dst.0, store, ops.dst.1)?;
+        let w_ptr = arg(w, ops.w.0, weights, ops.w.1)?;
         let dout_type = dout.dtype();
         check_store_or_f32(dout_type, store, "linear dout")?;
-        let dout_ptr = arg(dout, "linear dout", dout_type, m * n)?;
+        let dout_ptr = arg(dout, ops.src.0, dout_type, ops.src.1)?;
         if m * k == 0 {
             return Ok(());
         }

@@ -119,11 +119,11 @@ fn linear_heads_backward_matches_finite_differences() {
     linear_heads_case(9, 5, 8, 40, 37);
 }
 
-/// Per-head sizes whose element counts overflow (M·H = 2^64 wrapped to 0) are refused naming
+/// Sizes whose element counts overflow (M·H = 2^64 wrapped to 0) are refused naming
 /// the operand, where a zero length passed every buffer check and the product ran over rows
 /// no buffer holds (here K 0 forward and N 0 backward: each wrote nothing and said Ok).
 #[test]
-fn linear_heads_sizes_that_overflow_are_refused() {
+fn linear_sizes_that_overflow_are_refused() {
     use softprompt::internals::backend::{DType, MatmulOps, Storage};
     use softprompt::internals::CpuBackend;
     let be = CpuBackend::<f32>::new();
@@ -145,6 +145,24 @@ fn linear_heads_sizes_that_overflow_are_refused() {
     let e = e.to_string();
     assert!(
         e.contains("linear_heads dinp") && e.contains("4611686018427387904 · 4 · 1"),
+        "{e}"
+    );
+    // the plain products the same way: M·K = 2^64 forward (N 0: nothing to write), M·N
+    // backward (K 0)
+    let e = be
+        .linear_fwd(&mut y, &x, &w, None, m, 4, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("linear inp") && e.contains("4611686018427387904 · 1 · 4"),
+        "{e}"
+    );
+    let e = be
+        .linear_bwd(&mut y, &x, &w, m, 0, 4, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("linear dout") && e.contains("4611686018427387904 · 1 · 4"),
         "{e}"
     );
 }
