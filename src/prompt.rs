@@ -56,7 +56,8 @@ fn empty_init_text(t: &str) -> Error {
 impl PromptInit {
     /// What the command line's flags refuse, for an init made in code: a random init's
     /// standard deviation from 0 to `MAX_INIT_STD` (NaN gave a NaN prompt, and 1e39, finite
-    /// in f64, a prompt of inf in f32), a text init's text not blank.
+    /// in f64, a prompt of inf in f32), a text init's text not blank, a vocabulary sample's
+    /// `from_first` not 0.
     pub fn check(&self) -> Result<()> {
         match self {
             PromptInit::Random { std } if !(*std >= 0.0 && *std <= MAX_INIT_STD) => {
@@ -69,6 +70,18 @@ impl PromptInit {
                 ))
             }
             PromptInit::Text(t) if t.trim().is_empty() => Err(empty_init_text(t)),
+            // sampling from no ids: `init` drew from the first one (the pad token) instead
+            PromptInit::SampleVocab {
+                from_first: Some(0),
+            }
+            | PromptInit::ClassLabels {
+                from_first: Some(0),
+                ..
+            } => Err(Error::arg(
+                "--init-vocab-first",
+                "is 0: expected at least 1 (how many of the vocabulary's first ids to sample \
+                 from)",
+            )),
             _ => Ok(()),
         }
     }
@@ -254,7 +267,7 @@ impl PromptTable {
             ));
         }
         let sample = |rng: &mut Rng, n: usize, from_first: Option<usize>| -> Vec<i32> {
-            let limit = from_first.unwrap_or(v).min(v).max(1);
+            let limit = from_first.unwrap_or(v).min(v);
             (0..n).map(|_| rng.below(limit as u64) as i32).collect()
         };
         let (data, text) = match init {

@@ -41,6 +41,16 @@ fn json(dir: &Path, name: &str) -> serde_json::Value {
     serde_json::from_slice(&file(dir, name)).unwrap()
 }
 
+/// The error `task_for` gives the folder `out` once its adapter_config.json is `adapter`.
+fn relabelled_refusal(m: &Model, out: &Path, adapter: &serde_json::Value) -> String {
+    std::fs::write(out.join("adapter_config.json"), adapter.to_string()).unwrap();
+    let prompt = Prompt::load(out).unwrap();
+    (m.task_for(&prompt, &TaskOptions::default(), None)
+        .map(|_| ()))
+    .unwrap_err()
+    .to_string()
+}
+
 /// BERT (P-tuning v2) without and with the projection: over two epochs of 6 batches the
 /// second epoch's mean loss is below the first's; the adapter is PEFT's PREFIX_TUNING layout
 /// (P rows of N·2·d: 2 layers, keys and values, 48 wide), and with the projection its table is
@@ -319,13 +329,7 @@ fn prefix_num_layers_other_than_the_model_s_is_refused_naming_the_key() {
         let mut a = json(out, "adapter_config.json");
         a["num_layers"] = n.into();
         a["token_dim"] = (96 / (2 * n)).into();
-        std::fs::write(out.join("adapter_config.json"), a.to_string()).unwrap();
-        let prompt = Prompt::load(out).unwrap();
-        let err = (m
-            .task_for(&prompt, &TaskOptions::default(), None)
-            .map(|_| ()))
-        .unwrap_err()
-        .to_string();
+        let err = relabelled_refusal(&m, out, &a);
         for needle in [
             "adapter_config.json",
             &format!("`num_layers` is {n}"),
@@ -336,6 +340,50 @@ fn prefix_num_layers_other_than_the_model_s_is_refused_naming_the_key() {
                 "num_layers {n}: lacks {needle:?}: {err}"
             );
         }
+    }
+}
+
+/// PEFT's T5 placement on a decoder deeper than the encoder (t5_v1_1: `num_layers` 2,
+/// `num_decoder_layers` 3): PEFT gives decoder layer l the l-th of `num_layers` blocks' cache
+/// entries, so its default of 2 fails at decoder layer 2 (IndexError, #16 hostile7 F5). The
+/// run stores one block per decoder layer and its adapter_config.json says so (PEFT then
+/// reads block 2l mod 3, as `tests/prefix.rs`'s PEFT reference with num_layers 3 checks); an
+/// adapter of 2 blocks is refused at load, naming both config keys.
+#[test]
+fn t5_peft_placement_covers_a_deeper_decoder() {
+    let dir = ScratchDir::new("pre_t5_deep_decoder");
+    let out = dir.path();
+    let cfg = TrainConfig {
+        max_steps: Some(2),
+        eval_every: 2,
+        ..prefix(false, Placement::Peft)
+    };
+    run_on_sample("t5_v1_1", out, &cfg, None).unwrap();
+    let mut adapter = json(out, "adapter_config.json");
+    assert_eq!(adapter["num_layers"], 3, "{adapter}");
+    let table = TensorFile::read(&out.join("adapter_model.safetensors")).unwrap();
+    let shape = &table.floats["prompt_embeddings"].shape;
+    assert_eq!(
+        shape,
+        &[3, 3 * 2 * 36],
+        "P rows of 3 blocks of keys and values 36 wide"
+    );
+    let m = Model::open(fixture("t5_v1_1"), Device::Cpu).unwrap();
+    let prompt = Prompt::load(out).unwrap();
+    m.task_for(&prompt, &TaskOptions::default(), None).unwrap();
+    // PEFT's default num_layers (config.json's num_layers), the width relabelled to fit
+    adapter["num_layers"] = 2.into();
+    adapter["token_dim"] = 54.into();
+    adapter["num_attention_heads"] = 3.into();
+    let err = relabelled_refusal(&m, out, &adapter);
+    for needle in [
+        "adapter_config.json",
+        "`num_layers` is 2",
+        "`num_decoder_layers` is 3",
+        "expected at least 3",
+        "placement papers",
+    ] {
+        assert!(err.contains(needle), "lacks {needle:?}: {err}");
     }
 }
 

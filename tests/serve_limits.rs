@@ -347,3 +347,24 @@ fn scores_that_are_not_finite_name_the_prompt_and_the_text() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(server.terminate(), 0);
 }
+
+/// A batch whose step would not fit the host's memory (`SOFTPROMPT_HOST_MEMORY` lowers it to
+/// 1000 bytes) got a 400 naming `--batch-size`, which serve has not (#17, hostile7 F8): it
+/// says what does not fit and names the server's own limits, --max-batch and --max-texts.
+#[test]
+fn a_batch_past_the_host_memory_names_the_server_s_limits() {
+    let dir = ScratchDir::new("serve_host_memory");
+    let (pet, _) = make_prompts(dir.path());
+    let env = [("SOFTPROMPT_HOST_MEMORY", "1000")];
+    let server = Server::start_env(&[("pet", &pet)], &[], &env);
+    let answer = server.predict("pet", &TEXTS[..2]);
+    let needles = [
+        "the engine batch does not fit the server's memory: a step of 2 rows",
+        "GB for activations",
+        "a lower --max-batch",
+        "--max-texts",
+    ];
+    let msg = refused_with("host memory", &answer, 400, &needles);
+    assert!(!msg.contains("--batch-size"), "{msg}");
+    assert_eq!(server.terminate(), 0);
+}

@@ -188,15 +188,13 @@ fn check_prefix_width<B: Backend>(
 ) -> Result<()> {
     let (own, kv) = model.net.prefix_layout(spec.placement);
     let blocks = spec.blocks.unwrap_or(own);
-    if blocks != own && !model.net.reads_any_block_count(spec.placement) {
+    if let Some(why) = model.net.prefix_blocks_misfit(blocks, spec.placement) {
         // refused here, at load, naming the file and key: the step's own check named neither
         return Err(Error::file(
             prompt.origin().join(ADAPTER_CONFIG),
             format!(
-                "`num_layers` is {blocks}, but {} reads one block of keys and values per \
-                 layer under placement {}: expected {own} (an adapter of another model?)",
-                model.dir.display(),
-                spec.placement.name()
+                "{why} for {} (an adapter of another model?)",
+                model.dir.display()
             ),
         ));
     }

@@ -225,6 +225,13 @@ impl Model {
         data: Option<&Dataset>,
         prompt_len: usize,
     ) -> Result<Task> {
+        if prompt_len == 0 {
+            // new_prompt and train refuse 0 rows: a task for them is of no use
+            return Err(Error::arg(
+                "prompt_len",
+                "is 0: expected at least 1 (the rows of the prompt the task is for)",
+            ));
+        }
         on_engine!(&self.engine, |_be, m| {
             let spec = resolve(opts, None, m, data, prompt_len)?;
             let inner = train::Task::new(spec, m)?;

@@ -87,6 +87,7 @@ impl Model {
         let summary = on_engine!(&self.engine, |be, m| {
             check_model(task, m)?;
             check_splits(&splits, m)?;
+            check_prompt_len(task, cfg.prompt_len, "cfg.prompt_len", m)?;
             let (inner, cfg) = (&task.inner, cfg.clone());
             let (train, dev, test) = (splits.train, splits.dev, splits.test);
             let mut trainer = if resume {
@@ -116,4 +117,31 @@ pub(super) fn check_splits<B: crate::Backend>(
         }
     }
     Ok(())
+}
+
+/// A prompt of `p` rows (the API's `field`) beside the task's max_len fits the model's
+/// positions. The trainer's own check says "use --max-len ...", which an API user never set:
+/// `Model::task` sized max_len for the prompt length it was given, not this one.
+pub(super) fn check_prompt_len<B: crate::Backend>(
+    task: &Task,
+    p: usize,
+    field: &str,
+    model: &crate::train::Model<B>,
+) -> Result<()> {
+    let n = task.inner.spec.max_len;
+    let (limit, what) = model.position_limit();
+    if p.saturating_add(n) <= limit {
+        return Ok(());
+    }
+    Err(crate::Error::arg(
+        field,
+        format!(
+            "is {p}, but the task's rows hold up to {n} tokens (its max_len, which \
+             Model::task sets from the prompt length it is given): they need {} positions, \
+             and {what} holds {limit}: make the task with Model::task(.., {p}), or train a \
+             prompt of {} rows or less",
+            crate::error::sum_text(&[p, n]),
+            limit - n
+        ),
+    ))
 }

@@ -9,7 +9,7 @@ use super::checks::check_model;
 use super::model::{on_engine, Engine, Model};
 use super::prompt::Prompt;
 use super::task::Task;
-use super::train::{check_splits, Splits};
+use super::train::{check_prompt_len, check_splits, Splits};
 use super::until::NEVER;
 use crate::error::Result;
 use crate::prompt::PromptInit;
@@ -132,6 +132,11 @@ impl Model {
                 let tag = |e: crate::Error| e.tagged(&format!("task `{}`", t.name));
                 check_model(t.task, m).map_err(tag)?;
                 check_splits(&t.splits, m).map_err(tag)?;
+                let (p, field) = match t.prompt_len {
+                    Some(p) => (p, "MultiTask::prompt_len"),
+                    None => (cfg.prompt_len, "cfg.prompt_len"),
+                };
+                check_prompt_len(t.task, p, field, m).map_err(tag)?;
             }
             let mut trainer = if resume {
                 MultiTrainer::resume(be, m, jobs(), cfg.clone(), out)?

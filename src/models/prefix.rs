@@ -10,8 +10,11 @@
 //!   for T5 the encoder's L_enc blocks, then the decoder's L_dec (N = L_enc + L_dec).
 //! - `Peft`: what PEFT 0.21 does with transformers 5. Decoder-only models and BERT as
 //!   `Papers` (N = layers); for T5 the encoder reads nothing and decoder layer l reads block
-//!   `2l mod N` of the N blocks PEFT stores (N = `num_layers` of its config, by default
-//!   L_enc; its cross-attention half is dropped).
+//!   `2l mod N` of the N blocks PEFT stores (N = `num_layers` of its config; its
+//!   cross-attention half is dropped). PEFT gives decoder layer l the l-th of N cache entries,
+//!   so a decoder of more than N layers fails there (IndexError): PEFT's default N, config.json's
+//!   `num_layers` (L_enc), fits only when L_dec <= L_enc, and a table trained here has
+//!   N = max(L_enc, L_dec), which its adapter_config.json names.
 
 use crate::backend::{Backend, DType, PrefixKv, PrefixRows};
 use crate::error::{Error, Result};
@@ -228,11 +231,12 @@ impl<B: Backend> PrefixInputs<B> {
 }
 
 /// The number of blocks a model with `enc` encoder (or only) layers and `dec` decoder layers
-/// stores under `placement` (T5 under `Peft` stores one per encoder layer).
+/// stores under `placement`: T5 under `Peft` one per encoder layer, PEFT's default, or one per
+/// decoder layer where the decoder has more (fewer leave its last layers without a block).
 pub fn block_count(enc: usize, dec: usize, placement: Placement) -> usize {
     match placement {
         Placement::Papers => enc + dec,
-        Placement::Peft => enc,
+        Placement::Peft => enc.max(dec),
     }
 }
 

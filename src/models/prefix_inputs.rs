@@ -26,11 +26,35 @@ impl<B: Backend> Model<B> {
         }
     }
 
-    /// Whether a prefix table of any block count fits under `placement`: only T5 under PEFT's
-    /// placement reads blocks by a rule that any count fits; every other model reads one block
-    /// per layer.
-    pub fn reads_any_block_count(&self, placement: Placement) -> bool {
-        matches!(self, Model::T5(_)) && placement == Placement::Peft
+    /// Why a prefix table of `blocks` blocks does not fit under `placement`, or None when it
+    /// does: every model reads one block per layer, but T5 under PEFT's placement, whose
+    /// decoder layer l reads block `2l mod N` of any N from its decoder's layer count up
+    /// (PEFT has no block for a decoder layer past N: transformers fails there).
+    pub fn prefix_blocks_misfit(&self, blocks: usize, placement: Placement) -> Option<String> {
+        let (own, _) = self.prefix_layout(placement);
+        match self {
+            Model::T5(m) if placement == Placement::Peft => {
+                let dec = m.cfg.num_decoder_layers;
+                (blocks < dec).then(|| {
+                    format!(
+                        "`num_layers` is {blocks}, but config.json's `num_decoder_layers` is \
+                         {dec} (`num_layers` {}): under placement peft decoder layer l reads \
+                         block 2l mod num_layers, and PEFT has none for the decoder's layers \
+                         from num_layers on (transformers fails there): expected at least \
+                         {dec} (placement papers reads {} blocks)",
+                        m.cfg.num_layers,
+                        m.cfg.num_layers + dec
+                    )
+                })
+            }
+            _ => (blocks != own).then(|| {
+                format!(
+                    "`num_layers` is {blocks}, but this model reads one block of keys and \
+                     values per layer under placement {}: expected {own}",
+                    placement.name()
+                )
+            }),
+        }
     }
 
     /// The prefix of one step on the device, checked against this model's layout: `prefix`
@@ -44,11 +68,8 @@ impl<B: Backend> Model<B> {
     ) -> Result<PrefixInputs<B>> {
         let (own, kv_width) = self.prefix_layout(spec.placement);
         let blocks = spec.blocks.unwrap_or(own);
-        if blocks != own && !self.reads_any_block_count(spec.placement) {
-            return Err(Error::arg(
-                "prefix num_layers",
-                format!("{blocks}: this model reads one block per layer, {own}"),
-            ));
+        if let Some(why) = self.prefix_blocks_misfit(blocks, spec.placement) {
+            return Err(Error::arg("prefix num_layers", why));
         }
         PrefixInputs::new(be, prefix, spec.p, blocks, kv_width, spec.placement)
     }

@@ -118,6 +118,7 @@ fn predict_requests(
     // one engine pass per batch of rows whatever their prompts (the prompt table, #17)
     let preds = (model.predict_mixed(&jobs, &rows, batch_size)).map_err(|e| match &e {
         Error::Overflow { row, msg, .. } => overflowed(reqs, *row, msg),
+        Error::Arg { flag, msg } if flag == "--batch-size" => too_large(msg),
         _ => ApiError::from_predict(&e),
     })?;
     if preds.len() != rows.len() {
@@ -143,6 +144,18 @@ fn predict_requests(
         answers.push(answer);
     }
     Ok(answers)
+}
+
+/// The 400 of a batch whose step would not fit the host's memory: the engine names the
+/// command line's --batch-size, which serve has not; its rows per engine pass are
+/// --max-batch's (or fewer, the texts queued), a request's texts at most --max-texts.
+fn too_large(msg: &str) -> ApiError {
+    let need = msg.rsplit_once(": lower ").map_or(msg, |(need, _)| need);
+    ApiError::bad_request(format!(
+        "the engine batch does not fit the server's memory: {need}: send fewer or shorter \
+         texts, or start the server with a lower --max-batch (the most texts in one engine \
+         batch) or --max-texts (the most in one request)"
+    ))
 }
 
 /// The 500 of a request whose scores are not finite numbers (the model overflows on its

@@ -171,7 +171,7 @@ impl<B: Backend> Model<B> {
             flag,
             format!(
                 "a step of {rows} rows x {tokens} positions would need about {:.1} GB for \
-                 activations, but the machine has {:.1} GB available: lower --batch-size, \
+                 activations, but the machine has {:.1} GB available: lower {flag}, \
                  --max-len or --prompt-len",
                 gb(need),
                 gb(available as u128)

@@ -84,6 +84,12 @@ impl OutLock {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
                 let who = match holder.trim().parse::<u32>() {
+                    // the lock is per open file: this process's own run, in another thread
+                    // or through another handle, is refused as well
+                    Ok(pid) if pid == std::process::id() => format!(
+                        "another run in this process (pid {pid}: another thread, or a run \
+                         not yet dropped)"
+                    ),
                     Ok(pid) => format!("another softprompt run (pid {pid})"),
                     Err(_) => "another softprompt run (its pid is not written yet)".into(),
                 };

@@ -76,16 +76,6 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         self.validate_run()?;
         at_least_1("--prompt-len", self.prompt_len as u64)?;
-        if let PromptInit::SampleVocab {
-            from_first: Some(n),
-        }
-        | PromptInit::ClassLabels {
-            from_first: Some(n),
-            ..
-        } = self.init
-        {
-            at_least_1("--init-vocab-first", n as u64)?;
-        }
         self.init.check()?;
         self.method.validate()?;
         self.method.check_init(&self.init)

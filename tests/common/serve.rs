@@ -154,7 +154,12 @@ impl Server {
 
     /// `start` with the model folder `model`.
     pub fn start_on(model: &Path, prompts: &[(&str, &Path)], extra: &[&str]) -> Server {
-        Server::start_with(model, prompts, extra, Stdio::inherit())
+        Server::start_with(model, prompts, extra, Stdio::inherit(), &[])
+    }
+
+    /// `start` with the environment variables `env` set for the server.
+    pub fn start_env(prompts: &[(&str, &Path)], extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_with(&model_dir(), prompts, extra, Stdio::inherit(), env)
     }
 
     /// `start_on` with the server's stderr written to the file `log`.
@@ -165,7 +170,7 @@ impl Server {
         log: &Path,
     ) -> Server {
         let file = std::fs::File::create(log).unwrap();
-        Server::start_with(model, prompts, extra, Stdio::from(file))
+        Server::start_with(model, prompts, extra, Stdio::from(file), &[])
     }
 
     fn start_with(
@@ -173,8 +178,10 @@ impl Server {
         prompts: &[(&str, &Path)],
         extra: &[&str],
         stderr: Stdio,
+        env: &[(&str, &str)],
     ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_softprompt"));
+        cmd.envs(env.iter().copied());
         cmd.args(["serve", "--port", "0", "--model"]).arg(model);
         for (name, dir) in prompts {
             cmd.arg("--prompt").arg(format!("{name}={}", dir.display()));
