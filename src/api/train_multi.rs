@@ -131,7 +131,8 @@ impl Model {
             for t in tasks {
                 let tag = |e: crate::Error| e.tagged(&format!("task `{}`", t.name));
                 check_model(t.task, m).map_err(tag)?;
-                check_splits(&t.splits, m).map_err(tag)?;
+                let p = t.prompt_len.unwrap_or(cfg.prompt_len);
+                check_splits(&t.splits, t.task, p, m).map_err(tag)?;
             }
             let mut trainer = if resume {
                 MultiTrainer::resume(be, m, jobs(), cfg.clone(), out)?

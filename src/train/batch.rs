@@ -132,19 +132,43 @@ impl Task {
                 ));
             }
         }
-        if self.spec.kind == TaskKind::Pet && row.mask_pos >= row.ids.len() {
-            return Err(Error::data(
-                &enc.path,
-                row.line,
-                format!(
-                    "row {}: its [MASK] position (mask_positions) {} is past its {} token ids",
-                    i + 1,
-                    row.mask_pos,
-                    row.ids.len()
-                ),
-            ));
+        if self.spec.kind == TaskKind::Pet {
+            self.check_mask_pos(enc, i, row)?;
         }
         Ok(())
+    }
+
+    /// A `pet` row's [MASK] position holds the mask token: a hand-made row (`Row::new`,
+    /// Python's `Encoded.from_ids` without `mask_positions`) left at 0 scored its first
+    /// token, [CLS], without a word, and one past its ids scored padding.
+    fn check_mask_pos(&self, enc: &Encoded, i: u32, row: &Row) -> Result<()> {
+        let at = row.mask_pos;
+        let fault = |msg: String| {
+            Err(Error::data(
+                &enc.path,
+                row.line,
+                format!("row {}: {msg}", i + 1),
+            ))
+        };
+        let Some(&id) = row.ids.get(at) else {
+            return fault(format!(
+                "its [MASK] position (mask_positions) {at} is past its {} \
+                 token ids",
+                row.ids.len()
+            ));
+        };
+        match self.mask_id {
+            Some(m) if id != m => {
+                let found = (row.ids.iter().position(|&x| x == m))
+                    .map_or("its ids hold none".to_string(), |j| format!("it is at {j}"));
+                fault(format!(
+                    "its [MASK] position (mask_positions) {at} holds token \
+                     id {id}, not the mask token (id {m}): expected the index of the mask \
+                     token in its ids ({found})"
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Row `i` (from 0) of hand-made rows (or a batch) has a label this task can use: none
