@@ -113,6 +113,12 @@ fn a_pet_row_must_point_at_its_mask_token() {
     assert!(e.to_string().contains(&want), "{e}");
     let e = model.step(&task, &prompt, &[hand.clone()]).map(|_| ());
     assert!(e.unwrap_err().to_string().contains(&want));
+    // mixed: each row against its own job's task, beside a cls job's rows (no mask token)
+    let jobs = [(&task, &prompt)];
+    let e = model
+        .predict_mixed(&jobs, &[(0, hand.clone())], 8)
+        .map(|_| ());
+    assert!(e.unwrap_err().to_string().contains(&want));
     hand.mask_pos = at;
     let by_hand = model.predict(&task, &prompt, &encoded(vec![hand]), 8);
     let own = model.predict(&task, &prompt, &enc, 8).unwrap();
