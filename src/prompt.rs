@@ -36,7 +36,9 @@ pub enum PromptInit {
     /// embedding of label i's pieces (one row per label, however many pieces it has); labels
     /// past P are left out (`ClassLabels::dropped` names them, for a warning)
     ClassLabels {
-        /// per label: its name and the ids of its word's pieces
+        /// per label: its name and the ids of its word's pieces. Leave it empty: the task
+        /// fills it in (`--init class-labels`); labels given must equal the task's, else
+        /// the prompt is refused naming both
         labels: Vec<(String, Vec<i32>)>,
         from_first: Option<usize>,
     },

@@ -97,7 +97,8 @@ class Encoded:
         targets: Optional[Sequence[Sequence[int]]] = None,
     ) -> "Encoded":
         """Rows from token ids (special tokens included), class indices, pet's [MASK]
-        positions, seq2seq's and causal's target ids. A value that is not an int32 (ids,
+        positions (a pet task refuses a row whose position, 0 when not given, does not hold
+        the mask token), seq2seq's and causal's target ids. A value that is not an int32 (ids,
         targets) or a non-negative int (labels, mask_positions) raises InvalidArgument naming
         the argument, the row (from 1) and the index in it (from 0)."""
     def __len__(self) -> int: ...
@@ -141,7 +142,8 @@ class Model:
     @property
     def device(self) -> str: ...
     def tokenize(self, text: str) -> List[int]:
-        """Token ids, special tokens included."""
+        """Token ids, special tokens included. A text of more than 2 MiB raises
+        InvalidArgument naming the limit."""
     def detokenize(self, ids: Sequence[int]) -> str:
         """Text of token ids, special tokens left out. An id that is not an int32 raises
         InvalidArgument naming its position."""

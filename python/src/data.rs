@@ -21,7 +21,8 @@ pub struct PyEncoded {
 #[pymethods]
 impl PyEncoded {
     /// Rows from token ids (special tokens included, as `Model.tokenize` gives them):
-    /// `labels` the class indices, `mask_positions` pet's [MASK] index in each row,
+    /// `labels` the class indices, `mask_positions` pet's [MASK] index in each row (a pet
+    /// task refuses a row whose position, 0 when not given, does not hold the mask token),
     /// `targets` the target ids of seq2seq and causal rows. Messages count rows from 1 (as
     /// the engine's row errors and a data file's lines) and a position in a row from 0.
     #[staticmethod]

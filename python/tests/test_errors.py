@@ -97,7 +97,7 @@ HOSTILE_ROWS = [
     (dict(ids=[[4, -3, 5]], labels=[0], mask_positions=[1]), "id -3 at index 1, outside"),
     (dict(ids=[[4, 6, 5]], labels=[0], mask_positions=[9]), "mask_positions"),
     (dict(ids=[[4, 6, 5]], labels=[7], mask_positions=[1]), "label 7"),
-    (dict(ids=[[4] * 500], labels=[0], mask_positions=[1]), "max_position_embeddings"),
+    (dict(ids=[[4] * 500], labels=[0], mask_positions=[1]), "500 token ids, more than the task's max_len"),
 ]
 
 
@@ -235,6 +235,14 @@ def test_detokenize_out_of_range_names_the_argument():
     assert model.detokenize([4]) == model.detokenize(__import__("numpy").array([4]))
 
 
+def test_tokenize_refuses_a_text_past_2_mib():
+    """A 60 MB text aborted the process inside the tokenizer."""
+    model = sp.Model(BERT_MLM)
+    with pytest.raises(sp.InvalidArgument, match=r"^invalid argument text: is 2097153 bytes, more than the 2097152"):
+        model.tokenize("a " * (1 << 20) + "b")
+    assert len(model.tokenize("a b")) == 4
+
+
 @pytest.mark.parametrize("other", ["llama", "t5_v1_1"])
 def test_a_task_on_a_model_of_another_kind_says_which_task_fits(cli, tmp_path, other):
     """A pet task made on BERT, handed a decoder or T5 with texts, said its row had no mask
@@ -275,6 +283,29 @@ def test_rows_are_counted_from_1_in_every_message():
     with pytest.raises(sp.InvalidArgument, match="^invalid argument label: row 2 has label 5"):
         model.step(task, prompt, sp.Encoded.from_ids([[4, 6, 5], [4, 6, 5]], labels=[0, 5],
                                                      mask_positions=[1, 1]))
+
+
+def test_rows_of_another_task_and_pet_rows_without_a_mask_position_are_refused():
+    """Rows encoded for a task with labels (neg, pos) were scored by one with (pos, neg)
+    (accuracy 1.0 -> 0.0), and a pet row of Encoded.from_ids without mask_positions scored
+    its [CLS] token: both are refused, naming the row."""
+    model = sp.Model(BERT_MLM)
+    a = model.task(prompt_len=4, verbalizer="neg=bad,pos=great")
+    b = model.task(prompt_len=4, verbalizer="pos=great,neg=bad")
+    prompt = model.new_prompt(a, 4)
+    enc = model.encode(a, ["good film"], labels=["pos"])
+    assert model.evaluate(a, prompt, enc)[0]["accuracy"] in (0.0, 1.0)
+    want = 'data: row 1 was encoded for another task (its labels ["neg", "pos"], this task\'s ["pos", "neg"])'
+    with pytest.raises(sp.InvalidArgument, match=re.escape(want)):
+        model.evaluate(b, prompt, enc)
+    by_hand = sp.Encoded.from_ids(enc.ids, labels=[1])
+    want = "row 1: its [MASK] position (mask_positions) 0 holds token id 4, not the mask token (id 6)"
+    for call in (model.step, model.predict):
+        with pytest.raises(sp.DataError, match=re.escape(want)):
+            call(a, prompt, by_hand)
+    at = enc.ids[0].index(6)
+    fixed = sp.Encoded.from_ids(enc.ids, labels=[1], mask_positions=[at])
+    assert model.predict(a, prompt, fixed)[0]["scores"] == model.predict(a, prompt, enc)[0]["scores"]
 
 
 # a str where a list is expected said "Can't extract `str` to `Vec`", naming neither the

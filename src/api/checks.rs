@@ -1,6 +1,7 @@
 //! Every use of a task, rows and a prompt together on a model checks them here first: each
-//! made on this model (`train::model_id`), the prompt's width (or a prefix adapter's layout),
-//! its values finite, and a `cls` task's head.
+//! made on this model (`train::model_id`), the rows encoded for a task of the same settings
+//! and within its lengths, the prompt's width (or a prefix adapter's layout), its values
+//! finite, and a `cls` task's head.
 // What a user hands the library never panics it. See README.md, "Bad input".
 #![cfg_attr(
     not(test),
@@ -14,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::models::cls_head::HostClsHead;
 use crate::prompt::ADAPTER_CONFIG;
 use crate::train::encode::Row;
+use crate::train::model_id::TaskStamp;
 use crate::train::{self, Params};
 use std::path::Path;
 
@@ -24,15 +26,62 @@ pub(crate) fn check_model<B: Backend>(task: &Task, model: &train::Model<B>) -> R
     (task.inner.model).check(&model.identity, "task", "was made on", advice)
 }
 
-/// Every row was encoded by `model`'s tokenizer (or made by hand): another model's ids ran
-/// this one's embedding rows without a word. `flag` names the argument that holds them.
+/// Every row was encoded by `model`'s tokenizer for a task of `task`'s settings (or made by
+/// hand), and fits `task`'s limits next to a prompt of `p` rows (`check_row`). `flag` names
+/// the argument that holds them.
 pub(crate) fn check_rows<'r, B: Backend>(
     rows: impl IntoIterator<Item = &'r Row>,
+    task: &Task,
+    p: usize,
     model: &train::Model<B>,
     flag: &str,
 ) -> Result<()> {
+    let stamp = TaskStamp::of(&task.inner.spec);
     (rows.into_iter().enumerate())
-        .try_for_each(|(i, row)| row.check_model(&model.identity, i, flag))
+        .try_for_each(|(i, row)| check_row(row, i, (task, &stamp), p, model, flag))
+}
+
+/// Row `i` (from 0) of `flag` on `model` with a task and its stamp, next to a prompt of `p`
+/// rows: another model's ids ran this one's embedding rows, and another task's labels were
+/// read as this one's, without a word; a hand-made row past the limits ran unbounded (a
+/// 100,000-token target for minutes).
+pub(crate) fn check_row<B: Backend>(
+    row: &Row,
+    i: usize,
+    (task, stamp): (&Task, &TaskStamp),
+    p: usize,
+    model: &train::Model<B>,
+    flag: &str,
+) -> Result<()> {
+    row.check_model(&model.identity, i, flag)?;
+    row.check_task(stamp, i, flag)?;
+    let spec = &task.inner.spec;
+    let (n, m) = (row.ids.len(), row.target.len());
+    let too_long = |msg: String| Err(Error::arg(flag, format!("row {} {msg}", i + 1)));
+    if n > spec.max_len {
+        let max = spec.max_len;
+        return too_long(format!(
+            "has {n} token ids, more than the task's max_len {max}: cut it to {max} \
+             (Model::encode cuts a text to max_len)"
+        ));
+    }
+    if m > spec.max_target_len {
+        let max = spec.max_target_len;
+        return too_long(format!(
+            "has a target of {m} token ids, more than the task's max_target_len {max}: cut \
+             it to {max} (Model::encode cuts a target to max_target_len)"
+        ));
+    }
+    let (limit, what) = model.position_limit();
+    if p.saturating_add(n) > limit {
+        let need = crate::error::sum_text(&[p, n]);
+        return too_long(format!(
+            "has {n} token ids, which next to a prompt of {p} rows need {need} positions, but \
+             {what} holds {limit}: cut it to {}",
+            limit.saturating_sub(p)
+        ));
+    }
+    Ok(())
 }
 
 /// The prompt was made on `model`, or records no model (a PEFT adapter, a folder saved before

@@ -6,14 +6,16 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::checks::{bind, check_rows};
+use super::checks::{bind, check_row};
 use super::model::{on_engine, Engine, Model, StepOutput};
 use super::prompt::Prompt;
 use super::task::Task;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::train::encode::Row;
+use crate::train::model_id::TaskStamp;
 use crate::train::{self, Grads, Prediction};
+use std::path::Path;
 
 impl Model {
     /// Every row's prediction, in input order, where each row names the job it belongs to: an
@@ -79,7 +81,7 @@ impl Model {
 }
 
 /// `f` on the jobs bound to the device: each prompt (and head) checked against its task, and
-/// every row made on this model.
+/// every row made on this model for its job's task, within that task's lengths.
 fn with_jobs<B: Backend, T>(
     be: &B,
     m: &train::Model<B>,
@@ -90,7 +92,17 @@ fn with_jobs<B: Backend, T>(
     let params = (jobs.iter())
         .map(|(task, prompt)| bind(be, m, task, prompt))
         .collect::<Result<Vec<_>>>()?;
-    check_rows(rows.iter().map(|(_, row)| row), m, "rows")?;
+    let stamps: Vec<_> = (jobs.iter())
+        .map(|(t, _)| TaskStamp::of(&t.inner.spec))
+        .collect();
+    for (i, (job, row)) in rows.iter().enumerate() {
+        // a job past the jobs is refused by the engine's own check, naming the row
+        if let (Some((task, prompt)), Some(stamp)) = (jobs.get(*job), stamps.get(*job)) {
+            check_row(row, i, (task, stamp), prompt.rows(), m, "rows")?;
+            // a batch is padded by its first job's task, which cannot check a row's [MASK]
+            (task.inner).check_pet_row(Path::new(train::mixed::ROWS), i, row)?;
+        }
+    }
     let mixed: Vec<_> = (jobs.iter().zip(&params))
         .map(|((task, _), params)| (&task.inner, params))
         .collect();

@@ -20,6 +20,7 @@ use crate::prompt::PromptInit;
 use crate::train::batch::LabelUse;
 use crate::train::data::Dataset;
 use crate::train::encode::{Encoded, Row};
+use crate::train::encode_text::BYTES_PER_TOKEN;
 use crate::train::start::{prompt_init_rng, resolve_init};
 use crate::train::{self, EvalMetrics, Grads, Prediction};
 use std::path::{Path, PathBuf};
@@ -41,6 +42,10 @@ macro_rules! on_engine {
     };
 }
 pub(crate) use on_engine;
+
+/// The most bytes [`Model::tokenize`] takes: what `Model::encode` reads of one text of a row
+/// of `MAX_TOKENS` tokens, the most positions a row may hold.
+pub(crate) const MAX_TOKENIZE_BYTES: usize = BYTES_PER_TOKEN * crate::models::MAX_TOKENS;
 
 /// A frozen Hugging Face model folder (BERT, T5, BLOOM, Llama, Mistral, Qwen2) with its
 /// tokenizer, loaded onto a device.
@@ -173,7 +178,21 @@ impl Model {
     }
 
     /// The token ids of `text` as the model's tokenizer gives them, special tokens included.
+    /// A text of more than 2 MiB (`MAX_TOKENIZE_BYTES`) is an error naming the limit (the
+    /// tokenizer keeps about 500 bytes a token: a 60 MB text aborted the process).
     pub fn tokenize(&self, text: &str) -> Result<Vec<i32>> {
+        if text.len() > MAX_TOKENIZE_BYTES {
+            return Err(Error::arg(
+                "text",
+                format!(
+                    "is {} bytes, more than the {MAX_TOKENIZE_BYTES} Model::tokenize takes \
+                     ({BYTES_PER_TOKEN} bytes for each of the {} positions a row may hold, \
+                     as Model::encode reads a text): tokenize it in parts",
+                    text.len(),
+                    crate::models::MAX_TOKENS
+                ),
+            ));
+        }
         on_engine!(&self.engine, |_be, m| m.tokenizer.encode(text, true))
     }
 
@@ -324,7 +343,7 @@ impl Model {
         on_engine!(&self.engine, |be, m| {
             // the task's model first, then the rows': each names what is another model's
             check_model(task, m)?;
-            check_rows(rows, m, "rows")?;
+            check_rows(rows, task, prompt.rows(), m, "rows")?;
             task.inner.check_labels(rows, LabelUse::Step)?;
             let batch = task.inner.batch(&enc, &all)?;
             m.net.check_recompute(recompute)?;

@@ -86,8 +86,8 @@ impl Model {
         let resume = cfg.resume && out.join(CHECKPOINT_FILE).exists();
         let summary = on_engine!(&self.engine, |be, m| {
             check_model(task, m)?;
-            check_splits(&splits, m)?;
             check_prompt_len(task, cfg.prompt_len, "cfg.prompt_len", m)?;
+            check_splits(&splits, task, cfg.prompt_len, m)?;
             let (inner, cfg) = (&task.inner, cfg.clone());
             let (train, dev, test) = (splits.train, splits.dev, splits.test);
             let mut trainer = if resume {
@@ -101,9 +101,12 @@ impl Model {
     }
 }
 
-/// Every split's rows were encoded by `model` (or made by hand), each named by its field.
+/// Every split's rows were encoded by `model` for `task`'s settings (or made by hand) and fit
+/// its lengths next to a prompt of `p` rows, each named by its field.
 pub(super) fn check_splits<B: crate::Backend>(
     splits: &Splits<'_>,
+    task: &Task,
+    p: usize,
     model: &crate::train::Model<B>,
 ) -> Result<()> {
     let named = [
@@ -113,7 +116,7 @@ pub(super) fn check_splits<B: crate::Backend>(
     ];
     for (flag, enc) in named {
         if let Some(enc) = enc {
-            check_rows(&enc.rows, model, flag)?;
+            check_rows(&enc.rows, task, p, model, flag)?;
         }
     }
     Ok(())
@@ -141,7 +144,7 @@ pub(super) fn check_prompt_len<B: crate::Backend>(
              and {what} holds {limit}: make the task with Model::task(.., {p}), or train a \
              prompt of {} rows or less",
             crate::error::sum_text(&[p, n]),
-            limit - n
+            limit.saturating_sub(n)
         ),
     ))
 }

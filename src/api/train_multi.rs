@@ -131,12 +131,12 @@ impl Model {
             for t in tasks {
                 let tag = |e: crate::Error| e.tagged(&format!("task `{}`", t.name));
                 check_model(t.task, m).map_err(tag)?;
-                check_splits(&t.splits, m).map_err(tag)?;
                 let (p, field) = match t.prompt_len {
                     Some(p) => (p, "MultiTask::prompt_len"),
                     None => (cfg.prompt_len, "cfg.prompt_len"),
                 };
                 check_prompt_len(t.task, p, field, m).map_err(tag)?;
+                check_splits(&t.splits, t.task, p, m).map_err(tag)?;
             }
             let mut trainer = if resume {
                 MultiTrainer::resume(be, m, jobs(), cfg.clone(), out)?

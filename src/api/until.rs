@@ -89,7 +89,7 @@ impl Model {
     ) -> Result<Vec<Prediction>> {
         on_engine!(&self.engine, |be, m| {
             let params = bind(be, m, task, prompt)?;
-            check_rows(&data.rows, m, "data")?;
+            check_rows(&data.rows, task, prompt.rows(), m, "data")?;
             if labelled {
                 train::eval::check_labelled(&task.inner, data)?;
             }

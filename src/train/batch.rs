@@ -13,6 +13,7 @@ use super::task::Task;
 use crate::backend::IGNORE_INDEX;
 use crate::error::{Error, Result};
 use crate::models::TokenBatch;
+use std::path::Path;
 
 /// A right-padded batch ready for a model.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,6 +48,18 @@ pub enum LabelUse {
 impl Task {
     /// A right-padded batch of `rows` (indices into `enc`); an index past `enc` is an error.
     pub fn batch(&self, enc: &Encoded, rows: &[u32]) -> Result<Batch> {
+        self.batch_of(enc, rows, true)
+    }
+
+    /// `batch` for rows of several jobs that this task pads for: a `pet` row's [MASK]
+    /// position is only checked to lie within its ids (a `cls` job's row holds no mask
+    /// token), the API having checked each row against its own job's task (`check_pet_row`).
+    pub(crate) fn batch_of_jobs(&self, enc: &Encoded, rows: &[u32]) -> Result<Batch> {
+        self.batch_of(enc, rows, false)
+    }
+
+    /// `batch`, with `own` when every row is this task's.
+    fn batch_of(&self, enc: &Encoded, rows: &[u32], own: bool) -> Result<Batch> {
         let picked: Vec<&Row> = rows
             .iter()
             .map(|&i| {
@@ -60,7 +73,7 @@ impl Task {
             })
             .collect::<Result<_>>()?;
         for (&i, row) in rows.iter().zip(&picked) {
-            self.check_row(enc, i, row)?;
+            self.check_row(enc, i, row, own)?;
         }
         let b = picked.len();
         let t = picked.iter().map(|r| r.ids.len()).max().unwrap_or(1).max(1);
@@ -102,7 +115,7 @@ impl Task {
 
     /// A row the encoder could not have made (the API takes hand-made rows): no token ids,
     /// or a PET [MASK] position outside them, would score padding without a word.
-    fn check_row(&self, enc: &Encoded, i: u32, row: &Row) -> Result<()> {
+    fn check_row(&self, enc: &Encoded, i: u32, row: &Row, own: bool) -> Result<()> {
         if row.ids.is_empty() {
             return Err(Error::data(
                 &enc.path,
@@ -132,19 +145,47 @@ impl Task {
                 ));
             }
         }
-        if self.spec.kind == TaskKind::Pet && row.mask_pos >= row.ids.len() {
-            return Err(Error::data(
-                &enc.path,
-                row.line,
-                format!(
-                    "row {}: its [MASK] position (mask_positions) {} is past its {} token ids",
-                    i + 1,
-                    row.mask_pos,
-                    row.ids.len()
-                ),
-            ));
+        if self.spec.kind == TaskKind::Pet {
+            self.check_mask_pos(&enc.path, i as usize, row, own)?;
         }
         Ok(())
+    }
+
+    /// Row `i` (from 0) of `path`, when this task is `pet`: its [MASK] position holds the
+    /// mask token (`check_mask_pos`).
+    pub(crate) fn check_pet_row(&self, path: &Path, i: usize, row: &Row) -> Result<()> {
+        match self.spec.kind {
+            TaskKind::Pet => self.check_mask_pos(path, i, row, true),
+            _ => Ok(()),
+        }
+    }
+
+    /// A `pet` row's [MASK] position holds the mask token: a hand-made row (`Row::new`,
+    /// Python's `Encoded.from_ids` without `mask_positions`) left at 0 scored its first
+    /// token, [CLS], without a word, and one past its ids scored padding. Without `token`
+    /// only the latter is checked.
+    fn check_mask_pos(&self, path: &Path, i: usize, row: &Row, token: bool) -> Result<()> {
+        let at = row.mask_pos;
+        let fault = |msg: String| Err(Error::data(path, row.line, format!("row {}: {msg}", i + 1)));
+        let Some(&id) = row.ids.get(at) else {
+            return fault(format!(
+                "its [MASK] position (mask_positions) {at} is past its {} \
+                 token ids",
+                row.ids.len()
+            ));
+        };
+        match self.mask_id {
+            Some(m) if token && id != m => {
+                let found = (row.ids.iter().position(|&x| x == m))
+                    .map_or("its ids hold none".to_string(), |j| format!("it is at {j}"));
+                fault(format!(
+                    "its [MASK] position (mask_positions) {at} holds token \
+                     id {id}, not the mask token (id {m}): expected the index of the mask \
+                     token in its ids ({found})"
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Row `i` (from 0) of hand-made rows (or a batch) has a label this task can use: none

@@ -8,8 +8,8 @@
 )]
 
 use super::data::{Dataset, Example};
-use super::encode_text::{capped, shorten_runs, whitespace_prefix};
-use super::model_id::ModelId;
+use super::encode_text::{byte_cap, capped, shorten_runs, whitespace_prefix};
+use super::model_id::{ModelId, TaskStamp};
 use super::task::Task;
 use crate::error::{Error, GoOn, Result};
 use crate::tokenizer::{TokenSpans, Tokenizer};
@@ -23,7 +23,8 @@ pub const ENCODE_CHUNK: usize = 256;
 
 /// One encoded row. [`Row::new`] makes one by hand (its ids taken as they are); one that
 /// `Task::encode` made carries the model whose tokenizer gave its ids
-/// ([`Row::model_fingerprint`]), and every use on another model refuses it.
+/// ([`Row::model_fingerprint`]) and its task's stamp ([`Row::task_fingerprint`]): every use
+/// on another model, or with a task of other labels, template or targets, refuses it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Row {
     /// token ids with the model's special tokens, at most max_len
@@ -39,6 +40,8 @@ pub struct Row {
     pub truncated: bool,
     /// the model that encoded it (None: made by hand)
     pub(crate) model: Option<Arc<ModelId>>,
+    /// the task that encoded it (None: made by hand)
+    pub(crate) task: Option<Arc<TaskStamp>>,
 }
 
 impl Row {
@@ -55,6 +58,7 @@ impl Row {
             line: 1,
             truncated: false,
             model: None,
+            task: None,
         }
     }
 
@@ -62,6 +66,29 @@ impl Row {
     /// [`crate::Prompt::model_fingerprint`] gives it (None: made by hand).
     pub fn model_fingerprint(&self) -> Option<String> {
         self.model.as_deref().map(ModelId::hex)
+    }
+
+    /// The fingerprint of the settings of the task that encoded the row (its kind, template,
+    /// labels and targets' words; None: made by hand).
+    pub fn task_fingerprint(&self) -> Option<String> {
+        self.task.as_deref().map(TaskStamp::hex)
+    }
+
+    /// Refused when a task of other settings encoded it (`here`: the stamp of the task it is
+    /// used with): its labels are indices into that task's labels, its ids that task's
+    /// template. `i` as in `check_model`.
+    pub(crate) fn check_task(&self, here: &TaskStamp, i: usize, flag: &str) -> Result<()> {
+        let Some(diff) = self.task.as_deref().and_then(|made| made.differs(here)) else {
+            return Ok(());
+        };
+        Err(Error::arg(
+            flag,
+            format!(
+                "row {} was encoded for another task ({diff}): its labels and ids mean \
+                 other things here; encode the rows with this task (Model::encode)",
+                i + 1
+            ),
+        ))
     }
 
     /// Refused when another model encoded it: `i` its index (from 0) in what the caller
@@ -135,9 +162,11 @@ impl Task {
             truncated: 0,
             truncated_targets: 0,
         };
+        let stamp = Arc::new(TaskStamp::of(&self.spec));
         for chunk in data.examples.chunks(ENCODE_CHUNK) {
             for ex in chunk {
-                let (row, cut_target) = self.encode_example(tok, &data.path, ex)?;
+                let (mut row, cut_target) = self.encode_example(tok, &data.path, ex)?;
+                row.task = Some(stamp.clone());
                 enc.truncated += row.truncated as usize;
                 enc.truncated_targets += cut_target as usize;
                 enc.rows.push(row);
@@ -174,6 +203,7 @@ impl Task {
             line: ex.line,
             truncated: cut,
             model: Some(self.model.clone()),
+            task: None,
         };
         let mut cut_target = false;
         if let Some(label) = &ex.label {
@@ -211,7 +241,7 @@ impl Task {
     /// change when twice as much of it is kept), the row is counted as cut, and so is a text
     /// that still needed cutting at the byte bound: the tokens are then not the whole text's.
     fn encode_text(&self, tok: &Tokenizer, text: &str) -> Result<(Vec<i32>, usize, bool)> {
-        let cap = self.spec.max_len.saturating_mul(256).max(1 << 16);
+        let cap = byte_cap(self.spec.max_len);
         let keep = cap / 16;
         let short = shorten_runs(text, keep);
         let row = self.encode_capped(tok, &short, cap)?;

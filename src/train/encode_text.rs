@@ -7,6 +7,16 @@
 
 use std::borrow::Cow;
 
+/// Bytes of text read per token a row may hold (`byte_cap`, `Model::tokenize`'s bound).
+pub(crate) const BYTES_PER_TOKEN: usize = 256;
+
+/// The most bytes of one text that reach the tokenizer for rows of up to `max_len` tokens:
+/// `BYTES_PER_TOKEN` a token (at least 64 KiB). The tokenizer keeps about 500 bytes a token,
+/// so a text tokenized whole without a bound (a 60 MB line) aborted the process.
+pub(crate) fn byte_cap(max_len: usize) -> usize {
+    max_len.saturating_mul(BYTES_PER_TOKEN).max(1 << 16)
+}
+
 /// `text` cut to at most `cap` bytes: after its last whitespace character when that lies in
 /// the second half (whole words), else at the last character boundary.
 pub(super) fn capped(text: &str, cap: usize) -> &str {

@@ -47,6 +47,9 @@ use crate::models::heads::{self, Decoder};
 use crate::models::Recompute;
 use std::path::PathBuf;
 
+/// What messages call the rows of a mixed call (a data error's path).
+pub(crate) const ROWS: &str = "the mixed rows";
+
 /// One job: a task and its prompt (and head) on the device.
 pub type MixJob<'a, B> = (&'a Task, &'a Params<B>);
 
@@ -174,7 +177,7 @@ impl GroupRows {
         let mut g = GroupRows {
             members: Vec::new(),
             enc: Encoded {
-                path: PathBuf::from("the mixed rows"),
+                path: PathBuf::from(ROWS),
                 rows: Vec::new(),
                 truncated: 0,
                 truncated_targets: 0,
@@ -328,7 +331,7 @@ pub(super) fn predict_chunks<B: Backend>(
     let mut out: Vec<Option<Prediction>> = vec![None; enc.rows.len()];
     for chunk in order.chunks(batch_size) {
         // every task of one model pads alike: the first one builds the batch
-        let batch = first.batch(enc, chunk)?;
+        let batch = first.batch_of_jobs(enc, chunk)?;
         let idx: Vec<i32> = (chunk.iter())
             .map(|&i| slot.get(i as usize).copied().unwrap_or(0))
             .collect();
@@ -465,7 +468,7 @@ fn step_group<B: Backend>(
     let table = gr.table(be, p, c)?;
     let all: Vec<u32> = (0..g.enc.rows.len() as u32).collect();
     // every task of one model pads alike: the first one builds the batch
-    let batch = first.batch(&g.enc, &all)?;
+    let batch = first.batch_of_jobs(&g.enc, &all)?;
     let (inp, lens) = group_inputs(be, m, &batch, &g.slot, k, p, job_lens.as_deref())?;
     let stack = PrefixStack::of(be, gr)?;
     let inp = match &stack {

@@ -268,7 +268,7 @@ impl<B: Backend> StepBatch<B> {
         let (p, job_lens) = gr.lens();
         let all: Vec<u32> = (0..gr.rows.enc.rows.len() as u32).collect();
         // every task of one model pads alike: the first one builds the batch
-        let batch = first.batch(&gr.rows.enc, &all)?;
+        let batch = first.batch_of_jobs(&gr.rows.enc, &all)?;
         if batch.l == 0 {
             return Err(no_targets(flag));
         }

@@ -83,7 +83,7 @@ pub mod data;
 pub mod data_formats;
 pub mod decode;
 pub mod encode;
-mod encode_text;
+pub(crate) mod encode_text;
 pub mod encoder;
 pub mod eval;
 pub mod metrics;

@@ -186,6 +186,66 @@ impl ModelId {
     }
 }
 
+/// What a row's fields mean beside its model: the task's kind and template (what its ids
+/// hold), its labels in score order (what a label index names) and, for `seq2seq` and
+/// `causal`, the label words, free targets and end token (what its target ids are). Rows of
+/// one task scored by another of the same model (another label order, template or label
+/// set) gave other numbers without a word. The length limits are not part of it: a row
+/// within another task's limits is checked against them as a hand-made row is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskStamp {
+    /// FNV-1a over `fields`
+    pub fingerprint: u64,
+    /// (name, value) of each setting, for messages
+    fields: Vec<(&'static str, String)>,
+}
+
+impl TaskStamp {
+    /// The stamp of a task of `spec`.
+    pub fn of(spec: &super::spec::TaskSpec) -> TaskStamp {
+        use super::spec::TaskKind;
+        let mut fields = vec![
+            ("task", spec.kind.name().to_string()),
+            ("template", format!("{:?}", spec.template)),
+            ("labels", format!("{:?}", spec.labels)),
+        ];
+        // pet's verbalizer words are scored from the task, not held by the row
+        if matches!(spec.kind, TaskKind::Seq2Seq | TaskKind::Causal) {
+            fields.push(("label words", format!("{:?}", spec.label_words)));
+            fields.push(("free targets", spec.free_targets.to_string()));
+            fields.push(("target end", spec.target_end.name().to_string()));
+        }
+        let mut h = super::checkpoint::FNV_START;
+        for (name, value) in &fields {
+            for part in [name.as_bytes(), &[0], value.as_bytes(), &[0]] {
+                h = super::checkpoint::fnv1a_bytes(h, part);
+            }
+        }
+        TaskStamp {
+            fingerprint: h,
+            fields,
+        }
+    }
+
+    /// The fingerprint as 16 hex digits.
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.fingerprint)
+    }
+
+    /// None when `here` is this stamp, else the first setting that differs with both values.
+    pub fn differs(&self, here: &TaskStamp) -> Option<String> {
+        if self.fingerprint == here.fingerprint {
+            return None;
+        }
+        let mut pairs = self.fields.iter().zip(&here.fields);
+        Some(match pairs.find(|((_, a), (_, b))| a != b) {
+            Some(((name, a), (_, b))) => format!("its {name} {a}, this task's {b}"),
+            // equal settings under another fingerprint: a stamp of another softprompt
+            None => format!("its task {}, this task {}", self.hex(), here.hex()),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,17 +36,29 @@ pub(crate) fn prompt_init_rng(seed: u64) -> Rng {
     Rng::new(seed ^ 0x5052_4f4d_5054_u64)
 }
 
-/// The init with what it needs from the task filled in: class labels' token ids.
+/// The init with what it needs from the task filled in: class labels' token ids. Labels a
+/// caller gave must be the task's (they were replaced by them without a word).
 pub(crate) fn resolve_init<B: Backend>(
     init: &PromptInit,
     task: &Task,
     model: &Model<B>,
 ) -> Result<PromptInit> {
     Ok(match init {
-        PromptInit::ClassLabels { from_first, .. } => PromptInit::ClassLabels {
-            labels: task.class_label_pieces(&model.tokenizer)?,
-            from_first: *from_first,
-        },
+        PromptInit::ClassLabels { labels, from_first } => {
+            let pieces = task.class_label_pieces(&model.tokenizer)?;
+            if !labels.is_empty() && *labels != pieces {
+                let msg = format!(
+                    "PromptInit::ClassLabels lists the labels and pieces {labels:?}, but the \
+                     task's labels and their words give {pieces:?}: leave `labels` empty (the \
+                     task fills them) or give the task's"
+                );
+                return Err(crate::error::Error::arg("init", msg));
+            }
+            PromptInit::ClassLabels {
+                labels: pieces,
+                from_first: *from_first,
+            }
+        }
         other => other.clone(),
     })
 }

@@ -1,0 +1,226 @@
+//! Rows the Rust API takes from its caller, against the seventh hostile pass (#17): rows
+//! encoded for another task of the same model, a hand-made `pet` row whose [MASK] position
+//! is not the mask token, and rows past the task's lengths gave numbers (or ran unbounded)
+//! without a word; a huge text aborted `Model::tokenize`; class labels a caller gave were
+//! replaced by the task's without a word.
+
+use softprompt::prelude::*;
+use std::path::PathBuf;
+
+mod common;
+
+use common::fixture;
+
+/// A `pet` task on the BERT with its masked-LM head, for a prompt of 4 rows.
+fn pet(model: &Model, verbalizer: &str, template: Option<&str>) -> Task {
+    let opts = TaskOptions {
+        verbalizer: Some(TaskOptions::verbalizer_from_str(verbalizer).unwrap()),
+        template: template.map(String::from),
+        ..TaskOptions::default()
+    };
+    model.task(&opts, None, 4).unwrap()
+}
+
+fn random(model: &Model, task: &Task, rows: usize) -> Prompt {
+    let init = PromptInit::Random { std: 1.0 };
+    model.new_prompt(task, rows, &init, 3).unwrap()
+}
+
+fn encoded(rows: Vec<Row>) -> Encoded {
+    Encoded {
+        path: PathBuf::from("rows"),
+        rows,
+        truncated: 0,
+        truncated_targets: 0,
+    }
+}
+
+/// Rows encoded by a task with labels (neg, pos) were scored by one with (pos, neg), the
+/// labels read as the other's indices (accuracy 0.667 -> 0.333), and by one of another
+/// template: evaluate, predict and step refuse them naming both settings. A task of the same
+/// settings made again, or of other verbalizer words only (a pet row holds none), takes them.
+#[test]
+fn rows_of_another_task_are_refused() {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let a = pet(&model, "neg=bad,pos=great", None);
+    let data = Dataset::from_pairs("mem", [("a fine film", Some("pos")), ("dull", Some("neg"))]);
+    let enc = model.encode(&a, &data).unwrap();
+    assert!(enc.rows[0].task_fingerprint().is_some());
+    let prompt = random(&model, &a, 4);
+    let (own, preds) = model.evaluate(&a, &prompt, &enc, 8).unwrap();
+    let again = pet(&model, "neg=bad,pos=great", None);
+    assert_eq!(model.evaluate(&again, &prompt, &enc, 8).unwrap().1, preds);
+    let words = pet(&model, "neg=awful,pos=great", None);
+    assert!(model.evaluate(&words, &prompt, &enc, 8).is_ok());
+
+    let flipped = pet(&model, "pos=great,neg=bad", None);
+    let want = "row 1 was encoded for another task (its labels [\"neg\", \"pos\"], this task's \
+                [\"pos\", \"neg\"])";
+    let e = model.evaluate(&flipped, &prompt, &enc, 8).map(|_| ());
+    let e = e.expect_err("rows of another label order");
+    assert!(matches!(e, Error::Arg { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains(want),
+        "{e} (accuracy {})",
+        own.accuracy
+    );
+    let e = model.predict(&flipped, &prompt, &enc, 8).map(|_| ());
+    assert!(e.unwrap_err().to_string().contains(want));
+    let e = model.step(&flipped, &prompt, &enc.rows).map(|_| ());
+    assert!(e.unwrap_err().to_string().contains(want));
+
+    let other = pet(
+        &model,
+        "neg=bad,pos=great",
+        Some("{text} All in all, [MASK]."),
+    );
+    let e = model.step(&other, &prompt, &enc.rows).map(|_| ());
+    let msg = e.expect_err("rows of another template").to_string();
+    assert!(
+        msg.contains("its template \"{text} It was [MASK].\""),
+        "{msg}"
+    );
+    let jobs = [(&a, &prompt), (&other, &prompt)];
+    let mixed = [(0, enc.rows[0].clone()), (1, enc.rows[1].clone())];
+    let e = model.step_mixed(&jobs, &mixed).map(|_| ());
+    let msg = e.expect_err("a mixed row of another task").to_string();
+    assert!(msg.contains("row 2 was encoded for another task"), "{msg}");
+}
+
+/// A hand-made `pet` row (`Row::new`) points at its first token, [CLS]: predict scored it
+/// (class 0 where the encoded row gives class 1) and step gave a loss. Both refuse it naming
+/// the row and where the mask token is; with its position set it scores as the encoded row.
+#[test]
+fn a_pet_row_must_point_at_its_mask_token() {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let task = pet(&model, "neg=bad,pos=great", None);
+    let prompt = random(&model, &task, 4);
+    let data = Dataset::from_pairs("mem", [("a fine film", Some("pos"))]);
+    let enc = model.encode(&task, &data).unwrap();
+    let ids = model.tokenize("a fine film It was [MASK].").unwrap();
+    assert_eq!(ids, enc.rows[0].ids);
+    let mask_id = model.tokenize("[MASK]").unwrap()[1];
+    let at = ids.iter().position(|&i| i == mask_id).unwrap();
+    let mut hand = Row::new(ids.clone());
+    hand.label = Some(1);
+    let want = format!(
+        "row 1: its [MASK] position (mask_positions) 0 holds token id {}, not the mask token \
+         (id {mask_id}): expected the index of the mask token in its ids (it is at {at})",
+        ids[0]
+    );
+    let e = model.predict(&task, &prompt, &encoded(vec![hand.clone()]), 8);
+    let e = e.map(|_| ()).expect_err("a pet row pointing at [CLS]");
+    assert!(e.to_string().contains(&want), "{e}");
+    let e = model.step(&task, &prompt, &[hand.clone()]).map(|_| ());
+    assert!(e.unwrap_err().to_string().contains(&want));
+    // mixed: each row against its own job's task, beside a cls job's rows (no mask token)
+    let jobs = [(&task, &prompt)];
+    let e = model
+        .predict_mixed(&jobs, &[(0, hand.clone())], 8)
+        .map(|_| ());
+    assert!(e.unwrap_err().to_string().contains(&want));
+    hand.mask_pos = at;
+    let by_hand = model.predict(&task, &prompt, &encoded(vec![hand]), 8);
+    let own = model.predict(&task, &prompt, &enc, 8).unwrap();
+    assert_eq!(by_hand.unwrap()[0].scores, own[0].scores);
+}
+
+/// Hand-made rows skipped every length limit on T5 and the decoders (12,000 ids ran; a
+/// 100,000-token target ran for minutes): a row past the task's max_len or max_target_len
+/// is refused naming the row and the limit, and one at them runs.
+#[test]
+fn rows_past_the_task_lengths_are_refused() {
+    for (name, kind) in [("t5_v1_1", TaskKind::Seq2Seq), ("bloom", TaskKind::Causal)] {
+        let model = Model::open(fixture(name), Device::Cpu).unwrap();
+        let opts = TaskOptions {
+            task: Some(kind),
+            free_targets: true,
+            max_len: Some(20),
+            max_target_len: Some(8),
+            ..TaskOptions::default()
+        };
+        let task = model.task(&opts, None, 4).unwrap();
+        let prompt = random(&model, &task, 4);
+        let id = *model.tokenize("film").unwrap().first().unwrap();
+        let row = |n: usize, m: usize| {
+            let mut row = Row::new(vec![id; n]);
+            row.target = vec![id; m];
+            row
+        };
+        let e = model.step(&task, &prompt, &[row(20, 8), row(21, 8)]);
+        let msg = e.map(|_| ()).expect_err("21 ids").to_string();
+        let want = "row 2 has 21 token ids, more than the task's max_len 20";
+        assert!(msg.contains(want), "{name}: {msg}");
+        let e = model.predict(&task, &prompt, &encoded(vec![row(20, 9)]), 8);
+        let msg = e.map(|_| ()).expect_err("a target of 9").to_string();
+        let want = "row 1 has a target of 9 token ids, more than the task's max_target_len 8";
+        assert!(msg.contains(want), "{name}: {msg}");
+        assert!(model.step(&task, &prompt, &[row(20, 8)]).is_ok(), "{name}");
+    }
+    // a prompt longer than the task's leaves a row at max_len past the model's positions
+    let model = Model::open(fixture("bert_nohead"), Device::Cpu).unwrap();
+    let opts = TaskOptions {
+        task: Some(TaskKind::Cls),
+        labels: Some(vec!["neg".into(), "pos".into()]),
+        ..TaskOptions::default()
+    };
+    let task = model.task(&opts, None, 4).unwrap();
+    let (limit, what) = model.position_limit();
+    let prompt = random(&model, &task, 10);
+    let ids = vec![*model.tokenize("film").unwrap().first().unwrap(); limit - 4];
+    let e = model.predict(&task, &prompt, &encoded(vec![Row::new(ids)]), 8);
+    let msg = e.map(|_| ()).expect_err("past the positions").to_string();
+    let want = format!(
+        "row 1 has {} token ids, which next to a prompt of 10 rows need {} positions, but \
+         {what} holds {limit}: cut it to {}",
+        limit - 4,
+        limit + 6,
+        limit - 10
+    );
+    assert!(msg.contains(&want), "{msg}");
+}
+
+/// A 60 MB text aborted the process inside the tokenizer (about 500 bytes a token): past
+/// 2 MiB (256 bytes for each of the 8192 positions a row may hold) it is an error naming
+/// the limit.
+#[test]
+fn tokenize_refuses_a_text_past_its_limit() {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let huge = "a ".repeat(1 << 20) + "b";
+    let e = model
+        .tokenize(&huge)
+        .expect_err("a text of 2 MiB and a byte");
+    let want = "invalid argument text: is 2097153 bytes, more than the 2097152 \
+                Model::tokenize takes (256 bytes for each of the 8192 positions";
+    assert!(e.to_string().contains(want), "{e}");
+    assert_eq!(model.tokenize("a b").unwrap().len(), 4);
+}
+
+/// `PromptInit::ClassLabels { labels, .. }` from the caller were replaced by the task's
+/// without a word (labels of ids 2^30 and -1 gave the task's prompt): labels other than the
+/// task's are refused naming both; the task's own, or none, give the same prompt.
+#[test]
+fn class_labels_a_caller_gives_are_the_tasks() {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let task = pet(&model, "neg=bad,pos=great", None);
+    let init = |labels: Vec<(String, Vec<i32>)>| PromptInit::ClassLabels {
+        labels,
+        from_first: None,
+    };
+    let word = |w: &str| model.tokenize(w).unwrap()[1..2].to_vec();
+    let own = vec![
+        ("neg".to_string(), word("bad")),
+        ("pos".into(), word("great")),
+    ];
+    let bad = vec![("a".to_string(), vec![]), ("b".into(), vec![1 << 30, -1])];
+    let e = model.new_prompt(&task, 4, &init(bad), 0).map(|_| ());
+    let msg = e.expect_err("labels not the task's").to_string();
+    let want = format!(
+        "invalid argument init: PromptInit::ClassLabels lists the labels and pieces [(\"a\", \
+         []), (\"b\", [1073741824, -1])], but the task's labels and their words give {own:?}"
+    );
+    assert!(msg.contains(&want), "{msg}");
+    let given = model.new_prompt(&task, 4, &init(own), 0).unwrap();
+    let filled = model.new_prompt(&task, 4, &init(Vec::new()), 0).unwrap();
+    assert_eq!(given.values(), filled.values());
+}
