@@ -159,3 +159,63 @@ fn a_folder_this_process_trains_into_is_named_as_such() {
     contains_all("lock", &err, &needles);
     assert!(!err.contains("another softprompt run"), "{err}");
 }
+
+/// A `train_multi` job whose class labels are not its task's was refused only after the lock
+/// and the folders were made (with `overwrite`, after an earlier run's files were removed):
+/// now before anything is written, naming the task. `cfg.prompt_len` 0 names the field.
+#[test]
+fn refused_multi_task_settings_write_nothing() {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let train = data("train");
+    let task = model
+        .task(&TaskOptions::default(), Some(&train), 4)
+        .unwrap();
+    let rows = model.encode(&task, &train).unwrap();
+    let splits = Splits {
+        train: &rows,
+        dev: None,
+        test: None,
+    };
+    let dir = ScratchDir::new("api_h7_class_labels");
+    let out = dir.path().join("run");
+    let init = PromptInit::ClassLabels {
+        labels: vec![("nothing".into(), vec![5])],
+        from_first: None,
+    };
+    let job = MultiTask {
+        name: "a".into(),
+        task: &task,
+        splits,
+        prompt_len: None,
+        init: Some(init),
+        method: None,
+    };
+    let cfg = TrainConfig {
+        prompt_len: 4,
+        max_steps: Some(1),
+        overwrite: true,
+        ..TrainConfig::default()
+    };
+    let err = (model
+        .train_multi(&[job], &cfg, &out, &mut |_, _| {})
+        .map(|_| ()))
+    .unwrap_err()
+    .to_string();
+    contains_all(
+        "train_multi",
+        &err,
+        &["task `a`", "PromptInit::ClassLabels lists the labels"],
+    );
+    assert!(!out.exists(), "a refused run wrote {}", out.display());
+    let cfg = TrainConfig {
+        prompt_len: 0,
+        ..cfg
+    };
+    let err = (model
+        .train(&task, splits, &cfg, &out, &mut |_| {})
+        .map(|_| ()))
+    .unwrap_err()
+    .to_string();
+    contains_all("train", &err, &["cfg.prompt_len", "is 0"]);
+    assert!(!out.exists(), "a refused run wrote {}", out.display());
+}

@@ -113,12 +113,47 @@ fn a_pet_row_must_point_at_its_mask_token() {
     assert!(e.to_string().contains(&want), "{e}");
     let e = model.step(&task, &prompt, &[hand.clone()]).map(|_| ());
     assert!(e.unwrap_err().to_string().contains(&want));
-    // mixed: each row against its own job's task, beside a cls job's rows (no mask token)
-    let jobs = [(&task, &prompt)];
+    // mixed: each row against its own job's task, behind a cls job's row (no mask token;
+    // a mixed batch is padded by its first job's task)
+    let opts = TaskOptions {
+        task: Some(TaskKind::Cls),
+        ..TaskOptions::default()
+    };
+    let two = Dataset::from_pairs("mem", [("a fine film", Some("pos")), ("dull", Some("neg"))]);
+    let cls = model.task(&opts, Some(&two), 4).unwrap();
+    let cls_prompt = random(&model, &cls, 4);
+    let cls_row = model.encode(&cls, &two).unwrap().rows[0].clone();
+    let jobs = [(&cls, &cls_prompt), (&task, &prompt)];
     let e = model
-        .predict_mixed(&jobs, &[(0, hand.clone())], 8)
+        .predict_mixed(&jobs, &[(0, cls_row), (1, hand.clone())], 8)
         .map(|_| ());
-    assert!(e.unwrap_err().to_string().contains(&want));
+    let second = want.replacen("row 1:", "row 2:", 1);
+    assert!(e.unwrap_err().to_string().contains(&second));
+    // train_multi: refused before anything is written (its mixed steps skipped the check)
+    let dir = common::ScratchDir::new("api_rows_pet_multi");
+    let out = dir.path().join("run");
+    let hand_rows = encoded(vec![hand.clone()]);
+    let job = MultiTask {
+        name: "a".into(),
+        task: &task,
+        splits: Splits {
+            train: &hand_rows,
+            dev: None,
+            test: None,
+        },
+        prompt_len: None,
+        init: None,
+        method: None,
+    };
+    let cfg = TrainConfig {
+        prompt_len: 4,
+        max_steps: Some(1),
+        ..TrainConfig::default()
+    };
+    let e = model.train_multi(&[job], &cfg, &out, &mut |_, _| {});
+    let e = e.map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("splits.train") && e.contains(&want), "{e}");
+    assert!(!out.exists(), "a refused run wrote {}", out.display());
     hand.mask_pos = at;
     let by_hand = model.predict(&task, &prompt, &encoded(vec![hand]), 8);
     let own = model.predict(&task, &prompt, &enc, 8).unwrap();

@@ -13,7 +13,7 @@ mod common;
 use common::ref_step::{load_case, ref_step};
 use softprompt::internals::backend::profile::Profiler;
 use softprompt::internals::models::{Model, Recompute};
-use softprompt::internals::reference::Reference;
+use softprompt::internals::reference::{RefObjective, Reference};
 use softprompt::internals::CpuBackend;
 
 type Be = Profiler<CpuBackend<f32>>;
@@ -43,12 +43,12 @@ fn prompt_rows(r: &Reference) -> usize {
 /// For each (model folder, reference): one step's backward products are its forward's less
 /// `skipped(model, B·(P + T) - B·P)`, the FLOPs of the first layer's products at the rows that
 /// are not the prompt's.
-fn assert_skips(cases: &[(&str, &str)], skipped: impl Fn(&Model<Be>, usize) -> usize) {
+fn assert_skips(cases: &[(&str, &str)], skipped: impl Fn(&Model<Be>, usize, &Reference) -> usize) {
     let be = Be::new(CpuBackend::new());
     for &(model, file) in cases {
         let (r, m) = load_case(&be, model, file);
         let (b, p) = (r.batch.b, prompt_rows(&r));
-        let skipped = skipped(&m, b * (p + r.batch.t) - b * p);
+        let skipped = skipped(&m, b * (p + r.batch.t) - b * p, &r);
         assert!(skipped > 0, "{file}: nothing to skip");
         let (fwd, bwd) = step_flops(&be, &m, &r, file);
         assert_eq!(
@@ -61,7 +61,8 @@ fn assert_skips(cases: &[(&str, &str)], skipped: impl Fn(&Model<Be>, usize) -> u
 
 /// T5 (v1.1's gated FFN, v1.0 under the papers' prefix placement, whose encoder runs a
 /// backward for its prefix but wants no input gradient): the encoder's first block's q, k and
-/// v (C → A each) are skipped at the rows that are not the prompt's.
+/// v (C → A each) are skipped at the rows that are not the prompt's, and the decoder's first
+/// block's self-attention input gradient everywhere.
 #[test]
 fn t5_first_block_input_gradient_runs_at_the_prompt_rows_only() {
     let cases = [
@@ -72,9 +73,17 @@ fn t5_first_block_input_gradient_runs_at_the_prompt_rows_only() {
             "deep/t5_v1_0/ref_seq2seq_prefix_papers.safetensors",
         ),
     ];
-    assert_skips(&cases, |m, rows| {
+    assert_skips(&cases, |m, rows, r| {
         let Model::T5(t5) = m else { panic!("not T5") };
-        2 * 3 * rows * t5.cfg.d_model * t5.cfg.inner_dim()
+        let RefObjective::Seq2Seq { l, .. } = r.objective else {
+            panic!("not seq2seq")
+        };
+        let (d, a) = (t5.cfg.d_model, t5.cfg.inner_dim());
+        // and the decoder's first block runs no self-attention backward (its input is the
+        // labels' frozen embeddings): its q, k and v products at the B·L decoder rows, and its
+        // o product unless a decoder prefix (both placements give one) takes the gradient
+        let o = r.prefix.is_none() as usize;
+        2 * 3 * rows * d * a + 2 * (3 + o) * r.batch.b * l * d * a
     });
 }
 
@@ -89,7 +98,7 @@ fn decoder_first_layer_input_gradient_runs_at_the_prompt_rows_only() {
         ("bloom", "bloom/ref_causal_text.safetensors"),
         ("qwen2", "deep/qwen2/ref_causal_prefix.safetensors"),
     ];
-    assert_skips(&cases, |m, rows| {
+    assert_skips(&cases, |m, rows, _| {
         let (Model::Llama(dec) | Model::Bloom(dec)) = m else {
             panic!("not a decoder")
         };

@@ -39,8 +39,8 @@ fn attention_layers(name: &str) -> usize {
 
 /// On `name` under the emulator: a prompt job of 3 rows and prefix jobs of 2 and 5 rows
 /// (under `placement`, `width` wide) in one mixed step: one backward's `attention_bwd_dkdv`
-/// launches (once per attention layer, as the prompt job's step alone), and each job's
-/// numbers its step's alone.
+/// launches (once per attention layer, as the prompt job's step alone, which on T5 skips the
+/// decoder's first self-attention), and each job's numbers its step's alone.
 fn one_pass(name: &str, width: usize, placement: &str) {
     let device = Device::parse("emu", "f32").unwrap();
     let model = Model::open(fixture(name), device).unwrap();
@@ -73,7 +73,14 @@ fn one_pass(name: &str, width: usize, placement: &str) {
     let alone = dkdv_launches(&model) - before;
     let what = format!("{name} {placement}: attention_bwd_dkdv launches of a mixed step");
     assert_eq!(mixed, attention_layers(name), "{what}");
-    assert_eq!(mixed, alone, "{what} against the prompt job's step alone");
+    // T5's prompt job alone runs no self-attention backward in the decoder's first block
+    // (its input is the labels' frozen embeddings); the prefix jobs' decoder prefix needs it
+    let first_block = name.starts_with("t5") as usize;
+    assert_eq!(
+        mixed,
+        alone + first_block,
+        "{what} against the prompt job's step alone"
+    );
     let worst = check_step_mixed(&model, &jobs);
     eprintln!("{name} {placement}: {mixed} launches, worst rel err {worst:.2e}");
 }

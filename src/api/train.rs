@@ -131,6 +131,12 @@ pub(super) fn check_prompt_len<B: crate::Backend>(
     field: &str,
     model: &crate::train::Model<B>,
 ) -> Result<()> {
+    if p == 0 {
+        return Err(crate::Error::arg(
+            field,
+            "is 0: expected at least 1 prompt row",
+        ));
+    }
     let n = task.inner.spec.max_len;
     let (limit, what) = model.position_limit();
     if p.saturating_add(n) <= limit {

@@ -197,6 +197,18 @@ impl MethodArgs {
     }
 }
 
+/// `Model::task` names its argument `prompt_len` (an API user's); on the command line the
+/// user set --prompt-len.
+pub fn prompt_len_as_flag(e: Error) -> Error {
+    match e {
+        Error::Arg { flag, msg } if flag == "prompt_len" => Error::Arg {
+            flag: "--prompt-len".into(),
+            msg,
+        },
+        e => e,
+    }
+}
+
 /// One warning line when any of `tasks` is `causal` under `--target-end eos` on a model
 /// whose config.json names no end-of-sequence token (`Task::eos_missing`): its targets end
 /// with nothing and generation runs to its bound, which is PEFT's reading too, so it is

@@ -6,7 +6,7 @@
 //! included.
 
 use super::{describe, on_device, prompt_init, train_config_with, Args};
-use crate::cli::common::{warn_eos_missing, MethodArgs, TaskArgs};
+use crate::cli::common::{prompt_len_as_flag, warn_eos_missing, MethodArgs, TaskArgs};
 use serde_json::Value;
 use softprompt::internals::train::{multitask, outdir};
 use softprompt::{
@@ -509,7 +509,11 @@ fn encode_task(model: &Model, a: &Args, t: TaskInput) -> Result<EncodedTask> {
         None => format!("task `{}`", t.name),
     };
     let task = (t.flags.options())
-        .and_then(|o| model.task(&o, train.as_ref(), p))
+        .and_then(|o| {
+            model
+                .task(&o, train.as_ref(), p)
+                .map_err(prompt_len_as_flag)
+        })
         .map_err(|e| match &a.task_config {
             Some(c) => config_error(e, c, &t.name, &t.config_keys, &tag),
             None => e.tagged(&tag),

@@ -53,7 +53,7 @@ impl Task {
 
     /// `batch` for rows of several jobs that this task pads for: a `pet` row's [MASK]
     /// position is only checked to lie within its ids (a `cls` job's row holds no mask
-    /// token), the API having checked each row against its own job's task (`check_pet_row`).
+    /// token), the API having checked each row against its own job's task (`check_hand_row`).
     pub(crate) fn batch_of_jobs(&self, enc: &Encoded, rows: &[u32]) -> Result<Batch> {
         self.batch_of(enc, rows, false)
     }
@@ -73,7 +73,7 @@ impl Task {
             })
             .collect::<Result<_>>()?;
         for (&i, row) in rows.iter().zip(&picked) {
-            self.check_row(enc, i, row, own)?;
+            self.check_row_at(&enc.path, i as usize, row, own)?;
         }
         let b = picked.len();
         let t = picked.iter().map(|r| r.ids.len()).max().unwrap_or(1).max(1);
@@ -115,10 +115,10 @@ impl Task {
 
     /// A row the encoder could not have made (the API takes hand-made rows): no token ids,
     /// or a PET [MASK] position outside them, would score padding without a word.
-    fn check_row(&self, enc: &Encoded, i: u32, row: &Row, own: bool) -> Result<()> {
+    fn check_row_at(&self, path: &Path, i: usize, row: &Row, own: bool) -> Result<()> {
         if row.ids.is_empty() {
             return Err(Error::data(
-                &enc.path,
+                path,
                 row.line,
                 format!(
                     "row {} has no token ids: a row needs at least one token",
@@ -139,25 +139,22 @@ impl Task {
                     format!(
                         "row {} has token id {id} at index {j}, outside the model's {v} ids \
                          (0 to {})",
-                        i as usize + 1,
+                        i + 1,
                         v.saturating_sub(1)
                     ),
                 ));
             }
         }
         if self.spec.kind == TaskKind::Pet {
-            self.check_mask_pos(&enc.path, i as usize, row, own)?;
+            self.check_mask_pos(path, i, row, own)?;
         }
         Ok(())
     }
 
-    /// Row `i` (from 0) of `path`, when this task is `pet`: its [MASK] position holds the
-    /// mask token (`check_mask_pos`).
-    pub(crate) fn check_pet_row(&self, path: &Path, i: usize, row: &Row) -> Result<()> {
-        match self.spec.kind {
-            TaskKind::Pet => self.check_mask_pos(path, i, row, true),
-            _ => Ok(()),
-        }
+    /// Row `i` (from 0) of `path` made by hand or for this task: ids, and for `pet` its
+    /// [MASK] position holding the mask token, as `batch` checks them.
+    pub(crate) fn check_hand_row(&self, path: &Path, i: usize, row: &Row) -> Result<()> {
+        self.check_row_at(path, i, row, true)
     }
 
     /// A `pet` row's [MASK] position holds the mask token: a hand-made row (`Row::new`,

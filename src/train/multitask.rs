@@ -221,15 +221,21 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         out: &Path,
     ) -> Result<Self> {
         precheck_all(be, model, &jobs, &run)?;
+        // every init resolved (and refused, e.g. class labels that are not the task's) before
+        // the lock and the folders: a refused run leaves an earlier run's files alone
+        let mut jobs = jobs;
+        for j in &mut jobs {
+            j.cfg.init =
+                start::resolve_init(&j.cfg.init, j.task, model).map_err(|e| in_task(&j.name, e))?;
+        }
         let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
         outdir::check_task_folders(out, &names)?;
         let lock = lock_out(out)?;
         outdir::prepare_fresh(out, run.overwrite)?;
         let mut tasks = Vec::new();
-        for mut j in jobs {
+        for j in jobs {
             outdir::prepare_task_folder(&out.join(&j.name), run.overwrite)
                 .map_err(|e| in_task(&j.name, e))?;
-            j.cfg.init = start::resolve_init(&j.cfg.init, j.task, model)?;
             let trained = start::fresh_trained(be, model, j.task, &j.cfg)?;
             tasks.push(task_run(be, model, j, trained)?);
         }

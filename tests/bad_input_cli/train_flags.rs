@@ -306,6 +306,9 @@ fn lengths_name_the_prompt_and_the_position_table() {
         &["--prompt-len", "max_position_embeddings"],
     );
     assert!(!err.contains("--max-len"), "{err}");
+    // a prompt of no rows: the command line's flag, not the API's argument `prompt_len`
+    args[12] = "0";
+    refused(&softprompt(&args), &["invalid argument --prompt-len: is 0"]);
     let t5 = fixture("t5_flan");
     for (flag, value) in [
         ("--prompt-len", "10000000"),

@@ -82,12 +82,18 @@ fn check_errors(be: &CudaBackend) {
         .linear_fwd(&mut dx, &inp, &w, None, m, 4, 0)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("linear inp") && e.contains("· 1 · 4 elements"), "{e}");
+    assert!(
+        e.contains("linear inp") && e.contains("· 1 · 4 elements"),
+        "{e}"
+    );
     let e = be
         .linear_bwd(&mut dx, &dout, &w, m, 0, 4, false)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("linear dout") && e.contains("· 1 · 4 elements"), "{e}");
+    assert!(
+        e.contains("linear dout") && e.contains("· 1 · 4 elements"),
+        "{e}"
+    );
 }
 
 test_device!(errors, check_errors);
