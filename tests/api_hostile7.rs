@@ -15,6 +15,18 @@ fn data(name: &str) -> Dataset {
     Dataset::load(path.as_ref(), &DataSpec::default()).unwrap()
 }
 
+/// The test BERT, its default task for the training sentences (a prompt of 4 rows) and
+/// their rows.
+fn bert_task_rows() -> (Model, Task, Encoded) {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let train = data("train");
+    let task = model
+        .task(&TaskOptions::default(), Some(&train), 4)
+        .unwrap();
+    let rows = model.encode(&task, &train).unwrap();
+    (model, task, rows)
+}
+
 fn contains_all(what: &str, msg: &str, needles: &[&str]) {
     for needle in needles {
         assert!(msg.contains(needle), "{what}: lacks {needle:?}: {msg}");
@@ -131,12 +143,7 @@ fn a_task_for_a_prompt_of_no_rows_is_refused() {
 /// "another softprompt run (pid <this process's>)": it says the holder is this process.
 #[test]
 fn a_folder_this_process_trains_into_is_named_as_such() {
-    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
-    let train = data("train");
-    let task = model
-        .task(&TaskOptions::default(), Some(&train), 4)
-        .unwrap();
-    let rows = model.encode(&task, &train).unwrap();
+    let (model, task, rows) = bert_task_rows();
     let splits = Splits {
         train: &rows,
         dev: Some(&rows),
@@ -165,12 +172,7 @@ fn a_folder_this_process_trains_into_is_named_as_such() {
 /// now before anything is written, naming the task. `cfg.prompt_len` 0 names the field.
 #[test]
 fn refused_multi_task_settings_write_nothing() {
-    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
-    let train = data("train");
-    let task = model
-        .task(&TaskOptions::default(), Some(&train), 4)
-        .unwrap();
-    let rows = model.encode(&task, &train).unwrap();
+    let (model, task, rows) = bert_task_rows();
     let splits = Splits {
         train: &rows,
         dev: None,
