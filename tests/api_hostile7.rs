@@ -15,6 +15,24 @@ fn data(name: &str) -> Dataset {
     Dataset::load(path.as_ref(), &DataSpec::default()).unwrap()
 }
 
+/// `train_multi` of `job` into `out` is refused with every one of `needles`, and writes
+/// nothing.
+fn refused_multi(
+    model: &Model,
+    job: MultiTask<'_>,
+    cfg: &TrainConfig,
+    out: &std::path::Path,
+    needles: &[&str],
+) {
+    let err = (model
+        .train_multi(&[job], cfg, out, &mut |_, _| {})
+        .map(|_| ()))
+    .unwrap_err()
+    .to_string();
+    contains_all("train_multi", &err, needles);
+    assert!(!out.exists(), "a refused run wrote {}", out.display());
+}
+
 /// The test BERT, its default task for the training sentences (a prompt of 4 rows) and
 /// their rows.
 fn bert_task_rows() -> (Model, Task, Encoded) {
@@ -115,17 +133,13 @@ fn a_run_whose_prompt_len_is_not_the_task_s_names_the_field() {
         prompt_len: 4,
         ..cfg
     };
-    let err = (model
-        .train_multi(&[job], &cfg, &out, &mut |_, _| {})
-        .map(|_| ()))
-    .unwrap_err()
-    .to_string();
-    contains_all(
-        "train_multi",
-        &err,
+    refused_multi(
+        &model,
+        job,
+        &cfg,
+        &out,
         &["MultiTask::prompt_len", "is 62", "task `a`"],
     );
-    assert!(!out.exists(), "a refused run wrote {}", out.display());
 }
 
 /// A task for a prompt of 0 rows was made, and `new_prompt` refused the prompt later: it is
@@ -198,17 +212,13 @@ fn refused_multi_task_settings_write_nothing() {
         overwrite: true,
         ..TrainConfig::default()
     };
-    let err = (model
-        .train_multi(&[job], &cfg, &out, &mut |_, _| {})
-        .map(|_| ()))
-    .unwrap_err()
-    .to_string();
-    contains_all(
-        "train_multi",
-        &err,
+    refused_multi(
+        &model,
+        job,
+        &cfg,
+        &out,
         &["task `a`", "PromptInit::ClassLabels lists the labels"],
     );
-    assert!(!out.exists(), "a refused run wrote {}", out.display());
     let cfg = TrainConfig {
         prompt_len: 0,
         ..cfg
