@@ -55,9 +55,6 @@ pub(crate) fn check_row<B: Backend>(
 ) -> Result<()> {
     row.check_model(&model.identity, i, flag)?;
     row.check_task(stamp, i, flag)?;
-    // here, not only in `Task::batch`: train_multi's mixed steps pad by the first job's task
-    task.inner
-        .check_hand_row(std::path::Path::new(flag), i, row)?;
     let spec = &task.inner.spec;
     let (n, m) = (row.ids.len(), row.target.len());
     let too_long = |msg: String| Err(Error::arg(flag, format!("row {} {msg}", i + 1)));
@@ -84,7 +81,10 @@ pub(crate) fn check_row<B: Backend>(
             limit.saturating_sub(p)
         ));
     }
-    Ok(())
+    // after the limits (a row too long says so first); here, not only in `Task::batch`:
+    // train_multi's mixed steps pad by the first job's task
+    task.inner
+        .check_hand_row(std::path::Path::new(flag), i, row)
 }
 
 /// The prompt was made on `model`, or records no model (a PEFT adapter, a folder saved before
