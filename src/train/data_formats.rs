@@ -141,15 +141,17 @@ fn parse_jsonl(path: &Path, text: &str, spec: &DataSpec) -> Result<Vec<Example>>
         };
         let keys = || obj.keys().cloned().collect::<Vec<_>>().join(", ");
         let text = field(&spec.text_field)?.ok_or_else(|| {
-            Error::data(
-                path,
-                n,
+            let name = &spec.text_field;
+            let msg = if obj.get(name).is_some() {
+                // present but null: "missing" sent users looking for a typo in the name
+                format!("field \"{name}\" is null: every row needs a text")
+            } else {
                 format!(
-                    "missing field \"{}\" (fields: {}); set it with --text-field",
-                    spec.text_field,
+                    "missing field \"{name}\" (fields: {}); set it with --text-field",
                     keys()
-                ),
-            )
+                )
+            };
+            Error::data(path, n, msg)
         })?;
         let label = field(&spec.label_field)?;
         if let Some(l) = label.as_deref().filter(|l| l.trim().is_empty()) {

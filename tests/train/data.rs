@@ -60,6 +60,20 @@ fn data_errors_name_file_and_line() {
     )
     .unwrap();
     assert!(run(&bad, &[]).contains(&format!("{}:2: malformed line", bad.display())));
+    // a text present but null is named as null, not as a missing (misspelt?) field
+    std::fs::write(
+        &bad,
+        "{\"text\": \"fine.\", \"label\": \"positive\"}\n{\"text\": null}\n",
+    )
+    .unwrap();
+    let err = run(&bad, &[]);
+    assert!(
+        err.contains(&format!(
+            "{}:2: field \"text\" is null: every row needs a text",
+            bad.display()
+        )),
+        "{err}"
+    );
     let tsv = dir.join("bad.tsv");
     std::fs::write(&tsv, "sentence\tlabel\nthe movie was great.\tpositive\n").unwrap();
     assert!(run(&tsv, &[]).contains(&format!("{}:1: missing field \"text\"", tsv.display())));
