@@ -119,7 +119,10 @@ def test_prefix_and_p_tuning_runs_equal_the_command_line(cli, tmp_path, method):
 
 CHILD = textwrap.dedent(
     """
-    import sys, softprompt as sp
+    import signal, sys, softprompt as sp
+    # Python keeps SIGINT ignored when it starts so (a child of a shell's background job):
+    # Ctrl-C's KeyboardInterrupt is what this test sends
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     out, resume = sys.argv[1], sys.argv[2] == "resume"
     def hear(ev):
         if ev["event"] == "step":
