@@ -140,6 +140,7 @@ fn check_inputs_kept(a: &Args, inputs: &[TaskInput]) -> Result<()> {
 /// `--task-data NAME=DIR`: DIR holds train.jsonl (or .tsv, .csv) and optionally dev and test.
 fn by_folder(a: &Args) -> Result<Vec<TaskInput>> {
     let mut out = Vec::new();
+    let jsonl_data = jsonl_data_args(a);
     for v in &a.task_data {
         let (name, dir) = v.split_once('=').ok_or_else(|| {
             Error::arg("--task-data", format!("{v:?}: expected NAME=DIR (a folder with train.jsonl, and dev.jsonl, test.jsonl if any)"))
@@ -149,11 +150,7 @@ fn by_folder(a: &Args) -> Result<Vec<TaskInput>> {
             return Err(Error::arg("--task-data", format!("{name}={}: not a folder (expected one holding train.jsonl, and dev.jsonl, test.jsonl if any)", dir.display())));
         }
         let split = |s: &str| -> Result<Option<Dataset>> {
-            let found: Vec<PathBuf> = ["jsonl", "tsv", "csv"]
-                .iter()
-                .map(|e| dir.join(format!("{s}.{e}")))
-                .filter(|p| p.is_file())
-                .collect();
+            let found = split_files(dir, s);
             // train.jsonl beside train.csv: one was read and the other ignored without a word
             if let [first, second, ..] = found.as_slice() {
                 return Err(Error::arg(
@@ -166,7 +163,11 @@ fn by_folder(a: &Args) -> Result<Vec<TaskInput>> {
                     ),
                 ));
             }
-            found.first().map(|p| a.data.load(p, true)).transpose()
+            let load = |p: &PathBuf| match is_jsonl(a, p) {
+                true => jsonl_data.load(p, true),
+                false => a.data.load(p, true),
+            };
+            found.first().map(load).transpose()
         };
         let train = split("train")?.ok_or_else(|| {
             Error::arg(
@@ -192,6 +193,41 @@ fn by_folder(a: &Args) -> Result<Vec<TaskInput>> {
         });
     }
     Ok(out)
+}
+
+/// The data flags for --task-data's JSON lines files: --quoting is for the TSV and CSV files
+/// (GLUE's TSV folders beside JSON lines ones could not take it), refused as for one JSON
+/// lines file only when no folder holds a table.
+fn jsonl_data_args(a: &Args) -> crate::cli::common::DataArgs {
+    let mut data = a.data.clone();
+    let dirs =
+        (a.task_data.iter()).filter_map(|v| v.split_once('=').map(|(_, dir)| Path::new(dir)));
+    let files: Vec<PathBuf> = dirs
+        .flat_map(|dir| ["train", "dev", "test"].map(|s| split_files(dir, s)))
+        .flatten()
+        .collect();
+    // with no table at all, every file refuses it, naming itself
+    if !files.iter().all(|p| is_jsonl(a, p)) {
+        data.quoting = None;
+    }
+    data
+}
+
+/// A task folder's files for split `s` (train, dev, test), of every extension read.
+fn split_files(dir: &Path, s: &str) -> Vec<PathBuf> {
+    (["jsonl", "tsv", "csv"].iter())
+        .map(|e| dir.join(format!("{s}.{e}")))
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+/// The file is read as JSON lines (--format, else its extension).
+fn is_jsonl(a: &Args, path: &Path) -> bool {
+    let format = match &a.data.format {
+        Some(f) => f.parse::<softprompt::Format>(),
+        None => softprompt::Format::from_path(path),
+    };
+    matches!(format, Ok(softprompt::Format::Jsonl))
 }
 
 /// A task folder `dir` without a dev split: the flags that evaluate during the run are

@@ -215,7 +215,8 @@ fn peak_child_rss_kb() -> i64 {
 /// A TSV file written with no quoting (GLUE's) whose first text starts with a quote it never
 /// closes: read as Python's csv reads it (the default), the quote ran to the end of the file,
 /// an error; `--quoting none` reads it as written in train, train --task-data, eval and
-/// predict. JSON lines refuse the flag, naming the file.
+/// predict. JSON lines refuse the flag, naming the file, unless --task-data mixes them with
+/// TSV or CSV folders.
 #[test]
 fn quoting_none_reads_a_glue_tsv_in_every_command() {
     let dir = ScratchDir::new("quoting_none");
@@ -249,6 +250,25 @@ fn quoting_none_reads_a_glue_tsv_in_every_command() {
     refused(&softprompt(&multi_args), &[&at]);
     multi_args.extend(["--quoting", "none"]);
     ok(&softprompt(&multi_args));
+    // beside a JSON lines task folder, --quoting is for the TSV: the JSON lines read as they are
+    let json_folder = dir.path().join("json");
+    std::fs::create_dir(&json_folder).expect("mkdir");
+    std::fs::copy(corpus("data/train.jsonl"), json_folder.join("train.jsonl")).expect("copy");
+    let json_data = format!("b={}", json_folder.display());
+    multi_args.extend(["--task-data", &json_data, "--overwrite"]);
+    ok(&softprompt(&multi_args));
+    // JSON lines folders alone refuse it, naming the file
+    let json_only = dir.path().join("json_only");
+    let mut json_args = train_args(&model, &json_only, &["--task-data", &json_data]);
+    json_args.drain(3..5);
+    json_args.extend(["--quoting", "none"]);
+    refused(
+        &softprompt(&json_args),
+        &[
+            "--quoting",
+            "train.jsonl: a JSON lines file has no quoting to set",
+        ],
+    );
     for cmd in ["eval", "predict"] {
         let args = ["--prompt", s(&out), "--data", data];
         refused(&softprompt(&[&[cmd][..], &args].concat()), &[&at]);
