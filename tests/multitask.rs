@@ -376,6 +376,36 @@ fn bad_tasks_are_refused_by_name() {
     std::fs::remove_dir_all(&out).ok();
 }
 
+/// `overwrite` over a finished run, with a prompt that cannot be made (a vocabulary sample
+/// past the vocabulary): refused before anything is removed, the earlier run's files kept
+/// (the folder was emptied first, leaving only the lock).
+#[test]
+fn a_refused_init_keeps_the_run_it_would_overwrite() {
+    let f = fixture();
+    let out = tmp("keep");
+    let mut short = cfg();
+    short.max_steps = Some(2);
+    (f.model)
+        .train_multi(&f.jobs(&["a", "b"]), &short, &out, &mut |_, _| {})
+        .unwrap();
+    let kept = ["a", "b"].map(|t| saved_bytes(&out.join(t)));
+    assert!(kept.iter().all(|k| !k.is_empty()));
+    let metrics = std::fs::read(out.join("metrics.jsonl")).unwrap();
+    let again = TrainConfig {
+        overwrite: true,
+        ..short
+    };
+    let mut jobs = f.jobs(&["a", "b"]);
+    jobs[1].init = Some(PromptInit::SampleVocab {
+        from_first: Some(100_000),
+    });
+    let e = err_of(f.model.train_multi(&jobs, &again, &out, &mut |_, _| {}));
+    assert!(e.contains("task `b`") && e.contains("100000"), "{e}");
+    assert_eq!(["a", "b"].map(|t| saved_bytes(&out.join(t))), kept);
+    assert_eq!(std::fs::read(out.join("metrics.jsonl")).unwrap(), metrics);
+    std::fs::remove_dir_all(&out).ok();
+}
+
 fn cli(args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
         .arg("train")

@@ -221,22 +221,24 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         out: &Path,
     ) -> Result<Self> {
         precheck_all(be, model, &jobs, &run)?;
-        // every init resolved (and refused, e.g. class labels that are not the task's) before
+        // every init resolved and every prompt made (and refused: class labels that are not
+        // the task's, or tokenize to nothing; --init-vocab-first past the vocabulary) before
         // the lock and the folders: a refused run leaves an earlier run's files alone
         let mut jobs = jobs;
+        let mut made = Vec::with_capacity(jobs.len());
         for j in &mut jobs {
-            j.cfg.init =
-                start::resolve_init(&j.cfg.init, j.task, model).map_err(|e| in_task(&j.name, e))?;
+            let in_this = |e| in_task(&j.name, e);
+            j.cfg.init = start::resolve_init(&j.cfg.init, j.task, model).map_err(in_this)?;
+            made.push(start::fresh_trained(be, model, j.task, &j.cfg).map_err(in_this)?);
         }
         let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
         outdir::check_task_folders(out, &names)?;
         let lock = lock_out(out)?;
         outdir::prepare_fresh(out, run.overwrite)?;
         let mut tasks = Vec::new();
-        for j in jobs {
+        for (j, trained) in jobs.into_iter().zip(made) {
             outdir::prepare_task_folder(&out.join(&j.name), run.overwrite)
                 .map_err(|e| in_task(&j.name, e))?;
-            let trained = start::fresh_trained(be, model, j.task, &j.cfg)?;
             tasks.push(task_run(be, model, j, trained)?);
         }
         let log = MetricsLog::create(&out.join(METRICS_FILE));
@@ -327,7 +329,7 @@ fn task_run<'a, B: Backend>(
     let config = start::settings_json(
         &cfg,
         j.task,
-        j.train,
+        (j.train, j.dev),
         model,
         start::InitFacts::of_table(&trained.table),
     );
@@ -369,7 +371,7 @@ fn resume_task<'a, B: Backend>(
     j.cfg.init = start::resolve_init(&j.cfg.init, j.task, model)?;
     let cfg = j.cfg.clone();
     let facts = start::InitFacts::of_checkpoint(&ck);
-    let config = start::settings_json(&cfg, j.task, j.train, model, facts);
+    let config = start::settings_json(&cfg, j.task, (j.train, j.dev), model, facts);
     let diff = match ck.state.config_hash == checkpoint::fnv1a(&config.to_string()) {
         true => Vec::new(),
         false => start::settings_diff(&ck.state.config, &config),

@@ -441,6 +441,12 @@ pub(super) fn settings_diff(ck: &Value, now: &Value) -> Vec<String> {
     {
         o.remove("recompute");
     }
+    // a checkpoint of an earlier build hashed no dev rows: it resumes as it did
+    if let (Some(c), Some(n)) = (ck.as_object(), now.as_object_mut()) {
+        if !c.contains_key("dev_rows") {
+            n.remove("dev_rows");
+        }
+    }
     let now = &now;
     let spelled = |v: &Value| {
         v.get("model")
@@ -456,7 +462,27 @@ pub(super) fn settings_diff(ck: &Value, now: &Value) -> Vec<String> {
             );
         }
     }
-    checkpoint::config_diff(&ck, now)
+    let mut diff = checkpoint::config_diff(&ck, now);
+    for d in diff
+        .iter_mut()
+        .filter(|d| d.starts_with("train_rows:") || d.starts_with("dev_rows:"))
+    {
+        // a hash says nothing of why: the file, or how it is read
+        d.push_str(" (a hash of the rows as read: the file changed, or it is read another way: --quoting, --format, the fields, --max-len)");
+    }
+    diff
+}
+
+/// A hash of the rows as encoded: ids, label, target, [MASK] position.
+fn rows_hash(rows: &Encoded) -> String {
+    let mut text = String::new();
+    for r in &rows.rows {
+        text.push_str(&format!(
+            "{:?}{:?}{:?}{};",
+            r.ids, r.label, r.target, r.mask_pos
+        ));
+    }
+    checkpoint::fnv1a(&text)
 }
 
 /// The error of a resume whose settings differ from the checkpoint's, naming each difference.
@@ -468,23 +494,18 @@ pub(super) fn other_settings(out: &Path, diff: &[String]) -> Error {
 pub(super) fn settings_json<B: Backend>(
     cfg: &TrainConfig,
     task: &Task,
-    train: &Encoded,
+    (train, dev): (&Encoded, Option<&Encoded>),
     model: &Model<B>,
     init: InitFacts,
 ) -> Value {
     let o = &cfg.optim;
-    // the training rows themselves, so that a changed file is noticed
-    let mut rows = String::new();
-    for r in &train.rows {
-        rows.push_str(&format!(
-            "{:?}{:?}{:?}{};",
-            r.ids, r.label, r.target, r.mask_pos
-        ));
-    }
     let mut settings = json!({
         "model": model_key(&model.dir),
         "task": task.spec.to_json(),
-        "train_rows": checkpoint::fnv1a(&rows),
+        // the rows themselves, so that a changed file (or one read another way: --quoting)
+        // is noticed; the dev rows pick the kept prompt and the early stop
+        "train_rows": rows_hash(train),
+        "dev_rows": dev.map(rows_hash),
         "prompt_len": cfg.prompt_len,
         "init": init.kind,
         "init_text": init.text,

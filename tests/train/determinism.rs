@@ -284,6 +284,48 @@ fn resume_with_other_threads_or_device_warns() {
     );
 }
 
+/// The dev rows pick the kept prompt and the early stop: a resume with another dev file (or
+/// the same file read another way) is refused naming them, with what a hash of rows means; a
+/// checkpoint of an earlier build, which hashed no dev rows, resumes as it did.
+#[test]
+fn resume_refuses_other_dev_rows() {
+    let dir = scratch("dev_rows");
+    let (train, dev) = sentiment_files(&dir);
+    let model = fixture("bert_mlm");
+    let out = dir.join("out");
+    let args = train_args(s(&model), s(&train), s(&dev), s(&out), "20", "0.05");
+    ok(&softprompt(&args));
+    let path = out.join("checkpoint.safetensors");
+    let reopen = |edit: &dyn Fn(&mut Checkpoint)| {
+        let mut ck = Checkpoint::load(&path).unwrap();
+        ck.state.done = false;
+        edit(&mut ck);
+        ck.save(&path).unwrap();
+    };
+    reopen(&|_| {});
+    let mut other = train_args(s(&model), s(&train), s(&train), s(&out), "20", "0.05");
+    other.push("--resume");
+    let refused = softprompt(&other);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("other settings")
+            && err.contains("dev_rows: \"")
+            && err.contains("a hash of the rows as read")
+            && err.contains("--quoting")
+            && !err.contains("train_rows"),
+        "{err}"
+    );
+    // as an earlier build wrote it: no dev rows among the settings
+    reopen(&|ck| {
+        let config = ck.state.config.as_object_mut().unwrap();
+        assert!(config.remove("dev_rows").is_some());
+    });
+    let mut resume = args.clone();
+    resume.push("--resume");
+    assert!(ok(&softprompt(&resume)).contains("resumed at step"));
+}
+
 /// A run killed with SIGKILL mid-way resumes from its last checkpoint and ends with the same
 /// prompt, bit for bit, as an uninterrupted run with the same seed.
 #[test]
