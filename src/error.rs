@@ -103,9 +103,17 @@ impl BatchSetting {
     /// What an API user lowers (the batch setting and the prompt's length), or the flags.
     fn names(self, flags: bool) -> [&'static str; 3] {
         match (self, flags) {
-            (BatchSetting::Train, false) => ["cfg.batch_size", "the task's max_len", "cfg.prompt_len"],
-            (BatchSetting::Eval, false) => ["cfg.eval_batch_size", "the task's max_len", "cfg.prompt_len"],
-            (BatchSetting::Call, false) => ["batch_size", "the task's max_len", "the prompt's rows"],
+            (BatchSetting::Train, false) => {
+                ["cfg.batch_size", "the task's max_len", "cfg.prompt_len"]
+            }
+            (BatchSetting::Eval, false) => [
+                "cfg.eval_batch_size",
+                "the task's max_len",
+                "cfg.prompt_len",
+            ],
+            (BatchSetting::Call, false) => {
+                ["batch_size", "the task's max_len", "the prompt's rows"]
+            }
             (BatchSetting::Eval, true) => ["--eval-batch-size", "--max-len", "--prompt-len"],
             (_, true) => ["--batch-size", "--max-len", "--prompt-len"],
         }
@@ -125,7 +133,14 @@ fn step_memory_need(rows: usize, tokens: usize, need: u128, available: u64) -> S
 
 /// `Error::StepMemory`'s message: the command line's names it as an invalid flag, as it did
 /// when it was an `Arg` error.
-fn step_memory(rows: usize, tokens: usize, need: u128, available: u64, b: BatchSetting, flags: bool) -> String {
+fn step_memory(
+    rows: usize,
+    tokens: usize,
+    need: u128,
+    available: u64,
+    b: BatchSetting,
+    flags: bool,
+) -> String {
     let [batch, max_len, prompt] = b.names(flags);
     let text = format!(
         "{}: lower {batch}, {max_len} or {prompt}",

@@ -180,7 +180,11 @@ fn a_folder_this_process_trains_into_is_named_as_such() {
     .to_string();
     let pid = format!("pid {}", std::process::id());
     let needles = ["another run in this process", &pid, "another thread"];
-    contains_all("lock", &err, &[&needles[..], &["train into another `out`"]].concat());
+    contains_all(
+        "lock",
+        &err,
+        &[&needles[..], &["train into another `out`"]].concat(),
+    );
     assert!(!err.contains("another softprompt run"), "{err}");
     assert!(!err.contains("--"), "{err}");
 }
@@ -244,9 +248,11 @@ fn train_err(cfg: &TrainConfig, out: &std::path::Path) -> String {
         dev: None,
         test: None,
     };
-    (model.train(&task, splits, cfg, out, &mut |_| {}).map(|_| ()))
-        .unwrap_err()
-        .to_string()
+    (model
+        .train(&task, splits, cfg, out, &mut |_| {})
+        .map(|_| ()))
+    .unwrap_err()
+    .to_string()
 }
 
 /// `TrainConfig`'s own checks named the flags (`invalid argument --batch-size`, #17): each
@@ -261,12 +267,48 @@ fn train_config_checks_name_the_fields() {
         ..TrainConfig::default()
     };
     let zero = [
-        ("cfg.batch_size", TrainConfig { batch_size: 0, ..base.clone() }),
-        ("cfg.eval_batch_size", TrainConfig { eval_batch_size: 0, ..base.clone() }),
-        ("cfg.bucket_pool", TrainConfig { bucket_pool: 0, ..base.clone() }),
-        ("cfg.epochs", TrainConfig { epochs: 0, ..base.clone() }),
-        ("cfg.max_steps", TrainConfig { max_steps: Some(0), ..base.clone() }),
-        ("cfg.patience", TrainConfig { patience: Some(0), ..base.clone() }),
+        (
+            "cfg.batch_size",
+            TrainConfig {
+                batch_size: 0,
+                ..base.clone()
+            },
+        ),
+        (
+            "cfg.eval_batch_size",
+            TrainConfig {
+                eval_batch_size: 0,
+                ..base.clone()
+            },
+        ),
+        (
+            "cfg.bucket_pool",
+            TrainConfig {
+                bucket_pool: 0,
+                ..base.clone()
+            },
+        ),
+        (
+            "cfg.epochs",
+            TrainConfig {
+                epochs: 0,
+                ..base.clone()
+            },
+        ),
+        (
+            "cfg.max_steps",
+            TrainConfig {
+                max_steps: Some(0),
+                ..base.clone()
+            },
+        ),
+        (
+            "cfg.patience",
+            TrainConfig {
+                patience: Some(0),
+                ..base.clone()
+            },
+        ),
     ];
     for (field, cfg) in &zero {
         let err = train_err(cfg, &out);
@@ -349,7 +391,10 @@ fn host_memory_child() {
         max_steps: Some(1),
         ..TrainConfig::default()
     };
-    let err = (model.train(&task, splits, &cfg, &out, &mut |_| {}).map(|_| ())).unwrap_err();
+    let err = (model
+        .train(&task, splits, &cfg, &out, &mut |_| {})
+        .map(|_| ()))
+    .unwrap_err();
     assert!(
         matches!(
             err,
@@ -365,10 +410,16 @@ fn host_memory_child() {
     );
     let msg = err.to_string();
     let advice = ": lower cfg.batch_size, the task's max_len or cfg.prompt_len";
-    contains_all("train", &msg, &["a step of 2 rows x ", "GB for activations", advice]);
+    contains_all(
+        "train",
+        &msg,
+        &["a step of 2 rows x ", "GB for activations", advice],
+    );
     assert!(msg.ends_with(advice) && !msg.contains("--"), "{msg}");
     assert!(!out.exists(), "a refused run wrote {}", out.display());
-    let prompt = model.new_prompt(&task, 4, &PromptInit::Random { std: 1.0 }, 0).unwrap();
+    let prompt = model
+        .new_prompt(&task, 4, &PromptInit::Random { std: 1.0 }, 0)
+        .unwrap();
     let advice = ": lower batch_size, the task's max_len or the prompt's rows";
     let scored = [
         model.evaluate(&task, &prompt, &rows, 3).map(|_| ()),
@@ -378,10 +429,20 @@ fn host_memory_child() {
         let err = err.unwrap_err();
         let msg = err.to_string();
         assert!(
-            matches!(err, Error::StepMemory { rows: 3, batch: BatchSetting::Call, .. }),
+            matches!(
+                err,
+                Error::StepMemory {
+                    rows: 3,
+                    batch: BatchSetting::Call,
+                    ..
+                }
+            ),
             "{err:?}"
         );
-        assert!(msg.starts_with("a step of 3 rows x ") && msg.ends_with(advice), "{msg}");
+        assert!(
+            msg.starts_with("a step of 3 rows x ") && msg.ends_with(advice),
+            "{msg}"
+        );
         assert!(!msg.contains("--"), "{msg}");
     }
 }

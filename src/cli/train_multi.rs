@@ -510,11 +510,7 @@ fn encode_task(model: &Model, a: &Args, t: TaskInput) -> Result<EncodedTask> {
         None => format!("task `{}`", t.name),
     };
     let task = (t.flags.options())
-        .and_then(|o| {
-            model
-                .task(&o, train.as_ref(), p)
-                .map_err(as_flags)
-        })
+        .and_then(|o| model.task(&o, train.as_ref(), p).map_err(as_flags))
         .map_err(|e| match &a.task_config {
             Some(c) => config_error(e, c, &t.name, &t.config_keys, &tag),
             None => e.tagged(&tag),

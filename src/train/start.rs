@@ -260,7 +260,13 @@ pub(super) fn precheck<B: Backend>(
         (enc.rows.len(), cfg.prompt_len + ids, target)
     };
     let (rows, tokens, target) = longest(train);
-    model.check_step_memory(be, rows.min(cfg.batch_size), tokens, target, BatchSetting::Train)?;
+    model.check_step_memory(
+        be,
+        rows.min(cfg.batch_size),
+        tokens,
+        target,
+        BatchSetting::Train,
+    )?;
     for enc in evals.into_iter().flatten() {
         // a dev or test row with a label past the task's failed at the first evaluation,
         // after steps and a checkpoint were written
