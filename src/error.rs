@@ -34,6 +34,20 @@ pub enum Error {
     #[error("invalid argument {flag}: {msg}")]
     Arg { flag: String, msg: String },
 
+    /// A step on `rows` rows of `tokens` positions (prompt included) would need about `need`
+    /// bytes of host memory for activations, and the machine has `available`
+    /// (`Model::check_step_memory`); `batch` is the setting that sized the rows. The message
+    /// names the API's fields; `flags` (the command line sets it) names its flags instead.
+    #[error("{}", step_memory(*.rows, *.tokens, *.need, *.available, *.batch, *.flags))]
+    StepMemory {
+        rows: usize,
+        tokens: usize,
+        need: u128,
+        available: u64,
+        batch: BatchSetting,
+        flags: bool,
+    },
+
     #[error("{path}:{line}: {msg}")]
     Data {
         path: PathBuf,
@@ -72,6 +86,70 @@ pub enum Error {
     /// encoding, evaluation, prediction and generation between their parts ([`GoOn`]).
     #[error("{0}")]
     Interrupted(String),
+}
+
+/// The setting that sized the rows of a step refused for host memory ([`Error::StepMemory`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchSetting {
+    /// training's steps: `cfg.batch_size` (--batch-size)
+    Train,
+    /// training's evaluations: `cfg.eval_batch_size` (--eval-batch-size)
+    Eval,
+    /// the `batch_size` argument of an evaluation or a prediction (--batch-size)
+    Call,
+}
+
+impl BatchSetting {
+    /// What an API user lowers (the batch setting and the prompt's length), or the flags.
+    fn names(self, flags: bool) -> [&'static str; 3] {
+        match (self, flags) {
+            (BatchSetting::Train, false) => {
+                ["cfg.batch_size", "the task's max_len", "cfg.prompt_len"]
+            }
+            (BatchSetting::Eval, false) => [
+                "cfg.eval_batch_size",
+                "the task's max_len",
+                "cfg.prompt_len",
+            ],
+            (BatchSetting::Call, false) => {
+                ["batch_size", "the task's max_len", "the prompt's rows"]
+            }
+            (BatchSetting::Eval, true) => ["--eval-batch-size", "--max-len", "--prompt-len"],
+            (_, true) => ["--batch-size", "--max-len", "--prompt-len"],
+        }
+    }
+}
+
+/// What a step refused for host memory needs, without the advice.
+fn step_memory_need(rows: usize, tokens: usize, need: u128, available: u64) -> String {
+    let gb = |b: u128| b as f64 / 1e9;
+    format!(
+        "a step of {rows} rows x {tokens} positions would need about {:.1} GB for activations, \
+         but the machine has {:.1} GB available",
+        gb(need),
+        gb(available as u128)
+    )
+}
+
+/// `Error::StepMemory`'s message: the command line's names it as an invalid flag, as it did
+/// when it was an `Arg` error.
+fn step_memory(
+    rows: usize,
+    tokens: usize,
+    need: u128,
+    available: u64,
+    b: BatchSetting,
+    flags: bool,
+) -> String {
+    let [batch, max_len, prompt] = b.names(flags);
+    let text = format!(
+        "{}: lower {batch}, {max_len} or {prompt}",
+        step_memory_need(rows, tokens, need, available)
+    );
+    match flags {
+        true => format!("invalid argument {batch}: {text}"),
+        false => text,
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -211,6 +289,21 @@ impl Error {
                 }
             }
             e => e,
+        }
+    }
+
+    /// A `StepMemory`'s need without the advice (serve names its own settings); None for
+    /// any other error.
+    pub fn step_memory_need(&self) -> Option<String> {
+        match *self {
+            Error::StepMemory {
+                rows,
+                tokens,
+                need,
+                available,
+                ..
+            } => Some(step_memory_need(rows, tokens, need, available)),
+            _ => None,
         }
     }
 

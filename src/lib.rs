@@ -67,7 +67,7 @@ pub use api::{
     Task, TaskOptions, TaskResult,
 };
 pub use backend::{DeviceKind as Device, Precision};
-pub use error::{Error, Result};
+pub use error::{BatchSetting, Error, Result};
 pub use fsutil::is_folder_name;
 pub use models::decoder::PromptPlacement;
 pub use models::heads::Pooling;

@@ -80,7 +80,8 @@ impl PromptInit {
                 from_first: Some(0),
                 ..
             } => Err(Error::arg(
-                "--init-vocab-first",
+                // the field an API user set (the command line names --init-vocab-first)
+                "from_first",
                 "is 0: expected at least 1 (how many of the vocabulary's first ids to sample \
                  from)",
             )),
@@ -264,7 +265,7 @@ impl PromptTable {
         };
         if let Some(n) = from_first.filter(|&n| n > v) {
             return Err(Error::arg(
-                "--init-vocab-first",
+                "from_first",
                 format!("is {n} but the model's vocabulary has {v} tokens: expected 1 to {v}"),
             ));
         }

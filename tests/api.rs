@@ -543,7 +543,7 @@ fn hostile_values_rows_and_evaluations_are_errors() {
     };
     let e = text(model.new_prompt(&task, 4, &past, 0).map(|_| ()));
     assert!(
-        e.contains("--init-vocab-first") && e.contains("vocabulary has"),
+        e.contains("invalid argument from_first: is 1048576 but the model's vocabulary has"),
         "{e}"
     );
 }

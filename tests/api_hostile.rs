@@ -100,8 +100,12 @@ fn an_empty_folder_path_is_refused() {
     // the check `train` (API, Python and the command line) runs before it writes anything
     use softprompt::internals::train::outdir;
     let e = outdir::precheck(std::path::Path::new(""), false, false);
-    let msg = e.expect_err("an empty --out").to_string();
-    assert!(msg.contains("invalid argument --out: is empty"), "{msg}");
+    let msg = e.expect_err("an empty out").to_string();
+    assert_eq!(
+        msg,
+        "invalid argument out: is empty: name the folder to write into (an empty path wrote \
+         into the current folder)"
+    );
 }
 
 /// `save_prompt` checked only the prompt's rows: a non-finite `cls` head was written and
@@ -355,8 +359,8 @@ fn a_run_into_a_file_or_a_dangling_link_is_refused() {
     let link = scratch.path().join("link");
     std::os::unix::fs::symlink(scratch.path().join("nowhere"), &link).unwrap();
     for (out, want) in [
-        (&file, "--out is a file: name a folder"),
-        (&link, "--out is a dangling symbolic link"),
+        (&file, "`out` is a file: name a folder"),
+        (&link, "`out` is a dangling symbolic link"),
     ] {
         let e = model.train(&task, splits, &cfg, out, &mut |_| {});
         let msg = e.map(|_| ()).expect_err("not a folder").to_string();

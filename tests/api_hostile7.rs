@@ -5,6 +5,7 @@
 
 use softprompt::internals::train::outdir::OutLock;
 use softprompt::prelude::*;
+use softprompt::{BatchSetting, Error};
 
 mod common;
 
@@ -52,7 +53,8 @@ fn contains_all(what: &str, msg: &str, needles: &[&str]) {
 }
 
 /// `from_first: Some(0)` sampled as `Some(1)` (every row the pad token's embedding) where
-/// the command line refuses `--init-vocab-first 0`: refused in the same words.
+/// the command line refuses `--init-vocab-first 0`: refused, naming the field (#17: it named
+/// the flag).
 #[test]
 fn a_vocabulary_sample_from_no_ids_is_refused() {
     let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
@@ -70,8 +72,9 @@ fn a_vocabulary_sample_from_no_ids_is_refused() {
     ];
     for init in &zero {
         let err = model.new_prompt(&task, 4, init, 0).unwrap_err().to_string();
-        let needles = ["--init-vocab-first", "is 0: expected at least 1"];
+        let needles = ["invalid argument from_first: is 0: expected at least 1"];
         contains_all(&format!("{init:?}"), &err, &needles);
+        assert!(!err.contains("--"), "{err}");
     }
     // one id: every row that token's embedding, the sampled ids' own
     let one = PromptInit::SampleVocab {
@@ -177,8 +180,13 @@ fn a_folder_this_process_trains_into_is_named_as_such() {
     .to_string();
     let pid = format!("pid {}", std::process::id());
     let needles = ["another run in this process", &pid, "another thread"];
-    contains_all("lock", &err, &needles);
+    contains_all(
+        "lock",
+        &err,
+        &[&needles[..], &["train into another `out`"]].concat(),
+    );
     assert!(!err.contains("another softprompt run"), "{err}");
+    assert!(!err.contains("--"), "{err}");
 }
 
 /// A `train_multi` job whose class labels are not its task's was refused only after the lock
@@ -230,4 +238,211 @@ fn refused_multi_task_settings_write_nothing() {
     .to_string();
     contains_all("train", &err, &["cfg.prompt_len", "is 0"]);
     assert!(!out.exists(), "a refused run wrote {}", out.display());
+}
+
+/// `cfg` trained on the training sentences' rows into `out`: the error's message.
+fn train_err(cfg: &TrainConfig, out: &std::path::Path) -> String {
+    let (model, task, rows) = bert_task_rows();
+    let splits = Splits {
+        train: &rows,
+        dev: None,
+        test: None,
+    };
+    (model
+        .train(&task, splits, cfg, out, &mut |_| {})
+        .map(|_| ()))
+    .unwrap_err()
+    .to_string()
+}
+
+/// `TrainConfig`'s own checks named the flags (`invalid argument --batch-size`, #17): each
+/// names its field, and nothing is written.
+#[test]
+fn train_config_checks_name_the_fields() {
+    let dir = ScratchDir::new("api_h7_cfg_fields");
+    let out = dir.path().join("run");
+    let base = TrainConfig {
+        prompt_len: 4,
+        max_steps: Some(1),
+        ..TrainConfig::default()
+    };
+    let zero = [
+        (
+            "cfg.batch_size",
+            TrainConfig {
+                batch_size: 0,
+                ..base.clone()
+            },
+        ),
+        (
+            "cfg.eval_batch_size",
+            TrainConfig {
+                eval_batch_size: 0,
+                ..base.clone()
+            },
+        ),
+        (
+            "cfg.bucket_pool",
+            TrainConfig {
+                bucket_pool: 0,
+                ..base.clone()
+            },
+        ),
+        (
+            "cfg.epochs",
+            TrainConfig {
+                epochs: 0,
+                ..base.clone()
+            },
+        ),
+        (
+            "cfg.max_steps",
+            TrainConfig {
+                max_steps: Some(0),
+                ..base.clone()
+            },
+        ),
+        (
+            "cfg.patience",
+            TrainConfig {
+                patience: Some(0),
+                ..base.clone()
+            },
+        ),
+    ];
+    for (field, cfg) in &zero {
+        let err = train_err(cfg, &out);
+        let want = format!("invalid argument {field}: is 0: expected at least 1");
+        assert_eq!(err, want);
+        assert!(!out.exists(), "a refused run wrote {}", out.display());
+    }
+}
+
+/// A fresh run into a folder an earlier run finished in was refused with "pass --resume to
+/// continue it, ..., pass --overwrite to replace it, or train into another --out" (#17): it
+/// names the fields and the argument, and the folder is left as it was.
+#[test]
+fn a_fresh_run_over_a_finished_one_names_the_fields() {
+    let dir = ScratchDir::new("api_h7_out_words");
+    let out = dir.path().join("run");
+    let cfg = TrainConfig {
+        prompt_len: 4,
+        max_steps: Some(1),
+        ..TrainConfig::default()
+    };
+    let (model, task, rows) = bert_task_rows();
+    let splits = Splits {
+        train: &rows,
+        dev: None,
+        test: None,
+    };
+    model.train(&task, splits, &cfg, &out, &mut |_| {}).unwrap();
+    let before = std::fs::read(out.join("checkpoint.safetensors")).unwrap();
+    let err = train_err(&cfg, &out);
+    let needles = [
+        "`out` holds a finished run (step 1): set `cfg.resume` to continue it",
+        "set `cfg.overwrite` to replace it, or train into another `out`",
+    ];
+    contains_all("fresh run", &err, &needles);
+    assert!(!err.contains("--"), "{err}");
+    let after = std::fs::read(out.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(before, after);
+}
+
+/// A step past the host's memory named --batch-size, --max-len and --prompt-len (#17): the
+/// API's error is `Error::StepMemory`, naming `cfg.batch_size` for training and the
+/// `batch_size` argument for evaluation and prediction. The memory is lowered for this test
+/// alone: `SOFTPROMPT_HOST_MEMORY` is read by every call, so it runs in a child process.
+#[test]
+fn a_step_past_the_host_memory_names_the_api_s_settings() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["host_memory_child", "--exact", "--ignored", "--nocapture"])
+        .env("SOFTPROMPT_HOST_MEMORY", "1000")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child failed: {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The child of `a_step_past_the_host_memory_names_the_api_s_settings` (1000 bytes of host
+/// memory); run alone, it has nothing to check.
+#[test]
+#[ignore = "run by a_step_past_the_host_memory_names_the_api_s_settings"]
+fn host_memory_child() {
+    if std::env::var("SOFTPROMPT_HOST_MEMORY").as_deref() != Ok("1000") {
+        return;
+    }
+    let (model, task, rows) = bert_task_rows();
+    let dir = ScratchDir::new("api_h7_host_memory");
+    let out = dir.path().join("run");
+    let splits = Splits {
+        train: &rows,
+        dev: None,
+        test: None,
+    };
+    let cfg = TrainConfig {
+        prompt_len: 4,
+        batch_size: 2,
+        max_steps: Some(1),
+        ..TrainConfig::default()
+    };
+    let err = (model
+        .train(&task, splits, &cfg, &out, &mut |_| {})
+        .map(|_| ()))
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::StepMemory {
+                rows: 2,
+                batch: BatchSetting::Train,
+                available: 1000,
+                flags: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    let advice = ": lower cfg.batch_size, the task's max_len or cfg.prompt_len";
+    contains_all(
+        "train",
+        &msg,
+        &["a step of 2 rows x ", "GB for activations", advice],
+    );
+    assert!(msg.ends_with(advice) && !msg.contains("--"), "{msg}");
+    assert!(!out.exists(), "a refused run wrote {}", out.display());
+    let prompt = model
+        .new_prompt(&task, 4, &PromptInit::Random { std: 1.0 }, 0)
+        .unwrap();
+    let advice = ": lower batch_size, the task's max_len or the prompt's rows";
+    let scored = [
+        model.evaluate(&task, &prompt, &rows, 3).map(|_| ()),
+        model.predict(&task, &prompt, &rows, 3).map(|_| ()),
+    ];
+    for err in scored {
+        let err = err.unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(
+                err,
+                Error::StepMemory {
+                    rows: 3,
+                    batch: BatchSetting::Call,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            msg.starts_with("a step of 3 rows x ") && msg.ends_with(advice),
+            "{msg}"
+        );
+        assert!(!msg.contains("--"), "{msg}");
+    }
 }

@@ -367,12 +367,13 @@ fn bad_tasks_are_refused_by_name() {
         e.contains("task `a`") && e.contains("lr: 0.1 -> 0.2"),
         "{e}"
     );
-    // a fresh run into the folder is refused without --overwrite
+    // a fresh run into the folder is refused without cfg.overwrite
     let e = err_of(
         f.model
             .train_multi(&f.jobs(&["a", "b"]), &short, &out, &mut |_, _| {}),
     );
-    assert!(e.contains("--overwrite"), "{e}");
+    assert!(e.contains("set `cfg.overwrite` to replace it"), "{e}");
+    assert!(!e.contains("--"), "{e}");
     std::fs::remove_dir_all(&out).ok();
 }
 

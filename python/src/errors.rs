@@ -19,7 +19,8 @@ fn class_name(e: &Error) -> &'static str {
         Error::File { path, .. } if path.components().count() > 1 && !path.exists() => {
             "FileNotFound"
         }
-        Error::Arg { .. } | Error::Shape { .. } => "InvalidArgument",
+        // a step too large for the host's memory: the batch size or lengths passed
+        Error::Arg { .. } | Error::Shape { .. } | Error::StepMemory { .. } => "InvalidArgument",
         Error::Data { .. } => "DataError",
         Error::File { .. } | Error::Config { .. } | Error::Tensor { .. } => "BadFile",
         Error::Tokenizer { .. } => "BadFile",
@@ -67,9 +68,24 @@ fn python_words(msg: &str) -> String {
         ("Prompt::", "Prompt."),
         ("Model::", "Model."),
     ];
-    CALLS
+    let msg = CALLS
         .iter()
-        .fold(msg.to_string(), |m, (rust, py)| m.replace(rust, py))
+        .fold(msg.to_string(), |m, (rust, py)| m.replace(rust, py));
+    cfg_fields_as_keywords(&msg)
+}
+
+/// The Rust API's `cfg.batch_size` (a `TrainConfig` field) is `Model.train`'s keyword
+/// `batch_size`; a "cfg." inside a word or a path (`my.cfg.json`) stays.
+fn cfg_fields_as_keywords(msg: &str) -> String {
+    let mut parts = msg.split("cfg.");
+    let mut out = parts.next().unwrap_or_default().to_string();
+    for part in parts {
+        if out.ends_with(|c: char| c.is_alphanumeric() || "_./\\-".contains(c)) {
+            out.push_str("cfg.");
+        }
+        out.push_str(part);
+    }
+    out
 }
 
 /// Runs `f` with the GIL released, a panic caught and reported as an internal error, an

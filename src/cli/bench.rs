@@ -68,7 +68,7 @@ pub fn run(args: Args) -> i32 {
                 print!("{}", softprompt::internals::ceiling::text(&r));
                 0
             }
-            Err(e) => super::common::fail(&e),
+            Err(e) => super::common::fail(e),
         };
     }
     let job = Job {
@@ -100,7 +100,7 @@ pub fn run(args: Args) -> i32 {
             0
         }
         // a bad flag or a missing device is the user's (2), a failed run is 1
-        Err(e) => super::common::fail(&e),
+        Err(e) => super::common::fail(e),
     }
 }
 

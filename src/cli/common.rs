@@ -197,13 +197,60 @@ impl MethodArgs {
     }
 }
 
-/// `Model::task` names its argument `prompt_len` (an API user's); on the command line the
-/// user set --prompt-len.
-pub fn prompt_len_as_flag(e: Error) -> Error {
+/// The API's names of the settings the command line sets by flag: the library's errors name
+/// the field an API user set (`Model::task`'s `prompt_len`, `cfg.batch_size`), the command
+/// line's the flag.
+const FIELD_FLAGS: [(&str, &str); 11] = [
+    ("out", "--out"),
+    ("prompt_len", "--prompt-len"),
+    ("batch_size", "--batch-size"),
+    ("cfg.prompt_len", "--prompt-len"),
+    ("cfg.batch_size", "--batch-size"),
+    ("cfg.eval_batch_size", "--eval-batch-size"),
+    ("cfg.bucket_pool", "--bucket-pool"),
+    ("cfg.epochs", "--epochs"),
+    ("cfg.max_steps", "--max-steps"),
+    ("cfg.patience", "--patience"),
+    ("from_first", "--init-vocab-first"),
+];
+
+/// The output folder's refusals (`train::outdir`) in the API's words, and the command
+/// line's: the words are quoted there, so that only they are replaced.
+const OUT_WORDS: [(&str, &str); 4] = [
+    ("set `cfg.resume`", "pass --resume"),
+    ("set `cfg.overwrite`", "pass --overwrite"),
+    ("`cfg.overwrite`", "--overwrite"),
+    ("`out`", "--out"),
+];
+
+/// `e` in the command line's words: an API field it names becomes its flag.
+pub fn as_flags(e: Error) -> Error {
     match e {
-        Error::Arg { flag, msg } if flag == "prompt_len" => Error::Arg {
-            flag: "--prompt-len".into(),
-            msg,
+        Error::File { path, msg } => Error::File {
+            path,
+            msg: (OUT_WORDS.iter()).fold(msg, |m, (api, flag)| m.replace(api, flag)),
+        },
+        Error::Arg { flag, msg } => {
+            let named = FIELD_FLAGS.iter().find(|(field, _)| *field == flag);
+            Error::Arg {
+                flag: named.map_or(flag, |(_, f)| f.to_string()),
+                msg,
+            }
+        }
+        Error::StepMemory {
+            rows,
+            tokens,
+            need,
+            available,
+            batch,
+            ..
+        } => Error::StepMemory {
+            rows,
+            tokens,
+            need,
+            available,
+            batch,
+            flags: true,
         },
         e => e,
     }
@@ -225,7 +272,8 @@ pub fn warn_eos_missing<'a>(model: &Model, tasks: impl IntoIterator<Item = &'a T
 }
 
 /// Prints an error the way every subcommand does, and gives the exit code.
-pub fn fail(e: &Error) -> i32 {
+pub fn fail(e: Error) -> i32 {
+    let e = as_flags(e);
     eprintln!("error: {e}");
     match e {
         // what the user handed us (flags, files, models) is at fault
@@ -238,6 +286,7 @@ pub fn fail(e: &Error) -> i32 {
         | Error::Tokenizer { .. }
         | Error::Unsupported(_)
         | Error::Overflow { .. }
+        | Error::StepMemory { .. }
         | Error::Device(_) => 2,
         _ => 1,
     }

@@ -32,7 +32,7 @@ pub struct Args {
 pub fn run(args: Args) -> i32 {
     match eval(&args) {
         Ok(()) => 0,
-        Err(e) => fail(&e),
+        Err(e) => fail(e),
     }
 }
 

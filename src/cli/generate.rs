@@ -36,7 +36,7 @@ pub struct Args {
 pub fn run(args: Args) -> i32 {
     match generate(&args) {
         Ok(()) => 0,
-        Err(e) => fail(&e),
+        Err(e) => fail(e),
     }
 }
 

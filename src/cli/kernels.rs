@@ -41,7 +41,7 @@ fn check_arch(arch: &str) -> softprompt::Result<()> {
 
 pub fn run(args: Args) -> i32 {
     if let Err(e) = check_arch(&args.arch) {
-        return super::common::fail(&e);
+        return super::common::fail(e);
     }
     if !nvrtc::nvrtc_present() {
         eprintln!(

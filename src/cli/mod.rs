@@ -55,7 +55,7 @@ enum Command {
 pub fn run(cli: Cli) -> i32 {
     // every command: a bad SOFTPROMPT_* value fails at start, not mid-run
     if let Err(e) = softprompt::internals::env::check() {
-        return common::fail(&e);
+        return common::fail(e);
     }
     match cli.command {
         Command::Parity(args) => parity::run(args),

@@ -48,7 +48,7 @@ pub struct Args {
 pub fn run(args: Args) -> i32 {
     match predict(&args) {
         Ok(()) => 0,
-        Err(e) => fail(&e),
+        Err(e) => fail(e),
     }
 }
 

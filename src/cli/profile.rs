@@ -120,6 +120,6 @@ pub fn run(args: Args) -> i32 {
             0
         }
         // a bad flag or a missing device is the user's (2), a failed run is 1
-        Err(e) => super::common::fail(&e),
+        Err(e) => super::common::fail(e),
     }
 }

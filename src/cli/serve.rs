@@ -82,7 +82,7 @@ pub struct Args {
 pub fn run(args: Args) -> i32 {
     match settings(args).and_then(crate::serve::run) {
         Ok(()) => 0,
-        Err(e) => fail(&e),
+        Err(e) => fail(e),
     }
 }
 

@@ -1,9 +1,7 @@
 //! `softprompt train`: trains a prompt (and the `cls` head) on a data file, evaluating on a
 //! dev split as it goes, and writes the prompt, task.json, metrics and checkpoint into --out.
 
-use super::common::{
-    fail, prompt_len_as_flag, warn_eos_missing, DataArgs, DeviceArgs, MethodArgs, TaskArgs,
-};
+use super::common::{as_flags, fail, warn_eos_missing, DataArgs, DeviceArgs, MethodArgs, TaskArgs};
 use softprompt::internals::train::outdir;
 use softprompt::{
     ConsoleProgress, Encoded, Error, Model, OptimConfig, OptimKind, PromptInit, Recompute, Result,
@@ -150,7 +148,7 @@ pub struct Args {
 pub fn run(args: Args) -> i32 {
     match train(&args) {
         Ok(()) => 0,
-        Err(e) => fail(&e),
+        Err(e) => fail(e),
     }
 }
 
@@ -292,8 +290,8 @@ fn train(a: &Args) -> Result<()> {
     let kind = a.device.setup()?;
     let model = Model::open(&a.model, kind)?;
     let train_data = a.data.load(train_path, true)?;
-    let task = (model.task(&a.task.options()?, Some(&train_data), a.prompt_len))
-        .map_err(prompt_len_as_flag)?;
+    let task =
+        (model.task(&a.task.options()?, Some(&train_data), a.prompt_len)).map_err(as_flags)?;
     warn_eos_missing(&model, [&task]);
     println!(
         "model {} ({}, d {}) on {} | task {}",

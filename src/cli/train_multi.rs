@@ -6,7 +6,7 @@
 //! included.
 
 use super::{describe, on_device, prompt_init, train_config_with, Args};
-use crate::cli::common::{prompt_len_as_flag, warn_eos_missing, MethodArgs, TaskArgs};
+use crate::cli::common::{as_flags, warn_eos_missing, MethodArgs, TaskArgs};
 use serde_json::Value;
 use softprompt::internals::train::{multitask, outdir};
 use softprompt::{
@@ -519,6 +519,7 @@ fn verbalizer_pairs(pairs: &[Value]) -> Option<String> {
 /// that file naming the key the user wrote (`max_len`, not `--max-len`); any other error
 /// tagged with `tag`.
 fn config_error(e: Error, config: &Path, name: &str, keys: &[String], tag: &str) -> Error {
+    let e = as_flags(e);
     if let Error::Arg { flag, msg } = &e {
         let key = flag.trim_start_matches("--").replace('-', "_");
         if keys.contains(&key) {
@@ -545,11 +546,7 @@ fn encode_task(model: &Model, a: &Args, t: TaskInput) -> Result<EncodedTask> {
         None => format!("task `{}`", t.name),
     };
     let task = (t.flags.options())
-        .and_then(|o| {
-            model
-                .task(&o, train.as_ref(), p)
-                .map_err(prompt_len_as_flag)
-        })
+        .and_then(|o| model.task(&o, train.as_ref(), p).map_err(as_flags))
         .map_err(|e| match &a.task_config {
             Some(c) => config_error(e, c, &t.name, &t.config_keys, &tag),
             None => e.tagged(&tag),

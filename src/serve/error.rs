@@ -82,6 +82,7 @@ fn fault(e: &softprompt::Error) -> Fault {
         | E::Config { .. }
         | E::Tensor { .. }
         | E::Tokenizer { .. }
+        | E::StepMemory { .. }
         | E::Unsupported(_) => Fault::Input,
         E::Shape { .. } | E::NonFinite(_) | E::Overflow { .. } => Fault::Check,
         E::Device(_) | E::Kernel { .. } | E::Interrupted(_) => Fault::Server,

@@ -118,7 +118,7 @@ fn predict_requests(
     // one engine pass per batch of rows whatever their prompts (the prompt table, #17)
     let preds = (model.predict_mixed(&jobs, &rows, batch_size)).map_err(|e| match &e {
         Error::Overflow { row, msg, .. } => overflowed(reqs, *row, msg),
-        Error::Arg { flag, msg } if flag == "--batch-size" => too_large(msg),
+        Error::StepMemory { .. } => too_large(&e),
         _ => ApiError::from_predict(&e),
     })?;
     if preds.len() != rows.len() {
@@ -146,11 +146,12 @@ fn predict_requests(
     Ok(answers)
 }
 
-/// The 400 of a batch whose step would not fit the host's memory: the engine names the
-/// command line's --batch-size, which serve has not; its rows per engine pass are
-/// --max-batch's (or fewer, the texts queued), a request's texts at most --max-texts.
-fn too_large(msg: &str) -> ApiError {
-    let need = msg.rsplit_once(": lower ").map_or(msg, |(need, _)| need);
+/// The 400 of a batch whose step would not fit the host's memory (`e`, a `StepMemory`): the
+/// engine's advice names the batch_size argument, which serve's client has not; its rows per
+/// engine pass are --max-batch's (or fewer, the texts queued), a request's texts at most
+/// --max-texts.
+fn too_large(e: &Error) -> ApiError {
+    let need = e.step_memory_need().unwrap_or_else(|| e.to_string());
     ApiError::bad_request(format!(
         "the engine batch does not fit the server's memory: {need}: send fewer or shorter \
          texts, or start the server with a lower --max-batch (the most texts in one engine \

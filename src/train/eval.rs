@@ -14,7 +14,7 @@ use super::model::Model;
 use super::step::Params;
 use super::task::Task;
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::{BatchSetting, Error, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -175,12 +175,12 @@ pub fn predict_until<B: Backend>(
     go_on: GoOn<'_>,
 ) -> Result<Vec<Prediction>> {
     if batch_size == 0 {
-        return Err(Error::arg("--batch-size", "is 0: expected at least 1"));
+        return Err(Error::arg("batch_size", "is 0: expected at least 1"));
     }
     let longest = enc.rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
     let target = enc.rows.iter().map(|r| r.target.len()).max().unwrap_or(0);
     let rows = batch_size.min(enc.rows.len());
-    model.check_step_memory(be, rows, params.p + longest, target, "--batch-size")?;
+    model.check_step_memory(be, rows, params.p + longest, target, BatchSetting::Call)?;
     let mut order: Vec<u32> = (0..enc.rows.len() as u32).collect();
     order.sort_by_key(|&i| enc.rows.get(i as usize).map_or(0, |r| r.ids.len()));
     let mut out: Vec<Option<Prediction>> = vec![None; enc.rows.len()];

@@ -39,7 +39,7 @@ use super::spec::TaskKind;
 use super::step::{cls_head, Grads, Params};
 use super::task::Task;
 use crate::backend::{Backend, DType};
-use crate::error::{Error, Result};
+use crate::error::{BatchSetting, Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::bert::{self, Bert, HeadRows, Tail};
 use crate::models::cls_head::ClsHead;
@@ -63,7 +63,7 @@ pub fn predict_mixed<B: Backend>(
     batch_size: usize,
 ) -> Result<Vec<Prediction>> {
     if batch_size == 0 {
-        return Err(Error::arg("--batch-size", "is 0: expected at least 1"));
+        return Err(Error::arg("batch_size", "is 0: expected at least 1"));
     }
     check_rows(jobs.len(), rows)?;
     let mut out: Vec<Option<Prediction>> = vec![None; rows.len()];
@@ -325,7 +325,7 @@ pub(super) fn predict_chunks<B: Backend>(
     let longest = enc.rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
     let target = (enc.rows.iter().map(|r| r.target.len()).max()).map_or(target, |t| t.max(target));
     let rows = batch_size.min(enc.rows.len());
-    model.check_step_memory(be, rows, p + longest, target, "--batch-size")?;
+    model.check_step_memory(be, rows, p + longest, target, BatchSetting::Call)?;
     let mut order: Vec<u32> = (0..enc.rows.len() as u32).collect();
     order.sort_by_key(|&i| enc.rows.get(i as usize).map_or(0, |r| r.ids.len()));
     let mut out: Vec<Option<Prediction>> = vec![None; enc.rows.len()];

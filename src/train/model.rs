@@ -9,7 +9,7 @@
 
 use super::model_id::ModelId;
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::{BatchSetting, Error, Result};
 use crate::models;
 use crate::prompt::{AdapterInfo, PromptInit, PromptTable};
 use crate::rng::Rng;
@@ -147,14 +147,15 @@ impl<B: Backend> Model<B> {
     /// Fails, before anything is allocated, when one training step on `rows` rows of `tokens`
     /// positions each (prompt included) and `target_len` target tokens would need more host
     /// memory than the machine has available. GPU backends keep their activations on the
-    /// device, whose allocator reports its own failures; there the check passes.
+    /// device, whose allocator reports its own failures; there the check passes. `batch` is the
+    /// setting that sized `rows`, for the error to name.
     pub fn check_step_memory(
         &self,
         be: &B,
         rows: usize,
         tokens: usize,
         target_len: usize,
-        flag: &str,
+        batch: BatchSetting,
     ) -> Result<()> {
         if be.device().is_gpu() {
             return Ok(());
@@ -166,17 +167,14 @@ impl<B: Backend> Model<B> {
         if need <= available as u128 {
             return Ok(());
         }
-        let gb = |b: u128| b as f64 / 1e9;
-        Err(Error::arg(
-            flag,
-            format!(
-                "a step of {rows} rows x {tokens} positions would need about {:.1} GB for \
-                 activations, but the machine has {:.1} GB available: lower {flag}, \
-                 --max-len or --prompt-len",
-                gb(need),
-                gb(available as u128)
-            ),
-        ))
+        Err(Error::StepMemory {
+            rows,
+            tokens,
+            need,
+            available,
+            batch,
+            flags: false,
+        })
     }
 
     /// An upper estimate of the bytes one training step holds (`models::Model::step_bytes`).

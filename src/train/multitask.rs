@@ -30,7 +30,7 @@ use super::task::Task;
 use super::trainer::TrainConfig;
 use super::update::new_optimizer;
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::{BatchSetting, Error, Result};
 use crate::prompt::PromptTable;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -207,7 +207,7 @@ fn precheck_all<B: Backend>(
     };
     let tokens = jobs.iter().map(|j| longest(j).0).max().unwrap_or(0);
     let target = jobs.iter().map(|j| longest(j).1).max().unwrap_or(0);
-    model.check_step_memory(be, rows, tokens, target, "--batch-size")
+    model.check_step_memory(be, rows, tokens, target, BatchSetting::Train)
 }
 
 impl<'a, B: Backend> MultiTrainer<'a, B> {
@@ -310,7 +310,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
 
 /// The output folder refused when it is a model's, then locked.
 fn lock_out(out: &Path) -> Result<OutLock> {
-    outdir::check_folder(out, "--out", "--out")?;
+    outdir::check_folder(out, "out", "`out`")?;
     OutLock::acquire(out)
 }
 

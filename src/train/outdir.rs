@@ -1,6 +1,8 @@
 //! The output folder of a training run: an exclusive lock while a run writes into it, with
 //! the holder's pid inside so that a second run can name it, and what an earlier run left
 //! there, so that nothing a user has is replaced without being asked.
+//! Its refusals name what an API user set (`out`, `cfg.overwrite`, `cfg.resume`); the command
+//! line words them with its flags (`cli::common::as_flags`).
 // The loaders and the training loop never panic on what a user hands them: no unwrap, no
 // expect, no unchecked indexing (tests excepted). See README.md, "Bad input".
 #![cfg_attr(
@@ -58,7 +60,7 @@ impl OutLock {
         // by its components: std's create_dir_all gives up on a trailing `.` (`x/./`, x
         // missing: "No such file or directory")
         let whole: PathBuf = dir.components().collect();
-        let unwritable = |e| Error::file(dir, format!("--out cannot be written into: {e}"));
+        let unwritable = |e| Error::file(dir, format!("`out` cannot be written into: {e}"));
         std::fs::create_dir_all(whole).map_err(unwritable)?;
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
@@ -97,7 +99,7 @@ impl OutLock {
                     dir,
                     format!(
                         "{who} is writing into this folder (it holds {}): wait for it to end, or \
-                         train into another --out",
+                         train into another `out`",
                         path.display()
                     ),
                 ))
@@ -132,15 +134,15 @@ pub fn existing_run(dir: &Path) -> Option<String> {
 pub fn prepare_fresh(dir: &Path, overwrite: bool) -> Result<()> {
     if let Some(found) = existing_run(dir).filter(|_| !overwrite) {
         let resume = if dir.join(CHECKPOINT_FILE).exists() {
-            "pass --resume to continue it (a finished run is then only re-scored), "
+            "set `cfg.resume` to continue it (a finished run is then only re-scored), "
         } else {
             ""
         };
         return Err(Error::file(
             dir,
             format!(
-                "--out holds {found}: {resume}pass --overwrite to replace it, or train into \
-                 another --out"
+                "`out` holds {found}: {resume}set `cfg.overwrite` to replace it, or train \
+                 into another `out`"
             ),
         ));
     }
@@ -159,7 +161,7 @@ pub fn prepare_fresh(dir: &Path, overwrite: bool) -> Result<()> {
 /// A multi-task run's task folder `dir`: refused when it holds a saved prompt, unless
 /// `overwrite`; then its `PROMPT_FILES` are removed (nothing else).
 pub fn prepare_task_folder(dir: &Path, overwrite: bool) -> Result<()> {
-    let how = "pass --overwrite to replace it, or train into another --out";
+    let how = "set `cfg.overwrite` to replace it, or train into another `out`";
     prepare_prompt_folder(dir, overwrite, how)
 }
 
@@ -204,7 +206,8 @@ pub fn check_task_folders(out: &Path, names: &[&str]) -> Result<()> {
             return Err(Error::file(
                 &dir,
                 format!(
-                    "task `{name}`'s folder is a symbolic link (to {}): a run writes each                      task's prompt into a folder of its own inside --out; remove the link",
+                    "task `{name}`'s folder is a symbolic link (to {}): a run writes each \
+                     task's prompt into a folder of its own inside `out`; remove the link",
                     real.display()
                 ),
             ));
@@ -341,12 +344,12 @@ pub fn check_task_inputs_kept(dir: &Path, tasks: &[&str], inputs: &[(&str, &Path
     Ok(())
 }
 
-/// The checks a command line runs before it loads anything, so that a busy or occupied
+/// The checks the command line (and Python's `Model.train`) runs before it loads anything, so that a busy or occupied
 /// folder fails at once: the lock is free (taken and given back; the trainer takes it for
 /// good), and a fresh run (`resume` false, or nothing to resume) would not replace a run
 /// without `overwrite`.
 pub fn precheck(dir: &Path, resume: bool, overwrite: bool) -> Result<()> {
-    check_folder(dir, "--out", "--out")?;
+    check_folder(dir, "out", "`out`")?;
     if dir.is_dir() {
         drop(OutLock::acquire(dir)?);
     }
@@ -354,15 +357,15 @@ pub fn precheck(dir: &Path, resume: bool, overwrite: bool) -> Result<()> {
     if fresh && !overwrite {
         if let Some(found) = existing_run(dir) {
             let how = if resume {
-                "there is no checkpoint.safetensors to resume from: pass --overwrite to \
-                 replace it, or train into another --out"
+                "there is no checkpoint.safetensors to resume from: set `cfg.overwrite` to \
+                 replace it, or train into another `out`"
             } else if dir.join(CHECKPOINT_FILE).exists() {
-                "pass --resume to continue it (a finished run is then only re-scored), \
-                 --overwrite to replace it, or train into another --out"
+                "set `cfg.resume` to continue it (a finished run is then only re-scored), \
+                 `cfg.overwrite` to replace it, or train into another `out`"
             } else {
-                "pass --overwrite to replace it, or train into another --out"
+                "set `cfg.overwrite` to replace it, or train into another `out`"
             };
-            return Err(Error::file(dir, format!("--out holds {found}: {how}")));
+            return Err(Error::file(dir, format!("`out` holds {found}: {how}")));
         }
     }
     Ok(())

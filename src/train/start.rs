@@ -23,7 +23,7 @@ use super::step::Params;
 use super::task::Task;
 use super::trainer::{table_width, TrainConfig};
 use crate::backend::{Backend, DType};
-use crate::error::{Error, Result};
+use crate::error::{BatchSetting, Error, Result};
 use crate::models::cls_head::HostClsHead;
 use crate::prompt::{PromptInit, PromptTable};
 use crate::rng::Rng;
@@ -260,14 +260,20 @@ pub(super) fn precheck<B: Backend>(
         (enc.rows.len(), cfg.prompt_len + ids, target)
     };
     let (rows, tokens, target) = longest(train);
-    model.check_step_memory(be, rows.min(cfg.batch_size), tokens, target, "--batch-size")?;
+    model.check_step_memory(
+        be,
+        rows.min(cfg.batch_size),
+        tokens,
+        target,
+        BatchSetting::Train,
+    )?;
     for enc in evals.into_iter().flatten() {
         // a dev or test row with a label past the task's failed at the first evaluation,
         // after steps and a checkpoint were written
         check_labelled(task, enc)?;
         let (rows, tokens, target) = longest(enc);
         let rows = rows.min(cfg.eval_batch_size);
-        model.check_step_memory(be, rows, tokens, target, "--eval-batch-size")?;
+        model.check_step_memory(be, rows, tokens, target, BatchSetting::Eval)?;
     }
     Ok(())
 }

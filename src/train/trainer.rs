@@ -71,11 +71,12 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// Every setting in its range, the error naming the flag that sets it and what it
-    /// accepts (the optimizer's own settings: `OptimConfig::validate`).
+    /// Every setting in its range, the error naming its field (`cfg.batch_size`: the command
+    /// line names the flag that sets it) and what it accepts (the optimizer's own settings:
+    /// `OptimConfig::validate`).
     pub fn validate(&self) -> Result<()> {
         self.validate_run()?;
-        at_least_1("--prompt-len", self.prompt_len as u64)?;
+        at_least_1("cfg.prompt_len", self.prompt_len as u64)?;
         self.init.check()?;
         self.method.validate()?;
         self.method.check_init(&self.init)
@@ -84,16 +85,16 @@ impl TrainConfig {
     /// The settings every task of a multi-task run shares (all but the prompt's length, init
     /// and method), each in its range: checked once for the run, not tagged with a task.
     pub(crate) fn validate_run(&self) -> Result<()> {
-        at_least_1("--batch-size", self.batch_size as u64)?;
-        at_least_1("--eval-batch-size", self.eval_batch_size as u64)?;
-        at_least_1("--bucket-pool", self.bucket_pool as u64)?;
+        at_least_1("cfg.batch_size", self.batch_size as u64)?;
+        at_least_1("cfg.eval_batch_size", self.eval_batch_size as u64)?;
+        at_least_1("cfg.bucket_pool", self.bucket_pool as u64)?;
         // --epochs 0 is nonsense even when --max-steps overrides it
-        at_least_1("--epochs", self.epochs)?;
+        at_least_1("cfg.epochs", self.epochs)?;
         if let Some(n) = self.max_steps {
-            at_least_1("--max-steps", n)?;
+            at_least_1("cfg.max_steps", n)?;
         }
         if let Some(p) = self.patience {
-            at_least_1("--patience", p as u64)?;
+            at_least_1("cfg.patience", p as u64)?;
         }
         self.optim.validate()
     }
@@ -331,7 +332,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let lens = train.lens();
         // nothing is written before the folder is ours, and a fresh run replaces an earlier
         // one only when asked
-        outdir::check_folder(out, "--out", "--out")?;
+        outdir::check_folder(out, "out", "`out`")?;
         let lock = OutLock::acquire(out)?;
         if ck.is_none() {
             outdir::prepare_fresh(out, cfg.overwrite)?;
