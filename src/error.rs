@@ -38,7 +38,8 @@ pub enum Error {
     /// bytes of host memory for activations, and the machine has `available`
     /// (`Model::check_step_memory`); `batch` is the setting that sized the rows. The message
     /// names the API's fields; `flags` (the command line sets it) names its flags instead.
-    #[error("{}", step_memory(*.rows, *.tokens, *.need, *.available, *.batch, *.flags))]
+    /// `context` is what `Error::tagged` put before the message (the task), or empty.
+    #[error("{}", step_memory(self))]
     StepMemory {
         rows: usize,
         tokens: usize,
@@ -46,6 +47,7 @@ pub enum Error {
         available: u64,
         batch: BatchSetting,
         flags: bool,
+        context: String,
     },
 
     #[error("{path}:{line}: {msg}")]
@@ -115,7 +117,9 @@ impl BatchSetting {
                 ["batch_size", "the task's max_len", "the prompt's rows"]
             }
             (BatchSetting::Eval, true) => ["--eval-batch-size", "--max-len", "--prompt-len"],
-            (_, true) => ["--batch-size", "--max-len", "--prompt-len"],
+            (BatchSetting::Train, true) => ["--batch-size", "--max-len", "--prompt-len"],
+            // eval and predict take the saved prompt's length: they have no --prompt-len
+            (BatchSetting::Call, true) => ["--batch-size", "--max-len", "the prompt's rows"],
         }
     }
 }
@@ -133,18 +137,23 @@ fn step_memory_need(rows: usize, tokens: usize, need: u128, available: u64) -> S
 
 /// `Error::StepMemory`'s message: the command line's names it as an invalid flag, as it did
 /// when it was an `Arg` error.
-fn step_memory(
-    rows: usize,
-    tokens: usize,
-    need: u128,
-    available: u64,
-    b: BatchSetting,
-    flags: bool,
-) -> String {
-    let [batch, max_len, prompt] = b.names(flags);
+fn step_memory(e: &Error) -> String {
+    let Error::StepMemory {
+        rows,
+        tokens,
+        need,
+        available,
+        batch,
+        flags,
+        context,
+    } = e
+    else {
+        return String::new();
+    };
+    let [batch, max_len, prompt] = batch.names(*flags);
     let text = format!(
-        "{}: lower {batch}, {max_len} or {prompt}",
-        step_memory_need(rows, tokens, need, available)
+        "{context}{}: lower {batch}, {max_len} or {prompt}",
+        step_memory_need(*rows, *tokens, *need, *available)
     );
     match flags {
         true => format!("invalid argument {batch}: {text}"),
@@ -242,6 +251,25 @@ impl Error {
             },
             Error::Unsupported(msg) => Error::Unsupported(tag(msg)),
             Error::NonFinite(msg) => Error::NonFinite(tag(msg)),
+            // a multi-task run's memory refusal names its task, and stays itself (serve and
+            // the command line read its fields)
+            Error::StepMemory {
+                rows,
+                tokens,
+                need,
+                available,
+                batch,
+                flags,
+                context,
+            } => Error::StepMemory {
+                rows,
+                tokens,
+                need,
+                available,
+                batch,
+                flags,
+                context: tag(context),
+            },
             other => other,
         }
     }
@@ -340,6 +368,53 @@ pub(crate) fn sum_text(terms: &[usize]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::{BatchSetting, Error};
+
+    /// A multi-task run's memory refusal, tagged with its task, keeps the task in both the
+    /// API's words and the command line's, and stays a `StepMemory`.
+    #[test]
+    fn a_tagged_step_memory_names_its_task() {
+        let e = Error::StepMemory {
+            rows: 8,
+            tokens: 40,
+            need: 3_000_000_000,
+            available: 1_000_000_000,
+            batch: BatchSetting::Eval,
+            flags: false,
+            context: String::new(),
+        }
+        .tagged("task `b`");
+        let need = "a step of 8 rows x 40 positions would need about 3.0 GB for activations, \
+                    but the machine has 1.0 GB available";
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "task `b`: {need}: lower cfg.eval_batch_size, the task's max_len or \
+                 cfg.prompt_len"
+            )
+        );
+        let Error::StepMemory { context, .. } = e else {
+            panic!("not a StepMemory: {e}");
+        };
+        let cli = Error::StepMemory {
+            rows: 8,
+            tokens: 40,
+            need: 3_000_000_000,
+            available: 1_000_000_000,
+            batch: BatchSetting::Call,
+            flags: true,
+            context,
+        };
+        assert_eq!(
+            cli.to_string(),
+            format!(
+                "invalid argument --batch-size: task `b`: {need}: lower --batch-size, \
+                 --max-len or the prompt's rows"
+            )
+        );
+        assert_eq!(cli.step_memory_need().as_deref(), Some(need));
+    }
+
     /// A sum that fits is printed; one past usize::MAX is named as such, with its operands.
     #[test]
     fn sums_past_usize_max_are_named_not_saturated() {

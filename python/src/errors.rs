@@ -37,6 +37,14 @@ pub fn to_py(e: Error) -> PyErr {
     if let Error::Interrupted(msg) = &e {
         return PyKeyboardInterrupt::new_err(msg.clone());
     }
+    let e = match e {
+        // `PromptInit`'s field is the keyword `init_vocab_first` here
+        Error::Arg { flag, msg } if flag == "from_first" => Error::Arg {
+            flag: "init_vocab_first".into(),
+            msg,
+        },
+        e => e,
+    };
     raise(class_name(&e), python_words(&e.to_string()))
 }
 
@@ -74,13 +82,36 @@ fn python_words(msg: &str) -> String {
     cfg_fields_as_keywords(&msg)
 }
 
-/// The Rust API's `cfg.batch_size` (a `TrainConfig` field) is `Model.train`'s keyword
-/// `batch_size`; a "cfg." inside a word or a path (`my.cfg.json`) stays.
+/// The Rust API's `cfg.batch_size` (a `TrainConfig` field the engine names) is
+/// `Model.train`'s keyword `batch_size`; any other "cfg." (a path `cfg.jsonl`, a word inside
+/// `my.cfg.json`) stays.
 fn cfg_fields_as_keywords(msg: &str) -> String {
+    const FIELDS: [&str; 9] = [
+        "prompt_len",
+        "batch_size",
+        "eval_batch_size",
+        "bucket_pool",
+        "epochs",
+        "max_steps",
+        "patience",
+        "resume",
+        "overwrite",
+    ];
     let mut parts = msg.split("cfg.");
     let mut out = parts.next().unwrap_or_default().to_string();
     for part in parts {
-        if out.ends_with(|c: char| c.is_alphanumeric() || "_./\\-".contains(c)) {
+        let in_word = out.ends_with(|c: char| c.is_alphanumeric() || "_./\\-".contains(c));
+        // the field's name whole, not the start of a longer name or a file's (`cfg.epochs.tsv`)
+        let whole = |after: &str| {
+            let mut chars = after.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), _) if c.is_alphanumeric() || c == '_' => false,
+                (Some('.'), Some(c)) => !c.is_alphanumeric(),
+                _ => true,
+            }
+        };
+        let field = (FIELDS.iter()).any(|f| part.strip_prefix(f).is_some_and(whole));
+        if in_word || !field {
             out.push_str("cfg.");
         }
         out.push_str(part);

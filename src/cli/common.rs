@@ -216,19 +216,36 @@ const FIELD_FLAGS: [(&str, &str); 11] = [
 
 /// The output folder's refusals (`train::outdir`) in the API's words, and the command
 /// line's: the words are quoted there, so that only they are replaced.
-const OUT_WORDS: [(&str, &str); 4] = [
+const OUT_WORDS: [(&str, &str); 3] = [
     ("set `cfg.resume`", "pass --resume"),
     ("set `cfg.overwrite`", "pass --overwrite"),
     ("`cfg.overwrite`", "--overwrite"),
-    ("`out`", "--out"),
 ];
+
+/// `msg` with the folder's word `out` as the flag: a task may be named `out` too ("task
+/// `out`: ..."), and keeps its name.
+fn out_as_flag(msg: &str) -> String {
+    let mut said = String::new();
+    let mut rest = msg;
+    while let Some(i) = rest.find("`out`") {
+        let (head, tail) = rest.split_at(i);
+        said.push_str(head);
+        said.push_str(if head.ends_with("task ") {
+            "`out`"
+        } else {
+            "--out"
+        });
+        rest = &tail["`out`".len()..];
+    }
+    said + rest
+}
 
 /// `e` in the command line's words: an API field it names becomes its flag.
 pub fn as_flags(e: Error) -> Error {
     match e {
         Error::File { path, msg } => Error::File {
             path,
-            msg: (OUT_WORDS.iter()).fold(msg, |m, (api, flag)| m.replace(api, flag)),
+            msg: out_as_flag(&(OUT_WORDS.iter()).fold(msg, |m, (api, flag)| m.replace(api, flag))),
         },
         Error::Arg { flag, msg } => {
             let named = FIELD_FLAGS.iter().find(|(field, _)| *field == flag);
@@ -243,6 +260,7 @@ pub fn as_flags(e: Error) -> Error {
             need,
             available,
             batch,
+            context,
             ..
         } => Error::StepMemory {
             rows,
@@ -251,6 +269,7 @@ pub fn as_flags(e: Error) -> Error {
             available,
             batch,
             flags: true,
+            context,
         },
         e => e,
     }
@@ -388,5 +407,22 @@ impl WorkloadArgs {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The folder's word becomes --out; a task named `out` keeps its name.
+    #[test]
+    fn a_task_named_out_keeps_its_name() {
+        let e = softprompt::Error::file(
+            "r/checkpoint.safetensors",
+            "task `out` was trained with other settings; or train into another `out`",
+        );
+        assert_eq!(
+            super::as_flags(e).to_string(),
+            "r/checkpoint.safetensors: task `out` was trained with other settings; or train \
+             into another --out"
+        );
     }
 }

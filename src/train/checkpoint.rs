@@ -453,7 +453,7 @@ pub(crate) fn check_checksum(path: &Path, file: &TensorFile, meta: &str) -> Resu
         format!(
             "its tensors and state hash to {found}, but the checksum saved with them \
              (`{CHECKSUM_KEY}`) is {stored}: the checkpoint is corrupt or was edited; it cannot \
-             be resumed: train into a new --out (or delete it to start the run again)"
+             be resumed: train into a new `out` (or delete it to start the run again)"
         ),
     ))
 }

@@ -167,15 +167,16 @@ fn parse_jsonl(path: &Path, text: &str, spec: &DataSpec) -> Result<Vec<Example>>
             ));
         }
         if label.is_none() && spec.require_label {
-            return Err(Error::data(
-                path,
-                n,
-                format!(
-                    "missing field \"{}\" (fields: {}); set it with --label-field",
-                    spec.label_field,
+            let name = &spec.label_field;
+            let msg = match obj.get(name) {
+                // present but null: "missing" sent users looking for a typo in the name
+                Some(_) => format!("field \"{name}\" is null: a training row needs a label"),
+                None => format!(
+                    "missing field \"{name}\" (fields: {}); set it with --label-field",
                     keys()
                 ),
-            ));
+            };
+            return Err(Error::data(path, n, msg));
         }
         out.push(Example {
             text,

@@ -174,6 +174,7 @@ impl<B: Backend> Model<B> {
             available,
             batch,
             flags: false,
+            context: String::new(),
         })
     }
 

@@ -221,25 +221,25 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         out: &Path,
     ) -> Result<Self> {
         precheck_all(be, model, &jobs, &run)?;
-        // every init resolved and every prompt made (and refused: class labels that are not
-        // the task's, or tokenize to nothing; --init-vocab-first past the vocabulary) before
-        // the lock and the folders: a refused run leaves an earlier run's files alone
-        let mut jobs = jobs;
-        let mut made = Vec::with_capacity(jobs.len());
-        for j in &mut jobs {
-            let in_this = |e| in_task(&j.name, e);
+        // every init resolved, every prompt made (and refused: class labels that are not the
+        // task's, or tokenize to nothing; --init-vocab-first past the vocabulary) and its
+        // optimizer allocated before the lock and the folders: a refused run leaves an
+        // earlier run's files alone
+        let mut tasks = Vec::with_capacity(jobs.len());
+        for mut j in jobs {
+            let name = j.name.clone();
+            let in_this = |e| in_task(&name, e);
             j.cfg.init = start::resolve_init(&j.cfg.init, j.task, model).map_err(in_this)?;
-            made.push(start::fresh_trained(be, model, j.task, &j.cfg).map_err(in_this)?);
+            let trained = start::fresh_trained(be, model, j.task, &j.cfg).map_err(in_this)?;
+            tasks.push(task_run(be, model, j, trained).map_err(in_this)?);
         }
-        let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+        let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
         outdir::check_task_folders(out, &names)?;
         let lock = lock_out(out)?;
         outdir::prepare_fresh(out, run.overwrite)?;
-        let mut tasks = Vec::new();
-        for (j, trained) in jobs.into_iter().zip(made) {
-            outdir::prepare_task_folder(&out.join(&j.name), run.overwrite)
-                .map_err(|e| in_task(&j.name, e))?;
-            tasks.push(task_run(be, model, j, trained)?);
+        for name in names {
+            outdir::prepare_task_folder(&out.join(name), run.overwrite)
+                .map_err(|e| in_task(name, e))?;
         }
         let log = MetricsLog::create(&out.join(METRICS_FILE));
         Ok(Self::assemble(be, model, tasks, run, out, log, None, lock))
@@ -329,7 +329,7 @@ fn task_run<'a, B: Backend>(
     let config = start::settings_json(
         &cfg,
         j.task,
-        (j.train, j.dev),
+        (j.train, j.dev, j.test),
         model,
         start::InitFacts::of_table(&trained.table),
     );
@@ -371,7 +371,7 @@ fn resume_task<'a, B: Backend>(
     j.cfg.init = start::resolve_init(&j.cfg.init, j.task, model)?;
     let cfg = j.cfg.clone();
     let facts = start::InitFacts::of_checkpoint(&ck);
-    let config = start::settings_json(&cfg, j.task, (j.train, j.dev), model, facts);
+    let config = start::settings_json(&cfg, j.task, (j.train, j.dev, j.test), model, facts);
     let diff = match ck.state.config_hash == checkpoint::fnv1a(&config.to_string()) {
         true => Vec::new(),
         false => start::settings_diff(&ck.state.config, &config),
@@ -381,7 +381,7 @@ fn resume_task<'a, B: Backend>(
             &path,
             format!(
                 "task `{name}` was trained with other settings; resume with the same flags and \
-                 tasks file, or train into a new --out. Differences: {}",
+                 tasks file, or train into a new `out`. Differences: {}",
                 diff.join("; ")
             ),
         ));

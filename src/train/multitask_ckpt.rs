@@ -111,7 +111,7 @@ impl MultiCheckpoint {
             path,
             format!(
                 "the checkpoint trains the tasks {had:?}, this run {names:?}: resume with the \
-                 same tasks in the same order, or train into a new --out"
+                 same tasks in the same order, or train into a new `out`"
             ),
         ))
     }
@@ -165,7 +165,7 @@ fn read_meta(path: &Path, text: &str) -> Result<Meta> {
             path,
             format!(
                 "the run's `step` is {step}, but its tasks took {} steps at most ({}): the \
-                 checkpoint was edited or is corrupt; train into a new --out",
+                 checkpoint was edited or is corrupt; train into a new `out`",
                 most,
                 steps.join(", ")
             ),

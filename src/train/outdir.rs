@@ -197,7 +197,8 @@ pub fn check_task_folders(out: &Path, names: &[&str]) -> Result<()> {
             return Err(Error::file(
                 &dir,
                 format!(
-                    "tasks `{other}` and `{name}` would both write their prompt into {}: each                      task needs a folder of its own (remove the link, or rename a task)",
+                    "tasks `{other}` and `{name}` would both write their prompt into {}: each \
+                     task needs a folder of its own (remove the link, or rename a task)",
                     real.display()
                 ),
             ));

@@ -447,10 +447,17 @@ pub(super) fn settings_diff(ck: &Value, now: &Value) -> Vec<String> {
     {
         o.remove("recompute");
     }
-    // a checkpoint of an earlier build hashed no dev rows: it resumes as it did
+    // a checkpoint of an earlier build hashed no dev or test rows: it resumes as it did
     if let (Some(c), Some(n)) = (ck.as_object(), now.as_object_mut()) {
-        if !c.contains_key("dev_rows") {
-            n.remove("dev_rows");
+        for key in ["dev_rows", "test_rows"]
+            .into_iter()
+            .filter(|k| !c.contains_key(*k))
+        {
+            n.remove(key);
+        }
+        // no test scored before: the kept prompt is scored on the rows given now
+        if c.get("test_rows").is_some_and(Value::is_null) {
+            n.insert("test_rows".into(), Value::Null);
         }
     }
     let now = &now;
@@ -469,12 +476,12 @@ pub(super) fn settings_diff(ck: &Value, now: &Value) -> Vec<String> {
         }
     }
     let mut diff = checkpoint::config_diff(&ck, now);
-    for d in diff
-        .iter_mut()
-        .filter(|d| d.starts_with("train_rows:") || d.starts_with("dev_rows:"))
-    {
+    for d in diff.iter_mut().filter(|d| d.contains("_rows: ")) {
         // a hash says nothing of why: the file, or how it is read
-        d.push_str(" (a hash of the rows as read: the file changed, or it is read another way: --quoting, --format, the fields, --max-len)");
+        d.push_str(
+            " (a hash of the rows as read: the file changed, or it is read another way: its \
+             quoting, format, fields or max_len)",
+        );
     }
     diff
 }
@@ -493,14 +500,14 @@ fn rows_hash(rows: &Encoded) -> String {
 
 /// The error of a resume whose settings differ from the checkpoint's, naming each difference.
 pub(super) fn other_settings(out: &Path, diff: &[String]) -> Error {
-    Error::file(out.join(CHECKPOINT_FILE), format!("the checkpoint was written with other settings; resume with the same flags, or train into a new --out. Differences: {}", diff.join("; ")))
+    Error::file(out.join(CHECKPOINT_FILE), format!("the checkpoint was written with other settings; resume with the same flags, or train into a new `out`. Differences: {}", diff.join("; ")))
 }
 
 /// The settings that shape the numbers, as one JSON object (hashed into checkpoints).
 pub(super) fn settings_json<B: Backend>(
     cfg: &TrainConfig,
     task: &Task,
-    (train, dev): (&Encoded, Option<&Encoded>),
+    (train, dev, test): (&Encoded, Option<&Encoded>, Option<&Encoded>),
     model: &Model<B>,
     init: InitFacts,
 ) -> Value {
@@ -508,10 +515,12 @@ pub(super) fn settings_json<B: Backend>(
     let mut settings = json!({
         "model": model_key(&model.dir),
         "task": task.spec.to_json(),
-        // the rows themselves, so that a changed file (or one read another way: --quoting)
-        // is noticed; the dev rows pick the kept prompt and the early stop
+        // the rows themselves, so that a changed file (or one read another way: its quoting)
+        // is noticed; the dev rows pick the kept prompt and the early stop, and the kept
+        // prompt's test score is carried in the checkpoint
         "train_rows": rows_hash(train),
         "dev_rows": dev.map(rows_hash),
+        "test_rows": test.map(rows_hash),
         "prompt_len": cfg.prompt_len,
         "init": init.kind,
         "init_text": init.text,

@@ -327,7 +327,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let mut cfg = cfg;
         cfg.optim.schedule.total = total_steps;
         let mut opt = new_optimizer(be, cfg.optim, &params, encoder.as_ref())?;
-        let config = settings_json(&cfg, task, (train, dev), model, InitFacts::of_table(&table));
+        let config = settings_json(
+            &cfg,
+            task,
+            (train, dev, test),
+            model,
+            InitFacts::of_table(&table),
+        );
         let hash = checkpoint::fnv1a(&config.to_string());
         let lens = train.lens();
         // nothing is written before the folder is ours, and a fresh run replaces an earlier

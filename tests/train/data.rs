@@ -74,6 +74,14 @@ fn data_errors_name_file_and_line() {
         )),
         "{err}"
     );
+    // so is a training row's null label (a prediction reads it as a row without one)
+    std::fs::write(&bad, "{\"text\": \"fine.\", \"label\": null}\n").unwrap();
+    let err = run(&bad, &[]);
+    let want = "field \"label\" is null: a training row needs a label";
+    assert!(
+        err.contains(&format!("{}:1: {want}", bad.display())),
+        "{err}"
+    );
     let tsv = dir.join("bad.tsv");
     std::fs::write(&tsv, "sentence\tlabel\nthe movie was great.\tpositive\n").unwrap();
     assert!(run(&tsv, &[]).contains(&format!("{}:1: missing field \"text\"", tsv.display())));
