@@ -233,7 +233,7 @@ def test_verbalizer_in_task_json_form_is_taken():
     """task.json saves the verbalizer as [[label, word], ...]: a list of 2-lists was refused
     ("expected a (label, word) pair"); it reads as tuples do, and as its JSON text does."""
     model = sp.Model(BERT_MLM)
-    data = [("a", "x"), ("b", "y")]
+    data = [("good", "a"), ("awful", "b")]
     saved = [["b", "bad"], ["a", "great"]]
     for verbalizer in [saved, [tuple(p) for p in saved], json.dumps(saved)]:
         task = model.task(data, prompt_len=2, task="pet", verbalizer=verbalizer)
