@@ -101,7 +101,7 @@ pub struct TaskArgs {
     #[arg(long)]
     pub labels: Option<String>,
     /// label=word pairs: pet's one-token words, or seq2seq's and causal's target texts, e.g.
-    /// positive=great,negative=terrible (or a JSON object)
+    /// positive=great,negative=terrible (or a JSON object, or task.json's [[label, word], ...])
     #[arg(long)]
     pub verbalizer: Option<String>,
     /// cls pooling: mean or cls
