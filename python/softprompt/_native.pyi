@@ -14,7 +14,7 @@ import numpy.typing as npt
 StrPath = Union[str, PathLike]
 # a data file (jsonl, tsv, csv), texts, or (text, label) pairs
 Data = Union[StrPath, Sequence[str], Sequence[Tuple[str, Optional[str]]], "Encoded"]
-Verbalizer = Union[str, Mapping[str, str], Sequence[Tuple[str, str]]]
+Verbalizer = Union[str, Mapping[str, str], Sequence[Union[Tuple[str, str], Sequence[str]]]]
 
 __version__: str
 
@@ -169,7 +169,8 @@ class Model:
     ) -> Task:
         """The task a new prompt of prompt_len rows trains: the flags over the model's
         defaults, the labels from data when nothing else gives them. labels: names, or one
-        string "a,b"; verbalizer: {label: word}, (label, word) pairs or "a=x,b=y". Another
+        string "a,b"; verbalizer: {label: word}, (label, word) pairs (tuples, or task.json's
+        [label, word] lists) or "a=x,b=y". Another
         type raises InvalidArgument naming the keyword and the item."""
     def task_for(self, prompt: Prompt, data: Optional[Data] = None, **flags: Any) -> Task:
         """A saved prompt's task (its task.json) with the task flags on top."""

@@ -133,8 +133,8 @@ fn labels(v: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     items.iter().enumerate().map(name).collect()
 }
 
-/// `verbalizer`: a dict {label: word}, a list of (label, word) pairs, or one string
-/// "label=word,..." (`--verbalizer`).
+/// `verbalizer`: a dict {label: word}, a list of (label, word) pairs (tuples, or task.json's
+/// [label, word] lists), or one string "label=word,..." or JSON (`--verbalizer`).
 fn verbalizer(v: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
     const KEY: &str = "verbalizer";
     if v.is_instance_of::<PyString>() {
@@ -151,16 +151,16 @@ fn verbalizer(v: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
     let expected = "a dict {label: word}, a list of (label, word) pairs or one string \
                     \"label=word,...\"";
     let items = list(KEY, v, expected)?;
+    // a tuple, or task.json's [label, word] list (a str is not taken for a sequence)
     let each = |(i, x): (usize, &Bound<'_, PyAny>)| {
-        let (k, w) = x
-            .extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>()
-            .map_err(|_| {
-                arg(
-                    KEY,
-                    format!("item {i} holds {}: expected a (label, word) pair", repr(x)),
-                )
-            })?;
-        pair(&k, &w)
+        let kw = x.extract::<Vec<Bound<'_, PyAny>>>().unwrap_or_default();
+        match kw.as_slice() {
+            [k, w] => pair(k, w),
+            _ => Err(arg(
+                KEY,
+                format!("item {i} holds {}: expected a (label, word) pair", repr(x)),
+            )),
+        }
     };
     items.iter().enumerate().map(each).collect()
 }

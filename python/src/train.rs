@@ -199,11 +199,17 @@ pub fn train<'py>(
         .collect();
     outdir::check_inputs_kept(&out, &inputs).map_err(to_py)?;
 
+    // quoting is for the TSV and CSV files among train, dev and test
+    let files: Vec<&Path> = inputs.iter().map(|(_, p)| *p).collect();
+    let spec_of = |d: &Bound<'py, PyAny>| match split_path(&Some(d.clone())) {
+        Some(p) => spec.for_file(&p, &files),
+        None => spec.clone(),
+    };
     let m = &model.inner;
-    let train_data = dataset(py, &train, None, &spec, "train")?;
+    let train_data = dataset(py, &train, None, &spec_of(&train), "train")?;
     let task = crate::errors::compute(py, || m.task(&opts, Some(&train_data), prompt_len))?;
     let encode = |d: &Bound<'py, PyAny>, name: &str| -> PyResult<softprompt::Encoded> {
-        let ds = dataset(py, d, None, &spec, name)?;
+        let ds = dataset(py, d, None, &spec_of(d), name)?;
         Interrupt::batched(py, |between, stop| {
             m.encode_until(&task, &ds, between, stop)
         })

@@ -1,5 +1,6 @@
 """Bad inputs raise the exception of their kind with the engine's message: the very line the
 command line prints after `error: `."""
+import json
 import re
 
 import pytest
@@ -230,6 +231,8 @@ BAD_TASK_KEYWORDS = [
     (dict(verbalizer={"a": 1}), "verbalizer: the word of 'a' holds 1: expected a str"),
     (dict(verbalizer={2: "b"}), "verbalizer: a label holds 2: expected a str"),
     (dict(verbalizer=[("a",)]), r"verbalizer: item 0 holds \('a',\): expected a \(label, word\) pair"),
+    (dict(verbalizer=[["a", "x", "y"]]), r"verbalizer: item 0 holds \['a', 'x', 'y'\]: expected a \(label, word\) pair"),
+    (dict(verbalizer=["ax"]), r"verbalizer: item 0 holds 'ax': expected a \(label, word\) pair"),
     (dict(verbalizer=5), r"verbalizer: got 5: expected a dict \{label: word\}, a list of"),
 ]
 
@@ -238,6 +241,17 @@ BAD_TASK_KEYWORDS = [
 def test_task_keywords_of_the_wrong_type_name_the_keyword(kw, message):
     with pytest.raises(sp.InvalidArgument, match="^invalid argument " + message):
         sp.Model(BERT_MLM).task([("a", "x"), ("b", "y")], prompt_len=2, **kw)
+
+
+def test_verbalizer_in_task_json_form_is_taken():
+    """task.json saves the verbalizer as [[label, word], ...]: a list of 2-lists was refused
+    ("expected a (label, word) pair"); it reads as tuples do, and as its JSON text does."""
+    model = sp.Model(BERT_MLM)
+    data = [("good", "a"), ("awful", "b")]
+    saved = [["b", "bad"], ["a", "great"]]
+    for verbalizer in [saved, [tuple(p) for p in saved], json.dumps(saved)]:
+        task = model.task(data, prompt_len=2, task="pet", verbalizer=verbalizer)
+        assert (task.labels, task.label_words) == (["b", "a"], ["bad", "great"]), verbalizer
 
 
 def test_detokenize_out_of_range_names_the_argument():

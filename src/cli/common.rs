@@ -46,7 +46,8 @@ pub struct DataArgs {
     pub format: Option<String>,
     /// TSV and CSV quoting: minimal (a field that starts with a quote is quoted, as Python's
     /// csv and pandas write it) or none (quotes are text and a record ends at its line's end,
-    /// as in GLUE's TSV files); refused for JSON lines. Default: minimal
+    /// as in GLUE's TSV files). JSON lines files read as they are; none is refused when no
+    /// file read is a TSV or CSV. Default: minimal
     #[arg(long)]
     pub quoting: Option<String>,
     /// the field (JSON key or column name) holding the text
@@ -58,7 +59,14 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
+    /// The one data file of a command (eval, predict).
     pub fn load(&self, path: &Path, require_label: bool) -> Result<Dataset> {
+        self.load_among(path, &[path], require_label)
+    }
+
+    /// `path`, one of the command's data `files` (train's --train, --dev, --test): --quoting
+    /// is for the TSV and CSV files among them (`DataSpec::for_file`).
+    pub fn load_among(&self, path: &Path, files: &[&Path], require_label: bool) -> Result<Dataset> {
         let spec = DataSpec {
             format: self
                 .format
@@ -72,7 +80,7 @@ impl DataArgs {
             label_field: self.label_field.clone(),
             require_label,
         };
-        Dataset::load(path, &spec)
+        Dataset::load(path, &spec.for_file(path, files))
     }
 }
 
@@ -93,7 +101,7 @@ pub struct TaskArgs {
     #[arg(long)]
     pub labels: Option<String>,
     /// label=word pairs: pet's one-token words, or seq2seq's and causal's target texts, e.g.
-    /// positive=great,negative=terrible (or a JSON object)
+    /// positive=great,negative=terrible (or a JSON object, or task.json's [[label, word], ...])
     #[arg(long)]
     pub verbalizer: Option<String>,
     /// cls pooling: mean or cls

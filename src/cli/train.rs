@@ -179,8 +179,16 @@ fn prompt_init(a: &Args) -> Result<PromptInit> {
     PromptInit::from_flags(&a.init, text, a.init_std, a.init_vocab_first)
 }
 
+/// --train, --dev and --test, those given: --quoting is for the TSV and CSV files among them.
+fn data_files(a: &Args) -> Vec<&Path> {
+    [&a.train, &a.dev, &a.test]
+        .into_iter()
+        .filter_map(|p| p.as_deref())
+        .collect()
+}
+
 fn encode_split(task: &Task, model: &Model, a: &Args, path: &Path, name: &str) -> Result<Encoded> {
-    let data = a.data.load(path, true)?;
+    let data = a.data.load_among(path, &data_files(a), true)?;
     let enc = model.encode(task, &data)?;
     println!(
         "{name:<5} {}: {} rows, {} truncated to {} tokens{}",
@@ -289,7 +297,7 @@ fn train(a: &Args) -> Result<()> {
     outdir::check_inputs_kept(&a.out, &inputs)?;
     let kind = a.device.setup()?;
     let model = Model::open(&a.model, kind)?;
-    let train_data = a.data.load(train_path, true)?;
+    let train_data = a.data.load_among(train_path, &data_files(a), true)?;
     let task =
         (model.task(&a.task.options()?, Some(&train_data), a.prompt_len)).map_err(as_flags)?;
     warn_eos_missing(&model, [&task]);

@@ -5,7 +5,7 @@
 //! object by task name) sets a task's own, its method (`method` and the method flags' keys)
 //! included.
 
-use super::{describe, on_device, prompt_init, train_config_with, Args};
+use super::{data_files, describe, on_device, prompt_init, train_config_with, Args};
 use crate::cli::common::{as_flags, warn_eos_missing, MethodArgs, TaskArgs};
 use serde_json::Value;
 use softprompt::internals::train::{multitask, outdir};
@@ -140,7 +140,10 @@ fn check_inputs_kept(a: &Args, inputs: &[TaskInput]) -> Result<()> {
 /// `--task-data NAME=DIR`: DIR holds train.jsonl (or .tsv, .csv) and optionally dev and test.
 fn by_folder(a: &Args) -> Result<Vec<TaskInput>> {
     let mut out = Vec::new();
-    let jsonl_data = jsonl_data_args(a);
+    // --quoting is for the TSV and CSV files of every folder (GLUE's TSV folders beside JSON
+    // lines ones)
+    let all = folder_files(a);
+    let files: Vec<&Path> = all.iter().map(PathBuf::as_path).collect();
     for v in &a.task_data {
         let (name, dir) = v.split_once('=').ok_or_else(|| {
             Error::arg("--task-data", format!("{v:?}: expected NAME=DIR (a folder with train.jsonl, and dev.jsonl, test.jsonl if any)"))
@@ -163,11 +166,9 @@ fn by_folder(a: &Args) -> Result<Vec<TaskInput>> {
                     ),
                 ));
             }
-            let load = |p: &PathBuf| match is_jsonl(a, p) {
-                true => jsonl_data.load(p, true),
-                false => a.data.load(p, true),
-            };
-            found.first().map(load).transpose()
+            (found.first())
+                .map(|p| a.data.load_among(p, &files, true))
+                .transpose()
         };
         let train = split("train")?.ok_or_else(|| {
             Error::arg(
@@ -195,22 +196,13 @@ fn by_folder(a: &Args) -> Result<Vec<TaskInput>> {
     Ok(out)
 }
 
-/// The data flags for --task-data's JSON lines files: --quoting is for the TSV and CSV files
-/// (GLUE's TSV folders beside JSON lines ones could not take it), refused as for one JSON
-/// lines file only when no folder holds a table.
-fn jsonl_data_args(a: &Args) -> crate::cli::common::DataArgs {
-    let mut data = a.data.clone();
+/// The data files of every --task-data folder.
+fn folder_files(a: &Args) -> Vec<PathBuf> {
     let dirs =
         (a.task_data.iter()).filter_map(|v| v.split_once('=').map(|(_, dir)| Path::new(dir)));
-    let files: Vec<PathBuf> = dirs
-        .flat_map(|dir| ["train", "dev", "test"].map(|s| split_files(dir, s)))
+    dirs.flat_map(|dir| ["train", "dev", "test"].map(|s| split_files(dir, s)))
         .flatten()
-        .collect();
-    // with no table at all, every file refuses it, naming itself
-    if !files.iter().all(|p| is_jsonl(a, p)) {
-        data.quoting = None;
-    }
-    data
+        .collect()
 }
 
 /// A task folder's files for split `s` (train, dev, test), of every extension read.
@@ -219,15 +211,6 @@ fn split_files(dir: &Path, s: &str) -> Vec<PathBuf> {
         .map(|e| dir.join(format!("{s}.{e}")))
         .filter(|p| p.is_file())
         .collect()
-}
-
-/// The file is read as JSON lines (--format, else its extension).
-fn is_jsonl(a: &Args, path: &Path) -> bool {
-    let format = match &a.data.format {
-        Some(f) => f.parse::<softprompt::Format>(),
-        None => softprompt::Format::from_path(path),
-    };
-    matches!(format, Ok(softprompt::Format::Jsonl))
 }
 
 /// A task folder `dir` without a dev split: the flags that evaluate during the run are
@@ -262,8 +245,8 @@ fn by_field(a: &Args, field: &str) -> Result<Vec<TaskInput>> {
     let mut out: Vec<TaskInput> = Vec::new();
     for (s, path) in splits.iter().enumerate() {
         let Some(path) = path else { continue };
-        let data = a.data.load(path, true)?;
-        let named = fields.load(path, false)?;
+        let data = a.data.load_among(path, &data_files(a), true)?;
+        let named = fields.load_among(path, &data_files(a), false)?;
         for (ex, tagged) in data.examples.iter().zip(&named.examples) {
             let name = tagged.label.clone().unwrap_or_default();
             if name.is_empty() {
@@ -429,10 +412,8 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
                     Some(l) => l.iter().map(|s| s.as_str().map(String::from).ok_or_else(|| bad("strings"))).collect::<Result<Vec<_>>>()?.join(","),
                     None => text()?,
                 }),
-                "verbalizer" => f.verbalizer = Some(match x.as_array() {
-                    Some(pairs) => verbalizer_pairs(pairs).ok_or_else(|| bad("[[label, word], ...] (task.json's form) or {\"label\": \"word\"}"))?,
-                    None => text()?,
-                }),
+                // task.json's [[label, word], ...] as --verbalizer reads it
+                "verbalizer" => f.verbalizer = Some(text()?),
                 "pooling" => f.pooling = Some(text()?),
                 "free_targets" => f.free_targets = x.as_bool().ok_or_else(|| bad("true or false"))?,
                 "max_len" => f.max_len = Some(count()?),
@@ -496,23 +477,6 @@ fn check_init_method(a: &Args, t: &TaskInput) -> Result<()> {
         (Some(method), Some(init)) => method.check_init(&init),
         _ => Ok(()),
     }
-}
-
-/// A verbalizer as task.json writes it, `[[label, word], ...]`, as the JSON object
-/// `--verbalizer` reads (in order); None when an entry is not a pair of strings.
-fn verbalizer_pairs(pairs: &[Value]) -> Option<String> {
-    let entries = pairs.iter().map(|p| match p.as_array()?.as_slice() {
-        [Value::String(l), Value::String(w)] => Some(format!(
-            "{}:{}",
-            Value::from(l.as_str()),
-            Value::from(w.as_str())
-        )),
-        _ => None,
-    });
-    Some(format!(
-        "{{{}}}",
-        entries.collect::<Option<Vec<_>>>()?.join(",")
-    ))
 }
 
 /// `e` about a flag whose value the task's `--task-config` entry set (`keys`) as an error of

@@ -94,8 +94,9 @@ impl std::str::FromStr for Quoting {
 pub struct DataSpec {
     /// None: from the file extension
     pub format: Option<Format>,
-    /// TSV and CSV: how quotes are read (None: not given, `Quoting::Minimal`); given for a
-    /// JSON lines file, an error
+    /// TSV and CSV: how quotes are read (None: not given, `Quoting::Minimal`). A JSON lines
+    /// file reads as it is, but refuses `Quoting::None` unless [`DataSpec::for_file`] lifted
+    /// it for a table beside it
     pub quoting: Option<Quoting>,
     pub text_field: String,
     pub label_field: String,
@@ -112,6 +113,24 @@ impl Default for DataSpec {
             label_field: "label".into(),
             require_label: true,
         }
+    }
+}
+
+impl DataSpec {
+    /// The spec to read `path` with, one of the files one command or call reads (`files`):
+    /// `quoting` is for their TSV and CSV files, and a JSON lines file beside one of them
+    /// reads as it is (a GLUE TSV train file, which needs `Quoting::None`, beside a JSON lines
+    /// dev file). With no table among `files` the spec is kept: `Quoting::Minimal`, the
+    /// default, reads JSON lines as ever, and `Quoting::None` is refused naming the file, as
+    /// it then sets nothing.
+    pub fn for_file(&self, path: &Path, files: &[&Path]) -> DataSpec {
+        let format = |p: &Path| self.format.or_else(|| Format::from_path(p).ok());
+        let table = (files.iter()).any(|p| matches!(format(p), Some(Format::Tsv | Format::Csv)));
+        let mut spec = self.clone();
+        if table && format(path) == Some(Format::Jsonl) {
+            spec.quoting = None;
+        }
+        spec
     }
 }
 

@@ -26,14 +26,16 @@ pub(super) fn parse_rows(
         parse_table(path, records.into_iter().map(Ok), spec)
     };
     match (format, spec.quoting) {
-        (Format::Jsonl, Some(_)) => Err(Error::arg(
+        // minimal, the default, is accepted given; none would set nothing (see
+        // `DataSpec::for_file`, which lifts it for a JSON lines file beside a table)
+        (Format::Jsonl, Some(Quoting::None)) => Err(Error::arg(
             "--quoting",
             format!(
                 "{}: a JSON lines file has no quoting to set (--quoting is for TSV and CSV files)",
                 path.display()
             ),
         )),
-        (Format::Jsonl, None) => parse_jsonl(path, text, spec),
+        (Format::Jsonl, _) => parse_jsonl(path, text, spec),
         (Format::Tsv, _) => table('\t'),
         (Format::Csv, _) => table(','),
     }
@@ -295,6 +297,10 @@ fn delimited(
     Ok(out)
 }
 
+/// The hint of the quote errors: GLUE's TSV files hold quotes that open no quoted field.
+const NO_QUOTING: &str =
+    "for a file written with no quoting at all, as GLUE's TSV files are, pass --quoting none";
+
 /// One record of [`delimited`] from `chars`, counting the lines it spans in `line`; whether it
 /// was blank (whitespace only, TSV's tabs included).
 fn record(
@@ -348,7 +354,7 @@ fn record(
                     format!(
                         "malformed line: {c:?} after a closing quote (a field that starts with \" \
                          is quoted, as Python's csv and pandas read it: quote the whole field and \
-                         double each quote inside it)"
+                         double each quote inside it; {NO_QUOTING})"
                     ),
                 ))
             }
@@ -359,7 +365,7 @@ fn record(
         return Err(Error::data(
             path,
             start,
-            "malformed line: a quoted field is not closed",
+            format!("malformed line: a quoted field is not closed ({NO_QUOTING})"),
         ));
     }
     fields.push(field);
@@ -487,7 +493,8 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "a.csv:2: malformed line: a quoted field is not closed"
+            "a.csv:2: malformed line: a quoted field is not closed (for a file written with no \
+             quoting at all, as GLUE's TSV files are, pass --quoting none)"
         );
         let err = Dataset::parse(Path::new("a.csv"), "text,label\nfine,\n", &spec()).unwrap_err();
         assert!(
@@ -567,24 +574,30 @@ mod tests {
             err.to_string(),
             "q.csv:2: malformed line: 3 fields, but the header has 2"
         );
-        // JSON lines have no quoting to set, either value; an unknown value is named
-        for q in [Quoting::None, Quoting::Minimal] {
-            let given = DataSpec {
-                quoting: Some(q),
-                ..spec()
-            };
-            let err = Dataset::parse(
-                Path::new("d.jsonl"),
-                "{\"text\":\"a\",\"label\":\"x\"}\n",
-                &given,
-            )
-            .unwrap_err();
-            assert_eq!(
-                err.to_string(),
-                "invalid argument --quoting: d.jsonl: a JSON lines file has no quoting to set \
-                 (--quoting is for TSV and CSV files)"
-            );
-        }
+        // JSON lines: minimal (the default) given reads as ever; none is refused, naming the
+        // file, unless a table is read beside it; an unknown value is named
+        let jsonl = "{\"text\":\"\\\"a\\\"\",\"label\":\"x\"}\n";
+        let d = Dataset::parse(Path::new("d.jsonl"), jsonl, &minimal).unwrap();
+        assert_eq!(texts(&d), ["\"a\""]);
+        let err = Dataset::parse(Path::new("d.jsonl"), jsonl, &none).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid argument --quoting: d.jsonl: a JSON lines file has no quoting to set \
+             (--quoting is for TSV and CSV files)"
+        );
+        let (tsv, dev) = (Path::new("train.tsv"), Path::new("d.jsonl"));
+        let beside = none.for_file(dev, &[tsv, dev]);
+        assert_eq!(beside.quoting, None);
+        assert_eq!(none.for_file(tsv, &[tsv, dev]).quoting, Some(Quoting::None));
+        let d = Dataset::parse(dev, jsonl, &beside).unwrap();
+        assert_eq!(texts(&d), ["\"a\""]);
+        assert_eq!(none.for_file(dev, &[dev, dev]).quoting, Some(Quoting::None));
+        // --format tsv makes every file a table
+        let as_tsv = DataSpec {
+            format: Some(crate::train::data::Format::Tsv),
+            ..none.clone()
+        };
+        assert_eq!(as_tsv.for_file(dev, &[dev]).quoting, Some(Quoting::None));
         let err = "all".parse::<Quoting>().unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -407,12 +407,32 @@ pub fn check_unique_labels(pairs: &[(String, String)]) -> Result<()> {
     Ok(())
 }
 
+/// `[["label", "word"], ...]`, the verbalizer as task.json writes it.
+fn json_pairs(s: &str) -> Result<Vec<(String, String)>> {
+    const FORM: &str = "[[label, word], ...], as task.json writes it";
+    let v: Vec<Value> = serde_json::from_str(s).map_err(|e| {
+        Error::arg(
+            "--verbalizer",
+            format!("not a valid JSON array of label, word pairs ({FORM}): {e}"),
+        )
+    })?;
+    let pair = |(i, p): (usize, &Value)| match p.as_array().map(Vec::as_slice) {
+        Some([Value::String(l), Value::String(w)]) => Ok((l.clone(), w.clone())),
+        _ => Err(Error::arg(
+            "--verbalizer",
+            format!("item {i} holds {p}: expected a pair of strings, label and word ({FORM})"),
+        )),
+    };
+    v.iter().enumerate().map(pair).collect()
+}
+
 fn twice(what: &str) -> Error {
     Error::arg("--verbalizer", format!("{what}: give each label one word"))
 }
 
-/// Parses `--verbalizer`: `label=word,label=word`, or a JSON object `{"label": "word"}` when
-/// words hold commas. Keeps the order given.
+/// Parses `--verbalizer`: `label=word,label=word`, or, when words hold commas, a JSON object
+/// `{"label": "word"}` or task.json's own form, a JSON array `[["label", "word"], ...]`.
+/// Keeps the order given.
 pub fn parse_verbalizer(s: &str) -> Result<Vec<(String, String)>> {
     let pairs = parse_pairs(s)?;
     check_unique_labels(&pairs)?;
@@ -421,6 +441,9 @@ pub fn parse_verbalizer(s: &str) -> Result<Vec<(String, String)>> {
 
 fn parse_pairs(s: &str) -> Result<Vec<(String, String)>> {
     let s = s.trim();
+    if s.starts_with('[') {
+        return json_pairs(s);
+    }
     if s.starts_with('{') {
         let v: serde_json::Map<String, Value> = serde_json::from_str(s)
             .map_err(|e| Error::arg("--verbalizer", format!("not a valid JSON object: {e}")))?;

@@ -215,8 +215,9 @@ fn peak_child_rss_kb() -> i64 {
 /// A TSV file written with no quoting (GLUE's) whose first text starts with a quote it never
 /// closes: read as Python's csv reads it (the default), the quote ran to the end of the file,
 /// an error; `--quoting none` reads it as written in train, train --task-data, eval and
-/// predict. JSON lines refuse the flag, naming the file, unless --task-data mixes them with
-/// TSV or CSV folders.
+/// predict. --quoting is for the TSV and CSV files of a command: JSON lines files beside them
+/// (a --dev, a --task-data folder) read as they are; `minimal`, the default, is taken by a
+/// JSON lines file alone, and `none` is refused naming the file.
 #[test]
 fn quoting_none_reads_a_glue_tsv_in_every_command() {
     let dir = ScratchDir::new("quoting_none");
@@ -236,7 +237,10 @@ fn quoting_none_reads_a_glue_tsv_in_every_command() {
     let data = folder.join("train.tsv");
     std::fs::write(&data, tsv).expect("write");
     let data = s_static(data);
-    let at = format!("{data}:2: malformed line: a quoted field is not closed");
+    let at = format!(
+        "{data}:2: malformed line: a quoted field is not closed (for a file written with no \
+         quoting at all, as GLUE's TSV files are, pass --quoting none)"
+    );
     let model = fixture("bert_mlm");
     let (out, multi) = (dir.path().join("out"), dir.path().join("multi"));
     let mut args = train_args(&model, &out, &[]);
@@ -244,6 +248,16 @@ fn quoting_none_reads_a_glue_tsv_in_every_command() {
     refused(&softprompt(&args), &[&at]);
     args.extend(["--quoting", "none"]);
     ok(&softprompt(&args));
+    // a JSON lines --dev and --test beside the TSV --train read as they are
+    let jsonl = s_static(corpus("data/train.jsonl"));
+    let mut mixed = args.clone();
+    mixed.extend(["--dev", jsonl, "--test", jsonl, "--overwrite"]);
+    let text = ok(&softprompt(&mixed));
+    let n = rows.lines().filter(|l| !l.trim().is_empty()).count();
+    for split in ["dev  ", "test "] {
+        let line = format!("{split} {jsonl}: {n} rows");
+        assert!(text.contains(&line), "{line}: {text}");
+    }
     let task_data = format!("a={}", folder.display());
     let mut multi_args = train_args(&model, &multi, &["--task-data", &task_data]);
     multi_args.drain(3..5); // --train FILE
@@ -295,6 +309,9 @@ fn quoting_none_reads_a_glue_tsv_in_every_command() {
             "train.jsonl: a JSON lines file has no quoting to set",
         ],
     );
+    // minimal, the default, given to a JSON lines file: read as ever
+    let text = ok(&eval(s(&jsonl), "minimal"));
+    assert!(text.contains(&format!("({n} examples")), "{text}");
     refused(
         &eval(data, "all"),
         &["--quoting", "\"all\": expected minimal or none"],

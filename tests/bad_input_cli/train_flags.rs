@@ -414,3 +414,69 @@ fn encoder_num_layers_with_the_mlp_is_refused() {
     );
     assert!(!out.join("checkpoint.safetensors").exists());
 }
+
+/// task.json saves the verbalizer as `[[label, word], ...]`; given back to --verbalizer it was
+/// split at its commas ("\"[[\"positive\"\": expected label=word"). It is read as the JSON
+/// object is: train and eval take it, and a malformed array says what the form is.
+#[test]
+fn verbalizer_in_task_json_form() {
+    let dir = ScratchDir::new("verbalizer_array");
+    let out = dir.path().join("out");
+    let model = fixture("bert_mlm");
+    let pairs = r#"[["positive", "great"], ["negative", "bad"]]"#;
+    let mut args = train_args(&model, &out, &[]);
+    args[10] = pairs;
+    ok(&softprompt(&args));
+    let task: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("task.json")).expect("task.json"))
+            .expect("json");
+    let saved = task["verbalizer"].to_string();
+    assert_eq!(saved, r#"[["positive","great"],["negative","bad"]]"#);
+    let data = crate::corpus("data/train.jsonl");
+    let eval = |verbalizer: &str| {
+        softprompt(&[
+            "eval",
+            "--prompt",
+            s(&out),
+            "--data",
+            s(&data),
+            "--verbalizer",
+            verbalizer,
+        ])
+    };
+    ok(&eval(&saved));
+    let form = "[[label, word], ...], as task.json writes it";
+    for (verbalizer, msg) in [
+        (
+            r#"[["positive", "great"], ["negative"]]"#,
+            format!(
+                "item 1 holds [\"negative\"]: expected a pair of strings, label and word ({form})"
+            ),
+        ),
+        (
+            r#"[["positive", "great"], ["negative", 3]]"#,
+            format!(
+                "item 1 holds [\"negative\",3]: expected a pair of strings, label and word ({form})"
+            ),
+        ),
+        (
+            r#"[["positive", "great"],"#,
+            format!(
+                "not a valid JSON array of label, word pairs ({form}): EOF while parsing a value \
+                 at line 1 column 23"
+            ),
+        ),
+        (
+            r#"[["positive", "great"], ["positive", "bad"]]"#,
+            "the label \"positive\" is given twice (words \"great\" and \"bad\"): give each \
+             label one word"
+                .to_string(),
+        ),
+    ] {
+        let err = refused(&eval(verbalizer), &[]);
+        assert!(
+            err.contains(&format!("invalid argument --verbalizer: {msg}")),
+            "{verbalizer}: {err}"
+        );
+    }
+}
