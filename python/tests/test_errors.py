@@ -304,8 +304,8 @@ def test_rows_of_another_task_and_pet_rows_without_a_mask_position_are_refused()
         model.evaluate(b, prompt, enc)
     by_hand = sp.Encoded.from_ids(enc.ids, labels=[1])
     want = "row 1: its [MASK] position (mask_positions) 0 holds token id 4, not the mask token (id 6)"
-    for call in (model.step, model.predict):
-        with pytest.raises(sp.DataError, match=re.escape(want)):
+    for call, name in ((model.step, "batch"), (model.predict, "data")):
+        with pytest.raises(sp.InvalidArgument, match=re.escape(f"invalid argument {name}: {want}")):
             call(a, prompt, by_hand)
     at = enc.ids[0].index(6)
     fixed = sp.Encoded.from_ids(enc.ids, labels=[1], mask_positions=[at])
