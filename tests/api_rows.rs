@@ -271,7 +271,8 @@ fn class_labels_a_caller_gives_are_the_tasks() {
 fn a_training_row_without_a_target_is_refused() {
     for (name, kind) in [("t5_v1_1", TaskKind::Seq2Seq), ("bloom", TaskKind::Causal)] {
         let model = Model::open(fixture(name), Device::Cpu).unwrap();
-        let data = Dataset::from_pairs("mem", [("a fine film", Some("pos")), ("dull", Some("neg"))]);
+        let data =
+            Dataset::from_pairs("mem", [("a fine film", Some("pos")), ("dull", Some("neg"))]);
         let opts = TaskOptions {
             task: Some(kind),
             ..TaskOptions::default()
@@ -288,8 +289,16 @@ fn a_training_row_without_a_target_is_refused() {
             .collect();
         let own = model.step(&task, &prompt, &enc.rows).unwrap();
         let by_hand = model.step(&task, &prompt, &hand).unwrap();
-        assert_eq!((by_hand.loss, by_hand.tokens), (own.loss, own.tokens), "{name}");
-        assert!(own.loss.is_finite() && own.loss > 0.0, "{name}: {}", own.loss);
+        assert_eq!(
+            (by_hand.loss, by_hand.tokens),
+            (own.loss, own.tokens),
+            "{name}"
+        );
+        assert!(
+            own.loss.is_finite() && own.loss > 0.0,
+            "{name}: {}",
+            own.loss
+        );
 
         let mut no_target = hand.clone();
         no_target[1].target.clear();
@@ -326,9 +335,15 @@ fn a_training_row_without_a_target_is_refused() {
             max_steps: Some(1),
             ..TrainConfig::default()
         };
-        let e = model.train(&task, splits, &cfg, &out, &mut |_| {}).map(|_| ());
+        let e = model
+            .train(&task, splits, &cfg, &out, &mut |_| {})
+            .map(|_| ());
         assert_eq!(e.unwrap_err().to_string(), want(2, ""), "{name}");
-        assert!(!out.exists(), "{name}: a refused run wrote {}", out.display());
+        assert!(
+            !out.exists(),
+            "{name}: a refused run wrote {}",
+            out.display()
+        );
 
         // scoring ranks the label targets: the row's own target is not read
         let (_, preds) = model.evaluate(&task, &prompt, &rows, 8).unwrap();
@@ -351,7 +366,10 @@ fn hand_made_row_fields_the_task_does_not_use_are_refused() {
     let mut hand = Row::new(enc.rows[0].ids.clone());
     (hand.label, hand.mask_pos) = (Some(1), enc.rows[0].mask_pos);
     let own = model.step(&task, &prompt, &enc.rows).unwrap().loss;
-    assert_eq!(model.step(&task, &prompt, &[hand.clone()]).unwrap().loss, own);
+    assert_eq!(
+        model.step(&task, &prompt, &[hand.clone()]).unwrap().loss,
+        own
+    );
     let mut with_target = hand.clone();
     with_target.target = vec![hand.ids[1]];
     let e = model.step(&task, &prompt, &[hand.clone(), with_target.clone()]);
@@ -362,7 +380,10 @@ fn hand_made_row_fields_the_task_does_not_use_are_refused() {
     );
     let e = model.predict(&task, &prompt, &encoded(vec![with_target]), 8);
     let e = e.map(|_| ()).unwrap_err().to_string();
-    assert!(e.starts_with("invalid argument data: row 1 has a target"), "{e}");
+    assert!(
+        e.starts_with("invalid argument data: row 1 has a target"),
+        "{e}"
+    );
     let mut empty = hand.clone();
     empty.ids.clear();
     let e = model.step(&task, &prompt, &[hand, empty]).map(|_| ());
@@ -382,7 +403,9 @@ fn hand_made_row_fields_the_task_does_not_use_are_refused() {
     let enc = model.encode(&task, &two).unwrap();
     let mut hand = Row::new(enc.rows[0].ids.clone());
     (hand.label, hand.target, hand.mask_pos) = (enc.rows[0].label, enc.rows[0].target.clone(), 2);
-    let e = model.evaluate(&task, &prompt, &encoded(vec![hand]), 8).map(|_| ());
+    let e = model
+        .evaluate(&task, &prompt, &encoded(vec![hand]), 8)
+        .map(|_| ());
     assert_eq!(
         e.unwrap_err().to_string(),
         "invalid argument data: row 1 has a [MASK] position (mask_positions) 2, but a seq2seq \

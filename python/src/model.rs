@@ -57,7 +57,6 @@ fn matrix(py: Python<'_>, v: Vec<f32>, cols: usize) -> PyResult<Py<PyArray2<f32>
 /// The rows of `data` (the argument `name`) for `task`: an `Encoded` as is, else the texts
 /// (or a file) encoded (Ctrl-C heard between chunks of rows); a file's every row needs a
 /// label when `require_label` (as `softprompt eval` reads it).
-#[allow(clippy::too_many_arguments)]
 pub fn rows_of(
     py: Python<'_>,
     model: &Model,
