@@ -259,3 +259,156 @@ fn class_labels_a_caller_gives_are_the_tasks() {
     let filled = model.new_prompt(&task, 4, &init(Vec::new()), 0).unwrap();
     assert_eq!(given.values(), filled.values());
 }
+
+/// A hand-made `seq2seq` or `causal` row with a label but no target (Python's
+/// `Encoded.from_ids(..., targets=[t, []])`) added nothing to the step's loss or gradient
+/// while its tokens were counted (the step gave row 1's numbers alone), and a batch of such
+/// rows was refused naming `--task seq2seq`, a flag an API caller never passed. Step,
+/// step_mixed and train refuse the row naming it and `targets`; with its target the hand-made
+/// rows give the encoded rows' loss. Evaluate and predict rank the label targets, which such
+/// a row needs none of: they take it.
+#[test]
+fn a_training_row_without_a_target_is_refused() {
+    for (name, kind) in [("t5_v1_1", TaskKind::Seq2Seq), ("bloom", TaskKind::Causal)] {
+        let model = Model::open(fixture(name), Device::Cpu).unwrap();
+        let data =
+            Dataset::from_pairs("mem", [("a fine film", Some("pos")), ("dull", Some("neg"))]);
+        let opts = TaskOptions {
+            task: Some(kind),
+            ..TaskOptions::default()
+        };
+        let task = model.task(&opts, Some(&data), 4).unwrap();
+        let prompt = random(&model, &task, 4);
+        let enc = model.encode(&task, &data).unwrap();
+        let hand: Vec<Row> = (enc.rows.iter())
+            .map(|r| {
+                let mut row = Row::new(r.ids.clone());
+                (row.label, row.target) = (r.label, r.target.clone());
+                row
+            })
+            .collect();
+        let own = model.step(&task, &prompt, &enc.rows).unwrap();
+        let by_hand = model.step(&task, &prompt, &hand).unwrap();
+        assert_eq!(
+            (by_hand.loss, by_hand.tokens),
+            (own.loss, own.tokens),
+            "{name}"
+        );
+        assert!(
+            own.loss.is_finite() && own.loss > 0.0,
+            "{name}: {}",
+            own.loss
+        );
+
+        let mut no_target = hand.clone();
+        no_target[1].target.clear();
+        let want = |row: usize, job: &str| {
+            format!(
+                "invalid argument targets: row {row}{job} has no target: every row of a {} \
+                 training step needs one (its label's target, as Model::encode gives it)",
+                kind.name()
+            )
+        };
+        let e = model.step(&task, &prompt, &no_target).map(|_| ());
+        assert_eq!(e.unwrap_err().to_string(), want(2, ""), "{name}");
+        // none has a target: the first row is named, not a flag of the command line
+        let mut none = no_target.clone();
+        none[0].target.clear();
+        let e = model.step(&task, &prompt, &none).map(|_| ());
+        assert_eq!(e.unwrap_err().to_string(), want(1, ""), "{name}");
+        let jobs = [(&task, &prompt)];
+        let mixed: Vec<(usize, Row)> = no_target.iter().map(|r| (0, r.clone())).collect();
+        let e = model.step_mixed(&jobs, &mixed).map(|_| ());
+        let of_job = format!(" (of job 0, a {} task)", kind.name());
+        assert_eq!(e.unwrap_err().to_string(), want(2, &of_job), "{name}");
+
+        let dir = common::ScratchDir::new(&format!("api_rows_no_target_{name}"));
+        let out = dir.path().join("run");
+        let rows = encoded(no_target.clone());
+        let splits = Splits {
+            train: &rows,
+            dev: None,
+            test: None,
+        };
+        let cfg = TrainConfig {
+            prompt_len: 4,
+            max_steps: Some(1),
+            ..TrainConfig::default()
+        };
+        let e = model
+            .train(&task, splits, &cfg, &out, &mut |_| {})
+            .map(|_| ());
+        assert_eq!(e.unwrap_err().to_string(), want(2, ""), "{name}");
+        assert!(
+            !out.exists(),
+            "{name}: a refused run wrote {}",
+            out.display()
+        );
+
+        // scoring ranks the label targets: the row's own target is not read
+        let (_, preds) = model.evaluate(&task, &prompt, &rows, 8).unwrap();
+        let (_, own_preds) = model.evaluate(&task, &prompt, &enc, 8).unwrap();
+        assert_eq!(preds[1].scores, own_preds[1].scores, "{name}");
+    }
+}
+
+/// Fields a hand-made row's task has no use for were ignored without a word: a `pet` row's
+/// target, a `seq2seq` row's [MASK] position. Both are refused naming the argument, the row
+/// and the task's kind; a hand-made row's faults are argument errors naming the argument, not
+/// a made-up file and line ("rows:2: row 2 has no token ids").
+#[test]
+fn hand_made_row_fields_the_task_does_not_use_are_refused() {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let task = pet(&model, "neg=bad,pos=great", None);
+    let prompt = random(&model, &task, 4);
+    let data = Dataset::from_pairs("mem", [("a fine film", Some("pos"))]);
+    let enc = model.encode(&task, &data).unwrap();
+    let mut hand = Row::new(enc.rows[0].ids.clone());
+    (hand.label, hand.mask_pos) = (Some(1), enc.rows[0].mask_pos);
+    let own = model.step(&task, &prompt, &enc.rows).unwrap().loss;
+    assert_eq!(
+        model.step(&task, &prompt, &[hand.clone()]).unwrap().loss,
+        own
+    );
+    let mut with_target = hand.clone();
+    with_target.target = vec![hand.ids[1]];
+    let e = model.step(&task, &prompt, &[hand.clone(), with_target.clone()]);
+    assert_eq!(
+        e.map(|_| ()).unwrap_err().to_string(),
+        "invalid argument rows: row 2 has a target (targets), but a pet task scores its \
+         labels, not targets: leave targets out"
+    );
+    let e = model.predict(&task, &prompt, &encoded(vec![with_target]), 8);
+    let e = e.map(|_| ()).unwrap_err().to_string();
+    assert!(
+        e.starts_with("invalid argument data: row 1 has a target"),
+        "{e}"
+    );
+    let mut empty = hand.clone();
+    empty.ids.clear();
+    let e = model.step(&task, &prompt, &[hand, empty]).map(|_| ());
+    assert_eq!(
+        e.unwrap_err().to_string(),
+        "invalid argument rows: row 2 has no token ids: a row needs at least one token"
+    );
+
+    let model = Model::open(fixture("t5_v1_1"), Device::Cpu).unwrap();
+    let opts = TaskOptions {
+        task: Some(TaskKind::Seq2Seq),
+        ..TaskOptions::default()
+    };
+    let two = Dataset::from_pairs("mem", [("a fine film", Some("pos")), ("dull", Some("neg"))]);
+    let task = model.task(&opts, Some(&two), 4).unwrap();
+    let prompt = random(&model, &task, 4);
+    let enc = model.encode(&task, &two).unwrap();
+    let mut hand = Row::new(enc.rows[0].ids.clone());
+    (hand.label, hand.target, hand.mask_pos) = (enc.rows[0].label, enc.rows[0].target.clone(), 2);
+    let e = model
+        .evaluate(&task, &prompt, &encoded(vec![hand]), 8)
+        .map(|_| ());
+    assert_eq!(
+        e.unwrap_err().to_string(),
+        "invalid argument data: row 1 has a [MASK] position (mask_positions) 2, but a seq2seq \
+         task has none: leave mask_positions out (they are for pet tasks)"
+    );
+}

@@ -153,6 +153,18 @@ pub fn internal(panic: Box<dyn std::any::Any + Send>) -> PyErr {
     )
 }
 
+/// `e`, an argument error about the engine's argument `from` said of the binding's `to` (a
+/// Python argument of another name); any other error as it is.
+pub fn renamed_arg(e: Error, from: &str, to: &str) -> Error {
+    match e {
+        Error::Arg { flag, msg } if flag == from => Error::Arg {
+            flag: to.into(),
+            msg,
+        },
+        e => e,
+    }
+}
+
 /// An argument error raised from the binding itself (a keyword's value the engine never sees).
 pub fn arg(flag: &str, msg: impl Into<String>) -> PyErr {
     to_py(Error::arg(flag, msg.into()))

@@ -2,7 +2,7 @@
 //! evaluation, prediction, generation, saving). Compute runs with the GIL released.
 
 use crate::data::{dataset, id_list, PyEncoded};
-use crate::errors::{arg, compute, to_py};
+use crate::errors::{arg, compute, renamed_arg, to_py};
 use crate::interrupt::Interrupt;
 use crate::ints;
 use crate::kw::{parse, Kw};
@@ -54,14 +54,14 @@ fn matrix(py: Python<'_>, v: Vec<f32>, cols: usize) -> PyResult<Py<PyArray2<f32>
     Ok(PyArray1::from_vec(py, v).reshape([rows, cols])?.unbind())
 }
 
-/// The rows of `data` for `task`: an `Encoded` as is, else the texts (or a file) encoded
-/// (Ctrl-C heard between chunks of rows); a file's every row needs a label when
-/// `require_label` (as `softprompt eval` reads it).
+/// The rows of `data` (the argument `name`) for `task`: an `Encoded` as is, else the texts
+/// (or a file) encoded (Ctrl-C heard between chunks of rows); a file's every row needs a
+/// label when `require_label` (as `softprompt eval` reads it).
 pub fn rows_of(
     py: Python<'_>,
     model: &Model,
     task: &Task,
-    data: &Bound<'_, PyAny>,
+    (data, name): (&Bound<'_, PyAny>, &str),
     labels: Option<Vec<Option<String>>>,
     kw: &mut Kw<'_>,
     require_label: bool,
@@ -69,7 +69,7 @@ pub fn rows_of(
     if let Ok(enc) = data.cast::<PyEncoded>() {
         return Ok(enc.get().inner.clone());
     }
-    let ds = dataset(py, data, labels, &kw.data_spec(require_label)?, "data")?;
+    let ds = dataset(py, data, labels, &kw.data_spec(require_label)?, name)?;
     Interrupt::batched(py, |between, stop| {
         model.encode_until(task, &ds, between, stop)
     })
@@ -243,7 +243,15 @@ impl PyModel {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyEncoded> {
         let mut kw = Kw::new("encode", kwargs)?;
-        let enc = rows_of(py, &self.inner, &task.inner, &data, labels, &mut kw, false)?;
+        let enc = rows_of(
+            py,
+            &self.inner,
+            &task.inner,
+            (&data, "data"),
+            labels,
+            &mut kw,
+            false,
+        )?;
         kw.finish()?;
         Ok(PyEncoded { inner: enc })
     }
@@ -260,10 +268,22 @@ impl PyModel {
         #[pyo3(from_py_with = crate::data::label_names)] labels: Option<Vec<Option<String>>>,
     ) -> PyResult<PyStepOutput> {
         let mut kw = Kw::new("step", None)?;
-        let enc = rows_of(py, &self.inner, &task.inner, &batch, labels, &mut kw, true)?;
+        let enc = rows_of(
+            py,
+            &self.inner,
+            &task.inner,
+            (&batch, "batch"),
+            labels,
+            &mut kw,
+            true,
+        )?;
         let snapshot = prompt.engine_copy();
         let (m, t, p) = (&self.inner, &task.inner, &snapshot);
-        let out = compute(py, || m.step(t, p, &enc.rows))?;
+        // the engine names `Model::step`'s argument `rows`; Python's is `batch`
+        let out = compute(py, || {
+            m.step(t, p, &enc.rows)
+                .map_err(|e| renamed_arg(e, "rows", "batch"))
+        })?;
         let d = prompt.inner.width();
         let head_grad = match out.head_grad {
             Some((w, b)) => Some((matrix(py, w, d)?, PyArray1::from_vec(py, b).unbind())),
@@ -294,7 +314,15 @@ impl PyModel {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>)> {
         let mut kw = Kw::new("evaluate", kwargs)?;
-        let enc = rows_of(py, &self.inner, &task.inner, &data, labels, &mut kw, true)?;
+        let enc = rows_of(
+            py,
+            &self.inner,
+            &task.inner,
+            (&data, "data"),
+            labels,
+            &mut kw,
+            true,
+        )?;
         kw.finish()?;
         let snapshot = prompt.engine_copy();
         let (m, t, p) = (&self.inner, &task.inner, &snapshot);
@@ -322,7 +350,15 @@ impl PyModel {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let mut kw = Kw::new("predict", kwargs)?;
-        let enc = rows_of(py, &self.inner, &task.inner, &data, None, &mut kw, false)?;
+        let enc = rows_of(
+            py,
+            &self.inner,
+            &task.inner,
+            (&data, "data"),
+            None,
+            &mut kw,
+            false,
+        )?;
         kw.finish()?;
         let snapshot = prompt.engine_copy();
         let (m, t, p) = (&self.inner, &task.inner, &snapshot);

@@ -303,11 +303,15 @@ def test_rows_are_counted_from_1_in_every_message():
     rows = dict(labels=[0, 1], mask_positions=[1, 1])
     with pytest.raises(sp.InvalidArgument, match=r"^invalid argument ids: row 2 has token id -1 at index 1"):
         model.step(task, prompt, sp.Encoded.from_ids([[4, 6, 5], [4, -1, 5]], **rows))
-    with pytest.raises(sp.DataError, match=r"row 2: its \[MASK\] position \(mask_positions\) 7"):
+    # hand-made rows come from no file: an argument's fault, named without a file:line
+    with pytest.raises(sp.InvalidArgument,
+                       match=r"^invalid argument batch: row 2: its \[MASK\] position \(mask_positions\) 7"):
         model.step(task, prompt, sp.Encoded.from_ids([[4, 6, 5], [4, 6, 5]], labels=[0, 1],
                                                      mask_positions=[1, 7]))
-    with pytest.raises(sp.DataError, match="row 2 has no token ids"):
+    with pytest.raises(sp.InvalidArgument, match="^invalid argument batch: row 2 has no token ids"):
         model.step(task, prompt, sp.Encoded.from_ids([[4, 6, 5], []], **rows))
+    with pytest.raises(sp.InvalidArgument, match="^invalid argument data: row 2 has no token ids"):
+        model.evaluate(task, prompt, sp.Encoded.from_ids([[4, 6, 5], []], **rows))
     with pytest.raises(sp.InvalidArgument, match="^invalid argument label: row 2 has label 5"):
         model.step(task, prompt, sp.Encoded.from_ids([[4, 6, 5], [4, 6, 5]], labels=[0, 5],
                                                      mask_positions=[1, 1]))
@@ -328,8 +332,8 @@ def test_rows_of_another_task_and_pet_rows_without_a_mask_position_are_refused()
         model.evaluate(b, prompt, enc)
     by_hand = sp.Encoded.from_ids(enc.ids, labels=[1])
     want = "row 1: its [MASK] position (mask_positions) 0 holds token id 4, not the mask token (id 6)"
-    for call in (model.step, model.predict):
-        with pytest.raises(sp.DataError, match=re.escape(want)):
+    for call, name in ((model.step, "batch"), (model.predict, "data")):
+        with pytest.raises(sp.InvalidArgument, match=re.escape(f"invalid argument {name}: {want}")):
             call(a, prompt, by_hand)
     at = enc.ids[0].index(6)
     fixed = sp.Encoded.from_ids(enc.ids, labels=[1], mask_positions=[at])
@@ -430,3 +434,54 @@ def test_changing_a_prompt_in_use_says_so():
         assert msg.startswith(f"{what}: the prompt is in use by a call"), msg
     prompt.values = np.zeros((2, 48), np.float32)  # free again once the call returned
     assert not prompt.values.any()
+
+
+@pytest.mark.parametrize("kind,fixture", [("seq2seq", "t5_v1_1"), ("causal", "bloom")])
+def test_a_training_row_without_a_target_is_refused(kind, fixture):
+    """A seq2seq or causal row of Encoded.from_ids with a label but an empty target was left
+    out of the step (the loss and gradient of the other rows alone, its tokens counted), and a
+    batch of such rows named --task seq2seq, a flag never passed: the row is refused naming
+    `targets`; evaluate ranks the label targets and takes it."""
+    model = sp.Model(FIXTURES / fixture)
+    pairs = [("a fine film", "pos"), ("dull", "neg")]
+    task = model.task(pairs, prompt_len=2, task=kind)
+    prompt = model.new_prompt(task, prompt_len=2)
+    enc = model.encode(task, pairs)
+    a, b = enc.ids[0], enc.ids[1]
+    ta, tb = a[-2:], b[-2:]  # any ids of the vocabulary train
+    whole = model.step(task, prompt, sp.Encoded.from_ids([a, b], labels=enc.labels, targets=[ta, tb]))
+    assert whole.loss > 0 and whole.tokens == len(a) + len(b) + 4
+    want = (f"invalid argument targets: row 2 has no target: every row of a {kind} training step "
+            "needs one (its label's target, as Model.encode gives it)")
+    for targets in ([ta, []], [[], []]):
+        with pytest.raises(sp.InvalidArgument) as e:
+            model.step(task, prompt, sp.Encoded.from_ids([a, b], labels=enc.labels, targets=targets))
+        assert str(e.value) == want.replace("row 2", "row 1" if targets[0] == [] else "row 2")
+    rows = sp.Encoded.from_ids([a, b], labels=enc.labels, targets=[ta, []])
+    assert model.evaluate(task, prompt, rows)[0]["examples"] == 2
+    # a [MASK] position means nothing here: refused, not ignored
+    with pytest.raises(sp.InvalidArgument) as e:
+        model.predict(task, prompt, sp.Encoded.from_ids([a, b], mask_positions=[0, 3]))
+    assert str(e.value) == (f"invalid argument data: row 2 has a [MASK] position (mask_positions) 3, "
+                            f"but a {kind} task has none: leave mask_positions out (they are for pet tasks)")
+
+
+def test_a_pet_row_with_a_target_is_refused_and_step_names_its_batch():
+    """Encoded.from_ids took targets on a pet task and ignored them; Model.step named its
+    argument `rows`, where Python's is `batch`."""
+    model = sp.Model(BERT_MLM)
+    task = model.task([("a", "x"), ("b", "y")], prompt_len=2, verbalizer="x=great,y=bad")
+    prompt = model.new_prompt(task, prompt_len=2)
+    rows = sp.Encoded.from_ids([[4, 6, 5], [4, 6, 5]], labels=[0, 1], mask_positions=[1, 1],
+                               targets=[[], [7]])
+    want = ("row 2 has a target (targets), but a pet task scores its labels, not targets: "
+            "leave targets out")
+    with pytest.raises(sp.InvalidArgument) as e:
+        model.step(task, prompt, rows)
+    assert str(e.value) == f"invalid argument batch: {want}"
+    for call in (model.evaluate, model.predict):
+        with pytest.raises(sp.InvalidArgument) as e:
+            call(task, prompt, rows)
+        assert str(e.value) == f"invalid argument data: {want}"
+    with pytest.raises(sp.InvalidArgument, match="^invalid argument batch: is empty"):
+        model.step(task, prompt, sp.Encoded.from_ids([], labels=[], mask_positions=[]))

@@ -83,8 +83,7 @@ pub(crate) fn check_row<B: Backend>(
     }
     // after the limits (a row too long says so first); here, not only in `Task::batch`:
     // train_multi's mixed steps pad by the first job's task
-    task.inner
-        .check_hand_row(std::path::Path::new(flag), i, row)
+    task.inner.check_hand_row(flag, i, row)
 }
 
 /// The prompt was made on `model`, or records no model (a PEFT adapter, a folder saved before

@@ -45,6 +45,24 @@ pub enum LabelUse {
     MixedStep { job: usize },
 }
 
+/// Where checked rows came from, for a refusal to name: a data file (its line), or an
+/// argument of the API holding rows made by hand (no file, so no line).
+#[derive(Clone, Copy, Debug)]
+enum RowsFrom<'a> {
+    File(&'a Path),
+    Arg(&'a str),
+}
+
+impl RowsFrom<'_> {
+    /// A fault of `row` said in `msg` (which names the row).
+    fn fault(self, row: &Row, msg: String) -> Error {
+        match self {
+            RowsFrom::File(path) => Error::data(path, row.line, msg),
+            RowsFrom::Arg(flag) => Error::arg(flag, msg),
+        }
+    }
+}
+
 impl Task {
     /// A right-padded batch of `rows` (indices into `enc`); an index past `enc` is an error.
     pub fn batch(&self, enc: &Encoded, rows: &[u32]) -> Result<Batch> {
@@ -73,7 +91,7 @@ impl Task {
             })
             .collect::<Result<_>>()?;
         for (&i, row) in rows.iter().zip(&picked) {
-            self.check_row_at(&enc.path, i as usize, row, own)?;
+            self.check_row_at(RowsFrom::File(&enc.path), i as usize, row, own)?;
         }
         let b = picked.len();
         let t = picked.iter().map(|r| r.ids.len()).max().unwrap_or(1).max(1);
@@ -115,16 +133,13 @@ impl Task {
 
     /// A row the encoder could not have made (the API takes hand-made rows): no token ids,
     /// or a PET [MASK] position outside them, would score padding without a word.
-    fn check_row_at(&self, path: &Path, i: usize, row: &Row, own: bool) -> Result<()> {
+    fn check_row_at(&self, at: RowsFrom<'_>, i: usize, row: &Row, own: bool) -> Result<()> {
         if row.ids.is_empty() {
-            return Err(Error::data(
-                path,
-                row.line,
-                format!(
-                    "row {} has no token ids: a row needs at least one token",
-                    i + 1
-                ),
-            ));
+            let msg = format!(
+                "row {} has no token ids: a row needs at least one token",
+                i + 1
+            );
+            return Err(at.fault(row, msg));
         }
         for (field, ids) in [("ids", &row.ids), ("targets", &row.target)] {
             let v = self.vocab;
@@ -146,24 +161,57 @@ impl Task {
             }
         }
         if self.spec.kind == TaskKind::Pet {
-            self.check_mask_pos(path, i, row, own)?;
+            self.check_mask_pos(at, i, row, own)?;
         }
         Ok(())
     }
 
-    /// Row `i` (from 0) of `path` made by hand or for this task: ids, and for `pet` its
-    /// [MASK] position holding the mask token, as `batch` checks them.
-    pub(crate) fn check_hand_row(&self, path: &Path, i: usize, row: &Row) -> Result<()> {
-        self.check_row_at(path, i, row, true)
+    /// Row `i` (from 0) of the API's argument `flag`, made by hand or for this task: ids,
+    /// and for `pet` its [MASK] position holding the mask token, as `batch` checks them; a
+    /// hand-made row's fields this task's kind has no use for are refused
+    /// (`check_unused_fields`).
+    pub(crate) fn check_hand_row(&self, flag: &str, i: usize, row: &Row) -> Result<()> {
+        self.check_row_at(RowsFrom::Arg(flag), i, row, true)?;
+        match row.model {
+            None => self.check_unused_fields(flag, i, row),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// A hand-made row (Python's `Encoded.from_ids`, `Row::new`) holding a field its task's
+    /// kind never reads: a `pet` or `cls` row's target, or a [MASK] position on a task other
+    /// than `pet`, was ignored without a word. A position of 0 is `Row::new`'s default, not
+    /// told apart from one given.
+    fn check_unused_fields(&self, flag: &str, i: usize, row: &Row) -> Result<()> {
+        let kind = self.spec.kind;
+        let unused = if !kind.has_targets() && !row.target.is_empty() {
+            format!(
+                "row {} has a target (targets), but a {} task scores its labels, not \
+                 targets: leave targets out",
+                i + 1,
+                kind.name()
+            )
+        } else if kind != TaskKind::Pet && row.mask_pos != 0 {
+            format!(
+                "row {} has a [MASK] position (mask_positions) {}, but a {} task has none: \
+                 leave mask_positions out (they are for pet tasks)",
+                i + 1,
+                row.mask_pos,
+                kind.name()
+            )
+        } else {
+            return Ok(());
+        };
+        Err(Error::arg(flag, unused))
     }
 
     /// A `pet` row's [MASK] position holds the mask token: a hand-made row (`Row::new`,
     /// Python's `Encoded.from_ids` without `mask_positions`) left at 0 scored its first
     /// token, [CLS], without a word, and one past its ids scored padding. Without `token`
     /// only the latter is checked.
-    fn check_mask_pos(&self, path: &Path, i: usize, row: &Row, token: bool) -> Result<()> {
+    fn check_mask_pos(&self, from: RowsFrom<'_>, i: usize, row: &Row, token: bool) -> Result<()> {
         let at = row.mask_pos;
-        let fault = |msg: String| Err(Error::data(path, row.line, format!("row {}: {msg}", i + 1)));
+        let fault = |msg: String| Err(from.fault(row, format!("row {}: {msg}", i + 1)));
         let Some(&id) = row.ids.get(at) else {
             return fault(format!(
                 "its [MASK] position (mask_positions) {at} is past its {} \
@@ -224,9 +272,41 @@ impl Task {
         }
     }
 
-    /// [`Task::check_label`] on every row of `rows`, numbered from 1 in that order.
+    /// [`Task::check_label`] and [`Task::check_target`] on every row of `rows`, numbered
+    /// from 1 in that order.
     pub fn check_labels(&self, rows: &[Row], usage: LabelUse) -> Result<()> {
-        (rows.iter().enumerate()).try_for_each(|(i, row)| self.check_label(i, row.label, usage))
+        (rows.iter().enumerate()).try_for_each(|(i, row)| {
+            self.check_label(i, row.label, usage)?;
+            self.check_target(i, !row.target.is_empty(), usage)
+        })
+    }
+
+    /// Row `i` (from 0) of a `seq2seq` or `causal` training step has a target (`has`): a
+    /// row without one (made by hand with a label but no target) added nothing to the loss
+    /// or the gradient, without a word, while its tokens were counted.
+    pub(crate) fn check_target(&self, i: usize, has: bool, usage: LabelUse) -> Result<()> {
+        let kind = self.spec.kind;
+        if has || usage == LabelUse::Score || !kind.has_targets() {
+            return Ok(());
+        }
+        let job = match usage {
+            LabelUse::MixedStep { job } => format!(" (of job {job}, a {} task)", kind.name()),
+            _ => String::new(),
+        };
+        // a label task's encoder gives a labelled row its label's target words
+        let fill = match self.spec.free_targets {
+            true => "its target text's ids",
+            false => "its label's target, as Model::encode gives it",
+        };
+        Err(Error::arg(
+            "targets",
+            format!(
+                "row {}{job} has no target: every row of a {} training step needs one \
+                 ({fill})",
+                i + 1,
+                kind.name()
+            ),
+        ))
     }
 
     /// The class of row `i` for scoring (free targets: None).

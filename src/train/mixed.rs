@@ -402,7 +402,9 @@ pub fn step_mixed<B: Backend>(
     check_rows(jobs.len(), rows)?;
     for (i, (j, row)) in rows.iter().enumerate() {
         if let Some((task, _)) = jobs.get(*j) {
-            task.check_label(i, row.label, LabelUse::MixedStep { job: *j })?;
+            let usage = LabelUse::MixedStep { job: *j };
+            task.check_label(i, row.label, usage)?;
+            task.check_target(i, !row.target.is_empty(), usage)?;
         }
     }
     let mut out = (jobs.iter())

@@ -258,19 +258,19 @@ struct StepBatch<B: Backend> {
     p: usize,
     c: usize,
     lens: Option<Vec<usize>>,
-    /// the task flag errors name
-    flag: &'static str,
+    /// the tasks' kind, which errors name
+    kind: &'static str,
 }
 
 impl<B: Backend> StepBatch<B> {
-    fn new(be: &B, gr: &Group<'_, '_, B>, c: usize, flag: &'static str) -> Result<Self> {
+    fn new(be: &B, gr: &Group<'_, '_, B>, c: usize, kind: &'static str) -> Result<Self> {
         let (first, _) = gr.job(0)?;
         let (p, job_lens) = gr.lens();
         let all: Vec<u32> = (0..gr.rows.enc.rows.len() as u32).collect();
         // every task of one model pads alike: the first one builds the batch
         let batch = first.batch_of_jobs(&gr.rows.enc, &all)?;
         if batch.l == 0 {
-            return Err(no_targets(flag));
+            return Err(no_targets(kind));
         }
         Ok(StepBatch {
             batch,
@@ -279,7 +279,7 @@ impl<B: Backend> StepBatch<B> {
             p,
             c,
             lens: row_lens(&gr.rows.slot, job_lens.as_deref()),
-            flag,
+            kind,
         })
     }
 
@@ -306,7 +306,7 @@ impl<B: Backend> StepBatch<B> {
             Option<&mut B::Buf>,
         ) -> Result<Vec<f64>>,
     ) -> Result<()> {
-        check_parts(gr, parts, self.flag)?;
+        check_parts(gr, parts, self.kind)?;
         let mut grads = SplitGrads::zeros(be, gr, self.p, self.c, self.stack.as_ref())?;
         let (dtable, dstack) = (grads.dtable.as_mut(), grads.dstack.as_mut());
         let losses = step(&mut MemoryAccountant::new(), dtable, dstack)?;
@@ -324,7 +324,7 @@ pub(super) fn step_t5<B: Backend>(
     recompute: Recompute,
     out: &mut [JobStep<B>],
 ) -> Result<()> {
-    let sb = StepBatch::new(be, gr, m.cfg.d_model, "--task seq2seq")?;
+    let sb = StepBatch::new(be, gr, m.cfg.d_model, "seq2seq")?;
     let (tokens, targets, l) = (&sb.batch.tokens, &sb.batch.targets, sb.batch.l);
     let inp = t5::upload_inputs(be, &m.cfg, tokens, sb.p, targets, l)?;
     let mut inp = inp.with_prompts(be, &sb.mix(gr), tokens)?;
@@ -348,7 +348,7 @@ pub(super) fn step_causal<B: Backend>(
     recompute: Recompute,
     out: &mut [JobStep<B>],
 ) -> Result<()> {
-    let sb = StepBatch::new(be, gr, m.cfg.hidden_size, "--task causal")?;
+    let sb = StepBatch::new(be, gr, m.cfg.hidden_size, "causal")?;
     let pad = gr.job(0)?.0.pad_id;
     let b = &sb.batch;
     let (tokens, labels) = joined(&b.tokens, &b.targets, b.l, pad);
@@ -364,18 +364,19 @@ pub(super) fn step_causal<B: Backend>(
     })
 }
 
-/// A job with rows in the batch but no target token among them: the error its own step
-/// gives.
-fn check_parts<B: Backend>(gr: &Group<'_, '_, B>, parts: &[LossRows], flag: &str) -> Result<()> {
+/// A job with rows in the batch but no target token among them (`step_mixed` refuses each
+/// row without a target first: a backstop).
+fn check_parts<B: Backend>(gr: &Group<'_, '_, B>, parts: &[LossRows], kind: &str) -> Result<()> {
     for (k, part) in parts.iter().enumerate() {
         let has_rows = gr.rows.slot.contains(&(k as i32));
         if has_rows && part.targets.iter().all(|&t| t == IGNORE_INDEX) {
-            return Err(no_targets(flag));
+            return Err(no_targets(kind));
         }
     }
     Ok(())
 }
 
-fn no_targets(flag: &str) -> Error {
-    Error::arg(flag, "training needs targets: the batch has none")
+fn no_targets(kind: &str) -> Error {
+    let msg = format!("training needs targets: the batch's {kind} rows have none");
+    Error::arg("targets", msg)
 }

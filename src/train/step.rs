@@ -11,7 +11,7 @@ use super::batch::{Batch, LabelUse};
 use super::model::Model;
 use super::spec::TaskKind;
 use super::task::{job, Job, Task};
-use crate::backend::{Backend, DType};
+use crate::backend::{Backend, DType, IGNORE_INDEX};
 use crate::error::{Error, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::cls_head::{ClsHead, HostClsHead};
@@ -97,7 +97,7 @@ impl Task {
                 (&batch.tokens, objective)
             }
             Job::Seq2Seq(_) => {
-                check_targets(batch, "--task seq2seq")?;
+                check_batch_targets(self, batch)?;
                 let objective = Objective::Seq2Seq {
                     labels: &batch.targets,
                     l: batch.l,
@@ -105,7 +105,7 @@ impl Task {
                 (&batch.tokens, objective)
             }
             Job::Causal(_) => {
-                check_targets(batch, "--task causal")?;
+                check_batch_targets(self, batch)?;
                 joined = joined_batch(batch, self.pad_id);
                 (&joined.0, Objective::Causal { labels: &joined.1 })
             }
@@ -128,14 +128,15 @@ fn joined_batch(batch: &Batch, pad: i32) -> (TokenBatch, Vec<i32>) {
     super::causal::joined(&batch.tokens, &batch.targets, batch.l, pad)
 }
 
-fn check_targets(batch: &Batch, flag: &str) -> Result<()> {
-    if batch.l == 0 {
-        return Err(Error::arg(
-            flag,
-            "training needs targets: the batch has none",
-        ));
-    }
-    Ok(())
+/// Every row of a `seq2seq` or `causal` batch has a target (its first target token set: a
+/// row's target is right-padded with -100): a batch made by hand reaches the step without
+/// `Task::check_labels` on its rows, and a row without was left out of the loss.
+fn check_batch_targets(task: &Task, batch: &Batch) -> Result<()> {
+    (0..batch.tokens.b).try_for_each(|b| {
+        let first = batch.targets.get(b * batch.l).copied();
+        let has = first.is_some_and(|t| t != IGNORE_INDEX);
+        task.check_target(b, has, LabelUse::Step)
+    })
 }
 
 /// Every row of a `pet` or `cls` batch has a label of `task` (B labels, -100 for none): a
