@@ -485,3 +485,23 @@ def test_a_pet_row_with_a_target_is_refused_and_step_names_its_batch():
         assert str(e.value) == f"invalid argument data: {want}"
     with pytest.raises(sp.InvalidArgument, match="^invalid argument batch: is empty"):
         model.step(task, prompt, sp.Encoded.from_ids([], labels=[], mask_positions=[]))
+
+
+def test_init_vocab_first_errors_name_the_keyword(tmp_path):
+    """PromptInit's field from_first is init_vocab_first to Python, on new_prompt and train."""
+    model = sp.Model(BERT_MLM)
+    task = model.task([("a", "x"), ("b", "y")], prompt_len=2, verbalizer="x=great,y=bad")
+    with pytest.raises(sp.InvalidArgument, match=r"^invalid argument init_vocab_first: is 0: "):
+        model.new_prompt(task, prompt_len=2, init="sample-vocab", init_vocab_first=0)
+    with pytest.raises(sp.InvalidArgument, match=r"^invalid argument init_vocab_first: is 100000 but "):
+        model.train(str(TRAIN), tmp_path / "py", no_progress=True, init="sample-vocab",
+                    init_vocab_first=100000)
+    assert not (tmp_path / "py").exists()
+
+
+def test_a_path_starting_with_cfg_keeps_its_name(tmp_path, monkeypatch):
+    """Only TrainConfig's field names lose their "cfg.": a data file cfg.jsonl is named whole."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cfg.jsonl").write_text('{"text": "fine.", "label": "positive"}\n{"text": ')
+    with pytest.raises(sp.DataError, match=r"^cfg\.jsonl:2: malformed line"):
+        sp.Model(BERT_MLM).train("cfg.jsonl", tmp_path / "py", no_progress=True)
