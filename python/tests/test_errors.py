@@ -496,7 +496,7 @@ def test_init_vocab_first_errors_name_the_keyword(tmp_path):
     with pytest.raises(sp.InvalidArgument, match=r"^invalid argument init_vocab_first: is 100000 but "):
         model.train(str(TRAIN), tmp_path / "py", no_progress=True, init="sample-vocab",
                     init_vocab_first=100000)
-    assert not (tmp_path / "py").exists()
+    assert not (tmp_path / "py" / "checkpoint.safetensors").exists()
 
 
 def test_a_path_starting_with_cfg_keeps_its_name(tmp_path, monkeypatch):
