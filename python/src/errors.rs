@@ -68,7 +68,8 @@ pub fn raise(class: &str, msg: String) -> PyErr {
 /// The engine's advice names the Rust API's calls (`Model::new_prompt`) and the command
 /// line's flag beside them: from Python, the same calls are `Model.new_prompt`.
 fn python_words(msg: &str) -> String {
-    const CALLS: [(&str, &str); 3] = [
+    const CALLS: [(&str, &str); 4] = [
+        ("pass --quoting none", "pass quoting=\"none\""),
         (
             "Prompt::set_model (the command line: --model)",
             "Prompt.set_model",

@@ -224,25 +224,29 @@ const FIELD_FLAGS: [(&str, &str); 11] = [
 
 /// The output folder's refusals (`train::outdir`) in the API's words, and the command
 /// line's: the words are quoted there, so that only they are replaced.
-const OUT_WORDS: [(&str, &str); 3] = [
+const OUT_WORDS: [(&str, &str); 4] = [
     ("set `cfg.resume`", "pass --resume"),
     ("set `cfg.overwrite`", "pass --overwrite"),
     ("`cfg.overwrite`", "--overwrite"),
+    // a resume's rows-hash difference (train::start::settings_diff)
+    (
+        "its quoting, format, fields or max_len",
+        "--quoting, --format, --text-field / --label-field or --max-len",
+    ),
 ];
 
 /// `msg` with the folder's word `out` as the flag: a task may be named `out` too ("task
-/// `out`: ..."), and keeps its name.
+/// `out`: ...", "tasks `a` and `out`"), and keeps its name.
 fn out_as_flag(msg: &str) -> String {
     let mut said = String::new();
     let mut rest = msg;
     while let Some(i) = rest.find("`out`") {
         let (head, tail) = rest.split_at(i);
         said.push_str(head);
-        said.push_str(if head.ends_with("task ") {
-            "`out`"
-        } else {
-            "--out"
-        });
+        let task = ["task ", "tasks ", "` and "]
+            .iter()
+            .any(|t| head.ends_with(t));
+        said.push_str(if task { "`out`" } else { "--out" });
         rest = &tail["`out`".len()..];
     }
     said + rest

@@ -172,7 +172,7 @@ fn parse_jsonl(path: &Path, text: &str, spec: &DataSpec) -> Result<Vec<Example>>
             let name = &spec.label_field;
             let msg = match obj.get(name) {
                 // present but null: "missing" sent users looking for a typo in the name
-                Some(_) => format!("field \"{name}\" is null: a training row needs a label"),
+                Some(_) => format!("field \"{name}\" is null: every row here needs a label"),
                 None => format!(
                     "missing field \"{name}\" (fields: {}); set it with --label-field",
                     keys()

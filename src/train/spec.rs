@@ -441,7 +441,11 @@ pub fn parse_verbalizer(s: &str) -> Result<Vec<(String, String)>> {
 
 fn parse_pairs(s: &str) -> Result<Vec<(String, String)>> {
     let s = s.trim();
-    if s.starts_with('[') {
+    // task.json's [[label, word], ...]; a label that starts with a bracket ("[pos]=great")
+    // stays a label=word pair
+    let json_array =
+        (s.strip_prefix('[')).is_some_and(|rest| rest.trim_start().starts_with(['[', ']', '"']));
+    if json_array {
         return json_pairs(s);
     }
     if s.starts_with('{') {
@@ -482,4 +486,21 @@ fn parse_pairs(s: &str) -> Result<Vec<(String, String)>> {
             )),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    /// task.json's array form, and a label that starts with a bracket as a label=word pair.
+    #[test]
+    fn verbalizer_forms() {
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(l, w)| (l.to_string(), w.to_string()))
+                .collect()
+        };
+        let json = super::parse_verbalizer(r#"[["pos", "good"], ["neg", "bad"]]"#).unwrap();
+        assert_eq!(json, pairs(&[("pos", "good"), ("neg", "bad")]));
+        let bracketed = super::parse_verbalizer("[pos]=great,[neg]=awful").unwrap();
+        assert_eq!(bracketed, pairs(&[("[pos]", "great"), ("[neg]", "awful")]));
+    }
 }

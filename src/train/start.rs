@@ -455,10 +455,6 @@ pub(super) fn settings_diff(ck: &Value, now: &Value) -> Vec<String> {
         {
             n.remove(key);
         }
-        // no test scored before: the kept prompt is scored on the rows given now
-        if c.get("test_rows").is_some_and(Value::is_null) {
-            n.insert("test_rows".into(), Value::Null);
-        }
     }
     let now = &now;
     let spelled = |v: &Value| {
@@ -477,11 +473,14 @@ pub(super) fn settings_diff(ck: &Value, now: &Value) -> Vec<String> {
     }
     let mut diff = checkpoint::config_diff(&ck, now);
     for d in diff.iter_mut().filter(|d| d.contains("_rows: ")) {
-        // a hash says nothing of why: the file, or how it is read
-        d.push_str(
-            " (a hash of the rows as read: the file changed, or it is read another way: its \
-             quoting, format, fields or max_len)",
-        );
+        // a hash says nothing of why: the split given once only, the file, or how it is read
+        d.push_str(match d.contains("null") {
+            true => " (the split is given in one run and not the other)",
+            false => {
+                " (a hash of the rows as read: the file changed, or it is read another way: \
+                 its quoting, format, fields or max_len)"
+            }
+        });
     }
     diff
 }

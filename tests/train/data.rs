@@ -77,7 +77,7 @@ fn data_errors_name_file_and_line() {
     // so is a training row's null label (a prediction reads it as a row without one)
     std::fs::write(&bad, "{\"text\": \"fine.\", \"label\": null}\n").unwrap();
     let err = run(&bad, &[]);
-    let want = "field \"label\" is null: a training row needs a label";
+    let want = "field \"label\" is null: every row here needs a label";
     assert!(
         err.contains(&format!("{}:1: {want}", bad.display())),
         "{err}"

@@ -316,6 +316,17 @@ fn resume_refuses_other_dev_rows() {
             && !err.contains("train_rows"),
         "{err}"
     );
+    // a test split given now and not before: its score would mix two runs' rows
+    let mut with_test = args.clone();
+    with_test.extend(["--test", s(&dev), "--resume"]);
+    let refused = softprompt(&with_test);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("test_rows: null -> \"")
+            && err.contains("(the split is given in one run and not the other)")
+            && !err.contains("dev_rows"),
+        "{err}"
+    );
     // as an earlier build wrote it: no dev rows among the settings
     reopen(&|ck| {
         let config = ck.state.config.as_object_mut().unwrap();
