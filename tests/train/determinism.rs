@@ -324,7 +324,7 @@ fn resume_refuses_other_dev_rows() {
     assert!(
         err.contains("test_rows: null -> \"")
             && err.contains("(the split is given in one run and not the other)")
-            && !err.contains("dev_rows"),
+            && !err.contains("dev_rows:"),
         "{err}"
     );
     // as an earlier build wrote it: no dev rows among the settings
