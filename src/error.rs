@@ -253,23 +253,12 @@ impl Error {
             Error::NonFinite(msg) => Error::NonFinite(tag(msg)),
             // a multi-task run's memory refusal names its task, and stays itself (serve and
             // the command line read its fields)
-            Error::StepMemory {
-                rows,
-                tokens,
-                need,
-                available,
-                batch,
-                flags,
-                context,
-            } => Error::StepMemory {
-                rows,
-                tokens,
-                need,
-                available,
-                batch,
-                flags,
-                context: tag(context),
-            },
+            mut e @ Error::StepMemory { .. } => {
+                if let Error::StepMemory { context, .. } = &mut e {
+                    *context = tag(std::mem::take(context));
+                }
+                e
+            }
             other => other,
         }
     }

@@ -266,23 +266,12 @@ pub fn as_flags(e: Error) -> Error {
                 msg,
             }
         }
-        Error::StepMemory {
-            rows,
-            tokens,
-            need,
-            available,
-            batch,
-            context,
-            ..
-        } => Error::StepMemory {
-            rows,
-            tokens,
-            need,
-            available,
-            batch,
-            flags: true,
-            context,
-        },
+        mut e @ Error::StepMemory { .. } => {
+            if let Error::StepMemory { flags, .. } = &mut e {
+                *flags = true;
+            }
+            e
+        }
         e => e,
     }
 }
