@@ -68,8 +68,7 @@ pub fn raise(class: &str, msg: String) -> PyErr {
 /// The engine's advice names the Rust API's calls (`Model::new_prompt`) and the command
 /// line's flag beside them: from Python, the same calls are `Model.new_prompt`.
 fn python_words(msg: &str) -> String {
-    const CALLS: [(&str, &str); 4] = [
-        ("pass --quoting none", "pass quoting=\"none\""),
+    const CALLS: [(&str, &str); 3] = [
         (
             "Prompt::set_model (the command line: --model)",
             "Prompt.set_model",
@@ -80,14 +79,77 @@ fn python_words(msg: &str) -> String {
     let msg = CALLS
         .iter()
         .fold(msg.to_string(), |m, (rust, py)| m.replace(rust, py));
-    cfg_fields_as_keywords(&msg)
+    flags_as_keywords(&cfg_fields_as_keywords(&msg))
+}
+
+/// The keywords of the package's calls that are the command line's flags underscored
+/// (`--max-len` is `max_len=`): the engine's advice, shared with the command line, names the
+/// flag.
+const KEYWORDS: [&str; 59] = [
+    "task", "template", "labels", "verbalizer", "pooling", "free_targets", "max_len",
+    "max_target_len", "decode", "target_end", "format", "quoting", "text_field", "label_field",
+    "prompt_len", "method", "prefix_projection", "prefix_placement",
+    "encoder_reparameterization", "encoder_hidden_size", "encoder_num_layers", "init",
+    "init_text", "init_std", "init_vocab_first", "optimizer", "lr", "head_lr", "weight_decay",
+    "decay_rate", "schedule", "warmup_steps", "max_grad_norm", "batch_size", "eval_batch_size",
+    "epochs", "max_steps", "eval_every", "patience", "save_every", "log_every", "seed",
+    "recompute", "bucket_pool", "no_progress", "resume", "overwrite", "train", "dev", "test",
+    "out", "max_new_tokens", "prompt_placement", "threads", "device", "precision", "tol",
+    "reference", "prompt", "data",
+];
+
+/// The words a flag of a choice takes (`--task cls`): in Python, `task="cls"`.
+const CHOICES: [&str; 40] = [
+    "pet", "cls", "seq2seq", "causal", "mlm", "mean", "first", "last", "eos", "pad", "none",
+    "minimal", "all", "tsv", "csv", "jsonl", "adamw", "adafactor", "constant", "linear",
+    "cosine", "random", "text", "vocab", "layer", "mlp", "lstm", "papers", "peft", "tokens",
+    "cpu", "cuda", "emu", "bf16", "f32", "mixed", "prompt", "p-tuning", "prefix", "greedy",
+];
+
+/// The command line's flags in `msg` as the keywords that set the same thing: `--max-len 12`
+/// is `max_len=12`, `--task cls` is `task="cls"`, `--lr` is `lr`; a flag with no keyword of
+/// its name (`--model`, `--task-data`) stays.
+fn flags_as_keywords(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find("--") {
+        let (head, tail) = rest.split_at(i);
+        out.push_str(head);
+        let name_len = (tail[2..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '-')))
+            .unwrap_or(tail.len() - 2);
+        let name = &tail[2..2 + name_len];
+        let keyword = name.replace('-', "_");
+        // a flag stands after a space, a quote or a bracket, not inside a word (`a--b`)
+        let starts_word = !head.ends_with(|c: char| c.is_alphanumeric() || c == '-');
+        if !(starts_word && KEYWORDS.contains(&keyword.as_str())) {
+            out.push_str(&tail[..2 + name_len]);
+            rest = &tail[2 + name_len..];
+            continue;
+        }
+        out.push_str(&keyword);
+        rest = &tail[2 + name_len..];
+        let Some(after) = rest.strip_prefix(' ') else { continue };
+        let value_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || "-_.+".contains(c)))
+            .unwrap_or(after.len());
+        let value = after[..value_len].trim_end_matches('.');
+        if value.starts_with(|c: char| c.is_ascii_digit()) {
+            out.push('=');
+            out.push_str(value);
+            rest = &after[value.len()..];
+        } else if CHOICES.contains(&value) {
+            out.push_str(&format!("=\"{value}\""));
+            rest = &after[value.len()..];
+        }
+    }
+    out + rest
 }
 
 /// The Rust API's `cfg.batch_size` (a `TrainConfig` field the engine names) is
-/// `Model.train`'s keyword `batch_size`; any other "cfg." (a path `cfg.jsonl`, a word inside
-/// `my.cfg.json`) stays.
+/// `Model.train`'s keyword `batch_size`, its `cfg.optim.lr` the keyword `lr`; any other
+/// "cfg." (a path `cfg.jsonl`, a word inside `my.cfg.json`) stays.
 fn cfg_fields_as_keywords(msg: &str) -> String {
-    const FIELDS: [&str; 9] = [
+    const FIELDS: [&str; 15] = [
         "prompt_len",
         "batch_size",
         "eval_batch_size",
@@ -95,8 +157,14 @@ fn cfg_fields_as_keywords(msg: &str) -> String {
         "epochs",
         "max_steps",
         "patience",
+        "eval_every",
         "resume",
         "overwrite",
+        "optim.lr",
+        "optim.head_lr",
+        "optim.weight_decay",
+        "optim.max_grad_norm",
+        "optim.decay_rate",
     ];
     let mut parts = msg.split("cfg.");
     let mut out = parts.next().unwrap_or_default().to_string();
@@ -114,8 +182,11 @@ fn cfg_fields_as_keywords(msg: &str) -> String {
         let field = (FIELDS.iter()).any(|f| part.strip_prefix(f).is_some_and(whole));
         if in_word || !field {
             out.push_str("cfg.");
+            out.push_str(part);
+        } else {
+            // the optimizer's settings are keywords of their own
+            out.push_str(part.strip_prefix("optim.").unwrap_or(part));
         }
-        out.push_str(part);
     }
     out
 }

@@ -190,9 +190,9 @@ pub fn train<'py>(
     kw.finish()?;
     outdir::precheck(&out, cfg.resume, cfg.overwrite).map_err(to_py)?;
     let paths = [
-        ("--train", split_path(&Some(train.clone()))),
-        ("--dev", split_path(&dev)),
-        ("--test", split_path(&test)),
+        ("train", split_path(&Some(train.clone()))),
+        ("dev", split_path(&dev)),
+        ("test", split_path(&test)),
     ];
     let inputs: Vec<(&str, &Path)> = (paths.iter())
         .filter_map(|(f, p)| p.as_deref().map(|p| (*f, p)))

@@ -208,8 +208,9 @@ impl MethodArgs {
 /// The API's names of the settings the command line sets by flag: the library's errors name
 /// the field an API user set (`Model::task`'s `prompt_len`, `cfg.batch_size`), the command
 /// line's the flag.
-const FIELD_FLAGS: [(&str, &str); 11] = [
+const FIELD_FLAGS: [(&str, &str); 20] = [
     ("out", "--out"),
+    ("dev", "--dev"),
     ("prompt_len", "--prompt-len"),
     ("batch_size", "--batch-size"),
     ("cfg.prompt_len", "--prompt-len"),
@@ -219,6 +220,12 @@ const FIELD_FLAGS: [(&str, &str); 11] = [
     ("cfg.epochs", "--epochs"),
     ("cfg.max_steps", "--max-steps"),
     ("cfg.patience", "--patience"),
+    ("cfg.eval_every", "--eval-every"),
+    ("cfg.optim.lr", "--lr"),
+    ("cfg.optim.head_lr", "--head-lr"),
+    ("cfg.optim.weight_decay", "--weight-decay"),
+    ("cfg.optim.max_grad_norm", "--max-grad-norm"),
+    ("cfg.optim.decay_rate", "--decay-rate"),
     ("from_first", "--init-vocab-first"),
 ];
 
@@ -261,6 +268,11 @@ pub fn as_flags(e: Error) -> Error {
         },
         Error::Arg { flag, msg } => {
             let named = FIELD_FLAGS.iter().find(|(field, _)| *field == flag);
+            // a field the advice names is quoted there: `dev`, `cfg.optim.head_lr` (`out`
+            // may be a task's name too: `out_as_flag`)
+            let msg = (FIELD_FLAGS.iter().filter(|(field, _)| *field != "out"))
+                .fold(msg, |m, (field, f)| m.replace(&format!("`{field}`"), f));
+            let msg = out_as_flag(&msg);
             Error::Arg {
                 flag: named.map_or(flag, |(_, f)| f.to_string()),
                 msg,

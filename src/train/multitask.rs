@@ -114,7 +114,7 @@ pub fn check_name(name: &str) -> Result<()> {
             "task name",
             format!(
                 "{name:?}: expected letters, digits, '-', '_' or '.' (it names the task's \
-                 folder under --out)"
+                 folder under `out`)"
             ),
         ));
     }
@@ -124,7 +124,7 @@ pub fn check_name(name: &str) -> Result<()> {
         return Err(Error::arg(
             "task name",
             format!(
-                "{name:?} is the name of a file the run writes into --out; the task's folder \
+                "{name:?} is the name of a file the run writes into `out`; the task's folder \
                  would be that path: name the task otherwise"
             ),
         ));
@@ -164,7 +164,7 @@ pub fn check_distinct_names(names: &[&str]) -> Result<()> {
         let msg = match other == name {
             true => format!("`{name}` is given twice: each task needs its own name"),
             false => format!(
-                "`{other}` and `{name}` differ only in case: their folders under --out would \
+                "`{other}` and `{name}` differ only in case: their folders under `out` would \
                  be one folder on a case-insensitive file system (macOS, Windows): name them \
                  apart"
             ),

@@ -190,8 +190,9 @@ impl OptimConfig {
         }
     }
 
-    /// Every setting in its range, the error naming the flag that sets it: a NaN rate or
-    /// decay would turn the prompt into NaN, a negative rate would climb the loss.
+    /// Every setting in its range, the error naming its field (`cfg.optim.lr`: the command
+    /// line names the flag that sets it): a NaN rate or decay would turn the prompt into NaN,
+    /// a negative rate would climb the loss.
     pub fn validate(&self) -> Result<()> {
         let finite = |flag: &str, x: f64, ok: bool, range: &str| -> Result<()> {
             if x.is_finite() && ok {
@@ -203,16 +204,16 @@ impl OptimConfig {
                 ))
             }
         };
-        // 0 is allowed: it freezes the prompt (or, as --head-lr, the head)
-        finite("--lr", self.lr, self.lr >= 0.0, "a finite number >= 0")?;
+        // 0 is allowed: it freezes the prompt (or, as the head's rate, the head)
+        finite("cfg.optim.lr", self.lr, self.lr >= 0.0, "a finite number >= 0")?;
         if let Some(h) = self.head_lr {
-            finite("--head-lr", h, h >= 0.0, "a finite number >= 0")?;
+            finite("cfg.optim.head_lr", h, h >= 0.0, "a finite number >= 0")?;
         }
         let wd = self.weight_decay;
-        finite("--weight-decay", wd, wd >= 0.0, "a finite number >= 0")?;
+        finite("cfg.optim.weight_decay", wd, wd >= 0.0, "a finite number >= 0")?;
         if let Some(n) = self.max_grad_norm {
             finite(
-                "--max-grad-norm",
+                "cfg.optim.max_grad_norm",
                 n,
                 n > 0.0,
                 "a finite number > 0 (0 turns clipping off)",
@@ -222,18 +223,19 @@ impl OptimConfig {
         // (Shazeer & Stern, section 7.2; transformers' Adafactor takes it negated, -0.8)
         let dr = self.decay_rate;
         finite(
-            "--decay-rate",
+            "cfg.optim.decay_rate",
             dr,
             dr > 0.0 && dr <= 1.0,
             "0 < rate <= 1, as Adafactor's beta2_t = 1 - t^-rate needs (Lester et al.: 0.8; \
              transformers writes it negated, decay_rate=-0.8)",
         )?;
         let (b1, b2) = (self.beta1, self.beta2);
-        finite("beta1", b1, (0.0..1.0).contains(&b1), "0 <= beta1 < 1")?;
-        finite("beta2", b2, (0.0..1.0).contains(&b2), "0 <= beta2 < 1")?;
-        finite("eps", self.eps, self.eps >= 0.0, "a finite number >= 0")?;
+        finite("cfg.optim.beta1", b1, (0.0..1.0).contains(&b1), "0 <= beta1 < 1")?;
+        finite("cfg.optim.beta2", b2, (0.0..1.0).contains(&b2), "0 <= beta2 < 1")?;
+        let eps = self.eps;
+        finite("cfg.optim.eps", eps, eps >= 0.0, "a finite number >= 0")?;
         let ct = self.clip_threshold;
-        finite("clip_threshold", ct, ct > 0.0, "a finite number > 0")?;
+        finite("cfg.optim.clip_threshold", ct, ct > 0.0, "a finite number > 0")?;
         Ok(())
     }
 

@@ -334,8 +334,8 @@ pub fn check_task_inputs_kept(dir: &Path, tasks: &[&str], inputs: &[(&str, &Path
             return Err(Error::arg(
                 *flag,
                 format!(
-                    "{} is {}, a file of the run in --out that training replaces: move it out of \
-                     --out first",
+                    "{} is {}, a file of the run in `out` that training replaces: move it out \
+                     of `out` first",
                     input.display(),
                     f.display()
                 ),

@@ -227,26 +227,26 @@ pub(super) fn precheck<B: Backend>(
     if evals[0].is_none() {
         if cfg.patience.is_some() {
             return Err(Error::arg(
-                "--patience",
-                "early stopping needs a dev split: pass --dev",
+                "cfg.patience",
+                "early stopping needs a dev split: pass `dev`",
             ));
         }
         if cfg.eval_every > 0 {
             return Err(Error::arg(
-                "--eval-every",
-                "evaluating during the run needs a dev split: pass --dev",
+                "cfg.eval_every",
+                "evaluating during the run needs a dev split: pass `dev`",
             ));
         }
     }
-    // --lr 0 freezes the prompt: the run trains something only through a cls head with a
-    // --head-lr of its own
+    // a rate of 0 freezes the prompt: the run trains something only through a cls head with
+    // a rate of its own
     let head_trains = task.spec.kind == TaskKind::Cls && cfg.optim.head_lr.is_some_and(|h| h > 0.0);
     if cfg.optim.lr <= 0.0 && !head_trains {
         return Err(Error::arg(
-            "--lr",
+            "cfg.optim.lr",
             format!(
                 "{} trains nothing: expected a number > 0 (0 freezes the prompt, which makes \
-                 sense only beside a cls head trained by --head-lr > 0)",
+                 sense only beside a cls head trained by `cfg.optim.head_lr` > 0)",
                 cfg.optim.lr
             ),
         ));
