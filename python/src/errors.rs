@@ -85,7 +85,7 @@ fn python_words(msg: &str) -> String {
 /// The keywords of the package's calls that are the command line's flags underscored
 /// (`--max-len` is `max_len=`): the engine's advice, shared with the command line, names the
 /// flag.
-const KEYWORDS: [&str; 59] = [
+const KEYWORDS: &[&str] = &[
     "task", "template", "labels", "verbalizer", "pooling", "free_targets", "max_len",
     "max_target_len", "decode", "target_end", "format", "quoting", "text_field", "label_field",
     "prompt_len", "method", "prefix_projection", "prefix_placement",
@@ -99,7 +99,7 @@ const KEYWORDS: [&str; 59] = [
 ];
 
 /// The words a flag of a choice takes (`--task cls`): in Python, `task="cls"`.
-const CHOICES: [&str; 40] = [
+const CHOICES: &[&str] = &[
     "pet", "cls", "seq2seq", "causal", "mlm", "mean", "first", "last", "eos", "pad", "none",
     "minimal", "all", "tsv", "csv", "jsonl", "adamw", "adafactor", "constant", "linear",
     "cosine", "random", "text", "vocab", "layer", "mlp", "lstm", "papers", "peft", "tokens",
@@ -149,7 +149,7 @@ fn flags_as_keywords(msg: &str) -> String {
 /// `Model.train`'s keyword `batch_size`, its `cfg.optim.lr` the keyword `lr`; any other
 /// "cfg." (a path `cfg.jsonl`, a word inside `my.cfg.json`) stays.
 fn cfg_fields_as_keywords(msg: &str) -> String {
-    const FIELDS: [&str; 15] = [
+    const FIELDS: &[&str] = &[
         "prompt_len",
         "batch_size",
         "eval_batch_size",

@@ -208,7 +208,7 @@ impl MethodArgs {
 /// The API's names of the settings the command line sets by flag: the library's errors name
 /// the field an API user set (`Model::task`'s `prompt_len`, `cfg.batch_size`), the command
 /// line's the flag.
-const FIELD_FLAGS: [(&str, &str); 20] = [
+const FIELD_FLAGS: &[(&str, &str)] = &[
     ("out", "--out"),
     ("dev", "--dev"),
     ("prompt_len", "--prompt-len"),
