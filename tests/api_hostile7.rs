@@ -240,6 +240,44 @@ fn refused_multi_task_settings_write_nothing() {
     assert!(!out.exists(), "a refused run wrote {}", out.display());
 }
 
+/// The optimizer's checks and the checks that need a dev split named the flags (`invalid
+/// argument --lr`, "pass --dev", #17): each names its field, and nothing is written.
+#[test]
+fn optimizer_and_dev_split_checks_name_the_fields() {
+    let dir = ScratchDir::new("api_h7_optim_fields");
+    let out = dir.path().join("run");
+    let base = TrainConfig {
+        prompt_len: 4,
+        max_steps: Some(1),
+        ..TrainConfig::default()
+    };
+    let with = |set: fn(&mut TrainConfig)| {
+        let mut cfg = base.clone();
+        set(&mut cfg);
+        cfg
+    };
+    let range = "is out of range: expected";
+    let cases = [
+        (with(|c| c.optim.lr = f64::NAN), format!("cfg.optim.lr: NaN {range} a finite number >= 0")),
+        (with(|c| c.optim.head_lr = Some(-1.0)), format!("cfg.optim.head_lr: -1 {range} a finite number >= 0")),
+        (with(|c| c.optim.weight_decay = -0.5), format!("cfg.optim.weight_decay: -0.5 {range} a finite number >= 0")),
+        (with(|c| c.optim.max_grad_norm = Some(0.0)), format!("cfg.optim.max_grad_norm: 0 {range} a finite number > 0 (0 turns clipping off)")),
+        (with(|c| c.optim.decay_rate = 1.5), format!("cfg.optim.decay_rate: 1.5 {range} 0 < rate <= 1, as Adafactor's")),
+        (with(|c| c.optim.lr = 0.0), "cfg.optim.lr: 0 trains nothing: expected a number > 0 (0 freezes the prompt, which makes sense only beside a cls head trained by `cfg.optim.head_lr` > 0)".into()),
+        (with(|c| c.patience = Some(2)), "cfg.patience: early stopping needs a dev split: pass `dev`".into()),
+        (with(|c| c.eval_every = 3), "cfg.eval_every: evaluating during the run needs a dev split: pass `dev`".into()),
+    ];
+    for (cfg, want) in &cases {
+        let err = train_err(cfg, &out);
+        assert!(
+            err.starts_with(&format!("invalid argument {want}")),
+            "{err}\nwant {want}"
+        );
+        assert!(!err.contains("--"), "{err}");
+        assert!(!out.exists(), "a refused run wrote {}", out.display());
+    }
+}
+
 /// `cfg` trained on the training sentences' rows into `out`: the error's message.
 fn train_err(cfg: &TrainConfig, out: &std::path::Path) -> String {
     let (model, task, rows) = bert_task_rows();

@@ -43,16 +43,28 @@ CASES = [
 ]
 
 
-# Model.train's keywords the engine names as Python does (its TrainConfig fields: the Rust
-# API's cfg.batch_size), where the command line names the flag
-KEYWORDS = ["batch_size", "eval_batch_size", "bucket_pool", "epochs", "max_steps", "patience"]
+# the words a flag of a choice takes: in Python `task="cls"` where the command line says
+# `--task cls`
+CHOICES = ("pet cls seq2seq causal mlm mean first last eos pad none minimal all tsv csv jsonl "
+           "adamw adafactor constant linear cosine random text vocab layer mlp lstm papers peft "
+           "tokens cpu cuda emu bf16 f32 mixed prompt p-tuning prefix greedy").split()
+# the command line's flags that are no keyword of the package
+NOT_KEYWORDS = {"model", "task-data", "task-field", "task-config", "gemm", "verbose"}
 
 
 def in_python(msg):
-    """The command line's message as Python words it: a keyword for a flag of KEYWORDS."""
-    for k in KEYWORDS:
-        msg = msg.replace(f"invalid argument --{k.replace('_', '-')}:", f"invalid argument {k}:")
-    return msg
+    """The command line's message as Python words it: each flag the keyword of its name
+    (`--max-len 12` is `max_len=12`, `--task cls` is `task="cls"`, `--lr` is `lr`)."""
+    def keyword(m):
+        if m.group(1) in NOT_KEYWORDS:
+            return m.group(0)
+        k, value = m.group(1).replace("-", "_"), m.group(2)
+        if value is None:
+            return k
+        if value[0].isdigit():
+            return f"{k}={value}"
+        return f'{k}="{value}"' if value in CHOICES else f"{k} {value}"
+    return re.sub(r"(?<![\w-])--([a-z][a-z0-9-]*)(?: ([\w+-]+(?:\.\d+)?))?", keyword, msg)
 
 
 def cli_message(cli, kw, out):
@@ -73,6 +85,7 @@ def test_bad_input_raises_the_engine_message(cli, tmp_path, kw, cls):
     with pytest.raises(cls) as e:
         sp.Model(model).train(str(train), tmp_path / "py", no_progress=True, **kw)
     assert str(e.value) == in_python(want)
+    assert "--" not in str(e.value), str(e.value)
     if "batch_size" in kw:
         assert str(e.value).startswith("invalid argument batch_size: is 0"), str(e.value)
     assert isinstance(e.value, sp.SoftpromptError)
@@ -288,7 +301,7 @@ def test_a_task_on_a_model_of_another_kind_says_which_task_fits(cli, tmp_path, o
     ):
         with pytest.raises(sp.InvalidArgument) as e:
             call()
-        assert f"error: {e.value}" == want
+        assert f"error: {e.value}" == in_python(want)
 
 
 def test_rows_are_counted_from_1_in_every_message():
@@ -388,7 +401,7 @@ def test_values_made_in_memory_are_an_argument_error_without_file_words():
     bare = sp.Prompt.from_values(np.zeros((2, model.hidden_size), np.float32))
     with pytest.raises(sp.InvalidArgument) as e:
         model.step(cls, bare, ["a"], labels=["x"])
-    assert str(e.value).startswith("invalid argument prompt: --task cls needs the classifier head")
+    assert str(e.value).startswith('invalid argument prompt: task="cls" needs the classifier head')
     assert "made from values" in str(e.value) and "folder" not in str(e.value), e.value
     prompt = model.new_prompt(cls, prompt_len=2)
     prompt.values[1, 3] = np.inf

@@ -44,7 +44,7 @@ impl<B: Backend> Model<B> {
         if !dir.is_dir() {
             return Err(Error::file(
                 dir,
-                "not a folder: --model expects a Hugging Face model folder",
+                "not a folder: expected a Hugging Face model folder",
             ));
         }
         let net = models::Model::load(be, dir)?;

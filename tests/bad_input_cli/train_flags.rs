@@ -51,6 +51,36 @@ fn flag_lr_0() {
     flag_case("lr_0");
 }
 
+/// The engine's advice names the API's fields (`cfg.optim.head_lr`, `dev`): the command line
+/// says its flags there too (#17).
+#[test]
+fn advice_names_the_flags() {
+    let dir = ScratchDir::new("advice_flags");
+    let out = dir.path().join("out");
+    let model = fixture("bert_mlm");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--lr", "0"],
+            "invalid argument --lr: 0 trains nothing: expected a number > 0 (0 freezes the \
+             prompt, which makes sense only beside a cls head trained by --head-lr > 0)",
+        ),
+        (
+            &["--patience", "2"],
+            "invalid argument --patience: early stopping needs a dev split: pass --dev",
+        ),
+        (
+            &["--eval-every", "3"],
+            "invalid argument --eval-every: evaluating during the run needs a dev split: pass \
+             --dev",
+        ),
+    ];
+    for (extra, want) in cases {
+        let args = train_args(&model, &out, extra);
+        let err = refused(&softprompt(&args), &[want]);
+        assert!(!err.contains("cfg.") && !err.contains('`'), "{err}");
+    }
+}
+
 /// --lr 0 beside a cls head with its own --head-lr trains the head alone: accepted.
 #[test]
 fn lr_0_trains_a_cls_head_alone() {
