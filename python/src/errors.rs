@@ -67,7 +67,7 @@ pub fn raise(class: &str, msg: String) -> PyErr {
 
 /// The engine's advice names the Rust API's calls (`Model::new_prompt`) and the command
 /// line's flag beside them: from Python, the same calls are `Model.new_prompt`.
-fn python_words(msg: &str) -> String {
+pub fn python_words(msg: &str) -> String {
     const CALLS: [(&str, &str); 3] = [
         (
             "Prompt::set_model (the command line: --model)",
@@ -129,6 +129,16 @@ fn flags_as_keywords(msg: &str) -> String {
         out.push_str(&keyword);
         rest = &tail[2 + name_len..];
         let Some(after) = rest.strip_prefix(' ') else { continue };
+        // a quoted value (`--template "Review: {text}"`) whole
+        let quoted = (after.strip_prefix('"'))
+            .and_then(|v| v.find('"'))
+            .map(|end| &after[..end + 2]);
+        if let Some(value) = quoted {
+            out.push('=');
+            out.push_str(value);
+            rest = &after[value.len()..];
+            continue;
+        }
         let value_len = after
             .find(|c: char| !(c.is_ascii_alphanumeric() || "-_.+".contains(c)))
             .unwrap_or(after.len());

@@ -229,8 +229,10 @@ impl PyPrompt {
     }
 }
 
-/// Raises `msg` as a Python UserWarning: what the command line prints as a warning or note.
+/// Raises `msg` as a Python UserWarning: what the command line prints as a warning or note,
+/// in Python's words.
 pub fn user_warning(py: Python<'_>, msg: &str) -> PyResult<()> {
+    let msg = crate::errors::python_words(msg);
     let msg = std::ffi::CString::new(msg.replace('\0', " ")).unwrap_or_default();
     let category = py.get_type::<pyo3::exceptions::PyUserWarning>();
     PyErr::warn(py, &category, &msg, 1)

@@ -54,17 +54,18 @@ NOT_KEYWORDS = {"model", "task-data", "task-field", "task-config", "gemm", "verb
 
 def in_python(msg):
     """The command line's message as Python words it: each flag the keyword of its name
-    (`--max-len 12` is `max_len=12`, `--task cls` is `task="cls"`, `--lr` is `lr`)."""
+    (`--max-len 12` is `max_len=12`, `--task cls` is `task="cls"`, `--template "{text}"` is
+    `template="{text}"`, `--lr` is `lr`)."""
     def keyword(m):
         if m.group(1) in NOT_KEYWORDS:
             return m.group(0)
         k, value = m.group(1).replace("-", "_"), m.group(2)
         if value is None:
             return k
-        if value[0].isdigit():
+        if value[0].isdigit() or value[0] == '"':
             return f"{k}={value}"
         return f'{k}="{value}"' if value in CHOICES else f"{k} {value}"
-    return re.sub(r"(?<![\w-])--([a-z][a-z0-9-]*)(?: ([\w+-]+(?:\.\d+)?))?", keyword, msg)
+    return re.sub(r"(?<![\w-])--([a-z][a-z0-9-]*)(?: ("[^"]*"|[\w+-]+(?:\.\d+)?))?", keyword, msg)
 
 
 def cli_message(cli, kw, out):

@@ -123,11 +123,11 @@ def test_task_for_warns_of_a_template_or_pooling_over_task_json(tmp_path):
     with pytest.warns(UserWarning) as got:
         task = model.task_for(prompt, template="Review: {text}", pooling="cls")
     assert [str(w.message) for w in got] == [
-        '--template "Review: {text}" is used, but the prompt was trained with "{text}" '
+        'template="Review: {text}" is used, but the prompt was trained with "{text}" '
         "(its task.json)",
-        "--pooling cls is used, but the prompt was trained with mean (its task.json)",
+        'pooling="cls" is used, but the prompt was trained with mean (its task.json)',
     ]
     assert task.template == "Review: {text}"
-    with pytest.warns(UserWarning, match="--pooling cls is used") as got:
+    with pytest.warns(UserWarning, match='pooling="cls" is used') as got:
         model.task_for(prompt, pooling="cls")
     assert len(got) == 1

@@ -35,7 +35,7 @@ def test_pad_end_is_saved_and_generates_as_the_command_line(cli, tmp_path):
 
 def test_pad_end_without_a_pad_token_is_refused():
     model = sp.Model(FIXTURES / "llama")
-    with pytest.raises(sp.InvalidArgument, match="--target-end.*tokenizer_config.json"):
+    with pytest.raises(sp.InvalidArgument, match='^invalid argument target_end: pad: .*tokenizer_config.json.*: use target_end="eos"'):
         model.task([("a", "x"), ("b", "y")], prompt_len=2, task="causal", target_end="pad")
     with pytest.raises(sp.InvalidArgument, match="eos, pad or none"):
         model.task([("a", "x"), ("b", "y")], prompt_len=2, task="causal", target_end="sep")
