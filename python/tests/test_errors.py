@@ -65,7 +65,8 @@ def in_python(msg):
         if value[0].isdigit() or value[0] == '"':
             return f"{k}={value}"
         return f'{k}="{value}"' if value in CHOICES else f"{k} {value}"
-    return re.sub(r"(?<![\w-])--([a-z][a-z0-9-]*)(?: ("[^"]*"|[\w+-]+(?:\.\d+)?))?", keyword, msg)
+    flag = r'(?<![\w-])--([a-z][a-z0-9-]*)(?: ("[^"]*"|[\w+-]+(?:\.\d+)?))?'
+    return re.sub(flag, keyword, msg)
 
 
 def cli_message(cli, kw, out):
