@@ -50,6 +50,8 @@ pub mod prompt_encoder;
 pub mod reference;
 #[path = "rng.rs"]
 pub mod rng;
+#[path = "stdout.rs"]
+pub mod stdout;
 #[path = "tokenizer.rs"]
 pub mod tokenizer;
 #[path = "train/mod.rs"]

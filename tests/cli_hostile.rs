@@ -120,3 +120,58 @@ fn generate_reports_cut_texts() {
         "{stderr}"
     );
 }
+
+/// `softprompt ... | head`: the reader closed stdout, and `println!` panicked on the broken
+/// pipe (exit 101), killing a training run in the middle (hostile pass 9). The command goes
+/// on without stdout: `inspect` ends as it would, `train` runs to its last step.
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let scratch = ScratchDir::new("cli_hostile_pipe");
+    let out = scratch.path().join("run");
+    let model = fixture("llama");
+    let data =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/train.jsonl");
+    let runs: [Vec<&str>; 2] = [
+        vec!["inspect", model.to_str().unwrap()],
+        vec![
+            "train",
+            "--model",
+            model.to_str().unwrap(),
+            "--task",
+            "causal",
+            "--train",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--prompt-len",
+            "2",
+            "--max-steps",
+            "6",
+            "--log-every",
+            "1",
+            "--save-every",
+            "100",
+            "--batch-size",
+            "2",
+        ],
+    ];
+    for args in runs {
+        let mut child = std::process::Command::new(common::binary())
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // the reader goes away before the first line
+        drop(child.stdout.take());
+        let done = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&done.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(done.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+    let ck = softprompt::internals::train::checkpoint::Checkpoint::load(
+        &out.join("checkpoint.safetensors"),
+    )
+    .expect("checkpoint");
+    assert_eq!(ck.state.step, 6);
+}

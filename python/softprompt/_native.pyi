@@ -79,7 +79,8 @@ class Prompt:
     def init_name(self) -> str:
         """RANDOM, TEXT or SAMPLE_VOCAB, in PEFT's words."""
     def model_dir(self) -> str:
-        """The model folder the prompt belongs to (its task.json, else PEFT's base model)."""
+        """The model folder the prompt belongs to (its task.json, else the model it was made
+        on or given by set_model, else PEFT's base model)."""
     def set_model(self, model: "Model") -> Optional[str]:
         """Records `model` as the prompt's own, to run a prompt made or saved on another model
         on it on purpose (every use on another model is refused); returns what it replaced

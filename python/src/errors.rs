@@ -85,26 +85,21 @@ pub fn python_words(msg: &str) -> String {
 /// The keywords of the package's calls that are the command line's flags underscored
 /// (`--max-len` is `max_len=`): the engine's advice, shared with the command line, names the
 /// flag.
-const KEYWORDS: &[&str] = &[
-    "task", "template", "labels", "verbalizer", "pooling", "free_targets", "max_len",
-    "max_target_len", "decode", "target_end", "format", "quoting", "text_field", "label_field",
-    "prompt_len", "method", "prefix_projection", "prefix_placement",
-    "encoder_reparameterization", "encoder_hidden_size", "encoder_num_layers", "init",
-    "init_text", "init_std", "init_vocab_first", "optimizer", "lr", "head_lr", "weight_decay",
-    "decay_rate", "schedule", "warmup_steps", "max_grad_norm", "batch_size", "eval_batch_size",
-    "epochs", "max_steps", "eval_every", "patience", "save_every", "log_every", "seed",
-    "recompute", "bucket_pool", "no_progress", "resume", "overwrite", "train", "dev", "test",
-    "out", "max_new_tokens", "prompt_placement", "threads", "device", "precision", "tol",
-    "reference", "prompt", "data",
-];
+const KEYWORDS: &str =
+    "task template labels verbalizer pooling free_targets max_len max_target_len decode \
+     target_end format quoting text_field label_field prompt_len method prefix_projection \
+     prefix_placement encoder_reparameterization encoder_hidden_size encoder_num_layers init \
+     init_text init_std init_vocab_first optimizer lr head_lr weight_decay decay_rate \
+     schedule warmup_steps max_grad_norm batch_size eval_batch_size epochs max_steps \
+     eval_every patience save_every log_every seed recompute bucket_pool no_progress resume \
+     overwrite train dev test out max_new_tokens prompt_placement threads device precision \
+     tol reference prompt data";
 
 /// The words a flag of a choice takes (`--task cls`): in Python, `task="cls"`.
-const CHOICES: &[&str] = &[
-    "pet", "cls", "seq2seq", "causal", "mlm", "mean", "first", "last", "eos", "pad", "none",
-    "minimal", "all", "tsv", "csv", "jsonl", "adamw", "adafactor", "constant", "linear",
-    "cosine", "random", "text", "vocab", "layer", "mlp", "lstm", "papers", "peft", "tokens",
-    "cpu", "cuda", "emu", "bf16", "f32", "mixed", "prompt", "p-tuning", "prefix", "greedy",
-];
+const CHOICES: &str =
+    "pet cls seq2seq causal mlm mean first last eos pad none minimal all tsv csv jsonl adamw \
+     adafactor constant linear cosine random text vocab layer mlp lstm papers peft tokens cpu \
+     cuda emu bf16 f32 mixed prompt p-tuning prefix greedy";
 
 /// The command line's flags in `msg` as the keywords that set the same thing: `--max-len 12`
 /// is `max_len=12`, `--task cls` is `task="cls"`, `--lr` is `lr`; a flag with no keyword of
@@ -121,14 +116,16 @@ fn flags_as_keywords(msg: &str) -> String {
         let keyword = name.replace('-', "_");
         // a flag stands after a space, a quote or a bracket, not inside a word (`a--b`)
         let starts_word = !head.ends_with(|c: char| c.is_alphanumeric() || c == '-');
-        if !(starts_word && KEYWORDS.contains(&keyword.as_str())) {
+        if !(starts_word && KEYWORDS.split(' ').any(|k| k == keyword)) {
             out.push_str(&tail[..2 + name_len]);
             rest = &tail[2 + name_len..];
             continue;
         }
         out.push_str(&keyword);
         rest = &tail[2 + name_len..];
-        let Some(after) = rest.strip_prefix(' ') else { continue };
+        let Some(after) = rest.strip_prefix(' ') else {
+            continue;
+        };
         // a quoted value (`--template "Review: {text}"`) whole
         let quoted = (after.strip_prefix('"'))
             .and_then(|v| v.find('"'))
@@ -147,7 +144,7 @@ fn flags_as_keywords(msg: &str) -> String {
             out.push('=');
             out.push_str(value);
             rest = &after[value.len()..];
-        } else if CHOICES.contains(&value) {
+        } else if CHOICES.split(' ').any(|c| c == value) {
             out.push_str(&format!("=\"{value}\""));
             rest = &after[value.len()..];
         }

@@ -181,8 +181,8 @@ impl PyPrompt {
         self.inner.dir().map(PathBuf::from)
     }
 
-    /// The model folder the prompt belongs to (its task.json's record, else PEFT's
-    /// base_model_name_or_path).
+    /// The model folder the prompt belongs to (its task.json's record, else the model it was
+    /// made on or given by set_model, else PEFT's base_model_name_or_path).
     fn model_dir(&self) -> PyResult<PathBuf> {
         self.inner.model_dir().map_err(crate::errors::to_py)
     }

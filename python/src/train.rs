@@ -179,6 +179,14 @@ pub fn train<'py>(
     kwargs: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<(Bound<'py, PyDict>, PyPrompt)> {
     let t0 = Instant::now();
+    // a callback that cannot be called failed after the first step was trained and saved
+    if let Some(f) = on_event.as_ref().filter(|f| !f.bind(py).is_callable()) {
+        let got = f.bind(py).get_type().name()?;
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "train(): on_event={}: expected a callable (a function of one dict) or None, got {got}",
+            crate::ints::repr(f.bind(py))
+        )));
+    }
     let mut kw = Kw::new("train", kwargs)?;
     let opts = kw.task_options()?;
     let spec = kw.data_spec(true)?;

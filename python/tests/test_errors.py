@@ -520,3 +520,24 @@ def test_a_path_starting_with_cfg_keeps_its_name(tmp_path, monkeypatch):
     (tmp_path / "cfg.jsonl").write_text('{"text": "fine.", "label": "positive"}\n{"text": ')
     with pytest.raises(sp.DataError, match=r"^cfg\.jsonl:2: malformed line"):
         sp.Model(BERT_MLM).train("cfg.jsonl", tmp_path / "py", no_progress=True)
+
+
+def test_a_callback_that_cannot_be_called_is_refused_before_the_run(tmp_path):
+    """on_event=5 trained and saved a step, then raised "'int' object is not callable"."""
+    with pytest.raises(TypeError, match=r"^train\(\): on_event=5: expected a callable .* got int$"):
+        sp.Model(BERT_MLM).train(str(TRAIN), tmp_path / "py", on_event=5, no_progress=True)
+    assert not (tmp_path / "py").exists()
+
+
+def test_python_messages_name_keywords_with_their_values():
+    """The engine's advice named the command line's flags (`use --max-len 44 or less`)."""
+    model = sp.Model(BERT_MLM)
+    pairs = [("a", "x"), ("b", "y")]
+    with pytest.raises(sp.InvalidArgument) as e:
+        model.task(pairs, verbalizer="x=great,y=bad", max_len=100000)
+    assert str(e.value).startswith("invalid argument max_len: 100000 tokens next to a prompt of 20")
+    assert str(e.value).endswith(": use max_len=44 or less")
+    with pytest.raises(sp.InvalidArgument) as e:
+        model.task(pairs, verbalizer="x=great,y=bad", task="pet", pooling="mean")
+    assert str(e.value).startswith("invalid argument pooling: "), str(e.value)
+    assert "--" not in str(e.value)

@@ -2,6 +2,7 @@
 import gc
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +132,19 @@ def test_task_for_warns_of_a_template_or_pooling_over_task_json(tmp_path):
     with pytest.warns(UserWarning, match='pooling="cls" is used') as got:
         model.task_for(prompt, pooling="cls")
     assert len(got) == 1
+
+
+def test_model_dir_of_a_prompt_made_in_memory():
+    """A prompt made by new_prompt said "invalid argument --model:  does not say which model
+    it belongs to: pass --model DIR" (no name, and a flag) though it knows its model."""
+    model = sp.Model(BERT_MLM)
+    task = model.task([("a", "x"), ("b", "y")], prompt_len=2, verbalizer="x=great,y=bad")
+    prompt = model.new_prompt(task, prompt_len=2)
+    assert Path(prompt.model_dir()).resolve() == BERT_MLM.resolve()
+    bare = sp.Prompt.from_values(np.zeros((2, model.hidden_size), np.float32))
+    with pytest.raises(sp.InvalidArgument) as e:
+        bare.model_dir()
+    assert str(e.value) == ("invalid argument model: the prompt (made from values) does not say "
+                            "which model it belongs to: name it with Prompt.set_model")
+    assert bare.set_model(model) is None
+    assert Path(bare.model_dir()).resolve() == BERT_MLM.resolve()

@@ -111,7 +111,8 @@ impl ConsoleProgress {
     }
 
     fn say(&self, line: String) {
-        self.pb.suspend(|| println!("{line}"));
+        self.pb
+            .suspend(|| crate::internals::stdout::write(format_args!("{line}"), true));
     }
 
     /// The lines at the start: warnings about a resumed run, then what trains.

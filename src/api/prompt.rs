@@ -251,8 +251,9 @@ impl Prompt {
     }
 
     /// The model folder this prompt belongs to: the first place its task.json records that
-    /// holds a config.json, else PEFT's `base_model_name_or_path` when it names a folder (as
-    /// is, or next to the prompt folder or a folder above it). The error lists every path
+    /// holds a config.json, else the model it was made on or given ([`crate::Model::new_prompt`],
+    /// [`Prompt::set_model`]), else PEFT's `base_model_name_or_path` when it names a folder
+    /// (as is, or next to the prompt folder or a folder above it). The error lists every path
     /// tried.
     pub fn model_dir(&self) -> Result<PathBuf> {
         self.model_dir_noted().map(|(dir, _)| dir)
@@ -272,6 +273,8 @@ impl Prompt {
             .and_then(|c| c.get("base_model_name_or_path"))
             .and_then(|v| v.as_str());
         let mut tries: Vec<PathBuf> = self.recorded_models.clone();
+        // a prompt made in memory (`Model::new_prompt`, `set_model`) knows its model's folder
+        tries.extend(self.model.iter().map(|m| m.dir.clone()));
         if let Some(base) = peft_base {
             tries.extend(super::peft_base::base_dirs(base, &here));
         }
@@ -293,17 +296,18 @@ impl Prompt {
             return Ok((found.clone(), note));
         }
         let tried: Vec<String> = tries.iter().map(|p| p.display().to_string()).collect();
+        let what = match &self.dir {
+            Some(dir) => dir.display().to_string(),
+            None => "the prompt (made from values)".into(),
+        };
+        let how = "name it with Prompt::set_model (the command line: --model)";
         Err(Error::arg(
-            "--model",
+            "model",
             if tried.is_empty() {
-                format!(
-                    "{} does not say which model it belongs to: pass --model DIR",
-                    here.display()
-                )
+                format!("{what} does not say which model it belongs to: {how}")
             } else {
                 format!(
-                    "no model folder (with a config.json) for {} at {}: pass --model DIR",
-                    here.display(),
+                    "no model folder (with a config.json) for {what} at {}: {how}",
                     tried.join(", ")
                 )
             },

@@ -61,11 +61,11 @@ pub fn run(args: Args) -> i32 {
     if args.ceiling {
         return match softprompt::internals::ceiling::run(&args.workload.preset, &w, 3) {
             Ok(r) if args.json => {
-                println!("{r}");
+                outln!("{r}");
                 0
             }
             Ok(r) => {
-                print!("{}", softprompt::internals::ceiling::text(&r));
+                out!("{}", softprompt::internals::ceiling::text(&r));
                 0
             }
             Err(e) => super::common::fail(e),
@@ -80,11 +80,11 @@ pub fn run(args: Args) -> i32 {
     let result = with_backend(kind, job);
     match result {
         Ok(report) if args.json => {
-            println!("{report}");
+            outln!("{report}");
             0
         }
         Ok(r) => {
-            println!(
+            outln!(
                 "{} {} on {} (GEMM {}): {:.1} ms/step, {:.0} tokens/s, {:.3} TFLOP/s, {:.1} MB held for backward, {:.1} MB peak ({:.1} MB weights)",
                 args.workload.preset,
                 method_label(&r),

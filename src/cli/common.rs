@@ -211,6 +211,7 @@ impl MethodArgs {
 const FIELD_FLAGS: &[(&str, &str)] = &[
     ("out", "--out"),
     ("dev", "--dev"),
+    ("model", "--model"),
     ("prompt_len", "--prompt-len"),
     ("batch_size", "--batch-size"),
     ("cfg.prompt_len", "--prompt-len"),
@@ -272,7 +273,10 @@ pub fn as_flags(e: Error) -> Error {
             // may be a task's name too: `out_as_flag`)
             let msg = (FIELD_FLAGS.iter().filter(|(field, _)| *field != "out"))
                 .fold(msg, |m, (field, f)| m.replace(&format!("`{field}`"), f));
-            let msg = out_as_flag(&msg);
+            let msg = out_as_flag(&msg.replace(
+                "name it with Prompt::set_model (the command line: --model)",
+                "pass --model DIR",
+            ));
             Error::Arg {
                 flag: named.map_or(flag, |(_, f)| f.to_string()),
                 msg,

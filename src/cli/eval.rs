@@ -118,9 +118,9 @@ fn eval(a: &Args) -> Result<()> {
     let (m, _) = (l.model.evaluate(&l.task, &l.prompt, &enc, a.batch_size))
         .map_err(|e| super::common::at_line(e, &data))?;
     if a.json {
-        println!("{}", m.to_json());
+        outln!("{}", m.to_json());
     } else {
-        println!(
+        outln!(
             "{}: accuracy {:.4} macro-F1 {:.4} ({} examples, {} truncated to {} tokens)",
             a.data.display(),
             m.accuracy,

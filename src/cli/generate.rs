@@ -77,7 +77,7 @@ fn generate(a: &Args) -> Result<()> {
         if g.truncated {
             line["truncated"] = json!(true);
         }
-        println!("{line}");
+        outln!("{line}");
     }
     Ok(())
 }

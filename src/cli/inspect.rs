@@ -34,7 +34,7 @@ fn inspect(args: &Args) -> softprompt::Result<()> {
     // a multi-task run's --out folder was reported as "config.json: No such file"
     if !args.path.join("config.json").exists() {
         if let Some(tasks) = task_folders(&args.path) {
-            println!(
+            outln!(
                 "{}: the output of a multi-task run (a prompt folder per task); inspect each \
                  task's folder: {}",
                 args.path.display(),
@@ -80,7 +80,7 @@ fn inspect_prompt(args: &Args) -> softprompt::Result<()> {
     let peft_type = (p.layout.config.as_ref())
         .and_then(|c| c.get("peft_type")?.as_str().map(str::to_string))
         .unwrap_or_else(|| "PROMPT_TUNING".to_string());
-    println!(
+    outln!(
         "prompt adapter {} ({peft_type}): P = {}, d = {}, init {}, num_transformer_submodules {}",
         args.path.display(),
         p.p,
@@ -89,11 +89,11 @@ fn inspect_prompt(args: &Args) -> softprompt::Result<()> {
         p.layout.num_transformer_submodules
     );
     let norm = (p.data.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / p.p as f64).sqrt();
-    println!("mean row norm {norm:.4}");
+    outln!("mean row norm {norm:.4}");
     if let Some(cfg) = &p.layout.config {
         let lines = [prefix_line(cfg), ptuning_line(cfg, &args.path)];
         for line in lines.into_iter().flatten() {
-            println!("{line}");
+            outln!("{line}");
         }
     }
     Ok(())
@@ -103,13 +103,13 @@ fn inspect_prompt(args: &Args) -> softprompt::Result<()> {
 fn inspect_model(args: &Args) -> softprompt::Result<()> {
     let cfg = ModelConfig::load(&args.path)?;
     let store = WeightStore::open(&args.path)?;
-    println!("{}: {:#?}", args.path.display(), cfg);
+    outln!("{}: {:#?}", args.path.display(), cfg);
     let mut params = 0usize;
     for name in store.names() {
         if let Some((dtype, shape)) = store.info(name) {
             params += shape.iter().product::<usize>();
             if args.tensors {
-                println!("  {name:<72} {dtype:?} {shape:?}");
+                outln!("  {name:<72} {dtype:?} {shape:?}");
             }
         }
     }
@@ -138,22 +138,22 @@ fn inspect_model(args: &Args) -> softprompt::Result<()> {
             }
         }
     };
-    println!("{params} float parameters; {heads}");
+    outln!("{params} float parameters; {heads}");
     let tokenizer = args.path.join("tokenizer.json");
     // inspect describes what is there (exit 0), but train, eval and predict need a tokenizer
     if std::fs::symlink_metadata(&tokenizer).is_err() {
-        println!(
+        outln!(
             "tokenizer: none found (looked for {}; train, eval and predict need one)",
             tokenizer.display()
         );
         return Ok(());
     }
     match softprompt::internals::tokenizer::Tokenizer::load(&args.path) {
-        Ok(t) => println!(
+        Ok(t) => outln!(
             "tokenizer.json: {} tokens (padding and truncation switched off)",
             t.vocab_size()
         ),
-        Err(e) => println!("tokenizer: {e}"),
+        Err(e) => outln!("tokenizer: {e}"),
     }
     Ok(())
 }

@@ -74,18 +74,23 @@ pub fn run(args: Args) -> i32 {
                 "spill_stores": r.spill_stores, "spill_loads": r.spill_loads})
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"nvrtc": version, "arch": args.arch, "kernels": rows, "spilled": spilled})
         );
     } else {
-        println!("NVRTC {version}, {}: {} kernels", args.arch, report.len());
-        println!(
+        outln!("NVRTC {version}, {}: {} kernels", args.arch, report.len());
+        outln!(
             "{:<26} {:<20} {:>5} {:>10} {:>6} {:>13}",
-            "kernel", "file", "regs", "smem(B)", "stack", "spill st/ld"
+            "kernel",
+            "file",
+            "regs",
+            "smem(B)",
+            "stack",
+            "spill st/ld"
         );
         for r in &report {
-            println!(
+            outln!(
                 "{:<26} {:<20} {:>5} {:>10} {:>6} {:>6}/{:<6}",
                 r.kernel,
                 r.file,
@@ -99,7 +104,7 @@ pub fn run(args: Args) -> i32 {
     }
     if spilled.is_empty() {
         if !args.json {
-            println!("ok: every kernel compiles for {} without spills", args.arch);
+            outln!("ok: every kernel compiles for {} without spills", args.arch);
         }
         0
     } else {

@@ -1,5 +1,20 @@
 //! Subcommands. Each lives in its own file and returns the process exit code.
 
+/// `println!` that a closed stdout (`| head`) does not turn into a panic
+/// (`softprompt::internals::stdout`).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        softprompt::internals::stdout::write(format_args!($($arg)*), true)
+    };
+}
+
+/// `print!` that a closed stdout does not turn into a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        softprompt::internals::stdout::write(format_args!($($arg)*), false)
+    };
+}
+
 mod bench;
 mod common;
 mod eval;

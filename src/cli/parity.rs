@@ -61,7 +61,7 @@ pub fn run(args: Args) -> i32 {
     };
     match with_backend(kind, job) {
         Ok((device, report)) => {
-            println!(
+            outln!(
                 "reference {} ({}, {}, P = {}, {}) on {device}",
                 args.reference.display(),
                 reference.arch,
@@ -69,12 +69,12 @@ pub fn run(args: Args) -> i32 {
                 reference.p(),
                 reference.method_label()
             );
-            print!("{}", report.table());
+            out!("{}", report.table());
             if report.passed() {
-                println!("PASS");
+                outln!("PASS");
                 0
             } else {
-                println!("FAIL");
+                outln!("FAIL");
                 1
             }
         }

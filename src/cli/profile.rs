@@ -116,7 +116,7 @@ pub fn run(args: Args) -> i32 {
     });
     match result {
         Ok(table) => {
-            print!("{table}");
+            out!("{table}");
             0
         }
         // a bad flag or a missing device is the user's (2), a failed run is 1

@@ -190,7 +190,7 @@ fn data_files(a: &Args) -> Vec<&Path> {
 fn encode_split(task: &Task, model: &Model, a: &Args, path: &Path, name: &str) -> Result<Encoded> {
     let data = a.data.load_among(path, &data_files(a), true)?;
     let enc = model.encode(task, &data)?;
-    println!(
+    outln!(
         "{name:<5} {}: {} rows, {} truncated to {} tokens{}",
         path.display(),
         enc.rows.len(),
@@ -301,7 +301,7 @@ fn train(a: &Args) -> Result<()> {
     let task =
         (model.task(&a.task.options()?, Some(&train_data), a.prompt_len)).map_err(as_flags)?;
     warn_eos_missing(&model, [&task]);
-    println!(
+    outln!(
         "model {} ({}, d {}) on {} | task {}",
         a.model.display(),
         model.arch(),
@@ -310,7 +310,7 @@ fn train(a: &Args) -> Result<()> {
         describe(task.spec())
     );
     let train_enc = model.encode(&task, &train_data)?;
-    println!(
+    outln!(
         "train {}: {} rows, {} truncated to {} tokens",
         train_path.display(),
         train_enc.rows.len(),
@@ -363,7 +363,7 @@ fn print_summary(summary: &Summary, t0: Instant, a: &Args, task: &Task) {
             m.accuracy, m.macro_f1
         )
     });
-    println!(
+    outln!(
         "done: {} steps in {:.0}s{best}{test}",
         summary.steps,
         t0.elapsed().as_secs_f64()
@@ -373,5 +373,5 @@ fn print_summary(summary: &Summary, t0: Instant, a: &Args, task: &Task) {
         "prefix" if a.method.prefix_projection => ", prompt_encoder.safetensors",
         _ => "",
     };
-    println!("saved to {} (prompt: adapter_model.safetensors, task.json{}{encoder}; checkpoint.safetensors, metrics.jsonl)", a.out.display(), if task.kind() == TaskKind::Cls { ", head.safetensors" } else { "" });
+    outln!("saved to {} (prompt: adapter_model.safetensors, task.json{}{encoder}; checkpoint.safetensors, metrics.jsonl)", a.out.display(), if task.kind() == TaskKind::Cls { ", head.safetensors" } else { "" });
 }

@@ -62,7 +62,7 @@ pub(super) fn train(a: &Args) -> Result<()> {
     // the run's flags in their ranges before the model is loaded and the data encoded
     cfg.validate()?;
     let model = Model::open(&a.model, kind)?;
-    println!(
+    outln!(
         "model {} ({}, d {}) on {}",
         a.model.display(),
         model.arch(),
@@ -515,11 +515,11 @@ fn encode_task(model: &Model, a: &Args, t: TaskInput) -> Result<EncodedTask> {
             Some(c) => config_error(e, c, &t.name, &t.config_keys, &tag),
             None => e.tagged(&tag),
         })?;
-    println!("task {}: {}", t.name, describe(task.spec()));
+    outln!("task {}: {}", t.name, describe(task.spec()));
     let enc = |d: Option<Dataset>, split: &str| -> Result<Option<Encoded>> {
         let Some(d) = d else { return Ok(None) };
         let e = model.encode(&task, &d)?;
-        println!(
+        outln!(
             "  {split:<5} {}: {} rows, {} truncated to {} tokens",
             d.path.display(),
             e.rows.len(),
@@ -554,12 +554,15 @@ fn print_event(name: &str, ev: &Event, log_every: u64) {
             ..
         } => {
             let resumed = resumed_at.map_or(String::new(), |s| format!(", resumed at step {s}"));
-            println!("[{name}] {total_steps} steps, {prompt_params} prompt + {head_params} head parameters{resumed}");
+            outln!("[{name}] {total_steps} steps, {prompt_params} prompt + {head_params} head parameters{resumed}");
         }
         Event::Step(s) if log_every > 0 && s.step.is_multiple_of(log_every) => {
-            println!(
+            outln!(
                 "[{name}] step {} loss {:.4} lr {:.3e} grad-norm {:.3}",
-                s.step, s.loss, s.lr, s.grad_norm
+                s.step,
+                s.loss,
+                s.lr,
+                s.grad_norm
             );
         }
         Event::Eval {
@@ -569,13 +572,14 @@ fn print_event(name: &str, ev: &Event, log_every: u64) {
             best,
         } => {
             let mark = if *best { " (best)" } else { "" };
-            println!(
+            outln!(
                 "[{name}] step {step} {split} accuracy {:.4} macro-F1 {:.4}{mark}",
-                metrics.accuracy, metrics.macro_f1
+                metrics.accuracy,
+                metrics.macro_f1
             );
         }
         Event::EarlyStop { step, best_step } => {
-            println!("[{name}] early stop at step {step} (best step {best_step}): frozen, its rows leave the batches");
+            outln!("[{name}] early stop at step {step} (best step {best_step}): frozen, its rows leave the batches");
         }
         _ => {}
     }
@@ -595,13 +599,13 @@ fn print_summary(results: &[TaskResult], t0: Instant, a: &Args) {
                 m.accuracy, m.macro_f1
             )
         });
-        println!(
+        outln!(
             "done [{name}]: {} steps{best}{test} | saved to {}",
             s.steps,
             a.out.join(name).display()
         );
     }
-    println!(
+    outln!(
         "all tasks in {:.0}s (checkpoint.safetensors, metrics.jsonl in {})",
         t0.elapsed().as_secs_f64(),
         a.out.display()

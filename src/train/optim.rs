@@ -205,12 +205,22 @@ impl OptimConfig {
             }
         };
         // 0 is allowed: it freezes the prompt (or, as the head's rate, the head)
-        finite("cfg.optim.lr", self.lr, self.lr >= 0.0, "a finite number >= 0")?;
+        finite(
+            "cfg.optim.lr",
+            self.lr,
+            self.lr >= 0.0,
+            "a finite number >= 0",
+        )?;
         if let Some(h) = self.head_lr {
             finite("cfg.optim.head_lr", h, h >= 0.0, "a finite number >= 0")?;
         }
         let wd = self.weight_decay;
-        finite("cfg.optim.weight_decay", wd, wd >= 0.0, "a finite number >= 0")?;
+        finite(
+            "cfg.optim.weight_decay",
+            wd,
+            wd >= 0.0,
+            "a finite number >= 0",
+        )?;
         if let Some(n) = self.max_grad_norm {
             finite(
                 "cfg.optim.max_grad_norm",
@@ -230,12 +240,27 @@ impl OptimConfig {
              transformers writes it negated, decay_rate=-0.8)",
         )?;
         let (b1, b2) = (self.beta1, self.beta2);
-        finite("cfg.optim.beta1", b1, (0.0..1.0).contains(&b1), "0 <= beta1 < 1")?;
-        finite("cfg.optim.beta2", b2, (0.0..1.0).contains(&b2), "0 <= beta2 < 1")?;
+        finite(
+            "cfg.optim.beta1",
+            b1,
+            (0.0..1.0).contains(&b1),
+            "0 <= beta1 < 1",
+        )?;
+        finite(
+            "cfg.optim.beta2",
+            b2,
+            (0.0..1.0).contains(&b2),
+            "0 <= beta2 < 1",
+        )?;
         let eps = self.eps;
         finite("cfg.optim.eps", eps, eps >= 0.0, "a finite number >= 0")?;
         let ct = self.clip_threshold;
-        finite("cfg.optim.clip_threshold", ct, ct > 0.0, "a finite number > 0")?;
+        finite(
+            "cfg.optim.clip_threshold",
+            ct,
+            ct > 0.0,
+            "a finite number > 0",
+        )?;
         Ok(())
     }
 
