@@ -266,6 +266,12 @@ fn optimizer_and_dev_split_checks_name_the_fields() {
         (with(|c| c.optim.lr = 0.0), "cfg.optim.lr: 0 trains nothing: expected a number > 0 (0 freezes the prompt, which makes sense only beside a cls head trained by `cfg.optim.head_lr` > 0)".into()),
         (with(|c| c.patience = Some(2)), "cfg.patience: early stopping needs a dev split: pass `dev`".into()),
         (with(|c| c.eval_every = 3), "cfg.eval_every: evaluating during the run needs a dev split: pass `dev`".into()),
+        (
+            with(|c| c.optim.head_lr = Some(0.1)),
+            "cfg.optim.head_lr: sets the rate of a cls task's head, and no task of this run is \
+             cls: leave it out"
+                .into(),
+        ),
     ];
     for (cfg, want) in &cases {
         let err = train_err(cfg, &out);

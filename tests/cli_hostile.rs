@@ -175,3 +175,85 @@ fn a_closed_stdout_is_no_panic() {
     .expect("checkpoint");
     assert_eq!(ck.state.step, 6);
 }
+
+/// Flags nothing would read ran without a word (hostile pass 9): `generate` with label flags,
+/// `--head-lr` on a task without a head, `--decode rank` beside `--free-targets`; each is
+/// refused naming the flag.
+#[test]
+fn flags_nothing_reads_are_refused() {
+    let scratch = ScratchDir::new("cli_hostile_unread");
+    let model = Model::open(fixture("bloom"), Device::Cpu).unwrap();
+    let opts = TaskOptions {
+        free_targets: true,
+        ..TaskOptions::default()
+    };
+    let task = model.task(&opts, None, 4).unwrap();
+    let init = PromptInit::Random { std: 1.0 };
+    let prompt = model.new_prompt(&task, 4, &init, 0).unwrap();
+    let dir = scratch.path().join("p");
+    model
+        .save_prompt(&dir, &prompt, &task, SaveOptions::default())
+        .unwrap();
+    let dir = dir.to_str().unwrap();
+    let label = "generate writes free text and scores no label: leave it out";
+    for (flags, want) in [
+        (
+            &["--labels", "a,b"][..],
+            format!("invalid argument --labels: {label}"),
+        ),
+        (
+            &["--verbalizer", "a=x,b=y"],
+            format!("invalid argument --verbalizer: {label}"),
+        ),
+        (
+            &["--free-targets"],
+            format!("invalid argument --free-targets: {label}"),
+        ),
+    ] {
+        let mut args = vec!["generate", "--prompt", dir, "--text", "hi"];
+        args.extend_from_slice(flags);
+        refused(&softprompt(&args), &[&want]);
+    }
+    let data =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/dev.jsonl");
+    let rank = softprompt(&[
+        "predict",
+        "--prompt",
+        dir,
+        "--data",
+        data.to_str().unwrap(),
+        "--free-targets",
+        "--decode",
+        "rank",
+    ]);
+    refused(
+        &rank,
+        &["invalid argument --decode: rank scores the label targets, and --free-targets has none"],
+    );
+    let out = scratch.path().join("run");
+    let head = "invalid argument --head-lr: sets the rate of a cls task's head, and no task of \
+                this run is cls: leave it out";
+    let pet = fixture("bert_mlm");
+    let mut args = common::tiny_pet_train_args(&pet, &out);
+    args.extend(["--head-lr".to_string(), "0.1".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    refused(&softprompt(&args), &[head]);
+    assert!(!out.exists(), "a refused run wrote {}", out.display());
+    // P-tuning starts from N(0, 1): the refusal named --init, which was not given
+    let ptuning = train(
+        &scratch.path().join("pt"),
+        &["--method", "p-tuning", "--init-std", "0.5"],
+    );
+    refused(
+        &ptuning,
+        &["invalid argument --init-std: applies to --method prompt"],
+    );
+    // a cls run reads it
+    let out = train(&scratch.path().join("cls"), &["--head-lr", "0.1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

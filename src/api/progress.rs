@@ -41,7 +41,7 @@ fn settings_line(cfg: &TrainConfig) -> String {
     let method = match cfg.method {
         Method::Prompt => String::new(),
         Method::PTuning(pt) => {
-            let hidden = pt.hidden.map_or("d".into(), |h| h.to_string());
+            let hidden = pt.hidden.map_or("= model width".into(), |h| h.to_string());
             match pt.kind {
                 EncoderKind::Mlp => format!("p-tuning, MLP encoder (hidden {hidden}) | "),
                 EncoderKind::Lstm => format!(
@@ -55,7 +55,7 @@ fn settings_line(cfg: &TrainConfig) -> String {
                 (false, _) => String::new(),
                 (true, h) => format!(
                     ", projection (hidden {})",
-                    h.map_or("d".into(), |h| h.to_string())
+                    h.map_or("= model width".into(), |h| h.to_string())
                 ),
             };
             format!("prefix tuning, {} placement{proj} | ", pre.placement.name())

@@ -244,6 +244,11 @@ fn check_applies(opts: &TaskOptions, kind: TaskKind) -> Result<()> {
                 kind.name()
             ),
         )),
+        None if opts.free_targets && opts.decode == Some(Decode::Rank) => Err(Error::arg(
+            "--decode",
+            "rank scores the label targets, and --free-targets has none (its rows are decoded \
+             greedily): leave it out",
+        )),
         None => Ok(()),
     }
 }

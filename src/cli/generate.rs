@@ -41,18 +41,27 @@ pub fn run(args: Args) -> i32 {
 }
 
 fn generate(a: &Args) -> Result<()> {
-    // generation is greedy and bounded by --max-new-tokens: these would be ignored
-    if a.task.decode.is_some() {
-        return Err(Error::arg(
+    // generation is greedy, bounded by --max-new-tokens, and writes free text that no label
+    // scores: these would be ignored
+    let t = &a.task;
+    let label = "generate writes free text and scores no label: leave it out";
+    let unread = [
+        (
             "--decode",
+            t.decode.is_some(),
             "generate is always greedy: leave it out",
-        ));
-    }
-    if a.task.max_target_len.is_some() {
-        return Err(Error::arg(
+        ),
+        (
             "--max-target-len",
+            t.max_target_len.is_some(),
             "generate stops after --max-new-tokens: use that instead",
-        ));
+        ),
+        ("--labels", t.labels.is_some(), label),
+        ("--verbalizer", t.verbalizer.is_some(), label),
+        ("--free-targets", t.free_targets, label),
+    ];
+    if let Some((flag, _, why)) = unread.iter().find(|(_, given, _)| *given) {
+        return Err(Error::arg(*flag, *why));
     }
     let l = load(&a.device, &a.prompt, a.model.as_deref(), &a.task, None)?;
     let placement = a.prompt_placement.parse::<PromptPlacement>()?;

@@ -221,6 +221,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         out: &Path,
     ) -> Result<Self> {
         precheck_all(be, model, &jobs, &run)?;
+        start::check_head_lr(jobs.iter().map(|j| j.task.spec.kind), &run)?;
         // every init resolved, every prompt made (and refused: class labels that are not the
         // task's, or tokenize to nothing; --init-vocab-first past the vocabulary) and its
         // optimizer allocated before the lock and the folders: a refused run leaves an

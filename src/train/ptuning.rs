@@ -83,8 +83,13 @@ impl Method {
         if *self == Method::Prompt || matches!(init, PromptInit::Random { std } if *std == 1.0) {
             return Ok(());
         }
+        // the flag that was given: a random init of another spread is --init-std's
+        let flag = match init {
+            PromptInit::Random { .. } => "--init-std",
+            _ => "--init",
+        };
         Err(Error::arg(
-            "--init",
+            flag,
             "applies to --method prompt: P-tuning's encoder and prefix tuning's table start \
              from N(0, 1) embeddings (PEFT's), so --init and --init-std stay at their defaults",
         ))

@@ -278,6 +278,21 @@ pub(super) fn precheck<B: Backend>(
     Ok(())
 }
 
+/// `cfg.optim.head_lr` (--head-lr) is the rate of a cls task's head: with no cls task among
+/// `kinds` nothing would read it. Checked for fresh runs: a run that recorded it resumes.
+pub(super) fn check_head_lr(
+    kinds: impl IntoIterator<Item = TaskKind>,
+    cfg: &TrainConfig,
+) -> Result<()> {
+    if cfg.optim.head_lr.is_some() && !kinds.into_iter().any(|k| k == TaskKind::Cls) {
+        return Err(Error::arg(
+            "cfg.optim.head_lr",
+            "sets the rate of a cls task's head, and no task of this run is cls: leave it out",
+        ));
+    }
+    Ok(())
+}
+
 /// `--prefix-placement peft` differs from `papers` only on T5: elsewhere it would only look
 /// like a choice.
 fn check_placement<B: Backend>(method: &Method, model: &Model<B>) -> Result<()> {

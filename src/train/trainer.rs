@@ -256,6 +256,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         out: &Path,
     ) -> Result<Self> {
         precheck(be, model, task, train, [dev, test], &cfg)?;
+        super::start::check_head_lr([task.spec.kind], &cfg)?;
         let mut cfg = cfg;
         cfg.init = resolve_init(&cfg.init, task, model)?;
         let start = Start {
