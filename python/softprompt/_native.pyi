@@ -12,8 +12,10 @@ import numpy as np
 import numpy.typing as npt
 
 StrPath = Union[str, PathLike]
-# a data file (jsonl, tsv, csv), texts, or (text, label) pairs
-Data = Union[StrPath, Sequence[str], Sequence[Tuple[str, Optional[str]]], "Encoded"]
+# a data file (jsonl, tsv, csv), texts, or (text, label) pairs: what train and task read
+RawData = Union[StrPath, Sequence[str], Sequence[Tuple[str, Optional[str]]]]
+# the same, or rows Model.encode made: what encode, step, evaluate and predict read
+Data = Union[RawData, "Encoded"]
 Verbalizer = Union[str, Mapping[str, str], Sequence[Union[Tuple[str, str], Sequence[str]]]]
 
 __version__: str
@@ -150,7 +152,7 @@ class Model:
         InvalidArgument naming its position."""
     def task(
         self,
-        data: Optional[Data] = None,
+        data: Optional[RawData] = None,
         prompt_len: int = 20,
         *,
         task: Optional[str] = None,
@@ -173,7 +175,7 @@ class Model:
         string "a,b"; verbalizer: {label: word}, (label, word) pairs (tuples, or task.json's
         [label, word] lists) or "a=x,b=y". Another
         type raises InvalidArgument naming the keyword and the item."""
-    def task_for(self, prompt: Prompt, data: Optional[Data] = None, **flags: Any) -> Task:
+    def task_for(self, prompt: Prompt, data: Optional[RawData] = None, **flags: Any) -> Task:
         """A saved prompt's task (its task.json) with the task flags on top."""
     def new_prompt(
         self,
@@ -236,10 +238,10 @@ class Model:
         saved prompt is refused unless overwrite=True."""
     def train(
         self,
-        train: Data,
+        train: RawData,
         out: StrPath,
-        dev: Optional[Data] = None,
-        test: Optional[Data] = None,
+        dev: Optional[RawData] = None,
+        test: Optional[RawData] = None,
         on_event: Optional[Callable[[Dict[str, Any]], None]] = None,
         *,
         prompt_len: int = 20,

@@ -253,8 +253,13 @@ pub fn dataset(
     if let Ok(pairs) = data.extract::<Vec<(String, Option<String>)>>() {
         return Ok(Dataset::from_pairs(name, pairs));
     }
+    // rows already encoded: this call reads texts (train re-reads its files on resume)
+    let encoded = match data.is_instance_of::<PyEncoded>() {
+        true => ", not an Encoded (encode's rows are for step, evaluate and predict)",
+        false => "",
+    };
     Err(arg(
         name,
-        "expected a file path, a list of texts or a list of (text, label) pairs",
+        format!("expected a file path, a list of texts or a list of (text, label) pairs{encoded}"),
     ))
 }

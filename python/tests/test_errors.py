@@ -541,3 +541,18 @@ def test_python_messages_name_keywords_with_their_values():
         model.task(pairs, verbalizer="x=great,y=bad", task="pet", pooling="mean")
     assert str(e.value).startswith("invalid argument pooling: "), str(e.value)
     assert "--" not in str(e.value)
+
+
+def test_an_encoded_where_texts_are_read_says_so(tmp_path):
+    """The stubs typed train's data as taking an Encoded; the refusal did not say why."""
+    model = sp.Model(BERT_MLM)
+    task = model.task([("a", "x"), ("b", "y")], prompt_len=2, verbalizer="x=great,y=bad")
+    enc = model.encode(task, [("a", "x")])
+    want = ("invalid argument {}: expected a file path, a list of texts or a list of (text, "
+            "label) pairs, not an Encoded (encode's rows are for step, evaluate and predict)")
+    with pytest.raises(sp.InvalidArgument) as e:
+        model.train(enc, tmp_path / "py", no_progress=True)
+    assert str(e.value) == want.format("train")
+    with pytest.raises(sp.InvalidArgument) as e:
+        model.task(enc)
+    assert str(e.value) == want.format("data")

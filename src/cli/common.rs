@@ -10,7 +10,8 @@ use std::path::Path;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct DeviceArgs {
-    /// cpu, cuda (cuda:N) or emu (the CUDA kernels on the CPU emulator; build with --features emu)
+    /// cpu, cuda (cuda:N) or emu (the CUDA kernels on the CPU emulator; build with --features
+    /// emu); serve also takes auto (the first GPU when there is one, else the CPU)
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Weights and activations on cuda and emu: bf16; f32 (float32 kernels and GEMMs, for

@@ -16,7 +16,7 @@ mod multi;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Hugging Face model folder (BERT or T5)
+    /// Hugging Face model folder (BERT, T5, or a decoder-only BLOOM, Llama, Mistral or Qwen2)
     #[arg(long)]
     model: PathBuf,
     /// training data (jsonl, tsv or csv)
