@@ -279,10 +279,12 @@ impl PyModel {
         )?;
         let snapshot = prompt.engine_copy();
         let (m, t, p) = (&self.inner, &task.inner, &snapshot);
-        // the engine names `Model::step`'s argument `rows`; Python's is `batch`
+        // the engine names `Model::step`'s argument `rows` (a row's `label`); Python's are
+        // `batch` and `labels`
         let out = compute(py, || {
             m.step(t, p, &enc.rows)
                 .map_err(|e| renamed_arg(e, "rows", "batch"))
+                .map_err(|e| renamed_arg(e, "label", "labels"))
         })?;
         let d = prompt.inner.width();
         let head_grad = match out.head_grad {

@@ -241,7 +241,9 @@ pub fn train<'py>(
                 None => Ok(()),
             });
         };
-        m.train_until(&task, splits, &cfg, &out, &mut hear, &interrupt.stop)
+        // a row's `label` (the engine's `Row` field) is a row of the `train` argument here
+        (m.train_until(&task, splits, &cfg, &out, &mut hear, &interrupt.stop))
+            .map_err(|e| crate::errors::renamed_arg(e, "label", "train"))
     });
     progress.finish();
     // interrupted: the checkpoint is written, and the KeyboardInterrupt says how to resume

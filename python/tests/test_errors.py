@@ -327,7 +327,7 @@ def test_rows_are_counted_from_1_in_every_message():
         model.step(task, prompt, sp.Encoded.from_ids([[4, 6, 5], []], **rows))
     with pytest.raises(sp.InvalidArgument, match="^invalid argument data: row 2 has no token ids"):
         model.evaluate(task, prompt, sp.Encoded.from_ids([[4, 6, 5], []], **rows))
-    with pytest.raises(sp.InvalidArgument, match="^invalid argument label: row 2 has label 5"):
+    with pytest.raises(sp.InvalidArgument, match="^invalid argument labels: row 2 has label 5"):
         model.step(task, prompt, sp.Encoded.from_ids([[4, 6, 5], [4, 6, 5]], labels=[0, 5],
                                                      mask_positions=[1, 1]))
 
@@ -556,3 +556,20 @@ def test_an_encoded_where_texts_are_read_says_so(tmp_path):
     with pytest.raises(sp.InvalidArgument) as e:
         model.task(enc)
     assert str(e.value) == want.format("data")
+
+
+def test_a_row_without_a_label_names_the_argument(tmp_path):
+    """step and train named the engine's row field `label` (step's keyword is `labels`,
+    train's rows come from `train`)."""
+    model = sp.Model(BERT_MLM)
+    task = model.task([("a", "x"), ("b", "y")], prompt_len=2, verbalizer="x=great,y=bad")
+    prompt = model.new_prompt(task, prompt_len=2)
+    with pytest.raises(sp.InvalidArgument) as e:
+        model.step(task, prompt, ["good movie"])
+    assert str(e.value) == ("invalid argument labels: row 1 has no label: every row of a "
+                            "training step needs one")
+    with pytest.raises(sp.InvalidArgument) as e:
+        model.train([("a", "x"), ("b", None)], tmp_path / "py", verbalizer="x=great,y=bad",
+                    no_progress=True)
+    assert str(e.value) == ("invalid argument train: row 2 has no label: every row of a "
+                            "training step needs one")

@@ -113,8 +113,8 @@ pub fn check_name(name: &str) -> Result<()> {
         return Err(Error::arg(
             "task name",
             format!(
-                "{name:?}: expected letters, digits, '-', '_' or '.' (it names the task's \
-                 folder under `out`)"
+                "{name:?}: expected letters, digits, '-', '_' or '.', and not `.` or `..` \
+                 alone (it names the task's folder under `out`)"
             ),
         ));
     }
