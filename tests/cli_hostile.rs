@@ -239,6 +239,11 @@ fn flags_nothing_reads_are_refused() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     refused(&softprompt(&args), &[head]);
     assert!(!out.exists(), "a refused run wrote {}", out.display());
+    let eval_size = train(&out, &["--eval-batch-size", "8"]);
+    let want = "invalid argument --eval-batch-size: sizes the dev and test evaluations, and \
+                this run has neither (--dev, --test): leave it out";
+    refused(&eval_size, &[want]);
+    assert!(!out.exists(), "a refused run wrote {}", out.display());
     // P-tuning starts from N(0, 1): the refusal named --init, which was not given
     let ptuning = train(
         &scratch.path().join("pt"),

@@ -187,6 +187,17 @@ pub fn train<'py>(
             crate::ints::repr(f.bind(py))
         )));
     }
+    let given = |key: &str| -> PyResult<bool> {
+        let v = kwargs.map(|k| k.get_item(key)).transpose()?.flatten();
+        Ok(v.is_some_and(|v| !v.is_none()))
+    };
+    if given("eval_batch_size")? && dev.is_none() && test.is_none() {
+        return Err(crate::errors::arg(
+            "eval_batch_size",
+            "sizes the dev and test evaluations, and this run has neither (--dev, --test): \
+             leave it out",
+        ));
+    }
     let mut kw = Kw::new("train", kwargs)?;
     let opts = kw.task_options()?;
     let spec = kw.data_spec(true)?;

@@ -573,3 +573,11 @@ def test_a_row_without_a_label_names_the_argument(tmp_path):
                     no_progress=True)
     assert str(e.value) == ("invalid argument train: row 2 has no label: every row of a "
                             "training step needs one")
+
+
+def test_eval_batch_size_without_dev_or_test_is_refused(tmp_path):
+    """It was read by nothing, without a word, as the command line's --eval-batch-size."""
+    with pytest.raises(sp.InvalidArgument) as e:
+        sp.Model(BERT_MLM).train(str(TRAIN), tmp_path / "py", eval_batch_size=8, no_progress=True)
+    assert str(e.value) == ("invalid argument eval_batch_size: sizes the dev and test "
+                            "evaluations, and this run has neither (dev, test): leave it out")

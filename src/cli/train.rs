@@ -108,8 +108,9 @@ pub struct Args {
 
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    #[arg(long, default_value_t = 64)]
-    eval_batch_size: usize,
+    /// rows per batch of the dev and test evaluations (default 64)
+    #[arg(long)]
+    eval_batch_size: Option<usize>,
     #[arg(long, default_value_t = 1)]
     epochs: u64,
     /// total steps (overrides --epochs)
@@ -261,7 +262,7 @@ fn train_config_with(a: &Args, init: PromptInit) -> Result<TrainConfig> {
         init,
         optim: optim_config(a)?,
         batch_size: a.batch_size,
-        eval_batch_size: a.eval_batch_size,
+        eval_batch_size: (a.eval_batch_size).unwrap_or(TrainConfig::default().eval_batch_size),
         epochs: a.epochs,
         max_steps: a.max_steps,
         eval_every: a.eval_every,
@@ -285,6 +286,13 @@ fn train(a: &Args) -> Result<()> {
         return Err(Error::arg(
             "--task-config",
             "sets the tasks of --task-data or --task-field: this run trains one task",
+        ));
+    }
+    if a.eval_batch_size.is_some() && a.dev.is_none() && a.test.is_none() {
+        return Err(Error::arg(
+            "--eval-batch-size",
+            "sizes the dev and test evaluations, and this run has neither (--dev, --test): \
+             leave it out",
         ));
     }
     let t0 = Instant::now();
