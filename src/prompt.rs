@@ -329,6 +329,11 @@ impl PromptTable {
             ));
         }
         let cfg_path = dir.join(ADAPTER_CONFIG);
+        if !cfg_path.exists() {
+            if let Some(why) = not_a_prompt_folder(dir) {
+                return Err(Error::file(dir, why));
+            }
+        }
         let text = crate::fsutil::read_json_text(&cfg_path)?;
         let cfg: Value = serde_json::from_str(&text)
             .map_err(|e| Error::file(&cfg_path, format!("not valid JSON: {e}")))?;
@@ -650,4 +655,34 @@ pub(crate) fn config_count(cfg: &Value, key: &str, path: &Path) -> Result<Option
             )
         }),
     }
+}
+
+/// Why `dir`, which holds no adapter_config.json, is no prompt folder, when the reason is a
+/// common mix-up: the output folder of a multi-task run (its tasks' prompts are in folders
+/// of their own), or predict's `NAME=DIR` given where one folder is read.
+fn not_a_prompt_folder(dir: &Path) -> Option<String> {
+    if dir.is_dir() {
+        let mut tasks: Vec<String> = std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .filter(|e| e.path().join(ADAPTER_CONFIG).is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        tasks.sort();
+        return (!tasks.is_empty()).then(|| {
+            format!(
+                "holds no {ADAPTER_CONFIG}: the folder of a multi-task run? its tasks' prompts \
+                 are in its folders {}: name one of them",
+                tasks.join(", ")
+            )
+        });
+    }
+    let text = dir.to_str()?;
+    let (name, folder) = text.split_once('=')?;
+    (Path::new(folder).join(ADAPTER_CONFIG).is_file()).then(|| {
+        format!(
+            "no such folder: `{name}=` names a prompt of predict's mixed rows (--prompt \
+             NAME=DIR); here one prompt folder is read: {folder}"
+        )
+    })
 }

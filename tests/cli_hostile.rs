@@ -262,3 +262,45 @@ fn flags_nothing_reads_are_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `eval --prompt` on a multi-task run's folder, or with predict's `NAME=DIR`, said only
+/// "adapter_config.json: No such file or directory" (hostile pass 9): it says what the folder
+/// is and what to name.
+#[test]
+fn a_multi_task_folder_or_a_named_prompt_says_what_to_pass() {
+    let scratch = ScratchDir::new("cli_hostile_mt_folder");
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let task = model.task(&TaskOptions::default(), None, 4).unwrap();
+    let prompt = model
+        .new_prompt(&task, 4, &PromptInit::Random { std: 1.0 }, 0)
+        .unwrap();
+    let run = scratch.path().join("run");
+    for name in ["b", "a"] {
+        let opts = SaveOptions::default();
+        model
+            .save_prompt(run.join(name), &prompt, &task, opts)
+            .unwrap();
+    }
+    let data =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/dev.jsonl");
+    let data = data.to_str().unwrap();
+    let run_dir = run.to_str().unwrap();
+    let err = refused(
+        &softprompt(&["eval", "--prompt", run_dir, "--data", data]),
+        &[],
+    );
+    let want = "holds no adapter_config.json: the folder of a multi-task run? its tasks' \
+                prompts are in its folders a, b: name one of them";
+    assert!(err.contains(&format!("{run_dir}: {want}")), "{err}");
+    let named = format!("en={}", run.join("a").display());
+    let err = refused(
+        &softprompt(&["eval", "--prompt", &named, "--data", data]),
+        &[],
+    );
+    let want = format!(
+        "{named}: no such folder: `en=` names a prompt of predict's mixed rows (--prompt \
+         NAME=DIR); here one prompt folder is read: {}",
+        run.join("a").display()
+    );
+    assert!(err.contains(&want), "{err}");
+}
