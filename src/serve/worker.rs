@@ -130,8 +130,14 @@ pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
                     let loaded = (registry.check_new(name))
                         .and_then(|()| Prompt::load(path).map_err(|e| ApiError::from_load(&e)))
                         .and_then(|prompt| registry.load(&model, name, path, prompt));
-                    loaded
-                        .map_err(|e| Error::file(path, format!("prompt \"{name}\": {}", e.msg)))?;
+                    loaded.map_err(|e| {
+                        // the registry's messages name the prompt themselves
+                        let named = format!("prompt \"{name}\"");
+                        match e.msg.starts_with(&named) {
+                            true => Error::file(path, e.msg),
+                            false => Error::file(path, format!("{named}: {}", e.msg)),
+                        }
+                    })?;
                 }
                 metrics.set_prompts(registry.len());
                 Ok((model, registry))
