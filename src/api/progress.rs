@@ -61,8 +61,9 @@ fn settings_line(cfg: &TrainConfig) -> String {
             format!("prefix tuning, {} placement{proj} | ", pre.placement.name())
         }
     };
+    let head = o.head_lr.map_or(String::new(), |h| format!(" (head {h})"));
     format!(
-        "{method}optimizer {} lr {} ({:?} schedule, warm-up {}), weight decay {}, clip {} | batch {}, seed {}, {} threads",
+        "{method}optimizer {} lr {}{head} ({:?} schedule, warm-up {}), weight decay {}, clip {} | batch {}, seed {}, {} threads",
         o.kind.name(), o.lr, o.schedule.kind, o.schedule.warmup, o.weight_decay,
         o.max_grad_norm.map_or("none".into(), |n| n.to_string()), cfg.batch_size, cfg.seed, cfg.threads
     )

@@ -42,7 +42,7 @@ impl DeviceArgs {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct DataArgs {
-    /// jsonl, tsv or csv (default: from the file extension)
+    /// jsonl, tsv or csv, for every data file of the command (default: each file's extension)
     #[arg(long)]
     pub format: Option<String>,
     /// TSV and CSV quoting: minimal (a field that starts with a quote is quoted, as Python's
@@ -94,7 +94,8 @@ pub struct TaskArgs {
     #[arg(long)]
     pub task: Option<String>,
     /// the text around the input, with {text} once; pet also needs one [MASK],
-    /// e.g. "{text} It was [MASK]." or "[MASK]满意。{text}"
+    /// e.g. "{text} It was [MASK]." or "[MASK]满意。{text}" (default: pet "{text} It was
+    /// [MASK].", else "{text}")
     #[arg(long)]
     pub template: Option<String>,
     /// the labels in order, comma-separated (default: the verbalizer's, else the sorted
@@ -102,22 +103,24 @@ pub struct TaskArgs {
     #[arg(long)]
     pub labels: Option<String>,
     /// label=word pairs: pet's one-token words, or seq2seq's and causal's target texts, e.g.
-    /// positive=great,negative=terrible (or a JSON object, or task.json's [[label, word], ...])
+    /// positive=great,negative=terrible (or a JSON object, or task.json's [[label, word], ...];
+    /// default: each label is its own word)
     #[arg(long)]
     pub verbalizer: Option<String>,
-    /// cls pooling: mean or cls
+    /// cls pooling: mean or cls (default mean)
     #[arg(long)]
     pub pooling: Option<String>,
     /// seq2seq, causal: the label field holds free target texts
     #[arg(long)]
     pub free_targets: bool,
-    /// tokens per row, special tokens included; longer texts are cut (and counted)
+    /// tokens per row, special tokens included; longer texts are cut (and counted) (default
+    /// 128, or what the model's position table leaves beside the prompt)
     #[arg(long)]
     pub max_len: Option<usize>,
-    /// seq2seq, causal: tokens per target (causal: the most tokens generated)
+    /// seq2seq, causal: tokens per target (causal: the most tokens generated) (default 32)
     #[arg(long)]
     pub max_target_len: Option<usize>,
-    /// seq2seq and causal prediction: rank (score each label's target) or greedy
+    /// seq2seq and causal prediction: rank (score each label's target; the default) or greedy
     #[arg(long)]
     pub decode: Option<String>,
     /// causal: the token after each target, labelled and counted in the loss, and where

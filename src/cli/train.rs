@@ -122,10 +122,10 @@ pub struct Args {
     /// stop after N evaluations without a better dev accuracy
     #[arg(long)]
     patience: Option<u32>,
-    /// checkpoint every N steps (and at the end)
+    /// checkpoint every N steps (and at the end; 0: only at the end)
     #[arg(long, default_value_t = 50)]
     save_every: u64,
-    /// a metrics line every N steps
+    /// a metrics line every N steps (and at the last; 0: none)
     #[arg(long, default_value_t = 10)]
     log_every: u64,
     #[arg(long, default_value_t = 0)]
