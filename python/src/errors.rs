@@ -114,8 +114,9 @@ fn flags_as_keywords(msg: &str) -> String {
             .unwrap_or(tail.len() - 2);
         let name = &tail[2..2 + name_len];
         let keyword = name.replace('-', "_");
-        // a flag stands after a space, a quote or a bracket, not inside a word (`a--b`)
-        let starts_word = !head.ends_with(|c: char| c.is_alphanumeric() || c == '-');
+        // a flag stands after a space, a quote or a bracket, not inside a word or a path
+        // (`a--b`, `runs/--dev`)
+        let starts_word = !head.ends_with(|c: char| c.is_alphanumeric() || "-_./\\".contains(c));
         if !(starts_word && KEYWORDS.split(' ').any(|k| k == keyword)) {
             out.push_str(&tail[..2 + name_len]);
             rest = &tail[2 + name_len..];
