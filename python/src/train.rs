@@ -187,6 +187,16 @@ pub fn train<'py>(
             crate::ints::repr(f.bind(py))
         )));
     }
+    let mut kw = Kw::new("train", kwargs)?;
+    let opts = kw.task_options()?;
+    let spec = kw.data_spec(true)?;
+    let prompt_len: usize = kw
+        .uint("prompt_len")?
+        .unwrap_or(TrainConfig::default().prompt_len);
+    let no_progress: bool = kw.get("no_progress", false)?;
+    let cfg = train_config(&mut kw, prompt_len)?;
+    kw.finish()?;
+    // after the keywords' own checks: a value of the wrong type is named as such first
     let given = |key: &str| -> PyResult<bool> {
         let v = kwargs.map(|k| k.get_item(key)).transpose()?.flatten();
         Ok(v.is_some_and(|v| !v.is_none()))
@@ -198,15 +208,6 @@ pub fn train<'py>(
              leave it out",
         ));
     }
-    let mut kw = Kw::new("train", kwargs)?;
-    let opts = kw.task_options()?;
-    let spec = kw.data_spec(true)?;
-    let prompt_len: usize = kw
-        .uint("prompt_len")?
-        .unwrap_or(TrainConfig::default().prompt_len);
-    let no_progress: bool = kw.get("no_progress", false)?;
-    let cfg = train_config(&mut kw, prompt_len)?;
-    kw.finish()?;
     outdir::precheck(&out, cfg.resume, cfg.overwrite).map_err(to_py)?;
     let paths = [
         ("train", split_path(&Some(train.clone()))),
