@@ -635,3 +635,77 @@ fn cli_task_data_and_task_field() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// #17: two tasks on bert_nohead (48 positions) with prompts of 12 and 8 rows, each task's
+/// max_len clamped beside its own prompt (48 - 12 = 36, 48 - 8 = 40). Task b's rows are long,
+/// cut to its 40 tokens, so a batch mixing them with task a's runs past the position table
+/// (12 + 40 > 48) while every row fits beside its own prompt (8 + 40). The run trains to its
+/// last step and evaluates both tasks; it was refused at its first batch ("expected <= 48,
+/// got 12 + 40").
+#[test]
+fn cli_prompts_of_different_lengths_at_the_position_limit() {
+    let dir = tmp("limit");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let src = |f: &str| std::fs::read_to_string(format!("tests/bad_inputs/data/{f}")).unwrap();
+    // b's texts ten times over: past 40 tokens
+    let long = |f: &str| -> String {
+        let rows = src(f);
+        let rows = rows.lines().map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["text"] = format!("{} ", v["text"].as_str().unwrap())
+                .repeat(10)
+                .into();
+            format!("{v}\n")
+        });
+        rows.collect()
+    };
+    for (d, text) in [(&a, &src as &dyn Fn(&str) -> String), (&b, &long)] {
+        std::fs::create_dir_all(d).unwrap();
+        for f in ["train.jsonl", "dev.jsonl"] {
+            std::fs::write(d.join(f), text(f)).unwrap();
+        }
+    }
+    let tasks_json = dir.join("tasks.json");
+    std::fs::write(&tasks_json, r#"{"b": {"prompt_len": 8}}"#).unwrap();
+    let model = common::fixture("bert_nohead");
+    let out = dir.join("out");
+    let (ok, text) = cli(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--task",
+        "cls",
+        "--pooling",
+        "mean",
+        "--prompt-len",
+        "12",
+        "--task-data",
+        &format!("a={}", a.display()),
+        "--task-data",
+        &format!("b={}", b.display()),
+        "--task-config",
+        tasks_json.to_str().unwrap(),
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "4",
+        "--eval-every",
+        "4",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    // b's rows reach its bound, a's fit well within theirs
+    assert!(text.contains("rows, 24 truncated to 40 tokens"), "{text}");
+    for t in ["a", "b"] {
+        assert!(
+            text.contains(&format!("[{t}] step 4 dev accuracy")),
+            "{text}"
+        );
+    }
+    let rows = ["a", "b"].map(|t| Prompt::load(out.join(t)).unwrap().rows());
+    assert_eq!(rows, [12, 8]);
+    std::fs::remove_dir_all(&dir).ok();
+}
