@@ -709,3 +709,70 @@ fn cli_prompts_of_different_lengths_at_the_position_limit() {
     assert_eq!(rows, [12, 8]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// #17 on a decoder with a sliding window (mistral, its window set to 24): two `causal` tasks
+/// with prompts of 4 and 8 rows, each task's max_len leaving its own prompt and target room
+/// in the window. Task a's long rows, cut to its bound, share batches with task b's longer
+/// prompt: the batch runs past the window (8 + 20 > 24) while each row fits in it beside its
+/// own prompt. The run trains to its last step; it was refused ("28 positions with
+/// sliding_window 24").
+#[test]
+fn cli_causal_prompts_of_different_lengths_at_the_window() {
+    let dir = tmp("window");
+    let model_dir = dir.join("mistral_w24");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    for f in std::fs::read_dir(common::fixture("mistral")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, model_dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg = model_dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    v["sliding_window"] = 24.into();
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    for t in ["a", "b"] {
+        std::fs::create_dir_all(dir.join(t)).unwrap();
+        let rows: String = (0..8)
+            .map(|i| {
+                let label = ["positive", "negative"][i % 2];
+                format!(
+                    "{}\n",
+                    serde_json::json!({"text": "word ".repeat(30 + i), "label": label})
+                )
+            })
+            .collect();
+        std::fs::write(dir.join(t).join("train.jsonl"), rows).unwrap();
+    }
+    let tasks_json = dir.join("tasks.json");
+    std::fs::write(&tasks_json, r#"{"b": {"prompt_len": 8}}"#).unwrap();
+    let out = dir.join("out");
+    let (ok, text) = cli(&[
+        "--model",
+        model_dir.to_str().unwrap(),
+        "--task",
+        "causal",
+        "--prompt-len",
+        "4",
+        "--task-data",
+        &format!("a={}", dir.join("a").display()),
+        "--task-data",
+        &format!("b={}", dir.join("b").display()),
+        "--task-config",
+        tasks_json.to_str().unwrap(),
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "3",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    // every row cut to its task's bound
+    assert!(text.contains("8 rows, 8 truncated"), "{text}");
+    for t in ["a", "b"] {
+        assert!(text.contains(&format!("done [{t}]: 3 steps")), "{text}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

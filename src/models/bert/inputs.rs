@@ -120,19 +120,11 @@ pub fn check_positions(
     first: impl Fn(usize) -> usize,
 ) -> Result<()> {
     let max = cfg.max_position_embeddings;
-    // right-padded: a row's tokens end at its last real one
-    let extent = |bi: usize| {
-        let row = batch.mask.get(bi * batch.t..(bi + 1) * batch.t);
-        row.and_then(|r| r.iter().rposition(|&m| m != 0))
-            .map_or(0, |i| i + 1)
-    };
-    // the row reaching furthest, the first of equals: the one to shorten first
-    let worst = (0..batch.b).rev().max_by_key(|&bi| first(bi) + extent(bi));
-    match worst {
-        Some(bi) if first(bi) + extent(bi) > max => Err(Error::shape(
+    match batch.furthest_row(first) {
+        Some((bi, f, n)) if f + n > max => Err(Error::shape(
             format!("{front} + tokens of batch row {bi} (BERT max_position_embeddings)"),
             format!("<= {max}"),
-            format!("{} + {}", first(bi), extent(bi)),
+            format!("{f} + {n}"),
         )),
         _ => Ok(()),
     }
