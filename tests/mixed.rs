@@ -117,6 +117,48 @@ fn mixed_prompt_lengths_equal_each_prompt_alone() {
     }
 }
 
+/// A sentiment job whose longest rows reach its task's bound: its `max_len`, clamped to the
+/// position table beside its own prompt of `p` rows (max_position_embeddings - P).
+fn sentiment_at_limit(model: &Model, p: usize, seed: u64) -> (Task, Prompt, Encoded) {
+    let long = "the film opens on a quiet street and stays there for far too long, \
+                while the actors wait for a plot that never arrives and the music \
+                repeats the same four notes over every scene until the very end "
+        .repeat(2);
+    let data = pairs(&[
+        (&long, "negative"),
+        ("quite good", "positive"),
+        (&long.replace("far too long", "a warm while"), "positive"),
+        ("bad", "negative"),
+    ]);
+    let opts = TaskOptions {
+        verbalizer: Some(vec![
+            ("negative".into(), "bad".into()),
+            ("positive".into(), "great".into()),
+        ]),
+        ..TaskOptions::default()
+    };
+    job(model, &opts, &data, p, seed)
+}
+
+/// #17: each task's max_len is clamped to the position table beside its own prompt (bert_mlm:
+/// 64 - 4 = 60), so a batch of a short prompt's longest rows beside a longer prompt runs
+/// past the table (12 + 60 > 64) while every row fits beside its own prompt (4 + 60). Such
+/// batches predict and step as each prompt alone does (they were refused: "expected <= 64,
+/// got 12 + 60").
+#[test]
+fn rows_at_the_position_limit_mix_prompt_lengths() {
+    let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
+    let jobs = [sentiment_at_limit(&model, 4, 1), topic(&model, 12, 2)];
+    let (task, _, enc) = &jobs[0];
+    let longest = enc.rows.iter().map(|r| r.ids.len()).max().unwrap();
+    assert_eq!((task.spec().max_len, longest), (60, 60));
+    assert!(enc.rows.iter().any(|r| r.truncated));
+    for batch_size in [2, 64] {
+        check_mixed(&model, &jobs, batch_size);
+    }
+    check_step_mixed(&model, &jobs);
+}
+
 /// Each job's `step_mixed` output against `Model::step` on its rows alone: loss, prompt and
 /// head gradients within `REL_TOL`, the same tokens; gradients that are not all zero, so the
 /// comparison can fail.
@@ -262,12 +304,16 @@ fn cli_predict_over_named_prompts_equals_one_prompt_at_a_time() {
             .unwrap();
         args.push(format!("{name}={}", out.display()));
     }
+    let long = "a slow film that never finds its feet ".repeat(8);
     let texts = [
         ("sent", "a great film"),
         ("topic", "the striker scored a goal in the last minute"),
         ("topic", "rates rose"),
         ("sent", "dull and far too long, with nothing to say"),
         ("sent", "fine"),
+        // cut to sent's max_len, 64 - 4 = 60 tokens: its batch with topic's prompt of 6 rows
+        // runs past the position table, each row fits beside its own (#17)
+        ("sent", long.as_str()),
     ];
     for (name, text) in texts {
         lines.push_str(&format!(
@@ -335,7 +381,7 @@ fn cli_predict_over_named_prompts_equals_one_prompt_at_a_time() {
         .unwrap();
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && e.contains(":6") && e.contains("--prompt-field"),
+        !out.status.success() && e.contains(":7") && e.contains("--prompt-field"),
         "{e}"
     );
 }
@@ -474,6 +520,10 @@ fn mixed_on_the_emu_device_equals_each_prompt_alone() {
         sentiment(&model, 3, 3),
         topic(&model, 8, 4),
     ];
+    check_mixed(&model, &jobs, 64);
+    check_step_mixed(&model, &jobs);
+    // the kernels over a batch laid out past the position table (#17)
+    let jobs = [sentiment_at_limit(&model, 4, 1), topic(&model, 12, 2)];
     check_mixed(&model, &jobs, 64);
     check_step_mixed(&model, &jobs);
     for name in ["t5_v1_1", "bloom", "llama"] {

@@ -635,3 +635,144 @@ fn cli_task_data_and_task_field() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// #17: two tasks on bert_nohead (48 positions) with prompts of 12 and 8 rows, each task's
+/// max_len clamped beside its own prompt (48 - 12 = 36, 48 - 8 = 40). Task b's rows are long,
+/// cut to its 40 tokens, so a batch mixing them with task a's runs past the position table
+/// (12 + 40 > 48) while every row fits beside its own prompt (8 + 40). The run trains to its
+/// last step and evaluates both tasks; it was refused at its first batch ("expected <= 48,
+/// got 12 + 40").
+#[test]
+fn cli_prompts_of_different_lengths_at_the_position_limit() {
+    let dir = tmp("limit");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let src = |f: &str| std::fs::read_to_string(format!("tests/bad_inputs/data/{f}")).unwrap();
+    // b's texts ten times over: past 40 tokens
+    let long = |f: &str| -> String {
+        let rows = src(f);
+        let rows = rows.lines().map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["text"] = format!("{} ", v["text"].as_str().unwrap())
+                .repeat(10)
+                .into();
+            format!("{v}\n")
+        });
+        rows.collect()
+    };
+    for (d, text) in [(&a, &src as &dyn Fn(&str) -> String), (&b, &long)] {
+        std::fs::create_dir_all(d).unwrap();
+        for f in ["train.jsonl", "dev.jsonl"] {
+            std::fs::write(d.join(f), text(f)).unwrap();
+        }
+    }
+    let tasks_json = dir.join("tasks.json");
+    std::fs::write(&tasks_json, r#"{"b": {"prompt_len": 8}}"#).unwrap();
+    let model = common::fixture("bert_nohead");
+    let out = dir.join("out");
+    let (ok, text) = cli(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--task",
+        "cls",
+        "--pooling",
+        "mean",
+        "--prompt-len",
+        "12",
+        "--task-data",
+        &format!("a={}", a.display()),
+        "--task-data",
+        &format!("b={}", b.display()),
+        "--task-config",
+        tasks_json.to_str().unwrap(),
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "4",
+        "--eval-every",
+        "4",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    // b's rows reach its bound, a's fit well within theirs
+    assert!(text.contains("rows, 24 truncated to 40 tokens"), "{text}");
+    for t in ["a", "b"] {
+        assert!(
+            text.contains(&format!("[{t}] step 4 dev accuracy")),
+            "{text}"
+        );
+    }
+    let rows = ["a", "b"].map(|t| Prompt::load(out.join(t)).unwrap().rows());
+    assert_eq!(rows, [12, 8]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// #17 on a decoder with a sliding window (mistral, its window set to 24): two `causal` tasks
+/// with prompts of 4 and 8 rows, each task's max_len leaving its own prompt and target room
+/// in the window. Task a's long rows, cut to its bound, share batches with task b's longer
+/// prompt: the batch runs past the window (8 + 20 > 24) while each row fits in it beside its
+/// own prompt. The run trains to its last step; it was refused ("28 positions with
+/// sliding_window 24").
+#[test]
+fn cli_causal_prompts_of_different_lengths_at_the_window() {
+    let dir = tmp("window");
+    let model_dir = dir.join("mistral_w24");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    for f in std::fs::read_dir(common::fixture("mistral")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, model_dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg = model_dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    v["sliding_window"] = 24.into();
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    for t in ["a", "b"] {
+        std::fs::create_dir_all(dir.join(t)).unwrap();
+        let rows: String = (0..8)
+            .map(|i| {
+                let label = ["positive", "negative"][i % 2];
+                format!(
+                    "{}\n",
+                    serde_json::json!({"text": "word ".repeat(30 + i), "label": label})
+                )
+            })
+            .collect();
+        std::fs::write(dir.join(t).join("train.jsonl"), rows).unwrap();
+    }
+    let tasks_json = dir.join("tasks.json");
+    std::fs::write(&tasks_json, r#"{"b": {"prompt_len": 8}}"#).unwrap();
+    let out = dir.join("out");
+    let (ok, text) = cli(&[
+        "--model",
+        model_dir.to_str().unwrap(),
+        "--task",
+        "causal",
+        "--prompt-len",
+        "4",
+        "--task-data",
+        &format!("a={}", dir.join("a").display()),
+        "--task-data",
+        &format!("b={}", dir.join("b").display()),
+        "--task-config",
+        tasks_json.to_str().unwrap(),
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "3",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    // every row cut to its task's bound
+    assert!(text.contains("8 rows, 8 truncated"), "{text}");
+    for t in ["a", "b"] {
+        assert!(text.contains(&format!("done [{t}]: 3 steps")), "{text}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -129,6 +129,21 @@ impl TokenBatch {
             .count()
     }
 
+    /// The row whose real tokens reach furthest behind the `front(b)` rows in front of them,
+    /// as (row, its front rows, its tokens), the first of equals; None without rows. Rows are
+    /// right-padded: a row's tokens end at its last real one.
+    pub fn furthest_row(&self, front: impl Fn(usize) -> usize) -> Option<(usize, usize, usize)> {
+        let extent = |bi: usize| {
+            let row = self.mask.get(bi * self.t..(bi + 1) * self.t);
+            row.and_then(|r| r.iter().rposition(|&m| m != 0))
+                .map_or(0, |i| i + 1)
+        };
+        (0..self.b)
+            .rev()
+            .map(|bi| (bi, front(bi), extent(bi)))
+            .max_by_key(|&(_, f, n)| f + n)
+    }
+
     pub fn check(&self) -> Result<()> {
         let n = self.b * self.t;
         crate::error::ensure_len("input_ids", n, self.ids.len())?;

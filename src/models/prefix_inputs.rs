@@ -83,11 +83,12 @@ impl<B: Backend> Model<B> {
         pre: PrefixInputs<B>,
         spec: PrefixSpec,
     ) -> Result<bert::BertInputs<B>> {
-        let mut inp = bert::upload_inputs(be, &m.cfg, batch, 0)?;
         let first = spec.bert_first_position.unwrap_or(spec.p);
-        let c = m.cfg.hidden_size;
-        let positions = shifted_positions(be, &m.w.position_embeddings, first, batch.t, c)?;
-        inp.prefix = Some((pre, positions));
+        // the tokens sit behind the prefix: each row's must fit the table from `first` on
+        bert::check_positions(&m.cfg, batch, "prefix", |_| first)?;
+        let mut inp = bert::upload_inputs(be, &m.cfg, batch, 0)?;
+        inp.first_position = first;
+        inp.prefix = Some(pre);
         Ok(inp)
     }
 
@@ -97,7 +98,6 @@ impl<B: Backend> Model<B> {
     /// position behind them, `train::mixed_prefix`), the position table unshifted.
     pub fn bert_mixed_prefix_inputs(
         be: &B,
-        m: &bert::Bert<B>,
         mut inp: bert::BertInputs<B>,
         pre: PrefixInputs<B>,
         lens: &[usize],
@@ -111,30 +111,7 @@ impl<B: Backend> Model<B> {
             }
         }
         inp.key_mask = be.upload_i32(&key_mask)?;
-        let c = m.cfg.hidden_size;
-        let positions = shifted_positions(be, &m.w.position_embeddings, 0, t, c)?;
-        inp.prefix = Some((pre, positions));
+        inp.prefix = Some(pre);
         Ok(inp)
     }
-}
-
-/// BERT's position table from row `first` on, so that token t reads position first + t:
-/// (max_position_embeddings - first, C) in the weights' type.
-fn shifted_positions<B: Backend>(
-    be: &B,
-    table: &B::Buf,
-    first: usize,
-    t: usize,
-    c: usize,
-) -> Result<B::Buf> {
-    let rows = be.len(table) / c.max(1);
-    if first + t > rows {
-        return Err(Error::shape(
-            "prefix + tokens (BERT max_position_embeddings: the tokens sit behind the prefix)",
-            format!("<= {rows}"),
-            format!("{first} + {t}"),
-        ));
-    }
-    let host = be.download(table)?;
-    be.upload(be.dtype(table), host.get(first * c..).unwrap_or_default())
 }

@@ -5,7 +5,7 @@
 //! P, and when lengths differ row b is [its P_b prompt rows, its tokens from position P_b on,
 //! P - P_b masked padding rows] (`embedding_fwd`'s prompt lengths), so each row computes what
 //! its prompt's own batch computes. Every family mixes: BERT's `pet` and `cls` jobs (here: the
-//! verbalizer or `cls` head per job; `BertInputs::with_prompt_lens`), T5's `seq2seq` and the
+//! verbalizer or `cls` head per job; `bert::upload_rows`), T5's `seq2seq` and the
 //! decoder-only models' `causal` jobs (`mixed_lm.rs`: rank classification with each row's own
 //! label targets, the LM loss split per job; `T5Inputs::with_prompts`,
 //! `Decoder::upload_mixed_inputs`, PEFT's CAUSAL_LM placement kept per row). Greedy decoding
@@ -227,14 +227,15 @@ fn group_inputs<B: Backend>(
     p: usize,
     job_lens: Option<&[usize]>,
 ) -> Result<(bert::BertInputs<B>, Option<Vec<usize>>)> {
-    let inp = bert::upload_inputs(be, &m.cfg, &batch.tokens, p)?.with_prompt_index(be, slot, k)?;
-    let Some(job_lens) = job_lens else {
-        return Ok((inp, None));
-    };
-    let lens: Vec<usize> = (slot.iter())
-        .map(|&s| job_lens.get(s as usize).copied().unwrap_or(p))
-        .collect();
-    Ok((inp.with_prompt_lens(be, &lens)?, Some(lens)))
+    let lens: Option<Vec<usize>> = job_lens.map(|job_lens| {
+        (slot.iter())
+            .map(|&s| job_lens.get(s as usize).copied().unwrap_or(p))
+            .collect()
+    });
+    // each row checked against the position table behind its own prompt's P_b, not the
+    // table's P: the batch's P + T may run past it (#17)
+    let inp = bert::upload_rows(be, &m.cfg, &batch.tokens, p, lens.as_deref())?;
+    Ok((inp.with_prompt_index(be, slot, k)?, lens))
 }
 
 /// The rows of `g` (all of `group`'s jobs), sorted by length into batches that mix jobs: one
@@ -254,7 +255,7 @@ fn predict_group<B: Backend>(
     predict_chunks(be, model, gr, batch_size, 0, |batch, idx| {
         let (inp, lens) = group_inputs(be, m, batch, idx, k, p, job_lens.as_deref())?;
         let inp = match &stack {
-            Some(st) => st.bert_inputs(be, model, m, inp, idx, lens.as_deref())?,
+            Some(st) => st.bert_inputs(be, model, inp, idx, lens.as_deref())?,
             None => inp,
         };
         let lay = RowLayout {
@@ -474,7 +475,7 @@ fn step_group<B: Backend>(
     let (inp, lens) = group_inputs(be, m, &batch, &g.slot, k, p, job_lens.as_deref())?;
     let stack = PrefixStack::of(be, gr)?;
     let inp = match &stack {
-        Some(st) => st.bert_inputs(be, model, m, inp, &g.slot, lens.as_deref())?,
+        Some(st) => st.bert_inputs(be, model, inp, &g.slot, lens.as_deref())?,
         None => inp,
     };
     let lay = RowLayout {

@@ -23,7 +23,7 @@ use super::mixed::Group;
 use super::model::Model;
 use crate::backend::{Backend, DType};
 use crate::error::Result;
-use crate::models::bert::{Bert, BertInputs};
+use crate::models::bert::BertInputs;
 use crate::models::prefix::{MixedPrefix, PrefixInputs};
 use crate::models::{Model as Net, PrefixSpec};
 
@@ -107,7 +107,6 @@ impl<B: Backend> PrefixStack<B> {
         &self,
         be: &B,
         model: &Model<B>,
-        m: &Bert<B>,
         inp: BertInputs<B>,
         idx: &[i32],
         lens: Option<&[usize]>,
@@ -118,6 +117,6 @@ impl<B: Backend> PrefixStack<B> {
             .map(|(&pre, &front)| if pre > 0 { front } else { 0 })
             .collect();
         let pre = self.inputs(be, model, idx)?;
-        Net::bert_mixed_prefix_inputs(be, m, inp, pre, lens, &hide)
+        Net::bert_mixed_prefix_inputs(be, inp, pre, lens, &hide)
     }
 }

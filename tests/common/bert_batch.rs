@@ -48,10 +48,8 @@ pub const ROW_LENS: [usize; 3] = [7, 2, 5];
 /// `tokens` (rows of `ROW_LENS`) behind a table of two prompts of 3 and 5 rows (P = 5), the
 /// rows reading prompts 0, 1, 0: rows 0 and 2 carry two masked prompt padding rows each.
 pub fn two_prompt_inputs<B: Backend>(be: &B, m: &Bert<B>, tokens: &TokenBatch) -> BertInputs<B> {
-    bert::upload_inputs(be, &m.cfg, tokens, 5)
+    bert::upload_rows(be, &m.cfg, tokens, 5, Some(&[3, 5, 3]))
         .unwrap()
         .with_prompt_index(be, &[0, 1, 0], 2)
-        .unwrap()
-        .with_prompt_lens(be, &[3, 5, 3])
         .unwrap()
 }

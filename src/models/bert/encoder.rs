@@ -1,7 +1,7 @@
 //! The encoder: each layer's forward and backward side by side, then the whole stack's.
 //! Sizes: B batch, T = P + tokens, C hidden, H heads, I intermediate.
 
-use super::inputs::BertInputs;
+use super::inputs::{position_table, BertInputs};
 use super::packed::{check_unsaved, Packing};
 use super::tail::{Tail, Wanted};
 use super::weights::Bert;
@@ -155,7 +155,7 @@ impl<B: Backend> Bert<B> {
             qa,
             ka,
             va,
-            inp.prefix.as_ref().map(|(pre, _)| pre.block(l)),
+            inp.prefix.as_ref().map(|pre| pre.block(l)),
             &inp.key_mask,
             None,
             false,
@@ -342,7 +342,7 @@ impl<B: Backend> Bert<B> {
             &a.q,
             &a.k,
             &a.v,
-            inp.prefix.as_ref().map(|(pre, _)| pre.block(l)),
+            inp.prefix.as_ref().map(|pre| pre.block(l)),
             &a.lse,
             &inp.key_mask,
             None,
@@ -420,15 +420,12 @@ impl<B: Backend> Bert<B> {
         let w = &self.w;
         let (n, act) = (b * t, be.act_dtype());
         let mut emb_in = output(be, act, n * c)?;
+        let positions = position_table(be, &w.position_embeddings, inp.first_position, t, c)?;
         be.embedding_fwd(
             &mut emb_in,
             prompt,
             &w.word_embeddings,
-            Some(
-                inp.prefix
-                    .as_ref()
-                    .map_or(&w.position_embeddings, |(_, pos)| pos),
-            ),
+            Some(positions.as_ref().unwrap_or(&w.position_embeddings)),
             Some(&w.token_type_embeddings),
             &inp.ids,
             inp.type_ids.as_ref(),

@@ -12,6 +12,6 @@ mod tail;
 mod weights;
 
 pub use encoder::{BertActs, BertLayerActs};
-pub use inputs::{upload_inputs, BertInputs};
+pub use inputs::{check_positions, upload_inputs, upload_rows, BertInputs};
 pub use tail::{weighted_rows, HeadRows, Tail};
 pub use weights::{Bert, BertLayerWeights, BertMlmHead, BertWeights};

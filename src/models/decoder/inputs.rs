@@ -93,7 +93,11 @@ impl<B: Backend> Decoder<B> {
         batch.check()?;
         crate::backend::check_ids("input_ids", &batch.ids, self.cfg.vocab_size)?;
         let s = p + batch.t;
-        self.check_length(s)?;
+        // a window bounds each row's own positions (P_b + its tokens), not the batch's P + T:
+        // a shorter prompt's row may be padded past it, only its padding lies there (#17)
+        let front = |bi: usize| lens.and_then(|l| l.get(bi).copied()).unwrap_or(p);
+        let span = batch.furthest_row(front).map_or(0, |(_, f, n)| f + n);
+        self.check_length(if s == 0 { 0 } else { span.max(1) })?;
         let (rows, targets) = match labels {
             Some(labels) => {
                 crate::error::ensure_len("labels (B*T)", batch.b * batch.t, labels.len())?;
