@@ -1,15 +1,19 @@
 //! Standard output that a reader who stops reading (`softprompt train ... | head`) cannot
 //! turn into a panic: Rust ignores SIGPIPE, so `println!` panics on the broken pipe, which
 //! killed a training run whose banner was piped to `head`. After a broken pipe nothing more
-//! is written and the command goes on: its results are files.
+//! is written and the command goes on: its results are files. Any other failure (a full
+//! disk behind `> file`) is kept for the command line to report (`take_error`).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 static CLOSED: AtomicBool = AtomicBool::new(false);
+static FAILED: Mutex<Option<String>> = Mutex::new(None);
 
-/// Writes `text` (and a newline when `newline`) to stdout; a write that fails (the reader
-/// is gone) ends stdout for the rest of the process, silently.
+/// Writes `text` (and a newline when `newline`) to stdout; a write that fails ends stdout
+/// for the rest of the process, silently when the reader is gone (a broken pipe), else with
+/// the error kept for `take_error`.
 pub fn write(text: std::fmt::Arguments<'_>, newline: bool) {
     if CLOSED.load(Ordering::Relaxed) {
         return;
@@ -22,7 +26,17 @@ pub fn write(text: std::fmt::Arguments<'_>, newline: bool) {
             false => Ok(()),
         })
         .and_then(|()| out.flush());
-    if written.is_err() {
+    if let Err(e) = written {
         CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            if let Ok(mut failed) = FAILED.lock() {
+                failed.get_or_insert(e.to_string());
+            }
+        }
     }
+}
+
+/// The first failure to write stdout other than a broken pipe, if any (taken once).
+pub fn take_error() -> Option<String> {
+    FAILED.lock().ok().and_then(|mut f| f.take())
 }

@@ -205,31 +205,38 @@ fn flags_nothing_reads_are_refused() {
             &["--verbalizer", "a=x,b=y"],
             format!("invalid argument --verbalizer: {label}"),
         ),
-        (
-            &["--free-targets"],
-            format!("invalid argument --free-targets: {label}"),
-        ),
     ] {
         let mut args = vec!["generate", "--prompt", dir, "--text", "hi"];
         args.extend_from_slice(flags);
         refused(&softprompt(&args), &[&want]);
     }
+    // a folder without task.json (PEFT's) needs no label flag to generate (the review of
+    // this change: the label flags it asked for are refused above)
+    let peft = scratch.path().join("peft");
+    std::fs::create_dir(&peft).unwrap();
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(std::path::Path::new(dir).join(f), peft.join(f)).unwrap();
+    }
+    let bloom = fixture("bloom");
+    let (peft, bloom) = (peft.to_str().unwrap(), bloom.to_str().unwrap());
+    let generated = [
+        "generate", "--prompt", peft, "--model", bloom, "--text", "hi",
+    ];
+    let generated = softprompt(&generated);
+    let stderr = String::from_utf8_lossy(&generated.stderr);
+    assert_eq!(generated.status.code(), Some(0), "{stderr}");
+    assert!(String::from_utf8_lossy(&generated.stdout).contains("\"output\""));
+    // free targets, given or saved in task.json, have nothing to rank
     let data =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/dev.jsonl");
-    let rank = softprompt(&[
-        "predict",
-        "--prompt",
-        dir,
-        "--data",
-        data.to_str().unwrap(),
-        "--free-targets",
-        "--decode",
-        "rank",
-    ]);
-    refused(
-        &rank,
-        &["invalid argument --decode: rank scores the label targets, and --free-targets has none"],
-    );
+    let rank = "invalid argument --decode: rank scores the label targets, and free targets \
+                (--free-targets, or the prompt's task.json) have none";
+    for free in [&["--free-targets"][..], &[]] {
+        let mut args = vec!["predict", "--prompt", dir, "--data", data.to_str().unwrap()];
+        args.extend_from_slice(free);
+        args.extend(["--decode", "rank"]);
+        refused(&softprompt(&args), &[rank]);
+    }
     let out = scratch.path().join("run");
     let head = "invalid argument --head-lr: sets the rate of a cls task's head, and no task of \
                 this run is cls: leave it out";

@@ -99,7 +99,7 @@ const KEYWORDS: &str =
 const CHOICES: &str =
     "pet cls seq2seq causal mlm mean first last eos pad none minimal all tsv csv jsonl adamw \
      adafactor constant linear cosine random text vocab layer mlp lstm papers peft tokens cpu \
-     cuda emu bf16 f32 mixed prompt p-tuning prefix greedy";
+     cuda emu bf16 f32 mixed prompt p-tuning prefix greedy rank";
 
 /// The command line's flags in `msg` as the keywords that set the same thing: `--max-len 12`
 /// is `max_len=12`, `--task cls` is `task="cls"`, `--lr` is `lr`; a flag with no keyword of

@@ -47,7 +47,7 @@ CASES = [
 # `--task cls`
 CHOICES = ("pet cls seq2seq causal mlm mean first last eos pad none minimal all tsv csv jsonl "
            "adamw adafactor constant linear cosine random text vocab layer mlp lstm papers peft "
-           "tokens cpu cuda emu bf16 f32 mixed prompt p-tuning prefix greedy").split()
+           "tokens cpu cuda emu bf16 f32 mixed prompt p-tuning prefix greedy rank").split()
 # the command line's flags that are no keyword of the package
 NOT_KEYWORDS = {"model", "task-data", "task-field", "task-config", "gemm", "verbose"}
 

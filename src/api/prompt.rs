@@ -282,7 +282,8 @@ impl Prompt {
         tries.retain(|p| seen.insert(p.clone()));
         if let Some(found) = tries.iter().find(|p| p.join("config.json").is_file()) {
             let recorded = &self.recorded_models;
-            let note = (!recorded.is_empty() && !recorded.contains(found)).then(|| {
+            let made_on = self.model.as_ref().is_some_and(|m| &m.dir == found);
+            let note = (!recorded.is_empty() && !recorded.contains(found) && !made_on).then(|| {
                 let at: Vec<String> = recorded.iter().map(|p| p.display().to_string()).collect();
                 format!(
                     "{} records its model at {}, which holds no config.json: using {}, \

@@ -94,6 +94,14 @@ pub(crate) fn resolve<B: Backend>(
     apply_options(opts, &mut spec);
     // max_len next to this prompt (Task::new checks it alone, not knowing the prompt)
     model.check_lengths(prompt_len, Some(spec.max_len))?;
+    // free targets given here or saved in the prompt's task.json: nothing to rank
+    if spec.free_targets && opts.decode == Some(Decode::Rank) {
+        return Err(Error::arg(
+            "--decode",
+            "rank scores the label targets, and free targets (--free-targets, or the prompt's \
+             task.json) have none (their rows are decoded greedily): leave it out",
+        ));
+    }
     if spec.free_targets {
         spec.labels.clear();
         spec.label_words.clear();
@@ -243,11 +251,6 @@ fn check_applies(opts: &TaskOptions, kind: TaskKind) -> Result<()> {
                 "does nothing for the {} task (it applies to {kinds} only): leave it out",
                 kind.name()
             ),
-        )),
-        None if opts.free_targets && opts.decode == Some(Decode::Rank) => Err(Error::arg(
-            "--decode",
-            "rank scores the label targets, and --free-targets has none (its rows are decoded \
-             greedily): leave it out",
         )),
         None => Ok(()),
     }

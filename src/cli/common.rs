@@ -247,19 +247,37 @@ const OUT_WORDS: [(&str, &str); 4] = [
     ),
 ];
 
+/// An argument error's advice in the API's words, and the command line's.
+const ARG_WORDS: [(&str, &str); 3] = [
+    ("pass `dev`", "pass --dev"),
+    (
+        "trained by `cfg.optim.head_lr` > 0",
+        "trained by --head-lr > 0",
+    ),
+    (
+        "name it with Prompt::set_model (the command line: --model)",
+        "pass --model DIR",
+    ),
+];
+
 /// `msg` with the folder's word `out` as the flag: a task may be named `out` too ("task
-/// `out`: ...", "tasks `a` and `out`"), and keeps its name.
+/// `out`: ...", "tasks `a` and `out`", "`out` is given twice", "`out` and `Out` differ"),
+/// and keeps its name.
 fn out_as_flag(msg: &str) -> String {
     let mut said = String::new();
     let mut rest = msg;
     while let Some(i) = rest.find("`out`") {
         let (head, tail) = rest.split_at(i);
         said.push_str(head);
+        let after = &tail["`out`".len()..];
         let task = ["task ", "tasks ", "` and "]
             .iter()
-            .any(|t| head.ends_with(t));
+            .any(|t| head.ends_with(t))
+            || [" is given twice", " and `"]
+                .iter()
+                .any(|t| after.starts_with(t));
         said.push_str(if task { "`out`" } else { "--out" });
-        rest = &tail["`out`".len()..];
+        rest = after;
     }
     said + rest
 }
@@ -273,14 +291,9 @@ pub fn as_flags(e: Error) -> Error {
         },
         Error::Arg { flag, msg } => {
             let named = FIELD_FLAGS.iter().find(|(field, _)| *field == flag);
-            // a field the advice names is quoted there: `dev`, `cfg.optim.head_lr` (`out`
-            // may be a task's name too: `out_as_flag`)
-            let msg = (FIELD_FLAGS.iter().filter(|(field, _)| *field != "out"))
-                .fold(msg, |m, (field, f)| m.replace(&format!("`{field}`"), f));
-            let msg = out_as_flag(&msg.replace(
-                "name it with Prompt::set_model (the command line: --model)",
-                "pass --model DIR",
-            ));
+            // the advice's own phrases only: a task may be named `dev` or `out` too
+            let msg = (ARG_WORDS.iter()).fold(msg, |m, (api, flag)| m.replace(api, flag));
+            let msg = out_as_flag(&msg);
             Error::Arg {
                 flag: named.map_or(flag, |(_, f)| f.to_string()),
                 msg,
@@ -445,5 +458,32 @@ mod tests {
             "r/checkpoint.safetensors: task `out` was trained with other settings; or train \
              into another --out"
         );
+    }
+
+    /// A task named like a field (`dev`, `out`, `model`) keeps its name in an argument error;
+    /// the advice's own words become flags.
+    #[test]
+    fn task_names_stay_and_advice_becomes_flags() {
+        use softprompt::Error;
+        let said = |flag: &str, msg: &str| super::as_flags(Error::arg(flag, msg)).to_string();
+        for name in ["dev", "out", "model", "cfg.epochs"] {
+            let twice = format!("`{name}` is given twice: each task needs its own name");
+            assert_eq!(
+                said("task name", &twice),
+                format!("invalid argument task name: {twice}")
+            );
+            let case = format!("`{name}` and `X` differ only in case: their folders under `out`");
+            let want = format!("`{name}` and `X` differ only in case: their folders under --out");
+            assert_eq!(
+                said("task name", &case),
+                format!("invalid argument task name: {want}")
+            );
+            let tagged = format!("task `{name}`: early stopping needs a dev split: pass `dev`");
+            let want = format!("task `{name}`: early stopping needs a dev split: pass --dev");
+            assert_eq!(
+                said("cfg.patience", &tagged),
+                format!("invalid argument --patience: {want}")
+            );
+        }
     }
 }

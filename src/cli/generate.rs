@@ -42,7 +42,7 @@ pub fn run(args: Args) -> i32 {
 
 fn generate(a: &Args) -> Result<()> {
     // generation is greedy, bounded by --max-new-tokens, and writes free text that no label
-    // scores: these would be ignored
+    // scores: these would be ignored (--free-targets is what generate does anyway)
     let t = &a.task;
     let label = "generate writes free text and scores no label: leave it out";
     let unread = [
@@ -58,12 +58,15 @@ fn generate(a: &Args) -> Result<()> {
         ),
         ("--labels", t.labels.is_some(), label),
         ("--verbalizer", t.verbalizer.is_some(), label),
-        ("--free-targets", t.free_targets, label),
     ];
     if let Some((flag, _, why)) = unread.iter().find(|(_, given, _)| *given) {
         return Err(Error::arg(*flag, *why));
     }
-    let l = load(&a.device, &a.prompt, a.model.as_deref(), &a.task, None)?;
+    // a folder without task.json (PEFT's) has no labels, which generate never reads: its
+    // task has free targets, else it would ask for the label flags refused above
+    let mut task = a.task.clone();
+    task.free_targets |= !a.prompt.join("task.json").is_file();
+    let l = load(&a.device, &a.prompt, a.model.as_deref(), &task, None)?;
     let placement = a.prompt_placement.parse::<PromptPlacement>()?;
     let out = l
         .model

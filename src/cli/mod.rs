@@ -72,7 +72,7 @@ pub fn run(cli: Cli) -> i32 {
     if let Err(e) = softprompt::internals::env::check() {
         return common::fail(e);
     }
-    match cli.command {
+    let code = match cli.command {
         Command::Parity(args) => parity::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Profile(args) => profile::run(args),
@@ -84,5 +84,14 @@ pub fn run(cli: Cli) -> i32 {
         Command::Kernels(args) => kernels::run(args),
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::run(*args),
+    };
+    // output that could not be written (a full disk behind `> file`) is a failure; a reader
+    // that went away (`| head`) is not
+    match softprompt::internals::stdout::take_error() {
+        Some(e) => {
+            eprintln!("error: writing to stdout: {e}");
+            code.max(1)
+        }
+        None => code,
     }
 }
