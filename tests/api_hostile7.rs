@@ -156,53 +156,6 @@ fn a_task_for_a_prompt_of_no_rows_is_refused() {
     contains_all("task", &err, &needles);
 }
 
-/// A prompt longer than its task was made for was made and saved; the saved folder was then
-/// refused when loaded ("60 tokens next to a prompt of 20 rows", hostile pass 9): both calls
-/// refuse it, naming the argument, and nothing is written.
-#[test]
-fn a_prompt_longer_than_its_task_was_made_for_is_refused() {
-    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
-    // bert_mlm has 64 positions: a task for 4 rows holds rows of up to 60 tokens
-    let task = model
-        .task(&TaskOptions::default(), Some(&data("train")), 4)
-        .unwrap();
-    let init = PromptInit::Random { std: 1.0 };
-    let err = model
-        .new_prompt(&task, 20, &init, 0)
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
-    let fits = "they need 80 positions";
-    contains_all(
-        "new_prompt",
-        &err,
-        &[
-            "invalid argument rows: is 20, but the task's rows hold up to 60 tokens",
-            fits,
-            "Model::task(.., 20)",
-        ],
-    );
-    let long =
-        Prompt::from_values(20, model.hidden_size(), vec![0.0; 20 * model.hidden_size()]).unwrap();
-    let dir = ScratchDir::new("api_h7_long_prompt");
-    let out = dir.path().join("p");
-    let err = (model.save_prompt(&out, &long, &task, SaveOptions::default()))
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
-    contains_all(
-        "save_prompt",
-        &err,
-        &["invalid argument prompt: is 20", fits],
-    );
-    assert!(!out.exists(), "a refused save wrote {}", out.display());
-    // the prompt it was made for saves
-    let fits = model.new_prompt(&task, 4, &init, 0).unwrap();
-    model
-        .save_prompt(&out, &fits, &task, SaveOptions::default())
-        .unwrap();
-}
-
 /// A run into a folder another run of this process holds (another thread) was refused as
 /// "another softprompt run (pid <this process's>)": it says the holder is this process.
 #[test]

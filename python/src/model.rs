@@ -226,10 +226,7 @@ impl PyModel {
         kw.finish()?;
         let (m, t) = (&self.inner, &task.inner);
         Ok(PyPrompt {
-            inner: compute(py, || {
-                (m.new_prompt(t, prompt_len, &init, seed))
-                    .map_err(|e| renamed_arg(e, "rows", "prompt_len"))
-            })?,
+            inner: compute(py, || m.new_prompt(t, prompt_len, &init, seed))?,
         })
     }
 

@@ -148,16 +148,3 @@ def test_model_dir_of_a_prompt_made_in_memory():
                             "which model it belongs to: name it with Prompt.set_model")
     assert bare.set_model(model) is None
     assert Path(bare.model_dir()).resolve() == BERT_MLM.resolve()
-
-
-def test_a_prompt_longer_than_its_task_is_refused(tmp_path):
-    """new_prompt made, and save_prompt saved, a prompt of 20 rows for a task made for 4; the
-    command line then refused the folder."""
-    model = sp.Model(BERT_MLM)
-    task = model.task([("a", "x"), ("b", "y")], prompt_len=4, verbalizer="x=great,y=bad")
-    with pytest.raises(sp.InvalidArgument, match=r"^invalid argument prompt_len: is 20, but the task's rows hold up to 60 tokens"):
-        model.new_prompt(task, prompt_len=20)
-    long = sp.Prompt.from_values(np.zeros((20, model.hidden_size), np.float32))
-    with pytest.raises(sp.InvalidArgument, match=r"^invalid argument prompt: is 20, but"):
-        model.save_prompt(tmp_path / "p", long, task)
-    assert not (tmp_path / "p").exists()

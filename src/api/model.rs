@@ -307,8 +307,6 @@ impl Model {
     ) -> Result<Prompt> {
         on_engine!(&self.engine, |be, m| {
             check_model(task, m)?;
-            // a prompt longer than the task was made for: its rows no longer fit beside it
-            super::train::check_prompt_len(task, rows, "rows", m)?;
             let init = resolve_init(init, &task.inner, m)?;
             let table = m.init_prompt(be, rows, &init, &mut prompt_init_rng(seed))?;
             let mut prompt = Prompt::from_table(table);
