@@ -334,7 +334,10 @@ fn bad_tasks_are_refused_by_name() {
     let mut jobs = f.jobs(&["a", "b"]);
     jobs[1].splits.dev = None;
     let e = err_of(f.model.train_multi(&jobs, &cfg, &out, &mut |_, _| {}));
-    assert!(e.contains("--eval-every") && e.contains("task `b`"), "{e}");
+    // the API's words: the field and the argument (the command line says --eval-every, --dev)
+    let want = "invalid argument cfg.eval_every: task `b`: evaluating during the run needs a dev \
+                split: pass `dev`";
+    assert_eq!(e, want);
 
     let mut short = cfg.clone();
     short.max_steps = Some(2);
