@@ -75,6 +75,11 @@ fn served_scores_equal_predict_under_concurrent_clients() {
     assert!(metric(&text, "softprompt_tokens_total") > 0.0);
     assert!(metric(&text, "softprompt_tokens_per_second") > 0.0);
     assert_eq!(metric(&text, "softprompt_prompts_loaded"), 2.0);
+    assert_eq!(
+        metric(&text, SPLITS),
+        0.0,
+        "a mixed batch ran request by request"
+    );
     assert_eq!(server.terminate(), 0);
 }
 
@@ -116,6 +121,7 @@ fn a_prefix_prompt_is_served_beside_a_prompt() {
             });
         }
     });
+    assert_no_split(&server);
     assert_eq!(server.terminate(), 0);
 }
 
@@ -173,6 +179,81 @@ fn greedy_prompts_are_served_together() {
             });
         }
     });
+    assert_no_split(&server);
+    assert_eq!(server.terminate(), 0);
+}
+
+/// Engine batches that failed as one and ran again request by request: a failure the
+/// answers alone would hide (each request still gets its 200).
+const SPLITS: &str = "softprompt_batches_split_total";
+
+fn assert_no_split(server: &Server) {
+    let (status, text) = server.call_text("GET", "/metrics", None);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        metric(&text, SPLITS),
+        0.0,
+        "a mixed batch ran request by request"
+    );
+}
+
+/// #17: a 4-row prompt's task reaches the position table's end (bert_mlm: 64 positions, the
+/// task's max_len clamped to 60) and a 12-row prompt's does too (52). Two requests inside one
+/// batch window share one engine batch: the short prompt's 60-token row beside the longer
+/// prompt (12 + 60 > 64, while each row fits beside its own prompt). That batch was refused
+/// as a whole and re-run request by request, which the answers alone did not show.
+#[test]
+fn prompts_of_different_lengths_at_the_position_limit_share_one_pass() {
+    let scratch = ScratchDir::new("serve_poslimit");
+    let model = Model::open(model_dir(), Device::Cpu).unwrap();
+    let opts = TaskOptions {
+        max_len: None,
+        ..pet_options()
+    };
+    let mut dirs = Vec::new();
+    for rows in [4, 12] {
+        let task = model.task(&opts, None, rows).unwrap();
+        assert_eq!(task.spec().max_len, 64 - rows);
+        let init = PromptInit::Random { std: 0.5 };
+        let prompt = model.new_prompt(&task, rows, &init, rows as u64).unwrap();
+        let dir = scratch.path().join(format!("p{rows}"));
+        model
+            .save_prompt(&dir, &prompt, &task, SaveOptions::default())
+            .unwrap();
+        dirs.push(dir);
+    }
+    let long = "long ".repeat(80);
+    let texts = [long.as_str(), "The movie was great."];
+    let want: Vec<Vec<Value>> = (dirs.iter())
+        .map(|d| predict_cli(d, &texts, scratch.path()))
+        .collect();
+    assert!(want.iter().all(|w| w[0]["truncated"] == json!(true)));
+    let server = Server::start(
+        &[("p4", &dirs[0]), ("p12", &dirs[1])],
+        &["--batch-window-ms", "3000", "--max-batch", "32"],
+    );
+    std::thread::scope(|s| {
+        for (name, want) in ["p4", "p12"].into_iter().zip(&want) {
+            let (server, texts) = (&server, &texts);
+            s.spawn(move || {
+                let (status, body) = server.predict(name, texts);
+                assert_eq!(status, 200, "{body}");
+                let preds = body["predictions"].as_array().unwrap();
+                assert_eq!(preds.len(), want.len());
+                for (i, (got, want)) in preds.iter().zip(want).enumerate() {
+                    assert_same(&format!("{name} text {i}"), got, want);
+                }
+            });
+        }
+    });
+    let (status, text) = server.call_text("GET", "/metrics", None);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(metric(&text, "softprompt_batches_total"), 1.0, "{text}");
+    assert_eq!(
+        metric(&text, SPLITS),
+        0.0,
+        "the shared batch ran request by request"
+    );
     assert_eq!(server.terminate(), 0);
 }
 

@@ -70,6 +70,8 @@ struct Inner {
     prompts: usize,
     /// prediction requests dropped unrun: their client had gone
     cancelled: u64,
+    /// engine batches that failed as one and ran again a request at a time
+    splits: u64,
     /// open connections by `Phase`
     connections: [u64; 3],
 }
@@ -97,6 +99,7 @@ impl Metrics {
                 engine_seconds: 0.0,
                 prompts: 0,
                 cancelled: 0,
+                splits: 0,
                 connections: [0; 3],
             }),
         }
@@ -137,6 +140,11 @@ impl Metrics {
     /// `n` prediction requests the engine dropped unrun, their clients gone.
     pub fn cancelled(&self, n: usize) {
         self.with(|m| m.cancelled += n as u64);
+    }
+
+    /// An engine batch that failed as a whole: its requests ran again one at a time.
+    pub fn split(&self) {
+        self.with(|m| m.splits += 1);
     }
 
     pub fn set_prompts(&self, n: usize) {
@@ -236,6 +244,13 @@ impl Metrics {
                     "counter",
                     "Prediction requests not run: their client reset its connection first.",
                     m.cancelled as f64,
+                ),
+                (
+                    "softprompt_batches_split_total",
+                    "counter",
+                    "Engine batches that failed as one and ran again a request at a time \
+                     (a request's bad input fails only that request).",
+                    m.splits as f64,
                 ),
                 (
                     "softprompt_prompts_loaded",

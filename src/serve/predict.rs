@@ -48,7 +48,10 @@ pub fn run_batch(model: &Model, batch: Vec<Queued>, batch_size: usize, metrics: 
                 let _ = q.job.reply.send(Err(e.clone()));
             }
         }
-        Err(_) => {
+        Err(e) => {
+            metrics.split();
+            let requests = ready.len();
+            let mut failed = 0;
             for item in ready {
                 let answer =
                     guarded(|| predict_requests(model, std::slice::from_ref(&item), batch_size));
@@ -56,7 +59,16 @@ pub fn run_batch(model: &Model, batch: Vec<Queued>, batch_size: usize, metrics: 
                     a.pop()
                         .ok_or_else(|| ApiError::internal("the engine gave no answer"))
                 });
+                failed += usize::from(answer.is_err());
                 let _ = item.0.job.reply.send(answer);
+            }
+            if failed == 0 {
+                // no request's input was at fault: the combined batch is what failed
+                eprintln!(
+                    "warning: a batch of {requests} requests failed as one but each ran \
+                     alone (a bug: please report it): {}",
+                    e.msg
+                );
             }
         }
     }
