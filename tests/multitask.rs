@@ -669,7 +669,7 @@ fn cli_prompts_of_different_lengths_at_the_position_limit() {
         }
     }
     let tasks_json = dir.join("tasks.json");
-    std::fs::write(&tasks_json, r#"{"b": {"prompt_len": 8}}"#).unwrap();
+    std::fs::write(&tasks_json, tasks).unwrap();
     let model = common::fixture("bert_nohead");
     let out = dir.join("out");
     let (ok, text) = cli(&[
@@ -721,7 +721,21 @@ fn cli_prompts_of_different_lengths_at_the_position_limit() {
 /// sliding_window 24").
 #[test]
 fn cli_causal_prompts_of_different_lengths_at_the_window() {
-    let dir = tmp("window");
+    causal_tasks_at_the_window("window", r#"{"b": {"prompt_len": 8}}"#);
+}
+
+/// The same with task b a prefix of 8 rows: a row of task a (4 prompt rows, 20 tokens, no
+/// prefix) beside task b's prefix also runs past the window (8 + 4 + 20 > 24) while each row
+/// fits beside its own prompt or prefix. Refused before ("32 positions with sliding_window
+/// 24": the largest prefix in front of the batch's whole layout).
+#[test]
+fn cli_causal_prefix_beside_a_prompt_at_the_window() {
+    let tasks = r#"{"b": {"method": "prefix", "prompt_len": 8}}"#;
+    causal_tasks_at_the_window("window_prefix", tasks);
+}
+
+fn causal_tasks_at_the_window(name: &str, tasks: &str) {
+    let dir = tmp(name);
     let model_dir = dir.join("mistral_w24");
     std::fs::create_dir_all(&model_dir).unwrap();
     for f in std::fs::read_dir(common::fixture("mistral")).unwrap() {

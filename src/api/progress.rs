@@ -33,6 +33,8 @@ pub struct ConsoleProgress {
     settings: String,
     /// the schedule, whose length the trainer's first event gives (for its warning)
     schedule: Schedule,
+    /// the run's settings, for the warnings its first event allows
+    cfg: TrainConfig,
 }
 
 /// "optimizer adamw lr 0.03 (Linear schedule, warm-up 0), ...": what the run trains with.
@@ -108,6 +110,7 @@ impl ConsoleProgress {
             d,
             settings: settings_line(cfg),
             schedule: cfg.optim.schedule,
+            cfg: cfg.clone(),
         }
     }
 
@@ -138,8 +141,11 @@ impl ConsoleProgress {
             ..self.schedule
         };
         // said once, when the run starts (a resumed run heard it then)
-        if let Some(w) = schedule.warning().filter(|_| resumed_at.is_none()) {
-            self.say(format!("warning: {w}"));
+        if resumed_at.is_none() {
+            let patience = (self.cfg).patience_warning(*total_steps, *steps_per_epoch);
+            for w in schedule.warning().into_iter().chain(patience) {
+                self.say(format!("warning: {w}"));
+            }
         }
         self.pb.set_length(*total_steps);
         self.pb.set_position(resumed_at.unwrap_or(0));

@@ -133,15 +133,17 @@ impl TokenBatch {
     /// as (row, its front rows, its tokens), the first of equals; None without rows. Rows are
     /// right-padded: a row's tokens end at its last real one.
     pub fn furthest_row(&self, front: impl Fn(usize) -> usize) -> Option<(usize, usize, usize)> {
-        let extent = |bi: usize| {
-            let row = self.mask.get(bi * self.t..(bi + 1) * self.t);
-            row.and_then(|r| r.iter().rposition(|&m| m != 0))
-                .map_or(0, |i| i + 1)
-        };
         (0..self.b)
             .rev()
-            .map(|bi| (bi, front(bi), extent(bi)))
+            .map(|bi| (bi, front(bi), self.extent(bi)))
             .max_by_key(|&(_, f, n)| f + n)
+    }
+
+    /// Positions row `bi`'s tokens take, up to its last real one (right padding after it).
+    pub fn extent(&self, bi: usize) -> usize {
+        let row = self.mask.get(bi * self.t..(bi + 1) * self.t);
+        row.and_then(|r| r.iter().rposition(|&m| m != 0))
+            .map_or(0, |i| i + 1)
     }
 
     pub fn check(&self) -> Result<()> {

@@ -100,6 +100,33 @@ impl TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// A warning when `--patience` can never end a run of `total` steps early: it evaluates
+    /// on dev every `--eval-every` steps (0: every `steps_per_epoch`) and at its last step;
+    /// the first evaluation sets the best, so the earliest stop comes `patience` evaluations
+    /// after it, which must fall before the last. Legal, so not an error; the command prints
+    /// it.
+    pub fn patience_warning(&self, total: u64, steps_per_epoch: u64) -> Option<String> {
+        let patience = u64::from(self.patience?);
+        let every = match self.eval_every {
+            0 => steps_per_epoch.max(1),
+            n => n,
+        };
+        let evals = total.div_ceil(every);
+        let how = match self.eval_every {
+            0 => "at each epoch's end".to_string(),
+            n => format!("every {n} steps (--eval-every)"),
+        };
+        (patience + 1 >= evals).then(|| {
+            format!(
+                "--patience {patience} never stops this run early: it evaluates on dev {evals} \
+                 times in its {total} steps ({how} and at the last), and a stop comes \
+                 {patience} evaluations after the first at the earliest"
+            )
+        })
+    }
+}
+
 /// `x` of `flag` is at least 1, else an error naming the flag.
 fn at_least_1(flag: &str, x: u64) -> Result<()> {
     match x >= 1 {
@@ -418,5 +445,42 @@ pub(crate) fn table_width<B: Backend>(method: &Method, model: &Model<B>) -> usiz
             blocks * 2 * kv
         }
         _ => model.hidden_size(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(patience: Option<u32>, eval_every: u64) -> TrainConfig {
+        TrainConfig {
+            patience,
+            eval_every,
+            ..TrainConfig::default()
+        }
+    }
+
+    /// Evaluations at steps 10, 20, 30 (and 35, the last): the first sets the best, so
+    /// patience 2 can stop at step 30, before the end; patience 3 only at the last step.
+    #[test]
+    fn patience_warns_when_no_stop_can_come_before_the_last_step() {
+        assert_eq!(cfg(Some(2), 10).patience_warning(35, 7), None);
+        let w = cfg(Some(3), 10).patience_warning(35, 7).unwrap();
+        assert!(
+            w.starts_with("--patience 3 never stops this run early"),
+            "{w}"
+        );
+        assert!(
+            w.contains("4 times in its 35 steps (every 10 steps (--eval-every)"),
+            "{w}"
+        );
+        assert_eq!(cfg(None, 10).patience_warning(35, 7), None);
+        // each epoch: 3 epochs of 10 steps, 3 evaluations
+        assert_eq!(cfg(Some(1), 0).patience_warning(30, 10), None);
+        let w = cfg(Some(2), 0).patience_warning(30, 10).unwrap();
+        assert!(
+            w.contains("3 times in its 30 steps (at each epoch's end"),
+            "{w}"
+        );
     }
 }

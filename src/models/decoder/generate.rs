@@ -409,6 +409,7 @@ impl<B: Backend> Decoder<B> {
             targets: Vec::new(),
             table: PromptRows::one(),
             prefix: None,
+            row_ends: (lay.lens.iter().zip(&lay.n)).map(|(l, n)| l + n).collect(),
         };
         let to_cache: Vec<i32> = (0..b)
             .flat_map(|bi| (0..s0).map(move |s| (bi * lay.tmax + s) as i32))

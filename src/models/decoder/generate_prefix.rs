@@ -159,6 +159,7 @@ impl<B: Backend> Decoder<B> {
             targets: Vec::new(),
             table: PromptRows::one(),
             prefix: Some(own_copy(be, pre)?),
+            row_ends: real.clone(),
         };
         // position i of row b: after its pads and its prefix; a pad: in a masked slot in front
         let to_cache: Vec<i32> = (0..b)

@@ -27,6 +27,9 @@ pub struct DecoderInputs<B: Backend> {
     pub targets: Vec<i32>,
     /// prefix tuning (P = 0 then): layer l reads block l; RoPE positions start at P
     pub prefix: Option<PrefixInputs<B>>,
+    /// (B) the positions each row's own prompt rows and tokens take (P_b + its last real
+    /// token), which a prefix in front extends: what a sliding window must hold, row by row
+    pub row_ends: Vec<usize>,
 }
 
 impl<B: Backend> DecoderInputs<B> {
@@ -96,7 +99,10 @@ impl<B: Backend> Decoder<B> {
         // a window bounds each row's own positions (P_b + its tokens), not the batch's P + T:
         // a shorter prompt's row may be padded past it, only its padding lies there (#17)
         let front = |bi: usize| lens.and_then(|l| l.get(bi).copied()).unwrap_or(p);
-        let span = batch.furthest_row(front).map_or(0, |(_, f, n)| f + n);
+        let row_ends: Vec<usize> = (0..batch.b)
+            .map(|bi| front(bi) + batch.extent(bi))
+            .collect();
+        let span = row_ends.iter().copied().max().unwrap_or(0);
         self.check_length(if s == 0 { 0 } else { span.max(1) })?;
         let (rows, targets) = match labels {
             Some(labels) => {
@@ -131,6 +137,7 @@ impl<B: Backend> Decoder<B> {
             rows,
             targets,
             prefix: None,
+            row_ends,
         })
     }
 
@@ -143,7 +150,8 @@ impl<B: Backend> Decoder<B> {
         mut inp: DecoderInputs<B>,
         prefix: PrefixInputs<B>,
     ) -> Result<DecoderInputs<B>> {
-        self.check_length(prefix.p + inp.tokens)?;
+        let span = inp.row_ends.iter().map(|&e| prefix.p + e).max();
+        self.check_length(span.unwrap_or(prefix.p).max(1))?;
         if inp.pos.is_some() {
             let (p, t) = (prefix.p as i32, inp.tokens as i32);
             let pos: Vec<i32> = (0..inp.b).flat_map(|_| p..p + t).collect();
@@ -164,8 +172,11 @@ impl<B: Backend> Decoder<B> {
         lens: &[usize],
     ) -> Result<DecoderInputs<B>> {
         let s = inp.s();
-        self.check_length(prefix.p + s)?;
         crate::error::ensure_len("prefix lengths", inp.b, lens.len())?;
+        // row b's own positions behind its own prefix: a shorter prefix's row (or a row
+        // with none) may reach further into the batch's columns, which only its padding fills
+        let span = (lens.iter().zip(&inp.row_ends)).map(|(l, e)| l + e).max();
+        self.check_length(span.unwrap_or(prefix.p).max(1))?;
         if inp.pos.is_some() {
             let pos: Vec<i32> = (lens.iter())
                 .flat_map(|&l| (l..l + s).map(|x| x as i32))
