@@ -669,7 +669,7 @@ fn cli_prompts_of_different_lengths_at_the_position_limit() {
         }
     }
     let tasks_json = dir.join("tasks.json");
-    std::fs::write(&tasks_json, tasks).unwrap();
+    std::fs::write(&tasks_json, r#"{"b": {"prompt_len": 8}}"#).unwrap();
     let model = common::fixture("bert_nohead");
     let out = dir.join("out");
     let (ok, text) = cli(&[
@@ -760,7 +760,7 @@ fn causal_tasks_at_the_window(name: &str, tasks: &str) {
         std::fs::write(dir.join(t).join("train.jsonl"), rows).unwrap();
     }
     let tasks_json = dir.join("tasks.json");
-    std::fs::write(&tasks_json, r#"{"b": {"prompt_len": 8}}"#).unwrap();
+    std::fs::write(&tasks_json, tasks).unwrap();
     let out = dir.join("out");
     let (ok, text) = cli(&[
         "--model",

@@ -25,6 +25,7 @@ use super::metrics::EvalMetrics;
 use super::mixed::{step_mixed, MixJob};
 use super::multitask::{in_task, MultiTrainer, TaskRun};
 use super::multitask_ckpt::MultiCheckpoint;
+use super::run::kept_test_line;
 use super::save::{checkpoint_tensors, save_kept, Kept};
 use super::step::{Grads, Params};
 use super::trainer::{trainable, Event, StepInfo, Summary};
@@ -66,6 +67,14 @@ impl<B: Backend> TaskRun<'_, B> {
     fn current(&self, be: &B) -> Result<(Vec<f32>, Option<HostClsHead>)> {
         let head = self.params.head.as_ref().map(|h| h.download(be));
         Ok((be.download(&self.params.prompt)?, head.transpose()?))
+    }
+
+    /// The step of the prompt that is kept: the best on dev, or the last without a dev split.
+    fn kept_step(&self) -> u64 {
+        match self.dev {
+            Some(_) => self.state.best_step,
+            None => self.state.step,
+        }
     }
 
     /// The prompt that is kept: the best on dev, or the current one without a dev split.
@@ -253,6 +262,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
             }
         }
         let mut out = Vec::new();
+        let mut lines = Vec::new();
         for (i, t) in self.tasks.iter().enumerate() {
             let stopped = early.get(i).copied().unwrap_or(false);
             if stopped {
@@ -260,6 +270,11 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
                 on_event(&t.name, &Event::EarlyStop { step, best_step });
             }
             let test = self.final_test(t, on_event)?;
+            if let Some(m) = &test {
+                let mut line = kept_test_line(t.kept_step(), m);
+                line["task"] = json!(t.name);
+                lines.push(line);
+            }
             out.push((
                 t.name.clone(),
                 Summary {
@@ -270,6 +285,9 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
                     early_stopped: stopped,
                 },
             ));
+        }
+        for line in &lines {
+            self.log.append(line)?;
         }
         Ok(out)
     }
@@ -436,11 +454,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         let Some(test) = t.test else {
             return Ok(None);
         };
-        let step = if t.dev.is_some() {
-            t.state.best_step
-        } else {
-            t.state.step
-        };
+        let step = t.kept_step();
         let m = match (t.dev, t.state.best_test) {
             (Some(_), Some(m)) => m,
             _ => {

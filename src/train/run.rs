@@ -288,8 +288,9 @@ impl<B: Backend> Trainer<'_, B> {
     }
 
     /// The test split, scored with the prompt that was kept (already done at its step when the
-    /// run had a dev split).
-    fn final_test(&self, on_event: &mut dyn FnMut(&Event)) -> Result<Option<EvalMetrics>> {
+    /// run had a dev split), and its line in metrics.jsonl (`kept_step`, no `step`: a resumed
+    /// run drops it with the lines it recomputes).
+    fn final_test(&mut self, on_event: &mut dyn FnMut(&Event)) -> Result<Option<EvalMetrics>> {
         let Some(t) = self.test else {
             return Ok(None);
         };
@@ -310,6 +311,7 @@ impl<B: Backend> Trainer<'_, B> {
                     .0
             }
         };
+        self.log.append(&kept_test_line(step, &m))?;
         on_event(&Event::Eval {
             step,
             split: "test (kept prompt)".into(),
@@ -454,4 +456,10 @@ impl<B: Backend> Trainer<'_, B> {
             )),
         }
     }
+}
+
+/// metrics.jsonl's last line when there is a test split: the kept prompt's test score and its
+/// step.
+pub(super) fn kept_test_line(step: u64, m: &EvalMetrics) -> serde_json::Value {
+    json!({"split": "test", "kept_step": step, "accuracy": m.accuracy, "macro_f1": m.macro_f1, "examples": m.examples})
 }

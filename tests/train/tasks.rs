@@ -27,6 +27,8 @@ fn cls_train_saves_head_and_eval_reproduces_dev() {
         s(&train),
         "--dev",
         s(&dev),
+        "--test",
+        s(&dev),
         "--out",
         s(&out_dir),
         "--task",
@@ -79,8 +81,26 @@ fn cls_train_saves_head_and_eval_reproduces_dev() {
     .unwrap();
     assert_eq!(v["accuracy"].as_f64(), task["dev_accuracy"].as_f64());
     assert_eq!(v["examples"], 12);
-    // the loss went down: mean of the first and the last metrics lines
     let metrics = std::fs::read_to_string(out_dir.join("metrics.jsonl")).unwrap();
+    // the last line: the kept prompt's test score (here the dev file), at its best dev step
+    let lines: Vec<serde_json::Value> = (metrics.lines())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = lines.last().unwrap();
+    assert_eq!(last["split"], "test", "{metrics}");
+    assert!(last.get("step").is_none(), "{metrics}");
+    assert_eq!(
+        last["accuracy"].as_f64(),
+        v["accuracy"].as_f64(),
+        "{metrics}"
+    );
+    assert_eq!(last["examples"], 12);
+    let kept = last["kept_step"].as_u64().unwrap();
+    let best =
+        (lines.iter()).find(|l| l["split"] == "dev" && l["best"] == true && l["step"] == kept);
+    assert!(best.is_some(), "no best dev line at step {kept}: {metrics}");
+    assert!(stdout.contains("test (kept prompt)"), "{stdout}");
+    // the loss went down: mean of the first and the last metrics lines
     let losses: Vec<f64> = metrics
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["loss"].as_f64())
