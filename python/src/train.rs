@@ -243,7 +243,8 @@ pub fn train<'py>(
         test: test_enc.as_ref(),
     };
     let (k, d) = (task.labels().len(), m.hidden_size());
-    let mut progress = ConsoleProgress::new(&cfg, t0, k, d, !no_progress);
+    let mut progress =
+        ConsoleProgress::new(&cfg, t0, k, d, !no_progress).with_words(crate::errors::python_words);
     let interrupt = Interrupt::default();
     let result = interrupt.run(py, || {
         let mut hear = |ev: &Event| {

@@ -259,3 +259,16 @@ def test_threads_sets_the_pool_of_a_fresh_process_as_the_command_line_does(cli, 
         "invalid argument threads: 2: this process's thread pool already runs 1 threads (a "
         "process has one pool, sized by the first Model; give that count, or 0)"
     )
+
+
+def test_warnings_name_the_keywords(tmp_path, capfd):
+    """The run's warnings (a warm-up past its end, a patience that can never stop it early)
+    name Python's keywords, not the command line's flags."""
+    sp.Model(BERT_MLM).train(str(TRAIN), tmp_path / "w", dev=str(DEV), no_progress=True,
+                             prompt_len=2, batch_size=8, max_steps=2, eval_every=1, patience=1,
+                             warmup_steps=5, verbalizer="positive=great,negative=bad")
+    warnings = [l for l in capfd.readouterr().out.splitlines() if l.startswith("warning:")]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("warning: warmup_steps=5 is not below the run's 2 steps"), warnings
+    assert warnings[1].startswith("warning: patience=1 never stops this run early"), warnings
+    assert not any("--" in w for w in warnings), warnings

@@ -35,6 +35,8 @@ pub struct ConsoleProgress {
     schedule: Schedule,
     /// the run's settings, for the warnings its first event allows
     cfg: TrainConfig,
+    /// rewrites a warning's words for the caller (the command line's flags as they are)
+    words: fn(&str) -> String,
 }
 
 /// "optimizer adamw lr 0.03 (Linear schedule, warm-up 0), ...": what the run trains with.
@@ -111,10 +113,20 @@ impl ConsoleProgress {
             settings: settings_line(cfg),
             schedule: cfg.optim.schedule,
             cfg: cfg.clone(),
+            words: str::to_string,
         }
     }
 
+    /// Warnings in other words than the command line's flags (Python: its keywords).
+    pub fn with_words(self, words: fn(&str) -> String) -> ConsoleProgress {
+        ConsoleProgress { words, ..self }
+    }
+
     fn say(&self, line: String) {
+        let line = match line.starts_with("warning: ") {
+            true => (self.words)(&line),
+            false => line,
+        };
         self.pb
             .suspend(|| crate::internals::stdout::write(format_args!("{line}"), true));
     }
