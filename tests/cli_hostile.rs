@@ -260,6 +260,14 @@ fn flags_nothing_reads_are_refused() {
         &ptuning,
         &["invalid argument --init-std: applies to --method prompt"],
     );
+    // the hidden size also sizes a prefix projection: the refusal said "p-tuning only"
+    let hidden = train(
+        &scratch.path().join("hidden"),
+        &["--encoder-hidden-size", "8"],
+    );
+    let want = "invalid argument --encoder-hidden-size: applies to --method p-tuning, or \
+                --method prefix with --prefix-projection (this run is --method prompt)";
+    refused(&hidden, &[want]);
     // a cls run reads it
     let out = train(&scratch.path().join("cls"), &["--head-lr", "0.1"]);
     assert_eq!(

@@ -302,6 +302,21 @@ fn each_task_stops_early_on_its_own() {
         stops[0] != stops[1] && stops.iter().any(|&s| s < 12),
         "{stops:?}"
     );
+    // the finished run resumed (re-scored) says how each task ended (it said no early stop)
+    let again = TrainConfig {
+        resume: true,
+        ..cfg.clone()
+    };
+    let r2 = (f.model)
+        .train_multi(&f.jobs(&["pet", "cls"]), &again, &multi, &mut |_, _| {})
+        .unwrap();
+    let ended = |r: &[(String, Summary)]| -> Vec<(u64, u64, bool)> {
+        (r.iter())
+            .map(|(_, s)| (s.steps, s.best_step, s.early_stopped))
+            .collect()
+    };
+    assert_eq!(ended(&r2), ended(&r));
+    assert!(r.iter().any(|(_, s)| s.early_stopped));
     std::fs::remove_dir_all(&multi).ok();
 }
 

@@ -329,22 +329,45 @@ fn a_text_holding_the_mask_token_is_named_by_its_index() {
 /// A prompt of finite values so large (3e38, near float32's largest) that the model's
 /// numbers overflow on it scores its texts NaN: the 500 said "row 0 of a batch scored its
 /// labels" (a row of the engine's batch, not the request's). It names the prompt and the
-/// text, and a request for another prompt is still answered.
+/// text, and a request for another prompt in the same engine batch is still answered: the
+/// batch fails as one and each request runs again alone (`softprompt_batches_split_total`).
 #[test]
 fn scores_that_are_not_finite_name_the_prompt_and_the_text() {
     let dir = ScratchDir::new("serve_non_finite");
     let (pet, _) = make_prompts(dir.path());
     let huge = dir.path().join("huge");
     save_pet_prompt(&huge, 4, 3e38);
-    let server = Server::start(&[("pet", &pet), ("huge", &huge)], &[]);
-    let answer = server.predict("huge", &["fine", "a fine movie"]);
+    let want = predict_cli(&pet, &TEXTS[..2], dir.path());
+    // both requests inside one batch window: one engine batch
+    let server = Server::start(
+        &[("pet", &pet), ("huge", &huge)],
+        &["--batch-window-ms", "3000"],
+    );
+    let (answer, (status, v)) = std::thread::scope(|s| {
+        let huge = s.spawn(|| server.predict("huge", &["fine", "a fine movie"]));
+        let pet = s.spawn(|| server.predict("pet", &TEXTS[..2]));
+        (huge.join().unwrap(), pet.join().unwrap())
+    });
     let needles = [
         "prompt \"huge\" scores texts[0] with numbers that are not finite",
         "scored its labels {negative: NaN, positive: NaN}",
     ];
     refused_with("huge", &answer, 500, &needles);
-    let (status, v) = server.predict("pet", &TEXTS[..2]);
     assert_eq!(status, 200, "{v}");
+    for (i, (got, want)) in (v["predictions"].as_array().unwrap().iter())
+        .zip(&want)
+        .enumerate()
+    {
+        assert_same(&format!("pet text {i}"), got, want);
+    }
+    let (status, text) = server.call_text("GET", "/metrics", None);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(metric(&text, "softprompt_batches_total"), 1.0, "{text}");
+    assert_eq!(
+        metric(&text, "softprompt_batches_split_total"),
+        1.0,
+        "{text}"
+    );
     assert_eq!(server.terminate(), 0);
 }
 

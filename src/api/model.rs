@@ -308,6 +308,7 @@ impl Model {
         on_engine!(&self.engine, |be, m| {
             check_model(task, m)?;
             let init = resolve_init(init, &task.inner, m)?;
+            crate::train::start::check_fresh_init(&init)?;
             let table = m.init_prompt(be, rows, &init, &mut prompt_init_rng(seed))?;
             let mut prompt = Prompt::from_table(table);
             prompt.head = task.inner.new_head(m.hidden_size());

@@ -89,6 +89,7 @@ pub(super) fn train(a: &Args) -> Result<()> {
         .collect();
     let log_every = a.log_every;
     let results = model.train_multi(&tasks, &cfg, &a.out, &mut |name, ev| {
+        warn_at_start(name, ev, &cfg);
         print_event(name, ev, log_every)
     })?;
     print_summary(&results, t0, a);
@@ -541,6 +542,28 @@ fn encode_task(model: &Model, a: &Args, t: TaskInput) -> Result<EncodedTask> {
         init: t.init,
         method: t.method,
     })
+}
+
+/// A fresh task's warnings, as a single-task run gives them: a warm-up past its last step, a
+/// patience that cannot stop it early.
+fn warn_at_start(name: &str, ev: &Event, cfg: &TrainConfig) {
+    let Event::Started {
+        total_steps,
+        steps_per_epoch,
+        resumed_at: None,
+        ..
+    } = ev
+    else {
+        return;
+    };
+    let schedule = softprompt::Schedule {
+        total: *total_steps,
+        ..cfg.optim.schedule
+    };
+    let patience = cfg.patience_warning(*total_steps, *steps_per_epoch);
+    for w in schedule.warning().into_iter().chain(patience) {
+        outln!("[{name}] warning: {w}");
+    }
 }
 
 /// One line per evaluation, early stop and resume, and a loss line every --log-every steps.

@@ -9,6 +9,8 @@ use serde_json::{json, Value};
 pub struct ApiError {
     pub status: StatusCode,
     pub msg: String,
+    /// the engine could not hold the batch (host or device memory): a smaller one may run
+    pub by_size: bool,
 }
 
 impl ApiError {
@@ -16,6 +18,7 @@ impl ApiError {
         ApiError {
             status,
             msg: msg.into(),
+            by_size: false,
         }
     }
 
@@ -45,7 +48,15 @@ impl ApiError {
             Fault::Input => StatusCode::BAD_REQUEST,
             Fault::Check | Fault::Server => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError::new(status, e.to_string())
+        let msg = e.to_string();
+        // the device's allocator (CUDA_ERROR_OUT_OF_MEMORY, "out of memory")
+        let lower = msg.to_ascii_lowercase();
+        let by_size = matches!(e, softprompt::Error::Device(_))
+            && (lower.contains("out of memory") || lower.contains("out_of_memory"));
+        ApiError {
+            by_size,
+            ..ApiError::new(status, msg)
+        }
     }
 
     /// The engine's error on a prompt folder a client asked to load: one that does not fit

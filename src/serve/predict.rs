@@ -62,8 +62,9 @@ pub fn run_batch(model: &Model, batch: Vec<Queued>, batch_size: usize, metrics: 
                 failed += usize::from(answer.is_err());
                 let _ = item.0.job.reply.send(answer);
             }
-            if failed == 0 {
-                // no request's input was at fault: the combined batch is what failed
+            if failed == 0 && !e.by_size {
+                // no request's input was at fault, nor the batch's size: the combined batch
+                // is what failed
                 eprintln!(
                     "warning: a batch of {requests} requests failed as one but each ran \
                      alone (a bug: please report it): {}",
@@ -164,11 +165,15 @@ fn predict_requests(
 /// --max-texts.
 fn too_large(e: &Error) -> ApiError {
     let need = e.step_memory_need().unwrap_or_else(|| e.to_string());
-    ApiError::bad_request(format!(
+    let refused = ApiError::bad_request(format!(
         "the engine batch does not fit the server's memory: {need}: send fewer or shorter \
          texts, or start the server with a lower --max-batch (the most texts in one engine \
          batch) or --max-texts (the most in one request)"
-    ))
+    ));
+    ApiError {
+        by_size: true,
+        ..refused
+    }
 }
 
 /// The 500 of a request whose scores are not finite numbers (the model overflows on its

@@ -253,6 +253,12 @@ impl Checkpoint {
 }
 
 impl TrainState {
+    /// The run ended by early stopping (`patience` evaluations without a better one): what a
+    /// resumed finished run reports, as the run in one go did.
+    pub fn stopped_early(&self, patience: Option<u32>) -> bool {
+        self.done && patience.is_some_and(|p| self.evals_since_best >= p)
+    }
+
     /// Checks what the loop indexes with: the batch plan's row indices against the `rows` of
     /// the training file, the position in the plan, the epoch and the step counts.
     pub fn check(&self, path: &Path, rows: usize) -> Result<()> {

@@ -226,7 +226,10 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
             self.log.flush()?;
         }
         self.window_start = Instant::now();
-        let mut early = vec![false; self.tasks.len()];
+        // a task that stopped early before a resume says so at the end, as in one go
+        let mut early: Vec<bool> = (self.tasks.iter())
+            .map(|t| t.state.stopped_early(t.cfg.patience))
+            .collect();
         while self.tasks.iter().any(|t| t.active()) {
             let infos = self.step()?;
             let mut save = self.run.save_every > 0 && self.step.is_multiple_of(self.run.save_every);

@@ -216,6 +216,12 @@ impl Method {
         }
         match method {
             "prompt" => match encoder_flags.iter().find(|(_, set)| *set) {
+                // the hidden size also sizes a prefix projection
+                Some(&(flag @ "--encoder-hidden-size", _)) => Err(Error::arg(
+                    flag,
+                    "applies to --method p-tuning, or --method prefix with --prefix-projection \
+                     (this run is --method prompt)",
+                )),
                 Some((flag, _)) => Err(Error::arg(
                     *flag,
                     "applies to --method p-tuning only (this run is --method prompt)",

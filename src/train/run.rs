@@ -156,7 +156,8 @@ impl<B: Backend> Trainer<'_, B> {
         }
         // a resumed run keeps the checkpoint's window (the losses since the last line)
         self.window_start = Instant::now();
-        let mut early = false;
+        // a finished run resumed (re-scored) says how it ended
+        let mut early = self.state.stopped_early(self.cfg.patience);
         while !self.state.done && self.state.step < self.total_steps {
             let info = self.step()?;
             let w = &mut self.state.log_window;

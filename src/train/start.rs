@@ -63,6 +63,23 @@ pub(crate) fn resolve_init<B: Backend>(
     })
 }
 
+/// Refuses an init that cannot do what it says for a fresh prompt: class labels of a task
+/// without labels (free targets), which drew sample-vocab's rows without a word. A recorded
+/// run resumes as it was (its prompt comes from its checkpoint).
+pub(crate) fn check_fresh_init(init: &PromptInit) -> Result<()> {
+    match init {
+        PromptInit::ClassLabels { labels, .. } if labels.is_empty() => {
+            Err(crate::error::Error::arg(
+                "init",
+                "class-labels fills prompt rows with the labels' words, and this task has no \
+                 labels (free targets): choose another init (sample-vocab draws the same rows \
+                 without the labels)",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// What a run (or a task of a multi-task run) trains, as it starts: the table on the device
 /// (a prompt, or under prefix tuning the prefix), its PEFT facts, and the host encoder whose
 /// output the table is (P-tuning's, a prefix projection), with the one that gave the best
@@ -84,6 +101,7 @@ pub(super) fn fresh_trained<B: Backend>(
     task: &Task,
     cfg: &TrainConfig,
 ) -> Result<Trained<B>> {
+    check_fresh_init(&cfg.init)?;
     // separate streams: the prompt's init, and the data order
     let mut rng = prompt_init_rng(cfg.seed);
     let (p, d) = (cfg.prompt_len, model.hidden_size());

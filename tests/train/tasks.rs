@@ -99,7 +99,8 @@ fn cls_train_saves_head_and_eval_reproduces_dev() {
     let best =
         (lines.iter()).find(|l| l["split"] == "dev" && l["best"] == true && l["step"] == kept);
     assert!(best.is_some(), "no best dev line at step {kept}: {metrics}");
-    assert!(stdout.contains("test (kept prompt)"), "{stdout}");
+    let said = format!("kept prompt (step {kept}): test accuracy");
+    assert!(stdout.contains(&said), "{stdout}");
     // the loss went down: mean of the first and the last metrics lines
     let losses: Vec<f64> = metrics
         .lines()
@@ -238,7 +239,17 @@ fn early_stopping_and_sample_vocab_init() {
         ..TrainConfig::default()
     };
     let out = scratch("early_stop");
-    let mut t = Trainer::new(&be, &model, &task, &enc, Some(&enc), None, cfg, &out).unwrap();
+    let mut t = Trainer::new(
+        &be,
+        &model,
+        &task,
+        &enc,
+        Some(&enc),
+        None,
+        cfg.clone(),
+        &out,
+    )
+    .unwrap();
     // SAMPLE_VOCAB from the first 10 ids: every prompt row is one of those embedding rows
     let emb = model.word_embeddings(&be).unwrap();
     let prompt = be.download(&t.params.prompt).unwrap();
@@ -260,6 +271,23 @@ fn early_stopping_and_sample_vocab_init() {
     let task_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("task.json")).unwrap()).unwrap();
     assert_eq!(task_json["step"], 5);
+    // the finished run resumed (re-scored) says it stopped early, as the run in one go did
+    let again = TrainConfig {
+        resume: true,
+        ..cfg
+    };
+    let mut t = Trainer::resume(&be, &model, &task, &enc, Some(&enc), None, again, &out).unwrap();
+    let mut stopped = Vec::new();
+    let resumed = t
+        .run(&mut |e| {
+            if let Event::EarlyStop { step, best_step } = e {
+                stopped.push((*step, *best_step))
+            }
+        })
+        .unwrap();
+    assert!(resumed.early_stopped);
+    assert_eq!((resumed.steps, resumed.best_step), (15, 5));
+    assert_eq!(stopped, [(15, 5)]);
 }
 
 /// seq2seq with free targets: the label field is the target text; evaluation decodes
@@ -283,6 +311,30 @@ fn seq2seq_free_targets() {
     let (train, dev) = (dir.join("train.jsonl"), dir.join("dev.jsonl"));
     write_jsonl(&train, &rows[..36]);
     write_jsonl(&dev, &rows[36..]);
+    // free targets have no labels: --init class-labels drew sample-vocab's rows silently
+    let labels_init = dir.join("labels_init");
+    let t5 = fixture("t5_v1_1");
+    let refused = softprompt(&[
+        "train",
+        "--model",
+        s(&t5),
+        "--train",
+        s(&train),
+        "--out",
+        s(&labels_init),
+        "--task",
+        "seq2seq",
+        "--free-targets",
+        "--init",
+        "class-labels",
+        "--max-steps",
+        "1",
+    ]);
+    crate::common::refused(
+        &refused,
+        &["--init", "class-labels fills prompt rows with the labels' words, and this task has no labels (free targets)"],
+    );
+    assert!(!labels_init.exists(), "a refused run wrote its folder");
     let out_dir = dir.join("out");
     let stdout = ok(&softprompt(&[
         "train",
