@@ -330,3 +330,38 @@ fn a_multi_task_folder_or_a_named_prompt_says_what_to_pass() {
     );
     assert!(err.contains(&want), "{err}");
 }
+
+/// A label target past --max-target-len was blamed on --verbalizer even where no verbalizer
+/// was given (the data's labels are the targets) and the bound was the flag just set
+/// (hostile pass 10, F6): the refusal names --max-target-len.
+#[test]
+fn a_target_past_max_target_len_names_that_flag() {
+    let scratch = ScratchDir::new("cli_hostile_target_len");
+    let data =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/train.jsonl");
+    let out = scratch.path().join("run");
+    let run = softprompt(&[
+        "train",
+        "--model",
+        fixture("llama").to_str().unwrap(),
+        "--train",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--task",
+        "causal",
+        "--max-target-len",
+        "1",
+        "--max-steps",
+        "1",
+    ]);
+    let text = refused(
+        &run,
+        &["invalid argument --max-target-len: label \"negative\": the target \"negative\" has"],
+    );
+    assert!(
+        text.contains("raise it, or give the label a shorter target (--verbalizer)"),
+        "{text}"
+    );
+    assert!(!out.exists(), "a refused run wrote {}", out.display());
+}

@@ -216,7 +216,9 @@ class Model:
     def predict(
         self, task: Task, prompt: Prompt, data: Data, batch_size: int = 64, **flags: Any
     ) -> List[Dict[str, Any]]:
-        """Per row: {"label", "class", "scores", "ids", "score"}. Ctrl-C stops it after the
+        """Per row: {"label", "class", "scores", "ids", "score"}; under greedy decoding or
+        free targets also "output", the generated text (and "label" is that text when it is
+        no label's target, as `softprompt predict` writes it). Ctrl-C stops it after the
         batch under way and raises KeyboardInterrupt (no result); during the last batch, it
         finishes but still raises KeyboardInterrupt, the result discarded."""
     def generate(
@@ -235,7 +237,9 @@ class Model:
         self, dir: StrPath, prompt: Prompt, task: Task, overwrite: bool = False
     ) -> None:
         """PEFT's adapter files, task.json, and head.safetensors for cls; a folder holding a
-        saved prompt is refused unless overwrite=True."""
+        saved prompt is refused unless overwrite=True. A P-tuning prompt (or a prefix with a
+        projection) is saved as its table, the encoder's output: its
+        prompt_encoder.safetensors is not carried."""
     def train(
         self,
         train: RawData,

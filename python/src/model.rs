@@ -85,14 +85,23 @@ pub fn metrics_dict<'py>(py: Python<'py>, m: &EvalMetrics) -> PyResult<Bound<'py
 }
 
 /// A prediction as `softprompt predict` writes it: the label, its index, the per-label
-/// scores, the generated ids and the score.
+/// scores, the generated ids and the score; a generated output (greedy decoding, free
+/// targets) also its text as `output`, and as `label` when it is no label's target.
 fn prediction_dict<'py>(
     py: Python<'py>,
+    model: &softprompt::Model,
     task: &Task,
     p: &Prediction,
 ) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item("label", p.class.and_then(|c| task.labels().get(c)))?;
+    let label = p.class.and_then(|c| task.labels().get(c)).cloned();
+    if p.scores.is_empty() {
+        let text = model.detokenize(&p.ids).map_err(to_py)?;
+        d.set_item("label", label.unwrap_or_else(|| text.clone()))?;
+        d.set_item("output", text)?;
+    } else {
+        d.set_item("label", label)?;
+    }
     d.set_item("class", p.class)?;
     d.set_item("scores", p.scores.clone())?;
     d.set_item("ids", p.ids.clone())?;
@@ -333,12 +342,14 @@ impl PyModel {
         })?;
         let list = PyList::empty(py);
         for pred in &preds {
-            list.append(prediction_dict(py, t, pred)?)?;
+            list.append(prediction_dict(py, m, t, pred)?)?;
         }
         Ok((metrics_dict(py, &metrics)?, list))
     }
 
-    /// Every row's prediction, in order: `{"label", "class", "scores", "ids", "score"}`.
+    /// Every row's prediction, in order: `{"label", "class", "scores", "ids", "score"}`, and
+    /// `"output"` (the generated text, also the `label` when it is no label's target) under
+    /// greedy decoding or free targets.
     /// Ctrl-C stops it after the batch under way and raises KeyboardInterrupt; during the
     /// last batch, it finishes but still raises KeyboardInterrupt, the result discarded.
     #[pyo3(signature = (task, prompt, data, batch_size=64, **kwargs))]
@@ -369,7 +380,7 @@ impl PyModel {
         })?;
         let list = PyList::empty(py);
         for pred in &preds {
-            list.append(prediction_dict(py, t, pred)?)?;
+            list.append(prediction_dict(py, m, t, pred)?)?;
         }
         Ok(list)
     }
@@ -410,7 +421,9 @@ impl PyModel {
 
     /// Writes the prompt into `dir` as `softprompt train` does: PEFT's adapter files
     /// (`PeftModel.from_pretrained` loads them), task.json, and head.safetensors for cls.
-    /// A folder that holds a saved prompt is refused unless `overwrite=True`.
+    /// A folder that holds a saved prompt is refused unless `overwrite=True`. A P-tuning
+    /// prompt (or a prefix with a projection) is saved as its table, the encoder's output:
+    /// its prompt_encoder.safetensors is not carried.
     #[pyo3(signature = (dir, prompt, task, overwrite=false))]
     fn save_prompt(
         &self,

@@ -36,3 +36,22 @@ def test_parity_on_the_generate_reference():
     assert report["passed"], report["table"]
     ids = [r for r in report["rows"] if r["name"] == "generated_ids"]
     assert ids and ids[0]["tol"] == 0.0
+
+
+def test_greedy_predict_equals_the_command_line(cli, tmp_path):
+    """Python's predict under free targets gave `label: None` and no text where
+    `softprompt predict` gives the generated text as `output` and `label`."""
+    model = sp.Model(FIXTURES / "llama")
+    task = model.task(task="causal", free_targets=True, prompt_len=3, max_target_len=4)
+    prompt = model.new_prompt(task, prompt_len=3, seed=2)
+    model.save_prompt(tmp_path / "p", prompt, task)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["hello there", "a b"]))
+    ours = model.predict(task, prompt, str(data))
+    out = cli("predict", "--prompt", tmp_path / "p", "--data", data).stdout
+    theirs = [json.loads(line) for line in out.splitlines()]
+    assert len(ours) == len(theirs) == 2
+    for o, t in zip(ours, theirs):
+        assert o["output"] == t["output"] and o["label"] == t["label"] == t["output"]
+        assert o["output"] == model.detokenize(o["ids"])
+        assert o["score"] == pytest.approx(t["score"], rel=1e-5)

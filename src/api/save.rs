@@ -31,7 +31,10 @@ impl Model {
     /// A folder holding a saved prompt is refused unless `opts.overwrite`; an empty path, a
     /// file and a model's folder are refused; and the prompt is checked as every use checks
     /// it (its width against the model, finite values, the `cls` head's shape), so that a
-    /// folder `Prompt::load` would refuse is never written.
+    /// folder `Prompt::load` would refuse is never written. A P-tuning prompt (or a prefix
+    /// with a projection) is saved as its table, the encoder's output, which is all it
+    /// predicts with: its `prompt_encoder.safetensors` is not carried, so training cannot
+    /// go on through the encoder from the new folder (`--resume` the run's own folder).
     ///
     /// ```
     /// use softprompt::prelude::*;
