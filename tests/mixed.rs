@@ -538,3 +538,45 @@ fn mixed_on_the_emu_device_equals_each_prompt_alone() {
         check_step_mixed(&model, &jobs);
     }
 }
+
+/// #17 on a decoder with a sliding window (mistral, its window set to 24): greedy jobs of
+/// different bounds (2 and 8 new tokens) share a left-padded batch whose layout runs past the
+/// window (the long row's 3 + 19 positions, then 8 new tokens: 30 > 24) while each row's own
+/// positions fit (3 + 19 + 2 and 3 + 2 + 8). It generates as each job alone (it was refused:
+/// "new tokens ... past sliding_window 24").
+#[test]
+fn greedy_rows_of_other_bounds_fit_the_window_each() {
+    let scratch = common::ScratchDir::new("mixed_window");
+    let dir = scratch.path().join("mistral_w24");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in std::fs::read_dir(common::fixture("mistral")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg = dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    v["sliding_window"] = 24.into();
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    let model = Model::open(&dir, Device::Cpu).unwrap();
+    let long = "word ".repeat(40);
+    let data = Dataset::from_pairs("mem", [(long.as_str(), None), ("short", None)]);
+    let jobs: Vec<(Task, Prompt, Encoded)> = [(2, 1), (8, 2)]
+        .into_iter()
+        .map(|(bound, seed)| {
+            let opts = TaskOptions {
+                task: Some(TaskKind::Causal),
+                free_targets: true,
+                max_target_len: Some(bound),
+                ..TaskOptions::default()
+            };
+            job(&model, &opts, &data, 3, seed)
+        })
+        .collect();
+    // each task's rows cut to what its prompt and bound leave of the window
+    let longest = |e: &Encoded| e.rows.iter().map(|r| r.ids.len()).max().unwrap();
+    assert_eq!(longest(&jobs[0].2), 24 - 3 - 2);
+    assert_eq!(longest(&jobs[1].2), 24 - 3 - 8);
+    // the long row of the first job beside the second job's rows in one batch
+    let worst = check_mixed(&model, &jobs, 8);
+    assert!(worst.is_finite(), "{worst}");
+}

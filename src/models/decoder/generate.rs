@@ -227,23 +227,30 @@ impl Layout {
 }
 
 impl<B: Backend> Decoder<B> {
-    /// A prefill that fits the sliding window but whose generated tokens would not: the error
-    /// names the bound on them, with what is left of the window (the prefill's own length
-    /// is `check_length`'s).
-    fn check_window(&self, lay: &Layout, max_new: usize) -> Result<()> {
-        match self.cfg.sliding_window {
-            Some(w) if lay.tmax > w && lay.s0 <= w => Err(Error::arg(
+    /// The sliding window against each row's own positions, `spans` (B) of (its prefill: its
+    /// prefix, prompt and tokens; the tokens it generates at most): a row whose prefill
+    /// fits but whose generated tokens would not is named by the bound on them, with what
+    /// is left of the window. Rows of a batch share its left-padded layout, but a row's pads
+    /// are masked keys: only its own positions must fit (the engine attends over the whole
+    /// sequence, so it generates within the window only).
+    fn check_window(&self, spans: &[(usize, usize)]) -> Result<()> {
+        let Some(w) = self.cfg.sliding_window else {
+            return Ok(());
+        };
+        let longest = spans.iter().map(|&(s0, _)| s0).max().unwrap_or(0);
+        self.check_length(longest.max(1))?;
+        match spans.iter().find(|&&(s0, n)| s0 + n > w) {
+            Some(&(s0, n)) => Err(Error::arg(
                 "--max-new-tokens",
                 format!(
-                    "{max_new} new tokens behind {} positions of prompt and text reach {}, past \
+                    "{n} new tokens behind {s0} positions of prompt and text reach {}, past \
                      sliding_window {w} (the engine attends over the whole sequence, so it \
                      generates within the window only): use {} or less",
-                    lay.s0,
-                    lay.tmax,
-                    w - lay.s0
+                    s0 + n,
+                    w - s0
                 ),
             )),
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 
@@ -346,8 +353,10 @@ impl<B: Backend> Decoder<B> {
         // behind a prefix every row's P + T prefill positions fit behind its own prefix
         let min_s0 = plan.prefix.map_or(0, |_| p + longest);
         let lay = Layout::new(rows, &fronts, max_new, plan.placement, min_s0);
-        self.check_window(&lay, max_new)?;
-        self.check_length(lay.tmax)?;
+        let spans: Vec<(usize, usize)> = (rows.iter().zip(&fronts).zip(&plan.max_new))
+            .map(|((r, &f), &n)| (f + r.len(), n))
+            .collect();
+        self.check_window(&spans)?;
         let (mut caches, mut logits) = match plan.prefix {
             Some(pre) => self.prefill_prefix(be, plan, pre, rows, &lay)?,
             None => self.prefill(be, plan, rows, &lay)?,
