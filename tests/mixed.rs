@@ -559,7 +559,7 @@ fn greedy_rows_of_other_bounds_fit_the_window_each() {
     std::fs::write(&cfg, v.to_string()).unwrap();
     let model = Model::open(&dir, Device::Cpu).unwrap();
     let long = "word ".repeat(40);
-    let data = Dataset::from_pairs("mem", [(long.as_str(), None), ("short", None)]);
+    let data = Dataset::from_pairs("mem", [(long.as_str(), None::<&str>), ("short", None)]);
     let jobs: Vec<(Task, Prompt, Encoded)> = [(2, 1), (8, 2)]
         .into_iter()
         .map(|(bound, seed)| {

@@ -310,13 +310,13 @@ fn each_task_stops_early_on_its_own() {
     let r2 = (f.model)
         .train_multi(&f.jobs(&["pet", "cls"]), &again, &multi, &mut |_, _| {})
         .unwrap();
-    let ended = |r: &[(String, Summary)]| -> Vec<(u64, u64, bool)> {
+    let ended = |r: &[(String, Summary, Prompt)]| -> Vec<(u64, u64, bool)> {
         (r.iter())
-            .map(|(_, s)| (s.steps, s.best_step, s.early_stopped))
+            .map(|(_, s, _)| (s.steps, s.best_step, s.early_stopped))
             .collect()
     };
     assert_eq!(ended(&r2), ended(&r));
-    assert!(r.iter().any(|(_, s)| s.early_stopped));
+    assert!(r.iter().any(|(_, s, _)| s.early_stopped));
     std::fs::remove_dir_all(&multi).ok();
 }
 
