@@ -70,7 +70,7 @@ pub(crate) fn check_fresh_init(init: &PromptInit) -> Result<()> {
     match init {
         PromptInit::ClassLabels { labels, .. } if labels.is_empty() => {
             Err(crate::error::Error::arg(
-                "init",
+                "--init",
                 "class-labels fills prompt rows with the labels' words, and this task has no \
                  labels (free targets): choose another init (sample-vocab draws the same rows \
                  without the labels)",

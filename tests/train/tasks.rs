@@ -272,6 +272,7 @@ fn early_stopping_and_sample_vocab_init() {
         serde_json::from_str(&std::fs::read_to_string(out.join("task.json")).unwrap()).unwrap();
     assert_eq!(task_json["step"], 5);
     // the finished run resumed (re-scored) says it stopped early, as the run in one go did
+    drop(t);
     let again = TrainConfig {
         resume: true,
         ..cfg
