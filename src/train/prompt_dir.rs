@@ -35,9 +35,8 @@ pub const LABELS_KEY: &str = "softprompt_labels";
 /// table (PEFT's seq2seq decoder rows), `encoder <hash>` of the host encoder's tensors
 /// (`encoder_hash`) and `head <K>`, the labels of the `cls` head the hash covers (so that a
 /// folder without its head is told so, not called corrupt), and last the table's and head's
-/// hash. Each file is written atomically, but
-/// the folder is not: a run killed between two files left a folder of two steps that loaded
-/// without a word. The stamp is derived, not random, so that an interrupted run resumed writes
+/// hash. Each file is written atomically, but the folder is not: a run killed between two
+/// files left a folder of two steps that loaded without a word. The stamp is derived, not random, so that an interrupted run resumed writes
 /// the same bytes. The named fields came later: a stamp without them (an earlier save) leaves
 /// those values unchecked; they stand before the table's hash because earlier builds read the
 /// last field as that hash, so a folder saved now still loads there.
