@@ -381,6 +381,172 @@ fn a_prompt_folder_whose_values_do_not_match_its_stamp_is_refused() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A cls folder copied out without task.json (PEFT's layout)
+
+/// The adapter's files of the prompt folder `from` (and its head when `head`) copied into
+/// `to`: the folder without task.json a user hands PEFT.
+fn copied_out(from: &Path, to: &Path, head: bool) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    let mut files = vec!["adapter_config.json", "adapter_model.safetensors"];
+    if head {
+        files.push("head.safetensors");
+    }
+    for f in files {
+        std::fs::copy(from.join(f), to.join(f)).expect("copy");
+    }
+}
+
+/// `cmd` (eval or predict) of the prompt folder `prompt` on the small dev file, with `extra`.
+fn scored(cmd: &str, prompt: &Path, extra: &[&str]) -> std::process::Output {
+    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/dev.jsonl");
+    let mut args = vec![
+        cmd,
+        "--prompt",
+        s(prompt),
+        "--data",
+        s(&dev),
+        "--threads",
+        "1",
+    ];
+    args.extend(extra);
+    softprompt(&args)
+}
+
+/// A cls prompt trained with `--labels positive,negative`, its folder copied out without
+/// task.json and scored with `--task cls`, read the head with the data's sorted labels: its
+/// rows swapped, every prediction inverted, with a note only. head.safetensors records the
+/// labels in the order of its rows, and the copy scores as the folder does; --labels in
+/// another order is refused, naming the head's; a head without them (an earlier softprompt's)
+/// still reads in the sorted order, with a warning that names --labels.
+#[test]
+fn a_cls_folder_without_task_json_reads_its_head_in_the_trained_order() {
+    let dir = ScratchDir::new("saves_head_order");
+    let run_dir = dir.path().join("run");
+    let order = ["--labels", "positive,negative", "--lr", "0.3"];
+    stdout_ok(&run(&cls_args(
+        s(&fixture("bert_nohead")),
+        &run_dir,
+        "30",
+        &order,
+    )));
+    let head = run_dir.join("head.safetensors");
+    let (tensors, meta) = common::read_raw(&head);
+    let meta = meta.expect("metadata");
+    assert_eq!(meta["softprompt_labels"], r#"["positive","negative"]"#);
+    let copy = dir.path().join("peft");
+    copied_out(&run_dir, &copy, true);
+    let cls = ["--task", "cls", "--json"];
+    let want = stdout_ok(&scored("eval", &run_dir, &["--json"]));
+    let v: Value = serde_json::from_str(want.trim()).expect("json");
+    // trained well enough that swapped rows would score otherwise
+    assert_eq!(v["accuracy"], 1.0, "{want}");
+    let out = scored("eval", &copy, &cls);
+    assert_eq!(stdout_ok(&out), want);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(r#"has no task.json (a PEFT folder?): task cls, template "{text}", labels ["positive", "negative"]"#),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let preds = stdout_ok(&scored("predict", &run_dir, &[]));
+    assert_eq!(stdout_ok(&scored("predict", &copy, &cls[..2])), preds);
+    // the head's order given: the same; another order or another name: refused
+    let same = ["--task", "cls", "--json", "--labels", "positive,negative"];
+    assert_eq!(stdout_ok(&scored("eval", &copy, &same)), want);
+    refused(
+        &scored(
+            "eval",
+            &copy,
+            &["--task", "cls", "--labels", "negative,positive"],
+        ),
+        &[
+            "--labels",
+            r#"["negative", "positive"] differs from the labels ["positive", "negative"] in the order of the prompt's cls head rows"#,
+            s(&copy),
+            "holds no task.json; its head.safetensors records the labels",
+        ],
+    );
+    refused(
+        &scored(
+            "eval",
+            &copy,
+            &["--task", "cls", "--labels", "positive,neutral"],
+        ),
+        &[
+            "--labels",
+            r#""neutral" is not one of the prompt's labels"#,
+            "the cls head has a row for each of them",
+        ],
+    );
+    // a head saved without the names (an earlier softprompt's): the same tensors and stamp
+    // still load, in the sorted order, with a warning; --labels in the trained order scores
+    // as the folder does, without one
+    let mut old = meta.clone();
+    old.remove("softprompt_labels");
+    common::write_raw(&copy.join("head.safetensors"), &tensors, Some(old));
+    let out = scored("eval", &copy, &cls);
+    let got: Value = serde_json::from_str(stdout_ok(&out).trim()).expect("json");
+    assert_eq!(got["accuracy"], 0.0, "the rows read swapped");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let head_copy = copy.join("head.safetensors");
+    for want in [
+        &format!("warning: {} records no label names", s(&head_copy)),
+        r#"assumed to be the labels sorted, ["negative", "positive"]; pass --labels in the order training used"#,
+    ] {
+        assert!(stderr.contains(want), "{stderr}");
+    }
+    let out = scored("eval", &copy, &same);
+    assert_eq!(stdout_ok(&out), want);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+    // names that are not a list of the head's labels
+    let mut bad = meta.clone();
+    bad.insert("softprompt_labels".into(), r#"["positive"]"#.into());
+    common::write_raw(&copy.join("head.safetensors"), &tensors, Some(bad));
+    refused(
+        &scored("eval", &copy, &cls),
+        &[
+            s(&head_copy),
+            r#"`softprompt_labels` in its metadata is "[\"positive\"]": 1 names, but `weight` has 2 rows"#,
+        ],
+    );
+}
+
+/// A cls adapter copied out without its head was refused as "corrupt or was edited": its
+/// stamp hashes the table and the head. The stamp says it covers a head now, and the missing
+/// head.safetensors is named; an earlier save's stamp (without that field) still fails the
+/// hash, and the message says a missing head may be why.
+#[test]
+fn a_cls_adapter_copied_without_its_head_names_the_head() {
+    let dir = ScratchDir::new("saves_head_missing");
+    let (one, _) = two_saves(&dir);
+    let copy = dir.path().join("peft");
+    copied_out(&one, &copy, false);
+    let head = copy.join("head.safetensors");
+    let out = scored("predict", &copy, &["--task", "cls"]);
+    let err = refused(
+        &out,
+        &[
+            s(&head),
+            "is missing: the folder's save stamp (step 1, head 2, ",
+            "covers a cls classifier head of 2 labels",
+            "copy it back from the run's --out folder",
+        ],
+    );
+    assert!(!err.contains("corrupt"), "{err}");
+    // an earlier save's stamp
+    restamp(&one, |s| without_field(s, "head"));
+    stdout_ok(&eval(&one));
+    copied_out(&one, &copy, false);
+    refused(
+        &scored("predict", &copy, &["--task", "cls"]),
+        &[
+            "corrupt or was edited (or, if it is a cls prompt, its head.safetensors is missing",
+            "copy it back from the run's --out folder",
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Checkpoints that lie
 
 /// A finished two-step `cls` run that saved at every step (no dev), to tamper with, and its

@@ -211,6 +211,10 @@ impl PyModel {
         kw.finish()?;
         let (m, p) = (&self.inner, &prompt.inner);
         let inner = compute(py, || m.task_for(p, &opts, ds.as_ref()))?;
+        // a cls head of unknown label order, read in the labels' sorted order
+        if let Some(warning) = inner.warning() {
+            crate::prompt::user_warning(py, warning)?;
+        }
         // a template or pooling other than the prompt's own: the command line's note
         for line in inner.overrides(p) {
             crate::prompt::user_warning(py, &line)?;

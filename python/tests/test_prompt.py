@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import softprompt as sp
-from conftest import BERT_MLM, BERT_NOHEAD, TRAIN, read_safetensors
+from conftest import BERT_MLM, BERT_NOHEAD, DEV, TRAIN, read_safetensors
 
 
 def test_a_view_keeps_its_prompt_alive():
@@ -148,3 +148,56 @@ def test_model_dir_of_a_prompt_made_in_memory():
                             "which model it belongs to: name it with Prompt.set_model")
     assert bare.set_model(model) is None
     assert Path(bare.model_dir()).resolve() == BERT_MLM.resolve()
+
+
+def _write_safetensors(path, tensors, meta):
+    """A float32 safetensors file of `tensors` ({name: array}) with `meta` as its metadata."""
+    header, body = {"__metadata__": meta}, b""
+    for name, a in tensors.items():
+        raw = np.ascontiguousarray(a, dtype=np.float32).tobytes()
+        offsets = [len(body), len(body) + len(raw)]
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": offsets}
+        body += raw
+    text = json.dumps(header).encode()
+    Path(path).write_bytes(len(text).to_bytes(8, "little") + text + body)
+
+
+def test_a_cls_folder_without_task_json_reads_its_head_in_the_trained_order(tmp_path, cli):
+    """A cls prompt trained with labels="positive,negative", copied out without task.json:
+    task_for read its head with the data's sorted labels (accuracy 1.0 became 0.0, without a
+    warning). The head records its labels, and the copy scores as the folder does; labels= in
+    another order is refused; a head that records none warns, naming labels."""
+    run = tmp_path / "run"
+    cli("train", "--model", BERT_NOHEAD, "--train", TRAIN, "--out", run, "--task", "cls",
+        "--labels", "positive,negative", "--lr", "0.3", "--prompt-len", "3", "--batch-size",
+        "4", "--max-steps", "30", "--no-progress", "--threads", "1")
+    copy = tmp_path / "peft"
+    copy.mkdir()
+    for f in ["adapter_config.json", "adapter_model.safetensors", "head.safetensors"]:
+        (copy / f).write_bytes((run / f).read_bytes())
+    model = sp.Model(BERT_NOHEAD)
+    trained = sp.Prompt.load(run)
+    want, _ = model.evaluate(model.task_for(trained), trained, DEV)
+    assert want["accuracy"] == 1.0
+    prompt = sp.Prompt.load(copy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        task = model.task_for(prompt, DEV, task="cls")
+    assert task.labels == ["positive", "negative"]
+    assert model.evaluate(task, prompt, DEV)[0] == want
+    with pytest.raises(sp.InvalidArgument, match=r"in the order of the prompt's cls head rows"):
+        model.task_for(prompt, DEV, task="cls", labels=["negative", "positive"])
+    # a head saved without the names (an earlier softprompt's)
+    tensors, meta = read_safetensors(copy / "head.safetensors")
+    del meta["softprompt_labels"]
+    _write_safetensors(copy / "head.safetensors", tensors, meta)
+    old = sp.Prompt.load(copy)
+    with pytest.warns(UserWarning, match="records no label names") as got:
+        task = model.task_for(old, DEV, task="cls")
+    assert "pass labels in the order training used" in str(got[0].message), got[0].message
+    assert task.labels == ["negative", "positive"]
+    assert model.evaluate(task, old, DEV)[0]["accuracy"] == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        task = model.task_for(old, DEV, task="cls", labels="positive,negative")
+    assert model.evaluate(task, old, DEV)[0] == want

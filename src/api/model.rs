@@ -8,7 +8,7 @@
 
 use super::checks::{bind, check_model, check_rows, checked, fit};
 use super::prompt::Prompt;
-use super::task::{resolve, Task, TaskOptions};
+use super::task::{head_order_warning, head_spec, resolve, Task, TaskOptions};
 use super::until::NEVER;
 use crate::backend::{Backend, DeviceKind, Storage};
 use crate::cpu::CpuBackend;
@@ -258,12 +258,18 @@ impl Model {
             if opts.max_len.is_none() {
                 check_room(&inner, m, prompt_len)?;
             }
-            Ok(Task { inner })
+            Ok(Task {
+                inner,
+                warning: None,
+            })
         })
     }
 
-    /// The task of a saved prompt: its task.json (or, for a PEFT folder, the model's
-    /// defaults) with the options on top.
+    /// The task of a saved prompt: its task.json (or, for a folder without one, the model's
+    /// defaults, and for `cls` the labels in the order its head.safetensors records them)
+    /// with the options on top. A `cls` head that records no labels, in a folder without
+    /// task.json, is read in the order of the labels sorted unless `opts` names them: see
+    /// [`Task::warning`].
     pub fn task_for(
         &self,
         prompt: &Prompt,
@@ -273,15 +279,32 @@ impl Model {
         // a closure, so that `?` ends the resolution rather than the method
         let resolved = on_engine!(&self.engine, |_be, m| (|| {
             fit(prompt, m)?;
-            let spec = resolve(opts, prompt.task.clone(), m, data, prompt.rows())?;
+            let head = head_spec(opts, prompt.head_labels(), m, prompt.rows());
+            let base = prompt.task.clone().or(head);
+            let spec = resolve(opts, base, m, data, prompt.rows())?;
+            let warning = head_order_warning(prompt, &spec, opts.labels.is_some());
             let task = train::Task::new(spec, m)?;
             m.check_lengths(prompt.rows(), Some(task.spec.max_len))?;
             // a max_len the template fills failed every row of every use
             task.check_text_room(&m.tokenizer)?;
-            Ok(Task { inner: task })
+            Ok(Task {
+                inner: task,
+                warning,
+            })
         })());
         match (resolved, prompt.saved_task(), prompt.dir()) {
             (Err(e), Some(_), Some(dir)) => Err(blame_saved(e, opts, &dir.join("task.json"))),
+            // the labels of a folder without task.json are those its head records
+            (Err(Error::Arg { flag, msg }), None, Some(dir))
+                if flag == "--labels" && prompt.head_labels().is_some() =>
+            {
+                let why = format!(
+                    "{msg} ({} holds no task.json; its head.safetensors records the labels \
+                     in the order of its rows)",
+                    dir.display()
+                );
+                Err(Error::arg(flag, why))
+            }
             // a PEFT folder records no labels: "--labels: ... got []" did not say why
             (Err(Error::Arg { flag, msg }), None, Some(dir)) if flag == "--labels" => {
                 let why = format!(

@@ -40,6 +40,9 @@ pub struct Prompt {
     /// what loading it found worth a word: an unstamped adapter whose values are not those
     /// its folder's task.json (and head) were saved with
     pub(crate) load_warning: Option<String>,
+    /// the labels in the order of the `cls` head's rows, as its head.safetensors records
+    /// them: a folder without task.json is scored in this order
+    pub(crate) head_labels: Option<Vec<String>>,
 }
 
 impl Prompt {
@@ -74,6 +77,7 @@ impl Prompt {
             arch: None,
             model: None,
             load_warning: None,
+            head_labels: None,
         }
     }
 
@@ -101,6 +105,7 @@ impl Prompt {
             arch,
             model_id,
             warning,
+            head_labels,
         } = load_prompt_dir(dir)?;
         Ok(Prompt {
             table: prompt,
@@ -111,6 +116,7 @@ impl Prompt {
             arch,
             model: model_id.map(Arc::new),
             load_warning: warning,
+            head_labels,
         })
     }
 
@@ -147,6 +153,13 @@ impl Prompt {
         self.head
             .as_ref()
             .map(|h| (h.weight.as_slice(), h.bias.as_slice()))
+    }
+
+    /// The labels in the order of the `cls` head's rows, as the folder's head.safetensors
+    /// records them (softprompt saves them there): what a folder without task.json is scored
+    /// with. None without a head, or for one saved without them (an earlier softprompt's).
+    pub fn head_labels(&self) -> Option<&[String]> {
+        self.head_labels.as_deref()
     }
 
     /// The `cls` head to change in place: weight (K, d) and bias (K).

@@ -183,6 +183,51 @@ pub(crate) fn default_kind<B: Backend>(model: &Model<B>) -> TaskKind {
     }
 }
 
+/// The base of a prompt folder without task.json whose head.safetensors records its labels
+/// (`head_labels`): the `cls` task of those labels in the order of the head's rows, as a
+/// task.json would give them (so that --labels may name them in that order only; the data's
+/// sorted labels swapped the rows of a head trained in another order). None when the task
+/// asked for (or the model's default) is not `cls`.
+pub(crate) fn head_spec<B: Backend>(
+    opts: &TaskOptions,
+    head_labels: Option<&[String]>,
+    model: &Model<B>,
+    prompt_len: usize,
+) -> Option<TaskSpec> {
+    let labels = head_labels?;
+    let kind = opts.task.unwrap_or_else(|| default_kind(model));
+    (kind == TaskKind::Cls).then(|| {
+        let mut spec = default_spec(kind, model, prompt_len);
+        spec.labels = labels.to_vec();
+        spec
+    })
+}
+
+/// The warning a task made for a folder without task.json needs: a `cls` head saved without
+/// its label names (an earlier softprompt's, or made by hand) read in the order of `spec`'s
+/// labels, which no one gave (`labels_given` false: the data's, sorted).
+pub(crate) fn head_order_warning(
+    prompt: &crate::Prompt,
+    spec: &TaskSpec,
+    labels_given: bool,
+) -> Option<String> {
+    let unknown = prompt.task.is_none() && prompt.head.is_some() && prompt.head_labels.is_none();
+    (unknown && spec.kind == TaskKind::Cls && !labels_given).then(|| {
+        let head = (prompt.dir.as_ref()).map_or("the prompt's cls head".into(), |d| {
+            d.join(crate::train::checkpoint::HEAD_FILE)
+                .display()
+                .to_string()
+        });
+        format!(
+            "{head} records no label names (an earlier softprompt's save, or made by hand) \
+             and there is no task.json, so the order of the head's rows is unknown: it is \
+             assumed to be the labels sorted, {:?}; pass --labels in the order training \
+             used, or the scores of the labels are swapped",
+            spec.labels
+        )
+    })
+}
+
 /// `base` when it is of the asked task, else the defaults of the task the option or the
 /// model names.
 fn base_spec<B: Backend>(
@@ -198,14 +243,18 @@ fn base_spec<B: Backend>(
     };
     match base {
         Some(b) if b.kind == kind => b,
-        _ => {
-            let mut s = TaskSpec::new(kind, &[]);
-            if let Some(limit) = model.max_tokens(prompt_len) {
-                s.max_len = s.max_len.min(limit);
-            }
-            s
-        }
+        _ => default_spec(kind, model, prompt_len),
     }
+}
+
+/// The defaults of task `kind` on `model`, max_len bounded by what room a prompt of
+/// `prompt_len` rows leaves.
+fn default_spec<B: Backend>(kind: TaskKind, model: &Model<B>, prompt_len: usize) -> TaskSpec {
+    let mut s = TaskSpec::new(kind, &[]);
+    if let Some(limit) = model.max_tokens(prompt_len) {
+        s.max_len = s.max_len.min(limit);
+    }
+    s
 }
 
 /// An option the task has no use for is refused: ignoring it would run something other than
@@ -386,10 +435,15 @@ fn set_labels(
 fn keep_saved_words(spec: &mut TaskSpec, saved: &[(String, String)]) -> Result<()> {
     let names: Vec<&str> = saved.iter().map(|(l, _)| l.as_str()).collect();
     if let Some(l) = spec.labels.iter().find(|l| !names.contains(&l.as_str())) {
+        // a cls head has a row per trained label; the other tasks score words
+        let advice = match spec.kind {
+            TaskKind::Cls => "(the cls head has a row for each of them, and no other)",
+            _ => "(give --verbalizer to score new label words)",
+        };
         return Err(Error::arg(
             "--labels",
             format!(
-                "{l:?} is not one of the prompt's labels {names:?}: a saved prompt scores the labels it was trained for (give --verbalizer to score new label words)"
+                "{l:?} is not one of the prompt's labels {names:?}: a saved prompt scores the labels it was trained for {advice}"
             ),
         ));
     }
@@ -443,6 +497,8 @@ fn set_label_words(spec: &mut TaskSpec, verbalizer: Option<&[(String, String)]>)
 #[derive(Clone, Debug)]
 pub struct Task {
     pub(crate) inner: train::Task,
+    /// what making it for a saved prompt found worth a warning ([`Task::warning`])
+    pub(crate) warning: Option<String>,
 }
 
 impl Task {
@@ -454,6 +510,14 @@ impl Task {
     /// The labels in score order (empty with free targets).
     pub fn labels(&self) -> &[String] {
         &self.inner.spec.labels
+    }
+
+    /// A warning about how [`crate::Model::task_for`] made it, to show the user: the prompt's
+    /// folder has no task.json and its `cls` head records no label names (a head saved by an
+    /// earlier softprompt, or made by hand), so its rows were taken to be the labels sorted,
+    /// which no option named. The command line prints it as a warning and Python warns.
+    pub fn warning(&self) -> Option<&str> {
+        self.warning.as_deref()
     }
 
     /// The task's kind.

@@ -79,6 +79,9 @@ pub fn load(
         }
     }
     let task = model.task_for(&prompt, &opts, data)?;
+    if let Some(warning) = task.warning() {
+        eprintln!("warning: {warning}");
+    }
     warn_eos_missing(&model, [&task]);
     for line in task.overrides(&prompt) {
         eprintln!("note: {line}");

@@ -166,6 +166,9 @@ fn load_jobs(
         }
         let rows = subset(data, job_of, j);
         let task = model.task_for(&prompt, &opts, Some(&rows)).map_err(tag)?;
+        if let Some(warning) = task.warning() {
+            eprintln!("warning: --prompt {name}: {warning}");
+        }
         jobs.push(Job {
             name: name.clone(),
             prompt,

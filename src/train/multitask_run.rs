@@ -275,7 +275,9 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
             let test = self.final_test(t, on_event)?;
             if let Some(m) = &test {
                 let mut line = kept_test_line(t.kept_step(), m);
-                line["task"] = json!(t.name);
+                if let Some(obj) = line.as_object_mut() {
+                    obj.insert("task".into(), json!(t.name));
+                }
                 lines.push(line);
             }
             out.push((

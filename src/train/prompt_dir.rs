@@ -25,12 +25,18 @@ use std::path::{Path, PathBuf};
 /// The key of the save stamp in a prompt folder's safetensors headers and task.json.
 pub const SAVE_KEY: &str = "softprompt_save";
 
+/// The key of the label names, a JSON list in the order of the head's rows, in
+/// head.safetensors' metadata: a folder without task.json (copied out as PEFT's) was scored
+/// with the data's sorted labels, the rows of a head trained in another order swapped.
+pub const LABELS_KEY: &str = "softprompt_labels";
+
 /// The stamp every file of one save of a prompt folder carries: the step and a hash of the
 /// table and head, then (where the save has them) `rows <hash>` of the rows kept behind the
-/// table (PEFT's seq2seq decoder rows) and `encoder <hash>` of the host encoder's tensors
-/// (`encoder_hash`), and last the table's and head's hash. Each file is written atomically, but
-/// the folder is not: a run killed between two files left a folder of two steps that loaded
-/// without a word. The stamp is derived, not random, so that an interrupted run resumed writes
+/// table (PEFT's seq2seq decoder rows), `encoder <hash>` of the host encoder's tensors
+/// (`encoder_hash`) and `head <K>`, the labels of the `cls` head the hash covers (so that a
+/// folder without its head is told so, not called corrupt), and last the table's and head's
+/// hash. Each file is written atomically, but the folder is not: a run killed between two
+/// files left a folder of two steps that loaded without a word. The stamp is derived, not random, so that an interrupted run resumed writes
 /// the same bytes. The named fields came later: a stamp without them (an earlier save) leaves
 /// those values unchecked; they stand before the table's hash because earlier builds read the
 /// last field as that hash, so a folder saved now still loads there.
@@ -48,6 +54,9 @@ pub fn save_stamp(
     if let Some(h) = encoder {
         stamp.push_str(&format!(", {ENCODER_FIELD} {h:016x}"));
     }
+    if let Some(h) = head {
+        stamp.push_str(&format!(", {HEAD_FIELD} {}", h.k));
+    }
     stamp.push_str(&format!(", {:016x}", values_hash(&prompt.data, head)));
     stamp
 }
@@ -57,9 +66,11 @@ fn rows_hash(extra: &[f32]) -> u64 {
     fnv1a_bytes(FNV_START, bytemuck::cast_slice(extra))
 }
 
-/// The stamp's fields of the rows kept behind the table and of the encoder's tensors.
+/// The stamp's fields of the rows kept behind the table, of the encoder's tensors and of
+/// the head.
 const ROWS_FIELD: &str = "rows";
 const ENCODER_FIELD: &str = "encoder";
+const HEAD_FIELD: &str = "head";
 
 /// The hash of the table (P, d) and the head: the stamp's second field.
 fn values_hash(table: &[f32], head: Option<&HostClsHead>) -> u64 {
@@ -175,12 +186,21 @@ fn check_values(
         return Ok(None);
     };
     if adapter_stamped {
+        // an earlier save's stamp has no `head` field (`check_head_kept`): a cls folder
+        // without its head fails the hash as a corrupt adapter does
+        let lost_head = match head {
+            None => format!(
+                " (or, if it is a cls prompt, its {HEAD_FILE} is missing: a cls save's stamp \
+                 hashes the head too; copy it back from the run's --out folder)"
+            ),
+            Some(_) => String::new(),
+        };
         return Err(Error::file(
             dir.join(ADAPTER_WEIGHTS),
             format!(
                 "{msg}: the values do not match the stamp, so the file is corrupt or was \
-                 edited; train again (or --resume the run), or, to use edited values on \
-                 purpose, save the adapter without its `{SAVE_KEY}` metadata"
+                 edited{lost_head}; train again (or --resume the run), or, to use edited values \
+                 on purpose, save the adapter without its `{SAVE_KEY}` metadata"
             ),
         ));
     }
@@ -220,6 +240,64 @@ fn values_mismatch(
             prompt.p
         )
     })
+}
+
+/// A folder whose stamp covers a `cls` head (its `head` field) has head.safetensors: the
+/// adapter copied out alone failed the table's hash, which covers the head too, and was
+/// called corrupt. A stamp without the field (an earlier save's, or no head) checks nothing.
+fn check_head_kept(head_path: &Path, stamp: &str, has_head: bool) -> Result<()> {
+    match stamp_field(stamp, HEAD_FIELD).filter(|_| !has_head) {
+        None => Ok(()),
+        Some(k) => Err(Error::file(
+            head_path,
+            format!(
+                "is missing: the folder's save stamp ({stamp}) covers a cls classifier head of \
+                 {k} labels, which this file holds; copy it back from the run's --out folder, \
+                 or train again"
+            ),
+        )),
+    }
+}
+
+/// The label names head.safetensors' metadata records (`LABELS_KEY`), in the order of its
+/// `k` rows; None for a head saved without them (an earlier softprompt's, or made by hand).
+fn head_labels(
+    path: &Path,
+    meta: &HashMap<String, String>,
+    k: usize,
+) -> Result<Option<Vec<String>>> {
+    let Some(text) = meta.get(LABELS_KEY) else {
+        return Ok(None);
+    };
+    let bad = |why: String| {
+        Error::file(
+            path,
+            format!("`{LABELS_KEY}` in its metadata is {text:?}: {why}"),
+        )
+    };
+    let labels: Vec<String> = serde_json::from_str(text)
+        .map_err(|e| bad(format!("expected a JSON list of the label names ({e})")))?;
+    if labels.len() != k {
+        let n = labels.len();
+        return Err(bad(format!(
+            "{n} names, but `weight` has {k} rows (one per label)"
+        )));
+    }
+    let twice = (labels.iter().enumerate()).find(|(i, l)| labels.iter().take(*i).any(|x| x == *l));
+    if let Some((_, l)) = twice {
+        return Err(bad(format!("the label {l:?} is named twice")));
+    }
+    Ok(Some(labels))
+}
+
+/// head.safetensors' metadata: the save stamp, and the labels in the order of the head's
+/// rows when `spec` is the `cls` task the head was trained for.
+fn head_metadata(stamp: &str, spec: &TaskSpec, head: &HostClsHead) -> HashMap<String, String> {
+    let mut meta = HashMap::from([(SAVE_KEY.to_string(), stamp.to_string())]);
+    if spec.kind == TaskKind::Cls && spec.labels.len() == head.k {
+        meta.insert(LABELS_KEY.to_string(), json!(spec.labels).to_string());
+    }
+    meta
 }
 
 /// The encoder's file (P-tuning's encoder, a prefix projection) against the stamp's
@@ -267,6 +345,9 @@ pub struct SavedPrompt {
     /// an unstamped adapter whose values are not the ones the folder's stamp hashes: read,
     /// with this to show
     pub warning: Option<String>,
+    /// the labels in the order of the head's rows, as head.safetensors records them; None
+    /// without a head, or for one saved without them (an earlier softprompt's)
+    pub head_labels: Option<Vec<String>>,
 }
 
 impl SavedPrompt {
@@ -336,7 +417,7 @@ pub fn save_prompt_dir(
                 ("weight", vec![h.k, h.c], &h.weight),
                 ("bias", vec![h.k], &h.bias),
             ],
-            stamp_metadata(&stamp),
+            Some(head_metadata(&stamp, spec, h)),
         )?;
     }
     let mut task = spec.to_json();
@@ -430,6 +511,7 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
         (None, None, Vec::new(), None, None)
     };
     let head_path = dir.join(HEAD_FILE);
+    let mut head_labels = None;
     let head = if head_path.exists() {
         let f = TensorFile::read(&head_path)?;
         let w = f.float("weight")?;
@@ -467,6 +549,7 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
                 ),
             ));
         }
+        head_labels = self::head_labels(&head_path, &f.metadata, k)?;
         Some(HostClsHead {
             k,
             c,
@@ -488,6 +571,7 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
     }
     let warning = match check_stamps(dir, task_stamp)? {
         Some((stamp, stamped)) => {
+            check_head_kept(&head_path, &stamp, head.is_some())?;
             check_encoder(dir, &stamp)?;
             check_values(dir, (&stamp, stamped), &prompt, head.as_ref())?
         }
@@ -502,5 +586,6 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
         arch,
         model_id,
         warning,
+        head_labels,
     })
 }
