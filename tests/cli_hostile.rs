@@ -360,7 +360,7 @@ fn a_target_past_max_target_len_names_that_flag() {
         &["invalid argument --max-target-len: label \"negative\": the target \"negative\" has"],
     );
     assert!(
-        text.contains("raise it, or give the label a shorter target (--verbalizer)"),
+        text.contains("raise it, or give the label a shorter target"),
         "{text}"
     );
     assert!(!out.exists(), "a refused run wrote {}", out.display());

@@ -276,6 +276,10 @@ impl Model {
         opts: &TaskOptions,
         data: Option<&Dataset>,
     ) -> Result<Task> {
+        // whether the task is the cls its head's labels make (other tasks read no head)
+        let head_read = on_engine!(&self.engine, |_be, m| {
+            head_spec(opts, prompt.head_labels(), m, prompt.rows()).is_some()
+        });
         // a closure, so that `?` ends the resolution rather than the method
         let resolved = on_engine!(&self.engine, |_be, m| (|| {
             fit(prompt, m)?;
@@ -295,9 +299,7 @@ impl Model {
         match (resolved, prompt.saved_task(), prompt.dir()) {
             (Err(e), Some(_), Some(dir)) => Err(blame_saved(e, opts, &dir.join("task.json"))),
             // the labels of a folder without task.json are those its head records
-            (Err(Error::Arg { flag, msg }), None, Some(dir))
-                if flag == "--labels" && prompt.head_labels().is_some() =>
-            {
+            (Err(Error::Arg { flag, msg }), None, Some(dir)) if flag == "--labels" && head_read => {
                 let why = format!(
                     "{msg} ({} holds no task.json; its head.safetensors records the labels \
                      in the order of its rows)",

@@ -256,7 +256,7 @@ impl Task {
                     // the bound is what the user may have just set (the target's words may
                     // be the data's labels, with no --verbalizer at all)
                     if ids.len() > spec.max_target_len {
-                        return Err(Error::arg("--max-target-len", format!("label {label:?}: the target {word:?} has {} tokens, more than {}: raise it, or give the label a shorter target (--verbalizer)", ids.len(), spec.max_target_len)));
+                        return Err(Error::arg("--max-target-len", format!("label {label:?}: the target {word:?} has {} tokens, more than {}: raise it, or give the label a shorter target", ids.len(), spec.max_target_len)));
                     }
                     if ids.is_empty() {
                         return Err(Error::arg("--verbalizer", format!("label {label:?}: the target {word:?} has no tokens (--target-end none adds no end token): its score would be 0 on every row, above every other label's; give it a target text")));
