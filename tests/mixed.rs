@@ -547,16 +547,7 @@ fn mixed_on_the_emu_device_equals_each_prompt_alone() {
 #[test]
 fn greedy_rows_of_other_bounds_fit_the_window_each() {
     let scratch = common::ScratchDir::new("mixed_window");
-    let dir = scratch.path().join("mistral_w24");
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in std::fs::read_dir(common::fixture("mistral")).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
-    }
-    let cfg = dir.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
-    v["sliding_window"] = 24.into();
-    std::fs::write(&cfg, v.to_string()).unwrap();
+    let dir = common::windowed_mistral(scratch.path(), 24);
     let model = Model::open(&dir, Device::Cpu).unwrap();
     let long = "word ".repeat(40);
     let data = Dataset::from_pairs("mem", [(long.as_str(), None::<&str>), ("short", None)]);

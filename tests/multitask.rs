@@ -751,16 +751,7 @@ fn cli_causal_prefix_beside_a_prompt_at_the_window() {
 
 fn causal_tasks_at_the_window(name: &str, tasks: &str) {
     let dir = tmp(name);
-    let model_dir = dir.join("mistral_w24");
-    std::fs::create_dir_all(&model_dir).unwrap();
-    for f in std::fs::read_dir(common::fixture("mistral")).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, model_dir.join(f.file_name().unwrap())).unwrap();
-    }
-    let cfg = model_dir.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
-    v["sliding_window"] = 24.into();
-    std::fs::write(&cfg, v.to_string()).unwrap();
+    let model_dir = common::windowed_mistral(&dir, 24);
     for t in ["a", "b"] {
         std::fs::create_dir_all(dir.join(t)).unwrap();
         let rows: String = (0..8)

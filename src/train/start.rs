@@ -504,7 +504,7 @@ pub(super) fn settings_diff(ck: &Value, now: &Value) -> Vec<String> {
             );
         }
     }
-    let mut diff = checkpoint::config_diff(&ck, now);
+    let mut diff = super::settings_diff::config_diff(&ck, now);
     for d in diff.iter_mut().filter(|d| d.contains("_rows: ")) {
         // a hash says nothing of why: the split given once only, the file, or how it is read
         d.push_str(match d.contains("null") {

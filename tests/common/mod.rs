@@ -195,6 +195,22 @@ pub fn fixture(rel: &str) -> PathBuf {
     fixtures().join(rel)
 }
 
+/// A copy of the `mistral` fixture in `dir` with config.json's `sliding_window` set to
+/// `window` (the engine does not slide it: each row's own positions must fit in it).
+pub fn windowed_mistral(dir: &Path, window: usize) -> PathBuf {
+    let model_dir = dir.join(format!("mistral_w{window}"));
+    std::fs::create_dir_all(&model_dir).unwrap();
+    for f in std::fs::read_dir(fixture("mistral")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, model_dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg = model_dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    v["sliding_window"] = window.into();
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    model_dir
+}
+
 /// Every `tests/fixtures/*/ref_*.safetensors` of a model folder (BERT, T5, and the decoder-only
 /// bloom, llama, qwen2, mistral), as (model folder, reference file), sorted. `deep/` holds
 /// the deep-prompt references the engine does not run yet (issue #15).
