@@ -374,16 +374,7 @@ fn labels_differing_by_spaces_refused() {
 #[test]
 fn causal_window_counts_the_target() {
     let dir = scratch("window");
-    let model_dir = dir.join("mistral_w24");
-    std::fs::create_dir_all(&model_dir).unwrap();
-    for f in std::fs::read_dir(fixture("mistral")).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, model_dir.join(f.file_name().unwrap())).unwrap();
-    }
-    let cfg = model_dir.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
-    v["sliding_window"] = 24.into();
-    std::fs::write(&cfg, v.to_string()).unwrap();
+    let model_dir = crate::common::windowed_mistral(&dir, 24);
     let data = dir.join("long.jsonl");
     let rows: Vec<(String, &str)> = (0..4)
         .map(|i| ("word ".repeat(40 + i), ["positive", "negative"][i % 2]))
