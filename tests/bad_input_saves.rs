@@ -102,16 +102,7 @@ fn two_saves(dir: &ScratchDir) -> (PathBuf, PathBuf) {
 
 /// `eval` of the prompt folder `prompt` on the small dev file.
 fn eval(prompt: &Path) -> std::process::Output {
-    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/dev.jsonl");
-    softprompt(&[
-        "eval",
-        "--prompt",
-        s(prompt),
-        "--data",
-        s(&dev),
-        "--threads",
-        "1",
-    ])
+    scored("eval", prompt, &[])
 }
 
 /// A run killed between the files of its prompt folder left a step-2 adapter beside the

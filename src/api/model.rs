@@ -276,14 +276,15 @@ impl Model {
         opts: &TaskOptions,
         data: Option<&Dataset>,
     ) -> Result<Task> {
-        // whether the task is the cls its head's labels make (other tasks read no head)
-        let head_read = on_engine!(&self.engine, |_be, m| {
-            head_spec(opts, prompt.head_labels(), m, prompt.rows()).is_some()
+        // the cls task its head's labels make, if it is the task asked (other tasks read no
+        // head), and whether there is one: it explains a refusal of the labels below
+        let head = on_engine!(&self.engine, |_be, m| {
+            head_spec(opts, prompt.head_labels(), m, prompt.rows())
         });
+        let head_read = head.is_some();
         // a closure, so that `?` ends the resolution rather than the method
         let resolved = on_engine!(&self.engine, |_be, m| (|| {
             fit(prompt, m)?;
-            let head = head_spec(opts, prompt.head_labels(), m, prompt.rows());
             let base = prompt.task.clone().or(head);
             let spec = resolve(opts, base, m, data, prompt.rows())?;
             let warning = head_order_warning(prompt, &spec, opts.labels.is_some());
