@@ -79,9 +79,10 @@ fn train_names_a_template_longer_than_the_model() {
 }
 
 /// `generate` cut texts past the task's max_len without a word: the cut ones carry
-/// `"truncated": true` and stderr counts them, as `predict` does.
+/// `"truncated": true` and stderr counts them, as `predict --output` does; `predict` to
+/// stdout and `eval --json` said nothing either (hostile pass 10, F12).
 #[test]
-fn generate_reports_cut_texts() {
+fn generate_predict_and_eval_report_cut_texts() {
     let scratch = ScratchDir::new("cli_hostile_generate");
     let model = Model::open(fixture("bloom"), Device::Cpu).unwrap();
     let opts = TaskOptions {
@@ -119,6 +120,27 @@ fn generate_reports_cut_texts() {
         stderr.contains("1 of 2 texts truncated to 8 tokens"),
         "{stderr}"
     );
+    let data = scratch.path().join("data.jsonl");
+    let rows = [("a story", "x"), (long.as_str(), "y")];
+    let lines: Vec<String> = (rows.iter())
+        .map(|(t, l)| serde_json::json!({"text": t, "label": l}).to_string())
+        .collect();
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let (prompt, data) = (dir.to_str().unwrap(), data.to_str().unwrap());
+    let out = softprompt(&["predict", "--prompt", prompt, "--data", data]);
+    let rows: Vec<serde_json::Value> = (stdout_ok(&out).lines())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let cut: Vec<_> = rows.iter().map(|l| l.get("truncated").cloned()).collect();
+    assert_eq!(cut, [None, Some(serde_json::json!(true))]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warning = "warning: 1 of 2 texts truncated to 8 tokens (--max-len)";
+    assert!(stderr.contains(warning), "{stderr}");
+    let out = softprompt(&["eval", "--prompt", prompt, "--data", data, "--json"]);
+    let metrics: serde_json::Value = serde_json::from_str(stdout_ok(&out).trim()).unwrap();
+    assert_eq!(metrics["examples"], 2, "{metrics}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(warning), "{stderr}");
 }
 
 /// `softprompt ... | head`: the reader closed stdout, and `println!` panicked on the broken

@@ -216,7 +216,8 @@ class Model:
     def predict(
         self, task: Task, prompt: Prompt, data: Data, batch_size: int = 64, **flags: Any
     ) -> List[Dict[str, Any]]:
-        """Per row: {"label", "class", "scores", "ids", "score"}; under greedy decoding or
+        """Per row: {"label", "class", "scores", "ids", "score", "truncated"} (truncated: the
+        text was cut to the task's max_len); under greedy decoding or
         free targets also "output", the generated text (and "label" is that text when it is
         no label's target, as `softprompt predict` writes it). Ctrl-C stops it after the
         batch under way and raises KeyboardInterrupt (no result); during the last batch, it

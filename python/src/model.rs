@@ -86,12 +86,14 @@ pub fn metrics_dict<'py>(py: Python<'py>, m: &EvalMetrics) -> PyResult<Bound<'py
 
 /// A prediction as `softprompt predict` writes it: the label, its index, the per-label
 /// scores, the generated ids and the score; a generated output (greedy decoding, free
-/// targets) also its text as `output`, and as `label` when it is no label's target.
+/// targets) also its text as `output`, and as `label` when it is no label's target; and
+/// `truncated`, whether its text was cut to the task's max_len (as a served answer's).
 fn prediction_dict<'py>(
     py: Python<'py>,
     model: &softprompt::Model,
     task: &Task,
     p: &Prediction,
+    truncated: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     let label = p.class.and_then(|c| task.labels().get(c)).cloned();
@@ -106,7 +108,24 @@ fn prediction_dict<'py>(
     d.set_item("scores", p.scores.clone())?;
     d.set_item("ids", p.ids.clone())?;
     d.set_item("score", p.score)?;
+    d.set_item("truncated", truncated)?;
     Ok(d)
+}
+
+/// Each row's prediction as a dict, in order, with its row's `truncated`.
+fn prediction_list<'py>(
+    py: Python<'py>,
+    model: &softprompt::Model,
+    task: &Task,
+    preds: &[Prediction],
+    enc: &Encoded,
+) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for (i, pred) in preds.iter().enumerate() {
+        let cut = enc.rows.get(i).is_some_and(|r| r.truncated);
+        list.append(prediction_dict(py, model, task, pred, cut)?)?;
+    }
+    Ok(list)
 }
 
 #[pymethods]
@@ -344,16 +363,14 @@ impl PyModel {
         let (metrics, preds) = Interrupt::batched(py, |between, stop| {
             m.evaluate_until(t, p, &enc, batch_size, between, stop)
         })?;
-        let list = PyList::empty(py);
-        for pred in &preds {
-            list.append(prediction_dict(py, m, t, pred)?)?;
-        }
+        let list = prediction_list(py, m, t, &preds, &enc)?;
         Ok((metrics_dict(py, &metrics)?, list))
     }
 
-    /// Every row's prediction, in order: `{"label", "class", "scores", "ids", "score"}`, and
-    /// `"output"` (the generated text, also the `label` when it is no label's target) under
-    /// greedy decoding or free targets.
+    /// Every row's prediction, in order: `{"label", "class", "scores", "ids", "score",
+    /// "truncated"}` (truncated: the text was cut to the task's max_len), and `"output"` (the
+    /// generated text, also the `label` when it is no label's target) under greedy decoding
+    /// or free targets.
     /// Ctrl-C stops it after the batch under way and raises KeyboardInterrupt; during the
     /// last batch, it finishes but still raises KeyboardInterrupt, the result discarded.
     #[pyo3(signature = (task, prompt, data, batch_size=64, **kwargs))]
@@ -382,11 +399,7 @@ impl PyModel {
         let preds = Interrupt::batched(py, |between, stop| {
             m.predict_until(t, p, &enc, batch_size, between, stop)
         })?;
-        let list = PyList::empty(py);
-        for pred in &preds {
-            list.append(prediction_dict(py, m, t, pred)?)?;
-        }
-        Ok(list)
+        prediction_list(py, m, t, &preds, &enc)
     }
 
     /// Greedy generation behind the prompt on a decoder-only model: one

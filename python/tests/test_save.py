@@ -1,5 +1,6 @@
 """save_prompt never replaces a saved prompt unless asked, and neither it nor train writes
-into an empty path (the current folder); generate says which texts it cut."""
+into an empty path (the current folder); generate, predict and evaluate say which texts
+they cut."""
 import pytest
 
 import softprompt as sp
@@ -36,3 +37,17 @@ def test_generate_says_which_texts_were_cut():
     prompt = model.new_prompt(task, prompt_len=4)
     out = model.generate(task, prompt, ["a story", "word " * 30], max_new_tokens=2)
     assert [g["truncated"] for g in out] == [False, True]
+
+
+def test_predict_and_evaluate_say_which_texts_were_cut():
+    """Each prediction carries `truncated`, as a served answer and generate's do."""
+    model = sp.Model(BERT_NOHEAD)
+    task = model.task(TRAIN, prompt_len=4, task="cls", max_len=12)
+    prompt = model.new_prompt(task, prompt_len=4)
+    texts = ["a fine film", "word " * 30]
+    assert [p["truncated"] for p in model.predict(task, prompt, texts)] == [False, True]
+    _, preds = model.evaluate(task, prompt, texts, labels=["positive", "negative"])
+    assert [p["truncated"] for p in preds] == [False, True]
+    enc = model.encode(task, texts)
+    assert enc.truncated == 1
+    assert [p["truncated"] for p in model.predict(task, prompt, enc)] == [False, True]

@@ -122,6 +122,8 @@ fn eval(a: &Args) -> Result<()> {
         .map_err(|e| super::common::at_line(e, &data))?;
     if a.json {
         outln!("{}", m.to_json());
+        let to = format!("{} tokens", l.task.spec().max_len);
+        super::predict::warn_truncated(enc.truncated, enc.rows.len(), &to);
     } else {
         outln!(
             "{}: accuracy {:.4} macro-F1 {:.4} ({} examples, {} truncated to {} tokens)",

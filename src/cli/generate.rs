@@ -76,14 +76,8 @@ fn generate(a: &Args) -> Result<()> {
             e => e,
         })?;
     let cut = out.iter().filter(|g| g.truncated).count();
-    if cut > 0 {
-        // as predict's note: the model saw only the first max_len tokens of these texts
-        let max_len = l.task.spec().max_len;
-        eprintln!(
-            "warning: {cut} of {} texts truncated to {max_len} tokens (--max-len)",
-            out.len()
-        );
-    }
+    let to = format!("{} tokens", l.task.spec().max_len);
+    super::predict::warn_truncated(cut, out.len(), &to);
     for (text, g) in a.text.iter().zip(out) {
         let mut line = json!({"text": text, "output": g.text, "ids": g.ids, "logprob": g.logprob});
         if g.truncated {

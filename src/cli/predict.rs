@@ -164,12 +164,8 @@ fn predict(a: &Args) -> Result<()> {
         out.push_str(&Value::Object(obj).to_string());
         out.push('\n');
     }
-    let note = format!(
-        "{} truncated to {} tokens",
-        enc.truncated,
-        l.task.spec().max_len
-    );
-    write_predictions(a, &out, preds.len(), &note)
+    let to = format!("{} tokens", l.task.spec().max_len);
+    write_predictions(a, &out, preds.len(), (enc.truncated, &to))
 }
 
 /// One row's output line: its line and text, the label with the per-label scores (or the
@@ -192,22 +188,39 @@ pub(super) fn row_json(
     Ok(obj)
 }
 
-/// The lines to --output (atomically, with a note on stderr) or to stdout.
-pub(super) fn write_predictions(a: &Args, out: &str, n: usize, note: &str) -> Result<()> {
+/// The lines to --output (atomically, with a note on stderr) or to stdout (with a warning on
+/// stderr when texts were cut). `cut`: how many texts were cut, and to what.
+pub(super) fn write_predictions(
+    a: &Args,
+    out: &str,
+    n: usize,
+    (cut, to): (usize, &str),
+) -> Result<()> {
     match &a.output {
         Some(path) => {
             // again: the file may have appeared while the rows were scored
             check_not_there(path, a.overwrite)?;
             softprompt::internals::fsutil::write_atomic(path, out.as_bytes())?;
-            eprintln!("wrote {n} predictions to {} ({note})", path.display());
+            eprintln!(
+                "wrote {n} predictions to {} ({cut} truncated to {to})",
+                path.display()
+            );
         }
         None => match std::io::stdout().write_all(out.as_bytes()) {
             // a closed pipe (`| head`) is the reader's choice, not an error
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
                 return Err(Error::io("stdout", e))
             }
-            _ => {}
+            _ => warn_truncated(cut, n, to),
         },
     }
     Ok(())
+}
+
+/// A warning on stderr that `cut` of `n` texts were cut to `to` (the model saw only their
+/// first tokens), for output that has no room for the count (stdout, `--json`).
+pub(super) fn warn_truncated(cut: usize, n: usize, to: &str) {
+    if cut > 0 {
+        eprintln!("warning: {cut} of {n} texts truncated to {to} (--max-len)");
+    }
 }

@@ -83,8 +83,7 @@ pub fn predict(a: &Args, pairs: &[(String, PathBuf)]) -> Result<()> {
         out.push_str(&Value::Object(obj).to_string());
         out.push('\n');
     }
-    let note = format!("{truncated} truncated to each task's max_len");
-    write_predictions(a, &out, preds.len(), &note)
+    write_predictions(a, &out, preds.len(), (truncated, "each task's max_len"))
 }
 
 /// Each row's prompt, an index into `pairs`, from its --prompt-field; a row without one or
