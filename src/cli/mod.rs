@@ -27,6 +27,7 @@ mod predict_mixed;
 mod profile;
 #[cfg(feature = "serve")]
 mod serve;
+mod signals;
 mod train;
 
 use clap::{Parser, Subcommand};

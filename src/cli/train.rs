@@ -149,6 +149,11 @@ pub struct Args {
 pub fn run(args: Args) -> i32 {
     match train(&args) {
         Ok(()) => 0,
+        // a signal's stop: the message says where the checkpoint is and how to go on
+        Err(Error::Interrupted(msg)) => {
+            eprintln!("interrupted: {msg} (--resume)");
+            super::signals::exit_code()
+        }
         Err(e) => fail(e),
     }
 }
@@ -351,8 +356,18 @@ fn train(a: &Args) -> Result<()> {
     };
     let (k, d) = (task.labels().len(), model.hidden_size());
     let mut progress = ConsoleProgress::new(&cfg, t0, k, d, !a.no_progress);
-    let (summary, _) = model.train(&task, splits, &cfg, &a.out, &mut |ev| progress.on_event(ev))?;
+    let stop = super::signals::stop_flag();
+    let run = model.train_until(
+        &task,
+        splits,
+        &cfg,
+        &a.out,
+        &mut |ev| progress.on_event(ev),
+        stop,
+    );
+    // cleared before any message: an interrupted run's line must not land on the bar
     progress.finish();
+    let (summary, _) = run?;
     print_summary(&summary, t0, a, &task);
     Ok(())
 }

@@ -88,10 +88,17 @@ pub(super) fn train(a: &Args) -> Result<()> {
         })
         .collect();
     let log_every = a.log_every;
-    let results = model.train_multi(&tasks, &cfg, &a.out, &mut |name, ev| {
-        warn_at_start(name, ev, &cfg);
-        print_event(name, ev, log_every)
-    })?;
+    let stop = crate::cli::signals::stop_flag();
+    let results = model.train_multi_until(
+        &tasks,
+        &cfg,
+        &a.out,
+        &mut |name, ev| {
+            warn_at_start(name, ev, &cfg);
+            print_event(name, ev, log_every)
+        },
+        stop,
+    )?;
     print_summary(&results, t0, a);
     Ok(())
 }

@@ -312,10 +312,13 @@ impl<F: Real> Storage for CpuBackend<F> {
                 "float data cannot be uploaded as I32",
             ));
         }
-        Ok(self.wrap(
-            Data::Real(data.iter().map(|&x| F::from_f32(x)).collect()),
-            dtype,
-        ))
+        // from the pool, as every buffer it frees goes back there: a fresh vector per upload
+        // (the prompt, on every call) stacked up copies of one length until the pool was full
+        let mut v = self.floats(data.len(), false);
+        for (to, &x) in v.iter_mut().zip(data) {
+            *to = F::from_f32(x);
+        }
+        Ok(self.wrap(Data::Real(v), dtype))
     }
     fn upload_i32(&self, data: &[i32]) -> Result<CpuBuf<F>> {
         Ok(self.wrap(Data::Int(data.to_vec()), DType::I32))

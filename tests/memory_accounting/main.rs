@@ -67,3 +67,23 @@ fn cpu_pool_keeps_the_working_set_within_the_high_water_mark() {
     assert!(be.memory().peak_bytes <= 3 * bytes + (64 << 20));
     drop(other);
 }
+
+/// An uploaded buffer (the prompt, uploaded again on every predict call or served request)
+/// comes from the pool it goes back to: the pool held one more copy per call, ~1-30 KB a
+/// request, until it reached its 64 MiB (hostile pass 12).
+#[test]
+fn uploads_reuse_the_pool_instead_of_stacking_copies() {
+    let be = Be::new();
+    let prompt: Vec<f32> = (0..20 * 384).map(|i| i as f32).collect();
+    let call = |be: &Be| {
+        let buf = be.upload(DType::F32, &prompt).unwrap();
+        assert_eq!(be.download(&buf).unwrap(), prompt);
+    };
+    call(&be);
+    let after_one = be.pooled_bytes();
+    assert_eq!(after_one, prompt.len() * F32);
+    for _ in 0..100 {
+        call(&be);
+    }
+    assert_eq!(be.pooled_bytes(), after_one, "one copy, reused");
+}

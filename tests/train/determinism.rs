@@ -1,6 +1,6 @@
 //! Determinism and resume: the same seed gives the same loss curve, the emulated kernels train
 //! the CPU's prompt, a resume on other threads or devices warns, and a run killed with
-//! SIGKILL resumes bit for bit.
+//! SIGKILL, SIGTERM or SIGINT resumes bit for bit.
 
 use crate::common::{fixture, softprompt, stdout_ok as ok};
 #[cfg(feature = "emu")]
@@ -438,6 +438,86 @@ fn killed_run_resumes_bit_identically() {
         err.contains("other settings") && err.contains("lr: 0.05 -> 0.1"),
         "{err}"
     );
+}
+
+/// SIGTERM (what systemd, docker and `timeout` send) and Ctrl-C's SIGINT stop `train` after
+/// the step under way with its checkpoint written (the process died on them, losing every
+/// step since the last --save-every: hostile pass 12); exit 128 + the signal, and the run
+/// resumed twice ends bit for bit as the uninterrupted one.
+#[test]
+fn terminated_run_checkpoints_its_step_and_resumes() {
+    use std::os::unix::process::CommandExt;
+    let dir = scratch("sigterm");
+    let (train, dev) = sentiment_files(&dir);
+    let model = fixture("bert_mlm");
+    let steps = "300";
+    let (full, cut) = (dir.join("full"), dir.join("cut"));
+    ok(&softprompt(&train_args(
+        s(&model),
+        s(&train),
+        s(&dev),
+        s(&full),
+        steps,
+        "0.05",
+    )));
+    let last_logged = |d: &Path| -> u64 {
+        let text = std::fs::read_to_string(d.join("metrics.jsonl")).unwrap_or_default();
+        (text.lines())
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["step"].as_u64())
+            .max()
+            .unwrap_or(0)
+    };
+    for (signal, after) in [(libc::SIGTERM, 15), (libc::SIGINT, 60)] {
+        let mut args = train_args(s(&model), s(&train), s(&dev), s(&cut), steps, "0.05");
+        args.push("--resume");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_softprompt"));
+        cmd.args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        // SAFETY: signal(2) alone between fork and exec. A job a shell starts with `&`
+        // inherits SIGINT ignored, and the CLI keeps it ignored: the test's child must not.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
+        while last_logged(&cut) < after {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the run ended ({status}) before the signal");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        // SAFETY: kill(2) on our own child, not yet waited for
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(128 + signal), "{err}");
+        let ck = Checkpoint::load(&cut.join("checkpoint.safetensors")).unwrap();
+        let line = format!(
+            "interrupted: training stopped at step {} of 300",
+            ck.state.step
+        );
+        assert!(err.contains(&line), "{err}");
+        assert!(
+            !ck.state.done && ck.state.step >= after,
+            "{}",
+            ck.state.step
+        );
+    }
+    let mut args = train_args(s(&model), s(&train), s(&dev), s(&cut), steps, "0.05");
+    args.push("--resume");
+    ok(&softprompt(&args));
+    for file in ["adapter_model.safetensors", "task.json"] {
+        let (a, b) = (full.join(file), cut.join(file));
+        let same = std::fs::read(a).unwrap() == std::fs::read(b).unwrap();
+        assert!(same, "{file} differs");
+    }
+    let ck = |d: &Path| Checkpoint::load(&d.join("checkpoint.safetensors")).unwrap();
+    let (a, b) = (ck(&full), ck(&cut));
+    assert_eq!(a.tensors, b.tensors);
+    assert_eq!(a.state, b.state);
 }
 
 /// `--recompute` changes what backward keeps, not a number (docs/resume.md: the same losses bit for
