@@ -61,6 +61,7 @@ fn t5_preset(d_model: usize, heads: usize, d_ff: usize, layers: usize) -> Preset
         dense_act: Act::GeluTanh,
         is_gated_act: true,
         scale_decoder_outputs: false,
+        tie_word_embeddings: false,
         decoder_start_token_id: 0,
         pad_token_id: 0,
         eos_token_id: 1,

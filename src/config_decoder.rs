@@ -94,7 +94,10 @@ pub(super) fn parse_bloom(cfg: &Cfg) -> Result<DecoderConfig> {
         model_type: "bloom".into(),
         vocab_size: cfg.positive("vocab_size", cfg.usize_or("vocab_size", 250880)?)?,
         hidden_size: hidden,
-        num_layers: cfg.positive("n_layer", cfg.usize_any(&["n_layer", "num_hidden_layers"])?)?,
+        // BloomConfig's attribute_map aliases are set after its own keys
+        // (PretrainedConfig.__init__): num_hidden_layers wins over n_layer, as
+        // num_attention_heads over n_head; `n_embed` is popped first and wins over hidden_size
+        num_layers: cfg.usize_any(&["num_hidden_layers", "n_layer"])?,
         num_heads: heads,
         num_kv_heads: heads,
         head_dim: hidden / heads,

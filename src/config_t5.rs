@@ -22,6 +22,9 @@ pub struct T5Config {
     pub is_gated_act: bool,
     /// decoder output multiplied by d_model^-0.5 before the LM head
     pub scale_decoder_outputs: bool,
+    /// the LM head is `shared.weight` when the checkpoint has no `lm_head.weight` (else that
+    /// tensor is required)
+    pub tie_word_embeddings: bool,
     pub decoder_start_token_id: usize,
     pub pad_token_id: usize,
     pub eos_token_id: usize,
@@ -74,25 +77,31 @@ pub(super) fn parse_t5(cfg: &Cfg) -> Result<T5Config> {
     if let Some(act) = cfg.act_opt("dense_act_fn")? {
         dense_act = act;
     }
-    let num_layers = cfg.positive("num_layers", cfg.usize("num_layers")?)?;
+    // T5Config's attribute_map aliases (hidden_size, num_attention_heads, num_hidden_layers)
+    // are set by PretrainedConfig.__init__ after T5Config's own keys, so an alias wins; and
+    // num_decoder_layers defaults to the `num_layers` key (6 when absent) before the alias
+    // overwrites num_layers (transformers 4.x configuration_t5.py)
+    let num_layers = cfg.usize_any(&["num_hidden_layers", "num_layers"])?;
+    let num_decoder_layers = match cfg.usize_opt("num_decoder_layers")? {
+        Some(n) => cfg.positive("num_decoder_layers", n)?,
+        None => cfg.positive("num_layers", cfg.usize_or("num_layers", 6)?)?,
+    };
     // transformers 5 writes `scale_decoder_outputs`; older configs say it with
     // `tie_word_embeddings` (false on v1.1); the original T5 always scaled.
-    let scale_decoder_outputs = match cfg.bool_opt("scale_decoder_outputs")? {
-        Some(s) => s,
-        None => cfg.bool_opt("tie_word_embeddings")?.unwrap_or(true),
-    };
+    // transformers' default: tied (T5 v1.0 configs carry no key)
+    let tie_word_embeddings = cfg.bool_opt("tie_word_embeddings")?.unwrap_or(true);
+    let scale_decoder_outputs = cfg
+        .bool_opt("scale_decoder_outputs")?
+        .unwrap_or(tie_word_embeddings);
     let pad_token_id = cfg.usize_or("pad_token_id", 0)?;
     let c = T5Config {
         vocab_size: cfg.positive("vocab_size", cfg.usize("vocab_size")?)?,
-        d_model: cfg.positive("d_model", cfg.usize("d_model")?)?,
+        d_model: cfg.usize_any(&["hidden_size", "d_model"])?,
         d_kv: cfg.positive("d_kv", cfg.usize("d_kv")?)?,
         d_ff: cfg.positive("d_ff", cfg.usize("d_ff")?)?,
         num_layers,
-        num_decoder_layers: cfg.positive(
-            "num_decoder_layers",
-            cfg.usize_or("num_decoder_layers", num_layers)?,
-        )?,
-        num_heads: cfg.positive("num_heads", cfg.usize("num_heads")?)?,
+        num_decoder_layers,
+        num_heads: cfg.usize_any(&["num_attention_heads", "num_heads"])?,
         relative_attention_num_buckets: cfg.positive(
             "relative_attention_num_buckets",
             cfg.usize_or("relative_attention_num_buckets", 32)?,
@@ -102,6 +111,7 @@ pub(super) fn parse_t5(cfg: &Cfg) -> Result<T5Config> {
         dense_act,
         is_gated_act,
         scale_decoder_outputs,
+        tie_word_embeddings,
         decoder_start_token_id: cfg.usize_or("decoder_start_token_id", pad_token_id)?,
         pad_token_id,
         eos_token_id: cfg.token_id_or("eos_token_id", 1)?,

@@ -59,6 +59,9 @@ pub struct WeightStore {
     /// name -> (shard index, stored dtype), so that asking for one as a weight names its
     /// dtype (it was "missing")
     others: BTreeMap<String, (usize, Dtype)>,
+    /// config.json's `quantization_config.quant_method` ("gptq", "awq", "bitsandbytes"...):
+    /// a missing float weight is then named as a quantized one, which is not read
+    quantized: Option<String>,
 }
 
 fn is_float(dtype: Dtype) -> bool {
@@ -84,7 +87,9 @@ impl WeightStore {
                  (a Hugging Face model folder is expected)",
             ));
         };
-        WeightStore::from_files(&files)
+        let mut store = WeightStore::from_files(&files)?;
+        store.quantized = quant_method(&dir.join("config.json"));
+        Ok(store)
     }
 
     pub fn from_files(files: &[PathBuf]) -> Result<WeightStore> {
@@ -92,11 +97,13 @@ impl WeightStore {
             shards: Vec::new(),
             index: BTreeMap::new(),
             others: BTreeMap::new(),
+            quantized: None,
         };
         for path in files {
             let read = Shard::read(path)?;
             let shard = store.shards.len();
             for (name, info) in read.header.tensors() {
+                store.refuse_twice_stored(&name, path)?;
                 if is_float(info.dtype) {
                     store
                         .index
@@ -119,6 +126,40 @@ impl WeightStore {
         self.index.get(name).map(|(_, d, s)| (*d, s.as_slice()))
     }
 
+    /// A tensor stored in two shards: which copy the index's `weight_map` meant is not known
+    /// once the shards are merged (the later one silently won), so the folder is refused
+    /// naming both files.
+    fn refuse_twice_stored(&self, name: &str, path: &Path) -> Result<()> {
+        let earlier = (self.index.get(name).map(|(s, ..)| *s))
+            .or_else(|| self.others.get(name).map(|(s, _)| *s));
+        match earlier {
+            None => Ok(()),
+            Some(shard) => Err(Error::tensor(
+                name,
+                format!(
+                    "stored in two shards, {} and {}: expected each tensor in one shard (the one \
+                     model.safetensors.index.json's weight_map names)",
+                    self.shard_path(shard),
+                    path.display()
+                ),
+            )),
+        }
+    }
+
+    /// What a missing or non-float weight is, where config.json says the checkpoint is
+    /// quantized: otherwise the user hunts for a tensor stored under other names (GPTQ's
+    /// `qweight`, `scales`) or dtypes.
+    fn quantized_note(&self) -> String {
+        match &self.quantized {
+            Some(method) => format!(
+                "; config.json's quantization_config says quant_method {method:?}: quantized \
+                 checkpoints are not read (softprompt reads float weights, {FLOAT_DTYPES}): use \
+                 the model's unquantized release"
+            ),
+            None => String::new(),
+        }
+    }
+
     fn shard_path(&self, shard: usize) -> String {
         (self.shards.get(shard)).map_or_else(String::new, |s| s.path.display().to_string())
     }
@@ -138,8 +179,9 @@ impl WeightSource for WeightStore {
                 name,
                 format!(
                     "is there in {} with dtype {dtype:?}: expected a float tensor ({FLOAT_DTYPES}) \
-                     of shape {shape:?}",
-                    self.shard_path(*shard)
+                     of shape {shape:?}{}",
+                    self.shard_path(*shard),
+                    self.quantized_note()
                 ),
             ));
         }
@@ -152,8 +194,9 @@ impl WeightSource for WeightStore {
             Error::tensor(
                 name,
                 format!(
-                    "missing from {} (expected shape {shape:?} from config.json)",
-                    files.join(", ")
+                    "missing from {} (expected shape {shape:?} from config.json){}",
+                    files.join(", "),
+                    self.quantized_note()
                 ),
             )
         })?;
@@ -289,6 +332,17 @@ impl WeightSource for RandomWeights {
         };
         Ok(HostTensor::new(shape.to_vec(), data))
     }
+}
+
+/// config.json's `quantization_config.quant_method`, "unnamed" for a quantization_config
+/// without one (older bitsandbytes configs); None without a quantization_config, or when the
+/// file cannot be read (the config's own loader reports that).
+fn quant_method(config: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(config).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let q = v.get("quantization_config").filter(|q| !q.is_null())?;
+    let method = q.get("quant_method").and_then(|m| m.as_str());
+    Some(method.unwrap_or("unnamed").to_string())
 }
 
 fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {

@@ -311,3 +311,103 @@ fn reference_encoder_sizes_that_overflow_are_refused() {
         ],
     );
 }
+
+/// A tensor stored in two shards of a sharded checkpoint: every shard went into one map, the
+/// later shard silently winning over the one the index's weight_map names (scores moved by
+/// 1.63 with a changed copy). Refused, naming the tensor and both files.
+#[test]
+fn a_tensor_in_two_shards_is_refused_naming_both() {
+    let dir = ScratchDir::new("two_shards");
+    let model = dir.copy_model("bert_mlm_bf16_sharded", "sharded");
+    let name = "embeddings.token_type_embeddings.weight";
+    let (first, second) = (
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    );
+    let (tensors, _) = common::read_raw(&model.join(first));
+    let copy = tensors[name].clone();
+    edit_safetensors(&model.join(second), |t| {
+        t.insert(name.into(), copy);
+    });
+    let err = match Model::open(&model, Device::Cpu) {
+        Ok(_) => panic!("a tensor in two shards loaded"),
+        Err(e) => e.to_string(),
+    };
+    let want = format!(
+        "tensor `{name}`: stored in two shards, {} and {}: expected each tensor in one shard \
+         (the one model.safetensors.index.json's weight_map names)",
+        model.join(first).display(),
+        model.join(second).display()
+    );
+    assert!(err.contains(&want), "{err}");
+}
+
+/// A GPTQ folder (config.json's `quantization_config`, `q_proj.qweight` I32 and `scales` where
+/// `q_proj.weight` was) was refused as "missing" with no word of quantization: the refusal
+/// now says the checkpoint is quantized and not read, with its quant_method; the same for a
+/// bitsandbytes U8 weight. Without a `quantization_config` the message is as before.
+#[test]
+fn a_quantized_checkpoint_is_named_as_such() {
+    let dir = ScratchDir::new("quantized");
+    let name = "model.layers.0.self_attn.q_proj.weight";
+    let gptq = dir.copy_model("llama", "gptq");
+    edit_safetensors(&gptq.join("model.safetensors"), |t| {
+        let w = t.remove(name).unwrap();
+        let n = w.shape.iter().product::<usize>() / 8;
+        let q = "model.layers.0.self_attn.q_proj";
+        let packed = RawTensor {
+            dtype: safetensors::Dtype::I32,
+            shape: vec![n],
+            bytes: vec![0u8; 4 * n],
+        };
+        t.insert(format!("{q}.qweight"), packed);
+        t.insert(format!("{q}.scales"), RawTensor::f32(vec![1], &[1.0]));
+    });
+    let err_of = |model: &Path| match Model::open(model, Device::Cpu) {
+        Ok(_) => panic!("{}: loaded without {name}", model.display()),
+        Err(e) => e.to_string(),
+    };
+    let note = "config.json's quantization_config says quant_method \"gptq\": quantized \
+                checkpoints are not read (softprompt reads float weights, F32, F16, BF16 or \
+                F64): use the model's unquantized release";
+    let plain_err = err_of(&gptq);
+    assert!(
+        plain_err.contains(&format!("tensor `{name}`: missing from ")),
+        "{plain_err}"
+    );
+    assert!(!plain_err.contains("quant_method"), "{plain_err}");
+    let q = serde_json::json!({"quant_method": "gptq", "bits": 4});
+    set_config_key(&gptq, "quantization_config", q);
+    assert_eq!(err_of(&gptq), format!("{plain_err}; {note}"));
+    // bitsandbytes keeps the name and stores U8: named with its dtype and the note
+    let bnb = dir.copy_model("llama", "bnb");
+    edit_safetensors(&bnb.join("model.safetensors"), |t| {
+        let n = t[name].shape.iter().product::<usize>() / 2;
+        let packed = RawTensor {
+            dtype: safetensors::Dtype::U8,
+            shape: vec![n, 1],
+            bytes: vec![0u8; n],
+        };
+        t.insert(name.into(), packed);
+    });
+    let q = serde_json::json!({"quant_method": "bitsandbytes", "load_in_4bit": true});
+    set_config_key(&bnb, "quantization_config", q);
+    let err = err_of(&bnb);
+    assert!(
+        err.contains("with dtype U8: expected a float tensor"),
+        "{err}"
+    );
+    assert!(
+        err.contains("quant_method \"bitsandbytes\": quantized checkpoints are not read"),
+        "{err}"
+    );
+}
+
+/// Sets `key` of `dir`/config.json.
+fn set_config_key(dir: &Path, key: &str, value: serde_json::Value) {
+    let path = dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg[key] = value;
+    std::fs::write(&path, cfg.to_string()).unwrap();
+}

@@ -499,6 +499,82 @@ fn untied_decoder_without_lm_head_is_an_error() {
     );
 }
 
+/// T5 checkpoints are spelled several ways too, each loaded as transformers loads it into
+/// T5ForConditionalGeneration: the embeddings stored only as `decoder.embed_tokens.weight`
+/// (transformers ties it with `shared`), and every key under T5ForSequenceClassification's
+/// base-model prefix `transformer.` beside its `classification_head.*` (transformers strips the
+/// prefix). Both were refused naming only `encoder.embed_tokens.weight`. Same model, same
+/// parity (t5_v1_0 is tied: its head is the embeddings).
+#[test]
+fn parity_with_t5_checkpoint_spellings() {
+    use common::edit_safetensors;
+    let be = CpuBackend::<f32>::new();
+    let scratch = ScratchDir::new("t5-spellings");
+    let decoder_only = scratch.copy_model("t5_v1_0", "t5_decoder_embed_tokens");
+    edit_safetensors(&decoder_only.join("model.safetensors"), |t| {
+        let shared = t.remove("shared.weight").unwrap();
+        t.insert("decoder.embed_tokens.weight".into(), shared);
+    });
+    let prefixed = scratch.copy_model("t5_v1_0", "t5_for_sequence_classification");
+    edit_safetensors(&prefixed.join("model.safetensors"), |t| {
+        let names: Vec<String> = t.keys().cloned().collect();
+        for name in names {
+            let v = t.remove(&name).unwrap();
+            t.insert(format!("transformer.{name}"), v);
+        }
+        let c = t["transformer.shared.weight"].shape[1];
+        let head = RawTensor::f32(vec![c, c], &vec![0.5; c * c]);
+        t.insert("classification_head.dense.weight".into(), head);
+    });
+    for model in [&decoder_only, &prefixed] {
+        let r = Reference::read(&model.join("ref_seq2seq_random.safetensors")).unwrap();
+        let report = parity::run(&be, model, &r, TOL).unwrap();
+        assert!(report.passed(), "{}:\n{}", model.display(), report.table());
+    }
+    // none of the three names: the refusal names `shared.weight` and the other two
+    let none = scratch.copy_model("t5_v1_0", "t5_no_embeddings");
+    edit_safetensors(&none.join("model.safetensors"), |t| {
+        t.remove("shared.weight").unwrap();
+    });
+    let r = Reference::read(&none.join("ref_seq2seq_random.safetensors")).unwrap();
+    let Err(err) = parity::run(&be, &none, &r, TOL) else {
+        panic!("no embeddings: the run must fail");
+    };
+    let want = "tensor `shared.weight`: missing from ";
+    let also = "; nor is `encoder.embed_tokens.weight` or `decoder.embed_tokens.weight` (T5 \
+                reads its embeddings from any one of the three)";
+    let err = err.to_string();
+    assert!(err.contains(want) && err.ends_with(also), "{err}");
+}
+
+/// T5 with `tie_word_embeddings: false` and no `lm_head.weight` ran with `shared.weight` as
+/// its head, silently (scores moved by up to 32 nats against the real head): refused as
+/// BERT, BLOOM and Llama refuse it, naming the tensor and the flag. A tied T5 (v1.0: no key,
+/// no lm_head) keeps loading (`parity_passes_on_every_committed_fixture`).
+#[test]
+fn untied_t5_without_lm_head_is_an_error() {
+    let scratch = ScratchDir::new("untied-t5");
+    let flan = scratch.copy_model("t5_flan", "t5_flan");
+    common::edit_safetensors(&flan.join("model.safetensors"), |t| {
+        t.remove("lm_head.weight").unwrap();
+    });
+    let r = Reference::read(&flan.join("ref_seq2seq_random.safetensors")).unwrap();
+    let Err(err) = parity::run(&CpuBackend::<f32>::new(), &flan, &r, TOL) else {
+        panic!("no lm_head.weight: the run must fail");
+    };
+    assert_eq!(
+        err.to_string(),
+        "tensor `lm_head.weight`: missing, and config.json says tie_word_embeddings: false (the \
+         head is not shared.weight)"
+    );
+    // tied, the same folder's head is `shared.weight`, as transformers ties it
+    set_config(&flan, &[("tie_word_embeddings", true.into())]);
+    let cfg = softprompt::internals::config::ModelConfig::load(&flan).unwrap();
+    let store = softprompt::internals::weights::WeightStore::open(&flan).unwrap();
+    softprompt::internals::models::Model::from_config(&CpuBackend::<f32>::new(), &store, cfg)
+        .expect("a tied T5 without lm_head.weight loads");
+}
+
 #[test]
 fn binary_parity_decoder_passes_with_table() {
     let (code, stdout, stderr) =

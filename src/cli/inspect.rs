@@ -118,25 +118,20 @@ fn inspect_model(args: &Args) -> softprompt::Result<()> {
             let mlm = store.contains("cls.predictions.transform.dense.weight")
                 || store.contains("cls.predictions.bias");
             if mlm {
-                "masked-LM head (tasks mlm, pet, cls)"
+                "masked-LM head (tasks mlm, pet, cls)".to_string()
             } else {
-                "no masked-LM head (task cls)"
+                "no masked-LM head (task cls)".to_string()
             }
         }
-        ModelConfig::T5(_) => {
-            if store.contains("lm_head.weight") {
-                "untied lm_head (task seq2seq)"
-            } else {
-                "LM head tied to shared.weight (task seq2seq)"
-            }
+        ModelConfig::T5(c) => {
+            lm_head_line(&store, c.tie_word_embeddings, "shared.weight", "seq2seq")
         }
-        ModelConfig::Bloom(_) | ModelConfig::Llama(_) => {
-            if store.contains("lm_head.weight") {
-                "untied lm_head (task causal)"
-            } else {
-                "LM head tied to the input embeddings (task causal)"
-            }
-        }
+        ModelConfig::Bloom(c) | ModelConfig::Llama(c) => lm_head_line(
+            &store,
+            c.tie_word_embeddings,
+            "the input embeddings",
+            "causal",
+        ),
     };
     outln!("{params} float parameters; {heads}");
     let tokenizer = args.path.join("tokenizer.json");
@@ -156,6 +151,19 @@ fn inspect_model(args: &Args) -> softprompt::Result<()> {
         Err(e) => outln!("tokenizer: {e}"),
     }
     Ok(())
+}
+
+/// What a language model's head is: its own `lm_head.weight`, the embeddings it is tied to, or
+/// neither (config.json unties it and no head is stored: the model loads nowhere, and saying
+/// "tied" would contradict config.json).
+fn lm_head_line(store: &WeightStore, tied: bool, embeddings: &str, task: &str) -> String {
+    match (store.contains("lm_head.weight"), tied) {
+        (true, _) => format!("untied lm_head (task {task})"),
+        (false, true) => format!("LM head tied to {embeddings} (task {task})"),
+        (false, false) => "no lm_head.weight, and config.json says tie_word_embeddings: false: \
+             no LM head (train, eval and predict refuse this folder)"
+            .to_string(),
+    }
 }
 
 /// A count of adapter_config.json, or "unset" where it is null or absent (PEFT fills some in

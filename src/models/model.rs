@@ -328,7 +328,8 @@ pub fn unused_layers<'a>(cfg: &ModelConfig, names: impl Iterator<Item = &'a str>
                 c.num_decoder_layers,
             ),
         ],
-        ModelConfig::Bloom(c) => vec![(None, "h", "n_layer", c.num_layers)],
+        // either key may have set the count (num_hidden_layers wins, as in transformers)
+        ModelConfig::Bloom(c) => vec![(None, "h", "num_hidden_layers`/`n_layer", c.num_layers)],
         ModelConfig::Llama(c) => vec![(None, "layers", "num_hidden_layers", c.num_layers)],
     };
     let mut held = vec![0usize; stacks.len()];

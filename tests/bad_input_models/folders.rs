@@ -66,3 +66,49 @@ fn inspect_says_when_there_is_no_tokenizer() {
     assert!(stdout.contains("tokenizer.json: "), "{stdout}");
     assert!(!stdout.contains("none found"), "{stdout}");
 }
+
+/// `inspect` said "LM head tied to shared.weight" of a T5 folder without `lm_head.weight`
+/// whose config.json says `tie_word_embeddings: false` (and the decoders' line said "tied to
+/// the input embeddings" likewise): it now says there is no head, as config.json unties it and
+/// train, eval and predict refuse the folder. The stored and the tied heads are named as before.
+#[test]
+fn inspect_names_an_untied_missing_head() {
+    let dir = ScratchDir::new("inspect_untied_head");
+    let no_head = "no lm_head.weight, and config.json says tie_word_embeddings: false: no LM \
+                   head (train, eval and predict refuse this folder)";
+    for (fixture_dir, tied) in [
+        ("t5_flan", "LM head tied to shared.weight (task seq2seq)"),
+        (
+            "llama",
+            "LM head tied to the input embeddings (task causal)",
+        ),
+    ] {
+        let model = dir.copy_model(fixture_dir, fixture_dir);
+        let inspect = |model: &std::path::Path| {
+            let out = run_bounded(&["inspect", s(model)]);
+            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+            assert_eq!(out.status.code(), Some(0), "{stdout}");
+            stdout
+        };
+        let stored = format!(
+            "untied lm_head (task {})",
+            if fixture_dir == "llama" {
+                "causal"
+            } else {
+                "seq2seq"
+            }
+        );
+        assert!(inspect(&model).contains(&stored), "{fixture_dir}");
+        crate::common::edit_safetensors(&model.join("model.safetensors"), |t| {
+            t.remove("lm_head.weight").expect("lm_head.weight");
+        });
+        let out = inspect(&model);
+        assert!(out.contains(no_head) && !out.contains("tied to"), "{out}");
+        let path = model.join("config.json");
+        let text = std::fs::read_to_string(&path).expect("config.json");
+        let mut cfg: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        cfg["tie_word_embeddings"] = true.into();
+        std::fs::write(&path, cfg.to_string()).expect("write config.json");
+        assert!(inspect(&model).contains(tied), "{fixture_dir}");
+    }
+}

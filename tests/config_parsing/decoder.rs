@@ -259,6 +259,28 @@ fn rope_scaling_wins_over_rope_parameters() {
     }
 }
 
+/// BloomConfig's attribute_map aliases are set after its own keys (PretrainedConfig.__init__):
+/// num_hidden_layers wins over n_layer (n_layer won here) as num_attention_heads over n_head;
+/// `n_embed` is popped before and wins over hidden_size.
+#[test]
+fn bloom_aliases_resolve_as_transformers_does() {
+    let c = decoder_edited("bloom", |v| {
+        v["num_hidden_layers"] = 1.into();
+        v["n_head"] = 3.into();
+        v["hidden_size"] = 24.into();
+    });
+    let got = (c.num_layers, c.num_heads, c.hidden_size);
+    assert_eq!(got, (1, 6, 48));
+    let c = decoder_edited("bloom", |v| {
+        remove(v, &["n_layer", "num_attention_heads", "n_embed"]);
+        v["num_hidden_layers"] = 1.into();
+        v["n_head"] = 3.into();
+        v["hidden_size"] = 24.into();
+    });
+    let got = (c.num_layers, c.num_heads, c.hidden_size);
+    assert_eq!(got, (1, 3, 24));
+}
+
 #[test]
 fn decoder_config_errors_name_the_key() {
     let cases: Vec<(&str, Edit, &str)> = vec![

@@ -38,6 +38,7 @@ fn t5_v1_0_hub_spelling_uses_defaults() {
         dense_act: Act::Relu,
         is_gated_act: false,
         scale_decoder_outputs: true,
+        tie_word_embeddings: true,
         decoder_start_token_id: 0,
         pad_token_id: 0,
         eos_token_id: 1,
@@ -114,6 +115,48 @@ fn t5_scale_rule() {
     );
     assert!(
         !t5_edited("t5_v1_0", |v| v["scale_decoder_outputs"] = false.into()).scale_decoder_outputs
+    );
+}
+
+/// transformers' `tie_word_embeddings` default is true (the v1.0 configs carry no key); flan
+/// says false. The loader reads it for the head (`shared.weight` only when tied).
+#[test]
+fn t5_tie_flag_defaults_to_tied() {
+    assert!(t5("t5_v1_0").tie_word_embeddings);
+    assert!(t5("t5_v1_1").tie_word_embeddings);
+    assert!(!t5("t5_flan").tie_word_embeddings);
+}
+
+/// T5Config's attribute_map aliases are set after its own keys (PretrainedConfig.__init__), so
+/// they win; num_decoder_layers defaults to the `num_layers` key (6 when absent), read before
+/// the alias overwrites num_layers. They were ignored.
+#[test]
+fn t5_attribute_map_aliases_win_as_in_transformers() {
+    let c = t5_edited("t5_flan", |v| {
+        v["num_hidden_layers"] = 1.into();
+        v["num_attention_heads"] = 2.into();
+        v["hidden_size"] = 16.into();
+    });
+    let got = (c.num_layers, c.num_decoder_layers, c.num_heads, c.d_model);
+    assert_eq!(got, (1, 2, 2, 16));
+    // no num_decoder_layers: the `num_layers` key's 3, not the alias's 1
+    let c = t5_edited("t5_flan", |v| {
+        remove(v, &["num_decoder_layers"]);
+        v["num_hidden_layers"] = 1.into();
+    });
+    assert_eq!((c.num_layers, c.num_decoder_layers), (1, 3));
+    // neither: T5Config's default num_layers, 6
+    let c = t5_edited("t5_flan", |v| {
+        remove(v, &["num_decoder_layers", "num_layers"]);
+        v["num_hidden_layers"] = 2.into();
+    });
+    assert_eq!((c.num_layers, c.num_decoder_layers), (2, 6));
+    // an alias of 0 is named
+    let err = parse_edited("t5_flan", |v| v["num_attention_heads"] = 0.into()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`num_attention_heads` must be positive, got 0"),
+        "{err}"
     );
 }
 

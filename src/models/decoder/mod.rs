@@ -24,6 +24,7 @@ pub use inputs::{causal_targets, DecoderInputs};
 pub use layer::{DecoderLayerActs, NormActs};
 pub use rank::RankPrefill;
 pub use stack::DecoderActs;
+pub(crate) use weights::missing_untied_head;
 pub use weights::{
     key_prefix, load_lm_head, Decoder, DecoderLayerWeights, DecoderWeights, Linear, Mlp, Norm,
 };

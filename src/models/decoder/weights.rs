@@ -163,10 +163,19 @@ pub fn load_lm_head<B: Backend>(
         )?));
     }
     if !cfg.tie_word_embeddings {
-        return Err(crate::error::Error::tensor(
-            "lm_head.weight",
-            "missing, and config.json says tie_word_embeddings: false (the head is not the input embeddings)",
-        ));
+        return Err(missing_untied_head("the input embeddings"));
     }
     Ok(None)
+}
+
+/// No `lm_head.weight` where config.json unties the head from `embeddings`: transformers would
+/// start that head at random, so nothing would match its numbers; refused naming both.
+pub(crate) fn missing_untied_head(embeddings: &str) -> crate::error::Error {
+    crate::error::Error::tensor(
+        "lm_head.weight",
+        format!(
+            "missing, and config.json says tie_word_embeddings: false (the head is not \
+             {embeddings})"
+        ),
+    )
 }

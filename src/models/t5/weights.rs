@@ -3,8 +3,9 @@
 use super::cross::CrossFold;
 use crate::backend::Backend;
 use crate::config::T5Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::models::common::load;
+use crate::models::decoder::{key_prefix, missing_untied_head};
 use crate::weights::WeightSource;
 
 /// q, k, v (A, C) and o (C, A): `SelfAttention.*` or `EncDecAttention.*`, no biases.
@@ -53,21 +54,29 @@ pub struct T5<B: Backend> {
 impl<B: Backend> T5<B> {
     pub fn load(be: &B, store: &dyn WeightSource, cfg: T5Config) -> Result<Self> {
         let (c, v) = (cfg.d_model, cfg.vocab_size);
-        let shared = if store.contains("shared.weight") {
-            "shared.weight"
-        } else {
-            "encoder.embed_tokens.weight"
-        };
+        // T5For{SequenceClassification,QuestionAnswering,TokenClassification} store the model
+        // under its base_model_prefix; transformers strips it loading T5ForConditionalGeneration
+        let pre = key_prefix(store, "transformer.", "encoder.final_layer_norm.weight");
         let lm_head = if store.contains("lm_head.weight") {
             Some(load(be, store, "lm_head.weight", &[v, c])?)
-        } else {
+        } else if cfg.tie_word_embeddings {
             None
+        } else {
+            // transformers would start the head at random ("newly initialized"): no numbers
+            // match, as for BERT, BLOOM and Llama
+            return Err(missing_untied_head("shared.weight"));
         };
         Ok(T5 {
-            shared: load(be, store, shared, &[v, c])?,
+            shared: load_shared(be, store, pre, &[v, c])?,
             lm_head,
-            encoder: T5Stack::load(be, store, &cfg, "encoder", cfg.num_layers)?,
-            decoder: T5Stack::load(be, store, &cfg, "decoder", cfg.num_decoder_layers)?,
+            encoder: T5Stack::load(be, store, &cfg, &format!("{pre}encoder"), cfg.num_layers)?,
+            decoder: T5Stack::load(
+                be,
+                store,
+                &cfg,
+                &format!("{pre}decoder"),
+                cfg.num_decoder_layers,
+            )?,
             lm_chunk_bytes: 64 << 20,
             cross_fold: CrossFold::Auto,
             cfg,
@@ -77,6 +86,37 @@ impl<B: Backend> T5<B> {
     pub(super) fn lm_head_weight(&self) -> &B::Buf {
         self.lm_head.as_ref().unwrap_or(&self.shared)
     }
+}
+
+/// The embeddings both stacks read (V, C): transformers ties `shared` and the two stacks'
+/// `embed_tokens` to one table, so a checkpoint may store any one of them (`shared.weight`
+/// is read first).
+fn load_shared<B: Backend>(
+    be: &B,
+    store: &dyn WeightSource,
+    pre: &str,
+    shape: &[usize],
+) -> Result<B::Buf> {
+    let [shared, enc, dec] = ["shared", "encoder.embed_tokens", "decoder.embed_tokens"]
+        .map(|k| format!("{pre}{k}.weight"));
+    if let Some(k) = [&shared, &enc, &dec]
+        .into_iter()
+        .find(|k| store.contains(k))
+    {
+        return load(be, store, k, shape);
+    }
+    // none is stored: the store's "missing from <files>" names `shared.weight`; say that the
+    // other two names were looked for too
+    load(be, store, &shared, shape).map_err(|e| match e {
+        Error::Tensor { name, msg } => Error::tensor(
+            name,
+            format!(
+                "{msg}; nor is `{enc}` or `{dec}` (T5 reads its embeddings from any one of \
+                 the three)"
+            ),
+        ),
+        e => e,
+    })
 }
 
 impl<B: Backend> T5Stack<B> {
@@ -97,7 +137,7 @@ impl<B: Backend> T5Stack<B> {
                 o: get(&format!("{prefix}.o.weight"), &[c, a])?,
             })
         };
-        let decoder = stack == "decoder";
+        let decoder = stack.ends_with("decoder");
         // grown layer by layer, never sized by the config's count: a count the weights do not
         // hold (n_layer 1e9) is refused at its first missing layer, not by an 864 GB allocation
         let mut blocks = Vec::new();
