@@ -283,6 +283,14 @@ fn bad_flags_fail_before_listening() {
             "--body-timeout-ms",
         ),
         (&["--header-timeout-ms", "3600001"], "--header-timeout-ms"),
+        (
+            &["--write-timeout-ms", "3600001"],
+            "--write-timeout-ms: 3600001: expected at most 3600000",
+        ),
+        (
+            &["--write-timeout-ms", "0"],
+            "--write-timeout-ms: 0: expected at least 1",
+        ),
         (&["--mix-prompts", "maybe"], "--mix-prompts"),
         (&["--device", "tpu"], "--device"),
         // the start-up said "loaded already: unload it first", and an address not on this

@@ -61,6 +61,10 @@ pub struct Args {
     /// most an hour
     #[arg(long, default_value_t = 30_000)]
     body_timeout_ms: u64,
+    /// how long an answer may wait for a client that reads nothing of it, in milliseconds;
+    /// then the connection is closed; at most an hour
+    #[arg(long, default_value_t = 30_000)]
+    write_timeout_ms: u64,
     /// after SIGTERM or Ctrl-C, how long the requests in flight may still take (seconds);
     /// past it they are dropped and the exit code is 1, as at a second signal, which ends
     /// the server at once; at most 3600
@@ -102,6 +106,7 @@ fn check_caps(a: &Args) -> Result<()> {
         ("--max-queue", a.max_queue as u64, 1_000_000),
         ("--header-timeout-ms", a.header_timeout_ms, HOUR_MS),
         ("--body-timeout-ms", a.body_timeout_ms, HOUR_MS),
+        ("--write-timeout-ms", a.write_timeout_ms, HOUR_MS),
         ("--shutdown-grace-s", a.shutdown_grace_s, HOUR_MS / 1000),
     ];
     for (flag, v, most) in caps {
@@ -156,6 +161,7 @@ fn settings(a: Args) -> Result<Settings> {
         ("--max-connections", a.max_connections),
         ("--header-timeout-ms", a.header_timeout_ms as usize),
         ("--body-timeout-ms", a.body_timeout_ms as usize),
+        ("--write-timeout-ms", a.write_timeout_ms as usize),
     ] {
         if v == 0 {
             return Err(Error::arg(flag, "0: expected at least 1"));
@@ -183,6 +189,7 @@ fn settings(a: Args) -> Result<Settings> {
         conns: ConnLimits {
             max_connections: a.max_connections,
             header_timeout: Duration::from_millis(a.header_timeout_ms),
+            write_timeout: Duration::from_millis(a.write_timeout_ms),
         },
         shutdown_grace: Duration::from_secs(a.shutdown_grace_s),
         hold_engine: a.debug_hold_engine,

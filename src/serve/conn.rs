@@ -16,14 +16,17 @@ use super::metrics::Metrics;
 use axum::extract::Request;
 use hyper::body::Incoming;
 use hyper_util::service::TowerToHyperService;
+use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 /// Where a connection is, for `softprompt_connections{state}`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -155,23 +158,51 @@ pub fn service(
 
 /// The connection's socket, shared with its requests (`Client`): bytes read with no request
 /// under way begin a head, and once the server stops, a connection with no request reads the
-/// end of its stream when nothing more has come.
+/// end of its stream when nothing more has come. A write that the socket takes nothing of for
+/// `write_timeout` fails, which ends the connection: a client that pipelined requests and read
+/// none of the answers held its connection (a slot of --max-connections) for ever, as hyper
+/// has no write timeout.
 pub struct Stream {
     io: Arc<TcpStream>,
     track: Arc<Track>,
+    write_timeout: Duration,
+    /// running while a write waits for the client to read (None: the last one went through)
+    stalled: Option<Pin<Box<Sleep>>>,
 }
 
 impl Stream {
     /// The stream and the `Client` its requests carry.
-    pub fn new(io: TcpStream, track: Arc<Track>) -> (Stream, Client) {
+    pub fn new(io: TcpStream, track: Arc<Track>, write_timeout: Duration) -> (Stream, Client) {
         let io = Arc::new(io);
         (
             Stream {
                 io: io.clone(),
                 track,
+                write_timeout,
+                stalled: None,
             },
             Client(io),
         )
+    }
+
+    /// `polled`, a write's poll, failed with TimedOut once the writes have waited
+    /// `write_timeout` with nothing taken.
+    fn within_timeout(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let timeout = self.write_timeout;
+        let stalled = (self.stalled).get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(stalled.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client read nothing of its answers for --write-timeout-ms",
+        )))
     }
 }
 
@@ -239,7 +270,9 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        write_shared(&self.io, cx, |io| io.try_write(buf))
+        let this = self.get_mut();
+        let polled = write_shared(&this.io, cx, |io| io.try_write(buf));
+        this.within_timeout(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -247,7 +280,9 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        write_shared(&self.io, cx, |io| io.try_write_vectored(bufs))
+        let this = self.get_mut();
+        let polled = write_shared(&this.io, cx, |io| io.try_write_vectored(bufs));
+        this.within_timeout(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -267,5 +302,58 @@ impl AsyncWrite for Stream {
             0 => Ok(()),
             _ => Err(io::Error::last_os_error()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// The whole of `buf` written, or the first error (tokio's write_all is in a feature the
+    /// build leaves out).
+    async fn write_all(stream: &mut Stream, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_write(cx, buf)).await?;
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    /// A client that reads nothing: the writes fill the sockets' buffers, then the next one
+    /// fails with TimedOut after the write timeout (it waited for ever: hostile pass 12).
+    #[test]
+    fn a_write_the_client_never_reads_times_out() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let client = TcpStream::connect(addr).await.unwrap();
+            let (accepted, _) = listener.accept().await.unwrap();
+            let track = Track::new(Arc::new(AtomicBool::new(false)), Arc::new(Metrics::new()));
+            let timeout = Duration::from_millis(300);
+            let (mut stream, _) = Stream::new(accepted, track, timeout);
+            let chunk = vec![7u8; 1 << 20];
+            let start = Instant::now();
+            let mut last_taken = start;
+            let err = loop {
+                match write_all(&mut stream, &chunk).await {
+                    Ok(()) => last_taken = Instant::now(),
+                    Err(e) => break e,
+                }
+                assert!(start.elapsed() < Duration::from_secs(30), "never timed out");
+            };
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+            // the timeout runs from the write that found the buffers full
+            assert!(
+                last_taken.elapsed() >= timeout,
+                "{:?}",
+                last_taken.elapsed()
+            );
+            drop(client);
+        });
     }
 }

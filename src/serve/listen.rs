@@ -23,6 +23,8 @@ pub struct ConnLimits {
     pub max_connections: usize,
     /// from a connection's readiness for a request to the end of its head
     pub header_timeout: Duration,
+    /// how long an answer may wait for a client that reads none of it
+    pub write_timeout: Duration,
 }
 
 /// Binds host:port, or the error names the flag at fault.
@@ -82,7 +84,7 @@ pub async fn serve(
             }
         };
         let track = Track::new(stopping.clone(), metrics.clone());
-        let (stream, client) = conn::Stream::new(stream, track.clone());
+        let (stream, client) = conn::Stream::new(stream, track.clone(), limits.write_timeout);
         let service = conn::service(app.clone(), track, client);
         let stream = TokioIo::new(stream);
         let mut stop = stop_rx.clone();
