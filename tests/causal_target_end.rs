@@ -493,8 +493,10 @@ fn generation_config_names_the_stop_tokens() {
     let free = ids(&generate(&[]));
     assert_eq!(free.len(), 8, "{free:?}");
     assert!(!free.contains(&2), "{free:?}");
+    // the first token greedy generation makes that it has not made before (the first, if it
+    // repeats one): generation stops right after its first occurrence, well before 8
     let k = (1..8).find(|&k| !free[..k].contains(&free[k])).unwrap_or(0);
-    assert!((1..7).contains(&k), "{free:?}: no new token to stop early at");
+    assert!(k < 7, "{free:?}");
     let stop = free[k];
     let gen_config = model.join("generation_config.json");
     let write = |v: serde_json::Value| std::fs::write(&gen_config, v.to_string()).unwrap();
