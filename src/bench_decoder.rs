@@ -42,6 +42,7 @@ fn bloom(layers: usize, hidden: usize, heads: usize) -> DecoderConfig {
         sliding_window: None,
         bos_token_id: Some(1),
         eos_token_ids: vec![2],
+        stop_token_ids: vec![2],
         pad_token_id: Some(3),
     }
 }
@@ -79,6 +80,7 @@ fn llama(layers: usize, hidden: usize, heads: usize, ff: usize, factor: f64) -> 
         sliding_window: None,
         bos_token_id: Some(128000),
         eos_token_ids: vec![128001],
+        stop_token_ids: vec![128001],
         pad_token_id: None,
     }
 }
@@ -99,6 +101,7 @@ fn qwen25_7b() -> DecoderConfig {
     c.tie_word_embeddings = false;
     c.bos_token_id = None;
     c.eos_token_ids = vec![151643];
+    c.stop_token_ids = vec![151643];
     c
 }
 

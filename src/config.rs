@@ -43,11 +43,16 @@ pub enum ModelConfig {
 }
 
 impl ModelConfig {
-    /// Reads `<dir>/config.json`.
+    /// Reads `<dir>/config.json`, and a decoder's stop tokens from `<dir>/generation_config.json`
+    /// where there is one.
     pub fn load(dir: &Path) -> Result<ModelConfig> {
         let path = dir.join("config.json");
         let text = crate::fsutil::read_json_text(&path)?;
-        ModelConfig::parse(&text, &path)
+        let mut cfg = ModelConfig::parse(&text, &path)?;
+        if let ModelConfig::Bloom(c) | ModelConfig::Llama(c) = &mut cfg {
+            decoder::read_generation_stop(dir, c)?;
+        }
+        Ok(cfg)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<ModelConfig> {

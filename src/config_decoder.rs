@@ -6,6 +6,7 @@ use super::{rope, window};
 use crate::backend::rope::Llama3Scaling;
 use crate::backend::Act;
 use crate::error::{Error, Result};
+use std::path::Path;
 
 /// The position encoding of a decoder-only model.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,8 +55,13 @@ pub struct DecoderConfig {
     /// the attention window of Mistral and Qwen2 configs that use one (None: full attention)
     pub sliding_window: Option<usize>,
     pub bos_token_id: Option<usize>,
-    /// the tokens that end generation (a list in Llama 3.1 instruct configs)
+    /// config.json's end-of-sequence tokens (a list in Llama 3.1 instruct configs); the first
+    /// ends `--target-end eos` targets
     pub eos_token_ids: Vec<usize>,
+    /// the tokens that end greedy generation: generation_config.json's `eos_token_id` where
+    /// the folder has that file and it names one (transformers' `generate` takes it over
+    /// config.json's: Llama 3 Instruct adds `<|eot_id|>` there), else `eos_token_ids`
+    pub stop_token_ids: Vec<usize>,
     pub pad_token_id: Option<usize>,
 }
 
@@ -90,6 +96,10 @@ pub(super) fn parse_bloom(cfg: &Cfg) -> Result<DecoderConfig> {
             format!("n_embed {hidden} is not a multiple of num_attention_heads {heads}"),
         ));
     }
+    let eos = match cfg.token_ids("eos_token_id")? {
+        ids if ids.is_empty() => vec![2],
+        ids => ids,
+    };
     Ok(DecoderConfig {
         model_type: "bloom".into(),
         vocab_size: cfg.positive("vocab_size", cfg.usize_or("vocab_size", 250880)?)?,
@@ -112,10 +122,8 @@ pub(super) fn parse_bloom(cfg: &Cfg) -> Result<DecoderConfig> {
         tie_word_embeddings: cfg.bool_opt("tie_word_embeddings")?.unwrap_or(true),
         sliding_window: None,
         bos_token_id: Some(cfg.usize_or("bos_token_id", 1)?),
-        eos_token_ids: match cfg.token_ids("eos_token_id")? {
-            ids if ids.is_empty() => vec![2],
-            ids => ids,
-        },
+        eos_token_ids: eos.clone(),
+        stop_token_ids: eos,
         pad_token_id: Some(cfg.usize_or("pad_token_id", 3)?),
     })
     .and_then(|c| check_decoder_token_ids(cfg, c))
@@ -155,6 +163,7 @@ pub(super) fn parse_llama(cfg: &Cfg, model_type: &str) -> Result<DecoderConfig> 
     let qwen2 = model_type == "qwen2";
     let attention_bias = cfg.bool_opt("attention_bias")?.unwrap_or(false);
     let num_layers = cfg.positive("num_hidden_layers", cfg.usize_any(&["num_hidden_layers"])?)?;
+    let eos = cfg.token_ids("eos_token_id")?;
     Ok(DecoderConfig {
         model_type: model_type.into(),
         vocab_size: cfg.usize_any(&["vocab_size"])?,
@@ -173,7 +182,8 @@ pub(super) fn parse_llama(cfg: &Cfg, model_type: &str) -> Result<DecoderConfig> 
         tie_word_embeddings: cfg.bool_opt("tie_word_embeddings")?.unwrap_or(false),
         sliding_window: window::sliding_window(cfg, model_type, num_layers)?,
         bos_token_id: cfg.usize_opt("bos_token_id")?,
-        eos_token_ids: cfg.token_ids("eos_token_id")?,
+        stop_token_ids: eos.clone(),
+        eos_token_ids: eos,
         pad_token_id: cfg.usize_opt("pad_token_id")?,
     })
     .and_then(|c| check_decoder_token_ids(cfg, c))
@@ -196,4 +206,31 @@ fn check_decoder_token_ids(cfg: &Cfg, c: DecoderConfig) -> Result<DecoderConfig>
         .collect();
     check_token_ids(cfg, c.vocab_size, &ids)?;
     Ok(c)
+}
+
+/// `<dir>/generation_config.json`'s `eos_token_id` (an id or a list), where the file exists
+/// and names one, becomes the decoder's stop set, as transformers' `from_pretrained` loads
+/// that file over the config.json-derived generation config. A file without the key (or
+/// with null, or an empty list) leaves config.json's: transformers would then stop at
+/// nothing, which no prompt trained here to end with an end token wants.
+pub(super) fn read_generation_stop(dir: &Path, c: &mut DecoderConfig) -> Result<()> {
+    let path = dir.join("generation_config.json");
+    if !path.exists() {
+        return Ok(());
+    }
+    let text = crate::fsutil::read_json_text(&path)?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::config(&path, format!("not valid JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(Error::config(&path, "expected a JSON object"));
+    }
+    let cfg = Cfg { v: &v, path };
+    let ids = cfg.token_ids("eos_token_id")?;
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let named: Vec<(&str, usize)> = ids.iter().map(|&id| ("eos_token_id", id)).collect();
+    check_token_ids(&cfg, c.vocab_size, &named)?;
+    c.stop_token_ids = ids;
+    Ok(())
 }

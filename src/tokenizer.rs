@@ -12,6 +12,9 @@
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
+#[path = "tokenizer_config.rs"]
+mod config;
+
 /// Token ids with where each came from in the text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenSpans {
@@ -28,7 +31,8 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
-    /// Reads `<dir>/tokenizer.json`.
+    /// Reads `<dir>/tokenizer.json`, with the keys of tokenizer_config.json that transformers'
+    /// tokenizer classes apply over it (`tokenizer_config.rs`).
     pub fn load(dir: &Path) -> Result<Tokenizer> {
         let path = dir.join("tokenizer.json");
         if !path.exists() {
@@ -38,17 +42,25 @@ impl Tokenizer {
             ));
         }
         let mut text = crate::fsutil::read_json_text(&path)?;
+        let mut split_special = false;
         if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&text) {
             check_templates(&v).map_err(|msg| Error::Tokenizer {
                 path: path.clone(),
                 msg,
             })?;
+            let applied = config::apply(dir, &mut v)?;
+            split_special = applied.split_special;
+            let mut edited = applied.edited;
             if let Some(dropout) = v.pointer_mut("/model/dropout").filter(|d| !d.is_null()) {
                 *dropout = serde_json::Value::Null;
+                edited = true;
+            }
+            if edited {
                 text = v.to_string();
             }
         }
         let mut inner = guarded(&path, String::new, || text.parse::<tokenizers::Tokenizer>())?;
+        inner.set_encode_special_tokens(split_special);
         inner.with_padding(None);
         inner.with_truncation(None).map_err(|e| Error::Tokenizer {
             path: path.clone(),
@@ -102,42 +114,19 @@ impl Tokenizer {
     /// names one. A token the vocabulary lacks is an error naming the file.
     pub fn pad_id(&self) -> Result<Option<i32>> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        for name in ["tokenizer_config.json", "special_tokens_map.json"] {
-            let path = dir.join(name);
-            // one that is there but no ordinary file (a FIFO) is refused by the read, not skipped
-            if !path.exists() {
-                continue;
-            }
-            let text = crate::fsutil::read_json_text(&path)?;
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| Error::file(&path, format!("not valid JSON: {e}")))?;
-            let token = match v.get("pad_token") {
-                None | Some(serde_json::Value::Null) => continue,
-                Some(serde_json::Value::String(t)) => t.as_str(),
-                Some(x) => match x.get("content").and_then(|c| c.as_str()) {
-                    Some(t) => t,
-                    None => {
-                        return Err(Error::file(
-                            &path,
-                            format!(
-                                "`pad_token` is {x}: expected a string or {{\"content\": ...}}"
-                            ),
-                        ))
-                    }
-                },
-            };
-            let id = self.token_to_id(token).ok_or_else(|| {
-                Error::file(
-                    &path,
-                    format!(
-                        "`pad_token` {token:?} is not in the vocabulary of {}",
-                        self.path.display()
-                    ),
-                )
-            })?;
-            return Ok(Some(id));
-        }
-        Ok(None)
+        let Some((token, path)) = config::special_token(dir, "pad_token")? else {
+            return Ok(None);
+        };
+        let id = self.token_to_id(&token).ok_or_else(|| {
+            Error::file(
+                &path,
+                format!(
+                    "`pad_token` {token:?} is not in the vocabulary of {}",
+                    self.path.display()
+                ),
+            )
+        })?;
+        Ok(Some(id))
     }
 
     /// The unknown token's id ([UNK] or <unk>), if the vocabulary has one.

@@ -460,3 +460,88 @@ fn eos_missing_is_warned_once() {
         .unwrap()
         .eos_missing());
 }
+
+/// transformers' `generate` stops at generation_config.json's `eos_token_id` (an id or a
+/// list), which `from_pretrained` loads over config.json's (Llama 3 Instruct's lists
+/// `<|eot_id|>` there only). With a copy of the BLOOM fixture (config.json: eos 2) whose
+/// generation_config.json names a token greedy generation makes, `generate` and `predict
+/// --decode greedy` stop right after it; a file without the key, or with null, keeps
+/// config.json's; the targets' end token stays config.json's and still stops generation
+/// under `--target-end eos`; an id past the table, or a value not an id, is refused naming
+/// the file and the key.
+#[test]
+fn generation_config_names_the_stop_tokens() {
+    let scratch = ScratchDir::new("target-end-genconfig");
+    let model = scratch.copy_model("bloom", "bloom");
+    let data = tweets(scratch.path());
+    let out = scratch.path().join("eos");
+    ok(&train(&model, &data, &out, "eos"));
+    let text = "the order was late today";
+    let prompt = out.to_str().unwrap();
+    let generate = |extra: &[&str]| {
+        let mut args = vec!["generate", "--prompt", prompt, "--text", text];
+        args.extend(["--max-new-tokens", "8"]);
+        args.extend(extra);
+        softprompt(&args)
+    };
+    let ids = |o: &Output| -> Vec<i64> {
+        let line: serde_json::Value = serde_json::from_str(ok(o).trim()).unwrap();
+        (line["ids"].as_array().unwrap().iter())
+            .map(|x| x.as_i64().unwrap())
+            .collect()
+    };
+    let free = ids(&generate(&[]));
+    assert_eq!(free.len(), 8, "{free:?}");
+    assert!(!free.contains(&2), "{free:?}");
+    // the first token greedy generation makes that it has not made before (the first, if it
+    // repeats one): generation stops right after its first occurrence, well before 8
+    let k = (1..8).find(|&k| !free[..k].contains(&free[k])).unwrap_or(0);
+    assert!(k < 7, "{free:?}");
+    let stop = free[k];
+    let gen_config = model.join("generation_config.json");
+    let write = |v: serde_json::Value| std::fs::write(&gen_config, v.to_string()).unwrap();
+
+    write(serde_json::json!({"bos_token_id": 1, "eos_token_id": [2, stop]}));
+    let stopped = ids(&generate(&[]));
+    assert_eq!(stopped, free[..=k], "stops after {stop}");
+    assert_eq!(ids(&generate(&["--target-end", "none"])), stopped);
+    let row = scratch.path().join("one.jsonl");
+    std::fs::write(&row, serde_json::json!({"text": text}).to_string()).unwrap();
+    let greedy = ok(&softprompt(&[
+        "predict", "--prompt", prompt, "--data", row.to_str().unwrap(), "--decode", "greedy",
+    ]));
+    let greedy: serde_json::Value = serde_json::from_str(greedy.trim()).unwrap();
+    let line: serde_json::Value = serde_json::from_str(ok(&generate(&[])).trim()).unwrap();
+    assert_eq!(greedy["output"], line["output"]);
+    // an int names one stop token
+    write(serde_json::json!({"eos_token_id": stop}));
+    assert_eq!(ids(&generate(&[])), stopped);
+
+    // the stop sets: the targets' end token (config.json's 2) joins under eos only
+    let be = CpuBackend::<f32>::new();
+    let stop_ids = |end| {
+        let m = Model::load(&be, &model).unwrap();
+        let task = Task::new(spec(end), &m).unwrap();
+        task.stop_ids(&m.net.decoder().unwrap().cfg)
+    };
+    let stop = stop as i32;
+    assert_eq!(stop_ids(TargetEnd::Eos), vec![stop, 2]);
+    assert_eq!(stop_ids(TargetEnd::None), vec![stop]);
+    assert_eq!(stop_ids(TargetEnd::Pad), vec![3]);
+    for keeps in [serde_json::json!({}), serde_json::json!({"eos_token_id": null})] {
+        write(keeps);
+        assert_eq!(stop_ids(TargetEnd::None), vec![2]);
+        assert_eq!(ids(&generate(&[])), free);
+    }
+
+    let path = gen_config.to_str().unwrap();
+    write(serde_json::json!({"eos_token_id": [2, 999_999]}));
+    refused(
+        &generate(&[]),
+        &[path, "`eos_token_id` is 999999, outside the vocabulary (vocab_size"],
+    );
+    write(serde_json::json!({"eos_token_id": ["</s>"]}));
+    refused(&generate(&[]), &[path, "`eos_token_id` must hold integers"]);
+    std::fs::write(&gen_config, "{").unwrap();
+    refused(&generate(&[]), &[path, "not valid JSON"]);
+}

@@ -312,12 +312,19 @@ impl Task {
     }
 
     /// `causal`: the tokens greedy generation stops at: the pad token under `--target-end pad`
-    /// (the guide's `generate(eos_token_id=pad)`), else the model's end-of-sequence tokens,
-    /// all of them (Llama 3.1 instruct configs list several).
+    /// (the guide's `generate(eos_token_id=pad)`), else the model's stop tokens, all of them
+    /// (generation_config.json's `eos_token_id` as transformers' `generate` reads it, else
+    /// config.json's; Llama 3.1 instruct lists several), and under `eos` the targets' end
+    /// token too, should generation_config.json leave it out: the prompt learnt to end there.
     pub fn stop_ids(&self, cfg: &DecoderConfig) -> Vec<i32> {
+        let mut stop: Vec<i32> = cfg.stop_token_ids.iter().map(|&e| e as i32).collect();
         match (self.spec.target_end, self.end_id) {
             (TargetEnd::Pad, Some(pad)) => vec![pad],
-            _ => cfg.eos_token_ids.iter().map(|&e| e as i32).collect(),
+            (TargetEnd::Eos, Some(end)) if !stop.contains(&end) => {
+                stop.push(end);
+                stop
+            }
+            _ => stop,
         }
     }
 

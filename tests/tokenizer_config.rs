@@ -1,0 +1,141 @@
+//! tokenizer_config.json's keys that transformers' tokenizer classes apply over tokenizer.json
+//! (`src/tokenizer_config.rs`): each edited copy of a fixture tokenizes as `AutoTokenizer`
+//! would, and a key of the wrong type, or a token the rebuild needs and the vocabulary lacks,
+//! is refused naming tokenizer_config.json and the key.
+
+mod common;
+
+use common::ScratchDir;
+use softprompt::internals::tokenizer::Tokenizer;
+use std::path::Path;
+
+/// Sets `edits` in the copy's tokenizer_config.json (null removes a key).
+fn edit_config(dir: &Path, edits: serde_json::Value) {
+    let path = dir.join("tokenizer_config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (k, x) in edits.as_object().unwrap() {
+        match x.is_null() {
+            true => v.as_object_mut().unwrap().remove(k),
+            false => v.as_object_mut().unwrap().insert(k.clone(), x.clone()),
+        };
+    }
+    std::fs::write(&path, v.to_string()).unwrap();
+}
+
+fn ids(dir: &Path, text: &str, special: bool) -> Vec<i32> {
+    Tokenizer::load(dir).unwrap().encode(text, special).unwrap()
+}
+
+fn refused(dir: &Path, want: &[&str]) {
+    let err = Tokenizer::load(dir).err().expect("refused").to_string();
+    for w in want {
+        assert!(err.contains(w), "{w:?} not in: {err}");
+    }
+}
+
+/// BertTokenizerFast rebuilds tokenizer.json's BertNormalizer (lowercase: true) from
+/// `do_lower_case`, `strip_accents` and `tokenize_chinese_chars`: with `do_lower_case: false`
+/// "The Music Was Lovely" keeps its capitals, which this lowercase vocabulary lacks ([UNK]);
+/// with `strip_accents: false` "é" stays "é"; with `tokenize_chinese_chars: false` two CJK
+/// characters are one word, not two. A folder that names no tokenizer_class is BERT's by
+/// config.json's model_type, as AutoTokenizer picks it.
+#[test]
+fn bert_keys_rebuild_the_normalizer() {
+    let scratch = ScratchDir::new("tokcfg-bert");
+    let canon = scratch.copy_model("bert_mlm", "canon");
+    let tok = Tokenizer::load(&canon).unwrap();
+    let (cls, sep, unk) = (
+        tok.token_to_id("[CLS]").unwrap(),
+        tok.token_to_id("[SEP]").unwrap(),
+        tok.unk_id().unwrap(),
+    );
+    let text = "The Music Was Lovely";
+    assert_eq!(ids(&canon, text, true), ids(&canon, "the music was lovely", true));
+    assert!(!ids(&canon, text, true).contains(&unk));
+
+    let cased = scratch.copy_model("bert_mlm", "cased");
+    edit_config(&cased, serde_json::json!({"do_lower_case": false}));
+    assert_eq!(ids(&cased, text, true), vec![cls, unk, unk, unk, unk, sep]);
+    edit_config(&cased, serde_json::json!({"tokenizer_class": null}));
+    assert_eq!(ids(&cased, text, true), vec![cls, unk, unk, unk, unk, sep]);
+
+    assert_eq!(ids(&canon, "é", false), ids(&canon, "e", false));
+    let accents = scratch.copy_model("bert_mlm", "accents");
+    edit_config(&accents, serde_json::json!({"strip_accents": false}));
+    assert_eq!(ids(&accents, "é", false), vec![unk]);
+
+    assert_eq!(ids(&canon, "中文", false), vec![unk, unk]);
+    let cjk = scratch.copy_model("bert_mlm", "cjk");
+    edit_config(&cjk, serde_json::json!({"tokenize_chinese_chars": false}));
+    assert_eq!(ids(&cjk, "中文", false), vec![unk]);
+
+    edit_config(&cjk, serde_json::json!({"do_lower_case": "no"}));
+    refused(
+        &cjk,
+        &["tokenizer_config.json", "`do_lower_case` is \"no\": expected true or false"],
+    );
+}
+
+/// LlamaTokenizerFast rebuilds the post-processor from `add_bos_token` (default true) and
+/// `add_eos_token` (default false) with the folder's `bos_token` / `eos_token`; transformers 5
+/// does so for any class where tokenizer_config.json names either key. The Llama fixture's
+/// tokenizer.json adds "<|begin_of_text|>" (0) only; its eos is "<|end_of_text|>" (1).
+#[test]
+fn add_bos_and_eos_rebuild_the_post_processor() {
+    let scratch = ScratchDir::new("tokcfg-llama");
+    let canon = scratch.copy_model("llama", "canon");
+    let text = "the movie";
+    let base = ids(&canon, text, true);
+    assert_eq!(base[0], 0);
+    let body = ids(&canon, text, false);
+    assert_eq!(base[1..], body[..]);
+
+    let d = scratch.copy_model("llama", "eos");
+    edit_config(&d, serde_json::json!({"tokenizer_class": "LlamaTokenizerFast"}));
+    assert_eq!(ids(&d, text, true), base);
+    edit_config(&d, serde_json::json!({"add_eos_token": true}));
+    let mut with_eos = base.clone();
+    with_eos.push(1);
+    assert_eq!(ids(&d, text, true), with_eos);
+    // text alone is untouched
+    assert_eq!(ids(&d, text, false), body);
+    edit_config(&d, serde_json::json!({"add_eos_token": false, "add_bos_token": false}));
+    assert_eq!(ids(&d, text, true), body);
+    // a pair: [bos] A [eos] [bos] B [eos], B's type 1
+    edit_config(&d, serde_json::json!({"add_eos_token": true, "add_bos_token": true}));
+    let (pair, types) = Tokenizer::load(&d).unwrap().encode_pair(text, text).unwrap();
+    let half = with_eos.len();
+    assert_eq!(pair, [with_eos.clone(), with_eos.clone()].concat());
+    assert_eq!(types, [vec![0; half], vec![1; half]].concat());
+
+    // a class of its own: only the keys it names, the other false
+    let generic = scratch.copy_model("llama", "generic");
+    edit_config(&generic, serde_json::json!({"add_eos_token": true}));
+    let mut eos_only = body.clone();
+    eos_only.push(1);
+    assert_eq!(ids(&generic, text, true), eos_only);
+
+    edit_config(
+        &d,
+        serde_json::json!({"add_bos_token": true, "bos_token": "<s>"}),
+    );
+    refused(
+        &d,
+        &["tokenizer_config.json", "`add_bos_token` adds the bos_token \"<s>\"", "not in the vocabulary"],
+    );
+}
+
+/// `split_special_tokens: true` (any fast tokenizer; Qwen2's tokenizer_config.json carries the
+/// key): "<|endoftext|>" written in a text is tokenized as text, not as the special token 0.
+#[test]
+fn split_special_tokens_tokenizes_them_as_text() {
+    let scratch = ScratchDir::new("tokcfg-qwen2");
+    let d = scratch.copy_model("qwen2", "qwen2");
+    let text = "a <|endoftext|> b";
+    assert!(ids(&d, text, false).contains(&0));
+    edit_config(&d, serde_json::json!({"split_special_tokens": true}));
+    let split = ids(&d, text, false);
+    assert!(!split.contains(&0), "{split:?}");
+    assert!(split.len() > 3, "{split:?}");
+}
