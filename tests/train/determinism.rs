@@ -450,7 +450,7 @@ fn terminated_run_checkpoints_its_step_and_resumes() {
     let dir = scratch("sigterm");
     let (train, dev) = sentiment_files(&dir);
     let model = fixture("bert_mlm");
-    let steps = "300";
+    let steps = "600";
     let (full, cut) = (dir.join("full"), dir.join("cut"));
     ok(&softprompt(&train_args(
         s(&model),
@@ -496,7 +496,7 @@ fn terminated_run_checkpoints_its_step_and_resumes() {
         assert_eq!(out.status.code(), Some(128 + signal), "{err}");
         let ck = Checkpoint::load(&cut.join("checkpoint.safetensors")).unwrap();
         let line = format!(
-            "interrupted: training stopped at step {} of 300",
+            "interrupted: training stopped at step {} of 600",
             ck.state.step
         );
         assert!(err.contains(&line), "{err}");
