@@ -332,7 +332,7 @@ impl PromptTable {
         }
         let cfg_path = dir.join(ADAPTER_CONFIG);
         if !cfg_path.exists() {
-            return Err(Error::file(dir, not_a_prompt_folder(dir)));
+            return Err(not_a_prompt_folder(dir));
         }
         let text = crate::fsutil::read_json_text(&cfg_path)?;
         let cfg: Value = serde_json::from_str(&text)
@@ -645,23 +645,35 @@ pub(crate) fn config_count(cfg: &Value, key: &str, path: &Path) -> Result<Option
 /// tasks' prompts are in folders of their own), PEFT's folder of several adapters (each but
 /// the default one in a folder of its name), or predict's `NAME=DIR` given where one folder
 /// is read. A bare "No such file or directory" named none of them.
-fn not_a_prompt_folder(dir: &Path) -> String {
-    let expected = format!(
-        "expected a prompt folder ({ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}, as PEFT's \
-         save_pretrained writes them)"
-    );
+fn not_a_prompt_folder(dir: &Path) -> Error {
+    let files =
+        format!("{ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}, as PEFT's save_pretrained writes them");
     if dir.is_dir() {
-        return folder_without_config(dir)
-            .unwrap_or_else(|| format!("holds no {ADAPTER_CONFIG}: {expected}"));
+        if let Some(why) = folder_without_config(dir) {
+            return Error::file(dir, why);
+        }
+        // named by the missing file, which Python raises as FileNotFoundError, as before
+        let why = match dir.join(ADAPTER_WEIGHTS).is_file() {
+            true => format!(
+                "is missing beside {ADAPTER_WEIGHTS}: copy it from where the adapter was saved \
+                 (PEFT's save_pretrained writes both)"
+            ),
+            false => format!(
+                "is missing: {} is no prompt folder (one holds {files})",
+                dir.display()
+            ),
+        };
+        return Error::file(dir.join(ADAPTER_CONFIG), why);
     }
     let named = dir.to_str().and_then(|t| t.split_once('='));
-    match named.filter(|(_, folder)| Path::new(folder).join(ADAPTER_CONFIG).is_file()) {
+    let why = match named.filter(|(_, folder)| Path::new(folder).join(ADAPTER_CONFIG).is_file()) {
         Some((name, folder)) => format!(
             "no such folder: `{name}=` names a prompt of predict's mixed rows (--prompt \
              NAME=DIR); here one prompt folder is read: {folder}"
         ),
-        None => format!("no such folder: {expected}"),
-    }
+        None => format!("no such folder: expected a prompt folder ({files})"),
+    };
+    Error::file(dir, why)
 }
 
 /// The weights a model folder holds, any of which makes a folder with config.json a model's.
@@ -681,12 +693,6 @@ fn folder_without_config(dir: &Path) -> Option<String> {
             "holds no {ADAPTER_CONFIG}: it is a model folder (config.json and the model's \
              weights), not a prompt folder: name it as the model (--model) and a prompt \
              folder as the prompt"
-        ));
-    }
-    if has(ADAPTER_WEIGHTS) {
-        return Some(format!(
-            "holds {ADAPTER_WEIGHTS} but no {ADAPTER_CONFIG}: copy it from where the adapter \
-             was saved (PEFT's save_pretrained writes both)"
         ));
     }
     let mut inner: Vec<(String, bool)> = std::fs::read_dir(dir)
@@ -826,7 +832,7 @@ fn check_prefix_table(cfg: &Value, td: u64, d: usize, path: &Path) -> Result<()>
     let width = layers.and_then(|n| n.checked_mul(2)?.checked_mul(td));
     let fits = match layers {
         Some(_) => width == Some(d as u64),
-        None => pair.is_some_and(|w| w > 0 && d as u64 % w == 0),
+        None => pair.is_some_and(|w| w > 0 && (d as u64).is_multiple_of(w)),
     };
     if fits {
         return Ok(());

@@ -485,26 +485,30 @@ fn folders_that_are_no_prompt_folder_say_what_they_are() {
     assert_eq!(
         load_err(&no_cfg),
         format!(
-            "{}: holds adapter_model.safetensors but no adapter_config.json: copy it from where \
-             the adapter was saved (PEFT's save_pretrained writes both)",
-            no_cfg.display()
+            "{}: is missing beside adapter_model.safetensors: copy it from where the adapter \
+             was saved (PEFT's save_pretrained writes both)",
+            no_cfg.join(ADAPTER_CONFIG).display()
         )
     );
     let empty = scratch.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let expected = "expected a prompt folder (adapter_config.json and \
-                    adapter_model.safetensors, as PEFT's save_pretrained writes them)";
+    let files = "adapter_config.json and adapter_model.safetensors, as PEFT's save_pretrained \
+                 writes them";
     assert_eq!(
         load_err(&empty),
         format!(
-            "{}: holds no adapter_config.json: {expected}",
+            "{}: is missing: {} is no prompt folder (one holds {files})",
+            empty.join(ADAPTER_CONFIG).display(),
             empty.display()
         )
     );
     let gone = scratch.path().join("gone");
     assert_eq!(
         load_err(&gone),
-        format!("{}: no such folder: {expected}", gone.display())
+        format!(
+            "{}: no such folder: expected a prompt folder ({files})",
+            gone.display()
+        )
     );
     // a model folder
     let model = fixture("bert_mlm");
