@@ -320,7 +320,9 @@ impl PromptTable {
     }
 
     /// Loads a PEFT prompt-tuning adapter folder (ours or PEFT's). With
-    /// `num_transformer_submodules` 2 the table holds 2P rows and only the first P are used.
+    /// `num_transformer_submodules` 2 (absent or null, PEFT's default for task_type
+    /// SEQ_2_SEQ_LM where the table has 2P rows) the table holds 2P rows and only the first
+    /// P are used, as PEFT from 0.4 uses them (docs/peft.md: adapters of PEFT 0.2 and 0.3).
     pub fn load_peft(dir: &Path) -> Result<PromptTable> {
         if dir.is_file() {
             return Err(Error::file(
@@ -330,9 +332,7 @@ impl PromptTable {
         }
         let cfg_path = dir.join(ADAPTER_CONFIG);
         if !cfg_path.exists() {
-            if let Some(why) = not_a_prompt_folder(dir) {
-                return Err(Error::file(dir, why));
-            }
+            return Err(not_a_prompt_folder(dir));
         }
         let text = crate::fsutil::read_json_text(&cfg_path)?;
         let cfg: Value = serde_json::from_str(&text)
@@ -364,15 +364,15 @@ impl PromptTable {
                 .ok_or_else(|| format!("`num_virtual_tokens` is {v}: expected a positive integer")),
         }
         .map_err(|msg| Error::file(&cfg_path, msg))? as usize;
-        let subs = config_count(&cfg, "num_transformer_submodules", &cfg_path)?.unwrap_or(1);
-        if !(1..=2).contains(&subs) {
+        let subs = config_count(&cfg, "num_transformer_submodules", &cfg_path)?;
+        if let Some(n) = subs.filter(|n| !(1..=2).contains(n)) {
             return Err(Error::file(
                 &cfg_path,
-                format!("num_transformer_submodules is {subs}: expected 1 or 2"),
+                format!("num_transformer_submodules is {n}: expected 1 or 2"),
             ));
         }
-        let subs = subs as usize;
         let weights_path = dir.join(ADAPTER_WEIGHTS);
+        check_weights_file(dir, &weights_path)?;
         let file = TensorFile::read(&weights_path)?;
         let table = file.floats.get(PROMPT_KEY).ok_or_else(|| {
             // an integer table, or PEFT's projection weights alone, said only "missing"
@@ -397,34 +397,17 @@ impl PromptTable {
                 ))
             }
         };
-        // a prefix table has one row per virtual token whatever the submodules; the product
-        // is checked: a huge num_virtual_tokens wrapped it (to 0 rows) in a release build
-        let want = match prefix {
-            true => Some(p),
-            false => p.checked_mul(subs),
-        };
-        let Some(want) = want else {
-            return Err(Error::file(
-                &cfg_path,
-                format!("num_virtual_tokens {p} x num_transformer_submodules {subs} overflows: expected a table this engine can hold"),
-            ));
-        };
-        if rows != want {
-            return Err(Error::file(
-                &weights_path,
-                format!("`{PROMPT_KEY}` has {rows} rows: expected num_virtual_tokens {p} x num_transformer_submodules {subs}"),
-            ));
-        }
+        let subs = table_submodules(&cfg, (p, subs, prefix), rows, (&cfg_path, &weights_path))?;
         if let Some(td) = config_count(&cfg, "token_dim", &cfg_path)? {
-            // a prefix row holds 2·num_layers blocks of token_dim
-            let blocks = config_count(&cfg, "num_layers", &cfg_path)?.unwrap_or(0);
-            let width = blocks.checked_mul(2).and_then(|b| td.checked_mul(b));
-            let width = if prefix { width } else { Some(td) };
-            if width != Some(d as u64) {
-                return Err(Error::file(
-                    &cfg_path,
-                    format!("token_dim {td} (num_layers {blocks}, prefix tuning: {prefix}) does not match the table width {d}"),
-                ));
+            match prefix {
+                true => check_prefix_table(&cfg, td, d, &cfg_path)?,
+                false if td != d as u64 => {
+                    return Err(Error::file(
+                        &cfg_path,
+                        format!("token_dim {td} does not match the width of `{PROMPT_KEY}` in {ADAPTER_WEIGHTS}, {d}"),
+                    ))
+                }
+                false => {}
             }
         }
         let init = cfg
@@ -657,32 +640,226 @@ pub(crate) fn config_count(cfg: &Value, key: &str, path: &Path) -> Result<Option
     }
 }
 
-/// Why `dir`, which holds no adapter_config.json, is no prompt folder, when the reason is a
-/// common mix-up: the output folder of a multi-task run (its tasks' prompts are in folders
-/// of their own), or predict's `NAME=DIR` given where one folder is read.
-fn not_a_prompt_folder(dir: &Path) -> Option<String> {
+/// Why `dir`, which holds no adapter_config.json, is no prompt folder, naming the common
+/// mix-ups: a model folder given as the prompt, the output folder of a multi-task run (its
+/// tasks' prompts are in folders of their own), PEFT's folder of several adapters (each but
+/// the default one in a folder of its name), or predict's `NAME=DIR` given where one folder
+/// is read. A bare "No such file or directory" named none of them.
+fn not_a_prompt_folder(dir: &Path) -> Error {
+    let files =
+        format!("{ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}, as PEFT's save_pretrained writes them");
     if dir.is_dir() {
-        let mut tasks: Vec<String> = std::fs::read_dir(dir)
-            .ok()?
-            .flatten()
-            .filter(|e| e.path().join(ADAPTER_CONFIG).is_file())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        tasks.sort();
-        return (!tasks.is_empty()).then(|| {
-            format!(
-                "holds no {ADAPTER_CONFIG}: the folder of a multi-task run? its tasks' prompts \
-                 are in its folders {}: name one of them",
-                tasks.join(", ")
-            )
-        });
+        if let Some(why) = folder_without_config(dir) {
+            return Error::file(dir, why);
+        }
+        // named by the missing file, which Python raises as FileNotFoundError, as before
+        let why = match dir.join(ADAPTER_WEIGHTS).is_file() {
+            true => format!(
+                "is missing beside {ADAPTER_WEIGHTS}: copy it from where the adapter was saved \
+                 (PEFT's save_pretrained writes both)"
+            ),
+            false => format!(
+                "is missing: {} is no prompt folder (one holds {files})",
+                dir.display()
+            ),
+        };
+        return Error::file(dir.join(ADAPTER_CONFIG), why);
     }
-    let text = dir.to_str()?;
-    let (name, folder) = text.split_once('=')?;
-    (Path::new(folder).join(ADAPTER_CONFIG).is_file()).then(|| {
-        format!(
+    let named = dir.to_str().and_then(|t| t.split_once('='));
+    let why = match named.filter(|(_, folder)| Path::new(folder).join(ADAPTER_CONFIG).is_file()) {
+        Some((name, folder)) => format!(
             "no such folder: `{name}=` names a prompt of predict's mixed rows (--prompt \
              NAME=DIR); here one prompt folder is read: {folder}"
-        )
-    })
+        ),
+        None => format!("no such folder: expected a prompt folder ({files})"),
+    };
+    Error::file(dir, why)
+}
+
+/// The weights a model folder holds, any of which makes a folder with config.json a model's.
+const MODEL_WEIGHTS: [&str; 4] = [
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+];
+
+/// What the folder `dir`, without adapter_config.json, is instead, where it is a common
+/// mix-up (see `not_a_prompt_folder`).
+fn folder_without_config(dir: &Path) -> Option<String> {
+    let has = |f: &str| dir.join(f).is_file();
+    if has("config.json") && MODEL_WEIGHTS.iter().any(|f| has(f)) {
+        return Some(format!(
+            "holds no {ADAPTER_CONFIG}: it is a model folder (config.json and the model's \
+             weights), not a prompt folder: name it as the model (--model) and a prompt \
+             folder as the prompt"
+        ));
+    }
+    let mut inner: Vec<(String, bool)> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join(ADAPTER_CONFIG).is_file())
+        .map(|p| {
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            (name, p.join("task.json").is_file())
+        })
+        .collect();
+    inner.sort();
+    let names: Vec<&str> = inner.iter().map(|(n, _)| n.as_str()).collect();
+    let names = names.join(", ");
+    match (inner.is_empty(), inner.iter().any(|(_, run)| *run)) {
+        (true, _) => None,
+        // softprompt's runs write task.json beside each task's adapter; PEFT writes none
+        (false, true) => Some(format!(
+            "holds no {ADAPTER_CONFIG}: the folder of a multi-task run? its tasks' prompts \
+             are in its folders {names}: name one of them"
+        )),
+        (false, false) => Some(format!(
+            "holds no {ADAPTER_CONFIG}, but its folders {names} each hold one: adapters PEFT's \
+             save_pretrained saved together (each but the default one in a folder of its \
+             name)? name one of them"
+        )),
+    }
+}
+
+/// adapter_model.safetensors is there (`weights`, in the prompt folder `dir`), else an error
+/// saying what is: older PEFT saved adapter_model.bin by default, a PyTorch pickle this
+/// engine does not read, and the bare "No such file" said nothing of converting it.
+fn check_weights_file(dir: &Path, weights: &Path) -> Result<()> {
+    if weights.exists() {
+        return Ok(());
+    }
+    let bin = dir.join("adapter_model.bin");
+    let why = match bin.is_file() {
+        true => format!(
+            "is missing, but the folder holds adapter_model.bin, a PyTorch pickle (older \
+             PEFT's default), which softprompt does not read: convert it, e.g. python -c \
+             \"import torch; from safetensors.torch import save_file; \
+             save_file(torch.load('{}'), '{}')\"",
+            bin.display(),
+            weights.display()
+        ),
+        false => format!(
+            "is missing: a prompt folder holds it beside {ADAPTER_CONFIG} (PEFT's \
+             save_pretrained writes both)"
+        ),
+    };
+    Err(Error::file(weights, why))
+}
+
+/// How many submodules' rows the table of `rows` rows holds: 1, or 2 (P encoder rows, then
+/// P decoder rows), given `p` (num_virtual_tokens), `given` (num_transformer_submodules,
+/// None when absent or null) and whether it is a `prefix` table, which holds one row per
+/// virtual token whatever the submodules (PEFT cuts its tokens to num_virtual_tokens).
+/// Absent or null, PEFT's `_setup_prompt_encoder` reads 2 for task_type SEQ_2_SEQ_LM and 1
+/// otherwise: a SEQ_2_SEQ_LM table of 2P rows is PEFT's, and one of P rows is read too (one
+/// submodule's, as softprompt saves a T5 prompt).
+fn table_submodules(
+    cfg: &Value,
+    (p, given, prefix): (usize, Option<u64>, bool),
+    rows: usize,
+    (cfg_path, weights_path): (&Path, &Path),
+) -> Result<usize> {
+    let bad_rows = |want: String| {
+        Err(Error::file(
+            weights_path,
+            format!("`{PROMPT_KEY}` has {rows} rows: expected {want}"),
+        ))
+    };
+    let task_type = cfg.get("task_type").filter(|t| !t.is_null());
+    let seq2seq = task_type.and_then(Value::as_str) == Some("SEQ_2_SEQ_LM");
+    let twice = p.checked_mul(2);
+    match (prefix, given) {
+        (true, _) if rows == p => Ok(given.unwrap_or(1) as usize),
+        (true, _) => bad_rows(format!(
+            "num_virtual_tokens {p} (a PREFIX_TUNING table has one row per virtual token)"
+        )),
+        (false, Some(subs)) => {
+            let Some(want) = p.checked_mul(subs as usize) else {
+                return Err(Error::file(
+                    cfg_path,
+                    format!("num_virtual_tokens {p} x num_transformer_submodules {subs} overflows: expected a table this engine can hold"),
+                ));
+            };
+            match rows == want {
+                true => Ok(subs as usize),
+                false => bad_rows(format!(
+                    "num_virtual_tokens {p} x num_transformer_submodules {subs}"
+                )),
+            }
+        }
+        (false, None) if rows == p => Ok(1),
+        (false, None) if seq2seq && twice == Some(rows) => Ok(2),
+        (false, None) => {
+            let held = match cfg.get("num_transformer_submodules") {
+                None => "leaves out",
+                Some(_) => "has null for",
+            };
+            let peft = match (seq2seq, twice) {
+                (true, Some(two)) => format!(
+                    "2 for task_type \"SEQ_2_SEQ_LM\" ({two} rows: P encoder rows, then P \
+                     decoder rows; a table of {p} rows, one submodule's, is read too)"
+                ),
+                _ => format!(
+                    "1 where task_type is not \"SEQ_2_SEQ_LM\" (it is {}): {p} rows",
+                    task_type.map_or("absent".into(), Value::to_string)
+                ),
+            };
+            bad_rows(format!(
+                "num_virtual_tokens {p} x num_transformer_submodules, which {cfg} {held}: PEFT \
+                 reads it as {peft}",
+                cfg = cfg_path.display()
+            ))
+        }
+    }
+}
+
+/// A PREFIX_TUNING row holds every layer's keys and values: num_layers·2·token_dim wide
+/// (`td` the token_dim, `d` the table's width; `path` the adapter_config.json). Without
+/// `num_layers` PEFT takes the model's, so the width is a multiple of 2·token_dim here, and
+/// checked against the model where it runs. A `prefix_projection` adapter whose rows are
+/// token_dim wide holds only the projection's input (PEFT's `embedding.weight`, saved in
+/// inference mode), not the table it makes: the message said "token_dim 24 ... does not
+/// match the table width 24".
+fn check_prefix_table(cfg: &Value, td: u64, d: usize, path: &Path) -> Result<()> {
+    let layers = config_count(cfg, "num_layers", path)?;
+    let pair = td.checked_mul(2);
+    let width = layers.and_then(|n| n.checked_mul(2)?.checked_mul(td));
+    let fits = match layers {
+        Some(_) => width == Some(d as u64),
+        None => pair.is_some_and(|w| w > 0 && (d as u64).is_multiple_of(w)),
+    };
+    if fits {
+        return Ok(());
+    }
+    let want = match (layers, width, pair) {
+        (Some(n), Some(w), _) => format!("num_layers·2·token_dim = {n}·2·{td} = {w} wide"),
+        (Some(n), None, _) => format!("num_layers·2·token_dim = {n}·2·{td} wide, past any table"),
+        (None, _, pair) => format!(
+            "num_layers·2·token_dim wide, a multiple of 2·token_dim = {} (`num_layers` is \
+             missing: PEFT takes the model's)",
+            pair.map_or(format!("2·{td}"), |w| w.to_string())
+        ),
+    };
+    let projection = cfg.get("prefix_projection") == Some(&Value::Bool(true));
+    let hint = match projection && d as u64 == td {
+        true => {
+            " (a prefix_projection adapter saved in inference mode: it holds only the \
+             projection's input, P × token_dim, not the table the projection makes, which is \
+             what runs; save it from the PEFT model it was trained in)"
+        }
+        false => "",
+    };
+    Err(Error::file(
+        path,
+        format!(
+            "a PREFIX_TUNING `{PROMPT_KEY}` row is {want}, but the one in {ADAPTER_WEIGHTS} is \
+             {d} wide{hint}"
+        ),
+    ))
 }

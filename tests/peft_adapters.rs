@@ -4,12 +4,14 @@
 
 mod common;
 
-use common::{fixture, read_raw, run_python, ScratchDir};
+use common::{fixture, read_raw, run_python, softprompt, write_raw, RawTensor, ScratchDir};
 use softprompt::internals::prompt::{
     AdapterInfo, PromptTable, ADAPTER_CONFIG, ADAPTER_WEIGHTS, PROMPT_KEY,
 };
 use softprompt::internals::reference::Reference;
-use std::path::Path;
+use softprompt::prelude::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 fn reference_prompt(rel: &str) -> Vec<f32> {
     Reference::read(&fixture(rel)).unwrap().prompt.data
@@ -260,4 +262,356 @@ print("ok")
             bert_want.as_ref(),
         ],
     );
+}
+
+/// A folder `name` in `scratch` holding adapter_config.json `cfg` and a `prompt_embeddings`
+/// of `shape` (values i·0.01).
+fn adapter(scratch: &ScratchDir, name: &str, cfg: serde_json::Value, shape: [usize; 2]) -> PathBuf {
+    let dir = scratch.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(ADAPTER_CONFIG), cfg.to_string()).unwrap();
+    let data: Vec<f32> = (0..shape[0] * shape[1]).map(|i| i as f32 * 0.01).collect();
+    let table = HashMap::from([(
+        PROMPT_KEY.to_string(),
+        RawTensor::f32(shape.to_vec(), &data),
+    )]);
+    write_raw(&dir.join(ADAPTER_WEIGHTS), &table, None);
+    dir
+}
+
+fn load_err(dir: &Path) -> String {
+    PromptTable::load_peft(dir)
+        .expect_err("refused")
+        .to_string()
+}
+
+/// A T5 adapter without `num_transformer_submodules` (or with null) is read as PEFT's
+/// `_setup_prompt_encoder` reads it: 2 for task_type SEQ_2_SEQ_LM, so PEFT's 2P-row table
+/// loads as the explicit 2 does (it was refused as "x num_transformer_submodules 1"); a P-row
+/// table still loads; a refusal says what the file holds and PEFT's default (hostile pass 11,
+/// F12).
+#[test]
+fn absent_submodules_read_as_peft_does() {
+    let scratch = ScratchDir::new("peft_subs_absent");
+    let src = fixture("t5_v1_0/peft_adapter_2sub");
+    let explicit = PromptTable::load_peft(&src).unwrap();
+    let mut cfg = config(&src);
+    for (name, held) in [("absent", None), ("null", Some(serde_json::Value::Null))] {
+        let dir = scratch.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(src.join(ADAPTER_WEIGHTS), dir.join(ADAPTER_WEIGHTS)).unwrap();
+        match &held {
+            None => cfg
+                .as_object_mut()
+                .unwrap()
+                .remove("num_transformer_submodules"),
+            Some(v) => cfg
+                .as_object_mut()
+                .unwrap()
+                .insert("num_transformer_submodules".into(), v.clone()),
+        };
+        std::fs::write(dir.join(ADAPTER_CONFIG), cfg.to_string()).unwrap();
+        let t = PromptTable::load_peft(&dir).unwrap();
+        assert_eq!((t.p, t.layout.num_transformer_submodules), (7, 2), "{name}");
+        assert_eq!(t.data, explicit.data, "{name}: rows 0..P-1, the encoder's");
+        assert_eq!(t.layout.extra_rows, explicit.layout.extra_rows, "{name}");
+    }
+    // a P-row table (one submodule's) still loads
+    let mut seven = cfg.clone();
+    seven
+        .as_object_mut()
+        .unwrap()
+        .remove("num_transformer_submodules");
+    let one = adapter(&scratch, "seven", seven.clone(), [7, 32]);
+    let t = PromptTable::load_peft(&one).unwrap();
+    assert_eq!((t.p, t.layout.num_transformer_submodules), (7, 1));
+    assert!(t.layout.extra_rows.is_empty());
+    // neither P nor 2P rows
+    let odd = adapter(&scratch, "odd", seven.clone(), [13, 32]);
+    let cfg_path = odd.join(ADAPTER_CONFIG);
+    assert!(
+        load_err(&odd).ends_with(&format!(
+            "`prompt_embeddings` has 13 rows: expected num_virtual_tokens 7 x \
+         num_transformer_submodules, which {} leaves out: PEFT reads it as 2 for task_type \
+         \"SEQ_2_SEQ_LM\" (14 rows: P encoder rows, then P decoder rows; a table of 7 rows, \
+         one submodule's, is read too)",
+            cfg_path.display()
+        )),
+        "{}",
+        load_err(&odd)
+    );
+    // another task type: PEFT reads 1, and 2P rows are refused saying so
+    seven["task_type"] = "SEQ_CLS".into();
+    seven["num_transformer_submodules"] = serde_json::Value::Null;
+    let cls = adapter(&scratch, "cls", seven, [14, 32]);
+    let e = load_err(&cls);
+    assert!(
+        e.ends_with(&format!(
+            "`prompt_embeddings` has 14 rows: expected num_virtual_tokens 7 x \
+         num_transformer_submodules, which {} has null for: PEFT reads it as 1 where \
+         task_type is not \"SEQ_2_SEQ_LM\" (it is \"SEQ_CLS\"): 7 rows",
+            cls.join(ADAPTER_CONFIG).display()
+        )),
+        "{e}"
+    );
+}
+
+/// The bert_mlm fixture's task (pet, "great"/"bad") and the prompt in `dir` checked on it.
+fn check_on_bert(dir: &Path) -> Result<()> {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu)?;
+    let data = Dataset::from_pairs(
+        "d",
+        [("great", Some("positive")), ("bad", Some("negative"))],
+    );
+    let opts = TaskOptions {
+        verbalizer: Some(vec![
+            ("positive".into(), "great".into()),
+            ("negative".into(), "bad".into()),
+        ]),
+        ..TaskOptions::default()
+    };
+    let prompt = Prompt::load(dir)?;
+    let task = model.task_for(&prompt, &opts, Some(&data))?;
+    model.check_prompt(&task, &prompt)
+}
+
+/// `num_transformer_submodules` 2 on an encoder-only model: the table's second half was
+/// dropped without a word, though PEFT sets 2 only for SEQ_2_SEQ_LM and cannot run such an
+/// adapter on BERT or a decoder (hostile pass 11, F3). Refused naming the key; 1 runs.
+#[test]
+fn two_submodules_on_bert_are_refused() {
+    let scratch = ScratchDir::new("peft_subs_bert");
+    let mut cfg = config(&fixture("bert_mlm/peft_adapter"));
+    cfg["num_transformer_submodules"] = 2.into();
+    let two = adapter(&scratch, "two", cfg.clone(), [10, 48]);
+    let model = fixture("bert_mlm");
+    let e = check_on_bert(&two).expect_err("refused").to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}: `num_transformer_submodules` is 2 but {} is a bert model: 2 (a table of P \
+             encoder rows, then P decoder rows: 10 rows here) is PEFT's for a SEQ_2_SEQ_LM \
+             model (T5) only, and PEFT cannot run such an adapter on this model; expected 1 \
+             (a table of num_virtual_tokens 5 rows)",
+            two.join(ADAPTER_CONFIG).display(),
+            model.display()
+        )
+    );
+    // absent, with task_type SEQ_2_SEQ_LM and 2P rows: PEFT's 2 again
+    cfg.as_object_mut()
+        .unwrap()
+        .remove("num_transformer_submodules");
+    cfg["task_type"] = "SEQ_2_SEQ_LM".into();
+    let absent = adapter(&scratch, "absent", cfg.clone(), [10, 48]);
+    let e = check_on_bert(&absent).expect_err("refused").to_string();
+    assert!(e.contains("`num_transformer_submodules` is absent, which PEFT reads as 2 for task_type SEQ_2_SEQ_LM, but"), "{e}");
+    cfg["num_transformer_submodules"] = 1.into();
+    cfg["task_type"] = "TOKEN_CLS".into();
+    let one = adapter(&scratch, "one", cfg, [5, 48]);
+    check_on_bert(&one).unwrap();
+}
+
+/// Prefix adapters whose width is not num_layers·2·token_dim said "token_dim 24 (num_layers
+/// 2, prefix tuning: true) does not match the table width 24", and "num_layers 0" for a
+/// missing key (hostile pass 11, F4): the message names the width expected and how it is
+/// made, says `num_layers` is missing, and recognises a prefix_projection adapter saved in
+/// inference mode. Without `num_layers` a multiple of 2·token_dim loads (PEFT takes the
+/// model's layers, checked where it runs).
+#[test]
+fn prefix_width_errors_say_what_is_expected() {
+    let scratch = ScratchDir::new("peft_prefix_width");
+    let base = serde_json::json!({
+        "peft_type": "PREFIX_TUNING", "task_type": "CAUSAL_LM", "num_virtual_tokens": 3,
+        "num_layers": 2, "token_dim": 24, "num_attention_heads": 2, "prefix_projection": true,
+    });
+    let inference = adapter(&scratch, "inference", base.clone(), [3, 24]);
+    assert!(load_err(&inference).ends_with(
+        "adapter_config.json: a PREFIX_TUNING `prompt_embeddings` row is num_layers·2·token_dim \
+         = 2·2·24 = 96 wide, but the one in adapter_model.safetensors is 24 wide (a \
+         prefix_projection adapter saved in inference mode: it holds only the projection's \
+         input, P × token_dim, not the table the projection makes, which is what runs; save it \
+         from the PEFT model it was trained in)"
+    ), "{}", load_err(&inference));
+    let mut plain = base.clone();
+    plain["prefix_projection"] = false.into();
+    let wide = adapter(&scratch, "wide", plain.clone(), [3, 100]);
+    assert!(load_err(&wide).ends_with(
+        "a PREFIX_TUNING `prompt_embeddings` row is num_layers·2·token_dim = 2·2·24 = 96 wide, \
+         but the one in adapter_model.safetensors is 100 wide"
+    ), "{}", load_err(&wide));
+    plain.as_object_mut().unwrap().remove("num_layers");
+    plain["token_dim"] = 48.into();
+    let no_layers = adapter(&scratch, "no_layers", plain.clone(), [3, 48]);
+    assert!(load_err(&no_layers).ends_with(
+        "a PREFIX_TUNING `prompt_embeddings` row is num_layers·2·token_dim wide, a multiple of \
+         2·token_dim = 96 (`num_layers` is missing: PEFT takes the model's), but the one in \
+         adapter_model.safetensors is 48 wide"
+    ), "{}", load_err(&no_layers));
+    plain["token_dim"] = 24.into();
+    let fits = adapter(&scratch, "fits", plain, [3, 96]);
+    let t = PromptTable::load_peft(&fits).unwrap();
+    assert_eq!((t.p, t.d), (3, 96));
+}
+
+/// Folders that are no prompt folder said a bare "No such file or directory", or called a
+/// model folder "the folder of a multi-task run?" (hostile pass 11, F7 and F10): each says
+/// what it holds and what to do.
+#[test]
+fn folders_that_are_no_prompt_folder_say_what_they_are() {
+    let scratch = ScratchDir::new("peft_not_a_folder");
+    let src = fixture("bert_mlm/peft_adapter");
+    // older PEFT's adapter_model.bin, no safetensors
+    let bin = scratch.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(src.join(ADAPTER_CONFIG), bin.join(ADAPTER_CONFIG)).unwrap();
+    std::fs::write(bin.join("adapter_model.bin"), b"PK").unwrap();
+    let (b, w) = (bin.join("adapter_model.bin"), bin.join(ADAPTER_WEIGHTS));
+    assert_eq!(
+        load_err(&bin),
+        format!(
+            "{}: is missing, but the folder holds adapter_model.bin, a PyTorch pickle (older \
+             PEFT's default), which softprompt does not read: convert it, e.g. python -c \
+             \"import torch; from safetensors.torch import save_file; \
+             save_file(torch.load('{}'), '{}')\"",
+            w.display(),
+            b.display(),
+            w.display()
+        )
+    );
+    // no adapter_config.json, or no folder at all
+    let no_cfg = scratch.path().join("no_cfg");
+    std::fs::create_dir_all(&no_cfg).unwrap();
+    std::fs::copy(src.join(ADAPTER_WEIGHTS), no_cfg.join(ADAPTER_WEIGHTS)).unwrap();
+    assert_eq!(
+        load_err(&no_cfg),
+        format!(
+            "{}: is missing beside adapter_model.safetensors: copy it from where the adapter \
+             was saved (PEFT's save_pretrained writes both)",
+            no_cfg.join(ADAPTER_CONFIG).display()
+        )
+    );
+    let empty = scratch.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let files = "adapter_config.json and adapter_model.safetensors, as PEFT's save_pretrained \
+                 writes them";
+    assert_eq!(
+        load_err(&empty),
+        format!(
+            "{}: is missing: {} is no prompt folder (one holds {files})",
+            empty.join(ADAPTER_CONFIG).display(),
+            empty.display()
+        )
+    );
+    let gone = scratch.path().join("gone");
+    assert_eq!(
+        load_err(&gone),
+        format!(
+            "{}: no such folder: expected a prompt folder ({files})",
+            gone.display()
+        )
+    );
+    // a model folder
+    let model = fixture("bert_mlm");
+    assert_eq!(
+        load_err(&model),
+        format!(
+            "{}: holds no adapter_config.json: it is a model folder (config.json and the \
+             model's weights), not a prompt folder: name it as the model (--model) and a prompt \
+             folder as the prompt",
+            model.display()
+        )
+    );
+    // PEFT's save_pretrained of several adapters, none at the top: no task.json in them
+    let multi = scratch.path().join("multi");
+    for name in ["second", "first"] {
+        let sub = multi.join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in [ADAPTER_CONFIG, ADAPTER_WEIGHTS] {
+            std::fs::copy(src.join(f), sub.join(f)).unwrap();
+        }
+    }
+    assert_eq!(
+        load_err(&multi),
+        format!(
+            "{}: holds no adapter_config.json, but its folders first, second each hold one: \
+             adapters PEFT's save_pretrained saved together (each but the default one in a \
+             folder of its name)? name one of them",
+            multi.display()
+        )
+    );
+    PromptTable::load_peft(&multi.join("first")).unwrap();
+    // inspect: the adapter's folders are prompt folders, not a model's (it said "config.json:
+    // No such file"), and PEFT's several adapters are not a multi-task run
+    let inspect = |dir: &Path| softprompt(&["inspect", dir.to_str().unwrap()]);
+    for dir in [&bin, &no_cfg] {
+        let out = inspect(dir);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("error: {}", load_err(dir))),
+            "{stderr}"
+        );
+    }
+    let out = inspect(&multi);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        format!(
+            "{}: adapters PEFT's save_pretrained saved together (a folder per adapter); inspect \
+             each one's folder: {}, {}",
+            multi.display(),
+            multi.join("first").display(),
+            multi.join("second").display()
+        )
+    );
+}
+
+/// A PEFT folder's hub id in `base_model_name_or_path` met a folder of that name two levels
+/// up, and eval ran it without naming it (hostile pass 11, F13): a note names the folder.
+#[test]
+fn a_model_found_from_the_adapters_base_is_noted() {
+    let scratch = ScratchDir::new("peft_base_note");
+    let model = scratch.copy_model("bert_mlm", "bert-tiny-hub");
+    let data: Vec<f32> = (0..4 * 48).map(|i| (i as f32 * 0.37).sin()).collect();
+    let info = AdapterInfo {
+        task_type: Some("FEATURE_EXTRACTION".into()),
+        base_model_name_or_path: Some("bert-tiny-hub".into()),
+        num_attention_heads: 4,
+        num_layers: 2,
+        ..Default::default()
+    };
+    let dir = scratch.path().join("adapters/a");
+    PromptTable::from_data(4, 48, data)
+        .unwrap()
+        .save_peft(&dir, &info)
+        .unwrap();
+    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/dev.jsonl");
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--prompt",
+            dir.to_str().unwrap(),
+            "--data",
+            dev.to_str().unwrap(),
+            "--task",
+            "pet",
+            "--template",
+            "{text} It was [MASK].",
+            "--verbalizer",
+            "positive=great,negative=bad",
+        ];
+        args.extend_from_slice(extra);
+        let out = softprompt(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        stderr
+    };
+    let want = format!(
+        "note: using the model in {}: {}'s base_model_name_or_path is \"bert-tiny-hub\" (pass \
+         --model to name another)",
+        scratch.path().join("bert-tiny-hub").display(),
+        dir.join(ADAPTER_CONFIG).display()
+    );
+    assert!(eval(&[]).contains(&want), "{want}: {}", eval(&[]));
+    // --model named: no note
+    assert!(!eval(&["--model", model.to_str().unwrap()]).contains("note: using the model"));
 }

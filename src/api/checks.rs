@@ -189,13 +189,46 @@ pub(super) fn fit<B: Backend>(
         None => None,
     };
     match prefix {
-        None => check_width(prompt, model.hidden_size(), &model.dir)?,
+        None => {
+            check_submodules(prompt, model)?;
+            check_width(prompt, model.hidden_size(), &model.dir)?
+        }
         Some(spec) => {
             check_prefix_width(prompt, model, spec)?;
             check_prefix_heads(prompt, model)?;
         }
     }
     Ok(prefix)
+}
+
+/// A prompt table of two submodules' rows (P encoder rows, then P decoder rows) runs only on
+/// T5: PEFT sets 2 for SEQ_2_SEQ_LM alone, and on an encoder-only or decoder-only model its
+/// forward prepends all 2P rows under a mask of P, which fails, so PEFT never ran such an
+/// adapter; softprompt read the first P rows and dropped the rest without a word.
+fn check_submodules<B: Backend>(prompt: &Prompt, model: &train::Model<B>) -> Result<()> {
+    let arch = model.arch_name();
+    if prompt.table.layout.num_transformer_submodules != 2 || arch == "t5" {
+        return Ok(());
+    }
+    let cfg = prompt.table.layout.config.as_ref();
+    let read = match cfg.and_then(|c| c.get("num_transformer_submodules")) {
+        Some(v) if !v.is_null() => format!("`num_transformer_submodules` is {v}"),
+        _ => "`num_transformer_submodules` is absent, which PEFT reads as 2 for task_type \
+              SEQ_2_SEQ_LM,"
+            .to_string(),
+    };
+    let p = prompt.rows();
+    Err(Error::file(
+        prompt.origin().join(ADAPTER_CONFIG),
+        format!(
+            "{read} but {} is a {arch} model: 2 (a table of P encoder rows, then P decoder \
+             rows: {} rows here) is PEFT's for a SEQ_2_SEQ_LM model (T5) only, and PEFT cannot \
+             run such an adapter on this model; expected 1 (a table of num_virtual_tokens {p} \
+             rows)",
+            model.dir.display(),
+            p.saturating_mul(2)
+        ),
+    ))
 }
 
 /// A prefix adapter's `num_attention_heads` (how PEFT splits each block of keys and values

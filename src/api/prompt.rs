@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::models::cls_head::HostClsHead;
-use crate::prompt::{PromptTable, ADAPTER_WEIGHTS};
+use crate::prompt::{PromptTable, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use crate::train::checkpoint::{check_arch, load_prompt_dir, SavedPrompt};
 use crate::train::model_id::ModelId;
 use crate::train::spec::TaskSpec;
@@ -272,10 +272,11 @@ impl Prompt {
         self.model_dir_noted().map(|(dir, _)| dir)
     }
 
-    /// [`Prompt::model_dir`], with a note to show when task.json records a model folder but
-    /// none of the places it records holds one, so that adapter_config.json's
-    /// `base_model_name_or_path` was taken (silently, though it may name another model): the
-    /// note names both.
+    /// [`Prompt::model_dir`], with a note to show when adapter_config.json's
+    /// `base_model_name_or_path` was taken (silently, though it may name another model, and a
+    /// hub id meets whatever folder of that name sits nearby): the note names the folder
+    /// used, and where task.json records a model folder that none of its places holds, those
+    /// places too.
     pub fn model_dir_noted(&self) -> Result<(PathBuf, Option<String>)> {
         let here = self.dir.clone().unwrap_or_default();
         let peft_base = self
@@ -296,17 +297,28 @@ impl Prompt {
         if let Some(found) = tries.iter().find(|p| p.join("config.json").is_file()) {
             let recorded = &self.recorded_models;
             let made_on = self.model.as_ref().is_some_and(|m| &m.dir == found);
-            let note = (!recorded.is_empty() && !recorded.contains(found) && !made_on).then(|| {
-                let at: Vec<String> = recorded.iter().map(|p| p.display().to_string()).collect();
-                format!(
-                    "{} records its model at {}, which holds no config.json: using {}, \
-                     adapter_config.json's base_model_name_or_path ({})",
-                    here.join("task.json").display(),
-                    at.join(", "),
+            let base = peft_base.unwrap_or_default();
+            let note = match (recorded.is_empty(), recorded.contains(found) || made_on) {
+                (_, true) => None,
+                (false, false) => {
+                    let at: Vec<String> =
+                        recorded.iter().map(|p| p.display().to_string()).collect();
+                    Some(format!(
+                        "{} records its model at {}, which holds no config.json: using {}, \
+                         adapter_config.json's base_model_name_or_path ({base})",
+                        here.join("task.json").display(),
+                        at.join(", "),
+                        found.display(),
+                    ))
+                }
+                // a hub id met whatever folder of that name sits nearby, without a word
+                (true, false) => Some(format!(
+                    "using the model in {}: {}'s base_model_name_or_path is {base:?} (pass \
+                     --model to name another)",
                     found.display(),
-                    peft_base.unwrap_or_default()
-                )
-            });
+                    here.join(ADAPTER_CONFIG).display(),
+                )),
+            };
             return Ok((found.clone(), note));
         }
         let tried: Vec<String> = tries.iter().map(|p| p.display().to_string()).collect();

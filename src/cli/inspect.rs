@@ -24,19 +24,26 @@ pub fn run(args: Args) -> i32 {
 }
 
 fn inspect(args: &Args) -> softprompt::Result<()> {
-    if args
-        .path
-        .join(softprompt::internals::prompt::ADAPTER_CONFIG)
-        .exists()
-    {
+    use softprompt::internals::prompt::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
+    let has = |f: &str| args.path.join(f).exists();
+    // an adapter without its config (or older PEFT's adapter_model.bin) was read as a model
+    // folder: "config.json: No such file"; the prompt loader says what is missing
+    let adapter = [ADAPTER_WEIGHTS, "adapter_model.bin"]
+        .iter()
+        .any(|f| has(f));
+    if has(ADAPTER_CONFIG) || (adapter && !has("config.json")) {
         return inspect_prompt(args);
     }
     // a multi-task run's --out folder was reported as "config.json: No such file"
-    if !args.path.join("config.json").exists() {
-        if let Some(tasks) = task_folders(&args.path) {
+    if !has("config.json") {
+        if let Some((tasks, run)) = task_folders(&args.path) {
+            // softprompt writes task.json beside each task's adapter, PEFT none
+            let what = match run {
+                true => "the output of a multi-task run (a prompt folder per task)",
+                false => "adapters PEFT's save_pretrained saved together (a folder per adapter)",
+            };
             outln!(
-                "{}: the output of a multi-task run (a prompt folder per task); inspect each \
-                 task's folder: {}",
+                "{}: {what}; inspect each one's folder: {}",
                 args.path.display(),
                 tasks.join(", ")
             );
@@ -46,19 +53,21 @@ fn inspect(args: &Args) -> softprompt::Result<()> {
     inspect_model(args)
 }
 
-/// The prompt folders right under `dir` (a multi-task run writes one per task), sorted; None
-/// when there are none.
-fn task_folders(dir: &std::path::Path) -> Option<Vec<String>> {
-    let mut tasks: Vec<String> = (std::fs::read_dir(dir).ok()?.flatten())
+/// The prompt folders right under `dir` (a multi-task run writes one per task; PEFT's
+/// save_pretrained one per adapter but the default), sorted, and whether any holds a
+/// task.json (a run's); None when there are none.
+fn task_folders(dir: &std::path::Path) -> Option<(Vec<String>, bool)> {
+    let mut tasks: Vec<std::path::PathBuf> = (std::fs::read_dir(dir).ok()?.flatten())
         .map(|e| e.path())
         .filter(|p| {
             p.join(softprompt::internals::prompt::ADAPTER_CONFIG)
                 .is_file()
         })
-        .map(|p| p.display().to_string())
         .collect();
     tasks.sort();
-    (!tasks.is_empty()).then_some(tasks)
+    let run = tasks.iter().any(|p| p.join("task.json").is_file());
+    let names = tasks.iter().map(|p| p.display().to_string()).collect();
+    (!tasks.is_empty()).then_some((names, run))
 }
 
 /// A saved prompt folder: its table, its method (prompt tuning, P-tuning, prefix tuning) and

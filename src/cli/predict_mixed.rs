@@ -183,9 +183,10 @@ fn load_jobs(
 fn same_model(pairs: &[(String, PathBuf)], prompts: &[Prompt]) -> Result<PathBuf> {
     let mut found: Option<(PathBuf, &str)> = None;
     for ((name, prompt_dir), prompt) in pairs.iter().zip(prompts) {
-        let dir = prompt
-            .model_dir()
-            .map_err(|e| of_prompt(name, prompt_dir, e))?;
+        let (dir, note) = (prompt.model_dir_noted()).map_err(|e| of_prompt(name, prompt_dir, e))?;
+        if let Some(note) = note {
+            eprintln!("note: --prompt {name}: {note}");
+        }
         let key = dir.canonicalize().unwrap_or_else(|_| dir.clone());
         match &found {
             None => found = Some((key, name)),

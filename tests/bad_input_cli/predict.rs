@@ -38,7 +38,10 @@ fn predict_mixed_errors_name_the_prompt() {
     let base = ["predict", "--data", s(&data), "--prompt", &a, "--prompt"];
     refused(
         &softprompt(&[&base[..], &[&b]].concat()),
-        &[&format!("--prompt {b}:"), "No such file"],
+        &[
+            &format!("--prompt {b}:"),
+            "no such folder: expected a prompt folder",
+        ],
     );
     let b = format!("b={}", s(&run));
     refused(

@@ -503,10 +503,12 @@ fn inspect_names_unset_keys_p_tuning_and_multi_task_folders() {
         assert!(text.contains(needle), "lacks {needle:?}: {text}");
     }
     assert!(!text.contains("prefix tuning"), "{text}");
-    // a multi-task --out folder: a prompt folder per task, and no config.json
+    // a multi-task --out folder: a prompt folder per task (with its task.json, which PEFT's
+    // folders of several adapters lack), and no config.json
     let multi = dir.path().join("multi");
     for task in ["b", "a"] {
-        copy(&format!("multi/{task}"), serde_json::json!({}));
+        let to = copy(&format!("multi/{task}"), serde_json::json!({}));
+        std::fs::write(to.join("task.json"), "{}").expect("write task.json");
     }
     let text = ok(&softprompt(&["inspect", s(&multi)]));
     let (a, b) = (multi.join("a"), multi.join("b"));
