@@ -673,7 +673,8 @@ fn not_a_prompt_folder(dir: &Path) -> Error {
         ),
         None => format!("no such folder: expected a prompt folder ({files})"),
     };
-    Error::file(dir, why)
+    // a missing path, whatever its length (Python raises FileNotFoundError)
+    Error::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, why))
 }
 
 /// The weights a model folder holds, any of which makes a folder with config.json a model's.

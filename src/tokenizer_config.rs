@@ -185,7 +185,10 @@ fn post_processor(
     tok: &mut Value,
 ) -> Result<()> {
     let mut ends = Vec::new();
-    for (add, key, default) in [(add_bos, "bos_token", "<s>"), (add_eos, "eos_token", "</s>")] {
+    for (add, key, default) in [
+        (add_bos, "bos_token", "<s>"),
+        (add_eos, "eos_token", "</s>"),
+    ] {
         let named = special_token(dir, key)?;
         let token = match (add, named) {
             (false, _) => None,

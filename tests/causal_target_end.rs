@@ -508,7 +508,13 @@ fn generation_config_names_the_stop_tokens() {
     let row = scratch.path().join("one.jsonl");
     std::fs::write(&row, serde_json::json!({"text": text}).to_string()).unwrap();
     let greedy = ok(&softprompt(&[
-        "predict", "--prompt", prompt, "--data", row.to_str().unwrap(), "--decode", "greedy",
+        "predict",
+        "--prompt",
+        prompt,
+        "--data",
+        row.to_str().unwrap(),
+        "--decode",
+        "greedy",
     ]));
     let greedy: serde_json::Value = serde_json::from_str(greedy.trim()).unwrap();
     let line: serde_json::Value = serde_json::from_str(ok(&generate(&[])).trim()).unwrap();
@@ -528,7 +534,10 @@ fn generation_config_names_the_stop_tokens() {
     assert_eq!(stop_ids(TargetEnd::Eos), vec![stop, 2]);
     assert_eq!(stop_ids(TargetEnd::None), vec![stop]);
     assert_eq!(stop_ids(TargetEnd::Pad), vec![3]);
-    for keeps in [serde_json::json!({}), serde_json::json!({"eos_token_id": null})] {
+    for keeps in [
+        serde_json::json!({}),
+        serde_json::json!({"eos_token_id": null}),
+    ] {
         write(keeps);
         assert_eq!(stop_ids(TargetEnd::None), vec![2]);
         assert_eq!(ids(&generate(&[])), free);
@@ -538,7 +547,10 @@ fn generation_config_names_the_stop_tokens() {
     write(serde_json::json!({"eos_token_id": [2, 999_999]}));
     refused(
         &generate(&[]),
-        &[path, "`eos_token_id` is 999999, outside the vocabulary (vocab_size"],
+        &[
+            path,
+            "`eos_token_id` is 999999, outside the vocabulary (vocab_size",
+        ],
     );
     write(serde_json::json!({"eos_token_id": ["</s>"]}));
     refused(&generate(&[]), &[path, "`eos_token_id` must hold integers"]);

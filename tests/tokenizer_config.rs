@@ -51,7 +51,10 @@ fn bert_keys_rebuild_the_normalizer() {
         tok.unk_id().unwrap(),
     );
     let text = "The Music Was Lovely";
-    assert_eq!(ids(&canon, text, true), ids(&canon, "the music was lovely", true));
+    assert_eq!(
+        ids(&canon, text, true),
+        ids(&canon, "the music was lovely", true)
+    );
     assert!(!ids(&canon, text, true).contains(&unk));
 
     let cased = scratch.copy_model("bert_mlm", "cased");
@@ -73,7 +76,10 @@ fn bert_keys_rebuild_the_normalizer() {
     edit_config(&cjk, serde_json::json!({"do_lower_case": "no"}));
     refused(
         &cjk,
-        &["tokenizer_config.json", "`do_lower_case` is \"no\": expected true or false"],
+        &[
+            "tokenizer_config.json",
+            "`do_lower_case` is \"no\": expected true or false",
+        ],
     );
 }
 
@@ -92,7 +98,10 @@ fn add_bos_and_eos_rebuild_the_post_processor() {
     assert_eq!(base[1..], body[..]);
 
     let d = scratch.copy_model("llama", "eos");
-    edit_config(&d, serde_json::json!({"tokenizer_class": "LlamaTokenizerFast"}));
+    edit_config(
+        &d,
+        serde_json::json!({"tokenizer_class": "LlamaTokenizerFast"}),
+    );
     assert_eq!(ids(&d, text, true), base);
     edit_config(&d, serde_json::json!({"add_eos_token": true}));
     let mut with_eos = base.clone();
@@ -100,11 +109,20 @@ fn add_bos_and_eos_rebuild_the_post_processor() {
     assert_eq!(ids(&d, text, true), with_eos);
     // text alone is untouched
     assert_eq!(ids(&d, text, false), body);
-    edit_config(&d, serde_json::json!({"add_eos_token": false, "add_bos_token": false}));
+    edit_config(
+        &d,
+        serde_json::json!({"add_eos_token": false, "add_bos_token": false}),
+    );
     assert_eq!(ids(&d, text, true), body);
     // a pair: [bos] A [eos] [bos] B [eos], B's type 1
-    edit_config(&d, serde_json::json!({"add_eos_token": true, "add_bos_token": true}));
-    let (pair, types) = Tokenizer::load(&d).unwrap().encode_pair(text, text).unwrap();
+    edit_config(
+        &d,
+        serde_json::json!({"add_eos_token": true, "add_bos_token": true}),
+    );
+    let (pair, types) = Tokenizer::load(&d)
+        .unwrap()
+        .encode_pair(text, text)
+        .unwrap();
     let half = with_eos.len();
     assert_eq!(pair, [with_eos.clone(), with_eos.clone()].concat());
     assert_eq!(types, [vec![0; half], vec![1; half]].concat());
@@ -122,7 +140,11 @@ fn add_bos_and_eos_rebuild_the_post_processor() {
     );
     refused(
         &d,
-        &["tokenizer_config.json", "`add_bos_token` adds the bos_token \"<s>\"", "not in the vocabulary"],
+        &[
+            "tokenizer_config.json",
+            "`add_bos_token` adds the bos_token \"<s>\"",
+            "not in the vocabulary",
+        ],
     );
 }
 

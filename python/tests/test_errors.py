@@ -99,6 +99,9 @@ def test_exception_bases():
     assert issubclass(sp.FileNotFound, FileNotFoundError)
     with pytest.raises(FileNotFoundError):
         sp.Prompt.load(DATA / "no_prompt_here")
+    # a one-part relative name too (it became a BadFile: review 6)
+    with pytest.raises(FileNotFoundError, match="no such folder: expected a prompt folder"):
+        sp.Prompt.load("no_prompt_here_either")
 
 
 def test_unknown_keyword_is_a_type_error(tmp_path):

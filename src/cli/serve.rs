@@ -61,7 +61,7 @@ pub struct Args {
     /// most an hour
     #[arg(long, default_value_t = 30_000)]
     body_timeout_ms: u64,
-    /// how long an answer may wait for a client that reads nothing of it, in milliseconds;
+    /// how long an answer may make no progress to a client that reads nothing, in milliseconds;
     /// then the connection is closed; at most an hour
     #[arg(long, default_value_t = 30_000)]
     write_timeout_ms: u64,

@@ -1,6 +1,9 @@
 //! Ctrl-C (SIGINT) and SIGTERM during `train`: the first asks the run to stop after the step
 //! under way, with its checkpoint written (the engine's stop flag, as Python's Ctrl-C does);
-//! a second one of either ends the process at once, as the signal would have.
+//! a second one of either ends the process at once, as the signal would have. Once the run
+//! has stopped (or ended, for a signal during its last step or final scoring), the process
+//! ends by the signal itself, so that a shell loop over runs stops at Ctrl-C as it would
+//! for any other command, and a service manager sees a stop, not a failure.
 //! Without this the CLI died on the signal and lost every step since the last --save-every,
 //! where systemd, docker, Kubernetes and `timeout` all stop a job with SIGTERM.
 
@@ -11,7 +14,11 @@ static STOP: AtomicBool = AtomicBool::new(false);
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_signal(sig: libc::c_int) {
-    // only async-signal-safe calls here: atomics, signal(2) and raise(3)
+    // only async-signal-safe calls here: atomics, signal(2) and raise(3); the signal is
+    // recorded before the flag that the run reads
+    if SIGNAL.load(Ordering::SeqCst) == 0 {
+        SIGNAL.store(sig, Ordering::SeqCst);
+    }
     if STOP.swap(true, Ordering::SeqCst) {
         // SAFETY: restoring the default disposition and raising the signal again are
         // async-signal-safe; the process then ends as the signal ends it
@@ -20,7 +27,6 @@ extern "C" fn on_signal(sig: libc::c_int) {
             libc::raise(sig);
         }
     }
-    SIGNAL.store(sig, Ordering::SeqCst);
 }
 
 /// Installs the handler for SIGINT and SIGTERM (a signal the parent set to be ignored, as a
@@ -46,8 +52,22 @@ pub fn stop_flag() -> &'static AtomicBool {
     &STOP
 }
 
-/// The exit code of a run the signal stopped: 128 + its number (130 for Ctrl-C, 143 for
-/// SIGTERM), as a shell reports a process the signal ended.
-pub fn exit_code() -> i32 {
-    128 + SIGNAL.load(Ordering::SeqCst).max(0)
+/// Whether a signal came.
+pub fn stopped() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Ends the process by the signal that came (its default action: the shell reports 130 for
+/// Ctrl-C, 143 for SIGTERM); returns 128 + its number should the process live on.
+pub fn end_by_signal() -> i32 {
+    let sig = SIGNAL.load(Ordering::SeqCst);
+    if sig > 0 {
+        // SAFETY: restoring the default disposition and raising the signal; nothing of the
+        // run is left to write (its files are renamed into place, stderr is unbuffered)
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+    128 + sig.max(0)
 }

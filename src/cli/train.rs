@@ -147,12 +147,18 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> i32 {
+    use super::signals::{end_by_signal, stopped};
     match train(&args) {
+        // a signal during the last step or the final scoring: the run ended all the same
+        Ok(()) if stopped() => {
+            eprintln!("interrupted: the run had ended; everything it writes is saved");
+            end_by_signal()
+        }
         Ok(()) => 0,
         // a signal's stop: the message says where the checkpoint is and how to go on
         Err(Error::Interrupted(msg)) => {
             eprintln!("interrupted: {msg} (--resume)");
-            super::signals::exit_code()
+            end_by_signal()
         }
         Err(e) => fail(e),
     }
