@@ -80,7 +80,11 @@ impl<B: Backend> Model<B> {
                 let tied = c.tie_word_embeddings;
                 Box::new(move |n: &str| !(tied && n.starts_with("cls.predictions.decoder")))
             }
-            ModelConfig::T5(_) => Box::new(|n: &str| !n.contains("embed_tokens")),
+            // no `transformer.` names: the loader's probe for that prefix (a T5 classification
+            // checkpoint) must find none, or every tensor is drawn under another name
+            ModelConfig::T5(_) => {
+                Box::new(|n: &str| !n.contains("embed_tokens") && !n.starts_with("transformer."))
+            }
             ModelConfig::Bloom(c) | ModelConfig::Llama(c) => {
                 let tied = c.tie_word_embeddings;
                 Box::new(move |n: &str| !(tied && n == "lm_head.weight"))
