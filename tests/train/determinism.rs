@@ -12,7 +12,7 @@ use softprompt::internals::train::data::{DataSpec, Dataset};
 use softprompt::internals::train::optim::OptimConfig;
 use softprompt::internals::train::{Event, Model, Task, TaskKind, TaskSpec, TrainConfig, Trainer};
 use softprompt::internals::CpuBackend;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn tiny_trainer_run(seed: u64, steps: u64) -> Vec<f64> {
@@ -337,23 +337,50 @@ fn resume_refuses_other_dev_rows() {
     assert!(ok(&softprompt(&resume)).contains("resumed at step"));
 }
 
+/// The interrupted-run tests' length.
+const STEPS: &str = "600";
+
+/// What an interrupted-run test starts from: the sentiment files in the scratch folder `tag`,
+/// and the uninterrupted run of `train_args` (STEPS steps, lr 0.05) in its `full` folder;
+/// `cut` is the folder to interrupt.
+struct Interrupted {
+    train: PathBuf,
+    dev: PathBuf,
+    model: PathBuf,
+    full: PathBuf,
+    cut: PathBuf,
+}
+
+impl Interrupted {
+    fn new(tag: &str) -> Interrupted {
+        let dir = scratch(tag);
+        let (train, dev) = sentiment_files(&dir);
+        let model = fixture("bert_mlm");
+        let (full, cut) = (dir.join("full"), dir.join("cut"));
+        let args = train_args(s(&model), s(&train), s(&dev), s(&full), STEPS, "0.05");
+        ok(&softprompt(&args));
+        Interrupted {
+            train,
+            dev,
+            model,
+            full,
+            cut,
+        }
+    }
+}
+
 /// A run killed with SIGKILL mid-way resumes from its last checkpoint and ends with the same
 /// prompt, bit for bit, as an uninterrupted run with the same seed.
 #[test]
 fn killed_run_resumes_bit_identically() {
-    let dir = scratch("resume");
-    let (train, dev) = sentiment_files(&dir);
-    let model = fixture("bert_mlm");
-    let steps = "600";
-    let (full, cut) = (dir.join("full"), dir.join("cut"));
-    ok(&softprompt(&train_args(
-        s(&model),
-        s(&train),
-        s(&dev),
-        s(&full),
-        steps,
-        "0.05",
-    )));
+    let Interrupted {
+        train,
+        dev,
+        model,
+        full,
+        cut,
+    } = Interrupted::new("resume");
+    let steps = STEPS;
 
     // start, wait for a checkpoint past step 40, kill -9
     let mut child = Command::new(env!("CARGO_BIN_EXE_softprompt"))
@@ -447,19 +474,14 @@ fn killed_run_resumes_bit_identically() {
 #[test]
 fn terminated_run_checkpoints_its_step_and_resumes() {
     use std::os::unix::process::CommandExt;
-    let dir = scratch("sigterm");
-    let (train, dev) = sentiment_files(&dir);
-    let model = fixture("bert_mlm");
-    let steps = "600";
-    let (full, cut) = (dir.join("full"), dir.join("cut"));
-    ok(&softprompt(&train_args(
-        s(&model),
-        s(&train),
-        s(&dev),
-        s(&full),
-        steps,
-        "0.05",
-    )));
+    let Interrupted {
+        train,
+        dev,
+        model,
+        full,
+        cut,
+    } = Interrupted::new("sigterm");
+    let steps = STEPS;
     let last_logged = |d: &Path| -> u64 {
         let text = std::fs::read_to_string(d.join("metrics.jsonl")).unwrap_or_default();
         (text.lines())
