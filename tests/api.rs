@@ -384,17 +384,7 @@ fn hostile_api_calls_are_errors() {
     assert!(e.contains("flat index 1") && e.contains("NaN"), "{e}");
 
     let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
-    let data = Dataset::from_pairs(
-        "d",
-        [("great", Some("positive")), ("bad", Some("negative"))],
-    );
-    let opts = TaskOptions {
-        verbalizer: Some(vec![
-            ("positive".into(), "great".into()),
-            ("negative".into(), "bad".into()),
-        ]),
-        ..TaskOptions::default()
-    };
+    let (data, opts) = common::bert_mlm_pet();
     let task = model.task(&opts, Some(&data), 4).unwrap();
     let random = |std: f64| PromptInit::Random { std };
     let e = model

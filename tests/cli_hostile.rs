@@ -307,17 +307,7 @@ fn flags_nothing_reads_are_refused() {
 fn a_multi_task_folder_or_a_named_prompt_says_what_to_pass() {
     let scratch = ScratchDir::new("cli_hostile_mt_folder");
     let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
-    let data = Dataset::from_pairs(
-        "d",
-        [("great", Some("positive")), ("bad", Some("negative"))],
-    );
-    let opts = TaskOptions {
-        verbalizer: Some(vec![
-            ("positive".into(), "great".into()),
-            ("negative".into(), "bad".into()),
-        ]),
-        ..TaskOptions::default()
-    };
+    let (data, opts) = common::bert_mlm_pet();
     let task = model.task(&opts, Some(&data), 4).unwrap();
     let prompt = model
         .new_prompt(&task, 4, &PromptInit::Random { std: 1.0 }, 0)

@@ -359,17 +359,7 @@ fn absent_submodules_read_as_peft_does() {
 /// The bert_mlm fixture's task (pet, "great"/"bad") and the prompt in `dir` checked on it.
 fn check_on_bert(dir: &Path) -> Result<()> {
     let model = Model::open(fixture("bert_mlm"), Device::Cpu)?;
-    let data = Dataset::from_pairs(
-        "d",
-        [("great", Some("positive")), ("bad", Some("negative"))],
-    );
-    let opts = TaskOptions {
-        verbalizer: Some(vec![
-            ("positive".into(), "great".into()),
-            ("negative".into(), "bad".into()),
-        ]),
-        ..TaskOptions::default()
-    };
+    let (data, opts) = common::bert_mlm_pet();
     let prompt = Prompt::load(dir)?;
     let task = model.task_for(&prompt, &opts, Some(&data))?;
     model.check_prompt(&task, &prompt)

@@ -652,3 +652,20 @@ pub fn edit_checkpoint_meta(path: &Path, key: &str, edit: impl FnOnce(&mut serde
     meta.insert(CHECKSUM_KEY.into(), sum);
     write_raw(path, &tensors, Some(meta));
 }
+
+/// The bert_mlm fixture's `pet` task inputs: two labelled rows and the verbalizer
+/// positive=great, negative=bad (the tests that need any valid task on it).
+pub fn bert_mlm_pet() -> (softprompt::Dataset, softprompt::TaskOptions) {
+    let data = softprompt::Dataset::from_pairs(
+        "d",
+        [("great", Some("positive")), ("bad", Some("negative"))],
+    );
+    let opts = softprompt::TaskOptions {
+        verbalizer: Some(vec![
+            ("positive".into(), "great".into()),
+            ("negative".into(), "bad".into()),
+        ]),
+        ..softprompt::TaskOptions::default()
+    };
+    (data, opts)
+}
