@@ -43,6 +43,7 @@ fn bloom(layers: usize, hidden: usize, heads: usize) -> DecoderConfig {
         bos_token_id: Some(1),
         eos_token_ids: vec![2],
         stop_token_ids: vec![2],
+        stop_token_error: None,
         pad_token_id: Some(3),
     }
 }
@@ -81,6 +82,7 @@ fn llama(layers: usize, hidden: usize, heads: usize, ff: usize, factor: f64) -> 
         bos_token_id: Some(128000),
         eos_token_ids: vec![128001],
         stop_token_ids: vec![128001],
+        stop_token_error: None,
         pad_token_id: None,
     }
 }

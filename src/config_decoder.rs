@@ -6,7 +6,7 @@ use super::{rope, window};
 use crate::backend::rope::Llama3Scaling;
 use crate::backend::Act;
 use crate::error::{Error, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The position encoding of a decoder-only model.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,6 +62,10 @@ pub struct DecoderConfig {
     /// the folder has that file and it names one (transformers' `generate` takes it over
     /// config.json's: Llama 3 Instruct adds `<|eot_id|>` there), else `eos_token_ids`
     pub stop_token_ids: Vec<usize>,
+    /// why generation_config.json gave no stop tokens (not JSON, an id past the table, a
+    /// value that is no id): the file and the message. Greedy generation refuses with it;
+    /// every other use ignores the file, as transformers' `from_pretrained` only warns.
+    pub stop_token_error: Option<(PathBuf, String)>,
     pub pad_token_id: Option<usize>,
 }
 
@@ -124,6 +128,7 @@ pub(super) fn parse_bloom(cfg: &Cfg) -> Result<DecoderConfig> {
         bos_token_id: Some(cfg.usize_or("bos_token_id", 1)?),
         eos_token_ids: eos.clone(),
         stop_token_ids: eos,
+        stop_token_error: None,
         pad_token_id: Some(cfg.usize_or("pad_token_id", 3)?),
     })
     .and_then(|c| check_decoder_token_ids(cfg, c))
@@ -184,6 +189,7 @@ pub(super) fn parse_llama(cfg: &Cfg, model_type: &str) -> Result<DecoderConfig> 
         bos_token_id: cfg.usize_opt("bos_token_id")?,
         stop_token_ids: eos.clone(),
         eos_token_ids: eos,
+        stop_token_error: None,
         pad_token_id: cfg.usize_opt("pad_token_id")?,
     })
     .and_then(|c| check_decoder_token_ids(cfg, c))
@@ -212,25 +218,35 @@ fn check_decoder_token_ids(cfg: &Cfg, c: DecoderConfig) -> Result<DecoderConfig>
 /// and names one, becomes the decoder's stop set, as transformers' `from_pretrained` loads
 /// that file over the config.json-derived generation config. A file without the key (or
 /// with null, or an empty list) leaves config.json's: transformers would then stop at
-/// nothing, which no prompt trained here to end with an end token wants.
-pub(super) fn read_generation_stop(dir: &Path, c: &mut DecoderConfig) -> Result<()> {
+/// nothing, which no prompt trained here to end with an end token wants. A file that cannot
+/// give stop tokens is kept as `stop_token_error`: only generation reads the file.
+pub(super) fn read_generation_stop(dir: &Path, c: &mut DecoderConfig) {
     let path = dir.join("generation_config.json");
     if !path.exists() {
-        return Ok(());
+        return;
     }
-    let text = crate::fsutil::read_json_text(&path)?;
+    match generation_stop_ids(&path, c.vocab_size) {
+        Ok(ids) if ids.is_empty() => {}
+        Ok(ids) => c.stop_token_ids = ids,
+        Err(Error::Config { path, msg }) => c.stop_token_error = Some((path, msg)),
+        Err(e) => c.stop_token_error = Some((path, e.to_string())),
+    }
+}
+
+/// The stop ids generation_config.json at `path` names (none: leave config.json's).
+fn generation_stop_ids(path: &Path, vocab_size: usize) -> Result<Vec<usize>> {
+    let text = crate::fsutil::read_json_text(path)?;
     let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::config(&path, format!("not valid JSON: {e}")))?;
+        .map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
     if !v.is_object() {
-        return Err(Error::config(&path, "expected a JSON object"));
+        return Err(Error::config(path, "expected a JSON object"));
     }
-    let cfg = Cfg { v: &v, path };
+    let cfg = Cfg {
+        v: &v,
+        path: path.to_path_buf(),
+    };
     let ids = cfg.token_ids("eos_token_id")?;
-    if ids.is_empty() {
-        return Ok(());
-    }
     let named: Vec<(&str, usize)> = ids.iter().map(|&id| ("eos_token_id", id)).collect();
-    check_token_ids(&cfg, c.vocab_size, &named)?;
-    c.stop_token_ids = ids;
-    Ok(())
+    check_token_ids(&cfg, vocab_size, &named)?;
+    Ok(ids)
 }

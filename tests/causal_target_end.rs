@@ -164,7 +164,7 @@ fn the_pad_token_is_the_tokenizers_and_a_cut_target_keeps_it() {
         let enc = task.encode(&bloom.tokenizer, &data).unwrap();
         assert_eq!(enc.rows[0].target, want, "{}", end.name());
         assert_eq!(enc.truncated_targets, 1);
-        let stop = task.stop_ids(&bloom.net.decoder().unwrap().cfg);
+        let stop = task.stop_ids(&bloom.net.decoder().unwrap().cfg).unwrap();
         let want_stop = if end == TargetEnd::Pad {
             vec![3]
         } else {
@@ -467,8 +467,8 @@ fn eos_missing_is_warned_once() {
 /// generation_config.json names a token greedy generation makes, `generate` and `predict
 /// --decode greedy` stop right after it; a file without the key, or with null, keeps
 /// config.json's; the targets' end token stays config.json's and still stops generation
-/// under `--target-end eos`; an id past the table, or a value not an id, is refused naming
-/// the file and the key.
+/// under `--target-end eos`; an id past the table, a value not an id, or a file not JSON is
+/// refused by generation naming the file and the key, and ignored by rank classification.
 #[test]
 fn generation_config_names_the_stop_tokens() {
     let scratch = ScratchDir::new("target-end-genconfig");
@@ -530,6 +530,7 @@ fn generation_config_names_the_stop_tokens() {
         let task = Task::new(spec(end), &m).unwrap();
         task.stop_ids(&m.net.decoder().unwrap().cfg)
     };
+    let stop_ids = |end| stop_ids(end).unwrap();
     let stop = stop as i32;
     assert_eq!(stop_ids(TargetEnd::Eos), vec![stop, 2]);
     assert_eq!(stop_ids(TargetEnd::None), vec![stop]);
@@ -556,4 +557,15 @@ fn generation_config_names_the_stop_tokens() {
     refused(&generate(&[]), &[path, "`eos_token_id` must hold integers"]);
     std::fs::write(&gen_config, "{").unwrap();
     refused(&generate(&[]), &[path, "not valid JSON"]);
+    // only generation reads the file (transformers' from_pretrained warns and goes on): rank
+    // classification and `--target-end pad`'s stop set (the pad token) do not need it
+    let ranked = ok(&softprompt(&[
+        "predict",
+        "--prompt",
+        prompt,
+        "--data",
+        row.to_str().unwrap(),
+    ]));
+    assert!(ranked.contains("\"label\""), "{ranked}");
+    assert_eq!(stop_ids(TargetEnd::Pad), vec![3]);
 }

@@ -159,7 +159,7 @@ impl Model {
             let rows: Vec<Vec<i32>> = enc.rows.iter().map(|r| r.ids.clone()).collect();
             let opts = GenerateOptions {
                 max_new_tokens,
-                stop: task.inner.stop_ids(&decoder.cfg),
+                stop: task.inner.stop_ids(&decoder.cfg)?,
                 placement,
                 keep_logits: false,
             };

@@ -323,8 +323,14 @@ pub fn unused_layers<'a>(cfg: &ModelConfig, names: impl Iterator<Item = &'a str>
             "num_hidden_layers",
             c.num_hidden_layers,
         )],
+        // T5's attribute_map alias `num_hidden_layers` may have set the encoder's count
         ModelConfig::T5(c) => vec![
-            (Some("encoder"), "block", "num_layers", c.num_layers),
+            (
+                Some("encoder"),
+                "block",
+                "num_layers`/`num_hidden_layers",
+                c.num_layers,
+            ),
             (
                 Some("decoder"),
                 "block",
@@ -389,7 +395,7 @@ mod tests {
         let w = unused_layers(&ModelConfig::T5(c), names.into_iter());
         assert_eq!(w.len(), 1);
         assert!(
-            w[0].starts_with("`num_layers` is 1 but the weights hold 2 layers"),
+            w[0].starts_with("`num_layers`/`num_hidden_layers` is 1 but the weights hold 2 layers"),
             "{w:?}"
         );
     }

@@ -127,7 +127,7 @@ impl Task {
     ) -> Result<Vec<(Vec<i32>, f32)>> {
         let opts = GenerateOptions {
             max_new_tokens: self.spec.max_target_len.max(1),
-            stop: self.stop_ids(&m.cfg),
+            stop: self.stop_ids(&m.cfg)?,
             ..Default::default()
         };
         let rows = real_rows(&batch.tokens);

@@ -82,7 +82,9 @@ pub(super) fn predict_causal<B: Backend>(
             .iter()
             .map(|t| t.spec.max_target_len.max(1))
             .collect();
-        let stop: Vec<Vec<i32>> = r.tasks.iter().map(|t| t.stop_ids(&m.cfg)).collect();
+        let stop: Vec<Vec<i32>> = (r.tasks.iter())
+            .map(|t| t.stop_ids(&m.cfg))
+            .collect::<Result<_>>()?;
         let gen = MixedGeneration {
             mix: r.mix,
             p: r.p,

@@ -316,16 +316,23 @@ impl Task {
     /// (generation_config.json's `eos_token_id` as transformers' `generate` reads it, else
     /// config.json's; Llama 3.1 instruct lists several), and under `eos` the targets' end
     /// token too, should generation_config.json leave it out: the prompt learnt to end there.
-    pub fn stop_ids(&self, cfg: &DecoderConfig) -> Vec<i32> {
-        let mut stop: Vec<i32> = cfg.stop_token_ids.iter().map(|&e| e as i32).collect();
-        match (self.spec.target_end, self.end_id) {
-            (TargetEnd::Pad, Some(pad)) => vec![pad],
-            (TargetEnd::Eos, Some(end)) if !stop.contains(&end) => {
-                stop.push(end);
-                stop
-            }
-            _ => stop,
+    pub fn stop_ids(&self, cfg: &DecoderConfig) -> Result<Vec<i32>> {
+        if let (TargetEnd::Pad, Some(pad)) = (self.spec.target_end, self.end_id) {
+            return Ok(vec![pad]);
         }
+        if let Some((path, msg)) = &cfg.stop_token_error {
+            return Err(Error::config(
+                path,
+                format!("{msg} (greedy generation reads its stop tokens from this file)"),
+            ));
+        }
+        let mut stop: Vec<i32> = cfg.stop_token_ids.iter().map(|&e| e as i32).collect();
+        if let (TargetEnd::Eos, Some(end)) = (self.spec.target_end, self.end_id) {
+            if !stop.contains(&end) {
+                stop.push(end);
+            }
+        }
+        Ok(stop)
     }
 
     /// A free target cut to `max_target_len` tokens, keeping its end token; whether it was cut.
