@@ -557,15 +557,22 @@ fn generation_config_names_the_stop_tokens() {
     refused(&generate(&[]), &[path, "`eos_token_id` must hold integers"]);
     std::fs::write(&gen_config, "{").unwrap();
     refused(&generate(&[]), &[path, "not valid JSON"]);
+    // a task that generates is refused when it is made, before any row runs
+    let predict = |extra: &[&str]| {
+        let mut args = vec![
+            "predict",
+            "--prompt",
+            prompt,
+            "--data",
+            row.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        softprompt(&args)
+    };
+    refused(&predict(&["--decode", "greedy"]), &[path, "not valid JSON"]);
     // only generation reads the file (transformers' from_pretrained warns and goes on): rank
     // classification and `--target-end pad`'s stop set (the pad token) do not need it
-    let ranked = ok(&softprompt(&[
-        "predict",
-        "--prompt",
-        prompt,
-        "--data",
-        row.to_str().unwrap(),
-    ]));
+    let ranked = ok(&predict(&[]));
     assert!(ranked.contains("\"label\""), "{ranked}");
     assert_eq!(stop_ids(TargetEnd::Pad), vec![3]);
 }

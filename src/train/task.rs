@@ -156,6 +156,11 @@ impl Task {
         ))
         .map_err(|msg| Error::arg("--template", msg))?;
         task.resolve_labels(tok)?;
+        // a task whose predictions are generated needs the stop tokens: refused here, not
+        // at its first prediction (a dev evaluation after training steps, a served request)
+        if let (true, Net::Bloom(m) | Net::Llama(m)) = (task.decodes_greedily(), &model.net) {
+            task.stop_ids(&m.cfg)?;
+        }
         Ok(task)
     }
 
