@@ -216,8 +216,11 @@ where
     T: Send,
     F: FnOnce() -> softprompt::Result<T> + Send,
 {
-    py.detach(|| catch_unwind(AssertUnwindSafe(f)))
-        .map_err(internal)
+    // in a child of fork() the engine's work runs on a pool of that child's (cpu::threads)
+    py.detach(|| {
+        softprompt::internals::cpu::threads::fork_safe(|| catch_unwind(AssertUnwindSafe(f)))
+    })
+    .map_err(internal)
 }
 
 /// A panic's payload as a `SoftpromptError` ("internal error: ..."), never a crash.

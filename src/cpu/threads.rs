@@ -7,6 +7,7 @@
 
 use super::gemm_path;
 use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 /// More threads than this is a typo, and spawning them would hang the machine.
 pub const MAX_THREADS: usize = 1024;
@@ -50,7 +51,10 @@ pub fn size_pool(threads: usize) -> Result<()> {
         .num_threads(threads)
         .build_global()
     {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            POOL_THREADS.store(threads, Ordering::Relaxed);
+            Ok(())
+        }
         Err(_) if rayon::current_num_threads() == threads => Ok(()),
         Err(_) => Err(Error::arg(
             "--threads",
@@ -68,5 +72,75 @@ pub fn size_pool(threads: usize) -> Result<()> {
 pub fn setup(threads: usize, gemm: Option<&str>) -> Result<()> {
     crate::env::check()?;
     size_pool(threads)?;
+    watch_fork();
     gemm_path::choose(gemm)
+}
+
+// fork(): the child of a process whose pool had started holds rayon's global pool without
+// its threads (only the forking thread survives), so the first parallel op waited for ever
+// (Python's multiprocessing forks by default on Linux). The child runs its work in a pool of
+// its own, of the parent's size (the count shapes float32 sums); the parent is untouched.
+
+/// The count `size_pool` gave the global pool (0: rayon's default, from the environment or
+/// the cores).
+static POOL_THREADS: AtomicUsize = AtomicUsize::new(0);
+/// Set in a child of fork(), by the handler `watch_fork` registers.
+static FORKED: AtomicBool = AtomicBool::new(false);
+/// A forked process's own pool, with the pid that built it (a grandchild builds its own).
+static CHILD_POOL: AtomicPtr<(u32, rayon::ThreadPool)> = AtomicPtr::new(std::ptr::null_mut());
+
+extern "C" fn on_fork_child() {
+    FORKED.store(true, Ordering::SeqCst);
+}
+
+/// Registers `on_fork_child` with pthread_atfork, once per process.
+fn watch_fork() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe
+    ONCE.call_once(|| unsafe {
+        libc::pthread_atfork(None, None, Some(on_fork_child));
+    });
+}
+
+/// Runs `f` on the process's pool: rayon's global one, or in a child of fork() (whose global
+/// pool lost its threads), a pool the child builds at the parent's size. Every entry point
+/// that computes from Python goes through it.
+pub fn fork_safe<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if !FORKED.load(Ordering::SeqCst) {
+        return f();
+    }
+    match child_pool() {
+        Some(pool) => pool.install(f),
+        // no thread could be started: the caller's thread alone
+        None => f(),
+    }
+}
+
+/// This process's own pool (built on first use; None when its threads cannot start).
+fn child_pool() -> Option<&'static rayon::ThreadPool> {
+    let pid = std::process::id();
+    let held = CHILD_POOL.load(Ordering::SeqCst);
+    // SAFETY: a pointer stored here comes from Box::into_raw and is never freed (a parent's
+    // pool, inherited by a grandchild, is left as it is: its threads are gone)
+    if let Some((owner, pool)) = unsafe { held.as_ref() } {
+        if *owner == pid {
+            return Some(pool);
+        }
+    }
+    let mut builder = rayon::ThreadPoolBuilder::new();
+    match POOL_THREADS.load(Ordering::Relaxed) {
+        0 => {}
+        n => builder = builder.num_threads(n),
+    }
+    let fresh = Box::into_raw(Box::new((pid, builder.build().ok()?)));
+    match CHILD_POOL.compare_exchange(held, fresh, Ordering::SeqCst, Ordering::SeqCst) {
+        // SAFETY: just stored, never freed
+        Ok(_) => unsafe { fresh.as_ref() }.map(|(_, pool)| pool),
+        Err(_) => {
+            // another thread of this process stored its pool first: use that one
+            // SAFETY: `fresh` was not shared
+            drop(unsafe { Box::from_raw(fresh) });
+            child_pool()
+        }
+    }
 }

@@ -1,0 +1,50 @@
+"""fork(): a child of a process whose thread pool had started (a predict ran) waited for ever
+at its first parallel op, the pool's threads gone (os.fork, and multiprocessing's default
+start method on Linux). The child now computes on a pool of its own, of the parent's size:
+the same numbers, bit for bit; a grandchild builds its own in turn."""
+import subprocess
+import sys
+import textwrap
+
+from conftest import BERT_MLM
+
+SCRIPT = textwrap.dedent(
+    """
+    import concurrent.futures, multiprocessing, os, sys
+    import softprompt as sp
+    model = sp.Model(sys.argv[1], threads=2)
+    task = model.task([("a", "positive"), ("b", "negative")], prompt_len=4,
+                      verbalizer="positive=great,negative=bad")
+    prompt = model.new_prompt(task, prompt_len=4, seed=3)
+    texts = [f"the movie number {i} was great and long." for i in range(40)]
+    def scores():
+        return [p["scores"] for p in model.predict(task, prompt, texts, batch_size=8)]
+    want = scores()
+
+    def in_child(depth):
+        # 0: the scores equal the parent's; 1: they differ; 2: a grandchild's differ
+        pid = os.fork()
+        if pid == 0:
+            code = 0 if scores() == want else 1
+            if code == 0 and depth > 1:
+                code = 2 * in_child(depth - 1)
+            os._exit(code)
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+    def work(_):
+        return scores()
+
+    print("fork", in_child(2))
+    ctx = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as ex:
+        got = list(ex.map(work, range(2), timeout=60))
+    print("pool", all(g == want for g in got))
+    """
+)
+
+
+def test_a_forked_child_predicts_as_its_parent():
+    p = subprocess.run([sys.executable, "-c", SCRIPT, str(BERT_MLM)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split("\n")[:2] == ["fork 0", "pool True"], p.stdout + p.stderr
