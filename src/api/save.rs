@@ -11,16 +11,19 @@ use super::model::{on_engine, Engine, Model};
 use super::prompt::Prompt;
 use super::task::Task;
 use crate::error::{Error, Result};
-use crate::train::checkpoint::save_prompt_dir;
+use crate::prompt::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
+use crate::train::checkpoint::{save_prompt_dir, HEAD_FILE, TASK_FILE};
 use crate::train::model_id::FINGERPRINT_KEY;
 use crate::train::outdir;
+use crate::train::save_lock::SaveLock;
 use std::path::Path;
 
 /// What a save may do beyond writing a new folder.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SaveOptions {
-    /// replace a prompt already saved in the folder (its files, and only those, are removed
-    /// first); without it such a folder is refused, as `train` refuses an `--out` that holds
+    /// replace a prompt already saved in the folder (its files, and only those, are
+    /// replaced; one the new prompt has not, such as a `cls` head, is removed after); without
+    /// it such a folder is refused, as `train` refuses an `--out` that holds
     /// a run without `--overwrite`
     pub overwrite: bool,
 }
@@ -66,7 +69,8 @@ impl Model {
             let (_, head) = checked(m, task, prompt)?;
             let how = "pass overwrite (SaveOptions { overwrite: true }) to replace it, or \
                        save into another folder";
-            outdir::prepare_prompt_folder(dir, opts.overwrite, how)?;
+            let _held = SaveLock::acquire(dir)?;
+            outdir::check_prompt_folder(dir, opts.overwrite, how)?;
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             let info = m.adapter_info(task.inner.spec.kind.peft_task_type());
             save_prompt_dir(
@@ -82,7 +86,10 @@ impl Model {
                     "arch": m.arch_name(),
                     (FINGERPRINT_KEY): m.identity.hex(),
                 }),
-            )
+            )?;
+            let mut written = vec![ADAPTER_CONFIG, ADAPTER_WEIGHTS, TASK_FILE];
+            written.extend(head.is_some().then_some(HEAD_FILE));
+            outdir::remove_unwritten(dir, &written)
         })
     }
 }

@@ -104,6 +104,7 @@ mod prompt_dir;
 pub mod ptuning;
 pub mod run;
 pub mod save;
+pub mod save_lock;
 pub mod settings_diff;
 pub mod spec;
 pub mod start;

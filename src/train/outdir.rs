@@ -182,6 +182,33 @@ pub fn prepare_prompt_folder(dir: &Path, overwrite: bool, how: &str) -> Result<(
     ))
 }
 
+/// A folder the API saves a prompt into: refused when it holds a saved prompt (any of
+/// `PROMPT_FILES`), unless `overwrite`. Nothing is removed before the save: its files replace
+/// the old ones one by one, each atomically, so that a reader never finds the folder without
+/// a file it had (a `cls` prompt loaded without its head); `remove_unwritten` then removes
+/// what the new prompt has not. `how` ends the refusal.
+pub fn check_prompt_folder(dir: &Path, overwrite: bool, how: &str) -> Result<()> {
+    let present: Vec<&str> = (PROMPT_FILES.into_iter())
+        .filter(|f| dir.join(f).exists())
+        .collect();
+    if present.is_empty() || overwrite {
+        return Ok(());
+    }
+    Err(Error::file(
+        dir,
+        format!("holds a saved prompt ({}): {how}", present.join(", ")),
+    ))
+}
+
+/// After a save into `dir` that wrote `written`: the other `PROMPT_FILES` an earlier prompt
+/// left (a `cls` head, an encoder), which would be read with the new one, removed.
+pub fn remove_unwritten(dir: &Path, written: &[&str]) -> Result<()> {
+    let stale: Vec<&str> = (PROMPT_FILES.into_iter())
+        .filter(|f| !written.contains(f))
+        .collect();
+    remove_files(dir, &stale)
+}
+
 /// Refuses task folders (`out/NAME` for each of `names`) that are not each their own: two
 /// that resolve to one folder (a link from one to the other, or names equal to a
 /// case-insensitive file system) would have one task's prompt replace the other's without a

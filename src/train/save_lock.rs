@@ -1,0 +1,106 @@
+//! A prompt folder held while the API saves into it (`Model::save_prompt`): its files are
+//! replaced one by one (each atomically), so a second save into the same folder at once left
+//! a folder of two saves' files, and a save into the `out` of a training run under way
+//! replaced the run's prompt beneath it. Both are refused while a save holds the folder.
+// What a user hands the library never panics it. See README.md, "Bad input".
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+use super::outdir::LOCK_FILE;
+use crate::error::{Error, Result};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The folders this process is saving into (absolute; resolved through links where they
+/// exist).
+static SAVING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Held for one save; dropping it frees the folder.
+#[derive(Debug)]
+pub struct SaveLock {
+    key: PathBuf,
+    /// the folder's lock file, where a training run left one: locked for the save (no lock
+    /// file is created: a saved prompt's folder holds only its own files)
+    _run_lock: Option<File>,
+}
+
+impl SaveLock {
+    /// Holds `dir` for a save, or refuses naming who writes into it.
+    pub fn acquire(dir: &Path) -> Result<SaveLock> {
+        let key = folder_key(dir);
+        {
+            let mut saving = SAVING.lock().unwrap_or_else(|p| p.into_inner());
+            if saving.contains(&key) {
+                return Err(Error::file(
+                    dir,
+                    "another save in this process (another thread) is writing into this \
+                     folder: wait for it to end, or save into another folder",
+                ));
+            }
+            saving.push(key.clone());
+        }
+        let mut held = SaveLock {
+            key,
+            _run_lock: None,
+        };
+        held._run_lock = lock_run_file(dir)?;
+        Ok(held)
+    }
+}
+
+impl Drop for SaveLock {
+    fn drop(&mut self) {
+        let mut saving = SAVING.lock().unwrap_or_else(|p| p.into_inner());
+        saving.retain(|k| *k != self.key);
+    }
+}
+
+/// `dir` as one name for one folder: resolved where it exists, else made absolute.
+fn folder_key(dir: &Path) -> PathBuf {
+    std::fs::canonicalize(dir)
+        .or_else(|_| std::path::absolute(dir))
+        .unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// The run lock file in `dir`, locked, where there is one; a training run holding it refuses
+/// the save, naming its pid.
+fn lock_run_file(dir: &Path) -> Result<Option<File>> {
+    let path = dir.join(LOCK_FILE);
+    // none there, or not ours to open: no run has written here that could write now
+    let Ok(mut file) = OpenOptions::new().read(true).write(true).open(&path) else {
+        return Ok(None);
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            // as a run writes it, so that a run starting now names this process
+            let pid = std::process::id().to_string();
+            let _ = (
+                file.set_len(0),
+                file.rewind(),
+                file.write_all(pid.as_bytes()),
+            );
+            Ok(Some(file))
+        }
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let who = match holder.trim().parse::<u32>() {
+                Ok(pid) => format!("a training run (pid {pid})"),
+                Err(_) => "a training run".to_string(),
+            };
+            Err(Error::file(
+                dir,
+                format!(
+                    "{who} is writing into this folder (it holds {}): wait for it to end, or \
+                     save into another folder",
+                    path.display()
+                ),
+            ))
+        }
+        Err(TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
