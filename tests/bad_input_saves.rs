@@ -693,3 +693,87 @@ fn resume_accepts_the_model_folder_spelled_another_way() {
     other[at] = format!("{}/../bert_nohead/", s(&model));
     stdout_ok(&resume(&other));
 }
+
+/// `save_prompt(overwrite)` removed the folder's prompt files before writing the new ones, so
+/// a reader (a server reloading the prompt) loaded a `cls` prompt without its head; and two
+/// saves into one folder at once failed on each other's temporary files ("No such file or
+/// directory"). Now the files are replaced one by one, what the new prompt has not (a head)
+/// is removed after, a save into a folder another save or a training run holds is refused,
+/// and writes of one file from several threads at once all succeed.
+#[test]
+fn a_save_over_a_prompt_replaces_its_files_and_is_held_alone() {
+    use softprompt::internals::train::outdir::OutLock;
+    use softprompt::internals::train::save_lock::SaveLock;
+    use softprompt::{Device, Model, PromptInit, SaveOptions, TaskKind, TaskOptions};
+    let dir = ScratchDir::new("saves_held");
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).expect("model");
+    let labels = Some(vec!["no".to_string(), "yes".to_string()]);
+    let cls = TaskOptions {
+        labels: labels.clone(),
+        task: Some(TaskKind::Cls),
+        ..TaskOptions::default()
+    };
+    let pet = TaskOptions {
+        verbalizer: Some(vec![
+            ("no".into(), "bad".into()),
+            ("yes".into(), "good".into()),
+        ]),
+        ..TaskOptions::default()
+    };
+    let (cls, pet) = (
+        model.task(&cls, None, 4).expect("cls"),
+        model.task(&pet, None, 4).expect("pet"),
+    );
+    let init = PromptInit::Random { std: 1.0 };
+    let prompt = model.new_prompt(&cls, 4, &init, 0).expect("prompt");
+    let saved = dir.path().join("saved");
+    let over = SaveOptions { overwrite: true };
+    model
+        .save_prompt(&saved, &prompt, &cls, over)
+        .expect("cls save");
+    let head = saved.join("head.safetensors");
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let before = inode(&head);
+    model
+        .save_prompt(&saved, &prompt, &cls, over)
+        .expect("again");
+    // replaced by a rename (a reader holds the old file or the new), not removed and rewritten
+    assert_ne!(inode(&head), before);
+    model
+        .save_prompt(&saved, &prompt, &pet, over)
+        .expect("pet over cls");
+    assert!(!head.exists(), "the cls head stayed beside a pet prompt");
+    softprompt::Prompt::load(&saved).expect("the pet save");
+
+    let held = SaveLock::acquire(&saved).expect("held");
+    let err = model.save_prompt(&saved, &prompt, &pet, over).unwrap_err();
+    assert!(
+        err.to_string().contains("another save in this process"),
+        "{err}"
+    );
+    drop(held);
+    let run = OutLock::acquire(&saved).expect("a run's lock");
+    let err = model.save_prompt(&saved, &prompt, &pet, over).unwrap_err();
+    let want = format!(
+        "a training run (pid {}) is writing into this folder",
+        std::process::id()
+    );
+    assert!(err.to_string().contains(&want), "{err}");
+    drop(run);
+    model
+        .save_prompt(&saved, &prompt, &pet, over)
+        .expect("free again");
+
+    let file = dir.path().join("one.json");
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let file = &file;
+            s.spawn(move || {
+                for i in 0..50 {
+                    let v = serde_json::json!({ "thread": t, "i": i });
+                    softprompt::internals::fsutil::write_json_atomic(file, &v).expect("write");
+                }
+            });
+        }
+    });
+}
