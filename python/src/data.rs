@@ -171,7 +171,8 @@ const TABLE_ROWS: &str = "pass its text column (df[\"text\"], with labels=df[\"l
 /// (a dict) given for rows: iterating one gives its column names or keys, so it was read as
 /// rows named after them (wrong results, no error). None for anything else.
 fn table(obj: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
-    let mapping = obj.is_instance(&obj.py().import("collections.abc")?.getattr("Mapping")?)?;
+    // PyO3's check: a dict, or an instance of collections.abc.Mapping (looked up once)
+    let mapping = obj.cast::<pyo3::types::PyMapping>().is_ok();
     let frame = obj.hasattr("columns")? && obj.hasattr("iloc")?;
     if !(mapping || frame) {
         return Ok(None);
