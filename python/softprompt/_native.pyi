@@ -6,7 +6,8 @@ Messages count rows from 1, as the command line counts a data file's rows by the
 from 0. An int argument given a bool (``prompt_len=True``) raises InvalidArgument; a str
 where a list is expected (``generate(task, prompt, "hi")``) a TypeError naming the argument."""
 from os import PathLike
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union, final
 
 import numpy as np
 import numpy.typing as npt
@@ -16,10 +17,17 @@ StrPath = Union[str, PathLike]
 RawData = Union[StrPath, Sequence[str], Sequence[Tuple[str, Optional[str]]]]
 # the same, or rows Model.encode made: what encode, step, evaluate and predict read
 Data = Union[RawData, "Encoded"]
+# A path (Model(dir), Prompt.load, data=..., save_prompt, train's splits and out, parity) is
+# read as open() reads it: a str holding a lone surrogate raises UnicodeEncodeError.
+# data: a str is a file path; a pandas DataFrame or a dict raises TypeError (iterating one
+# gives its column names): pass df["text"] (labels=df["label"]) or list(zip(...)) pairs.
+# The data flags (format, quoting, text_field, label_field) read a file: given with rows in
+# memory, they raise InvalidArgument.
 Verbalizer = Union[str, Mapping[str, str], Sequence[Union[Tuple[str, str], Sequence[str]]]]
 
 __version__: str
 
+@final
 class Task:
     """A task resolved for a model (Model.task, Model.task_for)."""
     @property
@@ -28,6 +36,9 @@ class Task:
     @property
     def labels(self) -> List[str]:
         """The labels in score order."""
+    @property
+    def prompt_len(self) -> Optional[int]:
+        """The prompt_len Model.task was given (new_prompt's default), else None."""
     @property
     def template(self) -> str:
         """The text around the input, with {text}."""
@@ -46,6 +57,7 @@ class Task:
         config.json names no eos_token_id: its targets then end with no token, as under "none",
         and generation stops only at its length bound (the command line warns of it)."""
 
+@final
 class Prompt:
     """A soft prompt: P rows of the model's width, float32, on the host."""
     @staticmethod
@@ -75,12 +87,12 @@ class Prompt:
     def head(self) -> Optional[Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]:
         """A cls prompt's head: writable views of weight (K, d) and bias (K); else None."""
     @property
-    def dir(self) -> Optional[str]:
+    def dir(self) -> Optional[Path]:
         """The folder it was loaded from."""
     @property
     def init_name(self) -> str:
         """RANDOM, TEXT or SAMPLE_VOCAB, in PEFT's words."""
-    def model_dir(self) -> str:
+    def model_dir(self) -> Path:
         """The model folder the prompt belongs to (its task.json, else the model it was made
         on or given by set_model, else PEFT's base model)."""
     def set_model(self, model: "Model") -> Optional[str]:
@@ -88,8 +100,12 @@ class Prompt:
         on it on purpose (every use on another model is refused); returns what it replaced
         (the warning) when it recorded another model, else None."""
     def copy(self) -> "Prompt":
-        """An independent copy."""
+        """An independent copy (copy.copy and copy.deepcopy give one too; pickling raises
+        TypeError: save it, or send its values to Prompt.from_values)."""
+    def __copy__(self) -> "Prompt": ...
+    def __deepcopy__(self, memo: Any) -> "Prompt": ...
 
+@final
 class Encoded:
     """Rows encoded for a task; a slice is a batch for Model.step."""
     @staticmethod
@@ -105,7 +121,7 @@ class Encoded:
         targets) or a non-negative int (labels, mask_positions) raises InvalidArgument naming
         the argument, the row (from 1) and the index in it (from 0)."""
     def __len__(self) -> int: ...
-    def __getitem__(self, index: Union[int, slice]) -> Any:
+    def __getitem__(self, index: Union[int, slice], /) -> Any:
         """A slice: an Encoded of those rows; an int: that row's ids."""
     @property
     def ids(self) -> List[List[int]]: ...
@@ -115,17 +131,23 @@ class Encoded:
     def truncated(self) -> int:
         """Rows whose text was cut to max_len."""
 
+@final
 class StepOutput:
     """The loss and gradients of one batch."""
-    loss: float
-    """The mean loss over the batch."""
-    prompt_grad: npt.NDArray[np.float32]
-    """d loss / d prompt, (P, d): the engine's buffer moved into numpy."""
-    head_grad: Optional[Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]
-    """cls: the gradients of the head's weight (K, d) and bias (K)."""
-    tokens: int
-    """Real tokens in the batch."""
+    @property
+    def loss(self) -> float:
+        """The mean loss over the batch."""
+    @property
+    def prompt_grad(self) -> npt.NDArray[np.float32]:
+        """d loss / d prompt, (P, d): the engine's buffer moved into numpy."""
+    @property
+    def head_grad(self) -> Optional[Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]:
+        """cls: the gradients of the head's weight (K, d) and bias (K)."""
+    @property
+    def tokens(self) -> int:
+        """Real tokens in the batch."""
 
+@final
 class Model:
     """A Hugging Face model folder (BERT, T5, BLOOM, Llama, Mistral, Qwen2) on a device."""
     def __init__(
@@ -136,7 +158,7 @@ class Model:
         pool, sized by the first Model that gives a count: another count later raises
         InvalidArgument."""
     @property
-    def dir(self) -> str: ...
+    def dir(self) -> Path: ...
     @property
     def arch(self) -> str:
         """bert, t5, bloom or llama."""
@@ -145,15 +167,15 @@ class Model:
     @property
     def device(self) -> str: ...
     def tokenize(self, text: str) -> List[int]:
-        """Token ids, special tokens included. A text of more than 2 MiB raises
-        InvalidArgument naming the limit."""
+        """Token ids, special tokens included (the GIL released). A text of more than 2 MiB
+        raises InvalidArgument naming the limit."""
     def detokenize(self, ids: Sequence[int]) -> str:
         """Text of token ids, special tokens left out. An id that is not an int32 raises
         InvalidArgument naming its position."""
     def task(
         self,
         data: Optional[RawData] = None,
-        prompt_len: int = 20,
+        prompt_len: Optional[int] = None,
         *,
         task: Optional[str] = None,
         template: Optional[str] = None,
@@ -170,17 +192,19 @@ class Model:
         text_field: str = "text",
         label_field: str = "label",
     ) -> Task:
-        """The task a new prompt of prompt_len rows trains: the flags over the model's
+        """The task a new prompt of prompt_len rows (default 20) trains: the flags over the model's
         defaults, the labels from data when nothing else gives them. labels: names, or one
         string "a,b"; verbalizer: {label: word}, (label, word) pairs (tuples, or task.json's
         [label, word] lists) or "a=x,b=y". Another
         type raises InvalidArgument naming the keyword and the item."""
     def task_for(self, prompt: Prompt, data: Optional[RawData] = None, **flags: Any) -> Task:
-        """A saved prompt's task (its task.json) with the task flags on top."""
+        """A saved prompt's task (its task.json) with the task flags on top (flags: task,
+        template, labels, verbalizer, pooling, free_targets, max_len, max_target_len, decode,
+        target_end, as Model.task; and the data flags for data)."""
     def new_prompt(
         self,
         task: Task,
-        prompt_len: int = 20,
+        prompt_len: Optional[int] = None,
         seed: int = 0,
         *,
         init: str = "random",
@@ -188,11 +212,14 @@ class Model:
         init_std: Optional[float] = None,
         init_vocab_first: Optional[int] = None,
     ) -> Prompt:
-        """The prompt train starts from with the same settings (a cls head at zero)."""
+        """The prompt train starts from with the same settings (a cls head at zero).
+        prompt_len defaults to the task's (Task.prompt_len), else 20; another one than the
+        task's raises InvalidArgument naming both."""
     def encode(
         self, task: Task, data: Data, labels: Optional[Sequence[Optional[str]]] = None, **flags: Any
     ) -> Encoded:
-        """data encoded for task (texts with labels, pairs, or a file with the data flags).
+        """data encoded for task (texts with labels, pairs, or a file with the data flags:
+        format, quoting, text_field, label_field).
         A task made for another kind of model raises InvalidArgument saying which fits.
         Ctrl-C stops it after the chunk of rows under way (KeyboardInterrupt); during the
         last chunk, it finishes but still raises KeyboardInterrupt, the result discarded."""
@@ -269,7 +296,7 @@ class Model:
         warmup_steps: int = 0,
         max_grad_norm: Optional[float] = None,
         batch_size: int = 32,
-        eval_batch_size: int = 64,
+        eval_batch_size: Optional[int] = None,
         epochs: int = 1,
         max_steps: Optional[int] = None,
         eval_every: int = 0,
@@ -309,7 +336,12 @@ class Model:
         KeyboardInterrupt (resume=True continues). Ctrl-C during the last step or the final
         test evaluation lets the run finish (out holds the finished run: Prompt.load(out)
         reads the kept prompt) but still raises KeyboardInterrupt, (summary, prompt)
-        discarded. Returns (summary, the kept prompt)."""
+        discarded. Returns (summary, the kept prompt). eval_batch_size: 64 when dev or test
+        is given (given without either, InvalidArgument). on_event(dict) is called on the
+        calling thread at each event (docs/python.md lists them); its return value is
+        ignored, and an exception it raises stops the run as Ctrl-C does, then propagates.
+        The run's report lines (optimizer, trainable, dev results) are written to the
+        process's stdout (file descriptor 1), not through sys.stdout."""
 
 def parity(
     model_dir: StrPath,

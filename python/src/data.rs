@@ -144,17 +144,58 @@ pub fn items<'py>(
 }
 
 /// The items of a list or tuple, else a TypeError that says what was given and `expected`
-/// (a str is refused, not split into characters).
+/// (a str is refused, not split into characters; a table or mapping is refused: `table`).
 fn sequence<'py>(obj: &Bound<'py, PyAny>, expected: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
     let text = obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>();
     let got = || {
         let ty = (obj.get_type().name()).map_or_else(|_| "?".into(), |n| n.to_string());
         PyTypeError::new_err(format!("got {ty} {}: expected {expected}", repr(obj)))
     };
+    if let Some(msg) = table(obj)? {
+        return Err(PyTypeError::new_err(format!(
+            "{msg}: pass one column (df[\"label\"]) or a list"
+        )));
+    }
     match text {
         true => Err(got()),
         false => obj.extract().map_err(|_| got()),
     }
+}
+
+/// How to pass a table's rows as data.
+const TABLE_ROWS: &str = "pass its text column (df[\"text\"], with labels=df[\"label\"] where \
+                          the call takes labels) or (text, label) pairs \
+                          (list(zip(df[\"text\"], df[\"label\"])))";
+
+/// What is wrong with a table (a pandas DataFrame: it has `columns` and `iloc`) or a mapping
+/// (a dict) given for rows: iterating one gives its column names or keys, so it was read as
+/// rows named after them (wrong results, no error). None for anything else.
+fn table(obj: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+    // PyO3's check: a dict, or an instance of collections.abc.Mapping (looked up once)
+    let mapping = obj.cast::<pyo3::types::PyMapping>().is_ok();
+    let frame = obj.hasattr("columns")? && obj.hasattr("iloc")?;
+    if !(mapping || frame) {
+        return Ok(None);
+    }
+    let ty = (obj.get_type().name()).map_or_else(|_| "?".into(), |n| n.to_string());
+    let what = match frame {
+        true => "a table (iterating it gives its column names, not its rows)",
+        false => "a mapping (iterating it gives its keys, not rows)",
+    };
+    Ok(Some(format!("got a {ty}, {what}")))
+}
+
+/// `v` as a str, else what is wrong with it in words: not a str, or a str that is not UTF-8
+/// (a lone surrogate, which PyO3 reports as "expected a str" of what is a str).
+fn utf8(v: &Bound<'_, PyAny>, expected: &str) -> Result<String, String> {
+    v.extract::<String>()
+        .map_err(|_| match v.is_instance_of::<PyString>() {
+            true => format!(
+                "{}, which cannot be encoded as UTF-8 (it holds a lone surrogate)",
+                repr(v)
+            ),
+            false => format!("{}: expected {expected}", repr(v)),
+        })
 }
 
 /// Rows of token ids from Python, each an i32 (`ints::int` names the argument, the row and
@@ -197,9 +238,7 @@ fn indices(name: &str, obj: &Bound<'_, PyAny>, none_ok: bool) -> PyResult<Vec<Op
 pub fn texts(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     let items = sequence(obj, "a list of str (one text: [text])")?;
     let each = |(i, v): (usize, &Bound<'_, PyAny>)| {
-        v.extract::<String>().map_err(|_| {
-            PyTypeError::new_err(format!("text {} is {}: expected a str", i + 1, repr(v)))
-        })
+        utf8(v, "a str").map_err(|e| PyTypeError::new_err(format!("text {} is {e}", i + 1)))
     };
     items.iter().enumerate().map(each).collect()
 }
@@ -210,14 +249,10 @@ pub fn label_names(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<Option<String>
         return Ok(None);
     }
     let items = sequence(obj, "a list of label names (str or None), one per text")?;
-    let each = |(i, v): (usize, &Bound<'_, PyAny>)| {
-        v.extract::<Option<String>>().map_err(|_| {
-            let at = i + 1;
-            PyTypeError::new_err(format!(
-                "row {at}'s label is {}: expected a str or None",
-                repr(v)
-            ))
-        })
+    let each = |(i, v): (usize, &Bound<'_, PyAny>)| match v.is_none() {
+        true => Ok(None),
+        false => (utf8(v, "a str or None").map(Some))
+            .map_err(|e| PyTypeError::new_err(format!("row {}'s label is {e}", i + 1))),
     };
     items
         .iter()
@@ -228,7 +263,9 @@ pub fn label_names(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<Option<String>
 }
 
 /// A data set from `data`: a path (read as `spec` says), a list of texts (with `labels`), or
-/// a list of (text, label) pairs. `name` stands for the file in messages.
+/// a list of (text, label) pairs (tuples, or 2-item lists as `json.load` and
+/// `df.values.tolist()` give them). `name` stands for the argument in messages, whose rows
+/// are counted from 1.
 pub fn dataset(
     py: Python<'_>,
     data: &Bound<'_, PyAny>,
@@ -236,30 +273,133 @@ pub fn dataset(
     spec: &DataSpec,
     name: &str,
 ) -> PyResult<Dataset> {
-    if data.is_instance_of::<PyString>() || data.hasattr("__fspath__")? {
-        let path: PathBuf = data.extract()?;
-        return compute(py, || Dataset::load(&path, spec));
-    }
-    if let Ok(texts) = data.extract::<Vec<String>>() {
-        let labels = labels.unwrap_or_else(|| vec![None; texts.len()]);
-        if labels.len() != texts.len() {
-            return Err(arg(
-                "labels",
-                format!("has {} entries for {} texts", labels.len(), texts.len()),
-            ));
-        }
-        return Ok(Dataset::from_pairs(name, texts.into_iter().zip(labels)));
-    }
-    if let Ok(pairs) = data.extract::<Vec<(String, Option<String>)>>() {
-        return Ok(Dataset::from_pairs(name, pairs));
+    if let Some(path) = crate::paths::path_if_any(data)? {
+        return compute(py, || Dataset::load(&path, spec)).map_err(|e| {
+            match data.is_instance_of::<PyString>() && looks_like_text(&path) {
+                true => not_a_file(py, e, name),
+                false => e,
+            }
+        });
     }
     // rows already encoded: this call reads texts (train re-reads its files on resume)
-    let encoded = match data.is_instance_of::<PyEncoded>() {
+    let expected = match data.is_instance_of::<PyEncoded>() {
         true => ", not an Encoded (encode's rows are for step, evaluate and predict)",
         false => "",
     };
-    Err(arg(
-        name,
-        format!("expected a file path, a list of texts or a list of (text, label) pairs{encoded}"),
-    ))
+    let expected =
+        format!("expected a file path, a list of texts or a list of (text, label) pairs{expected}");
+    if let Some(msg) = table(data)? {
+        return Err(PyTypeError::new_err(format!(
+            "argument '{name}': {msg}: {TABLE_ROWS}"
+        )));
+    }
+    let rows: Vec<Bound<'_, PyAny>> = match data.is_instance_of::<PyEncoded>() {
+        true => Err(arg(name, &expected)),
+        false => data.extract().map_err(|_| arg(name, &expected)),
+    }?;
+    if let Some(flag) = file_flag(spec) {
+        return Err(unread_flag(flag, name));
+    }
+    // the first row says which: texts, or (text, label) pairs
+    let pairs = rows
+        .first()
+        .is_some_and(|r| !r.is_instance_of::<PyString>());
+    if pairs {
+        if labels.is_some() {
+            return Err(arg(
+                "labels",
+                format!("the rows of {name} are (text, label) pairs, which hold their labels: leave labels out"),
+            ));
+        }
+        let each = |(i, r): (usize, &Bound<'_, PyAny>)| pair(name, i + 1, r);
+        let pairs: Vec<(String, Option<String>)> =
+            rows.iter().enumerate().map(each).collect::<PyResult<_>>()?;
+        return Ok(Dataset::from_pairs(name, pairs));
+    }
+    let each = |(i, r): (usize, &Bound<'_, PyAny>)| {
+        utf8(r, "a str (a text), as row 1 is")
+            .map_err(|e| arg(name, format!("row {} is {e}", i + 1)))
+    };
+    let texts: Vec<String> = rows.iter().enumerate().map(each).collect::<PyResult<_>>()?;
+    let labels = labels.unwrap_or_else(|| vec![None; texts.len()]);
+    if labels.len() != texts.len() {
+        return Err(arg(
+            "labels",
+            format!("has {} entries for {} texts", labels.len(), texts.len()),
+        ));
+    }
+    Ok(Dataset::from_pairs(name, texts.into_iter().zip(labels)))
+}
+
+/// The first data flag (`format`, `quoting`, `text_field`, `label_field`) `spec` gives,
+/// which only a file reads.
+pub fn file_flag(spec: &DataSpec) -> Option<&'static str> {
+    let d = DataSpec::default();
+    [
+        ("format", spec.format.is_some()),
+        ("quoting", spec.quoting.is_some()),
+        ("text_field", spec.text_field != d.text_field),
+        ("label_field", spec.label_field != d.label_field),
+    ]
+    .into_iter()
+    .find_map(|(flag, given)| given.then_some(flag))
+}
+
+/// A data flag given where `what` holds rows in memory: the call would ignore it.
+pub fn unread_flag(flag: &str, what: &str) -> PyErr {
+    arg(
+        flag,
+        format!("is for reading a file, and {what} holds rows in memory: leave it out"),
+    )
+}
+
+/// Row `at` (counted from 1) of argument `name` as a (text, label) pair: a tuple or a 2-item
+/// list of a str and a str or None.
+fn pair(name: &str, at: usize, row: &Bound<'_, PyAny>) -> PyResult<(String, Option<String>)> {
+    let items: Vec<Bound<'_, PyAny>> = match row.is_instance_of::<PyString>() {
+        true => Vec::new(),
+        false => row.extract().unwrap_or_default(),
+    };
+    let [text, label] = items.as_slice() else {
+        let expected = match at {
+            1 => "a str (a text) or a (text, label) pair",
+            _ => "a (text, label) pair, as row 1 is",
+        };
+        return Err(arg(
+            name,
+            format!("row {at} is {}: expected {expected}", repr(row)),
+        ));
+    };
+    let text = utf8(text, "a str").map_err(|e| arg(name, format!("row {at}'s text is {e}")))?;
+    let label = match label.is_none() {
+        true => None,
+        false => Some(
+            utf8(label, "a str or None")
+                .map_err(|e| arg(name, format!("row {at}'s label is {e}")))?,
+        ),
+    };
+    Ok((text, label))
+}
+
+/// Whether `path`, a str given as data, names no file and looks like a text meant as one
+/// (not in a folder, no data file's extension): `predict(task, prompt, "a great movie")`.
+fn looks_like_text(path: &std::path::Path) -> bool {
+    let data_file = (path.extension()).is_some_and(|e| {
+        ["jsonl", "json", "tsv", "csv", "txt"]
+            .contains(&e.to_string_lossy().to_lowercase().as_str())
+    });
+    !path.exists() && path.components().count() == 1 && !data_file
+}
+
+/// `e`, the engine's "no such file" for a str given as `name`, with the hint that a str is
+/// read as a file path (one text is `[text]`).
+fn not_a_file(py: Python<'_>, e: PyErr, name: &str) -> PyErr {
+    let msg = e
+        .value(py)
+        .str()
+        .map_or_else(|_| String::new(), |s| s.to_string());
+    crate::errors::raise(
+        "FileNotFound",
+        format!("{msg} ({name}: a str is read as a file path; for one text, pass [text])"),
+    )
 }

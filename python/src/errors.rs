@@ -216,11 +216,29 @@ where
     T: Send,
     F: FnOnce() -> softprompt::Result<T> + Send,
 {
+    let f = || {
+        let result = f();
+        wait_for_exit_if_finalized();
+        result
+    };
     // in a child of fork() the engine's work runs on a pool of that child's (cpu::threads)
     py.detach(|| {
         softprompt::internals::cpu::threads::fork_safe(|| catch_unwind(AssertUnwindSafe(f)))
     })
     .map_err(internal)
+}
+
+/// A call that ends (or stops: `Interrupt::check`) while the interpreter shuts down, on a
+/// daemon thread at exit: taking the GIL back would end the thread inside Rust frames
+/// (Python 3.11's `PyThread_exit_thread`, an abort: "exception not rethrown"), so the
+/// thread waits for the process to end, as Python 3.14 has such threads do.
+fn wait_for_exit_if_finalized() {
+    // SAFETY: Py_IsInitialized may be called at any time, without the GIL
+    if unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
+        loop {
+            std::thread::park();
+        }
+    }
 }
 
 /// A panic's payload as a `SoftpromptError` ("internal error: ..."), never a crash.

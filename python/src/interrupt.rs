@@ -23,8 +23,10 @@ pub struct Interrupt {
 impl Interrupt {
     /// With the GIL held: Python's signal handlers, then `also` (train's `on_event`); the
     /// first error sets `stop` and is kept for [`Interrupt::run`] to raise.
+    /// An interpreter that is shutting down (a daemon thread's call at exit) cannot be
+    /// attached to (`Python::attach` panicked with a backtrace): the call stops quietly.
     pub fn check(&self, also: impl FnOnce(Python<'_>) -> PyResult<()>) {
-        Python::attach(|py| {
+        let attached = Python::try_attach(|py| {
             if let Err(e) = py.check_signals().and_then(|()| also(py)) {
                 self.stop.store(true, Ordering::SeqCst);
                 if let Ok(mut slot) = self.raised.lock() {
@@ -32,6 +34,9 @@ impl Interrupt {
                 }
             }
         });
+        if attached.is_none() {
+            self.stop.store(true, Ordering::SeqCst);
+        }
     }
 
     /// Runs `f` as `errors::compute` does (the GIL released, a panic caught), `f` calling

@@ -9,6 +9,7 @@ mod ints;
 mod kw;
 mod model;
 mod parity;
+mod paths;
 mod prompt;
 mod task;
 mod threads;

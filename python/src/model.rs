@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 /// A Hugging Face model folder (BERT, T5, BLOOM, Llama, Mistral, Qwen2) loaded on a device:
 /// `cpu`, `cuda` / `cuda:N` (precision bf16, f32 or mixed) or `emu`.
-#[pyclass(name = "Model", module = "softprompt", frozen)]
+#[pyclass(name = "Model", module = "softprompt", frozen, weakref)]
 pub struct PyModel {
     pub inner: Model,
 }
@@ -139,7 +139,7 @@ impl PyModel {
     #[pyo3(signature = (dir, device="cpu", precision="bf16", threads=0))]
     fn new(
         py: Python<'_>,
-        dir: PathBuf,
+        #[pyo3(from_py_with = crate::paths::path)] dir: PathBuf,
         device: &str,
         precision: &str,
         #[pyo3(from_py_with = ints::threads)] threads: usize,
@@ -176,8 +176,10 @@ impl PyModel {
     }
 
     /// The token ids of `text`, special tokens included.
-    fn tokenize(&self, text: &str) -> PyResult<Vec<i32>> {
-        self.inner.tokenize(text).map_err(to_py)
+    /// Runs with the GIL released, as compute does (a long text takes a while).
+    fn tokenize(&self, py: Python<'_>, text: &str) -> PyResult<Vec<i32>> {
+        let m = &self.inner;
+        compute(py, || m.tokenize(text))
     }
 
     /// The text of token ids (each an int32), special tokens left out.
@@ -190,14 +192,16 @@ impl PyModel {
     /// labels, verbalizer, pooling, free_targets, max_len, max_target_len, decode,
     /// target_end) over the model's defaults, the labels from `data` (a file or (text, label)
     /// pairs) when nothing else gives them.
-    #[pyo3(signature = (data=None, prompt_len=20, **kwargs))]
+    #[pyo3(signature = (data=None, prompt_len=None, **kwargs))]
     fn task(
         &self,
         py: Python<'_>,
         data: Option<Bound<'_, PyAny>>,
-        #[pyo3(from_py_with = ints::prompt_len)] prompt_len: usize,
+        prompt_len: Option<Bound<'_, PyAny>>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyTask> {
+        let given = prompt_len.map(|v| ints::prompt_len(&v)).transpose()?;
+        let prompt_len = given.unwrap_or(softprompt::TrainConfig::default().prompt_len);
         let mut kw = Kw::new("task", kwargs)?;
         let opts = kw.task_options()?;
         let spec = kw.data_spec(true)?;
@@ -208,6 +212,7 @@ impl PyModel {
         let m = &self.inner;
         Ok(PyTask {
             inner: compute(py, || m.task(&opts, ds.as_ref(), prompt_len))?,
+            prompt_len: given,
         })
     }
 
@@ -238,21 +243,41 @@ impl PyModel {
         for line in inner.overrides(p) {
             crate::prompt::user_warning(py, &line)?;
         }
-        Ok(PyTask { inner })
+        Ok(PyTask {
+            inner,
+            prompt_len: None,
+        })
     }
 
     /// A new prompt of `prompt_len` rows for `task`, initialised as `init` says (random,
     /// text, sample-vocab, class-labels; with init_text, init_std, init_vocab_first) from
-    /// `seed`: the prompt `train` starts from with the same settings.
-    #[pyo3(signature = (task, prompt_len=20, seed=0, **kwargs))]
+    /// `seed`: the prompt `train` starts from with the same settings. `prompt_len` defaults to
+    /// the one the task was made for (else 20); another one is refused.
+    #[pyo3(signature = (task, prompt_len=None, seed=0, **kwargs))]
     fn new_prompt(
         &self,
         py: Python<'_>,
         task: PyRef<'_, PyTask>,
-        #[pyo3(from_py_with = ints::prompt_len)] prompt_len: usize,
+        prompt_len: Option<Bound<'_, PyAny>>,
         #[pyo3(from_py_with = ints::seed)] seed: u64,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyPrompt> {
+        let given = prompt_len.map(|v| ints::prompt_len(&v)).transpose()?;
+        let prompt_len = match (given, task.prompt_len) {
+            (Some(n), Some(t)) if n != t => {
+                return Err(arg(
+                    "prompt_len",
+                    format!(
+                        "got {n}, but the task was made for prompt_len={t} (its max_len \
+                         leaves room for {t} rows): give the same prompt_len to Model.task \
+                         and Model.new_prompt, or leave it out here"
+                    ),
+                ))
+            }
+            (n, t) => n
+                .or(t)
+                .unwrap_or(softprompt::TrainConfig::default().prompt_len),
+        };
         let mut kw = Kw::new("new_prompt", kwargs)?;
         let init = prompt_init(&mut kw)?;
         kw.finish()?;
@@ -445,7 +470,7 @@ impl PyModel {
     fn save_prompt(
         &self,
         py: Python<'_>,
-        dir: PathBuf,
+        #[pyo3(from_py_with = crate::paths::path)] dir: PathBuf,
         prompt: PyRef<'_, PyPrompt>,
         task: PyRef<'_, PyTask>,
         overwrite: bool,
@@ -473,7 +498,7 @@ impl PyModel {
         &self,
         py: Python<'py>,
         train: Bound<'py, PyAny>,
-        out: PathBuf,
+        #[pyo3(from_py_with = crate::paths::path)] out: PathBuf,
         dev: Option<Bound<'py, PyAny>>,
         test: Option<Bound<'py, PyAny>>,
         on_event: Option<Py<PyAny>>,

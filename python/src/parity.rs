@@ -16,8 +16,8 @@ use std::path::PathBuf;
 #[pyo3(signature = (model_dir, reference, device="cpu", precision="mixed", tol=None))]
 pub fn parity<'py>(
     py: Python<'py>,
-    model_dir: PathBuf,
-    reference: PathBuf,
+    #[pyo3(from_py_with = crate::paths::path)] model_dir: PathBuf,
+    #[pyo3(from_py_with = crate::paths::path)] reference: PathBuf,
     device: &str,
     precision: &str,
     tol: Option<f64>,

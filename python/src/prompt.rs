@@ -11,7 +11,7 @@ use std::path::PathBuf;
 /// A soft prompt: P rows of the model's width, float32, on the host (with a `cls` task's
 /// head). `values` is a writable numpy view of its memory: writes change the prompt the next
 /// `Model.step`, `evaluate` or `save_prompt` uses.
-#[pyclass(name = "Prompt", module = "softprompt")]
+#[pyclass(name = "Prompt", module = "softprompt", weakref)]
 pub struct PyPrompt {
     /// never replaced once made: the numpy views point into its buffers
     pub inner: Prompt,
@@ -93,7 +93,10 @@ impl PyPrompt {
     /// unstamped adapter whose values are not those its task.json (and head) were saved with
     /// is read with a UserWarning, as the command line warns of it.
     #[staticmethod]
-    fn load(py: Python<'_>, dir: PathBuf) -> PyResult<PyPrompt> {
+    fn load(
+        py: Python<'_>,
+        #[pyo3(from_py_with = crate::paths::path)] dir: PathBuf,
+    ) -> PyResult<PyPrompt> {
         let inner = compute(py, || Prompt::load(&dir))?;
         if let Some(w) = inner.load_warning() {
             user_warning(py, w)?;
@@ -210,6 +213,26 @@ impl PyPrompt {
         PyPrompt {
             inner: self.inner.clone(),
         }
+    }
+
+    /// `copy.copy(prompt)`: an independent copy, as `copy()` (a shallow copy would share the
+    /// values' memory, which `copy()` does not either).
+    fn __copy__(&self) -> PyPrompt {
+        self.copy()
+    }
+
+    /// `copy.deepcopy(prompt)`: `copy()`.
+    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> PyPrompt {
+        self.copy()
+    }
+
+    /// Pickling is refused, saying what to do instead.
+    fn __reduce__(&self) -> PyResult<()> {
+        Err(PyTypeError::new_err(
+            "cannot pickle 'softprompt.Prompt' object: save it (Model.save_prompt) and read it \
+             back (Prompt.load), or send prompt.values (a numpy array) and rebuild it with \
+             Prompt.from_values; copy.deepcopy and prompt.copy() give a copy",
+        ))
     }
 
     fn __repr__(&self) -> String {

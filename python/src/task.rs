@@ -7,9 +7,12 @@ use softprompt::{PromptInit, Task};
 
 /// A task resolved for a model (`Model.task`, `Model.task_for`): what step, train, evaluate,
 /// predict and generate run.
-#[pyclass(name = "Task", module = "softprompt", frozen)]
+#[pyclass(name = "Task", module = "softprompt", frozen, weakref)]
 pub struct PyTask {
     pub inner: Task,
+    /// the prompt_len `Model.task` was given (its max_len leaves room for that many rows):
+    /// `Model.new_prompt`'s default, and a different one there is refused
+    pub prompt_len: Option<usize>,
 }
 
 #[pymethods]
@@ -24,6 +27,13 @@ impl PyTask {
     #[getter]
     fn labels(&self) -> Vec<String> {
         self.inner.labels().to_vec()
+    }
+
+    /// The prompt length the task was made for (`Model.task`'s prompt_len, when given),
+    /// else None.
+    #[getter]
+    fn prompt_len(&self) -> Option<usize> {
+        self.prompt_len
     }
 
     /// The text around the input.

@@ -162,8 +162,11 @@ fn summary_dict<'py>(py: Python<'py>, s: &Summary) -> PyResult<Bound<'py, PyDict
 
 /// A path given for a split (the command line refuses a split that is one of the run's
 /// files in `out`).
-fn split_path(v: &Option<Bound<'_, PyAny>>) -> Option<PathBuf> {
-    v.as_ref().and_then(|v| v.extract::<PathBuf>().ok())
+fn split_path(v: &Option<Bound<'_, PyAny>>) -> PyResult<Option<PathBuf>> {
+    Ok(v.as_ref()
+        .map(crate::paths::path_if_any)
+        .transpose()?
+        .flatten())
 }
 
 /// The body of `Model.train` (see its docstring).
@@ -210,9 +213,9 @@ pub fn train<'py>(
     }
     outdir::precheck(&out, cfg.resume, cfg.overwrite).map_err(to_py)?;
     let paths = [
-        ("train", split_path(&Some(train.clone()))),
-        ("dev", split_path(&dev)),
-        ("test", split_path(&test)),
+        ("train", split_path(&Some(train.clone()))?),
+        ("dev", split_path(&dev)?),
+        ("test", split_path(&test)?),
     ];
     let inputs: Vec<(&str, &Path)> = (paths.iter())
         .filter_map(|(f, p)| p.as_deref().map(|p| (*f, p)))
@@ -221,9 +224,17 @@ pub fn train<'py>(
 
     // quoting is for the TSV and CSV files among train, dev and test
     let files: Vec<&Path> = inputs.iter().map(|(_, p)| *p).collect();
-    let spec_of = |d: &Bound<'py, PyAny>| match split_path(&Some(d.clone())) {
+    // the paths were read above: a path that cannot be read raised there
+    // the data flags are for the files among them; rows in memory read none
+    if let Some(flag) = crate::data::file_flag(&spec).filter(|_| files.is_empty()) {
+        return Err(crate::data::unread_flag(flag, "every split"));
+    }
+    let spec_of = |d: &Bound<'py, PyAny>| match split_path(&Some(d.clone())).ok().flatten() {
         Some(p) => spec.for_file(&p, &files),
-        None => spec.clone(),
+        None => softprompt::DataSpec {
+            require_label: spec.require_label,
+            ..Default::default()
+        },
     };
     let m = &model.inner;
     let train_data = dataset(py, &train, None, &spec_of(&train), "train")?;

@@ -39,3 +39,29 @@ def test_other_threads_run_during_compute():
     assert len(inside) >= 5, (len(inside), t1 - t0)
     gaps = [b - a for a, b in zip([t0] + inside, inside + [t1])]
     assert max(gaps) < (t1 - t0) / 2, (max(gaps), t1 - t0)
+
+
+def test_other_threads_run_during_tokenize():
+    """tokenize held the GIL: a 1 MiB text stopped every other Python thread for its 0.5 s."""
+    model = sp.Model(BERT_MLM)
+    text = "the movie number 7 was great and long. " * 25000
+    ticks = []
+    done = threading.Event()
+
+    def count():
+        while not done.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.001)
+
+    th = threading.Thread(target=count)
+    th.start()
+    time.sleep(0.01)
+    t0 = time.perf_counter()
+    ids = model.tokenize(text)
+    t1 = time.perf_counter()
+    done.set()
+    th.join()
+    inside = [t for t in ticks if t0 < t < t1]
+    assert len(ids) > 100000 and t1 - t0 > 0.02, (len(ids), t1 - t0)
+    gaps = [b - a for a, b in zip([t0] + inside, inside + [t1])]
+    assert max(gaps) < (t1 - t0) / 2, (max(gaps), t1 - t0)
