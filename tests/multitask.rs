@@ -684,12 +684,9 @@ fn cli_console_says_what_metrics_says_when_it_happens() {
     let (a, b) = (data("a"), data("b"));
     let paths = ["--model", &model, "--task-config", &tasks, "--out", &out];
     let tasks_data = ["--task-data", &a, "--task-data", &b];
-    let (ok, text) = cli(&[
-        &flags.split_whitespace().collect::<Vec<_>>()[..],
-        &paths,
-        &tasks_data,
-    ]
-    .concat());
+    let flags: Vec<&str> = flags.split_whitespace().collect();
+    let args = [&flags[..], &paths, &tasks_data].concat();
+    let (ok, text) = cli(&args);
     assert!(ok, "{text}");
     // the loss lines as metrics.jsonl gives them: a's and b's step 3 (3 steps each), a's last
     let metrics = std::fs::read_to_string(dir.join("out/metrics.jsonl")).unwrap();
@@ -730,8 +727,23 @@ fn cli_console_says_what_metrics_says_when_it_happens() {
         dev("a", 4, "1.0000", false),
         "[a] patience ran out at step 4, the last (best step 2)".into(),
     ];
-    let got: Vec<&str> = (text.lines()).filter(|l| l.starts_with("[")).collect();
-    assert_eq!(got, want, "{text}");
+    let said = |text: &str| -> Vec<String> {
+        (text.lines())
+            .filter(|l| l.starts_with("["))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(said(&text), want, "{text}");
+    // the finished run resumed says at its start how each task ended
+    let (ok, text) = cli(&[&args[..], &["--resume"]].concat());
+    assert!(ok, "{text}");
+    let ended = [
+        "[a] 4 steps, 192 prompt + 0 head parameters, resumed at step 4",
+        "[b] 4 steps, 192 prompt + 98 head parameters, resumed at step 3",
+        "[a] patience ran out at step 4, the last (best step 2)",
+        "[b] early stop at step 3 (best step 1): frozen, its rows leave the batches",
+    ];
+    assert_eq!(said(&text), ended, "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
