@@ -654,6 +654,99 @@ fn cli_task_data_and_task_field() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The console of a --task-data run (hostile pass 14): a task's loss line is its metrics.jsonl
+/// line (the mean over the --log-every window, not the step's loss), printed at the task's
+/// last step too; a task's early stop is said at its step, before the other task goes on; a
+/// patience that runs out at the last step is no early stop.
+#[test]
+fn cli_console_says_what_metrics_says_when_it_happens() {
+    let dir = tmp("console");
+    let src = |f: &str| std::fs::read_to_string(format!("tests/bad_inputs/data/{f}")).unwrap();
+    for t in ["a", "b"] {
+        std::fs::create_dir_all(dir.join(t)).unwrap();
+        for f in ["train.jsonl", "dev.jsonl"] {
+            std::fs::write(dir.join(t).join(f), src(f)).unwrap();
+        }
+    }
+    let tasks = dir.join("tasks.json");
+    std::fs::write(
+        &tasks,
+        r#"{"b": {"task": "cls", "template": "review: {text}"}}"#,
+    )
+    .unwrap();
+    let (model, out) = (common::fixture("bert_mlm"), dir.join("out"));
+    let [model, tasks, out] = [&model, &tasks, &out].map(|p| p.to_str().unwrap().to_string());
+    let data = |t: &str| format!("{t}={}", dir.join(t).display());
+    // adamw at a constant 0.1, no clipping: the fixture's settings (common::multitask::cfg)
+    let flags = "--prompt-len 4 --batch-size 5 --max-steps 4 --eval-every 1 --patience 2 \
+                 --log-every 3 --threads 1 --no-progress --optimizer adamw --lr 0.1 \
+                 --schedule constant --max-grad-norm 0";
+    let (a, b) = (data("a"), data("b"));
+    let paths = ["--model", &model, "--task-config", &tasks, "--out", &out];
+    let tasks_data = ["--task-data", &a, "--task-data", &b];
+    let flags: Vec<&str> = flags.split_whitespace().collect();
+    let args = [&flags[..], &paths, &tasks_data].concat();
+    let (ok, text) = cli(&args);
+    assert!(ok, "{text}");
+    // the loss lines as metrics.jsonl gives them: a's and b's step 3 (3 steps each), a's last
+    let metrics = std::fs::read_to_string(dir.join("out/metrics.jsonl")).unwrap();
+    let logged: Vec<String> = (metrics.lines())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("loss").is_some())
+        .map(|v| {
+            let f = |k: &str| v[k].as_f64().unwrap();
+            format!(
+                "[{}] step {} loss {:.4} lr {:.3e} grad-norm {:.3}",
+                v["task"].as_str().unwrap(),
+                v["step"],
+                f("loss"),
+                f("lr"),
+                f("grad_norm")
+            )
+        })
+        .collect();
+    let [a3, b3, a4] = <[String; 3]>::try_from(logged).unwrap();
+    let dev = |t: &str, step: u64, acc: &str, best: bool| {
+        let f1 = if acc == "1.0000" { "1.0000" } else { "0.3333" };
+        let mark = if best { " (best)" } else { "" };
+        format!("[{t}] step {step} dev accuracy {acc} macro-F1 {f1}{mark}")
+    };
+    let want = [
+        "[a] 4 steps, 192 prompt + 0 head parameters".to_string(),
+        "[b] 4 steps, 192 prompt + 98 head parameters".into(),
+        dev("a", 1, "0.5000", true),
+        dev("b", 1, "0.5000", true),
+        dev("a", 2, "1.0000", true),
+        dev("b", 2, "0.5000", false),
+        a3,
+        dev("a", 3, "1.0000", false),
+        b3,
+        dev("b", 3, "0.5000", false),
+        "[b] early stop at step 3 (best step 1): frozen, its rows leave the batches".into(),
+        a4,
+        dev("a", 4, "1.0000", false),
+        "[a] patience ran out at step 4, the last (best step 2)".into(),
+    ];
+    let said = |text: &str| -> Vec<String> {
+        (text.lines())
+            .filter(|l| l.starts_with("["))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(said(&text), want, "{text}");
+    // the finished run resumed says at its start how each task ended
+    let (ok, text) = cli(&[&args[..], &["--resume"]].concat());
+    assert!(ok, "{text}");
+    let ended = [
+        "[a] 4 steps, 192 prompt + 0 head parameters, resumed at step 4",
+        "[b] 4 steps, 192 prompt + 98 head parameters, resumed at step 3",
+        "[a] patience ran out at step 4, the last (best step 2)",
+        "[b] early stop at step 3 (best step 1): frozen, its rows leave the batches",
+    ];
+    assert_eq!(said(&text), ended, "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// #17: two tasks on bert_nohead (48 positions) with prompts of 12 and 8 rows, each task's
 /// max_len clamped beside its own prompt (48 - 12 = 36, 48 - 8 = 40). Task b's rows are long,
 /// cut to its 40 tokens, so a batch mixing them with task a's runs past the position table

@@ -21,8 +21,11 @@ pub struct ConsoleProgress {
     ema: Option<f64>,
     tokens: usize,
     steps: u64,
-    /// the train loss summed since the last dev evaluation, and its steps
+    /// the train loss summed since the last dev evaluation, and its steps (a resumed run:
+    /// from the checkpoint)
     window: (f64, u64),
+    /// the run's steps: a stop at the last one is no early stop
+    total: u64,
     /// prompt rows, classes and hidden size, for the `trainable` line
     prompt_len: usize,
     /// prefix tuning: the trained table is a prefix (with a projection: true)
@@ -103,6 +106,7 @@ impl ConsoleProgress {
             tokens: 0,
             steps: 0,
             window: (0.0, 0),
+            total: 0,
             prompt_len: cfg.prompt_len,
             prefix: match cfg.method {
                 Method::Prefix(pre) => Some(pre.projection),
@@ -132,7 +136,7 @@ impl ConsoleProgress {
     }
 
     /// The lines at the start: warnings about a resumed run, then what trains.
-    fn started(&self, ev: &Event) {
+    fn started(&mut self, ev: &Event) {
         let Event::Started {
             total_steps,
             steps_per_epoch,
@@ -142,10 +146,12 @@ impl ConsoleProgress {
             kernels_changed,
             prompt_params,
             head_params,
+            eval_window,
         } = ev
         else {
             return;
         };
+        (self.window, self.total) = (*eval_window, *total_steps);
         let (k, d) = (self.k, self.d);
         self.say(self.settings.clone());
         let schedule = Schedule {
@@ -155,7 +161,13 @@ impl ConsoleProgress {
         // said once, when the run starts (a resumed run heard it then)
         if resumed_at.is_none() {
             let patience = (self.cfg).patience_warning(*total_steps, *steps_per_epoch);
-            for w in schedule.warning().into_iter().chain(patience) {
+            let head_lr = self.cfg.head_lr_warning(*head_params > 0);
+            for w in schedule
+                .warning()
+                .into_iter()
+                .chain(patience)
+                .chain(head_lr)
+            {
                 self.say(format!("warning: {w}"));
             }
         }
@@ -254,6 +266,10 @@ impl ConsoleProgress {
                 ));
             }
             Event::Saved { .. } => {}
+            // the patience ran out at the last step: the run ends where it would anyway
+            Event::EarlyStop { step, best_step } if *step == self.total => self.say(format!(
+                "patience ran out at step {step}, the last: no better dev accuracy since step {best_step}"
+            )),
             Event::EarlyStop { step, best_step } => self.say(format!(
                 "early stop at step {step}: no better dev accuracy since step {best_step}"
             )),

@@ -13,6 +13,7 @@ use softprompt::{
     Dataset, Encoded, Error, Event, Method, Model, MultiTask, PromptInit, Result, Splits, Task,
     TaskResult, TrainConfig,
 };
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -87,7 +88,7 @@ pub(super) fn train(a: &Args) -> Result<()> {
             method: e.method,
         })
         .collect();
-    let log_every = a.log_every;
+    let mut totals = HashMap::new();
     let stop = crate::cli::signals::stop_flag();
     let results = model.train_multi_until(
         &tasks,
@@ -95,7 +96,7 @@ pub(super) fn train(a: &Args) -> Result<()> {
         &a.out,
         &mut |name, ev| {
             warn_at_start(name, ev, &cfg);
-            print_event(name, ev, log_every)
+            print_event(name, ev, &mut totals)
         },
         stop,
     )?;
@@ -558,6 +559,7 @@ fn warn_at_start(name: &str, ev: &Event, cfg: &TrainConfig) {
         total_steps,
         steps_per_epoch,
         resumed_at: None,
+        head_params,
         ..
     } = ev
     else {
@@ -568,13 +570,21 @@ fn warn_at_start(name: &str, ev: &Event, cfg: &TrainConfig) {
         ..cfg.optim.schedule
     };
     let patience = cfg.patience_warning(*total_steps, *steps_per_epoch);
-    for w in schedule.warning().into_iter().chain(patience) {
+    let head_lr = cfg.head_lr_warning(*head_params > 0);
+    for w in schedule
+        .warning()
+        .into_iter()
+        .chain(patience)
+        .chain(head_lr)
+    {
         outln!("[{name}] warning: {w}");
     }
 }
 
-/// One line per evaluation, early stop and resume, and a loss line every --log-every steps.
-fn print_event(name: &str, ev: &Event, log_every: u64) {
+/// One line per evaluation, early stop and resume, and a loss line per metrics.jsonl line
+/// (every --log-every steps and the task's last: its loss is that line's, the mean since the
+/// line before). `totals`: each task's steps, from its `Started` event.
+fn print_event(name: &str, ev: &Event, totals: &mut HashMap<String, u64>) {
     match ev {
         Event::Started {
             total_steps,
@@ -583,17 +593,19 @@ fn print_event(name: &str, ev: &Event, log_every: u64) {
             head_params,
             ..
         } => {
+            totals.insert(name.to_string(), *total_steps);
             let resumed = resumed_at.map_or(String::new(), |s| format!(", resumed at step {s}"));
             outln!("[{name}] {total_steps} steps, {prompt_params} prompt + {head_params} head parameters{resumed}");
         }
-        Event::Step(s) if log_every > 0 && s.step.is_multiple_of(log_every) => {
-            outln!(
-                "[{name}] step {} loss {:.4} lr {:.3e} grad-norm {:.3}",
-                s.step,
-                s.loss,
-                s.lr,
-                s.grad_norm
-            );
+        Event::Step(s) => {
+            if let Some(loss) = s.logged {
+                outln!(
+                    "[{name}] step {} loss {loss:.4} lr {:.3e} grad-norm {:.3}",
+                    s.step,
+                    s.lr,
+                    s.grad_norm
+                );
+            }
         }
         Event::Eval {
             step,
@@ -607,6 +619,10 @@ fn print_event(name: &str, ev: &Event, log_every: u64) {
                 metrics.accuracy,
                 metrics.macro_f1
             );
+        }
+        // the patience ran out at the task's last step: it ends where it would anyway
+        Event::EarlyStop { step, best_step } if totals.get(name) == Some(step) => {
+            outln!("[{name}] patience ran out at step {step}, the last (best step {best_step})");
         }
         Event::EarlyStop { step, best_step } => {
             outln!("[{name}] early stop at step {step} (best step {best_step}): frozen, its rows leave the batches");

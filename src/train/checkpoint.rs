@@ -37,7 +37,7 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 const META_KEY: &str = "softprompt_checkpoint";
 /// The metadata key of a checkpoint's checksum (single- and multi-task): `checksum` of its
 /// state and tensors. Checkpoints written before it was recorded have none and are read
-/// unchecked, as fields added since (`device`, `log_window`) are read with defaults: the
+/// unchecked, as fields added since (`device`, `log_window`, `eval_window`) are read with defaults: the
 /// format stays 1.
 pub const CHECKSUM_KEY: &str = "softprompt_checksum";
 pub const CHECKPOINT_FORMAT: u32 = 1;
@@ -85,15 +85,35 @@ pub struct TrainState {
     /// same steps as the uninterrupted run's
     #[serde(default)]
     pub log_window: LogWindow,
+    /// the steps since the last dev evaluation, so that a resumed run's next evaluation line
+    /// prints the train loss of the same steps as the uninterrupted run's (empty in
+    /// checkpoints written before it was recorded: that line then covers the steps since
+    /// the resume)
+    #[serde(default)]
+    pub eval_window: LogWindow,
 }
 
-/// The losses and tokens since the last metrics line.
+/// The losses and tokens since the last metrics line (or dev evaluation).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LogWindow {
     /// the f64 bits of the loss sum (bits, so that the JSON round trip is exact)
     pub loss_sum_bits: u64,
     pub steps: u64,
     pub tokens: u64,
+}
+
+impl LogWindow {
+    /// Adds one step's loss and tokens.
+    pub fn add(&mut self, loss: f64, tokens: usize) {
+        self.loss_sum_bits = (f64::from_bits(self.loss_sum_bits) + loss).to_bits();
+        self.steps += 1;
+        self.tokens += tokens as u64;
+    }
+
+    /// The loss summed over the window, and its steps.
+    pub fn loss(&self) -> (f64, u64) {
+        (f64::from_bits(self.loss_sum_bits), self.steps)
+    }
 }
 
 /// A checkpoint: the state and the named float tensors.
@@ -501,6 +521,11 @@ mod tests {
                 loss_sum_bits: 0.1f64.to_bits(),
                 steps: 3,
                 tokens: 40,
+            },
+            eval_window: LogWindow {
+                loss_sum_bits: 0.25f64.to_bits(),
+                steps: 2,
+                tokens: 30,
             },
         };
         let ck = Checkpoint {

@@ -142,6 +142,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
                     lr,
                     grad_norm,
                     tokens,
+                    logged: None,
                 },
             ));
         }
@@ -230,17 +231,34 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         let mut early: Vec<bool> = (self.tasks.iter())
             .map(|t| t.state.stopped_early(t.cfg.patience))
             .collect();
+        // a task that stopped early before a resume says so once the run starts again
+        for (t, _) in self.tasks.iter().zip(&early).filter(|(_, &e)| e) {
+            let (step, best_step) = (t.state.step, t.state.best_step);
+            on_event(&t.name, &Event::EarlyStop { step, best_step });
+        }
         while self.tasks.iter().any(|t| t.active()) {
             let infos = self.step()?;
             let mut save = self.run.save_every > 0 && self.step.is_multiple_of(self.run.save_every);
             let mut logged = false;
-            for (i, info) in infos {
+            for (i, mut info) in infos {
                 let name = self.task(i)?.name.clone();
+                info.logged = self.log_step(i, &info)?;
+                logged |= info.logged.is_some();
                 on_event(&name, &Event::Step(info.clone()));
-                logged |= self.log_step(i, &info)?;
                 let (stopped, done) = self.end_task_step(i, on_event)?;
                 if let Some(e) = early.get_mut(i) {
                     *e |= stopped;
+                }
+                // said at the step it stops, the others going on
+                if stopped {
+                    let best_step = self.task(i)?.state.best_step;
+                    on_event(
+                        &name,
+                        &Event::EarlyStop {
+                            step: info.step,
+                            best_step,
+                        },
+                    );
                 }
                 save |= done;
             }
@@ -268,10 +286,6 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         let mut lines = Vec::new();
         for (i, t) in self.tasks.iter().enumerate() {
             let stopped = early.get(i).copied().unwrap_or(false);
-            if stopped {
-                let (step, best_step) = (t.state.step, t.state.best_step);
-                on_event(&t.name, &Event::EarlyStop { step, best_step });
-            }
             let test = self.final_test(t, on_event)?;
             if let Some(m) = &test {
                 let mut line = kept_test_line(t.kept_step(), m);
@@ -325,33 +339,34 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
                 kernels_changed,
                 prompt_params,
                 head_params,
+                eval_window: t.state.eval_window.loss(),
             };
             on_event(&t.name, &ev);
         }
     }
 
-    /// Adds the step to task `i`'s metrics window, and writes its line when due (true).
-    fn log_step(&mut self, i: usize, info: &StepInfo) -> Result<bool> {
+    /// Adds the step to task `i`'s metrics (and evaluation) window, and writes its metrics
+    /// line when due: that line's loss, the window's mean.
+    fn log_step(&mut self, i: usize, info: &StepInfo) -> Result<Option<f64>> {
         let log_every = self.run.log_every;
         let secs = self.window_start.elapsed().as_secs_f64().max(1e-9);
         let t = self.task_mut(i)?;
-        let w = &mut t.state.log_window;
-        w.loss_sum_bits = (f64::from_bits(w.loss_sum_bits) + info.loss).to_bits();
-        w.steps += 1;
-        w.tokens += info.tokens as u64;
+        t.state.log_window.add(info.loss, info.tokens);
+        t.state.eval_window.add(info.loss, info.tokens);
         let last = info.step == t.total_steps;
         if log_every == 0 || !(info.step.is_multiple_of(log_every) || last) {
-            return Ok(false);
+            return Ok(None);
         }
         let w = std::mem::take(&mut t.state.log_window);
-        let (sum, n, tokens) = (f64::from_bits(w.loss_sum_bits), w.steps, w.tokens);
+        let ((sum, n), tokens) = (w.loss(), w.tokens);
+        let loss = sum / n.max(1) as f64;
         let line = json!({
-            "task": t.name, "step": info.step, "epoch": info.epoch, "loss": sum / n.max(1) as f64,
+            "task": t.name, "step": info.step, "epoch": info.epoch, "loss": loss,
             "lr": info.lr, "grad_norm": info.grad_norm, "steps_per_s": n as f64 / secs,
             "tokens_per_s": tokens as f64 / secs,
         });
         self.log.append(&line)?;
-        Ok(true)
+        Ok(Some(loss))
     }
 
     /// Task `i`'s evaluation, best prompt and stop after its step: (stopped early, done now).
@@ -395,6 +410,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         } else {
             t.state.evals_since_best += 1;
         }
+        t.state.eval_window = Default::default();
         log.append(&json!({"task": name, "step": step, "split": "dev", "accuracy": m.accuracy, "macro_f1": m.macro_f1, "examples": m.examples, "best": better}))?;
         on_event(
             &name,

@@ -79,6 +79,7 @@ impl<B: Backend> Trainer<'_, B> {
             lr,
             grad_norm,
             tokens: batch.real_tokens,
+            logged: None,
         })
     }
 
@@ -159,18 +160,16 @@ impl<B: Backend> Trainer<'_, B> {
         // a finished run resumed (re-scored) says how it ended
         let mut early = self.state.stopped_early(self.cfg.patience);
         while !self.state.done && self.state.step < self.total_steps {
-            let info = self.step()?;
-            let w = &mut self.state.log_window;
-            w.loss_sum_bits = (f64::from_bits(w.loss_sum_bits) + info.loss).to_bits();
-            w.steps += 1;
-            w.tokens += info.tokens as u64;
-            on_event(&Event::Step(info.clone()));
+            let mut info = self.step()?;
+            self.state.log_window.add(info.loss, info.tokens);
+            self.state.eval_window.add(info.loss, info.tokens);
             // the last step closes its window too, so metrics.jsonl is never left unwritten
             // (--max-steps below --log-every) and its last line covers the last steps
             let last = info.step == self.total_steps;
             if self.cfg.log_every > 0 && (info.step % self.cfg.log_every == 0 || last) {
-                self.log_line(&info)?;
+                info.logged = Some(self.log_line(&info)?);
             }
+            on_event(&Event::Step(info.clone()));
             early = self.end_step(on_event)?;
             if stop.load(Ordering::Relaxed) && !self.state.done {
                 return Err(self.interrupt(on_event));
@@ -255,6 +254,7 @@ impl<B: Backend> Trainer<'_, B> {
             kernels_changed,
             prompt_params: pp,
             head_params: hp,
+            eval_window: self.state.eval_window.loss(),
         }
     }
 
@@ -322,17 +322,22 @@ impl<B: Backend> Trainer<'_, B> {
         Ok(Some(m))
     }
 
-    fn log_line(&mut self, info: &StepInfo) -> Result<()> {
+    /// Writes the metrics line that closes the log window at `info`'s step; returns its loss
+    /// (the window's mean).
+    fn log_line(&mut self, info: &StepInfo) -> Result<f64> {
         let w = self.state.log_window;
-        let (sum, n, tokens) = (f64::from_bits(w.loss_sum_bits), w.steps, w.tokens);
-        let secs = self.window_start.elapsed().as_secs_f64().max(1e-9);
+        let ((sum, n), tokens) = (w.loss(), w.tokens);
+        let (secs, loss) = (
+            self.window_start.elapsed().as_secs_f64().max(1e-9),
+            sum / n.max(1) as f64,
+        );
         self.log.append(&json!({
-            "step": info.step, "epoch": info.epoch, "loss": sum / n.max(1) as f64, "lr": info.lr,
+            "step": info.step, "epoch": info.epoch, "loss": loss, "lr": info.lr,
             "grad_norm": info.grad_norm, "steps_per_s": n as f64 / secs, "tokens_per_s": tokens as f64 / secs,
         }))?;
         self.state.log_window = Default::default();
         self.window_start = Instant::now();
-        Ok(())
+        Ok(loss)
     }
 
     /// Dev (and test) evaluation at this step; keeps the prompt when dev accuracy improves.
@@ -355,6 +360,8 @@ impl<B: Backend> Trainer<'_, B> {
             self.state.evals_since_best += 1;
         }
         self.log.append(&json!({"step": step, "split": "dev", "accuracy": m.accuracy, "macro_f1": m.macro_f1, "examples": m.examples, "best": better}))?;
+        // the console's "train loss" of this evaluation covers the steps up to here
+        self.state.eval_window = Default::default();
         on_event(&Event::Eval {
             step,
             split: "dev".into(),

@@ -383,6 +383,7 @@ pub(super) fn fresh_state(
         device: String::new(),
         kernels: String::new(),
         log_window: Default::default(),
+        eval_window: Default::default(),
     }
 }
 

@@ -121,7 +121,26 @@ impl TrainConfig {
             format!(
                 "--patience {patience} never stops this run early: it evaluates on dev {evals} \
                  times in its {total} steps ({how} and at the last), and a stop comes \
-                 {patience} evaluations after the first at the earliest"
+                 {patience} evaluation{} after the first at the earliest",
+                if patience == 1 { "" } else { "s" }
+            )
+        })
+    }
+}
+
+impl TrainConfig {
+    /// A warning when Adafactor would train a classifier head (`head`) at its prompt rate:
+    /// Lester et al.'s 0.3 is for a prompt, and on the zero-initialised linear head each
+    /// weight moves by about the rate every step, so the loss climbs (on MiniLM the dev
+    /// accuracy falls from 0.66 to 0.51; with a head rate of 0.01 it trains). Legal, so not
+    /// an error; the command prints it.
+    pub fn head_lr_warning(&self, head: bool) -> Option<String> {
+        let o = &self.optim;
+        (head && o.kind == OptimKind::Adafactor && o.head_lr.is_none()).then(|| {
+            format!(
+                "--optimizer adafactor trains the cls head at --lr {} too: a rate for a prompt, \
+                 too large for a linear head (its loss climbs); pass --head-lr 0.01, say",
+                o.lr
             )
         })
     }
@@ -179,6 +198,11 @@ pub enum Event {
         kernels_changed: Option<(String, String)>,
         prompt_params: usize,
         head_params: usize,
+        /// the train loss summed since the last dev evaluation, and its steps: a resumed run's
+        /// from its checkpoint, so that its next evaluation reports the loss of the same steps
+        /// as an uninterrupted run (a fresh run, or a checkpoint written before it was
+        /// recorded: 0 steps)
+        eval_window: (f64, u64),
     },
     Step(StepInfo),
     Eval {
@@ -205,6 +229,10 @@ pub struct StepInfo {
     pub lr: f64,
     pub grad_norm: f64,
     pub tokens: usize,
+    /// when the step wrote a metrics.jsonl line (every `log_every` steps, and the last): that
+    /// line's loss, the mean over the steps since the line before; `Trainer::step` alone
+    /// writes none
+    pub logged: Option<f64>,
 }
 
 /// The end of a run.

@@ -349,6 +349,8 @@ struct Interrupted {
     model: PathBuf,
     full: PathBuf,
     cut: PathBuf,
+    /// the uninterrupted run's console
+    full_out: String,
 }
 
 impl Interrupted {
@@ -358,13 +360,14 @@ impl Interrupted {
         let model = fixture("bert_mlm");
         let (full, cut) = (dir.join("full"), dir.join("cut"));
         let args = train_args(s(&model), s(&train), s(&dev), s(&full), STEPS, "0.05");
-        ok(&softprompt(&args));
+        let full_out = ok(&softprompt(&args));
         Interrupted {
             train,
             dev,
             model,
             full,
             cut,
+            full_out,
         }
     }
 }
@@ -379,6 +382,7 @@ fn killed_run_resumes_bit_identically() {
         model,
         full,
         cut,
+        ..
     } = Interrupted::new("resume");
     let steps = STEPS;
 
@@ -480,6 +484,7 @@ fn terminated_run_checkpoints_its_step_and_resumes() {
         model,
         full,
         cut,
+        full_out,
     } = Interrupted::new("sigterm");
     let steps = STEPS;
     let last_logged = |d: &Path| -> u64 {
@@ -532,7 +537,35 @@ fn terminated_run_checkpoints_its_step_and_resumes() {
     }
     let mut args = train_args(s(&model), s(&train), s(&dev), s(&cut), steps, "0.05");
     args.push("--resume");
-    ok(&softprompt(&args));
+    let resumed_at = Checkpoint::load(&cut.join("checkpoint.safetensors"))
+        .unwrap()
+        .state
+        .step;
+    let resumed = ok(&softprompt(&args));
+    // every evaluation line after the resume is the uninterrupted run's (but the seconds), the
+    // first one's train loss included: the checkpoint carries the losses since the evaluation
+    // before the stop (it covered the steps since the resume: hostile pass 14)
+    let evals = |out: &str| -> Vec<String> {
+        (out.lines())
+            .filter(|l| l.starts_with("step ") && l.contains("| train loss "))
+            .filter_map(|l| Some(l.rsplit_once(" | ")?.0.to_string()))
+            .collect()
+    };
+    let (want, got) = (evals(&full_out), evals(&resumed));
+    let after: Vec<&String> = (want.iter())
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse::<u64>().ok())
+                > Some(resumed_at)
+        })
+        .collect();
+    assert_eq!(
+        got.iter().collect::<Vec<_>>(),
+        after,
+        "resumed at {resumed_at}"
+    );
+    assert_eq!(after.len() as u64, 24 - resumed_at / 25, "{full_out}");
     for file in ["adapter_model.safetensors", "task.json"] {
         let (a, b) = (full.join(file), cut.join(file));
         let same = std::fs::read(a).unwrap() == std::fs::read(b).unwrap();

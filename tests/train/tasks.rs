@@ -403,3 +403,71 @@ fn seq2seq_free_targets() {
         assert!(l["score"].as_f64().unwrap() <= 0.0);
     }
 }
+
+/// The console's words at a run's edges (hostile pass 14): a patience that runs out at the
+/// last step is said as such, after the warning that it cannot stop the run early (it said
+/// "early stop", contradicting the warning; and "1 evaluations"); an Adafactor `cls` run
+/// without --head-lr is warned that its head trains at the prompt's rate.
+#[test]
+fn patience_at_the_last_step_and_adafactor_head_rate_are_said() {
+    let dir = scratch("console_words");
+    let (train, dev) = sentiment_files(&dir);
+    let model = fixture("bert_nohead");
+    let run = |out: &str, extra: &[&str]| {
+        let out = dir.join(out);
+        let mut args = vec!["train", "--model", s(&model), "--train", s(&train)];
+        args.extend(["--out", s(&out), "--task", "cls", "--prompt-len", "4"]);
+        args.extend(["--batch-size", "8", "--no-progress", "--threads", "1"]);
+        args.extend(extra);
+        ok(&softprompt(&args))
+    };
+    // lr 1e-9: the dev accuracy of step 10 is step 5's, so the patience of 1 runs out at 10
+    let text = run(
+        "last_step",
+        &[
+            "--dev",
+            s(&dev),
+            "--max-steps",
+            "10",
+            "--eval-every",
+            "5",
+            "--patience",
+            "1",
+            "--lr",
+            "1e-9",
+        ],
+    );
+    let said: Vec<&str> = (text.lines())
+        .filter(|l| l.starts_with("warning:") || l.contains("patience") || l.contains("stop"))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "warning: --patience 1 never stops this run early: it evaluates on dev 2 times in \
+             its 10 steps (every 5 steps (--eval-every) and at the last), and a stop comes 1 \
+             evaluation after the first at the earliest",
+            "patience ran out at step 10, the last: no better dev accuracy since step 5",
+        ],
+        "{text}"
+    );
+    let warned = |extra: &[&str]| -> Vec<String> {
+        let text = run(
+            "adafactor",
+            &[&["--max-steps", "1", "--overwrite"], extra].concat(),
+        );
+        (text.lines())
+            .filter(|l| l.starts_with("warning:"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        warned(&["--optimizer", "adafactor"]),
+        [
+            "warning: --optimizer adafactor trains the cls head at --lr 0.3 too: a rate for a \
+          prompt, too large for a linear head (its loss climbs); pass --head-lr 0.01, say"
+        ]
+    );
+    assert!(warned(&["--optimizer", "adafactor", "--head-lr", "0.01"]).is_empty());
+    assert!(warned(&[]).is_empty());
+    std::fs::remove_dir_all(&dir).ok();
+}
