@@ -228,7 +228,10 @@ pub(super) fn read_generation_stop(dir: &Path, c: &mut DecoderConfig) {
     match generation_stop_ids(&path, c.vocab_size) {
         Ok(ids) if ids.is_empty() => {}
         Ok(ids) => c.stop_token_ids = ids,
-        Err(Error::Config { path, msg }) => c.stop_token_error = Some((path, msg)),
+        Err(Error::Config { path, msg } | Error::File { path, msg }) => {
+            c.stop_token_error = Some((path, msg))
+        }
+        Err(Error::Io { path, source }) => c.stop_token_error = Some((path, source.to_string())),
         Err(e) => c.stop_token_error = Some((path, e.to_string())),
     }
 }

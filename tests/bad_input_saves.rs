@@ -697,9 +697,11 @@ fn resume_accepts_the_model_folder_spelled_another_way() {
 /// `save_prompt(overwrite)` removed the folder's prompt files before writing the new ones, so
 /// a reader (a server reloading the prompt) loaded a `cls` prompt without its head; and two
 /// saves into one folder at once failed on each other's temporary files ("No such file or
-/// directory"). Now the files are replaced one by one, what the new prompt has not (a head)
-/// is removed after, a save into a folder another save or a training run holds is refused,
-/// and writes of one file from several threads at once all succeed.
+/// directory"). Now the files are replaced one by one (a reader loading beside 200 saves
+/// never gets a cls prompt without its head), what the new prompt has not (a head) is removed
+/// after, a save into a folder another save, a training run or a multi-task run (its lock in
+/// the folder above) holds is refused, and writes of one file from several threads at once
+/// all succeed.
 #[test]
 fn a_save_over_a_prompt_replaces_its_files_and_is_held_alone() {
     use softprompt::internals::train::outdir::OutLock;
@@ -732,13 +734,28 @@ fn a_save_over_a_prompt_replaces_its_files_and_is_held_alone() {
         .save_prompt(&saved, &prompt, &cls, over)
         .expect("cls save");
     let head = saved.join("head.safetensors");
-    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
-    let before = inode(&head);
-    model
-        .save_prompt(&saved, &prompt, &cls, over)
-        .expect("again");
-    // replaced by a rename (a reader holds the old file or the new), not removed and rewritten
-    assert_ne!(inode(&head), before);
+    // saves over the folder while a reader loads it: every load that succeeds has its head
+    // (removed first, a reader found it missing about once in 3,000 loads)
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let headless = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut headless = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(p) = softprompt::Prompt::load(&saved) {
+                    headless += usize::from(p.head().is_none());
+                }
+            }
+            headless
+        });
+        for _ in 0..200 {
+            model
+                .save_prompt(&saved, &prompt, &cls, over)
+                .expect("again");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().unwrap()
+    });
+    assert_eq!(headless, 0);
     model
         .save_prompt(&saved, &prompt, &pet, over)
         .expect("pet over cls");
@@ -758,6 +775,11 @@ fn a_save_over_a_prompt_replaces_its_files_and_is_held_alone() {
         "a training run (pid {}) is writing into this folder",
         std::process::id()
     );
+    assert!(err.to_string().contains(&want), "{err}");
+    drop(run);
+    // a multi-task run's task folder: its lock is in the folder above
+    let run = OutLock::acquire(dir.path()).expect("a multi-task run's lock");
+    let err = model.save_prompt(&saved, &prompt, &pet, over).unwrap_err();
     assert!(err.to_string().contains(&want), "{err}");
     drop(run);
     model

@@ -216,16 +216,17 @@ where
     T: Send,
     F: FnOnce() -> softprompt::Result<T> + Send,
 {
-    let f = || {
-        let result = f();
+    let run = || {
+        let caught = catch_unwind(AssertUnwindSafe(f));
+        // after a panic too
         wait_for_exit_if_finalized();
-        result
+        caught
     };
     // in a child of fork() the engine's work runs on a pool of that child's (cpu::threads)
-    py.detach(|| {
-        softprompt::internals::cpu::threads::fork_safe(|| catch_unwind(AssertUnwindSafe(f)))
-    })
-    .map_err(internal)
+    match py.detach(|| softprompt::internals::cpu::threads::fork_safe(run)) {
+        Ok(caught) => caught.map_err(internal),
+        Err(e) => Ok(Err(e)),
+    }
 }
 
 /// A call that ends (or stops: `Interrupt::check`) while the interpreter shuts down, on a

@@ -19,6 +19,8 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // before any call can run the engine's pool, so that a forked child knows it was forked
+    softprompt::internals::cpu::threads::watch_fork();
     m.add_class::<model::PyModel>()?;
     m.add_class::<model::PyStepOutput>()?;
     m.add_class::<task::PyTask>()?;

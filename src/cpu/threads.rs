@@ -7,7 +7,7 @@
 
 use super::gemm_path;
 use crate::error::{Error, Result};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 /// More threads than this is a typo, and spawning them would hang the machine.
 pub const MAX_THREADS: usize = 1024;
@@ -51,10 +51,7 @@ pub fn size_pool(threads: usize) -> Result<()> {
         .num_threads(threads)
         .build_global()
     {
-        Ok(()) => {
-            POOL_THREADS.store(threads, Ordering::Relaxed);
-            Ok(())
-        }
+        Ok(()) => Ok(()),
         Err(_) if rayon::current_num_threads() == threads => Ok(()),
         Err(_) => Err(Error::arg(
             "--threads",
@@ -70,31 +67,33 @@ pub fn size_pool(threads: usize) -> Result<()> {
 /// The CPU's setup (`--threads`, `--gemm`): every environment variable checked
 /// (env::check), the pool sized, then the GEMM path chosen.
 pub fn setup(threads: usize, gemm: Option<&str>) -> Result<()> {
+    watch_fork();
     crate::env::check()?;
     size_pool(threads)?;
-    watch_fork();
     gemm_path::choose(gemm)
 }
 
 // fork(): the child of a process whose pool had started holds rayon's global pool without
 // its threads (only the forking thread survives), so the first parallel op waited for ever
-// (Python's multiprocessing forks by default on Linux). The child runs its work in a pool of
-// its own, of the parent's size (the count shapes float32 sums); the parent is untouched.
+// (Python's multiprocessing forked by default on Linux before 3.14). The child runs its work
+// in a pool of its own, of the parent's size (the count shapes float32 sums); the parent is
+// untouched.
 
-/// The count `size_pool` gave the global pool (0: rayon's default, from the environment or
-/// the cores).
-static POOL_THREADS: AtomicUsize = AtomicUsize::new(0);
 /// Set in a child of fork(), by the handler `watch_fork` registers.
 static FORKED: AtomicBool = AtomicBool::new(false);
 /// A forked process's own pool, with the pid that built it (a grandchild builds its own).
 static CHILD_POOL: AtomicPtr<(u32, rayon::ThreadPool)> = AtomicPtr::new(std::ptr::null_mut());
+/// The main thread's stack, not rayon's 2 MiB: the whole call, Python callbacks included,
+/// runs on one of the child pool's threads.
+const CHILD_STACK: usize = 8 << 20;
 
 extern "C" fn on_fork_child() {
     FORKED.store(true, Ordering::SeqCst);
 }
 
-/// Registers `on_fork_child` with pthread_atfork, once per process.
-fn watch_fork() {
+/// Registers `on_fork_child` with pthread_atfork, once per process: `setup` does, and the
+/// Python package when it loads (a call that makes no Model, `parity`, runs the pool too).
+pub fn watch_fork() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe
     ONCE.call_once(|| unsafe {
@@ -103,16 +102,21 @@ fn watch_fork() {
 }
 
 /// Runs `f` on the process's pool: rayon's global one, or in a child of fork() (whose global
-/// pool lost its threads), a pool the child builds at the parent's size. Every entry point
-/// that computes from Python goes through it.
-pub fn fork_safe<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+/// pool lost its threads), a pool the child builds at the parent's size, on one of whose
+/// threads `f` then runs. Every call from Python goes through it.
+pub fn fork_safe<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R> {
     if !FORKED.load(Ordering::SeqCst) {
-        return f();
+        return Ok(f());
     }
     match child_pool() {
-        Some(pool) => pool.install(f),
-        // no thread could be started: the caller's thread alone
-        None => f(),
+        Some(pool) => Ok(pool.install(f)),
+        // `f` on this thread would wait for the parent's threads for ever
+        None => Err(Error::Unsupported(
+            "this process is a child of fork() and could not start a thread pool of its own \
+             (the parent's does not survive fork): start it with multiprocessing's 'spawn' \
+             or 'forkserver'"
+                .into(),
+        )),
     }
 }
 
@@ -127,11 +131,11 @@ fn child_pool() -> Option<&'static rayon::ThreadPool> {
             return Some(pool);
         }
     }
-    let mut builder = rayon::ThreadPoolBuilder::new();
-    match POOL_THREADS.load(Ordering::Relaxed) {
-        0 => {}
-        n => builder = builder.num_threads(n),
-    }
+    // the global pool's count, the parent's (read without starting a thread where the parent
+    // had started it; else the child's global pool starts, and its count is the default's)
+    let builder = rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads())
+        .stack_size(CHILD_STACK);
     let fresh = Box::into_raw(Box::new((pid, builder.build().ok()?)));
     match CHILD_POOL.compare_exchange(held, fresh, Ordering::SeqCst, Ordering::SeqCst) {
         // SAFETY: just stored, never freed

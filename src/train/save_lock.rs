@@ -23,9 +23,10 @@ static SAVING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 #[derive(Debug)]
 pub struct SaveLock {
     key: PathBuf,
-    /// the folder's lock file, where a training run left one: locked for the save (no lock
-    /// file is created: a saved prompt's folder holds only its own files)
-    _run_lock: Option<File>,
+    /// the lock files of the folder and of the folder above it (a multi-task run's `out`,
+    /// whose task folders hold its prompts), where a training run left one: locked for the
+    /// save (none is created: a saved prompt's folder holds only its own files)
+    _run_locks: Vec<File>,
 }
 
 impl SaveLock {
@@ -45,9 +46,11 @@ impl SaveLock {
         }
         let mut held = SaveLock {
             key,
-            _run_lock: None,
+            _run_locks: Vec::new(),
         };
-        held._run_lock = lock_run_file(dir)?;
+        for folder in std::iter::once(dir).chain(dir.parent()) {
+            held._run_locks.extend(lock_run_file(folder, dir)?);
+        }
         Ok(held)
     }
 }
@@ -59,17 +62,24 @@ impl Drop for SaveLock {
     }
 }
 
-/// `dir` as one name for one folder: resolved where it exists, else made absolute.
+/// `dir` as one name for one folder, whether it exists yet or not: resolved, or its parent
+/// resolved and its name joined (a save creates it), else made absolute.
 fn folder_key(dir: &Path) -> PathBuf {
-    std::fs::canonicalize(dir)
-        .or_else(|_| std::path::absolute(dir))
-        .unwrap_or_else(|_| dir.to_path_buf())
+    let in_parent = || {
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+        let parent = std::fs::canonicalize(parent.unwrap_or(Path::new("."))).ok()?;
+        Some(parent.join(dir.file_name()?))
+    };
+    (std::fs::canonicalize(dir).ok())
+        .or_else(in_parent)
+        .or_else(|| std::path::absolute(dir).ok())
+        .unwrap_or_else(|| dir.to_path_buf())
 }
 
-/// The run lock file in `dir`, locked, where there is one; a training run holding it refuses
-/// the save, naming its pid.
-fn lock_run_file(dir: &Path) -> Result<Option<File>> {
-    let path = dir.join(LOCK_FILE);
+/// The run lock file in `folder`, locked, where there is one; a training run holding it
+/// refuses the save into `dir`, naming its pid.
+fn lock_run_file(folder: &Path, dir: &Path) -> Result<Option<File>> {
+    let path = folder.join(LOCK_FILE);
     // none there, or not ours to open: no run has written here that could write now
     let Ok(mut file) = OpenOptions::new().read(true).write(true).open(&path) else {
         return Ok(None);
