@@ -12,9 +12,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import numpy.typing as npt
 
-StrPath = Union[str, PathLike]
+StrPath = Union[str, bytes, PathLike]
 # a data file (jsonl, tsv, csv), texts, or (text, label) pairs: what train and task read
-RawData = Union[StrPath, Sequence[str], Sequence[Tuple[str, Optional[str]]]]
+RawData = Union[StrPath, Sequence[str], Sequence[Tuple[str, Optional[str]]], Sequence[Sequence[Optional[str]]]]
 # the same, or rows Model.encode made: what encode, step, evaluate and predict read
 Data = Union[RawData, "Encoded"]
 # A path (Model(dir), Prompt.load, data=..., save_prompt, train's splits and out, parity) is

@@ -388,7 +388,7 @@ fn looks_like_text(path: &std::path::Path) -> bool {
         ["jsonl", "json", "tsv", "csv", "txt"]
             .contains(&e.to_string_lossy().to_lowercase().as_str())
     });
-    !path.exists() && path.components().count() == 1 && !data_file
+    matches!(path.try_exists(), Ok(false)) && path.components().count() == 1 && !data_file
 }
 
 /// `e`, the engine's "no such file" for a str given as `name`, with the hint that a str is
