@@ -264,7 +264,10 @@ fn follows_its_own_run(f: &Fixture, names: &[&str], tol: f64, tag: &str) {
 
 #[test]
 fn mixed_methods_follow_their_own_runs() {
-    follows_its_own_run(&bert(), &["pet", "cls", "ptune"], 1e-5, "bert");
+    // 1e-4: a batch's make-up rounds its sums otherwise, and Adam's normalised steps at lr
+    // 0.1 carry that through 6 steps (the prefix-projection cls task 4.2e-5 since the short
+    // batch holds random rows); a job's table trained on other rows would differ far more
+    follows_its_own_run(&bert(), &["pet", "cls", "ptune"], 1e-4, "bert");
 }
 
 /// On `name`, a prompt task beside a prefix task of its own template (one batch, one pass of
