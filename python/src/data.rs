@@ -171,8 +171,13 @@ const TABLE_ROWS: &str = "pass its text column (df[\"text\"], with labels=df[\"l
 /// (a dict) given for rows: iterating one gives its column names or keys, so it was read as
 /// rows named after them (wrong results, no error). None for anything else.
 fn table(obj: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
-    // PyO3's check: a dict, or an instance of collections.abc.Mapping (looked up once)
-    let mapping = obj.cast::<pyo3::types::PyMapping>().is_ok();
+    // a dict, or an instance of collections.abc.Mapping; not PyO3's PyMapping check, which
+    // imports collections.abc on first use and panics should that import fail (Ctrl-C
+    // during it: a PanicException); here the import's error is raised
+    let mapping = obj.is_instance_of::<pyo3::types::PyDict>() || {
+        let abc = obj.py().import("collections.abc")?;
+        obj.is_instance(&abc.getattr("Mapping")?)?
+    };
     let frame = obj.hasattr("columns")? && obj.hasattr("iloc")?;
     if !(mapping || frame) {
         return Ok(None);
