@@ -21,6 +21,9 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // before any call can run the engine's pool, so that a forked child knows it was forked
     softprompt::internals::cpu::threads::watch_fork();
+    // imported now, not by a call's argument checks (data.rs's mapping test): an import
+    // releases the GIL, and Ctrl-C during it raised a bare KeyboardInterrupt before the call
+    m.py().import("collections.abc")?;
     m.add_class::<model::PyModel>()?;
     m.add_class::<model::PyStepOutput>()?;
     m.add_class::<task::PyTask>()?;
