@@ -70,42 +70,52 @@ impl OutLock {
             .truncate(false)
             .open(&path)
             .map_err(unwritable)?;
-        match file.try_lock() {
-            Ok(()) => {
-                let pid = std::process::id().to_string();
-                (|| -> std::io::Result<()> {
-                    file.set_len(0)?;
-                    file.rewind()?;
-                    file.write_all(pid.as_bytes())?;
-                    file.sync_all()
-                })()
-                .map_err(|e| Error::io(&path, e))?;
-                Ok(OutLock { _file: file, path })
-            }
-            Err(TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let who = match holder.trim().parse::<u32>() {
-                    // the lock is per open file: this process's own run, in another thread
-                    // or through another handle, is refused as well
-                    Ok(pid) if pid == std::process::id() => format!(
-                        "another run in this process (pid {pid}: another thread, or a run \
-                         not yet dropped)"
-                    ),
-                    Ok(pid) => format!("another softprompt run (pid {pid})"),
-                    Err(_) => "another softprompt run (its pid is not written yet)".into(),
-                };
-                Err(Error::file(
-                    dir,
-                    format!(
-                        "{who} is writing into this folder (it holds {}): wait for it to end, or \
-                         train into another `out`",
-                        path.display()
-                    ),
-                ))
-            }
-            Err(TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        let who = match lock_and_sign(&mut file, &path)? {
+            Ok(()) => return Ok(OutLock { _file: file, path }),
+            // the lock is per open file: this process's own run, in another thread or
+            // through another handle, is refused as well
+            Err(Some(pid)) if pid == std::process::id() => format!(
+                "another run in this process (pid {pid}: another thread, or a run not yet \
+                 dropped)"
+            ),
+            Err(Some(pid)) => format!("another softprompt run (pid {pid})"),
+            Err(None) => "another softprompt run (its pid is not written yet)".into(),
+        };
+        Err(Error::file(
+            dir,
+            format!(
+                "{who} is writing into this folder (it holds {}): wait for it to end, or train \
+                 into another `out`",
+                path.display()
+            ),
+        ))
+    }
+}
+
+/// `file` (a lock file open to read and write) locked, with this process's pid written into
+/// it; or, where another holds it, the pid that holder wrote (None: not written yet).
+pub(super) fn lock_and_sign(
+    file: &mut File,
+    path: &Path,
+) -> Result<std::result::Result<(), Option<u32>>> {
+    match file.try_lock() {
+        Ok(()) => {
+            let pid = std::process::id().to_string();
+            (|| -> std::io::Result<()> {
+                file.set_len(0)?;
+                file.rewind()?;
+                file.write_all(pid.as_bytes())?;
+                file.sync_all()
+            })()
+            .map_err(|e| Error::io(path, e))?;
+            Ok(Ok(()))
         }
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            Ok(Err(holder.trim().parse::<u32>().ok()))
+        }
+        Err(TryLockError::Error(e)) => Err(Error::io(path, e)),
     }
 }
 

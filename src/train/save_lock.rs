@@ -8,10 +8,9 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::outdir::LOCK_FILE;
+use super::outdir::{lock_and_sign, LOCK_FILE};
 use crate::error::{Error, Result};
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -84,33 +83,18 @@ fn lock_run_file(folder: &Path, dir: &Path) -> Result<Option<File>> {
     let Ok(mut file) = OpenOptions::new().read(true).write(true).open(&path) else {
         return Ok(None);
     };
-    match file.try_lock() {
-        Ok(()) => {
-            // as a run writes it, so that a run starting now names this process
-            let pid = std::process::id().to_string();
-            let _ = (
-                file.set_len(0),
-                file.rewind(),
-                file.write_all(pid.as_bytes()),
-            );
-            Ok(Some(file))
-        }
-        Err(TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let who = match holder.trim().parse::<u32>() {
-                Ok(pid) => format!("a training run (pid {pid})"),
-                Err(_) => "a training run".to_string(),
-            };
-            Err(Error::file(
-                dir,
-                format!(
-                    "{who} is writing into this folder (it holds {}): wait for it to end, or \
-                     save into another folder",
-                    path.display()
-                ),
-            ))
-        }
-        Err(TryLockError::Error(e)) => Err(Error::io(&path, e)),
-    }
+    // signed as a run signs it, so that a run starting now names this process
+    let who = match lock_and_sign(&mut file, &path)? {
+        Ok(()) => return Ok(Some(file)),
+        Err(Some(pid)) => format!("a training run (pid {pid})"),
+        Err(None) => "a training run".to_string(),
+    };
+    Err(Error::file(
+        dir,
+        format!(
+            "{who} is writing into this folder (it holds {}): wait for it to end, or save into \
+             another folder",
+            path.display()
+        ),
+    ))
 }
