@@ -24,12 +24,22 @@ class BadFile(SoftpromptError, ValueError):
     """A model, prompt, tokenizer or tensor file is invalid; the message names it."""
 
 
-class FileNotFound(SoftpromptError, FileNotFoundError):
-    """A file or folder does not exist; the message names it."""
+class _EngineOSError(OSError):
+    """An OSError whose ``filename`` and ``errno`` are set as ``open()`` sets them, and whose
+    ``str()`` is the engine's message (which names the path already), not
+    ``[Errno 2] ...: 'path'``."""
+
+    def __str__(self) -> str:
+        return self.strerror if isinstance(self.strerror, str) else super().__str__()
 
 
-class FileError(SoftpromptError, OSError):
-    """A file could not be read or written; the message names it."""
+class FileNotFound(SoftpromptError, FileNotFoundError, _EngineOSError):
+    """A file or folder does not exist; the message names it (and ``filename`` holds it)."""
+
+
+class FileError(SoftpromptError, _EngineOSError):
+    """A file could not be read or written; the message names it (and ``filename`` holds
+    it, ``errno`` the OS's error number)."""
 
 
 class Unsupported(SoftpromptError, NotImplementedError):

@@ -399,12 +399,16 @@ fn looks_like_text(path: &std::path::Path) -> bool {
 /// `e`, the engine's "no such file" for a str given as `name`, with the hint that a str is
 /// read as a file path (one text is `[text]`).
 fn not_a_file(py: Python<'_>, e: PyErr, name: &str) -> PyErr {
-    let msg = e
-        .value(py)
+    let value = e.value(py);
+    let msg = value
         .str()
         .map_or_else(|_| String::new(), |s| s.to_string());
-    crate::errors::raise(
-        "FileNotFound",
-        format!("{msg} ({name}: a str is read as a file path; for one text, pass [text])"),
-    )
+    let msg = format!("{msg} ({name}: a str is read as a file path; for one text, pass [text])");
+    let path = value
+        .getattr("filename")
+        .and_then(|p| p.extract::<std::ffi::OsString>());
+    match path {
+        Ok(path) => crate::errors::raise_os("FileNotFound", msg, &path, Some(2)),
+        Err(_) => crate::errors::raise("FileNotFound", msg),
+    }
 }

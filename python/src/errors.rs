@@ -45,24 +45,56 @@ pub fn to_py(e: Error) -> PyErr {
         },
         e => e,
     };
-    raise(class_name(&e), python_words(&e.to_string()))
+    let class = class_name(&e);
+    let msg = python_words(&e.to_string());
+    match os_fields(&e, class) {
+        Some((path, errno)) => raise_os(class, msg, path, errno),
+        None => raise(class, msg),
+    }
 }
 
 /// The exception `class` of `softprompt.errors` with `msg` (a RuntimeError if the module
 /// cannot be imported).
 pub fn raise(class: &str, msg: String) -> PyErr {
+    construct(class, msg.clone(), |class| class.call1((msg,)))
+}
+
+/// An `OSError` class of `softprompt.errors` (FileNotFound, FileError) with `e.filename` and
+/// `e.errno` set as Python's own `open()` sets them (code reads the path from `filename`);
+/// `str(e)` stays `msg`, which names the path already.
+pub fn raise_os(class: &str, msg: String, path: &std::ffi::OsStr, errno: Option<i32>) -> PyErr {
+    construct(class, msg.clone(), |class| class.call1((errno, msg, path)))
+}
+
+fn construct(
+    class: &str,
+    msg: String,
+    make: impl for<'py> FnOnce(&Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>,
+) -> PyErr {
     Python::attach(|py| {
         match py
             .import("softprompt.errors")
             .and_then(|m| m.getattr(class))
         {
-            Ok(class) => match class.call1((msg,)) {
+            Ok(class) => match make(&class) {
                 Ok(v) => PyErr::from_value(v),
                 Err(e) => e,
             },
             Err(_) => PyRuntimeError::new_err(msg),
         }
     })
+}
+
+/// The path and errno of an error raised as an `OSError` class: an I/O error's own, a
+/// missing file's ENOENT.
+fn os_fields<'e>(e: &'e Error, class: &str) -> Option<(&'e std::ffi::OsStr, Option<i32>)> {
+    const ENOENT: i32 = 2;
+    let missing = (class == "FileNotFound").then_some(ENOENT);
+    match e {
+        Error::Io { path, source } => Some((path.as_os_str(), source.raw_os_error().or(missing))),
+        Error::File { path, .. } if missing.is_some() => Some((path.as_os_str(), missing)),
+        _ => None,
+    }
 }
 
 /// The engine's advice names the Rust API's calls (`Model::new_prompt`) and the command

@@ -11,7 +11,9 @@ use crate::errors::arg;
 use pyo3::prelude::*;
 use pyo3::types::PyBool;
 
-/// An int type an argument can have, with its range as messages say it.
+/// An int type an argument can have, with its range as messages say it (in powers of two: a
+/// Python user reads "below 2^64" more easily than 18446744073709551615; an argument that
+/// also refuses 0 says so in its own check, as the command line does).
 pub trait Int: Sized {
     fn range() -> String;
     fn of(v: &Bound<'_, PyAny>) -> PyResult<Self>;
@@ -31,9 +33,9 @@ macro_rules! int_types {
 }
 
 int_types!(
-    usize: format!("an int from 0 to {}", usize::MAX),
-    u64: format!("an int from 0 to {}", u64::MAX),
-    u32: format!("an int from 0 to {}", u32::MAX),
+    usize: format!("a non-negative int below 2^{}", usize::BITS),
+    u64: "a non-negative int below 2^64".to_string(),
+    u32: "a non-negative int below 2^32".to_string(),
     i32: "an int from -2^31 to 2^31-1".to_string()
 );
 

@@ -192,7 +192,14 @@ impl PyModel {
     /// labels, verbalizer, pooling, free_targets, max_len, max_target_len, decode,
     /// target_end) over the model's defaults, the labels from `data` (a file or (text, label)
     /// pairs) when nothing else gives them.
-    #[pyo3(signature = (data=None, prompt_len=None, **kwargs))]
+    #[pyo3(
+        signature = (data=None, prompt_len=None, **kwargs),
+        text_signature = "($self, data=None, prompt_len=None, *, task=None, template=None, \
+        labels=None, \
+        verbalizer=None, pooling=None, free_targets=False, max_len=None, \
+        max_target_len=None, decode=None, target_end=None, format=None, quoting=None, \
+        text_field=\"text\", label_field=\"label\")"
+    )]
     fn task(
         &self,
         py: Python<'_>,
@@ -218,7 +225,10 @@ impl PyModel {
 
     /// The task of a saved prompt: its task.json (or, for a PEFT folder, the model's
     /// defaults) with the task flags on top.
-    #[pyo3(signature = (prompt, data=None, **kwargs))]
+    #[pyo3(
+        signature = (prompt, data=None, **kwargs),
+        text_signature = "($self, prompt, data=None, **flags)"
+    )]
     fn task_for(
         &self,
         py: Python<'_>,
@@ -253,7 +263,12 @@ impl PyModel {
     /// text, sample-vocab, class-labels; with init_text, init_std, init_vocab_first) from
     /// `seed`: the prompt `train` starts from with the same settings. `prompt_len` defaults to
     /// the one the task was made for (else 20); another one is refused.
-    #[pyo3(signature = (task, prompt_len=None, seed=0, **kwargs))]
+    #[pyo3(
+        signature = (task, prompt_len=None, seed=0, **kwargs),
+        text_signature = "($self, task, prompt_len=None, seed=0, *, init=\"random\", \
+        init_text=None, \
+        init_std=None, init_vocab_first=None)"
+    )]
     fn new_prompt(
         &self,
         py: Python<'_>,
@@ -290,7 +305,10 @@ impl PyModel {
     /// Encodes `data` (a file, texts with `labels`, or (text, label) pairs) for `task`.
     /// Ctrl-C stops it after the chunk of rows under way and raises KeyboardInterrupt; during
     /// the last chunk, it finishes but still raises KeyboardInterrupt, the result discarded.
-    #[pyo3(signature = (task, data, labels=None, **kwargs))]
+    #[pyo3(
+        signature = (task, data, labels=None, **kwargs),
+        text_signature = "($self, task, data, labels=None, **flags)"
+    )]
     fn encode(
         &self,
         py: Python<'_>,
@@ -360,7 +378,10 @@ impl PyModel {
     /// pairs, or `Encoded`), and every row's prediction. Ctrl-C stops it after the batch
     /// under way and raises KeyboardInterrupt; during the last batch, it finishes but still
     /// raises KeyboardInterrupt, the result discarded.
-    #[pyo3(signature = (task, prompt, data, labels=None, batch_size=64, **kwargs))]
+    #[pyo3(
+        signature = (task, prompt, data, labels=None, batch_size=64, **kwargs),
+        text_signature = "($self, task, prompt, data, labels=None, batch_size=64, **flags)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn evaluate<'py>(
         &self,
@@ -398,7 +419,10 @@ impl PyModel {
     /// or free targets.
     /// Ctrl-C stops it after the batch under way and raises KeyboardInterrupt; during the
     /// last batch, it finishes but still raises KeyboardInterrupt, the result discarded.
-    #[pyo3(signature = (task, prompt, data, batch_size=64, **kwargs))]
+    #[pyo3(
+        signature = (task, prompt, data, batch_size=64, **kwargs),
+        text_signature = "($self, task, prompt, data, batch_size=64, **flags)"
+    )]
     fn predict<'py>(
         &self,
         py: Python<'py>,
@@ -487,12 +511,28 @@ impl PyModel {
     /// defaults, the method's included (`method` prompt, p-tuning or prefix,
     /// `prefix_projection`, `prefix_placement`, `encoder_reparameterization`,
     /// `encoder_hidden_size`, `encoder_num_layers`); multi-task training (`--task-data`,
-    /// `--task-field`, `--task-config`) is the command line's only. `on_event(dict)` hears every step, evaluation, save and early stop. Ctrl-C
-    /// ends the run after the step under way with its checkpoint written and raises
-    /// KeyboardInterrupt (`resume=True` continues); during the last step or the final test
-    /// evaluation, the run finishes (`Prompt.load(out)` reads its prompt) but still raises
-    /// KeyboardInterrupt, the result discarded. Returns (summary dict, the kept Prompt).
-    #[pyo3(signature = (train, out, dev=None, test=None, on_event=None, **kwargs))]
+    /// `--task-field`, `--task-config`) is the command line's only. `on_event(dict)` hears
+    /// every step, evaluation, save and early stop. Ctrl-C ends the run after the step
+    /// under way with its checkpoint written and raises KeyboardInterrupt (`resume=True`
+    /// continues); during the last step or the final test evaluation, the run finishes
+    /// (`Prompt.load(out)` reads its prompt) but still raises KeyboardInterrupt, the result
+    /// discarded. Returns (summary dict, the kept Prompt).
+    #[pyo3(
+        signature = (train, out, dev=None, test=None, on_event=None, **kwargs),
+        text_signature = "($self, train, out, dev=None, test=None, on_event=None, *, \
+        prompt_len=20, method=\"prompt\", prefix_projection=False, prefix_placement=None, \
+        encoder_reparameterization=None, encoder_hidden_size=None, \
+        encoder_num_layers=None, init=\"random\", init_text=None, init_std=None, \
+        init_vocab_first=None, optimizer=\"adamw\", lr=None, head_lr=None, \
+        weight_decay=None, decay_rate=None, schedule=None, warmup_steps=0, \
+        max_grad_norm=None, batch_size=32, eval_batch_size=None, epochs=1, \
+        max_steps=None, eval_every=0, patience=None, save_every=50, log_every=10, seed=0, \
+        recompute=\"none\", bucket_pool=50, no_progress=False, resume=False, \
+        overwrite=False, task=None, template=None, labels=None, verbalizer=None, \
+        pooling=None, free_targets=False, max_len=None, max_target_len=None, decode=None, \
+        target_end=None, format=None, quoting=None, text_field=\"text\", \
+        label_field=\"label\")"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn train<'py>(
         &self,

@@ -104,6 +104,25 @@ def test_exception_bases():
         sp.Prompt.load("no_prompt_here_either")
 
 
+def test_a_missing_file_carries_its_path_as_open_does():
+    """`e.filename` and `e.errno` were None: code reads the path from `filename`."""
+    import errno
+    import pickle
+
+    for call, path in [
+        (lambda: sp.Prompt.load(DATA / "no_prompt_here"), DATA / "no_prompt_here"),
+        (lambda: sp.Model(DATA / "no_model"), DATA / "no_model" / "config.json"),
+        (lambda: sp.Model(BERT_MLM).task(DATA / "missing.jsonl"), DATA / "missing.jsonl"),
+    ]:
+        with pytest.raises(sp.FileNotFound) as e:
+            call()
+        assert (e.value.filename, e.value.errno) == (str(path), errno.ENOENT), str(e.value)
+        # str() is the engine's message, not "[Errno 2] ...: 'path'"
+        assert str(e.value).startswith(str(path)) and "[Errno" not in str(e.value), str(e.value)
+        again = pickle.loads(pickle.dumps(e.value))
+        assert (type(again), str(again), again.filename) == (sp.FileNotFound, str(e.value), str(path))
+
+
 def test_unknown_keyword_is_a_type_error(tmp_path):
     with pytest.raises(TypeError, match="'prompt_length'"):
         sp.Model(BERT_MLM).train(str(TRAIN), tmp_path, prompt_length=4)
@@ -154,11 +173,11 @@ OUT_OF_RANGE = [
     (dict(ids=[[4, 2**40, 5]]), "ids: row 1, index 1 holds 1099511627776: expected an int from -2^31 to 2^31-1"),
     (dict(ids=[[4, 5], [4, -(2**31) - 1]]), "ids: row 2, index 1"),
     (dict(ids=[[4, 5]], targets=[[2**33]]), "targets: row 1, index 0"),
-    (dict(ids=[[4, 5]], labels=[-1]), "labels: row 1 holds -1: expected an int from 0"),
+    (dict(ids=[[4, 5]], labels=[-1]), "labels: row 1 holds -1: expected a non-negative int below 2^64"),
     (dict(ids=[[4, 5]], mask_positions=[2**70]), "mask_positions: row 1 holds"),
     # a bool is an int to Python: True was taken as 1
     (dict(ids=[[4, True]]), "ids: row 1, index 1 holds True: expected an int from -2^31 to 2^31-1 (not a bool)"),
-    (dict(ids=[[4]], labels=[False]), "labels: row 1 holds False: expected an int from 0"),
+    (dict(ids=[[4]], labels=[False]), "labels: row 1 holds False: expected a non-negative int below 2^64 (not a bool)"),
 ]
 
 
@@ -236,7 +255,7 @@ def test_int_arguments_out_of_range_name_the_argument(tmp_path, where, value):
     name = where.split(".")[-1]
     with pytest.raises(sp.InvalidArgument) as e:
         INT_ARGS[where](value, tmp_path)
-    assert str(e.value).startswith(f"invalid argument {name}: got {value!r}: expected an int from 0 to "), e.value
+    assert str(e.value).startswith(f"invalid argument {name}: got {value!r}: expected a non-negative int below 2^"), e.value
     assert str(e.value).endswith(" (not a bool)") == (value is True), e.value
     assert not (tmp_path / "out").exists()
 

@@ -154,6 +154,7 @@ def test_a_str_that_names_no_file_says_how_to_pass_one_text():
     assert str(e.value).startswith("the movie was great.: ")
     assert str(e.value).endswith("(data: a str is read as a file path; for one text, pass "
                                  "[text])")
+    assert e.value.filename == "the movie was great."
     # a name of a data file, or in a folder, is a path meant as one: the engine's word alone
     for path in ("missing.jsonl", "runs/missing"):
         with pytest.raises(sp.FileNotFound) as e:
