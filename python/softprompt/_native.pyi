@@ -237,7 +237,10 @@ class Model:
         batch_size: int = 64,
         **flags: Any,
     ) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
-        """({"accuracy", "macro_f1", "examples"}, every row's prediction). Ctrl-C stops it
+        """({"accuracy", "macro_f1", "examples"}, every row's prediction). A row in memory
+        without a label (a None label) is predicted and left out of the metrics, as the Rust
+        API's evaluate does; a file's row without one is refused, as `softprompt eval` refuses
+        it. Ctrl-C stops it
         after the batch under way and raises KeyboardInterrupt (no result); during the last
         batch, it finishes but still raises KeyboardInterrupt, the result discarded."""
     def predict(

@@ -111,7 +111,7 @@ def test_a_missing_file_carries_its_path_as_open_does():
 
     for call, path in [
         (lambda: sp.Prompt.load(DATA / "no_prompt_here"), DATA / "no_prompt_here"),
-        (lambda: sp.Model(DATA / "no_model"), DATA / "no_model" / "config.json"),
+        (lambda: sp.Model(DATA / "no_model"), DATA / "no_model"),
         (lambda: sp.Model(BERT_MLM).task(DATA / "missing.jsonl"), DATA / "missing.jsonl"),
     ]:
         with pytest.raises(sp.FileNotFound) as e:
