@@ -343,6 +343,8 @@ class Model:
         is given (given without either, InvalidArgument). on_event(dict) is called on the
         calling thread at each event (docs/python.md lists them); its return value is
         ignored, and an exception it raises stops the run as Ctrl-C does, then propagates.
+        (In a child of fork() whose parent ran the engine, on_event runs on the child's own
+        pool thread and Ctrl-C is heard when train returns: docs/python.md.)
         The run's report lines (optimizer, trainable, dev results) are written to the
         process's stdout (file descriptor 1), not through sys.stdout."""
 

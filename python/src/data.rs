@@ -139,8 +139,12 @@ pub fn items<'py>(
     obj: &Bound<'py, PyAny>,
     expected: &str,
 ) -> PyResult<Vec<Bound<'py, PyAny>>> {
-    sequence(obj, expected)
-        .map_err(|e| PyTypeError::new_err(format!("argument '{name}': {at}{}", e.value(obj.py()))))
+    // only the TypeError is named after the argument: a KeyboardInterrupt (the isinstance
+    // check can import) stays what it is
+    sequence(obj, expected).map_err(|e| match e.is_instance_of::<PyTypeError>(obj.py()) {
+        true => PyTypeError::new_err(format!("argument '{name}': {at}{}", e.value(obj.py()))),
+        false => e,
+    })
 }
 
 /// The items of a list or tuple, else a TypeError that says what was given and `expected`

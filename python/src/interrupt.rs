@@ -1,7 +1,10 @@
 //! Ctrl-C in a long call. Compute runs with the GIL released, where Python's signal handlers
 //! cannot run; the engine calls back on the calling thread after each step (train), batch
 //! (evaluate, predict), chunk of rows (encode) or token (generate), and there, with the GIL
-//! taken back for a moment, they run: Ctrl-C's raises KeyboardInterrupt. The first error
+//! taken back for a moment, they run: Ctrl-C's raises KeyboardInterrupt. (In a child of
+//! fork() whose parent ran the engine, the call runs on the child's own pool: the callbacks
+//! come on a pool thread, where the signal handlers do not run, and Ctrl-C is heard when the
+//! call returns: `cpu::threads::fork_safe`.) The first error
 //! raised sets the engine's stop flag, the call ends after the part under way, and the error
 //! is raised with the engine's word on what was kept.
 

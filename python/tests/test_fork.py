@@ -1,6 +1,6 @@
 """fork(): a child of a process whose thread pool had started (a predict ran) waited for ever
 at its first parallel op, the pool's threads gone (os.fork, and multiprocessing's default
-start method on Linux). The child now computes on a pool of its own, of the parent's size:
+start method on Linux before Python 3.14). The child now computes on a pool of its own, of the parent's size:
 the same numbers, bit for bit; a grandchild builds its own in turn."""
 import subprocess
 import sys
@@ -48,3 +48,39 @@ def test_a_forked_child_predicts_as_its_parent():
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split("\n")[:2] == ["fork 0", "pool True"], p.stdout + p.stderr
+
+
+FRESH = textwrap.dedent(
+    """
+    import os, sys, tempfile, threading
+    import softprompt as sp
+    # the parent only imported the package: its child is any process, whose calls (and their
+    # callbacks) run on the calling thread; a child of a parent that computed runs them on a
+    # pool of its own
+    def heard_on_caller(model):
+        threads = []
+        with tempfile.TemporaryDirectory() as out:
+            model.train([("a fine film", "positive"), ("a dull film", "negative")], out,
+                        prompt_len=4, max_steps=1, batch_size=2, no_progress=True,
+                        verbalizer="positive=great,negative=bad",
+                        on_event=lambda e: threads.append(threading.get_ident()))
+        return bool(threads) and set(threads) == {threading.get_ident()}
+
+    def in_child(then):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if heard_on_caller(sp.Model(sys.argv[1])) == then else 1)
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+    print("fresh", in_child(True))
+    heard_on_caller(sp.Model(sys.argv[1]))
+    print("after", in_child(False))
+    """
+)
+
+
+def test_a_child_of_a_parent_that_only_imported_runs_calls_on_its_thread():
+    p = subprocess.run([sys.executable, "-c", FRESH, str(BERT_MLM)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split("\n")[:2] == ["fresh 0", "after 0"], p.stdout + p.stderr

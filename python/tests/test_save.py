@@ -21,6 +21,22 @@ def test_save_prompt_refuses_a_saved_folder_unless_overwrite(tmp_path):
     assert (sp.Prompt.load(tmp_path / "p").values == second.values).all()
 
 
+def test_a_save_into_a_finished_runs_folder_by_any_name(tmp_path, monkeypatch):
+    """A finished run's folder holds its lock file: a save into it as "." locked that file
+    twice ("." and its parent "" are one folder) and refused itself, naming its own pid."""
+    model = sp.Model(BERT_NOHEAD)
+    _, kept = model.train(TRAIN, tmp_path / "run", task="cls", prompt_len=4, max_steps=1,
+                          no_progress=True)
+    assert (tmp_path / "run" / ".softprompt.lock").exists()
+    task = model.task_for(kept)
+    prompt = model.new_prompt(task, prompt_len=4, seed=5)
+    monkeypatch.chdir(tmp_path / "run")
+    model.save_prompt(".", prompt, task, overwrite=True)
+    model.save_prompt("sub", prompt, task)
+    assert (sp.Prompt.load(tmp_path / "run").values == prompt.values).all()
+    assert (sp.Prompt.load(tmp_path / "run" / "sub").values == prompt.values).all()
+
+
 def test_an_empty_path_is_refused(tmp_path):
     model = sp.Model(BERT_NOHEAD)
     task = model.task(TRAIN, prompt_len=4, task="cls")

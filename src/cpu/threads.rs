@@ -45,6 +45,7 @@ pub fn size_pool(threads: usize) -> Result<()> {
     if threads == 0 {
         return Ok(());
     }
+    STARTED.store(true, Ordering::SeqCst);
     // built first, asked after: `rayon::current_num_threads` builds the pool at its default
     // size, so asking first made every count but that one fail
     match rayon::ThreadPoolBuilder::new()
@@ -79,8 +80,13 @@ pub fn setup(threads: usize, gemm: Option<&str>) -> Result<()> {
 // in a pool of its own, of the parent's size (the count shapes float32 sums); the parent is
 // untouched.
 
-/// Set in a child of fork(), by the handler `watch_fork` registers.
+/// Set in a child of fork() whose parent had run the engine, by the handler `watch_fork`
+/// registers: a parent that only imported the package leaves a child whose pool starts as
+/// any process's does, and whose calls run on the calling thread.
 static FORKED: AtomicBool = AtomicBool::new(false);
+/// Set once this process may have started its pool: at its first call through `fork_safe`
+/// or a sized pool.
+static STARTED: AtomicBool = AtomicBool::new(false);
 /// A forked process's own pool, with the pid that built it (a grandchild builds its own).
 static CHILD_POOL: AtomicPtr<(u32, rayon::ThreadPool)> = AtomicPtr::new(std::ptr::null_mut());
 /// The main thread's stack, not rayon's 2 MiB: the whole call, Python callbacks included,
@@ -88,7 +94,7 @@ static CHILD_POOL: AtomicPtr<(u32, rayon::ThreadPool)> = AtomicPtr::new(std::ptr
 const CHILD_STACK: usize = 8 << 20;
 
 extern "C" fn on_fork_child() {
-    FORKED.store(true, Ordering::SeqCst);
+    FORKED.store(STARTED.load(Ordering::SeqCst), Ordering::SeqCst);
 }
 
 /// Registers `on_fork_child` with pthread_atfork, once per process: `setup` does, and the
@@ -106,6 +112,7 @@ pub fn watch_fork() {
 /// threads `f` then runs. Every call from Python goes through it.
 pub fn fork_safe<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R> {
     if !FORKED.load(Ordering::SeqCst) {
+        STARTED.store(true, Ordering::SeqCst);
         return Ok(f());
     }
     match child_pool() {
@@ -133,8 +140,10 @@ fn child_pool() -> Option<&'static rayon::ThreadPool> {
     }
     // the global pool's count, the parent's (read without starting a thread where the parent
     // had started it; else the child's global pool starts, and its count is the default's)
+    // (a global pool that must start and cannot panics in rayon: no pool, not a crash)
+    let count = std::panic::catch_unwind(rayon::current_num_threads).ok()?;
     let builder = rayon::ThreadPoolBuilder::new()
-        .num_threads(rayon::current_num_threads())
+        .num_threads(count)
         .stack_size(CHILD_STACK);
     let fresh = Box::into_raw(Box::new((pid, builder.build().ok()?)));
     match CHILD_POOL.compare_exchange(held, fresh, Ordering::SeqCst, Ordering::SeqCst) {

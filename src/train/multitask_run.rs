@@ -227,7 +227,6 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
             self.log.flush()?;
         }
         self.window_start = Instant::now();
-        // a task that stopped early before a resume says so at the end, as in one go
         let mut early: Vec<bool> = (self.tasks.iter())
             .map(|t| t.state.stopped_early(t.cfg.patience))
             .collect();

@@ -110,13 +110,16 @@ pub(super) fn lock_and_sign(
             .map_err(|e| Error::io(path, e))?;
             Ok(Ok(()))
         }
-        Err(TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            Ok(Err(holder.trim().parse::<u32>().ok()))
-        }
+        Err(TryLockError::WouldBlock) => Ok(Err(holder_pid(file))),
         Err(TryLockError::Error(e)) => Err(Error::io(path, e)),
     }
+}
+
+/// The pid the holder of a lock file wrote into it (None: not written yet).
+pub(super) fn holder_pid(file: &mut File) -> Option<u32> {
+    let mut holder = String::new();
+    let _ = file.read_to_string(&mut holder);
+    holder.trim().parse::<u32>().ok()
 }
 
 /// What an earlier run left in `dir`: None when it holds none of `RUN_FILES`, else a

@@ -8,9 +8,9 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::outdir::{lock_and_sign, LOCK_FILE};
+use super::outdir::{holder_pid, lock_and_sign, LOCK_FILE};
 use crate::error::{Error, Result};
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -44,11 +44,19 @@ impl SaveLock {
             saving.push(key.clone());
         }
         let mut held = SaveLock {
-            key,
+            key: key.clone(),
             _run_locks: Vec::new(),
         };
-        for folder in std::iter::once(dir).chain(dir.parent()) {
-            held._run_locks.extend(lock_run_file(folder, dir)?);
+        // the folder's own lock, held alone and signed as a run signs it (a run starting now
+        // names this process); the folder above's shared, unsigned: saves into two task
+        // folders of one `out` at once are no conflict, a run writing into that `out` is.
+        // Both from the resolved key: `.` and its own name are one folder, and a link or
+        // `..` leads to the folder that is really written.
+        held._run_locks
+            .extend(lock_run_file(&key, dir, Hold::Alone)?);
+        if let Some(above) = key.parent() {
+            held._run_locks
+                .extend(lock_run_file(above, dir, Hold::Shared)?);
         }
         Ok(held)
     }
@@ -75,16 +83,31 @@ fn folder_key(dir: &Path) -> PathBuf {
         .unwrap_or_else(|| dir.to_path_buf())
 }
 
-/// The run lock file in `folder`, locked, where there is one; a training run holding it
-/// refuses the save into `dir`, naming its pid.
-fn lock_run_file(folder: &Path, dir: &Path) -> Result<Option<File>> {
+/// How a save holds a run lock file: its own folder's alone (and signed), the folder
+/// above's shared with other saves.
+#[derive(Clone, Copy, PartialEq)]
+enum Hold {
+    Alone,
+    Shared,
+}
+
+/// The run lock file in `folder`, locked as `hold` says, where there is one; a training run
+/// holding it refuses the save into `dir`, naming its pid.
+fn lock_run_file(folder: &Path, dir: &Path, hold: Hold) -> Result<Option<File>> {
     let path = folder.join(LOCK_FILE);
     // none there, or not ours to open: no run has written here that could write now
     let Ok(mut file) = OpenOptions::new().read(true).write(true).open(&path) else {
         return Ok(None);
     };
-    // signed as a run signs it, so that a run starting now names this process
-    let who = match lock_and_sign(&mut file, &path)? {
+    let held = match hold {
+        Hold::Alone => lock_and_sign(&mut file, &path)?,
+        Hold::Shared => match file.try_lock_shared() {
+            Ok(()) => Ok(()),
+            Err(TryLockError::WouldBlock) => Err(holder_pid(&mut file)),
+            Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        },
+    };
+    let who = match held {
         Ok(()) => return Ok(Some(file)),
         Err(Some(pid)) => format!("a training run (pid {pid})"),
         Err(None) => "a training run".to_string(),
