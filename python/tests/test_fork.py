@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import BERT_MLM
+from conftest import BERT_MLM, FIXTURES
 
 SCRIPT = textwrap.dedent(
     """
@@ -86,3 +86,33 @@ def test_a_child_of_a_parent_that_only_imported_runs_calls_on_its_thread():
     # (train's report lines go to the same stdout)
     said = [line for line in p.stdout.split("\n") if line.startswith(("fresh", "after"))]
     assert said == ["fresh 0", "after 0"], p.stdout + p.stderr
+
+
+AFTER_PARITY = textwrap.dedent(
+    """
+    import os, signal, sys
+    import softprompt as sp
+    # parity runs the pool with no Model made: the child of such a parent waited for ever
+    # (the fork handler was registered only when a Model was made)
+    sp.parity(sys.argv[2], sys.argv[3])
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(60)  # a hung child dies instead of outliving the test
+        model = sp.Model(sys.argv[1])
+        task = model.task([("a", "positive"), ("b", "negative")], prompt_len=4,
+                          verbalizer="positive=great,negative=bad")
+        prompt = model.new_prompt(task, seed=3)
+        rows = model.predict(task, prompt, ["a fine film", "a dull film"])
+        os._exit(0 if len(rows) == 2 else 1)
+    print("child", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    """
+)
+
+
+def test_a_child_of_a_parent_that_ran_only_parity_computes():
+    llama = FIXTURES / "llama"
+    args = [str(BERT_MLM), str(llama), str(llama / "ref_generate_random.safetensors")]
+    p = subprocess.run([sys.executable, "-c", AFTER_PARITY, *args],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "child 0" in p.stdout.split("\n"), p.stdout + p.stderr
