@@ -79,7 +79,7 @@ pub fn attn_mma(var: &str) -> Result<bool> {
 /// Every variable above, read once: the first bad value's error.
 pub fn check() -> Result<()> {
     crate::cpu::gemm_path::from_env()?;
-    crate::cpu::simd::from_env()?;
+    crate::cpu::simd::check_env()?;
     crate::memory::host_memory_cap()?;
     crate::cpu::heap::from_env()?;
     crate::fsutil::max_stream_bytes()?;

@@ -141,7 +141,17 @@ fn good_values_run_and_choose() {
     let got = train(&scratch.path().join("run"), &[], &env);
     stdout_ok(&got);
     let all = said(&got);
-    assert!(all.contains("gemm/scalar"), "{all}");
+    assert!(all.contains(&scalar_rows_stamp()), "{all}");
+}
+
+/// The kernels of a run under `SOFTPROMPT_GEMM=gemm SOFTPROMPT_SIMD=scalar`: the gemm crate
+/// still runs the CPU's own kernels, which the stamp says where they are not scalar.
+fn scalar_rows_stamp() -> String {
+    use softprompt::internals::cpu::simd::Isa;
+    match Isa::detect() {
+        Isa::Scalar => "gemm/scalar".into(),
+        own => format!("gemm[{}]/scalar", own.name()),
+    }
 }
 
 /// `SOFTPROMPT_GEMM=mkl` is `--gemm mkl`: where MKL is not found, an error naming the
@@ -161,6 +171,31 @@ fn softprompt_gemm_mkl_without_mkl_is_an_error() {
     );
     assert!(!out.exists());
     stdout_ok(&train(&out, &["--threads", "1", "--gemm", "gemm"], &env));
+    // parity too (it ran the gemm crate and passed: a check of MKL's numbers that checked
+    // another library's), and it names the kernels it ran
+    let model = fixture("bert_mlm");
+    let reference = model.join("ref_pet_text.safetensors");
+    let (model, reference) = (model.to_str().unwrap(), reference.to_str().unwrap());
+    let args = ["parity", "--model", model, "--reference", reference];
+    refused(
+        &run(&args, &env),
+        &["SOFTPROMPT_GEMM", "SOFTPROMPT_MKL=/nonexistent/mkl"],
+    );
+    let got = run(
+        &args,
+        &[("SOFTPROMPT_GEMM", "gemm"), ("SOFTPROMPT_SIMD", "scalar")],
+    );
+    stdout_ok(&got);
+    let first = String::from_utf8_lossy(&got.stdout)
+        .lines()
+        .next()
+        .map(str::to_string);
+    assert!(
+        first
+            .as_deref()
+            .is_some_and(|l| l.ends_with(&format!("on cpu ({})", scalar_rows_stamp()))),
+        "{first:?}"
+    );
 }
 
 /// Where MKL is installed, the file `cblas` found (this process looked the same way).

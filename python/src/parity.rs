@@ -23,6 +23,9 @@ pub fn parity<'py>(
     tol: Option<f64>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let kind = Device::parse(device, precision).map_err(to_py)?;
+    // the environment checked and the GEMM path chosen as a Model's are: a SOFTPROMPT_GEMM
+    // that does not load ran the gemm crate and passed
+    crate::threads::setup(0)?;
     let report = compute(py, || softprompt::parity(&model_dir, &reference, kind, tol))?;
     let rows = PyList::empty(py);
     for r in &report.rows {

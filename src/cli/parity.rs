@@ -1,4 +1,5 @@
 use softprompt::internals::backend::Backend;
+use softprompt::internals::cpu;
 use softprompt::internals::device::{with_backend, DeviceKind, WithBackend};
 use softprompt::internals::parity::{self, ParityReport};
 use softprompt::internals::reference::Reference;
@@ -45,7 +46,10 @@ impl WithBackend for Job<'_> {
 }
 
 pub fn run(args: Args) -> i32 {
-    let prepared = DeviceKind::parse(&args.device, &args.precision)
+    // the environment checked and the GEMM path chosen as every command does: a
+    // SOFTPROMPT_GEMM that does not load ran the gemm crate and passed
+    let prepared = softprompt::internals::cpu::threads::setup(0, None)
+        .and_then(|()| DeviceKind::parse(&args.device, &args.precision))
         .and_then(|kind| Reference::read(&args.reference).map(|r| (kind, r)));
     let (kind, reference) = match prepared {
         Ok(x) => x,
@@ -61,8 +65,13 @@ pub fn run(args: Args) -> i32 {
     };
     match with_backend(kind, job) {
         Ok((device, report)) => {
+            // on the CPU, the kernels that ran (the GEMM path and the row ops' ISA)
+            let kernels = match kind {
+                DeviceKind::Cpu => format!(" ({})", cpu::gemm_path::kernels_id()),
+                _ => String::new(),
+            };
             outln!(
-                "reference {} ({}, {}, P = {}, {}) on {device}",
+                "reference {} ({}, {}, P = {}, {}) on {device}{kernels}",
                 args.reference.display(),
                 reference.arch,
                 reference.objective.name(),

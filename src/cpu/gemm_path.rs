@@ -169,18 +169,43 @@ pub fn is_intel() -> bool {
     }
 }
 
-/// What shapes the CPU's float32 results, for checkpoints: "gemm/avx512"; MKL under a
-/// threading layer other than Intel's (the user's `MKL_THREADING_LAYER`) sums in another
-/// order, so a resume under another layer is told apart: "mkl[sequential]/avx512".
+/// What shapes the CPU's float32 results, for checkpoints: "gemm/avx512" (the GEMM path, then
+/// the row ops' instruction set); in brackets what else the library runs by: MKL under a
+/// threading layer other than Intel's (the user's `MKL_THREADING_LAYER`) or with `MKL_CBWR`
+/// set ("mkl[sequential,MKL_CBWR=COMPATIBLE]/avx512"), the gemm crate's own kernels where
+/// `SOFTPROMPT_SIMD` chose other row ops ("gemm[avx2]/scalar"). The libraries' own pick by
+/// CPU is not recorded whole (MKL's code path): results are bit-identical on the same CPU.
 pub fn kernels_id() -> String {
     let path = selected();
-    let layer = match path {
-        GemmPath::Mkl => super::cblas::threading_layer().ok(),
-        _ => None,
+    let settings = match path {
+        // MKL's threading layer where it is not the default, and its reproducibility switch
+        // (MKL_CBWR picks another code path: other bits)
+        GemmPath::Mkl => {
+            let layer = (super::cblas::threading_layer().ok()).filter(|l| *l != "intel_thread");
+            let cbwr = (std::env::var("MKL_CBWR").ok())
+                .filter(|v| !v.is_empty())
+                .map(|v| format!("MKL_CBWR={v}"));
+            [layer.map(str::to_string), cbwr]
+                .into_iter()
+                .flatten()
+                .collect()
+        }
+        // the gemm crate picks its kernels from the CPU itself (SOFTPROMPT_SIMD does not reach
+        // it; `Isa::detect` is its rule): said where it is not the row ops' set
+        GemmPath::Crate => (simd::Isa::detect() != simd::isa())
+            .then(|| simd::Isa::detect().name().to_string())
+            .into_iter()
+            .collect(),
+        GemmPath::OpenBlas => Vec::new(),
     };
-    match layer.filter(|l| *l != "intel_thread") {
-        Some(l) => format!("{}[{l}]/{}", path.name(), simd::isa().name()),
-        None => format!("{}/{}", path.name(), simd::isa().name()),
+    match settings.is_empty() {
+        true => format!("{}/{}", path.name(), simd::isa().name()),
+        false => format!(
+            "{}[{}]/{}",
+            path.name(),
+            settings.join(","),
+            simd::isa().name()
+        ),
     }
 }
 

@@ -276,6 +276,17 @@ fn resume_with_other_threads_or_device_warns() {
             && !blas.contains("trained on"),
         "{blas}"
     );
+    // what else the library ran by, in brackets, is named in the advice with the CPU
+    let mkl = resume_from(2, None, Some("mkl[sequential,MKL_CBWR=COMPATIBLE]/avx2"));
+    assert!(
+        mkl.contains(
+            "--gemm mkl and SOFTPROMPT_SIMD=avx2, with sequential,MKL_CBWR=COMPATIBLE, on the \
+             same CPU, for that"
+        ),
+        "{mkl}"
+    );
+    let one = resume_from(1, None, None);
+    assert!(one.contains("trained with 1 thread and"), "{one}");
     let moved = resume_from(2, Some("emu (mixed build)"), None);
     assert!(
         moved.contains("trained on emu (mixed build) and this run uses cpu")

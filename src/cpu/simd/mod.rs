@@ -75,9 +75,28 @@ impl Isa {
 /// The instruction set in use, once per process: `SOFTPROMPT_SIMD` when set, else
 /// [`Isa::detect`].
 pub fn isa() -> Isa {
-    static ISA: OnceLock<Isa> = OnceLock::new();
     // a bad value is refused at start (env::check); here it counts as unset
     *ISA.get_or_init(|| from_env().ok().flatten().unwrap_or_else(Isa::detect))
+}
+
+/// The instruction set this process fixed at its first use.
+static ISA: OnceLock<Isa> = OnceLock::new();
+
+/// `SOFTPROMPT_SIMD` checked: a name this CPU runs, and, once the process has fixed its set
+/// (its first model), that set: a later value was accepted and not used (a process has one,
+/// as it has one GEMM path and one thread pool).
+pub fn check_env() -> crate::error::Result<()> {
+    match (from_env()?, ISA.get()) {
+        (Some(asked), Some(&fixed)) if asked != fixed => Err(crate::error::Error::arg(
+            "SOFTPROMPT_SIMD",
+            format!(
+                "{}: the instruction set of this process is already {} (a process has one)",
+                asked.name(),
+                fixed.name()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `SOFTPROMPT_SIMD`: one of the instruction sets this CPU runs (`avx512`, `avx2`,
