@@ -21,7 +21,10 @@ SCRIPT = textwrap.dedent(
     except sp.InvalidArgument as e:
         print("parity refused", "SOFTPROMPT_GEMM" in str(e))
     del os.environ["SOFTPROMPT_GEMM"]
-    sp.Model(model_dir)
+    model = sp.Model(model_dir)
+    task = model.task([("a", "positive"), ("b", "negative")], prompt_len=4,
+                      verbalizer="positive=great,negative=bad")
+    model.predict(task, model.new_prompt(task), ["a fine film"])  # the set is fixed here
     os.environ["SOFTPROMPT_SIMD"] = "scalar"
     try:
         sp.Model(model_dir)
@@ -43,6 +46,15 @@ def test_kernel_variables_are_refused_where_they_would_not_be_used():
     assert lines[0] == "parity refused True", p.stdout + p.stderr
     if lines[1] == "simd accepted":
         # a CPU without AVX2 runs the scalar set already: nothing to refuse
+        import softprompt as sp
+        assert sp.Model(BERT_MLM) and not _has_avx2(), p.stdout
         return
     assert lines[1].startswith("simd refused invalid argument SOFTPROMPT_SIMD: scalar: the "
                                "instruction set of this process is already "), lines[1]
+
+
+def _has_avx2():
+    try:
+        return " avx2 " in " " + open("/proc/cpuinfo").read().replace("\n", " ") + " "
+    except OSError:
+        return False
