@@ -110,7 +110,14 @@ fn bad_values_are_refused_naming_the_variable() {
         ("SOFTPROMPT_ATTN_BWD_DQ", "fast", "one of wmma, mma"),
         ("SOFTPROMPT_ATTN_BWD_DKDV", "wmma ", "one of wmma, mma"),
     ];
-    for &(var, value, expected) in cases {
+    // the variable's error gives the hint the flag's does
+    let openblas = (
+        "SOFTPROMPT_GEMM",
+        "openblas",
+        "needs a build with --features openblas",
+    );
+    let built_without = (!cfg!(feature = "openblas")).then_some(&openblas);
+    for &(var, value, expected) in cases.iter().chain(built_without) {
         let got = train(&out, &["--threads", "1"], &[(var, value)]);
         let quoted = format!("{value:?}");
         refused(&got, &[var, &quoted, expected]);

@@ -19,13 +19,13 @@ pub struct DeviceArgs {
     /// CPU always computes in float32
     #[arg(long, default_value = "bf16")]
     pub precision: String,
-    /// CPU threads (0: all cores); the same count gives bit-identical results
+    /// CPU threads (0: all cores); the same count on the same CPU gives bit-identical results
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// The CPU's GEMM path: gemm, openblas in a build with that feature, or mkl where Intel
     /// MKL is installed (pip install mkl, or SOFTPROMPT_MKL: the library or its folder); also
     /// SOFTPROMPT_GEMM. Default: mkl on an Intel CPU where MKL is installed, else gemm. The
-    /// same path gives bit-identical results
+    /// same path on the same CPU gives bit-identical results
     #[arg(long)]
     pub gemm: Option<String>,
 }

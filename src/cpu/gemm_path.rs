@@ -91,7 +91,13 @@ pub const GEMM_VAR: &str = "SOFTPROMPT_GEMM";
 
 /// `SOFTPROMPT_GEMM`'s name of a path of this build (not yet loaded), or None when unset.
 pub fn from_env() -> Result<Option<&'static str>> {
-    crate::env::one_of(GEMM_VAR, BUILD_NAMES)
+    crate::env::one_of(GEMM_VAR, BUILD_NAMES).map_err(|e| {
+        // the hint `--gemm openblas` gives
+        match std::env::var(GEMM_VAR).as_deref() {
+            Ok("openblas") => GemmPath::parse_as("openblas", GEMM_VAR).err().unwrap_or(e),
+            _ => e,
+        }
+    })
 }
 
 static SELECTED: OnceLock<GemmPath> = OnceLock::new();
