@@ -10,11 +10,27 @@ use std::sync::Mutex;
 
 static CLOSED: AtomicBool = AtomicBool::new(false);
 static FAILED: Mutex<Option<String>> = Mutex::new(None);
+/// Where the text goes instead of the process's stdout, when a host set it (`set_sink`).
+static SINK: std::sync::OnceLock<fn(String)> = std::sync::OnceLock::new();
+
+/// Sends this process's standard output (a run's report lines) to `sink`, for the rest of
+/// the process: the Python package queues it for `sys.stdout`, which a notebook shows and
+/// `contextlib.redirect_stdout` takes (file descriptor 1 is neither).
+pub fn set_sink(sink: fn(String)) {
+    let _ = SINK.set(sink);
+}
 
 /// Writes `text` (and a newline when `newline`) to stdout; a write that fails ends stdout
 /// for the rest of the process, silently when the reader is gone (a broken pipe), else with
 /// the error kept for `take_error`.
 pub fn write(text: std::fmt::Arguments<'_>, newline: bool) {
+    if let Some(sink) = SINK.get() {
+        let mut line = text.to_string();
+        if newline {
+            line.push('\n');
+        }
+        return sink(line);
+    }
     if CLOSED.load(Ordering::Relaxed) {
         return;
     }

@@ -345,8 +345,9 @@ class Model:
         ignored, and an exception it raises stops the run as Ctrl-C does, then propagates.
         (In a child of fork() whose parent ran the engine, on_event runs on the child's own
         pool thread and Ctrl-C is heard when train returns: docs/python.md.)
-        The run's report lines (optimizer, trainable, dev results) are written to the
-        process's stdout (file descriptor 1), not through sys.stdout."""
+        The run's report lines (optimizer, trainable, dev results) go through sys.stdout,
+        written after each step and when train returns; the progress bar is drawn on the
+        process's stderr (file descriptor 2)."""
 
 def parity(
     model_dir: StrPath,

@@ -255,10 +255,13 @@ where
         caught
     };
     // in a child of fork() the engine's work runs on a pool of that child's (cpu::threads)
-    match py.detach(|| softprompt::internals::cpu::threads::fork_safe(run)) {
+    let result = match py.detach(|| softprompt::internals::cpu::threads::fork_safe(run)) {
         Ok(caught) => caught.map_err(internal),
         Err(e) => Ok(Err(e)),
-    }
+    };
+    // what the call wrote, through sys.stdout (output.rs)
+    crate::output::flush(py)?;
+    result
 }
 
 /// A call that ends (or stops: `Interrupt::check`) while the interpreter shuts down, on a

@@ -30,7 +30,12 @@ impl Interrupt {
     /// attached to (`Python::attach` panicked with a backtrace): the call stops quietly.
     pub fn check(&self, also: impl FnOnce(Python<'_>) -> PyResult<()>) {
         let attached = Python::try_attach(|py| {
-            if let Err(e) = py.check_signals().and_then(|()| also(py)) {
+            // the lines the engine wrote first (a signal handler that a Python-level
+            // `sys.stdout.write` runs raises here as Ctrl-C does)
+            let checked = crate::output::flush(py)
+                .and_then(|()| py.check_signals())
+                .and_then(|()| also(py));
+            if let Err(e) = checked {
                 self.stop.store(true, Ordering::SeqCst);
                 if let Ok(mut slot) = self.raised.lock() {
                     slot.get_or_insert(e);

@@ -12,6 +12,7 @@ mod parity;
 mod paths;
 mod prompt;
 mod task;
+mod output;
 mod threads;
 mod train;
 
@@ -21,6 +22,8 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // before any call can run the engine's pool, so that a forked child knows it was forked
     softprompt::internals::cpu::threads::watch_fork();
+    // the report lines through sys.stdout, not file descriptor 1
+    output::install();
     // imported now, not by a call's argument checks (data.rs's mapping test): an import
     // releases the GIL, and Ctrl-C during it raised a bare KeyboardInterrupt before the call
     m.py().import("collections.abc")?;

@@ -272,3 +272,21 @@ def test_warnings_name_the_keywords(tmp_path, capfd):
     assert warnings[0].startswith("warning: warmup_steps=5 is not below the run's 2 steps"), warnings
     assert warnings[1].startswith("warning: patience=1 never stops this run early"), warnings
     assert not any("--" in w for w in warnings), warnings
+
+
+def test_report_lines_go_through_sys_stdout(tmp_path, capfd):
+    """They were written to file descriptor 1: `redirect_stdout`, a notebook's cell and a
+    service's line protocol on sys.stdout missed them (or were broken by them)."""
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        sp.Model(BERT_MLM).train(str(TRAIN), tmp_path / "r", dev=str(DEV), no_progress=True,
+                                 prompt_len=2, batch_size=8, max_steps=2, eval_every=1,
+                                 verbalizer="positive=great,negative=bad")
+    said = buf.getvalue().splitlines()
+    assert any(line.startswith("optimizer adamw lr 0.03") for line in said), said
+    assert any(line.startswith("trainable: prompt 2 x ") for line in said), said
+    assert any(line.startswith("step 2 | dev accuracy") for line in said), said
+    assert capfd.readouterr().out == ""
