@@ -803,6 +803,12 @@ fn a_save_over_a_prompt_replaces_its_files_and_is_held_alone() {
     model
         .save_prompt(&saved, &prompt, &pet, over)
         .expect("a save beside another");
+    // a run starting there meanwhile is told a save is under way, not a run of some pid
+    let err = OutLock::acquire(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("a save into a folder inside it (Model::save_prompt) is writing"),
+        "{err}"
+    );
     drop(beside);
 
     let file = dir.path().join("one.json");

@@ -215,7 +215,10 @@ fn binary_parity_names_the_method_it_checks() {
         let (code, stdout, stderr) = run_parity_binary(model, reference, &[]);
         // then the CPU kernels that ran, in brackets
         let first = stdout.lines().next().unwrap_or("");
-        assert!(first.contains(&format!("{method} (")), "{reference}: {first}");
+        assert!(
+            first.contains(&format!("{method} (")),
+            "{reference}: {first}"
+        );
         assert_eq!(code, 0, "{reference}: {stdout}{stderr}");
         assert_eq!(stdout.lines().last(), Some("PASS"), "{reference}");
     }

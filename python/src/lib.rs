@@ -8,11 +8,11 @@ mod interrupt;
 mod ints;
 mod kw;
 mod model;
+mod output;
 mod parity;
 mod paths;
 mod prompt;
 mod task;
-mod output;
 mod threads;
 mod train;
 

@@ -64,7 +64,9 @@ FRESH = textwrap.dedent(
                         prompt_len=4, max_steps=1, batch_size=2, no_progress=True,
                         verbalizer="positive=great,negative=bad",
                         on_event=lambda e: threads.append(threading.get_ident()))
-        return bool(threads) and set(threads) == {threading.get_ident()}
+        if not threads:
+            return None  # no event heard: neither answer
+        return set(threads) == {threading.get_ident()}
 
     def in_child(then):
         pid = os.fork()

@@ -182,15 +182,11 @@ impl ConsoleProgress {
         if let Some((was, now)) = kernels_changed {
             // "gemm/avx512": the GEMM path, then the SIMD instruction set; in brackets what
             // else the library ran by ("mkl[sequential]", "gemm[avx512]": the CPU's own)
-            let (path, isa) = was.split_once('/').unwrap_or((was.as_str(), "?"));
-            let (gemm, settings) = match path.split_once('[') {
-                Some((gemm, rest)) => (gemm, format!(", with {}", rest.trim_end_matches(']'))),
-                None => (path, String::new()),
-            };
+            let settings = crate::cpu::gemm_path::resume_settings(was);
             self.say(format!(
                 "warning: the checkpoint was trained with the CPU kernels {was} and this run uses {now}: \
-                 the result will not be bit-identical to an uninterrupted run (resume with --gemm {gemm} \
-                 and SOFTPROMPT_SIMD={isa}{settings}, on the same CPU, for that)"
+                 the result will not be bit-identical to an uninterrupted run (resume with \
+                 {settings}, and no other of those settings, on the same CPU, for that)"
             ));
         }
         if let Some((was, now)) = threads_changed {

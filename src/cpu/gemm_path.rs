@@ -184,16 +184,19 @@ pub fn is_intel() -> bool {
 pub fn kernels_id() -> String {
     let path = selected();
     let settings = match path {
-        // MKL's threading layer where it is not the default, and its reproducibility switch
-        // (MKL_CBWR picks another code path: other bits)
+        // MKL's threading layer where it is not the default, and its switches of code path
+        // (MKL_CBWR, MKL_ENABLE_INSTRUCTIONS: other kernels, other bits)
         GemmPath::Mkl => {
             let layer = (super::cblas::threading_layer().ok()).filter(|l| *l != "intel_thread");
-            let cbwr = (std::env::var("MKL_CBWR").ok())
-                .filter(|v| !v.is_empty())
-                .map(|v| format!("MKL_CBWR={v}"));
-            [layer.map(str::to_string), cbwr]
-                .into_iter()
-                .flatten()
+            // MKL reads both case-blind
+            let set = |var: &str| {
+                (std::env::var(var).ok())
+                    .filter(|v| !v.is_empty())
+                    .map(|v| format!("{var}={}", v.to_uppercase()))
+            };
+            let own = [set("MKL_CBWR"), set("MKL_ENABLE_INSTRUCTIONS")];
+            (layer.map(str::to_string).into_iter())
+                .chain(own.into_iter().flatten())
                 .collect()
         }
         // the gemm crate picks its kernels from the CPU itself (SOFTPROMPT_SIMD does not reach
@@ -213,6 +216,45 @@ pub fn kernels_id() -> String {
             simd::isa().name()
         ),
     }
+}
+
+/// Whether a checkpoint's kernels stamp and this run's name the same kernels. A stamp of an
+/// earlier build without brackets did not record the gemm crate's own set or MKL's switches:
+/// it is compared with this run's path and row-op set alone (it warned of nothing more).
+pub fn same_kernels(recorded: &str, now: &str) -> bool {
+    match recorded.contains('[') {
+        true => recorded == now,
+        false => recorded == without_settings(now),
+    }
+}
+
+/// A stamp without its bracketed settings: "gemm[avx512]/avx2" is "gemm/avx2".
+fn without_settings(stamp: &str) -> String {
+    match (stamp.split_once('['), stamp.split_once(']')) {
+        (Some((head, _)), Some((_, tail))) => format!("{head}{tail}"),
+        _ => stamp.to_string(),
+    }
+}
+
+/// What to set to run a checkpoint's kernels `stamp` again: "--gemm mkl,
+/// SOFTPROMPT_SIMD=avx2, MKL_THREADING_LAYER=sequential".
+pub fn resume_settings(stamp: &str) -> String {
+    let (path, isa) = stamp.split_once('/').unwrap_or((stamp, "?"));
+    let (gemm, settings) = match path.split_once('[') {
+        Some((gemm, rest)) => (gemm, rest.trim_end_matches(']')),
+        None => (path, ""),
+    };
+    let mut said = vec![format!("--gemm {gemm}"), format!("SOFTPROMPT_SIMD={isa}")];
+    for s in settings.split(',').filter(|s| !s.is_empty()) {
+        said.push(match (gemm, s.contains('=')) {
+            (_, true) => s.to_string(),
+            // MKL's threading layer, the one bracket word without its variable
+            ("mkl", false) => format!("MKL_THREADING_LAYER={s}"),
+            // the gemm crate's kernels follow the CPU
+            (_, false) => format!("a CPU whose gemm kernels are {s}"),
+        });
+    }
+    said.join(", ")
 }
 
 /// out (M, N) = inp (M, K) · Wᵀ (+ out when `accumulate`), W (N, K) row-major.
@@ -344,5 +386,33 @@ mod tests {
         assert!(e.contains("invalid argument --gemm: "), "{e}");
         select(now, GEMM_VAR).unwrap();
         assert_eq!(selected(), now);
+    }
+
+    /// A stamp of an earlier build (no brackets) is the same kernels as this build's stamp of
+    /// the same path and row-op set, whatever it adds in brackets; bracketed stamps compare
+    /// whole. The advice spells each setting as the variable a user sets.
+    #[test]
+    fn stamps_compare_across_builds_and_advise_settings() {
+        assert!(same_kernels("gemm/avx2", "gemm/avx2"));
+        assert!(same_kernels("gemm/avx2", "gemm[avx512]/avx2"));
+        assert!(!same_kernels("gemm/avx2", "gemm/scalar"));
+        assert!(same_kernels("mkl[sequential]/avx2", "mkl[sequential]/avx2"));
+        assert!(!same_kernels(
+            "mkl[sequential]/avx2",
+            "mkl[sequential,MKL_CBWR=AVX2]/avx2"
+        ));
+        assert!(!same_kernels("gemm[avx512]/avx2", "gemm/avx2"));
+        assert_eq!(
+            resume_settings("mkl[sequential,MKL_CBWR=COMPATIBLE]/avx2"),
+            "--gemm mkl, SOFTPROMPT_SIMD=avx2, MKL_THREADING_LAYER=sequential, MKL_CBWR=COMPATIBLE"
+        );
+        assert_eq!(
+            resume_settings("gemm[avx512]/avx2"),
+            "--gemm gemm, SOFTPROMPT_SIMD=avx2, a CPU whose gemm kernels are avx512"
+        );
+        assert_eq!(
+            resume_settings("gemm/scalar"),
+            "--gemm gemm, SOFTPROMPT_SIMD=scalar"
+        );
     }
 }

@@ -319,9 +319,10 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
                 (resumed && !a.is_empty() && a != b).then(|| (a.clone(), b.clone()))
             };
             let device_changed = changed(&t.state.device, &device);
-            let kernels_changed = (device_changed.is_none())
-                .then(|| changed(&t.state.kernels, &kernels))
-                .flatten();
+            let kernels_changed = (device_changed.is_none()
+                && !crate::cpu::gemm_path::same_kernels(&t.state.kernels, &kernels))
+            .then(|| changed(&t.state.kernels, &kernels))
+            .flatten();
             let threads_changed =
                 (resumed && !self.be.device().is_gpu() && t.state.threads != self.run.threads)
                     .then_some((t.state.threads, self.run.threads));

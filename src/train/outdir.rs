@@ -72,14 +72,17 @@ impl OutLock {
             .map_err(unwritable)?;
         let who = match lock_and_sign(&mut file, &path)? {
             Ok(()) => return Ok(OutLock { _file: file, path }),
+            Err(Holder::SavesInside) => SAVES_INSIDE.into(),
             // the lock is per open file: this process's own run, in another thread or
             // through another handle, is refused as well
-            Err(Some(pid)) if pid == std::process::id() => format!(
+            Err(Holder::Alone(Some(pid))) if pid == std::process::id() => format!(
                 "another run in this process (pid {pid}: another thread, or a run not yet \
                  dropped)"
             ),
-            Err(Some(pid)) => format!("another softprompt run (pid {pid})"),
-            Err(None) => "another softprompt run (its pid is not written yet)".into(),
+            Err(Holder::Alone(Some(pid))) => format!("another softprompt run (pid {pid})"),
+            Err(Holder::Alone(None)) => {
+                "another softprompt run (its pid is not written yet)".into()
+            }
         };
         Err(Error::file(
             dir,
@@ -92,12 +95,23 @@ impl OutLock {
     }
 }
 
+/// Who holds a run's lock file that this process could not lock.
+pub(super) enum Holder {
+    /// saves into folders inside it, which hold it shared (`save_lock`)
+    SavesInside,
+    /// a run (or a save into the folder itself), with the pid it wrote (None: not yet)
+    Alone(Option<u32>),
+}
+
+/// Who a refusal names when only saves into folders inside hold the lock.
+pub(super) const SAVES_INSIDE: &str = "a save into a folder inside it (Model::save_prompt)";
+
 /// `file` (a lock file open to read and write) locked, with this process's pid written into
-/// it; or, where another holds it, the pid that holder wrote (None: not written yet).
+/// it; or, where another holds it, who does.
 pub(super) fn lock_and_sign(
     file: &mut File,
     path: &Path,
-) -> Result<std::result::Result<(), Option<u32>>> {
+) -> Result<std::result::Result<(), Holder>> {
     match file.try_lock() {
         Ok(()) => {
             let pid = std::process::id().to_string();
@@ -110,8 +124,18 @@ pub(super) fn lock_and_sign(
             .map_err(|e| Error::io(path, e))?;
             Ok(Ok(()))
         }
-        Err(TryLockError::WouldBlock) => Ok(Err(holder_pid(file))),
+        Err(TryLockError::WouldBlock) => Ok(Err(holder(file, path))),
         Err(TryLockError::Error(e)) => Err(Error::io(path, e)),
+    }
+}
+
+/// Who holds the lock file at `path` that `file` could not lock alone: shared holders only
+/// (saves into folders inside) when a shared lock is still free, else the pid it holds.
+fn holder(file: &mut File, path: &Path) -> Holder {
+    let shared_free = (File::open(path).ok()).is_some_and(|f| f.try_lock_shared().is_ok());
+    match shared_free {
+        true => Holder::SavesInside,
+        false => Holder::Alone(holder_pid(file)),
     }
 }
 

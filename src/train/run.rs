@@ -240,8 +240,8 @@ impl<B: Backend> Trainer<'_, B> {
         let kernels_changed = (self.resumed_at.is_some()
             && device_changed.is_none()
             && !self.state.kernels.is_empty()
-            && self.state.kernels != kernels)
-            .then(|| (self.state.kernels.clone(), kernels.clone()));
+            && !crate::cpu::gemm_path::same_kernels(&self.state.kernels, &kernels))
+        .then(|| (self.state.kernels.clone(), kernels.clone()));
         self.state.threads = self.cfg.threads;
         self.state.device = device;
         self.state.kernels = kernels;

@@ -8,7 +8,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::outdir::{holder_pid, lock_and_sign, LOCK_FILE};
+use super::outdir::{holder_pid, lock_and_sign, Holder, LOCK_FILE, SAVES_INSIDE};
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
@@ -103,14 +103,15 @@ fn lock_run_file(folder: &Path, dir: &Path, hold: Hold) -> Result<Option<File>> 
         Hold::Alone => lock_and_sign(&mut file, &path)?,
         Hold::Shared => match file.try_lock_shared() {
             Ok(()) => Ok(()),
-            Err(TryLockError::WouldBlock) => Err(holder_pid(&mut file)),
+            Err(TryLockError::WouldBlock) => Err(Holder::Alone(holder_pid(&mut file))),
             Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
         },
     };
     let who = match held {
         Ok(()) => return Ok(Some(file)),
-        Err(Some(pid)) => format!("a training run (pid {pid})"),
-        Err(None) => "a training run".to_string(),
+        Err(Holder::SavesInside) => SAVES_INSIDE.to_string(),
+        Err(Holder::Alone(Some(pid))) => format!("a training run (pid {pid})"),
+        Err(Holder::Alone(None)) => "a training run".to_string(),
     };
     Err(Error::file(
         dir,

@@ -272,7 +272,7 @@ fn resume_with_other_threads_or_device_warns() {
     let blas = resume_from(2, None, Some("openblas/scalar"));
     assert!(
         blas.contains("trained with the CPU kernels openblas/scalar and this run uses gemm/")
-            && blas.contains("--gemm openblas and SOFTPROMPT_SIMD=scalar")
+            && blas.contains("--gemm openblas, SOFTPROMPT_SIMD=scalar, and no other")
             && !blas.contains("trained on"),
         "{blas}"
     );
@@ -280,8 +280,8 @@ fn resume_with_other_threads_or_device_warns() {
     let mkl = resume_from(2, None, Some("mkl[sequential,MKL_CBWR=COMPATIBLE]/avx2"));
     assert!(
         mkl.contains(
-            "--gemm mkl and SOFTPROMPT_SIMD=avx2, with sequential,MKL_CBWR=COMPATIBLE, on the \
-             same CPU, for that"
+            "resume with --gemm mkl, SOFTPROMPT_SIMD=avx2, MKL_THREADING_LAYER=sequential, \
+             MKL_CBWR=COMPATIBLE, and no other of those settings, on the same CPU, for that"
         ),
         "{mkl}"
     );
