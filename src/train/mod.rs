@@ -109,6 +109,7 @@ pub mod settings_diff;
 pub mod spec;
 pub mod start;
 pub mod step;
+pub(crate) mod room;
 pub mod task;
 mod task_record;
 pub mod trainer;
