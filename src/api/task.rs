@@ -9,10 +9,10 @@
 use crate::error::{Error, Result};
 use crate::models::heads::Pooling;
 use crate::train::data::Dataset;
+use crate::train::room::{self, Placing};
 use crate::train::spec::{
     check_unique_labels, parse_verbalizer, Decode, TargetEnd, TaskKind, TaskSpec, TEXT_SLOT,
 };
-use crate::train::room::{self, Placing};
 use crate::train::{self, Model};
 use crate::Backend;
 

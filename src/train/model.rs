@@ -100,10 +100,9 @@ impl<B: Backend> Model<B> {
         let config = self.dir.join("config.json");
         match self.net.max_tokens(0) {
             // a decoder's bound is its attention window, not a position table
-            Some(n) if matches!(self.net, models::Model::Bloom(_) | models::Model::Llama(_)) => (
-                n,
-                format!("sliding_window {n} in {}", config.display()),
-            ),
+            Some(n) if matches!(self.net, models::Model::Bloom(_) | models::Model::Llama(_)) => {
+                (n, format!("sliding_window {n} in {}", config.display()))
+            }
             Some(n) => (
                 n,
                 format!(

@@ -50,7 +50,15 @@ fn train(model: &Path, data: &Path, out: &Path, prompt_len: &str, extra: &[&str]
 }
 
 fn run(cmd: &str, prompt: &Path, data: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![cmd, "--prompt", s(prompt), "--data", s(data), "--threads", "1"];
+    let mut args = vec![
+        cmd,
+        "--prompt",
+        s(prompt),
+        "--data",
+        s(data),
+        "--threads",
+        "1",
+    ];
     args.extend_from_slice(extra);
     softprompt(&args)
 }
@@ -80,7 +88,10 @@ fn causal_rows_count_their_targets_against_the_cap() {
     );
     let cap = "but this engine's cap for a llama model (8192 positions) holds 8192";
     let out = dir.path().join("run");
-    let err = refused(&train(&model, &data, &out, "4", &["--max-len", "8188"]), &[]);
+    let err = refused(
+        &train(&model, &data, &out, "4", &["--max-len", "8188"]),
+        &[],
+    );
     assert!(err.contains(&format!("invalid argument --max-len: 8188 tokens next to a prompt of 4 rows and targets of up to 4 tokens need 8196 positions, {cap}: use --max-len 8184 or less")), "{err}");
     ok(&train(&model, &data, &out, "4", &["--max-len", "8184"]));
     for cmd in ["predict", "eval"] {
@@ -89,7 +100,14 @@ fn causal_rows_count_their_targets_against_the_cap() {
         ok(&run(cmd, &out, &data, &["--max-len", "8185"]));
     }
     // greedy: no new token fits behind a row of 8188, and 0 new tokens is refused
-    let greedy = |n: &str| run("predict", &out, &data, &["--decode", "greedy", "--max-len", n]);
+    let greedy = |n: &str| {
+        run(
+            "predict",
+            &out,
+            &data,
+            &["--decode", "greedy", "--max-len", n],
+        )
+    };
     let err = refused(&greedy("8188"), &[]);
     assert!(err.contains("invalid argument --max-len: 32 new tokens behind a prompt of 4 rows and rows of up to 8188 tokens reach 8224 positions, past this engine's cap of 8192, and not one new token fits behind rows that long: use --max-len 8156 or less"), "{err}");
     ok(&greedy("8156"));
@@ -122,7 +140,10 @@ fn the_default_max_len_leaves_the_targets_room() {
     ok(&train(&model, &data, &out, "8100", &[]));
     assert_eq!(max_len(&out), 88);
     ok(&run("eval", &out, &data, &[]));
-    let err = refused(&train(&model, &data, &dir.path().join("no"), "8189", &[]), &[]);
+    let err = refused(
+        &train(&model, &data, &dir.path().join("no"), "8189", &[]),
+        &[],
+    );
     assert!(err.contains("invalid argument --prompt-len: 8189 rows and targets of up to 4 tokens leave 0 of the 8192 positions"), "{err}");
 }
 
