@@ -14,6 +14,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::train::encode::Row;
 use crate::train::model_id::TaskStamp;
+use crate::train::room::{self, Placing};
 use crate::train::{self, Grads, Prediction};
 
 impl Model {
@@ -40,7 +41,7 @@ impl Model {
         batch_size: usize,
     ) -> Result<Vec<Prediction>> {
         on_engine!(&self.engine, |be, m| {
-            with_jobs(be, m, jobs, rows, |mixed| {
+            with_jobs(be, m, jobs, rows, Placing::Score, |mixed| {
                 train::mixed::predict_mixed(be, m, mixed, rows, batch_size)
             })
         })
@@ -69,7 +70,7 @@ impl Model {
         let recompute = self.recompute;
         on_engine!(&self.engine, |be, m| {
             m.net.check_recompute(recompute)?;
-            let steps = with_jobs(be, m, jobs, rows, |mixed| {
+            let steps = with_jobs(be, m, jobs, rows, Placing::Train, |mixed| {
                 train::mixed::step_mixed(be, m, mixed, rows, recompute)
             })?;
             (steps.iter())
@@ -86,11 +87,16 @@ fn with_jobs<B: Backend, T>(
     m: &train::Model<B>,
     jobs: &[(&Task, &Prompt)],
     rows: &[(usize, Row)],
+    placing: Placing,
     f: impl FnOnce(&[train::mixed::MixJob<'_, B>]) -> Result<T>,
 ) -> Result<T> {
     let params = (jobs.iter())
         .map(|(task, prompt)| bind(be, m, task, prompt))
         .collect::<Result<Vec<_>>>()?;
+    // a causal job's targets behind its rows fit the positions, as `predict` checks them
+    for (task, prompt) in jobs {
+        room::check_room(&task.inner, m, prompt.rows(), placing)?;
+    }
     let stamps: Vec<_> = (jobs.iter())
         .map(|(t, _)| TaskStamp::of(&t.inner.spec))
         .collect();

@@ -21,6 +21,7 @@ use crate::train::batch::LabelUse;
 use crate::train::data::Dataset;
 use crate::train::encode::{Encoded, Row};
 use crate::train::encode_text::BYTES_PER_TOKEN;
+use crate::train::room::Placing;
 use crate::train::start::{prompt_init_rng, resolve_init};
 use crate::train::{self, EvalMetrics, Grads, Prediction};
 use std::path::{Path, PathBuf};
@@ -254,7 +255,8 @@ impl Model {
         on_engine!(&self.engine, |_be, m| {
             let spec = resolve(opts, None, m, data, prompt_len)?;
             let inner = train::Task::new(spec, m)?;
-            let inner = super::task::fit_window(inner, m, prompt_len, opts.max_len.is_some())?;
+            let given = opts.max_len.is_some();
+            let inner = super::task::fit_positions(inner, m, prompt_len, given, Placing::Train)?;
             if opts.max_len.is_none() {
                 check_room(&inner, m, prompt_len)?;
             }
@@ -289,7 +291,15 @@ impl Model {
             let spec = resolve(opts, base, m, data, prompt.rows())?;
             let warning = head_order_warning(prompt, &spec, opts.labels.is_some());
             let task = train::Task::new(spec, m)?;
-            m.check_lengths(prompt.rows(), Some(task.spec.max_len))?;
+            let causal = task.spec.kind == train::TaskKind::Causal;
+            m.check_lengths(prompt.rows(), Some(task.spec.max_len).filter(|_| !causal))?;
+            // a default max_len leaves rank scoring's targets room; one given (the flag, or
+            // task.json's) is checked where rows are scored (`predict`, `predict_mixed`), as
+            // `generate` places no target
+            let task = match opts.max_len.is_some() || prompt.task.is_some() {
+                true => task,
+                false => super::task::fit_positions(task, m, prompt.rows(), false, Placing::Score)?,
+            };
             // a max_len the template fills failed every row of every use
             task.check_text_room(&m.tokenizer)?;
             Ok(Task {

@@ -9,6 +9,7 @@
 use crate::error::{Error, Result};
 use crate::models::heads::Pooling;
 use crate::train::data::Dataset;
+use crate::train::room::{self, Placing};
 use crate::train::spec::{
     check_unique_labels, parse_verbalizer, Decode, TargetEnd, TaskKind, TaskSpec, TEXT_SLOT,
 };
@@ -92,8 +93,10 @@ pub(crate) fn resolve<B: Backend>(
     let mut spec = base_spec(opts, base, model, prompt_len);
     check_applies(opts, spec.kind)?;
     apply_options(opts, &mut spec);
-    // max_len next to this prompt (Task::new checks it alone, not knowing the prompt)
-    model.check_lengths(prompt_len, Some(spec.max_len))?;
+    // max_len next to this prompt (Task::new checks it alone, not knowing the prompt); a
+    // causal row's targets take positions too, counted once they are tokens (`fit_positions`)
+    let causal = spec.kind == TaskKind::Causal;
+    model.check_lengths(prompt_len, Some(spec.max_len).filter(|_| !causal))?;
     // free targets given here or saved in the prompt's task.json: nothing to rank
     if spec.free_targets && opts.decode == Some(Decode::Rank) {
         return Err(Error::arg(
@@ -124,48 +127,32 @@ pub(crate) fn resolve<B: Backend>(
     Ok(spec)
 }
 
-/// `causal` on a model with a sliding attention window (config.json's `sliding_window`, which
-/// this engine does not slide): a row's prompt, text and target all sit inside the window.
-/// The default max_len (`given` false) counted the prompt only, so a long row was refused in
-/// the middle of training instead of cut; it is cut to leave the longest target room. A given
-/// max_len that leaves none is refused, naming the flag.
-pub(crate) fn fit_window<B: Backend>(
+/// `causal`: a row's prompt, text and what follows the text (`room::after_row`) all sit
+/// within the model's sliding attention window (config.json's `sliding_window`, which this
+/// engine does not slide), or else within this engine's cap. The default max_len (`given`
+/// false) counted the prompt only, so a long row was refused in the middle of training (or
+/// its target ran past the cap) instead of cut; it is cut to leave the targets room. A
+/// max_len given (a flag, or a saved task.json) that leaves none is refused, naming the flag.
+pub(crate) fn fit_positions<B: Backend>(
     task: train::Task,
     model: &Model<B>,
     p: usize,
     given: bool,
+    placing: Placing,
 ) -> Result<train::Task> {
-    let spec = &task.spec;
-    // a decoder's max_tokens is its window less the prompt (None: no window)
-    let Some(room) = model
-        .net
-        .max_tokens(p)
-        .filter(|_| spec.kind == TaskKind::Causal)
-    else {
+    let Some(room) = room::text_room(&task, model, p, placing) else {
         return Ok(task);
     };
-    let longest = (task.label_targets.iter()).map(Vec::len).max().unwrap_or(0);
-    let target = match spec.free_targets || spec.decode == Decode::Greedy {
-        true => longest.max(spec.max_target_len),
-        false => longest,
-    };
-    let fits = room.saturating_sub(target);
-    if spec.max_len <= fits {
+    let fits = room.fits;
+    if task.spec.max_len <= fits {
         return Ok(task);
     }
-    // the window itself: room + p understates it when the prompt alone overflows it
-    let size = model.net.max_tokens(0).unwrap_or(room + p);
-    let window = format!(
-        "sliding_window {size} in {}",
-        model.dir.join("config.json").display()
-    );
     if given {
-        let need = crate::error::sum_text(&[p, spec.max_len, target]);
-        let msg = format!("{} tokens next to a prompt of {p} rows and targets of up to {target} tokens need {need} positions, but {window} holds {size}: use --max-len {fits} or less", spec.max_len);
-        return Err(Error::arg("--max-len", msg));
+        return room::check_room(&task, model, p, placing).map(|()| task);
     }
     if fits < 2 {
-        let msg = format!("{p} rows and targets of up to {target} tokens leave {fits} of the {size} positions of {window} for a row's text (2 at least): shorten the prompt or the targets (--max-target-len)");
+        let (size, what, targets) = (room.limit, room.what, room.targets);
+        let msg = format!("{p} rows{targets} leave {fits} of the {size} positions of {what} for a row's text (2 at least): shorten the prompt or the targets (--max-target-len)");
         return Err(Error::arg("--prompt-len", msg));
     }
     let mut spec = task.spec.clone();

@@ -89,6 +89,9 @@ impl Model {
     ) -> Result<Vec<Prediction>> {
         on_engine!(&self.engine, |be, m| {
             let params = bind(be, m, task, prompt)?;
+            // before the rows' own bound, which counts no target (its advice did not run)
+            let longest = data.rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+            train::eval::check_causal_room(m, &task.inner, prompt.rows(), longest)?;
             check_rows(&data.rows, task, prompt.rows(), m, "data")?;
             if labelled {
                 train::eval::check_labelled(&task.inner, data)?;

@@ -11,10 +11,12 @@ use super::decode::Prediction;
 use super::encode::{Encoded, Row};
 use super::metrics::{self, EvalMetrics};
 use super::model::Model;
+use super::spec::{Decode, TaskKind};
 use super::step::Params;
 use super::task::Task;
 use crate::backend::Backend;
 use crate::error::{BatchSetting, Error, Result};
+use crate::models::Model as Net;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -179,6 +181,7 @@ pub fn predict_until<B: Backend>(
     }
     let longest = enc.rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
     let target = enc.rows.iter().map(|r| r.target.len()).max().unwrap_or(0);
+    check_causal_room(model, task, params.p, longest)?;
     let rows = batch_size.min(enc.rows.len());
     model.check_step_memory(be, rows, params.p + longest, target, BatchSetting::Call)?;
     let mut order: Vec<u32> = (0..enc.rows.len() as u32).collect();
@@ -200,4 +203,30 @@ pub fn predict_until<B: Backend>(
         crate::error::ask(go_on, done, enc.rows.len(), "rows")?;
     }
     Ok(out.into_iter().flatten().collect())
+}
+
+/// A `causal` task's rows fit the decoder's positions as prediction lays them out, checked
+/// before the first batch: rank scoring's targets behind max_len (`room::check_room`), or
+/// greedy decoding's new tokens behind the longest row of all (a batch's own check names its
+/// longest row only, and batches run shortest first: following its advice took a round per
+/// batch).
+/// `p`: the prompt's rows (a prefix's); `longest`: the most tokens a row holds.
+pub(crate) fn check_causal_room<B: Backend>(
+    model: &Model<B>,
+    task: &Task,
+    p: usize,
+    longest: usize,
+) -> Result<()> {
+    let spec = &task.spec;
+    if spec.kind != TaskKind::Causal {
+        return Ok(());
+    }
+    let greedy = spec.free_targets || spec.decode == Decode::Greedy;
+    match &model.net {
+        // the new tokens, behind rows no longer than max_len
+        Net::Bloom(m) | Net::Llama(m) if greedy => m
+            .check_reach(p, longest, spec.max_target_len.max(1))
+            .map_err(super::causal::target_len_flag),
+        _ => super::room::check_room(task, model, p, super::room::Placing::Score),
+    }
 }

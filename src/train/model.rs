@@ -97,12 +97,17 @@ impl<B: Backend> Model<B> {
 
     /// What bounds a row's positions, for messages.
     pub fn position_limit(&self) -> (usize, String) {
+        let config = self.dir.join("config.json");
         match self.net.max_tokens(0) {
+            // a decoder's bound is its attention window, not a position table
+            Some(n) if matches!(self.net, models::Model::Bloom(_) | models::Model::Llama(_)) => {
+                (n, format!("sliding_window {n} in {}", config.display()))
+            }
             Some(n) => (
                 n,
                 format!(
                     "the model's position table (max_position_embeddings {n} in {})",
-                    self.dir.join("config.json").display()
+                    config.display()
                 ),
             ),
             None => (

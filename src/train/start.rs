@@ -270,6 +270,8 @@ pub(super) fn precheck<B: Backend>(
         ));
     }
     model.check_lengths(cfg.prompt_len, Some(task.spec.max_len))?;
+    // a causal row's target follows its text: a target past the positions trained silently
+    super::room::check_room(task, model, cfg.prompt_len, super::room::Placing::Train)?;
     // rows made by hand: a row without a label failed in its batch, named by its place there
     task.check_labels(&train.rows, LabelUse::Step)?;
     let longest = |enc: &Encoded| {

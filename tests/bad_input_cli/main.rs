@@ -16,6 +16,7 @@ mod common;
 mod checkpoint;
 mod commands;
 mod data;
+mod lengths;
 mod model;
 mod multitask;
 mod parity;

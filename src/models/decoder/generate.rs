@@ -67,6 +67,33 @@ pub struct Generated {
     pub logits: Vec<Vec<Vec<f32>>>,
 }
 
+/// `n` new tokens behind `front` rows of prompt and a row of `tokens` tokens reach past
+/// `limit` positions (`what`): the bound on new tokens that fits (--max-new-tokens, which
+/// prediction calls --max-target-len), or, when not one fits behind a row that long, the
+/// --max-len that leaves the `n` room (one new token, when even that row is too short for a
+/// text: max_len is 2 at least).
+fn reach_error((front, tokens, n): (usize, usize, usize), limit: usize, what: &str) -> Error {
+    let head = format!(
+        "{n} new tokens behind a prompt of {front} rows and rows of up to {tokens} tokens \
+         reach {} positions, past {what}",
+        crate::error::sum_text(&[front, tokens, n])
+    );
+    let left = limit.saturating_sub(front.saturating_add(tokens));
+    if left > 0 {
+        return Error::arg("--max-new-tokens", format!("{head}: use {left} or less"));
+    }
+    let room = limit.saturating_sub(front);
+    let advice = match room.checked_sub(n) {
+        Some(fits) if fits >= 2 => format!("use --max-len {fits} or less"),
+        _ if room > 2 => format!("use --max-len {} or less, and 1 new token", room - 1),
+        _ => "shorten the prompt".to_string(),
+    };
+    Error::arg(
+        "--max-len",
+        format!("{head}, and not one new token fits behind rows that long: {advice}"),
+    )
+}
+
 /// One layer's cache: k, v (B, Tmax, Hkv·D), k rotated.
 pub(super) struct LayerCache<B: Backend> {
     pub(super) k: B::Buf,
@@ -227,31 +254,38 @@ impl Layout {
 }
 
 impl<B: Backend> Decoder<B> {
-    /// The sliding window against each row's own positions, `spans` (B) of (its prefill: its
-    /// prefix, prompt and tokens; the tokens it generates at most): a row whose prefill
-    /// fits but whose generated tokens would not is named by the bound on them, with what
-    /// is left of the window. Rows of a batch share its left-padded layout, but a row's pads
-    /// are masked keys: only its own positions must fit (the engine attends over the whole
-    /// sequence, so it generates within the window only).
-    fn check_window(&self, spans: &[(usize, usize)]) -> Result<()> {
+    /// The sliding window against each row's own positions, `spans` (B) of (the rows in
+    /// front of its tokens: its prefix and prompt; its tokens; the tokens it generates at
+    /// most). Rows of a batch share its left-padded layout, but a row's pads are masked keys:
+    /// only its own positions must fit (the engine attends over the whole sequence, so it
+    /// generates within the window only). The error names the longest row that does not fit,
+    /// so that its advice fits every row.
+    fn check_window(&self, spans: &[(usize, usize, usize)]) -> Result<()> {
         let Some(w) = self.cfg.sliding_window else {
             return Ok(());
         };
-        let longest = spans.iter().map(|&(s0, _)| s0).max().unwrap_or(0);
-        self.check_length(longest.max(1))?;
-        match spans.iter().find(|&&(s0, n)| s0 + n > w) {
-            Some(&(s0, n)) => Err(Error::arg(
-                "--max-new-tokens",
-                format!(
-                    "{n} new tokens behind {s0} positions of prompt and text reach {}, past \
-                     sliding_window {w} (the engine attends over the whole sequence, so it \
-                     generates within the window only): use {} or less",
-                    s0 + n,
-                    w - s0
-                ),
-            )),
-            None => Ok(()),
+        let over = (spans.iter()).filter(|&&(f, t, n)| f.saturating_add(t).saturating_add(n) > w);
+        if let Some(&(f, t, n)) = over.max_by_key(|&&(f, t, _)| f.saturating_add(t)) {
+            let what = format!(
+                "sliding_window {w} (the engine attends over the whole sequence, so it \
+                 generates within the window only)"
+            );
+            return Err(reach_error((f, t, n), w, &what));
         }
+        let longest = spans.iter().map(|&(f, t, _)| f + t).max().unwrap_or(0);
+        self.check_length(longest.max(1))
+    }
+
+    /// `n` new tokens behind `front` rows of prompt (and prefix) and rows of up to `tokens`
+    /// tokens fit this engine's cap and the sliding window, if any: the check a caller that
+    /// knows its longest row runs before any batch, for advice that fits every row.
+    pub fn check_reach(&self, front: usize, tokens: usize, n: usize) -> Result<()> {
+        let reach = front.saturating_add(tokens).saturating_add(n);
+        if reach > MAX_TOKENS {
+            let what = format!("this engine's cap of {MAX_TOKENS}");
+            return Err(reach_error((front, tokens, n), MAX_TOKENS, &what));
+        }
+        self.check_window(&[(front, tokens, n)])
     }
 
     /// Greedy decoding of `rows` (each a row's real token ids) behind a prompt of `p` rows,
@@ -330,18 +364,9 @@ impl<B: Backend> Decoder<B> {
         // the positions the batch reaches at the end, bounded before anything is sized by them
         let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
         let p = plan.front();
-        let reach = p.saturating_add(longest).saturating_add(max_new);
-        if reach > MAX_TOKENS {
-            return Err(Error::arg(
-                "--max-new-tokens",
-                format!(
-                    "{max_new} new tokens behind a prompt of {p} rows and rows of up to \
-                     {longest} tokens reach {} positions, past this engine's cap of \
-                     {MAX_TOKENS}: use {} or less",
-                    crate::error::sum_text(&[p, longest, max_new]),
-                    MAX_TOKENS.saturating_sub(p.saturating_add(longest))
-                ),
-            ));
+        if p.saturating_add(longest).saturating_add(max_new) > MAX_TOKENS {
+            let what = format!("this engine's cap of {MAX_TOKENS}");
+            return Err(reach_error((p, longest, max_new), MAX_TOKENS, &what));
         }
         let fronts = plan.fronts();
         if (rows.iter().zip(&fronts)).any(|(r, &l)| l + r.len() == 0) {
@@ -353,8 +378,8 @@ impl<B: Backend> Decoder<B> {
         // behind a prefix every row's P + T prefill positions fit behind its own prefix
         let min_s0 = plan.prefix.map_or(0, |_| p + longest);
         let lay = Layout::new(rows, &fronts, max_new, plan.placement, min_s0);
-        let spans: Vec<(usize, usize)> = (rows.iter().zip(&fronts).zip(&plan.max_new))
-            .map(|((r, &f), &n)| (f + r.len(), n))
+        let spans: Vec<(usize, usize, usize)> = (rows.iter().zip(&fronts).zip(&plan.max_new))
+            .map(|((r, &f), &n)| (f, r.len(), n))
             .collect();
         self.check_window(&spans)?;
         let (mut caches, mut logits) = match plan.prefix {
