@@ -6,7 +6,9 @@
 //! (`Interrupt::check`) and when it returns (`errors::unwound`): a `sys.stdout` whose `write`
 //! runs Python code, and with it a signal handler, raises through the call as Ctrl-C does.
 
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::prelude::*;
+use std::io::Write;
 use std::sync::Mutex;
 
 /// Lines the engine wrote and Python has not yet been given.
@@ -24,19 +26,43 @@ pub fn install() {
 }
 
 /// The queued text written to `sys.stdout`, then flushed (a reader of a pipe sees each line
-/// as it comes); with no `sys.stdout` (None: `pythonw`, a closed stream) it is dropped.
+/// as it comes); with no `sys.stdout` (None: `pythonw`) it is dropped. A KeyboardInterrupt
+/// or SystemExit raised during the write (a signal handler the write ran) is raised; a
+/// `sys.stdout` that fails otherwise (closed, or a stream that refuses text) is passed by:
+/// the rest goes to file descriptor 1, as before, rather than fail the call over a report.
 pub fn flush(py: Python<'_>) -> PyResult<()> {
     let lines = match PENDING.lock() {
         Ok(mut pending) if !pending.is_empty() => std::mem::take(&mut *pending),
         _ => return Ok(()),
     };
-    let out = py.import("sys")?.getattr("stdout")?;
-    if out.is_none() {
-        return Ok(());
+    let mut done = 0;
+    let written = (|| -> PyResult<()> {
+        let out = py.import("sys")?.getattr("stdout")?;
+        if out.is_none() {
+            done = lines.len();
+            return Ok(());
+        }
+        for line in &lines {
+            out.call_method1("write", (line,))?;
+            done += 1;
+        }
+        out.call_method0("flush").map(|_| ())
+    })();
+    match written {
+        Ok(()) => Ok(()),
+        Err(e)
+            if e.is_instance_of::<PyKeyboardInterrupt>(py)
+                || e.is_instance_of::<PySystemExit>(py) =>
+        {
+            Err(e)
+        }
+        Err(_) => {
+            let mut fd1 = std::io::stdout().lock();
+            for line in lines.iter().skip(done) {
+                let _ = fd1.write_all(line.as_bytes());
+            }
+            let _ = fd1.flush();
+            Ok(())
+        }
     }
-    for line in lines {
-        out.call_method1("write", (line,))?;
-    }
-    out.call_method0("flush")?;
-    Ok(())
 }

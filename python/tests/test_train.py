@@ -290,3 +290,23 @@ def test_report_lines_go_through_sys_stdout(tmp_path, capfd):
     assert any(line.startswith("trainable: prompt 2 x ") for line in said), said
     assert any(line.split()[:5] == ["step", "2", "|", "dev", "accuracy"] for line in said), said
     assert capfd.readouterr().out == ""
+
+
+def test_a_sys_stdout_that_fails_does_not_fail_the_run(tmp_path, capfd, monkeypatch):
+    """A closed or refusing sys.stdout is passed by: the report goes to file descriptor 1,
+    as before it went through sys.stdout, and the run returns its result."""
+
+    class Closed:
+        def write(self, text):
+            raise ValueError("I/O operation on closed file")
+
+        def flush(self):
+            raise ValueError("I/O operation on closed file")
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    summary, _ = sp.Model(BERT_MLM).train(str(TRAIN), tmp_path / "r", no_progress=True,
+                                          prompt_len=2, batch_size=8, max_steps=1,
+                                          verbalizer="positive=great,negative=bad")
+    monkeypatch.undo()
+    assert summary["steps"] == 1, summary
+    assert "optimizer adamw lr 0.03" in capfd.readouterr().out
