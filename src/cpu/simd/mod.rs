@@ -83,7 +83,7 @@ pub fn isa() -> Isa {
 static ISA: OnceLock<Isa> = OnceLock::new();
 
 /// `SOFTPROMPT_SIMD` checked: a name this CPU runs, and, once the process has fixed its set
-/// (its first model), that set: a later value was accepted and not used (a process has one,
+/// (at its first CPU computation), that set: a later value was accepted and not used (a process has one,
 /// as it has one GEMM path and one thread pool).
 pub fn check_env() -> crate::error::Result<()> {
     match (from_env()?, ISA.get()) {
