@@ -247,7 +247,7 @@ pub fn check_against_reference<B: Backend>(
         if !check.warn {
             return Err(Error::Device(format!("{what}; not timing a wrong engine")));
         }
-        eprintln!("warning: {what}; timing it anyway (SOFTPROMPT_BENCH_CHECK=warn)");
+        errln!("warning: {what}; timing it anyway (SOFTPROMPT_BENCH_CHECK=warn)");
     }
     let mut report = json!({"layers": 2, "batch": problem.w.batch, "grad": grad,
         "f32_build": fallback.map(|(name, e)| {

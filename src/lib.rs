@@ -51,6 +51,13 @@
 //! Everything else (backends and kernels, model stacks, formats, benchmarks) is in
 //! [`internals`], which makes no promise of stability.
 
+/// `eprintln!` that a closed or full stderr does not turn into a panic (`stdout::write_stderr`).
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::internals::stdout::write_stderr(format_args!($($arg)*))
+    };
+}
+
 mod api;
 pub mod internals;
 

@@ -249,7 +249,7 @@ pub fn enabled() -> bool {
         let r = load();
         // a bad value is refused at start (env::check); here it counts as unset
         if crate::env::nvtx_debug().unwrap_or(false) {
-            eprintln!("nvtx: {}", r.as_ref().unwrap_or_else(|e| e));
+            errln!("nvtx: {}", r.as_ref().unwrap_or_else(|e| e));
         }
         r.is_ok()
     })

@@ -563,7 +563,7 @@ fn warn_unread(path: &Path, file: &TensorFile) {
         .lock()
         .map_or(true, |mut w| w.insert(path.to_path_buf()));
     if first {
-        eprintln!(
+        errln!(
             "warning: {}: ignoring {} tensor(s) that no prompt method reads: {} (only \
              `{PROMPT_KEY}` is read)",
             path.display(),

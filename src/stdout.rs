@@ -52,6 +52,16 @@ pub fn write(text: std::fmt::Arguments<'_>, newline: bool) {
     }
 }
 
+/// Writes `text` and a newline to stderr, whatever becomes of it: `eprintln!` panics when
+/// stderr is closed or full, which turned a warning into exit code 101 (`predict ... 2>&1 |
+/// head -1`), and killed a server whose `2>&1 | tee log` was ended by Ctrl-C at its
+/// shutdown line, before it finished its requests. Stderr is for a reader; one gone ends
+/// nothing.
+pub fn write_stderr(text: std::fmt::Arguments<'_>) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(text).and_then(|()| err.write_all(b"\n"));
+}
+
 /// The first failure to write stdout other than a broken pipe, if any (taken once).
 pub fn take_error() -> Option<String> {
     FAILED.lock().ok().and_then(|mut f| f.take())

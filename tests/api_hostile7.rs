@@ -399,18 +399,7 @@ fn a_fresh_run_over_a_finished_one_names_the_fields() {
 /// alone: `SOFTPROMPT_HOST_MEMORY` is read by every call, so it runs in a child process.
 #[test]
 fn a_step_past_the_host_memory_names_the_api_s_settings() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["host_memory_child", "--exact", "--ignored", "--nocapture"])
-        .env("SOFTPROMPT_HOST_MEMORY", "1000")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child failed: {:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_child_test("host_memory_child", &[("SOFTPROMPT_HOST_MEMORY", "1000")]);
 }
 
 /// The child of `a_step_past_the_host_memory_names_the_api_s_settings` (1000 bytes of host

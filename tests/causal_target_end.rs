@@ -576,3 +576,57 @@ fn generation_config_names_the_stop_tokens() {
     assert!(ranked.contains("\"label\""), "{ranked}");
     assert_eq!(stop_ids(TargetEnd::Pad), vec![3]);
 }
+
+/// Under `none` a target has no end token, but generation still stops at the model's stop
+/// tokens, which stay in the generated ids: a row that generated exactly a label's target,
+/// then stopped, matched no label (greedy `eval` said accuracy 0 where `predict` printed the
+/// label), and a free target never matched. A last stop token is left out of the match
+/// (hostile pass 16, F1).
+#[test]
+fn under_none_a_generated_target_that_then_stopped_matches() {
+    use softprompt::internals::train::eval::scores;
+    use softprompt::internals::train::Prediction;
+    let be = CpuBackend::<f32>::new();
+    let model = Model::load(&be, &fixture("bloom")).unwrap();
+    let eos = 2; // the fixture's eos_token_id, its only stop token
+    let none = Task::new(spec(TargetEnd::None), &model).unwrap();
+    let target = none.label_targets[1].clone();
+    assert_ne!(target.last(), Some(&eos), "{target:?}");
+    let then = |t: &[i32], id: i32| [t, &[id]].concat();
+    assert_eq!(none.decoded(then(&target, eos), -1.0).class, Some(1));
+    // stopped at the length bound, or went on past the target: as before
+    assert_eq!(none.decoded(target.clone(), -1.0).class, Some(1));
+    assert_eq!(none.decoded(then(&target, 5), -1.0).class, None);
+    assert_eq!(none.decoded(vec![eos], -1.0).class, None);
+    // under eos the target holds the end token: matched whole, as before
+    let with_eos = Task::new(spec(TargetEnd::Eos), &model).unwrap();
+    assert_eq!(with_eos.label_targets[1], then(&target, eos));
+    assert_eq!(with_eos.decoded(then(&target, eos), -1.0).class, Some(1));
+    assert_eq!(with_eos.decoded(target.clone(), -1.0).class, None);
+
+    // free targets: eval's exact match, each distinct target a class
+    let mut free = spec(TargetEnd::None);
+    free.free_targets = true;
+    free.labels.clear();
+    free.label_words.clear();
+    let task = Task::new(free, &model).unwrap();
+    let jsonl = "{\"text\":\"the order was late\",\"label\":\"complaint\"}\n\
+                 {\"text\":\"the order was fine\",\"label\":\"no complaint\"}\n";
+    let data = Dataset::parse(Path::new("f.jsonl"), jsonl, &DataSpec::default()).unwrap();
+    let enc = task.encode(&model.tokenizer, &data).unwrap();
+    let generated = |ids: Vec<i32>| Prediction {
+        class: None,
+        scores: Vec::new(),
+        ids,
+        score: -1.0,
+    };
+    let stopped: Vec<_> = (enc.rows.iter())
+        .map(|r| generated(then(&r.target, eos)))
+        .collect();
+    let m = scores(&task, &enc, &stopped);
+    assert_eq!((m.accuracy, m.macro_f1), (1.0, 1.0), "{m:?}");
+    let went_on: Vec<_> = (enc.rows.iter())
+        .map(|r| generated(then(&r.target, 5)))
+        .collect();
+    assert_eq!(scores(&task, &enc, &went_on).accuracy, 0.0);
+}

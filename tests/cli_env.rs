@@ -322,3 +322,23 @@ fn a_users_mkl_threading_layer_is_kept() {
         &["--gemm", "MKL_THREADING_LAYER is \"omp\"", "SEQUENTIAL"],
     );
 }
+
+/// `--precision` with `--device cpu`: the run computes in float32 as before, and says so when
+/// given bf16 or mixed (it was silent); f32 or no flag, nothing.
+#[test]
+fn a_cpu_run_given_a_bf16_precision_says_it_computes_in_float32() {
+    let scratch = ScratchDir::new("cli_env_precision");
+    let warning = "warning: --precision bf16 applies on cuda and emu: the CPU computes in float32";
+    let got = train(&scratch.path().join("bf16"), &["--precision", "bf16"], &[]);
+    stdout_ok(&got);
+    assert!(
+        String::from_utf8_lossy(&got.stderr).contains(warning),
+        "{}",
+        said(&got)
+    );
+    for (name, extra) in [("f32", &["--precision", "f32"][..]), ("none", &[][..])] {
+        let got = train(&scratch.path().join(name), extra, &[]);
+        stdout_ok(&got);
+        assert!(!said(&got).contains("--precision"), "{}", said(&got));
+    }
+}

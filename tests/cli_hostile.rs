@@ -198,6 +198,61 @@ fn a_closed_stdout_is_no_panic() {
     assert_eq!(ck.state.step, 6);
 }
 
+/// A stderr that is closed or full: every warning was an `eprintln!`, which panicked (exit
+/// 101; `predict ... 2>&1 | head -1`, a server's `2>&1 | tee log` ended by Ctrl-C), losing
+/// the output that came after it (hostile pass 17). The warning is lost, nothing else. A
+/// stdout that cannot be written (a full disk behind `> file`) fails as an --output file
+/// does: exit 2, naming stdout (`predict` said "stdout: ..." with 2, the others 1).
+#[test]
+fn a_closed_or_full_stderr_loses_only_the_warnings() {
+    let scratch = ScratchDir::new("cli_hostile_stderr");
+    let out = scratch.path().join("run");
+    stdout_ok(&train(&out, &[]));
+    let data =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/train.jsonl");
+    // --precision bf16 on the CPU: a warning on stderr before the predictions
+    let args = [
+        "predict",
+        "--prompt",
+        out.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--precision",
+        "bf16",
+    ];
+    let want = stdout_ok(&softprompt(&args));
+    assert!(want.lines().count() > 1, "{want}");
+    let full = || std::fs::OpenOptions::new().write(true).open("/dev/full");
+    let mut child = std::process::Command::new(common::binary())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // the reader of stderr goes away before the first line
+    drop(child.stderr.take());
+    let closed = child.wait_with_output().expect("wait");
+    assert_eq!(closed.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&closed.stdout), want);
+    if let Ok(dev_full) = full() {
+        let got = std::process::Command::new(common::binary())
+            .args(args)
+            .stderr(dev_full)
+            .output()
+            .expect("run");
+        assert_eq!(got.status.code(), Some(0));
+        assert_eq!(String::from_utf8_lossy(&got.stdout), want);
+        let got = std::process::Command::new(common::binary())
+            .args(args)
+            .stdout(full().unwrap())
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&got.stderr);
+        assert_eq!(got.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("error: writing to stdout: "), "{stderr}");
+    }
+}
+
 /// Flags nothing would read ran without a word (hostile pass 9): `generate` with label flags,
 /// `--head-lr` on a task without a head, `--decode rank` beside `--free-targets`; each is
 /// refused naming the flag.

@@ -98,6 +98,48 @@ fn a_missing_mkl_is_a_clear_error() {
     );
 }
 
+/// The Rust API checks the environment as the command line does: `Model::open` and `parity`
+/// under `SOFTPROMPT_GEMM=mkl` without MKL ran the gemm crate (parity passed, checking
+/// another library's numbers). The variable is read once per process, so a child runs it.
+#[test]
+fn the_rust_api_refuses_a_softprompt_gemm_that_does_not_load() {
+    let env = [
+        ("SOFTPROMPT_GEMM", "mkl"),
+        ("SOFTPROMPT_MKL", "/nonexistent/mkl"),
+    ];
+    common::run_child_test("rust_api_gemm_child", &env);
+}
+
+/// The child of `the_rust_api_refuses_a_softprompt_gemm_that_does_not_load`; run alone, it
+/// has nothing to check.
+#[test]
+#[ignore = "run by the_rust_api_refuses_a_softprompt_gemm_that_does_not_load"]
+fn rust_api_gemm_child() {
+    if std::env::var("SOFTPROMPT_MKL").as_deref() != Ok("/nonexistent/mkl") {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bert_mlm");
+    let reference = dir.join("ref_pet_text.safetensors");
+    let needles = ["SOFTPROMPT_GEMM", "SOFTPROMPT_MKL=/nonexistent/mkl"];
+    let err = softprompt::Model::open(&dir, softprompt::Device::Cpu)
+        .err()
+        .expect("Model::open ran without MKL")
+        .to_string();
+    assert!(needles.iter().all(|n| err.contains(n)), "{err}");
+    let err = softprompt::parity(&dir, &reference, softprompt::Device::Cpu, None)
+        .expect_err("parity ran without MKL")
+        .to_string();
+    assert!(needles.iter().all(|n| err.contains(n)), "{err}");
+    // a bad value of any other variable too, as the command line refuses it
+    std::env::remove_var("SOFTPROMPT_GEMM");
+    std::env::set_var("SOFTPROMPT_SIMD", "sse9");
+    let err = softprompt::Model::open(&dir, softprompt::Device::Cpu)
+        .err()
+        .expect("Model::open ran under SOFTPROMPT_SIMD=sse9")
+        .to_string();
+    assert!(err.contains("SOFTPROMPT_SIMD"), "{err}");
+}
+
 /// Without `--gemm` or `SOFTPROMPT_GEMM`: MKL on an Intel CPU where it loads (bench/README.md:
 /// faster than the gemm crate on the Intel Xeon measured), else the gemm crate (MKL measured
 /// slower on the AMD EPYC), whatever is installed.

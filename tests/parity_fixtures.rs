@@ -267,7 +267,9 @@ fn binary_parity_rejects_unknown_precision() {
     );
 }
 
-/// The CPU computes in float32 whatever `--precision` says, and passes at float32's 1e-4.
+/// The CPU computes in float32 whatever `--precision` says, and passes at float32's 1e-4;
+/// given bf16 or mixed, it says so on stderr (it was silent: a user asking for bf16 on the
+/// CPU never learnt the run was float32).
 #[test]
 fn binary_parity_on_cpu_takes_any_precision() {
     for precision in ["bf16", "f32", "mixed"] {
@@ -278,7 +280,16 @@ fn binary_parity_on_cpu_takes_any_precision() {
         );
         assert_eq!(code, 0, "{stdout}{stderr}");
         assert!(stdout.contains("1e-4"), "{stdout}");
+        let warned = format!(
+            "warning: --precision {precision} applies on cuda and emu: the CPU computes in float32"
+        );
+        assert_eq!(stderr.contains(&warned), precision != "f32", "{stderr}");
     }
+    // not given: no warning
+    let (code, stdout, stderr) =
+        run_parity_binary("t5_v1_0", "t5_v1_0/ref_seq2seq_text.safetensors", &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(!stderr.contains("--precision"), "{stderr}");
 }
 
 /// Older BERT checkpoints spell LayerNorm parameters `gamma`/`beta` and may store the tied

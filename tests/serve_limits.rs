@@ -376,6 +376,10 @@ fn scores_that_are_not_finite_name_the_prompt_and_the_text() {
         1.0,
         "{text}"
     );
+    // the batch gathered 4 rows; the 2 of the failed request were not predicted (they were
+    // counted as predicted, and their tokens in tokens/s: hostile pass 16, F5)
+    assert_eq!(metric(&text, "softprompt_batch_rows_sum"), 4.0, "{text}");
+    assert_eq!(metric(&text, "softprompt_rows_total"), 2.0, "{text}");
     assert_eq!(server.terminate(), 0);
 }
 

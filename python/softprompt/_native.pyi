@@ -260,9 +260,9 @@ class Model:
         max_new_tokens: int = 32,
         prompt_placement: str = "tokens",
     ) -> List[Dict[str, Any]]:
-        """Greedy generation on a decoder-only model: {"text", "ids", "logprob", "truncated"}
-        per text (truncated: the text was cut to the task's max_len). Ctrl-C stops it after
-        the token under way (KeyboardInterrupt); during the last token, it finishes but still
+        """Greedy generation on a decoder-only model: {"output", "text", "ids", "logprob",
+        "truncated"} per text (output and text: the generated text; truncated: the input text
+        was cut to the task's max_len). Ctrl-C stops it after the token under way (KeyboardInterrupt); during the last token, it finishes but still
         raises KeyboardInterrupt, the result discarded."""
     def save_prompt(
         self, dir: StrPath, prompt: Prompt, task: Task, overwrite: bool = False

@@ -100,10 +100,14 @@ fn os_fields<'e>(e: &'e Error, class: &str) -> Option<(&'e std::ffi::OsStr, Opti
 /// The engine's advice names the Rust API's calls (`Model::new_prompt`) and the command
 /// line's flag beside them: from Python, the same calls are `Model.new_prompt`.
 pub fn python_words(msg: &str) -> String {
-    const CALLS: [(&str, &str); 3] = [
+    const CALLS: [(&str, &str); 4] = [
         (
             "Prompt::set_model (the command line: --model)",
             "Prompt.set_model",
+        ),
+        (
+            "pass overwrite (SaveOptions { overwrite: true })",
+            "pass overwrite=True",
         ),
         ("Prompt::", "Prompt."),
         ("Model::", "Model."),

@@ -452,7 +452,8 @@ impl PyModel {
     }
 
     /// Greedy generation behind the prompt on a decoder-only model: one
-    /// `{"text", "ids", "logprob"}` per text. `prompt_placement`: tokens (each row as alone)
+    /// `{"output", "text", "ids", "logprob", "truncated"}` per text (output and text: the
+    /// generated text). `prompt_placement`: tokens (each row as alone)
     /// or peft (PEFT's placement before the padding). Ctrl-C stops it after the token under
     /// way and raises KeyboardInterrupt; during the last token, it finishes but still raises
     /// KeyboardInterrupt, the result discarded.
@@ -476,6 +477,9 @@ impl PyModel {
         let list = PyList::empty(py);
         for g in gens {
             let d = PyDict::new(py);
+            // "output" as `softprompt generate` and predict's greedy rows say it; "text" as
+            // earlier releases said it
+            d.set_item("output", &g.text)?;
             d.set_item("text", g.text)?;
             d.set_item("ids", g.ids)?;
             d.set_item("logprob", g.logprob)?;

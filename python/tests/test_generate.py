@@ -21,6 +21,8 @@ def test_generate_equals_the_command_line(cli, tmp_path):
     assert [g["ids"] for g in ours] == [t["ids"] for t in theirs]
     assert [g["logprob"] for g in ours] == [t["logprob"] for t in theirs]
     assert [g["text"] for g in ours] == [t["output"] for t in theirs]
+    # the command line's key too
+    assert [g["output"] for g in ours] == [t["output"] for t in theirs]
     assert all(len(g["ids"]) <= 5 for g in ours)
 
 

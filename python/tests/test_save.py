@@ -14,8 +14,11 @@ def test_save_prompt_refuses_a_saved_folder_unless_overwrite(tmp_path):
     model.save_prompt(tmp_path / "p", first, task)
     before = (tmp_path / "p" / "adapter_model.safetensors").read_bytes()
     second = model.new_prompt(task, prompt_len=4, seed=2)
-    with pytest.raises(sp.BadFile, match="holds a saved prompt"):
+    with pytest.raises(sp.BadFile, match="holds a saved prompt") as refused:
         model.save_prompt(tmp_path / "p", second, task)
+    # the advice names the keyword, not the Rust API's SaveOptions
+    assert "pass overwrite=True to replace it" in str(refused.value), refused.value
+    assert "SaveOptions" not in str(refused.value)
     assert (tmp_path / "p" / "adapter_model.safetensors").read_bytes() == before
     model.save_prompt(tmp_path / "p", second, task, overwrite=True)
     assert (sp.Prompt.load(tmp_path / "p").values == second.values).all()

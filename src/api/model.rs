@@ -96,7 +96,9 @@ impl Model {
     /// Loads the folder `dir` (config.json, the safetensors weights, tokenizer.json) onto
     /// `device`: `Device::Cpu`, `Device::Cuda(ordinal, precision)` or, in a build with the
     /// `emu` feature, `Device::Emu(precision)`. `Device::parse("cuda:0", "bf16")` reads the
-    /// command line's forms.
+    /// command line's forms. The environment's variables are checked first, as the command
+    /// line checks them (docs/rust.md, "Environment"): a `SOFTPROMPT_GEMM` whose library does
+    /// not load is an error naming it.
     ///
     /// ```
     /// use softprompt::prelude::*;
@@ -107,6 +109,7 @@ impl Model {
     /// ```
     pub fn open(dir: impl AsRef<Path>, device: DeviceKind) -> Result<Model> {
         let dir = dir.as_ref();
+        crate::cpu::threads::check_process()?;
         let engine = match device {
             DeviceKind::Cpu => {
                 let be = CpuBackend::<f32>::new();

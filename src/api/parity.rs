@@ -12,6 +12,7 @@ use std::path::Path;
 /// Runs the reference file's batch through the model in `model_dir` on `device` and compares
 /// every tensor the engine produces with PyTorch's, at `tol` (default: 1e-4 in float32, 2e-2
 /// in bf16 and mixed), as `softprompt parity` does. `report.passed()` says whether all did.
+/// The environment's variables are checked first, as [`crate::Model::open`] checks them.
 ///
 /// ```
 /// let dir = std::path::Path::new("tests/fixtures/bert_mlm");
@@ -26,6 +27,7 @@ pub fn parity(
     device: DeviceKind,
     tol: Option<f64>,
 ) -> Result<ParityReport> {
+    crate::cpu::threads::check_process()?;
     let reference = Reference::read(reference_file.as_ref())?;
     let tol = tol.unwrap_or(device.default_tol());
     let dir = model_dir.as_ref();

@@ -54,7 +54,7 @@ pub fn run(args: Args) -> i32 {
     let (kind, w) = match parsed {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return 2;
         }
     };

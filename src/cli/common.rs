@@ -16,9 +16,9 @@ pub struct DeviceArgs {
     pub device: String,
     /// Weights and activations on cuda and emu: bf16; f32 (float32 kernels and GEMMs, for
     /// exact checks); or mixed (bf16 weights, float32 activations: ReLU masks as in float32). The
-    /// CPU always computes in float32
-    #[arg(long, default_value = "bf16")]
-    pub precision: String,
+    /// CPU always computes in float32 (it warns when given another). Default: bf16
+    #[arg(long)]
+    pub precision: Option<String>,
     /// CPU threads (0: all cores); the same count on the same CPU gives bit-identical results
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -34,9 +34,23 @@ impl DeviceArgs {
     /// Parses the device, then sets up the CPU: the environment checked, the thread pool
     /// sized, the GEMM path chosen, in that order (cpu/threads.rs).
     pub fn setup(&self) -> Result<DeviceKind> {
-        let kind = DeviceKind::parse(&self.device, &self.precision)?;
+        let kind = DeviceKind::parse(&self.device, self.precision())?;
         softprompt::internals::cpu::threads::setup(self.threads, self.gemm.as_deref())?;
+        warn_cpu_precision(kind, self.precision.as_deref());
         Ok(kind)
+    }
+
+    /// `--precision`, or its default.
+    pub fn precision(&self) -> &str {
+        self.precision.as_deref().unwrap_or("bf16")
+    }
+}
+
+/// `--precision bf16` (or mixed) given with `--device cpu` was taken without a word, and the
+/// run computed in float32: it still runs, saying so.
+pub fn warn_cpu_precision(kind: DeviceKind, given: Option<&str>) {
+    if let (DeviceKind::Cpu, Some(p)) = (kind, given.filter(|&p| p != "f32")) {
+        errln!("warning: --precision {p} applies on cuda and emu: the CPU computes in float32");
     }
 }
 
@@ -315,7 +329,7 @@ pub fn as_flags(e: Error) -> Error {
 /// allowed, but a user who meant an end token would not otherwise know.
 pub fn warn_eos_missing<'a>(model: &Model, tasks: impl IntoIterator<Item = &'a Task>) {
     if tasks.into_iter().any(Task::eos_missing) {
-        eprintln!(
+        errln!(
             "warning: {} has no eos_token_id: --target-end eos (the default) ends each causal \
              target with no token and generation stops only at its length bound; pass \
              --target-end none to say so and silence this, or --target-end pad",
@@ -324,10 +338,31 @@ pub fn warn_eos_missing<'a>(model: &Model, tasks: impl IntoIterator<Item = &'a T
     }
 }
 
+/// A split's line: "N rows, M truncated to K tokens", and ", C targets cut to L" when
+/// targets were cut (--max-target-len: every split says so, the train split too, where it
+/// said nothing).
+pub fn rows_line(enc: &softprompt::Encoded, spec: &softprompt::TaskSpec) -> String {
+    format!(
+        "{} rows, {} truncated to {} tokens{}",
+        enc.rows.len(),
+        enc.truncated,
+        spec.max_len,
+        targets_cut(enc, spec)
+    )
+}
+
+/// ", C targets cut to L" when C > 0, else nothing.
+pub fn targets_cut(enc: &softprompt::Encoded, spec: &softprompt::TaskSpec) -> String {
+    match enc.truncated_targets {
+        0 => String::new(),
+        n => format!(", {n} targets cut to {}", spec.max_target_len),
+    }
+}
+
 /// Prints an error the way every subcommand does, and gives the exit code.
 pub fn fail(e: Error) -> i32 {
     let e = as_flags(e);
-    eprintln!("error: {e}");
+    errln!("error: {e}");
     match e {
         // what the user handed us (flags, files, models) is at fault
         Error::Arg { .. }
@@ -378,9 +413,10 @@ pub struct WorkloadArgs {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Weights and activations on cuda and emu: bf16, f32 (float32 kernels and GEMMs), or
-    /// mixed (bf16 weights, float32 activations)
-    #[arg(long, default_value = "bf16")]
-    pub precision: String,
+    /// mixed (bf16 weights, float32 activations); the CPU computes in float32 (it warns when
+    /// given another). Default: bf16
+    #[arg(long)]
+    pub precision: Option<String>,
     /// none (keep nonlinear state), mlp (none, less a decoder's gated-MLP up branch, recomputed
     /// in backward: Llama family), mlp:K (mlp in the first K layers only, K from 1 to the
     /// model's layer count) or layer (keep layer inputs, recompute each layer in
@@ -414,7 +450,10 @@ impl WorkloadArgs {
             objective: self.objective.clone().unwrap_or_else(|| "pet".into()),
             method: self.method.method()?,
         };
-        Ok((DeviceKind::parse(&self.device, &self.precision)?, w))
+        let given = self.precision.as_deref();
+        let kind = DeviceKind::parse(&self.device, given.unwrap_or("bf16"))?;
+        warn_cpu_precision(kind, given);
+        Ok((kind, w))
     }
 
     /// A flag the preset's task does not read is refused (a T5 or decoder run given

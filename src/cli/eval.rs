@@ -1,6 +1,7 @@
 //! `softprompt eval`: accuracy and macro-F1 of a saved prompt on a labelled file.
 
-use super::common::{fail, warn_eos_missing, DataArgs, DeviceArgs, TaskArgs};
+use super::common::{fail, targets_cut, warn_eos_missing, DataArgs, DeviceArgs, TaskArgs};
+use super::rows_bar::scoring;
 use softprompt::{Dataset, Model, Prompt, Result, Task};
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,9 @@ pub struct Args {
     pub json: bool,
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// no progress bar (it is drawn on stderr only while that is a terminal)
+    #[arg(long)]
+    pub no_progress: bool,
     #[command(flatten)]
     pub fields: DataArgs,
     #[command(flatten)]
@@ -56,39 +60,39 @@ pub fn load(
     let opts = task_args.options()?;
     let mut prompt = Prompt::load(prompt_dir)?;
     if let Some(warning) = prompt.load_warning() {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     let model_dir = match model_flag {
         Some(m) => m.to_path_buf(),
         None => {
             let (dir, note) = prompt.model_dir_noted()?;
             if let Some(note) = note {
-                eprintln!("note: {note}");
+                errln!("note: {note}");
             }
             dir
         }
     };
     let model = Model::open(&model_dir, kind)?;
     if let Some(warning) = prompt.check_arch(&model, model_flag.is_some())? {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     if model_flag.is_some() {
         // the model named on purpose, as for the architecture: a warning, not a refusal
         if let Some(warning) = prompt.set_model(&model) {
-            eprintln!("warning: {warning}: running it on the --model given");
+            errln!("warning: {warning}: running it on the --model given");
         }
     }
     let task = model.task_for(&prompt, &opts, data)?;
     if let Some(warning) = task.warning() {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     warn_eos_missing(&model, [&task]);
     for line in task.overrides(&prompt) {
-        eprintln!("note: {line}");
+        errln!("note: {line}");
     }
     if prompt.saved_task().is_none() {
         let spec = task.spec();
-        eprintln!(
+        errln!(
             "note: {} has no task.json (a PEFT folder?): task {}, template {:?}, labels {:?}{}",
             prompt_dir.display(),
             spec.kind.name(),
@@ -118,21 +122,29 @@ fn eval(a: &Args) -> Result<()> {
         Some(&data),
     )?;
     let enc = l.model.encode(&l.task, &data)?;
-    let (m, _) = (l.model.evaluate(&l.task, &l.prompt, &enc, a.batch_size))
-        .map_err(|e| super::common::at_line(e, &data))?;
+    let scored = scoring(enc.rows.len(), !a.no_progress, |on_batch, stop| {
+        (l.model).evaluate_until(&l.task, &l.prompt, &enc, a.batch_size, on_batch, stop)
+    });
+    let (m, _) = scored.map_err(|e| super::common::at_line(e, &data))?;
     if a.json {
         outln!("{}", m.to_json());
         let to = format!("{} tokens", l.task.spec().max_len);
         super::predict::warn_truncated(enc.truncated, enc.rows.len(), &to);
+        let cut = enc.truncated_targets;
+        if cut > 0 {
+            let to = l.task.spec().max_target_len;
+            errln!("warning: {cut} gold targets cut to {to} tokens (--max-target-len)");
+        }
     } else {
         outln!(
-            "{}: accuracy {:.4} macro-F1 {:.4} ({} examples, {} truncated to {} tokens)",
+            "{}: accuracy {:.4} macro-F1 {:.4} ({} examples, {} truncated to {} tokens{})",
             a.data.display(),
             m.accuracy,
             m.macro_f1,
             m.examples,
             enc.truncated,
-            l.task.spec().max_len
+            l.task.spec().max_len,
+            targets_cut(&enc, l.task.spec())
         );
     }
     Ok(())

@@ -17,7 +17,7 @@ pub fn run(args: Args) -> i32 {
     match inspect(&args) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             2
         }
     }
@@ -77,7 +77,7 @@ fn inspect_prompt(args: &Args) -> softprompt::Result<()> {
     // placement checked: an unknown one was printed as if it were one
     let saved = softprompt::internals::train::checkpoint::load_prompt_dir(&args.path)?;
     if let Some(warning) = &saved.warning {
-        eprintln!("warning: {warning}");
+        errln!("warning: {warning}");
     }
     let p = saved.prompt;
     if let Some(cfg) = &p.layout.config {

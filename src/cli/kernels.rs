@@ -44,7 +44,7 @@ pub fn run(args: Args) -> i32 {
         return super::common::fail(e);
     }
     if !nvrtc::nvrtc_present() {
-        eprintln!(
+        errln!(
             "error: NVRTC not found: put the folder of libnvrtc.so.13 (the nvidia-cuda-nvrtc wheel's \
              nvidia/cu13/lib) on LD_LIBRARY_PATH (scripts/nvrtc_check.sh does this)"
         );
@@ -56,7 +56,7 @@ pub fn run(args: Args) -> i32 {
     let report = match nvrtc::resource_report(&args.arch) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return 1;
         }
     };
@@ -108,7 +108,7 @@ pub fn run(args: Args) -> i32 {
         }
         0
     } else {
-        eprintln!("error: register spills in {spilled:?}");
+        errln!("error: register spills in {spilled:?}");
         1
     }
 }

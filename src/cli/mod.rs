@@ -25,6 +25,7 @@ mod parity;
 mod predict;
 mod predict_mixed;
 mod profile;
+mod rows_bar;
 #[cfg(feature = "serve")]
 mod serve;
 mod signals;
@@ -86,12 +87,12 @@ pub fn run(cli: Cli) -> i32 {
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::run(*args),
     };
-    // output that could not be written (a full disk behind `> file`) is a failure; a reader
-    // that went away (`| head`) is not
+    // output that could not be written (a full disk behind `> file`) is a failure of its
+    // file, as an --output file's is (2); a reader that went away (`| head`) is not
     match softprompt::internals::stdout::take_error() {
         Some(e) => {
-            eprintln!("error: writing to stdout: {e}");
-            code.max(1)
+            errln!("error: writing to stdout: {e}");
+            code.max(2)
         }
         None => code,
     }

@@ -20,9 +20,10 @@ pub struct Args {
     /// GEMMs on bf16 tensor cores with split operands: the engine that reproduces float32
     /// references, ReLU and deep models included); bf16 (the bf16 engine, whose prompt
     /// gradient moves by several percent on ReLU and deep models, kernels/PRECISION.md); or
-    /// f32 (float32 kernels and GEMMs: the whole CUDA path checked at float32's 1e-4)
-    #[arg(long, default_value = "mixed")]
-    precision: String,
+    /// f32 (float32 kernels and GEMMs: the whole CUDA path checked at float32's 1e-4). The CPU
+    /// computes in float32 (it warns when given another). Default: mixed
+    #[arg(long)]
+    precision: Option<String>,
     /// Relative L2 tolerance (default 1e-4 in float32, on the CPU or with --precision f32;
     /// 2e-2 with bf16 weights, --precision bf16 or mixed, on cuda/emu)
     #[arg(long)]
@@ -49,12 +50,15 @@ pub fn run(args: Args) -> i32 {
     // the environment checked and the GEMM path chosen as every command does: a
     // SOFTPROMPT_GEMM that does not load ran the gemm crate and passed
     let prepared = softprompt::internals::cpu::threads::setup(0, None)
-        .and_then(|()| DeviceKind::parse(&args.device, &args.precision))
+        .and_then(|()| {
+            DeviceKind::parse(&args.device, args.precision.as_deref().unwrap_or("mixed"))
+        })
+        .inspect(|&kind| super::common::warn_cpu_precision(kind, args.precision.as_deref()))
         .and_then(|kind| Reference::read(&args.reference).map(|r| (kind, r)));
     let (kind, reference) = match prepared {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return 2;
         }
     };
@@ -88,7 +92,7 @@ pub fn run(args: Args) -> i32 {
             }
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             2
         }
     }

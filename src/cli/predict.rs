@@ -4,10 +4,10 @@
 
 use super::common::{fail, DataArgs, DeviceArgs, TaskArgs};
 use super::eval::load;
+use super::rows_bar::scoring;
 use crate::prediction_json::prediction_json;
 use serde_json::{json, Map, Value};
 use softprompt::{Error, Example, Model, Prediction, Result, Row};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
@@ -37,6 +37,9 @@ pub struct Args {
     pub(super) overwrite: bool,
     #[arg(long, default_value_t = 64)]
     pub(super) batch_size: usize,
+    /// no progress bar (it is drawn on stderr only while that is a terminal)
+    #[arg(long)]
+    pub(super) no_progress: bool,
     #[command(flatten)]
     pub(super) fields: DataArgs,
     #[command(flatten)]
@@ -156,8 +159,10 @@ fn predict(a: &Args) -> Result<()> {
     // predictions need no gold labels (and an unknown one must not stop them)
     data.examples.iter_mut().for_each(|e| e.label = None);
     let enc = l.model.encode(&l.task, &data)?;
-    let preds = (l.model.predict(&l.task, &l.prompt, &enc, a.batch_size))
-        .map_err(|e| super::common::at_line(e, &data))?;
+    let scored = scoring(enc.rows.len(), !a.no_progress, |on_batch, stop| {
+        (l.model).predict_until(&l.task, &l.prompt, &enc, a.batch_size, on_batch, stop)
+    });
+    let preds = scored.map_err(|e| super::common::at_line(e, &data))?;
     let mut out = String::new();
     for ((ex, row), p) in data.examples.iter().zip(&enc.rows).zip(&preds) {
         let obj = row_json(&l.model, l.task.labels(), ex, row, p)?;
@@ -201,18 +206,17 @@ pub(super) fn write_predictions(
             // again: the file may have appeared while the rows were scored
             check_not_there(path, a.overwrite)?;
             softprompt::internals::fsutil::write_atomic(path, out.as_bytes())?;
-            eprintln!(
+            errln!(
                 "wrote {n} predictions to {} ({cut} truncated to {to})",
                 path.display()
             );
         }
-        None => match std::io::stdout().write_all(out.as_bytes()) {
-            // a closed pipe (`| head`) is the reader's choice, not an error
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                return Err(Error::io("stdout", e))
-            }
-            _ => warn_truncated(cut, n, to),
-        },
+        // a closed pipe (`| head`) is the reader's choice, not an error; any other failure
+        // (a full disk behind `> file`) is reported as every command's is (`cli::run`)
+        None => {
+            out!("{out}");
+            warn_truncated(cut, n, to);
+        }
     }
     Ok(())
 }
@@ -221,6 +225,6 @@ pub(super) fn write_predictions(
 /// first tokens), for output that has no room for the count (stdout, `--json`).
 pub(super) fn warn_truncated(cut: usize, n: usize, to: &str) {
     if cut > 0 {
-        eprintln!("warning: {cut} of {n} texts truncated to {to} (--max-len)");
+        errln!("warning: {cut} of {n} texts truncated to {to} (--max-len)");
     }
 }

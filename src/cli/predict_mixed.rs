@@ -150,15 +150,15 @@ fn load_jobs(
     for (j, ((name, dir), mut prompt)) in pairs.iter().zip(prompts).enumerate() {
         let tag = |e| of_prompt(name, dir, e);
         if let Some(warning) = prompt.load_warning() {
-            eprintln!("warning: --prompt {name}: {warning}");
+            errln!("warning: --prompt {name}: {warning}");
         }
         if let Some(warning) = prompt.check_arch(&model, a.model.is_some()).map_err(tag)? {
-            eprintln!("warning: --prompt {name}={}: {warning}", dir.display());
+            errln!("warning: --prompt {name}={}: {warning}", dir.display());
         }
         // the model named on purpose, as for the architecture: a warning, not a refusal
         let other = a.model.as_ref().and_then(|_| prompt.set_model(&model));
         if let Some(warning) = other {
-            eprintln!(
+            errln!(
                 "warning: --prompt {name}={}: {warning}: running it on the --model given",
                 dir.display()
             );
@@ -166,7 +166,7 @@ fn load_jobs(
         let rows = subset(data, job_of, j);
         let task = model.task_for(&prompt, &opts, Some(&rows)).map_err(tag)?;
         if let Some(warning) = task.warning() {
-            eprintln!("warning: --prompt {name}: {warning}");
+            errln!("warning: --prompt {name}: {warning}");
         }
         jobs.push(Job {
             name: name.clone(),
@@ -185,7 +185,7 @@ fn same_model(pairs: &[(String, PathBuf)], prompts: &[Prompt]) -> Result<PathBuf
     for ((name, prompt_dir), prompt) in pairs.iter().zip(prompts) {
         let (dir, note) = (prompt.model_dir_noted()).map_err(|e| of_prompt(name, prompt_dir, e))?;
         if let Some(note) = note {
-            eprintln!("note: --prompt {name}: {note}");
+            errln!("note: --prompt {name}: {note}");
         }
         let key = dir.canonicalize().unwrap_or_else(|_| dir.clone());
         match &found {

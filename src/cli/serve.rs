@@ -126,7 +126,7 @@ fn settings(a: Args) -> Result<Settings> {
                 ..a.device.clone()
             };
             cpu.setup()?;
-            DeviceChoice::Auto(a.device.precision.parse()?)
+            DeviceChoice::Auto(a.device.precision().parse()?)
         }
         _ => DeviceChoice::Given(a.device.setup()?),
     };

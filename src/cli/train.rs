@@ -1,7 +1,9 @@
 //! `softprompt train`: trains a prompt (and the `cls` head) on a data file, evaluating on a
 //! dev split as it goes, and writes the prompt, task.json, metrics and checkpoint into --out.
 
-use super::common::{as_flags, fail, warn_eos_missing, DataArgs, DeviceArgs, MethodArgs, TaskArgs};
+use super::common::{
+    as_flags, fail, rows_line, warn_eos_missing, DataArgs, DeviceArgs, MethodArgs, TaskArgs,
+};
 use softprompt::internals::train::outdir;
 use softprompt::{
     ConsoleProgress, Encoded, Error, Model, OptimConfig, OptimKind, PromptInit, Recompute, Result,
@@ -151,13 +153,13 @@ pub fn run(args: Args) -> i32 {
     match train(&args) {
         // a signal during the last step or the final scoring: the run ended all the same
         Ok(()) if stopped() => {
-            eprintln!("interrupted: the run had ended; everything it writes is saved");
+            errln!("interrupted: the run had ended; everything it writes is saved");
             end_by_signal()
         }
         Ok(()) => 0,
         // a signal's stop: the message says where the checkpoint is and how to go on
         Err(Error::Interrupted(msg)) => {
-            eprintln!("interrupted: {msg} (--resume)");
+            errln!("interrupted: {msg} (--resume)");
             end_by_signal()
         }
         Err(e) => fail(e),
@@ -203,20 +205,9 @@ fn encode_split(task: &Task, model: &Model, a: &Args, path: &Path, name: &str) -
     let data = a.data.load_among(path, &data_files(a), true)?;
     let enc = model.encode(task, &data)?;
     outln!(
-        "{name:<5} {}: {} rows, {} truncated to {} tokens{}",
+        "{name:<5} {}: {}",
         path.display(),
-        enc.rows.len(),
-        enc.truncated,
-        task.spec().max_len,
-        if enc.truncated_targets > 0 {
-            format!(
-                ", {} targets cut to {}",
-                enc.truncated_targets,
-                task.spec().max_target_len
-            )
-        } else {
-            String::new()
-        }
+        rows_line(&enc, task.spec())
     );
     Ok(enc)
 }
@@ -330,11 +321,9 @@ fn train(a: &Args) -> Result<()> {
     );
     let train_enc = model.encode(&task, &train_data)?;
     outln!(
-        "train {}: {} rows, {} truncated to {} tokens",
+        "train {}: {}",
         train_path.display(),
-        train_enc.rows.len(),
-        train_enc.truncated,
-        task.spec().max_len
+        rows_line(&train_enc, task.spec())
     );
     let dev = a
         .dev
@@ -348,7 +337,7 @@ fn train(a: &Args) -> Result<()> {
         .transpose()?;
     let cfg = train_config(a)?;
     if matches!(cfg.init, PromptInit::ClassLabels { .. }) && task.labels().len() > a.prompt_len {
-        eprintln!(
+        errln!(
             "warning: --init class-labels: {} labels but --prompt-len {}: the labels {:?} get no prompt row",
             task.labels().len(),
             a.prompt_len,

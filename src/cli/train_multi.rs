@@ -6,7 +6,7 @@
 //! included.
 
 use super::{data_files, describe, on_device, prompt_init, train_config_with, Args};
-use crate::cli::common::{as_flags, warn_eos_missing, MethodArgs, TaskArgs};
+use crate::cli::common::{as_flags, rows_line, warn_eos_missing, MethodArgs, TaskArgs};
 use serde_json::Value;
 use softprompt::internals::train::{multitask, outdir};
 use softprompt::{
@@ -529,11 +529,9 @@ fn encode_task(model: &Model, a: &Args, t: TaskInput) -> Result<EncodedTask> {
         let Some(d) = d else { return Ok(None) };
         let e = model.encode(&task, &d)?;
         outln!(
-            "  {split:<5} {}: {} rows, {} truncated to {} tokens",
+            "  {split:<5} {}: {}",
             d.path.display(),
-            e.rows.len(),
-            e.truncated,
-            task.spec().max_len
+            rows_line(&e, task.spec())
         );
         Ok(Some(e))
     };

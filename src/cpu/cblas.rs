@@ -87,7 +87,7 @@ pub fn usable_or_warn() -> bool {
         Ok(_) => true,
         Err(LoadError::NotFound(_)) => false,
         Err(LoadError::Unusable(msg)) => {
-            WARNED.call_once(|| eprintln!("warning: {msg}; the CPU's GEMMs run on the gemm crate"));
+            WARNED.call_once(|| errln!("warning: {msg}; the CPU's GEMMs run on the gemm crate"));
             false
         }
     }

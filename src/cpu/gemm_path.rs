@@ -130,6 +130,11 @@ pub fn choose(flag: Option<&str>) -> Result<()> {
     select(path, source)
 }
 
+/// Whether this process's path is fixed: chosen by `select`, or by its first GEMM.
+pub fn is_chosen() -> bool {
+    SELECTED.get().is_some()
+}
+
 /// The path in use: the one `select` set, else `SOFTPROMPT_GEMM` when it names one that
 /// loads (a bad value is refused at start, by `choose`), else the automatic choice.
 pub fn selected() -> GemmPath {

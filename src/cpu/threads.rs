@@ -74,6 +74,21 @@ pub fn setup(threads: usize, gemm: Option<&str>) -> Result<()> {
     gemm_path::choose(gemm)
 }
 
+/// What every engine call that computes checks first when the process's setup (`setup`,
+/// which the command line and the Python package run) may not have run, as for a Rust
+/// program that only calls `Model::open` or `parity`: every environment variable checked,
+/// and the GEMM path chosen as `SOFTPROMPT_GEMM` asks, once per process (a `--gemm` chosen
+/// before stands; a `SOFTPROMPT_GEMM` whose library does not load is an error naming it,
+/// where it silently ran the gemm crate). The pool is left as the program sized it.
+pub fn check_process() -> Result<()> {
+    watch_fork();
+    crate::env::check()?;
+    if gemm_path::is_chosen() {
+        return Ok(());
+    }
+    gemm_path::choose(None)
+}
+
 // fork(): the child of a process whose pool had started holds rayon's global pool without
 // its threads (only the forking thread survives), so the first parallel op waited for ever
 // (Python's multiprocessing forked by default on Linux before 3.14). The child runs its work

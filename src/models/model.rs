@@ -50,7 +50,7 @@ impl<B: Backend> Model<B> {
         // as transformers does, a config with fewer layers than the weights loads the first
         // ones and says so (its "Some weights of the model checkpoint ... were not used")
         for w in unused_layers(&cfg, store.names()) {
-            eprintln!("warning: {}: {w}", dir.join("config.json").display());
+            errln!("warning: {}: {w}", dir.join("config.json").display());
         }
         Self::from_config(be, &store, cfg)
     }

@@ -78,7 +78,7 @@ pub async fn serve(
             Err(e) => {
                 // out of file descriptors, or a connection reset before it was taken: the
                 // listener itself is fine, so wait a little rather than spin
-                eprintln!("note: accepting a connection failed: {e}");
+                errln!("note: accepting a connection failed: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -113,7 +113,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    eprintln!("shutting down: no new connections; finishing the requests in flight");
+    errln!("shutting down: no new connections; finishing the requests in flight");
     // before the connections hear of the stop: each then reads its stream's end at once
     stopping.store(true, Ordering::Release);
     let _ = stop_tx.send(true);
@@ -132,7 +132,7 @@ pub async fn serve(
             stop_tx.receiver_count()
         ))),
     }
-    eprintln!("stopped: every request in flight was answered");
+    errln!("stopped: every request in flight was answered");
     Ok(())
 }
 

@@ -126,14 +126,22 @@ impl Metrics {
         self.with(|m| m.queue_seconds.observe(waited.as_secs_f64()));
     }
 
-    /// One engine batch: its rows, their real tokens, and the engine's time on it.
-    pub fn batch(&self, rows: usize, tokens: usize, took: Duration) {
+    /// One batch the batcher gathered: its rows, and the engine's time on it (its passes of
+    /// at most --max-batch rows, and a failed batch's runs a request at a time).
+    pub fn batch(&self, rows: usize, took: Duration) {
         self.with(|m| {
             m.batch_rows.observe(rows as f64);
             m.batches += 1;
+            m.engine_seconds += took.as_secs_f64();
+        });
+    }
+
+    /// The rows of a batch's requests that were answered, and their real tokens (a failed
+    /// request's rows were counted as predicted).
+    pub fn predicted(&self, rows: usize, tokens: usize) {
+        self.with(|m| {
             m.rows += rows as u64;
             m.tokens += tokens as u64;
-            m.engine_seconds += took.as_secs_f64();
         });
     }
 
@@ -188,7 +196,7 @@ impl Metrics {
                 (
                     &m.batch_rows,
                     "softprompt_batch_rows",
-                    "Rows (texts) per engine batch.",
+                    "Rows (texts) per batch: the requests gathered in one window, run in engine passes of at most --max-batch rows (a request of more texts runs alone).",
                 ),
                 (
                     &m.queue_seconds,
@@ -218,13 +226,13 @@ impl Metrics {
                 (
                     "softprompt_rows_total",
                     "counter",
-                    "Rows (texts) predicted.",
+                    "Rows (texts) predicted: those of the requests answered.",
                     m.rows as f64,
                 ),
                 (
                     "softprompt_tokens_total",
                     "counter",
-                    "Real tokens predicted (prompt rows not counted).",
+                    "Real tokens predicted, of the requests answered (prompt rows not counted).",
                     m.tokens as f64,
                 ),
                 (
@@ -278,7 +286,8 @@ mod tests {
     fn histogram_buckets_are_cumulative() {
         let m = Metrics::new();
         for rows in [1, 3, 3, 1000] {
-            m.batch(rows, 10 * rows, Duration::from_millis(250));
+            m.batch(rows, Duration::from_millis(250));
+            m.predicted(rows, 10 * rows);
         }
         let text = m.render();
         assert!(
@@ -306,6 +315,17 @@ mod tests {
         // 10070 tokens over 4 x 250 ms
         assert!(
             text.contains("softprompt_tokens_per_second 10070\n"),
+            "{text}"
+        );
+        // a batch whose requests all failed: its rows were gathered, none predicted; its
+        // engine time counts
+        m.batch(5, Duration::from_millis(1000));
+        m.predicted(0, 0);
+        let text = m.render();
+        assert!(text.contains("softprompt_batch_rows_sum 1012\n"), "{text}");
+        assert!(text.contains("softprompt_rows_total 1007\n"), "{text}");
+        assert!(
+            text.contains("softprompt_tokens_per_second 5035\n"),
             "{text}"
         );
     }

@@ -106,7 +106,7 @@ pub struct Settings {
 pub fn run(s: Settings) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     let engine = worker::start(&s, metrics.clone())?;
-    eprintln!(
+    errln!(
         "serving {} prompt(s) on {} with {} on {} (batches of up to {} rows, window {} ms, {})",
         engine.catalog.list().len(),
         s.model.display(),

@@ -31,15 +31,15 @@ pub fn run_batch(model: &Model, batch: Vec<Queued>, batch_size: usize, metrics: 
         }
     }
     let rows: usize = ready.iter().map(|(_, r)| r.len()).sum();
-    let tokens: usize = (ready.iter().flat_map(|(_, r)| r))
-        .map(|r| r.ids.len())
-        .sum();
     if rows == 0 {
         return;
     }
+    // the rows and real tokens of the requests answered: a failed request's were not predicted
+    let mut answered = Answered::default();
     match guarded(|| predict_requests(model, &ready, batch_size)) {
         Ok(answers) => {
-            for ((q, _), answer) in ready.into_iter().zip(answers) {
+            for ((q, rs), answer) in ready.into_iter().zip(answers) {
+                answered.add(&rs);
                 let _ = q.job.reply.send(Ok(answer));
             }
         }
@@ -60,12 +60,15 @@ pub fn run_batch(model: &Model, batch: Vec<Queued>, batch_size: usize, metrics: 
                         .ok_or_else(|| ApiError::internal("the engine gave no answer"))
                 });
                 failed += usize::from(answer.is_err());
+                if answer.is_ok() {
+                    answered.add(&item.1);
+                }
                 let _ = item.0.job.reply.send(answer);
             }
             if failed == 0 && !e.by_size {
                 // no request's input was at fault, nor the batch's size: the combined batch
                 // is what failed
-                eprintln!(
+                errln!(
                     "warning: a batch of {requests} requests failed as one but each ran \
                      alone (a bug: please report it): {}",
                     e.msg
@@ -73,7 +76,22 @@ pub fn run_batch(model: &Model, batch: Vec<Queued>, batch_size: usize, metrics: 
             }
         }
     }
-    metrics.batch(rows, tokens, start.elapsed());
+    metrics.batch(rows, start.elapsed());
+    metrics.predicted(answered.rows, answered.tokens);
+}
+
+/// The rows and real tokens of the requests a batch answered.
+#[derive(Default)]
+struct Answered {
+    rows: usize,
+    tokens: usize,
+}
+
+impl Answered {
+    fn add(&mut self, rows: &[Row]) {
+        self.rows += rows.len();
+        self.tokens += rows.iter().map(|r| r.ids.len()).sum::<usize>();
+    }
 }
 
 /// The request's texts as rows of its prompt's task (cut to its max_len, flagged when cut).

@@ -99,7 +99,7 @@ impl Registry {
             .chain(warnings(model, name, path, &entry.task))
             .collect();
         for w in &warnings {
-            eprintln!("warning: {w}");
+            errln!("warning: {w}");
         }
         let spec = entry.task.spec();
         let info = PromptInfo {

@@ -148,7 +148,7 @@ pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
                     if let Some(hold) = hold {
                         // a line on stdin, or the server's exit (`Engine::release`)
                         let _ = hold.recv();
-                        eprintln!("--debug-hold-engine: released");
+                        errln!("--debug-hold-engine: released");
                     }
                     serve_loop(&model, registry, &rx, policy, &metrics, &queue);
                 }
@@ -180,7 +180,7 @@ fn hold(on: bool) -> Result<Option<(Sender<()>, Receiver<()>)>> {
     if !on {
         return Ok(None);
     }
-    eprintln!("--debug-hold-engine: the engine takes no request until a line on stdin");
+    errln!("--debug-hold-engine: the engine takes no request until a line on stdin");
     let (release, held) = std::sync::mpsc::channel();
     let line = release.clone();
     // left blocked on stdin at exit if no line comes: the process ends it
@@ -201,7 +201,7 @@ fn open_model(dir: &Path, device: DeviceChoice) -> Result<Model> {
         DeviceChoice::Auto(precision) => match Model::open(dir, Device::Cuda(0, precision)) {
             Ok(m) => Ok(m),
             Err(e) => {
-                eprintln!("note: --device auto: no GPU to use ({e}); serving on the CPU");
+                errln!("note: --device auto: no GPU to use ({e}); serving on the CPU");
                 Model::open(dir, Device::Cpu)
             }
         },

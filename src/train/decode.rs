@@ -219,14 +219,24 @@ impl Task {
     }
 
     /// A row's prediction from its greedy output: the `ids` and their summed log-probability
-    /// `logp`, its class the label whose target they are (if any).
-    pub(super) fn decoded(&self, ids: Vec<i32>, logp: f32) -> Prediction {
-        let class = self.label_targets.iter().position(|t| *t == ids);
+    /// `logp`, its class the label whose target they are (if any; `matched_ids`).
+    pub fn decoded(&self, ids: Vec<i32>, logp: f32) -> Prediction {
+        let matched = self.matched_ids(&ids);
+        let class = self.label_targets.iter().position(|t| t == matched);
         Prediction {
             class,
             scores: Vec::new(),
             ids,
             score: logp,
+        }
+    }
+
+    /// The part of generated `ids` that is matched against the targets: all of them, less a
+    /// last stop token under `--target-end none` (the targets end with no token there).
+    pub fn matched_ids<'a>(&self, ids: &'a [i32]) -> &'a [i32] {
+        match ids.split_last() {
+            Some((last, head)) if self.unmatched_stops.contains(last) => head,
+            _ => ids,
         }
     }
 

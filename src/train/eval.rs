@@ -103,7 +103,7 @@ pub fn scores(task: &Task, enc: &Encoded, preds: &[Prediction]) -> EvalMetrics {
             let n = ids.len();
             gold.push(*ids.entry(row.target.clone()).or_insert(n));
             let n = ids.len();
-            pred.push(*ids.entry(p.ids.clone()).or_insert(n));
+            pred.push(*ids.entry(task.matched_ids(&p.ids).to_vec()).or_insert(n));
         }
     } else {
         for (row, p) in enc.rows.iter().zip(preds) {

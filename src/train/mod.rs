@@ -102,6 +102,7 @@ pub mod optim;
 pub mod outdir;
 mod prompt_dir;
 pub mod ptuning;
+pub(crate) mod rate_clock;
 pub(crate) mod room;
 pub mod run;
 pub mod save;

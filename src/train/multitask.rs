@@ -23,6 +23,7 @@ use super::model::Model;
 use super::multitask_ckpt::MultiCheckpoint;
 use super::optim::Optimizer;
 use super::outdir::{self, OutLock};
+use super::rate_clock::RateClock;
 use super::save::Best;
 use super::start::{self, Trained};
 use super::step::Params;
@@ -33,7 +34,6 @@ use crate::backend::Backend;
 use crate::error::{BatchSetting, Error, Result};
 use crate::prompt::PromptTable;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// One task of a multi-task run, as the caller hands it: a name (its folder under the output
 /// folder), the task, its splits and its settings (the shape of the numbers: prompt length,
@@ -100,7 +100,8 @@ pub struct MultiTrainer<'a, B: Backend> {
     pub step: u64,
     pub(super) log: MetricsLog,
     pub(super) resumed_at: Option<u64>,
-    pub(super) window_start: Instant,
+    /// each task's rates of its metrics line under way: the steps it timed
+    pub(super) clocks: Vec<RateClock>,
     pub(super) saved_step: Option<u64>,
     pub(super) _lock: OutLock,
 }
@@ -302,7 +303,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
             run,
             log,
             resumed_at,
-            window_start: Instant::now(),
+            clocks: Vec::new(),
             saved_step: resumed_at,
             _lock: lock,
         }

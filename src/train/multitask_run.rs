@@ -25,6 +25,7 @@ use super::metrics::EvalMetrics;
 use super::mixed::{step_mixed, MixJob};
 use super::multitask::{in_task, MultiTrainer, TaskRun};
 use super::multitask_ckpt::MultiCheckpoint;
+use super::rate_clock::RateClock;
 use super::run::kept_test_line;
 use super::save::{checkpoint_tensors, save_kept, Kept};
 use super::step::{Grads, Params};
@@ -226,7 +227,9 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
             self.saved_step = Some(self.step);
             self.log.flush()?;
         }
-        self.window_start = Instant::now();
+        // a resumed run keeps the checkpoint's windows (the losses since each task's last
+        // line); their rates count the steps this process takes
+        self.clocks = self.tasks.iter().map(|_| RateClock::new()).collect();
         let mut early: Vec<bool> = (self.tasks.iter())
             .map(|t| t.state.stopped_early(t.cfg.patience))
             .collect();
@@ -238,13 +241,13 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         while self.tasks.iter().any(|t| t.active()) {
             let infos = self.step()?;
             let mut save = self.run.save_every > 0 && self.step.is_multiple_of(self.run.save_every);
-            let mut logged = false;
             for (i, mut info) in infos {
                 let name = self.task(i)?.name.clone();
                 info.logged = self.log_step(i, &info)?;
-                logged |= info.logged.is_some();
                 on_event(&name, &Event::Step(info.clone()));
+                let between = Instant::now();
                 let (stopped, done) = self.end_task_step(i, on_event)?;
+                self.leave_out(between.elapsed());
                 if let Some(e) = early.get_mut(i) {
                     *e |= stopped;
                 }
@@ -261,12 +264,10 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
                 }
                 save |= done;
             }
-            // the window's clock restarts once every task has written this step's line
-            if logged {
-                self.window_start = Instant::now();
-            }
             if save || self.tasks.iter().all(|t| !t.active()) {
+                let between = Instant::now();
                 self.save_checkpoint()?;
+                self.leave_out(between.elapsed());
                 self.saved_step = Some(self.step);
                 let path = self.out.join(CHECKPOINT_FILE);
                 on_event(
@@ -349,24 +350,31 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
     /// line when due: that line's loss, the window's mean.
     fn log_step(&mut self, i: usize, info: &StepInfo) -> Result<Option<f64>> {
         let log_every = self.run.log_every;
-        let secs = self.window_start.elapsed().as_secs_f64().max(1e-9);
-        let t = self.task_mut(i)?;
+        let missing = || Error::Device(format!("task {i} is missing"));
+        let clock = self.clocks.get_mut(i).ok_or_else(missing)?;
+        clock.add(info.tokens);
+        let t = self.tasks.get_mut(i).ok_or_else(missing)?;
         t.state.log_window.add(info.loss, info.tokens);
         t.state.eval_window.add(info.loss, info.tokens);
         let last = info.step == t.total_steps;
         if log_every == 0 || !(info.step.is_multiple_of(log_every) || last) {
             return Ok(None);
         }
-        let w = std::mem::take(&mut t.state.log_window);
-        let ((sum, n), tokens) = (w.loss(), w.tokens);
+        let (sum, n) = std::mem::take(&mut t.state.log_window).loss();
         let loss = sum / n.max(1) as f64;
+        let (steps_per_s, tokens_per_s) = clock.take_rates();
         let line = json!({
             "task": t.name, "step": info.step, "epoch": info.epoch, "loss": loss,
-            "lr": info.lr, "grad_norm": info.grad_norm, "steps_per_s": n as f64 / secs,
-            "tokens_per_s": tokens as f64 / secs,
+            "lr": info.lr, "grad_norm": info.grad_norm, "steps_per_s": steps_per_s,
+            "tokens_per_s": tokens_per_s,
         });
         self.log.append(&line)?;
         Ok(Some(loss))
+    }
+
+    /// `d` was no step's time (an evaluation, a save): every task's clock leaves it out.
+    fn leave_out(&mut self, d: std::time::Duration) {
+        self.clocks.iter_mut().for_each(|c| c.leave_out(d));
     }
 
     /// Task `i`'s evaluation, best prompt and stop after its step: (stopped early, done now).

@@ -12,6 +12,7 @@ use super::data;
 use super::encode::Encoded;
 use super::eval::{eval_overflow, evaluate, final_test_overflow};
 use super::metrics::EvalMetrics;
+use super::rate_clock::RateClock;
 use super::save::{checkpoint_tensors, save_kept, Kept};
 use super::step::{Grads, Params};
 use super::trainer::{Event, StepInfo, Summary, Trainer};
@@ -155,12 +156,14 @@ impl<B: Backend> Trainer<'_, B> {
             self.saved_step = Some(self.state.step);
             self.log.flush()?;
         }
-        // a resumed run keeps the checkpoint's window (the losses since the last line)
-        self.window_start = Instant::now();
+        // a resumed run keeps the checkpoint's window (the losses since the last line); its
+        // rates count the steps this process takes
+        self.clock = RateClock::new();
         // a finished run resumed (re-scored) says how it ended
         let mut early = self.state.stopped_early(self.cfg.patience);
         while !self.state.done && self.state.step < self.total_steps {
             let mut info = self.step()?;
+            self.clock.add(info.tokens);
             self.state.log_window.add(info.loss, info.tokens);
             self.state.eval_window.add(info.loss, info.tokens);
             // the last step closes its window too, so metrics.jsonl is never left unwritten
@@ -170,7 +173,9 @@ impl<B: Backend> Trainer<'_, B> {
                 info.logged = Some(self.log_line(&info)?);
             }
             on_event(&Event::Step(info.clone()));
+            let between = Instant::now();
             early = self.end_step(on_event)?;
+            self.clock.leave_out(between.elapsed());
             if stop.load(Ordering::Relaxed) && !self.state.done {
                 return Err(self.interrupt(on_event));
             }
@@ -325,18 +330,14 @@ impl<B: Backend> Trainer<'_, B> {
     /// Writes the metrics line that closes the log window at `info`'s step; returns its loss
     /// (the window's mean).
     fn log_line(&mut self, info: &StepInfo) -> Result<f64> {
-        let w = self.state.log_window;
-        let ((sum, n), tokens) = (w.loss(), w.tokens);
-        let (secs, loss) = (
-            self.window_start.elapsed().as_secs_f64().max(1e-9),
-            sum / n.max(1) as f64,
-        );
+        let (sum, n) = self.state.log_window.loss();
+        let loss = sum / n.max(1) as f64;
+        let (steps_per_s, tokens_per_s) = self.clock.take_rates();
         self.log.append(&json!({
             "step": info.step, "epoch": info.epoch, "loss": loss, "lr": info.lr,
-            "grad_norm": info.grad_norm, "steps_per_s": n as f64 / secs, "tokens_per_s": tokens as f64 / secs,
+            "grad_norm": info.grad_norm, "steps_per_s": steps_per_s, "tokens_per_s": tokens_per_s,
         }))?;
         self.state.log_window = Default::default();
-        self.window_start = Instant::now();
         Ok(loss)
     }
 

@@ -52,6 +52,10 @@ pub struct Task {
     pub model: std::sync::Arc<super::model_id::ModelId>,
     /// the model's embedding rows: a hand-made row's ids must index them
     pub(super) vocab: usize,
+    /// `causal` under `--target-end none`: the model's stop tokens, which end generation but
+    /// no target, so a generated row's last token among them is not matched against the
+    /// targets (a row that generated exactly a target, then stopped, matched none)
+    pub(super) unmatched_stops: Vec<i32>,
 }
 
 impl Task {
@@ -139,7 +143,14 @@ impl Task {
             ),
         };
         let end_id = end_token(&spec, model, eos_id)?;
+        let unmatched_stops = match (&model.net, spec.kind, spec.target_end) {
+            (Net::Bloom(m) | Net::Llama(m), TaskKind::Causal, TargetEnd::None) => {
+                m.cfg.stop_token_ids.iter().map(|&e| e as i32).collect()
+            }
+            _ => Vec::new(),
+        };
         let mut task = Task {
+            unmatched_stops,
             before,
             after,
             mask_id,

@@ -16,6 +16,7 @@ use super::model::Model;
 use super::optim::{OptimConfig, OptimKind, Optimizer};
 use super::outdir::{self, OutLock};
 use super::ptuning::Method;
+use super::rate_clock::RateClock;
 use super::start::{
     check_rows, checkpoint_trained, fresh_state, fresh_trained, model_key, other_settings,
     precheck, resolve_init, resumed_state, settings_diff, settings_json, step_counts, InitFacts,
@@ -31,7 +32,6 @@ use crate::models::Recompute;
 use crate::prompt::{PromptInit, PromptTable};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// How the trainer runs. Everything here except `log_every`, `threads`, `overwrite` and
 /// `resume` shapes the numbers and goes into the checkpoint's settings hash. The defaults are
@@ -271,8 +271,8 @@ pub struct Trainer<'a, B: Backend> {
     pub steps_per_epoch: u64,
     pub(super) lens: Vec<usize>,
     pub(super) resumed_at: Option<u64>,
-    /// when the steps of the metrics line under way (`state.log_window`) started
-    pub(super) window_start: Instant,
+    /// the rates of the metrics line under way (`state.log_window`): the steps it timed
+    pub(super) clock: RateClock,
     /// the step of the checkpoint on disk (None: none written by this trainer or resumed)
     pub(super) saved_step: Option<u64>,
     /// the output folder's lock, held while the trainer lives
@@ -441,7 +441,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             steps_per_epoch,
             lens,
             resumed_at,
-            window_start: Instant::now(),
+            clock: RateClock::new(),
             saved_step: resumed_at,
             _lock: lock,
         })

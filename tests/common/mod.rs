@@ -433,6 +433,24 @@ pub fn stdout_ok(out: &std::process::Output) -> String {
 
 /// The binary under test: this build's, or SOFTPROMPT_BIN (to show that an older build fails
 /// a test).
+/// Runs this test binary's #[ignore]d test `name` alone in a child process under `env` (a
+/// variable the engine reads once per process, or that must not reach the other tests), and
+/// fails unless it passed.
+pub fn run_child_test(name: &str, env: &[(&str, &str)]) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--ignored", "--nocapture"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child {name} failed: {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn binary() -> PathBuf {
     std::env::var_os("SOFTPROMPT_BIN").map_or_else(
         || PathBuf::from(env!("CARGO_BIN_EXE_softprompt")),

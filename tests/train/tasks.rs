@@ -293,25 +293,30 @@ fn early_stopping_and_sample_vocab_init() {
 
 /// seq2seq with free targets: the label field is the target text; evaluation decodes
 /// greedily and counts exact matches, and predict prints the decoded text.
-#[test]
-fn seq2seq_free_targets() {
-    let dir = scratch("free");
-    let rows: Vec<(String, &str)> = sentiment_rows()
-        .into_iter()
-        .map(|(t, l)| {
-            (
-                t,
-                if l == "positive" {
-                    "great movie"
-                } else {
-                    "bad movie"
-                },
-            )
-        })
+/// The sentiment rows with free target texts (`positive` for the positive rows, `negative`
+/// for the others), and their train (36 rows) and dev (12) files in `dir`.
+fn free_target_files(
+    dir: &Path,
+    positive: &'static str,
+    negative: &'static str,
+) -> (
+    Vec<(String, &'static str)>,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let rows: Vec<(String, &str)> = (sentiment_rows().into_iter())
+        .map(|(t, l)| (t, if l == "positive" { positive } else { negative }))
         .collect();
     let (train, dev) = (dir.join("train.jsonl"), dir.join("dev.jsonl"));
     write_jsonl(&train, &rows[..36]);
     write_jsonl(&dev, &rows[36..]);
+    (rows, train, dev)
+}
+
+#[test]
+fn seq2seq_free_targets() {
+    let dir = scratch("free");
+    let (rows, train, dev) = free_target_files(&dir, "great movie", "bad movie");
     // free targets have no labels: --init class-labels drew sample-vocab's rows silently
     let labels_init = dir.join("labels_init");
     let t5 = fixture("t5_v1_1");
@@ -402,6 +407,32 @@ fn seq2seq_free_targets() {
         assert_eq!(l["label"], l["output"]);
         assert!(l["score"].as_f64().unwrap() <= 0.0);
     }
+    // on a terminal, predict and eval draw their rows' progress on stderr (they ran for
+    // minutes without a sign of life); into a pipe (above) or under --no-progress, nothing
+    let bin = crate::common::binary();
+    let on_tty = |cmd: &str, extra: &str| {
+        let line = format!(
+            "'{}' {cmd} --prompt '{}' --data '{}' --batch-size 4 {extra}",
+            bin.display(),
+            out_dir.display(),
+            dev.display()
+        );
+        let got = std::process::Command::new("script")
+            .args(["-qefc", &line, "/dev/null"])
+            .output()
+            .expect("script(1), from util-linux, runs a command on a terminal");
+        let said = String::from_utf8_lossy(&got.stdout).into_owned();
+        assert!(got.status.success(), "{said}");
+        said
+    };
+    for cmd in ["predict", "eval"] {
+        let shown = on_tty(cmd, "");
+        assert!(shown.contains("/12 rows"), "{cmd}: {shown}");
+        let hidden = on_tty(cmd, "--no-progress");
+        assert!(!hidden.contains("rows,"), "{cmd} --no-progress: {hidden}");
+    }
+    let piped = softprompt(&["eval", "--prompt", s(&out_dir), "--data", s(&dev)]);
+    assert!(!String::from_utf8_lossy(&piped.stderr).contains("rows,"));
 }
 
 /// The console's words at a run's edges (hostile pass 14): a patience that runs out at the
@@ -470,4 +501,64 @@ fn patience_at_the_last_step_and_adafactor_head_rate_are_said() {
     assert!(warned(&["--optimizer", "adafactor", "--head-lr", "0.01"]).is_empty());
     assert!(warned(&[]).is_empty());
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Gold targets cut to --max-target-len are counted on every split's line, the train split's
+/// too (only dev and test said so), and by `eval` (hostile pass 16, F4): a cut free target
+/// cannot match an output that goes on.
+#[test]
+fn cut_targets_are_counted_on_every_split_and_by_eval() {
+    let dir = scratch("cut_targets");
+    let (rows, train, dev) = free_target_files(&dir, "great movie", "bad");
+    let out_dir = dir.join("out");
+    let stdout = ok(&softprompt(&[
+        "train",
+        "--model",
+        s(&fixture("t5_v1_1")),
+        "--train",
+        s(&train),
+        "--dev",
+        s(&dev),
+        "--out",
+        s(&out_dir),
+        "--task",
+        "seq2seq",
+        "--free-targets",
+        "--max-target-len",
+        "2",
+        "--prompt-len",
+        "2",
+        "--max-steps",
+        "1",
+        "--no-progress",
+    ]));
+    // "great movie" and its end token are 3 tokens or more, "bad" and its end 2 at most
+    let long = |split: &[(String, &str)]| split.iter().filter(|r| r.1 != "bad").count();
+    let said = |n: usize| format!(", {n} targets cut to 2");
+    let line = |split: &str| {
+        let l = stdout.lines().find(|l| l.starts_with(split)).unwrap();
+        l.to_string()
+    };
+    assert!(
+        line("train ").ends_with(&said(long(&rows[..36]))),
+        "{stdout}"
+    );
+    assert!(line("dev ").ends_with(&said(long(&rows[36..]))), "{stdout}");
+    let eval = ok(&softprompt(&[
+        "eval",
+        "--prompt",
+        s(&out_dir),
+        "--data",
+        s(&dev),
+    ]));
+    assert!(
+        eval.contains(&format!("{})", said(long(&rows[36..])))),
+        "{eval}"
+    );
+    let json = softprompt(&["eval", "--json", "--prompt", s(&out_dir), "--data", s(&dev)]);
+    let warned = format!(
+        "warning: {} gold targets cut to 2 tokens",
+        long(&rows[36..])
+    );
+    assert!(String::from_utf8_lossy(&json.stderr).contains(&warned));
 }
