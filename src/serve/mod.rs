@@ -128,6 +128,7 @@ pub fn run(s: Settings) -> Result<()> {
         model: s.model.clone(),
         device: engine.device,
         waiting: engine.waiting,
+        engine_running: engine.running,
     });
     // the engine has its own thread; the runtime only moves bytes
     let rt = tokio::runtime::Builder::new_multi_thread()

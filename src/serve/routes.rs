@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::json;
 use softprompt::Prompt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,6 +37,8 @@ pub struct Shared {
     pub model: PathBuf,
     pub device: String,
     pub waiting: Waiting,
+    /// the engine's thread runs its loop
+    pub engine_running: Arc<AtomicBool>,
 }
 
 type AppState = Arc<Shared>;
@@ -80,14 +83,20 @@ fn route_of(path: &str) -> &'static str {
     }
 }
 
+/// 200 `"ok"` while the engine runs; 503 `"engine stopped"` once its thread has ended (a
+/// health check that only asked the HTTP side said "ok" over a dead engine).
 async fn health(State(s): State<AppState>) -> Response {
+    let (status, word) = match s.engine_running.load(Ordering::SeqCst) {
+        true => (StatusCode::OK, "ok"),
+        false => (StatusCode::SERVICE_UNAVAILABLE, "engine stopped"),
+    };
     let body = json!({
-        "status": "ok",
+        "status": word,
         "model": s.model,
         "device": s.device,
         "prompts": s.catalog.list().len(),
     });
-    json_response(StatusCode::OK, &body)
+    json_response(status, &body)
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
@@ -211,7 +220,10 @@ fn send(s: &Shared, msg: Msg) -> Result<(), ApiError> {
     }
     s.tx.send(msg).map_err(|_| {
         s.waiting.leave(1);
-        ApiError::unavailable("the server is shutting down")
+        match s.engine_running.load(Ordering::SeqCst) {
+            true => ApiError::unavailable("the server is shutting down"),
+            false => ApiError::internal("the engine stopped (its error is on the server's stderr)"),
+        }
     })
 }
 

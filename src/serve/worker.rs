@@ -12,7 +12,7 @@ use serde_json::Value;
 use softprompt::{Device, Error, Model, Prompt, Result};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -102,6 +102,19 @@ pub struct Engine {
     pub waiting: Waiting,
     /// `--debug-hold-engine`'s release: the server's exit sends it
     pub release: Option<Sender<()>>,
+    /// true while the engine's thread runs its loop (`/health` says so)
+    pub running: Arc<AtomicBool>,
+}
+
+/// Clears `running` when the engine's thread leaves its loop, however it leaves it (a
+/// panic included): `/health` answered "ok" over an engine that had died, every prediction
+/// then refused as if the server were shutting down.
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 /// Starts the engine's thread: the model and the settings' prompts are loaded there, and
@@ -120,9 +133,12 @@ pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
     let (model_dir, device, prompts) = (s.model.clone(), s.device, s.prompts.clone());
     let (policy, cat) = (s.policy, catalog.clone());
     let (release, hold) = hold(s.hold_engine)?.unzip();
+    let running = Arc::new(AtomicBool::new(true));
+    let guard = Running(running.clone());
     let thread = std::thread::Builder::new()
         .name("softprompt-engine".into())
         .spawn(move || {
+            let _running = guard;
             let setup = (|| {
                 let model = open_model(&model_dir, device)?;
                 let mut registry = Registry::new(cat);
@@ -168,6 +184,7 @@ pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
         device,
         waiting,
         release,
+        running,
     })
 }
 
