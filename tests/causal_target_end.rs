@@ -598,11 +598,32 @@ fn under_none_a_generated_target_that_then_stopped_matches() {
     assert_eq!(none.decoded(target.clone(), -1.0).class, Some(1));
     assert_eq!(none.decoded(then(&target, 5), -1.0).class, None);
     assert_eq!(none.decoded(vec![eos], -1.0).class, None);
+    // a target that ends with the stop token itself (a verbalizer's "</s>") is matched whole
+    let mut ends_so = spec(TargetEnd::None);
+    ends_so.label_words[1] = " positive</s>".into();
+    let ends_so = Task::new(ends_so, &model).unwrap();
+    assert_eq!(ends_so.label_targets[1], then(&target, eos));
+    assert_eq!(ends_so.decoded(then(&target, eos), -1.0).class, Some(1));
     // under eos the target holds the end token: matched whole, as before
     let with_eos = Task::new(spec(TargetEnd::Eos), &model).unwrap();
     assert_eq!(with_eos.label_targets[1], then(&target, eos));
     assert_eq!(with_eos.decoded(then(&target, eos), -1.0).class, Some(1));
     assert_eq!(with_eos.decoded(target.clone(), -1.0).class, None);
+    // several stop tokens (generation_config.json's, as Llama 3 instruct's): a row that
+    // stopped at another one than the targets' end token ended as they end
+    let dir = ScratchDir::new("target_end_stops");
+    let stops = dir.copy_model("bloom", "bloom");
+    std::fs::write(
+        stops.join("generation_config.json"),
+        r#"{"eos_token_id": [2, 5]}"#,
+    )
+    .unwrap();
+    let stops = Model::load(&be, &stops).unwrap();
+    let with_eos = Task::new(spec(TargetEnd::Eos), &stops).unwrap();
+    assert_eq!(with_eos.decoded(then(&target, 5), -1.0).class, Some(1));
+    assert_eq!(with_eos.decoded(then(&target, 6), -1.0).class, None);
+    let none = Task::new(spec(TargetEnd::None), &stops).unwrap();
+    assert_eq!(none.decoded(then(&target, 5), -1.0).class, Some(1));
 
     // free targets: eval's exact match, each distinct target a class
     let mut free = spec(TargetEnd::None);

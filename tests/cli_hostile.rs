@@ -223,15 +223,14 @@ fn a_closed_or_full_stderr_loses_only_the_warnings() {
     let want = stdout_ok(&softprompt(&args));
     assert!(want.lines().count() > 1, "{want}");
     let full = || std::fs::OpenOptions::new().write(true).open("/dev/full");
-    let mut child = std::process::Command::new(common::binary())
+    // stderr a pipe whose reader has gone before the child starts
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let closed = std::process::Command::new(common::binary())
         .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    // the reader of stderr goes away before the first line
-    drop(child.stderr.take());
-    let closed = child.wait_with_output().expect("wait");
+        .stderr(writer)
+        .output()
+        .expect("run");
     assert_eq!(closed.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&closed.stdout), want);
     if let Ok(dev_full) = full() {

@@ -49,7 +49,8 @@ impl DeviceArgs {
 /// `--precision bf16` (or mixed) given with `--device cpu` was taken without a word, and the
 /// run computed in float32: it still runs, saying so.
 pub fn warn_cpu_precision(kind: DeviceKind, given: Option<&str>) {
-    if let (DeviceKind::Cpu, Some(p)) = (kind, given.filter(|&p| p != "f32")) {
+    let float32 = |p: &str| matches!(p.parse(), Ok(softprompt::Precision::F32));
+    if let (DeviceKind::Cpu, Some(p)) = (kind, given.filter(|&p| !float32(p))) {
         errln!("warning: --precision {p} applies on cuda and emu: the CPU computes in float32");
     }
 }

@@ -92,7 +92,12 @@ pub fn run(cli: Cli) -> i32 {
     match softprompt::internals::stdout::take_error() {
         Some(e) => {
             errln!("error: writing to stdout: {e}");
-            code.max(2)
+            // a command's own failure (1: a run that diverged) keeps its code
+            if code == 0 {
+                2
+            } else {
+                code
+            }
         }
         None => code,
     }

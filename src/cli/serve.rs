@@ -120,9 +120,10 @@ fn check_caps(a: &Args) -> Result<()> {
 fn settings(a: Args) -> Result<Settings> {
     let device = match a.device.device.as_str() {
         "auto" => {
-            // the thread and GEMM flags still apply
+            // the thread and GEMM flags still apply; --precision is the GPU's, if there is one
             let cpu = DeviceArgs {
                 device: "cpu".into(),
+                precision: None,
                 ..a.device.clone()
             };
             cpu.setup()?;

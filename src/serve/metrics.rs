@@ -220,7 +220,7 @@ impl Metrics {
                 (
                     "softprompt_batches_total",
                     "counter",
-                    "Engine batches run.",
+                    "Batches run: the requests gathered in one window, one engine call each.",
                     m.batches as f64,
                 ),
                 (

@@ -221,8 +221,9 @@ impl Task {
     /// A row's prediction from its greedy output: the `ids` and their summed log-probability
     /// `logp`, its class the label whose target they are (if any; `matched_ids`).
     pub fn decoded(&self, ids: Vec<i32>, logp: f32) -> Prediction {
-        let matched = self.matched_ids(&ids);
-        let class = self.label_targets.iter().position(|t| t == matched);
+        let targets = &self.label_targets;
+        let class = (targets.iter().position(|t| *t == ids))
+            .or_else(|| targets.iter().position(|t| *t == self.as_target(&ids)));
         Prediction {
             class,
             scores: Vec::new(),
@@ -231,12 +232,18 @@ impl Task {
         }
     }
 
-    /// The part of generated `ids` that is matched against the targets: all of them, less a
-    /// last stop token under `--target-end none` (the targets end with no token there).
-    pub fn matched_ids<'a>(&self, ids: &'a [i32]) -> &'a [i32] {
+    /// The target that generated `ids` stand for, where they did not give one exactly: a
+    /// row that ended at a stop token ended as the targets end, with their end token (none
+    /// under `--target-end none`, or on a model without one; any of several stop tokens, as
+    /// Llama 3 instruct's, reads as it). A row that generated a target and then stopped
+    /// matched no target ending with nothing (hostile pass 16, F1), nor, on a model of
+    /// several stop tokens, one ending with another of them.
+    pub fn as_target(&self, ids: &[i32]) -> Vec<i32> {
         match ids.split_last() {
-            Some((last, head)) if self.unmatched_stops.contains(last) => head,
-            _ => ids,
+            Some((last, body)) if self.stops.contains(last) => {
+                body.iter().copied().chain(self.end_id).collect()
+            }
+            _ => ids.to_vec(),
         }
     }
 

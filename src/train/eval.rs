@@ -96,6 +96,8 @@ pub fn scores(task: &Task, enc: &Encoded, preds: &[Prediction]) -> EvalMetrics {
     if task.spec.free_targets {
         // exact match of the generated target; classes are the distinct target texts
         let mut ids: BTreeMap<Vec<i32>, usize> = BTreeMap::new();
+        let golds: std::collections::BTreeSet<&Vec<i32>> =
+            enc.rows.iter().map(|r| &r.target).collect();
         for (row, p) in enc.rows.iter().zip(preds) {
             if row.target.is_empty() {
                 continue;
@@ -103,7 +105,13 @@ pub fn scores(task: &Task, enc: &Encoded, preds: &[Prediction]) -> EvalMetrics {
             let n = ids.len();
             gold.push(*ids.entry(row.target.clone()).or_insert(n));
             let n = ids.len();
-            pred.push(*ids.entry(task.matched_ids(&p.ids).to_vec()).or_insert(n));
+            // the ids as they are when they are a gold target (one ending with a stop token
+            // itself), else the target they stand for
+            let key = match golds.contains(&p.ids) {
+                true => p.ids.clone(),
+                false => task.as_target(&p.ids),
+            };
+            pred.push(*ids.entry(key).or_insert(n));
         }
     } else {
         for (row, p) in enc.rows.iter().zip(preds) {

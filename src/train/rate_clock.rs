@@ -71,7 +71,9 @@ mod tests {
         assert!((tokens / steps - 20.0).abs() < 1e-9, "{tokens} {steps}");
         let (steps, _) = c.take_rates();
         assert_eq!(steps, 0.0);
-        // more left out than elapsed: no step time, not a negative one
+        // more left out than elapsed: no step time, not a negative one (a clock that left
+        // nothing out says 1 / 0.05 s = 20 at most)
+        std::thread::sleep(Duration::from_millis(50));
         c.add(1);
         c.leave_out(Duration::from_secs(3600));
         assert!(c.take_rates().0 > 1e6);

@@ -52,10 +52,9 @@ pub struct Task {
     pub model: std::sync::Arc<super::model_id::ModelId>,
     /// the model's embedding rows: a hand-made row's ids must index them
     pub(super) vocab: usize,
-    /// `causal` under `--target-end none`: the model's stop tokens, which end generation but
-    /// no target, so a generated row's last token among them is not matched against the
-    /// targets (a row that generated exactly a target, then stopped, matched none)
-    pub(super) unmatched_stops: Vec<i32>,
+    /// `causal`: the tokens greedy generation stops at (`stop_ids`), each of which ends a
+    /// generated row as the targets' end token does (`Task::as_target`)
+    pub(super) stops: Vec<i32>,
 }
 
 impl Task {
@@ -143,14 +142,8 @@ impl Task {
             ),
         };
         let end_id = end_token(&spec, model, eos_id)?;
-        let unmatched_stops = match (&model.net, spec.kind, spec.target_end) {
-            (Net::Bloom(m) | Net::Llama(m), TaskKind::Causal, TargetEnd::None) => {
-                m.cfg.stop_token_ids.iter().map(|&e| e as i32).collect()
-            }
-            _ => Vec::new(),
-        };
         let mut task = Task {
-            unmatched_stops,
+            stops: Vec::new(),
             before,
             after,
             mask_id,
@@ -175,6 +168,10 @@ impl Task {
         // at its first prediction (a dev evaluation after training steps, a served request)
         if let (true, Net::Bloom(m) | Net::Llama(m)) = (task.decodes_greedily(), &model.net) {
             task.stop_ids(&m.cfg)?;
+        }
+        if let (TaskKind::Causal, Net::Bloom(m) | Net::Llama(m)) = (task.spec.kind, &model.net) {
+            // a task that ranks (its stop tokens unread) is refused nothing here
+            task.stops = task.stop_ids(&m.cfg).unwrap_or_default();
         }
         Ok(task)
     }
