@@ -250,6 +250,12 @@ fn a_closed_or_full_stderr_loses_only_the_warnings() {
         assert_eq!(got.status.code(), Some(2), "{stderr}");
         assert!(stderr.contains("error: writing to stdout: "), "{stderr}");
     }
+    // `--data -` said "-: No such file or directory", where `--output -` says why
+    let dash = ["predict", "--prompt", out.to_str().unwrap(), "--data", "-"];
+    refused(
+        &softprompt(&dash),
+        &["-: \"-\" is not standard input here: name the data file"],
+    );
 }
 
 /// Flags nothing would read ran without a word (hostile pass 9): `generate` with label flags,

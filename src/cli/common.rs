@@ -96,6 +96,14 @@ impl DataArgs {
             label_field: self.label_field.clone(),
             require_label,
         };
+        // as --output says it: "-: No such file or directory" did not say why
+        if path.as_os_str() == "-" && !path.exists() {
+            return Err(Error::file(
+                path,
+                "\"-\" is not standard input here: name the data file (a shell's <(...) or \
+                 /dev/stdin passes a stream)",
+            ));
+        }
         Dataset::load(path, &spec.for_file(path, files))
     }
 }
