@@ -100,8 +100,8 @@ impl DataArgs {
         if path.as_os_str() == "-" && !path.exists() {
             return Err(Error::file(
                 path,
-                "\"-\" is not standard input here: name the data file (a shell's <(...) or \
-                 /dev/stdin passes a stream)",
+                "\"-\" is not standard input here: name the data file (/dev/stdin with \
+                 --format passes a stream)",
             ));
         }
         Dataset::load(path, &spec.for_file(path, files))
