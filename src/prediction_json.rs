@@ -4,8 +4,9 @@
 use serde_json::{json, Map, Value};
 use softprompt::{Error, Model, Prediction, Result};
 
-/// `label` and `scores` (label → score) for a ranked prediction; `label`, `output` (the
-/// generated text) and `score` for greedy decoding; `truncated: true` when the text was cut
+/// `label` and `scores` (label → score) for a ranked prediction; `label` (null when the
+/// output is no label's target; the text under free targets), `output` (the generated text)
+/// and `score` for greedy decoding; `truncated: true` when the text was cut
 /// to the task's max_len. `labels` are the task's, in score order. A score that is not a
 /// finite number is an error naming the label (`Error::NonFinite`): JSON has no NaN or inf,
 /// and serde writes them as `null`, a score lost without a word.
@@ -19,7 +20,14 @@ pub fn prediction_json(
     let label = p.class.and_then(|c| labels.get(c)).cloned();
     if p.scores.is_empty() {
         let text = model.detokenize(&p.ids)?;
-        obj.insert("label".into(), json!(label.unwrap_or_else(|| text.clone())));
+        // free targets have no labels: the text is the label; a labelled task's output that
+        // is no label's target has none (it was printed as the label: a text equal to a
+        // label's name could not be told from that label)
+        let free = labels.is_empty();
+        obj.insert(
+            "label".into(),
+            json!(label.or_else(|| free.then(|| text.clone()))),
+        );
         obj.insert("output".into(), json!(text));
         obj.insert("score".into(), json!(finite("the output", p.score)?));
     } else {

@@ -392,10 +392,13 @@ fn causal_task_command_line() {
                 l["output"].is_string() && l["score"].as_f64().unwrap() <= 0.0,
                 "{l}"
             );
-            // an output that is a label's target is reported as that label
+            // an output that is a label's target is reported as that label, another as none
+            // (it was printed as the label: "complaint" said so could not be told from the
+            // label; hostile pass 18, N1)
             let out = l["output"].as_str().unwrap();
-            if out == "complaint" || out == "no complaint" {
-                assert_eq!(l["label"], out);
+            match out == "complaint" || out == "no complaint" {
+                true => assert_eq!(l["label"], out),
+                false => assert!(l["label"].is_null(), "{l}"),
             }
         }
         if !free {

@@ -60,3 +60,26 @@ def test_eos_missing_says_a_causal_task_ends_with_nothing(tmp_path):
     loaded = sp.Prompt.load(tmp_path / "p")
     assert mistral.task_for(loaded).eos_missing is True
     assert mistral.task_for(loaded, target_end="none").eos_missing is False
+
+
+def test_greedy_output_that_is_no_label_has_no_label(cli, tmp_path):
+    """Greedy decoding of labels: an output that is no label's target has label None (null on
+    the command line), not the output text, which a text equal to a label's name made look
+    like that label; the two agree row for row."""
+    model = sp.Model(FIXTURES / "bloom")
+    pairs = [("the order was late", "complaint"), ("the order was fine", "no complaint")]
+    task = model.task(pairs, prompt_len=3, task="causal", decode="greedy", max_target_len=3)
+    prompt = model.new_prompt(task, prompt_len=3, seed=2)
+    model.save_prompt(tmp_path / "p", prompt, task)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t, _ in pairs))
+    ours = model.predict(task, prompt, str(data))
+    out = cli("predict", "--prompt", tmp_path / "p", "--data", data).stdout
+    theirs = [json.loads(line) for line in out.splitlines()]
+    for o, t in zip(ours, theirs):
+        assert o["output"] == t["output"] and o["label"] == t["label"], (o, t)
+        if o["class"] is None:
+            assert o["label"] is None
+        else:
+            assert o["label"] == task.labels[o["class"]]
+    assert any(o["class"] is None for o in ours), ours

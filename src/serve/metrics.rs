@@ -70,7 +70,7 @@ struct Inner {
     prompts: usize,
     /// prediction requests dropped unrun: their client had gone
     cancelled: u64,
-    /// engine batches that failed as one and ran again a request at a time
+    /// batches that failed as one and ran again a request at a time
     splits: u64,
     /// open connections by `Phase`
     connections: [u64; 3],
@@ -256,7 +256,7 @@ impl Metrics {
                 (
                     "softprompt_batches_split_total",
                     "counter",
-                    "Engine batches that failed as one and ran again a request at a time \
+                    "Batches that failed as one and ran again a request at a time \
                      (a request's bad input fails only that request).",
                     m.splits as f64,
                 ),

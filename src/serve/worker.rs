@@ -218,7 +218,10 @@ fn open_model(dir: &Path, device: DeviceChoice) -> Result<Model> {
         DeviceChoice::Auto(precision) => match Model::open(dir, Device::Cuda(0, precision)) {
             Ok(m) => Ok(m),
             Err(e) => {
-                errln!("note: --device auto: no GPU to use ({e}); serving on the CPU");
+                errln!(
+                    "note: --device auto: no GPU to use ({e}); serving on the CPU, which \
+                     computes in float32"
+                );
                 Model::open(dir, Device::Cpu)
             }
         },
