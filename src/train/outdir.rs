@@ -112,22 +112,39 @@ pub(super) fn lock_and_sign(
     file: &mut File,
     path: &Path,
 ) -> Result<std::result::Result<(), Holder>> {
-    match file.try_lock() {
-        Ok(()) => {
-            let pid = std::process::id().to_string();
-            (|| -> std::io::Result<()> {
-                file.set_len(0)?;
-                file.rewind()?;
-                file.write_all(pid.as_bytes())?;
-                file.sync_all()
-            })()
-            .map_err(|e| Error::io(path, e))?;
-            Ok(Ok(()))
+    let start = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => {
+                let pid = std::process::id().to_string();
+                (|| -> std::io::Result<()> {
+                    file.set_len(0)?;
+                    file.rewind()?;
+                    file.write_all(pid.as_bytes())?;
+                    file.sync_all()
+                })()
+                .map_err(|e| Error::io(path, e))?;
+                return Ok(Ok(()));
+            }
+            Err(TryLockError::WouldBlock) => match holder(file, path) {
+                Holder::Alone(Some(pid))
+                    if pid == std::process::id() && start.elapsed() < OWN_LINGER =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                held => return Ok(Err(held)),
+            },
+            Err(TryLockError::Error(e)) => return Err(Error::io(path, e)),
         }
-        Err(TryLockError::WouldBlock) => Ok(Err(holder(file, path))),
-        Err(TryLockError::Error(e)) => Err(Error::io(path, e)),
     }
 }
+
+/// A lock this process let go of lingers while a child process it spawned meanwhile, from
+/// any thread, has not yet run its program: until then the child shares the open file, and
+/// its lock (a test harness's child, a host program's subprocess). A run of this process
+/// that finished a moment before was named as "another run in this process" holding the
+/// folder; a holder of this process is named after this long.
+const OWN_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Who holds the lock file at `path` that `file` could not lock alone: shared holders only
 /// (saves into folders inside) when a shared lock is still free, else the pid it holds.
