@@ -55,7 +55,8 @@ class Task:
     def eos_missing(self) -> bool:
         """Whether the task is causal under target_end "eos" (the default) on a model whose
         config.json names no eos_token_id: its targets then end with no token, as under "none",
-        and generation stops only at its length bound (the command line warns of it)."""
+        and generation stops at its length bound, or at a stop token of generation_config.json,
+        which no target teaches (the command line warns of it)."""
 
 @final
 class Prompt:

@@ -62,7 +62,8 @@ impl PyTask {
 
     /// Whether the task is causal under target_end "eos" (the default) on a model whose
     /// config.json names no eos_token_id: its targets then end with no token, as under
-    /// target_end "none", and generation stops only at its length bound. Allowed (PEFT
+    /// target_end "none", and generation stops at its length bound (or at a stop token of
+    /// generation_config.json, which no target teaches). Allowed (PEFT
     /// scores such targets the same way) and silent here; the command line warns of it, and
     /// target_end="none" says so on purpose.
     #[getter]

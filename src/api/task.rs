@@ -552,7 +552,8 @@ impl Task {
 
     /// Whether the task is `causal` under `TargetEnd::Eos` (the default) on a model whose
     /// config.json names no `eos_token_id`: its targets then end with no token, as under
-    /// `TargetEnd::None`, and generation stops only at its length bound. The library scores
+    /// `TargetEnd::None`, and generation stops at its length bound (or at a stop token of
+    /// generation_config.json, which no target teaches). The library scores
     /// them so (as PEFT does) and says nothing; the command line warns.
     pub fn eos_missing(&self) -> bool {
         self.inner.eos_missing()

@@ -320,7 +320,8 @@ impl Task {
 
     /// `causal` under `--target-end eos` on a model whose config.json names no
     /// `eos_token_id`: each target ends with nothing, as under `none`, and generation stops
-    /// only at its length bound. Not an error: PEFT scores such a model's targets the same
+    /// at its length bound (or at a stop token of generation_config.json, which no target
+    /// teaches). Not an error: PEFT scores such a model's targets the same
     /// way (`tests/causal_target_end.rs`, the Mistral fixture), so callers say so instead.
     pub fn eos_missing(&self) -> bool {
         self.spec.kind == TaskKind::Causal
