@@ -159,6 +159,8 @@ fn holder(file: &mut File, path: &Path) -> Holder {
 /// The pid the holder of a lock file wrote into it (None: not written yet).
 pub(super) fn holder_pid(file: &mut File) -> Option<u32> {
     let mut holder = String::new();
+    // from the start: `lock_and_sign` asks again while this process's own lock lingers
+    let _ = file.rewind();
     let _ = file.read_to_string(&mut holder);
     holder.trim().parse::<u32>().ok()
 }
