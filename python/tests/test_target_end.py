@@ -68,7 +68,7 @@ def test_greedy_output_that_is_no_label_has_no_label(cli, tmp_path):
     like that label; the two agree row for row."""
     model = sp.Model(FIXTURES / "bloom")
     pairs = [("the order was late", "complaint"), ("the order was fine", "no complaint")]
-    task = model.task(pairs, prompt_len=3, task="causal", decode="greedy", max_target_len=3)
+    task = model.task(pairs, prompt_len=3, task="causal", decode="greedy", max_target_len=16)
     prompt = model.new_prompt(task, prompt_len=3, seed=2)
     model.save_prompt(tmp_path / "p", prompt, task)
     data = tmp_path / "d.jsonl"
