@@ -20,14 +20,7 @@ pub fn prediction_json(
     let label = p.class.and_then(|c| labels.get(c)).cloned();
     if p.scores.is_empty() {
         let text = model.detokenize(&p.ids)?;
-        // free targets have no labels: the text is the label; a labelled task's output that
-        // is no label's target has none (it was printed as the label: a text equal to a
-        // label's name could not be told from that label)
-        let free = labels.is_empty();
-        obj.insert(
-            "label".into(),
-            json!(label.or_else(|| free.then(|| text.clone()))),
-        );
+        obj.insert("label".into(), json!(p.greedy_label(labels, &text)));
         obj.insert("output".into(), json!(text));
         obj.insert("score".into(), json!(finite("the output", p.score)?));
     } else {

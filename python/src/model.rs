@@ -99,10 +99,7 @@ fn prediction_dict<'py>(
     let label = p.class.and_then(|c| task.labels().get(c)).cloned();
     if p.scores.is_empty() {
         let text = model.detokenize(&p.ids).map_err(to_py)?;
-        // free targets have no labels: the text is the label; a labelled task's output that
-        // is no label's target has none (None, as `softprompt predict` writes null)
-        let free = task.labels().is_empty();
-        d.set_item("label", label.or_else(|| free.then(|| text.clone())))?;
+        d.set_item("label", p.greedy_label(task.labels(), &text))?;
         d.set_item("output", text)?;
     } else {
         d.set_item("label", label)?;

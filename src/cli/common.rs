@@ -341,7 +341,8 @@ pub fn warn_eos_missing<'a>(model: &Model, tasks: impl IntoIterator<Item = &'a T
         errln!(
             "warning: {} has no eos_token_id: --target-end eos (the default) ends each causal \
              target with no token, so generation stops at its length bound (or at a stop token \
-             of generation_config.json, which no target teaches); pass --target-end none to say so and silence this, or --target-end pad",
+             of generation_config.json, which no target teaches); pass --target-end none to \
+             say so and silence this, or --target-end pad",
             model.dir().join("config.json").display()
         );
     }

@@ -247,7 +247,8 @@ fn warnings(model: &Model, name: &str, path: &Path, task: &Task) -> Vec<String> 
         found.push(format!(
             "prompt \"{name}\" ({}): {} has no eos_token_id: the task's target_end eos (the \
              default) ends each causal target with no token, so generation stops at its length \
-             bound (or at a stop token of generation_config.json, which no target teaches); set \"target_end\" to \"none\" in its task.json to say so and \
+             bound (or at a stop token of generation_config.json, which no target teaches); \
+             set \"target_end\" to \"none\" in its task.json to say so and \
              silence this, or to \"pad\"",
             path.display(),
             model.dir().join("config.json").display()

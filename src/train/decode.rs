@@ -219,11 +219,11 @@ impl Task {
     }
 
     /// A row's prediction from its greedy output: the `ids` and their summed log-probability
-    /// `logp`, its class the label whose target they are (if any; `matched_ids`).
+    /// `logp`, its class the label whose target they are (if any; `target_of`).
     pub fn decoded(&self, ids: Vec<i32>, logp: f32) -> Prediction {
         let targets = &self.label_targets;
-        let class = (targets.iter().position(|t| *t == ids))
-            .or_else(|| targets.iter().position(|t| *t == self.as_target(&ids)));
+        let target = self.target_of(&ids, |t| targets.iter().any(|l| l == t));
+        let class = targets.iter().position(|t| *t == target);
         Prediction {
             class,
             scores: Vec::new(),
@@ -232,15 +232,16 @@ impl Task {
         }
     }
 
-    /// The target that generated `ids` stand for, where they did not give one exactly: a
-    /// row that ended at a stop token ended as the targets end, with their end token (none
+    /// The target that generated `ids` stand for: themselves when `is_target` says they are
+    /// one (a target may end with a stop token itself); else, when they ended at a stop
+    /// token, what they gave before it, ended as the targets end, with their end token (none
     /// under `--target-end none`, or on a model without one; any of several stop tokens, as
     /// Llama 3 instruct's, reads as it). A row that generated a target and then stopped
     /// matched no target ending with nothing (hostile pass 16, F1), nor, on a model of
     /// several stop tokens, one ending with another of them.
-    pub fn as_target(&self, ids: &[i32]) -> Vec<i32> {
+    pub fn target_of(&self, ids: &[i32], is_target: impl Fn(&[i32]) -> bool) -> Vec<i32> {
         match ids.split_last() {
-            Some((last, body)) if self.stops.contains(last) => {
+            Some((last, body)) if !is_target(ids) && self.stops.contains(last) => {
                 body.iter().copied().chain(self.end_id).collect()
             }
             _ => ids.to_vec(),
@@ -383,6 +384,19 @@ pub struct Prediction {
     pub ids: Vec<i32>,
     /// the score of the prediction
     pub score: f32,
+}
+
+impl Prediction {
+    /// A greedy prediction's label, given the task's `labels` and its generated text
+    /// `output`: its class's label; under free targets (no labels) the text itself; else
+    /// none (an output that is no label's target was printed as the label, which a text equal
+    /// to a label's name made look like that label).
+    pub fn greedy_label(&self, labels: &[String], output: &str) -> Option<String> {
+        match self.class.and_then(|c| labels.get(c)) {
+            Some(label) => Some(label.clone()),
+            None => labels.is_empty().then(|| output.to_string()),
+        }
+    }
 }
 
 /// Row-wise log-softmax of (rows, k) logits, in f64.

@@ -96,8 +96,8 @@ pub fn scores(task: &Task, enc: &Encoded, preds: &[Prediction]) -> EvalMetrics {
     if task.spec.free_targets {
         // exact match of the generated target; classes are the distinct target texts
         let mut ids: BTreeMap<Vec<i32>, usize> = BTreeMap::new();
-        let golds: std::collections::BTreeSet<&Vec<i32>> =
-            enc.rows.iter().map(|r| &r.target).collect();
+        let golds: std::collections::BTreeSet<&[i32]> =
+            enc.rows.iter().map(|r| r.target.as_slice()).collect();
         for (row, p) in enc.rows.iter().zip(preds) {
             if row.target.is_empty() {
                 continue;
@@ -105,12 +105,7 @@ pub fn scores(task: &Task, enc: &Encoded, preds: &[Prediction]) -> EvalMetrics {
             let n = ids.len();
             gold.push(*ids.entry(row.target.clone()).or_insert(n));
             let n = ids.len();
-            // the ids as they are when they are a gold target (one ending with a stop token
-            // itself), else the target they stand for
-            let key = match golds.contains(&p.ids) {
-                true => p.ids.clone(),
-                false => task.as_target(&p.ids),
-            };
+            let key = task.target_of(&p.ids, |t| golds.contains(t));
             pred.push(*ids.entry(key).or_insert(n));
         }
     } else {

@@ -53,7 +53,7 @@ pub struct Task {
     /// the model's embedding rows: a hand-made row's ids must index them
     pub(super) vocab: usize,
     /// `causal`: the tokens greedy generation stops at (`stop_ids`), each of which ends a
-    /// generated row as the targets' end token does (`Task::as_target`)
+    /// generated row as the targets' end token does (`Task::target_of`)
     pub(super) stops: Vec<i32>,
 }
 
