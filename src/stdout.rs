@@ -4,8 +4,9 @@
 //! is written and the command goes on: its results are files. Any other failure (a full
 //! disk behind `> file`) is kept for the command line to report (`take_error`).
 
+use indicatif::ProgressBar;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 static CLOSED: AtomicBool = AtomicBool::new(false);
@@ -58,8 +59,47 @@ pub fn write(text: std::fmt::Arguments<'_>, newline: bool) {
 /// shutdown line, before it finished its requests. Stderr is for a reader; one gone ends
 /// nothing.
 pub fn write_stderr(text: std::fmt::Arguments<'_>) {
-    let mut err = std::io::stderr().lock();
-    let _ = err.write_fmt(text).and_then(|()| err.write_all(b"\n"));
+    let write = || {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_fmt(text).and_then(|()| err.write_all(b"\n"));
+    };
+    let drawn = BAR
+        .lock()
+        .ok()
+        .and_then(|b| b.as_ref().map(|(_, bar)| bar.clone()));
+    match drawn {
+        Some(bar) => bar.suspend(write),
+        None => write(),
+    }
+}
+
+/// The progress bar drawn on stderr now (a run's steps, `predict`'s rows), if any: a warning
+/// written meanwhile (a library's, from inside a batch) landed on the bar's line.
+static BAR: Mutex<Option<(u64, ProgressBar)>> = Mutex::new(None);
+
+/// Registers a bar drawn on stderr while this lives: [`write_stderr`] hides it for each line.
+pub struct DrawnBar(u64);
+
+impl DrawnBar {
+    pub fn new(bar: &ProgressBar) -> DrawnBar {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut drawn) = BAR.lock() {
+            *drawn = Some((id, bar.clone()));
+        }
+        DrawnBar(id)
+    }
+}
+
+impl Drop for DrawnBar {
+    fn drop(&mut self) {
+        if let Ok(mut drawn) = BAR.lock() {
+            // a bar registered since (another thread's run) stays
+            if drawn.as_ref().is_some_and(|(id, _)| *id == self.0) {
+                *drawn = None;
+            }
+        }
+    }
 }
 
 /// The first failure to write stdout other than a broken pipe, if any (taken once).

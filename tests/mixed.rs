@@ -255,6 +255,42 @@ fn step_mixed_edges() {
     assert!(e.contains("row 0") && e.contains("job 2"), "{e}");
 }
 
+/// `predict_mixed_until` tells the rows done, of every job, after each batch (`predict`'s
+/// bar over several prompts), and a stop set during the first batch ends the call with
+/// `Error::Interrupted`.
+#[test]
+fn predict_mixed_until_tells_each_batch_and_stops() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
+    let (ta, pa, ea) = sentiment(&model, 4, 1);
+    let (tb, pb, eb) = topic(&model, 6, 2);
+    let jobs = [(&ta, &pa), (&tb, &pb)];
+    let rows: Vec<_> = (ea.rows.iter().map(|r| (0, r.clone())))
+        .chain(eb.rows.iter().map(|r| (1, r.clone())))
+        .collect();
+    let n = rows.len();
+    assert!(n > 6, "{n} rows: three batches at least");
+    let never = AtomicBool::new(false);
+    let mut heard = vec![];
+    let got = model
+        .predict_mixed_until(&jobs, &rows, 3, &mut |done| heard.push(done), &never)
+        .unwrap();
+    let want: Vec<usize> = (1..=n.div_ceil(3)).map(|k| (3 * k).min(n)).collect();
+    assert_eq!(heard, want);
+    let plain = model.predict_mixed(&jobs, &rows, 3).unwrap();
+    assert_eq!(format!("{got:?}"), format!("{plain:?}"));
+    let stop = AtomicBool::new(false);
+    let e = model.predict_mixed_until(
+        &jobs,
+        &rows,
+        3,
+        &mut |_| stop.store(true, Ordering::SeqCst),
+        &stop,
+    );
+    let e = e.expect_err("stopped after the first batch").to_string();
+    assert!(e.contains(&format!("after 3 of {n} rows")), "{e}");
+}
+
 #[test]
 fn mixed_rows_naming_no_job_are_an_error() {
     let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
@@ -329,6 +365,13 @@ fn cli_predict_over_named_prompts_equals_one_prompt_at_a_time() {
     }
     let mixed = cli_predict(&mixed_args);
     assert_eq!(mixed.len(), texts.len());
+    // on a terminal the rows of every prompt count on one bar, as one prompt's do
+    let line = format!(
+        "'{}' predict {}",
+        common::binary().display(),
+        mixed_args.join(" ")
+    );
+    assert!(common::on_terminal(&line).contains("/6 rows"));
     for (name, _) in &jobs {
         let only = dir.join(format!("{name}.jsonl"));
         let rows: Vec<&str> = lines

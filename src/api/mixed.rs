@@ -16,6 +16,7 @@ use crate::train::encode::Row;
 use crate::train::model_id::TaskStamp;
 use crate::train::room::{self, Placing};
 use crate::train::{self, Grads, Prediction};
+use std::sync::atomic::AtomicBool;
 
 impl Model {
     /// Every row's prediction, in input order, where each row names the job it belongs to: an
@@ -40,9 +41,24 @@ impl Model {
         rows: &[(usize, Row)],
         batch_size: usize,
     ) -> Result<Vec<Prediction>> {
+        let never = &super::until::NEVER;
+        self.predict_mixed_until(jobs, rows, batch_size, &mut |_| {}, never)
+    }
+
+    /// As [`Model::predict_mixed`], stopped as [`Model::evaluate_until`] is: `on_batch`
+    /// hears the rows done so far, of every job, after each batch.
+    pub fn predict_mixed_until(
+        &self,
+        jobs: &[(&Task, &Prompt)],
+        rows: &[(usize, Row)],
+        batch_size: usize,
+        on_batch: &mut dyn FnMut(usize),
+        stop: &AtomicBool,
+    ) -> Result<Vec<Prediction>> {
+        let go_on = &mut super::until::go_on(on_batch, stop);
         on_engine!(&self.engine, |be, m| {
             with_jobs(be, m, jobs, rows, Placing::Score, |mixed| {
-                train::mixed::predict_mixed(be, m, mixed, rows, batch_size)
+                train::mixed::predict_mixed_until(be, m, mixed, rows, batch_size, go_on)
             })
         })
     }

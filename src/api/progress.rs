@@ -3,6 +3,7 @@
 //! resume warnings, evaluations, early stopping). `softprompt train` and the Python package
 //! show the same.
 
+use crate::internals::stdout::DrawnBar;
 use crate::prompt_encoder::EncoderKind;
 use crate::train::optim::Schedule;
 use crate::train::ptuning::Method;
@@ -40,6 +41,8 @@ pub struct ConsoleProgress {
     cfg: TrainConfig,
     /// rewrites a warning's words for the caller (the command line's flags as they are)
     words: fn(&str) -> String,
+    /// the bar, while drawn, for the warnings written through `errln!` to hide
+    _drawn: Option<DrawnBar>,
 }
 
 /// "optimizer adamw lr 0.03 (Linear schedule, warm-up 0), ...": what the run trains with.
@@ -92,6 +95,7 @@ impl ConsoleProgress {
         if !bar {
             pb.set_draw_target(ProgressDrawTarget::hidden());
         }
+        let drawn = bar.then(|| DrawnBar::new(&pb));
         pb.set_style(
             ProgressStyle::with_template(
                 "{bar:28.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < ETA {eta_precise}]",
@@ -118,6 +122,7 @@ impl ConsoleProgress {
             schedule: cfg.optim.schedule,
             cfg: cfg.clone(),
             words: str::to_string,
+            _drawn: drawn,
         }
     }
 

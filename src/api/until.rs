@@ -189,7 +189,7 @@ pub(super) static NEVER: AtomicBool = AtomicBool::new(false);
 
 /// The engine's question after each part (a batch, a chunk of rows, a token): `on_part` hears
 /// the count done, then the answer is whether `stop` is still unset.
-fn go_on<'a>(
+pub(super) fn go_on<'a>(
     on_part: &'a mut dyn FnMut(usize),
     stop: &'a AtomicBool,
 ) -> impl FnMut(usize) -> bool + 'a {

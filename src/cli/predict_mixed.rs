@@ -4,6 +4,7 @@
 //! `predict` with its prompt alone writes, plus `"prompt": name`.
 
 use super::predict::{check_output, row_json, write_predictions, Args};
+use super::rows_bar::scoring;
 use serde_json::{json, Value};
 use softprompt::{Dataset, Error, Model, Prompt, Result, Row, Task};
 use std::path::{Path, PathBuf};
@@ -73,8 +74,10 @@ pub fn predict(a: &Args, pairs: &[(String, PathBuf)]) -> Result<()> {
     let rows: Vec<(usize, Row)> = rows.into_iter().flatten().collect();
     let refs: Vec<(&Task, &Prompt)> = jobs.iter().map(|j| (&j.task, &j.prompt)).collect();
     // every row has its prompt (`row_prompts`): rows[i] is data row i
-    let preds = (model.predict_mixed(&refs, &rows, a.batch_size))
-        .map_err(|e| super::common::at_line(e, &data))?;
+    let preds = scoring(rows.len(), !a.no_progress, |on_batch, stop| {
+        model.predict_mixed_until(&refs, &rows, a.batch_size, on_batch, stop)
+    })
+    .map_err(|e| super::common::at_line(e, &data))?;
     let mut out = String::new();
     for ((ex, (j, row)), p) in data.examples.iter().zip(&rows).zip(&preds) {
         let Some(job) = jobs.get(*j) else { continue };

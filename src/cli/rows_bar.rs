@@ -3,6 +3,7 @@
 //! `--no-progress`. A long file ran for minutes without a sign of life.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use softprompt::internals::stdout::DrawnBar;
 use std::sync::atomic::AtomicBool;
 
 /// Never set: `predict` and `eval` end at Ctrl-C as any command does (the `_until` calls are
@@ -22,7 +23,11 @@ pub(super) fn scoring<T>(
     out
 }
 
-struct RowsBar(ProgressBar);
+/// The bar, and its registration while drawn (a warning written meanwhile hides it).
+struct RowsBar {
+    bar: ProgressBar,
+    _drawn: Option<DrawnBar>,
+}
 
 impl RowsBar {
     /// A bar over `rows` rows; `show` false (`--no-progress`) draws nothing.
@@ -31,22 +36,26 @@ impl RowsBar {
         if !show {
             pb.set_draw_target(ProgressDrawTarget::hidden());
         }
+        let drawn = show.then(|| DrawnBar::new(&pb));
         pb.set_style(
             ProgressStyle::with_template(
                 "{bar:28.cyan/blue} {pos}/{len} rows, {per_sec} [{elapsed_precise} < ETA {eta_precise}]",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        RowsBar(pb)
+        RowsBar {
+            bar: pb,
+            _drawn: drawn,
+        }
     }
 
     /// The rows done so far (the engine's callback after each batch).
     fn set(&self, done: usize) {
-        self.0.set_position(done as u64);
+        self.bar.set_position(done as u64);
     }
 
     /// Cleared before the command prints its results or an error.
     fn clear(&self) {
-        self.0.finish_and_clear();
+        self.bar.finish_and_clear();
     }
 }

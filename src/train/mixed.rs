@@ -28,7 +28,7 @@
 use super::batch::{Batch, LabelUse};
 use super::decode::{Prediction, RowLayout};
 use super::encode::{Encoded, Row};
-use super::eval::predict_all;
+use super::eval::predict_until;
 use super::mixed_grads::SplitGrads;
 use super::mixed_greedy;
 use super::mixed_groups::{decodes_greedily, group_lens, groups, mixable, one_job, Mix};
@@ -39,12 +39,13 @@ use super::spec::TaskKind;
 use super::step::{cls_head, Grads, Params};
 use super::task::Task;
 use crate::backend::{Backend, DType};
-use crate::error::{BatchSetting, Error, Result};
+use crate::error::{BatchSetting, Error, GoOn, Result};
 use crate::memory::MemoryAccountant;
 use crate::models::bert::{self, Bert, HeadRows, Tail};
 use crate::models::cls_head::ClsHead;
 use crate::models::heads::{self, Decoder};
 use crate::models::Recompute;
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 
 /// What messages call the rows of a mixed call (a data error's path).
@@ -62,10 +63,29 @@ pub fn predict_mixed<B: Backend>(
     rows: &[(usize, Row)],
     batch_size: usize,
 ) -> Result<Vec<Prediction>> {
+    predict_mixed_until(be, model, jobs, rows, batch_size, &mut |_| true)
+}
+
+/// As [`predict_mixed`], asking `go_on` with the rows predicted so far after each batch,
+/// whatever its group.
+pub fn predict_mixed_until<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    jobs: &[MixJob<'_, B>],
+    rows: &[(usize, Row)],
+    batch_size: usize,
+    go_on: GoOn<'_>,
+) -> Result<Vec<Prediction>> {
     if batch_size == 0 {
         return Err(Error::arg("batch_size", "is 0: expected at least 1"));
     }
     check_rows(jobs.len(), rows)?;
+    let told = Told {
+        done: Cell::new(0),
+        total: rows.len(),
+        go_on: RefCell::new(go_on),
+    };
+    let tell = |rows: usize| told.batch(rows);
     let mut out: Vec<Option<Prediction>> = vec![None; rows.len()];
     for group in groups(model, jobs, false) {
         let Some(g) = GroupRows::new(rows, &group) else {
@@ -77,6 +97,7 @@ pub fn predict_mixed<B: Backend>(
             group: &group,
             rows: &g,
             bert: matches!(mix, Some(Mix::Bert(_))),
+            told: Some(&tell),
         };
         let greedy = decodes_greedily(jobs, &group);
         let preds = match mix {
@@ -89,7 +110,10 @@ pub fn predict_mixed<B: Backend>(
             Some(Mix::Causal(m)) => mixed_lm::predict_causal(be, model, m, &gr, batch_size)?,
             None => {
                 let (task, params) = one_job(jobs, &group)?;
-                let preds = predict_all(be, model, task, params, &g.enc, batch_size);
+                let before = told.done.get();
+                let go_on = &mut |done: usize| told.ask(before + done);
+                let preds = predict_until(be, model, task, params, &g.enc, batch_size, go_on);
+                told.done.set(before + g.enc.rows.len());
                 preds.map_err(|e| g.overflow_at(e, &group, |r| (r, 0)))?
             }
         };
@@ -131,6 +155,36 @@ pub(super) struct Group<'g, 'a, B: Backend> {
     pub rows: &'g GroupRows,
     /// BERT jobs: a prefix job's tokens sit behind hidden front rows (`front_rows`)
     pub bert: bool,
+    /// prediction: told the rows done after each batch (the step has none)
+    pub told: Option<&'g dyn Fn(usize) -> Result<()>>,
+}
+
+/// The rows predicted so far over every group of a call, and its `go_on`.
+pub(super) struct Told<'a> {
+    done: Cell<usize>,
+    total: usize,
+    go_on: RefCell<GoOn<'a>>,
+}
+
+impl Told<'_> {
+    /// `rows` more done: asks `go_on` (an interruption ends the call while rows remain).
+    fn batch(&self, rows: usize) -> Result<()> {
+        self.done.set(self.done.get() + rows);
+        crate::error::ask(
+            &mut |done| self.ask(done),
+            self.done.get(),
+            self.total,
+            "rows",
+        )
+    }
+
+    /// `go_on`'s answer for `done` rows of the call.
+    fn ask(&self, done: usize) -> bool {
+        match self.go_on.try_borrow_mut() {
+            Ok(mut go_on) => go_on(done),
+            Err(_) => true,
+        }
+    }
 }
 
 impl<'a, B: Backend> Group<'_, 'a, B> {
@@ -347,6 +401,9 @@ pub(super) fn predict_chunks<B: Backend>(
                 *at = pred;
             }
         }
+        if let Some(tell) = gr.told {
+            tell(chunk.len())?;
+        }
     }
     Ok(out.into_iter().flatten().collect())
 }
@@ -427,6 +484,7 @@ pub fn step_mixed<B: Backend>(
             group: &group,
             rows: &g,
             bert: matches!(mix, Some(Mix::Bert(_))),
+            told: None,
         };
         match mix {
             Some(Mix::Bert(m)) => step_group(be, model, m, &gr, recompute, &mut out)?,

@@ -451,6 +451,18 @@ pub fn run_child_test(name: &str, env: &[(&str, &str)]) {
     );
 }
 
+/// What `line` (a shell command line) writes on a terminal, stdout and stderr together:
+/// it runs under `script(1)`'s pty, and must succeed.
+pub fn on_terminal(line: &str) -> String {
+    let got = std::process::Command::new("script")
+        .args(["-qefc", line, "/dev/null"])
+        .output()
+        .expect("script(1), from util-linux, runs a command on a terminal");
+    let said = String::from_utf8_lossy(&got.stdout).into_owned();
+    assert!(got.status.success(), "{line}: {said}");
+    said
+}
+
 pub fn binary() -> PathBuf {
     std::env::var_os("SOFTPROMPT_BIN").map_or_else(
         || PathBuf::from(env!("CARGO_BIN_EXE_softprompt")),

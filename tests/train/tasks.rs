@@ -417,13 +417,7 @@ fn seq2seq_free_targets() {
             out_dir.display(),
             dev.display()
         );
-        let got = std::process::Command::new("script")
-            .args(["-qefc", &line, "/dev/null"])
-            .output()
-            .expect("script(1), from util-linux, runs a command on a terminal");
-        let said = String::from_utf8_lossy(&got.stdout).into_owned();
-        assert!(got.status.success(), "{said}");
-        said
+        crate::common::on_terminal(&line)
     };
     for cmd in ["predict", "eval"] {
         let shown = on_tty(cmd, "");
@@ -433,6 +427,33 @@ fn seq2seq_free_targets() {
     }
     let piped = softprompt(&["eval", "--prompt", s(&out_dir), "--data", s(&dev)]);
     assert!(!String::from_utf8_lossy(&piped.stderr).contains("rows,"));
+}
+
+/// A warning written while a bar is drawn (here the NVTX debug line, from the first step)
+/// hides the bar first: it landed on the bar's line, after its text (review 10, R10-8).
+#[test]
+fn a_warning_written_under_a_bar_starts_its_own_line() {
+    let dir = scratch("warning_under_bar");
+    let (train, _) = sentiment_files(&dir);
+    let line = format!(
+        "SOFTPROMPT_NVTX_DEBUG=1 '{}' train --model '{}' --train '{}' --out '{}' --task cls \
+         --prompt-len 4 --batch-size 8 --max-steps 3 --threads 1",
+        crate::common::binary().display(),
+        fixture("bert_nohead").display(),
+        train.display(),
+        dir.join("out").display()
+    );
+    let shown = crate::common::on_terminal(&line);
+    let at = shown.find("nvtx: ").expect("the NVTX debug line");
+    let before = &shown[..at];
+    assert!(
+        before.contains(" 0/3 "),
+        "no bar was drawn before it: {shown:?}"
+    );
+    assert!(
+        before.ends_with("\x1b[2K") || before.ends_with('\n'),
+        "{shown:?}"
+    );
 }
 
 /// The console's words at a run's edges (hostile pass 14): a patience that runs out at the
