@@ -19,7 +19,7 @@ pub fn prediction_json(
     let mut obj = Map::new();
     let label = p.class.and_then(|c| labels.get(c)).cloned();
     if p.scores.is_empty() {
-        let text = model.detokenize(&p.ids)?;
+        let text = model.detokenize(p.output_ids())?;
         obj.insert("label".into(), json!(p.greedy_label(labels, &text)));
         obj.insert("output".into(), json!(text));
         obj.insert("score".into(), json!(finite("the output", p.score)?));
@@ -64,6 +64,7 @@ mod tests {
             score: scores[1],
             scores,
             ids: Vec::new(),
+            stopped: false,
         };
         let ok = prediction_json(&model, &labels, &pred(vec![-2.5, -0.1]), false).unwrap();
         assert_eq!(ok["scores"]["neg"], json!(-2.5f32));
@@ -77,6 +78,7 @@ mod tests {
             class: None,
             scores: Vec::new(),
             ids: vec![5],
+            stopped: false,
             score: f32::NEG_INFINITY,
         };
         let msg = (prediction_json(&model, &labels, &greedy, false).unwrap_err()).to_string();

@@ -519,6 +519,17 @@ fn generation_config_names_the_stop_tokens() {
     let greedy: serde_json::Value = serde_json::from_str(greedy.trim()).unwrap();
     let line: serde_json::Value = serde_json::from_str(ok(&generate(&[])).trim()).unwrap();
     assert_eq!(greedy["output"], line["output"]);
+    // the stop token (an ordinary token, not a special one that detokenizing drops) ends the
+    // text and is no part of it: its text was printed in `output` (hostile pass 18, N4)
+    let api = softprompt::Model::open(&model, softprompt::Device::Cpu).unwrap();
+    let before: Vec<i32> = free[..k].iter().map(|&i| i as i32).collect();
+    let with_stop: Vec<i32> = free[..=k].iter().map(|&i| i as i32).collect();
+    let (before, with_stop) = (
+        api.detokenize(&before).unwrap(),
+        api.detokenize(&with_stop).unwrap(),
+    );
+    assert_ne!(before, with_stop, "the stop token {stop} has a text");
+    assert_eq!(line["output"], before.as_str());
     // an int names one stop token
     write(serde_json::json!({"eos_token_id": stop}));
     assert_eq!(ids(&generate(&[])), stopped);
@@ -638,6 +649,7 @@ fn under_none_a_generated_target_that_then_stopped_matches() {
     let generated = |ids: Vec<i32>| Prediction {
         class: None,
         scores: Vec::new(),
+        stopped: ids.last() == Some(&eos),
         ids,
         score: -1.0,
     };

@@ -98,7 +98,7 @@ fn prediction_dict<'py>(
     let d = PyDict::new(py);
     let label = p.class.and_then(|c| task.labels().get(c)).cloned();
     if p.scores.is_empty() {
-        let text = model.detokenize(&p.ids).map_err(to_py)?;
+        let text = model.detokenize(p.output_ids()).map_err(to_py)?;
         d.set_item("label", p.greedy_label(task.labels(), &text))?;
         d.set_item("output", text)?;
     } else {

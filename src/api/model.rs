@@ -72,7 +72,7 @@ pub struct StepOutput {
 /// One generated continuation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Generation {
-    /// the new text, special tokens left out
+    /// the new text, special tokens and the stop token that ended it left out
     pub text: String,
     /// the new token ids, ending with the stop token when one was produced
     pub ids: Vec<i32>,

@@ -171,8 +171,13 @@ impl Model {
                 .map_err(|e| prompt.named_overflow(e))?;
             (g.ids.into_iter().zip(g.logprob).zip(&enc.rows))
                 .map(|((ids, logprob), row)| {
+                    // the stop token that ended a row ends its text, and is no part of it
+                    let text = match ids.split_last() {
+                        Some((last, body)) if opts.stop.contains(last) => body,
+                        _ => &ids,
+                    };
                     Ok(Generation {
-                        text: m.tokenizer.decode(&ids, true)?,
+                        text: m.tokenizer.decode(text, true)?,
                         ids,
                         logprob,
                         truncated: row.truncated,

@@ -227,6 +227,7 @@ impl Task {
         Prediction {
             class,
             scores: Vec::new(),
+            stopped: ids.last().is_some_and(|last| self.stops.contains(last)),
             ids,
             score: logp,
         }
@@ -283,6 +284,7 @@ impl Task {
                     class: Some(c),
                     scores: s.to_vec(),
                     ids: Vec::new(),
+                    stopped: false,
                     score: s.get(c).copied().unwrap_or(f32::NAN),
                 })
             })
@@ -382,11 +384,23 @@ pub struct Prediction {
     pub scores: Vec<f32>,
     /// greedy decoding: the generated ids
     pub ids: Vec<i32>,
+    /// greedy decoding: the row ended at one of the task's stop tokens, the last of `ids`
+    pub stopped: bool,
     /// the score of the prediction
     pub score: f32,
 }
 
 impl Prediction {
+    /// The ids of a greedy prediction's text: `ids` without the stop token that ended them,
+    /// which ends the text and is no part of it (a stop token that is an ordinary token, not
+    /// a special one that detokenizing drops, printed in the output; hostile pass 18, N4).
+    pub fn output_ids(&self) -> &[i32] {
+        match (self.stopped, self.ids.split_last()) {
+            (true, Some((_, body))) => body,
+            _ => &self.ids,
+        }
+    }
+
     /// A greedy prediction's label, given the task's `labels` and its generated text
     /// `output`: its class's label; under free targets (no labels) the text itself; else
     /// none (an output that is no label's target was printed as the label, which a text equal
