@@ -371,6 +371,33 @@ fn target_end_bad_inputs() {
     );
     // a saved eos prompt whose task.json is edited to pad
     ok(&train(&llama, &data, &out, "eos"));
+    // under greedy decoding a label whose target holds a stop token before its end could
+    // never be generated (hostile pass 18, N5): refused, naming the label; rank scores it
+    let stop_inside = "complaint=complaint<|end_of_text|> late,no complaint=fine";
+    let with = |extra: &[&str]| {
+        let (o, d) = (out.to_str().unwrap(), data.to_str().unwrap());
+        let mut args = vec![
+            "eval",
+            "--prompt",
+            o,
+            "--data",
+            d,
+            "--verbalizer",
+            stop_inside,
+        ];
+        args.extend(extra);
+        softprompt(&args)
+    };
+    refused(
+        &with(&["--decode", "greedy"]),
+        &[
+            "--decode",
+            "label \"complaint\"",
+            "stop token 1 at position",
+            "--decode rank",
+        ],
+    );
+    ok(&with(&[]));
     let task_json = out.join("task.json");
     let text = std::fs::read_to_string(&task_json).unwrap();
     let mut task: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -173,7 +173,30 @@ impl Task {
             // a task that ranks (its stop tokens unread) is refused nothing here
             task.stops = task.stop_ids(&m.cfg).unwrap_or_default();
         }
+        task.check_generable()?;
         Ok(task)
+    }
+
+    /// Under greedy decoding of labels, a label whose target holds a stop token before its
+    /// end could never be generated: generation stops at that token (every row of it scored
+    /// a miss and nothing said why; hostile pass 18, N5). T5 stops at its end token.
+    fn check_generable(&self) -> Result<()> {
+        if !self.decodes_greedily() {
+            return Ok(());
+        }
+        let stops = match self.spec.kind {
+            TaskKind::Causal => self.stops.as_slice(),
+            _ => std::slice::from_ref(&self.eos_id),
+        };
+        for (label, target) in self.spec.labels.iter().zip(&self.label_targets) {
+            let Some((_, body)) = target.split_last() else {
+                continue;
+            };
+            if let Some((at, id)) = body.iter().enumerate().find(|(_, id)| stops.contains(id)) {
+                return Err(Error::arg("--decode", format!("greedy: label {label:?}'s target (ids {target:?}) holds the stop token {id} at position {at}, before its end: generation stops there, so it could never produce this label; give the label a target without that token (--verbalizer), or score the labels with --decode rank")));
+            }
+        }
+        Ok(())
     }
 
     /// Checks `ids`, what `what` encodes to, against the model's embedding table: a
