@@ -2,7 +2,8 @@
 //! bounds the requests gathering in the batcher too, a Content-Length over the limit gets 413
 //! before the body is read, a request head or body that never completes is cut off after its
 //! timeout, SIGTERM with only idle connections or heads part-way in exits 0 at once (a held
-//! engine too), a large `--max-queue` allocates nothing at start, prompt names `.` and `..`
+//! engine too), `/health` says 503 once the engine's thread has ended, a large `--max-queue`
+//! allocates nothing at start, prompt names `.` and `..`
 //! are refused, and a PEFT folder without task.json gets an error that names no command-line
 //! flag.
 #![cfg(feature = "serve")]
@@ -230,6 +231,37 @@ fn a_held_engine_does_not_hold_the_exit() {
     let server = Server::start_held(&[("pet", &pet)], &[]);
     let (status, v) = server.call("GET", "/health", None);
     assert_eq!(status, 200, "{v}");
+    server.sigterm();
+    assert_eq!(server.wait_for_exit(Duration::from_secs(20)), Some(0));
+}
+
+/// `/health` answered "ok" over an engine whose thread had ended (a panic, hostile pass 17):
+/// it answers 503 "engine stopped", a prediction then gets a 500 naming the stopped engine,
+/// and SIGTERM still ends the server.
+#[test]
+fn health_says_when_the_engine_has_stopped() {
+    let scratch = ScratchDir::new("serve_hostile_engine_ended");
+    let pet = make_pet(scratch.path());
+    let server = Server::start_held(&[("pet", &pet)], &[]);
+    let (status, v) = server.call("GET", "/health", None);
+    assert_eq!((status, &v["status"]), (200, &json!("ok")), "{v}");
+    server.end_engine();
+    let start = Instant::now();
+    loop {
+        let (status, v) = server.call("GET", "/health", None);
+        if status == 503 {
+            assert_eq!(v["status"], "engine stopped", "{v}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{status} {v}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (status, v) = server.predict("pet", &["a fine film"]);
+    assert_eq!(status, 500, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("engine stopped"),
+        "{v}"
+    );
     server.sigterm();
     assert_eq!(server.wait_for_exit(Duration::from_secs(20)), Some(0));
 }

@@ -150,7 +150,7 @@ pub fn run(s: Settings) -> Result<()> {
     // tasks left on the runtime hold senders to the engine: dropping them lets it end
     rt.shutdown_timeout(Duration::from_secs(5));
     if let Some(release) = engine.release {
-        let _ = release.send(());
+        let _ = release.send(true);
     }
     if engine.thread.join().is_err() {
         return Err(Error::Device("the engine's thread panicked".into()));

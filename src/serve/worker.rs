@@ -100,8 +100,8 @@ pub struct Engine {
     /// the device, as the command line prints it
     pub device: String,
     pub waiting: Waiting,
-    /// `--debug-hold-engine`'s release: the server's exit sends it
-    pub release: Option<Sender<()>>,
+    /// `--debug-hold-engine`'s release: the server's exit sends it (true: serve)
+    pub release: Option<Sender<bool>>,
     /// true while the engine's thread runs its loop (`/health` says so)
     pub running: Arc<AtomicBool>,
 }
@@ -163,7 +163,10 @@ pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
                     let _ = ready_tx.send(Ok(model.device_name()));
                     if let Some(hold) = hold {
                         // a line on stdin, or the server's exit (`Engine::release`)
-                        let _ = hold.recv();
+                        if !hold.recv().unwrap_or(true) {
+                            errln!("--debug-hold-engine: the engine's thread ends");
+                            return;
+                        }
                         errln!("--debug-hold-engine: released");
                     }
                     serve_loop(&model, registry, &rx, policy, &metrics, &queue);
@@ -190,10 +193,12 @@ pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
 
 /// `--debug-hold-engine`: the engine waits for a line or the end of stdin, messages piling
 /// up in the queue meanwhile (the tests of a full queue and of SIGTERM with requests in
-/// flight). Stdin is read on a thread of its own, and the server's exit releases the hold
-/// too: the engine's thread blocked on stdin, and the exit joined it, so a server whose stdin
-/// stayed open never exited. Returns the release and the engine's end of it when held.
-fn hold(on: bool) -> Result<Option<(Sender<()>, Receiver<()>)>> {
+/// flight); the line `end-engine` ends the engine's thread instead, as a failure would (the
+/// test of `/health` over a stopped engine). Stdin is read on a thread of its own, and the
+/// server's exit releases the hold too: the engine's thread blocked on stdin, and the exit
+/// joined it, so a server whose stdin stayed open never exited. Returns the release and the
+/// engine's end of it when held.
+fn hold(on: bool) -> Result<Option<(Sender<bool>, Receiver<bool>)>> {
     if !on {
         return Ok(None);
     }
@@ -204,8 +209,9 @@ fn hold(on: bool) -> Result<Option<(Sender<()>, Receiver<()>)>> {
     std::thread::Builder::new()
         .name("softprompt-hold".into())
         .spawn(move || {
-            let _ = std::io::stdin().read_line(&mut String::new());
-            let _ = line.send(());
+            let mut text = String::new();
+            let _ = std::io::stdin().read_line(&mut text);
+            let _ = line.send(text.trim() != "end-engine");
         })
         .map_err(|e| Error::io("the --debug-hold-engine thread", e))?;
     Ok(Some((release, held)))

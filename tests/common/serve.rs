@@ -145,11 +145,20 @@ impl Server {
 
     /// Ends `start_held`'s hold.
     pub fn release(&self) {
+        self.hold_line(b"\n");
+    }
+
+    /// Ends `start_held`'s engine thread instead of its hold, as a failure would.
+    pub fn end_engine(&self) {
+        self.hold_line(b"end-engine\n");
+    }
+
+    fn hold_line(&self, line: &[u8]) {
         let mut stdin = self.stdin.lock().unwrap();
         let mut stdin = stdin
             .take()
             .expect("a server started held, not released yet");
-        stdin.write_all(b"\n").unwrap();
+        stdin.write_all(line).unwrap();
     }
 
     /// `start` with the model folder `model`.
