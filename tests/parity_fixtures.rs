@@ -262,7 +262,7 @@ fn binary_parity_rejects_unknown_precision() {
     assert!(
         stderr.contains("--precision")
             && stderr.contains("fp8")
-            && stderr.contains("bf16, f32 or mixed"),
+            && stderr.contains("bf16, f32 (or fp32, float32) or mixed"),
         "{stderr}"
     );
 }

@@ -61,7 +61,7 @@ impl std::str::FromStr for Precision {
             "mixed" => Ok(Precision::Mixed),
             other => Err(Error::arg(
                 "--precision",
-                format!("\"{other}\": expected bf16, f32 or mixed"),
+                format!("\"{other}\": expected bf16, f32 (or fp32, float32) or mixed"),
             )),
         }
     }

@@ -2,8 +2,9 @@
 //! time left, on stderr while it is a terminal (never into a pipe or a log file), unless
 //! `--no-progress`. A long file ran for minutes without a sign of life.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use softprompt::internals::stdout::DrawnBar;
+use std::fmt::Write;
 use std::sync::atomic::AtomicBool;
 
 /// Never set: `predict` and `eval` end at Ctrl-C as any command does (the `_until` calls are
@@ -39,8 +40,12 @@ impl RowsBar {
         let drawn = show.then(|| DrawnBar::new(&pb));
         pb.set_style(
             ProgressStyle::with_template(
-                "{bar:28.cyan/blue} {pos}/{len} rows, {per_sec} [{elapsed_precise} < ETA {eta_precise}]",
+                "{bar:28.cyan/blue} {pos}/{len} rows, {rate} [{elapsed_precise} < ETA {eta_precise}]",
             )
+            // indicatif's {per_sec} prints 4 decimals
+            .map(|style| style.with_key("rate", |s: &ProgressState, w: &mut dyn Write| {
+                let _ = write!(w, "{:.1} rows/s", s.per_sec());
+            }))
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         RowsBar {

@@ -422,6 +422,18 @@ fn seq2seq_free_targets() {
     for cmd in ["predict", "eval"] {
         let shown = on_tty(cmd, "");
         assert!(shown.contains("/12 rows"), "{cmd}: {shown}");
+        // the rate with one decimal (indicatif's own printed four)
+        let rate = shown
+            .split("rows, ")
+            .nth(1)
+            .and_then(|r| r.split(" rows/s").next());
+        let rate = rate.unwrap_or_else(|| panic!("{cmd}: {shown}"));
+        assert!(rate.parse::<f64>().is_ok(), "{cmd}: {rate:?} in {shown}");
+        assert_eq!(
+            rate.split('.').nth(1).map(str::len),
+            Some(1),
+            "{cmd}: {shown}"
+        );
         let hidden = on_tty(cmd, "--no-progress");
         assert!(!hidden.contains("rows,"), "{cmd} --no-progress: {hidden}");
     }
