@@ -16,8 +16,12 @@ pub struct ConsoleProgress {
     pub(crate) pb: ProgressBar,
     /// the command's start: evaluation lines print the seconds since
     t0: Instant,
-    /// the loop's start: steps/s and tokens/s count from here
-    run_start: Instant,
+    /// the last event heard, and the seconds between each step's event and the event before
+    /// it: steps/s and tokens/s count the steps' own time, as metrics.jsonl's rates do (the
+    /// time of every dev evaluation and save made the bar's rate drop after each; review 10,
+    /// R10-9)
+    last_event: Instant,
+    stepping_secs: f64,
     /// the loss's moving average, and the steps and tokens so far
     ema: Option<f64>,
     tokens: usize,
@@ -105,7 +109,8 @@ impl ConsoleProgress {
         ConsoleProgress {
             pb,
             t0,
-            run_start: Instant::now(),
+            last_event: Instant::now(),
+            stepping_secs: 0.0,
             ema: None,
             tokens: 0,
             steps: 0,
@@ -225,6 +230,7 @@ impl ConsoleProgress {
 
     /// Prints what `ev` reports: the bar's position and message, evaluation lines above it.
     pub fn on_event(&mut self, ev: &Event) {
+        let heard = std::mem::replace(&mut self.last_event, Instant::now());
         match ev {
             Event::Started { .. } => self.started(ev),
             Event::Step(info) => {
@@ -233,7 +239,8 @@ impl ConsoleProgress {
                 self.steps += 1;
                 self.window.0 += info.loss;
                 self.window.1 += 1;
-                let secs = self.run_start.elapsed().as_secs_f64().max(1e-9);
+                self.stepping_secs += heard.elapsed().as_secs_f64();
+                let secs = self.stepping_secs.max(1e-9);
                 self.pb.set_position(info.step);
                 self.pb.set_message(format!(
                     "loss {:.4} | {:.2} steps/s | {:.0} tok/s",
@@ -288,5 +295,46 @@ impl ConsoleProgress {
     /// Clears the bar at the end of the run.
     pub fn finish(&self) {
         self.pb.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::StepInfo;
+    use std::time::Duration;
+
+    /// The bar's steps/s counts the steps' own time: the time of a save (or a dev
+    /// evaluation) between two steps made it drop after each (review 10, R10-9).
+    #[test]
+    fn the_bar_rate_leaves_out_what_runs_between_steps() {
+        let mut progress =
+            ConsoleProgress::new(&TrainConfig::default(), Instant::now(), 2, 8, false);
+        let step = |step| {
+            Event::Step(StepInfo {
+                step,
+                epoch: 0,
+                loss: 1.0,
+                lr: 0.1,
+                grad_norm: 1.0,
+                tokens: 10,
+                logged: None,
+            })
+        };
+        progress.on_event(&step(1));
+        std::thread::sleep(Duration::from_millis(400));
+        progress.on_event(&Event::Saved {
+            step: 1,
+            path: "checkpoint.safetensors".into(),
+        });
+        progress.on_event(&step(2));
+        let message = progress.pb.message();
+        let rate = message
+            .split(" | ")
+            .nth(1)
+            .and_then(|r| r.strip_suffix(" steps/s"));
+        let rate: f64 = rate.and_then(|r| r.parse().ok()).expect(&message);
+        // counting the save, 2 steps in 0.4 s or more: 5 steps/s at most
+        assert!(rate > 20.0, "{message}");
     }
 }
