@@ -67,7 +67,8 @@ pub fn write_stderr(text: std::fmt::Arguments<'_>) {
         .lock()
         .ok()
         .and_then(|b| b.as_ref().map(|(_, bar)| bar.clone()));
-    match drawn {
+    // a finished bar (cleared at its run's end) is not drawn again under the line
+    match drawn.filter(|bar| !bar.is_finished()) {
         Some(bar) => bar.suspend(write),
         None => write(),
     }

@@ -499,6 +499,37 @@ fn lm_jobs_of_every_family_share_batches() {
     }
 }
 
+/// `predict_mixed_until` over two groups (a rank-scored job and a greedy one on BLOOM, which
+/// never share a batch): the rows done count on across them, and a stop heard at the first
+/// group's last batch ends the call there, in the call's counts (review 11, R11-4/5).
+#[test]
+fn predict_mixed_until_counts_across_groups() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let model = Model::open(common::fixture("bloom"), Device::Cpu).unwrap();
+    let (ta, pa, ea) = lm_labels(&model, 3, 41, false);
+    let (tb, pb, eb) = lm_free(&model, 5, 42);
+    let jobs = [(&ta, &pa), (&tb, &pb)];
+    let rows: Vec<_> = (eb.rows.iter().map(|r| (1, r.clone())))
+        .chain(ea.rows.iter().map(|r| (0, r.clone())))
+        .collect();
+    let (first, n) = (ea.rows.len(), rows.len());
+    let never = AtomicBool::new(false);
+    let mut heard = vec![];
+    model
+        .predict_mixed_until(&jobs, &rows, 2, &mut |done| heard.push(done), &never)
+        .unwrap();
+    // the rank group (job 0's rows) runs first, two rows a batch, then the greedy group
+    let batches =
+        |from: usize, rows: usize| (1..=rows.div_ceil(2)).map(move |k| from + (2 * k).min(rows));
+    let want: Vec<usize> = batches(0, first).chain(batches(first, n - first)).collect();
+    assert_eq!(heard, want);
+    let stop = AtomicBool::new(false);
+    let mut at_group_end = |done| stop.store(done == first, Ordering::SeqCst);
+    let e = model.predict_mixed_until(&jobs, &rows, 2, &mut at_group_end, &stop);
+    let e = e.expect_err("stopped at the first group's end").to_string();
+    assert!(e.contains(&format!("after {first} of {n} rows")), "{e}");
+}
+
 /// A label job decoded greedily (`--decode greedy`): its class the label whose target it
 /// generates.
 fn lm_greedy_labels(model: &Model, p: usize, seed: u64) -> (Task, Prompt, Encoded) {

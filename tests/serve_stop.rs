@@ -128,7 +128,10 @@ fn a_second_signal_during_the_stop_exits_1_at_once() {
             start.elapsed()
         );
         // The connection of `await_metric` may not be seen closed yet: 1 or 2 are open.
-        let open = ["1 connection(s) still open", "2 connection(s) still open"];
+        let open = [
+            ": 1 connection(s) still open",
+            ": 2 connection(s) still open",
+        ];
         assert!(
             text.contains("a second SIGTERM or Ctrl-C") && open.iter().any(|o| text.contains(o)),
             "{text}"

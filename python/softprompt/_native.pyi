@@ -249,8 +249,9 @@ class Model:
     ) -> List[Dict[str, Any]]:
         """Per row: {"label", "class", "scores", "ids", "score", "truncated"} (truncated: the
         text was cut to the task's max_len); under greedy decoding or
-        free targets also "output", the generated text (and "label" is that text when it is
-        no label's target, as `softprompt predict` writes it). Ctrl-C stops it after the
+        free targets also "output", the generated text up to the stop token that ended it
+        ("ids" end with that token; "label" is the text under free targets, None when the
+        output is no label's target, as `softprompt predict` writes null). Ctrl-C stops it after the
         batch under way and raises KeyboardInterrupt (no result); during the last batch, it
         finishes but still raises KeyboardInterrupt, the result discarded."""
     def generate(
@@ -262,7 +263,8 @@ class Model:
         prompt_placement: str = "tokens",
     ) -> List[Dict[str, Any]]:
         """Greedy generation on a decoder-only model: {"output", "text", "ids", "logprob",
-        "truncated"} per text (output and text: the generated text; truncated: the input text
+        "truncated"} per text (output and text: the generated text, up to the stop token that
+        ended it, which "ids" end with; truncated: the input text
         was cut to the task's max_len). Ctrl-C stops it after the token under way (KeyboardInterrupt); during the last token, it finishes but still
         raises KeyboardInterrupt, the result discarded."""
     def save_prompt(

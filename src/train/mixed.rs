@@ -84,6 +84,7 @@ pub fn predict_mixed_until<B: Backend>(
         done: Cell::new(0),
         total: rows.len(),
         go_on: RefCell::new(go_on),
+        stop: Cell::new(false),
     };
     let tell = |rows: usize| told.batch(rows);
     let mut out: Vec<Option<Prediction>> = vec![None; rows.len()];
@@ -111,10 +112,23 @@ pub fn predict_mixed_until<B: Backend>(
             None => {
                 let (task, params) = one_job(jobs, &group)?;
                 let before = told.done.get();
-                let go_on = &mut |done: usize| told.ask(before + done);
+                let last = Cell::new(0);
+                let go_on = &mut |done: usize| {
+                    last.set(done);
+                    told.ask(before + done)
+                };
                 let preds = predict_until(be, model, task, params, &g.enc, batch_size, go_on);
+                let preds = preds.map_err(|e| match e {
+                    Error::Interrupted(_) => {
+                        told.done.set(before + last.get());
+                        told.interrupted()
+                    }
+                    e => g.overflow_at(e, &group, |r| (r, 0)),
+                })?;
                 told.done.set(before + g.enc.rows.len());
-                preds.map_err(|e| g.overflow_at(e, &group, |r| (r, 0)))?
+                // a stop heard during the group's last batch ends the call, if rows remain
+                told.stop_here()?;
+                preds
             }
         };
         for (&i, p) in g.members.iter().zip(preds) {
@@ -159,11 +173,13 @@ pub(super) struct Group<'g, 'a, B: Backend> {
     pub told: Option<&'g dyn Fn(usize) -> Result<()>>,
 }
 
-/// The rows predicted so far over every group of a call, and its `go_on`.
+/// The rows predicted so far over every group of a call, its `go_on`, and whether its last
+/// answer was to stop.
 pub(super) struct Told<'a> {
     done: Cell<usize>,
     total: usize,
     go_on: RefCell<GoOn<'a>>,
+    stop: Cell<bool>,
 }
 
 impl Told<'_> {
@@ -180,10 +196,29 @@ impl Told<'_> {
 
     /// `go_on`'s answer for `done` rows of the call.
     fn ask(&self, done: usize) -> bool {
-        match self.go_on.try_borrow_mut() {
+        let go = match self.go_on.try_borrow_mut() {
             Ok(mut go_on) => go_on(done),
             Err(_) => true,
+        };
+        self.stop.set(!go);
+        go
+    }
+
+    /// The interruption, in the call's counts, when the last answer was to stop and rows
+    /// remain (a group predicted alone ends at its own last batch without asking again).
+    fn stop_here(&self) -> Result<()> {
+        match self.stop.get() && self.done.get() < self.total {
+            true => Err(self.interrupted()),
+            false => Ok(()),
         }
+    }
+
+    /// The call interrupted after the rows done so far (a group's own counts said "3 of 4").
+    fn interrupted(&self) -> Error {
+        let (done, total) = (self.done.get(), self.total);
+        Error::Interrupted(format!(
+            "interrupted after {done} of {total} rows: nothing is returned"
+        ))
     }
 }
 

@@ -52,8 +52,8 @@ pub struct Task {
     pub model: std::sync::Arc<super::model_id::ModelId>,
     /// the model's embedding rows: a hand-made row's ids must index them
     pub(super) vocab: usize,
-    /// `causal`: the tokens greedy generation stops at (`stop_ids`), each of which ends a
-    /// generated row as the targets' end token does (`Task::target_of`)
+    /// the tokens greedy generation stops at: `causal`'s (`stop_ids`), each of which ends a
+    /// generated row as the targets' end token does (`Task::target_of`); `seq2seq`'s end token
     pub(super) stops: Vec<i32>,
 }
 
@@ -173,21 +173,22 @@ impl Task {
             // a task that ranks (its stop tokens unread) is refused nothing here
             task.stops = task.stop_ids(&m.cfg).unwrap_or_default();
         }
+        if task.spec.kind == TaskKind::Seq2Seq && task.eos_id >= 0 {
+            // T5 generates until its end token (`t5_greedy`'s ends)
+            task.stops = vec![task.eos_id];
+        }
         task.check_generable()?;
         Ok(task)
     }
 
     /// Under greedy decoding of labels, a label whose target holds a stop token before its
     /// end could never be generated: generation stops at that token (every row of it scored
-    /// a miss and nothing said why; hostile pass 18, N5). T5 stops at its end token.
+    /// a miss and nothing said why; hostile pass 18, N5).
     fn check_generable(&self) -> Result<()> {
         if !self.decodes_greedily() {
             return Ok(());
         }
-        let stops = match self.spec.kind {
-            TaskKind::Causal => self.stops.as_slice(),
-            _ => std::slice::from_ref(&self.eos_id),
-        };
+        let stops = &self.stops;
         for (label, target) in self.spec.labels.iter().zip(&self.label_targets) {
             let Some((_, body)) = target.split_last() else {
                 continue;
