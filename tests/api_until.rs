@@ -148,4 +148,17 @@ fn generate_stops_between_tokens() {
     let got = model.generate_until(&task, &prompt, &texts, 4, place, &mut on_token, &never);
     assert_eq!(got.unwrap(), whole);
     assert_eq!(heard, [1, 2, 3]);
+    // 66 texts run in batches of 64 (one batch of all held a KV cache for each; hostile
+    // pass 19): each row still gives what it gives alone
+    let many: Vec<String> = (0..66)
+        .map(|i| format!("story number {i} of {}", 66 - i))
+        .collect();
+    let all = model.generate(&task, &prompt, &many, 3, place).unwrap();
+    assert_eq!(all.len(), 66);
+    for i in [0, 63, 64, 65] {
+        let alone = model
+            .generate(&task, &prompt, &many[i..=i], 3, place)
+            .unwrap();
+        assert_eq!(all[i].ids, alone[0].ids, "text {i}");
+    }
 }

@@ -421,7 +421,7 @@ impl Model {
     }
 
     /// Greedy generation behind the prompt on a decoder-only model, the texts through the
-    /// task's template in one left-padded batch (each row gives the tokens it gives alone),
+    /// task's template in left-padded batches of 64 (each row gives the tokens it gives alone),
     /// with the KV cache. Each row stops at the task's stop token (the model's
     /// end-of-sequence tokens, or the pad token under `--target-end pad`) or after
     /// `max_new_tokens`.

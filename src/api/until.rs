@@ -120,7 +120,7 @@ impl Model {
     }
 
     /// As [`Model::generate`], stopped as [`Model::evaluate_until`] is: `on_token` hears the
-    /// tokens each row has generated after each step.
+    /// tokens each row of the batch under way (64 texts) has generated after each step.
     #[allow(clippy::too_many_arguments)]
     pub fn generate_until(
         &self,
@@ -167,9 +167,23 @@ impl Model {
                 keep_logits: false,
             };
             let params = bind(be, m, task, prompt)?;
-            let g = train::causal::generate_with(be, m, decoder, &params, &rows, &opts, go_on)
-                .map_err(|e| prompt.named_overflow(e))?;
-            (g.ids.into_iter().zip(g.logprob).zip(&enc.rows))
+            // in batches: one batch of every text held a KV cache for each of them (16,000
+            // texts took 3.7 GB on a 2-layer model; hostile pass 19)
+            let (mut ids, mut logprob) = (Vec::new(), Vec::new());
+            for (k, batch) in rows.chunks(GENERATE_BATCH).enumerate() {
+                if k > 0 && stop.load(Ordering::SeqCst) {
+                    return Err(Error::Interrupted(format!(
+                        "interrupted after {} of {} texts: nothing is returned",
+                        ids.len(),
+                        rows.len()
+                    )));
+                }
+                let g = train::causal::generate_with(be, m, decoder, &params, batch, &opts, go_on)
+                    .map_err(|e| prompt.named_overflow(e))?;
+                ids.extend(g.ids);
+                logprob.extend(g.logprob);
+            }
+            (ids.into_iter().zip(logprob).zip(&enc.rows))
                 .map(|((ids, logprob), row)| {
                     // the stop token that ended a row ends its text, and is no part of it
                     let text = match ids.split_last() {
@@ -187,6 +201,10 @@ impl Model {
         })
     }
 }
+
+/// The texts `generate` runs in one left-padded batch (each row's tokens are the ones it
+/// gets alone, whatever the batch).
+const GENERATE_BATCH: usize = 64;
 
 /// The stop flag of the calls that take none (`Model::evaluate` and the others beside each
 /// `_until` form): nothing sets it.

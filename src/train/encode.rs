@@ -14,6 +14,7 @@ use super::task::Task;
 use crate::error::{Error, GoOn, Result};
 use crate::tokenizer::{TokenSpans, Tokenizer};
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -163,9 +164,14 @@ impl Task {
             truncated_targets: 0,
         };
         let stamp = Arc::new(TaskStamp::of(&self.spec));
+        // each row's label found by hashing: a search of the labels per row took minutes
+        // for tens of thousands of labels (hostile pass 19)
+        let labels: HashMap<&str, usize> = (self.spec.labels.iter().enumerate())
+            .map(|(k, l)| (l.as_str(), k))
+            .collect();
         for chunk in data.examples.chunks(ENCODE_CHUNK) {
             for ex in chunk {
-                let (mut row, cut_target) = self.encode_example(tok, &data.path, ex)?;
+                let (mut row, cut_target) = self.encode_example(tok, &data.path, ex, &labels)?;
                 row.task = Some(stamp.clone());
                 enc.truncated += row.truncated as usize;
                 enc.truncated_targets += cut_target as usize;
@@ -178,7 +184,13 @@ impl Task {
 
     /// One example of the file `path` as a row, and whether its free target was cut to
     /// max_target_len.
-    fn encode_example(&self, tok: &Tokenizer, path: &Path, ex: &Example) -> Result<(Row, bool)> {
+    fn encode_example(
+        &self,
+        tok: &Tokenizer,
+        path: &Path,
+        ex: &Example,
+        labels: &HashMap<&str, usize>,
+    ) -> Result<(Row, bool)> {
         let at = |e: Error| match e {
             // a fault of the text itself, said without a flag
             Error::Data { msg, .. } => Error::data(path, ex.line, msg),
@@ -217,8 +229,9 @@ impl Task {
                 cut_target = self.cut_target(&mut t);
                 row.target = t;
             } else {
-                let k = self.spec.labels.iter().position(|l| l == label).ok_or_else(|| {
-                    Error::data(path, ex.line, format!("unknown label {label:?}: expected one of {:?} (set them with --labels)", self.spec.labels))
+                let k = *labels.get(label.as_str()).ok_or_else(|| {
+                    let known = super::data::some_labels(&self.spec.labels);
+                    Error::data(path, ex.line, format!("unknown label {label:?}: expected one of {known} (set them with --labels)"))
                 })?;
                 row.label = Some(k);
                 if let Some(t) = self.label_targets.get(k) {

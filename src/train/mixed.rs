@@ -31,7 +31,9 @@ use super::encode::{Encoded, Row};
 use super::eval::predict_until;
 use super::mixed_grads::SplitGrads;
 use super::mixed_greedy;
-use super::mixed_groups::{decodes_greedily, group_lens, groups, mixable, one_job, Mix};
+use super::mixed_groups::{
+    by_prompt_len, decodes_greedily, group_lens, groups, mixable, one_job, Mix,
+};
 use super::mixed_lm;
 use super::mixed_prefix::PrefixStack;
 use super::model::Model;
@@ -88,7 +90,8 @@ pub fn predict_mixed_until<B: Backend>(
     };
     let tell = |rows: usize| told.batch(rows);
     let mut out: Vec<Option<Prediction>> = vec![None; rows.len()];
-    for group in groups(model, jobs, false) {
+    let groups = groups(model, jobs, false);
+    for group in by_prompt_len(model, jobs, groups, rows, Some(batch_size), false) {
         let Some(g) = GroupRows::new(rows, &group) else {
             continue;
         };
@@ -509,7 +512,8 @@ pub fn step_mixed<B: Backend>(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    for group in groups(model, jobs, true) {
+    let groups = groups(model, jobs, true);
+    for group in by_prompt_len(model, jobs, groups, rows, None, true) {
         let Some(g) = GroupRows::new(rows, &group) else {
             continue;
         };

@@ -8,6 +8,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+use super::encode::Row;
 use super::mixed::MixJob;
 use super::model::Model;
 use super::step::Params;
@@ -64,6 +65,96 @@ pub(super) fn groups<B: Backend>(
         .filter(|g| !g.is_empty())
         .chain(alone)
         .collect()
+}
+
+/// What a pass costs beside the positions it computes, in positions: a pass reads every
+/// weight once, which for a few rows costs about as much as this many positions more; jobs
+/// that share a pass save it.
+const PASS_POSITIONS: usize = 32;
+
+/// `groups` without the jobs that have no row in `rows`, each cut where sharing one table
+/// costs more than it saves. A group's rows are laid out behind its longest prompt: a row of
+/// a 4-row prompt beside one of 400 computed 400 rows, and a prompt that no row used still set
+/// the length (hostile pass 19: `predict` 10.8x slower for a prompt named and unused; the
+/// issue asks for no padding to the longest prompt where that costs real time). A group's
+/// jobs, sorted by the rows they put in front of their tokens, are cut into runs that
+/// minimize the positions their rows take (rows x the run's longest front) plus
+/// `PASS_POSITIONS` a pass: a batch of `batch_size` rows in prediction, one in the step
+/// (`batch_size` None). Each job's rows stay in one run, so each job's numbers are its own
+/// as before; only which rows share a pass changes.
+pub(super) fn by_prompt_len<B: Backend>(
+    model: &Model<B>,
+    jobs: &[MixJob<'_, B>],
+    groups: Vec<Vec<usize>>,
+    rows: &[(usize, Row)],
+    batch_size: Option<usize>,
+    step: bool,
+) -> Vec<Vec<usize>> {
+    let mut count = vec![0usize; jobs.len()];
+    for (j, _) in rows {
+        if let Some(c) = count.get_mut(*j) {
+            *c += 1;
+        }
+    }
+    let mut out = Vec::new();
+    for group in groups {
+        let bert = matches!(mixable(model, jobs, &group, step), Some(Mix::Bert(_)));
+        // (job, its rows, its front rows), sorted by the front
+        let mut used: Vec<(usize, usize, usize)> = (group.iter())
+            .filter_map(|&j| Some((j, *count.get(j)?, front_rows(jobs.get(j)?.1, bert))))
+            .filter(|&(_, n, _)| n > 0)
+            .collect();
+        used.sort_by_key(|&(_, _, front)| front);
+        let passes = |n: usize| batch_size.map_or(1, |b| n.div_ceil(b.max(1)));
+        let cuts = cheapest_runs(&used, |n, front| n * front + PASS_POSITIONS * passes(n));
+        out.extend(cuts.windows(2).filter_map(|w| {
+            let run = used.get(*w.first()?..*w.get(1)?)?;
+            Some(run.iter().map(|&(j, _, _)| j).collect::<Vec<_>>())
+        }));
+    }
+    out
+}
+
+/// Where to cut `used` (jobs with their rows and front rows, sorted by front) into runs of
+/// least total `cost(rows, longest front)`: the cut points, from 0 to its length.
+fn cheapest_runs(
+    used: &[(usize, usize, usize)],
+    cost: impl Fn(usize, usize) -> usize,
+) -> Vec<usize> {
+    let n = used.len();
+    // rows[i]: the rows of the first i jobs
+    let rows: Vec<usize> = std::iter::once(0)
+        .chain(used.iter().scan(0, |sum, &(_, r, _)| {
+            *sum += r;
+            Some(*sum)
+        }))
+        .collect();
+    let at = |v: &[usize], i: usize| v.get(i).copied().unwrap_or(0);
+    // best[i]: the least cost of the first i jobs, and where its last run starts (of equal
+    // costs the longest run: jobs share a pass unless cutting saves something)
+    let mut best: Vec<(usize, usize)> = vec![(0, 0); n + 1];
+    for i in 1..=n {
+        let front = used.get(i - 1).map_or(0, |&(_, _, f)| f);
+        let mut pick = (usize::MAX, 0);
+        for start in 0..i {
+            let before = best.get(start).map_or(0, |b| b.0);
+            let total = before.saturating_add(cost(at(&rows, i) - at(&rows, start), front));
+            if total < pick.0 {
+                pick = (total, start);
+            }
+        }
+        if let Some(b) = best.get_mut(i) {
+            *b = pick;
+        }
+    }
+    let mut cuts = vec![n];
+    let mut end = n;
+    while end > 0 {
+        end = best.get(end).map_or(0, |b| b.1);
+        cuts.push(end);
+    }
+    cuts.reverse();
+    cuts
 }
 
 /// Whether `group`'s jobs are decoded greedily (`mixable` keeps them apart from the
@@ -125,4 +216,39 @@ pub(super) fn one_job<'a, B: Backend>(
 ) -> Result<MixJob<'a, B>> {
     (group.first().and_then(|&j| jobs.get(j)).copied())
         .ok_or_else(|| Error::arg("jobs", "an empty group of jobs"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs by cost: a few rows of prompts of 3, 5 and 8 rows share a pass; a prompt of 400
+    /// rows beside many rows of a prompt of 4 runs apart; equal fronts always share.
+    #[test]
+    fn runs_cut_where_sharing_costs_more_than_it_saves() {
+        let cost = |n: usize, front: usize| n * front + PASS_POSITIONS * n.div_ceil(32);
+        assert_eq!(
+            cheapest_runs(&[(0, 4, 3), (1, 3, 5), (2, 5, 8)], cost),
+            [0, 3]
+        );
+        assert_eq!(cheapest_runs(&[(0, 500, 4), (1, 2, 400)], cost), [0, 1, 2]);
+        assert_eq!(cheapest_runs(&[(0, 500, 4), (1, 600, 4)], cost), [0, 2]);
+        // a tie (5 rows each of one length, batches of 5) keeps them together
+        let by_fives = |n: usize, front: usize| n * front + PASS_POSITIONS * n.div_ceil(5);
+        assert_eq!(
+            cheapest_runs(&[(0, 5, 4), (1, 4, 4), (2, 5, 4)], by_fives),
+            [0, 3]
+        );
+        // 8 rows each: 4 and 5 share, 300 and 302 share, the two pairs apart
+        assert_eq!(
+            cheapest_runs(&[(0, 8, 4), (1, 8, 5), (2, 8, 300), (3, 8, 302)], cost),
+            [0, 2, 4]
+        );
+        // full batches gain nothing from sharing: every length apart
+        assert_eq!(
+            cheapest_runs(&[(0, 64, 4), (1, 64, 5), (2, 64, 300)], cost),
+            [0, 1, 2, 3]
+        );
+        assert_eq!(cheapest_runs(&[], cost), [0]);
+    }
 }

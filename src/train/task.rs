@@ -29,6 +29,7 @@ use crate::models::decoder::Decoder;
 use crate::models::t5::T5;
 use crate::models::Model as Net;
 use crate::tokenizer::Tokenizer;
+use std::collections::HashMap;
 
 /// A task resolved against a model's tokenizer.
 #[derive(Clone, Debug)]
@@ -243,10 +244,9 @@ impl Task {
                 ),
             ));
         }
-        for (i, l) in spec.labels.iter().enumerate() {
-            if spec.labels.iter().take(i).any(|x| x == l) {
-                return Err(Error::arg("--labels", format!("label {l:?} appears twice")));
-            }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(l) = spec.labels.iter().find(|l| !seen.insert(l.as_str())) {
+            return Err(Error::arg("--labels", format!("label {l:?} appears twice")));
         }
         if spec.kind == TaskKind::Cls {
             return Ok(());
@@ -261,7 +261,11 @@ impl Task {
                 ),
             ));
         }
-        for (label, word) in spec.labels.iter().zip(&spec.label_words) {
+        // the labels so far by their token (pet) or target: found by hashing, as a search of
+        // them per label took seconds for tens of thousands of labels (hostile pass 19)
+        let mut by_token: HashMap<i32, usize> = HashMap::new();
+        let mut by_target: HashMap<Vec<i32>, usize> = HashMap::new();
+        for (k, (label, word)) in spec.labels.iter().zip(&spec.label_words).enumerate() {
             match spec.kind {
                 TaskKind::Pet => {
                     let ids = tok.encode(word, false)?;
@@ -281,13 +285,14 @@ impl Task {
                     if tok.unk_id() == Some(id) {
                         return Err(Error::arg("--verbalizer", format!("label {label:?}: the word {word:?} is not in the model's vocabulary (it tokenizes to the unknown token): its score would never move; pick a word the vocabulary holds")));
                     }
-                    if let Some(j) = self.verbalizer_ids.iter().position(|&x| x == id) {
+                    if let Some(&j) = by_token.get(&id) {
                         return Err(Error::arg("--verbalizer", format!("labels {:?} and {label:?} share the token {:?} (id {id}): the two could never be told apart; give each label its own word", spec.labels.get(j).map_or("", |l| l.as_str()), tok.decode(&[id], false).unwrap_or_default())));
                     }
                     let what = format!("label {label:?}: the word {word:?}");
                     (self.check_in_table(tok, &[id], &what))
                         .map_err(|msg| Error::arg("--verbalizer", msg))?;
                     self.verbalizer_ids.push(id);
+                    by_token.insert(id, k);
                 }
                 _ => {
                     let ids = self.target_ids(tok, word)?;
@@ -302,29 +307,34 @@ impl Task {
                     if ids.is_empty() {
                         return Err(Error::arg("--verbalizer", format!("label {label:?}: the target {word:?} has no tokens (--target-end none adds no end token): its score would be 0 on every row, above every other label's; give it a target text")));
                     }
-                    if let Some(j) = self.label_targets.iter().position(|t| *t == ids) {
+                    if let Some(&j) = by_target.get(&ids) {
                         return Err(Error::arg("--verbalizer", format!("labels {:?} and {label:?} have the same target {word:?} (ids {ids:?}): their scores would always tie; give each label its own target", spec.labels.get(j).map_or("", |l| l.as_str()))));
                     }
-                    self.check_not_prefix(&ids, label)?;
+                    by_target.insert(ids.clone(), k);
                     self.label_targets.push(ids);
                 }
             }
         }
-        Ok(())
+        self.check_not_prefix()
     }
 
-    /// A label's target `ids` must not start another's, nor another's it: a score is the
-    /// sum of its tokens' log-probabilities, so the longer target scores the shorter's plus
-    /// a log-probability (at most 0) and could never win.
-    fn check_not_prefix(&self, ids: &[i32], label: &str) -> Result<()> {
-        for (j, other) in self.label_targets.iter().enumerate() {
-            let (short, long) = match ids.len() < other.len() {
-                true => (ids, other.as_slice()),
-                false => (other.as_slice(), ids),
+    /// No label's target may start another's: a score is the sum of its tokens'
+    /// log-probabilities, so the longer target scores the shorter's plus a log-probability (at
+    /// most 0) and could never win. Checked between neighbours in sorted order (a target that
+    /// starts another starts each target sorted between the two), not between every pair.
+    fn check_not_prefix(&self) -> Result<()> {
+        let mut order: Vec<usize> = (0..self.label_targets.len()).collect();
+        order.sort_by(|&a, &b| self.label_targets.get(a).cmp(&self.label_targets.get(b)));
+        for pair in order.windows(2) {
+            let [a, b] = [pair.first(), pair.get(1)].map(|i| i.copied().unwrap_or(0));
+            let (Some(short), Some(long)) = (self.label_targets.get(a), self.label_targets.get(b))
+            else {
+                continue;
             };
             if long.starts_with(short) {
-                let other_label = self.spec.labels.get(j).map_or("", |l| l.as_str());
-                return Err(Error::arg("--verbalizer", format!("labels {other_label:?} and {label:?}: one's target (ids {short:?}) begins the other's (ids {long:?}), whose score is the shorter's plus a log-probability, so it could never win; give the labels targets that differ, or end each with a token (--target-end eos or pad)")));
+                let name = |i: usize| self.spec.labels.get(i).map_or("", |l| l.as_str());
+                let (first, second) = (name(a.min(b)), name(a.max(b)));
+                return Err(Error::arg("--verbalizer", format!("labels {first:?} and {second:?}: one's target (ids {short:?}) begins the other's (ids {long:?}), whose score is the shorter's plus a log-probability, so it could never win; give the labels targets that differ, or end each with a token (--target-end eos or pad)")));
             }
         }
         Ok(())
