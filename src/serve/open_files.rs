@@ -1,0 +1,78 @@
+//! The open-file limit a server of `--max-connections` needs: each connection is a file
+//! descriptor, and a soft limit below the connections (`ulimit -n` is often 1024) made
+//! accepts fail with "too many open files" while the server looked healthy (hostile pass
+//! 19). The soft limit is raised as far as the hard one allows, and a hard limit too low is
+//! said once at start.
+
+/// Descriptors the server holds besides its connections: stdio, the listener, the runtime's
+/// event queue and wakers, the model's and prompts' files while they load.
+const RESERVE: u64 = 64;
+
+/// Raises this process's soft RLIMIT_NOFILE for `connections`, as far as its hard limit
+/// allows; the warning to print when even that is too low.
+pub fn raise_for(connections: usize) -> Option<String> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) fills the struct we own
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    let need = (connections as u64).saturating_add(RESERVE);
+    let (soft, hard) = (limit.rlim_cur, limit.rlim_max);
+    let want = target(soft, hard, need)?;
+    let raised = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit(2) with a soft limit at most the hard one, from a struct we own
+    let now = match unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } {
+        0 => want,
+        _ => soft,
+    };
+    warning(now, need, connections)
+}
+
+/// The soft limit to set for `need` descriptors: None when `soft` is enough already.
+fn target(soft: u64, hard: u64, need: u64) -> Option<u64> {
+    (soft < need).then_some(need.min(hard.max(soft)))
+}
+
+/// The warning when a soft limit of `now` descriptors is below `need`.
+fn warning(now: u64, need: u64, connections: usize) -> Option<String> {
+    (now < need).then(|| {
+        format!(
+            "warning: the open-file limit (ulimit -n) is {now}, and its hard limit allows no \
+             more: about {} connections can be open at once, not --max-connections \
+             {connections}; accepts past that fail and are tried again. Raise the hard limit \
+             (ulimit -Hn, limits.conf, LimitNOFILE=) or lower --max-connections",
+            now.saturating_sub(RESERVE)
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_soft_limit_rises_to_what_the_connections_need_within_the_hard_one() {
+        assert_eq!(target(1024, 1_048_576, 256 + RESERVE), None);
+        assert_eq!(target(1024, 1_048_576, 10_000 + RESERVE), Some(10_064));
+        assert_eq!(target(1024, 4096, 10_000 + RESERVE), Some(4096));
+        let said = warning(4096, 10_064, 10_000).unwrap();
+        assert!(
+            said.contains("is 4096") && said.contains("about 4032 connections"),
+            "{said}"
+        );
+        assert!(said.contains("--max-connections 10000"), "{said}");
+        assert_eq!(warning(10_064, 10_064, 10_000), None);
+    }
+
+    /// This process's own limit, raised for a few connections: nothing to say.
+    #[test]
+    fn a_few_connections_need_no_warning() {
+        assert_eq!(raise_for(16), None);
+    }
+}
