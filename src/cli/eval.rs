@@ -122,7 +122,7 @@ fn eval(a: &Args) -> Result<()> {
         Some(&data),
     )?;
     let enc = l.model.encode(&l.task, &data)?;
-    let scored = scoring(enc.rows.len(), !a.no_progress, |on_batch, stop| {
+    let scored = scoring(&enc.lens(), !a.no_progress, |on_batch, stop| {
         (l.model).evaluate_until(&l.task, &l.prompt, &enc, a.batch_size, on_batch, stop)
     });
     let (m, _) = scored.map_err(|e| super::common::at_line(e, &data))?;

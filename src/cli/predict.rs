@@ -159,7 +159,7 @@ fn predict(a: &Args) -> Result<()> {
     // predictions need no gold labels (and an unknown one must not stop them)
     data.examples.iter_mut().for_each(|e| e.label = None);
     let enc = l.model.encode(&l.task, &data)?;
-    let scored = scoring(enc.rows.len(), !a.no_progress, |on_batch, stop| {
+    let scored = scoring(&enc.lens(), !a.no_progress, |on_batch, stop| {
         (l.model).predict_until(&l.task, &l.prompt, &enc, a.batch_size, on_batch, stop)
     });
     let preds = scored.map_err(|e| super::common::at_line(e, &data))?;

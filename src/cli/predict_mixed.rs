@@ -74,7 +74,8 @@ pub fn predict(a: &Args, pairs: &[(String, PathBuf)]) -> Result<()> {
     let rows: Vec<(usize, Row)> = rows.into_iter().flatten().collect();
     let refs: Vec<(&Task, &Prompt)> = jobs.iter().map(|j| (&j.task, &j.prompt)).collect();
     // every row has its prompt (`row_prompts`): rows[i] is data row i
-    let preds = scoring(rows.len(), !a.no_progress, |on_batch, stop| {
+    let lens: Vec<usize> = rows.iter().map(|(_, r)| r.ids.len()).collect();
+    let preds = scoring(&lens, !a.no_progress, |on_batch, stop| {
         model.predict_mixed_until(&refs, &rows, a.batch_size, on_batch, stop)
     })
     .map_err(|e| super::common::at_line(e, &data))?;
