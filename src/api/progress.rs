@@ -45,8 +45,11 @@ pub struct ConsoleProgress {
     cfg: TrainConfig,
     /// rewrites a warning's words for the caller (the command line's flags as they are)
     words: fn(&str) -> String,
-    /// the bar, while drawn, for the warnings written through `errln!` to hide
-    _drawn: Option<DrawnBar>,
+    /// whether the bar is drawn (not `--no-progress`), and its registration once the run
+    /// has started (before, a warning redrew an empty "0/0" bar), for the warnings written
+    /// through `errln!` to hide it
+    shown: bool,
+    drawn: Option<DrawnBar>,
 }
 
 /// "optimizer adamw lr 0.03 (Linear schedule, warm-up 0), ...": what the run trains with.
@@ -99,7 +102,6 @@ impl ConsoleProgress {
         if !bar {
             pb.set_draw_target(ProgressDrawTarget::hidden());
         }
-        let drawn = bar.then(|| DrawnBar::new(&pb));
         pb.set_style(
             ProgressStyle::with_template(
                 "{bar:28.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < ETA {eta_precise}]",
@@ -127,7 +129,8 @@ impl ConsoleProgress {
             schedule: cfg.optim.schedule,
             cfg: cfg.clone(),
             words: str::to_string,
-            _drawn: drawn,
+            shown: bar,
+            drawn: None,
         }
     }
 
@@ -183,6 +186,9 @@ impl ConsoleProgress {
         }
         self.pb.set_length(*total_steps);
         self.pb.set_position(resumed_at.unwrap_or(0));
+        if self.shown && self.drawn.is_none() {
+            self.drawn = Some(DrawnBar::new(&self.pb));
+        }
         if let Some((was, now)) = device_changed {
             self.say(format!(
                 "warning: the checkpoint was trained on {was} and this run uses {now}: the numbers \

@@ -107,7 +107,11 @@ mod tests {
         bar.set(2);
         // the two shortest: an empty row counts one token, then the row of 1
         assert_eq!(bar.bar.position(), 2);
-        assert!(bar.bar.message().starts_with("2/4 rows, "), "{}", bar.bar.message());
+        assert!(
+            bar.bar.message().starts_with("2/4 rows, "),
+            "{}",
+            bar.bar.message()
+        );
         bar.set(3);
         assert_eq!(bar.bar.position(), 5);
         bar.set(4);
