@@ -117,6 +117,22 @@ fn mixed_prompt_lengths_equal_each_prompt_alone() {
     }
 }
 
+/// A prompt of 40 rows beside 24 rows of a 2-row prompt: padding each short row to 40 costs
+/// more than a second pass (24 x 38 positions against 256 a pass, `by_prompt_len`), so the
+/// group is cut in two (hostile pass 19: a long prompt slowed every row beside it); every
+/// row's scores and each job's step still equal its own, in prediction and in the step.
+#[test]
+fn prompts_of_far_apart_lengths_run_apart_and_equal_each_alone() {
+    let model = Model::open(common::fixture("bert_mlm"), Device::Cpu).unwrap();
+    let (task, prompt, mut enc) = sentiment(&model, 2, 5);
+    enc.rows = enc.rows.iter().cycle().take(24).cloned().collect();
+    let jobs = [(task, prompt, enc), topic(&model, 40, 6)];
+    for batch_size in [8, 64] {
+        check_mixed(&model, &jobs, batch_size);
+    }
+    check_step_mixed(&model, &jobs);
+}
+
 /// A sentiment job whose longest rows reach its task's bound: its `max_len`, clamped to the
 /// position table beside its own prompt of `p` rows (max_position_embeddings - P).
 fn sentiment_at_limit(model: &Model, p: usize, seed: u64) -> (Task, Prompt, Encoded) {

@@ -1,5 +1,6 @@
 //! A multi-task step is one pass of the model (#17 item 2): prompt-tuning and prefix-tuning
-//! jobs share one batch on every family, one forward and one backward whose gradients are the
+//! jobs share one batch on every family (jobs of a few rows each, whose padding costs less
+//! than a pass: `by_prompt_len` keeps them in one run), one forward and one backward whose gradients are the
 //! prompt table's and the prefix stack's at once (`Bert::encoder_bwd_split`,
 //! `T5::train_step_parts`, `Decoder::train_step_parts`). Through the kernels (the `emu`
 //! device, float32 build) the launch counts (`internals::kernel_launches`) show it: a mixed

@@ -68,7 +68,9 @@ impl Model {
     /// of `jobs`, holding that job's mean loss over its own rows, the gradients of its prompt
     /// (and `cls` head), and its rows' real tokens. Nothing is updated: a multi-task loop
     /// applies each job's gradients to its own prompt. The rows of every job run as one batch
-    /// (one pass of the model, each row reading its own prompt of its own length; BERT `pet`
+    /// (one pass of the model, or one per run of similar prompt lengths where padding every
+    /// row to the longest would cost more than a pass; each row reading its own prompt of its
+    /// own length; BERT `pet`
     /// and `cls`, T5 `seq2seq` and decoder-only `causal` alike), each job's loss the mean over
     /// its own rows (its own target tokens on T5 and the decoders). Prefix-tuning jobs (their
     /// prefixes stacked, their gradient the prefix table's) share that batch on every family:

@@ -48,8 +48,9 @@ impl Model {
     /// P-tuning and prefix tuning side by side): its own batch plan drawn from `cfg.seed`, its
     /// own optimizer state and schedule (over its encoder under P-tuning or a prefix
     /// projection), dev evaluation, best prompt and early stopping. Each step runs the next batch of every task still training as one mixed
-    /// batch ([`Model::step_mixed`]: one pass of the model whatever the prompt lengths, BERT,
-    /// T5 or decoder-only, each task's loss and gradients from its own rows), and steps each
+    /// batch ([`Model::step_mixed`]: one pass of the model, BERT, T5 or decoder-only, unless
+    /// prompt lengths differ so much that padding costs more than a second pass; each task's
+    /// loss and gradients from its own rows), and steps each
     /// task's optimizer on
     /// its own gradients. A task that stops early is frozen and its rows leave the batches;
     /// the run ends when every task has stopped. Each task's kept prompt is a PEFT adapter

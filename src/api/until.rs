@@ -171,7 +171,9 @@ impl Model {
             // texts took 3.7 GB on a 2-layer model; hostile pass 19)
             let (mut ids, mut logprob) = (Vec::new(), Vec::new());
             for (k, batch) in rows.chunks(GENERATE_BATCH).enumerate() {
-                if k > 0 && stop.load(Ordering::SeqCst) {
+                // asked between batches too: a caller that checks for Ctrl-C there (Python)
+                // was never asked under max_new_tokens 1, however many batches
+                if k > 0 && !go_on(max_new_tokens) {
                     return Err(Error::Interrupted(format!(
                         "interrupted after {} of {} texts: nothing is returned",
                         ids.len(),
@@ -202,7 +204,7 @@ impl Model {
     }
 }
 
-/// The texts `generate` runs in one left-padded batch (each row's tokens are the ones it
+/// The texts `generate` runs in each left-padded batch (each row's tokens are the ones it
 /// gets alone, whatever the batch).
 const GENERATE_BATCH: usize = 64;
 

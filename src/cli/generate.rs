@@ -1,5 +1,5 @@
 //! `softprompt generate`: greedy generation behind a saved prompt on a decoder-only model,
-//! with the KV cache, the texts in one left-padded batch (the prompt directly before each
+//! with the KV cache, the texts in left-padded batches of 64 (the prompt directly before each
 //! row's first real token, so a row gives the tokens it gives alone).
 
 use super::common::{fail, DeviceArgs, TaskArgs};

@@ -10,6 +10,14 @@ const RESERVE: u64 = 64;
 
 /// Raises this process's soft RLIMIT_NOFILE for `connections`, as far as its hard limit
 /// allows; the warning to print when even that is too low.
+#[cfg(not(unix))]
+pub fn raise_for(_connections: usize) -> Option<String> {
+    None
+}
+
+/// Raises this process's soft RLIMIT_NOFILE for `connections`, as far as its hard limit
+/// allows; the warning to print when even that is too low.
+#[cfg(unix)]
 pub fn raise_for(connections: usize) -> Option<String> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -27,11 +35,16 @@ pub fn raise_for(connections: usize) -> Option<String> {
         rlim_max: limit.rlim_max,
     };
     // SAFETY: setrlimit(2) with a soft limit at most the hard one, from a struct we own
-    let now = match unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } {
-        0 => want,
-        _ => soft,
+    let (now, refused) = match unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } {
+        0 => (want, None),
+        // a system cap below the hard limit (macOS), a sandbox
+        _ => (soft, Some(std::io::Error::last_os_error())),
     };
-    warning(now, need, connections)
+    let said = warning(now, need, connections)?;
+    Some(match refused {
+        Some(e) => format!("{said} (raising it to {want} failed: {e})"),
+        None => said,
+    })
 }
 
 /// The soft limit to set for `need` descriptors: None when `soft` is enough already.
@@ -43,16 +56,16 @@ fn target(soft: u64, hard: u64, need: u64) -> Option<u64> {
 fn warning(now: u64, need: u64, connections: usize) -> Option<String> {
     (now < need).then(|| {
         format!(
-            "warning: the open-file limit (ulimit -n) is {now}, and its hard limit allows no \
-             more: about {} connections can be open at once, not --max-connections \
-             {connections}; accepts past that fail and are tried again. Raise the hard limit \
-             (ulimit -Hn, limits.conf, LimitNOFILE=) or lower --max-connections",
+            "warning: the open-file limit (ulimit -n) is {now}: about {} connections can be \
+             open at once, not --max-connections {connections}; accepts past that fail and \
+             are tried again. Raise the hard limit (ulimit -Hn, limits.conf, LimitNOFILE=) or \
+             lower --max-connections",
             now.saturating_sub(RESERVE)
         )
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

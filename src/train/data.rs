@@ -208,9 +208,6 @@ impl Dataset {
     }
 }
 
-/// The file's text, or an error naming the line (and column) of its first invalid UTF-8 byte;
-/// a UTF-16 file (a byte-order mark, or the NUL of every other byte of its first characters)
-/// is named as such, since that is what to convert.
 /// `labels` for a message: every one up to 20, else the first 20 and how many more (an
 /// "unknown label" error listed 64,000 labels on one line of 820 KB; hostile pass 19).
 pub fn some_labels(labels: &[String]) -> String {
@@ -222,6 +219,9 @@ pub fn some_labels(labels: &[String]) -> String {
     }
 }
 
+/// The file's text, or an error naming the line (and column) of its first invalid UTF-8 byte;
+/// a UTF-16 file (a byte-order mark, or the NUL of every other byte of its first characters)
+/// is named as such, since that is what to convert.
 pub fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String> {
     if let Some(which) = utf16(&bytes) {
         return Err(Error::data(

@@ -31,9 +31,7 @@ use super::encode::{Encoded, Row};
 use super::eval::predict_until;
 use super::mixed_grads::SplitGrads;
 use super::mixed_greedy;
-use super::mixed_groups::{
-    by_prompt_len, decodes_greedily, group_lens, groups, mixable, one_job, Mix,
-};
+use super::mixed_groups::{by_prompt_len, decodes_greedily, group_lens, mixable, one_job, Mix};
 use super::mixed_lm;
 use super::mixed_prefix::PrefixStack;
 use super::model::Model;
@@ -90,8 +88,7 @@ pub fn predict_mixed_until<B: Backend>(
     };
     let tell = |rows: usize| told.batch(rows);
     let mut out: Vec<Option<Prediction>> = vec![None; rows.len()];
-    let groups = groups(model, jobs, false);
-    for group in by_prompt_len(model, jobs, groups, rows, Some(batch_size), false) {
+    for group in by_prompt_len(model, jobs, rows, Some(batch_size), false) {
         let Some(g) = GroupRows::new(rows, &group) else {
             continue;
         };
@@ -512,8 +509,7 @@ pub fn step_mixed<B: Backend>(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let groups = groups(model, jobs, true);
-    for group in by_prompt_len(model, jobs, groups, rows, None, true) {
+    for group in by_prompt_len(model, jobs, rows, None, true) {
         let Some(g) = GroupRows::new(rows, &group) else {
             continue;
         };

@@ -35,16 +35,21 @@ fn front_rows<B: Backend>(params: &Params<B>, bert: bool) -> usize {
 /// (`mixed_prefix.rs`), in the step too: its one backward fills the prompt table's gradient
 /// and the prefixes' stack's at once (`Bert::encoder_bwd_split`, `T5::train_step_parts`,
 /// `Decoder::train_step_parts`; `mixed_grads.rs`). Each group's layout is its first prefix
-/// job's: one that runs alone does not decide it.
-pub(super) fn groups<B: Backend>(
+/// job's: one that runs alone does not decide it, nor one with no row in the call (`count`:
+/// each job's rows), which takes no part.
+fn groups<B: Backend>(
     model: &Model<B>,
     jobs: &[MixJob<'_, B>],
     step: bool,
+    count: &[usize],
 ) -> Vec<Vec<usize>> {
     // [prompt and prefix jobs, greedy jobs]
     let mut shared: [(Vec<usize>, Option<_>); 2] = Default::default();
     let mut alone = Vec::new();
     for (j, (_, params)) in jobs.iter().enumerate() {
+        if count.get(j).is_none_or(|&n| n == 0) {
+            continue;
+        }
         // the greedy group is prediction's only
         let greedy = !step && decodes_greedily(jobs, &[j]);
         let at = mixable(model, jobs, &[j], step).map(|_| usize::from(greedy));
@@ -68,12 +73,16 @@ pub(super) fn groups<B: Backend>(
 }
 
 /// What a pass costs beside the positions it computes, in positions: a pass reads every
-/// weight once, which for a few rows costs about as much as this many positions more; jobs
-/// that share a pass save it.
-const PASS_POSITIONS: usize = 32;
+/// weight once and launches every kernel, which for a few rows costs about as much as this
+/// many positions more (on the CPU nearer 32, on a GPU several hundred; a guess, not
+/// measured on a GPU); jobs that share a pass save it. Cutting is for the rows a long
+/// prompt's padding costs hundreds of positions each, not for a few rows of prompts of
+/// 3 and 8 rows.
+const PASS_POSITIONS: usize = 256;
 
-/// `groups` without the jobs that have no row in `rows`, each cut where sharing one table
-/// costs more than it saves. A group's rows are laid out behind its longest prompt: a row of
+/// The jobs that share batches (`groups`), leaving out the jobs with no row in `rows`, each
+/// group of rank-scored (or stepped) jobs cut where sharing one table costs more than it
+/// saves. A group's rows are laid out behind its longest prompt: a row of
 /// a 4-row prompt beside one of 400 computed 400 rows, and a prompt that no row used still set
 /// the length (hostile pass 19: `predict` 10.8x slower for a prompt named and unused; the
 /// issue asks for no padding to the longest prompt where that costs real time). A group's
@@ -81,11 +90,11 @@ const PASS_POSITIONS: usize = 32;
 /// minimize the positions their rows take (rows x the run's longest front) plus
 /// `PASS_POSITIONS` a pass: a batch of `batch_size` rows in prediction, one in the step
 /// (`batch_size` None). Each job's rows stay in one run, so each job's numbers are its own
-/// as before; only which rows share a pass changes.
+/// as before; only which rows share a pass changes. A greedy group is not cut: each of its
+/// batches is a whole generation loop, whose steps the padding hardly touches.
 pub(super) fn by_prompt_len<B: Backend>(
     model: &Model<B>,
     jobs: &[MixJob<'_, B>],
-    groups: Vec<Vec<usize>>,
     rows: &[(usize, Row)],
     batch_size: Option<usize>,
     step: bool,
@@ -97,7 +106,11 @@ pub(super) fn by_prompt_len<B: Backend>(
         }
     }
     let mut out = Vec::new();
-    for group in groups {
+    for group in groups(model, jobs, step, &count) {
+        if !step && decodes_greedily(jobs, &group) {
+            out.push(group);
+            continue;
+        }
         let bert = matches!(mixable(model, jobs, &group, step), Some(Mix::Bert(_)));
         // (job, its rows, its front rows), sorted by the front
         let mut used: Vec<(usize, usize, usize)> = (group.iter())

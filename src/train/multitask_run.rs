@@ -1,6 +1,7 @@
 //! The multi-task loop: each step takes the next batch of every task still training (each
 //! from its own plan), runs them as one mixed batch (`mixed::step_mixed`: one pass of the
-//! model, prompt and prefix tasks alike, each task's loss and gradients from its own rows),
+//! model, prompt and prefix tasks alike, or a pass per run of similar prompt lengths where
+//! padding costs more; each task's loss and gradients from its own rows),
 //! and steps each task's own optimizer. A P-tuning task (or a prefix projection)
 //! runs its host encoder before the step, its output the task's table, and its table gradient
 //! goes back through the encoder in the update (`update::encoder_fwd`, `update::update`), as
