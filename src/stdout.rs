@@ -63,11 +63,17 @@ pub fn write_stderr(text: std::fmt::Arguments<'_>) {
         let mut err = std::io::stderr().lock();
         let _ = err.write_fmt(text).and_then(|()| err.write_all(b"\n"));
     };
+    with_bar_hidden(write)
+}
+
+/// `write` with the progress bar drawn on stderr now, if any, hidden: a line written to the
+/// terminal meanwhile landed on the bar's line. A finished bar (cleared at its run's end) is
+/// not drawn again. `write` must not write through this (the bar's lock is held).
+pub fn with_bar_hidden<T>(write: impl FnOnce() -> T) -> T {
     let drawn = BAR
         .lock()
         .ok()
         .and_then(|b| b.as_ref().map(|(_, bar)| bar.clone()));
-    // a finished bar (cleared at its run's end) is not drawn again under the line
     match drawn.filter(|bar| !bar.is_finished()) {
         Some(bar) => bar.suspend(write),
         None => write(),

@@ -36,7 +36,9 @@ pub fn flush(py: Python<'_>) -> PyResult<()> {
         _ => return Ok(()),
     };
     let mut done = 0;
-    let written = (|| -> PyResult<()> {
+    // the train bar hidden meanwhile: a line written to sys.stdout on the terminal landed on
+    // it (review 11, R11-2); flush runs between the engine's parts, never inside its writes
+    let written = softprompt::internals::stdout::with_bar_hidden(|| -> PyResult<()> {
         let out = py.import("sys")?.getattr("stdout")?;
         if out.is_none() {
             done = lines.len();
@@ -47,7 +49,7 @@ pub fn flush(py: Python<'_>) -> PyResult<()> {
             done += 1;
         }
         out.call_method0("flush").map(|_| ())
-    })();
+    });
     match written {
         Ok(()) => Ok(()),
         Err(e)

@@ -2,6 +2,8 @@
 Ctrl-C leaves a checkpoint that resumes to the uninterrupted run's prompt."""
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -290,6 +292,30 @@ def test_report_lines_go_through_sys_stdout(tmp_path, capfd):
     assert any(line.startswith("trainable: prompt 2 x ") for line in said), said
     assert any(line.split()[:5] == ["step", "2", "|", "dev", "accuracy"] for line in said), said
     assert capfd.readouterr().out == ""
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="script(1) gives a terminal")
+def test_report_lines_do_not_land_on_the_train_bar(tmp_path):
+    """On a terminal the bar is drawn on stderr while the report lines go through sys.stdout:
+    an evaluation's line was written over the bar, after its text (review 11, R11-2). The bar
+    is hidden for them, as the command line hides it."""
+    run = tmp_path / "run.py"
+    run.write_text(textwrap.dedent(f"""
+        import softprompt as sp
+        sp.Model({str(BERT_MLM)!r}, threads=1).train(
+            {str(TRAIN)!r}, {str(tmp_path / "r")!r}, dev={str(DEV)!r}, prompt_len=2,
+            batch_size=8, max_steps=4, eval_every=2, verbalizer="positive=great,negative=bad")
+    """))
+    got = subprocess.run(["script", "-qefc", f"{sys.executable} {run}", "/dev/null"],
+                         capture_output=True, timeout=600)
+    said = got.stdout.decode(errors="replace")
+    assert got.returncode == 0, said
+    line = re.search(r"step +4 \| dev", said)
+    assert line, said
+    before = said[: line.start()]
+    assert re.search(r" \d/4 ", before), f"no bar was drawn before it: {said!r}"
+    # the bar cleared (a bar of two lines: each line cleared, the cursor moved back up)
+    assert re.search(r"\x1b\[2K(\x1b\[\d*[AB]|\r)*$", before) or before.endswith("\n"), repr(said)
 
 
 def test_a_sys_stdout_that_fails_does_not_fail_the_run(tmp_path, capfd, monkeypatch):
