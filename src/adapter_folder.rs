@@ -90,7 +90,15 @@ pub(super) fn not_a_prompt_folder(dir: &Path) -> Error {
             return Error::file(dir, why);
         }
         // named by the missing file, which Python raises as FileNotFoundError, as before
+        let run = dir
+            .join(crate::train::checkpoint::CHECKPOINT_FILE)
+            .is_file();
         let why = match dir.join(ADAPTER_WEIGHTS).is_file() {
+            // a run's folder, stopped before its first export ended (hostile pass 21, F5)
+            true if run => format!(
+                "is missing beside {ADAPTER_WEIGHTS}: the run writing this folder was stopped \
+                 before its prompt was written whole; resume it (train ... --resume)"
+            ),
             true => format!(
                 "is missing beside {ADAPTER_WEIGHTS}: copy it from where the adapter was saved \
                  (PEFT's save_pretrained writes both)"

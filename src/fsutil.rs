@@ -2,6 +2,7 @@
 //! renamed over the final name, so a killed run leaves either the old file or the new one.
 
 use crate::error::{Error, Result};
+use std::cell::RefCell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -138,6 +139,50 @@ fn temp_name(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()))
 }
 
+thread_local! {
+    /// The renames `write_together` holds back on this thread: (temporary file, its name).
+    static STAGED: RefCell<Option<Vec<(PathBuf, PathBuf)>>> = const { RefCell::new(None) };
+}
+
+/// Runs `write`, whose `write_atomic`s (on this thread) write and sync their temporary files,
+/// then renames them into place one after another: a set of files stamped as one save (a
+/// prompt folder's adapter, config, head and task.json) is replaced in the time of a few
+/// renames, not of writing them all. A kill between two files' writes left a folder of two
+/// saves, which loading refuses (hostile pass 21, F1). A call inside another joins it.
+pub fn write_together(write: impl FnOnce() -> Result<()>) -> Result<()> {
+    if STAGED.with(|s| s.borrow().is_some()) {
+        return write();
+    }
+    STAGED.with(|s| *s.borrow_mut() = Some(Vec::new()));
+    let written = write();
+    let staged = STAGED.with(|s| s.borrow_mut().take()).unwrap_or_default();
+    let mut renamed = 0;
+    let result = written.and_then(|()| {
+        for (tmp, path) in &staged {
+            std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))?;
+            renamed += 1;
+        }
+        Ok(())
+    });
+    for (tmp, _) in staged.iter().skip(renamed) {
+        let _ = std::fs::remove_file(tmp);
+    }
+    let mut dirs: Vec<&Path> = staged.iter().filter_map(|(_, p)| p.parent()).collect();
+    dirs.dedup();
+    dirs.into_iter().for_each(sync_dir);
+    result
+}
+
+/// Syncs the folder `dir` ("" for the current one): a rename is durable only then.
+fn sync_dir(dir: &Path) {
+    if dir.as_os_str().is_empty() {
+        return;
+    }
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -148,12 +193,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // the rename itself is durable only once the folder is synced
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
+        let staged = STAGED.with(|s| match s.borrow_mut().as_mut() {
+            Some(staged) => {
+                staged.push((tmp.clone(), path.to_path_buf()));
+                true
             }
+            None => false,
+        });
+        if !staged {
+            std::fs::rename(&tmp, path)?;
+            sync_dir(path.parent().unwrap_or(Path::new("")));
         }
         Ok::<(), std::io::Error>(())
     })();
@@ -216,6 +265,39 @@ pub fn write_json_atomic(path: &Path, value: &serde_json::Value) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Inside `write_together` the files keep their old contents until every write is done;
+    /// then all are renamed in. A failed write leaves every file as it was and no temporary.
+    #[test]
+    fn files_written_together_change_together() {
+        let dir = std::env::temp_dir().join(format!("sp_together_{}", std::process::id()));
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        write_atomic(&a, b"old a").unwrap();
+        write_atomic(&b, b"old b").unwrap();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        write_together(|| {
+            write_atomic(&a, b"new a")?;
+            assert_eq!(read(&a), "old a", "renamed before the set was written");
+            write_together(|| write_atomic(&b, b"new b"))?;
+            assert_eq!(read(&b), "old b", "a nested call renamed on its own");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((read(&a), read(&b)), ("new a".into(), "new b".into()));
+        let failed = write_together(|| {
+            write_atomic(&a, b"newer a")?;
+            Err(Error::Device("the second write failed".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(read(&a), "new a");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b"], "a temporary file was left");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// A path that a writer keeps swapping between an ordinary file and a FIFO (a link
     /// renamed over it, each way in turn): a stat then an open of the path blocked for ever

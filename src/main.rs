@@ -17,6 +17,9 @@ mod serve;
 use clap::Parser;
 
 fn main() {
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => std::process::exit(cli::usage(e)),
+    };
     std::process::exit(cli::run(args));
 }

@@ -155,6 +155,32 @@ fn save_prompt_refuses_what_load_would_refuse() {
         .save_prompt(&dir, &wide, &pet, SaveOptions::default())
         .unwrap();
     assert_eq!(Prompt::load(&dir).unwrap().values(), wide.values());
+    // a prompt longer than the task was made for: its max_len (60 of 64 positions next to
+    // 4 rows) does not fit next to 7, and `task_for` refused the folder saved (hostile 22)
+    let long = Prompt::from_values(7, 48, vec![0.5; 7 * 48]).unwrap();
+    let dir = scratch.path().join("long");
+    let e = pet_model.save_prompt(&dir, &long, &pet, SaveOptions::default());
+    let msg = e.expect_err("7 rows next to max_len 60 of 64").to_string();
+    assert!(
+        msg.contains("prompt: 7 rows, and the task was made for a shorter prompt")
+            && msg.contains("60 tokens next to a prompt of 7 rows need 67 positions")
+            && msg.contains("could not be loaded back")
+            && !msg.contains("--"),
+        "{msg}"
+    );
+    assert!(!dir.exists());
+    let opts = TaskOptions {
+        verbalizer: Some(TaskOptions::verbalizer_from_str("neg=bad,pos=great").unwrap()),
+        ..TaskOptions::default()
+    };
+    let fits = pet_model.task(&opts, None, 7).unwrap();
+    pet_model
+        .save_prompt(&dir, &long, &fits, SaveOptions::default())
+        .unwrap();
+    let loaded = Prompt::load(&dir).unwrap();
+    pet_model
+        .task_for(&loaded, &TaskOptions::default(), None)
+        .unwrap();
 }
 
 /// A label past the task's labels: `evaluate` counted it as a wrong prediction (accuracy 0)

@@ -128,6 +128,43 @@ fn a_prompt_folder_of_two_saves_is_refused() {
         ],
     );
     assert!(!err.contains("panicked"), "{err}");
+    // a folder without a checkpoint (`Model::save_prompt`'s) has no run to resume
+    let saved = dir.path().join("saved");
+    copied_out(&one, &saved, true);
+    std::fs::copy(one.join("task.json"), saved.join("task.json")).expect("copy");
+    let err = refused(
+        &eval(&saved),
+        &[
+            "different saves",
+            "a save was stopped",
+            "save the prompt again",
+        ],
+    );
+    assert!(!err.contains("--resume"), "{err}");
+    // a run's folder killed in its first export, before its head (a cls run) or before
+    // adapter_config.json: the run is resumed, nothing is copied from elsewhere
+    let first = dir.path().join("first");
+    std::fs::create_dir_all(&first).expect("mkdir");
+    for f in ["checkpoint.safetensors", "adapter_model.safetensors"] {
+        std::fs::copy(one.join(f), first.join(f)).expect("copy");
+    }
+    refused(
+        &eval(&first),
+        &[
+            "is missing beside adapter_model.safetensors",
+            "resume it (train ... --resume)",
+        ],
+    );
+    for f in ["adapter_config.json", "task.json"] {
+        std::fs::copy(one.join(f), first.join(f)).expect("copy");
+    }
+    refused(
+        &eval(&first),
+        &[
+            "head.safetensors: is missing",
+            "resume the run (train ... --resume)",
+        ],
+    );
     // the whole new folder is one save again
     for f in ["head.safetensors", "task.json", "adapter_config.json"] {
         std::fs::copy(two.join(f), one.join(f)).expect("copy");

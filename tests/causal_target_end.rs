@@ -401,6 +401,34 @@ fn target_end_bad_inputs() {
     let task_json = out.join("task.json");
     let text = std::fs::read_to_string(&task_json).unwrap();
     let mut task: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // greedy saved in task.json, the label target the user's --verbalizer: the flag is
+    // blamed, not the file (review 11, R11-6)
+    task["decode"] = serde_json::json!("greedy");
+    std::fs::write(&task_json, task.to_string()).unwrap();
+    let out_err = with(&[]);
+    refused(
+        &out_err,
+        &["--decode", "label \"complaint\"", "stop token 1"],
+    );
+    let err = String::from_utf8_lossy(&out_err.stderr);
+    assert!(!err.contains("overrides it"), "blames task.json: {err}");
+    // free targets are data: a row whose target holds a stop token before its end is
+    // scored a miss, and a warning counts such rows (R11-7)
+    let free = scratch.path().join("free.jsonl");
+    std::fs::write(
+        &free,
+        "{\"text\":\"the order was late\",\"label\":\"late<|end_of_text|> again\"}\n\
+         {\"text\":\"the order was fine\",\"label\":\"fine\"}\n\
+         {\"text\":\"the order was lost\",\"label\":\"lost<|end_of_text|> twice\"}\n",
+    )
+    .unwrap();
+    let (o, f) = (out.to_str().unwrap(), free.to_str().unwrap());
+    let free_eval = softprompt(&["eval", "--prompt", o, "--data", f, "--free-targets"]);
+    ok(&free_eval);
+    let err = String::from_utf8_lossy(&free_eval.stderr);
+    let warned = format!("warning: {f}: 2 row(s) (the first at line 1) hold a target with a stop");
+    assert_eq!(err.matches(&warned).count(), 1, "{err}");
+    task["decode"] = serde_json::json!("rank");
     let eval = |out: &Path| {
         softprompt(&[
             "eval",

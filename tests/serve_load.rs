@@ -189,6 +189,53 @@ fn load_of_another_architecture_names_the_mismatch() {
     assert_eq!(server.terminate(), 0);
 }
 
+/// A task.json under greedy decoding whose label target holds one of the model's stop tokens
+/// before its end (edited by hand: `train` refuses the pair) is refused at load in a client's
+/// terms: the engine's advice named `--verbalizer` and `--decode rank`, flags a server has
+/// not, and blamed the model.
+#[test]
+fn a_greedy_task_json_with_an_unreachable_label_is_refused_in_a_clients_terms() {
+    let dir = ScratchDir::new("serve_greedy_stop");
+    let llama = common::fixture("llama");
+    let model = Model::open(&llama, Device::Cpu).unwrap();
+    let opts = TaskOptions {
+        task: Some(TaskKind::Causal),
+        verbalizer: Some(vec![
+            ("negative".into(), "bad".into()),
+            ("positive".into(), "good<|end_of_text|> day".into()),
+        ]),
+        ..TaskOptions::default()
+    };
+    let task = model.task(&opts, None, 3).unwrap();
+    let prompt = (model.new_prompt(&task, 3, &PromptInit::Random { std: 0.5 }, 1)).unwrap();
+    let path = dir.path().join("greedy");
+    model
+        .save_prompt(&path, &prompt, &task, SaveOptions::default())
+        .unwrap();
+    let task_json = path.join("task.json");
+    let mut saved: Value = serde_json::from_slice(&std::fs::read(&task_json).unwrap()).unwrap();
+    saved["decode"] = json!("greedy");
+    std::fs::write(&task_json, saved.to_string()).unwrap();
+    let server = Server::start_on(&llama, &[], &[]);
+    let body = json!({ "name": "g", "path": path }).to_string();
+    let named = format!("prompt \"g\" ({}) cannot be served", path.display());
+    let msg = refused_with(
+        "greedy",
+        &server.call("POST", "/v1/prompts", Some(&body)),
+        400,
+        &[
+            &named,
+            "\"decode\" in",
+            "label \"positive\"",
+            "stop token 1",
+            "set \"decode\" to \"rank\" in its task.json",
+        ],
+    );
+    assert!(!msg.contains("--"), "names a flag: {msg}");
+    assert!(!msg.contains("does not fit"), "blames the model: {msg}");
+    assert_eq!(server.terminate(), 0);
+}
+
 /// A causal prompt under target_end eos on a model whose config.json names no eos_token_id
 /// (the Mistral fixture): its targets end with no token, which the command line warns of
 /// (`Task::eos_missing`) and serve said nothing of. Each such prompt is warned of once on

@@ -60,7 +60,10 @@ class Task:
 
 @final
 class Prompt:
-    """A soft prompt: P rows of the model's width, float32, on the host."""
+    """A soft prompt: P rows of the model's width, float32, on the host. A prefix-tuning
+    prompt's rows hold every layer's keys and values instead, (P, 2 * layers * d_kv), which
+    `width` and `values` give as they are; `from_values` makes prompts of the model's width
+    only, so copy a prefix prompt with copy(), or save_prompt and Prompt.load."""
     @staticmethod
     def from_values(values: npt.NDArray[np.float32]) -> "Prompt":
         """A prompt from a (P, d) float32 array (copied); a value that is not finite raises
@@ -68,7 +71,8 @@ class Prompt:
         or on a cls task (it has no head), it raises InvalidArgument naming `prompt`."""
     @staticmethod
     def load(dir: StrPath) -> "Prompt":
-        """A prompt folder softprompt or PEFT saved."""
+        """A prompt folder softprompt or PEFT saved (adapter_model.safetensors; a pickled
+        .bin is refused)."""
     @property
     def rows(self) -> int:
         """P."""

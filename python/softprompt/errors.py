@@ -57,7 +57,8 @@ class NonFinite(SoftpromptError, FloatingPointError):
 
 
 class Interrupted(SoftpromptError):
-    """Training was stopped by a stop request (not raised for Ctrl-C: KeyboardInterrupt is)."""
+    """Kept for the engine's stop requests; no call of this package raises it today: Ctrl-C
+    raises KeyboardInterrupt, after the step under way with the checkpoint written."""
 
 
 __all__ = [

@@ -252,13 +252,22 @@ pub fn texts(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     items.iter().enumerate().map(each).collect()
 }
 
+/// Whether a label is missing: None, or pandas' missing value (a float NaN, as a column of
+/// str holds one, or `pd.NA`): `labels=df["label"]` of a frame with missing labels was
+/// refused (hostile pass 22).
+fn missing(v: &Bound<'_, PyAny>) -> bool {
+    v.is_none()
+        || v.extract::<f64>().is_ok_and(f64::is_nan)
+        || v.get_type().name().is_ok_and(|n| n == "NAType")
+}
+
 /// Labels from Python for `from_py_with`: a list of label names or None, one per text.
 pub fn label_names(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<Option<String>>>> {
     if obj.is_none() {
         return Ok(None);
     }
     let items = sequence(obj, "a list of label names (str or None), one per text")?;
-    let each = |(i, v): (usize, &Bound<'_, PyAny>)| match v.is_none() {
+    let each = |(i, v): (usize, &Bound<'_, PyAny>)| match missing(v) {
         true => Ok(None),
         false => (utf8(v, "a str or None").map(Some))
             .map_err(|e| PyTypeError::new_err(format!("row {}'s label is {e}", i + 1))),
@@ -283,6 +292,9 @@ pub fn dataset(
     name: &str,
 ) -> PyResult<Dataset> {
     if let Some(path) = crate::paths::path_if_any(data)? {
+        if labels.is_some() {
+            return Err(labels_unread(name, "a file, whose rows"));
+        }
         return compute(py, || Dataset::load(&path, spec)).map_err(|e| {
             match data.is_instance_of::<PyString>() && looks_like_text(&path) {
                 true => not_a_file(py, e, name),
@@ -315,10 +327,7 @@ pub fn dataset(
         .is_some_and(|r| !r.is_instance_of::<PyString>());
     if pairs {
         if labels.is_some() {
-            return Err(arg(
-                "labels",
-                format!("the rows of {name} are (text, label) pairs, which hold their labels: leave labels out"),
-            ));
+            return Err(labels_unread(name, "(text, label) pairs, which"));
         }
         let each = |(i, r): (usize, &Bound<'_, PyAny>)| pair(name, i + 1, r);
         let pairs: Vec<(String, Option<String>)> =
@@ -354,6 +363,15 @@ pub fn file_flag(spec: &DataSpec) -> Option<&'static str> {
     .find_map(|(flag, given)| given.then_some(flag))
 }
 
+/// `labels=` given next to the data `name`, whose rows (`rows`: what they are, then "whose
+/// rows" or "which") hold their own labels: the call would ignore it.
+pub fn labels_unread(name: &str, rows: &str) -> PyErr {
+    arg(
+        "labels",
+        format!("is for a list of texts, and {name} is {rows} hold their labels: leave labels out"),
+    )
+}
+
 /// A data flag given where `what` holds rows in memory: the call would ignore it.
 pub fn unread_flag(flag: &str, what: &str) -> PyErr {
     arg(
@@ -380,7 +398,7 @@ fn pair(name: &str, at: usize, row: &Bound<'_, PyAny>) -> PyResult<(String, Opti
         ));
     };
     let text = utf8(text, "a str").map_err(|e| arg(name, format!("row {at}'s text is {e}")))?;
-    let label = match label.is_none() {
+    let label = match missing(label) {
         true => None,
         false => Some(
             utf8(label, "a str or None")

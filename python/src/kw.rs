@@ -6,7 +6,7 @@ use crate::errors::arg;
 use crate::ints::repr;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyBool, PyDict, PyString};
 use softprompt::{DataSpec, Format, Quoting, TaskOptions};
 
 pub struct Kw<'py> {
@@ -35,9 +35,19 @@ impl<'py> Kw<'py> {
         if v.is_none() {
             return Ok(None);
         }
+        let py = d.py();
+        let wrong = |why: String| {
+            PyTypeError::new_err(format!("{}(): {key}={}: {why}", self.func, repr(&v)))
+        };
+        // True is a 1 to Python: a number given as a bool is a mistake (lr=True ran at 1.0)
+        let float = matches!(std::any::type_name::<T>(), "f64" | "f32");
+        if float && v.is_instance_of::<PyBool>() {
+            return Err(wrong("expected a number, not a bool".into()));
+        }
         v.extract::<T>().map(Some).map_err(|e| {
             let e: PyErr = e.into();
-            PyTypeError::new_err(format!("{}(): {key}={}: {e}", self.func, repr(&v)))
+            // the exception's message alone: its Display put "TypeError: " in twice
+            wrong(e.value(py).to_string())
         })
     }
 

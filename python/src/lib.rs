@@ -27,6 +27,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // imported now, not by a call's argument checks (data.rs's mapping test): an import
     // releases the GIL, and Ctrl-C during it raised a bare KeyboardInterrupt before the call
     m.py().import("collections.abc")?;
+    // numpy's array API is loaded by the first array made, and rust-numpy panics when that
+    // import fails: a Ctrl-C pending as `Model.step` made its first array raised a
+    // PanicException (which `except KeyboardInterrupt` misses), and so did a missing numpy.
+    // Here a failed import is an ImportError of `import softprompt` (hostile pass 22).
+    m.py().import("numpy")?;
+    let _ = numpy::PyArray1::<f32>::zeros(m.py(), 0, false);
     m.add_class::<model::PyModel>()?;
     m.add_class::<model::PyStepOutput>()?;
     m.add_class::<task::PyTask>()?;

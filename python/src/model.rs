@@ -66,10 +66,19 @@ pub fn rows_of(
     kw: &mut Kw<'_>,
     require_label: bool,
 ) -> PyResult<Encoded> {
+    let spec = kw.data_spec(require_label)?;
     if let Ok(enc) = data.cast::<PyEncoded>() {
+        // each would be ignored: an Encoded's rows hold their labels (a step on relabelled
+        // rows returned the old labels' loss; hostile pass 22)
+        if labels.is_some() {
+            return Err(crate::data::labels_unread(name, "an Encoded, whose rows"));
+        }
+        if let Some(flag) = crate::data::file_flag(&spec) {
+            return Err(crate::data::unread_flag(flag, name));
+        }
         return Ok(enc.get().inner.clone());
     }
-    let ds = dataset(py, data, labels, &kw.data_spec(require_label)?, name)?;
+    let ds = dataset(py, data, labels, &spec, name)?;
     Interrupt::batched(py, |between, stop| {
         model.encode_until(task, &ds, between, stop)
     })

@@ -5,7 +5,7 @@
 //! bytes that are not UTF-8) is the file of those bytes.
 
 use crate::ints::repr;
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use std::path::PathBuf;
@@ -15,7 +15,11 @@ use std::path::PathBuf;
 pub fn path(obj: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
     let py = obj.py();
     let os = py.import("os")?;
-    let fspath = os.call_method1("fspath", (obj,)).map_err(|_| {
+    let fspath = os.call_method1("fspath", (obj,)).map_err(|e| {
+        // an os.PathLike's own __fspath__ failed: its error, as open() raises it
+        if obj.hasattr("__fspath__").unwrap_or(false) {
+            return e;
+        }
         PyTypeError::new_err(format!(
             "got {}: expected a path (a str or an os.PathLike such as pathlib.Path)",
             repr(obj)
@@ -24,6 +28,10 @@ pub fn path(obj: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
     // a str with a lone surrogate: UnicodeEncodeError, as open() raises
     let encoded = os.call_method1("fsencode", (fspath,))?;
     let bytes = encoded.cast::<PyBytes>()?.as_bytes().to_vec();
+    // as open() refuses it (the name was cut at the byte, or shown with a space)
+    if bytes.contains(&0) {
+        return Err(PyValueError::new_err("embedded null byte"));
+    }
     Ok(os_path(bytes))
 }
 

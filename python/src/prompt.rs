@@ -89,7 +89,8 @@ impl PyPrompt {
     }
 
     /// Reads a prompt folder: one softprompt saved (task.json, head.safetensors for cls) or
-    /// one PEFT saved (adapter_config.json and adapter_model.safetensors or .bin). An
+    /// one PEFT saved (adapter_config.json and adapter_model.safetensors; a pickled .bin is
+    /// refused: PEFT's `save_pretrained(..., safe_serialization=True)` writes the file). An
     /// unstamped adapter whose values are not those its task.json (and head) were saved with
     /// is read with a UserWarning, as the command line warns of it.
     #[staticmethod]
@@ -231,7 +232,8 @@ impl PyPrompt {
         Err(PyTypeError::new_err(
             "cannot pickle 'softprompt.Prompt' object: save it (Model.save_prompt) and read it \
              back (Prompt.load), or send prompt.values (a numpy array) and rebuild it with \
-             Prompt.from_values; copy.deepcopy and prompt.copy() give a copy",
+             Prompt.from_values (a prompt of the model's width: a prefix prompt goes by \
+             save_prompt and load); copy.deepcopy and prompt.copy() give a copy",
         ))
     }
 

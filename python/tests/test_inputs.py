@@ -143,8 +143,8 @@ def test_pairs_as_lists_read_as_tuples():
     assert as_lists == as_tuples
     with pytest.raises(sp.InvalidArgument) as e:
         model.evaluate(task, prompt, [["a movie", "x"]], labels=["y"])
-    assert str(e.value) == ("invalid argument labels: the rows of data are (text, label) "
-                            "pairs, which hold their labels: leave labels out")
+    assert str(e.value) == ("invalid argument labels: is for a list of texts, and data is "
+                            "(text, label) pairs, which hold their labels: leave labels out")
 
 
 def test_a_str_that_names_no_file_says_how_to_pass_one_text():
@@ -178,6 +178,85 @@ def test_data_flags_with_rows_in_memory_are_refused(tmp_path):
                             "holds rows in memory: leave it out")
     # the default value given is no flag
     assert len(model.predict(task, prompt, ["a movie"], text_field="text")) == 1
+
+
+def test_labels_and_data_flags_with_a_file_or_an_encoded_are_refused(tmp_path):
+    """labels= next to a file or an Encoded was ignored (a step on relabelled rows returned
+    the old labels' loss), and a data flag next to an Encoded was an 'unexpected keyword'
+    TypeError (hostile 22)."""
+    model, task, prompt = _mlm()
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n')
+    enc = model.encode(task, data)
+    for rows, what in [(data, "a file, whose rows"), (enc, "an Encoded, whose rows")]:
+        calls = [(lambda: model.encode(task, rows, labels=["y", "x"]), "data"),
+                 (lambda: model.step(task, prompt, rows, labels=["y", "x"]), "batch"),
+                 (lambda: model.evaluate(task, prompt, rows, labels=["y", "x"]), "data")]
+        for call, name in calls:
+            with pytest.raises(sp.InvalidArgument) as e:
+                call()
+            assert str(e.value) == (f"invalid argument labels: is for a list of texts, and "
+                                    f"{name} is {what} hold their labels: leave labels out")
+    for call in [lambda: model.encode(task, enc, format="tsv"),
+                 lambda: model.predict(task, prompt, enc, format="tsv"),
+                 lambda: model.evaluate(task, prompt, enc, format="tsv")]:
+        with pytest.raises(sp.InvalidArgument) as e:
+            call()
+        assert str(e.value) == ("invalid argument format: is for reading a file, and data "
+                                "holds rows in memory: leave it out")
+
+
+def test_missing_labels_as_pandas_holds_them_are_none():
+    """A column of labels with missing values holds NaN (or pd.NA): they were refused, so the
+    documented labels=df["label"] failed on any frame with a missing label (hostile 22)."""
+    model, task, prompt = _mlm()
+
+    class NAType:  # what pandas' pd.NA is, by its type's name
+        pass
+
+    texts = ["a movie", "a film", "a play"]
+    for missing in [float("nan"), NAType()]:
+        enc = model.encode(task, texts, labels=["x", missing, "y"])
+        assert enc.labels == [0, None, 1]
+        enc = model.encode(task, list(zip(texts, ["x", missing, "y"])))
+        assert enc.labels == [0, None, 1]
+
+
+def test_a_path_like_that_fails_and_a_nul_byte(tmp_path):
+    """An os.PathLike whose __fspath__ raised gave 'expected a path', losing the user's error;
+    a path holding NUL was cut or shown with a space where open() raises ValueError."""
+    class Broken:
+        def __fspath__(self):
+            raise RuntimeError("no disk today")
+
+    with pytest.raises(RuntimeError, match="no disk today"):
+        sp.Prompt.load(Broken())
+    for call in [lambda: sp.Prompt.load("run\x00x"), lambda: sp.Model(str(BERT_MLM) + "\x00x")]:
+        with pytest.raises(ValueError, match="embedded null byte"):
+            call()
+
+
+def test_a_bool_for_a_float_is_refused(tmp_path):
+    """lr=True ran at a learning rate of 1.0; a wrong type's message said TypeError twice."""
+    model = sp.Model(BERT_MLM)
+    with pytest.raises(TypeError) as e:
+        model.train(TRAIN, tmp_path / "o", lr=True, no_progress=True)
+    assert str(e.value) == "train(): lr=True: expected a number, not a bool"
+    with pytest.raises(TypeError) as e:
+        model.task(TRAIN, free_targets=1)
+    assert str(e.value).count("TypeError") == 0, str(e.value)
+    assert "free_targets=1" in str(e.value)
+
+
+def test_a_missing_numpy_fails_the_import():
+    """rust-numpy loads numpy's API at the first array and panicked when that failed: a
+    missing numpy (or a Ctrl-C pending then) raised PanicException from Model.step. The
+    import of softprompt now loads it, so a missing numpy is an ImportError there."""
+    code = ("import sys; sys.modules['numpy'] = None\n"
+            "try:\n    import softprompt\nexcept ImportError as e:\n    print('ImportError', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("ImportError"), out.stdout + out.stderr
+    assert "panic" not in out.stderr.lower(), out.stderr
 
 
 def test_new_prompt_takes_the_tasks_prompt_len():

@@ -67,6 +67,7 @@ impl Model {
         on_engine!(&self.engine, |_be, m| {
             // every check before the first write: a refused save leaves the folder as it was
             let (_, head) = checked(m, task, prompt)?;
+            check_room(m, task, prompt)?;
             let how = "pass overwrite (SaveOptions { overwrite: true }) to replace it, or \
                        save into another folder";
             let _held = SaveLock::acquire(dir)?;
@@ -92,4 +93,31 @@ impl Model {
             outdir::remove_unwritten(dir, &written)
         })
     }
+}
+
+/// The task's max_len fits the model's positions next to the prompt's rows: else the folder
+/// could not be loaded back (`Model::task_for` refuses it; a task made for a shorter prompt
+/// was saved with a longer one without a word; hostile pass 22). As `task_for` checks it, a
+/// causal task's targets counted once they are tokens.
+fn check_room<B: crate::backend::Backend>(
+    m: &crate::train::Model<B>,
+    task: &Task,
+    prompt: &Prompt,
+) -> Result<()> {
+    let spec = &task.inner.spec;
+    let max_len = Some(spec.max_len).filter(|_| spec.kind != crate::TaskKind::Causal);
+    m.check_lengths(prompt.rows(), max_len)
+        .map_err(|e| match e {
+            // the limit without the command line's advice (a flag of another command)
+            Error::Arg { msg, .. } => Error::arg(
+                "prompt",
+                format!(
+                "{} rows, and the task was made for a shorter prompt: {msg}; a folder saved so \
+                 could not be loaded back: make the task with this prompt's length",
+                prompt.rows(),
+                msg = msg.split(": use --").next().unwrap_or(&msg)
+            ),
+            ),
+            e => e,
+        })
 }

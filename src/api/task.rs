@@ -558,4 +558,12 @@ impl Task {
     pub fn eos_missing(&self) -> bool {
         self.inner.eos_missing()
     }
+
+    /// How many rows of `enc` hold a target that greedy generation could never produce whole
+    /// (a stop token before its end: free targets are data, so such rows load and are scored
+    /// as misses), and the first one's line in the data file. None when there are none or
+    /// the task does not generate. The command line warns.
+    pub fn stops_inside_targets(&self, enc: &crate::Encoded) -> Option<(usize, usize)> {
+        self.inner.stops_inside_targets(&enc.rows)
+    }
 }

@@ -348,6 +348,18 @@ pub fn warn_eos_missing<'a>(model: &Model, tasks: impl IntoIterator<Item = &'a T
     }
 }
 
+/// One warning line when rows of `enc` hold free targets that greedy generation could never
+/// produce (a stop token before the end): each is scored a miss, and nothing else says why.
+pub fn warn_stops_inside(task: &Task, enc: &softprompt::Encoded) {
+    if let Some((n, line)) = task.stops_inside_targets(enc) {
+        errln!(
+            "warning: {}: {n} row(s) (the first at line {line}) hold a target with a stop \
+             token before its end: generation stops at that token, so each is scored a miss",
+            enc.path.display()
+        );
+    }
+}
+
 /// A split's line: "N rows, M truncated to K tokens", and ", C targets cut to L" when
 /// targets were cut (--max-target-len: every split says so, the train split too, where it
 /// said nothing).

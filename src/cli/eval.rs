@@ -1,6 +1,8 @@
 //! `softprompt eval`: accuracy and macro-F1 of a saved prompt on a labelled file.
 
-use super::common::{fail, targets_cut, warn_eos_missing, DataArgs, DeviceArgs, TaskArgs};
+use super::common::{
+    fail, targets_cut, warn_eos_missing, warn_stops_inside, DataArgs, DeviceArgs, TaskArgs,
+};
 use super::rows_bar::scoring;
 use softprompt::{Dataset, Model, Prompt, Result, Task};
 use std::path::{Path, PathBuf};
@@ -122,6 +124,7 @@ fn eval(a: &Args) -> Result<()> {
         Some(&data),
     )?;
     let enc = l.model.encode(&l.task, &data)?;
+    warn_stops_inside(&l.task, &enc);
     let scored = scoring(&enc.lens(), !a.no_progress, |on_batch, stop| {
         (l.model).evaluate_until(&l.task, &l.prompt, &enc, a.batch_size, on_batch, stop)
     });

@@ -69,6 +69,25 @@ enum Command {
     Serve(Box<serve::Args>),
 }
 
+/// What clap's `Error::exit` does (the help, the version or a usage error, and its exit
+/// code), except that help or a version that cannot be written is an error: clap's `exit`
+/// ignored the failed write, so `--help > /dev/full` exited 0 (hostile pass 17, F4). A reader
+/// that went away (`--help | head`) is not a failure, as elsewhere.
+pub fn usage(e: clap::Error) -> i32 {
+    use std::io::Write;
+    let printed = e.print().and_then(|()| match e.use_stderr() {
+        true => Ok(()),
+        false => std::io::stdout().flush(),
+    });
+    match printed {
+        Err(err) if !e.use_stderr() && err.kind() != std::io::ErrorKind::BrokenPipe => {
+            errln!("error: writing to stdout: {err}");
+            2
+        }
+        _ => e.exit_code(),
+    }
+}
+
 pub fn run(cli: Cli) -> i32 {
     // every command: a bad SOFTPROMPT_* value fails at start, not mid-run
     if let Err(e) = softprompt::internals::env::check() {

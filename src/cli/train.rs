@@ -2,7 +2,8 @@
 //! dev split as it goes, and writes the prompt, task.json, metrics and checkpoint into --out.
 
 use super::common::{
-    as_flags, fail, rows_line, warn_eos_missing, DataArgs, DeviceArgs, MethodArgs, TaskArgs,
+    as_flags, fail, rows_line, warn_eos_missing, warn_stops_inside, DataArgs, DeviceArgs,
+    MethodArgs, TaskArgs,
 };
 use softprompt::internals::train::outdir;
 use softprompt::{
@@ -209,6 +210,7 @@ fn encode_split(task: &Task, model: &Model, a: &Args, path: &Path, name: &str) -
         path.display(),
         rows_line(&enc, task.spec())
     );
+    warn_stops_inside(task, &enc);
     Ok(enc)
 }
 

@@ -6,7 +6,9 @@
 //! included.
 
 use super::{data_files, describe, on_device, prompt_init, train_config_with, Args};
-use crate::cli::common::{as_flags, rows_line, warn_eos_missing, MethodArgs, TaskArgs};
+use crate::cli::common::{
+    as_flags, rows_line, warn_eos_missing, warn_stops_inside, MethodArgs, TaskArgs,
+};
 use serde_json::Value;
 use softprompt::internals::train::{multitask, outdir};
 use softprompt::{
@@ -533,6 +535,9 @@ fn encode_task(model: &Model, a: &Args, t: TaskInput) -> Result<EncodedTask> {
             d.path.display(),
             rows_line(&e, task.spec())
         );
+        if split != "train" {
+            warn_stops_inside(&task, &e);
+        }
         Ok(Some(e))
     };
     let train = enc(train, "train")?

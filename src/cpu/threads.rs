@@ -58,7 +58,8 @@ pub fn size_pool(threads: usize) -> Result<()> {
             "--threads",
             format!(
                 "{threads}: this process's thread pool already runs {} threads (a process \
-                 has one pool, sized by the first Model; give that count, or 0)",
+                 has one pool, sized by the first Model that gives a count, or before one by \
+                 the first computation at all cores; give that count, or 0)",
                 rayon::current_num_threads()
             ),
         )),

@@ -192,6 +192,14 @@ fn open(model: &Model, name: &str, path: &Path, prompt: Prompt) -> Result<Entry,
 fn task_error(name: &str, path: &Path, prompt: &Prompt, e: Error) -> ApiError {
     let named = format!("prompt \"{name}\" ({})", path.display());
     if let Some(why) = saved_setting(&e) {
+        // a greedy task.json whose label target holds one of the model's stop tokens
+        // (task.rs's `check_generable`): its advice names command-line flags
+        if let Some((why, _)) = why.split_once("; give the label a target") {
+            return ApiError::bad_request(format!(
+                "{named} cannot be served: {why}; set \"decode\" to \"rank\" in its task.json \
+                 to score the labels instead"
+            ));
+        }
         return ApiError::bad_request(format!("{named} does not fit this server's model: {why}"));
     }
     let Error::Arg { flag, msg } = &e else {

@@ -125,13 +125,15 @@ impl MetricsLog {
             })
             .map(String::from)
             .collect();
-        let log = MetricsLog {
+        // the file is left as it is until the run's first line rewrites it whole: a
+        // finished run resumed to be re-scored lost its last line (the kept prompt's test
+        // score, which has no step) when it was killed before it appended it again
+        // (hostile pass 21, F3); the next resume drops the later lines again
+        Ok(MetricsLog {
             path: path.to_path_buf(),
             lines,
             written: Cell::new(false),
-        };
-        log.flush()?;
-        Ok(log)
+        })
     }
 
     pub fn append(&mut self, v: &Value) -> Result<()> {
@@ -146,6 +148,16 @@ impl MetricsLog {
             f.sync_data()
         };
         append().map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Writes the log whole if a resume has not written it yet: a checkpoint is saved with
+    /// the log of its step (else lines of the run that was resumed, past its checkpoint,
+    /// stayed in the file until the next line).
+    pub fn settle(&self) -> Result<()> {
+        match self.written.get() {
+            true => Ok(()),
+            false => self.flush(),
+        }
     }
 
     pub fn lines(&self) -> &[String] {
@@ -195,23 +207,27 @@ mod tests {
         // a half-written line as a crash could leave with plain appends
         let mut text = std::fs::read_to_string(&path).unwrap();
         text.push_str("{\"step\": 6, \"lo");
-        std::fs::write(&path, text).unwrap();
-        let log = MetricsLog::resume(&path, 3).unwrap();
+        std::fs::write(&path, &text).unwrap();
+        let mut log = MetricsLog::resume(&path, 3).unwrap();
         assert_eq!(log.lines().len(), 3);
+        // untouched until the resumed run's first line: a kill before it loses nothing
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        log.append(&serde_json::json!({"step": 4, "loss": 0.45}))
+            .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,
-            "{\"loss\":0.1,\"step\":1}\n{\"loss\":0.2,\"step\":2}\n{\"loss\":0.3,\"step\":3}\n"
+            "{\"loss\":0.1,\"step\":1}\n{\"loss\":0.2,\"step\":2}\n{\"loss\":0.3,\"step\":3}\n\
+             {\"loss\":0.45,\"step\":4}\n"
         );
         // later lines go to the end of that file (rewriting it whole per line was quadratic)
-        let mut log = log;
         let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
         let before = inode(&path);
-        log.append(&serde_json::json!({"step": 4, "loss": 0.4}))
+        log.append(&serde_json::json!({"step": 5, "loss": 0.5}))
             .unwrap();
         assert_eq!(inode(&path), before, "appended, not replaced");
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.ends_with("{\"loss\":0.3,\"step\":3}\n{\"loss\":0.4,\"step\":4}\n"));
+        assert!(text.ends_with("{\"loss\":0.45,\"step\":4}\n{\"loss\":0.5,\"step\":5}\n"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

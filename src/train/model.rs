@@ -42,9 +42,13 @@ impl<B: Backend> Model<B> {
     /// ```
     pub fn load(be: &B, dir: &Path) -> Result<Model<B>> {
         if !dir.is_dir() {
+            let what = match dir.exists() {
+                true => "not a folder",
+                false => "no such folder",
+            };
             return Err(Error::file(
                 dir,
-                "not a folder: expected a Hugging Face model folder",
+                format!("{what}: expected a Hugging Face model folder"),
             ));
         }
         let net = models::Model::load(be, dir)?;

@@ -220,13 +220,18 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         on_event: &mut TaskEvents<'_>,
         stop: &AtomicBool,
     ) -> Result<Vec<(String, Summary)>> {
-        self.start(on_event);
+        // the states record this run's threads, device and kernels before the first save;
+        // the events are told after it, so that a first step's time leaves it out
+        let started = self.start();
         if self.resumed_at.is_some() {
             self.export_all()?;
         } else if self.saved_step.is_none() {
             self.save_checkpoint()?;
             self.saved_step = Some(self.step);
             self.log.flush()?;
+        }
+        for (name, ev) in &started {
+            on_event(name, ev);
         }
         // a resumed run keeps the checkpoint's windows (the losses since each task's last
         // line); their rates count the steps this process takes
@@ -312,9 +317,11 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         Ok(out)
     }
 
-    /// Each task's `Started` event; records the threads, device and kernels in its state.
-    fn start(&mut self, on_event: &mut TaskEvents<'_>) {
+    /// Each task's `Started` event, by name; records the threads, device and kernels in its
+    /// state.
+    fn start(&mut self) -> Vec<(String, Event)> {
         let (device, kernels) = (self.be.name(), self.be.kernels());
+        let mut started = Vec::with_capacity(self.tasks.len());
         for t in &mut self.tasks {
             let resumed = self.resumed_at.is_some();
             let changed = |a: &String, b: &String| {
@@ -343,8 +350,9 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
                 head_params,
                 eval_window: t.state.eval_window.loss(),
             };
-            on_event(&t.name, &ev);
+            started.push((t.name.clone(), ev));
         }
+        started
     }
 
     /// Adds the step to task `i`'s metrics (and evaluation) window, and writes its metrics
@@ -578,6 +586,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
             step: self.step,
             tasks,
         };
+        self.log.settle()?;
         ck.save(&self.out.join(CHECKPOINT_FILE))
     }
 

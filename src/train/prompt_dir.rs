@@ -8,7 +8,9 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::checkpoint::{fnv1a_bytes, FNV_START, HEAD_FILE, TASK_FILE, TASK_FORMAT};
+use super::checkpoint::{
+    fnv1a_bytes, CHECKPOINT_FILE, FNV_START, HEAD_FILE, TASK_FILE, TASK_FORMAT,
+};
 use super::encoder::HostEncoder;
 use super::model_id::{ModelId, FINGERPRINT_KEY};
 use super::ptuning::{save_encoder, ENCODER_FILE};
@@ -143,8 +145,14 @@ fn check_stamps(dir: &Path, task_stamp: Option<Option<String>>) -> Result<Option
     let Some(&(first, stamp)) = stamped.first() else {
         return Ok(None);
     };
-    let why = "a run was stopped while it wrote them; resume the run (train ... --resume) to \
-               write the folder again";
+    let why = match dir.join(CHECKPOINT_FILE).is_file() {
+        true => {
+            "a run was stopped while it wrote them (or is writing them now); resume the \
+             run (train ... --resume) to write the folder again"
+        }
+        // Model::save_prompt's folder: no run to resume (hostile pass 21, F5)
+        false => "a save was stopped while it wrote them; save the prompt again",
+    };
     if stamped.iter().any(|(_, s)| *s != stamp) {
         let found: Vec<String> = stamped.iter().map(|(f, s)| format!("{f}: {s}")).collect();
         return Err(Error::file(
@@ -386,7 +394,9 @@ pub fn check_arch(
 
 /// Writes the prompt (PEFT layout), task.json, for `cls` head.safetensors, and the host
 /// encoder's prompt_encoder.safetensors (P-tuning, a prefix projection) into `dir`, all with
-/// one save stamp. `extra` is merged into task.json (step, dev metrics, ...).
+/// one save stamp. `extra` is merged into task.json (step, dev metrics, ...). The files are
+/// written first and renamed into place together (`write_together`): a folder read at any
+/// moment, or left by a kill, holds one save's files, but for the few renames' instant.
 pub fn save_prompt_dir(
     dir: &Path,
     prompt: &PromptTable,
@@ -396,52 +406,54 @@ pub fn save_prompt_dir(
     info: &AdapterInfo,
     extra: Value,
 ) -> Result<()> {
-    let step = extra.get("step").and_then(Value::as_u64);
-    // the tensors `save_encoder` writes, as the file's loader hashes them
-    let encoder_sum = encoder.map(|e| {
-        let (shapes, tensors) = (e.spec().shapes(), e.tensors());
-        let named = shapes
-            .iter()
-            .filter_map(|(n, _)| Some((n.as_str(), tensors.get(n)?)));
-        encoder_hash(named.map(|(n, d)| (n, d.as_slice())))
-    });
-    let stamp = save_stamp(step, prompt, head, encoder_sum);
-    if let Some(e) = encoder {
-        save_encoder(dir, e, &stamp)?;
-    }
-    prompt.save_peft_with(dir, info, stamp_metadata(&stamp))?;
-    if let Some(h) = head {
-        write_safetensors(
-            &dir.join(HEAD_FILE),
-            &[
-                ("weight", vec![h.k, h.c], &h.weight),
-                ("bias", vec![h.k], &h.bias),
-            ],
-            Some(head_metadata(&stamp, spec, h)),
-        )?;
-    }
-    let mut task = spec.to_json();
-    if let (Some(obj), Some(more)) = (task.as_object_mut(), extra.as_object()) {
-        obj.insert("format".into(), json!(TASK_FORMAT));
-        obj.insert("model".into(), json!(model_dir.display().to_string()));
-        // as typed, absolute, and relative to this folder: a copied or moved folder still
-        // finds its model (`eval`/`predict` try all three)
-        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-        obj.insert(
-            "model_path".into(),
-            json!(abs(model_dir).display().to_string()),
-        );
-        if let Some(rel) = relative_to(&abs(model_dir), &abs(dir)) {
-            obj.insert("model_from_prompt".into(), json!(rel.display().to_string()));
+    crate::fsutil::write_together(|| {
+        let step = extra.get("step").and_then(Value::as_u64);
+        // the tensors `save_encoder` writes, as the file's loader hashes them
+        let encoder_sum = encoder.map(|e| {
+            let (shapes, tensors) = (e.spec().shapes(), e.tensors());
+            let named = shapes
+                .iter()
+                .filter_map(|(n, _)| Some((n.as_str(), tensors.get(n)?)));
+            encoder_hash(named.map(|(n, d)| (n, d.as_slice())))
+        });
+        let stamp = save_stamp(step, prompt, head, encoder_sum);
+        if let Some(e) = encoder {
+            save_encoder(dir, e, &stamp)?;
         }
-        obj.insert("num_virtual_tokens".into(), json!(prompt.p));
-        for (k, v) in more {
-            obj.insert(k.clone(), v.clone());
+        prompt.save_peft_with(dir, info, stamp_metadata(&stamp))?;
+        if let Some(h) = head {
+            write_safetensors(
+                &dir.join(HEAD_FILE),
+                &[
+                    ("weight", vec![h.k, h.c], &h.weight),
+                    ("bias", vec![h.k], &h.bias),
+                ],
+                Some(head_metadata(&stamp, spec, h)),
+            )?;
         }
-        // last: the stamp of the files written above
-        obj.insert(SAVE_KEY.into(), json!(stamp));
-    }
-    crate::fsutil::write_json_atomic(&dir.join(TASK_FILE), &task)
+        let mut task = spec.to_json();
+        if let (Some(obj), Some(more)) = (task.as_object_mut(), extra.as_object()) {
+            obj.insert("format".into(), json!(TASK_FORMAT));
+            obj.insert("model".into(), json!(model_dir.display().to_string()));
+            // as typed, absolute, and relative to this folder: a copied or moved folder still
+            // finds its model (`eval`/`predict` try all three)
+            let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            obj.insert(
+                "model_path".into(),
+                json!(abs(model_dir).display().to_string()),
+            );
+            if let Some(rel) = relative_to(&abs(model_dir), &abs(dir)) {
+                obj.insert("model_from_prompt".into(), json!(rel.display().to_string()));
+            }
+            obj.insert("num_virtual_tokens".into(), json!(prompt.p));
+            for (k, v) in more {
+                obj.insert(k.clone(), v.clone());
+            }
+            // last: the stamp of the files written above
+            obj.insert(SAVE_KEY.into(), json!(stamp));
+        }
+        crate::fsutil::write_json_atomic(&dir.join(TASK_FILE), &task)
+    })
 }
 
 /// `path` relative to the folder `base` (both absolute), through `..` where needed.
@@ -563,10 +575,17 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
     // reported as a corrupt adapter
     let cls = task.as_ref().is_some_and(|t| t.kind == TaskKind::Cls);
     if cls && head.is_none() {
+        let advice = match dir.join(CHECKPOINT_FILE).is_file() {
+            // the run's own folder, stopped before its first export ended
+            true => "resume the run (train ... --resume) to write it",
+            false => "copy it back from the run's --out folder, or train again",
+        };
         return Err(Error::file(
             &head_path,
-            "is missing: task.json says a cls task, whose classifier head this file holds; \
-             copy it back from the run's --out folder, or train again",
+            format!(
+                "is missing: task.json says a cls task, whose classifier head this file \
+                 holds; {advice}"
+            ),
         ));
     }
     let warning = match check_stamps(dir, task_stamp)? {

@@ -145,7 +145,8 @@ impl<B: Backend> Trainer<'_, B> {
         on_event: &mut dyn FnMut(&Event),
         stop: &AtomicBool,
     ) -> Result<Summary> {
-        on_event(&self.start());
+        // the state records this run's threads, device and kernels before the first save
+        let started = self.start();
         if self.resumed_at.is_some() {
             // the exported prompt may be older than the checkpoint if a run died in between
             self.export()?;
@@ -156,6 +157,9 @@ impl<B: Backend> Trainer<'_, B> {
             self.saved_step = Some(self.state.step);
             self.log.flush()?;
         }
+        // told after the first save, so that the first step's time (the train bar's rate,
+        // as metrics.jsonl's) leaves it out (review 11, R11-8)
+        on_event(&started);
         // a resumed run keeps the checkpoint's window (the losses since the last line); its
         // rates count the steps this process takes
         self.clock = RateClock::new();
@@ -447,6 +451,7 @@ impl<B: Backend> Trainer<'_, B> {
         for (name, (_, data)) in &tensors {
             self.check_finite(name, data)?;
         }
+        self.log.settle()?;
         Checkpoint {
             state: self.state.clone(),
             tensors,

@@ -19,6 +19,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+use super::encode::Row;
 use super::model::{Model, MAX_TOKENS};
 use super::spec::{TargetEnd, TaskKind, TaskSpec, MASK_SLOT, TEXT_SLOT};
 use crate::backend::Backend;
@@ -189,16 +190,37 @@ impl Task {
         if !self.decodes_greedily() {
             return Ok(());
         }
-        let stops = &self.stops;
         for (label, target) in self.spec.labels.iter().zip(&self.label_targets) {
-            let Some((_, body)) = target.split_last() else {
-                continue;
-            };
-            if let Some((at, id)) = body.iter().enumerate().find(|(_, id)| stops.contains(id)) {
+            if let Some((at, id)) = self.stop_inside(target) {
                 return Err(Error::arg("--decode", format!("greedy: label {label:?}'s target (ids {target:?}) holds the stop token {id} at position {at}, before its end: generation stops there, so it could never produce this label; give the label a target without that token (--verbalizer), or score the labels with --decode rank")));
             }
         }
         Ok(())
+    }
+
+    /// The first stop token of `target` before its last token, and where: greedy generation
+    /// stops there, so it could never produce `target` whole.
+    fn stop_inside(&self, target: &[i32]) -> Option<(usize, i32)> {
+        let (_, body) = target.split_last()?;
+        body.iter()
+            .enumerate()
+            .find(|(_, id)| self.stops.contains(id))
+            .map(|(at, &id)| (at, id))
+    }
+
+    /// How many of `rows`, generated greedily, hold a target with a stop token before its
+    /// end, and the first one's line: each is a miss whatever the prompt learns. Free targets
+    /// are data, so they are counted for a warning; a label's target is refused
+    /// (`check_generable`).
+    pub fn stops_inside_targets(&self, rows: &[Row]) -> Option<(usize, usize)> {
+        if !self.decodes_greedily() {
+            return None;
+        }
+        let mut inside = rows
+            .iter()
+            .filter(|r| self.stop_inside(&r.target).is_some());
+        let first = inside.next()?.line;
+        Some((1 + inside.count(), first))
     }
 
     /// Checks `ids`, what `what` encodes to, against the model's embedding table: a
