@@ -107,6 +107,15 @@ impl PromptInit {
         std: Option<f64>,
         from_first: Option<usize>,
     ) -> Result<PromptInit> {
+        const INITS: [&str; 4] = ["random", "text", "sample-vocab", "class-labels"];
+        // an unknown init first: its companions' refusal named the init as if it were one
+        // ("--init-text is read only with --init text, and --init is \"TEXT\"")
+        if !INITS.contains(&init) {
+            return Err(Error::arg(
+                "--init",
+                format!("\"{init}\": expected random, text, sample-vocab or class-labels"),
+            ));
+        }
         let readers: [(&str, bool, &[&str]); 3] = [
             ("--init-text", text.is_some(), &["text"]),
             ("--init-std", std.is_some(), &["random"]),
@@ -138,16 +147,11 @@ impl PromptInit {
                 None => return Err(Error::arg("--init text", "needs --init-text \"...\"")),
             },
             "sample-vocab" => PromptInit::SampleVocab { from_first },
-            "class-labels" => PromptInit::ClassLabels {
+            // class-labels, the last of INITS
+            _ => PromptInit::ClassLabels {
                 labels: Vec::new(),
                 from_first,
             },
-            other => {
-                return Err(Error::arg(
-                    "--init",
-                    format!("\"{other}\": expected random, text, sample-vocab or class-labels"),
-                ))
-            }
         })
     }
 

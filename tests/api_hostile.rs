@@ -169,6 +169,17 @@ fn save_prompt_refuses_what_load_would_refuse() {
         "{msg}"
     );
     assert!(!dir.exists());
+    // more rows than the model's positions hold: no task could use it
+    let huge = Prompt::from_values(70, 48, vec![0.5; 70 * 48]).unwrap();
+    let e = pet_model.save_prompt(&dir, &huge, &pet, SaveOptions::default());
+    let msg = e.expect_err("70 rows of 64 positions").to_string();
+    assert!(
+        msg.contains("70 rows and a row of at least 2 tokens need 72 positions")
+            && msg.contains("a folder of 70 rows could not be loaded back on it")
+            && !msg.contains("--"),
+        "{msg}"
+    );
+    assert!(!dir.exists());
     let opts = TaskOptions {
         verbalizer: Some(TaskOptions::verbalizer_from_str("neg=bad,pos=great").unwrap()),
         ..TaskOptions::default()

@@ -189,6 +189,52 @@ fn a_folder_this_process_trains_into_is_named_as_such() {
     assert!(!err.contains("--"), "{err}");
 }
 
+/// A run's lock inherited by a process it forked (Python's `os.fork` in an event callback)
+/// outlives the run: the refusal named "another softprompt run (pid N)" with N dead. It now
+/// says the run is gone and a process it started holds the lock. `flock(1)` stands for the
+/// child, the lock file signed with a pid that has ended.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_lock_held_past_its_runs_end_says_so() {
+    let dir = ScratchDir::new("api_h7_lock_inherited");
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let lock = dir.path().join(".softprompt.lock");
+    std::fs::write(&lock, pid.to_string()).unwrap();
+    let mut child = std::process::Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    // until flock holds it
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let err = loop {
+        match OutLock::acquire(dir.path()) {
+            Err(e) => break e.to_string(),
+            Ok(held) => {
+                // signed again before flock can take it
+                std::fs::write(&lock, pid.to_string()).unwrap();
+                drop(held);
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "flock never held the lock"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let named = format!("the run of pid {pid} (no longer running)");
+    contains_all(
+        "lock",
+        &err,
+        &[&named, "inherited its lock", "wait for it to end"],
+    );
+    assert!(!err.contains("another softprompt run"), "{err}");
+}
+
 /// A `train_multi` job whose class labels are not its task's was refused only after the lock
 /// and the folders were made (with `overwrite`, after an earlier run's files were removed):
 /// now before anything is written, naming the task. `cfg.prompt_len` 0 names the field.

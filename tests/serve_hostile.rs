@@ -237,7 +237,8 @@ fn a_held_engine_does_not_hold_the_exit() {
 
 /// `/health` answered "ok" over an engine whose thread had ended (a panic, hostile pass 17):
 /// it answers 503 "engine stopped", a prediction then gets a 500 naming the stopped engine,
-/// and SIGTERM still ends the server.
+/// and SIGTERM still ends the server, with exit code 2 as when the engine's thread panics
+/// (it exited 0, as if all had gone well).
 #[test]
 fn health_says_when_the_engine_has_stopped() {
     let scratch = ScratchDir::new("serve_hostile_engine_ended");
@@ -263,7 +264,7 @@ fn health_says_when_the_engine_has_stopped() {
         "{v}"
     );
     server.sigterm();
-    assert_eq!(server.wait_for_exit(Duration::from_secs(20)), Some(0));
+    assert_eq!(server.wait_for_exit(Duration::from_secs(20)), Some(2));
 }
 
 /// `--max-queue` was unbounded and preallocated (std's bounded channel writes every slot, of

@@ -340,7 +340,7 @@ fn a_prompt_that_cannot_serve_is_refused_at_load() {
     let headless = copy("headless");
     std::fs::remove_file(headless.join("head.safetensors")).unwrap();
     let long = scratch.path().join("long");
-    save_pet_prompt(&long, 70, 0.01);
+    write_pet_prompt_unchecked(&long, 70, 0.01);
 
     let server = Server::start(&[("pet", &pet)], &[]);
     let load = |name: &str, path: &std::path::Path| {

@@ -14,8 +14,13 @@ use pyo3::types::{PyDict, PyList};
 use softprompt::{Device, Encoded, EvalMetrics, Model, Prediction, PromptPlacement, Task};
 use std::path::PathBuf;
 
-/// A Hugging Face model folder (BERT, T5, BLOOM, Llama, Mistral, Qwen2) loaded on a device:
-/// `cpu`, `cuda` / `cuda:N` (precision bf16, f32 or mixed) or `emu`.
+/// A Hugging Face model folder (BERT, T5, BLOOM, Llama, Mistral, Qwen2) loaded on a device.
+///
+/// Model(dir, device="cpu", precision="bf16", threads=0) loads the model folder `dir` on
+/// `device` (`cpu`, `cuda`, `cuda:N`, `emu`) at `precision` (cuda and emu: bf16, f32 or
+/// mixed; the CPU computes in float32). `threads` sizes the CPU thread pool as `--threads`
+/// does (0: all cores): a process has one, sized by the first Model that gives a count (or,
+/// before any, by the first computation, at all cores), and another count later is refused.
 #[pyclass(name = "Model", module = "softprompt", frozen, weakref)]
 pub struct PyModel {
     pub inner: Model,
@@ -139,11 +144,7 @@ fn prediction_list<'py>(
 
 #[pymethods]
 impl PyModel {
-    /// Loads the model folder `dir` on `device` (`cpu`, `cuda`, `cuda:N`, `emu`) at
-    /// `precision` (cuda and emu: bf16, f32 or mixed; the CPU computes in float32). `threads`
-    /// sizes the CPU thread pool as `--threads` does (0: all cores): a process has one, sized
-    /// by the first Model that gives a count (or, before any, by the first computation, at
-    /// all cores), and another count later is refused.
+    /// The class's docstring says what it takes (help() shows that one, not this).
     #[new]
     #[pyo3(signature = (dir, device="cpu", precision="bf16", threads=0))]
     fn new(

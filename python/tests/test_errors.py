@@ -426,7 +426,7 @@ def test_values_made_in_memory_are_an_argument_error_without_file_words():
     with pytest.raises(sp.InvalidArgument) as e:
         model.step(cls, bare, ["a"], labels=["x"])
     assert str(e.value).startswith('invalid argument prompt: task="cls" needs the classifier head')
-    assert "made from values" in str(e.value) and "folder" not in str(e.value), e.value
+    assert "made in memory" in str(e.value) and "folder" not in str(e.value), e.value
     prompt = model.new_prompt(cls, prompt_len=2)
     prompt.values[1, 3] = np.inf
     with pytest.raises(sp.InvalidArgument) as e:

@@ -144,7 +144,7 @@ def test_model_dir_of_a_prompt_made_in_memory():
     bare = sp.Prompt.from_values(np.zeros((2, model.hidden_size), np.float32))
     with pytest.raises(sp.InvalidArgument) as e:
         bare.model_dir()
-    assert str(e.value) == ("invalid argument model: the prompt (made from values) does not say "
+    assert str(e.value) == ("invalid argument model: the prompt (made in memory) does not say "
                             "which model it belongs to: name it with Prompt.set_model")
     assert bare.set_model(model) is None
     assert Path(bare.model_dir()).resolve() == BERT_MLM.resolve()

@@ -81,3 +81,11 @@ def test_help_of_train_lists_its_keywords():
     for keyword in ["prompt_len=20", "lr=None", "batch_size=32", "eval_batch_size=None", "label_field='label'"]:
         assert keyword in text, text
     assert "**kwargs" not in text
+
+
+def test_help_of_model_says_what_the_constructor_takes():
+    """help(Model) showed the class line only: PyO3 does not expose a #[new] docstring."""
+    doc = sp.Model.__doc__
+    for word in ["Model(dir, device=\"cpu\", precision=\"bf16\", threads=0)", "cuda:N",
+                 "first computation"]:
+        assert word in doc, doc

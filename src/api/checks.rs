@@ -143,7 +143,7 @@ fn checked_head(task: &Task, prompt: &Prompt, d: usize) -> Result<Option<HostCls
         (Some(_), None) if prompt.dir.is_none() => Err(prompt.fault(
             None,
             "--task cls needs the classifier head trained with the prompt; this prompt, made \
-             from values, has none",
+             in memory (new_prompt for another task, or from values), has none",
         )),
         (Some(_), None) => Err(prompt.fault(
             None,

@@ -324,7 +324,7 @@ impl Prompt {
         let tried: Vec<String> = tries.iter().map(|p| p.display().to_string()).collect();
         let what = match &self.dir {
             Some(dir) => dir.display().to_string(),
-            None => "the prompt (made from values)".into(),
+            None => "the prompt (made in memory)".into(),
         };
         let how = "name it with Prompt::set_model (the command line: --model)";
         Err(Error::arg(

@@ -106,18 +106,23 @@ fn check_room<B: crate::backend::Backend>(
 ) -> Result<()> {
     let spec = &task.inner.spec;
     let max_len = Some(spec.max_len).filter(|_| spec.kind != crate::TaskKind::Causal);
-    m.check_lengths(prompt.rows(), max_len)
-        .map_err(|e| match e {
-            // the limit without the command line's advice (a flag of another command)
-            Error::Arg { msg, .. } => Error::arg(
-                "prompt",
-                format!(
-                "{} rows, and the task was made for a shorter prompt: {msg}; a folder saved so \
-                 could not be loaded back: make the task with this prompt's length",
-                prompt.rows(),
-                msg = msg.split(": use --").next().unwrap_or(&msg)
-            ),
-            ),
-            e => e,
-        })
+    let rows = prompt.rows();
+    m.check_lengths(rows, max_len).map_err(|e| match e {
+        // the limit without the command line's advice (a flag of another command)
+        Error::Arg { flag, msg } => {
+            let why = msg.split(": use --").next().unwrap_or(&msg);
+            let msg = match flag.as_str() {
+                // the prompt alone leaves no room for a row
+                "--prompt-len" => {
+                    format!("{why}: a folder of {rows} rows could not be loaded back on it")
+                }
+                _ => format!(
+                    "{rows} rows, and the task was made for a shorter prompt: {why}; a folder \
+                     saved so could not be loaded back: make the task with this prompt's length"
+                ),
+            };
+            Error::arg("prompt", msg)
+        }
+        e => e,
+    })
 }

@@ -156,8 +156,12 @@ pub fn run(s: Settings) -> Result<()> {
     if let Some(release) = engine.release {
         let _ = release.send(true);
     }
-    if engine.thread.join().is_err() {
-        return Err(Error::Device("the engine's thread panicked".into()));
+    match engine.thread.join() {
+        Err(_) => Err(Error::Device("the engine's thread panicked".into())),
+        // the server answered 503 meanwhile; its exit says the engine failed too
+        Ok(false) => Err(Error::Device(
+            "the engine's thread ended before the server stopped".into(),
+        )),
+        Ok(true) => served,
     }
-    served
 }

@@ -95,7 +95,8 @@ impl Pending for Queued {
 /// The running engine: the channel to it, its thread, and what it loaded.
 pub struct Engine {
     pub tx: Sender<Msg>,
-    pub thread: JoinHandle<()>,
+    /// true when the engine served until the server stopped; false when it ended before
+    pub thread: JoinHandle<bool>,
     pub catalog: Catalog,
     /// the device, as the command line prints it
     pub device: String,
@@ -165,14 +166,16 @@ pub fn start(s: &Settings, metrics: Arc<Metrics>) -> Result<Engine> {
                         // a line on stdin, or the server's exit (`Engine::release`)
                         if !hold.recv().unwrap_or(true) {
                             errln!("--debug-hold-engine: the engine's thread ends");
-                            return;
+                            return false;
                         }
                         errln!("--debug-hold-engine: released");
                     }
                     serve_loop(&model, registry, &rx, policy, &metrics, &queue);
+                    true
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
+                    false
                 }
             }
         })

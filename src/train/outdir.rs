@@ -79,6 +79,16 @@ impl OutLock {
                 "another run in this process (pid {pid}: another thread, or a run not yet \
                  dropped)"
             ),
+            // a process the run forked holds the lock it inherited, and outlives the run
+            // (hostile pass 21, F6): the pid named would send a user looking for nothing
+            Err(Holder::Alone(Some(pid)))
+                if cfg!(target_os = "linux") && !Path::new(&format!("/proc/{pid}")).exists() =>
+            {
+                format!(
+                    "a process that the run of pid {pid} (no longer running) started, and \
+                     which inherited its lock,"
+                )
+            }
             Err(Holder::Alone(Some(pid))) => format!("another softprompt run (pid {pid})"),
             Err(Holder::Alone(None)) => {
                 "another softprompt run (its pid is not written yet)".into()

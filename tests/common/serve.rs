@@ -89,6 +89,23 @@ pub fn save_pet_prompt(dir: &Path, rows: usize, value: f32) {
         .unwrap();
 }
 
+/// As `save_pet_prompt`, written by the engine's own writer past `Model::save_prompt`'s
+/// check, which refuses more rows than the model's positions hold: a folder a hand (or
+/// another build) wrote, to test its refusal.
+pub fn write_pet_prompt_unchecked(dir: &Path, rows: usize, value: f32) {
+    use softprompt::internals::{prompt::PromptTable, train, CpuBackend};
+    let be = CpuBackend::<f32>::new();
+    let engine = train::Model::load(&be, &model_dir()).unwrap();
+    let model = Model::open(model_dir(), Device::Cpu).unwrap();
+    let task = model.task(&pet_options(), None, 4).unwrap();
+    let spec = task.spec();
+    let table = PromptTable::from_data(rows, 48, vec![value; rows * 48]).unwrap();
+    let info = engine.adapter_info(spec.kind.peft_task_type());
+    let extra = json!({ "arch": "bert" });
+    train::checkpoint::save_prompt_dir(dir, &table, (None, None), spec, &model_dir(), &info, extra)
+        .unwrap();
+}
+
 /// `softprompt predict` on `texts`: one JSON object per text.
 pub fn predict_cli(prompt: &Path, texts: &[&str], scratch: &Path) -> Vec<Value> {
     predict_cli_on(&model_dir(), prompt, texts, scratch)
