@@ -314,9 +314,14 @@ pub fn dataset(
             "argument '{name}': {msg}: {TABLE_ROWS}"
         )));
     }
+    // what was given: a zip or a generator (one pass, no length) is a common slip
+    let got = match data.hasattr("__next__").unwrap_or(false) {
+        true => format!("; got {}, an iterator: pass list(...) of it", repr(data)),
+        false => format!("; got {}", repr(data)),
+    };
     let rows: Vec<Bound<'_, PyAny>> = match data.is_instance_of::<PyEncoded>() {
         true => Err(arg(name, &expected)),
-        false => data.extract().map_err(|_| arg(name, &expected)),
+        false => (data.extract()).map_err(|_| arg(name, &format!("{expected}{got}"))),
     }?;
     if let Some(flag) = file_flag(spec) {
         return Err(unread_flag(flag, name));

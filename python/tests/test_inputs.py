@@ -206,6 +206,17 @@ def test_labels_and_data_flags_with_a_file_or_an_encoded_are_refused(tmp_path):
                                 "holds rows in memory: leave it out")
 
 
+def test_an_iterator_as_data_is_named():
+    """zip(df.text, df.label) without list(): the error did not say what was given."""
+    model, task, prompt = _mlm()
+    with pytest.raises(sp.InvalidArgument) as e:
+        model.evaluate(task, prompt, zip(["a movie"], ["x"]))
+    assert "got <zip object at" in str(e.value) and "an iterator: pass list(...)" in str(e.value)
+    with pytest.raises(sp.InvalidArgument) as e:
+        model.predict(task, prompt, 3)
+    assert str(e.value).endswith("pairs; got 3"), e.value
+
+
 def test_missing_labels_as_pandas_holds_them_are_none():
     """A column of labels with missing values holds NaN (or pd.NA): they were refused, so the
     documented labels=df["label"] failed on any frame with a missing label (hostile 22)."""

@@ -259,7 +259,8 @@ def test_threads_sets_the_pool_of_a_fresh_process_as_the_command_line_does(cli, 
     # a process has one pool: another count is refused, saying which it runs
     assert p.stdout.splitlines()[-1] == (
         "invalid argument threads: 2: this process's thread pool already runs 1 threads (a "
-        "process has one pool, sized by the first Model; give that count, or 0)"
+        "process has one pool, sized by the first Model that gives a count, or before one "
+        "by the first computation at all cores; give that count, or 0)"
     )
 
 
