@@ -282,9 +282,21 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
 pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut found = Vec::new();
+    let mut writing = 0;
     for entry in entries {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         if !path.join("adapter_config.json").is_file() {
+            continue;
+        }
+        // a run training into the folder now: its prompt is unfinished, and its files may be
+        // mid-export, which stopped the whole server's start (hostile pass 21, F2)
+        if let Some(pid) = softprompt::internals::train::outdir::writer_of(&path) {
+            errln!(
+                "note: --prompts: {} is not loaded: a softprompt run or save (pid {pid}) is \
+                 writing into it; load it once that ends (POST /v1/prompts)",
+                path.display()
+            );
+            writing += 1;
             continue;
         }
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -297,8 +309,12 @@ pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         return Err(Error::arg(
             "--prompts",
             format!(
-                "{} holds no prompt folder (a subfolder with adapter_config.json)",
-                dir.display()
+                "{} holds no prompt folder (a subfolder with adapter_config.json){}",
+                dir.display(),
+                match writing {
+                    0 => String::new(),
+                    n => format!(" that no run is writing into ({n} are)"),
+                }
             ),
         ));
     }

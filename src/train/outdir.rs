@@ -175,6 +175,43 @@ pub(super) fn holder_pid(file: &mut File) -> Option<u32> {
     holder.trim().parse::<u32>().ok()
 }
 
+/// The pid of the process that holds `dir`'s lock file now (a run training into it, or a
+/// save), read from /proc/locks: looking takes no lock (a shared lock taken to look would
+/// refuse a run starting at that moment). None when no process holds it, or off Linux.
+pub fn writer_of(dir: &Path) -> Option<u32> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let meta = std::fs::metadata(dir.join(LOCK_FILE)).ok()?;
+    let id = lock_id(&meta)?;
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    // "1: FLOCK  ADVISORY  WRITE 1245 fe:00:6136251 0 EOF" (a waiter's line: "1: -> FLOCK")
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, "FLOCK", _, "WRITE", pid, at, ..] if *at == id => pid.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
+/// A file as /proc/locks names it: the device's major and minor number in hex, then the
+/// inode.
+#[cfg(unix)]
+fn lock_id(meta: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = meta.dev();
+    // glibc's encoding of a device number (gnu_dev_major, gnu_dev_minor)
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    Some(format!("{major:02x}:{minor:02x}:{}", meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn lock_id(_meta: &std::fs::Metadata) -> Option<String> {
+    None
+}
+
 /// What an earlier run left in `dir`: None when it holds none of `RUN_FILES`, else a
 /// description ("an interrupted run (checkpoint at step 40)", or the files).
 pub fn existing_run(dir: &Path) -> Option<String> {
