@@ -321,7 +321,7 @@ pub fn dataset(
     };
     let rows: Vec<Bound<'_, PyAny>> = match data.is_instance_of::<PyEncoded>() {
         true => Err(arg(name, &expected)),
-        false => (data.extract()).map_err(|_| arg(name, &format!("{expected}{got}"))),
+        false => (data.extract()).map_err(|_| arg(name, format!("{expected}{got}"))),
     }?;
     if let Some(flag) = file_flag(spec) {
         return Err(unread_flag(flag, name));
