@@ -90,9 +90,7 @@ pub(super) fn not_a_prompt_folder(dir: &Path) -> Error {
             return Error::file(dir, why);
         }
         // named by the missing file, which Python raises as FileNotFoundError, as before
-        let run = dir
-            .join(crate::train::checkpoint::CHECKPOINT_FILE)
-            .is_file();
+        let run = crate::train::checkpoint::in_a_run(dir);
         let why = match dir.join(ADAPTER_WEIGHTS).is_file() {
             // a run's folder, stopped before its first export ended (hostile pass 21, F5)
             true if run => format!(
@@ -102,6 +100,12 @@ pub(super) fn not_a_prompt_folder(dir: &Path) -> Error {
             true => format!(
                 "is missing beside {ADAPTER_WEIGHTS}: copy it from where the adapter was saved \
                  (PEFT's save_pretrained writes both)"
+            ),
+            // a run's folder before its first export (hostile pass 23)
+            false if run => format!(
+                "is missing: {} is a run's folder whose prompt is not written yet (it holds \
+                 a checkpoint); resume the run (train ... --resume), or wait for it",
+                dir.display()
             ),
             false => format!(
                 "is missing: {} is no prompt folder (one holds {files})",

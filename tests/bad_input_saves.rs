@@ -145,11 +145,37 @@ fn a_prompt_folder_of_two_saves_is_refused() {
     // adapter_config.json: the run is resumed, nothing is copied from elsewhere
     let first = dir.path().join("first");
     std::fs::create_dir_all(&first).expect("mkdir");
-    for f in ["checkpoint.safetensors", "adapter_model.safetensors"] {
-        std::fs::copy(one.join(f), first.join(f)).expect("copy");
-    }
+    std::fs::copy(
+        one.join("checkpoint.safetensors"),
+        first.join("checkpoint.safetensors"),
+    )
+    .expect("copy");
     refused(
         &eval(&first),
+        &[
+            "a run's folder whose prompt is not written yet",
+            "resume the run",
+        ],
+    );
+    std::fs::copy(
+        one.join("adapter_model.safetensors"),
+        first.join("adapter_model.safetensors"),
+    )
+    .expect("copy");
+    refused(
+        &eval(&first),
+        &[
+            "is missing beside adapter_model.safetensors",
+            "resume it (train ... --resume)",
+        ],
+    );
+    // a task's folder in a multi-task run's --out, whose checkpoint is the parent's
+    let task_dir = first.join("task_a");
+    std::fs::create_dir_all(&task_dir).expect("mkdir");
+    let adapter = "adapter_model.safetensors";
+    std::fs::copy(one.join(adapter), task_dir.join(adapter)).expect("copy");
+    refused(
+        &eval(&task_dir),
         &[
             "is missing beside adapter_model.safetensors",
             "resume it (train ... --resume)",

@@ -253,12 +253,17 @@ pub fn texts(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
 }
 
 /// Whether a label is missing: None, or pandas' missing value (a float NaN, as a column of
-/// str holds one, or `pd.NA`): `labels=df["label"]` of a frame with missing labels was
+/// str holds one, `pd.NA` or `pd.NaT`): `labels=df["label"]` of a frame with missing labels was
 /// refused (hostile pass 22).
 fn missing(v: &Bound<'_, PyAny>) -> bool {
+    if v.is_instance_of::<PyString>() {
+        return false;
+    }
     v.is_none()
         || v.extract::<f64>().is_ok_and(f64::is_nan)
-        || v.get_type().name().is_ok_and(|n| n == "NAType")
+        || v.get_type()
+            .name()
+            .is_ok_and(|n| n == "NAType" || n == "NaTType")
 }
 
 /// Labels from Python for `from_py_with`: a list of label names or None, one per text.
@@ -292,15 +297,17 @@ pub fn dataset(
     name: &str,
 ) -> PyResult<Dataset> {
     if let Some(path) = crate::paths::path_if_any(data)? {
-        if labels.is_some() {
-            return Err(labels_unread(name, "a file, whose rows"));
-        }
-        return compute(py, || Dataset::load(&path, spec)).map_err(|e| {
+        let loaded = compute(py, || Dataset::load(&path, spec)).map_err(|e| {
             match data.is_instance_of::<PyString>() && looks_like_text(&path) {
                 true => not_a_file(py, e, name),
                 false => e,
             }
-        });
+        })?;
+        // after the load: a text passed as a str is told to pass [text] first (review 13)
+        if labels.is_some() {
+            return Err(labels_unread(name, "a file, whose rows"));
+        }
+        return Ok(loaded);
     }
     // rows already encoded: this call reads texts (train re-reads its files on resume)
     let expected = match data.is_instance_of::<PyEncoded>() {
@@ -314,14 +321,15 @@ pub fn dataset(
             "argument '{name}': {msg}: {TABLE_ROWS}"
         )));
     }
-    // what was given: a zip or a generator (one pass, no length) is a common slip
-    let got = match data.hasattr("__next__").unwrap_or(false) {
+    // what was given, said only when refused (the repr of a million texts took 90 MB): a
+    // zip or a generator (one pass, no length) is a common slip
+    let got = || match data.hasattr("__next__").unwrap_or(false) {
         true => format!("; got {}, an iterator: pass list(...) of it", repr(data)),
         false => format!("; got {}", repr(data)),
     };
     let rows: Vec<Bound<'_, PyAny>> = match data.is_instance_of::<PyEncoded>() {
         true => Err(arg(name, &expected)),
-        false => (data.extract()).map_err(|_| arg(name, format!("{expected}{got}"))),
+        false => (data.extract()).map_err(|_| arg(name, format!("{expected}{}", got()))),
     }?;
     if let Some(flag) = file_flag(spec) {
         return Err(unread_flag(flag, name));

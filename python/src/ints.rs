@@ -39,11 +39,20 @@ int_types!(
     i32: "an int from -2^31 to 2^31-1".to_string()
 );
 
+/// Whether `v` is a bool, Python's or numpy's (`np.True_`, whose type is numpy.bool or, before
+/// numpy 2, numpy.bool_): True is a 1 to Python, so `lr=True` ran at 1.0.
+pub fn is_bool(v: &Bound<'_, PyAny>) -> bool {
+    v.is_instance_of::<PyBool>()
+        || v.get_type()
+            .name()
+            .is_ok_and(|n| n == "bool_" || n == "bool")
+}
+
 /// Argument `name`'s value `v` as a `T`; `at` says where in the argument it sits (a list's
 /// row), empty for the whole argument.
 /// A bool is refused: Python's True is an int 1, so `prompt_len=True` trained one row.
 pub fn int<T: Int>(name: &str, at: &str, v: &Bound<'_, PyAny>) -> PyResult<T> {
-    let is_bool = v.is_instance_of::<PyBool>();
+    let is_bool = is_bool(v);
     let value = if is_bool { None } else { T::of(v).ok() };
     value.ok_or_else(|| {
         let what = match at {

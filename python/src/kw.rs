@@ -6,7 +6,7 @@ use crate::errors::arg;
 use crate::ints::repr;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyString};
+use pyo3::types::{PyDict, PyString};
 use softprompt::{DataSpec, Format, Quoting, TaskOptions};
 
 pub struct Kw<'py> {
@@ -41,7 +41,7 @@ impl<'py> Kw<'py> {
         };
         // True is a 1 to Python: a number given as a bool is a mistake (lr=True ran at 1.0)
         let float = matches!(std::any::type_name::<T>(), "f64" | "f32");
-        if float && v.is_instance_of::<PyBool>() {
+        if float && crate::ints::is_bool(&v) {
             return Err(wrong("expected a number, not a bool".into()));
         }
         v.extract::<T>().map(Some).map_err(|e| {

@@ -414,6 +414,17 @@ impl PyModel {
             true,
         )?;
         kw.finish()?;
+        // as `softprompt eval` warns (review 13, R13-10)
+        if let Some((n, line)) = task.inner.stops_inside_targets(&enc) {
+            crate::prompt::user_warning(
+                py,
+                &format!(
+                    "{n} row(s) of data (the first at line {line}) hold a target with a stop \
+                     token before its end: generation stops at that token, so each is scored \
+                     a miss"
+                ),
+            )?;
+        }
         let snapshot = prompt.engine_copy();
         let (m, t, p) = (&self.inner, &task.inner, &snapshot);
         let (metrics, preds) = Interrupt::batched(py, |between, stop| {

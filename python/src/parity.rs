@@ -20,8 +20,19 @@ pub fn parity<'py>(
     #[pyo3(from_py_with = crate::paths::path)] reference: PathBuf,
     device: &str,
     precision: &str,
-    tol: Option<f64>,
+    tol: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    // a bool is refused: tol=True compared at 1.0, which passes every tensor
+    let tol = match tol.filter(|t| !t.is_none()) {
+        Some(t) if crate::ints::is_bool(&t) => {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "parity(): tol={}: expected a number, not a bool",
+                crate::ints::repr(&t)
+            )))
+        }
+        Some(t) => Some(t.extract::<f64>()?),
+        None => None,
+    };
     let kind = Device::parse(device, precision).map_err(to_py)?;
     // the environment checked and the GEMM path chosen as a Model's are: a SOFTPROMPT_GEMM
     // that does not load ran the gemm crate and passed

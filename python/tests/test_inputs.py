@@ -155,6 +155,10 @@ def test_a_str_that_names_no_file_says_how_to_pass_one_text():
     assert str(e.value).endswith("(data: a str is read as a file path; for one text, pass "
                                  "[text])")
     assert e.value.filename == "the movie was great."
+    # with its label too: the same advice, not "leave labels out" (review 13)
+    with pytest.raises(sp.FileNotFound) as e:
+        model.evaluate(task, prompt, "the movie was great.", labels=["x"])
+    assert str(e.value).endswith("for one text, pass [text])"), e.value
     # a name of a data file, or in a folder, is a path meant as one: the engine's word alone
     for path in ("missing.jsonl", "runs/missing"):
         with pytest.raises(sp.FileNotFound) as e:
@@ -253,6 +257,12 @@ def test_a_bool_for_a_float_is_refused(tmp_path):
     with pytest.raises(TypeError) as e:
         model.train(TRAIN, tmp_path / "o", lr=True, no_progress=True)
     assert str(e.value) == "train(): lr=True: expected a number, not a bool"
+    import numpy as np
+    with pytest.raises(TypeError, match="expected a number, not a bool"):
+        model.train(TRAIN, tmp_path / "o", lr=np.True_, no_progress=True)
+    with pytest.raises(TypeError) as e:
+        sp.parity(BERT_MLM, tmp_path / "none.safetensors", tol=True)
+    assert str(e.value) == "parity(): tol=True: expected a number, not a bool"
     with pytest.raises(TypeError) as e:
         model.task(TRAIN, free_targets=1)
     assert str(e.value).count("TypeError") == 0, str(e.value)

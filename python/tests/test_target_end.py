@@ -83,3 +83,16 @@ def test_greedy_output_that_is_no_label_has_no_label(cli, tmp_path):
         else:
             assert o["label"] == task.labels[o["class"]]
     assert any(o["class"] is None for o in ours), ours
+
+
+def test_free_targets_holding_a_stop_token_are_warned_of():
+    """A free target with the model's stop token before its end can never be generated:
+    evaluate scored such rows as misses without a word, where softprompt eval warns."""
+    model = sp.Model(FIXTURES / "llama")
+    pairs = [("the order was late", "late<|end_of_text|> again"), ("fine", "fine"),
+             ("lost", "lost<|end_of_text|> twice")]
+    task = model.task(pairs, prompt_len=2, task="causal", free_targets=True)
+    prompt = model.new_prompt(task, seed=1)
+    with pytest.warns(UserWarning, match=r"^2 row\(s\) of data \(the first at line 1\) hold a "
+                                         r"target with a stop token before its end"):
+        model.evaluate(task, prompt, pairs)

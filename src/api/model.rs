@@ -485,7 +485,7 @@ fn blame_saved(e: Error, opts: &TaskOptions, task_json: &Path) -> Error {
         "--max-target-len" => opts.max_target_len.is_some(),
         // a label target the user gave that greedy decoding cannot produce (task.rs's
         // `check_generable`) is the user's flag's doing, not task.json's
-        "--decode" => opts.decode.is_some() || opts.verbalizer.is_some() || opts.labels.is_some(),
+        "--decode" => opts.decode.is_some() || opts.verbalizer.is_some(),
         "--target-end" => opts.target_end.is_some(),
         _ => true,
     };

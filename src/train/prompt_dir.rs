@@ -145,7 +145,7 @@ fn check_stamps(dir: &Path, task_stamp: Option<Option<String>>) -> Result<Option
     let Some(&(first, stamp)) = stamped.first() else {
         return Ok(None);
     };
-    let why = match dir.join(CHECKPOINT_FILE).is_file() {
+    let why = match in_a_run(dir) {
         true => {
             "a run was stopped while it wrote them (or is writing them now); resume the \
              run (train ... --resume) to write the folder again"
@@ -254,17 +254,30 @@ fn values_mismatch(
 /// adapter copied out alone failed the table's hash, which covers the head too, and was
 /// called corrupt. A stamp without the field (an earlier save's, or no head) checks nothing.
 fn check_head_kept(head_path: &Path, stamp: &str, has_head: bool) -> Result<()> {
+    let advice = match head_path.parent().is_some_and(in_a_run) {
+        true => "resume the run (train ... --resume) to write it",
+        false => "copy it back from the run's --out folder, or train again",
+    };
     match stamp_field(stamp, HEAD_FIELD).filter(|_| !has_head) {
         None => Ok(()),
         Some(k) => Err(Error::file(
             head_path,
             format!(
                 "is missing: the folder's save stamp ({stamp}) covers a cls classifier head of \
-                 {k} labels, which this file holds; copy it back from the run's --out folder, \
-                 or train again"
+                 {k} labels, which this file holds; {advice}"
             ),
         )),
     }
+}
+
+/// Whether `dir` is a training run's `--out`, or a task's folder in a multi-task run's:
+/// beside its checkpoint the run writes the folder again on `--resume`, where a folder a
+/// kill left half-written gets that advice (not "copy it back", nor "save it again").
+pub fn in_a_run(dir: &Path) -> bool {
+    dir.join(CHECKPOINT_FILE).is_file()
+        || dir
+            .parent()
+            .is_some_and(|p| p.join(CHECKPOINT_FILE).is_file())
 }
 
 /// The label names head.safetensors' metadata records (`LABELS_KEY`), in the order of its
@@ -396,7 +409,8 @@ pub fn check_arch(
 /// encoder's prompt_encoder.safetensors (P-tuning, a prefix projection) into `dir`, all with
 /// one save stamp. `extra` is merged into task.json (step, dev metrics, ...). The files are
 /// written first and renamed into place together (`write_together`): a folder read at any
-/// moment, or left by a kill, holds one save's files, but for the few renames' instant.
+/// moment, or left by a kill, holds one save's files, but within the renames (milliseconds
+/// on some file systems), where the stamps refuse the mix.
 pub fn save_prompt_dir(
     dir: &Path,
     prompt: &PromptTable,
@@ -417,43 +431,61 @@ pub fn save_prompt_dir(
             encoder_hash(named.map(|(n, d)| (n, d.as_slice())))
         });
         let stamp = save_stamp(step, prompt, head, encoder_sum);
+        // task.json first, so renamed in first: a run's first export cut short after the
+        // adapter's files and before it left a stamped adapter without a task, loaded
+        // silently as a PEFT folder under the model's default task (review 13, R13-3); now
+        // such a folder is one of two saves, or no prompt folder yet
+        let task = task_record(dir, prompt.p, spec, model_dir, &extra, &stamp);
+        crate::fsutil::write_json_atomic(&dir.join(TASK_FILE), &task)?;
         if let Some(e) = encoder {
             save_encoder(dir, e, &stamp)?;
         }
         prompt.save_peft_with(dir, info, stamp_metadata(&stamp))?;
-        if let Some(h) = head {
-            write_safetensors(
+        match head {
+            Some(h) => write_safetensors(
                 &dir.join(HEAD_FILE),
                 &[
                     ("weight", vec![h.k, h.c], &h.weight),
                     ("bias", vec![h.k], &h.bias),
                 ],
                 Some(head_metadata(&stamp, spec, h)),
-            )?;
+            ),
+            None => Ok(()),
         }
-        let mut task = spec.to_json();
-        if let (Some(obj), Some(more)) = (task.as_object_mut(), extra.as_object()) {
-            obj.insert("format".into(), json!(TASK_FORMAT));
-            obj.insert("model".into(), json!(model_dir.display().to_string()));
-            // as typed, absolute, and relative to this folder: a copied or moved folder still
-            // finds its model (`eval`/`predict` try all three)
-            let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-            obj.insert(
-                "model_path".into(),
-                json!(abs(model_dir).display().to_string()),
-            );
-            if let Some(rel) = relative_to(&abs(model_dir), &abs(dir)) {
-                obj.insert("model_from_prompt".into(), json!(rel.display().to_string()));
-            }
-            obj.insert("num_virtual_tokens".into(), json!(prompt.p));
-            for (k, v) in more {
-                obj.insert(k.clone(), v.clone());
-            }
-            // last: the stamp of the files written above
-            obj.insert(SAVE_KEY.into(), json!(stamp));
-        }
-        crate::fsutil::write_json_atomic(&dir.join(TASK_FILE), &task)
     })
+}
+
+/// task.json of a prompt of `rows` rows saved in `dir`: the task, where its model is, `extra`
+/// (step, dev metrics, ...) and the save's `stamp`, which every file of the save carries.
+fn task_record(
+    dir: &Path,
+    rows: usize,
+    spec: &TaskSpec,
+    model_dir: &Path,
+    extra: &Value,
+    stamp: &str,
+) -> Value {
+    let mut task = spec.to_json();
+    if let (Some(obj), Some(more)) = (task.as_object_mut(), extra.as_object()) {
+        obj.insert("format".into(), json!(TASK_FORMAT));
+        obj.insert("model".into(), json!(model_dir.display().to_string()));
+        // as typed, absolute, and relative to this folder: a copied or moved folder still
+        // finds its model (`eval`/`predict` try all three)
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        obj.insert(
+            "model_path".into(),
+            json!(abs(model_dir).display().to_string()),
+        );
+        if let Some(rel) = relative_to(&abs(model_dir), &abs(dir)) {
+            obj.insert("model_from_prompt".into(), json!(rel.display().to_string()));
+        }
+        obj.insert("num_virtual_tokens".into(), json!(rows));
+        for (k, v) in more {
+            obj.insert(k.clone(), v.clone());
+        }
+        obj.insert(SAVE_KEY.into(), json!(stamp));
+    }
+    task
 }
 
 /// `path` relative to the folder `base` (both absolute), through `..` where needed.
@@ -575,7 +607,7 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
     // reported as a corrupt adapter
     let cls = task.as_ref().is_some_and(|t| t.kind == TaskKind::Cls);
     if cls && head.is_none() {
-        let advice = match dir.join(CHECKPOINT_FILE).is_file() {
+        let advice = match in_a_run(dir) {
             // the run's own folder, stopped before its first export ended
             true => "resume the run (train ... --resume) to write it",
             false => "copy it back from the run's --out folder, or train again",
