@@ -338,3 +338,12 @@ def test_a_daemon_thread_inside_a_call_at_exit_stops_without_a_word(call):
     p = subprocess.run([sys.executable, "-c", DAEMON.replace("{call}", call), str(BERT_MLM)],
                        capture_output=True, text=True, timeout=120, cwd=REPO)
     assert (p.returncode, p.stdout, p.stderr) == (0, "main exits\n", "")
+
+
+def test_task_for_a_prompt_made_in_memory_says_it_records_no_task():
+    """It said only "a classifier needs at least 2 labels, got []" (hostile 23, F6)."""
+    import numpy as np
+    model = sp.Model(BERT_MLM)
+    with pytest.raises(sp.InvalidArgument) as e:
+        model.task_for(sp.Prompt.from_values(np.zeros((2, 48), np.float32)))
+    assert "the prompt, made in memory, records no task: give the labels" in str(e.value), e.value

@@ -330,6 +330,14 @@ impl Model {
                 );
                 Err(Error::arg(flag, why))
             }
+            // a prompt made in memory records no task either (hostile pass 23, F6)
+            (Err(Error::Arg { flag, msg }), None, None) if flag == "--labels" => {
+                let why = format!(
+                    "{msg}: the prompt, made in memory, records no task: give the labels with \
+                     --verbalizer (pet, seq2seq, causal) or --labels (cls)"
+                );
+                Err(Error::arg(flag, why))
+            }
             (r, _, _) => r,
         }
     }

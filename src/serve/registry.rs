@@ -290,7 +290,7 @@ pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         }
         // a run training into the folder now: its prompt is unfinished, and its files may be
         // mid-export, which stopped the whole server's start (hostile pass 21, F2)
-        if let Some(pid) = softprompt::internals::train::outdir::writer_of(&path) {
+        if let Some(pid) = softprompt::folder_writer(&path) {
             errln!(
                 "note: --prompts: {} is not loaded: a softprompt run or save (pid {pid}) is \
                  writing into it; load it once that ends (POST /v1/prompts)",

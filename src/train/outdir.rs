@@ -175,10 +175,18 @@ pub(super) fn holder_pid(file: &mut File) -> Option<u32> {
     holder.trim().parse::<u32>().ok()
 }
 
-/// The pid of the process that holds `dir`'s lock file now (a run training into it, or a
-/// save), read from /proc/locks: looking takes no lock (a shared lock taken to look would
-/// refuse a run starting at that moment). None when no process holds it, or off Linux.
-pub fn writer_of(dir: &Path) -> Option<u32> {
+/// The pid of the process writing into the folder `dir` now: a run training into it, or a
+/// save, which hold its `.softprompt.lock`. Read from /proc/locks, so looking takes no lock
+/// (a shared lock taken to look would refuse a run starting at that moment). None when no
+/// process holds it, off Linux, or where /proc/locks names the file otherwise (some file
+/// systems). `softprompt serve --prompts` leaves such a folder out.
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("sp_writer_doc_{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// assert_eq!(softprompt::folder_writer(&dir), None);
+/// ```
+pub fn folder_writer(dir: &Path) -> Option<u32> {
     if !cfg!(target_os = "linux") {
         return None;
     }
