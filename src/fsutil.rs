@@ -318,6 +318,8 @@ mod tests {
             });
         });
         assert!(caught.is_err());
+        let temps = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(temps, 2, "the panicked write's temporary file was left");
         write_atomic(&b, b"after").unwrap();
         assert_eq!((read(&a), read(&b)), ("new a".into(), "after".into()));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -221,6 +221,26 @@ fn a_folder_a_run_is_writing_into_is_left_out_of_prompts() {
     let (_, list) = server.call("GET", "/v1/prompts", None);
     assert_eq!(list["prompts"].as_array().unwrap().len(), 2, "{list}");
     assert_eq!(server.terminate(), 0);
+    // a multi-task run locks its --out, the folder of its tasks' folders (review 14)
+    let held = softprompt::internals::train::outdir::OutLock::acquire(scratch.path()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .args(["serve", "--port", "0", "--model"])
+        .arg(model_dir())
+        .args(["--prompts", dir])
+        .output()
+        .unwrap();
+    drop(held);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(
+        err.matches("is not loaded: a softprompt run").count(),
+        2,
+        "{err}"
+    );
+    assert!(
+        err.contains("that no run is writing into (2 being written)"),
+        "{err}"
+    );
 }
 
 /// A task.json under greedy decoding whose label target holds one of the model's stop tokens

@@ -297,13 +297,18 @@ pub fn dataset(
     name: &str,
 ) -> PyResult<Dataset> {
     if let Some(path) = crate::paths::path_if_any(data)? {
+        // a file that is there: refused before it is read (review 14, R14-12)
+        if labels.is_some() && path.is_file() {
+            return Err(labels_unread(name, "a file, whose rows"));
+        }
         let loaded = compute(py, || Dataset::load(&path, spec)).map_err(|e| {
             match data.is_instance_of::<PyString>() && looks_like_text(&path) {
                 true => not_a_file(py, e, name),
                 false => e,
             }
         })?;
-        // after the load: a text passed as a str is told to pass [text] first (review 13)
+        // after the load otherwise: a text passed as a str is told to pass [text] first
+        // (review 13), and /dev/stdin is a file too
         if labels.is_some() {
             return Err(labels_unread(name, "a file, whose rows"));
         }

@@ -30,7 +30,13 @@ pub fn parity<'py>(
                 crate::ints::repr(&t)
             )))
         }
-        Some(t) => Some(t.extract::<f64>()?),
+        Some(t) => Some(t.extract::<f64>().map_err(|e| {
+            pyo3::exceptions::PyTypeError::new_err(format!(
+                "parity(): tol={}: {}",
+                crate::ints::repr(&t),
+                e.value(py)
+            ))
+        })?),
         None => None,
     };
     let kind = Device::parse(device, precision).map_err(to_py)?;

@@ -310,6 +310,8 @@ impl Model {
                 warning,
             })
         })());
+        // "give the labels" only to a caller who gave none (review 14, R14-9)
+        let unlabelled = opts.labels.is_none() && opts.verbalizer.is_none();
         match (resolved, prompt.saved_task(), prompt.dir()) {
             (Err(e), Some(_), Some(dir)) => Err(blame_saved(e, opts, &dir.join("task.json"))),
             // the labels of a folder without task.json are those its head records
@@ -322,7 +324,9 @@ impl Model {
                 Err(Error::arg(flag, why))
             }
             // a PEFT folder records no labels: "--labels: ... got []" did not say why
-            (Err(Error::Arg { flag, msg }), None, Some(dir)) if flag == "--labels" => {
+            (Err(Error::Arg { flag, msg }), None, Some(dir))
+                if flag == "--labels" && unlabelled =>
+            {
                 let why = format!(
                     "{msg}: {} holds no task.json (a PEFT folder): give the labels with \
                      --verbalizer (pet, seq2seq, causal) or --labels (cls)",
@@ -331,7 +335,7 @@ impl Model {
                 Err(Error::arg(flag, why))
             }
             // a prompt made in memory records no task either (hostile pass 23, F6)
-            (Err(Error::Arg { flag, msg }), None, None) if flag == "--labels" => {
+            (Err(Error::Arg { flag, msg }), None, None) if flag == "--labels" && unlabelled => {
                 let why = format!(
                     "{msg}: the prompt, made in memory, records no task: give the labels with \
                      --verbalizer (pet, seq2seq, causal) or --labels (cls)"
@@ -493,7 +497,9 @@ fn blame_saved(e: Error, opts: &TaskOptions, task_json: &Path) -> Error {
         "--max-target-len" => opts.max_target_len.is_some(),
         // a label target the user gave that greedy decoding cannot produce (task.rs's
         // `check_generable`) is the user's flag's doing, not task.json's
-        "--decode" => opts.decode.is_some() || opts.verbalizer.is_some(),
+        "--decode" => {
+            opts.decode.is_some() || opts.verbalizer.is_some() || opts.target_end.is_some()
+        }
         "--target-end" => opts.target_end.is_some(),
         _ => true,
     };

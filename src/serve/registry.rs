@@ -283,6 +283,8 @@ pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut found = Vec::new();
     let mut writing = 0;
+    // a multi-task run locks its --out, which holds its tasks' folders (review 14, R14-1)
+    let writer_of_all = softprompt::folder_writer(dir);
     for entry in entries {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         if !path.join("adapter_config.json").is_file() {
@@ -290,7 +292,7 @@ pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         }
         // a run training into the folder now: its prompt is unfinished, and its files may be
         // mid-export, which stopped the whole server's start (hostile pass 21, F2)
-        if let Some(pid) = softprompt::folder_writer(&path) {
+        if let Some(pid) = softprompt::folder_writer(&path).or(writer_of_all) {
             errln!(
                 "note: --prompts: {} is not loaded: a softprompt run or save (pid {pid}) is \
                  writing into it; load it once that ends (POST /v1/prompts)",
@@ -313,7 +315,7 @@ pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
                 dir.display(),
                 match writing {
                     0 => String::new(),
-                    n => format!(" that no run is writing into ({n} are)"),
+                    n => format!(" that no run is writing into ({n} being written)"),
                 }
             ),
         ));

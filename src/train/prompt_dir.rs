@@ -440,18 +440,20 @@ pub fn save_prompt_dir(
         if let Some(e) = encoder {
             save_encoder(dir, e, &stamp)?;
         }
-        prompt.save_peft_with(dir, info, stamp_metadata(&stamp))?;
-        match head {
-            Some(h) => write_safetensors(
+        if let Some(h) = head {
+            write_safetensors(
                 &dir.join(HEAD_FILE),
                 &[
                     ("weight", vec![h.k, h.c], &h.weight),
                     ("bias", vec![h.k], &h.bias),
                 ],
                 Some(head_metadata(&stamp, spec, h)),
-            ),
-            None => Ok(()),
+            )?;
         }
+        // last, adapter_config.json after the weights: the file every lister of prompt
+        // folders looks for (`serve --prompts`), so a first export cut short is no prompt
+        // folder to them yet (review 14, R14-2)
+        prompt.save_peft_with(dir, info, stamp_metadata(&stamp))
     })
 }
 
