@@ -194,6 +194,47 @@ fn save_prompt_refuses_what_load_would_refuse() {
         .unwrap();
 }
 
+/// A save's files are renamed in task.json first and adapter_config.json (the file that makes
+/// a folder a prompt folder) last, after the weights (review 13 R13-3, review 14 R14-2): a
+/// save whose last rename fails (the config's name taken here by a folder holding a file)
+/// leaves task.json and the weights new, no temporary file, and a folder refused, never a
+/// stamped adapter without its task.
+#[test]
+fn a_save_renames_task_json_first_and_adapter_config_last() {
+    let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();
+    let scratch = ScratchDir::new("api_hostile_save_order");
+    let task = pet_task(&model);
+    let dir = scratch.path().join("p");
+    let save = |prompt: &Prompt| {
+        let opts = SaveOptions { overwrite: true };
+        model.save_prompt(&dir, prompt, &task, opts)
+    };
+    save(&random(&model, &task, 0)).unwrap();
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let (task_json, weights) = (read("task.json"), read("adapter_model.safetensors"));
+    std::fs::remove_file(dir.join("adapter_config.json")).unwrap();
+    std::fs::create_dir_all(dir.join("adapter_config.json").join("x")).unwrap();
+    let e = save(&random(&model, &task, 1)).expect_err("the config's rename fails");
+    assert!(e.to_string().contains("adapter_config.json"), "{e}");
+    assert_ne!(
+        read("task.json"),
+        task_json,
+        "task.json was not renamed in first"
+    );
+    assert_ne!(
+        read("adapter_model.safetensors"),
+        weights,
+        "the weights after the config"
+    );
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(names.is_empty(), "temporary files left: {names:?}");
+    assert!(Prompt::load(&dir).is_err());
+}
+
 /// A label past the task's labels: `evaluate` counted it as a wrong prediction (accuracy 0)
 /// while `step` refused it; both refuse it now in the same words, naming the row, on `cls`
 /// and on T5's rank classification, and `step_mixed` checks each row against its own job's

@@ -113,7 +113,9 @@ fn a_prompt_folder_of_two_saves_is_refused() {
     let dir = ScratchDir::new("saves_mixed_folder");
     let (one, two) = two_saves(&dir);
     stdout_ok(&eval(&one));
-    // the kill: the new adapter renamed into place, the head and task.json not yet
+    // a mix of two saves, as a kill between the renames left it when each file was written
+    // and renamed in turn (now task.json goes first and adapter_config.json last; the stamps
+    // refuse any mix)
     let adapter = "adapter_model.safetensors";
     std::fs::copy(two.join(adapter), one.join(adapter)).expect("copy");
     let err = refused(
@@ -224,7 +226,8 @@ fn an_unstamped_file_beside_a_stamped_save_is_refused() {
         unstamp(&old, f);
     }
     stdout_ok(&eval(&old));
-    // the kill: the stamped adapter renamed into place, the old head and task.json not yet
+    // a stamped adapter beside the old head and task.json, as an earlier build's kill between
+    // its renames left it
     let adapter = "adapter_model.safetensors";
     std::fs::copy(new.join(adapter), old.join(adapter)).expect("copy");
     refused(
