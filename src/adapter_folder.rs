@@ -91,12 +91,17 @@ pub(super) fn not_a_prompt_folder(dir: &Path) -> Error {
         }
         // named by the missing file, which Python raises as FileNotFoundError, as before
         let run = crate::train::checkpoint::in_a_run(dir);
+        // a Model::save_prompt cut short: its stamped task.json is renamed in first
+        let saving = !run && crate::train::checkpoint::task_json_stamped(dir);
+        let again = "a save was stopped while it wrote this folder (its task.json carries the \
+                     save's stamp); save the prompt again";
         let why = match dir.join(ADAPTER_WEIGHTS).is_file() {
             // a run's folder, stopped before its first export ended (hostile pass 21, F5)
             true if run => format!(
                 "is missing beside {ADAPTER_WEIGHTS}: the run writing this folder was stopped \
                  before its prompt was written whole; resume it (train ... --resume)"
             ),
+            true if saving => format!("is missing beside {ADAPTER_WEIGHTS}: {again}"),
             true => format!(
                 "is missing beside {ADAPTER_WEIGHTS}: copy it from where the adapter was saved \
                  (PEFT's save_pretrained writes both)"
@@ -107,6 +112,9 @@ pub(super) fn not_a_prompt_folder(dir: &Path) -> Error {
                  a checkpoint); resume the run (train ... --resume), or wait for it",
                 dir.display()
             ),
+            false if saving => {
+                format!("is missing: {} holds no prompt yet: {again}", dir.display())
+            }
             false => format!(
                 "is missing: {} is no prompt folder (one holds {files})",
                 dir.display()

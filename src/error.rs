@@ -99,6 +99,8 @@ pub enum BatchSetting {
     Eval,
     /// the `batch_size` argument of an evaluation or a prediction (--batch-size)
     Call,
+    /// the rows given to one step (`Model::step`, `step_mixed`): one batch, as passed
+    Rows,
 }
 
 impl BatchSetting {
@@ -120,6 +122,12 @@ impl BatchSetting {
             (BatchSetting::Train, true) => ["--batch-size", "--max-len", "--prompt-len"],
             // eval and predict take the saved prompt's length: they have no --prompt-len
             (BatchSetting::Call, true) => ["--batch-size", "--max-len", "the prompt's rows"],
+            // a step's batch is what the caller passed, whatever the surface
+            (BatchSetting::Rows, _) => [
+                "the number of rows passed (a step takes them as one batch)",
+                "the task's max_len",
+                "the prompt's rows",
+            ],
         }
     }
 }
@@ -180,12 +188,75 @@ pub fn ask(go_on: GoOn<'_>, done: usize, total: usize, what: &str) -> Result<()>
     Ok(())
 }
 
+/// An I/O error and what was being done: the OS's error kept inside (its kind, its number),
+/// where a message made of it lost them (hostile pass 24, F1).
+#[derive(Debug)]
+struct Doing {
+    what: String,
+    source: std::io::Error,
+}
+
+impl std::fmt::Display for Doing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what, self.source)
+    }
+}
+
+impl std::error::Error for Doing {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
 impl Error {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
             source,
         }
+    }
+
+    /// `source` met while doing `what` to `path`: "PATH: WHAT: the OS's words", an
+    /// `Error::Io` of the OS error's kind and number ([`Error::raw_os_error`]).
+    pub fn io_doing(
+        path: impl AsRef<Path>,
+        what: impl Into<String>,
+        source: std::io::Error,
+    ) -> Self {
+        let kind = source.kind();
+        let what = what.into();
+        Error::io(path, std::io::Error::new(kind, Doing { what, source }))
+    }
+
+    /// `io_doing`'s words changed by `reword` (the command line names its flags in them); any
+    /// other error as it is.
+    pub fn reword_doing(self, reword: impl FnOnce(&str) -> String) -> Error {
+        match self {
+            Error::Io { path, source } if source.get_ref().is_some_and(|r| r.is::<Doing>()) => {
+                let kind = source.kind();
+                match source.into_inner().map(|inner| inner.downcast::<Doing>()) {
+                    Some(Ok(d)) => Error::io_doing(path, reword(&d.what), d.source),
+                    // unreachable: the check above saw a `Doing`
+                    _ => Error::io(path, std::io::Error::from(kind)),
+                }
+            }
+            e => e,
+        }
+    }
+
+    /// The OS's error number of an I/O error (through `io_doing`'s words too).
+    pub fn raw_os_error(&self) -> Option<i32> {
+        let Error::Io { source, .. } = self else {
+            return None;
+        };
+        let doing = || {
+            source
+                .get_ref()?
+                .downcast_ref::<Doing>()?
+                .source
+                .raw_os_error()
+        };
+        source.raw_os_error().or_else(doing)
     }
 
     pub fn file(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {

@@ -294,6 +294,8 @@ impl PromptTable {
                 let tok = tokenizer.ok_or_else(|| {
                     Error::arg("--init text", "TEXT init needs the model's tokenizer.json")
                 })?;
+                // a 60 MB text took 7 GB to tokenize for 4 rows, or aborted (hostile pass 24)
+                crate::train::encode_text::check_tokenize_bytes(text, "--init-text")?;
                 let ids = tok.encode(text, true)?;
                 if ids.is_empty() {
                     return Err(Error::arg(

@@ -500,6 +500,35 @@ fn an_empty_init_text_and_a_std_past_float32_are_refused() {
     }
     let big = model.new_prompt(&task, 4, &PromptInit::Random { std: 1e6 }, 0);
     assert!(big.unwrap().values().iter().all(|v| v.is_finite()));
+    // a text past what a row's positions could read, tokenized whole, took 7 GB for a
+    // 4-row prompt (60 MB) or aborted the process; so did a template (hostile pass 24)
+    let huge = "fine ".repeat(500_000);
+    let e = model.new_prompt(&task, 4, &PromptInit::Text(huge.clone()), 0);
+    let msg = e.map(|_| ()).expect_err("a huge init text").to_string();
+    assert!(
+        msg.contains("--init-text: is 2500000 bytes, more than the 2097152 a text tokenized whole"),
+        "{msg}"
+    );
+    let opts = TaskOptions {
+        task: Some(TaskKind::Cls),
+        template: Some(format!("{huge}{{text}}")),
+        labels: Some(vec!["neg".into(), "pos".into()]),
+        ..TaskOptions::default()
+    };
+    let msg = model
+        .task(&opts, None, 4)
+        .map(|_| ())
+        .expect_err("a huge template")
+        .to_string();
+    assert!(
+        msg.contains("--template: is 2500006 bytes, more than the 2097152"),
+        "{msg}"
+    );
+    assert!(
+        msg.len() < 1000,
+        "the template is not quoted: {} bytes",
+        msg.len()
+    );
 }
 
 /// `detokenize` dropped ids outside the vocabulary without a word (`[-1]` gave ""): the id,

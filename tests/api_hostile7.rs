@@ -524,4 +524,21 @@ fn host_memory_child() {
         );
         assert!(!msg.contains("--"), "{msg}");
     }
+    // a step's rows are one batch, as passed: 400,000 of them grew past the machine's
+    // memory until the kernel killed the process, where evaluate refused (hostile pass 24)
+    let err = model.step(&task, &prompt, &rows.rows[..2]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::StepMemory {
+                rows: 2,
+                batch: BatchSetting::Rows,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let advice = ": lower the number of rows passed (a step takes them as one batch), the \
+                  task's max_len or the prompt's rows";
+    assert!(err.to_string().ends_with(advice), "{err}");
 }

@@ -143,6 +143,31 @@ fn a_prompt_folder_of_two_saves_is_refused() {
         ],
     );
     assert!(!err.contains("--resume"), "{err}");
+    // a save's first write (no run, no checkpoint) cut after its stamped task.json, which is
+    // renamed in first: save again, not PEFT's files to copy nor a run's folder (review 14,
+    // R14-3); the states follow the rename order
+    let cut = dir.path().join("cut");
+    std::fs::create_dir_all(&cut).expect("mkdir");
+    let again = "save the prompt again";
+    for (file, missing) in [
+        ("task.json", "holds no prompt yet"),
+        (
+            "adapter_model.safetensors",
+            "is missing beside adapter_model.safetensors",
+        ),
+        ("adapter_config.json", "head.safetensors: is missing"),
+    ] {
+        std::fs::copy(one.join(file), cut.join(file)).expect("copy");
+        let err = refused(&eval(&cut), &[missing, "a save was stopped", again]);
+        assert!(!err.contains("--resume") && !err.contains("PEFT"), "{err}");
+    }
+    // the same adapter copied out without task.json is still told to copy its head back
+    let head_left = dir.path().join("head_left");
+    copied_out(&one, &head_left, false);
+    refused(
+        &eval(&head_left),
+        &["copy it back from the run's --out folder"],
+    );
     // a run's folder killed in its first export, before its head (a cls run) or before
     // adapter_config.json: the run is resumed, nothing is copied from elsewhere
     let first = dir.path().join("first");
@@ -171,18 +196,32 @@ fn a_prompt_folder_of_two_saves_is_refused() {
             "resume it (train ... --resume)",
         ],
     );
-    // a task's folder in a multi-task run's --out, whose checkpoint is the parent's
-    let task_dir = first.join("task_a");
-    std::fs::create_dir_all(&task_dir).expect("mkdir");
-    let adapter = "adapter_model.safetensors";
-    std::fs::copy(one.join(adapter), task_dir.join(adapter)).expect("copy");
+    // a task's folder in a multi-task run's --out, whose checkpoint is the parent's and
+    // names the task
+    let multi = dir.path().join("multi");
+    stdout_ok(&run(&multi_args(&tagged_file(&dir), &multi, &[])));
+    std::fs::remove_file(multi.join("a/adapter_config.json")).expect("rm");
     refused(
-        &eval(&task_dir),
+        &eval(&multi.join("a")),
         &[
             "is missing beside adapter_model.safetensors",
             "resume it (train ... --resume)",
         ],
     );
+    // a folder beside a single-task run's checkpoint is no folder of that run's, which
+    // never writes it (review 14, R14-8)
+    let beside = first.join("task_a");
+    std::fs::create_dir_all(&beside).expect("mkdir");
+    let adapter = "adapter_model.safetensors";
+    std::fs::copy(one.join(adapter), beside.join(adapter)).expect("copy");
+    let err = refused(
+        &eval(&beside),
+        &[
+            "is missing beside adapter_model.safetensors",
+            "copy it from where the adapter was saved",
+        ],
+    );
+    assert!(!err.contains("--resume"), "{err}");
     for f in ["adapter_config.json", "task.json"] {
         std::fs::copy(one.join(f), first.join(f)).expect("copy");
     }
@@ -392,6 +431,56 @@ fn a_ptuning_encoder_that_does_not_match_its_stamp_is_refused() {
     stdout_ok(&eval(&out));
 }
 
+/// A reader of a folder a run is exporting into met two saves between two of the export's
+/// renames, about one read in eight under `--save-every 1` (hostile pass 23, F2). While the
+/// folder's lock is held, a refused read is tried again for about a second: a mix the
+/// writer ends in that time is read whole; one that stays is refused as before.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_folder_being_written_is_read_again_until_whole() {
+    use softprompt::internals::train::outdir::OutLock;
+    let dir = ScratchDir::new("saves_read_again");
+    let (one, two) = two_saves(&dir);
+    let adapter = "adapter_model.safetensors";
+    let first_task = std::fs::read(one.join("task.json")).expect("task.json");
+    std::fs::copy(two.join(adapter), one.join(adapter)).expect("copy");
+    let held = OutLock::acquire(&one).expect("lock");
+    // the writer's remaining renames, 50 ms later
+    let writer = {
+        let (one, two) = (one.clone(), two.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            for f in ["task.json", "head.safetensors", "adapter_config.json"] {
+                let tmp = one.join(format!(".{f}.tmp"));
+                std::fs::copy(two.join(f), &tmp).expect("copy");
+                std::fs::rename(&tmp, one.join(f)).expect("rename");
+            }
+        })
+    };
+    let read = softprompt::Prompt::load(&one);
+    writer.join().expect("writer");
+    let prompt = read.expect("read whole once the writer ended");
+    assert_eq!(prompt.saved_task().map(|t| t.kind.name()), Some("cls"));
+    // a mix that stays: refused, once the tries are spent
+    std::fs::write(one.join("task.json"), &first_task).expect("write");
+    let t0 = std::time::Instant::now();
+    let err = softprompt::Prompt::load(&one)
+        .expect_err("two saves")
+        .to_string();
+    assert!(err.contains("different saves"), "{err}");
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_millis(800),
+        "tried again"
+    );
+    drop(held);
+    let t0 = std::time::Instant::now();
+    softprompt::Prompt::load(&one).expect_err("two saves");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_millis(800),
+        "no writer: no wait"
+    );
+}
+
 /// One flipped bit in a saved adapter scored with exit 0: the stamps agreed, but the values
 /// were never checked against the stamp's hash. A stamped file whose values do not match is
 /// refused, naming it; the edited values saved without the stamp (as PEFT saves) are read,
@@ -420,6 +509,12 @@ fn a_prompt_folder_whose_values_do_not_match_its_stamp_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("warning: ") && stderr.contains("has no stamp (PEFT's, or edited)"),
+        "{stderr}"
+    );
+    // in a run's folder it may be an export cut after its stamped task.json, over an older
+    // unstamped save: the warning says so (review 14, R14-4)
+    assert!(
+        stderr.contains("if the run was stopped while it exported, resume it (train ... --resume)"),
         "{stderr}"
     );
     // the head's bit flipped instead
@@ -501,7 +596,7 @@ fn a_cls_folder_without_task_json_reads_its_head_in_the_trained_order() {
     assert_eq!(stdout_ok(&out), want);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(r#"has no task.json (a PEFT folder?): task cls, template "{text}", labels ["positive", "negative"]"#),
+        stderr.contains(r#"has no task.json (the task its head.safetensors records): task cls, template "{text}", labels ["positive", "negative"], pooling mean"#),
         "{stderr}"
     );
     assert!(!stderr.contains("warning"), "{stderr}");
@@ -540,6 +635,7 @@ fn a_cls_folder_without_task_json_reads_its_head_in_the_trained_order() {
     // as the folder does, without one
     let mut old = meta.clone();
     old.remove("softprompt_labels");
+    old.remove("softprompt_task");
     common::write_raw(&copy.join("head.safetensors"), &tensors, Some(old));
     let out = scored("eval", &copy, &cls);
     let got: Value = serde_json::from_str(stdout_ok(&out).trim()).expect("json");
@@ -564,6 +660,78 @@ fn a_cls_folder_without_task_json_reads_its_head_in_the_trained_order() {
         &[
             s(&head_copy),
             r#"`softprompt_labels` in its metadata is "[\"positive\"]": 1 names, but `weight` has 2 rows"#,
+        ],
+    );
+}
+
+/// A cls folder copied out without task.json was scored with the default template and
+/// pooling, not those it was trained with (other scores, exit 0, a note naming neither;
+/// hostile pass 23, F1). The head records its task, and the copy scores as its folder does;
+/// a flag other than the recorded value is named in a note, as against a task.json; a head
+/// that records its labels alone (saved before) scores under the defaults.
+#[test]
+fn a_cls_folder_without_task_json_scores_with_the_task_its_head_records() {
+    let dir = ScratchDir::new("saves_head_task");
+    let run_dir = dir.path().join("run");
+    let trained = ["--pooling", "cls", "--template", "Review: {text}"];
+    stdout_ok(&run(&cls_args(
+        s(&fixture("bert_nohead")),
+        &run_dir,
+        "3",
+        &trained,
+    )));
+    let head = run_dir.join("head.safetensors");
+    let (tensors, meta) = common::read_raw(&head);
+    let meta = meta.expect("metadata");
+    let task: Value = serde_json::from_str(&meta["softprompt_task"]).expect("json");
+    assert_eq!(
+        (&task["task"], &task["template"], &task["pooling"]),
+        (
+            &serde_json::json!("cls"),
+            &serde_json::json!("Review: {text}"),
+            &serde_json::json!("cls")
+        )
+    );
+    let copy = dir.path().join("peft");
+    copied_out(&run_dir, &copy, true);
+    let want = stdout_ok(&scored("predict", &run_dir, &[]));
+    let out = scored("predict", &copy, &["--task", "cls"]);
+    assert_eq!(stdout_ok(&out), want);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(r#"has no task.json (the task its head.safetensors records): task cls, template "Review: {text}", labels ["negative", "positive"], pooling cls"#),
+        "{stderr}"
+    );
+    // another pooling asked for: used, and named against the head's
+    let out = scored("predict", &copy, &["--pooling", "mean"]);
+    assert_ne!(stdout_ok(&out), want);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("note: --pooling mean is used, but the prompt was trained with cls (as its head.safetensors records)"),
+        "{stderr}"
+    );
+    // a head that records its labels alone: the defaults, as before
+    let mut old = meta.clone();
+    old.remove("softprompt_task");
+    common::write_raw(&copy.join("head.safetensors"), &tensors, Some(old));
+    let out = scored("predict", &copy, &["--task", "cls"]);
+    assert_ne!(stdout_ok(&out), want);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(r#"(a PEFT folder?): task cls, template "{text}", labels ["negative", "positive"], pooling mean"#)
+    );
+    // a task of other labels than the head's
+    let mut bad = meta.clone();
+    bad.insert(
+        "softprompt_task".into(),
+        meta["softprompt_task"].replace("positive", "neutral"),
+    );
+    common::write_raw(&copy.join("head.safetensors"), &tensors, Some(bad));
+    refused(
+        &scored("predict", &copy, &["--task", "cls"]),
+        &[
+            s(&copy.join("head.safetensors")),
+            "`softprompt_task` in its metadata is",
+            "expected the cls task of the labels `softprompt_labels` names",
         ],
     );
 }

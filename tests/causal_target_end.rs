@@ -412,6 +412,20 @@ fn target_end_bad_inputs() {
     );
     let err = String::from_utf8_lossy(&out_err.stderr);
     assert!(!err.contains("overrides it"), "blames task.json: {err}");
+    // the label target saved in task.json too, and --target-end given as task.json holds it:
+    // the file is blamed, not a --decode no one gave (review 15, R15-2)
+    let mut saved = task.clone();
+    saved["verbalizer"] = serde_json::json!([
+        ["complaint", "complaint<|end_of_text|> late"],
+        ["no complaint", "fine"]
+    ]);
+    std::fs::write(&task_json, saved.to_string()).unwrap();
+    let (o, d) = (out.to_str().unwrap(), data.to_str().unwrap());
+    refused(
+        &softprompt(&["eval", "--prompt", o, "--data", d, "--target-end", "eos"]),
+        &["task.json", "label \"complaint\"", "--decode overrides it"],
+    );
+    std::fs::write(&task_json, task.to_string()).unwrap();
     // free targets are data: a row whose target holds a stop token before its end is
     // scored a miss, and a warning counts such rows (R11-7)
     let free = scratch.path().join("free.jsonl");

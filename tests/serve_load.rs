@@ -221,24 +221,48 @@ fn a_folder_a_run_is_writing_into_is_left_out_of_prompts() {
     let (_, list) = server.call("GET", "/v1/prompts", None);
     assert_eq!(list["prompts"].as_array().unwrap().len(), 2, "{list}");
     assert_eq!(server.terminate(), 0);
-    // a multi-task run locks its --out, the folder of its tasks' folders (review 14)
+    // a multi-task run locks its --out, the folder of its tasks' folders (review 14): the
+    // server starts without them, to load them once the run ends, as the notes say (it
+    // refused to start; review 15)
     let held = softprompt::internals::train::outdir::OutLock::acquire(scratch.path()).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
-        .args(["serve", "--port", "0", "--model"])
-        .arg(model_dir())
-        .args(["--prompts", dir])
-        .output()
-        .unwrap();
+    let server = Server::start_logged(&model_dir(), &[], &["--prompts", dir], &log);
+    let (_, list) = server.call("GET", "/v1/prompts", None);
+    assert_eq!(list["prompts"], json!([]), "{list}");
+    assert_eq!(server.terminate(), 0);
     drop(held);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert_eq!(
-        err.matches("is not loaded: a softprompt run").count(),
-        2,
-        "{err}"
+    let err = std::fs::read_to_string(&log).unwrap();
+    let notes = err.matches("is not loaded: a softprompt run or save (pid ");
+    assert_eq!(notes.count(), 2, "{err}");
+    // a lock a process the run forked holds on after the run ended names the run's pid as
+    // no longer running (review 15): `flock 9` takes the lock on the shell's file and ends
+    let lock = cls.join(".softprompt.lock");
+    let script = format!(
+        "exec 9>>'{}'; flock 9; echo held; exec sleep 30",
+        lock.display()
     );
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut held = String::new();
+    let stdout = child.stdout.as_mut().unwrap();
+    std::io::Read::read_to_string(&mut std::io::Read::take(stdout, 5), &mut held).unwrap();
+    assert_eq!(held, "held\n");
+    let server = Server::start_logged(&model_dir(), &[], &["--prompts", dir], &log);
+    assert_eq!(server.terminate(), 0);
+    let _ = child.kill();
+    let _ = child.wait();
+    let err = std::fs::read_to_string(&log).unwrap();
+    let note = format!(
+        "{} is not loaded: a process that a softprompt run or save (pid ",
+        cls.display()
+    );
+    assert!(err.contains(&note), "{err}");
     assert!(
-        err.contains("that no run is writing into (2 being written)"),
+        err.contains(
+            "no longer running) started, and which inherited its lock, is writing into it"
+        ),
         "{err}"
     );
 }

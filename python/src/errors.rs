@@ -91,7 +91,7 @@ fn os_fields<'e>(e: &'e Error, class: &str) -> Option<(&'e std::ffi::OsStr, Opti
     const ENOENT: i32 = 2;
     let missing = (class == "FileNotFound").then_some(ENOENT);
     match e {
-        Error::Io { path, source } => Some((path.as_os_str(), source.raw_os_error().or(missing))),
+        Error::Io { path, .. } => Some((path.as_os_str(), e.raw_os_error().or(missing))),
         Error::File { path, .. } if missing.is_some() => Some((path.as_os_str(), missing)),
         _ => None,
     }

@@ -49,7 +49,9 @@ impl Interrupt {
 
     /// Runs `f` as `errors::compute` does (the GIL released, a panic caught), `f` calling
     /// [`Interrupt::check`] from the engine's callback: its value, else the error a check
-    /// kept (a KeyboardInterrupt with the engine's message), else the engine's error.
+    /// kept (Ctrl-C's KeyboardInterrupt given the engine's message; an exception raised with
+    /// words of its own kept as raised, the engine's message added as a note), else the
+    /// engine's error.
     pub fn run<T, F>(&self, py: Python<'_>, f: F) -> PyResult<T>
     where
         T: Send,
@@ -59,13 +61,7 @@ impl Interrupt {
         let pending = self.raised.lock().ok().and_then(|mut s| s.take());
         match (result, pending) {
             (Ok(v), None) => Ok(v),
-            (Err(Error::Interrupted(msg)), Some(e)) => {
-                if e.is_instance_of::<PyKeyboardInterrupt>(py) {
-                    Err(PyKeyboardInterrupt::new_err(msg))
-                } else {
-                    Err(e)
-                }
-            }
+            (Err(Error::Interrupted(msg)), Some(e)) => Err(with_word(py, e, &msg)),
             (Err(e), _) => Err(to_py(e)),
             // a signal met after the last step or batch: raised, not lost
             (Ok(_), Some(e)) => Err(e),
@@ -83,4 +79,23 @@ impl Interrupt {
         let between = &mut |_| me.check(|_| Ok(()));
         me.run(py, || f(between, &me.stop))
     }
+}
+
+/// `e`, the exception that stopped a call, with the engine's word `msg` on what was kept: a
+/// KeyboardInterrupt without words (Ctrl-C's) takes `msg` as its own; any other exception is
+/// the very one raised (a callback's KeyboardInterrupt("...") was replaced by a new one, its
+/// words and traceback lost; hostile pass 24, F5), `msg` added as a note (Python 3.11+).
+fn with_word(py: Python<'_>, e: PyErr, msg: &str) -> PyErr {
+    let value = e.value(py);
+    let wordless = value
+        .getattr("args")
+        .is_ok_and(|a| a.is_empty().unwrap_or(false));
+    if e.is_instance_of::<PyKeyboardInterrupt>(py) && wordless {
+        if value.setattr("args", (msg,)).is_err() {
+            return PyKeyboardInterrupt::new_err(msg.to_string());
+        }
+    } else {
+        let _ = value.call_method1("add_note", (crate::errors::python_words(msg),));
+    }
+    e
 }

@@ -89,6 +89,39 @@ pub fn rows_of(
     })
 }
 
+/// One warning when rows of `enc` (the argument `name`, `data`) hold free targets that
+/// greedy generation could never produce, as `softprompt eval` and `train` warn: a file's
+/// rows are named by line, rows held in memory by their place in the list (review 14, R14-11).
+pub fn warn_stops_inside(
+    py: Python<'_>,
+    task: &Task,
+    enc: &Encoded,
+    data: &Bound<'_, PyAny>,
+    name: &str,
+) -> PyResult<()> {
+    let Some((n, first)) = task.stops_inside_targets(enc) else {
+        return Ok(());
+    };
+    let from_file = match data.is_instance_of::<PyEncoded>() {
+        true => enc.path.is_file(),
+        false => crate::paths::path_if_any(data)?.is_some(),
+    };
+    let rows = match from_file {
+        true => format!(
+            "{}: {n} row(s) (the first at line {first})",
+            enc.path.display()
+        ),
+        false => format!("{n} row(s) of {name} (the first is row {first})"),
+    };
+    crate::prompt::user_warning(
+        py,
+        &format!(
+            "{rows} hold a target with a stop token before its end: generation stops at that \
+             token, so each is scored a miss"
+        ),
+    )
+}
+
 /// `{"accuracy", "macro_f1", "examples"}`, as `softprompt eval --json` prints.
 pub fn metrics_dict<'py>(py: Python<'py>, m: &EvalMetrics) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
@@ -415,16 +448,7 @@ impl PyModel {
         )?;
         kw.finish()?;
         // as `softprompt eval` warns (review 13, R13-10)
-        if let Some((n, line)) = task.inner.stops_inside_targets(&enc) {
-            crate::prompt::user_warning(
-                py,
-                &format!(
-                    "{n} row(s) of data (the first at line {line}) hold a target with a stop \
-                     token before its end: generation stops at that token, so each is scored \
-                     a miss"
-                ),
-            )?;
-        }
+        warn_stops_inside(py, &task.inner, &enc, &data, "data")?;
         let snapshot = prompt.engine_copy();
         let (m, t, p) = (&self.inner, &task.inner, &snapshot);
         let (metrics, preds) = Interrupt::batched(py, |between, stop| {

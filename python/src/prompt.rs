@@ -146,6 +146,14 @@ impl PyPrompt {
         // read whole before writing: `values` may be a view of this very prompt (reversed
         // rows read back rows already overwritten, a silently wrong prompt)
         let src: Vec<f32> = values.as_array().iter().copied().collect();
+        // as from_values refuses them: a NaN set here was refused only by the next step,
+        // evaluate or save, away from the write (hostile pass 24, F6)
+        if let Some((i, v)) = src.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(arg(
+                "values",
+                format!("the value at flat index {i} is {v}: expected a finite number"),
+            ));
+        }
         me.inner.values_mut().copy_from_slice(&src);
         Ok(())
     }

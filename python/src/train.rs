@@ -248,6 +248,12 @@ pub fn train<'py>(
     let train_enc = encode(&train, "train")?;
     let dev_enc = dev.as_ref().map(|d| encode(d, "dev")).transpose()?;
     let test_enc = test.as_ref().map(|d| encode(d, "test")).transpose()?;
+    // the splits scored by generation, as `softprompt train` warns (review 14, R14-11)
+    for (data, enc, name) in [(&dev, &dev_enc, "dev"), (&test, &test_enc, "test")] {
+        if let (Some(data), Some(enc)) = (data, enc) {
+            crate::model::warn_stops_inside(py, &task, enc, data, name)?;
+        }
+    }
     let splits = Splits {
         train: &train_enc,
         dev: dev_enc.as_ref(),

@@ -123,6 +123,23 @@ def test_a_missing_file_carries_its_path_as_open_does():
         assert (type(again), str(again), again.filename) == (sp.FileNotFound, str(e.value), str(path))
 
 
+def test_an_out_that_cannot_be_made_carries_the_os_errno(tmp_path):
+    """train's `out` under a file was FileNotFound with errno ENOENT (an existing unwritable
+    one BadFile, no OSError at all), where the OS said ENOTDIR and save_prompt raises
+    FileError with it (hostile pass 24)."""
+    import errno
+
+    mine = tmp_path / "file"
+    mine.write_text("mine")
+    out = mine / "run"
+    with pytest.raises(sp.FileError) as e:
+        sp.Model(BERT_MLM).train(str(TRAIN), out, prompt_len=2, max_steps=1, no_progress=True)
+    assert type(e.value) is sp.FileError, type(e.value)
+    assert (e.value.filename, e.value.errno) == (str(out), errno.ENOTDIR), str(e.value)
+    assert "cannot be written into" in str(e.value) and "Not a directory" in str(e.value)
+    assert mine.read_text() == "mine"
+
+
 def test_unknown_keyword_is_a_type_error(tmp_path):
     with pytest.raises(TypeError, match="'prompt_length'"):
         sp.Model(BERT_MLM).train(str(TRAIN), tmp_path, prompt_length=4)

@@ -190,6 +190,27 @@ def test_an_error_in_on_event_stops_the_run_with_a_checkpoint(tmp_path):
     assert [r["step"] for r in metrics(out) if "loss" in r] == [1, 2, 3]
 
 
+def test_a_keyboard_interrupt_from_on_event_propagates_unchanged(tmp_path):
+    """A KeyboardInterrupt the callback raised was replaced by a new one with the engine's
+    message: the user's own exception and traceback were lost (hostile pass 24). It comes
+    out as raised, the engine's word on the checkpoint added as a note."""
+    raised = []
+
+    def hear(ev):
+        if ev["event"] == "step" and ev["step"] == 2:
+            raised.append(KeyboardInterrupt("mine"))
+            raise raised[0]
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt) as caught:
+        sp.Model(BERT_MLM).train(str(TRAIN), out, on_event=hear, **dict(LONG, max_steps=20))
+    assert caught.value is raised[0] and str(caught.value) == "mine"
+    if sys.version_info >= (3, 11):
+        (note,) = caught.value.__notes__
+        assert note.startswith("training stopped at step 2 of 20") and "resume" in note, note
+    assert (out / "checkpoint.safetensors").is_file()
+
+
 THREADS_CHILD = textwrap.dedent(
     """
     import sys, softprompt as sp

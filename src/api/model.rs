@@ -13,7 +13,7 @@ use super::until::NEVER;
 use crate::backend::{Backend, DeviceKind, Storage};
 use crate::cpu::CpuBackend;
 use crate::cuda::CudaBackend;
-use crate::error::{Error, Result};
+use crate::error::{BatchSetting, Error, Result};
 use crate::models::decoder::PromptPlacement;
 use crate::models::Recompute;
 use crate::prompt::PromptInit;
@@ -46,7 +46,7 @@ pub(crate) use on_engine;
 
 /// The most bytes [`Model::tokenize`] takes: what `Model::encode` reads of one text of a row
 /// of `MAX_TOKENS` tokens, the most positions a row may hold.
-pub(crate) const MAX_TOKENIZE_BYTES: usize = BYTES_PER_TOKEN * crate::models::MAX_TOKENS;
+pub(crate) use crate::train::encode_text::MAX_TOKENIZE_BYTES;
 
 /// A frozen Hugging Face model folder (BERT, T5, BLOOM, Llama, Mistral, Qwen2) with its
 /// tokenizer, loaded onto a device.
@@ -284,7 +284,8 @@ impl Model {
         // the cls task its head's labels make, if it is the task asked (other tasks read no
         // head), and whether there is one: it explains a refusal of the labels below
         let head = on_engine!(&self.engine, |_be, m| {
-            head_spec(opts, prompt.head_labels(), m, prompt.rows())
+            let head = (prompt.head_labels(), prompt.head_task());
+            head_spec(opts, head, m, prompt.rows())
         });
         let head_read = head.is_some();
         // a closure, so that `?` ends the resolution rather than the method
@@ -313,7 +314,9 @@ impl Model {
         // "give the labels" only to a caller who gave none (review 14, R14-9)
         let unlabelled = opts.labels.is_none() && opts.verbalizer.is_none();
         match (resolved, prompt.saved_task(), prompt.dir()) {
-            (Err(e), Some(_), Some(dir)) => Err(blame_saved(e, opts, &dir.join("task.json"))),
+            (Err(e), Some(saved), Some(dir)) => {
+                Err(blame_saved(e, opts, saved, &dir.join("task.json")))
+            }
             // the labels of a folder without task.json are those its head records
             (Err(Error::Arg { flag, msg }), None, Some(dir)) if flag == "--labels" && head_read => {
                 let why = format!(
@@ -397,6 +400,9 @@ impl Model {
             check_model(task, m)?;
             check_rows(rows, task, prompt.rows(), m, "rows")?;
             task.inner.check_labels(rows, LabelUse::Step)?;
+            // as evaluate and train check theirs: 400,000 rows in one step grew past the
+            // machine's memory until the kernel killed the process (hostile pass 24, F2)
+            m.check_batch_memory(be, rows, prompt.rows(), BatchSetting::Rows)?;
             let batch = task.inner.batch(&enc, &all)?;
             m.net.check_recompute(recompute)?;
             let params = bind(be, m, task, prompt)?;
@@ -483,10 +489,12 @@ impl Model {
 /// An error about a task setting the user did not pass names the prompt's task.json, where
 /// the value came from, instead of the flag. `serve` (its `registry.rs`) reads this wording
 /// to name the file's key to a client, who passes no flags.
-fn blame_saved(e: Error, opts: &TaskOptions, task_json: &Path) -> Error {
+fn blame_saved(e: Error, opts: &TaskOptions, saved: &train::TaskSpec, task_json: &Path) -> Error {
     let Error::Arg { flag, msg } = &e else {
         return e;
     };
+    // the value task.json holds, given again, changes nothing (review 15, R15-2)
+    let target_end = opts.target_end.is_some_and(|t| t != saved.target_end);
     let given = match flag.as_str() {
         "--task" => opts.task.is_some(),
         "--template" => opts.template.is_some(),
@@ -497,10 +505,8 @@ fn blame_saved(e: Error, opts: &TaskOptions, task_json: &Path) -> Error {
         "--max-target-len" => opts.max_target_len.is_some(),
         // a label target the user gave that greedy decoding cannot produce (task.rs's
         // `check_generable`) is the user's flag's doing, not task.json's
-        "--decode" => {
-            opts.decode.is_some() || opts.verbalizer.is_some() || opts.target_end.is_some()
-        }
-        "--target-end" => opts.target_end.is_some(),
+        "--decode" => opts.decode.is_some() || opts.verbalizer.is_some() || target_end,
+        "--target-end" => target_end,
         _ => true,
     };
     if given {

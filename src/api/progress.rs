@@ -97,11 +97,9 @@ impl ConsoleProgress {
         d: usize,
         bar: bool,
     ) -> ConsoleProgress {
-        // its length comes with the trainer's first event
-        let pb = ProgressBar::new(0);
-        if !bar {
-            pb.set_draw_target(ProgressDrawTarget::hidden());
-        }
+        // its length comes with the trainer's first event, and it is shown from then: a line
+        // said before drew a full "0/0" bar (review 11, R11-13)
+        let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
         pb.set_style(
             ProgressStyle::with_template(
                 "{bar:28.cyan/blue} {pos}/{len} {msg} [{elapsed_precise} < ETA {eta_precise}]",
@@ -187,6 +185,7 @@ impl ConsoleProgress {
         self.pb.set_length(*total_steps);
         self.pb.set_position(resumed_at.unwrap_or(0));
         if self.shown && self.drawn.is_none() {
+            self.pb.set_draw_target(ProgressDrawTarget::stderr());
             self.drawn = Some(DrawnBar::new(&self.pb));
         }
         if let Some((was, now)) = device_changed {

@@ -43,6 +43,9 @@ pub struct Prompt {
     /// the labels in the order of the `cls` head's rows, as its head.safetensors records
     /// them: a folder without task.json is scored in this order
     pub(crate) head_labels: Option<Vec<String>>,
+    /// the `cls` task its head.safetensors records (template, pooling, max_len): a folder
+    /// without task.json is scored with it
+    pub(crate) head_task: Option<TaskSpec>,
 }
 
 impl Prompt {
@@ -78,6 +81,7 @@ impl Prompt {
             model: None,
             load_warning: None,
             head_labels: None,
+            head_task: None,
         }
     }
 
@@ -106,6 +110,7 @@ impl Prompt {
             model_id,
             warning,
             head_labels,
+            head_task,
         } = load_prompt_dir(dir)?;
         Ok(Prompt {
             table: prompt,
@@ -117,6 +122,7 @@ impl Prompt {
             model: model_id.map(Arc::new),
             load_warning: warning,
             head_labels,
+            head_task,
         })
     }
 
@@ -160,6 +166,13 @@ impl Prompt {
     /// with. None without a head, or for one saved without them (an earlier softprompt's).
     pub fn head_labels(&self) -> Option<&[String]> {
         self.head_labels.as_deref()
+    }
+
+    /// The `cls` task (template, pooling, max_len, labels) the folder's head.safetensors
+    /// records (softprompt saves it there since 2026-12-07): what a folder without task.json
+    /// is scored with. None without a head, or for one saved without it.
+    pub fn head_task(&self) -> Option<&TaskSpec> {
+        self.head_task.as_ref()
     }
 
     /// The `cls` head to change in place: weight (K, d) and bias (K).

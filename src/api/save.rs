@@ -116,9 +116,12 @@ fn check_room<B: crate::backend::Backend>(
                 "--prompt-len" => {
                     format!("{why}: a folder of {rows} rows could not be loaded back on it")
                 }
+                // a max_len given (not the default that a prompt length sets) needs lowering
+                // too (review 15, R15-5)
                 _ => format!(
                     "{rows} rows, and the task was made for a shorter prompt: {why}; a folder \
-                     saved so could not be loaded back: make the task with this prompt's length"
+                     saved so could not be loaded back: make the task with this prompt's length \
+                     (and a max_len that fits beside it)"
                 ),
             };
             Error::arg("prompt", msg)

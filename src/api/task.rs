@@ -118,6 +118,8 @@ pub(crate) fn resolve<B: Backend>(
     if spec.kind != TaskKind::Cls {
         set_label_words(&mut spec, verbalizer)?;
     }
+    // before a message quotes it (hostile pass 24)
+    crate::train::encode_text::check_tokenize_bytes(&spec.template, "--template")?;
     if !spec.template.contains(TEXT_SLOT) {
         return Err(Error::arg(
             "--template",
@@ -171,22 +173,26 @@ pub(crate) fn default_kind<B: Backend>(model: &Model<B>) -> TaskKind {
 }
 
 /// The base of a prompt folder without task.json whose head.safetensors records its labels
-/// (`head_labels`): the `cls` task of those labels in the order of the head's rows, as a
-/// task.json would give them (so that --labels may name them in that order only; the data's
-/// sorted labels swapped the rows of a head trained in another order). None when the task
-/// asked for (or the model's default) is not `cls`.
+/// (`head_labels`): the `cls` task the head records (its template, pooling and max_len), or
+/// for a head that records its labels alone the defaults with those labels, in the order of
+/// the head's rows, as a task.json would give them (so that --labels may name them in that
+/// order only; the data's sorted labels swapped the rows of a head trained in another order).
+/// None when the task asked for (or the model's default) is not `cls`.
 pub(crate) fn head_spec<B: Backend>(
     opts: &TaskOptions,
-    head_labels: Option<&[String]>,
+    (head_labels, head_task): (Option<&[String]>, Option<&TaskSpec>),
     model: &Model<B>,
     prompt_len: usize,
 ) -> Option<TaskSpec> {
     let labels = head_labels?;
     let kind = opts.task.unwrap_or_else(|| default_kind(model));
-    (kind == TaskKind::Cls).then(|| {
-        let mut spec = default_spec(kind, model, prompt_len);
-        spec.labels = labels.to_vec();
-        spec
+    (kind == TaskKind::Cls).then(|| match head_task {
+        Some(task) => task.clone(),
+        None => {
+            let mut spec = default_spec(kind, model, prompt_len);
+            spec.labels = labels.to_vec();
+            spec
+        }
     })
 }
 
@@ -519,18 +525,18 @@ impl Task {
     /// only with its own template and pooling; the library says nothing, the command line
     /// prints each line as a note and Python warns.
     pub fn overrides(&self, prompt: &crate::Prompt) -> Vec<String> {
-        let Some(trained) = prompt.saved_task() else {
-            return Vec::new();
+        // a folder without task.json: the cls task its head records, if this is that task
+        let head = (prompt.head_task()).filter(|_| self.inner.spec.kind == TaskKind::Cls);
+        let (trained, record) = match (prompt.saved_task(), head) {
+            (Some(t), _) => (t, "its task.json"),
+            (None, Some(t)) => (t, "as its head.safetensors records"),
+            (None, None) => return Vec::new(),
         };
         let used = &self.inner.spec;
-        let name = |p: Pooling| match p {
-            Pooling::Mean => "mean",
-            Pooling::Cls => "cls",
-        };
         let mut lines = Vec::new();
         let mut say = |flag: &str, trained: String, now: String| {
             lines.push(format!(
-                "{flag} {now} is used, but the prompt was trained with {trained} (its task.json)"
+                "{flag} {now} is used, but the prompt was trained with {trained} ({record})"
             ))
         };
         if used.template != trained.template {
@@ -543,8 +549,8 @@ impl Task {
         if used.kind == TaskKind::Cls && used.pooling != trained.pooling {
             say(
                 "--pooling",
-                name(trained.pooling).into(),
-                name(used.pooling).into(),
+                trained.pooling.name().into(),
+                used.pooling.name().into(),
             );
         }
         lines

@@ -322,6 +322,7 @@ pub fn as_flags(e: Error) -> Error {
                 msg,
             }
         }
+        e @ Error::Io { .. } => e.reword_doing(out_as_flag),
         mut e @ Error::StepMemory { .. } => {
             if let Error::StepMemory { flags, .. } = &mut e {
                 *flags = true;

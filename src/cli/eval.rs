@@ -4,7 +4,7 @@ use super::common::{
     fail, targets_cut, warn_eos_missing, warn_stops_inside, DataArgs, DeviceArgs, TaskArgs,
 };
 use super::rows_bar::scoring;
-use softprompt::{Dataset, Model, Prompt, Result, Task};
+use softprompt::{Dataset, Model, Prompt, Result, Task, TaskKind};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
@@ -94,16 +94,22 @@ pub fn load(
     }
     if prompt.saved_task().is_none() {
         let spec = task.spec();
+        // a cls head copied out with its folder's PEFT files records the task it was
+        // trained for; the pooling, which changes the scores, is named too
+        let whose = match prompt.head_task().is_some() && spec.kind == TaskKind::Cls {
+            true => "the task its head.safetensors records",
+            false => "a PEFT folder?",
+        };
         errln!(
-            "note: {} has no task.json (a PEFT folder?): task {}, template {:?}, labels {:?}{}",
+            "note: {} has no task.json ({whose}): task {}, template {:?}, labels {:?}{}",
             prompt_dir.display(),
             spec.kind.name(),
             spec.template,
             spec.labels,
-            if spec.label_words.is_empty() {
-                String::new()
-            } else {
-                format!(", words {:?}", spec.label_words)
+            match (spec.kind, spec.label_words.is_empty()) {
+                (TaskKind::Cls, _) => format!(", pooling {}", spec.pooling.name()),
+                (_, true) => String::new(),
+                (_, false) => format!(", words {:?}", spec.label_words),
             }
         );
     }

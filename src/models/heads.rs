@@ -245,6 +245,16 @@ pub enum Pooling {
     Cls,
 }
 
+impl Pooling {
+    /// The name `--pooling` and task.json give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+        }
+    }
+}
+
 impl std::str::FromStr for Pooling {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

@@ -277,8 +277,20 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
     ))
 }
 
+/// The process /proc/locks names as a folder's writer: the pid that took the lock, which a
+/// process it forked holds on after it ended (review 15, R15-3; the kernel may say 0 then).
+fn writer(pid: u32) -> String {
+    match pid != 0 && Path::new(&format!("/proc/{pid}")).exists() {
+        true => format!("a softprompt run or save (pid {pid})"),
+        false => format!(
+            "a process that a softprompt run or save (pid {pid}, no longer running) started, \
+             and which inherited its lock,"
+        ),
+    }
+}
+
 /// The prompt folders in `dir` (subfolders holding adapter_config.json), each named after its
-/// folder, sorted by name.
+/// folder, sorted by name; none when every one is being written.
 pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut found = Vec::new();
@@ -294,9 +306,10 @@ pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         // mid-export, which stopped the whole server's start (hostile pass 21, F2)
         if let Some(pid) = softprompt::folder_writer(&path).or(writer_of_all) {
             errln!(
-                "note: --prompts: {} is not loaded: a softprompt run or save (pid {pid}) is \
-                 writing into it; load it once that ends (POST /v1/prompts)",
-                path.display()
+                "note: --prompts: {} is not loaded: {} is writing into it; load it once that \
+                 ends (POST /v1/prompts)",
+                path.display(),
+                writer(pid)
             );
             writing += 1;
             continue;
@@ -307,16 +320,14 @@ pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         found.push((name, path));
     }
     found.sort();
-    if found.is_empty() {
+    // every folder being written: the server starts without them, to load them later as the
+    // notes say (it refused to start; review 15, R15-4)
+    if found.is_empty() && writing == 0 {
         return Err(Error::arg(
             "--prompts",
             format!(
-                "{} holds no prompt folder (a subfolder with adapter_config.json){}",
-                dir.display(),
-                match writing {
-                    0 => String::new(),
-                    n => format!(" that no run is writing into ({n} being written)"),
-                }
+                "{} holds no prompt folder (a subfolder with adapter_config.json)",
+                dir.display()
             ),
         ));
     }

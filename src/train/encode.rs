@@ -18,6 +18,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// A task's label names to their indices, made on first use (see `Task::encode_until`).
+type LabelIndex<'a> = std::cell::OnceCell<HashMap<&'a str, usize>>;
+
 /// Rows encoded between two questions to `encode_until`'s `go_on`: a few milliseconds of
 /// tokenizing, so that Ctrl-C is heard at once and asking costs nothing.
 pub const ENCODE_CHUNK: usize = 256;
@@ -165,10 +168,10 @@ impl Task {
         };
         let stamp = Arc::new(TaskStamp::of(&self.spec));
         // each row's label found by hashing: a search of the labels per row took minutes
-        // for tens of thousands of labels (hostile pass 19)
-        let labels: HashMap<&str, usize> = (self.spec.labels.iter().enumerate())
-            .map(|(k, l)| (l.as_str(), k))
-            .collect();
+        // for tens of thousands of labels (hostile pass 19); the map is made at the first
+        // labelled row, so unlabelled rows (predict, each request a server encodes) make none
+        // (review 12, R12-10)
+        let labels = LabelIndex::default();
         for chunk in data.examples.chunks(ENCODE_CHUNK) {
             for ex in chunk {
                 let (mut row, cut_target) = self.encode_example(tok, &data.path, ex, &labels)?;
@@ -184,12 +187,12 @@ impl Task {
 
     /// One example of the file `path` as a row, and whether its free target was cut to
     /// max_target_len.
-    fn encode_example(
-        &self,
+    fn encode_example<'t>(
+        &'t self,
         tok: &Tokenizer,
         path: &Path,
         ex: &Example,
-        labels: &HashMap<&str, usize>,
+        labels: &LabelIndex<'t>,
     ) -> Result<(Row, bool)> {
         let at = |e: Error| match e {
             // a fault of the text itself, said without a flag
@@ -229,7 +232,12 @@ impl Task {
                 cut_target = self.cut_target(&mut t);
                 row.target = t;
             } else {
-                let k = *labels.get(label.as_str()).ok_or_else(|| {
+                let index = labels.get_or_init(|| {
+                    (self.spec.labels.iter().enumerate())
+                        .map(|(k, l)| (l.as_str(), k))
+                        .collect()
+                });
+                let k = *index.get(label.as_str()).ok_or_else(|| {
                     let known = super::data::some_labels(&self.spec.labels);
                     Error::data(path, ex.line, format!("unknown label {label:?}: expected one of {known} (set them with --labels)"))
                 })?;

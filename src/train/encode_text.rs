@@ -10,6 +10,27 @@ use std::borrow::Cow;
 /// Bytes of text read per token a row may hold (`byte_cap`, `Model::tokenize`'s bound).
 pub(crate) const BYTES_PER_TOKEN: usize = 256;
 
+/// The most bytes a text tokenized whole may hold (`Model::tokenize`'s text, a template, a
+/// TEXT init's text): `BYTES_PER_TOKEN` for each of the `MAX_TOKENS` positions a row may
+/// hold. The tokenizer keeps about 500 bytes a token: a 60 MB text aborted the process.
+pub(crate) const MAX_TOKENIZE_BYTES: usize = BYTES_PER_TOKEN * crate::models::MAX_TOKENS;
+
+/// Refuses a `what` (the flag) of more than `MAX_TOKENIZE_BYTES`, naming its size only.
+pub(crate) fn check_tokenize_bytes(text: &str, what: &str) -> crate::error::Result<()> {
+    if text.len() <= MAX_TOKENIZE_BYTES {
+        return Ok(());
+    }
+    Err(crate::error::Error::arg(
+        what,
+        format!(
+            "is {} bytes, more than the {MAX_TOKENIZE_BYTES} a text tokenized whole may hold \
+             ({BYTES_PER_TOKEN} bytes for each of the {} positions a row may hold)",
+            text.len(),
+            crate::models::MAX_TOKENS
+        ),
+    ))
+}
+
 /// The most bytes of one text that reach the tokenizer for rows of up to `max_len` tokens:
 /// `BYTES_PER_TOKEN` a token (at least 64 KiB). The tokenizer keeps about 500 bytes a token,
 /// so a text tokenized whole without a bound (a 60 MB line) aborted the process.

@@ -85,8 +85,9 @@ pub fn classification_metrics(gold: &[usize], pred: &[usize]) -> EvalMetrics {
 }
 
 /// The metrics of a run, one JSON object per line. The file is first written whole and
-/// atomically (temporary file, then rename): a fresh run's empty file, a resumed run's lines up
-/// to its checkpoint. Later lines are appended, each in one write: rewriting the whole file per
+/// atomically (temporary file, then rename): a fresh run's empty file at its start, a resumed
+/// run's lines up to its checkpoint at its first line or checkpoint (`settle`), so that a
+/// resume killed before then leaves the file as it was. Later lines are appended, each in one write: rewriting the whole file per
 /// line made a long run's disk writes quadratic (62 GB for a 4 MB log). A line torn by a crash
 /// lies past the last checkpoint, and the resume that follows drops it with the rest.
 pub struct MetricsLog {

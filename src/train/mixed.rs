@@ -521,6 +521,9 @@ pub fn step_mixed<B: Backend>(
             bert: matches!(mix, Some(Mix::Bert(_))),
             told: None,
         };
+        // one batch of every row of the group, as `Model::step` checks its own
+        let (p, _) = gr.lens();
+        model.check_batch_memory(be, &g.enc.rows, p, BatchSetting::Rows)?;
         match mix {
             Some(Mix::Bert(m)) => step_group(be, model, m, &gr, recompute, &mut out)?,
             Some(Mix::T5(m)) => mixed_lm::step_t5(be, model, m, &gr, recompute, &mut out)?,

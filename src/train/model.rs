@@ -187,6 +187,20 @@ impl<B: Backend> Model<B> {
         })
     }
 
+    /// `check_step_memory` for one batch of `rows` behind a prompt of `p` rows (their longest
+    /// text and target sized).
+    pub fn check_batch_memory(
+        &self,
+        be: &B,
+        rows: &[crate::train::encode::Row],
+        p: usize,
+        batch: BatchSetting,
+    ) -> Result<()> {
+        let longest = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+        let target = rows.iter().map(|r| r.target.len()).max().unwrap_or(0);
+        self.check_step_memory(be, rows.len(), p + longest, target, batch)
+    }
+
     /// An upper estimate of the bytes one training step holds (`models::Model::step_bytes`).
     pub fn step_bytes(&self, be: &B, rows: usize, tokens: usize, target_len: usize) -> u128 {
         let act = be.act_dtype().size();

@@ -26,7 +26,7 @@ use std::path::Path;
 /// A checkpoint's named tensors (shape, values).
 type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
-const META_KEY: &str = "softprompt_multitask_checkpoint";
+pub(crate) const META_KEY: &str = "softprompt_multitask_checkpoint";
 pub const MULTITASK_FORMAT: u32 = 1;
 
 /// The metadata: the run's step and each task's state, in the run's order.

@@ -60,7 +60,7 @@ impl OutLock {
         // by its components: std's create_dir_all gives up on a trailing `.` (`x/./`, x
         // missing: "No such file or directory")
         let whole: PathBuf = dir.components().collect();
-        let unwritable = |e| Error::file(dir, format!("`out` cannot be written into: {e}"));
+        let unwritable = |e| Error::io_doing(dir, "`out` cannot be written into", e);
         std::fs::create_dir_all(whole).map_err(unwritable)?;
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()

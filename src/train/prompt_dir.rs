@@ -32,6 +32,12 @@ pub const SAVE_KEY: &str = "softprompt_save";
 /// with the data's sorted labels, the rows of a head trained in another order swapped.
 pub const LABELS_KEY: &str = "softprompt_labels";
 
+/// The key of the task, task.json's task fields (template, pooling, max_len, ...), in
+/// head.safetensors' metadata: a `cls` folder copied out without task.json was scored with
+/// the default template and pooling, not the ones its head was trained under (hostile pass
+/// 23, F1).
+pub const HEAD_TASK_KEY: &str = "softprompt_task";
+
 /// The stamp every file of one save of a prompt folder carries: the step and a hash of the
 /// table and head, then (where the save has them) `rows <hash>` of the rows kept behind the
 /// table (PEFT's seq2seq decoder rows), `encoder <hash>` of the host encoder's tensors
@@ -112,6 +118,13 @@ pub fn stamp_metadata(stamp: &str) -> Option<HashMap<String, String>> {
 /// The save stamp in a safetensors file's header, read without its tensors: Some(None) when
 /// it has none, None when the header cannot be read (the file's own loader names that).
 fn header_stamp(path: &Path) -> Option<Option<String>> {
+    let meta = header_metadata(path)?;
+    Some(meta.get(SAVE_KEY).and_then(Value::as_str).map(String::from))
+}
+
+/// A safetensors file's `__metadata__` (Null when it has none), read without its tensors;
+/// None when the header cannot be read.
+fn header_metadata(path: &Path) -> Option<Value> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).ok()?;
     let mut n = [0u8; 8];
@@ -120,9 +133,12 @@ fn header_stamp(path: &Path) -> Option<Option<String>> {
     // a header is small; the loader has already checked it against the file's size
     let mut header = Vec::new();
     f.take(n.min(1 << 26)).read_to_end(&mut header).ok()?;
-    let v: Value = serde_json::from_slice(&header).ok()?;
-    let stamp = v.get("__metadata__").and_then(|m| m.get(SAVE_KEY));
-    Some(stamp.and_then(Value::as_str).map(String::from))
+    let mut v: Value = serde_json::from_slice(&header).ok()?;
+    Some(
+        v.get_mut("__metadata__")
+            .map(Value::take)
+            .unwrap_or_default(),
+    )
 }
 
 /// Refuses a prompt folder whose files carry different save stamps: a run stopped while it
@@ -212,9 +228,20 @@ fn check_values(
             ),
         ));
     }
+    // an export over an unstamped folder (an earlier version's, or PEFT's) cut after its
+    // stamped task.json left the old adapter beside it (review 14, R14-4): edited values are
+    // read, as asked, but the warning says what else it may be
+    let cut = if in_a_run(dir) {
+        "; if the run was stopped while it exported, resume it (train ... --resume) to write \
+         the folder again"
+    } else if task_json_stamped(dir) {
+        "; if a save was stopped while it wrote this folder, save the prompt again"
+    } else {
+        ""
+    };
     Ok(Some(format!(
         "{}: {msg}: {ADAPTER_WEIGHTS} has no stamp (PEFT's, or edited), so its values are not \
-         those task.json{} was saved with",
+         those task.json{} was saved with{cut}",
         dir.display(),
         if head.is_some() { " and the head" } else { "" }
     )))
@@ -254,10 +281,11 @@ fn values_mismatch(
 /// adapter copied out alone failed the table's hash, which covers the head too, and was
 /// called corrupt. A stamp without the field (an earlier save's, or no head) checks nothing.
 fn check_head_kept(head_path: &Path, stamp: &str, has_head: bool) -> Result<()> {
-    let advice = match head_path.parent().is_some_and(in_a_run) {
-        true => "resume the run (train ... --resume) to write it",
-        false => "copy it back from the run's --out folder, or train again",
-    };
+    let advice = missing_file_advice(
+        head_path.parent().unwrap_or(Path::new(".")),
+        "resume the run (train ... --resume) to write it",
+        "copy it back from the run's --out folder, or train again",
+    );
     match stamp_field(stamp, HEAD_FIELD).filter(|_| !has_head) {
         None => Ok(()),
         Some(k) => Err(Error::file(
@@ -270,14 +298,59 @@ fn check_head_kept(head_path: &Path, stamp: &str, has_head: bool) -> Result<()> 
     }
 }
 
+/// Whether `dir` holds a task.json that carries a save stamp: a softprompt save's folder,
+/// renamed in first, so a folder missing another file of the save beside it, with no run
+/// to resume, is a `Model::save_prompt` cut short (review 14, R14-3), not PEFT's or a copy.
+pub fn task_json_stamped(dir: &Path) -> bool {
+    let text = std::fs::read_to_string(dir.join(TASK_FILE)).unwrap_or_default();
+    let v: Option<Value> = serde_json::from_str(&text).ok();
+    v.is_some_and(|v| v.get(SAVE_KEY).is_some_and(Value::is_string))
+}
+
+/// The advice for a saved prompt's folder missing one of its files (the head, the adapter,
+/// its config), whose save may have been cut short: resume the run that owns it (`in_run`,
+/// that run's words), save the prompt again where a stamped task.json says softprompt saved
+/// it, else `otherwise` (copy it back).
+pub fn missing_file_advice<'a>(dir: &Path, in_run: &'a str, otherwise: &'a str) -> &'a str {
+    if in_a_run(dir) {
+        in_run
+    } else if task_json_stamped(dir) {
+        "a save was stopped before it wrote this file (its task.json carries the save's \
+         stamp), or the file was removed since; save the prompt again"
+    } else {
+        otherwise
+    }
+}
+
 /// Whether `dir` is a training run's `--out`, or a task's folder in a multi-task run's:
 /// beside its checkpoint the run writes the folder again on `--resume`, where a folder a
 /// kill left half-written gets that advice (not "copy it back", nor "save it again").
 pub fn in_a_run(dir: &Path) -> bool {
-    dir.join(CHECKPOINT_FILE).is_file()
-        || dir
-            .parent()
-            .is_some_and(|p| p.join(CHECKPOINT_FILE).is_file())
+    dir.join(CHECKPOINT_FILE).is_file() || a_runs_task_folder(dir)
+}
+
+/// Whether `dir` is a task's folder of the multi-task run whose `--out` holds it: the
+/// parent's checkpoint is a multi-task one that names the task. Any folder beside a
+/// checkpoint was told to resume a run that never writes it (review 14, R14-8).
+fn a_runs_task_folder(dir: &Path) -> bool {
+    let Ok(dir) = dir.canonicalize() else {
+        return false;
+    };
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name().and_then(|n| n.to_str()))
+    else {
+        return false;
+    };
+    let meta = header_metadata(&parent.join(CHECKPOINT_FILE)).unwrap_or_default();
+    let run = (meta.get(crate::train::multitask_ckpt::META_KEY))
+        .and_then(Value::as_str)
+        .and_then(|m| serde_json::from_str::<Value>(m).ok())
+        .unwrap_or_default();
+    let tasks = run.get("tasks").and_then(Value::as_array);
+    // each task is [name, state]
+    tasks.is_some_and(|ts| {
+        ts.iter()
+            .any(|t| t.get(0).and_then(Value::as_str) == Some(name))
+    })
 }
 
 /// The label names head.safetensors' metadata records (`LABELS_KEY`), in the order of its
@@ -311,12 +384,44 @@ fn head_labels(
     Ok(Some(labels))
 }
 
-/// head.safetensors' metadata: the save stamp, and the labels in the order of the head's
-/// rows when `spec` is the `cls` task the head was trained for.
+/// The `cls` task head.safetensors' metadata records (`HEAD_TASK_KEY`), which must be of
+/// the labels it names (`labels`, in the order of its rows); None for a head saved without
+/// it (an earlier softprompt's, or made by hand).
+fn head_task(
+    path: &Path,
+    meta: &HashMap<String, String>,
+    labels: Option<&[String]>,
+) -> Result<Option<TaskSpec>> {
+    let Some(text) = meta.get(HEAD_TASK_KEY) else {
+        return Ok(None);
+    };
+    let bad = |why: &str| {
+        Error::file(
+            path,
+            format!("`{HEAD_TASK_KEY}` in its metadata is {text:?}: {why}"),
+        )
+    };
+    let v: Value = serde_json::from_str(text).map_err(|e| {
+        bad(&format!(
+            "expected a JSON object, task.json's task fields ({e})"
+        ))
+    })?;
+    let spec = TaskSpec::from_json(&v, path)?;
+    if spec.kind != TaskKind::Cls || Some(spec.labels.as_slice()) != labels {
+        return Err(bad(&format!(
+            "expected the cls task of the labels `{LABELS_KEY}` names"
+        )));
+    }
+    Ok(Some(spec))
+}
+
+/// head.safetensors' metadata: the save stamp, and when `spec` is the `cls` task the head
+/// was trained for, the labels in the order of the head's rows and the task itself.
 fn head_metadata(stamp: &str, spec: &TaskSpec, head: &HostClsHead) -> HashMap<String, String> {
     let mut meta = HashMap::from([(SAVE_KEY.to_string(), stamp.to_string())]);
     if spec.kind == TaskKind::Cls && spec.labels.len() == head.k {
         meta.insert(LABELS_KEY.to_string(), json!(spec.labels).to_string());
+        meta.insert(HEAD_TASK_KEY.to_string(), spec.to_json().to_string());
     }
     meta
 }
@@ -369,6 +474,10 @@ pub struct SavedPrompt {
     /// the labels in the order of the head's rows, as head.safetensors records them; None
     /// without a head, or for one saved without them (an earlier softprompt's)
     pub head_labels: Option<Vec<String>>,
+    /// the `cls` task head.safetensors records (template, pooling, max_len): a folder without
+    /// task.json is scored with it; None as for `head_labels`, or for a head saved before
+    /// 2026-12-07
+    pub head_task: Option<TaskSpec>,
 }
 
 impl SavedPrompt {
@@ -510,8 +619,25 @@ fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
 }
 
 /// Reads a prompt folder: ours (with task.json, and head.safetensors for `cls`) or PEFT's
-/// (adapter files only).
+/// (adapter files only). A folder a run is writing into now (it holds the folder's lock) is
+/// read again, a few times over about a second, while it is refused: an export renames its
+/// files in one after another, and a read between two renames met two saves (an eval
+/// looping on a live run under `--save-every 1` was refused about one time in eight;
+/// hostile pass 23, F2).
 pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
+    let mut waits = [10, 40, 160, 640].into_iter();
+    loop {
+        match load_prompt_once(dir) {
+            Err(e) if crate::train::outdir::folder_writer(dir).is_some() => match waits.next() {
+                Some(ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
+                None => return Err(e),
+            },
+            read => return read,
+        }
+    }
+}
+
+fn load_prompt_once(dir: &Path) -> Result<SavedPrompt> {
     let prompt = PromptTable::load_peft(dir)?;
     let task_path = dir.join(TASK_FILE);
     let mut task_stamp = None;
@@ -557,7 +683,7 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
         (None, None, Vec::new(), None, None)
     };
     let head_path = dir.join(HEAD_FILE);
-    let mut head_labels = None;
+    let (mut head_labels, mut head_task) = (None, None);
     let head = if head_path.exists() {
         let f = TensorFile::read(&head_path)?;
         let w = f.float("weight")?;
@@ -596,6 +722,7 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
             ));
         }
         head_labels = self::head_labels(&head_path, &f.metadata, k)?;
+        head_task = self::head_task(&head_path, &f.metadata, head_labels.as_deref())?;
         Some(HostClsHead {
             k,
             c,
@@ -609,11 +736,12 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
     // reported as a corrupt adapter
     let cls = task.as_ref().is_some_and(|t| t.kind == TaskKind::Cls);
     if cls && head.is_none() {
-        let advice = match in_a_run(dir) {
-            // the run's own folder, stopped before its first export ended
-            true => "resume the run (train ... --resume) to write it",
-            false => "copy it back from the run's --out folder, or train again",
-        };
+        // the run's own folder, stopped before its first export ended, or a save's
+        let advice = missing_file_advice(
+            dir,
+            "resume the run (train ... --resume) to write it",
+            "copy it back from the run's --out folder, or train again",
+        );
         return Err(Error::file(
             &head_path,
             format!(
@@ -640,5 +768,6 @@ pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
         model_id,
         warning,
         head_labels,
+        head_task,
     })
 }

@@ -209,7 +209,7 @@ impl TaskSpec {
             "template": self.template,
             "labels": self.labels,
             "verbalizer": verbalizer,
-            "pooling": match self.pooling { Pooling::Mean => "mean", Pooling::Cls => "cls" },
+            "pooling": self.pooling.name(),
             "free_targets": self.free_targets,
             "max_len": self.max_len,
             "max_target_len": self.max_target_len,

@@ -522,7 +522,7 @@ pub(super) fn settings_diff(ck: &Value, now: &Value) -> Vec<String> {
 }
 
 /// A hash of the rows as encoded: ids, label, target, [MASK] position.
-fn rows_hash(rows: &Encoded) -> String {
+pub(super) fn rows_hash(rows: &Encoded) -> String {
     let mut text = String::new();
     for r in &rows.rows {
         text.push_str(&format!(

@@ -86,6 +86,8 @@ impl Task {
     pub fn new<B: Backend>(spec: TaskSpec, model: &Model<B>) -> Result<Task> {
         let tok = &model.tokenizer;
         job(spec.kind, model)?;
+        // before any message quotes it: a 60 MB template aborted the process (hostile pass 24)
+        crate::train::encode_text::check_tokenize_bytes(&spec.template, "--template")?;
         if spec.template.matches(TEXT_SLOT).count() != 1 {
             return Err(Error::arg(
                 "--template",

@@ -341,10 +341,13 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let ck = Checkpoint::load(&path)?;
         let d = model.hidden_size();
         // the settings that fix the tensors' shapes first, so that a checkpoint of another
-        // run is named as such rather than by a shape; the full comparison is in `build`
+        // run is named as such rather than by a shape, and the training rows, which its batch
+        // plan indexes (another file of fewer rows was called a corrupt checkpoint; hostile
+        // pass 24, F4); the full comparison is in `build`
         let shaping = json!({
             "model": model_key(&model.dir),
             "task": task.spec.to_json(),
+            "train_rows": super::start::rows_hash(train),
             "prompt_len": cfg.prompt_len,
             "method": cfg.method.settings(cfg.prompt_len, d),
         });
@@ -352,6 +355,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             &json!({
                 "model": ck.state.config.get("model"),
                 "task": ck.state.config.get("task"),
+                "train_rows": ck.state.config.get("train_rows"),
                 "prompt_len": ck.state.config.get("prompt_len"),
                 "method": ck.state.config.get("method"),
             }),

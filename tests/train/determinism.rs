@@ -338,6 +338,18 @@ fn resume_refuses_other_dev_rows() {
             && !err.contains("dev_rows:"),
         "{err}"
     );
+    // another training file of fewer rows than the batch plan names: other settings, not a
+    // corrupt checkpoint (hostile pass 24, F4)
+    let mut shorter = train_args(s(&model), s(&dev), s(&dev), s(&out), "20", "0.05");
+    shorter.push("--resume");
+    let refused = softprompt(&shorter);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("other settings")
+            && err.contains("train_rows: \"")
+            && !err.contains("corrupt"),
+        "{err}"
+    );
     // as an earlier build wrote it: no dev rows among the settings
     reopen(&|ck| {
         let config = ck.state.config.as_object_mut().unwrap();

@@ -462,6 +462,8 @@ fn a_warning_written_under_a_bar_starts_its_own_line() {
         before.contains(" 0/3 "),
         "no bar was drawn before it: {shown:?}"
     );
+    // the lines said before the run's length is known draw no full "0/0" bar (review 11)
+    assert!(!shown.contains(" 0/0 "), "{shown:?}");
     // the bar cleared (a bar of two lines: each line cleared, the cursor moved back up)
     let cleared = before.trim_end_matches(['\r', '\x1b', '[', '1', 'A', 'B']);
     assert!(
