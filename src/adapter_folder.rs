@@ -92,7 +92,7 @@ pub(super) fn not_a_prompt_folder(dir: &Path) -> Error {
         // named by the missing file, which Python raises as FileNotFoundError, as before
         let run = crate::train::checkpoint::in_a_run(dir);
         // a Model::save_prompt cut short: its stamped task.json is renamed in first
-        let saving = !run && crate::train::checkpoint::task_json_stamped(dir);
+        let saving = !run && crate::train::checkpoint::saved_by_save_prompt(dir);
         let again = "a save was stopped while it wrote this folder (its task.json carries the \
                      save's stamp); save the prompt again";
         let why = match dir.join(ADAPTER_WEIGHTS).is_file() {

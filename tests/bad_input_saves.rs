@@ -65,6 +65,47 @@ fn tasks_sharing_one_folder_are_refused() {
         &["task `b`'s folder is a symbolic link", s(&out.join("b"))],
     );
     assert_eq!(std::fs::read_dir(&elsewhere).expect("elsewhere").count(), 0);
+    // a dangling link names its target, and a file where the folder goes is named as such
+    // (an export failed on it with a bare "File exists"; hostile pass 25)
+    std::fs::remove_file(out.join("b")).expect("unlink");
+    std::os::unix::fs::symlink("/nonexistent/b", out.join("b")).expect("symlink");
+    refused(
+        &run(&multi_args(&train, &out, &[])),
+        &["task `b`'s folder is a symbolic link (to /nonexistent/b)"],
+    );
+    std::fs::remove_file(out.join("b")).expect("unlink");
+    std::fs::write(out.join("b"), "mine").expect("write");
+    refused(
+        &run(&multi_args(&train, &out, &[])),
+        &["task `b`'s folder is a file", "move the file away"],
+    );
+    assert_eq!(std::fs::read(out.join("b")).expect("read"), b"mine");
+}
+
+/// A multi-task `--overwrite` over a task folder holding an earlier single-task run kept that
+/// run's checkpoint and metrics beside the new task's prompt: resuming the old run then broke
+/// the folder (hostile pass 25, F6). Without `--overwrite` the run is named; with it, its
+/// files go too.
+#[test]
+fn a_task_folder_holding_a_run_is_replaced_whole() {
+    let dir = ScratchDir::new("saves_task_over_run");
+    let train = tagged_file(&dir);
+    let out = dir.path().join("out");
+    stdout_ok(&run(&cls_args(
+        s(&fixture("bert_nohead")),
+        &out.join("b"),
+        "1",
+        &[],
+    )));
+    refused(
+        &run(&multi_args(&train, &out, &[])),
+        &["task `b`", "holds a finished run (step 1)", "--overwrite"],
+    );
+    stdout_ok(&run(&multi_args(&train, &out, &["--overwrite"])));
+    for f in ["checkpoint.safetensors", "metrics.jsonl"] {
+        assert!(!out.join("b").join(f).exists(), "{f} kept");
+    }
+    stdout_ok(&eval(&out.join("b")));
 }
 
 /// A `--task-config` starting with a UTF-8 BOM was "expected value at line 1 column 1": it
@@ -100,6 +141,15 @@ fn two_saves(dir: &ScratchDir) -> (PathBuf, PathBuf) {
     (one, two)
 }
 
+/// The prompt of the run folder `run` saved into `to` by `Model::save_prompt`.
+fn save_prompt_of(run: &Path, to: &Path) {
+    use softprompt::{Device, Model, Prompt, SaveOptions, TaskOptions};
+    let model = Model::open(fixture("bert_nohead"), Device::Cpu).expect("model");
+    let prompt = Prompt::load(run).expect("prompt");
+    let task = (model.task_for(&prompt, &TaskOptions::default(), None)).expect("task");
+    (model.save_prompt(to, &prompt, &task, SaveOptions::default())).expect("save");
+}
+
 /// `eval` of the prompt folder `prompt` on the small dev file.
 fn eval(prompt: &Path) -> std::process::Output {
     scored("eval", prompt, &[])
@@ -131,9 +181,27 @@ fn a_prompt_folder_of_two_saves_is_refused() {
     );
     assert!(!err.contains("panicked"), "{err}");
     // a folder without a checkpoint (`Model::save_prompt`'s) has no run to resume
-    let saved = dir.path().join("saved");
-    copied_out(&one, &saved, true);
-    std::fs::copy(one.join("task.json"), saved.join("task.json")).expect("copy");
+    // a run's folder copied out (no checkpoint beside it): copied again, not resumed nor
+    // saved again (review 16)
+    let copied = dir.path().join("copied");
+    copied_out(&one, &copied, true);
+    std::fs::copy(one.join("task.json"), copied.join("task.json")).expect("copy");
+    let err = refused(
+        &eval(&copied),
+        &[
+            "different saves",
+            "copy the whole folder again from where it was saved",
+        ],
+    );
+    assert!(
+        !err.contains("--resume") && !err.contains("save the prompt again"),
+        "{err}"
+    );
+    // a folder `Model::save_prompt` wrote has no run to resume: saved again
+    let (saved, whole) = (dir.path().join("saved"), dir.path().join("whole"));
+    save_prompt_of(&two, &saved);
+    save_prompt_of(&two, &whole);
+    std::fs::copy(one.join("head.safetensors"), saved.join("head.safetensors")).expect("copy");
     let err = refused(
         &eval(&saved),
         &[
@@ -143,9 +211,9 @@ fn a_prompt_folder_of_two_saves_is_refused() {
         ],
     );
     assert!(!err.contains("--resume"), "{err}");
-    // a save's first write (no run, no checkpoint) cut after its stamped task.json, which is
-    // renamed in first: save again, not PEFT's files to copy nor a run's folder (review 14,
-    // R14-3); the states follow the rename order
+    // a save's first write cut after its stamped task.json, which is renamed in first: save
+    // again, not PEFT's files to copy nor a run's folder (review 14, R14-3); the states
+    // follow the rename order
     let cut = dir.path().join("cut");
     std::fs::create_dir_all(&cut).expect("mkdir");
     let again = "save the prompt again";
@@ -157,10 +225,22 @@ fn a_prompt_folder_of_two_saves_is_refused() {
         ),
         ("adapter_config.json", "head.safetensors: is missing"),
     ] {
-        std::fs::copy(one.join(file), cut.join(file)).expect("copy");
+        std::fs::copy(whole.join(file), cut.join(file)).expect("copy");
         let err = refused(&eval(&cut), &[missing, "a save was stopped", again]);
         assert!(!err.contains("--resume") && !err.contains("PEFT"), "{err}");
     }
+    // a run's folder copied out without its head: copied back, not saved again (review 16)
+    let no_head = dir.path().join("no_head");
+    copied_out(&two, &no_head, false);
+    std::fs::copy(two.join("task.json"), no_head.join("task.json")).expect("copy");
+    let err = refused(
+        &eval(&no_head),
+        &[
+            "head.safetensors: is missing",
+            "copy it back from the run's --out folder",
+        ],
+    );
+    assert!(!err.contains(again), "{err}");
     // the same adapter copied out without task.json is still told to copy its head back
     let head_left = dir.path().join("head_left");
     copied_out(&one, &head_left, false);
@@ -479,6 +559,15 @@ fn a_folder_being_written_is_read_again_until_whole() {
         t0.elapsed() < std::time::Duration::from_millis(800),
         "no writer: no wait"
     );
+    // a multi-task run locks its --out, the folder above its tasks' folders (review 16)
+    let held = OutLock::acquire(dir.path()).expect("lock");
+    let t0 = std::time::Instant::now();
+    softprompt::Prompt::load(&one).expect_err("two saves");
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_millis(800),
+        "tried again under the lock above"
+    );
+    drop(held);
 }
 
 /// One flipped bit in a saved adapter scored with exit 0: the stamps agreed, but the values
@@ -710,6 +799,21 @@ fn a_cls_folder_without_task_json_scores_with_the_task_its_head_records() {
         stderr.contains("note: --pooling mean is used, but the prompt was trained with cls (as its head.safetensors records)"),
         "{stderr}"
     );
+    // a recorded max_len past the model's positions is the file's, as task.json's is
+    // (review 16: it named a --max-len no one gave)
+    let mut long = meta.clone();
+    let mut wide = task.clone();
+    wide["max_len"] = serde_json::json!(100_000);
+    long.insert("softprompt_task".into(), wide.to_string());
+    common::write_raw(&copy.join("head.safetensors"), &tensors, Some(long));
+    let err = refused(
+        &scored("predict", &copy, &["--task", "cls"]),
+        &[
+            s(&copy.join("head.safetensors")),
+            "(the setting comes from this file; --max-len overrides it)",
+        ],
+    );
+    assert!(!err.contains("invalid argument --max-len"), "{err}");
     // a head that records its labels alone: the defaults, as before
     let mut old = meta.clone();
     old.remove("softprompt_task");

@@ -897,3 +897,26 @@ fn causal_tasks_at_the_window(name: &str, tasks: &str) {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `--task-field`: a row whose task field is blank got the label's error and its advice to
+/// leave the field out, which `--task-field` then refuses (hostile pass 25, F4): the task is
+/// named as the fault, with its line.
+#[test]
+fn a_blank_task_field_is_named_as_the_rows_task() {
+    let dir = common::ScratchDir::new("multi_blank_task");
+    let rows = common::multitask::tagged_rows().replacen("\"task\": \"a\"", "\"task\": \"\"", 1);
+    let train = dir.path().join("tagged.jsonl");
+    std::fs::write(&train, rows).unwrap();
+    let out = dir.path().join("out");
+    let args = common::multitask::multi_args(&train, &out, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let err = common::refused(
+        &common::softprompt(&args),
+        &[
+            &format!("{}:1:", train.display()),
+            "field \"task\" is blank: each row names its task there (--task-field)",
+        ],
+    );
+    assert!(!err.contains("leave the field out"), "{err}");
+    assert!(!out.join("checkpoint.safetensors").exists());
+}

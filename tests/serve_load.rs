@@ -197,7 +197,15 @@ fn load_of_another_architecture_names_the_mismatch() {
 #[test]
 fn a_folder_a_run_is_writing_into_is_left_out_of_prompts() {
     let scratch = ScratchDir::new("serve_prompts_live_run");
-    let (_pet, cls) = make_prompts(scratch.path());
+    let (pet, cls) = make_prompts(scratch.path());
+    // a folder whose name a prompt cannot take (a multi-task run's task of 65 or more
+    // characters) is left out with a note; it stopped the server's start (hostile pass 25)
+    let long = scratch.path().join("t".repeat(70));
+    std::fs::create_dir_all(&long).unwrap();
+    for f in std::fs::read_dir(&pet).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, long.join(f.file_name().unwrap())).unwrap();
+    }
     let held = softprompt::internals::train::outdir::OutLock::acquire(&cls).unwrap();
     let log = scratch.path().join("stderr.txt");
     let dir = scratch.path().to_str().unwrap();
@@ -207,6 +215,21 @@ fn a_folder_a_run_is_writing_into_is_left_out_of_prompts() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["pet"], "{list}");
+    // loaded by name all the same, with a warning that it is an unfinished prompt (it said
+    // nothing; hostile pass 25)
+    let body = json!({ "name": "c", "path": cls }).to_string();
+    let (status, v) = server.call("POST", "/v1/prompts", Some(&body));
+    assert_eq!(status, 201, "{v}");
+    let warned = format!(
+        "prompt \"c\" ({}): a softprompt run or save (pid {}) is writing into its folder, so \
+         this is the prompt of an earlier step",
+        cls.display(),
+        std::process::id()
+    );
+    assert!(
+        v["warnings"][0].as_str().unwrap().starts_with(&warned),
+        "{v}"
+    );
     assert_eq!(server.terminate(), 0);
     drop(held);
     let err = std::fs::read_to_string(&log).unwrap();
@@ -216,6 +239,12 @@ fn a_folder_a_run_is_writing_into_is_left_out_of_prompts() {
         std::process::id()
     );
     assert!(err.contains(&note), "{err}");
+    let misnamed = format!(
+        "note: --prompts: {} is not loaded: prompt name \"{}\": expected 1 to 64",
+        long.display(),
+        "t".repeat(70)
+    );
+    assert!(err.contains(&misnamed), "{err}");
     // the run over, the folder serves
     let server = Server::start_on(&model_dir(), &[], &["--prompts", dir]);
     let (_, list) = server.call("GET", "/v1/prompts", None);

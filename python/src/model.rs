@@ -91,7 +91,7 @@ pub fn rows_of(
 
 /// One warning when rows of `enc` (the argument `name`, `data`) hold free targets that
 /// greedy generation could never produce, as `softprompt eval` and `train` warn: a file's
-/// rows are named by line, rows held in memory by their place in the list (review 14, R14-11).
+/// rows are named by line, rows held in memory by their index in the list (review 14, R14-11).
 pub fn warn_stops_inside(
     py: Python<'_>,
     task: &Task,
@@ -111,7 +111,10 @@ pub fn warn_stops_inside(
             "{}: {n} row(s) (the first at line {first})",
             enc.path.display()
         ),
-        false => format!("{n} row(s) of {name} (the first is row {first})"),
+        false => format!(
+            "{n} row(s) of {name} (the first at index {})",
+            first.saturating_sub(1)
+        ),
     };
     crate::prompt::user_warning(
         py,

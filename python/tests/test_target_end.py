@@ -93,7 +93,7 @@ def test_free_targets_holding_a_stop_token_are_warned_of():
              ("lost", "lost<|end_of_text|> twice")]
     task = model.task(pairs, prompt_len=2, task="causal", free_targets=True)
     prompt = model.new_prompt(task, seed=1)
-    with pytest.warns(UserWarning, match=r"^2 row\(s\) of data \(the first is row 1\) hold a "
+    with pytest.warns(UserWarning, match=r"^2 row\(s\) of data \(the first at index 0\) hold a "
                                          r"target with a stop token before its end"):
         model.evaluate(task, prompt, pairs)
 
@@ -111,7 +111,7 @@ def test_dev_and_test_targets_holding_a_stop_token_are_warned_of(tmp_path):
                     free_targets=True, prompt_len=2, max_steps=1, batch_size=2, no_progress=True)
     said = [str(w.message) for w in heard if "stop token before its end" in str(w.message)]
     assert said == [
-        "1 row(s) of dev (the first is row 2) hold a target with a stop token before its end: "
+        "1 row(s) of dev (the first at index 1) hold a target with a stop token before its end: "
         "generation stops at that token, so each is scored a miss",
         f"{test}: 1 row(s) (the first at line 1) hold a target with a stop token before its "
         "end: generation stops at that token, so each is scored a miss",

@@ -288,8 +288,13 @@ impl Model {
             head_spec(opts, head, m, prompt.rows())
         });
         let head_read = head.is_some();
+        // the task a head records stands for task.json in a folder without one: its max_len
+        // is kept as recorded, and a refusal of its settings names the file (review 16)
+        let head_task = prompt
+            .head_task()
+            .filter(|_| head_read && prompt.task.is_none());
         // a closure, so that `?` ends the resolution rather than the method
-        let resolved = on_engine!(&self.engine, |_be, m| (|| {
+        let resolved: Result<Task> = on_engine!(&self.engine, |_be, m| (|| {
             fit(prompt, m)?;
             let base = prompt.task.clone().or(head);
             let spec = resolve(opts, base, m, data, prompt.rows())?;
@@ -300,7 +305,8 @@ impl Model {
             // a default max_len leaves rank scoring's targets room; one given (the flag, or
             // task.json's) is checked where rows are scored (`predict`, `predict_mixed`), as
             // `generate` places no target
-            let task = match opts.max_len.is_some() || prompt.task.is_some() {
+            let task = match opts.max_len.is_some() || prompt.task.is_some() || head_task.is_some()
+            {
                 true => task,
                 false => super::task::fit_positions(task, m, prompt.rows(), false, Placing::Score)?,
             };
@@ -311,12 +317,22 @@ impl Model {
                 warning,
             })
         })());
+        // a setting of the task a head records is named as that file's, as task.json's are
+        // (the labels have their own words below)
+        let resolved = match (resolved, head_task, prompt.dir()) {
+            (Err(e), Some(recorded), Some(dir)) if !is_arg(&e, "--labels") => {
+                let head = dir.join(train::checkpoint::HEAD_FILE);
+                Err(blame_saved(e, opts, recorded, &head))
+            }
+            (resolved, _, _) => resolved,
+        };
         // "give the labels" only to a caller who gave none (review 14, R14-9)
         let unlabelled = opts.labels.is_none() && opts.verbalizer.is_none();
         match (resolved, prompt.saved_task(), prompt.dir()) {
             (Err(e), Some(saved), Some(dir)) => {
                 Err(blame_saved(e, opts, saved, &dir.join("task.json")))
             }
+
             // the labels of a folder without task.json are those its head records
             (Err(Error::Arg { flag, msg }), None, Some(dir)) if flag == "--labels" && head_read => {
                 let why = format!(
@@ -484,6 +500,11 @@ impl Model {
     pub fn check_prompt(&self, task: &Task, prompt: &Prompt) -> Result<()> {
         on_engine!(&self.engine, |_be, m| checked(m, task, prompt).map(|_| ()))
     }
+}
+
+/// Whether `e` is an argument error about `flag`.
+fn is_arg(e: &Error, flag: &str) -> bool {
+    matches!(e, Error::Arg { flag: f, .. } if f == flag)
 }
 
 /// An error about a task setting the user did not pass names the prompt's task.json, where

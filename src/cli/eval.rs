@@ -96,9 +96,15 @@ pub fn load(
         let spec = task.spec();
         // a cls head copied out with its folder's PEFT files records the task it was
         // trained for; the pooling, which changes the scores, is named too
-        let whose = match prompt.head_task().is_some() && spec.kind == TaskKind::Cls {
-            true => "the task its head.safetensors records",
-            false => "a PEFT folder?",
+        let flags = opts.template.is_some() || opts.pooling.is_some() || opts.max_len.is_some();
+        let whose = match (
+            prompt.head_task().is_some() && spec.kind == TaskKind::Cls,
+            flags,
+        ) {
+            (true, false) => "the task its head.safetensors records",
+            // the values below are the flags' where given (review 16)
+            (true, true) => "the task its head.safetensors records, with the flags given",
+            (false, _) => "a PEFT folder?",
         };
         errln!(
             "note: {} has no task.json ({whose}): task {}, template {:?}, labels {:?}{}",

@@ -257,7 +257,17 @@ fn by_field(a: &Args, field: &str) -> Result<Vec<TaskInput>> {
     for (s, path) in splits.iter().enumerate() {
         let Some(path) = path else { continue };
         let data = a.data.load_among(path, &data_files(a), true)?;
-        let named = fields.load_among(path, &data_files(a), false)?;
+        // the field is read as labels are: a blank one is the task's fault, and leaving the
+        // field out (the label's advice) is refused here too (hostile pass 25, F4)
+        let named = (fields.load_among(path, &data_files(a), false)).map_err(|e| match e {
+            Error::Data { path, line, msg } if msg.contains("a label needs a name") => {
+                let msg = format!(
+                    "field \"{field}\" is blank: each row names its task there (--task-field)"
+                );
+                Error::data(path, line, msg)
+            }
+            e => e,
+        })?;
         for (ex, tagged) in data.examples.iter().zip(&named.examples) {
             let name = tagged.label.clone().unwrap_or_default();
             if name.is_empty() {

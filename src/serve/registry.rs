@@ -251,6 +251,23 @@ fn saved_setting(e: &Error) -> Option<String> {
 /// (its message names `--target-end`; a prompt served takes it from its task.json).
 fn warnings(model: &Model, name: &str, path: &Path, task: &Task) -> Vec<String> {
     let mut found = Vec::new();
+    // loaded by name while a run writes into it: --prompts leaves such a folder out, and a
+    // client was told nothing (hostile pass 25, F3)
+    let above = path
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    let pid = softprompt::folder_writer(path)
+        .or_else(|| above.as_deref().and_then(softprompt::folder_writer));
+    if let Some(pid) = pid {
+        found.push(format!(
+            "prompt \"{name}\" ({}): {} is writing into its folder, so this is the prompt of \
+             an earlier step, not the finished one: load it again (DELETE, then POST) once that \
+             ends",
+            path.display(),
+            writer(pid)
+        ));
+    }
     if task.eos_missing() {
         found.push(format!(
             "prompt \"{name}\" ({}): {} has no eos_token_id: the task's target_end eos (the \
@@ -294,12 +311,25 @@ fn writer(pid: u32) -> String {
 pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut found = Vec::new();
-    let mut writing = 0;
+    let (mut writing, mut misnamed) = (0, 0);
     // a multi-task run locks its --out, which holds its tasks' folders (review 14, R14-1)
     let writer_of_all = softprompt::folder_writer(dir);
     for entry in entries {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         if !path.join("adapter_config.json").is_file() {
+            continue;
+        }
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_default();
+        // a folder whose name a prompt cannot take (a multi-task run's task of 65 or more
+        // characters) stopped the whole server's start (hostile pass 25, F1)
+        if let Err(msg) = check_name(&name) {
+            errln!(
+                "note: --prompts: {} is not loaded: {msg}; load it under a name of its own \
+                 (--prompt NAME=FOLDER, or POST /v1/prompts)",
+                path.display()
+            );
+            misnamed += 1;
             continue;
         }
         // a run training into the folder now: its prompt is unfinished, and its files may be
@@ -314,9 +344,6 @@ pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
             writing += 1;
             continue;
         }
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        let name = name.unwrap_or_default();
-        check_name(&name).map_err(|msg| Error::file(&path, msg))?;
         found.push((name, path));
     }
     found.sort();
@@ -326,8 +353,12 @@ pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         return Err(Error::arg(
             "--prompts",
             format!(
-                "{} holds no prompt folder (a subfolder with adapter_config.json)",
-                dir.display()
+                "{} holds no prompt folder (a subfolder with adapter_config.json){}",
+                dir.display(),
+                match misnamed {
+                    0 => String::new(),
+                    n => format!(" whose name a prompt can take ({n} not)"),
+                }
             ),
         ));
     }

@@ -27,8 +27,8 @@ use std::path::Path;
 
 // the prompt folder's half of this file's doc, in a file of its own
 pub use super::prompt_dir::{
-    check_arch, in_a_run, load_prompt_dir, save_prompt_dir, save_stamp, stamp_metadata,
-    task_json_stamped, SavedPrompt, SAVE_KEY,
+    check_arch, in_a_run, load_prompt_dir, save_prompt_dir, save_stamp, saved_by_save_prompt,
+    stamp_metadata, SavedPrompt, SAVE_KEY,
 };
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";

@@ -223,9 +223,13 @@ fn lock_id(_meta: &std::fs::Metadata) -> Option<String> {
 /// What an earlier run left in `dir`: None when it holds none of `RUN_FILES`, else a
 /// description ("an interrupted run (checkpoint at step 40)", or the files).
 pub fn existing_run(dir: &Path) -> Option<String> {
+    // an empty metrics.jsonl is all a run stopped before its first checkpoint (a full disk)
+    // leaves: nothing to keep, and it refused both a fresh run and --resume (hostile pass 25)
+    let empty =
+        |f: &str| f == METRICS_FILE && std::fs::metadata(dir.join(f)).is_ok_and(|m| m.len() == 0);
     let present: Vec<&str> = RUN_FILES
         .into_iter()
-        .filter(|f| dir.join(f).exists())
+        .filter(|f| dir.join(f).exists() && !empty(f))
         .collect();
     if present.is_empty() {
         return None;
@@ -273,6 +277,17 @@ pub fn prepare_fresh(dir: &Path, overwrite: bool) -> Result<()> {
 /// `overwrite`; then its `PROMPT_FILES` are removed (nothing else).
 pub fn prepare_task_folder(dir: &Path, overwrite: bool) -> Result<()> {
     let how = "set `cfg.overwrite` to replace it, or train into another `out`";
+    // an earlier single-task run's checkpoint and metrics kept beside the new task's prompt
+    // made the folder look like that run's, and resuming it broke the prompt (hostile pass
+    // 25, F6): they go with the rest, or the folder is refused as a run's
+    let run = [CHECKPOINT_FILE, METRICS_FILE]
+        .iter()
+        .any(|f| dir.join(f).exists());
+    match (run, existing_run(dir)) {
+        (true, _) if overwrite => remove_files(dir, &RUN_FILES)?,
+        (true, Some(found)) => return Err(Error::file(dir, format!("holds {found}: {how}"))),
+        _ => {}
+    }
     prepare_prompt_folder(dir, overwrite, how)
 }
 
@@ -342,12 +357,24 @@ pub fn check_task_folders(out: &Path, names: &[&str]) -> Result<()> {
             ));
         }
         if dir.symlink_metadata().is_ok_and(|m| m.is_symlink()) {
+            // a dangling link has no real path: its target as written (hostile pass 25, F5)
+            let to = std::fs::read_link(&dir).unwrap_or_else(|_| real.clone());
             return Err(Error::file(
                 &dir,
                 format!(
                     "task `{name}`'s folder is a symbolic link (to {}): a run writes each \
                      task's prompt into a folder of its own inside `out`; remove the link",
-                    real.display()
+                    to.display()
+                ),
+            ));
+        }
+        // a file there failed the export with a bare "File exists" (hostile pass 25, F5)
+        if dir.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+            return Err(Error::file(
+                &dir,
+                format!(
+                    "task `{name}`'s folder is a file: a run writes each task's prompt into a \
+                     folder of its own inside `out`; move the file away"
                 ),
             ));
         }

@@ -161,13 +161,15 @@ fn check_stamps(dir: &Path, task_stamp: Option<Option<String>>) -> Result<Option
     let Some(&(first, stamp)) = stamped.first() else {
         return Ok(None);
     };
-    let why = match in_a_run(dir) {
-        true => {
-            "a run was stopped while it wrote them (or is writing them now); resume the \
-             run (train ... --resume) to write the folder again"
-        }
+    let why = if in_a_run(dir) {
+        "a run was stopped while it wrote them (or is writing them now); resume the run \
+         (train ... --resume) to write the folder again"
+    } else if saved_by_save_prompt(dir) {
         // Model::save_prompt's folder: no run to resume (hostile pass 21, F5)
-        false => "a save was stopped while it wrote them; save the prompt again",
+        "a save was stopped while it wrote them; save the prompt again"
+    } else {
+        // a run's folder copied out, or files copied in from elsewhere (review 16)
+        "copy the whole folder again from where it was saved (a run's --out), or train again"
     };
     if stamped.iter().any(|(_, s)| *s != stamp) {
         let found: Vec<String> = stamped.iter().map(|(f, s)| format!("{f}: {s}")).collect();
@@ -234,7 +236,7 @@ fn check_values(
     let cut = if in_a_run(dir) {
         "; if the run was stopped while it exported, resume it (train ... --resume) to write \
          the folder again"
-    } else if task_json_stamped(dir) {
+    } else if saved_by_save_prompt(dir) {
         "; if a save was stopped while it wrote this folder, save the prompt again"
     } else {
         ""
@@ -298,23 +300,24 @@ fn check_head_kept(head_path: &Path, stamp: &str, has_head: bool) -> Result<()> 
     }
 }
 
-/// Whether `dir` holds a task.json that carries a save stamp: a softprompt save's folder,
-/// renamed in first, so a folder missing another file of the save beside it, with no run
-/// to resume, is a `Model::save_prompt` cut short (review 14, R14-3), not PEFT's or a copy.
-pub fn task_json_stamped(dir: &Path) -> bool {
+/// Whether `dir` holds the task.json of a `Model::save_prompt`: a save stamp and no training
+/// `step` (a run's export records its step). It is renamed in first, so such a folder
+/// missing another file of the save is a save cut short (review 14, R14-3), not PEFT's; a
+/// run's folder copied out without its checkpoint is told to copy the file back (review 16).
+pub fn saved_by_save_prompt(dir: &Path) -> bool {
     let text = std::fs::read_to_string(dir.join(TASK_FILE)).unwrap_or_default();
     let v: Option<Value> = serde_json::from_str(&text).ok();
-    v.is_some_and(|v| v.get(SAVE_KEY).is_some_and(Value::is_string))
+    v.is_some_and(|v| v.get(SAVE_KEY).is_some_and(Value::is_string) && v.get("step").is_none())
 }
 
 /// The advice for a saved prompt's folder missing one of its files (the head, the adapter,
 /// its config), whose save may have been cut short: resume the run that owns it (`in_run`,
-/// that run's words), save the prompt again where a stamped task.json says softprompt saved
+/// that run's words), save the prompt again where task.json says `Model::save_prompt` wrote
 /// it, else `otherwise` (copy it back).
 pub fn missing_file_advice<'a>(dir: &Path, in_run: &'a str, otherwise: &'a str) -> &'a str {
     if in_a_run(dir) {
         in_run
-    } else if task_json_stamped(dir) {
+    } else if saved_by_save_prompt(dir) {
         "a save was stopped before it wrote this file (its task.json carries the save's \
          stamp), or the file was removed since; save the prompt again"
     } else {
@@ -619,16 +622,26 @@ fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
 }
 
 /// Reads a prompt folder: ours (with task.json, and head.safetensors for `cls`) or PEFT's
-/// (adapter files only). A folder a run is writing into now (it holds the folder's lock) is
-/// read again, a few times over about a second, while it is refused: an export renames its
-/// files in one after another, and a read between two renames met two saves (an eval
-/// looping on a live run under `--save-every 1` was refused about one time in eight;
-/// hostile pass 23, F2).
+/// (adapter files only). A folder a run is writing into now (it holds the folder's lock, or a
+/// multi-task run the lock of the folder above) is read again, a few times over about a
+/// second, while it is refused: an export renames its files in one after another, and a
+/// read between two renames met two saves (an eval looping on a live run under
+/// `--save-every 1` was refused about one time in eight; hostile pass 23, F2).
 pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
     let mut waits = [10, 40, 160, 640].into_iter();
+    let written = || {
+        let above = dir
+            .canonicalize()
+            .ok()
+            .and_then(|d| d.parent().map(Path::to_path_buf));
+        let writer = crate::train::outdir::folder_writer;
+        writer(dir)
+            .or_else(|| above.as_deref().and_then(writer))
+            .is_some()
+    };
     loop {
         match load_prompt_once(dir) {
-            Err(e) if crate::train::outdir::folder_writer(dir).is_some() => match waits.next() {
+            Err(e) if written() => match waits.next() {
                 Some(ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
                 None => return Err(e),
             },

@@ -381,4 +381,15 @@ fn out_paths_are_made_or_named() {
         &[s(&under), "--out cannot be written into", "Not a directory"],
     );
     assert_eq!(std::fs::read(&file).expect("read"), b"mine");
+    // an empty metrics.jsonl, all a run stopped before its first checkpoint (a full disk)
+    // leaves, is no run to keep: it refused a fresh run and --resume alike (hostile pass 25)
+    let stopped = dir.path().join("stopped");
+    std::fs::create_dir_all(&stopped).expect("mkdir");
+    std::fs::write(stopped.join("metrics.jsonl"), "").expect("write");
+    ok(&softprompt(&train_args(
+        &fixture("bert_mlm"),
+        &stopped,
+        &[],
+    )));
+    assert!(stopped.join("adapter_model.safetensors").is_file());
 }
