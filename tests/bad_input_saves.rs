@@ -101,6 +101,23 @@ fn a_task_folder_holding_a_run_is_replaced_whole() {
         &run(&multi_args(&train, &out, &[])),
         &["task `b`", "holds a finished run (step 1)", "--overwrite"],
     );
+    // a run training into it now keeps its files (review 17: they went from under it)
+    let live =
+        softprompt::internals::train::outdir::OutLock::acquire(&out.join("b")).expect("lock");
+    refused(
+        &run(&multi_args(&train, &out, &["--overwrite"])),
+        &["task `b`", "is writing into this folder"],
+    );
+    drop(live);
+    assert!(out.join("b/checkpoint.safetensors").is_file());
+    // an input among the files it would remove is refused before anything goes (review 17)
+    let input = out.join("b/metrics.jsonl");
+    std::fs::copy(&train, &input).expect("copy");
+    refused(
+        &run(&multi_args(&input, &out, &["--overwrite"])),
+        &[s(&input), "a file of the run in", "move it out of"],
+    );
+    assert!(input.is_file());
     stdout_ok(&run(&multi_args(&train, &out, &["--overwrite"])));
     for f in ["checkpoint.safetensors", "metrics.jsonl"] {
         assert!(!out.join("b").join(f).exists(), "{f} kept");

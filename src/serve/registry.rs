@@ -242,6 +242,16 @@ fn saved_setting(e: &Error) -> Option<String> {
     let (why, from) = msg.rsplit_once(" (the setting comes from this file; ")?;
     let flag = from.strip_suffix(" overrides it)")?;
     let key = flag.trim_start_matches("--").replace('-', "_");
+    // a folder without task.json whose head records the task: the head's metadata is no
+    // file to edit, a task.json beside it is (review 17)
+    if path.file_name().is_some_and(|n| n == "head.safetensors") {
+        let why = why.replace(&format!("use {flag} "), &format!("a \"{key}\" of "));
+        return Some(format!(
+            "\"{key}\" as {} records it: {why}; add a task.json to the folder with a \"{key}\" \
+             that fits",
+            path.display()
+        ));
+    }
     let why = why.replace(&format!("use {flag} "), &format!("set \"{key}\" to "));
     Some(format!("\"{key}\" in {}: {why}", path.display()))
 }

@@ -33,8 +33,9 @@ pub const PROMPT_FILES: [&str; 5] = [
 ];
 
 /// The files a run writes into its output folder (a single-task run all of them, a
-/// multi-task run the checkpoint and metrics), and with the `PROMPT_FILES` of its task
-/// folders the only ones `--overwrite` removes.
+/// multi-task run the checkpoint and metrics), and with the `PROMPT_FILES` of an earlier
+/// run's task folders (and these files in the new tasks' folders: an earlier single-task
+/// run's there) the only ones `--overwrite` removes.
 pub const RUN_FILES: [&str; 7] = [
     CHECKPOINT_FILE,
     ADAPTER_CONFIG,
@@ -273,8 +274,9 @@ pub fn prepare_fresh(dir: &Path, overwrite: bool) -> Result<()> {
     Ok(())
 }
 
-/// A multi-task run's task folder `dir`: refused when it holds a saved prompt, unless
-/// `overwrite`; then its `PROMPT_FILES` are removed (nothing else).
+/// A multi-task run's task folder `dir`: refused when it holds a saved prompt or an earlier
+/// single-task run, unless `overwrite`; then its `PROMPT_FILES` are removed, and the run's
+/// `RUN_FILES` when it holds one (nothing else), unless that run is training into it now.
 pub fn prepare_task_folder(dir: &Path, overwrite: bool) -> Result<()> {
     let how = "set `cfg.overwrite` to replace it, or train into another `out`";
     // an earlier single-task run's checkpoint and metrics kept beside the new task's prompt
@@ -284,7 +286,11 @@ pub fn prepare_task_folder(dir: &Path, overwrite: bool) -> Result<()> {
         .iter()
         .any(|f| dir.join(f).exists());
     match (run, existing_run(dir)) {
-        (true, _) if overwrite => remove_files(dir, &RUN_FILES)?,
+        (true, _) if overwrite => {
+            // not from under a run training into it now (review 17, R17-1)
+            drop(OutLock::acquire(dir)?);
+            remove_files(dir, &RUN_FILES)?
+        }
         (true, Some(found)) => return Err(Error::file(dir, format!("holds {found}: {how}"))),
         _ => {}
     }
@@ -412,15 +418,15 @@ fn task_folders(dir: &Path) -> Vec<PathBuf> {
 /// replace, or `--overwrite` remove: `RUN_FILES`, and the `PROMPT_FILES` of each task's
 /// folder and of an earlier run's.
 fn replaced_files(dir: &Path, tasks: &[&str]) -> Vec<PathBuf> {
-    let mut folders = task_folders(dir);
-    folders.extend(tasks.iter().map(|t| dir.join(t)));
-    let in_tasks = folders
-        .iter()
-        .flat_map(|t| PROMPT_FILES.iter().map(move |f| t.join(f)));
+    let earlier =
+        (task_folders(dir).into_iter()).flat_map(|t| PROMPT_FILES.iter().map(move |f| t.join(f)));
+    // a new task's folder may hold an earlier single-task run, removed whole (review 17)
+    let new = (tasks.iter()).flat_map(|t| RUN_FILES.iter().map(move |f| dir.join(t).join(f)));
     RUN_FILES
         .iter()
         .map(|f| dir.join(f))
-        .chain(in_tasks)
+        .chain(earlier)
+        .chain(new)
         .collect()
 }
 
