@@ -166,7 +166,13 @@ pub(super) fn parse_llama(cfg: &Cfg, model_type: &str) -> Result<DecoderConfig> 
     }
     let act = cfg.act_opt("hidden_act")?.unwrap_or(Act::Silu);
     let qwen2 = model_type == "qwen2";
-    let attention_bias = cfg.bool_opt("attention_bias")?.unwrap_or(false);
+    // `attention_bias` and `mlp_bias` are Llama's: transformers' Mistral builds no bias and
+    // Qwen2 q/k/v's alone, whatever config.json says, and leaves stored ones unread (they
+    // were added here, other logits; or a folder without them was refused; hostile pass 26)
+    let llama = model_type == "llama";
+    let llama_key =
+        |key: &str| -> Result<bool> { Ok(llama && cfg.bool_opt(key)?.unwrap_or(false)) };
+    let attention_bias = llama_key("attention_bias")?;
     let num_layers = cfg.positive("num_hidden_layers", cfg.usize_any(&["num_hidden_layers"])?)?;
     let eos = cfg.token_ids("eos_token_id")?;
     Ok(DecoderConfig {
@@ -183,7 +189,7 @@ pub(super) fn parse_llama(cfg: &Cfg, model_type: &str) -> Result<DecoderConfig> 
         positions: rope::parse_rope(cfg)?,
         qkv_bias: qwen2 || attention_bias,
         o_bias: attention_bias,
-        mlp_bias: cfg.bool_opt("mlp_bias")?.unwrap_or(false),
+        mlp_bias: llama_key("mlp_bias")?,
         tie_word_embeddings: cfg.bool_opt("tie_word_embeddings")?.unwrap_or(false),
         sliding_window: window::sliding_window(cfg, model_type, num_layers)?,
         bos_token_id: cfg.usize_opt("bos_token_id")?,

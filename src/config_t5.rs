@@ -97,7 +97,8 @@ pub(super) fn parse_t5(cfg: &Cfg) -> Result<T5Config> {
     let c = T5Config {
         vocab_size: cfg.positive("vocab_size", cfg.usize("vocab_size")?)?,
         d_model: cfg.usize_any(&["hidden_size", "d_model"])?,
-        d_kv: cfg.positive("d_kv", cfg.usize("d_kv")?)?,
+        // T5Config's alias `head_dim` wins, as its other aliases do (hostile pass 26, F5)
+        d_kv: cfg.usize_any(&["head_dim", "d_kv"])?,
         d_ff: cfg.positive("d_ff", cfg.usize("d_ff")?)?,
         num_layers,
         num_decoder_layers,

@@ -3,13 +3,13 @@
 //! - BERT's `do_lower_case`, `strip_accents`, `tokenize_chinese_chars`: `BertTokenizerFast`
 //!   rebuilds a `BertNormalizer` from them (transformers' defaults `true`, `null`, `true` where
 //!   the keys are absent) when they disagree with tokenizer.json's;
-//! - `add_bos_token` / `add_eos_token`: transformers 5 rebuilds the post-processor from them
-//!   where tokenizer_config.json names either (an absent one: `false`), and `LlamaTokenizer`
-//!   and its kin always do (an absent `add_bos_token`: `true`);
 //! - `split_special_tokens`: a special token written in a text is tokenized as text.
 //!
 //! Each edits tokenizer.json's value before the `tokenizers` crate reads it, except the last,
-//! which the crate takes as a setting.
+//! which the crate takes as a setting. `add_bos_token` / `add_eos_token` are not among them:
+//! transformers 5 drops both from tokenizer_config.json wherever a tokenizer.json is there
+//! (`_from_pretrained`), and keeps its post-processor, for every class; applying them added
+//! or dropped a BOS or an EOS on every row, and BERT's [CLS] and [SEP] (hostile pass 26, F1).
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
@@ -19,13 +19,6 @@ use crate::error::{Error, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-/// The classes whose `__init__` rebuilds the post-processor whatever tokenizer_config.json says.
-const LLAMA_CLASSES: [&str; 4] = [
-    "LlamaTokenizer",
-    "LlamaTokenizerFast",
-    "CodeLlamaTokenizer",
-    "CodeLlamaTokenizerFast",
-];
 const BERT_CLASSES: [&str; 2] = ["BertTokenizer", "BertTokenizerFast"];
 
 /// One of the folder's tokenizer JSON files (tokenizer_config.json, special_tokens_map.json).
@@ -113,19 +106,7 @@ pub(super) fn apply(dir: &Path, tok: &mut Value) -> Result<Applied> {
     let keys = |key: &str| -> Result<Option<bool>> {
         config.as_ref().map_or(Ok(None), |c| c.bool_opt(key))
     };
-    let mut edited = false;
-    if BERT_CLASSES.contains(&class) {
-        edited = bert_normalizer(config.as_ref(), tok)?;
-    }
-    let llama = LLAMA_CLASSES.contains(&class);
-    let (bos, eos) = (keys("add_bos_token")?, keys("add_eos_token")?);
-    if llama || bos.is_some() || eos.is_some() {
-        let add_bos = bos.unwrap_or(llama);
-        let add_eos = eos.unwrap_or(false);
-        let path = config.as_ref().map(|c| c.path.clone()).unwrap_or_default();
-        post_processor(dir, &path, llama, (add_bos, add_eos), tok)?;
-        edited = true;
-    }
+    let edited = BERT_CLASSES.contains(&class) && bert_normalizer(config.as_ref(), tok)?;
     Ok(Applied {
         edited,
         split_special: keys("split_special_tokens")?.unwrap_or(false),
@@ -170,91 +151,4 @@ fn bert_normalizer(config: Option<&Json>, tok: &mut Value) -> Result<bool> {
         }
     }
     Ok(changed)
-}
-
-/// `update_post_processor`: `[bos] $A [eos]` for one text, `[bos] $A [eos] [bos] $B [eos]`
-/// for a pair, in place of tokenizer.json's post-processor. The tokens are the folder's
-/// `bos_token` / `eos_token` (`LlamaTokenizer`'s defaults `<s>` / `</s>`); transformers 5
-/// leaves out one the folder does not name. A token the vocabulary lacks is refused naming
-/// `config` (transformers would add it as a new token, with an id past the model's table).
-fn post_processor(
-    dir: &Path,
-    config: &Path,
-    llama: bool,
-    (add_bos, add_eos): (bool, bool),
-    tok: &mut Value,
-) -> Result<()> {
-    let mut ends = Vec::new();
-    for (add, key, default) in [
-        (add_bos, "bos_token", "<s>"),
-        (add_eos, "eos_token", "</s>"),
-    ] {
-        let named = special_token(dir, key)?;
-        let token = match (add, named) {
-            (false, _) => None,
-            (true, Some((t, _))) => Some(t),
-            (true, None) => llama.then(|| default.to_string()),
-        };
-        let Some(token) = token else {
-            ends.push(None);
-            continue;
-        };
-        let flag = format!("add_{key}");
-        let id = token_id(tok, &token).ok_or_else(|| {
-            Error::file(
-                config,
-                format!(
-                    "`{flag}` adds the {key} {token:?}, which is not in the vocabulary of \
-                     {}: name a token it has in `{key}`, or set `{flag}` to false",
-                    dir.join("tokenizer.json").display()
-                ),
-            )
-        })?;
-        ends.push(Some((token, id)));
-    }
-    let (bos, eos) = match ends.as_slice() {
-        [bos, eos] => (bos.clone(), eos.clone()),
-        _ => (None, None),
-    };
-    let piece = |t: &str, type_id: u8| json!({"SpecialToken": {"id": t, "type_id": type_id}});
-    let seq = |id: &str, type_id: u8| json!({"Sequence": {"id": id, "type_id": type_id}});
-    let half = |s: &str, type_id: u8| -> Vec<Value> {
-        let mut v: Vec<Value> = bos.iter().map(|(t, _)| piece(t, type_id)).collect();
-        v.push(seq(s, type_id));
-        v.extend(eos.iter().map(|(t, _)| piece(t, type_id)));
-        v
-    };
-    let single = half("A", 0);
-    let mut pair = single.clone();
-    pair.extend(half("B", 1));
-    let special: serde_json::Map<String, Value> = (bos.iter().chain(eos.iter()))
-        .map(|(t, id)| (t.clone(), json!({"id": t, "ids": [id], "tokens": [t]})))
-        .collect();
-    if let Value::Object(o) = tok {
-        o.insert(
-            "post_processor".into(),
-            json!({"type": "TemplateProcessing", "single": single, "pair": pair,
-                   "special_tokens": special}),
-        );
-    }
-    Ok(())
-}
-
-/// `token`'s id in tokenizer.json's value: an added token's, else the model's vocabulary's
-/// (an object for BPE and WordPiece, a list of [piece, score] for Unigram).
-fn token_id(tok: &Value, token: &str) -> Option<u64> {
-    let added = tok.get("added_tokens").and_then(Value::as_array);
-    let found = added.into_iter().flatten().find_map(|a| {
-        (a.get("content").and_then(Value::as_str) == Some(token))
-            .then(|| a.get("id").and_then(Value::as_u64))
-            .flatten()
-    });
-    found.or_else(|| match tok.pointer("/model/vocab")? {
-        Value::Object(v) => v.get(token).and_then(Value::as_u64),
-        Value::Array(v) => v
-            .iter()
-            .position(|p| p.get(0).and_then(Value::as_str) == Some(token))
-            .map(|i| i as u64),
-        _ => None,
-    })
 }

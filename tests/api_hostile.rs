@@ -99,7 +99,12 @@ fn an_empty_folder_path_is_refused() {
     assert!(msg.contains("invalid argument dir: is empty"), "{msg}");
     // the check `train` (API, Python and the command line) runs before it writes anything
     use softprompt::internals::train::outdir;
-    let e = outdir::precheck(std::path::Path::new(""), false, false);
+    let e = outdir::precheck(
+        std::path::Path::new(""),
+        false,
+        false,
+        outdir::RunKind::SingleTask,
+    );
     let msg = e.expect_err("an empty out").to_string();
     assert_eq!(
         msg,

@@ -102,13 +102,7 @@ fn a_task_folder_holding_a_run_is_replaced_whole() {
         &["task `b`", "holds a finished run (step 1)", "--overwrite"],
     );
     // a run training into it now keeps its files (review 17: they went from under it)
-    let live =
-        softprompt::internals::train::outdir::OutLock::acquire(&out.join("b")).expect("lock");
-    refused(
-        &run(&multi_args(&train, &out, &["--overwrite"])),
-        &["task `b`", "is writing into this folder"],
-    );
-    drop(live);
+    overwrite_refused_while_b_is_written(&train, &out);
     assert!(out.join("b/checkpoint.safetensors").is_file());
     // an input among the files it would remove is refused before anything goes (review 17)
     let input = out.join("b/metrics.jsonl");
@@ -123,6 +117,87 @@ fn a_task_folder_holding_a_run_is_replaced_whole() {
         assert!(!out.join("b").join(f).exists(), "{f} kept");
     }
     stdout_ok(&eval(&out.join("b")));
+}
+
+/// A multi-task `--overwrite` into `out` while a run holds task `b`'s folder: refused,
+/// naming it.
+fn overwrite_refused_while_b_is_written(train: &Path, out: &Path) {
+    let live =
+        softprompt::internals::train::outdir::OutLock::acquire(&out.join("b")).expect("lock");
+    refused(
+        &run(&multi_args(train, out, &["--overwrite"])),
+        &["task `b`", "is writing into this folder"],
+    );
+    drop(live);
+}
+
+/// `files` of the folder `from` copied into `to` (made).
+fn copy_files(from: &Path, to: &Path, files: &[&str]) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for f in files {
+        std::fs::copy(from.join(f), to.join(f)).expect("copy");
+    }
+}
+
+/// `--overwrite` over a multi-task run: a run training into one of its task folders now
+/// refuses it before anything is removed (the earlier run's checkpoint and every task's
+/// prompt went first; review 18, R18-2), and only the task folders the run's checkpoint names
+/// are emptied (a user's copy of a prompt in `out` was emptied too; R18-1).
+#[test]
+fn overwrite_removes_only_the_earlier_runs_task_folders() {
+    let dir = ScratchDir::new("saves_overwrite_scope");
+    let train = tagged_file(&dir);
+    let out = dir.path().join("out");
+    stdout_ok(&run(&multi_args(&train, &out, &[])));
+    let keep = out.join("keep");
+    let files = [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "task.json",
+    ];
+    copy_files(&out.join("a"), &keep, &files);
+    let all = |d: &Path| files.iter().all(|f| d.join(f).is_file());
+    // a task folder holding a prompt alone is a saved prompt's, not a run's
+    let other = dir.path().join("other");
+    copy_files(&keep, &other.join("a"), &files);
+    refused(
+        &run(&multi_args(&train, &other, &[])),
+        &["task `a`", "holds a saved prompt (adapter_config.json"],
+    );
+    overwrite_refused_while_b_is_written(&train, &out);
+    assert!(out.join("checkpoint.safetensors").is_file());
+    assert!(
+        all(&out.join("a")) && all(&out.join("b")),
+        "a refused run removed prompts"
+    );
+    stdout_ok(&run(&multi_args(&train, &out, &["--overwrite"])));
+    assert!(all(&keep), "a prompt the run did not write was removed");
+    stdout_ok(&eval(&keep));
+}
+
+/// A prompt folder holding a file another prompt left there (a `cls` head beside a `pet`
+/// run's prompt, as a multi-task run's task folder left it under a single-task run's
+/// --resume) was refused as a mix of two saves, and the run's re-export kept it, so the advice
+/// to resume looped (hostile pass 25, F6): every save removes the prompt files it did not
+/// write.
+#[test]
+fn a_save_removes_prompt_files_it_did_not_write() {
+    let dir = ScratchDir::new("saves_stale_head");
+    let one = dir.path().join("cls");
+    stdout_ok(&run(&cls_args(s(&fixture("bert_mlm")), &one, "1", &[])));
+    let pet = dir.path().join("pet");
+    let args = common::tiny_pet_train_args(&fixture("bert_mlm"), &pet);
+    stdout_ok(&run(&args));
+    std::fs::copy(one.join("head.safetensors"), pet.join("head.safetensors")).expect("copy");
+    refused(&eval(&pet), &["head.safetensors", "different saves"]);
+    let mut resume = args.clone();
+    resume.push("--resume".into());
+    stdout_ok(&run(&resume));
+    assert!(
+        !pet.join("head.safetensors").exists(),
+        "the stale head kept"
+    );
+    stdout_ok(&eval(&pet));
 }
 
 /// A `--task-config` starting with a UTF-8 BOM was "expected value at line 1 column 1": it
@@ -565,6 +640,13 @@ fn a_folder_being_written_is_read_again_until_whole() {
         .expect_err("two saves")
         .to_string();
     assert!(err.contains("different saves"), "{err}");
+    // the writer named: the advice to resume is refused while it runs (review 18, R18-6)
+    let live = format!(
+        "(pid {}) is writing into {} now",
+        std::process::id(),
+        one.display()
+    );
+    assert!(err.contains(&live), "{err}");
     assert!(
         t0.elapsed() >= std::time::Duration::from_millis(800),
         "tried again"
@@ -854,6 +936,49 @@ fn a_cls_folder_without_task_json_scores_with_the_task_its_head_records() {
             "`softprompt_task` in its metadata is",
             "expected the cls task of the labels `softprompt_labels` names",
         ],
+    );
+    // task.json's words said of the key, and free targets of a cls task named as the
+    // file's, not a --free-targets no one gave (review 18, R18-5)
+    let mut partial = meta.clone();
+    partial.insert(
+        "softprompt_task".into(),
+        r#"{"labels": ["negative", "positive"], "task": "cls"}"#.into(),
+    );
+    common::write_raw(&copy.join("head.safetensors"), &tensors, Some(partial));
+    refused(
+        &scored("predict", &copy, &["--task", "cls"]),
+        &[
+            "`softprompt_task` in its metadata is",
+            "missing list `verbalizer`",
+        ],
+    );
+    let mut free = meta.clone();
+    let mut freed = task.clone();
+    freed["free_targets"] = serde_json::json!(true);
+    free.insert("softprompt_task".into(), freed.to_string());
+    common::write_raw(&copy.join("head.safetensors"), &tensors, Some(free));
+    let err = refused(
+        &scored("predict", &copy, &["--task", "cls"]),
+        &["`free_targets` is true, but the task cls has no targets"],
+    );
+    assert!(!err.contains("--free-targets"), "{err}");
+}
+
+/// On a model with an MLM head (whose default task is pet) a cls folder copied out without
+/// task.json was scored as pet, refused naming a --verbalizer no one gave (review 18, R18-4):
+/// a head is a cls run's, and the copy scores as its folder does.
+#[test]
+fn a_copied_cls_folder_scores_as_cls_on_an_mlm_model() {
+    let dir = ScratchDir::new("saves_head_mlm");
+    let run_dir = dir.path().join("run");
+    stdout_ok(&run(&cls_args(s(&fixture("bert_mlm")), &run_dir, "2", &[])));
+    let copy = dir.path().join("peft");
+    copied_out(&run_dir, &copy, true);
+    let model = fixture("bert_mlm");
+    let want = stdout_ok(&scored("predict", &run_dir, &[]));
+    assert_eq!(
+        stdout_ok(&scored("predict", &copy, &["--model", s(&model)])),
+        want
     );
 }
 

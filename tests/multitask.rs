@@ -381,8 +381,9 @@ fn bad_tasks_are_refused_by_name() {
         f.model
             .train_multi(&f.jobs(&["a", "b"]), &again, &out, &mut |_, _| {}),
     );
+    // a run-wide setting is the run's, not the first task's (hostile pass 25, F7)
     assert!(
-        e.contains("task `a`") && e.contains("lr: 0.1 -> 0.2"),
+        e.contains("Differences: every task: lr: 0.1 -> 0.2") && !e.contains("task `a`"),
         "{e}"
     );
     // a fresh run into the folder is refused without cfg.overwrite
@@ -918,5 +919,54 @@ fn a_blank_task_field_is_named_as_the_rows_task() {
         ],
     );
     assert!(!err.contains("leave the field out"), "{err}");
-    assert!(!out.join("checkpoint.safetensors").exists());
+    assert!(!out.join("checkpoint.safetensors").exists()); // a name no folder can take is named with its line too (it had none)
+    let rows = common::multitask::tagged_rows().replacen("\"task\": \"a\"", "\"task\": \"a b\"", 1);
+    std::fs::write(&train, rows).unwrap();
+    common::refused(
+        &common::softprompt(&args),
+        &[
+            &format!("{}:1:", train.display()),
+            "field \"task\", a task name: \"a b\": expected letters, digits",
+        ],
+    );
+}
+
+/// A run started into another kind of run's --out is told what it can do: a multi-task run
+/// into a single-task run's was told to pass --resume, then refused (hostile pass 25, F7); a
+/// multi-task run's is described as one (it was "the files of a run").
+#[test]
+fn a_run_of_the_other_kind_is_not_told_to_resume() {
+    let dir = common::ScratchDir::new("multi_other_kind");
+    let train = common::multitask::tagged_file(&dir);
+    let (single, multi) = (dir.path().join("single"), dir.path().join("multi"));
+    let args = |out: &std::path::Path, tasks: bool| -> Vec<String> {
+        let mut a = common::multitask::multi_args(&train, out, &[]);
+        if !tasks {
+            a.truncate(a.len() - 2); // no --task-field
+        }
+        a
+    };
+    let run =
+        |a: Vec<String>| common::softprompt(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    common::stdout_ok(&run(args(&single, false)));
+    common::stdout_ok(&run(args(&multi, true)));
+    let err = common::refused(
+        &run(args(&single, true)),
+        &[
+            "holds a finished run (step 2): a single-task run, which a multi-task run does not \
+             continue: pass --overwrite to replace it",
+        ],
+    );
+    assert!(!err.contains("--resume"), "{err}");
+    common::refused(
+        &run(args(&multi, true)),
+        &["holds a finished multi-task run (step 2; tasks a, b): pass --resume to continue it"],
+    );
+    common::refused(
+        &run(args(&multi, false)),
+        &[
+            "holds a finished multi-task run (step 2; tasks a, b): resume it with its tasks \
+           (--task-data or --task-field, as it was trained), pass --overwrite to replace it",
+        ],
+    );
 }

@@ -555,3 +555,52 @@ fn pet_alone_is_served(server: Server) {
     assert_eq!(status, 200, "{v}");
     assert_eq!(server.terminate(), 0);
 }
+
+/// A `cls` folder copied out without task.json whose head records a max_len past the model's
+/// positions: the 400 told the client to add a task.json, which is refused beside a stamped
+/// adapter (review 18, R18-3). It says to save the prompt again with a max_len that fits,
+/// and that folder loads.
+#[test]
+fn a_head_recorded_max_len_too_long_is_refused_with_advice_that_works() {
+    let scratch = ScratchDir::new("serve_head_max_len");
+    let (_, cls) = make_prompts(scratch.path());
+    let copy = scratch.path().join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(cls.join(f), copy.join(f)).unwrap();
+    }
+    let (tensors, meta) = common::read_raw(&cls.join("head.safetensors"));
+    let mut meta = meta.expect("metadata");
+    let mut task: Value = serde_json::from_str(&meta["softprompt_task"]).unwrap();
+    task["max_len"] = json!(100_000);
+    meta.insert("softprompt_task".into(), task.to_string());
+    common::write_raw(&copy.join("head.safetensors"), &tensors, Some(meta));
+    let server = Server::start(&[], &[]);
+    let body = json!({ "name": "long", "path": copy }).to_string();
+    let msg = refused_with(
+        "a head's max_len",
+        &server.call("POST", "/v1/prompts", Some(&body)),
+        400,
+        &[
+            "\"max_len\" as",
+            "records it",
+            "save the prompt again with a \"max_len\" of",
+            "model.task_for(prompt, max_len=N)",
+        ],
+    );
+    assert!(!msg.contains("--max-len"), "{msg}");
+    // followed: a task of a max_len that fits, saved, loads
+    let model = Model::open(model_dir(), Device::Cpu).unwrap();
+    let prompt = Prompt::load(&copy).unwrap();
+    let opts = TaskOptions {
+        max_len: Some(20),
+        ..TaskOptions::default()
+    };
+    let task = model.task_for(&prompt, &opts, None).unwrap();
+    let saved = scratch.path().join("saved");
+    (model.save_prompt(&saved, &prompt, &task, SaveOptions::default())).unwrap();
+    let body = json!({ "name": "fits", "path": saved }).to_string();
+    let (status, loaded) = server.call("POST", "/v1/prompts", Some(&body));
+    assert_eq!(status, 201, "{loaded}");
+    assert_eq!(server.terminate(), 0);
+}

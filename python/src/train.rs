@@ -211,7 +211,8 @@ pub fn train<'py>(
              leave it out",
         ));
     }
-    outdir::precheck(&out, cfg.resume, cfg.overwrite).map_err(to_py)?;
+    outdir::precheck(&out, cfg.resume, cfg.overwrite, outdir::RunKind::SingleTask)
+        .map_err(to_py)?;
     let paths = [
         ("train", split_path(&Some(train.clone()))?),
         ("dev", split_path(&dev)?),

@@ -11,8 +11,7 @@ use super::model::{on_engine, Engine, Model};
 use super::prompt::Prompt;
 use super::task::Task;
 use crate::error::{Error, Result};
-use crate::prompt::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
-use crate::train::checkpoint::{save_prompt_dir, HEAD_FILE, TASK_FILE};
+use crate::train::checkpoint::save_prompt_dir;
 use crate::train::model_id::FINGERPRINT_KEY;
 use crate::train::outdir;
 use crate::train::save_lock::SaveLock;
@@ -72,9 +71,10 @@ impl Model {
                        save into another folder";
             let _held = SaveLock::acquire(dir)?;
             outdir::check_prompt_folder(dir, opts.overwrite, how)?;
+            let made = !dir.exists();
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             let info = m.adapter_info(task.inner.spec.kind.peft_task_type());
-            save_prompt_dir(
+            let saved = save_prompt_dir(
                 dir,
                 &prompt.table,
                 (head.as_ref(), None),
@@ -87,10 +87,13 @@ impl Model {
                     "arch": m.arch_name(),
                     (FINGERPRINT_KEY): m.identity.hex(),
                 }),
-            )?;
-            let mut written = vec![ADAPTER_CONFIG, ADAPTER_WEIGHTS, TASK_FILE];
-            written.extend(head.is_some().then_some(HEAD_FILE));
-            outdir::remove_unwritten(dir, &written)
+            );
+            // a failed save into a folder it made (a full disk) left it there, empty
+            // (hostile pass 24, F8); removed only while empty
+            if saved.is_err() && made {
+                let _ = std::fs::remove_dir(dir);
+            }
+            saved
         })
     }
 }

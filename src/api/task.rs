@@ -177,7 +177,9 @@ pub(crate) fn default_kind<B: Backend>(model: &Model<B>) -> TaskKind {
 /// for a head that records its labels alone the defaults with those labels, in the order of
 /// the head's rows, as a task.json would give them (so that --labels may name them in that
 /// order only; the data's sorted labels swapped the rows of a head trained in another order).
-/// None when the task asked for (or the model's default) is not `cls`.
+/// None when the task asked for is not `cls`; none asked for is `cls`, whatever the model's
+/// default: only a `cls` run writes a head (a folder copied out was scored as `pet` on a
+/// model with an MLM head; review 18, R18-4).
 pub(crate) fn head_spec<B: Backend>(
     opts: &TaskOptions,
     (head_labels, head_task): (Option<&[String]>, Option<&TaskSpec>),
@@ -185,7 +187,7 @@ pub(crate) fn head_spec<B: Backend>(
     prompt_len: usize,
 ) -> Option<TaskSpec> {
     let labels = head_labels?;
-    let kind = opts.task.unwrap_or_else(|| default_kind(model));
+    let kind = opts.task.unwrap_or(TaskKind::Cls);
     (kind == TaskKind::Cls).then(|| match head_task {
         Some(task) => task.clone(),
         None => {

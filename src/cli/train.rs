@@ -302,7 +302,7 @@ fn train(a: &Args) -> Result<()> {
     let t0 = Instant::now();
     // a busy or occupied --out fails before anything loads (the trainer checks again, and
     // holds the lock for good)
-    outdir::precheck(&a.out, a.resume, a.overwrite)?;
+    outdir::precheck(&a.out, a.resume, a.overwrite, outdir::RunKind::SingleTask)?;
     let mut inputs = vec![("--train", train_path)];
     inputs.extend(a.dev.as_deref().map(|p| ("--dev", p)));
     inputs.extend(a.test.as_deref().map(|p| ("--test", p)));

@@ -47,7 +47,7 @@ struct EncodedTask {
 
 pub(super) fn train(a: &Args) -> Result<()> {
     let t0 = Instant::now();
-    outdir::precheck(&a.out, a.resume, a.overwrite)?;
+    outdir::precheck(&a.out, a.resume, a.overwrite, outdir::RunKind::MultiTask)?;
     let mut inputs = match &a.task_field {
         Some(field) => by_field(a, field)?,
         None => by_folder(a)?,
@@ -280,6 +280,18 @@ fn by_field(a: &Args, field: &str) -> Result<Vec<TaskInput>> {
             let k = match names.iter().position(|n| *n == name) {
                 Some(k) => k,
                 None if s == 0 => {
+                    // named with the row it is on (hostile pass 25, F4)
+                    multitask::check_name(&name).map_err(|e| {
+                        let why = match e {
+                            Error::Arg { msg, .. } => msg,
+                            e => e.to_string(),
+                        };
+                        Error::data(
+                            path,
+                            ex.line,
+                            format!("field \"{field}\", a task name: {why}"),
+                        )
+                    })?;
                     names.push(name.clone());
                     out.push(TaskInput {
                         name: name.clone(),

@@ -243,12 +243,19 @@ fn saved_setting(e: &Error) -> Option<String> {
     let flag = from.strip_suffix(" overrides it)")?;
     let key = flag.trim_start_matches("--").replace('-', "_");
     // a folder without task.json whose head records the task: the head's metadata is no
-    // file to edit, a task.json beside it is (review 17)
+    // file to edit, and a task.json written by hand is refused beside a stamped adapter
+    // (review 18, R18-3): a save with the setting changed writes a folder that loads
     if path.file_name().is_some_and(|n| n == "head.safetensors") {
         let why = why.replace(&format!("use {flag} "), &format!("a \"{key}\" of "));
+        let fits = format!("a \"{key}\" of ");
+        let (why, fits) = match why.rsplit_once(": ") {
+            Some((why, f)) if f.starts_with(&fits) => (why.to_string(), f.to_string()),
+            _ => (why.clone(), format!("a \"{key}\" that fits")),
+        };
         return Some(format!(
-            "\"{key}\" as {} records it: {why}; add a task.json to the folder with a \"{key}\" \
-             that fits",
+            "\"{key}\" as {} records it: {why}; save the prompt again with {fits} in its \
+             task (Python: model.save_prompt(DIR, prompt, model.task_for(prompt, {key}=N))) \
+             and load that folder",
             path.display()
         ));
     }
@@ -263,13 +270,7 @@ fn warnings(model: &Model, name: &str, path: &Path, task: &Task) -> Vec<String> 
     let mut found = Vec::new();
     // loaded by name while a run writes into it: --prompts leaves such a folder out, and a
     // client was told nothing (hostile pass 25, F3)
-    let above = path
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf));
-    let pid = softprompt::folder_writer(path)
-        .or_else(|| above.as_deref().and_then(softprompt::folder_writer));
-    if let Some(pid) = pid {
+    if let Some(pid) = softprompt::prompt_folder_writer(path) {
         found.push(format!(
             "prompt \"{name}\" ({}): {} is writing into its folder, so this is the prompt of \
              an earlier step, not the finished one: load it again (DELETE, then POST) once that \

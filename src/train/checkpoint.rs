@@ -26,16 +26,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 // the prompt folder's half of this file's doc, in a file of its own
+pub use super::prompt_advice::{in_a_run, saved_by_save_prompt};
 pub use super::prompt_dir::{
-    check_arch, in_a_run, load_prompt_dir, save_prompt_dir, save_stamp, saved_by_save_prompt,
-    stamp_metadata, SavedPrompt, SAVE_KEY,
+    check_arch, load_prompt_dir, save_prompt_dir, save_stamp, stamp_metadata, SavedPrompt, SAVE_KEY,
 };
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const TASK_FILE: &str = "task.json";
 pub const HEAD_FILE: &str = "head.safetensors";
 pub const METRICS_FILE: &str = "metrics.jsonl";
-const META_KEY: &str = "softprompt_checkpoint";
+pub(super) const META_KEY: &str = "softprompt_checkpoint";
 /// The metadata key of a checkpoint's checksum (single- and multi-task): `checksum` of its
 /// state and tensors. Checkpoints written before it was recorded have none and are read
 /// unchecked, as fields added since (`device`, `log_window`, `eval_window`) are read with defaults: the

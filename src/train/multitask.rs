@@ -238,11 +238,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
         outdir::check_task_folders(out, &names)?;
         let lock = lock_out(out)?;
-        outdir::prepare_fresh(out, run.overwrite)?;
-        for name in names {
-            outdir::prepare_task_folder(&out.join(name), run.overwrite)
-                .map_err(|e| in_task(name, e))?;
-        }
+        outdir::prepare_fresh(out, run.overwrite, outdir::RunKind::MultiTask, &names)?;
         let log = MetricsLog::create(&out.join(METRICS_FILE));
         Ok(Self::assemble(be, model, tasks, run, out, log, None, lock))
     }
@@ -263,11 +259,21 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         ck.check_names(&path, &names)?;
         outdir::check_task_folders(out, &names)?;
         let lock = lock_out(out)?;
-        let mut tasks = Vec::new();
-        for j in jobs {
+        let mut parts = Vec::with_capacity(jobs.len());
+        for mut j in jobs {
             let part = ck.take(&path, &j.name)?;
-            let t = resume_task(be, model, j, part, out)?;
-            tasks.push(t);
+            j.cfg.init = start::resolve_init(&j.cfg.init, j.task, model)?;
+            parts.push((j, part));
+        }
+        let diffs = (parts.iter())
+            .map(|(j, part)| (j.name.as_str(), task_diff(model, j, part)))
+            .collect::<Vec<_>>();
+        if let Some(e) = other_settings(&path, &diffs) {
+            return Err(e);
+        }
+        let mut tasks = Vec::new();
+        for (j, part) in parts {
+            tasks.push(resume_task(be, model, j, part, out)?);
         }
         let log = MetricsLog::resume(&out.join(METRICS_FILE), ck.step)?;
         let step = ck.step;
@@ -358,9 +364,54 @@ fn task_run<'a, B: Backend>(
     })
 }
 
+/// A task's settings against its part of the checkpoint (`ck`): what differs, none when
+/// they hash alike. `j`'s init is resolved.
+fn task_diff<B: Backend>(model: &Model<B>, j: &TaskJob<'_>, ck: &Checkpoint) -> Vec<String> {
+    let facts = start::InitFacts::of_checkpoint(ck);
+    let config = start::settings_json(&j.cfg, j.task, (j.train, j.dev, j.test), model, facts);
+    match ck.state.config_hash == checkpoint::fnv1a(&config.to_string()) {
+        true => Vec::new(),
+        false => start::settings_diff(&ck.state.config, &config),
+    }
+}
+
+/// The refusal of a resume whose tasks' settings differ from the checkpoint's (`diffs`, each
+/// task's): a difference every task has is the run's (a flag of the command line), named
+/// once, the others by task; a changed --lr was blamed on the first task alone (hostile pass
+/// 25, F7). None when nothing differs.
+fn other_settings(path: &Path, diffs: &[(&str, Vec<String>)]) -> Option<Error> {
+    let every = |d: &String| diffs.len() > 1 && diffs.iter().all(|(_, ds)| ds.contains(d));
+    let run: Vec<&str> = (diffs.first().into_iter())
+        .flat_map(|(_, ds)| ds.iter().filter(|d| every(d)).map(String::as_str))
+        .collect();
+    let mut named = Vec::new();
+    if !run.is_empty() {
+        named.push(format!("every task: {}", run.join("; ")));
+    }
+    for (name, ds) in diffs {
+        let own: Vec<&str> = ds
+            .iter()
+            .filter(|d| !every(d))
+            .map(String::as_str)
+            .collect();
+        if !own.is_empty() {
+            named.push(format!("task `{name}`: {}", own.join("; ")));
+        }
+    }
+    (!named.is_empty()).then(|| {
+        Error::file(
+            path,
+            format!(
+                "the run was trained with other settings; resume with the same flags and \
+                 tasks file, or train into a new `out`. Differences: {}",
+                named.join("; ")
+            ),
+        )
+    })
+}
+
 /// A task's run from its part of the checkpoint (`ck`, its tensors without the task's
-/// prefix): the settings compared first, naming the task and what changed, so that another
-/// run's checkpoint is named as such rather than by a shape.
+/// prefix), whose settings `task_diff` found the same. `j`'s init is resolved.
 fn resume_task<'a, B: Backend>(
     be: &B,
     model: &Model<B>,
@@ -369,25 +420,7 @@ fn resume_task<'a, B: Backend>(
     out: &Path,
 ) -> Result<TaskRun<'a, B>> {
     let (name, path) = (j.name.clone(), out.join(CHECKPOINT_FILE));
-    let mut j = j;
-    j.cfg.init = start::resolve_init(&j.cfg.init, j.task, model)?;
     let cfg = j.cfg.clone();
-    let facts = start::InitFacts::of_checkpoint(&ck);
-    let config = start::settings_json(&cfg, j.task, (j.train, j.dev, j.test), model, facts);
-    let diff = match ck.state.config_hash == checkpoint::fnv1a(&config.to_string()) {
-        true => Vec::new(),
-        false => start::settings_diff(&ck.state.config, &config),
-    };
-    if !diff.is_empty() {
-        return Err(Error::file(
-            &path,
-            format!(
-                "task `{name}` was trained with other settings; resume with the same flags and \
-                 tasks file, or train into a new `out`. Differences: {}",
-                diff.join("; ")
-            ),
-        ));
-    }
     ck.state
         .check(&path, j.train.rows.len())
         .map_err(|e| in_task(&name, e))?;

@@ -46,6 +46,20 @@ pub struct MultiCheckpoint {
     pub tasks: Vec<(String, Checkpoint)>,
 }
 
+/// The task names of the multi-task checkpoint `path`, read from its header alone; None
+/// for a file that is not one (missing, unreadable, a single-task run's).
+pub fn task_names(path: &Path) -> Option<Vec<String>> {
+    let meta = super::prompt_dir::header_metadata(path)?;
+    let run: serde_json::Value = serde_json::from_str(meta.get(META_KEY)?.as_str()?).ok()?;
+    // each task is [name, state]
+    let tasks = run.get("tasks")?.as_array()?.iter();
+    Some(
+        tasks
+            .filter_map(|t| t.get(0)?.as_str().map(String::from))
+            .collect(),
+    )
+}
+
 impl MultiCheckpoint {
     /// Writes `path` atomically.
     pub fn save(&self, path: &Path) -> Result<()> {

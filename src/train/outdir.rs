@@ -11,6 +11,7 @@
 )]
 
 use super::checkpoint::{Checkpoint, CHECKPOINT_FILE, HEAD_FILE, METRICS_FILE, TASK_FILE};
+use super::multitask_ckpt::MultiCheckpoint;
 use super::ptuning::ENCODER_FILE;
 use crate::error::{Error, Result};
 use crate::prompt::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
@@ -204,6 +205,14 @@ pub fn folder_writer(dir: &Path) -> Option<u32> {
     })
 }
 
+/// The pid of the process writing into the prompt folder `dir` now: `folder_writer` of the
+/// folder, or of the folder above it, whose lock alone a multi-task run holds while it writes
+/// its task folders.
+pub fn prompt_folder_writer(dir: &Path) -> Option<u32> {
+    let above = (dir.canonicalize().ok()).and_then(|d| d.parent().map(Path::to_path_buf));
+    folder_writer(dir).or_else(|| above.as_deref().and_then(folder_writer))
+}
+
 /// A file as /proc/locks names it: the device's major and minor number in hex, then the
 /// inode.
 #[cfg(unix)]
@@ -221,8 +230,27 @@ fn lock_id(_meta: &std::fs::Metadata) -> Option<String> {
     None
 }
 
+/// Which kind of run wrote a checkpoint, as its header says.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RunKind {
+    SingleTask,
+    MultiTask,
+}
+
+/// The kind of run whose checkpoint `dir` holds, read from the header alone; None without
+/// one, or one whose header says neither.
+pub fn checkpoint_kind(dir: &Path) -> Option<RunKind> {
+    let meta = super::prompt_dir::header_metadata(&dir.join(CHECKPOINT_FILE))?;
+    if meta.get(super::multitask_ckpt::META_KEY).is_some() {
+        Some(RunKind::MultiTask)
+    } else {
+        (meta.get(super::checkpoint::META_KEY).is_some()).then_some(RunKind::SingleTask)
+    }
+}
+
 /// What an earlier run left in `dir`: None when it holds none of `RUN_FILES`, else a
-/// description ("an interrupted run (checkpoint at step 40)", or the files).
+/// description ("an interrupted run (checkpoint at step 40)", "a finished multi-task run
+/// (step 6; tasks a, b)", or the files).
 pub fn existing_run(dir: &Path) -> Option<String> {
     // an empty metrics.jsonl is all a run stopped before its first checkpoint (a full disk)
     // leaves: nothing to keep, and it refused both a fresh run and --resume (hostile pass 25)
@@ -236,65 +264,135 @@ pub fn existing_run(dir: &Path) -> Option<String> {
         return None;
     }
     let ck = dir.join(CHECKPOINT_FILE);
+    let files = || format!("the files of a run ({})", present.join(", "));
+    let ended = |done: bool| if done { "a finished" } else { "an interrupted" };
+    // a multi-task run's was "the files of a run" (hostile pass 25, F7)
+    if checkpoint_kind(dir) == Some(RunKind::MultiTask) {
+        return Some(match MultiCheckpoint::load(&ck) {
+            Ok(c) => {
+                let done = c.tasks.iter().all(|(_, t)| t.state.done);
+                let names: Vec<&str> = c.tasks.iter().map(|(n, _)| n.as_str()).collect();
+                let (what, step) = (ended(done), c.step);
+                format!(
+                    "{what} multi-task run (step {step}; tasks {})",
+                    names.join(", ")
+                )
+            }
+            Err(_) => files(),
+        });
+    }
     Some(match Checkpoint::load(&ck) {
         Ok(c) if c.state.done => format!("a finished run (step {})", c.state.step),
         Ok(c) => format!("an interrupted run (checkpoint at step {})", c.state.step),
-        Err(_) => format!("the files of a run ({})", present.join(", ")),
+        Err(_) => files(),
     })
 }
 
-/// Refuses to start a fresh run in `dir` when it holds an earlier one, unless `overwrite`
-/// says to replace it; then removes every file a run (single- or multi-task) writes there,
-/// and only those: `RUN_FILES`, and the `PROMPT_FILES` of the task folders of an earlier
-/// multi-task run (a stale encoder or task folder would be read as this run's).
-pub fn prepare_fresh(dir: &Path, overwrite: bool) -> Result<()> {
+/// The refusal of a fresh run of `kind` in `dir`, which holds `found` (`existing_run`):
+/// how to go on. `resume_asked`: the run was asked to resume, and `dir` has no checkpoint.
+/// A run of the other kind is not told to resume (a multi-task run into a single-task run's
+/// `out` was, and `--resume` was then refused; hostile pass 25, F7).
+fn occupied(dir: &Path, found: &str, resume_asked: bool, kind: RunKind) -> Error {
+    let replace = "set `cfg.overwrite` to replace it, or train into another `out`";
+    let how = match checkpoint_kind(dir) {
+        _ if resume_asked => {
+            format!("there is no checkpoint.safetensors to resume from: {replace}")
+        }
+        Some(k) if k == kind => format!(
+            "set `cfg.resume` to continue it (a finished run is then only re-scored), {replace}"
+        ),
+        Some(RunKind::SingleTask) => {
+            format!("a single-task run, which a multi-task run does not continue: {replace}")
+        }
+        Some(RunKind::MultiTask) => format!(
+            "resume it with its tasks (--task-data or --task-field, as it was trained), \
+             {replace}"
+        ),
+        None => replace.to_string(),
+    };
+    Error::file(dir, format!("`out` holds {found}: {how}"))
+}
+
+/// Refuses to start a fresh run of `kind` in `dir` when it holds an earlier one, unless
+/// `overwrite` says to replace it; then removes every file a run (single- or multi-task)
+/// writes there, and only those: `RUN_FILES`, and the `PROMPT_FILES` of the task folders of
+/// an earlier multi-task run (a stale encoder or task folder would be read as this run's).
+/// `tasks`: a multi-task run's task folders (none for a single-task run), each refused when
+/// it holds a saved prompt or an earlier single-task run, unless `overwrite`, then emptied of
+/// them. Every refusal comes, and every folder whose files go is locked, before anything is
+/// removed: a refused run had already removed the earlier run's files, and a run training
+/// into a task folder now lost its prompt (review 18, R18-2).
+pub fn prepare_fresh(dir: &Path, overwrite: bool, kind: RunKind, tasks: &[&str]) -> Result<()> {
     if let Some(found) = existing_run(dir).filter(|_| !overwrite) {
-        let resume = if dir.join(CHECKPOINT_FILE).exists() {
-            "set `cfg.resume` to continue it (a finished run is then only re-scored), "
-        } else {
-            ""
-        };
-        return Err(Error::file(
-            dir,
-            format!(
-                "`out` holds {found}: {resume}set `cfg.overwrite` to replace it, or train \
-                 into another `out`"
-            ),
-        ));
+        return Err(occupied(dir, &found, false, kind));
     }
-    if !overwrite {
-        return Ok(());
+    let mut held = Vec::new();
+    for &name in tasks {
+        let hold = check_task_folder(&dir.join(name), overwrite);
+        held.extend(hold.map_err(|e| e.tagged(&format!("task `{name}`")))?);
     }
-    remove_files(dir, &RUN_FILES)?;
-    for task in task_folders(dir) {
-        remove_files(&task, &PROMPT_FILES)?;
+    let new: Vec<PathBuf> = tasks.iter().map(|n| dir.join(n)).collect();
+    let earlier = if overwrite {
+        task_folders(dir)
+    } else {
+        Vec::new()
+    };
+    for task in earlier.iter().filter(|t| !new.contains(t)) {
+        held.extend(hold_if_locked(task)?);
+    }
+    if overwrite {
+        remove_files(dir, &RUN_FILES)?;
+    }
+    for task in &earlier {
+        remove_files(task, &PROMPT_FILES)?;
         // emptied: the folder was the run's; a user's file in it keeps it
-        let _ = std::fs::remove_dir(&task);
+        if !new.contains(task) {
+            let _ = std::fs::remove_dir(task);
+        }
     }
+    for task in &new {
+        // an earlier single-task run's checkpoint and metrics kept beside the new task's
+        // prompt made the folder look like that run's, and resuming it broke the prompt
+        // (hostile pass 25, F6)
+        remove_files(task, &RUN_FILES)?;
+    }
+    drop(held);
     Ok(())
 }
 
 /// A multi-task run's task folder `dir`: refused when it holds a saved prompt or an earlier
-/// single-task run, unless `overwrite`; then its `PROMPT_FILES` are removed, and the run's
-/// `RUN_FILES` when it holds one (nothing else), unless that run is training into it now.
-pub fn prepare_task_folder(dir: &Path, overwrite: bool) -> Result<()> {
+/// single-task run, unless `overwrite`, or when a run or a save is writing into it now (its
+/// lock, returned to be held while its files are removed).
+fn check_task_folder(dir: &Path, overwrite: bool) -> Result<Option<OutLock>> {
     let how = "set `cfg.overwrite` to replace it, or train into another `out`";
-    // an earlier single-task run's checkpoint and metrics kept beside the new task's prompt
-    // made the folder look like that run's, and resuming it broke the prompt (hostile pass
-    // 25, F6): they go with the rest, or the folder is refused as a run's
+    // a run's: its checkpoint or its metrics (a prompt alone is a saved prompt's, below)
     let run = [CHECKPOINT_FILE, METRICS_FILE]
         .iter()
         .any(|f| dir.join(f).exists());
-    match (run, existing_run(dir)) {
-        (true, _) if overwrite => {
-            // not from under a run training into it now (review 17, R17-1)
-            drop(OutLock::acquire(dir)?);
-            remove_files(dir, &RUN_FILES)?
-        }
-        (true, Some(found)) => return Err(Error::file(dir, format!("holds {found}: {how}"))),
-        _ => {}
+    if let Some(found) = existing_run(dir).filter(|_| run && !overwrite) {
+        return Err(Error::file(dir, format!("holds {found}: {how}")));
     }
-    prepare_prompt_folder(dir, overwrite, how)
+    let present: Vec<&str> = (PROMPT_FILES.into_iter())
+        .filter(|f| dir.join(f).exists())
+        .collect();
+    if !present.is_empty() && !overwrite {
+        let found = present.join(", ");
+        return Err(Error::file(
+            dir,
+            format!("holds a saved prompt ({found}): {how}"),
+        ));
+    }
+    // not from under a run training into it now (review 17, R17-1)
+    hold_if_locked(dir)
+}
+
+/// `dir`'s lock, where it has a lock file: a run or a save writing into it now refuses
+/// (they lock that file). A folder without one is not given one: no process locks it, and
+/// an emptied folder is removed.
+fn hold_if_locked(dir: &Path) -> Result<Option<OutLock>> {
+    (dir.join(LOCK_FILE).is_file())
+        .then(|| OutLock::acquire(dir))
+        .transpose()
 }
 
 /// A folder a prompt is saved into: refused when it holds a saved prompt (any of
@@ -401,16 +499,16 @@ fn remove_files(dir: &Path, files: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// The folders in `dir` (not links) that hold a prompt a run saved (its adapter_config.json
-/// and task.json): the task folders of an earlier multi-task run.
+/// The task folders of the earlier multi-task run in `dir`: those its checkpoint names
+/// (folders, not links); none where `dir` holds no multi-task checkpoint. Every folder in
+/// `dir` holding a prompt was taken for one, and `--overwrite` emptied a user's copy of a
+/// prompt there, or a run's `--out` inside (review 18, R18-1).
 fn task_folders(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    (entries.flatten())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.path())
-        .filter(|p| p.join(ADAPTER_CONFIG).is_file() && p.join(TASK_FILE).is_file())
+    let names = super::multitask_ckpt::task_names(&dir.join(CHECKPOINT_FILE));
+    (names.unwrap_or_default().iter())
+        .filter(|n| crate::fsutil::is_folder_name(n))
+        .map(|n| dir.join(n))
+        .filter(|p| p.symlink_metadata().is_ok_and(|m| m.is_dir()))
         .collect()
 }
 
@@ -520,25 +618,14 @@ pub fn check_task_inputs_kept(dir: &Path, tasks: &[&str], inputs: &[(&str, &Path
 /// folder fails at once: the lock is free (taken and given back; the trainer takes it for
 /// good), and a fresh run (`resume` false, or nothing to resume) would not replace a run
 /// without `overwrite`.
-pub fn precheck(dir: &Path, resume: bool, overwrite: bool) -> Result<()> {
+pub fn precheck(dir: &Path, resume: bool, overwrite: bool, kind: RunKind) -> Result<()> {
     check_folder(dir, "out", "`out`")?;
     if dir.is_dir() {
         drop(OutLock::acquire(dir)?);
     }
     let fresh = !(resume && dir.join(CHECKPOINT_FILE).exists());
-    if fresh && !overwrite {
-        if let Some(found) = existing_run(dir) {
-            let how = if resume {
-                "there is no checkpoint.safetensors to resume from: set `cfg.overwrite` to \
-                 replace it, or train into another `out`"
-            } else if dir.join(CHECKPOINT_FILE).exists() {
-                "set `cfg.resume` to continue it (a finished run is then only re-scored), \
-                 `cfg.overwrite` to replace it, or train into another `out`"
-            } else {
-                "set `cfg.overwrite` to replace it, or train into another `out`"
-            };
-            return Err(Error::file(dir, format!("`out` holds {found}: {how}")));
-        }
+    match existing_run(dir).filter(|_| fresh && !overwrite) {
+        Some(found) => Err(occupied(dir, &found, resume, kind)),
+        None => Ok(()),
     }
-    Ok(())
 }

@@ -8,17 +8,17 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::checkpoint::{
-    fnv1a_bytes, CHECKPOINT_FILE, FNV_START, HEAD_FILE, TASK_FILE, TASK_FORMAT,
-};
+use super::checkpoint::{fnv1a_bytes, FNV_START, HEAD_FILE, TASK_FILE, TASK_FORMAT};
 use super::encoder::HostEncoder;
+use super::head_file::{head_metadata, read_head};
 use super::model_id::{ModelId, FINGERPRINT_KEY};
+use super::prompt_advice::{in_a_run, missing_file_advice, saved_by_save_prompt};
 use super::ptuning::{save_encoder, ENCODER_FILE};
 use super::spec::{TaskKind, TaskSpec};
 use super::task_record::check_record;
 use crate::error::{Error, Result};
 use crate::models::cls_head::HostClsHead;
-use crate::prompt::{AdapterInfo, PromptTable, ADAPTER_WEIGHTS};
+use crate::prompt::{AdapterInfo, PromptTable, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use crate::weights::{write_safetensors, TensorFile};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -26,17 +26,6 @@ use std::path::{Path, PathBuf};
 
 /// The key of the save stamp in a prompt folder's safetensors headers and task.json.
 pub const SAVE_KEY: &str = "softprompt_save";
-
-/// The key of the label names, a JSON list in the order of the head's rows, in
-/// head.safetensors' metadata: a folder without task.json (copied out as PEFT's) was scored
-/// with the data's sorted labels, the rows of a head trained in another order swapped.
-pub const LABELS_KEY: &str = "softprompt_labels";
-
-/// The key of the task, task.json's task fields (template, pooling, max_len, ...), in
-/// head.safetensors' metadata: a `cls` folder copied out without task.json was scored with
-/// the default template and pooling, not the ones its head was trained under (hostile pass
-/// 23, F1).
-pub const HEAD_TASK_KEY: &str = "softprompt_task";
 
 /// The stamp every file of one save of a prompt folder carries: the step and a hash of the
 /// table and head, then (where the save has them) `rows <hash>` of the rows kept behind the
@@ -124,7 +113,7 @@ fn header_stamp(path: &Path) -> Option<Option<String>> {
 
 /// A safetensors file's `__metadata__` (Null when it has none), read without its tensors;
 /// None when the header cannot be read.
-fn header_metadata(path: &Path) -> Option<Value> {
+pub(super) fn header_metadata(path: &Path) -> Option<Value> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).ok()?;
     let mut n = [0u8; 8];
@@ -283,11 +272,7 @@ fn values_mismatch(
 /// adapter copied out alone failed the table's hash, which covers the head too, and was
 /// called corrupt. A stamp without the field (an earlier save's, or no head) checks nothing.
 fn check_head_kept(head_path: &Path, stamp: &str, has_head: bool) -> Result<()> {
-    let advice = missing_file_advice(
-        head_path.parent().unwrap_or(Path::new(".")),
-        "resume the run (train ... --resume) to write it",
-        "copy it back from the run's --out folder, or train again",
-    );
+    let advice = missing_file_advice(head_path.parent().unwrap_or(Path::new(".")));
     match stamp_field(stamp, HEAD_FIELD).filter(|_| !has_head) {
         None => Ok(()),
         Some(k) => Err(Error::file(
@@ -298,135 +283,6 @@ fn check_head_kept(head_path: &Path, stamp: &str, has_head: bool) -> Result<()> 
             ),
         )),
     }
-}
-
-/// Whether `dir` holds the task.json of a `Model::save_prompt`: a save stamp and no training
-/// `step` (a run's export records its step). It is renamed in first, so such a folder
-/// missing another file of the save is a save cut short (review 14, R14-3), not PEFT's; a
-/// run's folder copied out without its checkpoint is told to copy the file back (review 16).
-pub fn saved_by_save_prompt(dir: &Path) -> bool {
-    let text = std::fs::read_to_string(dir.join(TASK_FILE)).unwrap_or_default();
-    let v: Option<Value> = serde_json::from_str(&text).ok();
-    v.is_some_and(|v| v.get(SAVE_KEY).is_some_and(Value::is_string) && v.get("step").is_none())
-}
-
-/// The advice for a saved prompt's folder missing one of its files (the head, the adapter,
-/// its config), whose save may have been cut short: resume the run that owns it (`in_run`,
-/// that run's words), save the prompt again where task.json says `Model::save_prompt` wrote
-/// it, else `otherwise` (copy it back).
-pub fn missing_file_advice<'a>(dir: &Path, in_run: &'a str, otherwise: &'a str) -> &'a str {
-    if in_a_run(dir) {
-        in_run
-    } else if saved_by_save_prompt(dir) {
-        "a save was stopped before it wrote this file (its task.json carries the save's \
-         stamp), or the file was removed since; save the prompt again"
-    } else {
-        otherwise
-    }
-}
-
-/// Whether `dir` is a training run's `--out`, or a task's folder in a multi-task run's:
-/// beside its checkpoint the run writes the folder again on `--resume`, where a folder a
-/// kill left half-written gets that advice (not "copy it back", nor "save it again").
-pub fn in_a_run(dir: &Path) -> bool {
-    dir.join(CHECKPOINT_FILE).is_file() || a_runs_task_folder(dir)
-}
-
-/// Whether `dir` is a task's folder of the multi-task run whose `--out` holds it: the
-/// parent's checkpoint is a multi-task one that names the task. Any folder beside a
-/// checkpoint was told to resume a run that never writes it (review 14, R14-8).
-fn a_runs_task_folder(dir: &Path) -> bool {
-    let Ok(dir) = dir.canonicalize() else {
-        return false;
-    };
-    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name().and_then(|n| n.to_str()))
-    else {
-        return false;
-    };
-    let meta = header_metadata(&parent.join(CHECKPOINT_FILE)).unwrap_or_default();
-    let run = (meta.get(crate::train::multitask_ckpt::META_KEY))
-        .and_then(Value::as_str)
-        .and_then(|m| serde_json::from_str::<Value>(m).ok())
-        .unwrap_or_default();
-    let tasks = run.get("tasks").and_then(Value::as_array);
-    // each task is [name, state]
-    tasks.is_some_and(|ts| {
-        ts.iter()
-            .any(|t| t.get(0).and_then(Value::as_str) == Some(name))
-    })
-}
-
-/// The label names head.safetensors' metadata records (`LABELS_KEY`), in the order of its
-/// `k` rows; None for a head saved without them (an earlier softprompt's, or made by hand).
-fn head_labels(
-    path: &Path,
-    meta: &HashMap<String, String>,
-    k: usize,
-) -> Result<Option<Vec<String>>> {
-    let Some(text) = meta.get(LABELS_KEY) else {
-        return Ok(None);
-    };
-    let bad = |why: String| {
-        Error::file(
-            path,
-            format!("`{LABELS_KEY}` in its metadata is {text:?}: {why}"),
-        )
-    };
-    let labels: Vec<String> = serde_json::from_str(text)
-        .map_err(|e| bad(format!("expected a JSON list of the label names ({e})")))?;
-    if labels.len() != k {
-        let n = labels.len();
-        return Err(bad(format!(
-            "{n} names, but `weight` has {k} rows (one per label)"
-        )));
-    }
-    let twice = (labels.iter().enumerate()).find(|(i, l)| labels.iter().take(*i).any(|x| x == *l));
-    if let Some((_, l)) = twice {
-        return Err(bad(format!("the label {l:?} is named twice")));
-    }
-    Ok(Some(labels))
-}
-
-/// The `cls` task head.safetensors' metadata records (`HEAD_TASK_KEY`), which must be of
-/// the labels it names (`labels`, in the order of its rows); None for a head saved without
-/// it (an earlier softprompt's, or made by hand).
-fn head_task(
-    path: &Path,
-    meta: &HashMap<String, String>,
-    labels: Option<&[String]>,
-) -> Result<Option<TaskSpec>> {
-    let Some(text) = meta.get(HEAD_TASK_KEY) else {
-        return Ok(None);
-    };
-    let bad = |why: &str| {
-        Error::file(
-            path,
-            format!("`{HEAD_TASK_KEY}` in its metadata is {text:?}: {why}"),
-        )
-    };
-    let v: Value = serde_json::from_str(text).map_err(|e| {
-        bad(&format!(
-            "expected a JSON object, task.json's task fields ({e})"
-        ))
-    })?;
-    let spec = TaskSpec::from_json(&v, path)?;
-    if spec.kind != TaskKind::Cls || Some(spec.labels.as_slice()) != labels {
-        return Err(bad(&format!(
-            "expected the cls task of the labels `{LABELS_KEY}` names"
-        )));
-    }
-    Ok(Some(spec))
-}
-
-/// head.safetensors' metadata: the save stamp, and when `spec` is the `cls` task the head
-/// was trained for, the labels in the order of the head's rows and the task itself.
-fn head_metadata(stamp: &str, spec: &TaskSpec, head: &HostClsHead) -> HashMap<String, String> {
-    let mut meta = HashMap::from([(SAVE_KEY.to_string(), stamp.to_string())]);
-    if spec.kind == TaskKind::Cls && spec.labels.len() == head.k {
-        meta.insert(LABELS_KEY.to_string(), json!(spec.labels).to_string());
-        meta.insert(HEAD_TASK_KEY.to_string(), spec.to_json().to_string());
-    }
-    meta
 }
 
 /// The encoder's file (P-tuning's encoder, a prefix projection) against the stamp's
@@ -522,7 +378,8 @@ pub fn check_arch(
 /// one save stamp. `extra` is merged into task.json (step, dev metrics, ...). The files are
 /// written first and renamed into place together (`write_together`): a folder read at any
 /// moment, or left by a kill, holds one save's files, but within the renames (milliseconds
-/// on some file systems), where the stamps refuse the mix.
+/// on some file systems), where the stamps refuse the mix. Then an earlier prompt's files
+/// this save did not write (a head, an encoder) are removed.
 pub fn save_prompt_dir(
     dir: &Path,
     prompt: &PromptTable,
@@ -566,7 +423,14 @@ pub fn save_prompt_dir(
         // folders looks for (`serve --prompts`), so a first export cut short is no prompt
         // folder to them yet (review 14, R14-2)
         prompt.save_peft_with(dir, info, stamp_metadata(&stamp))
-    })
+    })?;
+    // an earlier prompt's files this save has none of (a `cls` head under a `pet` prompt, an
+    // encoder), which would be read with it: a single-task --resume into a folder a
+    // multi-task run had written left one, and the folder was refused (hostile pass 25, F6)
+    let mut written = vec![ADAPTER_CONFIG, ADAPTER_WEIGHTS, TASK_FILE];
+    written.extend(head.is_some().then_some(HEAD_FILE));
+    written.extend(encoder.is_some().then_some(ENCODER_FILE));
+    super::outdir::remove_unwritten(dir, &written)
 }
 
 /// task.json of a prompt of `rows` rows saved in `dir`: the task, where its model is, `extra`
@@ -629,23 +493,22 @@ fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
 /// `--save-every 1` was refused about one time in eight; hostile pass 23, F2).
 pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
     let mut waits = [10, 40, 160, 640].into_iter();
-    let written = || {
-        let above = dir
-            .canonicalize()
-            .ok()
-            .and_then(|d| d.parent().map(Path::to_path_buf));
-        let writer = crate::train::outdir::folder_writer;
-        writer(dir)
-            .or_else(|| above.as_deref().and_then(writer))
-            .is_some()
-    };
+    let writer = || crate::train::outdir::prompt_folder_writer(dir);
     loop {
-        match load_prompt_once(dir) {
-            Err(e) if written() => match waits.next() {
+        match (load_prompt_once(dir), writer()) {
+            (Err(e), Some(pid)) => match waits.next() {
                 Some(ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
-                None => return Err(e),
+                // the advice that follows is for a folder a stopped run left; "resume it" is
+                // refused while this one runs (review 18, R18-6)
+                None => {
+                    return Err(e.tagged(&format!(
+                        "a softprompt run or save (pid {pid}) is writing into {} now: read it \
+                         again once that ends (what it holds meanwhile is refused)",
+                        dir.display()
+                    )))
+                }
             },
-            read => return read,
+            (read, _) => return read,
         }
     }
 }
@@ -696,65 +559,16 @@ fn load_prompt_once(dir: &Path) -> Result<SavedPrompt> {
         (None, None, Vec::new(), None, None)
     };
     let head_path = dir.join(HEAD_FILE);
-    let (mut head_labels, mut head_task) = (None, None);
-    let head = if head_path.exists() {
-        let f = TensorFile::read(&head_path)?;
-        let w = f.float("weight")?;
-        let b = f.float("bias")?;
-        let (k, c) = match w.shape.as_slice() {
-            [k, c] => (*k, *c),
-            s => {
-                return Err(Error::file(
-                    &head_path,
-                    format!("`weight` has shape {s:?}: expected [labels, d]"),
-                ))
-            }
-        };
-        // a prefix table's row holds every layer's keys and values: the head reads the
-        // model's width, PEFT's token_dim (a prefix cls run wrote a head its own load refused)
-        let cfg = prompt.layout.config.as_ref();
-        let prefix = cfg.and_then(|c| c.get("peft_type")) == Some(&Value::from("PREFIX_TUNING"));
-        let token_dim = cfg.and_then(|c| c.get("token_dim")).and_then(Value::as_u64);
-        let d = match (prefix, token_dim) {
-            (true, Some(td)) => td as usize,
-            _ => prompt.d,
-        };
-        if c != d {
-            return Err(Error::file(
-                &head_path,
-                format!("`weight` has shape [{k}, {c}]: expected [labels, {d}], the model's width"),
-            ));
-        }
-        if b.data.len() != k {
-            return Err(Error::file(
-                &head_path,
-                format!(
-                    "`bias` has {} values, but `weight` has {k} rows (one per label)",
-                    b.data.len()
-                ),
-            ));
-        }
-        head_labels = self::head_labels(&head_path, &f.metadata, k)?;
-        head_task = self::head_task(&head_path, &f.metadata, head_labels.as_deref())?;
-        Some(HostClsHead {
-            k,
-            c,
-            weight: w.data.clone(),
-            bias: b.data.clone(),
-        })
-    } else {
-        None
+    let (head, head_labels, head_task) = match head_path.exists() {
+        true => read_head(&head_path, &prompt)?,
+        false => (None, None, None),
     };
     // a cls folder's missing head would otherwise fail the values' hash below and be
     // reported as a corrupt adapter
     let cls = task.as_ref().is_some_and(|t| t.kind == TaskKind::Cls);
     if cls && head.is_none() {
         // the run's own folder, stopped before its first export ended, or a save's
-        let advice = missing_file_advice(
-            dir,
-            "resume the run (train ... --resume) to write it",
-            "copy it back from the run's --out folder, or train again",
-        );
+        let advice = missing_file_advice(dir);
         return Err(Error::file(
             &head_path,
             format!(

@@ -341,16 +341,7 @@ impl TaskSpec {
             labels,
             label_words,
             pooling: s("pooling")?.parse().map_err(|e| field("pooling", e))?,
-            // absent in older folders; anything but a bool was read as false
-            free_targets: match v.get("free_targets") {
-                None => false,
-                Some(x) => x.as_bool().ok_or_else(|| {
-                    Error::file(
-                        path,
-                        format!("`free_targets` is {x}: expected true or false"),
-                    )
-                })?,
-            },
+            free_targets: free_targets(v, kind, path)?,
             max_len: at_least("max_len", 2)?,
             max_target_len: at_least("max_target_len", 1)?,
             decode: s("decode")?.parse().map_err(|e| field("decode", e))?,
@@ -366,6 +357,32 @@ impl TaskSpec {
             self.labels.len()
         }
     }
+}
+
+/// task.json's `free_targets` (absent in older folders: false), only true for a task with
+/// targets: a `cls` one was blamed on a --free-targets no one gave (review 18, R18-5).
+fn free_targets(v: &Value, kind: TaskKind, path: &Path) -> Result<bool> {
+    let Some(x) = v.get("free_targets") else {
+        return Ok(false);
+    };
+    // anything but a bool was read as false
+    let free = (x.as_bool()).ok_or_else(|| {
+        Error::file(
+            path,
+            format!("`free_targets` is {x}: expected true or false"),
+        )
+    })?;
+    if free && !kind.has_targets() {
+        return Err(Error::file(
+            path,
+            format!(
+                "`free_targets` is true, but the task {} has no targets (only seq2seq and \
+                 causal have free targets)",
+                kind.name()
+            ),
+        ));
+    }
+    Ok(free)
 }
 
 /// task.json's `target_end` (absent: eos, as every folder written before it); only `causal`

@@ -508,10 +508,16 @@ pub(super) fn settings_diff(ck: &Value, now: &Value) -> Vec<String> {
         }
     }
     let mut diff = super::settings_diff::config_diff(&ck, now);
+    // the rows are encoded by the task: another template changes them, and the file was
+    // blamed (hostile pass 25, F7)
+    let task_changed = diff.iter().any(|d| d.starts_with("task: "));
     for d in diff.iter_mut().filter(|d| d.contains("_rows: ")) {
         // a hash says nothing of why: the split given once only, the file, or how it is read
         d.push_str(match d.contains("null") {
             true => " (the split is given in one run and not the other)",
+            false if task_changed => {
+                " (a hash of the rows as the task encodes them, which changed with the task)"
+            }
             false => {
                 " (a hash of the rows as read: the file changed, or it is read another way: \
                  its quoting, format, fields or max_len)"
@@ -579,4 +585,25 @@ pub(super) fn settings_json<B: Backend>(
         obj.insert("method".into(), method);
     }
     settings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::settings_diff;
+    use serde_json::json;
+
+    /// Rows whose hash changed with the task (another template) are said to be the task's
+    /// doing, not the file's (hostile pass 25, F7).
+    #[test]
+    fn rows_changed_with_the_task_blame_the_task() {
+        let ck = json!({"task": {"template": "{text}"}, "train_rows": "aa"});
+        let now = json!({"task": {"template": "Q: {text}"}, "train_rows": "bb"});
+        let diff = settings_diff(&ck, &now);
+        assert!(diff.iter().any(|d| d.starts_with("task: ")), "{diff:?}");
+        let rows = diff.iter().find(|d| d.starts_with("train_rows: ")).unwrap();
+        assert!(rows.ends_with("which changed with the task)"), "{rows}");
+        let same_task = json!({"task": {"template": "{text}"}, "train_rows": "bb"});
+        let diff = settings_diff(&ck, &same_task);
+        assert!(diff[0].contains("the file changed"), "{diff:?}");
+    }
 }

@@ -401,7 +401,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         outdir::check_folder(out, "out", "`out`")?;
         let lock = OutLock::acquire(out)?;
         if ck.is_none() {
-            outdir::prepare_fresh(out, cfg.overwrite)?;
+            outdir::prepare_fresh(out, cfg.overwrite, outdir::RunKind::SingleTask, &[])?;
         }
         let metrics_path = out.join(METRICS_FILE);
         let (state, best, log, resumed_at) = match ck {

@@ -115,6 +115,18 @@ fn decoder_defaults_and_variants() {
         }
     ));
     assert!(c.qkv_bias && c.o_bias);
+    // Llama's bias keys only: transformers' Qwen2 builds q/k/v biases alone and Mistral none,
+    // whatever config.json says (hostile pass 26, F2: stored ones were added)
+    let biased = |v: &mut serde_json::Value| {
+        v["attention_bias"] = true.into();
+        v["mlp_bias"] = true.into();
+    };
+    let c = decoder_edited("qwen2", biased);
+    assert!(c.qkv_bias && !c.o_bias && !c.mlp_bias);
+    let c = decoder_edited("mistral", biased);
+    assert!(!c.qkv_bias && !c.o_bias && !c.mlp_bias);
+    let c = decoder_edited("llama", biased);
+    assert!(c.qkv_bias && c.o_bias && c.mlp_bias);
     // linear scaling, the older `type` key
     let c = decoder_edited("llama", |v| {
         v["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 2.0});

@@ -136,9 +136,16 @@ fn t5_attribute_map_aliases_win_as_in_transformers() {
         v["num_hidden_layers"] = 1.into();
         v["num_attention_heads"] = 2.into();
         v["hidden_size"] = 16.into();
+        v["head_dim"] = 5.into();
     });
-    let got = (c.num_layers, c.num_decoder_layers, c.num_heads, c.d_model);
-    assert_eq!(got, (1, 2, 2, 16));
+    let got = (
+        c.num_layers,
+        c.num_decoder_layers,
+        c.num_heads,
+        c.d_model,
+        c.d_kv,
+    );
+    assert_eq!(got, (1, 2, 2, 16, 5));
     // no num_decoder_layers: the `num_layers` key's 3, not the alias's 1
     let c = t5_edited("t5_flan", |v| {
         remove(v, &["num_decoder_layers"]);

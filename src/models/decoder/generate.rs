@@ -264,13 +264,17 @@ impl<B: Backend> Decoder<B> {
         let Some(w) = self.cfg.sliding_window else {
             return Ok(());
         };
-        let over = (spans.iter()).filter(|&&(f, t, n)| f.saturating_add(t).saturating_add(n) > w);
+        // the last new token is never fed back: n tokens take n - 1 positions past the row's
+        // (one more was counted, and a length that fits refused; hostile pass 26, F3)
+        let fed =
+            |f: usize, t: usize, n: usize| f.saturating_add(t).saturating_add(n).saturating_sub(1);
+        let over = (spans.iter()).filter(|&&(f, t, n)| fed(f, t, n) > w);
         if let Some(&(f, t, n)) = over.max_by_key(|&&(f, t, _)| f.saturating_add(t)) {
             let what = format!(
-                "sliding_window {w} (the engine attends over the whole sequence, so it \
-                 generates within the window only)"
+                "sliding_window {w} and the last new token, which takes none (the engine \
+                 attends over the whole sequence, so it generates within the window only)"
             );
-            return Err(reach_error((f, t, n), w, &what));
+            return Err(reach_error((f, t, n), w.saturating_add(1), &what));
         }
         let longest = spans.iter().map(|&(f, t, _)| f + t).max().unwrap_or(0);
         self.check_length(longest.max(1))
