@@ -90,32 +90,33 @@ pub(super) fn not_a_prompt_folder(dir: &Path) -> Error {
             return Error::file(dir, why);
         }
         // named by the missing file, which Python raises as FileNotFoundError, as before
-        let run = crate::train::checkpoint::in_a_run(dir);
-        // a Model::save_prompt cut short: its stamped task.json is renamed in first
-        let saving = !run && crate::train::checkpoint::saved_by_save_prompt(dir);
+        use crate::train::checkpoint::{live_advice, Origin};
+        let origin = Origin::of(dir);
         let again = "a save was stopped while it wrote this folder (its task.json carries the \
                      save's stamp); save the prompt again";
-        let why = match dir.join(ADAPTER_WEIGHTS).is_file() {
+        let why = match (dir.join(ADAPTER_WEIGHTS).is_file(), origin) {
+            // a run or a save writing into it now: resuming it is refused (review 19, R19-5)
+            (_, Origin::Live(pid)) => format!("is missing: {}", live_advice(dir, pid)),
             // a run's folder, stopped before its first export ended (hostile pass 21, F5)
-            true if run => format!(
+            (true, Origin::Run) => format!(
                 "is missing beside {ADAPTER_WEIGHTS}: the run writing this folder was stopped \
                  before its prompt was written whole; resume it (train ... --resume)"
             ),
-            true if saving => format!("is missing beside {ADAPTER_WEIGHTS}: {again}"),
-            true => format!(
+            (true, Origin::Save) => format!("is missing beside {ADAPTER_WEIGHTS}: {again}"),
+            (true, Origin::Copied) => format!(
                 "is missing beside {ADAPTER_WEIGHTS}: copy it from where the adapter was saved \
                  (PEFT's save_pretrained writes both)"
             ),
             // a run's folder before its first export (hostile pass 23)
-            false if run => format!(
+            (false, Origin::Run) => format!(
                 "is missing: {} is a run's folder whose prompt is not written yet (it holds \
                  a checkpoint); resume the run (train ... --resume), or wait for it",
                 dir.display()
             ),
-            false if saving => {
+            (false, Origin::Save) => {
                 format!("is missing: {} holds no prompt yet: {again}", dir.display())
             }
-            false => format!(
+            (false, Origin::Copied) => format!(
                 "is missing: {} is no prompt folder (one holds {files})",
                 dir.display()
             ),

@@ -25,9 +25,31 @@ pub struct TokenSpans {
     pub special: Vec<bool>,
 }
 
+/// transformers' `clean_up_tokenization`: the spaces its WordPiece and Unigram decoders leave
+/// before punctuation and English contractions, taken out, in its order.
+fn clean_up_tokenization(text: &str) -> String {
+    const CLEAN: [(&str, &str); 10] = [
+        (" .", "."),
+        (" ?", "?"),
+        (" !", "!"),
+        (" ,", ","),
+        (" ' ", "'"),
+        (" n't", "n't"),
+        (" 'm", "'m"),
+        (" 's", "'s"),
+        (" 've", "'ve"),
+        (" 're", "'re"),
+    ];
+    CLEAN
+        .iter()
+        .fold(text.to_string(), |t, (from, to)| t.replace(from, to))
+}
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     path: PathBuf,
+    /// tokenizer_config.json's `clean_up_tokenization_spaces`, where transformers applies it
+    clean_up_spaces: bool,
 }
 
 impl Tokenizer {
@@ -42,7 +64,7 @@ impl Tokenizer {
             ));
         }
         let mut text = crate::fsutil::read_json_text(&path)?;
-        let mut split_special = false;
+        let (mut split_special, mut clean_up_spaces) = (false, false);
         if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&text) {
             check_templates(&v).map_err(|msg| Error::Tokenizer {
                 path: path.clone(),
@@ -50,6 +72,7 @@ impl Tokenizer {
             })?;
             let applied = config::apply(dir, &mut v)?;
             split_special = applied.split_special;
+            clean_up_spaces = applied.clean_up_spaces;
             let mut edited = applied.edited;
             if let Some(dropout) = v.pointer_mut("/model/dropout").filter(|d| !d.is_null()) {
                 *dropout = serde_json::Value::Null;
@@ -66,7 +89,11 @@ impl Tokenizer {
             path: path.clone(),
             msg: e.to_string(),
         })?;
-        Ok(Tokenizer { inner, path })
+        Ok(Tokenizer {
+            inner,
+            path,
+            clean_up_spaces,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -134,9 +161,16 @@ impl Tokenizer {
         ["[UNK]", "<unk>"].iter().find_map(|t| self.token_to_id(t))
     }
 
+    /// The text of `ids`, as transformers' `decode` gives it: with the spaces before
+    /// punctuation taken out where tokenizer_config.json's `clean_up_tokenization_spaces`
+    /// says so (T5's and BERT's folders; a BPE model's never).
     pub fn decode(&self, ids: &[i32], skip_special: bool) -> Result<String> {
         let ids: Vec<u32> = ids.iter().map(|&i| i.max(0) as u32).collect();
-        self.call(|| "decoding".into(), |t| t.decode(&ids, skip_special))
+        let text = self.call(|| "decoding".into(), |t| t.decode(&ids, skip_special))?;
+        Ok(match self.clean_up_spaces {
+            true => clean_up_tokenization(&text),
+            false => text,
+        })
     }
 
     /// Whether `id` is one of the vocabulary's special tokens ([CLS], [MASK], </s>, ...).

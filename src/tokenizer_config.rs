@@ -3,13 +3,21 @@
 //! - BERT's `do_lower_case`, `strip_accents`, `tokenize_chinese_chars`: `BertTokenizerFast`
 //!   rebuilds a `BertNormalizer` from them (transformers' defaults `true`, `null`, `true` where
 //!   the keys are absent) when they disagree with tokenizer.json's;
-//! - `split_special_tokens`: a special token written in a text is tokenized as text.
+//! - `LlamaTokenizer` for a `llama` model over a file that is not byte-level (Llama 2's):
+//!   the normalizer, pre-tokenizer and decoder rebuilt as its `__init__` builds them, from
+//!   `add_prefix_space` and `legacy`;
+//! - `split_special_tokens`: a special token written in a text is tokenized as text;
+//! - `clean_up_tokenization_spaces`: decoded text loses the space before `.`, `,`, `?`, `!`
+//!   and English contractions (T5's and BERT's folders set it; hostile pass 27, F3).
 //!
-//! Each edits tokenizer.json's value before the `tokenizers` crate reads it, except the last,
-//! which the crate takes as a setting. `add_bos_token` / `add_eos_token` are not among them:
-//! transformers 5 drops both from tokenizer_config.json wherever a tokenizer.json is there
-//! (`_from_pretrained`), and keeps its post-processor, for every class; applying them added
-//! or dropped a BOS or an EOS on every row, and BERT's [CLS] and [SEP] (hostile pass 26, F1).
+//! The first two edit tokenizer.json's value before the `tokenizers` crate reads it, the
+//! others are settings. `add_bos_token` / `add_eos_token` are not among them: transformers 5
+//! drops both from tokenizer_config.json wherever a tokenizer.json is there
+//! (`_from_pretrained`), and keeps its post-processor, for every class but a few that set
+//! their own (`CodeLlamaTokenizer`'s `<s> $A`, `BertTokenizer`'s, `T5Tokenizer`'s: not done
+//! here, where a file's post-processor other than the class's would differ); applying them
+//! added or dropped a BOS or an EOS on every row, and BERT's [CLS] and [SEP] (hostile pass
+//! 26, F1).
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
@@ -93,6 +101,10 @@ pub(super) struct Applied {
     pub(super) edited: bool,
     /// special tokens written in a text are tokenized as text (`split_special_tokens`)
     pub(super) split_special: bool,
+    /// decoded text has the spaces before punctuation and contractions taken out
+    /// (`clean_up_tokenization_spaces`, as transformers 5 applies it: not to a BPE model
+    /// unless `clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output`)
+    pub(super) clean_up_spaces: bool,
 }
 
 /// Applies tokenizer_config.json's keys to tokenizer.json's value `tok`.
@@ -106,11 +118,90 @@ pub(super) fn apply(dir: &Path, tok: &mut Value) -> Result<Applied> {
     let keys = |key: &str| -> Result<Option<bool>> {
         config.as_ref().map_or(Ok(None), |c| c.bool_opt(key))
     };
-    let edited = BERT_CLASSES.contains(&class) && bert_normalizer(config.as_ref(), tok)?;
+    let mut edited = BERT_CLASSES.contains(&class) && bert_normalizer(config.as_ref(), tok)?;
+    if class.trim_end_matches("Fast") == "LlamaTokenizer" && llama_class_applies(dir, tok) {
+        llama_pipeline(config.as_ref(), tok)?;
+        edited = true;
+    }
+    let bpe = tok.pointer("/model/type").and_then(Value::as_str) == Some("BPE");
+    let forced = "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output";
+    let clean_up = keys("clean_up_tokenization_spaces")?.unwrap_or(false);
     Ok(Applied {
         edited,
         split_special: keys("split_special_tokens")?.unwrap_or(false),
+        clean_up_spaces: clean_up && (!bpe || keys(forced)?.unwrap_or(false)),
     })
+}
+
+/// Whether `AutoTokenizer` builds `LlamaTokenizer` itself for a folder whose
+/// tokenizer_config.json names it: for a `llama` model (other types map it to their own
+/// class, or read tokenizer.json as it is), without remote code (`auto_map`), over a
+/// tokenizer.json that is not byte-level (Llama 3's, which it reads as it is).
+fn llama_class_applies(dir: &Path, tok: &Value) -> bool {
+    let Ok(Some(config)) = Json::read(dir, "config.json") else {
+        return false;
+    };
+    let remote = Json::read(dir, "tokenizer_config.json")
+        .ok()
+        .flatten()
+        .is_some_and(|c| c.get("auto_map").is_some());
+    config.get("model_type").and_then(Value::as_str) == Some("llama")
+        && !remote
+        && !names_byte_level(tok)
+}
+
+/// Whether any part of tokenizer.json is byte-level (transformers looks for `"ByteLevel"`
+/// anywhere in the file).
+fn names_byte_level(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s == "ByteLevel",
+        Value::Array(a) => a.iter().any(names_byte_level),
+        Value::Object(o) => o.values().any(names_byte_level),
+        _ => false,
+    }
+}
+
+/// `LlamaTokenizer.__init__` (transformers 5): tokenizer.json's vocabulary, merges, added
+/// tokens and post-processor are kept, and the rest rebuilt: no normalizer, a `Metaspace`
+/// pre-tokenizer that prepends "▁" as `add_prefix_space` (default true) and `legacy`
+/// (default false: the text's first piece only) say, and the SentencePiece decoder. A
+/// Llama 2 file's own `Prepend` + `Replace` normalizer put an extra "▁" before a text's
+/// leading space and after each special token written in it: a causal target " positive" was
+/// two tokens where transformers has one (hostile pass 27, F1).
+fn llama_pipeline(config: Option<&Json>, tok: &mut Value) -> Result<()> {
+    let key = |k: &str| config.map_or(Ok(None), |c| c.bool_opt(k));
+    let add_prefix_space = key("add_prefix_space")?.unwrap_or(true);
+    let legacy = key("legacy")?.unwrap_or(false);
+    let scheme = match (add_prefix_space, legacy) {
+        (false, _) => "never",
+        (true, true) => "always",
+        (true, false) => "first",
+    };
+    let mut decoders = vec![
+        json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
+        json!({"type": "ByteFallback"}),
+        json!({"type": "Fuse"}),
+    ];
+    if add_prefix_space {
+        decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+    }
+    if let Value::Object(o) = tok {
+        o.insert("normalizer".into(), Value::Null);
+        o.insert(
+            "pre_tokenizer".into(),
+            json!({"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": scheme,
+                   "split": false}),
+        );
+        o.insert(
+            "decoder".into(),
+            json!({"type": "Sequence", "decoders": decoders}),
+        );
+    }
+    if let Some(Value::Object(m)) = tok.get_mut("model") {
+        m.insert("fuse_unk".into(), json!(true));
+        m.insert("byte_fallback".into(), json!(true));
+    }
+    Ok(())
 }
 
 /// The class `AutoTokenizer` picks from config.json's `model_type` when tokenizer_config.json

@@ -173,6 +173,19 @@ fn overwrite_removes_only_the_earlier_runs_task_folders() {
     stdout_ok(&run(&multi_args(&train, &out, &["--overwrite"])));
     assert!(all(&keep), "a prompt the run did not write was removed");
     stdout_ok(&eval(&keep));
+    // a single-task --overwrite over it: the task folders the run's checkpoint names go, lock
+    // files and all (review 19, R19-8), a user's file keeps its folder, the copy stays
+    std::fs::write(out.join("b/notes.txt"), "mine").expect("write");
+    let mut single = common::tiny_pet_train_args(&fixture("bert_mlm"), &out);
+    single.push("--overwrite".into());
+    stdout_ok(&run(&single));
+    assert!(!out.join("a").exists(), "an emptied task folder kept");
+    let left: Vec<_> = std::fs::read_dir(out.join("b"))
+        .expect("b")
+        .flatten()
+        .collect();
+    assert_eq!(left.len(), 2, "b: the user's file and the lock file");
+    assert!(all(&keep));
 }
 
 /// A prompt folder holding a file another prompt left there (a `cls` head beside a `pet`

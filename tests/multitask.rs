@@ -965,8 +965,64 @@ fn a_run_of_the_other_kind_is_not_told_to_resume() {
     common::refused(
         &run(args(&multi, false)),
         &[
-            "holds a finished multi-task run (step 2; tasks a, b): resume it with its tasks \
-           (--task-data or --task-field, as it was trained), pass --overwrite to replace it",
+            "holds a finished multi-task run (step 2; tasks a, b): resume it as a multi-task run \
+           of its tasks (the command line's --task-data or --task-field, or \
+           `Model::train_multi`), pass --overwrite to replace it",
         ],
     );
+}
+
+/// A multi-task run held `out`'s lock alone: a single-task run into one of its task folders,
+/// or a resume over one a single-task run was training in, wrote it in turn with the other
+/// (review 19, R19-1). The run holds each task folder's lock while it lasts; a resume over a
+/// task folder holding another run's checkpoint is refused, naming it; a single-task run into
+/// a finished run's task folder is told whose prompt it holds.
+#[test]
+fn task_folders_are_the_runs_while_it_lasts() {
+    use softprompt::internals::train::outdir::OutLock;
+    let f = fixture();
+    let mut cfg = cfg();
+    cfg.max_steps = Some(2);
+    let out = tmp("task_locks");
+    let mut refused_inside = Vec::new();
+    f.model
+        .train_multi(&f.jobs(&["a", "b"]), &cfg, &out, &mut |_, _| {
+            // once: a lock this process holds is asked again for 2 s (`OWN_LINGER`)
+            if refused_inside.is_empty() {
+                refused_inside.push(OutLock::acquire(&out.join("a")).is_err());
+            }
+        })
+        .unwrap();
+    assert_eq!(refused_inside, [true]);
+    // a single-task run into a finished run's task folder is told whose prompt it holds
+    let (task, train, dev) = &f.tasks[0];
+    let splits = Splits {
+        train,
+        dev: Some(dev),
+        test: None,
+    };
+    let e = err_of(
+        f.model
+            .train(task, splits, &cfg, out.join("a"), &mut |_| {}),
+    );
+    assert!(
+        e.contains("holds task `a`'s prompt of the multi-task run in"),
+        "{e}"
+    );
+    let mut over = cfg.clone();
+    over.overwrite = true;
+    (f.model
+        .train(task, splits, &over, out.join("a"), &mut |_| {}))
+    .unwrap();
+    let mut again = cfg.clone();
+    again.resume = true;
+    let e = err_of(
+        f.model
+            .train_multi(&f.jobs(&["a", "b"]), &again, &out, &mut |_, _| {}),
+    );
+    assert!(
+        e.contains("task `a`") && e.contains("another run's: move it out of the folder"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&out).ok();
 }

@@ -8,14 +8,18 @@ from conftest import BERT_MLM
 
 def test_other_threads_run_during_compute():
     model = sp.Model(BERT_MLM)
-    texts = [f"the movie number {i} was great and long." * 3 for i in range(400)]
     task = model.task([("a", "positive"), ("b", "negative")], prompt_len=4,
                       verbalizer="positive=great,negative=bad")
     prompt = model.new_prompt(task, prompt_len=4)
-    enc = model.encode(task, texts)
-    t0 = time.perf_counter()
-    model.predict(task, prompt, enc)
-    alone = time.perf_counter() - t0
+    # rows enough for a call long enough to see, on a fast machine too (400 took 18 ms)
+    n, alone = 400, 0.0
+    while alone < 0.05 and n <= 400 * 64:
+        texts = [f"the movie number {i} was great and long." * 3 for i in range(n)]
+        enc = model.encode(task, texts)
+        t0 = time.perf_counter()
+        model.predict(task, prompt, enc)
+        alone = time.perf_counter() - t0
+        n *= 2
     ticks = []
 
     def count():

@@ -103,7 +103,8 @@ pub struct MultiTrainer<'a, B: Backend> {
     /// each task's rates of its metrics line under way: the steps it timed
     pub(super) clocks: Vec<RateClock>,
     pub(super) saved_step: Option<u64>,
-    pub(super) _lock: OutLock,
+    /// `out`'s lock, and each task folder's (a single-task run into one is refused)
+    pub(super) _locks: (OutLock, Vec<OutLock>),
 }
 
 /// A task name: a folder name of letters, digits, `-`, `_` and `.` (not `.` or `..`), and
@@ -238,9 +239,11 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
         outdir::check_task_folders(out, &names)?;
         let lock = lock_out(out)?;
-        outdir::prepare_fresh(out, run.overwrite, outdir::RunKind::MultiTask, &names)?;
+        let kind = outdir::RunKind::MultiTask;
+        let task_locks = outdir::prepare_fresh(out, run.overwrite, kind, &names)?;
         let log = MetricsLog::create(&out.join(METRICS_FILE));
-        Ok(Self::assemble(be, model, tasks, run, out, log, None, lock))
+        let locks = (lock, task_locks);
+        Ok(Self::assemble(be, model, tasks, run, out, log, None, locks))
     }
 
     /// Continues the run whose checkpoint is in `out`, bit for bit. Fails when the task list
@@ -259,6 +262,10 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         ck.check_names(&path, &names)?;
         outdir::check_task_folders(out, &names)?;
         let lock = lock_out(out)?;
+        for &n in &names {
+            outdir::check_resumed_task_folder(&out.join(n)).map_err(|e| in_task(n, e))?;
+        }
+        let task_locks = outdir::lock_task_folders(out, &names)?;
         let mut parts = Vec::with_capacity(jobs.len());
         for mut j in jobs {
             let part = ck.take(&path, &j.name)?;
@@ -285,7 +292,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
             out,
             log,
             Some(step),
-            lock,
+            (lock, task_locks),
         ))
     }
 
@@ -298,7 +305,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         out: &Path,
         log: MetricsLog,
         resumed_at: Option<u64>,
-        lock: OutLock,
+        (lock, task_locks): (OutLock, Vec<OutLock>),
     ) -> Self {
         MultiTrainer {
             be,
@@ -311,7 +318,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
             resumed_at,
             clocks: Vec::new(),
             saved_step: resumed_at,
-            _lock: lock,
+            _locks: (lock, task_locks),
         }
     }
 }

@@ -264,7 +264,20 @@ pub fn existing_run(dir: &Path) -> Option<String> {
         return None;
     }
     let ck = dir.join(CHECKPOINT_FILE);
-    let files = || format!("the files of a run ({})", present.join(", "));
+    // a multi-task run's task folder was "the files of a run" (review 19, R19-1)
+    if let Some((run, name)) = super::prompt_advice::task_of_a_run(dir).filter(|_| !ck.exists()) {
+        let run = run.display();
+        return Some(format!(
+            "task `{name}`'s prompt of the multi-task run in {run}"
+        ));
+    }
+    // a checkpoint neither reader takes is named as such (review 19, R19-4)
+    let unread = if dir.join(CHECKPOINT_FILE).exists() {
+        ", its checkpoint unreadable"
+    } else {
+        ""
+    };
+    let files = || format!("the files of a run ({}{unread})", present.join(", "));
     let ended = |done: bool| if done { "a finished" } else { "an interrupted" };
     // a multi-task run's was "the files of a run" (hostile pass 25, F7)
     if checkpoint_kind(dir) == Some(RunKind::MultiTask) {
@@ -305,8 +318,8 @@ fn occupied(dir: &Path, found: &str, resume_asked: bool, kind: RunKind) -> Error
             format!("a single-task run, which a multi-task run does not continue: {replace}")
         }
         Some(RunKind::MultiTask) => format!(
-            "resume it with its tasks (--task-data or --task-field, as it was trained), \
-             {replace}"
+            "resume it as a multi-task run of its tasks (the command line's --task-data or \
+             --task-field, or `Model::train_multi`), {replace}"
         ),
         None => replace.to_string(),
     };
@@ -321,34 +334,37 @@ fn occupied(dir: &Path, found: &str, resume_asked: bool, kind: RunKind) -> Error
 /// it holds a saved prompt or an earlier single-task run, unless `overwrite`, then emptied of
 /// them. Every refusal comes, and every folder whose files go is locked, before anything is
 /// removed: a refused run had already removed the earlier run's files, and a run training
-/// into a task folder now lost its prompt (review 18, R18-2).
-pub fn prepare_fresh(dir: &Path, overwrite: bool, kind: RunKind, tasks: &[&str]) -> Result<()> {
+/// into a task folder now lost its prompt (review 18, R18-2). Returns the task folders'
+/// locks (`lock_task_folders`), for the run to hold.
+pub fn prepare_fresh(
+    dir: &Path,
+    overwrite: bool,
+    kind: RunKind,
+    tasks: &[&str],
+) -> Result<Vec<OutLock>> {
     if let Some(found) = existing_run(dir).filter(|_| !overwrite) {
         return Err(occupied(dir, &found, false, kind));
     }
-    let mut held = Vec::new();
     for &name in tasks {
-        let hold = check_task_folder(&dir.join(name), overwrite);
-        held.extend(hold.map_err(|e| e.tagged(&format!("task `{name}`")))?);
+        let checked = check_task_folder(&dir.join(name), overwrite);
+        checked.map_err(|e| e.tagged(&format!("task `{name}`")))?;
     }
+    let held = lock_task_folders(dir, tasks)?;
     let new: Vec<PathBuf> = tasks.iter().map(|n| dir.join(n)).collect();
     let earlier = if overwrite {
         task_folders(dir)
     } else {
         Vec::new()
     };
+    let mut emptied = Vec::new();
     for task in earlier.iter().filter(|t| !new.contains(t)) {
-        held.extend(hold_if_locked(task)?);
+        emptied.extend(hold_if_locked(task)?);
     }
     if overwrite {
         remove_files(dir, &RUN_FILES)?;
     }
     for task in &earlier {
         remove_files(task, &PROMPT_FILES)?;
-        // emptied: the folder was the run's; a user's file in it keeps it
-        if !new.contains(task) {
-            let _ = std::fs::remove_dir(task);
-        }
     }
     for task in &new {
         // an earlier single-task run's checkpoint and metrics kept beside the new task's
@@ -356,20 +372,79 @@ pub fn prepare_fresh(dir: &Path, overwrite: bool, kind: RunKind, tasks: &[&str])
         // (hostile pass 25, F6)
         remove_files(task, &RUN_FILES)?;
     }
-    drop(held);
-    Ok(())
+    drop(emptied);
+    for task in earlier.iter().filter(|t| !new.contains(t)) {
+        // emptied: the folder was the run's (its lock file too, the run gone); a user's file
+        // in it keeps it
+        remove_if_only_lock(task);
+    }
+    Ok(held)
+}
+
+/// `dir` and its lock file removed, where the folder holds nothing else.
+fn remove_if_only_lock(dir: &Path) {
+    let mut entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    if entries.all(|e| e.file_name() == LOCK_FILE) {
+        let _ = std::fs::remove_file(dir.join(LOCK_FILE));
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+/// The task folders `tasks` of the multi-task run in `out`, each locked for the whole run
+/// (made where missing): the run held `out`'s lock alone, and a single-task run into a task
+/// folder, or a resume over one a single-task run was training in, wrote it in turn with the
+/// other (review 19, R19-1). Where one is refused, the folders made here go again.
+pub fn lock_task_folders(out: &Path, tasks: &[&str]) -> Result<Vec<OutLock>> {
+    let mut held = Vec::new();
+    let mut made = Vec::new();
+    for &name in tasks {
+        let task = out.join(name);
+        if !task.exists() {
+            made.push(task.clone());
+        }
+        match OutLock::acquire(&task) {
+            Ok(lock) => held.push(lock),
+            Err(e) => {
+                drop(held);
+                made.iter().for_each(|m| remove_if_only_lock(m));
+                return Err(e.tagged(&format!("task `{name}`")));
+            }
+        }
+    }
+    Ok(held)
+}
+
+/// A resumed multi-task run's task folder `dir` holds none of another run's files: a
+/// single-task run trained into it (a multi-task run keeps its checkpoint and metrics in
+/// `out`), and the resume would write its prompt beside them.
+pub fn check_resumed_task_folder(dir: &Path) -> Result<()> {
+    match existing_run(dir).filter(|_| holds_a_run(dir)) {
+        Some(found) => Err(Error::file(
+            dir,
+            format!(
+                "holds {found}, another run's: move it out of the folder (or train that run \
+                 into another `out`), then resume"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether `dir` holds a run's own files, its checkpoint or its metrics (a prompt alone is
+/// a saved prompt's).
+fn holds_a_run(dir: &Path) -> bool {
+    [CHECKPOINT_FILE, METRICS_FILE]
+        .iter()
+        .any(|f| dir.join(f).exists())
 }
 
 /// A multi-task run's task folder `dir`: refused when it holds a saved prompt or an earlier
-/// single-task run, unless `overwrite`, or when a run or a save is writing into it now (its
-/// lock, returned to be held while its files are removed).
-fn check_task_folder(dir: &Path, overwrite: bool) -> Result<Option<OutLock>> {
+/// single-task run, unless `overwrite` (a run or a save writing into it now is refused by
+/// its lock, `lock_task_folders`).
+fn check_task_folder(dir: &Path, overwrite: bool) -> Result<()> {
     let how = "set `cfg.overwrite` to replace it, or train into another `out`";
-    // a run's: its checkpoint or its metrics (a prompt alone is a saved prompt's, below)
-    let run = [CHECKPOINT_FILE, METRICS_FILE]
-        .iter()
-        .any(|f| dir.join(f).exists());
-    if let Some(found) = existing_run(dir).filter(|_| run && !overwrite) {
+    // a prompt alone is a saved prompt's, below
+    if let Some(found) = existing_run(dir).filter(|_| holds_a_run(dir) && !overwrite) {
         return Err(Error::file(dir, format!("holds {found}: {how}")));
     }
     let present: Vec<&str> = (PROMPT_FILES.into_iter())
@@ -382,8 +457,7 @@ fn check_task_folder(dir: &Path, overwrite: bool) -> Result<Option<OutLock>> {
             format!("holds a saved prompt ({found}): {how}"),
         ));
     }
-    // not from under a run training into it now (review 17, R17-1)
-    hold_if_locked(dir)
+    Ok(())
 }
 
 /// `dir`'s lock, where it has a lock file: a run or a save writing into it now refuses
@@ -393,23 +467,6 @@ fn hold_if_locked(dir: &Path) -> Result<Option<OutLock>> {
     (dir.join(LOCK_FILE).is_file())
         .then(|| OutLock::acquire(dir))
         .transpose()
-}
-
-/// A folder a prompt is saved into: refused when it holds a saved prompt (any of
-/// `PROMPT_FILES`), unless `overwrite`; then those files are removed (nothing else), so that
-/// no file of the earlier prompt (a `cls` head, an encoder) is read with the new one. `how`
-/// ends the refusal: how the caller asks to replace it.
-pub fn prepare_prompt_folder(dir: &Path, overwrite: bool, how: &str) -> Result<()> {
-    let present: Vec<&str> = (PROMPT_FILES.into_iter())
-        .filter(|f| dir.join(f).exists())
-        .collect();
-    if present.is_empty() || overwrite {
-        return remove_files(dir, &PROMPT_FILES);
-    }
-    Err(Error::file(
-        dir,
-        format!("holds a saved prompt ({}): {how}", present.join(", ")),
-    ))
 }
 
 /// A folder the API saves a prompt into: refused when it holds a saved prompt (any of

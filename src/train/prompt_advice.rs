@@ -4,36 +4,74 @@
 use super::checkpoint::{CHECKPOINT_FILE, TASK_FILE};
 use super::prompt_dir::SAVE_KEY;
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Whether `dir` holds the task.json of a `Model::save_prompt`: a save stamp and no training
 /// `step` (a run's export records its step). It is renamed in first, so such a folder
 /// missing another file of the save is a save cut short (review 14, R14-3), not PEFT's; a
 /// run's folder copied out without its checkpoint is told to copy the file back (review 16).
-pub fn saved_by_save_prompt(dir: &Path) -> bool {
-    let text = std::fs::read_to_string(dir.join(TASK_FILE)).unwrap_or_default();
+fn saved_by_save_prompt(dir: &Path) -> bool {
+    // read as every JSON file of a folder is: a FIFO there hung, /dev/zero ran out of memory
+    // (review 19, R19-3)
+    let text = crate::fsutil::read_json_text(&dir.join(TASK_FILE)).unwrap_or_default();
     let v: Option<Value> = serde_json::from_str(&text).ok();
     v.is_some_and(|v| v.get(SAVE_KEY).is_some_and(Value::is_string) && v.get("step").is_none())
 }
 
+/// Whose a prompt folder's files are, for the advice a folder refused as incomplete or
+/// mixed gets: a run or save writing into it now (its pid), a run's (resumed, it writes the
+/// folder again), a `Model::save_prompt`'s, or neither (copied from elsewhere).
+pub enum Origin {
+    Live(u32),
+    Run,
+    Save,
+    Copied,
+}
+
+impl Origin {
+    pub fn of(dir: &Path) -> Origin {
+        if let Some(pid) = super::outdir::prompt_folder_writer(dir) {
+            Origin::Live(pid)
+        } else if in_a_run(dir) {
+            Origin::Run
+        } else if saved_by_save_prompt(dir) {
+            Origin::Save
+        } else {
+            Origin::Copied
+        }
+    }
+}
+
+/// The advice for a folder a run or a save (`pid`) is writing into now: a read between two
+/// of its files; resuming it is refused while it runs (review 18, R18-6; review 19, R19-5).
+pub fn live_advice(dir: &Path, pid: u32) -> String {
+    format!(
+        "a softprompt run or save (pid {pid}) is writing into {} now: read it again once that \
+         ends",
+        dir.display()
+    )
+}
+
 /// The advice for a saved prompt's folder missing one of its files (the head, the adapter,
-/// its config), whose save may have been cut short: resume the run that owns it, save the
-/// prompt again where task.json says `Model::save_prompt` wrote it, else copy it back.
-pub fn missing_file_advice(dir: &Path) -> &'static str {
-    if in_a_run(dir) {
-        "resume the run (train ... --resume) to write it"
-    } else if saved_by_save_prompt(dir) {
-        "a save was stopped before it wrote this file (its task.json carries the save's \
-         stamp), or the file was removed since; save the prompt again"
-    } else {
-        "copy it back from the run's --out folder, or train again"
+/// its config), whose save may have been cut short: wait for the run writing it, resume the
+/// run that owns it, save the prompt again where task.json says `Model::save_prompt` wrote
+/// it, else copy it back.
+pub fn missing_file_advice(dir: &Path) -> String {
+    match Origin::of(dir) {
+        Origin::Live(pid) => live_advice(dir, pid),
+        Origin::Run => "resume the run (train ... --resume) to write it".into(),
+        Origin::Save => "a save was stopped before it wrote this file (its task.json carries \
+                         the save's stamp), or the file was removed since; save the prompt \
+                         again"
+            .into(),
+        Origin::Copied => "copy it back from the run's --out folder, or train again".into(),
     }
 }
 
 /// Whether `dir` is a training run's `--out`, or a task's folder in a multi-task run's:
 /// beside its checkpoint the run writes the folder again on `--resume`, where a folder a
 /// kill left half-written gets that advice (not "copy it back", nor "save it again").
-pub fn in_a_run(dir: &Path) -> bool {
+fn in_a_run(dir: &Path) -> bool {
     dir.join(CHECKPOINT_FILE).is_file() || a_runs_task_folder(dir)
 }
 
@@ -41,13 +79,17 @@ pub fn in_a_run(dir: &Path) -> bool {
 /// parent's checkpoint is a multi-task one that names the task. Any folder beside a
 /// checkpoint was told to resume a run that never writes it (review 14, R14-8).
 fn a_runs_task_folder(dir: &Path) -> bool {
-    let Ok(dir) = dir.canonicalize() else {
-        return false;
-    };
-    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name().and_then(|n| n.to_str()))
-    else {
-        return false;
-    };
-    let tasks = super::multitask_ckpt::task_names(&parent.join(CHECKPOINT_FILE));
-    tasks.is_some_and(|ts| ts.iter().any(|t| t == name))
+    task_of_a_run(dir).is_some()
+}
+
+/// The multi-task run `dir` is a task folder of: the run's `--out` (the parent, whose
+/// checkpoint names the task) and the task's name.
+pub(super) fn task_of_a_run(dir: &Path) -> Option<(PathBuf, String)> {
+    let dir = dir.canonicalize().ok()?;
+    let (parent, name) = (dir.parent()?, dir.file_name()?.to_str()?);
+    let tasks = super::multitask_ckpt::task_names(&parent.join(CHECKPOINT_FILE))?;
+    tasks
+        .iter()
+        .any(|t| t == name)
+        .then(|| (parent.to_path_buf(), name.to_string()))
 }

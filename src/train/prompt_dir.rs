@@ -12,7 +12,7 @@ use super::checkpoint::{fnv1a_bytes, FNV_START, HEAD_FILE, TASK_FILE, TASK_FORMA
 use super::encoder::HostEncoder;
 use super::head_file::{head_metadata, read_head};
 use super::model_id::{ModelId, FINGERPRINT_KEY};
-use super::prompt_advice::{in_a_run, missing_file_advice, saved_by_save_prompt};
+use super::prompt_advice::{live_advice, missing_file_advice, Origin};
 use super::ptuning::{save_encoder, ENCODER_FILE};
 use super::spec::{TaskKind, TaskSpec};
 use super::task_record::check_record;
@@ -150,15 +150,17 @@ fn check_stamps(dir: &Path, task_stamp: Option<Option<String>>) -> Result<Option
     let Some(&(first, stamp)) = stamped.first() else {
         return Ok(None);
     };
-    let why = if in_a_run(dir) {
-        "a run was stopped while it wrote them (or is writing them now); resume the run \
-         (train ... --resume) to write the folder again"
-    } else if saved_by_save_prompt(dir) {
+    let why = match Origin::of(dir) {
+        Origin::Live(pid) => live_advice(dir, pid),
+        Origin::Run => "a run was stopped while it wrote them; resume the run (train ... \
+                        --resume) to write the folder again"
+            .into(),
         // Model::save_prompt's folder: no run to resume (hostile pass 21, F5)
-        "a save was stopped while it wrote them; save the prompt again"
-    } else {
+        Origin::Save => "a save was stopped while it wrote them; save the prompt again".into(),
         // a run's folder copied out, or files copied in from elsewhere (review 16)
-        "copy the whole folder again from where it was saved (a run's --out), or train again"
+        Origin::Copied => "copy the whole folder again from where it was saved (a run's \
+                           --out), or train again"
+            .into(),
     };
     if stamped.iter().any(|(_, s)| *s != stamp) {
         let found: Vec<String> = stamped.iter().map(|(f, s)| format!("{f}: {s}")).collect();
@@ -222,13 +224,15 @@ fn check_values(
     // an export over an unstamped folder (an earlier version's, or PEFT's) cut after its
     // stamped task.json left the old adapter beside it (review 14, R14-4): edited values are
     // read, as asked, but the warning says what else it may be
-    let cut = if in_a_run(dir) {
-        "; if the run was stopped while it exported, resume it (train ... --resume) to write \
-         the folder again"
-    } else if saved_by_save_prompt(dir) {
-        "; if a save was stopped while it wrote this folder, save the prompt again"
-    } else {
-        ""
+    let cut = match Origin::of(dir) {
+        Origin::Live(pid) => format!("; {}", live_advice(dir, pid)),
+        Origin::Run => "; if the run was stopped while it exported, resume it (train ... \
+                        --resume) to write the folder again"
+            .into(),
+        Origin::Save => {
+            "; if a save was stopped while it wrote this folder, save the prompt again".into()
+        }
+        Origin::Copied => String::new(),
     };
     Ok(Some(format!(
         "{}: {msg}: {ADAPTER_WEIGHTS} has no stamp (PEFT's, or edited), so its values are not \
@@ -493,22 +497,15 @@ fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
 /// `--save-every 1` was refused about one time in eight; hostile pass 23, F2).
 pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
     let mut waits = [10, 40, 160, 640].into_iter();
-    let writer = || crate::train::outdir::prompt_folder_writer(dir);
+    let written = || crate::train::outdir::prompt_folder_writer(dir).is_some();
     loop {
-        match (load_prompt_once(dir), writer()) {
-            (Err(e), Some(pid)) => match waits.next() {
+        // once the tries are spent, the refusal's advice names the writer (`Origin`)
+        match load_prompt_once(dir) {
+            Err(e) if written() => match waits.next() {
                 Some(ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
-                // the advice that follows is for a folder a stopped run left; "resume it" is
-                // refused while this one runs (review 18, R18-6)
-                None => {
-                    return Err(e.tagged(&format!(
-                        "a softprompt run or save (pid {pid}) is writing into {} now: read it \
-                         again once that ends (what it holds meanwhile is refused)",
-                        dir.display()
-                    )))
-                }
+                None => return Err(e),
             },
-            (read, _) => return read,
+            read => return read,
         }
     }
 }

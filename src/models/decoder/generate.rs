@@ -71,13 +71,25 @@ pub struct Generated {
 /// `limit` positions (`what`): the bound on new tokens that fits (--max-new-tokens, which
 /// prediction calls --max-target-len), or, when not one fits behind a row that long, the
 /// --max-len that leaves the `n` room (one new token, when even that row is too short for a
-/// text: max_len is 2 at least).
-fn reach_error((front, tokens, n): (usize, usize, usize), limit: usize, what: &str) -> Error {
+/// text: max_len is 2 at least). `last_fed`: the last new token takes a position too (the
+/// KV cache sizes one for it); within a sliding window it does not, as it is never fed back.
+fn reach_error(
+    (front, tokens, n): (usize, usize, usize),
+    (limit, last_fed): (usize, bool),
+    what: &str,
+) -> Error {
+    let unfed = usize::from(!last_fed);
+    let note = if last_fed {
+        ""
+    } else {
+        " (the last new token takes none)"
+    };
     let head = format!(
         "{n} new tokens behind a prompt of {front} rows and rows of up to {tokens} tokens \
-         reach {} positions, past {what}",
-        crate::error::sum_text(&[front, tokens, n])
+         reach {} positions{note}, past {what}",
+        crate::error::sum_text(&[front, tokens, n.saturating_sub(unfed)])
     );
+    let limit = limit.saturating_add(unfed);
     let left = limit.saturating_sub(front.saturating_add(tokens));
     if left > 0 {
         return Error::arg("--max-new-tokens", format!("{head}: use {left} or less"));
@@ -271,10 +283,10 @@ impl<B: Backend> Decoder<B> {
         let over = (spans.iter()).filter(|&&(f, t, n)| fed(f, t, n) > w);
         if let Some(&(f, t, n)) = over.max_by_key(|&&(f, t, _)| f.saturating_add(t)) {
             let what = format!(
-                "sliding_window {w} and the last new token, which takes none (the engine \
-                 attends over the whole sequence, so it generates within the window only)"
+                "sliding_window {w} (the engine attends over the whole sequence, so it \
+                 generates within the window only)"
             );
-            return Err(reach_error((f, t, n), w.saturating_add(1), &what));
+            return Err(reach_error((f, t, n), (w, false), &what));
         }
         let longest = spans.iter().map(|&(f, t, _)| f + t).max().unwrap_or(0);
         self.check_length(longest.max(1))
@@ -287,7 +299,7 @@ impl<B: Backend> Decoder<B> {
         let reach = front.saturating_add(tokens).saturating_add(n);
         if reach > MAX_TOKENS {
             let what = format!("this engine's cap of {MAX_TOKENS}");
-            return Err(reach_error((front, tokens, n), MAX_TOKENS, &what));
+            return Err(reach_error((front, tokens, n), (MAX_TOKENS, true), &what));
         }
         self.check_window(&[(front, tokens, n)])
     }
@@ -370,7 +382,11 @@ impl<B: Backend> Decoder<B> {
         let p = plan.front();
         if p.saturating_add(longest).saturating_add(max_new) > MAX_TOKENS {
             let what = format!("this engine's cap of {MAX_TOKENS}");
-            return Err(reach_error((p, longest, max_new), MAX_TOKENS, &what));
+            return Err(reach_error(
+                (p, longest, max_new),
+                (MAX_TOKENS, true),
+                &what,
+            ));
         }
         let fronts = plan.fronts();
         if (rows.iter().zip(&fronts)).any(|(r, &l)| l + r.len() == 0) {

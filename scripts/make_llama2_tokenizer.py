@@ -1,0 +1,68 @@
+"""Writes tests/fixtures/llama2_tok: a Llama 2 style tokenizer (SentencePiece BPE with byte
+fallback, tokenizer.json's own `Prepend` + `Replace` normalizer, `<s> $A`) under a `llama`
+config.json and `tokenizer_class: LlamaTokenizer`, and expected.json: AutoTokenizer's ids
+(transformers 5, which rebuilds LlamaTokenizer's pipeline from add_prefix_space and legacy)
+for texts under each tokenizer_config.json variant. tests/tokenizer_config.rs checks the
+engine against them (hostile pass 27, F1). Run with the reference venv (scripts/make_venv.sh):
+
+    HF_HUB_OFFLINE=1 /work/venv/bin/python scripts/make_llama2_tokenizer.py [--out DIR]
+"""
+import argparse, json, os, shutil, tempfile
+
+from tokenizers import Tokenizer, decoders, models, normalizers, processors
+from transformers import AutoTokenizer
+
+TEXTS = ["pos", " pos", "  pos", "pos pos", "pos</s> pos", "<s>pos", "ö", "", " ", "pos\tpos\n"]
+VARIANTS = {"default": {}, "legacy": {"legacy": True}, "no_prefix_space": {"add_prefix_space": False}}
+
+
+def build(folder):
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for piece in ["\u2581", "p", "o", "s", "\u2581p", "\u2581po", "\u2581pos"]:
+        vocab[piece] = len(vocab)
+    merges = [("\u2581", "p"), ("\u2581p", "o"), ("\u2581po", "s")]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True,
+                               byte_fallback=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                     decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s>:0 $A:0", pair="<s>:0 $A:0 <s>:1 $B:1", special_tokens=[("<s>", 1)])
+    tok.add_special_tokens(["<unk>", "<s>", "</s>"])
+    os.makedirs(folder, exist_ok=True)
+    tok.save(os.path.join(folder, "tokenizer.json"))
+    cfg = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
+           "unk_token": "<unk>", "clean_up_tokenization_spaces": False}
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, f, indent=2)
+    return cfg
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="tests/fixtures/llama2_tok")
+    out = ap.parse_args().out
+    cfg = build(out)
+    expected = {"texts": TEXTS, "variants": {}}
+    for name, edit in VARIANTS.items():
+        with tempfile.TemporaryDirectory() as d:
+            for f in ["tokenizer.json", "config.json"]:
+                shutil.copy(os.path.join(out, f), d)
+            with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+                json.dump({**cfg, **edit}, f)
+            at = AutoTokenizer.from_pretrained(d)
+            assert type(at).__name__ == "LlamaTokenizer", type(at).__name__
+            ids = [at(t)["input_ids"] for t in TEXTS]
+            text = [at.decode(i, skip_special_tokens=True) for i in ids]
+            expected["variants"][name] = {"edit": edit, "ids": ids, "decoded": text}
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump(expected, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
