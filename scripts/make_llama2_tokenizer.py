@@ -13,7 +13,16 @@ from tokenizers import Tokenizer, decoders, models, normalizers, processors
 from transformers import AutoTokenizer
 
 TEXTS = ["pos", " pos", "  pos", "pos pos", "pos</s> pos", "<s>pos", "ö", "", " ", "pos\tpos\n"]
-VARIANTS = {"default": {}, "legacy": {"legacy": True}, "no_prefix_space": {"add_prefix_space": False}}
+# tokenizer_config.json edits (None removes a key); "config_json": keys set in config.json
+VARIANTS = {
+    "default": {},
+    "legacy": {"legacy": True},
+    "no_prefix_space": {"add_prefix_space": False},
+    "class_in_config_json": {"tokenizer_class": None, "config_json": {"tokenizer_class": "LlamaTokenizer"}},
+    "code_llama": {"tokenizer_class": "CodeLlamaTokenizer"},
+    "code_llama_no_prefix_space": {"tokenizer_class": "CodeLlamaTokenizer", "add_prefix_space": False},
+}
+CLASSES = {"code_llama": "CodeLlamaTokenizer", "code_llama_no_prefix_space": "CodeLlamaTokenizer"}
 
 
 def build(folder):
@@ -50,15 +59,20 @@ def main():
     expected = {"texts": TEXTS, "variants": {}}
     for name, edit in VARIANTS.items():
         with tempfile.TemporaryDirectory() as d:
-            for f in ["tokenizer.json", "config.json"]:
-                shutil.copy(os.path.join(out, f), d)
+            shutil.copy(os.path.join(out, "tokenizer.json"), d)
+            edit = dict(edit)
+            model = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], **edit.pop("config_json", {})}
+            with open(os.path.join(d, "config.json"), "w") as f:
+                json.dump(model, f)
+            tc = {k: v for k, v in {**cfg, **edit}.items() if v is not None}
             with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
-                json.dump({**cfg, **edit}, f)
+                json.dump(tc, f)
             at = AutoTokenizer.from_pretrained(d)
-            assert type(at).__name__ == "LlamaTokenizer", type(at).__name__
+            want = CLASSES.get(name, "LlamaTokenizer")
+            assert type(at).__name__ == want, (name, type(at).__name__)
             ids = [at(t)["input_ids"] for t in TEXTS]
             text = [at.decode(i, skip_special_tokens=True) for i in ids]
-            expected["variants"][name] = {"edit": edit, "ids": ids, "decoded": text}
+            expected["variants"][name] = {"edit": VARIANTS[name], "ids": ids, "decoded": text}
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1, ensure_ascii=False)
         f.write("\n")

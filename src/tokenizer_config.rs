@@ -119,8 +119,13 @@ pub(super) fn apply(dir: &Path, tok: &mut Value) -> Result<Applied> {
         config.as_ref().map_or(Ok(None), |c| c.bool_opt(key))
     };
     let mut edited = BERT_CLASSES.contains(&class) && bert_normalizer(config.as_ref(), tok)?;
-    if class.trim_end_matches("Fast") == "LlamaTokenizer" && llama_class_applies(dir, tok) {
-        llama_pipeline(config.as_ref(), tok)?;
+    let llama = match class.trim_end_matches("Fast") {
+        "LlamaTokenizer" => Some(false),
+        "CodeLlamaTokenizer" => Some(true),
+        _ => None,
+    };
+    if let Some(code) = llama.filter(|&code| llama_class_applies(dir, config.as_ref(), tok, code)) {
+        llama_pipeline(config.as_ref(), tok, code)?;
         edited = true;
     }
     let bpe = tok.pointer("/model/type").and_then(Value::as_str) == Some("BPE");
@@ -133,32 +138,25 @@ pub(super) fn apply(dir: &Path, tok: &mut Value) -> Result<Applied> {
     })
 }
 
-/// Whether `AutoTokenizer` builds `LlamaTokenizer` itself for a folder whose
-/// tokenizer_config.json names it: for a `llama` model (other types map it to their own
-/// class, or read tokenizer.json as it is), without remote code (`auto_map`), over a
-/// tokenizer.json that is not byte-level (Llama 3's, which it reads as it is).
-fn llama_class_applies(dir: &Path, tok: &Value) -> bool {
-    let Ok(Some(config)) = Json::read(dir, "config.json") else {
+/// Whether `AutoTokenizer` builds `LlamaTokenizer` (`code`: `CodeLlamaTokenizer`) itself for
+/// a folder whose tokenizer_config.json (or config.json) names it: for a `llama` model
+/// (other types map it to their own class, or read tokenizer.json as it is), without remote
+/// code for it (`auto_map`'s `AutoTokenizer`), over a tokenizer.json that is not byte-level
+/// (Llama 3's, which it reads as it is; transformers looks for `"ByteLevel"` anywhere in
+/// the file, and redirects `LlamaTokenizer` only).
+fn llama_class_applies(dir: &Path, config: Option<&Json>, tok: &Value, code: bool) -> bool {
+    let Ok(Some(model)) = Json::read(dir, "config.json") else {
         return false;
     };
-    let remote = Json::read(dir, "tokenizer_config.json")
-        .ok()
-        .flatten()
-        .is_some_and(|c| c.get("auto_map").is_some());
-    config.get("model_type").and_then(Value::as_str) == Some("llama")
+    let remote = config
+        .and_then(|c| c.get("auto_map"))
+        .is_some_and(|m| match m {
+            Value::Array(_) => true,
+            m => m.get("AutoTokenizer").is_some_and(|a| !a.is_null()),
+        });
+    model.get("model_type").and_then(Value::as_str) == Some("llama")
         && !remote
-        && !names_byte_level(tok)
-}
-
-/// Whether any part of tokenizer.json is byte-level (transformers looks for `"ByteLevel"`
-/// anywhere in the file).
-fn names_byte_level(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s == "ByteLevel",
-        Value::Array(a) => a.iter().any(names_byte_level),
-        Value::Object(o) => o.values().any(names_byte_level),
-        _ => false,
-    }
+        && (code || !tok.to_string().contains("\"ByteLevel\""))
 }
 
 /// `LlamaTokenizer.__init__` (transformers 5): tokenizer.json's vocabulary, merges, added
@@ -168,10 +166,13 @@ fn names_byte_level(v: &Value) -> bool {
 /// Llama 2 file's own `Prepend` + `Replace` normalizer put an extra "▁" before a text's
 /// leading space and after each special token written in it: a causal target " positive" was
 /// two tokens where transformers has one (hostile pass 27, F1).
-fn llama_pipeline(config: Option<&Json>, tok: &mut Value) -> Result<()> {
+/// `CodeLlamaTokenizer` (`code`) builds the same without `legacy` (its ▁ goes before the
+/// first piece only), strips the decoded text's first space always, and sets its own
+/// post-processor, `<s> $A` (its `add_bos_token` passed explicitly), whatever the file's.
+fn llama_pipeline(config: Option<&Json>, tok: &mut Value, code: bool) -> Result<()> {
     let key = |k: &str| config.map_or(Ok(None), |c| c.bool_opt(k));
     let add_prefix_space = key("add_prefix_space")?.unwrap_or(true);
-    let legacy = key("legacy")?.unwrap_or(false);
+    let legacy = !code && key("legacy")?.unwrap_or(false);
     let scheme = match (add_prefix_space, legacy) {
         (false, _) => "never",
         (true, true) => "always",
@@ -182,8 +183,11 @@ fn llama_pipeline(config: Option<&Json>, tok: &mut Value) -> Result<()> {
         json!({"type": "ByteFallback"}),
         json!({"type": "Fuse"}),
     ];
-    if add_prefix_space {
+    if add_prefix_space || code {
         decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+    }
+    if code {
+        bos_post_processor(config, tok)?;
     }
     if let Value::Object(o) = tok {
         o.insert("normalizer".into(), Value::Null);
@@ -204,11 +208,49 @@ fn llama_pipeline(config: Option<&Json>, tok: &mut Value) -> Result<()> {
     Ok(())
 }
 
-/// The class `AutoTokenizer` picks from config.json's `model_type` when tokenizer_config.json
-/// names none (only BERT's matters here); None when config.json is absent or unreadable (its
-/// own reader reports that).
+/// `update_post_processor` with `add_bos_token` alone: `<s> $A` (a pair `<s> $A <s> $B`), the
+/// folder's `bos_token` (`<s>` where none is named). A token the vocabulary lacks leaves the
+/// file's post-processor (transformers would add it at a new id).
+fn bos_post_processor(config: Option<&Json>, tok: &mut Value) -> Result<()> {
+    let named = config.map_or(Ok(None), |c| c.token("bos_token"))?;
+    let bos = named.unwrap_or("<s>").to_string();
+    let Some(id) = token_id(tok, &bos) else {
+        return Ok(());
+    };
+    let piece = |type_id: u8| json!({"SpecialToken": {"id": bos, "type_id": type_id}});
+    let seq = |s: &str, type_id: u8| json!({"Sequence": {"id": s, "type_id": type_id}});
+    let single = json!([piece(0), seq("A", 0)]);
+    let pair = json!([piece(0), seq("A", 0), piece(1), seq("B", 1)]);
+    let special = json!({ (bos.as_str()): {"id": bos, "ids": [id], "tokens": [bos]} });
+    if let Value::Object(o) = tok {
+        o.insert(
+            "post_processor".into(),
+            json!({"type": "TemplateProcessing", "single": single, "pair": pair,
+                   "special_tokens": special}),
+        );
+    }
+    Ok(())
+}
+
+/// `token`'s id in tokenizer.json's value: an added token's, else the model's vocabulary's.
+fn token_id(tok: &Value, token: &str) -> Option<u64> {
+    let added = tok.get("added_tokens").and_then(Value::as_array);
+    let found = added.into_iter().flatten().find_map(|a| {
+        (a.get("content").and_then(Value::as_str) == Some(token))
+            .then(|| a.get("id").and_then(Value::as_u64))
+            .flatten()
+    });
+    found.or_else(|| tok.pointer("/model/vocab")?.get(token)?.as_u64())
+}
+
+/// The class `AutoTokenizer` takes when tokenizer_config.json names none: config.json's
+/// `tokenizer_class`, else its `model_type`'s (only BERT's matters here); None when config.json
+/// is absent or unreadable (its own reader reports that).
 fn model_type_class(dir: &Path) -> Option<String> {
     let config = Json::read(dir, "config.json").ok()??;
+    if let Some(Value::String(c)) = config.get("tokenizer_class") {
+        return Some(c.clone());
+    }
     match config.get("model_type").and_then(Value::as_str) {
         Some("bert") => Some("BertTokenizerFast".into()),
         _ => None,

@@ -165,6 +165,19 @@ fn overwrite_removes_only_the_earlier_runs_task_folders() {
         &["task `a`", "holds a saved prompt (adapter_config.json"],
     );
     overwrite_refused_while_b_is_written(&train, &out);
+    // a run of tasks a and c refused over b, being written: it makes no folder of its own
+    // (review 20, R20-5)
+    let ac = dir.path().join("ac.jsonl");
+    let rows = common::multitask::tagged_rows().replace("\"task\": \"b\"", "\"task\": \"c\"");
+    std::fs::write(&ac, rows).expect("write");
+    let live =
+        softprompt::internals::train::outdir::OutLock::acquire(&out.join("b")).expect("lock");
+    refused(
+        &run(&multi_args(&ac, &out, &["--overwrite"])),
+        &["is writing into this folder"],
+    );
+    drop(live);
+    assert!(!out.join("c").exists(), "a refused run made a task folder");
     assert!(out.join("checkpoint.safetensors").is_file());
     assert!(
         all(&out.join("a")) && all(&out.join("b")),
@@ -671,14 +684,18 @@ fn a_folder_being_written_is_read_again_until_whole() {
         t0.elapsed() < std::time::Duration::from_millis(800),
         "no writer: no wait"
     );
-    // a multi-task run locks its --out, the folder above its tasks' folders (review 16)
+    // a folder inside one a run holds is not being written (review 20, R20-7: a multi-task
+    // run holds each task folder's lock; the folder above's was looked at too)
     let held = OutLock::acquire(dir.path()).expect("lock");
     let t0 = std::time::Instant::now();
-    softprompt::Prompt::load(&one).expect_err("two saves");
+    let err = softprompt::Prompt::load(&one)
+        .expect_err("two saves")
+        .to_string();
     assert!(
-        t0.elapsed() >= std::time::Duration::from_millis(800),
-        "tried again under the lock above"
+        t0.elapsed() < std::time::Duration::from_millis(800),
+        "no writer of its own: no wait"
     );
+    assert!(!err.contains("is writing into"), "{err}");
     drop(held);
 }
 

@@ -164,7 +164,7 @@ fn decoded_text_is_cleaned_up_where_the_config_says() {
 /// `Prepend` + `Replace` normalizer gave an extra "▁" before a leading space and after a
 /// special token: a causal target " pos" was two tokens (hostile pass 27, F1). The fixture's
 /// expected.json holds AutoTokenizer's ids and decoded texts for each config variant
-/// (`scripts/make_llama2_tokenizer.py`).
+/// (`scripts/make_llama2_tokenizer.py`), `CodeLlamaTokenizer`'s among them (review 20, R20-1).
 #[test]
 fn a_llama_tokenizer_is_rebuilt_as_transformers_5_rebuilds_it() {
     let scratch = ScratchDir::new("tokcfg-llama2");
@@ -175,7 +175,19 @@ fn a_llama_tokenizer_is_rebuilt_as_transformers_5_rebuilds_it() {
     let texts = expected["texts"].as_array().unwrap();
     for (name, variant) in expected["variants"].as_object().unwrap() {
         let d = scratch.copy_model("llama2_tok", name);
-        edit_config(&d, variant["edit"].clone());
+        let mut edit = variant["edit"].clone();
+        if let Some(keys) = edit.as_object_mut().unwrap().remove("config_json") {
+            // the class named in config.json instead (review 20, R20-2)
+            let path = d.join("config.json");
+            let mut model: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            model
+                .as_object_mut()
+                .unwrap()
+                .extend(keys.as_object().unwrap().clone());
+            std::fs::write(&path, model.to_string()).unwrap();
+        }
+        edit_config(&d, edit);
         let tok = Tokenizer::load(&d).unwrap();
         for (i, text) in texts.iter().enumerate() {
             let text = text.as_str().unwrap();

@@ -270,7 +270,7 @@ fn warnings(model: &Model, name: &str, path: &Path, task: &Task) -> Vec<String> 
     let mut found = Vec::new();
     // loaded by name while a run writes into it: --prompts leaves such a folder out, and a
     // client was told nothing (hostile pass 25, F3)
-    if let Some(pid) = softprompt::prompt_folder_writer(path) {
+    if let Some(pid) = softprompt::folder_writer(path) {
         found.push(format!(
             "prompt \"{name}\" ({}): {} is writing into its folder, so this is the prompt of \
              an earlier step, not the finished one: load it again (DELETE, then POST) once that \

@@ -205,14 +205,6 @@ pub fn folder_writer(dir: &Path) -> Option<u32> {
     })
 }
 
-/// The pid of the process writing into the prompt folder `dir` now: `folder_writer` of the
-/// folder, or of the folder above it, whose lock alone a multi-task run holds while it writes
-/// its task folders.
-pub fn prompt_folder_writer(dir: &Path) -> Option<u32> {
-    let above = (dir.canonicalize().ok()).and_then(|d| d.parent().map(Path::to_path_buf));
-    folder_writer(dir).or_else(|| above.as_deref().and_then(folder_writer))
-}
-
 /// A file as /proc/locks names it: the device's major and minor number in hex, then the
 /// inode.
 #[cfg(unix)]
@@ -349,17 +341,19 @@ pub fn prepare_fresh(
         let checked = check_task_folder(&dir.join(name), overwrite);
         checked.map_err(|e| e.tagged(&format!("task `{name}`")))?;
     }
-    let held = lock_task_folders(dir, tasks)?;
     let new: Vec<PathBuf> = tasks.iter().map(|n| dir.join(n)).collect();
     let earlier = if overwrite {
         task_folders(dir)
     } else {
         Vec::new()
     };
+    // the folders it empties held before it makes any: a refusal there left the new task
+    // folders it had made (review 20, R20-5)
     let mut emptied = Vec::new();
     for task in earlier.iter().filter(|t| !new.contains(t)) {
         emptied.extend(hold_if_locked(task)?);
     }
+    let held = lock_task_folders(dir, tasks)?;
     if overwrite {
         remove_files(dir, &RUN_FILES)?;
     }
@@ -372,12 +366,13 @@ pub fn prepare_fresh(
         // (hostile pass 25, F6)
         remove_files(task, &RUN_FILES)?;
     }
-    drop(emptied);
     for task in earlier.iter().filter(|t| !new.contains(t)) {
-        // emptied: the folder was the run's (its lock file too, the run gone); a user's file
+        // emptied: the folder was the run's (its lock file too, the run gone, unlinked while
+        // held: a run locking it once let go would lose it; review 20, R20-6); a user's file
         // in it keeps it
         remove_if_only_lock(task);
     }
+    drop(emptied);
     Ok(held)
 }
 
@@ -405,8 +400,8 @@ pub fn lock_task_folders(out: &Path, tasks: &[&str]) -> Result<Vec<OutLock>> {
         match OutLock::acquire(&task) {
             Ok(lock) => held.push(lock),
             Err(e) => {
-                drop(held);
                 made.iter().for_each(|m| remove_if_only_lock(m));
+                drop(held);
                 return Err(e.tagged(&format!("task `{name}`")));
             }
         }

@@ -30,7 +30,7 @@ pub enum Origin {
 
 impl Origin {
     pub fn of(dir: &Path) -> Origin {
-        if let Some(pid) = super::outdir::prompt_folder_writer(dir) {
+        if let Some(pid) = super::outdir::folder_writer(dir) {
             Origin::Live(pid)
         } else if in_a_run(dir) {
             Origin::Run

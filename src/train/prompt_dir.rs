@@ -490,14 +490,14 @@ fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
 }
 
 /// Reads a prompt folder: ours (with task.json, and head.safetensors for `cls`) or PEFT's
-/// (adapter files only). A folder a run is writing into now (it holds the folder's lock, or a
-/// multi-task run the lock of the folder above) is read again, a few times over about a
+/// (adapter files only). A folder a run is writing into now (it holds the folder's lock: a
+/// multi-task run holds each task folder's) is read again, a few times over about a
 /// second, while it is refused: an export renames its files in one after another, and a
 /// read between two renames met two saves (an eval looping on a live run under
 /// `--save-every 1` was refused about one time in eight; hostile pass 23, F2).
 pub fn load_prompt_dir(dir: &Path) -> Result<SavedPrompt> {
     let mut waits = [10, 40, 160, 640].into_iter();
-    let written = || crate::train::outdir::prompt_folder_writer(dir).is_some();
+    let written = || crate::train::outdir::folder_writer(dir).is_some();
     loop {
         // once the tries are spent, the refusal's advice names the writer (`Origin`)
         match load_prompt_once(dir) {
