@@ -13,7 +13,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, processors
 from transformers import AutoTokenizer
 
 TEXTS = ["pos", " pos", "  pos", "pos pos", "pos</s> pos", "<s>pos", "ö", "", " ", "pos\tpos\n"]
-# tokenizer_config.json edits (None removes a key); "config_json": keys set in config.json
+# tokenizer_config.json edits (None removes a key); "config_json": keys set in config.json;
+# "null": keys set to null; "special_tokens_map": special_tokens_map.json's keys (none: no file)
 VARIANTS = {
     "default": {},
     "legacy": {"legacy": True},
@@ -21,8 +22,18 @@ VARIANTS = {
     "class_in_config_json": {"tokenizer_class": None, "config_json": {"tokenizer_class": "LlamaTokenizer"}},
     "code_llama": {"tokenizer_class": "CodeLlamaTokenizer"},
     "code_llama_no_prefix_space": {"tokenizer_class": "CodeLlamaTokenizer", "add_prefix_space": False},
+    # CodeLlama ignores `legacy` (review 21, R21-7), adds no BOS for a null bos_token, and
+    # takes special_tokens_map.json's where tokenizer_config.json has no added_tokens_decoder
+    # (R21-4)
+    "code_llama_legacy": {"tokenizer_class": "CodeLlamaTokenizer", "legacy": True},
+    "code_llama_bos_null": {"tokenizer_class": "CodeLlamaTokenizer", "null": ["bos_token"]},
+    "code_llama_bos_in_map": {"tokenizer_class": "CodeLlamaTokenizer",
+                              "special_tokens_map": {"bos_token": "</s>"}},
+    "code_llama_bos_in_map_beside_decoder": {
+        "tokenizer_class": "CodeLlamaTokenizer", "special_tokens_map": {"bos_token": "</s>"},
+        "added_tokens_decoder": {}},
 }
-CLASSES = {"code_llama": "CodeLlamaTokenizer", "code_llama_no_prefix_space": "CodeLlamaTokenizer"}
+CLASSES = {name: "CodeLlamaTokenizer" for name in VARIANTS if name.startswith("code_llama")}
 
 
 def build(folder):
@@ -64,9 +75,15 @@ def main():
             model = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], **edit.pop("config_json", {})}
             with open(os.path.join(d, "config.json"), "w") as f:
                 json.dump(model, f)
+            nulls = edit.pop("null", [])
+            stm = edit.pop("special_tokens_map", None)
             tc = {k: v for k, v in {**cfg, **edit}.items() if v is not None}
+            tc.update({k: None for k in nulls})
             with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
                 json.dump(tc, f)
+            if stm is not None:
+                with open(os.path.join(d, "special_tokens_map.json"), "w") as f:
+                    json.dump(stm, f)
             at = AutoTokenizer.from_pretrained(d)
             want = CLASSES.get(name, "LlamaTokenizer")
             assert type(at).__name__ == want, (name, type(at).__name__)

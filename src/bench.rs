@@ -596,7 +596,11 @@ pub fn run<B: Backend>(
     });
     if let (Some(r), Value::Object(m)) = (
         report.as_object_mut(),
-        method::report(&w.method, w.prompt, model.hidden_size()),
+        method::report(
+            &w.method,
+            w.prompt,
+            method::encoder_width(&w.method, &model),
+        ),
     ) {
         r.extend(m);
     }

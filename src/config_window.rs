@@ -7,7 +7,9 @@ use crate::error::{Error, Result};
 /// `sliding_window` holds on every layer (its `layer_types` only warns in transformers). Qwen2
 /// has a window only under `use_sliding_window: true`, on the layers its `layer_types` name
 /// `sliding_attention`, else on layers `max_window_layers` (default 28) and up. The engine
-/// runs one attention over every layer, so a window on some layers only is refused.
+/// runs one attention over every layer and keeps every row inside the window, where sliding
+/// and full attention agree: a window on any layer is the model's (one on some layers only
+/// was refused, although the rows it was kept to made it exact; hostile pass 26, F4).
 pub(super) fn sliding_window(
     cfg: &Cfg,
     model_type: &str,
@@ -24,9 +26,9 @@ pub(super) fn sliding_window(
     }
 }
 
-/// Qwen2 under `use_sliding_window: true`: `window` on every layer, on none, or refused.
+/// Qwen2 under `use_sliding_window: true`: `window` where any layer slides, else None.
 fn qwen2_window(cfg: &Cfg, window: Option<usize>, n: usize) -> Result<Option<usize>> {
-    let (key, sliding) = match layer_types(cfg)? {
+    let sliding = match layer_types(cfg)? {
         Some(s) if s.len() != n => {
             return Err(Error::config(
                 &cfg.path,
@@ -36,24 +38,15 @@ fn qwen2_window(cfg: &Cfg, window: Option<usize>, n: usize) -> Result<Option<usi
                 ),
             ))
         }
-        Some(s) => ("layer_types", s),
+        Some(s) => s,
         None => {
             let first = cfg.usize_or("max_window_layers", 28)?;
-            ("max_window_layers", (0..n).map(|l| l >= first).collect())
+            (0..n).map(|l| l >= first).collect()
         }
     };
-    let count = sliding.iter().filter(|&&s| s).count();
     match window {
         None => no_window_named(cfg),
-        Some(_) if count == 0 => Ok(None),
-        Some(w) if count == n => Ok(Some(w)),
-        Some(w) => Err(Error::config(
-            &cfg.path,
-            format!(
-                "`{key}` gives sliding_window {w} to {count} of the {n} layers: a window on \
-                 some layers only is not supported (all layers or none)"
-            ),
-        )),
+        Some(w) => Ok(sliding.contains(&true).then_some(w)),
     }
 }
 

@@ -15,6 +15,15 @@ pub enum Error {
     #[error("{path}: {msg}")]
     File { path: PathBuf, msg: String },
 
+    /// A folder a run or a save writes into, refused for what it is in now (`state`): being
+    /// written by another run or save, or holding what the call was not told to replace.
+    #[error("{path}: {msg}")]
+    Folder {
+        path: PathBuf,
+        msg: String,
+        state: FolderState,
+    },
+
     #[error("config {path}: {msg}")]
     Config { path: PathBuf, msg: String },
 
@@ -88,6 +97,17 @@ pub enum Error {
     /// encoding, evaluation, prediction and generation between their parts ([`GoOn`]).
     #[error("{0}")]
     Interrupted(String),
+}
+
+/// Why a folder was refused ([`Error::Folder`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FolderState {
+    /// another run or save holds its lock: it is being written now (Python: a
+    /// `BlockingIOError`)
+    InUse,
+    /// it holds an earlier run's files or a saved prompt, and the call was not told to
+    /// replace them (Python: a `FileExistsError`)
+    Occupied,
 }
 
 /// The setting that sized the rows of a step refused for host memory ([`Error::StepMemory`]).
@@ -266,6 +286,24 @@ impl Error {
         }
     }
 
+    /// A folder being written by another run or save now.
+    pub fn in_use(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
+        Error::Folder {
+            path: path.as_ref().to_path_buf(),
+            msg: msg.into(),
+            state: FolderState::InUse,
+        }
+    }
+
+    /// A folder holding what the call was not told to replace.
+    pub fn occupied(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
+        Error::Folder {
+            path: path.as_ref().to_path_buf(),
+            msg: msg.into(),
+            state: FolderState::Occupied,
+        }
+    }
+
     pub fn config(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
         Error::Config {
             path: path.as_ref().to_path_buf(),
@@ -311,6 +349,11 @@ impl Error {
             Error::Config { path, msg } => Error::Config {
                 path,
                 msg: tag(msg),
+            },
+            Error::Folder { path, msg, state } => Error::Folder {
+                path,
+                msg: tag(msg),
+                state,
             },
             Error::Io { path, source } => Error::File {
                 path,

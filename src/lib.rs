@@ -74,7 +74,7 @@ pub use api::{
     Task, TaskOptions, TaskResult,
 };
 pub use backend::{DeviceKind as Device, Precision};
-pub use error::{BatchSetting, Error, Result};
+pub use error::{BatchSetting, Error, FolderState, Result};
 pub use fsutil::is_folder_name;
 pub use models::decoder::PromptPlacement;
 pub use models::heads::Pooling;

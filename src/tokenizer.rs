@@ -70,7 +70,7 @@ impl Tokenizer {
                 path: path.clone(),
                 msg,
             })?;
-            let applied = config::apply(dir, &mut v)?;
+            let applied = config::apply(dir, &text, &mut v)?;
             split_special = applied.split_special;
             clean_up_spaces = applied.clean_up_spaces;
             let mut edited = applied.edited;
@@ -136,12 +136,13 @@ impl Tokenizer {
     }
 
     /// The pad token transformers' `AutoTokenizer` has (`tokenizer.pad_token_id`): the
-    /// `pad_token` of tokenizer_config.json beside tokenizer.json, else of
-    /// special_tokens_map.json (a string, or an object with its `content`); None when neither
-    /// names one. A token the vocabulary lacks is an error naming the file.
+    /// `pad_token` of special_tokens_map.json where tokenizer_config.json has no
+    /// `added_tokens_decoder`, else of tokenizer_config.json (a string, or an object with its
+    /// `content`; `config::special_token`); None when neither names one, or it is null. A
+    /// token the vocabulary lacks is an error naming the file.
     pub fn pad_id(&self) -> Result<Option<i32>> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        let Some((token, path)) = config::special_token(dir, "pad_token")? else {
+        let Some((Some(token), path)) = config::special_token(dir, "pad_token")? else {
             return Ok(None);
         };
         let id = self.token_to_id(&token).ok_or_else(|| {

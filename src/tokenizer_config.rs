@@ -1,11 +1,12 @@
 //! tokenizer_config.json's keys that transformers' tokenizer classes apply over tokenizer.json,
 //! so that `AutoTokenizer` and this engine give the same ids for the same folder:
-//! - BERT's `do_lower_case`, `strip_accents`, `tokenize_chinese_chars`: `BertTokenizerFast`
-//!   rebuilds a `BertNormalizer` from them (transformers' defaults `true`, `null`, `true` where
-//!   the keys are absent) when they disagree with tokenizer.json's;
-//! - `LlamaTokenizer` for a `llama` model over a file that is not byte-level (Llama 2's):
-//!   the normalizer, pre-tokenizer and decoder rebuilt as its `__init__` builds them, from
-//!   `add_prefix_space` and `legacy`;
+//! - BERT's `do_lower_case`, `strip_accents`, `tokenize_chinese_chars`: `BertTokenizer` (and
+//!   its aliases) rebuilds a `BertNormalizer` from them (transformers' defaults `true`, `null`,
+//!   `true` where the keys are absent) when they disagree with tokenizer.json's;
+//! - `LlamaTokenizer` and `CodeLlamaTokenizer` for a `llama` model (CodeLlama's over any
+//!   file, Llama's over one that is not byte-level, Llama 2's): the normalizer, pre-tokenizer
+//!   and decoder rebuilt as their `__init__` builds them, from `add_prefix_space` and
+//!   `legacy`, and CodeLlama's `<s> $A` post-processor;
 //! - `split_special_tokens`: a special token written in a text is tokenized as text;
 //! - `clean_up_tokenization_spaces`: decoded text loses the space before `.`, `,`, `?`, `!`
 //!   and English contractions (T5's and BERT's folders set it; hostile pass 27, F3).
@@ -14,8 +15,8 @@
 //! others are settings. `add_bos_token` / `add_eos_token` are not among them: transformers 5
 //! drops both from tokenizer_config.json wherever a tokenizer.json is there
 //! (`_from_pretrained`), and keeps its post-processor, for every class but a few that set
-//! their own (`CodeLlamaTokenizer`'s `<s> $A`, `BertTokenizer`'s, `T5Tokenizer`'s: not done
-//! here, where a file's post-processor other than the class's would differ); applying them
+//! their own (`CodeLlamaTokenizer`'s `<s> $A`, done here; `BertTokenizer`'s, `T5Tokenizer`'s:
+//! not done, where a file's post-processor other than the class's would differ); applying them
 //! added or dropped a BOS or an EOS on every row, and BERT's [CLS] and [SEP] (hostile pass
 //! 26, F1).
 #![cfg_attr(
@@ -27,7 +28,28 @@ use crate::error::{Error, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-const BERT_CLASSES: [&str; 2] = ["BertTokenizer", "BertTokenizerFast"];
+/// The classes transformers 5 builds as `BertTokenizer` (aliases and subclasses of it that
+/// change nothing here), and their `Fast` names.
+const BERT_CLASSES: [&str; 5] = [
+    "BertTokenizer",
+    "DistilBertTokenizer",
+    "MobileBertTokenizer",
+    "SqueezeBertTokenizer",
+    "ConvBertTokenizer",
+];
+
+/// Whether `class` (a `...Fast` name too) is built as `BertTokenizer`.
+fn is_bert_class(class: &str) -> bool {
+    BERT_CLASSES.contains(&class.trim_end_matches("Fast"))
+}
+
+/// Whether `class` is one of the Llama classes whose pipeline is rebuilt (`llama_pipeline`).
+fn is_llama_class(class: &str) -> bool {
+    matches!(
+        class.trim_end_matches("Fast"),
+        "LlamaTokenizer" | "CodeLlamaTokenizer"
+    )
+}
 
 /// One of the folder's tokenizer JSON files (tokenizer_config.json, special_tokens_map.json).
 pub(super) struct Json {
@@ -64,6 +86,16 @@ impl Json {
         }
     }
 
+    /// `key` as a special token (`token`), told apart from null: None when absent, Some(None)
+    /// when null.
+    fn named(&self, key: &str) -> Result<Option<Option<&str>>> {
+        match self.v.get(key) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(_) => self.token(key).map(Some),
+        }
+    }
+
     /// A special token's text (`pad_token`, `bos_token`): a string, or an object with its
     /// `content` (an AddedToken); None when the key is absent or null.
     pub(super) fn token(&self, key: &str) -> Result<Option<&str>> {
@@ -81,15 +113,23 @@ impl Json {
     }
 }
 
-/// The special token `key` names, as transformers finds it: tokenizer_config.json's, else
-/// special_tokens_map.json's; with the file that named it.
-pub(super) fn special_token(dir: &Path, key: &str) -> Result<Option<(String, PathBuf)>> {
-    for name in ["tokenizer_config.json", "special_tokens_map.json"] {
-        let Some(file) = Json::read(dir, name)? else {
-            continue;
-        };
-        if let Some(t) = file.token(key)? {
-            return Ok(Some((t.to_string(), file.path)));
+/// The special token `key` names, as transformers 5 reads the folder (`_from_pretrained`):
+/// special_tokens_map.json's where tokenizer_config.json has no `added_tokens_decoder` and
+/// the map has the key (its legacy merge, which wins), else tokenizer_config.json's; with the
+/// file that named it, and None for a token named null there (no such token: a class's
+/// default is not taken). tokenizer_config.json's was taken first, and the map read beside
+/// `added_tokens_decoder` (review 21, R21-4).
+pub(super) fn special_token(dir: &Path, key: &str) -> Result<Option<(Option<String>, PathBuf)>> {
+    let config = Json::read(dir, "tokenizer_config.json")?;
+    let legacy = (config.as_ref()).is_none_or(|c| c.v.get("added_tokens_decoder").is_none());
+    let map = match legacy {
+        true => Json::read(dir, "special_tokens_map.json")?,
+        false => None,
+    };
+    for file in [map, config].into_iter().flatten() {
+        let named = file.named(key)?.map(|t| t.map(String::from));
+        if let Some(token) = named {
+            return Ok(Some((token, file.path)));
         }
     }
     Ok(None)
@@ -108,7 +148,8 @@ pub(super) struct Applied {
 }
 
 /// Applies tokenizer_config.json's keys to tokenizer.json's value `tok`.
-pub(super) fn apply(dir: &Path, tok: &mut Value) -> Result<Applied> {
+/// `text` is tokenizer.json's text, as read (transformers looks for words in it).
+pub(super) fn apply(dir: &Path, text: &str, tok: &mut Value) -> Result<Applied> {
     let config = Json::read(dir, "tokenizer_config.json")?;
     let class = match config.as_ref().and_then(|c| c.get("tokenizer_class")) {
         Some(Value::String(c)) => Some(c.clone()),
@@ -118,14 +159,15 @@ pub(super) fn apply(dir: &Path, tok: &mut Value) -> Result<Applied> {
     let keys = |key: &str| -> Result<Option<bool>> {
         config.as_ref().map_or(Ok(None), |c| c.bool_opt(key))
     };
-    let mut edited = BERT_CLASSES.contains(&class) && bert_normalizer(config.as_ref(), tok)?;
+    let mut edited = is_bert_class(class) && bert_normalizer(config.as_ref(), tok)?;
     let llama = match class.trim_end_matches("Fast") {
         "LlamaTokenizer" => Some(false),
         "CodeLlamaTokenizer" => Some(true),
         _ => None,
     };
-    if let Some(code) = llama.filter(|&code| llama_class_applies(dir, config.as_ref(), tok, code)) {
-        llama_pipeline(config.as_ref(), tok, code)?;
+    if let Some(code) = llama.filter(|&code| llama_class_applies(dir, config.as_ref(), text, code))
+    {
+        llama_pipeline(dir, config.as_ref(), tok, code)?;
         edited = true;
     }
     let bpe = tok.pointer("/model/type").and_then(Value::as_str) == Some("BPE");
@@ -140,11 +182,13 @@ pub(super) fn apply(dir: &Path, tok: &mut Value) -> Result<Applied> {
 
 /// Whether `AutoTokenizer` builds `LlamaTokenizer` (`code`: `CodeLlamaTokenizer`) itself for
 /// a folder whose tokenizer_config.json (or config.json) names it: for a `llama` model
-/// (other types map it to their own class, or read tokenizer.json as it is), without remote
-/// code for it (`auto_map`'s `AutoTokenizer`), over a tokenizer.json that is not byte-level
-/// (Llama 3's, which it reads as it is; transformers looks for `"ByteLevel"` anywhere in
-/// the file, and redirects `LlamaTokenizer` only).
-fn llama_class_applies(dir: &Path, config: Option<&Json>, tok: &Value, code: bool) -> bool {
+/// (other types map it to their own class, or read tokenizer.json as it is), over a
+/// tokenizer.json that is not byte-level (Llama 3's, which it reads as it is; transformers
+/// looks for `"ByteLevel"` anywhere in the file, and redirects `LlamaTokenizer` only). A
+/// folder with code of its own for the class (`auto_map`'s `AutoTokenizer`) is read as it is:
+/// transformers runs that code under `trust_remote_code=True`, which this engine cannot, and
+/// builds its own class without it (review 21, R21-6: a stand-in, not transformers' default).
+fn llama_class_applies(dir: &Path, config: Option<&Json>, text: &str, code: bool) -> bool {
     let Ok(Some(model)) = Json::read(dir, "config.json") else {
         return false;
     };
@@ -156,7 +200,7 @@ fn llama_class_applies(dir: &Path, config: Option<&Json>, tok: &Value, code: boo
         });
     model.get("model_type").and_then(Value::as_str) == Some("llama")
         && !remote
-        && (code || !tok.to_string().contains("\"ByteLevel\""))
+        && (code || !text.contains("\"ByteLevel\""))
 }
 
 /// `LlamaTokenizer.__init__` (transformers 5): tokenizer.json's vocabulary, merges, added
@@ -169,7 +213,7 @@ fn llama_class_applies(dir: &Path, config: Option<&Json>, tok: &Value, code: boo
 /// `CodeLlamaTokenizer` (`code`) builds the same without `legacy` (its ▁ goes before the
 /// first piece only), strips the decoded text's first space always, and sets its own
 /// post-processor, `<s> $A` (its `add_bos_token` passed explicitly), whatever the file's.
-fn llama_pipeline(config: Option<&Json>, tok: &mut Value, code: bool) -> Result<()> {
+fn llama_pipeline(dir: &Path, config: Option<&Json>, tok: &mut Value, code: bool) -> Result<()> {
     let key = |k: &str| config.map_or(Ok(None), |c| c.bool_opt(k));
     let add_prefix_space = key("add_prefix_space")?.unwrap_or(true);
     let legacy = !code && key("legacy")?.unwrap_or(false);
@@ -187,7 +231,12 @@ fn llama_pipeline(config: Option<&Json>, tok: &mut Value, code: bool) -> Result<
         decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
     }
     if code {
-        bos_post_processor(config, tok)?;
+        // the class's default where the folder names none; named null: none
+        let bos = match special_token(dir, "bos_token")? {
+            Some((named, _)) => named,
+            None => Some("<s>".to_string()),
+        };
+        bos_post_processor(bos.as_deref(), tok);
     }
     if let Value::Object(o) = tok {
         o.insert("normalizer".into(), Value::Null);
@@ -208,20 +257,30 @@ fn llama_pipeline(config: Option<&Json>, tok: &mut Value, code: bool) -> Result<
     Ok(())
 }
 
-/// `update_post_processor` with `add_bos_token` alone: `<s> $A` (a pair `<s> $A <s> $B`), the
-/// folder's `bos_token` (`<s>` where none is named). A token the vocabulary lacks leaves the
-/// file's post-processor (transformers would add it at a new id).
-fn bos_post_processor(config: Option<&Json>, tok: &mut Value) -> Result<()> {
-    let named = config.map_or(Ok(None), |c| c.token("bos_token"))?;
-    let bos = named.unwrap_or("<s>").to_string();
-    let Some(id) = token_id(tok, &bos) else {
-        return Ok(());
-    };
-    let piece = |type_id: u8| json!({"SpecialToken": {"id": bos, "type_id": type_id}});
+/// `update_post_processor` with `add_bos_token` alone: `<s> $A` (a pair `<s> $A <s> $B`), with
+/// the folder's `bos_token`; `$A` (`$A $B`) where it is named null, as transformers turns
+/// `add_bos_token` off then. A token the vocabulary lacks leaves the file's post-processor
+/// (transformers would add it at a new id).
+fn bos_post_processor(bos: Option<&str>, tok: &mut Value) {
     let seq = |s: &str, type_id: u8| json!({"Sequence": {"id": s, "type_id": type_id}});
-    let single = json!([piece(0), seq("A", 0)]);
-    let pair = json!([piece(0), seq("A", 0), piece(1), seq("B", 1)]);
-    let special = json!({ (bos.as_str()): {"id": bos, "ids": [id], "tokens": [bos]} });
+    let (single, pair, special) = match bos {
+        None => (
+            json!([seq("A", 0)]),
+            json!([seq("A", 0), seq("B", 1)]),
+            json!({}),
+        ),
+        Some(bos) => {
+            let Some(id) = token_id(tok, bos) else {
+                return;
+            };
+            let piece = |type_id: u8| json!({"SpecialToken": {"id": bos, "type_id": type_id}});
+            (
+                json!([piece(0), seq("A", 0)]),
+                json!([piece(0), seq("A", 0), piece(1), seq("B", 1)]),
+                json!({ bos: {"id": bos, "ids": [id], "tokens": [bos]} }),
+            )
+        }
+    };
     if let Value::Object(o) = tok {
         o.insert(
             "post_processor".into(),
@@ -229,7 +288,6 @@ fn bos_post_processor(config: Option<&Json>, tok: &mut Value) -> Result<()> {
                    "special_tokens": special}),
         );
     }
-    Ok(())
 }
 
 /// `token`'s id in tokenizer.json's value: an added token's, else the model's vocabulary's.
@@ -244,12 +302,17 @@ fn token_id(tok: &Value, token: &str) -> Option<u64> {
 }
 
 /// The class `AutoTokenizer` takes when tokenizer_config.json names none: config.json's
-/// `tokenizer_class`, else its `model_type`'s (only BERT's matters here); None when config.json
-/// is absent or unreadable (its own reader reports that).
+/// `tokenizer_class` where it is a BERT or Llama class, else its `model_type`'s (only BERT's
+/// matters here); None when config.json is absent or unreadable (its own reader reports that).
+/// Another class named there is resolved by transformers in ways not followed here
+/// (`ElectraTokenizerFast` is none of its classes, and a `bert` model got BERT's): the
+/// model type's then (a BERT folder naming one lost its `do_lower_case`; review 21, R21-1).
 fn model_type_class(dir: &Path) -> Option<String> {
     let config = Json::read(dir, "config.json").ok()??;
     if let Some(Value::String(c)) = config.get("tokenizer_class") {
-        return Some(c.clone());
+        if is_bert_class(c) || is_llama_class(c) {
+            return Some(c.clone());
+        }
     }
     match config.get("model_type").and_then(Value::as_str) {
         Some("bert") => Some("BertTokenizerFast".into()),

@@ -68,6 +68,11 @@ fn save_prompt_refuses_a_saved_folder_unless_asked() {
         msg.contains("holds a saved prompt") && msg.contains("overwrite"),
         "{msg}"
     );
+    let occupied = softprompt::FolderState::Occupied;
+    assert!(
+        matches!(&e, softprompt::Error::Folder { state, path, .. } if *state == occupied && *path == dir),
+        "{e:?}"
+    );
     assert_eq!(
         (read("adapter_model.safetensors"), read("head.safetensors")),
         before

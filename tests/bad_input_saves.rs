@@ -119,6 +119,40 @@ fn a_task_folder_holding_a_run_is_replaced_whole() {
     stdout_ok(&eval(&out.join("b")));
 }
 
+/// A refused multi-task run leaves no task folder it made: a resume refused for its settings,
+/// and an `--overwrite` refused on a file it could not remove, each left task `b`'s folder
+/// (deleted before) made again, with a lock file only; the `--overwrite` had removed the
+/// earlier run's files first (review 21, R21-2).
+#[test]
+fn a_refused_run_leaves_no_task_folder_it_made() {
+    let dir = ScratchDir::new("saves_refused_makes_none");
+    let train = tagged_file(&dir);
+    let out = dir.path().join("out");
+    stdout_ok(&run(&multi_args(&train, &out, &[])));
+    std::fs::remove_dir_all(out.join("b")).expect("rm b");
+    refused(
+        &run(&multi_args(&train, &out, &["--resume", "--lr", "0.5"])),
+        &["other settings", "lr"],
+    );
+    assert!(!out.join("b").exists(), "the refused resume made b");
+    // a folder where a prompt file goes: its removal fails
+    let head = out.join("a/adapter_model.safetensors");
+    std::fs::remove_file(&head).expect("rm");
+    std::fs::create_dir_all(head.join("x")).expect("mkdir");
+    refused(
+        &run(&multi_args(&train, &out, &["--overwrite"])),
+        &[
+            s(&head),
+            "is a folder where the run's file",
+            "nothing was removed",
+        ],
+    );
+    assert!(!out.join("b").exists(), "the refused run made b");
+    // refused before anything went: the earlier run's files are there
+    assert!(out.join("checkpoint.safetensors").is_file());
+    assert!(out.join("a/task.json").is_file());
+}
+
 /// A multi-task `--overwrite` into `out` while a run holds task `b`'s folder: refused,
 /// naming it.
 fn overwrite_refused_while_b_is_written(train: &Path, out: &Path) {
@@ -1209,9 +1243,8 @@ fn resume_accepts_the_model_folder_spelled_another_way() {
 /// saves into one folder at once failed on each other's temporary files ("No such file or
 /// directory"). Now the files are replaced one by one (a reader loading beside 200 saves
 /// never gets a cls prompt without its head), what the new prompt has not (a head) is removed
-/// after, a save into a folder another save, a training run or a multi-task run (its lock in
-/// the folder above) holds is refused, and writes of one file from several threads at once
-/// all succeed.
+/// after, a save into a folder another save or a training run holds is refused (one inside
+/// a run's folder is not), and writes of one file from several threads at once all succeed.
 #[test]
 fn a_save_over_a_prompt_replaces_its_files_and_is_held_alone() {
     use softprompt::internals::train::outdir::OutLock;
@@ -1289,6 +1322,16 @@ fn a_save_over_a_prompt_replaces_its_files_and_is_held_alone() {
         err.to_string().contains("another save in this process"),
         "{err}"
     );
+    let in_use = |e: &softprompt::Error| {
+        matches!(
+            e,
+            softprompt::Error::Folder {
+                state: softprompt::FolderState::InUse,
+                ..
+            }
+        )
+    };
+    assert!(in_use(&err), "{err:?}");
     drop(held);
     let run = OutLock::acquire(&saved).expect("a run's lock");
     let err = model.save_prompt(&saved, &prompt, &pet, over).unwrap_err();
@@ -1297,29 +1340,16 @@ fn a_save_over_a_prompt_replaces_its_files_and_is_held_alone() {
         std::process::id()
     );
     assert!(err.to_string().contains(&want), "{err}");
+    assert!(in_use(&err), "{err:?}");
     drop(run);
-    // a multi-task run's task folder: its lock is in the folder above
-    let run = OutLock::acquire(dir.path()).expect("a multi-task run's lock");
-    let err = model.save_prompt(&saved, &prompt, &pet, over).unwrap_err();
-    assert!(err.to_string().contains(&want), "{err}");
-    drop(run);
+    // a run holding the folder above writes into that folder, not into this one (a
+    // multi-task run locks each task folder): the save was refused naming it (review 21,
+    // R21-3)
+    let above = OutLock::acquire(dir.path()).expect("a run's lock on the folder above");
     model
         .save_prompt(&saved, &prompt, &pet, over)
-        .expect("free again");
-    // another save into a folder beside this one holds the folder above shared: no conflict
-    // (it was held alone: two task folders of one `out` could not be saved at once)
-    let beside = std::fs::File::open(dir.path().join(".softprompt.lock")).expect("lock file");
-    beside.try_lock_shared().expect("shared");
-    model
-        .save_prompt(&saved, &prompt, &pet, over)
-        .expect("a save beside another");
-    // a run starting there meanwhile is told a save is under way, not a run of some pid
-    let err = OutLock::acquire(dir.path()).unwrap_err().to_string();
-    assert!(
-        err.contains("a save into a folder inside it (Model::save_prompt) is writing"),
-        "{err}"
-    );
-    drop(beside);
+        .expect("a save inside a run's folder");
+    drop(above);
 
     let file = dir.path().join("one.json");
     std::thread::scope(|s| {

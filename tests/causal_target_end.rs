@@ -313,11 +313,15 @@ fn pad_mode_is_kept_with_the_prompt_and_stops_generation() {
         .find(|(_, id)| id.as_i64() == Some(stop))
         .map(|(t, _)| t.clone())
         .unwrap();
-    let config_path = model.join("tokenizer_config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
-    config["pad_token"] = serde_json::json!(token);
-    std::fs::write(&config_path, config.to_string()).unwrap();
+    // in both files: transformers takes special_tokens_map.json's over tokenizer_config.json's
+    // where the latter has no added_tokens_decoder (review 21, R21-4)
+    for file in ["tokenizer_config.json", "special_tokens_map.json"] {
+        let config_path = model.join(file);
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+        config["pad_token"] = serde_json::json!(token);
+        std::fs::write(&config_path, config.to_string()).unwrap();
+    }
     let stopped = generate(&[]);
     assert_eq!(
         ids(stopped.clone()),

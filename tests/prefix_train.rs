@@ -106,6 +106,65 @@ fn bert_loss_goes_down_and_the_export_is_peft_prefix_layout() {
     }
 }
 
+/// On a grouped-query model (the Llama fixture: 4 heads, 2 of keys and values, width 48, so
+/// PEFT's token_dim is 24) the projection is PEFT's: its embedding and first Linear are
+/// token_dim wide, and its hidden size defaults to token_dim. They were the model's width
+/// (48): another network, which PEFT's PrefixEncoder could not load (hostile pass 28, F1).
+/// The saved encoder's tensors have the names and shapes of PEFT's in the reference file
+/// (scripts/torch_ref/deep.py, the same P and hidden size), and its output is the table.
+#[test]
+fn a_grouped_query_projection_is_peft_s() {
+    let reference =
+        TensorFile::read(&fixture("deep/llama/ref_causal_prefix_proj.safetensors")).unwrap();
+    let peft: std::collections::BTreeMap<String, Vec<usize>> = (reference.floats.iter())
+        .filter_map(|(n, t)| Some((n.strip_prefix("encoder.")?.to_string(), t.shape.clone())))
+        .collect();
+    assert_eq!(peft["embedding.weight"], [4, 24]);
+    for hidden in [Some(20), None] {
+        let dir = ScratchDir::new(&format!("pre_gqa_{hidden:?}"));
+        let out = dir.path();
+        let cfg = TrainConfig {
+            method: Method::Prefix(PrefixTuning {
+                projection: true,
+                hidden,
+                placement: Placement::Papers,
+            }),
+            prompt_len: 4,
+            max_steps: Some(2),
+            ..prefix(true, Placement::Papers)
+        };
+        run_on_sample("llama", out, &cfg, None).unwrap();
+        let adapter = json(out, "adapter_config.json");
+        let h = hidden.unwrap_or(24);
+        assert_eq!(adapter["token_dim"], 24);
+        assert_eq!(adapter["encoder_hidden_size"], h);
+        let f = TensorFile::read(&out.join("prompt_encoder.safetensors")).unwrap();
+        let ours: std::collections::BTreeMap<String, Vec<usize>> = (f.floats.iter())
+            .map(|(n, t)| (n.clone(), t.shape.clone()))
+            .collect();
+        if hidden == Some(20) {
+            assert_eq!(ours, peft);
+        }
+        assert_eq!(ours["embedding.weight"], [4, 24]);
+        assert_eq!(ours["transform.0.weight"], [h, 24]);
+        let table = TensorFile::read(&out.join("adapter_model.safetensors")).unwrap();
+        let table = &table.floats["prompt_embeddings"];
+        let pcfg = ProjectionConfig {
+            p: 4,
+            w: 24,
+            hidden: h,
+            out: table.shape[1],
+        };
+        let proj = PrefixProjection::from_tensors(pcfg, |n| {
+            f.floats
+                .get(n)
+                .map(|t| (t.shape.as_slice(), t.data.as_slice()))
+        })
+        .unwrap();
+        assert_eq!(proj.forward().unwrap().0, table.data);
+    }
+}
+
 /// `--recompute layer` recomputes each layer's forward in the backward from its input (and
 /// the prefix the inputs hold): the same losses, bit for bit, and the same exported table.
 #[test]

@@ -192,7 +192,7 @@ fn load_of_another_architecture_names_the_mismatch() {
 /// `serve --prompts DIR` beside a run training into one of DIR's folders: that folder (its
 /// prompt unfinished, its files possibly mid-export) stopped the whole server's start when
 /// the start met it between two files (hostile pass 21, F2). It is left out with a note
-/// naming the holder's pid, and the other folders serve.
+/// naming the holder's pid, and the other folders serve, a run into DIR itself or not.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_folder_a_run_is_writing_into_is_left_out_of_prompts() {
@@ -207,6 +207,9 @@ fn a_folder_a_run_is_writing_into_is_left_out_of_prompts() {
         std::fs::copy(&f, long.join(f.file_name().unwrap())).unwrap();
     }
     let held = softprompt::internals::train::outdir::OutLock::acquire(&cls).unwrap();
+    // a run into DIR itself writes none of its folders: they serve (all were left out;
+    // review 21, R21-3)
+    let above = softprompt::internals::train::outdir::OutLock::acquire(scratch.path()).unwrap();
     let log = scratch.path().join("stderr.txt");
     let dir = scratch.path().to_str().unwrap();
     let server = Server::start_logged(&model_dir(), &[], &["--prompts", dir], &log);
@@ -231,7 +234,7 @@ fn a_folder_a_run_is_writing_into_is_left_out_of_prompts() {
         "{v}"
     );
     assert_eq!(server.terminate(), 0);
-    drop(held);
+    drop((held, above));
     let err = std::fs::read_to_string(&log).unwrap();
     let note = format!(
         "note: --prompts: {} is not loaded: a softprompt run or save (pid {}) is writing into it",
@@ -250,18 +253,6 @@ fn a_folder_a_run_is_writing_into_is_left_out_of_prompts() {
     let (_, list) = server.call("GET", "/v1/prompts", None);
     assert_eq!(list["prompts"].as_array().unwrap().len(), 2, "{list}");
     assert_eq!(server.terminate(), 0);
-    // a multi-task run locks its --out, the folder of its tasks' folders (review 14): the
-    // server starts without them, to load them once the run ends, as the notes say (it
-    // refused to start; review 15)
-    let held = softprompt::internals::train::outdir::OutLock::acquire(scratch.path()).unwrap();
-    let server = Server::start_logged(&model_dir(), &[], &["--prompts", dir], &log);
-    let (_, list) = server.call("GET", "/v1/prompts", None);
-    assert_eq!(list["prompts"], json!([]), "{list}");
-    assert_eq!(server.terminate(), 0);
-    drop(held);
-    let err = std::fs::read_to_string(&log).unwrap();
-    let notes = err.matches("is not loaded: a softprompt run or save (pid ");
-    assert_eq!(notes.count(), 2, "{err}");
     // a lock a process the run forked holds on after the run ended names the run's pid as
     // no longer running (review 15): `flock 9` takes the lock on the shell's file and ends
     let lock = cls.join(".softprompt.lock");

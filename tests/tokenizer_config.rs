@@ -62,6 +62,26 @@ fn bert_keys_rebuild_the_normalizer() {
     assert_eq!(ids(&cased, text, true), vec![cls, unk, unk, unk, unk, sep]);
     edit_config(&cased, serde_json::json!({"tokenizer_class": null}));
     assert_eq!(ids(&cased, text, true), vec![cls, unk, unk, unk, unk, sep]);
+    // a BertTokenizer subclass named there, or a class config.json names that is not one of
+    // transformers' (the model type's then): BERT's still (review 21, R21-1)
+    for (file, class) in [
+        ("tokenizer_config.json", "DistilBertTokenizerFast"),
+        ("config.json", "DistilBertTokenizer"),
+        ("config.json", "ElectraTokenizerFast"),
+    ] {
+        let named = scratch.copy_model("bert_mlm", &format!("named-{class}-{file}"));
+        edit_config(
+            &named,
+            serde_json::json!({"do_lower_case": false, "tokenizer_class": null}),
+        );
+        let path = named.join(file);
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        v["tokenizer_class"] = class.into();
+        std::fs::write(&path, v.to_string()).unwrap();
+        let want = vec![cls, unk, unk, unk, unk, sep];
+        assert_eq!(ids(&named, text, true), want, "{class} in {file}");
+    }
 
     assert_eq!(ids(&canon, "é", false), ids(&canon, "e", false));
     let accents = scratch.copy_model("bert_mlm", "accents");
@@ -164,7 +184,8 @@ fn decoded_text_is_cleaned_up_where_the_config_says() {
 /// `Prepend` + `Replace` normalizer gave an extra "▁" before a leading space and after a
 /// special token: a causal target " pos" was two tokens (hostile pass 27, F1). The fixture's
 /// expected.json holds AutoTokenizer's ids and decoded texts for each config variant
-/// (`scripts/make_llama2_tokenizer.py`), `CodeLlamaTokenizer`'s among them (review 20, R20-1).
+/// (`scripts/make_llama2_tokenizer.py`), `CodeLlamaTokenizer`'s among them (review 20, R20-1),
+/// with its `legacy`, a null `bos_token` and one in special_tokens_map.json (review 21).
 #[test]
 fn a_llama_tokenizer_is_rebuilt_as_transformers_5_rebuilds_it() {
     let scratch = ScratchDir::new("tokcfg-llama2");
@@ -187,7 +208,22 @@ fn a_llama_tokenizer_is_rebuilt_as_transformers_5_rebuilds_it() {
                 .extend(keys.as_object().unwrap().clone());
             std::fs::write(&path, model.to_string()).unwrap();
         }
+        let nulls = edit.as_object_mut().unwrap().remove("null");
+        let map = edit.as_object_mut().unwrap().remove("special_tokens_map");
         edit_config(&d, edit);
+        // keys named null (review 21, R21-4), and a special_tokens_map.json
+        if let Some(keys) = nulls {
+            let path = d.join("tokenizer_config.json");
+            let mut v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            for k in keys.as_array().unwrap() {
+                v[k.as_str().unwrap()] = serde_json::Value::Null;
+            }
+            std::fs::write(&path, v.to_string()).unwrap();
+        }
+        if let Some(map) = map {
+            std::fs::write(d.join("special_tokens_map.json"), map.to_string()).unwrap();
+        }
         let tok = Tokenizer::load(&d).unwrap();
         for (i, text) in texts.iter().enumerate() {
             let text = text.as_str().unwrap();
@@ -207,4 +243,44 @@ fn a_llama_tokenizer_is_rebuilt_as_transformers_5_rebuilds_it() {
     let mistral = scratch.copy_model("llama2_tok", "mistral");
     std::fs::write(mistral.join("config.json"), r#"{"model_type": "mistral"}"#).unwrap();
     assert_eq!(ids(&mistral, " pos", false), vec![259, 265]);
+    // code of its own for AutoTokenizer (which transformers runs only when trusted): read as
+    // it is; an auto_map for other classes only changes nothing (review 21, R21-7)
+    let remote = scratch.copy_model("llama2_tok", "remote");
+    edit_config(
+        &remote,
+        serde_json::json!({"auto_map": {"AutoTokenizer": ["tok.Mine", null]}}),
+    );
+    assert_eq!(ids(&remote, " pos", false), vec![259, 265]);
+    edit_config(
+        &remote,
+        serde_json::json!({"auto_map": {"AutoConfig": "cfg.Mine", "AutoTokenizer": null}}),
+    );
+    assert_eq!(ids(&remote, " pos", false), vec![265]);
+}
+
+/// A special token named in both files is special_tokens_map.json's where
+/// tokenizer_config.json has no `added_tokens_decoder` (transformers 5's legacy merge, which
+/// wins), else tokenizer_config.json's; a pad token named null is none (review 21, R21-4:
+/// tokenizer_config.json's was taken first, and the map read beside added_tokens_decoder).
+/// BLOOM's fixture: `<pad>` 3 in both files, `</s>` 2.
+#[test]
+fn special_tokens_are_read_as_transformers_merges_the_files() {
+    let scratch = ScratchDir::new("tokcfg-special");
+    let bloom = scratch.copy_model("bloom", "bloom");
+    let pad = |dir: &Path| Tokenizer::load(dir).unwrap().pad_id().unwrap();
+    assert_eq!(pad(&bloom), Some(3));
+    edit_config(&bloom, serde_json::json!({"pad_token": "</s>"}));
+    assert_eq!(pad(&bloom), Some(3), "special_tokens_map.json's wins");
+    edit_config(&bloom, serde_json::json!({"added_tokens_decoder": {}}));
+    assert_eq!(
+        pad(&bloom),
+        Some(2),
+        "beside added_tokens_decoder the map is not read"
+    );
+    std::fs::write(
+        bloom.join("tokenizer_config.json"),
+        r#"{"pad_token": null, "added_tokens_decoder": {}}"#,
+    )
+    .unwrap();
+    assert_eq!(pad(&bloom), None, "named null");
 }

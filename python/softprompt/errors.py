@@ -42,6 +42,18 @@ class FileError(SoftpromptError, _EngineOSError):
     it, ``errno`` the OS's error number)."""
 
 
+class FolderInUse(SoftpromptError, BlockingIOError, _EngineOSError):
+    """A folder to write into is being written now by another run or save (which holds its
+    lock; the message names it): wait for it to end, or write elsewhere. ``filename`` holds
+    the folder."""
+
+
+class FolderOccupied(SoftpromptError, FileExistsError, _EngineOSError):
+    """A folder to write into holds an earlier run or a saved prompt that the call was not
+    told to replace (``overwrite=True`` replaces it; the message says how). ``filename``
+    holds the folder."""
+
+
 class Unsupported(SoftpromptError, NotImplementedError):
     """The model or task does not support what was asked."""
 
@@ -68,6 +80,8 @@ __all__ = [
     "BadFile",
     "FileNotFound",
     "FileError",
+    "FolderInUse",
+    "FolderOccupied",
     "Unsupported",
     "DeviceError",
     "NonFinite",

@@ -6,7 +6,7 @@
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError};
 use pyo3::prelude::*;
-use softprompt::Error;
+use softprompt::{Error, FolderState};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// The `softprompt.errors` class an engine error is raised as.
@@ -24,6 +24,14 @@ fn class_name(e: &Error) -> &'static str {
         Error::Data { .. } => "DataError",
         Error::File { .. } | Error::Config { .. } | Error::Tensor { .. } => "BadFile",
         Error::Tokenizer { .. } => "BadFile",
+        Error::Folder {
+            state: FolderState::InUse,
+            ..
+        } => "FolderInUse",
+        Error::Folder {
+            state: FolderState::Occupied,
+            ..
+        } => "FolderOccupied",
         Error::Unsupported(_) => "Unsupported",
         Error::Device(_) | Error::Kernel { .. } => "DeviceError",
         Error::NonFinite(_) | Error::Overflow { .. } => "NonFinite",
@@ -89,10 +97,20 @@ fn construct(
 /// missing file's ENOENT.
 fn os_fields<'e>(e: &'e Error, class: &str) -> Option<(&'e std::ffi::OsStr, Option<i32>)> {
     const ENOENT: i32 = 2;
+    const EEXIST: i32 = 17;
+    const EAGAIN: i32 = 11;
     let missing = (class == "FileNotFound").then_some(ENOENT);
     match e {
         Error::Io { path, .. } => Some((path.as_os_str(), e.raw_os_error().or(missing))),
         Error::File { path, .. } if missing.is_some() => Some((path.as_os_str(), missing)),
+        // the errno Python's own BlockingIOError / FileExistsError carry
+        Error::Folder { path, state, .. } => {
+            let errno = match state {
+                FolderState::InUse => EAGAIN,
+                FolderState::Occupied => EEXIST,
+            };
+            Some((path.as_os_str(), Some(errno)))
+        }
         _ => None,
     }
 }

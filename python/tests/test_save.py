@@ -1,6 +1,10 @@
 """save_prompt never replaces a saved prompt unless asked, and neither it nor train writes
 into an empty path (the current folder); generate, predict and evaluate say which texts
 they cut."""
+import errno
+import subprocess
+import sys
+
 import pytest
 
 import softprompt as sp
@@ -14,8 +18,11 @@ def test_save_prompt_refuses_a_saved_folder_unless_overwrite(tmp_path):
     model.save_prompt(tmp_path / "p", first, task)
     before = (tmp_path / "p" / "adapter_model.safetensors").read_bytes()
     second = model.new_prompt(task, prompt_len=4, seed=2)
-    with pytest.raises(sp.BadFile, match="holds a saved prompt") as refused:
+    with pytest.raises(sp.FolderOccupied, match="holds a saved prompt") as refused:
         model.save_prompt(tmp_path / "p", second, task)
+    # an OSError as Python's own for a path that exists (hostile pass 24, F7: a ValueError)
+    assert isinstance(refused.value, FileExistsError)
+    assert (refused.value.errno, refused.value.filename) == (errno.EEXIST, str(tmp_path / "p"))
     # the advice names the keyword, not the Rust API's SaveOptions
     assert "pass overwrite=True to replace it" in str(refused.value), refused.value
     assert "SaveOptions" not in str(refused.value)
@@ -70,3 +77,33 @@ def test_predict_and_evaluate_say_which_texts_were_cut():
     enc = model.encode(task, texts)
     assert enc.truncated == 1
     assert [p["truncated"] for p in model.predict(task, prompt, enc)] == [False, True]
+
+
+def test_folder_refusals_are_oserrors(tmp_path):
+    """A run into a finished run's folder is a FileExistsError, and into a folder another
+    process is writing (its lock held) a BlockingIOError; both were ValueErrors (BadFile)."""
+    model = sp.Model(BERT_NOHEAD)
+    out = tmp_path / "run"
+    model.train(TRAIN, out, task="cls", prompt_len=4, max_steps=1, no_progress=True)
+    with pytest.raises(sp.FolderOccupied, match="holds a finished run") as e:
+        model.train(TRAIN, out, task="cls", prompt_len=4, max_steps=1, no_progress=True)
+    assert isinstance(e.value, FileExistsError) and e.value.errno == errno.EEXIST
+    # another process holds the run's lock, as a run does
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys; f = open(sys.argv[1], 'r+'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "f.truncate(0); f.write(str(os.getpid())); f.flush(); print('held', flush=True); "
+         "sys.stdin.read()",
+         str(out / ".softprompt.lock")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(sp.FolderInUse, match=f"pid {holder.pid}") as e:
+            model.train(TRAIN, out, task="cls", prompt_len=4, max_steps=1, no_progress=True,
+                        overwrite=True)
+        assert isinstance(e.value, BlockingIOError) and e.value.errno == errno.EAGAIN
+        assert e.value.filename == str(out)
+        assert "is writing into this folder" in str(e.value)
+    finally:
+        holder.communicate("")
+    assert (out / "checkpoint.safetensors").exists()

@@ -173,11 +173,13 @@ impl ConsoleProgress {
         if resumed_at.is_none() {
             let patience = (self.cfg).patience_warning(*total_steps, *steps_per_epoch);
             let head_lr = self.cfg.head_lr_warning(*head_params > 0);
+            let decay = self.cfg.decay_warning(*head_params > 0);
             for w in schedule
                 .warning()
                 .into_iter()
                 .chain(patience)
                 .chain(head_lr)
+                .chain(decay)
             {
                 self.say(format!("warning: {w}"));
             }

@@ -196,7 +196,7 @@ pub struct MethodArgs {
     #[arg(long)]
     pub encoder_reparameterization: Option<String>,
     /// p-tuning, prefix with --prefix-projection: the encoder's hidden size (default: the
-    /// model's width)
+    /// model's width; the prefix projection's, PEFT's token_dim, the keys' width)
     #[arg(long)]
     pub encoder_hidden_size: Option<usize>,
     /// p-tuning: the LSTM's layers (default 2; PEFT's MLP always has its three linears)
@@ -305,12 +305,22 @@ fn out_as_flag(msg: &str) -> String {
     said + rest
 }
 
+/// A file's or folder's refusal in the command line's words.
+fn file_as_flags(msg: String) -> String {
+    out_as_flag(&(OUT_WORDS.iter()).fold(msg, |m, (api, flag)| m.replace(api, flag)))
+}
+
 /// `e` in the command line's words: an API field it names becomes its flag.
 pub fn as_flags(e: Error) -> Error {
     match e {
         Error::File { path, msg } => Error::File {
             path,
-            msg: out_as_flag(&(OUT_WORDS.iter()).fold(msg, |m, (api, flag)| m.replace(api, flag))),
+            msg: file_as_flags(msg),
+        },
+        Error::Folder { path, msg, state } => Error::Folder {
+            path,
+            msg: file_as_flags(msg),
+            state,
         },
         Error::Arg { flag, msg } => {
             let named = FIELD_FLAGS.iter().find(|(field, _)| *field == flag);
@@ -391,6 +401,7 @@ pub fn fail(e: Error) -> i32 {
         Error::Arg { .. }
         | Error::Data { .. }
         | Error::File { .. }
+        | Error::Folder { .. }
         | Error::Io { .. }
         | Error::Config { .. }
         | Error::Tensor { .. }

@@ -596,11 +596,13 @@ fn warn_at_start(name: &str, ev: &Event, cfg: &TrainConfig) {
     };
     let patience = cfg.patience_warning(*total_steps, *steps_per_epoch);
     let head_lr = cfg.head_lr_warning(*head_params > 0);
+    let decay = cfg.decay_warning(*head_params > 0);
     for w in schedule
         .warning()
         .into_iter()
         .chain(patience)
         .chain(head_lr)
+        .chain(decay)
     {
         outln!("[{name}] warning: {w}");
     }

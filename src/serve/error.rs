@@ -89,6 +89,7 @@ fn fault(e: &softprompt::Error) -> Fault {
         E::Arg { .. }
         | E::Data { .. }
         | E::File { .. }
+        | E::Folder { .. }
         | E::Io { .. }
         | E::Config { .. }
         | E::Tensor { .. }

@@ -323,8 +323,6 @@ pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut found = Vec::new();
     let (mut writing, mut misnamed) = (0, 0);
-    // a multi-task run locks its --out, which holds its tasks' folders (review 14, R14-1)
-    let writer_of_all = softprompt::folder_writer(dir);
     for entry in entries {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         if !path.join("adapter_config.json").is_file() {
@@ -344,8 +342,11 @@ pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
             continue;
         }
         // a run training into the folder now: its prompt is unfinished, and its files may be
-        // mid-export, which stopped the whole server's start (hostile pass 21, F2)
-        if let Some(pid) = softprompt::folder_writer(&path).or(writer_of_all) {
+        // mid-export, which stopped the whole server's start (hostile pass 21, F2); a
+        // multi-task run locks each task folder, and a run into `dir` writes no folder inside
+        // (the folder above was looked at too, and a saved prompt inside a live run's `out`
+        // left out; review 21, R21-3)
+        if let Some(pid) = softprompt::folder_writer(&path) {
             errln!(
                 "note: --prompts: {} is not loaded: {} is writing into it; load it once that \
                  ends (POST /v1/prompts)",

@@ -265,6 +265,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         for &n in &names {
             outdir::check_resumed_task_folder(&out.join(n)).map_err(|e| in_task(n, e))?;
         }
+        // dropped on a refusal below: the folders it made go again (review 21, R21-2)
         let task_locks = outdir::lock_task_folders(out, &names)?;
         let mut parts = Vec::with_capacity(jobs.len());
         for mut j in jobs {
@@ -292,7 +293,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
             out,
             log,
             Some(step),
-            (lock, task_locks),
+            (lock, task_locks.keep()),
         ))
     }
 

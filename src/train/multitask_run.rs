@@ -202,8 +202,8 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         };
         let name = self.tasks.get(i).map_or("?", |t| t.name.as_str());
         Error::NonFinite(format!(
-            "task `{name}`: {what} at step {step}, so the run stops ({kept}): lower --lr, set \
-             --max-grad-norm, or check the data"
+            "task `{name}`: {what} at step {step}, so the run stops ({kept}): lower --lr (or \
+             --weight-decay), set --max-grad-norm, or check the data"
         ))
     }
 

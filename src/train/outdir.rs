@@ -59,6 +59,21 @@ impl OutLock {
     /// Locks `dir` (created if missing), or fails at once naming the pid of the run that
     /// holds it.
     pub fn acquire(dir: &Path) -> Result<OutLock> {
+        // a lock file its holder unlinked (an emptied task folder goes with it) between this
+        // open and this lock locks nothing a later run sees: open it again (review 21)
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::acquire_once(dir)? {
+                (lock, true) => return Ok(lock),
+                (lock, false) if tries >= 3 => return Ok(lock),
+                _ => {}
+            }
+        }
+    }
+
+    /// `acquire`'s one try, and whether the file it locked is still the folder's lock file.
+    fn acquire_once(dir: &Path) -> Result<(OutLock, bool)> {
         // by its components: std's create_dir_all gives up on a trailing `.` (`x/./`, x
         // missing: "No such file or directory")
         let whole: PathBuf = dir.components().collect();
@@ -73,17 +88,19 @@ impl OutLock {
             .open(&path)
             .map_err(unwritable)?;
         let who = match lock_and_sign(&mut file, &path)? {
-            Ok(()) => return Ok(OutLock { _file: file, path }),
-            Err(Holder::SavesInside) => SAVES_INSIDE.into(),
+            Ok(()) => {
+                let linked = still_linked(&file, &path);
+                return Ok((OutLock { _file: file, path }, linked));
+            }
             // the lock is per open file: this process's own run, in another thread or
             // through another handle, is refused as well
-            Err(Holder::Alone(Some(pid))) if pid == std::process::id() => format!(
+            Err(Holder(Some(pid))) if pid == std::process::id() => format!(
                 "another run in this process (pid {pid}: another thread, or a run not yet \
                  dropped)"
             ),
             // a process the run forked holds the lock it inherited, and outlives the run
             // (hostile pass 21, F6): the pid named would send a user looking for nothing
-            Err(Holder::Alone(Some(pid)))
+            Err(Holder(Some(pid)))
                 if cfg!(target_os = "linux") && !Path::new(&format!("/proc/{pid}")).exists() =>
             {
                 format!(
@@ -91,12 +108,10 @@ impl OutLock {
                      which inherited its lock,"
                 )
             }
-            Err(Holder::Alone(Some(pid))) => format!("another softprompt run (pid {pid})"),
-            Err(Holder::Alone(None)) => {
-                "another softprompt run (its pid is not written yet)".into()
-            }
+            Err(Holder(Some(pid))) => format!("another softprompt run (pid {pid})"),
+            Err(Holder(None)) => "another softprompt run (its pid is not written yet)".into(),
         };
-        Err(Error::file(
+        Err(Error::in_use(
             dir,
             format!(
                 "{who} is writing into this folder (it holds {}): wait for it to end, or train \
@@ -107,16 +122,24 @@ impl OutLock {
     }
 }
 
-/// Who holds a run's lock file that this process could not lock.
-pub(super) enum Holder {
-    /// saves into folders inside it, which hold it shared (`save_lock`)
-    SavesInside,
-    /// a run (or a save into the folder itself), with the pid it wrote (None: not yet)
-    Alone(Option<u32>),
+/// Whether the open `file` is still the file at `path` (not unlinked or replaced since).
+#[cfg(unix)]
+fn still_linked(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
-/// Who a refusal names when only saves into folders inside hold the lock.
-pub(super) const SAVES_INSIDE: &str = "a save into a folder inside it (Model::save_prompt)";
+#[cfg(not(unix))]
+fn still_linked(_: &File, _: &Path) -> bool {
+    true
+}
+
+/// Who holds a run's lock file that this process could not lock: a run (or a save into the
+/// folder), with the pid it wrote (None: not yet).
+pub(super) struct Holder(pub(super) Option<u32>);
 
 /// `file` (a lock file open to read and write) locked, with this process's pid written into
 /// it; or, where another holds it, who does.
@@ -138,10 +161,8 @@ pub(super) fn lock_and_sign(
                 .map_err(|e| Error::io(path, e))?;
                 return Ok(Ok(()));
             }
-            Err(TryLockError::WouldBlock) => match holder(file, path) {
-                Holder::Alone(Some(pid))
-                    if pid == std::process::id() && start.elapsed() < OWN_LINGER =>
-                {
+            Err(TryLockError::WouldBlock) => match Holder(holder_pid(file)) {
+                Holder(Some(pid)) if pid == std::process::id() && start.elapsed() < OWN_LINGER => {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
                 held => return Ok(Err(held)),
@@ -158,18 +179,8 @@ pub(super) fn lock_and_sign(
 /// folder; a holder of this process is named after this long.
 const OWN_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Who holds the lock file at `path` that `file` could not lock alone: shared holders only
-/// (saves into folders inside) when a shared lock is still free, else the pid it holds.
-fn holder(file: &mut File, path: &Path) -> Holder {
-    let shared_free = (File::open(path).ok()).is_some_and(|f| f.try_lock_shared().is_ok());
-    match shared_free {
-        true => Holder::SavesInside,
-        false => Holder::Alone(holder_pid(file)),
-    }
-}
-
 /// The pid the holder of a lock file wrote into it (None: not written yet).
-pub(super) fn holder_pid(file: &mut File) -> Option<u32> {
+fn holder_pid(file: &mut File) -> Option<u32> {
     let mut holder = String::new();
     // from the start: `lock_and_sign` asks again while this process's own lock lingers
     let _ = file.rewind();
@@ -293,12 +304,15 @@ pub fn existing_run(dir: &Path) -> Option<String> {
     })
 }
 
+/// How a refused fresh run goes on.
+const REPLACE_RUN: &str = "set `cfg.overwrite` to replace it, or train into another `out`";
+
 /// The refusal of a fresh run of `kind` in `dir`, which holds `found` (`existing_run`):
 /// how to go on. `resume_asked`: the run was asked to resume, and `dir` has no checkpoint.
 /// A run of the other kind is not told to resume (a multi-task run into a single-task run's
 /// `out` was, and `--resume` was then refused; hostile pass 25, F7).
 fn occupied(dir: &Path, found: &str, resume_asked: bool, kind: RunKind) -> Error {
-    let replace = "set `cfg.overwrite` to replace it, or train into another `out`";
+    let replace = REPLACE_RUN;
     let how = match checkpoint_kind(dir) {
         _ if resume_asked => {
             format!("there is no checkpoint.safetensors to resume from: {replace}")
@@ -315,7 +329,7 @@ fn occupied(dir: &Path, found: &str, resume_asked: bool, kind: RunKind) -> Error
         ),
         None => replace.to_string(),
     };
-    Error::file(dir, format!("`out` holds {found}: {how}"))
+    Error::occupied(dir, format!("`out` holds {found}: {how}"))
 }
 
 /// Refuses to start a fresh run of `kind` in `dir` when it holds an earlier one, unless
@@ -341,6 +355,9 @@ pub fn prepare_fresh(
         let checked = check_task_folder(&dir.join(name), overwrite);
         checked.map_err(|e| e.tagged(&format!("task `{name}`")))?;
     }
+    if overwrite {
+        check_removable(&replaced_files(dir, tasks))?;
+    }
     let new: Vec<PathBuf> = tasks.iter().map(|n| dir.join(n)).collect();
     let earlier = if overwrite {
         task_folders(dir)
@@ -353,6 +370,7 @@ pub fn prepare_fresh(
     for task in earlier.iter().filter(|t| !new.contains(t)) {
         emptied.extend(hold_if_locked(task)?);
     }
+    // dropped on a refusal below: the folders it made go again
     let held = lock_task_folders(dir, tasks)?;
     if overwrite {
         remove_files(dir, &RUN_FILES)?;
@@ -373,7 +391,7 @@ pub fn prepare_fresh(
         remove_if_only_lock(task);
     }
     drop(emptied);
-    Ok(held)
+    Ok(held.keep())
 }
 
 /// `dir` and its lock file removed, where the folder holds nothing else.
@@ -388,25 +406,47 @@ fn remove_if_only_lock(dir: &Path) {
 /// The task folders `tasks` of the multi-task run in `out`, each locked for the whole run
 /// (made where missing): the run held `out`'s lock alone, and a single-task run into a task
 /// folder, or a resume over one a single-task run was training in, wrote it in turn with the
-/// other (review 19, R19-1). Where one is refused, the folders made here go again.
-pub fn lock_task_folders(out: &Path, tasks: &[&str]) -> Result<Vec<OutLock>> {
-    let mut held = Vec::new();
-    let mut made = Vec::new();
+/// other (review 19, R19-1). Where one is refused, or the run is refused after
+/// (`TaskLocks::keep` not called), the folders made here go again.
+pub fn lock_task_folders(out: &Path, tasks: &[&str]) -> Result<TaskLocks> {
+    let mut locks = TaskLocks {
+        held: Vec::new(),
+        made: Vec::new(),
+    };
     for &name in tasks {
         let task = out.join(name);
-        if !task.exists() {
-            made.push(task.clone());
+        let missing = !task.exists();
+        let lock = OutLock::acquire(&task).map_err(|e| e.tagged(&format!("task `{name}`")))?;
+        // made and held only: a folder another process made meanwhile is not removed
+        if missing {
+            locks.made.push(task);
         }
-        match OutLock::acquire(&task) {
-            Ok(lock) => held.push(lock),
-            Err(e) => {
-                made.iter().for_each(|m| remove_if_only_lock(m));
-                drop(held);
-                return Err(e.tagged(&format!("task `{name}`")));
-            }
-        }
+        locks.held.push(lock);
     }
-    Ok(held)
+    Ok(locks)
+}
+
+/// A multi-task run's task folders, locked (`lock_task_folders`). Dropped before `keep`, as a
+/// refused run drops it, the folders it made are removed while still held (a refused run
+/// left them, holding a lock file only; review 21, R21-2).
+pub struct TaskLocks {
+    held: Vec<OutLock>,
+    made: Vec<PathBuf>,
+}
+
+impl TaskLocks {
+    /// The locks, for a run that starts: the folders it made are its own now.
+    pub fn keep(mut self) -> Vec<OutLock> {
+        self.made.clear();
+        std::mem::take(&mut self.held)
+    }
+}
+
+impl Drop for TaskLocks {
+    fn drop(&mut self) {
+        // the locks are dropped after this, with the fields
+        self.made.iter().for_each(|m| remove_if_only_lock(m));
+    }
 }
 
 /// A resumed multi-task run's task folder `dir` holds none of another run's files: a
@@ -414,7 +454,7 @@ pub fn lock_task_folders(out: &Path, tasks: &[&str]) -> Result<Vec<OutLock>> {
 /// `out`), and the resume would write its prompt beside them.
 pub fn check_resumed_task_folder(dir: &Path) -> Result<()> {
     match existing_run(dir).filter(|_| holds_a_run(dir)) {
-        Some(found) => Err(Error::file(
+        Some(found) => Err(Error::occupied(
             dir,
             format!(
                 "holds {found}, another run's: move it out of the folder (or train that run \
@@ -437,22 +477,14 @@ fn holds_a_run(dir: &Path) -> bool {
 /// single-task run, unless `overwrite` (a run or a save writing into it now is refused by
 /// its lock, `lock_task_folders`).
 fn check_task_folder(dir: &Path, overwrite: bool) -> Result<()> {
-    let how = "set `cfg.overwrite` to replace it, or train into another `out`";
     // a prompt alone is a saved prompt's, below
     if let Some(found) = existing_run(dir).filter(|_| holds_a_run(dir) && !overwrite) {
-        return Err(Error::file(dir, format!("holds {found}: {how}")));
-    }
-    let present: Vec<&str> = (PROMPT_FILES.into_iter())
-        .filter(|f| dir.join(f).exists())
-        .collect();
-    if !present.is_empty() && !overwrite {
-        let found = present.join(", ");
-        return Err(Error::file(
+        return Err(Error::occupied(
             dir,
-            format!("holds a saved prompt ({found}): {how}"),
+            format!("holds {found}: {REPLACE_RUN}"),
         ));
     }
-    Ok(())
+    check_prompt_folder(dir, overwrite, REPLACE_RUN)
 }
 
 /// `dir`'s lock, where it has a lock file: a run or a save writing into it now refuses
@@ -476,7 +508,7 @@ pub fn check_prompt_folder(dir: &Path, overwrite: bool, how: &str) -> Result<()>
     if present.is_empty() || overwrite {
         return Ok(());
     }
-    Err(Error::file(
+    Err(Error::occupied(
         dir,
         format!("holds a saved prompt ({}): {how}", present.join(", ")),
     ))
@@ -540,6 +572,22 @@ pub fn check_task_folders(out: &Path, names: &[&str]) -> Result<()> {
 }
 
 /// Removes `files` from `dir`, those that exist.
+/// Refuses a folder where one of `files` (to be removed) goes: its removal failed after the
+/// earlier run's files were gone (review 21, R21-2).
+fn check_removable(files: &[PathBuf]) -> Result<()> {
+    let folder = files
+        .iter()
+        .find(|f| f.symlink_metadata().is_ok_and(|m| m.is_dir()));
+    match folder {
+        Some(f) => Err(Error::file(
+            f,
+            "is a folder where the run's file of that name goes: move it away (nothing was \
+             removed)",
+        )),
+        None => Ok(()),
+    }
+}
+
 fn remove_files(dir: &Path, files: &[&str]) -> Result<()> {
     for f in files {
         let path = dir.join(f);

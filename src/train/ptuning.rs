@@ -48,7 +48,8 @@ pub enum Method {
 pub struct PrefixTuning {
     /// `--prefix-projection`: the table is the output of embedding, Linear, Tanh, Linear
     pub projection: bool,
-    /// `--encoder-hidden-size` of the projection (None: the model's width d)
+    /// `--encoder-hidden-size` of the projection (None: PEFT's token_dim, the keys' and
+    /// values' width: the model's d, or less on a grouped-query model)
     pub hidden: Option<usize>,
     /// `--prefix-placement`
     pub placement: Placement,
@@ -134,7 +135,8 @@ impl Method {
         }
     }
 
-    /// The host encoder of a table of `p` rows, `width` wide, on a model of width `d`: P-tuning's
+    /// The host encoder of a table of `p` rows, `width` wide, at the encoder width `d` (the
+    /// model's; under prefix tuning PEFT's `token_dim`, `trainer::encoder_width`): P-tuning's
     /// encoder, prefix tuning's projection, or None when the table is the parameter.
     pub fn encoder_spec(&self, p: usize, d: usize, width: usize) -> Option<EncoderSpec> {
         match self {
@@ -289,10 +291,10 @@ impl PrefixTuning {
 /// adapter_config.json's PREFIX_TUNING keys (PEFT's `PrefixTuningConfig`) for a table of
 /// `blocks` blocks of key and value rows `kv_width` wide, split into `heads` heads (what PEFT
 /// writes: `Model::prefix_heads`), and where they go (`prefix_placement`, a key PEFT ignores:
-/// only `peft` is what PEFT computes).
+/// only `peft` is what PEFT computes). The projection's hidden size defaults to `kv_width`,
+/// PEFT's `token_dim`, as PEFT's does.
 pub fn prefix_adapter_config(
     pre: &PrefixTuning,
-    d: usize,
     (blocks, kv_width, heads): (usize, usize, usize),
     seq2seq: bool,
 ) -> Value {
@@ -303,7 +305,7 @@ pub fn prefix_adapter_config(
         "num_layers": blocks,
         "num_transformer_submodules": if seq2seq { 2 } else { 1 },
         "prefix_projection": pre.projection,
-        "encoder_hidden_size": pre.hidden.unwrap_or(d),
+        "encoder_hidden_size": pre.hidden.unwrap_or(kv_width),
         "init_weights": null,
         "prefix_placement": pre.placement.name(),
     })

@@ -92,8 +92,8 @@ impl<B: Backend> Trainer<'_, B> {
             None => "nothing was saved".into(),
         };
         Error::NonFinite(format!(
-            "{what} at step {step}, so the run stops ({kept}): lower --lr, set --max-grad-norm, \
-             or check the data"
+            "{what} at step {step}, so the run stops ({kept}): lower --lr (or --weight-decay), \
+             set --max-grad-norm, or check the data"
         ))
     }
 

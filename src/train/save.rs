@@ -147,8 +147,7 @@ pub(super) fn save_kept<B: Backend>(
         let (blocks, kv) = model.net.prefix_layout(pre.placement);
         let seq2seq = model.arch_name() == "t5";
         let heads = model.net.prefix_heads();
-        let d = model.hidden_size();
-        let c = ptuning::prefix_adapter_config(pre, d, (blocks, kv, heads), seq2seq);
+        let c = ptuning::prefix_adapter_config(pre, (blocks, kv, heads), seq2seq);
         table.layout.config = Some(c);
     }
     let mut extra = json!({

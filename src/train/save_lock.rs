@@ -1,16 +1,19 @@
 //! A prompt folder held while the API saves into it (`Model::save_prompt`): its files are
 //! replaced one by one (each atomically), so a second save into the same folder at once left
 //! a folder of two saves' files, and a save into the `out` of a training run under way
-//! replaced the run's prompt beneath it. Both are refused while a save holds the folder.
+//! replaced the run's prompt beneath it. Both are refused while a save holds the folder; the
+//! folder above is not looked at (a multi-task run locks each task folder: a save into a
+//! folder inside a live single-task run's `out` was refused as if that run wrote it; review
+//! 21, R21-3).
 // What a user hands the library never panics it. See README.md, "Bad input".
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::outdir::{holder_pid, lock_and_sign, Holder, LOCK_FILE, SAVES_INSIDE};
+use super::outdir::{lock_and_sign, Holder, LOCK_FILE};
 use crate::error::{Error, Result};
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -22,10 +25,9 @@ static SAVING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 #[derive(Debug)]
 pub struct SaveLock {
     key: PathBuf,
-    /// the lock files of the folder and of the folder above it (a multi-task run's `out`,
-    /// whose task folders hold its prompts), where a training run left one: locked for the
-    /// save (none is created: a saved prompt's folder holds only its own files)
-    _run_locks: Vec<File>,
+    /// the folder's lock file, where a training run left one: locked for the save (none is
+    /// created: a saved prompt's folder holds only its own files)
+    _run_lock: Option<File>,
 }
 
 impl SaveLock {
@@ -35,7 +37,7 @@ impl SaveLock {
         {
             let mut saving = SAVING.lock().unwrap_or_else(|p| p.into_inner());
             if saving.contains(&key) {
-                return Err(Error::file(
+                return Err(Error::in_use(
                     dir,
                     "another save in this process (another thread) is writing into this \
                      folder: wait for it to end, or save into another folder",
@@ -45,19 +47,12 @@ impl SaveLock {
         }
         let mut held = SaveLock {
             key: key.clone(),
-            _run_locks: Vec::new(),
+            _run_lock: None,
         };
         // the folder's own lock, held alone and signed as a run signs it (a run starting now
-        // names this process); the folder above's shared, unsigned: saves into two task
-        // folders of one `out` at once are no conflict, a run writing into that `out` is.
-        // Both from the resolved key: `.` and its own name are one folder, and a link or
-        // `..` leads to the folder that is really written.
-        held._run_locks
-            .extend(lock_run_file(&key, dir, Hold::Alone)?);
-        if let Some(above) = key.parent() {
-            held._run_locks
-                .extend(lock_run_file(above, dir, Hold::Shared)?);
-        }
+        // names this process), from the resolved key: `.` and its own name are one folder,
+        // and a link or `..` leads to the folder that is really written
+        held._run_lock = lock_run_file(&key, dir)?;
         Ok(held)
     }
 }
@@ -83,37 +78,20 @@ fn folder_key(dir: &Path) -> PathBuf {
         .unwrap_or_else(|| dir.to_path_buf())
 }
 
-/// How a save holds a run lock file: its own folder's alone (and signed), the folder
-/// above's shared with other saves.
-#[derive(Clone, Copy, PartialEq)]
-enum Hold {
-    Alone,
-    Shared,
-}
-
-/// The run lock file in `folder`, locked as `hold` says, where there is one; a training run
+/// The run lock file in `folder`, locked and signed, where there is one; a training run
 /// holding it refuses the save into `dir`, naming its pid.
-fn lock_run_file(folder: &Path, dir: &Path, hold: Hold) -> Result<Option<File>> {
+fn lock_run_file(folder: &Path, dir: &Path) -> Result<Option<File>> {
     let path = folder.join(LOCK_FILE);
     // none there, or not ours to open: no run has written here that could write now
     let Ok(mut file) = OpenOptions::new().read(true).write(true).open(&path) else {
         return Ok(None);
     };
-    let held = match hold {
-        Hold::Alone => lock_and_sign(&mut file, &path)?,
-        Hold::Shared => match file.try_lock_shared() {
-            Ok(()) => Ok(()),
-            Err(TryLockError::WouldBlock) => Err(Holder::Alone(holder_pid(&mut file))),
-            Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
-        },
-    };
-    let who = match held {
+    let who = match lock_and_sign(&mut file, &path)? {
         Ok(()) => return Ok(Some(file)),
-        Err(Holder::SavesInside) => SAVES_INSIDE.to_string(),
-        Err(Holder::Alone(Some(pid))) => format!("a training run (pid {pid})"),
-        Err(Holder::Alone(None)) => "a training run".to_string(),
+        Err(Holder(Some(pid))) => format!("a training run (pid {pid})"),
+        Err(Holder(None)) => "a training run".to_string(),
     };
-    Err(Error::file(
+    Err(Error::in_use(
         dir,
         format!(
             "{who} is writing into this folder (it holds {}): wait for it to end, or save into \

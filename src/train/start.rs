@@ -21,7 +21,7 @@ use super::ptuning::{self, Method};
 use super::spec::TaskKind;
 use super::step::Params;
 use super::task::Task;
-use super::trainer::{table_width, TrainConfig};
+use super::trainer::{encoder_width, table_width, TrainConfig};
 use crate::backend::{Backend, DType};
 use crate::error::{BatchSetting, Error, Result};
 use crate::models::cls_head::HostClsHead;
@@ -106,21 +106,25 @@ pub(super) fn fresh_trained<B: Backend>(
     let mut rng = prompt_init_rng(cfg.seed);
     let (p, d) = (cfg.prompt_len, model.hidden_size());
     let width = table_width(&cfg.method, model);
-    let (table, encoder) = match cfg.method.encoder_spec(p, d, width) {
-        // PEFT's prefix is an nn.Embedding: N(0, 1)
-        None if width != d => {
-            let data = (0..p * width).map(|_| rng.normal() as f32).collect();
-            (PromptTable::from_data(p, width, data)?, None)
-        }
-        None => (model.init_prompt(be, p, &cfg.init, &mut rng)?, None),
-        Some(c) => {
-            let enc = HostEncoder::init(c, &mut rng)?;
-            (
-                PromptTable::from_data(p, width, enc.forward()?.0)?,
-                Some(enc),
-            )
-        }
-    };
+    let (table, encoder) =
+        match cfg
+            .method
+            .encoder_spec(p, encoder_width(&cfg.method, model), width)
+        {
+            // PEFT's prefix is an nn.Embedding: N(0, 1)
+            None if width != d => {
+                let data = (0..p * width).map(|_| rng.normal() as f32).collect();
+                (PromptTable::from_data(p, width, data)?, None)
+            }
+            None => (model.init_prompt(be, p, &cfg.init, &mut rng)?, None),
+            Some(c) => {
+                let enc = HostEncoder::init(c, &mut rng)?;
+                (
+                    PromptTable::from_data(p, width, enc.forward()?.0)?,
+                    Some(enc),
+                )
+            }
+        };
     let params = Params {
         prompt: be.upload(DType::F32, &table.data)?,
         p: table.p,
@@ -208,17 +212,21 @@ pub(super) fn checkpoint_trained<B: Backend>(
         head,
         prefix: cfg.method.prefix_spec(p),
     };
-    let (encoder, best_encoder) = match cfg.method.encoder_spec(p, d, width) {
-        None => (None, None),
-        Some(c) => {
-            let best = ck.tensors.contains_key("best.prompt");
-            (
-                Some(ptuning::from_checkpoint(c, ck, "encoder.")?),
-                best.then(|| ptuning::from_checkpoint(c, ck, "best.encoder."))
-                    .transpose()?,
-            )
-        }
-    };
+    let (encoder, best_encoder) =
+        match cfg
+            .method
+            .encoder_spec(p, encoder_width(&cfg.method, model), width)
+        {
+            None => (None, None),
+            Some(c) => {
+                let best = ck.tensors.contains_key("best.prompt");
+                (
+                    Some(ptuning::from_checkpoint(c, ck, "encoder.")?),
+                    best.then(|| ptuning::from_checkpoint(c, ck, "best.encoder."))
+                        .transpose()?,
+                )
+            }
+        };
     Ok(Trained {
         params,
         table,
@@ -483,6 +491,17 @@ pub(super) fn settings_diff(ck: &Value, now: &Value) -> Vec<String> {
     {
         o.remove("recompute");
     }
+    // `epochs` counts nothing where both runs set `max_steps`: a resume naming other epochs
+    // (or none) was refused (hostile pass 28, F2)
+    let steps_set = |v: &Value| v.get("max_steps").is_some_and(|m| !m.is_null());
+    if steps_set(&ck) && steps_set(&now) {
+        for o in [&mut ck, &mut now]
+            .into_iter()
+            .filter_map(Value::as_object_mut)
+        {
+            o.remove("epochs");
+        }
+    }
     // a checkpoint of an earlier build hashed no dev or test rows: it resumes as it did
     if let (Some(c), Some(n)) = (ck.as_object(), now.as_object_mut()) {
         for key in ["dev_rows", "test_rows"]
@@ -580,7 +599,9 @@ pub(super) fn settings_json<B: Backend>(
     });
     // only the other methods add a key: prompt tuning's hash stays the one of earlier
     // checkpoints
-    let method = cfg.method.settings(cfg.prompt_len, model.hidden_size());
+    let method = cfg
+        .method
+        .settings(cfg.prompt_len, encoder_width(&cfg.method, model));
     if let (false, Some(obj)) = (method.is_null(), settings.as_object_mut()) {
         obj.insert("method".into(), method);
     }
@@ -605,5 +626,19 @@ mod tests {
         let same_task = json!({"task": {"template": "{text}"}, "train_rows": "bb"});
         let diff = settings_diff(&ck, &same_task);
         assert!(diff[0].contains("the file changed"), "{diff:?}");
+    }
+
+    /// `epochs` is no difference where both runs set `max_steps`, which overrides it; it is
+    /// where either does not (hostile pass 28, F2).
+    #[test]
+    fn epochs_differ_only_where_they_count() {
+        let run = |epochs: u64, steps: Option<u64>| json!({"epochs": epochs, "max_steps": steps});
+        assert_eq!(
+            settings_diff(&run(3, Some(4)), &run(1, Some(4))),
+            Vec::<String>::new()
+        );
+        assert_eq!(settings_diff(&run(3, Some(4)), &run(1, Some(5))).len(), 1);
+        let diff = settings_diff(&run(3, None), &run(1, Some(3)));
+        assert!(diff.iter().any(|d| d.starts_with("epochs: ")), "{diff:?}");
     }
 }

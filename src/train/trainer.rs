@@ -146,6 +146,31 @@ impl TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// A warning when a rate times `--weight-decay` is 1 or more: the decoupled decay
+    /// (p ← p·(1 − lr·wd), AdamW's and Adafactor's) flips the prompt's sign or grows it each
+    /// step, whatever the gradient, and the run's loss turned NaN a step later with advice
+    /// (--max-grad-norm) that cannot help (hostile pass 28, F3). `head`: a cls head trains,
+    /// at its own rate.
+    pub fn decay_warning(&self, head: bool) -> Option<String> {
+        let o = &self.optim;
+        let head_lr = o.head_lr.filter(|_| head);
+        let (flag, lr) = match head_lr {
+            Some(h) if h > o.lr => ("--head-lr", h),
+            _ => ("--lr", o.lr),
+        };
+        (lr * o.weight_decay >= 1.0).then(|| {
+            format!(
+                "{flag} {lr} times --weight-decay {} is {} (1 or more): each step's weight decay \
+                 multiplies the weights by 1 - {flag} x --weight-decay, which flips or grows \
+                 them whatever the gradient; lower either",
+                o.weight_decay,
+                lr * o.weight_decay
+            )
+        })
+    }
+}
+
 /// `x` of `flag` is at least 1, else an error naming the flag.
 fn at_least_1(flag: &str, x: u64) -> Result<()> {
     match x >= 1 {
@@ -339,7 +364,6 @@ impl<'a, B: Backend> Trainer<'a, B> {
         cfg.init = resolve_init(&cfg.init, task, model)?;
         let path = out.join(CHECKPOINT_FILE);
         let ck = Checkpoint::load(&path)?;
-        let d = model.hidden_size();
         // the settings that fix the tensors' shapes first, so that a checkpoint of another
         // run is named as such rather than by a shape, and the training rows, which its batch
         // plan indexes (another file of fewer rows was called a corrupt checkpoint; hostile
@@ -349,7 +373,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             "task": task.spec.to_json(),
             "train_rows": super::start::rows_hash(train),
             "prompt_len": cfg.prompt_len,
-            "method": cfg.method.settings(cfg.prompt_len, d),
+            "method": cfg.method.settings(cfg.prompt_len, encoder_width(&cfg.method, model)),
         });
         let diff = settings_diff(
             &json!({
@@ -469,6 +493,16 @@ pub(super) fn trainable<B: Backend>(
     (prompt, params.head.as_ref().map_or(0, |h| h.num_params()))
 }
 
+/// The width the method's encoder works at: under prefix tuning PEFT's `token_dim`, the
+/// key/value width (less than d on a grouped-query model, where the projection was built d
+/// wide, another network than PEFT's; hostile pass 28, F1), else the model's d.
+pub(crate) fn encoder_width<B: Backend>(method: &Method, model: &Model<B>) -> usize {
+    match method {
+        Method::Prefix(pre) => model.net.prefix_layout(pre.placement).1,
+        _ => model.hidden_size(),
+    }
+}
+
 /// The trained table's width: the model's d, or under prefix tuning N·2·Hkv·D.
 pub(crate) fn table_width<B: Backend>(method: &Method, model: &Model<B>) -> usize {
     match method {
@@ -509,6 +543,21 @@ mod tests {
         assert_eq!(cfg(None, 10).patience_warning(35, 7), None);
         // each epoch: 3 epochs of 10 steps, 3 evaluations
         assert_eq!(cfg(Some(1), 0).patience_warning(30, 10), None);
+        // hostile pass 28, F3
+        let mut decay = cfg(None, 10);
+        decay.optim.weight_decay = 0.5;
+        decay.optim.lr = 1.0;
+        assert_eq!(decay.decay_warning(false), None);
+        decay.optim.lr = 2.0;
+        let w = decay.decay_warning(false).unwrap();
+        assert!(
+            w.starts_with("--lr 2 times --weight-decay 0.5 is 1 (1 or more)"),
+            "{w}"
+        );
+        (decay.optim.lr, decay.optim.head_lr) = (0.01, Some(4.0));
+        assert_eq!(decay.decay_warning(false), None, "no head");
+        let w = decay.decay_warning(true).unwrap();
+        assert!(w.starts_with("--head-lr 4 times"), "{w}");
         let w = cfg(Some(2), 0).patience_warning(30, 10).unwrap();
         assert!(
             w.contains("3 times in its 30 steps (at each epoch's end"),
