@@ -92,6 +92,8 @@ pub(super) fn not_a_prompt_folder(dir: &Path) -> Error {
         // named by the missing file, which Python raises as FileNotFoundError, as before
         use crate::train::checkpoint::{live_advice, Origin};
         let origin = Origin::of(dir);
+        // being written now: Python's FolderInUse, a BlockingIOError (review 22)
+        let live = matches!(origin, Origin::Live(_));
         let again = "a save was stopped while it wrote this folder (its task.json carries the \
                      save's stamp); save the prompt again";
         let why = match (dir.join(ADAPTER_WEIGHTS).is_file(), origin) {
@@ -121,7 +123,10 @@ pub(super) fn not_a_prompt_folder(dir: &Path) -> Error {
                 dir.display()
             ),
         };
-        return Error::file(dir.join(ADAPTER_CONFIG), why);
+        return match live {
+            true => Error::in_use(dir.join(ADAPTER_CONFIG), why),
+            false => Error::file(dir.join(ADAPTER_CONFIG), why),
+        };
     }
     let named = dir.to_str().and_then(|t| t.split_once('='));
     let why = match named.filter(|(_, folder)| Path::new(folder).join(ADAPTER_CONFIG).is_file()) {

@@ -107,4 +107,4 @@ impl ModelConfig {
 }
 
 const SUPPORTED_MODEL_TYPES: &str =
-    "\"bert\", \"t5\", \"bloom\", \"llama\", \"mistral\" or \"qwen2\"";
+    "\"bert\", \"t5\", \"mt5\", \"bloom\", \"llama\", \"mistral\" or \"qwen2\"";

@@ -28,27 +28,22 @@ use crate::error::{Error, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-/// The classes transformers 5 builds as `BertTokenizer` (aliases and subclasses of it that
-/// change nothing here), and their `Fast` names.
-const BERT_CLASSES: [&str; 5] = [
+/// The classes transformers 5 builds as `BertTokenizer`, with its `do_lower_case` (aliases
+/// and subclasses that keep its `__init__`; its other subclasses, `ConvBertTokenizer` and
+/// the DPR classes, read tokenizer.json's normalizer as it is), and their `Fast` names.
+const BERT_CLASSES: [&str; 7] = [
     "BertTokenizer",
     "DistilBertTokenizer",
     "MobileBertTokenizer",
     "SqueezeBertTokenizer",
-    "ConvBertTokenizer",
+    "ElectraTokenizer",
+    "LayoutLMTokenizer",
+    "LxmertTokenizer",
 ];
 
 /// Whether `class` (a `...Fast` name too) is built as `BertTokenizer`.
 fn is_bert_class(class: &str) -> bool {
     BERT_CLASSES.contains(&class.trim_end_matches("Fast"))
-}
-
-/// Whether `class` is one of the Llama classes whose pipeline is rebuilt (`llama_pipeline`).
-fn is_llama_class(class: &str) -> bool {
-    matches!(
-        class.trim_end_matches("Fast"),
-        "LlamaTokenizer" | "CodeLlamaTokenizer"
-    )
 }
 
 /// One of the folder's tokenizer JSON files (tokenizer_config.json, special_tokens_map.json).
@@ -302,17 +297,16 @@ fn token_id(tok: &Value, token: &str) -> Option<u64> {
 }
 
 /// The class `AutoTokenizer` takes when tokenizer_config.json names none: config.json's
-/// `tokenizer_class` where it is a BERT or Llama class, else its `model_type`'s (only BERT's
-/// matters here); None when config.json is absent or unreadable (its own reader reports that).
-/// Another class named there is resolved by transformers in ways not followed here
-/// (`ElectraTokenizerFast` is none of its classes, and a `bert` model got BERT's): the
-/// model type's then (a BERT folder naming one lost its `do_lower_case`; review 21, R21-1).
+/// `tokenizer_class`, else its `model_type`'s (only BERT's matters here); None when
+/// config.json is absent or unreadable (its own reader reports that). A class named in either
+/// file that transformers builds as none of the classes rebuilt here (`PreTrainedTokenizerFast`,
+/// a name it does not know: `TokenizersBackend` then) reads tokenizer.json as it is; the
+/// aliases of `BertTokenizer` it builds as that (`ElectraTokenizerFast`) are BERT's
+/// (`BERT_CLASSES`: a BERT folder naming one lost its `do_lower_case`; reviews 21 and 22).
 fn model_type_class(dir: &Path) -> Option<String> {
     let config = Json::read(dir, "config.json").ok()??;
     if let Some(Value::String(c)) = config.get("tokenizer_class") {
-        if is_bert_class(c) || is_llama_class(c) {
-            return Some(c.clone());
-        }
+        return Some(c.clone());
     }
     match config.get("model_type").and_then(Value::as_str) {
         Some("bert") => Some("BertTokenizerFast".into()),

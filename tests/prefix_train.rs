@@ -5,6 +5,7 @@
 //! run reported, PEFT's own prefix adapters load, and bad settings are errors naming the flag.
 
 use softprompt::internals::prompt_encoder::{PrefixProjection, ProjectionConfig};
+use softprompt::internals::train::checkpoint::Checkpoint;
 use softprompt::internals::weights::TensorFile;
 use softprompt::prelude::*;
 use std::path::Path;
@@ -162,6 +163,25 @@ fn a_grouped_query_projection_is_peft_s() {
         })
         .unwrap();
         assert_eq!(proj.forward().unwrap().0, table.data);
+        // a checkpoint of the earlier projection, the model's width wide, is refused saying
+        // so: it was "other settings", or a bare tensor shape (review 22)
+        let path = out.join("checkpoint.safetensors");
+        let mut ck = Checkpoint::load(&path).unwrap();
+        ck.state.done = false;
+        let old = (vec![4, 48], vec![0.0; 4 * 48]);
+        ck.tensors.insert("encoder.embedding.weight".into(), old);
+        ck.save(&path).unwrap();
+        let again = TrainConfig {
+            resume: true,
+            ..cfg
+        };
+        let err = run_on_sample("llama", out, &again, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("prefix projection is 48 wide, where this release builds it 24 wide"),
+            "{err}"
+        );
     }
 }
 

@@ -206,6 +206,14 @@ fn a_folder_a_run_is_writing_into_is_left_out_of_prompts() {
         let f = f.unwrap().path();
         std::fs::copy(&f, long.join(f.file_name().unwrap())).unwrap();
     }
+    // a folder of prompt folders (a multi-task run's --out) is named, not passed over without
+    // a word (hostile pass 29, F1)
+    let nested = scratch.path().join("multi");
+    std::fs::create_dir_all(nested.join("inner")).unwrap();
+    for f in std::fs::read_dir(&pet).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, nested.join("inner").join(f.file_name().unwrap())).unwrap();
+    }
     let held = softprompt::internals::train::outdir::OutLock::acquire(&cls).unwrap();
     // a run into DIR itself writes none of its folders: they serve (all were left out;
     // review 21, R21-3)
@@ -248,6 +256,11 @@ fn a_folder_a_run_is_writing_into_is_left_out_of_prompts() {
         "t".repeat(70)
     );
     assert!(err.contains(&misnamed), "{err}");
+    let nested_note = format!(
+        "note: --prompts: {} is not loaded: it holds prompt folders (a multi-task run's --out?)",
+        nested.display()
+    );
+    assert!(err.contains(&nested_note), "{err}");
     // the run over, the folder serves
     let server = Server::start_on(&model_dir(), &[], &["--prompts", dir]);
     let (_, list) = server.call("GET", "/v1/prompts", None);

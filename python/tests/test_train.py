@@ -298,6 +298,19 @@ def test_warnings_name_the_keywords(tmp_path, capfd):
     assert not any("--" in w for w in warnings), warnings
 
 
+def test_patience_out_at_the_last_step_is_no_early_stop(tmp_path):
+    """A rate too small to move the prompt: dev accuracy never improves after step 2, and the
+    patience runs out at step 4, the last. The event says so, but the run ran every step: the
+    summary said early_stopped (hostile pass 29, F11)."""
+    events = []
+    summary, _ = sp.Model(BERT_MLM).train(
+        str(TRAIN), tmp_path / "p", dev=str(DEV), no_progress=True, prompt_len=2, batch_size=8,
+        max_steps=4, eval_every=2, patience=1, lr=1e-30, weight_decay=0.0,
+        verbalizer="positive=great,negative=bad", on_event=events.append)
+    assert [(e["step"], e["best_step"]) for e in events if e["event"] == "early_stop"] == [(4, 2)]
+    assert summary["steps"] == 4 and summary["early_stopped"] is False, summary
+
+
 def test_report_lines_go_through_sys_stdout(tmp_path, capfd):
     """They were written to file descriptor 1: `redirect_stdout`, a notebook's cell and a
     service's line protocol on sys.stdout missed them (or were broken by them)."""

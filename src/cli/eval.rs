@@ -22,6 +22,7 @@ pub struct Args {
     /// print one JSON object: {"accuracy", "macro_f1", "examples"}
     #[arg(long)]
     pub json: bool,
+    /// rows per batch (memory grows with it)
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// no progress bar (it is drawn on stderr only while that is a terminal)

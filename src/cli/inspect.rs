@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Hugging Face model folder, or a PEFT prompt-tuning adapter folder
+    /// a Hugging Face model folder, a prompt folder (any method: prompt tuning, P-tuning,
+    /// prefix tuning; softprompt's or PEFT's) or a multi-task run's --out
     path: PathBuf,
     /// List every tensor
     #[arg(long)]

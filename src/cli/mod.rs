@@ -61,6 +61,17 @@ enum Command {
     /// One JSON line per input row: the predicted label and the per-label scores
     Predict(predict::Args),
     /// Greedy generation behind a saved prompt on a decoder-only model (KV cache, batched)
+    // the task flags generate refuses are left out of its help, which listed them (hostile
+    // pass 29, F5)
+    #[command(
+        mut_arg("labels", |a| a.hide(true)),
+        mut_arg("verbalizer", |a| a.hide(true)),
+        mut_arg("pooling", |a| a.hide(true)),
+        mut_arg("decode", |a| a.hide(true)),
+        mut_arg("max_target_len", |a| a.hide(true)),
+        mut_arg("free_targets", |a| a.hide(true)),
+        mut_arg("task", |a| a.help("causal, the one task generate runs (default: the prompt's)"))
+    )]
     Generate(generate::Args),
     /// Compile every CUDA kernel with NVRTC and print its resources (the CI compile gate)
     Kernels(kernels::Args),

@@ -35,6 +35,7 @@ pub struct Args {
     /// files) instead of refusing
     #[arg(long, requires = "output")]
     pub(super) overwrite: bool,
+    /// rows per batch (memory grows with it)
     #[arg(long, default_value_t = 64)]
     pub(super) batch_size: usize,
     /// no progress bar (it is drawn on stderr only while that is a terminal)

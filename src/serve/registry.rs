@@ -317,6 +317,15 @@ fn writer(pid: u32) -> String {
     }
 }
 
+/// Whether `dir` is a folder with a prompt folder inside (a subfolder holding
+/// adapter_config.json).
+fn holds_prompt_folders(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    (entries.flatten()).any(|e| e.path().join("adapter_config.json").is_file())
+}
+
 /// The prompt folders in `dir` (subfolders holding adapter_config.json), each named after its
 /// folder, sorted by name; none when every one is being written.
 pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
@@ -326,6 +335,16 @@ pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     for entry in entries {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         if !path.join("adapter_config.json").is_file() {
+            // a folder of prompt folders (a multi-task run's --out) was passed over without a
+            // word (hostile pass 29, F1): --prompts reads one level
+            if holds_prompt_folders(&path) {
+                errln!(
+                    "note: --prompts: {} is not loaded: it holds prompt folders (a multi-task \
+                     run's --out?), and --prompts reads one level; serve them with --prompts {}",
+                    path.display(),
+                    path.display()
+                );
+            }
             continue;
         }
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());

@@ -307,7 +307,8 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
                     best_step: t.state.best_step,
                     best_dev: t.state.best,
                     test,
-                    early_stopped: stopped,
+                    // at its last step the task ended where it would anyway
+                    early_stopped: stopped && t.state.step < t.total_steps,
                 },
             ));
         }

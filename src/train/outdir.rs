@@ -572,20 +572,50 @@ pub fn check_task_folders(out: &Path, names: &[&str]) -> Result<()> {
 }
 
 /// Removes `files` from `dir`, those that exist.
-/// Refuses a folder where one of `files` (to be removed) goes: its removal failed after the
-/// earlier run's files were gone (review 21, R21-2).
+/// Refuses, before anything is removed, what would stop the removal of `files` part way
+/// (after the earlier run's files were gone; reviews 21 and 22): a folder where one of them
+/// goes, or a folder holding one that cannot be written into (its mode, a read-only mount,
+/// an immutable flag), tried by making and removing a file there.
 fn check_removable(files: &[PathBuf]) -> Result<()> {
     let folder = files
         .iter()
         .find(|f| f.symlink_metadata().is_ok_and(|m| m.is_dir()));
-    match folder {
-        Some(f) => Err(Error::file(
+    if let Some(f) = folder {
+        return Err(Error::file(
             f,
             "is a folder where the run's file of that name goes: move it away (nothing was \
              removed)",
-        )),
-        None => Ok(()),
+        ));
     }
+    let mut tried: Vec<&Path> = Vec::new();
+    for parent in (files.iter())
+        .filter(|f| f.symlink_metadata().is_ok())
+        .filter_map(|f| f.parent())
+    {
+        if !tried.contains(&parent) {
+            tried.push(parent);
+            try_writing(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// A file made in `dir` and removed again, or the error naming `dir`.
+fn try_writing(dir: &Path) -> Result<()> {
+    let probe = dir.join(format!(".softprompt-probe.{}", std::process::id()));
+    let refused = |e| {
+        Error::io_doing(
+            dir,
+            "cannot be written into, so its run files cannot be replaced (nothing was removed)",
+            e,
+        )
+    };
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(refused)?;
+    std::fs::remove_file(&probe).map_err(refused)
 }
 
 fn remove_files(dir: &Path, files: &[&str]) -> Result<()> {
@@ -727,5 +757,33 @@ pub fn precheck(dir: &Path, resume: bool, overwrite: bool, kind: RunKind) -> Res
     match existing_run(dir).filter(|_| fresh && !overwrite) {
         Some(found) => Err(occupied(dir, &found, resume, kind)),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder nothing can be made in, root or not (/proc), is refused naming it, and a
+    /// writable one keeps nothing of the try (review 22).
+    #[test]
+    fn folders_are_tried_for_writing_before_anything_goes() {
+        #[cfg(target_os = "linux")]
+        {
+            let err = try_writing(Path::new("/proc/self"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("/proc/self") && err.contains("nothing was removed"),
+                "{err}"
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("sp_try_writing_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("metrics.jsonl"), "").unwrap();
+        check_removable(&[dir.join("metrics.jsonl"), dir.join("gone.json")]).unwrap();
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -150,7 +150,13 @@ fn check_stamps(dir: &Path, task_stamp: Option<Option<String>>) -> Result<Option
     let Some(&(first, stamp)) = stamped.first() else {
         return Ok(None);
     };
-    let why = match Origin::of(dir) {
+    let origin = Origin::of(dir);
+    // being written now: Python's FolderInUse, a BlockingIOError (review 22)
+    let refuse = match origin {
+        Origin::Live(_) => Error::in_use,
+        _ => Error::file,
+    };
+    let why = match origin {
         Origin::Live(pid) => live_advice(dir, pid),
         Origin::Run => "a run was stopped while it wrote them; resume the run (train ... \
                         --resume) to write the folder again"
@@ -164,7 +170,7 @@ fn check_stamps(dir: &Path, task_stamp: Option<Option<String>>) -> Result<Option
     };
     if stamped.iter().any(|(_, s)| *s != stamp) {
         let found: Vec<String> = stamped.iter().map(|(f, s)| format!("{f}: {s}")).collect();
-        return Err(Error::file(
+        return Err(refuse(
             dir,
             format!(
                 "the files of this prompt folder are of different saves ({}): {why}",
@@ -176,7 +182,7 @@ fn check_stamps(dir: &Path, task_stamp: Option<Option<String>>) -> Result<Option
     let adapter_stamped = stamped.iter().any(|(f, _)| *f == ADAPTER_WEIGHTS);
     match unstamped {
         None => Ok(Some((stamp.clone(), adapter_stamped))),
-        Some((f, _)) => Err(Error::file(
+        Some((f, _)) => Err(refuse(
             dir,
             format!(
                 "{f} has no save stamp, but {first} has one ({stamp}): the folder mixes a save \

@@ -199,7 +199,9 @@ impl<B: Backend> Trainer<'_, B> {
             best_step: self.state.best_step,
             best_dev: self.state.best,
             test,
-            early_stopped: early,
+            // patience that ran out at the last step ended the run where it ended anyway
+            // (Python's summary said early_stopped; hostile pass 29, F11)
+            early_stopped: early && self.state.step < self.total_steps,
         })
     }
 

@@ -546,6 +546,38 @@ pub(super) fn settings_diff(ck: &Value, now: &Value) -> Vec<String> {
     diff
 }
 
+/// Refuses a checkpoint whose prefix projection is not `width` wide (PEFT's token_dim,
+/// `trainer::encoder_width`): releases before 2026-12-07 built it the model's width on a
+/// grouped-query model and on a T5 whose heads x d_kv is not d_model, another network than
+/// PEFT's (hostile pass 28, F1); its resume was refused as "other settings" to resume with
+/// the same flags, or by a bare tensor shape (review 22).
+pub(super) fn check_projection_width(
+    ck: &Checkpoint,
+    method: &Method,
+    width: usize,
+    path: &Path,
+) -> Result<()> {
+    let Method::Prefix(pre) = method else {
+        return Ok(());
+    };
+    let saved = ck.tensors.get("encoder.embedding.weight");
+    match saved.and_then(|(shape, _)| shape.get(1)) {
+        Some(&w) if pre.projection && w != width => Err(Error::file(
+            path,
+            format!(
+                "the run's prefix projection is {w} wide, where this release builds it {width} \
+                 wide, PEFT's token_dim (the keys' and values' width): releases before \
+                 2026-12-07 built it the model's width on a grouped-query model or a T5 whose \
+                 heads x d_kv is not d_model, another network than PEFT's, which this release \
+                 does not continue: train again (set `cfg.overwrite` to replace it, or train \
+                 into another `out`); the run's saved prompt (adapter_model.safetensors) still \
+                 evaluates and predicts"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A hash of the rows as encoded: ids, label, target, [MASK] position.
 pub(super) fn rows_hash(rows: &Encoded) -> String {
     let mut text = String::new();

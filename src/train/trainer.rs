@@ -162,8 +162,9 @@ impl TrainConfig {
         (lr * o.weight_decay >= 1.0).then(|| {
             format!(
                 "{flag} {lr} times --weight-decay {} is {} (1 or more): each step's weight decay \
-                 multiplies the weights by 1 - {flag} x --weight-decay, which flips or grows \
-                 them whatever the gradient; lower either",
+                 multiplies the weights by 1 - {flag} x --weight-decay, 0 or less, which zeroes \
+                 them or flips their sign (and grows them past 2) whatever the gradient; lower \
+                 either",
                 o.weight_decay,
                 lr * o.weight_decay
             )
@@ -267,6 +268,8 @@ pub struct Summary {
     pub best_step: u64,
     pub best_dev: Option<EvalMetrics>,
     pub test: Option<EvalMetrics>,
+    /// the patience ran out before the last step (at the last one, the run ended where it
+    /// would anyway, though `Event::EarlyStop` says the patience ran out)
     pub early_stopped: bool,
 }
 
@@ -364,6 +367,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
         cfg.init = resolve_init(&cfg.init, task, model)?;
         let path = out.join(CHECKPOINT_FILE);
         let ck = Checkpoint::load(&path)?;
+        let width = encoder_width(&cfg.method, model);
+        super::start::check_projection_width(&ck, &cfg.method, width, &path)?;
         // the settings that fix the tensors' shapes first, so that a checkpoint of another
         // run is named as such rather than by a shape, and the training rows, which its batch
         // plan indexes (another file of fewer rows was called a corrupt checkpoint; hostile
