@@ -92,13 +92,17 @@ pub(super) fn not_a_prompt_folder(dir: &Path) -> Error {
         // named by the missing file, which Python raises as FileNotFoundError, as before
         use crate::train::checkpoint::{live_advice, Origin};
         let origin = Origin::of(dir);
-        // being written now: Python's FolderInUse, a BlockingIOError (review 22)
-        let live = matches!(origin, Origin::Live(_));
         let again = "a save was stopped while it wrote this folder (its task.json carries the \
                      save's stamp); save the prompt again";
         let why = match (dir.join(ADAPTER_WEIGHTS).is_file(), origin) {
             // a run or a save writing into it now: resuming it is refused (review 19, R19-5)
-            (_, Origin::Live(pid)) => format!("is missing: {}", live_advice(dir, pid)),
+            // (the folder named: Python's FolderInUse holds it as `filename`; review 23)
+            (_, Origin::Live(pid)) => {
+                return Error::in_use(
+                    dir,
+                    format!("{ADAPTER_CONFIG} is missing: {}", live_advice(dir, pid)),
+                )
+            }
             // a run's folder, stopped before its first export ended (hostile pass 21, F5)
             (true, Origin::Run) => format!(
                 "is missing beside {ADAPTER_WEIGHTS}: the run writing this folder was stopped \
@@ -123,10 +127,7 @@ pub(super) fn not_a_prompt_folder(dir: &Path) -> Error {
                 dir.display()
             ),
         };
-        return match live {
-            true => Error::in_use(dir.join(ADAPTER_CONFIG), why),
-            false => Error::file(dir.join(ADAPTER_CONFIG), why),
-        };
+        return Error::file(dir.join(ADAPTER_CONFIG), why);
     }
     let named = dir.to_str().and_then(|t| t.split_once('='));
     let why = match named.filter(|(_, folder)| Path::new(folder).join(ADAPTER_CONFIG).is_file()) {

@@ -241,6 +241,29 @@ fn a_folder_a_run_is_writing_into_is_left_out_of_prompts() {
         v["warnings"][0].as_str().unwrap().starts_with(&warned),
         "{v}"
     );
+    // a folder read between two files of a run writing it: 409, to load again (review 23)
+    let mixed = scratch.path().join("mixed");
+    std::fs::create_dir_all(&mixed).unwrap();
+    for f in std::fs::read_dir(&pet).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, mixed.join(f.file_name().unwrap())).unwrap();
+    }
+    // task.json of another save than the adapter's
+    let task_path = mixed.join("task.json");
+    let mut task: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&task_path).unwrap()).unwrap();
+    task["softprompt_save"] = json!("another save");
+    std::fs::write(&task_path, task.to_string()).unwrap();
+    let writing = softprompt::internals::train::outdir::OutLock::acquire(&mixed).unwrap();
+    let body = json!({ "name": "m", "path": mixed }).to_string();
+    let (status, v) = server.call("POST", "/v1/prompts", Some(&body));
+    assert_eq!(status, 409, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("is writing into"),
+        "{v}"
+    );
+    drop(writing);
+    std::fs::remove_dir_all(&mixed).unwrap();
     assert_eq!(server.terminate(), 0);
     drop((held, above));
     let err = std::fs::read_to_string(&log).unwrap();

@@ -43,9 +43,9 @@ class FileError(SoftpromptError, _EngineOSError):
 
 
 class FolderInUse(SoftpromptError, BlockingIOError, _EngineOSError):
-    """A folder to write into is being written now by another run or save (which holds its
-    lock; the message names it): wait for it to end, or write elsewhere. ``filename`` holds
-    the folder."""
+    """A folder to write into, or a prompt folder read between two of its files, is being
+    written now by another run or save (which holds its lock; the message names it): wait
+    for it to end, or write elsewhere. ``filename`` holds the folder."""
 
 
 class FolderOccupied(SoftpromptError, FileExistsError, _EngineOSError):

@@ -63,6 +63,11 @@ impl ApiError {
     /// the model (its sizes, or its values) is the folder's, a 400; the device and the
     /// engine's own failures stay a 500.
     pub fn from_load(e: &softprompt::Error) -> ApiError {
+        // a folder a run or a save is writing now: load it again once that ends (review 23)
+        let busy = softprompt::FolderState::InUse;
+        if matches!(e, softprompt::Error::Folder { state, .. } if *state == busy) {
+            return ApiError::new(StatusCode::CONFLICT, e.to_string());
+        }
         let status = match fault(e) {
             Fault::Input | Fault::Check => StatusCode::BAD_REQUEST,
             Fault::Server => StatusCode::INTERNAL_SERVER_ERROR,

@@ -340,8 +340,8 @@ pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
             if holds_prompt_folders(&path) {
                 errln!(
                     "note: --prompts: {} is not loaded: it holds prompt folders (a multi-task \
-                     run's --out?), and --prompts reads one level; serve them with --prompts {}",
-                    path.display(),
+                     run's --out?), and --prompts reads one level; load them by name (--prompt \
+                     NAME=FOLDER, or POST /v1/prompts)",
                     path.display()
                 );
             }

@@ -355,10 +355,18 @@ pub fn prepare_fresh(
         let checked = check_task_folder(&dir.join(name), overwrite);
         checked.map_err(|e| e.tagged(&format!("task `{name}`")))?;
     }
-    if overwrite {
-        check_removable(&replaced_files(dir, tasks))?;
-    }
     let new: Vec<PathBuf> = tasks.iter().map(|n| dir.join(n)).collect();
+    // `--overwrite`: every file a run writes, here and in the earlier run's task folders;
+    // else an earlier single-task run's checkpoint and metrics in a new task folder, kept
+    // beside the new task's prompt, made the folder look like that run's, and resuming it
+    // broke the prompt (hostile pass 25, F6)
+    let removed = match overwrite {
+        true => replaced_files(dir, tasks),
+        false => (new.iter())
+            .flat_map(|t| RUN_FILES.iter().map(move |f| t.join(f)))
+            .collect(),
+    };
+    check_removable(&removed)?;
     let earlier = if overwrite {
         task_folders(dir)
     } else {
@@ -372,18 +380,7 @@ pub fn prepare_fresh(
     }
     // dropped on a refusal below: the folders it made go again
     let held = lock_task_folders(dir, tasks)?;
-    if overwrite {
-        remove_files(dir, &RUN_FILES)?;
-    }
-    for task in &earlier {
-        remove_files(task, &PROMPT_FILES)?;
-    }
-    for task in &new {
-        // an earlier single-task run's checkpoint and metrics kept beside the new task's
-        // prompt made the folder look like that run's, and resuming it broke the prompt
-        // (hostile pass 25, F6)
-        remove_files(task, &RUN_FILES)?;
-    }
+    Staged::aside(&removed)?.remove();
     for task in earlier.iter().filter(|t| !new.contains(t)) {
         // emptied: the folder was the run's (its lock file too, the run gone, unlinked while
         // held: a run locking it once let go would lose it; review 20, R20-6); a user's file
@@ -572,50 +569,74 @@ pub fn check_task_folders(out: &Path, names: &[&str]) -> Result<()> {
 }
 
 /// Removes `files` from `dir`, those that exist.
-/// Refuses, before anything is removed, what would stop the removal of `files` part way
-/// (after the earlier run's files were gone; reviews 21 and 22): a folder where one of them
-/// goes, or a folder holding one that cannot be written into (its mode, a read-only mount,
-/// an immutable flag), tried by making and removing a file there.
+/// Refuses a folder where one of `files` (to be removed) goes, before anything is removed:
+/// its removal failed after the earlier run's files were gone (review 21, R21-2).
 fn check_removable(files: &[PathBuf]) -> Result<()> {
     let folder = files
         .iter()
         .find(|f| f.symlink_metadata().is_ok_and(|m| m.is_dir()));
-    if let Some(f) = folder {
-        return Err(Error::file(
+    match folder {
+        Some(f) => Err(Error::file(
             f,
             "is a folder where the run's file of that name goes: move it away (nothing was \
              removed)",
-        ));
+        )),
+        None => Ok(()),
     }
-    let mut tried: Vec<&Path> = Vec::new();
-    for parent in (files.iter())
-        .filter(|f| f.symlink_metadata().is_ok())
-        .filter_map(|f| f.parent())
-    {
-        if !tried.contains(&parent) {
-            tried.push(parent);
-            try_writing(parent)?;
-        }
-    }
-    Ok(())
 }
 
-/// A file made in `dir` and removed again, or the error naming `dir`.
-fn try_writing(dir: &Path) -> Result<()> {
-    let probe = dir.join(format!(".softprompt-probe.{}", std::process::id()));
-    let refused = |e| {
-        Error::io_doing(
-            dir,
-            "cannot be written into, so its run files cannot be replaced (nothing was removed)",
-            e,
-        )
-    };
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-        .map_err(refused)?;
-    std::fs::remove_file(&probe).map_err(refused)
+/// Files moved out of the way all or none: each renamed to a hidden name beside it, and all
+/// renamed back where one cannot be (a folder that cannot be written into, another user's
+/// file in a sticky folder, an append-only or immutable file). An `--overwrite` stopped part
+/// way had removed the earlier run's checkpoint and prompt first, and a probe file made to
+/// try the folders proved neither the files' removal nor stayed away after a kill
+/// (reviews 21 to 23). Dropped before `remove`, the files go back.
+struct Staged(Vec<(PathBuf, PathBuf)>);
+
+impl Staged {
+    /// `files` that exist, each moved aside, or none (the error names the one that could
+    /// not be).
+    fn aside(files: &[PathBuf]) -> Result<Staged> {
+        let mut staged = Staged(Vec::new());
+        for f in files {
+            let moved = staged.0.iter().any(|(from, _)| from == f);
+            let Some(name) = f
+                .file_name()
+                .filter(|_| !moved && f.symlink_metadata().is_ok())
+            else {
+                continue;
+            };
+            let pid = std::process::id();
+            let aside = f.with_file_name(format!(".{}.removed-{pid}", name.to_string_lossy()));
+            if let Err(e) = std::fs::rename(f, &aside) {
+                // `staged`, dropped, moves the others back
+                return Err(Error::io_doing(
+                    f,
+                    "cannot be removed, so the earlier run's files are not replaced (nothing \
+                     was removed)",
+                    e,
+                ));
+            }
+            staged.0.push((f.clone(), aside));
+        }
+        Ok(staged)
+    }
+
+    /// The files moved aside removed for good; one that cannot be stays hidden, the run
+    /// going on (its name no run reads).
+    fn remove(mut self) {
+        for (_, aside) in self.0.drain(..) {
+            let _ = std::fs::remove_file(&aside);
+        }
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for (f, aside) in self.0.drain(..).rev() {
+            let _ = std::fs::rename(&aside, f);
+        }
+    }
 }
 
 fn remove_files(dir: &Path, files: &[&str]) -> Result<()> {
@@ -764,26 +785,39 @@ pub fn precheck(dir: &Path, resume: bool, overwrite: bool, kind: RunKind) -> Res
 mod tests {
     use super::*;
 
-    /// A folder nothing can be made in, root or not (/proc), is refused naming it, and a
-    /// writable one keeps nothing of the try (review 22).
+    /// Files are removed all or none: where one cannot be moved aside (a file in /proc,
+    /// which nothing can rename, root or not), those moved before it are back under their
+    /// names; else all go, leaving nothing hidden (reviews 21 to 23: an --overwrite refused
+    /// part way had removed the earlier run's files).
     #[test]
-    fn folders_are_tried_for_writing_before_anything_goes() {
+    fn files_go_all_or_none() {
+        let dir = std::env::temp_dir().join(format!("sp_staged_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (
+            dir.join("checkpoint.safetensors"),
+            dir.join("metrics.jsonl"),
+        );
+        std::fs::write(&a, "ck").unwrap();
+        std::fs::write(&b, "m").unwrap();
+        let names = || {
+            let mut n: Vec<String> = (std::fs::read_dir(&dir).unwrap().flatten())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
         #[cfg(target_os = "linux")]
         {
-            let err = try_writing(Path::new("/proc/self"))
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("/proc/self") && err.contains("nothing was removed"),
-                "{err}"
-            );
+            let stuck = PathBuf::from("/proc/self/status");
+            let err = Staged::aside(&[a.clone(), b.clone(), stuck]).err().unwrap();
+            assert!(err.to_string().contains("nothing was removed"), "{err}");
+            assert_eq!(names(), ["checkpoint.safetensors", "metrics.jsonl"]);
+            assert_eq!(std::fs::read(&a).unwrap(), b"ck");
         }
-        let dir = std::env::temp_dir().join(format!("sp_try_writing_{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("metrics.jsonl"), "").unwrap();
-        check_removable(&[dir.join("metrics.jsonl"), dir.join("gone.json")]).unwrap();
-        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
-        assert_eq!(left.len(), 1, "{left:?}");
+        Staged::aside(&[a.clone(), dir.join("gone.json"), b.clone(), a.clone()])
+            .unwrap()
+            .remove();
+        assert_eq!(names(), Vec::<String>::new());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -550,11 +550,13 @@ pub(super) fn settings_diff(ck: &Value, now: &Value) -> Vec<String> {
 /// `trainer::encoder_width`): releases before 2026-12-07 built it the model's width on a
 /// grouped-query model and on a T5 whose heads x d_kv is not d_model, another network than
 /// PEFT's (hostile pass 28, F1); its resume was refused as "other settings" to resume with
-/// the same flags, or by a bare tensor shape (review 22).
+/// the same flags, or by a bare tensor shape (review 22). Only a projection the model's
+/// width `d` wide is taken for one: another model's checkpoint is the settings' to name
+/// (review 23, R23-2).
 pub(super) fn check_projection_width(
     ck: &Checkpoint,
     method: &Method,
-    width: usize,
+    (width, d): (usize, usize),
     path: &Path,
 ) -> Result<()> {
     let Method::Prefix(pre) = method else {
@@ -562,7 +564,7 @@ pub(super) fn check_projection_width(
     };
     let saved = ck.tensors.get("encoder.embedding.weight");
     match saved.and_then(|(shape, _)| shape.get(1)) {
-        Some(&w) if pre.projection && w != width => Err(Error::file(
+        Some(&w) if pre.projection && w != width && w == d => Err(Error::file(
             path,
             format!(
                 "the run's prefix projection is {w} wide, where this release builds it {width} \

@@ -368,7 +368,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let path = out.join(CHECKPOINT_FILE);
         let ck = Checkpoint::load(&path)?;
         let width = encoder_width(&cfg.method, model);
-        super::start::check_projection_width(&ck, &cfg.method, width, &path)?;
+        let widths = (width, model.hidden_size());
+        super::start::check_projection_width(&ck, &cfg.method, widths, &path)?;
         // the settings that fix the tensors' shapes first, so that a checkpoint of another
         // run is named as such rather than by a shape, and the training rows, which its batch
         // plan indexes (another file of fewer rows was called a corrupt checkpoint; hostile
