@@ -11,7 +11,8 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::outdir::{lock_and_sign, Holder, LOCK_FILE};
+use super::out_lock::{lock_and_sign, Holder};
+use super::outdir::LOCK_FILE;
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
