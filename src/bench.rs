@@ -596,11 +596,7 @@ pub fn run<B: Backend>(
     });
     if let (Some(r), Value::Object(m)) = (
         report.as_object_mut(),
-        method::report(
-            &w.method,
-            w.prompt,
-            method::encoder_width(&w.method, &model),
-        ),
+        method::report(&w.method, w.prompt, w.method.encoder_width(&model)),
     ) {
         r.extend(m);
     }

@@ -26,15 +26,6 @@ pub fn report(method: &Method, p: usize, d: usize) -> Value {
     json!({"method": name(method), "method_settings": method.settings(p, d)})
 }
 
-/// The width the method's encoder works at: PEFT's token_dim under prefix tuning (the
-/// key/value width), else the model's (as `trainer::encoder_width`).
-pub fn encoder_width<B: crate::backend::Backend>(method: &Method, model: &Model<B>) -> usize {
-    match method {
-        Method::Prefix(pre) => model.prefix_layout(pre.placement).1,
-        _ => model.hidden_size(),
-    }
-}
-
 /// The method's settings against the preset, before anything is allocated: in range, and
 /// `--prefix-placement peft` only where it is a choice (T5).
 pub fn check(preset: &Preset, method: &Method) -> Result<()> {
@@ -85,7 +76,7 @@ impl Tuned {
         let mut rng = Rng::new(seed);
         let encoder = (w
             .method
-            .encoder_spec(p, encoder_width(&w.method, model), width))
+            .encoder_spec(p, w.method.encoder_width(model), width))
         .map(|spec| HostEncoder::init(spec, &mut rng))
         .transpose()?;
         let table = match (&w.method, &encoder) {

@@ -65,6 +65,31 @@ fn multitask_overwrite_never_deletes_the_training_data() {
     }
 }
 
+/// An `--overwrite` killed between moving the earlier run's files aside and removing them
+/// left them hidden (`.NAME.removed-PID`): a resume found no checkpoint, a fresh run named
+/// the files left beside them, and nothing put them back (review 24, F1). The next run puts
+/// them back under their names, in the task folders too, and resumes.
+#[test]
+fn files_a_killed_overwrite_moved_aside_come_back() {
+    let dir = ScratchDir::new("overwrite_killed");
+    let out = dir.path().join("out");
+    let train = tagged_file(&dir);
+    stdout_ok(&run(&multi_args(&train, &out, &[])));
+    let before = tree(&out);
+    for rel in [
+        "checkpoint.safetensors",
+        "metrics.jsonl",
+        "a/adapter_config.json",
+    ] {
+        let file = out.join(rel);
+        let name = file.file_name().and_then(|n| n.to_str()).expect("name");
+        let hidden = file.with_file_name(format!(".{name}.removed-4194305"));
+        std::fs::rename(&file, &hidden).expect("moved aside");
+    }
+    stdout_ok(&run(&multi_args(&train, &out, &["--resume"])));
+    assert_eq!(tree(&out), before);
+}
+
 /// `--overwrite` left the earlier run's files: a stale prompt_encoder.safetensors beside an
 /// adapter without one, an earlier multi-task run's task folders beside a single-task run.
 /// It now removes every file a run writes, and a user's file (and its folder) stays.

@@ -6,7 +6,7 @@
 
 use softprompt::internals::prompt_encoder::{PrefixProjection, ProjectionConfig};
 use softprompt::internals::train::checkpoint::Checkpoint;
-use softprompt::internals::weights::TensorFile;
+use softprompt::internals::weights::{HostTensor, TensorFile};
 use softprompt::prelude::*;
 use std::path::Path;
 
@@ -52,6 +52,26 @@ fn relabelled_refusal(m: &Model, out: &Path, adapter: &serde_json::Value) -> Str
     .to_string()
 }
 
+/// The exported table (P, out) is exactly the output of the projection saved in `encoder`,
+/// built (width, hidden) wide: PEFT saves the output too.
+fn assert_table_is_projection_output(
+    encoder: &TensorFile,
+    (w, hidden): (usize, usize),
+    table: &HostTensor,
+) {
+    let pcfg = ProjectionConfig {
+        p: table.shape[0],
+        w,
+        hidden,
+        out: table.shape[1],
+    };
+    let proj = PrefixProjection::from_tensors(pcfg, |n| {
+        (encoder.floats.get(n)).map(|t| (t.shape.as_slice(), t.data.as_slice()))
+    })
+    .unwrap();
+    assert_eq!(proj.forward().unwrap().0, table.data);
+}
+
 /// BERT (P-tuning v2) without and with the projection: over two epochs of 6 batches the
 /// second epoch's mean loss is below the first's; the adapter is PEFT's PREFIX_TUNING layout
 /// (P rows of N·2·d: 2 layers, keys and values, 48 wide), and with the projection its table is
@@ -90,19 +110,7 @@ fn bert_loss_goes_down_and_the_export_is_peft_prefix_layout() {
         assert_eq!(saved.exists(), projection);
         if projection {
             let f = TensorFile::read(&saved).unwrap();
-            let pcfg = ProjectionConfig {
-                p: 3,
-                w: 48,
-                hidden: 16,
-                out: 192,
-            };
-            let proj = PrefixProjection::from_tensors(pcfg, |n| {
-                f.floats
-                    .get(n)
-                    .map(|t| (t.shape.as_slice(), t.data.as_slice()))
-            })
-            .unwrap();
-            assert_eq!(proj.forward().unwrap().0, table.data);
+            assert_table_is_projection_output(&f, (48, 16), table);
         }
     }
 }
@@ -149,20 +157,7 @@ fn a_grouped_query_projection_is_peft_s() {
         assert_eq!(ours["embedding.weight"], [4, 24]);
         assert_eq!(ours["transform.0.weight"], [h, 24]);
         let table = TensorFile::read(&out.join("adapter_model.safetensors")).unwrap();
-        let table = &table.floats["prompt_embeddings"];
-        let pcfg = ProjectionConfig {
-            p: 4,
-            w: 24,
-            hidden: h,
-            out: table.shape[1],
-        };
-        let proj = PrefixProjection::from_tensors(pcfg, |n| {
-            f.floats
-                .get(n)
-                .map(|t| (t.shape.as_slice(), t.data.as_slice()))
-        })
-        .unwrap();
-        assert_eq!(proj.forward().unwrap().0, table.data);
+        assert_table_is_projection_output(&f, (24, h), &table.floats["prompt_embeddings"]);
         // a checkpoint of the earlier projection, the model's width wide, is refused saying
         // so: it was "other settings", or a bare tensor shape (review 22)
         let path = out.join("checkpoint.safetensors");
@@ -180,6 +175,18 @@ fn a_grouped_query_projection_is_peft_s() {
             .to_string();
         assert!(
             err.contains("prefix projection is 48 wide, where this release builds it 24 wide"),
+            "{err}"
+        );
+        // the same checkpoint of another model, of this one's width (BLOOM's fixture is 48
+        // wide too), is the settings' to name, not an earlier release's (review 24, F2)
+        let mut ck = Checkpoint::load(&path).unwrap();
+        ck.state.config["model"] = serde_json::json!("/elsewhere/bloom");
+        ck.save(&path).unwrap();
+        let err = run_on_sample("llama", out, &again, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("other settings") && err.contains("/elsewhere/bloom"),
             "{err}"
         );
     }

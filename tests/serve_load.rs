@@ -264,6 +264,27 @@ fn a_folder_a_run_is_writing_into_is_left_out_of_prompts() {
     );
     drop(writing);
     std::fs::remove_dir_all(&mixed).unwrap();
+    // a cls folder read before its head is written: 409 as well (it was 400; review 24, F3)
+    let headless = scratch.path().join("headless");
+    std::fs::create_dir_all(&headless).unwrap();
+    for f in std::fs::read_dir(&cls).unwrap() {
+        let f = f.unwrap().path();
+        let name = f.file_name().unwrap();
+        if f.is_file() && name != "head.safetensors" && name != ".softprompt.lock" {
+            std::fs::copy(&f, headless.join(name)).unwrap();
+        }
+    }
+    let writing = softprompt::internals::train::outdir::OutLock::acquire(&headless).unwrap();
+    let body = json!({ "name": "h", "path": headless }).to_string();
+    let (status, v) = server.call("POST", "/v1/prompts", Some(&body));
+    assert_eq!(status, 409, "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("head.safetensors is missing") && error.contains("is writing into"),
+        "{v}"
+    );
+    drop(writing);
+    std::fs::remove_dir_all(&headless).unwrap();
     assert_eq!(server.terminate(), 0);
     drop((held, above));
     let err = std::fs::read_to_string(&log).unwrap();

@@ -83,6 +83,8 @@ impl Model {
         stop: &AtomicBool,
     ) -> Result<(Summary, Prompt)> {
         let out = out.as_ref();
+        // an overwrite killed part way left the files it had moved aside hidden
+        crate::train::outdir::recover_aside(out)?;
         let resume = cfg.resume && out.join(CHECKPOINT_FILE).exists();
         let summary = on_engine!(&self.engine, |be, m| {
             check_model(task, m)?;

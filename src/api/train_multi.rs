@@ -109,6 +109,8 @@ impl Model {
         stop: &AtomicBool,
     ) -> Result<Vec<TaskResult>> {
         let out = out.as_ref();
+        // an overwrite killed part way left the files it had moved aside hidden
+        crate::train::outdir::recover_aside(out)?;
         let resume = cfg.resume && out.join(CHECKPOINT_FILE).exists();
         let jobs = || -> Vec<TaskJob<'_>> {
             (tasks.iter())

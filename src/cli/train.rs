@@ -54,8 +54,9 @@ pub struct Args {
     /// finished run is re-scored
     #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
-    /// replace the run already in --out (its prompt, head, task.json, metrics and
-    /// checkpoint; nothing else) instead of refusing
+    /// replace the run already in --out (its prompt, head, encoder, task.json, metrics,
+    /// checkpoint, and an earlier multi-task run's task prompts; no other file) instead of
+    /// refusing
     #[arg(long)]
     overwrite: bool,
 

@@ -270,9 +270,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         let mut parts = Vec::with_capacity(jobs.len());
         for mut j in jobs {
             let part = ck.take(&path, &j.name)?;
-            let width = super::trainer::encoder_width(&j.cfg.method, model);
-            let widths = (width, model.hidden_size());
-            start::check_projection_width(&part, &j.cfg.method, widths, &path)
+            start::check_projection_width(&part, &j.cfg.method, model, &path)
                 .map_err(|e| in_task(&j.name, e))?;
             j.cfg.init = start::resolve_init(&j.cfg.init, j.task, model)?;
             parts.push((j, part));

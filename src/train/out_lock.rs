@@ -90,7 +90,7 @@ impl OutLock {
 
 /// Whether the open `file` is still the file at `path` (not unlinked or replaced since).
 #[cfg(unix)]
-fn still_linked(file: &File, path: &Path) -> bool {
+pub(super) fn still_linked(file: &File, path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (file.metadata(), std::fs::metadata(path)) {
         (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
@@ -99,7 +99,7 @@ fn still_linked(file: &File, path: &Path) -> bool {
 }
 
 #[cfg(not(unix))]
-fn still_linked(_: &File, _: &Path) -> bool {
+pub(super) fn still_linked(_: &File, _: &Path) -> bool {
     true
 }
 

@@ -382,7 +382,6 @@ pub fn check_task_folders(out: &Path, names: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Removes `files` from `dir`, those that exist.
 /// Refuses a folder where one of `files` (to be removed) goes, before anything is removed:
 /// its removal failed after the earlier run's files were gone (review 21, R21-2).
 fn check_removable(files: &[PathBuf]) -> Result<()> {
@@ -420,8 +419,7 @@ impl Staged {
             else {
                 continue;
             };
-            let pid = std::process::id();
-            let aside = f.with_file_name(format!(".{}.removed-{pid}", name.to_string_lossy()));
+            let aside = aside_name(f, &name.to_string_lossy());
             if let Err(e) = std::fs::rename(f, &aside) {
                 // `staged`, dropped, moves the others back
                 return Err(Error::io_doing(
@@ -437,7 +435,8 @@ impl Staged {
     }
 
     /// The files moved aside removed for good; one that cannot be stays hidden, the run
-    /// going on (its name no run reads).
+    /// going on (its name no run reads; the next run in the folder puts it back,
+    /// `recover_aside`).
     fn remove(mut self) {
         for (_, aside) in self.0.drain(..) {
             let _ = std::fs::remove_file(&aside);
@@ -453,6 +452,76 @@ impl Drop for Staged {
     }
 }
 
+/// The hidden name `Staged` moves `file` (named `name`) aside to: `.NAME.removed-PID`, with
+/// `-N` where that is taken (a process of the same pid left it, pid 1 in a container: it was
+/// replaced, or a folder of that name failed the rename; review 24, F4).
+fn aside_name(file: &Path, name: &str) -> PathBuf {
+    let stem = format!(".{name}{ASIDE_MARK}{}", std::process::id());
+    let free = |p: &PathBuf| p.symlink_metadata().is_err();
+    (0..)
+        .map(|n| match n {
+            0 => file.with_file_name(&stem),
+            n => file.with_file_name(format!("{stem}-{n}")),
+        })
+        .find(free)
+        .unwrap_or_else(|| file.with_file_name(stem))
+}
+
+/// What `aside_name` puts between the file's name and the pid.
+const ASIDE_MARK: &str = ".removed-";
+
+/// Files an `--overwrite` killed part way left moved aside (`Staged`) in `dir`, and in the
+/// task folders its checkpoint names, put back where nothing has taken their place since (a
+/// run writes none before its `--overwrite` is done), else removed: the earlier run's
+/// checkpoint was left hidden, a resume found none, a fresh run named the files left beside
+/// it, and nothing removed them (review 24, F1). Files put back are an interrupted
+/// `--overwrite`'s: a fresh run refuses them as it did before it, unless asked again.
+/// Done under `dir`'s lock (a live `--overwrite` holds it), before a run looks at `dir`;
+/// a task folder another run holds now is left alone.
+pub fn recover_aside(dir: &Path) -> Result<()> {
+    if !dir.join(LOCK_FILE).is_file() {
+        return Ok(());
+    }
+    let lock = OutLock::acquire(dir)?;
+    put_back_aside(dir);
+    for task in task_folders(dir) {
+        if let Ok(Some(held)) = hold_if_locked(&task) {
+            put_back_aside(&task);
+            drop(held);
+        }
+    }
+    drop(lock);
+    Ok(())
+}
+
+/// `recover_aside` for the one folder `dir`.
+fn put_back_aside(dir: &Path) {
+    let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    for entry in entries {
+        let hidden = entry.file_name();
+        let Some(name) = hidden.to_str().and_then(aside_of) else {
+            continue;
+        };
+        let (aside, file) = (entry.path(), dir.join(name));
+        if file.symlink_metadata().is_err() {
+            let _ = std::fs::rename(&aside, &file);
+        } else {
+            let _ = std::fs::remove_file(&aside);
+        }
+    }
+}
+
+/// The run file `hidden` (`.NAME.removed-PID[-N]`) was moved aside from, where it is one.
+fn aside_of(hidden: &str) -> Option<&'static str> {
+    let (name, tail) = hidden.strip_prefix('.')?.rsplit_once(ASIDE_MARK)?;
+    let pid_and_n = tail
+        .split('-')
+        .all(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+    let name = RUN_FILES.into_iter().find(|f| *f == name)?;
+    pid_and_n.then_some(name)
+}
+
+/// Removes `files` from `dir`, those that exist.
 fn remove_files(dir: &Path, files: &[&str]) -> Result<()> {
     for f in files {
         let path = dir.join(f);
@@ -587,6 +656,7 @@ pub fn precheck(dir: &Path, resume: bool, overwrite: bool, kind: RunKind) -> Res
     check_folder(dir, "out", "`out`")?;
     if dir.is_dir() {
         drop(OutLock::acquire(dir)?);
+        recover_aside(dir)?;
     }
     let fresh = !(resume && dir.join(CHECKPOINT_FILE).exists());
     match existing_run(dir).filter(|_| fresh && !overwrite) {
@@ -632,6 +702,40 @@ mod tests {
             .unwrap()
             .remove();
         assert_eq!(names(), Vec::<String>::new());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// What an `--overwrite` killed part way left moved aside goes back where nothing took
+    /// its place, else goes (review 24, F1); a name taken is not reused (F4); a user's hidden
+    /// file of another shape stays.
+    #[test]
+    fn files_left_aside_are_put_back() {
+        let dir = std::env::temp_dir().join(format!("sp_aside_{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ck, metrics) = (dir.join(CHECKPOINT_FILE), dir.join(METRICS_FILE));
+        std::fs::write(&ck, "ck").unwrap();
+        std::fs::write(&metrics, "new").unwrap();
+        // a folder where the first hidden name goes: the next one is taken
+        let first = aside_name(&ck, CHECKPOINT_FILE);
+        std::fs::create_dir(&first).unwrap();
+        let staged = Staged::aside(std::slice::from_ref(&ck)).unwrap();
+        let hidden = staged.0[0].1.clone();
+        assert_eq!(hidden, PathBuf::from(format!("{}-1", first.display())));
+        std::mem::forget(staged); // killed: nothing moves it back
+        std::fs::remove_dir(&first).unwrap();
+        let old_metrics = dir.join(format!(".{METRICS_FILE}.removed-7-2"));
+        std::fs::write(&old_metrics, "old").unwrap();
+        let users = [".metrics.jsonl.removed-x", ".notes.removed-7"];
+        for u in users {
+            std::fs::write(dir.join(u), "mine").unwrap();
+        }
+        std::fs::write(dir.join(LOCK_FILE), "").unwrap();
+        recover_aside(&dir).unwrap();
+        assert_eq!(std::fs::read(&ck).unwrap(), b"ck");
+        assert_eq!(std::fs::read(&metrics).unwrap(), b"new");
+        assert!(!hidden.exists() && !old_metrics.exists());
+        assert!(users.iter().all(|u| dir.join(u).exists()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

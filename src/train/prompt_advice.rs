@@ -52,6 +52,28 @@ pub fn live_advice(dir: &Path, pid: u32) -> String {
     )
 }
 
+/// The refusal of `file`, missing from the prompt folder `dir` (`why`: what it holds): a
+/// folder being written now is `Error::Folder` InUse naming the folder (Python's
+/// FolderInUse, serve's 409), as a missing adapter_config.json was; a cls head missing
+/// there was a bad file (review 24, F3). Else the file, with `missing_file_advice`.
+pub fn missing_file(dir: &Path, file: &Path, why: &str) -> crate::error::Error {
+    use crate::error::Error;
+    match Origin::of(dir) {
+        Origin::Live(pid) => Error::in_use(
+            dir,
+            format!(
+                "{} is missing: {why}; {}",
+                file.display(),
+                live_advice(dir, pid)
+            ),
+        ),
+        _ => Error::file(
+            file,
+            format!("is missing: {why}; {}", missing_file_advice(dir)),
+        ),
+    }
+}
+
 /// The advice for a saved prompt's folder missing one of its files (the head, the adapter,
 /// its config), whose save may have been cut short: wait for the run writing it, resume the
 /// run that owns it, save the prompt again where task.json says `Model::save_prompt` wrote

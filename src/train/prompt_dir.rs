@@ -12,7 +12,7 @@ use super::checkpoint::{fnv1a_bytes, FNV_START, HEAD_FILE, TASK_FILE, TASK_FORMA
 use super::encoder::HostEncoder;
 use super::head_file::{head_metadata, read_head};
 use super::model_id::{ModelId, FINGERPRINT_KEY};
-use super::prompt_advice::{live_advice, missing_file_advice, Origin};
+use super::prompt_advice::{live_advice, missing_file, Origin};
 use super::ptuning::{save_encoder, ENCODER_FILE};
 use super::spec::{TaskKind, TaskSpec};
 use super::task_record::check_record;
@@ -282,14 +282,15 @@ fn values_mismatch(
 /// adapter copied out alone failed the table's hash, which covers the head too, and was
 /// called corrupt. A stamp without the field (an earlier save's, or no head) checks nothing.
 fn check_head_kept(head_path: &Path, stamp: &str, has_head: bool) -> Result<()> {
-    let advice = missing_file_advice(head_path.parent().unwrap_or(Path::new(".")));
+    let dir = head_path.parent().unwrap_or(Path::new("."));
     match stamp_field(stamp, HEAD_FIELD).filter(|_| !has_head) {
         None => Ok(()),
-        Some(k) => Err(Error::file(
+        Some(k) => Err(missing_file(
+            dir,
             head_path,
-            format!(
-                "is missing: the folder's save stamp ({stamp}) covers a cls classifier head of \
-                 {k} labels, which this file holds; {advice}"
+            &format!(
+                "the folder's save stamp ({stamp}) covers a cls classifier head of {k} labels, \
+                 which this file holds"
             ),
         )),
     }
@@ -571,14 +572,8 @@ fn load_prompt_once(dir: &Path) -> Result<SavedPrompt> {
     let cls = task.as_ref().is_some_and(|t| t.kind == TaskKind::Cls);
     if cls && head.is_none() {
         // the run's own folder, stopped before its first export ended, or a save's
-        let advice = missing_file_advice(dir);
-        return Err(Error::file(
-            &head_path,
-            format!(
-                "is missing: task.json says a cls task, whose classifier head this file \
-                 holds; {advice}"
-            ),
-        ));
+        let why = "task.json says a cls task, whose classifier head this file holds";
+        return Err(missing_file(dir, &head_path, why));
     }
     let warning = match check_stamps(dir, task_stamp)? {
         Some((stamp, stamped)) => {

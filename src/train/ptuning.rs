@@ -136,7 +136,7 @@ impl Method {
     }
 
     /// The host encoder of a table of `p` rows, `width` wide, at the encoder width `d` (the
-    /// model's; under prefix tuning PEFT's `token_dim`, `trainer::encoder_width`): P-tuning's
+    /// model's; under prefix tuning PEFT's `token_dim`, `Method::encoder_width`): P-tuning's
     /// encoder, prefix tuning's projection, or None when the table is the parameter.
     pub fn encoder_spec(&self, p: usize, d: usize, width: usize) -> Option<EncoderSpec> {
         match self {
@@ -164,6 +164,19 @@ impl Method {
                 blocks: None,
             }),
             _ => None,
+        }
+    }
+
+    /// The width the method's encoder works at: under prefix tuning PEFT's `token_dim`, the
+    /// key/value width (less than d on a grouped-query model, where the projection was built d
+    /// wide, another network than PEFT's; hostile pass 28, F1), else the model's d.
+    pub(crate) fn encoder_width<B: crate::backend::Backend>(
+        &self,
+        net: &crate::models::Model<B>,
+    ) -> usize {
+        match self {
+            Method::Prefix(pre) => net.prefix_layout(pre.placement).1,
+            _ => net.hidden_size(),
         }
     }
 

@@ -11,7 +11,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::out_lock::{lock_and_sign, Holder};
+use super::out_lock::{lock_and_sign, still_linked, Holder};
 use super::outdir::LOCK_FILE;
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
@@ -82,13 +82,30 @@ fn folder_key(dir: &Path) -> PathBuf {
 /// The run lock file in `folder`, locked and signed, where there is one; a training run
 /// holding it refuses the save into `dir`, naming its pid.
 fn lock_run_file(folder: &Path, dir: &Path) -> Result<Option<File>> {
+    // a lock file its run unlinked between this open and this lock guards nothing a run
+    // started later opens: open it again, as `OutLock::acquire` does (review 22, #7)
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match lock_run_file_once(folder, dir)? {
+            Some((file, false)) if tries < 3 => drop(file),
+            locked => return Ok(locked.map(|(file, _)| file)),
+        }
+    }
+}
+
+/// `lock_run_file`'s one try, and whether the file it locked is still the folder's lock file.
+fn lock_run_file_once(folder: &Path, dir: &Path) -> Result<Option<(File, bool)>> {
     let path = folder.join(LOCK_FILE);
     // none there, or not ours to open: no run has written here that could write now
     let Ok(mut file) = OpenOptions::new().read(true).write(true).open(&path) else {
         return Ok(None);
     };
     let who = match lock_and_sign(&mut file, &path)? {
-        Ok(()) => return Ok(Some(file)),
+        Ok(()) => {
+            let linked = still_linked(&file, &path);
+            return Ok(Some((file, linked)));
+        }
         Err(Holder(Some(pid))) => format!("a training run (pid {pid})"),
         Err(Holder(None)) => "a training run".to_string(),
     };

@@ -551,20 +551,24 @@ pub(super) fn settings_diff(ck: &Value, now: &Value) -> Vec<String> {
 /// grouped-query model and on a T5 whose heads x d_kv is not d_model, another network than
 /// PEFT's (hostile pass 28, F1); its resume was refused as "other settings" to resume with
 /// the same flags, or by a bare tensor shape (review 22). Only a projection the model's
-/// width `d` wide is taken for one: another model's checkpoint is the settings' to name
-/// (review 23, R23-2).
-pub(super) fn check_projection_width(
+/// width `d` wide, of a run on this model folder, is taken for one: another model's
+/// checkpoint is the settings' to name (reviews 23 and 24: another model of the same width
+/// was told of an earlier release).
+pub(super) fn check_projection_width<B: Backend>(
     ck: &Checkpoint,
     method: &Method,
-    (width, d): (usize, usize),
+    model: &Model<B>,
     path: &Path,
 ) -> Result<()> {
     let Method::Prefix(pre) = method else {
         return Ok(());
     };
+    let (width, d) = (method.encoder_width(&model.net), model.hidden_size());
+    let saved_model = ck.state.config.get("model").and_then(Value::as_str);
+    let same_model = saved_model.map(|m| model_key(Path::new(m))) == Some(model_key(&model.dir));
     let saved = ck.tensors.get("encoder.embedding.weight");
     match saved.and_then(|(shape, _)| shape.get(1)) {
-        Some(&w) if pre.projection && w != width && w == d => Err(Error::file(
+        Some(&w) if pre.projection && w != width && w == d && same_model => Err(Error::file(
             path,
             format!(
                 "the run's prefix projection is {w} wide, where this release builds it {width} \

@@ -367,9 +367,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         cfg.init = resolve_init(&cfg.init, task, model)?;
         let path = out.join(CHECKPOINT_FILE);
         let ck = Checkpoint::load(&path)?;
-        let width = encoder_width(&cfg.method, model);
-        let widths = (width, model.hidden_size());
-        super::start::check_projection_width(&ck, &cfg.method, widths, &path)?;
+        super::start::check_projection_width(&ck, &cfg.method, model, &path)?;
         // the settings that fix the tensors' shapes first, so that a checkpoint of another
         // run is named as such rather than by a shape, and the training rows, which its batch
         // plan indexes (another file of fewer rows was called a corrupt checkpoint; hostile
@@ -499,14 +497,9 @@ pub(super) fn trainable<B: Backend>(
     (prompt, params.head.as_ref().map_or(0, |h| h.num_params()))
 }
 
-/// The width the method's encoder works at: under prefix tuning PEFT's `token_dim`, the
-/// key/value width (less than d on a grouped-query model, where the projection was built d
-/// wide, another network than PEFT's; hostile pass 28, F1), else the model's d.
+/// The width the method's encoder works at (`Method::encoder_width`).
 pub(crate) fn encoder_width<B: Backend>(method: &Method, model: &Model<B>) -> usize {
-    match method {
-        Method::Prefix(pre) => model.net.prefix_layout(pre.placement).1,
-        _ => model.hidden_size(),
-    }
+    method.encoder_width(&model.net)
 }
 
 /// The trained table's width: the model's d, or under prefix tuning N·2·Hkv·D.
