@@ -12,7 +12,18 @@ import argparse, json, os, shutil, tempfile
 from tokenizers import Tokenizer, decoders, models, normalizers, processors
 from transformers import AutoTokenizer
 
-TEXTS = ["pos", " pos", "  pos", "pos pos", "pos</s> pos", "<s>pos", "ö", "", " ", "pos\tpos\n"]
+TEXTS = ["pos", " pos", "  pos", "pos pos", "pos</s> pos", "<s>pos", "ö", "", " ", "pos\tpos\n",
+         "pos [SEP] pos<x>", "<pad>pos", "pos <|endoftext|>", "<image> pos"]
+
+
+def added(content, special=True, **flags):
+    """An added token as tokenizer_config.json's `added_tokens_decoder` writes it."""
+    return {"content": content, "lstrip": False, "normalized": not special, "rstrip": False,
+            "single_word": False, "special": special, **flags}
+
+
+# tokenizer.json's own added tokens, as the decoder lists them
+DECODER = {"0": added("<unk>"), "1": added("<s>"), "2": added("</s>")}
 # tokenizer_config.json edits (None removes a key); "config_json": keys set in config.json;
 # "null": keys set to null; "special_tokens_map": special_tokens_map.json's keys (none: no file)
 VARIANTS = {
@@ -32,6 +43,19 @@ VARIANTS = {
     "code_llama_bos_in_map_beside_decoder": {
         "tokenizer_class": "CodeLlamaTokenizer", "special_tokens_map": {"bos_token": "</s>"},
         "added_tokens_decoder": {}},
+    # tokens tokenizer_config.json or special_tokens_map.json names that tokenizer.json lacks
+    # are added by transformers at new ids (its index in the decoder unused), and a named one
+    # the vocabulary has becomes an added special token there (hostile pass 27, F2)
+    "decoder_adds_tokens": {"added_tokens_decoder": {
+        **DECODER, "300": added("[SEP]"), "290": added("<x>", special=False)}},
+    "pad_not_in_vocabulary": {"pad_token": "<pad>"},
+    "pad_in_vocabulary": {"pad_token": "p"},
+    "extra_special_tokens": {"additional_special_tokens": ["<|endoftext|>", "<pad>"]},
+    "extra_in_map": {"special_tokens_map": {
+        "additional_special_tokens": ["<|endoftext|>"],
+        "pad_token": {"content": "<pad>", "lstrip": False, "normalized": False, "rstrip": False,
+                      "single_word": False}}},
+    "model_specific_token": {"image_token": "<image>", "added_tokens_decoder": DECODER},
 }
 CLASSES = {name: "CodeLlamaTokenizer" for name in VARIANTS if name.startswith("code_llama")}
 

@@ -12,6 +12,8 @@
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
+#[path = "tokenizer_added.rs"]
+mod added;
 #[path = "tokenizer_config.rs"]
 mod config;
 
@@ -83,6 +85,12 @@ impl Tokenizer {
             }
         }
         let mut inner = guarded(&path, String::new, || text.parse::<tokenizers::Tokenizer>())?;
+        let present: Vec<_> = inner.get_added_tokens_decoder().into_values().collect();
+        let named = added::tokens_to_add(dir, &present)?;
+        if !named.is_empty() {
+            let what = || "adding the tokens tokenizer_config.json names".to_string();
+            guarded(&path, what, || inner.add_tokens(named))?;
+        }
         inner.set_encode_special_tokens(split_special);
         inner.with_padding(None);
         inner.with_truncation(None).map_err(|e| Error::Tokenizer {

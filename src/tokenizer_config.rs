@@ -8,6 +8,7 @@
 //!   and decoder rebuilt as their `__init__` builds them, from `add_prefix_space` and
 //!   `legacy`, and CodeLlama's `<s> $A` post-processor;
 //! - `split_special_tokens`: a special token written in a text is tokenized as text;
+//! - the tokens the folder names that tokenizer.json lacks are added (`tokenizer_added.rs`);
 //! - `clean_up_tokenization_spaces`: decoded text loses the space before `.`, `,`, `?`, `!`
 //!   and English contractions (T5's and BERT's folders set it; hostile pass 27, F3).
 //!
@@ -66,7 +67,7 @@ impl Json {
         Ok(Some(Json { path, v }))
     }
 
-    fn get(&self, key: &str) -> Option<&Value> {
+    pub(super) fn get(&self, key: &str) -> Option<&Value> {
         self.v.get(key).filter(|x| !x.is_null())
     }
 
@@ -115,19 +116,26 @@ impl Json {
 /// default is not taken). tokenizer_config.json's was taken first, and the map read beside
 /// `added_tokens_decoder` (review 21, R21-4).
 pub(super) fn special_token(dir: &Path, key: &str) -> Result<Option<(Option<String>, PathBuf)>> {
-    let config = Json::read(dir, "tokenizer_config.json")?;
-    let legacy = (config.as_ref()).is_none_or(|c| c.v.get("added_tokens_decoder").is_none());
-    let map = match legacy {
-        true => Json::read(dir, "special_tokens_map.json")?,
-        false => None,
-    };
-    for file in [map, config].into_iter().flatten() {
+    for file in special_sources(dir)? {
         let named = file.named(key)?.map(|t| t.map(String::from));
         if let Some(token) = named {
             return Ok(Some((token, file.path)));
         }
     }
     Ok(None)
+}
+
+/// The files special tokens are read from, in the order they win (`special_token`):
+/// special_tokens_map.json where tokenizer_config.json has no `added_tokens_decoder`, then
+/// tokenizer_config.json; those there.
+pub(super) fn special_sources(dir: &Path) -> Result<Vec<Json>> {
+    let config = Json::read(dir, "tokenizer_config.json")?;
+    let legacy = (config.as_ref()).is_none_or(|c| c.v.get("added_tokens_decoder").is_none());
+    let map = match legacy {
+        true => Json::read(dir, "special_tokens_map.json")?,
+        false => None,
+    };
+    Ok([map, config].into_iter().flatten().collect())
 }
 
 /// What `apply` did and leaves to the caller.

@@ -197,7 +197,9 @@ fn decoded_text_is_cleaned_up_where_the_config_says() {
 /// special token: a causal target " pos" was two tokens (hostile pass 27, F1). The fixture's
 /// expected.json holds AutoTokenizer's ids and decoded texts for each config variant
 /// (`scripts/make_llama2_tokenizer.py`), `CodeLlamaTokenizer`'s among them (review 20, R20-1),
-/// with its `legacy`, a null `bos_token` and one in special_tokens_map.json (review 21).
+/// with its `legacy`, a null `bos_token` and one in special_tokens_map.json (review 21), and
+/// tokens the folder names that tokenizer.json lacks, which transformers adds (hostile pass
+/// 27, F2).
 #[test]
 fn a_llama_tokenizer_is_rebuilt_as_transformers_5_rebuilds_it() {
     let scratch = ScratchDir::new("tokcfg-llama2");
