@@ -66,6 +66,18 @@ fn step_gives_pytorch_loss_and_prompt_gradient() {
 
 /// With every default, a model of 64 positions gets max_len 64 - P (the defaults used to ask
 /// for 128 tokens and fail), and a new prompt with its seed is the trainer's.
+/// What a backend shares between threads is `Send + Sync` (docs/rust.md, "Threads and
+/// processes"): a type that lost it would fail this file's build.
+#[test]
+fn shared_types_are_send_and_sync() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Model>();
+    shared::<Task>();
+    shared::<Prompt>();
+    shared::<Encoded>();
+    shared::<softprompt::Error>();
+}
+
 #[test]
 fn defaults_fit_a_short_model() {
     let model = Model::open(fixture("bert_mlm"), Device::Cpu).unwrap();

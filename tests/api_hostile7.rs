@@ -542,3 +542,51 @@ fn host_memory_child() {
                   task's max_len or the prompt's rows";
     assert!(err.to_string().ends_with(advice), "{err}");
 }
+
+/// A child of fork() whose parent had computed waited for ever at its first call: rayon's
+/// pool does not survive fork, and only the CLI and Python ran their calls on a pool of the
+/// child's own (hostile pass 30, F1). The call is now refused at once, saying what to do, and
+/// the advice holds: on a pool the child builds, the step gives the parent's loss.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_call_in_a_forked_child_is_refused_not_hung() {
+    let (model, task, rows) = bert_task_rows();
+    let prompt = Prompt::from_values(4, 48, vec![0.01; 4 * 48]).unwrap();
+    let loss = model.step(&task, &prompt, &rows.rows).unwrap().loss;
+    let threads = rayon::current_num_threads();
+    // SAFETY: the child only calls the engine and then _exit()s
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let code = match model.step(&task, &prompt, &rows.rows) {
+            Ok(_) => 2,
+            Err(e) if !e.to_string().contains("child of fork()") => 3,
+            Err(_) => {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+                let step = pool.map(|p| p.install(|| model.step(&task, &prompt, &rows.rows)));
+                match step {
+                    Ok(Ok(out)) if out.loss.to_bits() == loss.to_bits() => 0,
+                    _ => 4,
+                }
+            }
+        };
+        // SAFETY: ends the child without running the test harness's code
+        unsafe { libc::_exit(code) };
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut status = 0;
+    // SAFETY: waits for the child made above
+    while unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == 0 {
+        if std::time::Instant::now() > deadline {
+            // SAFETY: the child made above
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("the forked child's call hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(libc::WIFEXITED(status), "child status {status}");
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        0,
+        "2: computed off-pool; 3: another error; 4: the pool's step"
+    );
+}

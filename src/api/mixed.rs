@@ -55,6 +55,7 @@ impl Model {
         on_batch: &mut dyn FnMut(usize),
         stop: &AtomicBool,
     ) -> Result<Vec<Prediction>> {
+        crate::cpu::threads::enter_compute()?;
         let go_on = &mut super::until::go_on(on_batch, stop);
         on_engine!(&self.engine, |be, m| {
             with_jobs(be, m, jobs, rows, Placing::Score, |mixed| {
@@ -85,6 +86,7 @@ impl Model {
         jobs: &[(&Task, &Prompt)],
         rows: &[(usize, Row)],
     ) -> Result<Vec<StepOutput>> {
+        crate::cpu::threads::enter_compute()?;
         let recompute = self.recompute;
         on_engine!(&self.engine, |be, m| {
             m.net.check_recompute(recompute)?;

@@ -375,6 +375,7 @@ impl Model {
         init: &PromptInit,
         seed: u64,
     ) -> Result<Prompt> {
+        crate::cpu::threads::enter_compute()?;
         on_engine!(&self.engine, |be, m| {
             check_model(task, m)?;
             let init = resolve_init(init, &task.inner, m)?;
@@ -395,8 +396,11 @@ impl Model {
     }
 
     /// One training step's numbers on `rows` (one batch): the mean loss and the gradients of
-    /// the prompt (and the `cls` head). Nothing is updated: a custom loop applies them.
+    /// the prompt (and the `cls` head). Nothing is updated: a custom loop applies them. The
+    /// numbers are as computed, as PyTorch's: a loss or gradient that overflowed is NaN or
+    /// infinite, for the loop to check (`train` stops on one, naming the step).
     pub fn step(&self, task: &Task, prompt: &Prompt, rows: &[Row]) -> Result<StepOutput> {
+        crate::cpu::threads::enter_compute()?;
         if rows.is_empty() {
             return Err(Error::arg(
                 "rows",

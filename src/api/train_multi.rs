@@ -108,6 +108,7 @@ impl Model {
         on_event: &mut dyn FnMut(&str, &Event),
         stop: &AtomicBool,
     ) -> Result<Vec<TaskResult>> {
+        crate::cpu::threads::enter_compute()?;
         let out = out.as_ref();
         // an overwrite killed part way left the files it had moved aside hidden
         crate::train::outdir::recover_aside(out)?;

@@ -87,6 +87,7 @@ impl Model {
         go_on: GoOn<'_>,
         labelled: bool,
     ) -> Result<Vec<Prediction>> {
+        crate::cpu::threads::enter_compute()?;
         on_engine!(&self.engine, |be, m| {
             let params = bind(be, m, task, prompt)?;
             // before the rows' own bound, which counts no target (its advice did not run)
@@ -110,6 +111,7 @@ impl Model {
         on_rows: &mut dyn FnMut(usize),
         stop: &AtomicBool,
     ) -> Result<Encoded> {
+        crate::cpu::threads::enter_compute()?;
         let go_on = &mut go_on(on_rows, stop);
         on_engine!(&self.engine, |_be, m| {
             // the kind first: a task of another kind of model gets the command line's advice
@@ -132,6 +134,7 @@ impl Model {
         on_token: &mut dyn FnMut(usize),
         stop: &AtomicBool,
     ) -> Result<Vec<Generation>> {
+        crate::cpu::threads::enter_compute()?;
         // 0 would answer empty texts as if the model had stopped at once
         if max_new_tokens == 0 {
             return Err(Error::arg(

@@ -83,6 +83,7 @@ pub fn setup(threads: usize, gemm: Option<&str>) -> Result<()> {
 /// where it silently ran the gemm crate). The pool is left as the program sized it.
 pub fn check_process() -> Result<()> {
     watch_fork();
+    enter_compute()?;
     crate::env::check()?;
     if gemm_path::is_chosen() {
         return Ok(());
@@ -141,6 +142,31 @@ pub fn fork_safe<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R> {
                 .into(),
         )),
     }
+}
+
+/// What every Rust API call that computes checks first: in a child of fork() whose parent
+/// had computed, a call from outside any thread pool of this process would wait for ever on
+/// the parent's pool, whose threads did not survive fork (hostile pass 30, F1); it is refused
+/// saying what to do. A call on a pool's thread (the Python package runs each call on
+/// `fork_safe`'s pool; a program may `install` one of its own) computes there. Elsewhere the
+/// process is marked as one whose pool may have started.
+pub fn enter_compute() -> Result<()> {
+    if !FORKED.load(Ordering::SeqCst) {
+        STARTED.store(true, Ordering::SeqCst);
+        return Ok(());
+    }
+    if rayon::current_thread_index().is_some() {
+        return Ok(());
+    }
+    Err(Error::Unsupported(
+        "this process is a child of fork() whose parent had computed with softprompt: the \
+         parent's thread pool does not survive fork, and the call would wait for ever. Run \
+         the child's calls on a pool of its own, `rayon::ThreadPoolBuilder::new() \
+         .num_threads(N).build()?.install(|| ...)` (N the parent's count, for its numbers), \
+         fork before the first computation, or start the child with exec \
+         (std::process::Command)"
+            .into(),
+    ))
 }
 
 /// This process's own pool (built on first use; None when its threads cannot start).

@@ -323,6 +323,8 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
     fn start(&mut self) -> Vec<(String, Event)> {
         let (device, kernels) = (self.be.name(), self.be.kernels());
         let mut started = Vec::with_capacity(self.tasks.len());
+        // the count the steps run on, not the one set (`run.rs`, `start`)
+        self.run.threads = rayon::current_num_threads();
         for t in &mut self.tasks {
             let resumed = self.resumed_at.is_some();
             let changed = |a: &String, b: &String| {

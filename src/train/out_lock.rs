@@ -131,6 +131,11 @@ pub(super) fn lock_and_sign(
                 Holder(Some(pid)) if pid == std::process::id() && start.elapsed() < OWN_LINGER => {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
+                // a holder that locked a moment ago writes its pid next: named, not "not
+                // written yet", when two start at once (hostile pass 30, F5)
+                Holder(None) if start.elapsed() < PID_WAIT => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
                 held => return Ok(Err(held)),
             },
             Err(TryLockError::Error(e)) => return Err(Error::io(path, e)),
@@ -144,6 +149,9 @@ pub(super) fn lock_and_sign(
 /// that finished a moment before was named as "another run in this process" holding the
 /// folder; a holder of this process is named after this long.
 const OWN_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a lock without its holder's pid yet is read again for the pid.
+const PID_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The pid the holder of a lock file wrote into it (None: not written yet).
 fn holder_pid(file: &mut File) -> Option<u32> {

@@ -235,6 +235,10 @@ impl<B: Backend> Trainer<'_, B> {
     /// The `Started` event. Records this run's thread count, device and CPU kernels in the
     /// state, so that later checkpoints name what wrote them.
     fn start(&mut self) -> Event {
+        // the count the steps run on (the pool this call is on), not the one set: a
+        // TrainConfig made before the pool was sized, or naming 0, was recorded as given, and
+        // a resume's warning compared it (hostile pass 30, F3)
+        self.cfg.threads = rayon::current_num_threads();
         let (pp, hp) = self.trainable();
         // on a GPU the host's thread count does not enter the numbers
         let on_gpu = self.be.device().is_gpu();

@@ -60,7 +60,9 @@ pub struct TrainConfig {
     pub recompute: Recompute,
     /// batches per length-sorted pool (1: no bucketing)
     pub bucket_pool: usize,
-    /// rayon threads in use (recorded; results are bit-identical for the same count)
+    /// rayon threads in use (results are bit-identical for the same count): a run records the
+    /// count of the pool it runs on, whatever this says (it sizes no pool: the command line's
+    /// `--threads` and Python's `Model(threads=N)` do)
     pub threads: usize,
     /// a fresh run replaces a run already in the output folder (its files only) instead of
     /// refusing; not a setting of the numbers
