@@ -56,6 +56,17 @@ VARIANTS = {
         "pad_token": {"content": "<pad>", "lstrip": False, "normalized": False, "rstrip": False,
                       "single_word": False}}},
     "model_specific_token": {"image_token": "<image>", "added_tokens_decoder": DECODER},
+    # as _from_pretrained and __init__ pass the keys on (review 25): a map of extra tokens is
+    # the model's own; another *_token key in both files takes tokenizer_config.json's value
+    # and the map's place; additional_special_tokens in both: the config's; extra lists merge
+    # (keys here in alphabetical order: the test writes the files with sorted keys)
+    "extra_map_of_tokens": {"extra_special_tokens": {"image_token": "<image>"}},
+    "own_token_in_both_files": {"boi_token": "<pad>", "image_token": "<image>",
+                                "special_tokens_map": {"boi_token": "<x>", "eoi_token": "[SEP]"}},
+    "additional_in_both_files": {"additional_special_tokens": ["<image>"],
+                                 "special_tokens_map": {"additional_special_tokens": ["<pad>"]}},
+    "extra_in_both_files": {"extra_special_tokens": ["<image>"],
+                            "special_tokens_map": {"extra_special_tokens": ["<pad>", "<image>"]}},
 }
 CLASSES = {name: "CodeLlamaTokenizer" for name in VARIANTS if name.startswith("code_llama")}
 

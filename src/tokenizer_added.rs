@@ -1,19 +1,27 @@
 //! The tokens transformers 5 adds over tokenizer.json as it loads a folder
 //! (`TokenizersBackend.__init__`): tokenizer_config.json's `added_tokens_decoder` entries that
 //! tokenizer.json does not hold as they are, then each named special token (`bos_token` ...
-//! `mask_token`, then the folder's other `*_token` keys) and each of `extra_special_tokens`
+//! `mask_token`, then the model's own: other `*_token` keys and a map of
+//! `extra_special_tokens`) and each of the `extra_special_tokens` list
 //! (`additional_special_tokens`) whose text is not an added token yet. `add_tokens` gives each
 //! its id in the vocabulary, or the next new id (the decoder's index is not used: transformers
 //! does not use it either). A text naming such a token was tokenized as ordinary text, and a
-//! `pad_token` missing from tokenizer.json was refused (hostile pass 27, F2). A class's own
-//! defaults (GPT2Tokenizer's `<|endoftext|>`, CodeLlama's `▁<PRE>`) are not added: only what
-//! the folder's files name.
+//! `pad_token` missing from tokenizer.json was refused (hostile pass 27, F2).
+//!
+//! The keys are read as `_from_pretrained` and `__init__` (tokenization_utils_base.py) pass
+//! them on: tokenizer_config.json's in the file's order; its `additional_special_tokens`
+//! renamed `extra_special_tokens` where that is not set; its string `*_token` keys (and a map
+//! of extra tokens) set aside as the model's own; then, where it has no
+//! `added_tokens_decoder`, special_tokens_map.json's keys over it (an extra-token list merged
+//! after the config's); the model's own tokens are the remaining `*_token` keys, in order,
+//! then those set aside, whose values win (review 25). A class's own defaults
+//! (GPT2Tokenizer's `<|endoftext|>`, CodeLlama's `▁<PRE>`) and the classes that rebuild their
+//! tokens (Qwen2Tokenizer drops a named token's flags) are not emulated.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::config::{special_sources, Json};
 use crate::error::{Error, Result};
 use serde_json::Value;
 use std::path::Path;
@@ -29,116 +37,266 @@ const NAMED: [&str; 7] = [
     "cls_token",
     "mask_token",
 ];
+const EXTRA: &str = "extra_special_tokens";
+const ADDITIONAL: &str = "additional_special_tokens";
+
+/// An added token before transformers settles it: `normalized` unset resolves to
+/// `!special` once the token's `special` is final (a named token is made special).
+#[derive(Clone, Debug)]
+struct Token {
+    content: String,
+    single_word: bool,
+    lstrip: bool,
+    rstrip: bool,
+    normalized: Option<bool>,
+    special: bool,
+}
+
+impl Token {
+    fn settled(&self) -> AddedToken {
+        AddedToken {
+            content: self.content.clone(),
+            single_word: self.single_word,
+            lstrip: self.lstrip,
+            rstrip: self.rstrip,
+            normalized: self.normalized.unwrap_or(!self.special),
+            special: self.special,
+        }
+    }
+}
+
+/// A JSON object's entries in the file's order (serde_json's map sorts them).
+type Ordered = Vec<(String, Value)>;
+
+fn get<'a>(kw: &'a Ordered, key: &str) -> Option<&'a Value> {
+    kw.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+fn take(kw: &mut Ordered, key: &str) -> Option<Value> {
+    let i = kw.iter().position(|(k, _)| k == key)?;
+    Some(kw.remove(i).1)
+}
+
+/// `key` set to `v`, in its place where it is there, else last (a dict's update).
+fn set(kw: &mut Ordered, key: &str, v: Value) {
+    match kw.iter_mut().find(|(k, _)| k == key) {
+        Some((_, old)) => *old = v,
+        None => kw.push((key.to_string(), v)),
+    }
+}
 
 /// The tokens to add over tokenizer.json's, whose added tokens are `present`, in the order
 /// transformers adds them.
 pub(super) fn tokens_to_add(dir: &Path, present: &[AddedToken]) -> Result<Vec<AddedToken>> {
-    let sources = special_sources(dir)?;
-    let config = sources
-        .iter()
-        .find(|s| s.path.ends_with("tokenizer_config.json"));
-    let mut add: Vec<AddedToken> = match config {
-        Some(c) => decoder_tokens(c)?,
-        None => Vec::new(),
+    let config_path = dir.join("tokenizer_config.json");
+    let mut kw = read_ordered(&config_path)?.unwrap_or_default();
+    // `_from_pretrained`: transformers 4's list under its new name, and the model's own
+    // tokens set aside (strings only: an object is not an AddedToken yet)
+    if get(&kw, ADDITIONAL).is_some() && !truthy(get(&kw, EXTRA)) {
+        if let Some(list) = take(&mut kw, ADDITIONAL) {
+            set(&mut kw, EXTRA, list);
+        }
+    }
+    let (mut own, rest): (Ordered, Ordered) =
+        (std::mem::take(&mut kw).into_iter()).partition(|(k, v)| is_own_key(k) && v.is_string());
+    kw = rest;
+    extra_map_to_own(&mut kw, &mut own);
+    let decoder = take(&mut kw, "added_tokens_decoder");
+    let decoder_tokens = match &decoder {
+        Some(d) => decoder_entries(d, &config_path)?,
+        // the legacy merge, where tokenizer_config.json has no added_tokens_decoder
+        None => {
+            merge_map(dir, &mut kw)?;
+            extra_map_to_own(&mut kw, &mut own);
+            Vec::new()
+        }
     };
-    add.retain(|t| !present.contains(t));
-    let named = named_tokens(dir, &sources)?;
-    let extra = extra_tokens(&sources)?;
-    for token in named.iter().chain(&extra) {
-        let known = |t: &AddedToken| t.content == token.content;
-        if !present.iter().any(known) && !add.iter().any(known) {
+    // `__init__`: the list under its old name where the new one is not there
+    if get(&kw, EXTRA).is_none() {
+        if let Some(list) = take(&mut kw, ADDITIONAL) {
+            set(&mut kw, EXTRA, list);
+        }
+    }
+    let mut named = Vec::new();
+    for key in NAMED {
+        match get(&kw, key) {
+            None | Some(Value::Null) => {}
+            Some(v) => named.push(token_of(v).map_err(|m| bad(&config_path, key, m))?),
+        }
+    }
+    // the model's own: the `*_token` keys left that hold a token, then those set aside,
+    // whose values win
+    let mut model_own: Ordered = (kw.iter())
+        .filter(|(k, v)| is_own_key(k) && (v.is_string() || is_typed(v)))
+        .cloned()
+        .collect();
+    for (key, v) in own {
+        set(&mut model_own, &key, v);
+    }
+    for (key, v) in &model_own {
+        named.push(token_of(v).map_err(|m| bad(&config_path, key, m))?);
+    }
+    let extra = match get(&kw, EXTRA) {
+        Some(Value::Array(list)) => (list.iter())
+            .map(|v| token_of(v).map_err(|m| bad(&config_path, EXTRA, m)))
+            .collect::<Result<Vec<_>>>()?,
+        _ => Vec::new(),
+    };
+    Ok(to_add(present, decoder_tokens, &named, &extra))
+}
+
+fn bad(path: &Path, key: &str, msg: String) -> Error {
+    Error::file(path, format!("`{key}`: {msg}"))
+}
+
+/// `TokenizersBackend.__init__`'s list: the decoder's tokens tokenizer.json does not hold as
+/// they are, then the named and the extra tokens whose text is not an added token yet; a
+/// token whose text a named token has is special.
+fn to_add(
+    present: &[AddedToken],
+    decoder: Vec<Token>,
+    named: &[Token],
+    extra: &[Token],
+) -> Vec<AddedToken> {
+    // by content: a decoder of tens of thousands of entries took a second compared pairwise
+    let held: std::collections::HashMap<&str, &AddedToken> =
+        (present.iter()).map(|t| (t.content.as_str(), t)).collect();
+    let mut add: Vec<Token> = (decoder.into_iter())
+        .filter(|t| held.get(t.content.as_str()) != Some(&&t.settled()))
+        .collect();
+    let mut known: std::collections::HashSet<String> =
+        (held.keys().map(|c| c.to_string())).collect();
+    known.extend(add.iter().map(|t| t.content.clone()));
+    for token in named.iter().chain(extra) {
+        if known.insert(token.content.clone()) {
             add.push(token.clone());
         }
     }
-    // a token a named one's text is special, whatever its entry said
     for t in add.iter_mut() {
         t.special |= named.iter().any(|n| n.content == t.content);
     }
-    Ok(add)
+    add.iter().map(Token::settled).collect()
+}
+
+/// Whether `key` names one of the model's own tokens (`image_token`; not the seven).
+fn is_own_key(key: &str) -> bool {
+    key.ends_with("_token") && !NAMED.contains(&key)
+}
+
+/// Whether `v` is an object transformers turns into an AddedToken (`"__type"`).
+fn is_typed(v: &Value) -> bool {
+    v.get("__type").and_then(Value::as_str) == Some("AddedToken")
+}
+
+/// Whether a value is set as Python's `if x:` reads it (absent, null, false, 0, empty: not).
+fn truthy(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+        Some(Value::Bool(true)) => true,
+    }
+}
+
+/// A map of `extra_special_tokens` (names to tokens) joins the model's own tokens, in the
+/// file's order (`EXTRA_ORDER`).
+fn extra_map_to_own(kw: &mut Ordered, own: &mut Ordered) {
+    let order = take(kw, EXTRA_ORDER);
+    if !matches!(get(kw, EXTRA), Some(Value::Object(_))) {
+        return;
+    }
+    let (Some(Value::Object(mut map)), Some(Value::Array(order))) = (take(kw, EXTRA), order) else {
+        return;
+    };
+    for key in order.iter().filter_map(Value::as_str) {
+        if let Some(v) = map.remove(key) {
+            set(own, key, v);
+        }
+    }
+}
+
+/// The entry beside a map of `extra_special_tokens` that holds its keys in the file's order
+/// (serde_json's map sorts them; transformers gives new ids in the file's order).
+const EXTRA_ORDER: &str = "\u{0}extra_special_tokens order";
+
+/// `v`, an object of special_tokens_map.json, as transformers makes it an AddedToken: special.
+fn special_object(mut v: Value) -> Value {
+    if let Value::Object(o) = &mut v {
+        o.insert("__type".into(), "AddedToken".into());
+        o.insert("special".into(), true.into());
+    }
+    v
+}
+
+/// special_tokens_map.json's keys over `kw`: an object is a special token, and an
+/// extra-token list is merged after the one there.
+fn merge_map(dir: &Path, kw: &mut Ordered) -> Result<()> {
+    let Some(map) = read_ordered(&dir.join("special_tokens_map.json"))? else {
+        return Ok(());
+    };
+    for (key, v) in map {
+        let merged = match (key.as_str(), v) {
+            (EXTRA, Value::Array(list)) => {
+                let mut have = match get(kw, EXTRA) {
+                    Some(Value::Array(a)) => a.clone(),
+                    _ => Vec::new(),
+                };
+                for v in list.into_iter().map(special_object) {
+                    let content = |v: &Value| token_of(v).ok().map(|t| t.content);
+                    if !have.iter().any(|h| content(h) == content(&v)) {
+                        have.push(v);
+                    }
+                }
+                Value::Array(have)
+            }
+            (EXTRA, v) => v,
+            (_, v @ Value::Object(_)) => special_object(v),
+            (_, v) => v,
+        };
+        set(kw, &key, merged);
+    }
+    Ok(())
 }
 
 /// tokenizer_config.json's `added_tokens_decoder`, by index.
-fn decoder_tokens(config: &Json) -> Result<Vec<AddedToken>> {
-    let Some(decoder) = config.get("added_tokens_decoder") else {
-        return Ok(Vec::new());
-    };
-    let bad = |what: String| Error::file(&config.path, format!("`added_tokens_decoder`: {what}"));
-    let Value::Object(entries) = decoder else {
-        return Err(bad(format!(
-            "is {decoder}: expected an object of index: token"
-        )));
+fn decoder_entries(decoder: &Value, path: &Path) -> Result<Vec<Token>> {
+    let bad = |what: String| Error::file(path, format!("`added_tokens_decoder`: {what}"));
+    let entries = match decoder {
+        Value::Object(entries) => entries,
+        Value::Null => return Ok(Vec::new()),
+        other => {
+            return Err(bad(format!(
+                "is {other}: expected an object of index: token"
+            )))
+        }
     };
     let mut tokens = Vec::with_capacity(entries.len());
     for (index, entry) in entries {
         let i: u64 =
             (index.parse()).map_err(|_| bad(format!("the key {index:?} is no token index")))?;
-        let token = added_token(entry, false).map_err(|m| bad(format!("{index}: {m}")))?;
+        let token = token_of(entry).map_err(|m| bad(format!("{index}: {m}")))?;
         tokens.push((i, token));
     }
     tokens.sort_by_key(|(i, _)| *i);
     Ok(tokens.into_iter().map(|(_, t)| t).collect())
 }
 
-/// The named special tokens, `NAMED` then the folder's other `*_token` keys (tokenizer_config.json's
-/// in its order, then special_tokens_map.json's), each from the first of `sources` naming it
-/// (null: none).
-fn named_tokens(dir: &Path, sources: &[Json]) -> Result<Vec<AddedToken>> {
-    let mut keys: Vec<String> = NAMED.iter().map(|k| k.to_string()).collect();
-    for name in ["tokenizer_config.json", "special_tokens_map.json"] {
-        for key in ordered_keys(&dir.join(name))? {
-            if key.ends_with("_token") && !keys.contains(&key) {
-                keys.push(key);
-            }
-        }
-    }
-    let mut tokens = Vec::new();
-    for key in &keys {
-        let Some(file) = sources.iter().find(|s| s.v.get(key.as_str()).is_some()) else {
-            continue;
-        };
-        let Some(value) = file.get(key) else {
-            continue;
-        };
-        // transformers takes a `*_token` key of another kind (`add_bos_token`) for a setting
-        let a_token = value.is_string() || value.is_object();
-        if !(a_token || NAMED.contains(&key.as_str())) {
-            continue;
-        }
-        let from_map = file.path.ends_with("special_tokens_map.json");
-        let mut token = added_token(value, from_map)
-            .map_err(|m| Error::file(&file.path, format!("`{key}`: {m}")))?;
-        token.special = true;
-        tokens.push(token);
-    }
-    Ok(tokens)
-}
-
-/// `extra_special_tokens` (transformers 4's `additional_special_tokens` where that is absent),
-/// from the first of `sources` naming it.
-fn extra_tokens(sources: &[Json]) -> Result<Vec<AddedToken>> {
-    for key in ["extra_special_tokens", "additional_special_tokens"] {
-        let Some(file) = sources.iter().find(|s| s.get(key).is_some()) else {
-            continue;
-        };
-        // a map of names (a model's own tokens) is not a list of tokens
-        let Some(Value::Array(list)) = file.get(key) else {
-            return Ok(Vec::new());
-        };
-        let from_map = file.path.ends_with("special_tokens_map.json");
-        let bad = |m: String| Error::file(&file.path, format!("`{key}`: {m}"));
-        return (list.iter())
-            .map(|v| added_token(v, from_map || v.is_string()).map_err(bad))
-            .collect();
-    }
-    Ok(Vec::new())
-}
-
-/// An added token as transformers reads it: a string is special; an object (`content` and
-/// the flags) takes `special` from `special_map` (special_tokens_map.json's are special) or
-/// from the object (default false), and `normalized` from the object, else `!special`.
-fn added_token(v: &Value, special_map: bool) -> std::result::Result<AddedToken, String> {
+/// A token as transformers reads it: a string is special (`normalized` unset); an object
+/// (`content` and the flags) is special where its `special` says so.
+fn token_of(v: &Value) -> std::result::Result<Token, String> {
     let obj = match v {
-        Value::String(s) => return Ok(AddedToken::from(s.clone(), true)),
+        Value::String(s) => {
+            return Ok(Token {
+                content: s.clone(),
+                single_word: false,
+                lstrip: false,
+                rstrip: false,
+                normalized: None,
+                special: true,
+            })
+        }
         Value::Object(o) => o,
         other => {
             return Err(format!(
@@ -146,59 +304,138 @@ fn added_token(v: &Value, special_map: bool) -> std::result::Result<AddedToken, 
             ))
         }
     };
-    let flag = |key: &str, default: bool| match obj.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(Value::Bool(b)) => Ok(*b),
+    let flag = |key: &str| match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(x) => Err(format!("`{key}` is {x}: expected true or false")),
     };
     let Some(Value::String(content)) = obj.get("content") else {
         return Err(format!("is {v}: expected a string or {{\"content\": ...}}"));
     };
-    let special = special_map || flag("special", false)?;
-    Ok(AddedToken {
+    Ok(Token {
         content: content.clone(),
-        single_word: flag("single_word", false)?,
-        lstrip: flag("lstrip", false)?,
-        rstrip: flag("rstrip", false)?,
-        normalized: flag("normalized", !special)?,
-        special,
+        single_word: flag("single_word")?.unwrap_or(false),
+        lstrip: flag("lstrip")?.unwrap_or(false),
+        rstrip: flag("rstrip")?.unwrap_or(false),
+        normalized: flag("normalized")?,
+        special: flag("special")?.unwrap_or(false),
     })
 }
 
-/// The top-level keys of the JSON object in `path`, in the file's order (serde_json's map
-/// sorts them; transformers gives new ids in the file's order). None there: none.
-fn ordered_keys(path: &Path) -> Result<Vec<String>> {
+/// The JSON object in `path` as its entries in order; None where there is no such file.
+fn read_ordered(path: &Path) -> Result<Option<Ordered>> {
     if !path.exists() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let text = crate::fsutil::read_json_text(path)?;
-    let keys: KeysInOrder = serde_json::from_str(&text)
+    let raw: InOrder = serde_json::from_str(&text)
         .map_err(|e| Error::file(path, format!("not a JSON object: {e}")))?;
-    Ok(keys.0)
+    let mut entries = raw.0;
+    if let Ok(ExtraKeys(Some(keys))) = serde_json::from_str::<ExtraKeys>(&text) {
+        entries.push((EXTRA_ORDER.into(), keys.into()));
+    }
+    Ok(Some(entries))
 }
 
-/// A JSON object's keys in their order, the values skipped.
-struct KeysInOrder(Vec<String>);
+/// The keys of a JSON object's `extra_special_tokens` map, in their order (None: no map).
+struct ExtraKeys(Option<Vec<String>>);
 
-impl<'de> serde::Deserialize<'de> for KeysInOrder {
+impl<'de> serde::Deserialize<'de> for ExtraKeys {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = KeysInOrder;
+        use serde::de::IgnoredAny;
+        struct Top;
+        impl<'de> serde::de::Visitor<'de> for Top {
+            type Value = ExtraKeys;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
-            ) -> std::result::Result<KeysInOrder, A::Error> {
-                let mut keys = Vec::new();
-                while let Some((k, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
-                    keys.push(k);
+            ) -> std::result::Result<ExtraKeys, A::Error> {
+                let mut keys = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key == EXTRA {
+                        true => keys = map.next_value::<KeysOf>()?.0,
+                        false => drop(map.next_value::<IgnoredAny>()?),
+                    }
                 }
-                Ok(KeysInOrder(keys))
+                Ok(ExtraKeys(keys))
+            }
+        }
+        d.deserialize_map(Top)
+    }
+}
+
+/// A JSON object's entries in their order.
+struct InOrder(Ordered);
+
+impl<'de> serde::Deserialize<'de> for InOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = InOrder;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<InOrder, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Value>()? {
+                    entries.push(entry);
+                }
+                Ok(InOrder(entries))
             }
         }
         d.deserialize_map(Visit)
+    }
+}
+
+/// A JSON value's keys in their order where it is an object (None: another value).
+struct KeysOf(Option<Vec<String>>);
+
+impl<'de> serde::Deserialize<'de> for KeysOf {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        type R<E> = std::result::Result<KeysOf, E>;
+        struct Any;
+        impl<'de> Visitor<'de> for Any {
+            type Value = KeysOf;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> R<A::Error> {
+                let mut keys = Vec::new();
+                while let Some((k, _)) = map.next_entry::<String, IgnoredAny>()? {
+                    keys.push(k);
+                }
+                Ok(KeysOf(Some(keys)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> R<A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(KeysOf(None))
+            }
+            fn visit_str<E>(self, _: &str) -> R<E> {
+                Ok(KeysOf(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> R<E> {
+                Ok(KeysOf(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> R<E> {
+                Ok(KeysOf(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> R<E> {
+                Ok(KeysOf(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> R<E> {
+                Ok(KeysOf(None))
+            }
+            fn visit_unit<E>(self) -> R<E> {
+                Ok(KeysOf(None))
+            }
+        }
+        d.deserialize_any(Any)
     }
 }

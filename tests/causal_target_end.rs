@@ -345,7 +345,15 @@ fn pad_mode_is_kept_with_the_prompt_and_stops_generation() {
         json_line(&args)["output"].clone()
     };
     assert_eq!(greedy(&[]), stopped["output"]);
-    assert_ne!(greedy(&[]), greedy(&["--target-end", "eos"]));
+    // the pad token, named in the files and not an added token of tokenizer.json, is one now
+    // (a special token, which decoded text leaves out, as transformers adds it; hostile pass
+    // 27, F2): the texts differ where the tokens after it say something
+    let unstopped = generate(&["--target-end", "eos"])["output"].clone();
+    assert_eq!(greedy(&["--target-end", "eos"]), unstopped);
+    assert_eq!(
+        greedy(&[]) != greedy(&["--target-end", "eos"]),
+        stopped["output"] != unstopped
+    );
 }
 
 /// `--target-end pad` on a model without a pad token (the Llama fixture: none in

@@ -443,6 +443,22 @@ fn cli_predict_over_named_prompts_equals_one_prompt_at_a_time() {
         !out.status.success() && e.contains(":7") && e.contains("--prompt-field"),
         "{e}"
     );
+    // a blank one: the prompt's field, not a label's (hostile pass 31, INFO-2)
+    std::fs::write(
+        &data,
+        format!("{lines}{{\"text\": \"x\", \"prompt\": \" \"}}\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .arg("predict")
+        .args(&mixed_args)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains(":7") && e.contains("each row names its prompt"),
+        "{e}"
+    );
 }
 
 /// A label job of the LM families (`seq2seq` on T5, `causal` on the decoders): rank

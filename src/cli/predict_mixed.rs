@@ -96,8 +96,19 @@ fn row_prompts(a: &Args, pairs: &[(String, PathBuf)]) -> Result<Vec<usize>> {
     let mut fields = a.fields.clone();
     let field = a.prompt_field.as_deref().unwrap_or("prompt");
     fields.label_field = field.to_string();
-    let named = fields.load(&a.data, false)?;
     let names: Vec<&str> = pairs.iter().map(|(n, _)| n.as_str()).collect();
+    // the field is read as labels are: a blank one was told "a label needs a name" and to
+    // leave the field out, itself refused here (hostile pass 31, INFO-2)
+    let named = fields.load(&a.data, false).map_err(|e| match e {
+        Error::Data { path, line, msg } if msg.contains("a label needs a name") => {
+            let msg = format!(
+                "field \"{field}\" is blank: each row names its prompt there, one of {}",
+                names.join(", ")
+            );
+            Error::data(path, line, msg)
+        }
+        e => e,
+    })?;
     (named.examples.iter())
         .map(|ex| {
             let name = ex.label.as_deref().unwrap_or_default();

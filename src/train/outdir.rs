@@ -472,9 +472,9 @@ const ASIDE_MARK: &str = ".removed-";
 
 /// Files an `--overwrite` killed part way left moved aside (`Staged`) in `dir`, and in the
 /// task folders its checkpoint names, put back where nothing has taken their place since (a
-/// run writes none before its `--overwrite` is done), else removed: the earlier run's
-/// checkpoint was left hidden, a resume found none, a fresh run named the files left beside
-/// it, and nothing removed them (review 24, F1). Files put back are an interrupted
+/// run writes none before its `--overwrite` is done; `put_back_aside`): the earlier run's
+/// checkpoint was left hidden, a resume found none, and a fresh run named the files left
+/// beside it (review 24, F1). Files put back are an interrupted
 /// `--overwrite`'s: a fresh run refuses them as it did before it, unless asked again.
 /// Done under `dir`'s lock (a live `--overwrite` holds it), before a run looks at `dir`;
 /// a task folder another run holds now is left alone.
@@ -494,19 +494,32 @@ pub fn recover_aside(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `recover_aside` for the one folder `dir`.
+/// `recover_aside` for the one folder `dir`: of the hidden files of one run file, the newest
+/// (a rename keeps the file's time) goes back where nothing has its name; the others, and
+/// any whose name is taken, stay as they are (a user's own file of that shape was removed,
+/// or a folder of it put in the run file's place; review 25).
 fn put_back_aside(dir: &Path) {
-    let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
-    for entry in entries {
+    let mut newest: Vec<(&'static str, std::time::SystemTime, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let hidden = entry.file_name();
         let Some(name) = hidden.to_str().and_then(aside_of) else {
             continue;
         };
-        let (aside, file) = (entry.path(), dir.join(name));
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        let time = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+        match newest.iter_mut().find(|(n, _, _)| *n == name) {
+            _ if !meta.is_file() => {}
+            Some(held) if held.1 >= time => {}
+            Some(held) => *held = (name, time, entry.path()),
+            None => newest.push((name, time, entry.path())),
+        }
+    }
+    for (name, _, aside) in newest {
+        let file = dir.join(name);
         if file.symlink_metadata().is_err() {
             let _ = std::fs::rename(&aside, &file);
-        } else {
-            let _ = std::fs::remove_file(&aside);
         }
     }
 }
@@ -706,8 +719,9 @@ mod tests {
     }
 
     /// What an `--overwrite` killed part way left moved aside goes back where nothing took
-    /// its place, else goes (review 24, F1); a name taken is not reused (F4); a user's hidden
-    /// file of another shape stays.
+    /// its place (review 24, F1), the newest of two; a name taken is not reused (F4); a
+    /// hidden file whose name is taken, a user's hidden file of another shape, and a folder
+    /// of that shape stay (review 25).
     #[test]
     fn files_left_aside_are_put_back() {
         let dir = std::env::temp_dir().join(format!("sp_aside_{}", std::process::id()));
@@ -724,18 +738,33 @@ mod tests {
         assert_eq!(hidden, PathBuf::from(format!("{}-1", first.display())));
         std::mem::forget(staged); // killed: nothing moves it back
         std::fs::remove_dir(&first).unwrap();
+        // an older copy of the checkpoint, hidden by an earlier kill
+        let older = dir.join(format!(".{CHECKPOINT_FILE}.removed-5"));
+        std::fs::write(&older, "older").unwrap();
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&older)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
         let old_metrics = dir.join(format!(".{METRICS_FILE}.removed-7-2"));
         std::fs::write(&old_metrics, "old").unwrap();
         let users = [".metrics.jsonl.removed-x", ".notes.removed-7"];
         for u in users {
             std::fs::write(dir.join(u), "mine").unwrap();
         }
+        let folder = dir.join(format!(".{ADAPTER_WEIGHTS}.removed-3"));
+        std::fs::create_dir(&folder).unwrap();
         std::fs::write(dir.join(LOCK_FILE), "").unwrap();
         recover_aside(&dir).unwrap();
         assert_eq!(std::fs::read(&ck).unwrap(), b"ck");
         assert_eq!(std::fs::read(&metrics).unwrap(), b"new");
-        assert!(!hidden.exists() && !old_metrics.exists());
+        assert!(!hidden.exists());
+        assert_eq!(std::fs::read(&older).unwrap(), b"older");
+        assert_eq!(std::fs::read(&old_metrics).unwrap(), b"old");
         assert!(users.iter().all(|u| dir.join(u).exists()));
+        assert!(folder.is_dir() && !dir.join(ADAPTER_WEIGHTS).exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
