@@ -427,38 +427,24 @@ fn cli_predict_over_named_prompts_equals_one_prompt_at_a_time() {
             common::assert_close(&format!("{name} scores"), &scores(g), &scores(w), REL_TOL);
         }
     }
-    // a row naming no prompt
-    std::fs::write(
-        &data,
-        format!("{lines}{{\"text\": \"x\", \"prompt\": \"other\"}}\n"),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
-        .arg("predict")
-        .args(&mixed_args)
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && e.contains(":7") && e.contains("--prompt-field"),
-        "{e}"
-    );
-    // a blank one: the prompt's field, not a label's (hostile pass 31, INFO-2)
-    std::fs::write(
-        &data,
-        format!("{lines}{{\"text\": \"x\", \"prompt\": \" \"}}\n"),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
-        .arg("predict")
-        .args(&mixed_args)
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && e.contains(":7") && e.contains("each row names its prompt"),
-        "{e}"
-    );
+    // a row naming no prompt (line 7), then a blank one: the prompt's field, not a label's
+    // (hostile pass 31, INFO-2)
+    let refused = |prompt: &str, want: &str| {
+        let row = serde_json::json!({"text": "x", "prompt": prompt});
+        std::fs::write(&data, format!("{lines}{row}\n")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
+            .arg("predict")
+            .args(&mixed_args)
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && e.contains(":7") && e.contains(want),
+            "{e}"
+        );
+    };
+    refused("other", "--prompt-field");
+    refused(" ", "each row names its prompt");
 }
 
 /// A label job of the LM families (`seq2seq` on T5, `causal` on the decoders): rank
