@@ -67,6 +67,9 @@ VARIANTS = {
                                  "special_tokens_map": {"additional_special_tokens": ["<pad>"]}},
     "extra_in_both_files": {"extra_special_tokens": ["<image>"],
                             "special_tokens_map": {"extra_special_tokens": ["<pad>", "<image>"]}},
+    # transformers 4's added_tokens.json, read where tokenizer_config.json has no decoder
+    # (review 26): its tokens, special where a named token has the text
+    "added_tokens_json": {"pad_token": "<pad>", "added_tokens_file": {"<x>": 266, "<pad>": 267}},
 }
 CLASSES = {name: "CodeLlamaTokenizer" for name in VARIANTS if name.startswith("code_llama")}
 
@@ -112,6 +115,10 @@ def main():
                 json.dump(model, f)
             nulls = edit.pop("null", [])
             stm = edit.pop("special_tokens_map", None)
+            added_file = edit.pop("added_tokens_file", None)
+            if added_file is not None:
+                with open(os.path.join(d, "added_tokens.json"), "w") as f:
+                    json.dump(added_file, f)
             tc = {k: v for k, v in {**cfg, **edit}.items() if v is not None}
             tc.update({k: None for k in nulls})
             with open(os.path.join(d, "tokenizer_config.json"), "w") as f:

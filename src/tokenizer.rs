@@ -85,7 +85,8 @@ impl Tokenizer {
             }
         }
         let mut inner = guarded(&path, String::new, || text.parse::<tokenizers::Tokenizer>())?;
-        let present: Vec<_> = inner.get_added_tokens_decoder().into_values().collect();
+        let mut present: Vec<_> = inner.get_added_tokens_decoder().into_iter().collect();
+        present.sort_by_key(|(id, _)| *id);
         let named = added::tokens_to_add(dir, &present)?;
         if !named.is_empty() {
             let what = || "adding the tokens tokenizer_config.json names".to_string();

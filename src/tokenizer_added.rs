@@ -85,55 +85,51 @@ fn set(kw: &mut Ordered, key: &str, v: Value) {
     }
 }
 
-/// The tokens to add over tokenizer.json's, whose added tokens are `present`, in the order
-/// transformers adds them.
-pub(super) fn tokens_to_add(dir: &Path, present: &[AddedToken]) -> Result<Vec<AddedToken>> {
+/// The tokens to add over tokenizer.json's, whose added tokens are `present` (by id), in the
+/// order transformers adds them.
+pub(super) fn tokens_to_add(dir: &Path, present: &[(u32, AddedToken)]) -> Result<Vec<AddedToken>> {
     let config_path = dir.join("tokenizer_config.json");
     let mut kw = read_ordered(&config_path)?.unwrap_or_default();
     // `_from_pretrained`: transformers 4's list under its new name, and the model's own
     // tokens set aside (strings only: an object is not an AddedToken yet)
     if get(&kw, ADDITIONAL).is_some() && !truthy(get(&kw, EXTRA)) {
-        if let Some(list) = take(&mut kw, ADDITIONAL) {
-            set(&mut kw, EXTRA, list);
-        }
+        rename_additional(&mut kw);
     }
     let (mut own, rest): (Ordered, Ordered) =
         (std::mem::take(&mut kw).into_iter()).partition(|(k, v)| is_own_key(k) && v.is_string());
     kw = rest;
     extra_map_to_own(&mut kw, &mut own);
-    let decoder = take(&mut kw, "added_tokens_decoder");
-    let decoder_tokens = match &decoder {
-        Some(d) => decoder_entries(d, &config_path)?,
-        // the legacy merge, where tokenizer_config.json has no added_tokens_decoder
+    let decoder_tokens = match take(&mut kw, "added_tokens_decoder") {
+        Some(d) => decoder_entries(&d, &config_path)?,
+        // the legacy merge, where tokenizer_config.json has no added_tokens_decoder; then
+        // the decoder is added_tokens.json's tokens and tokenizer.json's own
         None => {
             merge_map(dir, &mut kw)?;
             extra_map_to_own(&mut kw, &mut own);
-            Vec::new()
+            legacy_decoder(dir, &kw, present)?
         }
     };
     // `__init__`: the list under its old name where the new one is not there
     if get(&kw, EXTRA).is_none() {
-        if let Some(list) = take(&mut kw, ADDITIONAL) {
-            set(&mut kw, EXTRA, list);
-        }
+        rename_additional(&mut kw);
+    }
+    // the seven in their places, then the model's own: the `*_token` keys left that hold a
+    // token, then those set aside, whose values win (one of the seven among them replaces
+    // its value in its place)
+    let mut slots: Ordered = (NAMED.iter())
+        .map(|k| (k.to_string(), get(&kw, k).cloned().unwrap_or(Value::Null)))
+        .collect();
+    for (key, v) in kw
+        .iter()
+        .filter(|(k, v)| is_own_key(k) && (v.is_string() || is_typed(v)))
+    {
+        set(&mut slots, key, v.clone());
+    }
+    for (key, v) in own {
+        set(&mut slots, &key, v);
     }
     let mut named = Vec::new();
-    for key in NAMED {
-        match get(&kw, key) {
-            None | Some(Value::Null) => {}
-            Some(v) => named.push(token_of(v).map_err(|m| bad(&config_path, key, m))?),
-        }
-    }
-    // the model's own: the `*_token` keys left that hold a token, then those set aside,
-    // whose values win
-    let mut model_own: Ordered = (kw.iter())
-        .filter(|(k, v)| is_own_key(k) && (v.is_string() || is_typed(v)))
-        .cloned()
-        .collect();
-    for (key, v) in own {
-        set(&mut model_own, &key, v);
-    }
-    for (key, v) in &model_own {
+    for (key, v) in slots.iter().filter(|(_, v)| !v.is_null()) {
         named.push(token_of(v).map_err(|m| bad(&config_path, key, m))?);
     }
     let extra = match get(&kw, EXTRA) {
@@ -142,40 +138,104 @@ pub(super) fn tokens_to_add(dir: &Path, present: &[AddedToken]) -> Result<Vec<Ad
             .collect::<Result<Vec<_>>>()?,
         _ => Vec::new(),
     };
-    Ok(to_add(present, decoder_tokens, &named, &extra))
+    let present: Vec<&AddedToken> = present.iter().map(|(_, t)| t).collect();
+    Ok(to_add(&present, decoder_tokens, &named, &extra))
+}
+
+/// `additional_special_tokens` renamed `extra_special_tokens` (with a map's order).
+fn rename_additional(kw: &mut Ordered) {
+    if let Some(list) = take(kw, ADDITIONAL) {
+        set(kw, EXTRA, list);
+        if let Some(order) = take(kw, ADDITIONAL_ORDER) {
+            set(kw, EXTRA_ORDER, order);
+        }
+    }
+}
+
+/// The decoder `_from_pretrained` passes on without tokenizer_config.json's: added_tokens.json's
+/// tokens (special where a named or extra token has its text), then tokenizer.json's added
+/// tokens over them, by index.
+fn legacy_decoder(dir: &Path, kw: &Ordered, present: &[(u32, AddedToken)]) -> Result<Vec<Token>> {
+    let mut by_index: std::collections::BTreeMap<u64, Token> = Default::default();
+    let path = dir.join("added_tokens.json");
+    if let Some(entries) = read_ordered(&path)? {
+        let mut special: Vec<String> = (NAMED.iter())
+            .filter_map(|k| get(kw, k).and_then(|v| token_of(v).ok()))
+            .map(|t| t.content)
+            .collect();
+        if let Some(Value::Array(list)) = get(kw, EXTRA).or_else(|| get(kw, ADDITIONAL)) {
+            special.extend(
+                list.iter()
+                    .filter_map(|v| token_of(v).ok())
+                    .map(|t| t.content),
+            );
+        }
+        for (content, index) in entries.into_iter().filter(|(k, _)| !k.starts_with('\u{0}')) {
+            let Some(i) = index.as_u64() else {
+                let msg = format!("`{content}` is {index}: expected a token id");
+                return Err(Error::file(&path, msg));
+            };
+            let special = special.contains(&content);
+            let token = Token {
+                content,
+                single_word: false,
+                lstrip: false,
+                rstrip: false,
+                normalized: Some(!special),
+                special,
+            };
+            by_index.insert(i, token);
+        }
+    }
+    for (id, t) in present {
+        let token = Token {
+            content: t.content.clone(),
+            single_word: t.single_word,
+            lstrip: t.lstrip,
+            rstrip: t.rstrip,
+            normalized: Some(t.normalized),
+            special: t.special,
+        };
+        by_index.insert(u64::from(*id), token);
+    }
+    Ok(by_index.into_values().collect())
 }
 
 fn bad(path: &Path, key: &str, msg: String) -> Error {
     Error::file(path, format!("`{key}`: {msg}"))
 }
 
-/// `TokenizersBackend.__init__`'s list: the decoder's tokens tokenizer.json does not hold as
-/// they are, then the named and the extra tokens whose text is not an added token yet; a
-/// token whose text a named token has is special.
+/// `TokenizersBackend.__init__`'s list: every decoder token (its filter of those tokenizer.json
+/// holds compares indices with tokens, so nothing is filtered; identical ones change nothing
+/// when added), then the named and the extra tokens whose text is no added token yet and that
+/// are not in the list as they are; a token whose text a named token has is special (a named
+/// token tokenizer.json holds as a plain added token becomes special; review 26).
 fn to_add(
-    present: &[AddedToken],
+    present: &[&AddedToken],
     decoder: Vec<Token>,
     named: &[Token],
     extra: &[Token],
 ) -> Vec<AddedToken> {
-    // by content: a decoder of tens of thousands of entries took a second compared pairwise
-    let held: std::collections::HashMap<&str, &AddedToken> =
-        (present.iter()).map(|t| (t.content.as_str(), t)).collect();
-    let mut add: Vec<Token> = (decoder.into_iter())
-        .filter(|t| held.get(t.content.as_str()) != Some(&&t.settled()))
+    let mut add = decoder;
+    let encoder: std::collections::HashSet<String> = (present.iter().map(|t| t.content.clone()))
+        .chain(add.iter().map(|t| t.content.clone()))
         .collect();
-    let mut known: std::collections::HashSet<String> =
-        (held.keys().map(|c| c.to_string())).collect();
-    known.extend(add.iter().map(|t| t.content.clone()));
+    let mut listed: std::collections::HashSet<AddedToken> = Default::default();
     for token in named.iter().chain(extra) {
-        if known.insert(token.content.clone()) {
+        // `AddedToken` hashes by its text and compares every field
+        if !encoder.contains(&token.content) && listed.insert(token.settled()) {
             add.push(token.clone());
         }
     }
     for t in add.iter_mut() {
         t.special |= named.iter().any(|n| n.content == t.content);
     }
-    add.iter().map(Token::settled).collect()
+    // those tokenizer.json holds as they are change nothing (`add_tokens` passes them by)
+    let held: std::collections::HashMap<&str, &AddedToken> =
+        (present.iter()).map(|t| (t.content.as_str(), *t)).collect();
+    (add.iter().map(Token::settled))
+        .filter(|t| held.get(t.content.as_str()) != Some(&t))
+        .collect()
 }
 
 /// Whether `key` names one of the model's own tokens (`image_token`; not the seven).
@@ -220,6 +280,8 @@ fn extra_map_to_own(kw: &mut Ordered, own: &mut Ordered) {
 /// The entry beside a map of `extra_special_tokens` that holds its keys in the file's order
 /// (serde_json's map sorts them; transformers gives new ids in the file's order).
 const EXTRA_ORDER: &str = "\u{0}extra_special_tokens order";
+/// The same for a map under `additional_special_tokens`, renamed with it.
+const ADDITIONAL_ORDER: &str = "\u{0}additional_special_tokens order";
 
 /// `v`, an object of special_tokens_map.json, as transformers makes it an AddedToken: special.
 fn special_object(mut v: Value) -> Value {
@@ -243,9 +305,10 @@ fn merge_map(dir: &Path, kw: &mut Ordered) -> Result<()> {
                     Some(Value::Array(a)) => a.clone(),
                     _ => Vec::new(),
                 };
+                // Python's `tok not in existing`: a string and an object of the same text
+                // are both kept, and the later one's flags win when added
                 for v in list.into_iter().map(special_object) {
-                    let content = |v: &Value| token_of(v).ok().map(|t| t.content);
-                    if !have.iter().any(|h| content(h) == content(&v)) {
+                    if !have.contains(&v) {
                         have.push(v);
                     }
                 }
@@ -331,14 +394,43 @@ fn read_ordered(path: &Path) -> Result<Option<Ordered>> {
     let raw: InOrder = serde_json::from_str(&text)
         .map_err(|e| Error::file(path, format!("not a JSON object: {e}")))?;
     let mut entries = raw.0;
-    if let Ok(ExtraKeys(Some(keys))) = serde_json::from_str::<ExtraKeys>(&text) {
-        entries.push((EXTRA_ORDER.into(), keys.into()));
+    validate(path, &entries)?;
+    if let Ok(ExtraKeys(orders)) = serde_json::from_str::<ExtraKeys>(&text) {
+        for (key, keys) in orders {
+            let pseudo = if key == EXTRA {
+                EXTRA_ORDER
+            } else {
+                ADDITIONAL_ORDER
+            };
+            entries.push((pseudo.into(), keys.into()));
+        }
     }
     Ok(Some(entries))
 }
 
-/// The keys of a JSON object's `extra_special_tokens` map, in their order (None: no map).
-struct ExtraKeys(Option<Vec<String>>);
+/// Every token a file's `entries` name read as one, so that a bad value is refused naming
+/// this file and its key as written (a map's value was named as tokenizer_config.json's, with
+/// the fields made for it; review 26).
+fn validate(path: &Path, entries: &Ordered) -> Result<()> {
+    for (key, v) in entries {
+        let values: Vec<&Value> = match (key.as_str(), v) {
+            (_, Value::Null) => Vec::new(),
+            (EXTRA | ADDITIONAL, Value::Array(list)) => list.iter().collect(),
+            (EXTRA | ADDITIONAL, Value::Object(map)) => map.values().collect(),
+            (k, v) if NAMED.contains(&k) => vec![v],
+            (k, v) if is_own_key(k) && (v.is_string() || v.is_object()) => vec![v],
+            _ => Vec::new(),
+        };
+        for v in values {
+            token_of(v).map_err(|m| bad(path, key, m))?;
+        }
+    }
+    Ok(())
+}
+
+/// The keys of a JSON object's `extra_special_tokens` and `additional_special_tokens` maps,
+/// in their order, by the key holding each.
+struct ExtraKeys(Vec<(String, Vec<String>)>);
 
 impl<'de> serde::Deserialize<'de> for ExtraKeys {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -353,14 +445,20 @@ impl<'de> serde::Deserialize<'de> for ExtraKeys {
                 self,
                 mut map: A,
             ) -> std::result::Result<ExtraKeys, A::Error> {
-                let mut keys = None;
+                let mut orders = Vec::new();
                 while let Some(key) = map.next_key::<String>()? {
-                    match key == EXTRA {
-                        true => keys = map.next_value::<KeysOf>()?.0,
+                    match key == EXTRA || key == ADDITIONAL {
+                        true => {
+                            // a key written twice: the last value, as Python reads it
+                            orders.retain(|(k, _)| *k != key);
+                            if let Some(keys) = map.next_value::<KeysOf>()?.0 {
+                                orders.push((key, keys));
+                            }
+                        }
                         false => drop(map.next_value::<IgnoredAny>()?),
                     }
                 }
-                Ok(ExtraKeys(keys))
+                Ok(ExtraKeys(orders))
             }
         }
         d.deserialize_map(Top)
@@ -382,9 +480,10 @@ impl<'de> serde::Deserialize<'de> for InOrder {
                 self,
                 mut map: A,
             ) -> std::result::Result<InOrder, A::Error> {
+                // a key written twice: its last value in its first place, as Python reads it
                 let mut entries = Vec::new();
-                while let Some(entry) = map.next_entry::<String, Value>()? {
-                    entries.push(entry);
+                while let Some((key, v)) = map.next_entry::<String, Value>()? {
+                    set(&mut entries, &key, v);
                 }
                 Ok(InOrder(entries))
             }
@@ -437,5 +536,32 @@ impl<'de> serde::Deserialize<'de> for KeysOf {
             }
         }
         d.deserialize_any(Any)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plain added token as tokenizer.json writes it (every flag given).
+    fn plain(content: &str) -> Token {
+        let v = serde_json::json!({"content": content, "normalized": true, "special": false});
+        token_of(&v).unwrap()
+    }
+
+    /// A named token tokenizer.json holds as a plain added token becomes special (its text is
+    /// left out of decoded text), as transformers re-adds every decoder token and marks the
+    /// named ones (review 26, A0); a plain one no key names stays as it is, and nothing
+    /// tokenizer.json holds as it is comes back.
+    #[test]
+    fn a_named_plain_added_token_becomes_special() {
+        let (image, other) = (plain("<i1>").settled(), plain("<o1>").settled());
+        let present = [&image, &other];
+        let decoder = vec![plain("<i1>"), plain("<o1>")];
+        let named = [token_of(&"<i1>".into()).unwrap()];
+        let add = to_add(&present, decoder, &named, &[]);
+        assert_eq!(add.len(), 1, "{add:?}");
+        // its other flags as tokenizer.json gives them
+        assert!(add[0].content == "<i1>" && add[0].special && add[0].normalized);
     }
 }

@@ -224,6 +224,9 @@ fn a_llama_tokenizer_is_rebuilt_as_transformers_5_rebuilds_it() {
         }
         let nulls = edit.as_object_mut().unwrap().remove("null");
         let map = edit.as_object_mut().unwrap().remove("special_tokens_map");
+        if let Some(added) = edit.as_object_mut().unwrap().remove("added_tokens_file") {
+            std::fs::write(d.join("added_tokens.json"), added.to_string()).unwrap();
+        }
         edit_config(&d, edit);
         // keys named null (review 21, R21-4), and a special_tokens_map.json
         if let Some(keys) = nulls {
