@@ -100,6 +100,7 @@ pub mod multitask;
 pub mod multitask_ckpt;
 pub mod multitask_run;
 pub mod optim;
+mod out_aside;
 mod out_lock;
 pub mod outdir;
 mod prompt_advice;
