@@ -33,8 +33,9 @@ Workload (one step = one forward + backward of the loss with respect to the prom
   (PREFIX_TUNING: PrefixTuningConfig, `--prefix-projection` with `--encoder-hidden-size`).
   PEFT places the prefix its own way: on T5 that is softprompt's `--prefix-placement peft`
   (decoder self-attention only, block 2l mod N), which must then be given; on the decoder-only
-  models softprompt's default `papers` is the same computation. PEFT (with transformers 5)
-  refuses prefix tuning on BERT, so `--method prefix` with a BERT preset stops (exit 2):
+  models softprompt's default `papers` is the same computation. PEFT's TOKEN_CLS model (with
+  transformers 5), BERT's step here, refuses prefix tuning, so `--method prefix` with a BERT
+  preset stops (exit 2):
   scripts/compare.sh --vs-prompt compares softprompt's BERT prefix step with its own prompt
   tuning instead. Under prefix tuning the batch has no prompt rows (the prefix is in the keys),
   and tokens and FLOPs count as bench_common.spans says.
@@ -204,7 +205,7 @@ def check_method(ap, a, arch):
     if a.method != "prefix":
         return
     if arch == "bert":
-        ap.error("--method prefix: PEFT (with transformers 5) refuses prefix tuning on BERT (\"Model does not "
+        ap.error("--method prefix: PEFT's TOKEN_CLS model (with transformers 5) refuses prefix tuning on BERT (\"Model does not "
                  "support past key values which are required for prefix tuning\"); compare softprompt's BERT "
                  "prefix step with its own prompt tuning instead: scripts/compare.sh PRESET --method prefix --vs-prompt")
     a.prefix_placement = a.prefix_placement or "papers"

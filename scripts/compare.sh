@@ -9,8 +9,9 @@
 #                 --prefix-projection --encoder-hidden-size N --encoder-reparameterization mlp|lstm
 #                 --encoder-num-layers N (PEFT's prefix tuning on T5 is --prefix-placement peft)
 #   --vs-prompt   compare with softprompt's own prompt tuning of the same shape (the same flags
-#                 less the method's) instead of PyTorch: PEFT refuses prefix tuning on BERT, so
-#                 this is BERT prefix tuning's baseline (e.g. bert-base --method prefix --vs-prompt)
+#                 less the method's) instead of PyTorch: PEFT's TOKEN_CLS model, which times
+#                 BERT's step, refuses prefix tuning on BERT, so this is BERT prefix tuning's
+#                 baseline (e.g. bert-base --method prefix --vs-prompt)
 #   --out DIR     where the JSON files and logs go (default: <repo>/bench/tmp)
 #   --no-eager    PyTorch with SDPA attention only (default: SDPA, then eager)
 #   --attn LIST   PyTorch attention implementations to run, comma-separated (e.g. sdpa,eager)

@@ -2,7 +2,7 @@
 fallback, tokenizer.json's own `Prepend` + `Replace` normalizer, `<s> $A`) under a `llama`
 config.json and `tokenizer_class: LlamaTokenizer`, and expected.json: AutoTokenizer's ids
 (transformers 5, which rebuilds LlamaTokenizer's pipeline from add_prefix_space and legacy)
-for texts under each tokenizer_config.json variant. tests/tokenizer_config.rs checks the
+for texts under each tokenizer_config.json variant, and its pad_token_id. tests/tokenizer_config.rs checks the
 engine against them (hostile pass 27, F1). Run with the reference venv (scripts/make_venv.sh):
 
     HF_HUB_OFFLINE=1 /work/venv/bin/python scripts/make_llama2_tokenizer.py [--out DIR]
@@ -25,7 +25,8 @@ def added(content, special=True, **flags):
 # tokenizer.json's own added tokens, as the decoder lists them
 DECODER = {"0": added("<unk>"), "1": added("<s>"), "2": added("</s>")}
 # tokenizer_config.json edits (None removes a key); "config_json": keys set in config.json;
-# "null": keys set to null; "special_tokens_map": special_tokens_map.json's keys (none: no file)
+# "null": keys set to null; "special_tokens_map": special_tokens_map.json's keys (none: no file);
+# "json_padding": tokenizer.json's padding enabled with that pad token
 VARIANTS = {
     "default": {},
     "legacy": {"legacy": True},
@@ -70,6 +71,13 @@ VARIANTS = {
     # transformers 4's added_tokens.json, read where tokenizer_config.json has no decoder
     # (review 26): its tokens, special where a named token has the text
     "added_tokens_json": {"pad_token": "<pad>", "added_tokens_file": {"<x>": 266, "<pad>": 267}},
+    # tokenizer.json's `padding` names the pad token where tokenizer_config.json has no
+    # pad_token key (`kwargs.setdefault`; a null one is kept), and it is added like the others
+    "json_padding": {"json_padding": "<pad>"},
+    "json_padding_in_vocabulary": {"json_padding": "p"},
+    "json_padding_config_null": {"json_padding": "<pad>", "null": ["pad_token"]},
+    "json_padding_beside_config": {"json_padding": "<pad>", "pad_token": "</s>"},
+    "json_padding_beside_map": {"json_padding": "<pad>", "special_tokens_map": {"pad_token": "<unk>"}},
 }
 CLASSES = {name: "CodeLlamaTokenizer" for name in VARIANTS if name.startswith("code_llama")}
 
@@ -108,8 +116,14 @@ def main():
     expected = {"texts": TEXTS, "variants": {}}
     for name, edit in VARIANTS.items():
         with tempfile.TemporaryDirectory() as d:
-            shutil.copy(os.path.join(out, "tokenizer.json"), d)
             edit = dict(edit)
+            json_pad = edit.pop("json_padding", None)
+            if json_pad is None:
+                shutil.copy(os.path.join(out, "tokenizer.json"), d)
+            else:
+                tok = Tokenizer.from_file(os.path.join(out, "tokenizer.json"))
+                tok.enable_padding(pad_token=json_pad, pad_id=0)
+                tok.save(os.path.join(d, "tokenizer.json"))
             model = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], **edit.pop("config_json", {})}
             with open(os.path.join(d, "config.json"), "w") as f:
                 json.dump(model, f)
@@ -131,7 +145,8 @@ def main():
             assert type(at).__name__ == want, (name, type(at).__name__)
             ids = [at(t)["input_ids"] for t in TEXTS]
             text = [at.decode(i, skip_special_tokens=True) for i in ids]
-            expected["variants"][name] = {"edit": VARIANTS[name], "ids": ids, "decoded": text}
+            expected["variants"][name] = {"edit": VARIANTS[name], "ids": ids, "decoded": text,
+                                          "pad_token_id": at.pad_token_id}
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1, ensure_ascii=False)
         f.write("\n")

@@ -94,6 +94,7 @@ pub(super) fn not_a_prompt_folder(dir: &Path) -> Error {
         let origin = Origin::of(dir);
         let again = "a save was stopped while it wrote this folder (its task.json carries the \
                      save's stamp); save the prompt again";
+        let hidden = crate::train::checkpoint::hidden_copy_advice(dir, ADAPTER_CONFIG);
         let why = match (dir.join(ADAPTER_WEIGHTS).is_file(), origin) {
             // a run or a save writing into it now: resuming it is refused (review 19, R19-5)
             // (the folder named: Python's FolderInUse holds it as `filename`; review 23)
@@ -103,6 +104,7 @@ pub(super) fn not_a_prompt_folder(dir: &Path) -> Error {
                     format!("{ADAPTER_CONFIG} is missing: {}", live_advice(dir, pid)),
                 )
             }
+            _ if hidden.is_some() => hidden.unwrap_or_default(),
             // a run's folder, stopped before its first export ended (hostile pass 21, F5)
             (true, Origin::Run) => format!(
                 "is missing beside {ADAPTER_WEIGHTS}: the run writing this folder was stopped \
@@ -200,6 +202,9 @@ pub(super) fn check_weights_file(dir: &Path, weights: &Path) -> Result<()> {
         return Ok(());
     }
     let bin = dir.join("adapter_model.bin");
+    if let Some(why) = crate::train::checkpoint::hidden_copy_advice(dir, ADAPTER_WEIGHTS) {
+        return Err(Error::file(weights, why));
+    }
     let why = match bin.is_file() {
         true => format!(
             "is missing, but the folder holds adapter_model.bin, a PyTorch pickle (older \

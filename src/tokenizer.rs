@@ -52,6 +52,9 @@ pub struct Tokenizer {
     path: PathBuf,
     /// tokenizer_config.json's `clean_up_tokenization_spaces`, where transformers applies it
     clean_up_spaces: bool,
+    /// the pad token of tokenizer.json's `padding`, which transformers takes where neither
+    /// tokenizer_config.json nor special_tokens_map.json has a `pad_token` key
+    json_pad: Option<String>,
 }
 
 impl Tokenizer {
@@ -62,7 +65,9 @@ impl Tokenizer {
         if !path.exists() {
             return Err(Error::file(
                 &path,
-                "missing: the model folder needs a tokenizer.json",
+                "missing: the model folder needs a tokenizer.json (for a folder with only \
+                 vocab.txt or spiece.model, `AutoTokenizer.from_pretrained(DIR)\
+                 .save_pretrained(DIR)` writes one)",
             ));
         }
         let mut text = crate::fsutil::read_json_text(&path)?;
@@ -87,7 +92,8 @@ impl Tokenizer {
         let mut inner = guarded(&path, String::new, || text.parse::<tokenizers::Tokenizer>())?;
         let mut present: Vec<_> = inner.get_added_tokens_decoder().into_iter().collect();
         present.sort_by_key(|(id, _)| *id);
-        let named = added::tokens_to_add(dir, &present)?;
+        let json_pad = inner.get_padding().map(|p| p.pad_token.clone());
+        let named = added::tokens_to_add(dir, &present, json_pad.as_deref())?;
         if !named.is_empty() {
             let what = || "adding the tokens tokenizer_config.json names".to_string();
             guarded(&path, what, || inner.add_tokens(named))?;
@@ -102,6 +108,7 @@ impl Tokenizer {
             inner,
             path,
             clean_up_spaces,
+            json_pad,
         })
     }
 
@@ -147,11 +154,16 @@ impl Tokenizer {
     /// The pad token transformers' `AutoTokenizer` has (`tokenizer.pad_token_id`): the
     /// `pad_token` of special_tokens_map.json where tokenizer_config.json has no
     /// `added_tokens_decoder`, else of tokenizer_config.json (a string, or an object with its
-    /// `content`; `config::special_token`); None when neither names one, or it is null. A
-    /// token the vocabulary lacks is an error naming the file.
+    /// `content`; `config::special_token`); where neither has the key, the pad token of
+    /// tokenizer.json's `padding` (`TokenizersBackend.__init__`'s `setdefault`); None when none
+    /// names one, or it is null. A token the vocabulary lacks is an error naming the file.
     pub fn pad_id(&self) -> Result<Option<i32>> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        let Some((Some(token), path)) = config::special_token(dir, "pad_token")? else {
+        let named = match config::special_token(dir, "pad_token")? {
+            None => (self.json_pad.clone()).map(|t| (Some(t), self.path.clone())),
+            named => named,
+        };
+        let Some((Some(token), path)) = named else {
             return Ok(None);
         };
         let id = self.token_to_id(&token).ok_or_else(|| {

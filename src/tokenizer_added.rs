@@ -2,7 +2,8 @@
 //! (`TokenizersBackend.__init__`): tokenizer_config.json's `added_tokens_decoder` entries that
 //! tokenizer.json does not hold as they are, then each named special token (`bos_token` ...
 //! `mask_token`, then the model's own: other `*_token` keys and a map of
-//! `extra_special_tokens`) and each of the `extra_special_tokens` list
+//! `extra_special_tokens`; the pad token of tokenizer.json's `padding` where no file has the
+//! key) and each of the `extra_special_tokens` list
 //! (`additional_special_tokens`) whose text is not an added token yet. `add_tokens` gives each
 //! its id in the vocabulary, or the next new id (the decoder's index is not used: transformers
 //! does not use it either). A text naming such a token was tokenized as ordinary text, and a
@@ -85,9 +86,13 @@ fn set(kw: &mut Ordered, key: &str, v: Value) {
     }
 }
 
-/// The tokens to add over tokenizer.json's, whose added tokens are `present` (by id), in the
-/// order transformers adds them.
-pub(super) fn tokens_to_add(dir: &Path, present: &[(u32, AddedToken)]) -> Result<Vec<AddedToken>> {
+/// The tokens to add over tokenizer.json's, whose added tokens are `present` (by id) and whose
+/// `padding` names `json_pad`, in the order transformers adds them.
+pub(super) fn tokens_to_add(
+    dir: &Path,
+    present: &[(u32, AddedToken)],
+    json_pad: Option<&str>,
+) -> Result<Vec<AddedToken>> {
     let config_path = dir.join("tokenizer_config.json");
     let mut kw = read_ordered(&config_path)?.unwrap_or_default();
     // `_from_pretrained`: transformers 4's list under its new name, and the model's own
@@ -109,6 +114,11 @@ pub(super) fn tokens_to_add(dir: &Path, present: &[(u32, AddedToken)]) -> Result
             legacy_decoder(dir, &kw, present)?
         }
     };
+    // `TokenizersBackend.__init__`: tokenizer.json's pad token where no file has the key (a
+    // null one stays)
+    if let Some(pad) = json_pad.filter(|_| get(&kw, "pad_token").is_none()) {
+        set(&mut kw, "pad_token", pad.into());
+    }
     // `__init__`: the list under its old name where the new one is not there
     if get(&kw, EXTRA).is_none() {
         rename_additional(&mut kw);
@@ -170,7 +180,9 @@ fn legacy_decoder(dir: &Path, kw: &Ordered, present: &[(u32, AddedToken)]) -> Re
                     .map(|t| t.content),
             );
         }
-        for (content, index) in entries.into_iter().filter(|(k, _)| !k.starts_with('\u{0}')) {
+        for (content, index) in
+            (entries.into_iter()).filter(|(k, _)| k != EXTRA_ORDER && k != ADDITIONAL_ORDER)
+        {
             let Some(i) = index.as_u64() else {
                 let msg = format!("`{content}` is {index}: expected a token id");
                 return Err(Error::file(&path, msg));
@@ -385,26 +397,18 @@ fn token_of(v: &Value) -> std::result::Result<Token, String> {
     })
 }
 
-/// The JSON object in `path` as its entries in order; None where there is no such file.
+/// The JSON object in `path` as its entries in order, read once; None where there is no such
+/// file. A map of extra tokens is followed by its keys in the file's order, under a key of its
+/// own (`EXTRA_ORDER`, `ADDITIONAL_ORDER`; a key of the file's spelt so is left out: no
+/// tokenizer reads it).
 fn read_ordered(path: &Path) -> Result<Option<Ordered>> {
     if !path.exists() {
         return Ok(None);
     }
     let text = crate::fsutil::read_json_text(path)?;
-    let raw: InOrder = serde_json::from_str(&text)
+    let InOrder(entries) = serde_json::from_str(&text)
         .map_err(|e| Error::file(path, format!("not a JSON object: {e}")))?;
-    let mut entries = raw.0;
     validate(path, &entries)?;
-    if let Ok(ExtraKeys(orders)) = serde_json::from_str::<ExtraKeys>(&text) {
-        for (key, keys) in orders {
-            let pseudo = if key == EXTRA {
-                EXTRA_ORDER
-            } else {
-                ADDITIONAL_ORDER
-            };
-            entries.push((pseudo.into(), keys.into()));
-        }
-    }
     Ok(Some(entries))
 }
 
@@ -428,48 +432,12 @@ fn validate(path: &Path, entries: &Ordered) -> Result<()> {
     Ok(())
 }
 
-/// The keys of a JSON object's `extra_special_tokens` and `additional_special_tokens` maps,
-/// in their order, by the key holding each.
-struct ExtraKeys(Vec<(String, Vec<String>)>);
-
-impl<'de> serde::Deserialize<'de> for ExtraKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        use serde::de::IgnoredAny;
-        struct Top;
-        impl<'de> serde::de::Visitor<'de> for Top {
-            type Value = ExtraKeys;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<ExtraKeys, A::Error> {
-                let mut orders = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    match key == EXTRA || key == ADDITIONAL {
-                        true => {
-                            // a key written twice: the last value, as Python reads it
-                            orders.retain(|(k, _)| *k != key);
-                            if let Some(keys) = map.next_value::<KeysOf>()?.0 {
-                                orders.push((key, keys));
-                            }
-                        }
-                        false => drop(map.next_value::<IgnoredAny>()?),
-                    }
-                }
-                Ok(ExtraKeys(orders))
-            }
-        }
-        d.deserialize_map(Top)
-    }
-}
-
-/// A JSON object's entries in their order.
+/// A JSON object's entries in the file's order, then the keys of its extra-token maps.
 struct InOrder(Ordered);
 
 impl<'de> serde::Deserialize<'de> for InOrder {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::IgnoredAny;
         struct Visit;
         impl<'de> serde::de::Visitor<'de> for Visit {
             type Value = InOrder;
@@ -481,10 +449,28 @@ impl<'de> serde::Deserialize<'de> for InOrder {
                 mut map: A,
             ) -> std::result::Result<InOrder, A::Error> {
                 // a key written twice: its last value in its first place, as Python reads it
-                let mut entries = Vec::new();
-                while let Some((key, v)) = map.next_entry::<String, Value>()? {
+                let (mut entries, mut orders) = (Vec::new(), Vec::new());
+                while let Some(key) = map.next_key::<String>()? {
+                    let order_key = match key.as_str() {
+                        EXTRA => EXTRA_ORDER,
+                        ADDITIONAL => ADDITIONAL_ORDER,
+                        EXTRA_ORDER | ADDITIONAL_ORDER => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                        _ => {
+                            set(&mut entries, &key, map.next_value::<Value>()?);
+                            continue;
+                        }
+                    };
+                    let Keyed(v, keys) = map.next_value()?;
+                    take(&mut orders, order_key);
+                    if let Some(keys) = keys {
+                        orders.push((order_key.to_string(), Value::from(keys)));
+                    }
                     set(&mut entries, &key, v);
                 }
+                entries.extend(orders);
                 Ok(InOrder(entries))
             }
         }
@@ -492,47 +478,56 @@ impl<'de> serde::Deserialize<'de> for InOrder {
     }
 }
 
-/// A JSON value's keys in their order where it is an object (None: another value).
-struct KeysOf(Option<Vec<String>>);
+/// A JSON value, with an object's keys in their order (None: another value).
+struct Keyed(Value, Option<Vec<String>>);
 
-impl<'de> serde::Deserialize<'de> for KeysOf {
+impl<'de> serde::Deserialize<'de> for Keyed {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
-        type R<E> = std::result::Result<KeysOf, E>;
+        use serde::de::{MapAccess, SeqAccess, Visitor};
+        type R<E> = std::result::Result<Keyed, E>;
+        fn plain<E>(v: Value) -> R<E> {
+            Ok(Keyed(v, None))
+        }
         struct Any;
         impl<'de> Visitor<'de> for Any {
-            type Value = KeysOf;
+            type Value = Keyed;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON value")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> R<A::Error> {
-                let mut keys = Vec::new();
-                while let Some((k, _)) = map.next_entry::<String, IgnoredAny>()? {
-                    keys.push(k);
+                let (mut object, mut keys) = (serde_json::Map::new(), Vec::new());
+                while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                    if !keys.contains(&k) {
+                        keys.push(k.clone());
+                    }
+                    object.insert(k, v);
                 }
-                Ok(KeysOf(Some(keys)))
+                Ok(Keyed(Value::Object(object), Some(keys)))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> R<A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(KeysOf(None))
+                let mut list = Vec::new();
+                while let Some(v) = seq.next_element::<Value>()? {
+                    list.push(v);
+                }
+                plain(Value::Array(list))
             }
-            fn visit_str<E>(self, _: &str) -> R<E> {
-                Ok(KeysOf(None))
+            fn visit_str<E>(self, s: &str) -> R<E> {
+                plain(Value::from(s))
             }
-            fn visit_bool<E>(self, _: bool) -> R<E> {
-                Ok(KeysOf(None))
+            fn visit_bool<E>(self, b: bool) -> R<E> {
+                plain(Value::from(b))
             }
-            fn visit_i64<E>(self, _: i64) -> R<E> {
-                Ok(KeysOf(None))
+            fn visit_i64<E>(self, n: i64) -> R<E> {
+                plain(Value::from(n))
             }
-            fn visit_u64<E>(self, _: u64) -> R<E> {
-                Ok(KeysOf(None))
+            fn visit_u64<E>(self, n: u64) -> R<E> {
+                plain(Value::from(n))
             }
-            fn visit_f64<E>(self, _: f64) -> R<E> {
-                Ok(KeysOf(None))
+            fn visit_f64<E>(self, n: f64) -> R<E> {
+                plain(Value::from(n))
             }
             fn visit_unit<E>(self) -> R<E> {
-                Ok(KeysOf(None))
+                plain(Value::Null)
             }
         }
         d.deserialize_any(Any)
@@ -547,6 +542,22 @@ mod tests {
     fn plain(content: &str) -> Token {
         let v = serde_json::json!({"content": content, "normalized": true, "special": false});
         token_of(&v).unwrap()
+    }
+
+    /// A map of extra tokens gives new ids in the file's order (serde_json's map sorts its
+    /// keys), read in one pass; a key of the file's spelt as the entry that carries the order
+    /// changes nothing (transformers reads no such key; read-back A6).
+    #[test]
+    fn a_map_of_extra_tokens_keeps_the_files_order() {
+        let dir = std::env::temp_dir().join(format!("sp_extra_order_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = r#"{"extra_special_tokens": {"z_token": "<z>", "a_token": "<a>"},
+            "\u0000extra_special_tokens order": ["a_token", "z_token"]}"#;
+        std::fs::write(dir.join("tokenizer_config.json"), config).unwrap();
+        let added = tokens_to_add(&dir, &[], None);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let texts: Vec<String> = added.unwrap().into_iter().map(|t| t.content).collect();
+        assert_eq!(texts, ["<z>", "<a>"]);
     }
 
     /// A named token tokenizer.json holds as a plain added token becomes special (its text is

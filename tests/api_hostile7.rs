@@ -189,6 +189,27 @@ fn a_folder_this_process_trains_into_is_named_as_such() {
     assert!(!err.contains("--"), "{err}");
 }
 
+/// `OutLock::acquire(dir)` again until it is refused, once a `flock` child started a moment
+/// before holds the lock: the refusal. `before_drop` runs on each lock taken before then.
+#[cfg(target_os = "linux")]
+fn refusal_once_held(dir: &std::path::Path, before_drop: impl Fn()) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match OutLock::acquire(dir) {
+            Err(e) => return e.to_string(),
+            Ok(held) => {
+                before_drop();
+                drop(held);
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "flock never held the lock"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
 /// A run's lock inherited by a process it forked (Python's `os.fork` in an event callback)
 /// outlives the run: the refusal named "another softprompt run (pid N)" with N dead. It now
 /// says the run is gone and a process it started holds the lock. `flock(1)` stands for the
@@ -207,23 +228,10 @@ fn a_lock_held_past_its_runs_end_says_so() {
         .args(["sleep", "30"])
         .spawn()
         .unwrap();
-    // until flock holds it
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let err = loop {
-        match OutLock::acquire(dir.path()) {
-            Err(e) => break e.to_string(),
-            Ok(held) => {
-                // signed again before flock can take it
-                std::fs::write(&lock, pid.to_string()).unwrap();
-                drop(held);
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "flock never held the lock"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        }
-    };
+    // signed again before flock can take it
+    let err = refusal_once_held(dir.path(), || {
+        std::fs::write(&lock, pid.to_string()).unwrap()
+    });
     let _ = child.kill();
     let _ = child.wait();
     let named = format!("the run of pid {pid} (no longer running)");
@@ -233,6 +241,69 @@ fn a_lock_held_past_its_runs_end_says_so() {
         &[&named, "inherited its lock", "wait for it to end"],
     );
     assert!(!err.contains("another softprompt run"), "{err}");
+}
+
+/// A lock file that is a symbolic link was followed: its target, a file outside the folder,
+/// was emptied and signed with the run's pid (hostile pass 32, F3). It is refused, naming the
+/// link, and the target is left as it was; a dangling link makes no file.
+#[cfg(unix)]
+#[test]
+fn a_lock_file_that_is_a_link_is_not_followed() {
+    let dir = ScratchDir::new("api_h7_lock_link");
+    let victim = dir.path().join("notes.txt");
+    std::fs::write(&victim, "mine").unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let lock = out.join(".softprompt.lock");
+    std::os::unix::fs::symlink(&victim, &lock).unwrap();
+    let err = OutLock::acquire(&out).unwrap_err().to_string();
+    contains_all(
+        "link",
+        &err,
+        &[".softprompt.lock", "symbolic link", "remove the link"],
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "mine");
+    std::fs::remove_file(&lock).unwrap();
+    let nowhere = dir.path().join("made_outside.txt");
+    std::os::unix::fs::symlink(&nowhere, &lock).unwrap();
+    assert!(OutLock::acquire(&out).is_err());
+    assert!(!nowhere.exists(), "a run made {}", nowhere.display());
+}
+
+/// A run whose lock file was removed while it ran (a cleaner of hidden files) let a second
+/// run into its folder, which removed its files and mixed both runs' metrics (hostile pass
+/// 32, F5). The run holds the folder itself too: the second is refused, naming the first's
+/// pid. `flock(1)` on the folder stands for the first run.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_run_whose_lock_file_was_removed_still_holds_its_folder() {
+    let dir = ScratchDir::new("api_h7_lock_removed");
+    // -o: the lock stays with flock, not with the command it runs
+    let mut child = std::process::Command::new("flock")
+        .arg("-o")
+        .arg(dir.path())
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    let err = refusal_once_held(dir.path(), || {});
+    assert_eq!(softprompt::folder_writer(dir.path()), Some(child.id()));
+    let _ = child.kill();
+    let _ = child.wait();
+    let pid = format!("(pid {})", child.id());
+    contains_all(
+        "removed",
+        &err,
+        &[
+            &pid,
+            "lock file",
+            "was removed while it ran",
+            "wait for it to end",
+        ],
+    );
+    // the lock file it made names no one, and the folder is free again
+    let lock = dir.path().join(".softprompt.lock");
+    assert_eq!(std::fs::read_to_string(&lock).unwrap(), "");
+    drop(OutLock::acquire(dir.path()).unwrap());
 }
 
 /// A `train_multi` job whose class labels are not its task's was refused only after the lock

@@ -308,6 +308,19 @@ fn flags_nothing_reads_are_refused() {
     let stderr = String::from_utf8_lossy(&generated.stderr);
     assert_eq!(generated.status.code(), Some(0), "{stderr}");
     assert!(String::from_utf8_lossy(&generated.stdout).contains("\"output\""));
+    // a BERT folder of PEFT's is told generate needs a decoder-only model, not to leave out
+    // --free-targets, which it was not given (review 27, F2)
+    let bert_peft = fixture("bert_mlm").join("peft_adapter");
+    let bert = [
+        "generate",
+        "--prompt",
+        bert_peft.to_str().unwrap(),
+        "--text",
+        "hi",
+    ];
+    let want = "invalid argument --prompt: generate needs a decoder-only model (BLOOM, Llama, \
+                Mistral, Qwen2), not bert";
+    refused(&softprompt(&bert), &[want]);
     // free targets, given or saved in task.json, have nothing to rank
     let data =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/data/dev.jsonl");

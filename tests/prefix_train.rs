@@ -305,12 +305,24 @@ fn exported_folder_evaluates_as_the_run_reported() {
             text.contains("prefix tuning") && text.contains(placement.name()),
             "{name}: {text}"
         );
-        let for_peft = placement == Placement::Peft || model == "llama";
+        // BERT's: PEFT's FEATURE_EXTRACTION computes it (review 27, F7)
+        let for_peft = placement == Placement::Peft || model == "llama" || model == "bert_mlm";
         assert_eq!(
             text.contains("PEFT computes the same"),
             for_peft,
             "{name}: {text}"
         );
+        // the task, and with --tensors the folder's tensors (review 27, F4)
+        assert!(
+            text.contains("task ") && text.contains("(task.json)"),
+            "{name}: {text}"
+        );
+        let o = softprompt(&["inspect", "--tensors", &s(out)]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        let table = "adapter_model.safetensors:\n  prompt_embeddings";
+        assert!(text.contains(table), "{name}: {text}");
+        let encoder = "prompt_encoder.safetensors:";
+        assert_eq!(text.contains(encoder), projection, "{name}: {text}");
     }
 }
 

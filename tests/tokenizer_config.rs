@@ -199,7 +199,8 @@ fn decoded_text_is_cleaned_up_where_the_config_says() {
 /// (`scripts/make_llama2_tokenizer.py`), `CodeLlamaTokenizer`'s among them (review 20, R20-1),
 /// with its `legacy`, a null `bos_token` and one in special_tokens_map.json (review 21), and
 /// tokens the folder names that tokenizer.json lacks, which transformers adds (hostile pass
-/// 27, F2).
+/// 27, F2); the pad token, tokenizer.json's `padding`'s where no file has the key (review 26,
+/// A0c).
 #[test]
 fn a_llama_tokenizer_is_rebuilt_as_transformers_5_rebuilds_it() {
     let scratch = ScratchDir::new("tokcfg-llama2");
@@ -224,6 +225,15 @@ fn a_llama_tokenizer_is_rebuilt_as_transformers_5_rebuilds_it() {
         }
         let nulls = edit.as_object_mut().unwrap().remove("null");
         let map = edit.as_object_mut().unwrap().remove("special_tokens_map");
+        if let Some(pad) = edit.as_object_mut().unwrap().remove("json_padding") {
+            // tokenizer.json's `padding`, as `Tokenizer.enable_padding(pad_token=...)` writes it
+            let path = d.join("tokenizer.json");
+            let mut tok: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            tok["padding"] = serde_json::json!({"strategy": "BatchLongest", "direction": "Right",
+                "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": pad});
+            std::fs::write(&path, tok.to_string()).unwrap();
+        }
         if let Some(added) = edit.as_object_mut().unwrap().remove("added_tokens_file") {
             std::fs::write(d.join("added_tokens.json"), added.to_string()).unwrap();
         }
@@ -242,6 +252,8 @@ fn a_llama_tokenizer_is_rebuilt_as_transformers_5_rebuilds_it() {
             std::fs::write(d.join("special_tokens_map.json"), map.to_string()).unwrap();
         }
         let tok = Tokenizer::load(&d).unwrap();
+        let pad: Option<i32> = serde_json::from_value(variant["pad_token_id"].clone()).unwrap();
+        assert_eq!(tok.pad_id().unwrap(), pad, "{name}: pad_token_id");
         for (i, text) in texts.iter().enumerate() {
             let text = text.as_str().unwrap();
             let want: Vec<i32> = serde_json::from_value(variant["ids"][i].clone()).unwrap();

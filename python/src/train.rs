@@ -211,8 +211,11 @@ pub fn train<'py>(
              leave it out",
         ));
     }
-    outdir::precheck(&out, cfg.resume, cfg.overwrite, outdir::RunKind::SingleTask)
+    let back = outdir::precheck(&out, cfg.resume, cfg.overwrite, outdir::RunKind::SingleTask)
         .map_err(to_py)?;
+    for f in &back {
+        crate::prompt::user_warning(py, &outdir::put_back_note(f))?;
+    }
     let paths = [
         ("train", split_path(&Some(train.clone()))?),
         ("dev", split_path(&dev)?),

@@ -298,6 +298,28 @@ def test_warnings_name_the_keywords(tmp_path, capfd):
     assert not any("--" in w for w in warnings), warnings
 
 
+def test_files_a_killed_overwrite_hid_come_back_with_a_warning(tmp_path):
+    """What a killed overwrite=True left hidden (`.NAME.removed-PID`) is put back by the next
+    run into the folder, which says so (it was silent; review 26); a load before then names
+    the hidden copy."""
+    kw = dict(no_progress=True, prompt_len=2, batch_size=8, max_steps=2,
+              verbalizer="positive=great,negative=bad")
+    out = tmp_path / "run"
+    sp.Model(BERT_MLM).train(str(TRAIN), out, **kw)
+    for name in ["adapter_config.json", "checkpoint.safetensors"]:
+        (out / name).rename(out / f".{name}.removed-4194305")
+    with pytest.raises(sp.SoftpromptError, match="removed-4194305.*rename it back"):
+        sp.Prompt.load(out)
+    with pytest.warns(UserWarning, match="put back") as said:
+        sp.Model(BERT_MLM).train(str(TRAIN), out, resume=True, **kw)
+    back = sorted(str(w.message).split(",")[0] for w in said if "put back" in str(w.message))
+    assert back == [f"put back {out / name}" for name in ["adapter_config.json",
+                                                           "checkpoint.safetensors"]], back
+    assert "a run with overwrite killed part way" in str(said[0].message)
+    assert (out / "adapter_config.json").is_file()
+    assert not list(out.glob(".*removed*"))
+
+
 def test_patience_out_at_the_last_step_is_no_early_stop(tmp_path):
     """A rate too small to move the prompt: dev accuracy never improves after step 2, and the
     patience runs out at step 4, the last. The event says so, but the run ran every step: the

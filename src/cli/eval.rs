@@ -59,6 +59,19 @@ pub fn load(
     task_args: &TaskArgs,
     data: Option<&Dataset>,
 ) -> Result<Loaded> {
+    load_checked(device, prompt_dir, model_flag, task_args, data, |_| Ok(()))
+}
+
+/// `load`, with `check` run on the model before the task is made from the flags (generate's
+/// refusal of a model that is not decoder-only comes before a task flag it set itself).
+pub fn load_checked(
+    device: &DeviceArgs,
+    prompt_dir: &Path,
+    model_flag: Option<&Path>,
+    task_args: &TaskArgs,
+    data: Option<&Dataset>,
+    check: impl FnOnce(&Model) -> Result<()>,
+) -> Result<Loaded> {
     let kind = device.setup()?;
     let opts = task_args.options()?;
     let mut prompt = Prompt::load(prompt_dir)?;
@@ -85,6 +98,7 @@ pub fn load(
             errln!("warning: {warning}: running it on the --model given");
         }
     }
+    check(&model)?;
     let task = model.task_for(&prompt, &opts, data)?;
     if let Some(warning) = task.warning() {
         errln!("warning: {warning}");

@@ -3,9 +3,9 @@
 //! row's first real token, so a row gives the tokens it gives alone).
 
 use super::common::{fail, DeviceArgs, TaskArgs};
-use super::eval::load;
+use super::eval::load_checked;
 use serde_json::json;
-use softprompt::{Error, PromptPlacement, Result};
+use softprompt::{Error, Model, PromptPlacement, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -66,7 +66,26 @@ fn generate(a: &Args) -> Result<()> {
     // task has free targets, else it would ask for the label flags refused above
     let mut task = a.task.clone();
     task.free_targets |= !a.prompt.join("task.json").is_file();
-    let l = load(&a.device, &a.prompt, a.model.as_deref(), &task, None)?;
+    // before the task: a BERT folder of PEFT's was told to leave out --free-targets, set above
+    // (review 27, F2)
+    let decoder_only = |m: &Model| match m.arch() {
+        "bert" | "t5" => Err(Error::arg(
+            "--prompt",
+            format!(
+                "generate needs a decoder-only model (BLOOM, Llama, Mistral, Qwen2), not {}",
+                m.arch()
+            ),
+        )),
+        _ => Ok(()),
+    };
+    let l = load_checked(
+        &a.device,
+        &a.prompt,
+        a.model.as_deref(),
+        &task,
+        None,
+        decoder_only,
+    )?;
     let placement = a.prompt_placement.parse::<PromptPlacement>()?;
     let out = l
         .model

@@ -106,6 +106,49 @@ fn inspect_prompt(args: &Args) -> softprompt::Result<()> {
             outln!("{line}");
         }
     }
+    // the task and the cls head eval reads with the table, and with --tensors every tensor
+    // of the folder (it was accepted and did nothing; review 27, F4)
+    if let Some(task) = &saved.task {
+        outln!(
+            "task {} (task.json): labels {:?}",
+            task.kind.name(),
+            task.labels
+        );
+    }
+    if let Some(head) = &saved.head {
+        outln!(
+            "cls head (head.safetensors): {} labels x {} wide",
+            head.k,
+            head.c
+        );
+    }
+    if args.tensors {
+        prompt_tensors(&args.path)?;
+    }
+    Ok(())
+}
+
+/// Every tensor of a prompt folder's files, by file.
+fn prompt_tensors(dir: &std::path::Path) -> softprompt::Result<()> {
+    use softprompt::internals::prompt::ADAPTER_WEIGHTS;
+    use softprompt::internals::train::{checkpoint::HEAD_FILE, ptuning::ENCODER_FILE};
+    for file in [ADAPTER_WEIGHTS, HEAD_FILE, ENCODER_FILE] {
+        let path = dir.join(file);
+        if !path.is_file() {
+            continue;
+        }
+        let tensors = softprompt::internals::weights::TensorFile::read(&path)?;
+        let mut names: Vec<_> = tensors.dtypes.iter().collect();
+        names.sort_by_key(|(name, _)| name.as_str());
+        outln!("{file}:");
+        for (name, dtype) in names {
+            let shape = match tensors.floats.get(name) {
+                Some(t) => t.shape.clone(),
+                None => (tensors.ints.get(name)).map_or(Vec::new(), |(s, _)| s.clone()),
+            };
+            outln!("  {name:<72} {dtype:?} {shape:?}");
+        }
+    }
     Ok(())
 }
 
@@ -208,7 +251,9 @@ fn ptuning_line(cfg: &serde_json::Value, dir: &std::path::Path) -> Option<String
 
 /// A prefix adapter's method, placement and whether PEFT computes what it was trained for:
 /// only PEFT's placement does on T5; decoder-only models read a block per layer either way;
-/// PEFT (with transformers 5) refuses prefix tuning on BERT.
+/// on BERT PEFT (with transformers 5) computes `papers` for the FEATURE_EXTRACTION adapter
+/// softprompt writes, and refuses its classifier task types (it was said to refuse BERT
+/// altogether; review 27, F7).
 fn prefix_line(cfg: &serde_json::Value) -> Option<String> {
     if cfg.get("peft_type")?.as_str()? != "PREFIX_TUNING" {
         return None;
@@ -236,9 +281,13 @@ fn prefix_line(cfg: &serde_json::Value) -> Option<String> {
         (false, "SEQ_2_SEQ_LM") => "not for PEFT: PEFT would read these blocks elsewhere \
              (decoder self-attention only, block 2l mod N); only this engine computes it"
             .to_string(),
-        (false, _) => "not for PEFT: PEFT (with transformers 5) refuses prefix tuning on this \
-             model; only this engine computes it"
+        (false, "FEATURE_EXTRACTION") => "for PEFT: PEFT computes the same on AutoModel or \
+             AutoModelForMaskedLM (its SEQ_CLS and TOKEN_CLS models refuse prefix tuning on BERT)"
             .to_string(),
+        (false, _) => format!(
+            "not for PEFT: PEFT (with transformers 5) refuses prefix tuning for task_type \
+             {task:?} on this model; only this engine computes it"
+        ),
     };
     Some(format!(
         "prefix tuning, placement {placement}: {} blocks of keys and values {} wide{projection}; {peft}",

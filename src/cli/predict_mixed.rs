@@ -210,7 +210,9 @@ fn same_model(pairs: &[(String, PathBuf)], prompts: &[Prompt]) -> Result<PathBuf
                     "--prompt",
                     format!(
                         "prompt \"{name}\" was trained on {} but \"{other}\" on {}: one model \
-                         serves every prompt, name it with --model",
+                         serves every prompt of a run: predict each model's prompts in a run of \
+                         their own, or, where the two are copies of one model, name it with \
+                         --model",
                         key.display(),
                         first.display()
                     ),

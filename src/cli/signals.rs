@@ -26,8 +26,20 @@ extern "C" fn on_signal(sig: libc::c_int) {
             libc::signal(sig, libc::SIG_DFL);
             libc::raise(sig);
         }
+    } else {
+        // said at once: a long dev evaluation said nothing, and a second signal, sent to
+        // see something happen, lost the steps since the last checkpoint (review 27, F6)
+        // SAFETY: write(2) of a static buffer is async-signal-safe
+        unsafe {
+            libc::write(2, STOPPING.as_ptr().cast(), STOPPING.len());
+        }
     }
 }
+
+/// What the first signal says on stderr.
+const STOPPING: &str = "\nstopping after the step under way (and its evaluation), which writes \
+                        the checkpoint; a second Ctrl-C or SIGTERM stops at once, losing the \
+                        steps since the last checkpoint\n";
 
 /// Installs the handler for SIGINT and SIGTERM (a signal the parent set to be ignored, as a
 /// shell does for a job started with `&`, stays ignored) and returns the flag it sets.

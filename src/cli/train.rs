@@ -303,12 +303,19 @@ fn train(a: &Args) -> Result<()> {
     let t0 = Instant::now();
     // a busy or occupied --out fails before anything loads (the trainer checks again, and
     // holds the lock for good)
-    outdir::precheck(&a.out, a.resume, a.overwrite, outdir::RunKind::SingleTask)?;
+    let back = outdir::precheck(&a.out, a.resume, a.overwrite, outdir::RunKind::SingleTask)?;
+    back.iter()
+        .for_each(|f| errln!("note: {}", outdir::put_back_note(f)));
     let mut inputs = vec![("--train", train_path)];
     inputs.extend(a.dev.as_deref().map(|p| ("--dev", p)));
     inputs.extend(a.test.as_deref().map(|p| ("--test", p)));
     outdir::check_inputs_kept(&a.out, &inputs)?;
     let kind = a.device.setup()?;
+    // the flags' ranges before the model loads (a mistyped --lr waited for the load and the
+    // tokenized training file; review 27, F15); the trainer checks them again. After the
+    // device's setup: the config's defaults read the thread pool, which --threads sizes
+    let cfg = train_config(a)?;
+    cfg.validate()?;
     let model = Model::open(&a.model, kind)?;
     let train_data = a.data.load_among(train_path, &data_files(a), true)?;
     let task =
@@ -338,7 +345,6 @@ fn train(a: &Args) -> Result<()> {
         .as_ref()
         .map(|p| encode_split(&task, &model, a, p, "test"))
         .transpose()?;
-    let cfg = train_config(a)?;
     if matches!(cfg.init, PromptInit::ClassLabels { .. }) && task.labels().len() > a.prompt_len {
         errln!(
             "warning: --init class-labels: {} labels but --prompt-len {}: the labels {:?} get no prompt row",

@@ -47,7 +47,9 @@ struct EncodedTask {
 
 pub(super) fn train(a: &Args) -> Result<()> {
     let t0 = Instant::now();
-    outdir::precheck(&a.out, a.resume, a.overwrite, outdir::RunKind::MultiTask)?;
+    let back = outdir::precheck(&a.out, a.resume, a.overwrite, outdir::RunKind::MultiTask)?;
+    back.iter()
+        .for_each(|f| errln!("note: {}", outdir::put_back_note(f)));
     let mut inputs = match &a.task_field {
         Some(field) => by_field(a, field)?,
         None => by_folder(a)?,

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 // the prompt folder's half of this file's doc, in a file of its own
-pub use super::prompt_advice::{live_advice, Origin};
+pub use super::prompt_advice::{hidden_copy_advice, live_advice, Origin};
 pub use super::prompt_dir::{
     check_arch, load_prompt_dir, save_prompt_dir, save_stamp, stamp_metadata, SavedPrompt, SAVE_KEY,
 };

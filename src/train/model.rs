@@ -48,7 +48,11 @@ impl<B: Backend> Model<B> {
             };
             return Err(Error::file(
                 dir,
-                format!("{what}: expected a Hugging Face model folder"),
+                format!(
+                    "{what}: expected a Hugging Face model folder on this machine (a Hub id \
+                     is not downloaded: huggingface_hub's `snapshot_download(ID, \
+                     local_dir=DIR)` makes one)"
+                ),
             ));
         }
         let net = models::Model::load(be, dir)?;

@@ -51,7 +51,10 @@ impl Staged {
     /// going on (its name no run reads; the next run in the folder puts it back,
     /// `recover_aside`).
     pub(super) fn remove(mut self) {
-        for (_, aside) in self.0.drain(..) {
+        // the checkpoint, staged first, goes last: a kill in between leaves it hidden, and
+        // the next run finds the task folders through it (put back) and puts their files
+        // back too; removed first, their hidden files stayed for good (hostile pass 32, F1)
+        for (_, aside) in self.0.drain(..).rev() {
             let _ = std::fs::remove_file(&aside);
         }
     }
@@ -91,27 +94,40 @@ const ASIDE_MARK: &str = ".removed-";
 /// `--overwrite`'s: a fresh run refuses them as it did before it, unless asked again.
 /// Done under `dir`'s lock (a live `--overwrite` holds it), before a run looks at `dir`;
 /// a task folder another run holds now is left alone.
-pub fn recover_aside(dir: &Path) -> Result<()> {
+/// The files put back, for the command line to name (a recovery was silent; review 26).
+pub fn recover_aside(dir: &Path) -> Result<Vec<PathBuf>> {
     if !dir.join(LOCK_FILE).is_file() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let lock = OutLock::acquire(dir)?;
-    put_back_aside(dir);
+    let mut back = put_back_aside(dir);
     for task in task_folders(dir) {
         if let Ok(Some(held)) = hold_if_locked(&task) {
-            put_back_aside(&task);
+            back.extend(put_back_aside(&task));
             drop(held);
         }
     }
     drop(lock);
-    Ok(())
+    Ok(back)
 }
 
 /// `recover_aside` for the one folder `dir`: of the hidden files of one run file, the newest
-/// (a rename keeps the file's time) goes back where nothing has its name; the others, and
-/// any whose name is taken, stay as they are (a user's own file of that shape was removed,
-/// or a folder of it put in the run file's place; review 25).
-fn put_back_aside(dir: &Path) {
+/// goes back where nothing has its name; the others, and any whose name is taken, stay as
+/// they are (a user's own file of that shape was removed, or a folder of it put in the run
+/// file's place; review 25). The files put back.
+fn put_back_aside(dir: &Path) -> Vec<PathBuf> {
+    let mut back = Vec::new();
+    for (name, aside) in newest_aside(dir) {
+        let file = dir.join(name);
+        if file.symlink_metadata().is_err() && std::fs::rename(&aside, &file).is_ok() {
+            back.push(file);
+        }
+    }
+    back
+}
+
+/// The newest hidden copy (a rename keeps the file's time) of each run file in `dir`.
+fn newest_aside(dir: &Path) -> Vec<(&'static str, PathBuf)> {
     let mut newest: Vec<(&'static str, std::time::SystemTime, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let hidden = entry.file_name();
@@ -129,12 +145,16 @@ fn put_back_aside(dir: &Path) {
             None => newest.push((name, time, entry.path())),
         }
     }
-    for (name, _, aside) in newest {
-        let file = dir.join(name);
-        if file.symlink_metadata().is_err() {
-            let _ = std::fs::rename(&aside, &file);
-        }
-    }
+    newest.into_iter().map(|(n, _, p)| (n, p)).collect()
+}
+
+/// The hidden copy of the run file `name` that a killed `--overwrite` left in `dir`, for the
+/// advice of a command that reads the folder and finds the file missing (it puts nothing
+/// back: only a run into the folder does, under its lock).
+pub fn hidden_copy(dir: &Path, name: &str) -> Option<PathBuf> {
+    (newest_aside(dir).into_iter())
+        .find(|(n, _)| *n == name)
+        .map(|(_, p)| p)
 }
 
 /// The run file `hidden` (`.NAME.removed-PID[-N]`) was moved aside from, where it is one.

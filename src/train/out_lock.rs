@@ -1,5 +1,6 @@
 //! A folder's lock (`.softprompt.lock`): held alone by the run or the save writing into the
-//! folder, with the holder's pid inside so that another can name it; and, without locking,
+//! folder, with the holder's pid inside so that another can name it; a run holds the folder
+//! itself too, so that removing its lock file lets no second run in; and, without locking,
 //! who holds it now (`folder_writer`, read from /proc/locks).
 // What a user hands the library never panics it. See README.md, "Bad input".
 #![cfg_attr(
@@ -18,6 +19,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub struct OutLock {
     _file: File,
+    /// the folder, locked as well (`lock_folder`)
+    _folder: Option<File>,
     pub path: PathBuf,
 }
 
@@ -46,18 +49,41 @@ impl OutLock {
         let unwritable = |e| Error::io_doing(dir, "`out` cannot be written into", e);
         std::fs::create_dir_all(whole).map_err(unwritable)?;
         let path = dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(unwritable)?;
+        let mut file = open_lock_file(&path, true).map_err(|e| match is_link(&e) {
+            true => Error::file(
+                &path,
+                "is a symbolic link: a folder's lock file is an ordinary file that its run \
+                 writes its pid into (the link's target would be written over): remove the link",
+            ),
+            false => unwritable(e),
+        })?;
         let who = match lock_and_sign(&mut file, &path)? {
-            Ok(()) => {
-                let linked = still_linked(&file, &path);
-                return Ok((OutLock { _file: file, path }, linked));
-            }
+            Ok(()) => match lock_folder(dir)? {
+                Ok(folder) => {
+                    let linked = still_linked(&file, &path);
+                    let lock = OutLock {
+                        _file: file,
+                        _folder: folder,
+                        path,
+                    };
+                    return Ok((lock, linked));
+                }
+                // the run holding the folder lost its lock file (hostile pass 32, F5): the
+                // new one this run made and signed names no one
+                Err(pid) => {
+                    let _ = file.set_len(0);
+                    let pid = pid.map_or(String::new(), |p| format!(" (pid {p})"));
+                    return Err(Error::in_use(
+                        dir,
+                        format!(
+                            "another softprompt run{pid} is writing into this folder, whose \
+                             lock file ({}) was removed while it ran: wait for it to end, or \
+                             train into another `out`",
+                            path.display()
+                        ),
+                    ));
+                }
+            },
             // the lock is per open file: this process's own run, in another thread or
             // through another handle, is refused as well
             Err(Holder(Some(pid))) if pid == std::process::id() => format!(
@@ -86,6 +112,58 @@ impl OutLock {
             ),
         ))
     }
+}
+
+/// The lock file at `path` opened to read and write (`create`: made where missing), never
+/// through a symbolic link: a link there had its target emptied and signed with the run's
+/// pid, a file outside the folder (hostile pass 32, F3).
+pub(super) fn open_lock_file(path: &Path, create: bool) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    options.open(path)
+}
+
+/// Whether `open_lock_file` failed on a symbolic link.
+fn is_link(e: &std::io::Error) -> bool {
+    cfg!(unix) && e.raw_os_error() == Some(libc::ELOOP)
+}
+
+/// The folder `dir` itself locked (flock on the open folder) beside its lock file, or the
+/// pid of the process holding it (None: not known): a run whose lock file was removed while
+/// it ran (by hand, a cleaner of hidden or old files) still holds the folder, and a second
+/// run, which made and locked a new lock file, took the folder beneath it, removed its files
+/// and mixed its metrics lines with its own (hostile pass 32, F5). A holder of this process
+/// is waited for as `lock_and_sign` waits (a child it spawned shares the open folder until it
+/// runs its program).
+#[cfg(unix)]
+fn lock_folder(dir: &Path) -> Result<std::result::Result<Option<File>, Option<u32>>> {
+    let folder = File::open(dir).map_err(|e| Error::io(dir, e))?;
+    let start = std::time::Instant::now();
+    loop {
+        match folder.try_lock() {
+            Ok(()) => return Ok(Ok(Some(folder))),
+            Err(TryLockError::WouldBlock) => {
+                let holder = std::fs::metadata(dir).ok().and_then(|m| flock_holder(&m));
+                if holder == Some(std::process::id()) && start.elapsed() < OWN_LINGER {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
+                return Ok(Err(holder));
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io(dir, e)),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn lock_folder(_dir: &Path) -> Result<std::result::Result<Option<File>, Option<u32>>> {
+    Ok(Ok(None))
 }
 
 /// Whether the open `file` is still the file at `path` (not unlinked or replaced since).
@@ -174,11 +252,18 @@ fn holder_pid(file: &mut File) -> Option<u32> {
 /// assert_eq!(softprompt::folder_writer(&dir), None);
 /// ```
 pub fn folder_writer(dir: &Path) -> Option<u32> {
+    // the lock file's holder, else the folder's: a run whose lock file was removed
+    let held = |p: &Path| std::fs::metadata(p).ok().and_then(|m| flock_holder(&m));
+    held(&dir.join(LOCK_FILE)).or_else(|| held(dir))
+}
+
+/// The pid of the process holding an exclusive flock on the file of `meta`, from /proc/locks
+/// (None: none, off Linux, or named otherwise there).
+fn flock_holder(meta: &std::fs::Metadata) -> Option<u32> {
     if !cfg!(target_os = "linux") {
         return None;
     }
-    let meta = std::fs::metadata(dir.join(LOCK_FILE)).ok()?;
-    let id = lock_id(&meta)?;
+    let id = lock_id(meta)?;
     let locks = std::fs::read_to_string("/proc/locks").ok()?;
     // "1: FLOCK  ADVISORY  WRITE 1245 fe:00:6136251 0 EOF" (a waiter's line: "1: -> FLOCK")
     locks.lines().find_map(|line| {

@@ -530,16 +530,43 @@ pub fn check_task_inputs_kept(dir: &Path, tasks: &[&str], inputs: &[(&str, &Path
 /// The checks the command line (and Python's `Model.train`) runs before it loads anything, so that a busy or occupied
 /// folder fails at once: the lock is free (taken and given back; the trainer takes it for
 /// good), and a fresh run (`resume` false, or nothing to resume) would not replace a run
-/// without `overwrite`.
-pub fn precheck(dir: &Path, resume: bool, overwrite: bool, kind: RunKind) -> Result<()> {
+/// without `overwrite`. Returns the files `recover_aside` put back, for the caller to name
+/// (`put_back_note`).
+pub fn precheck(dir: &Path, resume: bool, overwrite: bool, kind: RunKind) -> Result<Vec<PathBuf>> {
     check_folder(dir, "out", "`out`")?;
+    let mut back = Vec::new();
     if dir.is_dir() {
         drop(OutLock::acquire(dir)?);
-        recover_aside(dir)?;
+        back = recover_aside(dir)?;
     }
     let fresh = !(resume && dir.join(CHECKPOINT_FILE).exists());
     match existing_run(dir).filter(|_| fresh && !overwrite) {
         Some(found) => Err(occupied(dir, &found, resume, kind)),
-        None => Ok(()),
+        None => Ok(back),
     }
+}
+
+/// A checkpoint `--resume` cannot read, with the way on: it named the fault only (a kill
+/// never leaves one half-written, as it is renamed in whole; a full disk or a power loss
+/// may; hostile pass 32, F4).
+pub fn unresumable(e: Error) -> Error {
+    match e {
+        Error::File { path, msg } => Error::File {
+            msg: format!(
+                "{msg}; the run cannot resume from it: train with --overwrite to start again \
+                 (move the folder's prompt out first to keep it), or into another `out`"
+            ),
+            path,
+        },
+        e => e,
+    }
+}
+
+/// What the command line and Python say of a file `recover_aside` put back.
+pub fn put_back_note(file: &Path) -> String {
+    format!(
+        "put back {}, the earlier run's file, which a run with --overwrite killed part way had \
+         left hidden",
+        file.display()
+    )
 }

@@ -52,6 +52,20 @@ pub fn live_advice(dir: &Path, pid: u32) -> String {
     )
 }
 
+/// Where the run file `name` missing from `dir` is there hidden, as a killed `--overwrite`
+/// leaves it (`.NAME.removed-PID`): how to get it back. A read does not put it back (a run
+/// into the folder does, under its lock); the folder was called no prompt folder, or told to
+/// save again (review 26).
+pub fn hidden_copy_advice(dir: &Path, name: &str) -> Option<String> {
+    let hidden = super::out_aside::hidden_copy(dir, name)?;
+    Some(format!(
+        "is missing, and {} is the earlier copy a killed `train --overwrite` left hidden: the \
+         run puts it back when started again into its --out (--resume goes on with it), or \
+         rename it back",
+        hidden.display()
+    ))
+}
+
 /// The refusal of `file`, missing from the prompt folder `dir` (`why`: what it holds): a
 /// folder being written now is `Error::Folder` InUse naming the folder (Python's
 /// FolderInUse, serve's 409), as a missing adapter_config.json was; a cls head missing
@@ -67,10 +81,16 @@ pub fn missing_file(dir: &Path, file: &Path, why: &str) -> crate::error::Error {
                 live_advice(dir, pid)
             ),
         ),
-        _ => Error::file(
-            file,
-            format!("is missing: {why}; {}", missing_file_advice(dir)),
-        ),
+        _ => {
+            let name = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let advice = hidden_copy_advice(dir, name);
+            let advice = advice
+                .unwrap_or_else(|| format!("is missing: {why}; {}", missing_file_advice(dir)));
+            Error::file(file, advice)
+        }
     }
 }
 

@@ -11,10 +11,10 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::out_lock::{lock_and_sign, still_linked, Holder};
+use super::out_lock::{lock_and_sign, open_lock_file, still_linked, Holder};
 use super::outdir::LOCK_FILE;
 use crate::error::{Error, Result};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -97,8 +97,9 @@ fn lock_run_file(folder: &Path, dir: &Path) -> Result<Option<File>> {
 /// `lock_run_file`'s one try, and whether the file it locked is still the folder's lock file.
 fn lock_run_file_once(folder: &Path, dir: &Path) -> Result<Option<(File, bool)>> {
     let path = folder.join(LOCK_FILE);
-    // none there, or not ours to open: no run has written here that could write now
-    let Ok(mut file) = OpenOptions::new().read(true).write(true).open(&path) else {
+    // none there, or not ours to open (a link: its target is not written over): no run has
+    // written here that could write now
+    let Ok(mut file) = open_lock_file(&path, false) else {
         return Ok(None);
     };
     let who = match lock_and_sign(&mut file, &path)? {

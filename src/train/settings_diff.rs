@@ -3,8 +3,14 @@
 
 use serde_json::Value;
 
-/// The keys whose values differ between two settings objects.
+/// The keys whose values differ between two settings objects; inside an object both hold,
+/// its own keys (`task.max_len: 60 -> 59`: the two whole task objects were printed, a key
+/// the user never set hidden among them; review 27, F13).
 pub fn config_diff(a: &Value, b: &Value) -> Vec<String> {
+    diff_under("", a, b)
+}
+
+fn diff_under(prefix: &str, a: &Value, b: &Value) -> Vec<String> {
     let empty = serde_json::Map::new();
     let (a, b) = (
         a.as_object().unwrap_or(&empty),
@@ -13,16 +19,21 @@ pub fn config_diff(a: &Value, b: &Value) -> Vec<String> {
     let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
     keys.sort();
     keys.dedup();
-    keys.into_iter()
-        .filter(|k| !same_setting(a.get(*k), b.get(*k)))
-        .map(|k| {
-            format!(
-                "{k}: {} -> {}",
-                a.get(k).unwrap_or(&Value::Null),
-                b.get(k).unwrap_or(&Value::Null)
-            )
-        })
-        .collect()
+    let mut diff = Vec::new();
+    for k in keys {
+        match (a.get(k), b.get(k)) {
+            (x, y) if same_setting(x, y) => {}
+            (Some(x @ Value::Object(_)), Some(y @ Value::Object(_))) => {
+                diff.extend(diff_under(&format!("{prefix}{k}."), x, y))
+            }
+            (x, y) => diff.push(format!(
+                "{prefix}{k}: {} -> {}",
+                x.unwrap_or(&Value::Null),
+                y.unwrap_or(&Value::Null)
+            )),
+        }
+    }
+    diff
 }
 
 /// Two settings' values alike, a number read back from JSON within one unit in the last
@@ -62,6 +73,11 @@ mod tests {
             &json!({"lr": 0.1, "seed": 1}),
         );
         assert_eq!(d, ["lr: 0.3 -> 0.1"]);
+        let nested = config_diff(
+            &json!({"task": {"max_len": 60, "kind": "pet"}, "prompt_len": 4}),
+            &json!({"task": {"max_len": 59, "kind": "pet"}, "prompt_len": 5}),
+        );
+        assert_eq!(nested, ["prompt_len: 4 -> 5", "task.max_len: 60 -> 59"]);
     }
 
     #[test]

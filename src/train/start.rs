@@ -529,7 +529,8 @@ pub(super) fn settings_diff(ck: &Value, now: &Value) -> Vec<String> {
     let mut diff = super::settings_diff::config_diff(&ck, now);
     // the rows are encoded by the task: another template changes them, and the file was
     // blamed (hostile pass 25, F7)
-    let task_changed = diff.iter().any(|d| d.starts_with("task: "));
+    // (a key of the task, `task.template: ...`, or the task whole)
+    let task_changed = (diff.iter()).any(|d| d.starts_with("task: ") || d.starts_with("task."));
     for d in diff.iter_mut().filter(|d| d.contains("_rows: ")) {
         // a hash says nothing of why: the split given once only, the file, or how it is read
         d.push_str(match d.contains("null") {
@@ -658,7 +659,10 @@ mod tests {
         let ck = json!({"task": {"template": "{text}"}, "train_rows": "aa"});
         let now = json!({"task": {"template": "Q: {text}"}, "train_rows": "bb"});
         let diff = settings_diff(&ck, &now);
-        assert!(diff.iter().any(|d| d.starts_with("task: ")), "{diff:?}");
+        assert!(
+            diff.iter().any(|d| d.starts_with("task.template: ")),
+            "{diff:?}"
+        );
         let rows = diff.iter().find(|d| d.starts_with("train_rows: ")).unwrap();
         assert!(rows.ends_with("which changed with the task)"), "{rows}");
         let same_task = json!({"task": {"template": "{text}"}, "train_rows": "bb"});

@@ -290,6 +290,12 @@ impl Task {
         let mut by_token: HashMap<i32, usize> = HashMap::new();
         let mut by_target: HashMap<Vec<i32>, usize> = HashMap::new();
         for (k, (label, word)) in spec.labels.iter().zip(&spec.label_words).enumerate() {
+            // a label that is its own word came from no --verbalizer the user gave: named as
+            // such, with the flag that maps it (review 27, F16)
+            let own = match label == word {
+                true => " (with no --verbalizer word for it, a label is its own word: map it, e.g. --verbalizer LABEL=WORD,...)",
+                false => "",
+            };
             match spec.kind {
                 TaskKind::Pet => {
                     let ids = tok.encode(word, false)?;
@@ -300,14 +306,14 @@ impl Task {
                             .collect();
                         return Err(Error::arg(
                             "--verbalizer",
-                            format!("label {label:?}: the word {word:?} tokenizes to {} pieces {pieces:?}; a PET verbalizer word must be a single token", ids.len()),
+                            format!("label {label:?}: the word {word:?} tokenizes to {} pieces {pieces:?}; a PET verbalizer word must be a single token{own}", ids.len()),
                         ));
                     };
                     if tok.is_special(id) && tok.unk_id() != Some(id) {
                         return Err(Error::arg("--verbalizer", format!("label {label:?}: the word {word:?} is the special token {:?} (id {id}): the model never predicts it at the mask; pick an ordinary word", tok.decode(&[id], false).unwrap_or_default())));
                     }
                     if tok.unk_id() == Some(id) {
-                        return Err(Error::arg("--verbalizer", format!("label {label:?}: the word {word:?} is not in the model's vocabulary (it tokenizes to the unknown token): its score would never move; pick a word the vocabulary holds")));
+                        return Err(Error::arg("--verbalizer", format!("label {label:?}: the word {word:?} is not in the model's vocabulary (it tokenizes to the unknown token): its score would never move; pick a word the vocabulary holds{own}")));
                     }
                     if let Some(&j) = by_token.get(&id) {
                         return Err(Error::arg("--verbalizer", format!("labels {:?} and {label:?} share the token {:?} (id {id}): the two could never be told apart; give each label its own word", spec.labels.get(j).map_or("", |l| l.as_str()), tok.decode(&[id], false).unwrap_or_default())));

@@ -95,6 +95,14 @@ fn data_errors_name_file_and_line() {
         ]
     )
     .contains("\"wonderful\" tokenizes to 2 pieces"));
+    // labels that are their own words, with no --verbalizer: the refusal says so (review
+    // 27, F16: it named a flag the user never gave, alone)
+    let own = run(
+        &tsv,
+        &["--text-field", "sentence", "--labels", "positive,wonderful"],
+    );
+    assert!(own.contains("\"wonderful\" tokenizes to 2 pieces"), "{own}");
+    assert!(own.contains("a label is its own word"), "{own}");
     let empty = dir.join("empty.csv");
     std::fs::write(&empty, "").unwrap();
     assert!(run(&empty, &[]).contains(&format!(
