@@ -497,7 +497,9 @@ impl<'de> serde::Deserialize<'de> for Keyed {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> R<A::Error> {
                 let (mut object, mut keys) = (serde_json::Map::new(), Vec::new());
                 while let Some((k, v)) = map.next_entry::<String, Value>()? {
-                    if !keys.contains(&k) {
+                    // a key written twice keeps its first place (looked up in the map: a
+                    // search of the list was quadratic in a hand-made map's size)
+                    if !object.contains_key(&k) {
                         keys.push(k.clone());
                     }
                     object.insert(k, v);
