@@ -335,7 +335,7 @@ fn mixed_methods_resume_bit_for_bit() {
         Err(e) => e.to_string(),
     };
     assert!(
-        e.contains("task `ptune`") && e.contains("\"encoder_hidden_size\":6"),
+        e.contains("task `ptune`") && e.contains("method.encoder_hidden_size: 8 -> 6"),
         "{e}"
     );
     std::fs::remove_dir_all(&one).ok();
