@@ -174,6 +174,18 @@ fn a_truncated_checkpoint_says_how_to_go_on() {
         err.contains("train with --overwrite to start again"),
         "{err}"
     );
+    // a readable checkpoint of the other kind of run is told how to resume it, not to be
+    // overwritten (verification 28, V1)
+    let multi = dir.path().join("multi");
+    let train = tagged_file(&dir);
+    stdout_ok(&run(&multi_args(&train, &multi, &[])));
+    let other =
+        String::from_utf8_lossy(&run(&single_args(&multi, &["--resume"])).stderr).into_owned();
+    assert!(other.contains("multi-task"), "{other}");
+    assert!(
+        !other.contains("train with --overwrite to start again"),
+        "{other}"
+    );
 }
 
 /// `--overwrite` left the earlier run's files: a stale prompt_encoder.safetensors beside an

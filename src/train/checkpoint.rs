@@ -185,7 +185,7 @@ impl Checkpoint {
 
     /// Reads `path`, refusing one whose tensors or state do not match its checksum.
     pub fn load(path: &Path) -> Result<Checkpoint> {
-        let file = TensorFile::read(path)?;
+        let file = TensorFile::read(path).map_err(super::outdir::unresumable)?;
         let meta = file.metadata.get(META_KEY).ok_or_else(|| {
             // a multi-task run's checkpoint was called "not a softprompt checkpoint"
             let what = match file
@@ -200,7 +200,7 @@ impl Checkpoint {
             };
             Error::file(path, format!("{what} (no `{META_KEY}` metadata)"))
         })?;
-        check_checksum(path, &file, meta)?;
+        check_checksum(path, &file, meta).map_err(super::outdir::unresumable)?;
         let v: Value = serde_json::from_str(meta)
             .map_err(|e| Error::file(path, format!("unreadable checkpoint state: {e}")))?;
         let state = state_from_json(path, v, "the state's")?;

@@ -257,7 +257,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
     ) -> Result<Self> {
         precheck_all(be, model, &jobs, &run)?;
         let path = out.join(CHECKPOINT_FILE);
-        let mut ck = MultiCheckpoint::load(&path).map_err(outdir::unresumable)?;
+        let mut ck = MultiCheckpoint::load(&path)?;
         let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
         ck.check_names(&path, &names)?;
         outdir::check_task_folders(out, &names)?;

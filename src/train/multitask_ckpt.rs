@@ -83,7 +83,7 @@ impl MultiCheckpoint {
 
     /// Reads `path`, refusing one whose tensors or state do not match its checksum.
     pub fn load(path: &Path) -> Result<MultiCheckpoint> {
-        let file = TensorFile::read(path)?;
+        let file = TensorFile::read(path).map_err(super::outdir::unresumable)?;
         let meta = file.metadata.get(META_KEY).ok_or_else(|| {
             let what = match file.metadata.contains_key("softprompt_checkpoint") {
                 true => "a single-task run's checkpoint: resume it without the tasks",
@@ -91,7 +91,7 @@ impl MultiCheckpoint {
             };
             Error::file(path, format!("{what} (no `{META_KEY}` metadata)"))
         })?;
-        check_checksum(path, &file, meta)?;
+        check_checksum(path, &file, meta).map_err(super::outdir::unresumable)?;
         let meta = read_meta(path, meta)?;
         let mut tensors: BTreeMap<String, Tensors> = BTreeMap::new();
         for (k, t) in file.floats {

@@ -546,9 +546,11 @@ pub fn precheck(dir: &Path, resume: bool, overwrite: bool, kind: RunKind) -> Res
     }
 }
 
-/// A checkpoint `--resume` cannot read, with the way on: it named the fault only (a kill
-/// never leaves one half-written, as it is renamed in whole; a full disk or a power loss
-/// may; hostile pass 32, F4).
+/// A checkpoint `--resume` cannot read (not a safetensors file whole, or failing its
+/// checksum), with the way on: it named the fault only (a kill never leaves one
+/// half-written, as it is renamed in whole; a full disk or a power loss may; hostile pass
+/// 32, F4). A readable checkpoint of the other run kind says how to resume it instead
+/// (verification 28, V1).
 pub fn unresumable(e: Error) -> Error {
     match e {
         Error::File { path, msg } => Error::File {

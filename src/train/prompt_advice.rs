@@ -59,9 +59,9 @@ pub fn live_advice(dir: &Path, pid: u32) -> String {
 pub fn hidden_copy_advice(dir: &Path, name: &str) -> Option<String> {
     let hidden = super::out_aside::hidden_copy(dir, name)?;
     Some(format!(
-        "is missing, and {} is the earlier copy a killed `train --overwrite` left hidden: the \
-         run puts it back when started again into its --out (--resume goes on with it), or \
-         rename it back",
+        "is missing, and {} is the earlier copy that a `train` run with --overwrite, killed part \
+         way, left hidden: the run puts it back when started again into its --out (--resume \
+         goes on with it), or rename it back",
         hidden.display()
     ))
 }

@@ -368,7 +368,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let mut cfg = cfg;
         cfg.init = resolve_init(&cfg.init, task, model)?;
         let path = out.join(CHECKPOINT_FILE);
-        let ck = Checkpoint::load(&path).map_err(outdir::unresumable)?;
+        let ck = Checkpoint::load(&path)?;
         super::start::check_projection_width(&ck, &cfg.method, model, &path)?;
         // the settings that fix the tensors' shapes first, so that a checkpoint of another
         // run is named as such rather than by a shape, and the training rows, which its batch
