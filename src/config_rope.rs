@@ -58,10 +58,13 @@ pub(super) fn parse_rope(cfg: &Cfg) -> Result<Positions> {
                 factor: need("factor")?,
                 low_freq_factor: need("low_freq_factor")?,
                 high_freq_factor: need("high_freq_factor")?,
-                original_max_position_embeddings: match sub.get("original_max_position_embeddings")
-                {
-                    Some(_) => need("original_max_position_embeddings")?,
-                    None => pretrained_positions(cfg)?,
+                original_max_position_embeddings: match (
+                    cfg.get("original_max_position_embeddings"),
+                    sub.get("original_max_position_embeddings"),
+                ) {
+                    (Some(_), _) => top_level_positions(cfg)?,
+                    (None, Some(_)) => need("original_max_position_embeddings")?,
+                    (None, None) => pretrained_positions(cfg)?,
                 },
             }),
             linear_factor: None,
@@ -77,13 +80,27 @@ pub(super) fn parse_rope(cfg: &Cfg) -> Result<Positions> {
     })
 }
 
+/// The pretraining length a top-level `original_max_position_embeddings` gives a `llama3`
+/// scaling (Phi-3's layout): transformers 5.24 reads it before the scaling's own when it
+/// builds the model (`_compute_llama3_parameters` standardises the scaling again, and
+/// `standardize_rope_params` gives the attribute priority). `AutoConfig` alone leaves the
+/// scaling's, which is why it was taken for unread (verification 29, F2: logits 0.7 apart).
+fn top_level_positions(cfg: &Cfg) -> Result<f64> {
+    let key = "original_max_position_embeddings";
+    let n = (cfg.get(key).and_then(Value::as_f64)).ok_or_else(|| {
+        Error::config(
+            &cfg.path,
+            format!("`{key}` (top level) must be a number: transformers reads it for the llama3 scaling"),
+        )
+    })?;
+    positive(cfg, key, n)
+}
+
 /// The pretraining length of a `llama3` scaling that names no
 /// `original_max_position_embeddings`, as transformers 5.24 takes it
 /// (`standardize_rope_params`: `setdefault` from `max_position_embeddings`): the config's
 /// `max_position_embeddings`, else its model type's default (`LlamaConfig` 2048,
-/// `MistralConfig` 131072, `Qwen2Config` 32768). A top-level `original_max_position_embeddings`
-/// is not read: `from_pretrained` sets it only after the config's `__init__` has standardised
-/// the scaling (measured with `AutoConfig` on llama, mistral and qwen2 configs).
+/// `MistralConfig` 131072, `Qwen2Config` 32768).
 fn pretrained_positions(cfg: &Cfg) -> Result<f64> {
     let default = match cfg.str_opt("model_type")?.as_deref() {
         Some("mistral") => 131_072,

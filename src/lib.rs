@@ -85,7 +85,7 @@ pub use prompt_encoder::EncoderKind;
 pub use train::data::{DataSpec, Dataset, Example, Format, Quoting};
 pub use train::encode::{Encoded, Row};
 pub use train::optim::{OptimConfig, OptimKind, Schedule, ScheduleKind};
-pub use train::outdir::folder_writer;
+pub use train::outdir::{folder_writer, hidden_run_file};
 pub use train::ptuning::{Method, PTuning, PrefixTuning};
 pub use train::spec::{Decode, TargetEnd, TaskKind, TaskSpec};
 pub use train::{EvalMetrics, Event, Prediction, StepInfo, Summary, TrainConfig};

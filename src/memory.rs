@@ -90,9 +90,11 @@ impl MemoryAccountant {
     }
 }
 
-/// The host memory available to a new allocation (Linux's MemAvailable), or None where the
-/// system does not say. `SOFTPROMPT_HOST_MEMORY` (bytes) lowers it, so that a test can
-/// reach the limit without filling the machine.
+/// The host memory available to a new allocation (Linux's MemAvailable, and less where the
+/// process's address-space or data limit (`ulimit -v`, `ulimit -d`) or its cgroup's memory
+/// limit (a container's) leaves less), or None where the system does not say.
+/// `SOFTPROMPT_HOST_MEMORY` (bytes) lowers it, so that a test can reach the limit without
+/// filling the machine.
 pub fn host_available_bytes() -> Option<u64> {
     // a bad value is refused at start (env::check); here it counts as unset
     let cap = host_memory_cap().ok().flatten();
@@ -109,9 +111,97 @@ pub fn host_memory_cap() -> crate::error::Result<Option<u64>> {
     })
 }
 
+/// The least of what the machine, the process's limits and its cgroup leave: a step sized to
+/// MemAvailable alone died in the allocator (rc 134, "memory allocation of N bytes failed";
+/// the Python interpreter with it) under `ulimit -v` (hostile pass 33, F10).
 fn system_available_bytes() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    let room = [machine_available(), rlimit_room(), cgroup_room()];
+    room.into_iter().flatten().min()
+}
+
+/// `key:` of /proc/meminfo or /proc/self/status, in bytes (the files give kB).
+fn proc_kb(path: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kb: u64 = line
+        .get(key.len()..)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     kb.checked_mul(1024)
+}
+
+fn machine_available() -> Option<u64> {
+    proc_kb("/proc/meminfo", "MemAvailable:")
+}
+
+/// What the address-space limit (RLIMIT_AS, against VmSize) and the data limit (RLIMIT_DATA,
+/// against VmData) leave this process, where either is set.
+#[cfg(target_os = "linux")]
+fn rlimit_room() -> Option<u64> {
+    let limit = |resource| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct it is given and reads nothing else
+        let ok = unsafe { libc::getrlimit(resource, &mut lim) } == 0;
+        (ok && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+    };
+    let room = |resource, used: &str| {
+        let used = proc_kb("/proc/self/status", used)?;
+        Some(limit(resource)?.saturating_sub(used))
+    };
+    [
+        room(libc::RLIMIT_AS, "VmSize:"),
+        room(libc::RLIMIT_DATA, "VmData:"),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rlimit_room() -> Option<u64> {
+    None
+}
+
+/// What the memory limit of this process's cgroup leaves (v2 `memory.max` less
+/// `memory.current`; v1 `memory.limit_in_bytes` less `memory.usage_in_bytes`), where one is
+/// set: a container's MemAvailable is the host's. The cgroup's folder, else the mount's root
+/// (inside a container's namespace the root is its own cgroup).
+fn cgroup_room() -> Option<u64> {
+    let read =
+        |path: &str| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut rooms = Vec::new();
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        // v2: "0::/path"; a "max" limit does not parse, which is no limit
+        let (mount, max, current) = match controllers {
+            "" => ("/sys/fs/cgroup", "memory.max", "memory.current"),
+            c if c.split(',').any(|c| c == "memory") => (
+                "/sys/fs/cgroup/memory",
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+            ),
+            _ => continue,
+        };
+        for dir in [format!("{mount}{path}"), mount.to_string()] {
+            let (Some(max), Some(current)) = (
+                read(&format!("{dir}/{max}")),
+                read(&format!("{dir}/{current}")),
+            ) else {
+                continue;
+            };
+            rooms.push(max.saturating_sub(current));
+            break;
+        }
+    }
+    rooms.into_iter().min()
 }

@@ -521,7 +521,17 @@ fn generate_outputs<B: Backend>(
         keep_logits: true,
         ..Default::default()
     };
-    let g = decoder.generate(be, &prompt, r.p(), &rows, &opts)?;
+    // the length is the reference file's, which parity has no flag for (verification 29, F3)
+    let g = (decoder.generate(be, &prompt, r.p(), &rows, &opts)).map_err(|e| match e {
+        Error::Arg { flag, msg } if flag == "--max-new-tokens" => Error::file(
+            &r.path,
+            format!(
+                "its max_new_tokens ({max_new_tokens}) cannot be generated here: {msg} (make \
+                 the reference with that many new tokens)"
+            ),
+        ),
+        e => e,
+    })?;
     let mut out = Capture::new();
     out.insert(
         "generated_ids".into(),

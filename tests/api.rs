@@ -380,6 +380,15 @@ fn a_prompt_too_long_for_the_template_names_prompt_len() {
         "{msg}"
     );
     assert!(model.task(&TaskOptions::default(), Some(&data), 57).is_ok());
+    // a max_len given that the template fills (6 tokens without the text) trained on no text
+    // at all, and every use of its prompt was refused (hostile pass 33, F4)
+    let opts = |n| TaskOptions {
+        max_len: Some(n),
+        ..TaskOptions::default()
+    };
+    let msg = (model.task(&opts(6), Some(&data), 4).err().unwrap()).to_string();
+    assert!(msg.contains("use --max-len 7 or more"), "{msg}");
+    assert!(model.task(&opts(7), Some(&data), 4).is_ok());
 }
 
 /// Hostile calls to the API are errors naming the thing, never an abort, a silent NaN or a

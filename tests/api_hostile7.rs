@@ -4,6 +4,7 @@
 //! API user set (not a command-line flag they never passed) or who holds the folder.
 
 use softprompt::internals::train::outdir::OutLock;
+use softprompt::internals::train::save_lock::SaveLock;
 use softprompt::prelude::*;
 use softprompt::{BatchSetting, Error};
 
@@ -287,9 +288,16 @@ fn a_run_whose_lock_file_was_removed_still_holds_its_folder() {
         .unwrap();
     let err = refusal_once_held(dir.path(), || {});
     assert_eq!(softprompt::folder_writer(dir.path()), Some(child.id()));
+    // a save into it is refused as well (verification 28, V4)
+    let save = SaveLock::acquire(dir.path()).unwrap_err().to_string();
     let _ = child.kill();
     let _ = child.wait();
     let pid = format!("(pid {})", child.id());
+    contains_all(
+        "save",
+        &save,
+        &[&pid, "was removed while it ran", "save into another folder"],
+    );
     contains_all(
         "removed",
         &err,

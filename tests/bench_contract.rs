@@ -370,3 +370,34 @@ fn ceiling_checks_the_workload_as_the_timed_bench_does() {
         );
     }
 }
+
+/// The memory a step may take is what the process may still map, not only the machine's
+/// MemAvailable: under `ulimit -v` a step sized to the machine died in the allocator (rc 134,
+/// "memory allocation of N bytes failed"; hostile pass 33, F10). Under a 4 GB address space
+/// a step of about 8 GB is refused, naming what is left below the limit.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_step_past_the_address_space_limit_is_refused() {
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -v 4000000 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_softprompt"))
+        .args([
+            "bench",
+            "--preset",
+            "bert-base",
+            "--ceiling",
+            "--batch",
+            "60",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("lower --batch or --seq"), "{err}");
+    let available: f64 = (err.split("the machine has ").nth(1))
+        .and_then(|t| t.split(" GB").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    // 4,000,000 KiB less what the process has mapped already, rounded to 0.1 GB
+    assert!(available <= 4.1, "{err}");
+}

@@ -49,8 +49,9 @@ fn inv_freq(model_type: &str, max: Option<u64>, top: Option<u64>) -> Vec<f32> {
 /// `ROPE_INIT_FUNCTIONS["llama3"](AutoConfig.from_pretrained(dir), None)[0]` on the configs
 /// `inv_freq` writes (the original length it used: 512, then the model types' defaults 2048,
 /// 131072 and 32768; with the scaling's own 256 the third frequency is 0.017866388, so each
-/// case reads its length). A top-level `original_max_position_embeddings` (1024) is not read by
-/// transformers for these models: the first case's numbers again.
+/// case reads its length). A top-level `original_max_position_embeddings` (1024) is read before
+/// the scaling's (transformers reads it when it builds the model, `LlamaForCausalLM(config)`'s
+/// `rotary_emb.inv_freq`; verification 29, F2), and before `max_position_embeddings` (512).
 #[test]
 fn llama3_scaling_without_its_original_length_reads_max_position_embeddings() {
     // (model_type, max_position_embeddings, top-level original length, transformers' inv_freq)
@@ -77,7 +78,15 @@ fn llama3_scaling_without_its_original_length_reads_max_position_embeddings() {
             None,
             join(head, [0.046415884, 0.01, 0.0021544343, 0.00025035065]),
         ),
-        ("llama", Some(512), Some(1024), join(head, llama_512)),
+        (
+            "llama",
+            Some(512),
+            Some(1024),
+            join(
+                head,
+                [0.046415884, 0.0030867606, 0.0002693043, 5.801987e-05],
+            ),
+        ),
     ];
     for (model_type, max, top, want) in cases {
         let got = inv_freq(model_type, max, top);

@@ -237,6 +237,31 @@ fn binary_parity_exits_1_when_a_tensor_fails() {
     assert_eq!(stdout.lines().last(), Some("FAIL"));
 }
 
+/// A generation reference too long for a model's sliding window named `--max-new-tokens`,
+/// which parity has not: the length is the reference file's (verification 29, F3). The
+/// mistral reference: 4 prompt rows, rows of up to 24 tokens, 8 new tokens (35 positions).
+#[test]
+fn binary_parity_names_the_reference_for_a_generation_past_the_window() {
+    let scratch = ScratchDir::new("parity_window");
+    let model = common::windowed_mistral(scratch.path(), 30);
+    let reference = model.join("ref_generate_random.safetensors");
+    let out = Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .args(["parity", "--model"])
+        .arg(&model)
+        .arg("--reference")
+        .arg(&reference)
+        .output()
+        .expect("run softprompt");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let want = format!(
+        "{}: its max_new_tokens (8) cannot be generated here: 8 new tokens",
+        reference.display()
+    );
+    assert!(stderr.contains(&want), "{stderr}");
+    assert!(!stderr.contains("--max-new-tokens"), "{stderr}");
+}
+
 #[test]
 fn binary_parity_rejects_unknown_device() {
     let (code, stdout, stderr) = run_parity_binary(

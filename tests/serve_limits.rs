@@ -45,6 +45,14 @@ fn bad_requests_get_4xx_json_errors() {
         ),
         ("POST", "/v1/predict", Some("not json"), 400, "bad JSON"),
         ("POST", "/v1/predict", Some(""), 400, "bad JSON"),
+        // what Python's json.dumps writes for a str holding a lone surrogate
+        (
+            "POST",
+            "/v1/predict",
+            Some(r#"{"prompt": "pet", "texts": ["a\ud800b"]}"#),
+            400,
+            "a lone UTF-16 surrogate such as \\ud800 is not a Unicode character",
+        ),
         (
             "POST",
             "/v1/predict",
@@ -169,8 +177,8 @@ fn bad_requests_get_4xx_json_errors() {
             &text,
             "softprompt_requests_total{route=\"/v1/predict\",status=\"400\"}"
         ),
-        // 8 in the table, the deep nesting, the body that is not UTF-8
-        10.0
+        // 9 in the table, the deep nesting, the body that is not UTF-8
+        11.0
     );
     // a client that sends garbage on the socket, or leaves mid-request, stops nothing
     for junk in [

@@ -214,6 +214,19 @@ fn a_folder_a_run_is_writing_into_is_left_out_of_prompts() {
         let f = f.unwrap().path();
         std::fs::copy(&f, nested.join("inner").join(f.file_name().unwrap())).unwrap();
     }
+    // a prompt folder whose adapter_config.json a killed `train --overwrite` left hidden is
+    // named with its hidden copy (verification 28, V2)
+    let hidden = scratch.path().join("hidden");
+    std::fs::create_dir_all(&hidden).unwrap();
+    for f in std::fs::read_dir(&pet).unwrap() {
+        let f = f.unwrap().path();
+        let name = f.file_name().unwrap().to_str().unwrap();
+        let name = match name {
+            "adapter_config.json" => ".adapter_config.json.removed-123".to_string(),
+            _ => name.to_string(),
+        };
+        std::fs::copy(&f, hidden.join(name)).unwrap();
+    }
     let held = softprompt::internals::train::outdir::OutLock::acquire(&cls).unwrap();
     // a run into DIR itself writes none of its folders: they serve (all were left out;
     // review 21, R21-3)
@@ -305,6 +318,13 @@ fn a_folder_a_run_is_writing_into_is_left_out_of_prompts() {
         nested.display()
     );
     assert!(err.contains(&nested_note), "{err}");
+    let hidden_note = format!(
+        "note: --prompts: {} is not loaded: its adapter_config.json is missing, and {} is the \
+         earlier copy",
+        hidden.display(),
+        hidden.join(".adapter_config.json.removed-123").display()
+    );
+    assert!(err.contains(&hidden_note), "{err}");
     // the run over, the folder serves
     let server = Server::start_on(&model_dir(), &[], &["--prompts", dir]);
     let (_, list) = server.call("GET", "/v1/prompts", None);

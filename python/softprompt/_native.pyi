@@ -14,7 +14,9 @@ import numpy.typing as npt
 
 StrPath = Union[str, bytes, PathLike]
 # a data file (jsonl, tsv, csv), texts, or (text, label) pairs: what train and task read
-RawData = Union[StrPath, Sequence[str], Sequence[Tuple[str, Optional[str]]], Sequence[Sequence[Optional[str]]]]
+# a label is a name, or an int read as its digits (as a data file's number is)
+Label = Union[str, int]
+RawData = Union[StrPath, Sequence[str], Sequence[Tuple[str, Optional[Label]]], Sequence[Sequence[Optional[Label]]]]
 # the same, or rows Model.encode made: what encode, step, evaluate and predict read
 Data = Union[RawData, "Encoded"]
 # A path (Model(dir), Prompt.load, data=..., save_prompt, train's splits and out, parity) is
@@ -221,7 +223,7 @@ class Model:
         prompt_len defaults to the task's (Task.prompt_len), else 20; another one than the
         task's raises InvalidArgument naming both."""
     def encode(
-        self, task: Task, data: Data, labels: Optional[Sequence[Optional[str]]] = None, **flags: Any
+        self, task: Task, data: Data, labels: Optional[Sequence[Optional[Label]]] = None, **flags: Any
     ) -> Encoded:
         """data encoded for task (texts with labels, pairs, or a file with the data flags:
         format, quoting, text_field, label_field).
@@ -229,16 +231,18 @@ class Model:
         Ctrl-C stops it after the chunk of rows under way (KeyboardInterrupt); during the
         last chunk, it finishes but still raises KeyboardInterrupt, the result discarded."""
     def step(
-        self, task: Task, prompt: Prompt, batch: Data, labels: Optional[Sequence[Optional[str]]] = None
+        self, task: Task, prompt: Prompt, batch: Data, labels: Optional[Sequence[Optional[Label]]] = None
     ) -> StepOutput:
-        """One batch's loss and gradients; nothing is updated. The GIL is released (Ctrl-C
-        is raised once the batch is done)."""
+        """One batch's loss and gradients; nothing is updated. The numbers are as computed,
+        as PyTorch's: a loss or gradient that overflowed is NaN or infinite, for the loop to
+        check (train() stops on one). The GIL is released (Ctrl-C is raised once the batch is
+        done)."""
     def evaluate(
         self,
         task: Task,
         prompt: Prompt,
         data: Data,
-        labels: Optional[Sequence[Optional[str]]] = None,
+        labels: Optional[Sequence[Optional[Label]]] = None,
         batch_size: int = 64,
         **flags: Any,
     ) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:

@@ -6,7 +6,7 @@ use crate::errors::{arg, compute};
 use crate::ints::{int, repr};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString};
+use pyo3::types::{PyBool, PyBytes, PyString};
 use softprompt::{DataSpec, Dataset, Encoded, Row};
 use std::path::PathBuf;
 
@@ -207,6 +207,18 @@ fn utf8(v: &Bound<'_, PyAny>, expected: &str) -> Result<String, String> {
         })
 }
 
+/// A label from Python: a str, or an int (Hugging Face datasets' ClassLabel, a pandas column
+/// of ints, numpy's integers) read as its digits, as a JSON lines file's number is: the most
+/// common labels in Python were refused where the file of the same rows trained (hostile
+/// pass 33, F9). A float or a bool is refused (1.0 and 1 would be two labels).
+fn label_text(v: &Bound<'_, PyAny>) -> Result<String, String> {
+    let int = !v.is_instance_of::<PyString>() && !v.is_instance_of::<PyBool>();
+    match int.then(|| v.extract::<i64>().ok()).flatten() {
+        Some(n) => Ok(n.to_string()),
+        None => utf8(v, "a str, an int or None"),
+    }
+}
+
 /// Rows of token ids from Python, each an i32 (`ints::int` names the argument, the row and
 /// the range); a value that is not a list of lists is a TypeError naming the argument. Rows
 /// are counted from 1 in messages, as the engine's row errors and a data file's lines are.
@@ -274,7 +286,7 @@ pub fn label_names(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<Option<String>
     let items = sequence(obj, "a list of label names (str or None), one per text")?;
     let each = |(i, v): (usize, &Bound<'_, PyAny>)| match missing(v) {
         true => Ok(None),
-        false => (utf8(v, "a str or None").map(Some))
+        false => (label_text(v).map(Some))
             .map_err(|e| PyTypeError::new_err(format!("row {}'s label is {e}", i + 1))),
     };
     items
@@ -418,10 +430,9 @@ fn pair(name: &str, at: usize, row: &Bound<'_, PyAny>) -> PyResult<(String, Opti
     let text = utf8(text, "a str").map_err(|e| arg(name, format!("row {at}'s text is {e}")))?;
     let label = match missing(label) {
         true => None,
-        false => Some(
-            utf8(label, "a str or None")
-                .map_err(|e| arg(name, format!("row {at}'s label is {e}")))?,
-        ),
+        false => {
+            Some(label_text(label).map_err(|e| arg(name, format!("row {at}'s label is {e}")))?)
+        }
     };
     Ok((text, label))
 }

@@ -412,7 +412,7 @@ def _str_for_a_list():
         (lambda: llama.generate(ltask, lprompt, "hi"), "texts", "got str 'hi': expected a list of str"),
         (lambda: llama.generate(ltask, lprompt, ["hi", 3]), "texts", "text 2 is 3: expected a str"),
         (lambda: model.step(task, prompt, ["a"], labels="x"), "labels", "got str 'x': expected a list of label names"),
-        (lambda: model.evaluate(task, prompt, ["a"], labels=[1]), "labels", "row 1's label is 1: expected a str or None"),
+        (lambda: model.evaluate(task, prompt, ["a"], labels=[1.5]), "labels", "row 1's label is 1.5: expected a str, an int or None"),
         (lambda: model.encode(task, ["a"], labels="x"), "labels", "got str 'x'"),
     ]
 

@@ -107,6 +107,22 @@ def test_a_table_or_a_mapping_as_data_is_refused(tmp_path):
                             "or a list")
 
 
+def test_int_labels_read_as_their_digits():
+    """Hugging Face datasets' ClassLabel and pandas give int labels: they were refused where
+    the data file of the same rows trained; they read as a file's numbers do (hostile pass
+    33, F9)."""
+    import numpy as np
+    model = sp.Model(BERT_MLM)
+    rows = [("a good film", 1), ("a bad film", 0), ("great", np.int64(1)), ("awful", None)]
+    task = model.task(rows, task="cls", prompt_len=2)
+    assert task.labels == ["0", "1"]
+    prompt = model.new_prompt(task)
+    texts = [t for t, _ in rows[:3]]
+    by_int = model.evaluate(task, prompt, texts, labels=[1, 0, np.int64(1)])
+    by_str = model.evaluate(task, prompt, texts, labels=["1", "0", "1"])
+    assert by_int == by_str
+
+
 def test_a_bad_row_is_named_with_what_it_holds():
     model, task, prompt = _mlm()
     cases = [
@@ -115,7 +131,8 @@ def test_a_bad_row_is_named_with_what_it_holds():
         (["ok", BAD], "row 2 is 'x\\ud800', which cannot be encoded as UTF-8 (it holds a lone "
                       "surrogate)"),
         ([(None, "x")], "row 1's text is None: expected a str"),
-        ([("a", "x"), ("b", 3)], "row 2's label is 3: expected a str or None"),
+        ([("a", "x"), ("b", 2.5)], "row 2's label is 2.5: expected a str, an int or None"),
+        ([("a", "x"), ("b", True)], "row 2's label is True: expected a str, an int or None"),
         ([("a", "x"), ("b", "x", "c")], "row 2 is ('b', 'x', 'c'): expected a (text, label) "
                                         "pair, as row 1 is"),
         ([("a", "x"), "b"], "row 2 is 'b': expected a (text, label) pair, as row 1 is"),
@@ -163,7 +180,8 @@ def test_a_str_that_names_no_file_says_how_to_pass_one_text():
     for path in ("missing.jsonl", "runs/missing"):
         with pytest.raises(sp.FileNotFound) as e:
             model.predict(task, prompt, path)
-        assert str(e.value) == f"{path}: No such file or directory (os error 2)"
+        assert str(e.value) == (f"{path}: cannot be read as a data file (JSON lines, TSV or "
+                                "CSV): No such file or directory (os error 2)")
 
 
 def test_data_flags_with_rows_in_memory_are_refused(tmp_path):

@@ -391,5 +391,6 @@ def test_a_sys_stdout_that_fails_does_not_fail_the_run(tmp_path, capfd, monkeypa
                                           prompt_len=2, batch_size=8, max_steps=1,
                                           verbalizer="positive=great,negative=bad")
     monkeypatch.undo()
-    assert summary["steps"] == 1, summary
+    # without a dev split the kept prompt is the last step's (it said 0; hostile pass 33, F5)
+    assert (summary["steps"], summary["best_step"]) == (1, 1), summary
     assert "optimizer adamw lr 0.03" in capfd.readouterr().out

@@ -149,6 +149,15 @@ impl Model {
         on_engine!(&self.engine, |_be, m| m.arch_name())
     }
 
+    /// Fails with `Error::Unsupported` unless the model can generate (a decoder-only model:
+    /// BLOOM, Llama, Mistral, Qwen2), saying so.
+    pub fn check_generates(&self) -> Result<()> {
+        match self.arch() {
+            "bert" | "t5" => Err(cannot_generate(self.arch())),
+            _ => Ok(()),
+        }
+    }
+
     /// The most positions a row may take, prompt rows included, and what sets it, worded
     /// for messages as the command line's `--max-len` errors word it: BERT's position table
     /// (`max_position_embeddings` in its config.json), or this engine's cap for models
@@ -260,8 +269,11 @@ impl Model {
             let inner = train::Task::new(spec, m)?;
             let given = opts.max_len.is_some();
             let inner = super::task::fit_positions(inner, m, prompt_len, given, Placing::Train)?;
-            if opts.max_len.is_none() {
-                check_room(&inner, m, prompt_len)?;
+            match opts.max_len {
+                None => check_room(&inner, m, prompt_len)?,
+                // a max_len the template fills trained on no text at all, and its prompt's
+                // every later use was refused (hostile pass 33, F4)
+                Some(_) => inner.check_text_room(&m.tokenizer)?,
             }
             Ok(Task {
                 inner,
@@ -570,5 +582,12 @@ fn check_room<B: Backend>(task: &train::Task, model: &train::Model<B>, p: usize)
             "{p} rows leave {room} of the model's positions for a row, and the template with \
              its special tokens takes {fixed} without the text: use --prompt-len {most} or less"
         ),
+    ))
+}
+
+/// The refusal of generation on a model of `arch`, which has no decoder-only stack.
+pub(crate) fn cannot_generate(arch: &str) -> Error {
+    Error::Unsupported(format!(
+        "generate needs a decoder-only model (BLOOM, Llama, Mistral, Qwen2), not {arch}"
     ))
 }

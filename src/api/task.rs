@@ -345,29 +345,42 @@ fn check_named_labels(data: Option<&Dataset>) -> Result<()> {
 }
 
 /// Labels read from the data that differ only by surrounding whitespace ("positive" and
-/// "positive ", or CSV's `ok, positive`) are refused, naming both and their lines: they
-/// trained as two classes without a word. Labels are otherwise kept as written, as Hugging
-/// Face datasets keeps them (it strips nothing).
+/// "positive ", or CSV's `ok, positive`) or by their Unicode normalisation ("café" composed
+/// and decomposed, as macOS and some editors write it; hostile pass 33, F2) are refused,
+/// naming both and their lines: they trained as two classes that look alike without a word.
+/// Labels are otherwise kept as written, as Hugging Face datasets keeps them (it strips
+/// nothing).
 fn check_space_twins(d: &Dataset) -> Result<()> {
-    let mut first: std::collections::HashMap<&str, (&str, usize)> = Default::default();
+    let mut first: std::collections::HashMap<String, (&str, usize)> = Default::default();
     for e in &d.examples {
         let Some(label) = e.label.as_deref() else {
             continue;
         };
-        let (seen, line) = *first.entry(label.trim()).or_insert((label, e.line));
+        let (seen, line) = *first.entry(nfc(label.trim())).or_insert((label, e.line));
         if seen != label {
+            let by = match seen.trim() == label.trim() {
+                true => "surrounding whitespace",
+                false => "Unicode normalisation (a composed and a decomposed accent: NFC and NFD)",
+            };
             return Err(Error::data(
                 &d.path,
                 e.line,
                 format!(
                     "the label {label:?} differs from the label {seen:?} (line {line}) only by \
-                     surrounding whitespace, so they would train as two classes: write them \
-                     the same (labels are kept as written, not trimmed)"
+                     {by}, so they would train as two classes: write them the same (labels are \
+                     kept as written, not trimmed or normalised)"
                 ),
             ));
         }
     }
     Ok(())
+}
+
+/// `s` in Unicode's composed form (NFC).
+fn nfc(s: &str) -> String {
+    let mut normalized = tokenizers::NormalizedString::from(s);
+    normalized.nfc();
+    normalized.get().to_string()
 }
 
 /// The labels: the option, else the verbalizer's, else the spec's, else those of `data`.

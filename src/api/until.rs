@@ -8,7 +8,7 @@
 )]
 
 use super::checks::{bind, check_model, check_rows};
-use super::model::{on_engine, Engine, Generation, Model};
+use super::model::{cannot_generate, on_engine, Engine, Generation, Model};
 use super::prompt::Prompt;
 use super::task::Task;
 use crate::error::{Error, GoOn, Result};
@@ -154,12 +154,7 @@ impl Model {
         };
         let go_on = &mut go_on(on_token, stop);
         on_engine!(&self.engine, |be, m| {
-            let decoder = m.net.decoder().ok_or_else(|| {
-                Error::Unsupported(format!(
-                    "generate needs a decoder-only model (BLOOM, Llama, Mistral, Qwen2), not {}",
-                    m.arch_name()
-                ))
-            })?;
+            let decoder = (m.net.decoder()).ok_or_else(|| cannot_generate(m.arch_name()))?;
             check_model(task, m)?;
             let enc = task.inner.encode(&m.tokenizer, &data)?;
             let rows: Vec<Vec<i32>> = enc.rows.iter().map(|r| r.ids.clone()).collect();

@@ -6,9 +6,10 @@ use crate::error::Result;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Act {
-    /// exact GELU, x * Phi(x) (`gelu` in transformers)
+    /// exact GELU, x * Phi(x) (`gelu` in transformers, and `gelu_python`, its formula
+    /// written out)
     GeluErf,
-    /// tanh approximation (`gelu_new`, `gelu_pytorch_tanh`)
+    /// tanh approximation (`gelu_new`, `gelu_pytorch_tanh`, `gelu_python_tanh`)
     GeluTanh,
     Relu,
     /// x * sigmoid(x) (`silu`, `swish`)
@@ -19,15 +20,17 @@ impl Act {
     /// Maps a transformers `hidden_act` / T5 `dense_act_fn` name.
     pub fn from_hf_name(name: &str) -> Option<Act> {
         match name {
-            "gelu" => Some(Act::GeluErf),
-            "gelu_new" | "gelu_pytorch_tanh" => Some(Act::GeluTanh),
+            // the same functions written out in Python (verification 29, F1)
+            "gelu" | "gelu_python" => Some(Act::GeluErf),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_python_tanh" => Some(Act::GeluTanh),
             "relu" => Some(Act::Relu),
             "silu" | "swish" => Some(Act::Silu),
             _ => None,
         }
     }
 
-    pub const SUPPORTED: &'static str = "gelu, gelu_new, gelu_pytorch_tanh, relu, silu, swish";
+    pub const SUPPORTED: &'static str =
+        "gelu, gelu_python, gelu_new, gelu_pytorch_tanh, gelu_python_tanh, relu, silu, swish";
 
     /// The id the kernels switch on (kernels/activation.cu).
     pub fn id(self) -> i32 {

@@ -68,15 +68,9 @@ fn generate(a: &Args) -> Result<()> {
     task.free_targets |= !a.prompt.join("task.json").is_file();
     // before the task: a BERT folder of PEFT's was told to leave out --free-targets, set above
     // (review 27, F2)
-    let decoder_only = |m: &Model| match m.arch() {
-        "bert" | "t5" => Err(Error::arg(
-            "--prompt",
-            format!(
-                "generate needs a decoder-only model (BLOOM, Llama, Mistral, Qwen2), not {}",
-                m.arch()
-            ),
-        )),
-        _ => Ok(()),
+    let decoder_only = |m: &Model| match m.check_generates() {
+        Err(Error::Unsupported(why)) => Err(Error::arg("--prompt", why)),
+        checked => checked,
     };
     let l = load_checked(
         &a.device,

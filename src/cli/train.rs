@@ -140,7 +140,8 @@ pub struct Args {
     /// backward)
     #[arg(long, default_value = "none")]
     recompute: String,
-    /// batches per length-sorted pool (1: no length bucketing)
+    /// batches per length-sorted pool, at most a quarter of an epoch's (1: no length
+    /// bucketing)
     #[arg(long, default_value_t = 50)]
     bucket_pool: usize,
     /// no progress bar

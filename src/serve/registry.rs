@@ -335,6 +335,19 @@ pub fn prompts_in(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     for entry in entries {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         if !path.join("adapter_config.json").is_file() {
+            // a prompt folder whose adapter_config.json a killed `train --overwrite` left
+            // hidden was passed over without a word (verification 28, V2)
+            if let Some(hidden) = softprompt::hidden_run_file(&path, "adapter_config.json") {
+                errln!(
+                    "note: --prompts: {} is not loaded: its adapter_config.json is missing, and \
+                     {} is the earlier copy that a `train` run with --overwrite, killed part \
+                     way, left hidden: start that run again into the folder (it puts it back), \
+                     or rename it back",
+                    path.display(),
+                    hidden.display()
+                );
+                continue;
+            }
             // a folder of prompt folders (a multi-task run's --out) was passed over without a
             // word (hostile pass 29, F1): --prompts reads one level
             if holds_prompt_folders(&path) {

@@ -209,7 +209,14 @@ fn parse<T: DeserializeOwned>(
     limits: &Limits,
 ) -> Result<T, ApiError> {
     let bytes = body.map_err(|r| rejected(&r, limits))?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("bad JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        // a lone surrogate (`\ud800`, which Python's json.dumps writes) is no character
+        let hint = match e.to_string().contains("hex escape") {
+            true => ": a lone UTF-16 surrogate such as \\ud800 is not a Unicode character",
+            false => "",
+        };
+        ApiError::bad_request(format!("bad JSON: {e}{hint}"))
+    })
 }
 
 /// Hands a message to the engine without waiting: 503 when `--max-queue` requests already

@@ -167,7 +167,25 @@ impl Dataset {
     /// assert_eq!(data.examples[1].line, 3);
     /// ```
     pub fn load(path: &Path, spec: &DataSpec) -> Result<Dataset> {
-        let bytes = crate::fsutil::read_stream(path)?;
+        // a missing file or a folder said the OS's words alone, not what was expected there
+        // (review 27, F16); the error keeps the OS's kind and number (Python's
+        // FileNotFoundError)
+        let bytes = crate::fsutil::read_stream(path).map_err(|e| match e {
+            Error::Io { path, source }
+                if source.get_ref().is_none()
+                    && matches!(
+                        source.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
+                    ) =>
+            {
+                Error::io_doing(
+                    path,
+                    "cannot be read as a data file (JSON lines, TSV or CSV)",
+                    source,
+                )
+            }
+            e => e,
+        })?;
         let text = utf8(path, bytes)?;
         Dataset::parse(path, &text, spec)
     }
@@ -271,8 +289,9 @@ fn utf16(bytes: &[u8]) -> Option<&'static str> {
 }
 
 /// The order of one epoch: batches of row indices. Rows are shuffled, cut into pools of
-/// `pool` batches, sorted by length inside each pool (less padding), cut into batches, and
-/// the batches shuffled. Everything comes from `rng`, so the same state gives the same plan.
+/// `pool` batches (at most a quarter of the epoch's, `pool_of`), sorted by length inside each
+/// pool (less padding), cut into batches, and the batches shuffled. Everything comes from
+/// `rng`, so the same state gives the same plan.
 ///
 /// ```
 /// use softprompt::internals::rng::Rng;
@@ -286,6 +305,7 @@ fn utf16(bytes: &[u8]) -> Option<&'static str> {
 /// ```
 pub fn epoch_plan(lens: &[usize], batch: usize, pool: usize, rng: &mut Rng) -> Vec<Vec<u32>> {
     let batch = batch.max(1);
+    let pool = pool_of(lens.len(), batch, pool);
     let mut idx: Vec<u32> = (0..lens.len() as u32).collect();
     rng.shuffle(&mut idx);
     let mut batches = Vec::new();
@@ -309,9 +329,41 @@ pub fn epoch_plan(lens: &[usize], batch: usize, pool: usize, rng: &mut Rng) -> V
     batches
 }
 
+/// The batches in a pool of an epoch of `rows` rows: `pool`, but at most a quarter of the
+/// epoch's batches (at least 1). A training set of `pool` batches or fewer made one pool,
+/// sorted by length: every epoch had the same batches, in another order, where PEFT's
+/// shuffling DataLoader draws new ones (review 28); few-shot sets are that small.
+fn pool_of(rows: usize, batch: usize, pool: usize) -> usize {
+    pool.min(rows.div_ceil(batch) / 4).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A training set of few batches gets new batches every epoch (each epoch's plan of the
+    /// same rng stream differs in its batches, not only their order); a large one is
+    /// bucketed in pools of `pool` batches.
+    #[test]
+    fn small_sets_get_new_batches_every_epoch() {
+        assert_eq!(pool_of(8, 4, 50), 1);
+        assert_eq!(pool_of(400, 8, 50), 12);
+        assert_eq!(pool_of(8058, 32, 50), 50);
+        assert_eq!(pool_of(8058, 32, 1), 1);
+        let lens: Vec<usize> = (0..48).map(|i| 3 + (i * 7) % 29).collect();
+        let mut rng = Rng::new(3);
+        let sets = |plan: Vec<Vec<u32>>| -> std::collections::BTreeSet<Vec<u32>> {
+            plan.into_iter()
+                .map(|mut b| {
+                    b.sort();
+                    b
+                })
+                .collect()
+        };
+        let first = sets(epoch_plan(&lens, 4, 50, &mut rng));
+        let second = sets(epoch_plan(&lens, 4, 50, &mut rng));
+        assert_ne!(first, second);
+    }
 
     #[test]
     fn plan_buckets_by_length_and_is_deterministic() {

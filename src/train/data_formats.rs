@@ -108,6 +108,19 @@ impl<'de> serde::de::Visitor<'de> for FindRepeated<'_> {
     }
 }
 
+/// What serde_json's words on an escaped lone surrogate leave out: a lone UTF-16 surrogate,
+/// which Python's `json.dumps` writes for a str holding one, is no Unicode character
+/// ("unexpected end of hex escape" alone; hostile pass 33, F6).
+pub(crate) fn surrogate_hint(e: &serde_json::Error) -> &'static str {
+    match e.to_string().contains("hex escape") {
+        true => {
+            ": a lone UTF-16 surrogate such as \\ud800, which Python's json.dumps writes for a \
+             str that holds one, is not a Unicode character"
+        }
+        false => "",
+    }
+}
+
 fn parse_jsonl(path: &Path, text: &str, spec: &DataSpec) -> Result<Vec<Example>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -115,8 +128,10 @@ fn parse_jsonl(path: &Path, text: &str, spec: &DataSpec) -> Result<Vec<Example>>
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| Error::data(path, n, format!("malformed line: not valid JSON ({e})")))?;
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            let why = format!("malformed line: not valid JSON ({e}){}", surrogate_hint(&e));
+            Error::data(path, n, why)
+        })?;
         let obj = v
             .as_object()
             .ok_or_else(|| Error::data(path, n, "malformed line: expected a JSON object"))?;

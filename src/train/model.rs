@@ -137,7 +137,8 @@ impl<B: Backend> Model<B> {
                 "--prompt-len",
                 format!(
                     "{p} rows and a row of at least 2 tokens need {} positions, but {what} \
-                     holds {limit}: use --prompt-len {} or less",
+                     holds {limit}: use --prompt-len {} or less (less still by what the \
+                     template takes beside the text)",
                     crate::error::sum_text(&[p, 2]),
                     limit.saturating_sub(2)
                 ),

@@ -123,7 +123,8 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
             let t = self.task_mut(i)?;
             let step = t.state.step + 1;
             if !loss.is_finite() {
-                return Err(self.diverged(i, step, format!("the loss is {loss}")));
+                let what = format!("the loss is {loss}");
+                return Err(self.diverged_at(i, step, what, step == 1));
             }
             let max_norm = t.cfg.optim.max_grad_norm;
             let encoder = t.encoder.as_mut().zip(tape.as_ref());
@@ -196,14 +197,19 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
 
     /// The error that stops the run when task `i`'s numbers stopped being finite at `step`.
     fn diverged(&self, i: usize, step: u64, what: String) -> Error {
+        self.diverged_at(i, step, what, false)
+    }
+
+    /// `diverged`, `before_update`: in the loss of the task's first step.
+    fn diverged_at(&self, i: usize, step: u64, what: String, before_update: bool) -> Error {
         let kept = match self.saved_step {
             Some(s) => format!("{CHECKPOINT_FILE} still holds step {s}"),
             None => "nothing was saved".into(),
         };
         let name = self.tasks.get(i).map_or("?", |t| t.name.as_str());
+        let advice = super::run::divergence_advice(before_update);
         Error::NonFinite(format!(
-            "task `{name}`: {what} at step {step}, so the run stops ({kept}): lower --lr (or \
-             --weight-decay), set --max-grad-norm, or check the data"
+            "task `{name}`: {what} at step {step}, so the run stops ({kept}): {advice}"
         ))
     }
 
@@ -304,7 +310,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
                 t.name.clone(),
                 Summary {
                     steps: t.state.step,
-                    best_step: t.state.best_step,
+                    best_step: t.kept_step(),
                     best_dev: t.state.best,
                     test,
                     // at its last step the task ended where it would anyway
@@ -315,6 +321,8 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
         for line in &lines {
             self.log.append(line)?;
         }
+        // the log a re-scored run says it saved exists even when nothing was appended
+        self.log.settle()?;
         Ok(out)
     }
 

@@ -143,7 +143,7 @@ fn is_link(e: &std::io::Error) -> bool {
 /// runs its program). A folder this process may write into but not read (mode 333) cannot
 /// be opened to lock: its lock file alone guards it, as before (verification 28, V3).
 #[cfg(unix)]
-fn lock_folder(dir: &Path) -> Result<std::result::Result<Option<File>, Option<u32>>> {
+pub(super) fn lock_folder(dir: &Path) -> Result<std::result::Result<Option<File>, Option<u32>>> {
     let folder = match File::open(dir) {
         Ok(folder) => folder,
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(Ok(None)),
@@ -167,7 +167,7 @@ fn lock_folder(dir: &Path) -> Result<std::result::Result<Option<File>, Option<u3
 }
 
 #[cfg(not(unix))]
-fn lock_folder(_dir: &Path) -> Result<std::result::Result<Option<File>, Option<u32>>> {
+pub(super) fn lock_folder(_dir: &Path) -> Result<std::result::Result<Option<File>, Option<u32>>> {
     Ok(Ok(None))
 }
 

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::prompt::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use std::path::{Path, PathBuf};
 
+pub use super::out_aside::hidden_copy as hidden_run_file;
 pub use super::out_aside::recover_aside;
 use super::out_aside::Staged;
 pub use super::out_lock::{folder_writer, OutLock};

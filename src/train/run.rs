@@ -62,7 +62,8 @@ impl<B: Backend> Trainer<'_, B> {
             self.cfg.recompute,
         )?;
         if !loss.is_finite() {
-            return Err(self.diverged(step, format!("the loss is {loss}")));
+            let what = format!("the loss is {loss}");
+            return Err(self.diverged_at(step, what, step == 1));
         }
         let max_norm = self.cfg.optim.max_grad_norm;
         let (opt, params) = (&mut self.opt, &mut self.params);
@@ -87,13 +88,19 @@ impl<B: Backend> Trainer<'_, B> {
     /// The error that stops a run whose numbers stopped being finite at `step`: what is on
     /// disk is from before it, and stays.
     fn diverged(&self, step: u64, what: String) -> Error {
+        self.diverged_at(step, what, false)
+    }
+
+    /// `diverged`, `before_update`: in the loss of the first step, which no update has acted
+    /// on yet.
+    fn diverged_at(&self, step: u64, what: String, before_update: bool) -> Error {
         let kept = match self.saved_step {
             Some(s) => format!("{} still holds step {s}", CHECKPOINT_FILE),
             None => "nothing was saved".into(),
         };
+        let advice = divergence_advice(before_update);
         Error::NonFinite(format!(
-            "{what} at step {step}, so the run stops ({kept}): lower --lr (or --weight-decay), \
-             set --max-grad-norm, or check the data"
+            "{what} at step {step}, so the run stops ({kept}): {advice}"
         ))
     }
 
@@ -194,9 +201,18 @@ impl<B: Backend> Trainer<'_, B> {
             });
         }
         let test = self.final_test(on_event)?;
+        // a finished run re-scored without a test split appends nothing: the log it says it
+        // saved is written whole even so (it was gone when a killed --overwrite had removed
+        // it; verification 28, V5)
+        self.log.settle()?;
         Ok(Summary {
             steps: self.state.step,
-            best_step: self.state.best_step,
+            // the kept prompt's: without a dev split the last (it said 0, which read as the
+            // initial prompt kept; hostile pass 33, F5)
+            best_step: match self.dev {
+                Some(_) => self.state.best_step,
+                None => self.state.step,
+            },
             best_dev: self.state.best,
             test,
             // patience that ran out at the last step ended the run where it ended anyway
@@ -482,4 +498,18 @@ impl<B: Backend> Trainer<'_, B> {
 /// step.
 pub(super) fn kept_test_line(step: u64, m: &EvalMetrics) -> serde_json::Value {
     json!({"split": "test", "kept_step": step, "accuracy": m.accuracy, "macro_f1": m.macro_f1, "examples": m.examples})
+}
+
+/// What to do about a run whose numbers stopped being finite; `before_update`: in the loss of
+/// its first step, where the learning rate blamed had not acted yet (the frozen model
+/// overflowed on the initial prompt; hostile pass 33, F1).
+pub(super) fn divergence_advice(before_update: bool) -> &'static str {
+    match before_update {
+        true => {
+            "no update has been made yet, so the frozen model's numbers are not finite on the \
+             initial prompt: check the model's weights (and its config.json's norm epsilon) \
+             and the data"
+        }
+        false => "lower --lr (or --weight-decay), set --max-grad-norm, or check the data",
+    }
 }

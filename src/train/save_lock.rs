@@ -11,7 +11,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
-use super::out_lock::{lock_and_sign, open_lock_file, still_linked, Holder};
+use super::out_lock::{lock_and_sign, lock_folder, open_lock_file, still_linked, Holder};
 use super::outdir::LOCK_FILE;
 use crate::error::{Error, Result};
 use std::fs::File;
@@ -29,6 +29,8 @@ pub struct SaveLock {
     /// the folder's lock file, where a training run left one: locked for the save (none is
     /// created: a saved prompt's folder holds only its own files)
     _run_lock: Option<File>,
+    /// the folder itself, where it exists: a run holds it beside its lock file
+    _folder: Option<File>,
 }
 
 impl SaveLock {
@@ -49,11 +51,22 @@ impl SaveLock {
         let mut held = SaveLock {
             key: key.clone(),
             _run_lock: None,
+            _folder: None,
         };
         // the folder's own lock, held alone and signed as a run signs it (a run starting now
         // names this process), from the resolved key: `.` and its own name are one folder,
         // and a link or `..` leads to the folder that is really written
         held._run_lock = lock_run_file(&key, dir)?;
+        match hold_folder(&key, dir) {
+            Ok(folder) => held._folder = folder,
+            Err(e) => {
+                // the lock file signed a moment ago names no one, as a refused run leaves it
+                if let Some(file) = &held._run_lock {
+                    let _ = file.set_len(0);
+                }
+                return Err(e);
+            }
+        }
         Ok(held)
     }
 }
@@ -90,6 +103,31 @@ fn lock_run_file(folder: &Path, dir: &Path) -> Result<Option<File>> {
         match lock_run_file_once(folder, dir)? {
             Some((file, false)) if tries < 3 => drop(file),
             locked => return Ok(locked.map(|(file, _)| file)),
+        }
+    }
+}
+
+/// The existing folder `folder` held as a run holds it: a run whose lock file was removed
+/// while it ran still holds its folder, and a save went in beneath it (verification 28, V4).
+fn hold_folder(folder: &Path, dir: &Path) -> Result<Option<File>> {
+    if !folder.is_dir() {
+        return Ok(None);
+    }
+    match lock_folder(folder)? {
+        Ok(held) => Ok(held),
+        Err(pid) => {
+            let who = pid.map_or("a softprompt run or save".into(), |p| {
+                format!("a softprompt run or save (pid {p})")
+            });
+            Err(Error::in_use(
+                dir,
+                format!(
+                    "{who} holds this folder (a run whose lock file, {}, was removed while it \
+                     ran, or a save of another process): wait for it to end, or save into \
+                     another folder",
+                    folder.join(LOCK_FILE).display()
+                ),
+            ))
         }
     }
 }

@@ -58,7 +58,7 @@ pub struct TrainConfig {
     pub log_every: u64,
     pub seed: u64,
     pub recompute: Recompute,
-    /// batches per length-sorted pool (1: no bucketing)
+    /// batches per length-sorted pool, at most a quarter of an epoch's (1: no bucketing)
     pub bucket_pool: usize,
     /// rayon threads in use (results are bit-identical for the same count): a run records the
     /// count of the pool it runs on, whatever this says (it sizes no pool: the command line's
@@ -267,6 +267,7 @@ pub struct StepInfo {
 #[derive(Clone, Debug)]
 pub struct Summary {
     pub steps: u64,
+    /// the kept prompt's step: the best dev evaluation's, or without a dev split the last
     pub best_step: u64,
     pub best_dev: Option<EvalMetrics>,
     pub test: Option<EvalMetrics>,

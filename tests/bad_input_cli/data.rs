@@ -30,6 +30,29 @@ fn data_duplicate_key_names_line_and_key() {
     );
 }
 
+/// A data path that names no file, or a folder, says what was expected there, not the OS's
+/// words alone (review 27, F16).
+#[test]
+fn a_missing_data_file_or_a_folder_says_a_data_file_was_expected() {
+    let dir = ScratchDir::new("data_missing");
+    let out = dir.path().join("out");
+    let model = fixture("bert_mlm");
+    let missing = dir.path().join("nope.jsonl");
+    for (data, os) in [
+        (missing.as_path(), "No such file or directory"),
+        (dir.path(), "Is a directory"),
+    ] {
+        let mut args = train_args(&model, &out, &[]);
+        let at = args.iter().position(|a| *a == "--train").expect("--train") + 1;
+        args[at] = s_static(data.to_path_buf());
+        let expected = format!(
+            "{}: cannot be read as a data file (JSON lines, TSV or CSV): {os}",
+            data.display()
+        );
+        refused(&softprompt(&args), &[&expected]);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // A data file or stream is read to a bound (a FIFO or /dev/zero ate all memory)
 

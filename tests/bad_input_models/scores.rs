@@ -59,3 +59,28 @@ fn a_dev_score_that_overflows_in_training_names_the_file_and_line() {
         assert!(err.contains(want), "{want}: {err}");
     }
 }
+
+/// A loss that is not finite at the first step, before any update, blamed the learning rate
+/// ("lower --lr"), which had not acted yet: it names the frozen model's numbers on the initial
+/// prompt (hostile pass 33, F1).
+#[test]
+fn a_loss_not_finite_before_any_update_blames_the_model_not_the_rate() {
+    let dir = ScratchDir::new("first_loss_overflow");
+    let model = dir.bert_overflowing_on("model", "tension");
+    let train = dir.path().join("train.jsonl");
+    std::fs::write(&train, common::OVERFLOW_ROWS).expect("train");
+    let mut args = common::tiny_pet_train_args(&model, &dir.path().join("out"));
+    let at = args.iter().position(|a| a == "--train").expect("--train") + 1;
+    args[at] = s(&train).to_string();
+    let out = run_bounded(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for want in [
+        "at step 1, so the run stops",
+        "no update has been made yet",
+        "check the model's weights",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    assert!(!err.contains("lower --lr"), "{err}");
+}

@@ -83,6 +83,16 @@ fn bert_defaults_and_errors() {
         ),
         (1e-12, Act::GeluErf, 512, 2, true)
     );
+    // transformers' Python spellings of the two GELUs (verification 29, F1)
+    for (name, act) in [
+        ("gelu_python", Act::GeluErf),
+        ("gelu_python_tanh", Act::GeluTanh),
+    ] {
+        match parse_edited("bert_mlm", |v| v["hidden_act"] = name.into()) {
+            Ok(ModelConfig::Bert(c)) => assert_eq!(c.hidden_act, act, "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
     let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|v| v["hidden_act"] = "quick_gelu".into()),

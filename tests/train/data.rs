@@ -374,6 +374,25 @@ fn labels_differing_by_spaces_refused() {
         task("text,label\nok,positive \nbad,negative\n").unwrap(),
         ["negative", "positive "]
     );
+    // a lone surrogate, which Python's json.dumps writes, says what it is (hostile pass 33, F6)
+    let line = r#"{"text": "abc\ud800def", "label": "x"}"#;
+    let err = Dataset::parse(Path::new("a.jsonl"), line, &DataSpec::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("column 20): a lone UTF-16 surrogate such as \\ud800"),
+        "{err}"
+    );
+    // composed and decomposed accents, which look alike (hostile pass 33, F2)
+    let err = task("text,label\nok,caf\u{e9}\nbad,negative\nfine,cafe\u{301}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(
+            "a.csv:4: the label \"cafe\\u{301}\" differs from the label \"café\" (line 2) only \
+             by Unicode normalisation"
+        ),
+        "{err}"
+    );
 }
 
 /// `causal` on a model with a sliding window: the default max_len leaves the targets room, so

@@ -271,8 +271,10 @@ fn early_stopping_and_sample_vocab_init() {
     let task_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("task.json")).unwrap()).unwrap();
     assert_eq!(task_json["step"], 5);
-    // the finished run resumed (re-scored) says it stopped early, as the run in one go did
+    // the finished run resumed (re-scored) says it stopped early, as the run in one go did,
+    // and writes the log it says it saved when it was gone (verification 28, V5)
     drop(t);
+    std::fs::remove_file(out.join("metrics.jsonl")).unwrap();
     let again = TrainConfig {
         resume: true,
         ..cfg
@@ -289,6 +291,7 @@ fn early_stopping_and_sample_vocab_init() {
     assert!(resumed.early_stopped);
     assert_eq!((resumed.steps, resumed.best_step), (15, 5));
     assert_eq!(stopped, [(15, 5)]);
+    assert!(out.join("metrics.jsonl").is_file());
 }
 
 /// seq2seq with free targets: the label field is the target text; evaluation decodes
