@@ -121,6 +121,16 @@ pub(crate) fn surrogate_hint(e: &serde_json::Error) -> &'static str {
     }
 }
 
+/// The number in field `name` of the JSON object `line` as the file writes it: serde's own
+/// number went through float64 and was written again (`123456789012345678901234567890` became
+/// `1.2345678901234568e+29`, two such labels one class, `1e2` the text `100.0`; hostile pass
+/// 33, F11). Labels are kept as written, numbers too.
+fn number_text(line: &str, name: &str) -> Option<String> {
+    let raw: std::collections::HashMap<String, &serde_json::value::RawValue> =
+        serde_json::from_str(line).ok()?;
+    Some(raw.get(name)?.get().trim().to_string())
+}
+
 fn parse_jsonl(path: &Path, text: &str, spec: &DataSpec) -> Result<Vec<Example>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -146,9 +156,10 @@ fn parse_jsonl(path: &Path, text: &str, spec: &DataSpec) -> Result<Vec<Example>>
             match obj.get(name) {
                 None | Some(serde_json::Value::Null) => Ok(None),
                 Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-                Some(x @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
-                    Ok(Some(x.to_string()))
-                }
+                Some(x @ serde_json::Value::Number(_)) => Ok(Some(
+                    number_text(line, name).unwrap_or_else(|| x.to_string()),
+                )),
+                Some(x @ serde_json::Value::Bool(_)) => Ok(Some(x.to_string())),
                 Some(_) => Err(Error::data(
                     path,
                     n,

@@ -459,3 +459,23 @@ fn causal_window_counts_the_target() {
         "{err}"
     );
 }
+
+/// A number in a JSON lines file is read as the file writes it: serde's float64 wrote it
+/// again (digits lost, `1e2` the text `100.0`, two big integer labels one class; hostile pass
+/// 33, F11).
+#[test]
+fn json_numbers_are_read_as_written() {
+    let text = "{\"text\": 123456789012345678901234567890, \"label\": 1e2}\n\
+                {\"text\": 1.0000000000000001, \"label\": -0}\n\
+                {\"text\": 7, \"label\": true}\n";
+    let d = Dataset::parse(Path::new("a.jsonl"), text, &DataSpec::default()).unwrap();
+    let got: Vec<(&str, Option<&str>)> = (d.examples.iter())
+        .map(|e| (e.text.as_str(), e.label.as_deref()))
+        .collect();
+    let want = [
+        ("123456789012345678901234567890", Some("1e2")),
+        ("1.0000000000000001", Some("-0")),
+        ("7", Some("true")),
+    ];
+    assert_eq!(got, want);
+}
