@@ -463,10 +463,10 @@ pub fn check_host_bytes(need: u128, w: &Workload) -> Result<()> {
         "--batch",
         format!(
             "a step of {} rows x {tokens} positions would need about {:.1} GB for activations, \
-             but the machine has {:.1} GB available: lower --batch or --seq",
+             but {}: lower --batch or --seq",
             w.batch,
             need as f64 / 1e9,
-            available as f64 / 1e9
+            crate::memory::available_words(available)
         ),
     ))
 }

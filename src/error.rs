@@ -157,9 +157,9 @@ fn step_memory_need(rows: usize, tokens: usize, need: u128, available: u64) -> S
     let gb = |b: u128| b as f64 / 1e9;
     format!(
         "a step of {rows} rows x {tokens} positions would need about {:.1} GB for activations, \
-         but the machine has {:.1} GB available",
+         but {}",
         gb(need),
-        gb(available as u128)
+        crate::memory::available_words(available)
     )
 }
 

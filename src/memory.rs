@@ -115,8 +115,86 @@ pub fn host_memory_cap() -> crate::error::Result<Option<u64>> {
 /// MemAvailable alone died in the allocator (rc 134, "memory allocation of N bytes failed";
 /// the Python interpreter with it) under `ulimit -v` (hostile pass 33, F10).
 fn system_available_bytes() -> Option<u64> {
-    let room = [machine_available(), rlimit_room(), cgroup_room()];
-    room.into_iter().flatten().min()
+    rooms().into_iter().map(|(room, _)| room).min()
+}
+
+/// Each bound on what this process may still allocate that the system states, with what sets
+/// it, for messages: the machine's MemAvailable, the process's limits, its cgroup's.
+fn rooms() -> Vec<(u64, &'static str)> {
+    let (address, data) = rlimit_rooms();
+    [
+        (machine_available(), "the machine"),
+        (address, "its ulimit -v"),
+        (data, "its ulimit -d"),
+        (cgroup_room(), "its cgroup's memory limit"),
+    ]
+    .into_iter()
+    .filter_map(|(room, what)| Some((room?, what)))
+    .collect()
+}
+
+/// Refuses `need` bytes (`what` they hold, for the message) that this process may not
+/// allocate, the error naming `path`: a model folder's weights, read and converted on the
+/// host, died in the allocator under `ulimit -v` (rc 134; the Python interpreter with it;
+/// verification 30). The system's bounds only: `SOFTPROMPT_HOST_MEMORY` stands in for the
+/// machine in the checks of steps, which run on models it would refuse.
+pub fn check_host_room(path: &std::path::Path, what: &str, need: u128) -> crate::error::Result<()> {
+    match system_available_bytes() {
+        Some(available) => room_refusal(path, what, need, available).map_or(Ok(()), Err),
+        None => Ok(()),
+    }
+}
+
+/// `check_host_room`'s refusal where `need` bytes exceed `available`.
+fn room_refusal(
+    path: &std::path::Path,
+    what: &str,
+    need: u128,
+    available: u64,
+) -> Option<crate::error::Error> {
+    (need > u128::from(available)).then(|| {
+        crate::error::Error::file(
+            path,
+            format!(
+                "{what} take about {}, but {}: free memory, or raise the limit",
+                size_words(need),
+                available_words(available)
+            ),
+        )
+    })
+}
+
+/// `available` bytes of host memory in a message's words: what the machine has, or, where a
+/// process limit or the cgroup's is what bounds it, what this process may still allocate and
+/// why (a user told "the machine has 1.9 GB" by a machine with 22 GB free raised nothing; it
+/// is the ulimit; verification 30).
+pub fn available_words(available: u64) -> String {
+    let size = format!("{:.1} GB", available as f64 / 1e9);
+    let tightest = rooms().into_iter().min_by_key(|&(room, _)| room);
+    match tightest {
+        Some((_, what)) if what != "the machine" && cap_above(available) => {
+            format!("this process may allocate {size} more ({what})")
+        }
+        _ => format!("the machine has {size} available"),
+    }
+}
+
+/// `bytes` for a message: GB to a tenth, or MB, or bytes below that.
+fn size_words(bytes: u128) -> String {
+    match bytes {
+        b if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
+        b if b >= 1_000_000 => format!("{:.0} MB", b as f64 / 1e6),
+        b => format!("{b} bytes"),
+    }
+}
+
+/// Whether `available` is not `SOFTPROMPT_HOST_MEMORY`'s cap, which a test sets in the
+/// machine's place.
+fn cap_above(available: u64) -> bool {
+    host_memory_cap()
+        .ok()
+        .flatten()
+        .is_none_or(|cap| cap > available)
 }
 
 /// `key:` of /proc/meminfo or /proc/self/status, in bytes (the files give kB).
@@ -137,9 +215,9 @@ fn machine_available() -> Option<u64> {
 }
 
 /// What the address-space limit (RLIMIT_AS, against VmSize) and the data limit (RLIMIT_DATA,
-/// against VmData) leave this process, where either is set.
+/// against VmData) leave this process, where each is set.
 #[cfg(target_os = "linux")]
-fn rlimit_room() -> Option<u64> {
+fn rlimit_rooms() -> (Option<u64>, Option<u64>) {
     let limit = |resource| {
         let mut lim = libc::rlimit {
             rlim_cur: 0,
@@ -153,18 +231,15 @@ fn rlimit_room() -> Option<u64> {
         let used = proc_kb("/proc/self/status", used)?;
         Some(limit(resource)?.saturating_sub(used))
     };
-    [
+    (
         room(libc::RLIMIT_AS, "VmSize:"),
         room(libc::RLIMIT_DATA, "VmData:"),
-    ]
-    .into_iter()
-    .flatten()
-    .min()
+    )
 }
 
 #[cfg(not(target_os = "linux"))]
-fn rlimit_room() -> Option<u64> {
-    None
+fn rlimit_rooms() -> (Option<u64>, Option<u64>) {
+    (None, None)
 }
 
 /// What the memory limit of this process's cgroup leaves (v2 `memory.max` less
@@ -204,4 +279,30 @@ fn cgroup_room() -> Option<u64> {
         }
     }
     rooms.into_iter().min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Weights past what the process may allocate are refused naming the folder and both
+    /// sizes; those within it pass.
+    #[test]
+    fn weights_past_the_room_are_refused() {
+        let path = std::path::Path::new("models/big");
+        let e = room_refusal(path, "its weight files", 2_500_000_000, 1_000_000_000);
+        let msg = e.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            msg.starts_with("models/big: its weight files take about 2.5 GB, but "),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("1.0 GB available: free memory, or raise the limit")
+                || msg.contains("1.0 GB more (its "),
+            "{msg}"
+        );
+        assert!(room_refusal(path, "its weight files", 1_000, 1_000).is_none());
+        assert_eq!(size_words(25_000_000), "25 MB");
+        assert_eq!(size_words(999), "999 bytes");
+    }
 }

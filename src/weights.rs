@@ -87,6 +87,12 @@ impl WeightStore {
                  (a Hugging Face model folder is expected)",
             ));
         };
+        // read whole into memory: within what this process may allocate
+        let bytes: u128 = (files.iter())
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| u128::from(m.len()))
+            .sum();
+        crate::memory::check_host_room(dir, "its weight files", bytes)?;
         let mut store = WeightStore::from_files(&files)?;
         store.quantized = quant_method(&dir.join("config.json"));
         Ok(store)
@@ -119,6 +125,13 @@ impl WeightStore {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.index.keys().map(|s| s.as_str())
+    }
+
+    /// The elements of every float tensor, summed.
+    pub fn float_elements(&self) -> u128 {
+        (self.index.values())
+            .map(|(_, _, shape)| shape.iter().map(|&n| n as u128).product::<u128>())
+            .sum()
     }
 
     /// (stored dtype, shape) of a tensor.

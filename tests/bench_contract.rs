@@ -394,10 +394,14 @@ fn a_step_past_the_address_space_limit_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("lower --batch or --seq"), "{err}");
-    let available: f64 = (err.split("the machine has ").nth(1))
+    let available: f64 = (err.split("this process may allocate ").nth(1))
         .and_then(|t| t.split(" GB").next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{err}"));
     // 4,000,000 KiB less what the process has mapped already, rounded to 0.1 GB
     assert!(available <= 4.1, "{err}");
+    assert!(
+        err.contains(" GB more (its ulimit -v): lower --batch"),
+        "{err}"
+    );
 }

@@ -356,12 +356,10 @@ fn check_space_twins(d: &Dataset) -> Result<()> {
         let Some(label) = e.label.as_deref() else {
             continue;
         };
-        let (seen, line) = *first.entry(nfc(label.trim())).or_insert((label, e.line));
+        let key = crate::train::label_twins::look_alike_key(label);
+        let (seen, line) = *first.entry(key).or_insert((label, e.line));
         if seen != label {
-            let by = match seen.trim() == label.trim() {
-                true => "surrounding whitespace",
-                false => "Unicode normalisation (a composed and a decomposed accent: NFC and NFD)",
-            };
+            let by = crate::train::label_twins::twin_difference(label, seen);
             return Err(Error::data(
                 &d.path,
                 e.line,
@@ -374,13 +372,6 @@ fn check_space_twins(d: &Dataset) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `s` in Unicode's composed form (NFC).
-fn nfc(s: &str) -> String {
-    let mut normalized = tokenizers::NormalizedString::from(s);
-    normalized.nfc();
-    normalized.get().to_string()
 }
 
 /// The labels: the option, else the verbalizer's, else the spec's, else those of `data`.

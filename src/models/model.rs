@@ -47,6 +47,12 @@ impl<B: Backend> Model<B> {
     pub fn load(be: &B, dir: &Path) -> Result<Self> {
         let cfg = ModelConfig::load(dir)?;
         let store = WeightStore::open(dir)?;
+        // on the CPU the weights are copied into the backend's storage type beside the files
+        // read (a device holds its own copy in its own memory)
+        if !be.device().is_gpu() {
+            let need = store.float_elements() * be.weight_dtype().size() as u128;
+            crate::memory::check_host_room(dir, "its weights, held on the host,", need)?;
+        }
         // as transformers does, a config with fewer layers than the weights loads the first
         // ones and says so (its "Some weights of the model checkpoint ... were not used")
         for w in unused_layers(&cfg, store.names()) {

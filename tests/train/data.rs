@@ -389,8 +389,25 @@ fn labels_differing_by_spaces_refused() {
     assert!(
         err.starts_with(
             "a.csv:4: the label \"cafe\\u{301}\" differs from the label \"café\" (line 2) only \
-             by Unicode normalisation"
+             by Unicode normalisation (canonically equivalent: \"cafe\\u{301}\" and \
+             \"caf\\u{e9}\")"
         ),
+        "{err}"
+    );
+    // and named so in a label list (verification 30, F2a)
+    let named = softprompt::TaskOptions {
+        task: Some(TaskKind::Cls),
+        labels: Some(vec!["caf\u{e9}".into(), "cafe\u{301}".into(), "bad".into()]),
+        ..Default::default()
+    };
+    let d = Dataset::parse(
+        Path::new("a.csv"),
+        "text,label\nok,bad\n",
+        &DataSpec::default(),
+    );
+    let err = (model.task(&named, Some(&d.unwrap()), 2).err().unwrap()).to_string();
+    assert!(
+        err.contains("labels \"café\" and \"cafe\\u{301}\" differ only by Unicode normalisation"),
         "{err}"
     );
 }
