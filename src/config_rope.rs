@@ -58,8 +58,10 @@ pub(super) fn parse_rope(cfg: &Cfg) -> Result<Positions> {
                 factor: need("factor")?,
                 low_freq_factor: need("low_freq_factor")?,
                 high_freq_factor: need("high_freq_factor")?,
+                // present at the top level, even as null: transformers copies it (a null one
+                // fails its model; verification 30, F4a)
                 original_max_position_embeddings: match (
-                    cfg.get("original_max_position_embeddings"),
+                    cfg.v.get("original_max_position_embeddings"),
                     sub.get("original_max_position_embeddings"),
                 ) {
                     (Some(_), _) => top_level_positions(cfg)?,
@@ -87,7 +89,7 @@ pub(super) fn parse_rope(cfg: &Cfg) -> Result<Positions> {
 /// scaling's, which is why it was taken for unread (verification 29, F2: logits 0.7 apart).
 fn top_level_positions(cfg: &Cfg) -> Result<f64> {
     let key = "original_max_position_embeddings";
-    let n = (cfg.get(key).and_then(Value::as_f64)).ok_or_else(|| {
+    let n = (cfg.v.get(key).and_then(Value::as_f64)).ok_or_else(|| {
         Error::config(
             &cfg.path,
             format!("`{key}` (top level) must be a number: transformers reads it for the llama3 scaling"),

@@ -258,12 +258,18 @@ fn cgroup_room() -> Option<u64> {
             continue;
         };
         // v2: "0::/path"; a "max" limit does not parse, which is no limit
-        let (mount, max, current) = match controllers {
-            "" => ("/sys/fs/cgroup", "memory.max", "memory.current"),
+        let (mount, max, current, file_keys) = match controllers {
+            "" => (
+                "/sys/fs/cgroup",
+                "memory.max",
+                "memory.current",
+                ["active_file", "inactive_file"],
+            ),
             c if c.split(',').any(|c| c == "memory") => (
                 "/sys/fs/cgroup/memory",
                 "memory.limit_in_bytes",
                 "memory.usage_in_bytes",
+                ["total_active_file", "total_inactive_file"],
             ),
             _ => continue,
         };
@@ -274,11 +280,25 @@ fn cgroup_room() -> Option<u64> {
             ) else {
                 continue;
             };
-            rooms.push(max.saturating_sub(current));
+            // the usage counts the page cache (the model's files just read), which the
+            // kernel reclaims before it kills: not spent (verification 30, R2)
+            let cache = file_pages(&format!("{dir}/memory.stat"), &file_keys);
+            rooms.push(max.saturating_sub(current.saturating_sub(cache)));
             break;
         }
     }
     rooms.into_iter().min()
+}
+
+/// The bytes of file pages a cgroup's `memory.stat` counts under `keys`, summed (0 where
+/// the file says nothing).
+fn file_pages(stat: &str, keys: &[&str]) -> u64 {
+    let text = std::fs::read_to_string(stat).unwrap_or_default();
+    (text.lines())
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(k, _)| keys.contains(k))
+        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+        .fold(0, u64::saturating_add)
 }
 
 #[cfg(test)]
@@ -303,6 +323,17 @@ mod tests {
         );
         assert!(room_refusal(path, "its weight files", 1_000, 1_000).is_none());
         assert_eq!(size_words(25_000_000), "25 MB");
+        // a cgroup's page cache, which its usage counts, is not spent (verification 30, R2)
+        let stat = std::env::temp_dir().join(format!("softprompt_stat_{}", std::process::id()));
+        std::fs::write(
+            &stat,
+            "cache 9\nactive_file 300\ninactive_file 4000\nrss 7\n",
+        )
+        .unwrap();
+        let keys = ["active_file", "inactive_file"];
+        assert_eq!(file_pages(stat.to_str().unwrap(), &keys), 4300);
+        std::fs::remove_file(&stat).unwrap();
+        assert_eq!(file_pages("/nonexistent/memory.stat", &keys), 0);
         assert_eq!(size_words(999), "999 bytes");
     }
 }

@@ -389,6 +389,16 @@ fn a_prompt_too_long_for_the_template_names_prompt_len() {
     let msg = (model.task(&opts(6), Some(&data), 4).err().unwrap()).to_string();
     assert!(msg.contains("use --max-len 7 or more"), "{msg}");
     assert!(model.task(&opts(7), Some(&data), 4).is_ok());
+    // the position table's refusal beside a long prompt names the prompt as a way out: the
+    // --max-len it allows (6) is one the template fills (verification 30, R1)
+    let msg = (model.task(&opts(7), Some(&data), 58).err().unwrap()).to_string();
+    assert!(
+        msg.contains(
+            "use --max-len 6 or less (a template and its special tokens may need \
+                      more: a shorter --prompt-len leaves more)"
+        ),
+        "{msg}"
+    );
 }
 
 /// Hostile calls to the API are errors naming the thing, never an abort, a silent NaN or a

@@ -314,6 +314,39 @@ fn a_run_whose_lock_file_was_removed_still_holds_its_folder() {
     drop(OutLock::acquire(dir.path()).unwrap());
 }
 
+/// Two processes saving into one folder that did not exist both went in (neither held a
+/// folder that was not there) and mixed their files (verification 30, R4): a save holds the
+/// folder once made, and is refused where another holds it. `flock(1)` stands for the other.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_save_holds_the_folder_it_made() {
+    let dir = ScratchDir::new("api_h7_save_made");
+    let fresh = dir.path().join("fresh");
+    let mut save = SaveLock::acquire(&fresh).unwrap();
+    std::fs::create_dir(&fresh).unwrap();
+    let mut child = std::process::Command::new("flock")
+        .arg("-o")
+        .arg(&fresh)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while softprompt::folder_writer(&fresh) != Some(child.id()) {
+        assert!(std::time::Instant::now() < deadline, "flock never held it");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let err = save.hold_made(&fresh).unwrap_err().to_string();
+    let _ = child.kill();
+    let _ = child.wait();
+    let pid = format!("(pid {})", child.id());
+    contains_all("made", &err, &[&pid, "holds this folder"]);
+    drop(save);
+    // free again, the folder is held by the save that made it
+    let mut again = SaveLock::acquire(&fresh).unwrap();
+    again.hold_made(&fresh).unwrap();
+    assert_eq!(softprompt::folder_writer(&fresh), Some(std::process::id()));
+}
+
 /// A `train_multi` job whose class labels are not its task's was refused only after the lock
 /// and the folders were made (with `overwrite`, after an earlier run's files were removed):
 /// now before anything is written, naming the task. `cfg.prompt_len` 0 names the field.

@@ -112,3 +112,21 @@ fn a_zero_max_position_embeddings_is_refused_for_the_original_length() {
     let want = "config edited/config.json: `max_position_embeddings` must be positive, got 0";
     assert_eq!(err, want);
 }
+
+/// A top-level `original_max_position_embeddings` of null was read as absent, though
+/// transformers copies it into the scaling and then cannot build the model (verification 30,
+/// F4a): refused naming the key.
+#[test]
+fn a_null_top_level_original_length_is_refused() {
+    let path = fixture("llama").join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("config")).expect("json");
+    v["original_max_position_embeddings"] = serde_json::Value::Null;
+    let err = ModelConfig::parse(&v.to_string(), Path::new("edited/config.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`original_max_position_embeddings` (top level) must be a number"),
+        "{err}"
+    );
+}

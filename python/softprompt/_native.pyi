@@ -25,7 +25,7 @@ Data = Union[RawData, "Encoded"]
 # gives its column names): pass df["text"] (labels=df["label"]) or list(zip(...)) pairs.
 # The data flags (format, quoting, text_field, label_field) read a file: given with rows in
 # memory, they raise InvalidArgument.
-Verbalizer = Union[str, Mapping[str, str], Sequence[Union[Tuple[str, str], Sequence[str]]]]
+Verbalizer = Union[str, Mapping[Label, str], Sequence[Union[Tuple[str, str], Sequence[str]]]]
 
 __version__: str
 
@@ -186,7 +186,7 @@ class Model:
         *,
         task: Optional[str] = None,
         template: Optional[str] = None,
-        labels: Optional[Union[str, Sequence[str]]] = None,
+        labels: Optional[Union[str, Sequence[Label]]] = None,
         verbalizer: Optional[Verbalizer] = None,
         pooling: Optional[str] = None,
         free_targets: bool = False,
@@ -325,7 +325,7 @@ class Model:
         overwrite: bool = False,
         task: Optional[str] = None,
         template: Optional[str] = None,
-        labels: Optional[Union[str, Sequence[str]]] = None,
+        labels: Optional[Union[str, Sequence[Label]]] = None,
         verbalizer: Optional[Verbalizer] = None,
         pooling: Optional[str] = None,
         free_targets: bool = False,

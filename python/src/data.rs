@@ -6,7 +6,7 @@ use crate::errors::{arg, compute};
 use crate::ints::{int, repr};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyString};
+use pyo3::types::{PyBool, PyBytes, PyInt, PyString};
 use softprompt::{DataSpec, Dataset, Encoded, Row};
 use std::path::PathBuf;
 
@@ -210,12 +210,21 @@ fn utf8(v: &Bound<'_, PyAny>, expected: &str) -> Result<String, String> {
 /// A label from Python: a str, or an int (Hugging Face datasets' ClassLabel, a pandas column
 /// of ints, numpy's integers) read as its digits, as a JSON lines file's number is: the most
 /// common labels in Python were refused where the file of the same rows trained (hostile
-/// pass 33, F9). A float or a bool is refused (1.0 and 1 would be two labels).
-fn label_text(v: &Bound<'_, PyAny>) -> Result<String, String> {
-    let int = !v.is_instance_of::<PyString>() && !v.is_instance_of::<PyBool>();
-    match int.then(|| v.extract::<i64>().ok()).flatten() {
-        Some(n) => Ok(n.to_string()),
-        None => utf8(v, "a str, an int or None"),
+/// pass 33, F9), a Python int of any size included (`str()` of it; verification 30, F9a). A
+/// float or a bool is refused (1.0 and 1 would be two labels); `expected` says what else.
+pub(crate) fn label_text(v: &Bound<'_, PyAny>, expected: &str) -> Result<String, String> {
+    if v.is_instance_of::<PyString>() || v.is_instance_of::<PyBool>() {
+        return utf8(v, expected);
+    }
+    if let Ok(n) = v.extract::<i64>() {
+        return Ok(n.to_string());
+    }
+    if let Ok(n) = v.extract::<u64>() {
+        return Ok(n.to_string());
+    }
+    match v.is_instance_of::<PyInt>() {
+        true => v.str().map(|s| s.to_string()).map_err(|e| e.to_string()),
+        false => utf8(v, expected),
     }
 }
 
@@ -286,7 +295,7 @@ pub fn label_names(obj: &Bound<'_, PyAny>) -> PyResult<Option<Vec<Option<String>
     let items = sequence(obj, "a list of label names (str or None), one per text")?;
     let each = |(i, v): (usize, &Bound<'_, PyAny>)| match missing(v) {
         true => Ok(None),
-        false => (label_text(v).map(Some))
+        false => (label_text(v, "a str, an int or None").map(Some))
             .map_err(|e| PyTypeError::new_err(format!("row {}'s label is {e}", i + 1))),
     };
     items
@@ -431,7 +440,8 @@ fn pair(name: &str, at: usize, row: &Bound<'_, PyAny>) -> PyResult<(String, Opti
     let label = match missing(label) {
         true => None,
         false => {
-            Some(label_text(label).map_err(|e| arg(name, format!("row {at}'s label is {e}")))?)
+            let text = label_text(label, "a str, an int or None");
+            Some(text.map_err(|e| arg(name, format!("row {at}'s label is {e}")))?)
         }
     };
     Ok((text, label))

@@ -139,7 +139,11 @@ fn labels(v: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     }
     let expected = "a list of label names, or one string of them comma-separated";
     let items = list("labels", v, expected)?;
-    let name = |(i, x): (usize, &Bound<'_, PyAny>)| string("labels", &format!("item {i}"), x);
+    // ints, as the rows' labels may be (verification 30, F9b)
+    let name = |(i, x): (usize, &Bound<'_, PyAny>)| {
+        crate::data::label_text(x, "a str or an int")
+            .map_err(|e| arg("labels", format!("item {i} holds {e}")))
+    };
     items.iter().enumerate().map(name).collect()
 }
 
@@ -152,7 +156,8 @@ fn verbalizer(v: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
         return TaskOptions::verbalizer_from_str(&text).map_err(crate::errors::to_py);
     }
     let pair = |k: &Bound<'_, PyAny>, w: &Bound<'_, PyAny>| {
-        let label = string(KEY, "a label", k)?;
+        let label = crate::data::label_text(k, "a str or an int")
+            .map_err(|e| arg(KEY, format!("a label holds {e}")))?;
         Ok((label, string(KEY, &format!("the word of {}", repr(k)), w)?))
     };
     if let Ok(d) = v.cast::<PyDict>() {

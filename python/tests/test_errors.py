@@ -281,9 +281,9 @@ def test_int_arguments_out_of_range_name_the_argument(tmp_path, where, value):
 # 'Sequence'") naming neither the keyword nor what it takes
 BAD_TASK_KEYWORDS = [
     (dict(labels=123), "labels: got 123: expected a list of label names, or one string of them"),
-    (dict(labels=["a", 1]), "labels: item 1 holds 1: expected a str"),
+    (dict(labels=["a", 1.5]), "labels: item 1 holds 1.5: expected a str or an int"),
     (dict(verbalizer={"a": 1}), "verbalizer: the word of 'a' holds 1: expected a str"),
-    (dict(verbalizer={2: "b"}), "verbalizer: a label holds 2: expected a str"),
+    (dict(verbalizer={2.5: "b"}), "verbalizer: a label holds 2.5: expected a str or an int"),
     (dict(verbalizer=[("a",)]), r"verbalizer: item 0 holds \('a',\): expected a \(label, word\) pair"),
     (dict(verbalizer=[["a", "x", "y"]]), r"verbalizer: item 0 holds \['a', 'x', 'y'\]: expected a \(label, word\) pair"),
     (dict(verbalizer=["ax"]), r"verbalizer: item 0 holds 'ax': expected a \(label, word\) pair"),

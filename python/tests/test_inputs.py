@@ -121,6 +121,11 @@ def test_int_labels_read_as_their_digits():
     by_int = model.evaluate(task, prompt, texts, labels=[1, 0, np.int64(1)])
     by_str = model.evaluate(task, prompt, texts, labels=["1", "0", "1"])
     assert by_int == by_str
+    # the label names as ints too, and an int past int64 by its digits (verification 30)
+    named = model.task(rows, task="cls", prompt_len=2, labels=[1, 0])
+    assert named.labels == ["1", "0"]
+    big = model.task([("a", 2**70), ("b", 0)], task="cls", prompt_len=2)
+    assert big.labels == ["0", str(2**70)]
 
 
 def test_a_bad_row_is_named_with_what_it_holds():

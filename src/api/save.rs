@@ -69,10 +69,16 @@ impl Model {
             check_room(m, task, prompt)?;
             let how = "pass overwrite (SaveOptions { overwrite: true }) to replace it, or \
                        save into another folder";
-            let _held = SaveLock::acquire(dir)?;
+            let mut held = SaveLock::acquire(dir)?;
             outdir::check_prompt_folder(dir, opts.overwrite, how)?;
             let made = !dir.exists();
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            // a folder that did not exist is held once made: two processes saving into one
+            // new folder both went in, and mixed their files (verification 30, R4); one that
+            // finished first is then an earlier prompt, refused as any. The folder stays: the
+            // other save writes into it
+            held.hold_made(dir)?;
+            outdir::check_prompt_folder(dir, opts.overwrite, how)?;
             let info = m.adapter_info(task.inner.spec.kind.peft_task_type());
             let saved = save_prompt_dir(
                 dir,

@@ -261,13 +261,22 @@ impl<B: Backend> Model<B> {
 
     /// An upper estimate of the bytes one training step holds (`step_bytes_of` its config).
     pub fn step_bytes(&self, act: usize, rows: usize, tokens: usize, target_len: usize) -> u128 {
-        let cfg = match self {
+        step_bytes_of(&self.config(), act, rows, tokens, target_len)
+    }
+
+    /// An upper estimate of the bytes a forward pass without backward holds
+    /// (`forward_bytes_of`): evaluation, prediction, generation.
+    pub fn forward_bytes(&self, act: usize, rows: usize, tokens: usize, target_len: usize) -> u128 {
+        forward_bytes_of(&self.config(), act, rows, tokens, target_len)
+    }
+
+    fn config(&self) -> ModelConfig {
+        match self {
             Model::Bert(m) => ModelConfig::Bert(m.cfg.clone()),
             Model::T5(m) => ModelConfig::T5(m.cfg.clone()),
             Model::Bloom(m) => ModelConfig::Bloom(m.cfg.clone()),
             Model::Llama(m) => ModelConfig::Llama(m.cfg.clone()),
-        };
-        step_bytes_of(&cfg, act, rows, tokens, target_len)
+        }
     }
 
     /// The (V, C) input embedding table, on the host (prompt initialisation reads it).
@@ -313,6 +322,44 @@ pub fn step_bytes_of(
             let per_token =
                 c.num_layers as u128 * (12 * c.hidden_size + 4 * c.intermediate_size) as u128;
             act * rows * tokens * (per_token + 4 * c.hidden_size as u128)
+                + 4 * rows * target_len * c.vocab_size as u128
+        }
+    }
+}
+
+/// An upper estimate of the bytes a forward pass without backward holds: one layer's
+/// activations and transient at a time (`step_bytes_of` keeps every layer's for backward),
+/// the keys and values a cache keeps for every layer (a decoder's rows, rank scoring and
+/// greedy decoding; T5's cross-attention over the encoder), and the vocabulary logits of the
+/// targets. Evaluation sized by the training step's estimate was refused at a batch that ran
+/// in a fifth of it under `ulimit -v` (verification 30, R3).
+pub fn forward_bytes_of(
+    cfg: &ModelConfig,
+    act: usize,
+    rows: usize,
+    tokens: usize,
+    target_len: usize,
+) -> u128 {
+    let act = act as u128;
+    let (rows, tokens, target_len) = (rows as u128, tokens as u128, target_len as u128);
+    match cfg {
+        ModelConfig::Bert(c) => {
+            let per_token = (16 * c.hidden_size + 3 * c.intermediate_size) as u128;
+            act * rows * tokens * per_token
+        }
+        ModelConfig::T5(c) => {
+            let width = (c.d_model + c.inner_dim()) as u128;
+            let cross = 2 * c.num_decoder_layers as u128 * c.inner_dim() as u128;
+            let self_kv = 2 * c.num_decoder_layers as u128 * c.inner_dim() as u128;
+            let enc = 6 * width + 3 * c.d_ff as u128 + cross;
+            let dec = 9 * width + 3 * c.d_ff as u128 + self_kv;
+            act * rows * (tokens * enc + target_len * dec)
+                + 4 * rows * target_len * c.vocab_size as u128
+        }
+        ModelConfig::Bloom(c) | ModelConfig::Llama(c) => {
+            let cache = 2 * c.num_layers as u128 * c.hidden_size as u128;
+            let per_token = (16 * c.hidden_size + 4 * c.intermediate_size) as u128 + cache;
+            act * rows * (tokens + target_len) * per_token
                 + 4 * rows * target_len * c.vocab_size as u128
         }
     }

@@ -186,7 +186,7 @@ pub fn predict_until<B: Backend>(
     let target = enc.rows.iter().map(|r| r.target.len()).max().unwrap_or(0);
     check_causal_room(model, task, params.p, longest)?;
     let rows = batch_size.min(enc.rows.len());
-    model.check_step_memory(be, rows, params.p + longest, target, BatchSetting::Call)?;
+    model.check_forward_memory(be, rows, params.p + longest, target, BatchSetting::Call)?;
     let mut order: Vec<u32> = (0..enc.rows.len() as u32).collect();
     order.sort_by_key(|&i| enc.rows.get(i as usize).map_or(0, |r| r.ids.len()));
     let mut out: Vec<Option<Prediction>> = vec![None; enc.rows.len()];

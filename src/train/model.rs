@@ -145,11 +145,20 @@ impl<B: Backend> Model<B> {
             ));
         }
         if let Some(n) = max_len.filter(|&n| p.saturating_add(n) > limit) {
+            // so few that the template may not fit them, which a later check says, pointing
+            // back here (verification 30, R1): the prompt is the other way out
+            let few = match limit - p < 16 {
+                true => {
+                    " (a template and its special tokens may need more: a shorter \
+                         --prompt-len leaves more)"
+                }
+                false => "",
+            };
             return Err(Error::arg(
                 "--max-len",
                 format!(
                     "{n} tokens next to a prompt of {p} rows need {} positions, but {what} \
-                     holds {limit}: use --max-len {} or less",
+                     holds {limit}: use --max-len {} or less{few}",
                     crate::error::sum_text(&[p, n]),
                     limit - p
                 ),
@@ -171,13 +180,39 @@ impl<B: Backend> Model<B> {
         target_len: usize,
         batch: BatchSetting,
     ) -> Result<()> {
+        let need = self.step_bytes(be, rows, tokens, target_len);
+        self.check_host_bytes(be, need, (rows, tokens), batch)
+    }
+
+    /// `check_step_memory` for a forward pass without backward (evaluation, prediction,
+    /// generation), by its own estimate (`models::forward_bytes_of`).
+    pub fn check_forward_memory(
+        &self,
+        be: &B,
+        rows: usize,
+        tokens: usize,
+        target_len: usize,
+        batch: BatchSetting,
+    ) -> Result<()> {
+        let act = be.act_dtype().size();
+        let need = self.net.forward_bytes(act, rows, tokens, target_len);
+        self.check_host_bytes(be, need, (rows, tokens), batch)
+    }
+
+    /// `need` bytes for `rows` rows of `tokens` positions within the host's memory.
+    fn check_host_bytes(
+        &self,
+        be: &B,
+        need: u128,
+        (rows, tokens): (usize, usize),
+        batch: BatchSetting,
+    ) -> Result<()> {
         if be.device().is_gpu() {
             return Ok(());
         }
         let Some(available) = crate::memory::host_available_bytes() else {
             return Ok(());
         };
-        let need = self.step_bytes(be, rows, tokens, target_len);
         if need <= available as u128 {
             return Ok(());
         }

@@ -71,6 +71,17 @@ impl SaveLock {
     }
 }
 
+impl SaveLock {
+    /// Holds the folder `dir` too where it did not exist when the save was acquired (the save
+    /// has made it since), or refuses naming who holds it.
+    pub fn hold_made(&mut self, dir: &Path) -> Result<()> {
+        if self._folder.is_none() {
+            self._folder = hold_folder(&folder_key(dir), dir)?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for SaveLock {
     fn drop(&mut self) {
         let mut saving = SAVING.lock().unwrap_or_else(|p| p.into_inner());

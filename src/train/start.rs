@@ -301,7 +301,7 @@ pub(super) fn precheck<B: Backend>(
         check_labelled(task, enc)?;
         let (rows, tokens, target) = longest(enc);
         let rows = rows.min(cfg.eval_batch_size);
-        model.check_step_memory(be, rows, tokens, target, BatchSetting::Eval)?;
+        model.check_forward_memory(be, rows, tokens, target, BatchSetting::Eval)?;
     }
     Ok(())
 }
