@@ -302,37 +302,15 @@ pub fn step_bytes_of(
     tokens: usize,
     target_len: usize,
 ) -> u128 {
-    let act = act as u128;
-    let (rows, tokens, target_len) = (rows as u128, tokens as u128, target_len as u128);
-    match cfg {
-        ModelConfig::Bert(c) => {
-            let per_token = c.num_hidden_layers as u128
-                * (12 * c.hidden_size + 3 * c.intermediate_size) as u128;
-            act * rows * tokens * (per_token + 4 * c.hidden_size as u128)
-        }
-        ModelConfig::T5(c) => {
-            let width = (c.d_model + c.inner_dim()) as u128;
-            let enc = c.num_layers as u128 * (6 * width + 3 * c.d_ff as u128);
-            let dec = c.num_decoder_layers as u128 * (9 * width + 3 * c.d_ff as u128);
-            act * rows * (tokens * enc + target_len * dec)
-                + 4 * rows * target_len * c.vocab_size as u128
-        }
-        // the gated MLP keeps gate, up and their product: 4 rows of the feed-forward
-        ModelConfig::Bloom(c) | ModelConfig::Llama(c) => {
-            let per_token =
-                c.num_layers as u128 * (12 * c.hidden_size + 4 * c.intermediate_size) as u128;
-            act * rows * tokens * (per_token + 4 * c.hidden_size as u128)
-                + 4 * rows * target_len * c.vocab_size as u128
-        }
-    }
+    pass_bytes_of(cfg, act, (rows, tokens, target_len), true)
 }
 
 /// An upper estimate of the bytes a forward pass without backward holds: one layer's
-/// activations and transient at a time (`step_bytes_of` keeps every layer's for backward),
-/// the keys and values a cache keeps for every layer (a decoder's rows, rank scoring and
-/// greedy decoding; T5's cross-attention over the encoder), and the vocabulary logits of the
-/// targets. Evaluation sized by the training step's estimate was refused at a batch that ran
-/// in a fifth of it under `ulimit -v` (verification 30, R3).
+/// activations and transient at a time, the keys and values a cache keeps for every layer
+/// (a decoder's rows, rank scoring and greedy decoding; T5's cross-attention over the
+/// encoder), and the vocabulary logits of the targets. Evaluation sized by the training
+/// step's estimate was refused at a batch that ran in a fifth of it under `ulimit -v`
+/// (verification 30, R3).
 pub fn forward_bytes_of(
     cfg: &ModelConfig,
     act: usize,
@@ -340,26 +318,50 @@ pub fn forward_bytes_of(
     tokens: usize,
     target_len: usize,
 ) -> u128 {
+    pass_bytes_of(cfg, act, (rows, tokens, target_len), false)
+}
+
+/// `step_bytes_of` (`backward`: every layer's state kept) or `forward_bytes_of`.
+fn pass_bytes_of(
+    cfg: &ModelConfig,
+    act: usize,
+    (rows, tokens, target_len): (usize, usize, usize),
+    backward: bool,
+) -> u128 {
     let act = act as u128;
     let (rows, tokens, target_len) = (rows as u128, tokens as u128, target_len as u128);
+    let kept = |layers: usize| if backward { layers as u128 } else { 1 };
+    // a forward pass's cache: keys and values of every layer, per position
+    let cache = |layers: usize, width: usize| match backward {
+        true => 0,
+        false => 2 * layers as u128 * width as u128,
+    };
     match cfg {
         ModelConfig::Bert(c) => {
-            let per_token = (16 * c.hidden_size + 3 * c.intermediate_size) as u128;
-            act * rows * tokens * per_token
+            let per_token =
+                kept(c.num_hidden_layers) * (12 * c.hidden_size + 3 * c.intermediate_size) as u128;
+            act * rows * tokens * (per_token + 4 * c.hidden_size as u128)
         }
         ModelConfig::T5(c) => {
             let width = (c.d_model + c.inner_dim()) as u128;
-            let cross = 2 * c.num_decoder_layers as u128 * c.inner_dim() as u128;
-            let self_kv = 2 * c.num_decoder_layers as u128 * c.inner_dim() as u128;
-            let enc = 6 * width + 3 * c.d_ff as u128 + cross;
-            let dec = 9 * width + 3 * c.d_ff as u128 + self_kv;
+            let kv = cache(c.num_decoder_layers, c.inner_dim());
+            let enc = kept(c.num_layers) * (6 * width + 3 * c.d_ff as u128) + kv;
+            let dec = kept(c.num_decoder_layers) * (9 * width + 3 * c.d_ff as u128) + kv;
             act * rows * (tokens * enc + target_len * dec)
                 + 4 * rows * target_len * c.vocab_size as u128
         }
+        // the gated MLP keeps gate, up and their product: 4 rows of the feed-forward; a
+        // forward pass places the targets after the rows (rank scoring, generation)
         ModelConfig::Bloom(c) | ModelConfig::Llama(c) => {
-            let cache = 2 * c.num_layers as u128 * c.hidden_size as u128;
-            let per_token = (16 * c.hidden_size + 4 * c.intermediate_size) as u128 + cache;
-            act * rows * (tokens + target_len) * per_token
+            let per_token = kept(c.num_layers)
+                * (12 * c.hidden_size + 4 * c.intermediate_size) as u128
+                + cache(c.num_layers, c.hidden_size);
+            let positions = if backward {
+                tokens
+            } else {
+                tokens + target_len
+            };
+            act * rows * positions * (per_token + 4 * c.hidden_size as u128)
                 + 4 * rows * target_len * c.vocab_size as u128
         }
     }
