@@ -474,7 +474,18 @@ pub fn check_host_bytes(need: u128, w: &Workload) -> Result<()> {
 /// Stops a preset whose float32 weights would not fit the CPU, before anything is allocated
 /// (bench and profile; t5-xxl and llama-3.1-8b under profile grew toward 44 and 32 GB).
 pub fn check_fits_cpu(name: &str, preset: &Preset) -> Result<()> {
-    dec::check_fits_cpu(name, parameters(preset))
+    dec::check_fits_cpu(name, parameters(preset))?;
+    // the model's random float32 weights and the 2-layer check's beside them (float64
+    // reference and the engine's own), with a margin for the steps' transients, within what
+    // the process may allocate (under ulimit -v bench aborted building them; verification 31,
+    // F10b-3)
+    let small = parameters(&preset.truncated(2)) as u128;
+    let need = 4 * parameters(preset) as u128 + 12 * small + 4 * crate::models::LOAD_SLACK;
+    let what = format!("{name}'s float32 weights, with the reference check's,");
+    match crate::memory::host_room_refusal(&what, need) {
+        Some(words) => Err(Error::arg("--preset", words)),
+        None => Ok(()),
+    }
 }
 
 /// Weight count of `preset`: embeddings, layers (norm weights and biases counted roughly:

@@ -139,27 +139,25 @@ fn rooms() -> Vec<(u64, &'static str)> {
 /// verification 30). The system's bounds only: `SOFTPROMPT_HOST_MEMORY` stands in for the
 /// machine in the checks of steps, which run on models it would refuse.
 pub fn check_host_room(path: &std::path::Path, what: &str, need: u128) -> crate::error::Result<()> {
-    match system_available_bytes() {
-        Some(available) => room_refusal(path, what, need, available).map_or(Ok(()), Err),
+    match host_room_refusal(what, need) {
+        Some(words) => Err(crate::error::Error::file(path, words)),
         None => Ok(()),
     }
 }
 
-/// `check_host_room`'s refusal where `need` bytes exceed `available`.
-fn room_refusal(
-    path: &std::path::Path,
-    what: &str,
-    need: u128,
-    available: u64,
-) -> Option<crate::error::Error> {
+/// The words of a refusal of `need` bytes (`what` they hold) past what this process may
+/// allocate by the system's bounds, or None where they fit.
+pub fn host_room_refusal(what: &str, need: u128) -> Option<String> {
+    room_words(what, need, system_available_bytes()?)
+}
+
+/// `host_room_refusal` against `available`.
+fn room_words(what: &str, need: u128, available: u64) -> Option<String> {
     (need > u128::from(available)).then(|| {
-        crate::error::Error::file(
-            path,
-            format!(
-                "{what} take about {}, but {}: free memory, or raise the limit",
-                size_words(need),
-                available_words(available)
-            ),
+        format!(
+            "{what} take about {}, but {}: free memory, or raise the limit",
+            size_words(need),
+            bound_words(available, size_words(u128::from(available)))
         )
     })
 }
@@ -169,7 +167,11 @@ fn room_refusal(
 /// why (a user told "the machine has 1.9 GB" by a machine with 22 GB free raised nothing; it
 /// is the ulimit; verification 30).
 pub fn available_words(available: u64) -> String {
-    let size = format!("{:.1} GB", available as f64 / 1e9);
+    bound_words(available, format!("{:.1} GB", available as f64 / 1e9))
+}
+
+/// `available_words` with the amount written as `size`.
+fn bound_words(available: u64, size: String) -> String {
     let tightest = rooms().into_iter().min_by_key(|&(room, _)| room);
     match tightest {
         Some((_, what)) if what != "the machine" && cap_above(available) => {
@@ -309,11 +311,10 @@ mod tests {
     /// sizes; those within it pass.
     #[test]
     fn weights_past_the_room_are_refused() {
-        let path = std::path::Path::new("models/big");
-        let e = room_refusal(path, "its weight files", 2_500_000_000, 1_000_000_000);
-        let msg = e.map(|e| e.to_string()).unwrap_or_default();
+        let words = room_words("its weight files", 2_500_000_000, 1_000_000_000);
+        let msg = words.unwrap_or_default();
         assert!(
-            msg.starts_with("models/big: its weight files take about 2.5 GB, but "),
+            msg.starts_with("its weight files take about 2.5 GB, but "),
             "{msg}"
         );
         assert!(
@@ -321,7 +322,13 @@ mod tests {
                 || msg.contains("1.0 GB more (its "),
             "{msg}"
         );
-        assert!(room_refusal(path, "its weight files", 1_000, 1_000).is_none());
+        assert!(room_words("its weight files", 1_000, 1_000).is_none());
+        // both sizes in one unit below a GB (91 MB against "0.1 GB" read as fitting)
+        let small = room_words("its weights", 91_000_000, 60_000_000).unwrap_or_default();
+        assert!(
+            small.contains("about 91 MB, but ") && small.contains(" 60 MB "),
+            "{small}"
+        );
         assert_eq!(size_words(25_000_000), "25 MB");
         // a cgroup's page cache, which its usage counts, is not spent (verification 30, R2)
         let stat = std::env::temp_dir().join(format!("softprompt_stat_{}", std::process::id()));

@@ -129,9 +129,16 @@ impl WeightStore {
 
     /// The elements of every float tensor, summed.
     pub fn float_elements(&self) -> u128 {
-        (self.index.values())
-            .map(|(_, _, shape)| shape.iter().map(|&n| n as u128).product::<u128>())
-            .sum()
+        self.elements().sum()
+    }
+
+    /// The elements of the largest float tensor.
+    pub fn largest_elements(&self) -> u128 {
+        self.elements().max().unwrap_or(0)
+    }
+
+    fn elements(&self) -> impl Iterator<Item = u128> + '_ {
+        (self.index.values()).map(|(_, _, shape)| shape.iter().map(|&n| n as u128).product())
     }
 
     /// (stored dtype, shape) of a tensor.

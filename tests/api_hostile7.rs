@@ -341,8 +341,16 @@ fn a_save_holds_the_folder_it_made() {
     let pid = format!("(pid {})", child.id());
     contains_all("made", &err, &[&pid, "holds this folder"]);
     drop(save);
-    // free again, the folder is held by the save that made it
-    let mut again = SaveLock::acquire(&fresh).unwrap();
+    // free again (once flock's forked child, which held its descriptor a moment, has closed
+    // it), the folder is held by the save that made it
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut again = loop {
+        match SaveLock::acquire(&fresh) {
+            Ok(held) => break held,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     again.hold_made(&fresh).unwrap();
     assert_eq!(softprompt::folder_writer(&fresh), Some(std::process::id()));
 }

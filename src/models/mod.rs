@@ -20,6 +20,6 @@ mod prefix_inputs;
 pub mod t5;
 
 pub use common::{Capture, MixedPrompts, PromptRows, Recompute, TokenBatch, MAX_TOKENS};
-pub use model::{step_bytes_of, Model, Tuning};
+pub use model::{step_bytes_of, Model, Tuning, LOAD_SLACK};
 pub use objective::{Objective, StepOutput};
 pub use prefix::{Placement, PrefixSpec};

@@ -32,6 +32,10 @@ impl Tuning {
     }
 }
 
+/// What a model's load allocates beside its weights and their largest conversion (tokenizer,
+/// tables, the allocator's own), in bytes.
+pub const LOAD_SLACK: u128 = 16_000_000;
+
 /// A frozen network on a backend.
 pub enum Model<B: Backend> {
     Bert(Bert<B>),
@@ -50,7 +54,11 @@ impl<B: Backend> Model<B> {
         // on the CPU the weights are copied into the backend's storage type beside the files
         // read (a device holds its own copy in its own memory)
         if !be.device().is_gpu() {
-            let need = store.float_elements() * be.weight_dtype().size() as u128;
+            // with the largest tensor's conversion beside them and a margin for the rest of
+            // the load (a band of limits just past the weights alone aborted; verification
+            // 31, F10b-1)
+            let size = be.weight_dtype().size() as u128;
+            let need = (store.float_elements() + store.largest_elements()) * size + LOAD_SLACK;
             crate::memory::check_host_room(dir, "its weights, held on the host,", need)?;
         }
         // as transformers does, a config with fewer layers than the weights loads the first
