@@ -15,6 +15,12 @@ pub enum Error {
     #[error("{path}: {msg}")]
     File { path: PathBuf, msg: String },
 
+    /// What `path` holds (a model's weights) is larger than the host memory this process may
+    /// still allocate (`memory::check_host_room`): refused before allocating, as no argument
+    /// makes it smaller.
+    #[error("{path}: {msg}")]
+    HostMemory { path: PathBuf, msg: String },
+
     /// A folder a run or a save writes into, refused for what it is in now (`state`): being
     /// written by another run or save, or holding what the call was not told to replace.
     #[error("{path}: {msg}")]

@@ -140,7 +140,10 @@ fn rooms() -> Vec<(u64, &'static str)> {
 /// machine in the checks of steps, which run on models it would refuse.
 pub fn check_host_room(path: &std::path::Path, what: &str, need: u128) -> crate::error::Result<()> {
     match host_room_refusal(what, need) {
-        Some(words) => Err(crate::error::Error::file(path, words)),
+        Some(msg) => Err(crate::error::Error::HostMemory {
+            path: path.to_path_buf(),
+            msg,
+        }),
         None => Ok(()),
     }
 }

@@ -411,3 +411,31 @@ fn set_config_key(dir: &Path, key: &str, value: serde_json::Value) {
     cfg[key] = value;
     std::fs::write(&path, cfg.to_string()).unwrap();
 }
+
+/// A model whose weight files are larger than the memory this process may allocate is
+/// refused before they are read, as the host's memory (`Error::HostMemory`, Python's
+/// `OutOfMemory`, a `MemoryError`), not as a bad file: no argument makes it smaller. The
+/// file is sparse: 4 TB long, no disk spent.
+#[test]
+fn weights_past_the_memory_are_refused_as_memory() {
+    let dir = ScratchDir::new("huge_weights");
+    let model = dir.copy_model("bert_mlm", "huge");
+    let file = std::fs::File::options()
+        .write(true)
+        .open(model.join("model.safetensors"))
+        .expect("open the weights");
+    file.set_len(4_000_000_000_000).expect("a sparse file");
+    drop(file);
+    match Model::open(&model, Device::Cpu) {
+        Err(Error::HostMemory { path, msg }) => {
+            assert_eq!(path, model);
+            assert!(
+                msg.starts_with("its weight files take about 4000.0 GB, but "),
+                "{msg}"
+            );
+            assert!(msg.ends_with("free memory, or raise the limit"), "{msg}");
+        }
+        Err(e) => panic!("refused as another error: {e}"),
+        Ok(_) => panic!("a 4 TB model was loaded"),
+    }
+}

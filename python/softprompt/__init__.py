@@ -26,6 +26,7 @@ from .errors import (
     Interrupted,
     InvalidArgument,
     NonFinite,
+    OutOfMemory,
     SoftpromptError,
     Unsupported,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "InvalidArgument",
     "DataError",
     "BadFile",
+    "OutOfMemory",
     "FileNotFound",
     "FileError",
     "FolderInUse",

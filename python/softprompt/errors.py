@@ -24,6 +24,12 @@ class BadFile(SoftpromptError, ValueError):
     """A model, prompt, tokenizer or tensor file is invalid; the message names it."""
 
 
+class OutOfMemory(SoftpromptError, MemoryError):
+    """A model's weights are larger than the memory this process may still allocate (the
+    machine's, its ``ulimit -v`` or its cgroup's; the message says which): refused before
+    loading, so nothing was allocated."""
+
+
 class _EngineOSError(OSError):
     """An OSError whose ``filename`` and ``errno`` are set as ``open()`` sets them, and whose
     ``str()`` is the engine's message (which names the path already), not
@@ -78,6 +84,7 @@ __all__ = [
     "InvalidArgument",
     "DataError",
     "BadFile",
+    "OutOfMemory",
     "FileNotFound",
     "FileError",
     "FolderInUse",

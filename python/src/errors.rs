@@ -24,6 +24,7 @@ fn class_name(e: &Error) -> &'static str {
         Error::Data { .. } => "DataError",
         Error::File { .. } | Error::Config { .. } | Error::Tensor { .. } => "BadFile",
         Error::Tokenizer { .. } => "BadFile",
+        Error::HostMemory { .. } => "OutOfMemory",
         Error::Folder {
             state: FolderState::InUse,
             ..

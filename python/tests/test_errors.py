@@ -104,6 +104,22 @@ def test_exception_bases():
         sp.Prompt.load("no_prompt_here_either")
 
 
+def test_weights_past_the_memory_are_a_memory_error(tmp_path):
+    """A model too large for what the process may allocate was a BadFile (a ValueError):
+    the file is sound, the memory short (verification 31)."""
+    import shutil
+
+    model = tmp_path / "huge"
+    shutil.copytree(BERT_MLM, model)
+    # sparse: 4 TB long, no disk spent
+    with open(model / "model.safetensors", "r+b") as f:
+        f.truncate(4_000_000_000_000)
+    with pytest.raises(MemoryError) as e:
+        sp.Model(model)
+    assert type(e.value) is sp.OutOfMemory, type(e.value)
+    assert str(e.value).startswith(f"{model}: its weight files take about 4000.0 GB, but "), str(e.value)
+
+
 def test_a_missing_file_carries_its_path_as_open_does():
     """`e.filename` and `e.errno` were None: code reads the path from `filename`."""
     import errno

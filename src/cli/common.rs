@@ -401,6 +401,7 @@ pub fn fail(e: Error) -> i32 {
         Error::Arg { .. }
         | Error::Data { .. }
         | Error::File { .. }
+        | Error::HostMemory { .. }
         | Error::Folder { .. }
         | Error::Io { .. }
         | Error::Config { .. }

@@ -102,7 +102,7 @@ fn fault(e: &softprompt::Error) -> Fault {
         | E::StepMemory { .. }
         | E::Unsupported(_) => Fault::Input,
         E::Shape { .. } | E::NonFinite(_) | E::Overflow { .. } => Fault::Check,
-        E::Device(_) | E::Kernel { .. } | E::Interrupted(_) => Fault::Server,
+        E::Device(_) | E::Kernel { .. } | E::Interrupted(_) | E::HostMemory { .. } => Fault::Server,
     }
 }
 

@@ -130,7 +130,7 @@ impl<'a, B: Backend> MultiTrainer<'a, B> {
             let encoder = t.encoder.as_mut().zip(tape.as_ref());
             let outcome = update(be, &mut t.opt, &mut t.params, encoder, grads, max_norm);
             let (lr, grad_norm) = outcome.map_err(|e| match e {
-                Error::NonFinite(what) => self.diverged(i, step, what),
+                Error::NonFinite(what) => self.diverged_at(i, step, what, step == 1),
                 e => e,
             })?;
             let t = self.task_mut(i)?;

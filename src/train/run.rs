@@ -70,7 +70,9 @@ impl<B: Backend> Trainer<'_, B> {
         let encoder = self.encoder.as_mut().zip(tape.as_ref());
         let outcome = update(be, opt, params, encoder, grads, max_norm);
         let (lr, grad_norm) = outcome.map_err(|e| match e {
-            Error::NonFinite(what) => self.diverged(step, what),
+            // the first step's gradient, as its loss, is the frozen model's on the initial
+            // prompt: no rate has acted yet
+            Error::NonFinite(what) => self.diverged_at(step, what, step == 1),
             e => e,
         })?;
         self.state.step += 1;
