@@ -459,32 +459,49 @@ pub fn check_host_bytes(need: u128, w: &Workload) -> Result<()> {
     if need <= available as u128 {
         return Ok(());
     }
+    let (need, room) = crate::memory::refusal_words(need, available);
     Err(Error::arg(
         "--batch",
         format!(
-            "a step of {} rows x {tokens} positions would need about {:.1} GB for activations, \
-             but {}: lower --batch or --seq",
+            "a step of {} rows x {tokens} positions would need about {need} for activations, \
+             but {room}: lower --batch or --seq",
             w.batch,
-            need as f64 / 1e9,
-            crate::memory::available_words(available)
         ),
     ))
 }
 
 /// Stops a preset whose float32 weights would not fit the CPU, before anything is allocated
 /// (bench and profile; t5-xxl and llama-3.1-8b under profile grew toward 44 and 32 GB).
-pub fn check_fits_cpu(name: &str, preset: &Preset) -> Result<()> {
+/// `checked`: bench's 2-layer reference check runs beside the model (profile runs none).
+pub fn check_fits_cpu(name: &str, preset: &Preset, checked: bool) -> Result<()> {
     dec::check_fits_cpu(name, parameters(preset))?;
     // the model's random float32 weights and the 2-layer check's beside them (float64
-    // reference and the engine's own), with a margin for the steps' transients, within what
-    // the process may allocate (under ulimit -v bench aborted building them; verification 31,
-    // F10b-3)
+    // reference and the engine's own, and the float64 copy of the reference's largest
+    // tensor, its embedding table, as it is built), with a margin for the steps' transients,
+    // within what the process may allocate (under ulimit -v bench aborted building them;
+    // verification 31, F10b-3; a 100 MB band past the check aborted on bloom's embeddings,
+    // verification 32)
     let small = parameters(&preset.truncated(2)) as u128;
-    let need = 4 * parameters(preset) as u128 + 12 * small + 4 * crate::models::LOAD_SLACK;
-    let what = format!("{name}'s float32 weights, with the reference check's,");
+    let check = 12 * small + 8 * embedding_elements(preset) as u128;
+    let need = 4 * parameters(preset) as u128
+        + if checked { check } else { 0 }
+        + 4 * crate::models::LOAD_SLACK;
+    let what = match checked {
+        true => format!("{name}'s float32 weights, with the reference check's,"),
+        false => format!("{name}'s float32 weights"),
+    };
     match crate::memory::host_room_refusal(&what, need) {
         Some(words) => Err(Error::arg("--preset", words)),
         None => Ok(()),
+    }
+}
+
+/// The elements of `preset`'s word embedding table, its largest tensor.
+fn embedding_elements(preset: &Preset) -> usize {
+    match preset {
+        Preset::Bert(c) => c.vocab_size * c.hidden_size,
+        Preset::T5(c) => c.vocab_size * c.d_model,
+        Preset::Decoder(c) => c.vocab_size * c.hidden_size,
     }
 }
 
@@ -533,7 +550,7 @@ pub fn run<B: Backend>(
     })?;
     let preset = Preset::by_name(preset_name)?;
     if !be.device().is_gpu() {
-        check_fits_cpu(preset_name, &preset)?;
+        check_fits_cpu(preset_name, &preset, true)?;
     }
     if matches!(preset, Preset::Decoder(_)) && w.target_len > w.seq {
         return Err(Error::arg(

@@ -160,12 +160,10 @@ impl BatchSetting {
 
 /// What a step refused for host memory needs, without the advice.
 fn step_memory_need(rows: usize, tokens: usize, need: u128, available: u64) -> String {
-    let gb = |b: u128| b as f64 / 1e9;
+    let (need, room) = crate::memory::refusal_words(need, available);
     format!(
-        "a step of {rows} rows x {tokens} positions would need about {:.1} GB for activations, \
-         but {}",
-        gb(need),
-        crate::memory::available_words(available)
+        "a step of {rows} rows x {tokens} positions would need about {need} for activations, \
+         but {room}"
     )
 }
 

@@ -106,11 +106,24 @@ pub fn open_ordinary(path: &Path) -> Result<std::fs::File> {
 
 /// A tensor file of a model or prompt folder, whole (its size is its bound: model weights
 /// are many GB); anything but an ordinary file is refused before a byte is read.
-pub fn read_tensor_file(path: &Path) -> Result<Vec<u8>> {
+/// `read_head` reads the file's head (the open file, and its length) and refuses a head that
+/// does not account for the length before the rest is read; what it read is kept. A length
+/// past what this process may allocate is refused too (a 1 TB sparse file aborted the
+/// process in the allocation; hostile pass 34, F0).
+pub fn read_tensor_file(
+    path: &Path,
+    read_head: impl FnOnce(&mut std::fs::File, u64) -> Result<Vec<u8>>,
+) -> Result<Vec<u8>> {
     use std::io::Read;
     let mut file = open_ordinary(path)?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    let mut bytes = read_head(&mut file, size)?;
+    crate::memory::check_host_room(path, "its bytes", u128::from(size))?;
+    bytes.reserve(
+        usize::try_from(size)
+            .unwrap_or(0)
+            .saturating_sub(bytes.len()),
+    );
     file.read_to_end(&mut bytes)
         .map_err(|e| Error::io(path, e))?;
     Ok(bytes)
@@ -347,7 +360,8 @@ mod tests {
         let path = dir.join("config.json");
         std::os::unix::fs::symlink(&real, &path).unwrap();
         assert_eq!(read_json_text(&path).unwrap(), "{}");
-        assert_eq!(read_tensor_file(&path).unwrap(), b"{}");
+        let no_head = |_: &mut std::fs::File, _| Ok(Vec::new());
+        assert_eq!(read_tensor_file(&path, no_head).unwrap(), b"{}");
         let stop = Arc::new(AtomicBool::new(false));
         let swapper = {
             let (stop, path, real, fifo) = (stop.clone(), path.clone(), real.clone(), fifo.clone());
@@ -379,7 +393,7 @@ mod tests {
                     }
                     let got = match i % 2 {
                         0 => read_json_text(&path).map(String::into_bytes),
-                        _ => read_tensor_file(&path),
+                        _ => read_tensor_file(&path, |_, _| Ok(Vec::new())),
                     };
                     match got {
                         Ok(bytes) => {

@@ -6,6 +6,7 @@
 //! before any use, so checking at feed time sees every overlap.)
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct SavedTensor {
@@ -157,23 +158,42 @@ pub fn host_room_refusal(what: &str, need: u128) -> Option<String> {
 /// `host_room_refusal` against `available`.
 fn room_words(what: &str, need: u128, available: u64) -> Option<String> {
     (need > u128::from(available)).then(|| {
-        format!(
-            "{what} take about {}, but {}: free memory, or raise the limit",
-            size_words(need),
-            bound_words(available, size_words(u128::from(available)))
-        )
+        let (need, room) = refusal_words(need, available);
+        format!("{what} take about {need}, but {room}: free memory, or raise the limit")
     })
 }
 
-/// `available` bytes of host memory in a message's words: what the machine has, or, where a
-/// process limit or the cgroup's is what bounds it, what this process may still allocate and
-/// why (a user told "the machine has 1.9 GB" by a machine with 22 GB free raised nothing; it
-/// is the ulimit; verification 30).
-pub fn available_words(available: u64) -> String {
-    bound_words(available, format!("{:.1} GB", available as f64 / 1e9))
+/// A refusal of `need` bytes by the `available` bytes of host memory, in a message's words:
+/// the size needed, and what the machine has, or, where a process limit or the cgroup's is
+/// what bounds it, what this process may still allocate and why (a user told "the machine
+/// has 1.9 GB" by a machine with 22 GB free raised nothing; it is the ulimit; verification
+/// 30). Each size in its unit, both finer where they would read alike ("2.0 GB, but ... 2.0
+/// GB more"; verification 32).
+pub fn refusal_words(need: u128, available: u64) -> (String, String) {
+    let room = u128::from(available);
+    let mb = |b: u128| format!("{:.0} MB", b as f64 / 1e6);
+    let (need, room) = match (size_words(need), size_words(room)) {
+        (a, b) if a != b => (a, b),
+        _ if mb(need) != mb(room) => (mb(need), mb(room)),
+        _ => (format!("{need} bytes"), format!("{room} bytes")),
+    };
+    (need, bound_words(available, room))
 }
 
-/// `available_words` with the amount written as `size`.
+/// The words of a refusal of a trainable module of `params` parameters (a prompt encoder,
+/// a prefix projection) whose weights, gradients, two Adam moments, best copy and
+/// checkpoint copy (six float32 copies) pass the host's memory, or None where they fit.
+pub fn trainable_room_refusal(params: u128) -> Option<String> {
+    const COPIES: u128 = 6;
+    let need = params.saturating_mul(COPIES * 4);
+    let available = host_available_bytes()?;
+    (need > u128::from(available)).then(|| {
+        let (need, room) = refusal_words(need, available);
+        format!("{params} parameters: {need} with its gradients and optimizer state, but {room}")
+    })
+}
+
+/// What bounds `available` bytes, with the amount written as `size`.
 fn bound_words(available: u64, size: String) -> String {
     let tightest = rooms().into_iter().min_by_key(|&(room, _)| room);
     match tightest {
@@ -184,8 +204,9 @@ fn bound_words(available: u64, size: String) -> String {
     }
 }
 
-/// `bytes` for a message: GB to a tenth, or MB, or bytes below that.
-fn size_words(bytes: u128) -> String {
+/// `bytes` for a message: GB to a tenth, or MB, or bytes below that (a refusal of 91 MB
+/// against "0.1 GB" read as a contradiction; verification 31).
+pub fn size_words(bytes: u128) -> String {
     match bytes {
         b if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
         b if b >= 1_000_000 => format!("{:.0} MB", b as f64 / 1e6),
@@ -247,57 +268,81 @@ fn rlimit_rooms() -> (Option<u64>, Option<u64>) {
     (None, None)
 }
 
-/// What the memory limit of this process's cgroup leaves (v2 `memory.max` less
+/// What the memory limits of this process's cgroup leave (v2 `memory.max` less
 /// `memory.current`; v1 `memory.limit_in_bytes` less `memory.usage_in_bytes`), where one is
-/// set: a container's MemAvailable is the host's. The cgroup's folder, else the mount's root
-/// (inside a container's namespace the root is its own cgroup).
+/// set: a container's MemAvailable is the host's.
 fn cgroup_room() -> Option<u64> {
-    let read =
-        |path: &str| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let mut rooms = Vec::new();
-    for line in cgroups.lines() {
+    let room = |line: &str| {
         let mut parts = line.splitn(3, ':');
-        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        // v2: "0::/path"
+        let files = match controllers {
+            "" => &CGROUP_V2,
+            c if c.split(',').any(|c| c == "memory") => &CGROUP_V1,
+            _ => return None,
         };
-        // v2: "0::/path"; a "max" limit does not parse, which is no limit
-        let (mount, max, current, file_keys) = match controllers {
-            "" => (
-                "/sys/fs/cgroup",
-                "memory.max",
-                "memory.current",
-                ["active_file", "inactive_file"],
-            ),
-            c if c.split(',').any(|c| c == "memory") => (
-                "/sys/fs/cgroup/memory",
-                "memory.limit_in_bytes",
-                "memory.usage_in_bytes",
-                ["total_active_file", "total_inactive_file"],
-            ),
-            _ => continue,
-        };
-        for dir in [format!("{mount}{path}"), mount.to_string()] {
-            let (Some(max), Some(current)) = (
-                read(&format!("{dir}/{max}")),
-                read(&format!("{dir}/{current}")),
-            ) else {
-                continue;
-            };
-            // the usage counts the page cache (the model's files just read), which the
-            // kernel reclaims before it kills: not spent (verification 30, R2)
-            let cache = file_pages(&format!("{dir}/memory.stat"), &file_keys);
-            rooms.push(max.saturating_sub(current.saturating_sub(cache)));
-            break;
-        }
-    }
-    rooms.into_iter().min()
+        hierarchy_room(Path::new(files.mount), path, files)
+    };
+    cgroups.lines().filter_map(room).min()
+}
+
+/// A cgroup version's mount and the files of its memory controller.
+struct CgroupFiles {
+    mount: &'static str,
+    max: &'static str,
+    current: &'static str,
+    /// `memory.stat`'s keys of the file pages `current` counts
+    file_keys: [&'static str; 2],
+}
+
+const CGROUP_V2: CgroupFiles = CgroupFiles {
+    mount: "/sys/fs/cgroup",
+    max: "memory.max",
+    current: "memory.current",
+    file_keys: ["active_file", "inactive_file"],
+};
+
+const CGROUP_V1: CgroupFiles = CgroupFiles {
+    mount: "/sys/fs/cgroup/memory",
+    max: "memory.limit_in_bytes",
+    current: "memory.usage_in_bytes",
+    file_keys: ["total_active_file", "total_inactive_file"],
+};
+
+/// The least room a level of the cgroup at `path` (as /proc/self/cgroup names it) leaves,
+/// from its own folder under `mount` up to the mount's root: a limit on an ancestor (a
+/// systemd slice's, a batch job's above its steps) bounds every cgroup below it, and only
+/// the cgroup's own was read (verification 32, R2-a). Inside a container's namespace the
+/// mount's root is its own cgroup.
+fn hierarchy_room(mount: &Path, path: &str, files: &CgroupFiles) -> Option<u64> {
+    let own = mount.join(path.trim_start_matches('/'));
+    (own.ancestors())
+        .take_while(|dir| dir.starts_with(mount))
+        .filter_map(|dir| level_room(dir, files))
+        .min()
+}
+
+/// The room one cgroup folder's limit leaves, where it has one (v2's "max" does not parse:
+/// no limit).
+fn level_room(dir: &Path, files: &CgroupFiles) -> Option<u64> {
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(dir.join(name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let (max, current) = (read(files.max)?, read(files.current)?);
+    // the usage counts the page cache (the model's files just read), which the kernel
+    // reclaims before it kills: not spent (verification 30, R2)
+    let cache = file_pages(&dir.join("memory.stat"), &files.file_keys);
+    Some(max.saturating_sub(current.saturating_sub(cache)))
 }
 
 /// The bytes of file pages a cgroup's `memory.stat` counts under `keys`, summed (0 where
 /// the file says nothing).
-fn file_pages(stat: &str, keys: &[&str]) -> u64 {
+fn file_pages(stat: &Path, keys: &[&str]) -> u64 {
     let text = std::fs::read_to_string(stat).unwrap_or_default();
     (text.lines())
         .filter_map(|l| l.split_once(' '))
@@ -333,6 +378,18 @@ mod tests {
             "{small}"
         );
         assert_eq!(size_words(25_000_000), "25 MB");
+        // sizes that would read alike are written finer (verification 32, U-1)
+        let close = room_words("its weights", 2_040_000_000, 1_990_000_000).unwrap_or_default();
+        assert!(
+            close.contains("about 2040 MB, but ") && close.contains(" 1990 MB "),
+            "{close}"
+        );
+        let closer = room_words("its weights", 2_000_000_001, 2_000_000_000).unwrap_or_default();
+        assert!(
+            closer.contains("about 2000000001 bytes, but ")
+                && closer.contains(" 2000000000 bytes "),
+            "{closer}"
+        );
         // a cgroup's page cache, which its usage counts, is not spent (verification 30, R2)
         let stat = std::env::temp_dir().join(format!("softprompt_stat_{}", std::process::id()));
         std::fs::write(
@@ -341,9 +398,46 @@ mod tests {
         )
         .unwrap();
         let keys = ["active_file", "inactive_file"];
-        assert_eq!(file_pages(stat.to_str().unwrap(), &keys), 4300);
+        assert_eq!(file_pages(&stat, &keys), 4300);
         std::fs::remove_file(&stat).unwrap();
-        assert_eq!(file_pages("/nonexistent/memory.stat", &keys), 0);
+        assert_eq!(file_pages(Path::new("/nonexistent/memory.stat"), &keys), 0);
         assert_eq!(size_words(999), "999 bytes");
+    }
+
+    /// A limit on an ancestor of the process's cgroup bounds it (only the cgroup's own was
+    /// read; verification 32, R2-a): the least room of any level up to the mount's root,
+    /// each level's page cache not spent; "max" is no limit.
+    #[test]
+    fn an_ancestor_s_limit_bounds_the_room() {
+        let mount = std::env::temp_dir().join(format!("softprompt_cg_{}", std::process::id()));
+        let job = mount.join("job");
+        let step = job.join("step_0");
+        std::fs::create_dir_all(&step).unwrap();
+        let level = |dir: &Path, max: &str, current: &str, stat: &str| {
+            std::fs::write(dir.join("memory.max"), max).unwrap();
+            std::fs::write(dir.join("memory.current"), current).unwrap();
+            std::fs::write(dir.join("memory.stat"), stat).unwrap();
+        };
+        level(&mount, "max\n", "9000000\n", "");
+        level(
+            &job,
+            "5000\n",
+            "4500\n",
+            "active_file 100\ninactive_file 50\n",
+        );
+        level(&step, "max\n", "4000\n", "");
+        // the job's 5000 less its 4500 of which 150 are page cache
+        assert_eq!(hierarchy_room(&mount, "/job/step_0", &CGROUP_V2), Some(650));
+        // a tighter own limit wins; a namespaced path ("/") reads the mount's root alone
+        level(&step, "4100\n", "4000\n", "");
+        assert_eq!(hierarchy_room(&mount, "/job/step_0", &CGROUP_V2), Some(100));
+        assert_eq!(hierarchy_room(&mount, "/", &CGROUP_V2), None);
+        // a path the mount does not hold (another namespace's) reaches the root still
+        level(&mount, "7000\n", "1000\n", "");
+        assert_eq!(
+            hierarchy_room(&mount, "/elsewhere/x", &CGROUP_V2),
+            Some(6000)
+        );
+        std::fs::remove_dir_all(&mount).unwrap();
     }
 }

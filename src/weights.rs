@@ -252,7 +252,8 @@ impl Shard {
     /// Reads `path` whole and parses its header, or an error naming the file (and the tensor
     /// at fault, where one is).
     fn read(path: &Path) -> Result<Shard> {
-        let bytes = crate::fsutil::read_tensor_file(path)?;
+        let bytes =
+            crate::fsutil::read_tensor_file(path, |file, size| read_head(path, file, size))?;
         let (n, header) =
             SafeTensors::read_metadata(&bytes).map_err(|e| bad_file(path, &bytes, e))?;
         Ok(Shard {
@@ -413,25 +414,52 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
 /// metadata, file not fully covered"), so the header is read again here to find the one at
 /// fault; its own words when nothing more is found.
 fn bad_file(path: &Path, bytes: &[u8], e: safetensors::SafeTensorError) -> Error {
-    let why = header_fault(bytes).unwrap_or_else(|| e.to_string());
+    let why = header_fault(bytes.len() as u64, bytes).unwrap_or_else(|| e.to_string());
+    not_safetensors(path, why)
+}
+
+fn not_safetensors(path: &Path, why: String) -> Error {
     Error::file(
         path,
         format!("not a valid safetensors file (truncated or corrupt?): {why}"),
     )
 }
 
+/// The longest header the safetensors crate reads (its MAX_HEADER_SIZE).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// The head of the safetensors file `file` of `size` bytes, its 8-byte header length and
+/// the header, refused where they do not account for the file's length: a 1 TB sparse
+/// adapter was read whole before its header was, and aborted the server (hostile pass 34,
+/// F0).
+fn read_head(path: &Path, file: &mut std::fs::File, size: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let io = |e| Error::io(path, e);
+    let mut head = Vec::new();
+    file.by_ref().take(8).read_to_end(&mut head).map_err(io)?;
+    let n = <[u8; 8]>::try_from(head.as_slice()).map(u64::from_le_bytes);
+    // a header past the crate's bound is refused by the crate, unread here
+    if let Some(n) = n.ok().filter(|&n| n <= MAX_HEADER_BYTES) {
+        file.by_ref().take(n).read_to_end(&mut head).map_err(io)?;
+    }
+    match header_fault(size, &head) {
+        Some(why) => Err(not_safetensors(path, why)),
+        None => Ok(head),
+    }
+}
+
 /// The first fault of a safetensors header (an 8-byte little-endian length, that many bytes
-/// of JSON, then the tensors' data back to back) that names a length or a tensor; None when
-/// the JSON itself is bad (the crate says where) or no such fault is found.
-fn header_fault(bytes: &[u8]) -> Option<String> {
-    let total = bytes.len() as u64;
+/// of JSON, then the tensors' data back to back) that names a length or a tensor, in a file
+/// of `total` bytes that begins with `bytes` (its head at least); None when the JSON itself
+/// is bad (the crate says where) or no such fault is found.
+fn header_fault(total: u64, bytes: &[u8]) -> Option<String> {
     let Some(len) = bytes.get(..8) else {
         return Some(format!(
             "it holds {total} bytes: a safetensors file starts with an 8-byte header length"
         ));
     };
     let n = u64::from_le_bytes(<[u8; 8]>::try_from(len).ok()?);
-    let rest = total - 8;
+    let rest = total.saturating_sub(8);
     if n > rest {
         return Some(format!(
             "its header length is {n} bytes, but only {rest} bytes follow it"

@@ -612,7 +612,7 @@ fn host_memory_child() {
     contains_all(
         "train",
         &msg,
-        &["a step of 2 rows x ", "GB for activations", advice],
+        &["a step of 2 rows x ", " for activations, but ", advice],
     );
     assert!(msg.ends_with(advice) && !msg.contains("--"), "{msg}");
     assert!(!out.exists(), "a refused run wrote {}", out.display());

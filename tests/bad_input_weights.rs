@@ -439,3 +439,55 @@ fn weights_past_the_memory_are_refused_as_memory() {
         Ok(_) => panic!("a 4 TB model was loaded"),
     }
 }
+
+/// A prompt folder's tensor file made 1 TB long (sparse) was read whole before its header
+/// was, and the allocation aborted the process: a server lost every prompt and request to
+/// one load (hostile pass 34, F0). Its header is read first: a length the header does not
+/// account for is refused unread, and a length past the memory with a header that cannot
+/// say is refused as the memory's.
+#[test]
+fn a_tensor_file_longer_than_its_header_says_is_refused_unread() {
+    let dir = ScratchDir::new("huge_adapter");
+    let adapter = dir.path().join("adapter");
+    std::fs::create_dir_all(&adapter).expect("adapter folder");
+    for f in std::fs::read_dir(fixture("bert_mlm").join("peft_adapter")).expect("fixture") {
+        let f = f.expect("entry").path();
+        std::fs::copy(&f, adapter.join(f.file_name().unwrap())).expect("copy");
+    }
+    let weights = adapter.join("adapter_model.safetensors");
+    let bytes = std::fs::read(&weights).expect("the adapter's weights");
+    let lengthen = |len: u64| {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(&weights)
+            .expect("open");
+        file.set_len(len).expect("a sparse file");
+    };
+    lengthen(1_000_000_000_000);
+    let start = std::time::Instant::now();
+    let err = Prompt::load(&adapter)
+        .map(|_| ())
+        .expect_err("refused")
+        .to_string();
+    let data = 1_000_000_000_000 - 8 - u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    assert!(
+        err.starts_with(&format!("{}: not a valid safetensors file", s(&weights)))
+            && err.ends_with(&format!("but the file holds {data} bytes of data")),
+        "{err}"
+    );
+    assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
+    // a header past the crate's bound (left unread) beside a length past the memory
+    std::fs::write(&weights, 200_000_000u64.to_le_bytes()).expect("write");
+    lengthen(4_000_000_000_000);
+    match Prompt::load(&adapter) {
+        Err(Error::HostMemory { path, msg }) => {
+            assert_eq!(path, weights);
+            assert!(
+                msg.starts_with("its bytes take about 4000.0 GB, but "),
+                "{msg}"
+            );
+        }
+        Err(e) => panic!("refused as another error: {e}"),
+        Ok(_) => panic!("a 4 TB adapter was loaded"),
+    }
+}

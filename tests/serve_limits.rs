@@ -35,6 +35,12 @@ fn bad_requests_get_4xx_json_errors() {
     let missing = scratch.path().join("no_such_prompt");
     let load_missing = json!({ "name": "other", "path": missing }).to_string();
     let predict_long = json!({ "prompt": "pet", "texts": [long_text] }).to_string();
+    // an unknown name is echoed cut to a name's longest (hostile pass 34, F3)
+    let long_name = json!({ "prompt": "p".repeat(3000), "texts": ["a"] }).to_string();
+    let long_name_echo = format!(
+        "unknown prompt \"{}\"... (3000 bytes); loaded: [pet]",
+        "p".repeat(64)
+    );
     let cases: &[(&str, &str, Option<&str>, u16, &str)] = &[
         (
             "POST",
@@ -42,6 +48,13 @@ fn bad_requests_get_4xx_json_errors() {
             Some(r#"{"prompt": "nope", "texts": ["a"]}"#),
             404,
             "unknown prompt \"nope\"; loaded: [pet]",
+        ),
+        (
+            "POST",
+            "/v1/predict",
+            Some(&long_name),
+            404,
+            &long_name_echo,
         ),
         ("POST", "/v1/predict", Some("not json"), 400, "bad JSON"),
         ("POST", "/v1/predict", Some(""), 400, "bad JSON"),
@@ -115,6 +128,14 @@ fn bad_requests_get_4xx_json_errors() {
             Some(&load_missing),
             400,
             "no_such_prompt",
+        ),
+        // an empty path said ": no such folder" (hostile pass 34, F1)
+        (
+            "POST",
+            "/v1/prompts",
+            Some(r#"{"name": "other", "path": ""}"#),
+            400,
+            "\"path\" is empty: expected a prompt folder on the server's machine",
         ),
         (
             "POST",
@@ -307,6 +328,20 @@ fn bad_flags_fail_before_listening() {
             &["--prompt", "a=/x", "--prompt", "a=/y"],
             "--prompt: the name \"a\" is given twice",
         ),
+        // a bad name or no folder blamed the folder, or nothing at all (hostile pass 34, F1
+        // and F2)
+        (
+            &["--prompt", "../x=/x"],
+            "invalid argument --prompt: prompt name \"../x\": expected 1 to 64 letters",
+        ),
+        (
+            &["--prompt", "=/x"],
+            "invalid argument --prompt: prompt name \"\": expected",
+        ),
+        (
+            &["--prompt", "a="],
+            "invalid argument --prompt: \"a=\" names no folder: expected NAME=FOLDER",
+        ),
         (&["--host", "192.0.2.1"], "invalid argument --host"),
     ];
     for (args, want) in cases {
@@ -403,7 +438,7 @@ fn a_batch_past_the_host_memory_names_the_server_s_limits() {
     let answer = server.predict("pet", &TEXTS[..2]);
     let needles = [
         "the engine batch does not fit the server's memory: a step of 2 rows",
-        "GB for activations",
+        " for activations, but the machine has 1000 bytes available",
         "a lower --max-batch",
         "--max-texts",
     ];

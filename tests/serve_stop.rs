@@ -182,3 +182,30 @@ fn a_request_whose_client_reset_is_not_run() {
     assert_eq!(cancelled, 1.0, "{text}");
     assert_eq!(server.terminate(), 0);
 }
+
+/// A request in a batch still gathering at SIGTERM waited out the rest of its window: with a
+/// window of 20 s and a grace of 3 s it was dropped and the exit was 1 (hostile pass 34, F8).
+/// The stop closes the batch gathering: the request is answered at once.
+#[test]
+fn a_batch_gathering_at_sigterm_runs_at_once() {
+    let scratch = ScratchDir::new("serve_stop_window");
+    let (pet, _) = make_prompts(scratch.path());
+    let log = scratch.path().join("serve.log");
+    let extra = ["--batch-window-ms", "20000", "--shutdown-grace-s", "3"];
+    let server = Server::start_logged(&model_dir(), &[("pet", &pet)], &extra, &log);
+    let mut s = server.connect();
+    s.write_all(predict_request(server.addr()).as_bytes())
+        .unwrap();
+    server.await_metric(ONE_UNDER_WAY.0, ONE_UNDER_WAY.1);
+    let start = Instant::now();
+    server.sigterm();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert_eq!(server.wait(), 0);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+}

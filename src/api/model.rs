@@ -273,7 +273,7 @@ impl Model {
                 None => check_room(&inner, m, prompt_len)?,
                 // a max_len the template fills trained on no text at all, and its prompt's
                 // every later use was refused (hostile pass 33, F4)
-                Some(_) => inner.check_text_room(&m.tokenizer)?,
+                Some(_) => check_given_room(&inner, m, prompt_len)?,
             }
             Ok(Task {
                 inner,
@@ -563,26 +563,50 @@ fn check_room<B: Backend>(task: &train::Task, model: &train::Model<B>, p: usize)
     }
     // the advice: max_len is the model's, so the prompt or the template must give way
     let fixed = task.template_tokens(&model.tokenizer)?;
-    let room = task.spec.max_len;
+    Err(room_refusal(p, task.spec.max_len, fixed))
+}
+
+/// A max_len given must hold the template and a token of text; where no max_len the
+/// positions beside the prompt allow would, the prompt or the template must give way (the
+/// advice was a --max-len that the position check refused in turn; verification 32, R1-a).
+fn check_given_room<B: Backend>(
+    task: &train::Task,
+    model: &train::Model<B>,
+    p: usize,
+) -> Result<()> {
+    let Err(e) = task.check_text_room(&model.tokenizer) else {
+        return Ok(());
+    };
+    let fixed = task.template_tokens(&model.tokenizer)?;
+    match model.position_limit().0.saturating_sub(p) {
+        room if room <= fixed => Err(room_refusal(p, room, fixed)),
+        _ => Err(e),
+    }
+}
+
+/// The refusal of a prompt of `p` rows that leaves `room` positions for a row whose template
+/// and special tokens take `fixed`: a shorter prompt, or where none leaves room, a shorter
+/// template.
+fn room_refusal(p: usize, room: usize, fixed: usize) -> Error {
     let most = (p + room).saturating_sub(fixed + 1);
     if most == 0 {
         // no prompt length leaves room: the template is what is too long
-        return Err(Error::arg(
+        return Error::arg(
             "--template",
             format!(
                 "with its special tokens it takes {fixed} tokens without the text, and the \
                  model has {} positions for a row and its prompt: shorten the template",
                 p + room
             ),
-        ));
+        );
     }
-    Err(Error::arg(
+    Error::arg(
         "--prompt-len",
         format!(
             "{p} rows leave {room} of the model's positions for a row, and the template with \
              its special tokens takes {fixed} without the text: use --prompt-len {most} or less"
         ),
-    ))
+    )
 }
 
 /// The refusal of generation on a model of `arch`, which has no decoder-only stack.

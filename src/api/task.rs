@@ -412,6 +412,8 @@ fn set_labels(
             ));
         }
         spec.labels = v.iter().map(|(l, _)| l.clone()).collect();
+        // its own twins are its fault: no --labels was given (verification 32, F2-d)
+        train::label_twins::check_label_list(&spec.labels, "--verbalizer")?;
         spec.label_words.clear();
     } else if spec.labels.is_empty() {
         if let Some(d) = data {

@@ -25,7 +25,7 @@ impl WithBackend for Job {
     fn run<B: Backend>(self, inner: B) -> softprompt::Result<String> {
         let be = Profiler::new(inner);
         if !be.device().is_gpu() {
-            bench::check_fits_cpu(&self.name, &self.preset)?;
+            bench::check_fits_cpu(&self.name, &self.preset, false)?;
         }
         let model = Model::random(&be, &self.preset.config(), 1)?;
         bench::check_memory(&be, &model, &self.w)?;

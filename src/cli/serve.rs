@@ -139,6 +139,14 @@ fn settings(a: Args) -> Result<Settings> {
         let (name, dir) = p
             .split_once('=')
             .ok_or_else(|| Error::arg("--prompt", format!("{p:?}: expected NAME=FOLDER")))?;
+        // the flag's fault, not the folder's (hostile pass 34, F1 and F2)
+        crate::serve::check_name(name).map_err(|msg| Error::arg("--prompt", msg))?;
+        if dir.is_empty() {
+            return Err(Error::arg(
+                "--prompt",
+                format!("{p:?} names no folder: expected NAME=FOLDER"),
+            ));
+        }
         // at start nothing can be unloaded: the load's 409 advice does not apply
         if prompts.iter().any(|(n, _)| n == name) {
             let also = if a.prompts.is_some() {

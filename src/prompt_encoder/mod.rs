@@ -151,14 +151,9 @@ impl EncoderConfig {
     /// within the host's memory: an --encoder-hidden-size of 10^11 aborted on the allocation,
     /// a million LSTM layers were killed for memory.
     fn check_memory(&self) -> Result<()> {
-        const COPIES: u128 = 6;
-        let need = self.params().saturating_mul(COPIES * 4);
-        let Some(available) = crate::memory::host_available_bytes() else {
+        let Some(words) = crate::memory::trainable_room_refusal(self.params()) else {
             return Ok(());
         };
-        if need <= available as u128 {
-            return Ok(());
-        }
         let flag = match self.kind {
             EncoderKind::Lstm if self.lstm_layers > 2 => "--encoder-num-layers",
             _ => "--encoder-hidden-size",
@@ -166,14 +161,10 @@ impl EncoderConfig {
         Err(Error::arg(
             flag,
             format!(
-                "a {} encoder of hidden size {} ({} layers) holds {} parameters: {:.1} GB with \
-                 its gradients and optimizer state, more than the {:.1} GB of memory available",
+                "a {} encoder of hidden size {} ({} layers) holds {words}",
                 kind_name(self.kind),
                 self.hidden,
                 self.lstm_layers,
-                self.params(),
-                need as f64 / 1e9,
-                available as f64 / 1e9
             ),
         ))
     }

@@ -48,22 +48,15 @@ impl ProjectionConfig {
     /// The weights, gradients, two Adam moments, best copy and checkpoint copy within the
     /// host's memory: an --encoder-hidden-size of 10^11 aborted on the allocation (SIGABRT).
     fn check_memory(&self) -> Result<()> {
-        const COPIES: u128 = 6;
-        let need = self.params().saturating_mul(COPIES * 4);
-        match crate::memory::host_available_bytes() {
-            Some(available) if need > available as u128 => Err(Error::arg(
+        match crate::memory::trainable_room_refusal(self.params()) {
+            Some(words) => Err(Error::arg(
                 "--encoder-hidden-size",
                 format!(
-                    "a prefix projection of hidden size {} holds {} parameters: {:.1} GB with \
-                     its gradients and optimizer state, more than the {:.1} GB of memory \
-                     available",
-                    self.hidden,
-                    self.params(),
-                    need as f64 / 1e9,
-                    available as f64 / 1e9
+                    "a prefix projection of hidden size {} holds {words}",
+                    self.hidden
                 ),
             )),
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 

@@ -35,6 +35,10 @@ pub enum Next<J> {
     Timeout,
     /// nothing more will ever come
     Closed,
+    /// the server stopped taking connections: the batch gathering closes now, and later
+    /// ones wait out no window (a request held for the rest of a long window at shutdown was
+    /// dropped past the grace; hostile pass 34, F8)
+    Stopping,
 }
 
 /// Requests taken from the source that wait for a later batch (another prompt's, without
@@ -66,6 +70,7 @@ impl<J: Pending> Batcher<J> {
                 match recv(None) {
                     Next::Job(j) => break j,
                     Next::Timeout => continue,
+                    Next::Stopping => self.policy.window = Duration::ZERO,
                     Next::Closed => return None,
                 }
             },
@@ -89,6 +94,10 @@ impl<J: Pending> Batcher<J> {
                     batch.push(j);
                 }
                 Next::Job(j) => self.backlog.push_back(j),
+                Next::Stopping => {
+                    self.policy.window = Duration::ZERO;
+                    break;
+                }
                 Next::Timeout | Next::Closed => break,
             }
         }
@@ -143,6 +152,42 @@ mod tests {
             (Some(j), Some(d)) if j.at > d => Next::Timeout,
             _ => q.pop_front().map_or(Next::Closed, Next::Job),
         }
+    }
+
+    /// A stop heard while a batch gathers closes it at once, and the next batch's window is
+    /// none: its deadline is its head's arrival.
+    #[test]
+    fn a_stop_closes_the_gathering_batch() {
+        let t0 = Instant::now();
+        let job = |id, ms| J {
+            prompt: "a",
+            rows: 1,
+            at: t0 + Duration::from_millis(ms),
+            id,
+        };
+        let mut script = VecDeque::from([
+            Next::Job(job(0, 0)),
+            Next::Stopping,
+            Next::Job(job(1, 1)),
+            Next::Timeout,
+        ]);
+        let mut deadlines = Vec::new();
+        let mut recv = |d: Option<Instant>| {
+            deadlines.push(d);
+            script.pop_front().unwrap_or(Next::Closed)
+        };
+        let window = Duration::from_secs(20);
+        let mut b = Batcher::new(Policy {
+            max_rows: 8,
+            window,
+            mix_prompts: true,
+        });
+        let ids = |batch: Option<Vec<J>>| batch.map(|b| b.iter().map(|j| j.id).collect::<Vec<_>>());
+        assert_eq!(ids(b.next_batch(&mut recv)), Some(vec![0]));
+        assert_eq!(ids(b.next_batch(&mut recv)), Some(vec![1]));
+        assert_eq!(ids(b.next_batch(&mut recv)), None);
+        let at = |ms| Some(t0 + Duration::from_millis(ms));
+        assert_eq!(deadlines, [None, Some(t0 + window), None, at(1), None]);
     }
 
     fn batches(policy: Policy, jobs: &[(&'static str, usize, u64)]) -> Vec<Vec<usize>> {

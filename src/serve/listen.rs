@@ -50,6 +50,7 @@ pub async fn serve(
     limits: ConnLimits,
     grace: Duration,
     metrics: Arc<Metrics>,
+    on_stop: impl FnOnce(),
 ) -> Result<()> {
     let addr = listener
         .local_addr()
@@ -114,6 +115,7 @@ pub async fn serve(
     }
     drop(listener);
     errln!("shutting down: no new connections; finishing the requests in flight");
+    on_stop();
     // before the connections hear of the stop: each then reads its stream's end at once
     stopping.store(true, Ordering::Release);
     let _ = stop_tx.send(true);

@@ -23,7 +23,7 @@ mod worker;
 
 pub use batcher::Policy;
 pub use listen::ConnLimits;
-pub use registry::prompts_in;
+pub use registry::{check_name, prompts_in};
 
 use error::ApiError;
 use metrics::Metrics;
@@ -124,6 +124,12 @@ pub fn run(s: Settings) -> Result<()> {
             "one prompt per batch"
         }
     );
+    // told when the signal comes: the batch gathering runs at once (called once, the sender
+    // then dropped, so that the engine still sees its channel close)
+    let wake = engine.tx.clone();
+    let stopping = move || {
+        let _ = wake.send(worker::Msg::Stopping);
+    };
     let shared = Arc::new(routes::Shared {
         tx: engine.tx,
         catalog: engine.catalog,
@@ -143,7 +149,7 @@ pub fn run(s: Settings) -> Result<()> {
     let app = routes::router(shared);
     let served = rt.block_on(async {
         let listener = listen::bind(&s.host, s.port).await?;
-        listen::serve(listener, app, s.conns, s.shutdown_grace, metrics).await
+        listen::serve(listener, app, s.conns, s.shutdown_grace, metrics, stopping).await
     });
     if let Err(e @ Error::Interrupted(_)) = served {
         // requests were dropped (past the grace, or at a second signal): nothing is left to

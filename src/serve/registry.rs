@@ -140,6 +140,9 @@ impl Registry {
     }
 }
 
+/// The longest prompt name, in bytes (its characters are ASCII).
+const NAME_CHARS: usize = 64;
+
 /// 400 for a bad name, 409 for one that is loaded already: checked before a folder is read,
 /// and again as the engine adds it.
 pub fn check_new_name(name: &str, catalog: &Catalog) -> Result<(), ApiError> {
@@ -155,9 +158,22 @@ pub fn check_new_name(name: &str, catalog: &Catalog) -> Result<(), ApiError> {
 
 /// 404 for a prompt that is not loaded, naming those that are.
 pub fn unknown_prompt(name: &str, catalog: &Catalog) -> ApiError {
-    let names: Vec<String> = catalog.list().into_iter().map(|i| i.name).collect();
+    // the name cut to a name's longest and the list to its first names: a 404 echoed a
+    // request's whole 100 KB name, and every loaded name on each miss (hostile pass 34, F3)
+    const SHOWN: usize = 32;
+    let mut names: Vec<String> = catalog.list().into_iter().map(|i| i.name).collect();
+    let more = names.len().saturating_sub(SHOWN);
+    names.truncate(SHOWN);
+    if more > 0 {
+        names.push(format!("and {more} more: GET /v1/prompts lists them"));
+    }
+    let shown: String = name.chars().take(NAME_CHARS).collect();
+    let cut = match shown.len() < name.len() {
+        true => format!("... ({} bytes)", name.len()),
+        false => String::new(),
+    };
     ApiError::not_found(format!(
-        "unknown prompt \"{name}\"; loaded: [{}]",
+        "unknown prompt \"{shown}\"{cut}; loaded: [{}]",
         names.join(", ")
     ))
 }
@@ -296,7 +312,7 @@ fn warnings(model: &Model, name: &str, path: &Path, task: &Task) -> Vec<String> 
 /// Prompt names go into URLs and metrics: 1 to 64 of `A-Z a-z 0-9 . _ -`, not `.` or `..`
 /// (a client's URL library drops those path segments, so such a prompt could not be unloaded).
 pub fn check_name(name: &str) -> std::result::Result<(), String> {
-    if name.len() <= 64 && is_folder_name(name) {
+    if name.len() <= NAME_CHARS && is_folder_name(name) {
         return Ok(());
     }
     Err(format!(

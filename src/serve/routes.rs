@@ -119,6 +119,12 @@ struct LoadRequest {
 async fn load_prompt(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) -> Answer {
     let req: LoadRequest = parse(body, &s.limits)?;
     check_new_name(&req.name, &s.catalog)?;
+    // "" was read as a folder and answered ": no such folder" (hostile pass 34, F1)
+    if req.path.as_os_str().is_empty() {
+        return Err(ApiError::bad_request(
+            "\"path\" is empty: expected a prompt folder on the server's machine",
+        ));
+    }
     // the folder is read here, off the engine's thread: a slow disk holds this request
     // only, never the engine and the requests queued behind the load
     let (name, path) = (req.name, req.path);

@@ -36,6 +36,8 @@ pub enum Msg {
         name: String,
         reply: Reply<PromptInfo>,
     },
+    /// the server stopped taking connections (`batcher::Next::Stopping`)
+    Stopping,
 }
 
 /// The requests waiting for the engine: every message in its channel, and the predictions
@@ -302,6 +304,7 @@ fn receive(
                 let _ = reply.send(registry.unload(&name));
                 metrics.set_prompts(registry.len());
             }
+            Ok(Msg::Stopping) => return Next::Stopping,
             Err(RecvTimeoutError::Timeout) => return Next::Timeout,
             Err(RecvTimeoutError::Disconnected) => return Next::Closed,
         }

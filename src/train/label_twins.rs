@@ -11,6 +11,27 @@ pub(crate) fn look_alike_key(label: &str) -> String {
     normalized.get().to_string()
 }
 
+/// Refuses a label of `labels` given twice, or two that look alike, which would train as two
+/// classes (verification 30, F2a), naming `flag`, the option that listed them.
+pub(crate) fn check_label_list(labels: &[String], flag: &str) -> crate::error::Result<()> {
+    let mut seen = std::collections::HashMap::new();
+    for l in labels {
+        let twin = match seen.insert(look_alike_key(l), l) {
+            None => continue,
+            Some(first) if first == l => format!("label {l:?} appears twice"),
+            // written in the labels' order (the code points of two that print alike told the
+            // user the first was the second; verification 32, F2-c)
+            Some(first) => format!(
+                "labels {first:?} and {l:?} differ only by {}, so they would train as two \
+                 classes: name one label once",
+                twin_difference(first, l)
+            ),
+        };
+        return Err(crate::error::Error::arg(flag, twin));
+    }
+    Ok(())
+}
+
 /// How labels `a` and `b`, of one `look_alike_key`, differ, for a message: by surrounding
 /// whitespace, or by their normalisation, each then written code point by code point where
 /// not ASCII (both printed alike).

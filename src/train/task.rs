@@ -268,27 +268,7 @@ impl Task {
                 ),
             ));
         }
-        let mut seen = std::collections::HashMap::new();
-        for l in &spec.labels {
-            let key = super::label_twins::look_alike_key(l);
-            match seen.insert(key, l) {
-                Some(first) if first == l => {
-                    return Err(Error::arg("--labels", format!("label {l:?} appears twice")))
-                }
-                // two that look alike trained as two classes (verification 30, F2a)
-                Some(first) => {
-                    let by = super::label_twins::twin_difference(l, first);
-                    return Err(Error::arg(
-                        "--labels",
-                        format!(
-                            "labels {first:?} and {l:?} differ only by {by}, so they would \
-                             train as two classes: name one label once"
-                        ),
-                    ));
-                }
-                None => {}
-            }
-        }
+        super::label_twins::check_label_list(&spec.labels, "--labels")?;
         if spec.kind == TaskKind::Cls {
             return Ok(());
         }

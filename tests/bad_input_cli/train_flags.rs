@@ -261,6 +261,42 @@ fn prefix_projection_hidden_size_huge() {
     }
 }
 
+/// An encoder past the memory said "more than the 0.0 GB of memory available" below a GB,
+/// without the bound that holds (verification 32, B1): both sizes in their own units, and
+/// the bound's words as every memory refusal says them.
+#[test]
+fn an_encoder_past_the_memory_says_both_sizes() {
+    let dir = ScratchDir::new("encoder_memory");
+    let out = dir.path().join("out");
+    let model = fixture("bert_mlm");
+    let args = train_args(
+        &model,
+        &out,
+        &[
+            "--method",
+            "p-tuning",
+            "--encoder-reparameterization",
+            "lstm",
+            "--encoder-hidden-size",
+            "768",
+        ],
+    );
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_softprompt"))
+        .args(&args)
+        .env("SOFTPROMPT_HOST_MEMORY", "100000000")
+        .output()
+        .expect("run");
+    refused(
+        &o,
+        &[
+            "invalid argument --encoder-hidden-size: a LSTM encoder of hidden size 768 (2 \
+             layers) holds ",
+            " MB with its gradients and optimizer state, but the machine has 100 MB available",
+        ],
+    );
+    assert!(!out.join("checkpoint.safetensors").exists());
+}
+
 #[test]
 fn flag_encoder_num_layers_huge() {
     flag_case("encoder_num_layers_huge");

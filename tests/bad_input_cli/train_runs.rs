@@ -300,7 +300,11 @@ fn step_memory_is_checked_before_allocating() {
         .env("SOFTPROMPT_HOST_MEMORY", "100000")
         .output()
         .expect("run");
-    refused(&o, &["--batch-size", "GB available"]);
+    // in the amount's own unit ("0.0 GB" read as nothing at all; verification 32)
+    refused(
+        &o,
+        &["--batch-size", "but the machine has 100000 bytes available"],
+    );
     assert!(!out.join("checkpoint.safetensors").exists());
 }
 

@@ -405,9 +405,40 @@ fn labels_differing_by_spaces_refused() {
         "text,label\nok,bad\n",
         &DataSpec::default(),
     );
-    let err = (model.task(&named, Some(&d.unwrap()), 2).err().unwrap()).to_string();
+    let d = d.unwrap();
+    let err = (model.task(&named, Some(&d), 2).err().unwrap()).to_string();
     assert!(
         err.contains("labels \"café\" and \"cafe\\u{301}\" differ only by Unicode normalisation"),
+        "{err}"
+    );
+    // the code points in the labels' order: the ANGSTROM SIGN first, then U+00C5 (they were
+    // swapped, and the two print alike; verification 32, F2-c)
+    let angstrom = softprompt::TaskOptions {
+        labels: Some(vec!["\u{212b}".into(), "\u{c5}".into(), "bad".into()]),
+        ..named.clone()
+    };
+    let err = (model.task(&angstrom, Some(&d), 2).err().unwrap()).to_string();
+    assert!(
+        err.starts_with("invalid argument --labels: labels \"\u{212b}\" and \"\u{c5}\"")
+            && err.contains("(canonically equivalent: \"\\u{212b}\" and \"\\u{c5}\")"),
+        "{err}"
+    );
+    // twins a verbalizer lists are the verbalizer's (they named --labels, which the user had
+    // not given; F2-d)
+    let verbalized = softprompt::TaskOptions {
+        task: Some(TaskKind::Pet),
+        labels: None,
+        verbalizer: Some(vec![
+            ("\u{212b}".into(), "good".into()),
+            ("\u{c5}".into(), "nice".into()),
+            ("bad".into(), "bad".into()),
+        ]),
+        ..named
+    };
+    let mlm = softprompt::Model::open(fixture("bert_mlm"), softprompt::Device::Cpu).unwrap();
+    let err = (mlm.task(&verbalized, Some(&d), 2).err().unwrap()).to_string();
+    assert!(
+        err.starts_with("invalid argument --verbalizer: labels \"\u{212b}\" and \"\u{c5}\""),
         "{err}"
     );
 }
