@@ -337,3 +337,40 @@ fn a_peft_folder_without_task_json_names_what_it_lacks() {
     assert!(msg.contains(&peft.display().to_string()), "{msg}");
     assert_eq!(server.terminate(), 0);
 }
+
+/// Kept-alive clients at `--max-connections` held every slot for as long as they kept
+/// asking, and a client waiting to be accepted waited for ever (hostile pass 34, F4): while
+/// every slot is taken, an answer closes its connection; below that, connections stay.
+#[test]
+fn at_max_connections_an_answer_closes_its_connection() {
+    let scratch = ScratchDir::new("serve_hostile_slots");
+    let pet = make_pet(scratch.path());
+    let server = Server::start(&[("pet", &pet)], &["--max-connections", "2"]);
+    let head = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr());
+    let ask = |s: &mut std::net::TcpStream| {
+        s.write_all(head.as_bytes()).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase()
+    };
+    let mut kept = server.connect();
+    let first = ask(&mut kept);
+    assert!(
+        first.starts_with("http/1.1 200") && !first.contains("connection: close"),
+        "{first}"
+    );
+    let mut second = server.connect();
+    let answer = ask(&mut second);
+    assert!(
+        answer.starts_with("http/1.1 200") && answer.contains("connection: close"),
+        "{answer}"
+    );
+    let mut rest = Vec::new();
+    second.read_to_end(&mut rest).unwrap();
+    // its slot is free again: a third client is let in, and the first one is still served
+    let mut third = server.connect();
+    assert!(ask(&mut third).starts_with("http/1.1 200"));
+    assert!(ask(&mut kept).starts_with("http/1.1 200"));
+    drop((kept, third));
+    assert_eq!(server.terminate(), 0);
+}
