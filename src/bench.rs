@@ -481,11 +481,15 @@ pub fn check_fits_cpu(name: &str, preset: &Preset, checked: bool) -> Result<()> 
     // within what the process may allocate (under ulimit -v bench aborted building them;
     // verification 31, F10b-3; a 100 MB band past the check aborted on bloom's embeddings,
     // verification 32)
+    // without the check, the float32 copy of the embedding table made as the model loads
+    // (profile aborted on it once the check's share was left out; verification 33, N3)
     let small = parameters(&preset.truncated(2)) as u128;
-    let check = 12 * small + 8 * embedding_elements(preset) as u128;
-    let need = 4 * parameters(preset) as u128
-        + if checked { check } else { 0 }
-        + 4 * crate::models::LOAD_SLACK;
+    let table = embedding_elements(preset) as u128;
+    let beside = match checked {
+        true => 12 * small + 8 * table,
+        false => 4 * table,
+    };
+    let need = 4 * parameters(preset) as u128 + beside + 4 * crate::models::LOAD_SLACK;
     let what = match checked {
         true => format!("{name}'s float32 weights, with the reference check's,"),
         false => format!("{name}'s float32 weights"),

@@ -118,7 +118,7 @@ pub fn read_tensor_file(
     let mut file = open_ordinary(path)?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut bytes = read_head(&mut file, size)?;
-    crate::memory::check_host_room(path, "its bytes", u128::from(size))?;
+    crate::memory::check_host_room(path, "its tensors", u128::from(size))?;
     bytes.reserve(
         usize::try_from(size)
             .unwrap_or(0)

@@ -10,6 +10,7 @@ macro_rules! errln {
 }
 
 mod cli;
+mod open_files;
 mod prediction_json;
 #[cfg(feature = "serve")]
 mod serve;

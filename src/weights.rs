@@ -429,22 +429,52 @@ fn not_safetensors(path: &Path, why: String) -> Error {
 const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// The head of the safetensors file `file` of `size` bytes, its 8-byte header length and
-/// the header, refused where they do not account for the file's length: a 1 TB sparse
-/// adapter was read whole before its header was, and aborted the server (hostile pass 34,
-/// F0).
+/// the header, refused where the crate would refuse them or they do not account for the
+/// file's length: a 1 TB sparse adapter was read whole before its header was, and aborted
+/// the server (hostile pass 34, F0); one whose header did not parse was still read whole
+/// (verification 33, N1).
 fn read_head(path: &Path, file: &mut std::fs::File, size: u64) -> Result<Vec<u8>> {
     use std::io::Read;
     let io = |e| Error::io(path, e);
     let mut head = Vec::new();
     file.by_ref().take(8).read_to_end(&mut head).map_err(io)?;
     let n = <[u8; 8]>::try_from(head.as_slice()).map(u64::from_le_bytes);
-    // a header past the crate's bound is refused by the crate, unread here
     if let Some(n) = n.ok().filter(|&n| n <= MAX_HEADER_BYTES) {
         file.by_ref().take(n).read_to_end(&mut head).map_err(io)?;
     }
-    match header_fault(size, &head) {
+    match head_fault(size, &head) {
         Some(why) => Err(not_safetensors(path, why)),
         None => Ok(head),
+    }
+}
+
+/// Why the head `head` of a safetensors file of `total` bytes is refused, if it is: a fault
+/// `header_fault` names, else the crate's own words for a header it cannot parse, or a
+/// length the header's tensors do not span.
+fn head_fault(total: u64, head: &[u8]) -> Option<String> {
+    if let Some(why) = header_fault(total, head) {
+        return Some(why);
+    }
+    let n = u64::from_le_bytes(<[u8; 8]>::try_from(head.get(..8)?).ok()?);
+    if n > MAX_HEADER_BYTES {
+        return Some(format!(
+            "its header length is {n} bytes, past the {MAX_HEADER_BYTES} a safetensors header \
+             may take"
+        ));
+    }
+    let header = std::str::from_utf8(head.get(8..)?);
+    let header = match header {
+        Err(e) => return Some(format!("invalid UTF-8 in header: {e}")),
+        Ok(h) => serde_json::from_str::<safetensors::tensor::Metadata>(h),
+    };
+    let data = total.saturating_sub(8 + n);
+    match header {
+        Err(e) => Some(format!("invalid JSON in header: {e}")),
+        Ok(m) if m.data_len() as u64 != data => Some(format!(
+            "the tensors' data ends at byte {}, but the file holds {data} bytes of data",
+            m.data_len()
+        )),
+        Ok(_) => None,
     }
 }
 

@@ -399,14 +399,15 @@ fn a_prompt_too_long_for_the_template_names_prompt_len() {
         ),
         "{msg}"
     );
-    // and that --max-len, which the template fills, names the prompt: no --max-len is the way
-    // out (it advised --max-len 7, which the position table refused; verification 32, R1-a)
+    // and that --max-len, which the template fills, names the pair that works: either flag's
+    // advice alone was refused in turn by the other's check (verification 32, R1-a;
+    // verification 33, N5)
     let msg = (model.task(&opts(6), Some(&data), 58).err().unwrap()).to_string();
     assert_eq!(
         msg,
-        "invalid argument --prompt-len: 58 rows leave 6 of the model's positions for a row, \
-         and the template with its special tokens takes 6 without the text: use --prompt-len \
-         57 or less"
+        "invalid argument --max-len: 6 tokens cannot hold the template and special tokens (6 \
+         tokens without the text) and a token of text, and 58 rows of prompt leave 6 of the \
+         model's positions for a row: use --max-len 7 or more with --prompt-len 57 or less"
     );
     assert!(model.task(&opts(7), Some(&data), 57).is_ok());
 }

@@ -465,10 +465,13 @@ fn a_tensor_file_longer_than_its_header_says_is_refused_unread() {
     };
     lengthen(1_000_000_000_000);
     let start = std::time::Instant::now();
-    let err = Prompt::load(&adapter)
-        .map(|_| ())
-        .expect_err("refused")
-        .to_string();
+    let refusal = || {
+        Prompt::load(&adapter)
+            .map(|_| ())
+            .expect_err("refused")
+            .to_string()
+    };
+    let err = refusal();
     let data = 1_000_000_000_000 - 8 - u64::from_le_bytes(bytes[..8].try_into().unwrap());
     assert!(
         err.starts_with(&format!("{}: not a valid safetensors file", s(&weights)))
@@ -476,14 +479,34 @@ fn a_tensor_file_longer_than_its_header_says_is_refused_unread() {
         "{err}"
     );
     assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
-    // a header past the crate's bound (left unread) beside a length past the memory
+    // a header the crate cannot parse, or past its bound, is refused unread too (either was
+    // read whole before the crate said so; verification 33, N1)
+    let mut garbled = bytes.clone();
+    garbled[8] = b'X';
+    std::fs::write(&weights, &garbled).expect("write");
+    lengthen(1_000_000_000_000);
+    let start = std::time::Instant::now();
+    let err = refusal();
+    assert!(err.contains("invalid JSON in header: "), "{err}");
     std::fs::write(&weights, 200_000_000u64.to_le_bytes()).expect("write");
-    lengthen(4_000_000_000_000);
+    lengthen(1_000_000_000_000);
+    let err = refusal();
+    assert!(
+        err.contains("its header length is 200000000 bytes, past the 100000000"),
+        "{err}"
+    );
+    assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
+    // a sound header whose tensor is 4 TB long: past the memory, refused as the memory's
+    let header = br#"{"prompt_embeddings":{"dtype":"F32","shape":[1000000000000],"data_offsets":[0,4000000000000]}}"#;
+    let mut huge = (header.len() as u64).to_le_bytes().to_vec();
+    huge.extend_from_slice(header);
+    std::fs::write(&weights, &huge).expect("write");
+    lengthen(huge.len() as u64 + 4_000_000_000_000);
     match Prompt::load(&adapter) {
         Err(Error::HostMemory { path, msg }) => {
             assert_eq!(path, weights);
             assert!(
-                msg.starts_with("its bytes take about 4000.0 GB, but "),
+                msg.starts_with("its tensors take about 4000.0 GB, but "),
                 "{msg}"
             );
         }

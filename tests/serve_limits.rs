@@ -342,6 +342,10 @@ fn bad_flags_fail_before_listening() {
             &["--prompt", "a="],
             "invalid argument --prompt: \"a=\" names no folder: expected NAME=FOLDER",
         ),
+        (
+            &["--prompt", "a=/no/such/folder"],
+            "invalid argument --prompt: \"a=/no/such/folder\": /no/such/folder: no such folder",
+        ),
         (&["--host", "192.0.2.1"], "invalid argument --host"),
     ];
     for (args, want) in cases {

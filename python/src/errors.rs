@@ -119,10 +119,16 @@ fn os_fields<'e>(e: &'e Error, class: &str) -> Option<(&'e std::ffi::OsStr, Opti
 /// The engine's advice names the Rust API's calls (`Model::new_prompt`) and the command
 /// line's flag beside them: from Python, the same calls are `Model.new_prompt`.
 pub fn python_words(msg: &str) -> String {
-    const CALLS: [(&str, &str); 4] = [
+    const CALLS: [(&str, &str); 5] = [
         (
             "Prompt::set_model (the command line: --model)",
             "Prompt.set_model",
+        ),
+        // the package has no multi-task training: the command line's is the way (hostile
+        // pass 35, F3)
+        (
+            "(the command line's --task-data or --task-field, or `Model::train_multi`)",
+            "(the command line's --task-data or --task-field)",
         ),
         (
             "pass overwrite (SaveOptions { overwrite: true })",

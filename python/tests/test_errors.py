@@ -636,3 +636,20 @@ def test_eval_batch_size_without_dev_or_test_is_refused(tmp_path):
         sp.Model(BERT_MLM).train(str(TRAIN), tmp_path / "py", eval_batch_size=8, no_progress=True)
     assert str(e.value) == ("invalid argument eval_batch_size: sizes the dev and test "
                             "evaluations, and this run has neither (dev, test): leave it out")
+
+
+def test_a_multi_task_folder_names_no_call_the_package_lacks(cli, tmp_path):
+    """Training into a finished multi-task run's folder advised `Model.train_multi`, which
+    the package has not (hostile pass 35, F3): the command line's flags only."""
+    for t in ("a", "b"):
+        (tmp_path / t).mkdir()
+        (tmp_path / t / "train.jsonl").write_bytes(TRAIN.read_bytes())
+    out = tmp_path / "out"
+    cli("train", "--model", BERT_MLM, "--out", out, "--task-data", f"a={tmp_path / 'a'}",
+        "--task-data", f"b={tmp_path / 'b'}", "--max-steps", "1", "--batch-size", "4",
+        "--prompt-len", "2", "--no-progress")
+    model = sp.Model(BERT_MLM)
+    with pytest.raises(sp.FolderOccupied) as e:
+        model.train(TRAIN, out, max_steps=1, batch_size=4, prompt_len=2)
+    assert "(the command line's --task-data or --task-field)" in str(e.value), str(e.value)
+    assert "train_multi" not in str(e.value), str(e.value)

@@ -530,6 +530,11 @@ fn blame_saved(e: Error, opts: &TaskOptions, saved: &train::TaskSpec, task_json:
     let Error::Arg { flag, msg } = &e else {
         return e;
     };
+    // a task of another kind than the file's starts from that kind's defaults: nothing came
+    // from the file (hostile pass 35, F5)
+    if opts.task.is_some_and(|t| t != saved.kind) {
+        return e;
+    }
     // the value task.json holds, given again, changes nothing (review 15, R15-2)
     let target_end = opts.target_end.is_some_and(|t| t != saved.target_end);
     let given = match flag.as_str() {
@@ -578,9 +583,26 @@ fn check_given_room<B: Backend>(
         return Ok(());
     };
     let fixed = task.template_tokens(&model.tokenizer)?;
-    match model.position_limit().0.saturating_sub(p) {
-        room if room <= fixed => Err(room_refusal(p, room, fixed)),
-        _ => Err(e),
+    let room = model.position_limit().0.saturating_sub(p);
+    if room > fixed {
+        return Err(e);
+    }
+    // neither flag alone: the pair that works, where one does (the prompt's advice alone
+    // was refused in turn for the --max-len given; verification 33, N5)
+    let max_len = task.spec.max_len;
+    let most = (p + room).saturating_sub(fixed + 1);
+    match max_len <= fixed && most > 0 {
+        true => Err(Error::arg(
+            "--max-len",
+            format!(
+                "{max_len} tokens cannot hold the template and special tokens ({fixed} tokens \
+                 without the text) and a token of text, and {p} rows of prompt leave {room} of \
+                 the model's positions for a row: use --max-len {} or more with --prompt-len \
+                 {most} or less",
+                fixed + 1
+            ),
+        )),
+        false => Err(room_refusal(p, room, fixed)),
     }
 }
 

@@ -6,6 +6,7 @@
 use super::predict::{check_output, row_json, write_predictions, Args};
 use super::rows_bar::scoring;
 use serde_json::{json, Value};
+use softprompt::internals::train::label_twins::{look_alike_key, twin_difference};
 use softprompt::{Dataset, Error, Model, Prompt, Result, Row, Task};
 use std::path::{Path, PathBuf};
 
@@ -113,6 +114,16 @@ fn row_prompts(a: &Args, pairs: &[(String, PathBuf)]) -> Result<Vec<usize>> {
         .map(|ex| {
             let name = ex.label.as_deref().unwrap_or_default();
             names.iter().position(|&n| n == name).ok_or_else(|| {
+                // two that print alike read "\"é\" is not one of (é, x)" (hostile pass 35, F4)
+                let key = look_alike_key(name);
+                if let Some(n) = names.iter().find(|n| look_alike_key(n) == key) {
+                    let by = twin_difference(name, n);
+                    let msg = format!(
+                        "prompt \"{name}\" differs from the --prompt name \"{n}\" only by {by}: \
+                         write them alike"
+                    );
+                    return Error::data(&a.data, ex.line, msg);
+                }
                 let what = if name.is_empty() {
                     format!("no \"{field}\" field names the row's prompt")
                 } else {

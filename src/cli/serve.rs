@@ -161,6 +161,19 @@ fn settings(a: Args) -> Result<Settings> {
         }
         prompts.push((name.to_string(), PathBuf::from(dir)));
     }
+    // once every name is read (a name given twice is the first thing to say)
+    let given = prompts.iter().skip(prompts.len() - a.prompt.len());
+    for (p, (_, dir)) in a.prompt.iter().zip(given) {
+        if std::fs::symlink_metadata(dir).is_err() {
+            return Err(Error::arg(
+                "--prompt",
+                format!(
+                    "{p:?}: {}: no such folder: expected a prompt folder",
+                    dir.display()
+                ),
+            ));
+        }
+    }
     for (flag, v) in [
         ("--max-batch", a.max_batch),
         ("--max-request-bytes", a.max_request_bytes),

@@ -61,6 +61,7 @@ pub(super) fn train(a: &Args) -> Result<()> {
     multitask::check_distinct_names(&names)?;
     check_inputs_kept(a, &inputs)?;
     apply_config(a, &mut inputs)?;
+    check_open_files(a, inputs.len())?;
     let kind = a.device.setup()?;
     // after the device's setup: the settings read the thread count it sets
     let cfg = run_config(a, &inputs)?;
@@ -74,6 +75,9 @@ pub(super) fn train(a: &Args) -> Result<()> {
         model.hidden_size(),
         on_device(&model)
     );
+    let config_keys: Vec<(String, Vec<String>)> = (inputs.iter())
+        .map(|t| (t.name.clone(), t.config_keys.clone()))
+        .collect();
     let encoded = (inputs.into_iter())
         .map(|t| encode_task(&model, a, t))
         .collect::<Result<Vec<_>>>()?;
@@ -103,9 +107,40 @@ pub(super) fn train(a: &Args) -> Result<()> {
             print_event(name, ev, &mut totals)
         },
         stop,
-    )?;
+    );
+    let results = results.map_err(|e| config_named(e, a, &config_keys))?;
     print_summary(&results, t0, a);
     Ok(())
+}
+
+/// Each task folder holds two descriptors for the whole run (its lock file, and the folder
+/// itself): the soft open-file limit is raised for them as far as the hard one allows, and a
+/// run past even that is refused before anything is read or written (past ~500 tasks under
+/// `ulimit -n` 1024 a task folder failed with the OS's bare "Too many open files", its data
+/// encoded and an empty folder left; hostile pass 35, F7).
+fn check_open_files(a: &Args, tasks: usize) -> Result<()> {
+    let need = 2 * tasks as u64 + crate::open_files::RESERVE;
+    let Some((now, refused)) = crate::open_files::raise_to(need) else {
+        return Ok(());
+    };
+    if now >= need {
+        return Ok(());
+    }
+    let failed = refused.map_or(String::new(), |e| format!(" (raising it failed: {e})"));
+    let flag = match a.task_field {
+        Some(_) => "--task-field",
+        None => "--task-data",
+    };
+    Err(Error::arg(
+        flag,
+        format!(
+            "{tasks} tasks hold {} open files for the whole run (each task folder's lock file \
+             and the folder) beside the run's own, {need} in all, but the open-file limit \
+             (ulimit -n) is {now}{failed}: raise the hard limit (ulimit -Hn, limits.conf, \
+             LimitNOFILE=) or train fewer tasks in one run",
+            2 * tasks
+        ),
+    ))
 }
 
 /// The run's settings; their init (the command line's) is that of the tasks without one of
@@ -409,7 +444,7 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
                 format!("task \"{name}\": expected an object of settings"),
             )
         })?;
-        let (mut init, mut init_text) = (None, a.init_text.clone());
+        let (mut init, mut init_text) = (None, None);
         // a task of its own method starts from that method's defaults: the command line's
         // method flags belong to the command line's method
         let mut method = match o.get("method") {
@@ -473,15 +508,16 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
         t.config_keys = o.keys().cloned().collect();
         if METHOD_KEYS.iter().any(|k| o.contains_key(*k)) {
             let tag = format!("task \"{name}\" (--task-config {})", path.display());
-            t.method = Some(
-                (method.method()).map_err(|e| config_error(e, path, name, &t.config_keys, &tag))?,
-            );
+            // in range here, where the error names the file's key (`encoder_num_layers` 0 was
+            // named as --encoder-num-layers after the model loaded; hostile pass 35, F1)
+            let own = (method.method()).and_then(|m| m.validate().map(|()| m));
+            t.method = Some(own.map_err(|e| config_error(e, path, name, &t.config_keys, &tag))?);
         }
         let tag = format!("task \"{name}\" (--task-config {})", path.display());
         if init.is_some() || o.contains_key("init_text") {
             // the file's `init: text` without any text, named as the file's keys before
             // from_flags names the command line's --init text and --init-text
-            if init.as_deref() == Some("text") && init_text.is_none() {
+            if init.as_deref() == Some("text") && init_text.is_none() && a.init_text.is_none() {
                 return Err(Error::file(
                     path,
                     format!(
@@ -491,7 +527,14 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
                 ));
             }
             let kind = init.unwrap_or_else(|| a.init.clone());
-            let own = PromptInit::from_flags(&kind, init_text, a.init_std, a.init_vocab_first);
+            // the command line's companions of an init are for the tasks whose init reads
+            // them: --init-text "for every task" was refused on a task of `init: random`
+            // (hostile pass 35, F2)
+            let reads = |inits: &[&str]| inits.contains(&kind.as_str());
+            let init_text = init_text.or(a.init_text.clone().filter(|_| reads(&["text"])));
+            let std = a.init_std.filter(|_| reads(&["random"]));
+            let first = (a.init_vocab_first).filter(|_| reads(&["sample-vocab", "class-labels"]));
+            let own = PromptInit::from_flags(&kind, init_text, std, first);
             t.init = Some(own.map_err(|e| config_error(e, path, name, &t.config_keys, &tag))?);
         }
         check_init_method(a, t).map_err(|e| config_error(e, path, name, &t.config_keys, &tag))?;
@@ -512,6 +555,23 @@ fn check_init_method(a: &Args, t: &TaskInput) -> Result<()> {
         (Some(method), Some(init)) => method.check_init(&init),
         _ => Ok(()),
     }
+}
+
+/// A training error about one task's setting that its `--task-config` entry set, named as
+/// that file's key (the encoder's memory refusal, checked once the model's width is known,
+/// named --encoder-hidden-size; hostile pass 35, F1).
+fn config_named(e: Error, a: &Args, keys: &[(String, Vec<String>)]) -> Error {
+    let (Some(config), Error::Arg { flag, msg }) = (&a.task_config, &e) else {
+        return e;
+    };
+    for (name, keys) in keys {
+        let tag = format!("task `{name}`");
+        if let Some(rest) = msg.strip_prefix(&format!("{tag}: ")) {
+            let e = Error::arg(flag.clone(), rest);
+            return config_error(e, config, name, keys, &tag);
+        }
+    }
+    e
 }
 
 /// `e` about a flag whose value the task's `--task-config` entry set (`keys`) as an error of

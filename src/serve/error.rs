@@ -68,7 +68,11 @@ impl ApiError {
         if matches!(e, softprompt::Error::Folder { state, .. } if *state == busy) {
             return ApiError::new(StatusCode::CONFLICT, e.to_string());
         }
+        // a folder whose tensors are larger than the server's memory cannot load on it: the
+        // folder's, not a failure of the server (verification 33, N2)
+        let folder = matches!(e, softprompt::Error::HostMemory { .. });
         let status = match fault(e) {
+            _ if folder => StatusCode::BAD_REQUEST,
             Fault::Input | Fault::Check => StatusCode::BAD_REQUEST,
             Fault::Server => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -138,7 +142,12 @@ mod tests {
         };
         let device = Error::Device("out of memory".into());
         let text = Error::data("the request", 2, "the text holds the mask token");
+        let memory = Error::HostMemory {
+            path: "huge/adapter_model.safetensors".into(),
+            msg: "its tensors take about 4000.0 GB".into(),
+        };
         let cases = [
+            (&memory, 400, 500),
             (&shape, 400, 500),
             (&non_finite, 400, 500),
             (&overflow, 400, 500),

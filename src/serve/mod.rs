@@ -15,7 +15,6 @@ mod conn;
 mod error;
 mod listen;
 mod metrics;
-mod open_files;
 mod predict;
 mod registry;
 mod routes;
@@ -105,7 +104,7 @@ pub struct Settings {
 /// Loads the model and the prompts, serves until SIGTERM or Ctrl-C, then finishes the
 /// requests in flight. Prints `listening on http://ADDR` on stdout once it accepts requests.
 pub fn run(s: Settings) -> Result<()> {
-    if let Some(warning) = open_files::raise_for(s.conns.max_connections) {
+    if let Some(warning) = crate::open_files::raise_for(s.conns.max_connections) {
         errln!("{warning}");
     }
     let metrics = Arc::new(Metrics::new());

@@ -5,7 +5,7 @@
 
 /// The key two labels share when they look alike: the text trimmed, in Unicode's composed
 /// form (NFC).
-pub(crate) fn look_alike_key(label: &str) -> String {
+pub fn look_alike_key(label: &str) -> String {
     let mut normalized = tokenizers::NormalizedString::from(label.trim());
     normalized.nfc();
     normalized.get().to_string()
@@ -35,7 +35,7 @@ pub(crate) fn check_label_list(labels: &[String], flag: &str) -> crate::error::R
 /// How labels `a` and `b`, of one `look_alike_key`, differ, for a message: by surrounding
 /// whitespace, or by their normalisation, each then written code point by code point where
 /// not ASCII (both printed alike).
-pub(crate) fn twin_difference(a: &str, b: &str) -> String {
+pub fn twin_difference(a: &str, b: &str) -> String {
     let spaces = a.trim() != a || b.trim() != b;
     match (a.trim() == b.trim(), spaces) {
         (true, _) => "surrounding whitespace".into(),

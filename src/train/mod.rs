@@ -87,7 +87,7 @@ pub(crate) mod encode_text;
 pub mod encoder;
 pub mod eval;
 mod head_file;
-pub(crate) mod label_twins;
+pub mod label_twins;
 pub mod metrics;
 pub mod mixed;
 mod mixed_grads;

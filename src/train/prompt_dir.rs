@@ -150,6 +150,15 @@ fn check_stamps(dir: &Path, task_stamp: Option<Option<String>>) -> Result<Option
     let Some(&(first, stamp)) = stamped.first() else {
         return Ok(None);
     };
+    let mixed = stamped.iter().any(|(_, s)| *s != stamp);
+    let unstamped = (files.iter()).find(|(f, s)| *f != ADAPTER_WEIGHTS && matches!(s, Some(None)));
+    let adapter_stamped = stamped.iter().any(|(f, _)| *f == ADAPTER_WEIGHTS);
+    if !mixed && unstamped.is_none() {
+        return Ok(Some((stamp.clone(), adapter_stamped)));
+    }
+    // whose folder it is, only for a refusal's words: asked of every folder read, it read
+    // /proc/locks and the parent's checkpoint each time, and a run's export of N tasks took
+    // O(N^2) (hostile pass 35, F6)
     let origin = Origin::of(dir);
     // being written now: Python's FolderInUse, a BlockingIOError (review 22)
     let refuse = match origin {
@@ -168,7 +177,7 @@ fn check_stamps(dir: &Path, task_stamp: Option<Option<String>>) -> Result<Option
                            --out), or train again"
             .into(),
     };
-    if stamped.iter().any(|(_, s)| *s != stamp) {
+    if mixed {
         let found: Vec<String> = stamped.iter().map(|(f, s)| format!("{f}: {s}")).collect();
         return Err(refuse(
             dir,
@@ -178,8 +187,6 @@ fn check_stamps(dir: &Path, task_stamp: Option<Option<String>>) -> Result<Option
             ),
         ));
     }
-    let unstamped = (files.iter()).find(|(f, s)| *f != ADAPTER_WEIGHTS && matches!(s, Some(None)));
-    let adapter_stamped = stamped.iter().any(|(f, _)| *f == ADAPTER_WEIGHTS);
     match unstamped {
         None => Ok(Some((stamp.clone(), adapter_stamped))),
         Some((f, _)) => Err(refuse(

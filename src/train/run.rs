@@ -509,8 +509,8 @@ pub(super) fn divergence_advice(before_update: bool) -> &'static str {
     match before_update {
         true => {
             "no update has been made yet, so the frozen model's numbers are not finite on the \
-             initial prompt: check the model's weights (and its config.json's norm epsilon) \
-             and the data"
+             initial prompt: check the model's weights (and its config.json's norm epsilon), \
+             the initial prompt's scale (--init, --init-std) and the data"
         }
         false => "lower --lr (or --weight-decay), set --max-grad-norm, or check the data",
     }

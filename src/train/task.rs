@@ -260,12 +260,19 @@ impl Task {
             return Ok(());
         }
         if spec.labels.len() < 2 {
+            // a task whose labels carry words names where they come from (a cls prompt
+            // predicted as --task pet was told "a classifier needs..."; hostile pass 35, F5)
+            let what = match spec.kind {
+                TaskKind::Cls => "a classifier needs at least 2 labels".to_string(),
+                kind => format!(
+                    "a {} task needs at least 2 labels, each with its word (--verbalizer \
+                     LABEL=WORD,LABEL=WORD)",
+                    kind.name()
+                ),
+            };
             return Err(Error::arg(
                 "--labels",
-                format!(
-                    "a classifier needs at least 2 labels, got {:?}",
-                    spec.labels
-                ),
+                format!("{what}, got {:?}", spec.labels),
             ));
         }
         super::label_twins::check_label_list(&spec.labels, "--labels")?;

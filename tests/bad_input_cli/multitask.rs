@@ -70,6 +70,17 @@ fn multitask_errors_name_the_task() {
             r#"{"b": {"method": "prompt", "prefix_placement": "peft"}}"#,
             "`prefix_placement` (as --prefix-placement)",
         ),
+        // named as flags the user never passed, after the model was loaded (hostile pass
+        // 35, F1): a range refused at once, the memory once the model's width is known
+        (
+            r#"{"b": {"method": "p-tuning", "encoder_reparameterization": "lstm",
+                "encoder_num_layers": 0}}"#,
+            "`encoder_num_layers` (as --encoder-num-layers): is 0: expected 1 to",
+        ),
+        (
+            r#"{"b": {"method": "p-tuning", "encoder_hidden_size": 1000000000}}"#,
+            "`encoder_hidden_size` (as --encoder-hidden-size): a MLP encoder of hidden size",
+        ),
     ] {
         std::fs::write(&config, text).expect("write");
         refused(
@@ -88,6 +99,33 @@ fn multitask_errors_name_the_task() {
         &["invalid argument --verbalizer", "task `a`"],
     );
     no_run(&dir);
+}
+
+/// `--init-text` "for every task", as the file's refusal of `init: text` without text
+/// advises, was refused on another task of `init: random` (hostile pass 35, F2): the command
+/// line's companions of an init go to the tasks whose init reads them.
+#[test]
+fn an_init_flag_goes_to_the_tasks_whose_init_reads_it() {
+    let dir = ScratchDir::new("multitask_init_text");
+    let args = two_tasks(&dir);
+    let config = dir.path().join("tasks.json");
+    std::fs::write(
+        &config,
+        r#"{"a": {"init": "random"}, "b": {"init": "text"}}"#,
+    )
+    .expect("write");
+    let flags = ["--task-config", s(&config), "--init-text", "a fine review"];
+    ok(&with_flags(&args, &flags));
+    // a task's own init_text where its init does not read it is still the file's error
+    std::fs::write(&config, r#"{"a": {"init": "random", "init_text": "x"}}"#).expect("write");
+    let out = dir.path().join("out2");
+    let mut again = args.clone();
+    let at = again.iter().position(|x| x == "--out").expect("--out") + 1;
+    again[at] = s(&out).to_string();
+    refused(
+        &with_flags(&again, &["--task-config", s(&config)]),
+        &["`init_text` (as --init-text)", "task \"a\""],
+    );
 }
 
 /// A flag of the whole run out of its range (`--patience 0`) was tagged with the first task
@@ -212,4 +250,32 @@ fn multitask_inputs_that_are_not_what_they_seem() {
         ],
     );
     no_run(&dir);
+}
+
+/// Each task folder holds two descriptors for the whole run: past ~500 tasks under `ulimit
+/// -n` 1024 a task folder failed with the OS's bare "Too many open files" after the data was
+/// encoded, an empty folder left (hostile pass 35, F7). The soft limit is raised as far as
+/// the hard one allows, and a run past that is refused before anything is written.
+#[test]
+fn tasks_past_the_open_file_limit_are_refused_up_front() {
+    let dir = ScratchDir::new("multitask_nofile");
+    let args = two_tasks(&dir);
+    let out = std::process::Command::new("sh")
+        .args(["-c", "ulimit -n 40 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_softprompt"))
+        .args(&args)
+        .output()
+        .expect("run");
+    refused(
+        &out,
+        &[
+            "invalid argument --task-data: 2 tasks hold 4 open files for the whole run",
+            "68 in all, but the open-file limit (ulimit -n) is 40",
+        ],
+    );
+    no_run(&dir);
+    assert!(
+        !dir.path().join("out").exists(),
+        "a refused run made its folder"
+    );
 }

@@ -21,6 +21,38 @@ fn predict_prompt_field_needs_named_prompts() {
     ok(&softprompt(&args));
 }
 
+/// A row's prompt name that differs from a `--prompt` name only by its Unicode normalisation
+/// read "prompt \"é\" is not one of the --prompt names (é, x)" (hostile pass 35, F4): the
+/// two are named with their code points.
+#[test]
+fn a_prompt_name_that_looks_alike_shows_its_code_points() {
+    let dir = ScratchDir::new("predict_mixed_nfd");
+    let run = trained(&dir, &[]);
+    let data = dir.path().join("mixed.jsonl");
+    std::fs::write(
+        &data,
+        "{\"text\":\"good\",\"prompt\":\"x\"}\n{\"text\":\"bad\",\"prompt\":\"e\\u0301\"}\n",
+    )
+    .expect("write");
+    let (nfc, x) = (format!("\u{e9}={}", s(&run)), format!("x={}", s(&run)));
+    let args = [
+        "predict",
+        "--data",
+        s(&data),
+        "--prompt",
+        &nfc,
+        "--prompt",
+        &x,
+    ];
+    refused(
+        &softprompt(&args),
+        &[
+            "mixed.jsonl:2: prompt \"e\u{301}\" differs from the --prompt name \"\u{e9}\" only by \
+             Unicode normalisation (canonically equivalent: \"e\\u{301}\" and \"\\u{e9}\")",
+        ],
+    );
+}
+
 /// With several `--prompt NAME=DIR`, a missing folder and a bad `--verbalizer` name the
 /// prompt and its folder (they named neither: "nope/adapter_config.json: No such file").
 #[test]
@@ -67,6 +99,45 @@ fn peft_folder_without_labels_says_why() {
             "--verbalizer",
         ],
     );
+}
+
+/// A prompt used as another kind of task (`--task`) starts from that kind's defaults: an
+/// error then blamed the prompt's task.json ("the setting comes from this file") for labels
+/// the file holds, and a pet task without words said "a classifier needs at least 2 labels"
+/// (hostile pass 35, F5).
+#[test]
+fn another_task_kind_is_not_blamed_on_task_json() {
+    let dir = ScratchDir::new("predict_other_kind");
+    let out = dir.path().join("run");
+    let model = fixture("bert_mlm");
+    let mut args = crate::train_args(&model, &out, &[]);
+    let at = args
+        .iter()
+        .position(|a| *a == "--verbalizer")
+        .expect("--verbalizer");
+    args.drain(at..at + 2);
+    let kind = args.iter().position(|a| *a == "pet").expect("pet");
+    args[kind] = "cls";
+    ok(&softprompt(&args));
+    let data = dir.path().join("texts.jsonl");
+    std::fs::write(&data, "{\"text\": \"the movie was great.\"}\n").expect("write");
+    let predict = [
+        "predict",
+        "--prompt",
+        s(&out),
+        "--data",
+        s(&data),
+        "--task",
+        "pet",
+    ];
+    let err = refused(
+        &softprompt(&predict),
+        &[
+            "invalid argument --labels: a pet task needs at least 2 labels, each with its word \
+           (--verbalizer LABEL=WORD,LABEL=WORD), got []",
+        ],
+    );
+    assert!(!err.contains("task.json"), "{err}");
 }
 
 /// `predict --output` naming the data file (or a file of the prompt folder) is refused and

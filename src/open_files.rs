@@ -1,24 +1,25 @@
-//! The open-file limit a server of `--max-connections` needs: each connection is a file
-//! descriptor, and a soft limit below the connections (`ulimit -n` is often 1024) made
-//! accepts fail with "too many open files" while the server looked healthy (hostile pass
-//! 19). The soft limit is raised as far as the hard one allows, and a hard limit too low is
-//! said once at start.
+//! The open-file limit a process of many descriptors needs: a server of `--max-connections`
+//! (a descriptor a connection: a soft limit below them, `ulimit -n` often 1024, made accepts
+//! fail with "too many open files" while the server looked healthy; hostile pass 19), and a
+//! multi-task run (two a task folder, its lock file and the folder, held for the whole run:
+//! past ~500 tasks it failed with the OS's bare words; hostile pass 35, F7). The soft limit is
+//! raised as far as the hard one allows.
 
-/// Descriptors the server holds besides its connections: stdio, the listener, the runtime's
-/// event queue and wakers, the model's and prompts' files while they load.
-const RESERVE: u64 = 64;
+/// Descriptors a process holds besides those counted: stdio, a listener, a runtime's event
+/// queue and wakers, the model's and prompts' files while they load, the run's own files.
+pub const RESERVE: u64 = 64;
 
-/// Raises this process's soft RLIMIT_NOFILE for `connections`, as far as its hard limit
-/// allows; the warning to print when even that is too low.
+/// Raises this process's soft RLIMIT_NOFILE toward `need`, as far as its hard limit allows:
+/// the soft limit now, and the error of a raise that failed. None where it cannot be read.
 #[cfg(not(unix))]
-pub fn raise_for(_connections: usize) -> Option<String> {
+pub fn raise_to(_need: u64) -> Option<(u64, Option<std::io::Error>)> {
     None
 }
 
-/// Raises this process's soft RLIMIT_NOFILE for `connections`, as far as its hard limit
-/// allows; the warning to print when even that is too low.
+/// Raises this process's soft RLIMIT_NOFILE toward `need`, as far as its hard limit allows:
+/// the soft limit now, and the error of a raise that failed. None where it cannot be read.
 #[cfg(unix)]
-pub fn raise_for(connections: usize) -> Option<String> {
+pub fn raise_to(need: u64) -> Option<(u64, Option<std::io::Error>)> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -27,22 +28,33 @@ pub fn raise_for(connections: usize) -> Option<String> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return None;
     }
-    let need = (connections as u64).saturating_add(RESERVE);
     let (soft, hard) = (limit.rlim_cur, limit.rlim_max);
-    let want = target(soft, hard, need)?;
+    let Some(want) = target(soft, hard, need) else {
+        return Some((soft, None));
+    };
     let raised = libc::rlimit {
         rlim_cur: want,
         rlim_max: limit.rlim_max,
     };
     // SAFETY: setrlimit(2) with a soft limit at most the hard one, from a struct we own
-    let (now, refused) = match unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } {
-        0 => (want, None),
-        // a system cap below the hard limit (macOS), a sandbox
-        _ => (soft, Some(std::io::Error::last_os_error())),
-    };
+    Some(
+        match unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } {
+            0 => (want, None),
+            // a system cap below the hard limit (macOS), a sandbox
+            _ => (soft, Some(std::io::Error::last_os_error())),
+        },
+    )
+}
+
+/// Raises the soft limit for a server of `connections`; the warning to print when even the
+/// hard limit is too low.
+#[cfg_attr(not(feature = "serve"), allow(dead_code))]
+pub fn raise_for(connections: usize) -> Option<String> {
+    let need = (connections as u64).saturating_add(RESERVE);
+    let (now, refused) = raise_to(need)?;
     let said = warning(now, need, connections)?;
     Some(match refused {
-        Some(e) => format!("{said} (raising it to {want} failed: {e})"),
+        Some(e) => format!("{said} (raising it failed: {e})"),
         None => said,
     })
 }
@@ -51,8 +63,8 @@ pub fn raise_for(connections: usize) -> Option<String> {
 fn target(soft: u64, hard: u64, need: u64) -> Option<u64> {
     (soft < need).then_some(need.min(hard.max(soft)))
 }
-
 /// The warning when a soft limit of `now` descriptors is below `need`.
+#[cfg_attr(not(feature = "serve"), allow(dead_code))]
 fn warning(now: u64, need: u64, connections: usize) -> Option<String> {
     (now < need).then(|| {
         format!(
