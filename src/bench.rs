@@ -487,7 +487,9 @@ pub fn check_fits_cpu(name: &str, preset: &Preset, checked: bool) -> Result<()> 
     let table = embedding_elements(preset) as u128;
     let beside = match checked {
         true => 12 * small + 8 * table,
-        false => 4 * table,
+        // and a second such copy: profile aborted in a 150 MB band past 4 (verification 34,
+        // F-2)
+        false => 8 * table,
     };
     let need = 4 * parameters(preset) as u128 + beside + 4 * crate::models::LOAD_SLACK;
     let what = match checked {

@@ -428,6 +428,9 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
         .as_object()
         .ok_or_else(|| Error::file(path, "expected a JSON object by task name"))?;
     let names: Vec<String> = inputs.iter().map(|t| t.name.clone()).collect();
+    // whether a task's own init read the command line's --init-text, --init-std,
+    // --init-vocab-first
+    let mut read = [false; 3];
     for (name, o) in obj {
         let t = (inputs.iter_mut().find(|t| t.name == *name)).ok_or_else(|| {
             Error::file(
@@ -531,6 +534,9 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
             // them: --init-text "for every task" was refused on a task of `init: random`
             // (hostile pass 35, F2)
             let reads = |inits: &[&str]| inits.contains(&kind.as_str());
+            read[0] |= init_text.is_none() && a.init_text.is_some() && reads(&["text"]);
+            read[1] |= a.init_std.is_some() && reads(&["random"]);
+            read[2] |= a.init_vocab_first.is_some() && reads(&["sample-vocab", "class-labels"]);
             let init_text = init_text.or(a.init_text.clone().filter(|_| reads(&["text"])));
             let std = a.init_std.filter(|_| reads(&["random"]));
             let first = (a.init_vocab_first).filter(|_| reads(&["sample-vocab", "class-labels"]));
@@ -538,6 +544,26 @@ fn apply_config(a: &Args, inputs: &mut [TaskInput]) -> Result<()> {
             t.init = Some(own.map_err(|e| config_error(e, path, name, &t.config_keys, &tag))?);
         }
         check_init_method(a, t).map_err(|e| config_error(e, path, name, &t.config_keys, &tag))?;
+    }
+    // where every task has its own init, the command line's companions no task reads are
+    // refused, as elsewhere (`run_config` checks them for the tasks of the command line's
+    // init; verification 34, F-1: they were dropped without a word)
+    if inputs.iter().all(|t| t.init.is_some()) {
+        let given = [
+            ("--init-text", a.init_text.is_some()),
+            ("--init-std", a.init_std.is_some()),
+            ("--init-vocab-first", a.init_vocab_first.is_some()),
+        ];
+        if let Some((flag, _)) = (given.iter().zip(read))
+            .find(|((_, g), r)| *g && !r)
+            .map(|(f, _)| *f)
+        {
+            return Err(Error::arg(
+                flag,
+                "is read by no task: every task's --task-config entry sets its own init, and \
+                 none of them reads it",
+            ));
+        }
     }
     Ok(())
 }

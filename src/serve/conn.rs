@@ -136,7 +136,6 @@ pub fn service(
     app: axum::Router,
     track: Arc<Track>,
     client: Client,
-    open: Arc<Open>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = axum::response::Response,
@@ -149,57 +148,12 @@ pub fn service(
         track.set(Phase::Request);
         let serving = Serving(track.clone());
         let answer = hyper::service::Service::call(&inner, req);
-        let open = open.clone();
         async move {
-            let mut answer = answer.await;
+            let answer = answer.await;
             drop(serving);
-            // at --max-connections, an answer ends its connection: kept-alive clients held
-            // every slot for as long as they kept asking, and a client waiting to be
-            // accepted waited for ever (hostile pass 34, F4)
-            if let Ok(a) = answer.as_mut() {
-                if open.full() {
-                    let close = hyper::header::HeaderValue::from_static("close");
-                    a.headers_mut().insert(hyper::header::CONNECTION, close);
-                }
-            }
             answer
         }
     })
-}
-
-/// The connections open, against `--max-connections`.
-pub struct Open {
-    count: std::sync::atomic::AtomicUsize,
-    max: usize,
-}
-
-impl Open {
-    pub fn new(max: usize) -> Arc<Open> {
-        Arc::new(Open {
-            count: std::sync::atomic::AtomicUsize::new(0),
-            max,
-        })
-    }
-
-    /// One more open until the guard is dropped (the connection ended).
-    pub fn enter(self: &Arc<Open>) -> OpenGuard {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        OpenGuard(self.clone())
-    }
-
-    /// Whether every slot is taken: a client may be waiting to be accepted.
-    fn full(&self) -> bool {
-        self.count.load(Ordering::SeqCst) >= self.max
-    }
-}
-
-/// A connection counted in `Open`.
-pub struct OpenGuard(Arc<Open>);
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// The connection's socket, shared with its requests (`Client`): bytes read with no request

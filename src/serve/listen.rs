@@ -61,7 +61,6 @@ pub async fn serve(
     // tests and scripts read the port (--port 0 picks one) from this line
     let _ = writeln!(out, "listening on http://{addr}").and_then(|_| out.flush());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let open = conn::Open::new(limits.max_connections);
     // each connection holds a receiver: once all are dropped, every connection has ended
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopping = Arc::new(AtomicBool::new(false));
@@ -87,8 +86,7 @@ pub async fn serve(
         };
         let track = Track::new(stopping.clone(), metrics.clone());
         let (stream, client) = conn::Stream::new(stream, track.clone(), limits.write_timeout);
-        let counted = open.enter();
-        let service = conn::service(app.clone(), track, client, open.clone());
+        let service = conn::service(app.clone(), track, client);
         let stream = TokioIo::new(stream);
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -112,7 +110,6 @@ pub async fn serve(
                 let _ = conn.await;
             }
             drop(stop);
-            drop(counted);
             drop(slot);
         });
     }

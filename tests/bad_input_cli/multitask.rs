@@ -126,6 +126,16 @@ fn an_init_flag_goes_to_the_tasks_whose_init_reads_it() {
         &with_flags(&again, &["--task-config", s(&config)]),
         &["`init_text` (as --init-text)", "task \"a\""],
     );
+    // one that no task reads is refused, not dropped (verification 34, F-1)
+    std::fs::write(
+        &config,
+        r#"{"a": {"init": "random"}, "b": {"init": "random"}}"#,
+    )
+    .expect("write");
+    refused(
+        &with_flags(&again, &["--task-config", s(&config), "--init-text", "x"]),
+        &["invalid argument --init-text: is read by no task"],
+    );
 }
 
 /// A flag of the whole run out of its range (`--patience 0`) was tagged with the first task
